@@ -1,0 +1,426 @@
+/* uvp — promises for libuv.
+ *
+ * uvp brings ECMAScript promise semantics (Promises/A+ for `then`, the
+ * ECMAScript specification for all / allSettled / race / any) to C programs
+ * that already run a uv_loop_t.  This header is the whole public API.
+ *
+ * ---------------------------------------------------------------------------
+ * The model in one page
+ * ---------------------------------------------------------------------------
+ *
+ *  - A context (uvp_ctx_t) is created over an existing loop.  uvp never
+ *    creates, runs or stops the loop.  Every promise belongs to exactly one
+ *    context; contexts on different loops are fully independent.
+ *
+ *  - A promise is pending, then settles once: fulfilled with a value, or
+ *    rejected with a reason.
+ *      value  = an opaque `void *` plus an optional destructor (uvp_free_cb)
+ *               that runs when the last reference to the promise that owns
+ *               the value goes away.
+ *      reason = a negative status code (libuv's UV_E* or uvp's UVP_E*, see
+ *               uvp_strerror) plus an optional payload pointer with its own
+ *               destructor, owned like a value.
+ *
+ *  - Ownership is reference counting.  Every function that hands you a
+ *    promise (`uvp_promise_t **out`) gives you one reference; you drop it
+ *    with uvp_promise_release().  Functions that take a promise argument
+ *    borrow it unless their comment says "takes".
+ *
+ *  - Handlers (reactions) never run inside the call that registers or
+ *    settles: they are queued FIFO per context and run from libuv handles on
+ *    the loop thread, a bounded number per loop iteration, so a long chain
+ *    never starves timers or I/O.
+ *
+ *  - uvp's own handles never keep the loop alive: uv_run(UV_RUN_DEFAULT)
+ *    returns once nothing is left but unsettled promises, just as Node exits
+ *    with pending promises.
+ *
+ *  - Threads: every function must be called on the loop thread, except
+ *    uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release(),
+ *    which any thread may call on a promise it holds a reference to (the
+ *    reference must have been taken on the loop thread).  Off the loop
+ *    thread they post through one uv_async_t; the work happens on the loop
+ *    thread.
+ *
+ *  - Errors: every `int` return is 0 or a negative code.  On error nothing
+ *    happened: in particular, ownership of values and payloads you passed
+ *    stays with you.
+ *
+ * Mapping to JavaScript:
+ *   new Promise(...)        uvp_promise_new + uvp_promise_resolve/reject
+ *   Promise.resolve(v)      uvp_promise_resolved
+ *   Promise.reject(e)       uvp_promise_rejected
+ *   p.then(f)               uvp_promise_then
+ *   p.catch(r)              uvp_promise_catch
+ *   p.then(f, r)            uvp_promise_on(p, UVP_ON_BOTH, cb, ...) where cb
+ *                           looks at in->status
+ *   p.finally(f)            uvp_promise_finally
+ *   resolve(otherPromise)   uvp_promise_resolve_with / return uvp_ret_adopt()
+ *   return x / throw e      return uvp_ret_value(x, dtor) / uvp_ret_reject()
+ *   thenables (A+ 2.3.3)    no C analogue: only uvp promises are adopted.
+ */
+#ifndef UVP_H
+#define UVP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UVP_VERSION_MAJOR 0
+#define UVP_VERSION_MINOR 1
+#define UVP_VERSION_PATCH 0
+#define UVP_VERSION_HEX                                                        \
+  ((UVP_VERSION_MAJOR << 16) | (UVP_VERSION_MINOR << 8) | UVP_VERSION_PATCH)
+#define UVP_VERSION_STRING "0.1.0"
+
+#if defined(_WIN32)
+#define UVP_EXTERN __declspec(dllexport)
+#elif defined(__GNUC__)
+#define UVP_EXTERN __attribute__((visibility("default")))
+#else
+#define UVP_EXTERN
+#endif
+
+/* Version of the library actually linked, as UVP_VERSION_HEX / _STRING. */
+UVP_EXTERN unsigned int uvp_version(void);
+UVP_EXTERN const char *uvp_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Error codes                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* uvp's own codes live far below libuv's (which are -errno, the UV_EAI_*
+ * range near -3000, and UV_EOF = -4095), so a reason code is always one or
+ * the other and uvp_strerror() understands both. */
+#define UVP_ERRNO_MAP(XX)                                                      \
+  XX(ESETTLED, -30001, "promise already settled")                              \
+  XX(ECYCLE, -30002, "promise resolved with itself or through a cycle")        \
+  XX(ECLOSED, -30003, "promise context closed")                                \
+  XX(EXCTX, -30004, "promises belong to different contexts")                   \
+  XX(EAGGREGATE, -30005, "all promises were rejected")                         \
+  XX(EUNHANDLED, -30006, "unhandled rejection")
+
+typedef enum {
+#define XX(name, val, msg) UVP_##name = (val),
+  UVP_ERRNO_MAP(XX)
+#undef XX
+  UVP_ERRNO_MAX_ = -30000
+} uvp_errno_t;
+
+/* Message / symbolic name for a uvp code or any libuv code ("ECYCLE",
+ * "ECONNREFUSED").  Never NULL.  Known codes give static strings; an unknown
+ * code is formatted into a per-thread buffer valid until the next call on
+ * the same thread (unlike uv_strerror(), nothing leaks). */
+UVP_EXTERN const char *uvp_strerror(int code);
+UVP_EXTERN const char *uvp_err_name(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Allocation                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Replace the allocator uvp uses for everything it allocates (contexts,
+ * promise and reaction slabs, combinator state, cross-thread messages).
+ * Like uv_replace_allocator(): call it before any context exists.  Returns
+ * UV_EINVAL if any function is NULL, UV_EBUSY while a context is alive.
+ * The functions must be thread-safe (other threads post messages). */
+typedef void *(*uvp_malloc_func)(size_t size);
+typedef void *(*uvp_realloc_func)(void *ptr, size_t size);
+typedef void *(*uvp_calloc_func)(size_t count, size_t size);
+typedef void (*uvp_free_func)(void *ptr);
+UVP_EXTERN int uvp_replace_allocator(uvp_malloc_func malloc_func,
+                                     uvp_realloc_func realloc_func,
+                                     uvp_calloc_func calloc_func,
+                                     uvp_free_func free_func);
+
+/* ------------------------------------------------------------------------ */
+/* Types                                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct uvp_ctx_s uvp_ctx_t;
+typedef struct uvp_promise_s uvp_promise_t;
+
+/* Destructor for a value or a reason's payload. `free` fits. */
+typedef void (*uvp_free_cb)(void *ptr);
+
+typedef enum {
+  UVP_PENDING = 0,
+  UVP_FULFILLED = 1,
+  UVP_REJECTED = 2
+} uvp_state_t;
+
+/* What a handler is given: a borrowed view of the settled promise.
+ *   status  0 if fulfilled, else the (negative) rejection code.
+ *   value   the value if fulfilled, the reason's payload (or NULL) if
+ *           rejected.  Owned by the promise: valid while you hold a
+ *           reference to `promise`, which the handler call itself does.
+ *   promise the settled promise (borrowed; uvp_promise_retain to keep it). */
+typedef struct uvp_outcome_s {
+  int status;
+  void *value;
+  uvp_promise_t *promise;
+} uvp_outcome_t;
+
+/* What a handler returns: how the derived promise settles.  Build it with
+ * the uvp_ret_*() helpers below; a zeroed uvp_ret_t fulfils with NULL (as a
+ * JavaScript handler returning undefined). */
+typedef struct uvp_ret_s {
+  int kind_;  /* private */
+  int code_;
+  void *ptr_;
+  uvp_free_cb free_;
+  uvp_promise_t *promise_;
+} uvp_ret_t;
+
+enum { UVP_RET_VALUE_ = 0, UVP_RET_REJECT_, UVP_RET_ADOPT_, UVP_RET_PASS_ };
+
+/* Fulfil the derived promise with `value`; ownership of value (and the duty
+ * to run free_cb) passes to uvp. */
+static inline uvp_ret_t uvp_ret_value(void *value, uvp_free_cb free_cb) {
+  uvp_ret_t r = {UVP_RET_VALUE_, 0, value, free_cb, NULL};
+  return r;
+}
+/* Reject the derived promise with `code` (< 0; anything else becomes
+ * UV_EINVAL) and an optional payload that uvp now owns. */
+static inline uvp_ret_t uvp_ret_reject(int code, void *payload,
+                                       uvp_free_cb free_cb) {
+  uvp_ret_t r = {UVP_RET_REJECT_, code, payload, free_cb, NULL};
+  return r;
+}
+/* Make the derived promise follow `p` (Promises/A+ 2.3.2).  Takes one
+ * reference to p: `return uvp_ret_adopt(new_promise);` hands the reference
+ * you got from uvp_promise_new over.  Adopting the derived promise itself,
+ * or a promise that (transitively) waits for it, rejects it with
+ * UVP_ECYCLE; a promise of another context rejects it with UVP_EXCTX. */
+static inline uvp_ret_t uvp_ret_adopt(uvp_promise_t *p) {
+  uvp_ret_t r = {UVP_RET_ADOPT_, 0, NULL, NULL, p};
+  return r;
+}
+/* Settle the derived promise exactly like the input (same value, shared,
+ * not copied): what JavaScript does for a missing handler. */
+static inline uvp_ret_t uvp_ret_pass(void) {
+  uvp_ret_t r = {UVP_RET_PASS_, 0, NULL, NULL, NULL};
+  return r;
+}
+
+/* A handler.  Runs on the loop thread from uvp's scheduler, never inside the
+ * uvp call that registered it or settled its promise; at most once.  `arg`
+ * is the pointer given at registration.  It may call any uvp function,
+ * including releasing `in->promise`'s other references, settling or creating
+ * other promises and tearing the context down. */
+typedef uvp_ret_t (*uvp_then_cb)(void *arg, const uvp_outcome_t *in);
+
+/* Cancel hook of a producer (see uvp_promise_set_cancel). Runs at most once,
+ * on the loop thread, when a pending promise is cancelled or its context is
+ * closed while it is pending; `p` is borrowed and already rejected with
+ * UV_ECANCELED (or UVP_ECLOSED at teardown). */
+typedef void (*uvp_cancel_cb)(uvp_promise_t *p, void *arg);
+
+/* Called for a rejected promise that never had a rejection handler, when
+ * its last reference goes or when its context is closed with it still
+ * alive.  `p` is borrowed and valid only during the call. */
+typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Create a context over `loop` (which you keep owning and running).  Must be
+ * called on the loop's thread, which becomes the context's loop thread.
+ * Initialises three unreferenced handles on the loop (idle, check, async).
+ * Errors: UV_EINVAL (NULL argument), UV_ENOMEM, or a uv_*_init error. */
+UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
+
+/* Tear down.  Every promise still pending is rejected with UVP_ECLOSED
+ * (running its cancel hook), without running any handler; queued handlers
+ * are dropped.  Rejected promises still alive and unhandled are reported to
+ * the unhandled hook.  uvp's handles are closed: run the loop once more
+ * (uv_run) for their close callbacks, after which uv_loop_close() returns 0
+ * as far as uvp is concerned.  The `ctx` pointer must not be used again.
+ * Promises you still hold stay valid memory: every call on them returns
+ * UVP_ECLOSED (release still works, from any thread), and the context's
+ * memory is freed when the last of them is released.  Threads resolving
+ * after this get UVP_ECLOSED.  Returns UV_EINVAL for NULL, UVP_ECLOSED if
+ * already closed. */
+UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
+
+UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
+
+/* Maximum number of handlers run per scheduler callback (two per loop
+ * iteration: idle and check phases) before yielding to timers and I/O.
+ * Default 1024; 0 means UV_EINVAL. */
+UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
+
+/* Install the unhandled-rejection hook (NULL restores the default: one line
+ * on stderr naming the reason and the promise's creation site). */
+UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
+                                        void *arg);
+
+/* Print every pending promise with its creation site and age, one per line,
+ * in the spirit of uv_print_active_handles().  Returns the count or a
+ * negative code. */
+UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
+
+/* Counters for tests and monitoring. */
+typedef struct uvp_ctx_stats_s {
+  size_t live;      /* promises allocated and not yet freed */
+  size_t pending;   /* of which pending */
+  size_t queued;    /* handlers waiting to run */
+  size_t slab_bytes; /* bytes held in promise/reaction slabs */
+  size_t slab_allocs; /* times a slab was obtained from the allocator */
+} uvp_ctx_stats_t;
+UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Promises: creation and settlement                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Every creating call records its caller's __FILE__ and __LINE__ (for the
+ * pending dump and the unhandled-rejection report) through these macros;
+ * the *_at functions are the real entry points. */
+
+/* A new pending promise; *out gets one reference.
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_promise_new(ctx, out)                                              \
+  uvp_promise_new_at((ctx), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
+                                  const char *file, int line);
+
+/* Already fulfilled (Promise.resolve(v)) / already rejected
+ * (Promise.reject(e)).  On success uvp owns value/payload; on error you
+ * still do. */
+#define uvp_promise_resolved(ctx, value, free_cb, out)                         \
+  uvp_promise_resolved_at((ctx), (value), (free_cb), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value,
+                                       uvp_free_cb free_cb, uvp_promise_t **out,
+                                       const char *file, int line);
+#define uvp_promise_rejected(ctx, code, payload, free_cb, out)                 \
+  uvp_promise_rejected_at((ctx), (code), (payload), (free_cb), (out),          \
+                          __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
+                                       uvp_free_cb free_cb, uvp_promise_t **out,
+                                       const char *file, int line);
+
+/* Fulfil `p` with `value`.  On success uvp owns value (free_cb runs when the
+ * last reference to the promise holding it goes; free_cb may be NULL).
+ * Queues p's handlers; never runs them inside this call.
+ * Errors (nothing changes, you keep value):
+ *   UV_EINVAL     p is NULL
+ *   UVP_ESETTLED  p is already settled or is already following another
+ *   UVP_ECLOSED   p's context is closed
+ * Any thread (see "Threads"): off the loop thread the call only queues a
+ * message, returns 0 (or UV_ENOMEM / UVP_ECLOSED) and hands value over; if
+ * p turns out to be settled already when the loop thread applies it, the
+ * value's free_cb runs there. */
+UVP_EXTERN int uvp_promise_resolve(uvp_promise_t *p, void *value,
+                                   uvp_free_cb free_cb);
+
+/* Reject `p` with `code` (must be < 0, else UV_EINVAL) and an optional
+ * payload that uvp owns on success.  Same errors and threading as
+ * uvp_promise_resolve. */
+UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
+                                  uvp_free_cb free_cb);
+
+/* Resolve `p` with another promise: p follows `src` (Promises/A+ 2.3.2).
+ * Borrows src (uvp takes its own reference).  Loop thread only.
+ * Errors: UV_EINVAL, UVP_ESETTLED, UVP_ECLOSED, UVP_EXCTX (src belongs to
+ * another context).  Resolving p with itself or with a promise that waits
+ * for p is not an error of the call: p is rejected with UVP_ECYCLE, as
+ * Promises/A+ 2.3.1 requires. */
+UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
+
+/* Attach a cancel hook to a pending promise you produce (one hook; a second
+ * call replaces it).  Errors: UV_EINVAL, UVP_ESETTLED, UVP_ECLOSED. */
+UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
+                                      void *arg);
+
+/* Cancel a pending promise: reject it with UV_ECANCELED, then run its
+ * cancel hook once.  If p is following another promise (from then or
+ * adoption) that one is not cancelled: p just stops waiting.
+ * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
+ * UVP_ECLOSED. */
+UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
+
+/* ------------------------------------------------------------------------ */
+/* Promises: reactions                                                       */
+/* ------------------------------------------------------------------------ */
+
+enum {
+  UVP_ON_FULFILLED = 1,
+  UVP_ON_REJECTED = 2,
+  UVP_ON_BOTH = 3
+};
+
+/* Register `cb` for the outcomes in `mask` (UVP_ON_*).  For an outcome not
+ * in the mask, or a NULL cb, the derived promise settles like `p` (value
+ * shared).  The handler runs once, later, on the loop thread, after every
+ * handler registered on p before it (registration order).
+ *
+ * `out` (may be NULL): receives one reference to the derived promise, which
+ * settles as the handler's uvp_ret_t says.  With out == NULL no derived
+ * promise exists; a value the handler returns is destroyed at once, and a
+ * rejection it returns is reported as unhandled.
+ *
+ * Registering any handler whose mask includes UVP_ON_REJECTED (or a NULL /
+ * pass-through one) marks p as handled for the unhandled-rejection hook.
+ * Errors: UV_EINVAL (NULL p, bad mask), UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_promise_on(p, mask, cb, arg, out)                                  \
+  uvp_promise_on_at((p), (mask), (cb), (arg), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
+                                 void *arg, uvp_promise_t **out,
+                                 const char *file, int line);
+
+/* p.then(cb): cb on fulfilment; a rejection passes through. */
+#define uvp_promise_then(p, cb, arg, out)                                      \
+  uvp_promise_on_at((p), UVP_ON_FULFILLED, (cb), (arg), (out), __FILE__,       \
+                    __LINE__)
+/* p.catch(cb): cb on rejection; a fulfilment passes through. */
+#define uvp_promise_catch(p, cb, arg, out)                                     \
+  uvp_promise_on_at((p), UVP_ON_REJECTED, (cb), (arg), (out), __FILE__,        \
+                    __LINE__)
+
+/* p.finally(cb): cb runs on either outcome (and sees it).  The derived
+ * promise settles like p, unless cb returns a rejection (derived rejects with
+ * it) or adopts a promise that rejects (derived rejects with that reason);
+ * an adopted promise is waited for first.  A value cb returns is destroyed. */
+#define uvp_promise_finally(p, cb, arg, out)                                   \
+  uvp_promise_finally_at((p), (cb), (arg), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb,
+                                      void *arg, uvp_promise_t **out,
+                                      const char *file, int line);
+
+/* ------------------------------------------------------------------------ */
+/* Promises: references and inspection                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Take one more reference.  Loop thread only.  Returns p (NULL for NULL). */
+UVP_EXTERN uvp_promise_t *uvp_promise_retain(uvp_promise_t *p);
+
+/* Drop one reference; the last one frees the promise and runs its value's or
+ * payload's destructor.  Any thread.  NULL is a no-op. */
+UVP_EXTERN void uvp_promise_release(uvp_promise_t *p);
+
+/* The state; for a NULL promise UVP_PENDING. */
+UVP_EXTERN uvp_state_t uvp_promise_state(const uvp_promise_t *p);
+
+/* The value of a fulfilled promise (borrowed), else NULL. */
+UVP_EXTERN void *uvp_promise_value(const uvp_promise_t *p);
+
+/* The code of a rejected promise (< 0) or 0; *payload (if not NULL) gets the
+ * borrowed payload. */
+UVP_EXTERN int uvp_promise_reason(const uvp_promise_t *p, void **payload);
+
+/* Where the promise was created (static strings) and the context it belongs
+ * to. */
+UVP_EXTERN void uvp_promise_site(const uvp_promise_t *p, const char **file,
+                                 int *line);
+UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UVP_H */

@@ -1,0 +1,100 @@
+/* The allocator hook and the slab pools promises and reactions come from. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct {
+  uvp_malloc_func malloc_f;
+  uvp_realloc_func realloc_f;
+  uvp_calloc_func calloc_f;
+  uvp_free_func free_f;
+} uvp__allocator_t;
+
+static uvp__allocator_t allocator = {malloc, realloc, calloc, free};
+static atomic_int live_contexts;
+
+int uvp_replace_allocator(uvp_malloc_func malloc_func,
+                          uvp_realloc_func realloc_func,
+                          uvp_calloc_func calloc_func, uvp_free_func free_func) {
+  if (malloc_func == NULL || realloc_func == NULL || calloc_func == NULL ||
+      free_func == NULL)
+    return UV_EINVAL;
+  /* Memory from one allocator must never reach another one's free. */
+  if (atomic_load(&live_contexts) != 0)
+    return UV_EBUSY;
+  allocator.malloc_f = malloc_func;
+  allocator.realloc_f = realloc_func;
+  allocator.calloc_f = calloc_func;
+  allocator.free_f = free_func;
+  return 0;
+}
+
+void uvp__ctx_count(int delta) { atomic_fetch_add(&live_contexts, delta); }
+
+void *uvp__malloc(size_t size) { return allocator.malloc_f(size); }
+void *uvp__calloc(size_t count, size_t size) {
+  return allocator.calloc_f(count, size);
+}
+void *uvp__realloc(void *ptr, size_t size) {
+  return allocator.realloc_f(ptr, size);
+}
+void uvp__free(void *ptr) {
+  if (ptr != NULL)
+    allocator.free_f(ptr);
+}
+
+/* ---- pools --------------------------------------------------------------- */
+
+#define UVP__CHUNK_BYTES (64 * 1024)
+#define UVP__ALIGN 64
+
+struct uvp__chunk_s {
+  uvp__chunk_t *next;
+  char *slots;
+  size_t used;
+  size_t cap;
+};
+
+void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
+  memset(pool, 0, sizeof(*pool));
+  pool->slot_size = slot_size;
+}
+
+void uvp__pool_destroy(uvp__pool_t *pool) {
+  uvp__chunk_t *c = pool->chunks;
+  while (c != NULL) {
+    uvp__chunk_t *next = c->next;
+    uvp__free(c);
+    c = next;
+  }
+  memset(pool, 0, sizeof(*pool));
+}
+
+void *uvp__pool_get_slow(uvp__pool_t *pool) {
+  uvp__chunk_t *c = pool->chunks;
+  if (c == NULL || c->used == c->cap) {
+    /* One allocation holds the header and the aligned slots. */
+    c = uvp__malloc(UVP__CHUNK_BYTES);
+    if (c == NULL)
+      return NULL;
+    uintptr_t first = (uintptr_t)(c + 1);
+    first = (first + UVP__ALIGN - 1) & ~(uintptr_t)(UVP__ALIGN - 1);
+    c->slots = (char *)first;
+    c->cap = ((uintptr_t)c + UVP__CHUNK_BYTES - first) / pool->slot_size;
+    c->used = 0;
+    c->next = pool->chunks;
+    pool->chunks = c;
+    pool->bytes += UVP__CHUNK_BYTES;
+    pool->allocs++;
+  }
+  return c->slots + pool->slot_size * c->used++;
+}
+
+void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
+                    void *arg) {
+  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
+    for (size_t i = 0; i < c->used; i++)
+      fn(c->slots + pool->slot_size * i, arg);
+}

@@ -1,0 +1,181 @@
+/* Private to src/: object layout and the functions the files share. */
+#ifndef UVP_INTERNAL_H
+#define UVP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "uvp.h"
+
+#define UVP__API UVP_EXTERN
+
+#if defined(__GNUC__)
+#define UVP__LIKELY(x) __builtin_expect(!!(x), 1)
+#define UVP__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define UVP__LIKELY(x) (x)
+#define UVP__UNLIKELY(x) (x)
+#endif
+
+/* ---- allocation (alloc.c) ---------------------------------------------- */
+
+void *uvp__malloc(size_t size);
+void *uvp__calloc(size_t count, size_t size);
+void *uvp__realloc(void *ptr, size_t size);
+void uvp__free(void *ptr);
+void uvp__ctx_count(int delta);
+
+/* A pool hands out fixed-size slots carved from large chunks and recycles
+ * them through a free list, so steady-state traffic never reaches malloc.
+ * Slots are 64-byte aligned: the low bits of their addresses carry reaction
+ * flags. Chunks go back to the allocator only when the pool is destroyed. */
+typedef struct uvp__chunk_s uvp__chunk_t;
+typedef struct uvp__pool_s {
+  void *free_list;
+  uvp__chunk_t *chunks; /* newest first; only the newest has unused slots */
+  size_t slot_size;
+  size_t bytes;
+  size_t allocs;
+} uvp__pool_t;
+
+void uvp__pool_init(uvp__pool_t *pool, size_t slot_size);
+void uvp__pool_destroy(uvp__pool_t *pool);
+void *uvp__pool_get_slow(uvp__pool_t *pool);
+/* Visit every slot ever handed out (free ones included). */
+void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
+                    void *arg);
+
+static inline void *uvp__pool_get(uvp__pool_t *pool) {
+  void *slot = pool->free_list;
+  if (UVP__LIKELY(slot != NULL)) {
+    pool->free_list = *(void **)slot;
+    return slot;
+  }
+  return uvp__pool_get_slow(pool);
+}
+
+static inline void uvp__pool_put(uvp__pool_t *pool, void *slot) {
+  *(void **)slot = pool->free_list;
+  pool->free_list = slot;
+}
+
+/* ---- objects ----------------------------------------------------------- */
+
+/* A registered handler.  `target` is a promise pointer with flags in its low
+ * bits: the derived promise (whose `link` names the source while it waits),
+ * or, with R_NODERIVED, the source itself.  32 bytes. */
+typedef struct uvp__reaction_s uvp__reaction_t;
+struct uvp__reaction_s {
+  uvp__reaction_t *next; /* in the source's list, then in the run queue */
+  uvp_then_cb cb;
+  void *arg;
+  uintptr_t target;
+};
+
+enum {
+  UVP__R_NODERIVED = 1u,
+  UVP__R_ON_OK = 2u,   /* UVP_ON_FULFILLED << 1 */
+  UVP__R_ON_ERR = 4u,  /* UVP_ON_REJECTED << 1 */
+  UVP__R_FINALLY = 8u,
+  UVP__R_FLAGS = 63u
+};
+
+enum {
+  UVP__S_PENDING = UVP_PENDING,
+  UVP__S_FULFILLED = UVP_FULFILLED,
+  UVP__S_REJECTED = UVP_REJECTED,
+  UVP__S_FREE = 3
+};
+
+enum {
+  UVP__F_HANDLED = 1u,  /* a reaction observed or propagated it */
+  UVP__F_WAITING = 2u,  /* pending and `link` is what it waits for */
+  UVP__F_FORWARD = 4u,  /* settled; `link` is the promise owning the value */
+  UVP__F_CANCEL = 8u,   /* pending; value/fn hold a cancel hook */
+  UVP__F_NOTIFIED = 16u /* unhandled hook already ran */
+};
+
+/* 64 bytes: one slot. */
+struct uvp_promise_s {
+  uvp_ctx_t *ctx;
+  uvp__reaction_t *reactions; /* pending: newest first */
+  uvp_promise_t *link;        /* see F_WAITING / F_FORWARD */
+  const char *file;
+  void *value; /* value, payload, or cancel hook argument */
+  union {
+    uvp_free_cb free_cb;
+    uvp_cancel_cb cancel_cb;
+  } fn;
+  uint32_t refs;
+  int32_t code;
+  uint32_t born; /* ms since the context's epoch */
+  uint16_t line;
+  uint8_t state;
+  uint8_t flags;
+};
+
+typedef struct uvp__msg_s uvp__msg_t;
+
+struct uvp_ctx_s {
+  uv_loop_t *loop;
+  uv_thread_t thread;
+
+  /* run queue */
+  uvp__reaction_t *qhead;
+  uvp__reaction_t *qtail;
+  size_t queued;
+  unsigned int budget;
+  bool idle_active;
+  bool closed;        /* written by the loop thread under `mu` */
+  bool freeing;       /* draining free_stack */
+  uvp_promise_t *free_stack;
+
+  uvp__pool_t promises;
+  uvp__pool_t reactions;
+  size_t live;
+  size_t pending;
+  uint64_t epoch;
+
+  uvp_unhandled_cb unhandled_cb;
+  void *unhandled_arg;
+
+  uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
+  uv_check_t check; /* unref'd: drains right after I/O callbacks */
+  uv_async_t async; /* unref'd: wake-up for messages from other threads */
+  int handles_open;
+
+  /* cross-thread; recursive so destructors may release under it */
+  uv_mutex_t mu;
+  int mu_depth;
+  uvp__msg_t *mhead;
+  uvp__msg_t *mtail;
+};
+
+/* ---- scheduler (sched.c) ----------------------------------------------- */
+
+static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(&self, &ctx->thread) != 0;
+}
+
+void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
+void uvp__wake(uvp_ctx_t *ctx); /* after splicing into the queue */
+/* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
+enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
+int uvp__post(uvp_promise_t *p, int op, int code, void *value,
+              uvp_free_cb free_cb);
+void uvp__lock(uvp_ctx_t *ctx);
+void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
+
+/* ---- promise core (promise.c) ------------------------------------------ */
+
+void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r);
+void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued);
+int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
+int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
+                      uvp_free_cb free_cb);
+void uvp__release_local(uvp_promise_t *p);
+void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
+void uvp__report_unhandled(uvp_promise_t *p);
+
+#endif

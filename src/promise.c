@@ -1,0 +1,698 @@
+/* The promise core: settlement, reactions, adoption, references.
+ *
+ * Invariants worth knowing before reading:
+ *  - A pending promise's reactions are a singly linked list, newest first;
+ *    settling reverses it once, so handlers run in registration order.
+ *  - A queued reaction holds one reference to its source; a reaction with a
+ *    derived promise holds one reference to that derived promise.
+ *  - `link` of a waiting promise (F_WAITING) is a non-owning pointer to what
+ *    it waits for: the waited-for promise owns the reaction that owns the
+ *    waiter, never the other way round.  A derived promise keeps `link`
+ *    pointing at its source until its reaction has run, even if it was
+ *    cancelled meanwhile: the reaction finds its source through it.
+ *  - `link` of a forwarded promise (F_FORWARD) is an owning reference to the
+ *    promise that owns the value.  It always names an owner, never another
+ *    forwarder, so adoption chains never grow.
+ *  - The last release pushes the promise on a stack (threaded through
+ *    `file`) that the outermost release drains: freeing the head of a
+ *    million-long chain costs no stack.
+ *  - After uvp_ctx_close() other threads may release under the context's
+ *    lock, so every reference change on the loop thread takes it too
+ *    (rel() below); before close only the loop thread touches promises.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define TARGET(r) ((uvp_promise_t *)((r)->target & ~(uintptr_t)UVP__R_FLAGS))
+#define RFLAGS(r) ((unsigned)((r)->target & UVP__R_FLAGS))
+
+enum { RET_DONE_ = 100 }; /* internal: the derived promise is taken care of */
+
+static uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
+                                    int line) {
+  uvp_promise_t *p = uvp__pool_get(&ctx->promises);
+  if (UVP__UNLIKELY(p == NULL))
+    return NULL;
+  p->ctx = ctx;
+  p->reactions = NULL;
+  p->link = NULL;
+  p->file = file;
+  p->value = NULL;
+  p->fn.free_cb = NULL;
+  p->refs = 1;
+  p->code = 0;
+  p->born = (uint32_t)(uv_now(ctx->loop) - ctx->epoch);
+  p->line = line < 0 ? 0 : line > UINT16_MAX ? UINT16_MAX : (uint16_t)line;
+  p->state = UVP__S_PENDING;
+  p->flags = 0;
+  ctx->live++;
+  ctx->pending++;
+  return p;
+}
+
+static uvp__reaction_t *reaction_alloc(uvp_ctx_t *ctx, uvp_then_cb cb,
+                                       void *arg, uvp_promise_t *target,
+                                       unsigned flags) {
+  uvp__reaction_t *r = uvp__pool_get(&ctx->reactions);
+  if (UVP__UNLIKELY(r == NULL))
+    return NULL;
+  r->next = NULL;
+  r->cb = cb;
+  r->arg = arg;
+  r->target = (uintptr_t)target | flags;
+  return r;
+}
+
+/* ---- references ---------------------------------------------------------- */
+
+static void destroy(uvp_promise_t *p);
+
+void uvp__report_unhandled(uvp_promise_t *p) {
+  uvp_ctx_t *ctx = p->ctx;
+  if (ctx->unhandled_cb != NULL) {
+    ctx->unhandled_cb(p, ctx->unhandled_arg);
+    return;
+  }
+  fprintf(stderr,
+          "uvp: unhandled rejection %s (%s) of promise created at %s:%u\n",
+          uvp_err_name(p->code), uvp_strerror(p->code),
+          p->file != NULL ? p->file : "?", (unsigned)p->line);
+}
+
+void uvp__release_local(uvp_promise_t *p) {
+  if (UVP__LIKELY(--p->refs != 0))
+    return;
+  uvp_ctx_t *ctx = p->ctx;
+  if (p->state == UVP__S_REJECTED &&
+      !(p->flags & (UVP__F_HANDLED | UVP__F_NOTIFIED))) {
+    p->flags |= UVP__F_NOTIFIED;
+    uvp__report_unhandled(p);
+  }
+  /* The creation site is not needed any more: `file` threads the stack. */
+  p->file = (const char *)ctx->free_stack;
+  ctx->free_stack = p;
+  if (ctx->freeing)
+    return;
+  ctx->freeing = true;
+  while (ctx->free_stack != NULL) {
+    uvp_promise_t *q = ctx->free_stack;
+    ctx->free_stack = (uvp_promise_t *)(uintptr_t)q->file;
+    destroy(q);
+  }
+  ctx->freeing = false;
+}
+
+static void rel(uvp_promise_t *p) {
+  uvp_ctx_t *ctx = p->ctx;
+  if (UVP__LIKELY(!ctx->closed)) {
+    uvp__release_local(p);
+    return;
+  }
+  uvp__lock(ctx);
+  uvp__release_local(p);
+  uvp__unlock(ctx);
+}
+
+/* Drop a reaction that will never run.  A queued one also held its source. */
+void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
+  uvp_promise_t *t = TARGET(r);
+  unsigned fl = RFLAGS(r);
+  uvp__pool_put(&ctx->reactions, r);
+  if (fl & UVP__R_NODERIVED) {
+    if (queued)
+      rel(t);
+    return;
+  }
+  if (queued)
+    rel(t->link);
+  t->flags &= (uint8_t)~UVP__F_WAITING;
+  rel(t);
+}
+
+static void drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  uvp__reaction_t *r = p->reactions;
+  p->reactions = NULL;
+  while (r != NULL) {
+    uvp__reaction_t *next = r->next;
+    uvp__drop_reaction(ctx, r, false);
+    r = next;
+  }
+}
+
+static void destroy(uvp_promise_t *p) {
+  uvp_ctx_t *ctx = p->ctx;
+  if (p->state == UVP__S_PENDING) {
+    /* Nobody can settle it any more; its waiters stay pending, like
+     * unreachable promises in JavaScript.  A cancel hook is not run: the
+     * producer held no reference, so it has nothing left to stop. */
+    ctx->pending--;
+    drop_reactions(ctx, p);
+  } else if (p->flags & UVP__F_FORWARD) {
+    uvp__release_local(p->link);
+  } else if (p->fn.free_cb != NULL) {
+    p->fn.free_cb(p->value);
+  }
+  p->state = UVP__S_FREE;
+  uvp__pool_put(&ctx->promises, p);
+  ctx->live--;
+}
+
+uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
+  if (p == NULL)
+    return NULL;
+  if (UVP__UNLIKELY(p->ctx->closed)) {
+    uvp__lock(p->ctx);
+    p->refs++;
+    uvp__unlock(p->ctx);
+  } else {
+    p->refs++;
+  }
+  return p;
+}
+
+void uvp_promise_release(uvp_promise_t *p) {
+  if (p == NULL)
+    return;
+  if (UVP__UNLIKELY(!uvp__on_loop_thread(p->ctx))) {
+    /* Only UV_ENOMEM can fail here; the reference then stays (a leak, not a
+     * crash), which is all a void function can do. */
+    (void)uvp__post(p, UVP__MSG_RELEASE, 0, NULL, NULL);
+    return;
+  }
+  rel(p);
+}
+
+/* ---- settlement ---------------------------------------------------------- */
+
+/* Move the reactions, in registration order, to the end of the run queue. */
+static void settle(uvp_promise_t *p, uint8_t state) {
+  uvp_ctx_t *ctx = p->ctx;
+  p->state = state;
+  p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL);
+  ctx->pending--;
+  uvp__reaction_t *r = p->reactions;
+  if (r == NULL)
+    return;
+  p->reactions = NULL;
+  uvp__reaction_t *rev = NULL, *last = r;
+  uint32_t n = 0;
+  while (r != NULL) {
+    uvp__reaction_t *next = r->next;
+    r->next = rev;
+    rev = r;
+    r = next;
+    n++;
+  }
+  p->refs += n;
+  if (ctx->qtail != NULL)
+    ctx->qtail->next = rev;
+  else
+    ctx->qhead = rev;
+  ctx->qtail = last;
+  ctx->queued += n;
+  uvp__wake(ctx);
+}
+
+static void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  p->value = value;
+  p->fn.free_cb = free_cb;
+  settle(p, UVP__S_FULFILLED);
+}
+
+static void reject(uvp_promise_t *p, int code, void *payload,
+                   uvp_free_cb free_cb) {
+  p->code = code;
+  p->value = payload;
+  p->fn.free_cb = free_cb;
+  settle(p, UVP__S_REJECTED);
+}
+
+/* Settle p exactly like the settled src, sharing its value. */
+static void forward(uvp_promise_t *p, uvp_promise_t *src) {
+  uvp_promise_t *owner = (src->flags & UVP__F_FORWARD) ? src->link : src;
+  owner->refs++;
+  p->link = owner;
+  p->value = src->value;
+  p->fn.free_cb = NULL;
+  p->code = src->code;
+  settle(p, src->state);
+  p->flags |= UVP__F_FORWARD;
+}
+
+/* Make pending p follow q (Promises/A+ 2.3.2), or reject it for a cycle. */
+static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
+  if (q->ctx != p->ctx) {
+    reject(p, UVP_EXCTX, NULL, NULL);
+    return;
+  }
+  q->flags |= UVP__F_HANDLED;
+  if (q->state != UVP__S_PENDING) {
+    forward(p, q);
+    return;
+  }
+  for (uvp_promise_t *x = q;; x = x->link) {
+    if (x == p) {
+      reject(p, UVP_ECYCLE, NULL, NULL);
+      return;
+    }
+    if (x->state != UVP__S_PENDING || !(x->flags & UVP__F_WAITING))
+      break;
+  }
+  uvp__reaction_t *r = reaction_alloc(p->ctx, NULL, NULL, p, 0);
+  if (r == NULL) {
+    reject(p, UV_ENOMEM, NULL, NULL);
+    return;
+  }
+  p->refs++;
+  p->link = q;
+  p->flags |= UVP__F_WAITING;
+  r->next = q->reactions;
+  q->reactions = r;
+}
+
+static int check_settleable(const uvp_promise_t *p) {
+  if (UVP__UNLIKELY(p->ctx->closed))
+    return UVP_ECLOSED;
+  if (p->state != UVP__S_PENDING || (p->flags & UVP__F_WAITING))
+    return UVP_ESETTLED;
+  return 0;
+}
+
+int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  int rc = check_settleable(p);
+  if (rc == 0)
+    fulfill(p, value, free_cb);
+  return rc;
+}
+
+int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
+                      uvp_free_cb free_cb) {
+  int rc = check_settleable(p);
+  if (rc == 0)
+    reject(p, code, payload, free_cb);
+  return rc;
+}
+
+int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  if (p == NULL)
+    return UV_EINVAL;
+  if (UVP__UNLIKELY(!uvp__on_loop_thread(p->ctx)))
+    return uvp__post(p, UVP__MSG_RESOLVE, 0, value, free_cb);
+  return uvp__resolve_local(p, value, free_cb);
+}
+
+int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
+                       uvp_free_cb free_cb) {
+  if (p == NULL || code >= 0)
+    return UV_EINVAL;
+  if (UVP__UNLIKELY(!uvp__on_loop_thread(p->ctx)))
+    return uvp__post(p, UVP__MSG_REJECT, code, payload, free_cb);
+  return uvp__reject_local(p, code, payload, free_cb);
+}
+
+int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
+  if (p == NULL || src == NULL)
+    return UV_EINVAL;
+  int rc = check_settleable(p);
+  if (rc != 0)
+    return rc;
+  if (src->ctx != p->ctx)
+    return UVP_EXCTX;
+  adopt(p, src);
+  return 0;
+}
+
+int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
+  if (p == NULL)
+    return UV_EINVAL;
+  if (p->ctx->closed)
+    return UVP_ECLOSED;
+  if (p->state != UVP__S_PENDING)
+    return UVP_ESETTLED;
+  p->value = cb != NULL ? arg : NULL;
+  p->fn.cancel_cb = cb;
+  if (cb != NULL)
+    p->flags |= UVP__F_CANCEL;
+  else
+    p->flags &= (uint8_t)~UVP__F_CANCEL;
+  return 0;
+}
+
+/* Reject a pending promise and run its cancel hook, if any. */
+static void cancel_with(uvp_promise_t *p, int code) {
+  uvp_cancel_cb hook = (p->flags & UVP__F_CANCEL) ? p->fn.cancel_cb : NULL;
+  void *harg = p->value;
+  p->refs++;
+  reject(p, code, NULL, NULL);
+  if (hook != NULL)
+    hook(p, harg);
+  rel(p);
+}
+
+int uvp_promise_cancel(uvp_promise_t *p) {
+  if (p == NULL)
+    return UV_EINVAL;
+  if (p->ctx->closed)
+    return UVP_ECLOSED;
+  if (p->state != UVP__S_PENDING)
+    return UVP_ESETTLED;
+  cancel_with(p, UV_ECANCELED);
+  return 0;
+}
+
+/* ---- creation ------------------------------------------------------------ */
+
+int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out, const char *file,
+                       int line) {
+  if (ctx == NULL || out == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  uvp_promise_t *p = promise_alloc(ctx, file, line);
+  if (p == NULL)
+    return UV_ENOMEM;
+  *out = p;
+  return 0;
+}
+
+int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value, uvp_free_cb free_cb,
+                            uvp_promise_t **out, const char *file, int line) {
+  int rc = uvp_promise_new_at(ctx, out, file, line);
+  if (rc == 0)
+    fulfill(*out, value, free_cb);
+  return rc;
+}
+
+int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
+                            uvp_free_cb free_cb, uvp_promise_t **out,
+                            const char *file, int line) {
+  if (code >= 0)
+    return UV_EINVAL;
+  int rc = uvp_promise_new_at(ctx, out, file, line);
+  if (rc == 0)
+    reject(*out, code, payload, free_cb);
+  return rc;
+}
+
+/* ---- reactions ----------------------------------------------------------- */
+
+static int add_reaction(uvp_promise_t *p, unsigned flags, uvp_then_cb cb,
+                        void *arg, uvp_promise_t **out, const char *file,
+                        int line) {
+  uvp_ctx_t *ctx = p->ctx;
+  if (UVP__UNLIKELY(ctx->closed))
+    return UVP_ECLOSED;
+  uvp_promise_t *d = NULL;
+  uvp_promise_t *target = p;
+  if (out != NULL) {
+    d = promise_alloc(ctx, file, line);
+    if (UVP__UNLIKELY(d == NULL))
+      return UV_ENOMEM;
+    d->refs = 2; /* the caller's and the reaction's */
+    d->link = p;
+    d->flags = UVP__F_WAITING;
+    target = d;
+  } else {
+    flags |= UVP__R_NODERIVED;
+  }
+  uvp__reaction_t *r = reaction_alloc(ctx, cb, arg, target, flags);
+  if (UVP__UNLIKELY(r == NULL)) {
+    if (d != NULL) {
+      d->refs = 1;
+      d->flags = 0;
+      uvp__release_local(d);
+    }
+    return UV_ENOMEM;
+  }
+  p->flags |= UVP__F_HANDLED;
+  if (p->state == UVP__S_PENDING) {
+    r->next = p->reactions;
+    p->reactions = r;
+  } else {
+    p->refs++;
+    uvp__enqueue(ctx, r);
+  }
+  if (out != NULL)
+    *out = d;
+  return 0;
+}
+
+int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
+                      uvp_promise_t **out, const char *file, int line) {
+  if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
+    return UV_EINVAL;
+  return add_reaction(p, (unsigned)mask << 1, cb, arg, out, file, line);
+}
+
+int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
+                           uvp_promise_t **out, const char *file, int line) {
+  if (p == NULL)
+    return UV_EINVAL;
+  return add_reaction(p, UVP__R_ON_OK | UVP__R_ON_ERR | UVP__R_FINALLY, cb,
+                      arg, out, file, line);
+}
+
+/* ---- running a reaction -------------------------------------------------- */
+
+/* Report a rejection nobody can observe any more.  The hook receives a
+ * temporary promise valid only during the call, as documented. */
+static void report_lost(uvp_promise_t *src, int code, void *payload) {
+  uvp_promise_t tmp = *src;
+  tmp.state = UVP__S_REJECTED;
+  tmp.code = code;
+  tmp.value = payload;
+  tmp.fn.free_cb = NULL;
+  tmp.refs = 1;
+  uvp__report_unhandled(&tmp);
+}
+
+/* Throw away what a handler returned when no promise can take it. */
+static void discard(uvp_ret_t ret, uvp_promise_t *src, bool report) {
+  switch (ret.kind_) {
+  case UVP_RET_VALUE_:
+    if (ret.free_ != NULL)
+      ret.free_(ret.ptr_);
+    break;
+  case UVP_RET_REJECT_:
+    if (report)
+      report_lost(src, ret.code_ < 0 ? ret.code_ : UV_EINVAL, ret.ptr_);
+    if (ret.free_ != NULL)
+      ret.free_(ret.ptr_);
+    break;
+  case UVP_RET_ADOPT_:
+    if (ret.promise_ != NULL)
+      rel(ret.promise_);
+    break;
+  case UVP_RET_PASS_:
+    if (report && src->state == UVP__S_REJECTED)
+      report_lost(src, src->code, src->value);
+    break;
+  default:
+    break;
+  }
+}
+
+static void apply(uvp_promise_t *d, uvp_promise_t *src, uvp_ret_t ret) {
+  if (ret.kind_ == RET_DONE_)
+    return;
+  if (d == NULL) {
+    discard(ret, src, true);
+    return;
+  }
+  if (d->state != UVP__S_PENDING || !(d->flags & UVP__F_WAITING) ||
+      d->link != src) {
+    /* Cancelled (or torn down) while its reaction was queued. */
+    discard(ret, src, false);
+    return;
+  }
+  d->flags &= (uint8_t)~UVP__F_WAITING;
+  switch (ret.kind_) {
+  case UVP_RET_VALUE_:
+    fulfill(d, ret.ptr_, ret.free_);
+    break;
+  case UVP_RET_REJECT_:
+    reject(d, ret.code_ < 0 ? ret.code_ : UV_EINVAL, ret.ptr_, ret.free_);
+    break;
+  case UVP_RET_ADOPT_:
+    if (ret.promise_ == NULL) {
+      reject(d, UV_EINVAL, NULL, NULL);
+    } else {
+      adopt(d, ret.promise_);
+      rel(ret.promise_);
+    }
+    break;
+  case UVP_RET_PASS_:
+    forward(d, src);
+    break;
+  default:
+    reject(d, UV_EINVAL, NULL, NULL);
+    break;
+  }
+}
+
+/* After finally's handler adopted a promise: settle like the original
+ * outcome (arg, one reference) unless the adopted promise rejected. */
+static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in) {
+  uvp_promise_t *orig = arg;
+  if (in->status == 0)
+    return uvp_ret_adopt(orig);
+  rel(orig);
+  return uvp_ret_pass();
+}
+
+/* Turn finally's handler result into the derived promise's outcome. */
+static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
+                             uvp_promise_t *d, uvp_ret_t ret) {
+  switch (ret.kind_) {
+  case UVP_RET_REJECT_:
+    return ret;
+  case UVP_RET_ADOPT_:
+    break;
+  default:
+    discard(ret, src, false);
+    return uvp_ret_pass();
+  }
+  uvp_promise_t *q = ret.promise_;
+  if (q == NULL || q->ctx != ctx || q->state == UVP__S_REJECTED)
+    return ret; /* apply() rejects or forwards the rejection */
+  if (q->state == UVP__S_FULFILLED || d == NULL ||
+      d->state != UVP__S_PENDING) {
+    rel(q);
+    return uvp_ret_pass();
+  }
+  if (q == d) {
+    rel(q);
+    return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
+  }
+  uvp__reaction_t *r = reaction_alloc(ctx, finally_after, src, d,
+                                      UVP__R_ON_OK | UVP__R_ON_ERR);
+  if (r == NULL) {
+    rel(q);
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+  }
+  src->refs++; /* for finally_after */
+  d->refs++;   /* for the new reaction */
+  d->link = q; /* d keeps waiting, now on q */
+  q->flags |= UVP__F_HANDLED;
+  r->next = q->reactions;
+  q->reactions = r;
+  rel(q);
+  uvp_ret_t done = {RET_DONE_, 0, NULL, NULL, NULL};
+  return done;
+}
+
+void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp_promise_t *t = TARGET(r);
+  unsigned fl = RFLAGS(r);
+  uvp_then_cb cb = r->cb;
+  void *arg = r->arg;
+  uvp_promise_t *src, *d;
+  if (fl & UVP__R_NODERIVED) {
+    src = t;
+    d = NULL;
+  } else {
+    d = t;
+    src = d->link;
+  }
+  uvp__pool_put(&ctx->reactions, r);
+
+  bool ok = src->state == UVP__S_FULFILLED;
+  unsigned want = ok ? UVP__R_ON_OK : UVP__R_ON_ERR;
+  uvp_ret_t ret;
+  if (cb != NULL && (fl & want)) {
+    uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
+    ret = cb(arg, &in);
+    if (fl & UVP__R_FINALLY)
+      ret = finally_ret(ctx, src, d, ret);
+  } else {
+    ret = uvp_ret_pass();
+  }
+  apply(d, src, ret);
+  rel(src);
+  if (d != NULL)
+    rel(d);
+}
+
+/* ---- teardown ------------------------------------------------------------ */
+
+static void sweep_one(void *slot, void *arg) {
+  uvp_promise_t *p = slot;
+  (void)arg;
+  if (p->state == UVP__S_FREE)
+    return;
+  if (p->state == UVP__S_PENDING) {
+    p->refs++;
+    drop_reactions(p->ctx, p);
+    if (p->state == UVP__S_PENDING) {
+      p->flags |= UVP__F_HANDLED; /* a consequence of teardown, not news */
+      cancel_with(p, UVP_ECLOSED);
+    }
+    rel(p);
+  } else if (p->state == UVP__S_REJECTED &&
+             !(p->flags & (UVP__F_HANDLED | UVP__F_NOTIFIED))) {
+    p->flags |= UVP__F_NOTIFIED;
+    uvp__report_unhandled(p);
+  }
+}
+
+void uvp__sweep(uvp_ctx_t *ctx) { uvp__pool_each(&ctx->promises, sweep_one, NULL); }
+
+/* ---- inspection ---------------------------------------------------------- */
+
+uvp_state_t uvp_promise_state(const uvp_promise_t *p) {
+  return p == NULL ? UVP_PENDING : (uvp_state_t)p->state;
+}
+
+void *uvp_promise_value(const uvp_promise_t *p) {
+  return p != NULL && p->state == UVP__S_FULFILLED ? p->value : NULL;
+}
+
+int uvp_promise_reason(const uvp_promise_t *p, void **payload) {
+  bool rejected = p != NULL && p->state == UVP__S_REJECTED;
+  if (payload != NULL)
+    *payload = rejected ? p->value : NULL;
+  return rejected ? p->code : 0;
+}
+
+void uvp_promise_site(const uvp_promise_t *p, const char **file, int *line) {
+  if (file != NULL)
+    *file = p != NULL ? p->file : NULL;
+  if (line != NULL)
+    *line = p != NULL ? p->line : 0;
+}
+
+uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p) {
+  return p != NULL ? p->ctx : NULL;
+}
+
+typedef struct {
+  FILE *stream;
+  uint64_t now;
+  int count;
+} dump_state_t;
+
+static void dump_one(void *slot, void *arg) {
+  uvp_promise_t *p = slot;
+  dump_state_t *st = arg;
+  if (p->state != UVP__S_PENDING)
+    return;
+  const char *what = (p->flags & UVP__F_WAITING)   ? " waiting on another"
+                     : (p->flags & UVP__F_CANCEL) ? " cancellable"
+                                                  : "";
+  fprintf(st->stream, "[pending] %p created at %s:%u age %llu ms refs %u%s\n",
+          (void *)p, p->file != NULL ? p->file : "?", (unsigned)p->line,
+          (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
+  st->count++;
+}
+
+int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
+  if (ctx == NULL || stream == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  dump_state_t st = {stream, uv_now(ctx->loop) - ctx->epoch, 0};
+  uvp__pool_each(&ctx->promises, dump_one, &st);
+  return st.count;
+}

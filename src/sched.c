@@ -1,0 +1,295 @@
+/* The glue to libuv: the per-loop context, the run queue and the handles
+ * that drain it, the mailbox for other threads, and teardown.
+ *
+ * Handles:
+ *  - idle:  started (ref'd) only while the queue holds work.  An active idle
+ *           handle makes the poll timeout 0, so queued work runs in the very
+ *           next iteration and the loop stays alive exactly as long as there
+ *           is work; stopped as soon as the queue drains, so an idle process
+ *           never spins.
+ *  - check: always active but unref'd.  Drains what I/O callbacks queued in
+ *           the same iteration, right after poll.  Alone it would not make
+ *           poll return (libuv#2022), which is why idle carries the wake-up.
+ *  - async: unref'd wake-up for messages posted by other threads.  The work
+ *           travels in the mailbox; async sends coalesce.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define UVP__DEFAULT_BUDGET 1024
+
+struct uvp__msg_s {
+  uvp__msg_t *next;
+  uvp_promise_t *p;
+  int op;
+  int code;
+  void *value;
+  uvp_free_cb free_cb;
+};
+
+static void drain(uvp_ctx_t *ctx) {
+  unsigned int budget = ctx->budget;
+  uv_loop_t *loop = ctx->loop;
+  while (ctx->qhead != NULL && budget-- != 0) {
+    uvp__reaction_t *r = ctx->qhead;
+    ctx->qhead = r->next;
+    if (ctx->qhead == NULL)
+      ctx->qtail = NULL;
+    ctx->queued--;
+    uvp__run_reaction(ctx, r);
+    /* A handler may close the context or stop the loop: honour both now. */
+    if (ctx->closed || loop->stop_flag)
+      break;
+  }
+  if (ctx->qhead == NULL && ctx->idle_active && !ctx->closed) {
+    uv_idle_stop(&ctx->idle);
+    ctx->idle_active = false;
+  }
+}
+
+static void idle_cb(uv_idle_t *h) { drain(h->data); }
+static void check_cb(uv_check_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  if (ctx->qhead != NULL)
+    drain(ctx);
+}
+
+/* Queue work exists: make the next poll non-blocking and keep the loop
+ * alive until it has run.  uv_idle_start is a list insertion: no syscall. */
+void uvp__wake(uvp_ctx_t *ctx) {
+  if (!ctx->idle_active && !ctx->closed) {
+    uv_idle_start(&ctx->idle, idle_cb);
+    ctx->idle_active = true;
+  }
+}
+
+void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  r->next = NULL;
+  if (ctx->qtail != NULL)
+    ctx->qtail->next = r;
+  else
+    ctx->qhead = r;
+  ctx->qtail = r;
+  ctx->queued++;
+  uvp__wake(ctx);
+}
+
+/* ---- locking ------------------------------------------------------------- */
+
+static void ctx_free(uvp_ctx_t *ctx) {
+  uvp__pool_destroy(&ctx->promises);
+  uvp__pool_destroy(&ctx->reactions);
+  uv_mutex_destroy(&ctx->mu);
+  uvp__free(ctx);
+  uvp__ctx_count(-1);
+}
+
+void uvp__lock(uvp_ctx_t *ctx) {
+  uv_mutex_lock(&ctx->mu);
+  ctx->mu_depth++;
+}
+
+void uvp__unlock(uvp_ctx_t *ctx) {
+  /* A closed context dies with its last promise and its last handle. */
+  bool dead = --ctx->mu_depth == 0 && ctx->closed && ctx->live == 0 &&
+              ctx->handles_open == 0;
+  uv_mutex_unlock(&ctx->mu);
+  if (dead)
+    ctx_free(ctx);
+}
+
+/* ---- cross-thread mailbox ------------------------------------------------ */
+
+static void apply_msg(uvp__msg_t *m) {
+  int rc = 0;
+  switch (m->op) {
+  case UVP__MSG_RESOLVE:
+    rc = uvp__resolve_local(m->p, m->value, m->free_cb);
+    break;
+  case UVP__MSG_REJECT:
+    rc = uvp__reject_local(m->p, m->code, m->value, m->free_cb);
+    break;
+  default:
+    uvp__release_local(m->p);
+    break;
+  }
+  /* The poster was told 0 and gave the value away: it is ours to destroy. */
+  if (rc != 0 && m->free_cb != NULL && m->value != NULL)
+    m->free_cb(m->value);
+}
+
+static uvp__msg_t *take_mail(uvp_ctx_t *ctx) {
+  uvp__msg_t *m = ctx->mhead;
+  ctx->mhead = ctx->mtail = NULL;
+  return m;
+}
+
+static void apply_mail(uvp__msg_t *m) {
+  while (m != NULL) {
+    uvp__msg_t *next = m->next;
+    apply_msg(m);
+    uvp__free(m);
+    m = next;
+  }
+}
+
+static void async_cb(uv_async_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  uv_mutex_lock(&ctx->mu);
+  uvp__msg_t *m = take_mail(ctx);
+  uv_mutex_unlock(&ctx->mu);
+  apply_mail(m);
+}
+
+int uvp__post(uvp_promise_t *p, int op, int code, void *value,
+              uvp_free_cb free_cb) {
+  uvp_ctx_t *ctx = p->ctx;
+  uvp__lock(ctx);
+  if (ctx->closed) {
+    /* After teardown nothing settles any more; a release is done here,
+     * under the lock every post-teardown reference change takes. */
+    int rc = UVP_ECLOSED;
+    if (op == UVP__MSG_RELEASE) {
+      uvp__release_local(p);
+      rc = 0;
+    }
+    uvp__unlock(ctx);
+    return rc;
+  }
+  uvp__msg_t *m = uvp__malloc(sizeof(*m));
+  if (m == NULL) {
+    uvp__unlock(ctx);
+    return UV_ENOMEM;
+  }
+  m->next = NULL;
+  m->p = p;
+  m->op = op;
+  m->code = code;
+  m->value = value;
+  m->free_cb = free_cb;
+  bool wake = ctx->mhead == NULL;
+  if (ctx->mtail != NULL)
+    ctx->mtail->next = m;
+  else
+    ctx->mhead = m;
+  ctx->mtail = m;
+  /* Sent under the lock: teardown closes the handle only after taking it
+   * and setting `closed`, so no send can reach a closing handle. */
+  if (wake)
+    uv_async_send(&ctx->async);
+  uvp__unlock(ctx);
+  return 0;
+}
+
+/* ---- context ------------------------------------------------------------- */
+
+int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
+  if (loop == NULL || out == NULL)
+    return UV_EINVAL;
+  uvp_ctx_t *ctx = uvp__calloc(1, sizeof(*ctx));
+  if (ctx == NULL)
+    return UV_ENOMEM;
+  int rc = uv_mutex_init_recursive(&ctx->mu);
+  if (rc != 0) {
+    uvp__free(ctx);
+    return rc;
+  }
+  ctx->loop = loop;
+  ctx->thread = uv_thread_self();
+  ctx->budget = UVP__DEFAULT_BUDGET;
+  ctx->epoch = uv_now(loop);
+  uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
+  uvp__pool_init(&ctx->reactions, sizeof(uvp__reaction_t));
+
+  /* Only async_init can fail (eventfd); done first, so a failure leaves no
+   * open handle whose close callback would have to outlive the context. */
+  rc = uv_async_init(loop, &ctx->async, async_cb);
+  if (rc != 0) {
+    uv_mutex_destroy(&ctx->mu);
+    uvp__free(ctx);
+    return rc;
+  }
+  uv_idle_init(loop, &ctx->idle);
+  uv_check_init(loop, &ctx->check);
+  ctx->idle.data = ctx->check.data = ctx->async.data = ctx;
+  uv_unref((uv_handle_t *)&ctx->check);
+  uv_unref((uv_handle_t *)&ctx->async);
+  uv_check_start(&ctx->check, check_cb);
+  ctx->handles_open = 3;
+  uvp__ctx_count(1);
+  *out = ctx;
+  return 0;
+}
+
+uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx) {
+  return ctx != NULL ? ctx->loop : NULL;
+}
+
+int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget) {
+  if (ctx == NULL || budget == 0)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  ctx->budget = budget;
+  return 0;
+}
+
+int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  ctx->unhandled_cb = cb;
+  ctx->unhandled_arg = arg;
+  return 0;
+}
+
+int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
+  if (ctx == NULL || out == NULL)
+    return UV_EINVAL;
+  out->live = ctx->live;
+  out->pending = ctx->pending;
+  out->queued = ctx->queued;
+  out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes;
+  out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
+  return 0;
+}
+
+static void handle_closed(uv_handle_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  uvp__lock(ctx);
+  ctx->handles_open--;
+  uvp__unlock(ctx);
+}
+
+int uvp_ctx_close(uvp_ctx_t *ctx) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  /* Held across the whole sweep: from `closed` on, other threads change
+   * references only under this lock. */
+  uvp__lock(ctx);
+  ctx->closed = true;
+  /* Messages posted before the close still count: apply them first. */
+  apply_mail(take_mail(ctx));
+  while (ctx->qhead != NULL) {
+    uvp__reaction_t *r = ctx->qhead;
+    ctx->qhead = r->next;
+    ctx->queued--;
+    uvp__drop_reaction(ctx, r, true);
+  }
+  ctx->qtail = NULL;
+  if (ctx->idle_active) {
+    uv_idle_stop(&ctx->idle);
+    ctx->idle_active = false;
+  }
+  uvp__sweep(ctx);
+  uv_close((uv_handle_t *)&ctx->idle, handle_closed);
+  uv_close((uv_handle_t *)&ctx->check, handle_closed);
+  uv_close((uv_handle_t *)&ctx->async, handle_closed);
+  uvp__unlock(ctx);
+  return 0;
+}

@@ -1,0 +1,87 @@
+/* Shared test scaffolding: every test gets a fresh loop and context, and
+ * every test ends by closing the context, running the loop for the close
+ * callbacks and asserting uv_loop_close() == 0 — so each test proves it left
+ * nothing behind. */
+#ifndef UVP_TEST_HELPERS_H
+#define UVP_TEST_HELPERS_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "uvp.h"
+
+typedef struct fixture_s {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+} fixture_t;
+
+static inline int fixture_setup(void **state) {
+  fixture_t *f = calloc(1, sizeof(*f));
+  assert_non_null(f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  assert_int_equal(uvp_ctx_new(&f->loop, &f->ctx), 0);
+  *state = f;
+  return 0;
+}
+
+/* Close the context (if the test did not) and prove the loop is clean. */
+static inline int fixture_teardown(void **state) {
+  fixture_t *f = *state;
+  if (f->ctx != NULL)
+    assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  free(f);
+  return 0;
+}
+
+#define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+
+/* Run the loop until nothing but pending promises remains. */
+static inline void run_loop(fixture_t *f) {
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+}
+
+/* Records the order in which handlers ran. */
+typedef struct trace_s {
+  int n;
+  int ev[64];
+} trace_t;
+
+static inline void trace_push(trace_t *t, int v) {
+  assert_true(t->n < 64);
+  t->ev[t->n++] = v;
+}
+
+/* A value that can be told apart and whose destruction is counted. */
+typedef struct boxed_s {
+  int v;
+  int *freed;
+} boxed_t;
+
+static inline void boxed_free(void *p) {
+  boxed_t *b = p;
+  if (b->freed != NULL)
+    (*b->freed)++;
+  free(b);
+}
+
+static inline boxed_t *boxed_new(int v, int *freed) {
+  boxed_t *b = malloc(sizeof(*b));
+  assert_non_null(b);
+  b->v = v;
+  b->freed = freed;
+  return b;
+}
+
+/* Sentinel non-NULL values without ownership, like JS's `dummy`. */
+static int sentinel_storage[8];
+#define SENTINEL(i) ((void *)&sentinel_storage[(i)])
+
+#endif
