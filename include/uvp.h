@@ -420,6 +420,175 @@ UVP_EXTERN void uvp_promise_site(const uvp_promise_t *p, const char **file,
                                  int *line);
 UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
 
+
+/* ------------------------------------------------------------------------ */
+/* Combinators: all, allSettled, race, any                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Common rules (ECMAScript's Promise.all / allSettled / race / any):
+ *  - `inputs` is an array of n promises of `ctx` (n may be 0); it is read
+ *    during the call only, so you may free it right after.  The same
+ *    promise may appear several times; inputs may be pending or settled.
+ *  - The result (*out, one reference to you) settles later, from the
+ *    scheduler: never inside the call.  Inputs already settled when the call
+ *    is made are looked at in input order.
+ *  - The result keeps its inputs referenced until the result itself is
+ *    freed, so values and payloads it exposes stay valid while you hold it.
+ *    A pending result keeps itself alive until it settles, is cancelled or
+ *    the context closes.
+ *  - State is one allocation (a remaining count and per-input slots) plus
+ *    one 32-byte reaction per input from the context's slab; everything is
+ *    allocated before anything is attached, so an allocation failure
+ *    returns UV_ENOMEM and changes nothing.
+ *  - Only uvp settles the result: uvp_promise_resolve/reject on it return
+ *    UVP_ESETTLED.  Cancelling it (uvp_promise_cancel) cancels the inputs
+ *    that are still pending.
+ *  - flags: 0, or UVP_CANCEL_LOSERS for all/race/any: once the outcome is
+ *    decided, cancel the inputs still pending.  Off by default because an
+ *    input may be shared with other consumers, and JavaScript never
+ *    cancels; turn it on for inputs you own (e.g. a race of mirrors).
+ * Errors: UV_EINVAL (NULL ctx/out, NULL inputs with n > 0, a NULL input,
+ * unknown flags), UVP_EXCTX (an input of another context), UVP_ECLOSED,
+ * UV_ENOMEM. */
+enum { UVP_CANCEL_LOSERS = 1 };
+
+/* all: fulfils, once every input has fulfilled, with a uvp_values_t whose
+ * values[i] is input i's value (borrowed from the input, valid while the
+ * result is referenced).  Rejects as soon as the first input rejects (first
+ * in time), with that input's reason (same code, same payload). */
+typedef struct uvp_values_s {
+  size_t count;
+  void **values;
+} uvp_values_t;
+#define uvp_promise_all(ctx, inputs, n, flags, out)                            \
+  uvp_promise_all_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
+                                  size_t n, int flags, uvp_promise_t **out,
+                                  const char *file, int line);
+
+/* One input's outcome: status 0 and its value, or status < 0 (the code) and
+ * its payload.  `value` and `promise` are borrowed from the input. */
+typedef struct uvp_settled_s {
+  int status;
+  void *value;
+  uvp_promise_t *promise;
+} uvp_settled_t;
+
+/* allSettled's value, and any's rejection payload: one record per input in
+ * input order, with the counts of each kind. */
+typedef struct uvp_settled_list_s {
+  size_t count;
+  size_t fulfilled;
+  size_t rejected;
+  uvp_settled_t *items;
+} uvp_settled_list_t;
+
+/* allSettled: never rejects (except UVP_ECLOSED at teardown, UV_ECANCELED
+ * if cancelled).  Fulfils once every input has settled with a
+ * uvp_settled_list_t. */
+#define uvp_promise_all_settled(ctx, inputs, n, out)                           \
+  uvp_promise_all_settled_at((ctx), (inputs), (n), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
+                                          uvp_promise_t *const *inputs,
+                                          size_t n, uvp_promise_t **out,
+                                          const char *file, int line);
+
+/* race: settles like the first input to settle (same value or reason,
+ * shared).  With n == 0 it never settles; teardown still frees it. */
+#define uvp_promise_race(ctx, inputs, n, flags, out)                           \
+  uvp_promise_race_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx,
+                                   uvp_promise_t *const *inputs, size_t n,
+                                   int flags, uvp_promise_t **out,
+                                   const char *file, int line);
+
+/* any: fulfils like the first input to fulfil.  If every input rejects it
+ * rejects with UVP_EAGGREGATE and a uvp_settled_list_t payload holding every
+ * input's reason in input order; n == 0 rejects that way (empty) at once. */
+#define uvp_promise_any(ctx, inputs, n, flags, out)                            \
+  uvp_promise_any_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
+                                  size_t n, int flags, uvp_promise_t **out,
+                                  const char *file, int line);
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Timers of uvp do not keep the loop alive on their own (they are unref'd):
+ * like Node's timer.unref().  Pass UVP_KEEP_ALIVE to make uv_run wait for
+ * them. */
+enum { UVP_KEEP_ALIVE = 2 };
+
+/* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
+ * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
+ * timer.  Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_delay(ctx, ms, value, free_cb, flags, out)                         \
+  uvp_delay_at((ctx), (ms), (value), (free_cb), (flags), (out), __FILE__,      \
+               __LINE__)
+UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
+                            uvp_free_cb free_cb, int flags, uvp_promise_t **out,
+                            const char *file, int line);
+
+/* timeout: settles like `p` if p settles within `ms`; otherwise rejects with
+ * UV_ETIMEDOUT and cancels p (uvp_promise_cancel: p's producer hook runs).
+ * Cancelling the result cancels p.  Borrows p.
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_timeout(p, ms, flags, out)                                         \
+  uvp_timeout_at((p), (ms), (flags), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
+                              uvp_promise_t **out, const char *file, int line);
+
+/* ------------------------------------------------------------------------ */
+/* Bounded fan-out                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Starts item `index`: store a promise in *out (one reference, which uvp
+ * takes) and return 0, or return a negative code, which counts as that
+ * item's rejection.  Runs on the loop thread: the first `limit` calls run
+ * inside uvp_promise_map(), the rest from the scheduler as earlier items
+ * settle. */
+typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
+
+/* Streaming: called once per item as it settles (in completion order),
+ * with its index and outcome (borrowed: valid during the call; the value
+ * stays valid while the map's result is referenced). */
+typedef void (*uvp_map_each_cb)(void *arg, size_t index,
+                                const uvp_outcome_t *outcome);
+
+enum {
+  /* Stop starting items at the first failure, cancel the ones in flight,
+   * and reject with the failure's reason. */
+  UVP_MAP_FAIL_FAST = 4
+};
+
+typedef struct uvp_map_opts_s {
+  size_t limit;              /* most items in flight; 0: uvp_pool_size() */
+  int flags;                 /* 0 or UVP_MAP_FAIL_FAST */
+  uvp_map_each_cb on_settle; /* optional */
+} uvp_map_opts_t;
+
+/* Run `start` for items 0..n-1 with never more than opts->limit in flight.
+ * The result fulfils with a uvp_settled_list_t in input order (like
+ * allSettled; items never started because of FAIL_FAST are rejected with
+ * UV_ECANCELED).  With UVP_MAP_FAIL_FAST it instead rejects with the first
+ * failure's reason.  Cancelling the result stops starting items and
+ * cancels those in flight.  `opts` may be NULL (defaults).
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_promise_map(ctx, n, start, arg, opts, out)                         \
+  uvp_promise_map_at((ctx), (n), (start), (arg), (opts), (out), __FILE__,      \
+                     __LINE__)
+UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
+                                  uvp_map_start_cb start, void *arg,
+                                  const uvp_map_opts_t *opts,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+
+/* The size of libuv's thread pool, shared by fs, getaddrinfo and work
+ * requests of every loop: UV_THREADPOOL_SIZE if set (1..1024), else 4.
+ * The default concurrency for pool-bound fan-out. */
+UVP_EXTERN size_t uvp_pool_size(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -77,6 +77,7 @@ enum {
   UVP__R_ON_OK = 2u,   /* UVP_ON_FULFILLED << 1 */
   UVP__R_ON_ERR = 4u,  /* UVP_ON_REJECTED << 1 */
   UVP__R_FINALLY = 8u,
+  UVP__R_NOTIFY = 16u, /* internal: a drop calls cb(arg, NULL) */
   UVP__R_FLAGS = 63u
 };
 
@@ -92,7 +93,8 @@ enum {
   UVP__F_WAITING = 2u,  /* pending and `link` is what it waits for */
   UVP__F_FORWARD = 4u,  /* settled; `link` is the promise owning the value */
   UVP__F_CANCEL = 8u,   /* pending; value/fn hold a cancel hook */
-  UVP__F_NOTIFIED = 16u /* unhandled hook already ran */
+  UVP__F_NOTIFIED = 16u, /* unhandled hook already ran */
+  UVP__F_OWNED = 32u     /* settled only by the library (combinators, timers) */
 };
 
 /* 64 bytes: one slot. */
@@ -176,6 +178,19 @@ int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
                       uvp_free_cb free_cb);
 void uvp__release_local(uvp_promise_t *p);
 void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
+
+/* For the combinators and wrappers, which build on the core. */
+uvp_promise_t *uvp__promise_new(uvp_ctx_t *ctx, const char *file, int line);
+uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
+                                   uvp_promise_t *target, unsigned flags);
+void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Register r on p (which it observes); marks p handled. */
+void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
+void uvp__fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
+void uvp__reject(uvp_promise_t *p, int code, void *payload,
+                 uvp_free_cb free_cb);
+void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
+void uvp__rel(uvp_promise_t *p);
 void uvp__report_unhandled(uvp_promise_t *p);
 
 #endif

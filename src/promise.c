@@ -119,8 +119,12 @@ static void rel(uvp_promise_t *p) {
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp_promise_t *t = TARGET(r);
   unsigned fl = RFLAGS(r);
+  uvp_then_cb cb = r->cb;
+  void *arg = r->arg;
   uvp__pool_put(&ctx->reactions, r);
   if (fl & UVP__R_NODERIVED) {
+    if (fl & UVP__R_NOTIFY)
+      (void)cb(arg, NULL);
     if (queued)
       rel(t);
     return;
@@ -275,7 +279,8 @@ static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
 static int check_settleable(const uvp_promise_t *p) {
   if (UVP__UNLIKELY(p->ctx->closed))
     return UVP_ECLOSED;
-  if (p->state != UVP__S_PENDING || (p->flags & UVP__F_WAITING))
+  if (p->state != UVP__S_PENDING ||
+      (p->flags & (UVP__F_WAITING | UVP__F_OWNED)))
     return UVP_ESETTLED;
   return 0;
 }
@@ -426,14 +431,7 @@ static int add_reaction(uvp_promise_t *p, unsigned flags, uvp_then_cb cb,
     }
     return UV_ENOMEM;
   }
-  p->flags |= UVP__F_HANDLED;
-  if (p->state == UVP__S_PENDING) {
-    r->next = p->reactions;
-    p->reactions = r;
-  } else {
-    p->refs++;
-    uvp__enqueue(ctx, r);
-  }
+  uvp__attach(p, r);
   if (out != NULL)
     *out = d;
   return 0;
@@ -696,3 +694,39 @@ int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
   uvp__pool_each(&ctx->promises, dump_one, &st);
   return st.count;
 }
+
+/* ---- for the layers above ------------------------------------------------ */
+
+uvp_promise_t *uvp__promise_new(uvp_ctx_t *ctx, const char *file, int line) {
+  return promise_alloc(ctx, file, line);
+}
+
+uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
+                                   uvp_promise_t *target, unsigned flags) {
+  return reaction_alloc(ctx, cb, arg, target, flags);
+}
+
+void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp__pool_put(&ctx->reactions, r);
+}
+
+void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
+  p->flags |= UVP__F_HANDLED;
+  if (p->state == UVP__S_PENDING) {
+    r->next = p->reactions;
+    p->reactions = r;
+  } else {
+    p->refs++;
+    uvp__enqueue(p->ctx, r);
+  }
+}
+
+void uvp__fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  fulfill(p, value, free_cb);
+}
+void uvp__reject(uvp_promise_t *p, int code, void *payload,
+                 uvp_free_cb free_cb) {
+  reject(p, code, payload, free_cb);
+}
+void uvp__forward(uvp_promise_t *p, uvp_promise_t *src) { forward(p, src); }
+void uvp__rel(uvp_promise_t *p) { rel(p); }

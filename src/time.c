@@ -1,0 +1,175 @@
+/* delay and timeout on uv_timer_t.  Timers are unref'd unless the caller
+ * asks for UVP_KEEP_ALIVE, so a forgotten timeout never holds the loop. */
+#include "internal.h"
+
+/* ---- delay --------------------------------------------------------------- */
+
+typedef struct {
+  uv_timer_t timer;
+  uvp_promise_t *p; /* the timer's reference, until it fires or is cancelled */
+  void *value;
+  uvp_free_cb free_cb;
+} delay_t;
+
+static void free_on_close(uv_handle_t *h) { uvp__free(h->data); }
+
+static void delay_fire(uv_timer_t *t) {
+  delay_t *d = t->data;
+  uvp_promise_t *p = d->p;
+  d->p = NULL;
+  uvp__fulfill(p, d->value, d->free_cb);
+  uvp__rel(p);
+  uv_close((uv_handle_t *)t, free_on_close);
+}
+
+static void delay_cancel(uvp_promise_t *p, void *arg) {
+  delay_t *d = arg;
+  (void)p;
+  uv_timer_stop(&d->timer);
+  if (d->free_cb != NULL)
+    d->free_cb(d->value);
+  uvp_promise_t *mine = d->p;
+  d->p = NULL;
+  uv_close((uv_handle_t *)&d->timer, free_on_close);
+  uvp__rel(mine);
+}
+
+/* uv_timer_init and uv_timer_start cannot fail for a live loop and a
+ * non-NULL callback. */
+static void start_timer(uvp_ctx_t *ctx, uv_timer_t *t, void *data,
+                        uv_timer_cb cb, uint64_t ms, int flags) {
+  (void)uv_timer_init(ctx->loop, t);
+  t->data = data;
+  if (!(flags & UVP_KEEP_ALIVE))
+    uv_unref((uv_handle_t *)t);
+  (void)uv_timer_start(t, cb, ms, 0);
+}
+
+int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
+                 int flags, uvp_promise_t **out, const char *file, int line) {
+  if (ctx == NULL || out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  delay_t *d = uvp__malloc(sizeof(*d));
+  if (d == NULL)
+    return UV_ENOMEM;
+  uvp_promise_t *p = uvp__promise_new(ctx, file, line);
+  if (p == NULL) {
+    uvp__free(d);
+    return UV_ENOMEM;
+  }
+  d->p = uvp_promise_retain(p);
+  d->value = value;
+  d->free_cb = free_cb;
+  start_timer(ctx, &d->timer, d, delay_fire, ms, flags);
+  (void)uvp_promise_set_cancel(p, delay_cancel, d);
+  p->flags |= UVP__F_OWNED;
+  *out = p;
+  return 0;
+}
+
+/* ---- timeout ------------------------------------------------------------- */
+
+/* Shared by the timer (until closed) and the reaction on src (until run or
+ * dropped); `result` is referenced while undecided. */
+typedef struct {
+  uv_timer_t timer;
+  uvp_promise_t *src;
+  uvp_promise_t *result;
+  int refs;
+} tmo_t;
+
+static void tmo_unref(tmo_t *t) {
+  if (--t->refs == 0) {
+    uvp__rel(t->src);
+    uvp__free(t);
+  }
+}
+
+static void tmo_closed(uv_handle_t *h) { tmo_unref(h->data); }
+
+static void tmo_stop(tmo_t *t) {
+  if (!uv_is_closing((uv_handle_t *)&t->timer)) {
+    uv_timer_stop(&t->timer);
+    uv_close((uv_handle_t *)&t->timer, tmo_closed);
+  }
+}
+
+static uvp_promise_t *tmo_take_result(tmo_t *t) {
+  uvp_promise_t *r = t->result;
+  t->result = NULL;
+  return r;
+}
+
+static void tmo_fire(uv_timer_t *h) {
+  tmo_t *t = h->data;
+  uvp_promise_t *r = tmo_take_result(t);
+  tmo_stop(t);
+  if (r == NULL)
+    return;
+  t->refs++;
+  uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
+  if (t->src->state == UVP__S_PENDING)
+    (void)uvp_promise_cancel(t->src);
+  uvp__rel(r);
+  tmo_unref(t);
+}
+
+static uvp_ret_t tmo_settled(void *arg, const uvp_outcome_t *in) {
+  tmo_t *t = arg;
+  uvp_ret_t none = {0};
+  if (in != NULL && t->result != NULL) {
+    uvp_promise_t *r = tmo_take_result(t);
+    uvp__forward(r, in->promise);
+    tmo_stop(t);
+    uvp__rel(r);
+  }
+  tmo_unref(t);
+  return none;
+}
+
+static void tmo_cancel(uvp_promise_t *result, void *arg) {
+  tmo_t *t = arg;
+  uvp_promise_t *r = tmo_take_result(t);
+  t->refs++;
+  tmo_stop(t);
+  if (uvp_promise_reason(result, NULL) == UV_ECANCELED &&
+      t->src->state == UVP__S_PENDING)
+    (void)uvp_promise_cancel(t->src);
+  uvp__rel(r);
+  tmo_unref(t);
+}
+
+int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
+                   uvp_promise_t **out, const char *file, int line) {
+  if (p == NULL || out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0)
+    return UV_EINVAL;
+  uvp_ctx_t *ctx = p->ctx;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  tmo_t *t = uvp__malloc(sizeof(*t));
+  if (t == NULL)
+    return UV_ENOMEM;
+  uvp_promise_t *r = uvp__promise_new(ctx, file, line);
+  uvp__reaction_t *rx =
+      r == NULL ? NULL
+                : uvp__reaction_new(ctx, tmo_settled, t, p,
+                                    UVP__R_NODERIVED | UVP__R_ON_OK |
+                                        UVP__R_ON_ERR | UVP__R_NOTIFY);
+  if (rx == NULL) {
+    if (r != NULL)
+      uvp__rel(r);
+    uvp__free(t);
+    return UV_ENOMEM;
+  }
+  start_timer(ctx, &t->timer, t, tmo_fire, ms, flags);
+  t->src = uvp_promise_retain(p);
+  t->result = uvp_promise_retain(r);
+  t->refs = 2; /* timer, reaction */
+  (void)uvp_promise_set_cancel(r, tmo_cancel, t);
+  r->flags |= UVP__F_OWNED;
+  uvp__attach(p, rx);
+  *out = r;
+  return 0;
+}
