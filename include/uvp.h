@@ -589,6 +589,139 @@ UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
  * The default concurrency for pool-bound fan-out. */
 UVP_EXTERN size_t uvp_pool_size(void);
 
+/* ------------------------------------------------------------------------ */
+/* libuv operations as promises: common rules                                */
+/* ------------------------------------------------------------------------ */
+
+/* Every wrapper below:
+ *  - runs on the loop thread and returns 0 with *out holding one reference
+ *    to a promise that only uvp settles, or a negative code (UV_EINVAL,
+ *    UV_ENOMEM, UVP_ECLOSED, or libuv's synchronous error) with nothing
+ *    started;
+ *  - rejects with libuv's error code (UV_ENOENT, UV_ECONNREFUSED, ...);
+ *  - can be cancelled with uvp_promise_cancel() (or through timeouts, and
+ *    the losers of race/any with UVP_CANCEL_LOSERS): the promise rejects
+ *    with UV_ECANCELED at once.  Thread-pool requests (fs, getaddrinfo,
+ *    work) are uv_cancel()ed if not yet started; one already running
+ *    completes and its late result is released.  Handle-based operations
+ *    (TCP, processes) close their handle (a process is sent a signal
+ *    first).  libuv's cleanup (uv_fs_req_cleanup, uv_freeaddrinfo,
+ *    uv_close) runs exactly once in every case;
+ *  - is torn down by uvp_ctx_close() like a cancellation (UVP_ECLOSED);
+ *    run the loop afterwards so the requests' callbacks and handles'
+ *    close callbacks can run before uv_loop_close().
+ * Values are documented per function; "owned" means owned by the promise
+ * (freed with it), "borrowed" means the caller's memory, which must stay
+ * valid until the promise settles. */
+
+/* Integer results (file descriptors, byte counts) travel in the value
+ * pointer. */
+#define UVP_INT(value) ((int64_t)(intptr_t)(value))
+
+/* A byte buffer owned by its promise; base[len] is a NUL byte. */
+typedef struct uvp_buf_s {
+  char *base;
+  size_t len;
+} uvp_buf_t;
+
+/* ------------------------------------------------------------------------ */
+/* Files (uv_fs_*) — thread pool                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Paths are copied by libuv during the call: they need not outlive it. */
+
+/* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close). */
+#define uvp_fs_open(ctx, path, flags, mode, out)                               \
+  uvp_fs_open_at((ctx), (path), (flags), (mode), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
+                              int mode, uvp_promise_t **out, const char *file,
+                              int line);
+/* close: value NULL. */
+#define uvp_fs_close(ctx, fd, out)                                             \
+  uvp_fs_close_at((ctx), (fd), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                               const char *file, int line);
+/* read / write `len` bytes at `offset` (-1: the current position); `buf` is
+ * borrowed.  Value UVP_INT(v): bytes transferred (0 at end of file). */
+#define uvp_fs_read(ctx, fd, buf, len, offset, out)                            \
+  uvp_fs_read_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf,
+                              size_t len, int64_t offset, uvp_promise_t **out,
+                              const char *file, int line);
+#define uvp_fs_write(ctx, fd, buf, len, offset, out)                           \
+  uvp_fs_write_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__,        \
+                  __LINE__)
+UVP_EXTERN int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf,
+                               size_t len, int64_t offset, uvp_promise_t **out,
+                               const char *file, int line);
+/* stat / lstat / fstat: value is an owned uv_stat_t *. */
+#define uvp_fs_stat(ctx, path, out)                                            \
+  uvp_fs_stat_at((ctx), (path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path,
+                              uvp_promise_t **out, const char *file, int line);
+#define uvp_fs_lstat(ctx, path, out)                                           \
+  uvp_fs_lstat_at((ctx), (path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path,
+                               uvp_promise_t **out, const char *file, int line);
+#define uvp_fs_fstat(ctx, fd, out)                                             \
+  uvp_fs_fstat_at((ctx), (fd), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                               const char *file, int line);
+/* unlink / mkdir / rmdir / rename: value NULL. */
+#define uvp_fs_unlink(ctx, path, out)                                          \
+  uvp_fs_unlink_at((ctx), (path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path,
+                                uvp_promise_t **out, const char *file,
+                                int line);
+#define uvp_fs_mkdir(ctx, path, mode, out)                                     \
+  uvp_fs_mkdir_at((ctx), (path), (mode), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_mkdir_at(uvp_ctx_t *ctx, const char *path, int mode,
+                               uvp_promise_t **out, const char *file, int line);
+#define uvp_fs_rmdir(ctx, path, out)                                           \
+  uvp_fs_rmdir_at((ctx), (path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_rmdir_at(uvp_ctx_t *ctx, const char *path,
+                               uvp_promise_t **out, const char *file, int line);
+#define uvp_fs_rename(ctx, path, new_path, out)                                \
+  uvp_fs_rename_at((ctx), (path), (new_path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
+                                const char *new_path, uvp_promise_t **out,
+                                const char *file, int line);
+/* scandir: value is an owned uvp_dirents_t * (names owned too), in the
+ * order libuv returns them. */
+typedef struct uvp_dirents_s {
+  size_t count;
+  uv_dirent_t *items;
+} uvp_dirents_t;
+#define uvp_fs_scandir(ctx, path, out)                                         \
+  uvp_fs_scandir_at((ctx), (path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
+                                 uvp_promise_t **out, const char *file,
+                                 int line);
+/* realpath: value is an owned char *. */
+#define uvp_fs_realpath(ctx, path, out)                                        \
+  uvp_fs_realpath_at((ctx), (path), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+/* read_file: open, read to the end, close; value is an owned uvp_buf_t *.
+ * Files over `max` bytes (0: no limit) reject with UV_EFBIG. */
+#define uvp_fs_read_file(ctx, path, max, out)                                  \
+  uvp_fs_read_file_at((ctx), (path), (max), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path,
+                                   size_t max, uvp_promise_t **out,
+                                   const char *file, int line);
+/* write_file: create or truncate (mode 0644), write all of `data`
+ * (borrowed), close; value UVP_INT(v) is the byte count. */
+#define uvp_fs_write_file(ctx, path, data, len, out)                           \
+  uvp_fs_write_file_at((ctx), (path), (data), (len), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
+                                    const void *data, size_t len,
+                                    uvp_promise_t **out, const char *file,
+                                    int line);
+
+/* ---- BEGIN dns-work-process (src/dns.c, src/work.c, src/process.c) ---- */
+/* ---- END dns-work-process ---- */
+
 #ifdef __cplusplus
 }
 #endif

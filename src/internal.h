@@ -191,6 +191,16 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
                  uvp_free_cb free_cb);
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
 void uvp__rel(uvp_promise_t *p);
+
+/* A promise for a libuv operation: only uvp settles it (F_OWNED), `cancel`
+ * runs if it is cancelled or torn down while pending, and it comes with two
+ * references: the caller's and the operation's. */
+uvp_promise_t *uvp__op_new(uvp_ctx_t *ctx, const char *file, int line,
+                           uvp_cancel_cb cancel, void *arg);
+
+static inline bool uvp__is_pending(const uvp_promise_t *p) {
+  return p->state == UVP__S_PENDING;
+}
 void uvp__report_unhandled(uvp_promise_t *p);
 
 #endif

@@ -730,3 +730,15 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
 }
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src) { forward(p, src); }
 void uvp__rel(uvp_promise_t *p) { rel(p); }
+
+uvp_promise_t *uvp__op_new(uvp_ctx_t *ctx, const char *file, int line,
+                           uvp_cancel_cb cancel, void *arg) {
+  uvp_promise_t *p = promise_alloc(ctx, file, line);
+  if (p == NULL)
+    return NULL;
+  p->refs = 2;
+  p->flags = UVP__F_OWNED | UVP__F_CANCEL;
+  p->value = arg;
+  p->fn.cancel_cb = cancel;
+  return p;
+}

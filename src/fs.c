@@ -1,0 +1,423 @@
+/* uv_fs_* as promises.  One heap object per operation holds the uv_fs_t;
+ * the operation keeps a reference to its promise until libuv's callback,
+ * which always runs (also after uv_cancel), cleans the request exactly
+ * once and releases both. */
+#include <fcntl.h>
+#include <string.h>
+
+#include "internal.h"
+
+typedef struct fsop_s {
+  uv_fs_t req;
+  uvp_promise_t *p;
+  /* whole-file helpers */
+  uv_file fd;
+  int err;
+  uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
+  size_t cap;     /* bytes of data the block can hold */
+  size_t max;
+  size_t size;    /* from fstat, 0 if unknown */
+  const char *data;
+  size_t len;
+} fsop_t;
+
+static void fs_cancel(uvp_promise_t *p, void *arg) {
+  fsop_t *op = arg;
+  (void)p;
+  /* 0: the callback will run with UV_ECANCELED.  UV_EBUSY: it is running
+   * and will complete; the callback sees the promise settled either way. */
+  (void)uv_cancel((uv_req_t *)&op->req);
+}
+
+static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
+                      uvp_promise_t **out, int *rc) {
+  *rc = UV_EINVAL;
+  if (ctx == NULL || out == NULL)
+    return NULL;
+  *rc = UVP_ECLOSED;
+  if (ctx->closed)
+    return NULL;
+  *rc = UV_ENOMEM;
+  fsop_t *op = uvp__malloc(sizeof(*op));
+  if (op == NULL)
+    return NULL;
+  memset(op, 0, sizeof(*op));
+  op->fd = -1;
+  op->p = uvp__op_new(ctx, file, line, fs_cancel, op);
+  if (op->p == NULL) {
+    uvp__free(op);
+    return NULL;
+  }
+  op->req.data = op;
+  *rc = 0;
+  return op;
+}
+
+/* libuv refused synchronously: nothing is in flight. */
+static int op_abort(fsop_t *op, int rc) {
+  uv_fs_req_cleanup(&op->req);
+  uvp_promise_t *p = op->p;
+  p->flags &= (uint8_t)~UVP__F_CANCEL;
+  uvp__rel(p);
+  uvp__rel(p);
+  uvp__free(op->buf);
+  uvp__free(op);
+  return rc;
+}
+
+static int op_started(fsop_t *op, int rc, uvp_promise_t **out) {
+  if (rc != 0)
+    return op_abort(op, rc);
+  *out = op->p;
+  return 0;
+}
+
+static void op_finish(fsop_t *op) {
+  uvp_promise_t *p = op->p;
+  uvp__free(op->buf);
+  uvp__free(op);
+  uvp__rel(p);
+}
+
+static int cancelled_code(ssize_t result) {
+  return result == UV_EAI_CANCELED ? UV_ECANCELED : (int)result;
+}
+
+static uvp_dirents_t *collect_dirents(uv_fs_t *req) {
+  size_t cap = 16, n = 0;
+  uvp_dirents_t *d = uvp__malloc(sizeof(*d));
+  uv_dirent_t *items = uvp__malloc(cap * sizeof(*items));
+  if (d == NULL || items == NULL)
+    goto fail;
+  uv_dirent_t ent;
+  while (uv_fs_scandir_next(req, &ent) == 0) {
+    if (n == cap) {
+      uv_dirent_t *grown = uvp__realloc(items, 2 * cap * sizeof(*items));
+      if (grown == NULL)
+        goto fail;
+      items = grown;
+      cap *= 2;
+    }
+    size_t len = strlen(ent.name) + 1;
+    char *name = uvp__malloc(len);
+    if (name == NULL)
+      goto fail;
+    memcpy(name, ent.name, len);
+    items[n].name = name;
+    items[n].type = ent.type;
+    n++;
+  }
+  d->count = n;
+  d->items = items;
+  return d;
+fail:
+  if (items != NULL)
+    for (size_t i = 0; i < n; i++)
+      uvp__free((void *)items[i].name);
+  uvp__free(items);
+  uvp__free(d);
+  return NULL;
+}
+
+static void dirents_free(void *ptr) {
+  uvp_dirents_t *d = ptr;
+  for (size_t i = 0; i < d->count; i++)
+    uvp__free((void *)d->items[i].name);
+  uvp__free(d->items);
+  uvp__free(d);
+}
+
+static void simple_cb(uv_fs_t *req) {
+  fsop_t *op = req->data;
+  uvp_promise_t *p = op->p;
+  ssize_t result = req->result;
+  if (!uvp__is_pending(p)) {
+    /* Cancelled too late: release what the operation produced. */
+    if (req->fs_type == UV_FS_OPEN && result >= 0) {
+      uv_fs_t close_req;
+      uv_fs_close(req->loop, &close_req, (uv_file)result, NULL);
+      uv_fs_req_cleanup(&close_req);
+    }
+  } else if (result < 0) {
+    uvp__reject(p, cancelled_code(result), NULL, NULL);
+  } else {
+    void *value = NULL;
+    uvp_free_cb free_cb = NULL;
+    int err = 0;
+    switch (req->fs_type) {
+    case UV_FS_OPEN:
+    case UV_FS_READ:
+    case UV_FS_WRITE:
+      value = (void *)(intptr_t)result;
+      break;
+    case UV_FS_STAT:
+    case UV_FS_LSTAT:
+    case UV_FS_FSTAT:
+      value = uvp__malloc(sizeof(uv_stat_t));
+      if (value != NULL)
+        memcpy(value, &req->statbuf, sizeof(uv_stat_t));
+      free_cb = uvp__free;
+      err = value == NULL ? UV_ENOMEM : 0;
+      break;
+    case UV_FS_SCANDIR:
+      value = collect_dirents(req);
+      free_cb = dirents_free;
+      err = value == NULL ? UV_ENOMEM : 0;
+      break;
+    case UV_FS_REALPATH: {
+      size_t len = strlen(req->ptr) + 1;
+      value = uvp__malloc(len);
+      if (value != NULL)
+        memcpy(value, req->ptr, len);
+      free_cb = uvp__free;
+      err = value == NULL ? UV_ENOMEM : 0;
+      break;
+    }
+    default:
+      break;
+    }
+    if (err != 0)
+      uvp__reject(p, err, NULL, NULL);
+    else
+      uvp__fulfill(p, value, free_cb);
+  }
+  uv_fs_req_cleanup(req);
+  op_finish(op);
+}
+
+#define SIMPLE(call)                                                           \
+  int rc;                                                                      \
+  fsop_t *op = op_new(ctx, file, line, out, &rc);                              \
+  if (op == NULL)                                                              \
+    return rc;                                                                 \
+  return op_started(op, (call), out)
+
+int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
+                   uvp_promise_t **out, const char *file, int line) {
+  SIMPLE(uv_fs_open(ctx->loop, &op->req, path, flags, mode, simple_cb));
+}
+int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                    const char *file, int line) {
+  SIMPLE(uv_fs_close(ctx->loop, &op->req, fd, simple_cb));
+}
+int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
+                   int64_t offset, uvp_promise_t **out, const char *file,
+                   int line) {
+  uv_buf_t b = uv_buf_init(buf, (unsigned int)len);
+  SIMPLE(uv_fs_read(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
+}
+int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf, size_t len,
+                    int64_t offset, uvp_promise_t **out, const char *file,
+                    int line) {
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
+  SIMPLE(uv_fs_write(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
+}
+int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                   const char *file, int line) {
+  SIMPLE(uv_fs_stat(ctx->loop, &op->req, path, simple_cb));
+}
+int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                    const char *file, int line) {
+  SIMPLE(uv_fs_lstat(ctx->loop, &op->req, path, simple_cb));
+}
+int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                    const char *file, int line) {
+  SIMPLE(uv_fs_fstat(ctx->loop, &op->req, fd, simple_cb));
+}
+int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                     const char *file, int line) {
+  SIMPLE(uv_fs_unlink(ctx->loop, &op->req, path, simple_cb));
+}
+int uvp_fs_mkdir_at(uvp_ctx_t *ctx, const char *path, int mode,
+                    uvp_promise_t **out, const char *file, int line) {
+  SIMPLE(uv_fs_mkdir(ctx->loop, &op->req, path, mode, simple_cb));
+}
+int uvp_fs_rmdir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                    const char *file, int line) {
+  SIMPLE(uv_fs_rmdir(ctx->loop, &op->req, path, simple_cb));
+}
+int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
+                     uvp_promise_t **out, const char *file, int line) {
+  SIMPLE(uv_fs_rename(ctx->loop, &op->req, path, new_path, simple_cb));
+}
+int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                      const char *file, int line) {
+  SIMPLE(uv_fs_scandir(ctx->loop, &op->req, path, 0, simple_cb));
+}
+int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                       const char *file, int line) {
+  SIMPLE(uv_fs_realpath(ctx->loop, &op->req, path, simple_cb));
+}
+
+/* ---- whole files --------------------------------------------------------- */
+
+/* Each step re-uses op->req.  Any failure or a cancellation closes the file
+ * first (when open) and settles in the close callback. */
+static void whole_cb(uv_fs_t *req);
+
+static void whole_close(fsop_t *op, int err) {
+  if (op->err == 0)
+    op->err = err;
+  if (op->fd < 0) {
+    if (uvp__is_pending(op->p))
+      uvp__reject(op->p, op->err, NULL, NULL);
+    op_finish(op);
+    return;
+  }
+  uv_file fd = op->fd;
+  op->fd = -1;
+  int rc = uv_fs_close(op->req.loop, &op->req, fd, whole_cb);
+  if (rc != 0)
+    whole_close(op, rc);
+}
+
+static bool grow(fsop_t *op, size_t want) {
+  uvp_buf_t *b = uvp__realloc(op->buf, sizeof(uvp_buf_t) + want + 1);
+  if (b == NULL)
+    return false;
+  b->base = (char *)(b + 1);
+  op->buf = b;
+  op->cap = want;
+  return true;
+}
+
+static void read_next(fsop_t *op) {
+  if (op->buf->len == op->cap) {
+    size_t want = op->cap < 4096 ? 4096 : op->cap * 2;
+    if (op->max != 0 && want > op->max + 1)
+      want = op->max + 1; /* one more byte tells "too big" */
+    if (want <= op->cap || !grow(op, want)) {
+      whole_close(op, want <= op->cap ? UV_EFBIG : UV_ENOMEM);
+      return;
+    }
+  }
+  uv_buf_t b = uv_buf_init(op->buf->base + op->buf->len,
+                           (unsigned int)(op->cap - op->buf->len));
+  int rc = uv_fs_read(op->req.loop, &op->req, op->fd, &b, 1,
+                      (int64_t)op->buf->len, whole_cb);
+  if (rc != 0)
+    whole_close(op, rc);
+}
+
+static void write_next(fsop_t *op) {
+  uv_buf_t b = uv_buf_init((char *)op->data + op->size,
+                           (unsigned int)(op->len - op->size));
+  int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1,
+                       (int64_t)op->size, whole_cb);
+  if (rc != 0)
+    whole_close(op, rc);
+}
+
+static void whole_cb(uv_fs_t *req) {
+  fsop_t *op = req->data;
+  ssize_t result = req->result;
+  uv_fs_type type = req->fs_type;
+  uint64_t st_size = req->statbuf.st_size;
+  uv_fs_req_cleanup(req);
+
+  if (type == UV_FS_CLOSE) {
+    if (op->err == 0 && result < 0)
+      op->err = (int)result;
+    if (uvp__is_pending(op->p)) {
+      if (op->err != 0) {
+        uvp__reject(op->p, op->err, NULL, NULL);
+      } else if (op->data != NULL) {
+        uvp__fulfill(op->p, (void *)(intptr_t)op->len, NULL);
+      } else {
+        uvp_buf_t *b = op->buf;
+        op->buf = NULL;
+        b->base[b->len] = '\0';
+        uvp__fulfill(op->p, b, uvp__free);
+      }
+    }
+    op_finish(op);
+    return;
+  }
+  if (type == UV_FS_OPEN && result >= 0)
+    op->fd = (uv_file)result;
+  if (!uvp__is_pending(op->p)) {
+    whole_close(op, UV_ECANCELED);
+    return;
+  }
+  if (result < 0) {
+    whole_close(op, cancelled_code(result));
+    return;
+  }
+  switch (type) {
+  case UV_FS_OPEN:
+    if (op->data != NULL) {
+      if (op->len == 0)
+        whole_close(op, 0);
+      else
+        write_next(op);
+      return;
+    }
+    if (uv_fs_fstat(op->req.loop, &op->req, op->fd, whole_cb) != 0)
+      whole_close(op, UV_EIO);
+    return;
+  case UV_FS_FSTAT:
+    if (op->max != 0 && st_size > op->max) {
+      whole_close(op, UV_EFBIG);
+      return;
+    }
+    op->size = (size_t)st_size;
+    if (!grow(op, op->size != 0 ? op->size : 4096)) {
+      whole_close(op, UV_ENOMEM);
+      return;
+    }
+    op->buf->len = 0;
+    read_next(op);
+    return;
+  case UV_FS_READ:
+    op->buf->len += (size_t)result;
+    /* A regular file is done at its stat size; others (procfs, pipes)
+     * when a read returns 0. */
+    if (result == 0 || (op->size != 0 && op->buf->len == op->size))
+      whole_close(op, 0);
+    else if (op->max != 0 && op->buf->len > op->max)
+      whole_close(op, UV_EFBIG);
+    else
+      read_next(op);
+    return;
+  case UV_FS_WRITE:
+    op->size += (size_t)result;
+    if (op->size == op->len)
+      whole_close(op, 0);
+    else
+      write_next(op);
+    return;
+  default:
+    whole_close(op, UV_EIO);
+    return;
+  }
+}
+
+int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
+                        uvp_promise_t **out, const char *file, int line) {
+  if (path == NULL)
+    return UV_EINVAL;
+  int rc;
+  fsop_t *op = op_new(ctx, file, line, out, &rc);
+  if (op == NULL)
+    return rc;
+  op->max = max;
+  return op_started(
+      op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), out);
+}
+
+int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
+                         size_t len, uvp_promise_t **out, const char *file,
+                         int line) {
+  if (path == NULL || (data == NULL && len > 0))
+    return UV_EINVAL;
+  int rc;
+  fsop_t *op = op_new(ctx, file, line, out, &rc);
+  if (op == NULL)
+    return rc;
+  op->data = data != NULL ? data : "";
+  op->len = len;
+  return op_started(op,
+                    uv_fs_open(ctx->loop, &op->req, path,
+                               O_WRONLY | O_CREAT | O_TRUNC, 0644, whole_cb),
+                    out);
+}
