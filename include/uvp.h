@@ -719,6 +719,84 @@ UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
                                     uvp_promise_t **out, const char *file,
                                     int line);
 
+/* ------------------------------------------------------------------------ */
+/* TCP (uv_tcp_*)                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* A connection: a uv_tcp_t that uvp owns, plus its pending operations.  You
+ * own the uvp_tcp_t and must close it with uvp_tcp_close() — like a libuv
+ * handle, before uv_loop_close().  At most one read is pending at a time;
+ * writes queue in order.  Cancelling any operation of a connection (or its
+ * timing out) closes the connection: libuv cannot cancel a connect, write
+ * or read half-way, and a stream in an unknown state is no use.  Every
+ * other pending operation then rejects with UV_ECANCELED.  Operations on a
+ * connection whose handle is closed return UV_EBADF. */
+typedef struct uvp_tcp_s uvp_tcp_t;
+
+/* A new, unconnected connection.  Errors: UV_EINVAL, UV_ENOMEM,
+ * UVP_ECLOSED. */
+UVP_EXTERN int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out);
+
+/* Accept a pending connection of a listening `server` (call it from your
+ * uv_connection_cb).  Errors: those of uv_accept, UV_ENOMEM, UVP_ECLOSED. */
+UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
+                              uvp_tcp_t **out);
+
+/* Close: pending operations reject with UV_ECANCELED; the memory is freed
+ * once libuv has closed the handle (run the loop).  Any time, also after
+ * uvp_ctx_close().  Returns UV_EINVAL for NULL. */
+UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
+
+/* The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
+ * NULL once closed.  Do not close it or start reading on it yourself. */
+UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
+
+/* connect to `addr` (copied during the call); value NULL. */
+#define uvp_tcp_connect(t, addr, out)                                          \
+  uvp_tcp_connect_at((t), (addr), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+
+/* Resolve host:port with getaddrinfo (thread pool), then try each address
+ * in turn until one connects; rejects with the last address's error (or
+ * the UV_EAI_* code of the lookup).  Strings are copied.  Value NULL. */
+#define uvp_tcp_connect_host(t, host, port, out)                               \
+  uvp_tcp_connect_host_at((t), (host), (port), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host,
+                                       int port, uvp_promise_t **out,
+                                       const char *file, int line);
+
+/* Write `len` bytes of `buf` (borrowed until the promise settles); value
+ * NULL once libuv has handed all of them to the kernel. */
+#define uvp_tcp_write(t, buf, len, out)                                        \
+  uvp_tcp_write_at((t), (buf), (len), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
+                                uvp_promise_t **out, const char *file,
+                                int line);
+
+/* The next chunk the peer sends: value an owned uvp_buf_t *.  Rejects with
+ * UV_EOF at end of stream, or the error (UV_ECONNRESET, ...).  A second
+ * read while one is pending returns UV_EBUSY. */
+#define uvp_tcp_read(t, out) uvp_tcp_read_at((t), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
+                               const char *file, int line);
+
+/* Everything until end of stream, or the first `max` bytes (0: no limit)
+ * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
+ * stream's error (a reset, ...), not UV_EOF. */
+#define uvp_tcp_read_all(t, max, out)                                          \
+  uvp_tcp_read_all_at((t), (max), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
+                                   uvp_promise_t **out, const char *file,
+                                   int line);
+
+/* Shut the write side down after queued writes; value NULL. */
+#define uvp_tcp_shutdown(t, out)                                               \
+  uvp_tcp_shutdown_at((t), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
+                                   const char *file, int line);
+
 /* ---- BEGIN dns-work-process (src/dns.c, src/work.c, src/process.c) ---- */
 /* ---- END dns-work-process ---- */
 

@@ -136,6 +136,7 @@ struct uvp_ctx_s {
   uvp__pool_t reactions;
   size_t live;
   size_t pending;
+  size_t objects; /* wrapper objects (TCP connections) still open */
   uint64_t epoch;
 
   uvp_unhandled_cb unhandled_cb;
@@ -168,6 +169,10 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb);
 void uvp__lock(uvp_ctx_t *ctx);
 void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
+/* Wrapper objects that outlive promises (a TCP connection) keep the
+ * context's memory alive until they are closed. */
+void uvp__ctx_hold(uvp_ctx_t *ctx);
+void uvp__ctx_drop(uvp_ctx_t *ctx);
 
 /* ---- promise core (promise.c) ------------------------------------------ */
 

@@ -94,10 +94,18 @@ void uvp__lock(uvp_ctx_t *ctx) {
 void uvp__unlock(uvp_ctx_t *ctx) {
   /* A closed context dies with its last promise and its last handle. */
   bool dead = --ctx->mu_depth == 0 && ctx->closed && ctx->live == 0 &&
-              ctx->handles_open == 0;
+              ctx->objects == 0 && ctx->handles_open == 0;
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
+}
+
+void uvp__ctx_hold(uvp_ctx_t *ctx) { ctx->objects++; }
+
+void uvp__ctx_drop(uvp_ctx_t *ctx) {
+  uvp__lock(ctx);
+  ctx->objects--;
+  uvp__unlock(ctx);
 }
 
 /* ---- cross-thread mailbox ------------------------------------------------ */

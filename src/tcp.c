@@ -1,0 +1,456 @@
+/* uv_tcp_* as promises.
+ *
+ * A uvp_tcp_t owns its uv_tcp_t through a pointer, because connect_host may
+ * need a fresh handle per address tried (a handle whose connect failed
+ * cannot be reused).  The connection is freed when the user has closed it,
+ * every handle it ever had has run its close callback, and no operation
+ * still refers to it.  libuv itself calls back connect, write and shutdown
+ * requests with UV_ECANCELED when their handle closes; the pending read has
+ * no request, so closing settles it here. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
+
+#define READ_CHUNK (64 * 1024)
+
+typedef struct tcpop_s tcpop_t;
+
+struct uvp_tcp_s {
+  uvp_ctx_t *ctx;
+  uv_tcp_t *handle; /* NULL once closed */
+  tcpop_t *read_op;
+  int handles_open;
+  size_t ops;
+  bool user_closed;
+};
+
+struct tcpop_s {
+  union {
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_shutdown_t shutdown;
+    uv_getaddrinfo_t gai;
+  } req;
+  uvp_tcp_t *t;
+  uvp_promise_t *p;
+  int kind;
+  /* read */
+  uvp_buf_t *buf; /* one block: [uvp_buf_t][cap bytes + NUL] */
+  size_t cap;
+  size_t max;
+  bool all;
+  /* connect_host */
+  bool resolving;
+  struct addrinfo *ai;
+  struct addrinfo *next;
+  int last_err;
+};
+
+static void maybe_free(uvp_tcp_t *t) {
+  if (t->user_closed && t->handles_open == 0 && t->ops == 0) {
+    uvp_ctx_t *ctx = t->ctx;
+    uvp__free(t);
+    uvp__ctx_drop(ctx);
+  }
+}
+
+static void handle_closed(uv_handle_t *h) {
+  uvp_tcp_t *t = h->data;
+  uvp__free(h);
+  t->handles_open--;
+  maybe_free(t);
+}
+
+static int open_handle(uvp_tcp_t *t) {
+  uv_tcp_t *h = uvp__malloc(sizeof(*h));
+  if (h == NULL)
+    return UV_ENOMEM;
+  int rc = uv_tcp_init(t->ctx->loop, h);
+  if (rc != 0) {
+    uvp__free(h);
+    return rc;
+  }
+  h->data = t;
+  t->handle = h;
+  t->handles_open++;
+  return 0;
+}
+
+static void op_done(tcpop_t *op) {
+  uvp_tcp_t *t = op->t;
+  uvp_promise_t *p = op->p;
+  if (op->ai != NULL)
+    uv_freeaddrinfo(op->ai);
+  uvp__free(op->buf);
+  uvp__free(op);
+  t->ops--;
+  uvp__rel(p);
+  maybe_free(t);
+}
+
+static void settle(tcpop_t *op, int status, void *value, uvp_free_cb free_cb) {
+  if (!uvp__is_pending(op->p)) {
+    if (free_cb != NULL)
+      free_cb(value);
+  } else if (status < 0) {
+    uvp__reject(op->p, status, NULL, NULL);
+  } else {
+    uvp__fulfill(op->p, value, free_cb);
+  }
+}
+
+/* Close the current handle; what was pending on it fails. */
+static void close_handle(uvp_tcp_t *t) {
+  uv_tcp_t *h = t->handle;
+  if (h == NULL)
+    return;
+  t->handle = NULL;
+  uv_close((uv_handle_t *)h, handle_closed);
+  tcpop_t *rd = t->read_op;
+  if (rd != NULL) {
+    t->read_op = NULL;
+    settle(rd, UV_ECANCELED, NULL, NULL);
+    op_done(rd);
+  }
+}
+
+static void op_cancel(uvp_promise_t *p, void *arg) {
+  tcpop_t *op = arg;
+  (void)p;
+  if (op->resolving)
+    (void)uv_cancel((uv_req_t *)&op->req.gai);
+  close_handle(op->t);
+}
+
+static tcpop_t *op_new(uvp_tcp_t *t, int kind, const char *file, int line,
+                       int *rc) {
+  *rc = UVP_ECLOSED;
+  if (t->ctx->closed)
+    return NULL;
+  *rc = UV_EBADF;
+  if (t->handle == NULL || t->user_closed)
+    return NULL;
+  *rc = UV_ENOMEM;
+  tcpop_t *op = uvp__malloc(sizeof(*op));
+  if (op == NULL)
+    return NULL;
+  memset(op, 0, sizeof(*op));
+  op->p = uvp__op_new(t->ctx, file, line, op_cancel, op);
+  if (op->p == NULL) {
+    uvp__free(op);
+    return NULL;
+  }
+  op->t = t;
+  op->kind = kind;
+  t->ops++;
+  *rc = 0;
+  return op;
+}
+
+/* libuv refused synchronously: nothing is in flight. */
+static int op_abort(tcpop_t *op, int rc) {
+  op->p->flags &= (uint8_t)~UVP__F_CANCEL;
+  uvp__rel(op->p); /* the caller's reference, never handed out */
+  op_done(op);
+  return rc;
+}
+
+static int op_started(tcpop_t *op, int rc, uvp_promise_t **out) {
+  if (rc != 0)
+    return op_abort(op, rc);
+  *out = op->p;
+  return 0;
+}
+
+/* ---- objects ------------------------------------------------------------- */
+
+static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
+  if (ctx == NULL || out == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  uvp_tcp_t *t = uvp__malloc(sizeof(*t));
+  if (t == NULL)
+    return UV_ENOMEM;
+  memset(t, 0, sizeof(*t));
+  t->ctx = ctx;
+  int rc = open_handle(t);
+  if (rc != 0) {
+    uvp__free(t);
+    return rc;
+  }
+  uvp__ctx_hold(ctx);
+  *out = t;
+  return 0;
+}
+
+int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out) { return tcp_alloc(ctx, out); }
+
+int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
+  if (server == NULL)
+    return UV_EINVAL;
+  uvp_tcp_t *t;
+  int rc = tcp_alloc(ctx, &t);
+  if (rc != 0)
+    return rc;
+  rc = uv_accept(server, (uv_stream_t *)t->handle);
+  if (rc != 0) {
+    uvp_tcp_close(t);
+    return rc;
+  }
+  *out = t;
+  return 0;
+}
+
+int uvp_tcp_close(uvp_tcp_t *t) {
+  if (t == NULL || t->user_closed)
+    return UV_EINVAL;
+  t->user_closed = true;
+  close_handle(t);
+  maybe_free(t);
+  return 0;
+}
+
+uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t) { return t != NULL ? t->handle : NULL; }
+
+/* ---- connect ------------------------------------------------------------- */
+
+static void connect_cb(uv_connect_t *req, int status) {
+  tcpop_t *op = (tcpop_t *)req;
+  settle(op, status, NULL, NULL);
+  op_done(op);
+}
+
+int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
+                       uvp_promise_t **out, const char *file, int line) {
+  if (t == NULL || addr == NULL || out == NULL)
+    return UV_EINVAL;
+  int rc;
+  tcpop_t *op = op_new(t, OP_CONNECT, file, line, &rc);
+  if (op == NULL)
+    return rc;
+  return op_started(
+      op, uv_tcp_connect(&op->req.connect, t->handle, addr, connect_cb), out);
+}
+
+static void host_connect_cb(uv_connect_t *req, int status);
+
+/* Try the next address; each attempt after a failed one gets a fresh
+ * handle. */
+static void try_next(tcpop_t *op) {
+  uvp_tcp_t *t = op->t;
+  while (op->next != NULL) {
+    struct addrinfo *ai = op->next;
+    op->next = ai->ai_next;
+    if (op->last_err != 0) {
+      close_handle(t);
+      int rc = open_handle(t);
+      if (rc != 0) {
+        op->last_err = rc;
+        break;
+      }
+    }
+    int rc = uv_tcp_connect(&op->req.connect, t->handle, ai->ai_addr,
+                            host_connect_cb);
+    if (rc == 0)
+      return;
+    op->last_err = rc;
+  }
+  settle(op, op->last_err != 0 ? op->last_err : UV_ECONNREFUSED, NULL, NULL);
+  op_done(op);
+}
+
+static void host_connect_cb(uv_connect_t *req, int status) {
+  tcpop_t *op = (tcpop_t *)req;
+  if (status == 0 || !uvp__is_pending(op->p) || op->t->user_closed) {
+    settle(op, status, NULL, NULL);
+    op_done(op);
+    return;
+  }
+  op->last_err = status;
+  try_next(op);
+}
+
+static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  tcpop_t *op = (tcpop_t *)req;
+  op->resolving = false;
+  op->ai = op->next = res; /* freed in op_done, whatever happens */
+  if (status == 0 && (op->t->handle == NULL || !uvp__is_pending(op->p)))
+    status = UV_ECANCELED; /* closed or cancelled while resolving */
+  if (status < 0) {
+    settle(op, status == UV_EAI_CANCELED ? UV_ECANCELED : status, NULL, NULL);
+    op_done(op);
+    return;
+  }
+  try_next(op);
+}
+
+int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
+                            uvp_promise_t **out, const char *file, int line) {
+  if (t == NULL || host == NULL || out == NULL || port < 0 || port > 65535)
+    return UV_EINVAL;
+  int rc;
+  tcpop_t *op = op_new(t, OP_CONNECT_HOST, file, line, &rc);
+  if (op == NULL)
+    return rc;
+  char service[8];
+  snprintf(service, sizeof(service), "%d", port);
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  op->resolving = true;
+  return op_started(op,
+                    uv_getaddrinfo(t->ctx->loop, &op->req.gai, gai_cb, host,
+                                   service, &hints),
+                    out);
+}
+
+/* ---- write / shutdown ---------------------------------------------------- */
+
+static void write_cb(uv_write_t *req, int status) {
+  tcpop_t *op = (tcpop_t *)req;
+  settle(op, status, NULL, NULL);
+  op_done(op);
+}
+
+int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
+                     uvp_promise_t **out, const char *file, int line) {
+  if (t == NULL || (buf == NULL && len > 0) || out == NULL ||
+      len > UINT32_MAX)
+    return UV_EINVAL;
+  int rc;
+  tcpop_t *op = op_new(t, OP_WRITE, file, line, &rc);
+  if (op == NULL)
+    return rc;
+  uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
+  return op_started(op,
+                    uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1,
+                             write_cb),
+                    out);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  tcpop_t *op = (tcpop_t *)req;
+  settle(op, status, NULL, NULL);
+  op_done(op);
+}
+
+int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
+                        int line) {
+  if (t == NULL || out == NULL)
+    return UV_EINVAL;
+  int rc;
+  tcpop_t *op = op_new(t, OP_SHUTDOWN, file, line, &rc);
+  if (op == NULL)
+    return rc;
+  return op_started(op,
+                    uv_shutdown(&op->req.shutdown, (uv_stream_t *)t->handle,
+                                shutdown_cb),
+                    out);
+}
+
+/* ---- read ---------------------------------------------------------------- */
+
+static bool reserve(tcpop_t *op, size_t want) {
+  if (op->buf != NULL && op->cap >= want)
+    return true;
+  uvp_buf_t *b = uvp__realloc(op->buf, sizeof(uvp_buf_t) + want + 1);
+  if (b == NULL)
+    return false;
+  if (op->buf == NULL)
+    b->len = 0;
+  b->base = (char *)(b + 1);
+  op->buf = b;
+  op->cap = want;
+  return true;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  uvp_tcp_t *t = h->data;
+  tcpop_t *op = t->read_op;
+  (void)suggested;
+  *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+  if (op == NULL)
+    return;
+  size_t len = op->buf != NULL ? op->buf->len : 0;
+  size_t want = len + READ_CHUNK;
+  if (op->all && op->cap - len < READ_CHUNK / 4)
+    want = op->cap * 2 > want ? op->cap * 2 : want;
+  else if (op->buf != NULL && op->cap > len)
+    want = op->cap;
+  if (op->max != 0 && want > op->max)
+    want = op->max;
+  if (want <= len || !reserve(op, want))
+    return;
+  *out = uv_buf_init(op->buf->base + len, (unsigned int)(op->cap - len));
+}
+
+static void buf_free(void *b) { uvp__free(b); }
+
+static void read_finish(uvp_tcp_t *t, tcpop_t *op, int status) {
+  uv_read_stop((uv_stream_t *)t->handle);
+  t->read_op = NULL;
+  uvp_buf_t *b = NULL;
+  if (status == 0) {
+    if (op->buf == NULL && !reserve(op, 0)) {
+      status = UV_ENOMEM;
+    } else {
+      b = op->buf;
+      op->buf = NULL;
+      b->base[b->len] = '\0';
+    }
+  }
+  settle(op, status, b, buf_free);
+  op_done(op);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  uvp_tcp_t *t = s->data;
+  tcpop_t *op = t->read_op;
+  (void)buf; /* always inside op->buf: nothing of ours to free here */
+  if (op == NULL || nread == 0)
+    return;
+  if (nread > 0) {
+    op->buf->len += (size_t)nread;
+    if (!op->all || (op->max != 0 && op->buf->len >= op->max))
+      read_finish(t, op, 0);
+    return;
+  }
+  if (nread == UV_EOF && op->all)
+    read_finish(t, op, 0);
+  else
+    read_finish(t, op, (int)nread);
+}
+
+static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
+                      const char *file, int line) {
+  if (t == NULL || out == NULL)
+    return UV_EINVAL;
+  if (t->read_op != NULL)
+    return UV_EBUSY;
+  int rc;
+  tcpop_t *op = op_new(t, OP_READ, file, line, &rc);
+  if (op == NULL)
+    return rc;
+  op->all = all;
+  op->max = max;
+  t->read_op = op;
+  rc = uv_read_start((uv_stream_t *)t->handle, alloc_cb, read_cb);
+  if (rc != 0)
+    t->read_op = NULL;
+  return op_started(op, rc, out);
+}
+
+int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
+                    int line) {
+  return start_read(t, false, 0, out, file, line);
+}
+
+int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max, uvp_promise_t **out,
+                        const char *file, int line) {
+  return start_read(t, true, max, out, file, line);
+}
