@@ -590,6 +590,109 @@ UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
 UVP_EXTERN size_t uvp_pool_size(void);
 
 /* ------------------------------------------------------------------------ */
+/* After allSettled: sequential steps, retry, splitting outcomes             */
+/* ------------------------------------------------------------------------ */
+
+/* A step of a sequence: `prev` is the previous step's outcome (borrowed;
+ * fulfilled, since a rejection ends the sequence).  Store the next step's
+ * promise in *next (uvp takes that reference) and return 0; or leave *next
+ * NULL and return 0 to stop; or return a negative code to fail with it.
+ * Runs on the loop thread from the scheduler, never inside the call that
+ * started the sequence, with constant stack however many steps run. */
+typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
+                           uvp_promise_t **next);
+
+/* The C form of `let v; while (...) v = await step(v);`: calls `step` for
+ * index 0, 1, ... each with the previous step's outcome (index 0 gets a
+ * fulfilled outcome with value NULL) until it stops.  The result settles
+ * like the last step's promise (it fulfils with the last value when the
+ * step function stops, and rejects with the first rejection).  Memory is
+ * constant: only the current step's promise is held.  Cancelling the result
+ * cancels the step in flight and calls no further step.
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_promise_loop(ctx, step, arg, out)                                  \
+  uvp_promise_loop_at((ctx), (step), (arg), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step,
+                                   void *arg, uvp_promise_t **out,
+                                   const char *file, int line);
+
+/* The C form of a reduce with await: calls step for index 0..n-1, one at a
+ * time, each with the previous outcome (index 0 gets `initial`'s outcome;
+ * initial is borrowed and may be NULL for a NULL value).  Stopping early
+ * (*next NULL) ends it with the previous value.  Same rules as
+ * uvp_promise_loop. */
+#define uvp_promise_reduce(ctx, n, step, arg, initial, out)                    \
+  uvp_promise_reduce_at((ctx), (n), (step), (arg), (initial), (out),           \
+                        __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n,
+                                     uvp_step_cb step, void *arg,
+                                     uvp_promise_t *initial,
+                                     uvp_promise_t **out, const char *file,
+                                     int line);
+
+/* Starts attempt number `attempt` (0-based): like uvp_map_start_cb. */
+typedef int (*uvp_attempt_cb)(void *arg, unsigned int attempt,
+                              uvp_promise_t **out);
+
+/* Whether to retry after a failure with `code` (attempt is the one that
+ * failed): non-zero to retry. */
+typedef int (*uvp_retry_pred)(void *arg, int code, unsigned int attempt);
+
+typedef struct uvp_retry_opts_s {
+  unsigned int attempts; /* most attempts in all; 0: 3 */
+  uint64_t base_ms;      /* wait before the second attempt; 0: 100 */
+  uint64_t max_ms;       /* cap on one wait; 0: 30 000 */
+  double factor;         /* growth per attempt; <= 1: 2.0 */
+  double jitter;         /* 0..1: each wait is drawn uniformly from
+                            [w * (1 - jitter), w]; outside: 0 */
+  const int *retry_on;   /* codes worth retrying; NULL: any code */
+  size_t retry_on_count;
+  uvp_retry_pred should_retry; /* if set, decides instead of retry_on */
+} uvp_retry_opts_t;
+
+/* Run `attempt`, and when its promise rejects with a retryable code start
+ * it again after a backoff (base_ms * factor^k, capped, with jitter), up to
+ * `attempts` times.  The result settles like the first attempt that
+ * fulfils, or like the last failure.  The backoff timer keeps the loop
+ * alive: a retry in progress is work in progress, as the attempt's own
+ * requests are.  Cancelling the result stops the wait and cancels the
+ * attempt in flight.  `opts` may be NULL (defaults); it is copied, but
+ * retry_on is borrowed until the result settles.
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_retry(ctx, attempt, arg, opts, out)                                \
+  uvp_retry_at((ctx), (attempt), (arg), (opts), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
+                            const uvp_retry_opts_t *opts, uvp_promise_t **out,
+                            const char *file, int line);
+
+/* One outcome with its input index; value/payload borrowed from the list. */
+typedef struct uvp_indexed_s {
+  size_t index;
+  int status;
+  void *value;
+} uvp_indexed_t;
+
+/* The fulfilled and the rejected outcomes of an allSettled (or map) result,
+ * each in input order.  Nothing is copied but pointers: the values stay
+ * owned by the result promise, which must outlive this split. */
+typedef struct uvp_split_s {
+  size_t nfulfilled;
+  size_t nrejected;
+  uvp_indexed_t *fulfilled;
+  uvp_indexed_t *rejected;
+} uvp_split_t;
+
+/* Fill *out (one allocation); free it with uvp_split_free().
+ *   uvp_split_t s;
+ *   uvp_settled_split(list, &s);
+ *   printf("loaded %zu of %zu, %zu failed\n", s.nfulfilled, list->count,
+ *          s.nrejected);
+ * Errors: UV_EINVAL, UV_ENOMEM. */
+UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
+                                 uvp_split_t *out);
+UVP_EXTERN void uvp_split_free(uvp_split_t *split);
+
+/* ------------------------------------------------------------------------ */
 /* libuv operations as promises: common rules                                */
 /* ------------------------------------------------------------------------ */
 
