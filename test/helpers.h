@@ -81,7 +81,7 @@ static inline boxed_t *boxed_new(int v, int *freed) {
 }
 
 /* Sentinel non-NULL values without ownership, like JS's `dummy`. */
-static int sentinel_storage[8];
+static int sentinel_storage[8] __attribute__((unused));
 #define SENTINEL(i) ((void *)&sentinel_storage[(i)])
 
 #endif
