@@ -326,7 +326,10 @@ UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
                                   uvp_free_cb free_cb);
 
 /* Resolve `p` with another promise: p follows `src` (Promises/A+ 2.3.2).
- * Borrows src (uvp takes its own reference).  Loop thread only.
+ * Borrows src.  As in JavaScript, following does not keep src alive: src's
+ * producer does.  If src is freed unsettled, p stays pending (and resolved:
+ * resolve/reject keep returning UVP_ESETTLED) until cancelled or torn down.
+ * Loop thread only.
  * Errors: UV_EINVAL, UVP_ESETTLED, UVP_ECLOSED, UVP_EXCTX (src belongs to
  * another context).  Resolving p with itself or with a promise that waits
  * for p is not an error of the call: p is rejected with UVP_ECYCLE, as
@@ -339,8 +342,12 @@ UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
 
 /* Cancel a pending promise: reject it with UV_ECANCELED, then run its
- * cancel hook once.  If p is following another promise (from then or
- * adoption) that one is not cancelled: p just stops waiting.
+ * cancel hook once.  If p follows another pending promise (from then or
+ * adoption) and p is that promise's only consumer (no other reaction is
+ * registered on it), that one is cancelled too, and so on up the chain
+ * (Bluebird's rule): a timeout on then(connect, send_and_read) reaches the
+ * read in flight.  A promise with other consumers is left alone and p just
+ * stops waiting for it.
  * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);

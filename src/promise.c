@@ -131,7 +131,13 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   }
   if (queued)
     rel(t->link);
-  t->flags &= (uint8_t)~UVP__F_WAITING;
+  if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
+    /* What t followed is gone unsettled: like JavaScript, t stays pending
+     * and already resolved forever (only cancel or teardown settle it).
+     * `link` would dangle, so it stops naming anything. */
+    t->flags = (uint8_t)((t->flags & ~UVP__F_WAITING) | UVP__F_OWNED);
+    t->link = NULL;
+  }
   rel(t);
 }
 
@@ -356,6 +362,17 @@ static void cancel_with(uvp_promise_t *p, int code) {
   rel(p);
 }
 
+/* Whether every reaction on q is one that settles p: then p is q's only
+ * consumer, and nobody else can observe q any more. */
+static bool sole_consumer(const uvp_promise_t *q, const uvp_promise_t *p) {
+  if (q->reactions == NULL)
+    return false;
+  for (const uvp__reaction_t *r = q->reactions; r != NULL; r = r->next)
+    if ((RFLAGS(r) & UVP__R_NODERIVED) || TARGET(r) != p)
+      return false;
+  return true;
+}
+
 int uvp_promise_cancel(uvp_promise_t *p) {
   if (p == NULL)
     return UV_EINVAL;
@@ -363,7 +380,23 @@ int uvp_promise_cancel(uvp_promise_t *p) {
     return UVP_ECLOSED;
   if (p->state != UVP__S_PENDING)
     return UVP_ESETTLED;
-  cancel_with(p, UV_ECANCELED);
+  /* Cancellation travels up through what p follows while each is pending
+   * and p's chain is its only consumer (Bluebird's rule): a timeout on
+   * then(connect, send_and_read) then reaches the read itself. */
+  uvp_promise_t *held = NULL; /* our reference on p after the first */
+  while (p != NULL) {
+    uvp_promise_t *up = NULL;
+    if ((p->flags & UVP__F_WAITING) && p->link->state == UVP__S_PENDING &&
+        sole_consumer(p->link, p))
+      up = uvp_promise_retain(p->link);
+    cancel_with(p, UV_ECANCELED);
+    if (held != NULL)
+      rel(held);
+    held = up;
+    p = up != NULL && up->state == UVP__S_PENDING ? up : NULL;
+  }
+  if (held != NULL)
+    rel(held);
   return 0;
 }
 

@@ -1,0 +1,453 @@
+/* TCP wrappers against real loopback servers started by the test
+ * (127.0.0.1 only): success, refusal, a reset mid-read, a peer that never
+ * answers, cancellation before and during, and 1000 concurrent connections.
+ * Nothing of libuv is mocked. */
+#include <sys/resource.h>
+
+#include "helpers.h"
+
+/* ---- a small loopback server with a behaviour per test -------------------- */
+
+typedef enum {
+  SRV_ECHO_THEN_CLOSE, /* read one chunk, write a reply, close */
+  SRV_RESET_MID_READ,  /* write half a reply, then reset */
+  SRV_SILENT,          /* accept and never answer */
+  SRV_HALF_CLOSE       /* write a reply, shut down, keep reading */
+} srv_mode_t;
+
+typedef struct server_s {
+  uv_tcp_t listener;
+  srv_mode_t mode;
+  int port;
+  int accepted;
+  fixture_t *f;
+} server_t;
+
+typedef struct conn_s {
+  uv_tcp_t h;
+  uv_timer_t reset_timer;
+  int closes; /* handles still to close before the memory goes */
+  uv_write_t w;
+  uv_shutdown_t sd;
+  server_t *srv;
+  char buf[4096];
+} conn_t;
+
+static const char REPLY[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+static void conn_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  if (--c->closes == 0)
+    free(c);
+}
+
+static void conn_close(conn_t *c) {
+  if (!uv_is_closing((uv_handle_t *)&c->h))
+    uv_close((uv_handle_t *)&c->h, conn_closed);
+}
+
+/* The reset comes after the client has consumed the first half: if data and
+ * RST arrive together, libuv reports the hang-up as UV_EOF after the
+ * partial read, which is a different (and also legitimate) case. */
+static void reset_now(uv_timer_t *t) {
+  conn_t *c = t->data;
+  uv_close((uv_handle_t *)t, conn_closed);
+  uv_tcp_close_reset(&c->h, conn_closed);
+}
+
+static void conn_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
+  conn_t *c = h->data;
+  (void)sz;
+  *b = uv_buf_init(c->buf, sizeof(c->buf));
+}
+
+static void after_reply(uv_write_t *w, int status) {
+  conn_t *c = w->data;
+  (void)status;
+  if (c->srv->mode == SRV_RESET_MID_READ) {
+    uv_timer_init(c->h.loop, &c->reset_timer);
+    c->reset_timer.data = c;
+    c->closes++;
+    uv_timer_start(&c->reset_timer, reset_now, 50, 0);
+    return;
+  }
+  conn_close(c);
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  conn_t *c = s->data;
+  (void)b;
+  if (n == 0)
+    return;
+  if (n < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->srv->mode == SRV_SILENT)
+    return;
+  uv_read_stop(s);
+  size_t len = c->srv->mode == SRV_RESET_MID_READ ? 10 : strlen(REPLY);
+  uv_buf_t out = uv_buf_init((char *)REPLY, (unsigned)len);
+  c->w.data = c;
+  uv_write(&c->w, s, &out, 1, after_reply);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+  server_t *srv = l->data;
+  assert_int_equal(status, 0);
+  conn_t *c = calloc(1, sizeof(*c));
+  assert_non_null(c);
+  c->srv = srv;
+  c->closes = 1;
+  uv_tcp_init(l->loop, &c->h);
+  c->h.data = c;
+  assert_int_equal(uv_accept(l, (uv_stream_t *)&c->h), 0);
+  srv->accepted++;
+  uv_read_start((uv_stream_t *)&c->h, conn_alloc, conn_read);
+}
+
+static void server_start(fixture_t *f, server_t *srv, srv_mode_t mode) {
+  memset(srv, 0, sizeof(*srv));
+  srv->mode = mode;
+  srv->f = f;
+  uv_tcp_init(&f->loop, &srv->listener);
+  srv->listener.data = srv;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  assert_int_equal(uv_tcp_bind(&srv->listener, (struct sockaddr *)&a, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&srv->listener, 2048,
+                             on_connection), 0);
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+  srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* The listener lives on the test's stack: its close must complete before
+ * the test returns. */
+static void listener_closed(uv_handle_t *h) { ((server_t *)h->data)->port = -1; }
+
+static void server_stop(server_t *srv) {
+  uv_close((uv_handle_t *)&srv->listener, listener_closed);
+  while (srv->port != -1)
+    uv_run(&srv->f->loop, UV_RUN_ONCE);
+}
+
+/* Run until `p` settles (servers keep the loop alive meanwhile). */
+static void run_until(fixture_t *f, uvp_promise_t *p) {
+  for (int i = 0; i < 100000 && uvp_promise_state(p) == UVP_PENDING; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
+}
+
+static void addr_of(server_t *srv, struct sockaddr_in *a) {
+  uv_ip4_addr("127.0.0.1", srv->port, a);
+}
+
+/* ---- one request: connect, write, read until close ------------------------ */
+
+typedef struct req_s {
+  uvp_tcp_t *t;
+  fixture_t *f;
+  size_t max;
+} req_t;
+
+static uvp_ret_t after_connect(void *arg, const uvp_outcome_t *in) {
+  req_t *r = arg;
+  (void)in;
+  uvp_promise_t *w, *rd;
+  assert_int_equal(uvp_tcp_write(r->t, "GET / HTTP/1.0\r\n\r\n", 18, &w), 0);
+  uvp_promise_release(w);
+  assert_int_equal(uvp_tcp_read_all(r->t, r->max, &rd), 0);
+  return uvp_ret_adopt(rd);
+}
+
+/* connect + write + read_all; returns the promise of the body. */
+static uvp_promise_t *request(fixture_t *f, req_t *r, server_t *srv) {
+  struct sockaddr_in a;
+  addr_of(srv, &a);
+  r->f = f;
+  assert_int_equal(uvp_tcp_new(f->ctx, &r->t), 0);
+  uvp_promise_t *c, *body;
+  assert_int_equal(uvp_tcp_connect(r->t, (struct sockaddr *)&a, &c), 0);
+  assert_int_equal(uvp_promise_then(c, after_connect, r, &body), 0);
+  uvp_promise_release(c);
+  return body;
+}
+
+static void test_request_reply(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  req_t r = {0};
+  uvp_promise_t *body = request(f, &r, &srv);
+  run_until(f, body);
+  assert_int_equal(uvp_promise_state(body), UVP_FULFILLED);
+  uvp_buf_t *b = uvp_promise_value(body);
+  assert_int_equal(b->len, strlen(REPLY));
+  assert_memory_equal(b->base, REPLY, b->len);
+  assert_int_equal(b->base[b->len], '\0');
+  uvp_promise_release(body);
+  assert_int_equal(uvp_tcp_close(r.t), 0);
+  server_stop(&srv);
+}
+
+static void test_read_all_max_bytes(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  req_t r = {0};
+  r.max = 8;
+  uvp_promise_t *body = request(f, &r, &srv);
+  run_until(f, body);
+  uvp_buf_t *b = uvp_promise_value(body);
+  assert_non_null(b);
+  assert_int_equal(b->len, 8);
+  assert_memory_equal(b->base, REPLY, 8);
+  uvp_promise_release(body);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
+}
+
+static void test_connect_host_localhost(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  uvp_promise_t *c;
+  /* "localhost" may resolve to ::1 first: the server is IPv4-only, so this
+   * also exercises trying each address in turn. */
+  assert_int_equal(uvp_tcp_connect_host(t, "localhost", srv.port, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+}
+
+static void test_connection_refused(void **state) {
+  fixture_t *f = *state;
+  /* A port that was just free: bind, learn it, close it. */
+  server_t srv;
+  server_start(f, &srv, SRV_SILENT);
+  int port = srv.port;
+  server_stop(&srv);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", port, &a);
+  uvp_promise_t *c;
+  assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_reason(c, NULL), UV_ECONNREFUSED);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+}
+
+static void test_peer_resets_mid_read(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_RESET_MID_READ);
+  req_t r = {0};
+  uvp_promise_t *body = request(f, &r, &srv);
+  run_until(f, body);
+  assert_int_equal(uvp_promise_reason(body, NULL), UV_ECONNRESET);
+  uvp_promise_release(body);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
+}
+
+static void test_silent_server_times_out(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SILENT);
+  req_t r = {0};
+  uvp_promise_t *body = request(f, &r, &srv);
+  uvp_promise_t *limited;
+  assert_int_equal(uvp_timeout(body, 100, 0, &limited), 0);
+  uint64_t t0 = uv_now(&f->loop);
+  run_until(f, limited);
+  assert_int_equal(uvp_promise_reason(limited, NULL), UV_ETIMEDOUT);
+  assert_true(uv_now(&f->loop) - t0 >= 100);
+  /* The timeout cancelled the read, which closed the connection. */
+  assert_int_equal(uvp_promise_reason(body, NULL), UV_ECANCELED);
+  assert_null(uvp_tcp_handle(r.t));
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_write(r.t, "x", 1, &w), UV_EBADF);
+  uvp_promise_release(limited);
+  uvp_promise_release(body);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
+}
+
+static void test_cancel_before_connect_completes(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  struct sockaddr_in a;
+  addr_of(&srv, &a);
+  uvp_promise_t *c;
+  assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
+  assert_int_equal(uvp_promise_cancel(c), 0);
+  assert_int_equal(uvp_promise_reason(c, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_cancel(c), UVP_ESETTLED);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+}
+
+static void test_cancel_during_read_and_close_with_pending(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SILENT);
+  req_t r = {0};
+  uvp_promise_t *body = request(f, &r, &srv);
+  /* Let the connection and the write happen; the read stays pending. */
+  for (int i = 0; i < 50 && srv.accepted == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(body), UVP_PENDING);
+  uvp_promise_t *again;
+  assert_int_equal(uvp_tcp_read(r.t, &again), UV_EBUSY);
+  assert_int_equal(uvp_promise_cancel(body), 0);
+  assert_int_equal(uvp_promise_reason(body, NULL), UV_ECANCELED);
+  uvp_promise_release(body);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
+}
+
+static void test_read_chunk_then_eof(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  req_t r = {0};
+  struct sockaddr_in a;
+  addr_of(&srv, &a);
+  assert_int_equal(uvp_tcp_new(f->ctx, &r.t), 0);
+  uvp_promise_t *c, *w, *rd;
+  assert_int_equal(uvp_tcp_connect(r.t, (struct sockaddr *)&a, &c), 0);
+  assert_int_equal(uvp_tcp_write(r.t, "ping", 4, &w), 0); /* queued */
+  run_until(f, w);
+  assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  size_t got = 0;
+  for (;;) {
+    assert_int_equal(uvp_tcp_read(r.t, &rd), 0);
+    run_until(f, rd);
+    if (uvp_promise_state(rd) == UVP_REJECTED) {
+      assert_int_equal(uvp_promise_reason(rd, NULL), UV_EOF);
+      uvp_promise_release(rd);
+      break;
+    }
+    uvp_buf_t *b = uvp_promise_value(rd);
+    assert_true(b->len > 0);
+    assert_memory_equal(b->base, REPLY + got, b->len);
+    got += b->len;
+    uvp_promise_release(rd);
+  }
+  assert_int_equal(got, strlen(REPLY));
+  uvp_promise_t *sd;
+  assert_int_equal(uvp_tcp_shutdown(r.t, &sd), 0);
+  run_until(f, sd);
+  uvp_promise_release(sd);
+  uvp_promise_release(c);
+  uvp_promise_release(w);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
+}
+
+static void test_teardown_with_connection_in_flight(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SILENT);
+  req_t r = {0};
+  uvp_promise_t *body = request(f, &r, &srv);
+  for (int i = 0; i < 20; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(uvp_promise_reason(body, NULL), UVP_ECLOSED);
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_write(r.t, "x", 1, &w), UVP_ECLOSED);
+  uvp_promise_release(body);
+  assert_int_equal(uvp_tcp_close(r.t), 0);
+  server_stop(&srv);
+}
+
+/* ---- 1000 concurrent connections, collected with allSettled --------------- */
+
+#define MANY 1000
+
+static void test_thousand_concurrent_connections(void **state) {
+  fixture_t *f = *state;
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 4 * MANY) {
+    rl.rlim_cur = rl.rlim_max < 4 * MANY ? rl.rlim_max : 4 * MANY;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  static req_t reqs[MANY];
+  static uvp_promise_t *bodies[MANY];
+  memset(reqs, 0, sizeof(reqs));
+  for (int i = 0; i < MANY; i++)
+    bodies[i] = request(f, &reqs[i], &srv);
+  uvp_promise_t *all;
+  assert_int_equal(uvp_promise_all_settled(f->ctx, bodies, MANY, &all), 0);
+  for (int i = 0; i < MANY; i++)
+    uvp_promise_release(bodies[i]);
+  run_until(f, all);
+  const uvp_settled_list_t *l = uvp_promise_value(all);
+  assert_int_equal(l->count, MANY);
+  assert_int_equal(l->fulfilled, MANY);
+  for (int i = 0; i < MANY; i++) {
+    uvp_buf_t *b = l->items[i].value;
+    assert_int_equal(b->len, strlen(REPLY));
+  }
+  assert_int_equal(srv.accepted, MANY);
+  uvp_promise_release(all);
+  for (int i = 0; i < MANY; i++)
+    uvp_tcp_close(reqs[i].t);
+  server_stop(&srv);
+}
+
+static void test_tcp_bad_input(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p;
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(NULL, &t), UV_EINVAL);
+  assert_int_equal(uvp_tcp_new(f->ctx, NULL), UV_EINVAL);
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uvp_tcp_connect(t, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_tcp_connect_host(t, "localhost", 70000, &p), UV_EINVAL);
+  assert_int_equal(uvp_tcp_write(NULL, "x", 1, &p), UV_EINVAL);
+  assert_int_equal(uvp_tcp_read(t, NULL), UV_EINVAL);
+  /* Reading an unconnected stream fails synchronously, nothing leaks. */
+  assert_int_equal(uvp_tcp_read(t, &p), UV_ENOTCONN);
+  assert_int_equal(uvp_tcp_close(NULL), UV_EINVAL);
+  assert_int_equal(uvp_tcp_close(t), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_request_reply),
+      FIXTURE_TEST(test_read_all_max_bytes),
+      FIXTURE_TEST(test_connect_host_localhost),
+      FIXTURE_TEST(test_connection_refused),
+      FIXTURE_TEST(test_peer_resets_mid_read),
+      FIXTURE_TEST(test_silent_server_times_out),
+      FIXTURE_TEST(test_cancel_before_connect_completes),
+      FIXTURE_TEST(test_cancel_during_read_and_close_with_pending),
+      FIXTURE_TEST(test_read_chunk_then_eof),
+      FIXTURE_TEST(test_teardown_with_connection_in_flight),
+      FIXTURE_TEST(test_thousand_concurrent_connections),
+      FIXTURE_TEST(test_tcp_bad_input),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
