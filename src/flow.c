@@ -279,7 +279,7 @@ static uvp_ret_t retry_react(void *arg, const uvp_outcome_t *in) {
     int rc = uvp_delay_at(t->ctx, backoff_ms(t), NULL, NULL, UVP_KEEP_ALIVE,
                           &d, t->file, t->line);
     if (rc != 0) {
-      retry_decide(t, in->promise, 0);
+      retry_decide(t, NULL, rc); /* why the retrying stopped */
     } else {
       t->waiting = true;
       retry_await(t, d);

@@ -87,9 +87,9 @@ static uvp_dirents_t *collect_dirents(uv_fs_t *req) {
   size_t cap = 16, n = 0;
   uvp_dirents_t *d = uvp__malloc(sizeof(*d));
   uv_dirent_t *items = uvp__malloc(cap * sizeof(*items));
+  uv_dirent_t ent;
   if (d == NULL || items == NULL)
     goto fail;
-  uv_dirent_t ent;
   while (uv_fs_scandir_next(req, &ent) == 0) {
     if (n == cap) {
       uv_dirent_t *grown = uvp__realloc(items, 2 * cap * sizeof(*items));
@@ -111,6 +111,10 @@ static uvp_dirents_t *collect_dirents(uv_fs_t *req) {
   d->items = items;
   return d;
 fail:
+  /* Drain to the end: libuv's cleanup does not free the entry last handed
+   * out when the caller stops before UV_EOF (libuv 1.44). */
+  while (uv_fs_scandir_next(req, &ent) == 0) {
+  }
   if (items != NULL)
     for (size_t i = 0; i < n; i++)
       uvp__free((void *)items[i].name);

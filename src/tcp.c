@@ -422,6 +422,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread == UV_EOF && op->all)
     read_finish(t, op, 0);
+  else if (nread == UV_ENOBUFS) /* our alloc_cb could not get memory */
+    read_finish(t, op, UV_ENOMEM);
   else
     read_finish(t, op, (int)nread);
 }

@@ -1,0 +1,465 @@
+/* Allocation failure everywhere: each scenario runs once per allocation it
+ * makes, with the k-th allocation failing, for every k until the scenario
+ * completes without meeting a failure.  Every run must end with no crash,
+ * every failure surfacing as UV_ENOMEM (a returned code or a rejection),
+ * nothing leaked (the counting allocator balances) and uv_loop_close()==0.
+ * After each failure the scenario goes on, so the library is proven to
+ * keep working. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+/* ---- a counting allocator that fails the k-th call ------------------------ */
+
+static long calls;     /* allocation calls so far in this run */
+static long fail_at;   /* 1-based; 0: never */
+static long failures;  /* injected failures in this run */
+static long live;      /* allocations not yet freed */
+
+static bool should_fail(void) {
+  calls++;
+  if (fail_at != 0 && calls == fail_at) {
+    failures++;
+    return true;
+  }
+  return false;
+}
+
+static void *t_malloc(size_t n) {
+  if (should_fail())
+    return NULL;
+  void *p = malloc(n);
+  if (p != NULL)
+    live++;
+  return p;
+}
+static void *t_calloc(size_t c, size_t n) {
+  if (should_fail())
+    return NULL;
+  void *p = calloc(c, n);
+  if (p != NULL)
+    live++;
+  return p;
+}
+static void *t_realloc(void *old, size_t n) {
+  if (should_fail())
+    return NULL;
+  void *p = realloc(old, n);
+  if (p != NULL && old == NULL)
+    live++;
+  return p;
+}
+static void t_free(void *p) {
+  if (p != NULL)
+    live--;
+  free(p);
+}
+
+/* ok(rc): a call either worked or reported the injected failure. */
+#define OK_OR_ENOMEM(rc)                                                       \
+  do {                                                                         \
+    int rc_ = (rc);                                                            \
+    if (rc_ != 0 && rc_ != UV_ENOMEM)                                          \
+      fail_msg("unexpected code %d (%s)", rc_, uvp_err_name(rc_));             \
+  } while (0)
+
+typedef struct run_s {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+} run_t;
+
+typedef void (*scenario_fn)(run_t *r);
+
+/* Settled state must be fulfilled or rejected with UV_ENOMEM (or the
+ * scenario's own expected code). */
+static void expect_ok_or_enomem(uvp_promise_t *p, int other_ok_code) {
+  if (p == NULL)
+    return;
+  uvp_state_t s = uvp_promise_state(p);
+  if (s == UVP_REJECTED) {
+    int code = uvp_promise_reason(p, NULL);
+    if (code != UV_ENOMEM && code != other_ok_code)
+      fail_msg("rejected with %s", uvp_err_name(code));
+  }
+}
+
+static void quiet_unhandled(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+/* Run `fn` for k = 1, 2, ... until a run meets no injected failure. */
+static long exhaust(scenario_fn fn) {
+  assert_int_equal(uvp_replace_allocator(t_malloc, t_realloc, t_calloc,
+                                         t_free), 0);
+  long k;
+  for (k = 1;; k++) {
+    calls = failures = live = 0;
+    fail_at = k;
+    run_t r;
+    assert_int_equal(uv_loop_init(&r.loop), 0);
+    int rc = uvp_ctx_new(&r.loop, &r.ctx);
+    OK_OR_ENOMEM(rc);
+    if (rc == 0) {
+      uvp_ctx_set_unhandled_cb(r.ctx, quiet_unhandled, NULL);
+      fn(&r);
+      assert_int_equal(uvp_ctx_close(r.ctx), 0);
+    }
+    assert_int_equal(uv_run(&r.loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&r.loop), 0);
+    if (live != 0)
+      fail_msg("k=%ld: %ld allocation(s) leaked", k, live);
+    if (failures == 0)
+      break;
+  }
+  fail_at = 0;
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  return k - 1; /* allocation sites met */
+}
+
+/* ---- scenarios ------------------------------------------------------------ */
+
+static uvp_ret_t add_one(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  return uvp_ret_value((void *)((intptr_t)in->value + 1), NULL);
+}
+
+static uvp_ret_t adopt_new(void *arg, const uvp_outcome_t *in) {
+  run_t *r = arg;
+  uvp_promise_t *q;
+  int rc = uvp_promise_resolved(r->ctx, in->value, NULL, &q);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
+  return uvp_ret_adopt(q);
+}
+
+static uvp_ret_t fin(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Many promises (several slabs), chains, adoption, finally, catch. */
+static void scenario_core(run_t *r) {
+  enum { N = 2100 }; /* > one 64 KiB slab of promises and of reactions */
+  static uvp_promise_t *ps[N], *ds[N];
+  memset(ps, 0, sizeof(ps));
+  memset(ds, 0, sizeof(ds));
+  for (int i = 0; i < N; i++) {
+    int rc = uvp_promise_new(r->ctx, &ps[i]);
+    OK_OR_ENOMEM(rc);
+    if (rc != 0)
+      continue;
+    rc = i % 3 == 0   ? uvp_promise_then(ps[i], add_one, NULL, &ds[i])
+         : i % 3 == 1 ? uvp_promise_then(ps[i], adopt_new, r, &ds[i])
+                      : uvp_promise_finally(ps[i], fin, NULL, &ds[i]);
+    OK_OR_ENOMEM(rc);
+    if (rc != 0)
+      ds[i] = NULL;
+    if (i % 7 == 0)
+      assert_int_equal(uvp_promise_reject(ps[i], UV_EIO, NULL, NULL), 0);
+    else
+      assert_int_equal(uvp_promise_resolve(ps[i], (void *)(intptr_t)i, NULL),
+                       0);
+  }
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < N; i++) {
+    if (ds[i] != NULL) {
+      assert_int_not_equal(uvp_promise_state(ds[i]), UVP_PENDING);
+      expect_ok_or_enomem(ds[i], UV_EIO);
+    }
+    uvp_promise_release(ds[i]);
+    uvp_promise_release(ps[i]);
+  }
+}
+
+static void scenario_combinators(run_t *r) {
+  enum { N = 2500 };
+  static uvp_promise_t *in[N];
+  size_t n = 0;
+  for (int i = 0; i < N; i++) {
+    int rc = i % 10 == 9
+                 ? uvp_promise_rejected(r->ctx, UV_ECONNREFUSED, NULL, NULL,
+                                        &in[n])
+                 : uvp_promise_new(r->ctx, &in[n]);
+    OK_OR_ENOMEM(rc);
+    if (rc == 0)
+      n++;
+  }
+  uvp_promise_t *res[4] = {NULL, NULL, NULL, NULL};
+  OK_OR_ENOMEM(uvp_promise_all(r->ctx, in, n, 0, &res[0]));
+  OK_OR_ENOMEM(uvp_promise_all_settled(r->ctx, in, n, &res[1]));
+  OK_OR_ENOMEM(uvp_promise_race(r->ctx, in, n, 0, &res[2]));
+  OK_OR_ENOMEM(uvp_promise_any(r->ctx, in, n, 0, &res[3]));
+  for (size_t i = 0; i < n; i++)
+    if (uvp_promise_state(in[i]) == UVP_PENDING)
+      assert_int_equal(uvp_promise_resolve(in[i], (void *)(intptr_t)i, NULL),
+                       0);
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  for (int k = 0; k < 4; k++) {
+    if (res[k] != NULL && uvp_promise_state(res[k]) == UVP_PENDING)
+      fail_msg("combinator %d still pending", k);
+    uvp_promise_release(res[k]);
+  }
+  for (size_t i = 0; i < n; i++)
+    uvp_promise_release(in[i]);
+}
+
+static int start_item(void *arg, size_t i, uvp_promise_t **out) {
+  run_t *r = arg;
+  if (i % 5 == 4)
+    return UV_ENOENT;
+  return uvp_delay(r->ctx, 0, (void *)(intptr_t)i, NULL, UVP_KEEP_ALIVE, out);
+}
+
+static int attempt(void *arg, unsigned a, uvp_promise_t **out) {
+  run_t *r = arg;
+  if (a == 0)
+    return uvp_promise_rejected(r->ctx, UV_ECONNREFUSED, NULL, NULL, out);
+  return uvp_promise_resolved(r->ctx, NULL, NULL, out);
+}
+
+static int step(void *arg, size_t i, const uvp_outcome_t *prev,
+                uvp_promise_t **next) {
+  run_t *r = arg;
+  (void)prev;
+  if (i == 50)
+    return 0;
+  return uvp_promise_resolved(r->ctx, NULL, NULL, next);
+}
+
+static void scenario_time_map_flow(run_t *r) {
+  uvp_promise_t *m = NULL, *t = NULL, *never = NULL, *re = NULL, *lo = NULL;
+  uvp_map_opts_t o = {3, 0, NULL};
+  OK_OR_ENOMEM(uvp_promise_map(r->ctx, 40, start_item, r, &o, &m));
+  if (uvp_promise_new(r->ctx, &never) == 0)
+    OK_OR_ENOMEM(uvp_timeout(never, 1, UVP_KEEP_ALIVE, &t));
+  uvp_retry_opts_t ro = {3, 1, 2, 2.0, 0.0, NULL, 0, NULL};
+  OK_OR_ENOMEM(uvp_retry(r->ctx, attempt, r, &ro, &re));
+  OK_OR_ENOMEM(uvp_promise_loop(r->ctx, step, r, &lo));
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  uvp_promise_t *all[] = {m, t, re, lo};
+  for (int i = 0; i < 4; i++) {
+    if (all[i] != NULL)
+      assert_int_not_equal(uvp_promise_state(all[i]), UVP_PENDING);
+    expect_ok_or_enomem(all[i], UV_ETIMEDOUT);
+    uvp_promise_release(all[i]);
+  }
+  uvp_promise_release(never);
+}
+
+static char tmpdir[64];
+
+static void scenario_fs(run_t *r) {
+  char path[128], missing[128];
+  snprintf(path, sizeof(path), "%s/data.txt", tmpdir);
+  snprintf(missing, sizeof(missing), "%s/missing", tmpdir);
+  uvp_promise_t *p[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+  OK_OR_ENOMEM(uvp_fs_read_file(r->ctx, path, 0, &p[0]));
+  OK_OR_ENOMEM(uvp_fs_stat(r->ctx, path, &p[1]));
+  OK_OR_ENOMEM(uvp_fs_scandir(r->ctx, tmpdir, &p[2]));
+  OK_OR_ENOMEM(uvp_fs_realpath(r->ctx, tmpdir, &p[3]));
+  OK_OR_ENOMEM(uvp_fs_read_file(r->ctx, missing, 0, &p[4]));
+  OK_OR_ENOMEM(uvp_fs_write_file(r->ctx, path, "0123456789", 10, &p[5]));
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < 6; i++) {
+    expect_ok_or_enomem(p[i], i == 4 ? UV_ENOENT : 0);
+    uvp_promise_release(p[i]);
+  }
+}
+
+/* A loopback echo: the server side uses uvp too. */
+typedef struct {
+  run_t *r;
+  uv_tcp_t listener;
+  int port;
+} srv_t;
+
+static uvp_ret_t srv_close(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  uvp_tcp_close(arg);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void raw_closed(uv_handle_t *h) { free(h); }
+
+static void on_conn(uv_stream_t *l, int status) {
+  srv_t *s = l->data;
+  uvp_tcp_t *c;
+  if (status != 0)
+    return;
+  if (uvp_tcp_accept(s->r->ctx, l, &c) != 0) {
+    /* uvp could not take it (injected ENOMEM): accept and close it by
+     * hand so the client sees end of stream instead of waiting. */
+    uv_tcp_t *raw = malloc(sizeof(*raw));
+    assert_non_null(raw);
+    uv_tcp_init(l->loop, raw);
+    if (uv_accept(l, (uv_stream_t *)raw) != 0) {
+      uv_close((uv_handle_t *)raw, raw_closed);
+      return;
+    }
+    uv_close((uv_handle_t *)raw, raw_closed);
+    return;
+  }
+  uvp_promise_t *w, *d;
+  if (uvp_tcp_write(c, "pong", 4, &w) != 0) {
+    uvp_tcp_close(c);
+    return;
+  }
+  if (uvp_promise_finally(w, srv_close, c, &d) != 0)
+    uvp_tcp_close(c);
+  else
+    uvp_promise_release(d);
+  uvp_promise_release(w);
+}
+
+static uvp_ret_t then_read(void *arg, const uvp_outcome_t *in) {
+  uvp_tcp_t *t = arg;
+  uvp_promise_t *rd;
+  (void)in;
+  int rc = uvp_tcp_read_all(t, 0, &rd);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
+  return uvp_ret_adopt(rd);
+}
+
+static void guard_tick(uv_timer_t *t) { (void)t; }
+
+static void scenario_tcp(run_t *r) {
+  srv_t s = {r, {0}, 0};
+  uv_tcp_init(&r->loop, &s.listener);
+  s.listener.data = &s;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  assert_int_equal(uv_tcp_bind(&s.listener, (struct sockaddr *)&a, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&s.listener, 16, on_conn), 0);
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  uv_tcp_getsockname(&s.listener, (struct sockaddr *)&ss, &len);
+  int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  uv_ip4_addr("127.0.0.1", port, &a);
+
+  uvp_tcp_t *t[2] = {NULL, NULL};
+  uvp_promise_t *body[2] = {NULL, NULL};
+  for (int i = 0; i < 2; i++) {
+    int rc = uvp_tcp_new(r->ctx, &t[i]);
+    OK_OR_ENOMEM(rc);
+    if (rc != 0)
+      continue;
+    uvp_promise_t *c;
+    rc = i == 0 ? uvp_tcp_connect(t[i], (struct sockaddr *)&a, &c)
+                : uvp_tcp_connect_host(t[i], "127.0.0.1", port, &c);
+    OK_OR_ENOMEM(rc);
+    if (rc != 0)
+      continue;
+    OK_OR_ENOMEM(uvp_promise_then(c, then_read, t[i], &body[i]));
+    uvp_promise_release(c);
+  }
+  uv_timer_t guard; /* so UV_RUN_ONCE never blocks on a stuck scenario */
+  uv_timer_init(&r->loop, &guard);
+  uv_timer_start(&guard, guard_tick, 5, 5);
+  for (int i = 0; i < 2000; i++) {
+    bool done = true;
+    for (int j = 0; j < 2; j++)
+      if (body[j] != NULL && uvp_promise_state(body[j]) == UVP_PENDING)
+        done = false;
+    if (done)
+      break;
+    uv_run(&r->loop, UV_RUN_ONCE);
+  }
+  for (int i = 0; i < 2; i++) {
+    if (body[i] != NULL) {
+      assert_int_not_equal(uvp_promise_state(body[i]), UVP_PENDING);
+      expect_ok_or_enomem(body[i], 0);
+      if (uvp_promise_state(body[i]) == UVP_FULFILLED) {
+        /* Empty when the server side met the failure before writing. */
+        uvp_buf_t *b = uvp_promise_value(body[i]);
+        assert_true(b->len == 0 || b->len == 4);
+        if (b->len == 4)
+          assert_memory_equal(b->base, "pong", 4);
+      }
+    }
+    uvp_promise_release(body[i]);
+    if (t[i] != NULL)
+      uvp_tcp_close(t[i]);
+  }
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_close((uv_handle_t *)&s.listener, NULL);
+  uv_run(&r->loop, UV_RUN_NOWAIT);
+}
+
+static void test_core(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_core);
+  printf("core: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 2);
+}
+
+static void test_combinators(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_combinators);
+  printf("combinators: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 4);
+}
+
+static void test_time_map_flow(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_time_map_flow);
+  printf("time/map/flow: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 10);
+}
+
+static void test_fs(void **state) {
+  (void)state;
+  strcpy(tmpdir, "/tmp/uvp-allocfail-XXXXXX");
+  assert_non_null(mkdtemp(tmpdir));
+  char path[128];
+  snprintf(path, sizeof(path), "%s/data.txt", tmpdir);
+  int fd = open(path, O_CREAT | O_WRONLY, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "0123456789", 10), 10);
+  close(fd);
+  long sites = exhaust(scenario_fs);
+  printf("fs: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 6);
+  unlink(path);
+  rmdir(tmpdir);
+}
+
+static void test_tcp(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_tcp);
+  printf("tcp: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 6);
+}
+
+static void test_replace_allocator_rules(void **state) {
+  (void)state;
+  assert_int_equal(uvp_replace_allocator(NULL, realloc, calloc, free),
+                   UV_EINVAL);
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(uvp_ctx_new(&loop, &ctx), 0);
+  /* Memory from one allocator must never reach another's free. */
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free),
+                   UV_EBUSY);
+  assert_int_equal(uvp_ctx_close(ctx), 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_replace_allocator_rules),
+      cmocka_unit_test(test_core),
+      cmocka_unit_test(test_combinators),
+      cmocka_unit_test(test_time_map_flow),
+      cmocka_unit_test(test_fs),
+      cmocka_unit_test(test_tcp),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
