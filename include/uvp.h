@@ -908,6 +908,119 @@ UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
                                    const char *file, int line);
 
 /* ---- BEGIN dns-work-process (src/dns.c, src/work.c, src/process.c) ---- */
+
+/* ------------------------------------------------------------------------ */
+/* DNS (uv_getaddrinfo) — thread pool                                        */
+/* ------------------------------------------------------------------------ */
+
+/* Resolve `node` and/or `service` (one may be NULL, not both) as
+ * getaddrinfo(3) does; `hints` may be NULL.  libuv copies all three during
+ * the call.  Value: an owned struct addrinfo * list (uv_freeaddrinfo runs
+ * when the promise goes).  Rejects with libuv's UV_EAI_* code
+ * (UV_EAI_NONAME for a name that does not exist, UV_EAI_AGAIN when no
+ * server answers, ...), which uvp_strerror() understands.  A cancelled
+ * lookup rejects with UV_ECANCELED, never UV_EAI_CANCELED, like every other
+ * wrapper; a lookup already running cannot be stopped, and its late result
+ * is freed when it arrives.
+ * Errors: UV_EINVAL (NULL ctx/out, node and service both NULL), UV_ENOMEM,
+ * UVP_ECLOSED. */
+#define uvp_getaddrinfo(ctx, node, service, hints, out)                        \
+  uvp_getaddrinfo_at((ctx), (node), (service), (hints), (out), __FILE__,       \
+                     __LINE__)
+UVP_EXTERN int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node,
+                                  const char *service,
+                                  const struct addrinfo *hints,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+
+/* ------------------------------------------------------------------------ */
+/* Work (uv_queue_work) — thread pool                                        */
+/* ------------------------------------------------------------------------ */
+
+/* A job.  Runs once on one of libuv's pool threads, never on the loop
+ * thread: it may not touch the loop or call uvp functions, except
+ * uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release() on
+ * promises it holds a reference to (see "Threads").  Return 0 with the value
+ * in *result (which starts NULL), or a negative code to reject with.
+ * Whatever is in *result when the promise does not take it (the job failed,
+ * or it was cancelled while running) is freed with result_free on the loop
+ * thread. */
+typedef int (*uvp_work_cb)(void *arg, void **result);
+
+/* Run work_cb(arg, &result) on the thread pool.  Value: the result, owned
+ * (result_free, which may be NULL, runs on the loop thread when the promise
+ * goes).  Rejects with work_cb's code (a positive one becomes UV_EINVAL).
+ * Cancelling a job that has not started yet means it never runs; a job
+ * already running cannot be stopped: the promise rejects with UV_ECANCELED
+ * at once, the job completes later and its result goes to result_free.
+ * `arg` is borrowed until work_cb has returned, which after a cancellation
+ * may be after the promise settled: the request keeps uv_run() running
+ * until then, so memory that outlives the loop run is safe.
+ * Errors: UV_EINVAL (NULL ctx/work_cb/out), UV_ENOMEM, UVP_ECLOSED. */
+#define uvp_work(ctx, work_cb, arg, result_free, out)                          \
+  uvp_work_at((ctx), (work_cb), (arg), (result_free), (out), __FILE__,         \
+              __LINE__)
+UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
+                           uvp_free_cb result_free, uvp_promise_t **out,
+                           const char *file, int line);
+
+/* ------------------------------------------------------------------------ */
+/* Processes (uv_spawn)                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* What to run.  Everything is read during the call only (stdin_data is
+ * copied), so it may live on your stack. */
+typedef struct uvp_spawn_opts_s {
+  const char *file;       /* the program; looked up in PATH like execvp(3) */
+  char **args;            /* argv, NULL-terminated, args[0] the program's
+                             name; NULL: { file, NULL } */
+  char **env;             /* "NAME=value" strings, NULL-terminated; NULL:
+                             the parent's environment */
+  const char *cwd;        /* NULL: the parent's working directory */
+  const void *stdin_data; /* written to the child's stdin, which is then
+                             closed (the child need not read it all);
+                             NULL: stdin reads nothing, as from /dev/null */
+  size_t stdin_len;
+  size_t max_output;      /* bytes kept per stream; 0: 16 MiB.  The rest is
+                             read and dropped, and `truncated` set */
+  int cancel_signal;      /* sent on cancellation; 0: SIGTERM */
+} uvp_spawn_opts_t;
+
+/* The value of uvp_spawn: one owned object (a single destructor frees the
+ * buffers too). */
+typedef struct uvp_process_result_s {
+  int64_t exit_status; /* exit code; 0 if killed by a signal */
+  int term_signal;     /* the signal that killed it, else 0 */
+  uvp_buf_t out;       /* everything written to stdout (NUL-terminated) */
+  uvp_buf_t err;       /* everything written to stderr (NUL-terminated) */
+  int truncated;       /* non-zero if either stream exceeded max_output */
+} uvp_process_result_t;
+
+/* Start a child with stdout and stderr collected through pipes.  Fulfils
+ * with an owned uvp_process_result_t * once the child has exited, both of
+ * its output streams have reached end of file (in whichever order; a
+ * grandchild that keeps them open keeps the promise pending) and every
+ * handle is closed.  A non-zero exit status or a signal is a value, not a
+ * rejection; a read error on a pipe rejects with its code, and running out
+ * of memory for the output with UV_ENOMEM.  While it runs, the child and
+ * its pipes keep uv_run() running, as any libuv process would.
+ * Cancelling (or uvp_ctx_close) sends opts->cancel_signal and closes the
+ * pipes at once; the promise rejects with UV_ECANCELED (UVP_ECLOSED) at
+ * once, and the process handle stays open until the child exits: one that
+ * ignores the signal keeps uv_run() running until it does.
+ * Writing to a child that exits without reading all of stdin_data raises
+ * SIGPIPE, as any write to a pipe does: like every libuv program that
+ * writes to pipes, ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
+ * Errors: UV_EINVAL (NULL ctx/opts/out/opts->file, stdin_len without
+ * stdin_data or over UINT_MAX), UV_ENOMEM, UVP_ECLOSED, or uv_spawn's own
+ * (UV_ENOENT for a missing program or cwd, UV_EACCES, ...): then no promise
+ * exists and nothing runs, but the handles uvp opened for the attempt close
+ * asynchronously: run the loop before uv_loop_close(). */
+#define uvp_spawn(ctx, opts, out)                                              \
+  uvp_spawn_at((ctx), (opts), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
+                            uvp_promise_t **out, const char *file, int line);
+
 /* ---- END dns-work-process ---- */
 
 #ifdef __cplusplus
