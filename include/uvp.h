@@ -600,6 +600,41 @@ UVP_EXTERN size_t uvp_pool_size(void);
 /* After allSettled: sequential steps, retry, splitting outcomes             */
 /* ------------------------------------------------------------------------ */
 
+/* Three everyday patterns, as JavaScript developers write them after
+ * Promise.allSettled, in C:
+ *
+ * Dashboard cards: N independent loaders, render each success or failure.
+ *
+ *   uvp_promise_all_settled(ctx, loaders, n, &cards);
+ *   ... in the handler on `cards`:
+ *   const uvp_settled_list_t *l = in->value;
+ *   for (size_t i = 0; i < l->count; i++)
+ *     if (l->items[i].status == 0) render_card(i, l->items[i].value);
+ *     else render_error(i, uvp_strerror(l->items[i].status));
+ *
+ * Batch save: report per-item success or failure in two lines.
+ *
+ *   uvp_split_t s;
+ *   uvp_settled_split(list, &s);
+ *   printf("saved %zu of %zu; failed:", s.nfulfilled, list->count);
+ *   for (size_t i = 0; i < s.nrejected; i++)
+ *     printf(" #%zu (%s)", s.rejected[i].index,
+ *            uvp_err_name(s.rejected[i].status));
+ *   uvp_split_free(&s);
+ *
+ * Mirrors: the first of several servers to answer, each tried with retry;
+ * the losers are cancelled once one succeeds.
+ *
+ *   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT, UV_ECONNRESET};
+ *   uvp_retry_opts_t o = {.attempts = 4, .base_ms = 100, .jitter = 0.5,
+ *                         .retry_on = codes, .retry_on_count = 3};
+ *   for (int i = 0; i < nmirrors; i++)
+ *     uvp_retry(ctx, fetch_from_mirror, &mirrors[i], &o, &tries[i]);
+ *   uvp_promise_any(ctx, tries, nmirrors, UVP_CANCEL_LOSERS, &first);
+ *
+ * A fan-out with retry per item: have uvp_promise_map's start callback
+ * return uvp_retry(...)'s promise. */
+
 /* A step of a sequence: `prev` is the previous step's outcome (borrowed;
  * fulfilled, since a rejection ends the sequence).  Store the next step's
  * promise in *next (uvp takes that reference) and return 0; or leave *next
@@ -717,6 +752,8 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    (TCP, processes) close their handle (a process is sent a signal
  *    first).  libuv's cleanup (uv_fs_req_cleanup, uv_freeaddrinfo,
  *    uv_close) runs exactly once in every case;
+ *  - keeps uv_run() going while its request or handle is in flight, as
+ *    the bare libuv operation would (unlike uvp's own scheduler handles);
  *  - is torn down by uvp_ctx_close() like a cancellation (UVP_ECLOSED);
  *    run the loop afterwards so the requests' callbacks and handles'
  *    close callbacks can run before uv_loop_close().
