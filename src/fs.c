@@ -3,6 +3,7 @@
  * which always runs (also after uv_cancel), cleans the request exactly
  * once and releases both. */
 #include <fcntl.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "internal.h"
@@ -131,6 +132,10 @@ static void dirents_free(void *ptr) {
   uvp__free(d);
 }
 
+static void stat_free(void *statbuf) {
+  uvp__free((char *)statbuf - offsetof(fsop_t, req.statbuf));
+}
+
 static void simple_cb(uv_fs_t *req) {
   fsop_t *op = req->data;
   uvp_promise_t *p = op->p;
@@ -148,6 +153,7 @@ static void simple_cb(uv_fs_t *req) {
     void *value = NULL;
     uvp_free_cb free_cb = NULL;
     int err = 0;
+    bool keep = false;
     switch (req->fs_type) {
     case UV_FS_OPEN:
     case UV_FS_READ:
@@ -157,11 +163,11 @@ static void simple_cb(uv_fs_t *req) {
     case UV_FS_STAT:
     case UV_FS_LSTAT:
     case UV_FS_FSTAT:
-      value = uvp__malloc(sizeof(uv_stat_t));
-      if (value != NULL)
-        memcpy(value, &req->statbuf, sizeof(uv_stat_t));
-      free_cb = uvp__free;
-      err = value == NULL ? UV_ENOMEM : 0;
+      /* The result already sits in the request: the operation object
+       * becomes the value (no allocation, no copy on a hot path). */
+      value = &op->req.statbuf;
+      free_cb = stat_free;
+      keep = true;
       break;
     case UV_FS_SCANDIR:
       value = collect_dirents(req);
@@ -184,6 +190,11 @@ static void simple_cb(uv_fs_t *req) {
       uvp__reject(p, err, NULL, NULL);
     else
       uvp__fulfill(p, value, free_cb);
+    if (keep) {
+      uv_fs_req_cleanup(req); /* leaves statbuf alone */
+      uvp__rel(p);
+      return;
+    }
   }
   uv_fs_req_cleanup(req);
   op_finish(op);
