@@ -40,7 +40,11 @@
  *    which any thread may call on a promise it holds a reference to (the
  *    reference must have been taken on the loop thread).  Off the loop
  *    thread they post through one uv_async_t; the work happens on the loop
- *    thread.
+ *    thread.  That handle is unreferenced like uvp's others: while you
+ *    expect other threads to settle promises, keep the loop alive with a
+ *    handle of your own (as for any cross-thread work on libuv), or
+ *    uv_run() may return, and UV_RUN_ONCE stop polling, before their
+ *    messages are read.
  *
  *  - Errors: every `int` return is 0 or a negative code.  On error nothing
  *    happened: in particular, ownership of values and payloads you passed
