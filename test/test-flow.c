@@ -319,6 +319,69 @@ static void test_retry_cancel_attempt_in_flight(void **state) {
   uvp_promise_release(r);
 }
 
+/* A bounded fan-out whose items retry: item i fails (i % 3) times with
+ * UV_ECONNREFUSED before succeeding; item 7 always fails with UV_ENOENT,
+ * which is not worth retrying. */
+typedef struct {
+  fixture_t *f;
+  unsigned attempts[12];
+} fanout_retry_t;
+
+typedef struct {
+  fanout_retry_t *st;
+  size_t index;
+} item_ref_t;
+
+static int item_attempt(void *arg, unsigned attempt, uvp_promise_t **out) {
+  item_ref_t *it = arg;
+  fanout_retry_t *st = it->st;
+  st->attempts[it->index]++;
+  if (it->index == 7)
+    return uvp_promise_rejected(st->f->ctx, UV_ENOENT, NULL, NULL, out);
+  if (attempt < it->index % 3)
+    return uvp_promise_rejected(st->f->ctx, UV_ECONNREFUSED, NULL, NULL, out);
+  return uvp_promise_resolved(st->f->ctx, (void *)(intptr_t)(100 + it->index),
+                              NULL, out);
+}
+
+static item_ref_t item_refs[12];
+
+static int start_with_retry(void *arg, size_t i, uvp_promise_t **out) {
+  fanout_retry_t *st = arg;
+  static const int codes[] = {UV_ECONNREFUSED};
+  uvp_retry_opts_t o = {4, 1, 4, 2.0, 0.5, codes, 1, NULL};
+  item_refs[i].st = st;
+  item_refs[i].index = i;
+  return uvp_retry(st->f->ctx, item_attempt, &item_refs[i], &o, out);
+}
+
+static void test_map_items_retry(void **state) {
+  fixture_t *f = *state;
+  fanout_retry_t st;
+  memset(&st, 0, sizeof(st));
+  st.f = f;
+  uvp_map_opts_t mo = {3, 0, NULL};
+  uvp_promise_t *r;
+  assert_int_equal(uvp_promise_map(f->ctx, 12, start_with_retry, &st, &mo, &r),
+                   0);
+  run_loop(f);
+  const uvp_settled_list_t *l = uvp_promise_value(r);
+  assert_non_null(l);
+  assert_int_equal(l->fulfilled, 11);
+  assert_int_equal(l->rejected, 1);
+  for (size_t i = 0; i < 12; i++) {
+    if (i == 7) {
+      assert_int_equal(l->items[i].status, UV_ENOENT);
+      assert_int_equal(st.attempts[i], 1);
+    } else {
+      assert_int_equal(l->items[i].status, 0);
+      assert_int_equal((intptr_t)l->items[i].value, 100 + (intptr_t)i);
+      assert_int_equal(st.attempts[i], i % 3 + 1);
+    }
+  }
+  uvp_promise_release(r);
+}
+
 /* ---- split ----------------------------------------------------------------- */
 
 static void test_split_all_settled(void **state) {
@@ -387,6 +450,7 @@ int main(void) {
       FIXTURE_TEST(test_retry_custom_predicate),
       FIXTURE_TEST(test_retry_cancel_during_backoff),
       FIXTURE_TEST(test_retry_cancel_attempt_in_flight),
+      FIXTURE_TEST(test_map_items_retry),
       FIXTURE_TEST(test_split_all_settled),
       FIXTURE_TEST(test_split_empty),
   };
