@@ -259,6 +259,15 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  * Default 1024; 0 means UV_EINVAL. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
+/* Pre-allocate room for `promises` more promises and `reactions` more
+ * reactions, and touch it, so that a burst of traffic later meets neither
+ * malloc nor first-touch page faults (which cost several ms per MB on some
+ * virtual machines).  A server calls it at startup with its expected peak.
+ * The memory stays with the context until uvp_ctx_close.  Errors:
+ * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable). */
+UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
+                               size_t reactions);
+
 /* Install the unhandled-rejection hook (NULL restores the default: one line
  * on stderr naming the reason and the promise's creation site). */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,

@@ -103,6 +103,30 @@ void *uvp__pool_get_slow(uvp__pool_t *pool) {
   return c->slots + pool->slot_size * c->used++;
 }
 
+int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
+                      void (*init)(void *slot)) {
+  /* Carve the slots now and touch every page, so the first burst of
+   * traffic meets neither malloc nor page faults: slots go on the free
+   * list in address order. */
+  void *head = NULL, **tail = &head;
+  for (size_t i = 0; i < slots; i++) {
+    void *slot = uvp__pool_get_slow(pool);
+    if (slot == NULL) {
+      *tail = pool->free_list;
+      pool->free_list = head;
+      return UV_ENOMEM;
+    }
+    memset(slot, 0, pool->slot_size);
+    if (init != NULL)
+      init(slot);
+    *tail = slot;
+    tail = (void **)slot;
+  }
+  *tail = pool->free_list;
+  pool->free_list = head;
+  return 0;
+}
+
 void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
                     void *arg) {
   for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)

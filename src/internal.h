@@ -41,6 +41,10 @@ typedef struct uvp__pool_s {
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size);
 void uvp__pool_destroy(uvp__pool_t *pool);
 void *uvp__pool_get_slow(uvp__pool_t *pool);
+/* Pre-allocate and pre-fault `slots` more free slots; `init` (may be NULL)
+ * marks each as free for whoever walks the pool. */
+int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
+                      void (*init)(void *slot));
 /* Visit every slot ever handed out (free ones included). */
 void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
                     void *arg);

@@ -244,6 +244,21 @@ int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget) {
   return 0;
 }
 
+/* Teardown and the pending dump walk the promise slabs: a free slot must
+ * say so. */
+static void mark_free(void *slot) {
+  ((uvp_promise_t *)slot)->state = UVP__S_FREE;
+}
+
+int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  int rc = uvp__pool_reserve(&ctx->promises, promises, mark_free);
+  return rc != 0 ? rc : uvp__pool_reserve(&ctx->reactions, reactions, NULL);
+}
+
 int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
   if (ctx == NULL)
     return UV_EINVAL;
