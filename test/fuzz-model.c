@@ -1,0 +1,555 @@
+/* libFuzzer harness: the input decodes into a sequence of operations on up
+ * to SLOTS promises — create, resolve, reject, then/catch/finally with
+ * every kind of handler result, all/allSettled/race/any over earlier
+ * promises, cancel, release, one loop turn, teardown — which run both on
+ * uvp and on a small reference model of the semantics written here.  Every
+ * handler call (which handler, with what outcome, in what order) and every
+ * promise's final state must agree; ASan/UBSan/LSan catch the rest.
+ *
+ * The model is deliberately naive: a FIFO job queue like ECMAScript's,
+ * promises as plain structs, combinators as counters.  It mirrors uvp's
+ * documented choices where JavaScript has none: adopting an already settled
+ * promise settles at once (no extra ticks); cancel travels up to a promise
+ * whose only consumer is the cancelled one; teardown rejects what is
+ * pending with UVP_ECLOSED and runs no handler.
+ *
+ * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
+ *   build-fuzz/test/fuzz-model -max_total_time=60 test/fuzz-corpus */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "uvp.h"
+
+#define SLOTS 24
+#define MAXREACT 8
+#define MAXLOG 512
+
+/* ---- the model ----------------------------------------------------------- */
+
+typedef enum { M_PENDING, M_FULFILLED, M_REJECTED } mstate_t;
+
+typedef enum { H_VALUE, H_REJECT, H_PASS, H_ADOPT } hkind_t;
+
+typedef struct mreact_s {
+  int kind;    /* 0 then-like (mask), 1 finally, 2 adopt-follower, 3 combinator */
+  int mask;    /* UVP_ON_* for then-like */
+  int handler; /* id for the log */
+  hkind_t hk;  /* what the handler returns */
+  int harg;    /* value / code / slot to adopt */
+  int target;  /* derived slot (-1: none) */
+  int combo;   /* combinator index for kind 3 */
+  int index;   /* input index for kind 3 */
+} mreact_t;
+
+typedef struct mprom_s {
+  bool used;
+  mstate_t st;
+  bool locked;     /* resolved with another promise (or owned): no resolve */
+  int waiting_on;  /* slot it follows (-1) */
+  int value;       /* fulfilled value / rejection code */
+  int nr;
+  mreact_t r[MAXREACT];
+  bool held;       /* the harness still holds its reference */
+  bool owned;      /* settled only by the library (combinator results) */
+  bool pinned;     /* an adopt handler names it: never released */
+} mprom_t;
+
+typedef struct mjob_s {
+  mreact_t r;
+  int src;
+} mjob_t;
+
+typedef struct mcombo_s {
+  int kind; /* 0 all, 1 allSettled, 2 race, 3 any */
+  int result;
+  int n;
+  int remaining;
+  bool done;
+  int vals[4];
+  int codes[4];
+} mcombo_t;
+
+typedef struct model_s {
+  mprom_t p[SLOTS];
+  mjob_t q[4096];
+  int qh, qt;
+  mcombo_t c[SLOTS];
+  int nc;
+  int log[MAXLOG][3];
+  int nlog;
+  bool overflow;
+} model_t;
+
+static void m_log(model_t *m, int handler, int status, int value) {
+  if (m->nlog >= MAXLOG) {
+    m->overflow = true;
+    return;
+  }
+  m->log[m->nlog][0] = handler;
+  m->log[m->nlog][1] = status;
+  m->log[m->nlog][2] = value;
+  m->nlog++;
+}
+
+static void m_enqueue(model_t *m, mreact_t r, int src) {
+  if (m->qt - m->qh >= 4096 || m->qt >= 4096) {
+    m->overflow = true;
+    return;
+  }
+  m->q[m->qt].r = r;
+  m->q[m->qt].src = src;
+  m->qt++;
+}
+
+static void m_settle(model_t *m, int s, mstate_t st, int value) {
+  mprom_t *p = &m->p[s];
+  p->st = st;
+  p->value = value;
+  p->waiting_on = -1;
+  for (int i = 0; i < p->nr; i++)
+    m_enqueue(m, p->r[i], s);
+  p->nr = 0;
+}
+
+static void m_add_reaction(model_t *m, int s, mreact_t r) {
+  mprom_t *p = &m->p[s];
+  if (p->st != M_PENDING) {
+    m_enqueue(m, r, s);
+    return;
+  }
+  if (p->nr >= MAXREACT) {
+    m->overflow = true;
+    return;
+  }
+  p->r[p->nr++] = r;
+}
+
+static void m_adopt(model_t *m, int d, int q) {
+  if (q == d) {
+    m_settle(m, d, M_REJECTED, UVP_ECYCLE);
+    return;
+  }
+  if (m->p[q].st != M_PENDING) {
+    m_settle(m, d, m->p[q].st, m->p[q].value);
+    return;
+  }
+  for (int x = q;;) {
+    if (x == d) {
+      m_settle(m, d, M_REJECTED, UVP_ECYCLE);
+      return;
+    }
+    if (m->p[x].st != M_PENDING || m->p[x].waiting_on < 0)
+      break;
+    x = m->p[x].waiting_on;
+  }
+  mreact_t r = {2, 0, -1, H_PASS, 0, d, -1, 0};
+  m->p[d].waiting_on = q;
+  m->p[d].locked = true;
+  m_add_reaction(m, q, r);
+}
+
+static void m_combo_input(model_t *m, int ci, int idx, int src) {
+  mcombo_t *c = &m->c[ci];
+  mprom_t *in = &m->p[src];
+  if (c->done || m->p[c->result].st != M_PENDING)
+    return;
+  bool ok = in->st == M_FULFILLED;
+  switch (c->kind) {
+  case 0: /* all */
+    if (!ok) {
+      c->done = true;
+      m_settle(m, c->result, M_REJECTED, in->value);
+    } else {
+      c->vals[idx] = in->value;
+      if (--c->remaining == 0) {
+        c->done = true;
+        m_settle(m, c->result, M_FULFILLED, 1000 + c->n);
+      }
+    }
+    break;
+  case 1: /* allSettled */
+    c->vals[idx] = ok ? in->value : 0;
+    c->codes[idx] = ok ? 0 : in->value;
+    if (--c->remaining == 0) {
+      c->done = true;
+      m_settle(m, c->result, M_FULFILLED, 2000 + c->n);
+    }
+    break;
+  case 2: /* race */
+    c->done = true;
+    m_settle(m, c->result, in->st, in->value);
+    break;
+  default: /* any */
+    if (ok) {
+      c->done = true;
+      m_settle(m, c->result, M_FULFILLED, in->value);
+    } else if (--c->remaining == 0) {
+      c->done = true;
+      m_settle(m, c->result, M_REJECTED, UVP_EAGGREGATE);
+    }
+    break;
+  }
+}
+
+/* One job: the reaction r of settled promise src. */
+static void m_run_job(model_t *m, mjob_t *j) {
+  mreact_t *r = &j->r;
+  mprom_t *src = &m->p[j->src];
+  int status = src->st == M_FULFILLED ? 0 : src->value;
+  int sval = src->st == M_FULFILLED ? src->value : 0;
+  if (r->kind == 3) {
+    m_combo_input(m, r->combo, r->index, j->src);
+    return;
+  }
+  int d = r->target;
+  bool derived_ok = d >= 0 && m->p[d].st == M_PENDING &&
+                    m->p[d].waiting_on == j->src;
+  if (r->kind == 2) { /* an adopting promise following src */
+    if (derived_ok)
+      m_settle(m, d, src->st, src->value);
+    return;
+  }
+  bool match = r->kind == 1 ||
+               (src->st == M_FULFILLED ? (r->mask & UVP_ON_FULFILLED)
+                                       : (r->mask & UVP_ON_REJECTED));
+  if (!match) {
+    if (derived_ok)
+      m_settle(m, d, src->st, src->value);
+    return;
+  }
+  m_log(m, r->handler, status, sval);
+  if (!derived_ok)
+    return;
+  m->p[d].waiting_on = -1;
+  if (r->kind == 1) { /* finally */
+    if (r->hk == H_REJECT)
+      m_settle(m, d, M_REJECTED, r->harg);
+    else if (r->hk == H_ADOPT && m->p[r->harg].st == M_REJECTED)
+      m_settle(m, d, M_REJECTED, m->p[r->harg].value);
+    else if (r->hk == H_ADOPT && m->p[r->harg].st == M_PENDING) {
+      /* waits for the adopted one, then passes the original through */
+      m->overflow = true; /* kept out of the model: the input avoids it */
+    } else
+      m_settle(m, d, src->st, src->value);
+    return;
+  }
+  switch (r->hk) {
+  case H_VALUE:
+    m_settle(m, d, M_FULFILLED, r->harg);
+    break;
+  case H_REJECT:
+    m_settle(m, d, M_REJECTED, r->harg);
+    break;
+  case H_PASS:
+    m_settle(m, d, src->st, src->value);
+    break;
+  default:
+    m_adopt(m, d, r->harg);
+    break;
+  }
+}
+
+static void m_drain(model_t *m) {
+  while (m->qh < m->qt && !m->overflow) {
+    mjob_t j = m->q[m->qh++];
+    m_run_job(m, &j);
+  }
+}
+
+/* ---- the system under test ---------------------------------------------- */
+
+typedef struct sut_s {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  uvp_promise_t *p[SLOTS];
+  int log[MAXLOG][3];
+  int nlog;
+} sut_t;
+
+static sut_t S;
+static model_t M;
+
+typedef struct hdesc_s {
+  int id;
+  hkind_t hk;
+  int harg;
+} hdesc_t;
+
+static hdesc_t H[256];
+static int nh;
+
+static uvp_ret_t handler(void *arg, const uvp_outcome_t *in) {
+  hdesc_t *h = arg;
+  if (S.nlog < MAXLOG) {
+    S.log[S.nlog][0] = h->id;
+    S.log[S.nlog][1] = in->status;
+    S.log[S.nlog][2] = in->status == 0 ? (int)(intptr_t)in->value : 0;
+    S.nlog++;
+  }
+  switch (h->hk) {
+  case H_VALUE:
+    return uvp_ret_value((void *)(intptr_t)h->harg, NULL);
+  case H_REJECT:
+    return uvp_ret_reject(h->harg, NULL, NULL);
+  case H_PASS:
+    return uvp_ret_pass();
+  default:
+    return uvp_ret_adopt(uvp_promise_retain(S.p[h->harg]));
+  }
+}
+
+static int value_of(uvp_promise_t *p, int slot_kind) {
+  (void)slot_kind;
+  return (int)(intptr_t)uvp_promise_value(p);
+}
+
+static void quiet(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+static void fail(const char *what, int a, int b) {
+  fprintf(stderr, "divergence: %s (%d vs %d)\n", what, a, b);
+  abort();
+}
+
+/* Compare the handler logs and every live slot's state. */
+static void compare(void) {
+  if (M.overflow)
+    return;
+  if (S.nlog != M.nlog)
+    fail("handler count", S.nlog, M.nlog);
+  for (int i = 0; i < S.nlog; i++)
+    for (int k = 0; k < 3; k++) {
+      /* Combinator views are pointers; the model only knows they exist. */
+      if (k == 2 && M.log[i][2] >= 1000)
+        continue;
+      if (S.log[i][k] != M.log[i][k])
+        fail("handler log entry", S.log[i][k], M.log[i][k]);
+    }
+  for (int s = 0; s < SLOTS; s++) {
+    if (!M.p[s].used || !M.p[s].held)
+      continue;
+    uvp_state_t st = uvp_promise_state(S.p[s]);
+    if ((int)st != (int)M.p[s].st)
+      fail("state", st, M.p[s].st);
+    if (st == UVP_REJECTED && uvp_promise_reason(S.p[s], NULL) != M.p[s].value)
+      fail("reason", uvp_promise_reason(S.p[s], NULL), M.p[s].value);
+    if (st == UVP_FULFILLED && M.p[s].value < 1000 &&
+        value_of(S.p[s], 0) != M.p[s].value)
+      fail("value", value_of(S.p[s], 0), M.p[s].value);
+  }
+}
+
+static int free_slot(void) {
+  for (int s = 0; s < SLOTS; s++)
+    if (!M.p[s].used)
+      return s;
+  return -1;
+}
+
+static int pick(uint8_t b) {
+  int s = b % SLOTS;
+  return M.p[s].used && M.p[s].held ? s : -1;
+}
+
+static void new_slot(int s, uvp_promise_t *p, bool owned) {
+  memset(&M.p[s], 0, sizeof(M.p[s]));
+  M.p[s].used = true;
+  M.p[s].held = true;
+  M.p[s].waiting_on = -1;
+  M.p[s].owned = owned;
+  M.p[s].locked = owned;
+  S.p[s] = p;
+}
+
+static const int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT, UV_ENOENT, UV_EIO};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  memset(&M, 0, sizeof(M));
+  memset(&S, 0, sizeof(S));
+  nh = 0;
+  if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
+    abort();
+  uvp_ctx_set_budget(S.ctx, 1u << 30);
+  uvp_ctx_set_unhandled_cb(S.ctx, quiet, NULL);
+
+  size_t i = 0;
+#define NEXT() (i < size ? data[i++] : 0)
+  while (i < size && !M.overflow) {
+    uint8_t op = NEXT() % 12;
+    switch (op) {
+    case 0: { /* new pending */
+      int s = free_slot();
+      if (s < 0)
+        break;
+      uvp_promise_t *p;
+      if (uvp_promise_new(S.ctx, &p) != 0)
+        abort();
+      new_slot(s, p, false);
+      break;
+    }
+    case 1:   /* resolve */
+    case 2: { /* reject */
+      int s = pick(NEXT());
+      int v = NEXT();
+      if (s < 0)
+        break;
+      int expect = M.p[s].st != M_PENDING || M.p[s].locked ? UVP_ESETTLED : 0;
+      int rc = op == 1 ? uvp_promise_resolve(S.p[s], (void *)(intptr_t)v, NULL)
+                       : uvp_promise_reject(S.p[s], codes[v % 4], NULL, NULL);
+      if (rc != expect)
+        fail("settle return", rc, expect);
+      if (rc == 0)
+        m_settle(&M, s, op == 1 ? M_FULFILLED : M_REJECTED,
+                 op == 1 ? v : codes[v % 4]);
+      break;
+    }
+    case 3:   /* then / catch / on-both */
+    case 4: { /* finally */
+      int s = pick(NEXT());
+      uint8_t b = NEXT(), c = NEXT();
+      int d = free_slot();
+      if (s < 0 || d < 0 || nh >= 256)
+        break;
+      hdesc_t *h = &H[nh];
+      h->id = nh++;
+      h->hk = (hkind_t)(b % 4);
+      h->harg = c;
+      if (h->hk == H_REJECT)
+        h->harg = codes[c % 4];
+      if (h->hk == H_ADOPT) {
+        int t = pick(c);
+        /* finally adopting a pending promise is outside the model */
+        if (t < 0 || (op == 4 && M.p[t].st == M_PENDING))
+          h->hk = H_PASS;
+        else {
+          h->harg = t;
+          M.p[t].pinned = true;
+        }
+      }
+      int mask = 1 + (b >> 2) % 3;
+      uvp_promise_t *out;
+      int rc = op == 3 ? uvp_promise_on(S.p[s], mask, handler, h, &out)
+                       : uvp_promise_finally(S.p[s], handler, h, &out);
+      if (rc != 0)
+        abort();
+      new_slot(d, out, false);
+      M.p[d].locked = true;
+      M.p[d].waiting_on = s;
+      mreact_t r = {op == 3 ? 0 : 1, mask, h->id, h->hk, h->harg, d, -1, 0};
+      m_add_reaction(&M, s, r);
+      break;
+    }
+    case 5: { /* combinator */
+      uint8_t b = NEXT();
+      int n = (b >> 2) % 5, kind = b % 4;
+      int ins[4], d = free_slot();
+      uvp_promise_t *ps[4];
+      bool okins = d >= 0;
+      for (int k = 0; k < n; k++) {
+        ins[k] = pick(NEXT());
+        if (ins[k] < 0)
+          okins = false;
+        else
+          ps[k] = S.p[ins[k]];
+      }
+      if (!okins || M.nc >= SLOTS)
+        break;
+      uvp_promise_t *out;
+      int rc = kind == 0   ? uvp_promise_all(S.ctx, ps, (size_t)n, 0, &out)
+               : kind == 1 ? uvp_promise_all_settled(S.ctx, ps, (size_t)n, &out)
+               : kind == 2 ? uvp_promise_race(S.ctx, ps, (size_t)n, 0, &out)
+                           : uvp_promise_any(S.ctx, ps, (size_t)n, 0, &out);
+      if (rc != 0)
+        abort();
+      new_slot(d, out, true);
+      mcombo_t *c = &M.c[M.nc];
+      memset(c, 0, sizeof(*c));
+      c->kind = kind;
+      c->result = d;
+      c->n = n;
+      c->remaining = n;
+      for (int k = 0; k < n; k++) {
+        mreact_t r = {3, 0, -1, H_PASS, 0, -1, M.nc, k};
+        m_add_reaction(&M, ins[k], r);
+      }
+      if (n == 0 && kind != 2) {
+        c->done = true;
+        if (kind == 3)
+          m_settle(&M, d, M_REJECTED, UVP_EAGGREGATE);
+        else
+          m_settle(&M, d, M_FULFILLED, (kind == 0 ? 1000 : 2000));
+      }
+      M.nc++;
+      break;
+    }
+    case 6: { /* resolve_with */
+      int s = pick(NEXT()), t = pick(NEXT());
+      if (s < 0 || t < 0)
+        break;
+      int expect = M.p[s].st != M_PENDING || M.p[s].locked ? UVP_ESETTLED : 0;
+      int rc = uvp_promise_resolve_with(S.p[s], S.p[t]);
+      if (rc != expect)
+        fail("resolve_with return", rc, expect);
+      if (rc == 0) {
+        M.p[s].locked = true;
+        m_adopt(&M, s, t);
+      }
+      break;
+    }
+    case 7:   /* one loop turn */
+    case 8: { /* another */
+      uv_run(&S.loop, UV_RUN_NOWAIT);
+      m_drain(&M);
+      compare();
+      break;
+    }
+    case 9: { /* release a settled promise (never changes what is seen) */
+      int s = pick(NEXT());
+      if (s < 0 || M.p[s].st == M_PENDING || M.p[s].pinned)
+        break;
+      uvp_promise_release(S.p[s]);
+      M.p[s].held = false;
+      break;
+    }
+    case 10: { /* cancel a promise nothing follows or combines */
+      int s = pick(NEXT());
+      if (s < 0 || M.p[s].st != M_PENDING || M.p[s].waiting_on >= 0 ||
+          M.p[s].owned)
+        break;
+      if (uvp_promise_cancel(S.p[s]) != 0)
+        abort();
+      m_settle(&M, s, M_REJECTED, UV_ECANCELED);
+      break;
+    }
+    default:
+      break;
+    }
+  }
+  uv_run(&S.loop, UV_RUN_NOWAIT);
+  m_drain(&M);
+  compare();
+
+  /* Teardown: everything pending becomes UVP_ECLOSED, no handler runs. */
+  int before = S.nlog;
+  if (uvp_ctx_close(S.ctx) != 0)
+    abort();
+  if (S.nlog != before)
+    fail("handler ran during teardown", S.nlog, before);
+  for (int s = 0; s < SLOTS; s++) {
+    if (!M.p[s].used || !M.p[s].held)
+      continue;
+    if (!M.overflow && M.p[s].st == M_PENDING &&
+        uvp_promise_reason(S.p[s], NULL) != UVP_ECLOSED)
+      fail("teardown reason", uvp_promise_reason(S.p[s], NULL), UVP_ECLOSED);
+    uvp_promise_release(S.p[s]);
+  }
+  uv_run(&S.loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&S.loop) != 0)
+    fail("uv_loop_close", 1, 0);
+  return 0;
+}
