@@ -1,0 +1,368 @@
+/* httpc: GET over uvp's TCP wrappers, one step per promise.
+ *
+ *   connect_host ──► write(request) ──► read ──► read ──► ... ──► response
+ *
+ * Each step is a uvp_tcp_* promise with one handler that starts the next
+ * step, so exactly one operation is in flight at any time and the request
+ * is finished (connection closed, memory freed) by whichever handler sees
+ * that nothing more is to be done.  The promise handed to the caller is
+ * our own `p`, settled by those handlers; cancelling it (directly, through
+ * uvp_timeout, or as a loser of a combinator) closes the connection, which
+ * makes the operation in flight reject, and its handler cleans up. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <llhttp.h>
+
+#include "httpc.h"
+
+typedef struct req_s {
+  uvp_promise_t *p;  /* the request's promise; one reference is ours */
+  uvp_promise_t *op; /* the TCP operation in flight; our reference */
+  uvp_tcp_t *tcp;
+  char *host;
+  int port;
+  char *request;
+  size_t request_len;
+  llhttp_t parser;
+  httpc_response_t *res;
+  size_t keep;
+  uint64_t start_ns;
+  int complete; /* llhttp saw the end of the message */
+} req_t;
+
+/* ---- the response -------------------------------------------------------- */
+
+static void response_free(void *ptr) {
+  httpc_response_t *res = ptr;
+  if (res == NULL)
+    return;
+  free(res->body);
+  free(res);
+}
+
+static int on_body(llhttp_t *parser, const char *at, size_t len) {
+  req_t *r = parser->data;
+  httpc_response_t *res = r->res;
+  res->bytes += len;
+  if (res->body_len < r->keep) {
+    size_t n = r->keep - res->body_len;
+    if (n > len)
+      n = len;
+    memcpy(res->body + res->body_len, at, n);
+    res->body_len += n;
+    res->body[res->body_len] = '\0';
+  }
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *parser) {
+  req_t *r = parser->data;
+  r->complete = 1;
+  r->res->status = (int)parser->status_code;
+  r->res->latency_us = (uv_hrtime() - r->start_ns) / 1000;
+  /* One message per connection: whatever follows is not ours to parse. */
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+static void req_free(req_t *r) {
+  if (r->tcp != NULL)
+    uvp_tcp_close(r->tcp);
+  uvp_promise_release(r->op);
+  uvp_promise_release(r->p);
+  response_free(r->res);
+  free(r->host);
+  free(r->request);
+  free(r);
+}
+
+/* Settle the caller's promise unless it was settled already (cancelled,
+ * timed out), then drop everything: nothing is in flight any more. */
+static void req_finish(req_t *r, int status) {
+  if (uvp_promise_state(r->p) == UVP_PENDING) {
+    if (status < 0) {
+      uvp_promise_reject(r->p, status, NULL, NULL);
+    } else {
+      uvp_promise_resolve(r->p, r->res, response_free);
+      r->res = NULL; /* the promise owns it now */
+    }
+  }
+  req_free(r);
+}
+
+static void req_cancelled(uvp_promise_t *p, void *arg) {
+  req_t *r = arg;
+  int why = uvp_promise_reason(p, NULL);
+  /* Closing the connection makes the operation in flight reject with
+   * UV_ECANCELED; its handler finishes the request. */
+  uvp_tcp_close(r->tcp);
+  r->tcp = NULL;
+  /* At context teardown no handler runs any more: finish here. */
+  if (why == UVP_ECLOSED)
+    req_free(r);
+}
+
+/* ---- the steps ----------------------------------------------------------- */
+
+static uvp_ret_t on_read(void *arg, const uvp_outcome_t *in);
+
+/* Chain the next step: `op` (a fresh TCP promise, or rc < 0 if it could not
+ * start) gets `next` as its only handler. */
+static void req_next(req_t *r, int rc, uvp_promise_t *op, uvp_then_cb next) {
+  if (rc == 0) {
+    r->op = op;
+    rc = uvp_promise_on(op, UVP_ON_BOTH, next, r, NULL);
+    if (rc == 0)
+      return;
+    uvp_promise_release(op);
+    r->op = NULL;
+  }
+  req_finish(r, rc);
+}
+
+/* Common head of every step: the previous operation is over.  Returns
+ * non-zero if the request goes on. */
+static int req_step(req_t *r, const uvp_outcome_t *in) {
+  /* The handler call holds its own reference: in->value stays valid. */
+  uvp_promise_release(r->op);
+  r->op = NULL;
+  if (uvp_promise_state(r->p) != UVP_PENDING) {
+    req_free(r); /* cancelled or timed out meanwhile */
+    return 0;
+  }
+  if (in->status < 0 && in->status != UV_EOF) {
+    req_finish(r, in->status);
+    return 0;
+  }
+  return 1;
+}
+
+static void read_more(req_t *r) {
+  uvp_promise_t *op = NULL;
+  int rc = uvp_tcp_read(r->tcp, &op);
+  req_next(r, rc, op, on_read);
+}
+
+static uvp_ret_t on_read(void *arg, const uvp_outcome_t *in) {
+  req_t *r = arg;
+  uvp_ret_t none = {0};
+  if (!req_step(r, in))
+    return none;
+  if (in->status == UV_EOF) {
+    /* The server closed: a close-delimited body ends here, any other
+     * message is cut short. */
+    llhttp_errno_t e = llhttp_finish(&r->parser);
+    req_finish(r, e == HPE_OK && r->complete ? 0 : UV_EPROTO);
+    return none;
+  }
+  const uvp_buf_t *b = in->value;
+  llhttp_errno_t e = llhttp_execute(&r->parser, b->base, b->len);
+  if (r->complete)
+    req_finish(r, 0);
+  else if (e != HPE_OK)
+    req_finish(r, UV_EPROTO);
+  else
+    read_more(r);
+  return none;
+}
+
+static uvp_ret_t on_written(void *arg, const uvp_outcome_t *in) {
+  req_t *r = arg;
+  uvp_ret_t none = {0};
+  if (req_step(r, in))
+    read_more(r);
+  return none;
+}
+
+static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
+  req_t *r = arg;
+  uvp_ret_t none = {0};
+  if (!req_step(r, in))
+    return none;
+  uvp_promise_t *op = NULL;
+  int rc = uvp_tcp_write(r->tcp, r->request, r->request_len, &op);
+  req_next(r, rc, op, on_written);
+  return none;
+}
+
+/* ---- URLs ---------------------------------------------------------------- */
+
+/* Split http://host[:port][/target] into its parts (allocated).  Only what
+ * a request line can carry safely is accepted. */
+static int url_parse(const char *url, char **host, int *port,
+                     char **authority, char **target) {
+  static const char http[] = "http://";
+  if (strncasecmp(url, "https://", 8) == 0)
+    return UV_EPROTONOSUPPORT;
+  if (strncasecmp(url, http, sizeof(http) - 1) != 0)
+    return UV_EINVAL;
+  const char *a = url + sizeof(http) - 1;
+  size_t alen = strcspn(a, "/?#");
+  const char *rest = a + alen;
+  for (const char *c = url; *c != '\0'; c++)
+    if ((unsigned char)*c <= ' ' || *c == 0x7f)
+      return UV_EINVAL;
+  if (alen == 0 || memchr(a, '@', alen) != NULL)
+    return UV_EINVAL;
+
+  const char *h = a, *hend, *colon;
+  if (*a == '[') { /* [IPv6] */
+    const char *close = memchr(a, ']', alen);
+    if (close == NULL)
+      return UV_EINVAL;
+    h = a + 1;
+    hend = close;
+    colon = close + 1 < a + alen ? close + 1 : NULL;
+    if (colon != NULL && *colon != ':')
+      return UV_EINVAL;
+  } else {
+    colon = memchr(a, ':', alen);
+    hend = colon != NULL ? colon : a + alen;
+  }
+  if (hend == h)
+    return UV_EINVAL;
+  *port = 80;
+  if (colon != NULL) {
+    const char *d = colon + 1;
+    int v = 0;
+    if (d == a + alen)
+      return UV_EINVAL;
+    for (; d < a + alen; d++) {
+      if (*d < '0' || *d > '9' || v > 65535)
+        return UV_EINVAL;
+      v = v * 10 + (*d - '0');
+    }
+    if (v < 1 || v > 65535)
+      return UV_EINVAL;
+    *port = v;
+  }
+
+  size_t tlen = strcspn(rest, "#");
+  *host = strndup(h, (size_t)(hend - h));
+  *authority = strndup(a, alen);
+  *target = malloc(tlen + 2);
+  if (*host == NULL || *authority == NULL || *target == NULL) {
+    free(*host);
+    free(*authority);
+    free(*target);
+    return UV_ENOMEM;
+  }
+  /* "http://h?q" asks for "/?q". */
+  snprintf(*target, tlen + 2, "%s%.*s", *rest == '/' ? "" : "/", (int)tlen,
+           rest);
+  return 0;
+}
+
+/* ---- entry point --------------------------------------------------------- */
+
+static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_value(NULL, NULL);
+}
+
+int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
+              uvp_promise_t **out) {
+  if (ctx == NULL || url == NULL || out == NULL)
+    return UV_EINVAL;
+  httpc_opts_t o = {0, 0};
+  if (opts != NULL)
+    o = *opts;
+
+  char *host, *authority, *target;
+  int port;
+  int rc = url_parse(url, &host, &port, &authority, &target);
+  if (rc == UV_ENOMEM)
+    return rc;
+  if (rc != 0) /* a bad URL is that request's outcome, like a refusal */
+    return uvp_promise_rejected(ctx, rc, NULL, NULL, out);
+
+  req_t *r = calloc(1, sizeof(*r));
+  httpc_response_t *res = calloc(1, sizeof(*res));
+  char *body = malloc(o.keep + 1);
+  static const char fmt[] = "GET %s HTTP/1.1\r\n"
+                            "Host: %s\r\n"
+                            "User-Agent: uvp-httpc/" UVP_VERSION_STRING "\r\n"
+                            "Accept: */*\r\n"
+                            "Connection: close\r\n"
+                            "\r\n";
+  int len = snprintf(NULL, 0, fmt, target, authority);
+  char *request = malloc((size_t)len + 1);
+  if (r == NULL || res == NULL || body == NULL || request == NULL) {
+    free(r);
+    free(res);
+    free(body);
+    free(request);
+    free(host);
+    free(authority);
+    free(target);
+    return UV_ENOMEM;
+  }
+  snprintf(request, (size_t)len + 1, fmt, target, authority);
+  free(authority);
+  free(target);
+  body[0] = '\0';
+  res->body = body;
+  r->res = res;
+  r->host = host;
+  r->port = port;
+  r->request = request;
+  r->request_len = (size_t)len;
+  r->keep = o.keep;
+  r->start_ns = uv_hrtime();
+  llhttp_init(&r->parser, HTTP_RESPONSE, &parser_settings);
+  r->parser.data = r;
+
+  rc = uvp_promise_new(ctx, &r->p);
+  if (rc == 0)
+    rc = uvp_promise_set_cancel(r->p, req_cancelled, r);
+  if (rc == 0)
+    rc = uvp_tcp_new(ctx, &r->tcp);
+  if (rc != 0) {
+    req_free(r);
+    return rc;
+  }
+
+  uvp_promise_t *result;
+  if (o.timeout_ms != 0) {
+    /* uvp_timeout cancels r->p when it fires; r->p is ours alone, so its
+     * ECANCELED is expected and must not count as unhandled. */
+    rc = uvp_timeout(r->p, o.timeout_ms, 0, &result);
+    if (rc == 0)
+      rc = uvp_promise_catch(r->p, ignore_rejection, NULL, NULL);
+    if (rc != 0) {
+      req_free(r);
+      return rc;
+    }
+  } else {
+    result = uvp_promise_retain(r->p);
+  }
+
+  uvp_promise_t *op = NULL;
+  rc = uvp_tcp_connect_host(r->tcp, r->host, r->port, &op);
+  req_next(r, rc, op, on_connected);
+  *out = result;
+  return 0;
+}
+
+const char *httpc_strerror(int code) {
+  switch (code) {
+  case UV_EPROTO:
+    return "malformed or incomplete HTTP response";
+  case UV_EPROTONOSUPPORT:
+    return "https:// is not supported: only plain http:// URLs";
+  case UV_EINVAL:
+    return "not a valid http:// URL";
+  default:
+    return uvp_strerror(code);
+  }
+}
