@@ -1,0 +1,909 @@
+/* The promise life cycle against what include/uvp.h documents: contexts,
+ * every kind of bad input (NULL, settling twice, calls after teardown,
+ * promises of another context), references and destructors, the
+ * unhandled-rejection hook (custom and default), the pending dump, stats,
+ * budget, reserve, version and error strings, and handlers that release,
+ * settle, create and tear down from inside. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static uvp_ret_t ret_null(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  if (arg != NULL)
+    (*(int *)arg)++;
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Unhandled-rejection reports: counted, with the code and creation line of
+ * the last one (the promise is valid only during the call). */
+typedef struct unhandled_s {
+  int calls;
+  int code;
+  int line;
+  void *payload;
+} unhandled_t;
+
+static void on_unhandled(uvp_promise_t *p, void *arg) {
+  unhandled_t *u = arg;
+  const char *file;
+  u->calls++;
+  u->code = uvp_promise_reason(p, &u->payload);
+  uvp_promise_site(p, &file, &u->line);
+  assert_non_null(strstr(file, "test-lifecycle.c"));
+  assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
+}
+
+/* ---- contexts ------------------------------------------------------------ */
+
+static void test_ctx_new_close(void **state) {
+  fixture_t *f = *state;
+  uvp_ctx_t *c = NULL;
+  assert_int_equal(uvp_ctx_new(NULL, &c), UV_EINVAL);
+  assert_int_equal(uvp_ctx_new(&f->loop, NULL), UV_EINVAL);
+  assert_null(c);
+  /* A second context on the same loop is legal and independent. */
+  assert_int_equal(uvp_ctx_new(&f->loop, &c), 0);
+  assert_non_null(c);
+  assert_ptr_not_equal(c, f->ctx);
+  assert_ptr_equal(uvp_ctx_loop(c), &f->loop);
+  assert_ptr_equal(uvp_ctx_loop(f->ctx), &f->loop);
+  assert_null(uvp_ctx_loop(NULL));
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(c, &p), 0);
+  assert_ptr_equal(uvp_promise_ctx(p), c);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_ctx_close(c), 0);
+  assert_int_equal(uvp_ctx_close(NULL), UV_EINVAL);
+  /* The fixture's context is unaffected by the other one's teardown. */
+  int ran = 0;
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_then(p, ret_null, &ran, NULL), 0);
+  uvp_promise_release(p);
+  run_loop(f);
+  assert_int_equal(ran, 1);
+}
+
+/* ---- NULL and out-of-range arguments ---------------------------------- */
+
+static void test_null_arguments(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p = NULL, *q = NULL;
+  uvp_ctx_stats_t st;
+  int freed = 0;
+  boxed_t *b = boxed_new(1, &freed);
+
+  assert_int_equal(uvp_promise_new(NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_promise_new(f->ctx, NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_resolved(NULL, b, boxed_free, &p), UV_EINVAL);
+  assert_int_equal(uvp_promise_resolved(f->ctx, b, boxed_free, NULL),
+                   UV_EINVAL);
+  assert_int_equal(uvp_promise_rejected(NULL, UV_EIO, b, boxed_free, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, b, boxed_free, NULL),
+                   UV_EINVAL);
+  assert_int_equal(uvp_promise_rejected(f->ctx, 0, b, boxed_free, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_promise_rejected(f->ctx, 7, b, boxed_free, &p),
+                   UV_EINVAL);
+  assert_null(p);
+  assert_int_equal(freed, 0); /* on error the value stays ours */
+
+  assert_int_equal(uvp_promise_resolve(NULL, b, boxed_free), UV_EINVAL);
+  assert_int_equal(uvp_promise_reject(NULL, UV_EIO, b, boxed_free),
+                   UV_EINVAL);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_reject(p, 0, b, boxed_free), UV_EINVAL);
+  assert_int_equal(uvp_promise_reject(p, 1, b, boxed_free), UV_EINVAL);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve_with(NULL, p), UV_EINVAL);
+  assert_int_equal(uvp_promise_resolve_with(p, NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_set_cancel(NULL, NULL, NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_cancel(NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_on(NULL, UVP_ON_BOTH, ret_null, NULL, &q),
+                   UV_EINVAL);
+  assert_int_equal(uvp_promise_on(p, 0, ret_null, NULL, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_on(p, 4, ret_null, NULL, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_on(p, -1, ret_null, NULL, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_then(NULL, ret_null, NULL, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_catch(NULL, ret_null, NULL, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_finally(NULL, ret_null, NULL, &q), UV_EINVAL);
+  assert_null(q);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+
+  assert_null(uvp_promise_retain(NULL));
+  uvp_promise_release(NULL);
+  assert_int_equal(uvp_promise_state(NULL), UVP_PENDING);
+  assert_null(uvp_promise_value(NULL));
+  void *payload = SENTINEL(0);
+  assert_int_equal(uvp_promise_reason(NULL, &payload), 0);
+  assert_null(payload);
+  const char *file = "x";
+  int line = 5;
+  uvp_promise_site(NULL, &file, &line);
+  assert_null(file);
+  assert_int_equal(line, 0);
+  uvp_promise_site(p, NULL, NULL); /* both outputs optional */
+  assert_null(uvp_promise_ctx(NULL));
+
+  assert_int_equal(uvp_ctx_set_budget(NULL, 10), UV_EINVAL);
+  assert_int_equal(uvp_ctx_set_budget(f->ctx, 0), UV_EINVAL);
+  assert_int_equal(uvp_ctx_reserve(NULL, 1, 1), UV_EINVAL);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(NULL, NULL, NULL), UV_EINVAL);
+  FILE *tmp = tmpfile();
+  assert_non_null(tmp);
+  assert_int_equal(uvp_ctx_dump_pending(NULL, tmp), UV_EINVAL);
+  assert_int_equal(uvp_ctx_dump_pending(f->ctx, NULL), UV_EINVAL);
+  assert_int_equal(ftell(tmp), 0);
+  fclose(tmp);
+  assert_int_equal(uvp_ctx_stats(NULL, &st), UV_EINVAL);
+  assert_int_equal(uvp_ctx_stats(f->ctx, NULL), UV_EINVAL);
+  assert_int_equal(uvp_ctx_close(NULL), UV_EINVAL);
+
+  /* Allocator: NULL functions, and a live context. */
+  assert_int_equal(uvp_replace_allocator(NULL, realloc, calloc, free),
+                   UV_EINVAL);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, NULL),
+                   UV_EINVAL);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free),
+                   UV_EBUSY);
+
+  /* Combinators: NULL ctx/out, NULL inputs with n > 0, a NULL input,
+   * unknown flags. */
+  uvp_promise_t *in2[2] = {p, NULL};
+  assert_int_equal(uvp_promise_all(NULL, &p, 1, 0, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 0, NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, NULL, 1, 0, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, in2, 2, 0, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_race(f->ctx, &p, 1, 0x100, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_any(f->ctx, in2, 2, 0, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_all_settled(f->ctx, in2, 2, &q), UV_EINVAL);
+  assert_null(q);
+
+  /* Nothing above attached anything to p or created a promise. */
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 1);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(freed, 0);
+  boxed_free(b);
+  assert_int_equal(freed, 1);
+  uvp_promise_release(p);
+  run_loop(f);
+}
+
+/* ---- settling twice ------------------------------------------------------ */
+
+static void test_settle_twice_caller_keeps_value(void **state) {
+  fixture_t *f = *state;
+  int freed1 = 0, freed2 = 0, freed3 = 0;
+  boxed_t *v1 = boxed_new(1, &freed1);
+  boxed_t *v2 = boxed_new(2, &freed2);
+  boxed_t *v3 = boxed_new(3, &freed3);
+  uvp_promise_t *p, *other, *follower, *derived;
+
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_resolve(p, v1, boxed_free), 0);
+  assert_int_equal(uvp_promise_resolve(p, v2, boxed_free), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(p, UV_EIO, v3, boxed_free),
+                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_new(f->ctx, &other), 0);
+  assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_set_cancel(p, NULL, NULL), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_cancel(p), UVP_ESETTLED);
+  assert_ptr_equal(uvp_promise_value(p), v1);
+  assert_int_equal(freed2, 0);
+  assert_int_equal(freed3, 0);
+
+  /* A promise that follows another is resolved already. */
+  assert_int_equal(uvp_promise_new(f->ctx, &follower), 0);
+  assert_int_equal(uvp_promise_resolve_with(follower, other), 0);
+  assert_int_equal(uvp_promise_resolve(follower, v2, boxed_free),
+                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(follower, UV_EIO, v3, boxed_free),
+                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve_with(follower, p), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_state(follower), UVP_PENDING);
+
+  /* So is a derived promise: its handler settles it. */
+  assert_int_equal(uvp_promise_then(other, ret_null, NULL, &derived), 0);
+  assert_int_equal(uvp_promise_resolve(derived, v2, boxed_free),
+                   UVP_ESETTLED);
+
+  /* A rejected one rejects a second rejection. */
+  uvp_promise_t *r;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &r), 0);
+  assert_int_equal(uvp_promise_catch(r, ret_null, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_reject(r, UV_EIO, v3, boxed_free),
+                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve(r, v3, boxed_free), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reason(r, NULL), UV_EPIPE);
+
+  assert_int_equal(uvp_promise_resolve(other, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(follower), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(derived), UVP_FULFILLED);
+  uvp_promise_release(p);
+  uvp_promise_release(other);
+  uvp_promise_release(follower);
+  uvp_promise_release(derived);
+  uvp_promise_release(r);
+  run_loop(f);
+  /* uvp ran exactly the destructor it was given, once. */
+  assert_int_equal(freed1, 1);
+  assert_int_equal(freed2, 0);
+  assert_int_equal(freed3, 0);
+  boxed_free(v2);
+  boxed_free(v3);
+}
+
+/* ---- after teardown ------------------------------------------------------ */
+
+static int g_cancel_calls;
+static int g_cancel_code;
+
+static void on_cancel(uvp_promise_t *p, void *arg) {
+  g_cancel_calls++;
+  g_cancel_code = uvp_promise_reason(p, NULL);
+  assert_ptr_equal(arg, SENTINEL(1));
+}
+
+static void test_calls_after_close(void **state) {
+  fixture_t *f = *state;
+  int fulfilled_freed = 0, ran = 0, freed = 0;
+  unhandled_t u = {0};
+  uvp_promise_t *pend, *ok, *queued_src, *derived, *d2;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &pend), 0);
+  g_cancel_calls = 0;
+  assert_int_equal(uvp_promise_set_cancel(pend, on_cancel, SENTINEL(1)), 0);
+  assert_int_equal(uvp_promise_then(pend, ret_null, &ran, &derived), 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx,
+                                        boxed_new(7, &fulfilled_freed),
+                                        boxed_free, &ok),
+                   0);
+  /* A queued handler: dropped by the teardown, never run. */
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &queued_src), 0);
+  assert_int_equal(uvp_promise_then(queued_src, ret_null, &ran, &d2), 0);
+
+  uvp_ctx_t *ctx = f->ctx;
+  assert_int_equal(uvp_ctx_close(ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(ran, 0);
+  assert_int_equal(g_cancel_calls, 1);
+  assert_int_equal(g_cancel_code, UVP_ECLOSED);
+  /* Teardown rejects pending promises quietly: a consequence, not news. */
+  assert_int_equal(u.calls, 0);
+  assert_int_equal(uvp_promise_reason(pend, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reason(derived, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reason(d2, NULL), UVP_ECLOSED);
+
+  /* Zombies still answer questions... */
+  assert_ptr_equal(uvp_promise_ctx(ok), ctx);
+  assert_int_equal(uvp_promise_state(ok), UVP_FULFILLED);
+  assert_int_equal(((boxed_t *)uvp_promise_value(ok))->v, 7);
+  const char *file;
+  int line;
+  uvp_promise_site(ok, &file, &line);
+  assert_non_null(strstr(file, "test-lifecycle.c"));
+  assert_true(line > 0);
+  /* ...and refuse everything else, leaving the caller's values alone. */
+  boxed_t *b = boxed_new(9, &freed);
+  uvp_promise_t *x = NULL;
+  assert_int_equal(uvp_promise_resolve(pend, b, boxed_free), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reject(pend, UV_EIO, b, boxed_free),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_promise_resolve_with(pend, ok), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_set_cancel(pend, on_cancel, SENTINEL(1)),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_promise_cancel(pend), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_then(ok, ret_null, &ran, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_catch(pend, ret_null, &ran, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_finally(ok, ret_null, &ran, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_on(ok, UVP_ON_BOTH, ret_null, &ran, NULL),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_promise_all(ctx, &ok, 1, 0, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_race(ctx, &ok, 1, 0, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_any(ctx, &ok, 1, 0, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_all_settled(ctx, &ok, 1, &x), UVP_ECLOSED);
+  /* The ctx pointer is still memory while its promises live (reachable as
+   * uvp_promise_ctx()); context calls then report UVP_ECLOSED. */
+  assert_int_equal(uvp_promise_new(ctx, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_resolved(ctx, b, boxed_free, &x), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_rejected(ctx, UV_EIO, b, boxed_free, &x),
+                   UVP_ECLOSED);
+  assert_null(x);
+  assert_int_equal(uvp_ctx_close(ctx), UVP_ECLOSED);
+  assert_int_equal(uvp_ctx_set_budget(ctx, 5), UVP_ECLOSED);
+  assert_int_equal(uvp_ctx_reserve(ctx, 5, 5), UVP_ECLOSED);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, NULL, NULL), UVP_ECLOSED);
+  FILE *tmp = tmpfile();
+  assert_non_null(tmp);
+  assert_int_equal(uvp_ctx_dump_pending(ctx, tmp), UVP_ECLOSED);
+  fclose(tmp);
+  assert_int_equal(freed, 0);
+  boxed_free(b);
+
+  /* References still work; the value goes with the last one. */
+  assert_ptr_equal(uvp_promise_retain(ok), ok);
+  uvp_promise_release(ok);
+  assert_int_equal(fulfilled_freed, 0);
+  uvp_promise_release(ok);
+  assert_int_equal(fulfilled_freed, 1);
+  uvp_promise_release(pend);
+  uvp_promise_release(derived);
+  uvp_promise_release(queued_src);
+  uvp_promise_release(d2);
+  assert_int_equal(ran, 0);
+  assert_int_equal(g_cancel_calls, 1);
+  assert_int_equal(u.calls, 0);
+  /* The teardown fixture runs the loop and proves uv_loop_close() == 0;
+   * valgrind/ASan prove the context's memory went with the last release. */
+}
+
+/* ---- another context's promises --------------------------------------- */
+
+static uvp_ret_t adopt_arg(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  return uvp_ret_adopt(uvp_promise_retain(arg));
+}
+
+static void test_promises_of_another_context(void **state) {
+  fixture_t *f = *state;
+  uv_loop_t loop2;
+  uvp_ctx_t *ctx2;
+  assert_int_equal(uv_loop_init(&loop2), 0);
+  assert_int_equal(uvp_ctx_new(&loop2, &ctx2), 0);
+
+  uvp_promise_t *mine, *theirs, *x = NULL;
+  assert_int_equal(uvp_promise_new(f->ctx, &mine), 0);
+  assert_int_equal(uvp_promise_resolved(ctx2, SENTINEL(2), NULL, &theirs), 0);
+
+  assert_int_equal(uvp_promise_resolve_with(mine, theirs), UVP_EXCTX);
+  assert_int_equal(uvp_promise_state(mine), UVP_PENDING);
+  /* It was not left "resolved": an ordinary resolve still works below. */
+
+  uvp_promise_t *mixed[2] = {mine, theirs};
+  assert_int_equal(uvp_promise_all(f->ctx, mixed, 2, 0, &x), UVP_EXCTX);
+  assert_int_equal(uvp_promise_all_settled(f->ctx, mixed, 2, &x), UVP_EXCTX);
+  assert_int_equal(uvp_promise_race(f->ctx, mixed, 2, 0, &x), UVP_EXCTX);
+  assert_int_equal(uvp_promise_any(f->ctx, mixed, 2, 0, &x), UVP_EXCTX);
+  assert_int_equal(uvp_promise_all(ctx2, &mine, 1, 0, &x), UVP_EXCTX);
+  assert_null(x);
+
+  /* A handler returning another context's promise rejects its derived
+   * promise with UVP_EXCTX. */
+  uvp_promise_t *d;
+  assert_int_equal(uvp_promise_then(mine, adopt_arg, theirs, &d), 0);
+  assert_int_equal(uvp_promise_resolve(mine, NULL, NULL), 0);
+  uvp_promise_t *d_seen;
+  int caught = 0;
+  assert_int_equal(uvp_promise_catch(d, ret_null, &caught, &d_seen), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_EXCTX);
+  assert_int_equal(caught, 1);
+  assert_int_equal(uvp_promise_state(d_seen), UVP_FULFILLED);
+
+  /* Nothing of ctx2 was touched. */
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(ctx2, &st), 0);
+  assert_int_equal(st.live, 1);
+  assert_int_equal(st.queued, 0);
+
+  uvp_promise_release(mine);
+  uvp_promise_release(d);
+  uvp_promise_release(d_seen);
+  uvp_promise_release(theirs);
+  assert_int_equal(uvp_ctx_close(ctx2), 0);
+  assert_int_equal(uv_run(&loop2, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop2), 0);
+}
+
+/* ---- references and destructors ---------------------------------------- */
+
+static void test_retain_release_destructors(void **state) {
+  fixture_t *f = *state;
+  int vfreed = 0, pfreed = 0;
+  uvp_promise_t *v, *r, *pass;
+  boxed_t *val = boxed_new(10, &vfreed);
+  boxed_t *pay = boxed_new(20, &pfreed);
+  unhandled_t u = {0};
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
+
+  assert_int_equal(uvp_promise_resolved(f->ctx, val, boxed_free, &v), 0);
+  assert_int_equal(uvp_promise_state(v), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(v), val);
+  assert_int_equal(uvp_promise_reason(v, NULL), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_ENOENT, pay, boxed_free,
+                                        &r), 0);
+  assert_int_equal(uvp_promise_state(r), UVP_REJECTED);
+  assert_null(uvp_promise_value(r));
+  void *got = NULL;
+  assert_int_equal(uvp_promise_reason(r, &got), UV_ENOENT);
+  assert_ptr_equal(got, pay);
+
+  for (int i = 0; i < 3; i++) {
+    assert_ptr_equal(uvp_promise_retain(v), v);
+    assert_ptr_equal(uvp_promise_retain(r), r);
+  }
+  /* The value is shared (not copied) with a pass-through derived promise,
+   * which keeps it alive after its own source goes. */
+  assert_int_equal(uvp_promise_then(v, NULL, NULL, &pass), 0);
+  run_loop(f);
+  assert_ptr_equal(uvp_promise_value(pass), val);
+  for (int i = 0; i < 3; i++) {
+    uvp_promise_release(v);
+    uvp_promise_release(r);
+  }
+  assert_int_equal(vfreed, 0);
+  assert_int_equal(pfreed, 0);
+  uvp_promise_release(v);
+  assert_int_equal(vfreed, 0); /* pass still owns a share */
+  assert_int_equal(((boxed_t *)uvp_promise_value(pass))->v, 10);
+  uvp_promise_release(pass);
+  assert_int_equal(vfreed, 1);
+
+  /* The rejected one had no handler: its release reports it, once, with the
+   * payload still valid during the report, then frees the payload. */
+  uvp_promise_release(r);
+  assert_int_equal(pfreed, 1);
+  assert_int_equal(u.calls, 1);
+  assert_int_equal(u.code, UV_ENOENT);
+  assert_ptr_equal(u.payload, pay);
+}
+
+/* A handler that hands back a fresh boxed value each time. */
+static uvp_ret_t ret_boxed(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  return uvp_ret_value(boxed_new(99, arg), boxed_free);
+}
+
+static uvp_ret_t ret_reject_boxed(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  return uvp_ret_reject(UV_EBUSY, boxed_new(98, arg), boxed_free);
+}
+
+static void test_handler_values_destroyed_once(void **state) {
+  fixture_t *f = *state;
+  int freed_noderived = 0, freed_derived = 0, freed_rej = 0;
+  unhandled_t u = {0};
+  uvp_promise_t *src, *d, *dr;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &src), 0);
+  assert_int_equal(uvp_promise_then(src, ret_boxed, &freed_noderived, NULL),
+                   0);
+  assert_int_equal(uvp_promise_then(src, ret_boxed, &freed_derived, &d), 0);
+  assert_int_equal(uvp_promise_then(src, ret_reject_boxed, &freed_rej, &dr),
+                   0);
+  run_loop(f);
+  assert_int_equal(freed_noderived, 1); /* no promise could take it */
+  assert_int_equal(freed_derived, 0);
+  assert_int_equal(((boxed_t *)uvp_promise_value(d))->v, 99);
+  assert_int_equal(freed_rej, 0);
+  void *pl;
+  assert_int_equal(uvp_promise_reason(dr, &pl), UV_EBUSY);
+  assert_int_equal(((boxed_t *)pl)->v, 98);
+  uvp_promise_release(d);
+  assert_int_equal(freed_derived, 1);
+  assert_int_equal(u.calls, 0);
+  uvp_promise_release(dr);
+  assert_int_equal(freed_rej, 1);
+  assert_int_equal(u.calls, 1); /* dr was never handled */
+  assert_int_equal(u.code, UV_EBUSY);
+  uvp_promise_release(src);
+  assert_int_equal(u.calls, 1);
+}
+
+/* ---- the unhandled-rejection hook -------------------------------------- */
+
+static void test_unhandled_hook_on_release_and_teardown(void **state) {
+  fixture_t *f = *state;
+  unhandled_t u = {0};
+  uvp_promise_t *a, *b, *c, *d;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
+
+  /* Released unhandled: reported at the release, with its site. */
+  int line_a = __LINE__; assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  assert_int_equal(uvp_promise_reject(a, UV_ETIMEDOUT, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(u.calls, 0); /* still referenced: may yet be handled */
+  uvp_promise_release(a);
+  assert_int_equal(u.calls, 1);
+  assert_int_equal(u.code, UV_ETIMEDOUT);
+  assert_int_equal(u.line, line_a);
+
+  /* With a rejection handler: never reported. */
+  int caught = 0;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &b), 0);
+  assert_int_equal(uvp_promise_catch(b, ret_null, &caught, NULL), 0);
+  uvp_promise_release(b);
+  run_loop(f);
+  assert_int_equal(caught, 1);
+  assert_int_equal(u.calls, 1);
+
+  /* then() without a rejection handler passes the rejection on: the source
+   * counts as handled, the derived promise is the unhandled one. */
+  uvp_promise_t *dd;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &c), 0);
+  int line_dd = __LINE__; assert_int_equal(uvp_promise_then(c, ret_null, NULL, &dd), 0);
+  run_loop(f);
+  uvp_promise_release(c);
+  assert_int_equal(u.calls, 1);
+  uvp_promise_release(dd);
+  assert_int_equal(u.calls, 2);
+  assert_int_equal(u.code, UV_EPIPE);
+  assert_int_equal(u.line, line_dd);
+
+  /* Still alive and unhandled at teardown: reported by the teardown, and
+   * not a second time by the later release. */
+  int line_d = __LINE__; assert_int_equal(uvp_promise_rejected(f->ctx, UV_ECONNRESET, NULL, NULL, &d), 0);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(u.calls, 3);
+  assert_int_equal(u.code, UV_ECONNRESET);
+  assert_int_equal(u.line, line_d);
+  uvp_promise_release(d);
+  assert_int_equal(u.calls, 3);
+}
+
+/* Capture what the library writes to stderr while `fn` runs. */
+static size_t capture_stderr(void (*fn)(void *), void *arg, char *buf,
+                             size_t cap) {
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  fflush(stderr);
+  int saved = dup(2);
+  assert_true(saved >= 0);
+  assert_true(dup2(fds[1], 2) >= 0);
+  close(fds[1]);
+  fn(arg);
+  fflush(stderr);
+  assert_true(dup2(saved, 2) >= 0);
+  close(saved);
+  size_t n = 0;
+  ssize_t k;
+  while (n + 1 < cap && (k = read(fds[0], buf + n, cap - 1 - n)) > 0)
+    n += (size_t)k;
+  buf[n] = '\0';
+  close(fds[0]);
+  return n;
+}
+
+static void release_it(void *p) { uvp_promise_release(p); }
+
+static void test_default_unhandled_hook_prints_site(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p;
+  char buf[1024], want[64];
+  int line = __LINE__; assert_int_equal(uvp_promise_rejected(f->ctx, UV_ECONNREFUSED, NULL, NULL, &p), 0);
+  snprintf(want, sizeof(want), "test-lifecycle.c:%d", line);
+
+  size_t n = capture_stderr(release_it, p, buf, sizeof(buf));
+  assert_true(n > 0);
+  /* One line, naming the reason and the creation site. */
+  assert_int_equal(buf[n - 1], '\n');
+  assert_null(memchr(buf, '\n', n - 1));
+  assert_non_null(strstr(buf, want));
+  assert_non_null(strstr(buf, "ECONNREFUSED"));
+
+  /* A custom hook replaces it; NULL restores it. */
+  unhandled_t u = {0};
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
+  n = capture_stderr(release_it, p, buf, sizeof(buf));
+  assert_int_equal(n, 0);
+  assert_int_equal(u.calls, 1);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, NULL, NULL), 0);
+  line = __LINE__; assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
+  snprintf(want, sizeof(want), "test-lifecycle.c:%d", line);
+  n = capture_stderr(release_it, p, buf, sizeof(buf));
+  assert_non_null(strstr(buf, want));
+  assert_non_null(strstr(buf, "EIO"));
+  assert_int_equal(u.calls, 1);
+}
+
+/* ---- inspection: dump, stats ------------------------------------------- */
+
+static void on_timer_noop(uv_timer_t *t) { (void)t; }
+
+static void test_dump_pending_and_stats(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *a, *b, *done, *d;
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+  assert_int_equal(st.pending, 0);
+  assert_int_equal(st.queued, 0);
+
+  int line_a = __LINE__; assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  int line_b = __LINE__; assert_int_equal(uvp_promise_new(f->ctx, &b), 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &done), 0);
+  int line_d = __LINE__; assert_int_equal(uvp_promise_then(done, ret_null, NULL, &d), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 4);
+  assert_int_equal(st.pending, 3); /* a, b, and d until its handler runs */
+  assert_int_equal(st.queued, 1);
+  assert_true(st.slab_bytes >= 4 * 64);
+  assert_true(st.slab_allocs >= 1);
+
+  /* Let the promises age on the loop's clock. */
+  uv_timer_t t;
+  uv_timer_init(&f->loop, &t);
+  uv_timer_start(&t, on_timer_noop, 60, 0);
+  run_loop(f);
+  uv_close((uv_handle_t *)&t, NULL);
+  run_loop(f);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 4);
+  assert_int_equal(st.pending, 2);
+  assert_int_equal(st.queued, 0);
+
+  FILE *out = tmpfile();
+  assert_non_null(out);
+  assert_int_equal(uvp_ctx_dump_pending(f->ctx, out), 2);
+  rewind(out);
+  char line[512];
+  int seen_a = 0, seen_b = 0, nlines = 0;
+  while (fgets(line, sizeof(line), out) != NULL) {
+    nlines++;
+    const char *at = strstr(line, "test-lifecycle.c:");
+    assert_non_null(at);
+    int l = atoi(at + strlen("test-lifecycle.c:"));
+    assert_true(l == line_a || l == line_b);
+    assert_int_not_equal(l, line_d); /* settled: not pending */
+    seen_a += l == line_a;
+    seen_b += l == line_b;
+    const char *age = strstr(line, "age ");
+    assert_non_null(age);
+    unsigned long ms = strtoul(age + 4, NULL, 10);
+    /* Created before the 60 ms timer started; generous upper bound. */
+    assert_true(ms >= 60);
+    assert_true(ms < 60000);
+  }
+  fclose(out);
+  assert_int_equal(nlines, 2);
+  assert_int_equal(seen_a, 1);
+  assert_int_equal(seen_b, 1);
+
+  uvp_promise_release(a);
+  uvp_promise_release(b);
+  uvp_promise_release(done);
+  uvp_promise_release(d);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+  assert_int_equal(st.pending, 0);
+  out = tmpfile();
+  assert_non_null(out);
+  assert_int_equal(uvp_ctx_dump_pending(f->ctx, out), 0);
+  assert_int_equal(ftell(out), 0);
+  fclose(out);
+}
+
+/* ---- budget and reserve -------------------------------------------------- */
+
+static void test_set_budget_bounds_each_pass(void **state) {
+  fixture_t *f = *state;
+  int ran = 0;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_ctx_set_budget(f->ctx, 1), 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(uvp_promise_then(p, ret_null, &ran, NULL), 0);
+  /* One iteration drains from two handles (idle and check): with a budget
+   * of 1, at most two handlers run. */
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_true(ran >= 1 && ran <= 2);
+  assert_int_equal(uvp_ctx_set_budget(f->ctx, 1024), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(ran, 10);
+  uvp_promise_release(p);
+}
+
+static void test_reserve(void **state) {
+  fixture_t *f = *state;
+  uvp_ctx_stats_t before, after;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &before), 0);
+  assert_int_equal(uvp_ctx_reserve(f->ctx, 0, 0), 0);
+  assert_int_equal(uvp_ctx_reserve(f->ctx, 3000, 3000), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  /* Room for 3000 64-byte promises and 3000 32-byte reactions. */
+  assert_true(after.slab_bytes - before.slab_bytes >= 3000 * (64 + 32));
+  assert_int_equal(after.live, 0);
+  assert_int_equal(after.pending, 0);
+}
+
+/* ---- version and error strings ------------------------------------------ */
+
+static void test_version(void **state) {
+  (void)state;
+  char want[32];
+  assert_int_equal(uvp_version(), UVP_VERSION_HEX);
+  assert_int_equal(UVP_VERSION_HEX, (UVP_VERSION_MAJOR << 16) |
+                                        (UVP_VERSION_MINOR << 8) |
+                                        UVP_VERSION_PATCH);
+  snprintf(want, sizeof(want), "%d.%d.%d", UVP_VERSION_MAJOR,
+           UVP_VERSION_MINOR, UVP_VERSION_PATCH);
+  assert_string_equal(UVP_VERSION_STRING, want);
+  assert_string_equal(uvp_version_string(), want);
+}
+
+static void test_error_strings(void **state) {
+  (void)state;
+  int n = 0;
+#define XX(name, val, msg)                                                     \
+  assert_int_equal(UVP_##name, val);                                           \
+  assert_string_equal(uvp_err_name(UVP_##name), #name);                       \
+  assert_string_equal(uvp_strerror(UVP_##name), msg);                         \
+  assert_true(UVP_##name < UVP_ERRNO_MAX_);                                    \
+  n++;
+  UVP_ERRNO_MAP(XX)
+#undef XX
+  assert_int_equal(n, 6);
+  /* uvp's codes never collide with libuv's. */
+  assert_true((int)UVP_ERRNO_MAX_ < (int)UV_EOF);
+  assert_true((int)UVP_ERRNO_MAX_ < (int)UV_EAI_NONAME);
+
+  static const int uv_codes[] = {UV_ECONNREFUSED, UV_ENOENT, UV_EOF,
+                                 UV_ECANCELED, UV_EAI_NONAME, UV_ETIMEDOUT};
+  for (size_t i = 0; i < sizeof(uv_codes) / sizeof(uv_codes[0]); i++) {
+    assert_string_equal(uvp_err_name(uv_codes[i]), uv_err_name(uv_codes[i]));
+    assert_string_equal(uvp_strerror(uv_codes[i]), uv_strerror(uv_codes[i]));
+  }
+  assert_string_equal(uvp_err_name(UV_ECONNREFUSED), "ECONNREFUSED");
+  assert_string_equal(uvp_err_name(UV_EAI_NONAME), "EAI_NONAME");
+  assert_string_equal(uvp_err_name(UV_EOF), "EOF");
+
+  /* Unknown codes: never NULL, formatted, nothing leaked (valgrind). */
+  const char *m = uvp_strerror(-123456);
+  assert_non_null(m);
+  assert_true(strlen(m) > 0);
+  assert_non_null(strstr(m, "123456"));
+  const char *nm = uvp_err_name(-123456);
+  assert_non_null(nm);
+  assert_true(strlen(nm) > 0);
+  assert_non_null(uvp_strerror(-29999));
+  assert_non_null(uvp_err_name(-30007));
+}
+
+/* ---- handlers that do everything ---------------------------------------- */
+
+typedef struct busy_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *self;  /* the caller's only reference to the source */
+  uvp_promise_t *other; /* settled by the handler */
+  trace_t trace;
+  int vfreed;
+  int seen_value;
+} busy_t;
+
+static uvp_ret_t on_other(void *arg, const uvp_outcome_t *in) {
+  busy_t *b = arg;
+  trace_push(&b->trace, 2);
+  assert_int_equal(((boxed_t *)in->value)->v, 5);
+  return uvp_ret_pass();
+}
+
+static uvp_ret_t on_fresh(void *arg, const uvp_outcome_t *in) {
+  busy_t *b = arg;
+  trace_push(&b->trace, 3);
+  return uvp_ret_value((void *)((intptr_t)in->value + 1), NULL);
+}
+
+static uvp_ret_t busy_handler(void *arg, const uvp_outcome_t *in) {
+  busy_t *b = arg;
+  trace_push(&b->trace, 1);
+  /* Drop the last outside reference to our own source: the call's own
+   * reference keeps in->promise and in->value valid. */
+  uvp_promise_release(b->self);
+  b->self = NULL;
+  assert_int_equal(uvp_promise_state(in->promise), UVP_FULFILLED);
+  b->seen_value = ((boxed_t *)in->value)->v;
+  assert_int_equal(b->vfreed, 0);
+  /* Settle another promise: its handler is queued, not run here. */
+  assert_int_equal(uvp_promise_resolve(b->other, boxed_new(5, NULL),
+                                       boxed_free), 0);
+  assert_int_equal(b->trace.n, 1);
+  /* Create a new one, chain on it, and make our derived promise follow. */
+  uvp_promise_t *fresh, *next;
+  assert_int_equal(uvp_promise_resolved(b->ctx, (void *)(intptr_t)41, NULL,
+                                        &fresh), 0);
+  assert_int_equal(uvp_promise_then(fresh, on_fresh, b, &next), 0);
+  uvp_promise_release(fresh);
+  assert_int_equal(b->trace.n, 1);
+  return uvp_ret_adopt(next);
+}
+
+static void test_handler_releases_settles_creates(void **state) {
+  fixture_t *f = *state;
+  busy_t b;
+  memset(&b, 0, sizeof(b));
+  b.ctx = f->ctx;
+  uvp_promise_t *d, *od;
+  assert_int_equal(uvp_promise_new(f->ctx, &b.self), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &b.other), 0);
+  assert_int_equal(uvp_promise_then(b.other, on_other, &b, &od), 0);
+  assert_int_equal(uvp_promise_then(b.self, busy_handler, &b, &d), 0);
+  assert_int_equal(uvp_promise_resolve(b.self, boxed_new(4, &b.vfreed),
+                                       boxed_free), 0);
+  run_loop(f);
+  assert_null(b.self);
+  assert_int_equal(b.seen_value, 4);
+  assert_int_equal(b.vfreed, 1); /* freed once the handler call ended */
+  assert_int_equal(b.trace.n, 3);
+  assert_int_equal(b.trace.ev[0], 1);
+  assert_int_equal(b.trace.ev[1], 2);
+  assert_int_equal(b.trace.ev[2], 3);
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  assert_int_equal((intptr_t)uvp_promise_value(d), 42);
+  assert_int_equal(((boxed_t *)uvp_promise_value(od))->v, 5);
+  uvp_promise_release(d);
+  uvp_promise_release(od);
+  uvp_promise_release(b.other);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+}
+
+/* A handler that tears the context down: later handlers never run, and
+ * what the handler returns is destroyed. */
+typedef struct closer_s {
+  fixture_t *f;
+  int ran_after;
+  int vfreed;
+} closer_t;
+
+static uvp_ret_t closing_handler(void *arg, const uvp_outcome_t *in) {
+  closer_t *c = arg;
+  (void)in;
+  assert_int_equal(uvp_ctx_close(c->f->ctx), 0);
+  c->f->ctx = NULL;
+  return uvp_ret_value(boxed_new(1, &c->vfreed), boxed_free);
+}
+
+static uvp_ret_t after_close(void *arg, const uvp_outcome_t *in) {
+  closer_t *c = arg;
+  (void)in;
+  c->ran_after++;
+  return uvp_ret_pass();
+}
+
+static void test_handler_closes_context(void **state) {
+  fixture_t *f = *state;
+  closer_t c = {f, 0, 0};
+  uvp_promise_t *p, *d, *d2;
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_then(p, closing_handler, &c, &d), 0);
+  assert_int_equal(uvp_promise_then(p, after_close, &c, &d2), 0);
+  assert_int_equal(uvp_promise_then(d, after_close, &c, NULL), 0);
+  run_loop(f);
+  assert_null(f->ctx);
+  assert_int_equal(c.ran_after, 0);
+  assert_int_equal(c.vfreed, 1);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reason(d2, NULL), UVP_ECLOSED);
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+  uvp_promise_release(d2);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_ctx_new_close),
+      FIXTURE_TEST(test_null_arguments),
+      FIXTURE_TEST(test_settle_twice_caller_keeps_value),
+      FIXTURE_TEST(test_calls_after_close),
+      FIXTURE_TEST(test_promises_of_another_context),
+      FIXTURE_TEST(test_retain_release_destructors),
+      FIXTURE_TEST(test_handler_values_destroyed_once),
+      FIXTURE_TEST(test_unhandled_hook_on_release_and_teardown),
+      FIXTURE_TEST(test_default_unhandled_hook_prints_site),
+      FIXTURE_TEST(test_dump_pending_and_stats),
+      FIXTURE_TEST(test_set_budget_bounds_each_pass),
+      FIXTURE_TEST(test_reserve),
+      FIXTURE_TEST(test_version),
+      FIXTURE_TEST(test_error_strings),
+      FIXTURE_TEST(test_handler_releases_settles_creates),
+      FIXTURE_TEST(test_handler_closes_context),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
