@@ -631,8 +631,16 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 
   bool ok = src->state == UVP__S_FULFILLED;
   unsigned want = ok ? UVP__R_ON_OK : UVP__R_ON_ERR;
+  /* A handler exists to settle its derived promise.  Once that promise was
+   * cancelled (it "stops waiting"), running the handler would only start
+   * work nobody can observe or cancel: the next step of a chain a timeout
+   * has just given up on.  finally_after always runs: it owns a
+   * reference. */
+  bool wanted = d == NULL || cb == finally_after ||
+                (d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
+                 d->link == src);
   uvp_ret_t ret;
-  if (cb != NULL && (fl & want)) {
+  if (cb != NULL && (fl & want) && wanted) {
     uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
     ret = cb(arg, &in);
     if (fl & UVP__R_FINALLY)
