@@ -1,0 +1,988 @@
+/* test262 Promise.all, ported to uvp (uvp_promise_all).
+ *
+ * Source: tc39/test262, every file of test/built-ins/Promise/all/ that the
+ * reference index holds (32 files; the index lacks the rest of upstream's
+ * directory, whose behaviours the c_ tests below cover where they matter).
+ * Each test is named after the file it ports (dashes and dots as
+ * underscores); tests whose name starts with "c_" are C-specific additions
+ * from the issue "Combinators" and uvp_promise_all's comment in
+ * include/uvp.h.
+ *
+ * Mapping (see the top of include/uvp.h and test-then.c):
+ *   Promise.all([p1, ...])      uvp_promise_all(ctx, inputs, n, 0, &out)
+ *   the values array            uvp_values_t (count, values[i] borrowed)
+ *   Promise.resolve(v) / reject uvp_promise_resolved / uvp_promise_rejected
+ *   new Promise + resolve/rej.  uvp_promise_new + uvp_promise_resolve/reject
+ *   a thenable whose `then` calls onFulfilled(v) at once / later
+ *                               an input already fulfilled / a pending input
+ *                               fulfilled later (uvp adopts no thenables)
+ *   calling a resolve element function a second time
+ *                               settling the same input again: the call
+ *                               returns UVP_ESETTLED and the combinator never
+ *                               hears of it (the C form of [[AlreadyCalled]])
+ *   Promise.all.call(Constructor, ...) with a recording resolve
+ *                               a handler on the result that counts its calls
+ *   sequence.push / checkSequence
+ *                               trace_push / check_sequence
+ *   $DONE                       run the loop until only pending promises are
+ *                               left, then assert
+ *
+ * Skipped (no C analogue):
+ *   S25.4.4.1_A1.1_T1.js (is callable), S25.4.4.1_A1.2_T1.js (length),
+ *   S25.4.4.1_A1.3_T1.js (not enumerable), not-a-constructor.js,
+ *   resolve-element-function-name.js
+ *     - function object properties; C functions have none.
+ *   S25.4.4.1_A3.1_T1.js, S25.4.4.1_A3.1_T2.js, S25.4.4.1_A3.1_T3.js,
+ *   S25.4.4.1_A5.1_T1.js, iter-step-err-no-close.js,
+ *   resolve-throws-iterator-return-is-not-callable.js,
+ *   resolve-not-callable-close.js, iter-arg-is-string-resolve.js
+ *     - the iterator protocol (non-iterables, throwing iterators, closing,
+ *       strings as iterables): inputs are a typed C array.  A NULL array or a
+ *       NULL input is API validation (UV_EINVAL, c_invalid_arguments), not
+ *       test262 semantics; the empty input is S25_4_4_1_A2_3_T2.
+ *   S25.4.4.1_A4.1_T1.js, species-get-error.js, resolve-non-callable.js
+ *     - `this` / SpeciesConstructor / NewPromiseCapability and the
+ *       constructor's `resolve` lookup: uvp has one promise type and creates
+ *       the result itself.
+ *   new-resolve-function.js and same-reject-function.js compare function
+ *   identities handed to a thenable's `then`; their observable consequences
+ *   (each input fills its own slot; any input's rejection rejects the one
+ *   result) are what the ports below check.
+ *   S25.4.4.1_A2.1_T1.js and S25.4.4.1_A6.1_T1.js ("returns a Promise") are
+ *   one test: in C the type says so, the port checks a result exists, belongs
+ *   to the context and is not rejected.
+ *
+ * Header behaviour pinned here: the empty all is fulfilled when the call
+ * returns (as JavaScript's, which S25.4.4.1_A2.2_T1 observes), though no
+ * handler runs inside the call. */
+#include <stdarg.h>
+
+#include "helpers.h"
+
+/* ------------------------------------------------------------------------ */
+/* Scaffolding (each test262 port file has its own copy).                   */
+/* ------------------------------------------------------------------------ */
+
+#if defined(__GNUC__)
+#define HELPER static inline __attribute__((unused))
+#else
+#define HELPER static inline
+#endif
+
+/* Unhandled-rejection reports, counted.  The hook's arg is NULL and the
+ * counter static, so a report during teardown touches no dead frame. */
+static int g_unhandled;
+
+HELPER void on_unhandled(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+  g_unhandled++;
+}
+
+HELPER void count_unhandled(fixture_t *f) {
+  g_unhandled = 0;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
+}
+
+HELPER void release_all(int n, ...) {
+  va_list ap;
+  va_start(ap, n);
+  for (int i = 0; i < n; i++)
+    uvp_promise_release(va_arg(ap, uvp_promise_t *));
+  va_end(ap);
+}
+
+HELPER void release_array(uvp_promise_t **ps, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    uvp_promise_release(ps[i]);
+}
+
+HELPER void assert_no_live(fixture_t *f) {
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+  assert_int_equal(st.queued, 0);
+}
+
+HELPER size_t live_count(fixture_t *f) {
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  return st.live;
+}
+
+/* test262's checkSequence: the trace is exactly 1, 2, ..., n. */
+HELPER void check_sequence(const trace_t *t, int n) {
+  assert_int_equal(t->n, n);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(t->ev[i], i + 1);
+}
+
+HELPER void expect_trace(const trace_t *t, int n, ...) {
+  int want[64];
+  va_list ap;
+  va_start(ap, n);
+  for (int i = 0; i < n && i < 64; i++)
+    want[i] = va_arg(ap, int);
+  va_end(ap);
+  assert_int_equal(t->n, n);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(t->ev[i], want[i]);
+}
+
+/* A recording handler.  Pushes `mark` (if `trace`), then, if `seq`, checks
+ * the trace is exactly 1..mark; returns `ret` on the first call (zeroed: the
+ * derived promise fulfils with NULL, as a JS handler returning undefined). */
+typedef struct rec_s {
+  trace_t *trace;
+  int mark;
+  int seq;
+  int calls;
+  int status;
+  void *value;
+  uvp_promise_t *from;
+  uvp_ret_t ret;
+} rec_t;
+
+HELPER uvp_ret_t rec_cb(void *arg, const uvp_outcome_t *in) {
+  rec_t *r = arg;
+  uvp_ret_t ret = r->ret;
+  r->calls++;
+  r->status = in->status;
+  r->value = in->value;
+  r->from = in->promise;
+  if (r->trace != NULL) {
+    trace_push(r->trace, r->mark);
+    if (r->seq)
+      check_sequence(r->trace, r->mark);
+  }
+  memset(&r->ret, 0, sizeof(r->ret));
+  return ret;
+}
+
+/* p.then(onFulfilled, onRejected). */
+typedef struct both_s {
+  rec_t ok;
+  rec_t err;
+} both_t;
+
+HELPER uvp_ret_t both_cb(void *arg, const uvp_outcome_t *in) {
+  both_t *b = arg;
+  return rec_cb(in->status == 0 ? &b->ok : &b->err, in);
+}
+
+#define INT_VALUE(i) ((void *)(intptr_t)(i))
+
+HELPER uvp_promise_t *pending(fixture_t *f) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  return p;
+}
+
+HELPER uvp_promise_t *fulfilled(fixture_t *f, void *v) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_resolved(f->ctx, v, NULL, &p), 0);
+  return p;
+}
+
+HELPER uvp_promise_t *rejected(fixture_t *f, int code, void *payload) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_rejected(f->ctx, code, payload, NULL, &p), 0);
+  return p;
+}
+
+/* Settles `n` pending promises from one loop callback (a timer due at
+ * once), in reverse input order, so that completion order differs from
+ * input order.  mode: 0 all fulfil (value i), 1 all reject (UV_EIO, payload
+ * i), 2 even indexes fulfil and odd ones reject. */
+typedef struct mass_s {
+  uv_timer_t timer;
+  uvp_promise_t **ps;
+  size_t n;
+  int mode;
+  uint64_t settled_ns;
+} mass_t;
+
+HELPER void mass_settle_cb(uv_timer_t *t) {
+  mass_t *m = t->data;
+  for (size_t k = m->n; k-- > 0;) {
+    int fail = m->mode == 1 || (m->mode == 2 && (k & 1));
+    if (fail)
+      assert_int_equal(uvp_promise_reject(m->ps[k], UV_EIO, INT_VALUE(k), NULL),
+                       0);
+    else
+      assert_int_equal(uvp_promise_resolve(m->ps[k], INT_VALUE(k), NULL), 0);
+  }
+  m->settled_ns = uv_hrtime();
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+HELPER void mass_start(fixture_t *f, mass_t *m, uvp_promise_t **ps, size_t n,
+                       int mode) {
+  m->ps = ps;
+  m->n = n;
+  m->mode = mode;
+  m->timer.data = m;
+  assert_int_equal(uv_timer_init(&f->loop, &m->timer), 0);
+  assert_int_equal(uv_timer_start(&m->timer, mass_settle_cb, 0, 0), 0);
+}
+
+/* A second loop and context, for inputs of another context. */
+typedef struct other_s {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  uvp_promise_t *p;
+} other_t;
+
+HELPER void other_open(other_t *o) {
+  assert_int_equal(uv_loop_init(&o->loop), 0);
+  assert_int_equal(uvp_ctx_new(&o->loop, &o->ctx), 0);
+  assert_int_equal(uvp_promise_new(o->ctx, &o->p), 0);
+}
+
+HELPER void other_close(other_t *o) {
+  uvp_promise_release(o->p);
+  assert_int_equal(uvp_ctx_close(o->ctx), 0);
+  assert_int_equal(uv_run(&o->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&o->loop), 0);
+}
+
+HELPER uvp_values_t *values_of(uvp_promise_t *p) {
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  uvp_values_t *v = uvp_promise_value(p);
+  assert_non_null(v);
+  return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The empty input                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* S25.4.4.1_A2.1_T1.js, S25.4.4.1_A6.1_T1.js: Promise.all([]) is a
+ * promise (of this context, not rejected). */
+static void S25_4_4_1_A2_1_T1(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p = NULL;
+
+  assert_int_equal(uvp_promise_all(f->ctx, NULL, 0, 0, &p), 0);
+  assert_non_null(p);
+  assert_ptr_equal(uvp_promise_ctx(p), f->ctx);
+  assert_int_not_equal(uvp_promise_state(p), UVP_REJECTED);
+  run_loop(f);
+  uvp_promise_release(p);
+  assert_no_live(f);
+}
+
+/* S25.4.4.1_A2.2_T1.js: Promise.all([]) is resolved immediately: its
+ * handler is queued before one registered later on an already resolved
+ * promise (2 before 3, 4). */
+static void S25_4_4_1_A2_2_T1(void **state) {
+  fixture_t *f = *state;
+  trace_t t = {0};
+  uvp_promise_t *all, *r, *d1, *d2, *d3;
+  rec_t r2 = {.trace = &t, .mark = 2, .seq = 1};
+  rec_t r3 = {.trace = &t, .mark = 3, .seq = 1};
+  rec_t r4 = {.trace = &t, .mark = 4, .seq = 1};
+
+  assert_int_equal(uvp_promise_all(f->ctx, NULL, 0, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r2, &d1), 0);
+  r = fulfilled(f, NULL);
+  assert_int_equal(uvp_promise_then(r, rec_cb, &r3, &d2), 0);
+  assert_int_equal(uvp_promise_then(d2, rec_cb, &r4, &d3), 0);
+  trace_push(&t, 1);
+  assert_int_equal(r2.calls + r3.calls + r4.calls, 0);
+  run_loop(f);
+
+  check_sequence(&t, 4);
+  release_all(5, all, r, d1, d2, d3);
+  assert_no_live(f);
+}
+
+/* S25.4.4.1_A2.3_T2.js, S25.4.4.1_A6.1_T2.js: Promise.all([]) fulfils with
+ * a new, empty array (not the caller's). */
+static void S25_4_4_1_A2_3_T2(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *arg[1] = {NULL};
+  uvp_promise_t *all, *d;
+  both_t h = {0};
+
+  assert_int_equal(uvp_promise_all(f->ctx, arg, 0, 0, &all), 0);
+  assert_int_equal(uvp_promise_on(all, UVP_ON_BOTH, both_cb, &h, &d), 0);
+  run_loop(f);
+
+  assert_int_equal(h.ok.calls, 1);
+  assert_int_equal(h.err.calls, 0);
+  uvp_values_t *v = h.ok.value;
+  assert_non_null(v);
+  assert_ptr_equal(v, uvp_promise_value(all));
+  assert_int_equal(v->count, 0);
+  assert_ptr_not_equal(v->values, (void **)arg);
+  release_all(2, all, d);
+  assert_no_live(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Fulfilment                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* S25.4.4.1_A7.1_T1.js: Promise.all([Promise.resolve(3)]) fulfils with a
+ * one-element array holding 3. */
+static void S25_4_4_1_A7_1_T1(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p1 = fulfilled(f, INT_VALUE(3));
+  uvp_promise_t *all, *d;
+  both_t h = {0};
+
+  assert_int_equal(uvp_promise_all(f->ctx, &p1, 1, 0, &all), 0);
+  assert_int_equal(uvp_promise_on(all, UVP_ON_BOTH, both_cb, &h, &d), 0);
+  run_loop(f);
+
+  assert_int_equal(h.ok.calls, 1);
+  assert_int_equal(h.err.calls, 0);
+  assert_ptr_equal(h.ok.from, all);
+  uvp_values_t *v = h.ok.value;
+  assert_int_equal(v->count, 1);
+  assert_ptr_equal(v->values[0], INT_VALUE(3));
+  release_all(3, p1, all, d);
+  assert_no_live(f);
+}
+
+/* S25.4.4.1_A8.1_T1.js: Promise.all([p1, p2]) resolution functions are
+ * called in a predictable sequence: p1.then (3), p2.then (4), all.then (5). */
+static void S25_4_4_1_A8_1_T1(void **state) {
+  fixture_t *f = *state;
+  trace_t t = {0};
+  uvp_promise_t *p1 = pending(f), *p2 = pending(f);
+  uvp_promise_t *ins[2], *all, *d1, *d2, *d3;
+  rec_t r3 = {.trace = &t, .mark = 3, .seq = 1};
+  rec_t r4 = {.trace = &t, .mark = 4, .seq = 1};
+  rec_t r5 = {.trace = &t, .mark = 5, .seq = 1};
+
+  assert_int_equal(uvp_promise_resolve(p1, INT_VALUE(1), NULL), 0);
+  assert_int_equal(uvp_promise_resolve(p2, INT_VALUE(2), NULL), 0);
+  trace_push(&t, 1);
+  assert_int_equal(uvp_promise_then(p1, rec_cb, &r3, &d1), 0);
+  ins[0] = p1;
+  ins[1] = p2;
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r5, &d2), 0);
+  assert_int_equal(uvp_promise_then(p2, rec_cb, &r4, &d3), 0);
+  trace_push(&t, 2);
+  run_loop(f);
+
+  check_sequence(&t, 5);
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, 2);
+  assert_ptr_equal(v->values[0], INT_VALUE(1));
+  assert_ptr_equal(v->values[1], INT_VALUE(2));
+  release_all(6, p1, p2, all, d1, d2, d3);
+  assert_no_live(f);
+}
+
+/* call-resolve-element.js, call-resolve-element-items.js: an input's
+ * outcome counts once: settling it again fails with UVP_ESETTLED and the
+ * result fulfils once, with the first values. */
+static void call_resolve_element(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *ins[2] = {pending(f), pending(f)};
+  uvp_promise_t *all, *d;
+  rec_t r = {0};
+
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uvp_promise_resolve(ins[i], INT_VALUE(10 + i), NULL), 0);
+    assert_int_equal(uvp_promise_resolve(ins[i], INT_VALUE(20 + i), NULL),
+                     UVP_ESETTLED);
+  }
+  assert_int_equal(r.calls, 0);
+  run_loop(f);
+
+  assert_int_equal(r.calls, 1);
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, 2);
+  assert_ptr_equal(v->values[0], INT_VALUE(10));
+  assert_ptr_equal(v->values[1], INT_VALUE(11));
+  release_all(4, ins[0], ins[1], all, d);
+  assert_no_live(f);
+}
+
+/* call-resolve-element-after-return.js: an input fulfilled before the call;
+ * settling it again after the result fulfilled changes nothing. */
+static void call_resolve_element_after_return(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p1 = pending(f);
+  uvp_promise_t *all, *d;
+  rec_t r = {0};
+
+  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(1), NULL), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, &p1, 1, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
+  run_loop(f);
+  assert_int_equal(r.calls, 1);
+  uvp_values_t *v = values_of(all);
+  assert_ptr_equal(v->values[0], SENTINEL(1));
+
+  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(2), NULL), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(p1, UV_EIO, NULL, NULL), UVP_ESETTLED);
+  run_loop(f);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(v->count, 1);
+  assert_ptr_equal(v->values[0], SENTINEL(1));
+  release_all(3, p1, all, d);
+  assert_no_live(f);
+}
+
+/* new-resolve-function.js: every input has its own resolve element: values
+ * land in their input's slot whatever the completion order. */
+static void new_resolve_function(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *ins[2] = {pending(f), pending(f)};
+  uvp_promise_t *all;
+
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
+  run_loop(f);
+
+  uvp_values_t *v = values_of(all);
+  assert_ptr_equal(v->values[0], SENTINEL(1));
+  assert_ptr_equal(v->values[1], SENTINEL(2));
+  release_all(3, ins[0], ins[1], all);
+  assert_no_live(f);
+}
+
+/* same-reject-function.js: every input shares the result's reject: either
+ * input rejecting rejects the one result with that reason. */
+static void same_reject_function(void **state) {
+  fixture_t *f = *state;
+
+  count_unhandled(f);
+  for (int which = 0; which < 2; which++) {
+    uvp_promise_t *ins[2] = {pending(f), pending(f)};
+    uvp_promise_t *all, *d;
+    both_t h = {0};
+    void *payload = NULL;
+
+    assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+    assert_int_equal(uvp_promise_on(all, UVP_ON_BOTH, both_cb, &h, &d), 0);
+    assert_int_equal(
+        uvp_promise_reject(ins[which], UV_EIO, SENTINEL(which), NULL), 0);
+    run_loop(f);
+
+    assert_int_equal(h.ok.calls, 0);
+    assert_int_equal(h.err.calls, 1);
+    assert_int_equal(h.err.status, UV_EIO);
+    assert_ptr_equal(h.err.value, SENTINEL(which));
+    assert_int_equal(uvp_promise_reason(all, &payload), UV_EIO);
+    assert_ptr_equal(payload, SENTINEL(which));
+    assert_int_equal(uvp_promise_state(ins[!which]), UVP_PENDING);
+    release_all(4, ins[0], ins[1], all, d);
+  }
+  assert_int_equal(g_unhandled, 0);
+  assert_no_live(f);
+}
+
+/* resolve-before-loop-exit.js: p1 is resolved by p2's handler while p2 and
+ * p3 are already fulfilled: the remaining count cannot be tampered with, the
+ * result fulfils exactly once with all three values. */
+static void resolve_before_loop_exit(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p1 = pending(f);
+  uvp_promise_t *p2 = fulfilled(f, SENTINEL(2));
+  uvp_promise_t *p3 = fulfilled(f, SENTINEL(3));
+  uvp_promise_t *ins[3] = {p1, p2, p3};
+  uvp_promise_t *all, *d, *dp2;
+  rec_t r = {0};
+
+  /* p2's handler resolves p1, registered before the combinator looks. */
+  assert_int_equal(uvp_promise_then(p2, rec_cb, &(rec_t){0}, &dp2), 0);
+  assert_int_equal(uvp_promise_resolve_with(p1, dp2), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
+  run_loop(f);
+
+  assert_int_equal(r.calls, 1);
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, 3);
+  assert_null(v->values[0]); /* dp2's value: its handler returned NULL */
+  assert_ptr_equal(v->values[1], SENTINEL(2));
+  assert_ptr_equal(v->values[2], SENTINEL(3));
+  release_all(6, p1, p2, p3, all, d, dp2);
+  assert_no_live(f);
+}
+
+/* resolve-before-loop-exit-from-same.js: p2 resolved twice, p3 once, p1
+ * later: nothing before p1, then exactly one fulfilment. */
+static void resolve_before_loop_exit_from_same(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
+  uvp_promise_t *all, *d;
+  rec_t r = {0};
+
+  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
+  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(5), NULL),
+                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
+  run_loop(f);
+  assert_int_equal(r.calls, 0);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+
+  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
+  run_loop(f);
+  assert_int_equal(r.calls, 1);
+  uvp_values_t *v = values_of(all);
+  for (int i = 0; i < 3; i++)
+    assert_ptr_equal(v->values[i], SENTINEL(i + 1));
+  release_all(5, ins[0], ins[1], ins[2], all, d);
+  assert_no_live(f);
+}
+
+/* resolve-from-same-thenable.js: p1 resolved three times (the last two
+ * fail), then p2 and p3: one fulfilment, after the last input only. */
+static void resolve_from_same_thenable(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
+  uvp_promise_t *all, *d;
+  rec_t r = {0};
+
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
+  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
+  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(5), NULL),
+                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(6), NULL),
+                   UVP_ESETTLED);
+  run_loop(f);
+  assert_int_equal(r.calls, 0);
+
+  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
+  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
+  run_loop(f);
+  assert_int_equal(r.calls, 1);
+  uvp_values_t *v = values_of(all);
+  for (int i = 0; i < 3; i++)
+    assert_ptr_equal(v->values[i], SENTINEL(i + 1));
+  release_all(5, ins[0], ins[1], ins[2], all, d);
+  assert_no_live(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rejection                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* S25.4.4.1_A8.2_T1.js: Promise.all rejects when an input rejects: p1
+ * pending, p2 fulfilled; p1 rejects with 1 -> the result rejects with 1. */
+static void S25_4_4_1_A8_2_T1(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *ins[2] = {pending(f), fulfilled(f, INT_VALUE(2))};
+  uvp_promise_t *all, *d;
+  both_t h = {0};
+  boxed_t *one = boxed_new(1, &freed);
+
+  count_unhandled(f);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  assert_int_equal(uvp_promise_on(all, UVP_ON_BOTH, both_cb, &h, &d), 0);
+  assert_int_equal(uvp_promise_reject(ins[0], UV_EIO, one, boxed_free), 0);
+  run_loop(f);
+
+  assert_int_equal(h.ok.calls, 0);
+  assert_int_equal(h.err.calls, 1);
+  assert_int_equal(h.err.status, UV_EIO);
+  assert_ptr_equal(h.err.value, one);
+  assert_int_equal(((boxed_t *)h.err.value)->v, 1);
+  /* the result shares the input's payload: it outlives the input's
+   * reference */
+  uvp_promise_release(ins[0]);
+  assert_int_equal(freed, 0);
+  void *payload = NULL;
+  assert_int_equal(uvp_promise_reason(all, &payload), UV_EIO);
+  assert_ptr_equal(payload, one);
+  release_all(3, ins[1], all, d);
+  assert_int_equal(freed, 1);
+  assert_int_equal(g_unhandled, 0);
+  assert_no_live(f);
+}
+
+/* ------------------------------------------------------------------------ */
+/* C-specific: the issue's requirements                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Values are in input order whatever the completion order. */
+static void c_values_in_input_order(void **state) {
+  fixture_t *f = *state;
+  enum { N = 6 };
+  static const int order[N] = {4, 1, 5, 0, 3, 2};
+  uvp_promise_t *ins[N], *all;
+
+  for (int i = 0; i < N; i++)
+    ins[i] = pending(f);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, N, 0, &all), 0);
+  for (int k = 0; k < N; k++) {
+    assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+    assert_int_equal(
+        uvp_promise_resolve(ins[order[k]], INT_VALUE(100 + order[k]), NULL), 0);
+    run_loop(f);
+  }
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, N);
+  for (int i = 0; i < N; i++)
+    assert_ptr_equal(v->values[i], INT_VALUE(100 + i));
+  release_array(ins, N);
+  uvp_promise_release(all);
+  assert_no_live(f);
+}
+
+/* The FIRST rejection in time wins, not the first in input order: input 2
+ * rejects before input 0, in the same tick and in separate ticks. */
+static void c_first_rejection_in_time(void **state) {
+  fixture_t *f = *state;
+
+  count_unhandled(f);
+  for (int separate = 0; separate < 2; separate++) {
+    uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
+    uvp_promise_t *all, *d;
+    both_t h = {0};
+    void *payload = NULL;
+
+    assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
+    assert_int_equal(uvp_promise_on(all, UVP_ON_BOTH, both_cb, &h, &d), 0);
+    assert_int_equal(uvp_promise_reject(ins[2], UV_ETIMEDOUT, SENTINEL(2), NULL),
+                     0);
+    if (separate)
+      run_loop(f);
+    assert_int_equal(uvp_promise_reject(ins[0], UV_ENOENT, SENTINEL(0), NULL),
+                     0);
+    assert_int_equal(uvp_promise_resolve(ins[1], NULL, NULL), 0);
+    run_loop(f);
+
+    assert_int_equal(h.err.calls, 1);
+    assert_int_equal(h.ok.calls, 0);
+    assert_int_equal(h.err.status, UV_ETIMEDOUT);
+    assert_ptr_equal(h.err.value, SENTINEL(2));
+    assert_int_equal(uvp_promise_reason(all, &payload), UV_ETIMEDOUT);
+    assert_ptr_equal(payload, SENTINEL(2));
+    release_all(5, ins[0], ins[1], ins[2], all, d);
+  }
+  assert_int_equal(g_unhandled, 0);
+  assert_no_live(f);
+}
+
+/* Inputs already rejected when the call is made are looked at in input
+ * order: the first of them in the array wins. */
+static void c_settled_rejections_input_order(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *ins[4] = {fulfilled(f, NULL), rejected(f, UV_EPIPE, NULL),
+                           rejected(f, UV_EIO, NULL), pending(f)};
+  uvp_promise_t *all;
+
+  count_unhandled(f);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 4, 0, &all), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(all), UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(all, NULL), UV_EPIPE);
+  /* the inputs' rejections were observed by all: none is unhandled; the
+   * result, which nobody handled, is */
+  release_array(ins, 4);
+  assert_int_equal(g_unhandled, 0);
+  uvp_promise_release(all);
+  assert_int_equal(g_unhandled, 1);
+  assert_no_live(f);
+}
+
+/* Inputs pending, already settled, and the same promise several times. */
+static void c_mixed_and_duplicate_inputs(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *a = fulfilled(f, SENTINEL(0));
+  uvp_promise_t *b = pending(f);
+  uvp_promise_t *ins[5] = {b, a, b, a, b};
+  uvp_promise_t *all;
+
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 5, 0, &all), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(b, SENTINEL(1), NULL), 0);
+  run_loop(f);
+
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, 5);
+  for (int i = 0; i < 5; i++)
+    assert_ptr_equal(v->values[i], SENTINEL(i % 2 == 0 ? 1 : 0));
+  release_all(3, a, b, all);
+  assert_no_live(f);
+}
+
+/* The caller may free its input array right after the call. */
+static void c_free_inputs_after_call(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p0 = pending(f), *p1 = fulfilled(f, SENTINEL(1));
+  uvp_promise_t **ins = malloc(2 * sizeof(*ins));
+  uvp_promise_t *all;
+
+  assert_non_null(ins);
+  ins[0] = p0;
+  ins[1] = p1;
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  memset(ins, 0xA5, 2 * sizeof(*ins));
+  free(ins);
+  assert_int_equal(uvp_promise_resolve(p0, SENTINEL(0), NULL), 0);
+  run_loop(f);
+
+  uvp_values_t *v = values_of(all);
+  assert_ptr_equal(v->values[0], SENTINEL(0));
+  assert_ptr_equal(v->values[1], SENTINEL(1));
+  release_all(3, p0, p1, all);
+  assert_no_live(f);
+}
+
+/* No reaction runs inside the call, even with every input settled: the
+ * result is still pending when the call returns, handlers registered on the
+ * inputs before it have not run, and everything runs in order afterwards. */
+static void c_no_reaction_inside_call(void **state) {
+  fixture_t *f = *state;
+  trace_t t = {0};
+  uvp_promise_t *ins[2] = {fulfilled(f, SENTINEL(0)), fulfilled(f, SENTINEL(1))};
+  uvp_promise_t *all, *d0, *d1;
+  rec_t before = {.trace = &t, .mark = 1}, after = {.trace = &t, .mark = 2};
+
+  assert_int_equal(uvp_promise_then(ins[0], rec_cb, &before, &d0), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+  assert_int_equal(before.calls, 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &after, &d1), 0);
+  assert_int_equal(t.n, 0);
+  run_loop(f);
+
+  check_sequence(&t, 2);
+  release_all(5, ins[0], ins[1], all, d0, d1);
+  assert_no_live(f);
+}
+
+/* The values are the inputs' own, valid while the result is referenced
+ * (the result keeps its inputs): dropping every input reference frees
+ * nothing until the result goes. */
+static void c_values_live_with_result(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *ins[3], *all;
+
+  for (int i = 0; i < 3; i++)
+    ins[i] = pending(f);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(
+        uvp_promise_resolve(ins[i], boxed_new(i, &freed), boxed_free), 0);
+    uvp_promise_release(ins[i]);
+  }
+  run_loop(f);
+
+  assert_int_equal(freed, 0);
+  uvp_values_t *v = values_of(all);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(((boxed_t *)v->values[i])->v, i);
+  uvp_promise_release(all);
+  assert_int_equal(freed, 3);
+  assert_no_live(f);
+}
+
+/* Results compose with then and with each other: all of [all, allSettled,
+ * race, any], and a handler that adopts another all. */
+static uvp_ret_t adopt_all_cb(void *arg, const uvp_outcome_t *in) {
+  uvp_promise_t **ins = arg;
+  uvp_promise_t *next;
+  (void)in;
+  assert_int_equal(uvp_promise_all(uvp_promise_ctx(ins[0]), ins, 2, 0, &next),
+                   0);
+  return uvp_ret_adopt(next);
+}
+
+static void c_compose(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *a = fulfilled(f, SENTINEL(0)), *b = pending(f);
+  uvp_promise_t *pair[2] = {a, b};
+  uvp_promise_t *inner[4], *outer, *chained;
+  rec_t r = {0};
+
+  count_unhandled(f);
+  assert_int_equal(uvp_promise_all(f->ctx, pair, 2, 0, &inner[0]), 0);
+  assert_int_equal(uvp_promise_all_settled(f->ctx, pair, 2, &inner[1]), 0);
+  assert_int_equal(uvp_promise_race(f->ctx, pair, 2, 0, &inner[2]), 0);
+  assert_int_equal(uvp_promise_any(f->ctx, pair, 2, 0, &inner[3]), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, inner, 4, 0, &outer), 0);
+  assert_int_equal(uvp_promise_then(outer, adopt_all_cb, pair, &chained), 0);
+  assert_int_equal(uvp_promise_then(chained, rec_cb, &r, NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(outer), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(b, SENTINEL(1), NULL), 0);
+  run_loop(f);
+
+  uvp_values_t *v = values_of(outer);
+  assert_int_equal(v->count, 4);
+  uvp_values_t *va = v->values[0];
+  assert_ptr_equal(va, uvp_promise_value(inner[0]));
+  assert_ptr_equal(va->values[0], SENTINEL(0));
+  assert_ptr_equal(va->values[1], SENTINEL(1));
+  uvp_settled_list_t *ls = v->values[1];
+  assert_int_equal(ls->count, 2);
+  assert_int_equal(ls->fulfilled, 2);
+  assert_ptr_equal(ls->items[1].value, SENTINEL(1));
+  assert_ptr_equal(v->values[2], SENTINEL(0)); /* race: a was settled */
+  assert_ptr_equal(v->values[3], SENTINEL(0)); /* any: a fulfilled first */
+  assert_int_equal(r.calls, 1);
+  uvp_values_t *vc = r.value;
+  assert_ptr_equal(vc, uvp_promise_value(chained));
+  assert_int_equal(vc->count, 2);
+  assert_ptr_equal(vc->values[1], SENTINEL(1));
+  release_all(8, a, b, inner[0], inner[1], inner[2], inner[3], outer, chained);
+  assert_int_equal(g_unhandled, 0);
+  assert_no_live(f);
+}
+
+/* Only uvp settles the result: resolve, reject and resolve_with on it fail
+ * with UVP_ESETTLED while it is pending, and it still settles as the inputs
+ * say. */
+static void c_result_not_settleable(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p = pending(f), *other = fulfilled(f, NULL);
+  uvp_promise_t *all;
+
+  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 0, &all), 0);
+  assert_int_equal(uvp_promise_resolve(all, SENTINEL(3), NULL), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(all, UV_EIO, NULL, NULL), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve_with(all, other), UVP_ESETTLED);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(p, SENTINEL(1), NULL), 0);
+  run_loop(f);
+  assert_ptr_equal(values_of(all)->values[0], SENTINEL(1));
+  assert_int_equal(uvp_promise_resolve(all, NULL, NULL), UVP_ESETTLED);
+  release_all(3, p, other, all);
+  assert_no_live(f);
+}
+
+/* UVP_CANCEL_LOSERS: once the first rejection decides, the inputs still
+ * pending are cancelled; without the flag they are left alone. */
+static void c_cancel_losers(void **state) {
+  fixture_t *f = *state;
+
+  count_unhandled(f);
+  for (int flags = 0; flags <= UVP_CANCEL_LOSERS; flags += UVP_CANCEL_LOSERS) {
+    uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
+    uvp_promise_t *all;
+
+    assert_int_equal(uvp_promise_all(f->ctx, ins, 3, flags, &all), 0);
+    assert_int_equal(uvp_promise_resolve(ins[0], NULL, NULL), 0);
+    assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, NULL, NULL), 0);
+    run_loop(f);
+    assert_int_equal(uvp_promise_reason(all, NULL), UV_EIO);
+    assert_int_equal(uvp_promise_state(ins[0]), UVP_FULFILLED);
+    if (flags) {
+      assert_int_equal(uvp_promise_reason(ins[2], NULL), UV_ECANCELED);
+    } else {
+      assert_int_equal(uvp_promise_state(ins[2]), UVP_PENDING);
+    }
+    /* the cancelled inputs were observed by all: not unhandled; the
+     * result, which nobody handled, is */
+    int before = g_unhandled;
+    release_array(ins, 3);
+    assert_int_equal(g_unhandled, before);
+    uvp_promise_release(all);
+    assert_int_equal(g_unhandled, before + 1);
+  }
+  assert_no_live(f);
+}
+
+/* Argument errors change nothing (no result is created). */
+static void c_invalid_arguments(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p = pending(f);
+  uvp_promise_t *with_null[2] = {p, NULL};
+  uvp_promise_t *out = NULL;
+  other_t o;
+
+  assert_int_equal(uvp_promise_all(NULL, &p, 1, 0, &out), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 0, NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, NULL, 1, 0, &out), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, with_null, 2, 0, &out), UV_EINVAL);
+  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 8, &out), UV_EINVAL);
+  other_open(&o);
+  uvp_promise_t *mixed[2] = {p, o.p};
+  assert_int_equal(uvp_promise_all(f->ctx, mixed, 2, 0, &out), UVP_EXCTX);
+  other_close(&o);
+  assert_null(out);
+  assert_int_equal(live_count(f), 1);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  uvp_promise_release(p);
+  assert_no_live(f);
+}
+
+/* 100 000 inputs, settled in reverse order from one loop callback: values
+ * in input order; the input array is freed right after the call. */
+static void c_100k_inputs(void **state) {
+  fixture_t *f = *state;
+  enum { N = 100000 };
+  uvp_promise_t **ins = malloc(N * sizeof(*ins));
+  uvp_promise_t **keep = malloc(N * sizeof(*keep));
+  uvp_promise_t *all;
+  mass_t m;
+
+  assert_non_null(ins);
+  assert_non_null(keep);
+  for (size_t i = 0; i < N; i++)
+    keep[i] = ins[i] = pending(f);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_all(f->ctx, ins, N, 0, &all), 0);
+  free(ins);
+  mass_start(f, &m, keep, N, 0);
+  run_loop(f);
+  uint64_t t1 = uv_hrtime();
+
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, N);
+  for (size_t i = 0; i < N; i++)
+    assert_ptr_equal(v->values[i], INT_VALUE(i));
+  print_message("all: 100000 inputs, call+settle+drain %.1f ms "
+                "(drain after settling %.1f ms)\n",
+                (double)(t1 - t0) / 1e6, (double)(t1 - m.settled_ns) / 1e6);
+  release_array(keep, N);
+  free(keep);
+  uvp_promise_release(all);
+  assert_no_live(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(S25_4_4_1_A2_1_T1),
+      FIXTURE_TEST(S25_4_4_1_A2_2_T1),
+      FIXTURE_TEST(S25_4_4_1_A2_3_T2),
+      FIXTURE_TEST(S25_4_4_1_A7_1_T1),
+      FIXTURE_TEST(S25_4_4_1_A8_1_T1),
+      FIXTURE_TEST(call_resolve_element),
+      FIXTURE_TEST(call_resolve_element_after_return),
+      FIXTURE_TEST(new_resolve_function),
+      FIXTURE_TEST(same_reject_function),
+      FIXTURE_TEST(resolve_before_loop_exit),
+      FIXTURE_TEST(resolve_before_loop_exit_from_same),
+      FIXTURE_TEST(resolve_from_same_thenable),
+      FIXTURE_TEST(S25_4_4_1_A8_2_T1),
+      FIXTURE_TEST(c_values_in_input_order),
+      FIXTURE_TEST(c_first_rejection_in_time),
+      FIXTURE_TEST(c_settled_rejections_input_order),
+      FIXTURE_TEST(c_mixed_and_duplicate_inputs),
+      FIXTURE_TEST(c_free_inputs_after_call),
+      FIXTURE_TEST(c_no_reaction_inside_call),
+      FIXTURE_TEST(c_values_live_with_result),
+      FIXTURE_TEST(c_compose),
+      FIXTURE_TEST(c_result_not_settleable),
+      FIXTURE_TEST(c_cancel_losers),
+      FIXTURE_TEST(c_invalid_arguments),
+      FIXTURE_TEST(c_100k_inputs),
+  };
+  (void)sentinel_storage;
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
