@@ -1,0 +1,518 @@
+#!/usr/bin/env python3
+"""End-to-end test of uvp-gateway against real loopback backends.
+
+Usage: test_gateway.py UVP_GATEWAY [UVP_FANOUT]
+
+Backends are `uvp-fanout --serve 0` (the demo server); without UVP_FANOUT
+the test is skipped (exit 77).  Everything is on 127.0.0.1 and bounded in
+time; timing assertions are bounds with wide slack, never exact figures.
+Standard library only: this script itself may run under valgrind in CI.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SKIP = 77
+IO_TIMEOUT = 60.0  # one response; generous for a loaded or valgrind'ed run
+
+failures = []
+
+
+def check(cond, what):
+    if cond:
+        print("ok      " + what, flush=True)
+    else:
+        print("FAILED  " + what, flush=True)
+        failures.append(what)
+    return cond
+
+
+# ---- processes ---------------------------------------------------------------
+
+class Proc:
+    """A child that prints `listening on 127.0.0.1:PORT` once ready."""
+
+    def __init__(self, argv, name, ready_timeout=20.0):
+        self.name = name
+        self.errfile = tempfile.TemporaryFile()
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                  stderr=self.errfile, text=True)
+        self.port = None
+        box = {}
+
+        def read_port():
+            for line in self.p.stdout:
+                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+                if m:
+                    box["port"] = int(m.group(1))
+                    break
+        t = threading.Thread(target=read_port, daemon=True)
+        t.start()
+        t.join(ready_timeout)
+        if "port" not in box:
+            self.kill()
+            raise RuntimeError("%s did not start: %s" % (name, self.stderr()))
+        self.port = box["port"]
+        # Keep draining stdout so the child never blocks on a full pipe.
+        threading.Thread(target=lambda: self.p.stdout.read(),
+                         daemon=True).start()
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stderr(self):
+        self.errfile.seek(0)
+        return self.errfile.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        """Send sig (None: only wait) and wait; returns the exit status
+        (None if it hung)."""
+        if sig is not None and self.p.poll() is None:
+            self.p.send_signal(sig)
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def refused_port():
+    """A port where nothing listens: bind an ephemeral one, then close it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ---- a tiny HTTP/1.1 client on raw sockets (to see keep-alive and pipelining
+# exactly as they happen on the wire) -------------------------------------------
+
+def connect(port):
+    s = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class Reader:
+    def __init__(self, sock):
+        self.s = sock
+        self.buf = b""
+
+    def _fill(self):
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def response(self, head_request=False):
+        """(status, headers dict (lowercase), body bytes)."""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for ln in lines[1:]:
+            k, v = ln.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        n = 0 if head_request else int(headers.get("content-length", "0"))
+        while len(self.buf) < n:
+            self._fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, headers, body
+
+    def at_eof(self, timeout=IO_TIMEOUT):
+        self.s.settimeout(timeout)
+        try:
+            return not self.buf and self.s.recv(1) == b""
+        except (ConnectionResetError, socket.timeout):
+            return False
+
+
+def request(method="GET", path="/", extra=""):
+    return ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n"
+            % (method, path, extra)).encode()
+
+
+def get(port, path="/"):
+    s = connect(port)
+    try:
+        s.sendall(request("GET", path, "Connection: close\r\n"))
+        return Reader(s).response()
+    finally:
+        s.close()
+
+
+def summary(body):
+    return json.loads(body.decode())
+
+
+# ---- the cases -----------------------------------------------------------------
+
+def check_mixed_summary(status, headers, body, urls, elapsed, timeout_ms,
+                        label):
+    check(status == 200, label + ": status 200 (got %d)" % status)
+    check(headers.get("content-type") == "application/json",
+          label + ": content-type application/json")
+    try:
+        doc = summary(body)
+    except ValueError:
+        check(False, label + ": body is JSON: %r" % body[:200])
+        return
+    b = doc.get("backends", [])
+    check([x.get("url") for x in b] == urls,
+          label + ": one entry per backend, in order")
+    if len(b) != len(urls):
+        return
+    fast, slow, missing, hang, refused = b
+    check(fast["status"] == "fulfilled" and fast["code"] == 200
+          and fast["bytes"] == 5 and fast["ms"] >= 0,
+          label + ": /fast fulfilled 200, 5 bytes: %s" % fast)
+    check(slow["status"] == "fulfilled" and slow["code"] == 200
+          and slow["ms"] >= 250 and slow["ms"] < timeout_ms,
+          label + ": /slow fulfilled 200 after >= 250 ms: %s" % slow)
+    check(missing["status"] == "fulfilled" and missing["code"] == 404,
+          label + ": /missing fulfilled with code 404: %s" % missing)
+    check(hang == {"url": urls[3], "status": "rejected",
+                   "error": "ETIMEDOUT"},
+          label + ": /hang rejected ETIMEDOUT: %s" % hang)
+    check(refused == {"url": urls[4], "status": "rejected",
+                      "error": "ECONNREFUSED"},
+          label + ": refused port rejected ECONNREFUSED: %s" % refused)
+    check(doc.get("ok") == 3 and doc.get("failed") == 2,
+          label + ": ok 3, failed 2")
+    # The answer waits for the timed-out backend, and no longer than that
+    # plus slack.
+    check(elapsed >= timeout_ms / 1000.0 * 0.9,
+          label + ": answered after the timeout (%.2f s)" % elapsed)
+    check(elapsed < timeout_ms / 1000.0 + 20,
+          label + ": answered within timeout + 20 s (%.2f s)" % elapsed)
+
+
+def case_mixed(gw, urls, timeout_ms):
+    t0 = time.monotonic()
+    status, headers, body = get(gw.port)
+    check_mixed_summary(status, headers, body, urls, time.monotonic() - t0,
+                        timeout_ms, "mixed backends")
+
+
+def case_methods_and_errors(gw):
+    s = connect(gw.port)
+    r = Reader(s)
+    s.sendall(request("HEAD"))
+    st, h, body = r.response(head_request=True)
+    check(st == 200 and int(h["content-length"]) > 0 and body == b"",
+          "HEAD: 200, a content-length, no body")
+    s.sendall(request("POST", "/", "Content-Length: 5\r\n") + b"hello")
+    st, h, body = r.response()
+    check(st == 405, "POST: 405 (got %d)" % st)
+    # The same connection still works after both.
+    s.sendall(request("GET"))
+    st, h, body = r.response()
+    check(st == 200 and summary(body)["ok"] == 3,
+          "keep-alive after HEAD and 405: GET still answered")
+    s.close()
+
+    s = connect(gw.port)
+    s.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+    r = Reader(s)
+    st, h, body = r.response()
+    check(st == 400 and r.at_eof(), "garbage: 400, then the connection closes")
+    s.close()
+
+    s = connect(gw.port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 +
+              b"\r\n\r\n")
+    r = Reader(s)
+    try:
+        st, h, body = r.response()
+    except (EOFError, ConnectionResetError):
+        st = None
+    check(st == 431, "20 kB of headers: 431 (got %s)" % st)
+    s.close()
+
+
+def case_keepalive_concurrent(gw, expect_ok, clients=8, per_client=10):
+    """Several clients, each doing sequential requests on one connection."""
+    results = [None] * clients
+
+    def client(i):
+        try:
+            s = connect(gw.port)
+            r = Reader(s)
+            good = 0
+            for _ in range(per_client):
+                s.sendall(request())
+                st, h, body = r.response()
+                if (st == 200 and "close" not in h.get("connection", "")
+                        and summary(body)["ok"] == expect_ok):
+                    good += 1
+            s.close()
+            results[i] = good
+        except Exception as e:  # reported below
+            results[i] = repr(e)
+
+    ts = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(IO_TIMEOUT * 2)
+    check(results == [per_client] * clients,
+          "%d concurrent keep-alive clients x %d requests on one connection "
+          "each: %s" % (clients, per_client, results))
+
+
+def case_pipelining(gw, expect_ok):
+    s = connect(gw.port)
+    s.sendall(request("GET") + request("HEAD") +
+              request("POST", "/", "Content-Length: 3\r\n") + b"abc" +
+              request("GET", "/again", "Connection: close\r\n"))
+    r = Reader(s)
+    a = r.response()
+    b = r.response(head_request=True)
+    c = r.response()
+    d = r.response()
+    check(a[0] == 200 and summary(a[2])["ok"] == expect_ok,
+          "pipelined 1/4: GET answered first")
+    check(b[0] == 200 and b[2] == b"" and
+          int(b[1]["content-length"]) == len(a[2]),
+          "pipelined 2/4: HEAD answered second, no body")
+    check(c[0] == 405, "pipelined 3/4: POST answered third (405)")
+    check(d[0] == 200 and d[1].get("connection") == "close" and
+          summary(d[2])["ok"] == expect_ok,
+          "pipelined 4/4: GET with Connection: close answered last")
+    check(r.at_eof(), "pipelined: connection closed after the last")
+    s.close()
+
+
+def case_client_aborts(gw, urls, timeout_ms):
+    """Clients that go away while their fan-out is in flight (the mixed set
+    waits for a hanging backend): half of them close, half reset."""
+    socks = []
+    for i in range(16):
+        s = connect(gw.port)
+        s.sendall(request())
+        socks.append(s)
+    time.sleep(0.1)
+    for i, s in enumerate(socks):
+        if i % 2:
+            # SO_LINGER 0: close sends RST instead of FIN.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+        s.close()
+    # Half-sent request, then gone.
+    s = connect(gw.port)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: 127.")
+    s.close()
+    time.sleep(timeout_ms / 1000.0 + 0.2)  # their fan-outs have ended now
+    check(gw.alive(), "gateway alive after 17 clients aborted mid-request")
+    t0 = time.monotonic()
+    st, h, body = get(gw.port)
+    check_mixed_summary(st, h, body, urls, time.monotonic() - t0, timeout_ms,
+                        "after aborts")
+
+
+def case_graceful_stop(gw, urls, timeout_ms):
+    """SIGTERM while a request is in flight: the request is still answered
+    (with Connection: close), an idle connection is closed, exit 0."""
+    idle = connect(gw.port)
+    busy = connect(gw.port)
+    busy.sendall(request())
+    time.sleep(0.2)
+    gw.p.send_signal(signal.SIGTERM)
+    r = Reader(busy)
+    try:
+        st, h, body = r.response()
+        ok = st == 200 and h.get("connection") == "close" and \
+            summary(body)["failed"] == 2
+    except Exception as e:
+        ok = False
+        print("   ", repr(e))
+    check(ok, "SIGTERM: the request in flight is answered, Connection: close")
+    check(Reader(idle).at_eof(), "SIGTERM: an idle keep-alive connection is "
+          "closed")
+    # Already signalled: a second signal would mean "cancel everything".
+    rc = gw.stop(None, timeout=timeout_ms / 1000.0 + 30)
+    check(rc == 0, "SIGTERM: gateway exits 0 (got %s) %s" % (rc, gw.stderr()))
+    try:
+        connect(gw.port).close()
+        refused = False
+    except ConnectionRefusedError:
+        refused = True
+    check(refused, "SIGTERM: the port is closed")
+    idle.close()
+    busy.close()
+
+
+def case_forced_stop(gw, label):
+    """A second signal does not wait for the backends: the fan-out in flight
+    (on a hanging backend with a long timeout) is cancelled, its client's
+    connection closed, and the gateway still exits 0."""
+    s = connect(gw.port)
+    s.sendall(request())
+    time.sleep(0.5)
+    gw.p.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    check(gw.alive(), label + ": after one SIGTERM, still waiting for the "
+          "request in flight")
+    gw.p.send_signal(signal.SIGTERM)
+    r = Reader(s)
+    check(r.at_eof(), label + ": second SIGTERM closes the client's "
+          "connection without an answer")
+    rc = gw.stop(None, timeout=60)
+    check(rc == 0, label + ": exit 0 after the second SIGTERM (got %s)\n%s"
+          % (rc, gw.stderr()))
+    s.close()
+
+
+WRK_LUA = r"""
+-- Count every response that is not a 200 carrying the expected summary.
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0; checked = 0 end
+function response(status, headers, body)
+  checked = checked + 1
+  if status ~= 200 or not string.find(body, EXPECT, 1, true) then
+    bad = bad + 1
+  end
+end
+function done(summary, latency, requests)
+  local b, c = 0, 0
+  for _, t in ipairs(threads) do
+    b = b + t:get("bad"); c = c + t:get("checked")
+  end
+  io.write(string.format("LUA checked=%d bad=%d\n", c, b))
+end
+"""
+
+
+def case_wrk(gw, expect):
+    wrk = shutil.which("wrk")
+    if not wrk:
+        print("skip    wrk load test: wrk not installed")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write("EXPECT = %s\n" % json.dumps(expect))
+        f.write(WRK_LUA)
+        script = f.name
+    try:
+        out = subprocess.run(
+            [wrk, "-t2", "-c64", "-d5s", "--timeout", "10s", "--latency",
+             "-s", script, "http://127.0.0.1:%d/" % gw.port],
+            capture_output=True, text=True, timeout=120).stdout
+    finally:
+        os.unlink(script)
+    print("\n".join("    " + ln for ln in out.splitlines()))
+    m = re.search(r"LUA checked=(\d+) bad=(\d+)", out)
+    reqs = re.search(r"(\d+) requests in", out)
+    check(m is not None and reqs is not None, "wrk ran to completion")
+    if not m or not reqs:
+        return
+    check(int(reqs.group(1)) > 0 and int(m.group(1)) > 0,
+          "wrk: responses checked (%s)" % m.group(1))
+    check(int(m.group(2)) == 0,
+          "wrk: every response is 200 with the expected summary (bad=%s)"
+          % m.group(2))
+    check("Socket errors" not in out, "wrk: no socket errors")
+    check("Non-2xx" not in out, "wrk: no non-2xx responses")
+    check(gw.alive(), "gateway alive after the load")
+
+
+def gateway_argv(exe, urls, timeout_ms):
+    argv = [exe, "-p", "0", "-t", str(timeout_ms)]
+    for u in urls:
+        argv += ["-b", u]
+    return argv
+
+
+def main():
+    if len(sys.argv) < 3 or not sys.argv[2]:
+        print("uvp-fanout is not built: no demo backends, skipping")
+        return SKIP
+    gateway, fanout = sys.argv[1], sys.argv[2]
+
+    backend = Proc([fanout, "--serve", "0"], "uvp-fanout --serve")
+    base = "http://127.0.0.1:%d" % backend.port
+    mixed = [base + "/fast", base + "/slow", base + "/missing",
+             base + "/hang", "http://127.0.0.1:%d/" % refused_port()]
+    fast = [base + "/fast", base + "/fast", base + "/missing"]
+    timeout_ms = 1000
+    procs = [backend]
+    try:
+        gw = Proc(gateway_argv(gateway, mixed, timeout_ms), "uvp-gateway")
+        procs.append(gw)
+        case_mixed(gw, mixed, timeout_ms)
+        case_methods_and_errors(gw)
+        case_client_aborts(gw, mixed, timeout_ms)
+
+        gwf = Proc(gateway_argv(gateway, fast, 5000), "uvp-gateway (fast)")
+        procs.append(gwf)
+        case_keepalive_concurrent(gwf, expect_ok=3)
+        case_pipelining(gwf, expect_ok=3)
+        case_wrk(gwf, '],"ok":3,"failed":0}')
+        rc = gwf.stop()
+        check(rc == 0, "fast gateway: SIGTERM after load, exit 0 (got %s) %s"
+              % (rc, gwf.stderr()))
+
+        case_graceful_stop(gw, mixed, timeout_ms)
+
+        gwh = Proc(gateway_argv(gateway, mixed, 60000), "uvp-gateway (hang)")
+        procs.append(gwh)
+        case_forced_stop(gwh, "forced stop")
+
+        if shutil.which("valgrind"):
+            vg = ["valgrind", "--quiet", "--error-exitcode=99",
+                  "--leak-check=full",
+                  "--show-leak-kinds=definite,indirect,possible",
+                  "--errors-for-leak-kinds=definite,indirect,possible"]
+            # valgrind makes the gateway 20-50x slower: a longer timeout,
+            # still far below the hanging backend's forever.
+            vt = 4000
+            gwv = Proc(vg + gateway_argv(gateway, mixed, vt),
+                       "uvp-gateway under valgrind", ready_timeout=120)
+            procs.append(gwv)
+            t0 = time.monotonic()
+            st, h, body = get(gwv.port)
+            check_mixed_summary(st, h, body, mixed, time.monotonic() - t0, vt,
+                                "valgrind")
+            s = connect(gwv.port)
+            s.sendall(request())
+            time.sleep(0.3)
+            s.close()  # a client abort under valgrind too
+            st, h, body = get(gwv.port, "/again")
+            check(st == 200, "valgrind: served after a client abort")
+            # Then stopped by two signals with a fan-out in flight: valgrind
+            # checks the cancellation and teardown paths too (exit status 99
+            # on any error or leak).
+            case_forced_stop(gwv, "valgrind")
+        else:
+            print("skip    valgrind case: valgrind not installed")
+    finally:
+        for p in procs:
+            p.kill()
+
+    if failures:
+        print("\n%d check(s) failed:" % len(failures))
+        for f in failures:
+            print("  - " + f.splitlines()[0])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
