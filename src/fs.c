@@ -1,4 +1,4 @@
-/* uv_fs_* as promises.  One heap object per operation holds the uv_fs_t;
+/* uv_fs_* as promises.  One pooled object per operation holds the uv_fs_t;
  * the operation keeps a reference to its promise until libuv's callback,
  * which always runs (also after uv_cancel), cleans the request exactly
  * once and releases both. */
@@ -11,6 +11,7 @@
 typedef struct fsop_s {
   uv_fs_t req;
   uvp_promise_t *p;
+  uvp_ctx_t *ctx; /* the slot's owner, also once `p` is being destroyed */
   /* whole-file helpers */
   uv_file fd;
   int err;
@@ -21,6 +22,8 @@ typedef struct fsop_s {
   const char *data;
   size_t len;
 } fsop_t;
+
+_Static_assert(sizeof(fsop_t) <= UVP__OP_SLOT, "an fs operation fits a slot");
 
 static void fs_cancel(uvp_promise_t *p, void *arg) {
   fsop_t *op = arg;
@@ -39,14 +42,15 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
   if (ctx->closed)
     return NULL;
   *rc = UV_ENOMEM;
-  fsop_t *op = uvp__malloc(sizeof(*op));
+  fsop_t *op = uvp__op_slot_get(ctx);
   if (op == NULL)
     return NULL;
   memset(op, 0, sizeof(*op));
   op->fd = -1;
+  op->ctx = ctx;
   op->p = uvp__op_new(ctx, file, line, fs_cancel, op);
   if (op->p == NULL) {
-    uvp__free(op);
+    uvp__op_slot_put(ctx, op);
     return NULL;
   }
   op->req.data = op;
@@ -62,7 +66,7 @@ static int op_abort(fsop_t *op, int rc) {
   uvp__rel(p);
   uvp__rel(p);
   uvp__free(op->buf);
-  uvp__free(op);
+  uvp__op_slot_put(op->ctx, op);
   return rc;
 }
 
@@ -76,7 +80,7 @@ static int op_started(fsop_t *op, int rc, uvp_promise_t **out) {
 static void op_finish(fsop_t *op) {
   uvp_promise_t *p = op->p;
   uvp__free(op->buf);
-  uvp__free(op);
+  uvp__op_slot_put(op->ctx, op); /* before the release that may end ctx */
   uvp__rel(p);
 }
 
@@ -133,7 +137,8 @@ static void dirents_free(void *ptr) {
 }
 
 static void stat_free(void *statbuf) {
-  uvp__free((char *)statbuf - offsetof(fsop_t, req.statbuf));
+  fsop_t *op = (fsop_t *)((char *)statbuf - offsetof(fsop_t, req.statbuf));
+  uvp__op_slot_put(op->ctx, op);
 }
 
 static void simple_cb(uv_fs_t *req) {

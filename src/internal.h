@@ -63,6 +63,16 @@ static inline void uvp__pool_put(uvp__pool_t *pool, void *slot) {
   pool->free_list = slot;
 }
 
+/* Wrapper operations (a uv_fs_t and its bookkeeping, ...) take one slot of
+ * a per-context pool, so a steady stream of I/O does not call malloc.  The
+ * core never looks inside a slot.  Slots are taken on the loop thread while
+ * the context is open; after teardown a slot may be returned from a value
+ * destructor running on another thread, hence the lock then. */
+#define UVP__OP_SLOT 512
+struct uvp_ctx_s;
+void *uvp__op_slot_get(struct uvp_ctx_s *ctx);
+void uvp__op_slot_put(struct uvp_ctx_s *ctx, void *slot);
+
 /* ---- objects ----------------------------------------------------------- */
 
 /* A registered handler.  `target` is a promise pointer with flags in its low
@@ -138,6 +148,7 @@ struct uvp_ctx_s {
 
   uvp__pool_t promises;
   uvp__pool_t reactions;
+  uvp__pool_t ops; /* UVP__OP_SLOT bytes each: see uvp__op_slot_get */
   size_t live;
   size_t pending;
   size_t objects; /* wrapper objects (TCP connections) still open */

@@ -32,15 +32,17 @@ struct uvp__msg_s {
 static void drain(uvp_ctx_t *ctx) {
   unsigned int budget = ctx->budget;
   uv_loop_t *loop = ctx->loop;
-  while (ctx->qhead != NULL && budget-- != 0) {
+  /* A handler may close the context or stop the loop: honour both now.
+   * The stop flag is tested before each handler, not only after one, so
+   * the check-phase drain of the same iteration runs nothing either. */
+  while (ctx->qhead != NULL && !loop->stop_flag && budget-- != 0) {
     uvp__reaction_t *r = ctx->qhead;
     ctx->qhead = r->next;
     if (ctx->qhead == NULL)
       ctx->qtail = NULL;
     ctx->queued--;
     uvp__run_reaction(ctx, r);
-    /* A handler may close the context or stop the loop: honour both now. */
-    if (ctx->closed || loop->stop_flag)
+    if (ctx->closed)
       break;
   }
   if (ctx->qhead == NULL && ctx->idle_active && !ctx->closed) {
@@ -81,6 +83,7 @@ void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 static void ctx_free(uvp_ctx_t *ctx) {
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
+  uvp__pool_destroy(&ctx->ops);
   uv_mutex_destroy(&ctx->mu);
   uvp__free(ctx);
   uvp__ctx_count(-1);
@@ -98,6 +101,18 @@ void uvp__unlock(uvp_ctx_t *ctx) {
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
+}
+
+void *uvp__op_slot_get(uvp_ctx_t *ctx) { return uvp__pool_get(&ctx->ops); }
+
+void uvp__op_slot_put(uvp_ctx_t *ctx, void *slot) {
+  if (UVP__LIKELY(!ctx->closed)) {
+    uvp__pool_put(&ctx->ops, slot);
+    return;
+  }
+  uvp__lock(ctx);
+  uvp__pool_put(&ctx->ops, slot);
+  uvp__unlock(ctx);
 }
 
 void uvp__ctx_hold(uvp_ctx_t *ctx) { ctx->objects++; }
@@ -210,6 +225,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   ctx->epoch = uv_now(loop);
   uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
   uvp__pool_init(&ctx->reactions, sizeof(uvp__reaction_t));
+  uvp__pool_init(&ctx->ops, UVP__OP_SLOT);
 
   /* Only async_init can fail (eventfd); done first, so a failure leaves no
    * open handle whose close callback would have to outlive the context. */
