@@ -109,9 +109,14 @@ static void tmo_fire(uv_timer_t *h) {
   if (r == NULL)
     return;
   t->refs++;
-  uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
-  if (t->src->state == UVP__S_PENDING)
+  if (t->src->state != UVP__S_PENDING) {
+    /* p did settle within the time (or was settled already): only its
+     * reaction is still queued behind the timer phase. */
+    uvp__forward(r, t->src);
+  } else {
+    uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
     (void)uvp_promise_cancel(t->src);
+  }
   uvp__rel(r);
   tmo_unref(t);
 }
