@@ -1,0 +1,511 @@
+/* Time: uvp_delay and uvp_timeout on the loop's real timers.
+ *
+ * Only lower bounds on elapsed time are asserted (a timer never fires
+ * early on the loop's clock); the few upper bounds only prove that a timer
+ * was stopped (a stopped 10 s timer does not hold uv_run for 10 s) and
+ * leave seconds of slack for valgrind and a busy machine. */
+#include "helpers.h"
+
+static int g_unhandled;
+
+static void on_unhandled(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+  g_unhandled++;
+}
+
+static void quiet(fixture_t *f) {
+  g_unhandled = 0;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
+}
+
+/* Milliseconds on the loop's clock, refreshed. */
+static uint64_t now_ms(fixture_t *f) {
+  uv_update_time(&f->loop);
+  return uv_now(&f->loop);
+}
+
+/* A bound far above anything the tests wait for, far below the stopped
+ * timers' delays. */
+enum { LONG_MS = 20000, BOUND_MS = 10000 };
+
+typedef struct hook_s {
+  int calls;
+  int code;
+} hook_t;
+
+static void count_hook(uvp_promise_t *p, void *arg) {
+  hook_t *h = arg;
+  h->calls++;
+  h->code = uvp_promise_reason(p, NULL);
+}
+
+static uvp_promise_t *producer(fixture_t *f, hook_t *h) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
+  return p;
+}
+
+/* Records when (loop clock) and with what a handler ran. */
+typedef struct seen_s {
+  fixture_t *f;
+  int calls;
+  int status;
+  void *value;
+  uint64_t at;
+} seen_t;
+
+static uvp_ret_t seen_cb(void *arg, const uvp_outcome_t *in) {
+  seen_t *s = arg;
+  s->calls++;
+  s->status = in->status;
+  s->value = in->value;
+  s->at = now_ms(s->f);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Settles a producer from a plain libuv timer, as an I/O callback would. */
+typedef struct later_s {
+  uv_timer_t timer;
+  uvp_promise_t *p;
+  int code;       /* 0: resolve with value */
+  void *value;
+  uvp_free_cb free_cb;
+  int rc;
+} later_t;
+
+static void later_fire(uv_timer_t *t) {
+  later_t *l = t->data;
+  l->rc = l->code == 0 ? uvp_promise_resolve(l->p, l->value, l->free_cb)
+                       : uvp_promise_reject(l->p, l->code, l->value,
+                                            l->free_cb);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void settle_later(fixture_t *f, later_t *l, uvp_promise_t *p,
+                         uint64_t ms, int code, void *value,
+                         uvp_free_cb free_cb) {
+  l->p = p;
+  l->code = code;
+  l->value = value;
+  l->free_cb = free_cb;
+  l->rc = 1;
+  assert_int_equal(uv_timer_init(&f->loop, &l->timer), 0);
+  l->timer.data = l;
+  assert_int_equal(uv_timer_start(&l->timer, later_fire, ms, 0), 0);
+}
+
+/* ---- delay ----------------------------------------------------------------- */
+
+static void test_delay_fulfils_after_at_least(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  seen_t s = {f, 0, 0, NULL, 0};
+  boxed_t *v = boxed_new(42, &freed);
+  uvp_promise_t *p, *d;
+  uint64_t t0 = now_ms(f);
+  uint64_t h0 = uv_hrtime();
+  assert_int_equal(uvp_delay(f->ctx, 50, v, boxed_free, UVP_KEEP_ALIVE, &p),
+                   0);
+  assert_int_equal(uvp_promise_then(p, seen_cb, &s, &d), 0);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  run_loop(f);
+  uint64_t h1 = uv_hrtime();
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(s.status, 0);
+  assert_ptr_equal(s.value, v);
+  assert_ptr_equal(uvp_promise_value(p), v);
+  assert_true(s.at - t0 >= 50);
+  /* The loop's clock may be a millisecond-coarse one: allow that much. */
+  assert_true(h1 - h0 >= 49 * (uint64_t)1000000);
+  assert_int_equal(freed, 0);
+  uvp_promise_release(d);
+  uvp_promise_release(p);
+  assert_int_equal(freed, 1);
+}
+
+static void test_delay_zero_and_ordering(void **state) {
+  fixture_t *f = *state;
+  seen_t s0 = {f, 0, 0, NULL, 0}, s1 = {f, 0, 0, NULL, 0};
+  uvp_promise_t *p0, *p1, *d0, *d1;
+  uint64_t t0 = now_ms(f);
+  assert_int_equal(
+      uvp_delay(f->ctx, 30, SENTINEL(1), NULL, UVP_KEEP_ALIVE, &p1), 0);
+  assert_int_equal(uvp_delay(f->ctx, 0, SENTINEL(0), NULL, UVP_KEEP_ALIVE,
+                             &p0), 0);
+  /* Never settled inside the call, even for 0 ms. */
+  assert_int_equal(uvp_promise_state(p0), UVP_PENDING);
+  assert_int_equal(uvp_promise_then(p0, seen_cb, &s0, &d0), 0);
+  assert_int_equal(uvp_promise_then(p1, seen_cb, &s1, &d1), 0);
+  run_loop(f);
+  assert_ptr_equal(s0.value, SENTINEL(0));
+  assert_ptr_equal(s1.value, SENTINEL(1));
+  assert_true(s0.at <= s1.at);
+  assert_true(s1.at - t0 >= 30);
+  uvp_promise_release(d0);
+  uvp_promise_release(d1);
+  uvp_promise_release(p0);
+  uvp_promise_release(p1);
+}
+
+static void test_delay_cancel_stops_timer_and_frees_value(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  int freed = 0;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free,
+                             UVP_KEEP_ALIVE, &p), 0);
+  uint64_t t0 = now_ms(f);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  assert_int_equal(freed, 1); /* the value will never be delivered */
+  run_loop(f); /* would wait LONG_MS if the timer still ran */
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  uvp_promise_release(p);
+  assert_int_equal(freed, 1);
+}
+
+static void test_timers_do_not_keep_loop_alive_by_default(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  int freed = 0;
+  hook_t h = {0};
+  uvp_promise_t *p, *q = producer(f, &h), *t;
+  assert_int_equal(
+      uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free, 0, &p), 0);
+  assert_int_equal(uvp_timeout(q, LONG_MS, 0, &t), 0);
+  uint64_t t0 = now_ms(f);
+  run_loop(f); /* returns although both timers are pending */
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(t), UVP_PENDING);
+  assert_int_equal(h.calls, 0);
+
+  /* The same with UVP_KEEP_ALIVE: uv_run waits for them. */
+  hook_t h2 = {0};
+  uvp_promise_t *p2, *q2 = producer(f, &h2), *t2;
+  assert_int_equal(uvp_delay(f->ctx, 20, SENTINEL(0), NULL, UVP_KEEP_ALIVE,
+                             &p2), 0);
+  assert_int_equal(uvp_timeout(q2, 20, UVP_KEEP_ALIVE, &t2), 0);
+  run_loop(f);
+  assert_ptr_equal(uvp_promise_value(p2), SENTINEL(0));
+  assert_int_equal(uvp_promise_reason(t2, NULL), UV_ETIMEDOUT);
+  assert_int_equal(h2.calls, 1);
+  /* The unref'd ones are still pending (LONG_MS has not passed). */
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  uvp_promise_release(p2);
+  uvp_promise_release(q2);
+  uvp_promise_release(t2);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  uvp_promise_release(t);
+  /* Teardown (fixture) rejects the pending delay: its value is freed. */
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(freed, 1);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(h.code, UVP_ECLOSED);
+}
+
+/* ---- timeout ----------------------------------------------------------------- */
+
+static void test_timeout_input_fulfils_first(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  hook_t h = {0};
+  later_t l;
+  boxed_t *v = boxed_new(5, &freed);
+  uvp_promise_t *in = producer(f, &h), *t;
+  assert_int_equal(uvp_timeout(in, LONG_MS, UVP_KEEP_ALIVE, &t), 0);
+  settle_later(f, &l, in, 10, 0, v, boxed_free);
+  uvp_promise_release(in); /* borrowed: the timeout keeps what it needs */
+  uint64_t t0 = now_ms(f);
+  run_loop(f); /* returns once the input won: the timer was stopped */
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  assert_int_equal(l.rc, 0);
+  assert_int_equal(uvp_promise_state(t), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(t), v); /* shared, not copied */
+  assert_int_equal(h.calls, 0);
+  assert_int_equal(freed, 0);
+  uvp_promise_release(t);
+  assert_int_equal(freed, 1);
+}
+
+static void test_timeout_input_rejects_first(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  hook_t h = {0};
+  later_t l;
+  seen_t s = {f, 0, 0, NULL, 0};
+  boxed_t *payload = boxed_new(6, &freed);
+  uvp_promise_t *in = producer(f, &h), *t, *d;
+  assert_int_equal(uvp_timeout(in, LONG_MS, UVP_KEEP_ALIVE, &t), 0);
+  assert_int_equal(uvp_promise_catch(t, seen_cb, &s, &d), 0);
+  settle_later(f, &l, in, 10, UV_ECONNREFUSED, payload, boxed_free);
+  uint64_t t0 = now_ms(f);
+  run_loop(f);
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  void *got = NULL;
+  assert_int_equal(uvp_promise_reason(t, &got), UV_ECONNREFUSED);
+  assert_ptr_equal(got, payload);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(s.status, UV_ECONNREFUSED);
+  assert_ptr_equal(s.value, payload);
+  assert_int_equal(h.calls, 0);
+  uvp_promise_release(d);
+  uvp_promise_release(t);
+  uvp_promise_release(in);
+  assert_int_equal(freed, 1);
+}
+
+static void test_timeout_time_wins_cancels_input(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  hook_t h = {0};
+  seen_t s = {f, 0, 0, NULL, 0};
+  uvp_promise_t *in = producer(f, &h), *t, *d;
+  uint64_t t0 = now_ms(f);
+  assert_int_equal(uvp_timeout(in, 40, UVP_KEEP_ALIVE, &t), 0);
+  assert_int_equal(uvp_promise_catch(t, seen_cb, &s, &d), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ETIMEDOUT);
+  assert_int_equal(s.calls, 1);
+  assert_int_equal(s.status, UV_ETIMEDOUT);
+  assert_true(s.at - t0 >= 40);
+  /* The input was cancelled: its producer's hook ran, once. */
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(h.code, UV_ECANCELED);
+  assert_int_equal(uvp_promise_reason(in, NULL), UV_ECANCELED);
+  /* Its producer's late result is refused. */
+  assert_int_equal(uvp_promise_resolve(in, NULL, NULL), UVP_ESETTLED);
+  uvp_promise_release(d);
+  uvp_promise_release(t);
+  uvp_promise_release(in);
+  assert_int_equal(h.calls, 1);
+}
+
+static void test_timeout_of_settled_input(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  boxed_t *v = boxed_new(3, &freed);
+  uvp_promise_t *ok, *err, *t1, *t2;
+  assert_int_equal(uvp_promise_resolved(f->ctx, v, boxed_free, &ok), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &err), 0);
+  assert_int_equal(uvp_timeout(ok, LONG_MS, UVP_KEEP_ALIVE, &t1), 0);
+  assert_int_equal(uvp_timeout(err, LONG_MS, UVP_KEEP_ALIVE, &t2), 0);
+  /* Settled later, from the scheduler, never inside the call. */
+  assert_int_equal(uvp_promise_state(t1), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(t2), UVP_PENDING);
+  uint64_t t0 = now_ms(f);
+  run_loop(f);
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  assert_ptr_equal(uvp_promise_value(t1), v);
+  assert_int_equal(uvp_promise_reason(t2, NULL), UV_EIO);
+  uvp_promise_release(ok);
+  uvp_promise_release(err);
+  assert_int_equal(freed, 0); /* t1 still shares it */
+  uvp_promise_release(t1);
+  uvp_promise_release(t2);
+  assert_int_equal(freed, 1);
+}
+
+/* Timeout 0: a pending input times out (on the next timer phase) and is
+ * cancelled; an input already settled has settled "within 0 ms" and
+ * wins. */
+static void test_timeout_zero(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  hook_t h = {0};
+  uvp_promise_t *in = producer(f, &h), *ok, *t1, *t2;
+  assert_int_equal(uvp_promise_resolved(f->ctx, SENTINEL(1), NULL, &ok), 0);
+  assert_int_equal(uvp_timeout(in, 0, 0, &t1), 0);
+  assert_int_equal(uvp_timeout(ok, 0, 0, &t2), 0);
+  assert_int_equal(uvp_promise_state(t1), UVP_PENDING);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(t1, NULL), UV_ETIMEDOUT);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(uvp_promise_reason(in, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_state(t2), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(t2), SENTINEL(1));
+  uvp_promise_release(t1);
+  uvp_promise_release(t2);
+  uvp_promise_release(in);
+  uvp_promise_release(ok);
+}
+
+static void test_timeout_cancel_result(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  hook_t h = {0};
+  uvp_promise_t *in = producer(f, &h), *t;
+  assert_int_equal(uvp_timeout(in, LONG_MS, UVP_KEEP_ALIVE, &t), 0);
+  assert_int_equal(uvp_promise_cancel(t), 0);
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ECANCELED);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(uvp_promise_reason(in, NULL), UV_ECANCELED);
+  uint64_t t0 = now_ms(f);
+  run_loop(f); /* the timer was stopped */
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ECANCELED);
+  assert_int_equal(h.calls, 1);
+  uvp_promise_release(t);
+  uvp_promise_release(in);
+}
+
+static void test_time_invalid_arguments(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p, *t = NULL;
+  assert_int_equal(uvp_delay(NULL, 1, NULL, NULL, 0, &p), UV_EINVAL);
+  assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, NULL), UV_EINVAL);
+  assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0x100, &p), UV_EINVAL);
+  assert_int_equal(uvp_timeout(NULL, 1, 0, &t), UV_EINVAL);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_timeout(p, 1, 0, NULL), UV_EINVAL);
+  assert_int_equal(uvp_timeout(p, 1, 0x100, &t), UV_EINVAL);
+  assert_null(t);
+  uvp_promise_release(p);
+}
+
+/* ---- teardown -------------------------------------------------------------- */
+
+static void test_teardown_with_timers_pending(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  int freed = 0;
+  hook_t h1 = {0}, h2 = {0};
+  uvp_promise_t *d1, *d2, *in1 = producer(f, &h1), *in2 = producer(f, &h2),
+                *t1, *t2, *chain;
+  assert_int_equal(
+      uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free, 0, &d1), 0);
+  assert_int_equal(uvp_delay(f->ctx, LONG_MS, boxed_new(2, &freed), boxed_free,
+                             UVP_KEEP_ALIVE, &d2), 0);
+  assert_int_equal(uvp_timeout(in1, LONG_MS, 0, &t1), 0);
+  assert_int_equal(uvp_timeout(in2, LONG_MS, UVP_KEEP_ALIVE, &t2), 0);
+  assert_int_equal(uvp_promise_then(d2, NULL, NULL, &chain), 0);
+  /* One loop turn so the timers are really armed and running. */
+  assert_int_equal(uv_run(&f->loop, UV_RUN_NOWAIT), 1);
+  uint64_t t0 = now_ms(f);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(freed, 2);
+  assert_int_equal(h1.calls, 1);
+  assert_int_equal(h2.calls, 1);
+  assert_int_equal(h1.code, UVP_ECLOSED);
+  uvp_promise_t *all[] = {d1, d2, t1, t2, chain};
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(uvp_promise_reason(all[i], NULL), UVP_ECLOSED);
+    uvp_promise_release(all[i]);
+  }
+  uvp_promise_release(in1);
+  uvp_promise_release(in2);
+  /* The keep-alive timers were closed: the loop ends now, and closes. */
+  run_loop(f);
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  assert_int_equal(freed, 2);
+}
+
+/* ---- a timeout on then(connect, send_and_read) ------------------------------ */
+
+typedef struct conn_s {
+  fixture_t *f;
+  hook_t connect_hook;
+  hook_t read_hook;
+  uvp_promise_t *read; /* the "read" the handler started, if any */
+  int handler_calls;
+} conn_t;
+
+static uvp_ret_t send_and_read(void *arg, const uvp_outcome_t *in) {
+  conn_t *c = arg;
+  (void)in;
+  c->handler_calls++;
+  c->read = producer(c->f, &c->read_hook);
+  return uvp_ret_adopt(uvp_promise_retain(c->read));
+}
+
+typedef enum {
+  CONNECT_HANGS,       /* the timeout reaches the connect */
+  READ_HANGS,          /* connect succeeds: the timeout reaches the read */
+  CONNECT_JUST_DONE    /* connect settled, its handler not yet run */
+} when_t;
+
+static void timeout_on_chain(fixture_t *f, when_t when) {
+  quiet(f);
+  conn_t c = {f, {0, 0}, {0, 0}, NULL, 0};
+  later_t l;
+  uvp_promise_t *connect = producer(f, &c.connect_hook), *body, *t;
+  assert_int_equal(uvp_promise_then(connect, send_and_read, &c, &body), 0);
+  uint64_t ms = when == CONNECT_JUST_DONE ? 0 : 40;
+  if (when == READ_HANGS)
+    settle_later(f, &l, connect, 5, 0, NULL, NULL);
+  if (when == CONNECT_JUST_DONE)
+    assert_int_equal(uvp_promise_resolve(connect, NULL, NULL), 0);
+  uint64_t t0 = now_ms(f);
+  assert_int_equal(uvp_timeout(body, ms, UVP_KEEP_ALIVE, &t), 0);
+  /* Only the timeout consumes the chain from here on.  `connect` stays
+   * referenced: that is its producer's reference (a real connect request
+   * holds one until it completes), which keeps it alive to be cancelled. */
+  uvp_promise_release(body);
+  run_loop(f);
+  assert_true(now_ms(f) - t0 >= ms);
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ETIMEDOUT);
+  switch (when) {
+  case CONNECT_HANGS:
+    assert_int_equal(c.connect_hook.calls, 1);
+    assert_int_equal(c.connect_hook.code, UV_ECANCELED);
+    assert_int_equal(c.handler_calls, 0);
+    assert_null(c.read);
+    break;
+  case READ_HANGS:
+    assert_int_equal(l.rc, 0);
+    assert_int_equal(c.connect_hook.calls, 0);
+    assert_int_equal(c.handler_calls, 1);
+    assert_non_null(c.read);
+    assert_int_equal(c.read_hook.calls, 1);
+    assert_int_equal(c.read_hook.code, UV_ECANCELED);
+    assert_int_equal(uvp_promise_reason(c.read, NULL), UV_ECANCELED);
+    break;
+  case CONNECT_JUST_DONE:
+    /* The timer phase comes before uvp's scheduler in a loop iteration:
+     * the chain was given up while send_and_read was queued, so it never
+     * starts a read that nobody could cancel. */
+    assert_int_equal(c.connect_hook.calls, 0);
+    assert_int_equal(c.handler_calls, 0);
+    assert_null(c.read);
+    break;
+  }
+  uvp_promise_release(c.read);
+  uvp_promise_release(t);
+  uvp_promise_release(connect);
+}
+
+static void test_timeout_chain_reaches_connect(void **state) {
+  timeout_on_chain(*state, CONNECT_HANGS);
+}
+static void test_timeout_chain_reaches_read(void **state) {
+  timeout_on_chain(*state, READ_HANGS);
+}
+static void test_timeout_chain_connect_just_done(void **state) {
+  timeout_on_chain(*state, CONNECT_JUST_DONE);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_delay_fulfils_after_at_least),
+      FIXTURE_TEST(test_delay_zero_and_ordering),
+      FIXTURE_TEST(test_delay_cancel_stops_timer_and_frees_value),
+      FIXTURE_TEST(test_timers_do_not_keep_loop_alive_by_default),
+      FIXTURE_TEST(test_timeout_input_fulfils_first),
+      FIXTURE_TEST(test_timeout_input_rejects_first),
+      FIXTURE_TEST(test_timeout_time_wins_cancels_input),
+      FIXTURE_TEST(test_timeout_of_settled_input),
+      FIXTURE_TEST(test_timeout_zero),
+      FIXTURE_TEST(test_timeout_cancel_result),
+      FIXTURE_TEST(test_time_invalid_arguments),
+      FIXTURE_TEST(test_teardown_with_timers_pending),
+      FIXTURE_TEST(test_timeout_chain_reaches_connect),
+      FIXTURE_TEST(test_timeout_chain_reaches_read),
+      FIXTURE_TEST(test_timeout_chain_connect_just_done),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
