@@ -291,6 +291,10 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
 
 static int start_item(void *arg, size_t i, uvp_promise_t **out) {
   run_t *r = arg;
+  /* The loop's clock is only updated once per iteration, and the first
+   * `limit` items all start before uv_run: refresh it, or a timeout would
+   * count from a moment before its request started. */
+  uv_update_time(r->loop);
   r->rows[i].start_ns = uv_hrtime();
   httpc_opts_t o = r->http;
   if (r->deadline_ms != 0) {
