@@ -1,0 +1,206 @@
+/* uvp-fanout run with no URLs: the embedded demo server, every endpoint
+ * plus a refused port and an https:// URL.  Checks each row's outcome in
+ * the JSON lines and in the table, the summary, the exit codes of usage
+ * errors, and a run under valgrind. */
+#include "e2e.h"
+
+#include "demo-server.h"
+
+/* Every row of the embedded demo, in its input order. */
+static void check_demo_report(const report_t *rep, int under_valgrind) {
+  assert_int_equal(rep->nrows, 12);
+  expect_status(row_ending(rep, "/fast"), 200, (long)strlen(DEMO_FAST_BODY));
+  const jobj_t *slow = row_ending(rep, "/slow");
+  expect_status(slow, 200, 5);
+  assert_true(jnum(slow, "latency_ms") >= DEMO_SLOW_MS * 0.9);
+  expect_status(row_ending(rep, "/big"), 200, DEMO_BIG_BYTES);
+  expect_status(row_ending(rep, "/missing"), 404, 10);
+  expect_status(row_ending(rep, "/error"), 500, 16);
+  expect_error(row_ending(rep, "/reset"), "ECONNRESET");
+  const jobj_t *hang = row_ending(rep, "/hang");
+  expect_error(hang, "ETIMEDOUT");
+  /* The demo's default timeout is 1000 ms: ended by it, not by luck. */
+  assert_true(jnum(hang, "latency_ms") >= 900);
+  if (!under_valgrind)
+    assert_true(jnum(hang, "latency_ms") < 5000);
+  expect_status(row_ending(rep, "/trickle"), 200, DEMO_TRICKLE_BYTES);
+  expect_error(row_ending(rep, "/half"), "EPROTO");
+  expect_error(row_ending(rep, "/malformed"), "EPROTO");
+  /* The refused port is the only URL ending in a bare "/". */
+  expect_error(&rep->rows[10], "ECONNREFUSED");
+  assert_int_equal(strncmp(jstr(&rep->rows[10], "url"), "http://127.0.0.1:", 17),
+                   0);
+  const jobj_t *tls = &rep->rows[11];
+  expect_error(tls, "EPROTONOSUPPORT");
+  assert_int_equal(strncmp(jstr(tls, "url"), "https://", 8), 0);
+  assert_non_null(strstr(jstr(tls, "message"), "https"));
+
+  const jobj_t *s = &rep->summary;
+  assert_int_equal((int)jnum(s, "urls"), 12);
+  assert_int_equal((int)jnum(s, "succeeded"), 4);
+  assert_int_equal((int)jnum(s, "failed"), 8);
+  assert_int_equal((int)jnum(s, "http_errors"), 2);
+  assert_int_equal((int)jnum(s, "transport_errors"), 6);
+  assert_int_equal((int)jnum(s, "responses"), 6);
+  double p50 = jnum(s, "p50_ms"), p90 = jnum(s, "p90_ms"),
+         p99 = jnum(s, "p99_ms");
+  assert_true(0 <= p50 && p50 <= p90 && p90 <= p99);
+  /* Six responses, nearest rank: p90 and p99 are the slowest one, /slow. */
+  assert_true(p99 >= DEMO_SLOW_MS * 0.9);
+  assert_true(p50 < DEMO_SLOW_MS * 0.9);
+  /* Concurrent: the whole run takes about the longest request, /hang. */
+  assert_true(jnum(s, "elapsed_ms") >= 900);
+}
+
+static void test_json_rows(void **state) {
+  fixture_t *f = *state;
+  char *argv[] = {(char *)fanout_path, "--json", NULL};
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child(f, argv, &keep);
+  if (r->exit_status != 0 || r->term_signal != 0)
+    fail_msg("exit %d, signal %d:\n%s", (int)r->exit_status, r->term_signal,
+             r->err.base);
+  /* stderr is a pipe here: no progress line, nothing else either. */
+  assert_string_equal(r->err.base, "");
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  parse_report(r->out.base, rep);
+  check_demo_report(rep, 0);
+  free(rep);
+  uvp_promise_release(keep);
+}
+
+/* The line of the table that holds `url_suffix ` (the column pads it). */
+static const char *table_line(const char *out, const char *needle,
+                              char *line, size_t cap) {
+  const char *hit = strstr(out, needle);
+  if (hit == NULL)
+    fail_msg("no table row with '%s' in:\n%s", needle, out);
+  const char *b = hit;
+  while (b > out && b[-1] != '\n')
+    b--;
+  size_t len = strcspn(b, "\n");
+  assert_true(len < cap);
+  memcpy(line, b, len);
+  line[len] = '\0';
+  return line;
+}
+
+static void expect_cells(const char *out, const char *path,
+                         const char *result, const char *bytes) {
+  char needle[64], line[512], want[64];
+  snprintf(needle, sizeof(needle), "%s ", path);
+  table_line(out, needle, line, sizeof(line));
+  /* RESULT then BYTES, separated by blanks only. */
+  snprintf(want, sizeof(want), " %s ", result);
+  const char *cell = strstr(line, want);
+  if (cell == NULL)
+    fail_msg("row '%s' lacks result %s", line, result);
+  cell += strlen(want);
+  while (*cell == ' ')
+    cell++;
+  assert_int_equal(strncmp(cell, bytes, strlen(bytes)), 0);
+  assert_int_equal(cell[strlen(bytes)], ' ');
+  assert_non_null(strstr(line, " ms"));
+}
+
+static void test_table(void **state) {
+  fixture_t *f = *state;
+  char *argv[] = {(char *)fanout_path, NULL};
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child(f, argv, &keep);
+  assert_int_equal(r->exit_status, 0);
+  const char *out = r->out.base;
+  char big[16];
+  snprintf(big, sizeof(big), "%d", DEMO_BIG_BYTES);
+  /* Header first, then the rows in input order. */
+  assert_int_equal(strncmp(out + strspn(out, " "), "#  URL", 6), 0);
+  assert_true(strstr(out, "/fast ") < strstr(out, "/slow "));
+  assert_true(strstr(out, "/half ") < strstr(out, "/malformed "));
+  expect_cells(out, "/fast", "200", "5");
+  expect_cells(out, "/slow", "200", "5");
+  expect_cells(out, "/big", "200", big);
+  expect_cells(out, "/missing", "404", "10");
+  expect_cells(out, "/error", "500", "16");
+  expect_cells(out, "/reset", "ECONNRESET", "-");
+  expect_cells(out, "/hang", "ETIMEDOUT", "-");
+  expect_cells(out, "/trickle", "200", "20");
+  expect_cells(out, "/half", "EPROTO", "-");
+  expect_cells(out, "/malformed", "EPROTO", "-");
+  expect_cells(out, "/fast", "200", "5");
+  char line[512];
+  assert_non_null(strstr(table_line(out, "ECONNREFUSED", line, sizeof(line)),
+                         "connection refused"));
+  assert_non_null(strstr(table_line(out, "https://", line, sizeof(line)),
+                         "EPROTONOSUPPORT"));
+  assert_non_null(
+      strstr(out, "12 URLs in "));
+  assert_non_null(strstr(out, ": 4 succeeded, 8 failed (2 HTTP errors, 6 "
+                              "transport errors)\n"));
+  assert_non_null(strstr(out, "latency over 6 responses: p50 "));
+  uvp_promise_release(keep);
+}
+
+static void expect_exit(fixture_t *f, char **argv, int code,
+                        const char *in_stdout, const char *in_stderr) {
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child(f, argv, &keep);
+  assert_int_equal(r->exit_status, code);
+  if (in_stdout != NULL)
+    assert_non_null(strstr(r->out.base, in_stdout));
+  if (in_stderr != NULL)
+    assert_non_null(strstr(r->err.base, in_stderr));
+  uvp_promise_release(keep);
+}
+
+static void test_usage(void **state) {
+  fixture_t *f = *state;
+  char *p = (char *)fanout_path;
+  char *help[] = {p, "--help", NULL};
+  expect_exit(f, help, 0, "Exit status: 0", NULL);
+  char *bad_opt[] = {p, "--bogus", NULL};
+  expect_exit(f, bad_opt, 2, NULL, "usage:");
+  char *bad_c[] = {p, "-c", "0", "http://127.0.0.1:1/", NULL};
+  expect_exit(f, bad_c, 2, NULL, "-c");
+  char *bad_t[] = {p, "-t", "soon", "http://127.0.0.1:1/", NULL};
+  expect_exit(f, bad_t, 2, NULL, "-t");
+  char *serve_urls[] = {p, "--serve", "0", "http://127.0.0.1:1/", NULL};
+  expect_exit(f, serve_urls, 2, NULL, "--serve");
+  /* Not usage, but the run cannot happen. */
+  char *missing[] = {p, "-f", "/nonexistent/urls.txt", NULL};
+  expect_exit(f, missing, 1, NULL, "/nonexistent/urls.txt");
+}
+
+static void test_valgrind(void **state) {
+  fixture_t *f = *state;
+  const char *vg = find_valgrind();
+  if (vg == NULL)
+    skip();
+  char *argv[] = {(char *)vg, VALGRIND_ARGS, (char *)fanout_path, "--json",
+                  NULL};
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child(f, argv, &keep);
+  if (r->exit_status != 0)
+    fail_msg("valgrind exit %d:\n%s", (int)r->exit_status, r->err.base);
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  parse_report(r->out.base, rep);
+  check_demo_report(rep, 1);
+  free(rep);
+  uvp_promise_release(keep);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s PATH-TO-uvp-fanout\n", argv[0]);
+    return 2;
+  }
+  fanout_path = argv[1];
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_json_rows),
+      FIXTURE_TEST(test_table),
+      FIXTURE_TEST(test_usage),
+      FIXTURE_TEST(test_valgrind),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
