@@ -10,7 +10,7 @@
 
 #include "../helpers.h"
 
-static const char *fanout_path;
+static const char *fanout_path __attribute__((unused));
 
 /* ---- children ------------------------------------------------------------ */
 
@@ -23,7 +23,7 @@ typedef struct child_s {
   void *stop_arg;
 } child_t;
 
-static uvp_ret_t child_exited(void *arg, const uvp_outcome_t *in) {
+static inline uvp_ret_t child_exited(void *arg, const uvp_outcome_t *in) {
   child_t *c = arg;
   (void)in;
   if (c->stop != NULL)
@@ -31,7 +31,7 @@ static uvp_ret_t child_exited(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_pass();
 }
 
-static uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
+static inline uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
                                             void (*stop)(void *), void *arg,
                                             uvp_promise_t **keep) {
   uvp_spawn_opts_t o = {.file = argv[0], .args = argv};
@@ -46,13 +46,13 @@ static uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
   return uvp_promise_value(p);
 }
 
-static uvp_process_result_t *run_child(fixture_t *f, char **argv,
+static inline uvp_process_result_t *run_child(fixture_t *f, char **argv,
                                        uvp_promise_t **keep) {
   return run_child_with(f, argv, NULL, NULL, keep);
 }
 
 /* valgrind's path, or NULL if it is not installed. */
-static const char *find_valgrind(void) {
+static inline const char *find_valgrind(void) {
   static const char *const where[] = {"/usr/bin/valgrind",
                                       "/usr/local/bin/valgrind"};
   for (size_t i = 0; i < sizeof(where) / sizeof(*where); i++)
@@ -80,7 +80,7 @@ typedef struct jobj_s {
   jfield_t f[24];
 } jobj_t;
 
-static const char *j_ws(const char *s) {
+static inline const char *j_ws(const char *s) {
   while (*s == ' ' || *s == '\t')
     s++;
   return s;
@@ -88,7 +88,7 @@ static const char *j_ws(const char *s) {
 
 /* A JSON string at s (after its opening quote) into out; returns the
  * position after the closing quote or NULL. */
-static const char *j_string(const char *s, char *out, size_t cap) {
+static inline const char *j_string(const char *s, char *out, size_t cap) {
   size_t n = 0;
   for (;;) {
     unsigned char c = (unsigned char)*s++;
@@ -129,7 +129,7 @@ static const char *j_string(const char *s, char *out, size_t cap) {
   return s;
 }
 
-static const char *j_number(const char *s, char *out, size_t cap) {
+static inline const char *j_number(const char *s, char *out, size_t cap) {
   const char *b = s;
   if (*s == '-')
     s++;
@@ -165,7 +165,7 @@ static const char *j_number(const char *s, char *out, size_t cap) {
 
 /* Parse one line holding a flat object (string, number, true/false/null
  * values); 0 on success, -1 on any syntax error or trailing junk. */
-static int json_parse_flat(const char *s, jobj_t *o) {
+static inline int json_parse_flat(const char *s, jobj_t *o) {
   o->n = 0;
   s = j_ws(s);
   if (*s++ != '{')
@@ -218,28 +218,28 @@ static int json_parse_flat(const char *s, jobj_t *o) {
   }
 }
 
-static const jfield_t *jfind(const jobj_t *o, const char *key) {
+static inline const jfield_t *jfind(const jobj_t *o, const char *key) {
   for (int i = 0; i < o->n; i++)
     if (strcmp(o->f[i].key, key) == 0)
       return &o->f[i];
   return NULL;
 }
 
-static const char *jstr(const jobj_t *o, const char *key) {
+static inline const char *jstr(const jobj_t *o, const char *key) {
   const jfield_t *fl = jfind(o, key);
   assert_non_null(fl);
   assert_int_equal(fl->type, J_STRING);
   return fl->val;
 }
 
-static double jnum(const jobj_t *o, const char *key) {
+static inline double jnum(const jobj_t *o, const char *key) {
   const jfield_t *fl = jfind(o, key);
   assert_non_null(fl);
   assert_int_equal(fl->type, J_NUMBER);
   return strtod(fl->val, NULL);
 }
 
-static int jbool(const jobj_t *o, const char *key) {
+static inline int jbool(const jobj_t *o, const char *key) {
   const jfield_t *fl = jfind(o, key);
   assert_non_null(fl);
   assert_int_equal(fl->type, J_BOOL);
@@ -256,7 +256,7 @@ typedef struct report_s {
 
 /* Split stdout into lines, parse every one, check the row numbering and
  * that the summary comes last. */
-static void parse_report(const char *out, report_t *rep) {
+static inline void parse_report(const char *out, report_t *rep) {
   char line[2048];
   int have_summary = 0;
   rep->nrows = 0;
@@ -285,7 +285,7 @@ static void parse_report(const char *out, report_t *rep) {
 }
 
 /* The http:// row whose URL ends with `suffix` (exactly one). */
-static const jobj_t *row_ending(const report_t *rep, const char *suffix) {
+static inline const jobj_t *row_ending(const report_t *rep, const char *suffix) {
   const jobj_t *found = NULL;
   size_t sl = strlen(suffix);
   for (int i = 0; i < rep->nrows; i++) {
@@ -305,7 +305,7 @@ static const jobj_t *row_ending(const report_t *rep, const char *suffix) {
 
 /* A row that answered with `status` and exactly `bytes` body bytes
  * (bytes < 0: any). */
-static void expect_status(const jobj_t *row, int status, long bytes) {
+static inline void expect_status(const jobj_t *row, int status, long bytes) {
   const jfield_t *err = jfind(row, "error");
   if (err != NULL)
     fail_msg("%s: expected %d, got %s", jstr(row, "url"), status, err->val);
@@ -320,7 +320,7 @@ static void expect_status(const jobj_t *row, int status, long bytes) {
 }
 
 /* A row that failed with the error named `name`. */
-static void expect_error(const jobj_t *row, const char *name) {
+static inline void expect_error(const jobj_t *row, const char *name) {
   if (jfind(row, "status") != NULL)
     fail_msg("%s: expected %s, got HTTP %s", jstr(row, "url"), name,
              jfind(row, "status")->val);

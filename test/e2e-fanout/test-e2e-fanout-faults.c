@@ -1,0 +1,278 @@
+/* Network faults end to end: uvp-fanout with few requests in flight and
+ * short timeouts against this process's own demo server (served by the
+ * test's loop while the child runs) and a refused port: each fault gives
+ * its own error, the tool exits 0, the deadline splits late requests into
+ * ETIMEDOUT and ECANCELED, and a run under valgrind leaks nothing.  Also
+ * -f input and --serve. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "e2e.h"
+
+#include "demo-server.h"
+
+typedef struct env_s {
+  demo_server_t *server;
+  char base[64];    /* http://127.0.0.1:PORT */
+  char refused[64]; /* http://127.0.0.1:REFUSED/ */
+} env_t;
+
+static void env_start(fixture_t *f, env_t *e) {
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &e->server),
+                   0);
+  snprintf(e->base, sizeof(e->base), "http://127.0.0.1:%d",
+           demo_server_port(e->server));
+  int refused = demo_server_refused_port("127.0.0.1");
+  assert_true(refused > 0);
+  snprintf(e->refused, sizeof(e->refused), "http://127.0.0.1:%d/", refused);
+}
+
+static void env_stop(void *arg) {
+  env_t *e = arg;
+  demo_server_stop(e->server, NULL, NULL);
+}
+
+static char *url(const env_t *e, const char *path) {
+  char *u = malloc(strlen(e->base) + strlen(path) + 1);
+  assert_non_null(u);
+  strcpy(u, e->base);
+  strcat(u, path);
+  return u;
+}
+
+/* Run uvp-fanout (optionally under valgrind) with `opts` then `urls`,
+ * serving the demo server meanwhile; parse its JSON report into *rep.
+ * Returns the elapsed wall time in ms. */
+static double run_fanout(fixture_t *f, env_t *e, const char *valgrind,
+                         char **opts, char **urls, report_t *rep) {
+  char *argv[64];
+  int n = 0;
+  if (valgrind != NULL) {
+    char *vg[] = {(char *)valgrind, VALGRIND_ARGS};
+    for (size_t i = 0; i < sizeof(vg) / sizeof(*vg); i++)
+      argv[n++] = vg[i];
+  }
+  argv[n++] = (char *)fanout_path;
+  argv[n++] = "--json";
+  for (; *opts != NULL; opts++)
+    argv[n++] = *opts;
+  for (; *urls != NULL; urls++)
+    argv[n++] = *urls;
+  argv[n] = NULL;
+  assert_true(n < 64);
+  uint64_t t0 = uv_hrtime();
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child_with(f, argv, env_stop, e, &keep);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  if (r->exit_status != 0 || r->term_signal != 0)
+    fail_msg("exit %d, signal %d:\n%s", (int)r->exit_status, r->term_signal,
+             r->err.base);
+  parse_report(r->out.base, rep);
+  uvp_promise_release(keep);
+  return ms;
+}
+
+static void free_urls(char **urls) {
+  for (; *urls != NULL; urls++)
+    if (strncmp(*urls, "http://127.0.0.1:", 17) == 0)
+      free(*urls);
+}
+
+/* Every fault once or twice, two at a time, 500 ms per request. */
+static void faults(void **state, const char *valgrind) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char *opts[] = {"-c", "2", "-t", "500", NULL};
+  char *urls[] = {url(&e, "/reset"),   url(&e, "/hang"),
+                  url(&e, "/half"),    url(&e, "/hang?again"),
+                  url(&e, "/malformed"), strdup(e.refused),
+                  url(&e, "/reset?2"), url(&e, "/trickle"),
+                  url(&e, "/fast"),    "http://",
+                  "ftp://127.0.0.1/",  NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  double ms = run_fanout(f, &e, valgrind, opts, urls, rep);
+  assert_int_equal(rep->nrows, 11);
+  expect_error(&rep->rows[0], "ECONNRESET");
+  expect_error(&rep->rows[1], "ETIMEDOUT");
+  assert_true(jnum(&rep->rows[1], "latency_ms") >= 450);
+  expect_error(&rep->rows[2], "EPROTO");
+  expect_error(&rep->rows[3], "ETIMEDOUT");
+  expect_error(&rep->rows[4], "EPROTO");
+  expect_error(&rep->rows[5], "ECONNREFUSED");
+  expect_error(&rep->rows[6], "ECONNRESET");
+  expect_status(&rep->rows[7], 200, DEMO_TRICKLE_BYTES);
+  expect_status(&rep->rows[8], 200, (long)strlen(DEMO_FAST_BODY));
+  expect_error(&rep->rows[9], "EINVAL");
+  expect_error(&rep->rows[10], "EINVAL");
+  assert_int_equal((int)jnum(&rep->summary, "succeeded"), 2);
+  assert_int_equal((int)jnum(&rep->summary, "transport_errors"), 9);
+  /* The tool exits once the timeouts fired: bounded, not hung on /hang. */
+  assert_true(ms >= 450);
+  if (valgrind == NULL)
+    assert_true(ms < 10000);
+  free_urls(urls);
+  free(rep);
+}
+
+static void test_faults(void **state) { faults(state, NULL); }
+
+static void test_faults_valgrind(void **state) {
+  const char *vg = find_valgrind();
+  if (vg == NULL)
+    skip();
+  faults(state, vg);
+}
+
+/* -d: one request at a time, the first hangs past the deadline. */
+static void test_deadline(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char *opts[] = {"-c", "1", "-d", "400", NULL};
+  char *urls[] = {url(&e, "/hang"), url(&e, "/fast"), url(&e, "/slow"),
+                  NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  double ms = run_fanout(f, &e, NULL, opts, urls, rep);
+  assert_int_equal(rep->nrows, 3);
+  /* In flight at the deadline: ETIMEDOUT; never started: ECANCELED. */
+  expect_error(&rep->rows[0], "ETIMEDOUT");
+  assert_true(jnum(&rep->rows[0], "latency_ms") >= 350);
+  expect_error(&rep->rows[1], "ECANCELED");
+  expect_error(&rep->rows[2], "ECANCELED");
+  assert_non_null(strstr(jstr(&rep->rows[1], "message"), "deadline"));
+  assert_true(ms >= 350 && ms < 10000);
+  free_urls(urls);
+  free(rep);
+}
+
+/* -f: blank lines and comments skipped, CRLF and blanks trimmed, order
+ * kept, and URLs from the command line first. */
+static void test_url_file(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128];
+  snprintf(path, sizeof(path), "%s/urls.txt", dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  fprintf(fp, "# demo endpoints\n\n  %s/missing\r\n%s/big\n\t\n%s/error  \n",
+          e.base, e.base, e.base);
+  fclose(fp);
+  char *opts[] = {"-f", path, NULL};
+  char *urls[] = {url(&e, "/fast"), NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  run_fanout(f, &e, NULL, opts, urls, rep);
+  assert_int_equal(rep->nrows, 4);
+  expect_status(&rep->rows[0], 200, (long)strlen(DEMO_FAST_BODY));
+  expect_status(&rep->rows[1], 404, 10);
+  expect_status(&rep->rows[2], 200, DEMO_BIG_BYTES);
+  expect_status(&rep->rows[3], 500, 16);
+  char want[96];
+  snprintf(want, sizeof(want), "%s/error", e.base);
+  assert_string_equal(jstr(&rep->rows[3], "url"), want);
+  assert_int_equal((int)jnum(&rep->summary, "http_errors"), 2);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(rmdir(dir), 0);
+  free_urls(urls);
+  free(rep);
+}
+
+/* One blocking connect to 127.0.0.1:port: 0 if something listens. */
+static int connect_once(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+  close(fd);
+  return rc;
+}
+
+/* Until something listens on the port (5 s at most). */
+static int wait_listening(int port) {
+  for (int i = 0; i < 250; i++) {
+    if (connect_once(port) == 0)
+      return 0;
+    usleep(20000);
+  }
+  return -1;
+}
+
+static void quiet(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+/* --serve PORT in the foreground is a server other programs can use; it
+ * stops on SIGTERM. */
+static void test_serve(void **state) {
+  fixture_t *f = *state;
+  /* The server's promise is cancelled on purpose, unobserved. */
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL), 0);
+  int port = demo_server_refused_port("127.0.0.1");
+  assert_true(port > 0);
+  char port_s[16];
+  snprintf(port_s, sizeof(port_s), "%d", port);
+  char *sargv[] = {(char *)fanout_path, "--serve", port_s, NULL};
+  uvp_spawn_opts_t so = {.file = fanout_path, .args = sargv};
+  uvp_promise_t *server;
+  assert_int_equal(uvp_spawn(f->ctx, &so, &server), 0);
+  assert_int_equal(wait_listening(port), 0);
+
+  char fast[64], missing[64], hang[64];
+  snprintf(fast, sizeof(fast), "http://127.0.0.1:%d/fast", port);
+  snprintf(missing, sizeof(missing), "http://127.0.0.1:%d/missing", port);
+  snprintf(hang, sizeof(hang), "http://127.0.0.1:%d/hang", port);
+  char *argv[] = {(char *)fanout_path, "--json", "-t", "300", fast, missing,
+                  hang, NULL};
+  uvp_spawn_opts_t co = {.file = fanout_path, .args = argv};
+  uvp_promise_t *client;
+  assert_int_equal(uvp_spawn(f->ctx, &co, &client), 0);
+  /* The server child runs until cancelled: run until the client is done. */
+  while (uvp_promise_state(client) == UVP_PENDING)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(uvp_promise_state(client), UVP_FULFILLED);
+  uvp_process_result_t *r = uvp_promise_value(client);
+  assert_int_equal(r->exit_status, 0);
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  parse_report(r->out.base, rep);
+  assert_int_equal(rep->nrows, 3);
+  expect_status(&rep->rows[0], 200, (long)strlen(DEMO_FAST_BODY));
+  expect_status(&rep->rows[1], 404, 10);
+  expect_error(&rep->rows[2], "ETIMEDOUT");
+  free(rep);
+  uvp_promise_release(client);
+
+  /* SIGTERM; the loop ends only once the server process has exited. */
+  assert_int_equal(uvp_promise_cancel(server), 0);
+  run_loop(f);
+  uvp_promise_release(server);
+  assert_int_not_equal(connect_once(port), 0); /* nobody listens now */
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s PATH-TO-uvp-fanout\n", argv[0]);
+    return 2;
+  }
+  fanout_path = argv[1];
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_faults),
+      FIXTURE_TEST(test_deadline),
+      FIXTURE_TEST(test_url_file),
+      FIXTURE_TEST(test_serve),
+      FIXTURE_TEST(test_faults_valgrind),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
