@@ -634,7 +634,8 @@ int main(int argc, char **argv) {
   unsigned long long port = 8080, timeout = 2000;
   int rc = 0;
 
-  for (int i = 1; i < argc && rc == 0; i++) {
+  /* Every option takes a value: walk them in pairs. */
+  for (int i = 1; i < argc && rc == 0; i += 2) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -653,7 +654,6 @@ int main(int argc, char **argv) {
     } else {
       rc = -1;
     }
-    i++;
   }
   if (rc != 0 || srv.nbackends == 0) {
     usage();
