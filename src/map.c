@@ -106,6 +106,14 @@ static void start_one(map_t *m, size_t i) {
     m->remaining--;
     if (m->each != NULL)
       m->each(m->arg, i, &o);
+    if (m->flags & UVP_MAP_FAIL_FAST) {
+      /* A failure like any other: pump() sees `done` and stops. */
+      m->done = true;
+      uvp__reject(m->result, UV_ENOMEM, NULL, NULL);
+      cancel_inflight(m);
+      release_share(m);
+      drop_result(m);
+    }
     return;
   }
   m->items[i].promise = p;
