@@ -1,0 +1,510 @@
+/* Other threads and uvp (suite 'threads': TSan runs it).
+ *
+ *  - 4 threads settle 10 000 promises each of one loop, every promise raced
+ *    by a resolving and a rejecting thread: exactly one outcome per promise,
+ *    every handler once and in registration order, the loser's value
+ *    destroyed once, on the loop thread.
+ *  - Two loops, each with its own context, driven by two threads at once,
+ *    each settling a promise of the other's loop: independent, and each
+ *    handler runs on its own loop's thread.
+ *  - Threads resolving after teardown get UVP_ECLOSED and keep their value;
+ *    their releases still work, and the last one frees the context.
+ *  - Release from another thread (allowed by the header): the destructor
+ *    runs on the loop thread.
+ *  - The documented way to wait for other threads: a referenced handle of
+ *    one's own, closed by the last handler.
+ *
+ * cmocka's assertions are not thread-safe: worker threads only count, the
+ * test thread asserts. */
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "helpers.h"
+
+/* A value whose destruction is counted (atomically) and whose destructor
+ * records whether it ran on the loop thread. */
+typedef struct tval_s {
+  intptr_t v;
+  atomic_int *freed;
+  atomic_int *off_loop; /* destructor calls on another thread */
+  uv_thread_t loop_thread;
+} tval_t;
+
+static void tval_free(void *p) {
+  tval_t *t = p;
+  uv_thread_t self = uv_thread_self();
+  if (!uv_thread_equal(&self, &t->loop_thread))
+    atomic_fetch_add(t->off_loop, 1);
+  atomic_fetch_add(t->freed, 1);
+  free(t);
+}
+
+static tval_t *tval_new(intptr_t v, atomic_int *freed, atomic_int *off_loop,
+                        uv_thread_t loop_thread) {
+  tval_t *t = malloc(sizeof(*t));
+  if (t == NULL)
+    abort();
+  t->v = v;
+  t->freed = freed;
+  t->off_loop = off_loop;
+  t->loop_thread = loop_thread;
+  return t;
+}
+
+/* ---- many threads, one loop ------------------------------------------------ */
+
+enum { THREADS = 4, PER_THREAD = 10000, HANDLERS = 3 };
+#define N_PROMISES ((size_t)THREADS * PER_THREAD)
+
+typedef struct race_s {
+  uvp_promise_t **ps;
+  uint8_t *seq;        /* per promise: handlers run so far (loop thread) */
+  int *outcome;        /* per promise: status seen by handler 0 */
+  intptr_t *seen;      /* per promise: value seen by handler 0 */
+  size_t handled;      /* handler calls (loop thread) */
+  size_t fulfilled, rejected;
+  uv_async_t keep;     /* referenced: the loop waits for the threads */
+  uv_thread_t loop_thread;
+  atomic_int freed, off_loop;
+  atomic_int bad_rc;   /* unexpected return codes in threads */
+} race_t;
+
+typedef struct hreg_s {
+  race_t *r;
+  int k; /* which handler of its promise */
+} hreg_t;
+
+static hreg_t g_hreg[HANDLERS];
+
+static uvp_ret_t race_handler(void *arg, const uvp_outcome_t *in) {
+  hreg_t *h = arg;
+  race_t *r = h->r;
+  tval_t *t = in->value;
+  assert_non_null(t);
+  size_t i = (size_t)t->v;
+  assert_true(i < N_PROMISES);
+  assert_ptr_equal(in->promise, r->ps[i]);
+  /* Registration order, once each. */
+  assert_int_equal(r->seq[i], h->k);
+  r->seq[i]++;
+  if (h->k == 0) {
+    r->outcome[i] = in->status;
+    r->seen[i] = t->v;
+    if (in->status == 0)
+      r->fulfilled++;
+    else
+      r->rejected++;
+  } else {
+    /* Every handler of a promise sees the same single outcome. */
+    assert_int_equal(in->status, r->outcome[i]);
+    assert_int_equal(t->v, r->seen[i]);
+  }
+  assert_true(in->status == 0 || in->status == UV_ECONNRESET);
+  if (++r->handled == N_PROMISES * HANDLERS)
+    uv_close((uv_handle_t *)&r->keep, NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
+typedef struct racer_s {
+  race_t *r;
+  int t;
+  uv_thread_t tid;
+} racer_t;
+
+/* Thread t resolves its own range and, interleaved, rejects the next
+ * thread's range: each promise is raced by two threads. */
+static void racer(void *arg) {
+  racer_t *w = arg;
+  race_t *r = w->r;
+  size_t own = (size_t)w->t * PER_THREAD;
+  size_t next = (size_t)((w->t + 1) % THREADS) * PER_THREAD;
+  for (size_t k = 0; k < PER_THREAD; k++) {
+    size_t i = own + k, j = next + k;
+    int rc = uvp_promise_resolve(
+        r->ps[i], tval_new((intptr_t)i, &r->freed, &r->off_loop,
+                           r->loop_thread), tval_free);
+    if (rc != 0)
+      atomic_fetch_add(&r->bad_rc, 1);
+    rc = uvp_promise_reject(r->ps[j], UV_ECONNRESET,
+                            tval_new((intptr_t)j, &r->freed, &r->off_loop,
+                                     r->loop_thread), tval_free);
+    if (rc != 0)
+      atomic_fetch_add(&r->bad_rc, 1);
+    /* This thread's references: each racer holds one. */
+    uvp_promise_release(r->ps[i]);
+    uvp_promise_release(r->ps[j]);
+  }
+}
+
+static void test_threads_race_to_settle(void **state) {
+  fixture_t *f = *state;
+  race_t r;
+  memset(&r, 0, sizeof(r));
+  r.loop_thread = uv_thread_self();
+  atomic_init(&r.freed, 0);
+  atomic_init(&r.off_loop, 0);
+  atomic_init(&r.bad_rc, 0);
+  r.ps = calloc(N_PROMISES, sizeof(*r.ps));
+  r.seq = calloc(N_PROMISES, 1);
+  r.outcome = calloc(N_PROMISES, sizeof(*r.outcome));
+  r.seen = calloc(N_PROMISES, sizeof(*r.seen));
+  assert_non_null(r.ps);
+  assert_non_null(r.seq);
+  assert_non_null(r.outcome);
+  assert_non_null(r.seen);
+  for (int k = 0; k < HANDLERS; k++) {
+    g_hreg[k].r = &r;
+    g_hreg[k].k = k;
+  }
+  for (size_t i = 0; i < N_PROMISES; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &r.ps[i]), 0);
+    for (int k = 0; k < HANDLERS; k++)
+      assert_int_equal(uvp_promise_on(r.ps[i], UVP_ON_BOTH, race_handler,
+                                      &g_hreg[k], NULL), 0);
+    /* One reference for each of the two threads that race on it. */
+    uvp_promise_retain(r.ps[i]);
+    uvp_promise_retain(r.ps[i]);
+  }
+  /* uvp's own handles are unreferenced: the program keeps the loop alive
+   * while it expects other threads to settle, and lets go in the last
+   * handler. */
+  assert_int_equal(uv_async_init(&f->loop, &r.keep, NULL), 0);
+
+  racer_t w[THREADS];
+  for (int t = 0; t < THREADS; t++) {
+    w[t].r = &r;
+    w[t].t = t;
+    assert_int_equal(uv_thread_create(&w[t].tid, racer, &w[t]), 0);
+  }
+  run_loop(f);
+  for (int t = 0; t < THREADS; t++)
+    assert_int_equal(uv_thread_join(&w[t].tid), 0);
+
+  assert_int_equal(atomic_load(&r.bad_rc), 0);
+  assert_int_equal(r.handled, N_PROMISES * HANDLERS);
+  assert_int_equal(r.fulfilled + r.rejected, N_PROMISES);
+  for (size_t i = 0; i < N_PROMISES; i++) {
+    assert_int_equal(r.seq[i], HANDLERS);
+    assert_int_equal(r.seen[i], (intptr_t)i);
+    uvp_state_t s = uvp_promise_state(r.ps[i]);
+    assert_int_equal(s, r.outcome[i] == 0 ? UVP_FULFILLED : UVP_REJECTED);
+  }
+  printf("%d threads x %d promises, each raced by two threads: %zu "
+         "fulfilled, %zu rejected, %zu handler calls\n", THREADS, PER_THREAD,
+         r.fulfilled, r.rejected, r.handled);
+  /* Every loser's value is destroyed already; the winners' go with the
+   * promises.  Teardown first applies any release still in the mailbox. */
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  for (size_t i = 0; i < N_PROMISES; i++)
+    uvp_promise_release(r.ps[i]);
+  assert_int_equal(atomic_load(&r.freed), 2 * (int)N_PROMISES);
+  assert_int_equal(atomic_load(&r.off_loop), 0);
+  free(r.ps);
+  free(r.seq);
+  free(r.outcome);
+  free(r.seen);
+}
+
+/* ---- two loops, two threads ------------------------------------------------- */
+
+enum { LOOP_STEPS = 20000 };
+
+typedef struct side_s {
+  struct side_s *other;
+  uv_barrier_t *ready;
+  uv_thread_t tid;
+  uv_thread_t self;
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  uvp_promise_t *inbox;  /* settled by the other side */
+  uv_async_t keep;       /* referenced until the inbox is handled */
+  int steps;
+  intptr_t got;          /* what the other side sent */
+  int handler_on_own_thread;
+  size_t live_at_end;
+  int errors;            /* failed calls, counted */
+  int close_rc;
+} side_t;
+
+static uvp_ret_t side_step(void *arg, const uvp_outcome_t *in);
+
+static void side_next(side_t *s) {
+  uvp_promise_t *q = NULL;
+  if (uvp_promise_resolved(s->ctx, (void *)(intptr_t)s->steps, NULL, &q) !=
+          0 ||
+      uvp_promise_then(q, side_step, s, NULL) != 0)
+    s->errors++;
+  uvp_promise_release(q);
+}
+
+static uvp_ret_t side_step(void *arg, const uvp_outcome_t *in) {
+  side_t *s = arg;
+  if ((intptr_t)in->value != s->steps)
+    s->errors++;
+  if (++s->steps < LOOP_STEPS)
+    side_next(s);
+  else if (uvp_promise_resolve(s->other->inbox, (void *)(intptr_t)s->steps,
+                               NULL) != 0)
+    s->errors++; /* another loop's promise, from this loop's thread */
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t side_inbox(void *arg, const uvp_outcome_t *in) {
+  side_t *s = arg;
+  uv_thread_t self = uv_thread_self();
+  s->handler_on_own_thread = uv_thread_equal(&self, &s->self);
+  s->got = (intptr_t)in->value;
+  uv_close((uv_handle_t *)&s->keep, NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void side_main(void *arg) {
+  side_t *s = arg;
+  s->self = uv_thread_self();
+  if (uv_loop_init(&s->loop) != 0 || uvp_ctx_new(&s->loop, &s->ctx) != 0) {
+    s->errors++;
+    uv_barrier_wait(s->ready);
+    uv_barrier_wait(s->ready);
+    return;
+  }
+  if (uvp_promise_new(s->ctx, &s->inbox) != 0 ||
+      uvp_promise_then(s->inbox, side_inbox, s, NULL) != 0)
+    s->errors++;
+  uvp_promise_retain(s->inbox); /* the other side's, taken on our thread */
+  uv_async_init(&s->loop, &s->keep, NULL);
+  uv_barrier_wait(s->ready); /* both inboxes exist */
+  side_next(s);
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  uvp_ctx_stats_t st;
+  if (uvp_ctx_stats(s->ctx, &st) != 0)
+    s->errors++;
+  s->live_at_end = st.live;
+  /* Both sides are done with each other's inbox before either tears down:
+   * the release of the other's reference goes through the other's
+   * mailbox, or is applied at its teardown. */
+  uv_barrier_wait(s->ready);
+  uvp_promise_release(s->other->inbox);
+  uvp_promise_release(s->inbox);
+  if (uvp_ctx_close(s->ctx) != 0)
+    s->errors++;
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+  s->close_rc = uv_loop_close(&s->loop);
+}
+
+static void test_two_loops_two_threads(void **state) {
+  (void)state;
+  uv_barrier_t ready;
+  side_t a, b;
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  assert_int_equal(uv_barrier_init(&ready, 2), 0);
+  a.other = &b;
+  b.other = &a;
+  a.ready = b.ready = &ready;
+  assert_int_equal(uv_thread_create(&a.tid, side_main, &a), 0);
+  assert_int_equal(uv_thread_create(&b.tid, side_main, &b), 0);
+  assert_int_equal(uv_thread_join(&a.tid), 0);
+  assert_int_equal(uv_thread_join(&b.tid), 0);
+  uv_barrier_destroy(&ready);
+  side_t *sides[2] = {&a, &b};
+  for (int i = 0; i < 2; i++) {
+    side_t *s = sides[i];
+    assert_int_equal(s->errors, 0);
+    assert_int_equal(s->steps, LOOP_STEPS);
+    assert_int_equal(s->got, LOOP_STEPS);
+    assert_int_equal(s->handler_on_own_thread, 1);
+    /* Its own inbox (held twice) and nothing of the other context. */
+    assert_int_equal(s->live_at_end, 1);
+    assert_int_equal(s->close_rc, 0);
+  }
+}
+
+/* ---- after teardown ---------------------------------------------------------- */
+
+enum { LATE = 1000 };
+
+typedef struct late_s {
+  uvp_promise_t *ps[LATE];
+  atomic_int freed, off_loop;
+  uv_thread_t loop_thread;
+  int resolve_closed, reject_closed, other_rc;
+} late_t;
+
+static void late_thread(void *arg) {
+  late_t *l = arg;
+  for (int i = 0; i < LATE; i++) {
+    tval_t *v = tval_new(i, &l->freed, &l->off_loop, l->loop_thread);
+    int rc = uvp_promise_resolve(l->ps[i], v, tval_free);
+    if (rc == UVP_ECLOSED)
+      l->resolve_closed++;
+    else
+      l->other_rc++;
+    rc = uvp_promise_reject(l->ps[i], UV_EIO, v, tval_free);
+    if (rc == UVP_ECLOSED)
+      l->reject_closed++;
+    else
+      l->other_rc++;
+    /* Refused: the value is still ours to free. */
+    free(v);
+    /* The last reference of each: the last of all frees the context. */
+    uvp_promise_release(l->ps[i]);
+  }
+}
+
+static void quiet(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+static void test_thread_after_teardown(void **state) {
+  fixture_t *f = *state;
+  late_t *l = calloc(1, sizeof(*l));
+  assert_non_null(l);
+  atomic_init(&l->freed, 0);
+  atomic_init(&l->off_loop, 0);
+  l->loop_thread = uv_thread_self();
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL), 0);
+  for (int i = 0; i < LATE; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &l->ps[i]), 0);
+    uvp_promise_retain(l->ps[i]);
+  }
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  run_loop(f); /* uvp's handles are closed now */
+  for (int i = 0; i < LATE; i++) {
+    assert_int_equal(uvp_promise_reason(l->ps[i], NULL), UVP_ECLOSED);
+    uvp_promise_release(l->ps[i]); /* the thread holds the last ones */
+  }
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, late_thread, l), 0);
+  assert_int_equal(uv_thread_join(&tid), 0);
+  assert_int_equal(l->resolve_closed, LATE);
+  assert_int_equal(l->reject_closed, LATE);
+  assert_int_equal(l->other_rc, 0);
+  /* uvp never ran a refused value's destructor. */
+  assert_int_equal(atomic_load(&l->freed), 0);
+  free(l);
+}
+
+/* ---- release from another thread --------------------------------------------- */
+
+typedef struct rel_s {
+  uvp_promise_t *p;
+  uv_timer_t poll;
+  atomic_int freed, off_loop;
+  int deadline_hit;
+  uint64_t start;
+} rel_t;
+
+static void rel_thread(void *arg) {
+  rel_t *r = arg;
+  uvp_promise_release(r->p);
+}
+
+/* The keep-alive of this test: a referenced timer that lets go once the
+ * destructor has run (or after a generous deadline, which fails). */
+static void rel_poll(uv_timer_t *t) {
+  rel_t *r = t->data;
+  if (atomic_load(&r->freed) == 1)
+    uv_close((uv_handle_t *)t, NULL);
+  else if (uv_now(t->loop) - r->start > 30000) {
+    r->deadline_hit = 1;
+    uv_close((uv_handle_t *)t, NULL);
+  }
+}
+
+static void test_release_from_another_thread(void **state) {
+  fixture_t *f = *state;
+  rel_t r;
+  memset(&r, 0, sizeof(r));
+  atomic_init(&r.freed, 0);
+  atomic_init(&r.off_loop, 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx,
+                                        tval_new(1, &r.freed, &r.off_loop,
+                                                 uv_thread_self()),
+                                        tval_free, &r.p), 0);
+  uvp_promise_retain(r.p);
+  uvp_promise_release(r.p); /* ours; the thread's is the last */
+  assert_int_equal(atomic_load(&r.freed), 0);
+  uv_timer_init(&f->loop, &r.poll);
+  r.poll.data = &r;
+  r.start = uv_now(&f->loop);
+  uv_timer_start(&r.poll, rel_poll, 1, 1);
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, rel_thread, &r), 0);
+  run_loop(f);
+  assert_int_equal(uv_thread_join(&tid), 0);
+  assert_int_equal(r.deadline_hit, 0);
+  assert_int_equal(atomic_load(&r.freed), 1);
+  /* The work of an off-thread release happens on the loop thread. */
+  assert_int_equal(atomic_load(&r.off_loop), 0);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+}
+
+/* ---- the documented keep-alive --------------------------------------------- */
+
+enum { SLOW = 200 };
+
+typedef struct slow_s {
+  uvp_promise_t *ps[SLOW];
+  uv_async_t keep;
+  int handled;
+  int next_expected;
+} slow_t;
+
+static uvp_ret_t slow_handler(void *arg, const uvp_outcome_t *in) {
+  slow_t *s = arg;
+  /* One thread resolves in order: handlers run in that order. */
+  assert_int_equal((intptr_t)in->value, s->next_expected);
+  s->next_expected++;
+  if (++s->handled == SLOW)
+    uv_close((uv_handle_t *)&s->keep, NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void slow_thread(void *arg) {
+  slow_t *s = arg;
+  for (int i = 0; i < SLOW; i++) {
+    if (i % 50 == 0)
+      uv_sleep(5); /* the loop goes back to sleep in between */
+    (void)uvp_promise_resolve(s->ps[i], (void *)(intptr_t)i, NULL);
+  }
+}
+
+static void test_keep_alive_while_threads_settle(void **state) {
+  fixture_t *f = *state;
+  slow_t s;
+  memset(&s, 0, sizeof(s));
+  for (int i = 0; i < SLOW; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &s.ps[i]), 0);
+    assert_int_equal(uvp_promise_then(s.ps[i], slow_handler, &s, NULL), 0);
+  }
+  /* Without a handle of our own, uv_run does not wait for anyone. */
+  run_loop(f);
+  assert_int_equal(s.handled, 0);
+  /* With one, a single uv_run lasts until the last handler lets go. */
+  assert_int_equal(uv_async_init(&f->loop, &s.keep, NULL), 0);
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, slow_thread, &s), 0);
+  run_loop(f);
+  assert_int_equal(s.handled, SLOW);
+  assert_int_equal(uv_thread_join(&tid), 0);
+  for (int i = 0; i < SLOW; i++) {
+    assert_int_equal((intptr_t)uvp_promise_value(s.ps[i]), i);
+    uvp_promise_release(s.ps[i]);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_threads_race_to_settle),
+      cmocka_unit_test(test_two_loops_two_threads),
+      FIXTURE_TEST(test_thread_after_teardown),
+      FIXTURE_TEST(test_release_from_another_thread),
+      FIXTURE_TEST(test_keep_alive_while_threads_settle),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
