@@ -47,7 +47,10 @@ static void check_demo_report(const report_t *rep, int under_valgrind) {
   assert_true(0 <= p50 && p50 <= p90 && p90 <= p99);
   /* Six responses, nearest rank: p90 and p99 are the slowest one, /slow. */
   assert_true(p99 >= DEMO_SLOW_MS * 0.9);
-  assert_true(p50 < DEMO_SLOW_MS * 0.9);
+  /* Under valgrind the first lookups load NSS modules slowly: only the
+   * native run is quick enough for the median to be a fast endpoint. */
+  if (!under_valgrind)
+    assert_true(p50 < DEMO_SLOW_MS * 0.9);
   /* Concurrent: the whole run takes about the longest request, /hang. */
   assert_true(jnum(s, "elapsed_ms") >= 900);
 }

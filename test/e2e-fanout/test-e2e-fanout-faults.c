@@ -79,12 +79,13 @@ static void free_urls(char **urls) {
       free(*urls);
 }
 
-/* Every fault once or twice, two at a time, 500 ms per request. */
+/* Every fault once or twice, two at a time, 1 s per request (ample for
+ * /trickle even when this process, which serves it, runs under valgrind). */
 static void faults(void **state, const char *valgrind) {
   fixture_t *f = *state;
   env_t e;
   env_start(f, &e);
-  char *opts[] = {"-c", "2", "-t", "500", NULL};
+  char *opts[] = {"-c", "2", "-t", "1000", NULL};
   char *urls[] = {url(&e, "/reset"),   url(&e, "/hang"),
                   url(&e, "/half"),    url(&e, "/hang?again"),
                   url(&e, "/malformed"), strdup(e.refused),
@@ -97,7 +98,7 @@ static void faults(void **state, const char *valgrind) {
   assert_int_equal(rep->nrows, 11);
   expect_error(&rep->rows[0], "ECONNRESET");
   expect_error(&rep->rows[1], "ETIMEDOUT");
-  assert_true(jnum(&rep->rows[1], "latency_ms") >= 450);
+  assert_true(jnum(&rep->rows[1], "latency_ms") >= 900);
   expect_error(&rep->rows[2], "EPROTO");
   expect_error(&rep->rows[3], "ETIMEDOUT");
   expect_error(&rep->rows[4], "EPROTO");
@@ -110,9 +111,9 @@ static void faults(void **state, const char *valgrind) {
   assert_int_equal((int)jnum(&rep->summary, "succeeded"), 2);
   assert_int_equal((int)jnum(&rep->summary, "transport_errors"), 9);
   /* The tool exits once the timeouts fired: bounded, not hung on /hang. */
-  assert_true(ms >= 450);
+  assert_true(ms >= 900);
   if (valgrind == NULL)
-    assert_true(ms < 10000);
+    assert_true(ms < 15000);
   free_urls(urls);
   free(rep);
 }
