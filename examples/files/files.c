@@ -296,7 +296,8 @@ int main(int argc, char **argv) {
    * has been read and its handler has run. */
   visit(&job, root, UV_DIRENT_DIR);
   uv_run(&loop, UV_RUN_DEFAULT);
-  qsort(job.entries, job.count, sizeof(entry_t), by_path);
+  if (job.count > 0) /* an empty tree has no array, and qsort wants one */
+    qsort(job.entries, job.count, sizeof(entry_t), by_path);
 
   /* 2. Read with bounded concurrency.  The map's result fulfils with one
    * outcome per entry, in entry order, whatever the order of completion. */
