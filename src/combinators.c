@@ -4,7 +4,8 @@
  * slots; each input gets one internal reaction whose `arg` is its cell in
  * `cells` (the cell holds the combo pointer, the cell's position is the
  * input index), so no per-input allocation exists beyond the 32-byte slab
- * reaction.
+ * reaction.  allSettled's and any's records name their input already, so
+ * only all and race keep a separate `inputs` array.
  *
  * Lifetime: `attached` counts the reactions not yet run or dropped, plus
  * one "share" for the result.  The share goes when the result stops needing
@@ -34,10 +35,14 @@ struct combo_s {
     uvp_settled_list_t list;
   } view;
   combo_t **cells;
-  uvp_promise_t **inputs;
+  uvp_promise_t **inputs; /* NULL when `items` names them */
   void **values;
   uvp_settled_t *items;
 };
+
+static uvp_promise_t *input_at(const combo_t *c, size_t i) {
+  return c->inputs != NULL ? c->inputs[i] : c->items[i].promise;
+}
 
 static void combo_unref(combo_t *c) {
   if (--c->attached == 0)
@@ -49,7 +54,7 @@ static void release_share(combo_t *c) {
   if (c->inputs_held) {
     c->inputs_held = false;
     for (size_t i = 0; i < c->n; i++)
-      uvp__rel(c->inputs[i]);
+      uvp__rel(input_at(c, i));
   }
   c->attached--; /* the guard */
   combo_unref(c);  /* the share */
@@ -61,8 +66,8 @@ static void view_free(void *view) {
 
 static void cancel_pending_inputs(combo_t *c) {
   for (size_t i = 0; i < c->n; i++)
-    if (c->inputs[i]->state == UVP__S_PENDING)
-      (void)uvp_promise_cancel(c->inputs[i]);
+    if (input_at(c, i)->state == UVP__S_PENDING)
+      (void)uvp_promise_cancel(input_at(c, i));
 }
 
 /* The result has just been settled: drop what the combo holds for it. */
@@ -169,11 +174,12 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
       return UVP_EXCTX;
   }
 
-  size_t per = sizeof(combo_t *) + sizeof(uvp_promise_t *);
-  if (kind == K_ALL)
-    per += sizeof(void *);
-  else if (kind != K_RACE)
+  bool records = kind == K_SETTLED || kind == K_ANY;
+  size_t per = sizeof(combo_t *);
+  if (records)
     per += sizeof(uvp_settled_t);
+  else
+    per += sizeof(uvp_promise_t *) + (kind == K_ALL ? sizeof(void *) : 0);
   if (n > (SIZE_MAX - sizeof(combo_t)) / per)
     return UV_ENOMEM;
   combo_t *c = uvp__malloc(sizeof(combo_t) + n * per);
@@ -186,15 +192,17 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   }
   memset(c, 0, sizeof(*c));
   c->cells = (combo_t **)(c + 1);
-  c->inputs = (uvp_promise_t **)(c->cells + n);
-  if (kind == K_ALL) {
-    c->values = (void **)(c->inputs + n);
-    c->view.values.count = n;
-    c->view.values.values = c->values;
-  } else if (kind != K_RACE) {
-    c->items = (uvp_settled_t *)(c->inputs + n);
+  if (records) {
+    c->items = (uvp_settled_t *)(c->cells + n);
     c->view.list.count = n;
     c->view.list.items = c->items;
+  } else {
+    c->inputs = (uvp_promise_t **)(c->cells + n);
+    if (kind == K_ALL) {
+      c->values = (void **)(c->inputs + n);
+      c->view.values.count = n;
+      c->view.values.values = c->values;
+    }
   }
 
   /* Every reaction first, so a failure leaves nothing attached. */
@@ -225,11 +233,13 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   c->result = uvp_promise_retain(result);
   for (size_t i = 0; i < n; i++) {
     c->cells[i] = c;
-    c->inputs[i] = uvp_promise_retain(inputs[i]);
-    if (c->items != NULL) {
+    uvp_promise_retain(inputs[i]);
+    if (records) {
       c->items[i].status = 0;
       c->items[i].value = NULL;
       c->items[i].promise = inputs[i];
+    } else {
+      c->inputs[i] = inputs[i];
     }
   }
   (void)uvp_promise_set_cancel(result, combo_cancel, c);
