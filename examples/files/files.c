@@ -131,9 +131,10 @@ typedef struct visit_s {
 static void visit(job_t *job, char *path, uv_dirent_type_t type);
 
 /* Given the result of starting a request on `path` (rc, and its promise p
- * when rc is 0), attach `handler` for either outcome.  Takes `path`.  Nobody needs the derived promise, so we
- * ask for none, and drop our reference: the request keeps the promise
- * alive until it settles and the handler has run. */
+ * when rc is 0), attach `handler` for either outcome.  Takes `path`.
+ * Nobody needs the derived promise, so we ask for none, and drop our
+ * reference: the request keeps the promise alive until it settles and the
+ * handler has run. */
 static void follow(job_t *job, char *path, int rc, uvp_promise_t *p,
                    uvp_then_cb handler) {
   visit_t *v = NULL;
@@ -170,7 +171,7 @@ static uvp_ret_t on_lstat(void *arg, const uvp_outcome_t *in) {
   if (in->status < 0) {
     add_entry(v->job, v->path, in->status);
   } else {
-    const uv_stat_t *st = in->value;
+    const uv_stat_t *st = in->value; /* anything else is skipped */
     visit(v->job, v->path,
           S_ISDIR(st->st_mode)   ? UV_DIRENT_DIR
           : S_ISREG(st->st_mode) ? UV_DIRENT_FILE
