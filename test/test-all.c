@@ -284,6 +284,9 @@ static void S25_4_4_1_A2_2_T1(void **state) {
   rec_t r4 = {.trace = &t, .mark = 4, .seq = 1};
 
   assert_int_equal(uvp_promise_all(f->ctx, NULL, 0, 0, &all), 0);
+  /* fulfilled when the call returns, as in JavaScript: that is what puts 2
+   * before 3 */
+  assert_int_equal(uvp_promise_state(all), UVP_FULFILLED);
   assert_int_equal(uvp_promise_then(all, rec_cb, &r2, &d1), 0);
   r = fulfilled(f, NULL);
   assert_int_equal(uvp_promise_then(r, rec_cb, &r3, &d2), 0);
