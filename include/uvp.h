@@ -450,8 +450,14 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    during the call only, so you may free it right after.  The same
  *    promise may appear several times; inputs may be pending or settled.
  *  - The result (*out, one reference to you) settles later, from the
- *    scheduler: never inside the call.  Inputs already settled when the call
- *    is made are looked at in input order.
+ *    scheduler, with one exception taken from ECMAScript: with no inputs
+ *    (n == 0), all and allSettled return a result already fulfilled with
+ *    zero values/records, and any one already rejected with an empty
+ *    aggregate; race's never settles.  Either way no handler ever runs
+ *    inside the call.  Inputs already settled when the call is made are
+ *    looked at in input order.
+ *  - allSettled's records (and any's aggregate) are in input order; the
+ *    memory per input is one record plus a back-pointer (32 bytes).
  *  - The result keeps its inputs referenced until the result itself is
  *    freed, so values and payloads it exposes stay valid while you hold it.
  *    A pending result keeps itself alive until it settles, is cancelled or
