@@ -778,7 +778,13 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    close callbacks can run before uv_loop_close().
  * Values are documented per function; "owned" means owned by the promise
  * (freed with it), "borrowed" means the caller's memory, which must stay
- * valid until the promise settles. */
+ * valid until libuv is done with it: until the promise settles — except
+ * after a cancellation (uvp_promise_cancel, a timeout, UVP_CANCEL_LOSERS,
+ * uvp_ctx_close) of a request already running, whose promise rejects at
+ * once while a pool thread or the kernel may still read or fill the
+ * buffer until the request completes.  Such a request keeps uv_run() going
+ * until then, so memory freed after uv_run() has returned is always safe;
+ * freeing it in the rejection handler is not. */
 
 /* Integer results (file descriptors, byte counts) travel in the value
  * pointer. */
@@ -808,7 +814,8 @@ UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
 UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /* read / write `len` bytes at `offset` (-1: the current position); `buf` is
- * borrowed.  Value UVP_INT(v): bytes transferred (0 at end of file). */
+ * borrowed (after a cancellation, until the request completes: see above).
+ * Value UVP_INT(v): bytes transferred (0 at end of file). */
 #define uvp_fs_read(ctx, fd, buf, len, offset, out)                            \
   uvp_fs_read_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf,
@@ -933,8 +940,9 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host,
                                        int port, uvp_promise_t **out,
                                        const char *file, int line);
 
-/* Write `len` bytes of `buf` (borrowed until the promise settles); value
- * NULL once libuv has handed all of them to the kernel. */
+/* Write `len` bytes of `buf` (borrowed until the promise settles, or after
+ * a cancellation until the connection's close has completed: see "borrowed"
+ * above); value NULL once libuv has handed all of them to the kernel. */
 #define uvp_tcp_write(t, buf, len, out)                                        \
   uvp_tcp_write_at((t), (buf), (len), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
