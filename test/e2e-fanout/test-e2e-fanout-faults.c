@@ -185,6 +185,42 @@ static void test_url_file(void **state) {
   free(rep);
 }
 
+/* Many URLs through few slots: every one is fetched, rows stay in input
+ * order although they complete out of order (/big is slower than /fast). */
+static void test_many_few_slots(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128];
+  snprintf(path, sizeof(path), "%s/urls.txt", dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  for (int i = 0; i < 60; i++)
+    fprintf(fp, "%s/%s?i=%d\n", e.base, i % 3 == 0 ? "big" : "fast", i);
+  fclose(fp);
+  char *opts[] = {"-c", "4", "-t", "10000", "-f", path, NULL};
+  char *urls[] = {NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  run_fanout(f, &e, NULL, opts, urls, rep);
+  assert_int_equal(rep->nrows, 60);
+  for (int i = 0; i < 60; i++) {
+    char want[96];
+    snprintf(want, sizeof(want), "%s/%s?i=%d", e.base,
+             i % 3 == 0 ? "big" : "fast", i);
+    assert_string_equal(jstr(&rep->rows[i], "url"), want);
+    expect_status(&rep->rows[i], 200,
+                  i % 3 == 0 ? DEMO_BIG_BYTES : (long)strlen(DEMO_FAST_BODY));
+  }
+  assert_int_equal((int)jnum(&rep->summary, "succeeded"), 60);
+  assert_int_equal((int)jnum(&rep->summary, "responses"), 60);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(rmdir(dir), 0);
+  free(rep);
+}
+
 /* One blocking connect to 127.0.0.1:port: 0 if something listens. */
 static int connect_once(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -272,6 +308,7 @@ int main(int argc, char **argv) {
       FIXTURE_TEST(test_faults),
       FIXTURE_TEST(test_deadline),
       FIXTURE_TEST(test_url_file),
+      FIXTURE_TEST(test_many_few_slots),
       FIXTURE_TEST(test_serve),
       FIXTURE_TEST(test_faults_valgrind),
   };
