@@ -278,9 +278,10 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
            list->count, elapsed / 1000.0, ok, failed, http_err,
            transport_err);
     if (nlat > 0)
-      printf("latency over %zu responses: p50 %.1f ms, p90 %.1f ms, "
+      printf("latency over %zu response%s: p50 %.1f ms, p90 %.1f ms, "
              "p99 %.1f ms\n",
-             nlat, ms_of_us(p50), ms_of_us(p90), ms_of_us(p99));
+             nlat, nlat == 1 ? "" : "s", ms_of_us(p50), ms_of_us(p90),
+             ms_of_us(p99));
     else
       printf("latency: no responses\n");
   }
