@@ -5,16 +5,30 @@
 // allSettled every 10th input (i % 10 == 9) rejects with -5 (UV_EIO's
 // value: a number, not an Error, so V8 captures no stack traces); for all
 // every input fulfils.  Input i's value is i.
-// Usage: node bench/combo.js settled|all [N]
+// Usage: node [--expose-gc] bench/combo.js settled|all [N] [--rounds=R]
+//   --rounds=R runs the workload R times in this process (default 1), as
+//   bench/combo.c does on one loop: round 1 is the cold figure (wall_ms),
+//   the median of rounds 2..R the warm one (warm_ms).  With --expose-gc a
+//   full GC runs between rounds, outside the clock; gc=1 in the output.
 'use strict';
 const mode = process.argv[2];
 if (mode !== 'settled' && mode !== 'all') {
-  console.error('usage: node bench/combo.js settled|all [N]');
+  console.error('usage: node [--expose-gc] bench/combo.js settled|all [N] [--rounds=R]');
   process.exit(2);
 }
 const settled = mode === 'settled';
 const n = +process.argv[3] || 1e6;
 const PER_TURN = 1000;
+
+let rounds = 1;
+for (const a of process.argv.slice(4)) {
+  if (!a.startsWith('--rounds=')) continue;
+  rounds = Number(a.slice(9));
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) {
+    console.error(`bad rounds (1..100): ${a}`);
+    process.exit(2);
+  }
+}
 
 function shuffle(perm) {
   let state = 12345;
@@ -39,14 +53,10 @@ const check = shuffle(perm);
 
 let ra, rb;
 const exec = (a, b) => { ra = a; rb = b; };
-const t0 = process.hrtime.bigint();
-const ps = new Array(n);
-const fns = new Array(n);
-for (let i = 0; i < n; i++) {
-  ps[i] = new Promise(exec);
-  fns[i] = settled && i % 10 === 9 ? rb : ra;
-}
-let k = 0;
+let fns, k, t0;
+const ns = [];
+let allOk = true, coldRss = 0;
+
 function turn() {
   const end = Math.min(k + PER_TURN, n);
   for (; k < end; k++) {
@@ -57,6 +67,19 @@ function turn() {
   if (k < n) setImmediate(turn);
 }
 
+function round() {
+  t0 = process.hrtime.bigint();
+  const ps = new Array(n);
+  fns = new Array(n);
+  for (let i = 0; i < n; i++) {
+    ps[i] = new Promise(exec);
+    fns[i] = settled && i % 10 === 9 ? rb : ra;
+  }
+  k = 0;
+  (settled ? Promise.allSettled(ps) : Promise.all(ps)).then(onResult);
+  setImmediate(turn);
+}
+
 function onResult(res) {
   const t1 = process.hrtime.bigint();
   let ok = res.length === n;
@@ -65,10 +88,29 @@ function onResult(res) {
     else if (i % 10 === 9) ok = res[i].status === 'rejected' && res[i].reason === -5;
     else ok = res[i].status === 'fulfilled' && res[i].value === i;
   }
-  console.log(`name=${settled ? 'allSettled' : 'all'} impl=node n=${n} ok=${ok ? 1 : 0} perm_check=${check} ` +
-    `wall_ms=${(Number(t1 - t0) / 1e6).toFixed(1)} peak_rss_kb=${process.resourceUsage().maxRSS}`);
-  process.exitCode = ok ? 0 : 1;
+  ns.push(Number(t1 - t0));
+  allOk = allOk && ok && k === n;
+  if (ns.length === 1) coldRss = process.resourceUsage().maxRSS;
+  fns = null;
+  if (ns.length < rounds) {
+    // Outside the clock: this round's promises and result are garbage now.
+    setImmediate(() => {
+      if (typeof global.gc === 'function') global.gc();
+      round();
+    });
+    return;
+  }
+  let s = ` rounds=${rounds} gc=${typeof global.gc === 'function' ? 1 : 0}` +
+    ` ns_per_promise=${(ns[0] / n).toFixed(1)} wall_ms=${(ns[0] / 1e6).toFixed(1)}`;
+  if (rounds > 1) {
+    const w = ns.slice(1).sort((a, b) => a - b);
+    const m = w.length % 2 ? w[(w.length - 1) / 2] : (w[w.length / 2 - 1] + w[w.length / 2]) / 2;
+    s += ` warm_ns_per_promise=${(m / n).toFixed(1)} warm_ms=${(m / 1e6).toFixed(1)}`;
+  }
+  console.log(`name=${settled ? 'allSettled' : 'all'} impl=node n=${n} ok=${allOk ? 1 : 0} perm_check=${check}` +
+    s + ` cold_peak_rss_kb=${coldRss} peak_rss_kb=${process.resourceUsage().maxRSS}`);
+  process.exitCode = allOk ? 0 : 1;
 }
-(settled ? Promise.allSettled(ps) : Promise.all(ps)).then(onResult);
-process.exitCode = 1; // until onResult has run
-setImmediate(turn);
+
+process.exitCode = 1; // until the last round's result has been checked
+round();

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -69,6 +70,54 @@ static inline uint32_t bench_arg_n(int argc, char **argv, int i,
     exit(2);
   }
   return (uint32_t)n;
+}
+
+/* --rounds=R: run the workload R times in one process (same loop, same uvp
+ * context).  Round 1 is the cold start, where first-touch page faults
+ * dominate; the median of rounds 2..R is what a long-running program sees,
+ * its memory already faulted in and reused.  Returns 0 if ARG is not the
+ * option, 1 if it is (and sets *rounds), exits on a bad value. */
+#define BENCH_MAX_ROUNDS 100
+static inline int bench_arg_rounds(const char *arg, int *rounds) {
+  if (strncmp(arg, "--rounds=", 9) != 0)
+    return 0;
+  char *end;
+  long r = strtol(arg + 9, &end, 10);
+  if (*end != '\0' || r < 1 || r > BENCH_MAX_ROUNDS) {
+    fprintf(stderr, "bad rounds (1..%d): %s\n", BENCH_MAX_ROUNDS, arg);
+    exit(2);
+  }
+  *rounds = (int)r;
+  return 1;
+}
+
+static inline int bench_cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of ns[1..rounds-1] (the warm rounds), in ns; sorts them in place.
+ * Only meaningful for rounds >= 2. */
+static inline double bench_warm_ns(uint64_t *ns, int rounds) {
+  size_t m = (size_t)rounds - 1;
+  uint64_t *w = ns + 1;
+  qsort(w, m, sizeof(*w), bench_cmp_u64);
+  return m % 2 ? (double)w[m / 2] : (w[m / 2 - 1] + w[m / 2]) / 2.0;
+}
+
+/* The fields every core/combinator program prints after its own: cold
+ * (round 1) and, with more than one round, warm figures; the peak RSS after
+ * round 1 (what a one-round process peaks at) and over the whole process. */
+static inline void bench_print_rounds(uint64_t *ns, int rounds, uint32_t n,
+                                      long cold_rss_kb) {
+  printf(" rounds=%d ns_per_promise=%.1f wall_ms=%.1f", rounds,
+         (double)ns[0] / n, ns[0] / 1e6);
+  if (rounds > 1) {
+    double warm = bench_warm_ns(ns, rounds);
+    printf(" warm_ns_per_promise=%.1f warm_ms=%.1f", warm / n, warm / 1e6);
+  }
+  printf(" cold_peak_rss_kb=%ld peak_rss_kb=%ld\n", cold_rss_kb,
+         bench_peak_rss_kb());
 }
 
 #endif

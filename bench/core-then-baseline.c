@@ -2,7 +2,10 @@
  * a callback later with a result.  Each "deferred" is a malloc'd record
  * (callback, argument, result); completing it appends it to a FIFO that an
  * idle handle drains on the next loop iteration, then frees it.
- * Usage: core-then-baseline [N] */
+ * Usage: core-then-baseline [N] [--rounds=R]
+ *   --rounds=R as in core-then: R rounds on the same loop, round 1 cold,
+ *              the median of the others warm (malloc reusing what the
+ *              previous round freed) */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -51,31 +54,52 @@ static void on_value(void *arg, uintptr_t value) {
   sum += value;
 }
 
-int main(int argc, char **argv) {
-  uint32_t n = bench_arg_n(argc, argv, 1, 1000000);
-  uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0 || uv_idle_init(&loop, &idle) != 0)
-    return 1;
-
+/* One round; *ns gets its wall time.  Returns 1 if every callback ran once
+ * with its value, 0 if not, -1 on an error. */
+static int one_round(uv_loop_t *loop, uint32_t n, uint64_t *ns) {
+  ran = 0;
+  sum = 0;
   uint64_t t0 = uv_hrtime();
   for (uint32_t i = 0; i < n; i++) {
     deferred_t *d = malloc(sizeof(*d));
     if (d == NULL)
-      return 1;
+      return -1;
     d->cb = on_value;
     d->arg = NULL;
     complete(d, i);
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uint64_t t1 = uv_hrtime();
+  uv_run(loop, UV_RUN_DEFAULT);
+  *ns = uv_hrtime() - t0;
+  return ran == n && sum == (uint64_t)n * (n - 1) / 2 && head == NULL;
+}
 
-  int ok = ran == n && sum == (uint64_t)n * (n - 1) / 2;
+int main(int argc, char **argv) {
+  uint32_t n = bench_arg_n(argc, argv, 1, 1000000);
+  int rounds = 1;
+  for (int i = 2; i < argc; i++)
+    if (!bench_arg_rounds(argv[i], &rounds))
+      return fprintf(stderr, "unknown option %s\n", argv[i]), 2;
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0 || uv_idle_init(&loop, &idle) != 0)
+    return 1;
+
+  uint64_t ns[BENCH_MAX_ROUNDS];
+  long cold_rss_kb = 0;
+  int ok = 1;
+  for (int r = 0; r < rounds; r++) {
+    int rc = one_round(&loop, n, &ns[r]);
+    if (rc < 0)
+      return 1;
+    ok = ok && rc;
+    if (r == 0)
+      cold_rss_kb = bench_peak_rss_kb();
+  }
+
   uv_close((uv_handle_t *)&idle, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0)
     return 1;
-  printf("name=then impl=libuv-cb n=%u ok=%d ns_per_promise=%.1f "
-         "peak_rss_kb=%ld wall_ms=%.1f\n",
-         n, ok, (double)(t1 - t0) / n, bench_peak_rss_kb(), (t1 - t0) / 1e6);
+  printf("name=then impl=libuv-cb n=%u ok=%d", n, ok);
+  bench_print_rounds(ns, rounds, n, cold_rss_kb);
   return ok ? 0 : 1;
 }

@@ -1,10 +1,13 @@
 /* Workload (a): create, register one then, resolve, for N promises; then
  * run the loop until every handler has run.  The figure is wall time over
  * the whole thing divided by N.
- * Usage: core-then [N] [--derived] [--reserve]
+ * Usage: core-then [N] [--derived] [--reserve] [--rounds=R]
  *   --derived  ask for the derived promise too (what JavaScript's then
  *              always makes) and drop it at once
- *   --reserve  uvp_ctx_reserve(N, N) before the clock starts */
+ *   --reserve  uvp_ctx_reserve(N, N) before the clock starts
+ *   --rounds=R run the workload R times on the same loop and context
+ *              (default 1): round 1 is the cold figure, the median of the
+ *              others the warm one (see core-common.h) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,15 +25,41 @@ static uvp_ret_t on_value(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
+/* One round; *ns gets its wall time.  Returns 1 if every handler ran once
+ * with its value and nothing is left alive, 0 if not, -1 on an error. */
+static int one_round(uvp_ctx_t *ctx, uint32_t n, int derived, uint64_t *ns) {
+  ran = 0;
+  sum = 0;
+  uint64_t t0 = uv_hrtime();
+  for (uint32_t i = 0; i < n; i++) {
+    uvp_promise_t *p, *d;
+    if (uvp_promise_new(ctx, &p) != 0 ||
+        uvp_promise_then(p, on_value, NULL, derived ? &d : NULL) != 0 ||
+        uvp_promise_resolve(p, (void *)(uintptr_t)i, NULL) != 0)
+      return -1;
+    uvp_promise_release(p);
+    if (derived)
+      uvp_promise_release(d);
+  }
+  uv_run(uvp_ctx_loop(ctx), UV_RUN_DEFAULT);
+  *ns = uv_hrtime() - t0;
+
+  uvp_ctx_stats_t st;
+  if (uvp_ctx_stats(ctx, &st) != 0)
+    return -1;
+  return ran == n && sum == (uint64_t)n * (n - 1) / 2 && st.live == 0 &&
+         st.queued == 0;
+}
+
 int main(int argc, char **argv) {
   uint32_t n = bench_arg_n(argc, argv, 1, 1000000);
-  int derived = 0, reserve = 0;
+  int derived = 0, reserve = 0, rounds = 1;
   for (int i = 2; i < argc; i++) {
     if (strcmp(argv[i], "--derived") == 0)
       derived = 1;
     else if (strcmp(argv[i], "--reserve") == 0)
       reserve = 1;
-    else
+    else if (!bench_arg_rounds(argv[i], &rounds))
       return fprintf(stderr, "unknown option %s\n", argv[i]), 2;
   }
 
@@ -41,31 +70,25 @@ int main(int argc, char **argv) {
   if (reserve && uvp_ctx_reserve(ctx, derived ? 2 * (size_t)n : n, n) != 0)
     return 1;
 
-  uint64_t t0 = uv_hrtime();
-  for (uint32_t i = 0; i < n; i++) {
-    uvp_promise_t *p, *d;
-    if (uvp_promise_new(ctx, &p) != 0 ||
-        uvp_promise_then(p, on_value, NULL, derived ? &d : NULL) != 0 ||
-        uvp_promise_resolve(p, (void *)(uintptr_t)i, NULL) != 0)
+  uint64_t ns[BENCH_MAX_ROUNDS];
+  long cold_rss_kb = 0;
+  int ok = 1;
+  for (int r = 0; r < rounds; r++) {
+    int rc = one_round(ctx, n, derived, &ns[r]);
+    if (rc < 0)
       return 1;
-    uvp_promise_release(p);
-    if (derived)
-      uvp_promise_release(d);
+    ok = ok && rc;
+    if (r == 0)
+      cold_rss_kb = bench_peak_rss_kb();
   }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  uint64_t t1 = uv_hrtime();
 
-  uvp_ctx_stats_t st;
-  uvp_ctx_stats(ctx, &st);
-  int ok = ran == n && sum == (uint64_t)n * (n - 1) / 2 && st.live == 0;
   if (uvp_ctx_close(ctx) != 0)
     return 1;
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0)
     return 1;
-  printf("name=then impl=uvp%s%s n=%u ok=%d ns_per_promise=%.1f "
-         "peak_rss_kb=%ld wall_ms=%.1f\n",
-         derived ? "-derived" : "", reserve ? "-reserve" : "", n, ok,
-         (double)(t1 - t0) / n, bench_peak_rss_kb(), (t1 - t0) / 1e6);
+  printf("name=then impl=uvp%s%s n=%u ok=%d", derived ? "-derived" : "",
+         reserve ? "-reserve" : "", n, ok);
+  bench_print_rounds(ns, rounds, n, cold_rss_kb);
   return ok ? 0 : 1;
 }
