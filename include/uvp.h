@@ -360,7 +360,10 @@ UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
  * registered on it), that one is cancelled too, and so on up the chain
  * (Bluebird's rule): a timeout on then(connect, send_and_read) reaches the
  * read in flight.  A promise with other consumers is left alone and p just
- * stops waiting for it.
+ * stops waiting for it.  A handler registered on p's source with p as its
+ * derived promise does not run once p is cancelled: it would start work
+ * nobody can observe or cancel any more (the next step of a chain a
+ * timeout gave up on).
  * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
@@ -468,7 +471,10 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    returns UV_ENOMEM and changes nothing.
  *  - Only uvp settles the result: uvp_promise_resolve/reject on it return
  *    UVP_ESETTLED.  Cancelling it (uvp_promise_cancel) cancels the inputs
- *    that are still pending.
+ *    still pending that nothing else observes (uvp_promise_cancel's rule:
+ *    every reaction on the input is this combinator's; references held are
+ *    not consumers), so cancelling one combinator never rejects an input
+ *    another combinator or handler is waiting on.
  *  - flags: 0, or UVP_CANCEL_LOSERS for all/race/any: once the outcome is
  *    decided, cancel the inputs still pending.  Off by default because an
  *    input may be shared with other consumers, and JavaScript never
@@ -571,14 +577,18 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
 
 /* Starts item `index`: store a promise in *out (one reference, which uvp
  * takes) and return 0, or return a negative code, which counts as that
- * item's rejection.  Runs on the loop thread: the first `limit` calls run
+ * item's rejection (returning 0 without a promise, or a positive code,
+ * counts as UV_EINVAL; a promise of another context as UVP_EXCTX).  Runs on the loop thread: the first `limit` calls run
  * inside uvp_promise_map(), the rest from the scheduler as earlier items
  * settle. */
 typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
 
 /* Streaming: called once per item as it settles (in completion order),
  * with its index and outcome (borrowed: valid during the call; the value
- * stays valid while the map's result is referenced). */
+ * stays valid while the map's result is referenced), before the result's
+ * own handlers run.  Not called any more once the result is decided early
+ * (a FAIL_FAST failure, a cancellation): the items cancelled then, or
+ * never started, are not reported. */
 typedef void (*uvp_map_each_cb)(void *arg, size_t index,
                                 const uvp_outcome_t *outcome);
 

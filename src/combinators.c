@@ -64,10 +64,29 @@ static void view_free(void *view) {
   release_share((combo_t *)((char *)view - offsetof(combo_t, view)));
 }
 
-static void cancel_pending_inputs(combo_t *c) {
-  for (size_t i = 0; i < c->n; i++)
-    if (input_at(c, i)->state == UVP__S_PENDING)
-      (void)uvp_promise_cancel(input_at(c, i));
+static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in);
+
+/* Whether this combinator is all that observes `in` (each reaction on it is
+ * one of ours): uvp_promise_cancel's rule for what a cancellation may reach.
+ * References are not consumers; reactions are. */
+static bool sole_consumer(const combo_t *c, const uvp_promise_t *in) {
+  for (const uvp__reaction_t *r = in->reactions; r != NULL; r = r->next) {
+    combo_t *const *cell = r->arg;
+    if (r->cb != combo_react || cell < c->cells || cell >= c->cells + c->n)
+      return false;
+  }
+  return in->reactions != NULL;
+}
+
+/* Cancel the pending inputs: every one when the caller asked for it
+ * (UVP_CANCEL_LOSERS: inputs it owns), else only those nobody else
+ * observes, so cancelling one combinator never rejects another's input. */
+static void cancel_pending_inputs(combo_t *c, bool every) {
+  for (size_t i = 0; i < c->n; i++) {
+    uvp_promise_t *in = input_at(c, i);
+    if (in->state == UVP__S_PENDING && (every || sole_consumer(c, in)))
+      (void)uvp_promise_cancel(in);
+  }
 }
 
 /* The result has just been settled: drop what the combo holds for it. */
@@ -75,7 +94,7 @@ static void finish(combo_t *c, bool result_owns_view) {
   c->done = true;
   c->attached++;
   if (c->flags & UVP_CANCEL_LOSERS)
-    cancel_pending_inputs(c);
+    cancel_pending_inputs(c, true);
   if (!result_owns_view)
     release_share(c);
   uvp_promise_t *r = c->result;
@@ -150,7 +169,7 @@ static void combo_cancel(uvp_promise_t *result, void *arg) {
   combo_t *c = arg;
   c->attached++;
   if (uvp_promise_reason(result, NULL) == UV_ECANCELED)
-    cancel_pending_inputs(c);
+    cancel_pending_inputs(c, false);
   c->done = true;
   release_share(c);
   uvp_promise_t *r = c->result;

@@ -465,10 +465,9 @@ static void test_shared_loser_cancelled_with_flag(void **state) {
   shared_loser(*state, UVP_CANCEL_LOSERS);
 }
 
-/* Two combinators over a shared input: cancelling one result cancels the
- * shared input too, as the header says ("cancels the inputs that are still
- * pending", with no exception for shared ones), so the other combinator
- * rejects with UV_ECANCELED. */
+/* Two combinators over a shared input: cancelling one result cancels only
+ * the inputs it alone observes (uvp_promise_cancel's sole-consumer rule), so
+ * the other combinator's view of the shared input is untouched. */
 static void test_cancel_result_shared_with_other_combinator(void **state) {
   fixture_t *f = *state;
   quiet(f);
@@ -479,19 +478,52 @@ static void test_cancel_result_shared_with_other_combinator(void **state) {
   assert_int_equal(uvp_promise_all(f->ctx, in1, 2, 0, &r1), 0);
   assert_int_equal(uvp_promise_all(f->ctx, in2, 2, 0, &r2), 0);
   assert_int_equal(uvp_promise_cancel(r1), 0);
-  assert_int_equal(ha.calls, 1);
-  assert_int_equal(hb.calls, 1);
+  assert_int_equal(uvp_promise_reason(r1, NULL), UV_ECANCELED);
+  assert_int_equal(ha.calls, 0); /* r2 observes a too */
+  assert_int_equal(hb.calls, 1); /* r1's alone */
   assert_int_equal(hc.calls, 0);
   run_loop(f);
-  assert_int_equal(uvp_promise_reason(r2, NULL), UV_ECANCELED);
-  /* r2 is decided by a's rejection, but c is not r2's to cancel (no flag). */
-  assert_int_equal(hc.calls, 0);
-  assert_int_equal(uvp_promise_state(c), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(a), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(r2), UVP_PENDING);
+  /* r2 still completes from its own inputs. */
+  assert_int_equal(uvp_promise_resolve(a, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_resolve(c, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(r2), UVP_FULFILLED);
+  assert_int_equal(ha.calls + hc.calls, 0);
+  /* Cancelling r2 now reaches nothing: its inputs are settled. */
   uvp_promise_release(r1);
   uvp_promise_release(r2);
   uvp_promise_release(a);
   uvp_promise_release(b);
   uvp_promise_release(c);
+}
+
+/* An input the combinator shares with a then-handler is not cancelled with
+ * the result; one it shares with nobody (even held by a reference) is. */
+static void test_cancel_result_spares_input_with_handler(void **state) {
+  fixture_t *f = *state;
+  quiet(f);
+  hook_t ha = {0}, hb = {0};
+  rec_t seen = {0};
+  uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb), *r, *d;
+  assert_int_equal(uvp_promise_then(a, rec_cb, &seen, &d), 0);
+  uvp_promise_t *in[2] = {a, b};
+  assert_int_equal(uvp_promise_all_settled(f->ctx, in, 2, &r), 0);
+  assert_int_equal(uvp_promise_cancel(r), 0);
+  assert_int_equal(ha.calls, 0);
+  assert_int_equal(hb.calls, 1);
+  assert_int_equal(uvp_promise_state(a), UVP_PENDING);
+  assert_int_equal(uvp_promise_reason(b, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(seen.calls, 0);
+  assert_int_equal(uvp_promise_resolve(a, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(seen.calls, 1);
+  uvp_promise_release(d);
+  uvp_promise_release(r);
+  uvp_promise_release(a);
+  uvp_promise_release(b);
 }
 
 /* ---- up a then-chain ------------------------------------------------------ */
@@ -817,6 +849,7 @@ int main(void) {
       FIXTURE_TEST(test_shared_loser_kept_by_default),
       FIXTURE_TEST(test_shared_loser_cancelled_with_flag),
       FIXTURE_TEST(test_cancel_result_shared_with_other_combinator),
+      FIXTURE_TEST(test_cancel_result_spares_input_with_handler),
       FIXTURE_TEST(test_chain_cancel_reaches_sole_consumer_upstream),
       FIXTURE_TEST(test_chain_cancel_through_adoption),
       FIXTURE_TEST(test_chain_cancel_stops_at_shared_upstream),
