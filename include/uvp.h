@@ -943,7 +943,9 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
 
 /* Resolve host:port with getaddrinfo (thread pool), then try each address
  * in turn until one connects; rejects with the last address's error (or
- * the UV_EAI_* code of the lookup).  Strings are copied.  Value NULL. */
+ * the UV_EAI_* code of the lookup).  A literal IPv4 or IPv6 address
+ * ("127.0.0.1", "::1") is connected to directly, with no lookup and no
+ * trip through the thread pool.  Strings are copied.  Value NULL. */
 #define uvp_tcp_connect_host(t, host, port, out)                               \
   uvp_tcp_connect_host_at((t), (host), (port), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host,
@@ -959,9 +961,11 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
                                 int line);
 
-/* The next chunk the peer sends: value an owned uvp_buf_t *.  Rejects with
- * UV_EOF at end of stream, or the error (UV_ECONNRESET, ...).  A second
- * read while one is pending returns UV_EBUSY. */
+/* The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
+ * of exactly the bytes that arrived (libuv reads into one buffer per
+ * context; only what came is copied out).  Rejects with UV_EOF at end of
+ * stream, or the error (UV_ECONNRESET, ...).  A second read while one is
+ * pending returns UV_EBUSY. */
 #define uvp_tcp_read(t, out) uvp_tcp_read_at((t), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);

@@ -73,6 +73,13 @@ struct uvp_ctx_s;
 void *uvp__op_slot_get(struct uvp_ctx_s *ctx);
 void uvp__op_slot_put(struct uvp_ctx_s *ctx, void *slot);
 
+/* One scratch buffer per context for stream reads: libuv calls a stream's
+ * alloc and read callbacks back to back on the loop thread, so a read can
+ * land here and only what arrived is copied out (as Node does).  NULL if
+ * it cannot be allocated; freed with the context. */
+#define UVP__SCRATCH_LEN (64 * 1024)
+char *uvp__ctx_scratch(struct uvp_ctx_s *ctx);
+
 /* ---- objects ----------------------------------------------------------- */
 
 /* A registered handler.  `target` is a promise pointer with flags in its low
@@ -149,6 +156,7 @@ struct uvp_ctx_s {
   uvp__pool_t promises;
   uvp__pool_t reactions;
   uvp__pool_t ops; /* UVP__OP_SLOT bytes each: see uvp__op_slot_get */
+  char *scratch;   /* UVP__SCRATCH_LEN bytes, lazily: uvp__ctx_scratch */
   size_t live;
   size_t pending;
   size_t objects; /* wrapper objects (TCP connections) still open */

@@ -84,6 +84,7 @@ static void ctx_free(uvp_ctx_t *ctx) {
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__pool_destroy(&ctx->ops);
+  uvp__free(ctx->scratch);
   uv_mutex_destroy(&ctx->mu);
   uvp__free(ctx);
   uvp__ctx_count(-1);
@@ -113,6 +114,12 @@ void uvp__op_slot_put(uvp_ctx_t *ctx, void *slot) {
   uvp__lock(ctx);
   uvp__pool_put(&ctx->ops, slot);
   uvp__unlock(ctx);
+}
+
+char *uvp__ctx_scratch(uvp_ctx_t *ctx) {
+  if (ctx->scratch == NULL)
+    ctx->scratch = uvp__malloc(UVP__SCRATCH_LEN);
+  return ctx->scratch;
 }
 
 void uvp__ctx_hold(uvp_ctx_t *ctx) { ctx->objects++; }

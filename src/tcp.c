@@ -14,7 +14,7 @@
 
 enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
 
-#define READ_CHUNK (64 * 1024)
+#define READ_CHUNK UVP__SCRATCH_LEN
 
 typedef struct tcpop_s tcpop_t;
 
@@ -302,6 +302,16 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
   memset(&hints, 0, sizeof(hints));
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
+  /* A literal address needs no lookup: getaddrinfo would only echo it
+   * back, after a round trip through the shared thread pool. */
+  struct sockaddr_storage lit;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&lit) == 0 ||
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&lit) == 0)
+    return op_started(op,
+                      uv_tcp_connect(&op->req.connect, t->handle,
+                                     (const struct sockaddr *)&lit,
+                                     host_connect_cb),
+                      out);
   op->resolving = true;
   return op_started(op,
                     uv_getaddrinfo(t->ctx->loop, &op->req.gai, gai_cb, host,
@@ -376,6 +386,13 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
   if (op == NULL)
     return;
+  if (!op->all) {
+    /* One chunk: read into the context's scratch, keep only what came. */
+    char *scratch = uvp__ctx_scratch(t->ctx);
+    if (scratch != NULL)
+      *out = uv_buf_init(scratch, UVP__SCRATCH_LEN);
+    return;
+  }
   size_t len = op->buf != NULL ? op->buf->len : 0;
   size_t want = len + READ_CHUNK;
   if (op->all && op->cap - len < READ_CHUNK / 4)
@@ -411,12 +428,23 @@ static void read_finish(uvp_tcp_t *t, tcpop_t *op, int status) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   uvp_tcp_t *t = s->data;
   tcpop_t *op = t->read_op;
-  (void)buf; /* always inside op->buf: nothing of ours to free here */
+  /* `buf` is the scratch or inside op->buf: nothing here to free. */
   if (op == NULL || nread == 0)
     return;
+  if (nread > 0 && !op->all) {
+    /* `buf` is the scratch: copy out exactly what arrived. */
+    if (!reserve(op, (size_t)nread)) {
+      read_finish(t, op, UV_ENOMEM);
+      return;
+    }
+    memcpy(op->buf->base, buf->base, (size_t)nread);
+    op->buf->len = (size_t)nread;
+    read_finish(t, op, 0);
+    return;
+  }
   if (nread > 0) {
     op->buf->len += (size_t)nread;
-    if (!op->all || (op->max != 0 && op->buf->len >= op->max))
+    if (op->max != 0 && op->buf->len >= op->max)
       read_finish(t, op, 0);
     return;
   }
