@@ -6,6 +6,7 @@
  * After each failure the scenario goes on, so the library is proven to
  * keep working. */
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -390,6 +391,34 @@ static void scenario_tcp(run_t *r) {
   uv_run(&r->loop, UV_RUN_NOWAIT);
 }
 
+/* The other wrappers: a lookup, a thread-pool job, a child process. */
+static int make_result(void *arg, void **result) {
+  (void)arg;
+  *result = malloc(16); /* the caller's memory: not the counted allocator's */
+  return *result != NULL ? 0 : UV_ENOMEM;
+}
+
+static void scenario_dns_work_process(run_t *r) {
+  uvp_promise_t *p[3] = {NULL, NULL, NULL};
+  OK_OR_ENOMEM(uvp_getaddrinfo(r->ctx, "127.0.0.1", "80", NULL, &p[0]));
+  OK_OR_ENOMEM(uvp_work(r->ctx, make_result, NULL, free, &p[1]));
+  char *args[] = {"sh", "-c", "cat; echo err >&2", NULL};
+  uvp_spawn_opts_t o = {.file = "/bin/sh", .args = args,
+                        .stdin_data = "to stdout", .stdin_len = 9};
+  OK_OR_ENOMEM(uvp_spawn(r->ctx, &o, &p[2]));
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < 3; i++) {
+    expect_ok_or_enomem(p[i], 0);
+    if (i == 2 && p[i] != NULL && uvp_promise_state(p[i]) == UVP_FULFILLED) {
+      const uvp_process_result_t *res = uvp_promise_value(p[i]);
+      assert_int_equal(res->exit_status, 0);
+      assert_string_equal(res->out.base, "to stdout");
+      assert_string_equal(res->err.base, "err\n");
+    }
+    uvp_promise_release(p[i]);
+  }
+}
+
 static void test_core(void **state) {
   (void)state;
   long sites = exhaust(scenario_core);
@@ -435,6 +464,14 @@ static void test_tcp(void **state) {
   assert_true(sites > 6);
 }
 
+static void test_dns_work_process(void **state) {
+  (void)state;
+  signal(SIGPIPE, SIG_IGN); /* as the header asks of programs that spawn */
+  long sites = exhaust(scenario_dns_work_process);
+  printf("dns/work/process: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 3);
+}
+
 static void test_replace_allocator_rules(void **state) {
   (void)state;
   assert_int_equal(uvp_replace_allocator(NULL, realloc, calloc, free),
@@ -460,6 +497,7 @@ int main(void) {
       cmocka_unit_test(test_time_map_flow),
       cmocka_unit_test(test_fs),
       cmocka_unit_test(test_tcp),
+      cmocka_unit_test(test_dns_work_process),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
