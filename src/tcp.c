@@ -14,7 +14,6 @@
 
 enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
 
-#define READ_CHUNK UVP__SCRATCH_LEN
 
 typedef struct tcpop_s tcpop_t;
 
@@ -379,6 +378,10 @@ static bool reserve(tcpop_t *op, size_t want) {
   return true;
 }
 
+/* Every read lands in the context's scratch buffer and only what arrived
+ * is copied out, so a connection costs no 64 KiB block of its own: one
+ * chunk becomes an exactly sized buffer, read_all's body grows
+ * geometrically (capped by `max`). */
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   uvp_tcp_t *t = h->data;
   tcpop_t *op = t->read_op;
@@ -386,24 +389,32 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
   if (op == NULL)
     return;
-  if (!op->all) {
-    /* One chunk: read into the context's scratch, keep only what came. */
-    char *scratch = uvp__ctx_scratch(t->ctx);
-    if (scratch != NULL)
-      *out = uv_buf_init(scratch, UVP__SCRATCH_LEN);
-    return;
+  size_t room = UVP__SCRATCH_LEN;
+  if (op->max != 0) {
+    size_t len = op->buf != NULL ? op->buf->len : 0;
+    if (op->max - len < room)
+      room = op->max - len;
   }
+  char *scratch = uvp__ctx_scratch(t->ctx);
+  if (scratch != NULL)
+    *out = uv_buf_init(scratch, (unsigned int)room);
+}
+
+static bool append(tcpop_t *op, const char *data, size_t n) {
   size_t len = op->buf != NULL ? op->buf->len : 0;
-  size_t want = len + READ_CHUNK;
-  if (op->all && op->cap - len < READ_CHUNK / 4)
-    want = op->cap * 2 > want ? op->cap * 2 : want;
-  else if (op->buf != NULL && op->cap > len)
-    want = op->cap;
-  if (op->max != 0 && want > op->max)
-    want = op->max;
-  if (want <= len || !reserve(op, want))
-    return;
-  *out = uv_buf_init(op->buf->base + len, (unsigned int)(op->cap - len));
+  size_t want = len + n;
+  if (op->all && op->buf != NULL && want > op->cap) {
+    size_t grown = op->cap * 2;
+    if (op->max != 0 && grown > op->max)
+      grown = op->max;
+    if (grown > want)
+      want = grown;
+  }
+  if (!reserve(op, want))
+    return false;
+  memcpy(op->buf->base + len, data, n);
+  op->buf->len = len + n;
+  return true;
 }
 
 static void buf_free(void *b) { uvp__free(b); }
@@ -428,23 +439,13 @@ static void read_finish(uvp_tcp_t *t, tcpop_t *op, int status) {
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   uvp_tcp_t *t = s->data;
   tcpop_t *op = t->read_op;
-  /* `buf` is the scratch or inside op->buf: nothing here to free. */
+  /* `buf` is the context's scratch: nothing here to free. */
   if (op == NULL || nread == 0)
     return;
-  if (nread > 0 && !op->all) {
-    /* `buf` is the scratch: copy out exactly what arrived. */
-    if (!reserve(op, (size_t)nread)) {
-      read_finish(t, op, UV_ENOMEM);
-      return;
-    }
-    memcpy(op->buf->base, buf->base, (size_t)nread);
-    op->buf->len = (size_t)nread;
-    read_finish(t, op, 0);
-    return;
-  }
   if (nread > 0) {
-    op->buf->len += (size_t)nread;
-    if (op->max != 0 && op->buf->len >= op->max)
+    if (!append(op, buf->base, (size_t)nread))
+      read_finish(t, op, UV_ENOMEM);
+    else if (!op->all || (op->max != 0 && op->buf->len >= op->max))
       read_finish(t, op, 0);
     return;
   }
