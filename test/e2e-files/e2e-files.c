@@ -260,6 +260,26 @@ static int scratch_file(const char *name) {
   return fd;
 }
 
+/* The program as nobody can run it: a copy in the scratch directory.  The
+ * build tree may sit where nobody cannot reach (a clone in /root, mode
+ * 0700), and the copy leaves the tree under test untouched. */
+static const char *prog_for_nobody(void) {
+  static char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/uvp-files", tree.tmp);
+  int in = open(prog, O_RDONLY);
+  assert_true(in >= 0);
+  int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+  assert_true(out >= 0);
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(in, buf, sizeof(buf))) > 0)
+    assert_int_equal(write(out, buf, (size_t)n), n);
+  assert_int_equal(n, 0);
+  close(in);
+  assert_int_equal(close(out), 0);
+  return path;
+}
+
 /* Run argv with stdout and stderr captured, as nobody if asked (and if we
  * are root), killed after 60 s.  Returns false if privileges could not be
  * dropped (the caller skips). */
@@ -394,7 +414,8 @@ static void test_unreadable_entries(void **state) {
   char *want = expected_output();
 
   result_t r;
-  char *argv[] = {(char *)prog, (char *)"-j", (char *)"3", tree.top, NULL};
+  char *argv[] = {(char *)prog_for_nobody(), (char *)"-j", (char *)"3",
+                  tree.top, NULL};
   if (!run(&r, true, argv)) {
     result_free(&r);
     free(want);
@@ -422,7 +443,7 @@ static void test_valgrind_clean(void **state) {
                   (char *)"--leak-check=full",
                   (char *)"--show-leak-kinds=definite,indirect,possible",
                   (char *)"--errors-for-leak-kinds=definite,indirect,possible",
-                  (char *)prog,
+                  (char *)prog_for_nobody(),
                   tree.top,
                   NULL};
   if (!run(&r, true, argv)) {
