@@ -51,23 +51,33 @@ static void finish(req_t *r, int status) {
   uv_close((uv_handle_t *)&r->h, closed);
 }
 
+/* Every read lands in one static buffer (alloc and read callbacks run back
+ * to back on the loop thread) and only what arrived is appended: what a
+ * careful hand-written client does, and what uvp's reads do. */
+static char scratch[65536];
+
 static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
-  req_t *r = (req_t *)h;
+  (void)h;
   (void)s;
-  if (r->cap - r->len < 16384) {
-    r->cap = r->cap ? r->cap * 2 : 65536;
-    r->buf = realloc(r->buf, r->cap + 1);
-  }
-  *b = uv_buf_init(r->buf + r->len, (unsigned)(r->cap - r->len));
+  *b = uv_buf_init(scratch, sizeof(scratch));
 }
 
 static void on_read(uv_stream_t *s, ssize_t nr, const uv_buf_t *b) {
   req_t *r = (req_t *)s;
-  (void)b;
   if (nr > 0) {
+    if (r->cap - r->len < (size_t)nr) {
+      size_t cap = r->cap ? r->cap * 2 : 256;
+      while (cap - r->len < (size_t)nr)
+        cap *= 2;
+      r->buf = realloc(r->buf, cap + 1);
+      r->cap = cap;
+    }
+    memcpy(r->buf + r->len, b->base, (size_t)nr);
     r->len += (size_t)nr;
   } else if (nr == UV_EOF) {
     uv_read_stop(s);
+    if (r->buf == NULL)
+      r->buf = calloc(1, 1);
     r->buf[r->len] = '\0';
     finish(r, 0);
   } else if (nr < 0) {
