@@ -48,6 +48,8 @@ struct tcpop_s {
   int last_err;
 };
 
+_Static_assert(sizeof(tcpop_t) <= UVP__OP_SLOT, "a TCP operation fits a slot");
+
 static void maybe_free(uvp_tcp_t *t) {
   if (t->user_closed && t->handles_open == 0 && t->ops == 0) {
     uvp_ctx_t *ctx = t->ctx;
@@ -84,7 +86,7 @@ static void op_done(tcpop_t *op) {
   if (op->ai != NULL)
     uv_freeaddrinfo(op->ai);
   uvp__free(op->buf);
-  uvp__free(op);
+  uvp__op_slot_put(t->ctx, op); /* before the releases that may end ctx */
   t->ops--;
   uvp__rel(p);
   maybe_free(t);
@@ -133,13 +135,13 @@ static tcpop_t *op_new(uvp_tcp_t *t, int kind, const char *file, int line,
   if (t->handle == NULL || t->user_closed)
     return NULL;
   *rc = UV_ENOMEM;
-  tcpop_t *op = uvp__malloc(sizeof(*op));
+  tcpop_t *op = uvp__op_slot_get(t->ctx);
   if (op == NULL)
     return NULL;
   memset(op, 0, sizeof(*op));
   op->p = uvp__op_new(t->ctx, file, line, op_cancel, op);
   if (op->p == NULL) {
-    uvp__free(op);
+    uvp__op_slot_put(t->ctx, op);
     return NULL;
   }
   op->t = t;
