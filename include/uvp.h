@@ -931,7 +931,10 @@ UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
 /* The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
- * NULL once closed.  Do not close it or start reading on it yourself. */
+ * NULL once closed.  Do not close it, read from it, or uv_ref/uv_unref it
+ * yourself: between two reads uvp leaves libuv reading (no epoll_ctl per
+ * read) with the handle unref'd and given no buffer, so an idle
+ * connection neither consumes bytes nor keeps uv_run() going. */
 UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
 
 /* connect to `addr` (copied during the call); value NULL. */

@@ -21,6 +21,11 @@ struct uvp_tcp_s {
   uvp_ctx_t *ctx;
   uv_tcp_t *handle; /* NULL once closed */
   tcpop_t *read_op;
+  /* libuv keeps reading between two reads (no epoll_ctl per read); with no
+   * read pending the handle is unref'd, so an idle connection never keeps
+   * uv_run() going, as with bare libuv, and alloc_cb gives no buffer, so
+   * nothing is read until the next read is asked for. */
+  bool reading;
   int handles_open;
   size_t ops;
   bool user_closed;
@@ -77,6 +82,7 @@ static int open_handle(uvp_tcp_t *t) {
   h->data = t;
   t->handle = h;
   t->handles_open++;
+  t->reading = false;
   return 0;
 }
 
@@ -422,8 +428,9 @@ static bool append(tcpop_t *op, const char *data, size_t n) {
 static void buf_free(void *b) { uvp__free(b); }
 
 static void read_finish(uvp_tcp_t *t, tcpop_t *op, int status) {
-  uv_read_stop((uv_stream_t *)t->handle);
   t->read_op = NULL;
+  if (t->reading)
+    uv_unref((uv_handle_t *)t->handle);
   uvp_buf_t *b = NULL;
   if (status == 0) {
     if (op->buf == NULL && !reserve(op, 0)) {
@@ -442,6 +449,16 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   uvp_tcp_t *t = s->data;
   tcpop_t *op = t->read_op;
   /* `buf` is the context's scratch: nothing here to free. */
+  if (nread < 0) {
+    /* libuv stops reading by itself at end of stream and on errors; an
+     * empty buffer (no read pending, or no memory) is ours to stop.  With
+     * no read pending alloc_cb gave no buffer, so libuv read nothing: the
+     * bytes, an end of stream or a reset wait in the kernel for the next
+     * read. */
+    if (nread == UV_ENOBUFS)
+      uv_read_stop(s);
+    t->reading = false;
+  }
   if (op == NULL || nread == 0)
     return;
   if (nread > 0) {
@@ -472,9 +489,15 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
   op->all = all;
   op->max = max;
   t->read_op = op;
-  rc = uv_read_start((uv_stream_t *)t->handle, alloc_cb, read_cb);
+  rc = 0;
+  if (!t->reading) {
+    rc = uv_read_start((uv_stream_t *)t->handle, alloc_cb, read_cb);
+    t->reading = rc == 0;
+  }
   if (rc != 0)
     t->read_op = NULL;
+  else
+    uv_ref((uv_handle_t *)t->handle);
   return op_started(op, rc, out);
 }
 

@@ -3,6 +3,7 @@
  * answers, cancellation before and during, and 1000 concurrent connections.
  * Nothing of libuv is mocked. */
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "helpers.h"
 
@@ -442,6 +443,142 @@ static void test_tcp_bad_input(void **state) {
   assert_int_equal(uvp_tcp_close(t), 0);
 }
 
+/* ---- reads between reads: uvp on both ends of one connection ------------- */
+
+typedef struct pair_s {
+  uv_tcp_t listener;
+  uvp_ctx_t *ctx;
+  uvp_tcp_t *server; /* the accepted end */
+} pair_t;
+
+static void pair_accept(uv_stream_t *l, int status) {
+  pair_t *pr = l->data;
+  assert_int_equal(status, 0);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, l, &pr->server), 0);
+}
+
+/* A connected client/server pair of uvp_tcp_t; the listener is closed, so
+ * nothing but the two ends is left on the loop. */
+static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
+  memset(pr, 0, sizeof(*pr));
+  pr->ctx = f->ctx;
+  uv_tcp_init(&f->loop, &pr->listener);
+  pr->listener.data = pr;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  assert_int_equal(uv_tcp_bind(&pr->listener, (struct sockaddr *)&a, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&pr->listener, 8, pair_accept), 0);
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  uv_tcp_getsockname(&pr->listener, (struct sockaddr *)&ss, &len);
+  uvp_tcp_t *c;
+  uvp_promise_t *conn;
+  assert_int_equal(uvp_tcp_new(f->ctx, &c), 0);
+  assert_int_equal(uvp_tcp_connect(c, (struct sockaddr *)&ss, &conn), 0);
+  while (pr->server == NULL || uvp_promise_state(conn) == UVP_PENDING)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(uvp_promise_state(conn), UVP_FULFILLED);
+  uvp_promise_release(conn);
+  uv_close((uv_handle_t *)&pr->listener, NULL);
+  return c;
+}
+
+static void send_now(fixture_t *f, uvp_tcp_t *t, const char *text) {
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_write(t, text, strlen(text), &w), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  uvp_promise_release(w);
+}
+
+static void quiet(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+/* Read once and expect `text` (NULL: expect a rejection with `code`). */
+static void expect_read(fixture_t *f, uvp_tcp_t *t, const char *text,
+                        int code) {
+  uvp_promise_t *r;
+  assert_int_equal(uvp_tcp_read(t, &r), 0);
+  run_loop(f);
+  if (text != NULL) {
+    assert_int_equal(uvp_promise_state(r), UVP_FULFILLED);
+    const uvp_buf_t *b = uvp_promise_value(r);
+    assert_int_equal(b->len, strlen(text));
+    assert_memory_equal(b->base, text, b->len);
+  } else {
+    assert_int_equal(uvp_promise_state(r), UVP_REJECTED);
+    assert_int_equal(uvp_promise_reason(r, NULL), code);
+  }
+  uvp_promise_release(r);
+}
+
+/* Between two reads libuv keeps reading: bytes that arrive with no read
+ * pending stay in the kernel for the next read, and the idle connection
+ * does not keep the loop alive (as a bare idle libuv handle would not). */
+static void test_bytes_between_reads_wait_for_the_next(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  send_now(f, pr.server, "one");
+  expect_read(f, c, "one", 0);
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  send_now(f, pr.server, "two");
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT); /* "two" arrives with no read pending */
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  expect_read(f, c, "two", 0);
+  send_now(f, pr.server, "three");
+  expect_read(f, c, "three", 0);
+  uvp_tcp_close(pr.server);
+  uvp_tcp_close(c);
+}
+
+/* The end of the stream arrives while no read is pending: the next read
+ * rejects with UV_EOF, and read_all fulfils with what is left (nothing). */
+static void test_eof_between_reads(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL); /* the EOF is expected */
+  send_now(f, pr.server, "last");
+  expect_read(f, c, "last", 0);
+  uvp_tcp_close(pr.server);
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  expect_read(f, c, NULL, UV_EOF);
+  uvp_promise_t *all;
+  assert_int_equal(uvp_tcp_read_all(c, 0, &all), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(all), UVP_FULFILLED);
+  assert_int_equal(((const uvp_buf_t *)uvp_promise_value(all))->len, 0);
+  uvp_promise_release(all);
+  uvp_tcp_close(c);
+}
+
+/* A reset that arrives while no read is pending is the next read's
+ * outcome. */
+static void test_reset_between_reads(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL); /* the reset is expected */
+  send_now(f, pr.server, "hi");
+  expect_read(f, c, "hi", 0);
+  /* A zero linger makes the close send RST instead of FIN. */
+  uv_os_fd_t fd;
+  assert_int_equal(uv_fileno((uv_handle_t *)uvp_tcp_handle(pr.server), &fd),
+                   0);
+  struct linger lg = {1, 0};
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  uvp_tcp_close(pr.server);
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  expect_read(f, c, NULL, UV_ECONNRESET);
+  uvp_tcp_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_request_reply),
@@ -456,6 +593,9 @@ int main(void) {
       FIXTURE_TEST(test_teardown_with_connection_in_flight),
       FIXTURE_TEST(test_thousand_concurrent_connections),
       FIXTURE_TEST(test_tcp_bad_input),
+      FIXTURE_TEST(test_bytes_between_reads_wait_for_the_next),
+      FIXTURE_TEST(test_eof_between_reads),
+      FIXTURE_TEST(test_reset_between_reads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
