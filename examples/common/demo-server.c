@@ -2,9 +2,14 @@
  *
  * Every connection owns two handles (its socket and a timer for the slow
  * endpoints) and is freed when both have closed; the server counts open
- * handles so that stop can report when the loop holds nothing of it.  A
- * response ends with uv_shutdown, so the client sees the whole body before
- * end of stream rather than a reset. */
+ * handles so that stop can report when the loop holds nothing of it.
+ *
+ * Input is appended to the connection's `pending` bytes and parsed from
+ * there one request at a time: the parser pauses at the end of each
+ * request, which is answered before the bytes after it (a pipelined next
+ * request) are looked at.  A response that keeps the connection alive
+ * makes it idle again; the last one ends with uv_shutdown, so the client
+ * sees the whole body before end of stream rather than a reset. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -18,6 +23,10 @@
 
 #include "demo-server.h"
 
+/* Unparsed input kept per connection while a request is being answered;
+ * beyond it, reading pauses until the answer is out. */
+#define MAX_PENDING (64 * 1024)
+
 typedef struct conn_s conn_t;
 
 struct demo_server_s {
@@ -27,6 +36,8 @@ struct demo_server_s {
   int open_handles;
   int stopping;
   conn_t *conns; /* doubly linked, for stop */
+  unsigned long accepted;
+  unsigned long requests;
   void (*done)(void *);
   void *done_arg;
 };
@@ -39,10 +50,17 @@ struct conn_s {
   llhttp_t parser;
   char path[256];
   size_t path_len;
-  int answered; /* the request is parsed: ignore anything after it */
+  int message_done; /* the parser paused at the end of a request */
+  int keep_alive;   /* the client allows a request after this one */
+  int busy;         /* a request is being answered: input waits */
+  int last;         /* no request after this one: ignore further input */
+  int dispatching;  /* inside dispatch(): conn_continue's loop goes on */
+  int reading;
   int closing;
   int handles; /* open handles of the two; freed at 0 */
   size_t trickled;
+  char *pending; /* input not parsed yet */
+  size_t pending_len, pending_cap;
 };
 
 /* A write request carrying its own bytes. */
@@ -50,6 +68,8 @@ typedef struct {
   uv_write_t req;
   char data[];
 } wbuf_t;
+
+static void conn_continue(conn_t *c);
 
 /* ---- teardown ------------------------------------------------------------ */
 
@@ -67,8 +87,10 @@ static void conn_handle_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   demo_server_t *s = c->srv;
   /* libuv runs close callbacks in no promised order: count them. */
-  if (--c->handles == 0)
+  if (--c->handles == 0) {
+    free(c->pending);
     free(c);
+  }
   server_handle_closed(s);
 }
 
@@ -97,7 +119,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
   conn_close(c, 0);
 }
 
-/* End the response: the kernel sends FIN after the queued bytes. */
+/* End the connection: the kernel sends FIN after the queued bytes. */
 static void conn_end(conn_t *c) {
   uv_shutdown_t *req = malloc(sizeof(*req));
   if (req == NULL) {
@@ -134,21 +156,56 @@ static void conn_write(conn_t *c, const char *data, size_t len) {
   }
 }
 
-static void respond(conn_t *c, int status, const char *reason,
-                    const char *body) {
+/* The response's bytes are all queued.  libuv writes a stream's queue in
+ * order, so the next request may be answered at once: its bytes go out
+ * after these. */
+static void response_done(conn_t *c) {
+  if (c->last) {
+    conn_end(c);
+    return;
+  }
+  c->busy = 0;
+  if (!c->dispatching)
+    conn_continue(c); /* answered later (a timer): look at what waited */
+}
+
+/* The value of the Connection header for a well-behaved response; decides
+ * whether the connection serves another request after it. */
+static const char *connection_header(conn_t *c) {
+  if (!c->keep_alive || c->srv->stopping)
+    c->last = 1;
+  return c->last ? "close" : "keep-alive";
+}
+
+/* One whole response in one write.  `connection` is the Connection
+ * header's value, or NULL for none. */
+static void respond_with(conn_t *c, int status, const char *reason,
+                         const char *body, const char *connection) {
   char head[256];
   size_t blen = strlen(body);
   int n = snprintf(head, sizeof(head),
                    "HTTP/1.1 %d %s\r\n"
                    "Content-Type: text/plain\r\n"
                    "Content-Length: %zu\r\n"
-                   "Connection: close\r\n"
+                   "%s%s%s"
                    "\r\n",
-                   status, reason, blen);
-  conn_write(c, head, (size_t)n);
-  if (blen > 0)
-    conn_write(c, body, blen);
-  conn_end(c);
+                   status, reason, blen, connection ? "Connection: " : "",
+                   connection ? connection : "", connection ? "\r\n" : "");
+  char *msg = malloc((size_t)n + blen);
+  if (msg == NULL) {
+    conn_close(c, 0);
+    return;
+  }
+  memcpy(msg, head, (size_t)n);
+  memcpy(msg + n, body, blen);
+  conn_write(c, msg, (size_t)n + blen);
+  free(msg);
+  response_done(c);
+}
+
+static void respond(conn_t *c, int status, const char *reason,
+                    const char *body) {
+  respond_with(c, status, reason, body, connection_header(c));
 }
 
 /* ---- endpoints ----------------------------------------------------------- */
@@ -170,13 +227,16 @@ static void trickle_fire(uv_timer_t *t) {
 
 static void big(conn_t *c) {
   enum { CHUNK = 4096 };
-  static const char head[] = "HTTP/1.1 200 OK\r\n"
-                             "Content-Type: application/octet-stream\r\n"
-                             "Transfer-Encoding: chunked\r\n"
-                             "Connection: close\r\n"
-                             "\r\n";
+  char head[160];
+  int hn = snprintf(head, sizeof(head),
+                    "HTTP/1.1 200 OK\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    "Transfer-Encoding: chunked\r\n"
+                    "Connection: %s\r\n"
+                    "\r\n",
+                    connection_header(c));
   char chunk[16 + CHUNK + 2];
-  conn_write(c, head, sizeof(head) - 1);
+  conn_write(c, head, (size_t)hn);
   for (size_t sent = 0; sent < DEMO_BIG_BYTES; sent += CHUNK) {
     size_t n = DEMO_BIG_BYTES - sent < CHUNK ? DEMO_BIG_BYTES - sent : CHUNK;
     int h = snprintf(chunk, 16, "%zx\r\n", n);
@@ -186,16 +246,25 @@ static void big(conn_t *c) {
     conn_write(c, chunk, (size_t)h + n + 2);
   }
   conn_write(c, "0\r\n\r\n", 5);
-  conn_end(c);
+  response_done(c);
+}
+
+static void stats(conn_t *c) {
+  char body[96];
+  snprintf(body, sizeof(body), "{\"connections\":%lu,\"requests\":%lu}\n",
+           c->srv->accepted, c->srv->requests);
+  respond(c, 200, "OK", body);
 }
 
 static void dispatch(conn_t *c) {
   c->path[strcspn(c->path, "?")] = '\0';
   const char *p = c->path;
+  c->busy = 1;
+  c->srv->requests++;
   if (strcmp(p, "/") == 0) {
     respond(c, 200, "OK",
-            "/fast /slow /big /missing /error /reset /hang /trickle /half "
-            "/malformed\n");
+            "/fast /slow /big /missing /error /stats /close-after /reset "
+            "/hang /trickle /half /malformed\n");
   } else if (strcmp(p, "/fast") == 0) {
     respond(c, 200, "OK", DEMO_FAST_BODY);
   } else if (strcmp(p, "/slow") == 0) {
@@ -206,16 +275,26 @@ static void dispatch(conn_t *c) {
     respond(c, 404, "Not Found", "not found\n");
   } else if (strcmp(p, "/error") == 0) {
     respond(c, 500, "Internal Server Error", "something broke\n");
+  } else if (strcmp(p, "/stats") == 0) {
+    stats(c);
+  } else if (strcmp(p, "/close-after") == 0) {
+    /* A well-formed keep-alive answer, then FIN: what the client sees when
+     * a server's keep-alive timeout runs out just after a response. */
+    c->last = 1;
+    respond_with(c, 200, "OK", DEMO_FAST_BODY, NULL);
   } else if (strcmp(p, "/reset") == 0) {
+    c->last = 1;
     conn_close(c, 1);
   } else if (strcmp(p, "/hang") == 0) {
     /* Nothing: the client's timeout, its close, or stop ends it. */
+    c->last = 1;
   } else if (strcmp(p, "/trickle") == 0) {
     char head[128];
     int n = snprintf(head, sizeof(head),
                      "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
                      "Connection: close\r\n\r\n",
                      DEMO_TRICKLE_BYTES);
+    c->last = 1;
     conn_write(c, head, (size_t)n);
     uv_timer_start(&c->timer, trickle_fire, DEMO_TRICKLE_MS, DEMO_TRICKLE_MS);
   } else if (strcmp(p, "/half") == 0) {
@@ -224,10 +303,12 @@ static void dispatch(conn_t *c) {
                      "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n"
                      "Connection: close\r\n\r\n%.*s",
                      DEMO_HALF_PROMISED, DEMO_HALF_SENT, "0123456789");
+    c->last = 1;
     conn_write(c, msg, (size_t)n);
     conn_end(c);
   } else if (strcmp(p, "/malformed") == 0) {
     static const char junk[] = "SPDY/9 banana\r\n\r\n";
+    c->last = 1;
     conn_write(c, junk, sizeof(junk) - 1);
     conn_end(c);
   } else {
@@ -236,6 +317,13 @@ static void dispatch(conn_t *c) {
 }
 
 /* ---- reading ------------------------------------------------------------- */
+
+static int on_message_begin(llhttp_t *parser) {
+  conn_t *c = parser->data;
+  c->path_len = 0;
+  c->path[0] = '\0';
+  return 0;
+}
 
 static int on_url(llhttp_t *parser, const char *at, size_t len) {
   conn_t *c = parser->data;
@@ -248,37 +336,103 @@ static int on_url(llhttp_t *parser, const char *at, size_t len) {
   return 0;
 }
 
+/* Stop at the end of each request: the bytes after it belong to the next
+ * one, which must wait for this one's answer. */
 static int on_message_complete(llhttp_t *parser) {
   conn_t *c = parser->data;
-  c->answered = 1;
-  dispatch(c);
-  return HPE_PAUSED; /* one request per connection */
+  c->message_done = 1;
+  c->keep_alive = llhttp_should_keep_alive(parser);
+  return HPE_PAUSED;
 }
 
 static const llhttp_settings_t request_settings = {
+    .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_message_complete = on_message_complete,
 };
 
+/* Parse from `pending`; returns how many bytes were used: up to the end of
+ * a request (then answered), all of them, or all after a parse error
+ * (answered 400, the connection's last answer). */
+static size_t conn_parse(conn_t *c) {
+  const char *data = c->pending;
+  llhttp_errno_t e = llhttp_execute(&c->parser, data, c->pending_len);
+  if (e == HPE_OK)
+    return c->pending_len;
+  if (e == HPE_PAUSED && c->message_done) {
+    size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    c->message_done = 0;
+    llhttp_resume(&c->parser);
+    c->dispatching = 1;
+    dispatch(c);
+    c->dispatching = 0;
+    return used;
+  }
+  c->busy = 1;
+  c->last = 1;
+  respond_with(c, 400, "Bad Request", "bad request\n", "close");
+  return c->pending_len;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  /* One buffer for every connection: read_cb copies what arrived into the
+   * connection's pending bytes right after this. */
+  static char slab[64 * 1024];
   (void)h;
-  buf->base = malloc(suggested);
-  buf->len = buf->base != NULL ? suggested : 0;
+  (void)suggested;
+  *buf = uv_buf_init(slab, sizeof(slab));
 }
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = stream->data;
   if (nread < 0) {
-    /* The client went away (after its response, or while /hang waited). */
+    /* The client went away (after its responses, or while /hang waited). */
     conn_close(c, 0);
-  } else if (nread > 0 && !c->answered) {
-    llhttp_errno_t e = llhttp_execute(&c->parser, buf->base, (size_t)nread);
-    if (e != HPE_OK && e != HPE_PAUSED && !c->answered) {
-      c->answered = 1;
-      respond(c, 400, "Bad Request", "bad request\n");
-    }
+    return;
   }
-  free(buf->base);
+  if (nread == 0 || c->last)
+    return; /* nothing, or nothing we will answer */
+  size_t len = (size_t)nread;
+  if (c->pending_len + len > c->pending_cap) {
+    size_t cap = c->pending_cap ? c->pending_cap : 1024;
+    while (cap < c->pending_len + len)
+      cap *= 2;
+    char *p = realloc(c->pending, cap);
+    if (p == NULL) {
+      conn_close(c, 0);
+      return;
+    }
+    c->pending = p;
+    c->pending_cap = cap;
+  }
+  memcpy(c->pending + c->pending_len, buf->base, len);
+  c->pending_len += len;
+  conn_continue(c);
+}
+
+/* Answer the requests waiting in `pending`, in order, for as long as each
+ * is answered at once; then read more unless too much is waiting. */
+static void conn_continue(conn_t *c) {
+  while (!c->busy && !c->last && !c->closing && c->pending_len > 0) {
+    size_t used = conn_parse(c);
+    if (c->closing)
+      return;
+    memmove(c->pending, c->pending + used, c->pending_len - used);
+    c->pending_len -= used;
+  }
+  if (c->closing)
+    return;
+  int want = !c->last && c->pending_len < MAX_PENDING;
+  if (want && !c->reading) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) {
+      conn_close(c, 0);
+      return;
+    }
+    c->reading = 1;
+  } else if (!want && c->reading && !c->last) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -301,9 +455,12 @@ static void on_connection(uv_stream_t *server, int status) {
   s->conns = c;
   llhttp_init(&c->parser, HTTP_REQUEST, &request_settings);
   c->parser.data = c;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 ||
-      uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c, 0);
+    return;
+  }
+  s->accepted++;
+  conn_continue(c);
 }
 
 /* ---- the server ---------------------------------------------------------- */

@@ -2,21 +2,31 @@
  * way a request can end, so HTTP clients can be shown (and tested) against
  * every outcome without touching the network:
  *
- *   /          200, the list below as text
- *   /fast      200, a small body at once
- *   /slow      200 after ~300 ms
- *   /big       200, chunked, DEMO_BIG_BYTES bytes
- *   /missing   404
- *   /error     500
- *   /reset     reads the request, then resets the connection (RST)
- *   /hang      reads the request and never answers
- *   /trickle   200, a body of DEMO_TRICKLE_BYTES sent one byte at a time
- *   /half      promises Content-Length 1000, sends 10 bytes and closes
- *   /malformed a garbage status line
+ *   /             200, the list below as text
+ *   /fast         200, a small body at once
+ *   /slow         200 after ~300 ms
+ *   /big          200, chunked, DEMO_BIG_BYTES bytes
+ *   /missing      404
+ *   /error        500
+ *   /stats        200, {"connections":N,"requests":M}: connections accepted
+ *                 and requests answered since start, this one included
+ *   /close-after  200 like /fast, then closes the connection without
+ *                 saying so (no "Connection: close"), as a server whose
+ *                 keep-alive timeout ran out: a client that reuses the
+ *                 connection finds it closed
+ *   /reset        reads the request, then resets the connection (RST)
+ *   /hang         reads the request and never answers
+ *   /trickle      200, a body of DEMO_TRICKLE_BYTES sent one byte at a time
+ *   /half         promises Content-Length 1000, sends 10 bytes and closes
+ *   /malformed    a garbage status line
  *   anything else: 404
  *
- * Plain libuv (no uvp) with llhttp parsing the requests.  Every response
- * says `Connection: close`; one request per connection. */
+ * Plain libuv (no uvp) with llhttp parsing the requests.  The well-behaved
+ * endpoints (/, /fast, /slow, /big, /missing, /error, /stats and unknown
+ * paths) keep the connection alive when the request allows it
+ * (llhttp_should_keep_alive: HTTP/1.1 without "Connection: close") and
+ * answer the next request on it, pipelined ones in order; the others end
+ * the connection as described, whatever the request asked. */
 #ifndef DEMO_SERVER_H
 #define DEMO_SERVER_H
 

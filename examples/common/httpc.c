@@ -1,14 +1,16 @@
 /* httpc: GET over uvp's TCP wrappers, one step per promise.
  *
  *   connect_host ──► write(request) ──► read ──► read ──► ... ──► response
+ *   (or an idle connection from the pool)
  *
  * Each step is a uvp_tcp_* promise with one handler that starts the next
  * step, so exactly one operation is in flight at any time and the request
- * is finished (connection closed, memory freed) by whichever handler sees
- * that nothing more is to be done.  The promise handed to the caller is
- * our own `p`, settled by those handlers; cancelling it (directly, through
- * uvp_timeout, or as a loser of a combinator) closes the connection, which
- * makes the operation in flight reject, and its handler cleans up. */
+ * is finished (connection closed or returned to the pool, memory freed) by
+ * whichever handler sees that nothing more is to be done.  The promise
+ * handed to the caller is our own `p`, settled by those handlers;
+ * cancelling it (directly, through uvp_timeout, or as a loser of a
+ * combinator) closes the connection, which makes the operation in flight
+ * reject, and its handler cleans up. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +21,11 @@
 #include "httpc.h"
 
 typedef struct req_s {
+  uvp_ctx_t *ctx;
   uvp_promise_t *p;  /* the request's promise; one reference is ours */
   uvp_promise_t *op; /* the TCP operation in flight; our reference */
   uvp_tcp_t *tcp;
+  httpc_pool_t *pool; /* NULL: the connection is closed after the response */
   char *host;
   int port;
   char *request;
@@ -30,8 +34,123 @@ typedef struct req_s {
   httpc_response_t *res;
   size_t keep;
   uint64_t start_ns;
-  int complete; /* llhttp saw the end of the message */
+  size_t received; /* response bytes read on this connection */
+  int reused;      /* the connection came from the pool */
+  int complete;    /* llhttp saw the end of the message */
+  int keep_alive;  /* ... and the server lets the connection be reused */
+  int extra;       /* bytes arrived after the message */
 } req_t;
+
+/* ---- the pool ------------------------------------------------------------ */
+
+/* The idle connections to one host:port, a stack: the most recently used
+ * is on top and taken first, so that under light load the same few stay
+ * warm and the others are left alone. */
+typedef struct pool_host_s {
+  struct pool_host_s *next;
+  char *host;
+  int port;
+  uvp_tcp_t **idle;
+  size_t nidle, cap;
+} pool_host_t;
+
+struct httpc_pool_s {
+  uvp_ctx_t *ctx;
+  size_t max_idle; /* per host:port */
+  size_t users;    /* requests not finished yet */
+  int closed;
+  pool_host_t *hosts;
+};
+
+int httpc_pool_new(uvp_ctx_t *ctx, size_t max_idle_per_host,
+                   httpc_pool_t **out) {
+  if (ctx == NULL || out == NULL || max_idle_per_host == 0)
+    return UV_EINVAL;
+  httpc_pool_t *pool = calloc(1, sizeof(*pool));
+  if (pool == NULL)
+    return UV_ENOMEM;
+  pool->ctx = ctx;
+  pool->max_idle = max_idle_per_host;
+  *out = pool;
+  return 0;
+}
+
+static pool_host_t *pool_find(httpc_pool_t *pool, const char *host,
+                              int port) {
+  for (pool_host_t *h = pool->hosts; h != NULL; h = h->next)
+    if (h->port == port && strcmp(h->host, host) == 0)
+      return h;
+  return NULL;
+}
+
+/* An idle connection to host:port, or NULL. */
+static uvp_tcp_t *pool_take(httpc_pool_t *pool, const char *host, int port) {
+  pool_host_t *h = pool_find(pool, host, port);
+  if (h == NULL || h->nidle == 0)
+    return NULL;
+  uvp_tcp_t *tcp = h->idle[--h->nidle];
+  uv_ref((uv_handle_t *)uvp_tcp_handle(tcp));
+  return tcp;
+}
+
+/* Keep `tcp` as an idle connection to host:port.  Returns 0 if the pool
+ * took it, else non-zero: the caller still owns it (and closes it). */
+static int pool_put(httpc_pool_t *pool, const char *host, int port,
+                    uvp_tcp_t *tcp) {
+  uv_handle_t *handle = (uv_handle_t *)uvp_tcp_handle(tcp);
+  if (pool->closed || handle == NULL)
+    return -1;
+  pool_host_t *h = pool_find(pool, host, port);
+  if (h == NULL) {
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || (h->host = strdup(host)) == NULL) {
+      free(h);
+      return -1;
+    }
+    h->port = port;
+    h->next = pool->hosts;
+    pool->hosts = h;
+  }
+  if (h->nidle == pool->max_idle)
+    return -1;
+  if (h->nidle == h->cap) {
+    size_t cap = h->cap ? h->cap * 2 : 8;
+    if (cap > pool->max_idle)
+      cap = pool->max_idle;
+    uvp_tcp_t **idle = realloc(h->idle, cap * sizeof(*idle));
+    if (idle == NULL)
+      return -1;
+    h->idle = idle;
+    h->cap = cap;
+  }
+  h->idle[h->nidle++] = tcp;
+  /* An idle connection waits for a request that may never come: like
+   * Node's agent with its free sockets, do not let it keep the loop
+   * alive. */
+  uv_unref(handle);
+  return 0;
+}
+
+static void pool_free_if_done(httpc_pool_t *pool) {
+  if (pool->closed && pool->users == 0)
+    free(pool);
+}
+
+void httpc_pool_close(httpc_pool_t *pool) {
+  if (pool == NULL || pool->closed)
+    return;
+  pool->closed = 1;
+  for (pool_host_t *h = pool->hosts, *next; h != NULL; h = next) {
+    next = h->next;
+    for (size_t i = 0; i < h->nidle; i++)
+      uvp_tcp_close(h->idle[i]);
+    free(h->idle);
+    free(h->host);
+    free(h);
+  }
+  pool->hosts = NULL;
+  pool_free_if_done(pool);
+}
 
 /* ---- the response -------------------------------------------------------- */
 
@@ -61,9 +180,10 @@ static int on_body(llhttp_t *parser, const char *at, size_t len) {
 static int on_message_complete(llhttp_t *parser) {
   req_t *r = parser->data;
   r->complete = 1;
+  r->keep_alive = llhttp_should_keep_alive(parser);
   r->res->status = (int)parser->status_code;
   r->res->latency_us = (uv_hrtime() - r->start_ns) / 1000;
-  /* One message per connection: whatever follows is not ours to parse. */
+  /* One message per request: whatever follows is not ours to parse. */
   return HPE_PAUSED;
 }
 
@@ -77,6 +197,10 @@ static const llhttp_settings_t parser_settings = {
 static void req_free(req_t *r) {
   if (r->tcp != NULL)
     uvp_tcp_close(r->tcp);
+  if (r->pool != NULL) {
+    r->pool->users--;
+    pool_free_if_done(r->pool);
+  }
   uvp_promise_release(r->op);
   uvp_promise_release(r->p);
   response_free(r->res);
@@ -103,7 +227,8 @@ static void req_cancelled(uvp_promise_t *p, void *arg) {
   req_t *r = arg;
   int why = uvp_promise_reason(p, NULL);
   /* Closing the connection makes the operation in flight reject with
-   * UV_ECANCELED; its handler finishes the request. */
+   * UV_ECANCELED; its handler finishes the request.  A connection in an
+   * unknown state is never returned to the pool. */
   uvp_tcp_close(r->tcp);
   r->tcp = NULL;
   /* At context teardown no handler runs any more: finish here. */
@@ -113,6 +238,7 @@ static void req_cancelled(uvp_promise_t *p, void *arg) {
 
 /* ---- the steps ----------------------------------------------------------- */
 
+static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in);
 static uvp_ret_t on_read(void *arg, const uvp_outcome_t *in);
 
 /* Chain the next step: `op` (a fresh TCP promise, or rc < 0 if it could not
@@ -129,6 +255,22 @@ static void req_next(req_t *r, int rc, uvp_promise_t *op, uvp_then_cb next) {
   req_finish(r, rc);
 }
 
+static void req_connect(req_t *r) {
+  uvp_promise_t *op = NULL;
+  int rc = uvp_tcp_connect_host(r->tcp, r->host, r->port, &op);
+  req_next(r, rc, op, on_connected);
+}
+
+/* A connection taken from the pool that fails before the first byte of
+ * the response was, in all likelihood, closed by the server while it sat
+ * idle (a keep-alive timeout, a restart) and the request never reached
+ * it.  A GET is idempotent, so sending it again is safe: once, on a new
+ * connection, which cannot have that problem. */
+static int req_should_retry(const req_t *r, int status) {
+  return r->reused && r->received == 0 &&
+         (status == UV_EOF || status == UV_ECONNRESET || status == UV_EPIPE);
+}
+
 /* Common head of every step: the previous operation is over.  Returns
  * non-zero if the request goes on. */
 static int req_step(req_t *r, const uvp_outcome_t *in) {
@@ -139,11 +281,31 @@ static int req_step(req_t *r, const uvp_outcome_t *in) {
     req_free(r); /* cancelled or timed out meanwhile */
     return 0;
   }
+  if (req_should_retry(r, in->status)) {
+    uvp_tcp_close(r->tcp);
+    r->tcp = NULL;
+    r->reused = 0;
+    int rc = uvp_tcp_new(r->ctx, &r->tcp);
+    if (rc == 0)
+      req_connect(r);
+    else
+      req_finish(r, rc);
+    return 0;
+  }
   if (in->status < 0 && in->status != UV_EOF) {
     req_finish(r, in->status);
     return 0;
   }
   return 1;
+}
+
+/* The response is complete: settle, and give the connection back to the
+ * pool if it is fit for another request. */
+static void req_done(req_t *r) {
+  if (r->pool != NULL && r->keep_alive && !r->extra &&
+      pool_put(r->pool, r->host, r->port, r->tcp) == 0)
+    r->tcp = NULL; /* the pool's now */
+  req_finish(r, 0);
 }
 
 static void read_more(req_t *r) {
@@ -161,17 +323,24 @@ static uvp_ret_t on_read(void *arg, const uvp_outcome_t *in) {
     /* The server closed: a close-delimited body ends here, any other
      * message is cut short. */
     llhttp_errno_t e = llhttp_finish(&r->parser);
+    r->keep_alive = 0;
     req_finish(r, e == HPE_OK && r->complete ? 0 : UV_EPROTO);
     return none;
   }
   const uvp_buf_t *b = in->value;
+  r->received += b->len;
   llhttp_errno_t e = llhttp_execute(&r->parser, b->base, b->len);
-  if (r->complete)
-    req_finish(r, 0);
-  else if (e != HPE_OK)
+  if (r->complete) {
+    /* Paused at the end of the message: anything after it is a protocol
+     * error of the server's, and the connection is no use for the next
+     * request. */
+    r->extra = llhttp_get_error_pos(&r->parser) != b->base + b->len;
+    req_done(r);
+  } else if (e != HPE_OK) {
     req_finish(r, UV_EPROTO);
-  else
+  } else {
     read_more(r);
+  }
   return none;
 }
 
@@ -183,14 +352,17 @@ static uvp_ret_t on_written(void *arg, const uvp_outcome_t *in) {
   return none;
 }
 
-static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
-  req_t *r = arg;
-  uvp_ret_t none = {0};
-  if (!req_step(r, in))
-    return none;
+static void send_request(req_t *r) {
   uvp_promise_t *op = NULL;
   int rc = uvp_tcp_write(r->tcp, r->request, r->request_len, &op);
   req_next(r, rc, op, on_written);
+}
+
+static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
+  req_t *r = arg;
+  uvp_ret_t none = {0};
+  if (req_step(r, in))
+    send_request(r);
   return none;
 }
 
@@ -274,9 +446,11 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
               uvp_promise_t **out) {
   if (ctx == NULL || url == NULL || out == NULL)
     return UV_EINVAL;
-  httpc_opts_t o = {0, 0};
+  httpc_opts_t o = {0, 0, NULL};
   if (opts != NULL)
     o = *opts;
+  if (o.pool != NULL && o.pool->ctx != ctx)
+    return UV_EINVAL;
 
   char *host, *authority, *target;
   int port;
@@ -293,9 +467,10 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
                             "Host: %s\r\n"
                             "User-Agent: uvp-httpc/" UVP_VERSION_STRING "\r\n"
                             "Accept: */*\r\n"
-                            "Connection: close\r\n"
+                            "Connection: %s\r\n"
                             "\r\n";
-  int len = snprintf(NULL, 0, fmt, target, authority);
+  const char *connection = o.pool != NULL ? "keep-alive" : "close";
+  int len = snprintf(NULL, 0, fmt, target, authority, connection);
   char *request = malloc((size_t)len + 1);
   if (r == NULL || res == NULL || body == NULL || request == NULL) {
     free(r);
@@ -307,11 +482,12 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
     free(target);
     return UV_ENOMEM;
   }
-  snprintf(request, (size_t)len + 1, fmt, target, authority);
+  snprintf(request, (size_t)len + 1, fmt, target, authority, connection);
   free(authority);
   free(target);
   body[0] = '\0';
   res->body = body;
+  r->ctx = ctx;
   r->res = res;
   r->host = host;
   r->port = port;
@@ -322,10 +498,17 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
   llhttp_init(&r->parser, HTTP_RESPONSE, &parser_settings);
   r->parser.data = r;
 
+  if (o.pool != NULL) {
+    r->pool = o.pool;
+    r->pool->users++;
+    r->tcp = pool_take(r->pool, r->host, r->port);
+    r->reused = r->tcp != NULL;
+  }
+
   rc = uvp_promise_new(ctx, &r->p);
   if (rc == 0)
     rc = uvp_promise_set_cancel(r->p, req_cancelled, r);
-  if (rc == 0)
+  if (rc == 0 && r->tcp == NULL)
     rc = uvp_tcp_new(ctx, &r->tcp);
   if (rc != 0) {
     req_free(r);
@@ -347,9 +530,10 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
     result = uvp_promise_retain(r->p);
   }
 
-  uvp_promise_t *op = NULL;
-  rc = uvp_tcp_connect_host(r->tcp, r->host, r->port, &op);
-  req_next(r, rc, op, on_connected);
+  if (r->reused)
+    send_request(r);
+  else
+    req_connect(r);
   *out = result;
   return 0;
 }

@@ -1,9 +1,12 @@
 /* httpc — a small HTTP/1.1 GET client on uvp's TCP wrappers.
  *
- * One request per connection (`Connection: close`), responses parsed by
- * llhttp: Content-Length, chunked and close-delimited bodies.  Every call
- * gives a promise, so requests compose with uvp's combinators (map, race,
- * timeout...) like any other libuv operation. */
+ * Responses are parsed by llhttp: Content-Length, chunked and
+ * close-delimited bodies.  By default each request has a connection of its
+ * own (`Connection: close`); with a pool (httpc_pool_new), connections are
+ * kept alive and reused, as Node's http.Agent({keepAlive: true}) or nginx's
+ * upstream `keepalive` do.  Every call gives a promise, so requests compose
+ * with uvp's combinators (map, race, timeout...) like any other libuv
+ * operation. */
 #ifndef HTTPC_H
 #define HTTPC_H
 
@@ -21,10 +24,40 @@ typedef struct httpc_response_s {
   size_t body_len;
 } httpc_response_t;
 
+/* Idle keep-alive connections, per host:port, for the requests of one
+ * context.
+ *
+ * A request given the pool sends `Connection: keep-alive` and first takes
+ * an idle connection to its host:port (the most recently used one), else
+ * connects.  After a complete response that allows it (the server did not
+ * say `Connection: close`, nothing arrived after the message, the request
+ * was neither cancelled nor timed out), its connection goes back to the
+ * pool, up to `max_idle_per_host` idle ones per host:port; any other is
+ * closed.  A reused connection that fails before the first byte of the
+ * response (UV_EOF, UV_ECONNRESET, UV_EPIPE: the server closed it while it
+ * was idle) is retried once on a new connection.  Idle connections do not
+ * keep the loop alive and are kept until reused or until the pool is
+ * closed; one the server closed meanwhile is found out by that retry. */
+typedef struct httpc_pool_s httpc_pool_t;
+
+/* A new pool on `ctx` (the context of every request that uses it).
+ * Errors: UV_EINVAL (NULL ctx/out, max_idle_per_host 0), UV_ENOMEM. */
+int httpc_pool_new(uvp_ctx_t *ctx, size_t max_idle_per_host,
+                   httpc_pool_t **out);
+
+/* Close the idle connections and give the pool up: requests still in
+ * flight finish, then close their connection instead of returning it; the
+ * pool is freed when the last of them is done (at once if none).  Pass it
+ * to no httpc_get after this.  Any time, also after uvp_ctx_close(); call
+ * it before uv_loop_close(), like uvp_tcp_close(). */
+void httpc_pool_close(httpc_pool_t *pool);
+
 typedef struct httpc_opts_s {
   uint64_t timeout_ms; /* 0: none; else the whole request rejects with
                           UV_ETIMEDOUT and is cancelled */
   size_t keep;         /* how many body bytes to keep in `body` (0: none) */
+  httpc_pool_t *pool;  /* NULL: a connection of its own, closed after the
+                          response; else keep-alive through this pool */
 } httpc_opts_t;
 
 /* GET `url` (http://host[:port][/path], host a name, an IPv4 address or a
@@ -36,10 +69,10 @@ typedef struct httpc_opts_s {
  * UV_EAI_*...), UV_EPROTO for a malformed response or a connection closed
  * before a complete message, UV_EPROTONOSUPPORT for https:// and
  * UV_EINVAL for a URL that cannot be parsed.  Cancelling the promise closes
- * the connection.
+ * the connection (a pooled one too: it is never returned).
  *
- * Returns 0, or UV_EINVAL (NULL ctx/url/out), UV_ENOMEM, UVP_ECLOSED with
- * nothing started. */
+ * Returns 0, or UV_EINVAL (NULL ctx/url/out, a pool of another context),
+ * UV_ENOMEM, UVP_ECLOSED with nothing started. */
 int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
               uvp_promise_t **out);
 

@@ -9,9 +9,9 @@
  *   -b URL   a backend (http://host[:port]/path), repeatable, in order
  *   -f FILE  more backends, one URL per line ('#' starts a comment)
  *
- * For each request it GETs every backend at once (httpc_get, one connection
- * per backend request, with the timeout), waits for all of them with
- * uvp_promise_all_settled and answers 200 with
+ * For each request it GETs every backend at once (httpc_get with the
+ * timeout), waits for all of them with uvp_promise_all_settled and
+ * answers 200 with
  *
  *   {"backends":[{"url":"...","status":"fulfilled","code":200,"bytes":5,
  *                 "ms":1.2},
@@ -23,6 +23,15 @@
  * code is in "code"); "ok" and "failed" count fulfilled and rejected
  * backends.  "bytes" is the backend's body length, "ms" the time from the
  * start of its request to the end of its body.
+ *
+ * Backend connections are kept alive and reused through one httpc pool,
+ * as nginx's upstream `keepalive` or Node's keep-alive agent do: a backend
+ * request takes an idle connection to its host:port if there is one, and
+ * gives it back after the response.  Up to POOL_MAX_IDLE connections per
+ * backend host:port stay idle (Node's default maxFreeSockets), enough for
+ * every backend request of a few hundred client requests in flight at
+ * once; beyond that, connections are closed after their response.  A
+ * connection the backend closed while idle costs one retry (see httpc.h).
  *
  * HTTP handling, all parsing by llhttp:
  *  - GET and HEAD, on any path, start a fan-out; other methods get 405.
@@ -40,8 +49,9 @@
  *
  * SIGINT/SIGTERM: stop accepting, close idle connections, let requests in
  * flight finish (bounded by -t) and answer them with "Connection: close";
- * a second signal cancels what is left.  Then uvp_ctx_close, and the loop
- * closes with nothing left on it; exit status 0. */
+ * a second signal cancels what is left.  Then the pool's idle backend
+ * connections are closed, uvp_ctx_close, and the loop closes with nothing
+ * left on it; exit status 0. */
 #include <errno.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -59,6 +69,7 @@
 
 #define MAX_PENDING (64 * 1024) /* unparsed input kept per connection */
 #define MAX_HEADER (16 * 1024)  /* request line + headers */
+#define POOL_MAX_IDLE 256       /* idle backend connections per host:port */
 
 typedef struct conn_s conn_t;
 typedef struct req_s req_t;
@@ -71,7 +82,7 @@ typedef struct server_s {
   uv_signal_t sigterm;
   char **backends;
   size_t nbackends;
-  httpc_opts_t opts;
+  httpc_opts_t opts; /* opts.pool: the backend connections */
   conn_t *conns; /* every open connection, to close them at shutdown */
   size_t nconns;
   size_t nreqs; /* fan-outs whose handler has not run yet */
@@ -552,8 +563,10 @@ static void on_connection(uv_stream_t *server, int status) {
 static void maybe_finish(server_t *srv) {
   if (srv->signals == 0 || srv->ctx_closed || srv->nconns || srv->nreqs)
     return;
-  /* Nothing of ours is waiting for a handler: uvp can go. */
+  /* Nothing of ours is waiting for a handler: uvp can go, and with it
+   * the idle backend connections. */
   srv->ctx_closed = 1;
+  httpc_pool_close(srv->opts.pool);
   uvp_ctx_close(srv->ctx);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
@@ -682,6 +695,8 @@ int main(int argc, char **argv) {
   int err = uv_loop_init(&srv.loop);
   if (err == 0)
     err = uvp_ctx_new(&srv.loop, &srv.ctx);
+  if (err == 0)
+    err = httpc_pool_new(srv.ctx, POOL_MAX_IDLE, &srv.opts.pool);
   if (err < 0) {
     fprintf(stderr, "uvp-gateway: init: %s\n", uv_strerror(err));
     return 1;
@@ -703,6 +718,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "uvp-gateway: listen on 127.0.0.1:%llu: %s\n", port,
             uv_strerror(err));
     uv_close((uv_handle_t *)&srv.listener, NULL);
+    httpc_pool_close(srv.opts.pool);
     uvp_ctx_close(srv.ctx);
     uv_run(&srv.loop, UV_RUN_DEFAULT);
     uv_loop_close(&srv.loop);

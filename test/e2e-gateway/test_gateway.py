@@ -162,6 +162,36 @@ def summary(body):
     return json.loads(body.decode())
 
 
+def backend_stats(port):
+    """The demo backend's counters (this request and its connection
+    included): {"connections": N, "requests": M}."""
+    st, h, body = get(port, "/stats")
+    return json.loads(body.decode()) if st == 200 else {}
+
+
+def sequential(gw, n, expect_ok, path="/"):
+    """n GETs one after another on one client connection; how many were
+    answered 200 with `expect_ok` backends fulfilled with code 200 and a
+    5-byte body (what /fast and /close-after send)."""
+    s = connect(gw.port)
+    r = Reader(s)
+    good = 0
+    try:
+        for _ in range(n):
+            s.sendall(request("GET", path))
+            st, h, body = r.response()
+            doc = summary(body) if st == 200 else {}
+            if (doc.get("ok") == expect_ok and all(
+                    b.get("code") == 200 and b.get("bytes") == 5
+                    for b in doc.get("backends", []))):
+                good += 1
+            else:
+                print("    unexpected answer: %d %r" % (st, body[:300]))
+    finally:
+        s.close()
+    return good
+
+
 # ---- the cases -----------------------------------------------------------------
 
 def check_mixed_summary(status, headers, body, urls, elapsed, timeout_ms,
@@ -380,6 +410,77 @@ def case_forced_stop(gw, label):
     s.close()
 
 
+def case_backend_reuse(gateway, fanout):
+    """Backend connections are kept alive: 20 sequential gateway requests
+    to one backend use one backend connection.  Then the backend restarts
+    on the same port: the idle connection the gateway kept is dead, and the
+    next request is retried on a new connection instead of failing."""
+    be = Proc([fanout, "--serve", "0"], "backend (reuse)")
+    url = "http://127.0.0.1:%d/fast" % be.port
+    gw = Proc(gateway_argv(gateway, [url], 5000), "uvp-gateway (reuse)")
+    try:
+        good = sequential(gw, 20, expect_ok=1)
+        check(good == 20, "reuse: 20 sequential requests fulfilled (%d)"
+              % good)
+        st = backend_stats(be.port)
+        check(st.get("requests") == 21,
+              "reuse: the backend got each request once (%s)" % st)
+        check(st.get("connections") == 2,
+              "reuse: one backend connection for 20 requests, plus the "
+              "/stats one (%s)" % st)
+
+        port = be.port
+        rc = be.stop()
+        check(rc == 0, "reuse: backend stopped (exit %s)" % rc)
+        be = Proc([fanout, "--serve", str(port)], "backend (restarted)")
+        good = sequential(gw, 5, expect_ok=1)
+        check(good == 5, "backend restarted: 5 requests fulfilled, the "
+              "dead idle connection retried (%d)" % good)
+        st = backend_stats(be.port)
+        check(st.get("requests") == 6 and st.get("connections") == 2,
+              "backend restarted: one new connection, each request once "
+              "(%s)" % st)
+        rc = gw.stop()
+        check(rc == 0, "reuse: gateway exits 0 on SIGTERM (got %s) %s"
+              % (rc, gw.stderr()))
+    finally:
+        gw.kill()
+        be.kill()
+
+
+def case_backend_closes_idle(gateway, fanout, argv_prefix=(), label="",
+                             n=20):
+    """A backend that closes every connection right after its response
+    without saying so (/close-after, a keep-alive timeout that ran out):
+    each request finds its pooled connection closed, is retried once on a
+    new one, and succeeds; the backend sees each request exactly once."""
+    label = label or "closing backend"
+    be = Proc([fanout, "--serve", "0"], "backend (close-after)")
+    urls = ["http://127.0.0.1:%d/close-after" % be.port,
+            "http://127.0.0.1:%d/fast" % be.port]
+    gw = Proc(list(argv_prefix) + gateway_argv(gateway, urls, 20000),
+              "uvp-gateway (%s)" % label, ready_timeout=120)
+    try:
+        good = sequential(gw, n, expect_ok=2)
+        check(good == n, "%s: %d sequential requests fulfilled (%d)"
+              % (label, n, good))
+        st = backend_stats(be.port)
+        # Per gateway request, 2 backend requests; a connection for the
+        # /close-after one (or the /fast one, which may have taken the
+        # closed connection from the pool first), /fast reusing the other.
+        check(st.get("requests") == 2 * n + 1,
+              "%s: the backend got each request once, none twice (%s)"
+              % (label, st))
+        check(n + 1 <= st.get("connections", 0) <= n + 3,
+              "%s: one new connection per closed one (%s)" % (label, st))
+        rc = gw.stop(timeout=120)
+        check(rc == 0, "%s: gateway exits 0 on SIGTERM (got %s) %s"
+              % (label, rc, gw.stderr()))
+    finally:
+        gw.kill()
+        be.kill()
+
+
 WRK_LUA = r"""
 -- Count every response that is not a 200 carrying the expected summary.
 local threads = {}
@@ -401,11 +502,12 @@ end
 """
 
 
-def case_wrk(gw, expect):
+def case_wrk(gw, expect, backend_port):
     wrk = shutil.which("wrk")
     if not wrk:
         print("skip    wrk load test: wrk not installed")
         return
+    before = backend_stats(backend_port)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write("EXPECT = %s\n" % json.dumps(expect))
         f.write(WRK_LUA)
@@ -431,6 +533,15 @@ def case_wrk(gw, expect):
     check("Socket errors" not in out, "wrk: no socket errors")
     check("Non-2xx" not in out, "wrk: no non-2xx responses")
     check(gw.alive(), "gateway alive after the load")
+    after = backend_stats(backend_port)
+    reqs = after.get("requests", 0) - before.get("requests", 0)
+    conns = after.get("connections", 0) - before.get("connections", 0)
+    # 64 clients x 3 backends in flight at most: a few hundred connections
+    # (more when wrk's end cancels requests in flight) for 3 backend
+    # requests per response.
+    check(reqs >= 3 * int(m.group(1)) and conns * 10 < reqs,
+          "wrk: backend connections reused (%d connections for %d "
+          "backend requests)" % (conns, reqs))
 
 
 def gateway_argv(exe, urls, timeout_ms):
@@ -464,12 +575,15 @@ def main():
         procs.append(gwf)
         case_keepalive_concurrent(gwf, expect_ok=3)
         case_pipelining(gwf, expect_ok=3)
-        case_wrk(gwf, '],"ok":3,"failed":0}')
+        case_wrk(gwf, '],"ok":3,"failed":0}', backend.port)
         rc = gwf.stop()
         check(rc == 0, "fast gateway: SIGTERM after load, exit 0 (got %s) %s"
               % (rc, gwf.stderr()))
 
         case_graceful_stop(gw, mixed, timeout_ms)
+
+        case_backend_reuse(gateway, fanout)
+        case_backend_closes_idle(gateway, fanout)
 
         gwh = Proc(gateway_argv(gateway, mixed, 60000), "uvp-gateway (hang)")
         procs.append(gwh)
@@ -503,6 +617,9 @@ def main():
             # checks the cancellation and teardown paths too (exit status 99
             # on any error or leak).
             case_forced_stop(gwv, "valgrind")
+            # The pool's retry and its close at SIGTERM, under valgrind.
+            case_backend_closes_idle(gateway, fanout, vg, "valgrind, "
+                                     "closing backend", n=5)
         else:
             print("skip    valgrind case: valgrind not installed")
     finally:
