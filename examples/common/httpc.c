@@ -88,17 +88,16 @@ static uvp_tcp_t *pool_take(httpc_pool_t *pool, const char *host, int port) {
   pool_host_t *h = pool_find(pool, host, port);
   if (h == NULL || h->nidle == 0)
     return NULL;
-  uvp_tcp_t *tcp = h->idle[--h->nidle];
-  uv_ref((uv_handle_t *)uvp_tcp_handle(tcp));
-  return tcp;
+  return h->idle[--h->nidle];
 }
 
 /* Keep `tcp` as an idle connection to host:port.  Returns 0 if the pool
- * took it, else non-zero: the caller still owns it (and closes it). */
+ * took it, else non-zero: the caller still owns it (and closes it).  With
+ * no operation pending, uvp's connection neither reads nor keeps the loop
+ * alive: an idle one costs a socket and nothing else. */
 static int pool_put(httpc_pool_t *pool, const char *host, int port,
                     uvp_tcp_t *tcp) {
-  uv_handle_t *handle = (uv_handle_t *)uvp_tcp_handle(tcp);
-  if (pool->closed || handle == NULL)
+  if (pool->closed)
     return -1;
   pool_host_t *h = pool_find(pool, host, port);
   if (h == NULL) {
@@ -124,10 +123,6 @@ static int pool_put(httpc_pool_t *pool, const char *host, int port,
     h->cap = cap;
   }
   h->idle[h->nidle++] = tcp;
-  /* An idle connection waits for a request that may never come: like
-   * Node's agent with its free sockets, do not let it keep the loop
-   * alive. */
-  uv_unref(handle);
   return 0;
 }
 
