@@ -53,9 +53,6 @@
  * connections are closed, uvp_ctx_close, and the loop closes with nothing
  * left on it; exit status 0. */
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -678,15 +675,6 @@ int main(int argc, char **argv) {
   srv.opts.timeout_ms = timeout;
   srv.opts.keep = 0; /* only the body's size goes into the summary */
 
-#ifdef __GLIBC__
-  /* Every backend read gets a 64 KiB buffer from uvp_tcp_read, freed a
-   * moment later.  With glibc's default 128 KiB trim threshold the heap
-   * top is returned to the kernel and faulted back in over and over under
-   * load (1.5-1.8x fewer requests/s, measured with bench/run-gateway on a
-   * 2-core VM).  Keep up to 32 MiB of freed heap instead; peak RSS stays
-   * a few MB. */
-  mallopt(M_TRIM_THRESHOLD, 32 * 1024 * 1024);
-#endif
 
   /* A client that goes away while we write must be an EPIPE, not a
    * signal that kills the gateway. */
