@@ -675,7 +675,6 @@ int main(int argc, char **argv) {
   srv.opts.timeout_ms = timeout;
   srv.opts.keep = 0; /* only the body's size goes into the summary */
 
-
   /* A client that goes away while we write must be an EPIPE, not a
    * signal that kills the gateway. */
   signal(SIGPIPE, SIG_IGN);
