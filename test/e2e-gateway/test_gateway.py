@@ -410,6 +410,43 @@ def case_forced_stop(gw, label):
     s.close()
 
 
+def case_demo_keepalive(port):
+    """The demo backend itself: pipelined requests on one connection are
+    answered in order (/slow holds back the ones after it) and keep it
+    alive until one says Connection: close; /close-after answers without a
+    Connection header, then closes."""
+    s = connect(port)
+    s.sendall(request("GET", "/fast") + request("GET", "/slow") +
+              request("GET", "/missing") + request("GET", "/stats") +
+              request("GET", "/fast", "Connection: close\r\n"))
+    r = Reader(s)
+    got = []
+    try:
+        for _ in range(5):
+            st, h, body = r.response()
+            got.append((st, h.get("connection"), body[:5]))
+    except (EOFError, OSError) as e:
+        got.append(repr(e))
+    check(got == [(200, "keep-alive", b"fast\n"),
+                  (200, "keep-alive", b"slow\n"),
+                  (404, "keep-alive", b"not f"),
+                  (200, "keep-alive", b'{"con'),
+                  (200, "close", b"fast\n")],
+          "demo backend: 5 pipelined requests answered in order on one "
+          "connection: %s" % got)
+    check(r.at_eof(), "demo backend: closed after Connection: close")
+    s.close()
+
+    s = connect(port)
+    s.sendall(request("GET", "/close-after"))
+    r = Reader(s)
+    st, h, body = r.response()
+    check(st == 200 and "connection" not in h and body == b"fast\n"
+          and r.at_eof(), "demo backend: /close-after answers as if "
+          "keep-alive, then closes")
+    s.close()
+
+
 def case_backend_reuse(gateway, fanout):
     """Backend connections are kept alive: 20 sequential gateway requests
     to one backend use one backend connection.  Then the backend restarts
@@ -565,6 +602,7 @@ def main():
     timeout_ms = 1000
     procs = [backend]
     try:
+        case_demo_keepalive(backend.port)
         gw = Proc(gateway_argv(gateway, mixed, timeout_ms), "uvp-gateway")
         procs.append(gw)
         case_mixed(gw, mixed, timeout_ms)
