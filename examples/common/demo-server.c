@@ -460,6 +460,9 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   s->accepted++;
+  /* /big is many small writes: on a kept-alive connection Nagle would
+   * hold them back until the client's delayed ACK (~40 ms). */
+  uv_tcp_nodelay(&c->tcp, 1);
   conn_continue(c);
 }
 
