@@ -140,20 +140,28 @@ static void write_cb(uv_write_t *req, int status) {
   free(req);
 }
 
-static void conn_write(conn_t *c, const char *data, size_t len) {
+/* Queue `head` then `body` (may be NULL) as one write. */
+static void conn_write2(conn_t *c, const char *head, size_t hlen,
+                        const char *body, size_t blen) {
   if (c->closing)
     return;
-  wbuf_t *w = malloc(sizeof(*w) + len);
+  wbuf_t *w = malloc(sizeof(*w) + hlen + blen);
   if (w == NULL) {
     conn_close(c, 0);
     return;
   }
-  memcpy(w->data, data, len);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned int)len);
+  memcpy(w->data, head, hlen);
+  if (blen > 0)
+    memcpy(w->data + hlen, body, blen);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned int)(hlen + blen));
   if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb) != 0) {
     free(w);
     conn_close(c, 0);
   }
+}
+
+static void conn_write(conn_t *c, const char *data, size_t len) {
+  conn_write2(c, data, len, NULL, 0);
 }
 
 /* The response's bytes are all queued.  libuv writes a stream's queue in
@@ -191,15 +199,7 @@ static void respond_with(conn_t *c, int status, const char *reason,
                    "\r\n",
                    status, reason, blen, connection ? "Connection: " : "",
                    connection ? connection : "", connection ? "\r\n" : "");
-  char *msg = malloc((size_t)n + blen);
-  if (msg == NULL) {
-    conn_close(c, 0);
-    return;
-  }
-  memcpy(msg, head, (size_t)n);
-  memcpy(msg + n, body, blen);
-  conn_write(c, msg, (size_t)n + blen);
-  free(msg);
+  conn_write2(c, head, (size_t)n, body, blen);
   response_done(c);
 }
 
