@@ -6,7 +6,7 @@
  * with "c_" are C-specific additions from the issue "Combinators" and
  * uvp_promise_all_settled's comment in include/uvp.h.
  *
- * Mapping (see the top of include/uvp.h and test-then.c):
+ * Mapping (see the top of include/uvp.h and test262.h):
  *   Promise.allSettled([...])   uvp_promise_all_settled(ctx, inputs, n, &out)
  *   the array of {status, value | reason}
  *                               uvp_settled_list_t: items[i].status 0 and
@@ -22,8 +22,6 @@
  *                               the combinator never hears of it
  *   Promise.allSettled.call(Constructor, ...) with a recording resolve
  *                               a handler on the result counting its calls
- *   sequence.push / checkSequence
- *                               trace_push / check_sequence
  *
  * Skipped (no C analogue):
  *   length.js, name.js, prop-desc.js, is-function.js, not-a-constructor.js,
@@ -70,218 +68,17 @@
  * Header behaviour pinned here: the empty allSettled is fulfilled when the
  * call returns (as JavaScript's, which resolved-immed.js observes), though
  * no handler runs inside the call. */
-#include <stdarg.h>
-
-#include "helpers.h"
+#include "test262.h"
 
 /* ------------------------------------------------------------------------ */
-/* Scaffolding (each test262 port file has its own copy).                   */
+/* Helpers of this file                                                     */
 /* ------------------------------------------------------------------------ */
 
-#if defined(__GNUC__)
-#define HELPER static inline __attribute__((unused))
-#else
-#define HELPER static inline
-#endif
-
-/* Unhandled-rejection reports, counted.  The hook's arg is NULL and the
- * counter static, so a report during teardown touches no dead frame. */
-static int g_unhandled;
-
-HELPER void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-HELPER void count_unhandled(fixture_t *f) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
-}
-
-HELPER void release_all(int n, ...) {
-  va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n; i++)
-    uvp_promise_release(va_arg(ap, uvp_promise_t *));
-  va_end(ap);
-}
-
-HELPER void release_array(uvp_promise_t **ps, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    uvp_promise_release(ps[i]);
-}
-
-HELPER void assert_no_live(fixture_t *f) {
-  uvp_ctx_stats_t st;
-  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
-  assert_int_equal(st.live, 0);
-  assert_int_equal(st.queued, 0);
-}
-
-HELPER size_t live_count(fixture_t *f) {
-  uvp_ctx_stats_t st;
-  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
-  return st.live;
-}
-
-/* test262's checkSequence: the trace is exactly 1, 2, ..., n. */
-HELPER void check_sequence(const trace_t *t, int n) {
-  assert_int_equal(t->n, n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(t->ev[i], i + 1);
-}
-
-HELPER void expect_trace(const trace_t *t, int n, ...) {
-  int want[64];
-  va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n && i < 64; i++)
-    want[i] = va_arg(ap, int);
-  va_end(ap);
-  assert_int_equal(t->n, n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(t->ev[i], want[i]);
-}
-
-/* A recording handler.  Pushes `mark` (if `trace`), then, if `seq`, checks
- * the trace is exactly 1..mark; returns `ret` on the first call (zeroed: the
- * derived promise fulfils with NULL, as a JS handler returning undefined). */
-typedef struct rec_s {
-  trace_t *trace;
-  int mark;
-  int seq;
-  int calls;
-  int status;
-  void *value;
-  uvp_promise_t *from;
-  uvp_ret_t ret;
-} rec_t;
-
-HELPER uvp_ret_t rec_cb(void *arg, const uvp_outcome_t *in) {
-  rec_t *r = arg;
-  uvp_ret_t ret = r->ret;
-  r->calls++;
-  r->status = in->status;
-  r->value = in->value;
-  r->from = in->promise;
-  if (r->trace != NULL) {
-    trace_push(r->trace, r->mark);
-    if (r->seq)
-      check_sequence(r->trace, r->mark);
-  }
-  memset(&r->ret, 0, sizeof(r->ret));
-  return ret;
-}
-
-/* p.then(onFulfilled, onRejected). */
-typedef struct both_s {
-  rec_t ok;
-  rec_t err;
-} both_t;
-
-HELPER uvp_ret_t both_cb(void *arg, const uvp_outcome_t *in) {
-  both_t *b = arg;
-  return rec_cb(in->status == 0 ? &b->ok : &b->err, in);
-}
-
-#define INT_VALUE(i) ((void *)(intptr_t)(i))
-
-HELPER uvp_promise_t *pending(fixture_t *f) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
-  return p;
-}
-
-HELPER uvp_promise_t *fulfilled(fixture_t *f, void *v) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_resolved(f->ctx, v, NULL, &p), 0);
-  return p;
-}
-
-HELPER uvp_promise_t *rejected(fixture_t *f, int code, void *payload) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_rejected(f->ctx, code, payload, NULL, &p), 0);
-  return p;
-}
-
-/* Settles `n` pending promises from one loop callback (a timer due at
- * once), in reverse input order, so that completion order differs from
- * input order.  mode: 0 all fulfil (value i), 1 all reject (UV_EIO, payload
- * i), 2 even indexes fulfil and odd ones reject. */
-typedef struct mass_s {
-  uv_timer_t timer;
-  uvp_promise_t **ps;
-  size_t n;
-  int mode;
-  uint64_t settled_ns;
-} mass_t;
-
-HELPER void mass_settle_cb(uv_timer_t *t) {
-  mass_t *m = t->data;
-  for (size_t k = m->n; k-- > 0;) {
-    int fail = m->mode == 1 || (m->mode == 2 && (k & 1));
-    if (fail)
-      assert_int_equal(uvp_promise_reject(m->ps[k], UV_EIO, INT_VALUE(k), NULL),
-                       0);
-    else
-      assert_int_equal(uvp_promise_resolve(m->ps[k], INT_VALUE(k), NULL), 0);
-  }
-  m->settled_ns = uv_hrtime();
-  uv_close((uv_handle_t *)t, NULL);
-}
-
-HELPER void mass_start(fixture_t *f, mass_t *m, uvp_promise_t **ps, size_t n,
-                       int mode) {
-  m->ps = ps;
-  m->n = n;
-  m->mode = mode;
-  m->timer.data = m;
-  assert_int_equal(uv_timer_init(&f->loop, &m->timer), 0);
-  assert_int_equal(uv_timer_start(&m->timer, mass_settle_cb, 0, 0), 0);
-}
-
-/* A second loop and context, for inputs of another context. */
-typedef struct other_s {
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
-  uvp_promise_t *p;
-} other_t;
-
-HELPER void other_open(other_t *o) {
-  assert_int_equal(uv_loop_init(&o->loop), 0);
-  assert_int_equal(uvp_ctx_new(&o->loop, &o->ctx), 0);
-  assert_int_equal(uvp_promise_new(o->ctx, &o->p), 0);
-}
-
-HELPER void other_close(other_t *o) {
-  uvp_promise_release(o->p);
-  assert_int_equal(uvp_ctx_close(o->ctx), 0);
-  assert_int_equal(uv_run(&o->loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&o->loop), 0);
-}
-
-HELPER uvp_settled_list_t *list_of(uvp_promise_t *p) {
+static uvp_settled_list_t *list_of(uvp_promise_t *p) {
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   uvp_settled_list_t *l = uvp_promise_value(p);
   assert_non_null(l);
   return l;
-}
-
-HELPER void expect_item(const uvp_settled_list_t *l, size_t i, int status,
-                        void *value, uvp_promise_t *input) {
-  assert_true(i < l->count);
-  assert_int_equal(l->items[i].status, status);
-  assert_ptr_equal(l->items[i].value, value);
-  if (input != NULL)
-    assert_ptr_equal(l->items[i].promise, input);
-}
-
-HELPER void expect_counts(const uvp_settled_list_t *l, size_t count,
-                          size_t nfulfilled, size_t nrejected) {
-  assert_int_equal(l->count, count);
-  assert_int_equal(l->fulfilled, nfulfilled);
-  assert_int_equal(l->rejected, nrejected);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -451,12 +248,6 @@ static void reject_immed(void **state) {
 
 /* reject-deferred.js: an input rejected later, from a handler of another
  * promise. */
-static uvp_ret_t reject_target_cb(void *arg, const uvp_outcome_t *in) {
-  (void)in;
-  assert_int_equal(uvp_promise_reject(arg, UV_EIO, SENTINEL(1), NULL), 0);
-  return uvp_ret_value(NULL, NULL);
-}
-
 static void reject_deferred(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *in = pending(f), *tick = fulfilled(f, NULL);
@@ -497,15 +288,6 @@ static void reject_ignored_immed(void **state) {
 
 /* reject-ignored-deferred.js: the same, with both settled later from a
  * handler. */
-static uvp_ret_t settle_later_cb(void *arg, const uvp_outcome_t *in) {
-  uvp_promise_t **ins = arg;
-  (void)in;
-  assert_int_equal(uvp_promise_resolve(ins[0], INT_VALUE(42), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, NULL, NULL),
-                   UVP_ESETTLED);
-  return uvp_ret_value(NULL, NULL);
-}
 
 static void reject_ignored_deferred(void **state) {
   fixture_t *f = *state;
@@ -514,7 +296,7 @@ static void reject_ignored_deferred(void **state) {
   uvp_promise_t *p, *d;
 
   assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 2, &p), 0);
-  assert_int_equal(uvp_promise_then(tick, settle_later_cb, ins, &d), 0);
+  assert_int_equal(uvp_promise_then(tick, settle_both_cb, ins, &d), 0);
   run_loop(f);
   uvp_settled_list_t *l = list_of(p);
   expect_counts(l, 2, 2, 0);

@@ -6,7 +6,7 @@
  * are C-specific additions from the issue "Combinators" and
  * uvp_promise_any's comment in include/uvp.h.
  *
- * Mapping (see the top of include/uvp.h and test-then.c):
+ * Mapping (see the top of include/uvp.h and test262.h):
  *   Promise.any([...])          uvp_promise_any(ctx, inputs, n, 0, &out)
  *   AggregateError, .errors     rejection code UVP_EAGGREGATE whose payload
  *                               is a uvp_settled_list_t: items[i].status the
@@ -65,219 +65,19 @@
  * which stays rejected (finally passes a rejection through; node v20 gives
  * AggregateError ['a','b','c','d']).  The port asserts the specified
  * outcome: an aggregate of the four reasons in input order. */
-#include <stdarg.h>
-
-#include "helpers.h"
+#include "test262.h"
 
 /* ------------------------------------------------------------------------ */
-/* Scaffolding (each test262 port file has its own copy).                   */
+/* Helpers of this file                                                     */
 /* ------------------------------------------------------------------------ */
-
-#if defined(__GNUC__)
-#define HELPER static inline __attribute__((unused))
-#else
-#define HELPER static inline
-#endif
-
-/* Unhandled-rejection reports, counted.  The hook's arg is NULL and the
- * counter static, so a report during teardown touches no dead frame. */
-static int g_unhandled;
-
-HELPER void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-HELPER void count_unhandled(fixture_t *f) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
-}
-
-HELPER void release_all(int n, ...) {
-  va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n; i++)
-    uvp_promise_release(va_arg(ap, uvp_promise_t *));
-  va_end(ap);
-}
-
-HELPER void release_array(uvp_promise_t **ps, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    uvp_promise_release(ps[i]);
-}
-
-HELPER void assert_no_live(fixture_t *f) {
-  uvp_ctx_stats_t st;
-  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
-  assert_int_equal(st.live, 0);
-  assert_int_equal(st.queued, 0);
-}
-
-HELPER size_t live_count(fixture_t *f) {
-  uvp_ctx_stats_t st;
-  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
-  return st.live;
-}
-
-/* test262's checkSequence: the trace is exactly 1, 2, ..., n. */
-HELPER void check_sequence(const trace_t *t, int n) {
-  assert_int_equal(t->n, n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(t->ev[i], i + 1);
-}
-
-HELPER void expect_trace(const trace_t *t, int n, ...) {
-  int want[64];
-  va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n && i < 64; i++)
-    want[i] = va_arg(ap, int);
-  va_end(ap);
-  assert_int_equal(t->n, n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(t->ev[i], want[i]);
-}
-
-/* A recording handler.  Pushes `mark` (if `trace`), then, if `seq`, checks
- * the trace is exactly 1..mark; returns `ret` on the first call (zeroed: the
- * derived promise fulfils with NULL, as a JS handler returning undefined). */
-typedef struct rec_s {
-  trace_t *trace;
-  int mark;
-  int seq;
-  int calls;
-  int status;
-  void *value;
-  uvp_promise_t *from;
-  uvp_ret_t ret;
-} rec_t;
-
-HELPER uvp_ret_t rec_cb(void *arg, const uvp_outcome_t *in) {
-  rec_t *r = arg;
-  uvp_ret_t ret = r->ret;
-  r->calls++;
-  r->status = in->status;
-  r->value = in->value;
-  r->from = in->promise;
-  if (r->trace != NULL) {
-    trace_push(r->trace, r->mark);
-    if (r->seq)
-      check_sequence(r->trace, r->mark);
-  }
-  memset(&r->ret, 0, sizeof(r->ret));
-  return ret;
-}
-
-/* p.then(onFulfilled, onRejected). */
-typedef struct both_s {
-  rec_t ok;
-  rec_t err;
-} both_t;
-
-HELPER uvp_ret_t both_cb(void *arg, const uvp_outcome_t *in) {
-  both_t *b = arg;
-  return rec_cb(in->status == 0 ? &b->ok : &b->err, in);
-}
-
-#define INT_VALUE(i) ((void *)(intptr_t)(i))
-
-HELPER uvp_promise_t *pending(fixture_t *f) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
-  return p;
-}
-
-HELPER uvp_promise_t *fulfilled(fixture_t *f, void *v) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_resolved(f->ctx, v, NULL, &p), 0);
-  return p;
-}
-
-HELPER uvp_promise_t *rejected(fixture_t *f, int code, void *payload) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_rejected(f->ctx, code, payload, NULL, &p), 0);
-  return p;
-}
-
-/* Settles `n` pending promises from one loop callback (a timer due at
- * once), in reverse input order, so that completion order differs from
- * input order.  mode: 0 all fulfil (value i), 1 all reject (UV_EIO, payload
- * i), 2 even indexes fulfil and odd ones reject. */
-typedef struct mass_s {
-  uv_timer_t timer;
-  uvp_promise_t **ps;
-  size_t n;
-  int mode;
-  uint64_t settled_ns;
-} mass_t;
-
-HELPER void mass_settle_cb(uv_timer_t *t) {
-  mass_t *m = t->data;
-  for (size_t k = m->n; k-- > 0;) {
-    int fail = m->mode == 1 || (m->mode == 2 && (k & 1));
-    if (fail)
-      assert_int_equal(uvp_promise_reject(m->ps[k], UV_EIO, INT_VALUE(k), NULL),
-                       0);
-    else
-      assert_int_equal(uvp_promise_resolve(m->ps[k], INT_VALUE(k), NULL), 0);
-  }
-  m->settled_ns = uv_hrtime();
-  uv_close((uv_handle_t *)t, NULL);
-}
-
-HELPER void mass_start(fixture_t *f, mass_t *m, uvp_promise_t **ps, size_t n,
-                       int mode) {
-  m->ps = ps;
-  m->n = n;
-  m->mode = mode;
-  m->timer.data = m;
-  assert_int_equal(uv_timer_init(&f->loop, &m->timer), 0);
-  assert_int_equal(uv_timer_start(&m->timer, mass_settle_cb, 0, 0), 0);
-}
-
-/* A second loop and context, for inputs of another context. */
-typedef struct other_s {
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
-  uvp_promise_t *p;
-} other_t;
-
-HELPER void other_open(other_t *o) {
-  assert_int_equal(uv_loop_init(&o->loop), 0);
-  assert_int_equal(uvp_ctx_new(&o->loop, &o->ctx), 0);
-  assert_int_equal(uvp_promise_new(o->ctx, &o->p), 0);
-}
-
-HELPER void other_close(other_t *o) {
-  uvp_promise_release(o->p);
-  assert_int_equal(uvp_ctx_close(o->ctx), 0);
-  assert_int_equal(uv_run(&o->loop, UV_RUN_DEFAULT), 0);
-  assert_int_equal(uv_loop_close(&o->loop), 0);
-}
 
 /* The aggregate of a rejected any. */
-HELPER uvp_settled_list_t *aggregate_of(uvp_promise_t *p) {
+static uvp_settled_list_t *aggregate_of(uvp_promise_t *p) {
   void *payload = NULL;
   assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
   assert_int_equal(uvp_promise_reason(p, &payload), UVP_EAGGREGATE);
   assert_non_null(payload);
   return payload;
-}
-
-HELPER void expect_error(const uvp_settled_list_t *l, size_t i, int status,
-                         void *payload, uvp_promise_t *input) {
-  assert_true(i < l->count);
-  assert_int_equal(l->items[i].status, status);
-  assert_ptr_equal(l->items[i].value, payload);
-  if (input != NULL)
-    assert_ptr_equal(l->items[i].promise, input);
-}
-
-HELPER void expect_counts(const uvp_settled_list_t *l, size_t count) {
-  assert_int_equal(l->count, count);
-  assert_int_equal(l->rejected, count);
-  assert_int_equal(l->fulfilled, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -303,7 +103,7 @@ static void empty_iterable_rejects(void **state) {
   assert_int_equal(h.err.status, UVP_EAGGREGATE);
   uvp_settled_list_t *l = h.err.value;
   assert_ptr_equal(l, aggregate_of(p));
-  expect_counts(l, 0);
+  expect_counts(l, 0, 0, 0);
   release_all(2, p, d);
   assert_no_live(f);
 }
@@ -335,11 +135,11 @@ static void reject_all_mixed(void **state) {
   assert_int_equal(h.ok.calls, 0);
   assert_int_equal(h.err.calls, 1);
   uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, 4);
-  expect_error(l, 0, UV_EIO, SENTINEL(0), ins[0]);
-  expect_error(l, 1, UV_EPIPE, SENTINEL(1), ins[1]);
-  expect_error(l, 2, UV_ENOENT, SENTINEL(2), ins[2]);
-  expect_error(l, 3, UV_ECONNRESET, SENTINEL(3), ins[3]);
+  expect_counts(l, 4, 0, 4);
+  expect_item(l, 0, UV_EIO, SENTINEL(0), ins[0]);
+  expect_item(l, 1, UV_EPIPE, SENTINEL(1), ins[1]);
+  expect_item(l, 2, UV_ENOENT, SENTINEL(2), ins[2]);
+  expect_item(l, 3, UV_ECONNRESET, SENTINEL(3), ins[3]);
   release_array(ins, 4);
   release_all(4, c_in, d_in, p, d);
   assert_int_equal(g_unhandled, 0);
@@ -373,9 +173,9 @@ static void resolve_from_resolve_reject_finally(void **state) {
   run_loop(f);
 
   uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, 4);
+  expect_counts(l, 4, 0, 4);
   for (int i = 0; i < 4; i++)
-    expect_error(l, i, UV_EIO, SENTINEL(i), ins[i]);
+    expect_item(l, i, UV_EIO, SENTINEL(i), ins[i]);
   release_array(ins, 4);
   release_all(3, c_in, d_base, d_fin);
   assert_int_equal(g_unhandled, 0);
@@ -385,12 +185,6 @@ static void resolve_from_resolve_reject_finally(void **state) {
 }
 
 /* reject-deferred.js: the only input rejects later, from a handler. */
-static uvp_ret_t reject_target_cb(void *arg, const uvp_outcome_t *in) {
-  (void)in;
-  assert_int_equal(uvp_promise_reject(arg, UV_EIO, SENTINEL(1), NULL), 0);
-  return uvp_ret_value(NULL, NULL);
-}
-
 static void reject_deferred(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *in = pending(f), *tick = fulfilled(f, NULL);
@@ -405,8 +199,8 @@ static void reject_deferred(void **state) {
 
   assert_int_equal(h.err.calls, 1);
   uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, 1);
-  expect_error(l, 0, UV_EIO, SENTINEL(1), in);
+  expect_counts(l, 1, 0, 1);
+  expect_item(l, 0, UV_EIO, SENTINEL(1), in);
   release_all(5, in, tick, p, d, dt);
   assert_int_equal(g_unhandled, 0);
   assert_no_live(f);
@@ -425,14 +219,14 @@ static void call_reject_element_after_return(void **state) {
   run_loop(f);
   assert_int_equal(h.err.calls, 1);
   uvp_settled_list_t *l = aggregate_of(p);
-  expect_error(l, 0, UV_EIO, SENTINEL(1), in);
+  expect_item(l, 0, UV_EIO, SENTINEL(1), in);
 
   assert_int_equal(uvp_promise_reject(in, UV_EPIPE, SENTINEL(2), NULL),
                    UVP_ESETTLED);
   run_loop(f);
   assert_int_equal(h.err.calls, 1);
-  expect_counts(l, 1);
-  expect_error(l, 0, UV_EIO, SENTINEL(1), in);
+  expect_counts(l, 1, 0, 1);
+  expect_item(l, 0, UV_EIO, SENTINEL(1), in);
   release_all(3, in, p, d);
   assert_no_live(f);
 }
@@ -487,16 +281,6 @@ static void resolve_ignores_late_rejection(void **state) {
 
 /* resolve-ignores-late-rejection-deferred.js: the same, both settled later
  * from a handler. */
-static uvp_ret_t settle_both_cb(void *arg, const uvp_outcome_t *in) {
-  uvp_promise_t **ins = arg;
-  (void)in;
-  assert_int_equal(uvp_promise_resolve(ins[0], INT_VALUE(42), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], INT_VALUE(9), NULL), 0);
-  assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, NULL, NULL),
-                   UVP_ESETTLED);
-  return uvp_ret_value(NULL, NULL);
-}
-
 static void resolve_ignores_late_rejection_deferred(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *ins[2] = {pending(f), pending(f)};
@@ -540,7 +324,7 @@ static void invoke_then(void **state) {
 
   /* the aggregate is made in input 0's reaction, which runs last */
   expect_trace(&t, 7, 12, 22, 11, 21, 10, 20, 100);
-  expect_counts(aggregate_of(p), 3);
+  expect_counts(aggregate_of(p), 3, 0, 3);
   release_all(5, ins[0], ins[1], ins[2], p, d);
   assert_int_equal(g_unhandled, 0);
   assert_no_live(f);
@@ -620,9 +404,9 @@ static void c_aggregate_in_input_order(void **state) {
   assert_int_equal(h.err.status, UVP_EAGGREGATE);
   uvp_settled_list_t *l = aggregate_of(p);
   assert_ptr_equal(h.err.value, l);
-  expect_counts(l, N);
+  expect_counts(l, N, 0, N);
   for (int i = 0; i < N; i++)
-    expect_error(l, i, -200 - i, SENTINEL(i), ins[i]);
+    expect_item(l, i, -200 - i, SENTINEL(i), ins[i]);
   release_array(ins, N);
   release_all(2, p, d);
   assert_no_live(f);
@@ -675,12 +459,12 @@ static void c_mixed_and_duplicate_inputs(void **state) {
 
   assert_int_equal(h.err.calls, 1);
   uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, 5);
+  expect_counts(l, 5, 0, 5);
   for (int i = 0; i < 5; i++) {
     if (i % 2 == 0)
-      expect_error(l, i, UV_EIO, SENTINEL(0), a);
+      expect_item(l, i, UV_EIO, SENTINEL(0), a);
     else
-      expect_error(l, i, UV_EPIPE, SENTINEL(1), b);
+      expect_item(l, i, UV_EPIPE, SENTINEL(1), b);
   }
   release_all(4, a, b, p, d);
   assert_no_live(f);
@@ -860,9 +644,9 @@ static void c_100k_inputs(void **state) {
 
   assert_int_equal(h.err.calls, 1);
   uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, N);
+  expect_counts(l, N, 0, N);
   for (size_t i = 0; i < N; i++)
-    expect_error(l, i, UV_EIO, INT_VALUE(i), keep[i]);
+    expect_item(l, i, UV_EIO, INT_VALUE(i), keep[i]);
   print_message("any: 100000 inputs, call+settle+drain %.1f ms "
                 "(drain after settling %.1f ms)\n",
                 (double)(t1 - t0) / 1e6, (double)(t1 - m.settled_ns) / 1e6);

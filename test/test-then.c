@@ -4,7 +4,8 @@
  * Each test below is named after the file it ports (dashes and dots as
  * underscores); tests whose name starts with "c_" are C-specific additions.
  *
- * Mapping (see the top of include/uvp.h):
+ * Mapping (see the top of include/uvp.h; the rows every port shares are at
+ * the top of test262.h):
  *   p.then(f)                   uvp_promise_then(p, f, ...)
  *   p.then(f, r)                uvp_promise_on(p, UVP_ON_BOTH, both_cb, ...)
  *                               where both_cb dispatches on in->status
@@ -15,13 +16,6 @@
  *   return v / throw e          uvp_ret_value / uvp_ret_reject
  *   return promise              uvp_ret_adopt
  *   TypeError (self-resolution) UVP_ECYCLE
- *   `var obj = {}`              a boxed_t whose destructor is counted, or a
- *                               SENTINEL() when nobody owns it
- *   sequence.push / checkSequence
- *                               trace_push / check_sequence (the trace must be
- *                               exactly 1, 2, ..., n at that point)
- *   $DONE                       run the loop until only pending promises are
- *                               left, then assert
  *
  * Skipped groups (no C analogue):
  *   length.js, name.js, prop-desc.js, not-a-constructor.js,
@@ -56,123 +50,7 @@
  * the extra reaction job (two ticks).  No ported test262 sequence depends on
  * it; c_adopt_settled_no_thenable_job_ticks pins uvp's order and states the
  * JavaScript order next to it. */
-#include <stdarg.h>
-
-#include "helpers.h"
-
-/* ------------------------------------------------------------------------ */
-/* Scaffolding (each test262 port file has its own copy).                   */
-/* ------------------------------------------------------------------------ */
-
-#if defined(__GNUC__)
-#define HELPER static inline __attribute__((unused))
-#else
-#define HELPER static inline
-#endif
-
-/* Unhandled-rejection reports, counted.  The hook's arg is NULL and the
- * counter static, so a report during teardown touches no dead frame. */
-static int g_unhandled;
-
-HELPER void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-HELPER void count_unhandled(fixture_t *f) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
-}
-
-/* A promise used as a plain value or payload: its destructor drops the
- * reference that was handed over with it. */
-HELPER void release_promise(void *p) { uvp_promise_release(p); }
-
-HELPER void release_all(int n, ...) {
-  va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n; i++)
-    uvp_promise_release(va_arg(ap, uvp_promise_t *));
-  va_end(ap);
-}
-
-HELPER void assert_no_live(fixture_t *f) {
-  uvp_ctx_stats_t st;
-  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
-  assert_int_equal(st.live, 0);
-  assert_int_equal(st.queued, 0);
-}
-
-/* test262's checkSequence: the trace is exactly 1, 2, ..., n. */
-HELPER void check_sequence(const trace_t *t, int n) {
-  assert_int_equal(t->n, n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(t->ev[i], i + 1);
-}
-
-HELPER void expect_trace(const trace_t *t, int n, ...) {
-  int want[64];
-  va_list ap;
-  va_start(ap, n);
-  for (int i = 0; i < n && i < 64; i++)
-    want[i] = va_arg(ap, int);
-  va_end(ap);
-  assert_int_equal(t->n, n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(t->ev[i], want[i]);
-}
-
-/* A recording handler.  Pushes `mark` (if `trace`), then, if `seq`, checks
- * the trace is exactly 1..mark; returns `ret` on the first call (zeroed: the
- * derived promise fulfils with NULL, as a JS handler returning undefined). */
-typedef struct rec_s {
-  trace_t *trace;
-  int mark;
-  int seq;
-  int calls;
-  int status;
-  void *value;
-  uvp_promise_t *from;
-  uvp_ret_t ret;
-} rec_t;
-
-HELPER uvp_ret_t rec_cb(void *arg, const uvp_outcome_t *in) {
-  rec_t *r = arg;
-  uvp_ret_t ret = r->ret;
-  r->calls++;
-  r->status = in->status;
-  r->value = in->value;
-  r->from = in->promise;
-  if (r->trace != NULL) {
-    trace_push(r->trace, r->mark);
-    if (r->seq)
-      check_sequence(r->trace, r->mark);
-  }
-  memset(&r->ret, 0, sizeof(r->ret));
-  return ret;
-}
-
-/* p.then(onFulfilled, onRejected). */
-typedef struct both_s {
-  rec_t ok;
-  rec_t err;
-} both_t;
-
-HELPER uvp_ret_t both_cb(void *arg, const uvp_outcome_t *in) {
-  both_t *b = arg;
-  return rec_cb(in->status == 0 ? &b->ok : &b->err, in);
-}
-
-/* Handler pushing the boxed value (or payload) it is given. */
-HELPER uvp_ret_t push_msg_cb(void *arg, const uvp_outcome_t *in) {
-  trace_t *t = arg;
-  assert_non_null(in->value);
-  trace_push(t, ((boxed_t *)in->value)->v);
-  return uvp_ret_value(NULL, NULL);
-}
-
-#define INT_VALUE(i) ((void *)(intptr_t)(i))
+#include "test262.h"
 
 /* ------------------------------------------------------------------------ */
 /* Reaction jobs: Identity, Thrower, invocation                              */
