@@ -80,6 +80,7 @@ typedef struct server_s {
   uv_signal_t sigint;
   uv_signal_t sigterm;
   char **backends;
+  char **backends_json; /* each URL as a JSON string, escaped once */
   size_t nbackends;
   httpc_opts_t opts; /* opts.pool: the backend connections */
   conn_t *conns; /* every open connection, to close them at shutdown */
@@ -151,37 +152,64 @@ static void sb_reserve(sbuf_t *b, size_t more) {
   b->cap = cap;
 }
 
+static void sb_append(sbuf_t *b, const char *s, size_t n) {
+  sb_reserve(b, n);
+  if (b->oom)
+    return;
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf_t *b, const char *s) { sb_append(b, s, strlen(s)); }
+
 static void sb_printf(sbuf_t *b, const char *fmt, ...) {
   va_list ap;
+  sb_reserve(b, 0);
+  if (b->oom)
+    return;
   va_start(ap, fmt);
-  int n = vsnprintf(NULL, 0, fmt, ap);
+  int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
   va_end(ap);
   if (n < 0) {
     b->oom = 1;
     return;
   }
-  sb_reserve(b, (size_t)n);
-  if (b->oom)
-    return;
-  va_start(ap, fmt);
-  vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-  va_end(ap);
+  /* Formatting is most of the summary's cost: a second pass only when the
+   * first did not fit. */
+  if ((size_t)n >= b->cap - b->len) {
+    sb_reserve(b, (size_t)n);
+    if (b->oom)
+      return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+  }
   b->len += (size_t)n;
 }
 
-/* URLs come from the command line: escape them rather than trust them. */
-static void sb_json_string(sbuf_t *b, const char *s) {
-  sb_printf(b, "\"");
+/* URLs come from the command line: escape them rather than trust them,
+ * once, when the backend is added (a per-request escape, character by
+ * character, was a sizeable part of the gateway's user time).  Returns
+ * the quoted JSON string, or NULL. */
+static char *json_string(const char *s) {
+  sbuf_t b = {0};
+  sb_puts(&b, "\"");
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
     if (ch == '"' || ch == '\\')
-      sb_printf(b, "\\%c", ch);
+      sb_printf(&b, "\\%c", ch);
     else if (ch < 0x20)
-      sb_printf(b, "\\u%04x", ch);
+      sb_printf(&b, "\\u%04x", ch);
     else
-      sb_printf(b, "%c", ch);
+      sb_append(&b, (const char *)&ch, 1);
   }
-  sb_printf(b, "\"");
+  sb_puts(&b, "\"");
+  if (b.oom) {
+    free(b.p);
+    return NULL;
+  }
+  return b.p;
 }
 
 /* ---- writing responses -------------------------------------------------- */
@@ -246,11 +274,11 @@ static void conn_respond_error(conn_t *c, int code, const char *reason) {
 
 static void json_summary(sbuf_t *b, server_t *srv,
                          const uvp_settled_list_t *l) {
-  sb_printf(b, "{\"backends\":[");
+  sb_puts(b, "{\"backends\":[");
   for (size_t i = 0; i < l->count; i++) {
     const uvp_settled_t *it = &l->items[i];
-    sb_printf(b, "%s{\"url\":", i ? "," : "");
-    sb_json_string(b, srv->backends[i]);
+    sb_puts(b, i ? ",{\"url\":" : "{\"url\":");
+    sb_puts(b, srv->backends_json[i]);
     if (it->status == 0) {
       const httpc_response_t *r = it->value;
       sb_printf(b,
@@ -596,13 +624,23 @@ static void on_signal(uv_signal_t *s, int signum) {
 }
 
 static int add_backend(server_t *srv, const char *url) {
-  char **b = realloc(srv->backends, (srv->nbackends + 1) * sizeof(*b));
+  size_t n = srv->nbackends + 1;
+  char **b = realloc(srv->backends, n * sizeof(*b));
   if (b == NULL)
     return -1;
   srv->backends = b;
-  if ((b[srv->nbackends] = strdup(url)) == NULL)
+  char **j = realloc(srv->backends_json, n * sizeof(*j));
+  if (j == NULL)
     return -1;
-  srv->nbackends++;
+  srv->backends_json = j;
+  b[n - 1] = strdup(url);
+  j[n - 1] = json_string(url);
+  if (b[n - 1] == NULL || j[n - 1] == NULL) {
+    free(b[n - 1]);
+    free(j[n - 1]);
+    return -1;
+  }
+  srv->nbackends = n;
   return 0;
 }
 
@@ -735,8 +773,11 @@ int main(int argc, char **argv) {
   }
   fprintf(stderr, "uvp-gateway: %llu connections, %llu responses\n",
           srv.accepted, srv.served);
-  for (size_t i = 0; i < srv.nbackends; i++)
+  for (size_t i = 0; i < srv.nbackends; i++) {
     free(srv.backends[i]);
+    free(srv.backends_json[i]);
+  }
   free(srv.backends);
+  free(srv.backends_json);
   return err < 0 ? 1 : 0;
 }
