@@ -228,7 +228,13 @@ static void after_write(uv_write_t *w, int status) {
   conn_continue(c);
 }
 
-/* Write one whole response (head + body in one buffer, one write). */
+/* Write one whole response.  Usually the socket takes it at once
+ * (uv_try_write): then no write request is needed, the connection is free
+ * for its next request as soon as this returns (the caller goes on with
+ * conn_continue), and libuv 1.44 has no epoll_ctl to make afterwards (it
+ * re-arms the watcher of a reading stream after every completed
+ * uv_write).  Otherwise the rest is copied into a write request and the
+ * connection stays busy until it is written. */
 static void conn_respond(conn_t *c, int code, const char *reason,
                          const char *body, size_t body_len, int head_only) {
   server_t *srv = c->srv;
@@ -244,24 +250,44 @@ static void conn_respond(conn_t *c, int code, const char *reason,
                    "%s\r\n",
                    code, reason, body_len,
                    c->close_after ? "Connection: close\r\n" : "");
-  size_t send_body = head_only ? 0 : body_len;
-  wreq_t *wr = malloc(sizeof(*wr) + (size_t)n + send_body);
+  size_t hlen = (size_t)n;
+  size_t blen = head_only ? 0 : body_len;
+  uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned int)hlen),
+                      uv_buf_init((char *)body, (unsigned int)blen)};
+  int w = uv_try_write((uv_stream_t *)&c->handle, bufs, blen ? 2 : 1);
+  if (w == UV_EAGAIN || w == UV_ENOSYS)
+    w = 0;
+  if (w < 0) {
+    conn_close(c);
+    return;
+  }
+  srv->served++;
+  size_t done = (size_t)w;
+  if (done == hlen + blen) {
+    if (c->close_after)
+      conn_close(c);
+    return;
+  }
+  /* What is left: the rest of the head, then the rest of the body. */
+  size_t hdone = done < hlen ? done : hlen;
+  size_t bdone = done - hdone;
+  wreq_t *wr = malloc(sizeof(*wr) + (hlen - hdone) + (blen - bdone));
   if (wr == NULL) {
     conn_close(c);
     return;
   }
-  memcpy(wr->data, head, (size_t)n);
-  if (send_body)
-    memcpy(wr->data + n, body, send_body);
+  memcpy(wr->data, head + hdone, hlen - hdone);
+  if (blen > bdone)
+    memcpy(wr->data + (hlen - hdone), body + bdone, blen - bdone);
   wr->conn = c;
-  uv_buf_t buf = uv_buf_init(wr->data, (unsigned int)((size_t)n + send_body));
+  uv_buf_t buf =
+      uv_buf_init(wr->data, (unsigned int)((hlen - hdone) + (blen - bdone)));
   if (uv_write(&wr->req, (uv_stream_t *)&c->handle, &buf, 1, after_write)) {
     free(wr);
     conn_close(c);
     return;
   }
   c->writing = 1;
-  srv->served++;
 }
 
 static void conn_respond_error(conn_t *c, int code, const char *reason) {
@@ -312,6 +338,7 @@ static uvp_ret_t on_fanout_settled(void *arg, const uvp_outcome_t *in) {
        * connections that are gone; answer anyway rather than hang. */
       conn_respond_error(c, 500, "Internal Server Error");
     }
+    conn_continue(c); /* the next pipelined request, if answered at once */
   }
   uvp_promise_release(r->all);
   free(r);
@@ -495,9 +522,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   size_t used = conn_parse(c, data, len);
-  if (used < len && !c->closing && !c->close_after &&
-      keep_pending(c, data + used, len - used) < 0)
-    conn_close(c);
+  if (used < len && !c->closing && !c->close_after) {
+    if (keep_pending(c, data + used, len - used) < 0)
+      conn_close(c);
+    else if (!conn_busy(c))
+      conn_continue(c); /* answered at once (a 405): on to the next */
+  }
 }
 
 static void conn_read_start(conn_t *c) {

@@ -330,6 +330,47 @@ def case_pipelining(gw, expect_ok):
     s.close()
 
 
+def case_big_responses(gateway):
+    """Responses larger than the socket takes at once: 20 backends whose
+    50 kB URLs cannot be parsed (EINVAL at once, no connection) make a
+    1 MB summary; 8 of them pipelined to a client with a small receive
+    buffer that reads only after a second.  The gateway writes what the
+    socket takes, queues the rest, and answers each request in order and
+    whole."""
+    urls = ["http://[" + chr(ord("a") + i) * 50000 for i in range(20)]
+    gw = Proc(gateway_argv(gateway, urls, 1000), "uvp-gateway (big)")
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(IO_TIMEOUT)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(request() * 7 +
+                  request("GET", "/last", "Connection: close\r\n"))
+        time.sleep(1.0)
+        r = Reader(s)
+        good = 0
+        for i in range(8):
+            st, h, body = r.response()
+            try:
+                doc = summary(body)
+            except ValueError:
+                doc = {}
+            if (st == 200 and doc.get("failed") == 20 and
+                    [b["url"] for b in doc["backends"]] == urls and
+                    all(b["error"] == "EINVAL" for b in doc["backends"]) and
+                    (h.get("connection") == "close") == (i == 7)):
+                good += 1
+        check(good == 8, "8 pipelined 1 MB summaries to a slow reader: "
+              "each whole and in order (%d)" % good)
+        check(r.at_eof(), "big summaries: closed after the last")
+        s.close()
+        rc = gw.stop()
+        check(rc == 0, "big summaries: gateway exits 0 (got %s) %s"
+              % (rc, gw.stderr()))
+    finally:
+        gw.kill()
+
+
 def case_client_aborts(gw, urls, timeout_ms):
     """Clients that go away while their fan-out is in flight (the mixed set
     waits for a hanging backend): half of them close, half reset."""
@@ -620,6 +661,7 @@ def main():
 
         case_graceful_stop(gw, mixed, timeout_ms)
 
+        case_big_responses(gateway)
         case_backend_reuse(gateway, fanout)
         case_backend_closes_idle(gateway, fanout)
 
