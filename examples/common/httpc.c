@@ -318,7 +318,6 @@ static uvp_ret_t on_read(void *arg, const uvp_outcome_t *in) {
     /* The server closed: a close-delimited body ends here, any other
      * message is cut short. */
     llhttp_errno_t e = llhttp_finish(&r->parser);
-    r->keep_alive = 0;
     req_finish(r, e == HPE_OK && r->complete ? 0 : UV_EPROTO);
     return none;
   }
