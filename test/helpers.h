@@ -85,4 +85,61 @@ static inline boxed_t *boxed_new(int v, int *freed) {
 static int sentinel_storage[8] __attribute__((unused));
 #define SENTINEL(i) ((void *)&sentinel_storage[(i)])
 
+/* Rejections a test expects and nobody handles: ignored (any thread), or
+ * counted in g_unhandled (one loop thread only), instead of uvp's default
+ * line on stderr.  The counter is static and the hook's arg NULL, so a
+ * report during teardown touches no dead frame. */
+static inline void ignore_unhandled(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+static int g_unhandled __attribute__((unused));
+
+static inline void count_unhandled_cb(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+  g_unhandled++;
+}
+
+static inline void count_unhandled_on(uvp_ctx_t *ctx) {
+  g_unhandled = 0;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, count_unhandled_cb, NULL),
+                   0);
+}
+
+static inline void count_unhandled(fixture_t *f) { count_unhandled_on(f->ctx); }
+
+/* A producer: a pending promise whose cancel hook counts its calls and
+ * records the reason it saw; `also_cancel` is cancelled from inside the
+ * hook (re-entrancy tests).  Hooks write into structs that outlive the
+ * context: they may run during uvp_ctx_close. */
+typedef struct hook_s {
+  int calls;
+  int code;                   /* the promise's reason as the hook saw it */
+  uvp_promise_t *p;           /* the promise the hook was given */
+  uvp_promise_t *also_cancel; /* cancel this from inside the hook */
+  int also_rc;
+} hook_t;
+
+static inline void count_hook(uvp_promise_t *p, void *arg) {
+  hook_t *h = arg;
+  h->calls++;
+  h->code = uvp_promise_reason(p, NULL);
+  h->p = p;
+  assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
+  if (h->also_cancel != NULL) {
+    uvp_promise_t *q = h->also_cancel;
+    h->also_cancel = NULL;
+    h->also_rc = uvp_promise_cancel(q);
+  }
+}
+
+static inline uvp_promise_t *producer(fixture_t *f, hook_t *h) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
+  return p;
+}
+
 #endif

@@ -86,11 +86,6 @@ static void expect_ok_or_enomem(uvp_promise_t *p, int other_ok_code) {
   }
 }
 
-static void quiet_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 /* Run `fn` for k = 1, 2, ... until a run meets no injected failure. */
 static long exhaust(scenario_fn fn) {
   assert_int_equal(uvp_replace_allocator(t_malloc, t_realloc, t_calloc,
@@ -104,7 +99,7 @@ static long exhaust(scenario_fn fn) {
     int rc = uvp_ctx_new(&r.loop, &r.ctx);
     OK_OR_ENOMEM(rc);
     if (rc == 0) {
-      uvp_ctx_set_unhandled_cb(r.ctx, quiet_unhandled, NULL);
+      uvp_ctx_set_unhandled_cb(r.ctx, ignore_unhandled, NULL);
       fn(&r);
       assert_int_equal(uvp_ctx_close(r.ctx), 0);
     }

@@ -14,52 +14,6 @@
 #define HELPER static inline
 #endif
 
-/* Rejections nobody handles are expected here (cancelled producers): count
- * them instead of printing.  Static, so a report at teardown touches no
- * dead frame. */
-static int g_unhandled;
-
-static void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-static void quiet(fixture_t *f) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
-}
-
-/* ---- a producer with a counting cancel hook ------------------------------- */
-
-typedef struct hook_s {
-  int calls;
-  int code;          /* the promise's reason as the hook saw it */
-  uvp_promise_t *p;  /* the promise the hook was given */
-  uvp_promise_t *also_cancel; /* cancel this from inside the hook */
-  int also_rc;
-} hook_t;
-
-static void count_hook(uvp_promise_t *p, void *arg) {
-  hook_t *h = arg;
-  h->calls++;
-  h->code = uvp_promise_reason(p, NULL);
-  h->p = p;
-  assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
-  if (h->also_cancel != NULL) {
-    uvp_promise_t *q = h->also_cancel;
-    h->also_cancel = NULL;
-    h->also_rc = uvp_promise_cancel(q);
-  }
-}
-
-static uvp_promise_t *producer(fixture_t *f, hook_t *h) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
-  assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
-  return p;
-}
-
 /* A handler that records what it saw and fulfils with `ret_value`. */
 typedef struct rec_s {
   int calls;
@@ -146,7 +100,7 @@ static void test_cancel_without_hook_then_set_hook(void **state) {
 
 static void test_cancel_after_settlement_is_noop(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   int freed = 0;
   hook_t h1 = {0}, h2 = {0};
   uvp_promise_t *a = producer(f, &h1), *b = producer(f, &h2), *c;
@@ -182,7 +136,7 @@ static void test_cancel_after_settlement_is_noop(void **state) {
 
 static void test_set_cancel_replaces_and_clears(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t h1 = {0}, h2 = {0};
   uvp_promise_t *p = producer(f, &h1), *q = producer(f, &h1);
   assert_int_equal(uvp_promise_set_cancel(p, count_hook, &h2), 0);
@@ -222,7 +176,7 @@ static int combine(fixture_t *f, int kind, uvp_promise_t **in, size_t n,
  * a fulfilment, any a rejection, allSettled both; race none, because it is
  * cancelled before the loop runs), and two pending producers. */
 static void cancel_combinator_result(fixture_t *f, int kind) {
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0}, hs = {0};
   uvp_promise_t *in[4];
   size_t n = 0;
@@ -298,7 +252,7 @@ static void test_cancel_any_result(void **state) {
  * all three; a for all too) are cancelled; without it (the default, since
  * an input may have other consumers) nothing is. */
 static void losers(fixture_t *f, int kind, int flags) {
-  quiet(f);
+  count_unhandled(f);
   hook_t h[3] = {{0}, {0}, {0}};
   uvp_promise_t *in[3];
   for (int i = 0; i < 3; i++)
@@ -393,7 +347,7 @@ static void test_losers_flag_nothing_to_cancel(void **state) {
  * call. */
 static void test_same_input_twice_cancelled_once(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0};
   uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb), *r1, *r2;
   uvp_promise_t *in[3] = {a, b, a};
@@ -428,7 +382,7 @@ static void test_same_input_twice_cancelled_once(void **state) {
  * UVP_CANCEL_LOSERS it is cancelled regardless (the header's reason for the
  * default), and the other consumer sees UV_ECANCELED. */
 static void shared_loser(fixture_t *f, int flags) {
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0};
   rec_t other = {0};
   uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb), *r, *d;
@@ -470,7 +424,7 @@ static void test_shared_loser_cancelled_with_flag(void **state) {
  * the other combinator's view of the shared input is untouched. */
 static void test_cancel_result_shared_with_other_combinator(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0}, hc = {0};
   uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb),
                 *c = producer(f, &hc), *r1, *r2;
@@ -503,7 +457,7 @@ static void test_cancel_result_shared_with_other_combinator(void **state) {
  * the result; one it shares with nobody (even held by a reference) is. */
 static void test_cancel_result_spares_input_with_handler(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0};
   rec_t seen = {0};
   uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb), *r, *d;
@@ -530,7 +484,7 @@ static void test_cancel_result_spares_input_with_handler(void **state) {
 
 static void test_chain_cancel_reaches_sole_consumer_upstream(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t hs = {0};
   rec_t c1 = {0}, c2 = {0}, tail = {0};
   uvp_promise_t *s = producer(f, &hs), *d1, *d2, *d3;
@@ -565,7 +519,7 @@ static uvp_ret_t adopt_arg(void *arg, const uvp_outcome_t *in) {
 
 static void test_chain_cancel_through_adoption(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t hq = {0}, hx = {0};
   uvp_promise_t *q = producer(f, &hq), *p;
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
@@ -596,7 +550,7 @@ static void test_chain_cancel_through_adoption(void **state) {
  * never runs. */
 static void test_chain_cancel_stops_at_shared_upstream(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t hs = {0};
   rec_t c1 = {0}, ce = {0}, c2 = {0};
   uvp_promise_t *s = producer(f, &hs), *d1, *e1, *d2;
@@ -628,7 +582,7 @@ static void test_chain_cancel_stops_at_shared_upstream(void **state) {
  * without a derived promise, and a combinator. */
 static void test_chain_cancel_stops_at_other_consumer_kinds(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t h1 = {0}, h2 = {0};
   rec_t side = {0}, c1 = {0}, c2 = {0};
   uvp_promise_t *s1 = producer(f, &h1), *s2 = producer(f, &h2), *d1, *d2,
@@ -667,7 +621,7 @@ static void test_chain_cancel_stops_at_other_consumer_kinds(void **state) {
  * run. */
 static void test_cancel_derived_with_queued_handler(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   int freed = 0;
   hook_t hs = {0};
   rec_t c1 = {0}, tail = {0};
@@ -714,7 +668,7 @@ static uvp_ret_t cancel_inside(void *arg, const uvp_outcome_t *in) {
 
 static void test_cancel_from_handler(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   int freed = 0;
   hook_t hv = {0};
   rec_t on_victim = {0}, tail = {0};
@@ -746,7 +700,7 @@ static void test_cancel_from_handler(void **state) {
 
 static void test_cancel_from_hook(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0};
   uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb);
   ha.also_cancel = b;
@@ -768,7 +722,7 @@ static void test_cancel_from_hook(void **state) {
 
 static void test_cancel_at_teardown(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t ha = {0}, hb = {0}, hc = {0}, hx = {0};
   rec_t never = {0};
   uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb),
@@ -809,7 +763,7 @@ static void test_cancel_at_teardown(void **state) {
  * dropped, and nothing runs twice. */
 static void test_teardown_after_cancel_with_queued_handlers(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t hs = {0};
   rec_t tail = {0};
   rec_t head = {0};

@@ -10,15 +10,10 @@
 
 /* Tests look at rejections with uvp_promise_reason() instead of handlers;
  * the default report on stderr would only be noise. */
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 static int setup(void **state) {
   fixture_setup(state);
   fixture_t *f = *state;
-  return uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL);
+  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
 }
 
 #define TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
@@ -211,7 +206,7 @@ static void test_teardown_with_pending_lookup(void **state) {
 
   /* And one that the pool may already be running when the context goes. */
   assert_int_equal(uvp_ctx_new(&f->loop, &f->ctx), 0);
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL), 0);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL), 0);
   assert_int_equal(uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &running),
                    0);
   assert_int_equal(uvp_ctx_close(f->ctx), 0);

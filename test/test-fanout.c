@@ -9,30 +9,6 @@
  * count is exactly the map's own. */
 #include "helpers.h"
 
-static int g_unhandled;
-
-static void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-static void quiet(uvp_ctx_t *ctx) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, on_unhandled, NULL), 0);
-}
-
-typedef struct hook_s {
-  int calls;
-  int code;
-} hook_t;
-
-static void count_hook(uvp_promise_t *p, void *arg) {
-  hook_t *h = arg;
-  h->calls++;
-  h->code = uvp_promise_reason(p, NULL);
-}
-
 #define IDX(i) ((void *)(uintptr_t)((i) + 1)) /* never NULL */
 
 /* ---- a configurable fan-out ------------------------------------------------ */
@@ -269,7 +245,7 @@ static void test_map_default_limit_is_pool_size(void **state) {
 
 static void test_map_streaming_completion_order(void **state) {
   fixture_t *f = *state;
-  quiet(f->ctx);
+  count_unhandled(f);
   enum { N = 30, K = 4 };
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
@@ -348,7 +324,7 @@ static void test_map_start_error_is_item_rejection(void **state) {
 
 static void test_map_start_error_fail_fast(void **state) {
   fixture_t *f = *state;
-  quiet(f->ctx);
+  count_unhandled(f);
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, 10, 3);
   fa.error_at = 1;
@@ -374,7 +350,7 @@ static void test_map_start_error_fail_fast(void **state) {
 
 static void test_map_fail_fast_cancels_in_flight(void **state) {
   fixture_t *f = *state;
-  quiet(f->ctx);
+  count_unhandled(f);
   enum { N = 20, K = 4 };
   int freed = 0;
   fan_t fa;
@@ -473,7 +449,7 @@ static void test_map_100k_timer_items_limit_1000(void **state) {
 
 static void test_map_cancel_result(void **state) {
   fixture_t *f = *state;
-  quiet(f->ctx);
+  count_unhandled(f);
   enum { N = 10, K = 3 };
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
@@ -618,7 +594,7 @@ static void test_alloc_fail_building_combinator(void **state) {
       uvp_ctx_t *ctx;
       assert_int_equal(uv_loop_init(&loop), 0);
       assert_int_equal(uvp_ctx_new(&loop, &ctx), 0);
-      quiet(ctx);
+      count_unhandled_on(ctx);
       for (size_t i = 0; i < N; i++) {
         if (i < REJECTED)
           assert_int_equal(
@@ -704,7 +680,7 @@ static void alloc_fail_building_map(int flags) {
     uvp_ctx_t *ctx;
     assert_int_equal(uv_loop_init(&loop), 0);
     assert_int_equal(uvp_ctx_new(&loop, &ctx), 0);
-    quiet(ctx);
+    count_unhandled_on(ctx);
     fan_t fa;
     fan_init(&fa, ctx, ITEM_MANUAL, N, N);
     uvp_map_opts_t o = {N, flags, fan_each};

@@ -33,11 +33,6 @@ static const char *at(const char *rel) {
   return s;
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 static int setup(void **state) {
   umask(022);
   snprintf(tmp, sizeof(tmp), "/tmp/uvp-test-fs-XXXXXX");
@@ -46,7 +41,7 @@ static int setup(void **state) {
   fixture_t *f = *state;
   /* Most rejections here are inspected with uvp_promise_reason(), not
    * handled: keep the default report off stderr. */
-  return uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL);
+  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
 }
 
 static int rm_one(const char *path, const struct stat *st, int flag,
@@ -693,7 +688,7 @@ static int access_child(const char *dir) {
   uvp_ctx_t *ctx;
   if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
     return 100;
-  uvp_ctx_set_unhandled_cb(ctx, quiet, NULL);
+  uvp_ctx_set_unhandled_cb(ctx, ignore_unhandled, NULL);
   int failed = 0;
   size_t n = sizeof(access_checks) / sizeof(access_checks[0]);
   for (size_t i = 0; i < n && failed == 0; i++) {

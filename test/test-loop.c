@@ -16,7 +16,7 @@ static uvp_ret_t count_cb(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
-static void count_unhandled(uvp_promise_t *p, void *arg) {
+static void count_unhandled_into(uvp_promise_t *p, void *arg) {
   (void)p;
   (*(int *)arg)++;
 }
@@ -160,7 +160,7 @@ static void test_fifo_and_never_synchronous(void **state) {
   assert_int_equal(o.trace.n, 0); /* not inside resolve */
   /* then() on an already settled promise does not run it either. */
   int ran = 0, unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, count_unhandled,
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, count_unhandled_into,
                                             &unhandled), 0);
   assert_int_equal(uvp_promise_then(o.p4, count_cb, &ran, NULL), 0);
   uvp_promise_t *r;

@@ -194,14 +194,9 @@ static uvp_ret_t read_after_connect(void *arg, const uvp_outcome_t *in) {
   return rc != 0 ? uvp_ret_reject(rc, NULL, NULL) : uvp_ret_adopt(r);
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 static void test_teardown_under_load(void **state) {
   fixture_t *f = *state;
-  uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL);
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
   enum { PENDING = 5000, LATE = 20000 };
 
   /* Thousands of pending promises with chains on them. */

@@ -491,11 +491,6 @@ static void send_now(fixture_t *f, uvp_tcp_t *t, const char *text) {
   uvp_promise_release(w);
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 /* Read once and expect `text` (NULL: expect a rejection with `code`). */
 static void expect_read(fixture_t *f, uvp_tcp_t *t, const char *text,
                         int code) {
@@ -541,7 +536,7 @@ static void test_eof_between_reads(void **state) {
   fixture_t *f = *state;
   pair_t pr;
   uvp_tcp_t *c = pair_open(f, &pr);
-  uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL); /* the EOF is expected */
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL); /* the EOF is expected */
   send_now(f, pr.server, "last");
   expect_read(f, c, "last", 0);
   uvp_tcp_close(pr.server);
@@ -563,7 +558,7 @@ static void test_reset_between_reads(void **state) {
   fixture_t *f = *state;
   pair_t pr;
   uvp_tcp_t *c = pair_open(f, &pr);
-  uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL); /* the reset is expected */
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL); /* the reset is expected */
   send_now(f, pr.server, "hi");
   expect_read(f, c, "hi", 0);
   /* A zero linger makes the close send RST instead of FIN. */

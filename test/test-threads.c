@@ -352,11 +352,6 @@ static void late_thread(void *arg) {
   }
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 static void test_thread_after_teardown(void **state) {
   fixture_t *f = *state;
   late_t *l = calloc(1, sizeof(*l));
@@ -364,7 +359,7 @@ static void test_thread_after_teardown(void **state) {
   atomic_init(&l->freed, 0);
   atomic_init(&l->off_loop, 0);
   l->loop_thread = uv_thread_self();
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL), 0);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL), 0);
   for (int i = 0; i < LATE; i++) {
     assert_int_equal(uvp_promise_new(f->ctx, &l->ps[i]), 0);
     uvp_promise_retain(l->ps[i]);

@@ -6,19 +6,6 @@
  * leave seconds of slack for valgrind and a busy machine. */
 #include "helpers.h"
 
-static int g_unhandled;
-
-static void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-static void quiet(fixture_t *f) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
-}
-
 /* Milliseconds on the loop's clock, refreshed. */
 static uint64_t now_ms(fixture_t *f) {
   uv_update_time(&f->loop);
@@ -28,24 +15,6 @@ static uint64_t now_ms(fixture_t *f) {
 /* A bound far above anything the tests wait for, far below the stopped
  * timers' delays. */
 enum { LONG_MS = 20000, BOUND_MS = 10000 };
-
-typedef struct hook_s {
-  int calls;
-  int code;
-} hook_t;
-
-static void count_hook(uvp_promise_t *p, void *arg) {
-  hook_t *h = arg;
-  h->calls++;
-  h->code = uvp_promise_reason(p, NULL);
-}
-
-static uvp_promise_t *producer(fixture_t *f, hook_t *h) {
-  uvp_promise_t *p;
-  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
-  assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
-  return p;
-}
 
 /* Records when (loop clock) and with what a handler ran. */
 typedef struct seen_s {
@@ -151,7 +120,7 @@ static void test_delay_zero_and_ordering(void **state) {
 
 static void test_delay_cancel_stops_timer_and_frees_value(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   int freed = 0;
   uvp_promise_t *p;
   assert_int_equal(uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free,
@@ -168,7 +137,7 @@ static void test_delay_cancel_stops_timer_and_frees_value(void **state) {
 
 static void test_timers_do_not_keep_loop_alive_by_default(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   int freed = 0;
   hook_t h = {0};
   uvp_promise_t *p, *q = producer(f, &h), *t;
@@ -261,7 +230,7 @@ static void test_timeout_input_rejects_first(void **state) {
 
 static void test_timeout_time_wins_cancels_input(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t h = {0};
   seen_t s = {f, 0, 0, NULL, 0};
   uvp_promise_t *in = producer(f, &h), *t, *d;
@@ -315,7 +284,7 @@ static void test_timeout_of_settled_input(void **state) {
  * wins. */
 static void test_timeout_zero(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t h = {0};
   uvp_promise_t *in = producer(f, &h), *ok, *t1, *t2;
   assert_int_equal(uvp_promise_resolved(f->ctx, SENTINEL(1), NULL, &ok), 0);
@@ -336,7 +305,7 @@ static void test_timeout_zero(void **state) {
 
 static void test_timeout_cancel_result(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   hook_t h = {0};
   uvp_promise_t *in = producer(f, &h), *t;
   assert_int_equal(uvp_timeout(in, LONG_MS, UVP_KEEP_ALIVE, &t), 0);
@@ -371,7 +340,7 @@ static void test_time_invalid_arguments(void **state) {
 
 static void test_teardown_with_timers_pending(void **state) {
   fixture_t *f = *state;
-  quiet(f);
+  count_unhandled(f);
   int freed = 0;
   hook_t h1 = {0}, h2 = {0};
   uvp_promise_t *d1, *d2, *in1 = producer(f, &h1), *in2 = producer(f, &h2),
@@ -430,8 +399,8 @@ typedef enum {
 } when_t;
 
 static void timeout_on_chain(fixture_t *f, when_t when) {
-  quiet(f);
-  conn_t c = {f, {0, 0}, {0, 0}, NULL, 0};
+  count_unhandled(f);
+  conn_t c = {.f = f};
   later_t l;
   uvp_promise_t *connect = producer(f, &c.connect_hook), *body, *t;
   assert_int_equal(uvp_promise_then(connect, send_and_read, &c, &body), 0);

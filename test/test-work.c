@@ -7,15 +7,10 @@
 
 #include "helpers.h"
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 static int setup(void **state) {
   fixture_setup(state);
   fixture_t *f = *state;
-  return uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL);
+  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
 }
 
 #define TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)

@@ -37,21 +37,6 @@
 /* Unhandled rejections, references, leaks                                   */
 /* ------------------------------------------------------------------------ */
 
-/* The hook's arg is NULL and the counter static, so a report during
- * teardown touches no dead frame. */
-static int g_unhandled;
-
-static inline void on_unhandled(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-  g_unhandled++;
-}
-
-static inline void count_unhandled(fixture_t *f) {
-  g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, NULL), 0);
-}
-
 /* A promise used as a plain value or payload: its destructor drops the
  * reference that was handed over with it. */
 static inline void release_promise(void *p) { uvp_promise_release(p); }
