@@ -1,4 +1,6 @@
-/* The allocator hook and the slab pools promises and reactions come from. */
+/* The allocator hook, the slab pools promises and reactions come from, and
+ * the per-context memory the wrappers borrow (operation slots, a read
+ * scratch buffer). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,4 +134,24 @@ void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
   for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
     for (size_t i = 0; i < c->used; i++)
       fn(c->slots + pool->slot_size * i, arg);
+}
+
+/* ---- per-context memory for the wrappers ---------------------------------- */
+
+void *uvp__op_slot_get(uvp_ctx_t *ctx) { return uvp__pool_get(&ctx->ops); }
+
+void uvp__op_slot_put(uvp_ctx_t *ctx, void *slot) {
+  if (UVP__LIKELY(!ctx->closed)) {
+    uvp__pool_put(&ctx->ops, slot);
+    return;
+  }
+  uvp__lock(ctx);
+  uvp__pool_put(&ctx->ops, slot);
+  uvp__unlock(ctx);
+}
+
+char *uvp__ctx_scratch(uvp_ctx_t *ctx) {
+  if (ctx->scratch == NULL)
+    ctx->scratch = uvp__malloc(UVP__SCRATCH_LEN);
+  return ctx->scratch;
 }

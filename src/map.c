@@ -74,6 +74,20 @@ static void drop_result(map_t *m) {
 
 static uvp_ret_t map_react(void *arg, const uvp_outcome_t *in);
 
+/* UVP_MAP_FAIL_FAST's first failure: settle like the failed item (or with
+ * `code` when there is no promise to follow), start nothing more and
+ * cancel what is in flight. */
+static void fail_fast(map_t *m, uvp_promise_t *failed, int code) {
+  m->done = true;
+  if (failed != NULL)
+    uvp__forward(m->result, failed);
+  else
+    uvp__reject(m->result, code, NULL, NULL);
+  cancel_inflight(m);
+  release_share(m);
+  drop_result(m);
+}
+
 /* Start item i.  A start failure becomes an already-rejected promise, so
  * every outcome reaches the caller the same way: later, from a reaction. */
 static void start_one(map_t *m, size_t i) {
@@ -106,14 +120,8 @@ static void start_one(map_t *m, size_t i) {
     m->remaining--;
     if (m->each != NULL)
       m->each(m->arg, i, &o);
-    if (m->flags & UVP_MAP_FAIL_FAST) {
-      /* A failure like any other: pump() sees `done` and stops. */
-      m->done = true;
-      uvp__reject(m->result, UV_ENOMEM, NULL, NULL);
-      cancel_inflight(m);
-      release_share(m);
-      drop_result(m);
-    }
+    if (m->flags & UVP_MAP_FAIL_FAST)
+      fail_fast(m, NULL, UV_ENOMEM); /* pump() then sees `done` and stops */
     return;
   }
   m->items[i].promise = p;
@@ -161,15 +169,10 @@ static uvp_ret_t map_react(void *arg, const uvp_outcome_t *in) {
     m->view.rejected++;
   if (!m->done && m->each != NULL)
     m->each(m->arg, i, in);
-  if (!m->done && in->status != 0 && (m->flags & UVP_MAP_FAIL_FAST)) {
-    m->done = true;
-    uvp__forward(m->result, in->promise);
-    cancel_inflight(m);
-    release_share(m);
-    drop_result(m);
-  } else if (!m->done) {
+  if (!m->done && in->status != 0 && (m->flags & UVP_MAP_FAIL_FAST))
+    fail_fast(m, in->promise, 0);
+  else if (!m->done)
     pump(m);
-  }
   map_unref(m); /* the guard */
   map_unref(m); /* this reaction */
   return none;

@@ -104,24 +104,6 @@ void uvp__unlock(uvp_ctx_t *ctx) {
     ctx_free(ctx);
 }
 
-void *uvp__op_slot_get(uvp_ctx_t *ctx) { return uvp__pool_get(&ctx->ops); }
-
-void uvp__op_slot_put(uvp_ctx_t *ctx, void *slot) {
-  if (UVP__LIKELY(!ctx->closed)) {
-    uvp__pool_put(&ctx->ops, slot);
-    return;
-  }
-  uvp__lock(ctx);
-  uvp__pool_put(&ctx->ops, slot);
-  uvp__unlock(ctx);
-}
-
-char *uvp__ctx_scratch(uvp_ctx_t *ctx) {
-  if (ctx->scratch == NULL)
-    ctx->scratch = uvp__malloc(UVP__SCRATCH_LEN);
-  return ctx->scratch;
-}
-
 void uvp__ctx_hold(uvp_ctx_t *ctx) { ctx->objects++; }
 
 void uvp__ctx_drop(uvp_ctx_t *ctx) {

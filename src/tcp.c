@@ -14,7 +14,6 @@
 
 enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
 
-
 typedef struct tcpop_s tcpop_t;
 
 struct uvp_tcp_s {
