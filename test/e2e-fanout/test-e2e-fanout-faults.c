@@ -245,17 +245,12 @@ static int wait_listening(int port) {
   return -1;
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 /* --serve PORT in the foreground is a server other programs can use; it
  * stops on SIGTERM. */
 static void test_serve(void **state) {
   fixture_t *f = *state;
   /* The server's promise is cancelled on purpose, unobserved. */
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL), 0);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL), 0);
   int port = demo_server_refused_port("127.0.0.1");
   assert_true(port > 0);
   char port_s[16];

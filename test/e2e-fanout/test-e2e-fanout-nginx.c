@@ -46,15 +46,10 @@ static int connect_once(void) {
   return rc;
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 static void test_static_files(void **state) {
   fixture_t *f = *state;
   /* nginx is cancelled (SIGTERM) on purpose at the end, unobserved. */
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, quiet, NULL), 0);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL), 0);
 
   char conf[256], www[256], text[2048];
   snprintf(www, sizeof(www), "%s/www", dir);
