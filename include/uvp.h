@@ -283,7 +283,8 @@ typedef struct uvp_ctx_stats_s {
   size_t live;      /* promises allocated and not yet freed */
   size_t pending;   /* of which pending */
   size_t queued;    /* handlers waiting to run */
-  size_t slab_bytes; /* bytes held in promise/reaction slabs */
+  size_t slab_bytes; /* bytes held in promise/reaction slabs and the
+                        spare combinator block (see uvp_promise_all) */
   size_t slab_allocs; /* times a slab was obtained from the allocator */
 } uvp_ctx_stats_t;
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);

@@ -1,6 +1,6 @@
 /* The allocator hook, the slab pools promises and reactions come from, and
  * the per-context memory the wrappers borrow (operation slots, a read
- * scratch buffer). */
+ * scratch buffer) and the combinators' spare block. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,4 +154,33 @@ char *uvp__ctx_scratch(uvp_ctx_t *ctx) {
   if (ctx->scratch == NULL)
     ctx->scratch = uvp__malloc(UVP__SCRATCH_LEN);
   return ctx->scratch;
+}
+
+/* ---- combinator blocks ---------------------------------------------------- */
+
+/* Below this, malloc's own free lists recycle the block without faults. */
+#define UVP__BLOCK_KEEP (256 * 1024)
+
+void *uvp__ctx_block_get(uvp_ctx_t *ctx, size_t *size) {
+  if (*size >= UVP__BLOCK_KEEP && ctx->spare != NULL &&
+      ctx->spare_size >= *size) {
+    void *block = ctx->spare;
+    *size = ctx->spare_size;
+    ctx->spare = NULL;
+    ctx->spare_size = 0;
+    return block;
+  }
+  return uvp__malloc(*size);
+}
+
+void uvp__ctx_block_put(uvp_ctx_t *ctx, void *block, size_t size) {
+  /* After teardown a block may be freed from another thread (the result's
+   * last release): the context is going away, so nothing is kept. */
+  if (size >= UVP__BLOCK_KEEP && !ctx->closed && size > ctx->spare_size) {
+    uvp__free(ctx->spare);
+    ctx->spare = block;
+    ctx->spare_size = size;
+    return;
+  }
+  uvp__free(block);
 }

@@ -1,11 +1,11 @@
 /* all, allSettled, race and any.
  *
- * One allocation per call holds the remaining count and the per-input
- * slots; each input gets one internal reaction whose `arg` is its cell in
- * `cells` (the cell holds the combo pointer, the cell's position is the
- * input index), so no per-input allocation exists beyond the 32-byte slab
- * reaction.  allSettled's and any's records name their input already, so
- * only all and race keep a separate `inputs` array.
+ * One allocation per call holds the remaining count, one embedded reaction
+ * per input and the results: no per-input allocation exists at all, and a
+ * million inputs' reactions sit in one array in input order rather than
+ * scattered over the reaction slab by earlier traffic.  A reaction's index
+ * in `rx` is its input's index, and its target names the input, so neither
+ * needs storing again.
  *
  * Lifetime: `attached` counts the reactions not yet run or dropped, plus
  * one "share" for the result.  The share goes when the result stops needing
@@ -22,6 +22,8 @@ enum { K_ALL, K_SETTLED, K_RACE, K_ANY };
 
 typedef struct combo_s combo_t;
 struct combo_s {
+  uvp_ctx_t *ctx;
+  size_t bytes;          /* the block's capacity: uvp__ctx_block_get */
   uvp_promise_t *result; /* our reference, while undecided */
   size_t n;
   size_t remaining;
@@ -34,19 +36,18 @@ struct combo_s {
     uvp_values_t values;
     uvp_settled_list_t list;
   } view;
-  combo_t **cells;
-  uvp_promise_t **inputs; /* NULL when `items` names them */
-  void **values;
-  uvp_settled_t *items;
+  uvp__reaction_t *rx; /* n, the reaction on input i at rx[i] */
+  void **values;        /* all */
+  uvp_settled_t *items; /* allSettled, any */
 };
 
 static uvp_promise_t *input_at(const combo_t *c, size_t i) {
-  return c->inputs != NULL ? c->inputs[i] : c->items[i].promise;
+  return (uvp_promise_t *)(c->rx[i].target & ~(uintptr_t)UVP__R_FLAGS);
 }
 
 static void combo_unref(combo_t *c) {
   if (--c->attached == 0)
-    uvp__free(c);
+    uvp__ctx_block_put(c->ctx, c, c->bytes);
 }
 
 static void release_share(combo_t *c) {
@@ -70,11 +71,9 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in);
  * one of ours): uvp_promise_cancel's rule for what a cancellation may reach.
  * References are not consumers; reactions are. */
 static bool sole_consumer(const combo_t *c, const uvp_promise_t *in) {
-  for (const uvp__reaction_t *r = in->reactions; r != NULL; r = r->next) {
-    combo_t *const *cell = r->arg;
-    if (r->cb != combo_react || cell < c->cells || cell >= c->cells + c->n)
+  for (const uvp__reaction_t *r = in->reactions; r != NULL; r = r->next)
+    if (r->cb != combo_react || r < c->rx || r >= c->rx + c->n)
       return false;
-  }
   return in->reactions != NULL;
 }
 
@@ -117,14 +116,13 @@ static void settle_like(combo_t *c, uvp_promise_t *input) {
 }
 
 static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
-  combo_t **cell = arg;
-  combo_t *c = *cell;
-  size_t i = (size_t)(cell - c->cells);
+  combo_t *c = arg;
   uvp_ret_t none = {0};
   if (in == NULL || c->done || c->result->state != UVP__S_PENDING) {
     combo_unref(c);
     return none;
   }
+  size_t i = (size_t)(uvp__outcome_reaction(in) - c->rx);
   switch (c->kind) {
   case K_ALL:
     if (in->status != 0) {
@@ -194,54 +192,34 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   }
 
   bool records = kind == K_SETTLED || kind == K_ANY;
-  size_t per = sizeof(combo_t *);
+  size_t per = sizeof(uvp__reaction_t);
   if (records)
     per += sizeof(uvp_settled_t);
-  else
-    per += sizeof(uvp_promise_t *) + (kind == K_ALL ? sizeof(void *) : 0);
+  else if (kind == K_ALL)
+    per += sizeof(void *);
   if (n > (SIZE_MAX - sizeof(combo_t)) / per)
     return UV_ENOMEM;
-  combo_t *c = uvp__malloc(sizeof(combo_t) + n * per);
+  size_t bytes = sizeof(combo_t) + n * per;
+  combo_t *c = uvp__ctx_block_get(ctx, &bytes);
   if (c == NULL)
     return UV_ENOMEM;
   uvp_promise_t *result = uvp__promise_new(ctx, file, line);
   if (result == NULL) {
-    uvp__free(c);
+    uvp__ctx_block_put(ctx, c, bytes);
     return UV_ENOMEM;
   }
   memset(c, 0, sizeof(*c));
-  c->cells = (combo_t **)(c + 1);
+  c->ctx = ctx;
+  c->bytes = bytes;
+  c->rx = (uvp__reaction_t *)(c + 1);
   if (records) {
-    c->items = (uvp_settled_t *)(c->cells + n);
+    c->items = (uvp_settled_t *)(c->rx + n);
     c->view.list.count = n;
     c->view.list.items = c->items;
-  } else {
-    c->inputs = (uvp_promise_t **)(c->cells + n);
-    if (kind == K_ALL) {
-      c->values = (void **)(c->inputs + n);
-      c->view.values.count = n;
-      c->view.values.values = c->values;
-    }
-  }
-
-  /* Every reaction first, so a failure leaves nothing attached. */
-  uvp__reaction_t *rs = NULL;
-  for (size_t i = 0; i < n; i++) {
-    uvp__reaction_t *r = uvp__reaction_new(
-        ctx, combo_react, &c->cells[i], inputs[i],
-        UVP__R_NODERIVED | UVP__R_ON_OK | UVP__R_ON_ERR | UVP__R_NOTIFY);
-    if (r == NULL) {
-      while (rs != NULL) {
-        uvp__reaction_t *next = rs->next;
-        uvp__reaction_free(ctx, rs);
-        rs = next;
-      }
-      uvp__rel(result);
-      uvp__free(c);
-      return UV_ENOMEM;
-    }
-    r->next = rs;
-    rs = r;
+  } else if (kind == K_ALL) {
+    c->values = (void **)(c->rx + n);
+    c->view.values.count = n;
+    c->view.values.values = c->values;
   }
 
   c->n = c->remaining = n;
@@ -250,33 +228,21 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   c->flags = flags;
   c->inputs_held = true;
   c->result = uvp_promise_retain(result);
-  for (size_t i = 0; i < n; i++) {
-    c->cells[i] = c;
-    uvp_promise_retain(inputs[i]);
-    if (records) {
-      c->items[i].status = 0;
-      c->items[i].value = NULL;
-      c->items[i].promise = inputs[i];
-    } else {
-      c->inputs[i] = inputs[i];
-    }
-  }
   (void)uvp_promise_set_cancel(result, combo_cancel, c);
   result->flags |= UVP__F_OWNED;
   *out = result;
 
-  /* rs holds the reactions newest first: attach in input order. */
-  uvp__reaction_t *rev = NULL;
-  while (rs != NULL) {
-    uvp__reaction_t *next = rs->next;
-    rs->next = rev;
-    rev = rs;
-    rs = next;
-  }
   for (size_t i = 0; i < n; i++) {
-    uvp__reaction_t *next = rev->next;
-    uvp__attach(inputs[i], rev);
-    rev = next;
+    uvp_promise_t *in = uvp_promise_retain(inputs[i]);
+    if (records) {
+      c->items[i].status = 0;
+      c->items[i].value = NULL;
+      c->items[i].promise = in;
+    }
+    uvp__reaction_init(&c->rx[i], combo_react, c, in,
+                       UVP__R_NODERIVED | UVP__R_ON_OK | UVP__R_ON_ERR |
+                           UVP__R_NOTIFY);
+    uvp__attach(in, &c->rx[i]);
   }
 
   if (n == 0 && kind != K_RACE)

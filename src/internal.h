@@ -80,6 +80,15 @@ void uvp__op_slot_put(struct uvp_ctx_s *ctx, void *slot);
 #define UVP__SCRATCH_LEN (64 * 1024)
 char *uvp__ctx_scratch(struct uvp_ctx_s *ctx);
 
+/* A combinator's block: from the allocator, or, for large ones, the spare
+ * the context kept from an earlier combinator.  malloc hands blocks this
+ * big out as fresh mappings, and touching them again costs a page fault
+ * per 4 KiB every time (several ms per MB on some VMs), so the context
+ * keeps its largest freed one for the next fan-out.  *size is the size
+ * wanted on entry, the block's capacity on return (pass it to _put). */
+void *uvp__ctx_block_get(struct uvp_ctx_s *ctx, size_t *size);
+void uvp__ctx_block_put(struct uvp_ctx_s *ctx, void *block, size_t size);
+
 /* ---- objects ----------------------------------------------------------- */
 
 /* A registered handler.  `target` is a promise pointer with flags in its low
@@ -99,8 +108,22 @@ enum {
   UVP__R_ON_ERR = 4u,  /* UVP_ON_REJECTED << 1 */
   UVP__R_FINALLY = 8u,
   UVP__R_NOTIFY = 16u, /* internal: a drop calls cb(arg, NULL) */
+  UVP__R_EMBEDDED = 32u, /* lives in its owner's memory, not the pool */
   UVP__R_FLAGS = 63u
 };
+
+/* What uvp__run_reaction hands a callback: the public outcome, followed by
+ * the reaction that carried it.  An owner that embeds many reactions in one
+ * block (a combinator: one per input) finds the input's index from the
+ * reaction's address instead of storing a pointer per input. */
+typedef struct {
+  uvp_outcome_t in;
+  uvp__reaction_t *r;
+} uvp__outcome_t;
+
+static inline uvp__reaction_t *uvp__outcome_reaction(const uvp_outcome_t *in) {
+  return ((const uvp__outcome_t *)(const void *)in)->r;
+}
 
 enum {
   UVP__S_PENDING = UVP_PENDING,
@@ -115,7 +138,8 @@ enum {
   UVP__F_FORWARD = 4u,  /* settled; `link` is the promise owning the value */
   UVP__F_CANCEL = 8u,   /* pending; value/fn hold a cancel hook */
   UVP__F_NOTIFIED = 16u, /* unhandled hook already ran */
-  UVP__F_OWNED = 32u     /* settled only by the library (combinators, timers) */
+  UVP__F_OWNED = 32u,    /* settled only by the library (combinators, timers) */
+  UVP__F_MANY = 64u      /* pending with more than one reaction */
 };
 
 /* 64 bytes: one slot. */
@@ -157,6 +181,8 @@ struct uvp_ctx_s {
   uvp__pool_t reactions;
   uvp__pool_t ops; /* UVP__OP_SLOT bytes each: see uvp__op_slot_get */
   char *scratch;   /* UVP__SCRATCH_LEN bytes, lazily: uvp__ctx_scratch */
+  void *spare;     /* see uvp__ctx_block_get */
+  size_t spare_size;
   size_t live;
   size_t pending;
   size_t objects; /* wrapper objects (TCP connections) still open */
@@ -211,9 +237,20 @@ void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
 uvp_promise_t *uvp__promise_new(uvp_ctx_t *ctx, const char *file, int line);
 uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
                                    uvp_promise_t *target, unsigned flags);
+/* Fill in a reaction its owner allocated (R_EMBEDDED): the core never frees
+ * it, and it may be looked at after it ran or was dropped. */
+void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
+                        uvp_promise_t *target, unsigned flags);
 void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r);
 /* Register r on p (which it observes); marks p handled. */
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
+/* Push r on pending p's reaction list. */
+static inline void uvp__push_reaction(uvp_promise_t *p, uvp__reaction_t *r) {
+  if (p->reactions != NULL)
+    p->flags |= UVP__F_MANY;
+  r->next = p->reactions;
+  p->reactions = r;
+}
 void uvp__fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
 void uvp__reject(uvp_promise_t *p, int code, void *payload,
                  uvp_free_cb free_cb);

@@ -121,7 +121,8 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   unsigned fl = RFLAGS(r);
   uvp_then_cb cb = r->cb;
   void *arg = r->arg;
-  uvp__pool_put(&ctx->reactions, r);
+  if (!(fl & UVP__R_EMBEDDED))
+    uvp__pool_put(&ctx->reactions, r);
   if (fl & UVP__R_NODERIVED) {
     if (fl & UVP__R_NOTIFY)
       (void)cb(arg, NULL);
@@ -144,6 +145,7 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
 static void drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p) {
   uvp__reaction_t *r = p->reactions;
   p->reactions = NULL;
+  p->flags &= (uint8_t)~UVP__F_MANY;
   while (r != NULL) {
     uvp__reaction_t *next = r->next;
     uvp__drop_reaction(ctx, r, false);
@@ -199,21 +201,34 @@ void uvp_promise_release(uvp_promise_t *p) {
 /* Move the reactions, in registration order, to the end of the run queue. */
 static void settle(uvp_promise_t *p, uint8_t state) {
   uvp_ctx_t *ctx = p->ctx;
+  uint8_t many = p->flags & UVP__F_MANY;
   p->state = state;
-  p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL);
+  p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL | UVP__F_MANY);
   ctx->pending--;
   uvp__reaction_t *r = p->reactions;
   if (r == NULL)
     return;
   p->reactions = NULL;
-  uvp__reaction_t *rev = NULL, *last = r;
-  uint32_t n = 0;
-  while (r != NULL) {
-    uvp__reaction_t *next = r->next;
-    r->next = rev;
-    rev = r;
-    r = next;
-    n++;
+  uvp__reaction_t *rev, *last;
+  uint32_t n;
+  if (!many) {
+    /* The common case, one reaction: its `next` is written, never read,
+     * so settling a promise whose reaction is cold in memory does not
+     * wait for it (the write drains in the background). */
+    r->next = NULL;
+    rev = last = r;
+    n = 1;
+  } else {
+    rev = NULL;
+    last = r;
+    n = 0;
+    while (r != NULL) {
+      uvp__reaction_t *next = r->next;
+      r->next = rev;
+      rev = r;
+      r = next;
+      n++;
+    }
   }
   p->refs += n;
   if (ctx->qtail != NULL)
@@ -278,8 +293,7 @@ static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
   p->refs++;
   p->link = q;
   p->flags |= UVP__F_WAITING;
-  r->next = q->reactions;
-  q->reactions = r;
+  uvp__push_reaction(q, r);
 }
 
 static int check_settleable(const uvp_promise_t *p) {
@@ -607,8 +621,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
   d->refs++;   /* for the new reaction */
   d->link = q; /* d keeps waiting, now on q */
   q->flags |= UVP__F_HANDLED;
-  r->next = q->reactions;
-  q->reactions = r;
+  uvp__push_reaction(q, r);
   rel(q);
   uvp_ret_t done = {RET_DONE_, 0, NULL, NULL, NULL};
   return done;
@@ -627,7 +640,8 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     d = t;
     src = d->link;
   }
-  uvp__pool_put(&ctx->reactions, r);
+  if (!(fl & UVP__R_EMBEDDED))
+    uvp__pool_put(&ctx->reactions, r);
 
   bool ok = src->state == UVP__S_FULFILLED;
   unsigned want = ok ? UVP__R_ON_OK : UVP__R_ON_ERR;
@@ -641,8 +655,8 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
                  d->link == src);
   uvp_ret_t ret;
   if (cb != NULL && (fl & want) && wanted) {
-    uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
-    ret = cb(arg, &in);
+    uvp__outcome_t in = {{ok ? 0 : src->code, src->value, src}, r};
+    ret = cb(arg, &in.in);
     if (fl & UVP__R_FINALLY)
       ret = finally_ret(ctx, src, d, ret);
   } else {
@@ -747,6 +761,14 @@ uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
   return reaction_alloc(ctx, cb, arg, target, flags);
 }
 
+void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
+                        uvp_promise_t *target, unsigned flags) {
+  r->next = NULL;
+  r->cb = cb;
+  r->arg = arg;
+  r->target = (uintptr_t)target | flags | UVP__R_EMBEDDED;
+}
+
 void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__pool_put(&ctx->reactions, r);
 }
@@ -754,8 +776,7 @@ void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
   p->flags |= UVP__F_HANDLED;
   if (p->state == UVP__S_PENDING) {
-    r->next = p->reactions;
-    p->reactions = r;
+    uvp__push_reaction(p, r);
   } else {
     p->refs++;
     uvp__enqueue(p->ctx, r);

@@ -85,6 +85,7 @@ static void ctx_free(uvp_ctx_t *ctx) {
   uvp__pool_destroy(&ctx->reactions);
   uvp__pool_destroy(&ctx->ops);
   uvp__free(ctx->scratch);
+  uvp__free(ctx->spare);
   uv_mutex_destroy(&ctx->mu);
   uvp__free(ctx);
   uvp__ctx_count(-1);
@@ -280,7 +281,8 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   out->live = ctx->live;
   out->pending = ctx->pending;
   out->queued = ctx->queued;
-  out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes;
+  out->slab_bytes =
+      ctx->promises.bytes + ctx->reactions.bytes + ctx->spare_size;
   out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
   return 0;
 }
