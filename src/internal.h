@@ -165,7 +165,7 @@ typedef struct uvp__msg_s uvp__msg_t;
 
 struct uvp_ctx_s {
   uv_loop_t *loop;
-  uv_thread_t thread;
+  const char *thread; /* the loop thread's &uvp__thread_anchor */
 
   /* run queue */
   uvp__reaction_t *qhead;
@@ -205,13 +205,29 @@ struct uvp_ctx_s {
 
 /* ---- scheduler (sched.c) ----------------------------------------------- */
 
+/* Which thread is this?  Every thread has its own copy of a thread-local
+ * variable, so its address names the thread: one instruction, where
+ * uv_thread_self() and uv_thread_equal() are two calls on every settle and
+ * release.  Like a pthread_t, the address may be reused by a thread
+ * created after the loop thread has exited. */
+#if defined(__GNUC__)
+extern _Thread_local char uvp__thread_anchor
+    __attribute__((tls_model("initial-exec")));
+#else
+extern _Thread_local char uvp__thread_anchor;
+#endif
+
 static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
-  uv_thread_t self = uv_thread_self();
-  return uv_thread_equal(&self, &ctx->thread) != 0;
+  return &uvp__thread_anchor == ctx->thread;
 }
 
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
-void uvp__wake(uvp_ctx_t *ctx); /* after splicing into the queue */
+void uvp__wake_slow(uvp_ctx_t *ctx);
+/* After splicing into the queue: make sure the queue will be drained. */
+static inline void uvp__wake(uvp_ctx_t *ctx) {
+  if (UVP__UNLIKELY(!ctx->idle_active))
+    uvp__wake_slow(ctx);
+}
 /* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
 enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
