@@ -962,7 +962,11 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host,
 
 /* Write `len` bytes of `buf` (borrowed until the promise settles, or after
  * a cancellation until the connection's close has completed: see "borrowed"
- * above); value NULL once libuv has handed all of them to the kernel. */
+ * above); value NULL once libuv has handed all of them to the kernel.
+ * When nothing is queued ahead, the bytes go to the kernel inside the call
+ * (uv_try_write) and what did not fit is queued; a small write therefore
+ * often returns a promise already fulfilled, whose handlers still run
+ * later, from the loop.  Writes go out in the order they were made. */
 #define uvp_tcp_write(t, buf, len, out)                                        \
   uvp_tcp_write_at((t), (buf), (len), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,

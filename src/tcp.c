@@ -343,6 +343,23 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
   if (op == NULL)
     return rc;
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
+  /* Straight to the kernel when nothing is queued ahead (uv_try_write
+   * checks): a small write usually goes out whole, which spares libuv's
+   * write queue and the epoll_ctl pair it makes per queued write.  The
+   * promise still settles now and its handlers run later, as always.
+   * What did not fit, and every error, takes uv_write's path. */
+  int sent =
+      len <= INT_MAX ? uv_try_write((uv_stream_t *)t->handle, &b, 1) : 0;
+  if (sent == (int)len) {
+    settle(op, 0, NULL, NULL);
+    *out = op->p;
+    op_done(op);
+    return 0;
+  }
+  if (sent > 0) {
+    b.base += sent;
+    b.len -= (unsigned int)sent;
+  }
   return op_started(op,
                     uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1,
                              write_cb),

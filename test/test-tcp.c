@@ -13,7 +13,8 @@ typedef enum {
   SRV_ECHO_THEN_CLOSE, /* read one chunk, write a reply, close */
   SRV_RESET_MID_READ,  /* write half a reply, then reset */
   SRV_SILENT,          /* accept and never answer */
-  SRV_HALF_CLOSE       /* write a reply, shut down, keep reading */
+  SRV_HALF_CLOSE,      /* write a reply, shut down, keep reading */
+  SRV_SINK             /* read to EOF, reply "<bytes> <fnv1a hash>", close */
 } srv_mode_t;
 
 typedef struct server_s {
@@ -31,8 +32,19 @@ typedef struct conn_s {
   uv_write_t w;
   uv_shutdown_t sd;
   server_t *srv;
+  uint64_t sunk, hash; /* SRV_SINK */
+  char summary[64];
   char buf[4096];
 } conn_t;
+
+/* FNV-1a, continued over successive chunks: order-sensitive. */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+  const unsigned char *b = data;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+#define FNV_INIT 14695981039346656037ull
 
 static const char REPLY[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
@@ -77,9 +89,23 @@ static void after_reply(uv_write_t *w, int status) {
 
 static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   conn_t *c = s->data;
-  (void)b;
   if (n == 0)
     return;
+  if (c->srv->mode == SRV_SINK && n > 0) {
+    c->sunk += (uint64_t)n;
+    c->hash = fnv1a(c->hash, b->base, (size_t)n);
+    return;
+  }
+  if (c->srv->mode == SRV_SINK && n == UV_EOF) {
+    uv_read_stop(s);
+    int len = snprintf(c->summary, sizeof(c->summary), "%llu %llx",
+                       (unsigned long long)c->sunk,
+                       (unsigned long long)c->hash);
+    uv_buf_t out = uv_buf_init(c->summary, (unsigned)len);
+    c->w.data = c;
+    uv_write(&c->w, s, &out, 1, after_reply);
+    return;
+  }
   if (n < 0) {
     conn_close(c);
     return;
@@ -99,6 +125,7 @@ static void on_connection(uv_stream_t *l, int status) {
   conn_t *c = calloc(1, sizeof(*c));
   assert_non_null(c);
   c->srv = srv;
+  c->hash = FNV_INIT;
   c->closes = 1;
   uv_tcp_init(l->loop, &c->h);
   c->h.data = c;
@@ -512,6 +539,108 @@ static void expect_read(fixture_t *f, uvp_tcp_t *t, const char *text,
 /* Between two reads libuv keeps reading: bytes that arrive with no read
  * pending stay in the kernel for the next read, and the idle connection
  * does not keep the loop alive (as a bare idle libuv handle would not). */
+/* Writes larger than the socket buffer: the first goes partly straight to
+ * the kernel and the rest through libuv's queue; the ones issued right
+ * behind it must queue up after it, never overtake it.  The server reports
+ * how many bytes it got and an order-sensitive hash of them. */
+static void test_large_writes_stay_in_order(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SINK);
+  enum { BIG = 8 << 20, MID = 1 << 20 };
+  char *big = malloc(BIG), *mid = malloc(MID);
+  assert_non_null(big);
+  assert_non_null(mid);
+  for (size_t i = 0; i < BIG; i++)
+    big[i] = (char)(i * 7 + i / 4096);
+  for (size_t i = 0; i < MID; i++)
+    mid[i] = (char)(i * 13 + 1);
+  static const char tail[] = "the tail";
+  uint64_t want = fnv1a(fnv1a(fnv1a(FNV_INIT, big, BIG), tail, 8), mid, MID);
+
+  struct sockaddr_in a;
+  addr_of(&srv, &a);
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  uvp_promise_t *c, *w[3], *sd, *rd;
+  assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
+  assert_int_equal(uvp_tcp_write(t, big, BIG, &w[0]), 0);
+  /* Not all of 8 MiB fits in a loopback socket's buffer. */
+  assert_int_equal(uvp_promise_state(w[0]), UVP_PENDING);
+  assert_int_equal(uvp_tcp_write(t, tail, 8, &w[1]), 0);
+  assert_int_equal(uvp_promise_state(w[1]), UVP_PENDING); /* queued */
+  assert_int_equal(uvp_tcp_write(t, mid, MID, &w[2]), 0);
+  assert_int_equal(uvp_tcp_shutdown(t, &sd), 0);
+  assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
+  run_until(f, rd);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_promise_state(w[i]), UVP_FULFILLED);
+    uvp_promise_release(w[i]);
+  }
+  assert_int_equal(uvp_promise_state(sd), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(rd), UVP_FULFILLED);
+  const uvp_buf_t *got = uvp_promise_value(rd);
+  char expect[64];
+  snprintf(expect, sizeof(expect), "%llu %llx",
+           (unsigned long long)(BIG + 8 + MID), (unsigned long long)want);
+  assert_int_equal(got->len, strlen(expect));
+  assert_memory_equal(got->base, expect, got->len);
+  uvp_promise_release(rd);
+  uvp_promise_release(sd);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+  free(big);
+  free(mid);
+}
+
+/* A small write on an idle connection goes to the kernel at once: its
+ * promise is already fulfilled when the call returns, and its handlers
+ * still run only later, from the loop. */
+static int small_write_handled;
+static uvp_ret_t note_write(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  assert_int_equal(in->status, 0);
+  small_write_handled++;
+  return uvp_ret_pass();
+}
+
+static void test_small_write_settles_at_once(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SINK);
+  struct sockaddr_in a;
+  addr_of(&srv, &a);
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  uvp_promise_t *c, *w, *sd, *rd;
+  assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
+  run_until(f, c);
+  small_write_handled = 0;
+  assert_int_equal(uvp_tcp_write(t, "ping", 4, &w), 0);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_on(w, UVP_ON_BOTH, note_write, NULL, NULL), 0);
+  assert_int_equal(small_write_handled, 0);
+  assert_int_equal(uvp_tcp_shutdown(t, &sd), 0);
+  assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
+  run_until(f, rd);
+  assert_int_equal(small_write_handled, 1);
+  const uvp_buf_t *got = uvp_promise_value(rd);
+  char expect[64];
+  snprintf(expect, sizeof(expect), "4 %llx",
+           (unsigned long long)fnv1a(FNV_INIT, "ping", 4));
+  assert_int_equal(got->len, strlen(expect));
+  assert_memory_equal(got->base, expect, got->len);
+  uvp_promise_release(rd);
+  uvp_promise_release(sd);
+  uvp_promise_release(w);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+}
+
 static void test_bytes_between_reads_wait_for_the_next(void **state) {
   fixture_t *f = *state;
   pair_t pr;
@@ -588,6 +717,8 @@ int main(void) {
       FIXTURE_TEST(test_teardown_with_connection_in_flight),
       FIXTURE_TEST(test_thousand_concurrent_connections),
       FIXTURE_TEST(test_tcp_bad_input),
+      FIXTURE_TEST(test_large_writes_stay_in_order),
+      FIXTURE_TEST(test_small_write_settles_at_once),
       FIXTURE_TEST(test_bytes_between_reads_wait_for_the_next),
       FIXTURE_TEST(test_eof_between_reads),
       FIXTURE_TEST(test_reset_between_reads),
