@@ -95,7 +95,9 @@ void *uvp__pool_get_slow(uvp__pool_t *pool) {
     uintptr_t first = (uintptr_t)(c + 1);
     first = (first + UVP__ALIGN - 1) & ~(uintptr_t)(UVP__ALIGN - 1);
     c->slots = (char *)first;
-    c->cap = ((uintptr_t)c + bytes - first) / pool->slot_size;
+    /* As many as fit however malloc aligned the block, so that a slab's
+     * capacity never depends on where it landed. */
+    c->cap = (bytes - sizeof(*c) - (UVP__ALIGN - 1)) / pool->slot_size;
     c->used = 0;
     c->next = pool->chunks;
     pool->chunks = c;
