@@ -42,7 +42,7 @@ struct combo_s {
 };
 
 static uvp_promise_t *input_at(const combo_t *c, size_t i) {
-  return (uvp_promise_t *)(c->rx[i].target & ~(uintptr_t)UVP__R_FLAGS);
+  return uvp__reaction_target(&c->rx[i]);
 }
 
 static void combo_unref(combo_t *c) {

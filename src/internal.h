@@ -112,6 +112,11 @@ enum {
   UVP__R_FLAGS = 63u
 };
 
+/* The promise a reaction points at, without its flags. */
+static inline uvp_promise_t *uvp__reaction_target(const uvp__reaction_t *r) {
+  return (uvp_promise_t *)(r->target & ~(uintptr_t)UVP__R_FLAGS);
+}
+
 /* What uvp__run_reaction hands a callback: the public outcome, followed by
  * the reaction that carried it.  An owner that embeds many reactions in one
  * block (a combinator: one per input) finds the input's index from the
@@ -257,7 +262,6 @@ uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
  * it, and it may be looked at after it ran or was dropped. */
 void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
                         uvp_promise_t *target, unsigned flags);
-void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r);
 /* Register r on p (which it observes); marks p handled. */
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
 /* Push r on pending p's reaction list. */

@@ -25,7 +25,7 @@
 
 #include "internal.h"
 
-#define TARGET(r) ((uvp_promise_t *)((r)->target & ~(uintptr_t)UVP__R_FLAGS))
+#define TARGET(r) uvp__reaction_target(r)
 #define RFLAGS(r) ((unsigned)((r)->target & UVP__R_FLAGS))
 
 enum { RET_DONE_ = 100 }; /* internal: the derived promise is taken care of */
@@ -767,10 +767,6 @@ void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
   r->cb = cb;
   r->arg = arg;
   r->target = (uintptr_t)target | flags | UVP__R_EMBEDDED;
-}
-
-void uvp__reaction_free(uvp_ctx_t *ctx, uvp__reaction_t *r) {
-  uvp__pool_put(&ctx->reactions, r);
 }
 
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {

@@ -49,7 +49,7 @@ static void drain(uvp_ctx_t *ctx) {
     uvp__reaction_t *n1 = ctx->qhead;
     if (n1 != NULL) {
       __builtin_prefetch(n1->next);
-      __builtin_prefetch((void *)(n1->target & ~(uintptr_t)UVP__R_FLAGS));
+      __builtin_prefetch(uvp__reaction_target(n1));
     }
 #endif
     uvp__run_reaction(ctx, r);
