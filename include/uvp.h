@@ -466,8 +466,10 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    A pending result keeps itself alive until it settles, is cancelled or
  *    the context closes.
  *  - State is one allocation: a remaining count, and per input a 32-byte
- *    reaction plus its result slot (a 24-byte record for allSettled and
- *    any, an 8-byte value for all, nothing for race).  With the result's
+ *    reaction, plus an 8-byte value slot for all.  allSettled's and any's
+ *    records need no room of their own: each is written over its input's
+ *    reaction once that has run (which is why uvp_settled_t is 32 bytes).
+ *    With the result's
  *    promise that is all a call allocates, before anything is attached,
  *    so an allocation failure returns UV_ENOMEM and changes nothing.
  *    The context keeps its largest freed block of 256 KiB or more for the
@@ -504,11 +506,14 @@ UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   const char *file, int line);
 
 /* One input's outcome: status 0 and its value, or status < 0 (the code) and
- * its payload.  `value` and `promise` are borrowed from the input. */
+ * its payload.  `value` and `promise` are borrowed from the input.
+ * `reserved` is NULL; it keeps the record the size of the reaction whose
+ * memory it reuses (see above), and may carry meaning in a later version. */
 typedef struct uvp_settled_s {
   int status;
   void *value;
   uvp_promise_t *promise;
+  void *reserved;
 } uvp_settled_t;
 
 /* allSettled's value, and any's rejection payload: one record per input in

@@ -5,7 +5,10 @@
  * million inputs' reactions sit in one array in input order rather than
  * scattered over the reaction slab by earlier traffic.  A reaction's index
  * in `rx` is its input's index, and its target names the input, so neither
- * needs storing again.
+ * needs storing again.  allSettled's and any's records take no room either:
+ * input i's record is written over rx[i] once that reaction has run (the
+ * run queue consumed its `next` before, and nothing reads it after), with
+ * the record's `promise` where the reaction's target was.
  *
  * Lifetime: `attached` counts the reactions not yet run or dropped, plus
  * one "share" for the result.  The share goes when the result stops needing
@@ -38,11 +41,30 @@ struct combo_s {
   } view;
   uvp__reaction_t *rx; /* n, the reaction on input i at rx[i] */
   void **values;        /* all */
-  uvp_settled_t *items; /* allSettled, any */
+  uvp_settled_t *items; /* allSettled, any: the same memory as rx */
 };
 
+_Static_assert(sizeof(uvp_settled_t) == sizeof(uvp__reaction_t) &&
+                   offsetof(uvp_settled_t, promise) ==
+                       offsetof(uvp__reaction_t, target),
+               "a record must fit its reaction and keep the input in place");
+
+/* Input i, whether rx[i] is still a reaction (target, with flags in the low
+ * bits) or already a record (promise, without).  Read as bytes: the memory
+ * may have been written through either type. */
 static uvp_promise_t *input_at(const combo_t *c, size_t i) {
-  return uvp__reaction_target(&c->rx[i]);
+  uintptr_t t;
+  memcpy(&t, (const char *)&c->rx[i] + offsetof(uvp__reaction_t, target),
+         sizeof(t));
+  return (uvp_promise_t *)(t & ~(uintptr_t)UVP__R_FLAGS);
+}
+
+static void record(combo_t *c, size_t i, const uvp_outcome_t *in) {
+  uvp_settled_t *it = &c->items[i];
+  it->status = in->status;
+  it->value = in->value;
+  it->promise = in->promise;
+  it->reserved = NULL;
 }
 
 static void combo_unref(combo_t *c) {
@@ -134,8 +156,7 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
     }
     break;
   case K_SETTLED:
-    c->items[i].status = in->status;
-    c->items[i].value = in->value;
+    record(c, i, in);
     if (in->status == 0)
       c->view.list.fulfilled++;
     else
@@ -150,8 +171,7 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
     if (in->status == 0) {
       settle_like(c, in->promise);
     } else {
-      c->items[i].status = in->status;
-      c->items[i].value = in->value;
+      record(c, i, in);
       c->view.list.rejected++;
       if (--c->remaining == 0)
         settle_with_view(c, true);
@@ -193,9 +213,7 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
 
   bool records = kind == K_SETTLED || kind == K_ANY;
   size_t per = sizeof(uvp__reaction_t);
-  if (records)
-    per += sizeof(uvp_settled_t);
-  else if (kind == K_ALL)
+  if (kind == K_ALL)
     per += sizeof(void *);
   if (n > (SIZE_MAX - sizeof(combo_t)) / per)
     return UV_ENOMEM;
@@ -213,7 +231,7 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   c->bytes = bytes;
   c->rx = (uvp__reaction_t *)(c + 1);
   if (records) {
-    c->items = (uvp_settled_t *)(c->rx + n);
+    c->items = (uvp_settled_t *)(void *)c->rx;
     c->view.list.count = n;
     c->view.list.items = c->items;
   } else if (kind == K_ALL) {
@@ -234,11 +252,6 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
 
   for (size_t i = 0; i < n; i++) {
     uvp_promise_t *in = uvp_promise_retain(inputs[i]);
-    if (records) {
-      c->items[i].status = 0;
-      c->items[i].value = NULL;
-      c->items[i].promise = in;
-    }
     uvp__reaction_init(&c->rx[i], combo_react, c, in,
                        UVP__R_NODERIVED | UVP__R_ON_OK | UVP__R_ON_ERR |
                            UVP__R_NOTIFY);

@@ -98,8 +98,10 @@ typedef struct uvp__reaction_s uvp__reaction_t;
 struct uvp__reaction_s {
   uvp__reaction_t *next; /* in the source's list, then in the run queue */
   uvp_then_cb cb;
-  void *arg;
+  /* At the offset of uvp_settled_t's `promise`: allSettled writes an
+   * input's record over its spent reaction, and still finds the input. */
   uintptr_t target;
+  void *arg;
 };
 
 enum {
