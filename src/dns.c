@@ -7,8 +7,8 @@
 #include "internal.h"
 
 typedef struct dnsop_s {
+  uvp_promise_t *p; /* first: UVP__OP_MOVABLE */
   uv_getaddrinfo_t req;
-  uvp_promise_t *p;
 } dnsop_t;
 
 /* uv_freeaddrinfo's parameter type is not void *. */
@@ -56,6 +56,7 @@ int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node, const char *service,
     uvp__free(op);
     return UV_ENOMEM;
   }
+  UVP__OP_MOVABLE(dnsop_t, op);
   op->req.data = op;
   int rc = uv_getaddrinfo(ctx->loop, &op->req, dns_cb, node, service, hints);
   if (rc != 0) {

@@ -9,8 +9,8 @@
 #include "internal.h"
 
 typedef struct fsop_s {
+  uvp_promise_t *p; /* first: UVP__OP_MOVABLE */
   uv_fs_t req;
-  uvp_promise_t *p;
   uvp_ctx_t *ctx; /* the slot's owner, also once `p` is being destroyed */
   /* whole-file helpers */
   uv_file fd;
@@ -53,6 +53,7 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
     uvp__op_slot_put(ctx, op);
     return NULL;
   }
+  UVP__OP_MOVABLE(fsop_t, op);
   op->req.data = op;
   *rc = 0;
   return op;

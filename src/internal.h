@@ -3,6 +3,7 @@
 #define UVP_INTERNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "uvp.h"
@@ -146,7 +147,8 @@ enum {
   UVP__F_CANCEL = 8u,   /* pending; value/fn hold a cancel hook */
   UVP__F_NOTIFIED = 16u, /* unhandled hook already ran */
   UVP__F_OWNED = 32u,    /* settled only by the library (combinators, timers) */
-  UVP__F_MANY = 64u      /* pending with more than one reaction */
+  UVP__F_MANY = 64u,     /* pending with more than one reaction */
+  UVP__F_OP = 128u       /* pending; a movable operation's: see below */
 };
 
 /* 64 bytes: one slot. */
@@ -284,6 +286,18 @@ void uvp__rel(uvp_promise_t *p);
  * references: the caller's and the operation's. */
 uvp_promise_t *uvp__op_new(uvp_ctx_t *ctx, const char *file, int line,
                            uvp_cancel_cb cancel, void *arg);
+
+/* An operation whose struct begins with its promise pointer, reads that
+ * pointer afresh whenever it settles or releases, and whose cancel hook
+ * ignores its promise argument, may have its promise replaced.  When a
+ * handler returns such an operation's fresh promise, the core then hands
+ * the operation to the handler's derived promise instead of adopting (see
+ * take_over in promise.c).  Call right after uvp__op_new. */
+#define UVP__OP_MOVABLE(type, op)                                              \
+  do {                                                                         \
+    _Static_assert(offsetof(type, p) == 0, "the promise must come first");     \
+    (op)->p->flags |= UVP__F_OP;                                               \
+  } while (0)
 
 static inline bool uvp__is_pending(const uvp_promise_t *p) {
   return p->state == UVP__S_PENDING;

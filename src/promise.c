@@ -203,7 +203,8 @@ static void settle(uvp_promise_t *p, uint8_t state) {
   uvp_ctx_t *ctx = p->ctx;
   uint8_t many = p->flags & UVP__F_MANY;
   p->state = state;
-  p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL | UVP__F_MANY);
+  p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL | UVP__F_MANY |
+                          UVP__F_OP);
   ctx->pending--;
   uvp__reaction_t *r = p->reactions;
   if (r == NULL)
@@ -539,6 +540,33 @@ static void discard(uvp_ret_t ret, uvp_promise_t *src, bool report) {
   }
 }
 
+/* A handler returned q, a movable operation's fresh promise (F_OP) that
+ * nothing observes and nobody else holds: its references are the
+ * operation's and the one the handler handed over.  Adopting q would cost a
+ * reaction, a trip through the run queue and a forward when it settles, on
+ * every step of a chain like stat -> open -> read -> close.  Instead d takes
+ * q's place: the operation settles d itself, and cancelling d runs the
+ * operation's hook, as cancelling d would have cancelled q (its sole
+ * consumer).  q is left with the handler's reference, which the caller
+ * drops. */
+static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
+  if (!(q->flags & UVP__F_OP) || q->refs != 2 || q->reactions != NULL ||
+      q->state != UVP__S_PENDING || q->ctx != d->ctx ||
+      (d->flags & UVP__F_CANCEL))
+    return false;
+  *(uvp_promise_t **)q->value = d; /* UVP__OP_MOVABLE: the op's first member */
+  d->value = q->value;
+  d->fn.cancel_cb = q->fn.cancel_cb;
+  d->link = NULL;
+  d->flags |= UVP__F_OWNED | UVP__F_CANCEL | UVP__F_OP;
+  d->refs++; /* the operation's */
+  q->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_OP);
+  q->value = NULL;
+  q->fn.cancel_cb = NULL;
+  q->refs--;
+  return true;
+}
+
 static void apply(uvp_promise_t *d, uvp_promise_t *src, uvp_ret_t ret) {
   if (ret.kind_ == RET_DONE_)
     return;
@@ -564,7 +592,8 @@ static void apply(uvp_promise_t *d, uvp_promise_t *src, uvp_ret_t ret) {
     if (ret.promise_ == NULL) {
       reject(d, UV_EINVAL, NULL, NULL);
     } else {
-      adopt(d, ret.promise_);
+      if (!take_over(d, ret.promise_))
+        adopt(d, ret.promise_);
       rel(ret.promise_);
     }
     break;

@@ -9,8 +9,8 @@
 #include "internal.h"
 
 typedef struct workop_s {
+  uvp_promise_t *p; /* first: UVP__OP_MOVABLE */
   uv_work_t req;
-  uvp_promise_t *p;
   uvp_work_cb cb;
   void *arg;
   uvp_free_cb result_free;
@@ -67,6 +67,7 @@ int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
     uvp__free(op);
     return UV_ENOMEM;
   }
+  UVP__OP_MOVABLE(workop_t, op);
   op->cb = work_cb;
   op->arg = arg;
   op->result_free = result_free;

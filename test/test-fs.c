@@ -907,6 +907,135 @@ static void test_cancel_while_running(void **state) {
   assert_int_equal(count_fds(), fds);
 }
 
+/* ---- a handler returning a fresh request ------------------------------------ */
+
+/* A handler that returns a request it has just started hands the request
+ * to its derived promise (see take_over in promise.c): the request's own
+ * promise is freed at once instead of being adopted.  What users observe
+ * must not change: values, order, cancellation, and a request promise the
+ * handler kept for itself. */
+typedef struct handoff_s {
+  fixture_t *f;
+  const char *path;
+  int flags;
+  uvp_promise_t *kept; /* the request's promise, if the handler keeps it */
+  bool keep;
+  int ran;
+  size_t live_in_read; /* live promises seen by the read step */
+  char buf[16];
+} handoff_t;
+
+static uvp_ret_t handoff_open(void *arg, const uvp_outcome_t *in) {
+  handoff_t *h = arg;
+  (void)in;
+  h->ran++;
+  uvp_promise_t *q;
+  int rc = uvp_fs_open(h->f->ctx, h->path, h->flags, 0644, &q);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
+  if (h->keep)
+    h->kept = uvp_promise_retain(q);
+  return uvp_ret_adopt(q);
+}
+
+static uvp_ret_t handoff_read(void *arg, const uvp_outcome_t *in) {
+  handoff_t *h = arg;
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(h->f->ctx, &st), 0);
+  h->live_in_read = st.live;
+  uvp_promise_t *q;
+  int rc = uvp_fs_read(h->f->ctx, (uv_file)UVP_INT(in->value), h->buf,
+                       sizeof(h->buf) - 1, 0, &q);
+  return rc != 0 ? uvp_ret_reject(rc, NULL, NULL) : uvp_ret_adopt(q);
+}
+
+/* start -> open (returned by a handler) -> read (returned by a handler).
+ * Returns the final promise; *opened gets the open step's. */
+static uvp_promise_t *handoff_chain(handoff_t *h, uvp_promise_t **opened) {
+  uvp_promise_t *start, *read;
+  assert_int_equal(uvp_promise_new(h->f->ctx, &start), 0);
+  assert_int_equal(uvp_promise_then(start, handoff_open, h, opened), 0);
+  assert_int_equal(uvp_promise_then(*opened, handoff_read, h, &read), 0);
+  assert_int_equal(uvp_promise_resolve(start, NULL, NULL), 0);
+  uvp_promise_release(start);
+  return read;
+}
+
+static void test_handler_hands_request_on(void **state) {
+  fixture_t *f = *state;
+  put("a", "hand-off", 8);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  size_t base = st.live;
+
+  handoff_t h = {.f = f, .path = at("a"), .flags = O_RDONLY};
+  uvp_promise_t *opened;
+  uvp_promise_t *read = handoff_chain(&h, &opened);
+  void *n = value_of(f, 0, read);
+  assert_int_equal(UVP_INT(n), 8);
+  assert_string_equal(h.buf, "hand-off");
+  assert_int_equal(h.ran, 1);
+  /* While the read step ran: `opened` and `read`, and nothing else.  An
+   * adopted open would still be alive, owning the value `opened` shows. */
+  assert_int_equal(h.live_in_read, base + 2);
+  uv_file fd = (uv_file)UVP_INT(uvp_promise_value(opened));
+  assert_true(fd >= 0);
+  assert_int_equal(close(fd), 0);
+  uvp_promise_release(opened);
+  uvp_promise_release(read);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, base);
+}
+
+/* A handler that keeps the request's promise: that promise is adopted as
+ * before, and settles with the same value as the derived one. */
+static void test_handler_keeps_request(void **state) {
+  fixture_t *f = *state;
+  put("a", "kept", 4);
+  handoff_t h = {.f = f, .path = at("a"), .flags = O_RDONLY, .keep = true};
+  uvp_promise_t *opened;
+  uvp_promise_t *read = handoff_chain(&h, &opened);
+  void *n = value_of(f, 0, read);
+  assert_int_equal(UVP_INT(n), 4);
+  assert_string_equal(h.buf, "kept");
+  assert_non_null(h.kept);
+  assert_int_equal(uvp_promise_state(h.kept), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(h.kept), uvp_promise_value(opened));
+  assert_int_equal(close((uv_file)UVP_INT(uvp_promise_value(opened))), 0);
+  uvp_promise_release(h.kept);
+  uvp_promise_release(opened);
+  uvp_promise_release(read);
+}
+
+/* Cancelling the derived promise that took a request over cancels the
+ * request itself: queued behind a full pool, it never runs. */
+static void test_cancel_handed_on_request(void **state) {
+  fixture_t *f = *state;
+  size_t n = uvp_pool_size();
+  blocker_t b;
+  uvp_promise_t **w = block_pool(f, &b, n);
+
+  handoff_t h = {.f = f, .path = at("created"), .flags = O_WRONLY | O_CREAT};
+  uvp_promise_t *opened;
+  uvp_promise_t *read = handoff_chain(&h, &opened);
+  for (int i = 0; i < 100 && h.ran == 0; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(h.ran, 1);
+  assert_int_equal(uvp_promise_state(opened), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(opened), 0);
+  assert_int_equal(uvp_promise_reason(opened, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_cancel(opened), UVP_ESETTLED);
+
+  unblock_pool(&b, n);
+  run_loop(f);
+  blockers_done(&b, w, n, 0);
+  assert_int_equal(uvp_promise_reason(opened, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_reason(read, NULL), UV_ECANCELED);
+  assert_false(exists("created"));
+  uvp_promise_release(opened);
+  uvp_promise_release(read);
+}
+
 /* Cancelling a settled request does nothing. */
 static void test_cancel_after_settled(void **state) {
   fixture_t *f = *state;
@@ -1019,6 +1148,9 @@ int main(int argc, char **argv) {
       TEST(test_cancel_before_start),
       TEST(test_cancel_while_running),
       TEST(test_cancel_after_settled),
+      TEST(test_handler_hands_request_on),
+      TEST(test_handler_keeps_request),
+      TEST(test_cancel_handed_on_request),
       TEST(test_teardown_in_flight),
       TEST(test_bad_input),
   };
