@@ -475,9 +475,9 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    reaction, plus an 8-byte value slot for all.  allSettled's and any's
  *    records need no room of their own: each is written over its input's
  *    reaction once that has run (which is why uvp_settled_t is 32 bytes).
- *    With the result's
- *    promise that is all a call allocates, before anything is attached,
- *    so an allocation failure returns UV_ENOMEM and changes nothing.
+ *    With the result's promise that is all a call allocates, before
+ *    anything is attached, so an allocation failure returns UV_ENOMEM and
+ *    changes nothing.
  *    The context keeps its largest freed block of 256 KiB or more for the
  *    next combinator (counted in uvp_ctx_stats' slab_bytes, freed by
  *    uvp_ctx_close): a server fanning out 100 000 requests a minute

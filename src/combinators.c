@@ -56,7 +56,7 @@ static uvp_promise_t *input_at(const combo_t *c, size_t i) {
   uintptr_t t;
   memcpy(&t, (const char *)&c->rx[i] + offsetof(uvp__reaction_t, target),
          sizeof(t));
-  return (uvp_promise_t *)(t & ~(uintptr_t)UVP__R_FLAGS);
+  return uvp__untag(t); /* a record's promise has no flags to clear */
 }
 
 static void record(combo_t *c, size_t i, const uvp_outcome_t *in) {

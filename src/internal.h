@@ -115,9 +115,12 @@ enum {
   UVP__R_FLAGS = 63u
 };
 
-/* The promise a reaction points at, without its flags. */
+/* The promise a reaction's `target` word names, without its flags. */
+static inline uvp_promise_t *uvp__untag(uintptr_t target) {
+  return (uvp_promise_t *)(target & ~(uintptr_t)UVP__R_FLAGS);
+}
 static inline uvp_promise_t *uvp__reaction_target(const uvp__reaction_t *r) {
-  return (uvp_promise_t *)(r->target & ~(uintptr_t)UVP__R_FLAGS);
+  return uvp__untag(r->target);
 }
 
 /* What uvp__run_reaction hands a callback: the public outcome, followed by

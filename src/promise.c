@@ -550,9 +550,9 @@ static void discard(uvp_ret_t ret, uvp_promise_t *src, bool report) {
  * consumer).  q is left with the handler's reference, which the caller
  * drops. */
 static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
+  /* F_OP implies pending: settle() clears it. */
   if (!(q->flags & UVP__F_OP) || q->refs != 2 || q->reactions != NULL ||
-      q->state != UVP__S_PENDING || q->ctx != d->ctx ||
-      (d->flags & UVP__F_CANCEL))
+      q->ctx != d->ctx || (d->flags & UVP__F_CANCEL))
     return false;
   *(uvp_promise_t **)q->value = d; /* UVP__OP_MOVABLE: the op's first member */
   d->value = q->value;
