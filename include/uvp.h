@@ -265,8 +265,22 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  * Default 1024; 0 means UV_EINVAL. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
-/* Pre-allocate room for `promises` more promises and `reactions` more
- * reactions, and touch it, so that a burst of traffic later meets neither
+/* Memory.  Promises (64 bytes) and reactions (32) come from per-context
+ * slabs that double from 64 KiB up to 16 MiB and are recycled through free
+ * lists; the run queue is a ring of pointers that doubles to fit the
+ * largest burst of handlers ever queued at once (8 bytes each, from 256)
+ * and is kept.  So once warmed up, creating, settling and reacting never
+ * call malloc.  Were the ring unable to grow, handlers would queue through
+ * their own memory instead: settling never fails for want of memory.  On
+ * Linux, the 2 MiB-aligned interior of every slab or combinator block of
+ * 4 MiB or more is advised as transparent huge pages (MADV_HUGEPAGE; a
+ * no-op where THP is "never" or "always"): a burst settles promises in
+ * random order, and with 4 KiB pages nearly every one is a TLB miss and,
+ * the first time, a page fault.  All of it is freed by uvp_ctx_close.
+ *
+ * Pre-allocate room for `promises` more promises and `reactions` more
+ * reactions (and run-queue room for those reactions all queued at once),
+ * and touch it, so that a burst of traffic later meets neither
  * malloc nor first-touch page faults (which cost several ms per MB on some
  * virtual machines).  A server calls it at startup with its expected peak.
  * The memory stays with the context until uvp_ctx_close.  Errors:
@@ -289,8 +303,9 @@ typedef struct uvp_ctx_stats_s {
   size_t live;      /* promises allocated and not yet freed */
   size_t pending;   /* of which pending */
   size_t queued;    /* handlers waiting to run */
-  size_t slab_bytes; /* bytes held in promise/reaction slabs and the
-                        spare combinator block (see uvp_promise_all) */
+  size_t slab_bytes; /* bytes held in promise/reaction slabs, the run
+                        queue and the spare combinator block (see
+                        uvp_promise_all) */
   size_t slab_allocs; /* times a slab was obtained from the allocator */
 } uvp_ctx_stats_t;
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);

@@ -179,9 +179,18 @@ struct uvp_ctx_s {
   uv_loop_t *loop;
   const char *thread; /* the loop thread's &uvp__thread_anchor */
 
-  /* run queue */
-  uvp__reaction_t *qhead;
-  uvp__reaction_t *qtail;
+  /* Run queue, in run order: a ring of reaction pointers, so queueing a
+   * reaction writes neither the reaction nor its predecessor (cold lines
+   * when a burst settles promises scattered over the slabs) and the drain
+   * knows the next ones early enough to prefetch them.  If the ring is
+   * full and cannot grow, reactions queue on `spill` through their `next`
+   * until the ring has drained: everything on it is newer. */
+  uvp__reaction_t **ring;
+  size_t ring_cap; /* a power of two */
+  size_t rhead;    /* free-running indices */
+  size_t rtail;
+  uvp__reaction_t *spill;
+  uvp__reaction_t *spill_tail;
   size_t queued;
   unsigned int budget;
   bool idle_active;
@@ -233,6 +242,16 @@ static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
   return &uvp__thread_anchor == ctx->thread;
 }
 
+void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Append r to the run queue (the caller wakes the context). */
+static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  if (UVP__LIKELY(ctx->rtail - ctx->rhead < ctx->ring_cap &&
+                  ctx->spill == NULL))
+    ctx->ring[ctx->rtail++ & (ctx->ring_cap - 1)] = r;
+  else
+    uvp__queue_push_slow(ctx, r);
+  ctx->queued++;
+}
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
 void uvp__wake_slow(uvp_ctx_t *ctx);
 /* After splicing into the queue: make sure the queue will be drained. */

@@ -210,34 +210,28 @@ static void settle(uvp_promise_t *p, uint8_t state) {
   if (r == NULL)
     return;
   p->reactions = NULL;
-  uvp__reaction_t *rev, *last;
-  uint32_t n;
   if (!many) {
-    /* The common case, one reaction: its `next` is written, never read,
-     * so settling a promise whose reaction is cold in memory does not
-     * wait for it (the write drains in the background). */
-    r->next = NULL;
-    rev = last = r;
-    n = 1;
+    /* The common case, one reaction: it is queued without being read or
+     * written, so settling a promise whose reaction is cold in memory
+     * does not wait for it. */
+    p->refs++;
+    uvp__queue_push(ctx, r);
   } else {
-    rev = NULL;
-    last = r;
-    n = 0;
+    /* The list is newest first. */
+    uvp__reaction_t *rev = NULL;
     while (r != NULL) {
       uvp__reaction_t *next = r->next;
       r->next = rev;
       rev = r;
       r = next;
-      n++;
+    }
+    while (rev != NULL) {
+      uvp__reaction_t *next = rev->next;
+      p->refs++;
+      uvp__queue_push(ctx, rev);
+      rev = next;
     }
   }
-  p->refs += n;
-  if (ctx->qtail != NULL)
-    ctx->qtail->next = rev;
-  else
-    ctx->qhead = rev;
-  ctx->qtail = last;
-  ctx->queued += n;
   uvp__wake(ctx);
 }
 
@@ -515,21 +509,21 @@ static void report_lost(uvp_promise_t *src, int code, void *payload) {
 }
 
 /* Throw away what a handler returned when no promise can take it. */
-static void discard(uvp_ret_t ret, uvp_promise_t *src, bool report) {
-  switch (ret.kind_) {
+static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
+  switch (ret->kind_) {
   case UVP_RET_VALUE_:
-    if (ret.free_ != NULL)
-      ret.free_(ret.ptr_);
+    if (ret->free_ != NULL)
+      ret->free_(ret->ptr_);
     break;
   case UVP_RET_REJECT_:
     if (report)
-      report_lost(src, ret.code_ < 0 ? ret.code_ : UV_EINVAL, ret.ptr_);
-    if (ret.free_ != NULL)
-      ret.free_(ret.ptr_);
+      report_lost(src, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_);
+    if (ret->free_ != NULL)
+      ret->free_(ret->ptr_);
     break;
   case UVP_RET_ADOPT_:
-    if (ret.promise_ != NULL)
-      rel(ret.promise_);
+    if (ret->promise_ != NULL)
+      rel(ret->promise_);
     break;
   case UVP_RET_PASS_:
     if (report && src->state == UVP__S_REJECTED)
@@ -567,8 +561,11 @@ static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
   return true;
 }
 
-static void apply(uvp_promise_t *d, uvp_promise_t *src, uvp_ret_t ret) {
-  if (ret.kind_ == RET_DONE_)
+/* Settle d as the handler's result says.  By pointer: copying the result
+ * into an argument makes a load that waits for every store still in flight
+ * (a combinator's store into a cold result array). */
+static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret) {
+  if (ret->kind_ == RET_DONE_)
     return;
   if (d == NULL) {
     discard(ret, src, true);
@@ -581,20 +578,20 @@ static void apply(uvp_promise_t *d, uvp_promise_t *src, uvp_ret_t ret) {
     return;
   }
   d->flags &= (uint8_t)~UVP__F_WAITING;
-  switch (ret.kind_) {
+  switch (ret->kind_) {
   case UVP_RET_VALUE_:
-    fulfill(d, ret.ptr_, ret.free_);
+    fulfill(d, ret->ptr_, ret->free_);
     break;
   case UVP_RET_REJECT_:
-    reject(d, ret.code_ < 0 ? ret.code_ : UV_EINVAL, ret.ptr_, ret.free_);
+    reject(d, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_, ret->free_);
     break;
   case UVP_RET_ADOPT_:
-    if (ret.promise_ == NULL) {
+    if (ret->promise_ == NULL) {
       reject(d, UV_EINVAL, NULL, NULL);
     } else {
-      if (!take_over(d, ret.promise_))
-        adopt(d, ret.promise_);
-      rel(ret.promise_);
+      if (!take_over(d, ret->promise_))
+        adopt(d, ret->promise_);
+      rel(ret->promise_);
     }
     break;
   case UVP_RET_PASS_:
@@ -625,7 +622,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
   case UVP_RET_ADOPT_:
     break;
   default:
-    discard(ret, src, false);
+    discard(&ret, src, false);
     return uvp_ret_pass();
   }
   uvp_promise_t *q = ret.promise_;
@@ -691,7 +688,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   } else {
     ret = uvp_ret_pass();
   }
-  apply(d, src, ret);
+  apply(d, src, &ret);
   rel(src);
   if (d != NULL)
     rel(d);

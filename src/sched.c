@@ -19,6 +19,8 @@
 #include "internal.h"
 
 #define UVP__DEFAULT_BUDGET 1024
+#define UVP__RING_MIN 256 /* run queue slots a context starts with */
+#define UVP__PREFETCH_AHEAD 8
 
 _Thread_local char uvp__thread_anchor;
 
@@ -31,32 +33,83 @@ struct uvp__msg_s {
   uvp_free_cb free_cb;
 };
 
+/* The next reaction to run; the queue is not empty. */
+static uvp__reaction_t *queue_pop(uvp_ctx_t *ctx) {
+  ctx->queued--;
+  if (ctx->rhead != ctx->rtail)
+    return ctx->ring[ctx->rhead++ & (ctx->ring_cap - 1)];
+  uvp__reaction_t *r = ctx->spill;
+  ctx->spill = r->next;
+  if (ctx->spill == NULL)
+    ctx->spill_tail = NULL;
+  return r;
+}
+
+/* Grow the ring to at least `want` slots, keeping the order. */
+static int ring_grow(uvp_ctx_t *ctx, size_t want) {
+  size_t cap = ctx->ring_cap;
+  while (cap < want) {
+    if (cap > SIZE_MAX / 2 / sizeof(*ctx->ring))
+      return UV_ENOMEM;
+    cap *= 2;
+  }
+  if (cap == ctx->ring_cap)
+    return 0;
+  uvp__reaction_t **ring = uvp__malloc(cap * sizeof(*ring));
+  if (ring == NULL)
+    return UV_ENOMEM;
+  size_t count = ctx->rtail - ctx->rhead;
+  for (size_t i = 0; i < count; i++)
+    ring[i] = ctx->ring[(ctx->rhead + i) & (ctx->ring_cap - 1)];
+  uvp__free(ctx->ring);
+  ctx->ring = ring;
+  ctx->ring_cap = cap;
+  ctx->rhead = 0;
+  ctx->rtail = count;
+  return 0;
+}
+
+void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  /* Full: double it.  Only a burst larger than any before allocates. */
+  if (ctx->spill == NULL && ring_grow(ctx, ctx->ring_cap + 1) == 0) {
+    ctx->ring[ctx->rtail++ & (ctx->ring_cap - 1)] = r;
+    return;
+  }
+  /* No memory for a larger ring: settling cannot fail, so the reaction
+   * waits on the spill list, behind everything in the ring. */
+  r->next = NULL;
+  if (ctx->spill_tail != NULL)
+    ctx->spill_tail->next = r;
+  else
+    ctx->spill = r;
+  ctx->spill_tail = r;
+}
+
 static void drain(uvp_ctx_t *ctx) {
   unsigned int budget = ctx->budget;
   uv_loop_t *loop = ctx->loop;
   /* A handler may close the context or stop the loop: honour both now.
    * The stop flag is tested before each handler, not only after one, so
    * the check-phase drain of the same iteration runs nothing either. */
-  while (ctx->qhead != NULL && !loop->stop_flag && budget-- != 0) {
-    uvp__reaction_t *r = ctx->qhead;
-    ctx->qhead = r->next;
-    if (ctx->qhead == NULL)
-      ctx->qtail = NULL;
-    ctx->queued--;
+  while (ctx->queued != 0 && !loop->stop_flag && budget-- != 0) {
+    uvp__reaction_t *r = queue_pop(ctx);
 #if defined(__GNUC__)
-    /* A settled burst's reactions and promises are scattered over the
-     * slabs: start loading the next ones while this one runs. */
-    uvp__reaction_t *n1 = ctx->qhead;
-    if (n1 != NULL) {
-      __builtin_prefetch(n1->next);
-      __builtin_prefetch(uvp__reaction_target(n1));
-    }
+    /* A settled burst's reactions are scattered over the slabs (or over
+     * a combinator's block), and settling did not touch them: start
+     * loading the one a few turns ahead, and, once that has arrived, the
+     * promise it names (the derived one of a then may be cold too). */
+    size_t ahead = ctx->rtail - ctx->rhead, mask = ctx->ring_cap - 1;
+    if (ahead > UVP__PREFETCH_AHEAD)
+      __builtin_prefetch(ctx->ring[(ctx->rhead + UVP__PREFETCH_AHEAD) & mask]);
+    if (ahead > 2)
+      __builtin_prefetch(
+          uvp__reaction_target(ctx->ring[(ctx->rhead + 2) & mask]));
 #endif
     uvp__run_reaction(ctx, r);
     if (ctx->closed)
       break;
   }
-  if (ctx->qhead == NULL && ctx->idle_active && !ctx->closed) {
+  if (ctx->queued == 0 && ctx->idle_active && !ctx->closed) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;
   }
@@ -65,7 +118,7 @@ static void drain(uvp_ctx_t *ctx) {
 static void idle_cb(uv_idle_t *h) { drain(h->data); }
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
-  if (ctx->qhead != NULL)
+  if (ctx->queued != 0)
     drain(ctx);
 }
 
@@ -79,13 +132,7 @@ void uvp__wake_slow(uvp_ctx_t *ctx) {
 }
 
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
-  r->next = NULL;
-  if (ctx->qtail != NULL)
-    ctx->qtail->next = r;
-  else
-    ctx->qhead = r;
-  ctx->qtail = r;
-  ctx->queued++;
+  uvp__queue_push(ctx, r);
   uvp__wake(ctx);
 }
 
@@ -97,6 +144,7 @@ static void ctx_free(uvp_ctx_t *ctx) {
   uvp__pool_destroy(&ctx->ops);
   uvp__free(ctx->scratch);
   uvp__free(ctx->spare);
+  uvp__free(ctx->ring);
   uv_mutex_destroy(&ctx->mu);
   uvp__free(ctx);
   uvp__ctx_count(-1);
@@ -220,6 +268,13 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
     uvp__free(ctx);
     return rc;
   }
+  ctx->ring_cap = UVP__RING_MIN;
+  ctx->ring = uvp__malloc(UVP__RING_MIN * sizeof(*ctx->ring));
+  if (ctx->ring == NULL) {
+    uv_mutex_destroy(&ctx->mu);
+    uvp__free(ctx);
+    return UV_ENOMEM;
+  }
   ctx->loop = loop;
   ctx->thread = &uvp__thread_anchor;
   ctx->budget = UVP__DEFAULT_BUDGET;
@@ -232,6 +287,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
    * open handle whose close callback would have to outlive the context. */
   rc = uv_async_init(loop, &ctx->async, async_cb);
   if (rc != 0) {
+    uvp__free(ctx->ring);
     uv_mutex_destroy(&ctx->mu);
     uvp__free(ctx);
     return rc;
@@ -273,7 +329,14 @@ int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
   if (ctx->closed)
     return UVP_ECLOSED;
   int rc = uvp__pool_reserve(&ctx->promises, promises, mark_free);
-  return rc != 0 ? rc : uvp__pool_reserve(&ctx->reactions, reactions, NULL);
+  if (rc == 0)
+    rc = uvp__pool_reserve(&ctx->reactions, reactions, NULL);
+  /* Room to queue every reserved reaction at once, beyond what is queued. */
+  if (rc == 0 && reactions > SIZE_MAX - ctx->queued)
+    rc = UV_ENOMEM;
+  if (rc == 0)
+    rc = ring_grow(ctx, ctx->queued + reactions);
+  return rc;
 }
 
 int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
@@ -292,8 +355,8 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   out->live = ctx->live;
   out->pending = ctx->pending;
   out->queued = ctx->queued;
-  out->slab_bytes =
-      ctx->promises.bytes + ctx->reactions.bytes + ctx->spare_size;
+  out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes +
+                   ctx->ring_cap * sizeof(*ctx->ring) + ctx->spare_size;
   out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
   return 0;
 }
@@ -316,13 +379,8 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   ctx->closed = true;
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
-  while (ctx->qhead != NULL) {
-    uvp__reaction_t *r = ctx->qhead;
-    ctx->qhead = r->next;
-    ctx->queued--;
-    uvp__drop_reaction(ctx, r, true);
-  }
-  ctx->qtail = NULL;
+  while (ctx->queued != 0)
+    uvp__drop_reaction(ctx, queue_pop(ctx), true);
   if (ctx->idle_active) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;

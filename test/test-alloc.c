@@ -1,16 +1,41 @@
-/* The allocator and the slabs (src/alloc.c): once warmed up (or reserved),
- * the hot path of create, settle and react never reaches the allocator —
- * counted through uvp_replace_allocator, not assumed — and reserved slots
- * are invisible to the pending dump and to teardown. */
+/* The allocator and the slabs (src/alloc.c), and the run queue's memory
+ * (src/sched.c): once warmed up (or reserved), the hot path of create,
+ * settle and react never reaches the allocator — counted through
+ * uvp_replace_allocator, not assumed — reserved slots are invisible to the
+ * pending dump and to teardown, a run queue that cannot grow still runs
+ * every handler in order, and large slabs and blocks are advised as huge
+ * pages. */
 #include <stdio.h>
+#include <string.h>
 
 #include "helpers.h"
 
 static long allocs;
+static long live;  /* allocations not yet freed */
+static bool deny;  /* fail every allocation */
 
-static void *c_malloc(size_t n) { allocs++; return malloc(n); }
-static void *c_calloc(size_t c, size_t n) { allocs++; return calloc(c, n); }
-static void *c_realloc(void *p, size_t n) { allocs++; return realloc(p, n); }
+static void *c_malloc(size_t n) {
+  allocs++;
+  void *p = deny ? NULL : malloc(n);
+  live += p != NULL;
+  return p;
+}
+static void *c_calloc(size_t c, size_t n) {
+  allocs++;
+  void *p = deny ? NULL : calloc(c, n);
+  live += p != NULL;
+  return p;
+}
+static void *c_realloc(void *p, size_t n) {
+  allocs++;
+  void *q = deny ? NULL : realloc(p, n);
+  live += q != NULL && p == NULL;
+  return q;
+}
+static void c_free(void *p) {
+  live -= p != NULL;
+  free(p);
+}
 
 static uvp_ret_t add(void *arg, const uvp_outcome_t *in) {
   *(long *)arg += (long)(intptr_t)in->value;
@@ -32,7 +57,7 @@ static void burst(fixture_t *f, int n, long *sum) {
 
 static void test_hot_path_never_allocates_once_warm(void **state) {
   (void)state;
-  assert_int_equal(uvp_replace_allocator(c_malloc, c_realloc, c_calloc, free),
+  assert_int_equal(uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free),
                    0);
   fixture_t *f;
   fixture_setup((void **)&f);
@@ -82,6 +107,188 @@ static void test_reserved_slots_are_not_pending(void **state) {
   uvp_promise_release(p);
 }
 
+/* Reserving reactions also makes run-queue room for them all queued at
+ * once: a burst of 100 000 settles, each queueing its handler, then never
+ * reaches the allocator. */
+static void test_reserve_covers_the_run_queue(void **state) {
+  (void)state;
+  assert_int_equal(
+      uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free), 0);
+  fixture_t *f;
+  fixture_setup((void **)&f);
+  /* Each burst step holds a promise, its derived promise and a reaction. */
+  assert_int_equal(uvp_ctx_reserve(f->ctx, 200000, 100000), 0);
+  allocs = 0;
+  long sum = 0;
+  burst(f, 100000, &sum);
+  assert_int_equal(sum, 100000);
+  assert_int_equal(allocs, 0);
+  fixture_teardown((void **)&f);
+  assert_int_equal(live, 0);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+}
+
+typedef struct {
+  int n;
+  int order[2048];
+} seen_t;
+
+static seen_t seen;
+static uvp_promise_t *chain; /* resolved by handler 0, if set */
+
+static uvp_ret_t note(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  assert_true(seen.n < 2048);
+  seen.order[seen.n++] = (int)(intptr_t)arg;
+  if (arg == 0 && chain != NULL) {
+    assert_int_equal(uvp_promise_resolve(chain, NULL, NULL), 0);
+    uvp_promise_release(chain);
+    chain = NULL;
+  }
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Settle n promises, each with one handler, in a scrambled order (with
+ * every allocation refused if `starve`); handler i records base + i, and
+ * `want` gets the order they were settled in.  Returns the allocation
+ * calls made while settling. */
+static long settle_scrambled(fixture_t *f, int n, int base, int *want,
+                             bool starve) {
+  uvp_promise_t *p[1024];
+  assert_true(n <= 1024);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+    assert_int_equal(uvp_promise_on(p[i], UVP_ON_BOTH, note,
+                                    (void *)(intptr_t)(base + i), NULL),
+                     0);
+  }
+  long before = allocs;
+  deny = starve;
+  for (int k = 0; k < n; k++) {
+    int i = (k * 7919) % n;
+    assert_int_equal(uvp_promise_resolve(p[i], NULL, NULL), 0);
+    want[k] = base + i;
+  }
+  deny = false;
+  for (int i = 0; i < n; i++)
+    uvp_promise_release(p[i]);
+  return allocs - before;
+}
+
+/* The run queue is a ring that doubles when a burst overflows it.  When it
+ * cannot (no memory), settling must still work: the handlers queue behind
+ * the ring, and everything runs in settle order, including a handler
+ * registered on an already settled promise while the queue is spilled, and
+ * one queued by a handler while the ring has room again but the spill is
+ * not yet drained.  Once drained, the ring grows again as usual. */
+static void test_queue_spills_when_ring_cannot_grow(void **state) {
+  (void)state;
+  enum { N = 1000 }; /* the ring starts with 256 slots */
+  assert_int_equal(
+      uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free), 0);
+  fixture_t *f;
+  fixture_setup((void **)&f);
+  static int want[N + 2];
+  uvp_ctx_stats_t st;
+
+  seen.n = 0;
+  assert_int_equal(uvp_promise_new(f->ctx, &chain), 0);
+  assert_int_equal(uvp_promise_on(chain, UVP_ON_BOTH, note,
+                                  (void *)(intptr_t)(N + 1), NULL),
+                   0);
+  /* Slot 257 finds the ring full; its growth is refused, and every later
+   * one goes behind it without asking again. */
+  assert_int_equal(settle_scrambled(f, N, 0, want, true), 1);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.queued, N);
+  uvp_promise_t *late;
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &late), 0);
+  assert_int_equal(
+      uvp_promise_on(late, UVP_ON_BOTH, note, (void *)(intptr_t)N, NULL), 0);
+  want[N] = N;
+  want[N + 1] = N + 1; /* queued by handler 0, the first to run */
+  uvp_promise_release(late);
+  run_loop(f);
+  assert_null(chain);
+  assert_int_equal(seen.n, N + 2);
+  assert_memory_equal(seen.order, want, sizeof(want));
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.queued, 0);
+  assert_int_equal(st.live, 0);
+
+  /* With memory back, the same burst grows the ring (8 bytes a slot). */
+  seen.n = 0;
+  size_t before = st.slab_bytes;
+  assert_true(settle_scrambled(f, N, 0, want, false) >= 1);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_true(st.slab_bytes >= before + (1024 - 256) * sizeof(void *));
+  run_loop(f);
+  assert_int_equal(seen.n, N);
+  assert_memory_equal(seen.order, want, N * sizeof(int));
+
+  fixture_teardown((void **)&f);
+  assert_int_equal(live, 0);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+}
+
+/* The VmFlags of the mapping holding addr contain "hg" (MADV_HUGEPAGE):
+ * 1 yes, 0 no, -1 no such mapping or no /proc. */
+static int advised_huge(const void *addr) {
+  FILE *f = fopen("/proc/self/smaps", "r");
+  if (f == NULL)
+    return -1;
+  char line[512];
+  int found = -1;
+  bool inside = false;
+  uintptr_t a = (uintptr_t)addr;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    unsigned long lo, hi;
+    /* A mapping's first line is "lo-hi perms ...", its fields "Name: ". */
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
+      inside = a >= lo && a < hi;
+      continue;
+    }
+    if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+      found = strstr(line, " hg") != NULL;
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+/* Where Linux has transparent huge pages, the 2 MiB pages inside a large
+ * promise slab and a large combinator block are advised as huge pages
+ * (the middle of each lies in its aligned interior); small ones are not. */
+static void test_large_blocks_are_advised_huge(void **state) {
+  fixture_t *f = *state;
+  FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (thp == NULL)
+    skip(); /* no THP in this kernel: nothing is advised */
+  fclose(thp);
+  enum { N = 200000 };
+  static uvp_promise_t *in[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_promise_new(f->ctx, &in[i]), 0);
+  /* Slabs double from 64 KiB: the first ~131 000 promises fill those up to
+   * 4 MiB, the next ones an 8 MiB slab whose middle is in[196608]. */
+  assert_int_equal(advised_huge(in[196608]), 1);
+  assert_int_equal(advised_huge(in[10]), 0); /* the first, 64 KiB slab */
+
+  /* 200 000 records of 32 bytes: one 6.4 MB block. */
+  uvp_promise_t *r;
+  assert_int_equal(uvp_promise_all_settled(f->ctx, in, N, &r), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(uvp_promise_resolve(in[i], NULL, NULL), 0);
+    uvp_promise_release(in[i]);
+  }
+  run_loop(f);
+  const uvp_settled_list_t *l = uvp_promise_value(r);
+  assert_int_equal(l->fulfilled, N);
+  assert_int_equal(advised_huge(&l->items[N / 2]), 1);
+  uvp_promise_release(r);
+}
+
 static void test_reserve_bad_input(void **state) {
   fixture_t *f = *state;
   assert_int_equal(uvp_ctx_reserve(NULL, 1, 1), UV_EINVAL);
@@ -94,6 +301,9 @@ int main(void) {
       FIXTURE_TEST(test_reserve_means_no_allocation_later),
       FIXTURE_TEST(test_reserved_slots_are_not_pending),
       FIXTURE_TEST(test_reserve_bad_input),
+      cmocka_unit_test(test_reserve_covers_the_run_queue),
+      FIXTURE_TEST(test_large_blocks_are_advised_huge),
+      cmocka_unit_test(test_queue_spills_when_ring_cannot_grow),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
