@@ -276,7 +276,10 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * 4 MiB or more is advised as transparent huge pages (MADV_HUGEPAGE; a
  * no-op where THP is "never" or "always"): a burst settles promises in
  * random order, and with 4 KiB pages nearly every one is a TLB miss and,
- * the first time, a page fault.  All of it is freed by uvp_ctx_close.
+ * the first time, a page fault.  The price: a huge page is resident as a
+ * whole, so a slab pool's resident set may exceed what it uses by up to
+ * 2 MiB (not per promise; a combinator block is used whole).  All of it
+ * is freed by uvp_ctx_close.
  *
  * Pre-allocate room for `promises` more promises and `reactions` more
  * reactions (and run-queue room for those reactions all queued at once),
