@@ -55,11 +55,12 @@ void uvp__free(void *ptr) {
 /* Large slabs and combinator blocks are touched at random (a burst settles
  * promises in whatever order their I/O completes): with 4 KiB pages nearly
  * every access misses the TLB, and on first touch every 4 KiB page costs a
- * fault, which on some VMs is ~10 us.  Where transparent huge pages are
- * enabled for advised memory (the common "madvise" setting), the 2 MiB pages
- * inside such a block are advised.  Advice only: memory from a replaced
- * allocator is advised as well, a failure is ignored, and with huge pages
- * off (or "always") nothing changes. */
+ * fault, which on some VMs is ~10 us.  A context that opted in
+ * (uvp_ctx_set_huge_pages) has the 2 MiB pages inside such blocks advised
+ * as transparent huge pages.  Not the default: where the kernel compacts
+ * memory on such a fault ("defrag" set to madvise), the loop thread may
+ * stall for it, and a huge page is resident whole.  Advice only: memory
+ * from a replaced allocator is advised as well, and a failure is ignored. */
 #define UVP__HUGE (2u * 1024 * 1024)
 #define UVP__HUGE_MIN (2 * UVP__HUGE) /* smaller: maybe no aligned page */
 
@@ -75,6 +76,14 @@ static void advise_huge(void *block, size_t size) {
 #else
   (void)block;
   (void)size;
+#endif
+}
+
+bool uvp__huge_supported(void) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  return true;
+#else
+  return false;
 #endif
 }
 
@@ -101,6 +110,7 @@ struct uvp__chunk_s {
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
+  pool->huge = false;
 }
 
 void uvp__pool_destroy(uvp__pool_t *pool) {
@@ -124,7 +134,8 @@ void *uvp__pool_get_slow(uvp__pool_t *pool) {
     c = uvp__malloc(bytes);
     if (c == NULL)
       return NULL;
-    advise_huge(c, bytes);
+    if (pool->huge)
+      advise_huge(c, bytes);
     uintptr_t first = (uintptr_t)(c + 1);
     first = (first + UVP__ALIGN - 1) & ~(uintptr_t)(UVP__ALIGN - 1);
     c->slots = (char *)first;
@@ -206,7 +217,7 @@ void *uvp__ctx_block_get(uvp_ctx_t *ctx, size_t *size) {
     return block;
   }
   void *block = uvp__malloc(*size);
-  if (block != NULL)
+  if (block != NULL && ctx->huge)
     advise_huge(block, *size);
   return block;
 }

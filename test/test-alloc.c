@@ -4,7 +4,7 @@
  * uvp_replace_allocator, not assumed — reserved slots are invisible to the
  * pending dump and to teardown, a run queue that cannot grow still runs
  * every handler in order, and large slabs and blocks are advised as huge
- * pages. */
+ * pages when (and only when) a context asks. */
 #include <stdio.h>
 #include <string.h>
 
@@ -257,22 +257,18 @@ static int advised_huge(const void *addr) {
   return found;
 }
 
-/* Where Linux has transparent huge pages, the 2 MiB pages inside a large
- * promise slab and a large combinator block are advised as huge pages
- * (the middle of each lies in its aligned interior); small ones are not. */
-static void test_large_blocks_are_advised_huge(void **state) {
-  fixture_t *f = *state;
-  FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-  if (thp == NULL)
-    skip(); /* no THP in this kernel: nothing is advised */
-  fclose(thp);
+/* 200 000 promises, then allSettled over them: with huge pages on, the
+ * 2 MiB pages inside a large promise slab and a large combinator block are
+ * advised (the middle of each lies in its aligned interior), those of a
+ * small slab never; with them off (the default), nothing is. */
+static void check_huge_advice(fixture_t *f, int want) {
   enum { N = 200000 };
   static uvp_promise_t *in[N];
   for (int i = 0; i < N; i++)
     assert_int_equal(uvp_promise_new(f->ctx, &in[i]), 0);
   /* Slabs double from 64 KiB: the first ~131 000 promises fill those up to
    * 4 MiB, the next ones an 8 MiB slab whose middle is in[196608]. */
-  assert_int_equal(advised_huge(in[196608]), 1);
+  assert_int_equal(advised_huge(in[196608]), want);
   assert_int_equal(advised_huge(in[10]), 0); /* the first, 64 KiB slab */
 
   /* 200 000 records of 32 bytes: one 6.4 MB block. */
@@ -285,8 +281,25 @@ static void test_large_blocks_are_advised_huge(void **state) {
   run_loop(f);
   const uvp_settled_list_t *l = uvp_promise_value(r);
   assert_int_equal(l->fulfilled, N);
-  assert_int_equal(advised_huge(&l->items[N / 2]), 1);
+  assert_int_equal(advised_huge(&l->items[N / 2]), want);
   uvp_promise_release(r);
+}
+
+static void test_huge_pages_off_by_default(void **state) {
+  if (advised_huge(&state) < 0)
+    skip(); /* no /proc/self/smaps */
+  check_huge_advice(*state, 0);
+}
+
+static void test_huge_pages_when_asked(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_huge_pages(NULL, 1), UV_EINVAL);
+  FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+  if (thp == NULL)
+    skip(); /* no THP in this kernel: advice would fail */
+  fclose(thp);
+  assert_int_equal(uvp_ctx_set_huge_pages(f->ctx, 1), 0);
+  check_huge_advice(f, 1);
 }
 
 static void test_reserve_bad_input(void **state) {
@@ -302,7 +315,8 @@ int main(void) {
       FIXTURE_TEST(test_reserved_slots_are_not_pending),
       FIXTURE_TEST(test_reserve_bad_input),
       cmocka_unit_test(test_reserve_covers_the_run_queue),
-      FIXTURE_TEST(test_large_blocks_are_advised_huge),
+      FIXTURE_TEST(test_huge_pages_off_by_default),
+      FIXTURE_TEST(test_huge_pages_when_asked),
       cmocka_unit_test(test_queue_spills_when_ring_cannot_grow),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
