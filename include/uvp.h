@@ -285,9 +285,14 @@ UVP_EXTERN int uvp_ctx_set_huge_pages(uvp_ctx_t *ctx, int enable);
  * lists; the run queue is a ring of pointers that doubles to fit the
  * largest burst of handlers ever queued at once (8 bytes each, from 256)
  * and is kept.  So once warmed up, creating, settling and reacting never
- * call malloc.  Were the ring unable to grow, handlers would queue through
- * their own memory instead: settling never fails for want of memory.  All
- * of it is freed by uvp_ctx_close.
+ * call malloc (nor make a system call).  Fresh slab memory is faulted in
+ * 16 KiB ahead of use with one madvise(MADV_POPULATE_WRITE) on Linux
+ * (5.14 or later) rather than a page fault per 4 KiB: several times faster
+ * on virtual machines, for at most 16 KiB resident ahead per slab pool.  A
+ * combinator's block, written whole at once, is populated whole.  Were
+ * the ring unable to grow, handlers would queue through their own memory
+ * instead: settling never fails for want of memory.  All of it is freed
+ * by uvp_ctx_close.
  *
  * Pre-allocate room for `promises` more promises and `reactions` more
  * reactions (and run-queue room for those reactions all queued at once),
