@@ -83,7 +83,7 @@ static void advise_huge(void *block, size_t size) {
 #endif
 }
 
-/* ---- prefaulting ---------------------------------------------------------- */
+/* ---- prefaulting --------------------------------------------------------- */
 
 /* Fresh memory is faulted in ahead of use, a window at a time, with one
  * madvise(MADV_POPULATE_WRITE) instead of a page fault per 4 KiB: on the
