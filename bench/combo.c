@@ -3,12 +3,10 @@
  * allSettled every 10th input (i % 10 == 9) rejects with UV_EIO; for all
  * every input fulfils.  Input i's value is i.  Wall time covers creating
  * the inputs, the combinator call, settling and the result's handler.
- * Usage: combo settled|all [N] [--reserve|--huge] [--rounds=R]
+ * Usage: combo settled|all [N] [--reserve] [--rounds=R]
  *   --reserve  uvp_ctx_reserve for the inputs, the result and our
  *              reaction on it before the clock starts (the combinator's
  *              per-input reactions live in its own block)
- *   --huge     uvp_ctx_set_huge_pages: large slabs and the combinator's
- *              block advised as transparent huge pages
  *   --rounds=R run the workload R times on the same loop and context
  *              (default 1): round 1 is the cold figure, the median of the
  *              others the warm one (see core-common.h) */
@@ -97,19 +95,16 @@ static int one_round(uvp_ctx_t *ctx, uv_idle_t *idle, uint64_t *ns) {
 int main(int argc, char **argv) {
   if (argc < 2 || (strcmp(argv[1], "settled") != 0 &&
                    strcmp(argv[1], "all") != 0)) {
-    fprintf(stderr,
-            "usage: %s settled|all [N] [--reserve|--huge] [--rounds=R]\n",
+    fprintf(stderr, "usage: %s settled|all [N] [--reserve] [--rounds=R]\n",
             argv[0]);
     return 2;
   }
   settled_mode = strcmp(argv[1], "settled") == 0;
   n = bench_arg_n(argc, argv, 2, 1000000);
-  int reserve = 0, huge = 0, rounds = 1;
+  int reserve = 0, rounds = 1;
   for (int i = 3; i < argc; i++) {
     if (strcmp(argv[i], "--reserve") == 0)
       reserve = 1;
-    else if (strcmp(argv[i], "--huge") == 0)
-      huge = 1;
     else if (!bench_arg_rounds(argv[i], &rounds))
       return fprintf(stderr, "unknown option %s\n", argv[i]), 2;
   }
@@ -128,8 +123,6 @@ int main(int argc, char **argv) {
     return 1;
   /* The inputs and the result, and our reaction on the result. */
   if (reserve && uvp_ctx_reserve(ctx, (size_t)n + 1, 1) != 0)
-    return 1;
-  if (huge && uvp_ctx_set_huge_pages(ctx, 1) != 0)
     return 1;
 
   uint64_t ns[BENCH_MAX_ROUNDS];
@@ -153,8 +146,7 @@ int main(int argc, char **argv) {
   free(ps);
   free(perm);
   printf("name=%s impl=uvp%s n=%u ok=%d perm_check=%u",
-         settled_mode ? "allSettled" : "all",
-         reserve ? "-reserve" : huge ? "-huge" : "", n,
+         settled_mode ? "allSettled" : "all", reserve ? "-reserve" : "", n,
          all_ok, check);
   bench_print_rounds(ns, rounds, n, cold_rss_kb);
   return all_ok ? 0 : 1;

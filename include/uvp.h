@@ -265,23 +265,8 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  * Default 1024; 0 means UV_EINVAL. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
-/* Opt in (enable != 0) or out of transparent huge pages for this context's
- * memory obtained from now on: the 2 MiB-aligned interior of every slab and
- * combinator block of 4 MiB or more is advised MADV_HUGEPAGE.  For a
- * program that settles hundreds of thousands of promises in random order
- * (a large fan-out): with 4 KiB pages nearly every settle is a TLB miss
- * and, the first time, a page fault; in bench/ this makes allSettled over
- * 1e6 inputs about a third faster cold and ~10% faster warm.  Off by
- * default, because of its price: a huge page is resident whole, so each
- * slab pool may hold up to 2 MiB more than it uses, and where the kernel
- * compacts memory on such a fault (THP "defrag" set to madvise, the usual
- * default) the loop thread may stall while it does.  Where THP is "never"
- * it changes nothing.  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOTSUP (not
- * Linux). */
-UVP_EXTERN int uvp_ctx_set_huge_pages(uvp_ctx_t *ctx, int enable);
-
 /* Memory.  Promises (64 bytes) and reactions (32) come from per-context
- * slabs that double from 64 KiB up to 16 MiB and are recycled through free
+ * slabs that double from 64 KiB up to 2 MiB and are recycled through free
  * lists; the run queue is a ring of pointers that doubles to fit the
  * largest burst of handlers ever queued at once (8 bytes each, from 256)
  * and is kept.  So once warmed up, creating, settling and reacting never

@@ -54,42 +54,13 @@ void uvp__free(void *ptr) {
     allocator.free_f(ptr);
 }
 
-/* ---- huge pages ---------------------------------------------------------- */
-
-/* Large slabs and combinator blocks are touched at random (a burst settles
- * promises in whatever order their I/O completes): with 4 KiB pages nearly
- * every access misses the TLB, and on first touch every 4 KiB page costs a
- * fault, which on some VMs is ~10 us.  A context that opted in
- * (uvp_ctx_set_huge_pages) has the 2 MiB pages inside such blocks advised
- * as transparent huge pages.  Not the default: where the kernel compacts
- * memory on such a fault ("defrag" set to madvise), the loop thread may
- * stall for it, and a huge page is resident whole.  Advice only: memory
- * from a replaced allocator is advised as well, and a failure is ignored. */
-#define UVP__HUGE (2u * 1024 * 1024)
-#define UVP__HUGE_MIN (2 * UVP__HUGE) /* smaller: maybe no aligned page */
-
-static void advise_huge(void *block, size_t size) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (size < UVP__HUGE_MIN)
-    return;
-  uintptr_t mask = ~(uintptr_t)(UVP__HUGE - 1);
-  uintptr_t start = ((uintptr_t)block + UVP__HUGE - 1) & mask;
-  uintptr_t end = ((uintptr_t)block + size) & mask;
-  if (end > start)
-    (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
-#else
-  (void)block;
-  (void)size;
-#endif
-}
-
 /* ---- prefaulting --------------------------------------------------------- */
 
 /* Fresh memory is faulted in ahead of use, a window at a time, with one
  * madvise(MADV_POPULATE_WRITE) instead of a page fault per 4 KiB: on the
- * VMs this was measured on, a fault costs ~10 us (shadow paging), and
- * populating 64 MiB in 16 KiB windows takes 20 ms where faulting it in
- * takes 180.  The window bounds what is resident ahead of use; memory is
+ * VMs this was measured on, a fault costs several us, and writing 64 MiB
+ * takes 60 ms when populated in 16 KiB windows first, against 180 ms
+ * with a fault per page.  The window bounds what is resident ahead of use; memory is
  * only ever populated where it is about to be written.  Whole pages that
  * hold any of [start, end) are populated: they are mapped, since our block
  * is in them, and populating changes no byte.  A failure (an older kernel,
@@ -109,24 +80,15 @@ static void populate(void *start, void *end) {
 #endif
 }
 
-bool uvp__huge_supported(void) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  return true;
-#else
-  return false;
-#endif
-}
-
 /* ---- pools --------------------------------------------------------------- */
 
 /* Slabs start small (a context with a few promises stays small) and double
- * up to 16 MiB, so the per-slab headers cost nothing at scale and most of a
- * large slab can be huge pages (see advise_huge).  Each request is 32 bytes
- * short of a power of two: with malloc's own header the block then fills
- * the power of two exactly, and the large ones map to whole pages with
- * nothing wasted. */
+ * up to 2 MiB, so the per-slab headers cost ~0.005 bytes per object at
+ * scale.  Each request is 32 bytes short of a power of two: with malloc's
+ * own header the block then fills the power of two exactly, and the large
+ * ones map to whole pages with nothing wasted. */
 #define UVP__CHUNK_MIN (64 * 1024)
-#define UVP__CHUNK_MAX (16 * 1024 * 1024)
+#define UVP__CHUNK_MAX (2 * 1024 * 1024)
 #define UVP__MALLOC_OVERHEAD 32
 #define UVP__ALIGN 64
 
@@ -141,7 +103,6 @@ struct uvp__chunk_s {
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
-  pool->huge = false;
 }
 
 void uvp__pool_destroy(uvp__pool_t *pool) {
@@ -165,8 +126,6 @@ void *uvp__pool_get_slow(uvp__pool_t *pool) {
     c = uvp__malloc(bytes);
     if (c == NULL)
       return NULL;
-    if (pool->huge)
-      advise_huge(c, bytes);
     uintptr_t first = (uintptr_t)(c + 1);
     first = (first + UVP__ALIGN - 1) & ~(uintptr_t)(UVP__ALIGN - 1);
     c->slots = (char *)first;
@@ -258,8 +217,6 @@ void *uvp__ctx_block_get(uvp_ctx_t *ctx, size_t *size) {
   }
   void *block = uvp__malloc(*size);
   if (block != NULL) {
-    if (ctx->huge)
-      advise_huge(block, *size);
     /* Every byte of it is about to be written: a reaction (and a value
      * slot) per input. */
     populate(block, (char *)block + *size);

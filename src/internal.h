@@ -37,7 +37,6 @@ typedef struct uvp__pool_s {
   size_t slot_size;
   size_t bytes;
   size_t allocs;
-  bool huge; /* advise large slabs as huge pages: uvp_ctx_set_huge_pages */
 } uvp__pool_t;
 
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size);
@@ -90,8 +89,6 @@ char *uvp__ctx_scratch(struct uvp_ctx_s *ctx);
  * wanted on entry, the block's capacity on return (pass it to _put). */
 void *uvp__ctx_block_get(struct uvp_ctx_s *ctx, size_t *size);
 void uvp__ctx_block_put(struct uvp_ctx_s *ctx, void *block, size_t size);
-/* Whether huge-page advice exists here (uvp_ctx_set_huge_pages). */
-bool uvp__huge_supported(void);
 
 /* ---- objects ----------------------------------------------------------- */
 
@@ -199,7 +196,6 @@ struct uvp_ctx_s {
   bool idle_active;
   bool closed;        /* written by the loop thread under `mu` */
   bool freeing;       /* draining free_stack */
-  bool huge;          /* uvp_ctx_set_huge_pages, for combinator blocks */
   uvp_promise_t *free_stack;
 
   uvp__pool_t promises;

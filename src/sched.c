@@ -308,17 +308,6 @@ uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx) {
   return ctx != NULL ? ctx->loop : NULL;
 }
 
-int uvp_ctx_set_huge_pages(uvp_ctx_t *ctx, int enable) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  if (!uvp__huge_supported())
-    return UV_ENOTSUP;
-  ctx->huge = ctx->promises.huge = ctx->reactions.huge = enable != 0;
-  return 0;
-}
-
 int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget) {
   if (ctx == NULL || budget == 0)
     return UV_EINVAL;

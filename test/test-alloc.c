@@ -3,8 +3,8 @@
  * settle and react never reaches the allocator — counted through
  * uvp_replace_allocator, not assumed — reserved slots are invisible to the
  * pending dump and to teardown, a run queue that cannot grow still runs
- * every handler in order, and large slabs and blocks are advised as huge
- * pages when (and only when) a context asks. */
+ * every handler in order, and fresh slab memory is prefaulted a small
+ * window ahead of use. */
 #include <stdio.h>
 #include <string.h>
 #if defined(__linux__)
@@ -236,77 +236,6 @@ static void test_queue_spills_when_ring_cannot_grow(void **state) {
   assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
-/* The VmFlags of the mapping holding addr contain "hg" (MADV_HUGEPAGE):
- * 1 yes, 0 no, -1 no such mapping or no /proc. */
-static int advised_huge(const void *addr) {
-  FILE *f = fopen("/proc/self/smaps", "r");
-  if (f == NULL)
-    return -1;
-  char line[512];
-  int found = -1;
-  bool inside = false;
-  uintptr_t a = (uintptr_t)addr;
-  while (fgets(line, sizeof(line), f) != NULL) {
-    unsigned long lo, hi;
-    /* A mapping's first line is "lo-hi perms ...", its fields "Name: ". */
-    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) {
-      inside = a >= lo && a < hi;
-      continue;
-    }
-    if (inside && strncmp(line, "VmFlags:", 8) == 0) {
-      found = strstr(line, " hg") != NULL;
-      break;
-    }
-  }
-  fclose(f);
-  return found;
-}
-
-/* 200 000 promises, then allSettled over them: with huge pages on, the
- * 2 MiB pages inside a large promise slab and a large combinator block are
- * advised (the middle of each lies in its aligned interior), those of a
- * small slab never; with them off (the default), nothing is. */
-static void check_huge_advice(fixture_t *f, int want) {
-  enum { N = 200000 };
-  static uvp_promise_t *in[N];
-  for (int i = 0; i < N; i++)
-    assert_int_equal(uvp_promise_new(f->ctx, &in[i]), 0);
-  /* Slabs double from 64 KiB: the first ~131 000 promises fill those up to
-   * 4 MiB, the next ones an 8 MiB slab whose middle is in[196608]. */
-  assert_int_equal(advised_huge(in[196608]), want);
-  assert_int_equal(advised_huge(in[10]), 0); /* the first, 64 KiB slab */
-
-  /* 200 000 records of 32 bytes: one 6.4 MB block. */
-  uvp_promise_t *r;
-  assert_int_equal(uvp_promise_all_settled(f->ctx, in, N, &r), 0);
-  for (int i = 0; i < N; i++) {
-    assert_int_equal(uvp_promise_resolve(in[i], NULL, NULL), 0);
-    uvp_promise_release(in[i]);
-  }
-  run_loop(f);
-  const uvp_settled_list_t *l = uvp_promise_value(r);
-  assert_int_equal(l->fulfilled, N);
-  assert_int_equal(advised_huge(&l->items[N / 2]), want);
-  uvp_promise_release(r);
-}
-
-static void test_huge_pages_off_by_default(void **state) {
-  if (advised_huge(&state) < 0)
-    skip(); /* no /proc/self/smaps */
-  check_huge_advice(*state, 0);
-}
-
-static void test_huge_pages_when_asked(void **state) {
-  fixture_t *f = *state;
-  assert_int_equal(uvp_ctx_set_huge_pages(NULL, 1), UV_EINVAL);
-  FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-  if (thp == NULL)
-    skip(); /* no THP in this kernel: advice would fail */
-  fclose(thp);
-  assert_int_equal(uvp_ctx_set_huge_pages(f->ctx, 1), 0);
-  check_huge_advice(f, 1);
-}
-
 #if defined(__linux__)
 /* An allocator handing out fresh anonymous mappings: nothing of a block is
  * resident until something writes to it (or populates it). */
@@ -409,8 +338,6 @@ int main(void) {
       FIXTURE_TEST(test_reserve_bad_input),
       cmocka_unit_test(test_reserve_covers_the_run_queue),
       cmocka_unit_test(test_slabs_prefault_a_window_ahead),
-      FIXTURE_TEST(test_huge_pages_off_by_default),
-      FIXTURE_TEST(test_huge_pages_when_asked),
       cmocka_unit_test(test_queue_spills_when_ring_cannot_grow),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

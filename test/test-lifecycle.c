@@ -130,7 +130,6 @@ static void test_null_arguments(void **state) {
   assert_int_equal(uvp_ctx_set_budget(NULL, 10), UV_EINVAL);
   assert_int_equal(uvp_ctx_set_budget(f->ctx, 0), UV_EINVAL);
   assert_int_equal(uvp_ctx_reserve(NULL, 1, 1), UV_EINVAL);
-  assert_int_equal(uvp_ctx_set_huge_pages(NULL, 1), UV_EINVAL);
   assert_int_equal(uvp_ctx_set_unhandled_cb(NULL, NULL, NULL), UV_EINVAL);
   FILE *tmp = tmpfile();
   assert_non_null(tmp);
@@ -317,7 +316,6 @@ static void test_calls_after_close(void **state) {
   assert_int_equal(uvp_ctx_close(ctx), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_set_budget(ctx, 5), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_reserve(ctx, 5, 5), UVP_ECLOSED);
-  assert_int_equal(uvp_ctx_set_huge_pages(ctx, 1), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, NULL, NULL), UVP_ECLOSED);
   FILE *tmp = tmpfile();
   assert_non_null(tmp);
