@@ -561,9 +561,10 @@ static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
   return true;
 }
 
-/* Settle d as the handler's result says.  By pointer: copying the result
- * into an argument makes a load that waits for every store still in flight
- * (a combinator's store into a cold result array). */
+/* Settle d as the handler's result says.  By pointer: passed by value, the
+ * result was copied with wide loads that its narrow stores could not
+ * forward to, so each copy waited for those stores, and every older one
+ * (a combinator's store into a cold result array), to reach the cache. */
 static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret) {
   if (ret->kind_ == RET_DONE_)
     return;
