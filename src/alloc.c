@@ -60,11 +60,11 @@ void uvp__free(void *ptr) {
  * madvise(MADV_POPULATE_WRITE) instead of a page fault per 4 KiB: on the
  * VMs this was measured on, a fault costs several us, and writing 64 MiB
  * takes 60 ms when populated in 16 KiB windows first, against 180 ms
- * with a fault per page.  The window bounds what is resident ahead of use; memory is
- * only ever populated where it is about to be written.  Whole pages that
- * hold any of [start, end) are populated: they are mapped, since our block
- * is in them, and populating changes no byte.  A failure (an older kernel,
- * another OS) just leaves the faults to happen. */
+ * with a fault per page.  The window bounds what is resident ahead of use:
+ * memory is only ever populated where it is about to be written.  Whole
+ * pages that hold any of [start, end) are populated: they are mapped, since
+ * our block is in them, and populating changes no byte.  A failure (an
+ * older kernel, another OS) just leaves the faults to happen. */
 #define UVP__FILL_WINDOW (16 * 1024)
 
 static void populate(void *start, void *end) {
@@ -181,7 +181,7 @@ void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
       fn(c->slots + pool->slot_size * i, arg);
 }
 
-/* ---- per-context memory for the wrappers ---------------------------------- */
+/* ---- per-context memory for the wrappers -------------------------------- */
 
 void *uvp__op_slot_get(uvp_ctx_t *ctx) { return uvp__pool_get(&ctx->ops); }
 
@@ -201,7 +201,7 @@ char *uvp__ctx_scratch(uvp_ctx_t *ctx) {
   return ctx->scratch;
 }
 
-/* ---- combinator blocks ---------------------------------------------------- */
+/* ---- combinator blocks -------------------------------------------------- */
 
 /* Below this, malloc's own free lists recycle the block without faults. */
 #define UVP__BLOCK_KEEP (256 * 1024)

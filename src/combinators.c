@@ -7,8 +7,8 @@
  * in `rx` is its input's index, and its target names the input, so neither
  * needs storing again.  allSettled's and any's records take no room either:
  * input i's record is written over rx[i] once that reaction has run (the
- * run queue consumed its `next` before, and nothing reads it after), with
- * the record's `promise` where the reaction's target was.
+ * run queue let go of it before, and nothing reads it after), with the
+ * record's `promise` where the reaction's target was.
  *
  * Lifetime: `attached` counts the reactions not yet run or dropped, plus
  * one "share" for the result.  The share goes when the result stops needing

@@ -46,6 +46,18 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
 }
 #define FNV_INIT 14695981039346656037ull
 
+/* rd fulfilled with a SRV_SINK reply: "<bytes> <hash>". */
+static void expect_sink_reply(uvp_promise_t *rd, uint64_t bytes,
+                              uint64_t hash) {
+  assert_int_equal(uvp_promise_state(rd), UVP_FULFILLED);
+  const uvp_buf_t *got = uvp_promise_value(rd);
+  char expect[64];
+  snprintf(expect, sizeof(expect), "%llu %llx", (unsigned long long)bytes,
+           (unsigned long long)hash);
+  assert_int_equal(got->len, strlen(expect));
+  assert_memory_equal(got->base, expect, got->len);
+}
+
 static const char REPLY[] = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 
 static void conn_closed(uv_handle_t *h) {
@@ -580,13 +592,7 @@ static void test_large_writes_stay_in_order(void **state) {
     uvp_promise_release(w[i]);
   }
   assert_int_equal(uvp_promise_state(sd), UVP_FULFILLED);
-  assert_int_equal(uvp_promise_state(rd), UVP_FULFILLED);
-  const uvp_buf_t *got = uvp_promise_value(rd);
-  char expect[64];
-  snprintf(expect, sizeof(expect), "%llu %llx",
-           (unsigned long long)(BIG + 8 + MID), (unsigned long long)want);
-  assert_int_equal(got->len, strlen(expect));
-  assert_memory_equal(got->base, expect, got->len);
+  expect_sink_reply(rd, BIG + 8 + MID, want);
   uvp_promise_release(rd);
   uvp_promise_release(sd);
   uvp_promise_release(c);
@@ -627,12 +633,7 @@ static void test_small_write_settles_at_once(void **state) {
   assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
   run_until(f, rd);
   assert_int_equal(small_write_handled, 1);
-  const uvp_buf_t *got = uvp_promise_value(rd);
-  char expect[64];
-  snprintf(expect, sizeof(expect), "4 %llx",
-           (unsigned long long)fnv1a(FNV_INIT, "ping", 4));
-  assert_int_equal(got->len, strlen(expect));
-  assert_memory_equal(got->base, expect, got->len);
+  expect_sink_reply(rd, 4, fnv1a(FNV_INIT, "ping", 4));
   uvp_promise_release(rd);
   uvp_promise_release(sd);
   uvp_promise_release(w);
