@@ -23,6 +23,15 @@
 #define UVP__PREFETCH_AHEAD 8
 
 _Thread_local char uvp__thread_anchor;
+_Thread_local uvp_ctx_t *uvp__current;
+
+uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
+  uvp_ctx_t *ctx = p->ctx;
+  if (!uvp__on_loop_thread(ctx) || ctx->closed)
+    return NULL;
+  uvp__current = ctx;
+  return ctx;
+}
 
 struct uvp__msg_s {
   uvp__msg_t *next;
@@ -377,6 +386,10 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
    * references only under this lock. */
   uvp__lock(ctx);
   ctx->closed = true;
+  /* A closed context may be freed from any thread, so this thread must
+   * stop naming it: the address may come back as another context. */
+  if (uvp__current == ctx)
+    uvp__current = NULL;
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
   while (ctx->queued != 0)

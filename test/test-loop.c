@@ -2,7 +2,8 @@
  * teardown on a private and on the default loop, FIFO order and
  * asynchrony of handlers, settling from timer / fs / stream callbacks,
  * uv_stop() from a handler, no busy spin while idle, the per-turn budget,
- * a million-step chain in constant memory and stack, and re-entrancy. */
+ * a million-step chain in constant memory and stack, re-entrancy, and two
+ * contexts driven by one thread. */
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -644,6 +645,84 @@ static void test_then_inside_handler_runs_later(void **state) {
   uvp_promise_release(r.settled);
 }
 
+/* Two contexts (two loops) driven by one thread, their promises settled
+ * and released alternately: each settle lands in its own context's queue
+ * and runs only when that loop runs, and closing one leaves the other
+ * working. */
+enum { TWO_N = 100 };
+
+typedef struct two_s {
+  uv_loop_t *expect; /* the loop whose turn it is */
+  uv_loop_t *loops[2];
+  int ran[2];
+  int wrong_loop;
+} two_t;
+
+typedef struct two_arg_s {
+  two_t *t;
+  int side;
+} two_arg_t;
+
+static uvp_ret_t two_cb(void *arg, const uvp_outcome_t *in) {
+  two_arg_t *a = arg;
+  if (a->t->loops[a->side] != a->t->expect ||
+      (intptr_t)in->value != a->t->ran[a->side])
+    a->t->wrong_loop++;
+  a->t->ran[a->side]++;
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_two_contexts_one_thread(void **state) {
+  fixture_t *f = *state;
+  uv_loop_t loop2;
+  uvp_ctx_t *ctx2;
+  assert_int_equal(uv_loop_init(&loop2), 0);
+  assert_int_equal(uvp_ctx_new(&loop2, &ctx2), 0);
+  two_t t = {NULL, {&f->loop, &loop2}, {0, 0}, 0};
+  two_arg_t args[2] = {{&t, 0}, {&t, 1}};
+  uvp_ctx_t *ctxs[2] = {f->ctx, ctx2};
+  uvp_promise_t *ps[2][TWO_N];
+  for (int i = 0; i < TWO_N; i++)
+    for (int side = 0; side < 2; side++) {
+      assert_int_equal(uvp_promise_new(ctxs[side], &ps[side][i]), 0);
+      assert_int_equal(
+          uvp_promise_then(ps[side][i], two_cb, &args[side], NULL), 0);
+    }
+  for (int i = 0; i < TWO_N; i++)
+    for (int side = 0; side < 2; side++) {
+      assert_int_equal(
+          uvp_promise_resolve(ps[side][i], (void *)(intptr_t)i, NULL), 0);
+      assert_int_equal(uvp_promise_resolve(ps[side][i], NULL, NULL),
+                       UVP_ESETTLED);
+      uvp_promise_release(ps[side][i]);
+    }
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(ctx2, &st), 0);
+  assert_int_equal(st.queued, TWO_N);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.queued, TWO_N);
+
+  t.expect = &loop2;
+  assert_int_equal(uv_run(&loop2, UV_RUN_DEFAULT), 0);
+  assert_int_equal(t.ran[1], TWO_N);
+  assert_int_equal(t.ran[0], 0);
+  assert_int_equal(uvp_ctx_close(ctx2), 0);
+
+  /* The first context after the second one closed. */
+  uvp_promise_t *q;
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  assert_int_equal(uvp_promise_resolve(q, NULL, NULL), 0);
+  uvp_promise_release(q);
+  t.expect = &f->loop;
+  run_loop(f);
+  assert_int_equal(t.ran[0], TWO_N);
+  assert_int_equal(t.wrong_loop, 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+  assert_int_equal(uv_run(&loop2, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop2), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_pending_does_not_keep_loop_alive),
@@ -658,6 +737,7 @@ int main(void) {
       FIXTURE_TEST(test_million_steps_constant_memory_and_stack),
       FIXTURE_TEST(test_nested_adoption_constant_stack),
       FIXTURE_TEST(test_then_inside_handler_runs_later),
+      FIXTURE_TEST(test_two_contexts_one_thread),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,9 @@
  *  - Two loops, each with its own context, driven by two threads at once,
  *    each settling a promise of the other's loop: independent, and each
  *    handler runs on its own loop's thread.
+ *  - A context freed on one thread whose address comes back as another
+ *    thread's context: the first thread does not take the new context's
+ *    promises for its own (uvp's per-thread cache of the context).
  *  - Threads resolving after teardown get UVP_ECLOSED and keep their value;
  *    their releases still work, and the last one frees the context.
  *  - Release from another thread (allowed by the header): the destructor
@@ -320,6 +323,133 @@ static void test_two_loops_two_threads(void **state) {
   }
 }
 
+/* ---- a context's address, reused on another thread ---------------------- */
+
+/* uvp remembers, per thread, the context it used last, to tell cheaply that
+ * a promise is its own.  When that context is freed, another thread's new
+ * context may get the same address: the first thread must then not take
+ * that context's promises for its own.  The allocator below makes the
+ * reuse certain: it keeps the first context's memory and hands it to the
+ * next context. */
+static void *reuse_block;
+static size_t reuse_size;
+static bool reuse_armed, reuse_free;
+
+static void *reuse_calloc(size_t count, size_t size) {
+  /* The first calloc of uvp_ctx_new is the context itself. */
+  if (reuse_armed && reuse_block == NULL) {
+    reuse_size = count * size;
+    return reuse_block = calloc(count, size);
+  }
+  if (reuse_free && count * size == reuse_size) {
+    reuse_free = false;
+    return memset(reuse_block, 0, reuse_size);
+  }
+  return calloc(count, size);
+}
+
+static void reuse_release(void *ptr) {
+  if (ptr != NULL && ptr == reuse_block) {
+    reuse_free = true; /* kept for the next context */
+    return;
+  }
+  free(ptr);
+}
+
+typedef struct reuse_s {
+  uv_sem_t made, resolved;
+  uvp_promise_t *q; /* B's; the test thread holds a reference too */
+  uvp_ctx_t *ctx_b;
+  uv_async_t keep;  /* referenced: B's loop waits for the test thread */
+  int errors;
+  int handled_status; /* -1 until the handler ran */
+  int close_rc;
+} reuse_t;
+
+static uvp_ret_t reuse_handler(void *arg, const uvp_outcome_t *in) {
+  reuse_t *r = arg;
+  r->handled_status = in->status;
+  uv_close((uv_handle_t *)&r->keep, NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void reuse_thread(void *arg) {
+  reuse_t *r = arg;
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0 || uv_async_init(&loop, &r->keep, NULL) != 0 ||
+      uvp_ctx_new(&loop, &r->ctx_b) != 0 ||
+      uvp_promise_new(r->ctx_b, &r->q) != 0 ||
+      uvp_promise_on(r->q, UVP_ON_BOTH, reuse_handler, r, NULL) != 0) {
+    r->errors++;
+    uv_sem_post(&r->made);
+    return;
+  }
+  (void)uvp_promise_retain(r->q); /* the test thread's */
+  uv_sem_post(&r->made);
+  uv_sem_wait(&r->resolved);
+  /* The test thread's resolve and release were posted: they apply now, on
+   * this thread, and the handler lets the loop end. */
+  if (uv_run(&loop, UV_RUN_DEFAULT) != 0)
+    r->errors++;
+  uvp_promise_release(r->q);
+  if (uvp_ctx_close(r->ctx_b) != 0)
+    r->errors++;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  r->close_rc = uv_loop_close(&loop);
+}
+
+static void test_context_address_reused_by_another_thread(void **state) {
+  (void)state;
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, reuse_calloc,
+                                         reuse_release),
+                   0);
+  reuse_armed = true;
+
+  /* Context A on this thread, used, closed and freed. */
+  uv_loop_t loop;
+  uvp_ctx_t *a;
+  uvp_promise_t *p;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(uvp_ctx_new(&loop, &a), 0);
+  assert_ptr_equal(a, reuse_block);
+  assert_int_equal(uvp_promise_new(a, &p), 0);
+  assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_ctx_close(a), 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_true(reuse_free);
+
+  /* Context B, at A's address, on another thread. */
+  reuse_t r;
+  memset(&r, 0, sizeof(r));
+  r.handled_status = -1;
+  assert_int_equal(uv_sem_init(&r.made, 0), 0);
+  assert_int_equal(uv_sem_init(&r.resolved, 0), 0);
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, reuse_thread, &r), 0);
+  uv_sem_wait(&r.made);
+  assert_int_equal(r.errors, 0);
+  assert_ptr_equal(r.ctx_b, (uvp_ctx_t *)a);
+  /* From here B's promise is another thread's: the resolve is queued for
+   * B's loop thread (which is waiting), not applied here. */
+  assert_int_equal(uvp_promise_resolve(r.q, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_state(r.q), UVP_PENDING);
+  uvp_promise_release(r.q);
+  uv_sem_post(&r.resolved);
+  assert_int_equal(uv_thread_join(&tid), 0);
+  assert_int_equal(r.errors, 0);
+  assert_int_equal(r.handled_status, 0);
+  assert_int_equal(r.close_rc, 0);
+
+  uv_sem_destroy(&r.made);
+  uv_sem_destroy(&r.resolved);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  reuse_armed = reuse_free = false;
+  free(reuse_block);
+  reuse_block = NULL;
+}
+
 /* ---- after teardown ---------------------------------------------------------- */
 
 enum { LATE = 1000 };
@@ -497,6 +627,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_threads_race_to_settle),
       cmocka_unit_test(test_two_loops_two_threads),
+      cmocka_unit_test(test_context_address_reused_by_another_thread),
       FIXTURE_TEST(test_thread_after_teardown),
       FIXTURE_TEST(test_release_from_another_thread),
       FIXTURE_TEST(test_keep_alive_while_threads_settle),
