@@ -8,7 +8,8 @@
  * needs storing again.  allSettled's and any's records take no room either:
  * input i's record is written over rx[i] once that reaction has run (the
  * run queue let go of it before, and nothing reads it after), with the
- * record's `promise` where the reaction's target was.
+ * record's `promise` where the reaction's target was.  all's values wait
+ * in their spent reactions too, and are gathered in order at the end.
  *
  * Lifetime: `attached` counts the reactions not yet run or dropped, plus
  * one "share" for the result.  The share goes when the result stops needing
@@ -150,9 +151,19 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
     if (in->status != 0) {
       settle_like(c, in->promise);
     } else {
-      c->values[i] = in->value;
-      if (--c->remaining == 0)
+      /* The value waits in the spent reaction, whose line was just
+       * loaded, and `values` is filled in input order once all are in:
+       * one pass through memory in order rather than a store to a cold
+       * line per input. */
+      memcpy((char *)&c->rx[i] + offsetof(uvp__reaction_t, next), &in->value,
+             sizeof(in->value));
+      if (--c->remaining == 0) {
+        for (size_t k = 0; k < c->n; k++)
+          memcpy(&c->values[k],
+                 (char *)&c->rx[k] + offsetof(uvp__reaction_t, next),
+                 sizeof(void *));
         settle_with_view(c, false);
+      }
     }
     break;
   case K_SETTLED:

@@ -723,6 +723,15 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     uvp__pool_put(&ctx->reactions, r);
 
   bool ok = src->state == UVP__S_FULFILLED;
+  if (fl & UVP__R_NOTIFY) {
+    /* An owner inside uvp (a combinator, a map, a timeout): it wants every
+     * outcome, and its callback returns nothing for a promise to take.
+     * The short way matters when a million inputs' reactions run. */
+    uvp__outcome_t in = {{ok ? 0 : src->code, src->value, src}, r};
+    (void)cb(arg, &in.in);
+    rel(src);
+    return;
+  }
   unsigned want = ok ? UVP__R_ON_OK : UVP__R_ON_ERR;
   /* A handler exists to settle its derived promise.  Once that promise was
    * cancelled (it "stops waiting"), running the handler would only start
