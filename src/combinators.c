@@ -60,6 +60,19 @@ static uvp_promise_t *input_at(const combo_t *c, size_t i) {
   return uvp__untag(t); /* a record's promise has no flags to clear */
 }
 
+/* Where all's value for input i waits until every input is in: the spent
+ * reaction's `next`, on the line the drain has just loaded.  Gathering the
+ * values into `values` in input order at the end is one pass through
+ * memory in order, rather than a store to a cold line per input. */
+static void *value_slot(const combo_t *c, size_t i) {
+  return (char *)&c->rx[i] + offsetof(uvp__reaction_t, next);
+}
+
+static void gather_values(combo_t *c) {
+  for (size_t i = 0; i < c->n; i++)
+    memcpy(&c->values[i], value_slot(c, i), sizeof(void *));
+}
+
 static void record(combo_t *c, size_t i, const uvp_outcome_t *in) {
   uvp_settled_t *it = &c->items[i];
   it->status = in->status;
@@ -150,20 +163,12 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
   case K_ALL:
     if (in->status != 0) {
       settle_like(c, in->promise);
-    } else {
-      /* The value waits in the spent reaction, whose line was just
-       * loaded, and `values` is filled in input order once all are in:
-       * one pass through memory in order rather than a store to a cold
-       * line per input. */
-      memcpy((char *)&c->rx[i] + offsetof(uvp__reaction_t, next), &in->value,
-             sizeof(in->value));
-      if (--c->remaining == 0) {
-        for (size_t k = 0; k < c->n; k++)
-          memcpy(&c->values[k],
-                 (char *)&c->rx[k] + offsetof(uvp__reaction_t, next),
-                 sizeof(void *));
-        settle_with_view(c, false);
-      }
+      break;
+    }
+    memcpy(value_slot(c, i), &in->value, sizeof(in->value));
+    if (--c->remaining == 0) {
+      gather_values(c);
+      settle_with_view(c, false);
     }
     break;
   case K_SETTLED:

@@ -114,8 +114,9 @@ enum {
   UVP__R_ON_OK = 2u,   /* UVP_ON_FULFILLED << 1 */
   UVP__R_ON_ERR = 4u,  /* UVP_ON_REJECTED << 1 */
   UVP__R_FINALLY = 8u,
-  UVP__R_NOTIFY = 16u, /* internal owners: a drop calls cb(arg, NULL), and
-                        * what cb returns is ignored */
+  UVP__R_NOTIFY = 16u, /* internal owners: cb runs for either outcome (set
+                        * ON_OK and ON_ERR too), what it returns is
+                        * ignored, and a drop calls cb(arg, NULL) */
   UVP__R_EMBEDDED = 32u, /* lives in its owner's memory, not the pool */
   UVP__R_FLAGS = 63u
 };
