@@ -232,7 +232,10 @@ typedef void (*uvp_cancel_cb)(uvp_promise_t *p, void *arg);
 
 /* Called for a rejected promise that never had a rejection handler, when
  * its last reference goes or when its context is closed with it still
- * alive.  `p` is borrowed and valid only during the call. */
+ * alive.  `p` is borrowed and valid only during the call.  The hook (like
+ * a value's destructor) may use the library, dump the pending promises or
+ * close the context: promises whose last reference is going are not
+ * listed by the dump nor torn down twice. */
 typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
 
 /* ------------------------------------------------------------------------ */

@@ -15,7 +15,9 @@
  *    forwarder, so adoption chains never grow.
  *  - The last release pushes the promise on a stack (threaded through
  *    `file`) that the outermost release drains: freeing the head of a
- *    million-long chain costs no stack.
+ *    million-long chain costs no stack.  Walks over the slabs (teardown,
+ *    the pending dump) skip promises with no reference left: they are
+ *    being freed.
  *  - After uvp_ctx_close() other threads may release under the context's
  *    lock, so every reference change on the loop thread takes it too
  *    (rel() below); before close only the loop thread touches promises.
@@ -96,12 +98,23 @@ void uvp__release_local(uvp_promise_t *p) {
   if (ctx->freeing)
     return;
   ctx->freeing = true;
+  /* A destructor or the unhandled hook may close the context meanwhile:
+   * from then on other threads may release too, so the rest is freed
+   * under the lock, and its unlock frees the context once nothing is
+   * left of it. */
+  bool locked = false;
   while (ctx->free_stack != NULL) {
+    if (UVP__UNLIKELY(ctx->closed) && !locked) {
+      uvp__lock(ctx);
+      locked = true;
+    }
     uvp_promise_t *q = ctx->free_stack;
     ctx->free_stack = (uvp_promise_t *)(uintptr_t)q->file;
     destroy(q);
   }
   ctx->freeing = false;
+  if (locked)
+    uvp__unlock(ctx);
 }
 
 static void rel(uvp_promise_t *p) {
@@ -761,7 +774,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 static void sweep_one(void *slot, void *arg) {
   uvp_promise_t *p = slot;
   (void)arg;
-  if (p->state == UVP__S_FREE)
+  /* refs 0: being freed by a release that is running the unhandled hook
+   * or a destructor which closed the context; that release frees it. */
+  if (p->state == UVP__S_FREE || p->refs == 0)
     return;
   if (p->state == UVP__S_PENDING) {
     p->refs++;
@@ -817,7 +832,7 @@ typedef struct {
 static void dump_one(void *slot, void *arg) {
   uvp_promise_t *p = slot;
   dump_state_t *st = arg;
-  if (p->state != UVP__S_PENDING)
+  if (p->state != UVP__S_PENDING || p->refs == 0) /* refs 0: being freed */
     return;
   const char *what = (p->flags & UVP__F_WAITING)   ? " waiting on another"
                      : (p->flags & UVP__F_CANCEL) ? " cancellable"

@@ -886,6 +886,55 @@ static void test_handler_closes_context(void **state) {
   uvp_promise_release(d2);
 }
 
+/* The unhandled hook dumps the pending promises and closes the context
+ * while a release is freeing promises: q's last release drops its two
+ * handlers' derived promises, and the first one freed, rejected
+ * (cancelled) and unobserved, reaches the hook.  The dump and teardown
+ * must leave alone the promises being freed (q, in the middle of being
+ * destroyed, and d2): the dump lists d1 alone, each is freed exactly once,
+ * and d1 (held by nothing but its handler) is torn down once.  Before the
+ * fix teardown freed q a second time. */
+typedef struct hook_closer_s {
+  fixture_t *f;
+  int calls;
+} hook_closer_t;
+
+static void closing_hook(uvp_promise_t *p, void *arg) {
+  hook_closer_t *h = arg;
+  (void)p;
+  if (h->calls++ == 0) {
+    FILE *out = tmpfile();
+    assert_non_null(out);
+    assert_int_equal(uvp_ctx_dump_pending(h->f->ctx, out), 1);
+    fclose(out);
+    assert_int_equal(uvp_ctx_close(h->f->ctx), 0);
+    h->f->ctx = NULL;
+  }
+}
+
+static uvp_ret_t never_runs(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  fail();
+  return uvp_ret_pass();
+}
+
+static void test_unhandled_hook_closes_context_while_freeing(void **state) {
+  fixture_t *f = *state;
+  hook_closer_t h = {f, 0};
+  uvp_promise_t *q, *d1, *d2;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, closing_hook, &h), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  assert_int_equal(uvp_promise_then(q, never_runs, NULL, &d1), 0);
+  assert_int_equal(uvp_promise_then(q, never_runs, NULL, &d2), 0);
+  assert_int_equal(uvp_promise_cancel(d2), 0);
+  uvp_promise_release(d1);
+  uvp_promise_release(d2);
+  uvp_promise_release(q); /* frees q, d2 (the hook closes), d1 */
+  assert_int_equal(h.calls, 1);
+  assert_null(f->ctx);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_ctx_new_close),
@@ -904,6 +953,7 @@ int main(void) {
       FIXTURE_TEST(test_error_strings),
       FIXTURE_TEST(test_handler_releases_settles_creates),
       FIXTURE_TEST(test_handler_closes_context),
+      FIXTURE_TEST(test_unhandled_hook_closes_context_while_freeing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
