@@ -268,9 +268,10 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  * Default 1024; 0 means UV_EINVAL. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
-/* Memory.  Promises (64 bytes) and reactions (32) come from per-context
+/* Memory.  Promises (48 bytes) and reactions (32) come from per-context
  * slabs that double from 64 KiB up to 2 MiB and are recycled through free
- * lists; the run queue is a ring of pointers that doubles to fit the
+ * lists (a slab is allocated 64 KiB larger than it is, to start at a
+ * 64 KiB boundary: the extra address space is never touched); the run queue is a ring of pointers that doubles to fit the
  * largest burst of handlers ever queued at once (8 bytes each, from 256)
  * and is kept.  So once warmed up, creating, settling and reacting never
  * call malloc (nor make a system call).  Fresh slab memory is faulted in
@@ -464,7 +465,8 @@ UVP_EXTERN void *uvp_promise_value(const uvp_promise_t *p);
 UVP_EXTERN int uvp_promise_reason(const uvp_promise_t *p, void **payload);
 
 /* Where the promise was created (static strings) and the context it belongs
- * to. */
+ * to.  Sites are interned per process (16 383 distinct (file, line) pairs;
+ * past that, new sites report a NULL file and line 0). */
 UVP_EXTERN void uvp_promise_site(const uvp_promise_t *p, const char **file,
                                  int *line);
 UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);

@@ -223,7 +223,7 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   for (size_t i = 0; i < n; i++) {
     if (inputs[i] == NULL)
       return UV_EINVAL;
-    if (inputs[i]->ctx != ctx)
+    if (uvp__promise_ctx(inputs[i]) != ctx)
       return UVP_EXCTX;
   }
 

@@ -73,7 +73,7 @@ static uvp_ret_t seq_react(void *arg, const uvp_outcome_t *in) {
     if (s->result == NULL) { /* cancelled inside the step */
       if (next != NULL)
         uvp_promise_release(next);
-    } else if (rc < 0 || (rc == 0 && next != NULL && next->ctx != s->ctx)) {
+    } else if (rc < 0 || (rc == 0 && next != NULL && uvp__promise_ctx(next) != s->ctx)) {
       if (next != NULL)
         uvp_promise_release(next);
       seq_decide(s, NULL, rc < 0 ? rc : UVP_EXCTX);
@@ -115,7 +115,7 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
     return UV_EINVAL;
   if (ctx->closed)
     return UVP_ECLOSED;
-  if (initial != NULL && initial->ctx != ctx)
+  if (initial != NULL && uvp__promise_ctx(initial) != ctx)
     return UVP_EXCTX;
   seq_t *s = uvp__malloc(sizeof(*s));
   if (s == NULL)
@@ -220,7 +220,7 @@ static void retry_start_attempt(retry_t *t) {
       uvp_promise_release(p);
     return;
   }
-  if (rc == 0 && (p == NULL || p->ctx != t->ctx)) {
+  if (rc == 0 && (p == NULL || uvp__promise_ctx(p) != t->ctx)) {
     if (p != NULL)
       uvp_promise_release(p);
     rc = p == NULL ? UV_EINVAL : UVP_EXCTX;

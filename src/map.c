@@ -95,7 +95,7 @@ static void start_one(map_t *m, size_t i) {
   int rc = m->start(m->arg, i, &p);
   if (rc == 0 && p == NULL)
     rc = UV_EINVAL;
-  if (rc == 0 && p->ctx != m->ctx) {
+  if (rc == 0 && uvp__promise_ctx(p) != m->ctx) {
     uvp_promise_release(p);
     rc = UVP_EXCTX;
   }

@@ -14,10 +14,10 @@
  *    promise that owns the value.  It always names an owner, never another
  *    forwarder, so adoption chains never grow.
  *  - The last release pushes the promise on a stack (threaded through
- *    `file`) that the outermost release drains: freeing the head of a
- *    million-long chain costs no stack.  Walks over the slabs (teardown,
- *    the pending dump) skip promises with no reference left: they are
- *    being freed.
+ *    `next_dead`, over code, born and site) that the outermost release
+ *    drains: freeing the head of a million-long chain costs no stack.
+ *    Walks over the slabs (teardown, the pending dump) skip such promises
+ *    (refs 0): a destructor run by the drain may close the context.
  *  - After uvp_ctx_close() other threads may release under the context's
  *    lock, so every reference change on the loop thread takes it too
  *    (rel() below); before close only the loop thread touches promises.
@@ -28,7 +28,9 @@
 #include "internal.h"
 
 #define TARGET(r) uvp__reaction_target(r)
-#define RFLAGS(r) ((unsigned)((r)->target & UVP__R_FLAGS))
+#define RFLAGS(r) uvp__rflags(r)
+
+_Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
 
 enum { RET_DONE_ = 100 }; /* internal: the derived promise is taken care of */
 
@@ -37,16 +39,14 @@ static uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   uvp_promise_t *p = uvp__pool_get(&ctx->promises);
   if (UVP__UNLIKELY(p == NULL))
     return NULL;
-  p->ctx = ctx;
   p->reactions = NULL;
   p->link = NULL;
-  p->file = file;
   p->value = NULL;
   p->fn.free_cb = NULL;
   p->refs = 1;
-  p->code = 0;
   p->born = (uint32_t)(uv_now(ctx->loop) - ctx->epoch);
-  p->line = line < 0 ? 0 : line > UINT16_MAX ? UINT16_MAX : (uint16_t)line;
+  p->ctx_id = ctx->id;
+  p->site = uvp__site(ctx, file, line);
   p->state = UVP__S_PENDING;
   p->flags = 0;
   ctx->live++;
@@ -63,7 +63,7 @@ static uvp__reaction_t *reaction_alloc(uvp_ctx_t *ctx, uvp_then_cb cb,
   r->next = NULL;
   r->cb = cb;
   r->arg = arg;
-  r->target = (uintptr_t)target | flags;
+  r->target = (uintptr_t)target | uvp__rtag(flags);
   return r;
 }
 
@@ -72,28 +72,31 @@ static uvp__reaction_t *reaction_alloc(uvp_ctx_t *ctx, uvp_then_cb cb,
 static void destroy(uvp_promise_t *p);
 
 void uvp__report_unhandled(uvp_promise_t *p) {
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->unhandled_cb != NULL) {
     ctx->unhandled_cb(p, ctx->unhandled_arg);
     return;
   }
+  const char *file;
+  int line;
+  uvp__site_get(p->site, &file, &line);
   fprintf(stderr,
-          "uvp: unhandled rejection %s (%s) of promise created at %s:%u\n",
+          "uvp: unhandled rejection %s (%s) of promise created at %s:%d\n",
           uvp_err_name(p->code), uvp_strerror(p->code),
-          p->file != NULL ? p->file : "?", (unsigned)p->line);
+          file != NULL ? file : "?", line);
 }
 
 void uvp__release_local(uvp_promise_t *p) {
   if (UVP__LIKELY(--p->refs != 0))
     return;
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (p->state == UVP__S_REJECTED &&
       !(p->flags & (UVP__F_HANDLED | UVP__F_NOTIFIED))) {
     p->flags |= UVP__F_NOTIFIED;
     uvp__report_unhandled(p);
   }
-  /* The creation site is not needed any more: `file` threads the stack. */
-  p->file = (const char *)ctx->free_stack;
+  /* code, born and site are not read again: they thread the stack. */
+  p->next_dead = ctx->free_stack;
   ctx->free_stack = p;
   if (ctx->freeing)
     return;
@@ -109,7 +112,7 @@ void uvp__release_local(uvp_promise_t *p) {
       locked = true;
     }
     uvp_promise_t *q = ctx->free_stack;
-    ctx->free_stack = (uvp_promise_t *)(uintptr_t)q->file;
+    ctx->free_stack = q->next_dead;
     destroy(q);
   }
   ctx->freeing = false;
@@ -117,8 +120,19 @@ void uvp__release_local(uvp_promise_t *p) {
     uvp__unlock(ctx);
 }
 
+/* Release p, of ctx (the caller knows it: no load from p's page). */
+static inline void rel_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  if (UVP__LIKELY(!ctx->closed)) {
+    uvp__release_local(p);
+    return;
+  }
+  uvp__lock(ctx);
+  uvp__release_local(p);
+  uvp__unlock(ctx);
+}
+
 static void rel(uvp_promise_t *p) {
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (UVP__LIKELY(!ctx->closed)) {
     uvp__release_local(p);
     return;
@@ -167,7 +181,7 @@ static void drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p) {
 }
 
 static void destroy(uvp_promise_t *p) {
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (p->state == UVP__S_PENDING) {
     /* Nobody can settle it any more; its waiters stay pending, like
      * unreachable promises in JavaScript.  A cancel hook is not run: the
@@ -187,10 +201,10 @@ static void destroy(uvp_promise_t *p) {
 uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
   if (p == NULL)
     return NULL;
-  if (UVP__UNLIKELY(p->ctx->closed)) {
-    uvp__lock(p->ctx);
+  if (UVP__UNLIKELY(uvp__promise_ctx(p)->closed)) {
+    uvp__lock(uvp__promise_ctx(p));
     p->refs++;
-    uvp__unlock(p->ctx);
+    uvp__unlock(uvp__promise_ctx(p));
   } else {
     p->refs++;
   }
@@ -200,7 +214,7 @@ uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
 /* Off the fast path: a context this thread has not used last, another
  * thread's, or a closed one. */
 static UVP__NOINLINE void release_slow(uvp_promise_t *p) {
-  if (!uvp__on_loop_thread(p->ctx)) {
+  if (!uvp__on_loop_thread(uvp__promise_ctx(p))) {
     /* Only UV_ENOMEM can fail here; the reference then stays (a leak, not a
      * crash), which is all a void function can do. */
     (void)uvp__post(p, UVP__MSG_RELEASE, 0, NULL, NULL);
@@ -270,7 +284,7 @@ static UVP__ALWAYS_INLINE void settle_in(uvp_ctx_t *ctx, uvp_promise_t *p,
 }
 
 static void settle(uvp_promise_t *p, uint8_t state) {
-  settle_in(p->ctx, p, state);
+  settle_in(uvp__promise_ctx(p), p, state);
 }
 
 static void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
@@ -301,7 +315,7 @@ static void forward(uvp_promise_t *p, uvp_promise_t *src) {
 
 /* Make pending p follow q (Promises/A+ 2.3.2), or reject it for a cycle. */
 static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
-  if (q->ctx != p->ctx) {
+  if (uvp__promise_ctx(q) != uvp__promise_ctx(p)) {
     reject(p, UVP_EXCTX, NULL, NULL);
     return;
   }
@@ -318,7 +332,7 @@ static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
     if (x->state != UVP__S_PENDING || !(x->flags & UVP__F_WAITING))
       break;
   }
-  uvp__reaction_t *r = reaction_alloc(p->ctx, NULL, NULL, p, 0);
+  uvp__reaction_t *r = reaction_alloc(uvp__promise_ctx(p), NULL, NULL, p, 0);
   if (r == NULL) {
     reject(p, UV_ENOMEM, NULL, NULL);
     return;
@@ -335,7 +349,7 @@ static bool settleable(const uvp_promise_t *p) {
 }
 
 static int check_settleable(const uvp_promise_t *p) {
-  if (UVP__UNLIKELY(p->ctx->closed))
+  if (UVP__UNLIKELY(uvp__promise_ctx(p)->closed))
     return UVP_ECLOSED;
   return settleable(p) ? 0 : UVP_ESETTLED;
 }
@@ -360,7 +374,7 @@ int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
  * fast path needs no stack frame. */
 static UVP__NOINLINE int settle_slow(uvp_promise_t *p, int op, int code,
                                      void *value, uvp_free_cb free_cb) {
-  if (!uvp__on_loop_thread(p->ctx))
+  if (!uvp__on_loop_thread(uvp__promise_ctx(p)))
     return uvp__post(p, op, code, value, free_cb);
   (void)uvp__local_ctx_slow(p);
   return op == UVP__MSG_RESOLVE ? uvp__resolve_local(p, value, free_cb)
@@ -403,7 +417,7 @@ int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
   int rc = check_settleable(p);
   if (rc != 0)
     return rc;
-  if (src->ctx != p->ctx)
+  if (uvp__promise_ctx(src) != uvp__promise_ctx(p))
     return UVP_EXCTX;
   adopt(p, src);
   return 0;
@@ -412,7 +426,7 @@ int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
 int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
   if (p == NULL)
     return UV_EINVAL;
-  if (p->ctx->closed)
+  if (uvp__promise_ctx(p)->closed)
     return UVP_ECLOSED;
   if (p->state != UVP__S_PENDING)
     return UVP_ESETTLED;
@@ -450,7 +464,7 @@ static bool sole_consumer(const uvp_promise_t *q, const uvp_promise_t *p) {
 int uvp_promise_cancel(uvp_promise_t *p) {
   if (p == NULL)
     return UV_EINVAL;
-  if (p->ctx->closed)
+  if (uvp__promise_ctx(p)->closed)
     return UVP_ECLOSED;
   if (p->state != UVP__S_PENDING)
     return UVP_ESETTLED;
@@ -513,7 +527,7 @@ int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
 static int add_reaction(uvp_promise_t *p, unsigned flags, uvp_then_cb cb,
                         void *arg, uvp_promise_t **out, const char *file,
                         int line) {
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (UVP__UNLIKELY(ctx->closed))
     return UVP_ECLOSED;
   uvp_promise_t *d = NULL;
@@ -611,7 +625,7 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
 static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
   /* F_OP implies pending: settle() clears it. */
   if (!(q->flags & UVP__F_OP) || q->refs != 2 || q->reactions != NULL ||
-      q->ctx != d->ctx || (d->flags & UVP__F_CANCEL))
+      uvp__promise_ctx(q) != uvp__promise_ctx(d) || (d->flags & UVP__F_CANCEL))
     return false;
   *(uvp_promise_t **)q->value = d; /* UVP__OP_MOVABLE: the op's first member */
   d->value = q->value;
@@ -692,7 +706,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
     return uvp_ret_pass();
   }
   uvp_promise_t *q = ret.promise_;
-  if (q == NULL || q->ctx != ctx || q->state == UVP__S_REJECTED)
+  if (q == NULL || uvp__promise_ctx(q) != ctx || q->state == UVP__S_REJECTED)
     return ret; /* apply() rejects or forwards the rejection */
   if (q->state == UVP__S_FULFILLED || d == NULL ||
       d->state != UVP__S_PENDING) {
@@ -742,7 +756,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
      * The short way matters when a million inputs' reactions run. */
     uvp__outcome_t in = {{ok ? 0 : src->code, src->value, src}, r};
     (void)cb(arg, &in.in);
-    rel(src);
+    rel_in(ctx, src);
     return;
   }
   unsigned want = ok ? UVP__R_ON_OK : UVP__R_ON_ERR;
@@ -764,9 +778,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     ret = uvp_ret_pass();
   }
   apply(d, src, &ret);
-  rel(src);
+  rel_in(ctx, src);
   if (d != NULL)
-    rel(d);
+    rel_in(ctx, d);
 }
 
 /* ---- teardown ------------------------------------------------------------ */
@@ -780,7 +794,7 @@ static void sweep_one(void *slot, void *arg) {
     return;
   if (p->state == UVP__S_PENDING) {
     p->refs++;
-    drop_reactions(p->ctx, p);
+    drop_reactions(uvp__promise_ctx(p), p);
     if (p->state == UVP__S_PENDING) {
       p->flags |= UVP__F_HANDLED; /* a consequence of teardown, not news */
       cancel_with(p, UVP_ECLOSED);
@@ -813,14 +827,11 @@ int uvp_promise_reason(const uvp_promise_t *p, void **payload) {
 }
 
 void uvp_promise_site(const uvp_promise_t *p, const char **file, int *line) {
-  if (file != NULL)
-    *file = p != NULL ? p->file : NULL;
-  if (line != NULL)
-    *line = p != NULL ? p->line : 0;
+  uvp__site_get(p != NULL ? p->site : 0, file, line);
 }
 
 uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p) {
-  return p != NULL ? p->ctx : NULL;
+  return p != NULL ? uvp__promise_ctx(p) : NULL;
 }
 
 typedef struct {
@@ -837,8 +848,11 @@ static void dump_one(void *slot, void *arg) {
   const char *what = (p->flags & UVP__F_WAITING)   ? " waiting on another"
                      : (p->flags & UVP__F_CANCEL) ? " cancellable"
                                                   : "";
-  fprintf(st->stream, "[pending] %p created at %s:%u age %llu ms refs %u%s\n",
-          (void *)p, p->file != NULL ? p->file : "?", (unsigned)p->line,
+  const char *file;
+  int line;
+  uvp__site_get(p->site, &file, &line);
+  fprintf(st->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
+          (void *)p, file != NULL ? file : "?", line,
           (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
   st->count++;
 }
@@ -869,7 +883,7 @@ void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
   r->next = NULL;
   r->cb = cb;
   r->arg = arg;
-  r->target = (uintptr_t)target | flags | UVP__R_EMBEDDED;
+  r->target = (uintptr_t)target | uvp__rtag(flags | UVP__R_EMBEDDED);
 }
 
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
@@ -878,7 +892,7 @@ void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
     uvp__push_reaction(p, r);
   } else {
     p->refs++;
-    uvp__enqueue(p->ctx, r);
+    uvp__enqueue(uvp__promise_ctx(p), r);
   }
 }
 

@@ -24,13 +24,53 @@
 
 _Thread_local char uvp__thread_anchor;
 _Thread_local uvp_ctx_t *uvp__current;
+_Thread_local uint16_t uvp__current_id;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (!uvp__on_loop_thread(ctx) || ctx->closed)
     return NULL;
   uvp__current = ctx;
+  uvp__current_id = ctx->id;
   return ctx;
+}
+
+/* ---- context ids --------------------------------------------------------- */
+
+uvp_ctx_t *uvp__contexts[UVP__MAX_CONTEXTS];
+static uv_mutex_t ids_mu;
+static bool ids_ok;
+static unsigned ids_next = 1; /* where the search for a free id starts */
+static uv_once_t ids_once = UV_ONCE_INIT;
+
+static void ids_init(void) { ids_ok = uv_mutex_init(&ids_mu) == 0; }
+
+/* Give ctx an id: UV_ENOMEM when every id is taken (65 535 contexts that
+ * are open, or closed with promises still alive). */
+static int id_take(uvp_ctx_t *ctx) {
+  uv_once(&ids_once, ids_init);
+  if (!ids_ok)
+    return UV_ENOMEM;
+  int rc = UV_ENOMEM;
+  uv_mutex_lock(&ids_mu);
+  for (unsigned n = 1; n < UVP__MAX_CONTEXTS; n++) {
+    unsigned id = ids_next;
+    ids_next = ids_next + 1 == UVP__MAX_CONTEXTS ? 1 : ids_next + 1;
+    if (uvp__contexts[id] == NULL) {
+      ctx->id = (uint16_t)id;
+      uvp__contexts[id] = ctx;
+      rc = 0;
+      break;
+    }
+  }
+  uv_mutex_unlock(&ids_mu);
+  return rc;
+}
+
+static void id_give_back(uvp_ctx_t *ctx) {
+  uv_mutex_lock(&ids_mu);
+  uvp__contexts[ctx->id] = NULL;
+  uv_mutex_unlock(&ids_mu);
 }
 
 struct uvp__msg_s {
@@ -148,6 +188,7 @@ void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 /* ---- locking ------------------------------------------------------------- */
 
 static void ctx_free(uvp_ctx_t *ctx) {
+  id_give_back(ctx);
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__pool_destroy(&ctx->ops);
@@ -226,7 +267,7 @@ static void async_cb(uv_async_t *h) {
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb) {
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   uvp__lock(ctx);
   if (ctx->closed) {
     /* After teardown nothing settles any more; a release is done here,
@@ -279,7 +320,8 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   }
   ctx->ring_cap = UVP__RING_MIN;
   ctx->ring = uvp__malloc(UVP__RING_MIN * sizeof(*ctx->ring));
-  if (ctx->ring == NULL) {
+  if (ctx->ring == NULL || id_take(ctx) != 0) {
+    uvp__free(ctx->ring);
     uv_mutex_destroy(&ctx->mu);
     uvp__free(ctx);
     return UV_ENOMEM;
@@ -296,6 +338,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
    * open handle whose close callback would have to outlive the context. */
   rc = uv_async_init(loop, &ctx->async, async_cb);
   if (rc != 0) {
+    id_give_back(ctx);
     uvp__free(ctx->ring);
     uv_mutex_destroy(&ctx->mu);
     uvp__free(ctx);
@@ -388,8 +431,10 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   ctx->closed = true;
   /* A closed context may be freed from any thread, so this thread must
    * stop naming it: the address may come back as another context. */
-  if (uvp__current == ctx)
+  if (uvp__current == ctx) {
     uvp__current = NULL;
+    uvp__current_id = 0;
+  }
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
   while (ctx->queued != 0)

@@ -150,7 +150,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                    uvp_promise_t **out, const char *file, int line) {
   if (p == NULL || out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0)
     return UV_EINVAL;
-  uvp_ctx_t *ctx = p->ctx;
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->closed)
     return UVP_ECLOSED;
   tmo_t *t = uvp__malloc(sizeof(*t));

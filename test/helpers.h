@@ -96,9 +96,17 @@ static inline void ignore_unhandled(uvp_promise_t *p, void *arg) {
 
 static int g_unhandled __attribute__((unused));
 
+/* The promise it gets, even the temporary one standing for a rejection a
+ * handler returned that nobody can observe, is a full promise of its
+ * context: rejected, with a creation site. */
 static inline void count_unhandled_cb(uvp_promise_t *p, void *arg) {
-  (void)p;
   (void)arg;
+  const char *file;
+  assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
+  assert_true(uvp_promise_reason(p, NULL) < 0);
+  assert_non_null(uvp_promise_ctx(p));
+  uvp_promise_site(p, &file, NULL);
+  assert_non_null(file);
   g_unhandled++;
 }
 

@@ -935,6 +935,77 @@ static void test_unhandled_hook_closes_context_while_freeing(void **state) {
   assert_null(f->ctx);
 }
 
+/* Creation sites are interned per process into 16-bit ids, with a small
+ * cache per context: many sites (far more than the cache holds, so they
+ * evict one another) each report their own file and line, the same site
+ * from two contexts reports the same, and past the table's 16 383 sites
+ * new ones report a NULL file while the known ones still report theirs.
+ * Fills the process's table: the last test of this program. */
+static void test_sites_interned_until_the_table_is_full(void **state) {
+  fixture_t *f = *state;
+  static const char name_a[] = "site-a.c", name_b[] = "site-b.c";
+  enum { SITES = 500 };
+  static uvp_promise_t *p[2 * SITES];
+  for (int i = 0; i < 2 * SITES; i++)
+    assert_int_equal(uvp_promise_new_at(f->ctx, &p[i],
+                                        i % 2 ? name_b : name_a, i / 2 + 1),
+                     0);
+  for (int i = 0; i < 2 * SITES; i++) {
+    const char *file;
+    int line;
+    uvp_promise_site(p[i], &file, &line);
+    assert_ptr_equal(file, i % 2 ? name_b : name_a);
+    assert_int_equal(line, i / 2 + 1);
+  }
+  for (int i = 0; i < 2 * SITES; i++)
+    uvp_promise_release(p[i]);
+
+  /* The same site from another context: the same answer. */
+  uv_loop_t loop2;
+  uvp_ctx_t *ctx2;
+  assert_int_equal(uv_loop_init(&loop2), 0);
+  assert_int_equal(uvp_ctx_new(&loop2, &ctx2), 0);
+  uvp_promise_t *q;
+  assert_int_equal(uvp_promise_new_at(ctx2, &q, name_a, 7), 0);
+  const char *file;
+  int line;
+  uvp_promise_site(q, &file, &line);
+  assert_ptr_equal(file, name_a);
+  assert_int_equal(line, 7);
+  uvp_promise_release(q);
+  uvp_ctx_close(ctx2);
+  assert_int_equal(uv_run(&loop2, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop2), 0);
+
+  /* Fill the table: from some line on, new sites are unknown. */
+  static const char name_c[] = "site-c.c";
+  int first_unknown = 0;
+  for (int i = 1; i <= 20000 && first_unknown == 0; i++) {
+    assert_int_equal(uvp_promise_new_at(f->ctx, &q, name_c, i), 0);
+    uvp_promise_site(q, &file, &line);
+    if (file == NULL)
+      first_unknown = i;
+    else
+      assert_int_equal(line, i);
+    uvp_promise_release(q);
+  }
+  assert_true(first_unknown > 16383 - 2 * SITES - 100);
+  assert_true(first_unknown <= 16383);
+  /* Known sites still answer; unknown ones say so, and promises work. */
+  assert_int_equal(uvp_promise_new_at(f->ctx, &q, name_b, 3), 0);
+  uvp_promise_site(q, &file, &line);
+  assert_ptr_equal(file, name_b);
+  assert_int_equal(line, 3);
+  uvp_promise_release(q);
+  assert_int_equal(uvp_promise_new_at(f->ctx, &q, name_c, 30000), 0);
+  uvp_promise_site(q, &file, &line);
+  assert_null(file);
+  assert_int_equal(line, 0);
+  assert_int_equal(uvp_promise_resolve(q, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_state(q), UVP_FULFILLED);
+  uvp_promise_release(q);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_ctx_new_close),
@@ -954,6 +1025,7 @@ int main(void) {
       FIXTURE_TEST(test_handler_releases_settles_creates),
       FIXTURE_TEST(test_handler_closes_context),
       FIXTURE_TEST(test_unhandled_hook_closes_context_while_freeing),
+      FIXTURE_TEST(test_sites_interned_until_the_table_is_full), /* last */
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

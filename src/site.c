@@ -1,0 +1,80 @@
+/* Creation sites.  A promise remembers where it was created, for the
+ * pending dump and the unhandled-rejection report, in two bytes: a
+ * (file, line) pair is interned once per process into a 16-bit id.
+ *
+ * The table is static: sites outlive contexts and allocator replacements,
+ * and interning never fails for want of memory (past SITE_MAX distinct
+ * sites, new ones are reported as unknown).  It only grows, under a mutex;
+ * each context keeps a small cache of ids (uvp__site) so that creating a
+ * promise takes no lock.  Files are compared by address, which is what
+ * __FILE__ gives a call site: two copies of one name are two sites that
+ * print the same. */
+#include "internal.h"
+
+#define SITE_MAX 16384           /* ids 1..SITE_MAX-1; 0 is "unknown" */
+#define SITE_BUCKETS (2 * SITE_MAX) /* open addressing, at most half full */
+
+static struct {
+  const char *file;
+  int line;
+} sites[SITE_MAX];
+static uint16_t buckets[SITE_BUCKETS]; /* ids; 0 is an empty bucket */
+static unsigned nsites = 1;
+static uv_mutex_t mu;
+static bool mu_ok;
+static uv_once_t once = UV_ONCE_INIT;
+
+static void init_once(void) { mu_ok = uv_mutex_init(&mu) == 0; }
+
+static uint16_t intern(const char *file, int line) {
+  uv_once(&once, init_once);
+  if (!mu_ok)
+    return 0;
+  uv_mutex_lock(&mu);
+  uint16_t id = 0;
+  for (uint32_t b = uvp__site_hash(file, line);; b++) {
+    uint16_t *slot = &buckets[b & (SITE_BUCKETS - 1)];
+    if (*slot == 0) {
+      if (nsites < SITE_MAX) {
+        id = (uint16_t)nsites++;
+        sites[id].file = file;
+        sites[id].line = line;
+        *slot = id;
+      }
+      break;
+    }
+    if (sites[*slot].file == file && sites[*slot].line == line) {
+      id = *slot;
+      break;
+    }
+  }
+  uv_mutex_unlock(&mu);
+  return id;
+}
+
+uint16_t uvp__site_miss(uvp__site_cache_t *entry, const char *file,
+                        int line) {
+  uint16_t id = intern(file, line);
+  entry->file = file;
+  entry->line = line;
+  entry->id = id;
+  return id;
+}
+
+void uvp__site_get(uint16_t id, const char **file, int *line) {
+  const char *f = NULL;
+  int l = 0;
+  if (id != 0 && id < SITE_MAX) {
+    uv_once(&once, init_once);
+    if (mu_ok) {
+      uv_mutex_lock(&mu);
+      f = sites[id].file;
+      l = sites[id].line;
+      uv_mutex_unlock(&mu);
+    }
+  }
+  if (file != NULL)
+    *file = f;
+  if (line != NULL)
+    *line = l;
+}
