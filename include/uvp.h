@@ -245,7 +245,9 @@ typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
 /* Create a context over `loop` (which you keep owning and running).  Must be
  * called on the loop's thread, which becomes the context's loop thread.
  * Initialises three unreferenced handles on the loop (idle, check, async).
- * Errors: UV_EINVAL (NULL argument), UV_ENOMEM, or a uv_*_init error. */
+ * A process can have 65 535 contexts at once (open, or closed with
+ * promises still held).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
+ * memory, or no context left), or a uv_*_init error. */
 UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 
 /* Tear down.  Every promise still pending is rejected with UVP_ECLOSED
@@ -493,9 +495,11 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    A pending result keeps itself alive until it settles, is cancelled or
  *    the context closes.
  *  - State is one allocation: a remaining count, and per input a 32-byte
- *    reaction, plus an 8-byte value slot for all.  allSettled's and any's
- *    records need no room of their own: each is written over its input's
- *    reaction once that has run (which is why uvp_settled_t is 32 bytes).
+ *    reaction (all: a 16-byte one and the input's pointer, 24 bytes).
+ *    allSettled's and any's records need no room of their own: each is
+ *    written over its input's reaction once that has run (which is why
+ *    uvp_settled_t is 32 bytes); all's values are gathered over its spent
+ *    reactions.
  *    With the result's promise that is all a call allocates, before
  *    anything is attached, so an allocation failure returns UV_ENOMEM and
  *    changes nothing.

@@ -7,9 +7,14 @@
  * in `rx` is its input's index, and its target names the input, so neither
  * needs storing again.  allSettled's and any's records take no room either:
  * input i's record is written over rx[i] once that reaction has run (the
- * run queue let go of it before, and nothing reads it after), with the
- * record's `promise` where the reaction's target was.  all's values wait
- * in their spent reactions too, and are gathered in order at the end.
+ * run queue let go of it before, and nothing reads it after), keeping the
+ * input in the record's `promise`.
+ *
+ * all needs no record, so each input gets a 16-byte cell instead of a
+ * 32-byte reaction (see uvp__cell_ops_t), plus its pointer in `sources`:
+ * 24 bytes an input where allSettled takes 32 and all took 40.  A value
+ * waits in its spent cell, and once the last is in they are gathered, in
+ * input order, to the front of the cells: that is the result's array.
  *
  * Lifetime: `attached` counts the reactions not yet run or dropped, plus
  * one "share" for the result.  The share goes when the result stops needing
@@ -26,6 +31,7 @@ enum { K_ALL, K_SETTLED, K_RACE, K_ANY };
 
 typedef struct combo_s combo_t;
 struct combo_s {
+  uvp__cell_owner_t owner; /* first: all's cells name the block */
   uvp_ctx_t *ctx;
   size_t bytes;          /* the block's capacity: uvp__ctx_block_get */
   uvp_promise_t *result; /* our reference, while undecided */
@@ -40,37 +46,54 @@ struct combo_s {
     uvp_values_t values;
     uvp_settled_list_t list;
   } view;
-  uvp__reaction_t *rx; /* n, the reaction on input i at rx[i] */
-  void **values;        /* all */
+  uvp__reaction_t *rx;  /* n: the reaction (all: the cell) on input i */
   uvp_settled_t *items; /* allSettled, any: the same memory as rx */
 };
 
 _Static_assert(sizeof(uvp_settled_t) == sizeof(uvp__reaction_t) &&
-                   offsetof(uvp_settled_t, promise) ==
-                       offsetof(uvp__reaction_t, target),
-               "a record must fit its reaction and keep the input in place");
+                   offsetof(uvp_settled_t, reserved) ==
+                       offsetof(uvp__reaction_t, arg),
+               "a record must fit its reaction, and its NULL `reserved` "
+               "tell it from a reaction (whose `arg` is the combo)");
 
-/* Input i, whether rx[i] is still a reaction (target, with flags in the low
- * bits) or already a record (promise, without).  Read as bytes: the memory
- * may have been written through either type. */
+/* Input i.  For allSettled and any, rx[i] is still a reaction (the input
+ * is its target, with flags in the low bits, and its `arg` is the combo)
+ * or already a record (the input is its `promise`, and `reserved` is
+ * NULL).  Read as bytes: the memory may have been written through either
+ * type. */
 static uvp_promise_t *input_at(const combo_t *c, size_t i) {
+  if (c->owner.sources != NULL)
+    return c->owner.sources[i];
+  const char *at = (const char *)&c->rx[i];
+  void *arg;
   uintptr_t t;
-  memcpy(&t, (const char *)&c->rx[i] + offsetof(uvp__reaction_t, target),
-         sizeof(t));
-  return uvp__untag(t); /* a record's promise has no flags to clear */
+  memcpy(&arg, at + offsetof(uvp__reaction_t, arg), sizeof(arg));
+  if (arg == NULL) {
+    memcpy(&t, at + offsetof(uvp_settled_t, promise), sizeof(t));
+    return (uvp_promise_t *)t;
+  }
+  memcpy(&t, at + offsetof(uvp__reaction_t, target), sizeof(t));
+  return uvp__untag(t);
+}
+
+static uvp__reaction_t *cell_at(const combo_t *c, size_t i) {
+  return (uvp__reaction_t *)(void *)((char *)c->rx + UVP__CELL_SIZE * i);
 }
 
 /* Where all's value for input i waits until every input is in: the spent
- * reaction's `next`, on the line the drain has just loaded.  Gathering the
- * values into `values` in input order at the end is one pass through
- * memory in order, rather than a store to a cold line per input. */
+ * cell's `next`, on the line the drain has just loaded.  Gathering the
+ * values in input order at the end is one pass through memory in order,
+ * rather than a store to a cold line per input. */
 static void *value_slot(const combo_t *c, size_t i) {
-  return (char *)&c->rx[i] + offsetof(uvp__reaction_t, next);
+  return (char *)cell_at(c, i) + offsetof(uvp__reaction_t, next);
 }
 
+/* Into the front of the cells: value i moves from byte 16i to 8i, over
+ * cells already read. */
 static void gather_values(combo_t *c) {
+  void **values = (void **)(void *)c->rx;
   for (size_t i = 0; i < c->n; i++)
-    memcpy(&c->values[i], value_slot(c, i), sizeof(void *));
+    memmove(&values[i], value_slot(c, i), sizeof(void *));
 }
 
 static void record(combo_t *c, size_t i, const uvp_outcome_t *in) {
@@ -107,9 +130,14 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in);
  * one of ours): uvp_promise_cancel's rule for what a cancellation may reach.
  * References are not consumers; reactions are. */
 static bool sole_consumer(const combo_t *c, const uvp_promise_t *in) {
-  for (const uvp__reaction_t *r = in->reactions; r != NULL; r = r->next)
-    if (r->cb != combo_react || r < c->rx || r >= c->rx + c->n)
+  for (const uvp__reaction_t *r = in->reactions; r != NULL; r = r->next) {
+    if (uvp__rflags(r) & UVP__R_CELL) {
+      if (uvp__reaction_target(r) != (const void *)c)
+        return false;
+    } else if (r->cb != combo_react || r < c->rx || r >= c->rx + c->n) {
       return false;
+    }
+  }
   return in->reactions != NULL;
 }
 
@@ -151,14 +179,12 @@ static void settle_like(combo_t *c, uvp_promise_t *input) {
   finish(c, false);
 }
 
-static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
-  combo_t *c = arg;
-  uvp_ret_t none = {0};
+/* Input i settled as `in` (NULL: its reaction was dropped). */
+static void combo_on(combo_t *c, size_t i, const uvp_outcome_t *in) {
   if (in == NULL || c->done || c->result->state != UVP__S_PENDING) {
     combo_unref(c);
-    return none;
+    return;
   }
-  size_t i = (size_t)(uvp__outcome_reaction(in) - c->rx);
   switch (c->kind) {
   case K_ALL:
     if (in->status != 0) {
@@ -195,8 +221,22 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
     break;
   }
   combo_unref(c);
+}
+
+static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in) {
+  combo_t *c = arg;
+  uvp_ret_t none = {0};
+  combo_on(c, in == NULL ? 0 : (size_t)(uvp__outcome_reaction(in) - c->rx),
+           in);
   return none;
 }
+
+static void cell_run(uvp__cell_owner_t *owner, size_t i,
+                     const uvp_outcome_t *in) {
+  combo_on((combo_t *)(void *)owner, i, in);
+}
+
+static const uvp__cell_ops_t cell_ops = {cell_run};
 
 /* The result was cancelled (UV_ECANCELED) or torn down (UVP_ECLOSED). */
 static void combo_cancel(uvp_promise_t *result, void *arg) {
@@ -228,9 +268,8 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   }
 
   bool records = kind == K_SETTLED || kind == K_ANY;
-  size_t per = sizeof(uvp__reaction_t);
-  if (kind == K_ALL)
-    per += sizeof(void *);
+  size_t per = kind == K_ALL ? UVP__CELL_SIZE + sizeof(uvp_promise_t *)
+                             : sizeof(uvp__reaction_t);
   if (n > (SIZE_MAX - sizeof(combo_t)) / per)
     return UV_ENOMEM;
   size_t bytes = sizeof(combo_t) + n * per;
@@ -243,6 +282,7 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
     return UV_ENOMEM;
   }
   memset(c, 0, sizeof(*c));
+  c->owner.ops = &cell_ops;
   c->ctx = ctx;
   c->bytes = bytes;
   c->rx = (uvp__reaction_t *)(c + 1);
@@ -251,9 +291,11 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
     c->view.list.count = n;
     c->view.list.items = c->items;
   } else if (kind == K_ALL) {
-    c->values = (void **)(c->rx + n);
+    c->owner.cells = c->rx;
+    c->owner.sources =
+        (uvp_promise_t **)(void *)((char *)c->rx + UVP__CELL_SIZE * n);
     c->view.values.count = n;
-    c->view.values.values = c->values;
+    c->view.values.values = (void **)(void *)c->rx; /* see gather_values */
   }
 
   c->n = c->remaining = n;
@@ -268,10 +310,16 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
 
   for (size_t i = 0; i < n; i++) {
     uvp_promise_t *in = uvp_promise_retain(inputs[i]);
-    uvp__reaction_init(&c->rx[i], combo_react, c, in,
-                       UVP__R_NODERIVED | UVP__R_ON_OK | UVP__R_ON_ERR |
-                           UVP__R_NOTIFY);
-    uvp__attach(in, &c->rx[i]);
+    if (kind == K_ALL) {
+      c->owner.sources[i] = in;
+      uvp__cell_init(cell_at(c, i), &c->owner);
+      uvp__attach(in, cell_at(c, i));
+    } else {
+      uvp__reaction_init(&c->rx[i], combo_react, c, in,
+                         UVP__R_NODERIVED | UVP__R_ON_OK | UVP__R_ON_ERR |
+                             UVP__R_NOTIFY);
+      uvp__attach(in, &c->rx[i]);
+    }
   }
 
   if (n == 0 && kind != K_RACE)

@@ -100,16 +100,39 @@ void uvp__ctx_block_put(struct uvp_ctx_s *ctx, void *block, size_t size);
 /* A registered handler.  `target` is a promise pointer with the reaction's
  * kind in its low 4 bits (promises are 16-byte aligned): the derived
  * promise (whose `link` names the source while it waits), or, with
- * R_NODERIVED, the source itself.  32 bytes. */
+ * R_NODERIVED, the source itself.  32 bytes.
+ *
+ * The first 16 bytes alone make a "cell" (kind R_CELL): the reaction of an
+ * owner that registers one per input of a large fan-out (all), whose
+ * callback and argument are the same for every input and live with the
+ * owner.  A cell's target names the owner, which begins with a pointer to
+ * its uvp__cell_ops_t; which input a cell is for, the owner tells from the
+ * cell's address. */
 typedef struct uvp__reaction_s uvp__reaction_t;
 struct uvp__reaction_s {
   uvp__reaction_t *next; /* in the source's list, then in the run queue */
-  uvp_then_cb cb;
-  /* At the offset of uvp_settled_t's `promise`: allSettled writes an
-   * input's record over its spent reaction, and still finds the input. */
   uintptr_t target;
-  void *arg;
+  uvp_then_cb cb; /* not in a cell */
+  void *arg;      /* not in a cell */
 };
+
+/* A cell's owner begins with this.  Cell i is at (char *)cells + 16 i and
+ * reacts to sources[i]: the core finds a cell's source itself, so that it
+ * can run the cell like any internal owner's reaction, and the drain can
+ * prefetch the source's entry ahead. */
+typedef struct uvp__cell_owner_s uvp__cell_owner_t;
+typedef struct uvp__cell_ops_s {
+  /* Cell `index`'s source settled with *in (NULL: the cell was dropped and
+   * will never run).  The core releases the source afterwards if the run
+   * queue held it. */
+  void (*run)(uvp__cell_owner_t *owner, size_t index, const uvp_outcome_t *in);
+} uvp__cell_ops_t;
+struct uvp__cell_owner_s {
+  const uvp__cell_ops_t *ops;
+  uvp__reaction_t *cells;
+  uvp_promise_t **sources;
+};
+#define UVP__CELL_SIZE 16
 
 enum {
   UVP__R_NODERIVED = 1u,
@@ -121,15 +144,20 @@ enum {
                         * is ignored, and a drop calls cb(arg, NULL) */
   UVP__R_EMBEDDED = 32u, /* lives in its owner's memory, not the pool; only
                           * with NOTIFY */
+  UVP__R_CELL = 64u,     /* a cell (with NOTIFY and EMBEDDED): see above */
   UVP__R_TAG = 15u       /* the bits of `target` that hold the kind */
 };
 
-/* Six flags in four bits: the low four are stored as they are, and the two
- * NOTIFY kinds take two codes no other combination uses (NODERIVED alone,
- * and NODERIVED|FINALLY without either outcome). */
+/* Seven flags in four bits: the low four are stored as they are, and the
+ * three NOTIFY kinds take codes no other combination uses (NODERIVED
+ * alone, NODERIVED|FINALLY without either outcome, and
+ * NODERIVED|ON_ERR|FINALLY). */
 #define UVP__R_CODE_NOTIFY 1u
 #define UVP__R_CODE_NOTIFY_EMBEDDED 9u
+#define UVP__R_CODE_CELL 13u
 static inline uintptr_t uvp__rtag(unsigned flags) {
+  if (flags & UVP__R_CELL)
+    return UVP__R_CODE_CELL;
   if (flags & UVP__R_NOTIFY)
     return (flags & UVP__R_EMBEDDED) ? UVP__R_CODE_NOTIFY_EMBEDDED
                                      : UVP__R_CODE_NOTIFY;
@@ -138,8 +166,26 @@ static inline uintptr_t uvp__rtag(unsigned flags) {
 static inline unsigned uvp__rflags(const uvp__reaction_t *r) {
   static const unsigned char flags[16] = {
       0, 1 | 2 | 4 | 16, 2, 3, 4, 5, 6, 7,
-      8, 1 | 2 | 4 | 16 | 32, 10, 11, 12, 13, 14, 15};
+      8, 1 | 2 | 4 | 16 | 32, 10, 11, 12, 1 | 2 | 4 | 16 | 32 | 64, 14, 15};
   return flags[r->target & UVP__R_TAG];
+}
+static inline void uvp__cell_init(uvp__reaction_t *cell,
+                                  uvp__cell_owner_t *owner) {
+  cell->next = NULL;
+  cell->target = (uintptr_t)owner | UVP__R_CODE_CELL;
+}
+static inline uvp__cell_owner_t *uvp__cell_owner(const uvp__reaction_t *cell) {
+  return (uvp__cell_owner_t *)(cell->target & ~(uintptr_t)UVP__R_TAG);
+}
+static inline size_t uvp__cell_index(const uvp__cell_owner_t *o,
+                                     const uvp__reaction_t *cell) {
+  return (size_t)((const char *)cell - (const char *)o->cells) /
+         UVP__CELL_SIZE;
+}
+/* Where the promise a cell reacts to is named. */
+static inline uvp_promise_t **uvp__cell_source_slot(const uvp__reaction_t *cell) {
+  uvp__cell_owner_t *o = uvp__cell_owner(cell);
+  return &o->sources[uvp__cell_index(o, cell)];
 }
 
 /* The promise a reaction's `target` word names, without its flags. */

@@ -146,6 +146,15 @@ static void rel(uvp_promise_t *p) {
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp_promise_t *t = TARGET(r);
   unsigned fl = RFLAGS(r);
+  if (fl & UVP__R_CELL) {
+    uvp__cell_owner_t *o = uvp__cell_owner(r);
+    size_t i = uvp__cell_index(o, r);
+    uvp_promise_t *src = o->sources[i]; /* run may free the owner */
+    o->ops->run(o, i, NULL);
+    if (queued)
+      rel(src);
+    return;
+  }
   uvp_then_cb cb = r->cb;
   void *arg = r->arg;
   if (!(fl & UVP__R_EMBEDDED))
@@ -736,6 +745,16 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_promise_t *t = TARGET(r);
   unsigned fl = RFLAGS(r);
+  if (fl & UVP__R_CELL) {
+    uvp__cell_owner_t *o = uvp__cell_owner(r);
+    size_t i = uvp__cell_index(o, r);
+    uvp_promise_t *src = o->sources[i]; /* run may free the owner */
+    bool ok = src->state == UVP__S_FULFILLED;
+    uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
+    o->ops->run(o, i, &in);
+    rel_in(ctx, src);
+    return;
+  }
   uvp_then_cb cb = r->cb;
   void *arg = r->arg;
   uvp_promise_t *src, *d;

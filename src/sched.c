@@ -20,7 +20,8 @@
 
 #define UVP__DEFAULT_BUDGET 1024
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
-#define UVP__PREFETCH_AHEAD 8
+#define UVP__PREFETCH_AHEAD 16
+#define UVP__PREFETCH_SOURCE 9 /* see drain */
 
 _Thread_local char uvp__thread_anchor;
 _Thread_local uvp_ctx_t *uvp__current;
@@ -40,22 +41,21 @@ uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
 uvp_ctx_t *uvp__contexts[UVP__MAX_CONTEXTS];
 static uv_mutex_t ids_mu;
 static bool ids_ok;
-static unsigned ids_next = 1; /* where the search for a free id starts */
 static uv_once_t ids_once = UV_ONCE_INIT;
 
 static void ids_init(void) { ids_ok = uv_mutex_init(&ids_mu) == 0; }
 
-/* Give ctx an id: UV_ENOMEM when every id is taken (65 535 contexts that
- * are open, or closed with promises still alive). */
+/* Give ctx the lowest free id, so that a process creating contexts one
+ * after the other keeps reusing the table's first entries: UV_ENOMEM when
+ * every id is taken (65 535 contexts that are open, or closed with
+ * promises still alive). */
 static int id_take(uvp_ctx_t *ctx) {
   uv_once(&ids_once, ids_init);
   if (!ids_ok)
     return UV_ENOMEM;
   int rc = UV_ENOMEM;
   uv_mutex_lock(&ids_mu);
-  for (unsigned n = 1; n < UVP__MAX_CONTEXTS; n++) {
-    unsigned id = ids_next;
-    ids_next = ids_next + 1 == UVP__MAX_CONTEXTS ? 1 : ids_next + 1;
+  for (unsigned id = 1; id < UVP__MAX_CONTEXTS; id++) {
     if (uvp__contexts[id] == NULL) {
       ctx->id = (uint16_t)id;
       uvp__contexts[id] = ctx;
@@ -144,15 +144,25 @@ static void drain(uvp_ctx_t *ctx) {
     uvp__reaction_t *r = queue_pop(ctx);
 #if defined(__GNUC__)
     /* A settled burst's reactions are scattered over the slabs (or over
-     * a combinator's block), and settling did not touch them: start
-     * loading the one a few turns ahead, and, once that has arrived, the
-     * promise it names (the derived one of a then may be cold too). */
+     * a combinator's block), and settling did not touch them.  In three
+     * stages, each a few turns after the one before has had time to
+     * arrive: load the reaction 16 ahead; for a cell, its entry in its
+     * owner's sources 9 ahead; then the promise the reaction or cell
+     * names 2 ahead (the derived one of a then may be cold too). */
     size_t ahead = ctx->rtail - ctx->rhead, mask = ctx->ring_cap - 1;
     if (ahead > UVP__PREFETCH_AHEAD)
       __builtin_prefetch(ctx->ring[(ctx->rhead + UVP__PREFETCH_AHEAD) & mask]);
-    if (ahead > 2)
-      __builtin_prefetch(
-          uvp__reaction_target(ctx->ring[(ctx->rhead + 2) & mask]));
+    if (ahead > UVP__PREFETCH_SOURCE) {
+      uvp__reaction_t *s = ctx->ring[(ctx->rhead + UVP__PREFETCH_SOURCE) & mask];
+      if ((s->target & UVP__R_TAG) == UVP__R_CODE_CELL)
+        __builtin_prefetch(uvp__cell_source_slot(s));
+    }
+    if (ahead > 2) {
+      uvp__reaction_t *s = ctx->ring[(ctx->rhead + 2) & mask];
+      __builtin_prefetch((s->target & UVP__R_TAG) == UVP__R_CODE_CELL
+                             ? *uvp__cell_source_slot(s)
+                             : uvp__reaction_target(s));
+    }
 #endif
     uvp__run_reaction(ctx, r);
     if (ctx->closed)

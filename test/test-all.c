@@ -769,6 +769,59 @@ static void c_100k_inputs(void **state) {
   assert_no_live(f);
 }
 
+/* all observes each input through a 16-byte cell instead of a reaction of
+ * its own.  Cells sit in inputs' handler lists among ordinary handlers:
+ * handlers registered on an input before and after all run in
+ * registration order around all's, whose result settles in between; the
+ * same input twice holds two cells on one list; and cancelling the result
+ * cancels an input only where all's cells are all that observe it. */
+static void c_cells_among_handlers(void **state) {
+  fixture_t *f = *state;
+  trace_t t = {0};
+  rec_t before = {.trace = &t, .mark = 1}, after = {.trace = &t, .mark = 2};
+  rec_t done = {.trace = &t, .mark = 3};
+  uvp_promise_t *p = pending(f), *q = fulfilled(f, SENTINEL(1));
+  uvp_promise_t *ins[3] = {p, q, p};
+  uvp_promise_t *all;
+
+  assert_int_equal(uvp_promise_then(p, rec_cb, &before, NULL), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(p, rec_cb, &after, NULL), 0);
+  assert_int_equal(uvp_promise_then(all, rec_cb, &done, NULL), 0);
+  run_loop(f);
+  assert_int_equal(t.n, 0);
+  assert_int_equal(uvp_promise_resolve(p, SENTINEL(0), NULL), 0);
+  run_loop(f);
+  int want[] = {1, 2, 3};
+  assert_int_equal(t.n, 3);
+  assert_memory_equal(t.ev, want, sizeof(want));
+  uvp_values_t *v = values_of(all);
+  assert_int_equal(v->count, 3);
+  assert_ptr_equal(v->values[0], SENTINEL(0));
+  assert_ptr_equal(v->values[1], SENTINEL(1));
+  assert_ptr_equal(v->values[2], SENTINEL(0));
+  release_all(3, p, q, all);
+
+  /* Cancel: a (two cells, nothing else) is cancelled; b, which a handler
+   * of ours also observes, is not. */
+  uvp_promise_t *a = pending(f), *b = pending(f);
+  uvp_promise_t *ins2[3] = {a, b, a};
+  rec_t other = {0};
+  assert_int_equal(uvp_promise_all(f->ctx, ins2, 3, 0, &all), 0);
+  assert_int_equal(uvp_promise_then(b, rec_cb, &other, NULL), 0);
+  assert_int_equal(uvp_promise_cancel(all), 0);
+  assert_int_equal(uvp_promise_reason(all, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_reason(a, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_state(b), UVP_PENDING);
+  run_loop(f);
+  assert_int_equal(other.calls, 0);
+  assert_int_equal(uvp_promise_resolve(b, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(other.calls, 1);
+  release_all(3, a, b, all);
+  assert_no_live(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(S25_4_4_1_A2_1_T1),
@@ -796,6 +849,7 @@ int main(void) {
       FIXTURE_TEST(c_cancel_losers),
       FIXTURE_TEST(c_invalid_arguments),
       FIXTURE_TEST(c_100k_inputs),
+      FIXTURE_TEST(c_cells_among_handlers),
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);
