@@ -33,7 +33,8 @@ typedef struct combo_s combo_t;
 struct combo_s {
   uvp__cell_owner_t owner; /* first: all's cells name the block */
   uvp_ctx_t *ctx;
-  size_t bytes;          /* the block's capacity: uvp__ctx_block_get */
+  void *block;           /* what c is in: the allocator's block */
+  size_t bytes;          /* its capacity: uvp__ctx_block_get */
   uvp_promise_t *result; /* our reference, while undecided */
   size_t n;
   size_t remaining;
@@ -106,7 +107,7 @@ static void record(combo_t *c, size_t i, const uvp_outcome_t *in) {
 
 static void combo_unref(combo_t *c) {
   if (--c->attached == 0)
-    uvp__ctx_block_put(c->ctx, c, c->bytes);
+    uvp__ctx_block_put(c->ctx, c->block, c->bytes);
 }
 
 static void release_share(combo_t *c) {
@@ -270,18 +271,24 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   bool records = kind == K_SETTLED || kind == K_ANY;
   size_t per = kind == K_ALL ? UVP__CELL_SIZE + sizeof(uvp_promise_t *)
                              : sizeof(uvp__reaction_t);
-  if (n > (SIZE_MAX - sizeof(combo_t)) / per)
+  /* all's cells name c with 4 bits of kind: c is 16-byte aligned, even
+   * where a replaced allocator only promises 8. */
+  enum { ALIGN = UVP__R_TAG + 1 };
+  if (n > (SIZE_MAX - sizeof(combo_t) - ALIGN) / per)
     return UV_ENOMEM;
-  size_t bytes = sizeof(combo_t) + n * per;
-  combo_t *c = uvp__ctx_block_get(ctx, &bytes);
-  if (c == NULL)
+  size_t bytes = sizeof(combo_t) + ALIGN - 1 + n * per;
+  void *block = uvp__ctx_block_get(ctx, &bytes);
+  if (block == NULL)
     return UV_ENOMEM;
   uvp_promise_t *result = uvp__promise_new(ctx, file, line);
   if (result == NULL) {
-    uvp__ctx_block_put(ctx, c, bytes);
+    uvp__ctx_block_put(ctx, block, bytes);
     return UV_ENOMEM;
   }
+  combo_t *c = (combo_t *)(((uintptr_t)block + ALIGN - 1) &
+                           ~(uintptr_t)(ALIGN - 1));
   memset(c, 0, sizeof(*c));
+  c->block = block;
   c->owner.ops = &cell_ops;
   c->ctx = ctx;
   c->bytes = bytes;

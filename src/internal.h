@@ -105,9 +105,9 @@ void uvp__ctx_block_put(struct uvp_ctx_s *ctx, void *block, size_t size);
  * The first 16 bytes alone make a "cell" (kind R_CELL): the reaction of an
  * owner that registers one per input of a large fan-out (all), whose
  * callback and argument are the same for every input and live with the
- * owner.  A cell's target names the owner, which begins with a pointer to
- * its uvp__cell_ops_t; which input a cell is for, the owner tells from the
- * cell's address. */
+ * owner.  A cell's target names the owner, which begins with a
+ * uvp__cell_owner_t; which input a cell is for follows from the cell's
+ * address. */
 typedef struct uvp__reaction_s uvp__reaction_t;
 struct uvp__reaction_s {
   uvp__reaction_t *next; /* in the source's list, then in the run queue */

@@ -120,7 +120,7 @@ void uvp__release_local(uvp_promise_t *p) {
     uvp__unlock(ctx);
 }
 
-/* Release p, of ctx (the caller knows it: no load from p's page). */
+/* Release p, of ctx (which the drain knows without a load). */
 static inline void rel_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
   if (UVP__LIKELY(!ctx->closed)) {
     uvp__release_local(p);
@@ -131,16 +131,7 @@ static inline void rel_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
   uvp__unlock(ctx);
 }
 
-static void rel(uvp_promise_t *p) {
-  uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (UVP__LIKELY(!ctx->closed)) {
-    uvp__release_local(p);
-    return;
-  }
-  uvp__lock(ctx);
-  uvp__release_local(p);
-  uvp__unlock(ctx);
-}
+static void rel(uvp_promise_t *p) { rel_in(uvp__promise_ctx(p), p); }
 
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {

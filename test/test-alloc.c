@@ -330,6 +330,75 @@ static void test_reserve_bad_input(void **state) {
   assert_int_equal(uvp_ctx_reserve(f->ctx, 0, 0), 0);
 }
 
+/* An allocator that aligns to 8 bytes and never to 16 (as C allows for
+ * small sizes): malloc's block (16-aligned here) plus 24, with the size at
+ * 16. */
+static void *a8_malloc(size_t n) {
+  char *p = malloc(n + 24);
+  if (p == NULL)
+    return NULL;
+  assert_int_equal((uintptr_t)p % 16, 0);
+  *(size_t *)(void *)(p + 16) = n;
+  return p + 24;
+}
+static void a8_free(void *p) {
+  if (p != NULL)
+    free((char *)p - 24);
+}
+static void *a8_calloc(size_t c, size_t n) {
+  void *p = a8_malloc(c * n);
+  if (p != NULL)
+    memset(p, 0, c * n);
+  return p;
+}
+static void *a8_realloc(void *p, size_t n) {
+  void *q = a8_malloc(n);
+  if (q != NULL && p != NULL) {
+    size_t old = *(size_t *)(void *)((char *)p - 8);
+    memcpy(q, p, old < n ? old : n);
+    a8_free(p);
+  }
+  return q;
+}
+
+/* all marks its cells with 4 bits of the combinator's address: with an
+ * allocator that hands out blocks 8 bytes off 16, all (and allSettled,
+ * whose records share the layout) still work. */
+static void test_combinators_with_an_8_byte_aligned_allocator(void **state) {
+  (void)state;
+  assert_int_equal(
+      uvp_replace_allocator(a8_malloc, a8_realloc, a8_calloc, a8_free), 0);
+  fixture_t *f;
+  fixture_setup((void **)&f);
+  enum { N = 64 };
+  uvp_promise_t *p[N], *all, *settled;
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+  for (int round = 0; round < 3; round++) {
+    assert_int_equal(uvp_promise_all(f->ctx, p, N, 0, &all), 0);
+    assert_int_equal(uvp_promise_all_settled(f->ctx, p, N, &settled), 0);
+    if (round == 0)
+      for (int i = 0; i < N; i++)
+        assert_int_equal(
+            uvp_promise_resolve(p[i], (void *)(intptr_t)(i + 1), NULL), 0);
+    run_loop(f);
+    const uvp_values_t *v = uvp_promise_value(all);
+    const uvp_settled_list_t *l = uvp_promise_value(settled);
+    assert_non_null(v);
+    assert_non_null(l);
+    for (int i = 0; i < N; i++) {
+      assert_int_equal((intptr_t)v->values[i], i + 1);
+      assert_ptr_equal(l->items[i].promise, p[i]);
+    }
+    uvp_promise_release(all);
+    uvp_promise_release(settled);
+  }
+  for (int i = 0; i < N; i++)
+    uvp_promise_release(p[i]);
+  fixture_teardown((void **)&f);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hot_path_never_allocates_once_warm),
@@ -339,6 +408,7 @@ int main(void) {
       cmocka_unit_test(test_reserve_covers_the_run_queue),
       cmocka_unit_test(test_slabs_prefault_a_window_ahead),
       cmocka_unit_test(test_queue_spills_when_ring_cannot_grow),
+      cmocka_unit_test(test_combinators_with_an_8_byte_aligned_allocator),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
