@@ -272,8 +272,7 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
 /* Memory.  Promises (48 bytes) and reactions (32) come from per-context
  * slabs that double from 64 KiB up to 2 MiB and are recycled through free
- * lists (a slab is allocated 64 KiB larger than it is, to start at a
- * 64 KiB boundary: the extra address space is never touched); the run queue is a ring of pointers that doubles to fit the
+ * lists; the run queue is a ring of pointers that doubles to fit the
  * largest burst of handlers ever queued at once (8 bytes each, from 256)
  * and is kept.  So once warmed up, creating, settling and reacting never
  * call malloc (nor make a system call).  Fresh slab memory is faulted in
@@ -284,6 +283,15 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * the ring unable to grow, handlers would queue through their own memory
  * instead: settling never fails for want of memory.  All of it is freed
  * by uvp_ctx_close.
+ *
+ * Huge pages are not used: with transparent huge pages in "madvise" mode
+ * (the common default) advised memory can stall its thread in compaction,
+ * which a library should not impose on its host's loop.  A program making
+ * large fan-outs can opt in for the whole process through glibc's malloc:
+ * GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc 2.35 or later).  Measured on
+ * a VM: the first all() over a million promises in a fresh process took
+ * 140 instead of 245 ms (later ones 110 ms either way), for 0.2 MB more
+ * peak RSS.
  *
  * Pre-allocate room for `promises` more promises and `reactions` more
  * reactions (and run-queue room for those reactions all queued at once),
