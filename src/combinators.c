@@ -132,7 +132,7 @@ static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in);
  * References are not consumers; reactions are. */
 static bool sole_consumer(const combo_t *c, const uvp_promise_t *in) {
   for (const uvp__reaction_t *r = in->reactions; r != NULL; r = r->next) {
-    if (uvp__rflags(r) & UVP__R_CELL) {
+    if (uvp__is_cell(r)) {
       if (uvp__reaction_target(r) != (const void *)c)
         return false;
     } else if (r->cb != combo_react || r < c->rx || r >= c->rx + c->n) {

@@ -29,6 +29,10 @@ void *uvp__calloc(size_t count, size_t size);
 void *uvp__realloc(void *ptr, size_t size);
 void uvp__free(void *ptr);
 void uvp__ctx_count(int delta);
+/* The lock of what the whole process shares (the context ids, the
+ * creation sites): false, and not locked, if it could not be created. */
+bool uvp__process_lock(void);
+void uvp__process_unlock(void);
 
 /* A pool hands out fixed-size slots carved from large chunks and recycles
  * them through a free list, so steady-state traffic never reaches malloc.
@@ -168,6 +172,9 @@ static inline unsigned uvp__rflags(const uvp__reaction_t *r) {
       0, 1 | 2 | 4 | 16, 2, 3, 4, 5, 6, 7,
       8, 1 | 2 | 4 | 16 | 32, 10, 11, 12, 1 | 2 | 4 | 16 | 32 | 64, 14, 15};
   return flags[r->target & UVP__R_TAG];
+}
+static inline bool uvp__is_cell(const uvp__reaction_t *r) {
+  return (r->target & UVP__R_TAG) == UVP__R_CODE_CELL;
 }
 static inline void uvp__cell_init(uvp__reaction_t *cell,
                                   uvp__cell_owner_t *owner) {

@@ -201,10 +201,11 @@ static void destroy(uvp_promise_t *p) {
 uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
   if (p == NULL)
     return NULL;
-  if (UVP__UNLIKELY(uvp__promise_ctx(p)->closed)) {
-    uvp__lock(uvp__promise_ctx(p));
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (UVP__UNLIKELY(ctx->closed)) {
+    uvp__lock(ctx);
     p->refs++;
-    uvp__unlock(uvp__promise_ctx(p));
+    uvp__unlock(ctx);
   } else {
     p->refs++;
   }
@@ -733,6 +734,13 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
   return done;
 }
 
+/* What a handler is told of settled src. */
+static uvp_outcome_t outcome_of(uvp_promise_t *src) {
+  bool ok = src->state == UVP__S_FULFILLED;
+  uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
+  return in;
+}
+
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_promise_t *t = TARGET(r);
   unsigned fl = RFLAGS(r);
@@ -740,8 +748,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     uvp__cell_owner_t *o = uvp__cell_owner(r);
     size_t i = uvp__cell_index(o, r);
     uvp_promise_t *src = o->sources[i]; /* run may free the owner */
-    bool ok = src->state == UVP__S_FULFILLED;
-    uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
+    uvp_outcome_t in = outcome_of(src);
     o->ops->run(o, i, &in);
     rel_in(ctx, src);
     return;
@@ -764,7 +771,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     /* An owner inside uvp (a combinator, a map, a timeout): it wants every
      * outcome, and its callback returns nothing for a promise to take.
      * The short way matters when a million inputs' reactions run. */
-    uvp__outcome_t in = {{ok ? 0 : src->code, src->value, src}, r};
+    uvp__outcome_t in = {outcome_of(src), r};
     (void)cb(arg, &in.in);
     rel_in(ctx, src);
     return;
@@ -780,7 +787,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
                  d->link == src);
   uvp_ret_t ret;
   if (cb != NULL && (fl & want) && wanted) {
-    uvp__outcome_t in = {{ok ? 0 : src->code, src->value, src}, r};
+    uvp__outcome_t in = {outcome_of(src), r};
     ret = cb(arg, &in.in);
     if (fl & UVP__R_FINALLY)
       ret = finally_ret(ctx, src, d, ret);

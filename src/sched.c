@@ -36,25 +36,35 @@ uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   return ctx;
 }
 
-/* ---- context ids --------------------------------------------------------- */
+/* ---- process-wide state --------------------------------------------------- */
+
+static uv_mutex_t process_mu;
+static bool process_mu_ok;
+static uv_once_t process_once = UV_ONCE_INIT;
+
+static void process_init(void) {
+  process_mu_ok = uv_mutex_init(&process_mu) == 0;
+}
+
+bool uvp__process_lock(void) {
+  uv_once(&process_once, process_init);
+  if (process_mu_ok)
+    uv_mutex_lock(&process_mu);
+  return process_mu_ok;
+}
+
+void uvp__process_unlock(void) { uv_mutex_unlock(&process_mu); }
 
 uvp_ctx_t *uvp__contexts[UVP__MAX_CONTEXTS];
-static uv_mutex_t ids_mu;
-static bool ids_ok;
-static uv_once_t ids_once = UV_ONCE_INIT;
-
-static void ids_init(void) { ids_ok = uv_mutex_init(&ids_mu) == 0; }
 
 /* Give ctx the lowest free id, so that a process creating contexts one
  * after the other keeps reusing the table's first entries: UV_ENOMEM when
  * every id is taken (65 535 contexts that are open, or closed with
  * promises still alive). */
 static int id_take(uvp_ctx_t *ctx) {
-  uv_once(&ids_once, ids_init);
-  if (!ids_ok)
+  if (!uvp__process_lock())
     return UV_ENOMEM;
   int rc = UV_ENOMEM;
-  uv_mutex_lock(&ids_mu);
   for (unsigned id = 1; id < UVP__MAX_CONTEXTS; id++) {
     if (uvp__contexts[id] == NULL) {
       ctx->id = (uint16_t)id;
@@ -63,14 +73,14 @@ static int id_take(uvp_ctx_t *ctx) {
       break;
     }
   }
-  uv_mutex_unlock(&ids_mu);
+  uvp__process_unlock();
   return rc;
 }
 
 static void id_give_back(uvp_ctx_t *ctx) {
-  uv_mutex_lock(&ids_mu);
+  (void)uvp__process_lock(); /* it worked for id_take */
   uvp__contexts[ctx->id] = NULL;
-  uv_mutex_unlock(&ids_mu);
+  uvp__process_unlock();
 }
 
 struct uvp__msg_s {
@@ -154,14 +164,13 @@ static void drain(uvp_ctx_t *ctx) {
       __builtin_prefetch(ctx->ring[(ctx->rhead + UVP__PREFETCH_AHEAD) & mask]);
     if (ahead > UVP__PREFETCH_SOURCE) {
       uvp__reaction_t *s = ctx->ring[(ctx->rhead + UVP__PREFETCH_SOURCE) & mask];
-      if ((s->target & UVP__R_TAG) == UVP__R_CODE_CELL)
+      if (uvp__is_cell(s))
         __builtin_prefetch(uvp__cell_source_slot(s));
     }
     if (ahead > 2) {
       uvp__reaction_t *s = ctx->ring[(ctx->rhead + 2) & mask];
-      __builtin_prefetch((s->target & UVP__R_TAG) == UVP__R_CODE_CELL
-                             ? *uvp__cell_source_slot(s)
-                             : uvp__reaction_target(s));
+      __builtin_prefetch(uvp__is_cell(s) ? *uvp__cell_source_slot(s)
+                                         : uvp__reaction_target(s));
     }
 #endif
     uvp__run_reaction(ctx, r);
@@ -440,7 +449,8 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   uvp__lock(ctx);
   ctx->closed = true;
   /* A closed context may be freed from any thread, so this thread must
-   * stop naming it: the address may come back as another context. */
+   * stop naming it: its id (and address) may come back as another
+   * context's. */
   if (uvp__current == ctx) {
     uvp__current = NULL;
     uvp__current_id = 0;

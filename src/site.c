@@ -4,7 +4,8 @@
  *
  * The table is static: sites outlive contexts and allocator replacements,
  * and interning never fails for want of memory (past SITE_MAX distinct
- * sites, new ones are reported as unknown).  It only grows, under a mutex;
+ * sites, new ones are reported as unknown).  It only grows, under the
+ * process-wide lock (uvp__process_lock);
  * each context keeps a small cache of ids (uvp__site) so that creating a
  * promise takes no lock.  Files are compared by address, which is what
  * __FILE__ gives a call site: two copies of one name are two sites that
@@ -20,17 +21,10 @@ static struct {
 } sites[SITE_MAX];
 static uint16_t buckets[SITE_BUCKETS]; /* ids; 0 is an empty bucket */
 static unsigned nsites = 1;
-static uv_mutex_t mu;
-static bool mu_ok;
-static uv_once_t once = UV_ONCE_INIT;
-
-static void init_once(void) { mu_ok = uv_mutex_init(&mu) == 0; }
 
 static uint16_t intern(const char *file, int line) {
-  uv_once(&once, init_once);
-  if (!mu_ok)
+  if (!uvp__process_lock())
     return 0;
-  uv_mutex_lock(&mu);
   uint16_t id = 0;
   for (uint32_t b = uvp__site_hash(file, line);; b++) {
     uint16_t *slot = &buckets[b & (SITE_BUCKETS - 1)];
@@ -48,7 +42,7 @@ static uint16_t intern(const char *file, int line) {
       break;
     }
   }
-  uv_mutex_unlock(&mu);
+  uvp__process_unlock();
   return id;
 }
 
@@ -64,14 +58,10 @@ uint16_t uvp__site_miss(uvp__site_cache_t *entry, const char *file,
 void uvp__site_get(uint16_t id, const char **file, int *line) {
   const char *f = NULL;
   int l = 0;
-  if (id != 0 && id < SITE_MAX) {
-    uv_once(&once, init_once);
-    if (mu_ok) {
-      uv_mutex_lock(&mu);
-      f = sites[id].file;
-      l = sites[id].line;
-      uv_mutex_unlock(&mu);
-    }
+  if (id != 0 && id < SITE_MAX && uvp__process_lock()) {
+    f = sites[id].file;
+    l = sites[id].line;
+    uvp__process_unlock();
   }
   if (file != NULL)
     *file = f;
