@@ -303,6 +303,16 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 
+/* The same for the wrappers' operations: pre-allocate and touch room for
+ * `ops` more at once.  An operation is one libuv request uvp has in flight
+ * (each uvp_fs_*, uvp_dns_* and uvp_work_* call, a TCP connect, write or
+ * read), and a stat result still referenced keeps its operation's room
+ * (the uv_stat_t lives there).  A program about to start many operations
+ * calls it before, as a hand-written client allocates its requests before
+ * it starts them.  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was
+ * reserved stays usable). */
+UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
+
 /* Install the unhandled-rejection hook (NULL restores the default: one line
  * on stderr naming the reason and the promise's creation site). */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
@@ -318,10 +328,15 @@ typedef struct uvp_ctx_stats_s {
   size_t live;      /* promises allocated and not yet freed */
   size_t pending;   /* of which pending */
   size_t queued;    /* handlers waiting to run */
-  size_t slab_bytes; /* bytes held in promise/reaction slabs, the run
-                        queue and the spare combinator block (see
+  size_t slab_bytes; /* bytes held in promise/reaction/operation slabs,
+                        the run queue and the spare combinator block (see
                         uvp_promise_all) */
   size_t slab_allocs; /* times a slab was obtained from the allocator */
+  size_t site_misses; /* creation sites looked up in the process-wide table
+                         (under a lock) because the context's cache did not
+                         hold them; the cache holds the sites of one
+                         function, so this stops growing once a program's
+                         hot paths have run */
 } uvp_ctx_stats_t;
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 
@@ -822,6 +837,11 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    UV_ENOMEM, UVP_ECLOSED, or libuv's synchronous error) with nothing
  *    started;
  *  - rejects with libuv's error code (UV_ENOENT, UV_ECONNREFUSED, ...);
+ *  - settles in the loop iteration in which libuv reports the result.  A
+ *    file operation settles from uvp's run queue, like a handler, right
+ *    after that iteration's I/O callbacks, not inside libuv's callback: a
+ *    burst of completions is then settled with its promises loaded ahead
+ *    of use.  A cancel in between still wins, as below;
  *  - can be cancelled with uvp_promise_cancel() (or through timeouts, and
  *    the losers of race/any with UVP_CANCEL_LOSERS): the promise rejects
  *    with UV_ECANCELED at once.  Thread-pool requests (fs, getaddrinfo,

@@ -185,6 +185,14 @@ void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
 
 void *uvp__op_slot_get(uvp_ctx_t *ctx) { return uvp__pool_get(&ctx->ops); }
 
+int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  if (ctx->closed)
+    return UVP_ECLOSED;
+  return uvp__pool_reserve(&ctx->ops, ops, NULL);
+}
+
 void uvp__op_slot_put(uvp_ctx_t *ctx, void *slot) {
   if (UVP__LIKELY(!ctx->closed)) {
     uvp__pool_put(&ctx->ops, slot);

@@ -9,18 +9,24 @@
 #include "internal.h"
 
 typedef struct fsop_s {
-  uvp_promise_t *p; /* first: UVP__OP_MOVABLE */
+  uvp_promise_t *p; /* first: UVP__OP_MOVABLE; NULL once `done` is queued */
+  /* The slot's owner, also once `p` is being destroyed.  Next to `p` and
+   * the request's first fields, which libuv's completion has just read. */
+  uvp_ctx_t *ctx;
   uv_fs_t req;
-  uvp_ctx_t *ctx; /* the slot's owner, also once `p` is being destroyed */
-  /* whole-file helpers */
-  uv_file fd;
-  int err;
-  uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
-  size_t cap;     /* bytes of data the block can hold */
-  size_t max;
-  size_t size;    /* from fstat, 0 if unknown */
-  const char *data;
-  size_t len;
+  union {
+    uvp__reaction_t done; /* simple operations: the completion, queued */
+    struct {              /* whole-file helpers */
+      uv_file fd;
+      int err;
+      uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
+      size_t cap;     /* bytes of data the block can hold */
+      size_t max;
+      size_t size;    /* from fstat, 0 if unknown */
+      const char *data;
+      size_t len;
+    };
+  };
 } fsop_t;
 
 _Static_assert(sizeof(fsop_t) <= UVP__OP_SLOT, "an fs operation fits a slot");
@@ -28,6 +34,9 @@ _Static_assert(sizeof(fsop_t) <= UVP__OP_SLOT, "an fs operation fits a slot");
 static void fs_cancel(uvp_promise_t *p, void *arg) {
   fsop_t *op = arg;
   (void)p;
+  /* Finished, its completion queued: nothing left to stop in libuv. */
+  if (op->p == NULL)
+    return;
   /* 0: the callback will run with UV_ECANCELED.  UV_EBUSY: it is running
    * and will complete; the callback sees the promise settled either way. */
   (void)uv_cancel((uv_req_t *)&op->req);
@@ -142,11 +151,14 @@ static void stat_free(void *statbuf) {
   uvp__op_slot_put(op->ctx, op);
 }
 
-static void simple_cb(uv_fs_t *req) {
-  fsop_t *op = req->data;
-  uvp_promise_t *p = op->p;
+/* Settle p from op's finished request, or release what the request
+ * produced if p is NULL or was settled (cancelled) meanwhile.  Cleans the
+ * request and gives the slot back, unless p's value lives in it; does not
+ * release p. */
+static void simple_settle(fsop_t *op, uvp_promise_t *p) {
+  uv_fs_t *req = &op->req;
   ssize_t result = req->result;
-  if (!uvp__is_pending(p)) {
+  if (p == NULL || !uvp__is_pending(p)) {
     /* Cancelled too late: release what the operation produced. */
     if (req->fs_type == UV_FS_OPEN && result >= 0) {
       uv_fs_t close_req;
@@ -198,12 +210,52 @@ static void simple_cb(uv_fs_t *req) {
       uvp__fulfill(p, value, free_cb);
     if (keep) {
       uv_fs_req_cleanup(req); /* leaves statbuf alone */
-      uvp__rel(p);
       return;
     }
   }
   uv_fs_req_cleanup(req);
-  op_finish(op);
+  uvp__op_slot_put(op->ctx, op);
+}
+
+/* The queued completion (see simple_cb).  `in` is NULL when teardown drops
+ * it: p then stays pending for the sweep to reject, without the cancel
+ * hook, whose operation is gone.  The core releases p afterwards: that is
+ * the operation's reference. */
+static uvp_ret_t simple_done(void *arg, const uvp_outcome_t *in) {
+  fsop_t *op = arg;
+  uvp_promise_t *p = uvp__untag(op->done.target);
+  if (in == NULL)
+    p->flags &= (uint8_t)~UVP__F_CANCEL;
+#if defined(__GNUC__)
+  else if (p->reactions != NULL)
+    __builtin_prefetch(p->reactions); /* run soon, not read by settling */
+#endif
+  simple_settle(op, in != NULL ? p : NULL);
+  return uvp_ret_pass();
+}
+
+/* libuv's callback.  The promise is settled from the run queue, later in
+ * this loop iteration, not here: in a burst of completions each promise is
+ * cold (created when the request started), and where settling here would
+ * stall on each in turn, this callback only starts loading it, and the
+ * rest of the poll phase hides the wait.  From here on the operation no
+ * longer names its promise, so that it cannot be handed to another
+ * (take_over) nor cancelled in libuv. */
+static void simple_cb(uv_fs_t *req) {
+  fsop_t *op = req->data;
+  uvp_ctx_t *ctx = op->ctx;
+  uvp_promise_t *p = op->p;
+  if (UVP__UNLIKELY(ctx->closed)) {
+    simple_settle(op, p); /* the sweep has settled p: releases only */
+    uvp__rel(p);
+    return;
+  }
+  op->p = NULL;
+  uvp__reaction_init(&op->done, simple_done, op, p, UVP__R_NOTIFY);
+  uvp__enqueue(ctx, &op->done);
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 1);
+#endif
 }
 
 #define SIMPLE(call)                                                           \

@@ -62,7 +62,16 @@ void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
 static inline void *uvp__pool_get(uvp__pool_t *pool) {
   void *slot = pool->free_list;
   if (UVP__LIKELY(slot != NULL)) {
-    pool->free_list = *(void **)slot;
+    void *next = *(void **)slot;
+    pool->free_list = next;
+#if defined(__GNUC__)
+    /* Slots come back in the order their objects died, scattered over the
+     * chunks: a burst of creations walks a cold list, each pop stalling
+     * on the next link.  Loading the next slot now overlaps that miss
+     * with the caller's work until the next pop (a prefetch of NULL does
+     * not fault). */
+    __builtin_prefetch(next, 1);
+#endif
     return slot;
   }
   return uvp__pool_get_slow(pool);
@@ -282,9 +291,13 @@ static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
 
 /* ---- creation sites (site.c) -------------------------------------------- */
 
+/* For the process-wide table: every bit of file and line reaches the
+ * result (line is spread by the first multiply, the address by the
+ * second). */
 static inline uint32_t uvp__site_hash(const char *file, int line) {
-  uint64_t h = ((uint64_t)(uintptr_t)file ^ (uint64_t)(uint32_t)line << 40) *
-               0x9E3779B97F4A7C15u;
+  uint64_t h = ((uint64_t)(uintptr_t)file ^
+                (uint64_t)(uint32_t)line * 0x9E3779B97F4A7C15u) *
+               0xBF58476D1CE4E5B9u;
   return (uint32_t)(h >> 32);
 }
 typedef struct {
@@ -292,8 +305,19 @@ typedef struct {
   int line;
   uint16_t id;
 } uvp__site_cache_t;
-#define UVP__SITE_CACHE 64 /* per context; a power of two */
-uint16_t uvp__site_miss(uvp__site_cache_t *entry, const char *file, int line);
+/* A context's cache is UVP__SITE_SETS sets of two entries.  A site's set is
+ * its file's hash plus its line, so the sites of one function (a file's
+ * lines within UVP__SITE_SETS of each other) never evict each other, and
+ * two files that share sets still fit.  Before this, the index depended on
+ * the file alone and a fan-out alternating between two lines of one file
+ * took the process-wide lock for every promise. */
+#define UVP__SITE_SETS 64 /* a power of two */
+static inline uint32_t uvp__site_set(const char *file, int line) {
+  uint32_t f = (uint32_t)((uint64_t)(uintptr_t)file * 0x9E3779B97F4A7C15u >> 40);
+  return (f + (uint32_t)line) & (UVP__SITE_SETS - 1);
+}
+uint16_t uvp__site_miss(uvp_ctx_t *ctx, uvp__site_cache_t *set,
+                        const char *file, int line);
 /* The file and line of site `id` (NULL and 0 for 0, the unknown site). */
 void uvp__site_get(uint16_t id, const char **file, int *line);
 
@@ -337,9 +361,10 @@ struct uvp_ctx_s {
   uvp_unhandled_cb unhandled_cb;
   void *unhandled_arg;
 
-  /* Recently used creation sites: an empty entry (NULL, 0) already
-   * answers 0, the unknown site.  Loop thread only. */
-  uvp__site_cache_t sites[UVP__SITE_CACHE];
+  /* Recently used creation sites (see uvp__site_set): an empty entry
+   * (NULL, 0) already answers 0, the unknown site.  Loop thread only. */
+  uvp__site_cache_t sites[2 * UVP__SITE_SETS];
+  size_t site_misses;
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
   uv_check_t check; /* unref'd: drains right after I/O callbacks */
@@ -355,11 +380,12 @@ struct uvp_ctx_s {
 
 /* The id of creation site (file, line), for p->site. */
 static inline uint16_t uvp__site(uvp_ctx_t *ctx, const char *file, int line) {
-  uvp__site_cache_t *e =
-      &ctx->sites[uvp__site_hash(file, line) & (UVP__SITE_CACHE - 1)];
-  if (UVP__LIKELY(e->file == file && e->line == line))
-    return e->id;
-  return uvp__site_miss(e, file, line);
+  uvp__site_cache_t *set = &ctx->sites[2 * uvp__site_set(file, line)];
+  if (UVP__LIKELY(set[0].file == file && set[0].line == line))
+    return set[0].id;
+  if (set[1].file == file && set[1].line == line)
+    return set[1].id;
+  return uvp__site_miss(ctx, set, file, line);
 }
 
 /* ---- scheduler (sched.c) ----------------------------------------------- */
@@ -481,7 +507,8 @@ uvp_promise_t *uvp__op_new(uvp_ctx_t *ctx, const char *file, int line,
 
 /* An operation whose struct begins with its promise pointer, reads that
  * pointer afresh whenever it settles or releases, and whose cancel hook
- * ignores its promise argument, may have its promise replaced.  When a
+ * ignores its promise argument, may have its promise replaced, until it
+ * sets that pointer to NULL (an operation whose completion is queued).  When a
  * handler returns such an operation's fresh promise, the core then hands
  * the operation to the handler's derived promise instead of adopting (see
  * take_over in promise.c).  Call right after uvp__op_new. */

@@ -626,7 +626,8 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
 static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
   /* F_OP implies pending: settle() clears it. */
   if (!(q->flags & UVP__F_OP) || q->refs != 2 || q->reactions != NULL ||
-      uvp__promise_ctx(q) != uvp__promise_ctx(d) || (d->flags & UVP__F_CANCEL))
+      uvp__promise_ctx(q) != uvp__promise_ctx(d) ||
+      (d->flags & UVP__F_CANCEL) || *(uvp_promise_t **)q->value != q)
     return false;
   *(uvp_promise_t **)q->value = d; /* UVP__OP_MOVABLE: the op's first member */
   d->value = q->value;

@@ -427,8 +427,11 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   out->pending = ctx->pending;
   out->queued = ctx->queued;
   out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes +
-                   ctx->ring_cap * sizeof(*ctx->ring) + ctx->spare_size;
-  out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
+                   ctx->ops.bytes + ctx->ring_cap * sizeof(*ctx->ring) +
+                   ctx->spare_size;
+  out->slab_allocs =
+      ctx->promises.allocs + ctx->reactions.allocs + ctx->ops.allocs;
+  out->site_misses = ctx->site_misses;
   return 0;
 }
 

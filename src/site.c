@@ -46,12 +46,16 @@ static uint16_t intern(const char *file, int line) {
   return id;
 }
 
-uint16_t uvp__site_miss(uvp__site_cache_t *entry, const char *file,
-                        int line) {
+/* The newest site takes the set's first entry; the one it displaces
+ * moves to the second. */
+uint16_t uvp__site_miss(uvp_ctx_t *ctx, uvp__site_cache_t *set,
+                        const char *file, int line) {
   uint16_t id = intern(file, line);
-  entry->file = file;
-  entry->line = line;
-  entry->id = id;
+  ctx->site_misses++;
+  set[1] = set[0];
+  set[0].file = file;
+  set[0].line = line;
+  set[0].id = id;
   return id;
 }
 

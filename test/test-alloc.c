@@ -7,6 +7,7 @@
  * window ahead of use. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #if defined(__linux__)
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -324,10 +325,64 @@ static void test_slabs_prefault_a_window_ahead(void **state) {
 #endif
 }
 
+/* Reserved operations: 200 stats of a real directory in flight at once
+ * take their room from the reservation, so uvp's allocator is not called;
+ * without the reservation it is (the control). */
+static uvp_ret_t count_stat(void *arg, const uvp_outcome_t *in) {
+  const uv_stat_t *st = in->value;
+  *(long *)arg += in->status == 0 && S_ISDIR(st->st_mode);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static long stats_in_flight(fixture_t *f, int n) {
+  long done = 0;
+  for (int i = 0; i < n; i++) {
+    uvp_promise_t *p, *d;
+    assert_int_equal(uvp_fs_stat(f->ctx, ".", &p), 0);
+    assert_int_equal(uvp_promise_then(p, count_stat, &done, &d), 0);
+    uvp_promise_release(p);
+    uvp_promise_release(d);
+  }
+  run_loop(f);
+  return done;
+}
+
+static void test_reserve_ops_means_no_allocation_later(void **state) {
+  (void)state;
+  enum { N = 200 };
+  assert_int_equal(
+      uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free), 0);
+  for (int reserve_ops = 0; reserve_ops < 2; reserve_ops++) {
+    fixture_t *f;
+    fixture_setup((void **)&f);
+    assert_int_equal(uvp_ctx_reserve(f->ctx, 4 * N, 4 * N), 0);
+    if (reserve_ops) {
+      assert_int_equal(uvp_ctx_reserve_ops(f->ctx, N), 0);
+      uvp_ctx_stats_t st;
+      assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+      assert_true(st.slab_bytes >= (size_t)N * (4 * 48 + 4 * 32 + 512));
+    }
+    allocs = 0;
+    assert_int_equal(stats_in_flight(f, N), N);
+    if (reserve_ops)
+      assert_int_equal(allocs, 0);
+    else
+      assert_true(allocs > 0);
+    fixture_teardown((void **)&f);
+  }
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+}
+
 static void test_reserve_bad_input(void **state) {
   fixture_t *f = *state;
   assert_int_equal(uvp_ctx_reserve(NULL, 1, 1), UV_EINVAL);
   assert_int_equal(uvp_ctx_reserve(f->ctx, 0, 0), 0);
+  assert_int_equal(uvp_ctx_reserve_ops(NULL, 1), UV_EINVAL);
+  assert_int_equal(uvp_ctx_reserve_ops(f->ctx, 0), 0);
+  assert_int_equal(uvp_ctx_reserve_ops(f->ctx, 3), 0);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  assert_int_equal(uvp_ctx_reserve_ops(f->ctx, 1), UVP_ECLOSED);
+  f->ctx = NULL;
 }
 
 /* An allocator that aligns to 8 bytes and never to 16 (as C allows for
@@ -405,6 +460,7 @@ int main(void) {
       FIXTURE_TEST(test_reserve_means_no_allocation_later),
       FIXTURE_TEST(test_reserved_slots_are_not_pending),
       FIXTURE_TEST(test_reserve_bad_input),
+      cmocka_unit_test(test_reserve_ops_means_no_allocation_later),
       cmocka_unit_test(test_reserve_covers_the_run_queue),
       cmocka_unit_test(test_slabs_prefault_a_window_ahead),
       cmocka_unit_test(test_queue_spills_when_ring_cannot_grow),

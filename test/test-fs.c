@@ -1102,6 +1102,79 @@ static void test_teardown_in_flight(void **state) {
   assert_int_equal(count_fds(), fds);
 }
 
+/* ---- a finished request whose promise is not settled yet ------------------ */
+
+/* libuv's callback queues the completion and the run queue settles the
+ * promise later in the same iteration (src/fs.c: simple_cb).  A chain of
+ * handlers, one per iteration (budget 1), each queueing its successor only
+ * when it runs, finds anything else queued exactly when that completion is
+ * waiting: then the request is done in libuv and its promise pending. */
+typedef struct {
+  fixture_t *f;
+  uvp_promise_t *op;
+  bool close_ctx;
+  bool hit;
+  long turns;
+} window_t;
+
+static void next_turn(window_t *w);
+
+static uvp_ret_t in_window(void *arg, const uvp_outcome_t *in) {
+  window_t *w = arg;
+  (void)in;
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(w->f->ctx, &st), 0);
+  if (st.queued != 0) {
+    w->hit = true;
+    assert_int_equal(uvp_promise_state(w->op), UVP_PENDING);
+    if (w->close_ctx) {
+      assert_int_equal(uvp_ctx_close(w->f->ctx), 0);
+      w->f->ctx = NULL;
+    } else {
+      assert_int_equal(uvp_promise_cancel(w->op), 0);
+    }
+    return uvp_ret_value(NULL, NULL);
+  }
+  if (uvp_promise_state(w->op) == UVP_PENDING && ++w->turns < 10000000)
+    next_turn(w);
+  /* else missed: hit stays false */
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void next_turn(window_t *w) {
+  uvp_promise_t *p, *d;
+  assert_int_equal(uvp_promise_new(w->f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_then(p, in_window, w, &d), 0);
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+}
+
+/* Opens a real file and acts in the window; the file must end up closed
+ * (the late result is released) whatever settled the promise. */
+static void open_and_act_in_window(fixture_t *f, bool close_ctx, int want) {
+  put("w", "x", 1);
+  int fds = count_fds();
+  assert_int_equal(uvp_ctx_set_budget(f->ctx, 1), 0);
+  window_t w = {f, NULL, close_ctx, false, 0};
+  assert_int_equal(uvp_fs_open(f->ctx, at("w"), O_RDONLY, 0, &w.op), 0);
+  next_turn(&w);
+  run_loop(f);
+  assert_true(w.hit);
+  assert_int_equal(uvp_promise_reason(w.op, NULL), want);
+  uvp_promise_release(w.op);
+  run_loop(f);
+  assert_int_equal(count_fds(), fds);
+}
+
+static void test_cancel_while_completion_queued(void **state) {
+  open_and_act_in_window(*state, false, UV_ECANCELED);
+}
+
+static void test_teardown_while_completion_queued(void **state) {
+  open_and_act_in_window(*state, true, UVP_ECLOSED);
+}
+
 /* ---- argument errors ----------------------------------------------------------- */
 
 static void test_bad_input(void **state) {
@@ -1152,6 +1225,8 @@ int main(int argc, char **argv) {
       TEST(test_handler_keeps_request),
       TEST(test_cancel_handed_on_request),
       TEST(test_teardown_in_flight),
+      TEST(test_cancel_while_completion_queued),
+      TEST(test_teardown_while_completion_queued),
       TEST(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
