@@ -115,9 +115,32 @@ void uvp__pool_destroy(uvp__pool_t *pool) {
   memset(pool, 0, sizeof(*pool));
 }
 
-void *uvp__pool_get_slow(uvp__pool_t *pool) {
-  uvp__chunk_t *c = pool->chunks;
-  if (c == NULL || c->used == c->cap) {
+/* Record in the chunk being carved how far uvp__pool_get has carved it
+ * inline. */
+static void sync_carved(uvp__pool_t *pool) {
+  uvp__chunk_t *c = pool->carve;
+  if (c != NULL && pool->bump != NULL)
+    c->used = (size_t)(pool->bump - c->slots) / pool->slot_size;
+}
+
+/* Let uvp__pool_get carve c inline up to what is populated. */
+static void bump_in(uvp__pool_t *pool, uvp__chunk_t *c) {
+  char *end = c->slots + pool->slot_size * c->cap;
+  char *limit = c->filled < end ? c->filled : end;
+  size_t n = (size_t)(limit - c->slots) / pool->slot_size;
+  pool->carve = c;
+  pool->bump = c->slots + pool->slot_size * c->used;
+  pool->bump_end = c->slots + pool->slot_size * n;
+}
+
+/* The next slot in address order: from the chunk being carved, else the
+ * next one with room, else a new chunk. */
+static void *carve(uvp__pool_t *pool) {
+  sync_carved(pool);
+  uvp__chunk_t *c = pool->carve;
+  while (c != NULL && c->used == c->cap)
+    c = c->next;
+  if (c == NULL) {
     size_t bytes = pool->bytes == 0 ? UVP__CHUNK_MIN : pool->bytes;
     if (bytes > UVP__CHUNK_MAX)
       bytes = UVP__CHUNK_MAX;
@@ -147,7 +170,25 @@ void *uvp__pool_get_slow(uvp__pool_t *pool) {
     populate(c->filled, end);
     c->filled = end;
   }
+  bump_in(pool, c);
   return slot;
+}
+
+void *uvp__pool_get_slow(uvp__pool_t *pool) {
+  void *slot = carve(pool);
+  if (slot != NULL)
+    pool->live++;
+  return slot;
+}
+
+/* Every slot is free: see the comment on uvp__pool_t.  A chunk's pages
+ * stay populated, so carving them again costs no fault. */
+void uvp__pool_rewind(uvp__pool_t *pool) {
+  pool->free_list = NULL;
+  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
+    c->used = 0;
+  if (pool->chunks != NULL)
+    bump_in(pool, pool->chunks);
 }
 
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
@@ -157,7 +198,7 @@ int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
    * list in address order. */
   void *head = NULL, **tail = &head;
   for (size_t i = 0; i < slots; i++) {
-    void *slot = uvp__pool_get_slow(pool);
+    void *slot = carve(pool);
     if (slot == NULL) {
       *tail = pool->free_list;
       pool->free_list = head;
@@ -176,6 +217,7 @@ int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
 
 void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
                     void *arg) {
+  sync_carved(pool);
   for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
     for (size_t i = 0; i < c->used; i++)
       fn(c->slots + pool->slot_size * i, arg);

@@ -38,11 +38,23 @@ void uvp__process_unlock(void);
  * them through a free list, so steady-state traffic never reaches malloc.
  * Slots are 16-byte aligned: the low 4 bits of a promise's address carry a
  * reaction's kind.  Chunks go back to the allocator only when the pool is
- * destroyed. */
+ * destroyed.
+ *
+ * When its last slot comes back, a pool rewinds: the free list is dropped
+ * and the chunks are carved again from their start.  The free list holds
+ * slots in the order their objects died, which after a fan-out is random;
+ * carving hands out neighbours in address order, so the objects of the
+ * next burst made together (a promise, its derived promise, a chain's
+ * steps) share cache lines and pages again, and taking one follows no
+ * pointer into cold memory. */
 typedef struct uvp__chunk_s uvp__chunk_t;
 typedef struct uvp__pool_s {
   void *free_list;
-  uvp__chunk_t *chunks; /* newest first; only the newest has unused slots */
+  char *bump;           /* the next slot to carve, inline ... */
+  char *bump_end;       /* ... while below this (in populated memory) */
+  size_t live;          /* slots handed out and not yet put back */
+  uvp__chunk_t *carve;  /* the chunk `bump` is in (NULL: none yet) */
+  uvp__chunk_t *chunks; /* newest first */
   size_t slot_size;
   size_t bytes;
   size_t allocs;
@@ -51,11 +63,12 @@ typedef struct uvp__pool_s {
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size);
 void uvp__pool_destroy(uvp__pool_t *pool);
 void *uvp__pool_get_slow(uvp__pool_t *pool);
+void uvp__pool_rewind(uvp__pool_t *pool);
 /* Pre-allocate and pre-fault `slots` more free slots; `init` (may be NULL)
  * marks each as free for whoever walks the pool. */
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
                       void (*init)(void *slot));
-/* Visit every slot ever handed out (free ones included). */
+/* Visit every slot carved since the last rewind (free ones included). */
 void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
                     void *arg);
 
@@ -64,6 +77,7 @@ static inline void *uvp__pool_get(uvp__pool_t *pool) {
   if (UVP__LIKELY(slot != NULL)) {
     void *next = *(void **)slot;
     pool->free_list = next;
+    pool->live++;
 #if defined(__GNUC__)
     /* Slots come back in the order their objects died, scattered over the
      * chunks: a burst of creations walks a cold list, each pop stalling
@@ -74,12 +88,23 @@ static inline void *uvp__pool_get(uvp__pool_t *pool) {
 #endif
     return slot;
   }
+  if (UVP__LIKELY(pool->bump < pool->bump_end)) {
+    slot = pool->bump;
+    pool->bump += pool->slot_size;
+    pool->live++;
+#if defined(__GNUC__)
+    __builtin_prefetch((char *)slot + 256, 1); /* the stores run ahead */
+#endif
+    return slot;
+  }
   return uvp__pool_get_slow(pool);
 }
 
 static inline void uvp__pool_put(uvp__pool_t *pool, void *slot) {
   *(void **)slot = pool->free_list;
   pool->free_list = slot;
+  if (UVP__UNLIKELY(--pool->live == 0))
+    uvp__pool_rewind(pool);
 }
 
 /* Wrapper operations (a uv_fs_t and its bookkeeping, ...) take one slot of

@@ -373,6 +373,32 @@ static void test_reserve_ops_means_no_allocation_later(void **state) {
   assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
+/* When its last promise is freed, the context's promise pool rewinds: the
+ * next burst is handed out in address order again, whatever order the last
+ * one died in, from the same memory (src/alloc.c: uvp__pool_rewind). */
+static void test_pool_rewinds_once_empty(void **state) {
+  fixture_t *f = *state;
+  enum { N = 1000 };
+  static uvp_promise_t *p[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+  uvp_ctx_stats_t before, after;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &before), 0);
+  for (int i = 0; i < N; i++) /* 7919 is prime: a scrambled order */
+    uvp_promise_release(p[(size_t)i * 7919 % N]);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+  int neighbours = 0;
+  for (int i = 0; i + 1 < N; i++)
+    neighbours += (char *)p[i + 1] - (char *)p[i] == 48;
+  assert_int_equal(neighbours, N - 1);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  assert_int_equal(after.slab_allocs, before.slab_allocs);
+  assert_int_equal(after.live, N);
+  for (int i = 0; i < N; i++)
+    uvp_promise_release(p[i]);
+}
+
 static void test_reserve_bad_input(void **state) {
   fixture_t *f = *state;
   assert_int_equal(uvp_ctx_reserve(NULL, 1, 1), UV_EINVAL);
@@ -460,6 +486,7 @@ int main(void) {
       FIXTURE_TEST(test_reserve_means_no_allocation_later),
       FIXTURE_TEST(test_reserved_slots_are_not_pending),
       FIXTURE_TEST(test_reserve_bad_input),
+      FIXTURE_TEST(test_pool_rewinds_once_empty),
       cmocka_unit_test(test_reserve_ops_means_no_allocation_later),
       cmocka_unit_test(test_reserve_covers_the_run_queue),
       cmocka_unit_test(test_slabs_prefault_a_window_ahead),
