@@ -167,8 +167,12 @@ static void drain(uvp_ctx_t *ctx) {
       if (uvp__is_cell(s))
         __builtin_prefetch(uvp__cell_source_slot(s));
     }
-    if (ahead > 2) {
-      uvp__reaction_t *s = ctx->ring[(ctx->rhead + 2) & mask];
+    if (ahead != 0) {
+      /* A short queue (I/O completions arrive a few at a time) gets the
+       * promise of the entry after r: its reaction was queued a moment
+       * ago by a settle that prefetched it, or is already in cache. */
+      uvp__reaction_t *s =
+          ctx->ring[(ctx->rhead + (ahead > 2 ? 2 : 0)) & mask];
       __builtin_prefetch(uvp__is_cell(s) ? *uvp__cell_source_slot(s)
                                          : uvp__reaction_target(s));
     }
