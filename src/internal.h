@@ -93,7 +93,8 @@ static inline void *uvp__pool_get(uvp__pool_t *pool) {
     pool->bump += pool->slot_size;
     pool->live++;
 #if defined(__GNUC__)
-    __builtin_prefetch((char *)slot + 256, 1); /* the stores run ahead */
+    /* The stores run ahead (past the chunk's end, a prefetch is dropped). */
+    __builtin_prefetch((const void *)((uintptr_t)slot + 256), 1);
 #endif
     return slot;
   }
