@@ -54,7 +54,11 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
   fsop_t *op = uvp__op_slot_get(ctx);
   if (op == NULL)
     return NULL;
-  memset(op, 0, sizeof(*op));
+  /* Only uvp's own fields: uv_fs_*() sets every field of the request it
+   * or uv_fs_req_cleanup() reads before it can fail, and zeroing the whole
+   * slot stored to each of its eight cache lines, most of which libuv
+   * never touches. */
+  memset(&op->done, 0, sizeof(*op) - offsetof(fsop_t, done));
   op->fd = -1;
   op->ctx = ctx;
   op->p = uvp__op_new(ctx, file, line, fs_cancel, op);
