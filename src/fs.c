@@ -10,8 +10,8 @@
 
 typedef struct fsop_s {
   uvp_promise_t *p; /* first: UVP__OP_MOVABLE; NULL once `done` is queued */
-  /* The slot's owner, also once `p` is being destroyed.  Next to `p` and
-   * the request's first fields, which libuv's completion has just read. */
+  /* The slot's owner, also once `p` is being destroyed.  Next to `p`, so
+   * that a completion finds both on one cache line (with req.data). */
   uvp_ctx_t *ctx;
   uv_fs_t req;
   union {

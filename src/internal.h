@@ -314,6 +314,12 @@ extern uvp_ctx_t *uvp__contexts[UVP__MAX_CONTEXTS];
 static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
   return uvp__contexts[p->ctx_id];
 }
+/* Whether a and b belong to one context: an id names one context for as
+ * long as any of its promises lives, so the ids alone tell. */
+static inline bool uvp__same_ctx(const uvp_promise_t *a,
+                                 const uvp_promise_t *b) {
+  return a->ctx_id == b->ctx_id;
+}
 
 /* ---- creation sites (site.c) -------------------------------------------- */
 

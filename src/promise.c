@@ -316,7 +316,7 @@ static void forward(uvp_promise_t *p, uvp_promise_t *src) {
 
 /* Make pending p follow q (Promises/A+ 2.3.2), or reject it for a cycle. */
 static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
-  if (uvp__promise_ctx(q) != uvp__promise_ctx(p)) {
+  if (!uvp__same_ctx(q, p)) {
     reject(p, UVP_EXCTX, NULL, NULL);
     return;
   }
@@ -418,7 +418,7 @@ int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
   int rc = check_settleable(p);
   if (rc != 0)
     return rc;
-  if (uvp__promise_ctx(src) != uvp__promise_ctx(p))
+  if (!uvp__same_ctx(src, p))
     return UVP_EXCTX;
   adopt(p, src);
   return 0;
@@ -626,8 +626,8 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
 static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
   /* F_OP implies pending: settle() clears it. */
   if (!(q->flags & UVP__F_OP) || q->refs != 2 || q->reactions != NULL ||
-      uvp__promise_ctx(q) != uvp__promise_ctx(d) ||
-      (d->flags & UVP__F_CANCEL) || *(uvp_promise_t **)q->value != q)
+      !uvp__same_ctx(q, d) || (d->flags & UVP__F_CANCEL) ||
+      *(uvp_promise_t **)q->value != q)
     return false;
   *(uvp_promise_t **)q->value = d; /* UVP__OP_MOVABLE: the op's first member */
   d->value = q->value;

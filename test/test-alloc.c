@@ -43,6 +43,21 @@ static void c_free(void *p) {
   free(p);
 }
 
+/* A fixture whose context allocates through the given functions. */
+static fixture_t *fixture_on(uvp_malloc_func m, uvp_realloc_func r,
+                             uvp_calloc_func c, uvp_free_func fr) {
+  assert_int_equal(uvp_replace_allocator(m, r, c, fr), 0);
+  fixture_t *f;
+  fixture_setup((void **)&f);
+  return f;
+}
+
+/* Tear it down and give uvp the C library's allocator back. */
+static void fixture_off(fixture_t *f) {
+  fixture_teardown((void **)&f);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+}
+
 static uvp_ret_t add(void *arg, const uvp_outcome_t *in) {
   *(long *)arg += (long)(intptr_t)in->value;
   return uvp_ret_value(NULL, NULL);
@@ -63,10 +78,7 @@ static void burst(fixture_t *f, int n, long *sum) {
 
 static void test_hot_path_never_allocates_once_warm(void **state) {
   (void)state;
-  assert_int_equal(uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free),
-                   0);
-  fixture_t *f;
-  fixture_setup((void **)&f);
+  fixture_t *f = fixture_on(c_malloc, c_realloc, c_calloc, c_free);
   long sum = 0;
   burst(f, 50000, &sum); /* warm-up: slabs grow to the peak */
   allocs = 0;
@@ -74,8 +86,7 @@ static void test_hot_path_never_allocates_once_warm(void **state) {
     burst(f, 50000, &sum);
   assert_int_equal(sum, 6 * 50000);
   assert_int_equal(allocs, 0);
-  fixture_teardown((void **)&f);
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  fixture_off(f);
 }
 
 static void test_reserve_means_no_allocation_later(void **state) {
@@ -118,10 +129,7 @@ static void test_reserved_slots_are_not_pending(void **state) {
  * reaches the allocator. */
 static void test_reserve_covers_the_run_queue(void **state) {
   (void)state;
-  assert_int_equal(
-      uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free), 0);
-  fixture_t *f;
-  fixture_setup((void **)&f);
+  fixture_t *f = fixture_on(c_malloc, c_realloc, c_calloc, c_free);
   /* Each burst step holds a promise, its derived promise and a reaction. */
   assert_int_equal(uvp_ctx_reserve(f->ctx, 200000, 100000), 0);
   allocs = 0;
@@ -129,9 +137,8 @@ static void test_reserve_covers_the_run_queue(void **state) {
   burst(f, 100000, &sum);
   assert_int_equal(sum, 100000);
   assert_int_equal(allocs, 0);
-  fixture_teardown((void **)&f);
+  fixture_off(f);
   assert_int_equal(live, 0);
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
 typedef struct {
@@ -190,10 +197,7 @@ static long settle_scrambled(fixture_t *f, int n, int base, int *want,
 static void test_queue_spills_when_ring_cannot_grow(void **state) {
   (void)state;
   enum { N = 1000 }; /* the ring starts with 256 slots */
-  assert_int_equal(
-      uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free), 0);
-  fixture_t *f;
-  fixture_setup((void **)&f);
+  fixture_t *f = fixture_on(c_malloc, c_realloc, c_calloc, c_free);
   static int want[N + 2];
   uvp_ctx_stats_t st;
 
@@ -232,9 +236,8 @@ static void test_queue_spills_when_ring_cannot_grow(void **state) {
   assert_int_equal(seen.n, N);
   assert_memory_equal(seen.order, want, N * sizeof(int));
 
-  fixture_teardown((void **)&f);
+  fixture_off(f);
   assert_int_equal(live, 0);
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
 #if defined(__linux__)
@@ -297,10 +300,7 @@ static void test_slabs_prefault_a_window_ahead(void **state) {
   char probe[1] = {0};
   if (resident(probe) != 1)
     skip(); /* no pagemap here (or no present bit) */
-  assert_int_equal(
-      uvp_replace_allocator(m_malloc, m_realloc, m_calloc, m_free), 0);
-  fixture_t *f;
-  fixture_setup((void **)&f);
+  fixture_t *f = fixture_on(m_malloc, m_realloc, m_calloc, m_free);
   enum { FIRST = 23000, N = 40000 };
   static uvp_promise_t *p[N];
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -318,8 +318,7 @@ static void test_slabs_prefault_a_window_ahead(void **state) {
   assert_true(ahead > (N - FIRST) / 2);
   for (int i = 0; i < N; i++)
     uvp_promise_release(p[i]);
-  fixture_teardown((void **)&f);
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  fixture_off(f);
 #else
   skip();
 #endif
@@ -350,11 +349,8 @@ static long stats_in_flight(fixture_t *f, int n) {
 static void test_reserve_ops_means_no_allocation_later(void **state) {
   (void)state;
   enum { N = 200 };
-  assert_int_equal(
-      uvp_replace_allocator(c_malloc, c_realloc, c_calloc, c_free), 0);
   for (int reserve_ops = 0; reserve_ops < 2; reserve_ops++) {
-    fixture_t *f;
-    fixture_setup((void **)&f);
+    fixture_t *f = fixture_on(c_malloc, c_realloc, c_calloc, c_free);
     assert_int_equal(uvp_ctx_reserve(f->ctx, 4 * N, 4 * N), 0);
     if (reserve_ops) {
       assert_int_equal(uvp_ctx_reserve_ops(f->ctx, N), 0);
@@ -368,9 +364,8 @@ static void test_reserve_ops_means_no_allocation_later(void **state) {
       assert_int_equal(allocs, 0);
     else
       assert_true(allocs > 0);
-    fixture_teardown((void **)&f);
+    fixture_off(f);
   }
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
 /* When its last promise is freed, the context's promise pool rewinds: the
@@ -447,10 +442,7 @@ static void *a8_realloc(void *p, size_t n) {
  * whose records share the layout) still work. */
 static void test_combinators_with_an_8_byte_aligned_allocator(void **state) {
   (void)state;
-  assert_int_equal(
-      uvp_replace_allocator(a8_malloc, a8_realloc, a8_calloc, a8_free), 0);
-  fixture_t *f;
-  fixture_setup((void **)&f);
+  fixture_t *f = fixture_on(a8_malloc, a8_realloc, a8_calloc, a8_free);
   enum { N = 64 };
   uvp_promise_t *p[N], *all, *settled;
   for (int i = 0; i < N; i++)
@@ -476,8 +468,7 @@ static void test_combinators_with_an_8_byte_aligned_allocator(void **state) {
   }
   for (int i = 0; i < N; i++)
     uvp_promise_release(p[i]);
-  fixture_teardown((void **)&f);
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  fixture_off(f);
 }
 
 int main(void) {
