@@ -157,8 +157,12 @@ static void *carve(uvp__pool_t *pool) {
     c->cap = (bytes - sizeof(*c) - (UVP__ALIGN - 1)) / pool->slot_size;
     c->used = 0;
     c->filled = c->slots;
-    c->next = pool->chunks;
-    pool->chunks = c;
+    c->next = NULL;
+    if (pool->last != NULL)
+      pool->last->next = c;
+    else
+      pool->chunks = c;
+    pool->last = c;
     pool->bytes += bytes + UVP__MALLOC_OVERHEAD;
     pool->allocs++;
   }

@@ -54,7 +54,10 @@ typedef struct uvp__pool_s {
   char *bump_end;       /* ... while below this (in populated memory) */
   size_t live;          /* slots handed out and not yet put back */
   uvp__chunk_t *carve;  /* the chunk `bump` is in (NULL: none yet) */
-  uvp__chunk_t *chunks; /* newest first */
+  uvp__chunk_t *chunks; /* oldest first, so that carving after a rewind
+                           meets populated chunks before the newest one's
+                           unpopulated tail */
+  uvp__chunk_t *last;
   size_t slot_size;
   size_t bytes;
   size_t allocs;

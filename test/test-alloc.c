@@ -394,6 +394,35 @@ static void test_pool_rewinds_once_empty(void **state) {
     uvp_promise_release(p[i]);
 }
 
+/* A rewind after a reservation hands out the reserved slots again, in the
+ * same order: carving restarts at the oldest chunk, so a burst the size of
+ * the reservation never reaches the unreserved (unpopulated) tail of the
+ * newest one.  Enough promises for several chunks. */
+static void test_rewind_reuses_the_reserved_slots(void **state) {
+  fixture_t *f = *state;
+  enum { N = 6000 };
+  static uvp_promise_t *p[N];
+  static uvp_promise_t *first[N];
+  assert_int_equal(uvp_ctx_reserve(f->ctx, N, 0), 0);
+  uvp_ctx_stats_t before, after;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &before), 0);
+  assert_true(before.slab_allocs >= 3);
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < N; i++) {
+      assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+      if (round == 0)
+        first[i] = p[i];
+      else
+        assert_ptr_equal(p[i], first[i]);
+    }
+    for (int i = 0; i < N; i++)
+      uvp_promise_release(p[(size_t)i * 7919 % N]);
+  }
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  assert_int_equal(after.slab_allocs, before.slab_allocs);
+  assert_int_equal(after.slab_bytes, before.slab_bytes);
+}
+
 static void test_reserve_bad_input(void **state) {
   fixture_t *f = *state;
   assert_int_equal(uvp_ctx_reserve(NULL, 1, 1), UV_EINVAL);
@@ -478,6 +507,7 @@ int main(void) {
       FIXTURE_TEST(test_reserved_slots_are_not_pending),
       FIXTURE_TEST(test_reserve_bad_input),
       FIXTURE_TEST(test_pool_rewinds_once_empty),
+      FIXTURE_TEST(test_rewind_reuses_the_reserved_slots),
       cmocka_unit_test(test_reserve_ops_means_no_allocation_later),
       cmocka_unit_test(test_reserve_covers_the_run_queue),
       cmocka_unit_test(test_slabs_prefault_a_window_ahead),
