@@ -1,12 +1,13 @@
 /* uv_tcp_* as promises.
  *
- * A uvp_tcp_t owns its uv_tcp_t through a pointer, because connect_host may
- * need a fresh handle per address tried (a handle whose connect failed
- * cannot be reused).  The connection is freed when the user has closed it,
+ * A uvp_tcp_t reaches its uv_tcp_t through a pointer, because connect_host
+ * may need a fresh handle per address tried (a handle whose connect failed
+ * cannot be reused); the first one is embedded in it.  The connection is freed when the user has closed it,
  * every handle it ever had has run its close callback, and no operation
  * still refers to it.  libuv itself calls back connect, write and shutdown
  * requests with UV_ECANCELED when their handle closes; the pending read has
  * no request, so closing settles it here. */
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,13 @@ struct uvp_tcp_s {
   int handles_open;
   size_t ops;
   bool user_closed;
+  /* The first handle lives here, next to what its callbacks read (one
+   * allocation per connection, and a read callback's walk from the handle
+   * to the read operation crosses one object less).  Only a connect by
+   * name that moves on to the next address while this one is still
+   * closing needs a handle of its own. */
+  bool inline_busy;
+  uv_tcp_t inline_handle;
 };
 
 struct tcpop_s {
@@ -64,20 +72,26 @@ static void maybe_free(uvp_tcp_t *t) {
 
 static void handle_closed(uv_handle_t *h) {
   uvp_tcp_t *t = h->data;
-  uvp__free(h);
+  if (h == (uv_handle_t *)&t->inline_handle)
+    t->inline_busy = false;
+  else
+    uvp__free(h);
   t->handles_open--;
   maybe_free(t);
 }
 
 static int open_handle(uvp_tcp_t *t) {
-  uv_tcp_t *h = uvp__malloc(sizeof(*h));
+  bool inl = !t->inline_busy;
+  uv_tcp_t *h = inl ? &t->inline_handle : uvp__malloc(sizeof(*h));
   if (h == NULL)
     return UV_ENOMEM;
   int rc = uv_tcp_init(t->ctx->loop, h);
   if (rc != 0) {
-    uvp__free(h);
+    if (!inl)
+      uvp__free(h);
     return rc;
   }
+  t->inline_busy |= inl;
   h->data = t;
   t->handle = h;
   t->handles_open++;
@@ -181,7 +195,7 @@ static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
   uvp_tcp_t *t = uvp__malloc(sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;
-  memset(t, 0, sizeof(*t));
+  memset(t, 0, offsetof(uvp_tcp_t, inline_handle)); /* uv_tcp_init: rest */
   t->ctx = ctx;
   int rc = open_handle(t);
   if (rc != 0) {

@@ -2,6 +2,7 @@
  * (127.0.0.1 only): success, refusal, a reset mid-read, a peer that never
  * answers, cancellation before and during, and 1000 concurrent connections.
  * Nothing of libuv is mocked. */
+#include <netdb.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -269,6 +270,122 @@ static void test_connect_host_localhost(void **state) {
   assert_int_equal(uvp_tcp_connect_host(t, name, srv.port, &c), 0);
   run_until(f, c);
   assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+}
+
+/* ---- a resolver answer with several addresses (see the top) -------------- */
+
+int __real_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
+                          uv_getaddrinfo_cb cb, const char *node,
+                          const char *service, const struct addrinfo *hints);
+int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
+                          uv_getaddrinfo_cb cb, const char *node,
+                          const char *service, const struct addrinfo *hints);
+
+static struct {
+  int refusing; /* armed while > 0: this many refusing addresses first */
+  int refused_port;
+  uv_getaddrinfo_cb cb;
+} multi;
+
+/* One node as glibc's freeaddrinfo frees it: the node and its address in
+ * one block, no canonical name. */
+static struct addrinfo *refusing_node(const struct addrinfo *like,
+                                      struct addrinfo *next) {
+  struct node_s {
+    struct addrinfo ai;
+    struct sockaddr_in sin;
+  } *n = calloc(1, sizeof(*n));
+  assert_non_null(n);
+  n->ai = *like;
+  n->ai.ai_canonname = NULL;
+  n->ai.ai_addr = (struct sockaddr *)&n->sin;
+  n->ai.ai_addrlen = sizeof(n->sin);
+  n->ai.ai_next = next;
+  assert_int_equal(uv_ip4_addr("127.0.0.1", multi.refused_port, &n->sin), 0);
+  return &n->ai;
+}
+
+static void multi_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  int k = multi.refusing;
+  multi.refusing = 0;
+  if (status == 0) {
+    for (; k > 0; k--)
+      res = refusing_node(res, res);
+    req->addrinfo = res;
+  }
+  multi.cb(req, status, res);
+}
+
+int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
+                          uv_getaddrinfo_cb cb, const char *node,
+                          const char *service, const struct addrinfo *hints) {
+  if (multi.refusing == 0 || cb == NULL)
+    return __real_uv_getaddrinfo(loop, req, cb, node, service, hints);
+  multi.cb = cb;
+  return __real_uv_getaddrinfo(loop, req, multi_cb, "127.0.0.1", service,
+                               hints);
+}
+
+/* A port that was just free: bind, learn it, close it. */
+static int refusing_port(fixture_t *f) {
+  server_t srv;
+  server_start(f, &srv, SRV_SILENT);
+  int port = srv.port;
+  server_stop(&srv);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  return port;
+}
+
+/* connect_host tries each address in turn, each after a refusal on a fresh
+ * handle (the first is embedded in the connection, later ones are
+ * allocated while it is still closing); the connection then works on the
+ * address that answered, and closing it frees every handle it had
+ * (valgrind and ASan check that). */
+static void test_connect_host_tries_each_address(void **state) {
+  fixture_t *f = *state;
+  int refused = refusing_port(f);
+  server_t srv;
+  server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
+  for (int k = 1; k <= 3; k++) {
+    uvp_tcp_t *t;
+    assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+    uv_tcp_t *first = uvp_tcp_handle(t);
+    multi.refusing = k;
+    multi.refused_port = refused;
+    uvp_promise_t *c, *w, *rd;
+    assert_int_equal(uvp_tcp_connect_host(t, "uvp-test-several", srv.port, &c),
+                     0);
+    run_until(f, c);
+    assert_int_equal(multi.refusing, 0); /* the wrapper answered */
+    /* Fulfilled: the first k addresses refuse, so each was tried. */
+    assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
+    if (k == 1) /* the second attempt's handle opened while the first closed */
+      assert_ptr_not_equal(uvp_tcp_handle(t), first);
+    uvp_promise_release(c);
+    assert_int_equal(uvp_tcp_write(t, "ping", 4, &w), 0);
+    assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
+    run_until(f, rd);
+    assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+    assert_int_equal(uvp_promise_state(rd), UVP_FULFILLED);
+    const uvp_buf_t *b = uvp_promise_value(rd);
+    assert_true(b->len > 0);
+    uvp_promise_release(w);
+    uvp_promise_release(rd);
+    uvp_tcp_close(t);
+  }
+  /* Every address refuses: the last refusal is the reason. */
+  uvp_tcp_t *t;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  multi.refusing = 2;
+  multi.refused_port = refused;
+  uvp_promise_t *c;
+  assert_int_equal(
+      uvp_tcp_connect_host(t, "uvp-test-several", refused, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_reason(c, NULL), UV_ECONNREFUSED);
   uvp_promise_release(c);
   uvp_tcp_close(t);
   server_stop(&srv);
@@ -709,6 +826,7 @@ int main(void) {
       FIXTURE_TEST(test_request_reply),
       FIXTURE_TEST(test_read_all_max_bytes),
       FIXTURE_TEST(test_connect_host_localhost),
+      FIXTURE_TEST(test_connect_host_tries_each_address),
       FIXTURE_TEST(test_connection_refused),
       FIXTURE_TEST(test_peer_resets_mid_read),
       FIXTURE_TEST(test_silent_server_times_out),
