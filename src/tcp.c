@@ -2,11 +2,12 @@
  *
  * A uvp_tcp_t reaches its uv_tcp_t through a pointer, because connect_host
  * may need a fresh handle per address tried (a handle whose connect failed
- * cannot be reused); the first one is embedded in it.  The connection is freed when the user has closed it,
- * every handle it ever had has run its close callback, and no operation
- * still refers to it.  libuv itself calls back connect, write and shutdown
- * requests with UV_ECANCELED when their handle closes; the pending read has
- * no request, so closing settles it here. */
+ * cannot be reused); the first one is embedded in it.  The connection is
+ * freed when the user has closed it, every handle it ever had has run its
+ * close callback, and no operation still refers to it.  libuv itself calls
+ * back connect, write and shutdown requests with UV_ECANCELED when their
+ * handle closes; the pending read has no request, so closing settles it
+ * here. */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>

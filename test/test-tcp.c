@@ -382,8 +382,8 @@ static void test_connect_host_tries_each_address(void **state) {
   multi.refusing = 2;
   multi.refused_port = refused;
   uvp_promise_t *c;
-  assert_int_equal(
-      uvp_tcp_connect_host(t, "uvp-test-several", refused, &c), 0);
+  assert_int_equal(uvp_tcp_connect_host(t, "uvp-test-several", refused, &c),
+                   0);
   run_until(f, c);
   assert_int_equal(uvp_promise_reason(c, NULL), UV_ECONNREFUSED);
   uvp_promise_release(c);
