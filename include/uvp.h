@@ -309,8 +309,9 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
  * read), and a stat result still referenced keeps its operation's room
  * (the uv_stat_t lives there, and libuv's copy of the path is freed with
  * it).  A program about to start many operations calls it before, as a
- * hand-written client allocates its requests before it starts them.  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was
- * reserved stays usable). */
+ * hand-written client allocates its requests before it starts them.
+ * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays
+ * usable). */
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 
 /* Install the unhandled-rejection hook (NULL restores the default: one line

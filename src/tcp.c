@@ -82,17 +82,17 @@ static void handle_closed(uv_handle_t *h) {
 }
 
 static int open_handle(uvp_tcp_t *t) {
-  bool inl = !t->inline_busy;
-  uv_tcp_t *h = inl ? &t->inline_handle : uvp__malloc(sizeof(*h));
+  uv_tcp_t *h = t->inline_busy ? uvp__malloc(sizeof(*h)) : &t->inline_handle;
   if (h == NULL)
     return UV_ENOMEM;
   int rc = uv_tcp_init(t->ctx->loop, h);
   if (rc != 0) {
-    if (!inl)
+    if (h != &t->inline_handle)
       uvp__free(h);
     return rc;
   }
-  t->inline_busy |= inl;
+  if (h == &t->inline_handle)
+    t->inline_busy = true;
   h->data = t;
   t->handle = h;
   t->handles_open++;

@@ -393,12 +393,7 @@ static void test_connect_host_tries_each_address(void **state) {
 
 static void test_connection_refused(void **state) {
   fixture_t *f = *state;
-  /* A port that was just free: bind, learn it, close it. */
-  server_t srv;
-  server_start(f, &srv, SRV_SILENT);
-  int port = srv.port;
-  server_stop(&srv);
-  uv_run(&f->loop, UV_RUN_NOWAIT);
+  int port = refusing_port(f);
   uvp_tcp_t *t;
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
   struct sockaddr_in a;
