@@ -1015,6 +1015,9 @@ static _Atomic size_t watch_len;
 static _Atomic bool watch_armed;
 static void *_Atomic watched;
 static _Atomic bool watched_freed;
+/* If set, its state when the watched block is freed (loop thread only). */
+static uvp_promise_t *watched_owner;
+static int watched_owner_state;
 
 static void *uv_malloc_hook(size_t n) {
   void *p = malloc(n);
@@ -1027,6 +1030,8 @@ static void uv_free_hook(void *p) {
   if (p != NULL && p == atomic_load(&watched)) {
     atomic_store(&watched, NULL);
     atomic_store(&watched_freed, true);
+    if (watched_owner != NULL)
+      watched_owner_state = uvp_promise_state(watched_owner);
   }
   free(p);
 }
@@ -1085,6 +1090,65 @@ static void test_stat_request_cleaned_with_its_result(void **state) {
       uvp_promise_release(p);
       assert_true(atomic_load(&watched_freed));
     }
+  }
+}
+
+typedef struct {
+  bool ran;
+  bool freed_in_handler;
+  int status;
+  int64_t value;
+} seen_t;
+
+static uvp_ret_t note_outcome(void *arg, const uvp_outcome_t *in) {
+  seen_t *seen = arg;
+  seen->ran = true;
+  seen->freed_in_handler = atomic_load(&watched_freed);
+  seen->status = in->status;
+  seen->value = in->status == 0 ? UVP_INT(in->value) : 0;
+  return uvp_ret_pass();
+}
+
+/* Where the value is the result alone (an open's descriptor) or the
+ * request failed (a stat of a missing name), the request is cleaned in
+ * libuv's callback, as a hand-written one does (see simple_cb in
+ * src/fs.c): libuv's copy of the path is freed while the promise is still
+ * pending, and the settle does not clean it again. */
+static void test_request_cleaned_before_settling(void **state) {
+  fixture_t *f = *state;
+  put("request-cleaned-before-settling", "12345", 5);
+  for (int missing = 0; missing < 2; missing++) {
+    const char *path = at(missing ? "request-cleaned-before-settling-not"
+                                  : "request-cleaned-before-settling");
+    atomic_store(&watch_len, strlen(path) + 1);
+    atomic_store(&watched_freed, false);
+    atomic_store(&watched, NULL);
+    atomic_store(&watch_armed, true);
+    uvp_promise_t *p, *d;
+    int rc = missing ? uvp_fs_stat(f->ctx, path, &p)
+                     : uvp_fs_open(f->ctx, path, O_RDONLY, 0, &p);
+    assert_int_equal(rc, 0);
+    atomic_store(&watch_armed, false);
+    assert_non_null(atomic_load(&watched)); /* libuv copied the path */
+    watched_owner = p;
+    watched_owner_state = -1;
+    seen_t seen = {0};
+    assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, note_outcome, &seen, &d),
+                     0);
+    run_loop(f);
+    assert_int_equal(watched_owner_state, UVP_PENDING);
+    watched_owner = NULL;
+    uvp_promise_release(p);
+    assert_true(seen.ran);
+    assert_true(seen.freed_in_handler);
+    if (missing) {
+      assert_int_equal(seen.status, UV_ENOENT);
+    } else {
+      assert_int_equal(seen.status, 0);
+      assert_true(seen.value >= 0);
+      assert_int_equal(close((uv_file)seen.value), 0);
+    }
+    uvp_promise_release(d);
   }
 }
 
@@ -1308,6 +1372,7 @@ int main(int argc, char **argv) {
       TEST(test_handler_hands_request_on),
       TEST(test_handler_keeps_request),
       TEST(test_stat_request_cleaned_with_its_result),
+      TEST(test_request_cleaned_before_settling),
       TEST(test_cancel_handed_on_request),
       TEST(test_teardown_in_flight),
       TEST(test_cancel_while_completion_queued),
