@@ -15,11 +15,8 @@ typedef struct fsop_s {
   uvp_ctx_t *ctx;
   uv_fs_t req;
   union {
-    struct {                /* simple operations */
-      uvp__reaction_t done; /* the completion, queued */
-      bool cleaned;         /* already, by simple_cb */
-    };
-    struct { /* whole-file helpers */
+    uvp__reaction_t done; /* simple operations: the completion, queued */
+    struct {              /* whole-file helpers */
       uv_file fd;
       int err;
       uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
@@ -170,7 +167,8 @@ static void stat_free(void *statbuf) {
 
 /* Whether simple_settle reads more of the finished request than its
  * result: a stat's value lives in it, scandir and realpath copy theirs out
- * of it.  Keep in step with simple_settle's switch. */
+ * of it.  Keep in step with simple_settle's switch.  simple_cb cleans every
+ * other request before simple_settle runs. */
 static bool settle_reads_request(const uv_fs_t *req) {
   if (req->result < 0)
     return false;
@@ -188,7 +186,7 @@ static bool settle_reads_request(const uv_fs_t *req) {
 
 /* Settle p from op's finished request, or release what the request
  * produced if p is NULL or was settled (cancelled) meanwhile.  Cleans the
- * request (unless simple_cb has) and gives the slot back, unless p's value
+ * request if simple_cb has not, and gives the slot back, unless p's value
  * lives in it; does not release p. */
 static void simple_settle(fsop_t *op, uvp_promise_t *p) {
   uv_fs_t *req = &op->req;
@@ -246,7 +244,7 @@ static void simple_settle(fsop_t *op, uvp_promise_t *p) {
     if (keep)
       return; /* cleaned by stat_free */
   }
-  if (!op->cleaned)
+  if (settle_reads_request(req))
     uv_fs_req_cleanup(req);
   uvp__op_slot_put(op->ctx, op);
 }
@@ -279,22 +277,20 @@ static void simple_cb(uv_fs_t *req) {
   fsop_t *op = req->data;
   uvp_ctx_t *ctx = op->ctx;
   uvp_promise_t *p = op->p;
-  if (UVP__UNLIKELY(ctx->closed)) {
-    simple_settle(op, p); /* the sweep has settled p: releases only */
-    uvp__rel(p);
-    return;
-  }
-  op->p = NULL;
   /* Clean now if the settle needs no more than the result, as a
    * hand-written callback does.  The free of libuv's path copy that
    * overflows malloc's per-thread cache in a burst takes a locked
    * instruction, which waits for every store in flight; in the run queue
    * those are the settles' stores to cold promises and reactions (perf:
    * 91% of _int_free's samples on that instruction). */
-  if (!settle_reads_request(req)) {
+  if (!settle_reads_request(req))
     uv_fs_req_cleanup(req);
-    op->cleaned = true;
+  if (UVP__UNLIKELY(ctx->closed)) {
+    simple_settle(op, p); /* the sweep has settled p: releases only */
+    uvp__rel(p);
+    return;
   }
+  op->p = NULL;
   uvp__reaction_init(&op->done, simple_done, op, p, UVP__R_NOTIFY);
   uvp__enqueue(ctx, &op->done);
 #if defined(__GNUC__)

@@ -1019,6 +1019,14 @@ static _Atomic bool watched_freed;
 static uvp_promise_t *watched_owner;
 static int watched_owner_state;
 
+/* Watch the next block libuv allocates for `path` (its copy of it). */
+static void watch_path_copy(const char *path) {
+  atomic_store(&watch_len, strlen(path) + 1);
+  atomic_store(&watched_freed, false);
+  atomic_store(&watched, NULL);
+  atomic_store(&watch_armed, true);
+}
+
 static void *uv_malloc_hook(size_t n) {
   void *p = malloc(n);
   if (p != NULL && n == atomic_load(&watch_len) &&
@@ -1063,10 +1071,7 @@ static void test_stat_request_cleaned_with_its_result(void **state) {
   put("stat-request-cleaned-with-its-result", "12345", 5);
   const char *path = at("stat-request-cleaned-with-its-result");
   for (int keep = 0; keep < 2; keep++) {
-    atomic_store(&watch_len, strlen(path) + 1);
-    atomic_store(&watched_freed, false);
-    atomic_store(&watched, NULL);
-    atomic_store(&watch_armed, true);
+    watch_path_copy(path);
     uvp_promise_t *p, *d;
     assert_int_equal(uvp_fs_stat(f->ctx, path, &p), 0);
     atomic_store(&watch_armed, false);
@@ -1120,10 +1125,7 @@ static void test_request_cleaned_before_settling(void **state) {
   for (int missing = 0; missing < 2; missing++) {
     const char *path = at(missing ? "request-cleaned-before-settling-not"
                                   : "request-cleaned-before-settling");
-    atomic_store(&watch_len, strlen(path) + 1);
-    atomic_store(&watched_freed, false);
-    atomic_store(&watched, NULL);
-    atomic_store(&watch_armed, true);
+    watch_path_copy(path);
     uvp_promise_t *p, *d;
     int rc = missing ? uvp_fs_stat(f->ctx, path, &p)
                      : uvp_fs_open(f->ctx, path, O_RDONLY, 0, &p);
