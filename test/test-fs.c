@@ -1049,17 +1049,32 @@ static void *uv_realloc_hook(void *p, size_t n) {
 }
 static void *uv_calloc_hook(size_t n, size_t size) { return calloc(n, size); }
 
+/* What a handler saw: whether libuv's path copy was already freed, and the
+ * outcome, its value read while the handler runs (a stat's lives only as
+ * long as the result; 0 on failure). */
 typedef struct {
   bool ran;
   bool freed_in_handler;
-  int64_t size;
-} stat_seen_t;
+  int status;
+  int64_t value;
+} seen_t;
 
-static uvp_ret_t note_stat(void *arg, const uvp_outcome_t *in) {
-  stat_seen_t *seen = arg;
+static void note(seen_t *seen, const uvp_outcome_t *in, int64_t value) {
   seen->ran = true;
   seen->freed_in_handler = atomic_load(&watched_freed);
-  seen->size = (int64_t)((const uv_stat_t *)in->value)->st_size;
+  seen->status = in->status;
+  seen->value = value;
+}
+
+static uvp_ret_t note_stat(void *arg, const uvp_outcome_t *in) {
+  note(arg, in,
+       in->status == 0 ? (int64_t)((const uv_stat_t *)in->value)->st_size
+                       : 0);
+  return uvp_ret_pass();
+}
+
+static uvp_ret_t note_outcome(void *arg, const uvp_outcome_t *in) {
+  note(arg, in, in->status == 0 ? UVP_INT(in->value) : 0);
   return uvp_ret_pass();
 }
 
@@ -1076,13 +1091,14 @@ static void test_stat_request_cleaned_with_its_result(void **state) {
     assert_int_equal(uvp_fs_stat(f->ctx, path, &p), 0);
     atomic_store(&watch_armed, false);
     assert_non_null(atomic_load(&watched)); /* libuv copied the path */
-    stat_seen_t seen = {0};
+    seen_t seen = {0};
     assert_int_equal(uvp_promise_then(p, note_stat, &seen, &d), 0);
     if (!keep)
       uvp_promise_release(p);
     run_loop(f);
     assert_true(seen.ran);
-    assert_int_equal(seen.size, 5);
+    assert_int_equal(seen.status, 0);
+    assert_int_equal(seen.value, 5);
     assert_false(seen.freed_in_handler);
     assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
     uvp_promise_release(d);
@@ -1096,22 +1112,6 @@ static void test_stat_request_cleaned_with_its_result(void **state) {
       assert_true(atomic_load(&watched_freed));
     }
   }
-}
-
-typedef struct {
-  bool ran;
-  bool freed_in_handler;
-  int status;
-  int64_t value;
-} seen_t;
-
-static uvp_ret_t note_outcome(void *arg, const uvp_outcome_t *in) {
-  seen_t *seen = arg;
-  seen->ran = true;
-  seen->freed_in_handler = atomic_load(&watched_freed);
-  seen->status = in->status;
-  seen->value = in->status == 0 ? UVP_INT(in->value) : 0;
-  return uvp_ret_pass();
 }
 
 /* Where the value is the result alone (an open's descriptor) or the
