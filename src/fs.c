@@ -10,10 +10,11 @@
 
 typedef struct fsop_s {
   uvp_promise_t *p; /* first: UVP__OP_MOVABLE; NULL once `done` is queued */
-  /* The slot's owner, also once `p` is being destroyed.  Next to `p`, so
-   * that a completion finds both on one cache line (with req.data). */
+  /* The slot's owner, also once `p` is being destroyed.  Next to `p`, and
+   * `done` right after them: a completion reads the two and writes `done`
+   * on one cache line, where `done` after the request cost it a line of
+   * its own, cold by then. */
   uvp_ctx_t *ctx;
-  uv_fs_t req;
   union {
     uvp__reaction_t done; /* simple operations: the completion, queued */
     struct {              /* whole-file helpers */
@@ -27,6 +28,7 @@ typedef struct fsop_s {
       size_t len;
     };
   };
+  uv_fs_t req;
 } fsop_t;
 
 _Static_assert(sizeof(fsop_t) <= UVP__OP_SLOT, "an fs operation fits a slot");
@@ -43,7 +45,7 @@ static void fs_cancel(uvp_promise_t *p, void *arg) {
 }
 
 static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
-                      uvp_promise_t **out, int *rc) {
+                      bool whole, uvp_promise_t **out, int *rc) {
   *rc = UV_EINVAL;
   if (ctx == NULL || out == NULL)
     return NULL;
@@ -54,12 +56,16 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
   fsop_t *op = uvp__op_slot_get(ctx);
   if (op == NULL)
     return NULL;
-  /* Only uvp's own fields: uv_fs_*() sets every field of the request it
-   * or uv_fs_req_cleanup() reads before it can fail, and zeroing the whole
-   * slot stored to each of its eight cache lines, most of which libuv
-   * never touches. */
-  memset(&op->done, 0, sizeof(*op) - offsetof(fsop_t, done));
-  op->fd = -1;
+  /* Only uvp's own fields, and only those this kind of operation reads:
+   * uv_fs_*() sets every field of the request it or uv_fs_req_cleanup()
+   * reads before it can fail, and a simple operation's only field of its
+   * own, `done`, is written when it completes.  Zeroing more stored to
+   * lines libuv never touches (the slot's last user is long gone, so
+   * each is a miss). */
+  if (whole) {
+    memset(&op->fd, 0, offsetof(fsop_t, req) - offsetof(fsop_t, fd));
+    op->fd = -1;
+  }
   op->ctx = ctx;
   op->p = uvp__op_new(ctx, file, line, fs_cancel, op);
   if (op->p == NULL) {
@@ -73,20 +79,21 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
 }
 
 /* libuv refused synchronously: nothing is in flight. */
-static int op_abort(fsop_t *op, int rc) {
+static int op_abort(fsop_t *op, int rc, bool whole) {
   uv_fs_req_cleanup(&op->req);
   uvp_promise_t *p = op->p;
   p->flags &= (uint8_t)~UVP__F_CANCEL;
   uvp__rel(p);
   uvp__rel(p);
-  uvp__free(op->buf);
+  if (whole)
+    uvp__free(op->buf);
   uvp__op_slot_put(op->ctx, op);
   return rc;
 }
 
-static int op_started(fsop_t *op, int rc, uvp_promise_t **out) {
+static int op_started(fsop_t *op, int rc, bool whole, uvp_promise_t **out) {
   if (rc != 0)
-    return op_abort(op, rc);
+    return op_abort(op, rc, whole);
   *out = op->p;
   return 0;
 }
@@ -291,8 +298,9 @@ static void simple_cb(uv_fs_t *req) {
     return;
   }
   op->p = NULL;
-  uvp__reaction_init(&op->done, simple_done, op, p, UVP__R_NOTIFY);
-  uvp__enqueue(ctx, &op->done);
+  uvp__reaction_init(&op->done, simple_done, op, p,
+                     UVP__R_NOTIFY | UVP__R_COMPLETION);
+  uvp__enqueue_completion(ctx, &op->done);
 #if defined(__GNUC__)
   __builtin_prefetch(p, 1);
 #endif
@@ -300,10 +308,10 @@ static void simple_cb(uv_fs_t *req) {
 
 #define SIMPLE(call)                                                           \
   int rc;                                                                      \
-  fsop_t *op = op_new(ctx, file, line, out, &rc);                              \
+  fsop_t *op = op_new(ctx, file, line, false, out, &rc);                       \
   if (op == NULL)                                                              \
     return rc;                                                                 \
-  return op_started(op, (call), out)
+  return op_started(op, (call), false, out)
 
 int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
                    uvp_promise_t **out, const char *file, int line) {
@@ -510,12 +518,13 @@ int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
   if (path == NULL)
     return UV_EINVAL;
   int rc;
-  fsop_t *op = op_new(ctx, file, line, out, &rc);
+  fsop_t *op = op_new(ctx, file, line, true, out, &rc);
   if (op == NULL)
     return rc;
   op->max = max;
   return op_started(
-      op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), out);
+      op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), true,
+      out);
 }
 
 int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
@@ -524,7 +533,7 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
   if (path == NULL || (data == NULL && len > 0))
     return UV_EINVAL;
   int rc;
-  fsop_t *op = op_new(ctx, file, line, out, &rc);
+  fsop_t *op = op_new(ctx, file, line, true, out, &rc);
   if (op == NULL)
     return rc;
   op->data = data != NULL ? data : "";
@@ -532,5 +541,5 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
   return op_started(op,
                     uv_fs_open(ctx->loop, &op->req, path,
                                O_WRONLY | O_CREAT | O_TRUNC, 0644, whole_cb),
-                    out);
+                    true, out);
 }

@@ -187,19 +187,26 @@ enum {
   UVP__R_EMBEDDED = 32u, /* lives in its owner's memory, not the pool; only
                           * with NOTIFY */
   UVP__R_CELL = 64u,     /* a cell (with NOTIFY and EMBEDDED): see above */
-  UVP__R_TAG = 15u       /* the bits of `target` that hold the kind */
+  UVP__R_COMPLETION = 128u, /* with NOTIFY and EMBEDDED: a wrapper's
+                             * operation finished; running it settles the
+                             * operation's promise and calls nothing of the
+                             * user's (see uvp__enqueue_completion) */
+  UVP__R_TAG = 15u /* the bits of `target` that hold the kind */
 };
 
-/* Seven flags in four bits: the low four are stored as they are, and the
- * three NOTIFY kinds take codes no other combination uses (NODERIVED
- * alone, NODERIVED|FINALLY without either outcome, and
- * NODERIVED|ON_ERR|FINALLY). */
+/* Eight flags in four bits: the low four are stored as they are, and the
+ * four NOTIFY kinds take codes no other combination uses (NODERIVED alone,
+ * NODERIVED|FINALLY without either outcome, NODERIVED|ON_ERR|FINALLY and
+ * NODERIVED|ON_OK|FINALLY: FINALLY always comes with both outcomes). */
 #define UVP__R_CODE_NOTIFY 1u
 #define UVP__R_CODE_NOTIFY_EMBEDDED 9u
 #define UVP__R_CODE_CELL 13u
+#define UVP__R_CODE_COMPLETION 11u
 static inline uintptr_t uvp__rtag(unsigned flags) {
   if (flags & UVP__R_CELL)
     return UVP__R_CODE_CELL;
+  if (flags & UVP__R_COMPLETION)
+    return UVP__R_CODE_COMPLETION;
   if (flags & UVP__R_NOTIFY)
     return (flags & UVP__R_EMBEDDED) ? UVP__R_CODE_NOTIFY_EMBEDDED
                                      : UVP__R_CODE_NOTIFY;
@@ -208,8 +215,12 @@ static inline uintptr_t uvp__rtag(unsigned flags) {
 static inline unsigned uvp__rflags(const uvp__reaction_t *r) {
   static const unsigned char flags[16] = {
       0, 1 | 2 | 4 | 16, 2, 3, 4, 5, 6, 7,
-      8, 1 | 2 | 4 | 16 | 32, 10, 11, 12, 1 | 2 | 4 | 16 | 32 | 64, 14, 15};
+      8, 1 | 2 | 4 | 16 | 32, 10, 1 | 2 | 4 | 16 | 32 | 128, 12,
+      1 | 2 | 4 | 16 | 32 | 64, 14, 15};
   return flags[r->target & UVP__R_TAG];
+}
+static inline bool uvp__is_completion(const uvp__reaction_t *r) {
+  return (r->target & UVP__R_TAG) == UVP__R_CODE_COMPLETION;
 }
 static inline bool uvp__is_cell(const uvp__reaction_t *r) {
   return (r->target & UVP__R_TAG) == UVP__R_CODE_CELL;
@@ -376,6 +387,7 @@ struct uvp_ctx_s {
   uvp__reaction_t *spill;
   uvp__reaction_t *spill_tail;
   size_t queued;
+  size_t completions; /* how many of `queued` are R_COMPLETION */
   unsigned int budget;
   bool idle_active;
   bool closed;        /* written by the loop thread under `mu` */
@@ -484,6 +496,10 @@ static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   ctx->queued++;
 }
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Queue a wrapper's finished operation: r (R_NOTIFY|R_COMPLETION, embedded
+ * in the operation) settles the operation's promise when it runs.  The
+ * drain counts these apart from reactions: see drain in sched.c. */
+void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__reaction_t *r);
 void uvp__wake_slow(uvp_ctx_t *ctx);
 /* After splicing into the queue: make sure the queue will be drained. */
 static inline void uvp__wake(uvp_ctx_t *ctx) {

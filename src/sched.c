@@ -95,12 +95,17 @@ struct uvp__msg_s {
 /* The next reaction to run; the queue is not empty. */
 static uvp__reaction_t *queue_pop(uvp_ctx_t *ctx) {
   ctx->queued--;
-  if (ctx->rhead != ctx->rtail)
-    return ctx->ring[ctx->rhead++ & (ctx->ring_cap - 1)];
-  uvp__reaction_t *r = ctx->spill;
-  ctx->spill = r->next;
-  if (ctx->spill == NULL)
-    ctx->spill_tail = NULL;
+  uvp__reaction_t *r;
+  if (ctx->rhead != ctx->rtail) {
+    r = ctx->ring[ctx->rhead++ & (ctx->ring_cap - 1)];
+  } else {
+    r = ctx->spill;
+    ctx->spill = r->next;
+    if (ctx->spill == NULL)
+      ctx->spill_tail = NULL;
+  }
+  if (uvp__is_completion(r))
+    ctx->completions--;
   return r;
 }
 
@@ -177,9 +182,30 @@ static void drain(uvp_ctx_t *ctx) {
                                          : uvp__reaction_target(s));
     }
 #endif
+    /* A completion settles a promise whose reaction goes to the end of
+     * the queue.  If only completions wait there, that reaction would run
+     * before anything they queue, so it runs now, before they settle,
+     * instead of after a trip through the queue.  That is the order of
+     * completions arriving one per loop iteration, and Node's, which runs
+     * the promise jobs of each I/O callback before the next callback;
+     * reactions queued earlier still run first. */
+    bool alone = ctx->queued == ctx->completions && uvp__is_completion(r);
     uvp__run_reaction(ctx, r);
     if (ctx->closed)
       break;
+    if (alone && ctx->queued == ctx->completions + 1 && ctx->spill == NULL &&
+        !loop->stop_flag && budget != 0) {
+      size_t last = (ctx->rtail - 1) & (ctx->ring_cap - 1);
+      uvp__reaction_t *next = ctx->ring[last];
+      if (!uvp__is_completion(next)) {
+        budget--;
+        ctx->rtail--;
+        ctx->queued--;
+        uvp__run_reaction(ctx, next);
+        if (ctx->closed)
+          break;
+      }
+    }
   }
   if (ctx->queued == 0 && ctx->idle_active && !ctx->closed) {
     uv_idle_stop(&ctx->idle);
@@ -205,6 +231,12 @@ void uvp__wake_slow(uvp_ctx_t *ctx) {
 
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__queue_push(ctx, r);
+  uvp__wake(ctx);
+}
+
+void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp__queue_push(ctx, r);
+  ctx->completions++;
   uvp__wake(ctx);
 }
 

@@ -1322,6 +1322,89 @@ static void test_teardown_while_completion_queued(void **state) {
   open_and_act_in_window(*state, true, UVP_ECLOSED);
 }
 
+/* ---- the order of completions and their handlers ------------------------- */
+
+/* Two stats finish in the pool before the loop runs, so libuv reports both
+ * in one iteration and both completions are queued together.  The handler
+ * of whichever settles first runs before the other promise settles
+ * (src/sched.c: drain), as Node runs each I/O callback's promise jobs
+ * before the next callback.  A reaction that handler queues is then waiting
+ * in the queue, so the other handler runs after it; a reaction queued
+ * before the completions runs before both. */
+typedef struct {
+  trace_t t;
+  uvp_promise_t *stat[2]; /* borrowed */
+  uvp_state_t other_seen[2];
+  uvp_promise_t *later; /* resolved by the first stat handler to run */
+} arrival_t;
+
+static uvp_ret_t arrival_early(void *arg, const uvp_outcome_t *in) {
+  arrival_t *a = arg;
+  (void)in;
+  trace_push(&a->t, 0);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t arrival_later(void *arg, const uvp_outcome_t *in) {
+  arrival_t *a = arg;
+  (void)in;
+  trace_push(&a->t, 3);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t arrival_stat(arrival_t *a, int i) {
+  trace_push(&a->t, 1 + i);
+  a->other_seen[i] = uvp_promise_state(a->stat[1 - i]);
+  if (a->other_seen[i] == UVP_PENDING)
+    assert_int_equal(uvp_promise_resolve(a->later, NULL, NULL), 0);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t arrival_stat0(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  return arrival_stat(arg, 0);
+}
+
+static uvp_ret_t arrival_stat1(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  return arrival_stat(arg, 1);
+}
+
+static void test_completion_handlers_in_arrival_order(void **state) {
+  fixture_t *f = *state;
+  put("a", "x", 1);
+  arrival_t a = {0};
+  uvp_promise_t *early;
+  assert_int_equal(uvp_fs_stat(f->ctx, at("a"), &a.stat[0]), 0);
+  assert_int_equal(uvp_fs_stat(f->ctx, at("missing"), &a.stat[1]), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &a.later), 0);
+  assert_int_equal(
+      uvp_promise_on(a.later, UVP_ON_BOTH, arrival_later, &a, NULL), 0);
+  assert_int_equal(
+      uvp_promise_on(a.stat[0], UVP_ON_BOTH, arrival_stat0, &a, NULL), 0);
+  assert_int_equal(
+      uvp_promise_on(a.stat[1], UVP_ON_BOTH, arrival_stat1, &a, NULL), 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &early), 0);
+  assert_int_equal(uvp_promise_on(early, UVP_ON_BOTH, arrival_early, &a, NULL),
+                   0);
+  uv_sleep(200); /* both stats finish before libuv is asked */
+  run_loop(f);
+  assert_int_equal(a.t.n, 4);
+  assert_int_equal(a.t.ev[0], 0);
+  int first = a.t.ev[1] - 1; /* whichever stat libuv reported first */
+  assert_true(first == 0 || first == 1);
+  assert_int_equal(a.other_seen[first], UVP_PENDING);
+  assert_int_equal(a.t.ev[2], 3);
+  assert_int_equal(a.t.ev[3], 1 + (1 - first));
+  assert_int_equal(a.other_seen[1 - first],
+                   first == 0 ? UVP_FULFILLED : UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(a.stat[1], NULL), UV_ENOENT);
+  uvp_promise_release(a.stat[0]);
+  uvp_promise_release(a.stat[1]);
+  uvp_promise_release(a.later);
+  uvp_promise_release(early);
+}
+
 /* ---- argument errors ----------------------------------------------------------- */
 
 static void test_bad_input(void **state) {
@@ -1379,6 +1462,7 @@ int main(int argc, char **argv) {
       TEST(test_teardown_in_flight),
       TEST(test_cancel_while_completion_queued),
       TEST(test_teardown_while_completion_queued),
+      TEST(test_completion_handlers_in_arrival_order),
       TEST(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
