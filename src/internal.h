@@ -496,15 +496,21 @@ static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   ctx->queued++;
 }
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
-/* Queue a wrapper's finished operation: r (R_NOTIFY|R_COMPLETION, embedded
- * in the operation) settles the operation's promise when it runs.  The
- * drain counts these apart from reactions: see drain in sched.c. */
-void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__reaction_t *r);
 void uvp__wake_slow(uvp_ctx_t *ctx);
 /* After splicing into the queue: make sure the queue will be drained. */
 static inline void uvp__wake(uvp_ctx_t *ctx) {
   if (UVP__UNLIKELY(!ctx->idle_active))
     uvp__wake_slow(ctx);
+}
+/* Queue a wrapper's finished operation: r (R_NOTIFY|R_COMPLETION, embedded
+ * in the operation, its target the operation's promise) settles that
+ * promise when it runs.  The drain counts these apart from reactions (see
+ * drain in sched.c) and runs them with uvp__run_completion. */
+static inline void uvp__enqueue_completion(uvp_ctx_t *ctx,
+                                           uvp__reaction_t *r) {
+  uvp__queue_push(ctx, r);
+  ctx->completions++;
+  uvp__wake(ctx);
 }
 /* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
 enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
@@ -520,6 +526,10 @@ void uvp__ctx_drop(uvp_ctx_t *ctx);
 /* ---- promise core (promise.c) ------------------------------------------ */
 
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Run a queued completion (R_COMPLETION): its callback gets an outcome that
+ * says nothing (only NULL, a drop, means anything to it), then the queue's
+ * reference to the promise is released. */
+void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r);
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued);
 int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
 int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
@@ -533,8 +543,14 @@ uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
                                    uvp_promise_t *target, unsigned flags);
 /* Fill in a reaction its owner allocated (R_EMBEDDED): the core never frees
  * it, and it may be looked at after it ran or was dropped. */
-void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
-                        uvp_promise_t *target, unsigned flags);
+static inline void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb,
+                                      void *arg, uvp_promise_t *target,
+                                      unsigned flags) {
+  r->next = NULL;
+  r->cb = cb;
+  r->arg = arg;
+  r->target = (uintptr_t)target | uvp__rtag(flags | UVP__R_EMBEDDED);
+}
 /* Register r on p (which it observes); marks p handled. */
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
 /* Push r on pending p's reaction list. */

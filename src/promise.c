@@ -801,6 +801,15 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     rel_in(ctx, d);
 }
 
+/* The generic path above would find the same: an embedded NOTIFY reaction
+ * with no derived promise.  A burst of I/O runs one per operation. */
+void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  static const uvp_outcome_t nothing = {0, NULL, NULL};
+  uvp_promise_t *p = TARGET(r);
+  (void)r->cb(r->arg, &nothing);
+  rel_in(ctx, p);
+}
+
 /* ---- teardown ------------------------------------------------------------ */
 
 static void sweep_one(void *slot, void *arg) {
@@ -894,14 +903,6 @@ uvp_promise_t *uvp__promise_new(uvp_ctx_t *ctx, const char *file, int line) {
 uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
                                    uvp_promise_t *target, unsigned flags) {
   return reaction_alloc(ctx, cb, arg, target, flags);
-}
-
-void uvp__reaction_init(uvp__reaction_t *r, uvp_then_cb cb, void *arg,
-                        uvp_promise_t *target, unsigned flags) {
-  r->next = NULL;
-  r->cb = cb;
-  r->arg = arg;
-  r->target = (uintptr_t)target | uvp__rtag(flags | UVP__R_EMBEDDED);
 }
 
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {

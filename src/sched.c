@@ -182,6 +182,12 @@ static void drain(uvp_ctx_t *ctx) {
                                          : uvp__reaction_target(s));
     }
 #endif
+    if (!uvp__is_completion(r)) {
+      uvp__run_reaction(ctx, r);
+      if (ctx->closed)
+        break;
+      continue;
+    }
     /* A completion settles a promise whose reaction goes to the end of
      * the queue.  If only completions wait there, that reaction would run
      * before anything they queue, so it runs now, before they settle,
@@ -189,8 +195,8 @@ static void drain(uvp_ctx_t *ctx) {
      * completions arriving one per loop iteration, and Node's, which runs
      * the promise jobs of each I/O callback before the next callback;
      * reactions queued earlier still run first. */
-    bool alone = ctx->queued == ctx->completions && uvp__is_completion(r);
-    uvp__run_reaction(ctx, r);
+    bool alone = ctx->queued == ctx->completions;
+    uvp__run_completion(ctx, r);
     if (ctx->closed)
       break;
     if (alone && ctx->queued == ctx->completions + 1 && ctx->spill == NULL &&
@@ -231,12 +237,6 @@ void uvp__wake_slow(uvp_ctx_t *ctx) {
 
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__queue_push(ctx, r);
-  uvp__wake(ctx);
-}
-
-void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
-  uvp__queue_push(ctx, r);
-  ctx->completions++;
   uvp__wake(ctx);
 }
 
