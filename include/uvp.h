@@ -843,10 +843,10 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    after that iteration's I/O callbacks, not inside libuv's callback: a
  *    burst of completions is then settled with its promises loaded ahead
  *    of use.  A cancel in between still wins, as below.  When nothing but
- *    such settles is queued, a settled promise's handler runs before the
- *    next of them: in the order of completions reported one per
- *    iteration, as Node runs the promise jobs of each I/O callback before
- *    the next callback;
+ *    such settles is queued, the handler of a promise that has only one
+ *    runs before the next of them settles: the order of completions
+ *    reported one per iteration, and Node's, which runs the promise jobs
+ *    of each I/O callback before the next callback;
  *  - can be cancelled with uvp_promise_cancel() (or through timeouts, and
  *    the losers of race/any with UVP_CANCEL_LOSERS): the promise rejects
  *    with UV_ECANCELED at once.  Thread-pool requests (fs, getaddrinfo,
