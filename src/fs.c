@@ -45,7 +45,7 @@ static void fs_cancel(uvp_promise_t *p, void *arg) {
 }
 
 static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
-                      bool whole, uvp_promise_t **out, int *rc) {
+                      uvp_promise_t **out, int *rc) {
   *rc = UV_EINVAL;
   if (ctx == NULL || out == NULL)
     return NULL;
@@ -56,16 +56,12 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
   fsop_t *op = uvp__op_slot_get(ctx);
   if (op == NULL)
     return NULL;
-  /* Only uvp's own fields, and only those this kind of operation reads:
-   * uv_fs_*() sets every field of the request it or uv_fs_req_cleanup()
-   * reads before it can fail, and a simple operation's only field of its
-   * own, `done`, is written when it completes.  Zeroing more stored to
-   * lines libuv never touches (the slot's last user is long gone, so
-   * each is a miss). */
-  if (whole) {
-    memset(&op->fd, 0, offsetof(fsop_t, req) - offsetof(fsop_t, fd));
-    op->fd = -1;
-  }
+  /* Nothing else is initialised here: uv_fs_*() sets every field of the
+   * request it or uv_fs_req_cleanup() reads before it can fail, a simple
+   * operation's only field of its own, `done`, is written when it
+   * completes, and the whole-file helpers set theirs (whole_new).
+   * Zeroing more stored to lines libuv never touches, each a miss by now
+   * (the slot's last user is long gone). */
   op->ctx = ctx;
   op->p = uvp__op_new(ctx, file, line, fs_cancel, op);
   if (op->p == NULL) {
@@ -78,22 +74,21 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
   return op;
 }
 
-/* libuv refused synchronously: nothing is in flight. */
-static int op_abort(fsop_t *op, int rc, bool whole) {
+/* libuv refused the first request synchronously: nothing is in flight,
+ * and a whole-file helper has not allocated its buffer yet. */
+static int op_abort(fsop_t *op, int rc) {
   uv_fs_req_cleanup(&op->req);
   uvp_promise_t *p = op->p;
   p->flags &= (uint8_t)~UVP__F_CANCEL;
   uvp__rel(p);
   uvp__rel(p);
-  if (whole)
-    uvp__free(op->buf);
   uvp__op_slot_put(op->ctx, op);
   return rc;
 }
 
-static int op_started(fsop_t *op, int rc, bool whole, uvp_promise_t **out) {
+static int op_started(fsop_t *op, int rc, uvp_promise_t **out) {
   if (rc != 0)
-    return op_abort(op, rc, whole);
+    return op_abort(op, rc);
   *out = op->p;
   return 0;
 }
@@ -308,10 +303,10 @@ static void simple_cb(uv_fs_t *req) {
 
 #define SIMPLE(call)                                                           \
   int rc;                                                                      \
-  fsop_t *op = op_new(ctx, file, line, false, out, &rc);                       \
+  fsop_t *op = op_new(ctx, file, line, out, &rc);                              \
   if (op == NULL)                                                              \
     return rc;                                                                 \
-  return op_started(op, (call), false, out)
+  return op_started(op, (call), out)
 
 int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
                    uvp_promise_t **out, const char *file, int line) {
@@ -375,6 +370,16 @@ int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
 /* Each step re-uses op->req.  Any failure or a cancellation closes the file
  * first (when open) and settles in the close callback. */
 static void whole_cb(uv_fs_t *req);
+
+static fsop_t *whole_new(uvp_ctx_t *ctx, const char *file, int line,
+                         uvp_promise_t **out, int *rc) {
+  fsop_t *op = op_new(ctx, file, line, out, rc);
+  if (op != NULL) {
+    memset(&op->fd, 0, offsetof(fsop_t, req) - offsetof(fsop_t, fd));
+    op->fd = -1;
+  }
+  return op;
+}
 
 static void whole_close(fsop_t *op, int err) {
   if (op->err == 0)
@@ -518,13 +523,12 @@ int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
   if (path == NULL)
     return UV_EINVAL;
   int rc;
-  fsop_t *op = op_new(ctx, file, line, true, out, &rc);
+  fsop_t *op = whole_new(ctx, file, line, out, &rc);
   if (op == NULL)
     return rc;
   op->max = max;
   return op_started(
-      op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), true,
-      out);
+      op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), out);
 }
 
 int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
@@ -533,7 +537,7 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
   if (path == NULL || (data == NULL && len > 0))
     return UV_EINVAL;
   int rc;
-  fsop_t *op = op_new(ctx, file, line, true, out, &rc);
+  fsop_t *op = whole_new(ctx, file, line, out, &rc);
   if (op == NULL)
     return rc;
   op->data = data != NULL ? data : "";
@@ -541,5 +545,5 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
   return op_started(op,
                     uv_fs_open(ctx->loop, &op->req, path,
                                O_WRONLY | O_CREAT | O_TRUNC, 0644, whole_cb),
-                    true, out);
+                    out);
 }
