@@ -842,11 +842,15 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    file operation settles from uvp's run queue, like a handler, right
  *    after that iteration's I/O callbacks, not inside libuv's callback: a
  *    burst of completions is then settled with its promises loaded ahead
- *    of use.  A cancel in between still wins, as below.  When nothing but
- *    such settles is queued, the handler of a promise that has only one
- *    runs before the next of them settles: the order of completions
- *    reported one per iteration, and Node's, which runs the promise jobs
- *    of each I/O callback before the next callback;
+ *    of use.  A cancel in between still wins, as below.  Such a settle
+ *    waits until no handler is queued, and its handlers, with everything
+ *    they queue in turn, run before the next of them settles: the order
+ *    of completions reported one per iteration, and Node's, which runs the
+ *    promise jobs of each I/O callback before the next callback.  Unlike
+ *    Node, an endless chain of handlers does not hold them back for good:
+ *    if a scheduler callback (see uvp_ctx_set_budget) ends without having
+ *    found a moment for any of them, those it left waiting run first in
+ *    the next one;
  *  - can be cancelled with uvp_promise_cancel() (or through timeouts, and
  *    the losers of race/any with UVP_CANCEL_LOSERS): the promise rejects
  *    with UV_ECANCELED at once.  Thread-pool requests (fs, getaddrinfo,

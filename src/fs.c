@@ -33,6 +33,14 @@ typedef struct fsop_s {
 
 _Static_assert(sizeof(fsop_t) <= UVP__OP_SLOT, "an fs operation fits a slot");
 
+/* The operation from its request by address, not through req->data: the
+ * request's first line (data, type) is one that neither libuv's completion
+ * nor uv_fs_req_cleanup() reads, so a completion in a burst, which finds
+ * every line of a request cold, saves one miss. */
+static fsop_t *op_of(uv_fs_t *req) {
+  return (fsop_t *)((char *)req - offsetof(fsop_t, req));
+}
+
 static void fs_cancel(uvp_promise_t *p, void *arg) {
   fsop_t *op = arg;
   (void)p;
@@ -69,7 +77,6 @@ static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
     return NULL;
   }
   UVP__OP_MOVABLE(fsop_t, op);
-  op->req.data = op;
   *rc = 0;
   return op;
 }
@@ -276,7 +283,7 @@ static uvp_ret_t simple_done(void *arg, const uvp_outcome_t *in) {
  * longer names its promise, so that it cannot be handed to another
  * (take_over) nor cancelled in libuv. */
 static void simple_cb(uv_fs_t *req) {
-  fsop_t *op = req->data;
+  fsop_t *op = op_of(req);
   uvp_ctx_t *ctx = op->ctx;
   uvp_promise_t *p = op->p;
   /* Clean now if the settle needs no more than the result, as a
@@ -293,8 +300,7 @@ static void simple_cb(uv_fs_t *req) {
     return;
   }
   op->p = NULL;
-  uvp__reaction_init(&op->done, simple_done, op, p,
-                     UVP__R_NOTIFY | UVP__R_COMPLETION);
+  uvp__reaction_init(&op->done, simple_done, op, p, UVP__R_NOTIFY);
   uvp__enqueue_completion(ctx, &op->done);
 #if defined(__GNUC__)
   __builtin_prefetch(p, 1);
@@ -435,7 +441,7 @@ static void write_next(fsop_t *op) {
 }
 
 static void whole_cb(uv_fs_t *req) {
-  fsop_t *op = req->data;
+  fsop_t *op = op_of(req);
   ssize_t result = req->result;
   uv_fs_type type = req->fs_type;
   uint64_t st_size = req->statbuf.st_size;

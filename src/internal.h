@@ -187,26 +187,19 @@ enum {
   UVP__R_EMBEDDED = 32u, /* lives in its owner's memory, not the pool; only
                           * with NOTIFY */
   UVP__R_CELL = 64u,     /* a cell (with NOTIFY and EMBEDDED): see above */
-  UVP__R_COMPLETION = 128u, /* with NOTIFY and EMBEDDED: a wrapper's
-                             * operation finished; running it settles the
-                             * operation's promise and calls nothing of the
-                             * user's (see uvp__enqueue_completion) */
-  UVP__R_TAG = 15u /* the bits of `target` that hold the kind */
+  UVP__R_TAG = 15u       /* the bits of `target` that hold the kind */
 };
 
-/* Eight flags in four bits: the low four are stored as they are, and the
- * four NOTIFY kinds take codes no other combination uses (NODERIVED alone,
- * NODERIVED|FINALLY without either outcome, NODERIVED|ON_ERR|FINALLY and
- * NODERIVED|ON_OK|FINALLY: FINALLY always comes with both outcomes). */
+/* Seven flags in four bits: the low four are stored as they are, and the
+ * three NOTIFY kinds take codes no other combination uses (NODERIVED
+ * alone, NODERIVED|FINALLY without either outcome, and
+ * NODERIVED|ON_ERR|FINALLY). */
 #define UVP__R_CODE_NOTIFY 1u
 #define UVP__R_CODE_NOTIFY_EMBEDDED 9u
 #define UVP__R_CODE_CELL 13u
-#define UVP__R_CODE_COMPLETION 11u
 static inline uintptr_t uvp__rtag(unsigned flags) {
   if (flags & UVP__R_CELL)
     return UVP__R_CODE_CELL;
-  if (flags & UVP__R_COMPLETION)
-    return UVP__R_CODE_COMPLETION;
   if (flags & UVP__R_NOTIFY)
     return (flags & UVP__R_EMBEDDED) ? UVP__R_CODE_NOTIFY_EMBEDDED
                                      : UVP__R_CODE_NOTIFY;
@@ -215,12 +208,8 @@ static inline uintptr_t uvp__rtag(unsigned flags) {
 static inline unsigned uvp__rflags(const uvp__reaction_t *r) {
   static const unsigned char flags[16] = {
       0, 1 | 2 | 4 | 16, 2, 3, 4, 5, 6, 7,
-      8, 1 | 2 | 4 | 16 | 32, 10, 1 | 2 | 4 | 16 | 32 | 128, 12,
-      1 | 2 | 4 | 16 | 32 | 64, 14, 15};
+      8, 1 | 2 | 4 | 16 | 32, 10, 11, 12, 1 | 2 | 4 | 16 | 32 | 64, 14, 15};
   return flags[r->target & UVP__R_TAG];
-}
-static inline bool uvp__is_completion(const uvp__reaction_t *r) {
-  return (r->target & UVP__R_TAG) == UVP__R_CODE_COMPLETION;
 }
 static inline bool uvp__is_cell(const uvp__reaction_t *r) {
   return (r->target & UVP__R_TAG) == UVP__R_CODE_CELL;
@@ -386,8 +375,14 @@ struct uvp_ctx_s {
   size_t rtail;
   uvp__reaction_t *spill;
   uvp__reaction_t *spill_tail;
-  size_t queued;
-  size_t completions; /* how many of `queued` are R_COMPLETION */
+  /* Wrappers' finished operations wait apart, in arrival order, and run
+   * when no reaction is queued (see drain in sched.c): each one's handlers
+   * then run before the next one settles.  Linked through `next`. */
+  uvp__reaction_t *chead;
+  uvp__reaction_t *ctail;
+  size_t queued;      /* reactions and completions */
+  size_t completions; /* how many of `queued` wait on chead */
+  size_t overdue;     /* completions a drain had no moment to run */
   unsigned int budget;
   bool idle_active;
   bool closed;        /* written by the loop thread under `mu` */
@@ -502,14 +497,20 @@ static inline void uvp__wake(uvp_ctx_t *ctx) {
   if (UVP__UNLIKELY(!ctx->idle_active))
     uvp__wake_slow(ctx);
 }
-/* Queue a wrapper's finished operation: r (R_NOTIFY|R_COMPLETION, embedded
+/* Queue a wrapper's finished operation: r (R_NOTIFY, embedded
  * in the operation, its target the operation's promise) settles that
- * promise when it runs.  The drain counts these apart from reactions (see
- * drain in sched.c) and runs them with uvp__run_completion. */
+ * promise when it runs.  It waits behind queued reactions, not in the ring
+ * (see drain in sched.c), and runs with uvp__run_completion. */
 static inline void uvp__enqueue_completion(uvp_ctx_t *ctx,
                                            uvp__reaction_t *r) {
-  uvp__queue_push(ctx, r);
+  r->next = NULL;
+  if (ctx->ctail != NULL)
+    ctx->ctail->next = r;
+  else
+    ctx->chead = r;
+  ctx->ctail = r;
   ctx->completions++;
+  ctx->queued++;
   uvp__wake(ctx);
 }
 /* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
@@ -526,7 +527,7 @@ void uvp__ctx_drop(uvp_ctx_t *ctx);
 /* ---- promise core (promise.c) ------------------------------------------ */
 
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r);
-/* Run a queued completion (R_COMPLETION): its callback gets an outcome that
+/* Run a queued completion: its callback gets an outcome that
  * says nothing (only NULL, a drop, means anything to it), then the queue's
  * reference to the promise is released. */
 void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r);

@@ -92,8 +92,8 @@ struct uvp__msg_s {
   uvp_free_cb free_cb;
 };
 
-/* The next reaction to run; the queue is not empty. */
-static uvp__reaction_t *queue_pop(uvp_ctx_t *ctx) {
+/* The next reaction to run; one is queued. */
+static uvp__reaction_t *reaction_pop(uvp_ctx_t *ctx) {
   ctx->queued--;
   uvp__reaction_t *r;
   if (ctx->rhead != ctx->rtail) {
@@ -104,8 +104,17 @@ static uvp__reaction_t *queue_pop(uvp_ctx_t *ctx) {
     if (ctx->spill == NULL)
       ctx->spill_tail = NULL;
   }
-  if (uvp__is_completion(r))
-    ctx->completions--;
+  return r;
+}
+
+/* The oldest completion; one is queued. */
+static uvp__reaction_t *completion_pop(uvp_ctx_t *ctx) {
+  ctx->queued--;
+  ctx->completions--;
+  uvp__reaction_t *r = ctx->chead;
+  ctx->chead = r->next;
+  if (ctx->chead == NULL)
+    ctx->ctail = NULL;
   return r;
 }
 
@@ -152,11 +161,31 @@ void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 static void drain(uvp_ctx_t *ctx) {
   unsigned int budget = ctx->budget;
   uv_loop_t *loop = ctx->loop;
+  /* Completions (wrappers' finished operations) run when no reaction is
+   * queued, so that the handlers of one, and everything they queue, run
+   * before the next one settles.  That is the order of completions
+   * arriving one per loop iteration, and Node's, which runs the promise
+   * jobs of each I/O callback before the next callback; it also runs each
+   * handler while the completion has its promise in cache.  Node lets an
+   * endless chain of promise jobs starve I/O; here, when a drain found no
+   * moment to run a completion, the next one runs those that waited
+   * through it first. */
+  size_t overdue = ctx->overdue;
+  bool ran_completion = false;
   /* A handler may close the context or stop the loop: honour both now.
    * The stop flag is tested before each handler, not only after one, so
    * the check-phase drain of the same iteration runs nothing either. */
   while (ctx->queued != 0 && !loop->stop_flag && budget-- != 0) {
-    uvp__reaction_t *r = queue_pop(ctx);
+    if (ctx->completions != 0 &&
+        (overdue != 0 || ctx->queued == ctx->completions)) {
+      overdue -= overdue != 0;
+      ran_completion = true;
+      uvp__run_completion(ctx, completion_pop(ctx));
+      if (ctx->closed)
+        return;
+      continue;
+    }
+    uvp__reaction_t *r = reaction_pop(ctx);
 #if defined(__GNUC__)
     /* A settled burst's reactions are scattered over the slabs (or over
      * a combinator's block), and settling did not touch them.  In three
@@ -173,46 +202,20 @@ static void drain(uvp_ctx_t *ctx) {
         __builtin_prefetch(uvp__cell_source_slot(s));
     }
     if (ahead != 0) {
-      /* A short queue (I/O completions arrive a few at a time) gets the
-       * promise of the entry after r: its reaction was queued a moment
-       * ago by a settle that prefetched it, or is already in cache. */
+      /* A short queue gets the promise of the entry after r: its
+       * reaction was queued a moment ago by a settle that walked it, or
+       * is already in cache. */
       uvp__reaction_t *s =
           ctx->ring[(ctx->rhead + (ahead > 2 ? 2 : 0)) & mask];
       __builtin_prefetch(uvp__is_cell(s) ? *uvp__cell_source_slot(s)
                                          : uvp__reaction_target(s));
     }
 #endif
-    if (!uvp__is_completion(r)) {
-      uvp__run_reaction(ctx, r);
-      if (ctx->closed)
-        break;
-      continue;
-    }
-    /* A completion settles a promise whose reaction goes to the end of
-     * the queue.  If only completions wait there, that reaction would run
-     * before anything they queue, so it runs now, before they settle,
-     * instead of after a trip through the queue.  That is the order of
-     * completions arriving one per loop iteration, and Node's, which runs
-     * the promise jobs of each I/O callback before the next callback;
-     * reactions queued earlier still run first. */
-    bool alone = ctx->queued == ctx->completions;
-    uvp__run_completion(ctx, r);
+    uvp__run_reaction(ctx, r);
     if (ctx->closed)
-      break;
-    if (alone && ctx->queued == ctx->completions + 1 && ctx->spill == NULL &&
-        !loop->stop_flag && budget != 0) {
-      size_t last = (ctx->rtail - 1) & (ctx->ring_cap - 1);
-      uvp__reaction_t *next = ctx->ring[last];
-      if (!uvp__is_completion(next)) {
-        budget--;
-        ctx->rtail--;
-        ctx->queued--;
-        uvp__run_reaction(ctx, next);
-        if (ctx->closed)
-          break;
-      }
-    }
+      return;
   }
+  ctx->overdue = ran_completion ? 0 : ctx->completions;
   if (ctx->queued == 0 && ctx->idle_active && !ctx->closed) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;
@@ -496,8 +499,10 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   }
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
+  while (ctx->queued != ctx->completions)
+    uvp__drop_reaction(ctx, reaction_pop(ctx), true);
   while (ctx->queued != 0)
-    uvp__drop_reaction(ctx, queue_pop(ctx), true);
+    uvp__drop_reaction(ctx, completion_pop(ctx), true);
   if (ctx->idle_active) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;

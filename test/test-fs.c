@@ -1325,17 +1325,19 @@ static void test_teardown_while_completion_queued(void **state) {
 /* ---- the order of completions and their handlers ------------------------- */
 
 /* Two stats finish in the pool before the loop runs, so libuv reports both
- * in one iteration and both completions are queued together.  The handler
- * of whichever settles first runs before the other promise settles
+ * in one iteration and both completions are queued together.  Everything
+ * that flows from whichever settles first (its handler, and a reaction
+ * that handler queues) runs before the other promise settles
  * (src/sched.c: drain), as Node runs each I/O callback's promise jobs
- * before the next callback.  A reaction that handler queues is then waiting
- * in the queue, so the other handler runs after it; a reaction queued
- * before the completions runs before both. */
+ * before the next callback; a reaction queued before the completions runs
+ * before both. */
 typedef struct {
   trace_t t;
   uvp_promise_t *stat[2]; /* borrowed */
   uvp_state_t other_seen[2];
   uvp_promise_t *later; /* resolved by the first stat handler to run */
+  int first;            /* the index of that handler's stat */
+  uvp_state_t later_saw; /* the other stat's state when later's ran */
 } arrival_t;
 
 static uvp_ret_t arrival_early(void *arg, const uvp_outcome_t *in) {
@@ -1349,14 +1351,17 @@ static uvp_ret_t arrival_later(void *arg, const uvp_outcome_t *in) {
   arrival_t *a = arg;
   (void)in;
   trace_push(&a->t, 3);
+  a->later_saw = uvp_promise_state(a->stat[1 - a->first]);
   return uvp_ret_value(NULL, NULL);
 }
 
 static uvp_ret_t arrival_stat(arrival_t *a, int i) {
   trace_push(&a->t, 1 + i);
   a->other_seen[i] = uvp_promise_state(a->stat[1 - i]);
-  if (a->other_seen[i] == UVP_PENDING)
+  if (a->other_seen[i] == UVP_PENDING) {
+    a->first = i;
     assert_int_equal(uvp_promise_resolve(a->later, NULL, NULL), 0);
+  }
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -1394,7 +1399,9 @@ static void test_completion_handlers_in_arrival_order(void **state) {
   int first = a.t.ev[1] - 1; /* whichever stat libuv reported first */
   assert_true(first == 0 || first == 1);
   assert_int_equal(a.other_seen[first], UVP_PENDING);
+  assert_int_equal(a.first, first);
   assert_int_equal(a.t.ev[2], 3);
+  assert_int_equal(a.later_saw, UVP_PENDING);
   assert_int_equal(a.t.ev[3], 1 + (1 - first));
   assert_int_equal(a.other_seen[1 - first],
                    first == 0 ? UVP_FULFILLED : UVP_REJECTED);
@@ -1403,6 +1410,60 @@ static void test_completion_handlers_in_arrival_order(void **state) {
   uvp_promise_release(a.stat[1]);
   uvp_promise_release(a.later);
   uvp_promise_release(early);
+}
+
+/* Node lets an endless chain of promise jobs starve I/O.  Here a drain that
+ * found no moment to run a completion lets the next one run it first: a
+ * stat completes while a chain of handlers, each queueing the next, never
+ * leaves the run queue empty (budget 8 per drain), and its handler still
+ * runs, soon.  Without that rule the chain runs to its limit first. */
+#define CHAIN_LIMIT 1000000L
+typedef struct {
+  fixture_t *f;
+  bool stat_done;
+  long turns;      /* chain steps run */
+  long turns_at;   /* when the stat's handler ran */
+} starve_t;
+
+static void starve_next(starve_t *s);
+
+static uvp_ret_t starve_step(void *arg, const uvp_outcome_t *in) {
+  starve_t *s = arg;
+  (void)in;
+  if (++s->turns < CHAIN_LIMIT && !s->stat_done)
+    starve_next(s);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void starve_next(starve_t *s) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_resolved(s->f->ctx, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, starve_step, s, NULL), 0);
+  uvp_promise_release(p);
+}
+
+static uvp_ret_t starve_stat(void *arg, const uvp_outcome_t *in) {
+  starve_t *s = arg;
+  assert_int_equal(in->status, 0);
+  s->stat_done = true;
+  s->turns_at = s->turns;
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_completion_not_starved_by_endless_chain(void **state) {
+  fixture_t *f = *state;
+  put("a", "x", 1);
+  starve_t s = {f, false, 0, 0};
+  assert_int_equal(uvp_ctx_set_budget(f->ctx, 8), 0);
+  uvp_promise_t *st;
+  assert_int_equal(uvp_fs_stat(f->ctx, at("a"), &st), 0);
+  assert_int_equal(uvp_promise_on(st, UVP_ON_BOTH, starve_stat, &s, NULL), 0);
+  starve_next(&s);
+  run_loop(f);
+  assert_true(s.stat_done);
+  printf("stat handler ran after %ld chain steps\n", s.turns_at);
+  assert_true(s.turns_at < CHAIN_LIMIT / 10);
+  uvp_promise_release(st);
 }
 
 /* ---- argument errors ----------------------------------------------------------- */
@@ -1463,6 +1524,7 @@ int main(int argc, char **argv) {
       TEST(test_cancel_while_completion_queued),
       TEST(test_teardown_while_completion_queued),
       TEST(test_completion_handlers_in_arrival_order),
+      TEST(test_completion_not_starved_by_endless_chain),
       TEST(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
