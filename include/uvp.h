@@ -328,7 +328,8 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 typedef struct uvp_ctx_stats_s {
   size_t live;      /* promises allocated and not yet freed */
   size_t pending;   /* of which pending */
-  size_t queued;    /* handlers waiting to run */
+  size_t queued;    /* handlers waiting to run, and finished file
+                       operations waiting to settle their promises */
   size_t slab_bytes; /* bytes held in promise/reaction/operation slabs,
                         the run queue and the spare combinator block (see
                         uvp_promise_all) */

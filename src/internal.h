@@ -480,6 +480,17 @@ static inline uvp_ctx_t *uvp__cached_ctx(const uvp_promise_t *p) {
  * uvp__current), else NULL. */
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p);
 
+/* Append r to the list from *head to *tail, linked through `next`. */
+static inline void uvp__rlist_append(uvp__reaction_t **head,
+                                     uvp__reaction_t **tail,
+                                     uvp__reaction_t *r) {
+  r->next = NULL;
+  if (*tail != NULL)
+    (*tail)->next = r;
+  else
+    *head = r;
+  *tail = r;
+}
 void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r);
 /* Append r to the run queue (the caller wakes the context). */
 static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
@@ -503,12 +514,7 @@ static inline void uvp__wake(uvp_ctx_t *ctx) {
  * (see drain in sched.c), and runs with uvp__run_completion. */
 static inline void uvp__enqueue_completion(uvp_ctx_t *ctx,
                                            uvp__reaction_t *r) {
-  r->next = NULL;
-  if (ctx->ctail != NULL)
-    ctx->ctail->next = r;
-  else
-    ctx->chead = r;
-  ctx->ctail = r;
+  uvp__rlist_append(&ctx->chead, &ctx->ctail, r);
   ctx->completions++;
   ctx->queued++;
   uvp__wake(ctx);

@@ -150,12 +150,7 @@ void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   }
   /* No memory for a larger ring: settling cannot fail, so the reaction
    * waits on the spill list, behind everything in the ring. */
-  r->next = NULL;
-  if (ctx->spill_tail != NULL)
-    ctx->spill_tail->next = r;
-  else
-    ctx->spill = r;
-  ctx->spill_tail = r;
+  uvp__rlist_append(&ctx->spill, &ctx->spill_tail, r);
 }
 
 static void drain(uvp_ctx_t *ctx) {
@@ -442,10 +437,11 @@ int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
   if (rc == 0)
     rc = uvp__pool_reserve(&ctx->reactions, reactions, NULL);
   /* Room to queue every reserved reaction at once, beyond what is queued. */
-  if (rc == 0 && reactions > SIZE_MAX - ctx->queued)
+  size_t in_ring = ctx->queued - ctx->completions; /* completions: a list */
+  if (rc == 0 && reactions > SIZE_MAX - in_ring)
     rc = UV_ENOMEM;
   if (rc == 0)
-    rc = ring_grow(ctx, ctx->queued + reactions);
+    rc = ring_grow(ctx, in_ring + reactions);
   return rc;
 }
 
