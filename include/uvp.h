@@ -644,8 +644,9 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
 /* Starts item `index`: store a promise in *out (one reference, which uvp
  * takes) and return 0, or return a negative code, which counts as that
  * item's rejection (returning 0 without a promise, or a positive code,
- * counts as UV_EINVAL; a promise of another context as UVP_EXCTX).  Runs on the loop thread: the first `limit` calls run
- * inside uvp_promise_map(), the rest from the scheduler as earlier items
+ * counts as UV_EINVAL; a promise of another context as UVP_EXCTX).
+ * Runs on the loop thread: the first `limit` calls run inside
+ * uvp_promise_map(), the rest from the scheduler as earlier items
  * settle. */
 typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
 
@@ -841,7 +842,9 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *  - rejects with libuv's error code (UV_ENOENT, UV_ECONNREFUSED, ...);
  *  - settles in the loop iteration in which libuv reports the result.  A
  *    file operation settles from uvp's run queue, like a handler, right
- *    after that iteration's I/O callbacks, not inside libuv's callback: a
+ *    after that iteration's I/O callbacks (in a later iteration if the
+ *    handlers queued ahead of it use up the budget: see
+ *    uvp_ctx_set_budget), not inside libuv's callback: a
  *    burst of completions is then settled with its promises loaded ahead
  *    of use.  A cancel in between still wins, as below.  Such a settle
  *    waits until no handler is queued, and its handlers, with everything
