@@ -30,19 +30,19 @@ static uvp_ctx_t *ctx;
  * operation's promise with no derived promise (out NULL), which goes on
  * with the next step; the last step settles the result.  A failure to
  * start fails the name. */
+static uvp_ret_t fail(item_t *it, int code) {
+  (void)uvp_promise_reject(it->result, code, NULL, NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
 static int await_op(item_t *it, int rc, uvp_promise_t *op, uvp_then_cb next) {
   if (rc == 0) {
     rc = uvp_promise_on(op, UVP_ON_BOTH, next, it, NULL);
     uvp_promise_release(op);
   }
   if (rc != 0)
-    (void)uvp_promise_reject(it->result, rc, NULL, NULL);
+    (void)fail(it, rc);
   return rc;
-}
-
-static uvp_ret_t fail(item_t *it, int code) {
-  (void)uvp_promise_reject(it->result, code, NULL, NULL);
-  return uvp_ret_value(NULL, NULL);
 }
 
 static uvp_ret_t after_close(void *arg, const uvp_outcome_t *in) {

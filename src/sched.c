@@ -95,15 +95,12 @@ struct uvp__msg_s {
 /* The next reaction to run; one is queued. */
 static uvp__reaction_t *reaction_pop(uvp_ctx_t *ctx) {
   ctx->queued--;
-  uvp__reaction_t *r;
-  if (ctx->rhead != ctx->rtail) {
-    r = ctx->ring[ctx->rhead++ & (ctx->ring_cap - 1)];
-  } else {
-    r = ctx->spill;
-    ctx->spill = r->next;
-    if (ctx->spill == NULL)
-      ctx->spill_tail = NULL;
-  }
+  if (ctx->rhead != ctx->rtail)
+    return ctx->ring[ctx->rhead++ & (ctx->ring_cap - 1)];
+  uvp__reaction_t *r = ctx->spill;
+  ctx->spill = r->next;
+  if (ctx->spill == NULL)
+    ctx->spill_tail = NULL;
   return r;
 }
 
