@@ -200,12 +200,13 @@ static inline uvp_ret_t uvp_ret_reject(int code, void *payload,
  * you got from uvp_promise_new over.  Adopting the derived promise itself,
  * or a promise that (transitively) waits for it, rejects it with
  * UVP_ECYCLE; a promise of another context rejects it with UVP_EXCTX.
- * Returning a file, DNS or thread-pool request you have just started, and
- * keep no reference to, costs nothing extra: instead of adopting its
+ * Returning a file, DNS, thread-pool or TCP request you have just started,
+ * and keep no reference to, costs nothing extra: instead of adopting its
  * promise, the derived promise takes the request over (the request settles
- * it directly; cancelling it cancels the request).  Nothing observable
- * differs from adoption, except that uvp_ctx_stats counts one promise
- * fewer.  A request you keep a reference to is adopted as usual. */
+ * it directly; cancelling it cancels the request, and for TCP closes the
+ * connection).  Nothing observable differs from adoption, except that
+ * uvp_ctx_stats counts one promise fewer.  A request you keep a reference
+ * to is adopted as usual. */
 static inline uvp_ret_t uvp_ret_adopt(uvp_promise_t *p) {
   uvp_ret_t r = {UVP_RET_ADOPT_, 0, NULL, NULL, p};
   return r;

@@ -40,14 +40,8 @@ struct uvp_tcp_s {
 };
 
 struct tcpop_s {
-  union {
-    uv_connect_t connect;
-    uv_write_t write;
-    uv_shutdown_t shutdown;
-    uv_getaddrinfo_t gai;
-  } req;
+  uvp_promise_t *p; /* first: UVP__OP_MOVABLE */
   uvp_tcp_t *t;
-  uvp_promise_t *p;
   int kind;
   /* read */
   uvp_buf_t *buf; /* one block: [uvp_buf_t][cap bytes + NUL] */
@@ -59,7 +53,16 @@ struct tcpop_s {
   struct addrinfo *ai;
   struct addrinfo *next;
   int last_err;
+  union {
+    uv_connect_t connect;
+    uv_write_t write;
+    uv_shutdown_t shutdown;
+    uv_getaddrinfo_t gai;
+  } req;
 };
+
+/* The operation from any of its requests. */
+#define OP_OF(r) ((tcpop_t *)((char *)(r) - offsetof(tcpop_t, req)))
 
 _Static_assert(sizeof(tcpop_t) <= UVP__OP_SLOT, "a TCP operation fits a slot");
 
@@ -164,6 +167,10 @@ static tcpop_t *op_new(uvp_tcp_t *t, int kind, const char *file, int line,
     uvp__op_slot_put(t->ctx, op);
     return NULL;
   }
+  /* A handler that returns the operation's promise (`return
+   * uvp_ret_adopt(read)`, the usual last step) hands the operation to its
+   * derived promise: see take_over in promise.c. */
+  UVP__OP_MOVABLE(tcpop_t, op);
   op->t = t;
   op->kind = kind;
   t->ops++;
@@ -240,7 +247,7 @@ uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t) { return t != NULL ? t->handle : NULL; }
 /* ---- connect ------------------------------------------------------------- */
 
 static void connect_cb(uv_connect_t *req, int status) {
-  tcpop_t *op = (tcpop_t *)req;
+  tcpop_t *op = OP_OF(req);
   settle(op, status, NULL, NULL);
   op_done(op);
 }
@@ -285,7 +292,7 @@ static void try_next(tcpop_t *op) {
 }
 
 static void host_connect_cb(uv_connect_t *req, int status) {
-  tcpop_t *op = (tcpop_t *)req;
+  tcpop_t *op = OP_OF(req);
   if (status == 0 || !uvp__is_pending(op->p) || op->t->user_closed) {
     settle(op, status, NULL, NULL);
     op_done(op);
@@ -296,7 +303,7 @@ static void host_connect_cb(uv_connect_t *req, int status) {
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  tcpop_t *op = (tcpop_t *)req;
+  tcpop_t *op = OP_OF(req);
   op->resolving = false;
   op->ai = op->next = res; /* freed in op_done, whatever happens */
   if (status == 0 && (op->t->handle == NULL || !uvp__is_pending(op->p)))
@@ -343,7 +350,7 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
 /* ---- write / shutdown ---------------------------------------------------- */
 
 static void write_cb(uv_write_t *req, int status) {
-  tcpop_t *op = (tcpop_t *)req;
+  tcpop_t *op = OP_OF(req);
   settle(op, status, NULL, NULL);
   op_done(op);
 }
@@ -382,7 +389,7 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
-  tcpop_t *op = (tcpop_t *)req;
+  tcpop_t *op = OP_OF(req);
   settle(op, status, NULL, NULL);
   op_done(op);
 }

@@ -816,6 +816,132 @@ static void test_reset_between_reads(void **state) {
   uvp_tcp_close(c);
 }
 
+/* ---- a handler returning a fresh request ---------------------------------- */
+
+/* As with files (test-fs): a handler that returns a read it has just
+ * started hands the read to its derived promise (see take_over in
+ * promise.c), and the read's own promise is freed at once instead of being
+ * adopted.  What users observe must not change: the value, cancellation,
+ * and a read promise the handler kept for itself. */
+typedef struct handoff_s {
+  uvp_tcp_t *t;
+  uvp_promise_t *kept; /* the read's promise, if the handler keeps it */
+  bool keep;
+} handoff_t;
+
+static uvp_ret_t handoff_read(void *arg, const uvp_outcome_t *in) {
+  handoff_t *h = arg;
+  (void)in;
+  uvp_promise_t *rd;
+  int rc = uvp_tcp_read_all(h->t, 0, &rd);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
+  if (h->keep)
+    h->kept = uvp_promise_retain(rd);
+  return uvp_ret_adopt(rd);
+}
+
+static size_t live_promises(fixture_t *f) {
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  return st.live;
+}
+
+/* start -> a handler that returns a fresh read_all of h->t.  Runs the
+ * handler; returns the derived promise, and in *live how many promises
+ * were alive beyond `base` right after. */
+static uvp_promise_t *handoff_start(fixture_t *f, handoff_t *h, size_t base,
+                                    size_t *live) {
+  uvp_promise_t *start, *body;
+  assert_int_equal(uvp_promise_new(f->ctx, &start), 0);
+  assert_int_equal(uvp_promise_then(start, handoff_read, h, &body), 0);
+  assert_int_equal(uvp_promise_resolve(start, NULL, NULL), 0);
+  uvp_promise_release(start);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(body), UVP_PENDING);
+  *live = live_promises(f) - base;
+  return body;
+}
+
+/* Write `text` from the server's end and close it (the write reaches the
+ * kernel within the call: nothing else is queued on that end). */
+static void send_and_close(uvp_tcp_t *server, const char *text) {
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_write(server, text, strlen(text), &w), 0);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  uvp_promise_release(w);
+  assert_int_equal(uvp_tcp_close(server), 0);
+}
+
+static void expect_body(fixture_t *f, uvp_promise_t *p, const char *text) {
+  run_until(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  const uvp_buf_t *b = uvp_promise_value(p);
+  assert_int_equal(b->len, strlen(text));
+  assert_memory_equal(b->base, text, b->len);
+}
+
+static void test_handler_hands_read_on(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  size_t base = live_promises(f), live;
+  handoff_t h = {.t = c};
+  uvp_promise_t *body = handoff_start(f, &h, base, &live);
+  /* The derived promise and nothing else: an adopted read would still be
+   * alive, waiting to forward its value. */
+  assert_int_equal(live, 1);
+  send_and_close(pr.server, "handed");
+  expect_body(f, body, "handed");
+  uvp_promise_release(body);
+  assert_int_equal(live_promises(f), base);
+  uvp_tcp_close(c);
+}
+
+/* A handler that keeps the read's promise: that promise is adopted as
+ * before, and both settle with the same bytes. */
+static void test_handler_keeps_read(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  size_t base = live_promises(f), live;
+  handoff_t h = {.t = c, .keep = true};
+  uvp_promise_t *body = handoff_start(f, &h, base, &live);
+  assert_int_equal(live, 2);
+  send_and_close(pr.server, "kept");
+  expect_body(f, body, "kept");
+  expect_body(f, h.kept, "kept");
+  assert_ptr_equal(uvp_promise_value(body), uvp_promise_value(h.kept));
+  uvp_promise_release(h.kept);
+  uvp_promise_release(body);
+  uvp_tcp_close(c);
+}
+
+/* Cancelling the derived promise cancels the read it took over, as
+ * cancelling the adopted read would have: the connection is closed. */
+static void test_cancel_after_hand_off_closes(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  /* The cancelled promise has no handler: its report is expected. */
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
+  size_t base = live_promises(f), live;
+  handoff_t h = {.t = c};
+  uvp_promise_t *body = handoff_start(f, &h, base, &live);
+  assert_int_equal(live, 1);
+  assert_int_equal(uvp_promise_cancel(body), 0);
+  assert_int_equal(uvp_promise_state(body), UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(body, NULL), UV_ECANCELED);
+  assert_null(uvp_tcp_handle(c));
+  uvp_promise_t *rd;
+  assert_int_equal(uvp_tcp_read(c, &rd), UV_EBADF);
+  uvp_promise_release(body);
+  uvp_tcp_close(c);
+  uvp_tcp_close(pr.server);
+  run_loop(f);
+  assert_int_equal(live_promises(f), base);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_request_reply),
@@ -836,6 +962,9 @@ int main(void) {
       FIXTURE_TEST(test_bytes_between_reads_wait_for_the_next),
       FIXTURE_TEST(test_eof_between_reads),
       FIXTURE_TEST(test_reset_between_reads),
+      FIXTURE_TEST(test_handler_hands_read_on),
+      FIXTURE_TEST(test_handler_keeps_read),
+      FIXTURE_TEST(test_cancel_after_hand_off_closes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
