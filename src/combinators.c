@@ -122,7 +122,7 @@ static void release_share(combo_t *c) {
 }
 
 static void view_free(void *view) {
-  release_share((combo_t *)((char *)view - offsetof(combo_t, view)));
+  release_share(UVP__CONTAINER_OF(view, combo_t, view));
 }
 
 static uvp_ret_t combo_react(void *arg, const uvp_outcome_t *in);

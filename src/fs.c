@@ -38,7 +38,7 @@ _Static_assert(sizeof(fsop_t) <= UVP__OP_SLOT, "an fs operation fits a slot");
  * nor uv_fs_req_cleanup() reads, so a completion in a burst, which finds
  * every line of a request cold, saves one miss. */
 static fsop_t *op_of(uv_fs_t *req) {
-  return (fsop_t *)((char *)req - offsetof(fsop_t, req));
+  return UVP__CONTAINER_OF(req, fsop_t, req);
 }
 
 static void fs_cancel(uvp_promise_t *p, void *arg) {
@@ -169,7 +169,7 @@ static void dirents_free(void *ptr) {
  * fan-out: more time in free than the hand-written client, which cleans
  * and starts the next request in the same callback). */
 static void stat_free(void *statbuf) {
-  fsop_t *op = (fsop_t *)((char *)statbuf - offsetof(fsop_t, req.statbuf));
+  fsop_t *op = UVP__CONTAINER_OF(statbuf, fsop_t, req.statbuf);
   uv_fs_req_cleanup(&op->req); /* leaves statbuf alone */
   uvp__op_slot_put(op->ctx, op);
 }

@@ -480,6 +480,10 @@ static inline uvp_ctx_t *uvp__cached_ctx(const uvp_promise_t *p) {
  * uvp__current), else NULL. */
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p);
 
+/* The object of type `type` whose member `member` is at `ptr`. */
+#define UVP__CONTAINER_OF(ptr, type, member)                                   \
+  ((type *)((char *)(ptr)-offsetof(type, member)))
+
 /* Append r to the list from *head to *tail, linked through `next`. */
 static inline void uvp__rlist_append(uvp__reaction_t **head,
                                      uvp__reaction_t **tail,

@@ -55,7 +55,7 @@ static void release_share(map_t *m) {
 }
 
 static void view_free(void *view) {
-  release_share((map_t *)((char *)view - offsetof(map_t, view)));
+  release_share(UVP__CONTAINER_OF(view, map_t, view));
 }
 
 static void cancel_inflight(map_t *m) {

@@ -61,9 +61,6 @@ struct tcpop_s {
   } req;
 };
 
-/* The operation from any of its requests. */
-#define OP_OF(r) ((tcpop_t *)((char *)(r) - offsetof(tcpop_t, req)))
-
 _Static_assert(sizeof(tcpop_t) <= UVP__OP_SLOT, "a TCP operation fits a slot");
 
 static void maybe_free(uvp_tcp_t *t) {
@@ -247,7 +244,7 @@ uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t) { return t != NULL ? t->handle : NULL; }
 /* ---- connect ------------------------------------------------------------- */
 
 static void connect_cb(uv_connect_t *req, int status) {
-  tcpop_t *op = OP_OF(req);
+  tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
   settle(op, status, NULL, NULL);
   op_done(op);
 }
@@ -292,7 +289,7 @@ static void try_next(tcpop_t *op) {
 }
 
 static void host_connect_cb(uv_connect_t *req, int status) {
-  tcpop_t *op = OP_OF(req);
+  tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
   if (status == 0 || !uvp__is_pending(op->p) || op->t->user_closed) {
     settle(op, status, NULL, NULL);
     op_done(op);
@@ -303,7 +300,7 @@ static void host_connect_cb(uv_connect_t *req, int status) {
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  tcpop_t *op = OP_OF(req);
+  tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
   op->resolving = false;
   op->ai = op->next = res; /* freed in op_done, whatever happens */
   if (status == 0 && (op->t->handle == NULL || !uvp__is_pending(op->p)))
@@ -350,7 +347,7 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
 /* ---- write / shutdown ---------------------------------------------------- */
 
 static void write_cb(uv_write_t *req, int status) {
-  tcpop_t *op = OP_OF(req);
+  tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
   settle(op, status, NULL, NULL);
   op_done(op);
 }
@@ -389,7 +386,7 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
-  tcpop_t *op = OP_OF(req);
+  tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
   settle(op, status, NULL, NULL);
   op_done(op);
 }
