@@ -563,14 +563,11 @@ UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   const char *file, int line);
 
 /* One input's outcome: status 0 and its value, or status < 0 (the code) and
- * its payload.  `value` and `promise` are borrowed from the input.
- * `reserved` is NULL; it keeps the record the size of the reaction whose
- * memory it reuses (see above), and may carry meaning in a later version. */
+ * its payload.  `value` and `promise` are borrowed from the input. */
 typedef struct uvp_settled_s {
   int status;
   void *value;
   uvp_promise_t *promise;
-  void *reserved;
 } uvp_settled_t;
 
 /* allSettled's value, and any's rejection payload: one record per input in

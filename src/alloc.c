@@ -1,7 +1,5 @@
-/* The allocator hook, the slab pools promises and reactions come from, and
- * the per-context memory the wrappers borrow (operation slots, a read
- * scratch buffer) and the combinators' spare block. */
-#include <stdatomic.h>
+/* The allocator hook, the slab pools, prefaulting and the kept blocks
+ * (see alloc.h; the figures behind the tuning: docs/internals.md). */
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
@@ -12,7 +10,8 @@
 #endif
 #endif
 
-#include "internal.h"
+#include "alloc.h"
+#include "registry.h"
 
 typedef struct {
   uvp_malloc_func malloc_f;
@@ -22,7 +21,6 @@ typedef struct {
 } uvp__allocator_t;
 
 static uvp__allocator_t allocator = {malloc, realloc, calloc, free};
-static atomic_int live_contexts;
 
 int uvp_replace_allocator(uvp_malloc_func malloc_func,
                           uvp_realloc_func realloc_func,
@@ -31,7 +29,7 @@ int uvp_replace_allocator(uvp_malloc_func malloc_func,
       free_func == NULL)
     return UV_EINVAL;
   /* Memory from one allocator must never reach another one's free. */
-  if (atomic_load(&live_contexts) != 0)
+  if (uvp__registry_busy())
     return UV_EBUSY;
   allocator.malloc_f = malloc_func;
   allocator.realloc_f = realloc_func;
@@ -39,8 +37,6 @@ int uvp_replace_allocator(uvp_malloc_func malloc_func,
   allocator.free_f = free_func;
   return 0;
 }
-
-void uvp__ctx_count(int delta) { atomic_fetch_add(&live_contexts, delta); }
 
 void *uvp__malloc(size_t size) { return allocator.malloc_f(size); }
 void *uvp__calloc(size_t count, size_t size) {
@@ -67,7 +63,7 @@ void uvp__free(void *ptr) {
  * older kernel, another OS) just leaves the faults to happen. */
 #define UVP__FILL_WINDOW (16 * 1024)
 
-static void populate(void *start, void *end) {
+void uvp__populate(void *start, void *end) {
 #if defined(__linux__)
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
   uintptr_t a = (uintptr_t)start & ~(page - 1);
@@ -91,6 +87,8 @@ static void populate(void *start, void *end) {
 #define UVP__CHUNK_MAX (2 * 1024 * 1024)
 #define UVP__MALLOC_OVERHEAD 32
 #define UVP__ALIGN 64
+_Static_assert(UVP__ALIGN % UVP__SLOT_ALIGN == 0,
+               "chunks start on a slot boundary");
 
 struct uvp__chunk_s {
   uvp__chunk_t *next;
@@ -101,6 +99,8 @@ struct uvp__chunk_s {
 };
 
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
+  /* With aligned chunks, every slot is then aligned (see alloc.h). */
+  UVP__CHECK(slot_size % UVP__SLOT_ALIGN == 0);
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
 }
@@ -171,7 +171,7 @@ static void *carve(uvp__pool_t *pool) {
     char *end = c->slots + pool->slot_size * c->cap;
     if ((size_t)(end - slot) > UVP__FILL_WINDOW)
       end = slot + UVP__FILL_WINDOW;
-    populate(c->filled, end);
+    uvp__populate(c->filled, end);
     c->filled = end;
   }
   bump_in(pool, c);
@@ -227,65 +227,37 @@ void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
       fn(c->slots + pool->slot_size * i, arg);
 }
 
-/* ---- per-context memory for the wrappers -------------------------------- */
-
-void *uvp__op_slot_get(uvp_ctx_t *ctx) { return uvp__pool_get(&ctx->ops); }
-
-int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  return uvp__pool_reserve(&ctx->ops, ops, NULL);
-}
-
-void uvp__op_slot_put(uvp_ctx_t *ctx, void *slot) {
-  if (UVP__LIKELY(!ctx->closed)) {
-    uvp__pool_put(&ctx->ops, slot);
-    return;
-  }
-  uvp__lock(ctx);
-  uvp__pool_put(&ctx->ops, slot);
-  uvp__unlock(ctx);
-}
-
-char *uvp__ctx_scratch(uvp_ctx_t *ctx) {
-  if (ctx->scratch == NULL)
-    ctx->scratch = uvp__malloc(UVP__SCRATCH_LEN);
-  return ctx->scratch;
-}
-
-/* ---- combinator blocks -------------------------------------------------- */
+/* ---- kept blocks -------------------------------------------------------- */
 
 /* Below this, malloc's own free lists recycle the block without faults. */
 #define UVP__BLOCK_KEEP (256 * 1024)
 
-void *uvp__ctx_block_get(uvp_ctx_t *ctx, size_t *size) {
-  if (*size >= UVP__BLOCK_KEEP && ctx->spare != NULL &&
-      ctx->spare_size >= *size) {
-    void *block = ctx->spare;
-    *size = ctx->spare_size;
-    ctx->spare = NULL;
-    ctx->spare_size = 0;
+void *uvp__block_get(uvp__blocks_t *b, size_t *size) {
+  if (*size >= UVP__BLOCK_KEEP && b->spare != NULL && b->spare_size >= *size) {
+    void *block = b->spare;
+    *size = b->spare_size;
+    b->spare = NULL;
+    b->spare_size = 0;
     return block;
   }
   void *block = uvp__malloc(*size);
-  if (block != NULL) {
-    /* Every byte of it is about to be written: a reaction (and a value
-     * slot) per input. */
-    populate(block, (char *)block + *size);
-  }
+  if (block != NULL)
+    uvp__populate(block, (char *)block + *size); /* written whole at once */
   return block;
 }
 
-void uvp__ctx_block_put(uvp_ctx_t *ctx, void *block, size_t size) {
-  /* After teardown a block may be freed from another thread (the result's
-   * last release): the context is going away, so nothing is kept. */
-  if (size >= UVP__BLOCK_KEEP && !ctx->closed && size > ctx->spare_size) {
-    uvp__free(ctx->spare);
-    ctx->spare = block;
-    ctx->spare_size = size;
+void uvp__block_put(uvp__blocks_t *b, void *block, size_t size, bool keep) {
+  if (keep && size >= UVP__BLOCK_KEEP && size > b->spare_size) {
+    uvp__free(b->spare);
+    b->spare = block;
+    b->spare_size = size;
     return;
   }
   uvp__free(block);
+}
+
+void uvp__blocks_destroy(uvp__blocks_t *b) {
+  uvp__free(b->spare);
+  b->spare = NULL;
+  b->spare_size = 0;
 }

@@ -1,7 +1,7 @@
 /* Error names and messages for uvp's codes, falling back to libuv's. */
 #include <string.h>
 
-#include "internal.h"
+#include "base.h"
 
 unsigned int uvp_version(void) { return UVP_VERSION_HEX; }
 const char *uvp_version_string(void) { return UVP_VERSION_STRING; }

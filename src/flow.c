@@ -9,20 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
-
-#define REACT_FLAGS                                                            \
-  (UVP__R_NODERIVED | UVP__R_ON_OK | UVP__R_ON_ERR | UVP__R_NOTIFY)
-
-/* Await `p` (taking over the caller's reference) with reaction cb(arg). */
-static int await_on(uvp_ctx_t *ctx, uvp_promise_t *p, uvp_then_cb cb,
-                    void *arg) {
-  uvp__reaction_t *r = uvp__reaction_new(ctx, cb, arg, p, REACT_FLAGS);
-  if (r == NULL)
-    return UV_ENOMEM;
-  uvp__attach(p, r);
-  return 0;
-}
+#include "sched.h"
 
 /* ---- loop / reduce -------------------------------------------------------- */
 
@@ -57,12 +44,11 @@ static void seq_decide(seq_t *s, uvp_promise_t *src, int code) {
   seq_unref(s); /* the share */
 }
 
-static uvp_ret_t seq_react(void *arg, const uvp_outcome_t *in) {
+static void seq_react(void *arg, const uvp_outcome_t *in) {
   seq_t *s = arg;
-  uvp_ret_t none = {0};
   if (in == NULL || s->result == NULL) {
     seq_unref(s);
-    return none;
+    return;
   }
   s->refs++; /* guard: the step may cancel the result */
   if (in->status != 0 || s->index == s->n) {
@@ -83,7 +69,7 @@ static uvp_ret_t seq_react(void *arg, const uvp_outcome_t *in) {
       uvp__rel(s->cur);
       s->cur = next;
       s->refs++;
-      if (await_on(s->ctx, next, seq_react, s) != 0) {
+      if (uvp__observe(next, seq_react, s) != 0) {
         s->refs--;
         seq_decide(s, NULL, UV_ENOMEM);
       }
@@ -91,7 +77,6 @@ static uvp_ret_t seq_react(void *arg, const uvp_outcome_t *in) {
   }
   seq_unref(s); /* guard */
   seq_unref(s); /* this reaction */
-  return none;
 }
 
 static void seq_cancel(uvp_promise_t *result, void *arg) {
@@ -111,24 +96,23 @@ static void seq_cancel(uvp_promise_t *result, void *arg) {
 static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
                      uvp_promise_t *initial, uvp_promise_t **out,
                      const char *file, int line) {
-  if (ctx == NULL || step == NULL || out == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  if (initial != NULL && uvp__promise_ctx(initial) != ctx)
-    return UVP_EXCTX;
+  int rc = step == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc == 0 && initial != NULL && uvp__promise_ctx(initial) != ctx)
+    rc = UVP_EXCTX;
+  if (rc != 0)
+    return rc;
   seq_t *s = uvp__malloc(sizeof(*s));
   if (s == NULL)
     return UV_ENOMEM;
+  memset(s, 0, sizeof(*s));
   uvp_promise_t *first = initial != NULL ? uvp_promise_retain(initial)
                                          : uvp__promise_new(ctx, file, line);
-  uvp_promise_t *result = first == NULL ? NULL : uvp__promise_new(ctx, file, line);
-  uvp__reaction_t *r =
-      result == NULL ? NULL
-                     : uvp__reaction_new(ctx, seq_react, s, first, REACT_FLAGS);
-  if (r == NULL) {
-    if (result != NULL)
-      uvp__rel(result);
+  s->result = first == NULL
+                  ? NULL
+                  : uvp__produced_new(ctx, file, line, seq_cancel, s);
+  if (s->result == NULL || uvp__observe(first, seq_react, s) != 0) {
+    if (s->result != NULL)
+      uvp__produced_abort(s->result);
     if (first != NULL)
       uvp__rel(first);
     uvp__free(s);
@@ -136,18 +120,13 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
   }
   if (initial == NULL)
     uvp__fulfill(first, NULL, NULL);
-  memset(s, 0, sizeof(*s));
   s->ctx = ctx;
-  s->result = uvp_promise_retain(result);
   s->cur = first;
   s->step = step;
   s->arg = arg;
   s->n = n;
   s->refs = 2; /* the reaction, the share */
-  (void)uvp_promise_set_cancel(result, seq_cancel, s);
-  result->flags |= UVP__F_OWNED;
-  uvp__attach(first, r);
-  *out = result;
+  *out = s->result;
   return 0;
 }
 
@@ -198,7 +177,7 @@ static void retry_decide(retry_t *t, uvp_promise_t *src, int code) {
   retry_unref(t);
 }
 
-static uvp_ret_t retry_react(void *arg, const uvp_outcome_t *in);
+static void retry_react(void *arg, const uvp_outcome_t *in);
 
 /* Await `p` (its reference is handed over) as the current step. */
 static void retry_await(retry_t *t, uvp_promise_t *p) {
@@ -206,7 +185,7 @@ static void retry_await(retry_t *t, uvp_promise_t *p) {
     uvp__rel(t->cur);
   t->cur = p;
   t->refs++;
-  if (await_on(t->ctx, p, retry_react, t) != 0) {
+  if (uvp__observe(p, retry_react, t) != 0) {
     t->refs--;
     retry_decide(t, NULL, UV_ENOMEM);
   }
@@ -260,12 +239,11 @@ static uint64_t backoff_ms(retry_t *t) {
   return (uint64_t)(w * (1.0 - t->opts.jitter * u));
 }
 
-static uvp_ret_t retry_react(void *arg, const uvp_outcome_t *in) {
+static void retry_react(void *arg, const uvp_outcome_t *in) {
   retry_t *t = arg;
-  uvp_ret_t none = {0};
   if (in == NULL || t->result == NULL) {
     retry_unref(t);
-    return none;
+    return;
   }
   t->refs++; /* guard */
   if (t->waiting) {
@@ -287,7 +265,6 @@ static uvp_ret_t retry_react(void *arg, const uvp_outcome_t *in) {
   }
   retry_unref(t); /* guard */
   retry_unref(t); /* this reaction */
-  return none;
 }
 
 static void retry_cancel(uvp_promise_t *result, void *arg) {
@@ -306,19 +283,18 @@ static void retry_cancel(uvp_promise_t *result, void *arg) {
 int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
                  const uvp_retry_opts_t *opts, uvp_promise_t **out,
                  const char *file, int line) {
-  if (ctx == NULL || attempt == NULL || out == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = attempt == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   retry_t *t = uvp__malloc(sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;
-  uvp_promise_t *result = uvp__promise_new(ctx, file, line);
-  if (result == NULL) {
+  memset(t, 0, sizeof(*t));
+  t->result = uvp__produced_new(ctx, file, line, retry_cancel, t);
+  if (t->result == NULL) {
     uvp__free(t);
     return UV_ENOMEM;
   }
-  memset(t, 0, sizeof(*t));
   if (opts != NULL)
     t->opts = *opts;
   if (t->opts.attempts == 0)
@@ -337,11 +313,8 @@ int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
   t->rng = uv_hrtime() | 1;
   t->file = file;
   t->line = line;
-  t->result = uvp_promise_retain(result);
   t->refs = 1; /* the share */
-  (void)uvp_promise_set_cancel(result, retry_cancel, t);
-  result->flags |= UVP__F_OWNED;
-  *out = result;
+  *out = t->result;
   /* The first attempt starts now, as a JavaScript retry loop would. */
   t->refs++;
   retry_start_attempt(t);

@@ -6,28 +6,19 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "internal.h"
+#include "op.h"
 
 typedef struct fsop_s {
-  uvp_promise_t *p; /* first: UVP__OP_MOVABLE; NULL once `done` is queued */
-  /* The slot's owner, also once `p` is being destroyed.  Next to `p`, and
-   * `done` right after them: a completion reads the two and writes `done`
-   * on one cache line, where `done` after the request cost it a line of
-   * its own, cold by then. */
-  uvp_ctx_t *ctx;
-  union {
-    uvp__reaction_t done; /* simple operations: the completion, queued */
-    struct {              /* whole-file helpers */
-      uv_file fd;
-      int err;
-      uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
-      size_t cap;     /* bytes of data the block can hold */
-      size_t max;
-      size_t size;    /* from fstat, 0 if unknown */
-      const char *data;
-      size_t len;
-    };
-  };
+  uvp__op_t op;
+  /* whole-file helpers */
+  uv_file fd;
+  int err;
+  uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
+  size_t cap;     /* bytes of data the block can hold */
+  size_t max;
+  size_t size;    /* from fstat, 0 if unknown */
+  const char *data;
+  size_t len;
   uv_fs_t req;
 } fsop_t;
 
@@ -41,70 +32,38 @@ static fsop_t *op_of(uv_fs_t *req) {
   return UVP__CONTAINER_OF(req, fsop_t, req);
 }
 
-static void fs_cancel(uvp_promise_t *p, void *arg) {
-  fsop_t *op = arg;
-  (void)p;
-  /* Finished, its completion queued: nothing left to stop in libuv. */
-  if (op->p == NULL)
-    return;
+static void fs_cancel(uvp__op_t *o) {
+  fsop_t *op = UVP__CONTAINER_OF(o, fsop_t, op);
   /* 0: the callback will run with UV_ECANCELED.  UV_EBUSY: it is running
    * and will complete; the callback sees the promise settled either way. */
   (void)uv_cancel((uv_req_t *)&op->req);
 }
 
-static fsop_t *op_new(uvp_ctx_t *ctx, const char *file, int line,
-                      uvp_promise_t **out, int *rc) {
-  *rc = UV_EINVAL;
-  if (ctx == NULL || out == NULL)
-    return NULL;
-  *rc = UVP_ECLOSED;
-  if (ctx->closed)
-    return NULL;
-  *rc = UV_ENOMEM;
-  fsop_t *op = uvp__op_slot_get(ctx);
-  if (op == NULL)
-    return NULL;
-  /* Nothing else is initialised here: uv_fs_*() sets every field of the
-   * request it or uv_fs_req_cleanup() reads before it can fail, a simple
-   * operation's only field of its own, `done`, is written when it
-   * completes, and the whole-file helpers set theirs (whole_new).
-   * Zeroing more stored to lines libuv never touches, each a miss by now
-   * (the slot's last user is long gone). */
-  op->ctx = ctx;
-  op->p = uvp__op_new(ctx, file, line, fs_cancel, op);
-  if (op->p == NULL) {
-    uvp__op_slot_put(ctx, op);
-    return NULL;
-  }
-  UVP__OP_MOVABLE(fsop_t, op);
-  *rc = 0;
-  return op;
-}
-
 /* libuv refused the first request synchronously: nothing is in flight,
  * and a whole-file helper has not allocated its buffer yet. */
-static int op_abort(fsop_t *op, int rc) {
-  uv_fs_req_cleanup(&op->req);
-  uvp_promise_t *p = op->p;
-  p->flags &= (uint8_t)~UVP__F_CANCEL;
-  uvp__rel(p);
-  uvp__rel(p);
-  uvp__op_slot_put(op->ctx, op);
-  return rc;
+static void fs_abort(uvp__op_t *o) {
+  uv_fs_req_cleanup(&UVP__CONTAINER_OF(o, fsop_t, op)->req);
 }
 
-static int op_started(fsop_t *op, int rc, uvp_promise_t **out) {
-  if (rc != 0)
-    return op_abort(op, rc);
-  *out = op->p;
-  return 0;
+static void simple_complete(uvp__op_t *o, uvp_promise_t *p);
+static const uvp__op_kind_t simple_kind = {fs_cancel, simple_complete,
+                                           fs_abort};
+static const uvp__op_kind_t whole_kind = {fs_cancel, NULL, fs_abort};
+
+/* Nothing but the operation's header is initialised here: uv_fs_*() sets
+ * every field of the request it or uv_fs_req_cleanup() reads before it can
+ * fail, and the whole-file helpers set theirs (whole_new).  Zeroing more
+ * stored to lines libuv never touches, each a miss by now (the slot's last
+ * user is long gone). */
+static fsop_t *op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind,
+                      const char *file, int line, uvp_promise_t **out,
+                      int *rc) {
+  return uvp__op_new(ctx, kind, sizeof(fsop_t), out, file, line, rc);
 }
 
 static void op_finish(fsop_t *op) {
-  uvp_promise_t *p = op->p;
   uvp__free(op->buf);
-  uvp__op_slot_put(op->ctx, op); /* before the release that may end ctx */
-  uvp__rel(p);
+  uvp__op_finish(&op->op);
 }
 
 static int cancelled_code(ssize_t result) {
@@ -171,7 +130,7 @@ static void dirents_free(void *ptr) {
 static void stat_free(void *statbuf) {
   fsop_t *op = UVP__CONTAINER_OF(statbuf, fsop_t, req.statbuf);
   uv_fs_req_cleanup(&op->req); /* leaves statbuf alone */
-  uvp__op_slot_put(op->ctx, op);
+  uvp__op_free(&op->op);
 }
 
 /* Whether simple_settle reads more of the finished request than its
@@ -255,64 +214,40 @@ static void simple_settle(fsop_t *op, uvp_promise_t *p) {
   }
   if (settle_reads_request(req))
     uv_fs_req_cleanup(req);
-  uvp__op_slot_put(op->ctx, op);
+  uvp__op_free(&op->op);
 }
 
-/* The queued completion (see simple_cb).  `in` is NULL when teardown drops
- * it: p then stays pending for the sweep to reject, without the cancel
- * hook, whose operation is gone.  The core releases p afterwards: that is
- * the operation's reference. */
-static uvp_ret_t simple_done(void *arg, const uvp_outcome_t *in) {
-  fsop_t *op = arg;
-  uvp_promise_t *p = uvp__untag(op->done.target);
-  if (in == NULL)
-    p->flags &= (uint8_t)~UVP__F_CANCEL;
-#if defined(__GNUC__)
-  else if (p->reactions != NULL)
-    __builtin_prefetch(p->reactions); /* run soon, not read by settling */
-#endif
-  simple_settle(op, in != NULL ? p : NULL);
-  return uvp_ret_pass();
+/* The queued completion (see simple_cb); p is NULL at teardown. */
+static void simple_complete(uvp__op_t *o, uvp_promise_t *p) {
+  simple_settle(UVP__CONTAINER_OF(o, fsop_t, op), p);
 }
 
 /* libuv's callback.  The promise is settled from the run queue, later in
  * this loop iteration, not here: in a burst of completions each promise is
  * cold (created when the request started), and where settling here would
  * stall on each in turn, this callback only starts loading it, and the
- * rest of the poll phase hides the wait.  From here on the operation no
- * longer names its promise, so that it cannot be handed to another
- * (take_over) nor cancelled in libuv. */
+ * rest of the poll phase hides the wait (see docs/internals.md). */
 static void simple_cb(uv_fs_t *req) {
   fsop_t *op = op_of(req);
-  uvp_ctx_t *ctx = op->ctx;
-  uvp_promise_t *p = op->p;
   /* Clean now if the settle needs no more than the result, as a
-   * hand-written callback does.  The free of libuv's path copy that
-   * overflows malloc's per-thread cache in a burst takes a locked
-   * instruction, which waits for every store in flight; in the run queue
-   * those are the settles' stores to cold promises and reactions (perf:
-   * 91% of _int_free's samples on that instruction). */
+   * hand-written callback does (why it matters: docs/internals.md). */
   if (!settle_reads_request(req))
     uv_fs_req_cleanup(req);
-  if (UVP__UNLIKELY(ctx->closed)) {
+  if (UVP__UNLIKELY(op->op.ctx->closed)) {
+    uvp_promise_t *p = op->op.p;
     simple_settle(op, p); /* the sweep has settled p: releases only */
     uvp__rel(p);
     return;
   }
-  op->p = NULL;
-  uvp__reaction_init(&op->done, simple_done, op, p, UVP__R_NOTIFY);
-  uvp__enqueue_completion(ctx, &op->done);
-#if defined(__GNUC__)
-  __builtin_prefetch(p, 1);
-#endif
+  uvp__op_complete_later(&op->op);
 }
 
 #define SIMPLE(call)                                                           \
   int rc;                                                                      \
-  fsop_t *op = op_new(ctx, file, line, out, &rc);                              \
+  fsop_t *op = op_new(ctx, &simple_kind, file, line, out, &rc);                \
   if (op == NULL)                                                              \
     return rc;                                                                 \
-  return op_started(op, (call), out)
+  return uvp__op_started(&op->op, (call), out)
 
 int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
                    uvp_promise_t **out, const char *file, int line) {
@@ -379,7 +314,7 @@ static void whole_cb(uv_fs_t *req);
 
 static fsop_t *whole_new(uvp_ctx_t *ctx, const char *file, int line,
                          uvp_promise_t **out, int *rc) {
-  fsop_t *op = op_new(ctx, file, line, out, rc);
+  fsop_t *op = op_new(ctx, &whole_kind, file, line, out, rc);
   if (op != NULL) {
     memset(&op->fd, 0, offsetof(fsop_t, req) - offsetof(fsop_t, fd));
     op->fd = -1;
@@ -391,8 +326,7 @@ static void whole_close(fsop_t *op, int err) {
   if (op->err == 0)
     op->err = err;
   if (op->fd < 0) {
-    if (uvp__is_pending(op->p))
-      uvp__reject(op->p, op->err, NULL, NULL);
+    uvp__op_settle(&op->op, op->err, NULL, NULL);
     op_finish(op);
     return;
   }
@@ -450,24 +384,22 @@ static void whole_cb(uv_fs_t *req) {
   if (type == UV_FS_CLOSE) {
     if (op->err == 0 && result < 0)
       op->err = (int)result;
-    if (uvp__is_pending(op->p)) {
-      if (op->err != 0) {
-        uvp__reject(op->p, op->err, NULL, NULL);
-      } else if (op->data != NULL) {
-        uvp__fulfill(op->p, (void *)(intptr_t)op->len, NULL);
-      } else {
-        uvp_buf_t *b = op->buf;
-        op->buf = NULL;
-        b->base[b->len] = '\0';
-        uvp__fulfill(op->p, b, uvp__free);
-      }
+    if (op->err != 0) {
+      uvp__op_settle(&op->op, op->err, NULL, NULL);
+    } else if (op->data != NULL) {
+      uvp__op_settle(&op->op, 0, (void *)(intptr_t)op->len, NULL);
+    } else if (uvp__op_wanted(&op->op)) {
+      uvp_buf_t *b = op->buf;
+      op->buf = NULL;
+      b->base[b->len] = '\0';
+      uvp__op_settle(&op->op, 0, b, uvp__free);
     }
     op_finish(op);
     return;
   }
   if (type == UV_FS_OPEN && result >= 0)
     op->fd = (uv_file)result;
-  if (!uvp__is_pending(op->p)) {
+  if (!uvp__op_wanted(&op->op)) {
     whole_close(op, UV_ECANCELED);
     return;
   }
@@ -533,8 +465,8 @@ int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
   if (op == NULL)
     return rc;
   op->max = max;
-  return op_started(
-      op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), out);
+  return uvp__op_started(
+      &op->op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), out);
 }
 
 int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
@@ -548,8 +480,9 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
     return rc;
   op->data = data != NULL ? data : "";
   op->len = len;
-  return op_started(op,
-                    uv_fs_open(ctx->loop, &op->req, path,
-                               O_WRONLY | O_CREAT | O_TRUNC, 0644, whole_cb),
-                    out);
+  return uvp__op_started(&op->op,
+                         uv_fs_open(ctx->loop, &op->req, path,
+                                    O_WRONLY | O_CREAT | O_TRUNC, 0644,
+                                    whole_cb),
+                         out);
 }

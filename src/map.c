@@ -1,17 +1,22 @@
 /* Bounded fan-out: start n items with at most `limit` in flight, collect
  * them like allSettled, optionally stream each outcome or fail fast.
  *
- * Same lifetime scheme as the combinators: `attached` counts reactions not
- * yet run or dropped plus one share for the result; item promises are held
- * until the share goes. */
+ * One block holds the state and one slot per item (settled.h): a record
+ * saying UV_ECANCELED until the item starts, then the cell observing its
+ * promise, then its record.  Same lifetime scheme as the combinators:
+ * `attached` counts cells not yet run or dropped plus one share for the
+ * result; item promises are held until the share goes. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sched.h"
+#include "settled.h"
 
-typedef struct map_s map_t;
-struct map_s {
+typedef struct map_s {
+  uvp__cell_owner_t owner; /* first: the cells name the map through it */
   uvp_ctx_t *ctx;
+  void *block;
+  size_t bytes;
   uvp_promise_t *result; /* our reference, while undecided */
   size_t n;
   size_t next;
@@ -27,9 +32,8 @@ struct map_s {
   uvp_map_each_cb each;
   void *arg;
   uvp_settled_list_t view;
-  map_t **cells;
-  uvp_settled_t *items;
-};
+  uvp__slot_t *items; /* n */
+} map_t;
 
 size_t uvp_pool_size(void) {
   const char *s = getenv("UV_THREADPOOL_SIZE");
@@ -39,7 +43,7 @@ size_t uvp_pool_size(void) {
 
 static void map_unref(map_t *m) {
   if (--m->attached == 0)
-    uvp__free(m);
+    uvp__block_put(&m->ctx->blocks, m->block, m->bytes, !m->ctx->closed);
 }
 
 static void release_share(map_t *m) {
@@ -47,8 +51,8 @@ static void release_share(map_t *m) {
   if (m->items_held) {
     m->items_held = false;
     for (size_t i = 0; i < m->n; i++)
-      if (m->items[i].promise != NULL)
-        uvp__rel(m->items[i].promise);
+      if (uvp__slot_input(&m->items[i]) != NULL)
+        uvp__rel(uvp__slot_input(&m->items[i]));
   }
   m->attached--;
   map_unref(m);
@@ -60,8 +64,8 @@ static void view_free(void *view) {
 
 static void cancel_inflight(map_t *m) {
   for (size_t i = 0; i < m->next; i++) {
-    uvp_promise_t *p = m->items[i].promise;
-    if (p != NULL && p->state == UVP__S_PENDING)
+    uvp_promise_t *p = uvp__slot_input(&m->items[i]);
+    if (p != NULL && uvp__is_pending(p))
       (void)uvp_promise_cancel(p);
   }
 }
@@ -71,8 +75,6 @@ static void drop_result(map_t *m) {
   m->result = NULL;
   uvp__rel(r);
 }
-
-static uvp_ret_t map_react(void *arg, const uvp_outcome_t *in);
 
 /* UVP_MAP_FAIL_FAST's first failure: settle like the failed item (or with
  * `code` when there is no promise to follow), start nothing more and
@@ -89,7 +91,7 @@ static void fail_fast(map_t *m, uvp_promise_t *failed, int code) {
 }
 
 /* Start item i.  A start failure becomes an already-rejected promise, so
- * every outcome reaches the caller the same way: later, from a reaction. */
+ * every outcome reaches the caller the same way: later, from its cell. */
 static void start_one(map_t *m, size_t i) {
   uvp_promise_t *p = NULL;
   int rc = m->start(m->arg, i, &p);
@@ -101,33 +103,24 @@ static void start_one(map_t *m, size_t i) {
   }
   if (rc != 0) {
     p = uvp__promise_new(m->ctx, __FILE__, __LINE__);
-    if (p != NULL)
-      uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
+    if (p == NULL) {
+      /* Out of memory: the only outcome recorded without a promise (and
+       * so the only one reported to on_settle from inside the start path). */
+      uvp_outcome_t o = {UV_ENOMEM, NULL, NULL};
+      uvp__slot_record(&m->items[i], UV_ENOMEM, NULL);
+      m->view.rejected++;
+      m->remaining--;
+      if (m->each != NULL)
+        m->each(m->arg, i, &o);
+      if (m->flags & UVP_MAP_FAIL_FAST)
+        fail_fast(m, NULL, UV_ENOMEM); /* pump() then sees `done`, stops */
+      return;
+    }
+    uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
   }
-  uvp__reaction_t *r =
-      p == NULL ? NULL
-                : uvp__reaction_new(m->ctx, map_react, &m->cells[i], p,
-                                    UVP__R_NODERIVED | UVP__R_ON_OK |
-                                        UVP__R_ON_ERR | UVP__R_NOTIFY);
-  if (r == NULL) {
-    /* Out of memory: the only outcome recorded without a promise (and so
-     * the only one reported to on_settle from inside the start path). */
-    if (p != NULL)
-      uvp__rel(p);
-    uvp_outcome_t o = {UV_ENOMEM, NULL, NULL};
-    m->items[i].status = UV_ENOMEM;
-    m->view.rejected++;
-    m->remaining--;
-    if (m->each != NULL)
-      m->each(m->arg, i, &o);
-    if (m->flags & UVP_MAP_FAIL_FAST)
-      fail_fast(m, NULL, UV_ENOMEM); /* pump() then sees `done` and stops */
-    return;
-  }
-  m->items[i].promise = p;
   m->inflight++;
   m->attached++;
-  uvp__attach(p, r);
+  uvp__cell_attach(&m->owner, &m->items[i].cell, p);
 }
 
 static void settle_result(map_t *m) {
@@ -149,20 +142,19 @@ static void pump(map_t *m) {
   map_unref(m);
 }
 
-static uvp_ret_t map_react(void *arg, const uvp_outcome_t *in) {
-  map_t **cell = arg;
-  map_t *m = *cell;
-  size_t i = (size_t)(cell - m->cells);
-  uvp_ret_t none = {0};
+/* Item i settled as `in` (NULL: its cell was dropped). */
+static void cell_run(uvp__cell_owner_t *owner, size_t i,
+                     const uvp_outcome_t *in) {
+  map_t *m = UVP__CONTAINER_OF(owner, map_t, owner);
   if (in == NULL) {
+    uvp__slot_record(&m->items[i], UV_ECANCELED, NULL);
     map_unref(m);
-    return none;
+    return;
   }
   m->attached++;
   m->inflight--;
   m->remaining--;
-  m->items[i].status = in->status;
-  m->items[i].value = in->value;
+  uvp__slot_record(&m->items[i], in->status, in->value);
   if (in->status == 0)
     m->view.fulfilled++;
   else
@@ -174,9 +166,10 @@ static uvp_ret_t map_react(void *arg, const uvp_outcome_t *in) {
   else if (!m->done)
     pump(m);
   map_unref(m); /* the guard */
-  map_unref(m); /* this reaction */
-  return none;
+  map_unref(m); /* this cell */
 }
+
+static const uvp__cell_ops_t cell_ops = {cell_run};
 
 static void map_cancel(uvp_promise_t *result, void *arg) {
   map_t *m = arg;
@@ -189,36 +182,53 @@ static void map_cancel(uvp_promise_t *result, void *arg) {
   map_unref(m);
 }
 
+/* The block: the map, aligned for the cells' tags, then the items, each a
+ * record of an item not started.  NULL if there is no memory. */
+static map_t *map_alloc(uvp_ctx_t *ctx, size_t n) {
+  enum { ALIGN = UVP__SLOT_ALIGN };
+  if (n > (SIZE_MAX - sizeof(map_t) - ALIGN) / sizeof(uvp__slot_t))
+    return NULL;
+  size_t bytes = sizeof(map_t) + ALIGN - 1 + n * sizeof(uvp__slot_t);
+  void *block = uvp__block_get(&ctx->blocks, &bytes);
+  if (block == NULL)
+    return NULL;
+  map_t *m =
+      (map_t *)(((uintptr_t)block + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1));
+  memset(m, 0, sizeof(*m));
+  m->block = block;
+  m->bytes = bytes;
+  m->ctx = ctx;
+  m->items = (uvp__slot_t *)(m + 1);
+  for (size_t i = 0; i < n; i++) {
+    m->items[i].rec.status = UV_ECANCELED; /* until started */
+    m->items[i].rec.value = NULL;
+    m->items[i].rec.promise = NULL;
+  }
+  m->owner.ops = &cell_ops;
+  m->owner.cells = &m->items[0].cell;
+  m->view.count = n;
+  m->view.items = &m->items[0].rec;
+  return m;
+}
+
 int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n, uvp_map_start_cb start,
                        void *arg, const uvp_map_opts_t *opts,
                        uvp_promise_t **out, const char *file, int line) {
   uvp_map_opts_t defaults = {0, 0, NULL};
   if (opts == NULL)
     opts = &defaults;
-  if (ctx == NULL || out == NULL || start == NULL ||
-      (opts->flags & ~UVP_MAP_FAIL_FAST) != 0)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  size_t per = sizeof(map_t *) + sizeof(uvp_settled_t);
-  if (n > (SIZE_MAX - sizeof(map_t)) / per)
-    return UV_ENOMEM;
-  map_t *m = uvp__malloc(sizeof(map_t) + n * per);
+  int rc = out == NULL || start == NULL || (opts->flags & ~UVP_MAP_FAIL_FAST)
+               ? UV_EINVAL
+               : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  map_t *m = map_alloc(ctx, n);
   if (m == NULL)
     return UV_ENOMEM;
-  uvp_promise_t *result = uvp__promise_new(ctx, file, line);
-  if (result == NULL) {
-    uvp__free(m);
+  m->result = uvp__produced_new(ctx, file, line, map_cancel, m);
+  if (m->result == NULL) {
+    uvp__block_put(&ctx->blocks, m->block, m->bytes, true);
     return UV_ENOMEM;
-  }
-  memset(m, 0, sizeof(*m));
-  m->ctx = ctx;
-  m->cells = (map_t **)(m + 1);
-  m->items = (uvp_settled_t *)(m->cells + n);
-  memset(m->items, 0, n * sizeof(uvp_settled_t));
-  for (size_t i = 0; i < n; i++) {
-    m->cells[i] = m;
-    m->items[i].status = UV_ECANCELED; /* until started */
   }
   m->n = m->remaining = n;
   m->limit = opts->limit != 0 ? opts->limit : uvp_pool_size();
@@ -226,14 +236,9 @@ int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n, uvp_map_start_cb start,
   m->start = start;
   m->each = opts->on_settle;
   m->arg = arg;
-  m->view.count = n;
-  m->view.items = m->items;
   m->items_held = true;
   m->attached = 1; /* the share */
-  m->result = uvp_promise_retain(result);
-  (void)uvp_promise_set_cancel(result, map_cancel, m);
-  result->flags |= UVP__F_OWNED;
-  *out = result;
+  *out = m->result;
   pump(m);
   return 0;
 }

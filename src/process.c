@@ -12,7 +12,7 @@
 #include <signal.h>
 #include <string.h>
 
-#include "internal.h"
+#include "op.h"
 
 #define DEFAULT_MAX_OUTPUT ((size_t)16 * 1024 * 1024)
 #define FIRST_CAP 4096
@@ -23,10 +23,10 @@ enum { S_IN, S_OUT, S_ERR };
 enum { INIT_PROC = 1u << 3 }; /* bits 0..2: pipes[S_*] initialised */
 
 typedef struct procop_s {
+  uvp__op_t op;
   uv_process_t proc;
   uv_pipe_t pipes[3];
   uv_write_t write_req;
-  uvp_promise_t *p;
   uvp_process_result_t *res;
   size_t cap[3]; /* bytes res->out / res->err can hold, besides the NUL */
   size_t max;
@@ -66,23 +66,20 @@ static void shrink(uvp_buf_t *b) {
   b->base[b->len] = '\0';
 }
 
+/* The last handle has closed: settle, and the operation ends. */
 static void finish(procop_t *op) {
-  uvp_promise_t *p = op->p;
   uvp_process_result_t *res = op->res;
-  if (!op->aborted && uvp__is_pending(p)) {
-    if (op->err != 0) {
-      uvp__reject(p, op->err, NULL, NULL);
-    } else {
-      shrink(&res->out);
-      shrink(&res->err);
-      uvp__fulfill(p, res, result_free);
-      res = NULL;
-    }
-  }
-  if (res != NULL)
+  if (op->aborted) {
     result_free(res);
-  uvp__free(op);
-  uvp__rel(p);
+    uvp__op_free(&op->op); /* its promise went with the abort */
+    return;
+  }
+  if (op->err == 0 && uvp__op_wanted(&op->op)) {
+    shrink(&res->out);
+    shrink(&res->err);
+  }
+  uvp__op_settle(&op->op, op->err, res, result_free);
+  uvp__op_finish(&op->op);
 }
 
 static void handle_closed(uv_handle_t *h) {
@@ -102,9 +99,8 @@ static void close_pipes(procop_t *op) {
       close_handle((uv_handle_t *)&op->pipes[i]);
 }
 
-static void proc_cancel(uvp_promise_t *p, void *arg) {
-  procop_t *op = arg;
-  (void)p;
+static void proc_cancel(uvp__op_t *o) {
+  procop_t *op = UVP__CONTAINER_OF(o, procop_t, op);
   /* Until exit_cb the child is not reaped, so its pid cannot have been
    * reused: the signal reaches the right process (or its zombie). */
   if (!op->exited)
@@ -176,13 +172,16 @@ static void write_cb(uv_write_t *req, int status) {
   close_handle((uv_handle_t *)&op->pipes[S_IN]);
 }
 
+/* The promise settles in finish(), never through the operation layer's
+ * queue. */
+static const uvp__op_kind_t proc_kind = {proc_cancel, NULL, NULL};
+
 /* uv_spawn refused: the handles it and we initialised still need their
  * close callbacks, and the object lives until they have run.  Its promise
- * was never handed out: it goes with the object's reference, unsettled. */
+ * was never handed out: it goes now, unsettled. */
 static int spawn_abort(procop_t *op, int rc) {
   op->aborted = true;
-  op->p->flags &= (uint8_t)~UVP__F_CANCEL;
-  uvp__rel(op->p);
+  uvp__produced_abort(op->op.p);
   close_pipes(op);
   if (op->inited & INIT_PROC)
     close_handle((uv_handle_t *)&op->proc);
@@ -213,51 +212,31 @@ static void start_io(procop_t *op) {
     close_handle((uv_handle_t *)&op->pipes[S_IN]);
 }
 
-int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
-                 uvp_promise_t **out, const char *file, int line) {
-  if (ctx == NULL || opts == NULL || opts->file == NULL || out == NULL)
-    return UV_EINVAL;
-  if ((opts->stdin_data == NULL && opts->stdin_len != 0) ||
-      opts->stdin_len > UINT_MAX)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  size_t in_len = opts->stdin_len;
-  procop_t *op = uvp__malloc(sizeof(*op) + in_len);
+/* The result the child's output is collected into (empty strings). */
+static uvp_process_result_t *result_new(void) {
   uvp_process_result_t *res = uvp__calloc(1, sizeof(*res));
-  char *out_base = uvp__malloc(1);
-  char *err_base = uvp__malloc(1);
-  uvp_promise_t *p = NULL;
-  if (op != NULL && res != NULL && out_base != NULL && err_base != NULL)
-    p = uvp__op_new(ctx, file, line, proc_cancel, op);
-  if (p == NULL) {
-    uvp__free(op);
-    uvp__free(res);
-    uvp__free(out_base);
-    uvp__free(err_base);
-    return UV_ENOMEM;
+  if (res == NULL)
+    return NULL;
+  res->out.base = uvp__malloc(1);
+  res->err.base = uvp__malloc(1);
+  if (res->out.base == NULL || res->err.base == NULL) {
+    result_free(res);
+    return NULL;
   }
-  memset(op, 0, sizeof(*op));
-  out_base[0] = err_base[0] = '\0';
-  res->out.base = out_base;
-  res->err.base = err_base;
-  op->res = res;
-  op->p = p;
-  op->max = opts->max_output != 0 ? opts->max_output : DEFAULT_MAX_OUTPUT;
-  if (op->max > SIZE_MAX / 2)
-    op->max = SIZE_MAX / 2; /* so that max + 1 and doubling cannot wrap */
-  op->cancel_signal = opts->cancel_signal != 0 ? opts->cancel_signal : SIGTERM;
-  op->in_len = in_len;
-  if (in_len > 0)
-    memcpy(op->in_data, opts->stdin_data, in_len);
+  res->out.base[0] = res->err.base[0] = '\0';
+  return res;
+}
 
-  uv_stdio_container_t stdio[3];
-  memset(stdio, 0, sizeof(stdio));
+/* The pipes the child's stdio is connected to (stdin only with data). */
+static int open_pipes(procop_t *op, uv_loop_t *loop,
+                      const uvp_spawn_opts_t *opts,
+                      uv_stdio_container_t stdio[3]) {
+  memset(stdio, 0, 3 * sizeof(*stdio));
   stdio[S_IN].flags = UV_IGNORE;
   for (int i = opts->stdin_data != NULL ? S_IN : S_OUT; i <= S_ERR; i++) {
-    int rc = uv_pipe_init(ctx->loop, &op->pipes[i], 0);
+    int rc = uv_pipe_init(loop, &op->pipes[i], 0);
     if (rc != 0)
-      return spawn_abort(op, rc);
+      return rc;
     op->pipes[i].data = op;
     op->inited |= 1u << i;
     op->open++;
@@ -267,7 +246,14 @@ int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
                          (i == S_IN ? UV_READABLE_PIPE : UV_WRITABLE_PIPE));
     stdio[i].data.stream = (uv_stream_t *)&op->pipes[i];
   }
+  return 0;
+}
 
+static int spawn(procop_t *op, uv_loop_t *loop, const uvp_spawn_opts_t *opts) {
+  uv_stdio_container_t stdio[3];
+  int rc = open_pipes(op, loop, opts, stdio);
+  if (rc != 0)
+    return rc;
   char *default_args[2] = {(char *)opts->file, NULL};
   uv_process_options_t po;
   memset(&po, 0, sizeof(po));
@@ -278,15 +264,47 @@ int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
   po.cwd = opts->cwd;
   po.stdio_count = 3;
   po.stdio = stdio;
-  int rc = uv_spawn(ctx->loop, &op->proc, &po);
+  rc = uv_spawn(loop, &op->proc, &po);
   /* uv_spawn initialises the handle before anything can fail, so it needs
    * closing whatever the outcome. */
   op->proc.data = op;
   op->inited |= INIT_PROC;
   op->open++;
+  return rc;
+}
+
+int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
+                 uvp_promise_t **out, const char *file, int line) {
+  if (out == NULL || opts == NULL || opts->file == NULL ||
+      (opts->stdin_data == NULL && opts->stdin_len != 0) ||
+      opts->stdin_len > UINT_MAX)
+    return UV_EINVAL;
+  size_t in_len = opts->stdin_len;
+  uvp_process_result_t *res = NULL;
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0 && (res = result_new()) == NULL)
+    rc = UV_ENOMEM;
+  procop_t *op = rc != 0 ? NULL
+                         : uvp__op_new(ctx, &proc_kind, sizeof(*op) + in_len,
+                                       out, file, line, &rc);
+  if (op == NULL) {
+    if (res != NULL)
+      result_free(res);
+    return rc;
+  }
+  memset((char *)op + sizeof(op->op), 0, sizeof(*op) - sizeof(op->op));
+  op->res = res;
+  op->max = opts->max_output != 0 ? opts->max_output : DEFAULT_MAX_OUTPUT;
+  if (op->max > SIZE_MAX / 2)
+    op->max = SIZE_MAX / 2; /* so that max + 1 and doubling cannot wrap */
+  op->cancel_signal = opts->cancel_signal != 0 ? opts->cancel_signal : SIGTERM;
+  op->in_len = in_len;
+  if (in_len > 0)
+    memcpy(op->in_data, opts->stdin_data, in_len);
+  rc = spawn(op, ctx->loop, opts);
   if (rc != 0)
     return spawn_abort(op, rc);
   start_io(op);
-  *out = p;
+  *out = op->op.p;
   return 0;
 }

@@ -25,14 +25,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-
-#define TARGET(r) uvp__reaction_target(r)
-#define RFLAGS(r) uvp__rflags(r)
+#include "sched.h"
 
 _Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
-
-enum { RET_DONE_ = 100 }; /* internal: the derived promise is taken care of */
+_Static_assert(sizeof(uvp_promise_t) % UVP__SLOT_ALIGN == 0,
+               "promises stay aligned in their pool: a reaction's target "
+               "carries its kind in the low bits");
+_Static_assert(sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
+               "reactions stay aligned in their pool");
 
 static uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
                                     int line) {
@@ -46,7 +46,7 @@ static uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   p->refs = 1;
   p->born = (uint32_t)(uv_now(ctx->loop) - ctx->epoch);
   p->ctx_id = ctx->id;
-  p->site = uvp__site(ctx, file, line);
+  p->site = uvp__site(&ctx->sites, file, line);
   p->state = UVP__S_PENDING;
   p->flags = 0;
   ctx->live++;
@@ -54,24 +54,43 @@ static uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   return p;
 }
 
-static uvp__reaction_t *reaction_alloc(uvp_ctx_t *ctx, uvp_then_cb cb,
-                                       void *arg, uvp_promise_t *target,
-                                       unsigned flags) {
-  uvp__reaction_t *r = uvp__pool_get(&ctx->reactions);
-  if (UVP__UNLIKELY(r == NULL))
+/* A reaction from the pool; `cb` is a uvp_then_cb or, for the NOTIFY
+ * kind, a uvp__notify_cb. */
+static uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,
+                                     void *target, void *arg) {
+  uvp__handler_t *h = uvp__pool_get(&ctx->reactions);
+  if (UVP__UNLIKELY(h == NULL))
     return NULL;
-  r->next = NULL;
-  r->cb = cb;
-  r->arg = arg;
-  r->target = (uintptr_t)target | uvp__rtag(flags);
-  return r;
+  h->r.next = NULL;
+  h->r.target = uvp__rtag(target, kind);
+  h->arg = arg;
+  return h;
+}
+
+/* Push r on pending p's reaction list. */
+static inline void push_reaction(uvp_promise_t *p, uvp__reaction_t *r) {
+  if (p->reactions != NULL)
+    p->flags |= UVP__F_MANY;
+  r->next = p->reactions;
+  p->reactions = r;
+}
+
+/* Register r on p, which it observes, and mark p handled. */
+static void attach(uvp_promise_t *p, uvp__reaction_t *r) {
+  p->flags |= UVP__F_HANDLED;
+  if (p->state == UVP__S_PENDING) {
+    push_reaction(p, r);
+  } else {
+    p->refs++;
+    uvp__enqueue(uvp__promise_ctx(p), r);
+  }
 }
 
 /* ---- references ---------------------------------------------------------- */
 
 static void destroy(uvp_promise_t *p);
 
-void uvp__report_unhandled(uvp_promise_t *p) {
+static void report_unhandled(uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->unhandled_cb != NULL) {
     ctx->unhandled_cb(p, ctx->unhandled_arg);
@@ -90,10 +109,9 @@ void uvp__release_local(uvp_promise_t *p) {
   if (UVP__LIKELY(--p->refs != 0))
     return;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (p->state == UVP__S_REJECTED &&
-      !(p->flags & (UVP__F_HANDLED | UVP__F_NOTIFIED))) {
-    p->flags |= UVP__F_NOTIFIED;
-    uvp__report_unhandled(p);
+  if (p->state == UVP__S_REJECTED && !(p->flags & UVP__F_HANDLED)) {
+    p->flags |= UVP__F_HANDLED;
+    report_unhandled(p);
   }
   /* code, born and site are not read again: they thread the stack. */
   p->next_dead = ctx->free_stack;
@@ -135,24 +153,25 @@ static void rel(uvp_promise_t *p) { rel_in(uvp__promise_ctx(p), p); }
 
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
-  uvp_promise_t *t = TARGET(r);
-  unsigned fl = RFLAGS(r);
-  if (fl & UVP__R_CELL) {
-    uvp__cell_owner_t *o = uvp__cell_owner(r);
-    size_t i = uvp__cell_index(o, r);
-    uvp_promise_t *src = o->sources[i]; /* run may free the owner */
-    o->ops->run(o, i, NULL);
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL) {
+    uvp__cell_t *cell = (uvp__cell_t *)(void *)r;
+    uvp__cell_owner_t *o = uvp__rtarget(r);
+    uvp_promise_t *src = cell->source; /* run may free the owner */
+    o->ops->run(o, (size_t)(cell - o->cells), NULL);
     if (queued)
       rel(src);
     return;
   }
-  uvp_then_cb cb = r->cb;
-  void *arg = r->arg;
-  if (!(fl & UVP__R_EMBEDDED))
-    uvp__pool_put(&ctx->reactions, r);
-  if (fl & UVP__R_NODERIVED) {
-    if (fl & UVP__R_NOTIFY)
-      (void)cb(arg, NULL);
+  uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+  uvp_promise_t *t = uvp__rtarget(r);
+  uvp__notify_cb notify = h->cb.notify;
+  void *arg = h->arg;
+  if (kind != UVP__RK_NOTIFY_EMBEDDED)
+    uvp__pool_put(&ctx->reactions, h);
+  if (!uvp__rk_derived(kind)) {
+    if (kind >= UVP__RK_NOTIFY)
+      notify(arg, NULL);
     if (queued)
       rel(t);
     return;
@@ -266,7 +285,7 @@ static UVP__ALWAYS_INLINE void settle_in(uvp_ctx_t *ctx, uvp_promise_t *p,
   uint8_t many = p->flags & UVP__F_MANY;
   p->state = state;
   p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL | UVP__F_MANY |
-                          UVP__F_OP);
+                          UVP__F_MOVABLE);
   ctx->pending--;
   uvp__reaction_t *r = p->reactions;
   if (r == NULL)
@@ -333,15 +352,17 @@ static void adopt(uvp_promise_t *p, uvp_promise_t *q) {
     if (x->state != UVP__S_PENDING || !(x->flags & UVP__F_WAITING))
       break;
   }
-  uvp__reaction_t *r = reaction_alloc(uvp__promise_ctx(p), NULL, NULL, p, 0);
-  if (r == NULL) {
+  uvp__handler_t *h =
+      handler_alloc(uvp__promise_ctx(p), UVP__RK_FOLLOW, p, NULL);
+  if (h == NULL) {
     reject(p, UV_ENOMEM, NULL, NULL);
     return;
   }
+  h->cb.then = NULL;
   p->refs++;
   p->link = q;
   p->flags |= UVP__F_WAITING;
-  uvp__push_reaction(q, r);
+  push_reaction(q, &h->r);
 }
 
 static bool settleable(const uvp_promise_t *p) {
@@ -451,13 +472,12 @@ static void cancel_with(uvp_promise_t *p, int code) {
   rel(p);
 }
 
-/* Whether every reaction on q is one that settles p: then p is q's only
- * consumer, and nobody else can observe q any more. */
-static bool sole_consumer(const uvp_promise_t *q, const uvp_promise_t *p) {
+bool uvp__sole_consumer(const uvp_promise_t *q, const void *who) {
   if (q->reactions == NULL)
     return false;
+  /* A reaction without a derived promise targets q itself, never `who`. */
   for (const uvp__reaction_t *r = q->reactions; r != NULL; r = r->next)
-    if ((RFLAGS(r) & UVP__R_NODERIVED) || TARGET(r) != p)
+    if (uvp__rtarget(r) != who)
       return false;
   return true;
 }
@@ -476,7 +496,7 @@ int uvp_promise_cancel(uvp_promise_t *p) {
   while (p != NULL) {
     uvp_promise_t *up = NULL;
     if ((p->flags & UVP__F_WAITING) && p->link->state == UVP__S_PENDING &&
-        sole_consumer(p->link, p))
+        uvp__sole_consumer(p->link, p))
       up = uvp_promise_retain(p->link);
     cancel_with(p, UV_ECANCELED);
     if (held != NULL)
@@ -525,7 +545,7 @@ int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
 
 /* ---- reactions ----------------------------------------------------------- */
 
-static int add_reaction(uvp_promise_t *p, unsigned flags, uvp_then_cb cb,
+static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
                         void *arg, uvp_promise_t **out, const char *file,
                         int line) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
@@ -542,10 +562,10 @@ static int add_reaction(uvp_promise_t *p, unsigned flags, uvp_then_cb cb,
     d->flags = UVP__F_WAITING;
     target = d;
   } else {
-    flags |= UVP__R_NODERIVED;
+    kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
   }
-  uvp__reaction_t *r = reaction_alloc(ctx, cb, arg, target, flags);
-  if (UVP__UNLIKELY(r == NULL)) {
+  uvp__handler_t *h = handler_alloc(ctx, kind, target, arg);
+  if (UVP__UNLIKELY(h == NULL)) {
     if (d != NULL) {
       d->refs = 1;
       d->flags = 0;
@@ -553,7 +573,8 @@ static int add_reaction(uvp_promise_t *p, unsigned flags, uvp_then_cb cb,
     }
     return UV_ENOMEM;
   }
-  uvp__attach(p, r);
+  h->cb.then = cb;
+  attach(p, &h->r);
   if (out != NULL)
     *out = d;
   return 0;
@@ -563,15 +584,15 @@ int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
                       uvp_promise_t **out, const char *file, int line) {
   if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
     return UV_EINVAL;
-  return add_reaction(p, (unsigned)mask << 1, cb, arg, out, file, line);
+  /* The THEN kinds are the masks themselves (see promise.h). */
+  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, out, file, line);
 }
 
 int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
                            uvp_promise_t **out, const char *file, int line) {
   if (p == NULL)
     return UV_EINVAL;
-  return add_reaction(p, UVP__R_ON_OK | UVP__R_ON_ERR | UVP__R_FINALLY, cb,
-                      arg, out, file, line);
+  return add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, out, file, line);
 }
 
 /* ---- running a reaction -------------------------------------------------- */
@@ -585,7 +606,7 @@ static void report_lost(uvp_promise_t *src, int code, void *payload) {
   tmp.value = payload;
   tmp.fn.free_cb = NULL;
   tmp.refs = 1;
-  uvp__report_unhandled(&tmp);
+  report_unhandled(&tmp);
 }
 
 /* Throw away what a handler returned when no promise can take it. */
@@ -614,28 +635,29 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
   }
 }
 
-/* A handler returned q, a movable operation's fresh promise (F_OP) that
+/* A handler returned q, a movable producer's fresh promise (F_MOVABLE) that
  * nothing observes and nobody else holds: its references are the
- * operation's and the one the handler handed over.  Adopting q would cost a
+ * producer's and the one the handler handed over.  Adopting q would cost a
  * reaction, a trip through the run queue and a forward when it settles, on
- * every step of a chain like stat -> open -> read -> close.  Instead d takes
- * q's place: the operation settles d itself, and cancelling d runs the
- * operation's hook, as cancelling d would have cancelled q (its sole
- * consumer).  q is left with the handler's reference, which the caller
- * drops. */
+ * every step of a chain like stat -> open -> read -> close.  Instead d
+ * takes q's place: the producer settles d itself, and cancelling d runs
+ * its hook, as cancelling d would have cancelled q (its sole consumer).  q
+ * is left with the handler's reference, which the caller drops. */
 static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
-  /* F_OP implies pending: settle() clears it. */
-  if (!(q->flags & UVP__F_OP) || q->refs != 2 || q->reactions != NULL ||
-      !uvp__same_ctx(q, d) || (d->flags & UVP__F_CANCEL) ||
-      *(uvp_promise_t **)q->value != q)
+  /* F_MOVABLE implies pending: settling clears it. */
+  if (!(q->flags & UVP__F_MOVABLE) || q->refs != 2 || q->reactions != NULL ||
+      !uvp__same_ctx(q, d) || (d->flags & UVP__F_CANCEL))
     return false;
-  *(uvp_promise_t **)q->value = d; /* UVP__OP_MOVABLE: the op's first member */
-  d->value = q->value;
+  uvp_promise_t **slot = q->value; /* the producer's pointer to q */
+  if (*slot != q)
+    return false;
+  *slot = d;
+  d->value = slot;
   d->fn.cancel_cb = q->fn.cancel_cb;
   d->link = NULL;
-  d->flags |= UVP__F_OWNED | UVP__F_CANCEL | UVP__F_OP;
-  d->refs++; /* the operation's */
-  q->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_OP);
+  d->flags |= UVP__F_OWNED | UVP__F_CANCEL | UVP__F_MOVABLE;
+  d->refs++; /* the producer's */
+  q->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_MOVABLE);
   q->value = NULL;
   q->fn.cancel_cb = NULL;
   q->refs--;
@@ -647,8 +669,6 @@ static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
  * forward to, so each copy waited for those stores, and every older one
  * (a combinator's store into a cold result array), to reach the cache. */
 static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret) {
-  if (ret->kind_ == RET_DONE_)
-    return;
   if (d == NULL) {
     discard(ret, src, true);
     return;
@@ -695,9 +715,35 @@ static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_pass();
 }
 
-/* Turn finally's handler result into the derived promise's outcome. */
+/* finally's handler adopted pending q: d waits for q instead, then settles
+ * like src unless q rejects.  Returns what apply() is to do now. */
+static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
+                              uvp_promise_t *d, uvp_promise_t *q,
+                              bool *waiting) {
+  if (q == d) {
+    rel(q);
+    return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
+  }
+  uvp__handler_t *h = handler_alloc(ctx, UVP__RK_THEN_BOTH, d, src);
+  if (h == NULL) {
+    rel(q);
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+  }
+  h->cb.then = finally_after;
+  src->refs++; /* for finally_after */
+  d->refs++;   /* for the new reaction */
+  d->link = q; /* d keeps waiting, now on q */
+  q->flags |= UVP__F_HANDLED;
+  push_reaction(q, &h->r);
+  rel(q);
+  *waiting = true;
+  return uvp_ret_pass();
+}
+
+/* Turn finally's handler result into the derived promise's outcome; sets
+ * *waiting when d now waits for a promise the handler returned. */
 static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
-                             uvp_promise_t *d, uvp_ret_t ret) {
+                             uvp_promise_t *d, uvp_ret_t ret, bool *waiting) {
   switch (ret.kind_) {
   case UVP_RET_REJECT_:
     return ret;
@@ -715,24 +761,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
     rel(q);
     return uvp_ret_pass();
   }
-  if (q == d) {
-    rel(q);
-    return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
-  }
-  uvp__reaction_t *r = reaction_alloc(ctx, finally_after, src, d,
-                                      UVP__R_ON_OK | UVP__R_ON_ERR);
-  if (r == NULL) {
-    rel(q);
-    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
-  }
-  src->refs++; /* for finally_after */
-  d->refs++;   /* for the new reaction */
-  d->link = q; /* d keeps waiting, now on q */
-  q->flags |= UVP__F_HANDLED;
-  uvp__push_reaction(q, r);
-  rel(q);
-  uvp_ret_t done = {RET_DONE_, 0, NULL, NULL, NULL};
-  return done;
+  return finally_wait(ctx, src, d, q, waiting);
 }
 
 /* What a handler is told of settled src. */
@@ -742,42 +771,50 @@ static uvp_outcome_t outcome_of(uvp_promise_t *src) {
   return in;
 }
 
+static void run_cell(uvp_ctx_t *ctx, uvp__cell_t *cell) {
+  uvp__cell_owner_t *o = uvp__rtarget(&cell->r);
+  uvp_promise_t *src = cell->source; /* run may free the owner */
+  uvp_outcome_t in = outcome_of(src);
+  o->ops->run(o, (size_t)(cell - o->cells), &in);
+  rel_in(ctx, src);
+}
+
+/* An observer inside uvp (a map, a timeout, a sequence): the short way
+ * matters when a burst of them runs. */
+static void run_notify(uvp_ctx_t *ctx, uvp__handler_t *h, uvp__rkind_t kind) {
+  uvp_promise_t *src = uvp__rtarget(&h->r);
+  uvp__notify_cb notify = h->cb.notify;
+  void *arg = h->arg;
+  if (kind == UVP__RK_NOTIFY)
+    uvp__pool_put(&ctx->reactions, h);
+  uvp_outcome_t in = outcome_of(src);
+  notify(arg, &in);
+  rel_in(ctx, src);
+}
+
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
-  uvp_promise_t *t = TARGET(r);
-  unsigned fl = RFLAGS(r);
-  if (fl & UVP__R_CELL) {
-    uvp__cell_owner_t *o = uvp__cell_owner(r);
-    size_t i = uvp__cell_index(o, r);
-    uvp_promise_t *src = o->sources[i]; /* run may free the owner */
-    uvp_outcome_t in = outcome_of(src);
-    o->ops->run(o, i, &in);
-    rel_in(ctx, src);
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL) {
+    run_cell(ctx, (uvp__cell_t *)(void *)r);
     return;
   }
-  uvp_then_cb cb = r->cb;
-  void *arg = r->arg;
+  uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+  if (kind >= UVP__RK_NOTIFY) {
+    run_notify(ctx, h, kind);
+    return;
+  }
+  uvp_promise_t *t = uvp__rtarget(r);
+  uvp_then_cb cb = h->cb.then;
+  void *arg = h->arg;
   uvp_promise_t *src, *d;
-  if (fl & UVP__R_NODERIVED) {
-    src = t;
-    d = NULL;
-  } else {
+  if (uvp__rk_derived(kind)) {
     d = t;
     src = d->link;
+  } else {
+    src = t;
+    d = NULL;
   }
-  if (!(fl & UVP__R_EMBEDDED))
-    uvp__pool_put(&ctx->reactions, r);
-
-  bool ok = src->state == UVP__S_FULFILLED;
-  if (fl & UVP__R_NOTIFY) {
-    /* An owner inside uvp (a combinator, a map, a timeout): it wants every
-     * outcome, and its callback returns nothing for a promise to take.
-     * The short way matters when a million inputs' reactions run. */
-    uvp__outcome_t in = {outcome_of(src), r};
-    (void)cb(arg, &in.in);
-    rel_in(ctx, src);
-    return;
-  }
-  unsigned want = ok ? UVP__R_ON_OK : UVP__R_ON_ERR;
+  uvp__pool_put(&ctx->reactions, h);
   /* A handler exists to settle its derived promise.  Once that promise was
    * cancelled (it "stops waiting"), running the handler would only start
    * work nobody can observe or cancel: the next step of a chain a timeout
@@ -786,16 +823,17 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   bool wanted = d == NULL || cb == finally_after ||
                 (d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
                  d->link == src);
-  uvp_ret_t ret;
-  if (cb != NULL && (fl & want) && wanted) {
-    uvp__outcome_t in = {outcome_of(src), r};
-    ret = cb(arg, &in.in);
-    if (fl & UVP__R_FINALLY)
-      ret = finally_ret(ctx, src, d, ret);
-  } else {
-    ret = uvp_ret_pass();
+  uvp_ret_t ret = uvp_ret_pass();
+  bool waiting = false;
+  if (cb != NULL && wanted &&
+      uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
+    uvp_outcome_t in = outcome_of(src);
+    ret = cb(arg, &in);
+    if (uvp__rk_finally(kind))
+      ret = finally_ret(ctx, src, d, ret, &waiting);
   }
-  apply(d, src, &ret);
+  if (!waiting)
+    apply(d, src, &ret);
   rel_in(ctx, src);
   if (d != NULL)
     rel_in(ctx, d);
@@ -805,8 +843,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
  * with no derived promise.  A burst of I/O runs one per operation. */
 void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   static const uvp_outcome_t nothing = {0, NULL, NULL};
-  uvp_promise_t *p = TARGET(r);
-  (void)r->cb(r->arg, &nothing);
+  uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+  uvp_promise_t *p = uvp__rtarget(r);
+  h->cb.notify(h->arg, &nothing);
   rel_in(ctx, p);
 }
 
@@ -827,14 +866,15 @@ static void sweep_one(void *slot, void *arg) {
       cancel_with(p, UVP_ECLOSED);
     }
     rel(p);
-  } else if (p->state == UVP__S_REJECTED &&
-             !(p->flags & (UVP__F_HANDLED | UVP__F_NOTIFIED))) {
-    p->flags |= UVP__F_NOTIFIED;
-    uvp__report_unhandled(p);
+  } else if (p->state == UVP__S_REJECTED && !(p->flags & UVP__F_HANDLED)) {
+    p->flags |= UVP__F_HANDLED;
+    report_unhandled(p);
   }
 }
 
-void uvp__sweep(uvp_ctx_t *ctx) { uvp__pool_each(&ctx->promises, sweep_one, NULL); }
+void uvp__sweep(uvp_ctx_t *ctx) {
+  uvp__pool_each(&ctx->promises, sweep_one, NULL);
+}
 
 /* ---- inspection ---------------------------------------------------------- */
 
@@ -885,10 +925,9 @@ static void dump_one(void *slot, void *arg) {
 }
 
 int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
-  if (ctx == NULL || stream == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = stream == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   dump_state_t st = {stream, uv_now(ctx->loop) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
   return st.count;
@@ -900,19 +939,63 @@ uvp_promise_t *uvp__promise_new(uvp_ctx_t *ctx, const char *file, int line) {
   return promise_alloc(ctx, file, line);
 }
 
-uvp__reaction_t *uvp__reaction_new(uvp_ctx_t *ctx, uvp_then_cb cb, void *arg,
-                                   uvp_promise_t *target, unsigned flags) {
-  return reaction_alloc(ctx, cb, arg, target, flags);
+uvp_promise_t *uvp__produced_new(uvp_ctx_t *ctx, const char *file, int line,
+                                 uvp_cancel_cb hook, void *arg) {
+  uvp_promise_t *p = promise_alloc(ctx, file, line);
+  if (p == NULL)
+    return NULL;
+  p->refs = 2;
+  p->flags = UVP__F_OWNED | UVP__F_CANCEL;
+  p->value = arg;
+  p->fn.cancel_cb = hook;
+  return p;
 }
 
-void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
-  p->flags |= UVP__F_HANDLED;
-  if (p->state == UVP__S_PENDING) {
-    uvp__push_reaction(p, r);
-  } else {
-    p->refs++;
-    uvp__enqueue(uvp__promise_ctx(p), r);
+uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
+                                uvp_cancel_cb hook, uvp_promise_t **slot) {
+  uvp_promise_t *p = uvp__produced_new(ctx, file, line, hook, slot);
+  if (p != NULL) {
+    p->flags |= UVP__F_MOVABLE;
+    *slot = p;
   }
+  return p;
+}
+
+void uvp__produced_forget(uvp_promise_t *p) {
+  p->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_MOVABLE);
+}
+
+void uvp__produced_abort(uvp_promise_t *p) {
+  uvp__produced_forget(p);
+  rel(p);
+  rel(p);
+}
+
+int uvp__observe(uvp_promise_t *p, uvp__notify_cb cb, void *arg) {
+  uvp__handler_t *h =
+      handler_alloc(uvp__promise_ctx(p), UVP__RK_NOTIFY, p, arg);
+  if (h == NULL)
+    return UV_ENOMEM;
+  h->cb.notify = cb;
+  attach(p, &h->r);
+  return 0;
+}
+
+void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
+                           uvp__notify_cb cb, void *arg) {
+  h->r.next = NULL;
+  h->r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
+  h->cb.notify = cb;
+  h->arg = arg;
+  attach(p, &h->r);
+}
+
+void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
+                      uvp_promise_t *src) {
+  cell->r.next = NULL;
+  cell->r.target = uvp__rtag(owner, UVP__RK_CELL);
+  cell->source = src;
+  attach(src, &cell->r);
 }
 
 void uvp__fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
@@ -924,15 +1007,3 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
 }
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src) { forward(p, src); }
 void uvp__rel(uvp_promise_t *p) { rel(p); }
-
-uvp_promise_t *uvp__op_new(uvp_ctx_t *ctx, const char *file, int line,
-                           uvp_cancel_cb cancel, void *arg) {
-  uvp_promise_t *p = promise_alloc(ctx, file, line);
-  if (p == NULL)
-    return NULL;
-  p->refs = 2;
-  p->flags = UVP__F_OWNED | UVP__F_CANCEL;
-  p->value = arg;
-  p->fn.cancel_cb = cancel;
-  return p;
-}

@@ -16,16 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sched.h"
 
 #define UVP__DEFAULT_BUDGET 1024
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
 #define UVP__PREFETCH_AHEAD 16
-#define UVP__PREFETCH_SOURCE 9 /* see drain */
 
-_Thread_local char uvp__thread_anchor;
-_Thread_local uvp_ctx_t *uvp__current;
-_Thread_local uint16_t uvp__current_id;
+UVP__TLS char uvp__thread_anchor;
+UVP__TLS uvp_ctx_t *uvp__current;
+UVP__TLS uint16_t uvp__current_id;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
@@ -34,53 +33,6 @@ uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp__current = ctx;
   uvp__current_id = ctx->id;
   return ctx;
-}
-
-/* ---- process-wide state --------------------------------------------------- */
-
-static uv_mutex_t process_mu;
-static bool process_mu_ok;
-static uv_once_t process_once = UV_ONCE_INIT;
-
-static void process_init(void) {
-  process_mu_ok = uv_mutex_init(&process_mu) == 0;
-}
-
-bool uvp__process_lock(void) {
-  uv_once(&process_once, process_init);
-  if (process_mu_ok)
-    uv_mutex_lock(&process_mu);
-  return process_mu_ok;
-}
-
-void uvp__process_unlock(void) { uv_mutex_unlock(&process_mu); }
-
-uvp_ctx_t *uvp__contexts[UVP__MAX_CONTEXTS];
-
-/* Give ctx the lowest free id, so that a process creating contexts one
- * after the other keeps reusing the table's first entries: UV_ENOMEM when
- * every id is taken (65 535 contexts that are open, or closed with
- * promises still alive). */
-static int id_take(uvp_ctx_t *ctx) {
-  if (!uvp__process_lock())
-    return UV_ENOMEM;
-  int rc = UV_ENOMEM;
-  for (unsigned id = 1; id < UVP__MAX_CONTEXTS; id++) {
-    if (uvp__contexts[id] == NULL) {
-      ctx->id = (uint16_t)id;
-      uvp__contexts[id] = ctx;
-      rc = 0;
-      break;
-    }
-  }
-  uvp__process_unlock();
-  return rc;
-}
-
-static void id_give_back(uvp_ctx_t *ctx) {
-  (void)uvp__process_lock(); /* it worked for id_take */
-  uvp__contexts[ctx->id] = NULL;
-  uvp__process_unlock();
 }
 
 struct uvp__msg_s {
@@ -94,60 +46,83 @@ struct uvp__msg_s {
 
 /* The next reaction to run; one is queued. */
 static uvp__reaction_t *reaction_pop(uvp_ctx_t *ctx) {
-  ctx->queued--;
-  if (ctx->rhead != ctx->rtail)
-    return ctx->ring[ctx->rhead++ & (ctx->ring_cap - 1)];
-  uvp__reaction_t *r = ctx->spill;
-  ctx->spill = r->next;
-  if (ctx->spill == NULL)
-    ctx->spill_tail = NULL;
+  ctx->q.queued--;
+  if (ctx->q.rhead != ctx->q.rtail)
+    return ctx->q.ring[ctx->q.rhead++ & (ctx->q.ring_cap - 1)];
+  uvp__reaction_t *r = ctx->q.spill;
+  ctx->q.spill = r->next;
+  if (ctx->q.spill == NULL)
+    ctx->q.spill_tail = NULL;
   return r;
 }
 
 /* The oldest completion; one is queued. */
 static uvp__reaction_t *completion_pop(uvp_ctx_t *ctx) {
-  ctx->queued--;
-  ctx->completions--;
-  uvp__reaction_t *r = ctx->chead;
-  ctx->chead = r->next;
-  if (ctx->chead == NULL)
-    ctx->ctail = NULL;
+  ctx->q.queued--;
+  ctx->q.completions--;
+  uvp__reaction_t *r = ctx->q.chead;
+  ctx->q.chead = r->next;
+  if (ctx->q.chead == NULL)
+    ctx->q.ctail = NULL;
   return r;
 }
 
 /* Grow the ring to at least `want` slots, keeping the order. */
 static int ring_grow(uvp_ctx_t *ctx, size_t want) {
-  size_t cap = ctx->ring_cap;
+  size_t cap = ctx->q.ring_cap;
   while (cap < want) {
-    if (cap > SIZE_MAX / 2 / sizeof(*ctx->ring))
+    if (cap > SIZE_MAX / 2 / sizeof(*ctx->q.ring))
       return UV_ENOMEM;
     cap *= 2;
   }
-  if (cap == ctx->ring_cap)
+  if (cap == ctx->q.ring_cap)
     return 0;
   uvp__reaction_t **ring = uvp__malloc(cap * sizeof(*ring));
   if (ring == NULL)
     return UV_ENOMEM;
-  size_t count = ctx->rtail - ctx->rhead;
+  size_t count = ctx->q.rtail - ctx->q.rhead;
   for (size_t i = 0; i < count; i++)
-    ring[i] = ctx->ring[(ctx->rhead + i) & (ctx->ring_cap - 1)];
-  uvp__free(ctx->ring);
-  ctx->ring = ring;
-  ctx->ring_cap = cap;
-  ctx->rhead = 0;
-  ctx->rtail = count;
+    ring[i] = ctx->q.ring[(ctx->q.rhead + i) & (ctx->q.ring_cap - 1)];
+  uvp__free(ctx->q.ring);
+  ctx->q.ring = ring;
+  ctx->q.ring_cap = cap;
+  ctx->q.rhead = 0;
+  ctx->q.rtail = count;
   return 0;
 }
 
 void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   /* Full: double it.  Only a burst larger than any before allocates. */
-  if (ctx->spill == NULL && ring_grow(ctx, ctx->ring_cap + 1) == 0) {
-    ctx->ring[ctx->rtail++ & (ctx->ring_cap - 1)] = r;
+  if (ctx->q.spill == NULL && ring_grow(ctx, ctx->q.ring_cap + 1) == 0) {
+    ctx->q.ring[ctx->q.rtail++ & (ctx->q.ring_cap - 1)] = r;
     return;
   }
   /* No memory for a larger ring: settling cannot fail, so the reaction
    * waits on the spill list, behind everything in the ring. */
-  uvp__rlist_append(&ctx->spill, &ctx->spill_tail, r);
+  uvp__rlist_append(&ctx->q.spill, &ctx->q.spill_tail, r);
+}
+
+/* The promise a queued reaction will read first: a cell's source, else
+ * what its target names (the derived promise of a then may be cold too). */
+static const void *first_read(const uvp__reaction_t *r) {
+  if (uvp__rkind(r) == UVP__RK_CELL)
+    return ((const uvp__cell_t *)(const void *)r)->source;
+  return uvp__rtarget(r);
+}
+
+/* A settled burst's reactions are scattered over the slabs (or over a
+ * combinator's block), and settling did not touch them.  In two stages,
+ * the second a few turns after the first has had time to arrive: load the
+ * reaction UVP__PREFETCH_AHEAD ahead, then the promise it reads first 2
+ * ahead.  A short queue gets the promise of the entry after the one about
+ * to run: its reaction was queued a moment ago by a settle that walked it,
+ * or is already in cache.  Figures: docs/internals.md. */
+static void prefetch_ahead(const uvp__runq_t *q) {
+  size_t ahead = q->rtail - q->rhead, mask = q->ring_cap - 1;
+  if (ahead > UVP__PREFETCH_AHEAD)
+    UVP__PREFETCH(q->ring[(q->rhead + UVP__PREFETCH_AHEAD) & mask]);
+  if (ahead != 0)
+    UVP__PREFETCH(first_read(q->ring[(q->rhead + (ahead > 2 ? 2 : 0)) & mask]));
 }
 
 static void drain(uvp_ctx_t *ctx) {
@@ -162,14 +137,14 @@ static void drain(uvp_ctx_t *ctx) {
    * endless chain of promise jobs starve I/O; here, when a drain found no
    * moment to run a completion, the next one runs those that waited
    * through it first. */
-  size_t overdue = ctx->overdue;
+  size_t overdue = ctx->q.overdue;
   bool ran_completion = false;
   /* A handler may close the context or stop the loop: honour both now.
    * The stop flag is tested before each handler, not only after one, so
    * the check-phase drain of the same iteration runs nothing either. */
-  while (ctx->queued != 0 && !loop->stop_flag && budget-- != 0) {
-    if (ctx->completions != 0 &&
-        (overdue != 0 || ctx->queued == ctx->completions)) {
+  while (ctx->q.queued != 0 && !loop->stop_flag && budget-- != 0) {
+    if (ctx->q.completions != 0 &&
+        (overdue != 0 || ctx->q.queued == ctx->q.completions)) {
       overdue -= overdue != 0;
       ran_completion = true;
       uvp__run_completion(ctx, completion_pop(ctx));
@@ -178,37 +153,13 @@ static void drain(uvp_ctx_t *ctx) {
       continue;
     }
     uvp__reaction_t *r = reaction_pop(ctx);
-#if defined(__GNUC__)
-    /* A settled burst's reactions are scattered over the slabs (or over
-     * a combinator's block), and settling did not touch them.  In three
-     * stages, each a few turns after the one before has had time to
-     * arrive: load the reaction 16 ahead; for a cell, its entry in its
-     * owner's sources 9 ahead; then the promise the reaction or cell
-     * names 2 ahead (the derived one of a then may be cold too). */
-    size_t ahead = ctx->rtail - ctx->rhead, mask = ctx->ring_cap - 1;
-    if (ahead > UVP__PREFETCH_AHEAD)
-      __builtin_prefetch(ctx->ring[(ctx->rhead + UVP__PREFETCH_AHEAD) & mask]);
-    if (ahead > UVP__PREFETCH_SOURCE) {
-      uvp__reaction_t *s = ctx->ring[(ctx->rhead + UVP__PREFETCH_SOURCE) & mask];
-      if (uvp__is_cell(s))
-        __builtin_prefetch(uvp__cell_source_slot(s));
-    }
-    if (ahead != 0) {
-      /* A short queue gets the promise of the entry after r: its
-       * reaction was queued a moment ago by a settle that walked it, or
-       * is already in cache. */
-      uvp__reaction_t *s =
-          ctx->ring[(ctx->rhead + (ahead > 2 ? 2 : 0)) & mask];
-      __builtin_prefetch(uvp__is_cell(s) ? *uvp__cell_source_slot(s)
-                                         : uvp__reaction_target(s));
-    }
-#endif
+    prefetch_ahead(&ctx->q);
     uvp__run_reaction(ctx, r);
     if (ctx->closed)
       return;
   }
-  ctx->overdue = ran_completion ? 0 : ctx->completions;
-  if (ctx->queued == 0 && ctx->idle_active && !ctx->closed) {
+  ctx->q.overdue = ran_completion ? 0 : ctx->q.completions;
+  if (ctx->q.queued == 0 && ctx->idle_active && !ctx->closed) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;
   }
@@ -217,7 +168,7 @@ static void drain(uvp_ctx_t *ctx) {
 static void idle_cb(uv_idle_t *h) { drain(h->data); }
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
-  if (ctx->queued != 0)
+  if (ctx->q.queued != 0)
     drain(ctx);
 }
 
@@ -238,16 +189,15 @@ void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 /* ---- locking ------------------------------------------------------------- */
 
 static void ctx_free(uvp_ctx_t *ctx) {
-  id_give_back(ctx);
+  if (ctx->ops != NULL)
+    ctx->ops->destroy(ctx->ops);
+  uvp__registry_remove(ctx->id);
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
-  uvp__pool_destroy(&ctx->ops);
-  uvp__free(ctx->scratch);
-  uvp__free(ctx->spare);
-  uvp__free(ctx->ring);
+  uvp__blocks_destroy(&ctx->blocks);
+  uvp__free(ctx->q.ring);
   uv_mutex_destroy(&ctx->mu);
   uvp__free(ctx);
-  uvp__ctx_count(-1);
 }
 
 void uvp__lock(uvp_ctx_t *ctx) {
@@ -258,17 +208,17 @@ void uvp__lock(uvp_ctx_t *ctx) {
 void uvp__unlock(uvp_ctx_t *ctx) {
   /* A closed context dies with its last promise and its last handle. */
   bool dead = --ctx->mu_depth == 0 && ctx->closed && ctx->live == 0 &&
-              ctx->objects == 0 && ctx->handles_open == 0;
+              ctx->holds == 0 && ctx->handles_open == 0;
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
 }
 
-void uvp__ctx_hold(uvp_ctx_t *ctx) { ctx->objects++; }
+void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
 
-void uvp__ctx_drop(uvp_ctx_t *ctx) {
+void uvp__drop(uvp_ctx_t *ctx) {
   uvp__lock(ctx);
-  ctx->objects--;
+  ctx->holds--;
   uvp__unlock(ctx);
 }
 
@@ -357,6 +307,16 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
 
 /* ---- context ------------------------------------------------------------- */
 
+/* Undo what ctx_init did before it failed. */
+static int ctx_init_failed(uvp_ctx_t *ctx, int rc) {
+  if (ctx->id != 0)
+    uvp__registry_remove(ctx->id);
+  uvp__free(ctx->q.ring);
+  uv_mutex_destroy(&ctx->mu);
+  uvp__free(ctx);
+  return rc;
+}
+
 int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   if (loop == NULL || out == NULL)
     return UV_EINVAL;
@@ -368,32 +328,25 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
     uvp__free(ctx);
     return rc;
   }
-  ctx->ring_cap = UVP__RING_MIN;
-  ctx->ring = uvp__malloc(UVP__RING_MIN * sizeof(*ctx->ring));
-  if (ctx->ring == NULL || id_take(ctx) != 0) {
-    uvp__free(ctx->ring);
-    uv_mutex_destroy(&ctx->mu);
-    uvp__free(ctx);
-    return UV_ENOMEM;
-  }
+  ctx->q.ring_cap = UVP__RING_MIN;
+  ctx->q.ring = uvp__malloc(UVP__RING_MIN * sizeof(*ctx->q.ring));
+  if (ctx->q.ring == NULL)
+    return ctx_init_failed(ctx, UV_ENOMEM);
+  rc = uvp__registry_add(ctx, &ctx->id);
+  if (rc != 0)
+    return ctx_init_failed(ctx, rc);
   ctx->loop = loop;
   ctx->thread = &uvp__thread_anchor;
   ctx->budget = UVP__DEFAULT_BUDGET;
   ctx->epoch = uv_now(loop);
   uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
-  uvp__pool_init(&ctx->reactions, sizeof(uvp__reaction_t));
-  uvp__pool_init(&ctx->ops, UVP__OP_SLOT);
+  uvp__pool_init(&ctx->reactions, sizeof(uvp__handler_t));
 
   /* Only async_init can fail (eventfd); done first, so a failure leaves no
    * open handle whose close callback would have to outlive the context. */
   rc = uv_async_init(loop, &ctx->async, async_cb);
-  if (rc != 0) {
-    id_give_back(ctx);
-    uvp__free(ctx->ring);
-    uv_mutex_destroy(&ctx->mu);
-    uvp__free(ctx);
-    return rc;
-  }
+  if (rc != 0)
+    return ctx_init_failed(ctx, rc);
   uv_idle_init(loop, &ctx->idle);
   uv_check_init(loop, &ctx->check);
   ctx->idle.data = ctx->check.data = ctx->async.data = ctx;
@@ -401,7 +354,6 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   uv_unref((uv_handle_t *)&ctx->async);
   uv_check_start(&ctx->check, check_cb);
   ctx->handles_open = 3;
-  uvp__ctx_count(1);
   *out = ctx;
   return 0;
 }
@@ -411,12 +363,10 @@ uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx) {
 }
 
 int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget) {
-  if (ctx == NULL || budget == 0)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  ctx->budget = budget;
-  return 0;
+  int rc = budget == 0 ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc == 0)
+    ctx->budget = budget;
+  return rc;
 }
 
 /* Teardown and the pending dump walk the promise slabs: a free slot must
@@ -426,15 +376,14 @@ static void mark_free(void *slot) {
 }
 
 int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  int rc = uvp__pool_reserve(&ctx->promises, promises, mark_free);
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  rc = uvp__pool_reserve(&ctx->promises, promises, mark_free);
   if (rc == 0)
     rc = uvp__pool_reserve(&ctx->reactions, reactions, NULL);
   /* Room to queue every reserved reaction at once, beyond what is queued. */
-  size_t in_ring = ctx->queued - ctx->completions; /* completions: a list */
+  size_t in_ring = ctx->q.queued - ctx->q.completions; /* completions: a list */
   if (rc == 0 && reactions > SIZE_MAX - in_ring)
     rc = UV_ENOMEM;
   if (rc == 0)
@@ -443,13 +392,12 @@ int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
 }
 
 int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
-  ctx->unhandled_cb = cb;
-  ctx->unhandled_arg = arg;
-  return 0;
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0) {
+    ctx->unhandled_cb = cb;
+    ctx->unhandled_arg = arg;
+  }
+  return rc;
 }
 
 int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
@@ -457,13 +405,14 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
     return UV_EINVAL;
   out->live = ctx->live;
   out->pending = ctx->pending;
-  out->queued = ctx->queued;
+  out->queued = ctx->q.queued;
   out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes +
-                   ctx->ops.bytes + ctx->ring_cap * sizeof(*ctx->ring) +
-                   ctx->spare_size;
-  out->slab_allocs =
-      ctx->promises.allocs + ctx->reactions.allocs + ctx->ops.allocs;
-  out->site_misses = ctx->site_misses;
+                    ctx->q.ring_cap * sizeof(*ctx->q.ring) +
+                    ctx->blocks.spare_size;
+  out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
+  if (ctx->ops != NULL)
+    ctx->ops->stats(ctx->ops, &out->slab_bytes, &out->slab_allocs);
+  out->site_misses = ctx->sites.misses;
   return 0;
 }
 
@@ -492,9 +441,9 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   }
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
-  while (ctx->queued != ctx->completions)
+  while (ctx->q.queued != ctx->q.completions)
     uvp__drop_reaction(ctx, reaction_pop(ctx), true);
-  while (ctx->queued != 0)
+  while (ctx->q.queued != 0)
     uvp__drop_reaction(ctx, completion_pop(ctx), true);
   if (ctx->idle_active) {
     uv_idle_stop(&ctx->idle);

@@ -1,6 +1,7 @@
 /* Creation sites.  A promise remembers where it was created, for the
  * pending dump and the unhandled-rejection report, in two bytes: a
- * (file, line) pair is interned once per process into a 16-bit id.
+ * (file, line) pair is interned once per process into a 16-bit id (see
+ * site.h for the per-context cache in front of it).
  *
  * The table is static: sites outlive contexts and allocator replacements,
  * and interning never fails for want of memory (past SITE_MAX distinct
@@ -10,7 +11,8 @@
  * promise takes no lock.  Files are compared by address, which is what
  * __FILE__ gives a call site: two copies of one name are two sites that
  * print the same. */
-#include "internal.h"
+#include "registry.h"
+#include "site.h"
 
 #define SITE_MAX 16384           /* ids 1..SITE_MAX-1; 0 is "unknown" */
 #define SITE_BUCKETS (2 * SITE_MAX) /* open addressing, at most half full */
@@ -22,11 +24,20 @@ static struct {
 static uint16_t buckets[SITE_BUCKETS]; /* ids; 0 is an empty bucket */
 static unsigned nsites = 1;
 
+/* Every bit of file and line reaches the result (line is spread by the
+ * first multiply, the address by the second). */
+static uint32_t site_hash(const char *file, int line) {
+  uint64_t h = ((uint64_t)(uintptr_t)file ^
+                (uint64_t)(uint32_t)line * 0x9E3779B97F4A7C15u) *
+               0xBF58476D1CE4E5B9u;
+  return (uint32_t)(h >> 32);
+}
+
 static uint16_t intern(const char *file, int line) {
   if (!uvp__process_lock())
     return 0;
   uint16_t id = 0;
-  for (uint32_t b = uvp__site_hash(file, line);; b++) {
+  for (uint32_t b = site_hash(file, line);; b++) {
     uint16_t *slot = &buckets[b & (SITE_BUCKETS - 1)];
     if (*slot == 0) {
       if (nsites < SITE_MAX) {
@@ -48,10 +59,10 @@ static uint16_t intern(const char *file, int line) {
 
 /* The newest site takes the set's first entry; the one it displaces
  * moves to the second. */
-uint16_t uvp__site_miss(uvp_ctx_t *ctx, uvp__site_cache_t *set,
+uint16_t uvp__site_miss(uvp__sites_t *cache, uvp__site_entry_t *set,
                         const char *file, int line) {
   uint16_t id = intern(file, line);
-  ctx->site_misses++;
+  cache->misses++;
   set[1] = set[0];
   set[0].file = file;
   set[0].line = line;

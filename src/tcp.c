@@ -12,9 +12,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "op.h"
 
 enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
+
+/* One scratch buffer per context for reads: libuv calls a stream's alloc
+ * and read callbacks back to back on the loop thread, so every read can
+ * land there and only what arrived is copied out (as Node does). */
+#define SCRATCH_LEN (64 * 1024)
 
 typedef struct tcpop_s tcpop_t;
 
@@ -40,7 +45,7 @@ struct uvp_tcp_s {
 };
 
 struct tcpop_s {
-  uvp_promise_t *p; /* first: UVP__OP_MOVABLE */
+  uvp__op_t op;
   uvp_tcp_t *t;
   int kind;
   /* read */
@@ -67,7 +72,7 @@ static void maybe_free(uvp_tcp_t *t) {
   if (t->user_closed && t->handles_open == 0 && t->ops == 0) {
     uvp_ctx_t *ctx = t->ctx;
     uvp__free(t);
-    uvp__ctx_drop(ctx);
+    uvp__drop(ctx);
   }
 }
 
@@ -100,27 +105,24 @@ static int open_handle(uvp_tcp_t *t) {
   return 0;
 }
 
+static tcpop_t *op_of(uvp__op_t *o) {
+  return UVP__CONTAINER_OF(o, tcpop_t, op);
+}
+
+/* The operation is over: its memory and reference go, and the connection
+ * may follow. */
 static void op_done(tcpop_t *op) {
   uvp_tcp_t *t = op->t;
-  uvp_promise_t *p = op->p;
   if (op->ai != NULL)
     uv_freeaddrinfo(op->ai);
   uvp__free(op->buf);
-  uvp__op_slot_put(t->ctx, op); /* before the releases that may end ctx */
+  uvp__op_finish(&op->op);
   t->ops--;
-  uvp__rel(p);
   maybe_free(t);
 }
 
 static void settle(tcpop_t *op, int status, void *value, uvp_free_cb free_cb) {
-  if (!uvp__is_pending(op->p)) {
-    if (free_cb != NULL)
-      free_cb(value);
-  } else if (status < 0) {
-    uvp__reject(op->p, status, NULL, NULL);
-  } else {
-    uvp__fulfill(op->p, value, free_cb);
-  }
+  uvp__op_settle(&op->op, status, value, free_cb);
 }
 
 /* Close the current handle; what was pending on it fails. */
@@ -138,76 +140,57 @@ static void close_handle(uvp_tcp_t *t) {
   }
 }
 
-static void op_cancel(uvp_promise_t *p, void *arg) {
-  tcpop_t *op = arg;
-  (void)p;
+/* libuv cannot cancel a connect, write or read half-way: the connection
+ * closes, and what was pending on it fails. */
+static void tcp_cancel(uvp__op_t *o) {
+  tcpop_t *op = op_of(o);
   if (op->resolving)
     (void)uv_cancel((uv_req_t *)&op->req.gai);
   close_handle(op->t);
 }
 
-static tcpop_t *op_new(uvp_tcp_t *t, int kind, const char *file, int line,
-                       int *rc) {
-  *rc = UVP_ECLOSED;
-  if (t->ctx->closed)
-    return NULL;
+/* libuv refused synchronously: nothing is in flight. */
+static void tcp_abort(uvp__op_t *o) {
+  tcpop_t *op = op_of(o);
+  op->t->ops--;
+  maybe_free(op->t);
+}
+
+static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort};
+
+static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
+                       const char *file, int line, int *rc) {
   *rc = UV_EBADF;
-  if (t->handle == NULL || t->user_closed)
+  if (!t->ctx->closed && (t->handle == NULL || t->user_closed))
     return NULL;
-  *rc = UV_ENOMEM;
-  tcpop_t *op = uvp__op_slot_get(t->ctx);
+  tcpop_t *op =
+      uvp__op_new(t->ctx, &tcp_kind, sizeof(tcpop_t), out, file, line, rc);
   if (op == NULL)
     return NULL;
-  memset(op, 0, sizeof(*op));
-  op->p = uvp__op_new(t->ctx, file, line, op_cancel, op);
-  if (op->p == NULL) {
-    uvp__op_slot_put(t->ctx, op);
-    return NULL;
-  }
-  /* A handler that returns the operation's promise (`return
-   * uvp_ret_adopt(read)`, the usual last step) hands the operation to its
-   * derived promise: see take_over in promise.c. */
-  UVP__OP_MOVABLE(tcpop_t, op);
+  memset((char *)op + sizeof(op->op), 0, sizeof(*op) - sizeof(op->op));
   op->t = t;
   op->kind = kind;
   t->ops++;
-  *rc = 0;
   return op;
-}
-
-/* libuv refused synchronously: nothing is in flight. */
-static int op_abort(tcpop_t *op, int rc) {
-  op->p->flags &= (uint8_t)~UVP__F_CANCEL;
-  uvp__rel(op->p); /* the caller's reference, never handed out */
-  op_done(op);
-  return rc;
-}
-
-static int op_started(tcpop_t *op, int rc, uvp_promise_t **out) {
-  if (rc != 0)
-    return op_abort(op, rc);
-  *out = op->p;
-  return 0;
 }
 
 /* ---- objects ------------------------------------------------------------- */
 
 static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
-  if (ctx == NULL || out == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   uvp_tcp_t *t = uvp__malloc(sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;
   memset(t, 0, offsetof(uvp_tcp_t, inline_handle)); /* uv_tcp_init: rest */
   t->ctx = ctx;
-  int rc = open_handle(t);
+  rc = open_handle(t);
   if (rc != 0) {
     uvp__free(t);
     return rc;
   }
-  uvp__ctx_hold(ctx);
+  uvp__hold(ctx);
   *out = t;
   return 0;
 }
@@ -254,11 +237,10 @@ int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
   if (t == NULL || addr == NULL || out == NULL)
     return UV_EINVAL;
   int rc;
-  tcpop_t *op = op_new(t, OP_CONNECT, file, line, &rc);
+  tcpop_t *op = op_new(t, OP_CONNECT, out, file, line, &rc);
   if (op == NULL)
     return rc;
-  return op_started(
-      op, uv_tcp_connect(&op->req.connect, t->handle, addr, connect_cb), out);
+  return uvp__op_started(&op->op, uv_tcp_connect(&op->req.connect, t->handle, addr, connect_cb), out);
 }
 
 static void host_connect_cb(uv_connect_t *req, int status);
@@ -290,7 +272,7 @@ static void try_next(tcpop_t *op) {
 
 static void host_connect_cb(uv_connect_t *req, int status) {
   tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
-  if (status == 0 || !uvp__is_pending(op->p) || op->t->user_closed) {
+  if (status == 0 || !uvp__op_wanted(&op->op) || op->t->user_closed) {
     settle(op, status, NULL, NULL);
     op_done(op);
     return;
@@ -303,7 +285,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   tcpop_t *op = UVP__CONTAINER_OF(req, tcpop_t, req);
   op->resolving = false;
   op->ai = op->next = res; /* freed in op_done, whatever happens */
-  if (status == 0 && (op->t->handle == NULL || !uvp__is_pending(op->p)))
+  if (status == 0 && (op->t->handle == NULL || !uvp__op_wanted(&op->op)))
     status = UV_ECANCELED; /* closed or cancelled while resolving */
   if (status < 0) {
     settle(op, status == UV_EAI_CANCELED ? UV_ECANCELED : status, NULL, NULL);
@@ -318,7 +300,7 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
   if (t == NULL || host == NULL || out == NULL || port < 0 || port > 65535)
     return UV_EINVAL;
   int rc;
-  tcpop_t *op = op_new(t, OP_CONNECT_HOST, file, line, &rc);
+  tcpop_t *op = op_new(t, OP_CONNECT_HOST, out, file, line, &rc);
   if (op == NULL)
     return rc;
   char service[8];
@@ -332,13 +314,13 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
   struct sockaddr_storage lit;
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&lit) == 0 ||
       uv_ip6_addr(host, port, (struct sockaddr_in6 *)&lit) == 0)
-    return op_started(op,
+    return uvp__op_started(&op->op,
                       uv_tcp_connect(&op->req.connect, t->handle,
                                      (const struct sockaddr *)&lit,
                                      host_connect_cb),
                       out);
   op->resolving = true;
-  return op_started(op,
+  return uvp__op_started(&op->op,
                     uv_getaddrinfo(t->ctx->loop, &op->req.gai, gai_cb, host,
                                    service, &hints),
                     out);
@@ -358,7 +340,7 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
       len > UINT32_MAX)
     return UV_EINVAL;
   int rc;
-  tcpop_t *op = op_new(t, OP_WRITE, file, line, &rc);
+  tcpop_t *op = op_new(t, OP_WRITE, out, file, line, &rc);
   if (op == NULL)
     return rc;
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
@@ -371,7 +353,7 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
       len <= INT_MAX ? uv_try_write((uv_stream_t *)t->handle, &b, 1) : 0;
   if (sent == (int)len) {
     settle(op, 0, NULL, NULL);
-    *out = op->p;
+    *out = op->op.p;
     op_done(op);
     return 0;
   }
@@ -379,7 +361,7 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
     b.base += sent;
     b.len -= (unsigned int)sent;
   }
-  return op_started(op,
+  return uvp__op_started(&op->op,
                     uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1,
                              write_cb),
                     out);
@@ -396,10 +378,10 @@ int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
   if (t == NULL || out == NULL)
     return UV_EINVAL;
   int rc;
-  tcpop_t *op = op_new(t, OP_SHUTDOWN, file, line, &rc);
+  tcpop_t *op = op_new(t, OP_SHUTDOWN, out, file, line, &rc);
   if (op == NULL)
     return rc;
-  return op_started(op,
+  return uvp__op_started(&op->op,
                     uv_shutdown(&op->req.shutdown, (uv_stream_t *)t->handle,
                                 shutdown_cb),
                     out);
@@ -432,13 +414,13 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
   if (op == NULL)
     return;
-  size_t room = UVP__SCRATCH_LEN;
+  size_t room = SCRATCH_LEN;
   if (op->max != 0) {
     size_t len = op->buf != NULL ? op->buf->len : 0;
     if (op->max - len < room)
       room = op->max - len;
   }
-  char *scratch = uvp__ctx_scratch(t->ctx);
+  char *scratch = uvp__op_data(t->ctx, UVP__OPDATA_TCP_SCRATCH, SCRATCH_LEN);
   if (scratch != NULL)
     *out = uv_buf_init(scratch, (unsigned int)room);
 }
@@ -518,7 +500,7 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
   if (t->read_op != NULL)
     return UV_EBUSY;
   int rc;
-  tcpop_t *op = op_new(t, OP_READ, file, line, &rc);
+  tcpop_t *op = op_new(t, OP_READ, out, file, line, &rc);
   if (op == NULL)
     return rc;
   op->all = all;
@@ -533,7 +515,7 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
     t->read_op = NULL;
   else
     uv_ref((uv_handle_t *)t->handle);
-  return op_started(op, rc, out);
+  return uvp__op_started(&op->op, rc, out);
 }
 
 int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,

@@ -1,6 +1,6 @@
 /* delay and timeout on uv_timer_t.  Timers are unref'd unless the caller
  * asks for UVP_KEEP_ALIVE, so a forgotten timeout never holds the loop. */
-#include "internal.h"
+#include "sched.h"
 
 /* ---- delay --------------------------------------------------------------- */
 
@@ -47,25 +47,22 @@ static void start_timer(uvp_ctx_t *ctx, uv_timer_t *t, void *data,
 
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
                  int flags, uvp_promise_t **out, const char *file, int line) {
-  if (ctx == NULL || out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0 ? UV_EINVAL
+                                                         : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   delay_t *d = uvp__malloc(sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;
-  uvp_promise_t *p = uvp__promise_new(ctx, file, line);
-  if (p == NULL) {
+  d->p = uvp__produced_new(ctx, file, line, delay_cancel, d);
+  if (d->p == NULL) {
     uvp__free(d);
     return UV_ENOMEM;
   }
-  d->p = uvp_promise_retain(p);
   d->value = value;
   d->free_cb = free_cb;
   start_timer(ctx, &d->timer, d, delay_fire, ms, flags);
-  (void)uvp_promise_set_cancel(p, delay_cancel, d);
-  p->flags |= UVP__F_OWNED;
-  *out = p;
+  *out = d->p;
   return 0;
 }
 
@@ -121,9 +118,8 @@ static void tmo_fire(uv_timer_t *h) {
   tmo_unref(t);
 }
 
-static uvp_ret_t tmo_settled(void *arg, const uvp_outcome_t *in) {
+static void tmo_settled(void *arg, const uvp_outcome_t *in) {
   tmo_t *t = arg;
-  uvp_ret_t none = {0};
   if (in != NULL && t->result != NULL) {
     uvp_promise_t *r = tmo_take_result(t);
     uvp__forward(r, in->promise);
@@ -131,7 +127,6 @@ static uvp_ret_t tmo_settled(void *arg, const uvp_outcome_t *in) {
     uvp__rel(r);
   }
   tmo_unref(t);
-  return none;
 }
 
 static void tmo_cancel(uvp_promise_t *result, void *arg) {
@@ -156,25 +151,16 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   tmo_t *t = uvp__malloc(sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;
-  uvp_promise_t *r = uvp__promise_new(ctx, file, line);
-  uvp__reaction_t *rx =
-      r == NULL ? NULL
-                : uvp__reaction_new(ctx, tmo_settled, t, p,
-                                    UVP__R_NODERIVED | UVP__R_ON_OK |
-                                        UVP__R_ON_ERR | UVP__R_NOTIFY);
-  if (rx == NULL) {
-    if (r != NULL)
-      uvp__rel(r);
+  t->result = uvp__produced_new(ctx, file, line, tmo_cancel, t);
+  if (t->result == NULL || uvp__observe(p, tmo_settled, t) != 0) {
+    if (t->result != NULL)
+      uvp__produced_abort(t->result);
     uvp__free(t);
     return UV_ENOMEM;
   }
   start_timer(ctx, &t->timer, t, tmo_fire, ms, flags);
   t->src = uvp_promise_retain(p);
-  t->result = uvp_promise_retain(r);
   t->refs = 2; /* timer, reaction */
-  (void)uvp_promise_set_cancel(r, tmo_cancel, t);
-  r->flags |= UVP__F_OWNED;
-  uvp__attach(p, rx);
-  *out = r;
+  *out = t->result;
   return 0;
 }

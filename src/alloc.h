@@ -1,0 +1,93 @@
+/* Private to src/: the allocator hook, the slab pools promises, reactions
+ * and operations come from, and large blocks kept for reuse.  How the
+ * pools are tuned, and the figures behind it: docs/internals.md. */
+#ifndef UVP_ALLOC_H
+#define UVP_ALLOC_H
+
+#include "base.h"
+
+void *uvp__malloc(size_t size);
+void *uvp__calloc(size_t count, size_t size);
+void *uvp__realloc(void *ptr, size_t size);
+void uvp__free(void *ptr);
+
+/* Fault [start, end) in ahead of use (rounded out to whole pages) with one
+ * system call instead of a fault per page; does nothing where it cannot. */
+void uvp__populate(void *start, void *end);
+
+/* Fixed-size slots carved from large chunks and recycled through a free
+ * list, so that steady traffic never reaches malloc.  Slots are aligned to
+ * UVP__SLOT_ALIGN.  Chunks go back to the allocator only when the pool is
+ * destroyed.  When its last slot comes back, a pool rewinds: the free list
+ * is dropped and the chunks are carved again from their start, so the
+ * objects of the next burst are neighbours in memory again. */
+#define UVP__SLOT_ALIGN 16
+typedef struct uvp__chunk_s uvp__chunk_t;
+typedef struct uvp__pool_s {
+  void *free_list;
+  char *bump;           /* the next slot to carve, inline ... */
+  char *bump_end;       /* ... while below this (in populated memory) */
+  size_t live;          /* slots handed out and not yet put back */
+  uvp__chunk_t *carve;  /* the chunk `bump` is in (NULL: none yet) */
+  uvp__chunk_t *chunks; /* oldest first */
+  uvp__chunk_t *last;
+  size_t slot_size;
+  size_t bytes;
+  size_t allocs;
+} uvp__pool_t;
+
+void uvp__pool_init(uvp__pool_t *pool, size_t slot_size);
+void uvp__pool_destroy(uvp__pool_t *pool);
+void *uvp__pool_get_slow(uvp__pool_t *pool);
+void uvp__pool_rewind(uvp__pool_t *pool);
+/* Pre-allocate and pre-fault `slots` more free slots; `init` (may be NULL)
+ * marks each as free for whoever walks the pool. */
+int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
+                      void (*init)(void *slot));
+/* Visit every slot carved since the last rewind (free ones included). */
+void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
+                    void *arg);
+
+static inline void *uvp__pool_get(uvp__pool_t *pool) {
+  void *slot = pool->free_list;
+  if (UVP__LIKELY(slot != NULL)) {
+    void *next = *(void **)slot;
+    pool->free_list = next;
+    pool->live++;
+    UVP__PREFETCH_W(next); /* the next pop's link: see docs/internals.md */
+    return slot;
+  }
+  if (UVP__LIKELY(pool->bump < pool->bump_end)) {
+    slot = pool->bump;
+    pool->bump += pool->slot_size;
+    pool->live++;
+    /* An integer: the address may lie past the chunk, where a pointer
+     * could not point (a prefetch there is dropped). */
+    UVP__PREFETCH_W((const void *)((uintptr_t)slot + 256));
+    return slot;
+  }
+  return uvp__pool_get_slow(pool);
+}
+
+static inline void uvp__pool_put(uvp__pool_t *pool, void *slot) {
+  *(void **)slot = pool->free_list;
+  pool->free_list = slot;
+  if (UVP__UNLIKELY(--pool->live == 0))
+    uvp__pool_rewind(pool);
+}
+
+/* Large blocks (a combinator's or a map's state over many inputs): malloc
+ * hands blocks this big out as fresh mappings, and touching them again
+ * costs a page fault per 4 KiB every time, so the largest one freed is kept
+ * for the next.  *size is the size wanted on entry, the block's capacity on
+ * return (pass it back to _put).  `keep` false: free it whatever its size
+ * (the owner is going away). */
+typedef struct uvp__blocks_s {
+  void *spare;
+  size_t spare_size;
+} uvp__blocks_t;
+void *uvp__block_get(uvp__blocks_t *b, size_t *size);
+void uvp__block_put(uvp__blocks_t *b, void *block, size_t size, bool keep);
+void uvp__blocks_destroy(uvp__blocks_t *b);
+
+#endif

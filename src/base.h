@@ -1,0 +1,39 @@
+/* Private to src/: what every file needs and nothing more (compiler
+ * hints, the export macro, container-of, debug checks). */
+#ifndef UVP_BASE_H
+#define UVP_BASE_H
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "uvp.h"
+
+#define UVP__API UVP_EXTERN
+
+#if defined(__GNUC__)
+#define UVP__LIKELY(x) __builtin_expect(!!(x), 1)
+#define UVP__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define UVP__ALWAYS_INLINE inline __attribute__((always_inline))
+#define UVP__NOINLINE __attribute__((noinline))
+#define UVP__PREFETCH(addr) __builtin_prefetch(addr)
+#define UVP__PREFETCH_W(addr) __builtin_prefetch((addr), 1)
+#else
+#define UVP__LIKELY(x) (x)
+#define UVP__UNLIKELY(x) (x)
+#define UVP__ALWAYS_INLINE inline
+#define UVP__NOINLINE
+#define UVP__PREFETCH(addr) ((void)(addr))
+#define UVP__PREFETCH_W(addr) ((void)(addr))
+#endif
+
+/* A rule the code relies on but the types cannot state: checked in debug
+ * builds (meson's default buildtype), compiled out with NDEBUG. */
+#define UVP__CHECK(cond) assert(cond)
+
+/* The object of type `type` whose member `member` is at `ptr`. */
+#define UVP__CONTAINER_OF(ptr, type, member)                                   \
+  ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+#endif

@@ -1,0 +1,166 @@
+/* The operation layer (see op.h): the memory, promise and lifecycle every
+ * wrapped libuv operation shares. */
+#include <string.h>
+
+#include "op.h"
+
+/* Per context, created with its first operation. */
+typedef struct op_state_s {
+  uvp__ext_t ext;
+  uvp__pool_t slots; /* UVP__OP_SLOT bytes each */
+  void *data[UVP__OPDATA_COUNT];
+} op_state_t;
+
+static void state_destroy(uvp__ext_t *ext) {
+  op_state_t *st = UVP__CONTAINER_OF(ext, op_state_t, ext);
+  uvp__pool_destroy(&st->slots);
+  for (int i = 0; i < UVP__OPDATA_COUNT; i++)
+    uvp__free(st->data[i]);
+  uvp__free(st);
+}
+
+static void state_stats(const uvp__ext_t *ext, size_t *bytes, size_t *allocs) {
+  const op_state_t *st = UVP__CONTAINER_OF(ext, op_state_t, ext);
+  *bytes += st->slots.bytes;
+  *allocs += st->slots.allocs;
+}
+
+static op_state_t *state_of(uvp_ctx_t *ctx) {
+  if (UVP__LIKELY(ctx->ops != NULL))
+    return UVP__CONTAINER_OF(ctx->ops, op_state_t, ext);
+  op_state_t *st = uvp__calloc(1, sizeof(*st));
+  if (st == NULL)
+    return NULL;
+  st->ext.destroy = state_destroy;
+  st->ext.stats = state_stats;
+  uvp__pool_init(&st->slots, UVP__OP_SLOT);
+  ctx->ops = &st->ext;
+  return st;
+}
+
+void *uvp__op_data(uvp_ctx_t *ctx, int key, size_t size) {
+  op_state_t *st = state_of(ctx);
+  if (st == NULL)
+    return NULL;
+  if (st->data[key] == NULL)
+    st->data[key] = uvp__malloc(size);
+  return st->data[key];
+}
+
+int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  op_state_t *st = state_of(ctx);
+  return st != NULL ? uvp__pool_reserve(&st->slots, ops, NULL) : UV_ENOMEM;
+}
+
+/* The promise's cancel hook; its argument is &op->p (see
+ * uvp__movable_new). */
+static void op_cancel(uvp_promise_t *p, void *arg) {
+  uvp__op_t *op = UVP__CONTAINER_OF(arg, uvp__op_t, p);
+  (void)p;
+  if (op->p != NULL) /* else finished, its completion queued */
+    op->kind->cancel(op);
+}
+
+void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
+                  uvp_promise_t **out, const char *file, int line, int *rc) {
+  *rc = out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (*rc != 0)
+    return NULL;
+  *rc = UV_ENOMEM;
+  uvp__op_t *op;
+  if (size <= UVP__OP_SLOT) {
+    op_state_t *st = state_of(ctx);
+    op = st != NULL ? uvp__pool_get(&st->slots) : NULL;
+  } else {
+    op = uvp__malloc(size);
+  }
+  if (op == NULL)
+    return NULL;
+  op->ctx = ctx;
+  op->kind = kind;
+  op->size = (uint32_t)size;
+  if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
+    uvp__op_free(op);
+    return NULL;
+  }
+  *rc = 0;
+  return op;
+}
+
+int uvp__op_started(uvp__op_t *op, int rc, uvp_promise_t **out) {
+  if (rc == 0) {
+    *out = op->p;
+    return 0;
+  }
+  if (op->kind->abort != NULL)
+    op->kind->abort(op);
+  uvp_promise_t *p = op->p;
+  uvp__op_free(op); /* before the releases that may end the context */
+  uvp__produced_abort(p);
+  return rc;
+}
+
+void uvp__op_settle(uvp__op_t *op, int status, void *value,
+                    uvp_free_cb free_cb) {
+  uvp_promise_t *p = op->p;
+  if (status >= 0 && uvp__is_pending(p)) {
+    uvp__fulfill(p, value, free_cb);
+    return;
+  }
+  if (status < 0 && uvp__is_pending(p))
+    uvp__reject(p, status, NULL, NULL);
+  if (free_cb != NULL && value != NULL)
+    free_cb(value);
+}
+
+/* The queued completion runs (in NULL: teardown dropped it, and the promise
+ * stays pending for the sweep to reject, without the hook: the operation
+ * is gone).  The core releases the promise afterwards: that is the
+ * operation's reference, which the queue held. */
+static void op_complete(void *arg, const uvp_outcome_t *in) {
+  uvp__op_t *op = arg;
+  uvp_promise_t *p = uvp__rtarget(&op->done.r);
+  if (in == NULL)
+    uvp__produced_forget(p);
+  else if (p->reactions != NULL)
+    UVP__PREFETCH(p->reactions); /* run soon, not read by settling */
+  op->kind->complete(op, in != NULL ? p : NULL);
+}
+
+void uvp__op_complete_later(uvp__op_t *op) {
+  uvp_promise_t *p = op->p;
+  op->p = NULL;
+  op->done.r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
+  op->done.cb.notify = op_complete;
+  op->done.arg = op;
+  uvp__enqueue_completion(op->ctx, &op->done);
+  /* The settle is some way off: see docs/internals.md. */
+  UVP__PREFETCH_W(p);
+}
+
+void uvp__op_free(uvp__op_t *op) {
+  uvp_ctx_t *ctx = op->ctx;
+  if (op->size > UVP__OP_SLOT) {
+    uvp__free(op);
+    return;
+  }
+  op_state_t *st = UVP__CONTAINER_OF(ctx->ops, op_state_t, ext);
+  /* After teardown a slot may come back from a value's destructor running
+   * on another thread (a stat's result is its operation's memory). */
+  if (UVP__LIKELY(!ctx->closed)) {
+    uvp__pool_put(&st->slots, op);
+    return;
+  }
+  uvp__lock(ctx);
+  uvp__pool_put(&st->slots, op);
+  uvp__unlock(ctx);
+}
+
+void uvp__op_finish(uvp__op_t *op) {
+  uvp_promise_t *p = op->p;
+  uvp__op_free(op);
+  uvp__rel(p);
+}

@@ -1,0 +1,180 @@
+/* Private to src/: the context and its scheduler (the glue to libuv: the
+ * run queue, the handles that drain it, the mailbox for other threads). */
+#ifndef UVP_SCHED_H
+#define UVP_SCHED_H
+
+#include "promise.h"
+#include "registry.h"
+#include "site.h"
+
+/* The run queue.  Reactions wait in a ring of pointers in run order, so
+ * queueing one writes neither the reaction nor its predecessor and the
+ * drain knows the next ones early enough to prefetch them; if the ring is
+ * full and cannot grow, they wait on `spill` through their `next` until
+ * the ring has drained (everything on it is newer).  Completions (a
+ * finished libuv operation's settle) wait apart, in arrival order, and
+ * run only when no reaction is queued: each one's handlers then run
+ * before the next one settles (see drain in sched.c). */
+typedef struct uvp__runq_s {
+  uvp__reaction_t **ring;
+  size_t ring_cap; /* a power of two */
+  size_t rhead;    /* free-running indices */
+  size_t rtail;
+  uvp__reaction_t *spill;
+  uvp__reaction_t *spill_tail;
+  uvp__reaction_t *chead; /* completions, linked through `next` */
+  uvp__reaction_t *ctail;
+  size_t queued;      /* reactions and completions */
+  size_t completions; /* how many of `queued` are completions */
+  size_t overdue;     /* completions a drain had no moment to run */
+} uvp__runq_t;
+
+typedef struct uvp__msg_s uvp__msg_t;
+
+/* What a layer above the core keeps per context (the operation layer's
+ * slots and its wrappers' data): created on first use, destroyed with the
+ * context, its memory counted in uvp_ctx_stats.  The core never looks
+ * inside. */
+typedef struct uvp__ext_s uvp__ext_t;
+struct uvp__ext_s {
+  void (*destroy)(uvp__ext_t *ext);
+  /* adds what it holds from the allocator to the context's figures */
+  void (*stats)(const uvp__ext_t *ext, size_t *bytes, size_t *allocs);
+};
+
+struct uvp_ctx_s {
+  uv_loop_t *loop;
+  uint16_t id;        /* in the registry */
+  const char *thread; /* the loop thread's &uvp__thread_anchor */
+  bool closed;        /* written by the loop thread under `mu` */
+  bool freeing;       /* draining free_stack */
+  bool idle_active;
+  unsigned int budget;
+  uvp__runq_t q;
+  uvp_promise_t *free_stack;
+
+  uvp__pool_t promises;
+  uvp__pool_t reactions;
+  uvp__blocks_t blocks; /* combinators' and maps' large blocks */
+  size_t live;
+  size_t pending;
+  size_t holds; /* objects outside promises keeping the memory (uvp__hold) */
+  uint64_t epoch;
+  uvp__sites_t sites;
+  uvp_unhandled_cb unhandled_cb;
+  void *unhandled_arg;
+  uvp__ext_t *ops; /* the operation layer's (op.c); NULL until used */
+
+  uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
+  uv_check_t check; /* unref'd: drains right after I/O callbacks */
+  uv_async_t async; /* unref'd: wake-up for messages from other threads */
+  int handles_open;
+
+  /* cross-thread; recursive so destructors may release under it */
+  uv_mutex_t mu;
+  int mu_depth;
+  uvp__msg_t *mhead;
+  uvp__msg_t *mtail;
+};
+
+static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
+  return uvp__contexts[p->ctx_id];
+}
+
+/* 0, or why a call naming ctx cannot proceed. */
+static inline int uvp__ctx_check(const uvp_ctx_t *ctx) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  return ctx->closed ? UVP_ECLOSED : 0;
+}
+
+/* ---- which thread -------------------------------------------------------- */
+
+/* Every thread has its own copy of a thread-local variable, so its address
+ * names the thread in one instruction (see docs/internals.md).  Like a
+ * pthread_t, the address may be reused by a thread created after the loop
+ * thread has exited. */
+#if defined(__GNUC__)
+#define UVP__TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#else
+#define UVP__TLS _Thread_local
+#endif
+extern UVP__TLS char uvp__thread_anchor;
+
+static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
+  return &uvp__thread_anchor == ctx->thread;
+}
+
+/* The open context this thread used last (and its id; NULL and 0 when
+ * there is none): set by uvp__local_ctx_slow, cleared by uvp_ctx_close. */
+extern UVP__TLS uvp_ctx_t *uvp__current;
+extern UVP__TLS uint16_t uvp__current_id;
+
+/* p's context if it is the one this thread used last, else NULL (then ask
+ * uvp__local_ctx_slow).  It compares ids and then reads uvp__current, so
+ * that the context's address does not wait for p's cache line: see
+ * docs/internals.md. */
+static inline uvp_ctx_t *uvp__cached_ctx(const uvp_promise_t *p) {
+  if (UVP__LIKELY(p->ctx_id == uvp__current_id))
+    return *(uvp_ctx_t *volatile *)&uvp__current;
+  return NULL;
+}
+/* p's context if this is its loop thread and it is open (then it becomes
+ * uvp__current), else NULL. */
+uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p);
+
+/* ---- the run queue ------------------------------------------------------- */
+
+void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Append r to the run queue (the caller wakes the context). */
+static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp__runq_t *q = &ctx->q;
+  if (UVP__LIKELY(q->rtail - q->rhead < q->ring_cap && q->spill == NULL))
+    q->ring[q->rtail++ & (q->ring_cap - 1)] = r;
+  else
+    uvp__queue_push_slow(ctx, r);
+  q->queued++;
+}
+void uvp__wake_slow(uvp_ctx_t *ctx);
+/* After queueing: make sure the queue will be drained. */
+static inline void uvp__wake(uvp_ctx_t *ctx) {
+  if (UVP__UNLIKELY(!ctx->idle_active))
+    uvp__wake_slow(ctx);
+}
+void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Append r to the list from *head to *tail, linked through `next`. */
+static inline void uvp__rlist_append(uvp__reaction_t **head,
+                                     uvp__reaction_t **tail,
+                                     uvp__reaction_t *r) {
+  r->next = NULL;
+  if (*tail != NULL)
+    (*tail)->next = r;
+  else
+    *head = r;
+  *tail = r;
+}
+/* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
+ * operation's promise, which the queue now holds) runs with
+ * uvp__run_completion once no reaction is queued. */
+static inline void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h) {
+  uvp__runq_t *q = &ctx->q;
+  uvp__rlist_append(&q->chead, &q->ctail, &h->r);
+  q->completions++;
+  q->queued++;
+  uvp__wake(ctx);
+}
+
+/* ---- other threads, teardown ---------------------------------------------- */
+
+/* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
+enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
+int uvp__post(uvp_promise_t *p, int op, int code, void *value,
+              uvp_free_cb free_cb);
+void uvp__lock(uvp_ctx_t *ctx);
+void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
+/* Objects that outlive promises (a TCP connection) keep the context's
+ * memory until they are gone. */
+void uvp__hold(uvp_ctx_t *ctx);
+void uvp__drop(uvp_ctx_t *ctx);
+
+#endif
