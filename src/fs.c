@@ -374,39 +374,27 @@ static void write_next(fsop_t *op) {
     whole_close(op, rc);
 }
 
-static void whole_cb(uv_fs_t *req) {
-  fsop_t *op = op_of(req);
-  ssize_t result = req->result;
-  uv_fs_type type = req->fs_type;
-  uint64_t st_size = req->statbuf.st_size;
-  uv_fs_req_cleanup(req);
+/* The file is closed: settle with what was read or written, or the first
+ * error, and end. */
+static void whole_closed(fsop_t *op, ssize_t result) {
+  if (op->err == 0 && result < 0)
+    op->err = (int)result;
+  if (op->err != 0) {
+    uvp__op_settle(&op->op, op->err, NULL, NULL);
+  } else if (op->data != NULL) {
+    uvp__op_settle(&op->op, 0, (void *)(intptr_t)op->len, NULL);
+  } else if (uvp__op_wanted(&op->op)) {
+    uvp_buf_t *b = op->buf;
+    op->buf = NULL;
+    b->base[b->len] = '\0';
+    uvp__op_settle(&op->op, 0, b, uvp__free);
+  }
+  op_finish(op);
+}
 
-  if (type == UV_FS_CLOSE) {
-    if (op->err == 0 && result < 0)
-      op->err = (int)result;
-    if (op->err != 0) {
-      uvp__op_settle(&op->op, op->err, NULL, NULL);
-    } else if (op->data != NULL) {
-      uvp__op_settle(&op->op, 0, (void *)(intptr_t)op->len, NULL);
-    } else if (uvp__op_wanted(&op->op)) {
-      uvp_buf_t *b = op->buf;
-      op->buf = NULL;
-      b->base[b->len] = '\0';
-      uvp__op_settle(&op->op, 0, b, uvp__free);
-    }
-    op_finish(op);
-    return;
-  }
-  if (type == UV_FS_OPEN && result >= 0)
-    op->fd = (uv_file)result;
-  if (!uvp__op_wanted(&op->op)) {
-    whole_close(op, UV_ECANCELED);
-    return;
-  }
-  if (result < 0) {
-    whole_close(op, cancelled_code(result));
-    return;
-  }
+/* The next step after a successful one. */
+static void whole_step(fsop_t *op, uv_fs_type type, ssize_t result,
+                       uint64_t st_size) {
   switch (type) {
   case UV_FS_OPEN:
     if (op->data != NULL) {
@@ -454,6 +442,26 @@ static void whole_cb(uv_fs_t *req) {
     whole_close(op, UV_EIO);
     return;
   }
+}
+
+static void whole_cb(uv_fs_t *req) {
+  fsop_t *op = op_of(req);
+  ssize_t result = req->result;
+  uv_fs_type type = req->fs_type;
+  uint64_t st_size = req->statbuf.st_size;
+  uv_fs_req_cleanup(req);
+  if (type == UV_FS_CLOSE) {
+    whole_closed(op, result);
+    return;
+  }
+  if (type == UV_FS_OPEN && result >= 0)
+    op->fd = (uv_file)result;
+  if (!uvp__op_wanted(&op->op))
+    whole_close(op, UV_ECANCELED);
+  else if (result < 0)
+    whole_close(op, cancelled_code(result));
+  else
+    whole_step(op, type, result, st_size);
 }
 
 int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
