@@ -1,0 +1,116 @@
+/* Private to promise.c and reaction.c, the two halves of the promise
+ * core: what both need, inline where the hot path crosses between them.
+ * The invariants every change must keep are at the top of promise.c. */
+#ifndef UVP_CORE_H
+#define UVP_CORE_H
+
+#include "sched.h"
+
+static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
+                                    int line) {
+  uvp_promise_t *p = uvp__pool_get(&ctx->promises);
+  if (UVP__UNLIKELY(p == NULL))
+    return NULL;
+  p->reactions = NULL;
+  p->link = NULL;
+  p->value = NULL;
+  p->fn.free_cb = NULL;
+  p->refs = 1;
+  p->born = (uint32_t)(uv_now(ctx->loop) - ctx->epoch);
+  p->ctx_id = ctx->id;
+  p->site = uvp__site(&ctx->sites, file, line);
+  p->state = UVP__S_PENDING;
+  p->flags = 0;
+  ctx->live++;
+  ctx->pending++;
+  return p;
+}
+
+/* A reaction from the pool; `cb` is a uvp_then_cb or, for the NOTIFY
+ * kind, a uvp__notify_cb. */
+static inline uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,
+                                     void *target, void *arg) {
+  uvp__handler_t *h = uvp__pool_get(&ctx->reactions);
+  if (UVP__UNLIKELY(h == NULL))
+    return NULL;
+  h->r.next = NULL;
+  h->r.target = uvp__rtag(target, kind);
+  h->arg = arg;
+  return h;
+}
+
+/* Push r on pending p's reaction list. */
+static inline void push_reaction(uvp_promise_t *p, uvp__reaction_t *r) {
+  if (p->reactions != NULL)
+    p->flags |= UVP__F_MANY;
+  r->next = p->reactions;
+  p->reactions = r;
+}
+
+void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
+void uvp__report_unhandled(uvp_promise_t *p);
+void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q);
+void uvp__cancel_with(uvp_promise_t *p, int code);
+void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p);
+void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p, uvp__reaction_t *r);
+
+/* Move the reactions, in registration order, to the end of the run queue.
+ * ctx is p's, passed in so that it need not be read from p (see
+ * uvp__cached_ctx).  Inlined into resolve and reject: a settle loop over
+ * promises that miss the cache runs further ahead when each settle is
+ * fewer instructions and stores (no call frame to save). */
+static UVP__ALWAYS_INLINE void settle_in(uvp_ctx_t *ctx, uvp_promise_t *p,
+                                         uint8_t state) {
+  uint8_t many = p->flags & UVP__F_MANY;
+  p->state = state;
+  p->flags &= (uint8_t) ~(UVP__F_WAITING | UVP__F_CANCEL | UVP__F_MANY |
+                          UVP__F_MOVABLE);
+  ctx->pending--;
+  uvp__reaction_t *r = p->reactions;
+  if (r == NULL)
+    return;
+  p->reactions = NULL;
+  if (UVP__LIKELY(!many)) {
+    /* The common case, one reaction: it is queued without being read or
+     * written, so settling a promise whose reaction is cold in memory
+     * does not wait for it. */
+    p->refs++;
+    uvp__queue_push(ctx, r);
+  } else {
+    uvp__queue_many(ctx, p, r);
+  }
+  uvp__wake(ctx);
+}
+
+static inline void settle(uvp_promise_t *p, uint8_t state) {
+  settle_in(uvp__promise_ctx(p), p, state);
+}
+
+static inline void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  p->value = value;
+  p->fn.free_cb = free_cb;
+  settle(p, UVP__S_FULFILLED);
+}
+
+static inline void reject(uvp_promise_t *p, int code, void *payload,
+                   uvp_free_cb free_cb) {
+  p->code = code;
+  p->value = payload;
+  p->fn.free_cb = free_cb;
+  settle(p, UVP__S_REJECTED);
+}
+
+/* Release p, of ctx (which the drain knows without a load). */
+static inline void rel_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  if (UVP__LIKELY(!ctx->closed)) {
+    uvp__release_local(p);
+    return;
+  }
+  uvp__lock(ctx);
+  uvp__release_local(p);
+  uvp__unlock(ctx);
+}
+
+static inline void rel(uvp_promise_t *p) { rel_in(uvp__promise_ctx(p), p); }
+
+#endif

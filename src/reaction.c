@@ -1,0 +1,397 @@
+/* The promise core, second half: reactions.  Registering them, running
+ * them from the run queue (handlers, finally, adoption, internal observers
+ * and cells), and dropping those that will never run.  The invariants are
+ * at the top of promise.c. */
+#include "core.h"
+
+/* Drop a reaction that will never run.  A queued one also held its source. */
+void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL) {
+    uvp__cell_t *cell = (uvp__cell_t *)(void *)r;
+    uvp__cell_owner_t *o = uvp__rtarget(r);
+    uvp_promise_t *src = cell->source; /* run may free the owner */
+    o->ops->run(o, (size_t)(cell - o->cells), NULL);
+    if (queued)
+      rel(src);
+    return;
+  }
+  uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+  uvp_promise_t *t = uvp__rtarget(r);
+  uvp__notify_cb notify = h->cb.notify;
+  void *arg = h->arg;
+  if (kind != UVP__RK_NOTIFY_EMBEDDED)
+    uvp__pool_put(&ctx->reactions, h);
+  if (!uvp__rk_derived(kind)) {
+    if (kind >= UVP__RK_NOTIFY)
+      notify(arg, NULL);
+    if (queued)
+      rel(t);
+    return;
+  }
+  if (queued)
+    rel(t->link);
+  if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
+    /* What t followed is gone unsettled: like JavaScript, t stays pending
+     * and already resolved forever (only cancel or teardown settle it).
+     * `link` would dangle, so it stops naming anything. */
+    t->flags = (uint8_t)((t->flags & ~UVP__F_WAITING) | UVP__F_OWNED);
+    t->link = NULL;
+  }
+  rel(t);
+}
+
+void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  uvp__reaction_t *r = p->reactions;
+  p->reactions = NULL;
+  p->flags &= (uint8_t)~UVP__F_MANY;
+  while (r != NULL) {
+    uvp__reaction_t *next = r->next;
+    uvp__drop_reaction(ctx, r, false);
+    r = next;
+  }
+}
+
+bool uvp__sole_consumer(const uvp_promise_t *q, const void *who) {
+  if (q->reactions == NULL)
+    return false;
+  /* A reaction without a derived promise targets q itself, never `who`. */
+  for (const uvp__reaction_t *r = q->reactions; r != NULL; r = r->next)
+    if (uvp__rtarget(r) != who)
+      return false;
+  return true;
+}
+
+/* ---- reactions ----------------------------------------------------------- */
+
+static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
+                        void *arg, uvp_promise_t **out, const char *file,
+                        int line) {
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (UVP__UNLIKELY(ctx->closed))
+    return UVP_ECLOSED;
+  uvp_promise_t *d = NULL;
+  uvp_promise_t *target = p;
+  if (out != NULL) {
+    d = promise_alloc(ctx, file, line);
+    if (UVP__UNLIKELY(d == NULL))
+      return UV_ENOMEM;
+    d->refs = 2; /* the caller's and the reaction's */
+    d->link = p;
+    d->flags = UVP__F_WAITING;
+    target = d;
+  } else {
+    kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
+  }
+  uvp__handler_t *h = handler_alloc(ctx, kind, target, arg);
+  if (UVP__UNLIKELY(h == NULL)) {
+    if (d != NULL) {
+      d->refs = 1;
+      d->flags = 0;
+      uvp__release_local(d);
+    }
+    return UV_ENOMEM;
+  }
+  h->cb.then = cb;
+  uvp__attach(p, &h->r);
+  if (out != NULL)
+    *out = d;
+  return 0;
+}
+
+int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
+                      uvp_promise_t **out, const char *file, int line) {
+  if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
+    return UV_EINVAL;
+  /* The THEN kinds are the masks themselves (see promise.h). */
+  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, out, file, line);
+}
+
+int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
+                           uvp_promise_t **out, const char *file, int line) {
+  if (p == NULL)
+    return UV_EINVAL;
+  return add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, out, file, line);
+}
+
+/* ---- running a reaction -------------------------------------------------- */
+
+/* Report a rejection nobody can observe any more.  The hook receives a
+ * temporary promise valid only during the call, as documented. */
+static void report_lost(uvp_promise_t *src, int code, void *payload) {
+  uvp_promise_t tmp = *src;
+  tmp.state = UVP__S_REJECTED;
+  tmp.code = code;
+  tmp.value = payload;
+  tmp.fn.free_cb = NULL;
+  tmp.refs = 1;
+  uvp__report_unhandled(&tmp);
+}
+
+/* Throw away what a handler returned when no promise can take it. */
+static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
+  switch (ret->kind_) {
+  case UVP_RET_VALUE_:
+    if (ret->free_ != NULL)
+      ret->free_(ret->ptr_);
+    break;
+  case UVP_RET_REJECT_:
+    if (report)
+      report_lost(src, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_);
+    if (ret->free_ != NULL)
+      ret->free_(ret->ptr_);
+    break;
+  case UVP_RET_ADOPT_:
+    if (ret->promise_ != NULL)
+      rel(ret->promise_);
+    break;
+  case UVP_RET_PASS_:
+    if (report && src->state == UVP__S_REJECTED)
+      report_lost(src, src->code, src->value);
+    break;
+  default:
+    break;
+  }
+}
+
+/* A handler returned q, a movable producer's fresh promise (F_MOVABLE) that
+ * nothing observes and nobody else holds: its references are the
+ * producer's and the one the handler handed over.  Adopting q would cost a
+ * reaction, a trip through the run queue and a forward when it settles, on
+ * every step of a chain like stat -> open -> read -> close.  Instead d
+ * takes q's place: the producer settles d itself, and cancelling d runs
+ * its hook, as cancelling d would have cancelled q (its sole consumer).  q
+ * is left with the handler's reference, which the caller drops. */
+static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
+  /* F_MOVABLE implies pending: settling clears it. */
+  if (!(q->flags & UVP__F_MOVABLE) || q->refs != 2 || q->reactions != NULL ||
+      !uvp__same_ctx(q, d) || (d->flags & UVP__F_CANCEL))
+    return false;
+  uvp_promise_t **slot = q->value; /* the producer's pointer to q */
+  if (*slot != q)
+    return false;
+  *slot = d;
+  d->value = slot;
+  d->fn.cancel_cb = q->fn.cancel_cb;
+  d->link = NULL;
+  d->flags |= UVP__F_OWNED | UVP__F_CANCEL | UVP__F_MOVABLE;
+  d->refs++; /* the producer's */
+  q->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_MOVABLE);
+  q->value = NULL;
+  q->fn.cancel_cb = NULL;
+  q->refs--;
+  return true;
+}
+
+/* Settle d as the handler's result says.  By pointer: passed by value, the
+ * result was copied with wide loads that its narrow stores could not
+ * forward to, so each copy waited for those stores, and every older one
+ * (a combinator's store into a cold result array), to reach the cache. */
+static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret) {
+  if (d == NULL) {
+    discard(ret, src, true);
+    return;
+  }
+  if (d->state != UVP__S_PENDING || !(d->flags & UVP__F_WAITING) ||
+      d->link != src) {
+    /* Cancelled (or torn down) while its reaction was queued. */
+    discard(ret, src, false);
+    return;
+  }
+  d->flags &= (uint8_t)~UVP__F_WAITING;
+  switch (ret->kind_) {
+  case UVP_RET_VALUE_:
+    fulfill(d, ret->ptr_, ret->free_);
+    break;
+  case UVP_RET_REJECT_:
+    reject(d, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_, ret->free_);
+    break;
+  case UVP_RET_ADOPT_:
+    if (ret->promise_ == NULL) {
+      reject(d, UV_EINVAL, NULL, NULL);
+    } else {
+      if (!take_over(d, ret->promise_))
+        uvp__adopt(d, ret->promise_);
+      rel(ret->promise_);
+    }
+    break;
+  case UVP_RET_PASS_:
+    uvp__forward(d, src);
+    break;
+  default:
+    reject(d, UV_EINVAL, NULL, NULL);
+    break;
+  }
+}
+
+/* After finally's handler adopted a promise: settle like the original
+ * outcome (arg, one reference) unless the adopted promise rejected. */
+static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in) {
+  uvp_promise_t *orig = arg;
+  if (in->status == 0)
+    return uvp_ret_adopt(orig);
+  rel(orig);
+  return uvp_ret_pass();
+}
+
+/* finally's handler adopted pending q: d waits for q instead, then settles
+ * like src unless q rejects.  Returns what apply() is to do now. */
+static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
+                              uvp_promise_t *d, uvp_promise_t *q,
+                              bool *waiting) {
+  if (q == d) {
+    rel(q);
+    return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
+  }
+  uvp__handler_t *h = handler_alloc(ctx, UVP__RK_THEN_BOTH, d, src);
+  if (h == NULL) {
+    rel(q);
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+  }
+  h->cb.then = finally_after;
+  src->refs++; /* for finally_after */
+  d->refs++;   /* for the new reaction */
+  d->link = q; /* d keeps waiting, now on q */
+  q->flags |= UVP__F_HANDLED;
+  push_reaction(q, &h->r);
+  rel(q);
+  *waiting = true;
+  return uvp_ret_pass();
+}
+
+/* Turn finally's handler result into the derived promise's outcome; sets
+ * *waiting when d now waits for a promise the handler returned. */
+static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
+                             uvp_promise_t *d, uvp_ret_t ret, bool *waiting) {
+  switch (ret.kind_) {
+  case UVP_RET_REJECT_:
+    return ret;
+  case UVP_RET_ADOPT_:
+    break;
+  default:
+    discard(&ret, src, false);
+    return uvp_ret_pass();
+  }
+  uvp_promise_t *q = ret.promise_;
+  if (q == NULL || uvp__promise_ctx(q) != ctx || q->state == UVP__S_REJECTED)
+    return ret; /* apply() rejects or forwards the rejection */
+  if (q->state == UVP__S_FULFILLED || d == NULL ||
+      d->state != UVP__S_PENDING) {
+    rel(q);
+    return uvp_ret_pass();
+  }
+  return finally_wait(ctx, src, d, q, waiting);
+}
+
+/* What a handler is told of settled src. */
+static uvp_outcome_t outcome_of(uvp_promise_t *src) {
+  bool ok = src->state == UVP__S_FULFILLED;
+  uvp_outcome_t in = {ok ? 0 : src->code, src->value, src};
+  return in;
+}
+
+static void run_cell(uvp_ctx_t *ctx, uvp__cell_t *cell) {
+  uvp__cell_owner_t *o = uvp__rtarget(&cell->r);
+  uvp_promise_t *src = cell->source; /* run may free the owner */
+  uvp_outcome_t in = outcome_of(src);
+  o->ops->run(o, (size_t)(cell - o->cells), &in);
+  rel_in(ctx, src);
+}
+
+/* An observer inside uvp (a map, a timeout, a sequence): the short way
+ * matters when a burst of them runs. */
+static void run_notify(uvp_ctx_t *ctx, uvp__handler_t *h, uvp__rkind_t kind) {
+  uvp_promise_t *src = uvp__rtarget(&h->r);
+  uvp__notify_cb notify = h->cb.notify;
+  void *arg = h->arg;
+  if (kind == UVP__RK_NOTIFY)
+    uvp__pool_put(&ctx->reactions, h);
+  uvp_outcome_t in = outcome_of(src);
+  notify(arg, &in);
+  rel_in(ctx, src);
+}
+
+void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL) {
+    run_cell(ctx, (uvp__cell_t *)(void *)r);
+    return;
+  }
+  uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+  if (kind >= UVP__RK_NOTIFY) {
+    run_notify(ctx, h, kind);
+    return;
+  }
+  uvp_promise_t *t = uvp__rtarget(r);
+  uvp_then_cb cb = h->cb.then;
+  void *arg = h->arg;
+  uvp_promise_t *src, *d;
+  if (uvp__rk_derived(kind)) {
+    d = t;
+    src = d->link;
+  } else {
+    src = t;
+    d = NULL;
+  }
+  uvp__pool_put(&ctx->reactions, h);
+  /* A handler exists to settle its derived promise.  Once that promise was
+   * cancelled (it "stops waiting"), running the handler would only start
+   * work nobody can observe or cancel: the next step of a chain a timeout
+   * has just given up on.  finally_after always runs: it owns a
+   * reference. */
+  bool wanted = d == NULL || cb == finally_after ||
+                (d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
+                 d->link == src);
+  uvp_ret_t ret = uvp_ret_pass();
+  bool waiting = false;
+  if (cb != NULL && wanted &&
+      uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
+    uvp_outcome_t in = outcome_of(src);
+    ret = cb(arg, &in);
+    if (uvp__rk_finally(kind))
+      ret = finally_ret(ctx, src, d, ret, &waiting);
+  }
+  if (!waiting)
+    apply(d, src, &ret);
+  rel_in(ctx, src);
+  if (d != NULL)
+    rel_in(ctx, d);
+}
+
+/* The generic path above would find the same: an embedded NOTIFY reaction
+ * with no derived promise.  A burst of I/O runs one per operation. */
+void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  static const uvp_outcome_t nothing = {0, NULL, NULL};
+  uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+  uvp_promise_t *p = uvp__rtarget(r);
+  h->cb.notify(h->arg, &nothing);
+  rel_in(ctx, p);
+}
+
+int uvp__observe(uvp_promise_t *p, uvp__notify_cb cb, void *arg) {
+  uvp__handler_t *h =
+      handler_alloc(uvp__promise_ctx(p), UVP__RK_NOTIFY, p, arg);
+  if (h == NULL)
+    return UV_ENOMEM;
+  h->cb.notify = cb;
+  uvp__attach(p, &h->r);
+  return 0;
+}
+
+void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
+                           uvp__notify_cb cb, void *arg) {
+  h->r.next = NULL;
+  h->r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
+  h->cb.notify = cb;
+  h->arg = arg;
+  uvp__attach(p, &h->r);
+}
+
+void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
+                      uvp_promise_t *src) {
+  cell->r.next = NULL;
+  cell->r.target = uvp__rtag(owner, UVP__RK_CELL);
+  cell->source = src;
+  uvp__attach(src, &cell->r);
+}
+
