@@ -271,45 +271,27 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  * Default 1024; 0 means UV_EINVAL. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
-/* Memory.  Promises (48 bytes) and reactions (32) come from per-context
- * slabs that double from 64 KiB up to 2 MiB and are recycled through free
- * lists; the run queue is a ring of pointers that doubles to fit the
- * largest burst of handlers ever queued at once (8 bytes each, from 256)
- * and is kept.  So once warmed up, creating, settling and reacting never
- * call malloc (nor make a system call).  Fresh slab memory is faulted in
- * 16 KiB ahead of use with one madvise(MADV_POPULATE_WRITE) on Linux
- * (5.14 or later) rather than a page fault per 4 KiB: several times faster
- * on virtual machines, for at most 16 KiB resident ahead per slab pool.  A
- * combinator's block, written whole at once, is populated whole.  Were
- * the ring unable to grow, handlers would queue through their own memory
- * instead: settling never fails for want of memory.  All of it is freed
- * by uvp_ctx_close.
- *
- * Huge pages are not used: with transparent huge pages in "madvise" mode
- * (the common default) advised memory can stall its thread in compaction,
- * which a library should not impose on its host's loop.  A program making
- * large fan-outs can opt in for the whole process through glibc's malloc:
- * GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (glibc 2.35 or later).  Measured on
- * a VM: the first all() over a million promises in a fresh process took
- * 140 instead of 245 ms (later ones 110 ms either way), for 0.2 MB more
- * peak RSS.
+/* Memory.  Promises, reactions and libuv operations come from per-context
+ * pools that are recycled, so once warmed up, creating, settling and
+ * reacting never call malloc nor make a system call; settling never fails
+ * for want of memory.  Everything a context holds is freed after
+ * uvp_ctx_close (docs/internals.md says how the pools are laid out).
  *
  * Pre-allocate room for `promises` more promises and `reactions` more
  * reactions (and run-queue room for those reactions all queued at once),
- * and touch it, so that a burst of traffic later meets neither
- * malloc nor first-touch page faults (which cost several ms per MB on some
- * virtual machines).  A server calls it at startup with its expected peak.
- * The memory stays with the context until uvp_ctx_close.  Errors:
+ * and touch it, so that a burst of traffic later meets neither malloc nor
+ * first-touch page faults.  A server calls it at startup with its expected
+ * peak.  The memory stays with the context until uvp_ctx_close.  Errors:
  * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable). */
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 
 /* The same for the wrappers' operations: pre-allocate and touch room for
  * `ops` more at once.  An operation is one libuv request uvp has in flight
- * (each uvp_fs_*, uvp_dns_* and uvp_work_* call, a TCP connect, write or
- * read), and a stat result still referenced keeps its operation's room
- * (the uv_stat_t lives there, and libuv's copy of the path is freed with
- * it).  A program about to start many operations calls it before, as a
+ * (each uvp_fs_*, uvp_getaddrinfo and uvp_work call, a TCP connect,
+ * write, read or shutdown; uvp_spawn allocates its own), and a stat result
+ * still referenced keeps its operation's room (the uv_stat_t lives there).
+ * A program about to start many operations calls it before, as a
  * hand-written client allocates its requests before it starts them.
  * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays
  * usable). */
@@ -347,9 +329,20 @@ UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 /* Promises: creation and settlement                                         */
 /* ------------------------------------------------------------------------ */
 
-/* Every creating call records its caller's __FILE__ and __LINE__ (for the
- * pending dump and the unhandled-rejection report) through these macros;
- * the *_at functions are the real entry points. */
+/* Creation sites.  Every call that creates a promise records where it was
+ * called from, for uvp_ctx_dump_pending, the unhandled-rejection report
+ * and uvp_promise_site.  Each such call is a macro named like the call
+ * (uvp_promise_new, uvp_fs_stat, ...) over a function of the same name
+ * with an `_at` suffix that takes the site explicitly: code calls the
+ * macro and gets its own __FILE__ and __LINE__ for free; a binding, or a
+ * helper that wants its caller's site reported, calls the `_at` function
+ * (file must be a string that outlives the process, as __FILE__ is).
+ * (libdex does it the other way round, with plain functions and an
+ * optional name; uvp records sites by default because a stuck promise with
+ * no site is what its users debug most.)  Two macros share one function:
+ * uvp_promise_then and uvp_promise_catch are uvp_promise_on_at with a
+ * mask.  A site costs nothing per promise beyond two bytes: sites are
+ * interned once per process. */
 
 /* A new pending promise; *out gets one reference.
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
@@ -520,19 +513,12 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    freed, so values and payloads it exposes stay valid while you hold it.
  *    A pending result keeps itself alive until it settles, is cancelled or
  *    the context closes.
- *  - State is one allocation: a remaining count, and per input a 32-byte
- *    reaction (all: a 16-byte one and the input's pointer, 24 bytes).
- *    allSettled's and any's records need no room of their own: each is
- *    written over its input's reaction once that has run (which is why
- *    uvp_settled_t is 32 bytes); all's values are gathered over its spent
- *    reactions.
- *    With the result's promise that is all a call allocates, before
- *    anything is attached, so an allocation failure returns UV_ENOMEM and
- *    changes nothing.
- *    The context keeps its largest freed block of 256 KiB or more for the
- *    next combinator (counted in uvp_ctx_stats' slab_bytes, freed by
- *    uvp_ctx_close): a server fanning out 100 000 requests a minute
- *    would otherwise page-fault that memory in afresh every time.
+ *  - A call allocates its state (about 24 bytes per input, 32 for all)
+ *    and the result's promise before anything is attached, so an
+ *    allocation failure returns UV_ENOMEM and changes nothing.  The
+ *    context keeps its largest freed state block of 256 KiB or more for
+ *    the next combinator or map (counted in uvp_ctx_stats' slab_bytes,
+ *    freed with the context).
  *  - Only uvp settles the result: uvp_promise_resolve/reject on it return
  *    UVP_ESETTLED.  Cancelling it (uvp_promise_cancel) cancels the inputs
  *    still pending that nothing else observes (uvp_promise_cancel's rule:
@@ -842,9 +828,8 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    file operation settles from uvp's run queue, like a handler, right
  *    after that iteration's I/O callbacks (in a later iteration if the
  *    handlers queued ahead of it use up the budget: see
- *    uvp_ctx_set_budget), not inside libuv's callback: a
- *    burst of completions is then settled with its promises loaded ahead
- *    of use.  A cancel in between still wins, as below.  Such a settle
+ *    uvp_ctx_set_budget), not inside libuv's callback.  A cancel in
+ *    between still wins, as below.  Such a settle
  *    waits until no handler is queued, and its handlers, with everything
  *    they queue in turn, run before the next of them settles: the order
  *    of completions reported one per iteration, and Node's, which runs the
@@ -1012,9 +997,8 @@ UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
 /* The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
  * NULL once closed.  Do not close it, read from it, or uv_ref/uv_unref it
- * yourself: between two reads uvp leaves libuv reading (no epoll_ctl per
- * read) with the handle unref'd and given no buffer, so an idle
- * connection neither consumes bytes nor keeps uv_run() going. */
+ * yourself: uvp manages its reading and its reference (an idle connection
+ * neither consumes bytes nor keeps uv_run() going). */
 UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
 
 /* connect to `addr` (copied during the call); value NULL. */
@@ -1049,8 +1033,7 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 int line);
 
 /* The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
- * of exactly the bytes that arrived (libuv reads into one buffer per
- * context; only what came is copied out).  Rejects with UV_EOF at end of
+ * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
  * stream, or the error (UV_ECONNRESET, ...).  A second read while one is
  * pending returns UV_EBUSY. */
 #define uvp_tcp_read(t, out) uvp_tcp_read_at((t), (out), __FILE__, __LINE__)
@@ -1071,8 +1054,6 @@ UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
   uvp_tcp_shutdown_at((t), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
                                    const char *file, int line);
-
-/* ---- BEGIN dns-work-process (src/dns.c, src/work.c, src/process.c) ---- */
 
 /* ------------------------------------------------------------------------ */
 /* DNS (uv_getaddrinfo) — thread pool                                        */
@@ -1185,8 +1166,6 @@ typedef struct uvp_process_result_s {
   uvp_spawn_at((ctx), (opts), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
                             uvp_promise_t **out, const char *file, int line);
-
-/* ---- END dns-work-process ---- */
 
 #ifdef __cplusplus
 }

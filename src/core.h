@@ -6,6 +6,35 @@
 
 #include "sched.h"
 
+/* Whether the target is a derived promise the reaction settles. */
+static inline bool uvp__rk_derived(uvp__rkind_t k) {
+  return k <= UVP__RK_THEN_FINALLY;
+}
+static inline bool uvp__rk_finally(uvp__rkind_t k) {
+  return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;
+}
+/* Whether a user handler of kind k wants a fulfilment (ok) or rejection. */
+static inline bool uvp__rk_wants(uvp__rkind_t k, bool ok) {
+  unsigned mask;
+  switch (k) {
+  case UVP__RK_THEN_FULFILLED:
+  case UVP__RK_ON_FULFILLED:
+    mask = UVP_ON_FULFILLED;
+    break;
+  case UVP__RK_THEN_REJECTED:
+  case UVP__RK_ON_REJECTED:
+    mask = UVP_ON_REJECTED;
+    break;
+  case UVP__RK_FOLLOW:
+    mask = 0;
+    break;
+  default:
+    mask = UVP_ON_BOTH;
+    break;
+  }
+  return (mask & (ok ? UVP_ON_FULFILLED : UVP_ON_REJECTED)) != 0;
+}
+
 static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
                                     int line) {
   uvp_promise_t *p = uvp__pool_get(&ctx->promises);

@@ -62,35 +62,6 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
   UVP__CHECK(((uintptr_t)obj & UVP__RKIND_MASK) == 0);
   return (uintptr_t)obj | (uintptr_t)kind;
 }
-/* Whether the target is a derived promise the reaction settles. */
-static inline bool uvp__rk_derived(uvp__rkind_t k) {
-  return k <= UVP__RK_THEN_FINALLY;
-}
-static inline bool uvp__rk_finally(uvp__rkind_t k) {
-  return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;
-}
-/* Whether a user handler of kind k wants a fulfilment (ok) or rejection. */
-static inline bool uvp__rk_wants(uvp__rkind_t k, bool ok) {
-  unsigned mask;
-  switch (k) {
-  case UVP__RK_THEN_FULFILLED:
-  case UVP__RK_ON_FULFILLED:
-    mask = UVP_ON_FULFILLED;
-    break;
-  case UVP__RK_THEN_REJECTED:
-  case UVP__RK_ON_REJECTED:
-    mask = UVP_ON_REJECTED;
-    break;
-  case UVP__RK_FOLLOW:
-    mask = 0;
-    break;
-  default:
-    mask = UVP_ON_BOTH;
-    break;
-  }
-  return (mask & (ok ? UVP_ON_FULFILLED : UVP_ON_REJECTED)) != 0;
-}
-
 /* An internal observer's callback: `in` is NULL when the reaction is
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
