@@ -11,86 +11,130 @@
 
 #include "sched.h"
 
-/* ---- loop / reduce -------------------------------------------------------- */
+/* ---- the driver both share ------------------------------------------------ */
 
-typedef struct seq_s {
+/* First in a sequence's and a retry's state, which is freed with it. */
+typedef struct drive_s {
   uvp_ctx_t *ctx;
   uvp_promise_t *result; /* our reference while undecided */
-  uvp_promise_t *cur;    /* the step awaited */
-  uvp_step_cb step;
-  void *arg;
-  size_t index;
-  size_t n;
+  uvp_promise_t *cur;    /* the promise awaited */
+  uvp__notify_cb react;  /* what runs when cur settles */
   int refs;
-} seq_t;
+} drive_t;
 
-static void seq_unref(seq_t *s) {
-  if (--s->refs == 0) {
-    if (s->cur != NULL)
-      uvp__rel(s->cur);
-    uvp__free(s);
+static void drive_unref(drive_t *d) {
+  if (--d->refs == 0) {
+    if (d->cur != NULL)
+      uvp__rel(d->cur);
+    uvp__free(d);
   }
 }
 
 /* Settle the result like `src` (or with `code`) and let go of it. */
-static void seq_decide(seq_t *s, uvp_promise_t *src, int code) {
-  uvp_promise_t *r = s->result;
-  s->result = NULL;
+static void drive_decide(drive_t *d, uvp_promise_t *src, int code) {
+  uvp_promise_t *r = d->result;
+  d->result = NULL;
   if (src != NULL)
     uvp__forward(r, src);
   else
     uvp__reject(r, code, NULL, NULL);
   uvp__rel(r);
-  seq_unref(s); /* the share */
+  drive_unref(d); /* the share */
 }
+
+/* Await `p` (its reference is handed over) as the current step. */
+static void drive_await(drive_t *d, uvp_promise_t *p) {
+  if (d->cur != NULL)
+    uvp__rel(d->cur);
+  d->cur = p;
+  d->refs++;
+  if (uvp__observe(p, d->react, d) != 0) {
+    d->refs--;
+    drive_decide(d, NULL, UV_ENOMEM);
+  }
+}
+
+/* What a step or an attempt returned: the promise to await, or NULL with
+ * *rc saying why not (0: none was given), after releasing one of no use
+ * (the call failed, it is of another context, or the result was cancelled
+ * from inside the callback). */
+static uvp_promise_t *drive_take(drive_t *d, uvp_promise_t *p, int *rc) {
+  if (*rc == 0 && p != NULL && uvp__promise_ctx(p) != d->ctx)
+    *rc = UVP_EXCTX;
+  if (*rc == 0 && d->result != NULL)
+    return p;
+  if (p != NULL)
+    uvp_promise_release(p);
+  return NULL;
+}
+
+/* The result was cancelled (UV_ECANCELED) or torn down (UVP_ECLOSED). */
+static void drive_cancel(uvp_promise_t *result, void *arg) {
+  drive_t *d = arg;
+  d->refs++;
+  uvp_promise_t *r = d->result;
+  d->result = NULL;
+  if (uvp_promise_reason(result, NULL) == UV_ECANCELED && d->cur != NULL &&
+      uvp__is_pending(d->cur))
+    (void)uvp_promise_cancel(d->cur);
+  uvp__rel(r);
+  drive_unref(d); /* the share */
+  drive_unref(d); /* guard */
+}
+
+/* A driver with `size` bytes of state, zeroed: NULL on failure (no memory,
+ * the only reason). */
+static void *drive_new(uvp_ctx_t *ctx, size_t size, uvp__notify_cb react,
+                       const char *file, int line) {
+  drive_t *d = uvp__calloc(1, size);
+  if (d == NULL)
+    return NULL;
+  d->result = uvp__produced_new(ctx, file, line, drive_cancel, d);
+  if (d->result == NULL) {
+    uvp__free(d);
+    return NULL;
+  }
+  d->ctx = ctx;
+  d->react = react;
+  d->refs = 1; /* the share */
+  return d;
+}
+
+/* ---- loop / reduce -------------------------------------------------------- */
+
+typedef struct seq_s {
+  drive_t d; /* first */
+  uvp_step_cb step;
+  void *arg;
+  size_t index;
+  size_t n;
+} seq_t;
 
 static void seq_react(void *arg, const uvp_outcome_t *in) {
   seq_t *s = arg;
-  if (in == NULL || s->result == NULL) {
-    seq_unref(s);
+  drive_t *d = &s->d;
+  if (in == NULL || d->result == NULL) {
+    drive_unref(d);
     return;
   }
-  s->refs++; /* guard: the step may cancel the result */
+  d->refs++; /* guard: the step may cancel the result */
   if (in->status != 0 || s->index == s->n) {
-    seq_decide(s, in->promise, 0);
+    drive_decide(d, in->promise, 0);
   } else {
     uvp_promise_t *next = NULL;
     int rc = s->step(s->arg, s->index++, in, &next);
-    if (s->result == NULL) { /* cancelled inside the step */
-      if (next != NULL)
-        uvp_promise_release(next);
-    } else if (rc < 0 || (rc == 0 && next != NULL && uvp__promise_ctx(next) != s->ctx)) {
-      if (next != NULL)
-        uvp_promise_release(next);
-      seq_decide(s, NULL, rc < 0 ? rc : UVP_EXCTX);
-    } else if (next == NULL) {
-      seq_decide(s, in->promise, 0);
-    } else {
-      uvp__rel(s->cur);
-      s->cur = next;
-      s->refs++;
-      if (uvp__observe(next, seq_react, s) != 0) {
-        s->refs--;
-        seq_decide(s, NULL, UV_ENOMEM);
-      }
-    }
+    next = drive_take(d, next, &rc);
+    if (d->result == NULL)
+      ; /* cancelled inside the step */
+    else if (rc != 0)
+      drive_decide(d, NULL, rc < 0 ? rc : UV_EINVAL);
+    else if (next == NULL)
+      drive_decide(d, in->promise, 0);
+    else
+      drive_await(d, next);
   }
-  seq_unref(s); /* guard */
-  seq_unref(s); /* this reaction */
-}
-
-static void seq_cancel(uvp_promise_t *result, void *arg) {
-  seq_t *s = arg;
-  (void)result;
-  s->refs++;
-  uvp_promise_t *r = s->result;
-  s->result = NULL;
-  if (uvp_promise_reason(result, NULL) == UV_ECANCELED && s->cur != NULL &&
-      uvp__is_pending(s->cur))
-    (void)uvp_promise_cancel(s->cur);
-  uvp__rel(r);
-  seq_unref(s); /* the share */
-  seq_unref(s); /* guard */
+  drive_unref(d); /* guard */
+  drive_unref(d); /* this reaction */
 }
 
 static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
@@ -101,32 +145,28 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
     rc = UVP_EXCTX;
   if (rc != 0)
     return rc;
-  seq_t *s = uvp__malloc(sizeof(*s));
-  if (s == NULL)
-    return UV_ENOMEM;
-  memset(s, 0, sizeof(*s));
-  uvp_promise_t *first = initial != NULL ? uvp_promise_retain(initial)
-                                         : uvp__promise_new(ctx, file, line);
-  s->result = first == NULL
-                  ? NULL
-                  : uvp__produced_new(ctx, file, line, seq_cancel, s);
-  if (s->result == NULL || uvp__observe(first, seq_react, s) != 0) {
-    if (s->result != NULL)
-      uvp__produced_abort(s->result);
+  seq_t *s = drive_new(ctx, sizeof(*s), seq_react, file, line);
+  uvp_promise_t *first =
+      s == NULL ? NULL
+      : initial != NULL ? uvp_promise_retain(initial)
+                        : uvp__promise_new(ctx, file, line);
+  if (first == NULL || uvp__observe(first, seq_react, s) != 0) {
     if (first != NULL)
       uvp__rel(first);
-    uvp__free(s);
+    if (s != NULL) {
+      uvp__produced_abort(s->d.result);
+      uvp__free(s);
+    }
     return UV_ENOMEM;
   }
   if (initial == NULL)
     uvp__fulfill(first, NULL, NULL);
-  s->ctx = ctx;
-  s->cur = first;
+  s->d.cur = first;
+  s->d.refs++; /* the reaction */
   s->step = step;
   s->arg = arg;
   s->n = n;
-  s->refs = 2; /* the reaction, the share */
-  *out = s->result;
+  *out = s->d.result;
   return 0;
 }
 
@@ -144,76 +184,35 @@ int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
 /* ---- retry ---------------------------------------------------------------- */
 
 typedef struct retry_s {
-  uvp_ctx_t *ctx;
-  uvp_promise_t *result; /* our reference while undecided */
-  uvp_promise_t *cur;    /* the attempt, or the backoff delay */
+  drive_t d; /* first; cur is the attempt, or the backoff delay */
   uvp_attempt_cb attempt;
   void *arg;
   uvp_retry_opts_t opts;
   uint64_t rng;
   unsigned int tries; /* attempts started */
   bool waiting;       /* cur is the backoff */
-  int refs;
   const char *file;
   int line;
 } retry_t;
 
-static void retry_unref(retry_t *t) {
-  if (--t->refs == 0) {
-    if (t->cur != NULL)
-      uvp__rel(t->cur);
-    uvp__free(t);
-  }
-}
-
-static void retry_decide(retry_t *t, uvp_promise_t *src, int code) {
-  uvp_promise_t *r = t->result;
-  t->result = NULL;
-  if (src != NULL)
-    uvp__forward(r, src);
-  else
-    uvp__reject(r, code, NULL, NULL);
-  uvp__rel(r);
-  retry_unref(t);
-}
-
-static void retry_react(void *arg, const uvp_outcome_t *in);
-
-/* Await `p` (its reference is handed over) as the current step. */
-static void retry_await(retry_t *t, uvp_promise_t *p) {
-  if (t->cur != NULL)
-    uvp__rel(t->cur);
-  t->cur = p;
-  t->refs++;
-  if (uvp__observe(p, retry_react, t) != 0) {
-    t->refs--;
-    retry_decide(t, NULL, UV_ENOMEM);
-  }
-}
-
 static void retry_start_attempt(retry_t *t) {
   uvp_promise_t *p = NULL;
   int rc = t->attempt(t->arg, t->tries++, &p);
-  if (t->result == NULL) { /* cancelled from inside the attempt */
-    if (p != NULL)
-      uvp_promise_release(p);
-    return;
-  }
-  if (rc == 0 && (p == NULL || uvp__promise_ctx(p) != t->ctx)) {
-    if (p != NULL)
-      uvp_promise_release(p);
-    rc = p == NULL ? UV_EINVAL : UVP_EXCTX;
-  }
+  if (rc == 0 && p == NULL)
+    rc = UV_EINVAL;
+  p = drive_take(&t->d, p, &rc);
+  if (t->d.result == NULL)
+    return; /* cancelled from inside the attempt */
   if (rc != 0) {
     /* A refused start is a failed attempt like any other. */
-    p = uvp__promise_new(t->ctx, t->file, t->line);
+    p = uvp__promise_new(t->d.ctx, t->file, t->line);
     if (p == NULL) {
-      retry_decide(t, NULL, UV_ENOMEM);
+      drive_decide(&t->d, NULL, UV_ENOMEM);
       return;
     }
     uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
   }
-  retry_await(t, p);
+  drive_await(&t->d, p);
 }
 
 static bool retryable(retry_t *t, int code) {
@@ -235,49 +234,51 @@ static uint64_t backoff_ms(retry_t *t) {
   t->rng ^= t->rng >> 12;
   t->rng ^= t->rng << 25;
   t->rng ^= t->rng >> 27;
-  double u = (double)((t->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+  double u =
+      (double)((t->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
   return (uint64_t)(w * (1.0 - t->opts.jitter * u));
 }
 
 static void retry_react(void *arg, const uvp_outcome_t *in) {
   retry_t *t = arg;
-  if (in == NULL || t->result == NULL) {
-    retry_unref(t);
+  if (in == NULL || t->d.result == NULL) {
+    drive_unref(&t->d);
     return;
   }
-  t->refs++; /* guard */
+  t->d.refs++; /* guard */
   if (t->waiting) {
     t->waiting = false;
     retry_start_attempt(t);
   } else if (in->status == 0 || t->tries >= t->opts.attempts ||
              !retryable(t, in->status)) {
-    retry_decide(t, in->promise, 0);
+    drive_decide(&t->d, in->promise, 0);
   } else {
-    uvp_promise_t *d;
-    int rc = uvp_delay_at(t->ctx, backoff_ms(t), NULL, NULL, UVP_KEEP_ALIVE,
-                          &d, t->file, t->line);
+    uvp_promise_t *delay;
+    int rc = uvp_delay_at(t->d.ctx, backoff_ms(t), NULL, NULL,
+                          UVP_KEEP_ALIVE, &delay, t->file, t->line);
     if (rc != 0) {
-      retry_decide(t, NULL, rc); /* why the retrying stopped */
+      drive_decide(&t->d, NULL, rc); /* why the retrying stopped */
     } else {
       t->waiting = true;
-      retry_await(t, d);
+      drive_await(&t->d, delay);
     }
   }
-  retry_unref(t); /* guard */
-  retry_unref(t); /* this reaction */
+  drive_unref(&t->d); /* guard */
+  drive_unref(&t->d); /* this reaction */
 }
 
-static void retry_cancel(uvp_promise_t *result, void *arg) {
-  retry_t *t = arg;
-  t->refs++;
-  uvp_promise_t *r = t->result;
-  t->result = NULL;
-  if (uvp_promise_reason(result, NULL) == UV_ECANCELED && t->cur != NULL &&
-      uvp__is_pending(t->cur))
-    (void)uvp_promise_cancel(t->cur);
-  uvp__rel(r);
-  retry_unref(t); /* the share */
-  retry_unref(t); /* guard */
+/* The defaults the header documents for the fields left 0. */
+static void retry_defaults(uvp_retry_opts_t *o) {
+  if (o->attempts == 0)
+    o->attempts = 3;
+  if (o->base_ms == 0)
+    o->base_ms = 100;
+  if (o->max_ms == 0)
+    o->max_ms = 30000;
+  if (!(o->factor > 1.0))
+    o->factor = 2.0;
+  if (!(o->jitter >= 0.0 && o->jitter <= 1.0))
+    o->jitter = 0.0;
 }
 
 int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
@@ -286,39 +287,22 @@ int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
   int rc = attempt == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  retry_t *t = uvp__malloc(sizeof(*t));
+  retry_t *t = drive_new(ctx, sizeof(*t), retry_react, file, line);
   if (t == NULL)
     return UV_ENOMEM;
-  memset(t, 0, sizeof(*t));
-  t->result = uvp__produced_new(ctx, file, line, retry_cancel, t);
-  if (t->result == NULL) {
-    uvp__free(t);
-    return UV_ENOMEM;
-  }
   if (opts != NULL)
     t->opts = *opts;
-  if (t->opts.attempts == 0)
-    t->opts.attempts = 3;
-  if (t->opts.base_ms == 0)
-    t->opts.base_ms = 100;
-  if (t->opts.max_ms == 0)
-    t->opts.max_ms = 30000;
-  if (!(t->opts.factor > 1.0))
-    t->opts.factor = 2.0;
-  if (!(t->opts.jitter >= 0.0 && t->opts.jitter <= 1.0))
-    t->opts.jitter = 0.0;
-  t->ctx = ctx;
+  retry_defaults(&t->opts);
   t->attempt = attempt;
   t->arg = arg;
   t->rng = uv_hrtime() | 1;
   t->file = file;
   t->line = line;
-  t->refs = 1; /* the share */
-  *out = t->result;
+  *out = t->d.result;
   /* The first attempt starts now, as a JavaScript retry loop would. */
-  t->refs++;
+  t->d.refs++;
   retry_start_attempt(t);
-  retry_unref(t);
+  drive_unref(&t->d);
   return 0;
 }
 

@@ -298,13 +298,19 @@ int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
   return 0;
 }
 
-int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
+/* 0, or why p cannot be cancelled or given a hook. */
+static int check_pending(const uvp_promise_t *p) {
   if (p == NULL)
     return UV_EINVAL;
   if (uvp__promise_ctx(p)->closed)
     return UVP_ECLOSED;
-  if (p->state != UVP__S_PENDING)
-    return UVP_ESETTLED;
+  return p->state == UVP__S_PENDING ? 0 : UVP_ESETTLED;
+}
+
+int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
+  int rc = check_pending(p);
+  if (rc != 0)
+    return rc;
   p->value = cb != NULL ? arg : NULL;
   p->fn.cancel_cb = cb;
   if (cb != NULL)
@@ -326,12 +332,9 @@ void uvp__cancel_with(uvp_promise_t *p, int code) {
 }
 
 int uvp_promise_cancel(uvp_promise_t *p) {
-  if (p == NULL)
-    return UV_EINVAL;
-  if (uvp__promise_ctx(p)->closed)
-    return UVP_ECLOSED;
-  if (p->state != UVP__S_PENDING)
-    return UVP_ESETTLED;
+  int rc = check_pending(p);
+  if (rc != 0)
+    return rc;
   /* Cancellation travels up through what p follows while each is pending
    * and p's chain is its only consumer (Bluebird's rule): a timeout on
    * then(connect, send_and_read) then reaches the read itself. */

@@ -7,7 +7,7 @@
 #ifndef UVP_SETTLED_H
 #define UVP_SETTLED_H
 
-#include "promise.h"
+#include "sched.h"
 
 typedef union uvp__slot_u {
   uvp__cell_t cell;
@@ -30,5 +30,38 @@ static inline void uvp__slot_record(uvp__slot_t *s, int status, void *value) {
   s->rec.status = status;
   s->rec.value = value;
 }
+
+/* What a combinator and a map share, first in their state.  One block
+ * holds the state and one slot per input; `attached` counts the cells not
+ * yet run or dropped plus one "share" for the result.  The share goes when
+ * the result stops needing the inputs: at once if the result forwards an
+ * input's outcome, or when the result (whose value points into the block)
+ * is freed.  Releasing the share releases the inputs; the block is freed
+ * when `attached` reaches 0. */
+typedef struct uvp__fanin_s {
+  uvp__cell_owner_t owner; /* first: the cells name the state through it */
+  uvp_ctx_t *ctx;
+  void *block;
+  size_t bytes;
+  uvp_promise_t *result; /* our reference, while undecided */
+  uvp__slot_t *slots;
+  size_t n;
+  size_t attached;
+  bool inputs_held;
+} uvp__fanin_t;
+
+/* A state of `head` bytes beginning with a uvp__fanin_t, zeroed but for
+ * the fan-in's fields, followed by n slots and `extra` bytes per input,
+ * with its result (uvp__produced_new: `hook(result, state)`), which the
+ * caller hands out.  attached is 1 (the share), the inputs counted held.
+ * NULL if there is no memory. */
+void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
+                     const uvp__cell_ops_t *ops, uvp_cancel_cb hook,
+                     const char *file, int line);
+void uvp__fanin_unref(uvp__fanin_t *f);
+/* The share goes: the inputs are released (slots without one skipped). */
+void uvp__fanin_release_share(uvp__fanin_t *f);
+/* Let go of our reference to the result (decided, cancelled). */
+void uvp__fanin_drop_result(uvp__fanin_t *f);
 
 #endif

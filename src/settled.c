@@ -1,0 +1,60 @@
+/* What a combinator and a map share (see settled.h). */
+#include <string.h>
+
+#include "settled.h"
+
+void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
+                     const uvp__cell_ops_t *ops, uvp_cancel_cb hook,
+                     const char *file, int line) {
+  /* Aligned for the cells' tags even where malloc promises only 8. */
+  enum { ALIGN = UVP__SLOT_ALIGN };
+  size_t per = sizeof(uvp__slot_t) + extra;
+  head = (head + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+  if (n > (SIZE_MAX - head - ALIGN) / per)
+    return NULL;
+  size_t bytes = head + ALIGN - 1 + n * per;
+  void *block = uvp__block_get(&ctx->blocks, &bytes);
+  if (block == NULL)
+    return NULL;
+  uvp__fanin_t *f = (uvp__fanin_t *)(((uintptr_t)block + ALIGN - 1) &
+                                     ~(uintptr_t)(ALIGN - 1));
+  memset(f, 0, head);
+  f->result = uvp__produced_new(ctx, file, line, hook, f);
+  if (f->result == NULL) {
+    uvp__block_put(&ctx->blocks, block, bytes, true);
+    return NULL;
+  }
+  f->slots = (uvp__slot_t *)(void *)((char *)f + head);
+  f->owner.ops = ops;
+  f->owner.cells = &f->slots[0].cell;
+  f->ctx = ctx;
+  f->block = block;
+  f->bytes = bytes;
+  f->n = n;
+  f->attached = 1;
+  f->inputs_held = true;
+  return f;
+}
+
+void uvp__fanin_unref(uvp__fanin_t *f) {
+  if (--f->attached == 0)
+    uvp__block_put(&f->ctx->blocks, f->block, f->bytes, !f->ctx->closed);
+}
+
+void uvp__fanin_release_share(uvp__fanin_t *f) {
+  f->attached++; /* releasing inputs may drop cells that unref us */
+  if (f->inputs_held) {
+    f->inputs_held = false;
+    for (size_t i = 0; i < f->n; i++)
+      if (uvp__slot_input(&f->slots[i]) != NULL)
+        uvp__rel(uvp__slot_input(&f->slots[i]));
+  }
+  f->attached--; /* the guard */
+  uvp__fanin_unref(f); /* the share */
+}
+
+void uvp__fanin_drop_result(uvp__fanin_t *f) {
+  uvp_promise_t *r = f->result;
+  f->result = NULL;
+  uvp__rel(r);
+}
