@@ -263,7 +263,6 @@ static inline void expect_item(const uvp_settled_list_t *l, size_t i,
   assert_true(i < l->count);
   assert_int_equal(l->items[i].status, status);
   assert_ptr_equal(l->items[i].value, value);
-  assert_null(l->items[i].reserved);
   if (input != NULL)
     assert_ptr_equal(l->items[i].promise, input);
 }
