@@ -2,7 +2,9 @@
  * test-all.c, test-all-settled.c, test-race.c and test-any.c share (the
  * "Common rules" above uvp_promise_all in include/uvp.h).  Each file expands
  * COMBINATOR_CASES(&combinators[COMB_...]) and lists COMBINATOR_CASE_TESTS;
- * the three that take flags add COMBINATOR_FLAG_CASES / _TESTS.
+ * the three that take flags add COMBINATOR_FLAG_CASES / _TESTS, and all and
+ * allSettled the test262 ports their directories share
+ * (COMBINATOR_ELEMENT_PORTS / _TESTS).
  *
  * A row of combinators[] says how a combinator's result must look: which
  * input outcomes decide it at once (a UVP_ON_* mask) and what it is once
@@ -166,6 +168,15 @@ static inline void cin_follow(cin_t *x, uvp_promise_t *res) {
     cin_note(x, uvp_promise_reason(res, &payload), payload);
 }
 
+/* n pending inputs, each listed once, in order. */
+static inline void cin_pending_n(fixture_t *f, cin_t *xs, cin_t **in,
+                                 size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    cin_pending(f, &xs[i]);
+    in[i] = &xs[i];
+  }
+}
+
 /* ------------------------------------------------------------------------ */
 /* One call and what its result must be                                      */
 /* ------------------------------------------------------------------------ */
@@ -289,6 +300,20 @@ static inline void expect_result(const ccall_t *cc) {
     assert_ptr_equal(cc->h.err.value, payload);
     assert_ptr_equal(cc->h.err.from, cc->res);
   }
+}
+
+/* Once the inputs that settle it have: the result settles as the table
+ * says; then the call and the inputs xs[0..n) are dropped, and nothing may
+ * be left. */
+static inline void ccall_finish(fixture_t *f, ccall_t *cc, cin_t *xs,
+                                size_t n) {
+  run_loop(f);
+  assert_int_not_equal(uvp_promise_state(cc->res), UVP_PENDING);
+  expect_result(cc);
+  ccall_release(cc);
+  for (size_t i = 0; i < n; i++)
+    uvp_promise_release(xs[i].p);
+  assert_no_live(f);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -604,10 +629,7 @@ static inline void case_live_with_result(fixture_t *f, const comb_t *c) {
   ccall_t cc;
 
   count_unhandled(f);
-  for (int i = 0; i < N; i++) {
-    cin_pending(f, &xs[i]);
-    in[i] = &xs[i];
-  }
+  cin_pending_n(f, xs, in, N);
   ccall_start(f, &cc, c, in, N, 0, true);
   for (int k = N; k-- > 0;) {
     cin_settle(&xs[k], mode_status(mode, k), boxed_new(k, &freed),
@@ -645,13 +667,11 @@ static inline void case_cancel_losers(fixture_t *f, const comb_t *c) {
 
   count_unhandled(f);
   for (int flags = 0; flags <= UVP_CANCEL_LOSERS; flags += UVP_CANCEL_LOSERS) {
-    cin_t xs[3];
-    cin_t *in[3] = {&xs[0], &xs[1], &xs[2]};
+    cin_t xs[3], *in[3];
     ccall_t cc;
     int quiet;
 
-    for (int i = 0; i < 3; i++)
-      cin_pending(f, &xs[i]);
+    cin_pending_n(f, xs, in, 3);
     ccall_start(f, &cc, c, in, 3, flags, false);
     if (quiet_status(c, &quiet)) {
       cin_settle(&xs[0], quiet, SENTINEL(0), NULL);
@@ -683,6 +703,114 @@ static inline void case_cancel_losers(fixture_t *f, const comb_t *c) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* test262 ports that all/ and allSettled/ share                             */
+/* ------------------------------------------------------------------------ */
+
+/* The same test262 file stands in both directories, named alike; the port
+ * is the file's scenario, the expected result comes from the table. */
+
+/* call-resolve-element.js, call-resolve-element-items.js: an input's
+ * outcome counts once: settling it again fails with UVP_ESETTLED, and the
+ * result settles once, with the first values. */
+static inline void port_call_resolve_element(fixture_t *f, const comb_t *c) {
+  cin_t xs[2], *in[2];
+  ccall_t cc;
+
+  cin_pending_n(f, xs, in, 2);
+  ccall_start(f, &cc, c, in, 2, 0, true);
+  for (int i = 0; i < 2; i++) {
+    cin_settle(&xs[i], 0, SENTINEL(i), NULL);
+    assert_int_equal(uvp_promise_resolve(xs[i].p, SENTINEL(5), NULL),
+                     UVP_ESETTLED);
+  }
+  assert_int_equal(cc.h.ok.calls + cc.h.err.calls, 0);
+  ccall_finish(f, &cc, xs, 2);
+}
+
+/* call-resolve-element-after-return.js: an input fulfilled before the
+ * call; settling it again after the result settled changes nothing. */
+static inline void port_call_resolve_element_after_return(fixture_t *f,
+                                                          const comb_t *c) {
+  cin_t x;
+  cin_t *in[1] = {&x};
+  ccall_t cc;
+
+  cin_settled(f, &x, 0, SENTINEL(1));
+  ccall_start(f, &cc, c, in, 1, 0, true);
+  run_loop(f);
+  assert_int_not_equal(uvp_promise_state(cc.res), UVP_PENDING);
+  expect_result(&cc);
+  assert_int_equal(uvp_promise_resolve(x.p, SENTINEL(2), NULL), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(x.p, UV_EIO, NULL, NULL), UVP_ESETTLED);
+  ccall_finish(f, &cc, &x, 1); /* unchanged, handler still called once */
+}
+
+/* resolve-before-loop-exit.js: p1 follows the promise derived by a handler
+ * on p2, so p2's handler settles p1 while p2 and p3 are already fulfilled:
+ * the remaining count cannot be tampered with, and the result settles once,
+ * with all three. */
+static inline void port_resolve_before_loop_exit(fixture_t *f,
+                                                 const comb_t *c) {
+  cin_t xs[3], *in[3] = {&xs[0], &xs[1], &xs[2]};
+  uvp_promise_t *dp2;
+  rec_t h2 = {0};
+  ccall_t cc;
+
+  cin_pending(f, &xs[0]);
+  cin_settled(f, &xs[1], 0, SENTINEL(2));
+  cin_settled(f, &xs[2], 0, SENTINEL(3));
+  h2.ret = uvp_ret_value(SENTINEL(1), NULL);
+  assert_int_equal(uvp_promise_then(xs[1].p, rec_cb, &h2, &dp2), 0);
+  assert_int_equal(uvp_promise_resolve_with(xs[0].p, dp2), 0);
+  ccall_start(f, &cc, c, in, 3, 0, true);
+  run_loop(f);
+  assert_int_equal(h2.calls, 1);
+  cin_note(&xs[0], 0, SENTINEL(1)); /* through dp2 */
+  uvp_promise_release(dp2);
+  ccall_finish(f, &cc, xs, 3);
+}
+
+/* resolve-before-loop-exit-from-same.js: p2 fulfilled twice (the second
+ * fails) and p3 once before the call, p1 later: the result waits for p1,
+ * then settles once. */
+static inline void port_resolve_before_loop_exit_from_same(fixture_t *f,
+                                                           const comb_t *c) {
+  cin_t xs[3], *in[3];
+  ccall_t cc;
+
+  cin_pending_n(f, xs, in, 3);
+  cin_settle(&xs[1], 0, SENTINEL(2), NULL);
+  assert_int_equal(uvp_promise_resolve(xs[1].p, SENTINEL(5), NULL),
+                   UVP_ESETTLED);
+  cin_settle(&xs[2], 0, SENTINEL(3), NULL);
+  ccall_start(f, &cc, c, in, 3, 0, true);
+  run_loop(f);
+  expect_result(&cc);
+  cin_settle(&xs[0], 0, SENTINEL(1), NULL);
+  ccall_finish(f, &cc, xs, 3);
+}
+
+/* resolve-from-same-thenable.js: p1 fulfilled three times (the last two
+ * fail), then p2 and p3: the result settles once. */
+static inline void port_resolve_from_same_thenable(fixture_t *f,
+                                                   const comb_t *c) {
+  cin_t xs[3], *in[3];
+  ccall_t cc;
+
+  cin_pending_n(f, xs, in, 3);
+  ccall_start(f, &cc, c, in, 3, 0, true);
+  cin_settle(&xs[0], 0, SENTINEL(1), NULL);
+  for (int k = 5; k <= 6; k++)
+    assert_int_equal(uvp_promise_resolve(xs[0].p, SENTINEL(k), NULL),
+                     UVP_ESETTLED);
+  run_loop(f);
+  expect_result(&cc);
+  cin_settle(&xs[1], 0, SENTINEL(2), NULL);
+  cin_settle(&xs[2], 0, SENTINEL(3), NULL);
+  ccall_finish(f, &cc, xs, 3);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Instantiation                                                             */
 /* ------------------------------------------------------------------------ */
 
@@ -706,6 +834,24 @@ static inline void case_cancel_losers(fixture_t *f, const comb_t *c) {
       FIXTURE_TEST(c_live_with_result), FIXTURE_TEST(c_compose),               \
       FIXTURE_TEST(c_result_not_settleable),                                   \
       FIXTURE_TEST(c_invalid_arguments), FIXTURE_TEST(c_100k_inputs)
+
+#define COMBINATOR_PORT_(name, comb)                                           \
+  static void name(void **state) { port_##name(*state, (comb)); }
+
+/* The test262 ports that all/ and allSettled/ share. */
+#define COMBINATOR_ELEMENT_PORTS(comb)                                         \
+  COMBINATOR_PORT_(call_resolve_element, comb)                                 \
+  COMBINATOR_PORT_(call_resolve_element_after_return, comb)                    \
+  COMBINATOR_PORT_(resolve_before_loop_exit, comb)                             \
+  COMBINATOR_PORT_(resolve_before_loop_exit_from_same, comb)                   \
+  COMBINATOR_PORT_(resolve_from_same_thenable, comb)
+
+#define COMBINATOR_ELEMENT_PORT_TESTS                                          \
+  FIXTURE_TEST(call_resolve_element),                                          \
+      FIXTURE_TEST(call_resolve_element_after_return),                         \
+      FIXTURE_TEST(resolve_before_loop_exit),                                  \
+      FIXTURE_TEST(resolve_before_loop_exit_from_same),                        \
+      FIXTURE_TEST(resolve_from_same_thenable)
 
 /* For the combinators that take flags (all, race, any). */
 #define COMBINATOR_FLAG_CASES(comb) COMBINATOR_CASE_(cancel_losers, comb)

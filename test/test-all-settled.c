@@ -337,132 +337,6 @@ static void new_reject_function(void **state) {
   assert_no_live(f);
 }
 
-/* call-resolve-element.js, call-resolve-element-items.js: settling an
- * input twice counts once; one fulfilment with the first values. */
-static void call_resolve_element(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[2] = {pending(f), pending(f)};
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 2, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  for (int i = 0; i < 2; i++) {
-    assert_int_equal(uvp_promise_resolve(ins[i], SENTINEL(i), NULL), 0);
-    assert_int_equal(uvp_promise_resolve(ins[i], SENTINEL(5), NULL),
-                     UVP_ESETTLED);
-  }
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 2, 2, 0);
-  expect_item(l, 0, 0, SENTINEL(0), ins[0]);
-  expect_item(l, 1, 0, SENTINEL(1), ins[1]);
-  release_all(4, ins[0], ins[1], p, d);
-  assert_no_live(f);
-}
-
-/* call-resolve-element-after-return.js: settling a settled input again
- * after the result fulfilled changes no record. */
-static void call_resolve_element_after_return(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *in = fulfilled(f, SENTINEL(1));
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, &in, 1, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  assert_int_equal(uvp_promise_resolve(in, SENTINEL(2), NULL), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 1, 1, 0);
-  expect_item(l, 0, 0, SENTINEL(1), in);
-  release_all(3, in, p, d);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit.js: p1 follows a promise that p2's handler
- * fulfils; p2, p3 fulfilled: one fulfilment with three records. */
-static void resolve_before_loop_exit(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p1 = pending(f), *p2 = fulfilled(f, SENTINEL(2));
-  uvp_promise_t *p3 = fulfilled(f, SENTINEL(3));
-  uvp_promise_t *ins[3] = {p1, p2, p3};
-  uvp_promise_t *p, *d, *dp2;
-  rec_t r = {0}, h2 = {.ret = {0}};
-
-  h2.ret = uvp_ret_value(SENTINEL(1), NULL);
-  assert_int_equal(uvp_promise_then(p2, rec_cb, &h2, &dp2), 0);
-  assert_int_equal(uvp_promise_resolve_with(p1, dp2), 0);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 3, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  run_loop(f);
-
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 3, 3, 0);
-  for (int i = 0; i < 3; i++)
-    expect_item(l, i, 0, SENTINEL(i + 1), ins[i]);
-  release_all(6, p1, p2, p3, p, d, dp2);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit-from-same.js */
-static void resolve_before_loop_exit_from_same(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 3, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  for (int i = 0; i < 3; i++)
-    expect_item(l, i, 0, SENTINEL(i + 1), ins[i]);
-  release_all(5, ins[0], ins[1], ins[2], p, d);
-  assert_no_live(f);
-}
-
-/* resolve-from-same-thenable.js */
-static void resolve_from_same_thenable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 3, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(6), NULL),
-                   UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 3, 3, 0);
-  for (int i = 0; i < 3; i++)
-    expect_item(l, i, 0, SENTINEL(i + 1), ins[i]);
-  release_all(5, ins[0], ins[1], ins[2], p, d);
-  assert_no_live(f);
-}
-
 /* invoke-then.js: each input gets exactly one reaction, attached in input
  * order: with handlers registered on every input before and after the
  * call, the combinator's reactions run between them, and the result's
@@ -806,6 +680,7 @@ static void c_cancel(void **state) {
   assert_no_live(f);
 }
 
+COMBINATOR_ELEMENT_PORTS(&combinators[COMB_ALL_SETTLED])
 COMBINATOR_CASES(&combinators[COMB_ALL_SETTLED])
 
 int main(void) {
@@ -821,11 +696,7 @@ int main(void) {
       FIXTURE_TEST(reject_ignored_immed),
       FIXTURE_TEST(reject_ignored_deferred),
       FIXTURE_TEST(new_reject_function),
-      FIXTURE_TEST(call_resolve_element),
-      FIXTURE_TEST(call_resolve_element_after_return),
-      FIXTURE_TEST(resolve_before_loop_exit),
-      FIXTURE_TEST(resolve_before_loop_exit_from_same),
-      FIXTURE_TEST(resolve_from_same_thenable),
+      COMBINATOR_ELEMENT_PORT_TESTS,
       FIXTURE_TEST(invoke_then),
       FIXTURE_TEST(resolved_sequence),
       FIXTURE_TEST(resolved_sequence_with_rejections),

@@ -193,60 +193,6 @@ static void S25_4_4_1_A8_1_T1(void **state) {
   assert_no_live(f);
 }
 
-/* call-resolve-element.js, call-resolve-element-items.js: an input's
- * outcome counts once: settling it again fails with UVP_ESETTLED and the
- * result fulfils once, with the first values. */
-static void call_resolve_element(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[2] = {pending(f), pending(f)};
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  for (int i = 0; i < 2; i++) {
-    assert_int_equal(uvp_promise_resolve(ins[i], INT_VALUE(10 + i), NULL), 0);
-    assert_int_equal(uvp_promise_resolve(ins[i], INT_VALUE(20 + i), NULL),
-                     UVP_ESETTLED);
-  }
-  assert_int_equal(r.calls, 0);
-  run_loop(f);
-
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  assert_int_equal(v->count, 2);
-  assert_ptr_equal(v->values[0], INT_VALUE(10));
-  assert_ptr_equal(v->values[1], INT_VALUE(11));
-  release_all(4, ins[0], ins[1], all, d);
-  assert_no_live(f);
-}
-
-/* call-resolve-element-after-return.js: an input fulfilled before the call;
- * settling it again after the result fulfilled changes nothing. */
-static void call_resolve_element_after_return(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p1 = pending(f);
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, &p1, 1, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  assert_ptr_equal(v->values[0], SENTINEL(1));
-
-  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(2), NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p1, UV_EIO, NULL, NULL), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  assert_int_equal(v->count, 1);
-  assert_ptr_equal(v->values[0], SENTINEL(1));
-  release_all(3, p1, all, d);
-  assert_no_live(f);
-}
-
 /* new-resolve-function.js: every input has its own resolve element: values
  * land in their input's slot whatever the completion order. */
 static void new_resolve_function(void **state) {
@@ -296,92 +242,6 @@ static void same_reject_function(void **state) {
     release_all(4, ins[0], ins[1], all, d);
   }
   assert_int_equal(g_unhandled, 0);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit.js: p1 is resolved by p2's handler while p2 and
- * p3 are already fulfilled: the remaining count cannot be tampered with, the
- * result fulfils exactly once with all three values. */
-static void resolve_before_loop_exit(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p1 = pending(f);
-  uvp_promise_t *p2 = fulfilled(f, SENTINEL(2));
-  uvp_promise_t *p3 = fulfilled(f, SENTINEL(3));
-  uvp_promise_t *ins[3] = {p1, p2, p3};
-  uvp_promise_t *all, *d, *dp2;
-  rec_t r = {0};
-
-  /* p2's handler resolves p1, registered before the combinator looks. */
-  assert_int_equal(uvp_promise_then(p2, rec_cb, &(rec_t){0}, &dp2), 0);
-  assert_int_equal(uvp_promise_resolve_with(p1, dp2), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  run_loop(f);
-
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  assert_int_equal(v->count, 3);
-  assert_null(v->values[0]); /* dp2's value: its handler returned NULL */
-  assert_ptr_equal(v->values[1], SENTINEL(2));
-  assert_ptr_equal(v->values[2], SENTINEL(3));
-  release_all(6, p1, p2, p3, all, d, dp2);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit-from-same.js: p2 resolved twice, p3 once, p1
- * later: nothing before p1, then exactly one fulfilment. */
-static void resolve_before_loop_exit_from_same(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
-
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  for (int i = 0; i < 3; i++)
-    assert_ptr_equal(v->values[i], SENTINEL(i + 1));
-  release_all(5, ins[0], ins[1], ins[2], all, d);
-  assert_no_live(f);
-}
-
-/* resolve-from-same-thenable.js: p1 resolved three times (the last two
- * fail), then p2 and p3: one fulfilment, after the last input only. */
-static void resolve_from_same_thenable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(6), NULL),
-                   UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  for (int i = 0; i < 3; i++)
-    assert_ptr_equal(v->values[i], SENTINEL(i + 1));
-  release_all(5, ins[0], ins[1], ins[2], all, d);
   assert_no_live(f);
 }
 
@@ -562,6 +422,7 @@ static void c_cells_among_handlers(void **state) {
   assert_no_live(f);
 }
 
+COMBINATOR_ELEMENT_PORTS(&combinators[COMB_ALL])
 COMBINATOR_CASES(&combinators[COMB_ALL])
 COMBINATOR_FLAG_CASES(&combinators[COMB_ALL])
 
@@ -572,13 +433,9 @@ int main(void) {
       FIXTURE_TEST(S25_4_4_1_A2_3_T2),
       FIXTURE_TEST(S25_4_4_1_A7_1_T1),
       FIXTURE_TEST(S25_4_4_1_A8_1_T1),
-      FIXTURE_TEST(call_resolve_element),
-      FIXTURE_TEST(call_resolve_element_after_return),
+      COMBINATOR_ELEMENT_PORT_TESTS,
       FIXTURE_TEST(new_resolve_function),
       FIXTURE_TEST(same_reject_function),
-      FIXTURE_TEST(resolve_before_loop_exit),
-      FIXTURE_TEST(resolve_before_loop_exit_from_same),
-      FIXTURE_TEST(resolve_from_same_thenable),
       FIXTURE_TEST(S25_4_4_1_A8_2_T1),
       FIXTURE_TEST(c_values_in_input_order),
       FIXTURE_TEST(c_first_rejection_in_time),
