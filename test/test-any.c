@@ -155,21 +155,35 @@ static uvp_ret_t return_value_cb(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(in->value, NULL);
 }
 
-static void resolve_from_resolve_reject_finally(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *c_in, *d_base, *d_fin, *ins[4], *p;
-
-  count_unhandled(f);
+/* The inputs of resolve-from-resolve-reject-finally.js and
+ * resolve-one-mixed.js: reject('a'); a promise rejected with 'b' after its
+ * creation; all([reject('c')]); one that follows reject('d').finally(v => v)
+ * or reject('d').catch(v => v).  keep[3]: c's input, d's base and d's
+ * derived promise, for the caller to release. */
+static void mixed_four_inputs(fixture_t *f, bool finally, uvp_promise_t **ins,
+                              uvp_promise_t **keep) {
   ins[0] = rejected(f, UV_EIO, SENTINEL(0));
   ins[1] = pending(f);
   assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, SENTINEL(1), NULL), 0);
-  c_in = rejected(f, UV_EIO, SENTINEL(2));
-  assert_int_equal(uvp_promise_all(f->ctx, &c_in, 1, 0, &ins[2]), 0);
-  d_base = rejected(f, UV_EIO, SENTINEL(3));
-  assert_int_equal(uvp_promise_finally(d_base, return_value_cb, NULL, &d_fin),
-                   0);
+  keep[0] = rejected(f, UV_EIO, SENTINEL(2));
+  assert_int_equal(uvp_promise_all(f->ctx, &keep[0], 1, 0, &ins[2]), 0);
+  keep[1] = rejected(f, UV_EIO, SENTINEL(3));
+  if (finally)
+    assert_int_equal(
+        uvp_promise_finally(keep[1], return_value_cb, NULL, &keep[2]), 0);
+  else
+    assert_int_equal(
+        uvp_promise_catch(keep[1], return_value_cb, NULL, &keep[2]), 0);
   ins[3] = pending(f);
-  assert_int_equal(uvp_promise_resolve_with(ins[3], d_fin), 0);
+  assert_int_equal(uvp_promise_resolve_with(ins[3], keep[2]), 0);
+}
+
+static void resolve_from_resolve_reject_finally(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *keep[3], *ins[4], *p;
+
+  count_unhandled(f);
+  mixed_four_inputs(f, true, ins, keep);
   assert_int_equal(uvp_promise_any(f->ctx, ins, 4, 0, &p), 0);
   run_loop(f);
 
@@ -178,7 +192,7 @@ static void resolve_from_resolve_reject_finally(void **state) {
   for (int i = 0; i < 4; i++)
     expect_item(l, i, UV_EIO, SENTINEL(i), ins[i]);
   release_array(ins, 4);
-  release_all(3, c_in, d_base, d_fin);
+  release_array(keep, 3);
   assert_int_equal(g_unhandled, 0);
   uvp_promise_release(p); /* nobody handled the aggregate: reported */
   assert_int_equal(g_unhandled, 1);
@@ -240,25 +254,17 @@ static void call_reject_element_after_return(void **state) {
  * v)): any fulfils with 'd'. */
 static void resolve_one_mixed(void **state) {
   fixture_t *f = *state;
-  uvp_promise_t *c_in, *d_base, *d_caught, *ins[4], *p;
+  uvp_promise_t *keep[3], *ins[4], *p;
 
-  ins[0] = rejected(f, UV_EIO, SENTINEL(0));
-  ins[1] = pending(f);
-  assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, SENTINEL(1), NULL), 0);
-  c_in = rejected(f, UV_EIO, SENTINEL(2));
-  assert_int_equal(uvp_promise_all(f->ctx, &c_in, 1, 0, &ins[2]), 0);
-  d_base = rejected(f, UV_EIO, SENTINEL(3));
-  assert_int_equal(uvp_promise_catch(d_base, return_value_cb, NULL, &d_caught),
-                   0);
-  ins[3] = pending(f);
-  assert_int_equal(uvp_promise_resolve_with(ins[3], d_caught), 0);
+  mixed_four_inputs(f, false, ins, keep);
   assert_int_equal(uvp_promise_any(f->ctx, ins, 4, 0, &p), 0);
   run_loop(f);
 
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   assert_ptr_equal(uvp_promise_value(p), SENTINEL(3));
   release_array(ins, 4);
-  release_all(4, c_in, d_base, d_caught, p);
+  release_array(keep, 3);
+  uvp_promise_release(p);
   assert_no_live(f);
 }
 
