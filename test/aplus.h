@@ -300,57 +300,32 @@ static inline void assert_no_live(fixture_t *f) {
   assert_int_equal(st.queued, 0);
 }
 
-/* One cmocka test per case of testFulfilled / testRejected. */
-#define THREE_FULFILLED(body)                                                  \
-  static void body##__already_fulfilled(void **s) { body(*s, ALREADY); }       \
-  static void body##__immediately_fulfilled(void **s) {                        \
-    body(*s, IMMEDIATELY);                                                     \
-  }                                                                            \
-  static void body##__eventually_fulfilled(void **s) { body(*s, EVENTUALLY); }
-#define THREE_FULFILLED_TESTS(body)                                            \
-  FIXTURE_TEST(body##__already_fulfilled),                                     \
-      FIXTURE_TEST(body##__immediately_fulfilled),                             \
-      FIXTURE_TEST(body##__eventually_fulfilled)
-#define THREE_REJECTED(body)                                                   \
-  static void body##__already_rejected(void **s) { body(*s, ALREADY); }        \
-  static void body##__immediately_rejected(void **s) {                         \
-    body(*s, IMMEDIATELY);                                                     \
-  }                                                                            \
-  static void body##__eventually_rejected(void **s) { body(*s, EVENTUALLY); }
-#define THREE_REJECTED_TESTS(body)                                             \
-  FIXTURE_TEST(body##__already_rejected),                                      \
-      FIXTURE_TEST(body##__immediately_rejected),                              \
-      FIXTURE_TEST(body##__eventually_rejected)
+/* One cmocka test per case of testFulfilled / testRejected:
+ * name__already_<kind>, name__immediately_<kind>, name__eventually_<kind>,
+ * each calling fn(f, how). */
+#define THREE_CASES_(name, kind, fn)                                           \
+  static void name##__already_##kind(void **s) { fn(*s, ALREADY); }            \
+  static void name##__immediately_##kind(void **s) { fn(*s, IMMEDIATELY); }    \
+  static void name##__eventually_##kind(void **s) { fn(*s, EVENTUALLY); }
+#define THREE_CASES_TESTS_(name, kind)                                         \
+  FIXTURE_TEST(name##__already_##kind),                                        \
+      FIXTURE_TEST(name##__immediately_##kind),                                \
+      FIXTURE_TEST(name##__eventually_##kind)
 
-/* testFulfilled + testRejected over a table: six cmocka tests named
- * name__already_fulfilled ... name__eventually_rejected, each calling
- * body(f, how, rejected, which). */
+#define THREE_FULFILLED(body) THREE_CASES_(body, fulfilled, body)
+#define THREE_FULFILLED_TESTS(body) THREE_CASES_TESTS_(body, fulfilled)
+#define THREE_REJECTED(body) THREE_CASES_(body, rejected, body)
+#define THREE_REJECTED_TESTS(body) THREE_CASES_TESTS_(body, rejected)
+
+/* testFulfilled + testRejected over a table: the six tests of name, each
+ * calling body(f, how, rejected, which). */
 #define SIX_CASES(body, name, which)                                           \
-  static void name##__already_fulfilled(void **s) {                            \
-    body(*s, ALREADY, 0, which);                                               \
-  }                                                                            \
-  static void name##__immediately_fulfilled(void **s) {                        \
-    body(*s, IMMEDIATELY, 0, which);                                           \
-  }                                                                            \
-  static void name##__eventually_fulfilled(void **s) {                         \
-    body(*s, EVENTUALLY, 0, which);                                            \
-  }                                                                            \
-  static void name##__already_rejected(void **s) {                             \
-    body(*s, ALREADY, 1, which);                                               \
-  }                                                                            \
-  static void name##__immediately_rejected(void **s) {                         \
-    body(*s, IMMEDIATELY, 1, which);                                           \
-  }                                                                            \
-  static void name##__eventually_rejected(void **s) {                          \
-    body(*s, EVENTUALLY, 1, which);                                            \
-  }
+  static void name##__f(fixture_t *f, int how) { body(f, how, 0, which); }     \
+  static void name##__r(fixture_t *f, int how) { body(f, how, 1, which); }     \
+  THREE_CASES_(name, fulfilled, name##__f)                                     \
+  THREE_CASES_(name, rejected, name##__r)
 #define SIX_CASES_TESTS(name)                                                  \
-  FIXTURE_TEST(name##__already_fulfilled),                                     \
-      FIXTURE_TEST(name##__immediately_fulfilled),                             \
-      FIXTURE_TEST(name##__eventually_fulfilled),                              \
-      FIXTURE_TEST(name##__already_rejected),                                  \
-      FIXTURE_TEST(name##__immediately_rejected),                              \
-      FIXTURE_TEST(name##__eventually_rejected)
+  THREE_CASES_TESTS_(name, fulfilled), THREE_CASES_TESTS_(name, rejected)
 
 /* The JS reasons table (helpers/reasons.js), used by 2.2.7.2 and 2.3.3.3.2.
  * A reason is a code and a payload, so the table becomes:
