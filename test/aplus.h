@@ -75,6 +75,18 @@ static inline void settle_now(const settle_t *s) {
     *s->flag = 1;
 }
 
+/* The suite's "trying to fulfill, then reject" a promise that is settled or
+ * follows another: both calls fail with UVP_ESETTLED, and the values they
+ * were given stay ours (destroyed here, counted in *freed). */
+static inline void try_resolve_then_reject(uvp_promise_t *p, int *freed) {
+  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
+                         .value = boxed_new(2, freed), .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
+  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+                         .value = boxed_new(3, freed), .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
+}
+
 /* setTimeout on the fixture loop: a one-shot uv_timer that runs `fn` and/or
  * up to two settle_t calls, then closes and frees itself. */
 typedef struct later_s {

@@ -156,12 +156,7 @@ static void t2_1_3_1_must_not_transition(fixture_t *f, int how) {
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_ptr_equal(r.promise, p);
 
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
-                         .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
-                         .value = boxed_new(3, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+  try_resolve_then_reject(p, &freed_other);
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_int_equal(uvp_promise_state(p), UVP_REJECTED);

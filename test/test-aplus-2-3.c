@@ -376,12 +376,7 @@ static void resolve_with_case(fixture_t *f, int kind) {
   x = make_kind(f, kind, sentinel, sentinel != NULL ? boxed_free : NULL);
   assert_int_equal(uvp_promise_resolve_with(p, x), 0);
   uvp_promise_release(x); /* borrowed: uvp took its own reference */
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
-                         .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
-                         .value = boxed_new(3, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+  try_resolve_then_reject(p, &freed_other);
   assert_int_equal(freed_other, 2);
   assert_not_called(&c);
   run_loop(f);
