@@ -94,6 +94,18 @@ static inline void ignore_unhandled(uvp_promise_t *p, void *arg) {
   (void)arg;
 }
 
+/* The fixture for tests that look at rejections with uvp_promise_reason()
+ * rather than handlers (the wrappers' tests): the default report on stderr
+ * would only be noise. */
+static inline int fixture_setup_quiet(void **state) {
+  fixture_setup(state);
+  fixture_t *f = *state;
+  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
+}
+
+#define QUIET_TEST(fn)                                                         \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup_quiet, fixture_teardown)
+
 static int g_unhandled __attribute__((unused));
 
 /* The promise it gets, even the temporary one standing for a rejection a

@@ -4,7 +4,8 @@
  * that the reference index holds (96 files).  Each test is named after the
  * file it ports (dashes and dots as underscores); tests whose name starts
  * with "c_" are C-specific additions from the issue "Combinators" and
- * uvp_promise_all_settled's comment in include/uvp.h.
+ * uvp_promise_all_settled's comment in include/uvp.h; those every
+ * combinator shares are written once, in combinator-cases.h.
  *
  * Mapping (see the top of include/uvp.h and test262.h):
  *   Promise.allSettled([...])   uvp_promise_all_settled(ctx, inputs, n, &out)
@@ -68,7 +69,7 @@
  * Header behaviour pinned here: the empty allSettled is fulfilled when the
  * call returns (as JavaScript's, which resolved-immed.js observes), though
  * no handler runs inside the call. */
-#include "test262.h"
+#include "combinator-cases.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers of this file                                                     */
@@ -336,132 +337,6 @@ static void new_reject_function(void **state) {
   assert_no_live(f);
 }
 
-/* call-resolve-element.js, call-resolve-element-items.js: settling an
- * input twice counts once; one fulfilment with the first values. */
-static void call_resolve_element(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[2] = {pending(f), pending(f)};
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 2, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  for (int i = 0; i < 2; i++) {
-    assert_int_equal(uvp_promise_resolve(ins[i], SENTINEL(i), NULL), 0);
-    assert_int_equal(uvp_promise_resolve(ins[i], SENTINEL(5), NULL),
-                     UVP_ESETTLED);
-  }
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 2, 2, 0);
-  expect_item(l, 0, 0, SENTINEL(0), ins[0]);
-  expect_item(l, 1, 0, SENTINEL(1), ins[1]);
-  release_all(4, ins[0], ins[1], p, d);
-  assert_no_live(f);
-}
-
-/* call-resolve-element-after-return.js: settling a settled input again
- * after the result fulfilled changes no record. */
-static void call_resolve_element_after_return(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *in = fulfilled(f, SENTINEL(1));
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, &in, 1, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  assert_int_equal(uvp_promise_resolve(in, SENTINEL(2), NULL), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 1, 1, 0);
-  expect_item(l, 0, 0, SENTINEL(1), in);
-  release_all(3, in, p, d);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit.js: p1 follows a promise that p2's handler
- * fulfils; p2, p3 fulfilled: one fulfilment with three records. */
-static void resolve_before_loop_exit(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p1 = pending(f), *p2 = fulfilled(f, SENTINEL(2));
-  uvp_promise_t *p3 = fulfilled(f, SENTINEL(3));
-  uvp_promise_t *ins[3] = {p1, p2, p3};
-  uvp_promise_t *p, *d, *dp2;
-  rec_t r = {0}, h2 = {.ret = {0}};
-
-  h2.ret = uvp_ret_value(SENTINEL(1), NULL);
-  assert_int_equal(uvp_promise_then(p2, rec_cb, &h2, &dp2), 0);
-  assert_int_equal(uvp_promise_resolve_with(p1, dp2), 0);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 3, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  run_loop(f);
-
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 3, 3, 0);
-  for (int i = 0; i < 3; i++)
-    expect_item(l, i, 0, SENTINEL(i + 1), ins[i]);
-  release_all(6, p1, p2, p3, p, d, dp2);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit-from-same.js */
-static void resolve_before_loop_exit_from_same(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 3, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  for (int i = 0; i < 3; i++)
-    expect_item(l, i, 0, SENTINEL(i + 1), ins[i]);
-  release_all(5, ins[0], ins[1], ins[2], p, d);
-  assert_no_live(f);
-}
-
-/* resolve-from-same-thenable.js */
-static void resolve_from_same_thenable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *p, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 3, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, &d), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(6), NULL),
-                   UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 3, 3, 0);
-  for (int i = 0; i < 3; i++)
-    expect_item(l, i, 0, SENTINEL(i + 1), ins[i]);
-  release_all(5, ins[0], ins[1], ins[2], p, d);
-  assert_no_live(f);
-}
-
 /* invoke-then.js: each input gets exactly one reaction, attached in input
  * order: with handlers registered on every input before and after the
  * call, the combinator's reactions run between them, and the result's
@@ -719,117 +594,10 @@ static void c_records_in_input_order(void **state) {
   assert_no_live(f);
 }
 
-/* Records (values, payloads, the input pointers) stay valid while the
- * result is referenced, after every input reference is gone. */
-static void c_records_live_with_result(void **state) {
-  fixture_t *f = *state;
-  int freed = 0;
-  uvp_promise_t *ins[4], *p;
-
-  count_unhandled(f);
-  for (int i = 0; i < 4; i++)
-    ins[i] = pending(f);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 4, &p), 0);
-  for (int i = 0; i < 4; i++) {
-    if (i & 1)
-      assert_int_equal(uvp_promise_reject(ins[i], UV_EIO, boxed_new(i, &freed),
-                                          boxed_free),
-                       0);
-    else
-      assert_int_equal(
-          uvp_promise_resolve(ins[i], boxed_new(i, &freed), boxed_free), 0);
-    uvp_promise_release(ins[i]);
-  }
-  run_loop(f);
-
-  assert_int_equal(freed, 0);
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 4, 2, 2);
-  for (int i = 0; i < 4; i++) {
-    assert_int_equal(((boxed_t *)l->items[i].value)->v, i);
-    assert_int_equal(uvp_promise_state(l->items[i].promise),
-                     (i & 1) ? UVP_REJECTED : UVP_FULFILLED);
-  }
-  uvp_promise_release(p);
-  assert_int_equal(freed, 4);
-  assert_int_equal(g_unhandled, 0);
-  assert_no_live(f);
-}
-
-/* Inputs pending, already settled, and the same promise several times. */
-static void c_mixed_and_duplicate_inputs(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *a = rejected(f, UV_EIO, SENTINEL(0));
-  uvp_promise_t *b = pending(f);
-  uvp_promise_t *ins[5] = {b, a, b, a, b};
-  uvp_promise_t *p;
-
-  count_unhandled(f);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 5, &p), 0);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(b, SENTINEL(1), NULL), 0);
-  run_loop(f);
-
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, 5, 3, 2);
-  for (int i = 0; i < 5; i++) {
-    if (i % 2 == 0)
-      expect_item(l, i, 0, SENTINEL(1), b);
-    else
-      expect_item(l, i, UV_EIO, SENTINEL(0), a);
-  }
-  release_all(3, a, b, p);
-  assert_int_equal(g_unhandled, 0);
-  assert_no_live(f);
-}
-
-/* The caller may free its input array right after the call. */
-static void c_free_inputs_after_call(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p0 = pending(f), *p1 = fulfilled(f, SENTINEL(1));
-  uvp_promise_t **ins = malloc(2 * sizeof(*ins));
-  uvp_promise_t *p;
-
-  assert_non_null(ins);
-  ins[0] = p0;
-  ins[1] = p1;
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 2, &p), 0);
-  memset(ins, 0xA5, 2 * sizeof(*ins));
-  free(ins);
-  assert_int_equal(uvp_promise_resolve(p0, SENTINEL(0), NULL), 0);
-  run_loop(f);
-
-  uvp_settled_list_t *l = list_of(p);
-  expect_item(l, 0, 0, SENTINEL(0), p0);
-  expect_item(l, 1, 0, SENTINEL(1), p1);
-  release_all(3, p0, p1, p);
-  assert_no_live(f);
-}
-
-/* No reaction runs inside the call, even with every input settled. */
-static void c_no_reaction_inside_call(void **state) {
-  fixture_t *f = *state;
-  trace_t t = {0};
-  uvp_promise_t *ins[2] = {fulfilled(f, NULL), rejected(f, UV_EIO, NULL)};
-  uvp_promise_t *p, *d0, *d1;
-  rec_t before = {.trace = &t, .mark = 1}, after = {.trace = &t, .mark = 2};
-
-  assert_int_equal(uvp_promise_then(ins[0], rec_cb, &before, &d0), 0);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 2, &p), 0);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &after, &d1), 0);
-  assert_int_equal(t.n, 0);
-  run_loop(f);
-
-  check_sequence(&t, 2);
-  release_all(5, ins[0], ins[1], p, d0, d1);
-  assert_no_live(f);
-}
-
-/* Results compose: all of allSettled results (the issue's example), and
- * uvp_settled_split on a record list reached through it. */
-static void c_compose(void **state) {
+/* Results compose (besides c_compose): all of allSettled results (the
+ * issue's example), and uvp_settled_split on a record list reached through
+ * it. */
+static void c_compose_all_of_all_settled(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *a = fulfilled(f, SENTINEL(0));
   uvp_promise_t *b = pending(f);
@@ -873,25 +641,6 @@ static void c_compose(void **state) {
   assert_no_live(f);
 }
 
-/* Only uvp settles the result. */
-static void c_result_not_settleable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *in = pending(f), *other = fulfilled(f, NULL);
-  uvp_promise_t *p;
-
-  assert_int_equal(uvp_promise_all_settled(f->ctx, &in, 1, &p), 0);
-  assert_int_equal(uvp_promise_resolve(p, SENTINEL(3), NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p, UV_EIO, NULL, NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(in, SENTINEL(1), NULL), 0);
-  run_loop(f);
-  expect_item(list_of(p), 0, 0, SENTINEL(1), in);
-  release_all(3, in, other, p);
-  assert_no_live(f);
-}
-
 /* Teardown with the result pending: it rejects with UVP_ECLOSED (the one
  * rejection besides cancellation) and is freed with the last reference. */
 static void c_teardown_pending(void **state) {
@@ -931,64 +680,8 @@ static void c_cancel(void **state) {
   assert_no_live(f);
 }
 
-/* Argument errors change nothing. */
-static void c_invalid_arguments(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p = pending(f);
-  uvp_promise_t *with_null[2] = {p, NULL};
-  uvp_promise_t *out = NULL;
-  other_t o;
-
-  assert_int_equal(uvp_promise_all_settled(NULL, &p, 1, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, &p, 1, NULL), UV_EINVAL);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, NULL, 1, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, with_null, 2, &out),
-                   UV_EINVAL);
-  other_open(&o);
-  uvp_promise_t *mixed[2] = {p, o.p};
-  assert_int_equal(uvp_promise_all_settled(f->ctx, mixed, 2, &out), UVP_EXCTX);
-  other_close(&o);
-  assert_null(out);
-  assert_int_equal(live_count(f), 1);
-  uvp_promise_release(p);
-  assert_no_live(f);
-}
-
-/* 100 000 inputs, half fulfilled and half rejected in reverse order from
- * one loop callback: records in input order, counts exact. */
-static void c_100k_inputs(void **state) {
-  fixture_t *f = *state;
-  enum { N = 100000 };
-  uvp_promise_t **ins = malloc(N * sizeof(*ins));
-  uvp_promise_t **keep = malloc(N * sizeof(*keep));
-  uvp_promise_t *p;
-  mass_t m;
-
-  count_unhandled(f);
-  assert_non_null(ins);
-  assert_non_null(keep);
-  for (size_t i = 0; i < N; i++)
-    keep[i] = ins[i] = pending(f);
-  uint64_t t0 = uv_hrtime();
-  assert_int_equal(uvp_promise_all_settled(f->ctx, ins, N, &p), 0);
-  free(ins);
-  mass_start(f, &m, keep, N, 2);
-  run_loop(f);
-  uint64_t t1 = uv_hrtime();
-
-  uvp_settled_list_t *l = list_of(p);
-  expect_counts(l, N, N / 2, N / 2);
-  for (size_t i = 0; i < N; i++)
-    expect_item(l, i, (i & 1) ? UV_EIO : 0, INT_VALUE(i), keep[i]);
-  print_message("allSettled: 100000 inputs, call+settle+drain %.1f ms "
-                "(drain after settling %.1f ms)\n",
-                (double)(t1 - t0) / 1e6, (double)(t1 - m.settled_ns) / 1e6);
-  release_array(keep, N);
-  free(keep);
-  uvp_promise_release(p);
-  assert_int_equal(g_unhandled, 0);
-  assert_no_live(f);
-}
+COMBINATOR_ELEMENT_PORTS(&combinators[COMB_ALL_SETTLED])
+COMBINATOR_CASES(&combinators[COMB_ALL_SETTLED])
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -1003,11 +696,7 @@ int main(void) {
       FIXTURE_TEST(reject_ignored_immed),
       FIXTURE_TEST(reject_ignored_deferred),
       FIXTURE_TEST(new_reject_function),
-      FIXTURE_TEST(call_resolve_element),
-      FIXTURE_TEST(call_resolve_element_after_return),
-      FIXTURE_TEST(resolve_before_loop_exit),
-      FIXTURE_TEST(resolve_before_loop_exit_from_same),
-      FIXTURE_TEST(resolve_from_same_thenable),
+      COMBINATOR_ELEMENT_PORT_TESTS,
       FIXTURE_TEST(invoke_then),
       FIXTURE_TEST(resolved_sequence),
       FIXTURE_TEST(resolved_sequence_with_rejections),
@@ -1015,16 +704,10 @@ int main(void) {
       FIXTURE_TEST(resolved_sequence_extra_ticks),
       FIXTURE_TEST(resolved_then_catch_finally),
       FIXTURE_TEST(c_records_in_input_order),
-      FIXTURE_TEST(c_records_live_with_result),
-      FIXTURE_TEST(c_mixed_and_duplicate_inputs),
-      FIXTURE_TEST(c_free_inputs_after_call),
-      FIXTURE_TEST(c_no_reaction_inside_call),
-      FIXTURE_TEST(c_compose),
-      FIXTURE_TEST(c_result_not_settleable),
+      FIXTURE_TEST(c_compose_all_of_all_settled),
       FIXTURE_TEST(c_teardown_pending),
       FIXTURE_TEST(c_cancel),
-      FIXTURE_TEST(c_invalid_arguments),
-      FIXTURE_TEST(c_100k_inputs),
+      COMBINATOR_CASE_TESTS,
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -6,7 +6,8 @@
  * Each test is named after the file it ports (dashes and dots as
  * underscores); tests whose name starts with "c_" are C-specific additions
  * from the issue "Combinators" and uvp_promise_all's comment in
- * include/uvp.h.
+ * include/uvp.h; those every combinator shares are written once, in
+ * combinator-cases.h.
  *
  * Mapping (see the top of include/uvp.h and test262.h):
  *   Promise.all([p1, ...])      uvp_promise_all(ctx, inputs, n, 0, &out)
@@ -51,7 +52,7 @@
  * Header behaviour pinned here: the empty all is fulfilled when the call
  * returns (as JavaScript's, which S25.4.4.1_A2.2_T1 observes), though no
  * handler runs inside the call. */
-#include "test262.h"
+#include "combinator-cases.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers of this file                                                     */
@@ -192,60 +193,6 @@ static void S25_4_4_1_A8_1_T1(void **state) {
   assert_no_live(f);
 }
 
-/* call-resolve-element.js, call-resolve-element-items.js: an input's
- * outcome counts once: settling it again fails with UVP_ESETTLED and the
- * result fulfils once, with the first values. */
-static void call_resolve_element(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[2] = {pending(f), pending(f)};
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  for (int i = 0; i < 2; i++) {
-    assert_int_equal(uvp_promise_resolve(ins[i], INT_VALUE(10 + i), NULL), 0);
-    assert_int_equal(uvp_promise_resolve(ins[i], INT_VALUE(20 + i), NULL),
-                     UVP_ESETTLED);
-  }
-  assert_int_equal(r.calls, 0);
-  run_loop(f);
-
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  assert_int_equal(v->count, 2);
-  assert_ptr_equal(v->values[0], INT_VALUE(10));
-  assert_ptr_equal(v->values[1], INT_VALUE(11));
-  release_all(4, ins[0], ins[1], all, d);
-  assert_no_live(f);
-}
-
-/* call-resolve-element-after-return.js: an input fulfilled before the call;
- * settling it again after the result fulfilled changes nothing. */
-static void call_resolve_element_after_return(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p1 = pending(f);
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, &p1, 1, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  assert_ptr_equal(v->values[0], SENTINEL(1));
-
-  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(2), NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p1, UV_EIO, NULL, NULL), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  assert_int_equal(v->count, 1);
-  assert_ptr_equal(v->values[0], SENTINEL(1));
-  release_all(3, p1, all, d);
-  assert_no_live(f);
-}
-
 /* new-resolve-function.js: every input has its own resolve element: values
  * land in their input's slot whatever the completion order. */
 static void new_resolve_function(void **state) {
@@ -295,92 +242,6 @@ static void same_reject_function(void **state) {
     release_all(4, ins[0], ins[1], all, d);
   }
   assert_int_equal(g_unhandled, 0);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit.js: p1 is resolved by p2's handler while p2 and
- * p3 are already fulfilled: the remaining count cannot be tampered with, the
- * result fulfils exactly once with all three values. */
-static void resolve_before_loop_exit(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p1 = pending(f);
-  uvp_promise_t *p2 = fulfilled(f, SENTINEL(2));
-  uvp_promise_t *p3 = fulfilled(f, SENTINEL(3));
-  uvp_promise_t *ins[3] = {p1, p2, p3};
-  uvp_promise_t *all, *d, *dp2;
-  rec_t r = {0};
-
-  /* p2's handler resolves p1, registered before the combinator looks. */
-  assert_int_equal(uvp_promise_then(p2, rec_cb, &(rec_t){0}, &dp2), 0);
-  assert_int_equal(uvp_promise_resolve_with(p1, dp2), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  run_loop(f);
-
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  assert_int_equal(v->count, 3);
-  assert_null(v->values[0]); /* dp2's value: its handler returned NULL */
-  assert_ptr_equal(v->values[1], SENTINEL(2));
-  assert_ptr_equal(v->values[2], SENTINEL(3));
-  release_all(6, p1, p2, p3, all, d, dp2);
-  assert_no_live(f);
-}
-
-/* resolve-before-loop-exit-from-same.js: p2 resolved twice, p3 once, p1
- * later: nothing before p1, then exactly one fulfilment. */
-static void resolve_before_loop_exit_from_same(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
-
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  for (int i = 0; i < 3; i++)
-    assert_ptr_equal(v->values[i], SENTINEL(i + 1));
-  release_all(5, ins[0], ins[1], ins[2], all, d);
-  assert_no_live(f);
-}
-
-/* resolve-from-same-thenable.js: p1 resolved three times (the last two
- * fail), then p2 and p3: one fulfilment, after the last input only. */
-static void resolve_from_same_thenable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-  uvp_promise_t *all, *d;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &r, &d), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(1), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(5), NULL),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(ins[0], SENTINEL(6), NULL),
-                   UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(r.calls, 0);
-
-  assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(2), NULL), 0);
-  assert_int_equal(uvp_promise_resolve(ins[2], SENTINEL(3), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *v = values_of(all);
-  for (int i = 0; i < 3; i++)
-    assert_ptr_equal(v->values[i], SENTINEL(i + 1));
-  release_all(5, ins[0], ins[1], ins[2], all, d);
   assert_no_live(f);
 }
 
@@ -508,267 +369,6 @@ static void c_settled_rejections_input_order(void **state) {
   assert_no_live(f);
 }
 
-/* Inputs pending, already settled, and the same promise several times. */
-static void c_mixed_and_duplicate_inputs(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *a = fulfilled(f, SENTINEL(0));
-  uvp_promise_t *b = pending(f);
-  uvp_promise_t *ins[5] = {b, a, b, a, b};
-  uvp_promise_t *all;
-
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 5, 0, &all), 0);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(b, SENTINEL(1), NULL), 0);
-  run_loop(f);
-
-  uvp_values_t *v = values_of(all);
-  assert_int_equal(v->count, 5);
-  for (int i = 0; i < 5; i++)
-    assert_ptr_equal(v->values[i], SENTINEL(i % 2 == 0 ? 1 : 0));
-  release_all(3, a, b, all);
-  assert_no_live(f);
-}
-
-/* The caller may free its input array right after the call. */
-static void c_free_inputs_after_call(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p0 = pending(f), *p1 = fulfilled(f, SENTINEL(1));
-  uvp_promise_t **ins = malloc(2 * sizeof(*ins));
-  uvp_promise_t *all;
-
-  assert_non_null(ins);
-  ins[0] = p0;
-  ins[1] = p1;
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
-  memset(ins, 0xA5, 2 * sizeof(*ins));
-  free(ins);
-  assert_int_equal(uvp_promise_resolve(p0, SENTINEL(0), NULL), 0);
-  run_loop(f);
-
-  uvp_values_t *v = values_of(all);
-  assert_ptr_equal(v->values[0], SENTINEL(0));
-  assert_ptr_equal(v->values[1], SENTINEL(1));
-  release_all(3, p0, p1, all);
-  assert_no_live(f);
-}
-
-/* No reaction runs inside the call, even with every input settled: the
- * result is still pending when the call returns, handlers registered on the
- * inputs before it have not run, and everything runs in order afterwards. */
-static void c_no_reaction_inside_call(void **state) {
-  fixture_t *f = *state;
-  trace_t t = {0};
-  uvp_promise_t *ins[2] = {fulfilled(f, SENTINEL(0)), fulfilled(f, SENTINEL(1))};
-  uvp_promise_t *all, *d0, *d1;
-  rec_t before = {.trace = &t, .mark = 1}, after = {.trace = &t, .mark = 2};
-
-  assert_int_equal(uvp_promise_then(ins[0], rec_cb, &before, &d0), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
-  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
-  assert_int_equal(before.calls, 0);
-  assert_int_equal(uvp_promise_then(all, rec_cb, &after, &d1), 0);
-  assert_int_equal(t.n, 0);
-  run_loop(f);
-
-  check_sequence(&t, 2);
-  release_all(5, ins[0], ins[1], all, d0, d1);
-  assert_no_live(f);
-}
-
-/* The values are the inputs' own, valid while the result is referenced
- * (the result keeps its inputs): dropping every input reference frees
- * nothing until the result goes. */
-static void c_values_live_with_result(void **state) {
-  fixture_t *f = *state;
-  int freed = 0;
-  uvp_promise_t *ins[3], *all;
-
-  for (int i = 0; i < 3; i++)
-    ins[i] = pending(f);
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
-  for (int i = 0; i < 3; i++) {
-    assert_int_equal(
-        uvp_promise_resolve(ins[i], boxed_new(i, &freed), boxed_free), 0);
-    uvp_promise_release(ins[i]);
-  }
-  run_loop(f);
-
-  assert_int_equal(freed, 0);
-  uvp_values_t *v = values_of(all);
-  for (int i = 0; i < 3; i++)
-    assert_int_equal(((boxed_t *)v->values[i])->v, i);
-  uvp_promise_release(all);
-  assert_int_equal(freed, 3);
-  assert_no_live(f);
-}
-
-/* Results compose with then and with each other: all of [all, allSettled,
- * race, any], and a handler that adopts another all. */
-static uvp_ret_t adopt_all_cb(void *arg, const uvp_outcome_t *in) {
-  uvp_promise_t **ins = arg;
-  uvp_promise_t *next;
-  (void)in;
-  assert_int_equal(uvp_promise_all(uvp_promise_ctx(ins[0]), ins, 2, 0, &next),
-                   0);
-  return uvp_ret_adopt(next);
-}
-
-static void c_compose(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *a = fulfilled(f, SENTINEL(0)), *b = pending(f);
-  uvp_promise_t *pair[2] = {a, b};
-  uvp_promise_t *inner[4], *outer, *chained;
-  rec_t r = {0};
-
-  count_unhandled(f);
-  assert_int_equal(uvp_promise_all(f->ctx, pair, 2, 0, &inner[0]), 0);
-  assert_int_equal(uvp_promise_all_settled(f->ctx, pair, 2, &inner[1]), 0);
-  assert_int_equal(uvp_promise_race(f->ctx, pair, 2, 0, &inner[2]), 0);
-  assert_int_equal(uvp_promise_any(f->ctx, pair, 2, 0, &inner[3]), 0);
-  assert_int_equal(uvp_promise_all(f->ctx, inner, 4, 0, &outer), 0);
-  assert_int_equal(uvp_promise_then(outer, adopt_all_cb, pair, &chained), 0);
-  assert_int_equal(uvp_promise_then(chained, rec_cb, &r, NULL), 0);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(outer), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(b, SENTINEL(1), NULL), 0);
-  run_loop(f);
-
-  uvp_values_t *v = values_of(outer);
-  assert_int_equal(v->count, 4);
-  uvp_values_t *va = v->values[0];
-  assert_ptr_equal(va, uvp_promise_value(inner[0]));
-  assert_ptr_equal(va->values[0], SENTINEL(0));
-  assert_ptr_equal(va->values[1], SENTINEL(1));
-  uvp_settled_list_t *ls = v->values[1];
-  assert_int_equal(ls->count, 2);
-  assert_int_equal(ls->fulfilled, 2);
-  assert_ptr_equal(ls->items[1].value, SENTINEL(1));
-  assert_ptr_equal(v->values[2], SENTINEL(0)); /* race: a was settled */
-  assert_ptr_equal(v->values[3], SENTINEL(0)); /* any: a fulfilled first */
-  assert_int_equal(r.calls, 1);
-  uvp_values_t *vc = r.value;
-  assert_ptr_equal(vc, uvp_promise_value(chained));
-  assert_int_equal(vc->count, 2);
-  assert_ptr_equal(vc->values[1], SENTINEL(1));
-  release_all(8, a, b, inner[0], inner[1], inner[2], inner[3], outer, chained);
-  assert_int_equal(g_unhandled, 0);
-  assert_no_live(f);
-}
-
-/* Only uvp settles the result: resolve, reject and resolve_with on it fail
- * with UVP_ESETTLED while it is pending, and it still settles as the inputs
- * say. */
-static void c_result_not_settleable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p = pending(f), *other = fulfilled(f, NULL);
-  uvp_promise_t *all;
-
-  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 0, &all), 0);
-  assert_int_equal(uvp_promise_resolve(all, SENTINEL(3), NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(all, UV_EIO, NULL, NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve_with(all, other), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(p, SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_ptr_equal(values_of(all)->values[0], SENTINEL(1));
-  assert_int_equal(uvp_promise_resolve(all, NULL, NULL), UVP_ESETTLED);
-  release_all(3, p, other, all);
-  assert_no_live(f);
-}
-
-/* UVP_CANCEL_LOSERS: once the first rejection decides, the inputs still
- * pending are cancelled; without the flag they are left alone. */
-static void c_cancel_losers(void **state) {
-  fixture_t *f = *state;
-
-  count_unhandled(f);
-  for (int flags = 0; flags <= UVP_CANCEL_LOSERS; flags += UVP_CANCEL_LOSERS) {
-    uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-    uvp_promise_t *all;
-
-    assert_int_equal(uvp_promise_all(f->ctx, ins, 3, flags, &all), 0);
-    assert_int_equal(uvp_promise_resolve(ins[0], NULL, NULL), 0);
-    assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, NULL, NULL), 0);
-    run_loop(f);
-    assert_int_equal(uvp_promise_reason(all, NULL), UV_EIO);
-    assert_int_equal(uvp_promise_state(ins[0]), UVP_FULFILLED);
-    if (flags) {
-      assert_int_equal(uvp_promise_reason(ins[2], NULL), UV_ECANCELED);
-    } else {
-      assert_int_equal(uvp_promise_state(ins[2]), UVP_PENDING);
-    }
-    /* the cancelled inputs were observed by all: not unhandled; the
-     * result, which nobody handled, is */
-    int before = g_unhandled;
-    release_array(ins, 3);
-    assert_int_equal(g_unhandled, before);
-    uvp_promise_release(all);
-    assert_int_equal(g_unhandled, before + 1);
-  }
-  assert_no_live(f);
-}
-
-/* Argument errors change nothing (no result is created). */
-static void c_invalid_arguments(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p = pending(f);
-  uvp_promise_t *with_null[2] = {p, NULL};
-  uvp_promise_t *out = NULL;
-  other_t o;
-
-  assert_int_equal(uvp_promise_all(NULL, &p, 1, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 0, NULL), UV_EINVAL);
-  assert_int_equal(uvp_promise_all(f->ctx, NULL, 1, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_all(f->ctx, with_null, 2, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_all(f->ctx, &p, 1, 8, &out), UV_EINVAL);
-  other_open(&o);
-  uvp_promise_t *mixed[2] = {p, o.p};
-  assert_int_equal(uvp_promise_all(f->ctx, mixed, 2, 0, &out), UVP_EXCTX);
-  other_close(&o);
-  assert_null(out);
-  assert_int_equal(live_count(f), 1);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  uvp_promise_release(p);
-  assert_no_live(f);
-}
-
-/* 100 000 inputs, settled in reverse order from one loop callback: values
- * in input order; the input array is freed right after the call. */
-static void c_100k_inputs(void **state) {
-  fixture_t *f = *state;
-  enum { N = 100000 };
-  uvp_promise_t **ins = malloc(N * sizeof(*ins));
-  uvp_promise_t **keep = malloc(N * sizeof(*keep));
-  uvp_promise_t *all;
-  mass_t m;
-
-  assert_non_null(ins);
-  assert_non_null(keep);
-  for (size_t i = 0; i < N; i++)
-    keep[i] = ins[i] = pending(f);
-  uint64_t t0 = uv_hrtime();
-  assert_int_equal(uvp_promise_all(f->ctx, ins, N, 0, &all), 0);
-  free(ins);
-  mass_start(f, &m, keep, N, 0);
-  run_loop(f);
-  uint64_t t1 = uv_hrtime();
-
-  uvp_values_t *v = values_of(all);
-  assert_int_equal(v->count, N);
-  for (size_t i = 0; i < N; i++)
-    assert_ptr_equal(v->values[i], INT_VALUE(i));
-  print_message("all: 100000 inputs, call+settle+drain %.1f ms "
-                "(drain after settling %.1f ms)\n",
-                (double)(t1 - t0) / 1e6, (double)(t1 - m.settled_ns) / 1e6);
-  release_array(keep, N);
-  free(keep);
-  uvp_promise_release(all);
-  assert_no_live(f);
-}
-
 /* all observes each input through a 16-byte cell instead of a reaction of
  * its own.  Cells sit in inputs' handler lists among ordinary handlers:
  * handlers registered on an input before and after all run in
@@ -822,6 +422,10 @@ static void c_cells_among_handlers(void **state) {
   assert_no_live(f);
 }
 
+COMBINATOR_ELEMENT_PORTS(&combinators[COMB_ALL])
+COMBINATOR_CASES(&combinators[COMB_ALL])
+COMBINATOR_FLAG_CASES(&combinators[COMB_ALL])
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(S25_4_4_1_A2_1_T1),
@@ -829,27 +433,16 @@ int main(void) {
       FIXTURE_TEST(S25_4_4_1_A2_3_T2),
       FIXTURE_TEST(S25_4_4_1_A7_1_T1),
       FIXTURE_TEST(S25_4_4_1_A8_1_T1),
-      FIXTURE_TEST(call_resolve_element),
-      FIXTURE_TEST(call_resolve_element_after_return),
+      COMBINATOR_ELEMENT_PORT_TESTS,
       FIXTURE_TEST(new_resolve_function),
       FIXTURE_TEST(same_reject_function),
-      FIXTURE_TEST(resolve_before_loop_exit),
-      FIXTURE_TEST(resolve_before_loop_exit_from_same),
-      FIXTURE_TEST(resolve_from_same_thenable),
       FIXTURE_TEST(S25_4_4_1_A8_2_T1),
       FIXTURE_TEST(c_values_in_input_order),
       FIXTURE_TEST(c_first_rejection_in_time),
       FIXTURE_TEST(c_settled_rejections_input_order),
-      FIXTURE_TEST(c_mixed_and_duplicate_inputs),
-      FIXTURE_TEST(c_free_inputs_after_call),
-      FIXTURE_TEST(c_no_reaction_inside_call),
-      FIXTURE_TEST(c_values_live_with_result),
-      FIXTURE_TEST(c_compose),
-      FIXTURE_TEST(c_result_not_settleable),
-      FIXTURE_TEST(c_cancel_losers),
-      FIXTURE_TEST(c_invalid_arguments),
-      FIXTURE_TEST(c_100k_inputs),
       FIXTURE_TEST(c_cells_among_handlers),
+      COMBINATOR_CASE_TESTS,
+      COMBINATOR_FLAG_CASE_TESTS,
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);

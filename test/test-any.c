@@ -4,7 +4,8 @@
  * reference index holds (60 files).  Each test is named after the file it
  * ports (dashes and dots as underscores); tests whose name starts with "c_"
  * are C-specific additions from the issue "Combinators" and
- * uvp_promise_any's comment in include/uvp.h.
+ * uvp_promise_any's comment in include/uvp.h; those every combinator
+ * shares are written once, in combinator-cases.h.
  *
  * Mapping (see the top of include/uvp.h and test262.h):
  *   Promise.any([...])          uvp_promise_any(ctx, inputs, n, 0, &out)
@@ -65,7 +66,7 @@
  * which stays rejected (finally passes a rejection through; node v20 gives
  * AggregateError ['a','b','c','d']).  The port asserts the specified
  * outcome: an aggregate of the four reasons in input order. */
-#include "test262.h"
+#include "combinator-cases.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers of this file                                                     */
@@ -154,21 +155,35 @@ static uvp_ret_t return_value_cb(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(in->value, NULL);
 }
 
-static void resolve_from_resolve_reject_finally(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *c_in, *d_base, *d_fin, *ins[4], *p;
-
-  count_unhandled(f);
+/* The inputs of resolve-from-resolve-reject-finally.js and
+ * resolve-one-mixed.js: reject('a'); a promise rejected with 'b' after its
+ * creation; all([reject('c')]); one that follows reject('d').finally(v => v)
+ * or reject('d').catch(v => v).  keep[3]: c's input, d's base and d's
+ * derived promise, for the caller to release. */
+static void mixed_four_inputs(fixture_t *f, bool finally, uvp_promise_t **ins,
+                              uvp_promise_t **keep) {
   ins[0] = rejected(f, UV_EIO, SENTINEL(0));
   ins[1] = pending(f);
   assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, SENTINEL(1), NULL), 0);
-  c_in = rejected(f, UV_EIO, SENTINEL(2));
-  assert_int_equal(uvp_promise_all(f->ctx, &c_in, 1, 0, &ins[2]), 0);
-  d_base = rejected(f, UV_EIO, SENTINEL(3));
-  assert_int_equal(uvp_promise_finally(d_base, return_value_cb, NULL, &d_fin),
-                   0);
+  keep[0] = rejected(f, UV_EIO, SENTINEL(2));
+  assert_int_equal(uvp_promise_all(f->ctx, &keep[0], 1, 0, &ins[2]), 0);
+  keep[1] = rejected(f, UV_EIO, SENTINEL(3));
+  if (finally)
+    assert_int_equal(
+        uvp_promise_finally(keep[1], return_value_cb, NULL, &keep[2]), 0);
+  else
+    assert_int_equal(
+        uvp_promise_catch(keep[1], return_value_cb, NULL, &keep[2]), 0);
   ins[3] = pending(f);
-  assert_int_equal(uvp_promise_resolve_with(ins[3], d_fin), 0);
+  assert_int_equal(uvp_promise_resolve_with(ins[3], keep[2]), 0);
+}
+
+static void resolve_from_resolve_reject_finally(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *keep[3], *ins[4], *p;
+
+  count_unhandled(f);
+  mixed_four_inputs(f, true, ins, keep);
   assert_int_equal(uvp_promise_any(f->ctx, ins, 4, 0, &p), 0);
   run_loop(f);
 
@@ -177,7 +192,7 @@ static void resolve_from_resolve_reject_finally(void **state) {
   for (int i = 0; i < 4; i++)
     expect_item(l, i, UV_EIO, SENTINEL(i), ins[i]);
   release_array(ins, 4);
-  release_all(3, c_in, d_base, d_fin);
+  release_array(keep, 3);
   assert_int_equal(g_unhandled, 0);
   uvp_promise_release(p); /* nobody handled the aggregate: reported */
   assert_int_equal(g_unhandled, 1);
@@ -239,25 +254,17 @@ static void call_reject_element_after_return(void **state) {
  * v)): any fulfils with 'd'. */
 static void resolve_one_mixed(void **state) {
   fixture_t *f = *state;
-  uvp_promise_t *c_in, *d_base, *d_caught, *ins[4], *p;
+  uvp_promise_t *keep[3], *ins[4], *p;
 
-  ins[0] = rejected(f, UV_EIO, SENTINEL(0));
-  ins[1] = pending(f);
-  assert_int_equal(uvp_promise_reject(ins[1], UV_EIO, SENTINEL(1), NULL), 0);
-  c_in = rejected(f, UV_EIO, SENTINEL(2));
-  assert_int_equal(uvp_promise_all(f->ctx, &c_in, 1, 0, &ins[2]), 0);
-  d_base = rejected(f, UV_EIO, SENTINEL(3));
-  assert_int_equal(uvp_promise_catch(d_base, return_value_cb, NULL, &d_caught),
-                   0);
-  ins[3] = pending(f);
-  assert_int_equal(uvp_promise_resolve_with(ins[3], d_caught), 0);
+  mixed_four_inputs(f, false, ins, keep);
   assert_int_equal(uvp_promise_any(f->ctx, ins, 4, 0, &p), 0);
   run_loop(f);
 
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   assert_ptr_equal(uvp_promise_value(p), SENTINEL(3));
   release_array(ins, 4);
-  release_all(4, c_in, d_base, d_caught, p);
+  release_array(keep, 3);
+  uvp_promise_release(p);
   assert_no_live(f);
 }
 
@@ -412,105 +419,9 @@ static void c_aggregate_in_input_order(void **state) {
   assert_no_live(f);
 }
 
-/* The aggregate's payloads stay valid while the result is referenced, after
- * every input reference is gone. */
-static void c_aggregate_live_with_result(void **state) {
-  fixture_t *f = *state;
-  int freed = 0;
-  uvp_promise_t *ins[3], *p, *d;
-  both_t h = {0};
-
-  for (int i = 0; i < 3; i++)
-    ins[i] = pending(f);
-  assert_int_equal(uvp_promise_any(f->ctx, ins, 3, 0, &p), 0);
-  assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h, &d), 0);
-  for (int i = 0; i < 3; i++) {
-    assert_int_equal(
-        uvp_promise_reject(ins[i], UV_EIO, boxed_new(i, &freed), boxed_free),
-        0);
-    uvp_promise_release(ins[i]);
-  }
-  run_loop(f);
-  uvp_promise_release(d);
-  assert_int_equal(freed, 0);
-  uvp_settled_list_t *l = aggregate_of(p);
-  for (int i = 0; i < 3; i++)
-    assert_int_equal(((boxed_t *)l->items[i].value)->v, i);
-  uvp_promise_release(p);
-  assert_int_equal(freed, 3);
-  assert_no_live(f);
-}
-
-/* Inputs pending, settled, and the same promise several times. */
-static void c_mixed_and_duplicate_inputs(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *a = rejected(f, UV_EIO, SENTINEL(0));
-  uvp_promise_t *b = pending(f);
-  uvp_promise_t *ins[5] = {a, b, a, b, a};
-  uvp_promise_t *p, *d;
-  both_t h = {0};
-
-  assert_int_equal(uvp_promise_any(f->ctx, ins, 5, 0, &p), 0);
-  assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h, &d), 0);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_reject(b, UV_EPIPE, SENTINEL(1), NULL), 0);
-  run_loop(f);
-
-  assert_int_equal(h.err.calls, 1);
-  uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, 5, 0, 5);
-  for (int i = 0; i < 5; i++) {
-    if (i % 2 == 0)
-      expect_item(l, i, UV_EIO, SENTINEL(0), a);
-    else
-      expect_item(l, i, UV_EPIPE, SENTINEL(1), b);
-  }
-  release_all(4, a, b, p, d);
-  assert_no_live(f);
-}
-
-/* The caller may free its input array right after the call. */
-static void c_free_inputs_after_call(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p0 = pending(f), *p1 = rejected(f, UV_EIO, NULL);
-  uvp_promise_t **ins = malloc(2 * sizeof(*ins));
-  uvp_promise_t *p;
-
-  assert_non_null(ins);
-  ins[0] = p0;
-  ins[1] = p1;
-  assert_int_equal(uvp_promise_any(f->ctx, ins, 2, 0, &p), 0);
-  memset(ins, 0xA5, 2 * sizeof(*ins));
-  free(ins);
-  assert_int_equal(uvp_promise_resolve(p0, SENTINEL(0), NULL), 0);
-  run_loop(f);
-  assert_ptr_equal(uvp_promise_value(p), SENTINEL(0));
-  release_all(3, p0, p1, p);
-  assert_no_live(f);
-}
-
-/* No reaction runs inside the call. */
-static void c_no_reaction_inside_call(void **state) {
-  fixture_t *f = *state;
-  trace_t t = {0};
-  uvp_promise_t *in = fulfilled(f, SENTINEL(0));
-  uvp_promise_t *p, *d0, *d1;
-  rec_t before = {.trace = &t, .mark = 1}, after = {.trace = &t, .mark = 2};
-
-  assert_int_equal(uvp_promise_then(in, rec_cb, &before, &d0), 0);
-  assert_int_equal(uvp_promise_any(f->ctx, &in, 1, 0, &p), 0);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &after, &d1), 0);
-  assert_int_equal(t.n, 0);
-  run_loop(f);
-  check_sequence(&t, 2);
-  release_all(4, in, p, d0, d1);
-  assert_no_live(f);
-}
-
-/* Results compose: any of races, all of anys, and then. */
-static void c_compose(void **state) {
+/* Results compose (besides c_compose): any of races, all of anys, and
+ * then. */
+static void c_compose_races_and_anys(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *a = pending(f), *b = pending(f), *c = pending(f);
   uvp_promise_t *ab[2] = {a, b}, *bc[2] = {b, c};
@@ -546,115 +457,8 @@ static void c_compose(void **state) {
   assert_no_live(f);
 }
 
-/* Only uvp settles the result. */
-static void c_result_not_settleable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *in = pending(f), *other = fulfilled(f, NULL);
-  uvp_promise_t *p, *e, *d;
-  both_t h = {0};
-
-  assert_int_equal(uvp_promise_any(f->ctx, &in, 1, 0, &p), 0);
-  assert_int_equal(uvp_promise_any(f->ctx, NULL, 0, 0, &e), 0);
-  assert_int_equal(uvp_promise_on(e, UVP_ON_BOTH, both_cb, &h, &d), 0);
-  assert_int_equal(uvp_promise_resolve(p, SENTINEL(3), NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p, UV_EIO, NULL, NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(e, NULL, NULL), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(in, SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_ptr_equal(uvp_promise_value(p), SENTINEL(1));
-  assert_int_equal(h.err.calls, 1);
-  release_all(5, in, other, p, e, d);
-  assert_no_live(f);
-}
-
-/* UVP_CANCEL_LOSERS: once the first fulfilment decides, the inputs still
- * pending are cancelled; without the flag they are left alone. */
-static void c_cancel_losers(void **state) {
-  fixture_t *f = *state;
-
-  for (int flags = 0; flags <= UVP_CANCEL_LOSERS; flags += UVP_CANCEL_LOSERS) {
-    uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-    uvp_promise_t *p;
-
-    assert_int_equal(uvp_promise_any(f->ctx, ins, 3, flags, &p), 0);
-    assert_int_equal(uvp_promise_reject(ins[0], UV_EIO, NULL, NULL), 0);
-    run_loop(f);
-    assert_int_equal(uvp_promise_state(ins[2]), UVP_PENDING);
-    assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(1), NULL), 0);
-    run_loop(f);
-    assert_ptr_equal(uvp_promise_value(p), SENTINEL(1));
-    if (flags)
-      assert_int_equal(uvp_promise_reason(ins[2], NULL), UV_ECANCELED);
-    else
-      assert_int_equal(uvp_promise_state(ins[2]), UVP_PENDING);
-    release_array(ins, 3);
-    uvp_promise_release(p);
-  }
-  assert_no_live(f);
-}
-
-/* Argument errors change nothing. */
-static void c_invalid_arguments(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p = pending(f);
-  uvp_promise_t *with_null[2] = {p, NULL};
-  uvp_promise_t *out = NULL;
-  other_t o;
-
-  assert_int_equal(uvp_promise_any(NULL, &p, 1, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_any(f->ctx, &p, 1, 0, NULL), UV_EINVAL);
-  assert_int_equal(uvp_promise_any(f->ctx, NULL, 1, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_any(f->ctx, with_null, 2, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_any(f->ctx, &p, 1, 8, &out), UV_EINVAL);
-  other_open(&o);
-  uvp_promise_t *mixed[2] = {p, o.p};
-  assert_int_equal(uvp_promise_any(f->ctx, mixed, 2, 0, &out), UVP_EXCTX);
-  other_close(&o);
-  assert_null(out);
-  assert_int_equal(live_count(f), 1);
-  uvp_promise_release(p);
-  assert_no_live(f);
-}
-
-/* 100 000 inputs all rejected in reverse order from one loop callback: the
- * aggregate holds 100 000 reasons in input order. */
-static void c_100k_inputs(void **state) {
-  fixture_t *f = *state;
-  enum { N = 100000 };
-  uvp_promise_t **ins = malloc(N * sizeof(*ins));
-  uvp_promise_t **keep = malloc(N * sizeof(*keep));
-  uvp_promise_t *p, *d;
-  both_t h = {0};
-  mass_t m;
-
-  assert_non_null(ins);
-  assert_non_null(keep);
-  for (size_t i = 0; i < N; i++)
-    keep[i] = ins[i] = pending(f);
-  uint64_t t0 = uv_hrtime();
-  assert_int_equal(uvp_promise_any(f->ctx, ins, N, 0, &p), 0);
-  free(ins);
-  assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h, &d), 0);
-  mass_start(f, &m, keep, N, 1);
-  run_loop(f);
-  uint64_t t1 = uv_hrtime();
-
-  assert_int_equal(h.err.calls, 1);
-  uvp_settled_list_t *l = aggregate_of(p);
-  expect_counts(l, N, 0, N);
-  for (size_t i = 0; i < N; i++)
-    expect_item(l, i, UV_EIO, INT_VALUE(i), keep[i]);
-  print_message("any: 100000 inputs, call+settle+drain %.1f ms "
-                "(drain after settling %.1f ms)\n",
-                (double)(t1 - t0) / 1e6, (double)(t1 - m.settled_ns) / 1e6);
-  release_array(keep, N);
-  free(keep);
-  release_all(2, p, d);
-  assert_no_live(f);
-}
+COMBINATOR_CASES(&combinators[COMB_ANY])
+COMBINATOR_FLAG_CASES(&combinators[COMB_ANY])
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -670,15 +474,9 @@ int main(void) {
       FIXTURE_TEST(c_first_fulfilment),
       FIXTURE_TEST(c_settled_first_in_input_order),
       FIXTURE_TEST(c_aggregate_in_input_order),
-      FIXTURE_TEST(c_aggregate_live_with_result),
-      FIXTURE_TEST(c_mixed_and_duplicate_inputs),
-      FIXTURE_TEST(c_free_inputs_after_call),
-      FIXTURE_TEST(c_no_reaction_inside_call),
-      FIXTURE_TEST(c_compose),
-      FIXTURE_TEST(c_result_not_settleable),
-      FIXTURE_TEST(c_cancel_losers),
-      FIXTURE_TEST(c_invalid_arguments),
-      FIXTURE_TEST(c_100k_inputs),
+      FIXTURE_TEST(c_compose_races_and_anys),
+      COMBINATOR_CASE_TESTS,
+      COMBINATOR_FLAG_CASE_TESTS,
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,16 +8,6 @@
 
 #include "helpers.h"
 
-/* Tests look at rejections with uvp_promise_reason() instead of handlers;
- * the default report on stderr would only be noise. */
-static int setup(void **state) {
-  fixture_setup(state);
-  fixture_t *f = *state;
-  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
-}
-
-#define TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
-
 static struct addrinfo hints_for(int family, int flags) {
   struct addrinfo h;
   memset(&h, 0, sizeof(h));
@@ -253,16 +243,16 @@ static void test_bad_input(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      TEST(test_localhost_resolves),
-      TEST(test_numeric_address_resolves),
-      TEST(test_node_only_no_hints),
-      TEST(test_invalid_numeric_name_rejects_eai_noname),
-      TEST(test_unknown_name_rejects_with_eai_code),
-      TEST(test_cancel_right_after_start),
-      TEST(test_cancel_before_the_pool_starts_it),
-      TEST(test_teardown_with_pending_lookup),
-      TEST(test_many_lookups_all_settled),
-      TEST(test_bad_input),
+      QUIET_TEST(test_localhost_resolves),
+      QUIET_TEST(test_numeric_address_resolves),
+      QUIET_TEST(test_node_only_no_hints),
+      QUIET_TEST(test_invalid_numeric_name_rejects_eai_noname),
+      QUIET_TEST(test_unknown_name_rejects_with_eai_code),
+      QUIET_TEST(test_cancel_right_after_start),
+      QUIET_TEST(test_cancel_before_the_pool_starts_it),
+      QUIET_TEST(test_teardown_with_pending_lookup),
+      QUIET_TEST(test_many_lookups_all_settled),
+      QUIET_TEST(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

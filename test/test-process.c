@@ -7,14 +7,6 @@
 
 #include "helpers.h"
 
-static int setup(void **state) {
-  fixture_setup(state);
-  fixture_t *f = *state;
-  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
-}
-
-#define TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
-
 static uvp_spawn_opts_t sh(const char *script, char **argv) {
   argv[0] = "sh";
   argv[1] = "-c";
@@ -356,24 +348,24 @@ int main(void) {
   /* Writing to a child that stopped reading must not kill the tests. */
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      TEST(test_exit_code_and_both_streams),
-      TEST(test_args_default_to_file),
-      TEST(test_cat_echoes_stdin_data),
-      TEST(test_empty_and_absent_stdin),
-      TEST(test_child_ignores_stdin),
-      TEST(test_env_and_cwd),
-      TEST(test_missing_program),
-      TEST(test_missing_program_then_teardown),
-      TEST(test_bad_cwd),
-      TEST(test_cancel_kills_child),
-      TEST(test_timeout_kills_child),
-      TEST(test_cancel_signal_option),
-      TEST(test_killed_by_signal),
-      TEST(test_large_output_collected),
-      TEST(test_output_truncated_at_max),
-      TEST(test_many_children_all_settled),
-      TEST(test_teardown_with_running_process),
-      TEST(test_bad_input),
+      QUIET_TEST(test_exit_code_and_both_streams),
+      QUIET_TEST(test_args_default_to_file),
+      QUIET_TEST(test_cat_echoes_stdin_data),
+      QUIET_TEST(test_empty_and_absent_stdin),
+      QUIET_TEST(test_child_ignores_stdin),
+      QUIET_TEST(test_env_and_cwd),
+      QUIET_TEST(test_missing_program),
+      QUIET_TEST(test_missing_program_then_teardown),
+      QUIET_TEST(test_bad_cwd),
+      QUIET_TEST(test_cancel_kills_child),
+      QUIET_TEST(test_timeout_kills_child),
+      QUIET_TEST(test_cancel_signal_option),
+      QUIET_TEST(test_killed_by_signal),
+      QUIET_TEST(test_large_output_collected),
+      QUIET_TEST(test_output_truncated_at_max),
+      QUIET_TEST(test_many_children_all_settled),
+      QUIET_TEST(test_teardown_with_running_process),
+      QUIET_TEST(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,8 @@
  * reference index holds (33 files).  Each test is named after the file it
  * ports (dashes and dots as underscores); tests whose name starts with "c_"
  * are C-specific additions from the issue "Combinators" and
- * uvp_promise_race's comment in include/uvp.h.
+ * uvp_promise_race's comment in include/uvp.h; those every combinator
+ * shares are written once, in combinator-cases.h.
  *
  * Mapping (see the top of include/uvp.h and test262.h):
  *   Promise.race([...])         uvp_promise_race(ctx, inputs, n, 0, &out)
@@ -51,7 +52,7 @@
  * treats the empty rejection reason as success.  The port asserts what
  * actually happens: trace 1..4, handler 6 never called, outer all rejected
  * with the race's reason. */
-#include "test262.h"
+#include "combinator-cases.h"
 
 /* ------------------------------------------------------------------------ */
 /* Helpers of this file                                                     */
@@ -557,91 +558,9 @@ static void c_empty_teardown(void **state) {
   uvp_promise_release(held);
 }
 
-/* Inputs pending, settled, and the same promise several times. */
-static void c_mixed_and_duplicate_inputs(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *a = pending(f), *b = pending(f);
-  uvp_promise_t *ins[5] = {a, b, a, b, a};
-  uvp_promise_t *p;
-  rec_t r = {0};
-
-  assert_int_equal(uvp_promise_race(f->ctx, ins, 5, 0, &p), 0);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &r, NULL), 0);
-  assert_int_equal(uvp_promise_resolve(b, SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  assert_ptr_equal(r.value, SENTINEL(1));
-  assert_int_equal(uvp_promise_resolve(a, SENTINEL(0), NULL), 0);
-  run_loop(f);
-  assert_int_equal(r.calls, 1);
-  release_all(3, a, b, p);
-  assert_no_live(f);
-}
-
-/* The caller may free its input array right after the call. */
-static void c_free_inputs_after_call(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p0 = pending(f), *p1 = pending(f);
-  uvp_promise_t **ins = malloc(2 * sizeof(*ins));
-  uvp_promise_t *p;
-
-  assert_non_null(ins);
-  ins[0] = p0;
-  ins[1] = p1;
-  assert_int_equal(uvp_promise_race(f->ctx, ins, 2, 0, &p), 0);
-  memset(ins, 0xA5, 2 * sizeof(*ins));
-  free(ins);
-  assert_int_equal(uvp_promise_resolve(p1, SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_ptr_equal(uvp_promise_value(p), SENTINEL(1));
-  release_all(3, p0, p1, p);
-  assert_no_live(f);
-}
-
-/* No reaction runs inside the call. */
-static void c_no_reaction_inside_call(void **state) {
-  fixture_t *f = *state;
-  trace_t t = {0};
-  uvp_promise_t *in = fulfilled(f, SENTINEL(0));
-  uvp_promise_t *p, *d0, *d1;
-  rec_t before = {.trace = &t, .mark = 1}, after = {.trace = &t, .mark = 2};
-
-  assert_int_equal(uvp_promise_then(in, rec_cb, &before, &d0), 0);
-  assert_int_equal(uvp_promise_race(f->ctx, &in, 1, 0, &p), 0);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_then(p, rec_cb, &after, &d1), 0);
-  assert_int_equal(t.n, 0);
-  run_loop(f);
-  check_sequence(&t, 2);
-  release_all(4, in, p, d0, d1);
-  assert_no_live(f);
-}
-
-/* The winner's value is shared and stays valid while the result is
- * referenced, after every input reference is gone. */
-static void c_value_live_with_result(void **state) {
-  fixture_t *f = *state;
-  int freed = 0;
-  uvp_promise_t *ins[2] = {pending(f), pending(f)};
-  uvp_promise_t *p;
-  boxed_t *b = boxed_new(7, &freed);
-
-  assert_int_equal(uvp_promise_race(f->ctx, ins, 2, 0, &p), 0);
-  assert_int_equal(uvp_promise_resolve(ins[1], b, boxed_free), 0);
-  assert_int_equal(uvp_promise_resolve(ins[0], boxed_new(0, &freed),
-                                       boxed_free), 0);
-  release_array(ins, 2);
-  run_loop(f);
-  assert_int_equal(freed, 1); /* the loser's value */
-  assert_ptr_equal(uvp_promise_value(p), b);
-  assert_int_equal(b->v, 7);
-  uvp_promise_release(p);
-  assert_int_equal(freed, 2);
-  assert_no_live(f);
-}
-
-/* Results compose: race of combinator results, then on the race. */
-static void c_compose(void **state) {
+/* Results compose (besides c_compose): race of all, allSettled and any over
+ * inputs all pending, which any wins once b fulfils; then on the race. */
+static void c_compose_of_pending_inputs(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *a = pending(f), *b = pending(f);
   uvp_promise_t *ab[2] = {a, b};
@@ -670,107 +589,8 @@ static void c_compose(void **state) {
   assert_no_live(f);
 }
 
-/* Only uvp settles the result. */
-static void c_result_not_settleable(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *in = pending(f), *other = fulfilled(f, NULL);
-  uvp_promise_t *p, *e;
-
-  assert_int_equal(uvp_promise_race(f->ctx, &in, 1, 0, &p), 0);
-  assert_int_equal(uvp_promise_race(f->ctx, NULL, 0, 0, &e), 0);
-  assert_int_equal(uvp_promise_resolve(p, SENTINEL(3), NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p, UV_EIO, NULL, NULL), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_resolve(e, NULL, NULL), UVP_ESETTLED);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  assert_int_equal(uvp_promise_state(e), UVP_PENDING);
-  assert_int_equal(uvp_promise_resolve(in, SENTINEL(1), NULL), 0);
-  run_loop(f);
-  assert_ptr_equal(uvp_promise_value(p), SENTINEL(1));
-  release_all(4, in, other, p, e);
-  assert_int_equal(live_count(f), 1); /* e waits for teardown */
-}
-
-/* UVP_CANCEL_LOSERS: once the winner decides, the inputs still pending are
- * cancelled; without the flag they are left alone. */
-static void c_cancel_losers(void **state) {
-  fixture_t *f = *state;
-
-  for (int flags = 0; flags <= UVP_CANCEL_LOSERS; flags += UVP_CANCEL_LOSERS) {
-    uvp_promise_t *ins[3] = {pending(f), pending(f), pending(f)};
-    uvp_promise_t *p;
-
-    assert_int_equal(uvp_promise_race(f->ctx, ins, 3, flags, &p), 0);
-    assert_int_equal(uvp_promise_resolve(ins[1], SENTINEL(1), NULL), 0);
-    run_loop(f);
-    assert_ptr_equal(uvp_promise_value(p), SENTINEL(1));
-    for (int i = 0; i < 3; i += 2) {
-      if (flags)
-        assert_int_equal(uvp_promise_reason(ins[i], NULL), UV_ECANCELED);
-      else
-        assert_int_equal(uvp_promise_state(ins[i]), UVP_PENDING);
-    }
-    release_array(ins, 3);
-    uvp_promise_release(p);
-  }
-  assert_no_live(f);
-}
-
-/* Argument errors change nothing. */
-static void c_invalid_arguments(void **state) {
-  fixture_t *f = *state;
-  uvp_promise_t *p = pending(f);
-  uvp_promise_t *with_null[2] = {p, NULL};
-  uvp_promise_t *out = NULL;
-  other_t o;
-
-  assert_int_equal(uvp_promise_race(NULL, &p, 1, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_race(f->ctx, &p, 1, 0, NULL), UV_EINVAL);
-  assert_int_equal(uvp_promise_race(f->ctx, NULL, 1, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_race(f->ctx, with_null, 2, 0, &out), UV_EINVAL);
-  assert_int_equal(uvp_promise_race(f->ctx, &p, 1, 8, &out), UV_EINVAL);
-  other_open(&o);
-  uvp_promise_t *mixed[2] = {p, o.p};
-  assert_int_equal(uvp_promise_race(f->ctx, mixed, 2, 0, &out), UVP_EXCTX);
-  other_close(&o);
-  assert_null(out);
-  assert_int_equal(live_count(f), 1);
-  uvp_promise_release(p);
-  assert_no_live(f);
-}
-
-/* 100 000 inputs settled in reverse order from one loop callback: the
- * first to settle (the last input) wins. */
-static void c_100k_inputs(void **state) {
-  fixture_t *f = *state;
-  enum { N = 100000 };
-  uvp_promise_t **ins = malloc(N * sizeof(*ins));
-  uvp_promise_t **keep = malloc(N * sizeof(*keep));
-  uvp_promise_t *p;
-  mass_t m;
-
-  assert_non_null(ins);
-  assert_non_null(keep);
-  for (size_t i = 0; i < N; i++)
-    keep[i] = ins[i] = pending(f);
-  uint64_t t0 = uv_hrtime();
-  assert_int_equal(uvp_promise_race(f->ctx, ins, N, 0, &p), 0);
-  free(ins);
-  mass_start(f, &m, keep, N, 0);
-  run_loop(f);
-  uint64_t t1 = uv_hrtime();
-
-  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
-  assert_ptr_equal(uvp_promise_value(p), INT_VALUE(N - 1));
-  print_message("race: 100000 inputs, call+settle+drain %.1f ms "
-                "(drain after settling %.1f ms)\n",
-                (double)(t1 - t0) / 1e6, (double)(t1 - m.settled_ns) / 1e6);
-  release_array(keep, N);
-  free(keep);
-  uvp_promise_release(p);
-  assert_no_live(f);
-}
+COMBINATOR_CASES(&combinators[COMB_RACE])
+COMBINATOR_FLAG_CASES(&combinators[COMB_RACE])
 
 int main(void) {
   const struct CMUnitTest tests[] = {
@@ -791,15 +611,9 @@ int main(void) {
       FIXTURE_TEST(c_settled_first_in_input_order),
       FIXTURE_TEST(c_first_in_time),
       FIXTURE_TEST(c_empty_teardown),
-      FIXTURE_TEST(c_mixed_and_duplicate_inputs),
-      FIXTURE_TEST(c_free_inputs_after_call),
-      FIXTURE_TEST(c_no_reaction_inside_call),
-      FIXTURE_TEST(c_value_live_with_result),
-      FIXTURE_TEST(c_compose),
-      FIXTURE_TEST(c_result_not_settleable),
-      FIXTURE_TEST(c_cancel_losers),
-      FIXTURE_TEST(c_invalid_arguments),
-      FIXTURE_TEST(c_100k_inputs),
+      FIXTURE_TEST(c_compose_of_pending_inputs),
+      COMBINATOR_CASE_TESTS,
+      COMBINATOR_FLAG_CASE_TESTS,
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);

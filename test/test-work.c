@@ -7,14 +7,6 @@
 
 #include "helpers.h"
 
-static int setup(void **state) {
-  fixture_setup(state);
-  fixture_t *f = *state;
-  return uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
-}
-
-#define TEST(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
-
 /* A job's view: what to produce and a record of what happened.  Counters
  * touched on pool threads are atomic; destructors run on the loop thread. */
 typedef struct job_s {
@@ -258,15 +250,15 @@ static void test_bad_input(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      TEST(test_value_and_destructor_once),
-      TEST(test_null_result_without_destructor),
-      TEST(test_failing_job),
-      TEST(test_hundred_jobs_all_settled),
-      TEST(test_cancel_queued_jobs_never_run),
-      TEST(test_cancel_running_job_frees_late_result),
-      TEST(test_job_resolves_other_promise_cross_thread),
-      TEST(test_teardown_with_jobs_in_flight),
-      TEST(test_bad_input),
+      QUIET_TEST(test_value_and_destructor_once),
+      QUIET_TEST(test_null_result_without_destructor),
+      QUIET_TEST(test_failing_job),
+      QUIET_TEST(test_hundred_jobs_all_settled),
+      QUIET_TEST(test_cancel_queued_jobs_never_run),
+      QUIET_TEST(test_cancel_running_job_frees_late_result),
+      QUIET_TEST(test_job_resolves_other_promise_cross_thread),
+      QUIET_TEST(test_teardown_with_jobs_in_flight),
+      QUIET_TEST(test_bad_input),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

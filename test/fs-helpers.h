@@ -1,0 +1,184 @@
+/* Scaffolding shared by the fs wrappers' tests (test-fs-*.c): real files in a
+ * fresh mkdtemp directory per test, removed afterwards, checked through
+ * plain POSIX calls; jobs that fill libuv's pool, so that a request can be
+ * held queued behind them.  That uv_fs_req_cleanup runs exactly once per
+ * request is what valgrind checks in every one of them: a second one is a
+ * double free, a missing one a leak. */
+#ifndef UVP_TEST_FS_HELPERS_H
+#define UVP_TEST_FS_HELPERS_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+static char tmp[64]; /* /tmp/uvp-test-fs-XXXXXX */
+
+/* tmp/rel, in one of a few rotating buffers so several fit in one call. */
+static inline const char *at(const char *rel) {
+  static char ring[8][PATH_MAX];
+  static unsigned next;
+  char *s = ring[next++ % 8];
+  snprintf(s, PATH_MAX, "%s/%s", tmp, rel);
+  return s;
+}
+
+/* A fresh directory per test, and the quiet fixture: most rejections here
+ * are inspected with uvp_promise_reason(), not handled. */
+static inline int fs_setup(void **state) {
+  umask(022);
+  snprintf(tmp, sizeof(tmp), "/tmp/uvp-test-fs-XXXXXX");
+  assert_non_null(mkdtemp(tmp));
+  return fixture_setup_quiet(state);
+}
+
+static inline int rm_one(const char *path, const struct stat *st, int flag,
+                         struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static inline int fs_teardown(void **state) {
+  fixture_teardown(state);
+  assert_int_equal(nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+  return 0;
+}
+
+#define FS_TEST(fn) cmocka_unit_test_setup_teardown(fn, fs_setup, fs_teardown)
+
+static inline const char *name(int code) {
+  return code == 0 ? "fulfilled" : uvp_err_name(code);
+}
+
+/* Run the loop; the promise must have settled with `code` (0: fulfilled).
+ * Releases it. */
+static inline void expect(fixture_t *f, int rc, uvp_promise_t **pp, int code) {
+  assert_int_equal(rc, 0);
+  run_loop(f);
+  assert_int_not_equal(uvp_promise_state(*pp), UVP_PENDING);
+  int got = uvp_promise_reason(*pp, NULL);
+  if (got != code) {
+    print_error("expected %s, ", name(code));
+    print_error("got %s\n", name(got));
+    fail();
+  }
+  uvp_promise_release(*pp);
+  *pp = NULL;
+}
+
+/* Run the loop; the promise must be fulfilled.  The caller releases it. */
+static inline void *value_of(fixture_t *f, int rc, uvp_promise_t *p) {
+  assert_int_equal(rc, 0);
+  run_loop(f);
+  if (uvp_promise_state(p) != UVP_FULFILLED) {
+    print_error("rejected with %s\n", name(uvp_promise_reason(p, NULL)));
+    fail();
+  }
+  return uvp_promise_value(p);
+}
+
+static inline void put(const char *rel, const void *data, size_t len) {
+  int fd = open(at(rel), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, data, len), (ssize_t)len);
+  assert_int_equal(close(fd), 0);
+}
+
+/* The whole file through read(2); *len gets its size. */
+static inline char *get(const char *path, size_t *len) {
+  int fd = open(path, O_RDONLY);
+  assert_true(fd >= 0);
+  size_t cap = 4096, n = 0;
+  char *buf = malloc(cap);
+  assert_non_null(buf);
+  for (;;) {
+    if (n == cap) {
+      cap *= 2;
+      buf = realloc(buf, cap);
+      assert_non_null(buf);
+    }
+    ssize_t r = read(fd, buf + n, cap - n);
+    assert_true(r >= 0);
+    if (r == 0)
+      break;
+    n += (size_t)r;
+  }
+  assert_int_equal(close(fd), 0);
+  *len = n;
+  return buf;
+}
+
+static inline bool exists(const char *rel) {
+  struct stat st;
+  return lstat(at(rel), &st) == 0;
+}
+
+static inline void fill_pattern(char *buf, size_t len, unsigned seed) {
+  for (size_t i = 0; i < len; i++)
+    buf[i] = (char)((i * 131 + seed * 7 + (i >> 9)) & 0xff);
+}
+
+/* Open descriptors of this process, to prove late results are closed. */
+static inline int count_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  int n = 0;
+  while (readdir(d) != NULL)
+    n++;
+  closedir(d);
+  return n;
+}
+
+/* Jobs that occupy a pool thread until released. */
+typedef struct blocker_s {
+  uv_sem_t started;
+  uv_sem_t go;
+} blocker_t;
+
+static inline int block_job(void *arg, void **result) {
+  blocker_t *b = arg;
+  (void)result;
+  uv_sem_post(&b->started);
+  uv_sem_wait(&b->go);
+  return 0;
+}
+
+/* Occupy `n` pool threads; returns once every one of them is running. */
+static inline uvp_promise_t **block_pool(fixture_t *f, blocker_t *b, size_t n) {
+  assert_int_equal(uv_sem_init(&b->started, 0), 0);
+  assert_int_equal(uv_sem_init(&b->go, 0), 0);
+  uvp_promise_t **w = calloc(n + 1, sizeof(*w));
+  assert_non_null(w);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(uvp_work(f->ctx, block_job, b, NULL, &w[i]), 0);
+  for (size_t i = 0; i < n; i++)
+    uv_sem_wait(&b->started);
+  return w;
+}
+
+static inline void unblock_pool(blocker_t *b, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    uv_sem_post(&b->go);
+}
+
+static inline void blockers_done(blocker_t *b, uvp_promise_t **w, size_t n,
+                                 int want) {
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(uvp_promise_reason(w[i], NULL), want);
+    uvp_promise_release(w[i]);
+  }
+  free(w);
+  uv_sem_destroy(&b->started);
+  uv_sem_destroy(&b->go);
+}
+
+#endif

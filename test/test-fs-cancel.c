@@ -1,0 +1,184 @@
+/* Cancelling uvp's fs requests: before a request starts (the pool filled
+ * with blocked jobs), while it runs (an open blocked on a FIFO), after it
+ * settled, and teardown with requests at every stage.  Whatever a cancelled
+ * request produces later (a descriptor, a buffer) is released, not leaked:
+ * the descriptor counts and valgrind check it. */
+#include "fs-helpers.h"
+
+/* ---- cancellation ------------------------------------------------------------- */
+
+/* Queued behind a full pool, every kind of request is cancelled before it
+ * starts: it rejects at once, and its effect never happens. */
+static void test_cancel_before_start(void **state) {
+  fixture_t *f = *state;
+  put("exists", "data", 4);
+  assert_int_equal(mkdir(at("emptydir"), 0755), 0);
+  size_t n = uvp_pool_size();
+  blocker_t b;
+  uvp_promise_t **w = block_pool(f, &b, n);
+
+  enum { K = 12 };
+  uvp_promise_t *p[K];
+  assert_int_equal(uvp_fs_stat(f->ctx, at("exists"), &p[0]), 0);
+  assert_int_equal(uvp_fs_scandir(f->ctx, tmp, &p[1]), 0);
+  assert_int_equal(uvp_fs_realpath(f->ctx, tmp, &p[2]), 0);
+  assert_int_equal(uvp_fs_read_file(f->ctx, at("exists"), 0, &p[3]), 0);
+  assert_int_equal(uvp_fs_mkdir(f->ctx, at("never"), 0755, &p[4]), 0);
+  assert_int_equal(uvp_fs_write_file(f->ctx, at("never.txt"), "x", 1, &p[5]),
+                   0);
+  assert_int_equal(uvp_fs_unlink(f->ctx, at("exists"), &p[6]), 0);
+  assert_int_equal(uvp_fs_open(f->ctx, at("created"), O_WRONLY | O_CREAT,
+                               0644, &p[7]),
+                   0);
+  assert_int_equal(uvp_fs_rename(f->ctx, at("exists"), at("renamed"), &p[8]),
+                   0);
+  assert_int_equal(uvp_fs_rmdir(f->ctx, at("emptydir"), &p[9]), 0);
+  assert_int_equal(uvp_fs_lstat(f->ctx, at("exists"), &p[10]), 0);
+  int fd = open(at("exists"), O_RDONLY);
+  assert_true(fd >= 0);
+  static char buf[8];
+  assert_int_equal(uvp_fs_read(f->ctx, fd, buf, sizeof(buf), 0, &p[11]), 0);
+  for (int i = 0; i < K; i++) {
+    assert_int_equal(uvp_promise_state(p[i]), UVP_PENDING);
+    assert_int_equal(uvp_promise_cancel(p[i]), 0);
+    assert_int_equal(uvp_promise_state(p[i]), UVP_REJECTED);
+    assert_int_equal(uvp_promise_reason(p[i], NULL), UV_ECANCELED);
+  }
+  unblock_pool(&b, n);
+  run_loop(f);
+  blockers_done(&b, w, n, 0);
+  for (int i = 0; i < K; i++) {
+    assert_int_equal(uvp_promise_reason(p[i], NULL), UV_ECANCELED);
+    uvp_promise_release(p[i]);
+  }
+  assert_false(exists("never"));
+  assert_false(exists("never.txt"));
+  assert_false(exists("created"));
+  assert_false(exists("renamed"));
+  assert_true(exists("exists"));
+  assert_true(exists("emptydir"));
+  assert_int_equal(buf[0], 0); /* the read never ran */
+  close(fd);
+}
+
+/* Waits until a reader is inside open() of the FIFO (only then does a
+ * non-blocking open for writing succeed); that also lets the open finish. */
+static int writer_for_blocked_reader(const char *fifo) {
+  for (int i = 0; i < 10000; i++) { /* 10 s at most */
+    int fd = open(fifo, O_WRONLY | O_NONBLOCK);
+    if (fd >= 0)
+      return fd;
+    assert_int_equal(errno, ENXIO);
+    uv_sleep(1);
+  }
+  fail_msg("the pool never opened %s", fifo);
+  return -1;
+}
+
+/* Cancelled while running: libuv cannot stop an open already inside the
+ * kernel, so the promise rejects at once and the descriptor the open
+ * produces later is closed by uvp, not leaked. */
+static void test_cancel_while_running(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(mkfifo(at("fifo"), 0600), 0);
+  int fds = count_fds();
+
+  uvp_promise_t *op, *rf;
+  assert_int_equal(uvp_fs_open(f->ctx, at("fifo"), O_RDONLY, 0, &op), 0);
+  int wfd = writer_for_blocked_reader(at("fifo"));
+  assert_int_equal(uvp_promise_cancel(op), 0);
+  assert_int_equal(uvp_promise_reason(op, NULL), UV_ECANCELED);
+  uvp_promise_release(op); /* the request keeps its own reference */
+  run_loop(f);
+  assert_int_equal(close(wfd), 0);
+  assert_int_equal(count_fds(), fds);
+
+  /* The same for read_file, whose later steps must not run. */
+  assert_int_equal(uvp_fs_read_file(f->ctx, at("fifo"), 0, &rf), 0);
+  wfd = writer_for_blocked_reader(at("fifo"));
+  assert_int_equal(write(wfd, "late", 4), 4);
+  assert_int_equal(uvp_promise_cancel(rf), 0);
+  assert_int_equal(uvp_promise_reason(rf, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(rf, NULL), UV_ECANCELED);
+  assert_null(uvp_promise_value(rf));
+  uvp_promise_release(rf);
+  assert_int_equal(close(wfd), 0);
+  assert_int_equal(count_fds(), fds);
+}
+
+/* Cancelling a settled request does nothing. */
+static void test_cancel_after_settled(void **state) {
+  fixture_t *f = *state;
+  put("a", "abc", 3);
+  uvp_promise_t *p;
+  int rc = uvp_fs_read_file(f->ctx, at("a"), 0, &p);
+  const uvp_buf_t *b = value_of(f, rc, p);
+  assert_int_equal(uvp_promise_cancel(p), UVP_ESETTLED);
+  assert_string_equal(b->base, "abc");
+  uvp_promise_release(p);
+}
+
+/* uvp_ctx_close with requests done, running and queued: all reject with
+ * UVP_ECLOSED, the loop runs their callbacks, descriptors are closed and
+ * the fixture's uv_loop_close() returns 0. */
+static void test_teardown_in_flight(void **state) {
+  fixture_t *f = *state;
+  enum { K = 40 };
+  char *data = malloc(1 << 16);
+  assert_non_null(data);
+  fill_pattern(data, 1 << 16, 4);
+  put("src", data, 1 << 16);
+  free(data);
+  int fds = count_fds();
+
+  /* All but one pool thread blocked, so requests are at every stage. */
+  size_t n = uvp_pool_size() - 1;
+  blocker_t b;
+  uvp_promise_t **w = block_pool(f, &b, n);
+  uvp_promise_t *p[K];
+  char rel[32];
+  for (int i = 0; i < K; i++) {
+    snprintf(rel, sizeof(rel), "out%02d", i);
+    int rc;
+    switch (i % 5) {
+    case 0:
+      rc = uvp_fs_read_file(f->ctx, at("src"), 0, &p[i]);
+      break;
+    case 1:
+      rc = uvp_fs_write_file(f->ctx, at(rel), "payload", 7, &p[i]);
+      break;
+    case 2:
+      rc = uvp_fs_scandir(f->ctx, tmp, &p[i]);
+      break;
+    case 3:
+      rc = uvp_fs_stat(f->ctx, at("src"), &p[i]);
+      break;
+    default:
+      rc = uvp_fs_open(f->ctx, at("src"), O_RDONLY, 0, &p[i]);
+      break;
+    }
+    assert_int_equal(rc, 0);
+  }
+  uv_sleep(2); /* let the free thread get some of them going */
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  for (int i = 0; i < K; i++) {
+    assert_int_equal(uvp_promise_reason(p[i], NULL), UVP_ECLOSED);
+    uvp_promise_release(p[i]);
+  }
+  unblock_pool(&b, n);
+  run_loop(f);
+  blockers_done(&b, w, n, UVP_ECLOSED);
+  assert_int_equal(count_fds(), fds);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FS_TEST(test_cancel_before_start),
+      FS_TEST(test_cancel_while_running),
+      FS_TEST(test_cancel_after_settled),
+      FS_TEST(test_teardown_in_flight),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

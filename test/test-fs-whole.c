@@ -1,0 +1,167 @@
+/* uvp_fs_read_file and uvp_fs_write_file (whole files through several
+ * libuv requests each) against real files, and two hundred requests of
+ * every kind at once. */
+#include "fs-helpers.h"
+
+/* ---- read_file, write_file -------------------------------------------------------- */
+
+static void test_read_file(void **state) {
+  fixture_t *f = *state;
+  enum { SIZE = 100007 }; /* not a multiple of any buffer size */
+  char *data = malloc(SIZE);
+  assert_non_null(data);
+  fill_pattern(data, SIZE, 2);
+  put("big", data, SIZE);
+  put("empty", "", 0);
+  int fds = count_fds();
+
+  uvp_promise_t *p;
+  int rc = uvp_fs_read_file(f->ctx, at("big"), 0, &p);
+  const uvp_buf_t *b = value_of(f, rc, p);
+  assert_int_equal(b->len, SIZE);
+  assert_memory_equal(b->base, data, SIZE);
+  assert_int_equal(b->base[b->len], '\0');
+  uvp_promise_release(p);
+
+  rc = uvp_fs_read_file(f->ctx, at("big"), SIZE, &p); /* exactly the max */
+  b = value_of(f, rc, p);
+  assert_int_equal(b->len, SIZE);
+  assert_memory_equal(b->base, data, SIZE);
+  uvp_promise_release(p);
+  expect(f, uvp_fs_read_file(f->ctx, at("big"), SIZE - 1, &p), &p,
+         UV_EFBIG);
+
+  rc = uvp_fs_read_file(f->ctx, at("empty"), 0, &p);
+  b = value_of(f, rc, p);
+  assert_int_equal(b->len, 0);
+  assert_int_equal(b->base[0], '\0');
+  uvp_promise_release(p);
+
+  expect(f, uvp_fs_read_file(f->ctx, at("missing"), 0, &p), &p, UV_ENOENT);
+  assert_int_equal(mkdir(at("dir"), 0755), 0);
+  expect(f, uvp_fs_read_file(f->ctx, at("dir"), 0, &p), &p, UV_EISDIR);
+  expect(f, uvp_fs_read_file(f->ctx, at("big/x"), 0, &p), &p, UV_ENOTDIR);
+
+  /* procfs reports size 0: the file ends where a read returns 0, and the
+   * limit is enforced while reading. */
+  size_t vlen;
+  char *version = get("/proc/version", &vlen);
+  assert_true(vlen > 8);
+  rc = uvp_fs_read_file(f->ctx, "/proc/version", 0, &p);
+  b = value_of(f, rc, p);
+  assert_int_equal(b->len, vlen);
+  assert_memory_equal(b->base, version, vlen);
+  uvp_promise_release(p);
+  free(version);
+  expect(f, uvp_fs_read_file(f->ctx, "/proc/version", 8, &p), &p, UV_EFBIG);
+
+  /* Every path above closed what it opened. */
+  assert_int_equal(count_fds(), fds);
+  free(data);
+}
+
+static void test_write_file(void **state) {
+  fixture_t *f = *state;
+  enum { SIZE = 1 << 20 };
+  char *data = malloc(SIZE);
+  assert_non_null(data);
+  fill_pattern(data, SIZE, 3);
+  int fds = count_fds();
+
+  uvp_promise_t *p;
+  int rc = uvp_fs_write_file(f->ctx, at("big"), data, SIZE, &p);
+  assert_int_equal(UVP_INT(value_of(f, rc, p)), SIZE);
+  uvp_promise_release(p);
+  struct stat st;
+  assert_int_equal(stat(at("big"), &st), 0);
+  assert_int_equal(st.st_mode & 07777, 0644); /* umask 022 */
+  size_t len;
+  char *disk = get(at("big"), &len);
+  assert_int_equal(len, SIZE);
+  assert_memory_equal(disk, data, SIZE);
+  free(disk);
+
+  /* Truncates what was there. */
+  rc = uvp_fs_write_file(f->ctx, at("big"), "short", 5, &p);
+  assert_int_equal(UVP_INT(value_of(f, rc, p)), 5);
+  uvp_promise_release(p);
+  disk = get(at("big"), &len);
+  assert_int_equal(len, 5);
+  assert_memory_equal(disk, "short", 5);
+  free(disk);
+
+  rc = uvp_fs_write_file(f->ctx, at("none"), NULL, 0, &p);
+  assert_int_equal(UVP_INT(value_of(f, rc, p)), 0);
+  uvp_promise_release(p);
+  assert_int_equal(stat(at("none"), &st), 0);
+  assert_int_equal(st.st_size, 0);
+
+  expect(f, uvp_fs_write_file(f->ctx, at("missing/x"), "a", 1, &p), &p,
+         UV_ENOENT);
+  assert_int_equal(mkdir(at("dir"), 0755), 0);
+  expect(f, uvp_fs_write_file(f->ctx, at("dir"), "a", 1, &p), &p, UV_EISDIR);
+  expect(f, uvp_fs_write_file(f->ctx, at("big/x"), "a", 1, &p), &p,
+         UV_ENOTDIR);
+  assert_int_equal(count_fds(), fds);
+
+  /* Round trip through both wrappers. */
+  rc = uvp_fs_write_file(f->ctx, at("again"), data, 4096 + 3, &p);
+  assert_int_equal(UVP_INT(value_of(f, rc, p)), 4096 + 3);
+  uvp_promise_release(p);
+  rc = uvp_fs_read_file(f->ctx, at("again"), 0, &p);
+  const uvp_buf_t *b = value_of(f, rc, p);
+  assert_int_equal(b->len, 4096 + 3);
+  assert_memory_equal(b->base, data, 4096 + 3);
+  uvp_promise_release(p);
+  free(data);
+}
+
+/* Two hundred requests of every kind at once, all checked. */
+static void test_many_requests_at_once(void **state) {
+  fixture_t *f = *state;
+  enum { N = 50 };
+  char rel[32], content[32];
+  for (int i = 0; i < N; i++) {
+    snprintf(rel, sizeof(rel), "f%02d", i);
+    snprintf(content, sizeof(content), "file number %d", i);
+    put(rel, content, strlen(content));
+  }
+  uvp_promise_t *st[N], *rf[N], *sd[N], *rp[N];
+  for (int i = 0; i < N; i++) {
+    snprintf(rel, sizeof(rel), "f%02d", i);
+    assert_int_equal(uvp_fs_stat(f->ctx, at(rel), &st[i]), 0);
+    assert_int_equal(uvp_fs_read_file(f->ctx, at(rel), 0, &rf[i]), 0);
+    assert_int_equal(uvp_fs_scandir(f->ctx, tmp, &sd[i]), 0);
+    assert_int_equal(uvp_fs_realpath(f->ctx, at(rel), &rp[i]), 0);
+  }
+  run_loop(f);
+  char want[PATH_MAX];
+  for (int i = 0; i < N; i++) {
+    snprintf(rel, sizeof(rel), "f%02d", i);
+    snprintf(content, sizeof(content), "file number %d", i);
+    const uv_stat_t *s = uvp_promise_value(st[i]);
+    assert_non_null(s);
+    assert_int_equal(s->st_size, strlen(content));
+    const uvp_buf_t *b = uvp_promise_value(rf[i]);
+    assert_non_null(b);
+    assert_string_equal(b->base, content);
+    const uvp_dirents_t *d = uvp_promise_value(sd[i]);
+    assert_non_null(d);
+    assert_int_equal(d->count, N);
+    assert_non_null(realpath(at(rel), want));
+    assert_string_equal(uvp_promise_value(rp[i]), want);
+    uvp_promise_release(st[i]);
+    uvp_promise_release(rf[i]);
+    uvp_promise_release(sd[i]);
+    uvp_promise_release(rp[i]);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      FS_TEST(test_read_file),
+      FS_TEST(test_write_file),
+      FS_TEST(test_many_requests_at_once),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
