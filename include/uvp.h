@@ -398,9 +398,17 @@ UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
 UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
 
 /* Attach a cancel hook to a pending promise you produce (one hook; a second
- * call replaces it).  Errors: UV_EINVAL, UVP_ESETTLED, UVP_ECLOSED. */
+ * call replaces it, NULL removes it).  Errors: UV_EINVAL, UVP_ESETTLED,
+ * UVP_ECLOSED; then arg is still yours. */
 UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
+/* The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
+ * once, on the loop thread, right after the hook has run, or when it never
+ * will: p settles otherwise, the hook is replaced or removed, or p is freed
+ * while pending.  Errors also UV_ENOMEM (the hook and its notifier are kept
+ * in a small allocation). */
+UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
+                                           void *arg, uvp_free_cb arg_free);
 
 /* Cancel a pending promise: reject it with UV_ECANCELED, then run its
  * cancel hook once.  If p follows another pending promise (from then or
@@ -434,16 +442,39 @@ enum {
  * `out` (may be NULL): receives one reference to the derived promise, which
  * settles as the handler's uvp_ret_t says.  With out == NULL no derived
  * promise exists; a value the handler returns is destroyed at once, and a
- * rejection it returns is reported as unhandled.
+ * new rejection it returns is reported as unhandled (passing on a
+ * rejection the handler saw is not: it was handled).
  *
- * Registering any handler whose mask includes UVP_ON_REJECTED (or a NULL /
- * pass-through one) marks p as handled for the unhandled-rejection hook.
- * Errors: UV_EINVAL (NULL p, bad mask), UV_ENOMEM, UVP_ECLOSED. */
+ * The derived promise keeps itself alive while it waits: its handler holds
+ * a reference until it has run, so releasing the one you got does not stop
+ * the chain (as in JavaScript, where a then() result nobody keeps still
+ * settles).  p itself is not kept alive by its handlers: if p's last
+ * reference goes while it is pending, its handlers never run.
+ *
+ * Registering any handler marks p as handled for the unhandled-rejection
+ * hook.  Errors: UV_EINVAL (NULL p, mask not 1..3), UV_ENOMEM, UVP_ECLOSED;
+ * then nothing was registered and `arg` is still yours. */
 #define uvp_promise_on(p, mask, cb, arg, out)                                  \
   uvp_promise_on_at((p), (mask), (cb), (arg), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                  void *arg, uvp_promise_t **out,
                                  const char *file, int line);
+
+/* The same with a destroy notifier for `arg` (the _full forms, as GLib
+ * names them): arg_free(arg) runs exactly once, on the loop thread, after
+ * the handler's last call, or as soon as uvp knows it will never be called:
+ * p settles with an outcome outside the mask, the derived promise is
+ * cancelled, p is freed while pending, or the context is torn down.  It
+ * never runs while the handler may still run.  arg_free may be NULL (the
+ * plain forms).  On error it does not run: arg is still yours. */
+#define uvp_promise_on_full(p, mask, cb, arg, arg_free, out)                   \
+  uvp_promise_on_full_at((p), (mask), (cb), (arg), (arg_free), (out),         \
+                         __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
+                                      uvp_then_cb cb, void *arg,
+                                      uvp_free_cb arg_free,
+                                      uvp_promise_t **out, const char *file,
+                                      int line);
 
 /* p.then(cb): cb on fulfilment; a rejection passes through. */
 #define uvp_promise_then(p, cb, arg, out)                                      \
@@ -453,6 +484,12 @@ UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
 #define uvp_promise_catch(p, cb, arg, out)                                     \
   uvp_promise_on_at((p), UVP_ON_REJECTED, (cb), (arg), (out), __FILE__,        \
                     __LINE__)
+#define uvp_promise_then_full(p, cb, arg, arg_free, out)                       \
+  uvp_promise_on_full_at((p), UVP_ON_FULFILLED, (cb), (arg), (arg_free),      \
+                         (out), __FILE__, __LINE__)
+#define uvp_promise_catch_full(p, cb, arg, arg_free, out)                      \
+  uvp_promise_on_full_at((p), UVP_ON_REJECTED, (cb), (arg), (arg_free), (out), \
+                         __FILE__, __LINE__)
 
 /* p.finally(cb): cb runs on either outcome (and sees it).  The derived
  * promise settles like p, unless cb returns a rejection (derived rejects with
@@ -463,6 +500,13 @@ UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
 UVP_EXTERN int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb,
                                       void *arg, uvp_promise_t **out,
                                       const char *file, int line);
+#define uvp_promise_finally_full(p, cb, arg, arg_free, out)                    \
+  uvp_promise_finally_full_at((p), (cb), (arg), (arg_free), (out), __FILE__,  \
+                              __LINE__)
+UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
+                                           void *arg, uvp_free_cb arg_free,
+                                           uvp_promise_t **out,
+                                           const char *file, int line);
 
 /* ------------------------------------------------------------------------ */
 /* Promises: references and inspection                                      */

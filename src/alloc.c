@@ -99,8 +99,8 @@ struct uvp__chunk_s {
 };
 
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
-  /* With aligned chunks, every slot is then aligned (see alloc.h). */
-  UVP__CHECK(slot_size % UVP__SLOT_ALIGN == 0);
+  /* Slots hold pointers (the free list's link first). */
+  UVP__CHECK(slot_size % sizeof(void *) == 0);
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
 }

@@ -16,8 +16,10 @@ void uvp__free(void *ptr);
 void uvp__populate(void *start, void *end);
 
 /* Fixed-size slots carved from large chunks and recycled through a free
- * list, so that steady traffic never reaches malloc.  Slots are aligned to
- * UVP__SLOT_ALIGN.  Chunks go back to the allocator only when the pool is
+ * list, so that steady traffic never reaches malloc.  Chunks are 64-byte
+ * aligned, so a slot is aligned to the largest power of two (up to 64)
+ * that divides its size: UVP__SLOT_ALIGN for a size that is a multiple of
+ * it.  Chunks go back to the allocator only when the pool is
  * destroyed.  When its last slot comes back, a pool rewinds: the free list
  * is dropped and the chunks are carved again from their start, so the
  * objects of the next burst are neighbours in memory again. */

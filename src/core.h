@@ -65,6 +65,7 @@ static inline uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,
   h->r.next = NULL;
   h->r.target = uvp__rtag(target, kind);
   h->arg = arg;
+  h->arg_free = NULL;
   return h;
 }
 
@@ -81,6 +82,7 @@ void uvp__report_unhandled(uvp_promise_t *p);
 void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q);
 void uvp__cancel_with(uvp_promise_t *p, int code);
 void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p);
+void uvp__handler_abandoned(uvp_promise_t *d);
 void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p, uvp__reaction_t *r);
 
 /* Move the reactions, in registration order, to the end of the run queue.
@@ -115,7 +117,20 @@ static inline void settle(uvp_promise_t *p, uint8_t state) {
   settle_in(uvp__promise_ctx(p), p, state);
 }
 
+/* A cancel hook given with a destroy notifier for its argument lives in a
+ * box (uvp_promise_set_cancel_full); the hook is then uvp__box_hook. */
+void uvp__box_hook(uvp_promise_t *p, void *box);
+void uvp__box_drop(uvp_promise_t *p);
+/* Before a settle overwrites value and fn: a cancel hook that will never
+ * run lets go of its argument. */
+static inline void forget_hook(uvp_promise_t *p) {
+  if (UVP__UNLIKELY((p->flags & UVP__F_CANCEL) &&
+                    p->fn.cancel_cb == uvp__box_hook))
+    uvp__box_drop(p);
+}
+
 static inline void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  forget_hook(p);
   p->value = value;
   p->fn.free_cb = free_cb;
   settle(p, UVP__S_FULFILLED);
@@ -123,6 +138,7 @@ static inline void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
 
 static inline void reject(uvp_promise_t *p, int code, void *payload,
                    uvp_free_cb free_cb) {
+  forget_hook(p);
   p->code = code;
   p->value = payload;
   p->fn.free_cb = free_cb;

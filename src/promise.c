@@ -32,7 +32,7 @@ _Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
 _Static_assert(sizeof(uvp_promise_t) % UVP__SLOT_ALIGN == 0,
                "promises stay aligned in their pool: a reaction's target "
                "carries its kind in the low bits");
-_Static_assert(sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
+_Static_assert(sizeof(uvp__handler_t) % sizeof(void *) == 0,
                "reactions stay aligned in their pool");
 
 /* Register r on p, which it observes, and mark p handled. */
@@ -51,6 +51,10 @@ void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
 static void destroy(uvp_promise_t *p);
 
 void uvp__report_unhandled(uvp_promise_t *p) {
+  /* The program asked for a cancellation (or a consumer of p did, on its
+   * behalf): that is not a failure anybody needs to hear about. */
+  if (p->flags & UVP__F_CANCELLED)
+    return;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->unhandled_cb != NULL) {
     ctx->unhandled_cb(p, ctx->unhandled_arg);
@@ -105,6 +109,8 @@ static void destroy(uvp_promise_t *p) {
      * unreachable promises in JavaScript.  A cancel hook is not run: the
      * producer held no reference, so it has nothing left to stop. */
     ctx->pending--;
+    if (p->flags & UVP__F_CANCEL)
+      uvp__produced_forget(p); /* a boxed argument is let go */
     uvp__drop_reactions(ctx, p);
   } else if (p->flags & UVP__F_FORWARD) {
     uvp__release_local(p->link);
@@ -177,13 +183,14 @@ UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
 /* Settle p exactly like the settled src, sharing its value. */
 static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   uvp_promise_t *owner = (src->flags & UVP__F_FORWARD) ? src->link : src;
+  forget_hook(p);
   owner->refs++;
   p->link = owner;
   p->value = src->value;
   p->fn.free_cb = NULL;
   p->code = src->code;
   settle(p, src->state);
-  p->flags |= UVP__F_FORWARD;
+  p->flags |= UVP__F_FORWARD | (src->flags & UVP__F_CANCELLED);
 }
 
 /* Make pending p follow q (Promises/A+ 2.3.2), or reject it for a cycle. */
@@ -264,6 +271,7 @@ int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
     return settle_slow(p, UVP__MSG_RESOLVE, 0, value, free_cb);
   if (!settleable(p))
     return UVP_ESETTLED;
+  forget_hook(p);
   p->value = value;
   p->fn.free_cb = free_cb;
   settle_in(ctx, p, UVP__S_FULFILLED);
@@ -279,6 +287,7 @@ int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
     return settle_slow(p, UVP__MSG_REJECT, code, payload, free_cb);
   if (!settleable(p))
     return UVP_ESETTLED;
+  forget_hook(p);
   p->code = code;
   p->value = payload;
   p->fn.free_cb = free_cb;
@@ -307,11 +316,45 @@ static int check_pending(const uvp_promise_t *p) {
   return p->state == UVP__S_PENDING ? 0 : UVP_ESETTLED;
 }
 
-int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
+/* A hook whose argument has a destroy notifier. */
+typedef struct {
+  uvp_cancel_cb cb;
+  void *arg;
+  uvp_free_cb arg_free;
+} hook_box_t;
+
+void uvp__box_hook(uvp_promise_t *p, void *box) {
+  hook_box_t b = *(hook_box_t *)box;
+  uvp__free(box);
+  b.cb(p, b.arg);
+  b.arg_free(b.arg);
+}
+
+void uvp__box_drop(uvp_promise_t *p) {
+  hook_box_t *box = p->value;
+  p->flags &= (uint8_t)~UVP__F_CANCEL;
+  p->value = NULL;
+  p->fn.cancel_cb = NULL;
+  box->arg_free(box->arg);
+  uvp__free(box);
+}
+
+int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
+                                uvp_free_cb arg_free) {
   int rc = check_pending(p);
   if (rc != 0)
     return rc;
-  p->value = cb != NULL ? arg : NULL;
+  void *harg = arg;
+  if (cb != NULL && arg_free != NULL) {
+    hook_box_t *box = uvp__malloc(sizeof(*box));
+    if (box == NULL)
+      return UV_ENOMEM;
+    *box = (hook_box_t){cb, arg, arg_free};
+    harg = box;
+    cb = uvp__box_hook;
+  }
+  forget_hook(p); /* the hook replaced */
+  p->value = cb != NULL ? harg : NULL;
   p->fn.cancel_cb = cb;
   if (cb != NULL)
     p->flags |= UVP__F_CANCEL;
@@ -320,12 +363,21 @@ int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
   return 0;
 }
 
-/* Reject a pending promise and run its cancel hook, if any. */
+int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
+  return uvp_promise_set_cancel_full(p, cb, arg, NULL);
+}
+
+/* Reject a pending promise and run its cancel hook, if any.  A promise
+ * rejected with UV_ECANCELED is one the program, or a consumer acting for
+ * it, asked to stop: it is never reported as unhandled. */
 void uvp__cancel_with(uvp_promise_t *p, int code) {
   uvp_cancel_cb hook = (p->flags & UVP__F_CANCEL) ? p->fn.cancel_cb : NULL;
   void *harg = p->value;
+  p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
   p->refs++;
   reject(p, code, NULL, NULL);
+  if (code == UV_ECANCELED)
+    p->flags |= UVP__F_CANCELLED;
   if (hook != NULL)
     hook(p, harg);
   rel(p);
@@ -341,9 +393,11 @@ int uvp_promise_cancel(uvp_promise_t *p) {
   uvp_promise_t *held = NULL; /* our reference on p after the first */
   while (p != NULL) {
     uvp_promise_t *up = NULL;
-    if ((p->flags & UVP__F_WAITING) && p->link->state == UVP__S_PENDING &&
-        uvp__sole_consumer(p->link, p))
+    bool waits = (p->flags & UVP__F_WAITING) && uvp__is_pending(p->link);
+    if (waits && uvp__sole_consumer(p->link, p))
       up = uvp_promise_retain(p->link);
+    if (waits)
+      uvp__handler_abandoned(p);
     uvp__cancel_with(p, UV_ECANCELED);
     if (held != NULL)
       rel(held);
@@ -502,6 +556,7 @@ uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
 }
 
 void uvp__produced_forget(uvp_promise_t *p) {
+  forget_hook(p);
   p->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_MOVABLE);
 }
 

@@ -66,8 +66,9 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 
-/* Every kind but the cell: a callback and its argument.  32 bytes, one
- * slot of the context's reaction pool. */
+/* Every kind but the cell: a callback, its argument and the argument's
+ * destroy notifier (run once the callback can no longer be called; NULL
+ * for none).  40 bytes, one slot of the context's reaction pool. */
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
@@ -75,6 +76,7 @@ typedef struct uvp__handler_s {
     uvp__notify_cb notify; /* NOTIFY kinds */
   } cb;
   void *arg;
+  uvp_free_cb arg_free;
 } uvp__handler_t;
 
 /* A cell: the reaction of an owner that observes many inputs with the same
@@ -116,7 +118,8 @@ enum {
   UVP__F_CANCEL = 8u,   /* pending; value/fn hold a cancel hook */
   UVP__F_MOVABLE = 16u, /* pending; its producer may be handed on (take_over) */
   UVP__F_OWNED = 32u,   /* settled only by the library (combinators, timers) */
-  UVP__F_MANY = 64u     /* pending with more than one reaction */
+  UVP__F_MANY = 64u,    /* pending with more than one reaction */
+  UVP__F_CANCELLED = 128u /* rejected by a cancellation, or following one */
 };
 
 /* 48 bytes.  The context is named by its registry id, the creation site by

@@ -20,8 +20,11 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp_promise_t *t = uvp__rtarget(r);
   uvp__notify_cb notify = h->cb.notify;
   void *arg = h->arg;
+  uvp_free_cb arg_free = h->arg_free;
   if (kind != UVP__RK_NOTIFY_EMBEDDED)
     uvp__pool_put(&ctx->reactions, h);
+  if (arg_free != NULL)
+    arg_free(arg); /* the handler will never run */
   if (!uvp__rk_derived(kind)) {
     if (kind >= UVP__RK_NOTIFY)
       notify(arg, NULL);
@@ -65,8 +68,8 @@ bool uvp__sole_consumer(const uvp_promise_t *q, const void *who) {
 /* ---- reactions ----------------------------------------------------------- */
 
 static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
-                        void *arg, uvp_promise_t **out, const char *file,
-                        int line) {
+                        void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
+                        const char *file, int line) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (UVP__UNLIKELY(ctx->closed))
     return UVP_ECLOSED;
@@ -93,33 +96,68 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
     return UV_ENOMEM;
   }
   h->cb.then = cb;
+  h->arg_free = arg_free;
   uvp__attach(p, &h->r);
   if (out != NULL)
     *out = d;
   return 0;
 }
 
-int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
-                      uvp_promise_t **out, const char *file, int line) {
+int uvp_promise_on_full_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
+                           void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
+                           const char *file, int line) {
   if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
     return UV_EINVAL;
   /* The THEN kinds are the masks themselves (see promise.h). */
-  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, out, file, line);
+  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, arg_free, out, file,
+                      line);
+}
+
+int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
+                      uvp_promise_t **out, const char *file, int line) {
+  return uvp_promise_on_full_at(p, mask, cb, arg, NULL, out, file, line);
+}
+
+int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
+                                uvp_free_cb arg_free, uvp_promise_t **out,
+                                const char *file, int line) {
+  if (p == NULL)
+    return UV_EINVAL;
+  return add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, arg_free, out, file,
+                      line);
 }
 
 int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
                            uvp_promise_t **out, const char *file, int line) {
-  if (p == NULL)
-    return UV_EINVAL;
-  return add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, out, file, line);
+  return uvp_promise_finally_full_at(p, cb, arg, NULL, out, file, line);
+}
+
+/* d, waiting on its source for a handler, was cancelled: the handler will
+ * never run, so its argument goes now rather than when the source
+ * settles.  (A reaction already queued is not in the list: it lets go of
+ * its argument when it runs, later in this drain.) */
+void uvp__handler_abandoned(uvp_promise_t *d) {
+  for (uvp__reaction_t *r = d->link->reactions; r != NULL; r = r->next) {
+    uvp__handler_t *h = (uvp__handler_t *)(void *)r;
+    if (uvp__rtarget(r) == d && uvp__rk_derived(uvp__rkind(r)) &&
+        h->arg_free != NULL) {
+      uvp_free_cb arg_free = h->arg_free;
+      h->arg_free = NULL;
+      arg_free(h->arg);
+      return;
+    }
+  }
 }
 
 /* ---- running a reaction -------------------------------------------------- */
 
 /* Report a rejection nobody can observe any more.  The hook receives a
  * temporary promise valid only during the call, as documented. */
-static void report_lost(uvp_promise_t *src, int code, void *payload) {
+static void report_lost(uvp_promise_t *src, int code, void *payload,
+                        bool passed) {
   uvp_promise_t tmp = *src;
+  if (!passed) /* a new rejection, not src's cancellation passed on */
+    tmp.flags &= (uint8_t)~UVP__F_CANCELLED;
   tmp.state = UVP__S_REJECTED;
   tmp.code = code;
   tmp.value = payload;
@@ -128,8 +166,11 @@ static void report_lost(uvp_promise_t *src, int code, void *payload) {
   uvp__report_unhandled(&tmp);
 }
 
-/* Throw away what a handler returned when no promise can take it. */
-static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
+/* Throw away what a handler returned when no promise can take it.  A
+ * rejection is reported if `report`, unless it is src's own and a handler
+ * saw it (`seen`). */
+static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report,
+                    bool seen) {
   switch (ret->kind_) {
   case UVP_RET_VALUE_:
     if (ret->free_ != NULL)
@@ -137,7 +178,8 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
     break;
   case UVP_RET_REJECT_:
     if (report)
-      report_lost(src, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_);
+      report_lost(src, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_,
+                  false);
     if (ret->free_ != NULL)
       ret->free_(ret->ptr_);
     break;
@@ -146,8 +188,8 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report) {
       rel(ret->promise_);
     break;
   case UVP_RET_PASS_:
-    if (report && src->state == UVP__S_REJECTED)
-      report_lost(src, src->code, src->value);
+    if (report && !seen && src->state == UVP__S_REJECTED)
+      report_lost(src, src->code, src->value, true);
     break;
   default:
     break;
@@ -187,15 +229,16 @@ static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
  * result was copied with wide loads that its narrow stores could not
  * forward to, so each copy waited for those stores, and every older one
  * (a combinator's store into a cold result array), to reach the cache. */
-static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret) {
+static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret,
+                  bool seen) {
   if (d == NULL) {
-    discard(ret, src, true);
+    discard(ret, src, true, seen);
     return;
   }
   if (d->state != UVP__S_PENDING || !(d->flags & UVP__F_WAITING) ||
       d->link != src) {
     /* Cancelled (or torn down) while its reaction was queued. */
-    discard(ret, src, false);
+    discard(ret, src, false, seen);
     return;
   }
   d->flags &= (uint8_t)~UVP__F_WAITING;
@@ -269,7 +312,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
   case UVP_RET_ADOPT_:
     break;
   default:
-    discard(&ret, src, false);
+    discard(&ret, src, false, true);
     return uvp_ret_pass();
   }
   uvp_promise_t *q = ret.promise_;
@@ -325,6 +368,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_promise_t *t = uvp__rtarget(r);
   uvp_then_cb cb = h->cb.then;
   void *arg = h->arg;
+  uvp_free_cb arg_free = h->arg_free;
   uvp_promise_t *src, *d;
   if (uvp__rk_derived(kind)) {
     d = t;
@@ -343,16 +387,19 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
                 (d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
                  d->link == src);
   uvp_ret_t ret = uvp_ret_pass();
-  bool waiting = false;
+  bool waiting = false, seen = false;
   if (cb != NULL && wanted &&
       uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
     uvp_outcome_t in = outcome_of(src);
     ret = cb(arg, &in);
+    seen = true;
     if (uvp__rk_finally(kind))
       ret = finally_ret(ctx, src, d, ret, &waiting);
   }
+  if (arg_free != NULL)
+    arg_free(arg);
   if (!waiting)
-    apply(d, src, &ret);
+    apply(d, src, &ret, seen);
   rel_in(ctx, src);
   if (d != NULL)
     rel_in(ctx, d);
@@ -384,6 +431,7 @@ void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
   h->r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
   h->cb.notify = cb;
   h->arg = arg;
+  h->arg_free = NULL;
   uvp__attach(p, &h->r);
 }
 

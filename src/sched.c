@@ -124,7 +124,7 @@ static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
   if (ahead > UVP__PREFETCH_AHEAD) {
     const char *r = (const char *)q->ring[(q->rhead + UVP__PREFETCH_AHEAD) & mask];
     UVP__PREFETCH(r);
-    UVP__PREFETCH(r + sizeof(uvp__cell_t) - 1); /* a cell may span 2 lines */
+    UVP__PREFETCH(r + sizeof(uvp__handler_t) - 1); /* it may span 2 lines */
   }
   if (ahead != 0)
     UVP__PREFETCH(first_read(q->ring[(q->rhead + (ahead > 2 ? 2 : 0)) & mask]));
