@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
   double u0 = user_us();
   uint64_t t0 = uv_hrtime();
   uvp_promise_t *res;
-  uvp_map_opts_t o = {k, 0, NULL};
+  uvp_map_opts_t o = {.limit = k, .flags = 0, .on_settle = NULL};
   if (uvp_promise_map(ctx, n, start, NULL, &o, &res) != 0)
     return 1;
   uv_run(&loop, UV_RUN_DEFAULT);

@@ -298,9 +298,34 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 
 /* Install the unhandled-rejection hook (NULL restores the default: one line
- * on stderr naming the reason and the promise's creation site). */
+ * on stderr naming the reason and the promise's creation site).  What is
+ * reported: a rejected promise nobody registered a handler on, when its
+ * last reference goes or at uvp_ctx_close; and a new rejection a handler
+ * without a derived promise returns.  Never reported: a cancellation
+ * (UV_ECANCELED from uvp_promise_cancel, a timeout, a combinator or map
+ * cancelling its inputs, a derived promise cancelled, and whatever passes
+ * such a rejection on: the program asked for it), a teardown's UVP_ECLOSED,
+ * and a rejection a handler saw.  Errors: UV_EINVAL, UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
                                         void *arg);
+/* The same with a destroy notifier for `arg`: arg_free(arg) runs once, on
+ * the loop thread, when the hook is replaced or at uvp_ctx_close (after the
+ * last report; not while the hook runs). */
+UVP_EXTERN int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx,
+                                             uvp_unhandled_cb cb, void *arg,
+                                             uvp_free_cb arg_free);
+
+/* Data of your own on the context (a binding's per-context state): stored
+ * as given; free_cb (may be NULL) runs once, on the loop thread, when it is
+ * replaced or at uvp_ctx_close, after the teardown of every promise (a
+ * value's destructor that runs later, from a promise released after the
+ * close, must not use it).  Errors: UV_EINVAL, UVP_ECLOSED (free_cb then
+ * does not run). */
+UVP_EXTERN int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data,
+                                uvp_free_cb free_cb);
+/* What uvp_ctx_set_data stored (NULL: nothing, a NULL ctx, or after
+ * uvp_ctx_close).  Any thread, as long as nothing sets it meanwhile. */
+UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
 /* Print every pending promise with its creation site and age, one per line,
  * in the spirit of uv_print_active_handles().  Returns the count or a
@@ -697,6 +722,8 @@ typedef struct uvp_map_opts_s {
   size_t limit;              /* most items in flight; 0: uvp_pool_size() */
   int flags;                 /* 0 or UVP_MAP_FAIL_FAST */
   uvp_map_each_cb on_settle; /* optional */
+  uvp_free_cb arg_free;      /* optional: destroy notifier for `arg` (see
+                                uvp_promise_map) */
 } uvp_map_opts_t;
 
 /* Run `start` for items 0..n-1 with never more than opts->limit in flight.
@@ -705,7 +732,11 @@ typedef struct uvp_map_opts_s {
  * UV_ECANCELED).  With UVP_MAP_FAIL_FAST it instead rejects with the first
  * failure's reason.  Cancelling the result stops starting items and
  * cancels those in flight.  `opts` may be NULL (defaults).
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+ * opts->arg_free, if set, runs once on the loop thread with `arg` when
+ * neither callback will be called again: once the result is decided (all
+ * items in, a FAIL_FAST failure, a cancellation, teardown) and no callback
+ * is running; with n == 0, inside this call.
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
 #define uvp_promise_map(ctx, n, start, arg, opts, out)                         \
   uvp_promise_map_at((ctx), (n), (start), (arg), (opts), (out), __FILE__,      \
                      __LINE__)
@@ -774,13 +805,27 @@ typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
  * like the last step's promise (it fulfils with the last value when the
  * step function stops, and rejects with the first rejection).  Memory is
  * constant: only the current step's promise is held.  Cancelling the result
- * cancels the step in flight and calls no further step.
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+ * cancels the step in flight and calls no further step.  (A hand-written
+ * recursion, a handler that returns uvp_ret_adopt of the next step's
+ * chain, grows memory with the number of steps until the last settles, as
+ * `return step().then(again)` does in JavaScript: this is the
+ * constant-memory form.)
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
 #define uvp_promise_loop(ctx, step, arg, out)                                  \
   uvp_promise_loop_at((ctx), (step), (arg), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                    void *arg, uvp_promise_t **out,
                                    const char *file, int line);
+/* The same with a destroy notifier: arg_free(arg) runs once, on the loop
+ * thread, when no step will be called again (the result decided,
+ * cancelled or torn down, and no step running). */
+#define uvp_promise_loop_full(ctx, step, arg, arg_free, out)                   \
+  uvp_promise_loop_full_at((ctx), (step), (arg), (arg_free), (out), __FILE__, \
+                           __LINE__)
+UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
+                                        void *arg, uvp_free_cb arg_free,
+                                        uvp_promise_t **out, const char *file,
+                                        int line);
 
 /* The C form of a reduce with await: calls step for index 0..n-1, one at a
  * time, each with the previous outcome (index 0 gets `initial`'s outcome;
@@ -795,6 +840,15 @@ UVP_EXTERN int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n,
                                      uvp_promise_t *initial,
                                      uvp_promise_t **out, const char *file,
                                      int line);
+#define uvp_promise_reduce_full(ctx, n, step, arg, arg_free, initial, out)    \
+  uvp_promise_reduce_full_at((ctx), (n), (step), (arg), (arg_free),           \
+                             (initial), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_reduce_full_at(uvp_ctx_t *ctx, size_t n,
+                                          uvp_step_cb step, void *arg,
+                                          uvp_free_cb arg_free,
+                                          uvp_promise_t *initial,
+                                          uvp_promise_t **out,
+                                          const char *file, int line);
 
 /* Starts attempt number `attempt` (0-based): like uvp_map_start_cb. */
 typedef int (*uvp_attempt_cb)(void *arg, unsigned int attempt,
@@ -814,6 +868,8 @@ typedef struct uvp_retry_opts_s {
   const int *retry_on;   /* codes worth retrying; NULL: any code */
   size_t retry_on_count;
   uvp_retry_pred should_retry; /* if set, decides instead of retry_on */
+  uvp_free_cb arg_free;        /* optional: destroy notifier for `arg` (see
+                                  uvp_retry) */
 } uvp_retry_opts_t;
 
 /* Run `attempt`, and when its promise rejects with a retryable code start
@@ -823,8 +879,11 @@ typedef struct uvp_retry_opts_s {
  * alive: a retry in progress is work in progress, as the attempt's own
  * requests are.  Cancelling the result stops the wait and cancels the
  * attempt in flight.  `opts` may be NULL (defaults); it is copied, but
- * retry_on is borrowed until the result settles.
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+ * retry_on is borrowed until the result settles.  opts->arg_free, if set,
+ * runs once on the loop thread with `arg` when neither `attempt` nor
+ * should_retry will be called again (the result decided, cancelled or torn
+ * down, and no callback running).
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
 #define uvp_retry(ctx, attempt, arg, opts, out)                                \
   uvp_retry_at((ctx), (attempt), (arg), (opts), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,

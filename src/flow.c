@@ -20,7 +20,20 @@ typedef struct drive_s {
   uvp_promise_t *cur;    /* the promise awaited */
   uvp__notify_cb react;  /* what runs when cur settles */
   int refs;
+  void *arg; /* the user's callbacks' */
+  uvp_free_cb arg_free;
+  int calling; /* a user callback is running */
 } drive_t;
+
+/* Once the result is decided and no callback is running, none will run
+ * again: arg goes. */
+static void drive_free_arg(drive_t *d) {
+  if (d->result == NULL && d->calling == 0 && d->arg_free != NULL) {
+    uvp_free_cb f = d->arg_free;
+    d->arg_free = NULL;
+    f(d->arg);
+  }
+}
 
 static void drive_unref(drive_t *d) {
   if (--d->refs == 0) {
@@ -39,6 +52,7 @@ static void drive_decide(drive_t *d, uvp_promise_t *src, int code) {
   else
     uvp__reject(r, code, NULL, NULL);
   uvp__rel(r);
+  drive_free_arg(d);
   drive_unref(d); /* the share */
 }
 
@@ -78,6 +92,7 @@ static void drive_cancel(uvp_promise_t *result, void *arg) {
       uvp__is_pending(d->cur))
     (void)uvp_promise_cancel(d->cur);
   uvp__rel(r);
+  drive_free_arg(d);
   drive_unref(d); /* the share */
   drive_unref(d); /* guard */
 }
@@ -85,7 +100,8 @@ static void drive_cancel(uvp_promise_t *result, void *arg) {
 /* A driver with `size` bytes of state, zeroed: NULL on failure (no memory,
  * the only reason). */
 static void *drive_new(uvp_ctx_t *ctx, size_t size, uvp__notify_cb react,
-                       const char *file, int line) {
+                       void *arg, uvp_free_cb arg_free, const char *file,
+                       int line) {
   drive_t *d = uvp__calloc(1, size);
   if (d == NULL)
     return NULL;
@@ -96,6 +112,8 @@ static void *drive_new(uvp_ctx_t *ctx, size_t size, uvp__notify_cb react,
   }
   d->ctx = ctx;
   d->react = react;
+  d->arg = arg;
+  d->arg_free = arg_free;
   d->refs = 1; /* the share */
   return d;
 }
@@ -105,7 +123,6 @@ static void *drive_new(uvp_ctx_t *ctx, size_t size, uvp__notify_cb react,
 typedef struct seq_s {
   drive_t d; /* first */
   uvp_step_cb step;
-  void *arg;
   size_t index;
   size_t n;
 } seq_t;
@@ -122,10 +139,12 @@ static void seq_react(void *arg, const uvp_outcome_t *in) {
     drive_decide(d, in->promise, 0);
   } else {
     uvp_promise_t *next = NULL;
-    int rc = s->step(s->arg, s->index++, in, &next);
+    d->calling++;
+    int rc = s->step(d->arg, s->index++, in, &next);
+    d->calling--;
     next = drive_take(d, next, &rc);
     if (d->result == NULL)
-      ; /* cancelled inside the step */
+      drive_free_arg(d); /* cancelled inside the step */
     else if (rc != 0)
       drive_decide(d, NULL, rc < 0 ? rc : UV_EINVAL);
     else if (next == NULL)
@@ -138,14 +157,14 @@ static void seq_react(void *arg, const uvp_outcome_t *in) {
 }
 
 static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
-                     uvp_promise_t *initial, uvp_promise_t **out,
-                     const char *file, int line) {
+                     uvp_free_cb arg_free, uvp_promise_t *initial,
+                     uvp_promise_t **out, const char *file, int line) {
   int rc = step == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc == 0 && initial != NULL && uvp__promise_ctx(initial) != ctx)
     rc = UVP_EXCTX;
   if (rc != 0)
     return rc;
-  seq_t *s = drive_new(ctx, sizeof(*s), seq_react, file, line);
+  seq_t *s = drive_new(ctx, sizeof(*s), seq_react, arg, arg_free, file, line);
   uvp_promise_t *first =
       s == NULL ? NULL
       : initial != NULL ? uvp_promise_retain(initial)
@@ -164,21 +183,33 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
   s->d.cur = first;
   s->d.refs++; /* the reaction */
   s->step = step;
-  s->arg = arg;
   s->n = n;
   *out = s->d.result;
   return 0;
 }
 
+int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
+                             uvp_free_cb arg_free, uvp_promise_t **out,
+                             const char *file, int line) {
+  return seq_start(ctx, SIZE_MAX, step, arg, arg_free, NULL, out, file, line);
+}
+
 int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
                         uvp_promise_t **out, const char *file, int line) {
-  return seq_start(ctx, SIZE_MAX, step, arg, NULL, out, file, line);
+  return seq_start(ctx, SIZE_MAX, step, arg, NULL, NULL, out, file, line);
+}
+
+int uvp_promise_reduce_full_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
+                               void *arg, uvp_free_cb arg_free,
+                               uvp_promise_t *initial, uvp_promise_t **out,
+                               const char *file, int line) {
+  return seq_start(ctx, n, step, arg, arg_free, initial, out, file, line);
 }
 
 int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
                           void *arg, uvp_promise_t *initial,
                           uvp_promise_t **out, const char *file, int line) {
-  return seq_start(ctx, n, step, arg, initial, out, file, line);
+  return seq_start(ctx, n, step, arg, NULL, initial, out, file, line);
 }
 
 /* ---- retry ---------------------------------------------------------------- */
@@ -186,7 +217,6 @@ int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
 typedef struct retry_s {
   drive_t d; /* first; cur is the attempt, or the backoff delay */
   uvp_attempt_cb attempt;
-  void *arg;
   uvp_retry_opts_t opts;
   uint64_t rng;
   unsigned int tries; /* attempts started */
@@ -197,12 +227,16 @@ typedef struct retry_s {
 
 static void retry_start_attempt(retry_t *t) {
   uvp_promise_t *p = NULL;
-  int rc = t->attempt(t->arg, t->tries++, &p);
+  t->d.calling++;
+  int rc = t->attempt(t->d.arg, t->tries++, &p);
+  t->d.calling--;
   if (rc == 0 && p == NULL)
     rc = UV_EINVAL;
   p = drive_take(&t->d, p, &rc);
-  if (t->d.result == NULL)
-    return; /* cancelled from inside the attempt */
+  if (t->d.result == NULL) {
+    drive_free_arg(&t->d); /* cancelled from inside the attempt */
+    return;
+  }
   if (rc != 0) {
     /* A refused start is a failed attempt like any other. */
     p = uvp__promise_new(t->d.ctx, t->file, t->line);
@@ -216,8 +250,12 @@ static void retry_start_attempt(retry_t *t) {
 }
 
 static bool retryable(retry_t *t, int code) {
-  if (t->opts.should_retry != NULL)
-    return t->opts.should_retry(t->arg, code, t->tries - 1) != 0;
+  if (t->opts.should_retry != NULL) {
+    t->d.calling++;
+    bool again = t->opts.should_retry(t->d.arg, code, t->tries - 1) != 0;
+    t->d.calling--;
+    return again;
+  }
   if (t->opts.retry_on == NULL)
     return true;
   for (size_t i = 0; i < t->opts.retry_on_count; i++)
@@ -287,14 +325,14 @@ int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
   int rc = attempt == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  retry_t *t = drive_new(ctx, sizeof(*t), retry_react, file, line);
+  retry_t *t = drive_new(ctx, sizeof(*t), retry_react, arg,
+                         opts != NULL ? opts->arg_free : NULL, file, line);
   if (t == NULL)
     return UV_ENOMEM;
   if (opts != NULL)
     t->opts = *opts;
   retry_defaults(&t->opts);
   t->attempt = attempt;
-  t->arg = arg;
   t->rng = uv_hrtime() | 1;
   t->file = file;
   t->line = line;

@@ -21,8 +21,20 @@ typedef struct map_s {
   uvp_map_start_cb start;
   uvp_map_each_cb each;
   void *arg;
+  uvp_free_cb arg_free;
+  int calling; /* start or each is running */
   uvp_settled_list_t view;
 } map_t;
+
+/* Once the map is decided and no callback is running, none will run
+ * again: arg goes.  Guarded, as the last thing a caller does may free m. */
+static void maybe_free_arg(map_t *m) {
+  if (m->done && m->calling == 0 && m->arg_free != NULL) {
+    uvp_free_cb f = m->arg_free;
+    m->arg_free = NULL;
+    f(m->arg);
+  }
+}
 
 size_t uvp_pool_size(void) {
   const char *s = getenv("UV_THREADPOOL_SIZE");
@@ -60,7 +72,9 @@ static void fail_fast(map_t *m, uvp_promise_t *failed, int code) {
  * every outcome reaches the caller the same way: later, from its cell. */
 static void start_one(map_t *m, size_t i) {
   uvp_promise_t *p = NULL;
+  m->calling++;
   int rc = m->start(m->arg, i, &p);
+  m->calling--;
   if (rc == 0 && p == NULL)
     rc = UV_EINVAL;
   if (rc == 0 && uvp__promise_ctx(p) != m->f.ctx) {
@@ -76,8 +90,11 @@ static void start_one(map_t *m, size_t i) {
       uvp__slot_record(&m->f.slots[i], UV_ENOMEM, NULL);
       m->view.rejected++;
       m->remaining--;
-      if (m->each != NULL)
+      if (m->each != NULL) {
+        m->calling++;
         m->each(m->arg, i, &o);
+        m->calling--;
+      }
       if (m->flags & UVP_MAP_FAIL_FAST)
         fail_fast(m, NULL, UV_ENOMEM); /* pump() then sees `done`, stops */
       return;
@@ -105,6 +122,7 @@ static void pump(map_t *m) {
   if (!m->done && m->remaining == 0 && m->f.result != NULL)
     settle_result(m);
   m->pumping = false;
+  maybe_free_arg(m);
   uvp__fanin_unref(&m->f);
 }
 
@@ -125,12 +143,16 @@ static void cell_run(uvp__cell_owner_t *owner, size_t i,
     m->view.fulfilled++;
   else
     m->view.rejected++;
-  if (!m->done && m->each != NULL)
+  if (!m->done && m->each != NULL) {
+    m->calling++;
     m->each(m->arg, i, in);
+    m->calling--;
+  }
   if (!m->done && in->status != 0 && (m->flags & UVP_MAP_FAIL_FAST))
     fail_fast(m, in->promise, 0);
   else if (!m->done)
     pump(m);
+  maybe_free_arg(m);
   uvp__fanin_unref(&m->f); /* the guard */
   uvp__fanin_unref(&m->f); /* this cell */
 }
@@ -145,13 +167,14 @@ static void map_cancel(uvp_promise_t *result, void *arg) {
     cancel_inflight(m);
   uvp__fanin_release_share(&m->f);
   uvp__fanin_drop_result(&m->f);
+  maybe_free_arg(m);
   uvp__fanin_unref(&m->f);
 }
 
 int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n, uvp_map_start_cb start,
                        void *arg, const uvp_map_opts_t *opts,
                        uvp_promise_t **out, const char *file, int line) {
-  uvp_map_opts_t defaults = {0, 0, NULL};
+  uvp_map_opts_t defaults = {0};
   if (opts == NULL)
     opts = &defaults;
   int rc = out == NULL || start == NULL || (opts->flags & ~UVP_MAP_FAIL_FAST)
@@ -176,6 +199,7 @@ int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n, uvp_map_start_cb start,
   m->start = start;
   m->each = opts->on_settle;
   m->arg = arg;
+  m->arg_free = opts->arg_free;
   *out = m->f.result;
   pump(m);
   return 0;

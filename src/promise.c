@@ -57,7 +57,9 @@ void uvp__report_unhandled(uvp_promise_t *p) {
     return;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->unhandled_cb != NULL) {
+    ctx->in_unhandled++;
     ctx->unhandled_cb(p, ctx->unhandled_arg);
+    uvp__unhandled_done(ctx);
     return;
   }
   const char *file;

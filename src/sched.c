@@ -396,13 +396,49 @@ int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
   return rc;
 }
 
-int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
+/* Let go of the hook's and the data's arguments (replaced, or at close). */
+static void drop_arg(void **arg, uvp_free_cb *arg_free) {
+  uvp_free_cb f = *arg_free;
+  void *a = *arg;
+  *arg_free = NULL;
+  *arg = NULL;
+  if (f != NULL)
+    f(a);
+}
+
+void uvp__unhandled_done(uvp_ctx_t *ctx) {
+  if (--ctx->in_unhandled == 0 && ctx->closed)
+    drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
+}
+
+int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
+                                  void *arg, uvp_free_cb arg_free) {
   int rc = uvp__ctx_check(ctx);
-  if (rc == 0) {
-    ctx->unhandled_cb = cb;
-    ctx->unhandled_arg = arg;
-  }
-  return rc;
+  if (rc != 0)
+    return rc;
+  drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
+  ctx->unhandled_cb = cb;
+  ctx->unhandled_arg = arg;
+  ctx->unhandled_free = cb != NULL ? arg_free : NULL;
+  return 0;
+}
+
+int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
+  return uvp_ctx_set_unhandled_cb_full(ctx, cb, arg, NULL);
+}
+
+int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data, uvp_free_cb free_cb) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  drop_arg(&ctx->data, &ctx->data_free);
+  ctx->data = data;
+  ctx->data_free = free_cb;
+  return 0;
+}
+
+void *uvp_ctx_data(const uvp_ctx_t *ctx) {
+  return ctx != NULL ? ctx->data : NULL;
 }
 
 int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
@@ -455,6 +491,12 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
     ctx->idle_active = false;
   }
   uvp__sweep(ctx);
+  /* Nothing is reported after the sweep (nothing settles any more): the
+   * hook's argument and the context's data go now, on this thread. */
+  ctx->unhandled_cb = NULL;
+  if (ctx->in_unhandled == 0) /* else when the hook returns */
+    drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
+  drop_arg(&ctx->data, &ctx->data_free);
   uv_close((uv_handle_t *)&ctx->idle, handle_closed);
   uv_close((uv_handle_t *)&ctx->check, handle_closed);
   uv_close((uv_handle_t *)&ctx->async, handle_closed);

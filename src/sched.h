@@ -63,6 +63,10 @@ struct uvp_ctx_s {
   uvp__sites_t sites;
   uvp_unhandled_cb unhandled_cb;
   void *unhandled_arg;
+  uvp_free_cb unhandled_free;
+  int in_unhandled; /* the hook is running (it may close the context) */
+  void *data; /* uvp_ctx_set_data */
+  uvp_free_cb data_free;
   uvp__ext_t *ops; /* the operation layer's (op.c); NULL until used */
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
@@ -175,6 +179,8 @@ void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
 /* Objects that outlive promises (a TCP connection) keep the context's
  * memory until they are gone. */
 void uvp__hold(uvp_ctx_t *ctx);
+/* After the unhandled hook returned (its argument may go now). */
+void uvp__unhandled_done(uvp_ctx_t *ctx);
 void uvp__drop(uvp_ctx_t *ctx);
 
 #endif

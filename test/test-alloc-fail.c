@@ -228,11 +228,11 @@ static int step(void *arg, size_t i, const uvp_outcome_t *prev,
 
 static void scenario_time_map_flow(run_t *r) {
   uvp_promise_t *m = NULL, *t = NULL, *never = NULL, *re = NULL, *lo = NULL;
-  uvp_map_opts_t o = {3, 0, NULL};
+  uvp_map_opts_t o = {.limit = 3, .flags = 0, .on_settle = NULL};
   OK_OR_ENOMEM(uvp_promise_map(r->ctx, 40, start_item, r, &o, &m));
   if (uvp_promise_new(r->ctx, &never) == 0)
     OK_OR_ENOMEM(uvp_timeout(never, 1, UVP_KEEP_ALIVE, &t));
-  uvp_retry_opts_t ro = {3, 1, 2, 2.0, 0.0, NULL, 0, NULL};
+  uvp_retry_opts_t ro = {.attempts = 3, .base_ms = 1, .max_ms = 2, .factor = 2.0, .jitter = 0.0, .retry_on = NULL, .retry_on_count = 0, .should_retry = NULL};
   OK_OR_ENOMEM(uvp_retry(r->ctx, attempt, r, &ro, &re));
   OK_OR_ENOMEM(uvp_promise_loop(r->ctx, step, r, &lo));
   uv_run(&r->loop, UV_RUN_DEFAULT);

@@ -168,7 +168,7 @@ static void test_map_limit_with_timers(void **state) {
   fixture_t *f = *state;
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_DELAY, 50, 7);
-  uvp_map_opts_t o = {7, 0, fan_each};
+  uvp_map_opts_t o = {.limit = 7, .flags = 0, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   /* The first `limit` start inside the call. */
@@ -188,7 +188,7 @@ static void test_map_limit_settled_items_with_rejections(void **state) {
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_RESOLVED, 60, 5);
   fa.reject_every = 4;
-  uvp_map_opts_t o = {5, 0, fan_each};
+  uvp_map_opts_t o = {.limit = 5, .flags = 0, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   /* Already settled items still occupy their slot until seen. */
@@ -216,7 +216,7 @@ static void test_map_default_limit_is_pool_size(void **state) {
   for (int variant = 0; variant < 2; variant++) {
     fan_t fa;
     fan_init(&fa, f->ctx, ITEM_RESOLVED, 3 * pool + 1, pool);
-    uvp_map_opts_t o = {0, 0, fan_each};
+    uvp_map_opts_t o = {.limit = 0, .flags = 0, .on_settle = fan_each};
     uvp_promise_t *r;
     if (variant == 0) {
       /* opts NULL (no on_settle to count settlements): the first `limit`
@@ -249,7 +249,7 @@ static void test_map_streaming_completion_order(void **state) {
   enum { N = 30, K = 4 };
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
-  uvp_map_opts_t o = {K, 0, fan_each};
+  uvp_map_opts_t o = {.limit = K, .flags = 0, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   /* Settle the newest started item first (the opposite of input order),
@@ -307,7 +307,7 @@ static void test_map_start_error_is_item_rejection(void **state) {
   fan_init(&fa, f->ctx, ITEM_RESOLVED, 10, 3);
   fa.error_at = 4;
   fa.start_error = UV_ENOENT;
-  uvp_map_opts_t o = {3, 0, fan_each};
+  uvp_map_opts_t o = {.limit = 3, .flags = 0, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   run_loop(f);
@@ -329,7 +329,7 @@ static void test_map_start_error_fail_fast(void **state) {
   fan_init(&fa, f->ctx, ITEM_MANUAL, 10, 3);
   fa.error_at = 1;
   fa.start_error = UV_EACCES;
-  uvp_map_opts_t o = {3, UVP_MAP_FAIL_FAST, fan_each};
+  uvp_map_opts_t o = {.limit = 3, .flags = UVP_MAP_FAIL_FAST, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   assert_int_equal(fa.starts, 3);
@@ -355,7 +355,7 @@ static void test_map_fail_fast_cancels_in_flight(void **state) {
   int freed = 0;
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
-  uvp_map_opts_t o = {K, UVP_MAP_FAIL_FAST, fan_each};
+  uvp_map_opts_t o = {.limit = K, .flags = UVP_MAP_FAIL_FAST, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   assert_int_equal(fa.starts, K);
@@ -408,7 +408,7 @@ static void test_map_100k_settled_items_constant_stack(void **state) {
     fan_t fa;
     fan_init(&fa, f->ctx, ITEM_RESOLVED, N, limits[v]);
     fa.stack_probe = true;
-    uvp_map_opts_t o = {limits[v], 0, fan_each};
+    uvp_map_opts_t o = {.limit = limits[v], .flags = 0, .on_settle = fan_each};
     uvp_promise_t *r, *s;
     fan_map(&fa, &o, &r, &s);
     run_loop(f);
@@ -432,7 +432,7 @@ static void test_map_100k_timer_items_limit_1000(void **state) {
   enum { N = 100000, K = 1000 };
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_DELAY, N, K);
-  uvp_map_opts_t o = {K, 0, fan_each};
+  uvp_map_opts_t o = {.limit = K, .flags = 0, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   run_loop(f);
@@ -453,7 +453,7 @@ static void test_map_cancel_result(void **state) {
   enum { N = 10, K = 3 };
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
-  uvp_map_opts_t o = {K, 0, fan_each};
+  uvp_map_opts_t o = {.limit = K, .flags = 0, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   assert_int_equal(uvp_promise_resolve(fa.items[0], IDX(0), NULL), 0);
@@ -486,7 +486,7 @@ static void test_map_arguments_and_empty(void **state) {
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_RESOLVED, 0, 1);
   uvp_promise_t *r = NULL, *s;
-  uvp_map_opts_t bad = {1, 0x100, NULL};
+  uvp_map_opts_t bad = {.limit = 1, .flags = 0x100, .on_settle = NULL};
   assert_int_equal(uvp_promise_map(NULL, 1, fan_start, &fa, NULL, &r),
                    UV_EINVAL);
   assert_int_equal(uvp_promise_map(f->ctx, 1, NULL, &fa, NULL, &r), UV_EINVAL);
@@ -717,7 +717,7 @@ static void alloc_fail_building_map(int flags) {
     count_unhandled_on(ctx);
     fan_t fa;
     fan_init(&fa, ctx, ITEM_MANUAL, N, N);
-    uvp_map_opts_t o = {N, flags, fan_each};
+    uvp_map_opts_t o = {.limit = N, .flags = flags, .on_settle = fan_each};
     uvp_promise_t *r = SENTINEL(6);
     arm(k);
     int rc = uvp_promise_map(ctx, N, fan_start, &fa, &o, &r);

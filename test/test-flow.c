@@ -210,7 +210,7 @@ static void test_retry_succeeds_after_failures_with_backoff(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, 2, UV_ECONNREFUSED, {0}, NULL, 0};
   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT};
-  uvp_retry_opts_t o = {5, 20, 1000, 2.0, 0.0, codes, 2, NULL};
+  uvp_retry_opts_t o = {.attempts = 5, .base_ms = 20, .max_ms = 1000, .factor = 2.0, .jitter = 0.0, .retry_on = codes, .retry_on_count = 2, .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -225,7 +225,7 @@ static void test_retry_succeeds_after_failures_with_backoff(void **state) {
 static void test_retry_gives_up_after_attempts(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ETIMEDOUT, {0}, NULL, 0};
-  uvp_retry_opts_t o = {4, 1, 5, 2.0, 0.5, NULL, 0, NULL};
+  uvp_retry_opts_t o = {.attempts = 4, .base_ms = 1, .max_ms = 5, .factor = 2.0, .jitter = 0.5, .retry_on = NULL, .retry_on_count = 0, .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -238,7 +238,7 @@ static void test_retry_predicate_stops_on_unlisted_code(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ENOENT, {0}, NULL, 0};
   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT};
-  uvp_retry_opts_t o = {5, 1, 5, 2.0, 0.0, codes, 2, NULL};
+  uvp_retry_opts_t o = {.attempts = 5, .base_ms = 1, .max_ms = 5, .factor = 2.0, .jitter = 0.0, .retry_on = codes, .retry_on_count = 2, .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -256,7 +256,7 @@ static int only_twice(void *arg, int code, unsigned attempt) {
 static void test_retry_custom_predicate(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNRESET, {0}, NULL, 0};
-  uvp_retry_opts_t o = {9, 1, 5, 2.0, 0.0, NULL, 0, only_twice};
+  uvp_retry_opts_t o = {.attempts = 9, .base_ms = 1, .max_ms = 5, .factor = 2.0, .jitter = 0.0, .retry_on = NULL, .retry_on_count = 0, .should_retry = only_twice};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -275,7 +275,7 @@ static void stop_loop_cb(uv_timer_t *t) {
 static void test_retry_cancel_during_backoff(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNREFUSED, {0}, NULL, 0};
-  uvp_retry_opts_t o = {5, 200, 1000, 2.0, 0.0, NULL, 0, NULL};
+  uvp_retry_opts_t o = {.attempts = 5, .base_ms = 200, .max_ms = 1000, .factor = 2.0, .jitter = 0.0, .retry_on = NULL, .retry_on_count = 0, .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   s.inflight = r;
@@ -349,7 +349,7 @@ static item_ref_t item_refs[12];
 static int start_with_retry(void *arg, size_t i, uvp_promise_t **out) {
   fanout_retry_t *st = arg;
   static const int codes[] = {UV_ECONNREFUSED};
-  uvp_retry_opts_t o = {4, 1, 4, 2.0, 0.5, codes, 1, NULL};
+  uvp_retry_opts_t o = {.attempts = 4, .base_ms = 1, .max_ms = 4, .factor = 2.0, .jitter = 0.5, .retry_on = codes, .retry_on_count = 1, .should_retry = NULL};
   item_refs[i].st = st;
   item_refs[i].index = i;
   return uvp_retry(st->f->ctx, item_attempt, &item_refs[i], &o, out);
@@ -360,7 +360,7 @@ static void test_map_items_retry(void **state) {
   fanout_retry_t st;
   memset(&st, 0, sizeof(st));
   st.f = f;
-  uvp_map_opts_t mo = {3, 0, NULL};
+  uvp_map_opts_t mo = {.limit = 3, .flags = 0, .on_settle = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_promise_map(f->ctx, 12, start_with_retry, &st, &mo, &r),
                    0);
