@@ -107,7 +107,8 @@ UVP_EXTERN const char *uvp_version_string(void);
   XX(ECLOSED, -30003, "promise context closed")                                \
   XX(EXCTX, -30004, "promises belong to different contexts")                   \
   XX(EAGGREGATE, -30005, "all promises were rejected")                         \
-  XX(EUNHANDLED, -30006, "unhandled rejection")
+  XX(EUNHANDLED, -30006, "unhandled rejection")                               \
+  XX(ETHREAD, -30007, "called off the context's loop thread")
 
 typedef enum {
 #define XX(name, val, msg) UVP_##name = (val),
@@ -265,6 +266,19 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
+
+/* Checks of how the library is used, off by default (each costs a test on
+ * the calls it guards):
+ *   UVP_CHECK_THREAD  a loop-thread-only call made from another thread
+ *                     (the classic libuv embedding bug) fails with
+ *                     UVP_ETHREAD instead of corrupting the context's
+ *                     state; uvp_promise_retain returns NULL.
+ * The environment variable UVP_CHECKS=thread turns it on for every context
+ * a process creates.  (Double releases and uses of a released promise are
+ * reported by ASan and valgrind builds: uvp tells both tools about its
+ * slabs.)  Errors: UV_EINVAL (NULL ctx, unknown bits), UVP_ECLOSED. */
+enum { UVP_CHECK_THREAD = 1 };
+UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
 
 /* Maximum number of handlers run per scheduler callback (two per loop
  * iteration: idle and check phases) before yielding to timers and I/O.
@@ -682,9 +696,16 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             const char *file, int line);
 
 /* timeout: settles like `p` if p settles within `ms`; otherwise rejects with
- * UV_ETIMEDOUT and cancels p (uvp_promise_cancel: p's producer hook runs).
- * Cancelling the result cancels p.  Borrows p.
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+ * UV_ETIMEDOUT: Promise.race([p, timeout(ms)]).  Then p is cancelled
+ * (uvp_promise_cancel: its producer's hook runs, and a timed-out request
+ * really stops) if the timeout is all that waits for it; a p other
+ * consumers wait for is left alone, and they go on waiting, as with
+ * Promise.race.  UVP_CANCEL_INPUT in flags cancels p in either case.
+ * Cancelling the result cancels p by the same rule.  The result keeps
+ * itself alive while pending (its timer holds it).  Borrows p.
+ * Errors: UV_EINVAL (NULL p or out, unknown flags), UV_ENOMEM,
+ * UVP_ECLOSED. */
+enum { UVP_CANCEL_INPUT = 8 };
 #define uvp_timeout(p, ms, flags, out)                                         \
   uvp_timeout_at((p), (ms), (flags), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
@@ -1134,6 +1155,18 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host,
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
                                 int line);
+/* The same, handing `buf` over: buf_free(buf) runs once, on the loop
+ * thread, when libuv is done with the bytes (all written, failed, or
+ * dropped because the connection closed), whatever happens to the
+ * promise; inside this call if the kernel took every byte at once.  On
+ * error nothing was written and buf is still yours. */
+#define uvp_tcp_write_full(t, buf, len, buf_free, out)                         \
+  uvp_tcp_write_full_at((t), (buf), (len), (buf_free), (out), __FILE__,        \
+                        __LINE__)
+UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf,
+                                     size_t len, uvp_free_cb buf_free,
+                                     uvp_promise_t **out, const char *file,
+                                     int line);
 
 /* The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
  * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
@@ -1212,6 +1245,35 @@ typedef int (*uvp_work_cb)(void *arg, void **result);
 UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                            uvp_free_cb result_free, uvp_promise_t **out,
                            const char *file, int line);
+
+/* How a job ended, told once to its done callback. */
+typedef enum {
+  UVP_WORK_SETTLED = 0,  /* it ran, and its outcome settled the promise */
+  UVP_WORK_CANCELLED = 1, /* cancelled while queued: it never ran */
+  UVP_WORK_CLOSED = 2,   /* the context was closed while it was queued: it
+                            never ran */
+  UVP_WORK_ABANDONED = 3 /* its promise was cancelled (or torn down) while
+                            it ran; it finished, and its result went to
+                            result_free */
+} uvp_work_end_t;
+
+/* Called once per job, on the loop thread, when the job's `arg` will never
+ * be touched by uvp again (the job has returned or will never run): free
+ * the job's data here.  After uvp_ctx_close it still runs, when the loop
+ * runs the request's callback. */
+typedef void (*uvp_work_done_cb)(void *arg, uvp_work_end_t end);
+
+/* uvp_work with a done callback (may be NULL).  The promise settles first;
+ * its handlers run later, from the scheduler, so they may still see `arg`
+ * only if done has not freed it: pass what the handlers need in the
+ * job's result instead.  On error done does not run: arg is still yours. */
+#define uvp_work_full(ctx, work_cb, arg, done, result_free, out)              \
+  uvp_work_full_at((ctx), (work_cb), (arg), (done), (result_free), (out),     \
+                   __FILE__, __LINE__)
+UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb,
+                                void *arg, uvp_work_done_cb done,
+                                uvp_free_cb result_free, uvp_promise_t **out,
+                                const char *file, int line);
 
 /* ------------------------------------------------------------------------ */
 /* Processes (uv_spawn)                                                      */

@@ -128,6 +128,8 @@ uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
   if (p == NULL)
     return NULL;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (UVP__UNLIKELY(ctx->check_thread) && !uvp__on_loop_thread(ctx))
+    return NULL;
   if (UVP__UNLIKELY(ctx->closed)) {
     uvp__lock(ctx);
     p->refs++;
@@ -233,8 +235,9 @@ static bool settleable(const uvp_promise_t *p) {
 }
 
 static int check_settleable(const uvp_promise_t *p) {
-  if (UVP__UNLIKELY(uvp__promise_ctx(p)->closed))
-    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(uvp__promise_ctx(p));
+  if (UVP__UNLIKELY(rc != 0))
+    return rc;
   return settleable(p) ? 0 : UVP_ESETTLED;
 }
 
@@ -313,8 +316,9 @@ int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
 static int check_pending(const uvp_promise_t *p) {
   if (p == NULL)
     return UV_EINVAL;
-  if (uvp__promise_ctx(p)->closed)
-    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(uvp__promise_ctx(p));
+  if (rc != 0)
+    return rc;
   return p->state == UVP__S_PENDING ? 0 : UVP_ESETTLED;
 }
 
@@ -415,10 +419,9 @@ int uvp_promise_cancel(uvp_promise_t *p) {
 
 int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out, const char *file,
                        int line) {
-  if (ctx == NULL || out == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   uvp_promise_t *p = promise_alloc(ctx, file, line);
   if (p == NULL)
     return UV_ENOMEM;

@@ -210,6 +210,8 @@ void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
  * promise or a cell owner): then nobody else can observe q any more, and
  * cancelling `who` may cancel q (uvp_promise_cancel's rule). */
 bool uvp__sole_consumer(const uvp_promise_t *q, const void *who);
+/* Whether q's one reaction is an observer (uvp__observe) with `arg`. */
+bool uvp__only_observer(const uvp_promise_t *q, const void *arg);
 
 /* ---- for the scheduler ---------------------------------------------------- */
 

@@ -65,14 +65,21 @@ bool uvp__sole_consumer(const uvp_promise_t *q, const void *who) {
   return true;
 }
 
+bool uvp__only_observer(const uvp_promise_t *q, const void *arg) {
+  const uvp__reaction_t *r = q->reactions;
+  return r != NULL && r->next == NULL && uvp__rkind(r) == UVP__RK_NOTIFY &&
+         ((const uvp__handler_t *)(const void *)r)->arg == arg;
+}
+
 /* ---- reactions ----------------------------------------------------------- */
 
 static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
                         void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
                         const char *file, int line) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (UVP__UNLIKELY(ctx->closed))
-    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(ctx);
+  if (UVP__UNLIKELY(rc != 0))
+    return rc;
   uvp_promise_t *d = NULL;
   uvp_promise_t *target = p;
   if (out != NULL) {

@@ -312,6 +312,12 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
 
 /* ---- context ------------------------------------------------------------- */
 
+/* UVP_CHECKS=thread turns the thread check on for every context. */
+static unsigned int checks_from_env(void) {
+  const char *s = getenv("UVP_CHECKS");
+  return s != NULL && strstr(s, "thread") != NULL ? UVP_CHECK_THREAD : 0;
+}
+
 /* Undo what ctx_init did before it failed. */
 static int ctx_init_failed(uvp_ctx_t *ctx, int rc) {
   if (ctx->id != 0)
@@ -344,6 +350,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   ctx->thread = &uvp__thread_anchor;
   ctx->budget = UVP__DEFAULT_BUDGET;
   ctx->epoch = uv_now(loop);
+  ctx->check_thread = checks_from_env() & UVP_CHECK_THREAD;
   uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
   uvp__pool_init(&ctx->reactions, sizeof(uvp__handler_t));
 
@@ -427,6 +434,14 @@ int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
   return uvp_ctx_set_unhandled_cb_full(ctx, cb, arg, NULL);
 }
 
+int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {
+  int rc = (checks & ~(unsigned)UVP_CHECK_THREAD) ? UV_EINVAL
+                                                   : uvp__ctx_check(ctx);
+  if (rc == 0)
+    ctx->check_thread = (checks & UVP_CHECK_THREAD) != 0;
+  return rc;
+}
+
 int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data, uvp_free_cb free_cb) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
@@ -465,10 +480,9 @@ static void handle_closed(uv_handle_t *h) {
 }
 
 int uvp_ctx_close(uvp_ctx_t *ctx) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   /* Held across the whole sweep: from `closed` on, other threads change
    * references only under this lock. */
   uvp__lock(ctx);

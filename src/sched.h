@@ -47,6 +47,7 @@ struct uvp_ctx_s {
   uint16_t id;        /* in the registry */
   const char *thread; /* the loop thread's &uvp__thread_anchor */
   bool closed;        /* written by the loop thread under `mu` */
+  bool check_thread;  /* UVP_CHECK_THREAD */
   bool freeing;       /* draining free_stack */
   bool idle_active;
   unsigned int budget;
@@ -85,13 +86,6 @@ static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
   return uvp__contexts[p->ctx_id];
 }
 
-/* 0, or why a call naming ctx cannot proceed. */
-static inline int uvp__ctx_check(const uvp_ctx_t *ctx) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  return ctx->closed ? UVP_ECLOSED : 0;
-}
-
 /* ---- which thread -------------------------------------------------------- */
 
 /* Every thread has its own copy of a thread-local variable, so its address
@@ -107,6 +101,17 @@ extern UVP__TLS char uvp__thread_anchor;
 
 static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
   return &uvp__thread_anchor == ctx->thread;
+}
+
+/* 0, or why a loop-thread-only call naming ctx cannot proceed: UV_EINVAL
+ * (NULL), UVP_ETHREAD (another thread, when the check is on), UVP_ECLOSED.
+ * The thread is checked first: `closed` is the loop thread's to write. */
+static inline int uvp__ctx_check(const uvp_ctx_t *ctx) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  if (UVP__UNLIKELY(ctx->check_thread) && !uvp__on_loop_thread(ctx))
+    return UVP_ETHREAD;
+  return ctx->closed ? UVP_ECLOSED : 0;
 }
 
 /* The open context this thread used last (and its id; NULL and 0 when

@@ -53,6 +53,9 @@ struct tcpop_s {
   size_t cap;
   size_t max;
   bool all;
+  /* write: a buffer handed over, freed once libuv is done with it */
+  void *wbuf;
+  uvp_free_cb wbuf_free;
   /* connect_host */
   bool resolving;
   struct addrinfo *ai;
@@ -113,6 +116,8 @@ static tcpop_t *op_of(uvp__op_t *o) {
  * may follow. */
 static void op_done(tcpop_t *op) {
   uvp_tcp_t *t = op->t;
+  if (op->wbuf_free != NULL)
+    op->wbuf_free(op->wbuf);
   if (op->ai != NULL)
     uv_freeaddrinfo(op->ai);
   uvp__free(op->buf);
@@ -334,8 +339,9 @@ static void write_cb(uv_write_t *req, int status) {
   op_done(op);
 }
 
-int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
-                     uvp_promise_t **out, const char *file, int line) {
+int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
+                          uvp_free_cb buf_free, uvp_promise_t **out,
+                          const char *file, int line) {
   if (t == NULL || (buf == NULL && len > 0) || out == NULL ||
       len > UINT32_MAX)
     return UV_EINVAL;
@@ -354,6 +360,8 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
   if (sent == (int)len) {
     settle(op, 0, NULL, NULL);
     *out = op->op.p;
+    op->wbuf = (void *)buf;
+    op->wbuf_free = buf_free;
     op_done(op);
     return 0;
   }
@@ -361,10 +369,20 @@ int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
     b.base += sent;
     b.len -= (unsigned int)sent;
   }
-  return uvp__op_started(&op->op,
-                    uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1,
-                             write_cb),
-                    out);
+  rc = uvp__op_started(
+      &op->op,
+      uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1, write_cb),
+      out);
+  if (rc == 0) { /* else refused: the caller keeps buf */
+    op->wbuf = (void *)buf;
+    op->wbuf_free = buf_free;
+  }
+  return rc;
+}
+
+int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
+                     uvp_promise_t **out, const char *file, int line) {
+  return uvp_tcp_write_full_at(t, buf, len, NULL, out, file, line);
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {

@@ -75,7 +75,17 @@ typedef struct {
   uvp_promise_t *src;
   uvp_promise_t *result;
   int refs;
+  int flags;
 } tmo_t;
+
+/* The timeout gave up on src: stop it too if nothing else waits for it (a
+ * timed-out request really stops), or always with UVP_CANCEL_INPUT;
+ * other consumers of src keep waiting, as with Promise.race. */
+static void cancel_input(tmo_t *t) {
+  if (uvp__is_pending(t->src) && ((t->flags & UVP_CANCEL_INPUT) ||
+                                  uvp__only_observer(t->src, t)))
+    (void)uvp_promise_cancel(t->src);
+}
 
 static void tmo_unref(tmo_t *t) {
   if (--t->refs == 0) {
@@ -112,7 +122,7 @@ static void tmo_fire(uv_timer_t *h) {
     uvp__forward(r, t->src);
   } else {
     uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
-    (void)uvp_promise_cancel(t->src);
+    cancel_input(t);
   }
   uvp__rel(r);
   tmo_unref(t);
@@ -134,20 +144,21 @@ static void tmo_cancel(uvp_promise_t *result, void *arg) {
   uvp_promise_t *r = tmo_take_result(t);
   t->refs++;
   tmo_stop(t);
-  if (uvp_promise_reason(result, NULL) == UV_ECANCELED &&
-      t->src->state == UVP__S_PENDING)
-    (void)uvp_promise_cancel(t->src);
+  if (uvp_promise_reason(result, NULL) == UV_ECANCELED)
+    cancel_input(t);
   uvp__rel(r);
   tmo_unref(t);
 }
 
 int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                    uvp_promise_t **out, const char *file, int line) {
-  if (p == NULL || out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0)
+  if (p == NULL || out == NULL ||
+      (flags & ~(UVP_KEEP_ALIVE | UVP_CANCEL_INPUT)) != 0)
     return UV_EINVAL;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (ctx->closed)
-    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
   tmo_t *t = uvp__malloc(sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;
@@ -161,6 +172,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   start_timer(ctx, &t->timer, t, tmo_fire, ms, flags);
   t->src = uvp_promise_retain(p);
   t->refs = 2; /* timer, reaction */
+  t->flags = flags;
   *out = t->result;
   return 0;
 }

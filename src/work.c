@@ -11,6 +11,7 @@ typedef struct workop_s {
   uv_work_t req;
   uvp_work_cb cb;
   void *arg;
+  uvp_work_done_cb done;
   uvp_free_cb result_free;
   void *result;
   int rc;
@@ -29,21 +30,35 @@ static void work_run(uv_work_t *req) {
   op->rc = op->cb(op->arg, &op->result);
 }
 
+/* How the job ended, for its done callback. */
+static uvp_work_end_t end_of(workop_t *op, int status) {
+  if (status == UV_ECANCELED) /* it never ran */
+    return uvp_promise_reason(op->op.p, NULL) == UVP_ECLOSED
+               ? UVP_WORK_CLOSED
+               : UVP_WORK_CANCELLED;
+  return uvp__op_wanted(&op->op) ? UVP_WORK_SETTLED : UVP_WORK_ABANDONED;
+}
+
 static void work_after(uv_work_t *req, int status) {
   workop_t *op = UVP__CONTAINER_OF(req, workop_t, req);
-  if (status == UV_ECANCELED) /* it never ran: there is no result */
+  uvp_work_end_t end = end_of(op, status);
+  if (status == UV_ECANCELED) /* there is no result */
     uvp__op_settle(&op->op, UV_ECANCELED, NULL, NULL);
   else if (op->rc == 0)
     uvp__op_settle(&op->op, 0, op->result, op->result_free);
   else
     uvp__op_settle(&op->op, op->rc < 0 ? op->rc : UV_EINVAL, op->result,
                    op->result_free);
+  uvp_work_done_cb done = op->done;
+  void *arg = op->arg;
   uvp__op_finish(&op->op);
+  if (done != NULL)
+    done(arg, end);
 }
 
-int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
-                uvp_free_cb result_free, uvp_promise_t **out, const char *file,
-                int line) {
+int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
+                     uvp_work_done_cb done, uvp_free_cb result_free,
+                     uvp_promise_t **out, const char *file, int line) {
   if (work_cb == NULL)
     return UV_EINVAL;
   int rc;
@@ -53,9 +68,17 @@ int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
     return rc;
   op->cb = work_cb;
   op->arg = arg;
+  op->done = done;
   op->result_free = result_free;
   op->result = NULL;
   op->rc = 0;
   return uvp__op_started(
       &op->op, uv_queue_work(ctx->loop, &op->req, work_run, work_after), out);
+}
+
+int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
+                uvp_free_cb result_free, uvp_promise_t **out, const char *file,
+                int line) {
+  return uvp_work_full_at(ctx, work_cb, arg, NULL, result_free, out, file,
+                          line);
 }
