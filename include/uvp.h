@@ -254,15 +254,21 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 
 /* Tear down.  Every promise still pending is rejected with UVP_ECLOSED
  * (running its cancel hook), without running any handler; queued handlers
- * are dropped.  Rejected promises still alive and unhandled are reported to
- * the unhandled hook.  uvp's handles are closed: run the loop once more
- * (uv_run) for their close callbacks, after which uv_loop_close() returns 0
- * as far as uvp is concerned.  The `ctx` pointer must not be used again.
+ * are dropped (their destroy notifiers run).  Rejected promises still
+ * alive and unhandled are reported to the unhandled hook; then the hook's
+ * and the context's data notifiers run.  uvp's handles are closed: run the
+ * loop once more (uv_run) for their close callbacks, after which
+ * uv_loop_close() returns 0 as far as uvp is concerned.
  * Promises you still hold stay valid memory: every call on them returns
  * UVP_ECLOSED (release still works, from any thread), and the context's
- * memory is freed when the last of them is released.  Threads resolving
- * after this get UVP_ECLOSED.  Returns UV_EINVAL for NULL, UVP_ECLOSED if
- * already closed. */
+ * memory is freed once the loop has run the close callbacks and the last
+ * of them is released.  Threads resolving after this get UVP_ECLOSED.
+ * Call it once, on the loop thread, and not from inside a handler that is
+ * about to use the context again.  Like closing a libuv handle twice, a
+ * second call is a bug: until the loop has run the close callbacks it
+ * returns UVP_ECLOSED and changes nothing; after that `ctx` is freed
+ * memory, and ASan and valgrind report the call.
+ * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);

@@ -103,9 +103,21 @@ void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
   UVP__CHECK(slot_size % sizeof(void *) == 0);
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
+#if defined(UVP__MEMCHECK)
+  /* A meta-pool: its slots live inside malloc'd chunks. */
+  VALGRIND_CREATE_MEMPOOL_EXT(pool, 0, 0, VALGRIND_MEMPOOL_METAPOOL);
+#endif
 }
 
 void uvp__pool_destroy(uvp__pool_t *pool) {
+#if defined(UVP__MEMCHECK)
+  VALGRIND_DESTROY_MEMPOOL(pool);
+#endif
+#if defined(UVP__ASAN)
+  /* The chunks go back to malloc, which poisons them its own way. */
+  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
+    ASAN_UNPOISON_MEMORY_REGION(c->slots, pool->slot_size * c->cap);
+#endif
   uvp__chunk_t *c = pool->chunks;
   while (c != NULL) {
     uvp__chunk_t *next = c->next;
@@ -180,8 +192,10 @@ static void *carve(uvp__pool_t *pool) {
 
 void *uvp__pool_get_slow(uvp__pool_t *pool) {
   void *slot = carve(pool);
-  if (slot != NULL)
+  if (slot != NULL) {
     pool->live++;
+    uvp__slot_alloc(pool, slot, pool->slot_size);
+  }
   return slot;
 }
 
@@ -201,13 +215,14 @@ int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
    * traffic meets neither malloc nor page faults: slots go on the free
    * list in address order. */
   void *head = NULL, **tail = &head;
+  int rc = 0;
   for (size_t i = 0; i < slots; i++) {
     void *slot = carve(pool);
     if (slot == NULL) {
-      *tail = pool->free_list;
-      pool->free_list = head;
-      return UV_ENOMEM;
+      rc = UV_ENOMEM;
+      break;
     }
+    uvp__slot_alloc(pool, slot, pool->slot_size);
     memset(slot, 0, pool->slot_size);
     if (init != NULL)
       init(slot);
@@ -215,16 +230,41 @@ int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
     tail = (void **)slot;
   }
   *tail = pool->free_list;
+  /* Free slots are hidden from the tools (see alloc.h). */
+  for (void *slot = head; slot != pool->free_list;) {
+    void *next = *(void **)slot;
+    uvp__slot_free(pool, slot, pool->slot_size);
+    slot = next;
+  }
   pool->free_list = head;
-  return 0;
+  return rc;
 }
 
-void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
+void uvp__pool_each(uvp__pool_t *pool, bool (*fn)(void *slot, void *arg),
                     void *arg) {
   sync_carved(pool);
-  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
-    for (size_t i = 0; i < c->used; i++)
-      fn(c->slots + pool->slot_size * i, arg);
+  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next) {
+    for (size_t i = 0; i < c->used; i++) {
+      char *slot = c->slots + pool->slot_size * i;
+      /* fn reads a free slot's mark too; it is hidden again after. */
+#if defined(UVP__ASAN)
+      bool hidden = __asan_address_is_poisoned(slot);
+      ASAN_UNPOISON_MEMORY_REGION(slot, pool->slot_size);
+#elif defined(UVP__MEMCHECK)
+      bool hidden = true;
+      VALGRIND_MAKE_MEM_DEFINED(slot, pool->slot_size);
+#else
+      bool hidden = false;
+#endif
+      if (!fn(slot, arg) && hidden) {
+#if defined(UVP__ASAN)
+        ASAN_POISON_MEMORY_REGION(slot, pool->slot_size);
+#elif defined(UVP__MEMCHECK)
+        VALGRIND_MAKE_MEM_NOACCESS(slot, pool->slot_size);
+#endif
+      }
+    }
+  }
 }
 
 /* ---- kept blocks -------------------------------------------------------- */

@@ -15,6 +15,52 @@ void uvp__free(void *ptr);
  * system call instead of a fault per page; does nothing where it cannot. */
 void uvp__populate(void *start, void *end);
 
+/* Free slots are invisible to the tools that find use-after-free bugs:
+ * under ASan they are poisoned, and in builds with valgrind's headers and
+ * assertions on, memcheck sees each pool as a memory pool whose slots are
+ * allocated and freed, so a double release or a use of a released promise
+ * is reported where it happens.  Both compile to nothing otherwise. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UVP__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UVP__ASAN 1
+#endif
+#endif
+#if defined(UVP__ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+#if defined(UVP_HAVE_VALGRIND) && !defined(NDEBUG) && !defined(UVP__ASAN)
+#define UVP__MEMCHECK 1
+#include <valgrind/memcheck.h>
+#endif
+
+static inline void uvp__slot_free(void *pool, void *slot, size_t size) {
+  (void)pool, (void)slot, (void)size;
+#if defined(UVP__ASAN)
+  ASAN_POISON_MEMORY_REGION(slot, size);
+#elif defined(UVP__MEMCHECK)
+  VALGRIND_MEMPOOL_FREE(pool, slot);
+#endif
+}
+/* Before reading a free slot's link. */
+static inline void uvp__slot_peek(void *slot) {
+  (void)slot;
+#if defined(UVP__ASAN)
+  ASAN_UNPOISON_MEMORY_REGION(slot, sizeof(void *));
+#elif defined(UVP__MEMCHECK)
+  VALGRIND_MAKE_MEM_DEFINED(slot, sizeof(void *));
+#endif
+}
+static inline void uvp__slot_alloc(void *pool, void *slot, size_t size) {
+  (void)pool, (void)slot, (void)size;
+#if defined(UVP__ASAN)
+  ASAN_UNPOISON_MEMORY_REGION(slot, size);
+#elif defined(UVP__MEMCHECK)
+  VALGRIND_MEMPOOL_ALLOC(pool, slot, size);
+#endif
+}
+
 /* Fixed-size slots carved from large chunks and recycled through a free
  * list, so that steady traffic never reaches malloc.  Chunks are 64-byte
  * aligned, so a slot is aligned to the largest power of two (up to 64)
@@ -46,23 +92,28 @@ void uvp__pool_rewind(uvp__pool_t *pool);
  * marks each as free for whoever walks the pool. */
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
                       void (*init)(void *slot));
-/* Visit every slot carved since the last rewind (free ones included). */
-void uvp__pool_each(uvp__pool_t *pool, void (*fn)(void *slot, void *arg),
+/* Visit every slot carved since the last rewind, free ones included: fn
+ * reads the slot's own mark and returns whether it is in use (a free slot
+ * is hidden from the tools again afterwards). */
+void uvp__pool_each(uvp__pool_t *pool, bool (*fn)(void *slot, void *arg),
                     void *arg);
 
 static inline void *uvp__pool_get(uvp__pool_t *pool) {
   void *slot = pool->free_list;
   if (UVP__LIKELY(slot != NULL)) {
+    uvp__slot_peek(slot);
     void *next = *(void **)slot;
     pool->free_list = next;
     pool->live++;
     UVP__PREFETCH_W(next); /* the next pop's link: see docs/internals.md */
+    uvp__slot_alloc(pool, slot, pool->slot_size);
     return slot;
   }
   if (UVP__LIKELY(pool->bump < pool->bump_end)) {
     slot = pool->bump;
     pool->bump += pool->slot_size;
     pool->live++;
+    uvp__slot_alloc(pool, slot, pool->slot_size);
     /* An integer: the address may lie past the chunk, where a pointer
      * could not point (a prefetch there is dropped). */
     UVP__PREFETCH_W((const void *)((uintptr_t)slot + 256));
@@ -74,6 +125,7 @@ static inline void *uvp__pool_get(uvp__pool_t *pool) {
 static inline void uvp__pool_put(uvp__pool_t *pool, void *slot) {
   *(void **)slot = pool->free_list;
   pool->free_list = slot;
+  uvp__slot_free(pool, slot, pool->slot_size);
   if (UVP__UNLIKELY(--pool->live == 0))
     uvp__pool_rewind(pool);
 }

@@ -450,13 +450,15 @@ int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
 
 /* ---- teardown ------------------------------------------------------------ */
 
-static void sweep_one(void *slot, void *arg) {
+static bool sweep_one(void *slot, void *arg) {
   uvp_promise_t *p = slot;
   (void)arg;
   /* refs 0: being freed by a release that is running the unhandled hook
    * or a destructor which closed the context; that release frees it. */
-  if (p->state == UVP__S_FREE || p->refs == 0)
-    return;
+  if (p->state == UVP__S_FREE)
+    return false;
+  if (p->refs == 0)
+    return true;
   if (p->state == UVP__S_PENDING) {
     p->refs++;
     uvp__drop_reactions(uvp__promise_ctx(p), p);
@@ -469,6 +471,7 @@ static void sweep_one(void *slot, void *arg) {
     p->flags |= UVP__F_HANDLED;
     uvp__report_unhandled(p);
   }
+  return true;
 }
 
 void uvp__sweep(uvp_ctx_t *ctx) {
@@ -506,11 +509,11 @@ typedef struct {
   int count;
 } dump_state_t;
 
-static void dump_one(void *slot, void *arg) {
+static bool dump_one(void *slot, void *arg) {
   uvp_promise_t *p = slot;
   dump_state_t *st = arg;
   if (p->state != UVP__S_PENDING || p->refs == 0) /* refs 0: being freed */
-    return;
+    return p->state != UVP__S_FREE;
   const char *what = (p->flags & UVP__F_WAITING)   ? " waiting on another"
                      : (p->flags & UVP__F_CANCEL) ? " cancellable"
                                                   : "";
@@ -521,6 +524,7 @@ static void dump_one(void *slot, void *arg) {
           (void *)p, file != NULL ? file : "?", line,
           (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
   st->count++;
+  return true;
 }
 
 int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
