@@ -1,0 +1,110 @@
+/* Fiber contexts and the switch between them.  Private to src/ (and its
+ * tests); see fiber-switch.c for why the switch is our own assembly.
+ *
+ * A context is an execution state that is not running: the thread's own
+ * (uvp__fiber_thread_init) or a fiber's (uvp__fiber_init, on a stack the
+ * caller provides, e.g. from fiber-stack.h).  uvp__fiber_switch saves the
+ * running state into one context and resumes another; it makes no system
+ * call and allocates nothing.  All contexts that switch to one another
+ * belong to one thread: a fiber started on a thread must be resumed on it.
+ *
+ * The tools are told here, so that nothing above has to know: ASan about
+ * each switch of stacks, TSan about each fiber (a switch orders the two
+ * fibers' accesses, as a handover on one thread does), valgrind about each
+ * fiber's stack (else memcheck takes a switch for a huge stack frame). */
+#ifndef UVP_FIBER_SWITCH_H
+#define UVP_FIBER_SWITCH_H
+
+#include <stddef.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UVP__FIBER_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define UVP__FIBER_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(UVP__FIBER_ASAN)
+#define UVP__FIBER_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(UVP__FIBER_TSAN)
+#define UVP__FIBER_TSAN 1
+#endif
+#endif
+
+/* Our assembly is for ELF x86-64 (LP64) and aarch64; elsewhere glibc's
+ * ucontext stands in, also when forced, so that tests can cover it.  Also
+ * under -fcf-protection (__CET__): a build that says it supports shadow
+ * stacks gets them enforced on recent kernels and glibc, and our switch
+ * does not switch shadow stacks (glibc's does). */
+#if !defined(__ELF__) || defined(__ILP32__) ||                               \
+    !(defined(__x86_64__) || defined(__aarch64__)) || defined(__CET__) ||     \
+    defined(UVP__FIBER_FORCE_UCONTEXT)
+#define UVP__FIBER_UCONTEXT 1
+#include <ucontext.h>
+#endif
+
+/* A fiber's entry: `arg` as given to uvp__fiber_init, `msg` as passed by
+ * the first switch to the fiber.  It must never return: it ends with
+ * uvp__fiber_exit, switching away for the last time.  If it returns
+ * anyway the process aborts (there is no frame to return to). */
+typedef void (*uvp__fiber_entry_t)(void *arg, void *msg);
+
+/* Every field is the layer's own. */
+typedef struct uvp__fiber_ctx_s uvp__fiber_ctx_t;
+struct uvp__fiber_ctx_s {
+  void *sp; /* the saved stack pointer while suspended */
+  uvp__fiber_entry_t entry; /* NULL: a thread's own context */
+  void *arg;
+  unsigned valgrind_id; /* the stack's registration */
+#if defined(UVP__FIBER_UCONTEXT)
+  ucontext_t uc;
+  void *msg; /* passed by the switch to this context */
+#endif
+#if defined(UVP__FIBER_ASAN)
+  const void *asan_bottom; /* the stack's lowest byte (NULL: not yet known) */
+  size_t asan_size;
+  void *asan_fake;            /* ASan's fake stack, while suspended */
+  uvp__fiber_ctx_t *asan_from; /* who switched to this one last */
+#endif
+#if defined(UVP__FIBER_TSAN)
+  void *tsan_fiber;
+  int tsan_owned; /* created here, destroyed by uvp__fiber_destroy */
+#endif
+};
+
+/* The calling thread's own execution state, for the fibers to switch back
+ * to.  No stack of its own is needed; uvp__fiber_destroy is optional. */
+void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx);
+
+/* A fiber that runs entry(arg, msg) on [stack_base, stack_base + size) at
+ * the first uvp__fiber_switch to it.  The top of the stack must be 16-byte
+ * aligned and size at least 256 bytes; the stack stays the caller's, in use
+ * until uvp__fiber_destroy.  The fiber inherits the caller's floating-point
+ * control state (rounding mode, exception masks, flush-to-zero); from then
+ * on each context keeps its own across switches, as the ABI makes callees
+ * keep it across calls. */
+void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
+                     uvp__fiber_entry_t entry, void *arg);
+
+/* Suspends the running context into `from` and resumes `to`, passing it
+ * `msg`: the value its own uvp__fiber_switch returns, or a new fiber's
+ * entry's second argument.  Returns when something switches back to
+ * `from`, with the msg that switch passed.  `from` must be the running
+ * context and `to` a suspended one (or a fiber not yet started). */
+void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
+                        void *msg);
+
+/* The last switch of the running fiber `from`: as uvp__fiber_switch, but
+ * `from` is never resumed.  Its stack may be reused once `to` runs; its
+ * context is then for uvp__fiber_destroy only. */
+#if defined(__GNUC__)
+__attribute__((noreturn))
+#endif
+void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg);
+
+/* Forgets a fiber that has exited or never started (the tools' records of
+ * it).  Its stack is the caller's again. */
+void uvp__fiber_destroy(uvp__fiber_ctx_t *ctx);
+
+#endif

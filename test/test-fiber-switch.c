@@ -1,0 +1,857 @@
+/* The layer under uvp's fibers (src/fiber-stack.h, src/fiber-switch.h),
+ * tested through its private headers since it has no public API yet:
+ * values passed both ways between the thread and fibers and from fiber to
+ * fiber; the callee-saved registers and the floating-point control state
+ * kept per context; 30 000 fibers suspended at once, each on its own
+ * guarded stack; the pool's reuse, caps, counters and page release; stacks
+ * that cannot be mapped (an absurd size, the kernel's limit on mappings)
+ * failing with UV_ENOMEM; a fiber that runs off its stack dying on the guard
+ * page (in a child process); recursion to 3/4 of a stack; fibers on two
+ * threads at once.  Suites `fiber` and `threads` (TSan). */
+#include <fenv.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "../src/fiber-stack.h"
+#include "../src/fiber-switch.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#if defined(UVP__FIBER_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+#if !defined(RUNNING_ON_VALGRIND)
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#define NOINLINE __attribute__((noinline))
+
+/* A fiber and its stack.  `owner` and `tag` are for its entry to use. */
+typedef struct fib_s {
+  uvp__fiber_ctx_t ctx;
+  uvp__stack_t *stack;
+  void *owner;
+  uintptr_t tag;
+} fib_t;
+
+static void fib_start(uvp__stack_pool_t *pool, fib_t *f, size_t size,
+                      uvp__fiber_entry_t entry) {
+  assert_int_equal(uvp__stack_get(pool, size, &f->stack), 0);
+  uvp__fiber_init(&f->ctx, f->stack->base, f->stack->size, entry, f);
+}
+
+static void fib_end(uvp__stack_pool_t *pool, fib_t *f) {
+  uvp__fiber_destroy(&f->ctx);
+  uvp__stack_put(pool, f->stack);
+}
+
+static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+
+/* Resident pages of the whole pages holding [addr, addr + len). */
+static size_t resident_pages(const void *addr, size_t len) {
+  size_t page = page_size();
+  uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(page - 1);
+  size_t n = ((uintptr_t)addr + len - a + page - 1) / page, r = 0;
+  unsigned char *vec = malloc(n);
+  assert_non_null(vec);
+  assert_int_equal(mincore((void *)a, n * page, vec), 0);
+  for (size_t i = 0; i < n; i++)
+    r += vec[i] & 1;
+  free(vec);
+  return r;
+}
+
+/* Whether addr is mapped, from /proc/self/maps (mincore cannot tell under
+ * qemu-user for a PROT_NONE page); perms gets the mapping's "rwxp". */
+static int mapped_as(const void *addr, char perms[5]) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  unsigned long lo, hi;
+  char p[5];
+  int found = 0;
+  assert_non_null(f);
+  while (!found && fscanf(f, "%lx-%lx %4s%*[^\n]", &lo, &hi, p) == 3)
+    if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+      memcpy(perms, p, 5);
+      found = 1;
+    }
+  fclose(f);
+  return found;
+}
+
+static int mapped(const void *addr) {
+  char perms[5];
+  return mapped_as(addr, perms);
+}
+
+/* ---- values both ways ---------------------------------------------------- */
+
+typedef struct {
+  uvp__fiber_ctx_t main;
+  fib_t fib;
+  int steps;
+  void *first_msg;
+} pp_t;
+
+static void pp_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  pp_t *p = f->owner;
+  uintptr_t v = (uintptr_t)msg;
+  p->first_msg = msg;
+  while (v != 0) {
+    p->steps++;
+    v = (uintptr_t)uvp__fiber_switch(&f->ctx, &p->main, (void *)(v * 2 + 1));
+  }
+  uvp__fiber_exit(&f->ctx, &p->main, (void *)(uintptr_t)0xdead);
+}
+
+static void test_ping_pong(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  pp_t p = {.steps = 0};
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&p.main);
+  p.fib.owner = &p;
+  fib_start(&pool, &p.fib, 0, pp_entry);
+  assert_int_equal(p.steps, 0); /* nothing runs before the first switch */
+  for (uintptr_t i = 1; i <= 1000; i++) {
+    uintptr_t r = (uintptr_t)uvp__fiber_switch(&p.main, &p.fib.ctx, (void *)i);
+    assert_int_equal(r, i * 2 + 1);
+    assert_int_equal(p.steps, (int)i);
+  }
+  assert_ptr_equal(p.first_msg, (void *)1);
+  assert_ptr_equal(uvp__fiber_switch(&p.main, &p.fib.ctx, NULL),
+                   (void *)(uintptr_t)0xdead);
+  assert_int_equal(p.steps, 1000);
+  fib_end(&pool, &p.fib);
+  uvp__fiber_destroy(&p.main);
+  uvp__stack_pool_close(&pool);
+  assert_int_equal(pool.live_count, 0);
+  assert_int_equal(pool.idle_count, 0);
+}
+
+/* Three fibers in a row: the thread hands a value to the first, each adds
+ * its number and hands it straight to the next, the last to the thread. */
+#define RING 3
+#define RING_STOP ((void *)(uintptr_t)-1)
+
+typedef struct {
+  uvp__fiber_ctx_t main;
+  fib_t fib[RING];
+  int runs[RING];
+} ring_t;
+
+static void ring_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  ring_t *r = f->owner;
+  uvp__fiber_ctx_t *next =
+      f->tag + 1 < RING ? &r->fib[f->tag + 1].ctx : &r->main;
+  while (msg != RING_STOP) {
+    r->runs[f->tag]++;
+    msg = uvp__fiber_switch(&f->ctx, next,
+                            (void *)((uintptr_t)msg * 10 + f->tag + 1));
+  }
+  uvp__fiber_exit(&f->ctx, &r->main, (void *)f);
+}
+
+static void test_fiber_to_fiber(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  ring_t r = {.runs = {0}};
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&r.main);
+  for (int i = 0; i < RING; i++) {
+    r.fib[i].owner = &r;
+    r.fib[i].tag = (uintptr_t)i;
+    fib_start(&pool, &r.fib[i], 0, ring_entry);
+  }
+  for (uintptr_t lap = 1; lap <= 100; lap++) {
+    uintptr_t v =
+        (uintptr_t)uvp__fiber_switch(&r.main, &r.fib[0].ctx, (void *)lap);
+    assert_int_equal(v, lap * 1000 + 123);
+  }
+  for (int i = 0; i < RING; i++) {
+    assert_int_equal(r.runs[i], 100);
+    assert_ptr_equal(uvp__fiber_switch(&r.main, &r.fib[i].ctx, RING_STOP),
+                     &r.fib[i]);
+    fib_end(&pool, &r.fib[i]);
+  }
+  assert_int_equal(pool.idle_count, RING);
+  uvp__stack_pool_close(&pool);
+}
+
+/* ---- what a switch keeps ----------------------------------------------- */
+
+/* Overwrites every callee-saved register (the compiler saves and restores
+ * them around this in the fiber's own frame), then switches: if the switch
+ * kept one of them wrong, the other side sees this garbage. */
+typedef struct {
+  uvp__fiber_ctx_t main;
+  fib_t fib;
+} regs_t;
+
+static void regs_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  regs_t *r = f->owner;
+  while (msg != NULL) {
+#if defined(__x86_64__)
+    __asm__ __volatile__("movq $-1, %%rbx\n\tmovq $-1, %%r12\n\t"
+                         "movq $-1, %%r13\n\tmovq $-1, %%r14\n\t"
+                         "movq $-1, %%r15\n\t"
+                         :
+                         :
+                         : "rbx", "r12", "r13", "r14", "r15");
+#elif defined(__aarch64__)
+    __asm__ __volatile__(
+        "mov x19, #-1\n\tmov x20, #-1\n\tmov x21, #-1\n\tmov x22, #-1\n\t"
+        "mov x23, #-1\n\tmov x24, #-1\n\tmov x25, #-1\n\tmov x26, #-1\n\t"
+        "mov x27, #-1\n\tmov x28, #-1\n\t"
+        "movi d8, #0xff\n\tmovi d9, #0xff\n\tmovi d10, #0xff\n\t"
+        "movi d11, #0xff\n\tmovi d12, #0xff\n\tmovi d13, #0xff\n\t"
+        "movi d14, #0xff\n\tmovi d15, #0xff\n\t"
+        :
+        :
+        : "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
+          "x28", "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15");
+#endif
+    msg = uvp__fiber_switch(&f->ctx, &r->main, msg);
+  }
+  uvp__fiber_exit(&f->ctx, &r->main, NULL);
+}
+
+/* Enough values live across the switch to fill the callee-saved registers
+ * of both machines, integer and floating-point; `sw` NULL computes the
+ * same without switching. */
+static NOINLINE double live_across(uint64_t seed, regs_t *sw) {
+  uint64_t a = seed * 3, b = seed ^ 0x5555, c = seed + 7, d = seed * seed,
+           e = seed >> 1, g = ~seed, h = seed * 11, k = seed ^ (seed << 7),
+           m = seed + 99, n = seed * 13;
+  double x = (double)seed * 0.5, y = (double)seed / 3.0, z = x * y,
+         w = x + y, u = x - y, v = z / (w + 1.0), s = w * 1.25, t = u - 4.0;
+  if (sw != NULL)
+    assert_ptr_equal(uvp__fiber_switch(&sw->main, &sw->fib.ctx, sw), sw);
+  return (double)(a + b + c + d + e + g + h + k + m + n) + x + y + z + w + u +
+         v + s + t + (double)(a * b ^ c * d ^ e * g ^ h * k ^ m * n);
+}
+
+static void test_callee_saved(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  regs_t r;
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&r.main);
+  r.fib.owner = &r;
+  fib_start(&pool, &r.fib, 0, regs_entry);
+  for (uint64_t seed = 1; seed < 50; seed++)
+    assert_true(live_across(seed, &r) == live_across(seed, NULL));
+  assert_null(uvp__fiber_switch(&r.main, &r.fib.ctx, NULL));
+  fib_end(&pool, &r.fib);
+  uvp__stack_pool_close(&pool);
+}
+
+/* A fiber inherits the rounding mode of whoever made it; then each side
+ * keeps its own, in the x87 control word, the MXCSR (x86-64) and the FPCR
+ * (aarch64): fegetround reads the first, SSE division obeys the second. */
+typedef struct {
+  uvp__fiber_ctx_t main;
+  fib_t fib;
+  int seen_first, seen_resumed;
+  double third;
+} fp_t;
+
+/* A division the compiler can neither fold at its own rounding mode nor
+ * move across a call to fesetround (clang sinks a / b past it). */
+static volatile double one = 1.0, three = 3.0;
+
+static NOINLINE double divide(void) { return one / three; }
+
+static void fp_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  fp_t *p = f->owner;
+  p->seen_first = fegetround();
+  fesetround(FE_DOWNWARD);
+  (void)uvp__fiber_switch(&f->ctx, &p->main, msg);
+  p->seen_resumed = fegetround();
+  p->third = divide();
+  fesetround(FE_TONEAREST);
+  uvp__fiber_exit(&f->ctx, &p->main, NULL);
+}
+
+static void test_fp_control_per_context(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  fp_t p = {.seen_first = -1, .seen_resumed = -1};
+  double up, down;
+  /* valgrind runs SSE arithmetic to nearest whatever the MXCSR says (it
+   * does keep the register): the control words are checked there, not the
+   * divisions. */
+  int sse_rounds = !RUNNING_ON_VALGRIND;
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&p.main);
+  p.fib.owner = &p;
+  assert_int_equal(fesetround(FE_DOWNWARD), 0);
+  down = divide();
+  assert_int_equal(fesetround(FE_UPWARD), 0);
+  up = divide();
+  assert_true(up > down || !sse_rounds);
+  fib_start(&pool, &p.fib, 0, fp_entry);
+  (void)uvp__fiber_switch(&p.main, &p.fib.ctx, NULL);
+  assert_int_equal(p.seen_first, FE_UPWARD);
+  /* The fiber went downward; the thread did not. */
+  assert_int_equal(fegetround(), FE_UPWARD);
+  assert_true(divide() == up);
+  (void)uvp__fiber_switch(&p.main, &p.fib.ctx, NULL);
+  assert_int_equal(p.seen_resumed, FE_DOWNWARD);
+  assert_true(p.third == down);
+  assert_int_equal(fegetround(), FE_UPWARD);
+  fesetround(FE_TONEAREST);
+  fib_end(&pool, &p.fib);
+  uvp__stack_pool_close(&pool);
+}
+
+/* ---- many at once -------------------------------------------------------- */
+
+typedef struct {
+  uvp__fiber_ctx_t main;
+  size_t verified;
+} many_t;
+
+static void many_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  many_t *m = f->owner;
+  volatile uintptr_t mark[8];
+  size_t ok = 1;
+  (void)msg;
+  for (int i = 0; i < 8; i++)
+    mark[i] = f->tag * 8 + (uintptr_t)i;
+  (void)uvp__fiber_switch(&f->ctx, &m->main, f);
+  for (int i = 0; i < 8; i++)
+    ok &= mark[i] == f->tag * 8 + (uintptr_t)i;
+  m->verified += ok;
+  uvp__fiber_exit(&f->ctx, &m->main, f);
+}
+
+/* A guarded stack takes two of the 65530 mappings a process may have.
+ * valgrind keeps its registered stacks in a list it walks at every switch,
+ * TSan maps memory per fiber, and ASan with detect_stack_use_after_return
+ * a fake stack of several MiB: fewer there. */
+static size_t many_count(void) {
+#if defined(UVP__FIBER_TSAN)
+  return 5000;
+#else
+#if defined(UVP__FIBER_ASAN)
+  if (__asan_get_current_fake_stack() != NULL)
+    return 500;
+#endif
+  return RUNNING_ON_VALGRIND ? 10000 : 30000;
+#endif
+}
+
+static void test_many_suspended(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  many_t m = {.verified = 0};
+  size_t n = many_count();
+  fib_t *fibs = calloc(n, sizeof(*fibs));
+  assert_non_null(fibs);
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&m.main);
+  for (size_t i = 0; i < n; i++) {
+    fibs[i].owner = &m;
+    fibs[i].tag = i;
+    fib_start(&pool, &fibs[i], 0, many_entry);
+    assert_ptr_equal(uvp__fiber_switch(&m.main, &fibs[i].ctx, NULL), &fibs[i]);
+  }
+  assert_int_equal(pool.live_count, n);
+  assert_int_equal(pool.idle_count, 0);
+  /* Resumed in the reverse order, to switch across the address space. */
+  for (size_t i = n; i-- > 0;) {
+    assert_ptr_equal(uvp__fiber_switch(&m.main, &fibs[i].ctx, NULL), &fibs[i]);
+    fib_end(&pool, &fibs[i]);
+  }
+  assert_int_equal(m.verified, n);
+  assert_int_equal(pool.live_count, 0);
+  assert_int_equal(pool.live_bytes, 0);
+  /* Kept: as many as both caps allow. */
+  size_t per_stack = pool.idle_bytes / pool.idle_count;
+  size_t kept = UVP__STACK_DEFAULT_MAX_IDLE_BYTES / per_stack;
+  if (kept > UVP__STACK_DEFAULT_MAX_IDLE)
+    kept = UVP__STACK_DEFAULT_MAX_IDLE;
+  assert_int_equal(pool.idle_count, kept);
+  uvp__stack_pool_close(&pool);
+  assert_int_equal(pool.idle_count, 0);
+  assert_int_equal(pool.idle_bytes, 0);
+  free(fibs);
+}
+
+/* ---- the pool ------------------------------------------------------------ */
+
+static void test_pool_reuse_and_caps(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  uvp__stack_t *a, *b, *c, *big;
+  size_t page = page_size(), bytes;
+  uvp__stack_pool_init(&pool, 0);
+
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  /* The default size, less the descriptor at the top. */
+  assert_true(a->size < UVP__STACK_DEFAULT_SIZE);
+  assert_true(a->size + 64 >= UVP__STACK_DEFAULT_SIZE);
+  assert_int_equal((uintptr_t)a->base % page, 0);
+  assert_int_equal((uintptr_t)(a->base + a->size) % 16, 0);
+  assert_int_equal(pool.live_count, 1);
+  bytes = pool.live_bytes;
+  assert_true(bytes > a->size); /* the guard page is counted too */
+  /* The guard page is there: mapped, without access. */
+  char perms[5];
+  assert_true(mapped_as(a->base - page, perms));
+  assert_string_equal(perms, "---p");
+  assert_true(mapped_as(a->base, perms));
+  assert_string_equal(perms, "rw-p");
+  memset(a->base, 0xa5, a->size); /* every usable byte is writable */
+
+  uvp__stack_put(&pool, a);
+  assert_int_equal(pool.live_count, 0);
+  assert_int_equal(pool.live_bytes, 0);
+  assert_int_equal(pool.idle_count, 1);
+  assert_int_equal(pool.idle_bytes, bytes);
+  assert_int_equal(uvp__stack_get(&pool, 0, &b), 0);
+  assert_ptr_equal(b, a); /* the same stack back, not a new mapping */
+  assert_int_equal(pool.idle_count, 0);
+  assert_int_equal(pool.idle_bytes, 0);
+
+  /* Most recently returned first: its pages are the warm ones. */
+  assert_int_equal(uvp__stack_get(&pool, 0, &c), 0);
+  assert_ptr_not_equal(c, b);
+  uvp__stack_put(&pool, b);
+  uvp__stack_put(&pool, c);
+  assert_int_equal(pool.idle_count, 2);
+  assert_int_equal(pool.idle_bytes, 2 * bytes);
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  assert_ptr_equal(a, c);
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  assert_ptr_equal(a, b);
+
+  /* A size of its own: a stack of that size, never kept. */
+  assert_int_equal(uvp__stack_get(&pool, 1024 * 1024, &big), 0);
+  assert_true(big->size + 64 >= 1024 * 1024);
+  assert_int_equal(pool.live_count, 3);
+  assert_true(pool.live_bytes > 2 * bytes + 1024 * 1024);
+  uvp__stack_put(&pool, big);
+  assert_int_equal(pool.idle_count, 0);
+  assert_false(mapped(big));
+
+  /* The caps: one stack by count ... */
+  pool.max_idle = 1;
+  uvp__stack_put(&pool, b);
+  uvp__stack_put(&pool, c);
+  assert_int_equal(pool.idle_count, 1);
+  assert_true(mapped(b));
+  assert_false(mapped(c));
+  /* ... or by bytes. */
+  pool.max_idle = 10;
+  pool.max_idle_bytes = bytes + bytes / 2;
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  assert_int_equal(uvp__stack_get(&pool, 0, &c), 0);
+  uvp__stack_put(&pool, a);
+  uvp__stack_put(&pool, c);
+  assert_int_equal(pool.idle_count, 1);
+  assert_int_equal(pool.idle_bytes, bytes);
+  assert_false(mapped(c));
+  uvp__stack_pool_trim(&pool, 0);
+  assert_false(mapped(a));
+
+  pool.max_idle_bytes = 4 * bytes;
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  assert_int_equal(uvp__stack_get(&pool, 0, &c), 0);
+  uvp__stack_put(&pool, a);
+  uvp__stack_put(&pool, c);
+  assert_int_equal(pool.idle_count, 2);
+  uvp__stack_pool_trim(&pool, 1);
+  assert_int_equal(pool.idle_count, 1);
+  assert_int_equal(pool.idle_bytes, bytes);
+  assert_true(mapped(c)); /* the warmest stays */
+  assert_false(mapped(a));
+
+  /* Closing with a stack out: it is unmapped when it comes back. */
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  assert_ptr_equal(a, c);
+  uvp__stack_pool_close(&pool);
+  assert_int_equal(pool.idle_count, 0);
+  assert_true(mapped(a));
+  uvp__stack_put(&pool, a);
+  assert_int_equal(pool.live_count, 0);
+  assert_int_equal(pool.idle_count, 0);
+  assert_false(mapped(a));
+}
+
+/* Only touched pages are resident, and keep_warm gives back the rest. */
+typedef struct {
+  uvp__fiber_ctx_t main;
+  size_t depth; /* bytes of stack to write below the entry's frame */
+} touch_t;
+
+static NOINLINE void touch_down(char *top, size_t depth) {
+  volatile char buf[512];
+  buf[0] = 1;
+  buf[511] = 2;
+  if ((size_t)(top - (char *)__builtin_frame_address(0)) < depth)
+    touch_down(top, depth);
+  buf[0] = buf[511];
+}
+
+static NOINLINE void *shallow(fib_t *f, touch_t *t) {
+  volatile char buf[64] = {0};
+  void *r = uvp__fiber_switch(&f->ctx, &t->main, (void *)buf);
+  return r;
+}
+
+static void touch_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  touch_t *t = f->owner;
+  (void)msg;
+  if (t->depth == 0)
+    (void)shallow(f, t);
+  else
+    touch_down(f->stack->base + f->stack->size, t->depth);
+  uvp__fiber_exit(&f->ctx, &t->main, NULL);
+}
+
+static void run_touch(uvp__stack_pool_t *pool, fib_t *f, size_t depth,
+                      int suspend) {
+  touch_t *t = f->owner;
+  t->depth = depth;
+  fib_start(pool, f, 0, touch_entry);
+  (void)uvp__fiber_switch(&t->main, &f->ctx, NULL);
+  if (suspend)
+    return;
+  fib_end(pool, f);
+}
+
+static void test_resident_pages(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  touch_t t;
+  fib_t f = {.owner = &t};
+  size_t page = page_size(), pages, kept;
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&t.main);
+
+  /* A fresh stack with a fiber suspended a few calls deep. */
+  run_touch(&pool, &f, 0, 1);
+  pages = resident_pages(f.stack->base, f.stack->size);
+  print_message("suspended fiber, small depth: %zu resident page(s) of %zu\n",
+                pages, f.stack->size / page);
+  assert_true(pages >= 1);
+  assert_true(pages <= 3);
+  (void)uvp__fiber_switch(&t.main, &f.ctx, NULL);
+  fib_end(&pool, &f);
+
+  /* 128 KiB touched: resident as long as the pool keeps all ... */
+  run_touch(&pool, &f, 128 * 1024, 0);
+  pages = resident_pages(f.stack->base, f.stack->size);
+  assert_true(pages >= 128 * 1024 / page);
+  /* ... and down to the kept window with keep_warm. */
+  pool.keep_warm = 16 * 1024;
+  run_touch(&pool, &f, 128 * 1024, 0);
+  kept = resident_pages(f.stack->base, f.stack->size);
+  print_message("after 128 KiB deep, keep_warm 16 KiB: %zu resident\n", kept);
+  assert_true(kept <= 16 * 1024 / page + 1);
+  assert_int_equal(pool.idle_count, 1); /* the same stack each time */
+  uvp__stack_pool_close(&pool);
+}
+
+/* ---- failures ------------------------------------------------------------ */
+
+static void test_enomem_absurd_size(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  uvp__stack_t *s = NULL;
+  uvp__stack_pool_init(&pool, 0);
+  /* More than the address space, and more than a size_t can round up. */
+  assert_int_equal(uvp__stack_get(&pool, (size_t)1 << 62, &s), UV_ENOMEM);
+  assert_int_equal(uvp__stack_get(&pool, SIZE_MAX - 100, &s), UV_ENOMEM);
+  assert_null(s);
+  assert_int_equal(pool.live_count, 0);
+  assert_int_equal(pool.live_bytes, 0);
+  /* The pool still works. */
+  assert_int_equal(uvp__stack_get(&pool, 0, &s), 0);
+  uvp__stack_put(&pool, s);
+  uvp__stack_pool_close(&pool);
+}
+
+/* Runs fn in a child process; returns its wait status. */
+static int in_child(void (*fn)(int fd), int *fd_out) {
+  int fds[2], status;
+  pid_t pid;
+  assert_int_equal(pipe(fds), 0);
+  fflush(NULL);
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(fds[0]);
+    fn(fds[1]);
+    _exit(0);
+  }
+  close(fds[1]);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  *fd_out = fds[0];
+  return status;
+}
+
+/* Maps stacks until the kernel's table of mappings is full.  Reports the
+ * result of the failing get, then whether one get works again after a put
+ * (max_idle 0: the put unmaps). */
+static void fill_map_table(int fd) {
+  static uvp__stack_t *stacks[70000];
+  uvp__stack_pool_t pool;
+  size_t n = 0;
+  int rc = 0, again;
+  uvp__stack_pool_init(&pool, 16 * 1024);
+  pool.max_idle = 0;
+  while (n < 70000 && (rc = uvp__stack_get(&pool, 0, &stacks[n])) == 0)
+    n++;
+  uvp__stack_put(&pool, stacks[--n]);
+  again = uvp__stack_get(&pool, 0, &stacks[n]);
+  if (write(fd, &rc, sizeof(rc)) != sizeof(rc) ||
+      write(fd, &n, sizeof(n)) != sizeof(n) ||
+      write(fd, &again, sizeof(again)) != sizeof(again))
+    _exit(3);
+}
+
+static void test_enomem_map_limit(void **state) {
+  (void)state;
+  int fd, rc = 1, again = 1;
+  size_t n = 0;
+  if (RUNNING_ON_VALGRIND)
+    skip(); /* valgrind's own table of segments is smaller than the kernel's */
+  int status = in_child(fill_map_table, &fd);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(read(fd, &rc, sizeof(rc)), sizeof(rc));
+  assert_int_equal(read(fd, &n, sizeof(n)), sizeof(n));
+  assert_int_equal(read(fd, &again, sizeof(again)), sizeof(again));
+  close(fd);
+  print_message("%zu guarded stacks mapped before UV_ENOMEM\n", n);
+  assert_int_equal(rc, UV_ENOMEM);
+  /* Two mappings each, of 65530, less what the process had (TSan's own
+   * runtime holds thousands). */
+  assert_true(n < 65530 / 2);
+#if defined(UVP__FIBER_TSAN)
+  assert_true(n > 5000);
+#else
+  assert_true(n > 25000);
+#endif
+  assert_int_equal(again, 0);
+}
+
+/* ---- the guard page ------------------------------------------------------ */
+
+static char *guard_lo, *guard_hi;
+static int guard_fd;
+
+static void on_segv(int sig, siginfo_t *info, void *uc) {
+  char c = (char *)info->si_addr >= guard_lo && (char *)info->si_addr < guard_hi
+               ? 'G'
+               : 'X';
+  (void)uc;
+  (void)!write(guard_fd, &c, 1);
+  /* Die of it: the access faults again, with the default action. */
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof(dfl));
+  dfl.sa_handler = SIG_DFL;
+  (void)sigaction(sig, &dfl, NULL);
+}
+
+static volatile int forever = 1; /* hides the recursion's end from gcc */
+
+static NOINLINE int recurse_forever(int n) {
+  volatile char buf[256];
+  buf[0] = (char)n;
+  return (forever ? recurse_forever(n + 1) : 0) + buf[0];
+}
+
+typedef struct {
+  uvp__fiber_ctx_t main;
+} ovf_t;
+
+static void overflow_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  ovf_t *o = f->owner;
+  (void)msg;
+  (void)recurse_forever(0);
+  uvp__fiber_exit(&f->ctx, &o->main, NULL);
+}
+
+static void overflow_in_child(int fd) {
+  uvp__stack_pool_t pool;
+  ovf_t o;
+  fib_t f = {.owner = &o};
+  static char alt[64 * 1024];
+  stack_t ss = {.ss_sp = alt, .ss_size = sizeof(alt)};
+  struct rlimit no_core = {0, 0};
+  struct sigaction sa;
+  (void)setrlimit(RLIMIT_CORE, &no_core); /* an expected death */
+  uvp__stack_pool_init(&pool, 16 * 1024);
+  uvp__fiber_thread_init(&o.main);
+  fib_start(&pool, &f, 0, overflow_entry);
+  guard_lo = f.stack->base - page_size();
+  guard_hi = f.stack->base;
+  guard_fd = fd;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_segv;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  if (sigaltstack(&ss, NULL) != 0 || sigaction(SIGSEGV, &sa, NULL) != 0)
+    _exit(4);
+  (void)uvp__fiber_switch(&o.main, &f.ctx, NULL);
+  _exit(5); /* the fiber came back: no overflow */
+}
+
+static void test_overflow_hits_guard_page(void **state) {
+  (void)state;
+  int fd;
+  char c = 0;
+  int status = in_child(overflow_in_child, &fd);
+  ssize_t got = read(fd, &c, 1);
+  close(fd);
+  if (WIFEXITED(status))
+    print_message("child exited with %d\n", WEXITSTATUS(status));
+  assert_true(WIFSIGNALED(status));
+  assert_int_equal(WTERMSIG(status), SIGSEGV);
+  assert_int_equal(got, 1);
+  assert_int_equal(c, 'G'); /* the fault was in the guard page */
+}
+
+/* ---- deep recursion ------------------------------------------------------ */
+
+typedef struct {
+  uvp__fiber_ctx_t main;
+  char *top;
+  size_t target, reached;
+  int bad;
+} deep_t;
+
+static NOINLINE void deep_down(deep_t *d, unsigned depth) {
+  volatile unsigned char buf[200];
+  size_t used = (size_t)(d->top - (char *)__builtin_frame_address(0));
+  for (int i = 0; i < 200; i++)
+    buf[i] = (unsigned char)(depth + (unsigned)i);
+  if (used > d->reached)
+    d->reached = used;
+  if (used < d->target)
+    deep_down(d, depth + 1);
+  for (int i = 0; i < 200; i++)
+    d->bad |= buf[i] != (unsigned char)(depth + (unsigned)i);
+}
+
+static void deep_entry(void *arg, void *msg) {
+  fib_t *f = arg;
+  deep_t *d = f->owner;
+  (void)msg;
+  deep_down(d, 0);
+  uvp__fiber_exit(&f->ctx, &d->main, NULL);
+}
+
+static void test_deep_recursion(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  deep_t d = {.reached = 0, .bad = 0};
+  fib_t f = {.owner = &d};
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&d.main);
+  fib_start(&pool, &f, 0, deep_entry);
+  d.top = f.stack->base + f.stack->size;
+  d.target = f.stack->size / 4 * 3;
+  (void)uvp__fiber_switch(&d.main, &f.ctx, NULL);
+  assert_true(d.reached >= d.target);
+  assert_int_equal(d.bad, 0);
+  fib_end(&pool, &f);
+  /* Again on the same stack, reused. */
+  d.reached = 0;
+  fib_start(&pool, &f, 0, deep_entry);
+  assert_ptr_equal(f.stack->base + f.stack->size, d.top);
+  (void)uvp__fiber_switch(&d.main, &f.ctx, NULL);
+  assert_true(d.reached >= d.target);
+  assert_int_equal(d.bad, 0);
+  fib_end(&pool, &f);
+  uvp__stack_pool_close(&pool);
+}
+
+/* ---- threads ------------------------------------------------------------- */
+
+/* Each thread its own pool and fibers, all switching at the same time. */
+typedef struct {
+  uv_thread_t tid;
+  size_t ok;
+} worker_t;
+
+static void worker(void *arg) {
+  worker_t *w = arg;
+  uvp__stack_pool_t pool;
+  pp_t p[20];
+  uvp__stack_pool_init(&pool, 64 * 1024);
+  for (int i = 0; i < 20; i++) {
+    p[i].steps = 0;
+    uvp__fiber_thread_init(&p[i].main);
+    p[i].fib.owner = &p[i];
+    if (uvp__stack_get(&pool, 0, &p[i].fib.stack) != 0)
+      return;
+    uvp__fiber_init(&p[i].fib.ctx, p[i].fib.stack->base,
+                    p[i].fib.stack->size, pp_entry, &p[i].fib);
+  }
+  for (uintptr_t v = 1; v <= 200; v++)
+    for (int i = 0; i < 20; i++)
+      w->ok += (uintptr_t)uvp__fiber_switch(&p[i].main, &p[i].fib.ctx,
+                                            (void *)v) == v * 2 + 1;
+  for (int i = 0; i < 20; i++) {
+    w->ok += uvp__fiber_switch(&p[i].main, &p[i].fib.ctx, NULL) ==
+             (void *)(uintptr_t)0xdead;
+    fib_end(&pool, &p[i].fib);
+  }
+  w->ok += pool.live_count == 0 && pool.idle_count == 20;
+  uvp__stack_pool_close(&pool);
+}
+
+static void test_two_threads(void **state) {
+  (void)state;
+  worker_t w[2] = {{.ok = 0}, {.ok = 0}};
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uv_thread_create(&w[i].tid, worker, &w[i]), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uv_thread_join(&w[i].tid), 0);
+    assert_int_equal(w[i].ok, 200 * 20 + 20 + 1);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_ping_pong),
+      cmocka_unit_test(test_fiber_to_fiber),
+      cmocka_unit_test(test_callee_saved),
+      cmocka_unit_test(test_fp_control_per_context),
+      cmocka_unit_test(test_many_suspended),
+      cmocka_unit_test(test_pool_reuse_and_caps),
+      cmocka_unit_test(test_resident_pages),
+      cmocka_unit_test(test_enomem_absurd_size),
+      cmocka_unit_test(test_enomem_map_limit),
+      cmocka_unit_test(test_overflow_hits_guard_page),
+      cmocka_unit_test(test_deep_recursion),
+      cmocka_unit_test(test_two_threads),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
