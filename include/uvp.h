@@ -35,6 +35,14 @@
  *    returns once nothing is left but unsettled promises, just as Node exits
  *    with pending promises.
  *
+ *  - Callback data: a call that stores a callback with an `arg` (handlers,
+ *    cancel hooks, the unhandled hook, maps, loops, reduces, retries, work
+ *    jobs) has a form that also takes a destroy notifier for arg (the
+ *    `_full` functions, or an `arg_free` option): uvp calls it exactly
+ *    once, on the loop thread, after the callback's last call or as soon
+ *    as it knows the callback will never be called, never while it may
+ *    still run.  So a closure needs no bookkeeping of the caller's.
+ *
  *  - Threads: every function must be called on the loop thread, except
  *    uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release(),
  *    which any thread may call on a promise it holds a reference to (the
@@ -47,8 +55,14 @@
  *    messages are read.
  *
  *  - Errors: every `int` return is 0 or a negative code.  On error nothing
- *    happened: in particular, ownership of values and payloads you passed
- *    stays with you.
+ *    happened: in particular, ownership of values, payloads and callback
+ *    arguments you passed stays with you.  A NULL where an object is
+ *    required is UV_EINVAL; a context already closed is UVP_ECLOSED; a
+ *    loop-thread-only call from another thread, when the check is on, is
+ *    UVP_ETHREAD (uvp_ctx_set_checks).  So a chain half built when a call
+ *    fails (UV_ENOMEM) is torn down as usual: release the promises you got
+ *    so far (their handlers' notifiers run as they go), or close the
+ *    context, which tears down everything.
  *
  * Mapping to JavaScript:
  *   new Promise(...)        uvp_promise_new + uvp_promise_resolve/reject
@@ -199,8 +213,9 @@ static inline uvp_ret_t uvp_ret_reject(int code, void *payload,
 /* Make the derived promise follow `p` (Promises/A+ 2.3.2).  Takes one
  * reference to p: `return uvp_ret_adopt(new_promise);` hands the reference
  * you got from uvp_promise_new over.  Adopting the derived promise itself,
- * or a promise that (transitively) waits for it, rejects it with
- * UVP_ECYCLE; a promise of another context rejects it with UVP_EXCTX.
+ * or a promise that waits for it (see uvp_promise_resolve_with: cycles),
+ * rejects it with UVP_ECYCLE; a promise of another context rejects it with
+ * UVP_EXCTX.
  * Returning a file, DNS, thread-pool or TCP request you have just started,
  * and keep no reference to, costs nothing extra: instead of adopting its
  * promise, the derived promise takes the request over (the request settles
@@ -436,10 +451,18 @@ UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
  * producer does.  If src is freed unsettled, p stays pending (and resolved:
  * resolve/reject keep returning UVP_ESETTLED) until cancelled or torn down.
  * Loop thread only.
- * Errors: UV_EINVAL, UVP_ESETTLED, UVP_ECLOSED, UVP_EXCTX (src belongs to
- * another context).  Resolving p with itself or with a promise that waits
- * for p is not an error of the call: p is rejected with UVP_ECYCLE, as
- * Promises/A+ 2.3.1 requires. */
+ * Errors: UV_EINVAL (NULL p or src), UVP_ESETTLED, UVP_ECLOSED, UVP_ETHREAD,
+ * UVP_EXCTX (src belongs to another context).
+ * Cycles.  Resolving p with itself, or with a promise that waits for p
+ * through adoptions (resolve_with, uvp_ret_adopt) and handlers' derived
+ * promises, is not an error of the call: p is rejected with UVP_ECYCLE, as
+ * Promises/A+ 2.3.1 requires.  The check walks up from src only when
+ * something already waits for p, so building a chain from its root (each
+ * new promise resolved with the last) costs the same for every link.  A
+ * cycle through a combinator, a timeout, a map or a sequence (p resolved
+ * with race([q]) where q follows p) is not detected: its promises stay
+ * pending, as every cycle but the direct one does in JavaScript, until
+ * they are cancelled or torn down. */
 UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
 
 /* Attach a cancel hook to a pending promise you produce (one hook; a second

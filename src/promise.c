@@ -197,6 +197,26 @@ static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   p->flags |= UVP__F_FORWARD | (src->flags & UVP__F_CANCELLED);
 }
 
+/* Whether pending q is p, or waits for p through adoptions and handlers'
+ * derived promises (each waiting promise names what it waits for in
+ * `link`).  Something that waits for p is one of p's reactions, so a p
+ * nobody reacts to closes no cycle: building a chain from its root (each
+ * new promise resolved with the last) then costs O(1) a link instead of a
+ * walk down the whole chain.  Cycles through combinators, timeouts, maps
+ * and sequences are not seen (uvp.h says so). */
+static bool waits_for(uvp_promise_t *q, const uvp_promise_t *p) {
+  if (q == p)
+    return true;
+  if (p->reactions == NULL)
+    return false;
+  for (uvp_promise_t *x = q; x->state == UVP__S_PENDING &&
+                             (x->flags & UVP__F_WAITING);
+       x = x->link)
+    if (x->link == p)
+      return true;
+  return false;
+}
+
 /* Make pending p follow q (Promises/A+ 2.3.2), or reject it for a cycle. */
 void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q) {
   if (!uvp__same_ctx(q, p)) {
@@ -208,13 +228,9 @@ void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q) {
     forward(p, q);
     return;
   }
-  for (uvp_promise_t *x = q;; x = x->link) {
-    if (x == p) {
-      reject(p, UVP_ECYCLE, NULL, NULL);
-      return;
-    }
-    if (x->state != UVP__S_PENDING || !(x->flags & UVP__F_WAITING))
-      break;
+  if (waits_for(q, p)) {
+    reject(p, UVP_ECYCLE, NULL, NULL);
+    return;
   }
   uvp__handler_t *h =
       handler_alloc(uvp__promise_ctx(p), UVP__RK_FOLLOW, p, NULL);
