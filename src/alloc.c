@@ -281,8 +281,10 @@ void *uvp__block_get(uvp__blocks_t *b, size_t *size) {
     return block;
   }
   void *block = uvp__malloc(*size);
-  if (block != NULL)
-    uvp__populate(block, (char *)block + *size); /* written whole at once */
+  /* Written whole at once.  Only a large block is a fresh mapping worth
+   * a system call; malloc recycles small ones already faulted in. */
+  if (block != NULL && *size >= UVP__BLOCK_KEEP)
+    uvp__populate(block, (char *)block + *size);
   return block;
 }
 
