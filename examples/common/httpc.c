@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include <llhttp.h>
+#include <uriparser/Uri.h>
 
 #include "httpc.h"
 
@@ -26,8 +27,7 @@ typedef struct req_s {
   uvp_promise_t *op; /* the TCP operation in flight; our reference */
   uvp_tcp_t *tcp;
   httpc_pool_t *pool; /* NULL: the connection is closed after the response */
-  char *host;
-  int port;
+  httpc_url_t url; /* host and port to connect to */
   char *request;
   size_t request_len;
   llhttp_t parser;
@@ -199,7 +199,7 @@ static void req_free(req_t *r) {
   uvp_promise_release(r->op);
   uvp_promise_release(r->p);
   response_free(r->res);
-  free(r->host);
+  httpc_url_free(&r->url);
   free(r->request);
   free(r);
 }
@@ -252,7 +252,7 @@ static void req_next(req_t *r, int rc, uvp_promise_t *op, uvp_then_cb next) {
 
 static void req_connect(req_t *r) {
   uvp_promise_t *op = NULL;
-  int rc = uvp_tcp_connect_host(r->tcp, r->host, r->port, &op);
+  int rc = uvp_tcp_connect_host(r->tcp, r->url.host, r->url.port, &op);
   req_next(r, rc, op, on_connected);
 }
 
@@ -298,7 +298,7 @@ static int req_step(req_t *r, const uvp_outcome_t *in) {
  * pool if it is fit for another request. */
 static void req_done(req_t *r) {
   if (r->pool != NULL && r->keep_alive && !r->extra &&
-      pool_put(r->pool, r->host, r->port, r->tcp) == 0)
+      pool_put(r->pool, r->url.host, r->url.port, r->tcp) == 0)
     r->tcp = NULL; /* the pool's now */
   req_finish(r, 0);
 }
@@ -362,70 +362,89 @@ static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
 
 /* ---- URLs ---------------------------------------------------------------- */
 
-/* Split http://host[:port][/target] into its parts (allocated).  Only what
- * a request line can carry safely is accepted. */
-static int url_parse(const char *url, char **host, int *port,
-                     char **authority, char **target) {
-  static const char http[] = "http://";
-  if (strncasecmp(url, "https://", 8) == 0)
-    return UV_EPROTONOSUPPORT;
-  if (strncasecmp(url, http, sizeof(http) - 1) != 0)
+/* uriparser checks the syntax (RFC 3986), which also keeps out of the
+ * request line what it cannot carry (blanks, control characters, non-ASCII
+ * bytes); what is left here is what an http:// client accepts of it. */
+int httpc_url_parse(const char *url, httpc_url_t *out, const char **why) {
+  *why = NULL;
+  UriUriA u;
+  const char *error_pos;
+  if (uriParseSingleUriA(&u, url, &error_pos) != URI_SUCCESS) {
+    *why = "malformed URL";
     return UV_EINVAL;
-  const char *a = url + sizeof(http) - 1;
-  size_t alen = strcspn(a, "/?#");
-  const char *rest = a + alen;
-  for (const char *c = url; *c != '\0'; c++)
-    if ((unsigned char)*c <= ' ' || *c == 0x7f)
-      return UV_EINVAL;
-  if (alen == 0 || memchr(a, '@', alen) != NULL)
-    return UV_EINVAL;
-
-  const char *h = a, *hend, *colon;
-  if (*a == '[') { /* [IPv6] */
-    const char *close = memchr(a, ']', alen);
-    if (close == NULL)
-      return UV_EINVAL;
-    h = a + 1;
-    hend = close;
-    colon = close + 1 < a + alen ? close + 1 : NULL;
-    if (colon != NULL && *colon != ':')
-      return UV_EINVAL;
+  }
+  const UriTextRangeA *sch = &u.scheme;
+  size_t slen = sch->first != NULL ? (size_t)(sch->afterLast - sch->first) : 0;
+  int bracketed = u.hostData.ip6 != NULL; /* hostText leaves out [ ] */
+  int rc = UV_EINVAL;
+  if (slen == 5 && strncasecmp(sch->first, "https", 5) == 0) {
+    rc = UV_EPROTONOSUPPORT;
+    *why = httpc_strerror(rc);
+  } else if (slen != 4 || strncasecmp(sch->first, "http", 4) != 0) {
+    *why = "not an http:// URL";
+  } else if (u.hostText.first == NULL ||
+             u.hostText.first == u.hostText.afterLast) {
+    *why = "no host in the URL";
+  } else if (u.userInfo.first != NULL) {
+    *why = "user information (user@host) in URLs is not supported";
+  } else if (u.hostData.ipFuture.first != NULL) {
+    *why = "unknown kind of IP literal";
   } else {
-    colon = memchr(a, ':', alen);
-    hend = colon != NULL ? colon : a + alen;
+    rc = 0;
   }
-  if (hend == h)
-    return UV_EINVAL;
-  *port = 80;
-  if (colon != NULL) {
-    const char *d = colon + 1;
-    int v = 0;
-    if (d == a + alen)
-      return UV_EINVAL;
-    for (; d < a + alen; d++) {
-      if (*d < '0' || *d > '9' || v > 65535)
-        return UV_EINVAL;
-      v = v * 10 + (*d - '0');
+  int port = 80;
+  if (rc == 0 && u.portText.first != NULL) {
+    /* The grammar lets only digits through. */
+    port = 0;
+    for (const char *d = u.portText.first;
+         d < u.portText.afterLast && port <= 65535; d++)
+      port = port * 10 + (*d - '0');
+    if (port < 1 || port > 65535) {
+      rc = UV_EINVAL;
+      *why = u.portText.first == u.portText.afterLast
+                 ? "empty port"
+                 : "port out of range (1 to 65535)";
     }
-    if (v < 1 || v > 65535)
-      return UV_EINVAL;
-    *port = v;
+  }
+  if (rc != 0) {
+    uriFreeUriMembersA(&u);
+    return rc;
   }
 
-  size_t tlen = strcspn(rest, "#");
-  *host = strndup(h, (size_t)(hend - h));
-  *authority = strndup(a, alen);
-  *target = malloc(tlen + 2);
-  if (*host == NULL || *authority == NULL || *target == NULL) {
-    free(*host);
-    free(*authority);
-    free(*target);
+  /* The Host header is the authority as written; the request target is
+   * what follows it up to the fragment, which is never sent. */
+  const char *host = u.hostText.first;
+  size_t host_len = (size_t)(u.hostText.afterLast - host);
+  const char *auth = host - bracketed;
+  const char *auth_end = u.portText.first != NULL ? u.portText.afterLast
+                                                  : host + host_len + bracketed;
+  size_t auth_len = (size_t)(auth_end - auth);
+  size_t target_len = strcspn(auth_end, "#");
+  int slash = *auth_end != '/'; /* "http://h?q" asks for "/?q" */
+  uriFreeUriMembersA(&u);
+
+  char *mem = malloc(host_len + 1 + auth_len + 1 + slash + target_len + 1);
+  if (mem == NULL) {
+    *why = "out of memory";
     return UV_ENOMEM;
   }
-  /* "http://h?q" asks for "/?q". */
-  snprintf(*target, tlen + 2, "%s%.*s", *rest == '/' ? "" : "/", (int)tlen,
-           rest);
+  out->host = mem;
+  out->authority = mem + host_len + 1;
+  out->target = out->authority + auth_len + 1;
+  out->port = port;
+  memcpy(out->host, host, host_len);
+  out->host[host_len] = '\0';
+  memcpy(out->authority, auth, auth_len);
+  out->authority[auth_len] = '\0';
+  out->target[0] = '/';
+  memcpy(out->target + slash, auth_end, target_len);
+  out->target[slash + target_len] = '\0';
   return 0;
+}
+
+void httpc_url_free(httpc_url_t *u) {
+  if (u != NULL)
+    free(u->host); /* one block for the three strings */
 }
 
 /* ---- entry point --------------------------------------------------------- */
@@ -436,9 +455,9 @@ static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
-int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
+int httpc_get(uvp_ctx_t *ctx, const char *url_text, const httpc_opts_t *opts,
               uvp_promise_t **out) {
-  if (ctx == NULL || url == NULL || out == NULL)
+  if (ctx == NULL || url_text == NULL || out == NULL)
     return UV_EINVAL;
   httpc_opts_t o = {0, 0, NULL};
   if (opts != NULL)
@@ -446,13 +465,13 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
   if (o.pool != NULL && o.pool->ctx != ctx)
     return UV_EINVAL;
 
-  char *host, *authority, *target;
-  int port;
-  int rc = url_parse(url, &host, &port, &authority, &target);
+  httpc_url_t url;
+  const char *why;
+  int rc = httpc_url_parse(url_text, &url, &why);
   if (rc == UV_ENOMEM)
     return rc;
   if (rc != 0) /* a bad URL is that request's outcome, like a refusal */
-    return uvp_promise_rejected(ctx, rc, NULL, NULL, out);
+    return uvp_promise_rejected(ctx, rc, (void *)why, NULL, out);
 
   req_t *r = calloc(1, sizeof(*r));
   httpc_response_t *res = calloc(1, sizeof(*res));
@@ -464,27 +483,23 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
                             "Connection: %s\r\n"
                             "\r\n";
   const char *connection = o.pool != NULL ? "keep-alive" : "close";
-  int len = snprintf(NULL, 0, fmt, target, authority, connection);
-  char *request = malloc((size_t)len + 1);
+  char *request = NULL;
+  int len = asprintf(&request, fmt, url.target, url.authority, connection);
+  if (len < 0)
+    request = NULL;
   if (r == NULL || res == NULL || body == NULL || request == NULL) {
     free(r);
     free(res);
     free(body);
     free(request);
-    free(host);
-    free(authority);
-    free(target);
+    httpc_url_free(&url);
     return UV_ENOMEM;
   }
-  snprintf(request, (size_t)len + 1, fmt, target, authority, connection);
-  free(authority);
-  free(target);
   body[0] = '\0';
   res->body = body;
   r->ctx = ctx;
   r->res = res;
-  r->host = host;
-  r->port = port;
+  r->url = url;
   r->request = request;
   r->request_len = (size_t)len;
   r->keep = o.keep;
@@ -495,7 +510,7 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
   if (o.pool != NULL) {
     r->pool = o.pool;
     r->pool->users++;
-    r->tcp = pool_take(r->pool, r->host, r->port);
+    r->tcp = pool_take(r->pool, r->url.host, r->url.port);
     r->reused = r->tcp != NULL;
   }
 

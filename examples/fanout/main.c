@@ -227,6 +227,10 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
       transport_err++;
     }
     const char *why = res != NULL ? NULL : httpc_strerror(s->status);
+    /* A URL httpc refused says what is wrong with it. */
+    if (res == NULL && s->value != NULL &&
+        (s->status == UV_EINVAL || s->status == UV_EPROTONOSUPPORT))
+      why = s->value;
     if (res == NULL && s->status == UV_ECANCELED && r->deadline_ms != 0)
       why = "not started before the deadline (-d)";
 
