@@ -21,15 +21,21 @@
 
 #include "httpc.h"
 
+struct httpc_target_s {
+  size_t refs; /* the creator's and one per request using it */
+  httpc_url_t url;
+  /* The request, with "Connection: keep-alive" (pooled) or "close". */
+  char *keep_alive, *close;
+  size_t keep_alive_len, close_len;
+};
+
 typedef struct req_s {
   uvp_ctx_t *ctx;
   uvp_promise_t *p;  /* the request's promise; one reference is ours */
   uvp_promise_t *op; /* the TCP operation in flight; our reference */
   uvp_tcp_t *tcp;
   httpc_pool_t *pool; /* NULL: the connection is closed after the response */
-  httpc_url_t url; /* host and port to connect to */
-  char *request;
-  size_t request_len;
+  httpc_target_t *target; /* what to connect to and send; a reference */
   llhttp_t parser;
   httpc_response_t *res;
   size_t keep;
@@ -199,8 +205,7 @@ static void req_free(req_t *r) {
   uvp_promise_release(r->op);
   uvp_promise_release(r->p);
   response_free(r->res);
-  httpc_url_free(&r->url);
-  free(r->request);
+  httpc_target_free(r->target);
   free(r);
 }
 
@@ -252,7 +257,8 @@ static void req_next(req_t *r, int rc, uvp_promise_t *op, uvp_then_cb next) {
 
 static void req_connect(req_t *r) {
   uvp_promise_t *op = NULL;
-  int rc = uvp_tcp_connect_host(r->tcp, r->url.host, r->url.port, &op);
+  const httpc_url_t *u = &r->target->url;
+  int rc = uvp_tcp_connect_host(r->tcp, u->host, u->port, &op);
   req_next(r, rc, op, on_connected);
 }
 
@@ -298,7 +304,8 @@ static int req_step(req_t *r, const uvp_outcome_t *in) {
  * pool if it is fit for another request. */
 static void req_done(req_t *r) {
   if (r->pool != NULL && r->keep_alive && !r->extra &&
-      pool_put(r->pool, r->url.host, r->url.port, r->tcp) == 0)
+      pool_put(r->pool, r->target->url.host, r->target->url.port,
+               r->tcp) == 0)
     r->tcp = NULL; /* the pool's now */
   req_finish(r, 0);
 }
@@ -348,7 +355,10 @@ static uvp_ret_t on_written(void *arg, const uvp_outcome_t *in) {
 
 static void send_request(req_t *r) {
   uvp_promise_t *op = NULL;
-  int rc = uvp_tcp_write(r->tcp, r->request, r->request_len, &op);
+  const httpc_target_t *t = r->target;
+  int rc = r->pool != NULL
+               ? uvp_tcp_write(r->tcp, t->keep_alive, t->keep_alive_len, &op)
+               : uvp_tcp_write(r->tcp, t->close, t->close_len, &op);
   req_next(r, rc, op, on_written);
 }
 
@@ -447,7 +457,54 @@ void httpc_url_free(httpc_url_t *u) {
     free(u->host); /* one block for the three strings */
 }
 
-/* ---- entry point --------------------------------------------------------- */
+/* ---- targets ------------------------------------------------------------- */
+
+int httpc_target_new(const char *url, httpc_target_t **out,
+                     const char **why) {
+  httpc_target_t *t = calloc(1, sizeof(*t));
+  if (t == NULL) {
+    *why = "out of memory";
+    return UV_ENOMEM;
+  }
+  int rc = httpc_url_parse(url, &t->url, why);
+  if (rc != 0) {
+    free(t);
+    return rc;
+  }
+  static const char fmt[] = "GET %s HTTP/1.1\r\n"
+                            "Host: %s\r\n"
+                            "User-Agent: uvp-httpc/" UVP_VERSION_STRING "\r\n"
+                            "Accept: */*\r\n"
+                            "Connection: %s\r\n"
+                            "\r\n";
+  int klen = asprintf(&t->keep_alive, fmt, t->url.target, t->url.authority,
+                      "keep-alive");
+  int clen = asprintf(&t->close, fmt, t->url.target, t->url.authority,
+                      "close");
+  t->refs = 1;
+  if (klen < 0 || clen < 0) {
+    t->keep_alive = klen < 0 ? NULL : t->keep_alive;
+    t->close = clen < 0 ? NULL : t->close;
+    httpc_target_free(t);
+    *why = "out of memory";
+    return UV_ENOMEM;
+  }
+  t->keep_alive_len = (size_t)klen;
+  t->close_len = (size_t)clen;
+  *out = t;
+  return 0;
+}
+
+void httpc_target_free(httpc_target_t *t) {
+  if (t == NULL || --t->refs > 0)
+    return;
+  httpc_url_free(&t->url);
+  free(t->keep_alive);
+  free(t->close);
+  free(t);
+}
+
+/* ---- entry points -------------------------------------------------------- */
 
 static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
   (void)arg;
@@ -455,9 +512,25 @@ static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
-int httpc_get(uvp_ctx_t *ctx, const char *url_text, const httpc_opts_t *opts,
+int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
               uvp_promise_t **out) {
-  if (ctx == NULL || url_text == NULL || out == NULL)
+  if (ctx == NULL || url == NULL || out == NULL)
+    return UV_EINVAL;
+  httpc_target_t *t;
+  const char *why;
+  int rc = httpc_target_new(url, &t, &why);
+  if (rc == UV_ENOMEM)
+    return rc;
+  if (rc != 0) /* a bad URL is that request's outcome, like a refusal */
+    return uvp_promise_rejected(ctx, rc, (void *)why, NULL, out);
+  rc = httpc_get_target(ctx, t, opts, out);
+  httpc_target_free(t); /* the request holds its own reference */
+  return rc;
+}
+
+int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
+                     const httpc_opts_t *opts, uvp_promise_t **out) {
+  if (ctx == NULL || t == NULL || out == NULL)
     return UV_EINVAL;
   httpc_opts_t o = {0, 0, NULL};
   if (opts != NULL)
@@ -465,43 +538,21 @@ int httpc_get(uvp_ctx_t *ctx, const char *url_text, const httpc_opts_t *opts,
   if (o.pool != NULL && o.pool->ctx != ctx)
     return UV_EINVAL;
 
-  httpc_url_t url;
-  const char *why;
-  int rc = httpc_url_parse(url_text, &url, &why);
-  if (rc == UV_ENOMEM)
-    return rc;
-  if (rc != 0) /* a bad URL is that request's outcome, like a refusal */
-    return uvp_promise_rejected(ctx, rc, (void *)why, NULL, out);
-
   req_t *r = calloc(1, sizeof(*r));
   httpc_response_t *res = calloc(1, sizeof(*res));
   char *body = malloc(o.keep + 1);
-  static const char fmt[] = "GET %s HTTP/1.1\r\n"
-                            "Host: %s\r\n"
-                            "User-Agent: uvp-httpc/" UVP_VERSION_STRING "\r\n"
-                            "Accept: */*\r\n"
-                            "Connection: %s\r\n"
-                            "\r\n";
-  const char *connection = o.pool != NULL ? "keep-alive" : "close";
-  char *request = NULL;
-  int len = asprintf(&request, fmt, url.target, url.authority, connection);
-  if (len < 0)
-    request = NULL;
-  if (r == NULL || res == NULL || body == NULL || request == NULL) {
+  if (r == NULL || res == NULL || body == NULL) {
     free(r);
     free(res);
     free(body);
-    free(request);
-    httpc_url_free(&url);
     return UV_ENOMEM;
   }
   body[0] = '\0';
   res->body = body;
   r->ctx = ctx;
   r->res = res;
-  r->url = url;
-  r->request = request;
-  r->request_len = (size_t)len;
+  r->target = t;
+  t->refs++;
   r->keep = o.keep;
   r->start_ns = uv_hrtime();
   llhttp_init(&r->parser, HTTP_RESPONSE, &parser_settings);
@@ -510,11 +561,11 @@ int httpc_get(uvp_ctx_t *ctx, const char *url_text, const httpc_opts_t *opts,
   if (o.pool != NULL) {
     r->pool = o.pool;
     r->pool->users++;
-    r->tcp = pool_take(r->pool, r->url.host, r->url.port);
+    r->tcp = pool_take(r->pool, t->url.host, t->url.port);
     r->reused = r->tcp != NULL;
   }
 
-  rc = uvp_promise_new(ctx, &r->p);
+  int rc = uvp_promise_new(ctx, &r->p);
   if (rc == 0)
     rc = uvp_promise_set_cancel(r->p, req_cancelled, r);
   if (rc == 0 && r->tcp == NULL)

@@ -99,6 +99,24 @@ int httpc_url_parse(const char *url, httpc_url_t *out, const char **why);
 
 void httpc_url_free(httpc_url_t *u);
 
+/* A GET prepared once for many requests, as a program that asks the same
+ * URLs again and again does: the URL parsed and the request formatted
+ * once.  Counted references: each request holds one while it needs the
+ * target. */
+typedef struct httpc_target_s httpc_target_t;
+
+/* Prepare a GET of `url`.  Errors as httpc_url_parse's, with *why. */
+int httpc_target_new(const char *url, httpc_target_t **out,
+                     const char **why);
+
+/* Drop the caller's reference: the target is freed once the requests that
+ * use it are done too.  NULL is ignored. */
+void httpc_target_free(httpc_target_t *t);
+
+/* httpc_get of a prepared target (its URL cannot be bad any more). */
+int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
+                     const httpc_opts_t *opts, uvp_promise_t **out);
+
 /* A message for a rejection code of httpc_get, more helpful than
  * uv_strerror() for the codes httpc gives its own meaning (UV_EPROTO,
  * UV_EPROTONOSUPPORT, UV_EINVAL).  Never NULL; static or uvp_strerror's. */

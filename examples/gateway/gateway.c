@@ -56,11 +56,11 @@
  * left on it; exit status 0. */
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <llhttp.h>
 
 #include "httpc.h"
@@ -69,6 +69,111 @@
 #define MAX_PENDING (64 * 1024) /* unparsed input kept per connection */
 #define MAX_HEADER (16 * 1024)  /* request line + headers */
 #define POOL_MAX_IDLE 256       /* idle backend connections per host:port */
+/* Compact JSON; "ms" has one decimal, which 15 significant digits print
+ * without the binary fraction's noise. */
+#define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+#define OOM_BODY "{\"error\":\"Internal Server Error\"}\n"
+
+/* A backend: its URL, prepared for httpc once, or the reason it cannot be
+ * asked (a bad URL is each request's rejection, not a startup error). */
+typedef struct backend_s {
+  char *url;
+  httpc_target_t *target; /* NULL: error and why */
+  int error;
+  const char *why;
+} backend_t;
+
+/* ---- the JSON summary -------------------------------------------------- */
+
+/* The summary's document is built once, with both possible entries of
+ * every backend; a response sets the figures, puts each backend's entry
+ * in place and dumps it.  Making a dozen objects per request and freeing
+ * them again cost as much as the rest of the request. */
+typedef struct entry_s {
+  json_t *fulfilled, *code, *bytes, *ms; /* {"url",...,"code","bytes","ms"} */
+  json_t *rejected, *error;              /* {"url",...,"error"} */
+} entry_t;
+
+typedef struct summary_s {
+  json_t *doc; /* {"backends":[...],"ok":N,"failed":N} */
+  json_t *backends, *ok, *failed;
+  entry_t *entries;
+  size_t n;
+} summary_t;
+
+static void summary_free(summary_t *s) {
+  for (size_t i = 0; i < s->n; i++) {
+    entry_t *e = &s->entries[i];
+    json_t *all[] = {e->fulfilled, e->code, e->bytes, e->ms, e->rejected,
+                     e->error};
+    for (size_t k = 0; k < sizeof(all) / sizeof(*all); k++)
+      json_decref(all[k]);
+  }
+  free(s->entries);
+  json_t *doc[] = {s->doc, s->backends, s->ok, s->failed};
+  for (size_t k = 0; k < sizeof(doc) / sizeof(*doc); k++)
+    json_decref(doc[k]);
+  memset(s, 0, sizeof(*s));
+}
+
+/* Returns 0, or -1 (out of memory, or a URL that is not UTF-8). */
+static int summary_init(summary_t *s, const backend_t *backends, size_t n) {
+  memset(s, 0, sizeof(*s));
+  s->backends = json_array();
+  s->ok = json_integer(0);
+  s->failed = json_integer(0);
+  s->doc = json_pack("{s:O,s:O,s:O}", "backends", s->backends, "ok", s->ok,
+                     "failed", s->failed);
+  s->entries = calloc(n, sizeof(*s->entries));
+  if (s->doc == NULL || s->entries == NULL) {
+    summary_free(s);
+    return -1;
+  }
+  for (; s->n < n; s->n++) {
+    entry_t *e = &s->entries[s->n];
+    json_t *url = json_string(backends[s->n].url);
+    e->code = json_integer(0);
+    e->bytes = json_integer(0);
+    e->ms = json_real(0);
+    e->error = json_string("");
+    e->fulfilled = json_pack("{s:O,s:s,s:O,s:O,s:O}", "url", url, "status",
+                             "fulfilled", "code", e->code, "bytes", e->bytes,
+                             "ms", e->ms);
+    e->rejected = json_pack("{s:O,s:s,s:O}", "url", url, "status", "rejected",
+                            "error", e->error);
+    json_decref(url);
+    if (e->fulfilled == NULL || e->rejected == NULL ||
+        json_array_append(s->backends, e->rejected) != 0) {
+      s->n++;
+      summary_free(s);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* The document for one fan-out's outcomes, in backend order; "ms" to
+ * 0.1 ms.  Valid until the next call. */
+static const json_t *summary_of(summary_t *s, const uvp_settled_list_t *l) {
+  for (size_t i = 0; i < l->count; i++) {
+    const uvp_settled_t *it = &l->items[i];
+    entry_t *e = &s->entries[i];
+    if (it->status == 0) {
+      const httpc_response_t *r = it->value;
+      json_integer_set(e->code, r->status);
+      json_integer_set(e->bytes, (json_int_t)r->bytes);
+      json_real_set(e->ms, (double)((r->latency_us + 50) / 100) / 10.0);
+    }
+    json_t *entry = it->status == 0 ? e->fulfilled : e->rejected;
+    if ((it->status < 0 &&
+         json_string_set(e->error, uvp_err_name(it->status)) != 0) ||
+        json_array_set(s->backends, i, entry) != 0)
+      return NULL;
+  }
+  json_integer_set(s->ok, (json_int_t)l->fulfilled);
+  json_integer_set(s->failed, (json_int_t)l->rejected);
+  return s->doc;
+}
 
 typedef struct conn_s conn_t;
 typedef struct req_s req_t;
@@ -79,8 +184,8 @@ typedef struct server_s {
   uv_tcp_t listener;
   uv_signal_t sigint;
   uv_signal_t sigterm;
-  char **backends;
-  char **backends_json; /* each URL as a JSON string, escaped once */
+  backend_t *backends;
+  summary_t summary;
   size_t nbackends;
   httpc_opts_t opts; /* opts.pool: the backend connections */
   conn_t *conns; /* every open connection, to close them at shutdown */
@@ -128,89 +233,6 @@ typedef struct wreq_s {
 static void conn_close(conn_t *c);
 static void conn_continue(conn_t *c);
 static void maybe_finish(server_t *srv);
-
-/* ---- a growable string for responses --------------------------------- */
-
-typedef struct sbuf_s {
-  char *p;
-  size_t len, cap;
-  int oom;
-} sbuf_t;
-
-static void sb_reserve(sbuf_t *b, size_t more) {
-  if (b->oom || b->len + more + 1 <= b->cap)
-    return;
-  size_t cap = b->cap ? b->cap : 512;
-  while (cap < b->len + more + 1)
-    cap *= 2;
-  char *p = realloc(b->p, cap);
-  if (p == NULL) {
-    b->oom = 1;
-    return;
-  }
-  b->p = p;
-  b->cap = cap;
-}
-
-static void sb_append(sbuf_t *b, const char *s, size_t n) {
-  sb_reserve(b, n);
-  if (b->oom)
-    return;
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *b, const char *s) { sb_append(b, s, strlen(s)); }
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-  va_list ap;
-  sb_reserve(b, 0);
-  if (b->oom)
-    return;
-  va_start(ap, fmt);
-  int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-  va_end(ap);
-  if (n < 0) {
-    b->oom = 1;
-    return;
-  }
-  /* Formatting is most of the summary's cost: a second pass only when the
-   * first did not fit. */
-  if ((size_t)n >= b->cap - b->len) {
-    sb_reserve(b, (size_t)n);
-    if (b->oom)
-      return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-  }
-  b->len += (size_t)n;
-}
-
-/* URLs come from the command line: escape them rather than trust them,
- * once, when the backend is added (a per-request escape, character by
- * character, was a sizeable part of the gateway's user time).  Returns
- * the quoted JSON string, or NULL. */
-static char *json_string(const char *s) {
-  sbuf_t b = {0};
-  sb_puts(&b, "\"");
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      sb_printf(&b, "\\%c", ch);
-    else if (ch < 0x20)
-      sb_printf(&b, "\\u%04x", ch);
-    else
-      sb_append(&b, (const char *)&ch, 1);
-  }
-  sb_puts(&b, "\"");
-  if (b.oom) {
-    free(b.p);
-    return NULL;
-  }
-  return b.p;
-}
 
 /* ---- writing responses -------------------------------------------------- */
 
@@ -290,34 +312,38 @@ static void conn_respond(conn_t *c, int code, const char *reason,
   c->writing = 1;
 }
 
+/* Answer with `doc` (borrowed) as one compact line of JSON.  Dumped into
+ * a buffer that is the same for every response (the socket usually takes
+ * the whole response at once, and conn_respond copies what it does not),
+ * so that a summary costs no allocation. */
+static void conn_respond_json(conn_t *c, int code, const char *reason,
+                              const json_t *doc, int head_only) {
+  static char buf[64 * 1024];
+  char *body = buf;
+  size_t n = doc != NULL ? json_dumpb(doc, buf, sizeof(buf) - 1, JSON_FLAGS)
+                         : 0;
+  if (n >= sizeof(buf) &&
+      ((body = malloc(n + 1)) == NULL ||
+       json_dumpb(doc, body, n, JSON_FLAGS) != n))
+    n = 0;
+  if (n == 0) {
+    conn_respond(c, 500, "Internal Server Error", OOM_BODY,
+                 sizeof(OOM_BODY) - 1, 0);
+  } else {
+    body[n] = '\n';
+    conn_respond(c, code, reason, body, n + 1, head_only);
+  }
+  if (body != buf)
+    free(body);
+}
+
 static void conn_respond_error(conn_t *c, int code, const char *reason) {
-  char body[128];
-  int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", reason);
-  conn_respond(c, code, reason, body, (size_t)n, 0);
+  json_t *doc = json_pack("{s:s}", "error", reason);
+  conn_respond_json(c, code, reason, doc, 0);
+  json_decref(doc);
 }
 
 /* ---- the fan-out -------------------------------------------------------- */
-
-static void json_summary(sbuf_t *b, server_t *srv,
-                         const uvp_settled_list_t *l) {
-  sb_puts(b, "{\"backends\":[");
-  for (size_t i = 0; i < l->count; i++) {
-    const uvp_settled_t *it = &l->items[i];
-    sb_puts(b, i ? ",{\"url\":" : "{\"url\":");
-    sb_puts(b, srv->backends_json[i]);
-    if (it->status == 0) {
-      const httpc_response_t *r = it->value;
-      sb_printf(b,
-                ",\"status\":\"fulfilled\",\"code\":%d,\"bytes\":%zu,"
-                "\"ms\":%.1f}",
-                r->status, r->bytes, (double)r->latency_us / 1000.0);
-    } else {
-      sb_printf(b, ",\"status\":\"rejected\",\"error\":\"%s\"}",
-                uvp_err_name(it->status));
-    }
-  }
-  sb_printf(b, "],\"ok\":%zu,\"failed\":%zu}\n", l->fulfilled, l->rejected);
-}
 
 static uvp_ret_t on_fanout_settled(void *arg, const uvp_outcome_t *in) {
   req_t *r = arg;
@@ -326,13 +352,8 @@ static uvp_ret_t on_fanout_settled(void *arg, const uvp_outcome_t *in) {
   if (c != NULL) {
     c->req = NULL;
     if (in->status == 0) {
-      sbuf_t b = {0};
-      json_summary(&b, srv, in->value);
-      if (b.oom)
-        conn_respond_error(c, 500, "Internal Server Error");
-      else
-        conn_respond(c, 200, "OK", b.p, b.len, r->head);
-      free(b.p);
+      conn_respond_json(c, 200, "OK", summary_of(&srv->summary, in->value),
+                        r->head);
     } else {
       /* Only a cancellation rejects allSettled, and we cancel only for
        * connections that are gone; answer anyway rather than hang. */
@@ -355,8 +376,12 @@ static void start_fanout(conn_t *c, int head) {
   int err = (ps == NULL || r == NULL) ? UV_ENOMEM : 0;
   size_t made = 0;
   for (; err == 0 && made < n; made++) {
-    err = httpc_get(srv->ctx, srv->backends[made], &srv->opts, &ps[made]);
-    /* A backend that cannot even start (a bad URL, no memory) is that
+    const backend_t *b = &srv->backends[made];
+    err = b->target != NULL
+              ? httpc_get_target(srv->ctx, b->target, &srv->opts, &ps[made])
+              : uvp_promise_rejected(srv->ctx, b->error, (void *)b->why, NULL,
+                                     &ps[made]);
+    /* A backend request that cannot even start (no memory) is that
      * backend's rejection, not the whole request's failure. */
     if (err < 0 && err != UVP_ECLOSED)
       err = uvp_promise_rejected(srv->ctx, err, NULL, NULL, &ps[made]);
@@ -655,19 +680,16 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static int add_backend(server_t *srv, const char *url) {
   size_t n = srv->nbackends + 1;
-  char **b = realloc(srv->backends, n * sizeof(*b));
-  if (b == NULL)
+  backend_t *bs = realloc(srv->backends, n * sizeof(*bs));
+  if (bs == NULL)
     return -1;
-  srv->backends = b;
-  char **j = realloc(srv->backends_json, n * sizeof(*j));
-  if (j == NULL)
-    return -1;
-  srv->backends_json = j;
-  b[n - 1] = strdup(url);
-  j[n - 1] = json_string(url);
-  if (b[n - 1] == NULL || j[n - 1] == NULL) {
-    free(b[n - 1]);
-    free(j[n - 1]);
+  srv->backends = bs;
+  backend_t *b = &bs[n - 1];
+  memset(b, 0, sizeof(*b));
+  b->error = httpc_target_new(url, &b->target, &b->why);
+  if ((b->url = strdup(url)) == NULL || b->error == UV_ENOMEM) {
+    free(b->url);
+    httpc_target_free(b->target);
     return -1;
   }
   srv->nbackends = n;
@@ -742,6 +764,11 @@ int main(int argc, char **argv) {
     usage();
     return 2;
   }
+  if (summary_init(&srv.summary, srv.backends, srv.nbackends) != 0) {
+    fprintf(stderr, "uvp-gateway: out of memory, or a backend URL that is "
+                    "not UTF-8 (JSON cannot carry it)\n");
+    return 1;
+  }
   srv.opts.timeout_ms = timeout;
   srv.opts.keep = 0; /* only the body's size goes into the summary */
 
@@ -804,10 +831,10 @@ int main(int argc, char **argv) {
   fprintf(stderr, "uvp-gateway: %llu connections, %llu responses\n",
           srv.accepted, srv.served);
   for (size_t i = 0; i < srv.nbackends; i++) {
-    free(srv.backends[i]);
-    free(srv.backends_json[i]);
+    free(srv.backends[i].url);
+    httpc_target_free(srv.backends[i].target);
   }
   free(srv.backends);
-  free(srv.backends_json);
+  summary_free(&srv.summary);
   return err < 0 ? 1 : 0;
 }
