@@ -253,9 +253,9 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
       json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1),
                             "url", json_url(row->url), "result", result,
                             "ok", res != NULL && res->status < 400);
-      if (res != NULL)
+      if (res != NULL) {
         json_object_set_new(o, "status", json_integer(res->status));
-      else {
+      } else {
         json_object_set_new(o, "error", json_string(result));
         json_object_set_new(o, "message", json_string(why));
       }

@@ -83,8 +83,9 @@ typedef struct backend_s {
 
 /* The summary's document is built once, with both possible entries of
  * every backend; a response sets the figures, puts each backend's entry
- * in place and dumps it.  Making a dozen objects per request and freeing
- * them again cost as much as the rest of the request. */
+ * in place and dumps it.  (Callgrind, 3 backends: 128 k instructions per
+ * gateway response with the objects built for each response and dumped
+ * through open_memstream, 83 k like this, 55 k with the former printf.) */
 typedef struct entry_s {
   json_t *fulfilled, *code, *bytes, *ms; /* {"url",...,"code","bytes","ms"} */
   json_t *rejected, *error;              /* {"url",...,"error"} */
@@ -194,10 +195,9 @@ typedef struct fanout_s {
 
 /* ---- responses ----------------------------------------------------------- */
 
-/* Answer with `doc` (borrowed) as one compact line of JSON.  Dumped into
- * a buffer that is the same for every response (the socket usually takes
- * the whole response at once, and httpd copies what it does not), so that
- * a summary costs no allocation. */
+/* Answer with `doc` (borrowed) as one compact line of JSON, dumped into a
+ * buffer that serves every response: the socket usually takes the whole
+ * response at once, and httpd copies what it does not. */
 static void respond_json(httpd_req_t *req, int code, const json_t *doc) {
   static char buf[64 * 1024];
   char *body = buf;
