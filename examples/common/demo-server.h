@@ -21,12 +21,11 @@
  *   /malformed    a garbage status line
  *   anything else: 404
  *
- * Plain libuv (no uvp) with llhttp parsing the requests.  The well-behaved
+ * Served by httpd (plain libuv and llhttp, no uvp).  The well-behaved
  * endpoints (/, /fast, /slow, /big, /missing, /error, /stats and unknown
- * paths) keep the connection alive when the request allows it
- * (llhttp_should_keep_alive: HTTP/1.1 without "Connection: close") and
- * answer the next request on it, pipelined ones in order; the others end
- * the connection as described, whatever the request asked. */
+ * paths) keep the connection alive when the request allows it and answer
+ * the next request on it, pipelined ones in order; the others end the
+ * connection as described, whatever the request asked. */
 #ifndef DEMO_SERVER_H
 #define DEMO_SERVER_H
 

@@ -17,8 +17,17 @@
 #include <strings.h>
 
 #include <llhttp.h>
+#include <uriparser/Uri.h>
 
 #include "httpc.h"
+
+struct httpc_target_s {
+  size_t refs; /* the creator's and one per request using it */
+  httpc_url_t url;
+  /* The request, with "Connection: keep-alive" (pooled) or "close". */
+  char *keep_alive, *close;
+  size_t keep_alive_len, close_len;
+};
 
 typedef struct req_s {
   uvp_ctx_t *ctx;
@@ -26,10 +35,7 @@ typedef struct req_s {
   uvp_promise_t *op; /* the TCP operation in flight; our reference */
   uvp_tcp_t *tcp;
   httpc_pool_t *pool; /* NULL: the connection is closed after the response */
-  char *host;
-  int port;
-  char *request;
-  size_t request_len;
+  httpc_target_t *target; /* what to connect to and send; a reference */
   llhttp_t parser;
   httpc_response_t *res;
   size_t keep;
@@ -199,8 +205,7 @@ static void req_free(req_t *r) {
   uvp_promise_release(r->op);
   uvp_promise_release(r->p);
   response_free(r->res);
-  free(r->host);
-  free(r->request);
+  httpc_target_free(r->target);
   free(r);
 }
 
@@ -252,7 +257,8 @@ static void req_next(req_t *r, int rc, uvp_promise_t *op, uvp_then_cb next) {
 
 static void req_connect(req_t *r) {
   uvp_promise_t *op = NULL;
-  int rc = uvp_tcp_connect_host(r->tcp, r->host, r->port, &op);
+  const httpc_url_t *u = &r->target->url;
+  int rc = uvp_tcp_connect_host(r->tcp, u->host, u->port, &op);
   req_next(r, rc, op, on_connected);
 }
 
@@ -298,7 +304,8 @@ static int req_step(req_t *r, const uvp_outcome_t *in) {
  * pool if it is fit for another request. */
 static void req_done(req_t *r) {
   if (r->pool != NULL && r->keep_alive && !r->extra &&
-      pool_put(r->pool, r->host, r->port, r->tcp) == 0)
+      pool_put(r->pool, r->target->url.host, r->target->url.port,
+               r->tcp) == 0)
     r->tcp = NULL; /* the pool's now */
   req_finish(r, 0);
 }
@@ -348,7 +355,10 @@ static uvp_ret_t on_written(void *arg, const uvp_outcome_t *in) {
 
 static void send_request(req_t *r) {
   uvp_promise_t *op = NULL;
-  int rc = uvp_tcp_write(r->tcp, r->request, r->request_len, &op);
+  const httpc_target_t *t = r->target;
+  int rc = r->pool != NULL
+               ? uvp_tcp_write(r->tcp, t->keep_alive, t->keep_alive_len, &op)
+               : uvp_tcp_write(r->tcp, t->close, t->close_len, &op);
   req_next(r, rc, op, on_written);
 }
 
@@ -362,73 +372,139 @@ static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
 
 /* ---- URLs ---------------------------------------------------------------- */
 
-/* Split http://host[:port][/target] into its parts (allocated).  Only what
- * a request line can carry safely is accepted. */
-static int url_parse(const char *url, char **host, int *port,
-                     char **authority, char **target) {
-  static const char http[] = "http://";
-  if (strncasecmp(url, "https://", 8) == 0)
-    return UV_EPROTONOSUPPORT;
-  if (strncasecmp(url, http, sizeof(http) - 1) != 0)
+/* uriparser checks the syntax (RFC 3986), which also keeps out of the
+ * request line what it cannot carry (blanks, control characters, non-ASCII
+ * bytes); what is left here is what an http:// client accepts of it. */
+int httpc_url_parse(const char *url, httpc_url_t *out, const char **why) {
+  *why = NULL;
+  UriUriA u;
+  const char *error_pos;
+  if (uriParseSingleUriA(&u, url, &error_pos) != URI_SUCCESS) {
+    *why = "malformed URL";
     return UV_EINVAL;
-  const char *a = url + sizeof(http) - 1;
-  size_t alen = strcspn(a, "/?#");
-  const char *rest = a + alen;
-  for (const char *c = url; *c != '\0'; c++)
-    if ((unsigned char)*c <= ' ' || *c == 0x7f)
-      return UV_EINVAL;
-  if (alen == 0 || memchr(a, '@', alen) != NULL)
-    return UV_EINVAL;
-
-  const char *h = a, *hend, *colon;
-  if (*a == '[') { /* [IPv6] */
-    const char *close = memchr(a, ']', alen);
-    if (close == NULL)
-      return UV_EINVAL;
-    h = a + 1;
-    hend = close;
-    colon = close + 1 < a + alen ? close + 1 : NULL;
-    if (colon != NULL && *colon != ':')
-      return UV_EINVAL;
+  }
+  const UriTextRangeA *sch = &u.scheme;
+  size_t slen = sch->first != NULL ? (size_t)(sch->afterLast - sch->first) : 0;
+  int bracketed = u.hostData.ip6 != NULL; /* hostText leaves out [ ] */
+  int rc = UV_EINVAL;
+  if (slen == 5 && strncasecmp(sch->first, "https", 5) == 0) {
+    rc = UV_EPROTONOSUPPORT;
+    *why = httpc_strerror(rc);
+  } else if (slen != 4 || strncasecmp(sch->first, "http", 4) != 0) {
+    *why = "not an http:// URL";
+  } else if (u.hostText.first == NULL ||
+             u.hostText.first == u.hostText.afterLast) {
+    *why = "no host in the URL";
+  } else if (u.userInfo.first != NULL) {
+    *why = "user information (user@host) in URLs is not supported";
+  } else if (u.hostData.ipFuture.first != NULL) {
+    *why = "unknown kind of IP literal";
   } else {
-    colon = memchr(a, ':', alen);
-    hend = colon != NULL ? colon : a + alen;
+    rc = 0;
   }
-  if (hend == h)
-    return UV_EINVAL;
-  *port = 80;
-  if (colon != NULL) {
-    const char *d = colon + 1;
-    int v = 0;
-    if (d == a + alen)
-      return UV_EINVAL;
-    for (; d < a + alen; d++) {
-      if (*d < '0' || *d > '9' || v > 65535)
-        return UV_EINVAL;
-      v = v * 10 + (*d - '0');
+  int port = 80;
+  if (rc == 0 && u.portText.first != NULL) {
+    /* The grammar lets only digits through. */
+    port = 0;
+    for (const char *d = u.portText.first;
+         d < u.portText.afterLast && port <= 65535; d++)
+      port = port * 10 + (*d - '0');
+    if (port < 1 || port > 65535) {
+      rc = UV_EINVAL;
+      *why = u.portText.first == u.portText.afterLast
+                 ? "empty port"
+                 : "port out of range (1 to 65535)";
     }
-    if (v < 1 || v > 65535)
-      return UV_EINVAL;
-    *port = v;
+  }
+  if (rc != 0) {
+    uriFreeUriMembersA(&u);
+    return rc;
   }
 
-  size_t tlen = strcspn(rest, "#");
-  *host = strndup(h, (size_t)(hend - h));
-  *authority = strndup(a, alen);
-  *target = malloc(tlen + 2);
-  if (*host == NULL || *authority == NULL || *target == NULL) {
-    free(*host);
-    free(*authority);
-    free(*target);
+  /* The Host header is the authority as written; the request target is
+   * what follows it up to the fragment, which is never sent. */
+  const char *host = u.hostText.first;
+  size_t host_len = (size_t)(u.hostText.afterLast - host);
+  const char *auth = host - bracketed;
+  const char *auth_end = u.portText.first != NULL ? u.portText.afterLast
+                                                  : host + host_len + bracketed;
+  size_t auth_len = (size_t)(auth_end - auth);
+  size_t target_len = strcspn(auth_end, "#");
+  int slash = *auth_end != '/'; /* "http://h?q" asks for "/?q" */
+  uriFreeUriMembersA(&u);
+
+  char *mem = malloc(host_len + 1 + auth_len + 1 + slash + target_len + 1);
+  if (mem == NULL) {
+    *why = "out of memory";
     return UV_ENOMEM;
   }
-  /* "http://h?q" asks for "/?q". */
-  snprintf(*target, tlen + 2, "%s%.*s", *rest == '/' ? "" : "/", (int)tlen,
-           rest);
+  out->host = mem;
+  out->authority = mem + host_len + 1;
+  out->target = out->authority + auth_len + 1;
+  out->port = port;
+  memcpy(out->host, host, host_len);
+  out->host[host_len] = '\0';
+  memcpy(out->authority, auth, auth_len);
+  out->authority[auth_len] = '\0';
+  out->target[0] = '/';
+  memcpy(out->target + slash, auth_end, target_len);
+  out->target[slash + target_len] = '\0';
   return 0;
 }
 
-/* ---- entry point --------------------------------------------------------- */
+void httpc_url_free(httpc_url_t *u) {
+  if (u != NULL)
+    free(u->host); /* one block for the three strings */
+}
+
+/* ---- targets ------------------------------------------------------------- */
+
+int httpc_target_new(const char *url, httpc_target_t **out,
+                     const char **why) {
+  httpc_target_t *t = calloc(1, sizeof(*t));
+  if (t == NULL) {
+    *why = "out of memory";
+    return UV_ENOMEM;
+  }
+  int rc = httpc_url_parse(url, &t->url, why);
+  if (rc != 0) {
+    free(t);
+    return rc;
+  }
+  static const char fmt[] = "GET %s HTTP/1.1\r\n"
+                            "Host: %s\r\n"
+                            "User-Agent: uvp-httpc/" UVP_VERSION_STRING "\r\n"
+                            "Accept: */*\r\n"
+                            "Connection: %s\r\n"
+                            "\r\n";
+  int klen = asprintf(&t->keep_alive, fmt, t->url.target, t->url.authority,
+                      "keep-alive");
+  int clen = asprintf(&t->close, fmt, t->url.target, t->url.authority,
+                      "close");
+  t->refs = 1;
+  if (klen < 0 || clen < 0) {
+    t->keep_alive = klen < 0 ? NULL : t->keep_alive;
+    t->close = clen < 0 ? NULL : t->close;
+    httpc_target_free(t);
+    *why = "out of memory";
+    return UV_ENOMEM;
+  }
+  t->keep_alive_len = (size_t)klen;
+  t->close_len = (size_t)clen;
+  *out = t;
+  return 0;
+}
+
+void httpc_target_free(httpc_target_t *t) {
+  if (t == NULL || --t->refs > 0)
+    return;
+  httpc_url_free(&t->url);
+  free(t->keep_alive);
+  free(t->close);
+  free(t);
+}
+
+/* ---- entry points -------------------------------------------------------- */
 
 static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
   (void)arg;
@@ -440,53 +516,43 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
               uvp_promise_t **out) {
   if (ctx == NULL || url == NULL || out == NULL)
     return UV_EINVAL;
+  httpc_target_t *t;
+  const char *why;
+  int rc = httpc_target_new(url, &t, &why);
+  if (rc == UV_ENOMEM)
+    return rc;
+  if (rc != 0) /* a bad URL is that request's outcome, like a refusal */
+    return uvp_promise_rejected(ctx, rc, (void *)why, NULL, out);
+  rc = httpc_get_target(ctx, t, opts, out);
+  httpc_target_free(t); /* the request holds its own reference */
+  return rc;
+}
+
+int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
+                     const httpc_opts_t *opts, uvp_promise_t **out) {
+  if (ctx == NULL || t == NULL || out == NULL)
+    return UV_EINVAL;
   httpc_opts_t o = {0, 0, NULL};
   if (opts != NULL)
     o = *opts;
   if (o.pool != NULL && o.pool->ctx != ctx)
     return UV_EINVAL;
 
-  char *host, *authority, *target;
-  int port;
-  int rc = url_parse(url, &host, &port, &authority, &target);
-  if (rc == UV_ENOMEM)
-    return rc;
-  if (rc != 0) /* a bad URL is that request's outcome, like a refusal */
-    return uvp_promise_rejected(ctx, rc, NULL, NULL, out);
-
   req_t *r = calloc(1, sizeof(*r));
   httpc_response_t *res = calloc(1, sizeof(*res));
   char *body = malloc(o.keep + 1);
-  static const char fmt[] = "GET %s HTTP/1.1\r\n"
-                            "Host: %s\r\n"
-                            "User-Agent: uvp-httpc/" UVP_VERSION_STRING "\r\n"
-                            "Accept: */*\r\n"
-                            "Connection: %s\r\n"
-                            "\r\n";
-  const char *connection = o.pool != NULL ? "keep-alive" : "close";
-  int len = snprintf(NULL, 0, fmt, target, authority, connection);
-  char *request = malloc((size_t)len + 1);
-  if (r == NULL || res == NULL || body == NULL || request == NULL) {
+  if (r == NULL || res == NULL || body == NULL) {
     free(r);
     free(res);
     free(body);
-    free(request);
-    free(host);
-    free(authority);
-    free(target);
     return UV_ENOMEM;
   }
-  snprintf(request, (size_t)len + 1, fmt, target, authority, connection);
-  free(authority);
-  free(target);
   body[0] = '\0';
   res->body = body;
   r->ctx = ctx;
   r->res = res;
-  r->host = host;
-  r->port = port;
-  r->request = request;
-  r->request_len = (size_t)len;
+  r->target = t;
+  t->refs++;
   r->keep = o.keep;
   r->start_ns = uv_hrtime();
   llhttp_init(&r->parser, HTTP_RESPONSE, &parser_settings);
@@ -495,11 +561,11 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
   if (o.pool != NULL) {
     r->pool = o.pool;
     r->pool->users++;
-    r->tcp = pool_take(r->pool, r->host, r->port);
+    r->tcp = pool_take(r->pool, t->url.host, t->url.port);
     r->reused = r->tcp != NULL;
   }
 
-  rc = uvp_promise_new(ctx, &r->p);
+  int rc = uvp_promise_new(ctx, &r->p);
   if (rc == 0)
     rc = uvp_promise_set_cancel(r->p, req_cancelled, r);
   if (rc == 0 && r->tcp == NULL)

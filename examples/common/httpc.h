@@ -60,21 +60,62 @@ typedef struct httpc_opts_s {
                           response; else keep-alive through this pool */
 } httpc_opts_t;
 
-/* GET `url` (http://host[:port][/path], host a name, an IPv4 address or a
- * [bracketed] IPv6 address; the string is copied).  `opts` may be NULL.
+/* GET `url` (see httpc_url_parse; the string is copied).  `opts` may be
+ * NULL.
  *
  * Fulfils with an httpc_response_t * whose destructor is attached (freed
  * with the promise), whatever the status code: a 404 is a response.
  * Rejects with libuv's code (UV_ECONNREFUSED, UV_ECONNRESET, UV_ETIMEDOUT,
  * UV_EAI_*...), UV_EPROTO for a malformed response or a connection closed
  * before a complete message, UV_EPROTONOSUPPORT for https:// and
- * UV_EINVAL for a URL that cannot be parsed.  Cancelling the promise closes
- * the connection (a pooled one too: it is never returned).
+ * UV_EINVAL for a URL httpc cannot use; these last two carry as payload
+ * the static message httpc_url_parse gave (no other rejection has a
+ * payload).  Cancelling the promise closes the connection (a pooled one
+ * too: it is never returned).
  *
  * Returns 0, or UV_EINVAL (NULL ctx/url/out, a pool of another context),
  * UV_ENOMEM, UVP_ECLOSED with nothing started. */
 int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
               uvp_promise_t **out);
+
+/* A URL httpc can GET: http://host[:port][/path][?query][#fragment], host
+ * a name, an IPv4 address or a [bracketed] IPv6 address, parsed by
+ * uriparser (RFC 3986). */
+typedef struct httpc_url_s {
+  char *host;      /* to connect to; an IPv6 address without brackets */
+  int port;        /* 80 unless the URL gives one */
+  char *authority; /* the Host header: host[:port] as written */
+  char *target;    /* the request target: path and query ("/" at least);
+                      the fragment is left out */
+} httpc_url_t;
+
+/* Parse `url` into *out (three strings in one allocation: free them with
+ * httpc_url_free).  Returns 0, UV_ENOMEM, UV_EPROTONOSUPPORT for https://
+ * (not supported yet) or UV_EINVAL: not a URL, another scheme, no host,
+ * user information (user@host), an IP literal of an unknown version, an
+ * empty port or one out of 1..65535.  On error *why is a static message
+ * saying which; *why is NULL on success.  No argument may be NULL. */
+int httpc_url_parse(const char *url, httpc_url_t *out, const char **why);
+
+void httpc_url_free(httpc_url_t *u);
+
+/* A GET prepared once for many requests, as a program that asks the same
+ * URLs again and again does: the URL parsed and the request formatted
+ * once.  Counted references: each request holds one while it needs the
+ * target. */
+typedef struct httpc_target_s httpc_target_t;
+
+/* Prepare a GET of `url`.  Errors as httpc_url_parse's, with *why. */
+int httpc_target_new(const char *url, httpc_target_t **out,
+                     const char **why);
+
+/* Drop the caller's reference: the target is freed once the requests that
+ * use it are done too.  NULL is ignored. */
+void httpc_target_free(httpc_target_t *t);
+
+/* httpc_get of a prepared target (its URL cannot be bad any more). */
+int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
+                     const httpc_opts_t *opts, uvp_promise_t **out);
 
 /* A message for a rejection code of httpc_get, more helpful than
  * uv_strerror() for the codes httpc gives its own meaning (UV_EPROTO,

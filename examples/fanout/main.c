@@ -21,6 +21,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "demo-server.h"
 #include "httpc.h"
 #include "uvp.h"
@@ -172,18 +174,31 @@ static uint64_t row_latency_us(const row_t *row, const uvp_settled_t *s) {
                                      : 0;
 }
 
-static void json_string(const char *s) {
-  putchar('"');
-  for (; *s != '\0'; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      printf("\\%c", c);
-    else if (c < 0x20)
-      printf("\\u%04x", c);
-    else
-      putchar(c);
+/* JSON lines: compact, and figures in ms with the microseconds they are
+ * measured in (15 significant digits print k/1000 exactly, without the
+ * binary fraction's noise). */
+#define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+static void json_line(json_t *o) {
+  if (o == NULL || json_dumpf(o, stdout, JSON_FLAGS) != 0)
+    fputs("{\"error\":\"out of memory\"}", stdout);
+  putchar('\n');
+  json_decref(o);
+}
+
+/* A URL from the command line as a JSON string: JSON is UTF-8, a URL need
+ * not be (httpc refuses it then, but its row is still printed). */
+static json_t *json_url(const char *url) {
+  json_t *s = json_string(url);
+  if (s == NULL) {
+    char *ascii = strdup(url);
+    for (char *c = ascii; c != NULL && *c != '\0'; c++)
+      if ((unsigned char)*c >= 0x80)
+        *c = '?';
+    s = ascii != NULL ? json_string(ascii) : NULL;
+    free(ascii);
   }
-  putchar('"');
+  return s;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -227,22 +242,27 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
       transport_err++;
     }
     const char *why = res != NULL ? NULL : httpc_strerror(s->status);
+    /* A URL httpc refused says what is wrong with it. */
+    if (res == NULL && s->value != NULL &&
+        (s->status == UV_EINVAL || s->status == UV_EPROTONOSUPPORT))
+      why = s->value;
     if (res == NULL && s->status == UV_ECANCELED && r->deadline_ms != 0)
       why = "not started before the deadline (-d)";
 
     if (r->json) {
-      printf("{\"n\":%zu,\"url\":", i + 1);
-      json_string(row->url);
-      printf(",\"result\":\"%s\",\"ok\":%s", result,
-             res != NULL && res->status < 400 ? "true" : "false");
-      if (res != NULL)
-        printf(",\"status\":%d", res->status);
-      else
-        printf(",\"error\":\"%s\",\"message\":", result);
-      if (res == NULL)
-        json_string(why);
-      printf(",\"bytes\":%zu,\"latency_ms\":%.3f}\n",
-             res != NULL ? res->bytes : 0, ms_of_us(us));
+      json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1),
+                            "url", json_url(row->url), "result", result,
+                            "ok", res != NULL && res->status < 400);
+      if (res != NULL) {
+        json_object_set_new(o, "status", json_integer(res->status));
+      } else {
+        json_object_set_new(o, "error", json_string(result));
+        json_object_set_new(o, "message", json_string(why));
+      }
+      json_object_set_new(
+          o, "bytes", json_integer(res != NULL ? (json_int_t)res->bytes : 0));
+      json_object_set_new(o, "latency_ms", json_real(ms_of_us(us)));
+      json_line(o);
     } else {
       printf("%4zu  %-*s  %-15s ", i + 1, (int)width, row->url, result);
       if (res != NULL)
@@ -252,7 +272,7 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
     }
   }
 
-  double elapsed = (double)(uv_hrtime() - r->start_ns) / 1e6;
+  uint64_t elapsed_us = (uv_hrtime() - r->start_ns) / 1000;
   uint64_t p50 = 0, p90 = 0, p99 = 0;
   if (nlat > 0) {
     qsort(lat, nlat, sizeof(*lat), cmp_u64);
@@ -263,19 +283,22 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
   free(lat);
   size_t failed = http_err + transport_err;
   if (r->json) {
-    printf("{\"summary\":true,\"urls\":%zu,\"succeeded\":%zu,\"failed\":%zu,"
-           "\"http_errors\":%zu,\"transport_errors\":%zu,\"responses\":%zu,"
-           "\"elapsed_ms\":%.3f",
-           list->count, ok, failed, http_err, transport_err, nlat, elapsed);
-    if (nlat > 0)
-      printf(",\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f}\n",
-             ms_of_us(p50), ms_of_us(p90), ms_of_us(p99));
-    else
-      printf(",\"p50_ms\":null,\"p90_ms\":null,\"p99_ms\":null}\n");
+    json_t *o = json_pack(
+        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
+        (json_int_t)list->count, "succeeded", (json_int_t)ok, "failed",
+        (json_int_t)failed, "http_errors", (json_int_t)http_err,
+        "transport_errors", (json_int_t)transport_err, "responses",
+        (json_int_t)nlat, "elapsed_ms", ms_of_us(elapsed_us));
+    const char *names[] = {"p50_ms", "p90_ms", "p99_ms"};
+    uint64_t ps[] = {p50, p90, p99};
+    for (int k = 0; k < 3; k++)
+      json_object_set_new(o, names[k],
+                          nlat > 0 ? json_real(ms_of_us(ps[k])) : json_null());
+    json_line(o);
   } else {
     printf("\n%zu URLs in %.2f s: %zu succeeded, %zu failed (%zu HTTP "
            "errors, %zu transport errors)\n",
-           list->count, elapsed / 1000.0, ok, failed, http_err,
+           list->count, ms_of_us(elapsed_us) / 1000.0, ok, failed, http_err,
            transport_err);
     if (nlat > 0)
       printf("latency over %zu response%s: p50 %.1f ms, p90 %.1f ms, "
