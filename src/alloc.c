@@ -103,15 +103,12 @@ void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
   UVP__CHECK(slot_size % sizeof(void *) == 0);
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
-#if defined(UVP__MEMCHECK)
-  /* A meta-pool: its slots live inside malloc'd chunks. */
-  VALGRIND_CREATE_MEMPOOL_EXT(pool, 0, 0, VALGRIND_MEMPOOL_METAPOOL);
-#endif
 }
 
 void uvp__pool_destroy(uvp__pool_t *pool) {
 #if defined(UVP__MEMCHECK)
-  VALGRIND_DESTROY_MEMPOOL(pool);
+  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
+    VALGRIND_MAKE_MEM_UNDEFINED(c->slots, pool->slot_size * c->cap);
 #endif
 #if defined(UVP__ASAN)
   /* The chunks go back to malloc, which poisons them its own way. */

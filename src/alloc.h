@@ -17,9 +17,11 @@ void uvp__populate(void *start, void *end);
 
 /* Free slots are invisible to the tools that find use-after-free bugs:
  * under ASan they are poisoned, and in builds with valgrind's headers and
- * assertions on, memcheck sees each pool as a memory pool whose slots are
- * allocated and freed, so a double release or a use of a released promise
- * is reported where it happens.  Both compile to nothing otherwise. */
+ * assertions on, memcheck sees them as no-access memory, so a double
+ * release or a use of a released promise is reported where it happens.
+ * (Not as a memcheck memory pool: its slots would then be blocks of their
+ * own to the leak check, and a program exiting with a live context would
+ * see its slabs reported lost.)  Both compile to nothing otherwise. */
 #if defined(__SANITIZE_ADDRESS__)
 #define UVP__ASAN 1
 #elif defined(__has_feature)
@@ -40,7 +42,7 @@ static inline void uvp__slot_free(void *pool, void *slot, size_t size) {
 #if defined(UVP__ASAN)
   ASAN_POISON_MEMORY_REGION(slot, size);
 #elif defined(UVP__MEMCHECK)
-  VALGRIND_MEMPOOL_FREE(pool, slot);
+  VALGRIND_MAKE_MEM_NOACCESS(slot, size);
 #endif
 }
 /* Before reading a free slot's link. */
@@ -57,7 +59,7 @@ static inline void uvp__slot_alloc(void *pool, void *slot, size_t size) {
 #if defined(UVP__ASAN)
   ASAN_UNPOISON_MEMORY_REGION(slot, size);
 #elif defined(UVP__MEMCHECK)
-  VALGRIND_MEMPOOL_ALLOC(pool, slot, size);
+  VALGRIND_MAKE_MEM_UNDEFINED(slot, size);
 #endif
 }
 
