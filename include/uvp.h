@@ -122,7 +122,9 @@ UVP_EXTERN const char *uvp_version_string(void);
   XX(EXCTX, -30004, "promises belong to different contexts")                   \
   XX(EAGGREGATE, -30005, "all promises were rejected")                         \
   XX(EUNHANDLED, -30006, "unhandled rejection")                               \
-  XX(ETHREAD, -30007, "called off the context's loop thread")
+  XX(ETHREAD, -30007, "called off the context's loop thread")                 \
+  XX(ENOTFIBER, -30008, "only a fiber can await")                               \
+  XX(EINFIBER, -30009, "not allowed inside a fiber")
 
 typedef enum {
 #define XX(name, val, msg) UVP_##name = (val),
@@ -382,6 +384,10 @@ typedef struct uvp_ctx_stats_s {
                          hold them; the cache holds the sites of one
                          function, so this stops growing once a program's
                          hot paths have run */
+  size_t fibers;       /* fibers spawned and not yet finished */
+  size_t fiber_stacks; /* stacks kept for the next fibers (idle) ... */
+  size_t fiber_stack_bytes; /* ... and the bytes they map (at most 16 MiB;
+                               only pages a fiber touched are resident) */
 } uvp_ctx_stats_t;
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 
@@ -966,6 +972,112 @@ typedef struct uvp_split_s {
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
                                  uvp_split_t *out);
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
+
+/* ------------------------------------------------------------------------ */
+/* Fibers: async functions and await                                         */
+/* ------------------------------------------------------------------------ */
+
+/* A fiber is a function running on a stack of its own, inside the loop you
+ * run, that can wait for a promise without blocking the loop: the C form of
+ * a JavaScript async function.  Every fiber is a promise.
+ *
+ *   static uvp_ret_t load_all(void *arg) {
+ *     uvp_promise_t *all;
+ *     uvp_promise_all_settled(ctx, loaders, n, &all);
+ *     uvp_outcome_t o;
+ *     uvp_await(all, &o);                 // the loop runs meanwhile
+ *     const uvp_settled_list_t *l = o.value;
+ *     ...
+ *     uvp_promise_release(all);
+ *     return uvp_ret_value(NULL, NULL);
+ *   }
+ *   uvp_fiber_spawn(ctx, load_all, NULL, NULL, &done);
+ *
+ * Scheduling.  A fiber starts from the run queue, like a handler, never
+ * inside uvp_fiber_spawn (uvp runs no code of yours inside a call that
+ * registers work; a loop spawning a thousand fibers spawns them, then they
+ * start in order).  It runs until it awaits or returns, then the loop goes
+ * on: timers, I/O, handlers and other fibers run while it waits.  Awaiting
+ * a promise that is already settled still yields once, through the run
+ * queue, as JavaScript's await does: a fiber looping over settled promises
+ * lets everything queued run between its steps, and the scheduler's budget
+ * keeps timers and I/O from being starved.  A fiber always runs on the
+ * loop thread; a promise settled from another thread wakes it there.
+ *
+ * Ownership across an await.  uvp_await borrows p: hold a reference to it
+ * across the call (uvp keeps its own while the fiber waits).  The outcome's
+ * value is p's, valid while you hold your reference.  Everything on the
+ * fiber's stack stays where it is while the fiber is suspended, so locals
+ * may be lent to other code (handlers, other fibers) until the fiber
+ * returns; a fiber must not return while something still uses them.
+ *
+ * Cancellation and teardown.  Cancelling a fiber's promise rejects it with
+ * UV_ECANCELED at once, as any cancellation does; the fiber itself goes on
+ * running so it can clean up: the await it is suspended in returns
+ * UV_ECANCELED (after cancelling the awaited promise, when the fiber was
+ * all that waited for it: uvp_promise_cancel's rule), and so does every
+ * later await.  Its return value is then discarded.  uvp_ctx_close resumes
+ * every suspended fiber in turn with UVP_ECLOSED (every await then returns
+ * UVP_ECLOSED at once), lets each run to its end, then frees the stacks:
+ * a fiber must return once it sees UVP_ECLOSED (one that keeps looping
+ * keeps uvp_ctx_close from returning, as any endless loop would).  Fibers
+ * spawned but not started never start.  uvp_ctx_close inside a fiber
+ * fails with UVP_EINFIBER: a fiber cannot free the stack it runs on.
+ *
+ * Stacks.  Each fiber gets a stack (256 KiB by default, uvp_ctx_stats says
+ * how many are kept) with a guard page below it: an overflow faults at
+ * once instead of corrupting memory.  Stacks are pooled per context and
+ * reused, so spawning, awaiting and returning make no system call and
+ * allocate nothing once warm; only the pages a fiber touches are resident
+ * (a fiber suspended a few calls deep holds one or two 4 KiB pages).  Do
+ * not run the loop (uv_run) from a fiber. */
+
+/* A fiber's body: returns how its promise settles, as a handler does
+ * (uvp_ret_value, uvp_ret_reject, uvp_ret_adopt; uvp_ret_pass fulfils with
+ * NULL). */
+typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
+
+typedef struct uvp_fiber_opts_s {
+  size_t stack_size;    /* usable bytes; 0: the default (256 KiB) */
+  uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
+                           loop thread, after fn returned, or when it will
+                           never run (cancelled or torn down before it
+                           started) */
+} uvp_fiber_opts_t;
+
+/* Run fn(arg) on a new fiber of ctx; *out gets one reference to the
+ * fiber's promise, which settles as fn's result says.  `opts` may be NULL
+ * (defaults).  Also from inside a fiber.
+ * Errors: UV_EINVAL (NULL ctx, fn or out), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM (no memory, or no stack could be mapped: the address space or
+ * the kernel's limit on mappings, two per stack, is exhausted); then
+ * nothing runs and arg is still yours. */
+#define uvp_fiber_spawn(ctx, fn, arg, opts, out)                               \
+  uvp_fiber_spawn_at((ctx), (fn), (arg), (opts), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
+                                  const uvp_fiber_opts_t *opts,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+
+/* Inside a fiber: suspend until p settles, then return 0 if it fulfilled
+ * or its (negative) rejection code; *out (may be NULL) gets the outcome.
+ * Returns at once, without suspending: UV_EINVAL (NULL p),
+ * UVP_ENOTFIBER (not called from a fiber: nothing can be waited for on
+ * the loop's own stack), UVP_EXCTX (p belongs to another context),
+ * UV_ECANCELED (the fiber's promise was cancelled), UVP_ECLOSED (the
+ * context is closed); out->status then says the same.  The site of the
+ * call is recorded for uvp_ctx_dump_pending. */
+#define uvp_await(p, out) uvp_await_at((p), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
+                            const char *file, int line);
+
+/* Whether the caller runs on a fiber (of any context). */
+UVP_EXTERN int uvp_in_fiber(void);
+
+/* The default stack size of the context's fibers (usable bytes, rounded up
+ * to whole pages; at least 16 KiB).  Stacks already pooled of another size
+ * are dropped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
 /* ------------------------------------------------------------------------ */
 /* libuv operations as promises: common rules                                */

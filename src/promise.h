@@ -203,6 +203,18 @@ void uvp__rel(uvp_promise_t *p);
 int uvp__observe(uvp_promise_t *p, uvp__notify_cb cb, void *arg);
 void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
                            uvp__notify_cb cb, void *arg);
+/* Queue h (an observer in its owner's memory) to run cb(arg, outcome of
+ * target) from the run queue, as if target had just settled (it need not
+ * have: cb is told nothing it can rely on then).  The queue holds a
+ * reference to target until cb has run. */
+void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
+                           uvp__notify_cb cb, void *arg);
+/* Take h, attached to pending q with uvp__observe_embedded, back off q's
+ * list: it will not run.  Returns whether it was there. */
+bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h);
+/* Settle pending p, a promise uvp produces, as a handler's result says
+ * (uvp_ret_pass fulfils with NULL); takes what ret holds. */
+void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret);
 /* Attach cell `cell` of `owner` to src (the owner's reference). */
 void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
                       uvp_promise_t *src);

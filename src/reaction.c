@@ -442,6 +442,51 @@ void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
   uvp__attach(p, &h->r);
 }
 
+void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
+                           uvp__notify_cb cb, void *arg) {
+  h->r.next = NULL;
+  h->r.target = uvp__rtag(target, UVP__RK_NOTIFY_EMBEDDED);
+  h->cb.notify = cb;
+  h->arg = arg;
+  h->arg_free = NULL;
+  target->refs++;
+  uvp__enqueue(uvp__promise_ctx(target), &h->r);
+}
+
+bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h) {
+  for (uvp__reaction_t **at = &q->reactions; *at != NULL; at = &(*at)->next) {
+    if (*at == &h->r) {
+      *at = h->r.next;
+      if (q->reactions == NULL || q->reactions->next == NULL)
+        q->flags &= (uint8_t)~UVP__F_MANY;
+      return true;
+    }
+  }
+  return false;
+}
+
+void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret) {
+  switch (ret->kind_) {
+  case UVP_RET_VALUE_:
+    fulfill(p, ret->ptr_, ret->free_);
+    break;
+  case UVP_RET_REJECT_:
+    reject(p, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_, ret->free_);
+    break;
+  case UVP_RET_ADOPT_:
+    if (ret->promise_ == NULL) {
+      reject(p, UV_EINVAL, NULL, NULL);
+    } else {
+      uvp__adopt(p, ret->promise_);
+      rel(ret->promise_);
+    }
+    break;
+  default:
+    fulfill(p, NULL, NULL);
+    break;
+  }
+}
+
 void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
                       uvp_promise_t *src) {
   cell->r.next = NULL;

@@ -25,6 +25,7 @@
 UVP__TLS char uvp__thread_anchor;
 UVP__TLS uvp_ctx_t *uvp__current;
 UVP__TLS uint16_t uvp__current_id;
+UVP__TLS void *uvp__fiber_current;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
@@ -194,8 +195,9 @@ void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 /* ---- locking ------------------------------------------------------------- */
 
 static void ctx_free(uvp_ctx_t *ctx) {
-  if (ctx->ops != NULL)
-    ctx->ops->destroy(ctx->ops);
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL)
+      ctx->ext[i]->destroy(ctx->ext[i]);
   uvp__registry_remove(ctx->id);
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
@@ -466,8 +468,10 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
                     ctx->q.ring_cap * sizeof(*ctx->q.ring) +
                     ctx->blocks.spare_size;
   out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
-  if (ctx->ops != NULL)
-    ctx->ops->stats(ctx->ops, &out->slab_bytes, &out->slab_allocs);
+  out->fibers = out->fiber_stacks = out->fiber_stack_bytes = 0;
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL)
+      ctx->ext[i]->stats(ctx->ext[i], out);
   out->site_misses = ctx->sites.misses;
   return 0;
 }
@@ -481,6 +485,8 @@ static void handle_closed(uv_handle_t *h) {
 
 int uvp_ctx_close(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
+  if (rc == 0 && uvp__fiber_current != NULL)
+    rc = UVP_EINFIBER; /* it would free the stack it runs on */
   if (rc != 0)
     return rc;
   /* Held across the whole sweep: from `closed` on, other threads change
@@ -505,6 +511,9 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
     ctx->idle_active = false;
   }
   uvp__sweep(ctx);
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL && ctx->ext[i]->close != NULL)
+      ctx->ext[i]->close(ctx->ext[i]);
   /* Nothing is reported after the sweep (nothing settles any more): the
    * hook's argument and the context's data go now, on this thread. */
   ctx->unhandled_cb = NULL;
