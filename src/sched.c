@@ -416,7 +416,8 @@ static void drop_arg(void **arg, uvp_free_cb *arg_free) {
 }
 
 void uvp__unhandled_done(uvp_ctx_t *ctx) {
-  if (--ctx->in_unhandled == 0 && ctx->closed)
+  /* Close clears the hook only after its sweep has made every report. */
+  if (--ctx->in_unhandled == 0 && ctx->closed && ctx->unhandled_cb == NULL)
     drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
 }
 
