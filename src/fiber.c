@@ -17,7 +17,7 @@
 
 #include "fiber-stack.h"
 #include "fiber-switch.h"
-#include "sched.h"
+#include "scope.h"
 
 #define MIN_STACK (16u * 1024u)
 
@@ -53,6 +53,7 @@ struct fiber_s {
   int line;
   const char *await_file; /* ... and where it waits */
   int await_line;
+  uvp__scope_t *scope; /* what it runs in (a reference), between runs */
 };
 
 
@@ -72,14 +73,20 @@ static void unlink_fiber(fiber_t *f) {
 /* Switch from the loop's stack to f until it awaits or returns. */
 static void run(fiber_t *f) {
   void *outer = uvp__fiber_current; /* NULL: only the loop runs fibers */
+  uvp_ctx_t *ctx = f->st->ctx;
+  /* Its scope lasts across awaits, slots it set included. */
+  uvp__scope_t *was = uvp__scope_enter(ctx, f->scope);
   uvp__fiber_current = f;
   f->state = F_RUNNING;
   (void)uvp__fiber_switch(&f->st->loop, &f->fctx, NULL);
   uvp__fiber_current = outer;
+  f->scope = ctx->scope;
+  ctx->scope = was;
   if (f->state == F_DONE) {
     /* Its last switch is behind it: the stack can go. */
     fiber_state_t *st = f->st;
     uvp__stack_t *stack = f->stack;
+    uvp__scope_unref(f->scope);
     uvp__fiber_destroy(&f->fctx);
     uvp__stack_put(&st->stacks, stack);
   }
@@ -126,9 +133,10 @@ static void entry(void *arg, void *msg) {
 static void on_wake(void *arg, const uvp_outcome_t *in) {
   fiber_t *f = arg;
   if (f->state == F_QUEUED) {
-    if (in == NULL || f->st->ctx->closed) { /* never started */
+    if (in == NULL || f->st->ctx->closed || f->cancelled) { /* never runs */
       uvp_promise_t *p = f->p;
       let_go_of_arg(f);
+      uvp__scope_unref(f->scope);
       unlink_fiber(f);
       f->state = F_DONE;
       uvp__fiber_destroy(&f->fctx);
@@ -204,6 +212,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   f->file = file;
   f->line = line;
   f->state = F_QUEUED;
+  f->scope = uvp__scope_capture(ctx);
   uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
                   f);
   f->next = st->all;
@@ -248,10 +257,12 @@ int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
   f->await_line = line;
   f->waiting = uvp_promise_retain(p);
   f->woken = (uvp_outcome_t){0, NULL, NULL};
-  if (uvp__is_pending(p))
+  if (uvp__is_pending(p)) {
     uvp__observe_embedded(p, &f->wake, on_wake, f);
-  else
+  } else {
+    p->flags |= UVP__F_HANDLED; /* the fiber sees its rejection */
     uvp__enqueue_embedded(p, &f->wake, on_wake, f); /* yield once */
+  }
   return suspend(f, out);
 }
 

@@ -2,7 +2,9 @@
  * wrapped libuv operation shares. */
 #include <string.h>
 
+#include "group.h"
 #include "op.h"
+#include "scope.h"
 
 /* Per context, created with its first operation. */
 typedef struct op_state_s {
@@ -55,6 +57,14 @@ int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
   return st != NULL ? uvp__pool_reserve(&st->slots, ops, NULL) : UV_ENOMEM;
 }
 
+/* libuv is done with the operation's request: its group stops waiting. */
+static void libuv_done(uvp__op_t *op) {
+  uvp_group_t *g = op->group;
+  op->group = NULL;
+  if (g != NULL)
+    uvp__group_drop(g);
+}
+
 /* The promise's cancel hook; its argument is &op->p (see
  * uvp__movable_new). */
 static void op_cancel(uvp_promise_t *p, void *arg) {
@@ -82,6 +92,9 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->ctx = ctx;
   op->kind = kind;
   op->size = (uint32_t)size;
+  op->group = uvp__scope_group(ctx);
+  if (op->group != NULL)
+    uvp__group_hold(op->group);
   if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
     uvp__op_free(op);
     return NULL;
@@ -131,12 +144,14 @@ static void op_complete(void *arg, const uvp_outcome_t *in) {
 }
 
 void uvp__op_complete_later(uvp__op_t *op) {
+  libuv_done(op);
   uvp_promise_t *p = op->p;
   op->p = NULL;
   op->done.r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
   op->done.cb.notify = op_complete;
   op->done.arg = op;
   op->done.arg_free = NULL;
+  op->done.scope = NULL;
   uvp__enqueue_completion(op->ctx, &op->done);
   /* The settle is some way off: see docs/internals.md. */
   UVP__PREFETCH_W(p);
@@ -144,6 +159,7 @@ void uvp__op_complete_later(uvp__op_t *op) {
 
 void uvp__op_free(uvp__op_t *op) {
   uvp_ctx_t *ctx = op->ctx;
+  libuv_done(op);
   if (op->size > UVP__OP_SLOT) {
     uvp__free(op);
     return;

@@ -66,9 +66,10 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 
-/* Every kind but the cell: a callback, its argument and the argument's
+/* Every kind but the cell: a callback, its argument, the argument's
  * destroy notifier (run once the callback can no longer be called; NULL
- * for none).  40 bytes, one slot of the context's reaction pool. */
+ * for none) and, for a user's handler, the scope it was registered in
+ * (scope.h; it runs in it).  48 bytes, one slot of the reaction pool. */
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
@@ -77,6 +78,7 @@ typedef struct uvp__handler_s {
   } cb;
   void *arg;
   uvp_free_cb arg_free;
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
 } uvp__handler_t;
 
 /* A cell: the reaction of an owner that observes many inputs with the same
@@ -222,7 +224,8 @@ void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
  * promise or a cell owner): then nobody else can observe q any more, and
  * cancelling `who` may cancel q (uvp_promise_cancel's rule). */
 bool uvp__sole_consumer(const uvp_promise_t *q, const void *who);
-/* Whether q's one reaction is an observer (uvp__observe) with `arg`. */
+/* Whether q's one reaction is an observer (uvp__observe, _embedded)
+ * with `arg`. */
 bool uvp__only_observer(const uvp_promise_t *q, const void *arg);
 
 /* ---- for the scheduler ---------------------------------------------------- */

@@ -72,6 +72,7 @@ struct uvp_ctx_s {
   int in_unhandled; /* the hook is running (it may close the context) */
   void *data; /* uvp_ctx_set_data */
   uvp_free_cb data_free;
+  struct uvp__scope_s *scope; /* the current scope (scope.h), a reference */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
