@@ -512,18 +512,22 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
     ctx->idle_active = false;
   }
   uvp__sweep(ctx);
-  for (int i = 0; i < UVP__EXT_COUNT; i++)
-    if (ctx->ext[i] != NULL && ctx->ext[i]->close != NULL)
-      ctx->ext[i]->close(ctx->ext[i]);
   /* Nothing is reported after the sweep (nothing settles any more): the
-   * hook's argument and the context's data go now, on this thread. */
+   * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
   if (ctx->in_unhandled == 0) /* else when the hook returns */
     drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
-  drop_arg(&ctx->data, &ctx->data_free);
   uv_close((uv_handle_t *)&ctx->idle, handle_closed);
   uv_close((uv_handle_t *)&ctx->check, handle_closed);
   uv_close((uv_handle_t *)&ctx->async, handle_closed);
   uvp__unlock(ctx);
+  /* The layers' own teardown (fibers run to their end) after the lock: a
+   * fiber takes it again for each release, and a fiber is, to the tools,
+   * another owner of a lock it would find held.  The handles are closing:
+   * the context outlives this. */
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL && ctx->ext[i]->close != NULL)
+      ctx->ext[i]->close(ctx->ext[i]);
+  drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
   return 0;
 }

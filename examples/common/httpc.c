@@ -45,6 +45,12 @@ typedef struct req_s {
   int complete;    /* llhttp saw the end of the message */
   int keep_alive;  /* ... and the server lets the connection be reused */
   int extra;       /* bytes arrived after the message */
+  /* What holds the request: the handler registered for the step in flight
+   * and the cancel hook on p, each through its destroy notifier (req_unref),
+   * so the memory goes when neither can run any more, whether they ran or
+   * the context was torn down first. */
+  int refs;
+  int finished; /* req_free has released what the request used */
 } req_t;
 
 /* ---- the pool ------------------------------------------------------------ */
@@ -195,7 +201,23 @@ static const llhttp_settings_t parser_settings = {
 
 /* ---- lifetime ------------------------------------------------------------ */
 
+static void req_free(req_t *r);
+
+static void req_unref(void *arg) {
+  req_t *r = arg;
+  if (--r->refs != 0)
+    return;
+  if (!r->finished)
+    req_free(r); /* dropped with the context before it could finish */
+  free(r);
+}
+
+/* Let go of what the request uses: it is over (its memory goes with the
+ * last reference). */
 static void req_free(req_t *r) {
+  if (r->finished)
+    return;
+  r->finished = 1;
   if (r->tcp != NULL)
     uvp_tcp_close(r->tcp);
   if (r->pool != NULL) {
@@ -203,10 +225,11 @@ static void req_free(req_t *r) {
     pool_free_if_done(r->pool);
   }
   uvp_promise_release(r->op);
+  r->op = NULL;
   uvp_promise_release(r->p);
   response_free(r->res);
+  r->res = NULL;
   httpc_target_free(r->target);
-  free(r);
 }
 
 /* Settle the caller's promise unless it was settled already (cancelled,
@@ -233,7 +256,7 @@ static void req_cancelled(uvp_promise_t *p, void *arg) {
   r->tcp = NULL;
   /* At context teardown no handler runs any more: finish here. */
   if (why == UVP_ECLOSED)
-    req_free(r);
+    req_free(r); /* the memory goes with the notifiers */
 }
 
 /* ---- the steps ----------------------------------------------------------- */
@@ -246,9 +269,11 @@ static uvp_ret_t on_read(void *arg, const uvp_outcome_t *in);
 static void req_next(req_t *r, int rc, uvp_promise_t *op, uvp_then_cb next) {
   if (rc == 0) {
     r->op = op;
-    rc = uvp_promise_on(op, UVP_ON_BOTH, next, r, NULL);
-    if (rc == 0)
+    rc = uvp_promise_on_full(op, UVP_ON_BOTH, next, r, req_unref, NULL);
+    if (rc == 0) {
+      r->refs++;
       return;
+    }
     uvp_promise_release(op);
     r->op = NULL;
   }
@@ -506,12 +531,6 @@ void httpc_target_free(httpc_target_t *t) {
 
 /* ---- entry points -------------------------------------------------------- */
 
-static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
-  (void)arg;
-  (void)in;
-  return uvp_ret_value(NULL, NULL);
-}
-
 int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
               uvp_promise_t **out) {
   if (ctx == NULL || url == NULL || out == NULL)
@@ -549,6 +568,7 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   }
   body[0] = '\0';
   res->body = body;
+  r->refs = 1; /* this call's, until it returns */
   r->ctx = ctx;
   r->res = res;
   r->target = t;
@@ -567,23 +587,26 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
 
   int rc = uvp_promise_new(ctx, &r->p);
   if (rc == 0)
-    rc = uvp_promise_set_cancel(r->p, req_cancelled, r);
-  if (rc == 0 && r->tcp == NULL)
-    rc = uvp_tcp_new(ctx, &r->tcp);
+    rc = uvp_promise_set_cancel_full(r->p, req_cancelled, r, req_unref);
+  if (rc == 0) {
+    r->refs++;
+    if (r->tcp == NULL)
+      rc = uvp_tcp_new(ctx, &r->tcp);
+  }
   if (rc != 0) {
     req_free(r);
+    req_unref(r);
     return rc;
   }
 
   uvp_promise_t *result;
   if (o.timeout_ms != 0) {
-    /* uvp_timeout cancels r->p when it fires; r->p is ours alone, so its
-     * ECANCELED is expected and must not count as unhandled. */
-    rc = uvp_timeout(r->p, o.timeout_ms, 0, &result);
-    if (rc == 0)
-      rc = uvp_promise_catch(r->p, ignore_rejection, NULL, NULL);
+    /* When it fires, the timeout cancels r->p, which is ours alone (a
+     * cancellation is not reported as unhandled). */
+    rc = uvp_timeout(r->p, o.timeout_ms, UVP_CANCEL_INPUT, &result);
     if (rc != 0) {
       req_free(r);
+      req_unref(r);
       return rc;
     }
   } else {
@@ -594,6 +617,7 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
     send_request(r);
   else
     req_connect(r);
+  req_unref(r); /* the step in flight holds it now */
   *out = result;
   return 0;
 }
