@@ -385,9 +385,12 @@ typedef struct uvp_ctx_stats_s {
                          function, so this stops growing once a program's
                          hot paths have run */
   size_t fibers;       /* fibers spawned and not yet finished */
-  size_t fiber_stacks; /* stacks kept for the next fibers (idle) ... */
-  size_t fiber_stack_bytes; /* ... and the bytes they map (at most 16 MiB;
-                               only pages a fiber touched are resident) */
+  size_t fiber_stacks; /* stacks kept for the next fibers (idle): up to
+                          64 with their pages, and as many more as fibers
+                          ever ran at once, up to 1024, each keeping at
+                          most its top 16 KiB resident ... */
+  size_t fiber_stack_bytes; /* ... and the address space they map (only
+                               pages a fiber touched are resident) */
 } uvp_ctx_stats_t;
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 
@@ -1027,8 +1030,9 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * Stacks.  Each fiber gets a stack (256 KiB by default, uvp_ctx_stats says
  * how many are kept) with a guard page below it: an overflow faults at
  * once instead of corrupting memory.  Stacks are pooled per context and
- * reused, so spawning, awaiting and returning make no system call and
- * allocate nothing once warm; only the pages a fiber touches are resident
+ * reused (the pool keeps as many as ran at once, see uvp_ctx_stats), so
+ * spawning, awaiting and returning make no system call and allocate
+ * nothing once warm; only the pages a fiber touches are resident
  * (a fiber suspended a few calls deep holds one or two 4 KiB pages).  Do
  * not run the loop (uv_run) from a fiber. */
 

@@ -41,6 +41,9 @@ void uvp__stack_pool_init(uvp__stack_pool_t *pool, size_t size) {
   pool->size = size != 0 ? size : UVP__STACK_DEFAULT_SIZE;
   pool->max_idle = UVP__STACK_DEFAULT_MAX_IDLE;
   pool->max_idle_bytes = UVP__STACK_DEFAULT_MAX_IDLE_BYTES;
+  pool->max_spare = UVP__STACK_DEFAULT_MAX_SPARE;
+  pool->peak_live = 0;
+  pool->spare_count = 0;
   pool->keep_warm = UVP__STACK_KEEP_ALL;
   pool->idle_count = 0;
   pool->idle_bytes = 0;
@@ -104,6 +107,7 @@ int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out) {
     pool->idle = stack->next;
     pool->idle_count--;
     pool->idle_bytes -= map_len;
+    pool->spare_count -= stack->spare != 0;
   } else {
     map = mmap(NULL, map_len, PROT_READ | PROT_WRITE,
                MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
@@ -121,30 +125,49 @@ int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out) {
     stack->map_len = map_len;
   }
   stack->next = NULL;
-  pool->live_count++;
+  if (++pool->live_count > pool->peak_live)
+    pool->peak_live = pool->live_count;
   pool->live_bytes += map_len;
   mark_live(stack);
   *out = stack;
   return 0;
 }
 
+/* Gives the pages of stack below its top `keep` bytes back to the kernel:
+ * whole pages only, so the descriptor's page and the window's stay. */
+static void release_below(uvp__stack_pool_t *pool, uvp__stack_t *stack,
+                          size_t keep) {
+  if (keep >= stack->size)
+    return;
+  uintptr_t end = ((uintptr_t)stack->base + stack->size - keep) &
+                  ~(uintptr_t)(pool->page - 1);
+  if (end > (uintptr_t)stack->base)
+    (void)madvise(stack->base, end - (uintptr_t)stack->base, MADV_DONTNEED);
+}
+
 void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
   size_t map_len = stack->map_len;
+  size_t spares = pool->peak_live < pool->max_spare ? pool->peak_live
+                                                    : pool->max_spare;
   pool->live_count--;
   pool->live_bytes -= map_len;
-  if (map_len != map_len_for(pool, pool->size) ||
-      pool->idle_count >= pool->max_idle ||
-      pool->idle_bytes + map_len > pool->max_idle_bytes) {
+  if (map_len != map_len_for(pool, pool->size)) {
     unmap(stack);
     return;
   }
-  if (pool->keep_warm < stack->size) {
-    /* Whole pages only, below the kept window: the descriptor's page and
-     * the window's stay. */
-    uintptr_t end = ((uintptr_t)stack->base + stack->size - pool->keep_warm) &
-                    ~(uintptr_t)(pool->page - 1);
-    if (end > (uintptr_t)stack->base)
-      (void)madvise(stack->base, end - (uintptr_t)stack->base, MADV_DONTNEED);
+  /* Spares all have the pool's size, as this one. */
+  size_t warm = pool->idle_count - pool->spare_count;
+  size_t warm_bytes = pool->idle_bytes - pool->spare_count * map_len;
+  if (warm < pool->max_idle && warm_bytes + map_len <= pool->max_idle_bytes) {
+    stack->spare = 0;
+    release_below(pool, stack, pool->keep_warm);
+  } else if (pool->spare_count < spares) {
+    stack->spare = 1;
+    pool->spare_count++;
+    release_below(pool, stack, UVP__STACK_SPARE_WARM);
+  } else {
+    unmap(stack);
+    return;
   }
   mark_idle(stack);
   stack->next = pool->idle;
@@ -165,6 +188,7 @@ void uvp__stack_pool_trim(uvp__stack_pool_t *pool, size_t keep) {
     *link = stack->next;
     pool->idle_count--;
     pool->idle_bytes -= stack->map_len;
+    pool->spare_count -= stack->spare != 0;
     unmap(stack);
   }
 }
@@ -173,4 +197,5 @@ void uvp__stack_pool_close(uvp__stack_pool_t *pool) {
   uvp__stack_pool_trim(pool, 0);
   pool->max_idle = 0;
   pool->max_idle_bytes = 0;
+  pool->max_spare = 0;
 }

@@ -40,9 +40,17 @@
  * 128 TiB a process has). */
 #define UVP__STACK_DEFAULT_SIZE (256u * 1024u)
 /* What a pool keeps when stacks come back and nobody waits for them: up
- * to 64 stacks and 16 MiB of mappings (both caps apply). */
+ * to 64 stacks and 16 MiB of mappings (both caps apply) as they are ... */
 #define UVP__STACK_DEFAULT_MAX_IDLE 64u
 #define UVP__STACK_DEFAULT_MAX_IDLE_BYTES (16u * 1024u * 1024u)
+/* ... and beyond those, spares: as many more as were ever in use at once,
+ * up to 1024, each with its pages below the top 16 KiB given back to the
+ * kernel.  A server whose load holds a thousand fibers would otherwise map
+ * and unmap a stack per fiber (7.6 us each; the TCP fan-out of
+ * bench/run-fiber ran 1.30x slower than its promise client so, 1.02x with
+ * the spares); a spare costs address space and at most 16 KiB resident. */
+#define UVP__STACK_DEFAULT_MAX_SPARE 1024u
+#define UVP__STACK_SPARE_WARM (16u * 1024u)
 /* keep_warm's value for "never release pages". */
 #define UVP__STACK_KEEP_ALL ((size_t)-1)
 
@@ -53,6 +61,7 @@ struct uvp__stack_s {
   /* Private to fiber-stack.c. */
   uvp__stack_t *next; /* in the pool's idle list */
   size_t map_len;     /* the whole mapping, guard page included */
+  int spare;          /* idle as a spare: its lower pages were released */
 };
 
 typedef struct uvp__stack_pool_s {
@@ -60,6 +69,7 @@ typedef struct uvp__stack_pool_s {
   size_t size;           /* bytes of a stack asked for with size 0 */
   size_t max_idle;       /* idle stacks kept at most ... */
   size_t max_idle_bytes; /* ... and mapped bytes of them at most */
+  size_t max_spare;      /* spares beyond those at most (see above) */
   /* Bytes at the top of a returned stack whose pages stay resident; the
    * pages below are given back to the kernel (MADV_DONTNEED), so that a
    * fiber which once recursed deeply does not pin that memory in the pool.
@@ -76,13 +86,15 @@ typedef struct uvp__stack_pool_s {
   size_t idle_bytes; /* their mappings' bytes, guard pages included */
   size_t live_count; /* stacks handed out and not yet put back */
   size_t live_bytes; /* their mappings' bytes */
+  size_t peak_live;  /* the most stacks handed out at once */
+  size_t spare_count; /* how many of the idle stacks are spares */
   /* Private. */
   uvp__stack_t *idle; /* most recently put back first */
   size_t page;
 } uvp__stack_pool_t;
 
 /* A pool of stacks of `size` bytes (0: the default).  A stack's size is
- * rounded up to whole pages, and its descriptor takes the top 32 bytes of
+ * rounded up to whole pages, and its descriptor takes the top 48 bytes of
  * them (uvp__stack_t.size says what is left).  Cannot fail. */
 void uvp__stack_pool_init(uvp__stack_pool_t *pool, size_t size);
 
@@ -103,8 +115,8 @@ void uvp__stack_pool_trim(uvp__stack_pool_t *pool, size_t keep);
 int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out);
 
 /* Gives a stack from uvp__stack_get back: it is kept for the next get if
- * it has the pool's size and the caps allow, else unmapped.  No fiber may
- * be running or suspended on it. */
+ * it has the pool's size and the caps allow (as a spare if only the spares'
+ * cap does), else unmapped.  No fiber may be running or suspended on it. */
 void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack);
 
 #endif

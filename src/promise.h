@@ -211,6 +211,14 @@ void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
  * reference to target until cb has run. */
 void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
                            uvp__notify_cb cb, void *arg);
+/* The fibers' hand-off (see fiber.c): if the next thing the running drain
+ * would run is an embedded observer whose callback is cb (uvp__runq_next
+ * says when the drain would run one), its arg, else NULL ... */
+void *uvp__next_embedded(uvp_ctx_t *ctx, uvp__notify_cb cb);
+/* ... and taking that observer off the queue instead, with *in the
+ * outcome cb would have been told.  The queue's reference to its promise
+ * is released: the caller must hold one of its own while it reads *in. */
+void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in);
 /* Take h, attached to pending q with uvp__observe_embedded, back off q's
  * list: it will not run.  Returns whether it was there. */
 bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h);
@@ -239,6 +247,9 @@ int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
 int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
                       uvp_free_cb free_cb);
 void uvp__release_local(uvp_promise_t *p);
+/* uvp_promise_retain without its checks: on the loop thread of an open
+ * context. */
+static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
 void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
 
 #endif

@@ -430,6 +430,22 @@ void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   rel_in(ctx, p);
 }
 
+void *uvp__next_embedded(uvp_ctx_t *ctx, uvp__notify_cb cb) {
+  uvp__reaction_t *r = uvp__runq_next(ctx);
+  if (r == NULL || uvp__rkind(r) != UVP__RK_NOTIFY_EMBEDDED ||
+      ((uvp__handler_t *)(void *)r)->cb.notify != cb)
+    return NULL;
+  return ((uvp__handler_t *)(void *)r)->arg;
+}
+
+void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in) {
+  uvp__reaction_t *r = uvp__runq_take(ctx);
+  UVP__CHECK(uvp__rkind(r) == UVP__RK_NOTIFY_EMBEDDED);
+  uvp_promise_t *src = uvp__rtarget(r);
+  *in = outcome_of(src);
+  rel_in(ctx, src);
+}
+
 int uvp__observe(uvp_promise_t *p, uvp__notify_cb cb, void *arg) {
   uvp__handler_t *h =
       handler_alloc(uvp__promise_ctx(p), UVP__RK_NOTIFY, p, arg);

@@ -45,18 +45,6 @@ struct uvp__msg_s {
   uvp_free_cb free_cb;
 };
 
-/* The next reaction to run; one is queued. */
-static uvp__reaction_t *reaction_pop(uvp_ctx_t *ctx) {
-  ctx->q.queued--;
-  if (ctx->q.rhead != ctx->q.rtail)
-    return ctx->q.ring[ctx->q.rhead++ & (ctx->q.ring_cap - 1)];
-  uvp__reaction_t *r = ctx->q.spill;
-  ctx->q.spill = r->next;
-  if (ctx->q.spill == NULL)
-    ctx->q.spill_tail = NULL;
-  return r;
-}
-
 /* The oldest completion; one is queued. */
 static uvp__reaction_t *completion_pop(uvp_ctx_t *ctx) {
   ctx->q.queued--;
@@ -132,7 +120,6 @@ static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
 }
 
 static void drain(uvp_ctx_t *ctx) {
-  unsigned int budget = ctx->budget;
   uv_loop_t *loop = ctx->loop;
   /* Completions (wrappers' finished operations) run when no reaction is
    * queued, so that the handlers of one, and everything they queue, run
@@ -148,7 +135,9 @@ static void drain(uvp_ctx_t *ctx) {
   /* A handler may close the context or stop the loop: honour both now.
    * The stop flag is tested before each handler, not only after one, so
    * the check-phase drain of the same iteration runs nothing either. */
-  while (ctx->q.queued != 0 && !loop->stop_flag && budget-- != 0) {
+  ctx->q.left = ctx->budget;
+  while (ctx->q.queued != 0 && !loop->stop_flag && ctx->q.left != 0) {
+    ctx->q.left--;
     if (ctx->q.completions != 0 &&
         (overdue != 0 || ctx->q.queued == ctx->q.completions)) {
       overdue -= overdue != 0;
@@ -158,12 +147,13 @@ static void drain(uvp_ctx_t *ctx) {
         return;
       continue;
     }
-    uvp__reaction_t *r = reaction_pop(ctx);
+    uvp__reaction_t *r = uvp__reaction_pop(ctx);
     prefetch_ahead(&ctx->q);
     uvp__run_reaction(ctx, r);
     if (ctx->closed)
       return;
   }
+  ctx->q.left = 0;
   ctx->q.overdue = ran_completion ? 0 : ctx->q.completions;
   if (ctx->q.queued == 0 && ctx->idle_active && !ctx->closed) {
     uv_idle_stop(&ctx->idle);
@@ -504,7 +494,7 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
   while (ctx->q.queued != ctx->q.completions)
-    uvp__drop_reaction(ctx, reaction_pop(ctx), true);
+    uvp__drop_reaction(ctx, uvp__reaction_pop(ctx), true);
   while (ctx->q.queued != 0)
     uvp__drop_reaction(ctx, completion_pop(ctx), true);
   if (ctx->idle_active) {

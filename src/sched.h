@@ -27,6 +27,8 @@ typedef struct uvp__runq_s {
   size_t queued;      /* reactions and completions */
   size_t completions; /* how many of `queued` are completions */
   size_t overdue;     /* completions a drain had no moment to run */
+  unsigned int left;  /* reactions the running drain may still run (0 when
+                         no drain runs) */
 } uvp__runq_t;
 
 typedef struct uvp__msg_s uvp__msg_t;
@@ -179,6 +181,39 @@ static inline void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h) {
   q->completions++;
   q->queued++;
   uvp__wake(ctx);
+}
+
+/* The next reaction to run; one is queued. */
+static inline uvp__reaction_t *uvp__reaction_pop(uvp_ctx_t *ctx) {
+  ctx->q.queued--;
+  if (ctx->q.rhead != ctx->q.rtail)
+    return ctx->q.ring[ctx->q.rhead++ & (ctx->q.ring_cap - 1)];
+  uvp__reaction_t *r = ctx->q.spill;
+  ctx->q.spill = r->next;
+  if (ctx->q.spill == NULL)
+    ctx->q.spill_tail = NULL;
+  return r;
+}
+
+/* The reaction the running drain would run next, if it would run one now
+ * (it has budget left, no completion is queued, the context is open and
+ * the loop not stopped), else NULL.  For the fibers' hand-off: a fiber that
+ * suspends runs the next fiber's wake itself instead of returning to the
+ * drain only to be sent there. */
+static inline uvp__reaction_t *uvp__runq_next(uvp_ctx_t *ctx) {
+  uvp__runq_t *q = &ctx->q;
+  if (q->left == 0 || q->queued == 0 || q->completions != 0 || ctx->closed ||
+      ctx->loop->stop_flag)
+    return NULL;
+  return q->rhead != q->rtail ? q->ring[q->rhead & (q->ring_cap - 1)]
+                              : q->spill;
+}
+/* Takes the reaction uvp__runq_next just returned off the queue, counting
+ * it against the drain's budget; running it is the caller's business. */
+static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
+  UVP__CHECK(ctx->q.left != 0 && ctx->q.completions == 0);
+  ctx->q.left--;
+  return uvp__reaction_pop(ctx);
 }
 
 /* ---- other threads, teardown ---------------------------------------------- */

@@ -387,12 +387,17 @@ static void test_many_suspended(void **state) {
   assert_int_equal(m.verified, n);
   assert_int_equal(pool.live_count, 0);
   assert_int_equal(pool.live_bytes, 0);
-  /* Kept: as many as both caps allow. */
+  /* Kept: the warm ones, and as many spares as the cap allows (n were in
+   * use at once). */
+  size_t spares = n < UVP__STACK_DEFAULT_MAX_SPARE ? n
+                                                   : UVP__STACK_DEFAULT_MAX_SPARE;
   size_t per_stack = pool.idle_bytes / pool.idle_count;
-  size_t kept = UVP__STACK_DEFAULT_MAX_IDLE_BYTES / per_stack;
-  if (kept > UVP__STACK_DEFAULT_MAX_IDLE)
-    kept = UVP__STACK_DEFAULT_MAX_IDLE;
-  assert_int_equal(pool.idle_count, kept);
+  size_t warm = UVP__STACK_DEFAULT_MAX_IDLE_BYTES / per_stack;
+  if (warm > UVP__STACK_DEFAULT_MAX_IDLE)
+    warm = UVP__STACK_DEFAULT_MAX_IDLE;
+  size_t kept = warm + spares;
+  assert_int_equal(pool.peak_live, n);
+  assert_int_equal(pool.idle_count, kept < n ? kept : n);
   uvp__stack_pool_close(&pool);
   assert_int_equal(pool.idle_count, 0);
   assert_int_equal(pool.idle_bytes, 0);
@@ -456,7 +461,8 @@ static void test_pool_reuse_and_caps(void **state) {
   assert_int_equal(pool.idle_count, 0);
   assert_false(mapped(big));
 
-  /* The caps: one stack by count ... */
+  /* The caps (no spares): one stack by count ... */
+  pool.max_spare = 0;
   pool.max_idle = 1;
   uvp__stack_put(&pool, b);
   uvp__stack_put(&pool, c);
@@ -498,6 +504,52 @@ static void test_pool_reuse_and_caps(void **state) {
   assert_int_equal(pool.live_count, 0);
   assert_int_equal(pool.idle_count, 0);
   assert_false(mapped(a));
+}
+
+/* Beyond the warm stacks, the pool keeps spares up to the most stacks that
+ * were out at once (and max_spare): they keep only their top pages. */
+static void test_pool_spares(void **state) {
+  (void)state;
+  enum { OUT = 6 };
+  uvp__stack_pool_t pool;
+  uvp__stack_t *s[OUT + 1];
+  uvp__stack_pool_init(&pool, 128 * 1024);
+  pool.max_idle = 2;
+  for (int i = 0; i < OUT; i++) {
+    assert_int_equal(uvp__stack_get(&pool, 0, &s[i]), 0);
+    memset(s[i]->base, 0x5a, s[i]->size); /* every page resident */
+  }
+  assert_int_equal(pool.peak_live, OUT);
+  for (int i = 0; i < OUT; i++)
+    uvp__stack_put(&pool, s[i]);
+  /* All kept: two warm, four spares. */
+  assert_int_equal(pool.idle_count, OUT);
+  for (int i = 0; i < OUT; i++) {
+    assert_true(mapped(s[i]));
+    size_t pages = resident_pages(s[i]->base, s[i]->size);
+    if (i < 2) /* warm: every page still there */
+      assert_int_equal(pages, (s[i]->size + page_size() - 1) / page_size());
+    else /* spare: the top 16 KiB, and the page they begin in */
+      assert_true(pages <= UVP__STACK_SPARE_WARM / page_size() + 1);
+  }
+  /* One more out than ever before: the peak grows, so does what is kept. */
+  for (int i = 0; i <= OUT; i++)
+    assert_int_equal(uvp__stack_get(&pool, 0, &s[i]), 0);
+  assert_int_equal(pool.peak_live, OUT + 1);
+  for (int i = 0; i <= OUT; i++)
+    uvp__stack_put(&pool, s[i]);
+  assert_int_equal(pool.idle_count, OUT + 1);
+  /* The spares' cap: the peak is 7, yet only 2 + 1 are kept. */
+  for (int i = 0; i <= OUT; i++)
+    assert_int_equal(uvp__stack_get(&pool, 0, &s[i]), 0);
+  pool.max_spare = 1;
+  for (int i = 0; i <= OUT; i++)
+    uvp__stack_put(&pool, s[i]);
+  assert_int_equal(pool.idle_count, 3);
+  assert_false(mapped(s[OUT]));
+  uvp__stack_pool_close(&pool);
+  assert_int_equal(pool.idle_count, 0);
+  assert_false(mapped(s[0]));
 }
 
 /* Only touched pages are resident, and keep_warm gives back the rest. */
@@ -846,6 +898,7 @@ int main(void) {
       cmocka_unit_test(test_fp_control_per_context),
       cmocka_unit_test(test_many_suspended),
       cmocka_unit_test(test_pool_reuse_and_caps),
+      cmocka_unit_test(test_pool_spares),
       cmocka_unit_test(test_resident_pages),
       cmocka_unit_test(test_enomem_absurd_size),
       cmocka_unit_test(test_enomem_map_limit),
