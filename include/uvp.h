@@ -364,7 +364,8 @@ UVP_EXTERN int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data,
  * uvp_ctx_close).  Any thread, as long as nothing sets it meanwhile. */
 UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
-/* Print every pending promise with its creation site and age, one per line,
+/* Print every pending promise with its creation site and age, one per line
+ * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
  * in the spirit of uv_print_active_handles().  Returns the count or a
  * negative code. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
@@ -612,6 +613,45 @@ UVP_EXTERN int uvp_promise_reason(const uvp_promise_t *p, void **payload);
 UVP_EXTERN void uvp_promise_site(const uvp_promise_t *p, const char **file,
                                  int *line);
 UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
+
+/* Async stack traces.  With traces on, a promise also names how the
+ * program got to creating it, as a chain of frames, newest first:
+ *   promise at app.c:40   created here, while the frame below ran
+ *   then at app.c:31      a then()/catch()/finally() of the promise below
+ *   await at app.c:22     a fiber that resumed from an await here
+ *   fiber at app.c:12     a fiber spawned here (its promise's frame)
+ *   group at app.c:8      a task group created here, starting a member
+ * A then()'s promise follows the promise it was called on; anything else
+ * created inside a handler follows that handler's then() (or the promise
+ * it observes), inside a fiber the fiber's last await (or its spawn),
+ * inside a group's member start the group; in your own libuv callbacks,
+ * the chain starts there.  The unhandled-rejection report and
+ * uvp_ctx_dump_pending print the chain under each promise.
+ * Cost: none per promise (the trace takes two bytes the promise had
+ * spare); with traces on, a lookup in a per-context cache per promise
+ * created (docs/internals.md has the figure).  Frames are interned once
+ * per process (16 383 of them; past that, chains stop growing); a frame
+ * that repeats one of the four below it is not added again and a chain
+ * stops at 48 frames, so a loop or a recursion shows once.
+ * Off by default; on for every context when the environment has
+ * UVP_TRACES=1 at uvp_ctx_new.  Turning traces on affects promises created
+ * from then on.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_ctx_set_traces(uvp_ctx_t *ctx, int on);
+
+typedef struct uvp_trace_frame_s {
+  const char *what; /* "promise", "then", "await", "fiber" or "group" */
+  const char *file; /* NULL if the site table was full */
+  int line;
+} uvp_trace_frame_t;
+
+/* p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
+ * returns count, the number of frames (0: no trace: traces were off when
+ * p was created, or p is NULL).  Any thread, while you hold p. */
+UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
+                                    uvp_trace_frame_t *frames, size_t max);
+/* Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
+ * UV_ENOENT (p has no trace). */
+UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
 
 
 /* ------------------------------------------------------------------------ */
@@ -1175,8 +1215,11 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
  * fiber never starts).  A fiber that cannot be spawned is a member that
  * rejected with why.  Also UV_ECANCELED, UV_ENOMEM. */
-UVP_EXTERN int uvp_group_spawn(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
-                               const uvp_fiber_opts_t *opts);
+#define uvp_group_spawn(g, fn, arg, opts)                                      \
+  uvp_group_spawn_at((g), (fn), (arg), (opts), __FILE__, __LINE__)
+UVP_EXTERN int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
+                                  const uvp_fiber_opts_t *opts,
+                                  const char *file, int line);
 
 /* Starts a member: store its promise in *out (one reference, which the
  * group takes) and return 0, or return a negative code (the member then

@@ -5,6 +5,7 @@
 #define UVP_CORE_H
 
 #include "scope.h"
+#include "trace.h"
 
 /* Whether the target is a derived promise the reaction settles. */
 static inline bool uvp__rk_derived(uvp__rkind_t k) {
@@ -48,6 +49,7 @@ static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   p->born = (uint32_t)(uv_now(ctx->loop) - ctx->epoch);
   p->ctx_id = ctx->id;
   p->site = uvp__site(&ctx->sites, file, line);
+  p->trace = uvp__trace_new(ctx, p->site);
   p->state = UVP__S_PENDING;
   p->flags = 0;
   ctx->live++;

@@ -18,6 +18,8 @@
 #include "fiber-stack.h"
 #include "fiber-switch.h"
 #include "scope.h"
+#include "site.h"
+#include "trace.h"
 
 #define MIN_STACK (16u * 1024u)
 
@@ -54,6 +56,7 @@ struct fiber_s {
   const char *await_file; /* ... and where it waits */
   int await_line;
   uvp__scope_t *scope; /* what it runs in (a reference), between runs */
+  uint16_t trace; /* its frame: its spawn, or the await it last left */
 };
 
 
@@ -75,6 +78,7 @@ static void enter(fiber_t *f) {
   uvp__fiber_current = f;
   f->state = F_RUNNING;
   f->st->ctx->scope = f->scope;
+  f->st->ctx->trace = f->trace;
 }
 
 /* Switch from the loop's stack to f.  Returns when a fiber switches back
@@ -83,11 +87,13 @@ static void run(fiber_t *f) {
   fiber_state_t *st = f->st;
   uvp_ctx_t *ctx = st->ctx;
   uvp__scope_t *was = ctx->scope;
+  uint16_t was_trace = ctx->trace;
   enter(f);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
   /* It saved its scope (a reference) in last->scope as it left. */
   uvp__fiber_current = NULL;
   ctx->scope = was;
+  ctx->trace = was_trace;
   if (last->state == F_DONE) {
     /* Its last switch is behind it: the stack can go. */
     uvp__stack_t *stack = last->stack;
@@ -245,6 +251,9 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   f->line = line;
   f->state = F_QUEUED;
   f->scope = uvp__scope_capture(ctx);
+  if (ctx->traces) /* the fiber's promise names the fiber */
+    f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER, ctx->trace);
+  f->trace = f->p->trace;
   uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
                   f);
   f->next = st->all;
@@ -302,6 +311,9 @@ int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
   }
   f->await_file = file;
   f->await_line = line;
+  if (f->st->ctx->traces)
+    f->trace = uvp__trace_intern(f->st->ctx, uvp__site(&f->st->ctx->sites, file, line),
+                                 UVP__TK_AWAIT, f->p->trace);
   uvp__retain_local(p); /* checked above: the loop thread, ctx open */
   f->waiting = p;
   if (uvp__is_pending(p)) {

@@ -12,6 +12,7 @@
 
 #include "group.h"
 #include "scope.h"
+#include "trace.h"
 
 /* A member: running (on `running`, observed), then settled (on the done
  * queue until a next() takes it).  From the group's pool. */
@@ -31,6 +32,8 @@ struct lazy_s {
   void *arg;
   uvp_free_cb arg_free;
   size_t stack_size;
+  const char *file; /* where a fiber was asked for */
+  int line;
 };
 
 struct uvp_group_s {
@@ -42,6 +45,7 @@ struct uvp_group_s {
   uvp_promise_t *failure; /* FAIL_FAST: the member that failed first */
   size_t limit;           /* 0: none */
   int flags;
+  uint16_t trace; /* the frame members start in (trace.h) */
   bool closed, cancelled, released, pumping;
   size_t holds;  /* libuv requests and handles of members, open */
   size_t scopes; /* scopes naming the group */
@@ -199,13 +203,15 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
   uvp_ctx_t *ctx = g->ctx;
   uvp_promise_t *p = NULL;
   uvp__scope_t *was = uvp__scope_enter(ctx, uvp__scope_ref(g->scope));
+  uint16_t outer = uvp__trace_enter(ctx, g->trace);
   int rc;
   if (z->fn != NULL) {
     uvp_fiber_opts_t o = {z->stack_size, z->arg_free};
-    rc = uvp_fiber_spawn_at(ctx, z->fn, z->arg, &o, &p, __FILE__, __LINE__);
+    rc = uvp_fiber_spawn_at(ctx, z->fn, z->arg, &o, &p, z->file, z->line);
   } else {
     rc = z->start(z->arg, &p);
   }
+  ctx->trace = outer;
   uvp__scope_leave(ctx, was);
   if (z->fn == NULL && z->arg_free != NULL)
     z->arg_free(z->arg); /* a start callback is called once */
@@ -321,6 +327,9 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     return UV_ENOMEM;
   }
   g->joined = g->join; /* the second reference */
+  if (ctx->traces)
+    g->trace = g->join->trace =
+        uvp__trace_intern(ctx, g->join->site, UVP__TK_GROUP, ctx->trace);
   *out = g;
   return 0;
 }
@@ -350,7 +359,8 @@ int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
 }
 
 static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
-                    void *arg, uvp_free_cb arg_free, size_t stack_size) {
+                    void *arg, uvp_free_cb arg_free, size_t stack_size,
+                    const char *file, int line) {
   int rc = check_open(g);
   if (rc == 0 && g->cancelled)
     rc = UV_ECANCELED;
@@ -359,7 +369,7 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
   lazy_t *z = uvp__malloc(sizeof(*z));
   if (z == NULL)
     return UV_ENOMEM;
-  *z = (lazy_t){NULL, fn, start, arg, arg_free, stack_size};
+  *z = (lazy_t){NULL, fn, start, arg, arg_free, stack_size, file, line};
   if (g->lazy_tail != NULL)
     g->lazy_tail->next = z;
   else
@@ -369,19 +379,20 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
   return 0;
 }
 
-int uvp_group_spawn(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
-                    const uvp_fiber_opts_t *opts) {
+int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
+                       const uvp_fiber_opts_t *opts, const char *file,
+                       int line) {
   if (fn == NULL)
     return UV_EINVAL;
   return add_lazy(g, fn, NULL, arg, opts != NULL ? opts->arg_free : NULL,
-                  opts != NULL ? opts->stack_size : 0);
+                  opts != NULL ? opts->stack_size : 0, file, line);
 }
 
 int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start, void *arg,
                     uvp_free_cb arg_free) {
   if (start == NULL)
     return UV_EINVAL;
-  return add_lazy(g, NULL, start, arg, arg_free, 0);
+  return add_lazy(g, NULL, start, arg, arg_free, 0, NULL, 0);
 }
 
 int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out, const char *file,

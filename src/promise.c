@@ -69,6 +69,8 @@ void uvp__report_unhandled(uvp_promise_t *p) {
           "uvp: unhandled rejection %s (%s) of promise created at %s:%d\n",
           uvp_err_name(p->code), uvp_strerror(p->code),
           file != NULL ? file : "?", line);
+  if (p->trace != 0)
+    uvp__trace_print(stderr, p->trace, "    ");
 }
 
 void uvp__release_local(uvp_promise_t *p) {
@@ -539,6 +541,8 @@ static bool dump_one(void *slot, void *arg) {
   fprintf(st->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
           (void *)p, file != NULL ? file : "?", line,
           (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
+  if (p->trace != 0)
+    uvp__trace_print(st->stream, p->trace, "    ");
   st->count++;
   return true;
 }

@@ -147,6 +147,7 @@ struct uvp_promise_s {
         uint32_t born; /* pending: ms since the context's epoch */
       };
       uint16_t site;
+      uint16_t trace; /* its async trace (trace.h), 0 if none */
     };
     /* refs reached 0: none of the above is read again, and a walk over
      * the slabs skips the promise */

@@ -93,6 +93,8 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
     d->refs = 2; /* the caller's and the reaction's */
     d->link = p;
     d->flags = UVP__F_WAITING;
+    if (UVP__UNLIKELY(ctx->traces))
+      d->trace = uvp__trace_intern(ctx, d->site, UVP__TK_THEN, p->trace);
     target = d;
   } else {
     kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
@@ -405,7 +407,11 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   if (cb != NULL && wanted &&
       uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
     uvp_outcome_t in = outcome_of(src);
+    /* What the handler creates comes from its then(), or from what it
+     * observes (both 0 with traces off). */
+    uint16_t outer = uvp__trace_enter(ctx, d != NULL ? d->trace : src->trace);
     ret = cb(arg, &in);
+    ctx->trace = outer;
     seen = true;
     if (uvp__rk_finally(kind))
       ret = finally_ret(ctx, src, d, ret, &waiting);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "sched.h"
+#include "trace.h"
 
 #define UVP__DEFAULT_BUDGET 1024
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
@@ -189,6 +190,7 @@ static void ctx_free(uvp_ctx_t *ctx) {
     if (ctx->ext[i] != NULL)
       ctx->ext[i]->destroy(ctx->ext[i]);
   uvp__registry_remove(ctx->id);
+  uvp__free(ctx->trace_cache);
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__blocks_destroy(&ctx->blocks);
@@ -310,6 +312,12 @@ static unsigned int checks_from_env(void) {
   return s != NULL && strstr(s, "thread") != NULL ? UVP_CHECK_THREAD : 0;
 }
 
+/* UVP_TRACES=1 turns async traces on for every context. */
+static bool traces_from_env(void) {
+  const char *s = getenv("UVP_TRACES");
+  return s != NULL && strcmp(s, "1") == 0;
+}
+
 /* Undo what ctx_init did before it failed. */
 static int ctx_init_failed(uvp_ctx_t *ctx, int rc) {
   if (ctx->id != 0)
@@ -345,6 +353,8 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   ctx->check_thread = checks_from_env() & UVP_CHECK_THREAD;
   uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
   uvp__pool_init(&ctx->reactions, sizeof(uvp__handler_t));
+  if (traces_from_env() && uvp__trace_set(ctx, true) != 0)
+    return ctx_init_failed(ctx, UV_ENOMEM);
 
   /* Only async_init can fail (eventfd); done first, so a failure leaves no
    * open handle whose close callback would have to outlive the context. */

@@ -75,6 +75,9 @@ struct uvp_ctx_s {
   void *data; /* uvp_ctx_set_data */
   uvp_free_cb data_free;
   struct uvp__scope_s *scope; /* the current scope (scope.h), a reference */
+  bool traces;           /* uvp_ctx_set_traces (trace.h) */
+  uint16_t trace;        /* the frame of the code running now */
+  uint64_t *trace_cache; /* while traces are on */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
