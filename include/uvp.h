@@ -1262,8 +1262,10 @@ UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 /* Members running plus whether any wait to start (1 if so). */
 UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 
-/* Give the group up: it is closed, and its memory goes once its members,
- * their requests and handles, and its join are done.  NULL is a no-op. */
+/* Give the group up: it is closed, members that settled and that no next()
+ * took are let go (next() promises already made are still served), and its
+ * memory goes once its members, their requests and handles, and its join
+ * are done.  NULL is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /* ------------------------------------------------------------------------ */

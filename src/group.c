@@ -115,6 +115,15 @@ static void serve(uvp_group_t *g) {
     uvp__rel(m->p);
     uvp__pool_put(&g->members, m);
   }
+  /* Released: no next() can come for the rest. */
+  while (g->released && g->done_head != NULL) {
+    member_t *m = g->done_head;
+    g->done_head = m->next;
+    uvp__rel(m->p);
+    uvp__pool_put(&g->members, m);
+  }
+  if (g->done_head == NULL)
+    g->done_tail = NULL;
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
     if (uvp__is_pending(w))
