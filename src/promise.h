@@ -70,6 +70,15 @@ typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
  * destroy notifier (run once the callback can no longer be called; NULL
  * for none) and, for a user's handler, the scope it was registered in
  * (scope.h; it runs in it).  48 bytes, one slot of the reaction pool. */
+/* What a handler keeps beside its callback and argument, in one word so
+ * that a pending promise with one reaction stays 88 bytes: nothing (NULL),
+ * the scope it runs under (scope.h), or, when it was given a destroy
+ * notifier for its argument, a box holding that and the scope.  A scope
+ * and a box both begin with this header, which says which it is. */
+typedef struct uvp__hextra_s {
+  uint32_t is_box;
+} uvp__hextra_t;
+
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
@@ -77,9 +86,28 @@ typedef struct uvp__handler_s {
     uvp__notify_cb notify; /* NOTIFY kinds */
   } cb;
   void *arg;
+  uvp__hextra_t *extra; /* see above; the scope is a reference */
+} uvp__handler_t;
+
+/* The box: from the context's reaction pool, like the handler. */
+typedef struct uvp__hbox_s {
+  uvp__hextra_t x; /* is_box 1 */
   uvp_free_cb arg_free;
   struct uvp__scope_s *scope; /* a reference; NULL: none */
-} uvp__handler_t;
+} uvp__hbox_t;
+_Static_assert(sizeof(uvp__hbox_t) <= sizeof(uvp__handler_t),
+               "a box takes a reaction slot");
+
+static inline uvp_free_cb uvp__h_arg_free(const uvp__handler_t *h) {
+  return h->extra != NULL && h->extra->is_box
+             ? ((const uvp__hbox_t *)(const void *)h->extra)->arg_free
+             : NULL;
+}
+static inline struct uvp__scope_s *uvp__h_scope(const uvp__handler_t *h) {
+  if (h->extra == NULL || !h->extra->is_box)
+    return (struct uvp__scope_s *)(void *)h->extra;
+  return ((uvp__hbox_t *)(void *)h->extra)->scope;
+}
 
 /* A cell: the reaction of an owner that observes many inputs with the same
  * callback (a combinator: one per input).  16 bytes of reaction and the
