@@ -949,6 +949,46 @@ static void test_unhandled_hook_closes_context_while_freeing(void **state) {
  * takes the process-wide lock.  The sites of one function, and of two files
  * at once, must all stay cached: a fan-out alternating between two lines of
  * one file used to miss on every promise. */
+/* The header's narrowed promise on cycles: one through a combinator (d
+ * resolved with race([d])) is not detected; both stay pending, cancelling
+ * the combinator's promise settles both, and teardown frees them. */
+static void combinator_cycle(fixture_t *f, uvp_promise_t **d,
+                             uvp_promise_t **x) {
+  assert_int_equal(uvp_promise_new(f->ctx, d), 0);
+  assert_int_equal(uvp_promise_race(f->ctx, d, 1, 0, x), 0);
+  assert_int_equal(uvp_promise_resolve_with(*d, *x), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(*d), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(*x), UVP_PENDING);
+}
+
+static void test_combinator_cycle_stays_pending(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *d, *x;
+  combinator_cycle(f, &d, &x);
+  /* Resolved already: the cycle cannot be broken from d's side ... */
+  assert_int_equal(uvp_promise_resolve(d, NULL, NULL), UVP_ESETTLED);
+  /* ... but cancelling what it waits for ends it. */
+  assert_int_equal(uvp_promise_cancel(x), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(x, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_reason(d, NULL), UV_ECANCELED);
+  uvp_promise_release(x);
+  uvp_promise_release(d);
+}
+
+static void test_combinator_cycle_torn_down(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *d, *x;
+  combinator_cycle(f, &d, &x);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(uvp_promise_reason(x, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_ECLOSED);
+  uvp_promise_release(x);
+  uvp_promise_release(d);
+}
+
 static void test_sites_of_a_function_stay_cached(void **state) {
   fixture_t *f = *state;
   static const char name_a[] = "cached-a.c", name_b[] = "cached-b.c";
@@ -1058,6 +1098,8 @@ int main(void) {
       FIXTURE_TEST(test_handler_releases_settles_creates),
       FIXTURE_TEST(test_handler_closes_context),
       FIXTURE_TEST(test_unhandled_hook_closes_context_while_freeing),
+      FIXTURE_TEST(test_combinator_cycle_stays_pending),
+      FIXTURE_TEST(test_combinator_cycle_torn_down),
       FIXTURE_TEST(test_sites_of_a_function_stay_cached),
       FIXTURE_TEST(test_sites_interned_until_the_table_is_full), /* last */
   };
