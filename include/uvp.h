@@ -122,7 +122,9 @@ UVP_EXTERN const char *uvp_version_string(void);
   XX(EXCTX, -30004, "promises belong to different contexts")                   \
   XX(EAGGREGATE, -30005, "all promises were rejected")                         \
   XX(EUNHANDLED, -30006, "unhandled rejection")                               \
-  XX(ETHREAD, -30007, "called off the context's loop thread")
+  XX(ETHREAD, -30007, "called off the context's loop thread")                 \
+  XX(ENOTFIBER, -30008, "only a fiber can await")                               \
+  XX(EINFIBER, -30009, "not allowed inside a fiber")
 
 typedef enum {
 #define XX(name, val, msg) UVP_##name = (val),
@@ -382,6 +384,10 @@ typedef struct uvp_ctx_stats_s {
                          hold them; the cache holds the sites of one
                          function, so this stops growing once a program's
                          hot paths have run */
+  size_t fibers;       /* fibers spawned and not yet finished */
+  size_t fiber_stacks; /* stacks kept for the next fibers (idle) ... */
+  size_t fiber_stack_bytes; /* ... and the bytes they map (at most 16 MiB;
+                               only pages a fiber touched are resident) */
 } uvp_ctx_stats_t;
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 
@@ -966,6 +972,252 @@ typedef struct uvp_split_s {
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
                                  uvp_split_t *out);
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
+
+/* ------------------------------------------------------------------------ */
+/* Fibers: async functions and await                                         */
+/* ------------------------------------------------------------------------ */
+
+/* A fiber is a function running on a stack of its own, inside the loop you
+ * run, that can wait for a promise without blocking the loop: the C form of
+ * a JavaScript async function.  Every fiber is a promise.
+ *
+ *   static uvp_ret_t load_all(void *arg) {
+ *     uvp_promise_t *all;
+ *     uvp_promise_all_settled(ctx, loaders, n, &all);
+ *     uvp_outcome_t o;
+ *     uvp_await(all, &o);                 // the loop runs meanwhile
+ *     const uvp_settled_list_t *l = o.value;
+ *     ...
+ *     uvp_promise_release(all);
+ *     return uvp_ret_value(NULL, NULL);
+ *   }
+ *   uvp_fiber_spawn(ctx, load_all, NULL, NULL, &done);
+ *
+ * Scheduling.  A fiber starts from the run queue, like a handler, never
+ * inside uvp_fiber_spawn (uvp runs no code of yours inside a call that
+ * registers work; a loop spawning a thousand fibers spawns them, then they
+ * start in order).  It runs until it awaits or returns, then the loop goes
+ * on: timers, I/O, handlers and other fibers run while it waits.  Awaiting
+ * a promise that is already settled still yields once, through the run
+ * queue, as JavaScript's await does: a fiber looping over settled promises
+ * lets everything queued run between its steps, and the scheduler's budget
+ * keeps timers and I/O from being starved.  A fiber always runs on the
+ * loop thread; a promise settled from another thread wakes it there.
+ *
+ * Ownership across an await.  uvp_await borrows p: hold a reference to it
+ * across the call (uvp keeps its own while the fiber waits).  The outcome's
+ * value is p's, valid while you hold your reference.  Everything on the
+ * fiber's stack stays where it is while the fiber is suspended, so locals
+ * may be lent to other code (handlers, other fibers) until the fiber
+ * returns; a fiber must not return while something still uses them.
+ *
+ * Cancellation and teardown.  Cancelling a fiber's promise rejects it with
+ * UV_ECANCELED at once, as any cancellation does; the fiber itself goes on
+ * running so it can clean up: the await it is suspended in returns
+ * UV_ECANCELED (after cancelling the awaited promise, when the fiber was
+ * all that waited for it: uvp_promise_cancel's rule), and so does every
+ * later await.  Its return value is then discarded.  uvp_ctx_close resumes
+ * every suspended fiber in turn with UVP_ECLOSED (every await then returns
+ * UVP_ECLOSED at once), lets each run to its end, then frees the stacks:
+ * a fiber must return once it sees UVP_ECLOSED (one that keeps looping
+ * keeps uvp_ctx_close from returning, as any endless loop would).  Fibers
+ * spawned but not started never start.  uvp_ctx_close inside a fiber
+ * fails with UVP_EINFIBER: a fiber cannot free the stack it runs on.
+ *
+ * Stacks.  Each fiber gets a stack (256 KiB by default, uvp_ctx_stats says
+ * how many are kept) with a guard page below it: an overflow faults at
+ * once instead of corrupting memory.  Stacks are pooled per context and
+ * reused, so spawning, awaiting and returning make no system call and
+ * allocate nothing once warm; only the pages a fiber touches are resident
+ * (a fiber suspended a few calls deep holds one or two 4 KiB pages).  Do
+ * not run the loop (uv_run) from a fiber. */
+
+/* A fiber's body: returns how its promise settles, as a handler does
+ * (uvp_ret_value, uvp_ret_reject, uvp_ret_adopt; uvp_ret_pass fulfils with
+ * NULL). */
+typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
+
+typedef struct uvp_fiber_opts_s {
+  size_t stack_size;    /* usable bytes; 0: the default (256 KiB) */
+  uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
+                           loop thread, after fn returned, or when it will
+                           never run (cancelled or torn down before it
+                           started) */
+} uvp_fiber_opts_t;
+
+/* Run fn(arg) on a new fiber of ctx; *out gets one reference to the
+ * fiber's promise, which settles as fn's result says.  `opts` may be NULL
+ * (defaults).  Also from inside a fiber.
+ * Errors: UV_EINVAL (NULL ctx, fn or out), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM (no memory, or no stack could be mapped: the address space or
+ * the kernel's limit on mappings, two per stack, is exhausted); then
+ * nothing runs and arg is still yours. */
+#define uvp_fiber_spawn(ctx, fn, arg, opts, out)                               \
+  uvp_fiber_spawn_at((ctx), (fn), (arg), (opts), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
+                                  const uvp_fiber_opts_t *opts,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+
+/* Inside a fiber: suspend until p settles, then return 0 if it fulfilled
+ * or its (negative) rejection code; *out (may be NULL) gets the outcome.
+ * Returns at once, without suspending: UV_EINVAL (NULL p),
+ * UVP_ENOTFIBER (not called from a fiber: nothing can be waited for on
+ * the loop's own stack), UVP_EXCTX (p belongs to another context),
+ * UV_ECANCELED (the fiber's promise was cancelled), UVP_ECLOSED (the
+ * context is closed); out->status then says the same.  The site of the
+ * call is recorded for uvp_ctx_dump_pending. */
+#define uvp_await(p, out) uvp_await_at((p), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
+                            const char *file, int line);
+
+/* Whether the caller runs on a fiber (of any context). */
+UVP_EXTERN int uvp_in_fiber(void);
+
+/* The default stack size of the context's fibers (usable bytes, rounded up
+ * to whole pages; at least 16 KiB).  Stacks already pooled of another size
+ * are dropped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
+
+/* ------------------------------------------------------------------------ */
+/* Scopes: request-scoped context slots                                      */
+/* ------------------------------------------------------------------------ */
+
+/* A scope is what the code of a handler, a fiber or a group member sees of
+ * where its work came from: UVP_SCOPE_SLOTS slots the program sets (a
+ * request id, a logger) and the task group the work belongs to.  The
+ * scope current when a handler is registered, a fiber spawned or a group
+ * member added is captured, and restored around that handler, each run of
+ * that fiber and that member's start: code three then()s down sees the
+ * request it works for, whichever thread settled the promise it waited
+ * for (Node's AsyncLocalStorage, folly's RequestContext).  Outside them
+ * (in your libuv callbacks) the current scope is the last one set there.
+ * With no slot ever set, this costs a pointer per handler and nothing
+ * else. */
+#define UVP_SCOPE_SLOTS 4
+
+/* Make slot `slot` of the current scope `value` (for the rest of the
+ * running handler, fiber run or callback, and for everything registered
+ * from there): a new scope, so what captured the old one keeps seeing it.
+ * free_cb (may be NULL) runs once, on the loop thread, when the last scope
+ * holding the value is gone.  Errors: UV_EINVAL (NULL ctx, slot out of
+ * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb does not run. */
+UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
+                             uvp_free_cb free_cb);
+/* The value of `slot` in the current scope (NULL: unset, NULL ctx). */
+UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
+/* Make the current scope empty (e.g. at the top of a libuv callback that
+ * serves another request).  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Task groups                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A task group is a growing set of members taken in completion order,
+ * bounded, cancelled as a whole and joined: tokio's JoinSet, libdill's
+ * bundles.  Members are promises (already running), fibers and start
+ * callbacks (both started by the group, under its limit).  Members run in
+ * the group's scope, and every libuv request and handle they start (file,
+ * DNS, work, process operations, TCP connections, uvp timers) belongs to
+ * the group until libuv is done with it: the join settles only once the
+ * group is closed, every member has settled and all of those are closed,
+ * so uv_loop_close() can return 0 right after a joined group's last
+ * handle... with nothing of the group left on the loop.  A promise added
+ * from outside is a member until it settles; what it started before it was
+ * added is not the group's.
+ *
+ * Limit: at most `limit` members running at once (0: no limit).  A member
+ * added as a promise is already running and always accepted; fibers and
+ * start callbacks wait in order until a running member settles.  Changing
+ * the limit takes effect at once (a larger one starts waiting members
+ * now; a smaller one lets the running finish and starts no more until
+ * they are under it).  For thread-pool work, uvp_pool_size() is the
+ * usual limit.
+ *
+ * Failure policy: by default every member runs to its end and the join
+ * fulfils (value NULL); with UVP_GROUP_FAIL_FAST the first member to
+ * reject (not with UV_ECANCELED) cancels the others, waiting members
+ * never start, and the join settles like that member.
+ *
+ * Nesting: a group's join promise is a promise like any other: add it to
+ * another group; cancelling it (or its parent group) cancels the group.
+ * Errors common to every call: UV_EINVAL (NULL group or argument),
+ * UVP_ECLOSED (the context, or for adding, the group is closed),
+ * UVP_ETHREAD. */
+typedef struct uvp_group_s uvp_group_t;
+
+enum { UVP_GROUP_FAIL_FAST = 1 };
+
+typedef struct uvp_group_opts_s {
+  size_t limit; /* members running at once; 0: no limit */
+  int flags;    /* 0 or UVP_GROUP_FAIL_FAST */
+} uvp_group_opts_t;
+
+/* A group (opts may be NULL).  The group is yours until
+ * uvp_group_release; its join promise is the group's (uvp_group_join
+ * hands out references).  Errors also UV_ENOMEM. */
+#define uvp_group_new(ctx, opts, out)                                          \
+  uvp_group_new_at((ctx), (opts), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
+                                uvp_group_t **out, const char *file,
+                                int line);
+
+/* Add a running promise (borrowed; the group takes a reference).  Also
+ * UVP_EXCTX, UV_ECANCELED (the group was cancelled), UV_ENOMEM. */
+UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
+
+/* A fiber member, spawned (in the group's scope) when there is room under
+ * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
+ * fiber never starts).  A fiber that cannot be spawned is a member that
+ * rejected with why.  Also UV_ECANCELED, UV_ENOMEM. */
+UVP_EXTERN int uvp_group_spawn(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
+                               const uvp_fiber_opts_t *opts);
+
+/* Starts a member: store its promise in *out (one reference, which the
+ * group takes) and return 0, or return a negative code (the member then
+ * counts as rejected with it). */
+typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
+
+/* A member started by calling start(arg) when there is room under the
+ * limit, in the group's scope, from the run queue or the call that made
+ * room; arg_free (may be NULL) runs right after that call, or if it never
+ * comes (cancelled, torn down).  Also UV_ECANCELED, UV_ENOMEM. */
+UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
+                               void *arg, uvp_free_cb arg_free);
+
+/* The next member to settle, in completion order: *out gets one reference
+ * to a promise that settles like that member (value shared).  Members that
+ * settled before anyone asked wait for a next() in order; next() calls
+ * made before any member settles are served in the order they were made.
+ * Once the group is closed and every member has been handed out, next()
+ * rejects with UV_EOF.  Cancelling the promise it gave just stops that
+ * wait.  Also UV_ENOMEM. */
+#define uvp_group_next(g, out) uvp_group_next_at((g), (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
+                                 const char *file, int line);
+
+/* Change the limit (0: none), see above. */
+UVP_EXTERN int uvp_group_set_limit(uvp_group_t *g, size_t limit);
+
+/* No more members (adding fails with UVP_ECLOSED); the join can settle. */
+UVP_EXTERN int uvp_group_close(uvp_group_t *g);
+
+/* Cancel every running member (uvp_promise_cancel) and drop the waiting
+ * ones (their notifiers run); nothing more can be added (UV_ECANCELED).
+ * The group still joins once everything has wound down. */
+UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
+
+/* One reference to the group's join promise (see above).  Cancelling it
+ * cancels the group. */
+UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
+
+/* Members running plus whether any wait to start (1 if so). */
+UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
+
+/* Give the group up: it is closed, and its memory goes once its members,
+ * their requests and handles, and its join are done.  NULL is a no-op. */
+UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /* ------------------------------------------------------------------------ */
 /* libuv operations as promises: common rules                                */

@@ -4,7 +4,7 @@
 #ifndef UVP_CORE_H
 #define UVP_CORE_H
 
-#include "sched.h"
+#include "scope.h"
 
 /* Whether the target is a derived promise the reaction settles. */
 static inline bool uvp__rk_derived(uvp__rkind_t k) {
@@ -66,6 +66,7 @@ static inline uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,
   h->r.target = uvp__rtag(target, kind);
   h->arg = arg;
   h->arg_free = NULL;
+  h->scope = NULL;
   return h;
 }
 

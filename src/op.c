@@ -2,7 +2,9 @@
  * wrapped libuv operation shares. */
 #include <string.h>
 
+#include "group.h"
 #include "op.h"
+#include "scope.h"
 
 /* Per context, created with its first operation. */
 typedef struct op_state_s {
@@ -19,22 +21,22 @@ static void state_destroy(uvp__ext_t *ext) {
   uvp__free(st);
 }
 
-static void state_stats(const uvp__ext_t *ext, size_t *bytes, size_t *allocs) {
+static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   const op_state_t *st = UVP__CONTAINER_OF(ext, op_state_t, ext);
-  *bytes += st->slots.bytes;
-  *allocs += st->slots.allocs;
+  out->slab_bytes += st->slots.bytes;
+  out->slab_allocs += st->slots.allocs;
 }
 
 static op_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(ctx->ops != NULL))
-    return UVP__CONTAINER_OF(ctx->ops, op_state_t, ext);
+  if (UVP__LIKELY(ctx->ext[UVP__EXT_OPS] != NULL))
+    return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_OPS], op_state_t, ext);
   op_state_t *st = uvp__calloc(1, sizeof(*st));
   if (st == NULL)
     return NULL;
   st->ext.destroy = state_destroy;
   st->ext.stats = state_stats;
   uvp__pool_init(&st->slots, UVP__OP_SLOT);
-  ctx->ops = &st->ext;
+  ctx->ext[UVP__EXT_OPS] = &st->ext;
   return st;
 }
 
@@ -53,6 +55,14 @@ int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
     return rc;
   op_state_t *st = state_of(ctx);
   return st != NULL ? uvp__pool_reserve(&st->slots, ops, NULL) : UV_ENOMEM;
+}
+
+/* libuv is done with the operation's request: its group stops waiting. */
+static void libuv_done(uvp__op_t *op) {
+  uvp_group_t *g = op->group;
+  op->group = NULL;
+  if (g != NULL)
+    uvp__group_drop(g);
 }
 
 /* The promise's cancel hook; its argument is &op->p (see
@@ -82,6 +92,9 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->ctx = ctx;
   op->kind = kind;
   op->size = (uint32_t)size;
+  op->group = uvp__scope_group(ctx);
+  if (op->group != NULL)
+    uvp__group_hold(op->group);
   if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
     uvp__op_free(op);
     return NULL;
@@ -131,12 +144,14 @@ static void op_complete(void *arg, const uvp_outcome_t *in) {
 }
 
 void uvp__op_complete_later(uvp__op_t *op) {
+  libuv_done(op);
   uvp_promise_t *p = op->p;
   op->p = NULL;
   op->done.r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
   op->done.cb.notify = op_complete;
   op->done.arg = op;
   op->done.arg_free = NULL;
+  op->done.scope = NULL;
   uvp__enqueue_completion(op->ctx, &op->done);
   /* The settle is some way off: see docs/internals.md. */
   UVP__PREFETCH_W(p);
@@ -144,11 +159,12 @@ void uvp__op_complete_later(uvp__op_t *op) {
 
 void uvp__op_free(uvp__op_t *op) {
   uvp_ctx_t *ctx = op->ctx;
+  libuv_done(op);
   if (op->size > UVP__OP_SLOT) {
     uvp__free(op);
     return;
   }
-  op_state_t *st = UVP__CONTAINER_OF(ctx->ops, op_state_t, ext);
+  op_state_t *st = UVP__CONTAINER_OF(ctx->ext[UVP__EXT_OPS], op_state_t, ext);
   /* After teardown a slot may come back from a value's destructor running
    * on another thread (a stat's result is its operation's memory). */
   if (UVP__LIKELY(!ctx->closed)) {

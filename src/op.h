@@ -22,7 +22,7 @@
 
 /* Operations up to this size take a slot of a per-context pool, so that a
  * steady stream of I/O does not call malloc; larger ones are allocated. */
-#define UVP__OP_SLOT 576
+#define UVP__OP_SLOT 640
 
 typedef struct uvp__op_s uvp__op_t;
 
@@ -47,7 +47,8 @@ struct uvp__op_s {
   const uvp__op_kind_t *kind;
   /* The queued completion: on the line a completion reads anyway. */
   uvp__handler_t done;
-  uint32_t size; /* bytes, for uvp__op_finish */
+  uvp_group_t *group; /* the group of the scope it started in (held) */
+  uint32_t size;      /* bytes, for uvp__op_finish */
 };
 
 /* A new operation of `size` bytes with its promise (the header is filled

@@ -549,6 +549,9 @@ int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
     return rc;
   dump_state_t st = {stream, uv_now(ctx->loop) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL && ctx->ext[i]->dump != NULL)
+      ctx->ext[i]->dump(ctx->ext[i], stream, &st.count);
   return st.count;
 }
 

@@ -66,9 +66,10 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 
-/* Every kind but the cell: a callback, its argument and the argument's
+/* Every kind but the cell: a callback, its argument, the argument's
  * destroy notifier (run once the callback can no longer be called; NULL
- * for none).  40 bytes, one slot of the context's reaction pool. */
+ * for none) and, for a user's handler, the scope it was registered in
+ * (scope.h; it runs in it).  48 bytes, one slot of the reaction pool. */
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
@@ -77,6 +78,7 @@ typedef struct uvp__handler_s {
   } cb;
   void *arg;
   uvp_free_cb arg_free;
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
 } uvp__handler_t;
 
 /* A cell: the reaction of an owner that observes many inputs with the same
@@ -203,6 +205,18 @@ void uvp__rel(uvp_promise_t *p);
 int uvp__observe(uvp_promise_t *p, uvp__notify_cb cb, void *arg);
 void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
                            uvp__notify_cb cb, void *arg);
+/* Queue h (an observer in its owner's memory) to run cb(arg, outcome of
+ * target) from the run queue, as if target had just settled (it need not
+ * have: cb is told nothing it can rely on then).  The queue holds a
+ * reference to target until cb has run. */
+void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
+                           uvp__notify_cb cb, void *arg);
+/* Take h, attached to pending q with uvp__observe_embedded, back off q's
+ * list: it will not run.  Returns whether it was there. */
+bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h);
+/* Settle pending p, a promise uvp produces, as a handler's result says
+ * (uvp_ret_pass fulfils with NULL); takes what ret holds. */
+void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret);
 /* Attach cell `cell` of `owner` to src (the owner's reference). */
 void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
                       uvp_promise_t *src);
@@ -210,7 +224,8 @@ void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
  * promise or a cell owner): then nobody else can observe q any more, and
  * cancelling `who` may cancel q (uvp_promise_cancel's rule). */
 bool uvp__sole_consumer(const uvp_promise_t *q, const void *who);
-/* Whether q's one reaction is an observer (uvp__observe) with `arg`. */
+/* Whether q's one reaction is an observer (uvp__observe, _embedded)
+ * with `arg`. */
 bool uvp__only_observer(const uvp_promise_t *q, const void *arg);
 
 /* ---- for the scheduler ---------------------------------------------------- */

@@ -21,10 +21,12 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__notify_cb notify = h->cb.notify;
   void *arg = h->arg;
   uvp_free_cb arg_free = h->arg_free;
+  uvp__scope_t *scope = h->scope;
   if (kind != UVP__RK_NOTIFY_EMBEDDED)
     uvp__pool_put(&ctx->reactions, h);
   if (arg_free != NULL)
     arg_free(arg); /* the handler will never run */
+  uvp__scope_unref(scope);
   if (!uvp__rk_derived(kind)) {
     if (kind >= UVP__RK_NOTIFY)
       notify(arg, NULL);
@@ -67,7 +69,9 @@ bool uvp__sole_consumer(const uvp_promise_t *q, const void *who) {
 
 bool uvp__only_observer(const uvp_promise_t *q, const void *arg) {
   const uvp__reaction_t *r = q->reactions;
-  return r != NULL && r->next == NULL && uvp__rkind(r) == UVP__RK_NOTIFY &&
+  return r != NULL && r->next == NULL &&
+         (uvp__rkind(r) == UVP__RK_NOTIFY ||
+          uvp__rkind(r) == UVP__RK_NOTIFY_EMBEDDED) &&
          ((const uvp__handler_t *)(const void *)r)->arg == arg;
 }
 
@@ -104,6 +108,7 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
   }
   h->cb.then = cb;
   h->arg_free = arg_free;
+  h->scope = uvp__scope_capture(ctx);
   uvp__attach(p, &h->r);
   if (out != NULL)
     *out = d;
@@ -376,6 +381,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_then_cb cb = h->cb.then;
   void *arg = h->arg;
   uvp_free_cb arg_free = h->arg_free;
+  uvp__scope_t *scope = h->scope;
   uvp_promise_t *src, *d;
   if (uvp__rk_derived(kind)) {
     d = t;
@@ -395,6 +401,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
                  d->link == src);
   uvp_ret_t ret = uvp_ret_pass();
   bool waiting = false, seen = false;
+  uvp__scope_t *was = uvp__scope_enter(ctx, scope);
   if (cb != NULL && wanted &&
       uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
     uvp_outcome_t in = outcome_of(src);
@@ -405,6 +412,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   }
   if (arg_free != NULL)
     arg_free(arg);
+  uvp__scope_leave(ctx, was);
   if (!waiting)
     apply(d, src, &ret, seen);
   rel_in(ctx, src);
@@ -439,7 +447,54 @@ void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
   h->cb.notify = cb;
   h->arg = arg;
   h->arg_free = NULL;
+  h->scope = NULL;
   uvp__attach(p, &h->r);
+}
+
+void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
+                           uvp__notify_cb cb, void *arg) {
+  h->r.next = NULL;
+  h->r.target = uvp__rtag(target, UVP__RK_NOTIFY_EMBEDDED);
+  h->cb.notify = cb;
+  h->arg = arg;
+  h->arg_free = NULL;
+  h->scope = NULL;
+  target->refs++;
+  uvp__enqueue(uvp__promise_ctx(target), &h->r);
+}
+
+bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h) {
+  for (uvp__reaction_t **at = &q->reactions; *at != NULL; at = &(*at)->next) {
+    if (*at == &h->r) {
+      *at = h->r.next;
+      if (q->reactions == NULL || q->reactions->next == NULL)
+        q->flags &= (uint8_t)~UVP__F_MANY;
+      return true;
+    }
+  }
+  return false;
+}
+
+void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret) {
+  switch (ret->kind_) {
+  case UVP_RET_VALUE_:
+    fulfill(p, ret->ptr_, ret->free_);
+    break;
+  case UVP_RET_REJECT_:
+    reject(p, ret->code_ < 0 ? ret->code_ : UV_EINVAL, ret->ptr_, ret->free_);
+    break;
+  case UVP_RET_ADOPT_:
+    if (ret->promise_ == NULL) {
+      reject(p, UV_EINVAL, NULL, NULL);
+    } else {
+      uvp__adopt(p, ret->promise_);
+      rel(ret->promise_);
+    }
+    break;
+  default:
+    fulfill(p, NULL, NULL);
+    break;
+  }
 }
 
 void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,

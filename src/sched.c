@@ -25,6 +25,7 @@
 UVP__TLS char uvp__thread_anchor;
 UVP__TLS uvp_ctx_t *uvp__current;
 UVP__TLS uint16_t uvp__current_id;
+UVP__TLS void *uvp__fiber_current;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
@@ -194,8 +195,9 @@ void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
 /* ---- locking ------------------------------------------------------------- */
 
 static void ctx_free(uvp_ctx_t *ctx) {
-  if (ctx->ops != NULL)
-    ctx->ops->destroy(ctx->ops);
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL)
+      ctx->ext[i]->destroy(ctx->ext[i]);
   uvp__registry_remove(ctx->id);
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
@@ -414,7 +416,8 @@ static void drop_arg(void **arg, uvp_free_cb *arg_free) {
 }
 
 void uvp__unhandled_done(uvp_ctx_t *ctx) {
-  if (--ctx->in_unhandled == 0 && ctx->closed)
+  /* Close clears the hook only after its sweep has made every report. */
+  if (--ctx->in_unhandled == 0 && ctx->closed && ctx->unhandled_cb == NULL)
     drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
 }
 
@@ -466,8 +469,10 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
                     ctx->q.ring_cap * sizeof(*ctx->q.ring) +
                     ctx->blocks.spare_size;
   out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
-  if (ctx->ops != NULL)
-    ctx->ops->stats(ctx->ops, &out->slab_bytes, &out->slab_allocs);
+  out->fibers = out->fiber_stacks = out->fiber_stack_bytes = 0;
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL)
+      ctx->ext[i]->stats(ctx->ext[i], out);
   out->site_misses = ctx->sites.misses;
   return 0;
 }
@@ -481,6 +486,8 @@ static void handle_closed(uv_handle_t *h) {
 
 int uvp_ctx_close(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
+  if (rc == 0 && uvp__fiber_current != NULL)
+    rc = UVP_EINFIBER; /* it would free the stack it runs on */
   if (rc != 0)
     return rc;
   /* Held across the whole sweep: from `closed` on, other threads change
@@ -506,14 +513,21 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   }
   uvp__sweep(ctx);
   /* Nothing is reported after the sweep (nothing settles any more): the
-   * hook's argument and the context's data go now, on this thread. */
+   * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
   if (ctx->in_unhandled == 0) /* else when the hook returns */
     drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
-  drop_arg(&ctx->data, &ctx->data_free);
   uv_close((uv_handle_t *)&ctx->idle, handle_closed);
   uv_close((uv_handle_t *)&ctx->check, handle_closed);
   uv_close((uv_handle_t *)&ctx->async, handle_closed);
   uvp__unlock(ctx);
+  /* The layers' own teardown (fibers run to their end) after the lock: a
+   * fiber takes it again for each release, and a fiber is, to the tools,
+   * another owner of a lock it would find held.  The handles are closing:
+   * the context outlives this. */
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->ext[i] != NULL && ctx->ext[i]->close != NULL)
+      ctx->ext[i]->close(ctx->ext[i]);
+  drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
   return 0;
 }

@@ -32,15 +32,19 @@ typedef struct uvp__runq_s {
 typedef struct uvp__msg_s uvp__msg_t;
 
 /* What a layer above the core keeps per context (the operation layer's
- * slots and its wrappers' data): created on first use, destroyed with the
- * context, its memory counted in uvp_ctx_stats.  The core never looks
- * inside. */
+ * slots and its wrappers' data, the fibers): created on first use,
+ * destroyed with the context.  The core never looks inside. */
 typedef struct uvp__ext_s uvp__ext_t;
 struct uvp__ext_s {
+  /* uvp_ctx_close, after every promise's teardown (may be NULL) */
+  void (*close)(uvp__ext_t *ext);
   void (*destroy)(uvp__ext_t *ext);
-  /* adds what it holds from the allocator to the context's figures */
-  void (*stats)(const uvp__ext_t *ext, size_t *bytes, size_t *allocs);
+  /* adds the layer's figures to uvp_ctx_stats' */
+  void (*stats)(const uvp__ext_t *ext, uvp_ctx_stats_t *out);
+  /* adds lines to uvp_ctx_dump_pending's, counting them (may be NULL) */
+  void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
 };
+enum { UVP__EXT_OPS, UVP__EXT_FIBERS, UVP__EXT_COUNT };
 
 struct uvp_ctx_s {
   uv_loop_t *loop;
@@ -68,7 +72,8 @@ struct uvp_ctx_s {
   int in_unhandled; /* the hook is running (it may close the context) */
   void *data; /* uvp_ctx_set_data */
   uvp_free_cb data_free;
-  uvp__ext_t *ops; /* the operation layer's (op.c); NULL until used */
+  struct uvp__scope_s *scope; /* the current scope (scope.h), a reference */
+  uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
   uv_check_t check; /* unref'd: drains right after I/O callbacks */
@@ -117,6 +122,9 @@ static inline int uvp__ctx_check(const uvp_ctx_t *ctx) {
 /* The open context this thread used last (and its id; NULL and 0 when
  * there is none): set by uvp__local_ctx_slow, cleared by uvp_ctx_close. */
 extern UVP__TLS uvp_ctx_t *uvp__current;
+/* The fiber running on this thread (the fiber layer's), NULL on the
+ * loop's own stack: some calls are not allowed inside a fiber. */
+extern UVP__TLS void *uvp__fiber_current;
 extern UVP__TLS uint16_t uvp__current_id;
 
 /* p's context if it is the one this thread used last, else NULL (then ask

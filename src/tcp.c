@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "group.h"
 #include "op.h"
+#include "scope.h"
 
 enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
 
@@ -25,6 +27,7 @@ typedef struct tcpop_s tcpop_t;
 
 struct uvp_tcp_s {
   uvp_ctx_t *ctx;
+  uvp_group_t *group; /* of the scope it was made in: held until freed */
   uv_tcp_t *handle; /* NULL once closed */
   tcpop_t *read_op;
   /* libuv keeps reading between two reads (no epoll_ctl per read); with no
@@ -74,7 +77,10 @@ _Static_assert(sizeof(tcpop_t) <= UVP__OP_SLOT, "a TCP operation fits a slot");
 static void maybe_free(uvp_tcp_t *t) {
   if (t->user_closed && t->handles_open == 0 && t->ops == 0) {
     uvp_ctx_t *ctx = t->ctx;
+    uvp_group_t *g = t->group;
     uvp__free(t);
+    if (g != NULL)
+      uvp__group_drop(g);
     uvp__drop(ctx);
   }
 }
@@ -196,6 +202,9 @@ static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
     return rc;
   }
   uvp__hold(ctx);
+  t->group = uvp__scope_group(ctx);
+  if (t->group != NULL)
+    uvp__group_hold(t->group);
   *out = t;
   return 0;
 }

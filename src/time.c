@@ -1,17 +1,49 @@
 /* delay and timeout on uv_timer_t.  Timers are unref'd unless the caller
  * asks for UVP_KEEP_ALIVE, so a forgotten timeout never holds the loop. */
-#include "sched.h"
+#include "group.h"
+#include "scope.h"
+
+/* First in a delay's and a timeout's state: the timer, and the group of the
+ * scope it was started in, held until the timer is closed. */
+typedef struct {
+  uv_timer_t timer;
+  uvp_group_t *group;
+} timed_t;
+
+/* uv_timer_init and uv_timer_start cannot fail for a live loop and a
+ * non-NULL callback. */
+static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
+                        uint64_t ms, int flags) {
+  (void)uv_timer_init(ctx->loop, &t->timer);
+  t->timer.data = data;
+  if (!(flags & UVP_KEEP_ALIVE))
+    uv_unref((uv_handle_t *)&t->timer);
+  (void)uv_timer_start(&t->timer, cb, ms, 0);
+  t->group = uvp__scope_group(ctx);
+  if (t->group != NULL)
+    uvp__group_hold(t->group);
+}
+
+/* From the timer's close callback. */
+static void timer_closed(timed_t *t) {
+  if (t->group != NULL)
+    uvp__group_drop(t->group);
+}
 
 /* ---- delay --------------------------------------------------------------- */
 
 typedef struct {
-  uv_timer_t timer;
+  timed_t t; /* first */
   uvp_promise_t *p; /* the timer's reference, until it fires or is cancelled */
   void *value;
   uvp_free_cb free_cb;
 } delay_t;
 
-static void free_on_close(uv_handle_t *h) { uvp__free(h->data); }
+static void delay_closed(uv_handle_t *h) {
+  delay_t *d = h->data;
+  timer_closed(&d->t);
+  uvp__free(d);
+}
 
 static void delay_fire(uv_timer_t *t) {
   delay_t *d = t->data;
@@ -19,30 +51,19 @@ static void delay_fire(uv_timer_t *t) {
   d->p = NULL;
   uvp__fulfill(p, d->value, d->free_cb);
   uvp__rel(p);
-  uv_close((uv_handle_t *)t, free_on_close);
+  uv_close((uv_handle_t *)t, delay_closed);
 }
 
 static void delay_cancel(uvp_promise_t *p, void *arg) {
   delay_t *d = arg;
   (void)p;
-  uv_timer_stop(&d->timer);
+  uv_timer_stop(&d->t.timer);
   if (d->free_cb != NULL)
     d->free_cb(d->value);
   uvp_promise_t *mine = d->p;
   d->p = NULL;
-  uv_close((uv_handle_t *)&d->timer, free_on_close);
+  uv_close((uv_handle_t *)&d->t.timer, delay_closed);
   uvp__rel(mine);
-}
-
-/* uv_timer_init and uv_timer_start cannot fail for a live loop and a
- * non-NULL callback. */
-static void start_timer(uvp_ctx_t *ctx, uv_timer_t *t, void *data,
-                        uv_timer_cb cb, uint64_t ms, int flags) {
-  (void)uv_timer_init(ctx->loop, t);
-  t->data = data;
-  if (!(flags & UVP_KEEP_ALIVE))
-    uv_unref((uv_handle_t *)t);
-  (void)uv_timer_start(t, cb, ms, 0);
 }
 
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
@@ -61,7 +82,7 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
   }
   d->value = value;
   d->free_cb = free_cb;
-  start_timer(ctx, &d->timer, d, delay_fire, ms, flags);
+  start_timer(ctx, &d->t, d, delay_fire, ms, flags);
   *out = d->p;
   return 0;
 }
@@ -71,7 +92,7 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
 /* Shared by the timer (until closed) and the reaction on src (until run or
  * dropped); `result` is referenced while undecided. */
 typedef struct {
-  uv_timer_t timer;
+  timed_t t; /* first */
   uvp_promise_t *src;
   uvp_promise_t *result;
   int refs;
@@ -94,12 +115,16 @@ static void tmo_unref(tmo_t *t) {
   }
 }
 
-static void tmo_closed(uv_handle_t *h) { tmo_unref(h->data); }
+static void tmo_closed(uv_handle_t *h) {
+  tmo_t *t = h->data;
+  timer_closed(&t->t);
+  tmo_unref(t);
+}
 
 static void tmo_stop(tmo_t *t) {
-  if (!uv_is_closing((uv_handle_t *)&t->timer)) {
-    uv_timer_stop(&t->timer);
-    uv_close((uv_handle_t *)&t->timer, tmo_closed);
+  if (!uv_is_closing((uv_handle_t *)&t->t.timer)) {
+    uv_timer_stop(&t->t.timer);
+    uv_close((uv_handle_t *)&t->t.timer, tmo_closed);
   }
 }
 
@@ -169,7 +194,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
     uvp__free(t);
     return UV_ENOMEM;
   }
-  start_timer(ctx, &t->timer, t, tmo_fire, ms, flags);
+  start_timer(ctx, &t->t, t, tmo_fire, ms, flags);
   t->src = uvp_promise_retain(p);
   t->refs = 2; /* timer, reaction */
   t->flags = flags;

@@ -816,6 +816,181 @@ static void test_reset_between_reads(void **state) {
   uvp_tcp_close(c);
 }
 
+/* ---- a buffer handed over: uvp_tcp_write_full ------------------------------ */
+
+/* Buffers handed to uvp are malloc'd and freed only through this, so
+ * valgrind and ASan see a missing or second call, or bytes read after. */
+static int g_bufs_freed;
+
+static void buf_release(void *b) {
+  g_bufs_freed++;
+  free(b);
+}
+
+static char *filled(size_t n, unsigned seed) {
+  char *b = malloc(n);
+  assert_non_null(b);
+  for (size_t i = 0; i < n; i++)
+    b[i] = (char)(i * seed + i / 4096);
+  return b;
+}
+
+static uvp_tcp_t *connect_to(fixture_t *f, server_t *srv) {
+  struct sockaddr_in a;
+  addr_of(srv, &a);
+  uvp_tcp_t *t;
+  uvp_promise_t *c;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
+  uvp_promise_release(c);
+  return t;
+}
+
+/* Shut t's write side and expect the sink's summary of what it got. */
+static void expect_sunk(fixture_t *f, uvp_tcp_t *t, uint64_t bytes,
+                        uint64_t hash) {
+  uvp_promise_t *sd, *rd;
+  assert_int_equal(uvp_tcp_shutdown(t, &sd), 0);
+  assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
+  run_until(f, rd);
+  assert_int_equal(uvp_promise_state(sd), UVP_FULFILLED);
+  expect_sink_reply(rd, bytes, hash);
+  uvp_promise_release(sd);
+  uvp_promise_release(rd);
+}
+
+/* Taken by the kernel at once: the promise is fulfilled when the call
+ * returns, so libuv is done with the bytes and the buffer went inside the
+ * call. */
+static void test_write_full_small_taken_at_once(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SINK);
+  uvp_tcp_t *t = connect_to(f, &srv);
+  g_bufs_freed = 0;
+  char *b = filled(16, 31);
+  uint64_t want = fnv1a(FNV_INIT, b, 16);
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_write_full(t, b, 16, buf_release, &w), 0);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  assert_int_equal(g_bufs_freed, 1);
+  expect_sunk(f, t, 16, want);
+  assert_int_equal(g_bufs_freed, 1);
+  uvp_promise_release(w);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+  assert_int_equal(g_bufs_freed, 1);
+}
+
+/* 8 MiB does not fit the socket at once: the rest is queued, the buffer
+ * stays until libuv has written all of it, then goes once.  A small
+ * buffer queued behind it waits its turn too. */
+static void test_write_full_large_queued(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SINK);
+  uvp_tcp_t *t = connect_to(f, &srv);
+  enum { BIG = 8 << 20, SMALL = 100 };
+  g_bufs_freed = 0;
+  char *big = filled(BIG, 7), *small = filled(SMALL, 13);
+  uint64_t want = fnv1a(fnv1a(FNV_INIT, big, BIG), small, SMALL);
+  uvp_promise_t *w1, *w2;
+  assert_int_equal(uvp_tcp_write_full(t, big, BIG, buf_release, &w1), 0);
+  assert_int_equal(uvp_promise_state(w1), UVP_PENDING);
+  assert_int_equal(uvp_tcp_write_full(t, small, SMALL, buf_release, &w2), 0);
+  assert_int_equal(uvp_promise_state(w2), UVP_PENDING);
+  assert_int_equal(g_bufs_freed, 0);
+  run_until(f, w2);
+  assert_int_equal(uvp_promise_state(w1), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(w2), UVP_FULFILLED);
+  assert_int_equal(g_bufs_freed, 2);
+  expect_sunk(f, t, BIG + SMALL, want);
+  uvp_promise_release(w1);
+  uvp_promise_release(w2);
+  uvp_tcp_close(t);
+  server_stop(&srv);
+  assert_int_equal(g_bufs_freed, 2);
+}
+
+typedef enum { END_CLOSE, END_CANCEL, END_CTX_CLOSE } write_end_t;
+
+/* A write stuck behind a peer that does not read, ended by closing the
+ * connection, cancelling the write, or closing the context: the promise
+ * rejects and the buffer goes once, when libuv gives the request back. */
+static void pending_write_ended(fixture_t *f, write_end_t how) {
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
+  enum { BIG = 16 << 20 };
+  g_bufs_freed = 0;
+  uvp_promise_t *w;
+  assert_int_equal(
+      uvp_tcp_write_full(c, filled(BIG, 3), BIG, buf_release, &w), 0);
+  for (int i = 0; i < 5; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  /* The other end reads nothing: most of it is still queued. */
+  assert_int_equal(uvp_promise_state(w), UVP_PENDING);
+  assert_int_equal(g_bufs_freed, 0);
+  int code = UV_ECANCELED;
+  switch (how) {
+  case END_CLOSE:
+    assert_int_equal(uvp_tcp_close(c), 0);
+    break;
+  case END_CANCEL:
+    assert_int_equal(uvp_promise_cancel(w), 0);
+    assert_int_equal(uvp_promise_reason(w, NULL), UV_ECANCELED);
+    /* libuv still holds the request until the close completes. */
+    assert_int_equal(g_bufs_freed, 0);
+    break;
+  case END_CTX_CLOSE:
+    assert_int_equal(uvp_ctx_close(f->ctx), 0);
+    f->ctx = NULL;
+    code = UVP_ECLOSED;
+    assert_int_equal(uvp_promise_reason(w, NULL), UVP_ECLOSED);
+    break;
+  }
+  if (how != END_CLOSE)
+    assert_int_equal(uvp_tcp_close(c), 0);
+  assert_int_equal(uvp_tcp_close(pr.server), 0);
+  run_loop(f);
+  assert_int_equal(g_bufs_freed, 1);
+  assert_int_equal(uvp_promise_state(w), UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(w, NULL), code);
+  uvp_promise_release(w);
+  assert_int_equal(g_bufs_freed, 1);
+}
+
+static void test_write_full_pending_at_close(void **state) {
+  pending_write_ended(*state, END_CLOSE);
+}
+static void test_write_full_pending_cancelled(void **state) {
+  pending_write_ended(*state, END_CANCEL);
+}
+static void test_write_full_pending_at_ctx_close(void **state) {
+  pending_write_ended(*state, END_CTX_CLOSE);
+}
+
+/* Refused: nothing written, the buffer is still the caller's. */
+static void test_write_full_refused(void **state) {
+  fixture_t *f = *state;
+  g_bufs_freed = 0;
+  char *b = filled(8, 5);
+  uvp_tcp_t *t;
+  uvp_promise_t *w = NULL;
+  assert_int_equal(uvp_tcp_write_full(NULL, b, 8, buf_release, &w), UV_EINVAL);
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uvp_tcp_write_full(t, b, 8, buf_release, NULL), UV_EINVAL);
+  /* libuv refuses a write on a stream never connected. */
+  assert_int_equal(uvp_tcp_write_full(t, b, 8, buf_release, &w), UV_EBADF);
+  assert_int_equal(uvp_tcp_close(t), 0);
+  run_loop(f);
+  assert_null(w);
+  assert_int_equal(g_bufs_freed, 0);
+  free(b);
+}
+
 /* ---- a handler returning a fresh request ---------------------------------- */
 
 /* As with files (test-fs): a handler that returns a read it has just
@@ -959,6 +1134,12 @@ int main(void) {
       FIXTURE_TEST(test_tcp_bad_input),
       FIXTURE_TEST(test_large_writes_stay_in_order),
       FIXTURE_TEST(test_small_write_settles_at_once),
+      FIXTURE_TEST(test_write_full_small_taken_at_once),
+      FIXTURE_TEST(test_write_full_large_queued),
+      FIXTURE_TEST(test_write_full_pending_at_close),
+      FIXTURE_TEST(test_write_full_pending_cancelled),
+      FIXTURE_TEST(test_write_full_pending_at_ctx_close),
+      FIXTURE_TEST(test_write_full_refused),
       FIXTURE_TEST(test_bytes_between_reads_wait_for_the_next),
       FIXTURE_TEST(test_eof_between_reads),
       FIXTURE_TEST(test_reset_between_reads),

@@ -623,6 +623,204 @@ static void test_keep_alive_while_threads_settle(void **state) {
   }
 }
 
+/* ---- UVP_CHECK_THREAD ---------------------------------------------------------- */
+
+/* With the check on, every loop-thread-only call a foreign thread makes is
+ * refused with UVP_ETHREAD before it touches anything, which is what makes
+ * this test race-free under TSan; the three calls allowed from any thread
+ * still work.  The foreign thread writes only its own result fields, read
+ * by the test thread after joining it. */
+typedef struct foreign_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *p;          /* pending: the refused calls aim at it */
+  uvp_promise_t *src;        /* for resolve_with */
+  uvp_promise_t *to_resolve; /* the thread holds one reference to each */
+  uvp_promise_t *to_reject;
+  uvp_promise_t *to_release; /* its last reference */
+  atomic_int freed, off_loop;
+  uv_thread_t loop_thread;
+  int rc_new, rc_then, rc_resolve_with, rc_cancel, rc_all, rc_delay, rc_stat,
+      rc_close, rc_set_checks, rc_resolve, rc_reject;
+  uvp_promise_t *retained;
+  uvp_promise_t *out; /* what refused calls left in their out (NULL) */
+  /* Loop thread only. */
+  uv_async_t keep;
+  int handled;
+  int statuses[2];
+} foreign_t;
+
+/* Its registration is refused: it can never run. */
+static uvp_ret_t never_called(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  fail();
+  return uvp_ret_pass();
+}
+
+static void foreign_calls(void *arg) {
+  foreign_t *x = arg;
+  uvp_promise_t *out = NULL;
+  x->rc_new = uvp_promise_new(x->ctx, &out);
+  x->rc_then = uvp_promise_then(x->p, never_called, NULL, &out);
+  x->rc_resolve_with = uvp_promise_resolve_with(x->p, x->src);
+  x->rc_cancel = uvp_promise_cancel(x->p);
+  x->rc_all = uvp_promise_all(x->ctx, &x->p, 1, 0, &out);
+  x->rc_delay = uvp_delay(x->ctx, 1, NULL, NULL, 0, &out);
+  x->rc_stat = uvp_fs_stat(x->ctx, "/", &out);
+  x->rc_set_checks = uvp_ctx_set_checks(x->ctx, 0);
+  x->rc_close = uvp_ctx_close(x->ctx);
+  x->retained = uvp_promise_retain(x->p);
+  x->out = out;
+  /* Allowed from any thread (each goes through the mailbox, in order: the
+   * release is applied before the handlers below run). */
+  uvp_promise_release(x->to_release);
+  x->rc_resolve = uvp_promise_resolve(
+      x->to_resolve, tval_new(7, &x->freed, &x->off_loop, x->loop_thread),
+      tval_free);
+  x->rc_reject = uvp_promise_reject(x->to_reject, UV_EIO, NULL, NULL);
+  uvp_promise_release(x->to_resolve);
+  uvp_promise_release(x->to_reject);
+}
+
+static uvp_ret_t foreign_settled(void *arg, const uvp_outcome_t *in) {
+  foreign_t *x = arg;
+  x->statuses[x->handled++] = in->status;
+  if (x->handled == 2)
+    uv_close((uv_handle_t *)&x->keep, NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_check_thread_refuses_foreign_calls(void **state) {
+  fixture_t *f = *state;
+  foreign_t *x = calloc(1, sizeof(*x));
+  assert_non_null(x);
+  atomic_init(&x->freed, 0);
+  atomic_init(&x->off_loop, 0);
+  x->ctx = f->ctx;
+  x->loop_thread = uv_thread_self();
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  /* The loop thread is not affected. */
+  assert_int_equal(uvp_promise_new(f->ctx, &x->p), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &x->src), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &x->to_resolve), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &x->to_reject), 0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx,
+                           tval_new(1, &x->freed, &x->off_loop,
+                                    x->loop_thread),
+                           tval_free, &x->to_release),
+      0);
+  assert_int_equal(uvp_promise_on(x->to_resolve, UVP_ON_BOTH, foreign_settled,
+                                  x, NULL),
+                   0);
+  assert_int_equal(uvp_promise_on(x->to_reject, UVP_ON_BOTH, foreign_settled,
+                                  x, NULL),
+                   0);
+  assert_ptr_equal(uvp_promise_retain(x->to_resolve), x->to_resolve);
+  assert_ptr_equal(uvp_promise_retain(x->to_reject), x->to_reject);
+  assert_int_equal(uv_async_init(&f->loop, &x->keep, NULL), 0);
+
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, foreign_calls, x), 0);
+  assert_int_equal(uv_thread_join(&tid), 0);
+  assert_int_equal(x->rc_new, UVP_ETHREAD);
+  assert_int_equal(x->rc_then, UVP_ETHREAD);
+  assert_int_equal(x->rc_resolve_with, UVP_ETHREAD);
+  assert_int_equal(x->rc_cancel, UVP_ETHREAD);
+  assert_int_equal(x->rc_all, UVP_ETHREAD);
+  assert_int_equal(x->rc_delay, UVP_ETHREAD);
+  assert_int_equal(x->rc_stat, UVP_ETHREAD);
+  assert_int_equal(x->rc_set_checks, UVP_ETHREAD);
+  assert_int_equal(x->rc_close, UVP_ETHREAD);
+  assert_null(x->retained);
+  assert_null(x->out);
+  assert_int_equal(x->rc_resolve, 0);
+  assert_int_equal(x->rc_reject, 0);
+  /* Nothing the refused calls aimed at changed. */
+  assert_int_equal(uvp_promise_state(x->p), UVP_PENDING);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 5);
+
+  run_loop(f); /* until both handlers ran */
+  assert_int_equal(x->handled, 2);
+  assert_int_equal(x->statuses[0], 0);
+  assert_int_equal(x->statuses[1], UV_EIO);
+  assert_int_equal(atomic_load(&x->freed), 1); /* to_release's value */
+  assert_int_equal(atomic_load(&x->off_loop), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 4);
+
+  /* The loop thread's calls work with the check on, and off. */
+  for (int on = 1; on >= 0; on--) {
+    assert_int_equal(uvp_ctx_set_checks(f->ctx, on ? UVP_CHECK_THREAD : 0), 0);
+    uvp_promise_t *q, *d, *all;
+    assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+    assert_int_equal(uvp_promise_then(q, NULL, NULL, &d), 0);
+    assert_int_equal(uvp_promise_all(f->ctx, &q, 1, 0, &all), 0);
+    assert_ptr_equal(uvp_promise_retain(q), q);
+    uvp_promise_release(q);
+    assert_int_equal(uvp_promise_resolve_with(q, x->to_resolve), 0);
+    run_loop(f);
+    assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+    assert_int_equal(uvp_promise_state(all), UVP_FULFILLED);
+    uvp_promise_release(all);
+    uvp_promise_release(d);
+    uvp_promise_release(q);
+  }
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 2), UV_EINVAL);
+  assert_int_equal(uvp_ctx_set_checks(NULL, UVP_CHECK_THREAD), UV_EINVAL);
+  assert_int_equal(uvp_promise_cancel(x->p), 0);
+  uvp_promise_release(x->p);
+  uvp_promise_release(x->src);
+  uvp_promise_release(x->to_resolve);
+  uvp_promise_release(x->to_reject);
+  assert_int_equal(atomic_load(&x->freed), 2);
+  free(x);
+}
+
+/* UVP_CHECKS=thread turns the check on for the contexts created while it
+ * is set. */
+typedef struct env_probe_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *p;
+  int rc_new;
+  uvp_promise_t *out, *retained;
+} env_probe_t;
+
+static void env_probe(void *arg) {
+  env_probe_t *e = arg;
+  e->rc_new = uvp_promise_new(e->ctx, &e->out);
+  e->retained = uvp_promise_retain(e->p);
+}
+
+static void test_check_thread_from_environment(void **state) {
+  fixture_t *f = *state;
+  env_probe_t e = {0};
+  assert_int_equal(setenv("UVP_CHECKS", "thread", 1), 0);
+  int rc = uvp_ctx_new(&f->loop, &e.ctx);
+  assert_int_equal(unsetenv("UVP_CHECKS"), 0);
+  assert_int_equal(rc, 0);
+  assert_int_equal(uvp_promise_new(e.ctx, &e.p), 0);
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, env_probe, &e), 0);
+  assert_int_equal(uv_thread_join(&tid), 0);
+  assert_int_equal(e.rc_new, UVP_ETHREAD);
+  assert_null(e.out);
+  assert_null(e.retained);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(e.ctx, &st), 0);
+  assert_int_equal(st.live, 1);
+  uvp_promise_release(e.p);
+  assert_int_equal(uvp_ctx_close(e.ctx), 0);
+  /* The fixture's context, made without the variable, has no check: its
+   * loop-thread calls are as ever (another thread's would be the bug the
+   * check exists for, so none is made). */
+  uvp_promise_t *q;
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  uvp_promise_release(q);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_threads_race_to_settle),
@@ -631,6 +829,8 @@ int main(void) {
       FIXTURE_TEST(test_thread_after_teardown),
       FIXTURE_TEST(test_release_from_another_thread),
       FIXTURE_TEST(test_keep_alive_while_threads_settle),
+      FIXTURE_TEST(test_check_thread_refuses_foreign_calls),
+      FIXTURE_TEST(test_check_thread_from_environment),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

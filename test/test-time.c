@@ -336,6 +336,86 @@ static void test_time_invalid_arguments(void **state) {
   uvp_promise_release(p);
 }
 
+/* ---- the timeout's input and its other consumers ------------------------ */
+
+/* p is raced by a timeout and, if `shared`, also awaited by a handler of
+ * its own.  The time runs out (or, if `cancel_result`, the timeout's
+ * result is cancelled first): p is cancelled if the timeout is all that
+ * waits for it, or with UVP_CANCEL_INPUT; otherwise it is left alone, and
+ * the other consumer later sees the value p is resolved with. */
+static void timeout_and_consumer(fixture_t *f, bool shared, int flags,
+                                 bool cancel_result) {
+  count_unhandled(f);
+  int freed = 0;
+  hook_t h = {0};
+  seen_t s = {f, 0, 0, NULL, 0};
+  uvp_promise_t *p = producer(f, &h), *other = NULL, *t;
+  if (shared)
+    assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, seen_cb, &s, &other), 0);
+  uint64_t ms = cancel_result ? LONG_MS : 20;
+  assert_int_equal(uvp_timeout(p, ms, flags | UVP_KEEP_ALIVE, &t), 0);
+  uint64_t t0 = now_ms(f);
+  if (cancel_result)
+    assert_int_equal(uvp_promise_cancel(t), 0);
+  run_loop(f); /* the timer fires, or was stopped by the cancel */
+  assert_true(now_ms(f) - t0 < BOUND_MS);
+  assert_int_equal(uvp_promise_reason(t, NULL),
+                   cancel_result ? UV_ECANCELED : UV_ETIMEDOUT);
+  bool cancels = !shared || (flags & UVP_CANCEL_INPUT);
+  if (cancels) {
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(h.code, UV_ECANCELED);
+    assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+    if (shared) { /* the other consumer was told */
+      assert_int_equal(s.calls, 1);
+      assert_int_equal(s.status, UV_ECANCELED);
+    }
+    assert_int_equal(uvp_promise_resolve(p, NULL, NULL), UVP_ESETTLED);
+  } else {
+    assert_int_equal(h.calls, 0);
+    assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+    assert_int_equal(s.calls, 0);
+    /* p's producer delivers late: the other consumer gets the value. */
+    later_t l;
+    boxed_t *v = boxed_new(11, &freed);
+    settle_later(f, &l, p, 10, 0, v, boxed_free);
+    run_loop(f);
+    assert_int_equal(l.rc, 0);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(s.status, 0);
+    assert_ptr_equal(s.value, v);
+    assert_int_equal(uvp_promise_state(other), UVP_FULFILLED);
+    assert_int_equal(h.calls, 0);
+    /* The timeout's outcome stands. */
+    assert_int_equal(uvp_promise_reason(t, NULL),
+                     cancel_result ? UV_ECANCELED : UV_ETIMEDOUT);
+  }
+  uvp_promise_release(other);
+  uvp_promise_release(t);
+  uvp_promise_release(p);
+  assert_int_equal(freed, cancels ? 0 : 1);
+  assert_int_equal(h.calls, cancels ? 1 : 0);
+}
+
+static void test_timeout_fires_shared_input_left_alone(void **state) {
+  timeout_and_consumer(*state, true, 0, false);
+}
+static void test_timeout_fires_sole_input_cancelled(void **state) {
+  timeout_and_consumer(*state, false, 0, false);
+}
+static void test_timeout_fires_cancel_input_always(void **state) {
+  timeout_and_consumer(*state, true, UVP_CANCEL_INPUT, false);
+}
+static void test_timeout_cancelled_shared_input_left_alone(void **state) {
+  timeout_and_consumer(*state, true, 0, true);
+}
+static void test_timeout_cancelled_sole_input_cancelled(void **state) {
+  timeout_and_consumer(*state, false, 0, true);
+}
+static void test_timeout_cancelled_cancel_input_always(void **state) {
+  timeout_and_consumer(*state, true, UVP_CANCEL_INPUT, true);
+}
+
 /* ---- teardown -------------------------------------------------------------- */
 
 static void test_teardown_with_timers_pending(void **state) {
@@ -471,6 +551,12 @@ int main(void) {
       FIXTURE_TEST(test_timeout_zero),
       FIXTURE_TEST(test_timeout_cancel_result),
       FIXTURE_TEST(test_time_invalid_arguments),
+      FIXTURE_TEST(test_timeout_fires_shared_input_left_alone),
+      FIXTURE_TEST(test_timeout_fires_sole_input_cancelled),
+      FIXTURE_TEST(test_timeout_fires_cancel_input_always),
+      FIXTURE_TEST(test_timeout_cancelled_shared_input_left_alone),
+      FIXTURE_TEST(test_timeout_cancelled_sole_input_cancelled),
+      FIXTURE_TEST(test_timeout_cancelled_cancel_input_always),
       FIXTURE_TEST(test_teardown_with_timers_pending),
       FIXTURE_TEST(test_timeout_chain_reaches_connect),
       FIXTURE_TEST(test_timeout_chain_reaches_read),

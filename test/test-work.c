@@ -248,6 +248,228 @@ static void test_bad_input(void **state) {
   uvp_promise_release(p);
 }
 
+/* ---- uvp_work_full: how the job ended, told once ------------------------- */
+
+/* What the test keeps of one job (outlives it): its done callback's calls
+ * and what they said.  `ran` is touched on the pool thread; the rest on
+ * the loop thread. */
+typedef struct ending_s {
+  atomic_int ran;
+  int done_calls;
+  uvp_work_end_t end;
+  int freed;        /* results destroyed */
+  uvp_promise_t *p; /* the job's promise (we hold it until the end) */
+  uvp_state_t state_at_done;
+} ending_t;
+
+/* The job's own data: malloc'd, freed only by its done callback, so
+ * valgrind and ASan see a missing or second call. */
+typedef struct fjob_s {
+  ending_t *e;
+  uv_sem_t *started; /* posted when the job starts, if set */
+  uv_sem_t *go;      /* waited for before returning, if set */
+  int value;
+  int rc;
+} fjob_t;
+
+static fjob_t *fjob_new(ending_t *e, int value, uv_sem_t *started,
+                        uv_sem_t *go) {
+  fjob_t *j = calloc(1, sizeof(*j));
+  assert_non_null(j);
+  j->e = e;
+  j->value = value;
+  j->started = started;
+  j->go = go;
+  return j;
+}
+
+static int fjob_run(void *arg, void **result) {
+  fjob_t *j = arg;
+  atomic_fetch_add(&j->e->ran, 1);
+  if (j->started != NULL)
+    uv_sem_post(j->started);
+  if (j->go != NULL)
+    uv_sem_wait(j->go);
+  *result = boxed_new(j->value, &j->e->freed);
+  return j->rc;
+}
+
+static void fjob_done(void *arg, uvp_work_end_t end) {
+  fjob_t *j = arg;
+  ending_t *e = j->e;
+  e->done_calls++;
+  e->end = end;
+  e->state_at_done = uvp_promise_state(e->p); /* settled first */
+  free(j);
+}
+
+static uvp_promise_t *start_fjob(fixture_t *f, ending_t *e, fjob_t *j) {
+  assert_int_equal(uvp_work_full(f->ctx, fjob_run, j, fjob_done, boxed_free,
+                                 &e->p),
+                   0);
+  assert_int_equal(e->done_calls, 0); /* never inside the call */
+  return e->p;
+}
+
+static void expect_ending(const ending_t *e, uvp_work_end_t end, int ran,
+                          uvp_state_t state) {
+  assert_int_equal(e->done_calls, 1);
+  assert_int_equal(e->end, end);
+  assert_int_equal(atomic_load(&e->ran), ran);
+  assert_int_equal(e->state_at_done, state);
+}
+
+/* The pool's every thread busy with a job that waits for `go`: a job
+ * queued now stays queued until `go` is posted pool-size times.  (Relies
+ * on uvp_pool_size() being libuv's pool size, as documented.) */
+typedef struct blockers_s {
+  size_t n;
+  uv_sem_t started, go;
+  ending_t *e;
+} blockers_t;
+
+static void blockers_start(fixture_t *f, blockers_t *b) {
+  b->n = uvp_pool_size();
+  assert_int_equal(uv_sem_init(&b->started, 0), 0);
+  assert_int_equal(uv_sem_init(&b->go, 0), 0);
+  b->e = calloc(b->n, sizeof(*b->e));
+  assert_non_null(b->e);
+  for (size_t i = 0; i < b->n; i++)
+    start_fjob(f, &b->e[i],
+               fjob_new(&b->e[i], (int)i, &b->started, &b->go));
+  for (size_t i = 0; i < b->n; i++)
+    uv_sem_wait(&b->started);
+}
+
+static void blockers_release(blockers_t *b) {
+  for (size_t i = 0; i < b->n; i++)
+    uv_sem_post(&b->go);
+}
+
+static void blockers_end(blockers_t *b, uvp_work_end_t end,
+                         uvp_state_t state) {
+  for (size_t i = 0; i < b->n; i++) {
+    expect_ending(&b->e[i], end, 1, state);
+    uvp_promise_release(b->e[i].p);
+    assert_int_equal(b->e[i].freed, 1);
+  }
+  free(b->e);
+  uv_sem_destroy(&b->started);
+  uv_sem_destroy(&b->go);
+}
+
+/* A job queued behind blockers b: it cannot start before they are let
+ * go. */
+static uvp_promise_t *queued_job(fixture_t *f, blockers_t *b, ending_t *e) {
+  blockers_start(f, b);
+  return start_fjob(f, e, fjob_new(e, 1, NULL, NULL));
+}
+
+static void test_work_full_settled(void **state) {
+  fixture_t *f = *state;
+  ending_t ok = {0}, bad = {0};
+  uvp_promise_t *p = start_fjob(f, &ok, fjob_new(&ok, 3, NULL, NULL));
+  fjob_t *j = fjob_new(&bad, 4, NULL, NULL);
+  j->rc = UV_EIO;
+  uvp_promise_t *q = start_fjob(f, &bad, j);
+  run_loop(f);
+  expect_ending(&ok, UVP_WORK_SETTLED, 1, UVP_FULFILLED);
+  assert_int_equal(((boxed_t *)uvp_promise_value(p))->v, 3);
+  assert_int_equal(ok.freed, 0);
+  /* A failed job settled its promise too; its result was freed. */
+  expect_ending(&bad, UVP_WORK_SETTLED, 1, UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(q, NULL), UV_EIO);
+  assert_int_equal(bad.freed, 1);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  assert_int_equal(ok.freed, 1);
+  assert_int_equal(ok.done_calls, 1);
+}
+
+/* Cancelled while queued behind a busy pool: it never runs. */
+static void test_work_full_cancelled_queued(void **state) {
+  fixture_t *f = *state;
+  blockers_t b;
+  ending_t e = {0};
+  uvp_promise_t *p = queued_job(f, &b, &e);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  blockers_release(&b);
+  run_loop(f);
+  expect_ending(&e, UVP_WORK_CANCELLED, 0, UVP_REJECTED);
+  assert_int_equal(e.freed, 0);
+  blockers_end(&b, UVP_WORK_SETTLED, UVP_FULFILLED);
+  uvp_promise_release(p);
+  assert_int_equal(e.done_calls, 1);
+}
+
+/* Cancelled while it runs: the promise rejects at once, the job finishes,
+ * its result goes to result_free and done says ABANDONED. */
+static void test_work_full_abandoned_running(void **state) {
+  fixture_t *f = *state;
+  uv_sem_t started, go;
+  assert_int_equal(uv_sem_init(&started, 0), 0);
+  assert_int_equal(uv_sem_init(&go, 0), 0);
+  ending_t e = {0};
+  uvp_promise_t *p = start_fjob(f, &e, fjob_new(&e, 2, &started, &go));
+  uv_sem_wait(&started);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  assert_int_equal(e.done_calls, 0);
+  uv_sem_post(&go);
+  run_loop(f);
+  expect_ending(&e, UVP_WORK_ABANDONED, 1, UVP_REJECTED);
+  assert_int_equal(e.freed, 1);
+  uvp_promise_release(p);
+  assert_int_equal(e.freed, 1);
+  uv_sem_destroy(&started);
+  uv_sem_destroy(&go);
+}
+
+/* The context closed while the job is queued: it never runs, and done
+ * still comes, when the loop runs the request's callback.  The jobs
+ * running at the close are abandoned. */
+static void test_work_full_closed_queued(void **state) {
+  fixture_t *f = *state;
+  blockers_t b;
+  ending_t e = {0};
+  uvp_promise_t *p = queued_job(f, &b, &e);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(uvp_promise_reason(p, NULL), UVP_ECLOSED);
+  assert_int_equal(e.done_calls, 0);
+  blockers_release(&b);
+  run_loop(f);
+  expect_ending(&e, UVP_WORK_CLOSED, 0, UVP_REJECTED);
+  assert_int_equal(e.freed, 0);
+  blockers_end(&b, UVP_WORK_ABANDONED, UVP_REJECTED);
+  uvp_promise_release(p);
+}
+
+/* Refused: done never runs, the job's data is still the caller's. */
+static void test_work_full_refused(void **state) {
+  fixture_t *f = *state;
+  ending_t e = {0};
+  fjob_t *j = fjob_new(&e, 1, NULL, NULL);
+  uvp_promise_t *p = NULL;
+  assert_int_equal(uvp_work_full(NULL, fjob_run, j, fjob_done, NULL, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_work_full(f->ctx, NULL, j, fjob_done, NULL, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_work_full(f->ctx, fjob_run, j, fjob_done, NULL, NULL),
+                   UV_EINVAL);
+  uvp_ctx_t *ctx = f->ctx;
+  assert_int_equal(uvp_ctx_close(ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(uvp_work_full(ctx, fjob_run, j, fjob_done, NULL, &p),
+                   UVP_ECLOSED);
+  run_loop(f);
+  assert_null(p);
+  assert_int_equal(e.done_calls, 0);
+  assert_int_equal(atomic_load(&e.ran), 0);
+  free(j);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       QUIET_TEST(test_value_and_destructor_once),
@@ -259,6 +481,11 @@ int main(void) {
       QUIET_TEST(test_job_resolves_other_promise_cross_thread),
       QUIET_TEST(test_teardown_with_jobs_in_flight),
       QUIET_TEST(test_bad_input),
+      QUIET_TEST(test_work_full_settled),
+      QUIET_TEST(test_work_full_cancelled_queued),
+      QUIET_TEST(test_work_full_abandoned_running),
+      QUIET_TEST(test_work_full_closed_queued),
+      QUIET_TEST(test_work_full_refused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

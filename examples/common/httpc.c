@@ -19,9 +19,11 @@
  *
  * Lifetimes: requests and connections are counted.  A request holds one
  * reference on itself until it is finished (req_finish: settled, its
- * connection given back or closed) and one per handler that may still
- * run with it as argument (connect, connect timeout: their destroy
- * notifiers drop it); a connection holds one for its owner (a request or
+ * connection given back or closed) and one per callback that may still
+ * run with it as argument (connect, connect timeout, the cancel hook:
+ * their destroy notifiers drop it, req_unref), so its memory goes when
+ * none can run any more, whether they ran or the context was torn down
+ * first; a connection holds one for its owner (a request or
  * the pool) and one for its pending read's handler.  Cancelling the
  * caller's promise (directly, through uvp_timeout, or as a loser of a
  * combinator) finishes the request in the cancel hook: its connection is
@@ -1313,11 +1315,16 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   r->o = o;
   r->start_ns = uv_hrtime();
 
+  /* The cancel hook holds a reference of its own (its destroy notifier
+   * drops it): r stays valid for the hook whatever else let go of it. */
   int rc = uvp_promise_new(ctx, &r->p);
-  if (rc == 0 && (rc = uvp_promise_set_cancel(r->p, req_cancelled, r)) != 0) {
+  if (rc == 0 && (rc = uvp_promise_set_cancel_full(r->p, req_cancelled, r,
+                                                   req_unref)) != 0) {
     uvp_promise_release(r->p); /* pending: its hook does not run */
     r->p = NULL;
   }
+  if (rc == 0)
+    r->refs++;
   if (rc != 0) {
     httpc_target_free(t);
     req_unref(r);
@@ -1329,11 +1336,9 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   }
   uvp_promise_t *result = NULL;
   if (o.timeout_ms != 0) {
-    /* uvp_timeout cancels r->p when it fires; r->p is ours alone, so its
-     * ECANCELED is expected and must not count as unhandled. */
-    rc = uvp_timeout(r->p, o.timeout_ms, 0, &result);
-    if (rc == 0)
-      rc = uvp_promise_catch(r->p, ignore_rejection, NULL, NULL);
+    /* When it fires, the timeout cancels r->p, which is ours alone (a
+     * cancellation is not reported as unhandled). */
+    rc = uvp_timeout(r->p, o.timeout_ms, UVP_CANCEL_INPUT, &result);
   } else {
     result = uvp_promise_retain(r->p);
   }

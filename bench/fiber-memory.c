@@ -1,0 +1,120 @@
+/* The resident memory of a suspended fiber: N fibers on the default stack
+ * size, each suspended DEPTH calls deep with LOCALS bytes of locals per
+ * call (a handler walking a parser, say), all awaiting one pending promise.
+ * Reports the growth of the resident set over the N fibers, per fiber
+ * (stack pages, the fiber's record and its promise), and the resident
+ * bytes of one fiber's stack mapping (mincore).
+ * Usage: fiber-memory [N] [DEPTH]   (defaults 10000 and 8; LOCALS is 320) */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "uvp.h"
+
+#define LOCALS 320
+
+static uvp_promise_t *gate;
+static size_t depth, suspended, bad;
+static void *first_frame;
+
+static size_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, resident = 0;
+  if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
+    exit(1);
+  fclose(f);
+  return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Resident bytes of the mapping holding addr (/proc/self/maps, mincore). */
+static size_t resident_mapping(const void *addr, size_t *len) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  unsigned long lo, hi;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), r = 0;
+  if (f == NULL)
+    exit(1);
+  while (fscanf(f, "%lx-%lx%*[^\n]", &lo, &hi) == 2) {
+    if ((uintptr_t)addr < lo || (uintptr_t)addr >= hi)
+      continue;
+    size_t n = (hi - lo) / page;
+    unsigned char *vec = malloc(n);
+    if (vec == NULL || mincore((void *)lo, hi - lo, vec) != 0)
+      exit(1);
+    for (size_t i = 0; i < n; i++)
+      r += vec[i] & 1;
+    free(vec);
+    *len = hi - lo;
+    break;
+  }
+  fclose(f);
+  return r * page;
+}
+
+static __attribute__((noinline)) int descend(size_t level) {
+  volatile char locals[LOCALS];
+  int rc;
+  memset((char *)locals, (int)level, sizeof(locals));
+  if (level + 1 < depth) {
+    rc = descend(level + 1);
+  } else {
+    if (first_frame == NULL)
+      first_frame = __builtin_frame_address(0);
+    suspended++;
+    rc = uvp_await(gate, NULL);
+  }
+  return rc + locals[level % LOCALS] - (char)level;
+}
+
+static uvp_ret_t body(void *arg) {
+  (void)arg;
+  bad += descend(0) != 0;
+  return uvp_ret_pass();
+}
+
+int main(int argc, char **argv) {
+  size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 10000;
+  depth = argc > 2 ? strtoul(argv[2], NULL, 10) : 8;
+  uvp_promise_t **fps = calloc(n, sizeof(*fps)), *warm;
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  if (n == 0 || depth == 0 || fps == NULL)
+    return 2;
+  uv_loop_init(&loop);
+  if (uvp_ctx_new(&loop, &ctx) != 0 || uvp_promise_new(ctx, &gate) != 0)
+    return 1;
+  /* The context's fiber state and first slabs exist before the count. */
+  if (uvp_fiber_spawn(ctx, body, NULL, NULL, &warm) != 0)
+    return 1;
+  uv_run(&loop, UV_RUN_DEFAULT);
+  first_frame = NULL;
+  size_t rss0 = rss_bytes();
+  for (size_t i = 0; i < n; i++)
+    if (uvp_fiber_spawn(ctx, body, NULL, NULL, &fps[i]) != 0)
+      return 1;
+  uv_run(&loop, UV_RUN_DEFAULT); /* until every fiber is suspended */
+  size_t rss1 = rss_bytes(), map_len = 0;
+  size_t stack_res = resident_mapping(first_frame, &map_len);
+  uvp_ctx_stats_t s;
+  uvp_ctx_stats(ctx, &s);
+  bad += suspended != n + 1 || s.fibers != n + 1;
+  uvp_promise_resolve(gate, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  for (size_t i = 0; i < n; i++) {
+    bad += uvp_promise_state(fps[i]) != UVP_FULFILLED;
+    uvp_promise_release(fps[i]);
+  }
+  uvp_promise_release(warm);
+  uvp_promise_release(gate);
+  printf("uvp fiber-memory n=%zu depth=%zu locals=%d ok=%d "
+         "rss_per_fiber_b=%.0f stack_resident_b=%zu stack_mapped_b=%zu\n",
+         n, depth, LOCALS, bad == 0, (double)(rss1 - rss0) / (double)n,
+         stack_res, map_len);
+  free(fps);
+  uvp_ctx_close(ctx);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  return bad == 0 ? 0 : 1;
+}

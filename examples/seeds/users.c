@@ -1,0 +1,83 @@
+/* JavaScript's fetchAllUsersSettled as a uvp fiber (examples/seeds/users.c):
+ *
+ *   async function fetchAllUsersSettled(userIds) {
+ *     const results = await Promise.allSettled(userIds.map(fetchUser));
+ *     ...
+ *   }
+ *
+ * A user is a file in a temporary directory; user 2's is missing.
+ * cc -o users users.c $(pkg-config --cflags --libs uvp) && ./users */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <uvp.h>
+
+static uvp_ctx_t *ctx;
+static char dir[] = "/tmp/users-XXXXXX";
+static const char *names[] = {"Alice", NULL, "Charlie", "Dave"};
+
+static int fetch_user(int id, uvp_promise_t **out) {
+  char path[64];
+  snprintf(path, sizeof(path), "%s/%d", dir, id);
+  return uvp_fs_read_file(ctx, path, 0, out); /* a uvp_buf_t */
+}
+
+static uvp_ret_t fetch_all_users_settled(void *arg) {
+  const int *ids = arg;
+  uvp_promise_t *promises[4] = {NULL}, *all = NULL;
+  for (int i = 0; i < 4; i++)
+    fetch_user(ids[i], &promises[i]);
+  uvp_promise_all_settled(ctx, promises, 4, &all);
+
+  uvp_outcome_t results;
+  uvp_split_t s;
+  if (uvp_await(all, &results) == 0 && /* the loop runs meanwhile */
+      uvp_settled_split(results.value, &s) == 0) {
+    printf("loaded %zu users, %zu failed:", s.nfulfilled, s.nrejected);
+    for (size_t i = 0; i < s.nrejected; i++)
+      printf(" user %d (%s)", ids[s.rejected[i].index],
+             uvp_err_name(s.rejected[i].status));
+    for (size_t i = 0; i < s.nfulfilled; i++) {
+      uvp_buf_t *user = s.fulfilled[i].value; /* owned by `all` */
+      printf("\n  user %d: %s", ids[s.fulfilled[i].index], user->base);
+    }
+    printf("\n");
+    uvp_split_free(&s);
+  }
+  for (int i = 0; i < 4; i++)
+    uvp_promise_release(promises[i]);
+  uvp_promise_release(all);
+  return uvp_ret_value(NULL, NULL);
+}
+
+int main(void) {
+  static const int ids[] = {1, 2, 3, 4};
+  char path[64];
+  if (mkdtemp(dir) == NULL)
+    return 1;
+  for (int id = 1; id <= 4; id++) { /* the users' "database" */
+    snprintf(path, sizeof(path), "%s/%d", dir, id);
+    FILE *f = names[id - 1] != NULL ? fopen(path, "w") : NULL;
+    if (f != NULL) {
+      fputs(names[id - 1], f);
+      fclose(f);
+    }
+  }
+
+  uv_loop_t loop;
+  uvp_promise_t *done = NULL;
+  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
+    return 1;
+  uvp_fiber_spawn(ctx, fetch_all_users_settled, (void *)ids, NULL, &done);
+  uv_run(&loop, UV_RUN_DEFAULT); /* until the fiber returns */
+
+  uvp_promise_release(done);
+  uvp_ctx_close(ctx);
+  uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
+  for (int id = 1; id <= 4; id++) {
+    snprintf(path, sizeof(path), "%s/%d", dir, id);
+    unlink(path);
+  }
+  rmdir(dir);
+  return uv_loop_close(&loop); /* 0: nothing left behind */
+}

@@ -1,0 +1,346 @@
+/* Fibers: functions that await promises on stacks of their own, inside the
+ * loop the user runs (the contract is in uvp.h).
+ *
+ * A fiber lives at the top of its own stack (fiber-stack.h): spawning one
+ * takes a pooled stack and a promise, nothing else.  It is only ever
+ * switched to from the loop thread's own stack (the run queue's drain, or
+ * uvp_ctx_close), and it switches back to that same place, saved in the
+ * context's fiber state: fibers never run one another directly, so there
+ * is no chain of suspended switches to unwind.
+ *
+ * Each fiber has one embedded reaction, `wake`, in one of four uses at a
+ * time: queued to start the fiber; on the promise it awaits; queued to
+ * resume it after an await of a promise already settled (a yield); queued
+ * to resume it with UV_ECANCELED.  What the fiber is told on waking is
+ * decided by its state when the reaction runs, not by who queued it. */
+#include <string.h>
+
+#include "fiber-stack.h"
+#include "fiber-switch.h"
+#include "scope.h"
+
+#define MIN_STACK (16u * 1024u)
+
+typedef struct fiber_s fiber_t;
+
+/* Per context. */
+typedef struct fiber_state_s {
+  uvp__ext_t ext;
+  uvp_ctx_t *ctx;
+  uvp__stack_pool_t stacks;
+  uvp__fiber_ctx_t loop; /* the loop thread's own, while a fiber runs */
+  fiber_t *all;          /* every fiber not finished, for teardown/dump */
+  size_t count;
+} fiber_state_t;
+
+enum { F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
+
+struct fiber_s {
+  uvp__fiber_ctx_t fctx;
+  uvp__stack_t *stack;
+  fiber_state_t *st;
+  uvp_promise_t *p; /* the fiber's promise: the fiber's reference */
+  uvp_fiber_fn fn;
+  void *arg;
+  uvp_free_cb arg_free;
+  int state;
+  bool cancelled;        /* its promise was cancelled: awaits say so */
+  uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
+  uvp_outcome_t woken;   /* what the wake delivered */
+  uvp__handler_t wake;
+  fiber_t *prev, *next; /* in st->all */
+  const char *file;     /* where it was spawned ... */
+  int line;
+  const char *await_file; /* ... and where it waits */
+  int await_line;
+  uvp__scope_t *scope; /* what it runs in (a reference), between runs */
+};
+
+
+static fiber_state_t *state_of(uvp_ctx_t *ctx);
+
+static void unlink_fiber(fiber_t *f) {
+  fiber_state_t *st = f->st;
+  if (f->prev != NULL)
+    f->prev->next = f->next;
+  else
+    st->all = f->next;
+  if (f->next != NULL)
+    f->next->prev = f->prev;
+  st->count--;
+}
+
+/* Switch from the loop's stack to f until it awaits or returns. */
+static void run(fiber_t *f) {
+  void *outer = uvp__fiber_current; /* NULL: only the loop runs fibers */
+  uvp_ctx_t *ctx = f->st->ctx;
+  /* Its scope lasts across awaits, slots it set included. */
+  uvp__scope_t *was = uvp__scope_enter(ctx, f->scope);
+  uvp__fiber_current = f;
+  f->state = F_RUNNING;
+  (void)uvp__fiber_switch(&f->st->loop, &f->fctx, NULL);
+  uvp__fiber_current = outer;
+  f->scope = ctx->scope;
+  ctx->scope = was;
+  if (f->state == F_DONE) {
+    /* Its last switch is behind it: the stack can go. */
+    fiber_state_t *st = f->st;
+    uvp__stack_t *stack = f->stack;
+    uvp__scope_unref(f->scope);
+    uvp__fiber_destroy(&f->fctx);
+    uvp__stack_put(&st->stacks, stack);
+  }
+}
+
+static void let_go_of_arg(fiber_t *f) {
+  uvp_free_cb arg_free = f->arg_free;
+  f->arg_free = NULL;
+  if (arg_free != NULL)
+    arg_free(f->arg);
+}
+
+/* What the body returned when its promise was cancelled or torn down
+ * meanwhile: nobody can take it. */
+static void discard(const uvp_ret_t *ret) {
+  if (ret->kind_ == UVP_RET_ADOPT_) {
+    if (ret->promise_ != NULL)
+      uvp__rel(ret->promise_);
+  } else if (ret->kind_ == UVP_RET_VALUE_ || ret->kind_ == UVP_RET_REJECT_) {
+    if (ret->free_ != NULL)
+      ret->free_(ret->ptr_);
+  }
+}
+
+/* The fiber's own stack: run the body, settle, switch away for good. */
+static void entry(void *arg, void *msg) {
+  fiber_t *f = arg;
+  (void)msg;
+  uvp_ret_t ret = f->fn(f->arg);
+  uvp_promise_t *p = f->p;
+  if (uvp__is_pending(p) && !f->st->ctx->closed)
+    uvp__settle_ret(p, &ret);
+  else
+    discard(&ret);
+  let_go_of_arg(f);
+  unlink_fiber(f);
+  f->state = F_DONE;
+  f->p = NULL;
+  uvp__rel(p); /* the fiber's reference */
+  uvp__fiber_exit(&f->fctx, &f->st->loop, NULL);
+}
+
+/* The wake reaction ran (in == NULL: it was dropped by teardown). */
+static void on_wake(void *arg, const uvp_outcome_t *in) {
+  fiber_t *f = arg;
+  if (f->state == F_QUEUED) {
+    if (in == NULL || f->st->ctx->closed || f->cancelled) { /* never runs */
+      uvp_promise_t *p = f->p;
+      let_go_of_arg(f);
+      uvp__scope_unref(f->scope);
+      unlink_fiber(f);
+      f->state = F_DONE;
+      uvp__fiber_destroy(&f->fctx);
+      uvp__stack_put(&f->st->stacks, f->stack);
+      uvp__rel(p);
+      return;
+    }
+    run(f);
+    return;
+  }
+  if (in == NULL)
+    return; /* teardown: uvp_ctx_close resumes it (fiber_close) */
+  if (f->cancelled)
+    f->woken = (uvp_outcome_t){UV_ECANCELED, NULL, f->waiting};
+  else
+    f->woken = *in; /* the awaited promise's, settled or pending-no-more */
+  run(f);
+}
+
+/* The fiber's promise was cancelled, or torn down (then fiber_close
+ * resumes it).  Runs inside uvp_promise_cancel: the fiber is resumed from
+ * the run queue, never here. */
+static void on_cancel(uvp_promise_t *p, void *arg) {
+  fiber_t *f = arg;
+  if (uvp_promise_reason(p, NULL) != UV_ECANCELED)
+    return;
+  f->cancelled = true;
+  if (f->state != F_SUSPENDED || f->waiting == NULL ||
+      !uvp__is_pending(f->waiting))
+    return; /* a queued wake will say UV_ECANCELED */
+  uvp_promise_t *q = f->waiting;
+  if (uvp__only_observer(q, f)) {
+    /* uvp_promise_cancel's rule: nobody else waits for q.  Its rejection
+     * wakes the fiber. */
+    (void)uvp_promise_cancel(q);
+    return;
+  }
+  (void)uvp__unobserve(q, &f->wake);
+  uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
+}
+
+int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
+                       const uvp_fiber_opts_t *opts, uvp_promise_t **out,
+                       const char *file, int line) {
+  int rc = fn == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  fiber_state_t *st = state_of(ctx);
+  if (st == NULL)
+    return UV_ENOMEM;
+  size_t size = opts != NULL ? opts->stack_size : 0;
+  if (size != 0) /* and room for the fiber's record */
+    size = (size < MIN_STACK ? MIN_STACK : size) + sizeof(fiber_t);
+  uvp__stack_t *stack;
+  rc = uvp__stack_get(&st->stacks, size, &stack);
+  if (rc != 0)
+    return rc;
+  /* The fiber's record at the top of its stack, 16-byte aligned below. */
+  uintptr_t top = ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) &
+                  ~(uintptr_t)15;
+  fiber_t *f = (fiber_t *)top;
+  memset(f, 0, sizeof(*f));
+  f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
+  if (f->p == NULL) {
+    uvp__stack_put(&st->stacks, stack);
+    return UV_ENOMEM;
+  }
+  f->stack = stack;
+  f->st = st;
+  f->fn = fn;
+  f->arg = arg;
+  f->arg_free = opts != NULL ? opts->arg_free : NULL;
+  f->file = file;
+  f->line = line;
+  f->state = F_QUEUED;
+  f->scope = uvp__scope_capture(ctx);
+  uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
+                  f);
+  f->next = st->all;
+  if (st->all != NULL)
+    st->all->prev = f;
+  st->all = f;
+  st->count++;
+  *out = f->p;
+  uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
+  return 0;
+}
+
+/* Suspend the running fiber until its wake runs; returns what it said. */
+static int suspend(fiber_t *f, uvp_outcome_t *out) {
+  f->state = F_SUSPENDED;
+  (void)uvp__fiber_switch(&f->fctx, &f->st->loop, NULL);
+  /* Resumed by on_wake or fiber_close, which set woken. */
+  uvp_promise_t *q = f->waiting;
+  f->waiting = NULL;
+  if (out != NULL)
+    *out = f->woken;
+  if (q != NULL)
+    uvp__rel(q);
+  return f->woken.status;
+}
+
+int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
+                 int line) {
+  fiber_t *f = uvp__fiber_current;
+  int rc = p == NULL                ? UV_EINVAL
+           : f == NULL              ? UVP_ENOTFIBER
+           : f->st->ctx->closed     ? UVP_ECLOSED
+           : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
+           : f->cancelled           ? UV_ECANCELED
+                                    : 0;
+  if (rc != 0) {
+    if (out != NULL)
+      *out = (uvp_outcome_t){rc, NULL, p};
+    return rc;
+  }
+  f->await_file = file;
+  f->await_line = line;
+  f->waiting = uvp_promise_retain(p);
+  f->woken = (uvp_outcome_t){0, NULL, NULL};
+  if (uvp__is_pending(p)) {
+    uvp__observe_embedded(p, &f->wake, on_wake, f);
+  } else {
+    p->flags |= UVP__F_HANDLED; /* the fiber sees its rejection */
+    uvp__enqueue_embedded(p, &f->wake, on_wake, f); /* yield once */
+  }
+  return suspend(f, out);
+}
+
+int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
+
+/* ---- per context ----------------------------------------------------------- */
+
+/* Teardown (the sweep has rejected every pending promise, the fibers' own
+ * included): each suspended fiber runs to its end, every await returning
+ * UVP_ECLOSED at once. */
+static void fiber_close(uvp__ext_t *ext) {
+  fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
+  /* Fibers not started went when their queued wake was dropped. */
+  fiber_t *f;
+  while ((f = st->all) != NULL) {
+    UVP__CHECK(f->state == F_SUSPENDED);
+    f->woken = (uvp_outcome_t){UVP_ECLOSED, NULL, f->waiting};
+    run(f);
+  }
+  uvp__stack_pool_close(&st->stacks);
+}
+
+static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
+  fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
+  for (fiber_t *f = st->all; f != NULL; f = f->next) {
+    if (f->state == F_SUSPENDED)
+      fprintf(stream,
+              "[fiber] %p spawned at %s:%d awaiting %p at %s:%d%s\n",
+              (void *)f->p, f->file != NULL ? f->file : "?", f->line,
+              (void *)f->waiting,
+              f->await_file != NULL ? f->await_file : "?", f->await_line,
+              f->cancelled ? " (cancelled)" : "");
+    else
+      fprintf(stream, "[fiber] %p spawned at %s:%d not started\n",
+              (void *)f->p, f->file != NULL ? f->file : "?", f->line);
+    (*count)++;
+  }
+}
+
+static void fiber_destroy(uvp__ext_t *ext) {
+  fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
+  uvp__stack_pool_close(&st->stacks);
+  uvp__fiber_destroy(&st->loop);
+  uvp__free(st);
+}
+
+static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
+  const fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
+  out->fibers += st->count;
+  out->fiber_stacks += st->stacks.idle_count;
+  out->fiber_stack_bytes += st->stacks.idle_bytes;
+}
+
+static fiber_state_t *state_of(uvp_ctx_t *ctx) {
+  if (UVP__LIKELY(ctx->ext[UVP__EXT_FIBERS] != NULL))
+    return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_FIBERS], fiber_state_t, ext);
+  fiber_state_t *st = uvp__calloc(1, sizeof(*st));
+  if (st == NULL)
+    return NULL;
+  st->ext.close = fiber_close;
+  st->ext.dump = fiber_dump;
+  st->ext.destroy = fiber_destroy;
+  st->ext.stats = fiber_stats;
+  st->ctx = ctx;
+  uvp__stack_pool_init(&st->stacks, 0);
+  uvp__fiber_thread_init(&st->loop);
+  ctx->ext[UVP__EXT_FIBERS] = &st->ext;
+  return st;
+}
+
+int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes) {
+  int rc = bytes == 0 ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  fiber_state_t *st = state_of(ctx);
+  if (st == NULL)
+    return UV_ENOMEM;
+  st->stacks.size = bytes < MIN_STACK ? MIN_STACK : bytes;
+  uvp__stack_pool_trim(&st->stacks, 0);
+  return 0;
+}

@@ -1,0 +1,468 @@
+/* Task groups: a growing set of members (promises, fibers, work started
+ * lazily) drained in completion order, bounded, cancelled as a whole, and
+ * joined once every member has settled and everything they started in
+ * libuv is closed (the contract is in uvp.h).
+ *
+ * Members run in the group's scope (scope.h), so what they start is the
+ * group's: the operation layer, TCP connections and timers hold the group
+ * (uvp__group_hold) until their libuv requests and handles are done.  The
+ * group's memory lives while the program holds it, while a scope names
+ * it, and while a member, a request or a handle does. */
+#include <string.h>
+
+#include "group.h"
+#include "scope.h"
+
+/* A member: running (on `running`, observed), then settled (on the done
+ * queue until a next() takes it).  From the group's pool. */
+typedef struct member_s member_t;
+struct member_s {
+  member_t *prev, *next;
+  uvp_promise_t *p; /* our reference */
+  uvp_group_t *g;
+};
+
+/* A member not started yet: waits for room under the limit. */
+typedef struct lazy_s lazy_t;
+struct lazy_s {
+  lazy_t *next;
+  uvp_fiber_fn fn;      /* a fiber ... */
+  uvp_group_start_cb start; /* ... or a start callback */
+  void *arg;
+  uvp_free_cb arg_free;
+  size_t stack_size;
+};
+
+struct uvp_group_s {
+  uvp_ctx_t *ctx;
+  uvp__scope_t *scope;    /* what members run in (names this group) */
+  uvp_promise_t *join;    /* produced; our reference while undecided */
+  uvp_promise_t *joined;  /* the same, kept for uvp_group_join until the
+                             group is released */
+  uvp_promise_t *failure; /* FAIL_FAST: the member that failed first */
+  size_t limit;           /* 0: none */
+  int flags;
+  bool closed, cancelled, released, pumping;
+  size_t holds;  /* libuv requests and handles of members, open */
+  size_t scopes; /* scopes naming the group */
+  size_t nrunning;
+  member_t *running; /* doubly linked */
+  member_t *done_head, *done_tail;
+  lazy_t *lazy_head, *lazy_tail;
+  uvp_promise_t **waiters; /* next() promises waiting: a FIFO ring */
+  size_t wcap, whead, wtail;
+  uvp__pool_t members;
+};
+
+static void maybe_end(uvp_group_t *g);
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+static void maybe_free(uvp_group_t *g) {
+  if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
+      g->join == NULL && g->lazy_head == NULL && g->whead == g->wtail &&
+      g->done_head == NULL && !g->pumping) {
+    if (g->failure != NULL)
+      uvp__rel(g->failure);
+    uvp__pool_destroy(&g->members);
+    uvp__free(g->waiters);
+    uvp__free(g);
+  }
+}
+
+void uvp__group_scope_made(uvp_group_t *g) { g->scopes++; }
+
+void uvp__group_scope_gone(uvp_group_t *g) {
+  g->scopes--;
+  maybe_free(g);
+}
+
+void uvp__group_hold(uvp_group_t *g) { g->holds++; }
+
+void uvp__group_drop(uvp_group_t *g) {
+  g->holds--;
+  maybe_end(g);
+  maybe_free(g);
+}
+
+/* ---- completion order ------------------------------------------------------ */
+
+static uvp_promise_t *waiter_pop(uvp_group_t *g) {
+  return g->waiters[g->whead++ & (g->wcap - 1)];
+}
+
+static bool exhausted(const uvp_group_t *g) {
+  return g->closed && g->nrunning == 0 && g->lazy_head == NULL &&
+         g->done_head == NULL;
+}
+
+/* Hand settled members to waiting next() calls, in completion order; once
+ * nothing more can come, the rest learn UV_EOF. */
+static void serve(uvp_group_t *g) {
+  while (g->whead != g->wtail && g->done_head != NULL) {
+    member_t *m = g->done_head;
+    g->done_head = m->next;
+    if (g->done_head == NULL)
+      g->done_tail = NULL;
+    uvp_promise_t *w = waiter_pop(g);
+    if (uvp__is_pending(w))
+      uvp__forward(w, m->p);
+    uvp__rel(w);
+    uvp__rel(m->p);
+    uvp__pool_put(&g->members, m);
+  }
+  while (exhausted(g) && g->whead != g->wtail) {
+    uvp_promise_t *w = waiter_pop(g);
+    if (uvp__is_pending(w))
+      uvp__reject(w, UV_EOF, NULL, NULL);
+    uvp__rel(w);
+  }
+}
+
+/* The join settles once the group is closed, every member has settled and
+ * every request and handle they started is closed. */
+static void maybe_end(uvp_group_t *g) {
+  serve(g);
+  if (g->join == NULL || !g->closed || g->nrunning != 0 ||
+      g->lazy_head != NULL || g->holds != 0)
+    return;
+  uvp_promise_t *j = g->join;
+  g->join = NULL;
+  if (uvp__is_pending(j)) {
+    if (g->failure != NULL)
+      uvp__forward(j, g->failure);
+    else
+      uvp__fulfill(j, NULL, NULL);
+  }
+  uvp__rel(j);
+}
+
+/* ---- members ---------------------------------------------------------------- */
+
+static void pump(uvp_group_t *g);
+static void cancel_all(uvp_group_t *g);
+
+/* A member settled (in == NULL: its observer was dropped at teardown). */
+static void member_done(void *arg, const uvp_outcome_t *in) {
+  member_t *m = arg;
+  uvp_group_t *g = m->g;
+  if (m->prev != NULL)
+    m->prev->next = m->next;
+  else
+    g->running = m->next;
+  if (m->next != NULL)
+    m->next->prev = m->prev;
+  g->nrunning--;
+  if (in == NULL) {
+    uvp__rel(m->p);
+    uvp__pool_put(&g->members, m);
+  } else {
+    m->next = NULL;
+    if (g->done_tail != NULL)
+      g->done_tail->next = m;
+    else
+      g->done_head = m;
+    g->done_tail = m;
+    if (in->status != 0 && in->status != UV_ECANCELED &&
+        (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL) {
+      g->failure = uvp_promise_retain(in->promise);
+      cancel_all(g);
+    }
+  }
+  pump(g);
+  maybe_end(g);
+  maybe_free(g);
+}
+
+/* Observe p (a reference handed over) as a running member. */
+static int watch(uvp_group_t *g, uvp_promise_t *p) {
+  member_t *m = uvp__pool_get(&g->members);
+  if (m == NULL || uvp__observe(p, member_done, m) != 0) {
+    if (m != NULL)
+      uvp__pool_put(&g->members, m);
+    return UV_ENOMEM;
+  }
+  m->p = p;
+  m->g = g;
+  m->prev = NULL;
+  m->next = g->running;
+  if (g->running != NULL)
+    g->running->prev = m;
+  g->running = m;
+  g->nrunning++;
+  return 0;
+}
+
+/* Start one lazy member, in the group's scope.  A member that cannot
+ * start is a member that failed: it settles like one. */
+static void start_lazy(uvp_group_t *g, lazy_t *z) {
+  uvp_ctx_t *ctx = g->ctx;
+  uvp_promise_t *p = NULL;
+  uvp__scope_t *was = uvp__scope_enter(ctx, uvp__scope_ref(g->scope));
+  int rc;
+  if (z->fn != NULL) {
+    uvp_fiber_opts_t o = {z->stack_size, z->arg_free};
+    rc = uvp_fiber_spawn_at(ctx, z->fn, z->arg, &o, &p, __FILE__, __LINE__);
+  } else {
+    rc = z->start(z->arg, &p);
+  }
+  uvp__scope_leave(ctx, was);
+  if (z->fn == NULL && z->arg_free != NULL)
+    z->arg_free(z->arg); /* a start callback is called once */
+  if (rc == 0 && (p == NULL || uvp__promise_ctx(p) != ctx)) {
+    rc = p == NULL ? UV_EINVAL : UVP_EXCTX;
+    uvp_promise_release(p);
+  }
+  if (rc != 0) {
+    p = uvp__promise_new(ctx, __FILE__, __LINE__);
+    if (p == NULL)
+      return; /* no memory even to say so: the member is lost */
+    uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
+  }
+  if (watch(g, p) != 0)
+    uvp__rel(p);
+}
+
+/* Start queued members while there is room under the limit. */
+static void pump(uvp_group_t *g) {
+  if (g->pumping)
+    return; /* a start callback re-entered through a settled member */
+  g->pumping = true;
+  while (g->lazy_head != NULL && !g->cancelled && !g->ctx->closed &&
+         (g->limit == 0 || g->nrunning < g->limit)) {
+    lazy_t *z = g->lazy_head;
+    g->lazy_head = z->next;
+    if (g->lazy_head == NULL)
+      g->lazy_tail = NULL;
+    start_lazy(g, z);
+    uvp__free(z);
+  }
+  g->pumping = false;
+}
+
+/* Drop the members never started (cancelled, failed fast, torn down). */
+static void drop_lazy(uvp_group_t *g) {
+  while (g->lazy_head != NULL) {
+    lazy_t *z = g->lazy_head;
+    g->lazy_head = z->next;
+    if (z->arg_free != NULL)
+      z->arg_free(z->arg);
+    uvp__free(z);
+  }
+  g->lazy_tail = NULL;
+}
+
+static void cancel_all(uvp_group_t *g) {
+  g->cancelled = true;
+  drop_lazy(g);
+  /* Cancelling a member may settle it at once and take it off the list:
+   * hold each while it is cancelled, and walk from the head again. */
+  for (member_t *m = g->running; m != NULL;) {
+    if (!uvp__is_pending(m->p)) {
+      m = m->next;
+      continue;
+    }
+    (void)uvp_promise_cancel(m->p);
+    m = g->running;
+  }
+}
+
+/* ---- the API ----------------------------------------------------------------- */
+
+/* The join promise was cancelled (or torn down): so is the group. */
+static void join_cancel(uvp_promise_t *join, void *arg) {
+  uvp_group_t *g = arg;
+  if (uvp_promise_reason(join, NULL) == UV_ECANCELED)
+    cancel_all(g);
+  else
+    drop_lazy(g); /* teardown: members are torn down with the context */
+  g->closed = true;
+  uvp_promise_t *j = g->join;
+  g->join = NULL;
+  uvp__rel(j);
+  serve(g);
+  maybe_free(g);
+}
+
+int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
+                     uvp_group_t **out, const char *file, int line) {
+  int rc = out == NULL ||
+                   (opts != NULL && (opts->flags & ~UVP_GROUP_FAIL_FAST))
+               ? UV_EINVAL
+               : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp_group_t *g = uvp__calloc(1, sizeof(*g));
+  uvp_promise_t **w = uvp__malloc(16 * sizeof(*w));
+  if (g == NULL || w == NULL) {
+    uvp__free(g);
+    uvp__free(w);
+    return UV_ENOMEM;
+  }
+  g->ctx = ctx;
+  g->waiters = w;
+  g->wcap = 16;
+  g->limit = opts != NULL ? opts->limit : 0;
+  g->flags = opts != NULL ? opts->flags : 0;
+  uvp__pool_init(&g->members, sizeof(member_t));
+  g->scope = uvp__scope_with_group(ctx->scope, g);
+  g->join = g->scope == NULL
+                ? NULL
+                : uvp__produced_new(ctx, file, line, join_cancel, g);
+  if (g->join == NULL) {
+    if (g->scope != NULL) {
+      g->scopes--; /* made above; freed here without the group's hook */
+      g->scope->group = NULL;
+      uvp__scope_unref(g->scope);
+    }
+    uvp__pool_destroy(&g->members);
+    uvp__free(w);
+    uvp__free(g);
+    return UV_ENOMEM;
+  }
+  g->joined = g->join; /* the second reference */
+  *out = g;
+  return 0;
+}
+
+/* 0, or why no member can be added now. */
+static int check_open(const uvp_group_t *g) {
+  if (g == NULL)
+    return UV_EINVAL;
+  int rc = uvp__ctx_check(g->ctx);
+  if (rc == 0 && (g->closed || g->released))
+    rc = UVP_ECLOSED;
+  return rc;
+}
+
+int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
+  int rc = p == NULL ? UV_EINVAL : check_open(g);
+  if (rc == 0 && uvp__promise_ctx(p) != g->ctx)
+    rc = UVP_EXCTX;
+  if (rc == 0 && g->cancelled)
+    rc = UV_ECANCELED;
+  if (rc != 0)
+    return rc;
+  rc = watch(g, uvp_promise_retain(p));
+  if (rc != 0)
+    uvp__rel(p);
+  return rc;
+}
+
+static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
+                    void *arg, uvp_free_cb arg_free, size_t stack_size) {
+  int rc = check_open(g);
+  if (rc == 0 && g->cancelled)
+    rc = UV_ECANCELED;
+  if (rc != 0)
+    return rc;
+  lazy_t *z = uvp__malloc(sizeof(*z));
+  if (z == NULL)
+    return UV_ENOMEM;
+  *z = (lazy_t){NULL, fn, start, arg, arg_free, stack_size};
+  if (g->lazy_tail != NULL)
+    g->lazy_tail->next = z;
+  else
+    g->lazy_head = z;
+  g->lazy_tail = z;
+  pump(g);
+  return 0;
+}
+
+int uvp_group_spawn(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
+                    const uvp_fiber_opts_t *opts) {
+  if (fn == NULL)
+    return UV_EINVAL;
+  return add_lazy(g, fn, NULL, arg, opts != NULL ? opts->arg_free : NULL,
+                  opts != NULL ? opts->stack_size : 0);
+}
+
+int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start, void *arg,
+                    uvp_free_cb arg_free) {
+  if (start == NULL)
+    return UV_EINVAL;
+  return add_lazy(g, NULL, start, arg, arg_free, 0);
+}
+
+int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out, const char *file,
+                      int line) {
+  int rc = g == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc != 0)
+    return rc;
+  if (g->wtail - g->whead == g->wcap) {
+    size_t cap = 2 * g->wcap;
+    uvp_promise_t **w = uvp__malloc(cap * sizeof(*w));
+    if (w == NULL)
+      return UV_ENOMEM;
+    for (size_t i = 0; i < g->wcap; i++)
+      w[i] = g->waiters[(g->whead + i) & (g->wcap - 1)];
+    uvp__free(g->waiters);
+    g->waiters = w;
+    g->wtail -= g->whead;
+    g->whead = 0;
+    g->wcap = cap;
+  }
+  uvp_promise_t *w = uvp__produced_new(g->ctx, file, line, NULL, NULL);
+  if (w == NULL)
+    return UV_ENOMEM;
+  uvp__produced_forget(w); /* no hook: cancelling a next() just stops it */
+  g->waiters[g->wtail++ & (g->wcap - 1)] = w;
+  *out = w;
+  serve(g);
+  return 0;
+}
+
+int uvp_group_set_limit(uvp_group_t *g, size_t limit) {
+  int rc = g == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc == 0) {
+    g->limit = limit;
+    pump(g);
+    maybe_end(g);
+  }
+  return rc;
+}
+
+int uvp_group_close(uvp_group_t *g) {
+  int rc = g == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc == 0) {
+    g->closed = true;
+    maybe_end(g);
+  }
+  return rc;
+}
+
+int uvp_group_cancel(uvp_group_t *g) {
+  int rc = g == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc == 0) {
+    cancel_all(g);
+    maybe_end(g);
+  }
+  return rc;
+}
+
+int uvp_group_join(uvp_group_t *g, uvp_promise_t **out) {
+  int rc = g == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc == 0 && g->released)
+    rc = UVP_ECLOSED;
+  if (rc == 0)
+    *out = uvp_promise_retain(g->joined);
+  return rc;
+}
+
+size_t uvp_group_size(const uvp_group_t *g) {
+  return g != NULL ? g->nrunning + (g->lazy_head != NULL ? 1 : 0) : 0;
+}
+
+void uvp_group_release(uvp_group_t *g) {
+  if (g == NULL || g->released)
+    return;
+  g->released = true;
+  g->closed = true; /* nobody can add any more */
+  uvp_promise_t *j = g->joined;
+  g->joined = NULL;
+  uvp__scope_t *s = g->scope;
+  g->scope = NULL;
+  maybe_end(g);
+  uvp__rel(j);
+  uvp__scope_unref(s); /* may free g */
+}

@@ -1,0 +1,103 @@
+/* Scopes: context slots and the group work belongs to (see scope.h). */
+#include <string.h>
+
+#include "group.h"
+#include "scope.h"
+
+/* A slot's value, shared by the scopes made from one another. */
+struct uvp__slotval_s {
+  uint32_t refs;
+  void *value;
+  uvp_free_cb free_cb;
+};
+
+static void slotval_unref(uvp__slotval_t *v) {
+  if (v != NULL && --v->refs == 0) {
+    if (v->free_cb != NULL)
+      v->free_cb(v->value);
+    uvp__free(v);
+  }
+}
+
+uvp__scope_t *uvp__scope_ref(uvp__scope_t *s) {
+  s->refs++;
+  return s;
+}
+
+void uvp__scope_unref(uvp__scope_t *s) {
+  if (s == NULL || --s->refs != 0)
+    return;
+  for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
+    slotval_unref(s->slots[i]);
+  if (s->group != NULL)
+    uvp__group_scope_gone(s->group);
+  uvp__free(s);
+}
+
+/* A copy of base (NULL: an empty scope), with one reference. */
+static uvp__scope_t *scope_copy(const uvp__scope_t *base) {
+  uvp__scope_t *s = uvp__calloc(1, sizeof(*s));
+  if (s == NULL)
+    return NULL;
+  s->refs = 1;
+  if (base != NULL) {
+    for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
+      if ((s->slots[i] = base->slots[i]) != NULL)
+        s->slots[i]->refs++;
+    s->group = base->group;
+  }
+  return s;
+}
+
+uvp__scope_t *uvp__scope_with_group(uvp__scope_t *base,
+                                    struct uvp_group_s *group) {
+  uvp__scope_t *s = scope_copy(base);
+  if (s != NULL) {
+    s->group = group;
+    if (group != NULL)
+      uvp__group_scope_made(group);
+  }
+  return s;
+}
+
+int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
+                  uvp_free_cb free_cb) {
+  int rc = slot >= UVP_SCOPE_SLOTS ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp__slotval_t *v = NULL;
+  if (value != NULL || free_cb != NULL) {
+    v = uvp__malloc(sizeof(*v));
+    if (v == NULL)
+      return UV_ENOMEM;
+    *v = (uvp__slotval_t){1, value, free_cb};
+  }
+  uvp__scope_t *s = scope_copy(ctx->scope);
+  if (s == NULL) {
+    uvp__free(v);
+    return UV_ENOMEM;
+  }
+  if (s->group != NULL)
+    uvp__group_scope_made(s->group);
+  slotval_unref(s->slots[slot]);
+  s->slots[slot] = v;
+  uvp__scope_unref(ctx->scope);
+  ctx->scope = s;
+  return 0;
+}
+
+void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot) {
+  if (ctx == NULL || slot >= UVP_SCOPE_SLOTS || ctx->scope == NULL ||
+      ctx->scope->slots[slot] == NULL)
+    return NULL;
+  return ctx->scope->slots[slot]->value;
+}
+
+int uvp_scope_clear(uvp_ctx_t *ctx) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0) {
+    uvp__scope_unref(ctx->scope);
+    ctx->scope = NULL;
+  }
+  return rc;
+}
