@@ -52,9 +52,12 @@ enum { EXIT_USAGE = 2 };
 /* The URL column is as wide as the longest URL up to this; a longer URL
  * is printed whole and pushes only its own row's other cells. */
 #define URL_COLUMN_MAX 60
-/* The progress line appears once a run has taken this long. */
+/* The progress line appears once a run has taken this long, and is
+ * looked at this often: redrawn only if its text changed (counts, whole
+ * seconds), so at most 4 times a second, and once a second while nothing
+ * settles. */
 #define PROGRESS_AFTER_MS 500
-#define PROGRESS_EVERY_MS 100
+#define PROGRESS_EVERY_MS 250
 
 /* An attempt answered with a 5xx: a rejection of our own so that
  * uvp_retry sees it; the row keeps the response. */
@@ -92,6 +95,7 @@ typedef struct run_s {
   /* live progress, only when stderr is a terminal */
   int progress;
   int progress_shown;
+  char progress_text[96]; /* what the line shows now */
   uv_timer_t progress_timer;
   size_t started;
   size_t settled;
@@ -556,9 +560,14 @@ static int start_item(void *arg, size_t i, uvp_promise_t **out) {
 }
 
 static void progress_draw(run_t *r) {
-  double s = (double)(uv_hrtime() - r->start_ns) / 1e9;
-  fprintf(stderr, "\r\033[K%zu/%zu done, %zu failed, %zu in flight, %.1f s",
-          r->settled, r->n, r->failed, r->started - r->settled, s);
+  unsigned long long s = (uv_hrtime() - r->start_ns) / 1000000000u;
+  char text[sizeof(r->progress_text)];
+  snprintf(text, sizeof(text), "%zu/%zu done, %zu failed, %zu in flight, %llu s",
+           r->settled, r->n, r->failed, r->started - r->settled, s);
+  if (r->progress_shown && strcmp(text, r->progress_text) == 0)
+    return;
+  memcpy(r->progress_text, text, sizeof(text));
+  fprintf(stderr, "\r\033[K%s", text);
   r->progress_shown = 1;
 }
 

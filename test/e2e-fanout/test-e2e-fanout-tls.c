@@ -4,8 +4,15 @@
  * each TLS failure as its own outcome, -k, connection reuse, redirects
  * (-L, --max-redirs, http -> https), the header and body caps, --retry on
  * 5xx and refused connections, the connect timeout covering the
- * handshake, the progress line on a terminal, and a run under valgrind.
+ * handshake, the progress line on a terminal (a pty of the test's own),
+ * and a run under valgrind.
  * Exits 77 (skipped) only when nginx or the openssl tool is absent. */
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
 #include "e2e-nginx.h"
 
 #define LARGE_BYTES (1024 * 1024 + 3)
@@ -85,9 +92,12 @@ static void start_servers(fixture_t *f, nginx_t *n, ports_t *p) {
   free(servers);
 }
 
+/* `scheme://host/path` with the port put after the host. */
 static char *url(int port, const char *host_path) {
   char *u = NULL;
-  const char *slash = strchr(host_path, '/');
+  const char *sep = strstr(host_path, "://");
+  assert_non_null(sep);
+  const char *slash = strchr(sep + 3, '/');
   assert_non_null(slash);
   assert_true(asprintf(&u, "%.*s:%d%s", (int)(slash - host_path), host_path,
                        port, slash) > 0);
@@ -139,6 +149,8 @@ static void run_json(fixture_t *f, const char *valgrind, char **args,
     fail_msg("exit %d, signal %d:\n%s", (int)r->exit_status, r->term_signal,
              r->err.base);
   parse_report(r->out.base, rep);
+  /* stderr is a pipe here: no progress line. */
+  assert_null(strchr(r->err.base, '\033'));
   uvp_promise_release(keep);
 }
 
@@ -379,12 +391,9 @@ static void test_retry(void **state) {
   nginx_cleanup(&n);
 }
 
-/* A server that accepts connections (the kernel does, into the backlog)
- * but never reads: the TLS handshake never ends, and --connect-timeout,
- * which covers it, ends the request; over plain HTTP the request is sent
- * and -m ends it. */
-static void test_timeouts(void **state) {
-  fixture_t *f = *state;
+/* A listening socket on 127.0.0.1 that never accepts: connections
+ * complete into its backlog and are never answered. */
+static int silent_server(int *port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   struct sockaddr_in a;
@@ -395,7 +404,18 @@ static void test_timeouts(void **state) {
   assert_int_equal(listen(fd, 16), 0);
   socklen_t alen = sizeof(a);
   assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-  int port = ntohs(a.sin_port);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* A server that accepts connections (the kernel does, into the backlog)
+ * but never reads: the TLS handshake never ends, and --connect-timeout,
+ * which covers it, ends the request; over plain HTTP the request is sent
+ * and -m ends it. */
+static void test_timeouts(void **state) {
+  fixture_t *f = *state;
+  int port;
+  int fd = silent_server(&port);
   char *u[] = {HTTPS(port, "/"), HTTP(port, "/"), NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
@@ -415,45 +435,101 @@ static void test_timeouts(void **state) {
   free(rep);
 }
 
-/* On a terminal (script(1) gives it one) a run longer than half a second
- * shows a progress line on stderr, erased before the report. */
+#define PTY_CAP 65536        /* more than this on the terminal is a bug */
+#define PTY_DEADLINE_MS 20000 /* the run takes about 2.5 s */
+
+/* On a terminal (a pty of the test's own as stderr; stdout a pipe) a run
+ * longer than half a second shows a progress line, redrawn only when it
+ * changes (at most a few times a second) and erased before the report.
+ * Everything is bounded: the bytes read from the terminal, the time the
+ * child may take (killed past it). */
 static void test_progress_on_terminal(void **state) {
-  fixture_t *f = *state;
-  if (access("/usr/bin/script", X_OK) != 0)
-    skip();
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(fd >= 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-  assert_int_equal(listen(fd, 16), 0);
-  socklen_t alen = sizeof(a);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
-  char *cmd = NULL;
-  assert_true(asprintf(&cmd, "%s -t 900 http://127.0.0.1:%d/", fanout_path,
-                       ntohs(a.sin_port)) > 0);
-  char *argv[] = {"/usr/bin/script", "-qec", cmd, "/dev/null", NULL};
-  uvp_spawn_opts_t o = {.file = argv[0], .args = argv};
-  uvp_promise_t *keep;
-  assert_int_equal(uvp_spawn(f->ctx, &o, &keep), 0);
-  run_loop(f);
-  assert_int_equal(uvp_promise_state(keep), UVP_FULFILLED);
-  uvp_process_result_t *r = uvp_promise_value(keep);
-  assert_int_equal(r->exit_status, 0);
-  const char *out = r->out.base;
-  const char *line = strstr(out, "0/1 done, 0 failed, 1 in flight");
+  (void)state;
+  int port;
+  int sfd = silent_server(&port);
+  char *u[] = {HTTP(port, "/a"), HTTP(port, "/b"), NULL};
+  int master, slave;
+  assert_int_equal(openpty(&master, &slave, NULL, NULL, NULL), 0);
+  int out[2];
+  assert_int_equal(pipe(out), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, slave, 2);
+  posix_spawn_file_actions_addclose(&fa, master);
+  posix_spawn_file_actions_addclose(&fa, out[0]);
+  char *argv[] = {(char *)fanout_path, "-t", "2500", u[0], u[1], NULL};
+  pid_t pid;
+  extern char **environ;
+  assert_int_equal(posix_spawn(&pid, fanout_path, &fa, NULL, argv, environ),
+                   0);
+  posix_spawn_file_actions_destroy(&fa);
+  close(slave);
+  close(out[1]);
+
+  /* The terminal's bytes until the child's end closes it (EIO). */
+  char *tty = malloc(PTY_CAP + 1);
+  assert_non_null(tty);
+  size_t got = 0;
+  uint64_t t0 = uv_hrtime();
+  int timed_out = 0;
+  for (;;) {
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    if (ms >= PTY_DEADLINE_MS) {
+      timed_out = 1;
+      break;
+    }
+    struct pollfd pfd = {.fd = master, .events = POLLIN};
+    int n = poll(&pfd, 1, (int)(PTY_DEADLINE_MS - ms));
+    if (n <= 0)
+      continue;
+    ssize_t r = read(master, tty + got, PTY_CAP - got);
+    if (r <= 0)
+      break;
+    got += (size_t)r;
+    if (got == PTY_CAP)
+      break;
+  }
+  tty[got] = '\0';
+  if (timed_out || got == PTY_CAP)
+    kill(pid, SIGKILL);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  char report[8192];
+  ssize_t rn = timed_out || got == PTY_CAP ? 0 : read(out[0], report, sizeof(report) - 1);
+  report[rn > 0 ? rn : 0] = '\0';
+  close(out[0]);
+  close(master);
+  close(sfd);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  if (timed_out)
+    fail_msg("uvp-fanout still running after %d ms", PTY_DEADLINE_MS);
+  if (got == PTY_CAP)
+    fail_msg("more than %d bytes on the terminal", PTY_CAP);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+
+  const char *line = strstr(tty, "0/2 done, 0 failed, 2 in flight, 0 s");
   if (line == NULL)
-    fail_msg("no progress line in:\n%s", out);
-  /* Erased, then the table. */
-  const char *table = strstr(out, "ETIMEDOUT");
-  assert_non_null(table);
-  assert_true(line < table);
-  assert_non_null(strstr(line, "\r\033[K"));
-  uvp_promise_release(keep);
-  free(cmd);
-  close(fd);
+    fail_msg("no progress line in:\n%s", tty);
+  assert_non_null(strstr(tty, "0/2 done, 0 failed, 2 in flight, 1 s"));
+  assert_non_null(strstr(tty, "0/2 done, 0 failed, 2 in flight, 2 s"));
+  /* Redraws: one per change (0 s, 1 s, 2 s; the two settle together at
+   * 2.5 s, when the line goes), each a carriage return and an erase, then
+   * one erase at the end: not one per look (every 250 ms, 8 of them). */
+  int draws = 0;
+  for (const char *p = tty; (p = strstr(p, "\r\033[K")) != NULL; p++)
+    draws++;
+  if (draws < 4 || draws > 5)
+    fail_msg("%d redraws:\n%s", draws, tty);
+  assert_true(got >= 4 && strcmp(tty + got - 4, "\r\033[K") == 0);
+  /* The report went to stdout, untouched by the progress line. */
+  assert_null(strchr(report, '\033'));
+  assert_non_null(strstr(report, "ETIMEDOUT"));
+  assert_true(ms >= 2400 && ms < PTY_DEADLINE_MS);
+  free(tty);
+  free_all(u);
 }
 
 int main(int argc, char **argv) {
