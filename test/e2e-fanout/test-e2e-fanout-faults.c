@@ -3,7 +3,7 @@
  * test's loop while the child runs) and a refused port: each fault gives
  * its own error, the tool exits 0, the deadline splits late requests into
  * ETIMEDOUT and ECANCELED, and a run under valgrind leaks nothing.  Also
- * -f input and --serve. */
+ * -f input, the table's width next to a huge URL, and --serve. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -255,6 +255,63 @@ static void test_many_few_slots(void **state) {
   free(rep);
 }
 
+/* One URL of 100 kB among 25 short ones: the table's URL column is as
+ * wide as the short ones need, the long URL is printed whole on its own
+ * row, and the output is about the size of its contents (a column
+ * padded to the longest URL made 26 rows 2.7 MB). */
+static void test_huge_url_table(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[128];
+  snprintf(path, sizeof(path), "%s/urls.txt", dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  enum { HUGE = 100 * 1000 };
+  for (int i = 0; i < 26; i++) {
+    fprintf(fp, "%s/fast?i=%d", e.base, i);
+    if (i == 13) {
+      fputs("&pad=", fp);
+      for (int k = 0; k < HUGE; k++)
+        fputc('x', fp);
+    }
+    fputc('\n', fp);
+  }
+  fclose(fp);
+  char *argv[] = {(char *)fanout_path, "-t", "5000", "-f", path, NULL};
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child_with(f, argv, env_stop, &e, &keep);
+  assert_int_equal(r->exit_status, 0);
+  const char *out = r->out.base;
+  size_t total = strlen(out), longest_other = 0;
+  int rows = 0, huge_rows = 0;
+  for (const char *l = out; *l != '\0';) {
+    size_t len = strcspn(l, "\n");
+    if (len > HUGE) {
+      huge_rows++;
+      /* Its own cells follow the URL, one space-separated group on. */
+      assert_non_null(memmem(l, len, "xxx  ", 5));
+    } else if (len > longest_other) {
+      longest_other = len;
+    }
+    if (memmem(l, len, "/fast?i=", 8) != NULL)
+      rows++;
+    l += len + (l[len] == '\n');
+  }
+  assert_int_equal(rows, 26);
+  assert_int_equal(huge_rows, 1);
+  /* A short row: number, URL (about 40), result, bytes, latency. */
+  if (longest_other > 120)
+    fail_msg("a %zu-character line besides the long URL's:\n%.2000s",
+             longest_other, out);
+  assert_true(total < HUGE + 26 * 120 + 1000);
+  uvp_promise_release(keep);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 /* One blocking connect to 127.0.0.1:port: 0 if something listens. */
 static int connect_once(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -338,6 +395,7 @@ int main(int argc, char **argv) {
       FIXTURE_TEST(test_deadline),
       FIXTURE_TEST(test_url_file),
       FIXTURE_TEST(test_many_few_slots),
+      FIXTURE_TEST(test_huge_url_table),
       FIXTURE_TEST(test_serve),
       FIXTURE_TEST(test_faults_valgrind),
   };
