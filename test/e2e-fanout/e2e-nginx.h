@@ -6,9 +6,6 @@
 #ifndef E2E_NGINX_H
 #define E2E_NGINX_H
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "e2e.h"
@@ -27,20 +24,6 @@ static inline int free_port(void) {
   int port = demo_server_refused_port("127.0.0.1");
   assert_true(port > 0);
   return port;
-}
-
-/* One blocking connect to 127.0.0.1:port: 0 if something listens. */
-static inline int connect_once(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(fd >= 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
-  close(fd);
-  return rc;
 }
 
 /* dir/name with `size` bytes of a..z, or `text` if not NULL. */

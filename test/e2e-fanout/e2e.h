@@ -4,8 +4,11 @@
 #ifndef E2E_FANOUT_H
 #define E2E_FANOUT_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../helpers.h"
@@ -68,6 +71,32 @@ static inline const char *find_valgrind(void) {
 #define VALGRIND_ARGS                                                          \
   "--quiet", "--error-exitcode=99", "--leak-check=full",                       \
       "--errors-for-leak-kinds=definite,indirect,possible"
+
+/* ---- servers ------------------------------------------------------------- */
+
+/* One blocking connect to 127.0.0.1:port: 0 if something listens. */
+static inline int connect_once(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+  close(fd);
+  return rc;
+}
+
+/* Until something listens on the port (5 s at most). */
+static inline int wait_listening(int port) {
+  for (int i = 0; i < 250; i++) {
+    if (connect_once(port) == 0)
+      return 0;
+    usleep(20000);
+  }
+  return -1;
+}
 
 /* ---- a strict parser for the flat JSON objects uvp-fanout prints -------- */
 

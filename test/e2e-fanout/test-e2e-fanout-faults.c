@@ -4,10 +4,6 @@
  * its own error, the tool exits 0, the deadline splits late requests into
  * ETIMEDOUT and ECANCELED, and a run under valgrind leaks nothing.  Also
  * -f input, the table's width next to a huge URL, and --serve. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include "e2e.h"
 
 #include "demo-server.h"
@@ -73,6 +69,21 @@ static double run_fanout(fixture_t *f, env_t *e, const char *valgrind,
   parse_report(r->out.base, rep);
   uvp_promise_release(keep);
   return ms;
+}
+
+/* A new file of URLs, `dir` a "/tmp/...-XXXXXX" template made into a
+ * fresh directory and `path` (128 bytes) its urls.txt. */
+static FILE *url_file(char *dir, char *path) {
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, 128, "%s/urls.txt", dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  return fp;
+}
+
+static void url_file_remove(const char *dir, const char *path) {
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(rmdir(dir), 0);
 }
 
 /* `fmt` with its one %s replaced by `arg`. */
@@ -190,12 +201,8 @@ static void test_url_file(void **state) {
   fixture_t *f = *state;
   env_t e;
   env_start(f, &e);
-  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char path[128];
-  snprintf(path, sizeof(path), "%s/urls.txt", dir);
-  FILE *fp = fopen(path, "w");
-  assert_non_null(fp);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX", path[128];
+  FILE *fp = url_file(dir, path);
   fprintf(fp, "# demo endpoints\n\n  %s/missing\r\n%s/big\n\t\n%s/error  \n",
           e.base, e.base, e.base);
   fclose(fp);
@@ -213,8 +220,7 @@ static void test_url_file(void **state) {
   snprintf(want, sizeof(want), "%s/error", e.base);
   assert_string_equal(jstr(&rep->rows[3], "url"), want);
   assert_int_equal((int)jnum(&rep->summary, "http_errors"), 2);
-  assert_int_equal(unlink(path), 0);
-  assert_int_equal(rmdir(dir), 0);
+  url_file_remove(dir, path);
   free_urls(urls);
   free(rep);
 }
@@ -225,12 +231,8 @@ static void test_many_few_slots(void **state) {
   fixture_t *f = *state;
   env_t e;
   env_start(f, &e);
-  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char path[128];
-  snprintf(path, sizeof(path), "%s/urls.txt", dir);
-  FILE *fp = fopen(path, "w");
-  assert_non_null(fp);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX", path[128];
+  FILE *fp = url_file(dir, path);
   for (int i = 0; i < 60; i++)
     fprintf(fp, "%s/%s?i=%d\n", e.base, i % 3 == 0 ? "big" : "fast", i);
   fclose(fp);
@@ -250,8 +252,7 @@ static void test_many_few_slots(void **state) {
   }
   assert_int_equal((int)jnum(&rep->summary, "succeeded"), 60);
   assert_int_equal((int)jnum(&rep->summary, "responses"), 60);
-  assert_int_equal(unlink(path), 0);
-  assert_int_equal(rmdir(dir), 0);
+  url_file_remove(dir, path);
   free(rep);
 }
 
@@ -263,12 +264,8 @@ static void test_huge_url_table(void **state) {
   fixture_t *f = *state;
   env_t e;
   env_start(f, &e);
-  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char path[128];
-  snprintf(path, sizeof(path), "%s/urls.txt", dir);
-  FILE *fp = fopen(path, "w");
-  assert_non_null(fp);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX", path[128];
+  FILE *fp = url_file(dir, path);
   enum { HUGE = 100 * 1000 };
   for (int i = 0; i < 26; i++) {
     fprintf(fp, "%s/fast?i=%d", e.base, i);
@@ -308,32 +305,7 @@ static void test_huge_url_table(void **state) {
              longest_other, out);
   assert_true(total < HUGE + 26 * 120 + 1000);
   uvp_promise_release(keep);
-  assert_int_equal(unlink(path), 0);
-  assert_int_equal(rmdir(dir), 0);
-}
-
-/* One blocking connect to 127.0.0.1:port: 0 if something listens. */
-static int connect_once(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(fd >= 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
-  close(fd);
-  return rc;
-}
-
-/* Until something listens on the port (5 s at most). */
-static int wait_listening(int port) {
-  for (int i = 0; i < 250; i++) {
-    if (connect_once(port) == 0)
-      return 0;
-    usleep(20000);
-  }
-  return -1;
+  url_file_remove(dir, path);
 }
 
 /* --serve PORT in the foreground is a server other programs can use; it

@@ -49,6 +49,20 @@ static int server_connections(fixture_t *f, const char *base) {
   return conns;
 }
 
+/* Step the loop until the pool has no idle connection (5 s at most: a
+ * server still listens, so the loop would not end by itself); returns
+ * how long it took, in ms, with the stats in *st. */
+static double wait_no_idle(fixture_t *f, httpc_pool_t *pool,
+                           httpc_pool_stats_t *st) {
+  uint64_t t0 = uv_hrtime();
+  httpc_pool_stats(pool, st);
+  while (st->idle > 0 && uv_hrtime() - t0 < 5000000000ull) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    httpc_pool_stats(pool, st);
+  }
+  return (double)(uv_hrtime() - t0) / 1e6;
+}
+
 static void close_all(fixture_t *f, httpc_pool_t *pool,
                       demo_server_t **servers, int n) {
   httpc_pool_close(pool);
@@ -127,14 +141,8 @@ static void test_idle_expiry(void **state) {
   httpc_pool_stats_t st;
   httpc_pool_stats(pool, &st);
   assert_int_equal(st.idle, 1);
-  /* Nothing happens on the connection: the pool's timer ends it (the
-   * server still listens, so step the loop, within a bound). */
-  uint64_t t0 = uv_hrtime();
-  while (st.idle > 0 && uv_hrtime() - t0 < 5000000000ull) {
-    uv_run(&f->loop, UV_RUN_ONCE);
-    httpc_pool_stats(pool, &st);
-  }
-  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  /* Nothing happens on the connection: the pool's timer ends it. */
+  double ms = wait_no_idle(f, pool, &st);
   assert_int_equal(st.idle, 0);
   assert_int_equal(st.expired, 1);
   assert_int_equal(st.peer_closed, 0);
@@ -165,12 +173,7 @@ static void test_server_closes_idle(void **state) {
   char *first[] = {close_after};
   get_all(f, &o, first, 1);
   httpc_pool_stats_t st;
-  for (int i = 0; i < 200; i++) {
-    httpc_pool_stats(pool, &st);
-    if (st.idle == 0)
-      break;
-    uv_run(&f->loop, UV_RUN_ONCE);
-  }
+  wait_no_idle(f, pool, &st);
   assert_int_equal(st.idle, 0);
   assert_int_equal(st.peer_closed, 1);
   char *next[] = {fast};
@@ -224,12 +227,7 @@ static void test_tls_idle_close(void **state) {
   assert_int_equal(st.opened, 1);
   assert_int_equal(st.reused, 1);
   assert_int_equal(st.idle, 1);
-  uint64_t t0 = uv_hrtime();
-  while (st.idle > 0 && (uv_hrtime() - t0) < 5000000000ull) {
-    uv_run(&f->loop, UV_RUN_ONCE);
-    httpc_pool_stats(pool, &st);
-  }
-  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  double ms = wait_no_idle(f, pool, &st);
   assert_int_equal(st.idle, 0);
   assert_int_equal(st.peer_closed, 1);
   assert_int_equal(st.expired, 0);
