@@ -62,7 +62,7 @@ typedef struct reqtext_s {
 struct httpc_target_s {
   size_t refs; /* the creator's, one per request and one per write */
   httpc_url_t url;
-  char *href;  /* the URL as given: the base of a relative Location */
+  char *href; /* the URL as given: the base of a relative Location */
   /* The request, with "Connection: keep-alive" (pooled) or "close". */
   reqtext_t *keep_alive, *close;
 };
@@ -401,7 +401,7 @@ struct httpc_pool_s {
   pool_host_t *hosts;
   conn_t *lru_head, *lru_tail; /* every idle one, least recently used first */
   size_t nidle;
-  uv_timer_t timer;            /* the next idle expiry */
+  uv_timer_t timer; /* the next idle expiry */
   httpc_pool_stats_t stats;
 };
 
@@ -969,8 +969,8 @@ static int req_feed(req_t *r, const char *data, size_t len) {
     int code = r->fail != 0 ? r->fail : UV_EPROTO;
     char *why = NULL;
     if (code == UV_EMSGSIZE)
-      why = fmt_reason("response header larger than %zu bytes",
-                       r->o.max_header);
+      why =
+          fmt_reason("response header larger than %zu bytes", r->o.max_header);
     else if (code == UV_EFBIG)
       why = fmt_reason("response body larger than %llu bytes",
                        (unsigned long long)r->o.max_body);
@@ -1206,8 +1206,7 @@ void httpc_url_free(httpc_url_t *u) {
 /* ---- targets ------------------------------------------------------------- */
 
 static void text_free(void *bytes) {
-  reqtext_t *text =
-      (reqtext_t *)((char *)bytes - offsetof(reqtext_t, bytes));
+  reqtext_t *text = (reqtext_t *)((char *)bytes - offsetof(reqtext_t, bytes));
   httpc_target_free(text->target);
 }
 
@@ -1218,20 +1217,18 @@ static reqtext_t *text_new(httpc_target_t *t, const char *connection) {
                             "Accept: */*\r\n"
                             "Connection: %s\r\n"
                             "\r\n";
-  int len = snprintf(NULL, 0, fmt, t->url.target, t->url.authority,
-                     connection);
+  int len = snprintf(NULL, 0, fmt, t->url.target, t->url.authority, connection);
   reqtext_t *text = len < 0 ? NULL : malloc(sizeof(*text) + (size_t)len + 1);
   if (text == NULL)
     return NULL;
   text->target = t;
   text->len = (size_t)len;
-  snprintf(text->bytes, (size_t)len + 1, fmt, t->url.target,
-           t->url.authority, connection);
+  snprintf(text->bytes, (size_t)len + 1, fmt, t->url.target, t->url.authority,
+           connection);
   return text;
 }
 
-int httpc_target_new(const char *url, httpc_target_t **out,
-                     const char **why) {
+int httpc_target_new(const char *url, httpc_target_t **out, const char **why) {
   httpc_target_t *t = calloc(1, sizeof(*t));
   if (t == NULL) {
     *why = "out of memory";

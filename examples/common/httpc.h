@@ -137,15 +137,15 @@ typedef struct httpc_opts_s {
   uint64_t connect_timeout_ms; /* TCP connect and TLS handshake of a new
                                   connection: UV_ETIMEDOUT after that long
                                   (0: only timeout_ms bounds them) */
-  size_t max_header;   /* response header bytes (status line and fields)
-                          before UV_EMSGSIZE; 0: 64 KiB */
-  uint64_t max_body;   /* body bytes before UV_EFBIG; 0: no limit */
-  int follow;          /* non-zero: follow 301/302/303/307/308 with a
-                          Location, as a GET */
-  unsigned max_redirects; /* with follow: more than this many rejects
-                             with UV_ELOOP (curl's --max-redirs) */
-  httpc_tls_t *tls;    /* for https://; NULL: a shared default (system CA
-                          store, verified) */
+  size_t max_header;           /* response header bytes (status line and fields)
+                                  before UV_EMSGSIZE; 0: 64 KiB */
+  uint64_t max_body;           /* body bytes before UV_EFBIG; 0: no limit */
+  int follow;                  /* non-zero: follow 301/302/303/307/308 with a
+                                  Location, as a GET */
+  unsigned max_redirects;      /* with follow: more than this many rejects
+                                  with UV_ELOOP (curl's --max-redirs) */
+  httpc_tls_t *tls; /* for https://; NULL: a shared default (system CA
+                       store, verified) */
 } httpc_opts_t;
 
 /* GET `url` (see httpc_url_parse; the string is copied).  `opts` may be
@@ -199,8 +199,7 @@ void httpc_url_free(httpc_url_t *u);
 typedef struct httpc_target_s httpc_target_t;
 
 /* Prepare a GET of `url`.  Errors as httpc_url_parse's, with *why. */
-int httpc_target_new(const char *url, httpc_target_t **out,
-                     const char **why);
+int httpc_target_new(const char *url, httpc_target_t **out, const char **why);
 
 /* Drop the caller's reference: the target is freed once the requests that
  * use it are done too.  NULL is ignored. */

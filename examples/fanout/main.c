@@ -72,9 +72,9 @@ typedef struct row_s {
   uint64_t end_ns;
   /* The last attempt's outcome. */
   unsigned attempts;
-  int status;       /* HTTP status, 0 if none */
-  int error;        /* its rejection code, 0 if a response */
-  char *reason;     /* the error's message, if httpc gave one (owned) */
+  int status;   /* HTTP status, 0 if none */
+  int error;    /* its rejection code, 0 if a response */
+  char *reason; /* the error's message, if httpc gave one (owned) */
   size_t bytes;
   uint64_t latency_us;
   unsigned redirects;
@@ -259,10 +259,23 @@ static int parse_size(const char *s, uint64_t *out) {
   unsigned long long v = strtoull(s, &end, 10);
   unsigned shift = 0;
   switch (*end) {
-  case 'k': case 'K': shift = 10; end++; break;
-  case 'm': case 'M': shift = 20; end++; break;
-  case 'g': case 'G': shift = 30; end++; break;
-  default: break;
+  case 'k':
+  case 'K':
+    shift = 10;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    shift = 20;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    shift = 30;
+    end++;
+    break;
+  default:
+    break;
   }
   if (*end != '\0' || errno != 0 || v > (UINT64_MAX >> shift))
     return -1;
@@ -283,8 +296,7 @@ static int row_error(const row_t *row, const uvp_settled_t *s) {
 static uint64_t row_latency_us(const row_t *row) {
   if (row->error == 0 && row->attempts > 0)
     return row->latency_us;
-  return row->end_ns > row->start_ns ? (row->end_ns - row->start_ns) / 1000
-                                     : 0;
+  return row->end_ns > row->start_ns ? (row->end_ns - row->start_ns) / 1000 : 0;
 }
 
 static const char *row_why(const run_t *r, const row_t *row, int error) {
@@ -370,16 +382,16 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
 
     if (r->json) {
       json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1),
-                            "url", json_url(row->url), "result", result,
-                            "ok", answered && row->status < 400);
+                            "url", json_url(row->url), "result", result, "ok",
+                            answered && row->status < 400);
       if (answered) {
         json_object_set_new(o, "status", json_integer(row->status));
       } else {
         json_object_set_new(o, "error", json_string(result));
         json_object_set_new(o, "message", json_string(why));
       }
-      json_object_set_new(
-          o, "bytes", json_integer(answered ? (json_int_t)row->bytes : 0));
+      json_object_set_new(o, "bytes",
+                          json_integer(answered ? (json_int_t)row->bytes : 0));
       json_object_set_new(o, "latency_ms", json_real(ms_of_us(us)));
       json_object_set_new(o, "attempts", json_integer(row->attempts));
       if (row->redirects > 0) {
@@ -562,8 +574,9 @@ static int start_item(void *arg, size_t i, uvp_promise_t **out) {
 static void progress_draw(run_t *r) {
   unsigned long long s = (uv_hrtime() - r->start_ns) / 1000000000u;
   char text[sizeof(r->progress_text)];
-  snprintf(text, sizeof(text), "%zu/%zu done, %zu failed, %zu in flight, %llu s",
-           r->settled, r->n, r->failed, r->started - r->settled, s);
+  snprintf(text, sizeof(text),
+           "%zu/%zu done, %zu failed, %zu in flight, %llu s", r->settled, r->n,
+           r->failed, r->started - r->settled, s);
   if (r->progress_shown && strcmp(text, r->progress_text) == 0)
     return;
   memcpy(r->progress_text, text, sizeof(text));
@@ -648,8 +661,8 @@ static int serve(uv_loop_t *loop, int port) {
 /* ---- main ---------------------------------------------------------------- */
 
 static const char *const demo_paths[] = {
-    "/fast", "/slow",  "/big",    "/missing", "/error",
-    "/reset", "/hang", "/trickle", "/half",   "/malformed",
+    "/fast",  "/slow", "/big",     "/missing", "/error",
+    "/reset", "/hang", "/trickle", "/half",    "/malformed",
 };
 
 static int demo_urls(run_t *r, urls_t *u) {
@@ -727,8 +740,7 @@ int main(int argc, char **argv) {
   const char *file = NULL;
   const char *prog = argv[0];
   int c;
-  while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkh", longopts, NULL)) !=
-         -1) {
+  while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkh", longopts, NULL)) != -1) {
     switch (c) {
     case 'c':
       if (parse_ms(optarg, &concurrency) != 0 || concurrency == 0 ||
@@ -842,8 +854,8 @@ int main(int argc, char **argv) {
   }
   /* The CA store is read once, here, not in the middle of the fan-out;
    * a CA file that cannot be read stops the run before it starts. */
-  if (rc == 0 && (tls_opts.cafile != NULL || tls_opts.insecure ||
-                  wants_tls(&u, follow))) {
+  if (rc == 0 &&
+      (tls_opts.cafile != NULL || tls_opts.insecure || wants_tls(&u, follow))) {
     const char *why;
     rc = httpc_tls_new(&tls_opts, &r.http.tls, &why);
     if (rc != 0)
@@ -888,8 +900,7 @@ int main(int argc, char **argv) {
     r.start_ns = uv_hrtime();
     uv_update_time(&loop);
     r.deadline_at = uv_now(&loop) + deadline_ms;
-    uvp_map_opts_t mo = {.limit = (size_t)concurrency,
-                         .on_settle = on_item};
+    uvp_map_opts_t mo = {.limit = (size_t)concurrency, .on_settle = on_item};
     rc = uvp_promise_map(r.ctx, r.n, start_item, &r, &mo, &all);
   }
   if (rc == 0)

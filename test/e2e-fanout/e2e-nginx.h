@@ -72,24 +72,23 @@ static inline void nginx_make_certs(const nginx_t *n) {
 static inline void nginx_start(fixture_t *f, nginx_t *n, const char *servers,
                                const int *ports) {
   char *conf = NULL;
-  assert_true(
-      asprintf(&conf,
-               "daemon off;\n"
-               "master_process off;\n"
-               "pid %1$s/nginx.pid;\n"
-               "error_log %1$s/error.log;\n"
-               "events { worker_connections 1024; }\n"
-               "http {\n"
-               "  log_format conns '$connection $connection_requests "
-               "$request_uri $status';\n"
-               "  access_log %1$s/access.log conns;\n"
-               "  client_body_temp_path %1$s/body;\n"
-               "  proxy_temp_path %1$s/proxy;\n"
-               "  fastcgi_temp_path %1$s/fastcgi;\n"
-               "  uwsgi_temp_path %1$s/uwsgi;\n"
-               "  scgi_temp_path %1$s/scgi;\n"
-               "  default_type application/octet-stream;\n",
-               n->dir) > 0);
+  assert_true(asprintf(&conf,
+                       "daemon off;\n"
+                       "master_process off;\n"
+                       "pid %1$s/nginx.pid;\n"
+                       "error_log %1$s/error.log;\n"
+                       "events { worker_connections 1024; }\n"
+                       "http {\n"
+                       "  log_format conns '$connection $connection_requests "
+                       "$request_uri $status';\n"
+                       "  access_log %1$s/access.log conns;\n"
+                       "  client_body_temp_path %1$s/body;\n"
+                       "  proxy_temp_path %1$s/proxy;\n"
+                       "  fastcgi_temp_path %1$s/fastcgi;\n"
+                       "  uwsgi_temp_path %1$s/uwsgi;\n"
+                       "  scgi_temp_path %1$s/scgi;\n"
+                       "  default_type application/octet-stream;\n",
+                       n->dir) > 0);
   char *servers_text = NULL;
   assert_true(asprintf(&servers_text, servers, n->dir) >= 0);
   char *all = NULL;

@@ -35,8 +35,9 @@ static inline uvp_ret_t child_exited(void *arg, const uvp_outcome_t *in) {
 }
 
 static inline uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
-                                            void (*stop)(void *), void *arg,
-                                            uvp_promise_t **keep) {
+                                                   void (*stop)(void *),
+                                                   void *arg,
+                                                   uvp_promise_t **keep) {
   uvp_spawn_opts_t o = {.file = argv[0], .args = argv};
   uvp_promise_t *p, *after;
   child_t c = {stop, arg};
@@ -50,7 +51,7 @@ static inline uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
 }
 
 static inline uvp_process_result_t *run_child(fixture_t *f, char **argv,
-                                       uvp_promise_t **keep) {
+                                              uvp_promise_t **keep) {
   return run_child_with(f, argv, NULL, NULL, keep);
 }
 
@@ -132,20 +133,38 @@ static inline const char *j_string(const char *s, char *out, size_t cap) {
     if (c == '\\') {
       char e = *s++;
       switch (e) {
-      case '"': case '\\': case '/': c = (unsigned char)e; break;
-      case 'n': c = '\n'; break;
-      case 't': c = '\t'; break;
-      case 'r': c = '\r'; break;
-      case 'b': c = '\b'; break;
-      case 'f': c = '\f'; break;
+      case '"':
+      case '\\':
+      case '/':
+        c = (unsigned char)e;
+        break;
+      case 'n':
+        c = '\n';
+        break;
+      case 't':
+        c = '\t';
+        break;
+      case 'r':
+        c = '\r';
+        break;
+      case 'b':
+        c = '\b';
+        break;
+      case 'f':
+        c = '\f';
+        break;
       case 'u': {
         unsigned v = 0;
         for (int i = 0; i < 4; i++, s++) {
           char h = *s;
-          if (h >= '0' && h <= '9') v = v * 16 + (unsigned)(h - '0');
-          else if (h >= 'a' && h <= 'f') v = v * 16 + (unsigned)(h - 'a' + 10);
-          else if (h >= 'A' && h <= 'F') v = v * 16 + (unsigned)(h - 'A' + 10);
-          else return NULL;
+          if (h >= '0' && h <= '9')
+            v = v * 16 + (unsigned)(h - '0');
+          else if (h >= 'a' && h <= 'f')
+            v = v * 16 + (unsigned)(h - 'a' + 10);
+          else if (h >= 'A' && h <= 'F')
+            v = v * 16 + (unsigned)(h - 'A' + 10);
+          else
+            return NULL;
         }
         c = v < 0x80 ? (unsigned char)v : '?';
         break;
@@ -318,7 +337,8 @@ static inline void parse_report(const char *out, report_t *rep) {
 }
 
 /* The http:// row whose URL ends with `suffix` (exactly one). */
-static inline const jobj_t *row_ending(const report_t *rep, const char *suffix) {
+static inline const jobj_t *row_ending(const report_t *rep,
+                                       const char *suffix) {
   const jobj_t *found = NULL;
   size_t sl = strlen(suffix);
   for (int i = 0; i < rep->nrows; i++) {

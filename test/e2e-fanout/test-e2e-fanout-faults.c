@@ -16,8 +16,7 @@ typedef struct env_s {
 } env_t;
 
 static void env_start(fixture_t *f, env_t *e) {
-  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &e->server),
-                   0);
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &e->server), 0);
   snprintf(e->base, sizeof(e->base), "http://127.0.0.1:%d",
            demo_server_port(e->server));
   snprintf(e->port, sizeof(e->port), "%d", demo_server_port(e->server));
@@ -105,16 +104,23 @@ static void faults(void **state, const char *valgrind) {
   env_t e;
   env_start(f, &e);
   char *opts[] = {"-c", "2", "-t", "1000", NULL};
-  char *urls[] = {url(&e, "/reset"),   url(&e, "/hang"),
-                  url(&e, "/half"),    url(&e, "/hang?again"),
-                  url(&e, "/malformed"), strdup(e.refused),
-                  url(&e, "/reset?2"), url(&e, "/trickle"),
-                  url(&e, "/fast"),    strdup("http://"),
-                  strdup("ftp://127.0.0.1/"), url(&e, ""),
+  char *urls[] = {url(&e, "/reset"),
+                  url(&e, "/hang"),
+                  url(&e, "/half"),
+                  url(&e, "/hang?again"),
+                  url(&e, "/malformed"),
+                  strdup(e.refused),
+                  url(&e, "/reset?2"),
+                  url(&e, "/trickle"),
+                  url(&e, "/fast"),
+                  strdup("http://"),
+                  strdup("ftp://127.0.0.1/"),
+                  url(&e, ""),
                   url(&e, "?x=1#top"),
                   url_fmt("http://[::ffff:127.0.0.1]:%s/fast", e.port),
                   url_fmt("http://user:pw@127.0.0.1:%s/fast", e.port),
-                  strdup("http://127.0.0.1:65536/"), NULL};
+                  strdup("http://127.0.0.1:65536/"),
+                  NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
   double ms = run_fanout(f, &e, valgrind, opts, urls, rep);
@@ -178,8 +184,7 @@ static void test_deadline(void **state) {
   env_t e;
   env_start(f, &e);
   char *opts[] = {"-c", "1", "-d", "400", NULL};
-  char *urls[] = {url(&e, "/hang"), url(&e, "/fast"), url(&e, "/slow"),
-                  NULL};
+  char *urls[] = {url(&e, "/hang"), url(&e, "/fast"), url(&e, "/slow"), NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
   double ms = run_fanout(f, &e, NULL, opts, urls, rep);
@@ -328,8 +333,8 @@ static void test_serve(void **state) {
   snprintf(fast, sizeof(fast), "http://127.0.0.1:%d/fast", port);
   snprintf(missing, sizeof(missing), "http://127.0.0.1:%d/missing", port);
   snprintf(hang, sizeof(hang), "http://127.0.0.1:%d/hang", port);
-  char *argv[] = {(char *)fanout_path, "--json", "-t", "300", fast, missing,
-                  hang, NULL};
+  char *argv[] = {
+      (char *)fanout_path, "--json", "-t", "300", fast, missing, hang, NULL};
   uvp_spawn_opts_t co = {.file = fanout_path, .args = argv};
   uvp_promise_t *client;
   assert_int_equal(uvp_spawn(f->ctx, &co, &client), 0);
@@ -363,12 +368,9 @@ int main(int argc, char **argv) {
   }
   fanout_path = argv[1];
   const struct CMUnitTest tests[] = {
-      FIXTURE_TEST(test_faults),
-      FIXTURE_TEST(test_deadline),
-      FIXTURE_TEST(test_url_file),
-      FIXTURE_TEST(test_many_few_slots),
-      FIXTURE_TEST(test_huge_url_table),
-      FIXTURE_TEST(test_serve),
+      FIXTURE_TEST(test_faults),          FIXTURE_TEST(test_deadline),
+      FIXTURE_TEST(test_url_file),        FIXTURE_TEST(test_many_few_slots),
+      FIXTURE_TEST(test_huge_url_table),  FIXTURE_TEST(test_serve),
       FIXTURE_TEST(test_faults_valgrind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

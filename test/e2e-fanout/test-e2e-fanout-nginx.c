@@ -29,12 +29,23 @@ static void test_static_files(void **state) {
   nginx_start(f, &n, servers, ports);
 
   char u[6][96];
-  const char *paths[] = {"/hello.txt", "/", "/large.bin", "/nope.txt",
-                         "/boom", "/hello.txt?v=2"};
+  const char *paths[] = {"/hello.txt", "/",     "/large.bin",
+                         "/nope.txt",  "/boom", "/hello.txt?v=2"};
   for (int i = 0; i < 6; i++)
     snprintf(u[i], sizeof(u[i]), "http://127.0.0.1:%d%s", port, paths[i]);
-  char *argv[] = {(char *)fanout_path, "--json", "-c", "3", "-t", "5000",
-                  u[0], u[1], u[2], u[3], u[4], u[5], NULL};
+  char *argv[] = {(char *)fanout_path,
+                  "--json",
+                  "-c",
+                  "3",
+                  "-t",
+                  "5000",
+                  u[0],
+                  u[1],
+                  u[2],
+                  u[3],
+                  u[4],
+                  u[5],
+                  NULL};
   uvp_spawn_opts_t co = {.file = fanout_path, .args = argv};
   uvp_promise_t *client;
   assert_int_equal(uvp_spawn(f->ctx, &co, &client), 0);

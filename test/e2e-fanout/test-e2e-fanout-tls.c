@@ -84,9 +84,8 @@ static void start_servers(fixture_t *f, nginx_t *n, ports_t *p) {
           "https://127.0.0.1:%d/hello.txt; }\n"
           "    location = /p { return 200 'plain\\n'; }\n"
           "  }\n",
-          p->good, certs.dir, certs.dir, p->plain, big, p->expired,
-          certs.dir, certs.dir, p->other, certs.dir, certs.dir, p->plain,
-          p->good) > 0);
+          p->good, certs.dir, certs.dir, p->plain, big, p->expired, certs.dir,
+          certs.dir, p->other, certs.dir, certs.dir, p->plain, p->good) > 0);
   int ports[] = {p->good, p->expired, p->other, p->plain, 0};
   nginx_start(f, n, servers, ports);
   free(servers);
@@ -330,12 +329,12 @@ static void test_caps(void **state) {
   start_servers(f, &n, &p);
   char *ca = ca_path();
   char *u[] = {HTTPS(p.good, "/large.bin"), HTTPS(p.good, "/bighdr"),
-               HTTPS(p.good, "/hello.txt"), HTTP(p.plain, "/large.bin"),
-               NULL};
+               HTTPS(p.good, "/hello.txt"), HTTP(p.plain, "/large.bin"), NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
-  char *args[] = {"--cacert", ca, "--max-filesize", "64K", "-c", "1",
-                  u[0], u[1], u[2], u[3], NULL};
+  char *args[] = {
+      "--cacert", ca,  "--max-filesize", "64K", "-c", "1", u[0], u[1], u[2],
+      u[3],       NULL};
   run_json(f, NULL, args, rep);
   assert_int_equal(rep->nrows, 4);
   expect_error(&rep->rows[0], "EFBIG");
@@ -365,8 +364,7 @@ static void test_retry(void **state) {
                NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
-  char *args[] = {"--retry", "2", "--cacert", ca, u[0], u[1], u[2], u[3],
-                  NULL};
+  char *args[] = {"--retry", "2", "--cacert", ca, u[0], u[1], u[2], u[3], NULL};
   uint64_t t0 = uv_hrtime();
   run_json(f, NULL, args, rep);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
@@ -435,7 +433,7 @@ static void test_timeouts(void **state) {
   free(rep);
 }
 
-#define PTY_CAP 65536        /* more than this on the terminal is a bug */
+#define PTY_CAP 65536         /* more than this on the terminal is a bug */
 #define PTY_DEADLINE_MS 20000 /* the run takes about 2.5 s */
 
 /* On a terminal (a pty of the test's own as stderr; stdout a pipe) a run
@@ -462,8 +460,7 @@ static void test_progress_on_terminal(void **state) {
   char *argv[] = {(char *)fanout_path, "-t", "2500", u[0], u[1], NULL};
   pid_t pid;
   extern char **environ;
-  assert_int_equal(posix_spawn(&pid, fanout_path, &fa, NULL, argv, environ),
-                   0);
+  assert_int_equal(posix_spawn(&pid, fanout_path, &fa, NULL, argv, environ), 0);
   posix_spawn_file_actions_destroy(&fa);
   close(slave);
   close(out[1]);
@@ -497,7 +494,9 @@ static void test_progress_on_terminal(void **state) {
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
   char report[8192];
-  ssize_t rn = timed_out || got == PTY_CAP ? 0 : read(out[0], report, sizeof(report) - 1);
+  ssize_t rn = timed_out || got == PTY_CAP
+                   ? 0
+                   : read(out[0], report, sizeof(report) - 1);
   report[rn > 0 ? rn : 0] = '\0';
   close(out[0]);
   close(master);

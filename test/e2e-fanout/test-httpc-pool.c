@@ -63,8 +63,8 @@ static double wait_no_idle(fixture_t *f, httpc_pool_t *pool,
   return (double)(uv_hrtime() - t0) / 1e6;
 }
 
-static void close_all(fixture_t *f, httpc_pool_t *pool,
-                      demo_server_t **servers, int n) {
+static void close_all(fixture_t *f, httpc_pool_t *pool, demo_server_t **servers,
+                      int n) {
   httpc_pool_close(pool);
   for (int i = 0; i < n; i++)
     demo_server_stop(servers[i], NULL, NULL);

@@ -36,8 +36,8 @@ static void test_parts(void **state) {
       {"https://127.0.0.1/", "127.0.0.1", 443, "127.0.0.1", "/"},
       {"HTTPS://h:8443/x", "h", 8443, "h:8443", "/x"},
       /* Scheme case does not matter; the authority is sent as written. */
-      {"HTTP://Example.COM:65535/P", "Example.COM", 65535,
-       "Example.COM:65535", "/P"},
+      {"HTTP://Example.COM:65535/P", "Example.COM", 65535, "Example.COM:65535",
+       "/P"},
       {"http://h:0080/", "h", 80, "h:0080", "/"},
   };
   for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++) {
