@@ -498,13 +498,21 @@ static conn_t *pool_take(httpc_pool_t *pool, const httpc_tls_t *tls,
   return c;
 }
 
+/* Close an idle connection, counted under *why (if not NULL). */
+static void pool_drop(conn_t *c, uint64_t *why) {
+  if (why != NULL)
+    (*why)++;
+  pool_unlink(c);
+  conn_close(c);
+}
+
 static void pool_sweep(uv_timer_t *timer) {
   httpc_pool_t *pool = timer->data;
   uint64_t now = uv_now(timer->loop), ttl = pool->o.idle_timeout_ms;
-  conn_t *c;
-  while ((c = pool->lru_head) != NULL && c->idle_since + ttl <= now) {
-    pool->stats.expired++;
-    conn_close(c);
+  conn_t *c, *next;
+  for (c = pool->lru_head; c != NULL && c->idle_since + ttl <= now; c = next) {
+    next = c->lnext;
+    pool_drop(c, &pool->stats.expired);
   }
   if (c != NULL)
     uv_timer_start(&pool->timer, pool_sweep, c->idle_since + ttl - now, 0);
@@ -534,14 +542,10 @@ static int pool_put(httpc_pool_t *pool, conn_t *c, const httpc_url_t *u) {
     return -1;
   /* Over a cap, the least recently used goes: closest to the server's own
    * keep-alive timeout. */
-  if (h->nidle >= pool->o.max_idle_per_host) {
-    pool->stats.evicted++;
-    conn_close(h->head);
-  }
-  if (pool->nidle >= pool->o.max_idle) {
-    pool->stats.evicted++;
-    conn_close(pool->lru_head);
-  }
+  if (h->head != NULL && h->nidle >= pool->o.max_idle_per_host)
+    pool_drop(h->head, &pool->stats.evicted);
+  if (pool->lru_head != NULL && pool->nidle >= pool->o.max_idle)
+    pool_drop(pool->lru_head, &pool->stats.evicted);
   c->pool = pool;
   c->host = h;
   c->hprev = h->tail;
@@ -570,16 +574,17 @@ static void idle_input(conn_t *c, const uvp_outcome_t *in) {
         tls_idle_ok(c) && conn_read(c) == 0)
       return;
   }
-  pool->stats.peer_closed++;
-  conn_close(c);
+  pool_drop(c, &pool->stats.peer_closed);
 }
 
 void httpc_pool_close(httpc_pool_t *pool) {
   if (pool == NULL || pool->closed)
     return;
   pool->closed = 1;
-  while (pool->lru_head != NULL)
-    conn_close(pool->lru_head);
+  for (conn_t *c = pool->lru_head, *next; c != NULL; c = next) {
+    next = c->lnext;
+    pool_drop(c, NULL);
+  }
   for (pool_host_t *h = pool->hosts, *next; h != NULL; h = next) {
     next = h->next;
     free(h->host);
@@ -1026,15 +1031,16 @@ static void tls_step(req_t *r, conn_t *c) {
     int n = SSL_do_handshake(c->ssl);
     int e = n == 1 ? SSL_ERROR_NONE : SSL_get_error(c->ssl, n);
     int rc = conn_flush(c);
-    if (n == 1) {
+    if (rc != 0) {
+      req_finish(r, rc, NULL);
+    } else if (n == 1) {
       c->handshaken = 1;
       req_connected(r);
-    } else if (e == SSL_ERROR_WANT_READ && rc == 0) {
+    } else if (e == SSL_ERROR_WANT_READ) {
       if ((rc = conn_read(c)) != 0)
         req_finish(r, rc, NULL);
     } else {
-      req_finish(r, rc != 0 ? rc : HTTPC_ETLS,
-                 rc != 0 ? NULL : tls_reason(c, r->target->url.host));
+      req_finish(r, HTTPC_ETLS, tls_reason(c, r->target->url.host));
     }
     ERR_clear_error();
     return;
@@ -1048,16 +1054,18 @@ static void tls_step(req_t *r, conn_t *c) {
         return; /* finished, or on to a redirect or a retry */
       continue;
     }
+    /* Each branch ends with r settled or waiting for the next read:
+     * nothing may touch r after it. */
     int e = SSL_get_error(c->ssl, n);
     int rc = conn_flush(c);
-    if (e == SSL_ERROR_WANT_READ && rc == 0)
+    if (rc == 0 && e == SSL_ERROR_WANT_READ)
       rc = conn_read(c);
-    else if (e == SSL_ERROR_ZERO_RETURN)
-      req_input_end(r, UV_EOF); /* the server's close_notify */
-    else if (rc == 0)
-      req_finish(r, HTTPC_ETLS, tls_reason(c, r->target->url.host));
     if (rc != 0)
       req_finish(r, rc, NULL);
+    else if (e == SSL_ERROR_ZERO_RETURN)
+      req_input_end(r, UV_EOF); /* the server's close_notify */
+    else if (e != SSL_ERROR_WANT_READ)
+      req_finish(r, HTTPC_ETLS, tls_reason(c, r->target->url.host));
     ERR_clear_error();
     return;
   }
@@ -1307,8 +1315,6 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   r->refs = 1;
   r->ctx = ctx;
   r->res = res;
-  r->target = t;
-  t->refs++;
   r->o = o;
   r->start_ns = uv_hrtime();
 
@@ -1320,13 +1326,13 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
     uvp_promise_release(r->p); /* pending: its hook does not run */
     r->p = NULL;
   }
-  if (rc == 0)
-    r->refs++;
   if (rc != 0) {
-    httpc_target_free(t);
     req_unref(r);
     return rc;
   }
+  r->refs++;
+  r->target = t; /* the request's own reference, from here on */
+  t->refs++;
   if (o.pool != NULL) {
     r->pool = o.pool;
     r->pool->users++;

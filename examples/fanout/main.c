@@ -228,6 +228,8 @@ static int urls_read(urls_t *u, const char *path) {
 
 static int parse_ms(const char *s, uint64_t *out) {
   char *end;
+  if (s == NULL)
+    return -1;
   if (*s < '0' || *s > '9')
     return -1;
   errno = 0;
@@ -241,6 +243,8 @@ static int parse_ms(const char *s, uint64_t *out) {
 /* curl's SECONDS: a decimal number, fractions allowed ("2.5"). */
 static int parse_seconds(const char *s, uint64_t *ms) {
   char *end;
+  if (s == NULL)
+    return -1;
   if ((*s < '0' || *s > '9') && *s != '.')
     return -1;
   double v = strtod(s, &end);
@@ -253,6 +257,8 @@ static int parse_seconds(const char *s, uint64_t *ms) {
 /* BYTES with an optional K, M or G (powers of 1024), as curl takes. */
 static int parse_size(const char *s, uint64_t *out) {
   char *end;
+  if (s == NULL)
+    return -1;
   if (*s < '0' || *s > '9')
     return -1;
   errno = 0;
