@@ -4,9 +4,9 @@
  * each TLS failure as its own outcome, -k, connection reuse, redirects
  * (-L, --max-redirs, http -> https), the header and body caps, --retry on
  * 5xx and refused connections, the connect timeout covering the
- * handshake, the progress line on a terminal (a pty of the test's own),
- * and a run under valgrind.
- * Exits 77 (skipped) only when nginx or the openssl tool is absent. */
+ * handshake (and there by default), the progress line on a terminal (a pty of
+ * the test's own), and a run under valgrind. Exits 77 (skipped) only when nginx
+ * or the openssl tool is absent. */
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
@@ -433,6 +433,27 @@ static void test_timeouts(void **state) {
   free(rep);
 }
 
+/* No timeout given: a server that never answers the handshake is still
+ * given up on, by the default connect timeout (10 s). */
+static void test_default_timeout(void **state) {
+  fixture_t *f = *state;
+  int port;
+  int fd = silent_server(&port);
+  char *u[] = {HTTPS(port, "/"), NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  uint64_t t0 = uv_hrtime();
+  run_json(f, NULL, u, rep);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  expect_error(&rep->rows[0], "ETIMEDOUT");
+  assert_non_null(strstr(jstr(&rep->rows[0], "message"), "10000 ms"));
+  assert_true(jnum(&rep->rows[0], "latency_ms") >= 9900);
+  assert_true(ms >= 9900 && ms < 30000);
+  close(fd);
+  free_all(u);
+  free(rep);
+}
+
 #define PTY_CAP 65536         /* more than this on the terminal is a bug */
 #define PTY_DEADLINE_MS 20000 /* the run takes about 2.5 s */
 
@@ -551,6 +572,7 @@ int main(int argc, char **argv) {
       FIXTURE_TEST(test_caps),
       FIXTURE_TEST(test_retry),
       FIXTURE_TEST(test_timeouts),
+      FIXTURE_TEST(test_default_timeout),
       FIXTURE_TEST(test_progress_on_terminal),
       FIXTURE_TEST(test_verified_valgrind),
   };
