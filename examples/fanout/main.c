@@ -226,15 +226,19 @@ static int urls_read(urls_t *u, const char *path) {
   return rc;
 }
 
-static int parse_ms(const char *s, uint64_t *out) {
-  char *end;
-  if (s == NULL)
-    return -1;
-  if (*s < '0' || *s > '9')
+/* The decimal number at the start of s; *end after it. */
+static int parse_leading(const char *s, unsigned long long *v, char **end) {
+  if (s == NULL || *s < '0' || *s > '9')
     return -1;
   errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (*end != '\0' || errno != 0)
+  *v = strtoull(s, end, 10);
+  return errno != 0 ? -1 : 0;
+}
+
+static int parse_ms(const char *s, uint64_t *out) {
+  unsigned long long v;
+  char *end;
+  if (parse_leading(s, &v, &end) != 0 || *end != '\0')
     return -1;
   *out = v;
   return 0;
@@ -256,13 +260,10 @@ static int parse_seconds(const char *s, uint64_t *ms) {
 
 /* BYTES with an optional K, M or G (powers of 1024), as curl takes. */
 static int parse_size(const char *s, uint64_t *out) {
+  unsigned long long v;
   char *end;
-  if (s == NULL)
+  if (parse_leading(s, &v, &end) != 0)
     return -1;
-  if (*s < '0' || *s > '9')
-    return -1;
-  errno = 0;
-  unsigned long long v = strtoull(s, &end, 10);
   unsigned shift = 0;
   switch (*end) {
   case 'k':
@@ -283,7 +284,7 @@ static int parse_size(const char *s, uint64_t *out) {
   default:
     break;
   }
-  if (*end != '\0' || errno != 0 || v > (UINT64_MAX >> shift))
+  if (*end != '\0' || v > (UINT64_MAX >> shift))
     return -1;
   *out = (uint64_t)v << shift;
   return 0;
