@@ -1,24 +1,32 @@
-/* uvp-fanout: fetch many http:// URLs at once and report every outcome.
+/* uvp-fanout: fetch many http:// and https:// URLs at once and report
+ * every outcome.
  *
- * The whole program is one uvp_promise_map: item i is httpc_get(urls[i]),
- * at most -c of them in flight, and the map's result lists every outcome
- * in input order whatever happened to the others (allSettled-style), so
- * the report can be printed from one handler.  A failed URL is a row, not
- * a reason to stop.
+ * The whole program is one uvp_promise_map: item i is a uvp_retry of
+ * httpc_get(urls[i]), at most -c of them in flight, and the map settles
+ * once every item has, whatever happened to the others (allSettled-style),
+ * so the report can be printed from one handler.  A failed URL is a row,
+ * not a reason to stop.  Each attempt records its outcome in its row (the
+ * last one is what the report shows); a 5xx answer is turned into a
+ * rejection so that uvp_retry tries again, like a transport error.
+ *
+ * Connections are kept alive and reused per host through one httpc pool;
+ * https:// is verified against the system's CA store (or --cacert).
  *
  * Run without URLs it starts the demo server in-process and fans out to
- * each of its endpoints (plus a refused port and an https:// URL): one
- * command shows every kind of outcome.
+ * each of its endpoints (plus a refused port and an https:// URL on the
+ * plain-HTTP demo): one command shows every kind of outcome.
  *
  * Exit status: 0 the run completed (whatever the URLs answered), 1 the run
- * could not happen (a file unreadable, the server not started, out of
- * memory), 2 usage error. */
+ * could not happen (a file unreadable, the server not started, a CA file
+ * unreadable, out of memory), 2 usage error. */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -30,13 +38,47 @@
 enum { EXIT_USAGE = 2 };
 
 #define DEFAULT_CONCURRENCY 64
+/* curl has no total timeout and a 300 s connect timeout by default: a
+ * server that never answers would hold a fan-out forever.  These end
+ * such a request and leave a slow one room. */
+#define DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define DEFAULT_TIMEOUT_MS 30000
 /* In the embedded demo /hang never answers: end it well within 2 s. */
 #define DEMO_TIMEOUT_MS 1000
+#define DEFAULT_MAX_REDIRS 50 /* curl's */
+#define DEFAULT_MAX_FILESIZE (100ull * 1024 * 1024)
+#define RETRY_BASE_MS 200
+#define RETRY_MAX_MS 5000
+/* The URL column is as wide as the longest URL up to this; a longer URL
+ * is printed whole and pushes only its own row's other cells. */
+#define URL_COLUMN_MAX 60
+/* The progress line appears once a run has taken this long, and is
+ * looked at this often: redrawn only if its text changed (counts, whole
+ * seconds), so at most 4 times a second, and once a second while nothing
+ * settles. */
+#define PROGRESS_AFTER_MS 500
+#define PROGRESS_EVERY_MS 250
+
+/* An attempt answered with a 5xx: a rejection of our own so that
+ * uvp_retry sees it; the row keeps the response. */
+#define E_HTTP_5XX (-31101)
+
+struct run_s;
 
 typedef struct row_s {
+  struct run_s *run;
   char *url;
   uint64_t start_ns;
   uint64_t end_ns;
+  /* The last attempt's outcome. */
+  unsigned attempts;
+  int status;   /* HTTP status, 0 if none */
+  int error;    /* its rejection code, 0 if a response */
+  char *reason; /* the error's message, if httpc gave one (owned) */
+  size_t bytes;
+  uint64_t latency_us;
+  unsigned redirects;
+  char *final_url; /* after redirects (owned) */
 } row_t;
 
 typedef struct run_s {
@@ -45,13 +87,17 @@ typedef struct run_s {
   row_t *rows;
   size_t n;
   httpc_opts_t http;
+  unsigned retries;
   uint64_t deadline_ms; /* 0: none */
   uint64_t deadline_at; /* on the loop's clock */
   uint64_t start_ns;
   int json;
   /* live progress, only when stderr is a terminal */
   int progress;
-  uint64_t progress_ns;
+  int progress_shown;
+  char progress_text[96]; /* what the line shows now */
+  uv_timer_t progress_timer;
+  size_t started;
   size_t settled;
   size_t failed;
   demo_server_t *server; /* the embedded demo, if any */
@@ -63,18 +109,41 @@ static void usage(FILE *f, const char *prog) {
           "usage: %s [options] [URL...]\n"
           "       %s --serve [PORT]\n"
           "\n"
-          "Fetch every http:// URL concurrently and report each outcome: one\n"
-          "row per URL in input order (HTTP status, or the error's name),\n"
-          "bytes and latency, then a summary with p50/p90/p99 latency.\n"
-          "Without URLs, starts a demo server on 127.0.0.1 and fetches each\n"
-          "of its endpoints, to show every kind of outcome.\n"
+          "Fetch every http:// or https:// URL concurrently and report each\n"
+          "outcome: one row per URL in input order (HTTP status, or the\n"
+          "error's name and why), bytes and latency, then a summary with\n"
+          "p50/p90/p99 latency.  Connections are reused per host.  Without\n"
+          "URLs, starts a demo server on 127.0.0.1 and fetches each of its\n"
+          "endpoints, to show every kind of outcome.\n"
           "\n"
           "  -c N        at most N requests in flight (default %d)\n"
-          "  -t MS       per-request timeout: ETIMEDOUT after MS ms\n"
-          "              (default none; %d in the demo)\n"
+          "  --connect-timeout SECONDS\n"
+          "              TCP connect and TLS handshake of each connection\n"
+          "              (default %d; fractions allowed)\n"
+          "  -m, --max-time SECONDS\n"
+          "              per request, redirects included: ETIMEDOUT after\n"
+          "              that long (default %d; %d ms in the demo)\n"
+          "  -t MS       the same in milliseconds\n"
           "  -d MS       overall deadline: requests still in flight after MS\n"
           "              ms end as ETIMEDOUT, those not started yet as\n"
           "              ECANCELED\n"
+          "  --retry N   retry a request up to N times after a transport\n"
+          "              error (refused, reset, timeout, cut short) or a 5xx,\n"
+          "              waiting %d ms, then twice as long each time (at most\n"
+          "              %d ms), with jitter (default 0)\n"
+          "  -L, --location\n"
+          "              follow redirects (301, 302, 303, 307, 308)\n"
+          "  --max-redirs N\n"
+          "              with -L, at most N redirects (default %d): more is\n"
+          "              ELOOP\n"
+          "  --cacert FILE\n"
+          "              verify https:// servers with the CAs in FILE (PEM)\n"
+          "              instead of the system's store\n"
+          "  -k, --insecure\n"
+          "              do not verify https:// servers' certificates\n"
+          "  --max-filesize BYTES\n"
+          "              longest body accepted (K, M, G suffixes; default\n"
+          "              100M): EFBIG past it.  Headers: 64 KiB (EMSGSIZE)\n"
           "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
           "              blank lines and lines starting with # skipped)\n"
           "  --json      JSON lines: one object per URL, then a summary\n"
@@ -87,13 +156,18 @@ static void usage(FILE *f, const char *prog) {
           "\n"
           "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
           "HTTP errors, anything else (refused, reset, timeout, malformed\n"
-          "response, https://) a transport error.  Latency percentiles are\n"
-          "over the URLs that answered with any status.\n"
+          "response, ETLS: a certificate expired, signed by an unknown CA or\n"
+          "for another host, a failed handshake) a transport error.\n"
+          "Latency percentiles are over the URLs that answered with any\n"
+          "status.  On a terminal, stderr shows a progress line while a run\n"
+          "takes longer than %d ms.\n"
           "\n"
           "Exit status: 0 the run completed, even if URLs failed; 1 it could\n"
-          "not run (unreadable file, server not started, out of memory);\n"
-          "2 usage error.\n",
-          prog, prog, DEFAULT_CONCURRENCY, DEMO_TIMEOUT_MS);
+          "not run (unreadable file, server not started, CA file unreadable,\n"
+          "out of memory); 2 usage error.\n",
+          prog, prog, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+          DEFAULT_TIMEOUT_MS / 1000, DEMO_TIMEOUT_MS, RETRY_BASE_MS,
+          RETRY_MAX_MS, DEFAULT_MAX_REDIRS, PROGRESS_AFTER_MS);
 }
 
 /* ---- input --------------------------------------------------------------- */
@@ -152,14 +226,67 @@ static int urls_read(urls_t *u, const char *path) {
   return rc;
 }
 
-static int parse_ms(const char *s, uint64_t *out) {
-  char *end;
-  if (*s < '0' || *s > '9')
+/* The decimal number at the start of s; *end after it. */
+static int parse_leading(const char *s, unsigned long long *v, char **end) {
+  if (s == NULL || *s < '0' || *s > '9')
     return -1;
-  unsigned long long v = strtoull(s, &end, 10);
-  if (*end != '\0')
+  errno = 0;
+  *v = strtoull(s, end, 10);
+  return errno != 0 ? -1 : 0;
+}
+
+static int parse_ms(const char *s, uint64_t *out) {
+  unsigned long long v;
+  char *end;
+  if (parse_leading(s, &v, &end) != 0 || *end != '\0')
     return -1;
   *out = v;
+  return 0;
+}
+
+/* curl's SECONDS: a decimal number, fractions allowed ("2.5"). */
+static int parse_seconds(const char *s, uint64_t *ms) {
+  char *end;
+  if (s == NULL)
+    return -1;
+  if ((*s < '0' || *s > '9') && *s != '.')
+    return -1;
+  double v = strtod(s, &end);
+  if (*end != '\0' || !(v >= 0) || v > 86400.0 * 365)
+    return -1;
+  *ms = (uint64_t)llround(v * 1000.0);
+  return 0;
+}
+
+/* BYTES with an optional K, M or G (powers of 1024), as curl takes. */
+static int parse_size(const char *s, uint64_t *out) {
+  unsigned long long v;
+  char *end;
+  if (parse_leading(s, &v, &end) != 0)
+    return -1;
+  unsigned shift = 0;
+  switch (*end) {
+  case 'k':
+  case 'K':
+    shift = 10;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    shift = 20;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    shift = 30;
+    end++;
+    break;
+  default:
+    break;
+  }
+  if (*end != '\0' || v > (UINT64_MAX >> shift))
+    return -1;
+  *out = (uint64_t)v << shift;
   return 0;
 }
 
@@ -167,11 +294,22 @@ static int parse_ms(const char *s, uint64_t *out) {
 
 static double ms_of_us(uint64_t us) { return (double)us / 1000.0; }
 
-static uint64_t row_latency_us(const row_t *row, const uvp_settled_t *s) {
-  if (s->status == 0)
-    return ((const httpc_response_t *)s->value)->latency_us;
-  return row->end_ns > row->start_ns ? (row->end_ns - row->start_ns) / 1000
-                                     : 0;
+/* Rows the run never got to (the deadline passed first) have no attempt;
+ * the map says what became of them. */
+static int row_error(const row_t *row, const uvp_settled_t *s) {
+  return row->attempts > 0 ? row->error : s->status;
+}
+
+static uint64_t row_latency_us(const row_t *row) {
+  if (row->error == 0 && row->attempts > 0)
+    return row->latency_us;
+  return row->end_ns > row->start_ns ? (row->end_ns - row->start_ns) / 1000 : 0;
+}
+
+static const char *row_why(const run_t *r, const row_t *row, int error) {
+  if (row->attempts == 0 && error == UV_ECANCELED && r->deadline_ms != 0)
+    return "not started before the deadline (-d)";
+  return row->reason != NULL ? row->reason : httpc_strerror(error);
 }
 
 /* JSON lines: compact, and figures in ms with the microseconds they are
@@ -213,62 +351,73 @@ static uint64_t percentile(const uint64_t *v, size_t n, unsigned p) {
 }
 
 static void report(run_t *r, const uvp_settled_list_t *list) {
+  /* One huge URL must not widen every row: the column stops growing at
+   * URL_COLUMN_MAX, and a longer URL shifts only its own row. */
   size_t width = 3;
-  for (size_t i = 0; i < r->n; i++)
-    if (strlen(r->rows[i].url) > width)
-      width = strlen(r->rows[i].url);
+  for (size_t i = 0; i < r->n; i++) {
+    size_t len = strlen(r->rows[i].url);
+    if (len > width && len <= URL_COLUMN_MAX)
+      width = len;
+  }
   if (!r->json)
     printf("%4s  %-*s  %-15s %9s %11s\n", "#", (int)width, "URL", "RESULT",
            "BYTES", "LATENCY");
 
   uint64_t *lat = malloc((r->n + 1) * sizeof(*lat));
-  size_t nlat = 0, ok = 0, http_err = 0, transport_err = 0;
+  size_t nlat = 0, ok = 0, http_err = 0, transport_err = 0, retried = 0;
   for (size_t i = 0; i < list->count; i++) {
-    const uvp_settled_t *s = &list->items[i];
     const row_t *row = &r->rows[i];
-    const httpc_response_t *res = s->status == 0 ? s->value : NULL;
-    uint64_t us = row_latency_us(row, s);
+    int error = row_error(row, &list->items[i]);
+    int answered = error == 0;
+    uint64_t us = row_latency_us(row);
     char result[32];
-    if (res != NULL) {
-      snprintf(result, sizeof(result), "%d", res->status);
+    if (answered) {
+      snprintf(result, sizeof(result), "%d", row->status);
       if (lat != NULL)
         lat[nlat++] = us;
-      if (res->status < 400)
+      if (row->status < 400)
         ok++;
       else
         http_err++;
     } else {
-      snprintf(result, sizeof(result), "%s", uvp_err_name(s->status));
+      snprintf(result, sizeof(result), "%s", httpc_err_name(error));
       transport_err++;
     }
-    const char *why = res != NULL ? NULL : httpc_strerror(s->status);
-    /* A URL httpc refused says what is wrong with it. */
-    if (res == NULL && s->value != NULL &&
-        (s->status == UV_EINVAL || s->status == UV_EPROTONOSUPPORT))
-      why = s->value;
-    if (res == NULL && s->status == UV_ECANCELED && r->deadline_ms != 0)
-      why = "not started before the deadline (-d)";
+    if (row->attempts > 1)
+      retried++;
+    const char *why = answered ? NULL : row_why(r, row, error);
 
     if (r->json) {
       json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1),
-                            "url", json_url(row->url), "result", result,
-                            "ok", res != NULL && res->status < 400);
-      if (res != NULL) {
-        json_object_set_new(o, "status", json_integer(res->status));
+                            "url", json_url(row->url), "result", result, "ok",
+                            answered && row->status < 400);
+      if (answered) {
+        json_object_set_new(o, "status", json_integer(row->status));
       } else {
         json_object_set_new(o, "error", json_string(result));
         json_object_set_new(o, "message", json_string(why));
       }
-      json_object_set_new(
-          o, "bytes", json_integer(res != NULL ? (json_int_t)res->bytes : 0));
+      json_object_set_new(o, "bytes",
+                          json_integer(answered ? (json_int_t)row->bytes : 0));
       json_object_set_new(o, "latency_ms", json_real(ms_of_us(us)));
+      json_object_set_new(o, "attempts", json_integer(row->attempts));
+      if (row->redirects > 0) {
+        json_object_set_new(o, "redirects", json_integer(row->redirects));
+        json_object_set_new(o, "final_url", json_url(row->final_url));
+      }
       json_line(o);
     } else {
       printf("%4zu  %-*s  %-15s ", i + 1, (int)width, row->url, result);
-      if (res != NULL)
-        printf("%9zu %8.1f ms\n", res->bytes, ms_of_us(us));
+      if (answered)
+        printf("%9zu %8.1f ms", row->bytes, ms_of_us(us));
       else /* the reason, in words, after the columns */
-        printf("%9s %8.1f ms  %s\n", "-", ms_of_us(us), why);
+        printf("%9s %8.1f ms  %s", "-", ms_of_us(us), why);
+      if (row->attempts > 1)
+        printf("  (%u attempts)", row->attempts);
+      if (row->redirects > 0)
+        printf("  (%u redirect%s)", row->redirects,
+               row->redirects == 1 ? "" : "s");
+      putchar('\n');
     }
   }
 
@@ -284,11 +433,12 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
   size_t failed = http_err + transport_err;
   if (r->json) {
     json_t *o = json_pack(
-        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
+        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
         (json_int_t)list->count, "succeeded", (json_int_t)ok, "failed",
         (json_int_t)failed, "http_errors", (json_int_t)http_err,
         "transport_errors", (json_int_t)transport_err, "responses",
-        (json_int_t)nlat, "elapsed_ms", ms_of_us(elapsed_us));
+        (json_int_t)nlat, "retried", (json_int_t)retried, "elapsed_ms",
+        ms_of_us(elapsed_us));
     const char *names[] = {"p50_ms", "p90_ms", "p99_ms"};
     uint64_t ps[] = {p50, p90, p99};
     for (int k = 0; k < 3; k++)
@@ -307,62 +457,174 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
              ms_of_us(p99));
     else
       printf("latency: no responses\n");
+    if (retried > 0)
+      printf("%zu URL%s needed more than one attempt\n", retried,
+             retried == 1 ? "" : "s");
   }
   fflush(stdout);
+}
+
+/* ---- one URL: attempts under uvp_retry ----------------------------------- */
+
+/* A response or an error, whichever the attempt ended with, goes into the
+ * row; a 5xx becomes a rejection for uvp_retry to judge. */
+static uvp_ret_t record_attempt(void *arg, const uvp_outcome_t *in) {
+  row_t *row = arg;
+  free(row->reason);
+  row->reason = NULL;
+  free(row->final_url);
+  row->final_url = NULL;
+  row->redirects = 0;
+  if (in->status == 0) {
+    const httpc_response_t *res = in->value;
+    row->error = 0;
+    row->status = res->status;
+    row->bytes = res->bytes;
+    row->latency_us = res->latency_us;
+    row->redirects = res->redirects;
+    if (res->url != NULL)
+      row->final_url = strdup(res->url);
+    if (res->status >= 500 && row->run->retries > 0)
+      return uvp_ret_reject(E_HTTP_5XX, NULL, NULL);
+    return uvp_ret_pass();
+  }
+  row->error = in->status;
+  row->status = 0;
+  /* httpc's rejections carry a message, if any, as their payload. */
+  if (in->value != NULL)
+    row->reason = strdup(in->value);
+  return uvp_ret_pass();
+}
+
+static int deadline_passed(const run_t *r) {
+  return r->deadline_ms != 0 && uv_now(r->loop) >= r->deadline_at;
+}
+
+static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
+  row_t *row = arg;
+  run_t *r = row->run;
+  /* The loop's clock is only updated once per iteration, and the first
+   * `limit` items all start before uv_run: refresh it, or a timeout would
+   * count from a moment before its request started. */
+  uv_update_time(r->loop);
+  httpc_opts_t o = r->http;
+  if (r->deadline_ms != 0) {
+    /* The deadline is one clock for every request: a request starting
+     * late only gets what is left of it. */
+    uint64_t now = uv_now(r->loop);
+    if (now >= r->deadline_at) {
+      row->error = UV_ETIMEDOUT;
+      free(row->reason);
+      row->reason = strdup("deadline (-d) passed before this retry");
+      return UV_ETIMEDOUT;
+    }
+    uint64_t left = r->deadline_at - now;
+    if (o.timeout_ms == 0 || left < o.timeout_ms)
+      o.timeout_ms = left;
+  }
+  row->attempts = n + 1;
+  uvp_promise_t *p, *recorded;
+  int rc = httpc_get(r->ctx, row->url, &o, &p);
+  if (rc != 0)
+    return rc;
+  rc = uvp_promise_on(p, UVP_ON_BOTH, record_attempt, row, &recorded);
+  uvp_promise_release(p);
+  if (rc == 0)
+    *out = recorded;
+  return rc;
+}
+
+/* Worth another try: what may go differently next time.  A refused URL, a
+ * certificate, a cap or too many redirects would fail again. */
+static int should_retry(void *arg, int code, unsigned int n) {
+  row_t *row = arg;
+  (void)n;
+  if (deadline_passed(row->run))
+    return 0;
+  switch (code) {
+  case E_HTTP_5XX:
+  case UV_ECONNREFUSED:
+  case UV_ECONNRESET:
+  case UV_ECONNABORTED:
+  case UV_ETIMEDOUT:
+  case UV_EPIPE:
+  case UV_EOF:
+  case UV_EPROTO:
+  case UV_ENETUNREACH:
+  case UV_EHOSTUNREACH:
+  case UV_EAI_AGAIN:
+    return 1;
+  default:
+    return 0;
+  }
 }
 
 /* ---- the fan-out --------------------------------------------------------- */
 
 static int start_item(void *arg, size_t i, uvp_promise_t **out) {
   run_t *r = arg;
-  /* The loop's clock is only updated once per iteration, and the first
-   * `limit` items all start before uv_run: refresh it, or a timeout would
-   * count from a moment before its request started. */
+  row_t *row = &r->rows[i];
   uv_update_time(r->loop);
-  r->rows[i].start_ns = uv_hrtime();
-  httpc_opts_t o = r->http;
-  if (r->deadline_ms != 0) {
-    /* The deadline is one clock for every request: a request starting
-     * late only gets what is left of it. */
-    uint64_t now = uv_now(r->loop);
-    if (now >= r->deadline_at)
-      return UV_ECANCELED; /* never started: the map records it as such */
-    uint64_t left = r->deadline_at - now;
-    if (o.timeout_ms == 0 || left < o.timeout_ms)
-      o.timeout_ms = left;
-  }
-  return httpc_get(r->ctx, r->rows[i].url, &o, out);
+  row->start_ns = uv_hrtime();
+  if (deadline_passed(r))
+    return UV_ECANCELED; /* never started: the map records it as such */
+  r->started++;
+  uvp_retry_opts_t ro = {.attempts = r->retries + 1,
+                         .base_ms = RETRY_BASE_MS,
+                         .max_ms = RETRY_MAX_MS,
+                         .factor = 2.0,
+                         .jitter = 0.5,
+                         .should_retry = should_retry};
+  return uvp_retry(r->ctx, attempt, row, &ro, out);
+}
+
+static void progress_draw(run_t *r) {
+  unsigned long long s = (uv_hrtime() - r->start_ns) / 1000000000u;
+  char text[sizeof(r->progress_text)];
+  snprintf(text, sizeof(text),
+           "%zu/%zu done, %zu failed, %zu in flight, %llu s", r->settled, r->n,
+           r->failed, r->started - r->settled, s);
+  if (r->progress_shown && strcmp(text, r->progress_text) == 0)
+    return;
+  memcpy(r->progress_text, text, sizeof(text));
+  fprintf(stderr, "\r\033[K%s", text);
+  r->progress_shown = 1;
+}
+
+static void on_progress(uv_timer_t *t) { progress_draw(t->data); }
+
+static void progress_end(run_t *r) {
+  if (!r->progress)
+    return;
+  r->progress = 0;
+  if (r->progress_shown)
+    fputs("\r\033[K", stderr);
+  uv_close((uv_handle_t *)&r->progress_timer, NULL);
 }
 
 static void on_item(void *arg, size_t i, const uvp_outcome_t *outcome) {
   run_t *r = arg;
-  uint64_t now = uv_hrtime();
-  r->rows[i].end_ns = now;
+  row_t *row = &r->rows[i];
+  row->end_ns = uv_hrtime();
   r->settled++;
-  if (outcome->status < 0 ||
-      ((const httpc_response_t *)outcome->value)->status >= 400)
+  if (outcome->status < 0 || row->error != 0 || row->status >= 400)
     r->failed++;
-  /* A terminal redraws slowly: at most every 50 ms, and the last one. */
-  if (r->progress &&
-      (now - r->progress_ns > 50 * 1000000ull || r->settled == r->n)) {
-    r->progress_ns = now;
-    fprintf(stderr, "\r\033[K%zu/%zu done, %zu failed", r->settled, r->n,
-            r->failed);
-    if (r->settled == r->n)
-      fputs("\r\033[K", stderr);
-  }
 }
 
 static uvp_ret_t on_done(void *arg, const uvp_outcome_t *in) {
   run_t *r = arg;
+  progress_end(r);
   if (in->status == 0) {
     report(r, in->value);
   } else {
     fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(in->status));
     r->exit_code = 1;
   }
-  /* The demo server is the only handle left that would keep uv_run going;
-   * connections of requests still closing end by themselves. */
+  /* The demo server and the pool's idle connections are all that would
+   * keep uv_run going; connections of requests still closing end by
+   * themselves. */
+  httpc_pool_close(r->http.pool);
+  r->http.pool = NULL;
   if (r->server != NULL)
     demo_server_stop(r->server, NULL, NULL);
   r->server = NULL;
@@ -406,8 +668,8 @@ static int serve(uv_loop_t *loop, int port) {
 /* ---- main ---------------------------------------------------------------- */
 
 static const char *const demo_paths[] = {
-    "/fast", "/slow",  "/big",    "/missing", "/error",
-    "/reset", "/hang", "/trickle", "/half",   "/malformed",
+    "/fast",  "/slow", "/big",     "/missing", "/error",
+    "/reset", "/hang", "/trickle", "/half",    "/malformed",
 };
 
 static int demo_urls(run_t *r, urls_t *u) {
@@ -436,54 +698,112 @@ static int demo_urls(run_t *r, urls_t *u) {
   return rc;
 }
 
+enum {
+  OPT_JSON = 256,
+  OPT_SERVE,
+  OPT_CONNECT_TIMEOUT,
+  OPT_RETRY,
+  OPT_MAX_REDIRS,
+  OPT_CACERT,
+  OPT_MAX_FILESIZE
+};
+
+static int usage_error(const char *msg) {
+  fprintf(stderr, "uvp-fanout: %s\n", msg);
+  return EXIT_USAGE;
+}
+
+/* Whether any URL asks for TLS, or may lead to it. */
+static int wants_tls(const urls_t *u, int follow) {
+  if (follow)
+    return 1;
+  for (size_t i = 0; i < u->n; i++)
+    if (strncasecmp(u->items[i], "https:", 6) == 0)
+      return 1;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
-      {"json", no_argument, NULL, 'j'},
-      {"serve", optional_argument, NULL, 's'},
+      {"json", no_argument, NULL, OPT_JSON},
+      {"serve", optional_argument, NULL, OPT_SERVE},
+      {"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
+      {"max-time", required_argument, NULL, 'm'},
+      {"retry", required_argument, NULL, OPT_RETRY},
+      {"location", no_argument, NULL, 'L'},
+      {"max-redirs", required_argument, NULL, OPT_MAX_REDIRS},
+      {"cacert", required_argument, NULL, OPT_CACERT},
+      {"insecure", no_argument, NULL, 'k'},
+      {"max-filesize", required_argument, NULL, OPT_MAX_FILESIZE},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
-  uint64_t concurrency = DEFAULT_CONCURRENCY, timeout_ms = 0, deadline_ms = 0;
-  int have_timeout = 0, json = 0, serve_mode = 0;
-  uint64_t serve_port = 0;
+  uint64_t concurrency = DEFAULT_CONCURRENCY, timeout_ms = DEFAULT_TIMEOUT_MS,
+           connect_ms = DEFAULT_CONNECT_TIMEOUT_MS, deadline_ms = 0,
+           retries = 0, max_redirs = DEFAULT_MAX_REDIRS,
+           max_filesize = DEFAULT_MAX_FILESIZE, serve_port = 0;
+  int have_timeout = 0, json = 0, serve_mode = 0, follow = 0;
+  httpc_tls_opts_t tls_opts = {NULL, 0};
   const char *file = NULL;
   const char *prog = argv[0];
   int c;
-  while ((c = getopt_long(argc, argv, "c:t:d:f:h", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkh", longopts, NULL)) != -1) {
     switch (c) {
     case 'c':
       if (parse_ms(optarg, &concurrency) != 0 || concurrency == 0 ||
-          concurrency > 100000) {
-        fprintf(stderr, "uvp-fanout: -c wants a number from 1 to 100000\n");
-        return EXIT_USAGE;
-      }
+          concurrency > 100000)
+        return usage_error("-c wants a number from 1 to 100000");
       break;
     case 't':
-      if (parse_ms(optarg, &timeout_ms) != 0 || timeout_ms == 0) {
-        fprintf(stderr, "uvp-fanout: -t wants milliseconds (> 0)\n");
-        return EXIT_USAGE;
-      }
+      if (parse_ms(optarg, &timeout_ms) != 0 || timeout_ms == 0)
+        return usage_error("-t wants milliseconds (> 0)");
       have_timeout = 1;
       break;
+    case 'm':
+      if (parse_seconds(optarg, &timeout_ms) != 0 || timeout_ms == 0)
+        return usage_error("-m/--max-time wants seconds (> 0)");
+      have_timeout = 1;
+      break;
+    case OPT_CONNECT_TIMEOUT:
+      if (parse_seconds(optarg, &connect_ms) != 0 || connect_ms == 0)
+        return usage_error("--connect-timeout wants seconds (> 0)");
+      break;
     case 'd':
-      if (parse_ms(optarg, &deadline_ms) != 0 || deadline_ms == 0) {
-        fprintf(stderr, "uvp-fanout: -d wants milliseconds (> 0)\n");
-        return EXIT_USAGE;
-      }
+      if (parse_ms(optarg, &deadline_ms) != 0 || deadline_ms == 0)
+        return usage_error("-d wants milliseconds (> 0)");
+      break;
+    case OPT_RETRY:
+      if (parse_ms(optarg, &retries) != 0 || retries > 100)
+        return usage_error("--retry wants a number from 0 to 100");
+      break;
+    case 'L':
+      follow = 1;
+      break;
+    case OPT_MAX_REDIRS:
+      if (parse_ms(optarg, &max_redirs) != 0 || max_redirs > 1000)
+        return usage_error("--max-redirs wants a number from 0 to 1000");
+      break;
+    case OPT_CACERT:
+      tls_opts.cafile = optarg;
+      break;
+    case 'k':
+      tls_opts.insecure = 1;
+      break;
+    case OPT_MAX_FILESIZE:
+      if (parse_size(optarg, &max_filesize) != 0 || max_filesize == 0)
+        return usage_error("--max-filesize wants bytes (> 0; K, M, G)");
       break;
     case 'f':
       file = optarg;
       break;
-    case 'j':
+    case OPT_JSON:
       json = 1;
       break;
-    case 's':
+    case OPT_SERVE:
       serve_mode = 1;
-      if (optarg != NULL && (parse_ms(optarg, &serve_port) != 0 ||
-                             serve_port > 65535)) {
-        fprintf(stderr, "uvp-fanout: --serve wants a port\n");
-        return EXIT_USAGE;
-      }
+      if (optarg != NULL &&
+          (parse_ms(optarg, &serve_port) != 0 || serve_port > 65535))
+        return usage_error("--serve wants a port");
       break;
     case 'h':
       usage(stdout, prog);
@@ -495,16 +815,12 @@ int main(int argc, char **argv) {
   }
   /* `--serve 8080` as well as `--serve=8080`. */
   if (serve_mode && optind < argc && parse_ms(argv[optind], &serve_port) == 0) {
-    if (serve_port > 65535) {
-      fprintf(stderr, "uvp-fanout: --serve wants a port\n");
-      return EXIT_USAGE;
-    }
+    if (serve_port > 65535)
+      return usage_error("--serve wants a port");
     optind++;
   }
-  if (serve_mode && (optind < argc || file != NULL)) {
-    fprintf(stderr, "uvp-fanout: --serve takes no URLs\n");
-    return EXIT_USAGE;
-  }
+  if (serve_mode && (optind < argc || file != NULL))
+    return usage_error("--serve takes no URLs");
 
   /* A peer closing while we write must be an error code, not a signal. */
   signal(SIGPIPE, SIG_IGN);
@@ -525,7 +841,7 @@ int main(int argc, char **argv) {
   r.loop = &loop;
   r.json = json;
   r.deadline_ms = deadline_ms;
-  r.progress = isatty(STDERR_FILENO);
+  r.retries = (unsigned)retries;
   urls_t u = {NULL, 0, 0};
   for (int i = optind; rc == 0 && i < argc; i++)
     rc = urls_add(&u, argv[i]);
@@ -536,33 +852,62 @@ int main(int argc, char **argv) {
   }
   if (rc == 0 && u.n == 0 && file == NULL) {
     rc = demo_urls(&r, &u);
-    if (!have_timeout) {
-      have_timeout = 1;
+    if (!have_timeout)
       timeout_ms = DEMO_TIMEOUT_MS;
-    }
   }
   if (rc == 0 && u.n == 0 && file != NULL) {
     fprintf(stderr, "uvp-fanout: %s: no URLs\n", file);
     rc = UV_EINVAL;
   }
+  /* The CA store is read once, here, not in the middle of the fan-out;
+   * a CA file that cannot be read stops the run before it starts. */
+  if (rc == 0 &&
+      (tls_opts.cafile != NULL || tls_opts.insecure || wants_tls(&u, follow))) {
+    const char *why;
+    rc = httpc_tls_new(&tls_opts, &r.http.tls, &why);
+    if (rc != 0)
+      fprintf(stderr, "uvp-fanout: %s%s%s\n",
+              tls_opts.cafile != NULL ? tls_opts.cafile : "",
+              tls_opts.cafile != NULL ? ": " : "", why);
+  }
   int explained = rc != 0; /* each failure above said what went wrong */
-  r.http.timeout_ms = have_timeout ? timeout_ms : 0;
+  r.http.timeout_ms = timeout_ms;
+  r.http.connect_timeout_ms = connect_ms;
+  r.http.max_body = max_filesize;
+  r.http.follow = follow;
+  r.http.max_redirects = (unsigned)max_redirs;
   r.n = u.n;
   r.rows = rc == 0 ? calloc(u.n, sizeof(*r.rows)) : NULL;
   if (rc == 0 && r.rows == NULL)
     rc = UV_ENOMEM;
-  for (size_t i = 0; r.rows != NULL && i < u.n; i++)
+  for (size_t i = 0; r.rows != NULL && i < u.n; i++) {
     r.rows[i].url = u.items[i];
+    r.rows[i].run = &r;
+  }
 
   uvp_promise_t *all = NULL;
   if (rc == 0)
     rc = uvp_ctx_new(&loop, &r.ctx);
   if (rc == 0) {
+    /* Every connection a slot opens may serve its next URL on the same
+     * host: as many idle as there are slots, none kept past the run. */
+    httpc_pool_opts_t po = {.max_idle_per_host = (size_t)concurrency,
+                            .max_idle = (size_t)concurrency};
+    rc = httpc_pool_new_with(r.ctx, &po, &r.http.pool);
+  }
+  if (rc == 0 && isatty(STDERR_FILENO) &&
+      uv_timer_init(&loop, &r.progress_timer) == 0) {
+    r.progress = 1;
+    r.progress_timer.data = &r;
+    uv_unref((uv_handle_t *)&r.progress_timer);
+    uv_timer_start(&r.progress_timer, on_progress, PROGRESS_AFTER_MS,
+                   PROGRESS_EVERY_MS);
+  }
+  if (rc == 0) {
     r.start_ns = uv_hrtime();
     uv_update_time(&loop);
     r.deadline_at = uv_now(&loop) + deadline_ms;
-    uvp_map_opts_t mo = {.limit = (size_t)concurrency,
-                         .on_settle = on_item};
+    uvp_map_opts_t mo = {.limit = (size_t)concurrency, .on_settle = on_item};
     rc = uvp_promise_map(r.ctx, r.n, start_item, &r, &mo, &all);
   }
   if (rc == 0)
@@ -571,6 +916,9 @@ int main(int argc, char **argv) {
     if (!explained)
       fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(rc));
     r.exit_code = 1;
+    progress_end(&r);
+    httpc_pool_close(r.http.pool);
+    r.http.pool = NULL;
     if (r.server != NULL)
       demo_server_stop(r.server, NULL, NULL);
   }
@@ -583,6 +931,11 @@ int main(int argc, char **argv) {
   if (r.ctx != NULL)
     uvp_ctx_close(r.ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
+  httpc_tls_free(r.http.tls);
+  for (size_t i = 0; r.rows != NULL && i < r.n; i++) {
+    free(r.rows[i].reason);
+    free(r.rows[i].final_url);
+  }
   free(r.rows);
   urls_free(&u);
   if (uv_loop_close(&loop) != 0) {

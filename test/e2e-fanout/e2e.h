@@ -4,8 +4,11 @@
 #ifndef E2E_FANOUT_H
 #define E2E_FANOUT_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../helpers.h"
@@ -32,8 +35,9 @@ static inline uvp_ret_t child_exited(void *arg, const uvp_outcome_t *in) {
 }
 
 static inline uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
-                                            void (*stop)(void *), void *arg,
-                                            uvp_promise_t **keep) {
+                                                   void (*stop)(void *),
+                                                   void *arg,
+                                                   uvp_promise_t **keep) {
   uvp_spawn_opts_t o = {.file = argv[0], .args = argv};
   uvp_promise_t *p, *after;
   child_t c = {stop, arg};
@@ -47,7 +51,7 @@ static inline uvp_process_result_t *run_child_with(fixture_t *f, char **argv,
 }
 
 static inline uvp_process_result_t *run_child(fixture_t *f, char **argv,
-                                       uvp_promise_t **keep) {
+                                              uvp_promise_t **keep) {
   return run_child_with(f, argv, NULL, NULL, keep);
 }
 
@@ -68,6 +72,32 @@ static inline const char *find_valgrind(void) {
 #define VALGRIND_ARGS                                                          \
   "--quiet", "--error-exitcode=99", "--leak-check=full",                       \
       "--errors-for-leak-kinds=definite,indirect,possible"
+
+/* ---- servers ------------------------------------------------------------- */
+
+/* One blocking connect to 127.0.0.1:port: 0 if something listens. */
+static inline int connect_once(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
+  close(fd);
+  return rc;
+}
+
+/* Until something listens on the port (5 s at most). */
+static inline int wait_listening(int port) {
+  for (int i = 0; i < 250; i++) {
+    if (connect_once(port) == 0)
+      return 0;
+    usleep(20000);
+  }
+  return -1;
+}
 
 /* ---- a strict parser for the flat JSON objects uvp-fanout prints -------- */
 
@@ -103,20 +133,38 @@ static inline const char *j_string(const char *s, char *out, size_t cap) {
     if (c == '\\') {
       char e = *s++;
       switch (e) {
-      case '"': case '\\': case '/': c = (unsigned char)e; break;
-      case 'n': c = '\n'; break;
-      case 't': c = '\t'; break;
-      case 'r': c = '\r'; break;
-      case 'b': c = '\b'; break;
-      case 'f': c = '\f'; break;
+      case '"':
+      case '\\':
+      case '/':
+        c = (unsigned char)e;
+        break;
+      case 'n':
+        c = '\n';
+        break;
+      case 't':
+        c = '\t';
+        break;
+      case 'r':
+        c = '\r';
+        break;
+      case 'b':
+        c = '\b';
+        break;
+      case 'f':
+        c = '\f';
+        break;
       case 'u': {
         unsigned v = 0;
         for (int i = 0; i < 4; i++, s++) {
           char h = *s;
-          if (h >= '0' && h <= '9') v = v * 16 + (unsigned)(h - '0');
-          else if (h >= 'a' && h <= 'f') v = v * 16 + (unsigned)(h - 'a' + 10);
-          else if (h >= 'A' && h <= 'F') v = v * 16 + (unsigned)(h - 'A' + 10);
-          else return NULL;
+          if (h >= '0' && h <= '9')
+            v = v * 16 + (unsigned)(h - '0');
+          else if (h >= 'a' && h <= 'f')
+            v = v * 16 + (unsigned)(h - 'a' + 10);
+          else if (h >= 'A' && h <= 'F')
+            v = v * 16 + (unsigned)(h - 'A' + 10);
+          else
+            return NULL;
         }
         c = v < 0x80 ? (unsigned char)v : '?';
         break;
@@ -289,7 +337,8 @@ static inline void parse_report(const char *out, report_t *rep) {
 }
 
 /* The http:// row whose URL ends with `suffix` (exactly one). */
-static inline const jobj_t *row_ending(const report_t *rep, const char *suffix) {
+static inline const jobj_t *row_ending(const report_t *rep,
+                                       const char *suffix) {
   const jobj_t *found = NULL;
   size_t sl = strlen(suffix);
   for (int i = 0; i < rep->nrows; i++) {

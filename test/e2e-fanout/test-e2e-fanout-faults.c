@@ -3,11 +3,7 @@
  * test's loop while the child runs) and a refused port: each fault gives
  * its own error, the tool exits 0, the deadline splits late requests into
  * ETIMEDOUT and ECANCELED, and a run under valgrind leaks nothing.  Also
- * -f input and --serve. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
+ * -f input, the table's width next to a huge URL, and --serve. */
 #include "e2e.h"
 
 #include "demo-server.h"
@@ -20,8 +16,7 @@ typedef struct env_s {
 } env_t;
 
 static void env_start(fixture_t *f, env_t *e) {
-  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &e->server),
-                   0);
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &e->server), 0);
   snprintf(e->base, sizeof(e->base), "http://127.0.0.1:%d",
            demo_server_port(e->server));
   snprintf(e->port, sizeof(e->port), "%d", demo_server_port(e->server));
@@ -75,6 +70,21 @@ static double run_fanout(fixture_t *f, env_t *e, const char *valgrind,
   return ms;
 }
 
+/* A new file of URLs, `dir` a "/tmp/...-XXXXXX" template made into a
+ * fresh directory and `path` (128 bytes) its urls.txt. */
+static FILE *url_file(char *dir, char *path) {
+  assert_non_null(mkdtemp(dir));
+  snprintf(path, 128, "%s/urls.txt", dir);
+  FILE *fp = fopen(path, "w");
+  assert_non_null(fp);
+  return fp;
+}
+
+static void url_file_remove(const char *dir, const char *path) {
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 /* `fmt` with its one %s replaced by `arg`. */
 static char *url_fmt(const char *fmt, const char *arg) {
   char *u = NULL;
@@ -94,16 +104,23 @@ static void faults(void **state, const char *valgrind) {
   env_t e;
   env_start(f, &e);
   char *opts[] = {"-c", "2", "-t", "1000", NULL};
-  char *urls[] = {url(&e, "/reset"),   url(&e, "/hang"),
-                  url(&e, "/half"),    url(&e, "/hang?again"),
-                  url(&e, "/malformed"), strdup(e.refused),
-                  url(&e, "/reset?2"), url(&e, "/trickle"),
-                  url(&e, "/fast"),    strdup("http://"),
-                  strdup("ftp://127.0.0.1/"), url(&e, ""),
+  char *urls[] = {url(&e, "/reset"),
+                  url(&e, "/hang"),
+                  url(&e, "/half"),
+                  url(&e, "/hang?again"),
+                  url(&e, "/malformed"),
+                  strdup(e.refused),
+                  url(&e, "/reset?2"),
+                  url(&e, "/trickle"),
+                  url(&e, "/fast"),
+                  strdup("http://"),
+                  strdup("ftp://127.0.0.1/"),
+                  url(&e, ""),
                   url(&e, "?x=1#top"),
                   url_fmt("http://[::ffff:127.0.0.1]:%s/fast", e.port),
                   url_fmt("http://user:pw@127.0.0.1:%s/fast", e.port),
-                  strdup("http://127.0.0.1:65536/"), NULL};
+                  strdup("http://127.0.0.1:65536/"),
+                  NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
   double ms = run_fanout(f, &e, valgrind, opts, urls, rep);
@@ -167,8 +184,7 @@ static void test_deadline(void **state) {
   env_t e;
   env_start(f, &e);
   char *opts[] = {"-c", "1", "-d", "400", NULL};
-  char *urls[] = {url(&e, "/hang"), url(&e, "/fast"), url(&e, "/slow"),
-                  NULL};
+  char *urls[] = {url(&e, "/hang"), url(&e, "/fast"), url(&e, "/slow"), NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
   double ms = run_fanout(f, &e, NULL, opts, urls, rep);
@@ -190,12 +206,8 @@ static void test_url_file(void **state) {
   fixture_t *f = *state;
   env_t e;
   env_start(f, &e);
-  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char path[128];
-  snprintf(path, sizeof(path), "%s/urls.txt", dir);
-  FILE *fp = fopen(path, "w");
-  assert_non_null(fp);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX", path[128];
+  FILE *fp = url_file(dir, path);
   fprintf(fp, "# demo endpoints\n\n  %s/missing\r\n%s/big\n\t\n%s/error  \n",
           e.base, e.base, e.base);
   fclose(fp);
@@ -213,8 +225,7 @@ static void test_url_file(void **state) {
   snprintf(want, sizeof(want), "%s/error", e.base);
   assert_string_equal(jstr(&rep->rows[3], "url"), want);
   assert_int_equal((int)jnum(&rep->summary, "http_errors"), 2);
-  assert_int_equal(unlink(path), 0);
-  assert_int_equal(rmdir(dir), 0);
+  url_file_remove(dir, path);
   free_urls(urls);
   free(rep);
 }
@@ -225,12 +236,8 @@ static void test_many_few_slots(void **state) {
   fixture_t *f = *state;
   env_t e;
   env_start(f, &e);
-  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX";
-  assert_non_null(mkdtemp(dir));
-  char path[128];
-  snprintf(path, sizeof(path), "%s/urls.txt", dir);
-  FILE *fp = fopen(path, "w");
-  assert_non_null(fp);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX", path[128];
+  FILE *fp = url_file(dir, path);
   for (int i = 0; i < 60; i++)
     fprintf(fp, "%s/%s?i=%d\n", e.base, i % 3 == 0 ? "big" : "fast", i);
   fclose(fp);
@@ -250,33 +257,60 @@ static void test_many_few_slots(void **state) {
   }
   assert_int_equal((int)jnum(&rep->summary, "succeeded"), 60);
   assert_int_equal((int)jnum(&rep->summary, "responses"), 60);
-  assert_int_equal(unlink(path), 0);
-  assert_int_equal(rmdir(dir), 0);
+  url_file_remove(dir, path);
   free(rep);
 }
 
-/* One blocking connect to 127.0.0.1:port: 0 if something listens. */
-static int connect_once(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(fd >= 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof(a));
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int rc = connect(fd, (struct sockaddr *)&a, sizeof(a));
-  close(fd);
-  return rc;
-}
-
-/* Until something listens on the port (5 s at most). */
-static int wait_listening(int port) {
-  for (int i = 0; i < 250; i++) {
-    if (connect_once(port) == 0)
-      return 0;
-    usleep(20000);
+/* One URL of 100 kB among 25 short ones: the table's URL column is as
+ * wide as the short ones need, the long URL is printed whole on its own
+ * row, and the output is about the size of its contents (a column
+ * padded to the longest URL made 26 rows 2.7 MB). */
+static void test_huge_url_table(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char dir[] = "/tmp/uvp-e2e-fanout-XXXXXX", path[128];
+  FILE *fp = url_file(dir, path);
+  enum { HUGE = 100 * 1000 };
+  for (int i = 0; i < 26; i++) {
+    fprintf(fp, "%s/fast?i=%d", e.base, i);
+    if (i == 13) {
+      fputs("&pad=", fp);
+      for (int k = 0; k < HUGE; k++)
+        fputc('x', fp);
+    }
+    fputc('\n', fp);
   }
-  return -1;
+  fclose(fp);
+  char *argv[] = {(char *)fanout_path, "-t", "5000", "-f", path, NULL};
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child_with(f, argv, env_stop, &e, &keep);
+  assert_int_equal(r->exit_status, 0);
+  const char *out = r->out.base;
+  size_t total = strlen(out), longest_other = 0;
+  int rows = 0, huge_rows = 0;
+  for (const char *l = out; *l != '\0';) {
+    size_t len = strcspn(l, "\n");
+    if (len > HUGE) {
+      huge_rows++;
+      /* Its own cells follow the URL, one space-separated group on. */
+      assert_non_null(memmem(l, len, "xxx  ", 5));
+    } else if (len > longest_other) {
+      longest_other = len;
+    }
+    if (memmem(l, len, "/fast?i=", 8) != NULL)
+      rows++;
+    l += len + (l[len] == '\n');
+  }
+  assert_int_equal(rows, 26);
+  assert_int_equal(huge_rows, 1);
+  /* A short row: number, URL (about 40), result, bytes, latency. */
+  if (longest_other > 120)
+    fail_msg("a %zu-character line besides the long URL's:\n%.2000s",
+             longest_other, out);
+  assert_true(total < HUGE + 26 * 120 + 1000);
+  uvp_promise_release(keep);
+  url_file_remove(dir, path);
 }
 
 /* --serve PORT in the foreground is a server other programs can use; it
@@ -299,8 +333,8 @@ static void test_serve(void **state) {
   snprintf(fast, sizeof(fast), "http://127.0.0.1:%d/fast", port);
   snprintf(missing, sizeof(missing), "http://127.0.0.1:%d/missing", port);
   snprintf(hang, sizeof(hang), "http://127.0.0.1:%d/hang", port);
-  char *argv[] = {(char *)fanout_path, "--json", "-t", "300", fast, missing,
-                  hang, NULL};
+  char *argv[] = {
+      (char *)fanout_path, "--json", "-t", "300", fast, missing, hang, NULL};
   uvp_spawn_opts_t co = {.file = fanout_path, .args = argv};
   uvp_promise_t *client;
   assert_int_equal(uvp_spawn(f->ctx, &co, &client), 0);
@@ -334,11 +368,9 @@ int main(int argc, char **argv) {
   }
   fanout_path = argv[1];
   const struct CMUnitTest tests[] = {
-      FIXTURE_TEST(test_faults),
-      FIXTURE_TEST(test_deadline),
-      FIXTURE_TEST(test_url_file),
-      FIXTURE_TEST(test_many_few_slots),
-      FIXTURE_TEST(test_serve),
+      FIXTURE_TEST(test_faults),          FIXTURE_TEST(test_deadline),
+      FIXTURE_TEST(test_url_file),        FIXTURE_TEST(test_many_few_slots),
+      FIXTURE_TEST(test_huge_url_table),  FIXTURE_TEST(test_serve),
       FIXTURE_TEST(test_faults_valgrind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
