@@ -4,6 +4,26 @@
  * at the top of promise.c. */
 #include "core.h"
 
+/* The box: from the context's reaction pool, like the handler. */
+typedef struct uvp__hbox_s {
+  uvp__hextra_t x; /* is_box 1 */
+  uvp_free_cb arg_free;
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
+} uvp__hbox_t;
+_Static_assert(sizeof(uvp__hbox_t) <= sizeof(uvp__handler_t),
+               "a box takes a reaction slot");
+
+static inline uvp_free_cb handler_arg_free(const uvp__handler_t *h) {
+  return h->extra != NULL && h->extra->is_box
+             ? ((const uvp__hbox_t *)(const void *)h->extra)->arg_free
+             : NULL;
+}
+static inline struct uvp__scope_s *handler_scope(const uvp__handler_t *h) {
+  if (h->extra == NULL || !h->extra->is_box)
+    return (struct uvp__scope_s *)(void *)h->extra;
+  return ((uvp__hbox_t *)(void *)h->extra)->scope;
+}
+
 /* Give h its argument's destroy notifier (may be NULL) and the current
  * scope, in one word (see uvp__hextra_t).  Fails only for want of a box. */
 static int set_extra(uvp_ctx_t *ctx, uvp__handler_t *h, uvp_free_cb arg_free) {
@@ -26,8 +46,8 @@ static int set_extra(uvp_ctx_t *ctx, uvp__handler_t *h, uvp_free_cb arg_free) {
  * other's reference), freeing the box. */
 static void take_extra(uvp_ctx_t *ctx, uvp__handler_t *h,
                        uvp_free_cb *arg_free, uvp__scope_t **scope) {
-  *arg_free = uvp__h_arg_free(h);
-  *scope = uvp__h_scope(h);
+  *arg_free = handler_arg_free(h);
+  *scope = handler_scope(h);
   if (h->extra != NULL && h->extra->is_box)
     uvp__pool_put(&ctx->reactions, h->extra);
   h->extra = NULL;
@@ -184,7 +204,7 @@ void uvp__handler_abandoned(uvp_promise_t *d) {
   for (uvp__reaction_t *r = d->link->reactions; r != NULL; r = r->next) {
     uvp__handler_t *h = (uvp__handler_t *)(void *)r;
     if (uvp__rtarget(r) == d && uvp__rk_derived(uvp__rkind(r)) &&
-        uvp__h_arg_free(h) != NULL) {
+        handler_arg_free(h) != NULL) {
       uvp__hbox_t *b = (uvp__hbox_t *)(void *)h->extra;
       uvp_free_cb arg_free = b->arg_free;
       b->arg_free = NULL;
