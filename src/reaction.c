@@ -4,55 +4,6 @@
  * at the top of promise.c. */
 #include "core.h"
 
-/* The box: from the context's reaction pool, like the handler. */
-typedef struct uvp__hbox_s {
-  uvp__hextra_t x; /* is_box 1 */
-  uvp_free_cb arg_free;
-  struct uvp__scope_s *scope; /* a reference; NULL: none */
-} uvp__hbox_t;
-_Static_assert(sizeof(uvp__hbox_t) <= sizeof(uvp__handler_t),
-               "a box takes a reaction slot");
-
-static inline uvp_free_cb handler_arg_free(const uvp__handler_t *h) {
-  return h->extra != NULL && h->extra->is_box
-             ? ((const uvp__hbox_t *)(const void *)h->extra)->arg_free
-             : NULL;
-}
-static inline struct uvp__scope_s *handler_scope(const uvp__handler_t *h) {
-  if (h->extra == NULL || !h->extra->is_box)
-    return (struct uvp__scope_s *)(void *)h->extra;
-  return ((uvp__hbox_t *)(void *)h->extra)->scope;
-}
-
-/* Give h its argument's destroy notifier (may be NULL) and the current
- * scope, in one word (see uvp__hextra_t).  Fails only for want of a box. */
-static int set_extra(uvp_ctx_t *ctx, uvp__handler_t *h, uvp_free_cb arg_free) {
-  uvp__scope_t *scope = uvp__scope_capture(ctx);
-  if (arg_free == NULL) {
-    h->extra = scope != NULL ? &scope->x : NULL;
-    return 0;
-  }
-  uvp__hbox_t *b = uvp__pool_get(&ctx->reactions);
-  if (UVP__UNLIKELY(b == NULL)) {
-    uvp__scope_unref(scope);
-    return UV_ENOMEM;
-  }
-  *b = (uvp__hbox_t){{1}, arg_free, scope};
-  h->extra = &b->x;
-  return 0;
-}
-
-/* Take h's notifier and scope (the caller runs the one and holds the
- * other's reference), freeing the box. */
-static void take_extra(uvp_ctx_t *ctx, uvp__handler_t *h,
-                       uvp_free_cb *arg_free, uvp__scope_t **scope) {
-  *arg_free = handler_arg_free(h);
-  *scope = handler_scope(h);
-  if (h->extra != NULL && h->extra->is_box)
-    uvp__pool_put(&ctx->reactions, h->extra);
-  h->extra = NULL;
-}
-
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__rkind_t kind = uvp__rkind(r);
@@ -69,9 +20,8 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp_promise_t *t = uvp__rtarget(r);
   uvp__notify_cb notify = h->cb.notify;
   void *arg = h->arg;
-  uvp_free_cb arg_free;
-  uvp__scope_t *scope;
-  take_extra(ctx, h, &arg_free, &scope);
+  uvp_free_cb arg_free = h->arg_free;
+  uvp__scope_t *scope = h->scope;
   if (kind != UVP__RK_NOTIFY_EMBEDDED)
     uvp__pool_put(&ctx->reactions, h);
   if (arg_free != NULL)
@@ -150,9 +100,7 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
     kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
   }
   uvp__handler_t *h = handler_alloc(ctx, kind, target, arg);
-  if (UVP__UNLIKELY(h == NULL || set_extra(ctx, h, arg_free) != 0)) {
-    if (h != NULL)
-      uvp__pool_put(&ctx->reactions, h);
+  if (UVP__UNLIKELY(h == NULL)) {
     if (d != NULL) {
       d->refs = 1;
       d->flags = 0;
@@ -161,6 +109,8 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
     return UV_ENOMEM;
   }
   h->cb.then = cb;
+  h->arg_free = arg_free;
+  h->scope = uvp__scope_capture(ctx);
   uvp__attach(p, &h->r);
   if (out != NULL)
     *out = d;
@@ -204,10 +154,9 @@ void uvp__handler_abandoned(uvp_promise_t *d) {
   for (uvp__reaction_t *r = d->link->reactions; r != NULL; r = r->next) {
     uvp__handler_t *h = (uvp__handler_t *)(void *)r;
     if (uvp__rtarget(r) == d && uvp__rk_derived(uvp__rkind(r)) &&
-        handler_arg_free(h) != NULL) {
-      uvp__hbox_t *b = (uvp__hbox_t *)(void *)h->extra;
-      uvp_free_cb arg_free = b->arg_free;
-      b->arg_free = NULL;
+        h->arg_free != NULL) {
+      uvp_free_cb arg_free = h->arg_free;
+      h->arg_free = NULL;
       arg_free(h->arg);
       return;
     }
@@ -433,9 +382,8 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_promise_t *t = uvp__rtarget(r);
   uvp_then_cb cb = h->cb.then;
   void *arg = h->arg;
-  uvp_free_cb arg_free;
-  uvp__scope_t *scope;
-  take_extra(ctx, h, &arg_free, &scope);
+  uvp_free_cb arg_free = h->arg_free;
+  uvp__scope_t *scope = h->scope;
   uvp_promise_t *src, *d;
   if (uvp__rk_derived(kind)) {
     d = t;
@@ -520,7 +468,8 @@ void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
   h->r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
   h->cb.notify = cb;
   h->arg = arg;
-  h->extra = NULL;
+  h->arg_free = NULL;
+  h->scope = NULL;
   uvp__attach(p, &h->r);
 }
 
@@ -530,7 +479,8 @@ void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
   h->r.target = uvp__rtag(target, UVP__RK_NOTIFY_EMBEDDED);
   h->cb.notify = cb;
   h->arg = arg;
-  h->extra = NULL;
+  h->arg_free = NULL;
+  h->scope = NULL;
   target->refs++;
   uvp__enqueue(uvp__promise_ctx(target), &h->r);
 }

@@ -67,17 +67,12 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 
-/* What a handler keeps beside its callback and argument, in one word so
- * that a pending promise with one reaction stays 88 bytes: nothing (NULL),
- * the scope it runs under (scope.h), or, when it was given a destroy
- * notifier for its argument (run once the callback can no longer be
- * called), a box holding that and the scope (reaction.c).  A scope and a
- * box both begin with this header, which says which it is. */
-typedef struct uvp__hextra_s {
-  uint32_t is_box;
-} uvp__hextra_t;
-
-/* Every kind but the cell: 40 bytes, one slot of the reaction pool. */
+/* Every kind but the cell: a callback, its argument, the argument's
+ * destroy notifier (run once the callback can no longer be called; NULL
+ * for none) and, for a user's handler, the scope it was registered in
+ * (scope.h; it runs in it).  48 bytes, one slot of the reaction pool (40
+ * with the notifier and the scope in one word measured 10 % slower on
+ * then-derived: docs/internals.md). */
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
@@ -85,7 +80,8 @@ typedef struct uvp__handler_s {
     uvp__notify_cb notify; /* NOTIFY kinds */
   } cb;
   void *arg;
-  uvp__hextra_t *extra; /* see above; the scope is a reference */
+  uvp_free_cb arg_free;
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
 } uvp__handler_t;
 
 /* A cell: the reaction of an owner that observes many inputs with the same
