@@ -67,12 +67,13 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 
-/* Every kind but the cell: a callback, its argument, the argument's
- * destroy notifier (run once the callback can no longer be called; NULL
- * for none) and, for a user's handler, the scope it was registered in
- * (scope.h; it runs in it).  48 bytes, one slot of the reaction pool (40
- * with the notifier and the scope in one word measured 10 % slower on
- * then-derived: docs/internals.md). */
+/* Every kind but the cell: a callback and its argument.  32 bytes, one
+ * slot of the reaction pool.  A user's handler given a destroy notifier
+ * for its argument, or registered inside a scope (scope.h), keeps its
+ * callback, argument, notifier and scope in a box, a second slot: its cb
+ * is then a marker and its arg the box (reaction.c).  Every pending
+ * promise pays for the handler's size; only those handlers pay for the
+ * box (docs/internals.md has the figures). */
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
@@ -80,8 +81,6 @@ typedef struct uvp__handler_s {
     uvp__notify_cb notify; /* NOTIFY kinds */
   } cb;
   void *arg;
-  uvp_free_cb arg_free;
-  struct uvp__scope_s *scope; /* a reference; NULL: none */
 } uvp__handler_t;
 
 /* A cell: the reaction of an owner that observes many inputs with the same
