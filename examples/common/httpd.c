@@ -51,8 +51,9 @@ struct httpd_s {
   uv_poll_t listener; /* readable: clients to accept */
   uv_timer_t retry;   /* accept again, after it failed for descriptors */
   int handles;        /* listener and retry, until both are closed */
-  int paused;         /* accept failed; not accepted since */
+  int paused;         /* accept failed; clients may still wait */
   uint64_t paused_at;
+  size_t accepted_paused; /* ... and accepted since */
   int port;
   httpd_handler_cb handler;
   void *arg;
@@ -133,7 +134,7 @@ typedef struct wbuf_s {
 
 static void conn_continue(conn_t *c);
 static void conn_arm(conn_t *c);
-static void accept_resume(httpd_t *s);
+static void accept_retry(uv_timer_t *t);
 
 static void httpd_log(httpd_t *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -201,8 +202,8 @@ static void conn_close(conn_t *c, int reset) {
   if (!reset || uv_tcp_close_reset(&c->tcp, conn_closed) != 0)
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
   /* uv_close has closed the descriptor already: accept may have one. */
-  if (s->paused)
-    accept_resume(s);
+  if (s->paused && !s->stopping)
+    uv_timer_start(&s->retry, accept_retry, 0, 0);
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
@@ -908,33 +909,38 @@ static void conn_open(httpd_t *s, int fd) {
 
 static void on_acceptable(uv_poll_t *h, int status, int events);
 
-static void on_retry(uv_timer_t *t) { accept_resume(t->data); }
-
-/* Accept failed for want of descriptors (or kernel memory): stop until
- * one of ours closes, or ACCEPT_RETRY_MS (descriptors of other kinds, the
- * backend connections of a gateway, free some too).  The clients wait in
- * the backlog meanwhile, rather than being accepted and closed at once as
- * libuv's uv_listen does. */
+/* Accept failed for want of descriptors (or kernel memory).  The clients
+ * wait in the backlog meanwhile, rather than being accepted and closed at
+ * once as libuv's uv_listen does.  A burst, logged once, lasts until
+ * accept has taken every waiting client: descriptors freed one by one
+ * (timeouts firing apart) end no burst. */
 static void accept_pause(httpd_t *s, int err) {
   if (!s->paused) {
     s->paused = 1;
     s->paused_at = uv_now(s->loop);
+    s->accepted_paused = 0;
     s->stats.accept_pauses++;
     httpd_log(s,
-              "accept: %s (%s) with %zu connections open; not accepting "
-              "until one closes",
+              "accept: %s (%s) with %zu connections open; accepting again "
+              "as descriptors free up",
               uv_err_name(err), uv_strerror(err), s->nconns);
   }
+  /* Until one of our connections closes, or ACCEPT_RETRY_MS: descriptors
+   * of other kinds (a gateway's backend connections) free some too. */
   uv_poll_stop(&s->listener);
-  uv_timer_start(&s->retry, on_retry, ACCEPT_RETRY_MS, 0);
+  uv_timer_start(&s->retry, accept_retry, ACCEPT_RETRY_MS, 0);
 }
 
-static void accept_resume(httpd_t *s) {
+/* From a timer, not from where a descriptor was freed: the accepts that
+ * follow must not run inside another connection's teardown. */
+static void accept_retry(uv_timer_t *t) {
+  httpd_t *s = t->data;
   if (s->stopping)
     return;
-  uv_timer_stop(&s->retry);
   if (uv_poll_start(&s->listener, UV_READABLE, on_acceptable) != 0)
-    uv_timer_start(&s->retry, on_retry, ACCEPT_RETRY_MS, 0);
+    uv_timer_start(&s->retry, accept_retry, ACCEPT_RETRY_MS, 0);
+  else
+    on_acceptable(&s->listener, 0, UV_READABLE);
 }
 
 static void on_acceptable(uv_poll_t *h, int status, int events) {
@@ -944,20 +950,25 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
     return;
   for (int i = 0; i < ACCEPTS_PER_WAKEUP && !s->stopping; i++) {
     int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      int e = errno;
-      if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
-        continue; /* that client only */
-      if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM)
-        accept_pause(s, uv_translate_sys_error(e));
-      return; /* EAGAIN: none left */
+    if (fd >= 0) {
+      s->accepted_paused += s->paused;
+      conn_open(s, fd);
+      continue;
     }
-    if (s->paused) {
+    int e = errno;
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
+      continue; /* that client only */
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+      accept_pause(s, uv_translate_sys_error(e));
+    } else if (s->paused) { /* EAGAIN: nobody waits any more */
       s->paused = 0;
-      httpd_log(s, "accept: accepting again after %llu ms",
-                (unsigned long long)(uv_now(s->loop) - s->paused_at));
+      httpd_log(s,
+                "accept: accepting again after %llu ms (%zu clients that "
+                "waited accepted since)",
+                (unsigned long long)(uv_now(s->loop) - s->paused_at),
+                s->accepted_paused);
     }
-    conn_open(s, fd);
+    return;
   }
 }
 

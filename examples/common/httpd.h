@@ -49,8 +49,9 @@
  * Connections are accepted by httpd itself, not by uv_listen: when accept
  * fails for want of descriptors (EMFILE, ENFILE) or memory, libuv 1.44
  * would accept and close every waiting client without a word; httpd logs
- * it once per burst, stops accepting (the clients wait in the backlog)
- * and tries again when one of its connections closes, or after 500 ms. */
+ * it once per burst, stops accepting (the clients wait in the backlog),
+ * tries again when one of its connections closes, or after 500 ms, and
+ * logs the burst's end once every client that waited is accepted. */
 #ifndef HTTPD_H
 #define HTTPD_H
 
