@@ -48,12 +48,11 @@ def check(cond, what):
 class Proc:
     """A child that prints `listening on 127.0.0.1:PORT` once ready."""
 
-    def __init__(self, argv, name, ready_timeout=20.0, preexec_fn=None):
+    def __init__(self, argv, name, ready_timeout=20.0):
         self.name = name
         self.errfile = tempfile.TemporaryFile()
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                  stderr=self.errfile, text=True,
-                                  preexec_fn=preexec_fn)
+                                  stderr=self.errfile, text=True)
         self.port = None
         box = {}
 
@@ -780,14 +779,13 @@ def case_fd_limit(gateway, url):
     logs EMFILE once, stops accepting (the others wait in the backlog,
     nobody is reset), and once the silent ones time out it accepts again
     and a client that came meanwhile is answered."""
-    import resource
     limit, hdr = 64, 2.0
-
-    def lower():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-    gw = Proc(gateway_argv(gateway, [url], 5000) +
+    # The shell's ulimit rather than a preexec_fn: this script may run
+    # under valgrind, which refuses a process's own RLIMIT_NOFILE changes.
+    gw = Proc(["sh", "-c", 'ulimit -n %d && exec "$@"' % limit, "sh"] +
+              gateway_argv(gateway, [url], 5000) +
               ["-w", "1", "--client-header-timeout", str(int(hdr * 1000))],
-              "uvp-gateway (ulimit -n %d)" % limit, preexec_fn=lower)
+              "uvp-gateway (ulimit -n %d)" % limit)
     socks = []
     try:
         def fds():
@@ -814,22 +812,28 @@ def case_fd_limit(gateway, url):
         c.close()
         check(gw.alive(), "ulimit: gateway alive")
         log = gw.stderr()
-        first = log.split("accepting again")[0]
-        check(first.count("EMFILE") == 1 and "accepting again" in log,
+        # One burst: from the first EMFILE until every client that waited
+        # is accepted, however the silent ones' timeouts spread.
+        check(log.count("EMFILE") == 1
+              and log.count("accepting again after") == 1
+              and log.index("EMFILE") < log.index("accepting again after"),
               "ulimit: EMFILE logged once for the burst, then 'accepting "
               "again':\n%s" % "\n".join("      " + ln for ln in
                                         log.splitlines() if "accept" in ln))
-        for s in socks:
-            s.close()
-        socks = []
+        # Every silent client is closed by the header timeout in the end,
+        # those that waited in the backlog too, without a byte.
+        closed = [wait_eof(s, 3 * hdr + 20) for s in socks]
+        check(all(t is not None and d == b"" for t, d in closed),
+              "ulimit: every silent client closed by the header timeout, "
+              "nothing sent (%d of %d)" % (sum(t is not None for t, d in
+                                               closed), len(socks)))
         rc = gw.stop()
         stats = gateway_stats(gw.stderr())
-        m = re.search(r"with (\d+) connections open", log)
-        held = int(m.group(1)) if m else limit
-        check(rc == 0 and stats.get("paused", 0) >= 1
-              and held > limit / 2 and stats.get("header", 0) >= held,
-              "ulimit: exit 0, accept paused, silent clients timed out "
-              "(exit %s, %s, %d idle)\n%s" % (rc, stats, idle, gw.stderr()))
+        check(rc == 0 and stats.get("paused") == 1
+              and stats.get("header") == len(socks)
+              and stats.get("connections") == len(socks) + 1,
+              "ulimit: exit 0, accept paused once, %d header timeouts "
+              "(exit %s, %s)" % (len(socks), rc, stats))
     finally:
         for s in socks:
             s.close()
@@ -937,7 +941,9 @@ def case_strict(gw, backend_port):
 
 def case_half_close(gw, expect_ok, label, min_s=0.0):
     """Request(s), then shutdown(SHUT_WR), as nc -N does: every request
-    sent is answered, the last with Connection: close, then EOF."""
+    sent is answered, then EOF.  An answer that comes after the end of
+    input (min_s > 0: the backends take that long) says Connection: close;
+    a faster one may have been written before the gateway read the end."""
     s = connect(gw.port)
     t0 = time.monotonic()
     s.sendall(request())
@@ -949,8 +955,8 @@ def case_half_close(gw, expect_ok, label, min_s=0.0):
     except (EOFError, OSError) as e:
         st, h, ok = repr(e), {}, None
     elapsed = time.monotonic() - t0
-    check(st == 200 and ok == expect_ok and h.get("connection") == "close"
-          and elapsed >= 0.9 * min_s,
+    check(st == 200 and ok == expect_ok and elapsed >= 0.9 * min_s
+          and (h.get("connection") == "close" or min_s == 0),
           "%s: half-closed client answered (%s, ok %s, %s, %.2f s)"
           % (label, st, ok, h.get("connection"), elapsed))
     check(r.at_eof(), label + ": then the connection closes")
@@ -964,7 +970,8 @@ def case_half_close(gw, expect_ok, label, min_s=0.0):
         a = r.response()
         b = r.response(head_request=True)
         good = (a[0] == 200 and summary(a[2]).get("ok") == expect_ok
-                and b[0] == 200 and b[1].get("connection") == "close")
+                and b[0] == 200 and (b[1].get("connection") == "close"
+                                     or min_s == 0))
     except (EOFError, OSError) as e:
         good = repr(e)
     check(good is True and r.at_eof(), "%s: two pipelined requests, then "
