@@ -106,8 +106,9 @@ typedef struct summary_s {
   size_t n;
 } summary_t;
 
+/* Any time after a memset to 0, summary_init's or the caller's. */
 static void summary_free(summary_t *s) {
-  for (size_t i = 0; i < s->n; i++) {
+  for (size_t i = 0; s->entries != NULL && i < s->n; i++) {
     entry_t *e = &s->entries[i];
     json_t *all[] = {e->fulfilled, e->code,     e->bytes,
                      e->ms,        e->rejected, e->error};
