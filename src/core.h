@@ -67,7 +67,6 @@ static inline uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,
   h->r.next = NULL;
   h->r.target = uvp__rtag(target, kind);
   h->arg = arg;
-  h->extra = NULL;
   return h;
 }
 

@@ -150,7 +150,6 @@ void uvp__op_complete_later(uvp__op_t *op) {
   op->done.r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
   op->done.cb.notify = op_complete;
   op->done.arg = op;
-  op->done.extra = NULL;
   uvp__enqueue_completion(op->ctx, &op->done);
   /* The settle is some way off: see docs/internals.md. */
   UVP__PREFETCH_W(p);

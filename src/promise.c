@@ -32,8 +32,10 @@ _Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
 _Static_assert(sizeof(uvp_promise_t) % UVP__SLOT_ALIGN == 0,
                "promises stay aligned in their pool: a reaction's target "
                "carries its kind in the low bits");
-_Static_assert(sizeof(uvp__handler_t) % sizeof(void *) == 0,
-               "reactions stay aligned in their pool");
+_Static_assert(sizeof(uvp__handler_t) == 32 &&
+                   sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
+               "a handler is 32 bytes (a pending promise with one reaction "
+               "costs 80) and stays aligned in its pool");
 
 /* Register r on p, which it observes, and mark p handled. */
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {

@@ -4,33 +4,46 @@
  * at the top of promise.c. */
 #include "core.h"
 
-/* Give h its argument's destroy notifier (may be NULL) and the current
- * scope, in one word (see uvp__hextra_t).  Fails only for want of a box. */
-static int set_extra(uvp_ctx_t *ctx, uvp__handler_t *h, uvp_free_cb arg_free) {
-  uvp__scope_t *scope = uvp__scope_capture(ctx);
-  if (arg_free == NULL) {
-    h->extra = scope != NULL ? &scope->x : NULL;
-    return 0;
-  }
-  uvp__hbox_t *b = uvp__pool_get(&ctx->reactions);
-  if (UVP__UNLIKELY(b == NULL)) {
-    uvp__scope_unref(scope);
-    return UV_ENOMEM;
-  }
-  *b = (uvp__hbox_t){{1}, arg_free, scope};
-  h->extra = &b->x;
-  return 0;
+/* A user's handler with a destroy notifier or a scope (see uvp__handler_t):
+ * its cb is `boxed`, its arg the box, from the reaction pool. */
+typedef struct hbox_s {
+  uvp_then_cb cb;
+  void *arg;
+  uvp_free_cb arg_free;       /* NULL: none */
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
+} hbox_t;
+_Static_assert(sizeof(hbox_t) <= sizeof(uvp__handler_t),
+               "a box takes a reaction slot");
+
+/* The marker: a box is always opened before its handler runs. */
+static uvp_ret_t boxed(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  UVP__CHECK(!"a boxed handler is opened before it runs");
+  return uvp_ret_pass();
 }
 
-/* Take h's notifier and scope (the caller runs the one and holds the
- * other's reference), freeing the box. */
-static void take_extra(uvp_ctx_t *ctx, uvp__handler_t *h,
-                       uvp_free_cb *arg_free, uvp__scope_t **scope) {
-  *arg_free = uvp__h_arg_free(h);
-  *scope = uvp__h_scope(h);
-  if (h->extra != NULL && h->extra->is_box)
-    uvp__pool_put(&ctx->reactions, h->extra);
-  h->extra = NULL;
+/* Put h's callback and argument in a box with arg_free and the current
+ * scope.  False for want of a slot. */
+static bool box_handler(uvp_ctx_t *ctx, uvp__handler_t *h,
+                        uvp_free_cb arg_free) {
+  hbox_t *b = uvp__pool_get(&ctx->reactions);
+  if (b == NULL)
+    return false;
+  *b = (hbox_t){h->cb.then, h->arg, arg_free, uvp__scope_capture(ctx)};
+  h->cb.then = boxed;
+  h->arg = b;
+  return true;
+}
+
+/* h's callback, argument, notifier and scope (the caller runs the
+ * notifier and holds the scope's reference); a box goes back. */
+static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
+  if (UVP__LIKELY(h->cb.then != boxed))
+    return (hbox_t){h->cb.then, h->arg, NULL, NULL};
+  hbox_t *b = h->arg, out = *b;
+  uvp__pool_put(&ctx->reactions, b);
+  return out;
 }
 
 /* Drop a reaction that will never run.  A queued one also held its source. */
@@ -48,15 +61,13 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__handler_t *h = (uvp__handler_t *)(void *)r;
   uvp_promise_t *t = uvp__rtarget(r);
   uvp__notify_cb notify = h->cb.notify;
-  void *arg = h->arg;
-  uvp_free_cb arg_free;
-  uvp__scope_t *scope;
-  take_extra(ctx, h, &arg_free, &scope);
+  hbox_t o = open_handler(ctx, h);
+  void *arg = o.arg;
   if (kind != UVP__RK_NOTIFY_EMBEDDED)
     uvp__pool_put(&ctx->reactions, h);
-  if (arg_free != NULL)
-    arg_free(arg); /* the handler will never run */
-  uvp__scope_unref(scope);
+  if (o.arg_free != NULL)
+    o.arg_free(arg); /* the handler will never run */
+  uvp__scope_unref(o.scope);
   if (!uvp__rk_derived(kind)) {
     if (kind >= UVP__RK_NOTIFY)
       notify(arg, NULL);
@@ -107,9 +118,12 @@ bool uvp__only_observer(const uvp_promise_t *q, const void *arg) {
 
 /* ---- reactions ----------------------------------------------------------- */
 
-static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
-                        void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
-                        const char *file, int line) {
+/* Inline in each entry point: then() is the call every chain makes. */
+static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
+                                           uvp_then_cb cb, void *arg,
+                                           uvp_free_cb arg_free,
+                                           uvp_promise_t **out,
+                                           const char *file, int line) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   int rc = uvp__ctx_check(ctx);
   if (UVP__UNLIKELY(rc != 0))
@@ -130,9 +144,15 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
     kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
   }
   uvp__handler_t *h = handler_alloc(ctx, kind, target, arg);
-  if (UVP__UNLIKELY(h == NULL || set_extra(ctx, h, arg_free) != 0)) {
-    if (h != NULL)
+  if (UVP__LIKELY(h != NULL)) {
+    h->cb.then = cb;
+    if (UVP__UNLIKELY(arg_free != NULL || ctx->scope != NULL) &&
+        !box_handler(ctx, h, arg_free)) {
       uvp__pool_put(&ctx->reactions, h);
+      h = NULL;
+    }
+  }
+  if (UVP__UNLIKELY(h == NULL)) {
     if (d != NULL) {
       d->refs = 1;
       d->flags = 0;
@@ -140,7 +160,6 @@ static int add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb,
     }
     return UV_ENOMEM;
   }
-  h->cb.then = cb;
   uvp__attach(p, &h->r);
   if (out != NULL)
     *out = d;
@@ -159,7 +178,9 @@ int uvp_promise_on_full_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
 
 int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
                       uvp_promise_t **out, const char *file, int line) {
-  return uvp_promise_on_full_at(p, mask, cb, arg, NULL, out, file, line);
+  if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
+    return UV_EINVAL;
+  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, NULL, out, file, line);
 }
 
 int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
@@ -184,11 +205,11 @@ void uvp__handler_abandoned(uvp_promise_t *d) {
   for (uvp__reaction_t *r = d->link->reactions; r != NULL; r = r->next) {
     uvp__handler_t *h = (uvp__handler_t *)(void *)r;
     if (uvp__rtarget(r) == d && uvp__rk_derived(uvp__rkind(r)) &&
-        uvp__h_arg_free(h) != NULL) {
-      uvp__hbox_t *b = (uvp__hbox_t *)(void *)h->extra;
+        h->cb.then == boxed && ((hbox_t *)h->arg)->arg_free != NULL) {
+      hbox_t *b = h->arg;
       uvp_free_cb arg_free = b->arg_free;
       b->arg_free = NULL;
-      arg_free(h->arg);
+      arg_free(b->arg);
       return;
     }
   }
@@ -411,11 +432,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     return;
   }
   uvp_promise_t *t = uvp__rtarget(r);
-  uvp_then_cb cb = h->cb.then;
-  void *arg = h->arg;
-  uvp_free_cb arg_free;
-  uvp__scope_t *scope;
-  take_extra(ctx, h, &arg_free, &scope);
+  hbox_t o = open_handler(ctx, h);
+  uvp_then_cb cb = o.cb;
+  void *arg = o.arg;
   uvp_promise_t *src, *d;
   if (uvp__rk_derived(kind)) {
     d = t;
@@ -435,7 +454,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
                  d->link == src);
   uvp_ret_t ret = uvp_ret_pass();
   bool waiting = false, seen = false;
-  uvp__scope_t *was = uvp__scope_enter(ctx, scope);
+  uvp__scope_t *was = uvp__scope_enter(ctx, o.scope);
   if (cb != NULL && wanted &&
       uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
     uvp_outcome_t in = outcome_of(src);
@@ -448,8 +467,8 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     if (uvp__rk_finally(kind))
       ret = finally_ret(ctx, src, d, ret, &waiting);
   }
-  if (arg_free != NULL)
-    arg_free(arg);
+  if (o.arg_free != NULL)
+    o.arg_free(arg);
   uvp__scope_leave(ctx, was);
   if (!waiting)
     apply(d, src, &ret, seen);
@@ -500,7 +519,6 @@ void uvp__observe_embedded(uvp_promise_t *p, uvp__handler_t *h,
   h->r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
   h->cb.notify = cb;
   h->arg = arg;
-  h->extra = NULL;
   uvp__attach(p, &h->r);
 }
 
@@ -510,7 +528,6 @@ void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
   h->r.target = uvp__rtag(target, UVP__RK_NOTIFY_EMBEDDED);
   h->cb.notify = cb;
   h->arg = arg;
-  h->extra = NULL;
   target->refs++;
   uvp__enqueue(uvp__promise_ctx(target), &h->r);
 }

@@ -351,6 +351,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   ctx->budget = UVP__DEFAULT_BUDGET;
   ctx->epoch = uv_now(loop);
   ctx->check_thread = checks_from_env() & UVP_CHECK_THREAD;
+  ctx->guarded = ctx->check_thread;
   uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
   uvp__pool_init(&ctx->reactions, sizeof(uvp__handler_t));
   if (traces_from_env() && uvp__trace_set(ctx, true) != 0)
@@ -437,11 +438,21 @@ int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
   return uvp_ctx_set_unhandled_cb_full(ctx, cb, arg, NULL);
 }
 
+int uvp__ctx_check_slow(const uvp_ctx_t *ctx) {
+  if (ctx == NULL)
+    return UV_EINVAL;
+  if (ctx->check_thread && !uvp__on_loop_thread(ctx))
+    return UVP_ETHREAD;
+  return ctx->closed ? UVP_ECLOSED : 0;
+}
+
 int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {
   int rc = (checks & ~(unsigned)UVP_CHECK_THREAD) ? UV_EINVAL
                                                    : uvp__ctx_check(ctx);
-  if (rc == 0)
+  if (rc == 0) {
     ctx->check_thread = (checks & UVP_CHECK_THREAD) != 0;
+    ctx->guarded = ctx->check_thread || ctx->closed;
+  }
   return rc;
 }
 
@@ -494,6 +505,7 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
    * references only under this lock. */
   uvp__lock(ctx);
   ctx->closed = true;
+  ctx->guarded = true;
   /* A closed context may be freed from any thread, so this thread must
    * stop naming it: its id (and address) may come back as another
    * context's. */

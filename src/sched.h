@@ -54,6 +54,7 @@ struct uvp_ctx_s {
   const char *thread; /* the loop thread's &uvp__thread_anchor */
   bool closed;        /* written by the loop thread under `mu` */
   bool check_thread;  /* UVP_CHECK_THREAD */
+  bool guarded;       /* closed || check_thread: every call tests this one */
   bool freeing;       /* draining free_stack */
   bool idle_active;
   unsigned int budget;
@@ -116,12 +117,11 @@ static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
 /* 0, or why a loop-thread-only call naming ctx cannot proceed: UV_EINVAL
  * (NULL), UVP_ETHREAD (another thread, when the check is on), UVP_ECLOSED.
  * The thread is checked first: `closed` is the loop thread's to write. */
+int uvp__ctx_check_slow(const uvp_ctx_t *ctx);
 static inline int uvp__ctx_check(const uvp_ctx_t *ctx) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (UVP__UNLIKELY(ctx->check_thread) && !uvp__on_loop_thread(ctx))
-    return UVP_ETHREAD;
-  return ctx->closed ? UVP_ECLOSED : 0;
+  if (UVP__LIKELY(ctx != NULL && !ctx->guarded))
+    return 0;
+  return uvp__ctx_check_slow(ctx);
 }
 
 /* The open context this thread used last (and its id; NULL and 0 when

@@ -15,7 +15,6 @@
 typedef struct uvp__slotval_s uvp__slotval_t;
 typedef struct uvp__scope_s uvp__scope_t;
 struct uvp__scope_s {
-  uvp__hextra_t x; /* is_box 0: a handler may name a scope directly */
   uint32_t refs;
   uvp__slotval_t *slots[UVP_SCOPE_SLOTS];
   struct uvp_group_s *group; /* what the work run under it belongs to */

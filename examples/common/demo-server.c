@@ -81,7 +81,8 @@ static void slow_fire(uv_timer_t *h) {
   timed_done(t);
 }
 
-static const char trickle_body[DEMO_TRICKLE_BYTES + 1] = "one byte at a time.\n";
+static const char trickle_body[DEMO_TRICKLE_BYTES + 1] =
+    "one byte at a time.\n";
 
 static void trickle_fire(uv_timer_t *h) {
   timed_t *t = h->data;
@@ -153,8 +154,8 @@ static void handle(httpd_req_t *req, void *arg) {
   } else if (strcmp(p, "/close-after") == 0) {
     /* A well-formed keep-alive answer, then FIN: what the client sees when
      * a server's keep-alive timeout runs out just after a response. */
-    static const char msg[] = "HTTP/1.1 200 OK\r\n" TEXT
-                              "Content-Length: 5\r\n\r\n" DEMO_FAST_BODY;
+    static const char msg[] =
+        "HTTP/1.1 200 OK\r\n" TEXT "Content-Length: 5\r\n\r\n" DEMO_FAST_BODY;
     write_and_close(req, msg, sizeof(msg) - 1);
   } else if (strcmp(p, "/reset") == 0) {
     httpd_end(req, HTTPD_RESET);
@@ -194,7 +195,13 @@ int demo_server_start(uv_loop_t *loop, const char *ip, int port,
   if (s == NULL)
     return UV_ENOMEM;
   s->loop = loop;
-  int rc = httpd_start(loop, ip, port, handle, s, &s->httpd);
+  /* A backend for clients under test: end of input is the client gone, so
+   * that /hang ends when its client gives up, and /slow does not answer a
+   * client that closed. */
+  httpd_opts_t opts;
+  httpd_opts_init(&opts);
+  opts.abort_on_eof = 1;
+  int rc = httpd_start(loop, ip, port, &opts, handle, s, &s->httpd);
   if (rc != 0) {
     free(s);
     return rc;

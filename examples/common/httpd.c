@@ -7,18 +7,29 @@
  * every request for that.  The request line's target and the headers are
  * copied as they come (llhttp hands them over in pieces when they span two
  * reads) into `head`, one buffer per connection reused from request to
- * request.
+ * request.  Before llhttp sees a request's head, head_scan checks its
+ * lines for what the lenient llhttp lets through.
  *
- * A connection's memory is freed once its handle is closed and its request,
- * if any, finished: an aborted request may be finished later (the gateway's
- * after its cancelled fan-out settles).  The server goes when the listener
- * and every connection have. */
+ * Each connection has one timer, armed lazily: a connection records when
+ * its current wait began (head_since, idle_since, send_since), and the
+ * timer, once it fires, works out what the connection waits for now and
+ * either acts or re-arms for the rest.  A keep-alive connection under load
+ * thus costs no timer call per request.
+ *
+ * A connection's memory is freed once its handles are closed and its
+ * request, if any, finished: an aborted request may be finished later (the
+ * gateway's after its cancelled fan-out settles).  The server goes when its
+ * own handles and every connection have. */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <llhttp.h>
 
@@ -27,27 +38,54 @@
 #define MAX_PENDING (64 * 1024) /* unparsed input kept per connection */
 #define MAX_HEAD (16 * 1024)    /* target and headers; offsets fit 16 bits */
 #define MAX_HEADERS 64
+#define ACCEPTS_PER_WAKEUP 256 /* then the loop serves what it accepted */
+#define ACCEPT_RETRY_MS 500    /* while descriptors are short (as nginx) */
+#define READ_BUF (64 * 1024)
 
 typedef struct conn_s conn_t;
 
 struct httpd_s {
   uv_loop_t *loop;
-  uv_tcp_t listener;
-  int listening; /* the listener is not closed yet */
+  httpd_opts_t opts;
+  int fd;             /* the listening socket */
+  uv_poll_t listener; /* readable: clients to accept */
+  uv_timer_t retry;   /* accept again, after it failed for descriptors */
+  int handles;        /* listener and retry, until both are closed */
+  int paused;         /* accept failed; clients may still wait */
+  uint64_t paused_at;
+  size_t accepted_paused; /* ... and accepted since */
   int port;
   httpd_handler_cb handler;
   void *arg;
-  conn_t *conns;   /* open connections, for httpd_stop */
-  size_t nconns;   /* connections not freed yet */
-  int stopping;    /* 0, 1 draining, 2 closing */
+  conn_t *conns; /* open connections, for httpd_stop */
+  size_t nconns; /* connections not freed yet */
+  int stopping;  /* 0, 1 draining, 2 closing */
   httpd_stats_t stats;
   void (*done)(void *);
   void *done_arg;
+  /* One read buffer for every connection: the read callback runs right
+   * after the allocation and keeps whatever it does not parse. */
+  char slab[READ_BUF];
+};
+
+/* Where head_scan is in a request's head. */
+enum {
+  SCAN_START,    /* before the request line: empty lines allowed */
+  SCAN_START_CR, /* ... CR of one */
+  SCAN_LINE,     /* request line */
+  SCAN_LINE_SP,  /* ... just after a space */
+  SCAN_BOL,      /* start of a header line, or of the empty one */
+  SCAN_NAME,     /* header name */
+  SCAN_VALUE,    /* header value */
+  SCAN_CR,       /* CR ending a line */
+  SCAN_END_CR,   /* CR of the empty line */
+  SCAN_DONE      /* the head is over: llhttp alone from here */
 };
 
 struct conn_s {
   httpd_req_t req; /* first: a request's address is its connection's */
   uv_tcp_t tcp;
+  uv_timer_t timer;
   httpd_t *srv;
   conn_t *prev, *next;
   llhttp_t parser;
@@ -58,6 +96,11 @@ struct conn_s {
   uint16_t offsets[MAX_HEADERS][2];
   httpd_header_t headers[MAX_HEADERS];
   size_t nheaders;
+  int scan;         /* head_scan's state */
+  int spaces;       /* ... and the request line's spaces so far */
+  int reject;       /* status for a request the strict checks refused */
+  int hosts;        /* Host headers in this request */
+  int in_host;      /* the value being received is a Host's */
   int in_body;      /* headers done: what comes now are trailers */
   int too_large;    /* the head went over a limit */
   int message_done; /* the parser paused at the end of a request */
@@ -65,12 +108,20 @@ struct conn_s {
   int in_flight;    /* handed to the handler and not finished */
   int dispatching;  /* inside the handler, called from the parse loop */
   int last;         /* no request after the current one */
+  int eof;          /* the client will send nothing more */
   int reading;
   int ending;  /* shutdown requested: close once it is done */
   int closing; /* uv_close called */
-  int closed;  /* ... and its callback has run */
-  size_t writes; /* write requests not completed */
-  char *pending; /* input not parsed yet */
+  int handles; /* tcp and timer, until both are closed */
+  /* Timeouts: when each wait began (loop time, ms). */
+  int in_head; /* waiting for a request: since accept or its first byte */
+  int begun;   /* ... and some of it came */
+  int idle;    /* between requests, nothing received */
+  uint64_t head_since, idle_since, send_since;
+  size_t send_mark;   /* write queue size when send_since was set */
+  uint64_t timer_due; /* when the timer fires; 0: not armed */
+  size_t writes;      /* write requests not completed */
+  char *pending;      /* input not parsed yet */
   size_t pending_len, pending_cap;
 };
 
@@ -82,11 +133,28 @@ typedef struct wbuf_s {
 } wbuf_t;
 
 static void conn_continue(conn_t *c);
+static void conn_arm(conn_t *c);
+static void accept_retry(uv_timer_t *t);
+
+static void httpd_log(httpd_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void httpd_log(httpd_t *s, const char *fmt, ...) {
+  char line[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (s->opts.log != NULL)
+    s->opts.log(line, s->opts.log_arg);
+  else
+    fprintf(stderr, "httpd: %s\n", line);
+}
 
 /* ---- teardown ------------------------------------------------------------ */
 
 static void server_maybe_done(httpd_t *s) {
-  if (!s->stopping || s->listening || s->nconns > 0)
+  if (!s->stopping || s->handles > 0 || s->nconns > 0)
     return;
   if (s->done != NULL)
     s->done(s->done_arg);
@@ -94,7 +162,7 @@ static void server_maybe_done(httpd_t *s) {
 }
 
 static void conn_free_if_done(conn_t *c) {
-  if (!c->closed || c->in_flight)
+  if (c->handles > 0 || c->in_flight)
     return;
   httpd_t *s = c->srv;
   free(c->head);
@@ -108,9 +176,13 @@ static void conn_free_if_done(conn_t *c) {
  * conn_close, which may run inside the handler's own httpd_write. */
 static void conn_closed(uv_handle_t *h) {
   conn_t *c = h->data;
+  if (c->handles > 1) {
+    c->handles--;
+    return;
+  }
   if (c->in_flight && c->req.on_abort != NULL)
     c->req.on_abort(&c->req); /* may finish it: freed below, not there */
-  c->closed = 1;
+  c->handles = 0;
   conn_free_if_done(c);
 }
 
@@ -125,9 +197,13 @@ static void conn_close(conn_t *c, int reset) {
     s->conns = c->next;
   if (c->next != NULL)
     c->next->prev = c->prev;
+  uv_close((uv_handle_t *)&c->timer, conn_closed);
   /* A reset is refused while a shutdown is queued: then a plain close. */
   if (!reset || uv_tcp_close_reset(&c->tcp, conn_closed) != 0)
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
+  /* uv_close has closed the descriptor already: accept may have one. */
+  if (s->paused && !s->stopping)
+    uv_timer_start(&s->retry, accept_retry, 0, 0);
 }
 
 static void shutdown_cb(uv_shutdown_t *req, int status) {
@@ -174,6 +250,9 @@ static void write_cb(uv_write_t *w, int status) {
     conn_close(c, 0);
     return;
   }
+  /* Progress, for the send timeout. */
+  c->send_since = uv_now(c->srv->loop);
+  c->send_mark = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
   if (c->writes == 0 && !c->in_flight && !c->ending)
     conn_continue(c); /* the answer is out: on to the next request */
 }
@@ -211,21 +290,27 @@ static void conn_send(conn_t *c, const char *a, size_t alen, const char *b,
   if (blen > bdone)
     memcpy(w->data + (alen - adone), b + bdone, blen - bdone);
   w->conn = c;
-  uv_buf_t buf = uv_buf_init(
-      w->data, (unsigned int)((alen - adone) + (blen - bdone)));
+  uv_buf_t buf =
+      uv_buf_init(w->data, (unsigned int)((alen - adone) + (blen - bdone)));
   if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, write_cb) != 0) {
     free(w);
     conn_close(c, 0);
     return;
   }
-  c->writes++;
+  if (c->writes++ == 0) { /* the client is not keeping up: send timeout */
+    c->send_since = uv_now(c->srv->loop);
+    c->send_mark = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    conn_arm(c);
+  }
 }
 
 /* ---- answering ----------------------------------------------------------- */
 
 int httpd_req_keep_alive(const httpd_req_t *req) {
   const conn_t *c = (const conn_t *)req;
-  return !c->last && !c->srv->stopping && !c->closing;
+  /* After end of input, only a request already received can follow. */
+  return !c->last && !c->srv->stopping && !c->closing &&
+         !(c->eof && c->pending_len == 0);
 }
 
 void httpd_write(httpd_req_t *req, const void *data, size_t len) {
@@ -249,8 +334,8 @@ void httpd_end(httpd_req_t *req, httpd_end_t how) {
     conn_continue(c); /* answered later (a timer, a fan-out) */
 }
 
-static int format_head(char *dst, size_t cap, int status,
-                       const char *headers, size_t len, int keep_alive) {
+static int format_head(char *dst, size_t cap, int status, const char *headers,
+                       size_t len, int keep_alive) {
   return snprintf(dst, cap,
                   "HTTP/1.1 %d %s\r\n"
                   "%s"
@@ -290,12 +375,16 @@ const char *httpd_reason(int status) {
     return "Not Found";
   case 405:
     return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
   case 431:
     return "Request Header Fields Too Large";
   case 500:
     return "Internal Server Error";
   case 503:
     return "Service Unavailable";
+  case 505:
+    return "HTTP Version Not Supported";
   default:
     return "Unknown";
   }
@@ -342,10 +431,118 @@ static long head_piece_end(conn_t *c) {
   return (long)start;
 }
 
+/* ---- strict checks ------------------------------------------------------- */
+
+static int is_ctl(unsigned char ch) { return ch < 0x20 || ch == 0x7f; }
+
+/* RFC 9110's tchar: what a header name is made of. */
+static int is_tchar(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+         (ch >= '0' && ch <= '9') ||
+         (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* What llhttp, built lenient, lets through in a head and a strict server
+ * refuses: a folded line (obs-fold), whitespace or another non-token byte
+ * in a header name (a space before the colon: "Host :"), an empty name, a
+ * bare CR or LF, control bytes in the request line or a value, a request
+ * line that is not three parts with one space between them (HTTP/0.9's
+ * "GET /" has no version: refused at its CRLF, where llhttp would wait for
+ * headers).  Runs over the head's bytes ahead of llhttp, from read to
+ * read, up to the empty line that ends the head.  Returns 0, or -1 for a
+ * head to refuse. */
+static int head_scan(conn_t *c, const char *data, size_t len) {
+  int st = c->scan;
+  for (size_t i = 0; i < len && st != SCAN_DONE; i++) {
+    unsigned char ch = (unsigned char)data[i];
+    switch (st) {
+    case SCAN_START: /* empty lines before a request are allowed */
+      if (ch == '\r') {
+        st = SCAN_START_CR;
+      } else if (ch == ' ' || is_ctl(ch)) {
+        return -1;
+      } else {
+        st = SCAN_LINE;
+        c->spaces = 0;
+      }
+      break;
+    case SCAN_START_CR:
+    case SCAN_CR:
+    case SCAN_END_CR:
+      if (ch != '\n')
+        return -1;
+      st = st == SCAN_START_CR ? SCAN_START
+           : st == SCAN_CR     ? SCAN_BOL
+                               : SCAN_DONE;
+      break;
+    case SCAN_LINE:
+    case SCAN_LINE_SP:
+      if (ch == '\r' && c->spaces != 2) /* HTTP/0.9: no version */
+        return -1;
+      else if (ch == '\r')
+        st = SCAN_CR;
+      else if (ch == ' ' && st == SCAN_LINE_SP)
+        return -1;
+      else if (ch == ' ' && ++c->spaces > 2)
+        return -1;
+      else if (ch == ' ')
+        st = SCAN_LINE_SP;
+      else if (is_ctl(ch))
+        return -1;
+      else
+        st = SCAN_LINE;
+      break;
+    case SCAN_BOL: /* SP or HT here is obs-fold */
+      if (ch == '\r')
+        st = SCAN_END_CR;
+      else if (is_tchar(ch))
+        st = SCAN_NAME;
+      else
+        return -1;
+      break;
+    case SCAN_NAME:
+      if (ch == ':')
+        st = SCAN_VALUE;
+      else if (!is_tchar(ch))
+        return -1;
+      break;
+    case SCAN_VALUE:
+      if (ch == '\r')
+        st = SCAN_CR;
+      else if (is_ctl(ch) && ch != '\t')
+        return -1;
+      break;
+    }
+  }
+  c->scan = st;
+  return 0;
+}
+
+/* A Host value is host[:port] (a name, an IPv4 address or a bracketed
+ * IPv6 one), or empty: no whitespace, no '/', '?', '#' or '@'. */
+static int host_valid(const char *v) {
+  for (; *v != '\0'; v++) {
+    unsigned char ch = (unsigned char)*v;
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          (ch >= '0' && ch <= '9') || strchr("-._~!$&'()*+,;=:[]%", ch)))
+      return 0;
+  }
+  return 1;
+}
+
+/* ---- llhttp's callbacks -------------------------------------------------- */
+
 static int on_message_begin(llhttp_t *p) {
   conn_t *c = p->data;
   c->head_len = c->mark = c->nheaders = 0;
   c->in_body = c->too_large = 0;
+  c->hosts = c->in_host = c->reject = 0;
+  /* The header timeout counts from the first byte, or from the accept. */
+  if (!c->in_head) {
+    c->in_head = 1;
+    c->head_since = uv_now(c->srv->loop);
+  }
+  c->begun = 1;
   return 0;
 }
 
@@ -366,22 +563,47 @@ static int on_header_field_complete(llhttp_t *p) {
     return -1;
   }
   long at = head_piece_end(c);
+  if (at < 0)
+    return -1;
   c->offsets[c->nheaders][0] = (uint16_t)at;
-  return at < 0 ? -1 : 0;
+  c->in_host = strcasecmp(c->head + at, "host") == 0;
+  return 0;
 }
 
 static int on_header_value_complete(llhttp_t *p) {
   conn_t *c = p->data;
   if (c->in_body)
     return 0;
+  /* llhttp drops the whitespace before a value, not after it. */
+  while (c->head_len > c->mark &&
+         (c->head[c->head_len - 1] == ' ' || c->head[c->head_len - 1] == '\t'))
+    c->head_len--;
   long at = head_piece_end(c);
+  if (at < 0)
+    return -1;
   c->offsets[c->nheaders++][1] = (uint16_t)at;
-  return at < 0 ? -1 : 0;
+  if (c->in_host) {
+    c->in_host = 0;
+    if (++c->hosts > 1 || !host_valid(c->head + at)) {
+      c->reject = 400;
+      return -1;
+    }
+  }
+  return 0;
 }
 
+/* What the head as a whole must be: HTTP/1.x; for 1.1, a Host (RFC 9112
+ * 3.2: a server MUST answer 400 without one); for 1.0, no
+ * Transfer-Encoding (RFC 9112 6.1: its framing is faulty). */
 static int on_headers_complete(llhttp_t *p) {
-  ((conn_t *)p->data)->in_body = 1;
-  return 0;
+  conn_t *c = p->data;
+  c->in_body = 1;
+  if (p->http_major != 1)
+    c->reject = p->http_major == 0 ? 400 : 505;
+  else if (p->http_minor >= 1 ? c->hosts == 0
+                              : (p->flags & F_TRANSFER_ENCODING) != 0)
+    c->reject = 400;
+  return c->reject != 0 ? -1 : 0;
 }
 
 /* Stop at the end of each request: the bytes after it belong to the next
@@ -411,6 +633,8 @@ static void dispatch(conn_t *c, int error) {
   memset(r, 0, sizeof(*r));
   c->message_done = 0;
   c->head_only = 0;
+  c->in_head = c->begun = 0;
+  c->scan = SCAN_START;
   r->error = error;
   r->method = r->path = r->query = "";
   if (error != 0) {
@@ -445,6 +669,10 @@ static void dispatch(conn_t *c, int error) {
  * end of a request (dispatched before returning), or all of them (after a
  * parse error too: the 400 is the connection's last answer). */
 static size_t conn_parse(conn_t *c, const char *data, size_t len) {
+  if (c->scan != SCAN_DONE && head_scan(c, data, len) != 0) {
+    dispatch(c, 400);
+    return len;
+  }
   llhttp_errno_t e = llhttp_execute(&c->parser, data, len);
   if (e == HPE_OK)
     return len;
@@ -454,7 +682,7 @@ static size_t conn_parse(conn_t *c, const char *data, size_t len) {
     dispatch(c, 0);
     return used;
   }
-  dispatch(c, c->too_large ? 431 : 400);
+  dispatch(c, c->too_large ? 431 : c->reject != 0 ? c->reject : 400);
   return len;
 }
 
@@ -471,22 +699,28 @@ static int keep_pending(conn_t *c, const char *data, size_t len) {
 }
 
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
-  /* One buffer for every connection: the read callback runs right after
-   * this and keeps whatever it does not parse. */
-  static char slab[64 * 1024];
-  (void)h;
+  conn_t *c = h->data;
   (void)size;
-  *buf = uv_buf_init(slab, sizeof(slab));
+  *buf = uv_buf_init(c->srv->slab, sizeof(c->srv->slab));
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = stream->data;
   if (nread == 0)
     return;
+  if (nread == UV_EOF && !c->srv->opts.abort_on_eof) {
+    /* The client has sent all it will (it half-closed, or closed: they
+     * look the same until we write).  libuv stopped reading; what was
+     * received is answered, then the connection ends. */
+    c->eof = 1;
+    c->reading = 0;
+    if (!conn_busy(c))
+      conn_continue(c);
+    return;
+  }
   if (nread < 0) {
-    /* The client is done or gone.  A request in flight is abandoned (as
-     * nginx does by default, a half-close counts); a response being
-     * written is let out first. */
+    /* The client is gone.  A request in flight is abandoned; a response
+     * being written after the last request is let out first. */
     if (nread == UV_EOF && !c->in_flight && c->writes > 0)
       conn_end(c);
     else
@@ -512,7 +746,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 }
 
 /* Parse what waited, as long as each request is answered at once; then
- * read on unless too much is waiting. */
+ * read on unless too much is waiting, or end the connection if nothing
+ * more will come. */
 static void conn_continue(conn_t *c) {
   while (!conn_busy(c) && c->pending_len > 0) {
     size_t used = conn_parse(c, c->pending, c->pending_len);
@@ -523,11 +758,16 @@ static void conn_continue(conn_t *c) {
   }
   if (c->closing || c->ending)
     return;
-  if (!conn_busy(c) && c->srv->stopping) {
+  int busy = conn_busy(c);
+  if (!busy && c->srv->stopping) {
     conn_close(c, 0); /* idle while the server stops */
     return;
   }
-  int want = c->pending_len < MAX_PENDING;
+  if (!busy && c->eof) {
+    conn_end(c); /* every request received is answered */
+    return;
+  }
+  int want = !c->eof && c->pending_len < MAX_PENDING;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
       conn_close(c, 0);
@@ -538,26 +778,121 @@ static void conn_continue(conn_t *c) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = 0;
   }
+  /* The keep-alive timeout counts from the end of the last answer. */
+  int idle = !busy && !c->in_head;
+  if (idle && !c->idle)
+    c->idle_since = uv_now(c->srv->loop);
+  c->idle = idle;
+  conn_arm(c);
 }
 
-/* ---- the server ---------------------------------------------------------- */
+/* ---- timeouts ------------------------------------------------------------ */
 
-static void on_connection(uv_stream_t *listener, int status) {
-  httpd_t *s = listener->data;
-  if (status < 0)
+enum { WAIT_NONE, WAIT_HEAD, WAIT_IDLE, WAIT_SEND };
+
+/* What the connection waits for, and the time (loop time, ms) when that
+ * wait times out; 0: nothing to time out. */
+static uint64_t conn_deadline(const conn_t *c, int *what) {
+  const httpd_opts_t *o = &c->srv->opts;
+  uint64_t since = 0, limit = 0;
+  *what = WAIT_NONE;
+  if (c->closing) {
+    return 0;
+  } else if (c->writes > 0) {
+    *what = WAIT_SEND;
+    since = c->send_since;
+    limit = o->send_timeout_ms;
+  } else if (c->in_flight || c->last || c->ending) {
+    return 0; /* the handler's time, or about to close */
+  } else if (c->in_head) {
+    *what = WAIT_HEAD;
+    since = c->head_since;
+    limit = o->header_timeout_ms;
+  } else {
+    *what = WAIT_IDLE;
+    since = c->idle_since;
+    limit = o->keepalive_timeout_ms;
+  }
+  return limit != 0 ? since + limit : 0;
+}
+
+static void on_conn_timer(uv_timer_t *t);
+
+/* Make sure the timer fires no later than the current wait's deadline.  A
+ * timer that fires early finds out and re-arms. */
+static void conn_arm(conn_t *c) {
+  int what;
+  uint64_t due = conn_deadline(c, &what);
+  if (due == 0 || (c->timer_due != 0 && c->timer_due <= due))
     return;
+  uint64_t now = uv_now(c->srv->loop);
+  uv_timer_start(&c->timer, on_conn_timer, due > now ? due - now : 0, 0);
+  c->timer_due = due;
+}
+
+static void on_conn_timer(uv_timer_t *t) {
+  conn_t *c = t->data;
+  httpd_t *s = c->srv;
+  uint64_t now = uv_now(s->loop);
+  int what;
+  c->timer_due = 0;
+  uint64_t due = conn_deadline(c, &what);
+  if (what == WAIT_SEND) {
+    /* A write request completes only when all of it is out: a big one
+     * makes progress before that. */
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+    if (queued < c->send_mark) {
+      c->send_mark = queued;
+      c->send_since = now;
+      due = conn_deadline(c, &what);
+    }
+  }
+  if (due == 0)
+    return;
+  if (due > now) {
+    conn_arm(c);
+    return;
+  }
+  switch (what) {
+  case WAIT_HEAD:
+    s->stats.header_timeouts++;
+    if (c->begun)
+      dispatch(c, 408); /* the handler answers; the connection ends */
+    else
+      conn_close(c, 0); /* not a byte: nobody to answer */
+    break;
+  case WAIT_IDLE:
+    s->stats.keepalive_timeouts++;
+    conn_close(c, 0);
+    break;
+  case WAIT_SEND:
+    /* Reset: what the kernel holds for the client goes too. */
+    s->stats.send_timeouts++;
+    conn_close(c, 1);
+    break;
+  }
+}
+
+/* ---- accepting ----------------------------------------------------------- */
+
+static void conn_open(httpd_t *s, int fd) {
   conn_t *c = calloc(1, sizeof(*c));
-  if (c == NULL)
+  if (c == NULL) {
+    close(fd);
     return;
+  }
   c->srv = s;
   uv_tcp_init(s->loop, &c->tcp);
-  c->tcp.data = c;
+  uv_timer_init(s->loop, &c->timer);
+  c->tcp.data = c->timer.data = c;
+  c->handles = 2;
   c->next = s->conns;
   if (s->conns != NULL)
     s->conns->prev = c;
   s->conns = c;
   s->nconns++;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+  if (uv_tcp_open(&c->tcp, fd) != 0) {
+    close(fd);
     conn_close(c, 0);
     return;
   }
@@ -567,49 +902,168 @@ static void on_connection(uv_stream_t *listener, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
+  c->in_head = 1; /* the first request's header timeout runs from now */
+  c->head_since = uv_now(s->loop);
   conn_continue(c);
 }
 
-static void listener_closed(uv_handle_t *h) {
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
+/* Accept failed for want of descriptors (or kernel memory).  The clients
+ * wait in the backlog meanwhile, rather than being accepted and closed at
+ * once as libuv's uv_listen does.  A burst, logged once, lasts until
+ * accept has taken every waiting client: descriptors freed one by one
+ * (timeouts firing apart) end no burst. */
+static void accept_pause(httpd_t *s, int err) {
+  if (!s->paused) {
+    s->paused = 1;
+    s->paused_at = uv_now(s->loop);
+    s->accepted_paused = 0;
+    s->stats.accept_pauses++;
+    httpd_log(s,
+              "accept: %s (%s) with %zu connections open; accepting again "
+              "as descriptors free up",
+              uv_err_name(err), uv_strerror(err), s->nconns);
+  }
+  /* Until one of our connections closes, or ACCEPT_RETRY_MS: descriptors
+   * of other kinds (a gateway's backend connections) free some too. */
+  uv_poll_stop(&s->listener);
+  uv_timer_start(&s->retry, accept_retry, ACCEPT_RETRY_MS, 0);
+}
+
+/* From a timer, not from where a descriptor was freed: the accepts that
+ * follow must not run inside another connection's teardown. */
+static void accept_retry(uv_timer_t *t) {
+  httpd_t *s = t->data;
+  if (s->stopping)
+    return;
+  if (uv_poll_start(&s->listener, UV_READABLE, on_acceptable) != 0)
+    uv_timer_start(&s->retry, accept_retry, ACCEPT_RETRY_MS, 0);
+  else
+    on_acceptable(&s->listener, 0, UV_READABLE);
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events) {
   httpd_t *s = h->data;
-  s->listening = 0;
+  (void)events;
+  if (status < 0)
+    return;
+  for (int i = 0; i < ACCEPTS_PER_WAKEUP && !s->stopping; i++) {
+    int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      s->accepted_paused += s->paused;
+      conn_open(s, fd);
+      continue;
+    }
+    int e = errno;
+    if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
+      continue; /* that client only */
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+      accept_pause(s, uv_translate_sys_error(e));
+    } else if (s->paused) { /* EAGAIN: nobody waits any more */
+      s->paused = 0;
+      httpd_log(s,
+                "accept: accepting again after %llu ms (%zu clients that "
+                "waited accepted since)",
+                (unsigned long long)(uv_now(s->loop) - s->paused_at),
+                s->accepted_paused);
+    }
+    return;
+  }
+}
+
+/* ---- the server ---------------------------------------------------------- */
+
+static void server_handle_closed(uv_handle_t *h) {
+  httpd_t *s = h->data;
+  if (h == (uv_handle_t *)&s->listener)
+    close(s->fd); /* uv_poll does not own it */
+  s->handles--;
   server_maybe_done(s);
 }
 
+void httpd_opts_init(httpd_opts_t *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->header_timeout_ms = HTTPD_HEADER_TIMEOUT_MS;
+  opts->keepalive_timeout_ms = HTTPD_KEEPALIVE_TIMEOUT_MS;
+  opts->send_timeout_ms = HTTPD_SEND_TIMEOUT_MS;
+}
+
+/* A listening socket made here rather than by uv_tcp_bind: SO_REUSEPORT
+ * must be set before bind, and libuv 1.44 has no flag for it. */
+static int listen_socket(const struct sockaddr *addr, socklen_t len,
+                         int reuse_port, int *out) {
+  int fd =
+      socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return uv_translate_sys_error(errno);
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+      (reuse_port &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
+      bind(fd, addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
+    int err = uv_translate_sys_error(errno);
+    close(fd);
+    return err;
+  }
+  *out = fd;
+  return 0;
+}
+
 int httpd_start(uv_loop_t *loop, const char *ip, int port,
-                httpd_handler_cb handler, void *arg, httpd_t **out) {
+                const httpd_opts_t *opts, httpd_handler_cb handler, void *arg,
+                httpd_t **out) {
   if (loop == NULL || ip == NULL || handler == NULL || out == NULL ||
       port < 0 || port > 65535)
     return UV_EINVAL;
   struct sockaddr_storage addr;
-  int rc = strchr(ip, ':') != NULL
-               ? uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&addr)
-               : uv_ip4_addr(ip, port, (struct sockaddr_in *)&addr);
+  int v6 = strchr(ip, ':') != NULL;
+  int rc = v6 ? uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&addr)
+              : uv_ip4_addr(ip, port, (struct sockaddr_in *)&addr);
   if (rc != 0)
     return rc;
+  socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  int fd = -1;
+  rc = listen_socket((struct sockaddr *)&addr, len,
+                     opts != NULL && opts->reuse_port, &fd);
+  if (rc != 0)
+    return rc;
+  len = sizeof(addr);
+  if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
+    rc = uv_translate_sys_error(errno);
+    close(fd);
+    return rc;
+  }
   httpd_t *s = calloc(1, sizeof(*s));
-  if (s == NULL)
+  if (s == NULL) {
+    close(fd);
     return UV_ENOMEM;
+  }
+  if (opts != NULL)
+    s->opts = *opts;
+  else
+    httpd_opts_init(&s->opts);
   s->loop = loop;
   s->handler = handler;
   s->arg = arg;
-  uv_tcp_init(loop, &s->listener);
-  s->listener.data = s;
-  s->listening = 1;
-  rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
-  if (rc == 0)
-    rc = uv_listen((uv_stream_t *)&s->listener, SOMAXCONN, on_connection);
-  if (rc == 0) {
-    int len = sizeof(addr);
-    rc = uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len);
+  s->fd = fd;
+  s->port = ntohs(addr.ss_family == AF_INET6
+                      ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                      : ((struct sockaddr_in *)&addr)->sin_port);
+  rc = uv_poll_init_socket(loop, &s->listener, fd);
+  if (rc != 0) {
+    close(fd);
+    free(s);
+    return rc;
   }
+  uv_timer_init(loop, &s->retry);
+  s->listener.data = s->retry.data = s;
+  s->handles = 2;
+  rc = uv_poll_start(&s->listener, UV_READABLE, on_acceptable);
   if (rc != 0) {
     httpd_stop(s, 0, NULL, NULL);
     return rc;
   }
-  s->port = ntohs(addr.ss_family == AF_INET6
-                      ? ((struct sockaddr_in6 *)&addr)->sin6_port
-                      : ((struct sockaddr_in *)&addr)->sin_port);
   *out = s;
   return 0;
 }
@@ -622,7 +1076,8 @@ void httpd_stop(httpd_t *s, int drain, void (*done)(void *), void *arg) {
   if (!s->stopping) {
     s->done = done;
     s->done_arg = arg;
-    uv_close((uv_handle_t *)&s->listener, listener_closed);
+    uv_close((uv_handle_t *)&s->listener, server_handle_closed);
+    uv_close((uv_handle_t *)&s->retry, server_handle_closed);
   }
   if (s->stopping != 2)
     s->stopping = drain ? 1 : 2;

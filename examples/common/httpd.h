@@ -6,31 +6,88 @@
  * the next one (pipelined, or sent after this one) is not parsed before
  * this one has been answered and its answer written.  Meanwhile the
  * connection goes on reading (up to 64 KiB of input, then it waits), so
- * that a client that goes away is noticed.  A connection is kept alive
+ * that a client that resets it is noticed.  A connection is kept alive
  * after a response unless the request said otherwise
- * (llhttp_should_keep_alive), the handler ended it, or the server is
- * stopping.
+ * (llhttp_should_keep_alive), the handler ended it, the client has sent
+ * all it will send, or the server is stopping.
  *
  * Every request must be finished exactly once, with httpd_respond or
  * httpd_end, at once in the handler or later (after a timer, a fan-out).
- * If the connection goes away first (the client closed or reset it, a
- * write failed, or httpd_stop closed it), the request's on_abort runs,
+ * If the connection goes away first (the client reset it, a write failed
+ * or timed out, httpd_stop closed it, or with abort_on_eof the client
+ * closed it), the request's on_abort runs,
  * once, from a libuv callback (never inside an httpd call); the request
  * must still be finished, then or later, and what is written for it is
- * dropped.  Everything here runs on the loop's thread. */
+ * dropped.  Everything here runs on the loop's thread; servers on other
+ * loops (one per thread, sharing a port with reuse_port) are independent.
+ *
+ * Parsing is strict where llhttp, built lenient as Debian builds it for
+ * every user, is not: a request line without a version (HTTP/0.9), a
+ * version other than 1.x, whitespace or any other non-token byte in a
+ * header name (before its colon), a folded header line (obs-fold), a bare
+ * CR or LF, a control byte in a header value, no Host header in HTTP/1.1,
+ * more than one Host or one that is not a host[:port], and
+ * Transfer-Encoding in HTTP/1.0 are refused (req->error 400, 505 for
+ * HTTP/2 and later).
+ *
+ * Timeouts, named and meant as nginx's:
+ *  - header: a request (line, headers and body if any) must arrive within
+ *    it, counted from its first byte, or from the accept for a
+ *    connection's first request.  Then, if some of it came, the handler
+ *    gets it with req->error 408; if nothing came, the connection is
+ *    closed.
+ *  - keep-alive: a connection idle between requests is closed.
+ *  - send: an answer that makes no progress (the client does not read)
+ *    for that long is dropped with a reset.
+ * While the handler works on a request, no timeout of httpd's runs.
+ *
+ * End of input (the client half-closed its side, as `nc -N` or a health
+ * checker does) means no more requests: those received are answered, in
+ * order, then the connection closes.  (With abort_on_eof, end of input
+ * with a request in flight is the client gone instead: on_abort.)
+ *
+ * Connections are accepted by httpd itself, not by uv_listen: when accept
+ * fails for want of descriptors (EMFILE, ENFILE) or memory, libuv 1.44
+ * would accept and close every waiting client without a word; httpd logs
+ * it once per burst, stops accepting (the clients wait in the backlog),
+ * tries again when one of its connections closes, or after 500 ms, and
+ * logs the burst's end once every client that waited is accepted. */
 #ifndef HTTPD_H
 #define HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
 typedef struct httpd_s httpd_t;
 typedef struct httpd_req_s httpd_req_t;
 
+/* nginx's defaults: client_header_timeout 60s, keepalive_timeout 75s,
+ * send_timeout 60s. */
+#define HTTPD_HEADER_TIMEOUT_MS 60000
+#define HTTPD_KEEPALIVE_TIMEOUT_MS 75000
+#define HTTPD_SEND_TIMEOUT_MS 60000
+
+typedef struct httpd_opts_s {
+  uint64_t header_timeout_ms;    /* 0: none */
+  uint64_t keepalive_timeout_ms; /* 0: none */
+  uint64_t send_timeout_ms;      /* 0: none */
+  int reuse_port;   /* SO_REUSEPORT: several servers (threads, processes)
+                       listen on one port, the kernel spreading clients */
+  int abort_on_eof; /* end of input aborts a request in flight */
+  /* Where httpd reports what a server must not keep silent about (accept
+   * failing, then working again): one line, no newline.  NULL: stderr. */
+  void (*log)(const char *line, void *arg);
+  void *log_arg;
+} httpd_opts_t;
+
+/* The defaults: the three timeouts above, the rest 0 or NULL. */
+void httpd_opts_init(httpd_opts_t *opts);
+
 typedef struct httpd_header_s {
-  const char *name; /* as sent (any case) */
-  const char *value;
+  const char *name;  /* as sent (any case) */
+  const char *value; /* without the whitespace around it */
 } httpd_header_t;
 
 struct httpd_req_s {
@@ -40,10 +97,11 @@ struct httpd_req_s {
   const char *query;  /* what follows '?' ("" if nothing) */
   const httpd_header_t *headers;
   size_t nheaders;
-  /* 0, or the status to answer a request httpd could not parse with: 400
-   * (malformed) or 431 (request line and headers over 16 KiB, or more
-   * than 64 headers).  Method, path and query are "" then, and the
-   * answer is the connection's last. */
+  /* 0, or the status to answer a request httpd could not take with: 400
+   * (malformed, or refused by the strict checks above), 408 (the header
+   * timeout ran out), 431 (request line and headers over 16 KiB, or more
+   * than 64 headers) or 505 (not HTTP/1.x).  Method, path and query are
+   * "" then, and the answer is the connection's last. */
   int error;
   /* The handler's. */
   void (*on_abort)(httpd_req_t *req);
@@ -54,19 +112,27 @@ struct httpd_req_s {
 typedef void (*httpd_handler_cb)(httpd_req_t *req, void *arg);
 
 /* Listen on ip:port (IPv4 or IPv6; port 0: any free one) on `loop`, which
- * must run for the server to serve.  Errors: UV_EINVAL, UV_ENOMEM, the
- * errors of uv_ip4_addr / uv_ip6_addr / uv_tcp_bind / uv_listen
- * (UV_EADDRINUSE...). */
+ * must run for the server to serve.  `opts` (NULL: the defaults) is
+ * copied.  Errors: UV_EINVAL, UV_ENOMEM, the errors of uv_ip4_addr /
+ * uv_ip6_addr, socket, bind, listen (UV_EADDRINUSE...) and
+ * uv_poll_init_socket. */
 int httpd_start(uv_loop_t *loop, const char *ip, int port,
-                httpd_handler_cb handler, void *arg, httpd_t **out);
+                const httpd_opts_t *opts, httpd_handler_cb handler, void *arg,
+                httpd_t **out);
 
 /* The port listened on. */
 int httpd_port(const httpd_t *s);
 
-/* Connections accepted and requests handed to the handler so far. */
+/* Connections accepted and requests handed to the handler so far (those
+ * with req->error too); connections closed by each timeout; bursts of
+ * accept failures. */
 typedef struct httpd_stats_s {
   unsigned long long connections;
   unsigned long long requests;
+  unsigned long long header_timeouts;
+  unsigned long long keepalive_timeouts;
+  unsigned long long send_timeouts;
+  unsigned long long accept_pauses;
 } httpd_stats_t;
 
 const httpd_stats_t *httpd_stats(const httpd_t *s);

@@ -4,7 +4,12 @@
 Usage: test_gateway.py UVP_GATEWAY [UVP_FANOUT]
 
 Backends are `uvp-fanout --serve 0` (the demo server); without UVP_FANOUT
-the test is skipped (exit 77).  Everything is on 127.0.0.1 and bounded in
+the test is skipped (exit 77).  Covered: fan-out outcomes, keep-alive,
+pipelining, client aborts and half-closes, strict parsing (what Debian's
+lenient llhttp lets through), the client timeouts (silent, slowloris,
+idle keep-alive, a client that does not read), RLIMIT_NOFILE below the
+number of clients, several workers on one port under wrk, SIGTERM/SIGINT
+drains, and the timeout and teardown paths under valgrind.  Everything is on 127.0.0.1 and bounded in
 time; timing assertions are bounds with wide slack, never exact figures.
 Standard library only: this script itself may run under valgrind in CI.
 """
@@ -25,10 +30,12 @@ SKIP = 77
 IO_TIMEOUT = 60.0  # one response; generous for a loaded or valgrind'ed run
 
 failures = []
+passed = [0]
 
 
 def check(cond, what):
     if cond:
+        passed[0] += 1
         print("ok      " + what, flush=True)
     else:
         print("FAILED  " + what, flush=True)
@@ -622,11 +629,440 @@ def case_wrk(gw, expect, backend_port):
           "backend requests)" % (conns, reqs))
 
 
+
+# ---- client timeouts, descriptors, strict parsing, half-close, workers ------
+
+def wait_eof(sock, timeout):
+    """(seconds until the peer closed or reset the connection, bytes that
+    came before); seconds is None if it was still open after `timeout`."""
+    t0 = time.monotonic()
+    data = b""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                break
+            data += d
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        return None, data
+    return time.monotonic() - t0, data
+
+
+def gateway_stats(text):
+    """The totals line uvp-gateway prints at exit, as a dict."""
+    m = re.search(r"(\d+) connections, (\d+) requests; timeouts: header "
+                  r"(\d+), keep-alive (\d+), send (\d+); accept paused (\d+)",
+                  text)
+    if not m:
+        return {}
+    keys = ("connections", "requests", "header", "keepalive", "send",
+            "paused")
+    return dict(zip(keys, map(int, m.groups())))
+
+
+def case_slow_clients(gw, hdr, ka, fanout_s):
+    """--client-header-timeout hdr, --keepalive-timeout ka (seconds); each
+    answer takes fanout_s, longer than hdr (a backend hangs until -t)."""
+    # Connects and sends nothing: closed, without a word, once the header
+    # timeout has run from the accept.
+    s = connect(gw.port)
+    t, data = wait_eof(s, hdr + 30)
+    check(t is not None and data == b"" and 0.9 * hdr <= t < hdr + 20,
+          "silent client: closed after the header timeout, nothing sent "
+          "(%s s, %r)" % (t, data[:60]))
+    s.close()
+
+    # Slowloris: a byte every 0.1 s, forever.  The timeout counts from the
+    # first byte, not from the last: 408, then the connection closes.
+    s = connect(gw.port)
+    msg = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 400
+    got, i, t0 = b"", 0, time.monotonic()
+    s.settimeout(0.1)
+    while time.monotonic() - t0 < hdr + 20 and b"\r\n\r\n" not in got:
+        try:
+            if i < len(msg):
+                s.send(msg[i:i + 1])
+                i += 1
+            d = s.recv(65536)
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not d:
+            break
+        got += d
+    elapsed = time.monotonic() - t0
+    r = Reader(s)
+    r.buf = got
+    try:
+        st = r.response()[0]
+    except (EOFError, OSError, ValueError, IndexError):
+        st = None
+    check(st == 408 and 0.9 * hdr <= elapsed < hdr + 20 and 1 < i < len(msg),
+          "slowloris (a byte every 0.1 s): 408 after the header timeout "
+          "(%s after %.2f s, %d bytes sent)" % (st, elapsed, i))
+    check(r.at_eof(), "slowloris: then the connection closes")
+    s.close()
+
+    # A request whose answer takes longer than the header timeout is
+    # answered (no timeout runs while the gateway works on it); then the
+    # idle keep-alive connection is closed after ka, not after hdr.
+    s = connect(gw.port)
+    r = Reader(s)
+    t0 = time.monotonic()
+    s.sendall(request())
+    st, h, body = r.response()
+    elapsed = time.monotonic() - t0
+    check(st == 200 and h.get("connection") == "keep-alive"
+          and elapsed >= 0.9 * fanout_s,
+          "an answer slower than the header timeout is not cut (%d after "
+          "%.2f s)" % (st, elapsed))
+    t, data = wait_eof(s, ka + 30)
+    check(t is not None and data == b"" and 0.9 * ka <= t < ka + 20,
+          "idle keep-alive connection closed after the keep-alive timeout "
+          "(%s s)" % t)
+    s.close()
+
+    # The next request on a kept-alive connection, started and not
+    # finished: 408 once the header timeout has run from its first byte.
+    s = connect(gw.port)
+    r = Reader(s)
+    s.sendall(request())
+    r.response()
+    t0 = time.monotonic()
+    s.sendall(b"GET / HTTP/1.1\r\nHo")
+    try:
+        st = r.response()[0]
+    except (EOFError, OSError):
+        st = None
+    elapsed = time.monotonic() - t0
+    check(st == 408 and 0.9 * hdr <= elapsed < hdr + 20 and r.at_eof(),
+          "second request cut short: 408 after the header timeout, then "
+          "closed (%s after %.2f s)" % (st, elapsed))
+    s.close()
+
+
+def case_send_timeout(gateway):
+    """A client that pipelines requests for 1 MB answers and reads nothing:
+    once the gateway's writes make no progress for --send-timeout, the
+    connection is dropped, and other clients are served meanwhile."""
+    urls = ["http://[" + chr(ord("a") + i) * 50000 for i in range(20)]
+    gw = Proc(gateway_argv(gateway, urls, 1000) +
+              ["-w", "1", "--send-timeout", "1000"], "uvp-gateway (send)")
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(request() * 8)
+        st, h, body = get(gw.port)
+        check(st == 200 and summary(body).get("failed") == 20,
+              "send timeout: another client served while one reads nothing")
+        time.sleep(3.0)
+        t, data = wait_eof(s, IO_TIMEOUT)
+        check(t is not None and len(data) < 8 * 1000000,
+              "send timeout: the client that read nothing was dropped "
+              "(%d bytes of 8 MB came)" % len(data))
+        s.close()
+        rc = gw.stop()
+        stats = gateway_stats(gw.stderr())
+        check(rc == 0 and stats.get("send") == 1,
+              "send timeout: counted once, exit 0 (%s, %s)" % (rc, stats))
+    finally:
+        gw.kill()
+
+
+def case_fd_limit(gateway, url):
+    """RLIMIT_NOFILE 64 and more silent clients than that: the gateway
+    logs EMFILE once, stops accepting (the others wait in the backlog,
+    nobody is reset), and once the silent ones time out it accepts again
+    and a client that came meanwhile is answered."""
+    limit, hdr = 64, 2.0
+    # The shell's ulimit rather than a preexec_fn: this script may run
+    # under valgrind, which refuses a process's own RLIMIT_NOFILE changes.
+    gw = Proc(["sh", "-c", 'ulimit -n %d && exec "$@"' % limit, "sh"] +
+              gateway_argv(gateway, [url], 5000) +
+              ["-w", "1", "--client-header-timeout", str(int(hdr * 1000))],
+              "uvp-gateway (ulimit -n %d)" % limit)
+    socks = []
+    try:
+        def fds():
+            return len(os.listdir("/proc/%d/fd" % gw.p.pid))
+        idle = fds()
+        t0 = time.monotonic()
+        socks = [connect(gw.port) for _ in range(limit - idle + 16)]
+        time.sleep(0.5)
+        check(fds() == limit, "ulimit: %d silent clients fill the %d "
+              "descriptors (%d used idle, %d now)"
+              % (len(socks), limit, idle, fds()))
+        c = connect(gw.port)
+        c.sendall(request("GET", "/", "Connection: close\r\n"))
+        try:
+            st, h, body = Reader(c).response()
+            ok = summary(body).get("ok") if st == 200 else None
+        except (EOFError, OSError) as e:
+            st, ok = repr(e), None
+        elapsed = time.monotonic() - t0
+        check(st == 200 and ok == 1 and 0.9 * hdr <= elapsed < hdr + 20,
+              "ulimit: a client that came while descriptors were out is "
+              "answered once the silent ones time out (%s, ok %s, %.2f s)"
+              % (st, ok, elapsed))
+        c.close()
+        check(gw.alive(), "ulimit: gateway alive")
+        log = gw.stderr()
+        # One burst: from the first EMFILE until every client that waited
+        # is accepted, however the silent ones' timeouts spread.
+        check(log.count("EMFILE") == 1
+              and log.count("accepting again after") == 1
+              and log.index("EMFILE") < log.index("accepting again after"),
+              "ulimit: EMFILE logged once for the burst, then 'accepting "
+              "again':\n%s" % "\n".join("      " + ln for ln in
+                                        log.splitlines() if "accept" in ln))
+        # Every silent client is closed by the header timeout in the end,
+        # those that waited in the backlog too, without a byte.
+        closed = [wait_eof(s, 3 * hdr + 20) for s in socks]
+        check(all(t is not None and d == b"" for t, d in closed),
+              "ulimit: every silent client closed by the header timeout, "
+              "nothing sent (%d of %d)" % (sum(t is not None for t, d in
+                                               closed), len(socks)))
+        rc = gw.stop()
+        stats = gateway_stats(gw.stderr())
+        check(rc == 0 and stats.get("paused") == 1
+              and stats.get("header") == len(socks)
+              and stats.get("connections") == len(socks) + 1,
+              "ulimit: exit 0, accept paused once, %d header timeouts "
+              "(exit %s, %s)" % (len(socks), rc, stats))
+    finally:
+        for s in socks:
+            s.close()
+        gw.kill()
+
+
+STRICT_REFUSED = [
+    ("HTTP/0.9 (no version)", b"GET /\r\n\r\n", 400),
+    ("HTTP/0.9, the request line alone", b"GET /\r\n", 400),
+    ("a space before a colon", b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    ("a tab before a colon", b"GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", 400),
+    ("a space inside a name", b"GET / HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n",
+     400),
+    ("an empty name", b"GET / HTTP/1.1\r\nHost: x\r\n: z\r\n\r\n", 400),
+    ("obs-fold (SP)", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
+     400),
+    ("obs-fold (HT)", b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n\tb\r\n\r\n",
+     400),
+    ("obs-fold after an empty value",
+     b"GET / HTTP/1.1\r\nHost: x\r\nX-A:\r\n b\r\n\r\n", 400),
+    ("a folded Host", b"GET / HTTP/1.1\r\nHost:\r\n x\r\n\r\n", 400),
+    ("no Host in HTTP/1.1", b"GET / HTTP/1.1\r\n\r\n", 400),
+    ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n", 400),
+    ("a Host with a path", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    ("a Host with a space", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    ("bare LF line ends", b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    ("a bare LF ending the head", b"GET / HTTP/1.1\r\nHost: x\r\n\n", 400),
+    ("a bare CR", b"GET / HTTP/1.1\r\nHost: x\r\n\r\r\n", 400),
+    ("two spaces in the request line", b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+     400),
+    ("a control byte in a value", b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b"
+     b"\r\n\r\n", 400),
+    ("Transfer-Encoding in HTTP/1.0",
+     b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    ("HTTP/2.0 as text", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+]
+
+STRICT_ACCEPTED = [
+    ("HTTP/1.0 without Host", b"GET / HTTP/1.0\r\n\r\n"),
+    ("Host with a port, blanks after values",
+     b"GET / HTTP/1.1\r\nHost: 127.0.0.1:80 \t\r\nConnection: close  \r\n\r\n"),
+    ("an IPv6 Host", b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n"
+     b"Connection: close\r\n\r\n"),
+    ("an empty Host", b"GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n"),
+    ("an empty line before the request",
+     b"\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    ("tabs and obs-text in a value", b"GET / HTTP/1.1\r\nHost: x\r\n"
+     b"X-A: a\tb \xe9\r\nConnection: close\r\n\r\n"),
+]
+
+
+def send_pieces(port, pieces, pause=0.05, half_close=False):
+    """Send `pieces` with a pause between them (separate reads at the
+    server), then shut the write side if `half_close`; (status, closed
+    after it) of the answer."""
+    s = connect(port)
+    try:
+        for i, p in enumerate(pieces):
+            if i:
+                time.sleep(pause)
+            s.sendall(p)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        r = Reader(s)
+        st = r.response()[0]
+        return st, r.at_eof(10)
+    except (EOFError, OSError) as e:
+        return repr(e), None
+    finally:
+        s.close()
+
+
+def case_strict(gw, backend_port):
+    for what, raw, want in STRICT_REFUSED:
+        st, closed = send_pieces(gw.port, [raw])
+        check(st == want and closed, "strict: %s: %d and closed (got %s, %s)"
+              % (what, want, st, closed))
+    for what, raw in STRICT_ACCEPTED:
+        st, closed = send_pieces(gw.port, [raw])
+        check(st == 200, "strict: %s: accepted (got %s)" % (what, st))
+    # Across reads: the checks keep their place from one read to the next.
+    st, closed = send_pieces(gw.port, [b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r",
+                                       b"\n", b" b\r\n\r\n"])
+    check(st == 400 and closed, "strict: obs-fold split over three reads: "
+          "400 (got %s)" % st)
+    st, closed = send_pieces(gw.port, [b"GET / HTTP/1.1\r\nHost", b" : x\r\n",
+                                       b"\r\n"])
+    check(st == 400, "strict: 'Host' then ' :' in another read: 400 (got %s)"
+          % st)
+    raw = request("GET", "/", "Connection: close\r\nX-Long: " + "v" * 300 +
+                  "\r\n")
+    st, closed = send_pieces(gw.port, [raw[i:i + 7]
+                                       for i in range(0, len(raw), 7)],
+                             pause=0.002)
+    check(st == 200, "strict: a good request in 7-byte reads: 200 (got %s)"
+          % st)
+    # The demo backend is served by the same httpd: the same checks.
+    st, closed = send_pieces(backend_port, [b"GET /fast HTTP/1.1\r\n\r\n"])
+    check(st == 400 and closed, "strict: demo backend, no Host: 400 (got %s)"
+          % st)
+    st, closed = send_pieces(backend_port, [b"GET /fast HTTP/1.1\r\nHost: x"
+                                            b"\r\nX: a\r\n b\r\n\r\n"])
+    check(st == 400, "strict: demo backend, obs-fold: 400 (got %s)" % st)
+
+
+def case_half_close(gw, expect_ok, label, min_s=0.0):
+    """Request(s), then shutdown(SHUT_WR), as nc -N does: every request
+    sent is answered, then EOF.  An answer that comes after the end of
+    input (min_s > 0: the backends take that long) says Connection: close;
+    a faster one may have been written before the gateway read the end."""
+    s = connect(gw.port)
+    t0 = time.monotonic()
+    s.sendall(request())
+    s.shutdown(socket.SHUT_WR)
+    r = Reader(s)
+    try:
+        st, h, body = r.response()
+        ok = summary(body).get("ok") if st == 200 else None
+    except (EOFError, OSError) as e:
+        st, h, ok = repr(e), {}, None
+    elapsed = time.monotonic() - t0
+    check(st == 200 and ok == expect_ok and elapsed >= 0.9 * min_s
+          and (h.get("connection") == "close" or min_s == 0),
+          "%s: half-closed client answered (%s, ok %s, %s, %.2f s)"
+          % (label, st, ok, h.get("connection"), elapsed))
+    check(r.at_eof(), label + ": then the connection closes")
+    s.close()
+
+    s = connect(gw.port)
+    s.sendall(request() + request("HEAD", "/2"))
+    s.shutdown(socket.SHUT_WR)
+    r = Reader(s)
+    try:
+        a = r.response()
+        b = r.response(head_request=True)
+        good = (a[0] == 200 and summary(a[2]).get("ok") == expect_ok
+                and b[0] == 200 and (b[1].get("connection") == "close"
+                                     or min_s == 0))
+    except (EOFError, OSError) as e:
+        good = repr(e)
+    check(good is True and r.at_eof(), "%s: two pipelined requests, then "
+          "half-closed: both answered, then closed (%s)" % (label, good))
+    s.close()
+
+
+def case_cli(gateway):
+    out = subprocess.run([gateway, "--help"], capture_output=True, text=True,
+                         timeout=30)
+    opts = ["--workers", "--client-header-timeout", "--keepalive-timeout",
+            "--send-timeout", "--port", "--timeout", "--backend"]
+    check(out.returncode == 0 and all(o in out.stdout for o in opts),
+          "--help: exit 0, lists %s" % " ".join(opts))
+    for bad in (["--workers", "0"], ["--send-timeout", "x"], ["--bogus"],
+                ["extra-argument"]):
+        out = subprocess.run([gateway, "-b", "http://127.0.0.1:1/"] + bad,
+                             capture_output=True, text=True, timeout=30)
+        check(out.returncode == 2 and "usage" in out.stderr,
+              "usage error %s: exit 2" % bad)
+
+
+def worker_connections(text):
+    return [int(n) for n in
+            re.findall(r"worker \d+: (\d+) connections", text)]
+
+
+def case_workers_sigint(gateway, url):
+    """Three workers: each stops on one SIGINT, exit 0, every worker's
+    figures printed."""
+    gw = Proc(gateway_argv(gateway, [url], 5000) + ["-w", "3"],
+              "uvp-gateway (3 workers)")
+    try:
+        good = sequential(gw, 3, expect_ok=1)
+        check(good == 3, "3 workers: requests answered (%d)" % good)
+        rc = gw.stop(signal.SIGINT)
+        err = gw.stderr()
+        check(rc == 0 and len(worker_connections(err)) == 3
+              and "3 workers" in err,
+              "3 workers: SIGINT, exit 0, each worker's figures (%s)\n%s"
+              % (rc, err))
+    finally:
+        gw.kill()
+
 def gateway_argv(exe, urls, timeout_ms):
     argv = [exe, "-p", "0", "-t", str(timeout_ms)]
     for u in urls:
         argv += ["-b", u]
     return argv
+
+
+def valgrind_slow_clients(gw, hdr, ka):
+    """The timeout, strict and half-close paths once each, at once, on a
+    gateway under valgrind (whose memcheck then sees their teardown)."""
+    def silent():
+        s = connect(gw.port)
+        t, data = wait_eof(s, hdr + 60)
+        check(t is not None and data == b"", "valgrind: silent client closed "
+              "by the header timeout (%s s)" % t)
+        s.close()
+
+    def partial():
+        st, closed = send_pieces(gw.port, [b"GET / HTTP/1.1\r\nHo"])
+        check(st == 408 and closed, "valgrind: a request cut short: 408 "
+              "(%s)" % st)
+
+    def idle():
+        s = connect(gw.port)
+        s.sendall(request())
+        st = Reader(s).response()[0]
+        t, data = wait_eof(s, ka + 60)
+        check(st == 200 and t is not None and t >= 0.9 * ka,
+              "valgrind: idle keep-alive connection closed (%s s)" % t)
+        s.close()
+
+    def strict():
+        st, closed = send_pieces(gw.port, [b"GET / HTTP/1.1\r\nX: a\r\n b"
+                                           b"\r\n\r\n"])
+        check(st == 400 and closed, "valgrind: obs-fold refused (%s)" % st)
+
+    def half_closed():
+        st, closed = send_pieces(gw.port, [request()], half_close=True)
+        check(st == 200 and closed, "valgrind: half-closed client answered "
+              "(%s)" % st)
+
+    ts = [threading.Thread(target=f)
+          for f in (silent, partial, idle, strict, half_closed)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(IO_TIMEOUT * 3)
 
 
 def main():
@@ -643,23 +1079,48 @@ def main():
     timeout_ms = 1000
     procs = [backend]
     try:
+        case_cli(gateway)
         case_demo_keepalive(backend.port)
+        # Workers: one per CPU by default.
         gw = Proc(gateway_argv(gateway, mixed, timeout_ms), "uvp-gateway")
         procs.append(gw)
         case_mixed(gw, mixed, timeout_ms)
         case_methods_and_errors(gw)
         case_client_aborts(gw, mixed, timeout_ms)
+        case_half_close(gw, 3, "mixed backends", min_s=timeout_ms / 1000.0)
 
-        gwf = Proc(gateway_argv(gateway, fast, 5000), "uvp-gateway (fast)")
+        gwf = Proc(gateway_argv(gateway, fast, 5000) + ["-w", "2"],
+                   "uvp-gateway (fast, 2 workers)")
         procs.append(gwf)
         case_keepalive_concurrent(gwf, expect_ok=3)
         case_pipelining(gwf, expect_ok=3)
+        case_strict(gwf, backend.port)
+        case_half_close(gwf, 3, "fast backends")
         case_wrk(gwf, '],"ok":3,"failed":0}', backend.port)
         rc = gwf.stop()
         check(rc == 0, "fast gateway: SIGTERM after load, exit 0 (got %s) %s"
               % (rc, gwf.stderr()))
+        conns = worker_connections(gwf.stderr())
+        check(len(conns) == 2 and min(conns) > 0,
+              "2 workers on one port: both accepted connections %s" % conns)
 
         case_graceful_stop(gw, mixed, timeout_ms)
+
+        # Timeouts: each answer takes 1.2 s (a hanging backend, -t 1200),
+        # longer than the 1 s header timeout.
+        gwt = Proc(gateway_argv(gateway, [base + "/fast", base + "/hang"],
+                                1200) +
+                   ["--client-header-timeout", "1000",
+                    "--keepalive-timeout", "2500"], "uvp-gateway (timeouts)")
+        procs.append(gwt)
+        case_slow_clients(gwt, 1.0, 2.5, 1.2)
+        rc = gwt.stop()
+        st = gateway_stats(gwt.stderr())
+        check(rc == 0 and st.get("header") == 3 and st.get("keepalive") == 1,
+              "timeouts: exit 0; 3 header timeouts, 1 keep-alive (%s)" % st)
+        case_send_timeout(gateway)
+        case_fd_limit(gateway, base + "/fast")
+        case_workers_sigint(gateway, base + "/fast")
 
         case_big_responses(gateway)
         case_backend_reuse(gateway, fanout)
@@ -680,7 +1141,9 @@ def main():
             # valgrind makes the gateway 20-50x slower: a longer timeout,
             # still far below the hanging backend's forever.
             vt = 4000
-            gwv = Proc(vg + gateway_argv(gateway, mixed, vt),
+            gwv = Proc(vg + gateway_argv(gateway, mixed, vt) +
+                       ["-w", "2", "--client-header-timeout", "2000",
+                        "--keepalive-timeout", "3000"],
                        "uvp-gateway under valgrind", ready_timeout=120)
             procs.append(gwv)
             t0 = time.monotonic()
@@ -690,9 +1153,13 @@ def main():
             s = connect(gwv.port)
             s.sendall(request())
             time.sleep(0.3)
-            s.close()  # a client abort under valgrind too
+            # SO_LINGER 0: a reset, the abort that cancels the fan-out.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            s.close()
             st, h, body = get(gwv.port, "/again")
             check(st == 200, "valgrind: served after a client abort")
+            valgrind_slow_clients(gwv, 2.0, 3.0)
             # Then stopped by two signals with a fan-out in flight: valgrind
             # checks the cancellation and teardown paths too (exit status 99
             # on any error or leak).
@@ -711,6 +1178,7 @@ def main():
         for f in failures:
             print("  - " + f.splitlines()[0])
         return 1
+    print("\n%d passed, 0 failed" % passed[0])
     return 0
 
 

@@ -1,0 +1,109 @@
+/* Private to src/: reactions, what waits on a pending promise and then
+ * sits in the run queue: handlers (a callback and its argument) and cells
+ * (one input of a combinator or map).  Part of the core's objects: see
+ * promise.h. */
+#ifndef UVP_REACTION_H
+#define UVP_REACTION_H
+
+#include "alloc.h"
+
+/* ---- reactions ----------------------------------------------------------- */
+
+/* Every reaction begins with this: its place in a pending promise's list
+ * (then in the run queue) and its target word, the address of the object
+ * it acts for with the reaction's kind in the low bits.  The objects a
+ * target can name (promises, cell owners) are UVP__SLOT_ALIGN-aligned. */
+typedef struct uvp__reaction_s uvp__reaction_t;
+struct uvp__reaction_s {
+  uvp__reaction_t *next;
+  uintptr_t target;
+};
+
+#define UVP__RKIND_MASK ((uintptr_t)UVP__SLOT_ALIGN - 1)
+
+/* A reaction's kind, and what its target names. */
+typedef enum uvp__rkind_e {
+  /* Adoption: the derived promise (target) settles like its source. */
+  UVP__RK_FOLLOW = 0,
+  /* A handler for the outcomes in a UVP_ON_* mask (or finally's) whose
+   * result settles the derived promise (target). */
+  UVP__RK_THEN_FULFILLED = UVP_ON_FULFILLED,
+  UVP__RK_THEN_REJECTED = UVP_ON_REJECTED,
+  UVP__RK_THEN_BOTH = UVP_ON_BOTH,
+  UVP__RK_THEN_FINALLY,
+  /* The same with no derived promise (out == NULL): target is the source. */
+  UVP__RK_ON_FULFILLED,
+  UVP__RK_ON_REJECTED,
+  UVP__RK_ON_BOTH,
+  UVP__RK_ON_FINALLY,
+  /* An observer inside uvp: its callback sees every outcome, returns
+   * nothing, and is called with NULL if the reaction is dropped.  Target
+   * is the source.  From the reaction pool, or in its owner's memory. */
+  UVP__RK_NOTIFY,
+  UVP__RK_NOTIFY_EMBEDDED,
+  /* A cell (uvp__cell_t); target is its owner. */
+  UVP__RK_CELL,
+  UVP__RK_COUNT
+} uvp__rkind_t;
+
+_Static_assert(UVP__RK_COUNT <= UVP__RKIND_MASK + 1,
+               "a reaction's kind fits the low bits of an aligned address");
+_Static_assert(UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED ==
+                   UVP__RK_ON_FINALLY - UVP__RK_THEN_FINALLY,
+               "each handler kind has its no-derived twin at one distance");
+
+static inline uvp__rkind_t uvp__rkind(const uvp__reaction_t *r) {
+  return (uvp__rkind_t)(r->target & UVP__RKIND_MASK);
+}
+/* The object a reaction's target names. */
+static inline void *uvp__rtarget(const uvp__reaction_t *r) {
+  return (void *)(r->target & ~UVP__RKIND_MASK);
+}
+static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
+  UVP__CHECK(((uintptr_t)obj & UVP__RKIND_MASK) == 0);
+  return (uintptr_t)obj | (uintptr_t)kind;
+}
+/* An internal observer's callback: `in` is NULL when the reaction is
+ * dropped and will never run. */
+typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
+
+/* Every kind but the cell: a callback and its argument.  32 bytes, one
+ * slot of the reaction pool.  A user's handler given a destroy notifier
+ * for its argument, or registered inside a scope (scope.h), keeps its
+ * callback, argument, notifier and scope in a box, a second slot: its cb
+ * is then a marker and its arg the box (reaction.c).  Every pending
+ * promise pays for the handler's size; only those handlers pay for the
+ * box (docs/internals.md has the figures). */
+typedef struct uvp__handler_s {
+  uvp__reaction_t r;
+  union {
+    uvp_then_cb then;     /* FOLLOW: NULL */
+    uvp__notify_cb notify; /* NOTIFY kinds */
+  } cb;
+  void *arg;
+} uvp__handler_t;
+
+/* A cell: the reaction of an owner that observes many inputs with the same
+ * callback (a combinator: one per input).  16 bytes of reaction and the
+ * source it observes; the owner begins with a uvp__cell_owner_t, and which
+ * input a cell is for follows from its place in the owner's array.  The
+ * core finds a cell's source in the cell, so that it can run and prefetch
+ * it like any reaction. */
+typedef struct uvp__cell_s {
+  uvp__reaction_t r;
+  uvp_promise_t *source; /* a reference the owner holds */
+} uvp__cell_t;
+
+typedef struct uvp__cell_owner_s uvp__cell_owner_t;
+typedef struct uvp__cell_ops_s {
+  /* Cell `index` saw its source settle as *in (NULL: the cell was dropped
+   * and will never run).  The core releases what the run queue held of
+   * the source afterwards, not the owner's reference. */
+  void (*run)(uvp__cell_owner_t *owner, size_t index, const uvp_outcome_t *in);
+} uvp__cell_ops_t;
+struct uvp__cell_owner_s {
+  const uvp__cell_ops_t *ops;
+  uvp__cell_t *cells;
+};
+
+#endif
