@@ -1162,14 +1162,16 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * bounded, cancelled as a whole and joined: tokio's JoinSet, libdill's
  * bundles.  Members are promises (already running), fibers and start
  * callbacks (both started by the group, under its limit).  Members run in
- * the group's scope, and every libuv request and handle they start (file,
- * DNS, work, process operations, TCP connections, uvp timers) belongs to
- * the group until libuv is done with it: the join settles only once the
- * group is closed, every member has settled and all of those are closed,
- * so uv_loop_close() can return 0 right after a joined group's last
- * handle... with nothing of the group left on the loop.  A promise added
- * from outside is a member until it settles; what it started before it was
- * added is not the group's.
+ * the group's scope (with the slots current when they were added), and
+ * every libuv request and handle they start (file, DNS, work, process
+ * operations, TCP connections, uvp timers), every group they make and
+ * every fiber member until it returns belongs to the group until done
+ * with: the join settles only once the group is closed (or cancelled),
+ * every member has settled and all of those are done, so uv_loop_close()
+ * can return 0 right after a joined group's last handle... with nothing
+ * of the group left on the loop.  A promise added from outside is a
+ * member until it settles; what it started before it was added is not
+ * the group's.
  *
  * Limit: at most `limit` members running at once (0: no limit).  A member
  * added as a promise is already running and always accepted; fibers and
@@ -1237,9 +1239,10 @@ UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
  * to a promise that settles like that member (value shared).  Members that
  * settled before anyone asked wait for a next() in order; next() calls
  * made before any member settles are served in the order they were made.
- * Once the group is closed and every member has been handed out, next()
- * rejects with UV_EOF.  Cancelling the promise it gave just stops that
- * wait.  Also UV_ENOMEM. */
+ * Once the group is closed (or cancelled) and every member has been
+ * handed out, next() rejects with UV_EOF.  Cancelling the promise it gave
+ * just stops that wait: the member goes to the next next().  Also
+ * UV_ENOMEM. */
 #define uvp_group_next(g, out) uvp_group_next_at((g), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
                                  const char *file, int line);
@@ -1262,10 +1265,10 @@ UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 /* Members running plus whether any wait to start (1 if so). */
 UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 
-/* Give the group up: it is closed, members that settled and that no next()
- * took are let go (next() promises already made are still served), and its
- * memory goes once its members, their requests and handles, and its join
- * are done.  NULL is a no-op. */
+/* Give the group up: it is closed (members waiting for room still start),
+ * settled members no next() took are dropped (next() promises already made
+ * are still served), and its memory goes once its members, their requests
+ * and handles, and its join are done.  NULL is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /* ------------------------------------------------------------------------ */

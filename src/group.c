@@ -27,10 +27,12 @@ struct member_s {
 typedef struct lazy_s lazy_t;
 struct lazy_s {
   lazy_t *next;
+  uvp_group_t *g;       /* a fiber's, held from its spawn to its end */
   uvp_fiber_fn fn;      /* a fiber ... */
   uvp_group_start_cb start; /* ... or a start callback */
   void *arg;
   uvp_free_cb arg_free;
+  uvp__scope_t *scope; /* current when it was added (naming the group) */
   size_t stack_size;
   const char *file; /* where a fiber was asked for */
   int line;
@@ -38,7 +40,10 @@ struct lazy_s {
 
 struct uvp_group_s {
   uvp_ctx_t *ctx;
-  uvp__scope_t *scope;    /* what members run in (names this group) */
+  uvp_group_t *parent;    /* the group of the scope it was made in, held
+                             until this one has wound down */
+  uvp__scope_t *scope;    /* names this group, with the slots it was made
+                             in: what members added with those run in */
   uvp_promise_t *join;    /* produced; our reference while undecided */
   uvp_promise_t *joined;  /* the same, kept for uvp_group_join until the
                              group is released */
@@ -65,7 +70,7 @@ static void maybe_end(uvp_group_t *g);
 static void maybe_free(uvp_group_t *g) {
   if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
       g->join == NULL && g->lazy_head == NULL && g->whead == g->wtail &&
-      g->done_head == NULL && !g->pumping) {
+      g->done_head == NULL && !g->pumping && g->parent == NULL) {
     if (g->failure != NULL)
       uvp__rel(g->failure);
     uvp__pool_destroy(&g->members);
@@ -95,8 +100,11 @@ static uvp_promise_t *waiter_pop(uvp_group_t *g) {
   return g->waiters[g->whead++ & (g->wcap - 1)];
 }
 
+/* Nothing can be added any more. */
+static bool ended(const uvp_group_t *g) { return g->closed || g->cancelled; }
+
 static bool exhausted(const uvp_group_t *g) {
-  return g->closed && g->nrunning == 0 && g->lazy_head == NULL &&
+  return ended(g) && g->nrunning == 0 && g->lazy_head == NULL &&
          g->done_head == NULL;
 }
 
@@ -104,26 +112,29 @@ static bool exhausted(const uvp_group_t *g) {
  * nothing more can come, the rest learn UV_EOF. */
 static void serve(uvp_group_t *g) {
   while (g->whead != g->wtail && g->done_head != NULL) {
+    uvp_promise_t *w = waiter_pop(g);
+    if (!uvp__is_pending(w)) { /* cancelled: it stopped waiting */
+      uvp__rel(w);
+      continue;
+    }
     member_t *m = g->done_head;
     g->done_head = m->next;
     if (g->done_head == NULL)
       g->done_tail = NULL;
-    uvp_promise_t *w = waiter_pop(g);
-    if (uvp__is_pending(w))
-      uvp__forward(w, m->p);
+    uvp__forward(w, m->p);
     uvp__rel(w);
     uvp__rel(m->p);
     uvp__pool_put(&g->members, m);
   }
-  /* Released: no next() can come for the rest. */
-  while (g->released && g->done_head != NULL) {
+  /* Given up: what no next() waits for can never be asked for. */
+  while (g->released && g->whead == g->wtail && g->done_head != NULL) {
     member_t *m = g->done_head;
     g->done_head = m->next;
+    if (g->done_head == NULL)
+      g->done_tail = NULL;
     uvp__rel(m->p);
     uvp__pool_put(&g->members, m);
   }
-  if (g->done_head == NULL)
-    g->done_tail = NULL;
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
     if (uvp__is_pending(w))
@@ -132,22 +143,29 @@ static void serve(uvp_group_t *g) {
   }
 }
 
-/* The join settles once the group is closed, every member has settled and
- * every request and handle they started is closed. */
+/* The group has wound down once it is closed (or cancelled), every member
+ * has settled and every request, handle and fiber they started is done:
+ * the join settles, and the group that made this one (if any) stops
+ * waiting for it. */
 static void maybe_end(uvp_group_t *g) {
   serve(g);
-  if (g->join == NULL || !g->closed || g->nrunning != 0 ||
-      g->lazy_head != NULL || g->holds != 0)
+  if (!ended(g) || g->nrunning != 0 || g->lazy_head != NULL || g->holds != 0)
     return;
   uvp_promise_t *j = g->join;
+  uvp_group_t *parent = g->parent;
   g->join = NULL;
-  if (uvp__is_pending(j)) {
-    if (g->failure != NULL)
-      uvp__forward(j, g->failure);
-    else
-      uvp__fulfill(j, NULL, NULL);
+  g->parent = NULL;
+  if (j != NULL) {
+    if (uvp__is_pending(j)) {
+      if (g->failure != NULL)
+        uvp__forward(j, g->failure);
+      else
+        uvp__fulfill(j, NULL, NULL);
+    }
+    uvp__rel(j);
   }
-  uvp__rel(j);
+  if (parent != NULL)
+    uvp__group_drop(parent);
 }
 
 /* ---- members ---------------------------------------------------------------- */
@@ -220,24 +238,53 @@ static int watch(uvp_group_t *g, uvp_promise_t *p) {
   return 0;
 }
 
-/* Start one lazy member, in the group's scope.  A member that cannot
- * start is a member that failed: it settles like one. */
+/* A fiber member runs through these: the group waits for the fiber to
+ * return (its promise may have been cancelled long before: the fiber then
+ * still runs, to clean up, and what it starts is the group's), and its
+ * arg_free runs when the fiber's would. */
+static uvp_ret_t fiber_entry(void *arg) {
+  lazy_t *z = arg;
+  return z->fn(z->arg);
+}
+
+static void fiber_done(void *arg) {
+  lazy_t *z = arg;
+  uvp_group_t *g = z->g;
+  if (z->arg_free != NULL)
+    z->arg_free(z->arg);
+  uvp__free(z);
+  uvp__group_drop(g);
+}
+
+/* Start one lazy member (taking z), in the scope it was added in.  A
+ * member that cannot start is a member that failed: it settles like
+ * one. */
 static void start_lazy(uvp_group_t *g, lazy_t *z) {
   uvp_ctx_t *ctx = g->ctx;
   uvp_promise_t *p = NULL;
-  uvp__scope_t *was = uvp__scope_enter(ctx, uvp__scope_ref(g->scope));
+  uvp__scope_t *was = uvp__scope_enter(ctx, z->scope); /* z's reference */
+  z->scope = NULL;
   uint16_t outer = uvp__trace_enter(ctx, g->trace);
   int rc;
   if (z->fn != NULL) {
-    uvp_fiber_opts_t o = {z->stack_size, z->arg_free};
-    rc = uvp_fiber_spawn_at(ctx, z->fn, z->arg, &o, &p, z->file, z->line);
+    uvp_fiber_opts_t o = {z->stack_size, fiber_done};
+    z->g = g;
+    uvp__group_hold(g);
+    rc = uvp_fiber_spawn_at(ctx, fiber_entry, z, &o, &p, z->file, z->line);
   } else {
     rc = z->start(z->arg, &p);
   }
   ctx->trace = outer;
   uvp__scope_leave(ctx, was);
-  if (z->fn == NULL && z->arg_free != NULL)
-    z->arg_free(z->arg); /* a start callback is called once */
+  if (z->fn == NULL || rc != 0) {
+    /* A start callback is called once; a fiber that cannot be spawned
+     * will never run. */
+    if (z->arg_free != NULL)
+      z->arg_free(z->arg);
+    if (z->fn != NULL)
+      g->holds--; /* the caller ends the group if it must */
+    uvp__free(z);
+  }
   if (rc == 0 && (p == NULL || uvp__promise_ctx(p) != ctx)) {
     rc = p == NULL ? UV_EINVAL : UVP_EXCTX;
     uvp_promise_release(p);
@@ -264,7 +311,6 @@ static void pump(uvp_group_t *g) {
     if (g->lazy_head == NULL)
       g->lazy_tail = NULL;
     start_lazy(g, z);
-    uvp__free(z);
   }
   release_scope(g);
   g->pumping = false;
@@ -277,6 +323,8 @@ static void drop_lazy(uvp_group_t *g) {
     g->lazy_head = z->next;
     if (z->arg_free != NULL)
       z->arg_free(z->arg);
+    /* Cannot free g: while members wait its join is undecided. */
+    uvp__scope_unref(z->scope);
     uvp__free(z);
   }
   g->lazy_tail = NULL;
@@ -311,7 +359,7 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
   uvp_promise_t *j = g->join;
   g->join = NULL;
   uvp__rel(j);
-  serve(g);
+  maybe_end(g);
   maybe_free(g);
 }
 
@@ -352,6 +400,11 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     return UV_ENOMEM;
   }
   g->joined = g->join; /* the second reference */
+  /* Made by work of another group (a member, or what one started): that
+   * group waits for this one as for its requests. */
+  g->parent = uvp__scope_group(ctx);
+  if (g->parent != NULL)
+    uvp__group_hold(g->parent);
   if (ctx->traces)
     g->trace = g->join->trace =
         uvp__trace_intern(ctx, g->join->site, UVP__TK_GROUP, ctx->trace);
@@ -383,6 +436,16 @@ int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
   return rc;
 }
 
+/* The scope a member added now starts in: the slots current now, and the
+ * group.  Usually the group's own (no slot was set since it was made). */
+static uvp__scope_t *member_scope(uvp_group_t *g) {
+  uvp__scope_t *cur = g->ctx->scope;
+  for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
+    if ((cur != NULL ? cur->slots[i] : NULL) != g->scope->slots[i])
+      return uvp__scope_with_group(cur, g);
+  return uvp__scope_ref(g->scope);
+}
+
 static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
                     void *arg, uvp_free_cb arg_free, size_t stack_size,
                     const char *file, int line) {
@@ -392,9 +455,13 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
   if (rc != 0)
     return rc;
   lazy_t *z = uvp__malloc(sizeof(*z));
-  if (z == NULL)
+  uvp__scope_t *scope = z != NULL ? member_scope(g) : NULL;
+  if (scope == NULL) {
+    uvp__free(z);
     return UV_ENOMEM;
-  *z = (lazy_t){NULL, fn, start, arg, arg_free, stack_size, file, line};
+  }
+  *z = (lazy_t){NULL,     NULL,  fn,         start, arg,
+                arg_free, scope, stack_size, file,  line};
   if (g->lazy_tail != NULL)
     g->lazy_tail->next = z;
   else

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "sched.h"
+#include "scope.h"
 #include "trace.h"
 
 #define UVP__DEFAULT_BUDGET 1024
@@ -540,6 +541,9 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   for (int i = 0; i < UVP__EXT_COUNT; i++)
     if (ctx->ext[i] != NULL && ctx->ext[i]->close != NULL)
       ctx->ext[i]->close(ctx->ext[i]);
+  /* The slots current out here (the fibers above ran in their own). */
+  uvp__scope_unref(ctx->scope);
+  ctx->scope = NULL;
   drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
   return 0;
 }

@@ -40,12 +40,17 @@ static inline uvp__scope_t *uvp__scope_enter(uvp_ctx_t *ctx,
   return was;
 }
 /* Back to `was`: the scope current now (s, or one a slot set made while
- * s ran) loses the reference. */
+ * s ran) loses the reference.  A context closed meanwhile let go of what
+ * was current then; nothing would let go of `was` after it. */
 static inline void uvp__scope_leave(uvp_ctx_t *ctx, uvp__scope_t *was) {
   uvp__scope_t *s = ctx->scope;
   ctx->scope = was;
   if (UVP__UNLIKELY(s != NULL))
     uvp__scope_unref(s);
+  if (UVP__UNLIKELY(ctx->closed)) {
+    ctx->scope = NULL;
+    uvp__scope_unref(was);
+  }
 }
 
 /* The group the running work belongs to, if any. */

@@ -49,6 +49,63 @@ static inline void run_loop(fixture_t *f) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
 }
 
+/* Run the loop an iteration at a time until p has settled; fails if the
+ * loop ends first (p would never settle). */
+static inline void run_until_settled(fixture_t *f, const uvp_promise_t *p) {
+  while (uvp_promise_state(p) == UVP_PENDING)
+    if (uv_run(&f->loop, UV_RUN_ONCE) == 0 &&
+        uvp_promise_state(p) == UVP_PENDING)
+      fail_msg("the loop ended with the promise still pending");
+}
+
+/* Run the loop an iteration at a time until done(arg), for at most 10 s
+ * (each iteration must have something to wait for). */
+static inline void run_until_true(fixture_t *f, bool (*done)(void *),
+                                  void *arg) {
+  uint64_t deadline = uv_hrtime() + 10 * (uint64_t)1000000000;
+  while (!done(arg)) {
+    if (uv_hrtime() > deadline)
+      fail_msg("still waiting after 10 s");
+    if (uv_run(&f->loop, UV_RUN_ONCE) == 0 && !done(arg))
+      fail_msg("the loop ended before the condition held");
+  }
+}
+
+/* A seeded generator (xorshift64*): the same seed, the same run.  The seed
+ * is UVP_TEST_SEED from the environment, else `fallback`; tests print it. */
+typedef struct test_rng_s {
+  uint64_t s;
+} test_rng_t;
+
+static inline uint64_t test_seed(uint64_t fallback) {
+  const char *e = getenv("UVP_TEST_SEED");
+  uint64_t s = e != NULL ? strtoull(e, NULL, 0) : fallback;
+  return s != 0 ? s : 1;
+}
+
+static inline uint64_t test_rng_next(test_rng_t *r) {
+  r->s ^= r->s >> 12;
+  r->s ^= r->s << 25;
+  r->s ^= r->s >> 27;
+  return r->s * 2685821657736338717ULL;
+}
+
+/* Uniform enough in [0, n) for n far below 2^64. */
+static inline size_t test_rng_below(test_rng_t *r, size_t n) {
+  return (size_t)(test_rng_next(r) % n);
+}
+
+/* a[0..n-1] = a random permutation of 0..n-1 (Fisher-Yates). */
+static inline void test_permutation(test_rng_t *r, size_t *a, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    a[i] = i;
+  for (size_t i = n; i > 1; i--) {
+    size_t j = test_rng_below(r, i), t = a[i - 1];
+    a[i - 1] = a[j];
+    a[j] = t;
+  }
+}
+
 /* Records the order in which handlers ran. */
 typedef struct trace_s {
   int n;

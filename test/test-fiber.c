@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "helpers.h"
+#include "alloc-helpers.h"
 
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
@@ -1760,43 +1760,9 @@ static void test_spawn_address_space_limit(void **state) {
 }
 
 /* Allocation failure: every k-th allocation of a run fails, k = 1, 2, ...
- * until a run meets none (the pattern of test-alloc-fail.c).  The
+ * until a run meets none (alloc-helpers.h's counting allocator).  The
  * allocator can only be replaced while no context exists: this test makes
  * its own. */
-static long calls, fail_at, failures, live;
-
-static bool should_fail(void) {
-  calls++;
-  if (fail_at != 0 && calls == fail_at) {
-    failures++;
-    return true;
-  }
-  return false;
-}
-
-static void *t_malloc(size_t n) {
-  void *p = should_fail() ? NULL : malloc(n);
-  live += p != NULL;
-  return p;
-}
-
-static void *t_calloc(size_t c, size_t n) {
-  void *p = should_fail() ? NULL : calloc(c, n);
-  live += p != NULL;
-  return p;
-}
-
-static void *t_realloc(void *old, size_t n) {
-  void *p = should_fail() ? NULL : realloc(old, n);
-  live += p != NULL && old == NULL;
-  return p;
-}
-
-static void t_free(void *p) {
-  live -= p != NULL;
-  free(p);
-}
-
 typedef struct af_s {
   uvp_ctx_t *ctx;
   int freed;
@@ -1842,57 +1808,38 @@ static uvp_ret_t af_outer(void *arg) {
 
 static void af_free(void *arg) { ((af_t *)arg)->freed++; }
 
+static long outer_enomem, inner_enomem;
+
+static void scenario_spawn(run_t *r) {
+  af_t a = {.ctx = r->ctx};
+  uvp_fiber_opts_t o = {.stack_size = 0, .arg_free = af_free};
+  uvp_promise_t *fp = NULL;
+  int rc = uvp_fiber_spawn(r->ctx, af_outer, &a, &o, &fp);
+  if (rc != 0) {
+    assert_int_equal(rc, UV_ENOMEM);
+    assert_null(fp);
+    assert_int_equal(a.freed, 0);
+    outer_enomem++;
+    return;
+  }
+  assert_int_equal(uv_run(&r->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(a.freed, 1);
+  assert_int_equal(a.bad, 0);
+  inner_enomem += a.inner_enomem;
+  if (uvp_promise_state(fp) == UVP_REJECTED)
+    assert_int_equal(uvp_promise_reason(fp, NULL), UV_ENOMEM);
+  else
+    assert_ptr_equal(uvp_promise_value(fp), SENTINEL(8));
+  uvp_promise_release(fp);
+}
+
 static void test_spawn_alloc_fail(void **state) {
   (void)state;
-  long k, outer_enomem = 0, inner_enomem = 0;
-  assert_int_equal(uvp_replace_allocator(t_malloc, t_realloc, t_calloc, t_free),
-                   0);
-  for (k = 1;; k++) {
-    uv_loop_t loop;
-    uvp_ctx_t *ctx;
-    calls = failures = live = 0;
-    fail_at = k;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    int rc = uvp_ctx_new(&loop, &ctx);
-    if (rc != 0) {
-      assert_int_equal(rc, UV_ENOMEM);
-    } else {
-      af_t a = {.ctx = ctx};
-      uvp_fiber_opts_t o = {.stack_size = 0, .arg_free = af_free};
-      uvp_promise_t *fp = NULL;
-      assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, ignore_unhandled, NULL),
-                       0);
-      rc = uvp_fiber_spawn(ctx, af_outer, &a, &o, &fp);
-      if (rc != 0) {
-        assert_int_equal(rc, UV_ENOMEM);
-        assert_null(fp);
-        assert_int_equal(a.freed, 0);
-        outer_enomem++;
-      } else {
-        assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-        assert_int_equal(a.freed, 1);
-        assert_int_equal(a.bad, 0);
-        inner_enomem += a.inner_enomem;
-        if (uvp_promise_state(fp) == UVP_REJECTED)
-          assert_int_equal(uvp_promise_reason(fp, NULL), UV_ENOMEM);
-        else
-          assert_ptr_equal(uvp_promise_value(fp), SENTINEL(8));
-        uvp_promise_release(fp);
-      }
-      assert_int_equal(uvp_ctx_close(ctx), 0);
-    }
-    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    if (live != 0)
-      fail_msg("k=%ld: %ld allocation(s) leaked", k, live);
-    if (failures == 0)
-      break;
-  }
-  fail_at = 0;
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  outer_enomem = inner_enomem = 0;
+  long sites = exhaust(scenario_spawn);
   print_message("%ld allocations; spawn failed %ld times, inside a fiber "
                 "%ld\n",
-                k - 1, outer_enomem, inner_enomem);
+                sites, outer_enomem, inner_enomem);
   assert_true(outer_enomem >= 1);
   assert_true(inner_enomem >= 1);
 }

@@ -1,0 +1,1894 @@
+/* Task groups through the public API (uvp_group_*): completion order
+ * through next() for 100 000 members settled in a seeded random order;
+ * the limit, counted inside the members (start callbacks and fibers),
+ * changed while running and 0; adding to closed and cancelled groups;
+ * next() before anything settled and after the end; fail-fast; cancelling
+ * a group whose members are in the middle of real libuv work (files in a
+ * temporary directory, timers, TCP connections to a listener of the
+ * test's, pool jobs), the join settling only once libuv is done with all
+ * of it, after which the loop closes; the join waiting for handles a
+ * member left open; nesting; fiber members; arg_free notifiers; releasing
+ * a group whose members still run; allocation failure.  Suites
+ * `structured` and `threads` (TSan: pool jobs and fibers).
+ *
+ * Code on fibers and in callbacks records what it saw, and the test
+ * asserts on the loop's stack once uv_run has returned: cmocka's longjmp
+ * must not leave a fiber's stack.  What fibers and callbacks point to is
+ * static, so a test that fails half-way leaves nothing dangling for the
+ * teardown's uvp_ctx_close.  The seed of the random orders is printed;
+ * UVP_TEST_SEED=<n> replays one. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "alloc-helpers.h"
+#include "fs-helpers.h"
+
+enum { SEED = 0x28 };
+
+static const char *outcome_name(int code) {
+  return code == 0 ? "fulfilled" : uvp_err_name(code);
+}
+
+static void assert_rejected(const uvp_promise_t *p, int code) {
+  if (uvp_promise_state(p) != UVP_REJECTED ||
+      uvp_promise_reason(p, NULL) != code)
+    fail_msg("want a rejection with %s, got %s%s", outcome_name(code),
+             uvp_promise_state(p) == UVP_PENDING ? "pending " : "",
+             outcome_name(uvp_promise_reason(p, NULL)));
+}
+
+static void assert_fulfilled(const uvp_promise_t *p) {
+  if (uvp_promise_state(p) != UVP_FULFILLED)
+    fail_msg("want fulfilled, got %s",
+             uvp_promise_state(p) == UVP_PENDING
+                 ? "pending"
+                 : outcome_name(uvp_promise_reason(p, NULL)));
+}
+
+static uvp_promise_t *join_of(uvp_group_t *g) {
+  uvp_promise_t *j = NULL;
+  assert_int_equal(uvp_group_join(g, &j), 0);
+  return j;
+}
+
+static uvp_group_t *group_new(fixture_t *f, size_t limit, int flags) {
+  uvp_group_opts_t o = {limit, flags};
+  uvp_group_t *g = NULL;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  assert_non_null(g);
+  return g;
+}
+
+/* A member's identity travels as its value (i + 1), or as the payload of a
+ * UV_EIO rejection; taken back as +id / -id. */
+#define ID(i) ((void *)(uintptr_t)((i) + 1))
+
+static intptr_t id_of(const uvp_outcome_t *in) {
+  intptr_t id = (intptr_t)in->value;
+  return in->status == 0 ? id : in->status == UV_EIO ? -id : 0;
+}
+
+/* What a libuv loop still has of a group's members: their kinds of
+ * handles (closing ones included) and requests in flight. */
+static void count_member_handle(uv_handle_t *h, void *arg) {
+  if (h->type == UV_TCP || h->type == UV_TIMER || h->type == UV_NAMED_PIPE ||
+      h->type == UV_PROCESS)
+    (*(int *)arg)++;
+}
+
+static int member_handles(uv_loop_t *loop) {
+  int n = 0;
+  uv_walk(loop, count_member_handle, &n);
+  return n;
+}
+
+static void count_handle(uv_handle_t *h, void *arg) {
+  (void)h;
+  (*(int *)arg)++;
+}
+
+/* Close the context now and prove that one loop iteration (uvp's own close
+ * callbacks) leaves nothing: uv_loop_close() would return 0 (the
+ * teardown calls it). */
+static void close_ctx_and_prove_loop_empty(fixture_t *f) {
+  int n = 0;
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  uv_walk(&f->loop, count_handle, &n);
+  assert_int_equal(n, 0);
+  assert_int_equal(f->loop.active_reqs.count, 0);
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+}
+
+/* ---- a consumer: next() after next() ------------------------------------- */
+
+/* Each next() asked for in the handler of the one before, until UV_EOF;
+ * records each result's identity. */
+typedef struct drain_s {
+  uvp_group_t *g;
+  size_t n, cap;
+  intptr_t *got;
+  int eof;
+  int bad; /* a call failed, an unknown outcome, a result after UV_EOF */
+} drain_t;
+
+static void drain_ask(drain_t *d);
+
+static uvp_ret_t drain_took(void *arg, const uvp_outcome_t *in) {
+  drain_t *d = arg;
+  if (in->status == UV_EOF) {
+    d->eof++;
+    return uvp_ret_pass();
+  }
+  if (d->eof != 0 || d->n == d->cap || id_of(in) == 0) {
+    d->bad++;
+    return uvp_ret_pass();
+  }
+  d->got[d->n++] = id_of(in);
+  drain_ask(d);
+  return uvp_ret_pass();
+}
+
+static void drain_ask(drain_t *d) {
+  uvp_promise_t *n = NULL;
+  if (uvp_group_next(d->g, &n) != 0) {
+    d->bad++;
+    return;
+  }
+  if (uvp_promise_on(n, UVP_ON_BOTH, drain_took, d, NULL) != 0)
+    d->bad++;
+  uvp_promise_release(n);
+}
+
+static void drain_init(drain_t *d, uvp_group_t *g, size_t cap) {
+  *d = (drain_t){.g = g, .cap = cap};
+  d->got = calloc(cap + 1, sizeof(*d->got));
+  assert_non_null(d->got);
+}
+
+/* The consumer took exactly `want` (identities), then UV_EOF. */
+static void drain_check(drain_t *d, const intptr_t *want, size_t n) {
+  assert_int_equal(d->bad, 0);
+  assert_int_equal(d->n, n);
+  for (size_t k = 0; k < n; k++)
+    if (d->got[k] != want[k])
+      fail_msg("result %zu: member %+ld, want %+ld", k, (long)d->got[k],
+               (long)want[k]);
+  assert_int_equal(d->eof, 1);
+  free(d->got);
+  d->got = NULL;
+}
+
+/* ---- members started by callbacks, settled by the test ------------------- */
+
+/* Member i is started by crowd_start, which makes a pending promise the
+ * test settles later, and counts what runs: a member runs from its start
+ * until the test settles it.  The group counts a member as running until
+ * it has seen it settle, which is never sooner, so `nrun` here is at most
+ * the group's count: a start made while nrun >= limit breaks the limit. */
+typedef struct crowd_s crowd_t;
+typedef struct crowd_arg_s {
+  crowd_t *c;
+  size_t i;
+} crowd_arg_t;
+
+struct crowd_s {
+  uvp_ctx_t *ctx;
+  size_t n, limit;
+  crowd_arg_t *args;
+  uvp_promise_t **p; /* our reference to started members' promises */
+  size_t *running;   /* members started and not settled */
+  size_t nrun, max_run, started;
+  size_t over;         /* starts made with nrun >= limit */
+  size_t out_of_order; /* starts not in the order members were added */
+  int bad;
+};
+
+static int crowd_start(void *arg, uvp_promise_t **out) {
+  crowd_arg_t *a = arg;
+  crowd_t *c = a->c;
+  if (a->i != c->started)
+    c->out_of_order++;
+  c->started++;
+  if (c->limit != 0 && c->nrun >= c->limit)
+    c->over++;
+  int rc = uvp_promise_new(c->ctx, &c->p[a->i]);
+  if (rc != 0) {
+    c->bad++;
+    return rc;
+  }
+  *out = uvp_promise_retain(c->p[a->i]);
+  c->running[c->nrun++] = a->i;
+  if (c->nrun > c->max_run)
+    c->max_run = c->nrun;
+  return 0;
+}
+
+static void crowd_init(crowd_t *c, fixture_t *f, size_t n, size_t limit) {
+  *c = (crowd_t){.ctx = f->ctx, .n = n, .limit = limit};
+  c->args = calloc(n, sizeof(*c->args));
+  c->p = calloc(n, sizeof(*c->p));
+  c->running = calloc(n, sizeof(*c->running));
+  assert_true(c->args != NULL && c->p != NULL && c->running != NULL);
+  for (size_t i = 0; i < n; i++)
+    c->args[i] = (crowd_arg_t){c, i};
+}
+
+static void crowd_add(crowd_t *c, uvp_group_t *g, size_t from, size_t to) {
+  for (size_t i = from; i < to; i++)
+    assert_int_equal(uvp_group_start(g, crowd_start, &c->args[i], NULL), 0);
+}
+
+/* Settle the k-th running member (code 0: fulfil; else reject with code
+ * and the identity as payload); returns its index. */
+static size_t crowd_settle(crowd_t *c, size_t k, int code) {
+  size_t i = c->running[k];
+  c->running[k] = c->running[--c->nrun];
+  int rc = code == 0 ? uvp_promise_resolve(c->p[i], ID(i), NULL)
+                     : uvp_promise_reject(c->p[i], code, ID(i), NULL);
+  assert_int_equal(rc, 0);
+  uvp_promise_release(c->p[i]);
+  c->p[i] = NULL;
+  return i;
+}
+
+/* The oldest running member (the lowest index). */
+static size_t crowd_oldest(const crowd_t *c) {
+  size_t k = 0;
+  for (size_t j = 1; j < c->nrun; j++)
+    if (c->running[j] < c->running[k])
+      k = j;
+  return k;
+}
+
+static void crowd_free(crowd_t *c) {
+  for (size_t i = 0; i < c->n; i++)
+    uvp_promise_release(c->p[i]);
+  free(c->args);
+  free(c->p);
+  free(c->running);
+}
+
+/* ---- 100 000 members, completion order ----------------------------------- */
+
+/* Promise members settled in a random order, a random number per loop
+ * iteration, one in seven rejected: the consumer, asking from before the
+ * first settle, takes them in exactly the order they settled. */
+static void test_many_promises_in_completion_order(void **state) {
+  fixture_t *f = *state;
+  size_t n = 100000;
+  uint64_t seed = test_seed(SEED);
+  test_rng_t rng = {seed};
+  uvp_promise_t **p = calloc(n, sizeof(*p));
+  size_t *order = calloc(n, sizeof(*order));
+  intptr_t *want = calloc(n, sizeof(*want));
+  assert_true(p != NULL && order != NULL && want != NULL);
+  print_message("seed %llu, %zu members\n", (unsigned long long)seed, n);
+  count_unhandled(f);
+
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g);
+  drain_t d;
+  drain_init(&d, g, n);
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+    assert_int_equal(uvp_group_add(g, p[i]), 0);
+  }
+  assert_int_equal(uvp_group_size(g), n);
+  drain_ask(&d);
+  test_permutation(&rng, order, n);
+  for (size_t k = 0; k < n;) {
+    for (size_t b = 1 + test_rng_below(&rng, 64); b > 0 && k < n; b--, k++) {
+      size_t i = order[k];
+      bool fails = i % 7 == 3;
+      int rc = fails ? uvp_promise_reject(p[i], UV_EIO, ID(i), NULL)
+                     : uvp_promise_resolve(p[i], ID(i), NULL);
+      assert_int_equal(rc, 0);
+      want[k] = fails ? -(intptr_t)(i + 1) : (intptr_t)(i + 1);
+      uvp_promise_release(p[i]); /* the group holds its own */
+    }
+    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  }
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* not closed */
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  drain_check(&d, want, n);
+  assert_fulfilled(join);
+  assert_null(uvp_promise_value(join));
+  assert_int_equal(uvp_group_size(g), 0);
+  /* Every rejection went to the consumer, which handled it. */
+  assert_int_equal(g_unhandled, 0);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  free(p);
+  free(order);
+  free(want);
+}
+
+/* Start callbacks under a limit of 64: they start in the order added,
+ * never more than 64 at once, and 64 at once most of the time; the test
+ * settles a random running one at a time, and the consumer takes them in
+ * the order they settled. */
+static void test_many_started_under_limit(void **state) {
+  fixture_t *f = *state;
+  enum { LIMIT = 64 };
+  size_t n = 100000, settled = 0, idle = 0;
+  uint64_t seed = test_seed(SEED + 1);
+  test_rng_t rng = {seed};
+  intptr_t *want = calloc(n, sizeof(*want));
+  assert_non_null(want);
+  print_message("seed %llu, %zu members\n", (unsigned long long)seed, n);
+  crowd_t c;
+  crowd_init(&c, f, n, LIMIT);
+  uvp_group_t *g = group_new(f, LIMIT, 0);
+  uvp_promise_t *join = join_of(g);
+  drain_t d;
+  drain_init(&d, g, n);
+  drain_ask(&d);
+  crowd_add(&c, g, 0, n);
+  /* The first LIMIT start inside the calls that made room for them. */
+  assert_int_equal(c.started, LIMIT);
+  assert_int_equal(uvp_group_size(g), LIMIT + 1);
+  assert_int_equal(uvp_group_close(g), 0);
+  while (settled < n) {
+    if (c.nrun == 0) {
+      /* Everything started has settled: the group must start more. */
+      if (++idle > 100)
+        fail_msg("no member running after %zu settled", settled);
+      (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+      continue;
+    }
+    idle = 0;
+    size_t i = crowd_settle(&c, test_rng_below(&rng, c.nrun), 0);
+    want[settled++] = (intptr_t)(i + 1);
+    if (test_rng_below(&rng, 4) == 0)
+      (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_true(uvp_group_size(g) <= LIMIT + 1);
+  }
+  run_loop(f);
+  assert_int_equal(c.bad, 0);
+  assert_int_equal(c.started, n);
+  assert_int_equal(c.out_of_order, 0);
+  assert_int_equal(c.over, 0);
+  assert_int_equal(c.max_run, LIMIT);
+  drain_check(&d, want, n);
+  assert_fulfilled(join);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  crowd_free(&c);
+  free(want);
+}
+
+/* ---- next() -------------------------------------------------------------- */
+
+static void test_next_order_and_eof(void **state) {
+  fixture_t *f = *state;
+  enum { N = 5 };
+  static const int settle[N] = {3, 1, 4, 0, 2};
+  uvp_promise_t *p[N + 1], *nx[N], *a, *b, *eof1, *eof2;
+  uvp_group_t *g = group_new(f, 0, 0);
+  for (int i = 0; i <= N; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+    assert_int_equal(uvp_group_add(g, p[i]), 0);
+  }
+  /* Asked for before anything settled: served in the order asked. */
+  for (int k = 0; k < N; k++)
+    assert_int_equal(uvp_group_next(g, &nx[k]), 0);
+  run_loop(f);
+  for (int k = 0; k < N; k++)
+    assert_int_equal(uvp_promise_state(nx[k]), UVP_PENDING);
+  for (int k = 0; k < N; k++)
+    assert_int_equal(uvp_promise_resolve(p[settle[k]], ID(settle[k]), NULL), 0);
+  run_loop(f);
+  for (int k = 0; k < N; k++) {
+    assert_fulfilled(nx[k]);
+    assert_ptr_equal(uvp_promise_value(nx[k]), ID(settle[k]));
+  }
+  /* A cancelled next() only stops waiting: the member goes to the next
+   * one asked. */
+  assert_int_equal(uvp_group_next(g, &a), 0);
+  assert_int_equal(uvp_group_next(g, &b), 0);
+  assert_int_equal(uvp_promise_cancel(a), 0);
+  assert_int_equal(uvp_promise_resolve(p[N], ID(N), NULL), 0);
+  run_loop(f);
+  assert_rejected(a, UV_ECANCELED);
+  assert_fulfilled(b);
+  assert_ptr_equal(uvp_promise_value(b), ID(N));
+  /* Waiting when the group closes with nothing left, and asked after. */
+  assert_int_equal(uvp_group_next(g, &eof1), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(eof1), UVP_PENDING);
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_next(g, &eof2), 0);
+  run_loop(f);
+  assert_rejected(eof1, UV_EOF);
+  assert_rejected(eof2, UV_EOF);
+  for (int k = 0; k < N; k++)
+    uvp_promise_release(nx[k]);
+  for (int i = 0; i <= N; i++)
+    uvp_promise_release(p[i]);
+  uvp_promise_release(a);
+  uvp_promise_release(b);
+  uvp_promise_release(eof1);
+  uvp_promise_release(eof2);
+  uvp_group_release(g);
+}
+
+/* Members that settled before anyone asked wait for a next() in order;
+ * an empty closed group ends at once. */
+static void test_next_after_settle(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p[3], *nx[4], *join;
+  uvp_group_t *g = group_new(f, 0, 0), *empty = group_new(f, 0, 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+    assert_int_equal(uvp_group_add(g, p[i]), 0);
+  }
+  assert_int_equal(uvp_promise_reject(p[2], UV_EIO, ID(2), NULL), 0);
+  assert_int_equal(uvp_promise_resolve(p[0], ID(0), NULL), 0);
+  assert_int_equal(uvp_promise_resolve(p[1], ID(1), NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_int_equal(uvp_group_size(g), 0);
+  for (int k = 0; k < 4; k++)
+    assert_int_equal(uvp_group_next(g, &nx[k]), 0);
+  run_loop(f);
+  assert_rejected(nx[0], UV_EIO);
+  void *payload = NULL;
+  uvp_promise_reason(nx[0], &payload);
+  assert_ptr_equal(payload, ID(2));
+  assert_ptr_equal(uvp_promise_value(nx[1]), ID(0));
+  assert_ptr_equal(uvp_promise_value(nx[2]), ID(1));
+  assert_rejected(nx[3], UV_EOF);
+  for (int k = 0; k < 4; k++)
+    uvp_promise_release(nx[k]);
+
+  assert_int_equal(uvp_group_close(empty), 0);
+  assert_int_equal(uvp_group_next(empty, &nx[0]), 0);
+  join = join_of(empty);
+  run_loop(f);
+  assert_rejected(nx[0], UV_EOF);
+  assert_fulfilled(join);
+  uvp_promise_release(nx[0]);
+  uvp_promise_release(join);
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(p[i]);
+  uvp_group_release(g);
+  uvp_group_release(empty);
+}
+
+/* ---- the limit ----------------------------------------------------------- */
+
+/* 0 is no limit: every member starts inside the call that adds it, and
+ * the join settles (nothing waits for room that never comes). */
+static void test_limit_zero(void **state) {
+  fixture_t *f = *state;
+  enum { N = 1000 };
+  crowd_t c;
+  crowd_init(&c, f, N, 0);
+  uvp_group_t *g = NULL;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0); /* opts NULL: 0 */
+  uvp_promise_t *join = join_of(g);
+  crowd_add(&c, g, 0, N);
+  assert_int_equal(c.started, N);
+  assert_int_equal(uvp_group_size(g), N);
+  while (c.nrun > 0)
+    crowd_settle(&c, 0, c.nrun % 3 == 0 ? UV_EIO : 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join); /* the default policy collects failures */
+  assert_int_equal(c.bad, 0);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  crowd_free(&c);
+
+  /* Setting 0 on a limited group starts every waiting member at once. */
+  crowd_init(&c, f, 10, 1);
+  g = group_new(f, 1, 0);
+  join = join_of(g);
+  crowd_add(&c, g, 0, 10);
+  assert_int_equal(c.started, 1);
+  c.limit = 0;
+  assert_int_equal(uvp_group_set_limit(g, 0), 0);
+  assert_int_equal(c.started, 10);
+  assert_int_equal(c.out_of_order, 0);
+  while (c.nrun > 0)
+    crowd_settle(&c, 0, 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  crowd_free(&c);
+}
+
+/* A larger limit starts waiting members inside the call; a smaller one
+ * cancels nothing and starts nothing until the running are under it. */
+static void test_limit_change(void **state) {
+  fixture_t *f = *state;
+  enum { N = 20 };
+  crowd_t c;
+  crowd_init(&c, f, N, 2);
+  uvp_group_t *g = group_new(f, 2, 0);
+  uvp_promise_t *join = join_of(g);
+  crowd_add(&c, g, 0, N);
+  assert_int_equal(c.started, 2);
+  c.limit = 5;
+  assert_int_equal(uvp_group_set_limit(g, 5), 0);
+  assert_int_equal(c.started, 5);
+  assert_int_equal(uvp_group_size(g), 5 + 1);
+
+  c.limit = 1;
+  assert_int_equal(uvp_group_set_limit(g, 1), 0);
+  run_loop(f);
+  assert_int_equal(c.started, 5);
+  for (size_t k = 0; k < c.nrun; k++)
+    assert_int_equal(uvp_promise_state(c.p[c.running[k]]), UVP_PENDING);
+  /* 5 running, then 4, 3, 2, 1: none starts; at 0, one does. */
+  for (int left = 4; left >= 1; left--) {
+    crowd_settle(&c, crowd_oldest(&c), 0);
+    run_loop(f);
+    assert_int_equal(c.started, 5);
+    assert_int_equal(uvp_group_size(g), (size_t)left + 1);
+  }
+  crowd_settle(&c, 0, 0);
+  run_loop(f);
+  assert_int_equal(c.started, 6);
+  assert_int_equal(c.nrun, 1);
+  /* From there one at a time. */
+  while (c.started < N) {
+    size_t before = c.started;
+    crowd_settle(&c, 0, 0);
+    run_loop(f);
+    assert_int_equal(c.started, before + 1);
+    assert_int_equal(c.nrun, 1);
+  }
+  crowd_settle(&c, 0, 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  assert_int_equal(c.over, 0);
+  assert_int_equal(c.out_of_order, 0);
+  assert_int_equal(c.max_run, 5);
+  assert_int_equal(c.bad, 0);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  crowd_free(&c);
+}
+
+/* ---- what cannot be added, and bad arguments ----------------------------- */
+
+static int never_start(void *arg, uvp_promise_t **out) {
+  (*(int *)arg)++;
+  *out = NULL;
+  return UV_EIO;
+}
+
+static uvp_ret_t never_body(void *arg) {
+  (*(int *)arg)++;
+  return uvp_ret_pass();
+}
+
+static void count_free(void *arg) { (*(int *)arg) += 100; }
+
+/* Adding fails as documented, and the caller keeps its argument: no
+ * notifier runs, no callback is called. */
+static void assert_cannot_add(fixture_t *f, uvp_group_t *g, int code) {
+  static int arg;
+  uvp_fiber_opts_t fo = {0, count_free};
+  uvp_promise_t *p;
+  arg = 0;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), code);
+  assert_int_equal(uvp_group_start(g, never_start, &arg, count_free), code);
+  assert_int_equal(uvp_group_spawn(g, never_body, &arg, &fo), code);
+  run_loop(f);
+  assert_int_equal(arg, 0);
+  assert_int_equal(uvp_group_size(g), 0);
+  uvp_promise_release(p);
+}
+
+static void test_add_closed_or_cancelled(void **state) {
+  fixture_t *f = *state;
+  uvp_group_t *closed = group_new(f, 0, 0), *cancelled = group_new(f, 0, 0);
+  uvp_promise_t *jc = join_of(closed), *jx = join_of(cancelled);
+  assert_int_equal(uvp_group_close(closed), 0);
+  assert_cannot_add(f, closed, UVP_ECLOSED);
+  assert_int_equal(uvp_group_cancel(cancelled), 0);
+  assert_cannot_add(f, cancelled, UV_ECANCELED);
+  /* Closing twice, cancelling a closed group: allowed, nothing changes. */
+  assert_int_equal(uvp_group_close(closed), 0);
+  assert_int_equal(uvp_group_cancel(closed), 0);
+  assert_int_equal(uvp_group_close(cancelled), 0);
+  run_loop(f);
+  assert_fulfilled(jc);
+  assert_fulfilled(jx);
+  uvp_promise_release(jc);
+  uvp_promise_release(jx);
+  uvp_group_release(closed);
+  uvp_group_release(cancelled);
+}
+
+/* Cancelling ends the group as closing does (nothing can be added any
+ * more): the join settles once everything has wound down, and next()
+ * reaches the end. */
+static void test_cancel_without_close(void **state) {
+  fixture_t *f = *state;
+  static hook_t h;
+  static int arg;
+  h = (hook_t){0};
+  arg = 0;
+  uvp_group_t *g = group_new(f, 1, 0);
+  uvp_promise_t *join = join_of(g), *p = producer(f, &h), *nx[2];
+  assert_int_equal(uvp_group_add(g, p), 0);
+  assert_int_equal(uvp_group_start(g, never_start, &arg, count_free), 0);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(arg, 100); /* never started, let go of at the cancel */
+  for (int k = 0; k < 2; k++)
+    assert_int_equal(uvp_group_next(g, &nx[k]), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  assert_rejected(nx[0], UV_ECANCELED);
+  assert_rejected(nx[1], UV_EOF);
+  for (int k = 0; k < 2; k++)
+    uvp_promise_release(nx[k]);
+  uvp_promise_release(p);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
+static void test_bad_arguments(void **state) {
+  fixture_t *f = *state;
+  uvp_group_opts_t bad = {0, 2};
+  uvp_group_t *g = NULL, *other_g = NULL;
+  uvp_promise_t *p, *out = NULL, *mine;
+  int arg = 0;
+  assert_int_equal(uvp_group_new(NULL, NULL, &g), UV_EINVAL);
+  assert_int_equal(uvp_group_new(f->ctx, NULL, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_new(f->ctx, &bad, &g), UV_EINVAL);
+  assert_null(g);
+  g = group_new(f, 0, 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &mine), 0);
+  assert_int_equal(uvp_group_add(NULL, mine), UV_EINVAL);
+  assert_int_equal(uvp_group_add(g, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_start(NULL, never_start, &arg, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_start(g, NULL, &arg, count_free), UV_EINVAL);
+  assert_int_equal(uvp_group_spawn(NULL, never_body, &arg, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_spawn(g, NULL, &arg, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_next(NULL, &out), UV_EINVAL);
+  assert_int_equal(uvp_group_next(g, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_join(NULL, &out), UV_EINVAL);
+  assert_int_equal(uvp_group_join(g, NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_set_limit(NULL, 1), UV_EINVAL);
+  assert_int_equal(uvp_group_close(NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_cancel(NULL), UV_EINVAL);
+  assert_int_equal(uvp_group_size(NULL), 0);
+  uvp_group_release(NULL);
+  assert_null(out);
+  assert_int_equal(arg, 0);
+
+  /* A promise of another context. */
+  uv_loop_t loop2;
+  uvp_ctx_t *ctx2;
+  assert_int_equal(uv_loop_init(&loop2), 0);
+  assert_int_equal(uvp_ctx_new(&loop2, &ctx2), 0);
+  assert_int_equal(uvp_promise_new(ctx2, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), UVP_EXCTX);
+  assert_int_equal(uvp_group_new(ctx2, NULL, &other_g), 0);
+  assert_int_equal(uvp_group_add(other_g, mine), UVP_EXCTX);
+  uvp_group_release(other_g);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_ctx_close(ctx2), 0);
+  assert_int_equal(uv_run(&loop2, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop2), 0);
+
+  /* After the context is closed: every call says so; the group still goes
+   * when released (valgrind and ASan check it does). */
+  assert_int_equal(uvp_group_add(g, mine), 0);
+  uvp_promise_t *join = join_of(g);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  assert_rejected(join, UVP_ECLOSED);
+  assert_rejected(mine, UVP_ECLOSED);
+  assert_int_equal(uvp_group_add(g, mine), UVP_ECLOSED);
+  assert_int_equal(uvp_group_start(g, never_start, &arg, count_free),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_group_spawn(g, never_body, &arg, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_group_next(g, &out), UVP_ECLOSED);
+  assert_int_equal(uvp_group_join(g, &out), UVP_ECLOSED);
+  assert_int_equal(uvp_group_set_limit(g, 3), UVP_ECLOSED);
+  assert_int_equal(uvp_group_close(g), UVP_ECLOSED);
+  assert_int_equal(uvp_group_cancel(g), UVP_ECLOSED);
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &other_g), UVP_ECLOSED);
+  assert_null(out);
+  assert_int_equal(arg, 0);
+  uvp_group_release(g);
+  uvp_promise_release(join);
+  uvp_promise_release(mine);
+  f->ctx = NULL;
+}
+
+/* ---- fail-fast ----------------------------------------------------------- */
+
+/* Start members that produce promises with counting cancel hooks. */
+typedef struct fast_s {
+  uvp_ctx_t *ctx;
+  hook_t hooks[8];
+  uvp_promise_t *p[8]; /* ours */
+  int started[8];
+  int freed[8];
+} fast_t;
+
+typedef struct fast_arg_s {
+  fast_t *x;
+  int i;
+} fast_arg_t;
+
+static int fast_start(void *arg, uvp_promise_t **out) {
+  fast_arg_t *a = arg;
+  fast_t *x = a->x;
+  x->started[a->i]++;
+  int rc = uvp_promise_new(x->ctx, &x->p[a->i]);
+  if (rc == 0)
+    rc = uvp_promise_set_cancel(x->p[a->i], count_hook, &x->hooks[a->i]);
+  if (rc == 0)
+    *out = uvp_promise_retain(x->p[a->i]);
+  return rc;
+}
+
+static void fast_free(void *arg) {
+  fast_arg_t *a = arg;
+  a->x->freed[a->i]++;
+}
+
+static void test_fail_fast(void **state) {
+  fixture_t *f = *state;
+  static fast_t x;
+  static fast_arg_t args[5];
+  static int payload;
+  x = (fast_t){.ctx = f->ctx};
+  uvp_group_t *g = group_new(f, 2, UVP_GROUP_FAIL_FAST);
+  uvp_promise_t *join = join_of(g), *nx[3];
+  for (int i = 0; i < 5; i++) {
+    args[i] = (fast_arg_t){&x, i};
+    assert_int_equal(uvp_group_start(g, fast_start, &args[i], fast_free), 0);
+  }
+  assert_int_equal(x.started[0] + x.started[1], 2);
+  assert_int_equal(uvp_promise_reject(x.p[1], UV_EIO, &payload, NULL), 0);
+  run_loop(f);
+  /* The other running member was cancelled, once; the waiting ones never
+   * started; every argument's notifier ran once. */
+  assert_int_equal(x.hooks[0].calls, 1);
+  assert_int_equal(x.hooks[0].code, UV_ECANCELED);
+  assert_int_equal(x.hooks[1].calls, 0);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(x.started[i], i < 2);
+    assert_int_equal(x.freed[i], 1);
+  }
+  assert_int_equal(uvp_group_size(g), 0);
+  assert_int_equal(uvp_group_start(g, fast_start, &args[2], fast_free),
+                   UV_ECANCELED);
+  /* The join settles like the failure (code and payload) once nothing is
+   * left, without a close: nothing can be added any more. */
+  run_loop(f);
+  assert_rejected(join, UV_EIO);
+  void *got = NULL;
+  uvp_promise_reason(join, &got);
+  assert_ptr_equal(got, &payload);
+  /* Completion order: the failure, then what it cancelled, then the end. */
+  for (int k = 0; k < 3; k++)
+    assert_int_equal(uvp_group_next(g, &nx[k]), 0);
+  run_loop(f);
+  assert_rejected(nx[0], UV_EIO);
+  assert_rejected(nx[1], UV_ECANCELED);
+  assert_rejected(nx[2], UV_EOF);
+  for (int k = 0; k < 3; k++)
+    uvp_promise_release(nx[k]);
+  for (int i = 0; i < 2; i++)
+    uvp_promise_release(x.p[i]);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
+/* A member cancelled, or rejecting with UV_ECANCELED itself, is not a
+ * failure: the rest go on, and the join fulfils. */
+static void test_fail_fast_ignores_cancellation(void **state) {
+  fixture_t *f = *state;
+  static fast_t x;
+  static fast_arg_t args[4];
+  x = (fast_t){.ctx = f->ctx};
+  uvp_group_t *g = group_new(f, 1, UVP_GROUP_FAIL_FAST);
+  uvp_promise_t *join = join_of(g);
+  for (int i = 0; i < 4; i++) {
+    args[i] = (fast_arg_t){&x, i};
+    assert_int_equal(uvp_group_start(g, fast_start, &args[i], fast_free), 0);
+  }
+  assert_int_equal(uvp_promise_cancel(x.p[0]), 0);
+  run_loop(f);
+  assert_int_equal(x.started[1], 1);
+  assert_int_equal(uvp_promise_reject(x.p[1], UV_ECANCELED, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(x.started[2], 1);
+  assert_int_equal(uvp_promise_resolve(x.p[2], NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(x.started[3], 1);
+  assert_int_equal(uvp_promise_resolve(x.p[3], NULL, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(x.freed[i], 1);
+    assert_int_equal(x.hooks[i].calls, i == 0);
+    uvp_promise_release(x.p[i]);
+  }
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
+/* ---- cancelling real libuv work ------------------------------------------ */
+
+enum { READERS = 4, SLEEPERS = 4, CONNS = 4, JOBS = 2 };
+enum { FILE_LEN = 256 * 1024, CHUNK = 4096 };
+
+/* A fiber reading its file round and round until cancelled; then it
+ * starts the close of its descriptor and returns without waiting for it:
+ * the join does.  The buffer outlives the fiber: a read cancelled while a
+ * pool thread runs it still fills it. */
+typedef struct reader_s {
+  uvp_ctx_t *ctx;
+  char path[PATH_MAX];
+  char buf[CHUNK];
+  int reads, end_rc, close_rc, returned;
+} reader_t;
+
+static uvp_ret_t reader_body(void *arg) {
+  reader_t *r = arg;
+  uvp_promise_t *p;
+  uvp_outcome_t o;
+  int rc = uvp_fs_open(r->ctx, r->path, O_RDONLY, 0, &p);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
+  rc = uvp_await(p, &o);
+  uv_file fd = (uv_file)UVP_INT(o.value);
+  uvp_promise_release(p);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
+  for (int64_t off = 0; rc == 0; off = (off + CHUNK) % FILE_LEN) {
+    if ((rc = uvp_fs_read(r->ctx, fd, r->buf, CHUNK, off, &p)) != 0)
+      break;
+    rc = uvp_await(p, &o);
+    uvp_promise_release(p);
+    r->reads += rc == 0;
+  }
+  r->end_rc = rc;
+  r->close_rc = uvp_fs_close(r->ctx, fd, &p);
+  if (r->close_rc == 0)
+    uvp_promise_release(p);
+  r->returned = 1;
+  return uvp_ret_reject(rc, NULL, NULL);
+}
+
+/* A listener of the test's on 127.0.0.1 that accepts and never writes. */
+typedef struct srv_s {
+  uv_tcp_t listener;
+  uv_tcp_t conns[CONNS];
+  int accepted;
+  struct sockaddr_in addr;
+} srv_t;
+
+static void srv_accept(uv_stream_t *l, int status) {
+  srv_t *s = l->data;
+  if (status != 0 || s->accepted == CONNS)
+    return;
+  uv_tcp_t *c = &s->conns[s->accepted];
+  (void)uv_tcp_init(l->loop, c);
+  if (uv_accept(l, (uv_stream_t *)c) == 0)
+    s->accepted++;
+  else
+    uv_close((uv_handle_t *)c, NULL);
+}
+
+static void srv_start(fixture_t *f, srv_t *s) {
+  int len = sizeof(s->addr);
+  s->accepted = 0;
+  assert_int_equal(uv_tcp_init(&f->loop, &s->listener), 0);
+  s->listener.data = s;
+  assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &s->addr), 0);
+  assert_int_equal(
+      uv_tcp_bind(&s->listener, (const struct sockaddr *)&s->addr, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&s->listener, 16, srv_accept), 0);
+  assert_int_equal(
+      uv_tcp_getsockname(&s->listener, (struct sockaddr *)&s->addr, &len), 0);
+}
+
+static void srv_stop(srv_t *s) {
+  uv_close((uv_handle_t *)&s->listener, NULL);
+  for (int i = 0; i < s->accepted; i++)
+    uv_close((uv_handle_t *)&s->conns[i], NULL);
+}
+
+/* A member connecting to the listener, then reading; however it ends, a
+ * handler of its own closes the connection. */
+typedef struct conn_s {
+  uvp_ctx_t *ctx;
+  const struct sockaddr_in *addr;
+  uvp_tcp_t *t;
+  int connected, end_rc, close_rc;
+} conn_t;
+
+static uvp_ret_t conn_connected(void *arg, const uvp_outcome_t *in) {
+  conn_t *c = arg;
+  uvp_promise_t *r;
+  (void)in;
+  c->connected = 1;
+  int rc = uvp_tcp_read(c->t, &r);
+  return rc != 0 ? uvp_ret_reject(rc, NULL, NULL) : uvp_ret_adopt(r);
+}
+
+static uvp_ret_t conn_end(void *arg, const uvp_outcome_t *in) {
+  conn_t *c = arg;
+  c->end_rc = in->status;
+  c->close_rc = uvp_tcp_close(c->t);
+  return uvp_ret_pass();
+}
+
+static int conn_start(void *arg, uvp_promise_t **out) {
+  conn_t *c = arg;
+  uvp_promise_t *cp, *d;
+  int rc = uvp_tcp_new(c->ctx, &c->t);
+  if (rc != 0)
+    return rc;
+  if ((rc = uvp_tcp_connect(c->t, (const struct sockaddr *)c->addr, &cp)) !=
+      0) {
+    uvp_tcp_close(c->t);
+    return rc;
+  }
+  rc = uvp_promise_then(cp, conn_connected, c, &d);
+  uvp_promise_release(cp);
+  if (rc == 0 && (rc = uvp_promise_on(d, UVP_ON_BOTH, conn_end, c, NULL)) != 0)
+    uvp_promise_release(d);
+  if (rc != 0) {
+    uvp_tcp_close(c->t);
+    return rc;
+  }
+  *out = d;
+  return 0;
+}
+
+static int sleeper_start(void *arg, uvp_promise_t **out) {
+  return uvp_delay((uvp_ctx_t *)arg, 60000, NULL, NULL, 0, out);
+}
+
+/* A pool job that holds its thread until the test lets it go. */
+typedef struct job_s {
+  uvp_ctx_t *ctx;
+  uv_sem_t started, go;
+  int done;
+  uvp_work_end_t end;
+} job_t;
+
+static int job_fn(void *arg, void **result) {
+  job_t *j = arg;
+  (void)result;
+  uv_sem_post(&j->started);
+  uv_sem_wait(&j->go);
+  return 0;
+}
+
+static void job_done(void *arg, uvp_work_end_t end) {
+  job_t *j = arg;
+  j->done++;
+  j->end = end;
+}
+
+/* Jobs the teardown lets go of, in case the test failed before it did
+ * (uv_run would wait for them for ever). */
+static job_t *jobs_held[JOBS + 1];
+
+static void job_init(job_t *j, uvp_ctx_t *ctx) {
+  j->ctx = ctx;
+  assert_int_equal(uv_sem_init(&j->started, 0), 0);
+  assert_int_equal(uv_sem_init(&j->go, 0), 0);
+  for (int i = 0; i <= JOBS; i++)
+    if (jobs_held[i] == NULL) {
+      jobs_held[i] = j;
+      return;
+    }
+  fail_msg("too many jobs");
+}
+
+static int jobs_teardown(void **state) {
+  for (int i = 0; i <= JOBS; i++)
+    if (jobs_held[i] != NULL && jobs_held[i]->done == 0)
+      uv_sem_post(&jobs_held[i]->go);
+  fixture_teardown(state);
+  for (int i = 0; i <= JOBS; i++)
+    if (jobs_held[i] != NULL) {
+      uv_sem_destroy(&jobs_held[i]->started);
+      uv_sem_destroy(&jobs_held[i]->go);
+      jobs_held[i] = NULL;
+    }
+  return 0;
+}
+
+static int fs_jobs_teardown(void **state) {
+  jobs_teardown(state);
+  assert_int_equal(nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+  return 0;
+}
+
+#define JOBS_TEST(fn)                                                          \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup_quiet, jobs_teardown)
+#define FS_JOBS_TEST(fn)                                                       \
+  cmocka_unit_test_setup_teardown(fn, fs_setup, fs_jobs_teardown)
+
+static int job_start(void *arg, uvp_promise_t **out) {
+  job_t *j = arg;
+  return uvp_work_full(j->ctx, job_fn, j, job_done, NULL, out);
+}
+
+typedef struct flight_s {
+  reader_t readers[READERS];
+  conn_t conns[CONNS];
+  job_t jobs[JOBS];
+  srv_t srv;
+} flight_t;
+
+static bool in_mid_flight(void *arg) {
+  flight_t *x = arg;
+  for (int i = 0; i < READERS; i++)
+    if (x->readers[i].reads < 3)
+      return false;
+  for (int i = 0; i < CONNS; i++)
+    if (!x->conns[i].connected)
+      return false;
+  return x->srv.accepted == CONNS;
+}
+
+static void test_cancel_mid_flight(void **state) {
+  fixture_t *f = *state;
+  static flight_t x;
+  char *data = malloc(FILE_LEN);
+  assert_non_null(data);
+  memset(&x, 0, sizeof(x));
+  srv_start(f, &x.srv);
+  /* What is open now but the listener (libuv keeps a spare descriptor
+   * from the first stream on). */
+  int fds_before = count_fds() - 1;
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g);
+  for (int i = 0; i < READERS; i++) {
+    char rel[32];
+    snprintf(rel, sizeof(rel), "r%d", i);
+    fill_pattern(data, FILE_LEN, (unsigned)i);
+    put(rel, data, FILE_LEN);
+    x.readers[i].ctx = f->ctx;
+    snprintf(x.readers[i].path, PATH_MAX, "%s", at(rel));
+    assert_int_equal(uvp_group_spawn(g, reader_body, &x.readers[i], NULL), 0);
+  }
+  free(data);
+  for (int i = 0; i < SLEEPERS; i++)
+    assert_int_equal(uvp_group_start(g, sleeper_start, f->ctx, NULL), 0);
+  for (int i = 0; i < CONNS; i++) {
+    x.conns[i] = (conn_t){.ctx = f->ctx, .addr = &x.srv.addr};
+    assert_int_equal(uvp_group_start(g, conn_start, &x.conns[i], NULL), 0);
+  }
+  for (int i = 0; i < JOBS; i++) {
+    job_init(&x.jobs[i], f->ctx);
+    assert_int_equal(uvp_group_start(g, job_start, &x.jobs[i], NULL), 0);
+  }
+  for (int i = 0; i < JOBS; i++)
+    uv_sem_wait(&x.jobs[i].started); /* queued in the calls above */
+  run_until_true(f, in_mid_flight, &x);
+  assert_int_equal(uvp_group_size(g), READERS + SLEEPERS + CONNS + JOBS);
+
+  assert_int_equal(uvp_group_cancel(g), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  srv_stop(&x.srv);
+  /* The jobs hold their threads: whatever else winds down, the join waits
+   * for them. */
+  for (int k = 0; k < 20; k++)
+    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+  assert_int_equal(uvp_group_size(g), 0); /* every member has settled */
+  for (int i = 0; i < JOBS; i++) {
+    assert_int_equal(x.jobs[i].done, 0);
+    uv_sem_post(&x.jobs[i].go);
+  }
+  run_until_settled(f, join);
+
+  /* The moment the join settled, libuv was done with all of it. */
+  assert_fulfilled(join);
+  assert_int_equal(member_handles(&f->loop), 0);
+  assert_int_equal(f->loop.active_reqs.count, 0);
+  assert_int_equal(count_fds(), fds_before);
+  for (int i = 0; i < READERS; i++) {
+    assert_int_equal(x.readers[i].end_rc, UV_ECANCELED);
+    assert_int_equal(x.readers[i].close_rc, 0);
+    assert_int_equal(x.readers[i].returned, 1);
+  }
+  for (int i = 0; i < CONNS; i++) {
+    assert_int_equal(x.conns[i].end_rc, UV_ECANCELED);
+    assert_int_equal(x.conns[i].close_rc, 0);
+  }
+  for (int i = 0; i < JOBS; i++) {
+    assert_int_equal(x.jobs[i].done, 1);
+    assert_int_equal(x.jobs[i].end, UVP_WORK_ABANDONED);
+  }
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  close_ctx_and_prove_loop_empty(f);
+}
+
+/* A fiber member cancelled while it waits for a promise (no libuv work in
+ * flight) starts its cleanup once resumed: a timer and a file request.
+ * Its promise rejected at the cancel, but the join waits for the fiber to
+ * return and for what it started. */
+typedef struct cleaner_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *wait;
+  int waiting, rc, delay_rc, stat_rc, returned;
+} cleaner_t;
+
+static uvp_ret_t cleaner_body(void *arg) {
+  cleaner_t *c = arg;
+  uvp_promise_t *p;
+  c->waiting = 1;
+  c->rc = uvp_await(c->wait, NULL);
+  c->delay_rc = uvp_delay(c->ctx, 20, NULL, NULL, UVP_KEEP_ALIVE, &p);
+  if (c->delay_rc == 0)
+    uvp_promise_release(p);
+  c->stat_rc = uvp_fs_stat(c->ctx, tmp, &p);
+  if (c->stat_rc == 0)
+    uvp_promise_release(p);
+  c->returned = 1;
+  return uvp_ret_pass();
+}
+
+static bool cleaner_waiting(void *arg) { return ((cleaner_t *)arg)->waiting; }
+
+static void test_join_waits_for_cancelled_fiber(void **state) {
+  fixture_t *f = *state;
+  static cleaner_t c;
+  c = (cleaner_t){.ctx = f->ctx};
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g);
+  assert_int_equal(uvp_promise_new(f->ctx, &c.wait), 0);
+  assert_int_equal(uvp_group_spawn(g, cleaner_body, &c, NULL), 0);
+  run_until_true(f, cleaner_waiting, &c);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_until_settled(f, join);
+  assert_fulfilled(join);
+  assert_int_equal(c.rc, UV_ECANCELED);
+  assert_int_equal(c.returned, 1);
+  assert_int_equal(c.delay_rc, 0);
+  assert_int_equal(c.stat_rc, 0);
+  assert_int_equal(member_handles(&f->loop), 0);
+  assert_int_equal(f->loop.active_reqs.count, 0);
+  assert_rejected(c.wait, UV_ECANCELED); /* only the fiber waited for it */
+  uvp_promise_release(c.wait);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  close_ctx_and_prove_loop_empty(f);
+}
+
+/* ---- the join waits for handles, not just promises ----------------------- */
+
+typedef struct leaver_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *delay; /* ours */
+  uvp_tcp_t *t;
+} leaver_t;
+
+/* Settles at once, leaving a timer running and a connection open. */
+static int leaver_start(void *arg, uvp_promise_t **out) {
+  leaver_t *l = arg;
+  int rc = uvp_delay(l->ctx, 30, NULL, NULL, UVP_KEEP_ALIVE, &l->delay);
+  if (rc == 0)
+    rc = uvp_tcp_new(l->ctx, &l->t);
+  if (rc == 0)
+    rc = uvp_promise_resolved(l->ctx, NULL, NULL, out);
+  return rc;
+}
+
+static void test_join_waits_for_handles(void **state) {
+  fixture_t *f = *state;
+  static leaver_t l;
+  l = (leaver_t){.ctx = f->ctx};
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g), *nx;
+  assert_int_equal(uvp_group_start(g, leaver_start, &l, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_next(g, &nx), 0);
+  run_until_settled(f, nx);
+  assert_fulfilled(nx); /* the member is done ... */
+  assert_int_equal(uvp_group_size(g), 0);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* ... not all */
+  run_until_settled(f, l.delay);
+  for (int k = 0; k < 5; k++)
+    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* the TCP handle */
+  assert_int_equal(member_handles(&f->loop), 1);
+  assert_int_equal(uvp_tcp_close(l.t), 0);
+  run_until_settled(f, join);
+  assert_fulfilled(join);
+  assert_int_equal(member_handles(&f->loop), 0);
+  uvp_promise_release(nx);
+  uvp_promise_release(l.delay);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  close_ctx_and_prove_loop_empty(f);
+}
+
+/* ---- nesting ------------------------------------------------------------- */
+
+static void test_nested_cancel(void **state) {
+  fixture_t *f = *state;
+  static hook_t hooks[3];
+  static int arg; /* +1 per start call, +100 per notifier */
+  memset(hooks, 0, sizeof(hooks));
+  arg = 0;
+  uvp_group_t *parent = group_new(f, 0, 0), *child = group_new(f, 2, 0);
+  uvp_promise_t *pj = join_of(parent), *cj = join_of(child), *cp[2], *own,
+                *nx[3];
+  for (int i = 0; i < 2; i++) {
+    cp[i] = producer(f, &hooks[i]);
+    assert_int_equal(uvp_group_add(child, cp[i]), 0);
+  }
+  /* The child is full: these wait. */
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_group_start(child, never_start, &arg, count_free), 0);
+  own = producer(f, &hooks[2]);
+  assert_int_equal(uvp_group_add(parent, own), 0);
+  assert_int_equal(uvp_group_add(parent, cj), 0);
+  assert_int_equal(uvp_group_close(parent), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(pj), UVP_PENDING);
+
+  assert_int_equal(uvp_group_cancel(parent), 0);
+  run_loop(f);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(hooks[i].calls, 1);
+    assert_int_equal(hooks[i].code, UV_ECANCELED);
+  }
+  assert_int_equal(arg, 200); /* never started, both let go of */
+  assert_rejected(cj, UV_ECANCELED);
+  assert_fulfilled(pj);
+  assert_int_equal(uvp_group_size(child), 0);
+  /* The child is over too: its members, then the end. */
+  for (int k = 0; k < 3; k++)
+    assert_int_equal(uvp_group_next(child, &nx[k]), 0);
+  assert_int_equal(uvp_group_start(child, never_start, &arg, count_free),
+                   UVP_ECLOSED);
+  assert_int_equal(arg, 200);
+  run_loop(f);
+  assert_rejected(nx[0], UV_ECANCELED);
+  assert_rejected(nx[1], UV_ECANCELED);
+  assert_rejected(nx[2], UV_EOF);
+  for (int k = 0; k < 3; k++)
+    uvp_promise_release(nx[k]);
+  for (int i = 0; i < 2; i++)
+    uvp_promise_release(cp[i]);
+  uvp_promise_release(own);
+  uvp_promise_release(cj);
+  uvp_promise_release(pj);
+  uvp_group_release(child);
+  uvp_group_release(parent);
+}
+
+/* The waiting start members' notifiers ran when the child was cancelled. */
+static void test_nested_cancel_frees_waiting(void **state) {
+  fixture_t *f = *state;
+  static int arg;
+  static hook_t h;
+  arg = 0;
+  h = (hook_t){0};
+  uvp_group_t *parent = group_new(f, 0, 0), *child = group_new(f, 1, 0);
+  uvp_promise_t *cj = join_of(child), *p = producer(f, &h),
+                *pj = join_of(parent);
+  assert_int_equal(uvp_group_add(child, p), 0);
+  assert_int_equal(uvp_group_start(child, never_start, &arg, count_free), 0);
+  assert_int_equal(uvp_group_add(parent, cj), 0);
+  /* Cancelling the child's join is cancelling the child. */
+  assert_int_equal(uvp_promise_cancel(cj), 0);
+  assert_int_equal(arg, 100);
+  assert_int_equal(h.calls, 1);
+  run_loop(f);
+  assert_int_equal(arg, 100);
+  assert_int_equal(uvp_group_close(parent), 0);
+  run_loop(f);
+  assert_fulfilled(pj);
+  uvp_promise_release(p);
+  uvp_promise_release(cj);
+  uvp_promise_release(pj);
+  uvp_group_release(child);
+  uvp_group_release(parent);
+}
+
+/* A child that completes: the parent's next() yields its join after the
+ * child's own members settled, and the parent joins after it. */
+static void test_nested_completion(void **state) {
+  fixture_t *f = *state;
+  uvp_group_t *parent = group_new(f, 0, 0), *child = group_new(f, 0, 0);
+  uvp_promise_t *pj = join_of(parent), *cj = join_of(child), *cp[3], *pn, *cn;
+  assert_int_equal(uvp_group_add(parent, cj), 0);
+  assert_int_equal(uvp_group_close(parent), 0);
+  assert_int_equal(uvp_group_next(parent, &pn), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &cp[i]), 0);
+    assert_int_equal(uvp_group_add(child, cp[i]), 0);
+  }
+  assert_int_equal(uvp_group_close(child), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_promise_resolve(cp[i], ID(i), NULL), 0);
+    run_loop(f);
+    assert_int_equal(uvp_promise_state(cj),
+                     i < 2 ? UVP_PENDING : UVP_FULFILLED);
+    assert_int_equal(uvp_promise_state(pn),
+                     i < 2 ? UVP_PENDING : UVP_FULFILLED);
+  }
+  assert_fulfilled(pn);
+  assert_fulfilled(pj);
+  assert_int_equal(uvp_group_next(child, &cn), 0);
+  run_loop(f);
+  assert_ptr_equal(uvp_promise_value(cn), ID(0));
+  uvp_promise_release(cn);
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(cp[i]);
+  uvp_promise_release(pn);
+  uvp_promise_release(cj);
+  uvp_promise_release(pj);
+  uvp_group_release(child);
+  uvp_group_release(parent);
+}
+
+/* A child group made by a member of the parent is work of the parent's:
+ * cancelling the parent cancels the child, whose pool job runs on, and the
+ * parent's join waits for the job as for any request of its members. */
+typedef struct nest_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *child;
+  job_t job;
+} nest_t;
+
+static int nest_start(void *arg, uvp_promise_t **out) {
+  nest_t *n = arg;
+  int rc = uvp_group_new(n->ctx, NULL, &n->child);
+  if (rc != 0)
+    return rc;
+  if ((rc = uvp_group_start(n->child, job_start, &n->job, NULL)) == 0 &&
+      (rc = uvp_group_close(n->child)) == 0)
+    rc = uvp_group_join(n->child, out);
+  return rc;
+}
+
+static void test_nested_join_waits_for_child_work(void **state) {
+  fixture_t *f = *state;
+  static nest_t n;
+  memset(&n, 0, sizeof(n));
+  n.ctx = f->ctx;
+  job_init(&n.job, f->ctx);
+  uvp_group_t *parent = group_new(f, 0, 0);
+  uvp_promise_t *pj = join_of(parent);
+  assert_int_equal(uvp_group_start(parent, nest_start, &n, NULL), 0);
+  assert_non_null(n.child);
+  assert_int_equal(uvp_group_close(parent), 0);
+  uv_sem_wait(&n.job.started); /* queued inside uvp_group_start */
+  assert_int_equal(uvp_group_cancel(parent), 0);
+  for (int k = 0; k < 10; k++)
+    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_group_size(parent), 0);
+  assert_int_equal(uvp_group_size(n.child), 0);
+  assert_int_equal(uvp_promise_state(pj), UVP_PENDING);
+  uv_sem_post(&n.job.go);
+  run_until_settled(f, pj);
+  assert_fulfilled(pj);
+  assert_int_equal(n.job.done, 1);
+  assert_int_equal(n.job.end, UVP_WORK_ABANDONED);
+  assert_int_equal(f->loop.active_reqs.count, 0);
+  uvp_promise_release(pj);
+  uvp_group_release(n.child);
+  uvp_group_release(parent);
+  close_ctx_and_prove_loop_empty(f);
+}
+
+/* ---- fiber members ------------------------------------------------------- */
+
+/* Fibers under a limit, each awaiting two timers: the number running at
+ * once, counted inside them, stays within the limit and reaches it; a
+ * consumer fiber awaits next() and gets them in the order they ended. */
+typedef struct workers_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *g;
+  size_t n, limit, running, max_run, over, ended;
+  size_t *end_order;
+  test_rng_t rng;
+  int bad;
+  /* the consumer */
+  size_t taken;
+  intptr_t *got;
+  int eof;
+} workers_t;
+
+typedef struct worker_s {
+  workers_t *w;
+  size_t i;
+} worker_t;
+
+static uvp_ret_t worker_body(void *arg) {
+  worker_t *me = arg;
+  workers_t *w = me->w;
+  if (w->running >= w->limit)
+    w->over++;
+  if (++w->running > w->max_run)
+    w->max_run = w->running;
+  for (int k = 0; k < 2; k++) {
+    uvp_promise_t *d;
+    uint64_t ms = test_rng_below(&w->rng, 3);
+    if (uvp_delay(w->ctx, ms, NULL, NULL, UVP_KEEP_ALIVE, &d) != 0) {
+      w->bad++;
+      break;
+    }
+    w->bad += uvp_await(d, NULL) != 0;
+    uvp_promise_release(d);
+  }
+  w->running--;
+  w->end_order[w->ended++] = me->i;
+  return uvp_ret_value(ID(me->i), NULL);
+}
+
+static uvp_ret_t consumer_body(void *arg) {
+  workers_t *w = arg;
+  for (;;) {
+    uvp_promise_t *nx;
+    uvp_outcome_t o;
+    if (uvp_group_next(w->g, &nx) != 0) {
+      w->bad++;
+      break;
+    }
+    int rc = uvp_await(nx, &o);
+    uvp_promise_release(nx);
+    if (rc == UV_EOF) {
+      w->eof++;
+      break;
+    }
+    if (rc != 0 || w->taken == w->n) {
+      w->bad++;
+      break;
+    }
+    w->got[w->taken++] = (intptr_t)o.value;
+  }
+  return uvp_ret_pass();
+}
+
+static void test_fiber_members(void **state) {
+  fixture_t *f = *state;
+  static workers_t w;
+  static worker_t *me;
+  enum { LIMIT = 8 };
+  size_t n = 2000;
+  uint64_t seed = test_seed(SEED + 2);
+  print_message("seed %llu, %zu fibers\n", (unsigned long long)seed, n);
+  w = (workers_t){.ctx = f->ctx, .n = n, .limit = LIMIT, .rng = {seed}};
+  w.end_order = calloc(n, sizeof(*w.end_order));
+  w.got = calloc(n, sizeof(*w.got));
+  me = calloc(n, sizeof(*me));
+  assert_true(w.end_order != NULL && w.got != NULL && me != NULL);
+  w.g = group_new(f, LIMIT, 0);
+  uvp_promise_t *join = join_of(w.g), *cons;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, consumer_body, &w, NULL, &cons), 0);
+  for (size_t i = 0; i < n; i++) {
+    me[i] = (worker_t){&w, i};
+    assert_int_equal(uvp_group_spawn(w.g, worker_body, &me[i], NULL), 0);
+  }
+  assert_int_equal(uvp_group_close(w.g), 0);
+  run_loop(f);
+  assert_int_equal(w.bad, 0);
+  assert_int_equal(w.over, 0);
+  assert_int_equal(w.max_run, LIMIT);
+  assert_int_equal(w.ended, n);
+  assert_int_equal(w.taken, n);
+  assert_int_equal(w.eof, 1);
+  for (size_t k = 0; k < n; k++)
+    if (w.got[k] != (intptr_t)(w.end_order[k] + 1))
+      fail_msg("result %zu: fiber %ld, want %zu", k, (long)w.got[k] - 1,
+               w.end_order[k]);
+  assert_fulfilled(cons);
+  assert_fulfilled(join);
+  uvp_promise_release(cons);
+  uvp_promise_release(join);
+  uvp_group_release(w.g);
+  free(w.end_order);
+  free(w.got);
+  free(me);
+}
+
+/* ---- argument notifiers -------------------------------------------------- */
+
+/* A malloc'd argument only its notifier frees (so valgrind and ASan see a
+ * second run or none), counting into a log that outlives it. */
+typedef struct argrec_s {
+  int calls, freed, freed_in_call;
+  int in_call;
+} argrec_t;
+
+typedef struct owned_s {
+  argrec_t *rec;
+  uvp_ctx_t *ctx;
+  int rc; /* what a start callback returns */
+} owned_t;
+
+static owned_t *owned_new(argrec_t *rec, uvp_ctx_t *ctx, int rc) {
+  owned_t *o = calloc(1, sizeof(*o));
+  assert_non_null(o);
+  *o = (owned_t){rec, ctx, rc};
+  return o;
+}
+
+static void owned_free(void *arg) {
+  owned_t *o = arg;
+  o->rec->freed++;
+  o->rec->freed_in_call += o->rec->in_call;
+  free(o);
+}
+
+static int owned_start(void *arg, uvp_promise_t **out) {
+  owned_t *o = arg;
+  int rc = o->rc;
+  o->rec->calls++;
+  o->rec->in_call = 1;
+  if (rc == 0)
+    rc = uvp_promise_resolved(o->ctx, NULL, NULL, out);
+  else if (rc == 1)
+    rc = 0; /* success without a promise: a member rejected with EINVAL */
+  o->rec->in_call = 0;
+  return rc;
+}
+
+static uvp_ret_t owned_body(void *arg) {
+  owned_t *o = arg;
+  uvp_promise_t *p;
+  o->rec->calls++;
+  o->rec->in_call = 1;
+  if (uvp_promise_resolved(o->ctx, NULL, NULL, &p) == 0) {
+    (void)uvp_await(p, NULL);
+    uvp_promise_release(p);
+  }
+  o->rec->in_call = 0;
+  return uvp_ret_pass();
+}
+
+enum {
+  A_STARTED,        /* start callback called */
+  A_FAILED,         /* start callback returned an error */
+  A_NOPROMISE,      /* start callback returned 0 and no promise */
+  A_DROPPED,        /* start member waiting when the group was cancelled */
+  A_FIBER,          /* fiber member that ran */
+  A_FIBER_WAIT,     /* fiber member waiting when the group was cancelled */
+  A_FIBER_QUEUED,   /* fiber spawned, cancelled before it first ran */
+  A_TEARDOWN,       /* start member waiting at uvp_ctx_close */
+  A_FIBER_TEARDOWN, /* fiber member waiting at uvp_ctx_close */
+  A_KINDS
+};
+
+static void test_arg_free_once(void **state) {
+  fixture_t *f = *state;
+  static argrec_t rec[A_KINDS];
+  memset(rec, 0, sizeof(rec));
+  uvp_fiber_opts_t fo = {0, owned_free};
+  uvp_promise_t *nx[3];
+  /* Started, failed and promise-less start members; a fiber that ran. */
+  uvp_group_t *g = group_new(f, 0, 0);
+  assert_int_equal(uvp_group_start(g, owned_start,
+                                   owned_new(&rec[A_STARTED], f->ctx, 0),
+                                   owned_free),
+                   0);
+  assert_int_equal(rec[A_STARTED].freed, 1); /* right after the call */
+  assert_int_equal(uvp_group_start(g, owned_start,
+                                   owned_new(&rec[A_FAILED], f->ctx, UV_EIO),
+                                   owned_free),
+                   0);
+  assert_int_equal(uvp_group_start(g, owned_start,
+                                   owned_new(&rec[A_NOPROMISE], f->ctx, 1),
+                                   owned_free),
+                   0);
+  assert_int_equal(
+      uvp_group_spawn(g, owned_body, owned_new(&rec[A_FIBER], f->ctx, 0), &fo),
+      0);
+  assert_int_equal(uvp_group_close(g), 0);
+  for (int k = 0; k < 3; k++)
+    assert_int_equal(uvp_group_next(g, &nx[k]), 0);
+  run_loop(f);
+  /* Completion order: the start callbacks' members settled in their
+   * calls, in order; the fiber later. */
+  assert_fulfilled(nx[0]);
+  assert_rejected(nx[1], UV_EIO);
+  assert_rejected(nx[2], UV_EINVAL);
+  for (int k = 0; k < 3; k++)
+    uvp_promise_release(nx[k]);
+  uvp_group_release(g);
+
+  /* Waiting members dropped by a cancel; a fiber cancelled before it ran. */
+  g = group_new(f, 1, 0);
+  uvp_group_t *g2 = group_new(f, 0, 0);
+  assert_int_equal(uvp_group_spawn(g2, owned_body,
+                                   owned_new(&rec[A_FIBER_QUEUED], f->ctx, 0),
+                                   &fo),
+                   0);
+  assert_int_equal(uvp_group_cancel(g2), 0);
+  uvp_promise_t *busy;
+  assert_int_equal(uvp_promise_new(f->ctx, &busy), 0);
+  assert_int_equal(uvp_group_add(g, busy), 0); /* takes the only room */
+  assert_int_equal(uvp_group_start(g, owned_start,
+                                   owned_new(&rec[A_DROPPED], f->ctx, 0),
+                                   owned_free),
+                   0);
+  assert_int_equal(uvp_group_spawn(g, owned_body,
+                                   owned_new(&rec[A_FIBER_WAIT], f->ctx, 0),
+                                   &fo),
+                   0);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  run_loop(f);
+  uvp_promise_release(busy);
+  uvp_group_release(g);
+  uvp_group_release(g2);
+
+  /* Waiting at teardown. */
+  g = group_new(f, 1, 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &busy), 0);
+  assert_int_equal(uvp_group_add(g, busy), 0);
+  assert_int_equal(uvp_group_start(g, owned_start,
+                                   owned_new(&rec[A_TEARDOWN], f->ctx, 0),
+                                   owned_free),
+                   0);
+  assert_int_equal(uvp_group_spawn(g, owned_body,
+                                   owned_new(&rec[A_FIBER_TEARDOWN], f->ctx, 0),
+                                   &fo),
+                   0);
+  run_loop(f);
+  assert_int_equal(rec[A_TEARDOWN].freed, 0);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  uvp_promise_release(busy);
+  uvp_group_release(g);
+
+  static const int want_calls[A_KINDS] = {1, 1, 1, 0, 1, 0, 0, 0, 0};
+  for (int k = 0; k < A_KINDS; k++) {
+    if (rec[k].calls != want_calls[k] || rec[k].freed != 1 ||
+        rec[k].freed_in_call != 0)
+      fail_msg("kind %d: %d calls (want %d), freed %d times (%d in a call)", k,
+               rec[k].calls, want_calls[k], rec[k].freed, rec[k].freed_in_call);
+  }
+}
+
+/* ---- releasing a group whose members still run --------------------------- */
+
+typedef struct held_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *wait; /* what the fibers await */
+  int woke;
+} held_t;
+
+static uvp_ret_t held_body(void *arg) {
+  held_t *h = arg;
+  h->woke += uvp_await(h->wait, NULL) == 0;
+  return uvp_ret_pass();
+}
+
+static int delay_start(void *arg, uvp_promise_t **out) {
+  return uvp_delay((uvp_ctx_t *)arg, 5, NULL, NULL, UVP_KEEP_ALIVE, out);
+}
+
+static void test_release_while_running(void **state) {
+  fixture_t *f = *state;
+  static held_t h;
+  static crowd_t c;
+  h = (held_t){.ctx = f->ctx};
+  uvp_ctx_stats_t s0, s1;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s0), 0);
+  crowd_init(&c, f, 4, 3);
+  uvp_group_t *g = group_new(f, 3, 0);
+  uvp_promise_t *join = join_of(g), *p, *nx;
+  assert_int_equal(uvp_promise_new(f->ctx, &h.wait), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  crowd_add(&c, g, 0, 4);
+  assert_int_equal(uvp_group_spawn(g, held_body, &h, NULL), 0);
+  assert_int_equal(uvp_group_spawn(g, held_body, &h, NULL), 0);
+  assert_int_equal(uvp_group_start(g, delay_start, f->ctx, NULL), 0);
+  assert_int_equal(uvp_group_next(g, &nx), 0);
+  run_loop(f);
+  assert_int_equal(c.started, 2);
+  /* Given up with a promise, two start callbacks, waiting members and a
+   * next() outstanding; what it hands out still works. */
+  uvp_group_release(g);
+  g = NULL;
+  assert_int_equal(uvp_promise_resolve(p, ID(0), NULL), 0);
+  run_loop(f);
+  assert_fulfilled(nx);
+  assert_ptr_equal(uvp_promise_value(nx), ID(0));
+  while (c.started < 4 || c.nrun > 0) {
+    if (c.nrun == 0)
+      fail_msg("waiting members did not start after the release");
+    crowd_settle(&c, 0, 0);
+    run_loop(f);
+  }
+  assert_int_equal(c.over, 0);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* the fibers */
+  assert_int_equal(uvp_promise_resolve(h.wait, NULL, NULL), 0);
+  run_until_settled(f, join);
+  assert_fulfilled(join);
+  assert_int_equal(h.woke, 2);
+  uvp_promise_release(join);
+  uvp_promise_release(nx);
+  uvp_promise_release(p);
+  uvp_promise_release(h.wait);
+  crowd_free(&c);
+  run_loop(f);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s1), 0);
+  assert_int_equal(s1.live, s0.live);
+  assert_int_equal(s1.fibers, 0);
+}
+
+/* Released from inside one of its start callbacks, and from the handler of
+ * its own join. */
+typedef struct selfrel_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *g;
+  int calls;
+} selfrel_t;
+
+static int release_start(void *arg, uvp_promise_t **out) {
+  selfrel_t *s = arg;
+  s->calls++;
+  if (s->calls == 2)
+    uvp_group_release(s->g);
+  return uvp_delay(s->ctx, 1, NULL, NULL, UVP_KEEP_ALIVE, out);
+}
+
+static uvp_ret_t release_on_join(void *arg, const uvp_outcome_t *in) {
+  selfrel_t *s = arg;
+  (void)in;
+  s->calls += 100;
+  uvp_group_release(s->g);
+  return uvp_ret_pass();
+}
+
+static void test_release_from_callbacks(void **state) {
+  fixture_t *f = *state;
+  static selfrel_t s;
+  s = (selfrel_t){.ctx = f->ctx};
+  s.g = group_new(f, 1, 0);
+  uvp_promise_t *join = join_of(s.g);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uvp_group_start(s.g, release_start, &s, NULL), 0);
+  run_until_settled(f, join);
+  assert_fulfilled(join); /* released: closed, so it joins */
+  assert_int_equal(s.calls, 4);
+  uvp_promise_release(join);
+
+  s = (selfrel_t){.ctx = f->ctx};
+  s.g = group_new(f, 0, 0);
+  join = join_of(s.g);
+  assert_int_equal(uvp_promise_on(join, UVP_ON_BOTH, release_on_join, &s, NULL),
+                   0);
+  uvp_promise_release(join);
+  assert_int_equal(uvp_group_start(s.g, release_start, &s, NULL), 0);
+  assert_int_equal(uvp_group_close(s.g), 0);
+  run_loop(f);
+  assert_int_equal(s.calls, 101);
+}
+
+/* ---- allocation failure -------------------------------------------------- */
+
+static long af_enomem[6]; /* per call: new, add, start, spawn, next, join */
+static int af_args, af_freed;
+
+static void af_free(void *arg) {
+  (void)arg;
+  af_freed++;
+}
+
+static int af_start(void *arg, uvp_promise_t **out) {
+  return uvp_promise_resolved((uvp_ctx_t *)arg, NULL, NULL, out);
+}
+
+static uvp_ret_t af_body(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  uvp_promise_t *p;
+  int rc = uvp_promise_resolved(ctx, NULL, NULL, &p);
+  if (rc == 0) {
+    rc = uvp_await(p, NULL);
+    uvp_promise_release(p);
+  }
+  return rc == 0 ? uvp_ret_pass() : uvp_ret_reject(rc, NULL, NULL);
+}
+
+static int af_count(int k, int rc) {
+  OK_OR_ENOMEM(rc);
+  af_enomem[k] += rc == UV_ENOMEM;
+  return rc;
+}
+
+/* Every group call with the k-th allocation failing: each either works or
+ * says UV_ENOMEM and changes nothing; a member that could not start
+ * settles with UV_ENOMEM; every notifier runs once; nothing leaks. */
+static void scenario_group(run_t *r) {
+  uvp_group_opts_t o = {2, 0};
+  uvp_fiber_opts_t fo = {0, af_free};
+  uvp_group_t *g;
+  uvp_promise_t *p, *nx[20], *join = NULL;
+  int nn = 0;
+  af_args = af_freed = 0;
+  if (af_count(0, uvp_group_new(r->ctx, &o, &g)) != 0)
+    return;
+  if (uvp_promise_resolved(r->ctx, NULL, NULL, &p) == 0) {
+    af_count(1, uvp_group_add(g, p));
+    uvp_promise_release(p);
+  }
+  for (int i = 0; i < 3; i++)
+    af_args += af_count(2, uvp_group_start(g, af_start, r->ctx, af_free)) == 0;
+  for (int i = 0; i < 2; i++)
+    af_args += af_count(3, uvp_group_spawn(g, af_body, r->ctx, &fo)) == 0;
+  for (int i = 0; i < 20; i++) /* past the 16 the group has room for */
+    if (af_count(4, uvp_group_next(g, &nx[nn])) == 0)
+      nn++;
+  af_count(5, uvp_group_join(g, &join));
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uv_run(&r->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(af_freed, af_args);
+  if (join != NULL) {
+    assert_fulfilled(join);
+    uvp_promise_release(join);
+  }
+  for (int i = 0; i < nn; i++) {
+    assert_int_not_equal(uvp_promise_state(nx[i]), UVP_PENDING);
+    expect_ok_or_enomem(nx[i], UV_EOF);
+    uvp_promise_release(nx[i]);
+  }
+  uvp_group_release(g);
+}
+
+static void test_alloc_fail(void **state) {
+  (void)state;
+  memset(af_enomem, 0, sizeof(af_enomem));
+  long sites = exhaust(scenario_group);
+  print_message("%ld allocations; UV_ENOMEM from new %ld, add %ld, start %ld, "
+                "spawn %ld, next %ld\n",
+                sites, af_enomem[0], af_enomem[1], af_enomem[2], af_enomem[3],
+                af_enomem[4]);
+  for (int k = 0; k < 5; k++)
+    assert_true(af_enomem[k] >= 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      /* First: the allocator is replaced while no context exists. */
+      cmocka_unit_test(test_alloc_fail),
+      FIXTURE_TEST(test_many_promises_in_completion_order),
+      FIXTURE_TEST(test_many_started_under_limit),
+      QUIET_TEST(test_next_order_and_eof),
+      QUIET_TEST(test_next_after_settle),
+      FIXTURE_TEST(test_limit_zero),
+      FIXTURE_TEST(test_limit_change),
+      QUIET_TEST(test_add_closed_or_cancelled),
+      QUIET_TEST(test_cancel_without_close),
+      QUIET_TEST(test_bad_arguments),
+      QUIET_TEST(test_fail_fast),
+      QUIET_TEST(test_fail_fast_ignores_cancellation),
+      FS_JOBS_TEST(test_cancel_mid_flight),
+      FS_TEST(test_join_waits_for_cancelled_fiber),
+      FIXTURE_TEST(test_join_waits_for_handles),
+      QUIET_TEST(test_nested_cancel),
+      QUIET_TEST(test_nested_cancel_frees_waiting),
+      FIXTURE_TEST(test_nested_completion),
+      JOBS_TEST(test_nested_join_waits_for_child_work),
+      FIXTURE_TEST(test_fiber_members),
+      QUIET_TEST(test_arg_free_once),
+      FIXTURE_TEST(test_release_while_running),
+      FIXTURE_TEST(test_release_from_callbacks),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
