@@ -173,20 +173,6 @@ static void maybe_end(uvp_group_t *g) {
 static void pump(uvp_group_t *g);
 static void cancel_all(uvp_group_t *g);
 
-/* A released group keeps its scope only while members wait to start in
- * it.  Never frees g (the scope may be the last thing naming it): the
- * caller's maybe_free does. */
-static void release_scope(uvp_group_t *g) {
-  if (!g->released || g->lazy_head != NULL || g->scope == NULL)
-    return;
-  uvp__scope_t *s = g->scope;
-  bool pumping = g->pumping;
-  g->scope = NULL;
-  g->pumping = true; /* holds g through the unref */
-  uvp__scope_unref(s);
-  g->pumping = pumping;
-}
-
 /* A member settled (in == NULL: its observer was dropped at teardown). */
 static void member_done(void *arg, const uvp_outcome_t *in) {
   member_t *m = arg;
@@ -312,7 +298,6 @@ static void pump(uvp_group_t *g) {
       g->lazy_tail = NULL;
     start_lazy(g, z);
   }
-  release_scope(g);
   g->pumping = false;
 }
 
@@ -328,7 +313,6 @@ static void drop_lazy(uvp_group_t *g) {
     uvp__free(z);
   }
   g->lazy_tail = NULL;
-  release_scope(g);
 }
 
 static void cancel_all(uvp_group_t *g) {
@@ -563,10 +547,9 @@ void uvp_group_release(uvp_group_t *g) {
   g->closed = true; /* nobody can add any more */
   uvp_promise_t *j = g->joined;
   g->joined = NULL;
+  uvp__scope_t *s = g->scope;
+  g->scope = NULL;
   maybe_end(g);
   uvp__rel(j);
-  /* Members still waiting for room start in the group's scope: it goes
-   * when the last of them has started (pump) or been dropped. */
-  release_scope(g);
-  maybe_free(g);
+  uvp__scope_unref(s); /* may free g */
 }

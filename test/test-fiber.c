@@ -1455,46 +1455,6 @@ static void test_map_limit(void **state) {
   uvp_promise_release(res);
 }
 
-/* A group given up (uvp_group_release) right after its members were added:
- * those still waiting for room under the limit start later, in the group's
- * scope, which the group keeps for them (it used to drop it at release, and
- * the next start dereferenced NULL); the group frees itself after the
- * last. */
-typedef struct relgroup_s {
-  uvp_ctx_t *ctx;
-  size_t running, peak, done;
-} relgroup_t;
-
-static uvp_ret_t relgroup_body(void *arg) {
-  relgroup_t *m = arg;
-  uvp_promise_t *d;
-  if (++m->running > m->peak)
-    m->peak = m->running;
-  FCHECK(uvp_delay(m->ctx, 1, NULL, NULL, UVP_KEEP_ALIVE, &d) == 0);
-  FCHECK(uvp_await(d, NULL) == 0);
-  uvp_promise_release(d);
-  m->running--;
-  m->done++;
-  return uvp_ret_pass();
-}
-
-static void test_group_released_with_members_waiting(void **state) {
-  fixture_t *f = *state;
-  static relgroup_t m;
-  m = (relgroup_t){.ctx = f->ctx};
-  uvp_group_opts_t o = {.limit = 3, .flags = 0};
-  uvp_group_t *g;
-  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
-  for (int i = 0; i < 20; i++)
-    assert_int_equal(uvp_group_spawn(g, relgroup_body, &m, NULL), 0);
-  uvp_group_release(g);
-  run_loop(f);
-  assert_fibers_ok();
-  assert_int_equal(m.done, 20);
-  assert_int_equal(m.peak, 3);
-  assert_int_equal(stats(f->ctx).fibers, 0);
-}
-
 /* A fiber awaiting in a loop: each step a promise resolved by a handler,
  * every 16th by an idle callback (a loop iteration). */
 typedef struct flat_s {
@@ -1873,7 +1833,6 @@ int main(void) {
       FTEST(test_overflow_guard_page),
       FTEST(test_many_suspended),
       FTEST(test_map_limit),
-      FTEST(test_group_released_with_members_waiting),
       FTEST(test_await_loop_constant_memory),
       FTEST(test_resolved_from_thread),
       FTEST(test_spawn_no_stack),
