@@ -1020,9 +1020,11 @@ static void req_input_end(req_t *r, int status) {
                           "server"));
     return;
   }
-  /* A close-delimited body ends here, any other message is cut short. */
+  /* A close-delimited body ends here, any other message is cut short.
+   * (on_message_complete pauses the parser, so a body that ends here
+   * finishes with HPE_PAUSED.) */
   llhttp_errno_t e = llhttp_finish(&r->parser);
-  if (e == HPE_OK && r->complete) {
+  if ((e == HPE_OK || e == HPE_PAUSED) && r->complete) {
     r->keep_alive = 0;
     req_complete(r);
   } else {
