@@ -60,8 +60,44 @@ struct uvp_group_s {
   lazy_t *lazy_head, *lazy_tail;
   uvp_promise_t **waiters; /* next() promises waiting: a FIFO ring */
   size_t wcap, whead, wtail;
-  uvp__pool_t members;
 };
+
+/* Per context, made with its first member: the slots of every group's
+ * members.  One pool for all of them, as the operation layer has one for
+ * its operations: a group of its own would take a fresh chunk for its
+ * first member, populate it (a system call) and give it back when it ends,
+ * for every group (one per request, in a server), and a group used again
+ * and again would fault its members' memory in each time. */
+typedef struct group_state_s {
+  uvp__ext_t ext;
+  uvp__pool_t members;
+} group_state_t;
+
+static void state_destroy(uvp__ext_t *ext) {
+  group_state_t *st = UVP__CONTAINER_OF(ext, group_state_t, ext);
+  uvp__pool_destroy(&st->members);
+  uvp__free(st);
+}
+
+static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
+  const group_state_t *st = UVP__CONTAINER_OF(ext, group_state_t, ext);
+  out->slab_bytes += st->members.bytes;
+  out->slab_allocs += st->members.allocs;
+}
+
+/* NULL only if there was none and no memory to make it. */
+static group_state_t *state_of(uvp_ctx_t *ctx) {
+  if (UVP__LIKELY(ctx->ext[UVP__EXT_GROUPS] != NULL))
+    return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_GROUPS], group_state_t, ext);
+  group_state_t *st = uvp__calloc(1, sizeof(*st));
+  if (st == NULL)
+    return NULL;
+  st->ext.destroy = state_destroy;
+  st->ext.stats = state_stats;
+  uvp__pool_init(&st->members, sizeof(member_t));
+  ctx->ext[UVP__EXT_GROUPS] = &st->ext;
+  return st;
+}
 
 static void maybe_end(uvp_group_t *g);
 
@@ -73,7 +109,6 @@ static void maybe_free(uvp_group_t *g) {
       g->done_head == NULL && !g->pumping && g->parent == NULL) {
     if (g->failure != NULL)
       uvp__rel(g->failure);
-    uvp__pool_destroy(&g->members);
     uvp__free(g->waiters);
     uvp__free(g);
   }
@@ -95,6 +130,14 @@ void uvp__group_drop(uvp_group_t *g) {
 }
 
 /* ---- completion order ------------------------------------------------------ */
+
+/* m's slot goes back before its promise: after the context's close, that
+ * reference may be what keeps the context, and the pool, alive. */
+static void member_free(uvp_group_t *g, member_t *m) {
+  uvp_promise_t *p = m->p;
+  uvp__pool_put(&state_of(g->ctx)->members, m);
+  uvp__rel(p);
+}
 
 static uvp_promise_t *waiter_pop(uvp_group_t *g) {
   return g->waiters[g->whead++ & (g->wcap - 1)];
@@ -123,8 +166,7 @@ static void serve(uvp_group_t *g) {
       g->done_tail = NULL;
     uvp__forward(w, m->p);
     uvp__rel(w);
-    uvp__rel(m->p);
-    uvp__pool_put(&g->members, m);
+    member_free(g, m);
   }
   /* Given up: what no next() waits for can never be asked for. */
   while (g->released && g->whead == g->wtail && g->done_head != NULL) {
@@ -132,8 +174,7 @@ static void serve(uvp_group_t *g) {
     g->done_head = m->next;
     if (g->done_head == NULL)
       g->done_tail = NULL;
-    uvp__rel(m->p);
-    uvp__pool_put(&g->members, m);
+    member_free(g, m);
   }
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
@@ -185,8 +226,7 @@ static void member_done(void *arg, const uvp_outcome_t *in) {
     m->next->prev = m->prev;
   g->nrunning--;
   if (in == NULL) {
-    uvp__rel(m->p);
-    uvp__pool_put(&g->members, m);
+    member_free(g, m);
   } else {
     m->next = NULL;
     if (g->done_tail != NULL)
@@ -207,10 +247,11 @@ static void member_done(void *arg, const uvp_outcome_t *in) {
 
 /* Observe p (a reference handed over) as a running member. */
 static int watch(uvp_group_t *g, uvp_promise_t *p) {
-  member_t *m = uvp__pool_get(&g->members);
+  group_state_t *st = state_of(g->ctx);
+  member_t *m = st != NULL ? uvp__pool_get(&st->members) : NULL;
   if (m == NULL || uvp__observe(p, member_done, m) != 0) {
     if (m != NULL)
-      uvp__pool_put(&g->members, m);
+      uvp__pool_put(&st->members, m);
     return UV_ENOMEM;
   }
   m->p = p;
@@ -367,7 +408,6 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->wcap = 16;
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
-  uvp__pool_init(&g->members, sizeof(member_t));
   g->scope = uvp__scope_with_group(ctx->scope, g);
   g->join = g->scope == NULL
                 ? NULL
@@ -378,7 +418,6 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
       g->scope->group = NULL;
       uvp__scope_unref(g->scope);
     }
-    uvp__pool_destroy(&g->members);
     uvp__free(w);
     uvp__free(g);
     return UV_ENOMEM;

@@ -46,7 +46,7 @@ struct uvp__ext_s {
   /* adds lines to uvp_ctx_dump_pending's, counting them (may be NULL) */
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
 };
-enum { UVP__EXT_OPS, UVP__EXT_FIBERS, UVP__EXT_COUNT };
+enum { UVP__EXT_OPS, UVP__EXT_FIBERS, UVP__EXT_GROUPS, UVP__EXT_COUNT };
 
 struct uvp_ctx_s {
   uv_loop_t *loop;
