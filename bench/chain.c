@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "core-common.h"
+#include "trace-probe.h"
 #include "uvp.h"
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
   uvp_ctx_t *ctx;
   if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
     return 1;
+  int traced = bench_traced(ctx);
   uvp_promise_t **p = malloc(sizeof(*p) * n);
   if (p == NULL || uvp_promise_new(ctx, &p[0]) != 0)
     return 1;
@@ -43,8 +45,8 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ok = ok && uv_loop_close(&loop) == 0;
   printf("name=chain impl=uvp n=%u ok=%d build_ms=%.1f settle_ms=%.1f "
-         "wall_ms=%.1f peak_rss_kb=%ld\n",
+         "wall_ms=%.1f peak_rss_kb=%ld traced=%d\n",
          n, ok, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t2 - t0) / 1e6,
-         bench_peak_rss_kb());
+         bench_peak_rss_kb(), traced);
   return ok ? 0 : 1;
 }

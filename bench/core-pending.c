@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core-common.h"
+#include "trace-probe.h"
 #include "uvp.h"
 
 static uvp_ret_t on_value(void *arg, const uvp_outcome_t *in) {
@@ -39,6 +40,7 @@ int main(int argc, char **argv) {
   memset(ps, 0xff, ((size_t)n + WARM) * sizeof(*ps));
   if (derived)
     memset(ds, 0xff, n * sizeof(*ds));
+  int traced = bench_traced(ctx);
   uvp_promise_t **warm = ps + n;
   for (uint32_t i = 0; i < WARM; i++)
     if (uvp_promise_new(ctx, &warm[i]) != 0 ||
@@ -73,8 +75,9 @@ int main(int argc, char **argv) {
   free(ps);
   free(ds);
   printf("name=pending impl=uvp%s n=%u ok=%d bytes_per_promise=%.1f "
-         "slab_bytes_per_promise=%.1f peak_rss_kb=%ld wall_ms=%.1f\n",
+         "slab_bytes_per_promise=%.1f peak_rss_kb=%ld wall_ms=%.1f traced=%d\n",
          derived ? "-derived" : "", n, ok, (double)(rss1 - rss0) / n,
-         (double)st.slab_bytes / (n + WARM), bench_peak_rss_kb(), (t1 - t0) / 1e6);
+         (double)st.slab_bytes / (n + WARM), bench_peak_rss_kb(),
+         (t1 - t0) / 1e6, traced);
   return ok ? 0 : 1;
 }

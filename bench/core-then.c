@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core-common.h"
+#include "trace-probe.h"
 #include "uvp.h"
 
 static uint64_t ran;
@@ -69,6 +70,7 @@ int main(int argc, char **argv) {
     return 1;
   if (reserve && uvp_ctx_reserve(ctx, derived ? 2 * (size_t)n : n, n) != 0)
     return 1;
+  int traced = bench_traced(ctx);
 
   uint64_t ns[BENCH_MAX_ROUNDS];
   long cold_rss_kb = 0;
@@ -87,8 +89,8 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0)
     return 1;
-  printf("name=then impl=uvp%s%s n=%u ok=%d", derived ? "-derived" : "",
-         reserve ? "-reserve" : "", n, ok);
+  printf("name=then impl=uvp%s%s n=%u ok=%d traced=%d",
+         derived ? "-derived" : "", reserve ? "-reserve" : "", n, ok, traced);
   bench_print_rounds(ns, rounds, n, cold_rss_kb);
   return ok ? 0 : 1;
 }

@@ -1,0 +1,51 @@
+# Shared by the bench runners (sourced, not run): reading the programs'
+# key=value lines, medians, and pairs.  A runner sets $tmp (a scratch
+# directory) before calling one.
+
+# field NAME: the numeric value of NAME=... on each line of stdin
+field() { sed -n "s/.*[ ]$1=\([0-9.-]*\).*/\1/p"; }
+
+# median [FORMAT]: of the numbers on stdin, "-" if there are none
+median() {
+  sort -g | awk -v fmt="${1:-%.1f}" '{a[NR]=$1} END {if (NR == 0) {print "-"; exit}
+    m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf fmt, m}'
+}
+
+# a / b, or "-" when either is missing
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0)
+    print "-"; else printf "%.2f", a / b }'
+}
+
+# verdict VALUE OP LIMIT, OP one of >= <= <: "met", "MISSED", or "n/a"
+# when VALUE is "-"
+verdict() {
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { if (v == "-") print "n/a";
+    else if ((op == ">=" && v >= l) || (op == "<=" && v <= l) ||
+             (op == "<" && v < l)) print "met";
+    else print "MISSED" }'
+}
+
+# pairs OP: stdin holds one pair "a b" per line (paste two runs' figures
+# side by side); prints "median q1 q3 count" of b/a (OP /) or b-a (OP -)
+# over the pairs.  The median of per-pair figures rather than a figure of
+# two medians: a shared machine goes through slow and fast stretches that
+# last longer than one pair, and each pair sees one of them.
+pairs() {
+  awk -v op="$1" 'op == "-" || $1 > 0 {print op == "/" ? $2 / $1 : $2 - $1}' |
+    sort -g |
+    awk '{r[NR]=$1} END {if (NR == 0) {print "- - - 0"; exit}
+      m=(NR%2)?r[(NR+1)/2]:(r[NR/2]+r[NR/2+1])/2;
+      printf "%.3f %.3f %.3f %d", m, r[int((NR+3)/4)], r[int((3*NR+3)/4)], NR}'
+}
+
+# one OUT CMD...: run CMD, append its line to $tmp/OUT; stop on failure.
+one() {
+  local out=$1 line
+  shift
+  if ! line=$("$@"); then
+    echo "failed: $* -> $line" >&2
+    exit 1
+  fi
+  echo "$line" >> "$tmp/$out"
+}
