@@ -376,9 +376,9 @@ typedef struct uvp_ctx_stats_s {
   size_t pending;   /* of which pending */
   size_t queued;    /* handlers waiting to run, and finished file
                        operations waiting to settle their promises */
-  size_t slab_bytes; /* bytes held in promise/reaction/operation slabs,
-                        the run queue and the spare combinator block (see
-                        uvp_promise_all) */
+  size_t slab_bytes; /* bytes held in promise/reaction/operation/group
+                        member slabs, the run queue and the spare
+                        combinator block (see uvp_promise_all) */
   size_t slab_allocs; /* times a slab was obtained from the allocator */
   size_t site_misses; /* creation sites looked up in the process-wide table
                          (under a lock) because the context's cache did not

@@ -15,13 +15,20 @@
 #include "trace.h"
 
 /* A member: running (on `running`, observed), then settled (on the done
- * queue until a next() takes it).  From the group's pool. */
+ * queue until a next() takes it).  From the context's pool of members.
+ * The reaction that observes p is part of the record, which is one cache
+ * line: members settle in any order, each settle's reaction is a miss, and
+ * the drain's prefetch of the reaction (docs/internals.md §6.4) brings in
+ * the whole member with it. */
 typedef struct member_s member_t;
 struct member_s {
+  uvp__handler_t observer;
   member_t *prev, *next;
   uvp_promise_t *p; /* our reference */
   uvp_group_t *g;
 };
+_Static_assert(sizeof(member_t) == 64 || sizeof(void *) != 8,
+               "a member is one cache line on 64-bit targets");
 
 /* A member not started yet: waits for room under the limit. */
 typedef struct lazy_s lazy_t;
@@ -249,11 +256,9 @@ static void member_done(void *arg, const uvp_outcome_t *in) {
 static int watch(uvp_group_t *g, uvp_promise_t *p) {
   group_state_t *st = state_of(g->ctx);
   member_t *m = st != NULL ? uvp__pool_get(&st->members) : NULL;
-  if (m == NULL || uvp__observe(p, member_done, m) != 0) {
-    if (m != NULL)
-      uvp__pool_put(&st->members, m);
+  if (m == NULL)
     return UV_ENOMEM;
-  }
+  uvp__observe_embedded(p, &m->observer, member_done, m);
   m->p = p;
   m->g = g;
   m->prev = NULL;
