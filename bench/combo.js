@@ -11,6 +11,7 @@
 //   the median of rounds 2..R the warm one (warm_ms).  With --expose-gc a
 //   full GC runs between rounds, outside the clock; gc=1 in the output.
 'use strict';
+const { parseRounds, roundsFields, shuffle } = require('./common.js');
 const mode = process.argv[2];
 if (mode !== 'settled' && mode !== 'all') {
   console.error('usage: node [--expose-gc] bench/combo.js settled|all [N] [--rounds=R]');
@@ -20,33 +21,7 @@ const settled = mode === 'settled';
 const n = +process.argv[3] || 1e6;
 const PER_TURN = 1000;
 
-let rounds = 1;
-for (const a of process.argv.slice(4)) {
-  if (!a.startsWith('--rounds=')) continue;
-  rounds = Number(a.slice(9));
-  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) {
-    console.error(`bad rounds (1..100): ${a}`);
-    process.exit(2);
-  }
-}
-
-function shuffle(perm) {
-  let state = 12345;
-  for (let i = 0; i < n; i++) perm[i] = i;
-  for (let i = n; i > 1; i--) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    state >>>= 0;
-    const j = state % i;
-    const t = perm[i - 1];
-    perm[i - 1] = perm[j];
-    perm[j] = t;
-  }
-  let sum = 0;
-  for (let k = 0; k < n; k++) sum = (sum + Math.imul(perm[k], k + 1)) >>> 0;
-  return sum;
-}
+const rounds = parseRounds(process.argv.slice(4));
 
 const perm = new Uint32Array(n);
 const check = shuffle(perm);
@@ -100,15 +75,8 @@ function onResult(res) {
     });
     return;
   }
-  let s = ` rounds=${rounds} gc=${typeof global.gc === 'function' ? 1 : 0}` +
-    ` ns_per_promise=${(ns[0] / n).toFixed(1)} wall_ms=${(ns[0] / 1e6).toFixed(1)}`;
-  if (rounds > 1) {
-    const w = ns.slice(1).sort((a, b) => a - b);
-    const m = w.length % 2 ? w[(w.length - 1) / 2] : (w[w.length / 2 - 1] + w[w.length / 2]) / 2;
-    s += ` warm_ns_per_promise=${(m / n).toFixed(1)} warm_ms=${(m / 1e6).toFixed(1)}`;
-  }
   console.log(`name=${settled ? 'allSettled' : 'all'} impl=node n=${n} ok=${allOk ? 1 : 0} perm_check=${check}` +
-    s + ` cold_peak_rss_kb=${coldRss} peak_rss_kb=${process.resourceUsage().maxRSS}`);
+    roundsFields(ns, n, coldRss));
   process.exitCode = allOk ? 0 : 1;
 }
 

@@ -17,37 +17,11 @@
 // One executor function is shared by every promise, so no per-promise
 // closure beyond the resolving functions V8 itself creates.
 'use strict';
+const { parseRounds, roundsFields } = require('./common.js');
 const mode = process.argv[2];
 const n = +process.argv[3] || 1e6;
 let captured;
 const exec = (resolve) => { captured = resolve; };
-
-// --rounds=R anywhere after the mode; 1..100 as in core-common.h.
-function parseRounds(args) {
-  let rounds = 1;
-  for (const a of args) {
-    if (!a.startsWith('--rounds=')) continue;
-    rounds = Number(a.slice(9));
-    if (!Number.isInteger(rounds) || rounds < 1 || rounds > 100) {
-      console.error(`bad rounds (1..100): ${a}`);
-      process.exit(2);
-    }
-  }
-  return rounds;
-}
-
-// The fields after the program's own, as bench_print_rounds prints them.
-function roundsFields(ns, n, coldRss) {
-  const rounds = ns.length;
-  let s = ` rounds=${rounds} gc=${typeof global.gc === 'function' ? 1 : 0}` +
-    ` ns_per_promise=${(ns[0] / n).toFixed(1)} wall_ms=${(ns[0] / 1e6).toFixed(1)}`;
-  if (rounds > 1) {
-    const w = ns.slice(1).sort((a, b) => a - b);
-    const m = w.length % 2 ? w[(w.length - 1) / 2] : (w[w.length / 2 - 1] + w[w.length / 2]) / 2;
-    s += ` warm_ns_per_promise=${(m / n).toFixed(1)} warm_ms=${(m / 1e6).toFixed(1)}`;
-  }
-  return s + ` cold_peak_rss_kb=${coldRss} peak_rss_kb=${process.resourceUsage().maxRSS}`;
-}
 
 if (mode === 'then') {
   const rounds = parseRounds(process.argv.slice(4));
