@@ -106,8 +106,8 @@ static int one_round(uv_loop_t *loop, uv_idle_t *idle, uint64_t *ns) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || (strcmp(argv[1], "settled") != 0 &&
-                   strcmp(argv[1], "all") != 0)) {
+  if (argc < 2 ||
+      (strcmp(argv[1], "settled") != 0 && strcmp(argv[1], "all") != 0)) {
     fprintf(stderr, "usage: %s settled|all [N] [--rounds=R]\n", argv[0]);
     return 2;
   }

@@ -93,8 +93,8 @@ static int one_round(uvp_ctx_t *ctx, uv_idle_t *idle, uint64_t *ns) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || (strcmp(argv[1], "settled") != 0 &&
-                   strcmp(argv[1], "all") != 0)) {
+  if (argc < 2 ||
+      (strcmp(argv[1], "settled") != 0 && strcmp(argv[1], "all") != 0)) {
     fprintf(stderr, "usage: %s settled|all [N] [--reserve] [--rounds=R]\n",
             argv[0]);
     return 2;

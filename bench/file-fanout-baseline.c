@@ -1,7 +1,8 @@
 /* The same file fan-out by hand on libuv callbacks: one struct per name,
  * stat -> open -> read -> close chained in callbacks, outcomes per index.
  * Usage: file-fanout-baseline DIR NFILES NMISSING [ROUNDS]
- * ROUNDS as in file-fanout.c: the first is cold, the median of the rest warm. */
+ * ROUNDS as in file-fanout.c: the first is cold, the median of the rest warm.
+ */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,9 +20,7 @@ typedef struct item_s {
 
 static uv_loop_t loop;
 
-static void on_close(uv_fs_t *req) {
-  uv_fs_req_cleanup(req);
-}
+static void on_close(uv_fs_t *req) { uv_fs_req_cleanup(req); }
 
 static void on_read(uv_fs_t *req) {
   item_t *it = req->data;
@@ -110,7 +109,7 @@ int main(int argc, char **argv) {
     qsort(ms + 1, (size_t)rounds - 1, sizeof(double), cmp_double);
     warm = ms[1 + (rounds - 1) / 2];
   }
-  printf("baseline file-fanout n=%zu rounds=%d wall_ms=%.1f warm_ms=%.1f\n",
-         n, rounds, cold, warm);
+  printf("baseline file-fanout n=%zu rounds=%d wall_ms=%.1f warm_ms=%.1f\n", n,
+         rounds, cold, warm);
   return 0;
 }

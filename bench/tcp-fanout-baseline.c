@@ -144,7 +144,8 @@ int main(int argc, char **argv) {
     free(outcomes[i].body);
   }
   free(outcomes);
-  printf("baseline tcp-fanout n=%zu k=%zu ok=%zu wall_ms=%.1f user_us_per_req=%.2f\n",
+  printf("baseline tcp-fanout n=%zu k=%zu ok=%zu wall_ms=%.1f "
+         "user_us_per_req=%.2f\n",
          n, k, good, (t1 - t0) / 1e6, (u1 - u0) / (double)n);
   uv_loop_close(&loop);
   return good == n ? 0 : 1;

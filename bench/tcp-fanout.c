@@ -85,8 +85,9 @@ int main(int argc, char **argv) {
     good += l->items[i].status == 0 && b != NULL && b->len > 12 &&
             memcmp(b->base, "HTTP/1.0 200", 12) == 0;
   }
-  printf("uvp tcp-fanout n=%zu k=%zu ok=%zu wall_ms=%.1f user_us_per_req=%.2f\n",
-         n, k, good, (t1 - t0) / 1e6, (u1 - u0) / (double)n);
+  printf(
+      "uvp tcp-fanout n=%zu k=%zu ok=%zu wall_ms=%.1f user_us_per_req=%.2f\n",
+      n, k, good, (t1 - t0) / 1e6, (u1 - u0) / (double)n);
   uvp_promise_release(res);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT);

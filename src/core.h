@@ -37,7 +37,7 @@ static inline bool uvp__rk_wants(uvp__rkind_t k, bool ok) {
 }
 
 static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
-                                    int line) {
+                                           int line) {
   uvp_promise_t *p = uvp__pool_get(&ctx->promises);
   if (UVP__UNLIKELY(p == NULL))
     return NULL;
@@ -60,7 +60,7 @@ static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
 /* A reaction from the pool; `cb` is a uvp_then_cb or, for the NOTIFY
  * kind, a uvp__notify_cb. */
 static inline uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,
-                                     void *target, void *arg) {
+                                            void *target, void *arg) {
   uvp__handler_t *h = uvp__pool_get(&ctx->reactions);
   if (UVP__UNLIKELY(h == NULL))
     return NULL;
@@ -138,7 +138,7 @@ static inline void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
 }
 
 static inline void reject(uvp_promise_t *p, int code, void *payload,
-                   uvp_free_cb free_cb) {
+                          uvp_free_cb free_cb) {
   forget_hook(p);
   p->code = code;
   p->value = payload;

@@ -147,8 +147,8 @@ static void release_below(uvp__stack_pool_t *pool, uvp__stack_t *stack,
 
 void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
   size_t map_len = stack->map_len;
-  size_t spares = pool->peak_live < pool->max_spare ? pool->peak_live
-                                                    : pool->max_spare;
+  size_t spares =
+      pool->peak_live < pool->max_spare ? pool->peak_live : pool->max_spare;
   pool->live_count--;
   pool->live_bytes -= map_len;
   if (map_len != map_len_for(pool, pool->size)) {

@@ -82,11 +82,11 @@ typedef struct uvp__stack_pool_s {
    * costs 7.6 us and 32 us. */
   size_t keep_warm;
   /* Counters, read-only for the owner. */
-  size_t idle_count; /* stacks in the pool */
-  size_t idle_bytes; /* their mappings' bytes, guard pages included */
-  size_t live_count; /* stacks handed out and not yet put back */
-  size_t live_bytes; /* their mappings' bytes */
-  size_t peak_live;  /* the most stacks handed out at once */
+  size_t idle_count;  /* stacks in the pool */
+  size_t idle_bytes;  /* their mappings' bytes, guard pages included */
+  size_t live_count;  /* stacks handed out and not yet put back */
+  size_t live_bytes;  /* their mappings' bytes */
+  size_t peak_live;   /* the most stacks handed out at once */
   size_t spare_count; /* how many of the idle stacks are spares */
   /* Private. */
   uvp__stack_t *idle; /* most recently put back first */

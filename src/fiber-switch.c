@@ -70,72 +70,71 @@ HIDDEN void uvp__fiber_trampoline(void);
  * then the return address the call pushed.  The two control registers are
  * loaded only when the resumed context's differ from the running one's
  * (in practice never): ldmxcsr and fldcw stall the pipeline, and skipping
- * them took 2.2 ns (7 %) off an await in bench/fiber-pingpong.  Entry: rsp = 8 mod 16, so the
- * saved rsp, 56 bytes below, is 16-aligned.  The return is a jmp through a
- * register, as Boost.Context's: a ret would be predicted from the return
- * stack, which holds the caller on the old stack, and mispredicted on every
- * switch (23 ns a pair against 9 on this VM's EPYC). */
-__asm__(
-    ".pushsection .text\n"
-    ".globl uvp__fiber_jump\n"
-    ".hidden uvp__fiber_jump\n"
-    ".type uvp__fiber_jump,@function\n"
-    ".p2align 4\n"
-    "uvp__fiber_jump:\n"
-    "  .cfi_startproc\n"
-    "  leaq -0x38(%rsp), %rsp\n"
-    "  stmxcsr (%rsp)\n"
-    "  fnstcw 0x4(%rsp)\n"
-    "  movq %r12, 0x08(%rsp)\n"
-    "  movq %r13, 0x10(%rsp)\n"
-    "  movq %r14, 0x18(%rsp)\n"
-    "  movq %r15, 0x20(%rsp)\n"
-    "  movq %rbx, 0x28(%rsp)\n"
-    "  movq %rbp, 0x30(%rsp)\n"
-    "  movl (%rsp), %r9d\n"
-    "  movzwl 0x4(%rsp), %r10d\n"
-    "  movq %rsp, (%rdi)\n"
-    "  movq %rsi, %rsp\n"
-    "  movq 0x38(%rsp), %r8\n"
-    "  cmpl (%rsp), %r9d\n"
-    "  jne 2f\n"
-    "1:\n"
-    "  cmpw 0x4(%rsp), %r10w\n"
-    "  jne 4f\n"
-    "3:\n"
-    "  movq 0x08(%rsp), %r12\n"
-    "  movq 0x10(%rsp), %r13\n"
-    "  movq 0x18(%rsp), %r14\n"
-    "  movq 0x20(%rsp), %r15\n"
-    "  movq 0x28(%rsp), %rbx\n"
-    "  movq 0x30(%rsp), %rbp\n"
-    "  leaq 0x40(%rsp), %rsp\n"
-    "  movq %rdx, %rax\n"
-    "  jmp *%r8\n"
-    "2:\n"
-    "  ldmxcsr (%rsp)\n"
-    "  jmp 1b\n"
-    "4:\n"
-    "  fldcw 0x4(%rsp)\n"
-    "  jmp 3b\n"
-    "  .cfi_endproc\n"
-    ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
-    "\n"
-    ".globl uvp__fiber_trampoline\n"
-    ".hidden uvp__fiber_trampoline\n"
-    ".type uvp__fiber_trampoline,@function\n"
-    ".p2align 4\n"
-    "uvp__fiber_trampoline:\n"
-    "  .cfi_startproc\n"
-    /* The bottom frame of the fiber: unwinders and debuggers stop here. */
-    "  .cfi_undefined rip\n"
-    "  movq %r12, %rdi\n"
-    "  movq %rax, %rsi\n"
-    "  callq *%rbx\n"
-    "  ud2\n"
-    "  .cfi_endproc\n"
-    ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
-    ".popsection\n");
+ * them took 2.2 ns (7 %) off an await in bench/fiber-pingpong.  Entry: rsp = 8
+ * mod 16, so the saved rsp, 56 bytes below, is 16-aligned.  The return is a jmp
+ * through a register, as Boost.Context's: a ret would be predicted from the
+ * return stack, which holds the caller on the old stack, and mispredicted on
+ * every switch (23 ns a pair against 9 on this VM's EPYC). */
+__asm__(".pushsection .text\n"
+        ".globl uvp__fiber_jump\n"
+        ".hidden uvp__fiber_jump\n"
+        ".type uvp__fiber_jump,@function\n"
+        ".p2align 4\n"
+        "uvp__fiber_jump:\n"
+        "  .cfi_startproc\n"
+        "  leaq -0x38(%rsp), %rsp\n"
+        "  stmxcsr (%rsp)\n"
+        "  fnstcw 0x4(%rsp)\n"
+        "  movq %r12, 0x08(%rsp)\n"
+        "  movq %r13, 0x10(%rsp)\n"
+        "  movq %r14, 0x18(%rsp)\n"
+        "  movq %r15, 0x20(%rsp)\n"
+        "  movq %rbx, 0x28(%rsp)\n"
+        "  movq %rbp, 0x30(%rsp)\n"
+        "  movl (%rsp), %r9d\n"
+        "  movzwl 0x4(%rsp), %r10d\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  movq 0x38(%rsp), %r8\n"
+        "  cmpl (%rsp), %r9d\n"
+        "  jne 2f\n"
+        "1:\n"
+        "  cmpw 0x4(%rsp), %r10w\n"
+        "  jne 4f\n"
+        "3:\n"
+        "  movq 0x08(%rsp), %r12\n"
+        "  movq 0x10(%rsp), %r13\n"
+        "  movq 0x18(%rsp), %r14\n"
+        "  movq 0x20(%rsp), %r15\n"
+        "  movq 0x28(%rsp), %rbx\n"
+        "  movq 0x30(%rsp), %rbp\n"
+        "  leaq 0x40(%rsp), %rsp\n"
+        "  movq %rdx, %rax\n"
+        "  jmp *%r8\n"
+        "2:\n"
+        "  ldmxcsr (%rsp)\n"
+        "  jmp 1b\n"
+        "4:\n"
+        "  fldcw 0x4(%rsp)\n"
+        "  jmp 3b\n"
+        "  .cfi_endproc\n"
+        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
+        "\n"
+        ".globl uvp__fiber_trampoline\n"
+        ".hidden uvp__fiber_trampoline\n"
+        ".type uvp__fiber_trampoline,@function\n"
+        ".p2align 4\n"
+        "uvp__fiber_trampoline:\n"
+        "  .cfi_startproc\n"
+        /* The bottom frame of the fiber: unwinders and debuggers stop here. */
+        "  .cfi_undefined rip\n"
+        "  movq %r12, %rdi\n"
+        "  movq %rax, %rsi\n"
+        "  callq *%rbx\n"
+        "  ud2\n"
+        "  .cfi_endproc\n"
+        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
+        ".popsection\n");
 
 enum { FRAME_WORDS = 10 }; /* 7 saved, the return address, 2 of padding */
 
@@ -145,10 +144,10 @@ static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
   uint16_t fcw;
   __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
   frame[0] = mxcsr | (uintptr_t)fcw << 32;
-  frame[1] = (uintptr_t)ctx;  /* r12 */
+  frame[1] = (uintptr_t)ctx;          /* r12 */
   frame[2] = frame[3] = frame[4] = 0; /* r13, r14, r15 */
-  frame[5] = (uintptr_t)boot; /* rbx */
-  frame[6] = 0;               /* rbp: the end of the frame chain */
+  frame[5] = (uintptr_t)boot;         /* rbx */
+  frame[6] = 0;                       /* rbp: the end of the frame chain */
   frame[7] = (uintptr_t)uvp__fiber_trampoline;
   /* The trampoline starts with rsp at frame + 8, 16-aligned for its call. */
   frame[8] = frame[9] = 0;
@@ -160,65 +159,64 @@ static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
  * the FPCR can be slow, and it rarely differs: only written if it does.
  * The return is a ret, unlike x86-64's jmp: with BTI enforced, a br may
  * only land on a landing pad, and a return address is none. */
-__asm__(
-    ".pushsection .text\n"
-    ".globl uvp__fiber_jump\n"
-    ".hidden uvp__fiber_jump\n"
-    ".type uvp__fiber_jump,%function\n"
-    ".p2align 4\n"
-    "uvp__fiber_jump:\n"
-    "  .cfi_startproc\n"
-    "  sub sp, sp, #176\n"
-    "  stp x19, x20, [sp, #0]\n"
-    "  stp x21, x22, [sp, #16]\n"
-    "  stp x23, x24, [sp, #32]\n"
-    "  stp x25, x26, [sp, #48]\n"
-    "  stp x27, x28, [sp, #64]\n"
-    "  stp x29, x30, [sp, #80]\n"
-    "  stp d8, d9, [sp, #96]\n"
-    "  stp d10, d11, [sp, #112]\n"
-    "  stp d12, d13, [sp, #128]\n"
-    "  stp d14, d15, [sp, #144]\n"
-    "  mrs x9, fpcr\n"
-    "  str x9, [sp, #160]\n"
-    "  mov x10, sp\n"
-    "  str x10, [x0]\n"
-    "  mov sp, x1\n"
-    "  ldp x19, x20, [sp, #0]\n"
-    "  ldp x21, x22, [sp, #16]\n"
-    "  ldp x23, x24, [sp, #32]\n"
-    "  ldp x25, x26, [sp, #48]\n"
-    "  ldp x27, x28, [sp, #64]\n"
-    "  ldp x29, x30, [sp, #80]\n"
-    "  ldp d8, d9, [sp, #96]\n"
-    "  ldp d10, d11, [sp, #112]\n"
-    "  ldp d12, d13, [sp, #128]\n"
-    "  ldp d14, d15, [sp, #144]\n"
-    "  ldr x10, [sp, #160]\n"
-    "  cmp x9, x10\n"
-    "  b.eq 1f\n"
-    "  msr fpcr, x10\n"
-    "1:\n"
-    "  add sp, sp, #176\n"
-    "  mov x0, x2\n"
-    "  ret\n"
-    "  .cfi_endproc\n"
-    ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
-    "\n"
-    ".globl uvp__fiber_trampoline\n"
-    ".hidden uvp__fiber_trampoline\n"
-    ".type uvp__fiber_trampoline,%function\n"
-    ".p2align 4\n"
-    "uvp__fiber_trampoline:\n"
-    "  .cfi_startproc\n"
-    "  .cfi_undefined x30\n"
-    "  mov x1, x0\n"
-    "  mov x0, x20\n"
-    "  blr x19\n"
-    "  brk #0\n"
-    "  .cfi_endproc\n"
-    ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
-    ".popsection\n");
+__asm__(".pushsection .text\n"
+        ".globl uvp__fiber_jump\n"
+        ".hidden uvp__fiber_jump\n"
+        ".type uvp__fiber_jump,%function\n"
+        ".p2align 4\n"
+        "uvp__fiber_jump:\n"
+        "  .cfi_startproc\n"
+        "  sub sp, sp, #176\n"
+        "  stp x19, x20, [sp, #0]\n"
+        "  stp x21, x22, [sp, #16]\n"
+        "  stp x23, x24, [sp, #32]\n"
+        "  stp x25, x26, [sp, #48]\n"
+        "  stp x27, x28, [sp, #64]\n"
+        "  stp x29, x30, [sp, #80]\n"
+        "  stp d8, d9, [sp, #96]\n"
+        "  stp d10, d11, [sp, #112]\n"
+        "  stp d12, d13, [sp, #128]\n"
+        "  stp d14, d15, [sp, #144]\n"
+        "  mrs x9, fpcr\n"
+        "  str x9, [sp, #160]\n"
+        "  mov x10, sp\n"
+        "  str x10, [x0]\n"
+        "  mov sp, x1\n"
+        "  ldp x19, x20, [sp, #0]\n"
+        "  ldp x21, x22, [sp, #16]\n"
+        "  ldp x23, x24, [sp, #32]\n"
+        "  ldp x25, x26, [sp, #48]\n"
+        "  ldp x27, x28, [sp, #64]\n"
+        "  ldp x29, x30, [sp, #80]\n"
+        "  ldp d8, d9, [sp, #96]\n"
+        "  ldp d10, d11, [sp, #112]\n"
+        "  ldp d12, d13, [sp, #128]\n"
+        "  ldp d14, d15, [sp, #144]\n"
+        "  ldr x10, [sp, #160]\n"
+        "  cmp x9, x10\n"
+        "  b.eq 1f\n"
+        "  msr fpcr, x10\n"
+        "1:\n"
+        "  add sp, sp, #176\n"
+        "  mov x0, x2\n"
+        "  ret\n"
+        "  .cfi_endproc\n"
+        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
+        "\n"
+        ".globl uvp__fiber_trampoline\n"
+        ".hidden uvp__fiber_trampoline\n"
+        ".type uvp__fiber_trampoline,%function\n"
+        ".p2align 4\n"
+        "uvp__fiber_trampoline:\n"
+        "  .cfi_startproc\n"
+        "  .cfi_undefined x30\n"
+        "  mov x1, x0\n"
+        "  mov x0, x20\n"
+        "  blr x19\n"
+        "  brk #0\n"
+        "  .cfi_endproc\n"
+        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
+        ".popsection\n");
 
 enum { FRAME_WORDS = 24 }; /* 22 saved, 2 of room for the trampoline */
 
@@ -229,8 +227,8 @@ static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
   __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
   for (i = 0; i < FRAME_WORDS; i++)
     frame[i] = 0; /* x21-x28, x29 (the end of the frame chain), d8-d15 */
-  frame[0] = (uintptr_t)boot; /* x19 */
-  frame[1] = (uintptr_t)ctx;  /* x20 */
+  frame[0] = (uintptr_t)boot;                   /* x19 */
+  frame[1] = (uintptr_t)ctx;                    /* x20 */
   frame[11] = (uintptr_t)uvp__fiber_trampoline; /* x30 */
   frame[20] = fpcr;
 }

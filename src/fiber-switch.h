@@ -37,8 +37,8 @@
  * under -fcf-protection (__CET__): a build that says it supports shadow
  * stacks gets them enforced on recent kernels and glibc, and our switch
  * does not switch shadow stacks (glibc's does). */
-#if !defined(__ELF__) || defined(__ILP32__) ||                               \
-    !(defined(__x86_64__) || defined(__aarch64__)) || defined(__CET__) ||     \
+#if !defined(__ELF__) || defined(__ILP32__) ||                                 \
+    !(defined(__x86_64__) || defined(__aarch64__)) || defined(__CET__) ||      \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
 #include <ucontext.h>
@@ -53,7 +53,7 @@ typedef void (*uvp__fiber_entry_t)(void *arg, void *msg);
 /* Every field is the layer's own. */
 typedef struct uvp__fiber_ctx_s uvp__fiber_ctx_t;
 struct uvp__fiber_ctx_s {
-  void *sp; /* the saved stack pointer while suspended */
+  void *sp;                 /* the saved stack pointer while suspended */
   uvp__fiber_entry_t entry; /* NULL: a thread's own context */
   void *arg;
   unsigned valgrind_id; /* the stack's registration */
@@ -64,7 +64,7 @@ struct uvp__fiber_ctx_s {
 #if defined(UVP__FIBER_ASAN)
   const void *asan_bottom; /* the stack's lowest byte (NULL: not yet known) */
   size_t asan_size;
-  void *asan_fake;            /* ASan's fake stack, while suspended */
+  void *asan_fake;             /* ASan's fake stack, while suspended */
   uvp__fiber_ctx_t *asan_from; /* who switched to this one last */
 #endif
 #if defined(UVP__FIBER_TSAN)

@@ -46,9 +46,9 @@ struct fiber_s {
   void *arg;
   uvp_free_cb arg_free;
   int state;
-  bool cancelled;        /* its promise was cancelled: awaits say so */
+  bool cancelled;         /* its promise was cancelled: awaits say so */
   uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
-  uvp_outcome_t woken;   /* what the wake delivered */
+  uvp_outcome_t woken;    /* what the wake delivered */
   uvp__handler_t wake;
   fiber_t *prev, *next; /* in st->all */
   const char *file;     /* where it was spawned ... */
@@ -56,9 +56,8 @@ struct fiber_s {
   const char *await_file; /* ... and where it waits */
   int await_line;
   uvp__scope_t *scope; /* what it runs in (a reference), between runs */
-  uint16_t trace; /* its frame: its spawn, or the await it last left */
+  uint16_t trace;      /* its frame: its spawn, or the await it last left */
 };
-
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
 
@@ -233,8 +232,8 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   if (rc != 0)
     return rc;
   /* The fiber's record at the top of its stack, 16-byte aligned below. */
-  uintptr_t top = ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) &
-                  ~(uintptr_t)15;
+  uintptr_t top =
+      ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) & ~(uintptr_t)15;
   fiber_t *f = (fiber_t *)top;
   memset(f, 0, sizeof(*f));
   f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
@@ -298,12 +297,12 @@ static int suspend(fiber_t *f, uvp_outcome_t *out) {
 int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
                  int line) {
   fiber_t *f = uvp__fiber_current;
-  int rc = p == NULL                ? UV_EINVAL
-           : f == NULL              ? UVP_ENOTFIBER
-           : f->st->ctx->closed     ? UVP_ECLOSED
+  int rc = p == NULL                 ? UV_EINVAL
+           : f == NULL               ? UVP_ENOTFIBER
+           : f->st->ctx->closed      ? UVP_ECLOSED
            : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
-           : f->cancelled           ? UV_ECANCELED
-                                    : 0;
+           : f->cancelled            ? UV_ECANCELED
+                                     : 0;
   if (rc != 0) {
     if (out != NULL)
       *out = (uvp_outcome_t){rc, NULL, p};
@@ -312,8 +311,9 @@ int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
   f->await_file = file;
   f->await_line = line;
   if (f->st->ctx->traces)
-    f->trace = uvp__trace_intern(f->st->ctx, uvp__site(&f->st->ctx->sites, file, line),
-                                 UVP__TK_AWAIT, f->p->trace);
+    f->trace =
+        uvp__trace_intern(f->st->ctx, uvp__site(&f->st->ctx->sites, file, line),
+                          UVP__TK_AWAIT, f->p->trace);
   uvp__retain_local(p); /* checked above: the loop thread, ctx open */
   f->waiting = p;
   if (uvp__is_pending(p)) {
@@ -327,7 +327,8 @@ int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
 
 int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
 
-/* ---- per context ----------------------------------------------------------- */
+/* ---- per context -----------------------------------------------------------
+ */
 
 /* Teardown (the sweep has rejected every pending promise, the fibers' own
  * included): each suspended fiber runs to its end, every await returning
@@ -348,15 +349,13 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     if (f->state == F_SUSPENDED)
-      fprintf(stream,
-              "[fiber] %p spawned at %s:%d awaiting %p at %s:%d%s\n",
+      fprintf(stream, "[fiber] %p spawned at %s:%d awaiting %p at %s:%d%s\n",
               (void *)f->p, f->file != NULL ? f->file : "?", f->line,
-              (void *)f->waiting,
-              f->await_file != NULL ? f->await_file : "?", f->await_line,
-              f->cancelled ? " (cancelled)" : "");
+              (void *)f->waiting, f->await_file != NULL ? f->await_file : "?",
+              f->await_line, f->cancelled ? " (cancelled)" : "");
     else
-      fprintf(stream, "[fiber] %p spawned at %s:%d not started\n",
-              (void *)f->p, f->file != NULL ? f->file : "?", f->line);
+      fprintf(stream, "[fiber] %p spawned at %s:%d not started\n", (void *)f->p,
+              f->file != NULL ? f->file : "?", f->line);
     (*count)++;
   }
 }

@@ -11,7 +11,8 @@
 
 #include "sched.h"
 
-/* ---- the driver both share ------------------------------------------------ */
+/* ---- the driver both share ------------------------------------------------
+ */
 
 /* First in a sequence's and a retry's state, which is freed with it. */
 typedef struct drive_s {
@@ -118,7 +119,8 @@ static void *drive_new(uvp_ctx_t *ctx, size_t size, uvp__notify_cb react,
   return d;
 }
 
-/* ---- loop / reduce -------------------------------------------------------- */
+/* ---- loop / reduce --------------------------------------------------------
+ */
 
 typedef struct seq_s {
   drive_t d; /* first */
@@ -165,10 +167,9 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
   if (rc != 0)
     return rc;
   seq_t *s = drive_new(ctx, sizeof(*s), seq_react, arg, arg_free, file, line);
-  uvp_promise_t *first =
-      s == NULL ? NULL
-      : initial != NULL ? uvp_promise_retain(initial)
-                        : uvp__promise_new(ctx, file, line);
+  uvp_promise_t *first = s == NULL         ? NULL
+                         : initial != NULL ? uvp_promise_retain(initial)
+                                           : uvp__promise_new(ctx, file, line);
   if (first == NULL || uvp__observe(first, seq_react, s) != 0) {
     if (first != NULL)
       uvp__rel(first);
@@ -206,13 +207,14 @@ int uvp_promise_reduce_full_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
   return seq_start(ctx, n, step, arg, arg_free, initial, out, file, line);
 }
 
-int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
-                          void *arg, uvp_promise_t *initial,
-                          uvp_promise_t **out, const char *file, int line) {
+int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
+                          uvp_promise_t *initial, uvp_promise_t **out,
+                          const char *file, int line) {
   return seq_start(ctx, n, step, arg, NULL, initial, out, file, line);
 }
 
-/* ---- retry ---------------------------------------------------------------- */
+/* ---- retry ----------------------------------------------------------------
+ */
 
 typedef struct retry_s {
   drive_t d; /* first; cur is the attempt, or the backoff delay */
@@ -292,8 +294,8 @@ static void retry_react(void *arg, const uvp_outcome_t *in) {
     drive_decide(&t->d, in->promise, 0);
   } else {
     uvp_promise_t *delay;
-    int rc = uvp_delay_at(t->d.ctx, backoff_ms(t), NULL, NULL,
-                          UVP_KEEP_ALIVE, &delay, t->file, t->line);
+    int rc = uvp_delay_at(t->d.ctx, backoff_ms(t), NULL, NULL, UVP_KEEP_ALIVE,
+                          &delay, t->file, t->line);
     if (rc != 0) {
       drive_decide(&t->d, NULL, rc); /* why the retrying stopped */
     } else {
@@ -344,14 +346,15 @@ int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
   return 0;
 }
 
-/* ---- split ---------------------------------------------------------------- */
+/* ---- split ----------------------------------------------------------------
+ */
 
 int uvp_settled_split(const uvp_settled_list_t *list, uvp_split_t *out) {
   if (list == NULL || out == NULL)
     return UV_EINVAL;
   memset(out, 0, sizeof(*out));
-  uvp_indexed_t *all = uvp__malloc((list->count ? list->count : 1) *
-                                   sizeof(uvp_indexed_t));
+  uvp_indexed_t *all =
+      uvp__malloc((list->count ? list->count : 1) * sizeof(uvp_indexed_t));
   if (all == NULL)
     return UV_ENOMEM;
   size_t ok = 0;

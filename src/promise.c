@@ -172,7 +172,7 @@ void uvp_promise_release(uvp_promise_t *p) {
 /* Several reactions: the list is newest first, the queue wants
  * registration order. */
 UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
-                                     uvp__reaction_t *r) {
+                                   uvp__reaction_t *r) {
   uvp__reaction_t *rev = NULL;
   while (r != NULL) {
     uvp__reaction_t *next = r->next;
@@ -213,9 +213,8 @@ static bool waits_for(uvp_promise_t *q, const uvp_promise_t *p) {
     return true;
   if (p->reactions == NULL)
     return false;
-  for (uvp_promise_t *x = q; x->state == UVP__S_PENDING &&
-                             (x->flags & UVP__F_WAITING);
-       x = x->link)
+  for (uvp_promise_t *x = q;
+       x->state == UVP__S_PENDING && (x->flags & UVP__F_WAITING); x = x->link)
     if (x->link == p)
       return true;
   return false;
@@ -534,7 +533,7 @@ static bool dump_one(void *slot, void *arg) {
   dump_state_t *st = arg;
   if (p->state != UVP__S_PENDING || p->refs == 0) /* refs 0: being freed */
     return p->state != UVP__S_FREE;
-  const char *what = (p->flags & UVP__F_WAITING)   ? " waiting on another"
+  const char *what = (p->flags & UVP__F_WAITING)  ? " waiting on another"
                      : (p->flags & UVP__F_CANCEL) ? " cancellable"
                                                   : "";
   const char *file;

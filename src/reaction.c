@@ -384,8 +384,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
   uvp_promise_t *q = ret.promise_;
   if (q == NULL || uvp__promise_ctx(q) != ctx || q->state == UVP__S_REJECTED)
     return ret; /* apply() rejects or forwards the rejection */
-  if (q->state == UVP__S_FULFILLED || d == NULL ||
-      d->state != UVP__S_PENDING) {
+  if (q->state == UVP__S_FULFILLED || d == NULL || d->state != UVP__S_PENDING) {
     rel(q);
     return uvp_ret_pass();
   }
@@ -573,4 +572,3 @@ void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,
   cell->source = src;
   uvp__attach(src, &cell->r);
 }
-

@@ -77,7 +77,7 @@ typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {
-    uvp_then_cb then;     /* FOLLOW: NULL */
+    uvp_then_cb then;      /* FOLLOW: NULL */
     uvp__notify_cb notify; /* NOTIFY kinds */
   } cb;
   void *arg;

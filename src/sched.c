@@ -113,7 +113,8 @@ static UVP__ALWAYS_INLINE const void *first_read(const uvp__reaction_t *r) {
 static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
   size_t ahead = q->rtail - q->rhead, mask = q->ring_cap - 1;
   if (ahead > UVP__PREFETCH_AHEAD) {
-    const char *r = (const char *)q->ring[(q->rhead + UVP__PREFETCH_AHEAD) & mask];
+    const char *r =
+        (const char *)q->ring[(q->rhead + UVP__PREFETCH_AHEAD) & mask];
     UVP__PREFETCH(r);
     UVP__PREFETCH(r + sizeof(uvp__handler_t) - 1); /* it may span 2 lines */
   }
@@ -448,8 +449,8 @@ int uvp__ctx_check_slow(const uvp_ctx_t *ctx) {
 }
 
 int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {
-  int rc = (checks & ~(unsigned)UVP_CHECK_THREAD) ? UV_EINVAL
-                                                   : uvp__ctx_check(ctx);
+  int rc =
+      (checks & ~(unsigned)UVP_CHECK_THREAD) ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc == 0) {
     ctx->check_thread = (checks & UVP_CHECK_THREAD) != 0;
     ctx->guarded = ctx->check_thread || ctx->closed;

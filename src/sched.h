@@ -73,12 +73,12 @@ struct uvp_ctx_s {
   void *unhandled_arg;
   uvp_free_cb unhandled_free;
   int in_unhandled; /* the hook is running (it may close the context) */
-  void *data; /* uvp_ctx_set_data */
+  void *data;       /* uvp_ctx_set_data */
   uvp_free_cb data_free;
   struct uvp__scope_s *scope; /* the current scope (scope.h), a reference */
-  bool traces;           /* uvp_ctx_set_traces (trace.h) */
-  uint16_t trace;        /* the frame of the code running now */
-  uint64_t *trace_cache; /* while traces are on */
+  bool traces;                /* uvp_ctx_set_traces (trace.h) */
+  uint16_t trace;             /* the frame of the code running now */
+  uint64_t *trace_cache;      /* while traces are on */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
@@ -219,7 +219,8 @@ static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
   return uvp__reaction_pop(ctx);
 }
 
-/* ---- other threads, teardown ---------------------------------------------- */
+/* ---- other threads, teardown ----------------------------------------------
+ */
 
 /* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
 enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };

@@ -33,8 +33,7 @@ static inline uvp__scope_t *uvp__scope_capture(const uvp_ctx_t *ctx) {
 }
 /* Run what follows under s, giving it the reference the caller holds (a
  * capture's); returns the scope to restore afterwards. */
-static inline uvp__scope_t *uvp__scope_enter(uvp_ctx_t *ctx,
-                                             uvp__scope_t *s) {
+static inline uvp__scope_t *uvp__scope_enter(uvp_ctx_t *ctx, uvp__scope_t *s) {
   uvp__scope_t *was = ctx->scope;
   ctx->scope = s;
   return was;

@@ -49,7 +49,7 @@ void uvp__fanin_release_share(uvp__fanin_t *f) {
       if (uvp__slot_input(&f->slots[i]) != NULL)
         uvp__rel(uvp__slot_input(&f->slots[i]));
   }
-  f->attached--; /* the guard */
+  f->attached--;       /* the guard */
   uvp__fanin_unref(f); /* the share */
 }
 

@@ -11,10 +11,10 @@
  * promise takes no lock.  Files are compared by address, which is what
  * __FILE__ gives a call site: two copies of one name are two sites that
  * print the same. */
-#include "registry.h"
 #include "site.h"
+#include "registry.h"
 
-#define SITE_MAX 16384           /* ids 1..SITE_MAX-1; 0 is "unknown" */
+#define SITE_MAX 16384              /* ids 1..SITE_MAX-1; 0 is "unknown" */
 #define SITE_BUCKETS (2 * SITE_MAX) /* open addressing, at most half full */
 
 static struct {

@@ -33,7 +33,7 @@ static void timer_closed(timed_t *t) {
 /* ---- delay --------------------------------------------------------------- */
 
 typedef struct {
-  timed_t t; /* first */
+  timed_t t;        /* first */
   uvp_promise_t *p; /* the timer's reference, until it fires or is cancelled */
   void *value;
   uvp_free_cb free_cb;
@@ -103,8 +103,8 @@ typedef struct {
  * timed-out request really stops), or always with UVP_CANCEL_INPUT;
  * other consumers of src keep waiting, as with Promise.race. */
 static void cancel_input(tmo_t *t) {
-  if (uvp__is_pending(t->src) && ((t->flags & UVP_CANCEL_INPUT) ||
-                                  uvp__only_observer(t->src, t)))
+  if (uvp__is_pending(t->src) &&
+      ((t->flags & UVP_CANCEL_INPUT) || uvp__only_observer(t->src, t)))
     (void)uvp_promise_cancel(t->src);
 }
 

@@ -14,11 +14,11 @@
 #include "registry.h"
 #include "site.h"
 
-#define TRACE_MAX 16384                /* ids 1..TRACE_MAX-1; 0: none */
+#define TRACE_MAX 16384               /* ids 1..TRACE_MAX-1; 0: none */
 #define TRACE_BUCKETS (2 * TRACE_MAX) /* open addressing, at most half full */
-#define TRACE_DEPTH 48  /* frames a chain grows to; deeper ones stop */
-#define TRACE_FOLD 4    /* ancestors a new frame may repeat (see intern) */
-#define CACHE_SIZE 256  /* entries of a context's cache, a power of two */
+#define TRACE_DEPTH 48 /* frames a chain grows to; deeper ones stop */
+#define TRACE_FOLD 4   /* ancestors a new frame may repeat (see intern) */
+#define CACHE_SIZE 256 /* entries of a context's cache, a power of two */
 
 typedef struct {
   uint16_t site;
@@ -60,9 +60,9 @@ static uint16_t intern_locked(uint16_t site, uvp__tkind_t kind,
       if (nframes >= TRACE_MAX)
         return parent;
       uint16_t id = (uint16_t)nframes++;
-      frames[id] = (frame_t){site, parent, (uint8_t)kind,
-                             (uint8_t)(parent != 0 ? frames[parent].depth + 1
-                                                   : 1)};
+      frames[id] =
+          (frame_t){site, parent, (uint8_t)kind,
+                    (uint8_t)(parent != 0 ? frames[parent].depth + 1 : 1)};
       *slot = id;
       return id;
     }

@@ -79,11 +79,16 @@ static inline void settle_now(const settle_t *s) {
  * follows another: both calls fail with UVP_ESETTLED, and the values they
  * were given stay ours (destroyed here, counted in *freed). */
 static inline void try_resolve_then_reject(uvp_promise_t *p, int *freed) {
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
-                         .value = boxed_new(2, freed), .dtor = boxed_free,
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_RESOLVE,
+                         .value = boxed_new(2, freed),
+                         .dtor = boxed_free,
                          .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
-                         .value = boxed_new(3, freed), .dtor = boxed_free,
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = OTHER_CODE,
+                         .value = boxed_new(3, freed),
+                         .dtor = boxed_free,
                          .expect = UVP_ESETTLED});
 }
 
@@ -165,9 +170,9 @@ static inline void noop_fn(void *arg) { (void)arg; }
  * undefined). */
 typedef struct rec_s rec_t;
 struct rec_s {
-  int ful, rej;   /* calls per outcome */
-  int status;     /* of the last call */
-  void *value;    /* of the last call */
+  int ful, rej; /* calls per outcome */
+  int status;   /* of the last call */
+  void *value;  /* of the last call */
   uvp_promise_t *promise;
   const int *watch; /* if set, *watch is copied to `watched` at call time */
   int watched;
@@ -240,8 +245,8 @@ static inline void assert_trace(const trace_t *t, int n, const int *want) {
 /* Register `r` (NULL: a NULL handler) for `mask` on p. */
 static inline void on(uvp_promise_t *p, int mask, rec_t *r,
                       uvp_promise_t **out) {
-  assert_int_equal(
-      uvp_promise_on(p, mask, r != NULL ? rec_cb : NULL, r, out), 0);
+  assert_int_equal(uvp_promise_on(p, mask, r != NULL ? rec_cb : NULL, r, out),
+                   0);
   if (out != NULL)
     assert_non_null(*out);
 }
@@ -268,8 +273,8 @@ static inline uvp_promise_t *tuple_make(tuple_t *t, fixture_t *f, int how,
     if (op == OP_RESOLVE)
       assert_int_equal(uvp_promise_resolved(f->ctx, value, dtor, &t->p), 0);
     else
-      assert_int_equal(
-          uvp_promise_rejected(f->ctx, code, value, dtor, &t->p), 0);
+      assert_int_equal(uvp_promise_rejected(f->ctx, code, value, dtor, &t->p),
+                       0);
     t->settled = 1;
   } else {
     assert_int_equal(uvp_promise_new(f->ctx, &t->p), 0);

@@ -51,9 +51,8 @@ static inline int comb_all(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
   return uvp_promise_all(ctx, inputs, n, flags, out);
 }
 
-static inline int comb_all_settled(uvp_ctx_t *ctx,
-                                   uvp_promise_t *const *inputs, size_t n,
-                                   int flags, uvp_promise_t **out) {
+static inline int comb_all_settled(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
+                                   size_t n, int flags, uvp_promise_t **out) {
   assert_int_equal(flags, 0);
   return uvp_promise_all_settled(ctx, inputs, n, out);
 }
@@ -364,8 +363,7 @@ static inline void case_mixed_and_duplicate_inputs(fixture_t *f,
 /* The caller may free its input array right after the call (ccall_start
  * does): input 0 settles after that, input 1 had settled before it without
  * deciding (race: it is pending and settles after input 0). */
-static inline void case_free_inputs_after_call(fixture_t *f,
-                                               const comb_t *c) {
+static inline void case_free_inputs_after_call(fixture_t *f, const comb_t *c) {
   cin_t p0, p1;
   int quiet;
   ccall_t cc;
@@ -397,8 +395,7 @@ static inline void case_free_inputs_after_call(fixture_t *f,
  * (fulfilled, mixed, rejected): the result is still pending when the call
  * returns, a handler registered on an input before it has not run, and
  * everything runs in order afterwards. */
-static inline void case_no_reaction_inside_call(fixture_t *f,
-                                                const comb_t *c) {
+static inline void case_no_reaction_inside_call(fixture_t *f, const comb_t *c) {
   static const int mixes[3][2] = {{0, 0}, {0, UV_EIO}, {UV_EIO, UV_EPIPE}};
 
   count_unhandled(f);
@@ -412,8 +409,7 @@ static inline void case_no_reaction_inside_call(fixture_t *f,
     cin_settled(f, &a, mixes[m][0], SENTINEL(0));
     cin_settled(f, &b, mixes[m][1], SENTINEL(1));
     cin_t *in[2] = {&a, &b};
-    assert_int_equal(uvp_promise_on(a.p, UVP_ON_BOTH, rec_cb, &before, &d0),
-                     0);
+    assert_int_equal(uvp_promise_on(a.p, UVP_ON_BOTH, rec_cb, &before, &d0), 0);
     ccall_start(f, &cc, c, in, 2, 0, false);
     assert_int_equal(uvp_promise_state(cc.res), UVP_PENDING);
     assert_int_equal(before.calls, 0);
@@ -475,8 +471,7 @@ static inline void case_compose(fixture_t *f, const comb_t *c) {
   ccall_start(f, &outer, c, rin, COMB_COUNT, 0, true);
   assert_int_equal(uvp_promise_then(outer.res, adopt_call_cb, &ad, &chained),
                    0);
-  assert_int_equal(uvp_promise_on(chained, UVP_ON_BOTH, both_cb, &hc, &dc),
-                   0);
+  assert_int_equal(uvp_promise_on(chained, UVP_ON_BOTH, both_cb, &hc, &dc), 0);
 
   /* Each phase: the inner results as the pair says, then c over them. */
   for (int phase = 0; phase < 2; phase++) {
@@ -632,8 +627,7 @@ static inline void case_live_with_result(fixture_t *f, const comb_t *c) {
   cin_pending_n(f, xs, in, N);
   ccall_start(f, &cc, c, in, N, 0, true);
   for (int k = N; k-- > 0;) {
-    cin_settle(&xs[k], mode_status(mode, k), boxed_new(k, &freed),
-               boxed_free);
+    cin_settle(&xs[k], mode_status(mode, k), boxed_new(k, &freed), boxed_free);
     uvp_promise_release(xs[k].p);
   }
   run_loop(f);

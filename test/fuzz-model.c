@@ -34,8 +34,8 @@ typedef enum { M_PENDING, M_FULFILLED, M_REJECTED } mstate_t;
 typedef enum { H_VALUE, H_REJECT, H_PASS, H_ADOPT } hkind_t;
 
 typedef struct mreact_s {
-  int kind;    /* 0 then-like (mask), 1 finally, 2 adopt-follower, 3 combinator */
-  int mask;    /* UVP_ON_* for then-like */
+  int kind; /* 0 then-like (mask), 1 finally, 2 adopt-follower, 3 combinator */
+  int mask; /* UVP_ON_* for then-like */
   int handler; /* id for the log */
   hkind_t hk;  /* what the handler returns */
   int harg;    /* value / code / slot to adopt */
@@ -47,14 +47,14 @@ typedef struct mreact_s {
 typedef struct mprom_s {
   bool used;
   mstate_t st;
-  bool locked;     /* resolved with another promise (or owned): no resolve */
-  int waiting_on;  /* slot it follows (-1) */
-  int value;       /* fulfilled value / rejection code */
+  bool locked;    /* resolved with another promise (or owned): no resolve */
+  int waiting_on; /* slot it follows (-1) */
+  int value;      /* fulfilled value / rejection code */
   int nr;
   mreact_t r[MAXREACT];
-  bool held;       /* the harness still holds its reference */
-  bool owned;      /* settled only by the library (combinator results) */
-  bool pinned;     /* an adopt handler names it: never released */
+  bool held;   /* the harness still holds its reference */
+  bool owned;  /* settled only by the library (combinator results) */
+  bool pinned; /* an adopt handler names it: never released */
 } mprom_t;
 
 typedef struct mjob_s {
@@ -205,16 +205,16 @@ static void m_run_job(model_t *m, mjob_t *j) {
     return;
   }
   int d = r->target;
-  bool derived_ok = d >= 0 && m->p[d].st == M_PENDING &&
-                    m->p[d].waiting_on == j->src;
+  bool derived_ok =
+      d >= 0 && m->p[d].st == M_PENDING && m->p[d].waiting_on == j->src;
   if (r->kind == 2) { /* an adopting promise following src */
     if (derived_ok)
       m_settle(m, d, src->st, src->value);
     return;
   }
-  bool match = r->kind == 1 ||
-               (src->st == M_FULFILLED ? (r->mask & UVP_ON_FULFILLED)
-                                       : (r->mask & UVP_ON_REJECTED));
+  bool match =
+      r->kind == 1 || (src->st == M_FULFILLED ? (r->mask & UVP_ON_FULFILLED)
+                                              : (r->mask & UVP_ON_REJECTED));
   if (!match) {
     if (derived_ok)
       m_settle(m, d, src->st, src->value);

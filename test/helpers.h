@@ -42,7 +42,8 @@ static inline int fixture_teardown(void **state) {
   return 0;
 }
 
-#define FIXTURE_TEST(fn) cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
+#define FIXTURE_TEST(fn)                                                       \
+  cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
 /* Run the loop until nothing but pending promises remains. */
 static inline void run_loop(fixture_t *f) {
@@ -181,8 +182,7 @@ static inline void count_unhandled_cb(uvp_promise_t *p, void *arg) {
 
 static inline void count_unhandled_on(uvp_ctx_t *ctx) {
   g_unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, count_unhandled_cb, NULL),
-                   0);
+  assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, count_unhandled_cb, NULL), 0);
 }
 
 static inline void count_unhandled(fixture_t *f) { count_unhandled_on(f->ctx); }

@@ -35,7 +35,8 @@
  *   capability-executor-not-callable.js, capability-resolve-throws-no-close.js,
  *   capability-resolve-throws-reject.js, invoke-resolve.js,
  *   invoke-resolve-return.js, invoke-resolve-get-error-close.js,
- *   invoke-resolve-get-error-reject.js, invoke-resolve-get-once-multiple-calls.js,
+ *   invoke-resolve-get-error-reject.js,
+ * invoke-resolve-get-once-multiple-calls.js,
  *   invoke-resolve-get-once-no-calls.js, invoke-resolve-error-close.js,
  *   invoke-resolve-error-reject.js, resolve-non-callable.js,
  *   resolve-not-callable-close.js
@@ -215,8 +216,8 @@ static void resolved_all_mixed(void **state) {
 
   count_unhandled(f);
   for (int i = 0; i < 6; i++)
-    ins[i] = fails[i] ? rejected(f, UV_EIO, SENTINEL(i))
-                      : fulfilled(f, SENTINEL(i));
+    ins[i] =
+        fails[i] ? rejected(f, UV_EIO, SENTINEL(i)) : fulfilled(f, SENTINEL(i));
   assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 6, &p), 0);
   run_loop(f);
 
@@ -533,8 +534,8 @@ static void resolved_then_catch_finally(void **state) {
   base[8] = rejected(f, UV_EIO, INT_VALUE(1));
   h8.ok.ret = uvp_ret_value(nope, NULL);
   h8.err.ret = uvp_ret_value(INT_VALUE(0), NULL);
-  assert_int_equal(
-      uvp_promise_on(base[8], UVP_ON_BOTH, both_cb, &h8, &ins[8]), 0);
+  assert_int_equal(uvp_promise_on(base[8], UVP_ON_BOTH, both_cb, &h8, &ins[8]),
+                   0);
 
   assert_int_equal(uvp_promise_all_settled(f->ctx, ins, 9, &p), 0);
   run_loop(f);

@@ -326,8 +326,8 @@ static void c_first_rejection_in_time(void **state) {
 
     assert_int_equal(uvp_promise_all(f->ctx, ins, 3, 0, &all), 0);
     assert_int_equal(uvp_promise_on(all, UVP_ON_BOTH, both_cb, &h, &d), 0);
-    assert_int_equal(uvp_promise_reject(ins[2], UV_ETIMEDOUT, SENTINEL(2), NULL),
-                     0);
+    assert_int_equal(
+        uvp_promise_reject(ins[2], UV_ETIMEDOUT, SENTINEL(2), NULL), 0);
     if (separate)
       run_loop(f);
     assert_int_equal(uvp_promise_reject(ins[0], UV_ENOENT, SENTINEL(0), NULL),

@@ -12,7 +12,8 @@
 
 #include "alloc-helpers.h"
 
-/* ---- scenarios ------------------------------------------------------------ */
+/* ---- scenarios ------------------------------------------------------------
+ */
 
 static uvp_ret_t add_one(void *arg, const uvp_outcome_t *in) {
   (void)arg;
@@ -73,10 +74,9 @@ static void scenario_combinators(run_t *r) {
   static uvp_promise_t *in[N];
   size_t n = 0;
   for (int i = 0; i < N; i++) {
-    int rc = i % 10 == 9
-                 ? uvp_promise_rejected(r->ctx, UV_ECONNREFUSED, NULL, NULL,
-                                        &in[n])
-                 : uvp_promise_new(r->ctx, &in[n]);
+    int rc = i % 10 == 9 ? uvp_promise_rejected(r->ctx, UV_ECONNREFUSED, NULL,
+                                                NULL, &in[n])
+                         : uvp_promise_new(r->ctx, &in[n]);
     OK_OR_ENOMEM(rc);
     if (rc == 0)
       n++;
@@ -129,7 +129,14 @@ static void scenario_time_map_flow(run_t *r) {
   OK_OR_ENOMEM(uvp_promise_map(r->ctx, 40, start_item, r, &o, &m));
   if (uvp_promise_new(r->ctx, &never) == 0)
     OK_OR_ENOMEM(uvp_timeout(never, 1, UVP_KEEP_ALIVE, &t));
-  uvp_retry_opts_t ro = {.attempts = 3, .base_ms = 1, .max_ms = 2, .factor = 2.0, .jitter = 0.0, .retry_on = NULL, .retry_on_count = 0, .should_retry = NULL};
+  uvp_retry_opts_t ro = {.attempts = 3,
+                         .base_ms = 1,
+                         .max_ms = 2,
+                         .factor = 2.0,
+                         .jitter = 0.0,
+                         .retry_on = NULL,
+                         .retry_on_count = 0,
+                         .should_retry = NULL};
   OK_OR_ENOMEM(uvp_retry(r->ctx, attempt, r, &ro, &re));
   OK_OR_ENOMEM(uvp_promise_loop(r->ctx, step, r, &lo));
   uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -295,8 +302,10 @@ static void scenario_dns_work_process(run_t *r) {
   OK_OR_ENOMEM(uvp_getaddrinfo(r->ctx, "127.0.0.1", "80", NULL, &p[0]));
   OK_OR_ENOMEM(uvp_work(r->ctx, make_result, NULL, free, &p[1]));
   char *args[] = {"sh", "-c", "cat; echo err >&2", NULL};
-  uvp_spawn_opts_t o = {.file = "/bin/sh", .args = args,
-                        .stdin_data = "to stdout", .stdin_len = 9};
+  uvp_spawn_opts_t o = {.file = "/bin/sh",
+                        .args = args,
+                        .stdin_data = "to stdout",
+                        .stdin_len = 9};
   OK_OR_ENOMEM(uvp_spawn(r->ctx, &o, &p[2]));
   uv_run(&r->loop, UV_RUN_DEFAULT);
   for (int i = 0; i < 3; i++) {

@@ -17,8 +17,8 @@
 #include "helpers.h"
 
 static long allocs;
-static long live;  /* allocations not yet freed */
-static bool deny;  /* fail every allocation */
+static long live; /* allocations not yet freed */
+static bool deny; /* fail every allocation */
 
 static void *c_malloc(size_t n) {
   allocs++;
@@ -203,9 +203,9 @@ static void test_queue_spills_when_ring_cannot_grow(void **state) {
 
   seen.n = 0;
   assert_int_equal(uvp_promise_new(f->ctx, &chain), 0);
-  assert_int_equal(uvp_promise_on(chain, UVP_ON_BOTH, note,
-                                  (void *)(intptr_t)(N + 1), NULL),
-                   0);
+  assert_int_equal(
+      uvp_promise_on(chain, UVP_ON_BOTH, note, (void *)(intptr_t)(N + 1), NULL),
+      0);
   /* Slot 257 finds the ring full; its growth is refused, and every later
    * one goes behind it without asking again. */
   assert_int_equal(settle_scrambled(f, N, 0, want, true), 1);
@@ -250,8 +250,8 @@ typedef struct {
 
 static void *m_malloc(size_t n) {
   size_t len = sizeof(map_head_t) + n;
-  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
   if (m == MAP_FAILED)
     return NULL;
   ((map_head_t *)m)->len = len;
@@ -292,8 +292,8 @@ static int resident(const void *addr) {
 /* Fresh slab memory is faulted in a small window ahead of use (one
  * madvise instead of a page fault per 4 KiB), never further.  With every
  * slab a fresh mapping, promises 23 000 to 40 000 are carved in address
- * order from one 1 MiB slab, 48 bytes apart.  Before the next page has held any promise it
- * is often already resident; nothing 64 KiB ahead ever is. */
+ * order from one 1 MiB slab, 48 bytes apart.  Before the next page has held any
+ * promise it is often already resident; nothing 64 KiB ahead ever is. */
 static void test_slabs_prefault_a_window_ahead(void **state) {
   (void)state;
 #if defined(__linux__)

@@ -38,12 +38,17 @@ static void t2_1_2_1_must_not_transition(fixture_t *f, int how) {
   assert_fulfilled_once(&r, v);
   assert_ptr_equal(r.promise, p);
 
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = OTHER_CODE,
                          .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_RESOLVE,
                          .value = boxed_new(3, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
   run_loop(f);
   assert_fulfilled_once(&r, v);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
@@ -67,11 +72,14 @@ static void t2_1_2_1_trying_to_fulfill_then_immediately_reject(void **state) {
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   on(p, UVP_ON_BOTH, &r, NULL);
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE, .value = v,
-                         .dtor = boxed_free});
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+  settle_now(
+      &(settle_t){.p = p, .op = OP_RESOLVE, .value = v, .dtor = boxed_free});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = OTHER_CODE,
                          .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
   assert_not_called(&r);
   run_loop(f);
   assert_fulfilled_once(&r, v);
@@ -93,12 +101,15 @@ static void t2_1_2_1_trying_to_fulfill_then_reject_delayed(void **state) {
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   on(p, UVP_ON_BOTH, &r, NULL);
-  settle2_after(f, EVENTUALLY_MS,
-                (settle_t){.p = p, .op = OP_RESOLVE, .value = v,
-                           .dtor = boxed_free},
-                (settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
-                           .value = boxed_new(2, &freed_other),
-                           .dtor = boxed_free, .expect = UVP_ESETTLED});
+  settle2_after(
+      f, EVENTUALLY_MS,
+      (settle_t){.p = p, .op = OP_RESOLVE, .value = v, .dtor = boxed_free},
+      (settle_t){.p = p,
+                 .op = OP_REJECT,
+                 .code = OTHER_CODE,
+                 .value = boxed_new(2, &freed_other),
+                 .dtor = boxed_free,
+                 .expect = UVP_ESETTLED});
   run_loop(f);
   assert_fulfilled_once(&r, v);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
@@ -120,12 +131,15 @@ t2_1_2_1_trying_to_fulfill_immediately_then_reject_delayed(void **state) {
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   on(p, UVP_ON_BOTH, &r, NULL);
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE, .value = v,
-                         .dtor = boxed_free});
+  settle_now(
+      &(settle_t){.p = p, .op = OP_RESOLVE, .value = v, .dtor = boxed_free});
   settle_after(f, EVENTUALLY_MS,
-               (settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+               (settle_t){.p = p,
+                          .op = OP_REJECT,
+                          .code = OTHER_CODE,
                           .value = boxed_new(2, &freed_other),
-                          .dtor = boxed_free, .expect = UVP_ESETTLED});
+                          .dtor = boxed_free,
+                          .expect = UVP_ESETTLED});
   run_loop(f);
   assert_fulfilled_once(&r, v);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
@@ -181,11 +195,16 @@ static void t2_1_3_1_trying_to_reject_then_immediately_fulfill(void **state) {
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   on(p, UVP_ON_BOTH, &r, NULL);
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                         .value = pl, .dtor = boxed_free});
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = DUMMY_CODE,
+                         .value = pl,
+                         .dtor = boxed_free});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_RESOLVE,
                          .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
   assert_not_called(&r);
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
@@ -208,11 +227,16 @@ static void t2_1_3_1_trying_to_reject_then_fulfill_delayed(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   on(p, UVP_ON_BOTH, &r, NULL);
   settle2_after(f, EVENTUALLY_MS,
-                (settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                           .value = pl, .dtor = boxed_free},
-                (settle_t){.p = p, .op = OP_RESOLVE,
+                (settle_t){.p = p,
+                           .op = OP_REJECT,
+                           .code = DUMMY_CODE,
+                           .value = pl,
+                           .dtor = boxed_free},
+                (settle_t){.p = p,
+                           .op = OP_RESOLVE,
                            .value = boxed_new(2, &freed_other),
-                           .dtor = boxed_free, .expect = UVP_ESETTLED});
+                           .dtor = boxed_free,
+                           .expect = UVP_ESETTLED});
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
@@ -234,12 +258,17 @@ t2_1_3_1_trying_to_reject_immediately_then_fulfill_delayed(void **state) {
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   on(p, UVP_ON_BOTH, &r, NULL);
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                         .value = pl, .dtor = boxed_free});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = DUMMY_CODE,
+                         .value = pl,
+                         .dtor = boxed_free});
   settle_after(f, EVENTUALLY_MS,
-               (settle_t){.p = p, .op = OP_RESOLVE,
+               (settle_t){.p = p,
+                          .op = OP_RESOLVE,
                           .value = boxed_new(2, &freed_other),
-                          .dtor = boxed_free, .expect = UVP_ESETTLED});
+                          .dtor = boxed_free,
+                          .expect = UVP_ESETTLED});
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_int_equal(uvp_promise_state(p), UVP_REJECTED);

@@ -80,14 +80,14 @@ static void reg_fire(void *arg) {
 /* 2.2.1.1: If `onFulfilled` is not a function, it must be ignored.
  * "applied to a directly-rejected promise":
  *   rejected(dummy).then(nonFunction, function () { done(); }) */
-static void t2_2_1_1_onFulfilled_not_a_function__directly_rejected(
-    void **state) {
+static void
+t2_2_1_1_onFulfilled_not_a_function__directly_rejected(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
 
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p),
+                   0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, DUMMY);
@@ -98,14 +98,14 @@ static void t2_2_1_1_onFulfilled_not_a_function__directly_rejected(
 /* 2.2.1.1 "applied to a promise rejected and then chained off of":
  *   rejected(dummy).then(function () {}, undefined)
  *                  .then(nonFunction, function () { done(); }) */
-static void t2_2_1_1_onFulfilled_not_a_function__rejected_then_chained(
-    void **state) {
+static void
+t2_2_1_1_onFulfilled_not_a_function__rejected_then_chained(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p, *d;
   rec_t first = {0}, r = {0};
 
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p),
+                   0);
   assert_int_equal(uvp_promise_then(p, rec_cb, &first, &d), 0);
   assert_int_equal(uvp_promise_catch(d, rec_cb, &r, NULL), 0);
   run_loop(f);
@@ -119,8 +119,8 @@ static void t2_2_1_1_onFulfilled_not_a_function__rejected_then_chained(
 /* 2.2.1.2: If `onRejected` is not a function, it must be ignored.
  * "applied to a directly-fulfilled promise":
  *   resolved(dummy).then(function () { done(); }, nonFunction) */
-static void t2_2_1_2_onRejected_not_a_function__directly_fulfilled(
-    void **state) {
+static void
+t2_2_1_2_onRejected_not_a_function__directly_fulfilled(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
@@ -136,8 +136,8 @@ static void t2_2_1_2_onRejected_not_a_function__directly_fulfilled(
 /* 2.2.1.2 "applied to a promise fulfilled and then chained off of":
  *   resolved(dummy).then(undefined, function () {})
  *                  .then(function () { done(); }, nonFunction) */
-static void t2_2_1_2_onRejected_not_a_function__fulfilled_then_chained(
-    void **state) {
+static void
+t2_2_1_2_onRejected_not_a_function__fulfilled_then_chained(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p, *d;
   rec_t first = {0}, r = {0};
@@ -183,8 +183,8 @@ THREE_FULFILLED(t2_2_2_1_called_with_fulfillment_value)
 /* 2.2.2.2: it must not be called before `promise` is fulfilled
  * "fulfilled after a delay": isFulfilled is set right after resolve() in the
  * timer callback; onFulfilled must see it set. */
-static void t2_2_2_2_not_called_before_fulfilled__fulfilled_after_a_delay(
-    void **state) {
+static void
+t2_2_2_2_not_called_before_fulfilled__fulfilled_after_a_delay(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   int is_fulfilled = 0;
@@ -193,9 +193,10 @@ static void t2_2_2_2_not_called_before_fulfilled__fulfilled_after_a_delay(
   r.watch = &is_fulfilled;
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_then(p, rec_cb, &r, NULL), 0);
-  settle_after(f, EVENTUALLY_MS,
-               (settle_t){.p = p, .op = OP_RESOLVE, .value = DUMMY,
-                          .flag = &is_fulfilled});
+  settle_after(
+      f, EVENTUALLY_MS,
+      (settle_t){
+          .p = p, .op = OP_RESOLVE, .value = DUMMY, .flag = &is_fulfilled});
   run_loop(f);
   assert_fulfilled_once(&r, DUMMY);
   assert_int_equal(r.watched, 1);
@@ -205,8 +206,8 @@ static void t2_2_2_2_not_called_before_fulfilled__fulfilled_after_a_delay(
 
 /* 2.2.2.2 "never fulfilled": after 150 ms (here: after the loop has nothing
  * left to do, including a 15 ms timer) onFulfilled has not been called. */
-static void t2_2_2_2_not_called_before_fulfilled__never_fulfilled(
-    void **state) {
+static void
+t2_2_2_2_not_called_before_fulfilled__never_fulfilled(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
@@ -222,8 +223,8 @@ static void t2_2_2_2_not_called_before_fulfilled__never_fulfilled(
 }
 
 /* 2.2.2.3: it must not be called more than once.  "already-fulfilled" */
-static void t2_2_2_3_not_called_more_than_once__already_fulfilled(
-    void **state) {
+static void
+t2_2_2_3_not_called_more_than_once__already_fulfilled(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
@@ -239,8 +240,8 @@ static void t2_2_2_3_not_called_more_than_once__already_fulfilled(
 
 /* 2.2.2.3 "trying to fulfill a pending promise more than once, immediately"
  */
-static void t2_2_2_3_not_called_more_than_once__fulfill_twice_immediately(
-    void **state) {
+static void
+t2_2_2_3_not_called_more_than_once__fulfill_twice_immediately(void **state) {
   fixture_t *f = *state;
   int freed = 0, freed_other = 0;
   boxed_t *v = boxed_new(1, &freed);
@@ -249,11 +250,13 @@ static void t2_2_2_3_not_called_more_than_once__fulfill_twice_immediately(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_then(p, rec_cb, &r, NULL), 0);
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE, .value = v,
-                         .dtor = boxed_free});
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE,
+  settle_now(
+      &(settle_t){.p = p, .op = OP_RESOLVE, .value = v, .dtor = boxed_free});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_RESOLVE,
                          .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
   run_loop(f);
   assert_fulfilled_once(&r, v);
   assert_int_equal(freed_other, 1);
@@ -263,8 +266,8 @@ static void t2_2_2_3_not_called_more_than_once__fulfill_twice_immediately(
 }
 
 /* 2.2.2.3 "trying to fulfill a pending promise more than once, delayed" */
-static void t2_2_2_3_not_called_more_than_once__fulfill_twice_delayed(
-    void **state) {
+static void
+t2_2_2_3_not_called_more_than_once__fulfill_twice_delayed(void **state) {
   fixture_t *f = *state;
   int freed = 0, freed_other = 0;
   boxed_t *v = boxed_new(1, &freed);
@@ -273,12 +276,14 @@ static void t2_2_2_3_not_called_more_than_once__fulfill_twice_delayed(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_then(p, rec_cb, &r, NULL), 0);
-  settle2_after(f, EVENTUALLY_MS,
-                (settle_t){.p = p, .op = OP_RESOLVE, .value = v,
-                           .dtor = boxed_free},
-                (settle_t){.p = p, .op = OP_RESOLVE,
-                           .value = boxed_new(2, &freed_other),
-                           .dtor = boxed_free, .expect = UVP_ESETTLED});
+  settle2_after(
+      f, EVENTUALLY_MS,
+      (settle_t){.p = p, .op = OP_RESOLVE, .value = v, .dtor = boxed_free},
+      (settle_t){.p = p,
+                 .op = OP_RESOLVE,
+                 .value = boxed_new(2, &freed_other),
+                 .dtor = boxed_free,
+                 .expect = UVP_ESETTLED});
   run_loop(f);
   assert_fulfilled_once(&r, v);
   assert_int_equal(freed_other, 1);
@@ -300,12 +305,14 @@ t2_2_2_3_not_called_more_than_once__fulfill_immediately_then_delayed(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_then(p, rec_cb, &r, NULL), 0);
-  settle_now(&(settle_t){.p = p, .op = OP_RESOLVE, .value = v,
-                         .dtor = boxed_free});
+  settle_now(
+      &(settle_t){.p = p, .op = OP_RESOLVE, .value = v, .dtor = boxed_free});
   settle_after(f, EVENTUALLY_MS,
-               (settle_t){.p = p, .op = OP_RESOLVE,
+               (settle_t){.p = p,
+                          .op = OP_RESOLVE,
                           .value = boxed_new(2, &freed_other),
-                          .dtor = boxed_free, .expect = UVP_ESETTLED});
+                          .dtor = boxed_free,
+                          .expect = UVP_ESETTLED});
   run_loop(f);
   assert_fulfilled_once(&r, v);
   assert_int_equal(freed_other, 1);
@@ -392,14 +399,13 @@ static void t2_2_3_1_called_with_rejection_reason(fixture_t *f, int how) {
 THREE_REJECTED(t2_2_3_1_called_with_rejection_reason)
 
 /* 2.2.3.2: it must not be called more than once.  "already-rejected" */
-static void t2_2_3_2_not_called_more_than_once__already_rejected(
-    void **state) {
+static void t2_2_3_2_not_called_more_than_once__already_rejected(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
 
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p),
+                   0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
   run_loop(f);
   run_loop(f);
@@ -409,8 +415,8 @@ static void t2_2_3_2_not_called_more_than_once__already_rejected(
 }
 
 /* 2.2.3.2 "trying to reject a pending promise more than once, immediately" */
-static void t2_2_3_2_not_called_more_than_once__reject_twice_immediately(
-    void **state) {
+static void
+t2_2_3_2_not_called_more_than_once__reject_twice_immediately(void **state) {
   fixture_t *f = *state;
   int freed = 0, freed_other = 0;
   boxed_t *pl = boxed_new(1, &freed);
@@ -419,11 +425,17 @@ static void t2_2_3_2_not_called_more_than_once__reject_twice_immediately(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                         .value = pl, .dtor = boxed_free});
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = DUMMY_CODE,
+                         .value = pl,
+                         .dtor = boxed_free});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = OTHER_CODE,
                          .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_int_equal(freed_other, 1);
@@ -433,8 +445,8 @@ static void t2_2_3_2_not_called_more_than_once__reject_twice_immediately(
 }
 
 /* 2.2.3.2 "trying to reject a pending promise more than once, delayed" */
-static void t2_2_3_2_not_called_more_than_once__reject_twice_delayed(
-    void **state) {
+static void
+t2_2_3_2_not_called_more_than_once__reject_twice_delayed(void **state) {
   fixture_t *f = *state;
   int freed = 0, freed_other = 0;
   boxed_t *pl = boxed_new(1, &freed);
@@ -444,11 +456,17 @@ static void t2_2_3_2_not_called_more_than_once__reject_twice_delayed(
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
   settle2_after(f, EVENTUALLY_MS,
-                (settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                           .value = pl, .dtor = boxed_free},
-                (settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+                (settle_t){.p = p,
+                           .op = OP_REJECT,
+                           .code = DUMMY_CODE,
+                           .value = pl,
+                           .dtor = boxed_free},
+                (settle_t){.p = p,
+                           .op = OP_REJECT,
+                           .code = OTHER_CODE,
                            .value = boxed_new(2, &freed_other),
-                           .dtor = boxed_free, .expect = UVP_ESETTLED});
+                           .dtor = boxed_free,
+                           .expect = UVP_ESETTLED});
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_int_equal(freed_other, 1);
@@ -459,8 +477,7 @@ static void t2_2_3_2_not_called_more_than_once__reject_twice_delayed(
 
 /* 2.2.3.2 "trying to reject a pending promise more than once, immediately
  * then delayed" */
-static void
-t2_2_3_2_not_called_more_than_once__reject_immediately_then_delayed(
+static void t2_2_3_2_not_called_more_than_once__reject_immediately_then_delayed(
     void **state) {
   fixture_t *f = *state;
   int freed = 0, freed_other = 0;
@@ -470,12 +487,18 @@ t2_2_3_2_not_called_more_than_once__reject_immediately_then_delayed(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                         .value = pl, .dtor = boxed_free});
+  settle_now(&(settle_t){.p = p,
+                         .op = OP_REJECT,
+                         .code = DUMMY_CODE,
+                         .value = pl,
+                         .dtor = boxed_free});
   settle_after(f, EVENTUALLY_MS,
-               (settle_t){.p = p, .op = OP_REJECT, .code = OTHER_CODE,
+               (settle_t){.p = p,
+                          .op = OP_REJECT,
+                          .code = OTHER_CODE,
                           .value = boxed_new(2, &freed_other),
-                          .dtor = boxed_free, .expect = UVP_ESETTLED});
+                          .dtor = boxed_free,
+                          .expect = UVP_ESETTLED});
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, pl);
   assert_int_equal(freed_other, 1);
@@ -486,8 +509,7 @@ t2_2_3_2_not_called_more_than_once__reject_immediately_then_delayed(
 
 /* "2.2.2.3 [sic, in 2.2.3.js]: it must not be called if `onFulfilled` has
  * already been called."  testFulfilled(dummy, ...) with then(onF, onR). */
-static void t2_2_3_not_called_if_onFulfilled_was_called(fixture_t *f,
-                                                        int how) {
+static void t2_2_3_not_called_if_onFulfilled_was_called(fixture_t *f, int how) {
   int freed = 0;
   boxed_t *v = boxed_new(1, &freed);
   tuple_t t;
@@ -561,8 +583,8 @@ THREE_REJECTED(t2_2_4_then_returns_before_onRejected)
 
 /* "when `onFulfilled` is added immediately before the promise is fulfilled"
  */
-static void t2_2_4_clean_stack__onFulfilled_added_immediately_before_fulfill(
-    void **state) {
+static void
+t2_2_4_clean_stack__onFulfilled_added_immediately_before_fulfill(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
@@ -578,8 +600,8 @@ static void t2_2_4_clean_stack__onFulfilled_added_immediately_before_fulfill(
 }
 
 /* "when `onFulfilled` is added immediately after the promise is fulfilled" */
-static void t2_2_4_clean_stack__onFulfilled_added_immediately_after_fulfill(
-    void **state) {
+static void
+t2_2_4_clean_stack__onFulfilled_added_immediately_after_fulfill(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
@@ -597,8 +619,8 @@ static void t2_2_4_clean_stack__onFulfilled_added_immediately_after_fulfill(
 /* "when one `onFulfilled` is added inside another `onFulfilled`":
  * var promise = resolved(); the inner one must run after the outer one has
  * finished. */
-static void t2_2_4_clean_stack__onFulfilled_added_inside_onFulfilled(
-    void **state) {
+static void
+t2_2_4_clean_stack__onFulfilled_added_inside_onFulfilled(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t inner = {0};
@@ -620,15 +642,14 @@ static void t2_2_4_clean_stack__onFulfilled_added_inside_onFulfilled(
 
 /* "when `onFulfilled` is added inside an `onRejected`":
  * promise = rejected(); promise2 = resolved(); */
-static void t2_2_4_clean_stack__onFulfilled_added_inside_onRejected(
-    void **state) {
+static void
+t2_2_4_clean_stack__onFulfilled_added_inside_onRejected(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p, *p2;
   rec_t inner = {0};
   nest_t n = {0};
 
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, DUMMY_CODE, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, NULL, NULL, &p), 0);
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p2), 0);
   n.target = p2;
   n.mask = UVP_ON_FULFILLED;
@@ -646,8 +667,7 @@ static void t2_2_4_clean_stack__onFulfilled_added_inside_onRejected(
 
 /* "when the promise is fulfilled asynchronously": resolve from a 0 ms timer,
  * then set firstStackFinished; the handler must see it set. */
-static void t2_2_4_clean_stack__promise_fulfilled_asynchronously(
-    void **state) {
+static void t2_2_4_clean_stack__promise_fulfilled_asynchronously(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   int first_stack_finished = 0;
@@ -655,7 +675,9 @@ static void t2_2_4_clean_stack__promise_fulfilled_asynchronously(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   settle_after(f, 0,
-               (settle_t){.p = p, .op = OP_RESOLVE, .value = DUMMY,
+               (settle_t){.p = p,
+                          .op = OP_RESOLVE,
+                          .value = DUMMY,
                           .flag = &first_stack_finished});
   r.watch = &first_stack_finished;
   assert_int_equal(uvp_promise_then(p, rec_cb, &r, NULL), 0);
@@ -669,16 +691,16 @@ static void t2_2_4_clean_stack__promise_fulfilled_asynchronously(
 /* Clean-stack execution ordering tests (rejection case) */
 
 /* "when `onRejected` is added immediately before the promise is rejected" */
-static void t2_2_4_clean_stack__onRejected_added_immediately_before_reject(
-    void **state) {
+static void
+t2_2_4_clean_stack__onRejected_added_immediately_before_reject(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                         .value = DUMMY});
+  settle_now(
+      &(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE, .value = DUMMY});
   assert_not_called(&r);
   run_loop(f);
   assert_rejected_once(&r, DUMMY_CODE, DUMMY);
@@ -687,15 +709,15 @@ static void t2_2_4_clean_stack__onRejected_added_immediately_before_reject(
 }
 
 /* "when `onRejected` is added immediately after the promise is rejected" */
-static void t2_2_4_clean_stack__onRejected_added_immediately_after_reject(
-    void **state) {
+static void
+t2_2_4_clean_stack__onRejected_added_immediately_after_reject(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t r = {0};
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
-  settle_now(&(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                         .value = DUMMY});
+  settle_now(
+      &(settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE, .value = DUMMY});
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
   assert_not_called(&r);
   run_loop(f);
@@ -706,16 +728,16 @@ static void t2_2_4_clean_stack__onRejected_added_immediately_after_reject(
 
 /* "when `onRejected` is added inside an `onFulfilled`":
  * promise = resolved(); promise2 = rejected(); */
-static void t2_2_4_clean_stack__onRejected_added_inside_onFulfilled(
-    void **state) {
+static void
+t2_2_4_clean_stack__onRejected_added_inside_onFulfilled(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p, *p2;
   rec_t inner = {0};
   nest_t n = {0};
 
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, DUMMY_CODE, NULL, NULL, &p2), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, NULL, NULL, &p2),
+                   0);
   n.target = p2;
   n.mask = UVP_ON_REJECTED;
   n.inner = &inner;
@@ -732,15 +754,14 @@ static void t2_2_4_clean_stack__onRejected_added_inside_onFulfilled(
 
 /* "when one `onRejected` is added inside another `onRejected`":
  * promise = rejected(); */
-static void t2_2_4_clean_stack__onRejected_added_inside_onRejected(
-    void **state) {
+static void
+t2_2_4_clean_stack__onRejected_added_inside_onRejected(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   rec_t inner = {0};
   nest_t n = {0};
 
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, DUMMY_CODE, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, NULL, NULL, &p), 0);
   n.target = p;
   n.mask = UVP_ON_REJECTED;
   n.inner = &inner;
@@ -755,8 +776,7 @@ static void t2_2_4_clean_stack__onRejected_added_inside_onRejected(
 }
 
 /* "when the promise is rejected asynchronously" */
-static void t2_2_4_clean_stack__promise_rejected_asynchronously(
-    void **state) {
+static void t2_2_4_clean_stack__promise_rejected_asynchronously(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   int first_stack_finished = 0;
@@ -764,8 +784,11 @@ static void t2_2_4_clean_stack__promise_rejected_asynchronously(
 
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   settle_after(f, 0,
-               (settle_t){.p = p, .op = OP_REJECT, .code = DUMMY_CODE,
-                          .value = DUMMY, .flag = &first_stack_finished});
+               (settle_t){.p = p,
+                          .op = OP_REJECT,
+                          .code = DUMMY_CODE,
+                          .value = DUMMY,
+                          .flag = &first_stack_finished});
   r.watch = &first_stack_finished;
   assert_int_equal(uvp_promise_catch(p, rec_cb, &r, NULL), 0);
   run_loop(f);
@@ -802,8 +825,8 @@ static void this_case(fixture_t *f, int rejected, void *arg) {
   this_status = 1;
   this_arg = SENTINEL(7);
   if (rejected) {
-    assert_int_equal(
-        uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p), 0);
+    assert_int_equal(uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &p),
+                     0);
     assert_int_equal(uvp_promise_catch(p, this_cb, arg, NULL), 0);
   } else {
     assert_int_equal(uvp_promise_resolved(f->ctx, DUMMY, NULL, &p), 0);
@@ -858,7 +881,9 @@ static void t2_2_6_1_multiple_boring_fulfillment_handlers(fixture_t *f,
   spy.id = 99;
   last.id = 4;
   for (i = 0; i < 3; i++) {
-    h[i] = (rec_t){.trace = &tr, .id = i + 1, .on_rej = &spy,
+    h[i] = (rec_t){.trace = &tr,
+                   .id = i + 1,
+                   .on_rej = &spy,
                    .ret = uvp_ret_value(OTHER, NULL)};
     on(p, UVP_ON_BOTH, &h[i], NULL);
   }
@@ -893,7 +918,9 @@ static void t2_2_6_1_multiple_fulfillment_handlers_one_throws(fixture_t *f,
   spy.id = 99;
   last.id = 4;
   for (i = 0; i < 3; i++) {
-    h[i] = (rec_t){.trace = &tr, .id = i + 1, .on_rej = &spy,
+    h[i] = (rec_t){.trace = &tr,
+                   .id = i + 1,
+                   .on_rej = &spy,
                    .ret = uvp_ret_value(OTHER, NULL)};
     dr[i] = (rec_t){0};
   }
@@ -931,9 +958,9 @@ static void branching_chains(fixture_t *f, int how, int rejected) {
   boxed_t *base = boxed_new(0, &freed);
   int mask = rejected ? UVP_ON_REJECTED : UVP_ON_FULFILLED;
   tuple_t t;
-  uvp_promise_t *p = rejected ? tuple_rejected(&t, f, how, DUMMY_CODE, base,
-                                               boxed_free)
-                              : tuple_fulfilled(&t, f, how, base, boxed_free);
+  uvp_promise_t *p =
+      rejected ? tuple_rejected(&t, f, how, DUMMY_CODE, base, boxed_free)
+               : tuple_fulfilled(&t, f, how, base, boxed_free);
   uvp_promise_t *d1, *d2, *d3;
   rec_t a = {0}, b = {0}, c = {0}, a2 = {0}, b2 = {0}, c2 = {0};
 
@@ -1046,8 +1073,8 @@ static void added_inside_another(fixture_t *f, int how, int rejected) {
 
 /* 2.2.6.1 "`onFulfilled` handlers are called in the original order"
  * "even when one handler is added inside another handler" */
-static void t2_2_6_1_original_order_even_when_added_inside_another(
-    fixture_t *f, int how) {
+static void t2_2_6_1_original_order_even_when_added_inside_another(fixture_t *f,
+                                                                   int how) {
   added_inside_another(f, how, 0);
 }
 THREE_FULFILLED(t2_2_6_1_original_order_even_when_added_inside_another)
@@ -1055,8 +1082,7 @@ THREE_FULFILLED(t2_2_6_1_original_order_even_when_added_inside_another)
 /* 2.2.6.2: If/when `promise` is rejected, all respective `onRejected`
  * callbacks must execute in the order of their originating calls to `then`.
  * "multiple boring rejection handlers" */
-static void t2_2_6_2_multiple_boring_rejection_handlers(fixture_t *f,
-                                                        int how) {
+static void t2_2_6_2_multiple_boring_rejection_handlers(fixture_t *f, int how) {
   int freed = 0, i;
   boxed_t *sentinel = boxed_new(1, &freed);
   tuple_t t;
@@ -1069,8 +1095,8 @@ static void t2_2_6_2_multiple_boring_rejection_handlers(fixture_t *f,
   last.id = 4;
   for (i = 0; i < 3; i++) {
     /* then(spy, handlerN): a spy recorder routing rejections to handlerN */
-    h[i] = (rec_t){.trace = &tr, .id = i + 1,
-                   .ret = uvp_ret_value(OTHER, NULL)};
+    h[i] =
+        (rec_t){.trace = &tr, .id = i + 1, .ret = uvp_ret_value(OTHER, NULL)};
     spy[i] = (rec_t){.trace = &tr, .id = 99, .on_rej = &h[i]};
     on(p, UVP_ON_BOTH, &spy[i], NULL);
   }
@@ -1104,8 +1130,8 @@ static void t2_2_6_2_multiple_rejection_handlers_one_throws(fixture_t *f,
   last.trace = &tr;
   last.id = 4;
   for (i = 0; i < 3; i++) {
-    h[i] = (rec_t){.trace = &tr, .id = i + 1,
-                   .ret = uvp_ret_value(OTHER, NULL)};
+    h[i] =
+        (rec_t){.trace = &tr, .id = i + 1, .ret = uvp_ret_value(OTHER, NULL)};
     spy[i] = (rec_t){.trace = &tr, .id = 99, .on_rej = &h[i]};
     dr[i] = (rec_t){0};
   }
@@ -1170,8 +1196,8 @@ THREE_REJECTED(t2_2_6_2_onRejected_called_in_original_order)
 
 /* 2.2.6.2 "`onRejected` handlers are called in the original order"
  * "even when one handler is added inside another handler" */
-static void t2_2_6_2_original_order_even_when_added_inside_another(
-    fixture_t *f, int how) {
+static void t2_2_6_2_original_order_even_when_added_inside_another(fixture_t *f,
+                                                                   int how) {
   added_inside_another(f, how, 1);
 }
 THREE_REJECTED(t2_2_6_2_original_order_even_when_added_inside_another)
@@ -1419,8 +1445,7 @@ int main(void) {
           t2_2_6_2_original_order_even_when_added_inside_another),
       /* 2.2.7 */
       FIXTURE_TEST(t2_2_7_is_a_promise),
-      REASONS(T2272_TESTS)
-      THREE_FULFILLED_TESTS(t2_2_7_3_onFulfilled_is_NULL),
+      REASONS(T2272_TESTS) THREE_FULFILLED_TESTS(t2_2_7_3_onFulfilled_is_NULL),
       THREE_FULFILLED_TESTS(t2_2_7_3_onFulfilled_not_in_mask),
       THREE_FULFILLED_TESTS(t2_2_7_3_both_handlers_NULL),
       THREE_REJECTED_TESTS(t2_2_7_4_onRejected_is_NULL),

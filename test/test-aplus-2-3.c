@@ -67,11 +67,10 @@ static void res_start(res_t *r, fixture_t *f, int via_rejected,
         uvp_promise_rejected(f->ctx, DUMMY_CODE, DUMMY, NULL, &base), 0);
   else
     assert_int_equal(uvp_promise_resolved(f->ctx, DUMMY, NULL, &base), 0);
-  assert_int_equal(uvp_promise_on(base,
-                                  via_rejected ? UVP_ON_REJECTED
-                                               : UVP_ON_FULFILLED,
-                                  res_cb, r, &r->promise),
-                   0);
+  assert_int_equal(
+      uvp_promise_on(base, via_rejected ? UVP_ON_REJECTED : UVP_ON_FULFILLED,
+                     res_cb, r, &r->promise),
+      0);
   assert_non_null(r->promise);
   uvp_promise_release(base);
 }
@@ -118,13 +117,16 @@ static uvp_promise_t *make_kind(fixture_t *f, int kind, void *value,
   default:
     assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
     if (kind == K_EVENTUALLY_FULFILLED)
-      settle_after(f, EVENTUALLY_MS,
-                   (settle_t){.p = p, .op = OP_RESOLVE, .value = value,
-                              .dtor = dtor});
+      settle_after(
+          f, EVENTUALLY_MS,
+          (settle_t){.p = p, .op = OP_RESOLVE, .value = value, .dtor = dtor});
     else if (kind == K_EVENTUALLY_REJECTED)
       settle_after(f, EVENTUALLY_MS,
-                   (settle_t){.p = p, .op = OP_REJECT, .code = SENTINEL_CODE,
-                              .value = value, .dtor = dtor});
+                   (settle_t){.p = p,
+                              .op = OP_REJECT,
+                              .code = SENTINEL_CODE,
+                              .value = value,
+                              .dtor = dtor});
     break;
   }
   assert_non_null(p);
@@ -218,8 +220,8 @@ static uvp_ret_t x_waits_for_promise(res_t *r) {
   return uvp_ret_adopt(uvp_promise_retain(*x));
 }
 
-static void t2_3_1_c_return_a_promise_that_waits_for_promise(
-    fixture_t *f, int via_rejected) {
+static void t2_3_1_c_return_a_promise_that_waits_for_promise(fixture_t *f,
+                                                             int via_rejected) {
   res_t r;
   uvp_promise_t *x = NULL;
   rec_t c = {0}, cx = {0};
@@ -309,8 +311,9 @@ static uvp_ret_t x_pending_handed_over(res_t *r) {
   return uvp_ret_adopt(x);
 }
 
-static void t2_3_2_1_c_x_dropped_while_pending_promise_stays_locked(
-    fixture_t *f, int via_rejected) {
+static void
+t2_3_2_1_c_x_dropped_while_pending_promise_stays_locked(fixture_t *f,
+                                                        int via_rejected) {
   int freed_other = 0;
   res_t r;
   rec_t c = {0};
@@ -320,13 +323,17 @@ static void t2_3_2_1_c_x_dropped_while_pending_promise_stays_locked(
   run_loop(f);
   assert_not_called(&c);
   assert_int_equal(uvp_promise_state(r.promise), UVP_PENDING);
-  settle_now(&(settle_t){.p = r.promise, .op = OP_RESOLVE,
+  settle_now(&(settle_t){.p = r.promise,
+                         .op = OP_RESOLVE,
                          .value = boxed_new(2, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = r.promise, .op = OP_REJECT,
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
+  settle_now(&(settle_t){.p = r.promise,
+                         .op = OP_REJECT,
                          .code = OTHER_CODE,
                          .value = boxed_new(3, &freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
   assert_int_equal(freed_other, 2);
   run_loop(f);
   assert_not_called(&c);
@@ -665,12 +672,12 @@ static void reject_promise_with(fixture_t *f, int async, int via_rejected,
 
   reason_make(f, which, &rs);
   if (rs.code >= 0) {
-    xs.steps[xs.nsteps] = (settle_t){.op = OP_REJECT, .code = rs.code,
-                                     .expect = UV_EINVAL};
+    xs.steps[xs.nsteps] =
+        (settle_t){.op = OP_REJECT, .code = rs.code, .expect = UV_EINVAL};
     xs.async[xs.nsteps++] = async;
   }
-  xs.steps[xs.nsteps] = (settle_t){.op = OP_REJECT, .code = rs.expect,
-                                   .value = rs.payload, .dtor = rs.dtor};
+  xs.steps[xs.nsteps] = (settle_t){
+      .op = OP_REJECT, .code = rs.expect, .value = rs.payload, .dtor = rs.dtor};
   xs.async[xs.nsteps++] = async;
   run_thenable(f, via_rejected, &xs, &c, &r);
   assert_rejected_once(&c, rs.expect, rs.payload);
@@ -728,10 +735,13 @@ static void precedence(fixture_t *f, int via_rejected, pstep_t s0, pstep_t s1,
       /* "with an asynchronously-fulfilled / -rejected promise": d settles
        * EVENTUALLY_MS later with sentinel */
       sentinel = boxed_new(1, &freed_s);
-      m = (ymk_t){f, OUTER_NONE,
+      m = (ymk_t){f,
+                  OUTER_NONE,
                   ps[i].arg == A_ASYNC_FULFILLED ? K_EVENTUALLY_FULFILLED
                                                  : K_EVENTUALLY_REJECTED,
-                  sentinel, boxed_free, 0};
+                  sentinel,
+                  boxed_free,
+                  0};
       s.make_src = make_y;
       s.make_arg = &m;
       break;
@@ -758,38 +768,38 @@ static void precedence(fixture_t *f, int via_rejected, pstep_t s0, pstep_t s1,
   }                                                                            \
   VIA_BOTH(t2_3_3_3_3_##name)
 
-#define PRECEDENCE_CASES(X)                                                    \
-  X(calling_resolvePromise_then_rejectPromise_both_synchronously, SYNC,        \
-    OP_RESOLVE, A_SENTINEL, SYNC, OP_REJECT, A_OTHER, 0)                       \
-  X(calling_resolvePromise_synchronously_then_rejectPromise_asynchronously,    \
-    SYNC, OP_RESOLVE, A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 0)                \
-  X(calling_resolvePromise_then_rejectPromise_both_asynchronously, ASYNC,      \
-    OP_RESOLVE, A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 0)                      \
+#define PRECEDENCE_CASES(X)                                                                        \
+  X(calling_resolvePromise_then_rejectPromise_both_synchronously, SYNC,                            \
+    OP_RESOLVE, A_SENTINEL, SYNC, OP_REJECT, A_OTHER, 0)                                           \
+  X(calling_resolvePromise_synchronously_then_rejectPromise_asynchronously,                        \
+    SYNC, OP_RESOLVE, A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 0)                                    \
+  X(calling_resolvePromise_then_rejectPromise_both_asynchronously, ASYNC,                          \
+    OP_RESOLVE, A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 0)                                          \
   X(resolvePromise_with_an_asynchronously_fulfilled_promise_then_rejectPromise_both_synchronously, \
-    SYNC, OP_RESOLVE_WITH, A_ASYNC_FULFILLED, SYNC, OP_REJECT, A_OTHER, 0)     \
-  X(resolvePromise_with_an_asynchronously_rejected_promise_then_rejectPromise_both_synchronously, \
-    SYNC, OP_RESOLVE_WITH, A_ASYNC_REJECTED, SYNC, OP_REJECT, A_OTHER, 1)      \
-  X(calling_rejectPromise_then_resolvePromise_both_synchronously, SYNC,        \
-    OP_REJECT, A_SENTINEL, SYNC, OP_RESOLVE, A_OTHER, 1)                       \
-  X(calling_rejectPromise_synchronously_then_resolvePromise_asynchronously,    \
-    SYNC, OP_REJECT, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 1)                \
-  X(calling_rejectPromise_then_resolvePromise_both_asynchronously, ASYNC,      \
-    OP_REJECT, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 1)                      \
-  X(calling_resolvePromise_twice_synchronously, SYNC, OP_RESOLVE, A_SENTINEL,  \
-    SYNC, OP_RESOLVE, A_OTHER, 0)                                              \
-  X(calling_resolvePromise_twice_first_synchronously_then_asynchronously,      \
-    SYNC, OP_RESOLVE, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 0)               \
-  X(calling_resolvePromise_twice_both_times_asynchronously, ASYNC,             \
-    OP_RESOLVE, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 0)                     \
-  X(resolvePromise_with_an_asynchronously_fulfilled_promise_then_again_both_synchronously, \
-    SYNC, OP_RESOLVE_WITH, A_ASYNC_FULFILLED, SYNC, OP_RESOLVE, A_OTHER, 0)    \
-  X(resolvePromise_with_an_asynchronously_rejected_promise_then_again_both_synchronously, \
-    SYNC, OP_RESOLVE_WITH, A_ASYNC_REJECTED, SYNC, OP_RESOLVE, A_OTHER, 1)     \
-  X(calling_rejectPromise_twice_synchronously, SYNC, OP_REJECT, A_SENTINEL,    \
-    SYNC, OP_REJECT, A_OTHER, 1)                                               \
-  X(calling_rejectPromise_twice_first_synchronously_then_asynchronously,       \
-    SYNC, OP_REJECT, A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 1)                 \
-  X(calling_rejectPromise_twice_both_times_asynchronously, ASYNC, OP_REJECT,   \
+    SYNC, OP_RESOLVE_WITH, A_ASYNC_FULFILLED, SYNC, OP_REJECT, A_OTHER, 0)                         \
+  X(resolvePromise_with_an_asynchronously_rejected_promise_then_rejectPromise_both_synchronously,  \
+    SYNC, OP_RESOLVE_WITH, A_ASYNC_REJECTED, SYNC, OP_REJECT, A_OTHER, 1)                          \
+  X(calling_rejectPromise_then_resolvePromise_both_synchronously, SYNC,                            \
+    OP_REJECT, A_SENTINEL, SYNC, OP_RESOLVE, A_OTHER, 1)                                           \
+  X(calling_rejectPromise_synchronously_then_resolvePromise_asynchronously,                        \
+    SYNC, OP_REJECT, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 1)                                    \
+  X(calling_rejectPromise_then_resolvePromise_both_asynchronously, ASYNC,                          \
+    OP_REJECT, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 1)                                          \
+  X(calling_resolvePromise_twice_synchronously, SYNC, OP_RESOLVE, A_SENTINEL,                      \
+    SYNC, OP_RESOLVE, A_OTHER, 0)                                                                  \
+  X(calling_resolvePromise_twice_first_synchronously_then_asynchronously,                          \
+    SYNC, OP_RESOLVE, A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 0)                                   \
+  X(calling_resolvePromise_twice_both_times_asynchronously, ASYNC, OP_RESOLVE,                     \
+    A_SENTINEL, ASYNC, OP_RESOLVE, A_OTHER, 0)                                                     \
+  X(resolvePromise_with_an_asynchronously_fulfilled_promise_then_again_both_synchronously,         \
+    SYNC, OP_RESOLVE_WITH, A_ASYNC_FULFILLED, SYNC, OP_RESOLVE, A_OTHER, 0)                        \
+  X(resolvePromise_with_an_asynchronously_rejected_promise_then_again_both_synchronously,          \
+    SYNC, OP_RESOLVE_WITH, A_ASYNC_REJECTED, SYNC, OP_RESOLVE, A_OTHER, 1)                         \
+  X(calling_rejectPromise_twice_synchronously, SYNC, OP_REJECT, A_SENTINEL,                        \
+    SYNC, OP_REJECT, A_OTHER, 1)                                                                   \
+  X(calling_rejectPromise_twice_first_synchronously_then_asynchronously, SYNC,                     \
+    OP_REJECT, A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 1)                                           \
+  X(calling_rejectPromise_twice_both_times_asynchronously, ASYNC, OP_REJECT,                       \
     A_SENTINEL, ASYNC, OP_REJECT, A_OTHER, 1)
 
 PRECEDENCE_CASES(PRECEDENCE)
@@ -811,14 +821,20 @@ static void abuse_fire(void *arg) {
   a->fired++;
   assert_non_null(x);
   settle_now(&(settle_t){.p = x, .op = OP_RESOLVE, .value = DUMMY});
-  settle_now(&(settle_t){.p = x, .op = OP_RESOLVE, .value = DUMMY,
-                         .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = x, .op = OP_REJECT, .code = DUMMY_CODE,
+  settle_now(&(settle_t){
+      .p = x, .op = OP_RESOLVE, .value = DUMMY, .expect = UVP_ESETTLED});
+  settle_now(&(settle_t){.p = x,
+                         .op = OP_REJECT,
+                         .code = DUMMY_CODE,
                          .value = boxed_new(1, &a->freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
-  settle_now(&(settle_t){.p = x, .op = OP_REJECT, .code = DUMMY_CODE,
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
+  settle_now(&(settle_t){.p = x,
+                         .op = OP_REJECT,
+                         .code = DUMMY_CODE,
                          .value = boxed_new(2, &a->freed_other),
-                         .dtor = boxed_free, .expect = UVP_ESETTLED});
+                         .dtor = boxed_free,
+                         .expect = UVP_ESETTLED});
 }
 
 static void t2_3_3_3_3_saving_and_abusing_resolvePromise_and_rejectPromise(
@@ -904,13 +920,14 @@ static void t2_3_3_4_c_struct_with_a_then_member_is_a_value(fixture_t *f,
   opaque_case(f, via, 0);
 }
 VIA_BOTH(t2_3_3_4_c_struct_with_a_then_member_is_a_value)
-static void t2_3_3_4_c_promise_returned_as_uvp_ret_value_is_a_value(
-    fixture_t *f, int via) {
+static void
+t2_3_3_4_c_promise_returned_as_uvp_ret_value_is_a_value(fixture_t *f, int via) {
   opaque_case(f, via, 1);
 }
 VIA_BOTH(t2_3_3_4_c_promise_returned_as_uvp_ret_value_is_a_value)
-static void t2_3_3_4_c_promise_given_to_uvp_promise_resolve_is_a_value(
-    fixture_t *f, int via) {
+static void
+t2_3_3_4_c_promise_given_to_uvp_promise_resolve_is_a_value(fixture_t *f,
+                                                           int via) {
   opaque_case(f, via, 2);
 }
 VIA_BOTH(t2_3_3_4_c_promise_given_to_uvp_promise_resolve_is_a_value)
@@ -981,13 +998,15 @@ static void other_ctx_case(fixture_t *f, int via_rejected, int same_loop) {
   other_close(f, &o);
 }
 
-static void t2_3_3_c_x_is_a_promise_of_another_context_on_another_loop(
-    fixture_t *f, int via) {
+static void
+t2_3_3_c_x_is_a_promise_of_another_context_on_another_loop(fixture_t *f,
+                                                           int via) {
   other_ctx_case(f, via, 0);
 }
 VIA_BOTH(t2_3_3_c_x_is_a_promise_of_another_context_on_another_loop)
-static void t2_3_3_c_x_is_a_promise_of_another_context_on_the_same_loop(
-    fixture_t *f, int via) {
+static void
+t2_3_3_c_x_is_a_promise_of_another_context_on_the_same_loop(fixture_t *f,
+                                                            int via) {
   other_ctx_case(f, via, 1);
 }
 VIA_BOTH(t2_3_3_c_x_is_a_promise_of_another_context_on_the_same_loop)
@@ -1017,8 +1036,7 @@ static void t2_3_3_c_resolve_with_a_promise_of_another_context_on_another_loop(
     void **state) {
   resolve_with_other_ctx(*state, 0);
 }
-static void
-t2_3_3_c_resolve_with_a_promise_of_another_context_on_the_same_loop(
+static void t2_3_3_c_resolve_with_a_promise_of_another_context_on_the_same_loop(
     void **state) {
   resolve_with_other_ctx(*state, 1);
 }
@@ -1120,15 +1138,13 @@ int main(void) {
       FIXTURE_TEST(t2_3_2_3_c_resolve_with_already_rejected_x),
       FIXTURE_TEST(t2_3_2_3_c_resolve_with_eventually_rejected_x),
       /* 2.3.3 */
-      Y_NOT_THENABLE_TESTS(Y_NULL, NULL_for_undefined_null_false)
-      Y_NOT_THENABLE_TESTS(Y_5, 5)
-      Y_NOT_THENABLE_TESTS(Y_OBJECT, an_object)
-      Y_NOT_THENABLE_TESTS(Y_ARRAY, an_array)
-      Y_PROMISES(Y_PROMISE_TESTS)
-      REASONS(REJECT_PROMISE_WITH_TESTS)
-      PRECEDENCE_CASES(PRECEDENCE_TESTS)
-      VIA_BOTH_TESTS(
-          t2_3_3_3_3_saving_and_abusing_resolvePromise_and_rejectPromise),
+      Y_NOT_THENABLE_TESTS(
+          Y_NULL, NULL_for_undefined_null_false) Y_NOT_THENABLE_TESTS(Y_5, 5)
+          Y_NOT_THENABLE_TESTS(Y_OBJECT, an_object) Y_NOT_THENABLE_TESTS(
+              Y_ARRAY,
+              an_array) Y_PROMISES(Y_PROMISE_TESTS) REASONS(REJECT_PROMISE_WITH_TESTS)
+              PRECEDENCE_CASES(PRECEDENCE_TESTS) VIA_BOTH_TESTS(
+                  t2_3_3_3_3_saving_and_abusing_resolvePromise_and_rejectPromise),
       VIA_BOTH_TESTS(t2_3_3_4_c_struct_with_a_then_member_is_a_value),
       VIA_BOTH_TESTS(t2_3_3_4_c_promise_returned_as_uvp_ret_value_is_a_value),
       VIA_BOTH_TESTS(
@@ -1142,7 +1158,6 @@ int main(void) {
       FIXTURE_TEST(
           t2_3_3_c_resolve_with_a_promise_of_another_context_on_the_same_loop),
       /* 2.3.4 */
-      VALUES(T234_TESTS)
-  };
+      VALUES(T234_TESTS)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

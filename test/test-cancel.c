@@ -34,7 +34,8 @@ HELPER void release_all(uvp_promise_t **ps, size_t n) {
     uvp_promise_release(ps[i]);
 }
 
-/* ---- the hook ------------------------------------------------------------- */
+/* ---- the hook -------------------------------------------------------------
+ */
 
 static void test_hook_runs_exactly_once(void **state) {
   fixture_t *f = *state;
@@ -156,7 +157,8 @@ static void test_set_cancel_replaces_and_clears(void **state) {
   assert_int_equal(g_unhandled, 0);
 }
 
-/* ---- combinators: cancelling the result ----------------------------------- */
+/* ---- combinators: cancelling the result -----------------------------------
+ */
 
 enum { K_ALL, K_SETTLED, K_RACE, K_ANY };
 
@@ -246,7 +248,8 @@ static void test_cancel_any_result(void **state) {
   cancel_combinator_result(*state, K_ANY);
 }
 
-/* ---- UVP_CANCEL_LOSERS ---------------------------------------------------- */
+/* ---- UVP_CANCEL_LOSERS ----------------------------------------------------
+ */
 
 /* Three producers; `decide` settles what decides the outcome:
  *   race: b fulfils; any: a rejects, b fulfils; all: b rejects.
@@ -343,7 +346,8 @@ static void test_losers_flag_nothing_to_cancel(void **state) {
   release_all(in, 2);
 }
 
-/* ---- shared inputs -------------------------------------------------------- */
+/* ---- shared inputs --------------------------------------------------------
+ */
 
 /* The same promise twice in one combinator: one cancellation, one hook
  * call. */
@@ -367,8 +371,7 @@ static void test_same_input_twice_cancelled_once(void **state) {
   hook_t hc = {0}, hd = {0};
   uvp_promise_t *c = producer(f, &hc), *d = producer(f, &hd);
   uvp_promise_t *in2[3] = {c, c, d};
-  assert_int_equal(uvp_promise_race(f->ctx, in2, 3, UVP_CANCEL_LOSERS, &r2),
-                   0);
+  assert_int_equal(uvp_promise_race(f->ctx, in2, 3, UVP_CANCEL_LOSERS, &r2), 0);
   assert_int_equal(uvp_promise_resolve(d, SENTINEL(3), NULL), 0);
   run_loop(f);
   assert_ptr_equal(uvp_promise_value(r2), SENTINEL(3));
@@ -482,7 +485,8 @@ static void test_cancel_result_spares_input_with_handler(void **state) {
   uvp_promise_release(b);
 }
 
-/* ---- up a then-chain ------------------------------------------------------ */
+/* ---- up a then-chain ------------------------------------------------------
+ */
 
 static void test_chain_cancel_reaches_sole_consumer_upstream(void **state) {
   fixture_t *f = *state;
@@ -587,8 +591,7 @@ static void test_chain_cancel_stops_at_other_consumer_kinds(void **state) {
   count_unhandled(f);
   hook_t h1 = {0}, h2 = {0};
   rec_t side = {0}, c1 = {0}, c2 = {0};
-  uvp_promise_t *s1 = producer(f, &h1), *s2 = producer(f, &h2), *d1, *d2,
-                *all;
+  uvp_promise_t *s1 = producer(f, &h1), *s2 = producer(f, &h2), *d1, *d2, *all;
   assert_int_equal(uvp_promise_then(s1, rec_cb, &c1, &d1), 0);
   assert_int_equal(uvp_promise_on(s1, UVP_ON_BOTH, rec_cb, &side, NULL), 0);
   assert_int_equal(uvp_promise_then(s2, rec_cb, &c2, &d2), 0);
@@ -630,8 +633,7 @@ static void test_cancel_derived_with_queued_handler(void **state) {
   uvp_promise_t *s = producer(f, &hs), *d1, *d2;
   assert_int_equal(uvp_promise_then(s, rec_cb, &c1, &d1), 0);
   assert_int_equal(uvp_promise_catch(d1, rec_cb, &tail, &d2), 0);
-  assert_int_equal(uvp_promise_resolve(s, boxed_new(1, &freed), boxed_free),
-                   0);
+  assert_int_equal(uvp_promise_resolve(s, boxed_new(1, &freed), boxed_free), 0);
   assert_int_equal(uvp_promise_cancel(d1), 0);
   assert_int_equal(uvp_promise_reason(d1, NULL), UV_ECANCELED);
   assert_int_equal(uvp_promise_state(s), UVP_FULFILLED);
@@ -647,7 +649,8 @@ static void test_cancel_derived_with_queued_handler(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* ---- from inside handlers and hooks ---------------------------------------- */
+/* ---- from inside handlers and hooks ----------------------------------------
+ */
 
 typedef struct inside_s {
   uvp_promise_t *victim;
@@ -676,8 +679,8 @@ static void test_cancel_from_handler(void **state) {
   rec_t on_victim = {0}, tail = {0};
   uvp_promise_t *trigger, *d = NULL, *vd, *td;
   inside_t x = {producer(f, &hv), &d, 1, 1, 0, &freed};
-  assert_int_equal(uvp_promise_on(x.victim, UVP_ON_BOTH, rec_cb, &on_victim,
-                                  &vd), 0);
+  assert_int_equal(
+      uvp_promise_on(x.victim, UVP_ON_BOTH, rec_cb, &on_victim, &vd), 0);
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &trigger), 0);
   assert_int_equal(uvp_promise_then(trigger, cancel_inside, &x, &d), 0);
   assert_int_equal(uvp_promise_catch(d, rec_cb, &tail, &td), 0);
@@ -720,7 +723,8 @@ static void test_cancel_from_hook(void **state) {
   assert_int_equal(ha.calls + hb.calls, 2);
 }
 
-/* ---- teardown -------------------------------------------------------------- */
+/* ---- teardown --------------------------------------------------------------
+ */
 
 static void test_cancel_at_teardown(void **state) {
   fixture_t *f = *state;

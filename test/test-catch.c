@@ -106,8 +106,8 @@ static void invokes_then(void **state) {
   both_t h3 = {0};
 
   count_unhandled(f);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &p),
+                   0);
   c1.ret = uvp_ret_value(INT_VALUE(11), NULL);
   c2.ret = uvp_ret_value(INT_VALUE(12), NULL);
   h3.err = (rec_t){.trace = &t, .mark = 3};
@@ -187,9 +187,9 @@ static void rxn_handler_rejected_return_normal__via_catch(void **state) {
   both_t next = {0};
 
   assert_int_equal(uvp_promise_new(f->ctx, &p1), 0);
-  assert_int_equal(uvp_promise_reject(p1, UV_EIO, boxed_new(0, &freed_reason),
-                                      boxed_free),
-                   0);
+  assert_int_equal(
+      uvp_promise_reject(p1, UV_EIO, boxed_new(0, &freed_reason), boxed_free),
+      0);
   c.ret = uvp_ret_value(value, boxed_free);
   assert_int_equal(uvp_promise_catch(p1, rec_cb, &c, &p2), 0);
   assert_int_equal(uvp_promise_on(p2, UVP_ON_BOTH, both_cb, &next, &p3), 0);

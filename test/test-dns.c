@@ -1,8 +1,8 @@
 /* uvp_getaddrinfo against the local resolver only: "localhost" (from
- * /etc/hosts, where there is one) and numeric addresses, since no DNS server is reachable where
- * the tests run.  Cancellation before and after the pool picked the lookup
- * up, and teardown with a lookup in flight; valgrind and ASan check that
- * every result list is freed exactly once. */
+ * /etc/hosts, where there is one) and numeric addresses, since no DNS server is
+ * reachable where the tests run.  Cancellation before and after the pool picked
+ * the lookup up, and teardown with a lookup in flight; valgrind and ASan check
+ * that every result list is freed exactly once. */
 #include <arpa/inet.h>
 #include <netdb.h>
 
@@ -123,7 +123,8 @@ static void test_cancel_right_after_start(void **state) {
   fixture_t *f = *state;
   for (int i = 0; i < 20; i++) {
     uvp_promise_t *p;
-    assert_int_equal(uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &p), 0);
+    assert_int_equal(
+        uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &p), 0);
     assert_int_equal(uvp_promise_cancel(p), 0);
     assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
     assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
@@ -172,7 +173,8 @@ static void test_cancel_before_the_pool_starts_it(void **state) {
   blocker_t b;
   pool_block(f, &b);
   uvp_promise_t *p;
-  assert_int_equal(uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &p), 0);
+  assert_int_equal(
+      uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &p), 0);
   assert_int_equal(uvp_promise_cancel(p), 0);
   assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
   /* Cancelling twice is a no-op, as for any settled promise. */
@@ -186,8 +188,8 @@ static void test_teardown_with_pending_lookup(void **state) {
   blocker_t b;
   pool_block(f, &b);
   uvp_promise_t *queued, *running;
-  assert_int_equal(uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &queued),
-                   0);
+  assert_int_equal(
+      uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &queued), 0);
   assert_int_equal(uvp_ctx_close(f->ctx), 0);
   f->ctx = NULL;
   assert_int_equal(uvp_promise_reason(queued, NULL), UVP_ECLOSED);
@@ -197,8 +199,8 @@ static void test_teardown_with_pending_lookup(void **state) {
   /* And one that the pool may already be running when the context goes. */
   assert_int_equal(uvp_ctx_new(&f->loop, &f->ctx), 0);
   assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL), 0);
-  assert_int_equal(uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &running),
-                   0);
+  assert_int_equal(
+      uvp_getaddrinfo(f->ctx, local_name(&f->loop), "80", NULL, &running), 0);
   assert_int_equal(uvp_ctx_close(f->ctx), 0);
   f->ctx = NULL;
   assert_int_equal(uvp_promise_reason(running, NULL), UVP_ECLOSED);
@@ -212,7 +214,8 @@ static void test_many_lookups_all_settled(void **state) {
   uvp_promise_t *ps[N], *all;
   struct addrinfo h = hints_for(AF_INET, 0);
   for (int i = 0; i < N; i++)
-    assert_int_equal(uvp_getaddrinfo(f->ctx, i % 2 ? local_name(&f->loop) : "127.0.0.1",
+    assert_int_equal(uvp_getaddrinfo(f->ctx,
+                                     i % 2 ? local_name(&f->loop) : "127.0.0.1",
                                      "443", &h, &ps[i]),
                      0);
   assert_int_equal(uvp_promise_all(f->ctx, ps, N, 0, &all), 0);

@@ -11,7 +11,8 @@
 
 #define IDX(i) ((void *)(uintptr_t)((i) + 1)) /* never NULL */
 
-/* ---- a configurable fan-out ------------------------------------------------ */
+/* ---- a configurable fan-out ------------------------------------------------
+ */
 
 typedef enum {
   ITEM_RESOLVED, /* an already settled promise (some rejected) */
@@ -23,19 +24,19 @@ typedef struct fan_s {
   uvp_ctx_t *ctx;
   item_kind_t kind;
   size_t n;
-  size_t limit;       /* what the test expects the map to use */
+  size_t limit; /* what the test expects the map to use */
   size_t starts;
   size_t inflight;
   size_t max_inflight;
   size_t settles;
   size_t settles_at_summary;
   size_t starts_at_summary;
-  int reject_every;   /* ITEM_RESOLVED: index % reject_every == 1 rejects */
-  long error_at;      /* start returns start_error for this index (-1) */
+  int reject_every; /* ITEM_RESOLVED: index % reject_every == 1 rejects */
+  long error_at;    /* start returns start_error for this index (-1) */
   int start_error;
-  int *seen;          /* on_settle calls per index */
-  int *status;        /* on_settle status per index */
-  size_t *order;      /* indices in on_settle order */
+  int *seen;             /* on_settle calls per index */
+  int *status;           /* on_settle status per index */
+  size_t *order;         /* indices in on_settle order */
   uvp_promise_t **items; /* ITEM_MANUAL: the test's reference */
   hook_t *hooks;
   bool stack_probe;
@@ -132,8 +133,7 @@ static uvp_ret_t fan_summary(void *arg, const uvp_outcome_t *in) {
 
 static void fan_map(fan_t *fa, const uvp_map_opts_t *opts, uvp_promise_t **r,
                     uvp_promise_t **summary) {
-  assert_int_equal(uvp_promise_map(fa->ctx, fa->n, fan_start, fa, opts, r),
-                   0);
+  assert_int_equal(uvp_promise_map(fa->ctx, fa->n, fan_start, fa, opts, r), 0);
   assert_int_equal(uvp_promise_on(*r, UVP_ON_BOTH, fan_summary, fa, summary),
                    0);
 }
@@ -162,7 +162,8 @@ static const uvp_settled_list_t *check_list(fan_t *fa, uvp_promise_t *r) {
   return l;
 }
 
-/* ---- the bound --------------------------------------------------------------- */
+/* ---- the bound
+ * --------------------------------------------------------------- */
 
 static void test_map_limit_with_timers(void **state) {
   fixture_t *f = *state;
@@ -222,8 +223,8 @@ static void test_map_default_limit_is_pool_size(void **state) {
       /* opts NULL (no on_settle to count settlements): the first `limit`
        * items start inside the call, the rest later. */
       fa.limit = SIZE_MAX;
-      assert_int_equal(
-          uvp_promise_map(f->ctx, fa.n, fan_start, &fa, NULL, &r), 0);
+      assert_int_equal(uvp_promise_map(f->ctx, fa.n, fan_start, &fa, NULL, &r),
+                       0);
       assert_int_equal(fa.starts, pool);
       uvp_promise_release(r);
       run_loop(f);
@@ -241,7 +242,8 @@ static void test_map_default_limit_is_pool_size(void **state) {
   }
 }
 
-/* ---- streaming --------------------------------------------------------------- */
+/* ---- streaming
+ * --------------------------------------------------------------- */
 
 static void test_map_streaming_completion_order(void **state) {
   fixture_t *f = *state;
@@ -266,11 +268,10 @@ static void test_map_streaming_completion_order(void **state) {
       }
     assert_true(pick != SIZE_MAX);
     if (done % 2 == 0)
-      assert_int_equal(uvp_promise_resolve(fa.items[pick], IDX(pick), NULL),
-                       0);
+      assert_int_equal(uvp_promise_resolve(fa.items[pick], IDX(pick), NULL), 0);
     else
-      assert_int_equal(
-          uvp_promise_reject(fa.items[pick], UV_EPIPE, NULL, NULL), 0);
+      assert_int_equal(uvp_promise_reject(fa.items[pick], UV_EPIPE, NULL, NULL),
+                       0);
     settled_order[done++] = pick;
     /* Nothing is reported inside the settling call. */
     assert_int_equal(fa.settles, done - 1);
@@ -299,7 +300,8 @@ static void test_map_streaming_completion_order(void **state) {
   fan_free(&fa);
 }
 
-/* ---- start errors -------------------------------------------------------------- */
+/* ---- start errors
+ * -------------------------------------------------------------- */
 
 static void test_map_start_error_is_item_rejection(void **state) {
   fixture_t *f = *state;
@@ -329,7 +331,8 @@ static void test_map_start_error_fail_fast(void **state) {
   fan_init(&fa, f->ctx, ITEM_MANUAL, 10, 3);
   fa.error_at = 1;
   fa.start_error = UV_EACCES;
-  uvp_map_opts_t o = {.limit = 3, .flags = UVP_MAP_FAIL_FAST, .on_settle = fan_each};
+  uvp_map_opts_t o = {
+      .limit = 3, .flags = UVP_MAP_FAIL_FAST, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   assert_int_equal(fa.starts, 3);
@@ -346,7 +349,8 @@ static void test_map_start_error_fail_fast(void **state) {
   fan_free(&fa);
 }
 
-/* ---- fail-fast ------------------------------------------------------------------ */
+/* ---- fail-fast
+ * ------------------------------------------------------------------ */
 
 static void test_map_fail_fast_cancels_in_flight(void **state) {
   fixture_t *f = *state;
@@ -355,7 +359,8 @@ static void test_map_fail_fast_cancels_in_flight(void **state) {
   int freed = 0;
   fan_t fa;
   fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
-  uvp_map_opts_t o = {.limit = K, .flags = UVP_MAP_FAIL_FAST, .on_settle = fan_each};
+  uvp_map_opts_t o = {
+      .limit = K, .flags = UVP_MAP_FAIL_FAST, .on_settle = fan_each};
   uvp_promise_t *r, *s;
   fan_map(&fa, &o, &r, &s);
   assert_int_equal(fa.starts, K);
@@ -396,7 +401,8 @@ static void test_map_fail_fast_cancels_in_flight(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* ---- scale ------------------------------------------------------------------------- */
+/* ---- scale
+ * ------------------------------------------------------------------------- */
 
 /* Start callbacks returning settled promises never recurse: the stack used
  * by start calls stays the same for 100 000 of them, whatever the limit. */
@@ -445,7 +451,8 @@ static void test_map_100k_timer_items_limit_1000(void **state) {
   fan_free(&fa);
 }
 
-/* ---- cancellation ------------------------------------------------------------------- */
+/* ---- cancellation
+ * ------------------------------------------------------------------- */
 
 static void test_map_cancel_result(void **state) {
   fixture_t *f = *state;
@@ -508,7 +515,8 @@ static void test_map_arguments_and_empty(void **state) {
   fan_free(&fa);
 }
 
-/* ---- allocation failure half-way through building ------------------------------------ */
+/* ---- allocation failure half-way through building
+ * ------------------------------------ */
 
 static long a_calls, a_fail_at, a_failures, a_live;
 
@@ -616,8 +624,8 @@ static void test_alloc_fail_building_combinator(void **state) {
   static uvp_promise_t *in[MAX];
   const size_t N = promises_filling_slabs(3000, in, MAX);
   assert_true(N <= MAX);
-  assert_int_equal(
-      uvp_replace_allocator(a_malloc, a_realloc, a_calloc, a_free), 0);
+  assert_int_equal(uvp_replace_allocator(a_malloc, a_realloc, a_calloc, a_free),
+                   0);
   for (int kind = K_ALL; kind <= K_ANY; kind++) {
     long enomem = 0;
     for (long k = 1;; k++) {
@@ -704,8 +712,8 @@ static void test_alloc_fail_building_combinator(void **state) {
  * what it had started. */
 static void alloc_fail_building_map(int flags) {
   enum { N = 5000 };
-  assert_int_equal(
-      uvp_replace_allocator(a_malloc, a_realloc, a_calloc, a_free), 0);
+  assert_int_equal(uvp_replace_allocator(a_malloc, a_realloc, a_calloc, a_free),
+                   0);
   long enomem_call = 0, enomem_item = 0;
   for (long k = 1;; k++) {
     a_calls = a_live = 0;

@@ -226,8 +226,8 @@ static void regs_entry(void *arg, void *msg) {
         "movi d14, #0xff\n\tmovi d15, #0xff\n\t"
         :
         :
-        : "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27",
-          "x28", "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15");
+        : "x19", "x20", "x21", "x22", "x23", "x24", "x25", "x26", "x27", "x28",
+          "d8", "d9", "d10", "d11", "d12", "d13", "d14", "d15");
 #endif
     msg = uvp__fiber_switch(&f->ctx, &r->main, msg);
   }
@@ -241,8 +241,8 @@ static NOINLINE double live_across(uint64_t seed, regs_t *sw) {
   uint64_t a = seed * 3, b = seed ^ 0x5555, c = seed + 7, d = seed * seed,
            e = seed >> 1, g = ~seed, h = seed * 11, k = seed ^ (seed << 7),
            m = seed + 99, n = seed * 13;
-  double x = (double)seed * 0.5, y = (double)seed / 3.0, z = x * y,
-         w = x + y, u = x - y, v = z / (w + 1.0), s = w * 1.25, t = u - 4.0;
+  double x = (double)seed * 0.5, y = (double)seed / 3.0, z = x * y, w = x + y,
+         u = x - y, v = z / (w + 1.0), s = w * 1.25, t = u - 4.0;
   if (sw != NULL)
     assert_ptr_equal(uvp__fiber_switch(&sw->main, &sw->fib.ctx, sw), sw);
   return (double)(a + b + c + d + e + g + h + k + m + n) + x + y + z + w + u +
@@ -389,8 +389,8 @@ static void test_many_suspended(void **state) {
   assert_int_equal(pool.live_bytes, 0);
   /* Kept: the warm ones, and as many spares as the cap allows (n were in
    * use at once). */
-  size_t spares = n < UVP__STACK_DEFAULT_MAX_SPARE ? n
-                                                   : UVP__STACK_DEFAULT_MAX_SPARE;
+  size_t spares =
+      n < UVP__STACK_DEFAULT_MAX_SPARE ? n : UVP__STACK_DEFAULT_MAX_SPARE;
   size_t per_stack = pool.idle_bytes / pool.idle_count;
   size_t warm = UVP__STACK_DEFAULT_MAX_IDLE_BYTES / per_stack;
   if (warm > UVP__STACK_DEFAULT_MAX_IDLE)
@@ -863,8 +863,8 @@ static void worker(void *arg) {
     p[i].fib.owner = &p[i];
     if (uvp__stack_get(&pool, 0, &p[i].fib.stack) != 0)
       return;
-    uvp__fiber_init(&p[i].fib.ctx, p[i].fib.stack->base,
-                    p[i].fib.stack->size, pp_entry, &p[i].fib);
+    uvp__fiber_init(&p[i].fib.ctx, p[i].fib.stack->base, p[i].fib.stack->size,
+                    pp_entry, &p[i].fib);
   }
   for (uintptr_t v = 1; v <= 200; v++)
     for (int i = 0; i < 20; i++)

@@ -1168,7 +1168,8 @@ static void assert_stack_of(const where_t *w, size_t size) {
   if (len < size || height > size + 2 * page_size() ||
       height + 4 * page_size() < size)
     fail_msg("stack of %zu: first frame %zu bytes above its base, in a "
-             "mapping of %zu bytes", size, height, len);
+             "mapping of %zu bytes",
+             size, height, len);
   assert_string_equal(w->perms, "rw-p");
   assert_string_equal(w->below_perms, "---p");
 }

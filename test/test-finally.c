@@ -1,10 +1,10 @@
 /* test262 Promise.prototype.finally, ported to uvp.
  *
- * Source: tc39/test262, every file in test/built-ins/Promise/prototype/finally/.
- * Each test is named after the file it ports (dashes and dots as
- * underscores).  Tests whose name starts with "c_" are C-specific additions
- * derived from the spec's Then/Catch Finally Functions (25.6.5.3.1-2) and
- * from uvp_promise_finally's comment in include/uvp.h.
+ * Source: tc39/test262, every file in
+ * test/built-ins/Promise/prototype/finally/. Each test is named after the file
+ * it ports (dashes and dots as underscores).  Tests whose name starts with "c_"
+ * are C-specific additions derived from the spec's Then/Catch Finally Functions
+ * (25.6.5.3.1-2) and from uvp_promise_finally's comment in include/uvp.h.
  *
  * Mapping (see the top of include/uvp.h and test262.h):
  *   p.finally(f)                uvp_promise_finally(p, f, ...)
@@ -175,8 +175,8 @@ static void rejected_observable_then_calls(void **state) {
   rec_t last = {.trace = &t, .mark = 4, .seq = 1}; /* callbackCount === 3 */
 
   count_unhandled(f);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &no), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &no),
+                   0);
   assert_int_equal(uvp_promise_resolved(f->ctx, SENTINEL(2), NULL, &yes), 0);
   c1.ret = uvp_ret_pass(); /* throw e */
   fin.ret = uvp_ret_adopt(uvp_promise_retain(yes));
@@ -214,8 +214,8 @@ static void resolved_observable_then_calls(void **state) {
 
   count_unhandled(f);
   assert_int_equal(uvp_promise_resolved(f->ctx, SENTINEL(2), NULL, &yes), 0);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &no), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &no),
+                   0);
   c1.ret = uvp_ret_value(SENTINEL(2), NULL); /* return x */
   fin.ret = uvp_ret_adopt(uvp_promise_retain(no));
   assert_int_equal(uvp_promise_then(yes, rec_cb, &c1, &d1), 0);
@@ -254,9 +254,9 @@ static void c_resolution_value_override_with_throw(void **state) {
   both_t next = {0};
 
   count_unhandled(f);
-  assert_int_equal(uvp_promise_resolved(f->ctx, boxed_new(1, &freed_obj),
-                                        boxed_free, &p),
-                   0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &freed_obj), boxed_free, &p),
+      0);
   fin.ret = uvp_ret_reject(UV_EPIPE, thrown, boxed_free);
   assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
   assert_int_equal(uvp_promise_on(d, UVP_ON_BOTH, both_cb, &next, &d2), 0);
@@ -278,8 +278,7 @@ static void c_resolution_value_override_with_throw(void **state) {
  * promise.then(valueThunk / thrower)` — a pending promise onFinally returns
  * is waited for; when it fulfils, the original outcome wins, when it
  * rejects, its reason does. */
-static void finally_adopt_pending_case(fixture_t *f, int orig_ok,
-                                       int q_ok) {
+static void finally_adopt_pending_case(fixture_t *f, int orig_ok, int q_ok) {
   int freed_orig = 0, freed_q = 0;
   boxed_t *orig = boxed_new(1, &freed_orig);
   boxed_t *qv = boxed_new(2, &freed_q);
@@ -292,8 +291,8 @@ static void finally_adopt_pending_case(fixture_t *f, int orig_ok,
   if (orig_ok)
     assert_int_equal(uvp_promise_resolved(f->ctx, orig, boxed_free, &p), 0);
   else
-    assert_int_equal(
-        uvp_promise_rejected(f->ctx, UV_EIO, orig, boxed_free, &p), 0);
+    assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, orig, boxed_free, &p),
+                     0);
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
   fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
   assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
@@ -359,8 +358,8 @@ static void c_rejected_override_with_rejected_promise(void **state) {
   both_t next = {0};
 
   count_unhandled(f);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &p),
+                   0);
   assert_int_equal(
       uvp_promise_rejected(f->ctx, UV_EPIPE, SENTINEL(2), NULL, &q), 0);
   fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
@@ -385,8 +384,8 @@ static void c_handler_pass(void **state) {
 
   count_unhandled(f);
   assert_int_equal(uvp_promise_resolved(f->ctx, SENTINEL(1), NULL, &p), 0);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(2), NULL, &q), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(2), NULL, &q),
+                   0);
   f1.ret = uvp_ret_pass();
   f2.ret = uvp_ret_pass();
   assert_int_equal(uvp_promise_finally(p, rec_cb, &f1, &d), 0);

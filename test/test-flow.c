@@ -3,15 +3,16 @@
  * the patterns users write right after allSettled. */
 #include "helpers.h"
 
-/* ---- loop ------------------------------------------------------------------ */
+/* ---- loop ------------------------------------------------------------------
+ */
 
 typedef struct {
   fixture_t *f;
   size_t stop_at;
   size_t calls;
   size_t max_live;
-  int fail_at;        /* -1: never */
-  int reject_at;      /* -1: never; step returns a rejected promise */
+  int fail_at;                 /* -1: never */
+  int reject_at;               /* -1: never; step returns a rejected promise */
   uvp_promise_t *pending_step; /* for cancellation tests */
   int step_cancelled;
 } loop_state_t;
@@ -90,11 +91,11 @@ static int pending_step(void *arg, size_t index, const uvp_outcome_t *prev,
   (void)prev;
   s->calls++;
   if (index < 2)
-    return uvp_promise_resolved(s->f->ctx, (void *)(intptr_t)(index + 1),
-                                NULL, next);
+    return uvp_promise_resolved(s->f->ctx, (void *)(intptr_t)(index + 1), NULL,
+                                next);
   assert_int_equal(uvp_promise_new(s->f->ctx, next), 0);
-  assert_int_equal(uvp_promise_set_cancel(*next, step_cancel_hook,
-                                          &s->step_cancelled), 0);
+  assert_int_equal(
+      uvp_promise_set_cancel(*next, step_cancel_hook, &s->step_cancelled), 0);
   s->pending_step = uvp_promise_retain(*next);
   return 0;
 }
@@ -129,21 +130,22 @@ static void test_loop_result_cannot_be_settled_by_user(void **state) {
   uvp_promise_release(r);
 }
 
-/* ---- reduce ---------------------------------------------------------------- */
+/* ---- reduce ----------------------------------------------------------------
+ */
 
 static int sum_step(void *arg, size_t index, const uvp_outcome_t *prev,
                     uvp_promise_t **next) {
   fixture_t *f = arg;
   intptr_t acc = (intptr_t)prev->value;
-  return uvp_promise_resolved(f->ctx, (void *)(acc + (intptr_t)index + 1),
-                              NULL, next);
+  return uvp_promise_resolved(f->ctx, (void *)(acc + (intptr_t)index + 1), NULL,
+                              next);
 }
 
 static void test_reduce_sums_in_order(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *init, *r;
-  assert_int_equal(uvp_promise_resolved(f->ctx, (void *)(intptr_t)100, NULL,
-                                        &init), 0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, (void *)(intptr_t)100, NULL, &init), 0);
   assert_int_equal(uvp_promise_reduce(f->ctx, 10, sum_step, f, init, &r), 0);
   run_loop(f);
   assert_int_equal((intptr_t)uvp_promise_value(r), 100 + 55);
@@ -183,14 +185,15 @@ static void test_flow_bad_input(void **state) {
   assert_int_equal(uvp_settled_split(NULL, NULL), UV_EINVAL);
 }
 
-/* ---- retry ----------------------------------------------------------------- */
+/* ---- retry -----------------------------------------------------------------
+ */
 
 typedef struct {
   fixture_t *f;
   unsigned calls;
   unsigned succeed_at; /* attempt index that fulfils; UINT_MAX: never */
   int code;
-  uint64_t at[16];     /* uv_now() of each attempt */
+  uint64_t at[16]; /* uv_now() of each attempt */
   uvp_promise_t *inflight;
   int inflight_cancelled;
 } retry_state_t;
@@ -210,7 +213,14 @@ static void test_retry_succeeds_after_failures_with_backoff(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, 2, UV_ECONNREFUSED, {0}, NULL, 0};
   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT};
-  uvp_retry_opts_t o = {.attempts = 5, .base_ms = 20, .max_ms = 1000, .factor = 2.0, .jitter = 0.0, .retry_on = codes, .retry_on_count = 2, .should_retry = NULL};
+  uvp_retry_opts_t o = {.attempts = 5,
+                        .base_ms = 20,
+                        .max_ms = 1000,
+                        .factor = 2.0,
+                        .jitter = 0.0,
+                        .retry_on = codes,
+                        .retry_on_count = 2,
+                        .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -225,7 +235,14 @@ static void test_retry_succeeds_after_failures_with_backoff(void **state) {
 static void test_retry_gives_up_after_attempts(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ETIMEDOUT, {0}, NULL, 0};
-  uvp_retry_opts_t o = {.attempts = 4, .base_ms = 1, .max_ms = 5, .factor = 2.0, .jitter = 0.5, .retry_on = NULL, .retry_on_count = 0, .should_retry = NULL};
+  uvp_retry_opts_t o = {.attempts = 4,
+                        .base_ms = 1,
+                        .max_ms = 5,
+                        .factor = 2.0,
+                        .jitter = 0.5,
+                        .retry_on = NULL,
+                        .retry_on_count = 0,
+                        .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -238,7 +255,14 @@ static void test_retry_predicate_stops_on_unlisted_code(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ENOENT, {0}, NULL, 0};
   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT};
-  uvp_retry_opts_t o = {.attempts = 5, .base_ms = 1, .max_ms = 5, .factor = 2.0, .jitter = 0.0, .retry_on = codes, .retry_on_count = 2, .should_retry = NULL};
+  uvp_retry_opts_t o = {.attempts = 5,
+                        .base_ms = 1,
+                        .max_ms = 5,
+                        .factor = 2.0,
+                        .jitter = 0.0,
+                        .retry_on = codes,
+                        .retry_on_count = 2,
+                        .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -256,7 +280,14 @@ static int only_twice(void *arg, int code, unsigned attempt) {
 static void test_retry_custom_predicate(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNRESET, {0}, NULL, 0};
-  uvp_retry_opts_t o = {.attempts = 9, .base_ms = 1, .max_ms = 5, .factor = 2.0, .jitter = 0.0, .retry_on = NULL, .retry_on_count = 0, .should_retry = only_twice};
+  uvp_retry_opts_t o = {.attempts = 9,
+                        .base_ms = 1,
+                        .max_ms = 5,
+                        .factor = 2.0,
+                        .jitter = 0.0,
+                        .retry_on = NULL,
+                        .retry_on_count = 0,
+                        .should_retry = only_twice};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   run_loop(f);
@@ -275,7 +306,14 @@ static void stop_loop_cb(uv_timer_t *t) {
 static void test_retry_cancel_during_backoff(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNREFUSED, {0}, NULL, 0};
-  uvp_retry_opts_t o = {.attempts = 5, .base_ms = 200, .max_ms = 1000, .factor = 2.0, .jitter = 0.0, .retry_on = NULL, .retry_on_count = 0, .should_retry = NULL};
+  uvp_retry_opts_t o = {.attempts = 5,
+                        .base_ms = 200,
+                        .max_ms = 1000,
+                        .factor = 2.0,
+                        .jitter = 0.0,
+                        .retry_on = NULL,
+                        .retry_on_count = 0,
+                        .should_retry = NULL};
   uvp_promise_t *r;
   assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
   s.inflight = r;
@@ -298,8 +336,9 @@ static int pending_attempt(void *arg, unsigned attempt, uvp_promise_t **out) {
   (void)attempt;
   s->calls++;
   assert_int_equal(uvp_promise_new(s->f->ctx, out), 0);
-  assert_int_equal(uvp_promise_set_cancel(*out, step_cancel_hook,
-                                          &s->inflight_cancelled), 0);
+  assert_int_equal(
+      uvp_promise_set_cancel(*out, step_cancel_hook, &s->inflight_cancelled),
+      0);
   s->inflight = uvp_promise_retain(*out);
   return 0;
 }
@@ -349,7 +388,14 @@ static item_ref_t item_refs[12];
 static int start_with_retry(void *arg, size_t i, uvp_promise_t **out) {
   fanout_retry_t *st = arg;
   static const int codes[] = {UV_ECONNREFUSED};
-  uvp_retry_opts_t o = {.attempts = 4, .base_ms = 1, .max_ms = 4, .factor = 2.0, .jitter = 0.5, .retry_on = codes, .retry_on_count = 1, .should_retry = NULL};
+  uvp_retry_opts_t o = {.attempts = 4,
+                        .base_ms = 1,
+                        .max_ms = 4,
+                        .factor = 2.0,
+                        .jitter = 0.5,
+                        .retry_on = codes,
+                        .retry_on_count = 1,
+                        .should_retry = NULL};
   item_refs[i].st = st;
   item_refs[i].index = i;
   return uvp_retry(st->f->ctx, item_attempt, &item_refs[i], &o, out);
@@ -382,7 +428,8 @@ static void test_map_items_retry(void **state) {
   uvp_promise_release(r);
 }
 
-/* ---- split ----------------------------------------------------------------- */
+/* ---- split -----------------------------------------------------------------
+ */
 
 static void test_split_all_settled(void **state) {
   fixture_t *f = *state;
@@ -390,12 +437,14 @@ static void test_split_all_settled(void **state) {
   int freed = 0;
   for (int i = 0; i < 10; i++) {
     if (i == 3 || i == 7)
-      assert_int_equal(uvp_promise_rejected(f->ctx, i == 3 ? UV_ENOENT
-                                                            : UV_ETIMEDOUT,
-                                            NULL, NULL, &in[i]), 0);
+      assert_int_equal(uvp_promise_rejected(f->ctx,
+                                            i == 3 ? UV_ENOENT : UV_ETIMEDOUT,
+                                            NULL, NULL, &in[i]),
+                       0);
     else
       assert_int_equal(uvp_promise_resolved(f->ctx, boxed_new(i, &freed),
-                                            boxed_free, &in[i]), 0);
+                                            boxed_free, &in[i]),
+                       0);
   }
   assert_int_equal(uvp_promise_all_settled(f->ctx, in, 10, &s), 0);
   for (int i = 0; i < 10; i++)

@@ -4,13 +4,14 @@
  * the errors each call naturally produces; argument errors. */
 #include "fs-helpers.h"
 
-/* ---- open, write, read, fstat, close ---------------------------------------- */
+/* ---- open, write, read, fstat, close ----------------------------------------
+ */
 
 static void test_open_write_read_fstat_close(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
-  int rc = uvp_fs_open(f->ctx, at("a.txt"), O_RDWR | O_CREAT | O_EXCL, 0600,
-                       &p);
+  int rc =
+      uvp_fs_open(f->ctx, at("a.txt"), O_RDWR | O_CREAT | O_EXCL, 0600, &p);
   uv_file fd = (uv_file)UVP_INT(value_of(f, rc, p));
   uvp_promise_release(p);
   struct stat st;
@@ -74,14 +75,12 @@ static void test_open_read_write_errors(void **state) {
   uvp_promise_t *p;
   put("file", "x", 1);
   assert_int_equal(mkdir(at("dir"), 0755), 0);
-  expect(f, uvp_fs_open(f->ctx, at("missing"), O_RDONLY, 0, &p), &p,
-         UV_ENOENT);
-  expect(f, uvp_fs_open(f->ctx, at("file"), O_RDWR | O_CREAT | O_EXCL, 0644,
-                        &p),
+  expect(f, uvp_fs_open(f->ctx, at("missing"), O_RDONLY, 0, &p), &p, UV_ENOENT);
+  expect(f,
+         uvp_fs_open(f->ctx, at("file"), O_RDWR | O_CREAT | O_EXCL, 0644, &p),
          &p, UV_EEXIST);
   expect(f, uvp_fs_open(f->ctx, at("dir"), O_WRONLY, 0, &p), &p, UV_EISDIR);
-  expect(f, uvp_fs_open(f->ctx, at("file/x"), O_RDONLY, 0, &p), &p,
-         UV_ENOTDIR);
+  expect(f, uvp_fs_open(f->ctx, at("file/x"), O_RDONLY, 0, &p), &p, UV_ENOTDIR);
   expect(f, uvp_fs_close(f->ctx, -1, &p), &p, UV_EBADF);
 
   /* A read on a write-only descriptor and a write on a read-only one. */
@@ -102,7 +101,8 @@ static void test_open_read_write_errors(void **state) {
   free(disk);
 }
 
-/* ---- stat, lstat ------------------------------------------------------------ */
+/* ---- stat, lstat ------------------------------------------------------------
+ */
 
 static void test_stat_lstat(void **state) {
   fixture_t *f = *state;
@@ -163,7 +163,8 @@ static void test_stat_lstat(void **state) {
   expect(f, uvp_fs_lstat(f->ctx, at("dangling"), &p), &p, 0);
 }
 
-/* ---- mkdir, rename, rmdir, unlink -------------------------------------------- */
+/* ---- mkdir, rename, rmdir, unlink
+ * -------------------------------------------- */
 
 static void test_mkdir_rename_rmdir_unlink(void **state) {
   fixture_t *f = *state;
@@ -209,11 +210,11 @@ static void test_mkdir_rename_rmdir_unlink(void **state) {
   expect(f, uvp_fs_rmdir(f->ctx, at("d"), &p), &p, UV_ENOENT);
 }
 
-/* ---- scandir ---------------------------------------------------------------- */
+/* ---- scandir ----------------------------------------------------------------
+ */
 
 static int by_name(const void *a, const void *b) {
-  return strcmp(((const uv_dirent_t *)a)->name,
-                ((const uv_dirent_t *)b)->name);
+  return strcmp(((const uv_dirent_t *)a)->name, ((const uv_dirent_t *)b)->name);
 }
 
 static void test_scandir(void **state) {
@@ -285,15 +286,16 @@ static void test_scandir_many(void **state) {
   uvp_promise_release(p);
 }
 
-/* ---- realpath ---------------------------------------------------------------- */
+/* ---- realpath
+ * ---------------------------------------------------------------- */
 
 static void test_realpath(void **state) {
   fixture_t *f = *state;
   assert_int_equal(mkdir(at("x"), 0755), 0);
   assert_int_equal(mkdir(at("x/y"), 0755), 0);
   put("x/y/f", "f", 1);
-  assert_int_equal(symlink("x/y", at("ly")), 0);   /* to a directory */
-  assert_int_equal(symlink("ly/f", at("lf")), 0);  /* through another link */
+  assert_int_equal(symlink("x/y", at("ly")), 0);  /* to a directory */
+  assert_int_equal(symlink("ly/f", at("lf")), 0); /* through another link */
   assert_int_equal(symlink("l2", at("l1")), 0);
   assert_int_equal(symlink("l1", at("l2")), 0);
   assert_int_equal(symlink("gone", at("dangling")), 0);
@@ -315,7 +317,8 @@ static void test_realpath(void **state) {
   expect(f, uvp_fs_realpath(f->ctx, at("x/y/f/z"), &p), &p, UV_ENOTDIR);
 }
 
-/* ---- argument errors ----------------------------------------------------------- */
+/* ---- argument errors
+ * ----------------------------------------------------------- */
 
 static void test_bad_input(void **state) {
   fixture_t *f = *state;
@@ -323,8 +326,7 @@ static void test_bad_input(void **state) {
   assert_int_equal(uvp_fs_stat(NULL, tmp, &p), UV_EINVAL);
   assert_int_equal(uvp_fs_stat(f->ctx, tmp, NULL), UV_EINVAL);
   assert_int_equal(uvp_fs_read_file(f->ctx, NULL, 0, &p), UV_EINVAL);
-  assert_int_equal(uvp_fs_write_file(f->ctx, at("x"), NULL, 3, &p),
-                   UV_EINVAL);
+  assert_int_equal(uvp_fs_write_file(f->ctx, at("x"), NULL, 3, &p), UV_EINVAL);
   assert_int_equal(uvp_fs_write_file(f->ctx, NULL, "x", 1, &p), UV_EINVAL);
   assert_null(p);
   assert_false(exists("x"));

@@ -5,7 +5,8 @@
  * the descriptor counts and valgrind check it. */
 #include "fs-helpers.h"
 
-/* ---- cancellation ------------------------------------------------------------- */
+/* ---- cancellation
+ * ------------------------------------------------------------- */
 
 /* Queued behind a full pool, every kind of request is cancelled before it
  * starts: it rejects at once, and its effect never happens. */
@@ -27,9 +28,8 @@ static void test_cancel_before_start(void **state) {
   assert_int_equal(uvp_fs_write_file(f->ctx, at("never.txt"), "x", 1, &p[5]),
                    0);
   assert_int_equal(uvp_fs_unlink(f->ctx, at("exists"), &p[6]), 0);
-  assert_int_equal(uvp_fs_open(f->ctx, at("created"), O_WRONLY | O_CREAT,
-                               0644, &p[7]),
-                   0);
+  assert_int_equal(
+      uvp_fs_open(f->ctx, at("created"), O_WRONLY | O_CREAT, 0644, &p[7]), 0);
   assert_int_equal(uvp_fs_rename(f->ctx, at("exists"), at("renamed"), &p[8]),
                    0);
   assert_int_equal(uvp_fs_rmdir(f->ctx, at("emptydir"), &p[9]), 0);

@@ -6,7 +6,8 @@
 
 #include "fs-helpers.h"
 
-/* ---- UV_EACCES, for real ----------------------------------------------------- */
+/* ---- UV_EACCES, for real
+ * ----------------------------------------------------- */
 
 /* Root bypasses permission bits, so the checks run in a child process that
  * drops to nobody (uid/gid 65534, no supplementary groups) with its own loop
@@ -25,24 +26,34 @@ typedef struct access_check_s {
   int want;
 } access_check_t;
 
-enum { A_OPEN, A_READ_FILE, A_WRITE_FILE, A_STAT, A_SCANDIR, A_REALPATH,
-       A_MKDIR, A_UNLINK, A_RENAME, A_RMDIR };
+enum {
+  A_OPEN,
+  A_READ_FILE,
+  A_WRITE_FILE,
+  A_STAT,
+  A_SCANDIR,
+  A_REALPATH,
+  A_MKDIR,
+  A_UNLINK,
+  A_RENAME,
+  A_RMDIR
+};
 
 static const access_check_t access_checks[] = {
-    {A_OPEN, "secret", UV_EACCES},          /* mode 000 */
+    {A_OPEN, "secret", UV_EACCES}, /* mode 000 */
     {A_READ_FILE, "secret", UV_EACCES},
     {A_WRITE_FILE, "secret", UV_EACCES},
-    {A_STAT, "secret", 0},                  /* needs search permission only */
-    {A_SCANDIR, "locked", UV_EACCES},       /* directory mode 000 */
+    {A_STAT, "secret", 0},            /* needs search permission only */
+    {A_SCANDIR, "locked", UV_EACCES}, /* directory mode 000 */
     {A_STAT, "locked/inside", UV_EACCES},
     {A_READ_FILE, "locked/inside", UV_EACCES},
     {A_REALPATH, "locked/inside", UV_EACCES},
-    {A_MKDIR, "ro/new", UV_EACCES},         /* directory mode 0555 */
+    {A_MKDIR, "ro/new", UV_EACCES}, /* directory mode 0555 */
     {A_WRITE_FILE, "ro/new", UV_EACCES},
     {A_UNLINK, "ro/keep", UV_EACCES},
     {A_RENAME, "ro/keep", UV_EACCES},
     {A_RMDIR, "ro/sub", UV_EACCES},
-    {A_READ_FILE, "ro/keep", 0},            /* control: the tree is reachable */
+    {A_READ_FILE, "ro/keep", 0}, /* control: the tree is reachable */
     {A_SCANDIR, "ro", 0},
 };
 
@@ -98,8 +109,8 @@ static int access_child(const char *dir) {
       break;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
-    int got = uvp_promise_state(p) == UVP_PENDING ? 1
-                                                  : uvp_promise_reason(p, NULL);
+    int got =
+        uvp_promise_state(p) == UVP_PENDING ? 1 : uvp_promise_reason(p, NULL);
     if (got != access_checks[i].want) {
       fprintf(stderr, "check %zu (%s): expected %s, ", i + 1,
               access_checks[i].rel, name(access_checks[i].want));

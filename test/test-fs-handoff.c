@@ -5,7 +5,8 @@
 
 #include "fs-helpers.h"
 
-/* ---- a handler returning a fresh request ------------------------------------ */
+/* ---- a handler returning a fresh request ------------------------------------
+ */
 
 /* A handler that returns a request it has just started hands the request
  * to its derived promise (see take_over in promise.c): the request's own
@@ -165,8 +166,7 @@ static void note(seen_t *seen, const uvp_outcome_t *in, int64_t value) {
 
 static uvp_ret_t note_stat(void *arg, const uvp_outcome_t *in) {
   note(arg, in,
-       in->status == 0 ? (int64_t)((const uv_stat_t *)in->value)->st_size
-                       : 0);
+       in->status == 0 ? (int64_t)((const uv_stat_t *)in->value)->st_size : 0);
   return uvp_ret_pass();
 }
 

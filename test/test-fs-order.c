@@ -4,7 +4,8 @@
  * that an endless chain of handlers does not starve. */
 #include "fs-helpers.h"
 
-/* ---- a finished request whose promise is not settled yet ------------------ */
+/* ---- a finished request whose promise is not settled yet ------------------
+ */
 
 /* libuv's callback queues the completion and the run queue settles the
  * promise later in the same iteration (src/fs.c: simple_cb).  A chain of
@@ -90,8 +91,8 @@ typedef struct {
   trace_t t;
   uvp_promise_t *stat[2]; /* borrowed */
   uvp_state_t other_seen[2];
-  uvp_promise_t *later; /* resolved by the first stat handler to run */
-  int first;            /* the index of that handler's stat */
+  uvp_promise_t *later;  /* resolved by the first stat handler to run */
+  int first;             /* the index of that handler's stat */
   uvp_state_t later_saw; /* the other stat's state when later's ran */
 } arrival_t;
 
@@ -178,8 +179,8 @@ static void test_completion_handlers_in_arrival_order(void **state) {
 typedef struct {
   fixture_t *f;
   bool stat_done;
-  long turns;      /* chain steps run */
-  long turns_at;   /* when the stat's handler ran */
+  long turns;    /* chain steps run */
+  long turns_at; /* when the stat's handler ran */
 } starve_t;
 
 static void starve_next(starve_t *s);

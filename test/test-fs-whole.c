@@ -3,7 +3,8 @@
  * every kind at once. */
 #include "fs-helpers.h"
 
-/* ---- read_file, write_file -------------------------------------------------------- */
+/* ---- read_file, write_file
+ * -------------------------------------------------------- */
 
 static void test_read_file(void **state) {
   fixture_t *f = *state;
@@ -28,8 +29,7 @@ static void test_read_file(void **state) {
   assert_int_equal(b->len, SIZE);
   assert_memory_equal(b->base, data, SIZE);
   uvp_promise_release(p);
-  expect(f, uvp_fs_read_file(f->ctx, at("big"), SIZE - 1, &p), &p,
-         UV_EFBIG);
+  expect(f, uvp_fs_read_file(f->ctx, at("big"), SIZE - 1, &p), &p, UV_EFBIG);
 
   rc = uvp_fs_read_file(f->ctx, at("empty"), 0, &p);
   b = value_of(f, rc, p);
@@ -100,8 +100,7 @@ static void test_write_file(void **state) {
          UV_ENOENT);
   assert_int_equal(mkdir(at("dir"), 0755), 0);
   expect(f, uvp_fs_write_file(f->ctx, at("dir"), "a", 1, &p), &p, UV_EISDIR);
-  expect(f, uvp_fs_write_file(f->ctx, at("big/x"), "a", 1, &p), &p,
-         UV_ENOTDIR);
+  expect(f, uvp_fs_write_file(f->ctx, at("big/x"), "a", 1, &p), &p, UV_ENOTDIR);
   assert_int_equal(count_fds(), fds);
 
   /* Round trip through both wrappers. */

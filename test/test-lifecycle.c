@@ -91,8 +91,7 @@ static void test_null_arguments(void **state) {
   assert_int_equal(freed, 0); /* on error the value stays ours */
 
   assert_int_equal(uvp_promise_resolve(NULL, b, boxed_free), UV_EINVAL);
-  assert_int_equal(uvp_promise_reject(NULL, UV_EIO, b, boxed_free),
-                   UV_EINVAL);
+  assert_int_equal(uvp_promise_reject(NULL, UV_EIO, b, boxed_free), UV_EINVAL);
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_reject(p, 0, b, boxed_free), UV_EINVAL);
   assert_int_equal(uvp_promise_reject(p, 1, b, boxed_free), UV_EINVAL);
@@ -185,8 +184,7 @@ static void test_settle_twice_caller_keeps_value(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_resolve(p, v1, boxed_free), 0);
   assert_int_equal(uvp_promise_resolve(p, v2, boxed_free), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p, UV_EIO, v3, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(p, UV_EIO, v3, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_new(f->ctx, &other), 0);
   assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
   assert_int_equal(uvp_promise_set_cancel(p, NULL, NULL), UVP_ESETTLED);
@@ -198,8 +196,7 @@ static void test_settle_twice_caller_keeps_value(void **state) {
   /* A promise that follows another is resolved already. */
   assert_int_equal(uvp_promise_new(f->ctx, &follower), 0);
   assert_int_equal(uvp_promise_resolve_with(follower, other), 0);
-  assert_int_equal(uvp_promise_resolve(follower, v2, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve(follower, v2, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_reject(follower, UV_EIO, v3, boxed_free),
                    UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve_with(follower, p), UVP_ESETTLED);
@@ -207,15 +204,13 @@ static void test_settle_twice_caller_keeps_value(void **state) {
 
   /* So is a derived promise: its handler settles it. */
   assert_int_equal(uvp_promise_then(other, ret_null, NULL, &derived), 0);
-  assert_int_equal(uvp_promise_resolve(derived, v2, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_resolve(derived, v2, boxed_free), UVP_ESETTLED);
 
   /* A rejected one rejects a second rejection. */
   uvp_promise_t *r;
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &r), 0);
   assert_int_equal(uvp_promise_catch(r, ret_null, NULL, NULL), 0);
-  assert_int_equal(uvp_promise_reject(r, UV_EIO, v3, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(r, UV_EIO, v3, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve(r, v3, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_reason(r, NULL), UV_EPIPE);
 
@@ -258,8 +253,7 @@ static void test_calls_after_close(void **state) {
   g_cancel_calls = 0;
   assert_int_equal(uvp_promise_set_cancel(pend, on_cancel, SENTINEL(1)), 0);
   assert_int_equal(uvp_promise_then(pend, ret_null, &ran, &derived), 0);
-  assert_int_equal(uvp_promise_resolved(f->ctx,
-                                        boxed_new(7, &fulfilled_freed),
+  assert_int_equal(uvp_promise_resolved(f->ctx, boxed_new(7, &fulfilled_freed),
                                         boxed_free, &ok),
                    0);
   /* A queued handler: dropped by the teardown, never run. */
@@ -414,8 +408,8 @@ static void test_retain_release_destructors(void **state) {
   assert_int_equal(uvp_promise_state(v), UVP_FULFILLED);
   assert_ptr_equal(uvp_promise_value(v), val);
   assert_int_equal(uvp_promise_reason(v, NULL), 0);
-  assert_int_equal(uvp_promise_rejected(f->ctx, UV_ENOENT, pay, boxed_free,
-                                        &r), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_ENOENT, pay, boxed_free, &r),
+                   0);
   assert_int_equal(uvp_promise_state(r), UVP_REJECTED);
   assert_null(uvp_promise_value(r));
   void *got = NULL;
@@ -470,11 +464,9 @@ static void test_handler_values_destroyed_once(void **state) {
   uvp_promise_t *src, *d, *dr;
   assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &src), 0);
-  assert_int_equal(uvp_promise_then(src, ret_boxed, &freed_noderived, NULL),
-                   0);
+  assert_int_equal(uvp_promise_then(src, ret_boxed, &freed_noderived, NULL), 0);
   assert_int_equal(uvp_promise_then(src, ret_boxed, &freed_derived, &d), 0);
-  assert_int_equal(uvp_promise_then(src, ret_reject_boxed, &freed_rej, &dr),
-                   0);
+  assert_int_equal(uvp_promise_then(src, ret_reject_boxed, &freed_rej, &dr), 0);
   run_loop(f);
   assert_int_equal(freed_noderived, 1); /* no promise could take it */
   assert_int_equal(freed_derived, 0);
@@ -503,7 +495,8 @@ static void test_unhandled_hook_on_release_and_teardown(void **state) {
   assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, on_unhandled, &u), 0);
 
   /* Released unhandled: reported at the release, with its site. */
-  int line_a = __LINE__; assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  int line_a = __LINE__ + 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
   assert_int_equal(uvp_promise_reject(a, UV_ETIMEDOUT, NULL, NULL), 0);
   run_loop(f);
   assert_int_equal(u.calls, 0); /* still referenced: may yet be handled */
@@ -525,7 +518,8 @@ static void test_unhandled_hook_on_release_and_teardown(void **state) {
    * counts as handled, the derived promise is the unhandled one. */
   uvp_promise_t *dd;
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &c), 0);
-  int line_dd = __LINE__; assert_int_equal(uvp_promise_then(c, ret_null, NULL, &dd), 0);
+  int line_dd = __LINE__ + 1;
+  assert_int_equal(uvp_promise_then(c, ret_null, NULL, &dd), 0);
   run_loop(f);
   uvp_promise_release(c);
   assert_int_equal(u.calls, 1);
@@ -536,7 +530,9 @@ static void test_unhandled_hook_on_release_and_teardown(void **state) {
 
   /* Still alive and unhandled at teardown: reported by the teardown, and
    * not a second time by the later release. */
-  int line_d = __LINE__; assert_int_equal(uvp_promise_rejected(f->ctx, UV_ECONNRESET, NULL, NULL, &d), 0);
+  int line_d = __LINE__ + 1;
+  int rc = uvp_promise_rejected(f->ctx, UV_ECONNRESET, NULL, NULL, &d);
+  assert_int_equal(rc, 0);
   assert_int_equal(uvp_ctx_close(f->ctx), 0);
   f->ctx = NULL;
   assert_int_equal(u.calls, 3);
@@ -575,7 +571,9 @@ static void test_default_unhandled_hook_prints_site(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
   char buf[1024], want[64];
-  int line = __LINE__; assert_int_equal(uvp_promise_rejected(f->ctx, UV_ECONNREFUSED, NULL, NULL, &p), 0);
+  int line = __LINE__ + 1;
+  int rc = uvp_promise_rejected(f->ctx, UV_ECONNREFUSED, NULL, NULL, &p);
+  assert_int_equal(rc, 0);
   snprintf(want, sizeof(want), "test-lifecycle.c:%d", line);
 
   size_t n = capture_stderr(release_it, p, buf, sizeof(buf));
@@ -594,7 +592,8 @@ static void test_default_unhandled_hook_prints_site(void **state) {
   assert_int_equal(n, 0);
   assert_int_equal(u.calls, 1);
   assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, NULL, NULL), 0);
-  line = __LINE__; assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
+  line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
   snprintf(want, sizeof(want), "test-lifecycle.c:%d", line);
   n = capture_stderr(release_it, p, buf, sizeof(buf));
   assert_non_null(strstr(buf, want));
@@ -615,10 +614,13 @@ static void test_dump_pending_and_stats(void **state) {
   assert_int_equal(st.pending, 0);
   assert_int_equal(st.queued, 0);
 
-  int line_a = __LINE__; assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
-  int line_b = __LINE__; assert_int_equal(uvp_promise_new(f->ctx, &b), 0);
+  int line_a = __LINE__ + 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  int line_b = __LINE__ + 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &b), 0);
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &done), 0);
-  int line_d = __LINE__; assert_int_equal(uvp_promise_then(done, ret_null, NULL, &d), 0);
+  int line_d = __LINE__ + 1;
+  assert_int_equal(uvp_promise_then(done, ret_null, NULL, &d), 0);
   assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
   assert_int_equal(st.live, 4);
   assert_int_equal(st.pending, 3); /* a, b, and d until its handler runs */
@@ -721,8 +723,8 @@ static void test_version(void **state) {
   assert_int_equal(UVP_VERSION_HEX, (UVP_VERSION_MAJOR << 16) |
                                         (UVP_VERSION_MINOR << 8) |
                                         UVP_VERSION_PATCH);
-  snprintf(want, sizeof(want), "%d.%d.%d", UVP_VERSION_MAJOR,
-           UVP_VERSION_MINOR, UVP_VERSION_PATCH);
+  snprintf(want, sizeof(want), "%d.%d.%d", UVP_VERSION_MAJOR, UVP_VERSION_MINOR,
+           UVP_VERSION_PATCH);
   assert_string_equal(UVP_VERSION_STRING, want);
   assert_string_equal(uvp_version_string(), want);
 }
@@ -732,8 +734,8 @@ static void test_error_strings(void **state) {
   int n = 0;
 #define XX(name, val, msg)                                                     \
   assert_int_equal(UVP_##name, val);                                           \
-  assert_string_equal(uvp_err_name(UVP_##name), #name);                       \
-  assert_string_equal(uvp_strerror(UVP_##name), msg);                         \
+  assert_string_equal(uvp_err_name(UVP_##name), #name);                        \
+  assert_string_equal(uvp_strerror(UVP_##name), msg);                          \
   assert_true(UVP_##name < UVP_ERRNO_MAX_);                                    \
   n++;
   UVP_ERRNO_MAP(XX)
@@ -743,8 +745,8 @@ static void test_error_strings(void **state) {
   assert_true((int)UVP_ERRNO_MAX_ < (int)UV_EOF);
   assert_true((int)UVP_ERRNO_MAX_ < (int)UV_EAI_NONAME);
 
-  static const int uv_codes[] = {UV_ECONNREFUSED, UV_ENOENT, UV_EOF,
-                                 UV_ECANCELED, UV_EAI_NONAME, UV_ETIMEDOUT};
+  static const int uv_codes[] = {UV_ECONNREFUSED, UV_ENOENT,     UV_EOF,
+                                 UV_ECANCELED,    UV_EAI_NONAME, UV_ETIMEDOUT};
   for (size_t i = 0; i < sizeof(uv_codes) / sizeof(uv_codes[0]); i++) {
     assert_string_equal(uvp_err_name(uv_codes[i]), uv_err_name(uv_codes[i]));
     assert_string_equal(uvp_strerror(uv_codes[i]), uv_strerror(uv_codes[i]));
@@ -800,13 +802,13 @@ static uvp_ret_t busy_handler(void *arg, const uvp_outcome_t *in) {
   b->seen_value = ((boxed_t *)in->value)->v;
   assert_int_equal(b->vfreed, 0);
   /* Settle another promise: its handler is queued, not run here. */
-  assert_int_equal(uvp_promise_resolve(b->other, boxed_new(5, NULL),
-                                       boxed_free), 0);
+  assert_int_equal(
+      uvp_promise_resolve(b->other, boxed_new(5, NULL), boxed_free), 0);
   assert_int_equal(b->trace.n, 1);
   /* Create a new one, chain on it, and make our derived promise follow. */
   uvp_promise_t *fresh, *next;
-  assert_int_equal(uvp_promise_resolved(b->ctx, (void *)(intptr_t)41, NULL,
-                                        &fresh), 0);
+  assert_int_equal(
+      uvp_promise_resolved(b->ctx, (void *)(intptr_t)41, NULL, &fresh), 0);
   assert_int_equal(uvp_promise_then(fresh, on_fresh, b, &next), 0);
   uvp_promise_release(fresh);
   assert_int_equal(b->trace.n, 1);
@@ -823,8 +825,8 @@ static void test_handler_releases_settles_creates(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &b.other), 0);
   assert_int_equal(uvp_promise_then(b.other, on_other, &b, &od), 0);
   assert_int_equal(uvp_promise_then(b.self, busy_handler, &b, &d), 0);
-  assert_int_equal(uvp_promise_resolve(b.self, boxed_new(4, &b.vfreed),
-                                       boxed_free), 0);
+  assert_int_equal(
+      uvp_promise_resolve(b.self, boxed_new(4, &b.vfreed), boxed_free), 0);
   run_loop(f);
   assert_null(b.self);
   assert_int_equal(b.seen_value, 4);
@@ -999,9 +1001,9 @@ static void test_sites_of_a_function_stay_cached(void **state) {
     for (int l = 1; l <= LINES; l++)
       for (int file = 0; file < 2; file++) {
         uvp_promise_t *p;
-        assert_int_equal(uvp_promise_new_at(f->ctx, &p,
-                                            file ? name_b : name_a, 1000 + l),
-                         0);
+        assert_int_equal(
+            uvp_promise_new_at(f->ctx, &p, file ? name_b : name_a, 1000 + l),
+            0);
         const char *got;
         int line;
         uvp_promise_site(p, &got, &line);
@@ -1020,9 +1022,9 @@ static void test_sites_interned_until_the_table_is_full(void **state) {
   enum { SITES = 500 };
   static uvp_promise_t *p[2 * SITES];
   for (int i = 0; i < 2 * SITES; i++)
-    assert_int_equal(uvp_promise_new_at(f->ctx, &p[i],
-                                        i % 2 ? name_b : name_a, i / 2 + 1),
-                     0);
+    assert_int_equal(
+        uvp_promise_new_at(f->ctx, &p[i], i % 2 ? name_b : name_a, i / 2 + 1),
+        0);
   for (int i = 0; i < 2 * SITES; i++) {
     const char *file;
     int line;

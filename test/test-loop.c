@@ -113,7 +113,8 @@ static void test_default_loop_teardown(void **state) {
   assert_int_equal(uv_loop_close(loop), 0);
 }
 
-/* ---- order and asynchrony ------------------------------------------------- */
+/* ---- order and asynchrony -------------------------------------------------
+ */
 
 typedef struct order_s {
   uvp_ctx_t *ctx;
@@ -152,8 +153,8 @@ static void test_fifo_and_never_synchronous(void **state) {
   uvp_promise_t *p1;
   assert_int_equal(uvp_promise_new(f->ctx, &p1), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &o.p2), 0);
-  assert_int_equal(uvp_promise_resolved(f->ctx, (void *)(intptr_t)4, NULL,
-                                        &o.p4), 0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, (void *)(intptr_t)4, NULL, &o.p4), 0);
   assert_int_equal(uvp_promise_then(p1, first, &o, NULL), 0);
   assert_int_equal(uvp_promise_then(p1, mark, &o, NULL), 0);
   assert_int_equal(o.trace.n, 0);
@@ -161,8 +162,8 @@ static void test_fifo_and_never_synchronous(void **state) {
   assert_int_equal(o.trace.n, 0); /* not inside resolve */
   /* then() on an already settled promise does not run it either. */
   int ran = 0, unhandled = 0;
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, count_unhandled_into,
-                                            &unhandled), 0);
+  assert_int_equal(
+      uvp_ctx_set_unhandled_cb(f->ctx, count_unhandled_into, &unhandled), 0);
   assert_int_equal(uvp_promise_then(o.p4, count_cb, &ran, NULL), 0);
   uvp_promise_t *r;
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &r), 0);
@@ -253,8 +254,7 @@ static void settle_in_fs(uv_fs_t *req) {
   assert_int_equal(req->result, 0);
   int64_t size = (int64_t)req->statbuf.st_size;
   uv_fs_req_cleanup(req);
-  assert_int_equal(uvp_promise_resolve(s->p, (void *)(intptr_t)size, NULL),
-                   0);
+  assert_int_equal(uvp_promise_resolve(s->p, (void *)(intptr_t)size, NULL), 0);
   assert_int_equal(s->handled, 0);
 }
 
@@ -291,8 +291,7 @@ static void settle_in_read(uv_stream_t *st, ssize_t nread,
     return;
   assert_true(nread > 0);
   s->cb_iter = s->it.n;
-  assert_int_equal(uvp_promise_resolve(s->p, (void *)(intptr_t)nread, NULL),
-                   0);
+  assert_int_equal(uvp_promise_resolve(s->p, (void *)(intptr_t)nread, NULL), 0);
   assert_int_equal(s->handled, 0);
   uv_read_stop(st);
   uv_close((uv_handle_t *)st, NULL);
@@ -306,8 +305,8 @@ static void test_settle_in_read_cb(void **state) {
   assert_int_equal(uv_pipe_init(&s.f->loop, &s.pipe, 0), 0);
   s.pipe.data = &s;
   assert_int_equal(uv_pipe_open(&s.pipe, fds[0]), 0);
-  assert_int_equal(uv_read_start((uv_stream_t *)&s.pipe, alloc_cb,
-                                 settle_in_read), 0);
+  assert_int_equal(
+      uv_read_start((uv_stream_t *)&s.pipe, alloc_cb, settle_in_read), 0);
   assert_int_equal(write(fds[1], "hello", 5), 5);
   run_loop(s.f); /* closing the pipe closes fds[0] */
   close(fds[1]);
@@ -315,7 +314,8 @@ static void test_settle_in_read_cb(void **state) {
   cbset_check(&s, 5);
 }
 
-/* ---- uv_stop() from a handler --------------------------------------------- */
+/* ---- uv_stop() from a handler ---------------------------------------------
+ */
 
 typedef struct stopper_s {
   uv_loop_t *loop;
@@ -350,13 +350,16 @@ static void test_uv_stop_in_handler(void **state) {
   uvp_promise_release(p);
 }
 
-/* ---- no busy spin --------------------------------------------------------- */
+/* ---- no busy spin ---------------------------------------------------------
+ */
 
 static uint64_t cpu_us(void) {
   struct rusage ru;
   assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
-  return (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
-         (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+  return (uint64_t)ru.ru_utime.tv_sec * 1000000u +
+         (uint64_t)ru.ru_utime.tv_usec +
+         (uint64_t)ru.ru_stime.tv_sec * 1000000u +
+         (uint64_t)ru.ru_stime.tv_usec;
 }
 
 typedef struct idle_s {
@@ -399,8 +402,8 @@ static void test_no_busy_spin_while_idle(void **state) {
   iter_stop(&it);
   run_loop(f);
   printf("idle 200 ms with a pending promise: wall %llu us, cpu %llu us, "
-         "%lu loop iterations\n", (unsigned long long)wall_us,
-         (unsigned long long)cpu, it.n);
+         "%lu loop iterations\n",
+         (unsigned long long)wall_us, (unsigned long long)cpu, it.n);
   assert_int_equal(s.ran, 100);
   assert_true(wall_us >= 150000);
   /* A spinning loop would burn the whole 200 ms and iterate thousands of
@@ -411,7 +414,8 @@ static void test_no_busy_spin_while_idle(void **state) {
   uvp_promise_release(s.early);
 }
 
-/* ---- the per-turn budget --------------------------------------------------- */
+/* ---- the per-turn budget ---------------------------------------------------
+ */
 
 enum { LONG_CHAIN = 100000, TIMER_AT = 10 };
 
@@ -473,8 +477,7 @@ static void test_budget_lets_timers_in(void **state) {
 
   assert_int_equal(uvp_ctx_set_budget(f->ctx, 16), 0);
   at = steps_before_timer(f);
-  printf("0 ms timer fired after %d of %d steps (budget 16)\n", at,
-         LONG_CHAIN);
+  printf("0 ms timer fired after %d of %d steps (budget 16)\n", at, LONG_CHAIN);
   assert_true(at <= TIMER_AT + 4 * 16);
 
   /* A budget above the chain's length lets one drain run it all: the
@@ -484,7 +487,8 @@ static void test_budget_lets_timers_in(void **state) {
   assert_int_equal(at, LONG_CHAIN);
 }
 
-/* ---- a million steps by adoption ------------------------------------------ */
+/* ---- a million steps by adoption ------------------------------------------
+ */
 
 enum { DEEP = 1000000 };
 
@@ -553,8 +557,8 @@ static void test_million_steps_constant_memory_and_stack(void **state) {
   uvp_ctx_stats_t st;
   assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
   printf("%d adoption steps in %llu ms: at most %zu promises live, slabs "
-         "%zu bytes, handler stack spread %zu bytes\n", DEEP,
-         (unsigned long long)ms, d.max_live, st.slab_bytes,
+         "%zu bytes, handler stack spread %zu bytes\n",
+         DEEP, (unsigned long long)ms, d.max_live, st.slab_bytes,
          (size_t)(d.sp_max - d.sp_min));
   assert_true(d.max_live <= 16);
   assert_true(st.slab_bytes < 1024 * 1024);
@@ -604,7 +608,8 @@ static void test_nested_adoption_constant_stack(void **state) {
   assert_int_equal(st.live, 0);
 }
 
-/* ---- re-entrancy ------------------------------------------------------------ */
+/* ---- re-entrancy ------------------------------------------------------------
+ */
 
 typedef struct reent_s {
   int inside;
@@ -685,8 +690,8 @@ static void test_two_contexts_one_thread(void **state) {
   for (int i = 0; i < TWO_N; i++)
     for (int side = 0; side < 2; side++) {
       assert_int_equal(uvp_promise_new(ctxs[side], &ps[side][i]), 0);
-      assert_int_equal(
-          uvp_promise_then(ps[side][i], two_cb, &args[side], NULL), 0);
+      assert_int_equal(uvp_promise_then(ps[side][i], two_cb, &args[side], NULL),
+                       0);
     }
   for (int i = 0; i < TWO_N; i++)
     for (int side = 0; side < 2; side++) {

@@ -25,7 +25,8 @@
 
 static const char *self;
 
-/* ---- the misuses, run in the child ---------------------------------------- */
+/* ---- the misuses, run in the child ----------------------------------------
+ */
 
 static void child_double_release(void) {
   uv_loop_t loop;
@@ -59,7 +60,8 @@ static void child_close_twice(void) {
   uvp_ctx_close(ctx);            /* the misuse */
 }
 
-/* ---- the parent ------------------------------------------------------------ */
+/* ---- the parent ------------------------------------------------------------
+ */
 
 static bool under_valgrind(void) {
 #if defined(UVP_HAVE_VALGRIND)

@@ -17,7 +17,8 @@
 
 #include "helpers.h"
 
-/* ---- a closure and what it tells ------------------------------------------ */
+/* ---- a closure and what it tells ------------------------------------------
+ */
 
 enum { EV_CALL = 1, EV_FREE = 2, EV_OTHER = 3 };
 
@@ -36,7 +37,7 @@ typedef struct env_s {
   uvp_promise_t *result; /* a map's, loop's or retry's, for callbacks */
   size_t cancel_at;      /* the index at which a callback cancels it */
   int cancel_rc;
-  int pending;           /* items are pending producers */
+  int pending; /* items are pending producers */
   int each_calls;
   hook_t hooks[8];
   uvp_promise_t *items[8]; /* references to started items */
@@ -280,9 +281,9 @@ static void test_source_released_pending(void **state) {
   log_t l1 = {0}, l2 = {0}, l3 = {0};
   uvp_promise_t *p, *d;
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
-  assert_int_equal(
-      uvp_promise_then_full(p, closure_then, closure_new(&l1), closure_free, &d),
-      0);
+  assert_int_equal(uvp_promise_then_full(p, closure_then, closure_new(&l1),
+                                         closure_free, &d),
+                   0);
   assert_int_equal(uvp_promise_on_full(p, UVP_ON_BOTH, closure_then,
                                        closure_new(&l2), closure_free, NULL),
                    0);
@@ -302,7 +303,8 @@ static void test_source_released_pending(void **state) {
   expect_freed_after(&l1, 0);
 }
 
-/* ---- 4. teardown ----------------------------------------------------------- */
+/* ---- 4. teardown -----------------------------------------------------------
+ */
 
 static void test_teardown_queued_and_pending(void **state) {
   fixture_t *f = *state;
@@ -318,9 +320,8 @@ static void test_teardown_queued_and_pending(void **state) {
   assert_int_equal(uvp_promise_then_full(ok, closure_then, closure_new(&l[0]),
                                          closure_free, &d[nd++]),
                    0);
-  assert_int_equal(uvp_promise_catch_full(err, closure_then,
-                                          closure_new(&l[1]), closure_free,
-                                          &d[nd++]),
+  assert_int_equal(uvp_promise_catch_full(err, closure_then, closure_new(&l[1]),
+                                          closure_free, &d[nd++]),
                    0);
   assert_int_equal(uvp_promise_finally_full(ok, closure_then,
                                             closure_new(&l[2]), closure_free,
@@ -331,9 +332,8 @@ static void test_teardown_queued_and_pending(void **state) {
                    0);
   /* Pending: their source never settles; one waits on another's derived
    * promise. */
-  assert_int_equal(uvp_promise_then_full(pend, closure_then,
-                                         closure_new(&l[4]), closure_free,
-                                         &d[nd]),
+  assert_int_equal(uvp_promise_then_full(pend, closure_then, closure_new(&l[4]),
+                                         closure_free, &d[nd]),
                    0);
   assert_int_equal(uvp_promise_then_full(d[nd], closure_then,
                                          closure_new(&l[5]), closure_free,
@@ -362,7 +362,8 @@ static void test_teardown_queued_and_pending(void **state) {
     assert_int_equal(l[i].freed, 1);
 }
 
-/* ---- 5. a handler that ran -------------------------------------------------- */
+/* ---- 5. a handler that ran --------------------------------------------------
+ */
 
 static void test_notifier_after_handler(void **state) {
   fixture_t *f = *state;
@@ -372,8 +373,8 @@ static void test_notifier_after_handler(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   closure_t *c1 = closure_new(&l1);
   c1->ret = uvp_ret_value(boxed_new(7, &freed), boxed_free);
-  assert_int_equal(
-      uvp_promise_then_full(p, closure_then, c1, closure_free, &d), 0);
+  assert_int_equal(uvp_promise_then_full(p, closure_then, c1, closure_free, &d),
+                   0);
   assert_int_equal(uvp_promise_then_full(p, closure_then, closure_new(&l2),
                                          closure_free, NULL),
                    0);
@@ -413,7 +414,8 @@ static void test_handler_cancels_own_derived(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* ---- 6. finally, catch, on ------------------------------------------------ */
+/* ---- 6. finally, catch, on ------------------------------------------------
+ */
 
 static void test_finally_full_both_outcomes(void **state) {
   fixture_t *f = *state;
@@ -421,9 +423,8 @@ static void test_finally_full_both_outcomes(void **state) {
   uvp_promise_t *ok, *err, *d1, *d2, *d3, *later;
   assert_int_equal(uvp_promise_resolved(f->ctx, SENTINEL(0), NULL, &ok), 0);
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &err), 0);
-  assert_int_equal(uvp_promise_finally_full(ok, closure_then,
-                                            closure_new(&lok), closure_free,
-                                            &d1),
+  assert_int_equal(uvp_promise_finally_full(ok, closure_then, closure_new(&lok),
+                                            closure_free, &d1),
                    0);
   assert_int_equal(uvp_promise_finally_full(err, closure_then,
                                             closure_new(&lerr), closure_free,
@@ -507,13 +508,14 @@ static void test_on_full_both(void **state) {
   assert_int_equal(g_reports, 0);
 }
 
-/* ---- 7. cancel hooks --------------------------------------------------------- */
+/* ---- 7. cancel hooks
+ * --------------------------------------------------------- */
 
 /* Give p a _full cancel hook whose closure logs into l. */
 static void hook_full(uvp_promise_t *p, log_t *l) {
-  assert_int_equal(
-      uvp_promise_set_cancel_full(p, closure_hook, closure_new(l), closure_free),
-      0);
+  assert_int_equal(uvp_promise_set_cancel_full(p, closure_hook, closure_new(l),
+                                               closure_free),
+                   0);
 }
 
 /* A new pending promise with such a hook. */
@@ -598,7 +600,8 @@ static void test_cancel_full_teardown(void **state) {
   expect_freed_after(&l, 1);
 }
 
-/* ---- 8. the unhandled hook's notifier ------------------------------------- */
+/* ---- 8. the unhandled hook's notifier -------------------------------------
+ */
 
 static void closure_unhandled(uvp_promise_t *p, void *arg) {
   closure_t *c = arg;
@@ -650,8 +653,7 @@ static void test_unhandled_full_at_close(void **state) {
   log_t l = {0};
   uvp_promise_t *p, *q;
   assert_int_equal(uvp_ctx_set_unhandled_cb_full(f->ctx, closure_unhandled,
-                                                 closure_new(&l),
-                                                 closure_free),
+                                                 closure_new(&l), closure_free),
                    0);
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &p), 0);
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &q), 0);
@@ -699,7 +701,8 @@ static void test_unhandled_full_hook_closes_context(void **state) {
   assert_int_equal(l.order.ev[2], EV_FREE);
 }
 
-/* ---- 9. the context's data ------------------------------------------------ */
+/* ---- 9. the context's data ------------------------------------------------
+ */
 
 static void order_hook(uvp_promise_t *p, void *arg) {
   log_t *l = arg;
@@ -750,7 +753,8 @@ static void test_ctx_data(void **state) {
   expect_freed_after(&l2, 0);
 }
 
-/* ---- 10. map ------------------------------------------------------------------ */
+/* ---- 10. map
+ * ------------------------------------------------------------------ */
 
 static int map_start(void *arg, size_t i, uvp_promise_t **out) {
   closure_t *c = arg;
@@ -764,8 +768,7 @@ static int map_start(void *arg, size_t i, uvp_promise_t **out) {
     e->items[i] = uvp_promise_retain(*out);
     rc = 0;
   } else {
-    rc = uvp_promise_resolved(e->f->ctx, (void *)(uintptr_t)(i + 1), NULL,
-                              out);
+    rc = uvp_promise_resolved(e->f->ctx, (void *)(uintptr_t)(i + 1), NULL, out);
   }
   leave(l);
   return rc;
@@ -793,8 +796,8 @@ static void test_map_arg_free_completes(void **state) {
   log_t l = {0};
   env_t e = {.f = f};
   closure_t *c = closure_in(&l, &e);
-  uvp_map_opts_t o = {.limit = 2, .on_settle = map_each,
-                      .arg_free = closure_free};
+  uvp_map_opts_t o = {
+      .limit = 2, .on_settle = map_each, .arg_free = closure_free};
   uvp_promise_t *r;
   assert_int_equal(uvp_promise_map(f->ctx, 5, map_start, c, &o, &r), 0);
   assert_int_equal(l.freed, 0);
@@ -812,8 +815,8 @@ static void test_map_arg_free_cancelled_midway(void **state) {
   log_t l = {0};
   env_t e = {.f = f, .pending = 1};
   closure_t *c = closure_in(&l, &e);
-  uvp_map_opts_t o = {.limit = 2, .on_settle = map_each,
-                      .arg_free = closure_free};
+  uvp_map_opts_t o = {
+      .limit = 2, .on_settle = map_each, .arg_free = closure_free};
   uvp_promise_t *r;
   assert_int_equal(uvp_promise_map(f->ctx, 6, map_start, c, &o, &r), 0);
   /* Item 0 done, item 2 starts: 1 and 2 are in flight. */
@@ -838,13 +841,15 @@ static void test_map_arg_free_fail_fast(void **state) {
   log_t l = {0};
   env_t e = {.f = f, .pending = 1};
   closure_t *c = closure_in(&l, &e);
-  uvp_map_opts_t o = {.limit = 3, .flags = UVP_MAP_FAIL_FAST,
-                      .on_settle = map_each, .arg_free = closure_free};
+  uvp_map_opts_t o = {.limit = 3,
+                      .flags = UVP_MAP_FAIL_FAST,
+                      .on_settle = map_each,
+                      .arg_free = closure_free};
   uvp_promise_t *r;
   assert_int_equal(uvp_promise_map(f->ctx, 6, map_start, c, &o, &r), 0);
   assert_int_equal(uvp_promise_reject(e.items[1], UV_EIO, NULL, NULL), 0);
   run_loop(f);
-  expect_freed_after(&l, 3); /* items 0..2 started, no more */
+  expect_freed_after(&l, 3);         /* items 0..2 started, no more */
   assert_int_equal(e.each_calls, 1); /* the failure, reported before */
   assert_int_equal(uvp_promise_reason(r, NULL), UV_EIO);
   assert_int_equal(e.hooks[0].calls, 1);
@@ -876,8 +881,8 @@ static void test_map_arg_free_not_during_callbacks(void **state) {
   log_t l1 = {0}, l2 = {0};
   env_t e1 = {.f = f, .cancel_at = 2}, e2 = {.f = f, .cancel_at = 100 + 1};
   closure_t *c1 = closure_in(&l1, &e1), *c2 = closure_in(&l2, &e2);
-  uvp_map_opts_t o = {.limit = 1, .on_settle = map_each,
-                      .arg_free = closure_free};
+  uvp_map_opts_t o = {
+      .limit = 1, .on_settle = map_each, .arg_free = closure_free};
   uvp_promise_t *r1, *r2;
   assert_int_equal(uvp_promise_map(f->ctx, 4, map_start, c1, &o, &r1), 0);
   e1.result = r1;
@@ -915,7 +920,8 @@ static void test_map_arg_free_teardown(void **state) {
   uvp_promise_release(r);
 }
 
-/* ---- 11. loop, reduce, retry ------------------------------------------------ */
+/* ---- 11. loop, reduce, retry ------------------------------------------------
+ */
 
 /* Steps fulfil with index + 1 and stop after 3; with env->pending, step 0
  * returns a producer that never settles by itself. */
@@ -1009,20 +1015,19 @@ static void test_reduce_full(void **state) {
   closure_t *c1 = closure_in(&l1, &e1), *c2 = closure_in(&l2, &e2),
             *c3 = closure_in(&l3, &e3);
   uvp_promise_t *init, *r1, *r2, *r3;
-  assert_int_equal(uvp_promise_resolved(f->ctx, (void *)(uintptr_t)10, NULL,
-                                        &init),
-                   0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, (void *)(uintptr_t)10, NULL, &init), 0);
   /* Completes: 10 + 1 + 2. */
-  assert_int_equal(uvp_promise_reduce_full(f->ctx, 2, seq_step, c1,
-                                           closure_free, init, &r1),
-                   0);
+  assert_int_equal(
+      uvp_promise_reduce_full(f->ctx, 2, seq_step, c1, closure_free, init, &r1),
+      0);
   /* Cancelled with a step in flight; torn down with one in flight. */
-  assert_int_equal(uvp_promise_reduce_full(f->ctx, 5, seq_step, c2,
-                                           closure_free, init, &r2),
-                   0);
-  assert_int_equal(uvp_promise_reduce_full(f->ctx, 5, seq_step, c3,
-                                           closure_free, NULL, &r3),
-                   0);
+  assert_int_equal(
+      uvp_promise_reduce_full(f->ctx, 5, seq_step, c2, closure_free, init, &r2),
+      0);
+  assert_int_equal(
+      uvp_promise_reduce_full(f->ctx, 5, seq_step, c3, closure_free, NULL, &r3),
+      0);
   run_loop(f);
   expect_freed_after(&l1, 2);
   assert_int_equal((uintptr_t)uvp_promise_value(r1), 10 + 1 + 2);
@@ -1073,7 +1078,8 @@ static void test_retry_arg_free(void **state) {
   env_t e1 = {.f = f}, e2 = {.f = f, .pending = 1}, e3 = {.f = f};
   closure_t *c1 = closure_in(&l1, &e1), *c2 = closure_in(&l2, &e2),
             *c3 = closure_in(&l3, &e3);
-  uvp_retry_opts_t fast = {.attempts = 3, .base_ms = 1,
+  uvp_retry_opts_t fast = {.attempts = 3,
+                           .base_ms = 1,
                            .should_retry = retry_pred,
                            .arg_free = closure_free};
   uvp_retry_opts_t slow = fast;
@@ -1112,8 +1118,10 @@ static void test_retry_cancelled_inside_attempt(void **state) {
   log_t l = {0};
   env_t e = {.f = f, .cancel_at = 2};
   closure_t *c = closure_in(&l, &e);
-  uvp_retry_opts_t o = {.attempts = 3, .base_ms = 1,
-                        .should_retry = retry_pred, .arg_free = closure_free};
+  uvp_retry_opts_t o = {.attempts = 3,
+                        .base_ms = 1,
+                        .should_retry = retry_pred,
+                        .arg_free = closure_free};
   assert_int_equal(uvp_retry(f->ctx, retry_attempt, c, &o, &e.result), 0);
   for (int i = 0; i < 1000 && l.freed == 0; i++)
     uv_run(&f->loop, UV_RUN_ONCE);
@@ -1170,20 +1178,20 @@ static void test_refused_registration_keeps_arg(void **state) {
                    UV_EINVAL);
   assert_int_equal(uvp_promise_on_full(p, 4, not_called, c, closure_free, &d),
                    UV_EINVAL);
-  assert_int_equal(
-      uvp_promise_then_full(NULL, not_called, c, closure_free, &d), UV_EINVAL);
+  assert_int_equal(uvp_promise_then_full(NULL, not_called, c, closure_free, &d),
+                   UV_EINVAL);
   assert_int_equal(
       uvp_promise_finally_full(NULL, not_called, c, closure_free, &d),
       UV_EINVAL);
-  assert_int_equal(uvp_promise_set_cancel_full(NULL, closure_hook, c,
-                                               closure_free),
-                   UV_EINVAL);
-  assert_int_equal(uvp_promise_set_cancel_full(settled, closure_hook, c,
-                                               closure_free),
-                   UVP_ESETTLED);
-  assert_int_equal(uvp_ctx_set_unhandled_cb_full(NULL, closure_unhandled, c,
-                                                 closure_free),
-                   UV_EINVAL);
+  assert_int_equal(
+      uvp_promise_set_cancel_full(NULL, closure_hook, c, closure_free),
+      UV_EINVAL);
+  assert_int_equal(
+      uvp_promise_set_cancel_full(settled, closure_hook, c, closure_free),
+      UVP_ESETTLED);
+  assert_int_equal(
+      uvp_ctx_set_unhandled_cb_full(NULL, closure_unhandled, c, closure_free),
+      UV_EINVAL);
   uvp_map_opts_t mo = {.flags = 0x100, .arg_free = closure_free};
   uvp_promise_t *r = NULL;
   assert_int_equal(uvp_promise_map(f->ctx, 3, not_started, c, &mo, &r),
@@ -1192,10 +1200,9 @@ static void test_refused_registration_keeps_arg(void **state) {
   assert_int_equal(uvp_promise_map(f->ctx, 3, NULL, c, &mo, &r), UV_EINVAL);
   assert_int_equal(uvp_promise_loop_full(f->ctx, NULL, c, closure_free, &r),
                    UV_EINVAL);
-  assert_int_equal(
-      uvp_promise_reduce_full(f->ctx, 2, not_stepped, c, closure_free, NULL,
-                              NULL),
-      UV_EINVAL);
+  assert_int_equal(uvp_promise_reduce_full(f->ctx, 2, not_stepped, c,
+                                           closure_free, NULL, NULL),
+                   UV_EINVAL);
   uvp_retry_opts_t ro = {.arg_free = closure_free};
   assert_int_equal(uvp_retry(f->ctx, NULL, c, &ro, &r), UV_EINVAL);
   assert_int_equal(uvp_retry(f->ctx, not_attempted, c, &ro, NULL), UV_EINVAL);
@@ -1208,23 +1215,22 @@ static void test_refused_registration_keeps_arg(void **state) {
   assert_int_equal(uvp_promise_on_full(settled, UVP_ON_BOTH, not_called, c,
                                        closure_free, NULL),
                    UVP_ECLOSED);
-  assert_int_equal(
-      uvp_promise_finally_full(p, not_called, c, closure_free, &d),
-      UVP_ECLOSED);
+  assert_int_equal(uvp_promise_finally_full(p, not_called, c, closure_free, &d),
+                   UVP_ECLOSED);
   assert_int_equal(
       uvp_promise_set_cancel_full(p, closure_hook, c, closure_free),
       UVP_ECLOSED);
-  assert_int_equal(uvp_ctx_set_unhandled_cb_full(ctx, closure_unhandled, c,
-                                                 closure_free),
-                   UVP_ECLOSED);
+  assert_int_equal(
+      uvp_ctx_set_unhandled_cb_full(ctx, closure_unhandled, c, closure_free),
+      UVP_ECLOSED);
   assert_int_equal(uvp_ctx_set_data(ctx, c, closure_free), UVP_ECLOSED);
   assert_int_equal(uvp_promise_map(ctx, 3, not_started, c, &mo, &r),
                    UVP_ECLOSED);
   assert_int_equal(uvp_promise_loop_full(ctx, not_stepped, c, closure_free, &r),
                    UVP_ECLOSED);
-  assert_int_equal(uvp_promise_reduce_full(ctx, 2, not_stepped, c,
-                                           closure_free, NULL, &r),
-                   UVP_ECLOSED);
+  assert_int_equal(
+      uvp_promise_reduce_full(ctx, 2, not_stepped, c, closure_free, NULL, &r),
+      UVP_ECLOSED);
   assert_int_equal(uvp_retry(ctx, not_attempted, c, &ro, &r), UVP_ECLOSED);
   assert_null(d);
   assert_null(r);
@@ -1235,7 +1241,8 @@ static void test_refused_registration_keeps_arg(void **state) {
   uvp_promise_release(settled);
 }
 
-/* ---- 13. what the unhandled hook hears -------------------------------------- */
+/* ---- 13. what the unhandled hook hears --------------------------------------
+ */
 
 static uvp_ret_t pass_cb(void *arg, const uvp_outcome_t *in) {
   int *seen = arg;

@@ -452,8 +452,8 @@ static void resolved_then_catch_finally(void **state) {
   base[6] = rejected(f, UV_EIO, SENTINEL(6));
   assert_int_equal(uvp_promise_finally(base[6], rethrow_cb, NULL, &ins[6]), 0);
   base[7] = rejected(f, UV_EIO, INT_VALUE('h'));
-  assert_int_equal(
-      uvp_promise_on(base[7], UVP_ON_BOTH, j_cb, NULL, &ins[7]), 0);
+  assert_int_equal(uvp_promise_on(base[7], UVP_ON_BOTH, j_cb, NULL, &ins[7]),
+                   0);
   base[8] = fulfilled(f, INT_VALUE('i'));
   assert_int_equal(uvp_promise_then(base[8], identity_cb, NULL, &ins[8]), 0);
 
@@ -463,8 +463,8 @@ static void resolved_then_catch_finally(void **state) {
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   assert_ptr_equal(uvp_promise_value(p), SENTINEL(0));
   /* every chain settled as in JavaScript */
-  static const int state_of[9] = {UVP_FULFILLED, UVP_REJECTED, UVP_REJECTED,
-                                  UVP_FULFILLED, UVP_REJECTED, UVP_REJECTED,
+  static const int state_of[9] = {UVP_FULFILLED, UVP_REJECTED,  UVP_REJECTED,
+                                  UVP_FULFILLED, UVP_REJECTED,  UVP_REJECTED,
                                   UVP_REJECTED,  UVP_FULFILLED, UVP_FULFILLED};
   for (i = 0; i < 9; i++)
     assert_int_equal(uvp_promise_state(ins[i]), state_of[i]);
@@ -545,8 +545,8 @@ static void c_empty_teardown(void **state) {
   uvp_promise_t *held, *dropped;
 
   assert_int_equal(uvp_promise_race(f->ctx, NULL, 0, 0, &held), 0);
-  assert_int_equal(uvp_promise_race(f->ctx, NULL, 0, UVP_CANCEL_LOSERS,
-                                    &dropped), 0);
+  assert_int_equal(
+      uvp_promise_race(f->ctx, NULL, 0, UVP_CANCEL_LOSERS, &dropped), 0);
   run_loop(f);
   assert_int_equal(uvp_promise_state(held), UVP_PENDING);
   uvp_promise_release(dropped);

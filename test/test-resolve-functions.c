@@ -208,15 +208,13 @@ static void resolve_non_thenable_case(fixture_t *f, int deferred) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   if (!deferred)
     assert_int_equal(
-        uvp_promise_resolve(p, uvp_promise_retain(other), release_promise),
-        0);
+        uvp_promise_resolve(p, uvp_promise_retain(other), release_promise), 0);
   assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h, &d), 0);
   if (deferred) {
     run_loop(f);
     assert_int_equal(h.ok.calls + h.err.calls, 0);
     assert_int_equal(
-        uvp_promise_resolve(p, uvp_promise_retain(other), release_promise),
-        0);
+        uvp_promise_resolve(p, uvp_promise_retain(other), release_promise), 0);
   }
   run_loop(f);
 
@@ -253,8 +251,7 @@ static void reject_via_fn_case(fixture_t *f, int deferred, int queue) {
   assert_int_equal(uvp_promise_new(f->ctx, &thenable), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   if (!deferred)
-    assert_int_equal(uvp_promise_reject(p, UV_EIO,
-                                        uvp_promise_retain(thenable),
+    assert_int_equal(uvp_promise_reject(p, UV_EIO, uvp_promise_retain(thenable),
                                         release_promise),
                      0);
   if (queue) {
@@ -267,8 +264,7 @@ static void reject_via_fn_case(fixture_t *f, int deferred, int queue) {
   if (deferred) {
     run_loop(f);
     assert_int_equal(h.ok.calls + h.err.calls, 0);
-    assert_int_equal(uvp_promise_reject(p, UV_EIO,
-                                        uvp_promise_retain(thenable),
+    assert_int_equal(uvp_promise_reject(p, UV_EIO, uvp_promise_retain(thenable),
                                         release_promise),
                      0);
   }
@@ -408,16 +404,14 @@ static void c_already_resolved_after_settle(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_resolve(p, a, boxed_free), 0);
   assert_int_equal(uvp_promise_resolve(p, b, boxed_free), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p, UV_EIO, b, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(p, UV_EIO, b, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve_with(p, p), UVP_ESETTLED);
   assert_ptr_equal(uvp_promise_value(p), a);
 
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
   assert_int_equal(uvp_promise_reject(q, UV_EPIPE, c, boxed_free), 0);
-  assert_int_equal(uvp_promise_reject(q, UV_EIO, dd, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(q, UV_EIO, dd, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve(q, dd, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve_with(q, other), UVP_ESETTLED);
   assert_int_equal(uvp_promise_reason(q, &payload), UV_EPIPE);
@@ -453,8 +447,7 @@ static void already_resolved_following_case(fixture_t *f, int src_ok) {
   assert_int_equal(uvp_promise_resolve_with(p, src), 0);
   assert_int_equal(uvp_promise_state(p), UVP_PENDING);
   assert_int_equal(uvp_promise_resolve(p, x, boxed_free), UVP_ESETTLED);
-  assert_int_equal(uvp_promise_reject(p, UV_EIO, x, boxed_free),
-                   UVP_ESETTLED);
+  assert_int_equal(uvp_promise_reject(p, UV_EIO, x, boxed_free), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve_with(p, other), UVP_ESETTLED);
   assert_int_equal(uvp_promise_resolve_with(p, p), UVP_ESETTLED);
   run_loop(f);
@@ -623,8 +616,8 @@ static void reject__S25_4_4_4_A2_1_T1(void **state) {
   both_t h = {0};
 
   count_unhandled(f);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, reason, boxed_free, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, reason, boxed_free, &p),
+                   0);
   assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
   assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h, &d), 0);
   assert_int_equal(h.err.calls, 0);

@@ -27,13 +27,13 @@ static size_t per_thread(void) {
 
 typedef struct shared_s {
   uvp_promise_t **ps;
-  size_t n;            /* promises in all */
-  size_t per;          /* per thread */
-  size_t chained;      /* how many have a then so far (loop thread) */
-  uint64_t sum;        /* of handler values (loop thread) */
-  size_t calls;        /* handler calls (loop thread) */
-  uint8_t *seen;       /* per promise: handler ran (loop thread) */
-  uvp_promise_t **ds;  /* derived promises */
+  size_t n;           /* promises in all */
+  size_t per;         /* per thread */
+  size_t chained;     /* how many have a then so far (loop thread) */
+  uint64_t sum;       /* of handler values (loop thread) */
+  size_t calls;       /* handler calls (loop thread) */
+  uint8_t *seen;      /* per promise: handler ran (loop thread) */
+  uvp_promise_t **ds; /* derived promises */
   atomic_int resolved_ok;
   atomic_int late_closed;
 } shared_t;
@@ -89,8 +89,9 @@ static void chain_batch(uv_idle_t *h) {
   shared_t *sh = f->loop.data;
   size_t end = sh->chained + 4096 < sh->n ? sh->chained + 4096 : sh->n;
   for (; sh->chained < end; sh->chained++)
-    assert_int_equal(uvp_promise_on(sh->ps[sh->chained], UVP_ON_BOTH, count,
-                                    sh, &sh->ds[sh->chained]), 0);
+    assert_int_equal(uvp_promise_on(sh->ps[sh->chained], UVP_ON_BOTH, count, sh,
+                                    &sh->ds[sh->chained]),
+                     0);
   if (sh->chained == sh->n)
     uv_close((uv_handle_t *)h, NULL);
 }
@@ -151,7 +152,8 @@ static void test_threads_resolve_while_loop_chains(void **state) {
   assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
   assert_int_equal(st.live, 0);
   printf("stress: %d threads x %zu promises: %zu handlers, none lost or "
-         "duplicated\n", THREADS, sh.per, sh.calls);
+         "duplicated\n",
+         THREADS, sh.per, sh.calls);
   free(sh.ps);
   free(sh.ds);
   free(sh.seen);
@@ -206,7 +208,8 @@ static void test_teardown_under_load(void **state) {
   for (int i = 0; i < PENDING; i++) {
     assert_int_equal(uvp_promise_new(f->ctx, &pend[i]), 0);
     assert_int_equal(uvp_promise_then(pend[i], never_called_after_close,
-                                      &handlers, &derived[i]), 0);
+                                      &handlers, &derived[i]),
+                     0);
   }
   /* I/O in flight: a directory scan on the pool, connections to a port
    * nothing listens on and to a listener that never accepts. */
@@ -230,8 +233,8 @@ static void test_teardown_under_load(void **state) {
     uvp_promise_t *c;
     assert_int_equal(uvp_tcp_new(f->ctx, &conns[i]), 0);
     assert_int_equal(uvp_tcp_connect(conns[i], (struct sockaddr *)&ss, &c), 0);
-    assert_int_equal(uvp_promise_then(c, read_after_connect, conns[i],
-                                      &cps[i]), 0);
+    assert_int_equal(uvp_promise_then(c, read_after_connect, conns[i], &cps[i]),
+                     0);
     uvp_promise_release(c);
   }
 
@@ -280,8 +283,8 @@ static void test_teardown_under_load(void **state) {
   free(l.ps);
   uv_sem_destroy(&l.started);
   printf("teardown under load: %d pending, %d connections, %d late resolves "
-         "(%d before, %d refused with UVP_ECLOSED)\n", PENDING, CONNS, LATE,
-         atomic_load(&l.ok), atomic_load(&l.closed));
+         "(%d before, %d refused with UVP_ECLOSED)\n",
+         PENDING, CONNS, LATE, atomic_load(&l.ok), atomic_load(&l.closed));
   /* fixture_teardown runs the loop (close callbacks, the scan's late
    * completion) and asserts uv_loop_close() == 0. */
 }

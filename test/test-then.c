@@ -202,8 +202,8 @@ static void rxn_handler_rejected_invoke(void **state) {
   uvp_promise_t *p, *d1, *d2;
   both_t h1 = {0}, h2 = {0};
 
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(2), NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(2), NULL, &p),
+                   0);
   assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h1, &d1), 0);
   assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, both_cb, &h2, &d2), 0);
   assert_int_equal(h1.err.calls + h2.err.calls, 0);
@@ -596,17 +596,13 @@ static void reject_pending_fulfilled(void **state) {
   reject_case(*state, 1, 1);
 }
 /* reject-pending-rejected.js */
-static void reject_pending_rejected(void **state) {
-  reject_case(*state, 1, 0);
-}
+static void reject_pending_rejected(void **state) { reject_case(*state, 1, 0); }
 /* reject-settled-fulfilled.js */
 static void reject_settled_fulfilled(void **state) {
   reject_case(*state, 0, 1);
 }
 /* reject-settled-rejected.js */
-static void reject_settled_rejected(void **state) {
-  reject_case(*state, 0, 0);
-}
+static void reject_settled_rejected(void **state) { reject_case(*state, 0, 0); }
 
 /* ------------------------------------------------------------------------ */
 /* resolve-{pending,settled}-{fulfilled,rejected}-{non-obj,non-thenable,    */
@@ -678,8 +674,7 @@ static void resolve_case(fixture_t *f, int pending, int fulfilled, int kind) {
   if (fulfilled) /* p2 = p1.then(function() { return X; }) */
     assert_int_equal(uvp_promise_then(p1, rcase_cb, &c, &p2), 0);
   else /* p2 = p1.then(function() {}, function() { return X; }) */
-    assert_int_equal(uvp_promise_on(p1, UVP_ON_REJECTED, rcase_cb, &c, &p2),
-                     0);
+    assert_int_equal(uvp_promise_on(p1, UVP_ON_REJECTED, rcase_cb, &c, &p2), 0);
   c.self = p2;
   assert_int_equal(uvp_promise_on(p2, UVP_ON_BOTH, both_cb, &next, &p3), 0);
   if (pending) {
@@ -720,7 +715,7 @@ static void resolve_case(fixture_t *f, int pending, int fulfilled, int kind) {
 }
 
 #define RESOLVE_CASE(name, pending, fulfilled, kind)                           \
-  static void name(void **state) {                                            \
+  static void name(void **state) {                                             \
     resolve_case(*state, pending, fulfilled, kind);                            \
   }
 
@@ -773,8 +768,8 @@ static void S25_4_5_3_A4_1_T2(void **state) {
   both_t next = {0};
 
   count_unhandled(f);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(3), NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(3), NULL, &p),
+                   0);
   assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, NULL, NULL, &d1), 0);
   assert_int_equal(uvp_promise_on(d1, UVP_ON_BOTH, both_cb, &next, &d2), 0);
   run_loop(f);
@@ -817,8 +812,8 @@ static void S25_4_5_3_A4_2_T2(void **state) {
   both_t n1 = {0}, n2 = {0};
 
   count_unhandled(f);
-  assert_int_equal(
-      uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(3), NULL, &p), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(3), NULL, &p),
+                   0);
   assert_int_equal(uvp_promise_then(p, NULL, NULL, &d1), 0);
   assert_int_equal(uvp_promise_catch(p, NULL, NULL, &e1), 0);
   assert_int_equal(uvp_promise_on(d1, UVP_ON_BOTH, both_cb, &n1, &d2), 0);
@@ -976,8 +971,8 @@ static void S25_4_4_A2_1_T3(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &s.p2), 0);
   assert_int_equal(
       uvp_promise_reject(s.p2, UV_EIO, boxed_new(3, &freed), boxed_free), 0);
-  assert_int_equal(
-      uvp_promise_resolve(s.p1, boxed_new(2, &freed), boxed_free), 0);
+  assert_int_equal(uvp_promise_resolve(s.p1, boxed_new(2, &freed), boxed_free),
+                   0);
 
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &r), 0);
   assert_int_equal(uvp_promise_then(r, a21t3_cb, &s, &rd), 0);
@@ -1010,8 +1005,7 @@ static uvp_ret_t a5_outer_cb(void *arg, const uvp_outcome_t *in) {
   (void)in;
   s->calls++;
   /* enqueue another then-handler */
-  assert_int_equal(uvp_promise_on(s->p, UVP_ON_BOTH, both_cb, &s->h, &s->d),
-                   0);
+  assert_int_equal(uvp_promise_on(s->p, UVP_ON_BOTH, both_cb, &s->h, &s->d), 0);
   trace_push(s->t, s->push);
   check_sequence(s->t, s->push);
   if (s->settle == 1)
@@ -1066,7 +1060,7 @@ static void S25_4_5_3_A5_2_T1(void **state) {
 
   s.t = &t;
   s.p = p;
-  s.push = 4; /* "Should be second" */
+  s.push = 4;                                         /* "Should be second" */
   s.h.ok = (rec_t){.trace = &t, .mark = 5, .seq = 1}; /* "Should be third" */
   s.h.err = (rec_t){.trace = &t, .mark = -5};
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &r), 0);

@@ -54,22 +54,23 @@ static tval_t *tval_new(intptr_t v, atomic_int *freed, atomic_int *off_loop,
   return t;
 }
 
-/* ---- many threads, one loop ------------------------------------------------ */
+/* ---- many threads, one loop ------------------------------------------------
+ */
 
 enum { THREADS = 4, PER_THREAD = 10000, HANDLERS = 3 };
 #define N_PROMISES ((size_t)THREADS * PER_THREAD)
 
 typedef struct race_s {
   uvp_promise_t **ps;
-  uint8_t *seq;        /* per promise: handlers run so far (loop thread) */
-  int *outcome;        /* per promise: status seen by handler 0 */
-  intptr_t *seen;      /* per promise: value seen by handler 0 */
-  size_t handled;      /* handler calls (loop thread) */
+  uint8_t *seq;   /* per promise: handlers run so far (loop thread) */
+  int *outcome;   /* per promise: status seen by handler 0 */
+  intptr_t *seen; /* per promise: value seen by handler 0 */
+  size_t handled; /* handler calls (loop thread) */
   size_t fulfilled, rejected;
-  uv_async_t keep;     /* referenced: the loop waits for the threads */
+  uv_async_t keep; /* referenced: the loop waits for the threads */
   uv_thread_t loop_thread;
   atomic_int freed, off_loop;
-  atomic_int bad_rc;   /* unexpected return codes in threads */
+  atomic_int bad_rc; /* unexpected return codes in threads */
 } race_t;
 
 typedef struct hreg_s {
@@ -124,13 +125,15 @@ static void racer(void *arg) {
   for (size_t k = 0; k < PER_THREAD; k++) {
     size_t i = own + k, j = next + k;
     int rc = uvp_promise_resolve(
-        r->ps[i], tval_new((intptr_t)i, &r->freed, &r->off_loop,
-                           r->loop_thread), tval_free);
+        r->ps[i],
+        tval_new((intptr_t)i, &r->freed, &r->off_loop, r->loop_thread),
+        tval_free);
     if (rc != 0)
       atomic_fetch_add(&r->bad_rc, 1);
-    rc = uvp_promise_reject(r->ps[j], UV_ECONNRESET,
-                            tval_new((intptr_t)j, &r->freed, &r->off_loop,
-                                     r->loop_thread), tval_free);
+    rc = uvp_promise_reject(
+        r->ps[j], UV_ECONNRESET,
+        tval_new((intptr_t)j, &r->freed, &r->off_loop, r->loop_thread),
+        tval_free);
     if (rc != 0)
       atomic_fetch_add(&r->bad_rc, 1);
     /* This thread's references: each racer holds one. */
@@ -162,8 +165,9 @@ static void test_threads_race_to_settle(void **state) {
   for (size_t i = 0; i < N_PROMISES; i++) {
     assert_int_equal(uvp_promise_new(f->ctx, &r.ps[i]), 0);
     for (int k = 0; k < HANDLERS; k++)
-      assert_int_equal(uvp_promise_on(r.ps[i], UVP_ON_BOTH, race_handler,
-                                      &g_hreg[k], NULL), 0);
+      assert_int_equal(
+          uvp_promise_on(r.ps[i], UVP_ON_BOTH, race_handler, &g_hreg[k], NULL),
+          0);
     /* One reference for each of the two threads that race on it. */
     uvp_promise_retain(r.ps[i]);
     uvp_promise_retain(r.ps[i]);
@@ -193,8 +197,8 @@ static void test_threads_race_to_settle(void **state) {
     assert_int_equal(s, r.outcome[i] == 0 ? UVP_FULFILLED : UVP_REJECTED);
   }
   printf("%d threads x %d promises, each raced by two threads: %zu "
-         "fulfilled, %zu rejected, %zu handler calls\n", THREADS, PER_THREAD,
-         r.fulfilled, r.rejected, r.handled);
+         "fulfilled, %zu rejected, %zu handler calls\n",
+         THREADS, PER_THREAD, r.fulfilled, r.rejected, r.handled);
   /* Every loser's value is destroyed already; the winners' go with the
    * promises.  Teardown first applies any release still in the mailbox. */
   assert_int_equal(uvp_ctx_close(f->ctx), 0);
@@ -209,7 +213,8 @@ static void test_threads_race_to_settle(void **state) {
   free(r.seen);
 }
 
-/* ---- two loops, two threads ------------------------------------------------- */
+/* ---- two loops, two threads -------------------------------------------------
+ */
 
 enum { LOOP_STEPS = 20000 };
 
@@ -220,13 +225,13 @@ typedef struct side_s {
   uv_thread_t self;
   uv_loop_t loop;
   uvp_ctx_t *ctx;
-  uvp_promise_t *inbox;  /* settled by the other side */
-  uv_async_t keep;       /* referenced until the inbox is handled */
+  uvp_promise_t *inbox; /* settled by the other side */
+  uv_async_t keep;      /* referenced until the inbox is handled */
   int steps;
-  intptr_t got;          /* what the other side sent */
+  intptr_t got; /* what the other side sent */
   int handler_on_own_thread;
   size_t live_at_end;
-  int errors;            /* failed calls, counted */
+  int errors; /* failed calls, counted */
   int close_rc;
 } side_t;
 
@@ -234,8 +239,7 @@ static uvp_ret_t side_step(void *arg, const uvp_outcome_t *in);
 
 static void side_next(side_t *s) {
   uvp_promise_t *q = NULL;
-  if (uvp_promise_resolved(s->ctx, (void *)(intptr_t)s->steps, NULL, &q) !=
-          0 ||
+  if (uvp_promise_resolved(s->ctx, (void *)(intptr_t)s->steps, NULL, &q) != 0 ||
       uvp_promise_then(q, side_step, s, NULL) != 0)
     s->errors++;
   uvp_promise_release(q);
@@ -360,7 +364,7 @@ typedef struct reuse_s {
   uv_sem_t made, resolved;
   uvp_promise_t *q; /* B's; the test thread holds a reference too */
   uvp_ctx_t *ctx_b;
-  uv_async_t keep;  /* referenced: B's loop waits for the test thread */
+  uv_async_t keep; /* referenced: B's loop waits for the test thread */
   int errors;
   int handled_status; /* -1 until the handler ran */
   int close_rc;
@@ -400,9 +404,8 @@ static void reuse_thread(void *arg) {
 
 static void test_context_address_reused_by_another_thread(void **state) {
   (void)state;
-  assert_int_equal(uvp_replace_allocator(malloc, realloc, reuse_calloc,
-                                         reuse_release),
-                   0);
+  assert_int_equal(
+      uvp_replace_allocator(malloc, realloc, reuse_calloc, reuse_release), 0);
   reuse_armed = true;
 
   /* Context A on this thread, used, closed and freed. */
@@ -450,7 +453,8 @@ static void test_context_address_reused_by_another_thread(void **state) {
   reuse_block = NULL;
 }
 
-/* ---- after teardown ---------------------------------------------------------- */
+/* ---- after teardown
+ * ---------------------------------------------------------- */
 
 enum { LATE = 1000 };
 
@@ -512,7 +516,8 @@ static void test_thread_after_teardown(void **state) {
   free(l);
 }
 
-/* ---- release from another thread --------------------------------------------- */
+/* ---- release from another thread
+ * --------------------------------------------- */
 
 typedef struct rel_s {
   uvp_promise_t *p;
@@ -545,10 +550,11 @@ static void test_release_from_another_thread(void **state) {
   memset(&r, 0, sizeof(r));
   atomic_init(&r.freed, 0);
   atomic_init(&r.off_loop, 0);
-  assert_int_equal(uvp_promise_resolved(f->ctx,
-                                        tval_new(1, &r.freed, &r.off_loop,
-                                                 uv_thread_self()),
-                                        tval_free, &r.p), 0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx,
+                           tval_new(1, &r.freed, &r.off_loop, uv_thread_self()),
+                           tval_free, &r.p),
+      0);
   uvp_promise_retain(r.p);
   uvp_promise_release(r.p); /* ours; the thread's is the last */
   assert_int_equal(atomic_load(&r.freed), 0);
@@ -569,7 +575,8 @@ static void test_release_from_another_thread(void **state) {
   assert_int_equal(st.live, 0);
 }
 
-/* ---- the documented keep-alive --------------------------------------------- */
+/* ---- the documented keep-alive ---------------------------------------------
+ */
 
 enum { SLOW = 200 };
 
@@ -623,7 +630,8 @@ static void test_keep_alive_while_threads_settle(void **state) {
   }
 }
 
-/* ---- UVP_CHECK_THREAD ---------------------------------------------------------- */
+/* ---- UVP_CHECK_THREAD
+ * ---------------------------------------------------------- */
 
 /* With the check on, every loop-thread-only call a foreign thread makes is
  * refused with UVP_ETHREAD before it touches anything, which is what makes
@@ -706,16 +714,13 @@ static void test_check_thread_refuses_foreign_calls(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &x->to_reject), 0);
   assert_int_equal(
       uvp_promise_resolved(f->ctx,
-                           tval_new(1, &x->freed, &x->off_loop,
-                                    x->loop_thread),
+                           tval_new(1, &x->freed, &x->off_loop, x->loop_thread),
                            tval_free, &x->to_release),
       0);
-  assert_int_equal(uvp_promise_on(x->to_resolve, UVP_ON_BOTH, foreign_settled,
-                                  x, NULL),
-                   0);
-  assert_int_equal(uvp_promise_on(x->to_reject, UVP_ON_BOTH, foreign_settled,
-                                  x, NULL),
-                   0);
+  assert_int_equal(
+      uvp_promise_on(x->to_resolve, UVP_ON_BOTH, foreign_settled, x, NULL), 0);
+  assert_int_equal(
+      uvp_promise_on(x->to_reject, UVP_ON_BOTH, foreign_settled, x, NULL), 0);
   assert_ptr_equal(uvp_promise_retain(x->to_resolve), x->to_resolve);
   assert_ptr_equal(uvp_promise_retain(x->to_reject), x->to_reject);
   assert_int_equal(uv_async_init(&f->loop, &x->keep, NULL), 0);

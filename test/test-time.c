@@ -38,7 +38,7 @@ static uvp_ret_t seen_cb(void *arg, const uvp_outcome_t *in) {
 typedef struct later_s {
   uv_timer_t timer;
   uvp_promise_t *p;
-  int code;       /* 0: resolve with value */
+  int code; /* 0: resolve with value */
   void *value;
   uvp_free_cb free_cb;
   int rc;
@@ -46,9 +46,9 @@ typedef struct later_s {
 
 static void later_fire(uv_timer_t *t) {
   later_t *l = t->data;
-  l->rc = l->code == 0 ? uvp_promise_resolve(l->p, l->value, l->free_cb)
-                       : uvp_promise_reject(l->p, l->code, l->value,
-                                            l->free_cb);
+  l->rc = l->code == 0
+              ? uvp_promise_resolve(l->p, l->value, l->free_cb)
+              : uvp_promise_reject(l->p, l->code, l->value, l->free_cb);
   uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -65,7 +65,8 @@ static void settle_later(fixture_t *f, later_t *l, uvp_promise_t *p,
   assert_int_equal(uv_timer_start(&l->timer, later_fire, ms, 0), 0);
 }
 
-/* ---- delay ----------------------------------------------------------------- */
+/* ---- delay -----------------------------------------------------------------
+ */
 
 static void test_delay_fulfils_after_at_least(void **state) {
   fixture_t *f = *state;
@@ -75,8 +76,7 @@ static void test_delay_fulfils_after_at_least(void **state) {
   uvp_promise_t *p, *d;
   uint64_t t0 = now_ms(f);
   uint64_t h0 = uv_hrtime();
-  assert_int_equal(uvp_delay(f->ctx, 50, v, boxed_free, UVP_KEEP_ALIVE, &p),
-                   0);
+  assert_int_equal(uvp_delay(f->ctx, 50, v, boxed_free, UVP_KEEP_ALIVE, &p), 0);
   assert_int_equal(uvp_promise_then(p, seen_cb, &s, &d), 0);
   assert_int_equal(uvp_promise_state(p), UVP_PENDING);
   run_loop(f);
@@ -101,8 +101,8 @@ static void test_delay_zero_and_ordering(void **state) {
   uint64_t t0 = now_ms(f);
   assert_int_equal(
       uvp_delay(f->ctx, 30, SENTINEL(1), NULL, UVP_KEEP_ALIVE, &p1), 0);
-  assert_int_equal(uvp_delay(f->ctx, 0, SENTINEL(0), NULL, UVP_KEEP_ALIVE,
-                             &p0), 0);
+  assert_int_equal(uvp_delay(f->ctx, 0, SENTINEL(0), NULL, UVP_KEEP_ALIVE, &p0),
+                   0);
   /* Never settled inside the call, even for 0 ms. */
   assert_int_equal(uvp_promise_state(p0), UVP_PENDING);
   assert_int_equal(uvp_promise_then(p0, seen_cb, &s0, &d0), 0);
@@ -124,12 +124,13 @@ static void test_delay_cancel_stops_timer_and_frees_value(void **state) {
   int freed = 0;
   uvp_promise_t *p;
   assert_int_equal(uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free,
-                             UVP_KEEP_ALIVE, &p), 0);
+                             UVP_KEEP_ALIVE, &p),
+                   0);
   uint64_t t0 = now_ms(f);
   assert_int_equal(uvp_promise_cancel(p), 0);
   assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
   assert_int_equal(freed, 1); /* the value will never be delivered */
-  run_loop(f); /* would wait LONG_MS if the timer still ran */
+  run_loop(f);                /* would wait LONG_MS if the timer still ran */
   assert_true(now_ms(f) - t0 < BOUND_MS);
   uvp_promise_release(p);
   assert_int_equal(freed, 1);
@@ -154,8 +155,8 @@ static void test_timers_do_not_keep_loop_alive_by_default(void **state) {
   /* The same with UVP_KEEP_ALIVE: uv_run waits for them. */
   hook_t h2 = {0};
   uvp_promise_t *p2, *q2 = producer(f, &h2), *t2;
-  assert_int_equal(uvp_delay(f->ctx, 20, SENTINEL(0), NULL, UVP_KEEP_ALIVE,
-                             &p2), 0);
+  assert_int_equal(
+      uvp_delay(f->ctx, 20, SENTINEL(0), NULL, UVP_KEEP_ALIVE, &p2), 0);
   assert_int_equal(uvp_timeout(q2, 20, UVP_KEEP_ALIVE, &t2), 0);
   run_loop(f);
   assert_ptr_equal(uvp_promise_value(p2), SENTINEL(0));
@@ -177,7 +178,8 @@ static void test_timers_do_not_keep_loop_alive_by_default(void **state) {
   assert_int_equal(h.code, UVP_ECLOSED);
 }
 
-/* ---- timeout ----------------------------------------------------------------- */
+/* ---- timeout
+ * ----------------------------------------------------------------- */
 
 static void test_timeout_input_fulfils_first(void **state) {
   fixture_t *f = *state;
@@ -416,19 +418,21 @@ static void test_timeout_cancelled_cancel_input_always(void **state) {
   timeout_and_consumer(*state, true, UVP_CANCEL_INPUT, true);
 }
 
-/* ---- teardown -------------------------------------------------------------- */
+/* ---- teardown --------------------------------------------------------------
+ */
 
 static void test_teardown_with_timers_pending(void **state) {
   fixture_t *f = *state;
   count_unhandled(f);
   int freed = 0;
   hook_t h1 = {0}, h2 = {0};
-  uvp_promise_t *d1, *d2, *in1 = producer(f, &h1), *in2 = producer(f, &h2),
-                *t1, *t2, *chain;
+  uvp_promise_t *d1, *d2, *in1 = producer(f, &h1), *in2 = producer(f, &h2), *t1,
+                          *t2, *chain;
   assert_int_equal(
       uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free, 0, &d1), 0);
   assert_int_equal(uvp_delay(f->ctx, LONG_MS, boxed_new(2, &freed), boxed_free,
-                             UVP_KEEP_ALIVE, &d2), 0);
+                             UVP_KEEP_ALIVE, &d2),
+                   0);
   assert_int_equal(uvp_timeout(in1, LONG_MS, 0, &t1), 0);
   assert_int_equal(uvp_timeout(in2, LONG_MS, UVP_KEEP_ALIVE, &t2), 0);
   assert_int_equal(uvp_promise_then(d2, NULL, NULL, &chain), 0);
@@ -454,7 +458,8 @@ static void test_teardown_with_timers_pending(void **state) {
   assert_int_equal(freed, 2);
 }
 
-/* ---- a timeout on then(connect, send_and_read) ------------------------------ */
+/* ---- a timeout on then(connect, send_and_read) ------------------------------
+ */
 
 typedef struct conn_s {
   fixture_t *f;
@@ -473,9 +478,9 @@ static uvp_ret_t send_and_read(void *arg, const uvp_outcome_t *in) {
 }
 
 typedef enum {
-  CONNECT_HANGS,       /* the timeout reaches the connect */
-  READ_HANGS,          /* connect succeeds: the timeout reaches the read */
-  CONNECT_JUST_DONE    /* connect settled, its handler not yet run */
+  CONNECT_HANGS,    /* the timeout reaches the connect */
+  READ_HANGS,       /* connect succeeds: the timeout reaches the read */
+  CONNECT_JUST_DONE /* connect settled, its handler not yet run */
 } when_t;
 
 static void timeout_on_chain(fixture_t *f, when_t when) {

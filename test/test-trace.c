@@ -41,7 +41,8 @@ static int traces_setup(void **state) {
 #define TRACE_TEST(fn)                                                         \
   cmocka_unit_test_setup_teardown(fn, traces_setup, fixture_teardown)
 
-/* ---- on, off --------------------------------------------------------------- */
+/* ---- on, off ---------------------------------------------------------------
+ */
 
 static void test_off_by_default(void **state) {
   fixture_t *f = *state;
@@ -87,7 +88,8 @@ static void test_errors(void **state) {
   f->ctx = NULL;
 }
 
-/* ---- chains ------------------------------------------------------------------ */
+/* ---- chains
+ * ------------------------------------------------------------------ */
 
 /* then() of then() of a promise: the data path, newest first. */
 static void test_then_chain(void **state) {
@@ -96,8 +98,7 @@ static void test_then_chain(void **state) {
   assert_int_equal(uvp_promise_new_at(f->ctx, &a, F, 10), 0);
   assert_int_equal(
       uvp_promise_on_at(a, UVP_ON_FULFILLED, pass, NULL, &b, F, 11), 0);
-  assert_int_equal(uvp_promise_on_at(b, UVP_ON_BOTH, pass, NULL, &c, F, 12),
-                   0);
+  assert_int_equal(uvp_promise_on_at(b, UVP_ON_BOTH, pass, NULL, &c, F, 12), 0);
   expect_trace(c, 3, (const char *[]){"then", "then", "promise"},
                (const int[]){12, 11, 10});
   uvp_promise_release(c);
@@ -204,8 +205,8 @@ static void test_fiber_frames(void **state) {
   fib_t t = {.ctx = f->ctx};
   uvp_promise_t *fp;
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &t.gate), 0);
-  assert_int_equal(
-      uvp_fiber_spawn_at(f->ctx, fiber_body, &t, NULL, &fp, F, 60), 0);
+  assert_int_equal(uvp_fiber_spawn_at(f->ctx, fiber_body, &t, NULL, &fp, F, 60),
+                   0);
   expect_trace(fp, 1, (const char *[]){"fiber"}, (const int[]){60});
   run_loop(f);
   assert_int_equal(uvp_promise_state(fp), UVP_FULFILLED);
@@ -219,7 +220,8 @@ static void test_fiber_frames(void **state) {
   uvp_promise_release(fp);
 }
 
-/* ---- bounds ------------------------------------------------------------------ */
+/* ---- bounds
+ * ------------------------------------------------------------------ */
 
 /* A chain built in a loop from one site shows that site once: a million
  * steps neither lengthen the trace nor fill the table. */
@@ -240,9 +242,8 @@ static void test_loop_folds(void **state) {
   /* Two sites alternating fold the same way. */
   for (int i = 0; i < 1000; i++) {
     uvp_promise_t *n;
-    assert_int_equal(uvp_promise_on_at(p, UVP_ON_BOTH, pass, NULL, &n, F,
-                                       72 + i % 2),
-                     0);
+    assert_int_equal(
+        uvp_promise_on_at(p, UVP_ON_BOTH, pass, NULL, &n, F, 72 + i % 2), 0);
     uvp_promise_release(p);
     p = n;
   }
@@ -283,7 +284,8 @@ static void test_depth_cap(void **state) {
   uvp_promise_release(root);
 }
 
-/* ---- printed ------------------------------------------------------------------ */
+/* ---- printed
+ * ------------------------------------------------------------------ */
 
 /* What `fn(arg)` writes to a stream, as a string (caller frees). */
 static char *captured(void (*fn)(void *arg, FILE *out), void *arg) {
@@ -304,8 +306,7 @@ static void test_dump_prints_traces(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *a, *d;
   assert_int_equal(uvp_promise_new_at(f->ctx, &a, F, 80), 0);
-  assert_int_equal(uvp_promise_on_at(a, UVP_ON_BOTH, pass, NULL, &d, F, 81),
-                   0);
+  assert_int_equal(uvp_promise_on_at(a, UVP_ON_BOTH, pass, NULL, &d, F, 81), 0);
   char *s = captured(dump, f->ctx);
   /* d's line, then its chain indented under it. */
   assert_non_null(strstr(s, "created at trace-test.c:81"));
@@ -329,9 +330,8 @@ static void test_unhandled_report_prints_trace(void **state) {
 
   uvp_promise_t *a, *d;
   assert_int_equal(uvp_promise_new_at(f->ctx, &a, F, 90), 0);
-  assert_int_equal(uvp_promise_on_at(a, UVP_ON_FULFILLED, pass, NULL, &d, F,
-                                     91),
-                   0);
+  assert_int_equal(
+      uvp_promise_on_at(a, UVP_ON_FULFILLED, pass, NULL, &d, F, 91), 0);
   assert_int_equal(uvp_promise_reject(a, UV_EIO, NULL, NULL), 0);
   run_loop(f);
   uvp_promise_release(d); /* rejected, never observed: reported now */

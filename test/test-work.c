@@ -304,9 +304,8 @@ static void fjob_done(void *arg, uvp_work_end_t end) {
 }
 
 static uvp_promise_t *start_fjob(fixture_t *f, ending_t *e, fjob_t *j) {
-  assert_int_equal(uvp_work_full(f->ctx, fjob_run, j, fjob_done, boxed_free,
-                                 &e->p),
-                   0);
+  assert_int_equal(
+      uvp_work_full(f->ctx, fjob_run, j, fjob_done, boxed_free, &e->p), 0);
   assert_int_equal(e->done_calls, 0); /* never inside the call */
   return e->p;
 }
@@ -335,8 +334,7 @@ static void blockers_start(fixture_t *f, blockers_t *b) {
   b->e = calloc(b->n, sizeof(*b->e));
   assert_non_null(b->e);
   for (size_t i = 0; i < b->n; i++)
-    start_fjob(f, &b->e[i],
-               fjob_new(&b->e[i], (int)i, &b->started, &b->go));
+    start_fjob(f, &b->e[i], fjob_new(&b->e[i], (int)i, &b->started, &b->go));
   for (size_t i = 0; i < b->n; i++)
     uv_sem_wait(&b->started);
 }
@@ -346,8 +344,7 @@ static void blockers_release(blockers_t *b) {
     uv_sem_post(&b->go);
 }
 
-static void blockers_end(blockers_t *b, uvp_work_end_t end,
-                         uvp_state_t state) {
+static void blockers_end(blockers_t *b, uvp_work_end_t end, uvp_state_t state) {
   for (size_t i = 0; i < b->n; i++) {
     expect_ending(&b->e[i], end, 1, state);
     uvp_promise_release(b->e[i].p);

@@ -39,7 +39,8 @@ static const char *valgrind; /* NULL: not installed */
 
 enum { CHILD_SKIP = 77, EXEC_FAILED = 126 };
 
-/* ---- the tree and what the output must be ----------------------------------- */
+/* ---- the tree and what the output must be -----------------------------------
+ */
 
 typedef struct expect_s {
   char path[PATH_MAX];
@@ -49,8 +50,8 @@ typedef struct expect_s {
 } expect_t;
 
 typedef struct tree_s {
-  char tmp[64];  /* mkdtemp: holds the tree and the program's output */
-  char top[96];  /* the directory given to uvp-files */
+  char tmp[64]; /* mkdtemp: holds the tree and the program's output */
+  char top[96]; /* the directory given to uvp-files */
   expect_t want[64];
   size_t nwant;
   size_t skipped; /* links and special files the program must skip */
@@ -213,8 +214,8 @@ static char *expected_output(void) {
   for (size_t i = 0; i < tree.nwant; i++) {
     const expect_t *e = &tree.want[i];
     if (e->error != NULL)
-      n += (size_t)snprintf(s + n, cap - n, "ERROR %s  %s\n", e->error,
-                            e->path);
+      n +=
+          (size_t)snprintf(s + n, cap - n, "ERROR %s  %s\n", e->error, e->path);
     else
       n += (size_t)snprintf(s + n, cap - n, "%u  %s  %zu\n", (unsigned)e->crc,
                             e->path, e->size);
@@ -222,7 +223,8 @@ static char *expected_output(void) {
   return s;
 }
 
-/* ---- running a program ------------------------------------------------------------ */
+/* ---- running a program
+ * ------------------------------------------------------------ */
 
 typedef struct result_s {
   int status; /* exit status, or -1 if killed */
@@ -364,7 +366,8 @@ static void cross_check_with_cksum(void) {
   result_free(&r);
 }
 
-/* ---- the tests ------------------------------------------------------------------- */
+/* ---- the tests
+ * ------------------------------------------------------------------- */
 
 /* Every file read: exit 0, one exact line per file in byte order, links,
  * the FIFO and empty directories absent, the summary on stderr. */
