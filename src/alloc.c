@@ -103,6 +103,14 @@ void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
   UVP__CHECK(slot_size % sizeof(void *) == 0);
   memset(pool, 0, sizeof(*pool));
   pool->slot_size = slot_size;
+  pool->first = UVP__CHUNK_MIN;
+}
+
+void uvp__pool_init_small(uvp__pool_t *pool, size_t slot_size, size_t first) {
+  uvp__pool_init(pool, slot_size);
+  if (first < UVP__CHUNK_MIN && first > sizeof(uvp__chunk_t) + UVP__ALIGN +
+                                            slot_size + UVP__MALLOC_OVERHEAD)
+    pool->first = first;
 }
 
 void uvp__pool_destroy(uvp__pool_t *pool) {
@@ -150,7 +158,7 @@ static void *carve(uvp__pool_t *pool) {
   while (c != NULL && c->used == c->cap)
     c = c->next;
   if (c == NULL) {
-    size_t bytes = pool->bytes == 0 ? UVP__CHUNK_MIN : pool->bytes;
+    size_t bytes = pool->bytes == 0 ? pool->first : pool->bytes;
     if (bytes > UVP__CHUNK_MAX)
       bytes = UVP__CHUNK_MAX;
     bytes -= UVP__MALLOC_OVERHEAD;
@@ -165,7 +173,10 @@ static void *carve(uvp__pool_t *pool) {
      * capacity never depends on where it landed. */
     c->cap = (bytes - sizeof(*c) - (UVP__ALIGN - 1)) / pool->slot_size;
     c->used = 0;
-    c->filled = c->slots;
+    /* A small chunk is malloc's ordinary memory, not worth a madvise. */
+    c->filled = bytes + UVP__MALLOC_OVERHEAD < UVP__CHUNK_MIN
+                    ? c->slots + pool->slot_size * c->cap
+                    : c->slots;
     c->next = NULL;
     if (pool->last != NULL)
       pool->last->next = c;

@@ -84,9 +84,15 @@ typedef struct uvp__pool_s {
   size_t slot_size;
   size_t bytes;
   size_t allocs;
+  size_t first; /* the first chunk's bytes */
 } uvp__pool_t;
 
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size);
+/* A pool whose first chunk is `first` bytes instead of 64 KiB, for one
+ * that many instances of an object have and most keep small (a task
+ * group's members): small chunks come from malloc as they are, not
+ * pre-faulted. */
+void uvp__pool_init_small(uvp__pool_t *pool, size_t slot_size, size_t first);
 void uvp__pool_destroy(uvp__pool_t *pool);
 void *uvp__pool_get_slow(uvp__pool_t *pool);
 void uvp__pool_rewind(uvp__pool_t *pool);

@@ -319,7 +319,8 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->wcap = 16;
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
-  uvp__pool_init(&g->members, sizeof(member_t));
+  /* Most groups have a few members: 1 KiB (31 of them) first, doubling. */
+  uvp__pool_init_small(&g->members, sizeof(member_t), 1024);
   g->scope = uvp__scope_with_group(ctx->scope, g);
   g->join = g->scope == NULL
                 ? NULL
