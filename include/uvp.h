@@ -1164,14 +1164,15 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * callbacks (both started by the group, under its limit).  Members run in
  * the group's scope (with the slots current when they were added), and
  * every libuv request and handle they start (file, DNS, work, process
- * operations, TCP connections, uvp timers), every group they make and
- * every fiber member until it returns belongs to the group until done
- * with: the join settles only once the group is closed (or cancelled),
- * every member has settled and all of those are done, so uv_loop_close()
- * can return 0 right after a joined group's last handle... with nothing
- * of the group left on the loop.  A promise added from outside is a
- * member until it settles; what it started before it was added is not
- * the group's.
+ * operations, TCP connections with the operations on them, uvp timers),
+ * every group they make and every fiber member until it returns belongs
+ * to the group until done with (a connection can change hands:
+ * uvp_tcp_detach): the join settles only once the group is closed (or
+ * cancelled), every member has settled and all of those are done, so
+ * uv_loop_close() can return 0 right after a joined group's last
+ * handle... with nothing of the group left on the loop.  A promise added
+ * from outside is a member until it settles; what it started before it
+ * was added is not the group's.
  *
  * Limit: at most `limit` members running at once (0: no limit).  A member
  * added as a promise is already running and always accepted; fibers and
@@ -1451,6 +1452,19 @@ UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
  * once libuv has closed the handle (run the loop).  Any time, also after
  * uvp_ctx_close().  Returns UV_EINVAL for NULL. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
+
+/* Hand a connection over between task groups (see "Task groups").  A
+ * connection belongs to the group whose work made or accepted it, and so
+ * do the operations on it, whoever starts them: the group's join waits
+ * until it is closed and its operations done.  One that outlives that
+ * work, as a keep-alive pool's does, changes hands: uvp_tcp_detach makes
+ * it no group's (the pool's own; the group's join no longer waits for it),
+ * uvp_tcp_attach the current scope's group's (the work that takes it from
+ * the pool: that group's join waits for it from then on; outside a group's
+ * work, no group).  Loop thread, before uvp_tcp_close().  Errors:
+ * UV_EINVAL (NULL), UV_EBADF (closed), UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_tcp_detach(uvp_tcp_t *t);
+UVP_EXTERN int uvp_tcp_attach(uvp_tcp_t *t);
 
 /* The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
  * NULL once closed.  Do not close it, read from it, or uv_ref/uv_unref it

@@ -18,7 +18,7 @@ static void dns_cancel(uvp__op_t *o) {
   (void)uv_cancel((uv_req_t *)&UVP__CONTAINER_OF(o, dnsop_t, op)->req);
 }
 
-static const uvp__op_kind_t dns_kind = {dns_cancel, NULL, NULL};
+static const uvp__op_kind_t dns_kind = {dns_cancel, NULL, NULL, false};
 
 static void dns_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dnsop_t *op = UVP__CONTAINER_OF(req, dnsop_t, req);

@@ -46,9 +46,9 @@ static void fs_abort(uvp__op_t *o) {
 }
 
 static void simple_complete(uvp__op_t *o, uvp_promise_t *p);
-static const uvp__op_kind_t simple_kind = {fs_cancel, simple_complete,
-                                           fs_abort};
-static const uvp__op_kind_t whole_kind = {fs_cancel, NULL, fs_abort};
+static const uvp__op_kind_t simple_kind = {fs_cancel, simple_complete, fs_abort,
+                                           false};
+static const uvp__op_kind_t whole_kind = {fs_cancel, NULL, fs_abort, false};
 
 /* Nothing but the operation's header is initialised here: uv_fs_*() sets
  * every field of the request it or uv_fs_req_cleanup() reads before it can

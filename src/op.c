@@ -92,7 +92,7 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->ctx = ctx;
   op->kind = kind;
   op->size = (uint32_t)size;
-  op->group = uvp__scope_group(ctx);
+  op->group = kind->owner_groups ? NULL : uvp__scope_group(ctx);
   if (op->group != NULL)
     uvp__group_hold(op->group);
   if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {

@@ -39,6 +39,10 @@ typedef struct uvp__op_kind_s {
   /* libuv refused the first request synchronously: undo what the wrapper
    * did besides uvp__op_new (may be NULL). */
   void (*abort)(uvp__op_t *op);
+  /* The operation acts on an object that holds a group of its own until
+   * its operations are done (a TCP connection): it is that object's group
+   * that waits for it, not the group of the scope it started in. */
+  bool owner_groups;
 } uvp__op_kind_t;
 
 struct uvp__op_s {
@@ -47,7 +51,8 @@ struct uvp__op_s {
   const uvp__op_kind_t *kind;
   /* The queued completion: on the line a completion reads anyway. */
   uvp__handler_t done;
-  uvp_group_t *group; /* the group of the scope it started in (held) */
+  uvp_group_t *group; /* the group of the scope it started in (held), unless
+                         kind->owner_groups */
   uint32_t size;      /* bytes, for uvp__op_finish */
 };
 

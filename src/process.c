@@ -174,7 +174,7 @@ static void write_cb(uv_write_t *req, int status) {
 
 /* The promise settles in finish(), never through the operation layer's
  * queue. */
-static const uvp__op_kind_t proc_kind = {proc_cancel, NULL, NULL};
+static const uvp__op_kind_t proc_kind = {proc_cancel, NULL, NULL, false};
 
 /* uv_spawn refused: the handles it and we initialised still need their
  * close callbacks, and the object lives until they have run.  Its promise

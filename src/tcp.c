@@ -27,7 +27,8 @@ typedef struct tcpop_s tcpop_t;
 
 struct uvp_tcp_s {
   uvp_ctx_t *ctx;
-  uvp_group_t *group; /* of the scope it was made in: held until freed */
+  uvp_group_t *group; /* of the scope it was made in, or as attached (see
+                         uvp_tcp_detach): held until freed */
   uv_tcp_t *handle; /* NULL once closed */
   tcpop_t *read_op;
   /* libuv keeps reading between two reads (no epoll_ctl per read); with no
@@ -167,7 +168,10 @@ static void tcp_abort(uvp__op_t *o) {
   maybe_free(op->t);
 }
 
-static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort};
+/* The connection holds its group until its last operation is done (see
+ * maybe_free): operations are the connection's, whichever group's work
+ * starts them, and follow it when it changes hands (uvp_tcp_detach). */
+static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
@@ -210,6 +214,32 @@ static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
 }
 
 int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out) { return tcp_alloc(ctx, out); }
+
+/* Hand the connection to group g (NULL: none): g's join waits for it from
+ * now on, the previous group's no longer. */
+static int tcp_regroup(uvp_tcp_t *t, bool current) {
+  if (t == NULL)
+    return UV_EINVAL;
+  int rc = uvp__ctx_check(t->ctx);
+  if (rc == 0 && t->user_closed)
+    rc = UV_EBADF;
+  if (rc != 0)
+    return rc;
+  uvp_group_t *old = t->group;
+  uvp_group_t *g = current ? uvp__scope_group(t->ctx) : NULL;
+  if (g == old)
+    return 0;
+  t->group = g;
+  if (g != NULL)
+    uvp__group_hold(g);
+  if (old != NULL)
+    uvp__group_drop(old); /* may settle its join: t is not its any more */
+  return 0;
+}
+
+int uvp_tcp_detach(uvp_tcp_t *t) { return tcp_regroup(t, false); }
+
+int uvp_tcp_attach(uvp_tcp_t *t) { return tcp_regroup(t, true); }
 
 int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
   if (server == NULL)

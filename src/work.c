@@ -23,7 +23,7 @@ static void work_cancel(uvp__op_t *o) {
   (void)uv_cancel((uv_req_t *)&UVP__CONTAINER_OF(o, workop_t, op)->req);
 }
 
-static const uvp__op_kind_t work_kind = {work_cancel, NULL, NULL};
+static const uvp__op_kind_t work_kind = {work_cancel, NULL, NULL, false};
 
 static void work_run(uv_work_t *req) {
   workop_t *op = UVP__CONTAINER_OF(req, workop_t, req);

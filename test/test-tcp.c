@@ -1117,6 +1117,115 @@ static void test_cancel_after_hand_off_closes(void **state) {
   assert_int_equal(live_promises(f), base);
 }
 
+/* ---- connections changing hands between task groups ------------------------
+ */
+
+/* A keep-alive pool's connection outlives the group whose work made it:
+ * detached, the group's join no longer waits for it; attached by another
+ * group's work, that group's join waits for its close.  Operations belong
+ * to the connection, not to the group whose work starts them. */
+typedef struct handover_s {
+  fixture_t *f;
+  pair_t *pr;
+  uvp_tcp_t *t;
+  struct sockaddr_storage to;
+  uvp_promise_t *read; /* started by a member on a connection not its own */
+} handover_t;
+
+/* A member that makes the connection: the group's from then on. */
+static int start_connect(void *arg, uvp_promise_t **out) {
+  handover_t *h = arg;
+  int rc = uvp_tcp_new(h->f->ctx, &h->t);
+  return rc != 0 ? rc : uvp_tcp_connect(h->t, (struct sockaddr *)&h->to, out);
+}
+
+/* A member that takes the connection over. */
+static int start_attach(void *arg, uvp_promise_t **out) {
+  handover_t *h = arg;
+  int rc = uvp_tcp_attach(h->t);
+  return rc != 0 ? rc : uvp_promise_resolved(h->f->ctx, NULL, NULL, out);
+}
+
+/* A member that reads from a connection it does not own. */
+static int start_foreign_read(void *arg, uvp_promise_t **out) {
+  handover_t *h = arg;
+  int rc = uvp_tcp_read(h->t, &h->read);
+  return rc != 0 ? rc : uvp_promise_resolved(h->f->ctx, NULL, NULL, out);
+}
+
+/* A closed group with one member started; returns its join. */
+static uvp_promise_t *group_of(fixture_t *f, uvp_group_start_cb start,
+                               handover_t *h, uvp_group_t **g) {
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, g), 0);
+  assert_int_equal(uvp_group_start(*g, start, h, NULL), 0);
+  assert_int_equal(uvp_group_close(*g), 0);
+  assert_int_equal(uvp_group_join(*g, &join), 0);
+  return join;
+}
+
+static void spin(fixture_t *f, int n) {
+  for (int i = 0; i < n; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+static void test_connection_changes_groups(void **state) {
+  fixture_t *f = *state;
+  pair_t pr = {.ctx = f->ctx};
+  handover_t h = {.f = f, .pr = &pr};
+  uv_tcp_init(&f->loop, &pr.listener);
+  pr.listener.data = &pr;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  assert_int_equal(uv_tcp_bind(&pr.listener, (struct sockaddr *)&a, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)&pr.listener, 8, pair_accept), 0);
+  int len = sizeof(h.to);
+  uv_tcp_getsockname(&pr.listener, (struct sockaddr *)&h.to, &len);
+
+  /* Group A makes the connection: its join waits for it... */
+  uvp_group_t *ga, *gb, *gc;
+  uvp_promise_t *ja = group_of(f, start_connect, &h, &ga);
+  while (pr.server == NULL || uvp_group_size(ga) != 0)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&pr.listener, NULL);
+  spin(f, 5);
+  assert_int_equal(uvp_promise_state(ja), UVP_PENDING);
+  /* ... until the connection is detached (a pool takes it). */
+  assert_int_equal(uvp_tcp_detach(h.t), 0);
+  spin(f, 2);
+  assert_int_equal(uvp_promise_state(ja), UVP_FULFILLED);
+
+  /* A read started by group C's work on a connection that is not C's is
+   * the connection's: C joins while it is pending. */
+  uvp_promise_t *jc = group_of(f, start_foreign_read, &h, &gc);
+  spin(f, 2);
+  assert_int_equal(uvp_promise_state(jc), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(h.read), UVP_PENDING);
+
+  /* Group B's work attaches it: B's join waits for its close, the pending
+   * read included, and settles once the handle is closed. */
+  uvp_promise_t *jb = group_of(f, start_attach, &h, &gb);
+  send_now(f, pr.server, "data");
+  assert_int_equal(uvp_promise_state(h.read), UVP_FULFILLED);
+  spin(f, 5);
+  assert_int_equal(uvp_promise_state(jb), UVP_PENDING);
+  assert_int_equal(uvp_tcp_close(h.t), 0);
+  assert_int_equal(uvp_tcp_attach(h.t), UV_EBADF);      /* closed */
+  assert_int_equal(uvp_promise_state(jb), UVP_PENDING); /* closing */
+  spin(f, 3);
+  assert_int_equal(uvp_promise_state(jb), UVP_FULFILLED);
+
+  assert_int_equal(uvp_tcp_detach(NULL), UV_EINVAL);
+  assert_int_equal(uvp_tcp_attach(NULL), UV_EINVAL);
+  uvp_promise_t *js[] = {ja, jb, jc, h.read};
+  for (size_t i = 0; i < 4; i++)
+    uvp_promise_release(js[i]);
+  uvp_group_release(ga);
+  uvp_group_release(gb);
+  uvp_group_release(gc);
+  uvp_tcp_close(pr.server);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_request_reply),
@@ -1146,6 +1255,7 @@ int main(void) {
       FIXTURE_TEST(test_handler_hands_read_on),
       FIXTURE_TEST(test_handler_keeps_read),
       FIXTURE_TEST(test_cancel_after_hand_off_closes),
+      FIXTURE_TEST(test_connection_changes_groups),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

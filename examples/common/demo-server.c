@@ -20,6 +20,7 @@ struct demo_server_s {
   httpd_t *httpd;
   void (*done)(void *);
   void *done_arg;
+  unsigned long long hanging; /* /hang requests whose client is still there */
 };
 
 #define TEXT "Content-Type: text/plain\r\n"
@@ -122,13 +123,18 @@ static void big(httpd_req_t *req) {
 
 static void stats(demo_server_t *s, httpd_req_t *req) {
   const httpd_stats_t *st = httpd_stats(s->httpd);
-  char body[96];
-  snprintf(body, sizeof(body), "{\"connections\":%llu,\"requests\":%llu}\n",
-           st->connections, st->requests);
+  char body[128];
+  snprintf(body, sizeof(body),
+           "{\"connections\":%llu,\"requests\":%llu,\"hanging\":%llu}\n",
+           st->connections, st->requests, s->hanging);
   respond(req, 200, body);
 }
 
-static void hang_abort(httpd_req_t *req) { httpd_end(req, HTTPD_CLOSE); }
+static void hang_abort(httpd_req_t *req) {
+  demo_server_t *s = req->data;
+  s->hanging--;
+  httpd_end(req, HTTPD_CLOSE);
+}
 
 static void handle(httpd_req_t *req, void *arg) {
   demo_server_t *s = arg;
@@ -161,6 +167,8 @@ static void handle(httpd_req_t *req, void *arg) {
     httpd_end(req, HTTPD_RESET);
   } else if (strcmp(p, "/hang") == 0) {
     /* Nothing: the client's timeout, its close, or stop ends it. */
+    s->hanging++;
+    req->data = s;
     req->on_abort = hang_abort;
   } else if (strcmp(p, "/trickle") == 0) {
     char head[128];

@@ -8,8 +8,10 @@
  *   /big          200, chunked, DEMO_BIG_BYTES bytes
  *   /missing      404
  *   /error        500
- *   /stats        200, {"connections":N,"requests":M}: connections accepted
- *                 and requests answered since start, this one included
+ *   /stats        200, {"connections":N,"requests":M,"hanging":K}:
+ *                 connections accepted and requests answered since start,
+ *                 this one included, and /hang requests whose client has
+ *                 not gone yet
  *   /close-after  200 like /fast, then closes the connection without
  *                 saying so (no "Connection: close"), as a server whose
  *                 keep-alive timeout ran out: a client that reuses the

@@ -32,7 +32,8 @@
  * their destroy notifiers drop it, req_unref), so its memory goes when
  * none can run any more, whether they ran or the context was torn down
  * first; a connection holds one for its owner (a request or
- * the pool) and one for its pending read's handler.  Cancelling the
+ * the pool) and one per handler of its pending read (two for a read that
+ * changed hands: see conn_take).  Cancelling the
  * caller's promise (directly, through uvp_timeout, or as a loser of a
  * combinator) finishes the request in the cancel hook: its connection is
  * closed, which makes the operation in flight reject, and that handler
@@ -93,6 +94,8 @@ struct conn_s {
   httpc_tls_t *tls; /* https: a reference, and part of the pool's key */
   int handshaken;
   uvp_promise_t *read; /* the read in flight; our reference */
+  int stale;           /* handlers of that read that stand aside (see
+                          conn_take) */
   req_t *req;          /* the request using it; NULL while idle */
   /* While idle in a pool: */
   httpc_pool_t *pool;
@@ -493,6 +496,23 @@ static void pool_unlink(conn_t *c) {
   c->host = NULL;
 }
 
+/* A pooled connection goes to the request that takes it, in that
+ * request's scope (its task group, its context slots): the group's join
+ * waits for it from now on (uvp_tcp_attach), and the response is handled
+ * in that scope, so that what its handling starts (a retry's connection)
+ * is that group's too.  The read pending since the connection went idle
+ * has a handler registered in the scope of the request that gave it back:
+ * a second one, registered here, takes over, and the first stands aside
+ * (handlers run in the order they were registered). */
+static void conn_take(conn_t *c) {
+  (void)uvp_tcp_attach(c->tcp); /* fails only on a closed connection */
+  if (c->read != NULL && uvp_promise_on_full(c->read, UVP_ON_BOTH, conn_on_read,
+                                             c, conn_unref, NULL) == 0) {
+    c->refs++;
+    c->stale++;
+  }
+}
+
 /* An idle connection for the target, or NULL: the most recently used, so
  * that under light load the same few stay warm and the others expire. */
 static conn_t *pool_take(httpc_pool_t *pool, const httpc_tls_t *tls,
@@ -503,6 +523,7 @@ static conn_t *pool_take(httpc_pool_t *pool, const httpc_tls_t *tls,
   conn_t *c = h->tail;
   pool_unlink(c);
   pool->stats.reused++;
+  conn_take(c);
   return c;
 }
 
@@ -544,9 +565,10 @@ static int pool_put(httpc_pool_t *pool, conn_t *c, const httpc_url_t *u) {
     h->next = pool->hosts;
     pool->hosts = h;
   }
-  /* Watch for the server closing it: the read that will also bring the
-   * next response. */
-  if (conn_read(c) != 0)
+  /* The pool's from now on, not the task group's of the request that made
+   * it (see conn_take).  Then watch for the server closing it: the read
+   * that will also bring the next response. */
+  if (uvp_tcp_detach(c->tcp) != 0 || conn_read(c) != 0)
     return -1;
   /* Over a cap, the least recently used goes: closest to the server's own
    * keep-alive timeout. */
@@ -1084,6 +1106,10 @@ static void tls_step(req_t *r, conn_t *c) {
 static uvp_ret_t conn_on_read(void *arg, const uvp_outcome_t *in) {
   conn_t *c = arg;
   uvp_ret_t none = {0};
+  if (c->stale > 0) {
+    c->stale--; /* the idle read's first handler: conn_take's runs next */
+    return none;
+  }
   /* The handler call holds its own reference: in->value stays valid. */
   uvp_promise_release(c->read);
   c->read = NULL;

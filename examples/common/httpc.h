@@ -82,7 +82,14 @@ void httpc_tls_free(httpc_tls_t *t);
  * idle_timeout_ms after the last request, or until httpc_pool_close).  A
  * reused connection that fails before the first byte of the response
  * (closed meanwhile, in the moment before its EOF was read) is retried
- * once on a new connection. */
+ * once on a new connection.
+ *
+ * Task groups (uvp_group_*): a request made in a group's work (a member's
+ * start callback) runs in its scope, and the connection it uses is the
+ * group's while it does (uvp_tcp_attach): a group cancelled with requests
+ * in flight joins once their connections are closed.  Back in the pool a
+ * connection is the pool's (uvp_tcp_detach), so a group whose requests
+ * ended joins at once. */
 typedef struct httpc_pool_s httpc_pool_t;
 
 typedef struct httpc_pool_opts_s {

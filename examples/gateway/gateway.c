@@ -3,20 +3,32 @@
  *
  *   uvp-gateway [options] -b URL [-b URL]... (see usage() or --help)
  *
- * For each request it GETs every backend at once (httpc_get_target with
- * the timeout; each backend's URL is parsed once, at startup), waits for
- * all of them with uvp_promise_all_settled and answers 200 with
+ * Each request is a task group (uvp_group_*): it GETs every backend at once
+ * (httpc_get_target with the timeout; each backend's URL is parsed once, at
+ * startup), each backend request a member the group starts; once the group
+ * has joined (every member settled and every connection and timer they
+ * used closed or handed back to the pool) it answers 200 with
  *
- *   {"backends":[{"url":"...","status":"fulfilled","code":200,"bytes":5,
+ *   {"request_id":"0-17",
+ *    "backends":[{"url":"...","status":"fulfilled","code":200,"bytes":5,
  *                 "ms":1.2},
  *                {"url":"...","status":"rejected","error":"ETIMEDOUT"}],
  *    "ok":1,"failed":1}
  *
- * in backend order.  As in Promise.allSettled, "fulfilled" means an HTTP
- * response arrived, whatever its status code (a 404 is a response; its
- * code is in "code"); "ok" and "failed" count fulfilled and rejected
- * backends.  "bytes" is the backend's body length, "ms" the time from the
- * start of its request to the end of its body.
+ * in backend order, and the same id in an X-Request-Id header.  As in
+ * Promise.allSettled, "fulfilled" means an HTTP response arrived, whatever
+ * its status code (a 404 is a response; its code is in "code"); "ok" and
+ * "failed" count fulfilled and rejected backends.  "bytes" is the
+ * backend's body length, "ms" the time from the start of its request to
+ * the end of its body.
+ *
+ * The request id is the client's X-Request-Id if it sent a sane one (1 to
+ * 64 of A-Z a-z 0-9 . _ : -), else "<worker>-<n>".  It lives in a scope
+ * slot (uvp_scope_set) set when the request starts: the group, its members
+ * and every handler registered from there see it, so each log line about
+ * the request (a failing backend, a client gone) reads it with
+ * uvp_scope_get where it is printed, deep in the handlers, rather than
+ * from a pointer passed down by hand.
  *
  * Workers: -w N threads (default: one per CPU), each with its own
  * uv_loop_t, uvp context, backend pool and listening socket on the same
@@ -32,37 +44,48 @@
  * (256, Node's default maxFreeSockets): as many as the backend requests in
  * flight to one host:port at the peak (64 clients x 3 backends on one demo
  * server in bench/run-gateway), so steady load opens no new connection;
- * beyond that, connections are closed after their response.  A connection
- * the backend closed while idle costs one retry (see httpc.h).
+ * beyond that, connections are closed after their response, and an idle
+ * one after --backend-idle-timeout.  A connection the backend closed while
+ * idle costs one retry (see httpc.h).  While a request uses a connection it
+ * is the request's group's (uvp_tcp_attach); idle, the pool's.
  *
  * HTTP is httpd's (examples/common/httpd.h: llhttp with strict checks of
  * its own, keep-alive, pipelined requests answered in order, the three
  * client timeouts, accept paused while descriptors run out):
  *  - GET and HEAD, on any path, start a fan-out; other methods get 405.
- *  - A client that resets its connection has its fan-out cancelled: the
- *    backend requests are closed and the result, which still arrives as a
- *    rejection, is dropped.  End of input is not an abort: a client that
- *    sends its request and shuts its write side (nc -N, HTTP/1.0 tools,
- *    health checkers) gets its answer, then the connection closes.  (A
- *    client that closed entirely looks the same until the answer is
- *    written; its fan-out runs its course, bounded by -t.)
+ *  - A client that resets its connection has its group cancelled
+ *    (uvp_group_cancel): the backend requests are cancelled, their
+ *    connections closed, and once the group has joined (nothing it started
+ *    is left open) the request ends without an answer, with a log line.
+ *    End of input is not an abort: a client that sends its request and
+ *    shuts its write side (nc -N, HTTP/1.0 tools, health checkers) gets its
+ *    answer, then the connection closes.  (A client that closed entirely
+ *    looks the same until the answer is written; its fan-out runs its
+ *    course, bounded by -t.)
  *  - Malformed requests get 400 (HTTP/0.9, "Name :", obs-fold, no Host in
  *    HTTP/1.1...), oversized headers 431, HTTP/2+ in text 505, a request
  *    slower than --client-header-timeout 408; then the connection closes.
+ *
+ * SIGUSR1: each worker prints its requests in flight, each pending backend
+ * request with its async trace (--traces or UVP_TRACES=1; without, the
+ * creation sites only), then uvp_ctx_dump_pending, to stderr.
  *
  * SIGINT/SIGTERM: each worker stops accepting, closes idle connections,
  * lets requests in flight finish (bounded by -t) and answers them with
  * "Connection: close"; a second signal cancels what is left.  Then its
  * pool's idle backend connections are closed, uvp_ctx_close, and its loop
  * closes with nothing left on it; once every worker's has, exit status
- * 0. */
+ * 0.  Signals reach the workers through their uv_async_t: uvp is called on
+ * each loop's own thread only. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -77,15 +100,43 @@
 #define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 #define JSON_HEADERS "Server: uvp-gateway\r\nContent-Type: application/json\r\n"
 #define OOM_BODY "{\"error\":\"Internal Server Error\"}\n"
+#define SLOT_REQUEST_ID 0 /* the scope slot of the request id (a string) */
+#define REQUEST_ID_MAX 64
+
+typedef struct worker_s worker_t;
 
 /* A backend: its URL, prepared for httpc once, or the reason it cannot be
  * asked (a bad URL is each request's rejection, not a startup error). */
 typedef struct backend_s {
+  worker_t *w;
   char *url;
   httpc_target_t *target; /* NULL: error and why */
   int error;
   const char *why;
 } backend_t;
+
+/* One backend request of a fan-out: a member of the request's group. */
+typedef struct call_s {
+  struct fanout_s *f;
+  size_t i;         /* the backend's index */
+  uvp_promise_t *p; /* its outcome, our reference; NULL: never made ... */
+  int error;        /* ... and why */
+} call_t;
+
+/* 0 (fulfilled) or the rejection's code; a request still pending (a
+ * group cancelled before the member started) counts as cancelled. */
+static int call_status(const call_t *c) {
+  if (c->p == NULL)
+    return c->error < 0 ? c->error : UV_ECANCELED;
+  switch (uvp_promise_state(c->p)) {
+  case UVP_FULFILLED:
+    return 0;
+  case UVP_REJECTED:
+    return uvp_promise_reason(c->p, NULL);
+  default:
+    return UV_ECANCELED;
+  }
+}
 
 /* ---- the JSON summary -------------------------------------------------- */
 
@@ -100,8 +151,8 @@ typedef struct entry_s {
 } entry_t;
 
 typedef struct summary_s {
-  json_t *doc; /* {"backends":[...],"ok":N,"failed":N} */
-  json_t *backends, *ok, *failed;
+  json_t *doc; /* {"request_id":"...","backends":[...],"ok":N,"failed":N} */
+  json_t *request_id, *backends, *ok, *failed;
   entry_t *entries;
   size_t n;
 } summary_t;
@@ -116,7 +167,7 @@ static void summary_free(summary_t *s) {
       json_decref(all[k]);
   }
   free(s->entries);
-  json_t *doc[] = {s->doc, s->backends, s->ok, s->failed};
+  json_t *doc[] = {s->doc, s->request_id, s->backends, s->ok, s->failed};
   for (size_t k = 0; k < sizeof(doc) / sizeof(*doc); k++)
     json_decref(doc[k]);
   memset(s, 0, sizeof(*s));
@@ -125,11 +176,13 @@ static void summary_free(summary_t *s) {
 /* Returns 0, or -1 (out of memory, or a URL that is not UTF-8). */
 static int summary_init(summary_t *s, const backend_t *backends, size_t n) {
   memset(s, 0, sizeof(*s));
+  s->request_id = json_string("");
   s->backends = json_array();
   s->ok = json_integer(0);
   s->failed = json_integer(0);
-  s->doc = json_pack("{s:O,s:O,s:O}", "backends", s->backends, "ok", s->ok,
-                     "failed", s->failed);
+  /* First, so that the figures still end the line (what scripts match). */
+  s->doc = json_pack("{s:O,s:O,s:O,s:O}", "request_id", s->request_id,
+                     "backends", s->backends, "ok", s->ok, "failed", s->failed);
   s->entries = calloc(n, sizeof(*s->entries));
   if (s->doc == NULL || s->entries == NULL) {
     summary_free(s);
@@ -160,24 +213,30 @@ static int summary_init(summary_t *s, const backend_t *backends, size_t n) {
 
 /* The document for one fan-out's outcomes, in backend order; "ms" to
  * 0.1 ms.  Valid until the next call. */
-static const json_t *summary_of(summary_t *s, const uvp_settled_list_t *l) {
-  for (size_t i = 0; i < l->count; i++) {
-    const uvp_settled_t *it = &l->items[i];
+static const json_t *summary_of(summary_t *s, const char *request_id,
+                                const call_t *calls) {
+  json_int_t ok = 0, failed = 0;
+  if (json_string_set(s->request_id, request_id) != 0)
+    return NULL;
+  for (size_t i = 0; i < s->n; i++) {
+    int status = call_status(&calls[i]);
     entry_t *e = &s->entries[i];
-    if (it->status == 0) {
-      const httpc_response_t *r = it->value;
+    if (status == 0) {
+      const httpc_response_t *r = uvp_promise_value(calls[i].p);
       json_integer_set(e->code, r->status);
       json_integer_set(e->bytes, (json_int_t)r->bytes);
       json_real_set(e->ms, (double)((r->latency_us + 50) / 100) / 10.0);
+      ok++;
+    } else {
+      failed++;
     }
-    json_t *entry = it->status == 0 ? e->fulfilled : e->rejected;
-    if ((it->status < 0 &&
-         json_string_set(e->error, uvp_err_name(it->status)) != 0) ||
+    json_t *entry = status == 0 ? e->fulfilled : e->rejected;
+    if ((status < 0 && json_string_set(e->error, uvp_err_name(status)) != 0) ||
         json_array_set(s->backends, i, entry) != 0)
       return NULL;
   }
-  json_integer_set(s->ok, (json_int_t)l->fulfilled);
-  json_integer_set(s->failed, (json_int_t)l->rejected);
+  json_integer_set(s->ok, ok);
+  json_integer_set(s->failed, failed);
   return s->doc;
 }
 
@@ -188,13 +247,16 @@ typedef struct config_s {
   char **urls;
   size_t nurls;
   uint64_t timeout_ms;
-  httpd_opts_t httpd; /* log and log_arg are each worker's */
+  uint64_t backend_idle_ms; /* the pool's idle timeout; 0: httpc's */
+  httpd_opts_t httpd;       /* log and log_arg are each worker's */
   unsigned workers;
+  int traces; /* --traces */
 } config_t;
 
 typedef struct main_s main_t;
+typedef struct fanout_s fanout_t;
 
-typedef struct worker_s {
+struct worker_s {
   unsigned id;
   main_t *main;
   uv_thread_t thread;
@@ -206,46 +268,86 @@ typedef struct worker_s {
   uvp_ctx_t *ctx;
   httpd_t *httpd; /* NULL once drained */
   int stopping;   /* the stop level applied: 1 drain, 2 close */
+  unsigned dumps; /* SIGUSR1s answered */
   backend_t *backends;
   size_t nbackends;
   summary_t summary;
-  httpc_opts_t opts;   /* opts.pool: the backend connections */
-  httpd_stats_t stats; /* httpd's, kept when it goes */
+  httpc_opts_t opts;            /* opts.pool: the backend connections */
+  httpd_stats_t stats;          /* httpd's, kept when it goes */
+  fanout_t *inflight;           /* the fan-outs in flight, for SIGUSR1 */
+  unsigned long long ids;       /* request ids made */
+  unsigned long long cancelled; /* fan-outs cancelled: client gone */
   /* The main thread's way in: uv_async_send on `wake` while wake_open,
    * under `lock` (the worker closes it once drained). */
   uv_async_t wake;
   uv_mutex_t lock;
   int wake_open;
   char body[64 * 1024]; /* respond_json's */
-} worker_t;
+};
 
 struct main_s {
   config_t cfg;
   uv_loop_t loop;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sigusr1;
   uv_async_t finished; /* a worker's loop is closed */
   atomic_uint nfinished;
-  atomic_int stop; /* 0, 1 drain, 2 close */
+  atomic_int stop;   /* 0, 1 drain, 2 close */
+  atomic_uint dumps; /* SIGUSR1s received */
   int signals;
   worker_t *workers;
   unsigned started; /* threads to join */
   int failed;       /* a worker's loop did not close */
 };
 
-/* One fan-out, answering `req`. */
-typedef struct fanout_s {
+/* One fan-out, answering `req`: a task group of one member per backend. */
+struct fanout_s {
   worker_t *w;
   httpd_req_t *req;
-  uvp_promise_t *all;
-} fanout_t;
+  uvp_group_t *group;
+  fanout_t *prev, *next; /* the worker's in flight */
+  uint64_t start;        /* loop time, ms */
+  int aborted;           /* the client went away: the group is cancelled */
+  /* The request id, for SIGUSR1's list, which is printed from the
+   * worker's libuv callback, outside the request's scope. */
+  char id[REQUEST_ID_MAX + 1];
+  call_t calls[]; /* one per backend */
+};
+
+/* ---- logging ------------------------------------------------------------- */
+
+/* The id of the request the running code works for: the scope's. */
+static const char *request_id(const worker_t *w) {
+  const char *id = uvp_scope_get(w->ctx, SLOT_REQUEST_ID);
+  return id != NULL ? id : "-";
+}
+
+/* A line about the request the running code works for. */
+static void log_request(const worker_t *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void log_request(const worker_t *w, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "uvp-gateway: worker %u: request %s: %s\n", w->id,
+          request_id(w), msg);
+}
 
 /* ---- responses ----------------------------------------------------------- */
 
 /* Answer with `doc` (borrowed) as one compact line of JSON, dumped into a
  * buffer that serves every response of the worker: the socket usually
- * takes the whole response at once, and httpd copies what it does not. */
+ * takes the whole response at once, and httpd copies what it does not.
+ * The X-Request-Id header is the current scope's request id.  Whatever
+ * follows this call must not need the scope: httpd may start the next
+ * pipelined request inside it (on_request, which starts a scope of its
+ * own). */
 static void respond_json(worker_t *w, httpd_req_t *req, int code,
                          const json_t *doc) {
+  char headers[sizeof(JSON_HEADERS) + 32 + REQUEST_ID_MAX];
+  snprintf(headers, sizeof(headers), JSON_HEADERS "X-Request-Id: %s\r\n",
+           request_id(w));
   char *body = w->body;
   size_t cap = sizeof(w->body);
   size_t n = doc != NULL ? json_dumpb(doc, body, cap - 1, JSON_FLAGS) : 0;
@@ -253,84 +355,148 @@ static void respond_json(worker_t *w, httpd_req_t *req, int code,
                    json_dumpb(doc, body, n, JSON_FLAGS) != n))
     n = 0;
   if (n == 0) {
-    httpd_respond(req, 500, JSON_HEADERS, OOM_BODY, sizeof(OOM_BODY) - 1);
+    httpd_respond(req, 500, headers, OOM_BODY, sizeof(OOM_BODY) - 1);
   } else {
     body[n] = '\n';
-    httpd_respond(req, code, JSON_HEADERS, body, n + 1);
+    httpd_respond(req, code, headers, body, n + 1);
   }
   if (body != w->body)
     free(body);
 }
 
 static void respond_error(worker_t *w, httpd_req_t *req, int code) {
-  json_t *doc = json_pack("{s:s}", "error", httpd_reason(code));
+  json_t *doc = json_pack("{s:s,s:s}", "request_id", request_id(w), "error",
+                          httpd_reason(code));
   respond_json(w, req, code, doc);
   json_decref(doc);
 }
 
 /* ---- the fan-out --------------------------------------------------------- */
 
-static uvp_ret_t on_fanout_settled(void *arg, const uvp_outcome_t *in) {
-  fanout_t *f = arg;
-  worker_t *w = f->w;
-  httpd_req_t *req = f->req;
-  /* The handler call holds its own reference: in->value stays valid. */
-  uvp_promise_release(f->all);
-  free(f);
-  if (in->status == 0)
-    respond_json(w, req, 200, summary_of(&w->summary, in->value));
-  else /* cancelled: the client is gone, and the answer is dropped */
-    respond_error(w, req, 500);
+/* A backend request failed: said where it is seen, in the request's scope
+ * (the member's handler, registered in the group's work).  A cancellation
+ * is the client gone, said once for the whole request (on_joined). */
+static uvp_ret_t on_call_failed(void *arg, const uvp_outcome_t *in) {
+  const backend_t *b = arg;
+  const char *why = in->value; /* httpc's message, if any */
+  if (in->status != UV_ECANCELED)
+    log_request(b->w, "backend %.200s: %s (%s)", b->url,
+                httpc_err_name(in->status),
+                why != NULL ? why : httpc_strerror(in->status));
   return uvp_ret_value(NULL, NULL);
 }
 
-/* The client went away: stop the backend requests.  on_fanout_settled
- * still runs (with UV_ECANCELED) and finishes the request. */
+/* Start backend request c->i: a member of the request's group, run in the
+ * group's scope, so that its connection and timer are the group's. */
+static int start_call(void *arg, uvp_promise_t **out) {
+  call_t *c = arg;
+  worker_t *w = c->f->w;
+  backend_t *b = &w->backends[c->i];
+  uvp_promise_t *p;
+  int err =
+      b->target != NULL
+          ? httpc_get_target(w->ctx, b->target, &w->opts, &p)
+          : uvp_promise_rejected(w->ctx, b->error, (void *)b->why, NULL, &p);
+  /* A backend request that cannot even start (no memory) is that
+   * backend's rejection, not the whole request's failure. */
+  if (err < 0 && err != UVP_ECLOSED)
+    err = uvp_promise_rejected(w->ctx, err, NULL, NULL, &p);
+  if (err < 0) {
+    c->error = err;
+    return err;
+  }
+  /* Its argument is the backend, which outlives the fan-out. */
+  (void)uvp_promise_on(p, UVP_ON_REJECTED, on_call_failed, b, NULL);
+  c->p = uvp_promise_retain(p);
+  *out = p;
+  return 0;
+}
+
+static void fanout_free(fanout_t *f) {
+  worker_t *w = f->w;
+  *(f->prev != NULL ? &f->prev->next : &w->inflight) = f->next;
+  if (f->next != NULL)
+    f->next->prev = f->prev;
+  for (size_t i = 0; i < w->nbackends; i++)
+    uvp_promise_release(f->calls[i].p);
+  uvp_group_release(f->group);
+  free(f);
+}
+
+/* The group has joined: every backend request has settled and everything
+ * they started is closed (or back in the pool).  Runs in the request's
+ * scope. */
+static uvp_ret_t on_joined(void *arg, const uvp_outcome_t *in) {
+  fanout_t *f = arg;
+  worker_t *w = f->w;
+  httpd_req_t *req = f->req;
+  (void)in;
+  if (f->aborted) {
+    size_t cancelled = 0;
+    for (size_t i = 0; i < w->nbackends; i++)
+      cancelled += call_status(&f->calls[i]) == UV_ECANCELED;
+    log_request(w,
+                "client gone after %llu ms: group cancelled, %zu of %zu "
+                "backend requests cut short, their connections closed",
+                (unsigned long long)(uv_now(&w->loop) - f->start), cancelled,
+                w->nbackends);
+    w->cancelled++;
+    fanout_free(f);
+    httpd_end(req, HTTPD_CLOSE); /* nothing is written to a client gone */
+    return uvp_ret_value(NULL, NULL);
+  }
+  const json_t *doc = summary_of(&w->summary, request_id(w), f->calls);
+  fanout_free(f);
+  respond_json(w, req, 200, doc);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* The client went away: cancel the group, every backend request in it.
+ * on_joined still runs, once their connections are closed, and finishes
+ * the request. */
 static void fanout_abort(httpd_req_t *req) {
   fanout_t *f = req->data;
-  uvp_promise_cancel(f->all);
+  f->aborted = 1;
+  uvp_group_cancel(f->group);
 }
 
 static void start_fanout(worker_t *w, httpd_req_t *req) {
   size_t n = w->nbackends;
-  uvp_promise_t **ps = calloc(n, sizeof(*ps));
-  fanout_t *f = calloc(1, sizeof(*f));
-  int err = (ps == NULL || f == NULL) ? UV_ENOMEM : 0;
-  size_t made = 0;
-  for (; err == 0 && made < n; made++) {
-    const backend_t *b = &w->backends[made];
-    err = b->target != NULL
-              ? httpc_get_target(w->ctx, b->target, &w->opts, &ps[made])
-              : uvp_promise_rejected(w->ctx, b->error, (void *)b->why, NULL,
-                                     &ps[made]);
-    /* A backend request that cannot even start (no memory) is that
-     * backend's rejection, not the whole request's failure. */
-    if (err < 0 && err != UVP_ECLOSED)
-      err = uvp_promise_rejected(w->ctx, err, NULL, NULL, &ps[made]);
+  fanout_t *f = calloc(1, sizeof(*f) + n * sizeof(call_t));
+  if (f == NULL) {
+    respond_error(w, req, 503);
+    return;
   }
-  if (err == 0)
-    err = uvp_promise_all_settled(w->ctx, ps, n, &f->all);
-  /* allSettled holds its own references to the inputs; without it, the
-   * requests already started must not run on unobserved. */
-  for (size_t i = 0; i < made; i++) {
-    if (ps[i] == NULL)
-      continue;
-    if (err < 0)
-      uvp_promise_cancel(ps[i]);
-    uvp_promise_release(ps[i]);
+  f->w = w;
+  f->req = req;
+  f->start = uv_now(&w->loop);
+  snprintf(f->id, sizeof(f->id), "%s", request_id(w));
+  f->next = w->inflight;
+  if (f->next != NULL)
+    f->next->prev = f;
+  w->inflight = f;
+  /* Created in the request's scope: the group's scope, which its members
+   * run in, carries the request id. */
+  int err = uvp_group_new(w->ctx, NULL, &f->group);
+  for (size_t i = 0; err == 0 && i < n; i++) {
+    f->calls[i].f = f;
+    f->calls[i].i = i;
+    /* A member that cannot be added (no memory) is that backend's
+     * rejection, as above. */
+    int rc = uvp_group_start(f->group, start_call, &f->calls[i], NULL);
+    if (rc < 0 && f->calls[i].error == 0)
+      f->calls[i].error = rc;
   }
-  free(ps);
-  if (err == 0) {
-    f->w = w;
-    f->req = req;
-    err = uvp_promise_on(f->all, UVP_ON_BOTH, on_fanout_settled, f, NULL);
-    if (err < 0) {
-      uvp_promise_cancel(f->all);
-      uvp_promise_release(f->all);
-    }
-  }
+  uvp_promise_t *join = NULL;
+  if (err == 0 && (err = uvp_group_close(f->group)) == 0 &&
+      (err = uvp_group_join(f->group, &join)) == 0)
+    err = uvp_promise_on(join, UVP_ON_BOTH, on_joined, f, NULL);
+  uvp_promise_release(join); /* the group holds it until it settles */
   if (err < 0) {
-    free(f);
+    /* Nothing will answer: what was started must not run on unobserved. */
+    if (f->group != NULL)
+      uvp_group_cancel(f->group);
+    fanout_free(f);
     respond_error(w, req, 503);
     return;
   }
@@ -338,14 +504,93 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
   req->on_abort = fanout_abort;
 }
 
+/* A request id the client sent, if it is one we can log and echo: 1 to
+ * REQUEST_ID_MAX of A-Z a-z 0-9 . _ : - (no room for header or log
+ * injection). */
+static const char *client_request_id(const httpd_req_t *req) {
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const char *v = req->headers[i].value;
+    size_t len = strlen(v);
+    if (strcasecmp(req->headers[i].name, "X-Request-Id") == 0 && len > 0 &&
+        len <= REQUEST_ID_MAX &&
+        strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                  "0123456789._:-") == len)
+      return v;
+  }
+  return NULL;
+}
+
 static void on_request(httpd_req_t *req, void *arg) {
   worker_t *w = arg;
+  /* A libuv callback, or the answer to the request before this one on the
+   * connection (pipelined), inside that request's handler: either way
+   * this request starts a scope of its own, with its id. */
+  uvp_scope_clear(w->ctx);
+  char made[32];
+  const char *id = client_request_id(req);
+  if (id == NULL) {
+    snprintf(made, sizeof(made), "%u-%llu", w->id, ++w->ids);
+    id = made;
+  }
+  char *copy = strdup(id);
+  if (copy != NULL && uvp_scope_set(w->ctx, SLOT_REQUEST_ID, copy, free) < 0)
+    free(copy); /* no memory: the request goes on without an id ("-") */
   if (req->error != 0)
     respond_error(w, req, req->error);
   else if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
     start_fanout(w, req);
   else
     respond_error(w, req, 405);
+  /* The next libuv callback serves another request, or none. */
+  uvp_scope_clear(w->ctx);
+}
+
+/* ---- SIGUSR1 --------------------------------------------------------------
+ */
+
+/* Print the worker's requests in flight, each pending backend request with
+ * its async trace, then every pending promise (uvp_ctx_dump_pending), as
+ * one write: the workers' dumps do not interleave. */
+static void dump_worker(worker_t *w) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  if (out == NULL)
+    return;
+  size_t nreq = 0;
+  for (fanout_t *f = w->inflight; f != NULL; f = f->next)
+    nreq++;
+  uint64_t now = uv_now(&w->loop);
+  fprintf(out, "uvp-gateway: worker %u: SIGUSR1: %zu request%s in flight\n",
+          w->id, nreq, nreq == 1 ? "" : "s");
+  for (fanout_t *f = w->inflight; f != NULL; f = f->next) {
+    size_t pending = 0;
+    for (size_t i = 0; i < w->nbackends; i++)
+      pending += f->calls[i].p != NULL &&
+                 uvp_promise_state(f->calls[i].p) == UVP_PENDING;
+    fprintf(out,
+            "uvp-gateway: worker %u: request %s: %s %.200s for %llu ms, "
+            "%zu of %zu backend requests pending%s\n",
+            w->id, f->id, f->req->method, f->req->path,
+            (unsigned long long)(now - f->start), pending, w->nbackends,
+            f->aborted ? " (cancelled: client gone)" : "");
+    for (size_t i = 0; i < w->nbackends; i++) {
+      uvp_promise_t *p = f->calls[i].p;
+      if (p == NULL || uvp_promise_state(p) != UVP_PENDING)
+        continue;
+      fprintf(out, "  backend %.200s, async trace:\n", w->backends[i].url);
+      if (uvp_promise_print_trace(p, out) == UV_ENOENT)
+        fprintf(out, "  (none: traces are off; --traces or UVP_TRACES=1)\n");
+    }
+  }
+  fprintf(out, "uvp-gateway: worker %u: pending promises:\n", w->id);
+  int n = uvp_ctx_dump_pending(w->ctx, out);
+  fprintf(out, "uvp-gateway: worker %u: %d pending\n", w->id, n);
+  if (fclose(out) == 0) {
+    fwrite(text, 1, len, stderr);
+    fflush(stderr);
+  }
+  free(text);
 }
 
 /* ---- a worker ------------------------------------------------------------ */
@@ -353,6 +598,7 @@ static void on_request(httpd_req_t *req, void *arg) {
 static int add_backend(worker_t *w, const char *url) {
   backend_t *b = &w->backends[w->nbackends];
   memset(b, 0, sizeof(*b));
+  b->w = w;
   b->error = httpc_target_new(url, &b->target, &b->why);
   if ((b->url = strdup(url)) == NULL || b->error == UV_ENOMEM) {
     free(b->url);
@@ -392,9 +638,15 @@ static void on_drained(void *arg) {
   uv_close((uv_handle_t *)&w->wake, NULL);
 }
 
-/* The main thread raised the stop level: drain, or stop waiting. */
+/* The main thread raised the stop level (drain, or stop waiting), or got
+ * a SIGUSR1 (print what is in flight). */
 static void on_wake(uv_async_t *a) {
   worker_t *w = a->data;
+  unsigned dumps = atomic_load(&w->main->dumps);
+  if (dumps != w->dumps) {
+    w->dumps = dumps;
+    dump_worker(w);
+  }
   int level = atomic_load(&w->main->stop);
   if (w->httpd != NULL && level > w->stopping) {
     w->stopping = level;
@@ -417,8 +669,11 @@ static int worker_init(worker_t *w) {
   w->opts.timeout_ms = cfg->timeout_ms;
   w->opts.keep = 0; /* only the body's size goes into the summary */
   int err = uvp_ctx_new(&w->loop, &w->ctx);
+  if (err == 0 && cfg->traces)
+    err = uvp_ctx_set_traces(w->ctx, 1);
+  httpc_pool_opts_t po = {POOL_MAX_IDLE, 0, cfg->backend_idle_ms};
   if (err == 0)
-    err = httpc_pool_new(w->ctx, POOL_MAX_IDLE, &w->opts.pool);
+    err = httpc_pool_new_with(w->ctx, &po, &w->opts.pool);
   if (err < 0)
     return err;
   /* Room for a few hundred fan-outs in flight without touching malloc:
@@ -469,9 +724,9 @@ static void worker_main(void *arg) {
   uv_async_send(&m->finished);
 }
 
-/* Raise the stop level and tell every worker still listening. */
-static void stop_workers(main_t *m, int level) {
-  atomic_store(&m->stop, level);
+/* Tell every worker still listening to look at the stop level and the
+ * SIGUSR1 count. */
+static void wake_workers(main_t *m) {
   for (unsigned i = 0; i < m->started; i++) {
     worker_t *w = &m->workers[i];
     uv_mutex_lock(&w->lock);
@@ -479,6 +734,19 @@ static void stop_workers(main_t *m, int level) {
       uv_async_send(&w->wake);
     uv_mutex_unlock(&w->lock);
   }
+}
+
+/* Raise the stop level and tell the workers. */
+static void stop_workers(main_t *m, int level) {
+  atomic_store(&m->stop, level);
+  wake_workers(m);
+}
+
+static void on_sigusr1(uv_signal_t *s, int signum) {
+  main_t *m = s->data;
+  (void)signum;
+  atomic_fetch_add(&m->dumps, 1);
+  wake_workers(m);
 }
 
 /* The first signal drains, a second does not wait for backends any
@@ -498,14 +766,19 @@ static void join_workers(main_t *m) {
   m->started = 0;
 }
 
+static void close_signals(main_t *m) {
+  uv_close((uv_handle_t *)&m->sigint, NULL);
+  uv_close((uv_handle_t *)&m->sigterm, NULL);
+  uv_close((uv_handle_t *)&m->sigusr1, NULL);
+  uv_close((uv_handle_t *)&m->finished, NULL);
+}
+
 static void on_finished(uv_async_t *a) {
   main_t *m = a->data;
   if (atomic_load(&m->nfinished) < m->started)
     return;
   join_workers(m);
-  uv_close((uv_handle_t *)&m->sigint, NULL);
-  uv_close((uv_handle_t *)&m->sigterm, NULL);
-  uv_close((uv_handle_t *)&m->finished, NULL);
+  close_signals(m);
 }
 
 /* Start the workers one after the other: the first finds the port when
@@ -583,10 +856,19 @@ static void usage(FILE *f) {
       "  --send-timeout MS   drop a client that reads nothing of its answer "
       "for\n"
       "                      MS (default %d)\n"
+      "  --backend-idle-timeout MS\n"
+      "                      close a backend connection kept idle for MS\n"
+      "                      (default 30000; not 0)\n"
+      "  --traces            async stack traces (also UVP_TRACES=1), for\n"
+      "                      SIGUSR1's list\n"
       "  -h, --help          this text\n"
       "\n"
-      "Timeouts of 0 are off.  SIGINT/SIGTERM drain (requests in flight are\n"
-      "answered), a second one closes what is left; exit status 0.\n",
+      "Client timeouts of 0 are off.  SIGINT/SIGTERM drain (requests in "
+      "flight\n"
+      "are answered), a second one closes what is left; exit status 0.\n"
+      "SIGUSR1 prints each worker's requests in flight to stderr, with "
+      "their\n"
+      "pending backend requests' async traces and every pending promise.\n",
       uv_available_parallelism(), HTTPD_HEADER_TIMEOUT_MS,
       HTTPD_KEEPALIVE_TIMEOUT_MS, HTTPD_SEND_TIMEOUT_MS);
 }
@@ -641,7 +923,19 @@ static void config_free(config_t *cfg) {
   free(cfg->urls);
 }
 
-enum { OPT_HEADER = 256, OPT_KEEPALIVE, OPT_SEND };
+enum {
+  OPT_HEADER = 256,
+  OPT_KEEPALIVE,
+  OPT_SEND,
+  OPT_BACKEND_IDLE,
+  OPT_TRACES
+};
+
+/* --traces, or UVP_TRACES=1 (which uvp reads itself at uvp_ctx_new). */
+static int traces_on(const config_t *cfg) {
+  const char *env = getenv("UVP_TRACES");
+  return cfg->traces || (env != NULL && strcmp(env, "1") == 0);
+}
 
 /* Returns 0, -1 usage error, 1 --help. */
 static int parse_args(int argc, char **argv, config_t *cfg,
@@ -655,6 +949,8 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"client-header-timeout", required_argument, NULL, OPT_HEADER},
       {"keepalive-timeout", required_argument, NULL, OPT_KEEPALIVE},
       {"send-timeout", required_argument, NULL, OPT_SEND},
+      {"backend-idle-timeout", required_argument, NULL, OPT_BACKEND_IDLE},
+      {"traces", no_argument, NULL, OPT_TRACES},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   const unsigned long long day = 24ULL * 3600 * 1000;
@@ -696,6 +992,13 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       rc = parse_uint(optarg, day, &v);
       cfg->httpd.send_timeout_ms = v;
       break;
+    case OPT_BACKEND_IDLE:
+      rc = parse_uint(optarg, day, &v) != 0 || v == 0 ? -1 : 0;
+      cfg->backend_idle_ms = v;
+      break;
+    case OPT_TRACES:
+      cfg->traces = 1;
+      break;
     case 'h':
       return 1;
     default:
@@ -709,6 +1012,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
 
 static void print_stats(const main_t *m) {
   httpd_stats_t t = {0};
+  unsigned long long cancelled = 0;
   for (unsigned i = 0; i < m->cfg.workers; i++) {
     const httpd_stats_t *s = &m->workers[i].stats;
     if (m->cfg.workers > 1)
@@ -722,12 +1026,14 @@ static void print_stats(const main_t *m) {
     t.keepalive_timeouts += s->keepalive_timeouts;
     t.send_timeouts += s->send_timeouts;
     t.accept_pauses += s->accept_pauses;
+    cancelled += m->workers[i].cancelled;
   }
   fprintf(stderr,
           "uvp-gateway: %llu connections, %llu requests; timeouts: header "
-          "%llu, keep-alive %llu, send %llu; accept paused %llu times\n",
+          "%llu, keep-alive %llu, send %llu; accept paused %llu times; "
+          "%llu requests cancelled (client gone)\n",
           t.connections, t.requests, t.header_timeouts, t.keepalive_timeouts,
-          t.send_timeouts, t.accept_pauses);
+          t.send_timeouts, t.accept_pauses, cancelled);
 }
 
 int main(int argc, char **argv) {
@@ -756,10 +1062,12 @@ int main(int argc, char **argv) {
   }
   uv_signal_init(&m.loop, &m.sigint);
   uv_signal_init(&m.loop, &m.sigterm);
+  uv_signal_init(&m.loop, &m.sigusr1);
   uv_async_init(&m.loop, &m.finished, on_finished);
-  m.sigint.data = m.sigterm.data = m.finished.data = &m;
+  m.sigint.data = m.sigterm.data = m.sigusr1.data = m.finished.data = &m;
   uv_signal_start(&m.sigint, on_signal, SIGINT);
   uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&m.sigusr1, on_sigusr1, SIGUSR1);
 
   int started = start_workers(&m, (int)port) == 0;
   if (started) {
@@ -768,16 +1076,15 @@ int main(int argc, char **argv) {
     const httpd_opts_t *o = &m.cfg.httpd;
     fprintf(stderr,
             "uvp-gateway: %u worker%s; timeouts (ms): backend %llu, header "
-            "%llu, keep-alive %llu, send %llu\n",
+            "%llu, keep-alive %llu, send %llu; async traces %s\n",
             m.cfg.workers, m.cfg.workers > 1 ? "s" : "",
             (unsigned long long)m.cfg.timeout_ms,
             (unsigned long long)o->header_timeout_ms,
             (unsigned long long)o->keepalive_timeout_ms,
-            (unsigned long long)o->send_timeout_ms);
+            (unsigned long long)o->send_timeout_ms,
+            traces_on(&m.cfg) ? "on" : "off");
   } else {
-    uv_close((uv_handle_t *)&m.sigint, NULL);
-    uv_close((uv_handle_t *)&m.sigterm, NULL);
-    uv_close((uv_handle_t *)&m.finished, NULL);
+    close_signals(&m);
   }
 
   uv_run(&m.loop, UV_RUN_DEFAULT);

@@ -4,7 +4,8 @@
  * overall caps close the least recently used; an idle connection expires
  * after idle_timeout_ms, and one the server closes while it is idle (EOF,
  * or a TLS close_notify) is dropped then, not found out at reuse.  The
- * idle connections keep uv_run going only until they end. */
+ * idle connections keep uv_run going only until they end.  In a task
+ * group, a connection is the group's only while a request uses it. */
 #include "e2e-nginx.h"
 
 #include "httpc.h"
@@ -241,12 +242,136 @@ static void test_tls_idle_close(void **state) {
   nginx_cleanup(&n);
 }
 
+/* ---- task groups ------------------------------------------------------------
+ */
+
+/* A GET made in a task group's work (a member's start callback). */
+typedef struct member_get_s {
+  uvp_ctx_t *ctx;
+  const char *url;
+  httpc_opts_t *o;
+  uvp_promise_t *p; /* its outcome, kept */
+} member_get_t;
+
+static int start_get(void *arg, uvp_promise_t **out) {
+  member_get_t *m = arg;
+  int rc = httpc_get(m->ctx, m->url, m->o, out);
+  if (rc == 0)
+    m->p = uvp_promise_retain(*out);
+  return rc;
+}
+
+/* A closed group of one GET per member; returns its join. */
+static uvp_promise_t *group_get(fixture_t *f, member_get_t *m, int n,
+                                uvp_group_t **g) {
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, g), 0);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(uvp_group_start(*g, start_get, &m[i], NULL), 0);
+  assert_int_equal(uvp_group_close(*g), 0);
+  assert_int_equal(uvp_group_join(*g, &join), 0);
+  return join;
+}
+
+/* Step the loop until p settles (5 s at most: the server keeps the loop
+ * going, and an idle connection's pending read would block a UV_RUN_ONCE
+ * for as long as the pool keeps it). */
+static void run_until_settled_5s(fixture_t *f, uvp_promise_t *p) {
+  uint64_t t0 = uv_hrtime();
+  while (uvp_promise_state(p) == UVP_PENDING &&
+         uv_hrtime() - t0 < 5000000000ull)
+    if (uv_run(&f->loop, UV_RUN_NOWAIT) != 0 &&
+        uvp_promise_state(p) == UVP_PENDING)
+      uv_sleep(1);
+  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
+}
+
+static void count_closing_tcp(uv_handle_t *h, void *arg) {
+  if (h->type == UV_TCP && uv_is_closing(h))
+    ++*(int *)arg;
+}
+
+/* When a group's join settles, nothing its members started is still being
+ * closed: count the TCP handles the loop is closing then. */
+static uvp_ret_t on_join_count_closing(void *arg, const uvp_outcome_t *in) {
+  fixture_t *f = *(fixture_t **)arg;
+  int *closing = (int *)((fixture_t **)arg + 1);
+  (void)in;
+  *closing = 0;
+  uv_walk(&f->loop, count_closing_tcp, closing);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Requests in task groups: a connection is the group's while a request
+ * uses it and the pool's after.  A group whose request ended joins while
+ * the connection sits idle in the pool; a group whose request took that
+ * connection from the pool, cancelled, joins only once it is closed.  (No
+ * timeout: the request's timer would hold the group too.) */
+static void test_groups(void **state) {
+  fixture_t *f = *state;
+  demo_server_t *s;
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &s), 0);
+  char fast[96], hang[96];
+  snprintf(fast, sizeof(fast), "http://127.0.0.1:%d/fast", demo_server_port(s));
+  snprintf(hang, sizeof(hang), "http://127.0.0.1:%d/hang", demo_server_port(s));
+  httpc_pool_t *pool;
+  assert_int_equal(httpc_pool_new(f->ctx, 4, &pool), 0);
+  httpc_opts_t o = {.pool = pool};
+  httpc_pool_stats_t st;
+
+  member_get_t a = {f->ctx, fast, &o, NULL};
+  uvp_group_t *g1, *g2;
+  uvp_promise_t *j1 = group_get(f, &a, 1, &g1);
+  run_until_settled_5s(f, j1);
+  assert_int_equal(uvp_promise_state(j1), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(a.p), UVP_FULFILLED);
+  httpc_pool_stats(pool, &st);
+  assert_int_equal(st.opened, 1);
+  assert_int_equal(st.idle, 1);
+
+  member_get_t b = {f->ctx, hang, &o, NULL};
+  uvp_promise_t *j2 = group_get(f, &b, 1, &g2);
+  for (int i = 0; i < 20; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT); /* /hang sent and waiting */
+  httpc_pool_stats(pool, &st);
+  assert_int_equal(st.reused, 1);
+  assert_int_equal(st.idle, 0);
+  assert_int_equal(uvp_promise_state(b.p), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(j2), UVP_PENDING);
+  struct {
+    fixture_t *f;
+    int closing;
+  } seen = {f, -1};
+  assert_int_equal(
+      uvp_promise_on(j2, UVP_ON_BOTH, on_join_count_closing, &seen, NULL), 0);
+  assert_int_equal(uvp_group_cancel(g2), 0);
+  assert_int_equal(uvp_promise_reason(b.p, NULL), UV_ECANCELED);
+  /* The connection is g2's now, and closing: the join waits until libuv
+   * has closed it. */
+  run_until_settled_5s(f, j2);
+  assert_int_equal(uvp_promise_state(j2), UVP_FULFILLED);
+  while (seen.closing < 0)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(seen.closing, 0);
+  httpc_pool_stats(pool, &st);
+  assert_int_equal(st.opened, 1);
+  assert_int_equal(st.idle, 0);
+
+  uvp_promise_t *all[] = {j1, j2, a.p, b.p};
+  for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++)
+    uvp_promise_release(all[i]);
+  uvp_group_release(g1);
+  uvp_group_release(g2);
+  close_all(f, pool, &s, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_reuse_and_caps),
       FIXTURE_TEST(test_idle_expiry),
       FIXTURE_TEST(test_server_closes_idle),
       FIXTURE_TEST(test_tls_idle_close),
+      FIXTURE_TEST(test_groups),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
