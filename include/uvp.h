@@ -121,16 +121,16 @@ UVP_EXTERN const char *uvp_version_string(void);
   XX(ECLOSED, -30003, "promise context closed")                                \
   XX(EXCTX, -30004, "promises belong to different contexts")                   \
   XX(EAGGREGATE, -30005, "all promises were rejected")                         \
-  XX(EUNHANDLED, -30006, "unhandled rejection")                               \
-  XX(ETHREAD, -30007, "called off the context's loop thread")                 \
-  XX(ENOTFIBER, -30008, "only a fiber can await")                               \
+  XX(EUNHANDLED, -30006, "unhandled rejection")                                \
+  XX(ETHREAD, -30007, "called off the context's loop thread")                  \
+  XX(ENOTFIBER, -30008, "only a fiber can await")                              \
   XX(EINFIBER, -30009, "not allowed inside a fiber")
 
 typedef enum {
 #define XX(name, val, msg) UVP_##name = (val),
   UVP_ERRNO_MAP(XX)
 #undef XX
-  UVP_ERRNO_MAX_ = -30000
+      UVP_ERRNO_MAX_ = -30000
 } uvp_errno_t;
 
 /* Message / symbolic name for a uvp code or any libuv code ("ECYCLE",
@@ -190,7 +190,7 @@ typedef struct uvp_outcome_s {
  * the uvp_ret_*() helpers below; a zeroed uvp_ret_t fulfils with NULL (as a
  * JavaScript handler returning undefined). */
 typedef struct uvp_ret_s {
-  int kind_;  /* private */
+  int kind_; /* private */
   int code_;
   void *ptr_;
   uvp_free_cb free_;
@@ -372,19 +372,19 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /* Counters for tests and monitoring. */
 typedef struct uvp_ctx_stats_s {
-  size_t live;      /* promises allocated and not yet freed */
-  size_t pending;   /* of which pending */
-  size_t queued;    /* handlers waiting to run, and finished file
-                       operations waiting to settle their promises */
-  size_t slab_bytes; /* bytes held in promise/reaction/operation/group
-                        member slabs, the run queue and the spare
-                        combinator block (see uvp_promise_all) */
-  size_t slab_allocs; /* times a slab was obtained from the allocator */
-  size_t site_misses; /* creation sites looked up in the process-wide table
-                         (under a lock) because the context's cache did not
-                         hold them; the cache holds the sites of one
-                         function, so this stops growing once a program's
-                         hot paths have run */
+  size_t live;         /* promises allocated and not yet freed */
+  size_t pending;      /* of which pending */
+  size_t queued;       /* handlers waiting to run, and finished file
+                          operations waiting to settle their promises */
+  size_t slab_bytes;   /* bytes held in promise/reaction/operation/group
+                          member slabs, the run queue and the spare
+                          combinator block (see uvp_promise_all) */
+  size_t slab_allocs;  /* times a slab was obtained from the allocator */
+  size_t site_misses;  /* creation sites looked up in the process-wide table
+                          (under a lock) because the context's cache did not
+                          hold them; the cache holds the sites of one
+                          function, so this stops growing once a program's
+                          hot paths have run */
   size_t fibers;       /* fibers spawned and not yet finished */
   size_t fiber_stacks; /* stacks kept for the next fibers (idle): up to
                           64 with their pages, and as many more as fibers
@@ -506,11 +506,7 @@ UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
 /* Promises: reactions                                                       */
 /* ------------------------------------------------------------------------ */
 
-enum {
-  UVP_ON_FULFILLED = 1,
-  UVP_ON_REJECTED = 2,
-  UVP_ON_BOTH = 3
-};
+enum { UVP_ON_FULFILLED = 1, UVP_ON_REJECTED = 2, UVP_ON_BOTH = 3 };
 
 /* Register `cb` for the outcomes in `mask` (UVP_ON_*).  For an outcome not
  * in the mask, or a NULL cb, the derived promise settles like `p` (value
@@ -546,13 +542,12 @@ UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
  * never runs while the handler may still run.  arg_free may be NULL (the
  * plain forms).  On error it does not run: arg is still yours. */
 #define uvp_promise_on_full(p, mask, cb, arg, arg_free, out)                   \
-  uvp_promise_on_full_at((p), (mask), (cb), (arg), (arg_free), (out),         \
+  uvp_promise_on_full_at((p), (mask), (cb), (arg), (arg_free), (out),          \
                          __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
                                       uvp_then_cb cb, void *arg,
-                                      uvp_free_cb arg_free,
-                                      uvp_promise_t **out, const char *file,
-                                      int line);
+                                      uvp_free_cb arg_free, uvp_promise_t **out,
+                                      const char *file, int line);
 
 /* p.then(cb): cb on fulfilment; a rejection passes through. */
 #define uvp_promise_then(p, cb, arg, out)                                      \
@@ -563,7 +558,7 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
   uvp_promise_on_at((p), UVP_ON_REJECTED, (cb), (arg), (out), __FILE__,        \
                     __LINE__)
 #define uvp_promise_then_full(p, cb, arg, arg_free, out)                       \
-  uvp_promise_on_full_at((p), UVP_ON_FULFILLED, (cb), (arg), (arg_free),      \
+  uvp_promise_on_full_at((p), UVP_ON_FULFILLED, (cb), (arg), (arg_free),       \
                          (out), __FILE__, __LINE__)
 #define uvp_promise_catch_full(p, cb, arg, arg_free, out)                      \
   uvp_promise_on_full_at((p), UVP_ON_REJECTED, (cb), (arg), (arg_free), (out), \
@@ -579,7 +574,7 @@ UVP_EXTERN int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb,
                                       void *arg, uvp_promise_t **out,
                                       const char *file, int line);
 #define uvp_promise_finally_full(p, cb, arg, arg_free, out)                    \
-  uvp_promise_finally_full_at((p), (cb), (arg), (arg_free), (out), __FILE__,  \
+  uvp_promise_finally_full_at((p), (cb), (arg), (arg_free), (out), __FILE__,   \
                               __LINE__)
 UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
                                            void *arg, uvp_free_cb arg_free,
@@ -652,7 +647,6 @@ UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
 /* Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
  * UV_ENOENT (p has no trace). */
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
-
 
 /* ------------------------------------------------------------------------ */
 /* Combinators: all, allSettled, race, any                                   */
@@ -740,9 +734,8 @@ UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
  * shared).  With n == 0 it never settles; teardown still frees it. */
 #define uvp_promise_race(ctx, inputs, n, flags, out)                           \
   uvp_promise_race_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
-UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx,
-                                   uvp_promise_t *const *inputs, size_t n,
-                                   int flags, uvp_promise_t **out,
+UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
+                                   size_t n, int flags, uvp_promise_t **out,
                                    const char *file, int line);
 
 /* any: fulfils like the first input to fulfil.  If every input rejects it
@@ -912,14 +905,14 @@ typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
 #define uvp_promise_loop(ctx, step, arg, out)                                  \
   uvp_promise_loop_at((ctx), (step), (arg), (out), __FILE__, __LINE__)
-UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step,
-                                   void *arg, uvp_promise_t **out,
-                                   const char *file, int line);
+UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
+                                   uvp_promise_t **out, const char *file,
+                                   int line);
 /* The same with a destroy notifier: arg_free(arg) runs once, on the loop
  * thread, when no step will be called again (the result decided,
  * cancelled or torn down, and no step running). */
 #define uvp_promise_loop_full(ctx, step, arg, arg_free, out)                   \
-  uvp_promise_loop_full_at((ctx), (step), (arg), (arg_free), (out), __FILE__, \
+  uvp_promise_loop_full_at((ctx), (step), (arg), (arg_free), (out), __FILE__,  \
                            __LINE__)
 UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                         void *arg, uvp_free_cb arg_free,
@@ -932,22 +925,18 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
  * (*next NULL) ends it with the previous value.  Same rules as
  * uvp_promise_loop. */
 #define uvp_promise_reduce(ctx, n, step, arg, initial, out)                    \
-  uvp_promise_reduce_at((ctx), (n), (step), (arg), (initial), (out),           \
-                        __FILE__, __LINE__)
-UVP_EXTERN int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n,
-                                     uvp_step_cb step, void *arg,
-                                     uvp_promise_t *initial,
+  uvp_promise_reduce_at((ctx), (n), (step), (arg), (initial), (out), __FILE__, \
+                        __LINE__)
+UVP_EXTERN int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
+                                     void *arg, uvp_promise_t *initial,
                                      uvp_promise_t **out, const char *file,
                                      int line);
-#define uvp_promise_reduce_full(ctx, n, step, arg, arg_free, initial, out)    \
-  uvp_promise_reduce_full_at((ctx), (n), (step), (arg), (arg_free),           \
-                             (initial), (out), __FILE__, __LINE__)
-UVP_EXTERN int uvp_promise_reduce_full_at(uvp_ctx_t *ctx, size_t n,
-                                          uvp_step_cb step, void *arg,
-                                          uvp_free_cb arg_free,
-                                          uvp_promise_t *initial,
-                                          uvp_promise_t **out,
-                                          const char *file, int line);
+#define uvp_promise_reduce_full(ctx, n, step, arg, arg_free, initial, out)     \
+  uvp_promise_reduce_full_at((ctx), (n), (step), (arg), (arg_free), (initial), \
+                             (out), __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_reduce_full_at(
+    uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg, uvp_free_cb arg_free,
+    uvp_promise_t *initial, uvp_promise_t **out, const char *file, int line);
 
 /* Starts attempt number `attempt` (0-based): like uvp_map_start_cb. */
 typedef int (*uvp_attempt_cb)(void *arg, unsigned int attempt,
@@ -1207,8 +1196,7 @@ typedef struct uvp_group_opts_s {
 #define uvp_group_new(ctx, opts, out)                                          \
   uvp_group_new_at((ctx), (opts), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
-                                uvp_group_t **out, const char *file,
-                                int line);
+                                uvp_group_t **out, const char *file, int line);
 
 /* Add a running promise (borrowed; the group takes a reference).  Also
  * UVP_EXCTX, UV_ECANCELED (the group was cancelled), UV_ENOMEM. */
@@ -1351,8 +1339,8 @@ UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
  * Value UVP_INT(v): bytes transferred (0 at end of file). */
 #define uvp_fs_read(ctx, fd, buf, len, offset, out)                            \
   uvp_fs_read_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__, __LINE__)
-UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf,
-                              size_t len, int64_t offset, uvp_promise_t **out,
+UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
+                              int64_t offset, uvp_promise_t **out,
                               const char *file, int line);
 #define uvp_fs_write(ctx, fd, buf, len, offset, out)                           \
   uvp_fs_write_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__,        \
@@ -1413,9 +1401,9 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
  * Files over `max` bytes (0: no limit) reject with UV_EFBIG. */
 #define uvp_fs_read_file(ctx, path, max, out)                                  \
   uvp_fs_read_file_at((ctx), (path), (max), (out), __FILE__, __LINE__)
-UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path,
-                                   size_t max, uvp_promise_t **out,
-                                   const char *file, int line);
+UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
+                                   uvp_promise_t **out, const char *file,
+                                   int line);
 /* write_file: create or truncate (mode 0644), write all of `data`
  * (borrowed), close; value UVP_INT(v) is the byte count. */
 #define uvp_fs_write_file(ctx, path, data, len, out)                           \
@@ -1486,9 +1474,9 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
  * trip through the thread pool.  Strings are copied.  Value NULL. */
 #define uvp_tcp_connect_host(t, host, port, out)                               \
   uvp_tcp_connect_host_at((t), (host), (port), (out), __FILE__, __LINE__)
-UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host,
-                                       int port, uvp_promise_t **out,
-                                       const char *file, int line);
+UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
+                                       uvp_promise_t **out, const char *file,
+                                       int line);
 
 /* Write `len` bytes of `buf` (borrowed until the promise settles, or after
  * a cancellation until the connection's close has completed: see "borrowed"
@@ -1510,10 +1498,9 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
 #define uvp_tcp_write_full(t, buf, len, buf_free, out)                         \
   uvp_tcp_write_full_at((t), (buf), (len), (buf_free), (out), __FILE__,        \
                         __LINE__)
-UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf,
-                                     size_t len, uvp_free_cb buf_free,
-                                     uvp_promise_t **out, const char *file,
-                                     int line);
+UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
+                                     uvp_free_cb buf_free, uvp_promise_t **out,
+                                     const char *file, int line);
 
 /* The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
  * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
@@ -1587,21 +1574,20 @@ typedef int (*uvp_work_cb)(void *arg, void **result);
  * until then, so memory that outlives the loop run is safe.
  * Errors: UV_EINVAL (NULL ctx/work_cb/out), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_work(ctx, work_cb, arg, result_free, out)                          \
-  uvp_work_at((ctx), (work_cb), (arg), (result_free), (out), __FILE__,         \
-              __LINE__)
+  uvp_work_at((ctx), (work_cb), (arg), (result_free), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                            uvp_free_cb result_free, uvp_promise_t **out,
                            const char *file, int line);
 
 /* How a job ended, told once to its done callback. */
 typedef enum {
-  UVP_WORK_SETTLED = 0,  /* it ran, and its outcome settled the promise */
+  UVP_WORK_SETTLED = 0,   /* it ran, and its outcome settled the promise */
   UVP_WORK_CANCELLED = 1, /* cancelled while queued: it never ran */
-  UVP_WORK_CLOSED = 2,   /* the context was closed while it was queued: it
-                            never ran */
-  UVP_WORK_ABANDONED = 3 /* its promise was cancelled (or torn down) while
-                            it ran; it finished, and its result went to
-                            result_free */
+  UVP_WORK_CLOSED = 2,    /* the context was closed while it was queued: it
+                             never ran */
+  UVP_WORK_ABANDONED = 3  /* its promise was cancelled (or torn down) while
+                             it ran; it finished, and its result went to
+                             result_free */
 } uvp_work_end_t;
 
 /* Called once per job, on the loop thread, when the job's `arg` will never
@@ -1614,13 +1600,13 @@ typedef void (*uvp_work_done_cb)(void *arg, uvp_work_end_t end);
  * its handlers run later, from the scheduler, so they may still see `arg`
  * only if done has not freed it: pass what the handlers need in the
  * job's result instead.  On error done does not run: arg is still yours. */
-#define uvp_work_full(ctx, work_cb, arg, done, result_free, out)              \
-  uvp_work_full_at((ctx), (work_cb), (arg), (done), (result_free), (out),     \
+#define uvp_work_full(ctx, work_cb, arg, done, result_free, out)               \
+  uvp_work_full_at((ctx), (work_cb), (arg), (done), (result_free), (out),      \
                    __FILE__, __LINE__)
-UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb,
-                                void *arg, uvp_work_done_cb done,
-                                uvp_free_cb result_free, uvp_promise_t **out,
-                                const char *file, int line);
+UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
+                                uvp_work_done_cb done, uvp_free_cb result_free,
+                                uvp_promise_t **out, const char *file,
+                                int line);
 
 /* ------------------------------------------------------------------------ */
 /* Processes (uv_spawn)                                                      */
@@ -1639,9 +1625,9 @@ typedef struct uvp_spawn_opts_s {
                              closed (the child need not read it all);
                              NULL: stdin reads nothing, as from /dev/null */
   size_t stdin_len;
-  size_t max_output;      /* bytes kept per stream; 0: 16 MiB.  The rest is
-                             read and dropped, and `truncated` set */
-  int cancel_signal;      /* sent on cancellation; 0: SIGTERM */
+  size_t max_output; /* bytes kept per stream; 0: 16 MiB.  The rest is
+                        read and dropped, and `truncated` set */
+  int cancel_signal; /* sent on cancellation; 0: SIGTERM */
 } uvp_spawn_opts_t;
 
 /* The value of uvp_spawn: one owned object (a single destructor frees the

@@ -24,7 +24,8 @@ static uvp__allocator_t allocator = {malloc, realloc, calloc, free};
 
 int uvp_replace_allocator(uvp_malloc_func malloc_func,
                           uvp_realloc_func realloc_func,
-                          uvp_calloc_func calloc_func, uvp_free_func free_func) {
+                          uvp_calloc_func calloc_func,
+                          uvp_free_func free_func) {
   if (malloc_func == NULL || realloc_func == NULL || calloc_func == NULL ||
       free_func == NULL)
     return UV_EINVAL;

@@ -16,7 +16,7 @@ typedef struct fsop_s {
   uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
   size_t cap;     /* bytes of data the block can hold */
   size_t max;
-  size_t size;    /* from fstat, 0 if unknown */
+  size_t size; /* from fstat, 0 if unknown */
   const char *data;
   size_t len;
   uv_fs_t req;
@@ -368,8 +368,8 @@ static void read_next(fsop_t *op) {
 static void write_next(fsop_t *op) {
   uv_buf_t b = uv_buf_init((char *)op->data + op->size,
                            (unsigned int)(op->len - op->size));
-  int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1,
-                       (int64_t)op->size, whole_cb);
+  int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1, (int64_t)op->size,
+                       whole_cb);
   if (rc != 0)
     whole_close(op, rc);
 }
@@ -474,7 +474,8 @@ int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
     return rc;
   op->max = max;
   return uvp__op_started(
-      &op->op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb), out);
+      &op->op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb),
+      out);
 }
 
 int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,

@@ -34,8 +34,8 @@ _Static_assert(sizeof(member_t) == 64 || sizeof(void *) != 8,
 typedef struct lazy_s lazy_t;
 struct lazy_s {
   lazy_t *next;
-  uvp_group_t *g;       /* a fiber's, held from its spawn to its end */
-  uvp_fiber_fn fn;      /* a fiber ... */
+  uvp_group_t *g;           /* a fiber's, held from its spawn to its end */
+  uvp_fiber_fn fn;          /* a fiber ... */
   uvp_group_start_cb start; /* ... or a start callback */
   void *arg;
   uvp_free_cb arg_free;
@@ -108,7 +108,8 @@ static group_state_t *state_of(uvp_ctx_t *ctx) {
 
 static void maybe_end(uvp_group_t *g);
 
-/* ---- lifetime ------------------------------------------------------------- */
+/* ---- lifetime -------------------------------------------------------------
+ */
 
 static void maybe_free(uvp_group_t *g) {
   if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
@@ -136,7 +137,8 @@ void uvp__group_drop(uvp_group_t *g) {
   maybe_free(g);
 }
 
-/* ---- completion order ------------------------------------------------------ */
+/* ---- completion order ------------------------------------------------------
+ */
 
 /* m's slot goes back before its promise: after the context's close, that
  * reference may be what keeps the context, and the pool, alive. */
@@ -216,7 +218,8 @@ static void maybe_end(uvp_group_t *g) {
     uvp__group_drop(parent);
 }
 
-/* ---- members ---------------------------------------------------------------- */
+/* ---- members ----------------------------------------------------------------
+ */
 
 static void pump(uvp_group_t *g);
 static void cancel_all(uvp_group_t *g);
@@ -376,7 +379,8 @@ static void cancel_all(uvp_group_t *g) {
   }
 }
 
-/* ---- the API ----------------------------------------------------------------- */
+/* ---- the API
+ * ----------------------------------------------------------------- */
 
 /* The join promise was cancelled (or torn down): so is the group. */
 static void join_cancel(uvp_promise_t *join, void *arg) {
@@ -395,8 +399,7 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
-  int rc = out == NULL ||
-                   (opts != NULL && (opts->flags & ~UVP_GROUP_FAIL_FAST))
+  int rc = out == NULL || (opts != NULL && (opts->flags & ~UVP_GROUP_FAIL_FAST))
                ? UV_EINVAL
                : uvp__ctx_check(ctx);
   if (rc != 0)

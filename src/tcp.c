@@ -29,7 +29,7 @@ struct uvp_tcp_s {
   uvp_ctx_t *ctx;
   uvp_group_t *group; /* of the scope it was made in, or as attached (see
                          uvp_tcp_detach): held until freed */
-  uv_tcp_t *handle; /* NULL once closed */
+  uv_tcp_t *handle;   /* NULL once closed */
   tcpop_t *read_op;
   /* libuv keeps reading between two reads (no epoll_ctl per read); with no
    * read pending the handle is unref'd, so an idle connection never keeps
@@ -284,7 +284,9 @@ int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
   tcpop_t *op = op_new(t, OP_CONNECT, out, file, line, &rc);
   if (op == NULL)
     return rc;
-  return uvp__op_started(&op->op, uv_tcp_connect(&op->req.connect, t->handle, addr, connect_cb), out);
+  return uvp__op_started(
+      &op->op, uv_tcp_connect(&op->req.connect, t->handle, addr, connect_cb),
+      out);
 }
 
 static void host_connect_cb(uv_connect_t *req, int status);
@@ -359,15 +361,15 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&lit) == 0 ||
       uv_ip6_addr(host, port, (struct sockaddr_in6 *)&lit) == 0)
     return uvp__op_started(&op->op,
-                      uv_tcp_connect(&op->req.connect, t->handle,
-                                     (const struct sockaddr *)&lit,
-                                     host_connect_cb),
-                      out);
+                           uv_tcp_connect(&op->req.connect, t->handle,
+                                          (const struct sockaddr *)&lit,
+                                          host_connect_cb),
+                           out);
   op->resolving = true;
-  return uvp__op_started(&op->op,
-                    uv_getaddrinfo(t->ctx->loop, &op->req.gai, gai_cb, host,
-                                   service, &hints),
-                    out);
+  return uvp__op_started(
+      &op->op,
+      uv_getaddrinfo(t->ctx->loop, &op->req.gai, gai_cb, host, service, &hints),
+      out);
 }
 
 /* ---- write / shutdown ---------------------------------------------------- */
@@ -381,8 +383,7 @@ static void write_cb(uv_write_t *req, int status) {
 int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
                           uvp_free_cb buf_free, uvp_promise_t **out,
                           const char *file, int line) {
-  if (t == NULL || (buf == NULL && len > 0) || out == NULL ||
-      len > UINT32_MAX)
+  if (t == NULL || (buf == NULL && len > 0) || out == NULL || len > UINT32_MAX)
     return UV_EINVAL;
   int rc;
   tcpop_t *op = op_new(t, OP_WRITE, out, file, line, &rc);
@@ -394,8 +395,7 @@ int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
    * write queue and the epoll_ctl pair it makes per queued write.  The
    * promise still settles now and its handlers run later, as always.
    * What did not fit, and every error, takes uv_write's path. */
-  int sent =
-      len <= INT_MAX ? uv_try_write((uv_stream_t *)t->handle, &b, 1) : 0;
+  int sent = len <= INT_MAX ? uv_try_write((uv_stream_t *)t->handle, &b, 1) : 0;
   if (sent == (int)len) {
     settle(op, 0, NULL, NULL);
     *out = op->op.p;
@@ -410,8 +410,7 @@ int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
   }
   rc = uvp__op_started(
       &op->op,
-      uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1, write_cb),
-      out);
+      uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1, write_cb), out);
   if (rc == 0) { /* else refused: the caller keeps buf */
     op->wbuf = (void *)buf;
     op->wbuf_free = buf_free;
@@ -438,10 +437,10 @@ int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
   tcpop_t *op = op_new(t, OP_SHUTDOWN, out, file, line, &rc);
   if (op == NULL)
     return rc;
-  return uvp__op_started(&op->op,
-                    uv_shutdown(&op->req.shutdown, (uv_stream_t *)t->handle,
-                                shutdown_cb),
-                    out);
+  return uvp__op_started(
+      &op->op,
+      uv_shutdown(&op->req.shutdown, (uv_stream_t *)t->handle, shutdown_cb),
+      out);
 }
 
 /* ---- read ---------------------------------------------------------------- */

@@ -8,7 +8,8 @@
 
 #include "helpers.h"
 
-/* ---- a small loopback server with a behaviour per test -------------------- */
+/* ---- a small loopback server with a behaviour per test --------------------
+ */
 
 typedef enum {
   SRV_ECHO_THEN_CLOSE, /* read one chunk, write a reply, close */
@@ -111,9 +112,9 @@ static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   }
   if (c->srv->mode == SRV_SINK && n == UV_EOF) {
     uv_read_stop(s);
-    int len = snprintf(c->summary, sizeof(c->summary), "%llu %llx",
-                       (unsigned long long)c->sunk,
-                       (unsigned long long)c->hash);
+    int len =
+        snprintf(c->summary, sizeof(c->summary), "%llu %llx",
+                 (unsigned long long)c->sunk, (unsigned long long)c->hash);
     uv_buf_t out = uv_buf_init(c->summary, (unsigned)len);
     c->w.data = c;
     uv_write(&c->w, s, &out, 1, after_reply);
@@ -156,8 +157,8 @@ static void server_start(fixture_t *f, server_t *srv, srv_mode_t mode) {
   struct sockaddr_in a;
   uv_ip4_addr("127.0.0.1", 0, &a);
   assert_int_equal(uv_tcp_bind(&srv->listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&srv->listener, 2048,
-                             on_connection), 0);
+  assert_int_equal(
+      uv_listen((uv_stream_t *)&srv->listener, 2048, on_connection), 0);
   struct sockaddr_storage ss;
   int len = sizeof(ss);
   uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
@@ -166,7 +167,9 @@ static void server_start(fixture_t *f, server_t *srv, srv_mode_t mode) {
 
 /* The listener lives on the test's stack: its close must complete before
  * the test returns. */
-static void listener_closed(uv_handle_t *h) { ((server_t *)h->data)->port = -1; }
+static void listener_closed(uv_handle_t *h) {
+  ((server_t *)h->data)->port = -1;
+}
 
 static void server_stop(server_t *srv) {
   uv_close((uv_handle_t *)&srv->listener, listener_closed);
@@ -185,7 +188,8 @@ static void addr_of(server_t *srv, struct sockaddr_in *a) {
   uv_ip4_addr("127.0.0.1", srv->port, a);
 }
 
-/* ---- one request: connect, write, read until close ------------------------ */
+/* ---- one request: connect, write, read until close ------------------------
+ */
 
 typedef struct req_s {
   uvp_tcp_t *t;
@@ -382,8 +386,7 @@ static void test_connect_host_tries_each_address(void **state) {
   multi.refusing = 2;
   multi.refused_port = refused;
   uvp_promise_t *c;
-  assert_int_equal(uvp_tcp_connect_host(t, "uvp-test-several", refused, &c),
-                   0);
+  assert_int_equal(uvp_tcp_connect_host(t, "uvp-test-several", refused, &c), 0);
   run_until(f, c);
   assert_int_equal(uvp_promise_reason(c, NULL), UV_ECONNREFUSED);
   uvp_promise_release(c);
@@ -539,7 +542,8 @@ static void test_teardown_with_connection_in_flight(void **state) {
   server_stop(&srv);
 }
 
-/* ---- 1000 concurrent connections, collected with allSettled --------------- */
+/* ---- 1000 concurrent connections, collected with allSettled ---------------
+ */
 
 #define MANY 1000
 
@@ -778,7 +782,8 @@ static void test_eof_between_reads(void **state) {
   fixture_t *f = *state;
   pair_t pr;
   uvp_tcp_t *c = pair_open(f, &pr);
-  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL); /* the EOF is expected */
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled,
+                           NULL); /* the EOF is expected */
   send_now(f, pr.server, "last");
   expect_read(f, c, "last", 0);
   uvp_tcp_close(pr.server);
@@ -800,13 +805,13 @@ static void test_reset_between_reads(void **state) {
   fixture_t *f = *state;
   pair_t pr;
   uvp_tcp_t *c = pair_open(f, &pr);
-  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL); /* the reset is expected */
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled,
+                           NULL); /* the reset is expected */
   send_now(f, pr.server, "hi");
   expect_read(f, c, "hi", 0);
   /* A zero linger makes the close send RST instead of FIN. */
   uv_os_fd_t fd;
-  assert_int_equal(uv_fileno((uv_handle_t *)uvp_tcp_handle(pr.server), &fd),
-                   0);
+  assert_int_equal(uv_fileno((uv_handle_t *)uvp_tcp_handle(pr.server), &fd), 0);
   struct linger lg = {1, 0};
   assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
   uvp_tcp_close(pr.server);
@@ -816,7 +821,8 @@ static void test_reset_between_reads(void **state) {
   uvp_tcp_close(c);
 }
 
-/* ---- a buffer handed over: uvp_tcp_write_full ------------------------------ */
+/* ---- a buffer handed over: uvp_tcp_write_full ------------------------------
+ */
 
 /* Buffers handed to uvp are malloc'd and freed only through this, so
  * valgrind and ASan see a missing or second call, or bytes read after. */
@@ -926,8 +932,8 @@ static void pending_write_ended(fixture_t *f, write_end_t how) {
   enum { BIG = 16 << 20 };
   g_bufs_freed = 0;
   uvp_promise_t *w;
-  assert_int_equal(
-      uvp_tcp_write_full(c, filled(BIG, 3), BIG, buf_release, &w), 0);
+  assert_int_equal(uvp_tcp_write_full(c, filled(BIG, 3), BIG, buf_release, &w),
+                   0);
   for (int i = 0; i < 5; i++)
     uv_run(&f->loop, UV_RUN_NOWAIT);
   /* The other end reads nothing: most of it is still queued. */
@@ -991,7 +997,8 @@ static void test_write_full_refused(void **state) {
   free(b);
 }
 
-/* ---- a handler returning a fresh request ---------------------------------- */
+/* ---- a handler returning a fresh request ----------------------------------
+ */
 
 /* As with files (test-fs): a handler that returns a read it has just
  * started hands the read to its derived promise (see take_over in
