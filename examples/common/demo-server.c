@@ -163,6 +163,12 @@ static void handle(httpd_req_t *req, void *arg) {
     static const char msg[] =
         "HTTP/1.1 200 OK\r\n" TEXT "Content-Length: 5\r\n\r\n" DEMO_FAST_BODY;
     write_and_close(req, msg, sizeof(msg) - 1);
+  } else if (strcmp(p, "/until-close") == 0) {
+    /* No Content-Length, no chunks: the body ends where the connection
+     * does (RFC 9112 6.3, the last rule). */
+    static const char msg[] = "HTTP/1.1 200 OK\r\n" TEXT
+                              "Connection: close\r\n\r\n" DEMO_UNTIL_CLOSE_BODY;
+    write_and_close(req, msg, sizeof(msg) - 1);
   } else if (strcmp(p, "/reset") == 0) {
     httpd_end(req, HTTPD_RESET);
   } else if (strcmp(p, "/hang") == 0) {

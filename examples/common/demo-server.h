@@ -16,6 +16,8 @@
  *                 saying so (no "Connection: close"), as a server whose
  *                 keep-alive timeout ran out: a client that reuses the
  *                 connection finds it closed
+ *   /until-close  200 with neither Content-Length nor chunks: the body,
+ *                 DEMO_UNTIL_CLOSE_BODY, ends where the server closes
  *   /reset        reads the request, then resets the connection (RST)
  *   /hang         reads the request and never answers
  *   /trickle      200, a body of DEMO_TRICKLE_BYTES sent one byte at a time
@@ -34,6 +36,7 @@
 #include <uv.h>
 
 #define DEMO_FAST_BODY "fast\n"
+#define DEMO_UNTIL_CLOSE_BODY "until the server closes\n"
 #define DEMO_SLOW_MS 300
 #define DEMO_BIG_BYTES (64 * 1024)
 #define DEMO_TRICKLE_BYTES 20

@@ -186,6 +186,49 @@ static void test_server_closes_idle(void **state) {
   close_all(f, pool, &s, 1);
 }
 
+/* Step the loop until p settles (5 s at most: the server keeps the loop
+ * going, and an idle connection's pending read would block a UV_RUN_ONCE
+ * for as long as the pool keeps it). */
+static void run_until_settled_5s(fixture_t *f, uvp_promise_t *p) {
+  uint64_t t0 = uv_hrtime();
+  while (uvp_promise_state(p) == UVP_PENDING &&
+         uv_hrtime() - t0 < 5000000000ull)
+    if (uv_run(&f->loop, UV_RUN_NOWAIT) != 0 &&
+        uvp_promise_state(p) == UVP_PENDING)
+      uv_sleep(1);
+  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
+}
+
+/* A body with no length ends at the server's close (/until-close): the
+ * response is complete, not a protocol error, and the connection is not
+ * pooled. */
+static void test_body_until_close(void **state) {
+  fixture_t *f = *state;
+  demo_server_t *s;
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &s), 0);
+  char u[96];
+  snprintf(u, sizeof(u), "http://127.0.0.1:%d/until-close",
+           demo_server_port(s));
+  httpc_pool_t *pool;
+  assert_int_equal(httpc_pool_new(f->ctx, 4, &pool), 0);
+  httpc_opts_t o = {.keep = 256, .timeout_ms = 5000, .pool = pool};
+  uvp_promise_t *p;
+  assert_int_equal(httpc_get(f->ctx, u, &o, &p), 0);
+  run_until_settled_5s(f, p);
+  void *why = NULL;
+  if (uvp_promise_state(p) != UVP_FULFILLED)
+    fail_msg("%s", httpc_err_name(uvp_promise_reason(p, &why)));
+  const httpc_response_t *res = uvp_promise_value(p);
+  assert_int_equal(res->status, 200);
+  assert_int_equal(res->bytes, strlen(DEMO_UNTIL_CLOSE_BODY));
+  assert_string_equal(res->body, DEMO_UNTIL_CLOSE_BODY);
+  uvp_promise_release(p);
+  httpc_pool_stats_t st;
+  httpc_pool_stats(pool, &st);
+  assert_int_equal(st.idle, 0);
+  close_all(f, pool, &s, 1);
+}
+
 /* Over TLS: requests reuse the session's connection; nginx closing it at
  * its keepalive_timeout (close_notify, then FIN) is seen while idle, and
  * the loop, kept going by the idle read, ends then. */
@@ -273,19 +316,6 @@ static uvp_promise_t *group_get(fixture_t *f, member_get_t *m, int n,
   return join;
 }
 
-/* Step the loop until p settles (5 s at most: the server keeps the loop
- * going, and an idle connection's pending read would block a UV_RUN_ONCE
- * for as long as the pool keeps it). */
-static void run_until_settled_5s(fixture_t *f, uvp_promise_t *p) {
-  uint64_t t0 = uv_hrtime();
-  while (uvp_promise_state(p) == UVP_PENDING &&
-         uv_hrtime() - t0 < 5000000000ull)
-    if (uv_run(&f->loop, UV_RUN_NOWAIT) != 0 &&
-        uvp_promise_state(p) == UVP_PENDING)
-      uv_sleep(1);
-  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
-}
-
 static void count_closing_tcp(uv_handle_t *h, void *arg) {
   if (h->type == UV_TCP && uv_is_closing(h))
     ++*(int *)arg;
@@ -370,6 +400,7 @@ int main(void) {
       FIXTURE_TEST(test_reuse_and_caps),
       FIXTURE_TEST(test_idle_expiry),
       FIXTURE_TEST(test_server_closes_idle),
+      FIXTURE_TEST(test_body_until_close),
       FIXTURE_TEST(test_tls_idle_close),
       FIXTURE_TEST(test_groups),
   };
