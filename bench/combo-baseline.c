@@ -105,6 +105,11 @@ static int one_round(uv_loop_t *loop, uv_idle_t *idle, uint64_t *ns) {
   return ok && t1 != 0;
 }
 
+/* one_round for bench_rounds. */
+static int round_of(void *idle, uint64_t *ns) {
+  return one_round(((uv_idle_t *)idle)->loop, idle, ns);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2 ||
       (strcmp(argv[1], "settled") != 0 && strcmp(argv[1], "all") != 0)) {
@@ -129,19 +134,8 @@ int main(int argc, char **argv) {
 
   uint64_t ns[BENCH_MAX_ROUNDS];
   long cold_rss_kb = 0;
-  int all_ok = 1;
-  for (int r = 0; r < rounds; r++) {
-    int rc = one_round(&loop, &idle, &ns[r]);
-    if (rc < 0)
-      return 1;
-    all_ok = all_ok && rc;
-    if (r == 0)
-      cold_rss_kb = bench_peak_rss_kb();
-  }
-
-  uv_close((uv_handle_t *)&idle, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
+  int all_ok = bench_rounds(rounds, round_of, &idle, ns, &cold_rss_kb);
+  if (all_ok < 0 || bench_loop_close(&loop, &idle) != 0)
     return 1;
   free(perm);
   printf("name=%s impl=libuv-cb n=%u ok=%d perm_check=%u",

@@ -1,5 +1,7 @@
-/* Shared by the core and combinator benchmarks: memory figures and the
- * fixed-seed shuffle that bench/combo.js reproduces bit for bit. */
+/* Shared by the core and combinator benchmarks: memory figures, the
+ * fixed-seed shuffle that bench/combo.js reproduces bit for bit, the rounds
+ * loop and medians.  libuv only: the hand-written baselines include it too,
+ * so nothing here may need uvp.h. */
 #ifndef UVP_BENCH_CORE_COMMON_H
 #define UVP_BENCH_CORE_COMMON_H
 
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <uv.h>
 
 /* Peak resident set of the process in KiB (ru_maxrss is KiB on Linux). */
 static inline long bench_peak_rss_kb(void) {
@@ -103,6 +106,45 @@ static inline double bench_warm_ns(uint64_t *ns, int rounds) {
   uint64_t *w = ns + 1;
   qsort(w, m, sizeof(*w), bench_cmp_u64);
   return m % 2 ? (double)w[m / 2] : (w[m / 2 - 1] + w[m / 2]) / 2.0;
+}
+
+/* Runs round(arg, &ns[r]) for r = 0..rounds-1, each round timing itself,
+ * and records the peak RSS after round 1 in *cold_rss_kb.  round returns 1
+ * if its round was right, 0 if not, -1 on an error.  Returns 1 if every
+ * round was right, 0 if not, -1 at the first error. */
+static inline int bench_rounds(int rounds, int (*round)(void *, uint64_t *),
+                               void *arg, uint64_t *ns, long *cold_rss_kb) {
+  int all_ok = 1;
+  for (int r = 0; r < rounds; r++) {
+    int rc = round(arg, &ns[r]);
+    if (rc < 0)
+      return -1;
+    all_ok = all_ok && rc;
+    if (r == 0)
+      *cold_rss_kb = bench_peak_rss_kb();
+  }
+  return all_ok;
+}
+
+/* Closes idle (if not NULL), runs the loop until every close callback ran
+ * and closes it; a uvp program closes its context first.  Returns
+ * uv_loop_close's result: 0 unless something was left on the loop. */
+static inline int bench_loop_close(uv_loop_t *loop, uv_idle_t *idle) {
+  if (idle != NULL)
+    uv_close((uv_handle_t *)idle, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return uv_loop_close(loop);
+}
+
+static inline int bench_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of v[0..n-1]; sorts them in place. */
+static inline double bench_median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* The fields every core/combinator program prints after its own: cold

@@ -67,10 +67,7 @@ int main(int argc, char **argv) {
     if (derived)
       uvp_promise_release(ds[i]);
   }
-  if (uvp_ctx_close(ctx) != 0)
-    return 1;
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
+  if (uvp_ctx_close(ctx) != 0 || bench_loop_close(&loop, NULL) != 0)
     return 1;
   free(ps);
   free(ds);

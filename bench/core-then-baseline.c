@@ -73,6 +73,11 @@ static int one_round(uv_loop_t *loop, uint32_t n, uint64_t *ns) {
   return ran == n && sum == (uint64_t)n * (n - 1) / 2 && head == NULL;
 }
 
+/* one_round for bench_rounds: ARG is N, the loop the idle handle's. */
+static int round_of(void *n, uint64_t *ns) {
+  return one_round(idle.loop, *(uint32_t *)n, ns);
+}
+
 int main(int argc, char **argv) {
   uint32_t n = bench_arg_n(argc, argv, 1, 1000000);
   int rounds = 1;
@@ -85,19 +90,8 @@ int main(int argc, char **argv) {
 
   uint64_t ns[BENCH_MAX_ROUNDS];
   long cold_rss_kb = 0;
-  int ok = 1;
-  for (int r = 0; r < rounds; r++) {
-    int rc = one_round(&loop, n, &ns[r]);
-    if (rc < 0)
-      return 1;
-    ok = ok && rc;
-    if (r == 0)
-      cold_rss_kb = bench_peak_rss_kb();
-  }
-
-  uv_close((uv_handle_t *)&idle, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
+  int ok = bench_rounds(rounds, round_of, &n, ns, &cold_rss_kb);
+  if (ok < 0 || bench_loop_close(&loop, &idle) != 0)
     return 1;
   printf("name=then impl=libuv-cb n=%u ok=%d", n, ok);
   bench_print_rounds(ns, rounds, n, cold_rss_kb);

@@ -24,30 +24,14 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
+#include "core-common.h"
+#include "fiber-common.h"
 #include "uvp.h"
 
 #include "../src/fiber-stack.h"
-#include "../src/fiber-switch.h"
 
 #define MAX_REPS 101
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(*v), cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 /* ---- the ping-pong ------------------------------------------------------- */
 
@@ -98,12 +82,12 @@ static double pingpong(uv_loop_t *loop, size_t n) {
   steps = n;
   awaits = 0;
   pa = pb = NULL;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bench_now_ns();
   if (uvp_fiber_spawn(ctx, fiber_a, NULL, NULL, &a) != 0 ||
       uvp_fiber_spawn(ctx, fiber_b, NULL, NULL, &b) != 0)
     exit(1);
   uv_run(loop, UV_RUN_DEFAULT);
-  uint64_t t1 = now_ns();
+  uint64_t t1 = bench_now_ns();
   bad += awaits != 2 * n || uvp_promise_state(a) != UVP_FULFILLED ||
          uvp_promise_state(b) != UVP_FULFILLED;
   uvp_promise_release(a);
@@ -111,35 +95,19 @@ static double pingpong(uv_loop_t *loop, size_t n) {
   return (double)(t1 - t0) / (double)(2 * n);
 }
 
-/* ---- the floor ----------------------------------------------------------- */
-
-static uvp__fiber_ctx_t s_main, s_fib;
-
-static void s_entry(void *arg, void *msg) {
-  (void)arg;
-  for (;;)
-    msg = uvp__fiber_switch(&s_fib, &s_main, msg);
-}
-
-/* ns per switch pair. */
-static double switches(size_t n) {
-  uint64_t t0 = now_ns();
-  for (size_t i = 0; i < n; i++)
-    (void)uvp__fiber_switch(&s_main, &s_fib, NULL);
-  return (double)(now_ns() - t0) / (double)n;
-}
+/* ---- the floor: a switch pair (fiber-common.h) plus a settle ------------- */
 
 /* ns per settle: create, resolve, release. */
 static double settles(size_t n) {
   uvp_promise_t *p;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bench_now_ns();
   for (size_t i = 0; i < n; i++) {
     if (uvp_promise_new(ctx, &p) != 0)
       exit(1);
     bad += uvp_promise_resolve(p, NULL, NULL) != 0;
     uvp_promise_release(p);
   }
-  return (double)(now_ns() - t0) / (double)n;
+  return (double)(bench_now_ns() - t0) / (double)n;
 }
 
 int main(int argc, char **argv) {
@@ -159,28 +127,27 @@ int main(int argc, char **argv) {
   uvp__stack_pool_init(&pool, 0);
   if (uvp__stack_get(&pool, 0, &stack) != 0)
     return 1;
-  uvp__fiber_thread_init(&s_main);
-  uvp__fiber_init(&s_fib, stack->base, stack->size, s_entry, NULL);
+  bench_pair_init(stack->base, stack->size);
 
   /* Warm-up: stacks, slabs and caches touched once. */
   (void)pingpong(&loop, 10000);
-  (void)switches(10000);
+  (void)bench_pair_ns(10000);
   (void)settles(10000);
   for (int r = 0; r < reps; r++) {
     per_await[r] = pingpong(&loop, n);
-    sw[r] = switches(2 * n);
+    sw[r] = bench_pair_ns(2 * n);
     st[r] = settles(2 * n);
     fl[r] = sw[r] + st[r];
   }
-  double m = median(per_await, reps), f = median(fl, reps);
+  double m = bench_median(per_await, reps), f = bench_median(fl, reps);
   printf("uvp fiber-pingpong n=%zu reps=%d ok=%d per_await=%.1f "
          "per_round=%.1f switch=%.1f settle=%.1f floor=%.1f "
          "floor_ratio=%.2f\n",
-         n, reps, bad == 0, m, 2 * m, median(sw, reps), median(st, reps), f,
-         m / f);
+         n, reps, bad == 0, m, 2 * m, bench_median(sw, reps),
+         bench_median(st, reps), f, m / f);
 
   /* The floor's fiber stays suspended for good: its stack goes back. */
-  uvp__fiber_destroy(&s_fib);
+  uvp__fiber_destroy(&bench_pair_fib);
   uvp__stack_put(&pool, stack);
   uvp__stack_pool_close(&pool);
   uvp_ctx_close(ctx);

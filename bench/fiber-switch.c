@@ -22,49 +22,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
+#include "core-common.h"
+#include "fiber-common.h"
+
 #include "../src/fiber-stack.h"
-#include "../src/fiber-switch.h"
 
 #define MAX_RUNS 101
 
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 static void report(const char *name, double *v, int n, const char *unit) {
-  qsort(v, (size_t)n, sizeof(*v), cmp_double);
-  double med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  double med = bench_median(v, n); /* v sorted: min and max at the ends */
   printf("  %-34s median %9.1f  min %9.1f  max %9.1f  %s\n", name, med, v[0],
          v[n - 1], unit);
 }
 
 /* ---- 1. switch pairs ----------------------------------------------------- */
 
-static uvp__fiber_ctx_t u_main, u_fib;
-
-static void u_entry(void *arg, void *msg) {
-  (void)arg;
-  for (;;)
-    msg = uvp__fiber_switch(&u_fib, &u_main, msg);
-}
-
-static double run_uvp(uint64_t n) {
-  uint64_t t0 = now_ns();
-  for (uint64_t i = 0; i < n; i++)
-    (void)uvp__fiber_switch(&u_main, &u_fib, NULL);
-  return (double)(now_ns() - t0) / (double)n;
-}
+/* uvp's own: bench_pair_ns (fiber-common.h). */
 
 #if defined(HAVE_FCONTEXT)
 /* Boost.Context's C entry points (boost/context/detail/fcontext.hpp). */
@@ -84,10 +60,10 @@ static void f_entry(transfer_t t) {
 }
 
 static double run_fcontext(uint64_t n) {
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < n; i++)
     f_fib = jump_fcontext(f_fib, NULL).fctx;
-  return (double)(now_ns() - t0) / (double)n;
+  return (double)(bench_now_ns() - t0) / (double)n;
 }
 #endif
 
@@ -99,10 +75,10 @@ static void c_entry(void) {
 }
 
 static double run_ucontext(uint64_t n) {
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bench_now_ns();
   for (uint64_t i = 0; i < n; i++)
     swapcontext(&c_main, &c_fib);
-  return (double)(now_ns() - t0) / (double)n;
+  return (double)(bench_now_ns() - t0) / (double)n;
 }
 
 static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
@@ -111,8 +87,7 @@ static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
   for (int i = 0; i < 3; i++)
     if (uvp__stack_get(pool, 0, &s[i]) != 0)
       exit(1);
-  uvp__fiber_thread_init(&u_main);
-  uvp__fiber_init(&u_fib, s[0]->base, s[0]->size, u_entry, NULL);
+  bench_pair_init(s[0]->base, s[0]->size);
 #if defined(HAVE_FCONTEXT)
   f_fib = make_fcontext(s[1]->base + s[1]->size, s[1]->size, f_entry);
 #endif
@@ -122,13 +97,13 @@ static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
   c_fib.uc_link = NULL;
   makecontext(&c_fib, c_entry, 0);
   /* One warm-up round trip each: the stacks' first pages faulted in. */
-  run_uvp(1);
+  bench_pair_ns(1);
 #if defined(HAVE_FCONTEXT)
   run_fcontext(1);
 #endif
   run_ucontext(1);
   for (int r = 0; r < runs; r++) {
-    v[0][r] = run_uvp(n);
+    v[0][r] = bench_pair_ns(n);
 #if defined(HAVE_FCONTEXT)
     v[1][r] = run_fcontext(n);
 #endif
@@ -144,7 +119,7 @@ static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
 #endif
   report("ucontext (glibc swapcontext)", v[2], runs, "ns/pair");
   /* The fibers stay suspended for good: their stacks go back unused. */
-  uvp__fiber_destroy(&u_fib);
+  uvp__fiber_destroy(&bench_pair_fib);
   for (int i = 0; i < 3; i++)
     uvp__stack_put(pool, s[i]);
 }
@@ -177,7 +152,7 @@ static void l_entry(void *arg, void *msg) {
 static double lives(uvp__stack_pool_t *pool, int count) {
   life_t l;
   uvp__stack_t *s;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = bench_now_ns();
   for (int i = 0; i < count; i++) {
     if (uvp__stack_get(pool, 0, &s) != 0)
       exit(1);
@@ -187,7 +162,7 @@ static double lives(uvp__stack_pool_t *pool, int count) {
     uvp__fiber_destroy(&l.ctx);
     uvp__stack_put(pool, s);
   }
-  return (double)(now_ns() - t0) / count;
+  return (double)(bench_now_ns() - t0) / count;
 }
 
 static void bench_lives(int runs) {

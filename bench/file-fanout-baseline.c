@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "file-common.h"
 #include <uv.h>
 
 typedef struct item_s {
@@ -30,14 +32,22 @@ static void on_read(uv_fs_t *req) {
   uv_fs_close(&loop, &it->req, it->fd, on_close);
 }
 
-static void on_open(uv_fs_t *req) {
+/* A step's result, its request cleaned up for the next step; a failure
+ * ends the name with it as the status. */
+static ssize_t step_result(uv_fs_t *req) {
   item_t *it = req->data;
   ssize_t r = req->result;
   uv_fs_req_cleanup(req);
-  if (r < 0) {
+  if (r < 0)
     it->status = (int)r;
+  return r;
+}
+
+static void on_open(uv_fs_t *req) {
+  item_t *it = req->data;
+  ssize_t r = step_result(req);
+  if (r < 0)
     return;
-  }
   it->fd = (uv_file)r;
   uv_buf_t b = uv_buf_init(it->buf, sizeof(it->buf));
   uv_fs_read(&loop, &it->req, it->fd, &b, 1, 0, on_read);
@@ -45,18 +55,9 @@ static void on_open(uv_fs_t *req) {
 
 static void on_stat(uv_fs_t *req) {
   item_t *it = req->data;
-  ssize_t r = req->result;
-  uv_fs_req_cleanup(req);
-  if (r < 0) {
-    it->status = (int)r;
+  if (step_result(req) < 0)
     return;
-  }
   uv_fs_open(&loop, &it->req, it->path, O_RDONLY, 0, on_open);
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 static double fan_out(item_t *items, size_t nf, size_t nm) {
@@ -79,20 +80,13 @@ static double fan_out(item_t *items, size_t nf, size_t nm) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4) {
-    fprintf(stderr, "usage: %s DIR NFILES NMISSING [ROUNDS]\n", argv[0]);
-    return 2;
-  }
-  size_t nf = strtoul(argv[2], NULL, 10), nm = strtoul(argv[3], NULL, 10);
-  int rounds = argc > 4 ? atoi(argv[4]) : 1;
-  if (rounds < 1 || rounds > 100)
-    rounds = 1;
-  size_t n = nf + nm;
+  size_t nf, nm;
+  int rounds;
+  size_t n = file_args(argc, argv, &nf, &nm, &rounds);
   item_t *items = calloc(n, sizeof(*items));
-  double ms[100];
+  double ms[FILE_MAX_ROUNDS];
   for (size_t i = 0; i < n; i++)
-    snprintf(items[i].path, sizeof(items[i].path), "%s/%s%zu", argv[1],
-             i < nf ? "f" : "missing", i);
+    file_path(items[i].path, sizeof(items[i].path), argv[1], i, nf);
   uv_loop_init(&loop);
   int rc = 0;
   for (int r = 0; r < rounds && rc == 0; r++)
@@ -100,16 +94,5 @@ int main(int argc, char **argv) {
       rc = 1;
   uv_loop_close(&loop);
   free(items);
-  if (rc != 0) {
-    fprintf(stderr, "baseline file-fanout: wrong outcomes\n");
-    return 1;
-  }
-  double cold = ms[0], warm = cold;
-  if (rounds > 1) {
-    qsort(ms + 1, (size_t)rounds - 1, sizeof(double), cmp_double);
-    warm = ms[1 + (rounds - 1) / 2];
-  }
-  printf("baseline file-fanout n=%zu rounds=%d wall_ms=%.1f warm_ms=%.1f\n", n,
-         rounds, cold, warm);
-  return 0;
+  return file_report("baseline", n, ms, rounds, rc);
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "file-common.h"
 #include "uvp.h"
 
 typedef struct item_s {
@@ -90,11 +91,6 @@ static uvp_ret_t after_stat(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 /* One fan-out over every name; returns its wall time in ms, or -1. */
 static double fan_out(item_t *items, uvp_promise_t **ps, size_t nf, size_t nm) {
   size_t n = nf + nm;
@@ -129,21 +125,14 @@ static double fan_out(item_t *items, uvp_promise_t **ps, size_t nf, size_t nm) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 4) {
-    fprintf(stderr, "usage: %s DIR NFILES NMISSING [ROUNDS]\n", argv[0]);
-    return 2;
-  }
-  size_t nf = strtoul(argv[2], NULL, 10), nm = strtoul(argv[3], NULL, 10);
-  int rounds = argc > 4 ? atoi(argv[4]) : 1;
-  if (rounds < 1 || rounds > 100)
-    rounds = 1;
-  size_t n = nf + nm;
+  size_t nf, nm;
+  int rounds;
+  size_t n = file_args(argc, argv, &nf, &nm, &rounds);
   item_t *items = calloc(n, sizeof(*items));
   uvp_promise_t **ps = calloc(n, sizeof(*ps));
-  double ms[100];
+  double ms[FILE_MAX_ROUNDS];
   for (size_t i = 0; i < n; i++)
-    snprintf(items[i].path, sizeof(items[i].path), "%s/%s%zu", argv[1],
-             i < nf ? "f" : "missing", i);
+    file_path(items[i].path, sizeof(items[i].path), argv[1], i, nf);
   uv_loop_t loop;
   uv_loop_init(&loop);
   uvp_ctx_new(&loop, &ctx);
@@ -163,16 +152,5 @@ int main(int argc, char **argv) {
   uv_loop_close(&loop);
   free(items);
   free(ps);
-  if (rc != 0) {
-    fprintf(stderr, "uvp file-fanout: wrong outcomes\n");
-    return 1;
-  }
-  double cold = ms[0], warm = cold;
-  if (rounds > 1) {
-    qsort(ms + 1, (size_t)rounds - 1, sizeof(double), cmp_double);
-    warm = ms[1 + (rounds - 1) / 2];
-  }
-  printf("uvp file-fanout n=%zu rounds=%d wall_ms=%.1f warm_ms=%.1f\n", n,
-         rounds, cold, warm);
-  return 0;
+  return file_report("uvp", n, ms, rounds, rc);
 }

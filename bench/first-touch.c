@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "core-common.h"
 #include <uv.h>
 
 #if !defined(MADV_POPULATE_WRITE)
@@ -71,16 +72,6 @@ static uint64_t one(int way, size_t len, double *share) {
   return ns;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof(*v), cmp_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 int main(int argc, char **argv) {
   long mib = argc > 1 ? strtol(argv[1], NULL, 10) : 64;
   int reps = argc > 2 ? atoi(argv[2]) : 5;
@@ -107,7 +98,8 @@ int main(int argc, char **argv) {
   printf("name=first-touch mib=%ld reps=%d faulted_us_per_page=%.3f "
          "prefaulted_us_per_page=%.3f huge_us_per_page=%.3f "
          "huge_share=%.2f\n",
-         mib, reps, median(us[FAULTED], reps), median(us[PREFAULTED], reps),
-         median(us[HUGEPAGES], reps), median(share, reps));
+         mib, reps, bench_median(us[FAULTED], reps),
+         bench_median(us[PREFAULTED], reps), bench_median(us[HUGEPAGES], reps),
+         bench_median(share, reps));
   return 0;
 }

@@ -161,6 +161,11 @@ static int one_round(uvp_ctx_t *ctx, uv_idle_t *idle, uint64_t *ns) {
   return good && st.live == 0 && st.queued == 0;
 }
 
+/* one_round for bench_rounds: the idle handle carries the context. */
+static int round_of(void *idle, uint64_t *ns) {
+  return one_round(((uv_idle_t *)idle)->data, idle, ns);
+}
+
 int main(int argc, char **argv) {
   n = bench_arg_n(argc, argv, 1, 1000000);
   int rounds = 1;
@@ -186,21 +191,12 @@ int main(int argc, char **argv) {
 
   uint64_t ns[BENCH_MAX_ROUNDS];
   long cold_rss_kb = 0;
-  int all_ok = 1;
-  for (int r = 0; r < rounds; r++) {
-    int rc = one_round(ctx, &idle, &ns[r]);
-    if (rc < 0)
-      return 1;
-    all_ok = all_ok && rc;
-    if (r == 0)
-      cold_rss_kb = bench_peak_rss_kb();
-  }
-
-  uv_close((uv_handle_t *)&idle, NULL);
-  if (uvp_ctx_close(ctx) != 0)
+  idle.data = ctx;
+  int all_ok = bench_rounds(rounds, round_of, &idle, ns, &cold_rss_kb);
+  if (all_ok < 0)
     return 1;
-  uv_run(&loop, UV_RUN_DEFAULT);
-  if (uv_loop_close(&loop) != 0)
+
+  if (uvp_ctx_close(ctx) != 0 || bench_loop_close(&loop, &idle) != 0)
     return 1;
   free(ps);
   free(perm);

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
+
+#include "tcp-common.h"
 #include <uv.h>
 
 static const char REQ[] = "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
@@ -115,38 +116,23 @@ static void start_next(void) {
   }
 }
 
-static double user_us(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec * 1e6 + ru.ru_utime.tv_usec;
-}
-
 int main(int argc, char **argv) {
-  if (argc < 2) {
-    fprintf(stderr, "usage: %s PORT [N] [K]\n", argv[0]);
-    return 2;
-  }
-  n = argc > 2 ? strtoul(argv[2], NULL, 10) : 10000;
-  k = argc > 3 ? strtoul(argv[3], NULL, 10) : 1000;
-  uv_ip4_addr("127.0.0.1", atoi(argv[1]), &addr);
+  tcp_args(argc, argv, &n, &k, &addr);
   uv_loop_init(&loop);
   outcomes = calloc(n, sizeof(*outcomes));
-  double u0 = user_us();
+  double u0 = tcp_user_us();
   uint64_t t0 = uv_hrtime();
   start_next();
   uv_run(&loop, UV_RUN_DEFAULT);
   uint64_t t1 = uv_hrtime();
-  double u1 = user_us();
+  double u1 = tcp_user_us();
   size_t good = 0;
   for (size_t i = 0; i < n; i++) {
-    good += outcomes[i].status == 0 && outcomes[i].len > 12 &&
-            memcmp(outcomes[i].body, "HTTP/1.0 200", 12) == 0;
+    good += outcomes[i].status == 0 &&
+            tcp_reply_ok(outcomes[i].body, outcomes[i].len);
     free(outcomes[i].body);
   }
   free(outcomes);
-  printf("baseline tcp-fanout n=%zu k=%zu ok=%zu wall_ms=%.1f "
-         "user_us_per_req=%.2f\n",
-         n, k, good, (t1 - t0) / 1e6, (u1 - u0) / (double)n);
   uv_loop_close(&loop);
-  return good == n ? 0 : 1;
+  return tcp_report("baseline", n, k, good, t1 - t0, u1 - u0);
 }
