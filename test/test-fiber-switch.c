@@ -27,6 +27,7 @@
 
 #include "../src/fiber-stack.h"
 #include "../src/fiber-switch.h"
+#include "proc-maps.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -75,28 +76,6 @@ static size_t resident_pages(const void *addr, size_t len) {
     r += vec[i] & 1;
   free(vec);
   return r;
-}
-
-/* Whether addr is mapped, from /proc/self/maps (mincore cannot tell under
- * qemu-user for a PROT_NONE page); perms gets the mapping's "rwxp". */
-static int mapped_as(const void *addr, char perms[5]) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  unsigned long lo, hi;
-  char p[5];
-  int found = 0;
-  assert_non_null(f);
-  while (!found && fscanf(f, "%lx-%lx %4s%*[^\n]", &lo, &hi, p) == 3)
-    if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
-      memcpy(perms, p, 5);
-      found = 1;
-    }
-  fclose(f);
-  return found;
-}
-
-static int mapped(const void *addr) {
-  char perms[5];
-  return mapped_as(addr, perms);
 }
 
 /* ---- values both ways ---------------------------------------------------- */
@@ -424,9 +403,9 @@ static void test_pool_reuse_and_caps(void **state) {
   assert_true(bytes > a->size); /* the guard page is counted too */
   /* The guard page is there: mapped, without access. */
   char perms[5];
-  assert_true(mapped_as(a->base - page, perms));
+  assert_true(proc_mapped_as(a->base - page, perms));
   assert_string_equal(perms, "---p");
-  assert_true(mapped_as(a->base, perms));
+  assert_true(proc_mapped_as(a->base, perms));
   assert_string_equal(perms, "rw-p");
   memset(a->base, 0xa5, a->size); /* every usable byte is writable */
 
@@ -459,7 +438,7 @@ static void test_pool_reuse_and_caps(void **state) {
   assert_true(pool.live_bytes > 2 * bytes + 1024 * 1024);
   uvp__stack_put(&pool, big);
   assert_int_equal(pool.idle_count, 0);
-  assert_false(mapped(big));
+  assert_false(proc_mapped(big));
 
   /* The caps (no spares): one stack by count ... */
   pool.max_spare = 0;
@@ -467,8 +446,8 @@ static void test_pool_reuse_and_caps(void **state) {
   uvp__stack_put(&pool, b);
   uvp__stack_put(&pool, c);
   assert_int_equal(pool.idle_count, 1);
-  assert_true(mapped(b));
-  assert_false(mapped(c));
+  assert_true(proc_mapped(b));
+  assert_false(proc_mapped(c));
   /* ... or by bytes. */
   pool.max_idle = 10;
   pool.max_idle_bytes = bytes + bytes / 2;
@@ -478,9 +457,9 @@ static void test_pool_reuse_and_caps(void **state) {
   uvp__stack_put(&pool, c);
   assert_int_equal(pool.idle_count, 1);
   assert_int_equal(pool.idle_bytes, bytes);
-  assert_false(mapped(c));
+  assert_false(proc_mapped(c));
   uvp__stack_pool_trim(&pool, 0);
-  assert_false(mapped(a));
+  assert_false(proc_mapped(a));
 
   pool.max_idle_bytes = 4 * bytes;
   assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
@@ -491,19 +470,19 @@ static void test_pool_reuse_and_caps(void **state) {
   uvp__stack_pool_trim(&pool, 1);
   assert_int_equal(pool.idle_count, 1);
   assert_int_equal(pool.idle_bytes, bytes);
-  assert_true(mapped(c)); /* the warmest stays */
-  assert_false(mapped(a));
+  assert_true(proc_mapped(c)); /* the warmest stays */
+  assert_false(proc_mapped(a));
 
   /* Closing with a stack out: it is unmapped when it comes back. */
   assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
   assert_ptr_equal(a, c);
   uvp__stack_pool_close(&pool);
   assert_int_equal(pool.idle_count, 0);
-  assert_true(mapped(a));
+  assert_true(proc_mapped(a));
   uvp__stack_put(&pool, a);
   assert_int_equal(pool.live_count, 0);
   assert_int_equal(pool.idle_count, 0);
-  assert_false(mapped(a));
+  assert_false(proc_mapped(a));
 }
 
 /* Beyond the warm stacks, the pool keeps spares up to the most stacks that
@@ -525,7 +504,7 @@ static void test_pool_spares(void **state) {
   /* All kept: two warm, four spares. */
   assert_int_equal(pool.idle_count, OUT);
   for (int i = 0; i < OUT; i++) {
-    assert_true(mapped(s[i]));
+    assert_true(proc_mapped(s[i]));
     size_t pages = resident_pages(s[i]->base, s[i]->size);
     if (i < 2) /* warm: every page still there */
       assert_int_equal(pages, (s[i]->size + page_size() - 1) / page_size());
@@ -546,10 +525,10 @@ static void test_pool_spares(void **state) {
   for (int i = 0; i <= OUT; i++)
     uvp__stack_put(&pool, s[i]);
   assert_int_equal(pool.idle_count, 3);
-  assert_false(mapped(s[OUT]));
+  assert_false(proc_mapped(s[OUT]));
   uvp__stack_pool_close(&pool);
   assert_int_equal(pool.idle_count, 0);
-  assert_false(mapped(s[0]));
+  assert_false(proc_mapped(s[0]));
 }
 
 /* Only touched pages are resident, and keep_warm gives back the rest. */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "alloc-helpers.h"
+#include "proc-maps.h"
 
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
@@ -94,33 +95,6 @@ static int teardown(void **state) {
  */
 
 static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
-
-/* The mapping holding addr, from /proc/self/maps: [*lo, *hi) and its
- * permissions ("rw-p"); 0 if none does. */
-static int mapping_of(const void *addr, uintptr_t *lo, uintptr_t *hi,
-                      char perms[5]) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  unsigned long a, b;
-  char p[5];
-  int found = 0;
-  if (f == NULL)
-    return 0;
-  while (!found && fscanf(f, "%lx-%lx %4s%*[^\n]", &a, &b, p) == 3)
-    if ((uintptr_t)addr >= a && (uintptr_t)addr < b) {
-      *lo = a;
-      *hi = b;
-      memcpy(perms, p, 5);
-      found = 1;
-    }
-  fclose(f);
-  return found;
-}
-
-static int is_mapped(const void *addr) {
-  uintptr_t lo, hi;
-  char perms[5];
-  return mapping_of(addr, &lo, &hi, perms);
-}
 
 /* The process's resident set, in bytes. */
 static size_t rss_bytes(void) {
@@ -925,7 +899,7 @@ static void test_close_with_fibers(void **state) {
   }
   run_loop(f);
   for (int i = 0; i < N; i++)
-    assert_true(is_mapped(d[i].frame));
+    assert_true(proc_mapped(d[i].frame));
   /* One more, never started. */
   assert_int_equal(uvp_fiber_spawn(f->ctx, never_body, &late, &opts, &lp), 0);
   assert_int_equal(stats(f->ctx).fibers, N + 1);
@@ -938,7 +912,7 @@ static void test_close_with_fibers(void **state) {
     assert_int_equal(d[i].rc2, UVP_ECLOSED);
     assert_int_equal(hooks[i].calls, 1);
     assert_int_equal(hooks[i].code, UVP_ECLOSED);
-    assert_false(is_mapped(d[i].frame)); /* the stacks are gone */
+    assert_false(proc_mapped(d[i].frame)); /* the stacks are gone */
     assert_int_equal(uvp_promise_reason(fp[i], NULL), UVP_ECLOSED);
     uvp_promise_release(fp[i]);
     uvp_promise_release(d[i].p);
@@ -1088,8 +1062,8 @@ static uvp_ret_t where_body(void *arg) {
   uintptr_t lo2, hi2;
   w->frame = __builtin_frame_address(0);
   w->inside = stats(w->f->ctx);
-  if (mapping_of(w->frame, &w->lo, &w->hi, w->perms) &&
-      !mapping_of((void *)(w->lo - 1), &lo2, &hi2, w->below_perms))
+  if (proc_mapping_of(w->frame, &w->lo, &w->hi, w->perms) == 1 &&
+      proc_mapping_of((void *)(w->lo - 1), &lo2, &hi2, w->below_perms) == 0)
     memcpy(w->below_perms, "none", 5);
   if (w->use != 0)
     use_stack(w, w->frame, 0);
@@ -1236,7 +1210,7 @@ static uvp_ret_t overflow_body(void *arg) {
   uintptr_t lo, hi;
   char perms[5];
   (void)arg;
-  if (mapping_of(__builtin_frame_address(0), &lo, &hi, perms)) {
+  if (proc_mapping_of(__builtin_frame_address(0), &lo, &hi, perms) == 1) {
     guard_lo = lo - page_size();
     guard_hi = lo;
   }
