@@ -12,8 +12,7 @@
 
 #include "alloc-helpers.h"
 
-/* ---- scenarios ------------------------------------------------------------
- */
+/* ---- scenarios ----------------------------------------------------------- */
 
 static uvp_ret_t add_one(void *arg, const uvp_outcome_t *in) {
   (void)arg;

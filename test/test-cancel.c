@@ -34,8 +34,7 @@ HELPER void release_all(uvp_promise_t **ps, size_t n) {
     uvp_promise_release(ps[i]);
 }
 
-/* ---- the hook -------------------------------------------------------------
- */
+/* ---- the hook ------------------------------------------------------------ */
 
 static void test_hook_runs_exactly_once(void **state) {
   fixture_t *f = *state;
@@ -157,8 +156,7 @@ static void test_set_cancel_replaces_and_clears(void **state) {
   assert_int_equal(g_unhandled, 0);
 }
 
-/* ---- combinators: cancelling the result -----------------------------------
- */
+/* ---- combinators: cancelling the result ---------------------------------- */
 
 enum { K_ALL, K_SETTLED, K_RACE, K_ANY };
 
@@ -248,8 +246,7 @@ static void test_cancel_any_result(void **state) {
   cancel_combinator_result(*state, K_ANY);
 }
 
-/* ---- UVP_CANCEL_LOSERS ----------------------------------------------------
- */
+/* ---- UVP_CANCEL_LOSERS --------------------------------------------------- */
 
 /* Three producers; `decide` settles what decides the outcome:
  *   race: b fulfils; any: a rejects, b fulfils; all: b rejects.
@@ -346,8 +343,7 @@ static void test_losers_flag_nothing_to_cancel(void **state) {
   release_all(in, 2);
 }
 
-/* ---- shared inputs --------------------------------------------------------
- */
+/* ---- shared inputs ------------------------------------------------------- */
 
 /* The same promise twice in one combinator: one cancellation, one hook
  * call. */
@@ -485,8 +481,7 @@ static void test_cancel_result_spares_input_with_handler(void **state) {
   uvp_promise_release(b);
 }
 
-/* ---- up a then-chain ------------------------------------------------------
- */
+/* ---- up a then-chain ----------------------------------------------------- */
 
 static void test_chain_cancel_reaches_sole_consumer_upstream(void **state) {
   fixture_t *f = *state;
@@ -649,8 +644,7 @@ static void test_cancel_derived_with_queued_handler(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* ---- from inside handlers and hooks ----------------------------------------
- */
+/* ---- from inside handlers and hooks -------------------------------------- */
 
 typedef struct inside_s {
   uvp_promise_t *victim;
@@ -723,8 +717,7 @@ static void test_cancel_from_hook(void **state) {
   assert_int_equal(ha.calls + hb.calls, 2);
 }
 
-/* ---- teardown --------------------------------------------------------------
- */
+/* ---- teardown ------------------------------------------------------------ */
 
 static void test_cancel_at_teardown(void **state) {
   fixture_t *f = *state;

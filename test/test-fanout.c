@@ -11,8 +11,7 @@
 
 #define IDX(i) ((void *)(uintptr_t)((i) + 1)) /* never NULL */
 
-/* ---- a configurable fan-out ------------------------------------------------
- */
+/* ---- a configurable fan-out ---------------------------------------------- */
 
 typedef enum {
   ITEM_RESOLVED, /* an already settled promise (some rejected) */
@@ -162,8 +161,7 @@ static const uvp_settled_list_t *check_list(fan_t *fa, uvp_promise_t *r) {
   return l;
 }
 
-/* ---- the bound
- * --------------------------------------------------------------- */
+/* ---- the bound ----------------------------------------------------------- */
 
 static void test_map_limit_with_timers(void **state) {
   fixture_t *f = *state;
@@ -242,8 +240,7 @@ static void test_map_default_limit_is_pool_size(void **state) {
   }
 }
 
-/* ---- streaming
- * --------------------------------------------------------------- */
+/* ---- streaming ----------------------------------------------------------- */
 
 static void test_map_streaming_completion_order(void **state) {
   fixture_t *f = *state;
@@ -300,8 +297,7 @@ static void test_map_streaming_completion_order(void **state) {
   fan_free(&fa);
 }
 
-/* ---- start errors
- * -------------------------------------------------------------- */
+/* ---- start errors -------------------------------------------------------- */
 
 static void test_map_start_error_is_item_rejection(void **state) {
   fixture_t *f = *state;
@@ -349,8 +345,7 @@ static void test_map_start_error_fail_fast(void **state) {
   fan_free(&fa);
 }
 
-/* ---- fail-fast
- * ------------------------------------------------------------------ */
+/* ---- fail-fast ----------------------------------------------------------- */
 
 static void test_map_fail_fast_cancels_in_flight(void **state) {
   fixture_t *f = *state;
@@ -401,8 +396,7 @@ static void test_map_fail_fast_cancels_in_flight(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* ---- scale
- * ------------------------------------------------------------------------- */
+/* ---- scale --------------------------------------------------------------- */
 
 /* Start callbacks returning settled promises never recurse: the stack used
  * by start calls stays the same for 100 000 of them, whatever the limit. */
@@ -451,8 +445,7 @@ static void test_map_100k_timer_items_limit_1000(void **state) {
   fan_free(&fa);
 }
 
-/* ---- cancellation
- * ------------------------------------------------------------------- */
+/* ---- cancellation -------------------------------------------------------- */
 
 static void test_map_cancel_result(void **state) {
   fixture_t *f = *state;
@@ -515,8 +508,7 @@ static void test_map_arguments_and_empty(void **state) {
   fan_free(&fa);
 }
 
-/* ---- allocation failure half-way through building
- * ------------------------------------ */
+/* ---- allocation failure half-way through building ------------------------ */
 
 static long a_calls, a_fail_at, a_failures, a_live;
 

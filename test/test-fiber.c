@@ -91,8 +91,7 @@ static int teardown(void **state) {
 
 #define FTEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
-/* ---- small tools ----------------------------------------------------------
- */
+/* ---- small tools --------------------------------------------------------- */
 
 static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
@@ -151,8 +150,7 @@ static void assert_trace(const trace_t *t, const int *want, int n) {
       fail_msg("trace[%d] = %d, want %d", i, t->ev[i], want[i]);
 }
 
-/* ---- spawn and await ------------------------------------------------------
- */
+/* ---- spawn and await ----------------------------------------------------- */
 
 typedef struct awaiter_s {
   uvp_promise_t *awaited;
@@ -716,8 +714,7 @@ static void test_ctx_close_in_fiber(void **state) {
   release_fulfilled(fp);
 }
 
-/* ---- cancellation ---------------------------------------------------------
- */
+/* ---- cancellation -------------------------------------------------------- */
 
 typedef struct cancel_s {
   uvp_promise_t *q;     /* awaited first */
@@ -861,8 +858,7 @@ static void test_cancel_before_start(void **state) {
   assert_int_equal(n.freed, 1);
 }
 
-/* ---- teardown -------------------------------------------------------------
- */
+/* ---- teardown ------------------------------------------------------------ */
 
 typedef struct down_s {
   uvp_promise_t *p;
@@ -924,8 +920,7 @@ static void test_close_with_fibers(void **state) {
   assert_int_equal(late.freed, 1);
 }
 
-/* ---- ownership of arg -----------------------------------------------------
- */
+/* ---- ownership of arg ---------------------------------------------------- */
 
 typedef struct own_s {
   fixture_t *f;
@@ -975,8 +970,7 @@ static void test_arg_free_once(void **state) {
   assert_int_equal(o.freed, 1);
 }
 
-/* ---- the pending dump -----------------------------------------------------
- */
+/* ---- the pending dump ---------------------------------------------------- */
 
 static int dump_await_line;
 
@@ -1029,8 +1023,7 @@ static void test_dump_pending(void **state) {
   uvp_promise_release(p);
 }
 
-/* ---- stacks ---------------------------------------------------------------
- */
+/* ---- stacks -------------------------------------------------------------- */
 
 typedef struct where_s {
   fixture_t *f;
@@ -1304,8 +1297,7 @@ static void test_overflow_guard_page(void **state) {
   assert_int_equal(c, 'G'); /* the fault was in the guard page */
 }
 
-/* ---- many fibers ----------------------------------------------------------
- */
+/* ---- many fibers --------------------------------------------------------- */
 
 /* A guarded stack takes two of the 65 530 mappings a process may have.
  * valgrind walks its registered stacks at every switch and TSan maps
@@ -1534,8 +1526,7 @@ static void test_await_loop_constant_memory(void **state) {
   release_fulfilled(fp);
 }
 
-/* ---- another thread settles -----------------------------------------------
- */
+/* ---- another thread settles ---------------------------------------------- */
 
 typedef struct xthread_s {
   uvp_promise_t *p;
@@ -1583,8 +1574,7 @@ static void test_resolved_from_thread(void **state) {
   uvp_promise_release(x.p);
 }
 
-/* ---- no memory, no address space ------------------------------------------
- */
+/* ---- no memory, no address space ----------------------------------------- */
 
 static void test_spawn_no_stack(void **state) {
   fixture_t *f = *state;

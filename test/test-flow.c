@@ -3,8 +3,7 @@
  * the patterns users write right after allSettled. */
 #include "helpers.h"
 
-/* ---- loop ------------------------------------------------------------------
- */
+/* ---- loop ---------------------------------------------------------------- */
 
 typedef struct {
   fixture_t *f;
@@ -130,8 +129,7 @@ static void test_loop_result_cannot_be_settled_by_user(void **state) {
   uvp_promise_release(r);
 }
 
-/* ---- reduce ----------------------------------------------------------------
- */
+/* ---- reduce -------------------------------------------------------------- */
 
 static int sum_step(void *arg, size_t index, const uvp_outcome_t *prev,
                     uvp_promise_t **next) {
@@ -185,8 +183,7 @@ static void test_flow_bad_input(void **state) {
   assert_int_equal(uvp_settled_split(NULL, NULL), UV_EINVAL);
 }
 
-/* ---- retry -----------------------------------------------------------------
- */
+/* ---- retry --------------------------------------------------------------- */
 
 typedef struct {
   fixture_t *f;
@@ -428,8 +425,7 @@ static void test_map_items_retry(void **state) {
   uvp_promise_release(r);
 }
 
-/* ---- split -----------------------------------------------------------------
- */
+/* ---- split --------------------------------------------------------------- */
 
 static void test_split_all_settled(void **state) {
   fixture_t *f = *state;

@@ -4,8 +4,7 @@
  * the errors each call naturally produces; argument errors. */
 #include "fs-helpers.h"
 
-/* ---- open, write, read, fstat, close ----------------------------------------
- */
+/* ---- open, write, read, fstat, close ------------------------------------- */
 
 static void test_open_write_read_fstat_close(void **state) {
   fixture_t *f = *state;
@@ -101,8 +100,7 @@ static void test_open_read_write_errors(void **state) {
   free(disk);
 }
 
-/* ---- stat, lstat ------------------------------------------------------------
- */
+/* ---- stat, lstat --------------------------------------------------------- */
 
 static void test_stat_lstat(void **state) {
   fixture_t *f = *state;
@@ -163,8 +161,7 @@ static void test_stat_lstat(void **state) {
   expect(f, uvp_fs_lstat(f->ctx, at("dangling"), &p), &p, 0);
 }
 
-/* ---- mkdir, rename, rmdir, unlink
- * -------------------------------------------- */
+/* ---- mkdir, rename, rmdir, unlink ---------------------------------------- */
 
 static void test_mkdir_rename_rmdir_unlink(void **state) {
   fixture_t *f = *state;
@@ -210,8 +207,7 @@ static void test_mkdir_rename_rmdir_unlink(void **state) {
   expect(f, uvp_fs_rmdir(f->ctx, at("d"), &p), &p, UV_ENOENT);
 }
 
-/* ---- scandir ----------------------------------------------------------------
- */
+/* ---- scandir ------------------------------------------------------------- */
 
 static int by_name(const void *a, const void *b) {
   return strcmp(((const uv_dirent_t *)a)->name, ((const uv_dirent_t *)b)->name);
@@ -286,8 +282,7 @@ static void test_scandir_many(void **state) {
   uvp_promise_release(p);
 }
 
-/* ---- realpath
- * ---------------------------------------------------------------- */
+/* ---- realpath ------------------------------------------------------------ */
 
 static void test_realpath(void **state) {
   fixture_t *f = *state;
@@ -317,8 +312,7 @@ static void test_realpath(void **state) {
   expect(f, uvp_fs_realpath(f->ctx, at("x/y/f/z"), &p), &p, UV_ENOTDIR);
 }
 
-/* ---- argument errors
- * ----------------------------------------------------------- */
+/* ---- argument errors ----------------------------------------------------- */
 
 static void test_bad_input(void **state) {
   fixture_t *f = *state;

@@ -5,8 +5,7 @@
  * the descriptor counts and valgrind check it. */
 #include "fs-helpers.h"
 
-/* ---- cancellation
- * ------------------------------------------------------------- */
+/* ---- cancellation -------------------------------------------------------- */
 
 /* Queued behind a full pool, every kind of request is cancelled before it
  * starts: it rejects at once, and its effect never happens. */

@@ -6,8 +6,7 @@
 
 #include "fs-helpers.h"
 
-/* ---- UV_EACCES, for real
- * ----------------------------------------------------- */
+/* ---- UV_EACCES, for real ------------------------------------------------- */
 
 /* Root bypasses permission bits, so the checks run in a child process that
  * drops to nobody (uid/gid 65534, no supplementary groups) with its own loop

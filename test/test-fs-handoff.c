@@ -5,8 +5,7 @@
 
 #include "fs-helpers.h"
 
-/* ---- a handler returning a fresh request ------------------------------------
- */
+/* ---- a handler returning a fresh request --------------------------------- */
 
 /* A handler that returns a request it has just started hands the request
  * to its derived promise (see take_over in promise.c): the request's own

@@ -4,8 +4,7 @@
  * that an endless chain of handlers does not starve. */
 #include "fs-helpers.h"
 
-/* ---- a finished request whose promise is not settled yet ------------------
- */
+/* ---- a finished request whose promise is not settled yet ----------------- */
 
 /* libuv's callback queues the completion and the run queue settles the
  * promise later in the same iteration (src/fs.c: simple_cb).  A chain of

@@ -3,8 +3,7 @@
  * every kind at once. */
 #include "fs-helpers.h"
 
-/* ---- read_file, write_file
- * -------------------------------------------------------- */
+/* ---- read_file, write_file ----------------------------------------------- */
 
 static void test_read_file(void **state) {
   fixture_t *f = *state;

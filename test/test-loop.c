@@ -113,8 +113,7 @@ static void test_default_loop_teardown(void **state) {
   assert_int_equal(uv_loop_close(loop), 0);
 }
 
-/* ---- order and asynchrony -------------------------------------------------
- */
+/* ---- order and asynchrony ------------------------------------------------ */
 
 typedef struct order_s {
   uvp_ctx_t *ctx;
@@ -314,8 +313,7 @@ static void test_settle_in_read_cb(void **state) {
   cbset_check(&s, 5);
 }
 
-/* ---- uv_stop() from a handler ---------------------------------------------
- */
+/* ---- uv_stop() from a handler -------------------------------------------- */
 
 typedef struct stopper_s {
   uv_loop_t *loop;
@@ -350,8 +348,7 @@ static void test_uv_stop_in_handler(void **state) {
   uvp_promise_release(p);
 }
 
-/* ---- no busy spin ---------------------------------------------------------
- */
+/* ---- no busy spin -------------------------------------------------------- */
 
 static uint64_t cpu_us(void) {
   struct rusage ru;
@@ -414,8 +411,7 @@ static void test_no_busy_spin_while_idle(void **state) {
   uvp_promise_release(s.early);
 }
 
-/* ---- the per-turn budget ---------------------------------------------------
- */
+/* ---- the per-turn budget ------------------------------------------------- */
 
 enum { LONG_CHAIN = 100000, TIMER_AT = 10 };
 
@@ -487,8 +483,7 @@ static void test_budget_lets_timers_in(void **state) {
   assert_int_equal(at, LONG_CHAIN);
 }
 
-/* ---- a million steps by adoption ------------------------------------------
- */
+/* ---- a million steps by adoption ----------------------------------------- */
 
 enum { DEEP = 1000000 };
 
@@ -608,8 +603,7 @@ static void test_nested_adoption_constant_stack(void **state) {
   assert_int_equal(st.live, 0);
 }
 
-/* ---- re-entrancy ------------------------------------------------------------
- */
+/* ---- re-entrancy --------------------------------------------------------- */
 
 typedef struct reent_s {
   int inside;

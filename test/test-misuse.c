@@ -25,8 +25,7 @@
 
 static const char *self;
 
-/* ---- the misuses, run in the child ----------------------------------------
- */
+/* ---- the misuses, run in the child --------------------------------------- */
 
 /* The loop and context a misuse needs.  A child that cannot set them up
  * exits 3: neither the code the parent wants from valgrind (42) nor a
@@ -67,8 +66,7 @@ static void child_close_twice(void) {
   uvp_ctx_close(ctx);            /* the misuse */
 }
 
-/* ---- the parent ------------------------------------------------------------
- */
+/* ---- the parent ---------------------------------------------------------- */
 
 static bool under_valgrind(void) {
 #if defined(UVP_HAVE_VALGRIND)

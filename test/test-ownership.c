@@ -17,8 +17,7 @@
 
 #include "helpers.h"
 
-/* ---- a closure and what it tells ------------------------------------------
- */
+/* ---- a closure and what it tells ----------------------------------------- */
 
 enum { EV_CALL = 1, EV_FREE = 2, EV_OTHER = 3 };
 
@@ -303,8 +302,7 @@ static void test_source_released_pending(void **state) {
   expect_freed_after(&l1, 0);
 }
 
-/* ---- 4. teardown -----------------------------------------------------------
- */
+/* ---- 4. teardown --------------------------------------------------------- */
 
 static void test_teardown_queued_and_pending(void **state) {
   fixture_t *f = *state;
@@ -362,8 +360,7 @@ static void test_teardown_queued_and_pending(void **state) {
     assert_int_equal(l[i].freed, 1);
 }
 
-/* ---- 5. a handler that ran --------------------------------------------------
- */
+/* ---- 5. a handler that ran ----------------------------------------------- */
 
 static void test_notifier_after_handler(void **state) {
   fixture_t *f = *state;
@@ -414,8 +411,7 @@ static void test_handler_cancels_own_derived(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* ---- 6. finally, catch, on ------------------------------------------------
- */
+/* ---- 6. finally, catch, on ----------------------------------------------- */
 
 static void test_finally_full_both_outcomes(void **state) {
   fixture_t *f = *state;
@@ -508,8 +504,7 @@ static void test_on_full_both(void **state) {
   assert_int_equal(g_reports, 0);
 }
 
-/* ---- 7. cancel hooks
- * --------------------------------------------------------- */
+/* ---- 7. cancel hooks ----------------------------------------------------- */
 
 /* Give p a _full cancel hook whose closure logs into l. */
 static void hook_full(uvp_promise_t *p, log_t *l) {
@@ -600,8 +595,7 @@ static void test_cancel_full_teardown(void **state) {
   expect_freed_after(&l, 1);
 }
 
-/* ---- 8. the unhandled hook's notifier -------------------------------------
- */
+/* ---- 8. the unhandled hook's notifier ------------------------------------ */
 
 static void closure_unhandled(uvp_promise_t *p, void *arg) {
   closure_t *c = arg;
@@ -701,8 +695,7 @@ static void test_unhandled_full_hook_closes_context(void **state) {
   assert_int_equal(l.order.ev[2], EV_FREE);
 }
 
-/* ---- 9. the context's data ------------------------------------------------
- */
+/* ---- 9. the context's data ----------------------------------------------- */
 
 static void order_hook(uvp_promise_t *p, void *arg) {
   log_t *l = arg;
@@ -753,8 +746,7 @@ static void test_ctx_data(void **state) {
   expect_freed_after(&l2, 0);
 }
 
-/* ---- 10. map
- * ------------------------------------------------------------------ */
+/* ---- 10. map ------------------------------------------------------------- */
 
 static int map_start(void *arg, size_t i, uvp_promise_t **out) {
   closure_t *c = arg;
@@ -920,8 +912,7 @@ static void test_map_arg_free_teardown(void **state) {
   uvp_promise_release(r);
 }
 
-/* ---- 11. loop, reduce, retry ------------------------------------------------
- */
+/* ---- 11. loop, reduce, retry --------------------------------------------- */
 
 /* Steps fulfil with index + 1 and stop after 3; with env->pending, step 0
  * returns a producer that never settles by itself. */
@@ -1241,8 +1232,7 @@ static void test_refused_registration_keeps_arg(void **state) {
   uvp_promise_release(settled);
 }
 
-/* ---- 13. what the unhandled hook hears --------------------------------------
- */
+/* ---- 13. what the unhandled hook hears ----------------------------------- */
 
 static uvp_ret_t pass_cb(void *arg, const uvp_outcome_t *in) {
   int *seen = arg;

@@ -8,8 +8,7 @@
 
 #include "helpers.h"
 
-/* ---- a small loopback server with a behaviour per test --------------------
- */
+/* ---- a small loopback server with a behaviour per test ------------------- */
 
 typedef enum {
   SRV_ECHO_THEN_CLOSE, /* read one chunk, write a reply, close */
@@ -188,8 +187,7 @@ static void addr_of(server_t *srv, struct sockaddr_in *a) {
   uv_ip4_addr("127.0.0.1", srv->port, a);
 }
 
-/* ---- one request: connect, write, read until close ------------------------
- */
+/* ---- one request: connect, write, read until close ----------------------- */
 
 typedef struct req_s {
   uvp_tcp_t *t;
@@ -542,8 +540,7 @@ static void test_teardown_with_connection_in_flight(void **state) {
   server_stop(&srv);
 }
 
-/* ---- 1000 concurrent connections, collected with allSettled ---------------
- */
+/* ---- 1000 concurrent connections, collected with allSettled -------------- */
 
 #define MANY 1000
 
@@ -821,8 +818,7 @@ static void test_reset_between_reads(void **state) {
   uvp_tcp_close(c);
 }
 
-/* ---- a buffer handed over: uvp_tcp_write_full ------------------------------
- */
+/* ---- a buffer handed over: uvp_tcp_write_full ---------------------------- */
 
 /* Buffers handed to uvp are malloc'd and freed only through this, so
  * valgrind and ASan see a missing or second call, or bytes read after. */
@@ -997,8 +993,7 @@ static void test_write_full_refused(void **state) {
   free(b);
 }
 
-/* ---- a handler returning a fresh request ----------------------------------
- */
+/* ---- a handler returning a fresh request --------------------------------- */
 
 /* As with files (test-fs): a handler that returns a read it has just
  * started hands the read to its derived promise (see take_over in
@@ -1124,8 +1119,7 @@ static void test_cancel_after_hand_off_closes(void **state) {
   assert_int_equal(live_promises(f), base);
 }
 
-/* ---- connections changing hands between task groups ------------------------
- */
+/* ---- connections changing hands between task groups ---------------------- */
 
 /* A keep-alive pool's connection outlives the group whose work made it:
  * detached, the group's join no longer waits for it; attached by another

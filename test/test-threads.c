@@ -54,8 +54,7 @@ static tval_t *tval_new(intptr_t v, atomic_int *freed, atomic_int *off_loop,
   return t;
 }
 
-/* ---- many threads, one loop ------------------------------------------------
- */
+/* ---- many threads, one loop ---------------------------------------------- */
 
 enum { THREADS = 4, PER_THREAD = 10000, HANDLERS = 3 };
 #define N_PROMISES ((size_t)THREADS * PER_THREAD)
@@ -213,8 +212,7 @@ static void test_threads_race_to_settle(void **state) {
   free(r.seen);
 }
 
-/* ---- two loops, two threads -------------------------------------------------
- */
+/* ---- two loops, two threads ---------------------------------------------- */
 
 enum { LOOP_STEPS = 20000 };
 
@@ -453,8 +451,7 @@ static void test_context_address_reused_by_another_thread(void **state) {
   reuse_block = NULL;
 }
 
-/* ---- after teardown
- * ---------------------------------------------------------- */
+/* ---- after teardown ------------------------------------------------------ */
 
 enum { LATE = 1000 };
 
@@ -516,8 +513,7 @@ static void test_thread_after_teardown(void **state) {
   free(l);
 }
 
-/* ---- release from another thread
- * --------------------------------------------- */
+/* ---- release from another thread ----------------------------------------- */
 
 typedef struct rel_s {
   uvp_promise_t *p;
@@ -575,8 +571,7 @@ static void test_release_from_another_thread(void **state) {
   assert_int_equal(st.live, 0);
 }
 
-/* ---- the documented keep-alive ---------------------------------------------
- */
+/* ---- the documented keep-alive ------------------------------------------- */
 
 enum { SLOW = 200 };
 
@@ -630,8 +625,7 @@ static void test_keep_alive_while_threads_settle(void **state) {
   }
 }
 
-/* ---- UVP_CHECK_THREAD
- * ---------------------------------------------------------- */
+/* ---- UVP_CHECK_THREAD ---------------------------------------------------- */
 
 /* With the check on, every loop-thread-only call a foreign thread makes is
  * refused with UVP_ETHREAD before it touches anything, which is what makes

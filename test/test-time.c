@@ -65,8 +65,7 @@ static void settle_later(fixture_t *f, later_t *l, uvp_promise_t *p,
   assert_int_equal(uv_timer_start(&l->timer, later_fire, ms, 0), 0);
 }
 
-/* ---- delay -----------------------------------------------------------------
- */
+/* ---- delay --------------------------------------------------------------- */
 
 static void test_delay_fulfils_after_at_least(void **state) {
   fixture_t *f = *state;
@@ -178,8 +177,7 @@ static void test_timers_do_not_keep_loop_alive_by_default(void **state) {
   assert_int_equal(h.code, UVP_ECLOSED);
 }
 
-/* ---- timeout
- * ----------------------------------------------------------------- */
+/* ---- timeout ------------------------------------------------------------- */
 
 static void test_timeout_input_fulfils_first(void **state) {
   fixture_t *f = *state;
@@ -418,8 +416,7 @@ static void test_timeout_cancelled_cancel_input_always(void **state) {
   timeout_and_consumer(*state, true, UVP_CANCEL_INPUT, true);
 }
 
-/* ---- teardown --------------------------------------------------------------
- */
+/* ---- teardown ------------------------------------------------------------ */
 
 static void test_teardown_with_timers_pending(void **state) {
   fixture_t *f = *state;
@@ -458,8 +455,7 @@ static void test_teardown_with_timers_pending(void **state) {
   assert_int_equal(freed, 2);
 }
 
-/* ---- a timeout on then(connect, send_and_read) ------------------------------
- */
+/* ---- a timeout on then(connect, send_and_read) --------------------------- */
 
 typedef struct conn_s {
   fixture_t *f;

@@ -41,8 +41,7 @@ static int traces_setup(void **state) {
 #define TRACE_TEST(fn)                                                         \
   cmocka_unit_test_setup_teardown(fn, traces_setup, fixture_teardown)
 
-/* ---- on, off ---------------------------------------------------------------
- */
+/* ---- on, off ------------------------------------------------------------- */
 
 static void test_off_by_default(void **state) {
   fixture_t *f = *state;
@@ -88,8 +87,7 @@ static void test_errors(void **state) {
   f->ctx = NULL;
 }
 
-/* ---- chains
- * ------------------------------------------------------------------ */
+/* ---- chains -------------------------------------------------------------- */
 
 /* then() of then() of a promise: the data path, newest first. */
 static void test_then_chain(void **state) {
@@ -220,8 +218,7 @@ static void test_fiber_frames(void **state) {
   uvp_promise_release(fp);
 }
 
-/* ---- bounds
- * ------------------------------------------------------------------ */
+/* ---- bounds -------------------------------------------------------------- */
 
 /* One more step after p, created at line `line` of F; p's reference passes
  * to the step, whose reference is returned. */
@@ -279,8 +276,7 @@ static void test_depth_cap(void **state) {
   uvp_promise_release(root);
 }
 
-/* ---- printed
- * ------------------------------------------------------------------ */
+/* ---- printed ------------------------------------------------------------- */
 
 /* What `fn(arg)` writes to a stream, as a string (caller frees). */
 static char *captured(void (*fn)(void *arg, FILE *out), void *arg) {
