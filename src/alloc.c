@@ -107,15 +107,10 @@ void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
 }
 
 void uvp__pool_destroy(uvp__pool_t *pool) {
-#if defined(UVP__MEMCHECK)
+  /* The chunks go back to malloc, which hides freed memory its own way:
+   * the free slots in them are shown to the tools again first. */
   for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
-    VALGRIND_MAKE_MEM_UNDEFINED(c->slots, pool->slot_size * c->cap);
-#endif
-#if defined(UVP__ASAN)
-  /* The chunks go back to malloc, which poisons them its own way. */
-  for (uvp__chunk_t *c = pool->chunks; c != NULL; c = c->next)
-    ASAN_UNPOISON_MEMORY_REGION(c->slots, pool->slot_size * c->cap);
-#endif
+    uvp__slot_alloc(pool, c->slots, pool->slot_size * c->cap);
   uvp__chunk_t *c = pool->chunks;
   while (c != NULL) {
     uvp__chunk_t *next = c->next;
@@ -254,13 +249,8 @@ void uvp__pool_each(uvp__pool_t *pool, bool (*fn)(void *slot, void *arg),
 #else
       bool hidden = false;
 #endif
-      if (!fn(slot, arg) && hidden) {
-#if defined(UVP__ASAN)
-        ASAN_POISON_MEMORY_REGION(slot, pool->slot_size);
-#elif defined(UVP__MEMCHECK)
-        VALGRIND_MAKE_MEM_NOACCESS(slot, pool->slot_size);
-#endif
-      }
+      if (!fn(slot, arg) && hidden)
+        uvp__slot_free(pool, slot, pool->slot_size);
     }
   }
 }

@@ -11,8 +11,7 @@
 
 #include "sched.h"
 
-/* ---- the driver both share ------------------------------------------------
- */
+/* ---- the driver both share ----------------------------------------------- */
 
 /* First in a sequence's and a retry's state, which is freed with it. */
 typedef struct drive_s {
@@ -119,8 +118,7 @@ static void *drive_new(uvp_ctx_t *ctx, size_t size, uvp__notify_cb react,
   return d;
 }
 
-/* ---- loop / reduce --------------------------------------------------------
- */
+/* ---- loop / reduce ------------------------------------------------------- */
 
 typedef struct seq_s {
   drive_t d; /* first */
@@ -213,8 +211,7 @@ int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
   return seq_start(ctx, n, step, arg, NULL, initial, out, file, line);
 }
 
-/* ---- retry ----------------------------------------------------------------
- */
+/* ---- retry --------------------------------------------------------------- */
 
 typedef struct retry_s {
   drive_t d; /* first; cur is the attempt, or the backoff delay */
@@ -346,8 +343,7 @@ int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
   return 0;
 }
 
-/* ---- split ----------------------------------------------------------------
- */
+/* ---- split --------------------------------------------------------------- */
 
 int uvp_settled_split(const uvp_settled_list_t *list, uvp_split_t *out) {
   if (list == NULL || out == NULL)

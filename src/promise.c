@@ -115,8 +115,7 @@ static void destroy(uvp_promise_t *p) {
      * unreachable promises in JavaScript.  A cancel hook is not run: the
      * producer held no reference, so it has nothing left to stop. */
     ctx->pending--;
-    if (p->flags & UVP__F_CANCEL)
-      uvp__produced_forget(p); /* a boxed argument is let go */
+    forget_hook(p); /* a boxed argument is let go */
     uvp__drop_reactions(ctx, p);
   } else if (p->flags & UVP__F_FORWARD) {
     uvp__release_local(p->link);

@@ -140,8 +140,7 @@ bool uvp__sole_consumer(const uvp_promise_t *q, const void *who);
  * with `arg`. */
 bool uvp__only_observer(const uvp_promise_t *q, const void *arg);
 
-/* ---- for the scheduler ----------------------------------------------------
- */
+/* ---- for the scheduler --------------------------------------------------- */
 
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r);
 /* Run a queued completion (an embedded NOTIFY reaction): its callback gets

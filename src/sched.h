@@ -219,8 +219,7 @@ static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
   return uvp__reaction_pop(ctx);
 }
 
-/* ---- other threads, teardown ----------------------------------------------
- */
+/* ---- other threads, teardown --------------------------------------------- */
 
 /* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
 enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };

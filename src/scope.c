@@ -34,29 +34,19 @@ void uvp__scope_unref(uvp__scope_t *s) {
   uvp__free(s);
 }
 
-/* A copy of base (NULL: an empty scope), with one reference. */
-static uvp__scope_t *scope_copy(const uvp__scope_t *base) {
+uvp__scope_t *uvp__scope_with_group(uvp__scope_t *base,
+                                    struct uvp_group_s *group) {
   uvp__scope_t *s = uvp__calloc(1, sizeof(*s));
   if (s == NULL)
     return NULL;
   s->refs = 1;
-  if (base != NULL) {
+  if (base != NULL)
     for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
       if ((s->slots[i] = base->slots[i]) != NULL)
         s->slots[i]->refs++;
-    s->group = base->group;
-  }
-  return s;
-}
-
-uvp__scope_t *uvp__scope_with_group(uvp__scope_t *base,
-                                    struct uvp_group_s *group) {
-  uvp__scope_t *s = scope_copy(base);
-  if (s != NULL) {
-    s->group = group;
-    if (group != NULL)
-      uvp__group_scope_made(group);
-  }
+  s->group = group;
+  if (group != NULL)
+    uvp__group_scope_made(group);
   return s;
 }
 
@@ -72,13 +62,11 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
       return UV_ENOMEM;
     *v = (uvp__slotval_t){1, value, free_cb};
   }
-  uvp__scope_t *s = scope_copy(ctx->scope);
+  uvp__scope_t *s = uvp__scope_with_group(ctx->scope, uvp__scope_group(ctx));
   if (s == NULL) {
     uvp__free(v);
     return UV_ENOMEM;
   }
-  if (s->group != NULL)
-    uvp__group_scope_made(s->group);
   slotval_unref(s->slots[slot]);
   s->slots[slot] = v;
   uvp__scope_unref(ctx->scope);

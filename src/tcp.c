@@ -215,8 +215,9 @@ static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
 
 int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out) { return tcp_alloc(ctx, out); }
 
-/* Hand the connection to group g (NULL: none): g's join waits for it from
- * now on, the previous group's no longer. */
+/* Hand the connection to the current scope's group (`current`) or to no
+ * group: that group's join waits for it from now on, the previous one's
+ * no longer. */
 static int tcp_regroup(uvp_tcp_t *t, bool current) {
   if (t == NULL)
     return UV_EINVAL;

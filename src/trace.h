@@ -25,10 +25,12 @@ typedef enum {
   UVP__TK_COUNT
 } uvp__tkind_t;
 
-/* The frame (site, kind) above `parent`; 0 if the process's table of
- * frames is full.  A frame whose (site, kind) repeats one of the few just
- * below it is that one: a loop or a recursion shows once, and a chain
- * built step by step does not fill the table.  Traces are on for ctx. */
+/* The frame (site, kind) above `parent`; `parent` itself when no frame
+ * can be recorded (the table of sites or of frames is full, or the chain
+ * is as deep as it may grow): the chain stops there.  A frame whose
+ * (site, kind) repeats one of the few just below it is that one: a loop
+ * or a recursion shows once, and a chain built step by step does not fill
+ * the table.  Traces are on for ctx. */
 uint16_t uvp__trace_intern(uvp_ctx_t *ctx, uint16_t site, uvp__tkind_t kind,
                            uint16_t parent);
 
