@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
@@ -32,6 +33,22 @@ static inline long long bench_rss_bytes(void) {
     resident = -1;
   fclose(f);
   return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
+}
+
+/* Pages of [addr, addr + len) that are resident (mincore); addr on a page
+ * boundary.  -1 on error. */
+static inline long bench_resident_pages(const void *addr, size_t len) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
+  unsigned char *vec = malloc(n > 0 ? n : 1);
+  long r = 0;
+  if (vec == NULL || mincore((void *)addr, len, vec) != 0) {
+    free(vec);
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++)
+    r += vec[i] & 1;
+  free(vec);
+  return r;
 }
 
 /* xorshift32: trivial to mirror in JavaScript with 32-bit integer ops. */

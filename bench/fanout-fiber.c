@@ -32,15 +32,13 @@
 
 #include <llhttp.h>
 
+#include "../examples/fanout/retry.h"
 #include "httpc.h"
 #include "uvp.h"
 
-#define RETRY_BASE_MS 200
-#define RETRY_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 10000
 #define MAX_HEADER (64 * 1024)
 #define MAX_BODY (100ull * 1024 * 1024)
-#define E_HTTP_5XX (-31101) /* a 5xx: worth another try, as in uvp-fanout */
 
 typedef struct run_s run_t;
 
@@ -280,26 +278,6 @@ static int get_once(run_t *r, row_t *row, const httpc_url_t *u) {
   return rc;
 }
 
-/* What may go differently next time (uvp-fanout's list). */
-static int worth_retrying(int code) {
-  switch (code) {
-  case E_HTTP_5XX:
-  case UV_ECONNREFUSED:
-  case UV_ECONNRESET:
-  case UV_ECONNABORTED:
-  case UV_ETIMEDOUT:
-  case UV_EPIPE:
-  case UV_EOF:
-  case UV_EPROTO:
-  case UV_ENETUNREACH:
-  case UV_EHOSTUNREACH:
-  case UV_EAI_AGAIN:
-    return 1;
-  default:
-    return 0;
-  }
-}
-
 /* uvp_retry's wait: base * 2^k, capped, less up to half of it at random. */
 static uint64_t backoff_ms(run_t *r, unsigned tries) {
   double w = (double)RETRY_BASE_MS * (double)(1u << (tries < 16 ? tries : 16));
@@ -329,7 +307,7 @@ static uvp_ret_t fetch(void *arg) {
     row->attempts++;
     if (rc == 0 && row->status >= 500)
       rc = E_HTTP_5XX;
-    if (rc == 0 || row->attempts > r->retries || !worth_retrying(rc))
+    if (rc == 0 || row->attempts > r->retries || !fanout_worth_retrying(rc))
       break;
     uvp_promise_t *d;
     if ((rc = uvp_delay(r->ctx, backoff_ms(r, row->attempts - 1), NULL, NULL,

@@ -9,9 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
+#include "core-common.h"
 #include "uvp.h"
 
 #define LOCALS 320
@@ -19,15 +19,6 @@
 static uvp_promise_t *gate;
 static size_t depth, suspended, bad;
 static void *first_frame;
-
-static size_t rss_bytes(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, resident = 0;
-  if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
-    exit(1);
-  fclose(f);
-  return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
-}
 
 /* Resident bytes of the mapping holding addr (/proc/self/maps, mincore). */
 static size_t resident_mapping(const void *addr, size_t *len) {
@@ -39,13 +30,10 @@ static size_t resident_mapping(const void *addr, size_t *len) {
   while (fscanf(f, "%lx-%lx%*[^\n]", &lo, &hi) == 2) {
     if ((uintptr_t)addr < lo || (uintptr_t)addr >= hi)
       continue;
-    size_t n = (hi - lo) / page;
-    unsigned char *vec = malloc(n);
-    if (vec == NULL || mincore((void *)lo, hi - lo, vec) != 0)
+    long pages = bench_resident_pages((void *)lo, hi - lo);
+    if (pages < 0)
       exit(1);
-    for (size_t i = 0; i < n; i++)
-      r += vec[i] & 1;
-    free(vec);
+    r = (size_t)pages;
     *len = hi - lo;
     break;
   }
@@ -90,13 +78,15 @@ int main(int argc, char **argv) {
     return 1;
   uv_run(&loop, UV_RUN_DEFAULT);
   first_frame = NULL;
-  size_t rss0 = rss_bytes();
+  long long rss0 = bench_rss_bytes();
   for (size_t i = 0; i < n; i++)
     if (uvp_fiber_spawn(ctx, body, NULL, NULL, &fps[i]) != 0)
       return 1;
   uv_run(&loop, UV_RUN_DEFAULT); /* until every fiber is suspended */
-  size_t rss1 = rss_bytes(), map_len = 0;
-  size_t stack_res = resident_mapping(first_frame, &map_len);
+  long long rss1 = bench_rss_bytes();
+  size_t map_len = 0, stack_res = resident_mapping(first_frame, &map_len);
+  if (rss0 < 0 || rss1 < 0)
+    return 1;
   uvp_ctx_stats_t s;
   uvp_ctx_stats(ctx, &s);
   bad += suspended != n + 1 || s.fibers != n + 1;

@@ -222,33 +222,13 @@ static void m_entry(void *arg, void *msg) {
   uvp__fiber_exit(arg, &m_main, NULL);
 }
 
-static size_t resident_pages(const void *addr, size_t len) {
-  size_t page = (size_t)sysconf(_SC_PAGESIZE), n = len / page, r = 0;
-  unsigned char *vec = malloc(n);
-  if (vec == NULL || mincore((void *)addr, len, vec) != 0)
-    exit(1);
-  for (size_t i = 0; i < n; i++)
-    r += vec[i] & 1;
-  free(vec);
-  return r;
-}
-
-static size_t rss_bytes(void) {
-  unsigned long size, resident;
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (f == NULL || fscanf(f, "%lu %lu", &size, &resident) != 2)
-    exit(1);
-  fclose(f);
-  return resident * (size_t)sysconf(_SC_PAGESIZE);
-}
-
 static void bench_memory(void) {
   enum { N = 10000 };
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   uvp__stack_pool_t pool;
   uvp__stack_t **s = calloc(N, sizeof(*s));
   uvp__fiber_ctx_t *c = calloc(N, sizeof(*c));
-  size_t before, after;
+  long long before, after;
   if (s == NULL || c == NULL)
     exit(1);
   uvp__stack_pool_init(&pool, 0);
@@ -256,21 +236,23 @@ static void bench_memory(void) {
   /* The arrays' own pages, out of the figure. */
   memset(s, 0, N * sizeof(*s));
   memset(c, 0, N * sizeof(*c));
-  before = rss_bytes();
+  before = bench_rss_bytes();
   for (int i = 0; i < N; i++) {
     if (uvp__stack_get(&pool, 0, &s[i]) != 0)
       exit(1);
     uvp__fiber_init(&c[i], s[i]->base, s[i]->size, m_entry, &c[i]);
     (void)uvp__fiber_switch(&m_main, &c[i], NULL);
   }
-  after = rss_bytes();
+  after = bench_rss_bytes();
   /* The usable part and the descriptor's 32 bytes: whole pages. */
   size_t len = (s[0]->size + page - 1) & ~(page - 1);
-  size_t resident = resident_pages(s[0]->base, len);
+  long resident = bench_resident_pages(s[0]->base, len);
+  if (before < 0 || after < 0 || resident < 0)
+    exit(1);
   printf("memory: a suspended fiber two calls deep on a fresh %zu KiB stack\n",
          len / 1024);
-  printf("  resident pages of its stack (mincore): %zu of %zu (%zu bytes)\n",
-         resident, len / page, resident * page);
+  printf("  resident pages of its stack (mincore): %ld of %zu (%zu bytes)\n",
+         resident, len / page, (size_t)resident * page);
   printf("  RSS growth over %d suspended fibers: %.0f bytes per fiber\n", N,
          (double)(after - before) / N);
   for (int i = 0; i < N; i++) {

@@ -527,11 +527,11 @@ static conn_t *pool_take(httpc_pool_t *pool, const httpc_tls_t *tls,
   return c;
 }
 
-/* Close an idle connection, counted under *why (if not NULL). */
+/* Close an idle connection (conn_close takes it out of the pool), counted
+ * under *why (if not NULL). */
 static void pool_drop(conn_t *c, uint64_t *why) {
   if (why != NULL)
     (*why)++;
-  pool_unlink(c);
   conn_close(c);
 }
 

@@ -33,6 +33,7 @@
 
 #include "demo-server.h"
 #include "httpc.h"
+#include "retry.h"
 #include "uvp.h"
 
 enum { EXIT_USAGE = 2 };
@@ -47,8 +48,6 @@ enum { EXIT_USAGE = 2 };
 #define DEMO_TIMEOUT_MS 1000
 #define DEFAULT_MAX_REDIRS 50 /* curl's */
 #define DEFAULT_MAX_FILESIZE (100ull * 1024 * 1024)
-#define RETRY_BASE_MS 200
-#define RETRY_MAX_MS 5000
 /* The URL column is as wide as the longest URL up to this; a longer URL
  * is printed whole and pushes only its own row's other cells. */
 #define URL_COLUMN_MAX 60
@@ -58,10 +57,6 @@ enum { EXIT_USAGE = 2 };
  * settles. */
 #define PROGRESS_AFTER_MS 500
 #define PROGRESS_EVERY_MS 250
-
-/* An attempt answered with a 5xx: a rejection of our own so that
- * uvp_retry sees it; the row keeps the response. */
-#define E_HTTP_5XX (-31101)
 
 struct run_s;
 
@@ -534,29 +529,11 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   return rc;
 }
 
-/* Worth another try: what may go differently next time.  A refused URL, a
- * certificate, a cap or too many redirects would fail again. */
+/* Worth another try (retry.h), while the deadline allows. */
 static int should_retry(void *arg, int code, unsigned int n) {
   row_t *row = arg;
   (void)n;
-  if (deadline_passed(row->run))
-    return 0;
-  switch (code) {
-  case E_HTTP_5XX:
-  case UV_ECONNREFUSED:
-  case UV_ECONNRESET:
-  case UV_ECONNABORTED:
-  case UV_ETIMEDOUT:
-  case UV_EPIPE:
-  case UV_EOF:
-  case UV_EPROTO:
-  case UV_ENETUNREACH:
-  case UV_EHOSTUNREACH:
-  case UV_EAI_AGAIN:
-    return 1;
-  default:
-    return 0;
-  }
+  return !deadline_passed(row->run) && fanout_worth_retrying(code);
 }
 
 /* ---- the fan-out --------------------------------------------------------- */

@@ -109,7 +109,7 @@ typedef struct worker_s worker_t;
  * asked (a bad URL is each request's rejection, not a startup error). */
 typedef struct backend_s {
   worker_t *w;
-  char *url;
+  const char *url;        /* the configuration's */
   httpc_target_t *target; /* NULL: error and why */
   int error;
   const char *why;
@@ -509,10 +509,11 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
  * injection). */
 static const char *client_request_id(const httpd_req_t *req) {
   for (size_t i = 0; i < req->nheaders; i++) {
+    if (strcasecmp(req->headers[i].name, "X-Request-Id") != 0)
+      continue;
     const char *v = req->headers[i].value;
     size_t len = strlen(v);
-    if (strcasecmp(req->headers[i].name, "X-Request-Id") == 0 && len > 0 &&
-        len <= REQUEST_ID_MAX &&
+    if (len > 0 && len <= REQUEST_ID_MAX &&
         strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                   "0123456789._:-") == len)
       return v;
@@ -599,21 +600,17 @@ static int add_backend(worker_t *w, const char *url) {
   backend_t *b = &w->backends[w->nbackends];
   memset(b, 0, sizeof(*b));
   b->w = w;
+  b->url = url;
   b->error = httpc_target_new(url, &b->target, &b->why);
-  if ((b->url = strdup(url)) == NULL || b->error == UV_ENOMEM) {
-    free(b->url);
-    httpc_target_free(b->target);
+  if (b->error == UV_ENOMEM)
     return UV_ENOMEM;
-  }
   w->nbackends++;
   return 0;
 }
 
 static void free_backends(worker_t *w) {
-  for (size_t i = 0; i < w->nbackends; i++) {
-    free(w->backends[i].url);
+  for (size_t i = 0; i < w->nbackends; i++)
     httpc_target_free(w->backends[i].target);
-  }
   free(w->backends);
   summary_free(&w->summary);
 }
