@@ -143,8 +143,8 @@ static void handle(httpd_req_t *req, void *arg) {
     respond(req, req->error, "bad request\n");
   } else if (strcmp(p, "/") == 0) {
     respond(req, 200,
-            "/fast /slow /big /missing /error /stats /close-after /reset "
-            "/hang /trickle /half /malformed\n");
+            "/fast /slow /big /missing /error /stats /close-after "
+            "/until-close /reset /hang /trickle /half /malformed\n");
   } else if (strcmp(p, "/fast") == 0) {
     respond(req, 200, DEMO_FAST_BODY);
   } else if (strcmp(p, "/slow") == 0) {
