@@ -152,6 +152,15 @@ static uvp_promise_t *waiter_pop(uvp_group_t *g) {
   return g->waiters[g->whead++ & (g->wcap - 1)];
 }
 
+/* The oldest settled member no next() has taken yet; there is one. */
+static member_t *done_pop(uvp_group_t *g) {
+  member_t *m = g->done_head;
+  g->done_head = m->next;
+  if (g->done_head == NULL)
+    g->done_tail = NULL;
+  return m;
+}
+
 /* Nothing can be added any more. */
 static bool ended(const uvp_group_t *g) { return g->closed || g->cancelled; }
 
@@ -169,22 +178,14 @@ static void serve(uvp_group_t *g) {
       uvp__rel(w);
       continue;
     }
-    member_t *m = g->done_head;
-    g->done_head = m->next;
-    if (g->done_head == NULL)
-      g->done_tail = NULL;
+    member_t *m = done_pop(g);
     uvp__forward(w, m->p);
     uvp__rel(w);
     member_free(g, m);
   }
   /* Given up: what no next() waits for can never be asked for. */
-  while (g->released && g->whead == g->wtail && g->done_head != NULL) {
-    member_t *m = g->done_head;
-    g->done_head = m->next;
-    if (g->done_head == NULL)
-      g->done_tail = NULL;
-    member_free(g, m);
-  }
+  while (g->released && g->whead == g->wtail && g->done_head != NULL)
+    member_free(g, done_pop(g));
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
     if (uvp__is_pending(w))
