@@ -247,7 +247,8 @@ static void member_done(void *arg, const uvp_outcome_t *in) {
     g->done_tail = m;
     if (in->status != 0 && in->status != UV_ECANCELED &&
         (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL) {
-      g->failure = uvp_promise_retain(in->promise);
+      uvp__retain_local(in->promise); /* run by the drain: ctx open */
+      g->failure = in->promise;
       cancel_all(g);
     }
   }
@@ -462,7 +463,8 @@ int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
     rc = UV_ECANCELED;
   if (rc != 0)
     return rc;
-  rc = watch(g, uvp_promise_retain(p));
+  uvp__retain_local(p); /* checked above: the loop thread, ctx open */
+  rc = watch(g, p);
   if (rc != 0)
     uvp__rel(p);
   return rc;
@@ -579,8 +581,10 @@ int uvp_group_join(uvp_group_t *g, uvp_promise_t **out) {
   int rc = g == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
   if (rc == 0 && g->released)
     rc = UVP_ECLOSED;
-  if (rc == 0)
-    *out = uvp_promise_retain(g->joined);
+  if (rc == 0) {
+    uvp__retain_local(g->joined);
+    *out = g->joined;
+  }
   return rc;
 }
 
