@@ -2,11 +2,13 @@
  * loop the user runs (the contract is in uvp.h).
  *
  * A fiber lives at the top of its own stack (fiber-stack.h): spawning one
- * takes a pooled stack and a promise, nothing else.  It is only ever
- * switched to from the loop thread's own stack (the run queue's drain, or
- * uvp_ctx_close), and it switches back to that same place, saved in the
- * context's fiber state: fibers never run one another directly, so there
- * is no chain of suspended switches to unwind.
+ * takes a pooled stack and a promise, nothing else.  It is switched to
+ * from the loop thread's own stack (the run queue's drain, or
+ * uvp_ctx_close), or by a fiber that suspends and hands off to it
+ * (handoff), and it suspends into the next fiber it hands off to or back
+ * to the loop's stack, saved in the context's fiber state: no fiber waits
+ * for another to switch back to it, so there is no chain of suspended
+ * switches to unwind.
  *
  * Each fiber has one embedded reaction, `wake`, in one of four uses at a
  * time: queued to start the fiber; on the promise it awaits; queued to
