@@ -423,11 +423,8 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                 ? NULL
                 : uvp__produced_new(ctx, file, line, join_cancel, g);
   if (g->join == NULL) {
-    if (g->scope != NULL) {
-      g->scopes--; /* made above; freed here without the group's hook */
-      g->scope->group = NULL;
-      uvp__scope_unref(g->scope);
-    }
+    /* Its hook finds g not released, so it cannot free g. */
+    uvp__scope_unref(g->scope);
     uvp__free(w);
     uvp__free(g);
     return UV_ENOMEM;
