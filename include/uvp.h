@@ -386,10 +386,8 @@ typedef struct uvp_ctx_stats_s {
                           function, so this stops growing once a program's
                           hot paths have run */
   size_t fibers;       /* fibers spawned and not yet finished */
-  size_t fiber_stacks; /* stacks kept for the next fibers (idle): up to
-                          64 with their pages, and as many more as fibers
-                          ever ran at once, up to 1024, each keeping at
-                          most its top 16 KiB resident ... */
+  size_t fiber_stacks; /* idle stacks kept for the next fibers (see
+                          "Fibers", Stacks) ... */
   size_t fiber_stack_bytes; /* ... and the address space they map (only
                                pages a fiber touched are resident) */
 } uvp_ctx_stats_t;
@@ -1026,15 +1024,15 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *   uvp_fiber_spawn(ctx, load_all, NULL, NULL, &done);
  *
  * Scheduling.  A fiber starts from the run queue, like a handler, never
- * inside uvp_fiber_spawn (uvp runs no code of yours inside a call that
- * registers work; a loop spawning a thousand fibers spawns them, then they
- * start in order).  It runs until it awaits or returns, then the loop goes
- * on: timers, I/O, handlers and other fibers run while it waits.  Awaiting
- * a promise that is already settled still yields once, through the run
- * queue, as JavaScript's await does: a fiber looping over settled promises
- * lets everything queued run between its steps, and the scheduler's budget
- * keeps timers and I/O from being starved.  A fiber always runs on the
- * loop thread; a promise settled from another thread wakes it there.
+ * inside uvp_fiber_spawn (a loop spawning a thousand fibers spawns them,
+ * then they start in order).  It runs until it awaits or returns, then
+ * the loop goes on: timers, I/O, handlers and other fibers run while it
+ * waits.  Awaiting a promise that is already settled still yields once,
+ * through the run queue, as JavaScript's await does: a fiber looping over
+ * settled promises lets everything queued run between its steps, and the
+ * scheduler's budget keeps timers and I/O from being starved.  A fiber
+ * always runs on the loop thread; a promise settled from another thread
+ * wakes it there.
  *
  * Ownership across an await.  uvp_await borrows p: hold a reference to it
  * across the call (uvp keeps its own while the fiber waits).  The outcome's
@@ -1056,11 +1054,12 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * spawned but not started never start.  uvp_ctx_close inside a fiber
  * fails with UVP_EINFIBER: a fiber cannot free the stack it runs on.
  *
- * Stacks.  Each fiber gets a stack (256 KiB by default, uvp_ctx_stats says
- * how many are kept) with a guard page below it: an overflow faults at
- * once instead of corrupting memory.  Stacks are pooled per context and
- * reused (the pool keeps as many as ran at once, see uvp_ctx_stats), so
- * spawning, awaiting and returning make no system call and allocate
+ * Stacks.  Each fiber gets a stack (256 KiB by default) with a guard page
+ * below it: an overflow faults at once instead of corrupting memory.
+ * Stacks are pooled per context and reused: the pool keeps about as many
+ * as ever ran at once (up to about a thousand, those beyond the first 64
+ * with only their top 16 KiB resident; uvp_ctx_stats counts them),
+ * so spawning, awaiting and returning make no system call and allocate
  * nothing once warm; only the pages a fiber touches are resident
  * (a fiber suspended a few calls deep holds one or two 4 KiB pages).  Do
  * not run the loop (uv_run) from a fiber. */
@@ -1071,7 +1070,8 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
 typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
 
 typedef struct uvp_fiber_opts_s {
-  size_t stack_size;    /* usable bytes; 0: the default (256 KiB) */
+  size_t stack_size;    /* usable bytes, at least 16 KiB; 0: the
+                           context's default (uvp_ctx_set_fiber_stack) */
   uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
                            loop thread, after fn returned, or when it will
                            never run (cancelled or torn down before it
@@ -1108,8 +1108,8 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
 UVP_EXTERN int uvp_in_fiber(void);
 
 /* The default stack size of the context's fibers (usable bytes, rounded up
- * to whole pages; at least 16 KiB).  Stacks already pooled of another size
- * are dropped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+ * to whole pages; at least 16 KiB; 256 KiB until set).  The idle stacks
+ * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
 /* ------------------------------------------------------------------------ */
@@ -1157,9 +1157,8 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * every group they make and every fiber member until it returns belongs
  * to the group until done with (a connection can change hands:
  * uvp_tcp_detach): the join settles only once the group is closed (or
- * cancelled), every member has settled and all of those are done, so
- * uv_loop_close() can return 0 right after a joined group's last
- * handle... with nothing of the group left on the loop.  A promise added
+ * cancelled), every member has settled and all of those are done: once
+ * it has, nothing of the group is left on the loop.  A promise added
  * from outside is a member until it settles; what it started before it
  * was added is not the group's.
  *
@@ -1217,9 +1216,10 @@ UVP_EXTERN int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
  * counts as rejected with it). */
 typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
 
-/* A member started by calling start(arg) when there is room under the
- * limit, in the group's scope, from the run queue or the call that made
- * room; arg_free (may be NULL) runs right after that call, or if it never
+/* A member started by calling start(arg), in the group's scope, when there
+ * is room under the limit: inside this call if there is room now, else
+ * when a member settles (from the run queue) or uvp_group_set_limit makes
+ * room.  arg_free (may be NULL) runs right after that call, or if it never
  * comes (cancelled, torn down).  Also UV_ECANCELED, UV_ENOMEM. */
 UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
                                void *arg, uvp_free_cb arg_free);
@@ -1257,7 +1257,7 @@ UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 /* Give the group up: it is closed (members waiting for room still start),
  * settled members no next() took are dropped (next() promises already made
  * are still served), and its memory goes once its members, their requests
- * and handles, and its join are done.  NULL is a no-op. */
+ * and handles, and its join are done.  Loop thread; NULL is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /* ------------------------------------------------------------------------ */

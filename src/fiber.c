@@ -2,11 +2,13 @@
  * loop the user runs (the contract is in uvp.h).
  *
  * A fiber lives at the top of its own stack (fiber-stack.h): spawning one
- * takes a pooled stack and a promise, nothing else.  It is only ever
- * switched to from the loop thread's own stack (the run queue's drain, or
- * uvp_ctx_close), and it switches back to that same place, saved in the
- * context's fiber state: fibers never run one another directly, so there
- * is no chain of suspended switches to unwind.
+ * takes a pooled stack and a promise, nothing else.  It is switched to
+ * from the loop thread's own stack (the run queue's drain, or
+ * uvp_ctx_close), or by a fiber that suspends and hands off to it
+ * (handoff), and it suspends into the next fiber it hands off to or back
+ * to the loop's stack, saved in the context's fiber state: no fiber waits
+ * for another to switch back to it, so there is no chain of suspended
+ * switches to unwind.
  *
  * Each fiber has one embedded reaction, `wake`, in one of four uses at a
  * time: queued to start the fiber; on the promise it awaits; queued to
@@ -72,6 +74,16 @@ static void unlink_fiber(fiber_t *f) {
   st->count--;
 }
 
+/* f has returned, or will never start: nothing switches to or from its
+ * stack again.  Its scope goes, then the stack (f's record with it). */
+static void free_stack(fiber_t *f) {
+  fiber_state_t *st = f->st;
+  uvp__stack_t *stack = f->stack;
+  uvp__scope_unref(f->scope);
+  uvp__fiber_destroy(&f->fctx);
+  uvp__stack_put(&st->stacks, stack);
+}
+
 /* f is about to be switched to: it is the running fiber, in its scope. */
 static void enter(fiber_t *f) {
   uvp__fiber_current = f;
@@ -93,13 +105,8 @@ static void run(fiber_t *f) {
   uvp__fiber_current = NULL;
   ctx->scope = was;
   ctx->trace = was_trace;
-  if (last->state == F_DONE) {
-    /* Its last switch is behind it: the stack can go. */
-    uvp__stack_t *stack = last->stack;
-    uvp__scope_unref(last->scope);
-    uvp__fiber_destroy(&last->fctx);
-    uvp__stack_put(&st->stacks, stack);
-  }
+  if (last->state == F_DONE)
+    free_stack(last); /* its last switch is behind it */
 }
 
 static void let_go_of_arg(fiber_t *f) {
@@ -147,11 +154,9 @@ static bool wake(fiber_t *f, const uvp_outcome_t *in) {
     if (in == NULL || f->st->ctx->closed || f->cancelled) { /* never runs */
       uvp_promise_t *p = f->p;
       let_go_of_arg(f);
-      uvp__scope_unref(f->scope);
       unlink_fiber(f);
       f->state = F_DONE;
-      uvp__fiber_destroy(&f->fctx);
-      uvp__stack_put(&f->st->stacks, f->stack);
+      free_stack(f);
       uvp__rel(p);
       return false;
     }

@@ -152,6 +152,15 @@ static uvp_promise_t *waiter_pop(uvp_group_t *g) {
   return g->waiters[g->whead++ & (g->wcap - 1)];
 }
 
+/* The oldest settled member no next() has taken yet; there is one. */
+static member_t *done_pop(uvp_group_t *g) {
+  member_t *m = g->done_head;
+  g->done_head = m->next;
+  if (g->done_head == NULL)
+    g->done_tail = NULL;
+  return m;
+}
+
 /* Nothing can be added any more. */
 static bool ended(const uvp_group_t *g) { return g->closed || g->cancelled; }
 
@@ -169,22 +178,14 @@ static void serve(uvp_group_t *g) {
       uvp__rel(w);
       continue;
     }
-    member_t *m = g->done_head;
-    g->done_head = m->next;
-    if (g->done_head == NULL)
-      g->done_tail = NULL;
+    member_t *m = done_pop(g);
     uvp__forward(w, m->p);
     uvp__rel(w);
     member_free(g, m);
   }
   /* Given up: what no next() waits for can never be asked for. */
-  while (g->released && g->whead == g->wtail && g->done_head != NULL) {
-    member_t *m = g->done_head;
-    g->done_head = m->next;
-    if (g->done_head == NULL)
-      g->done_tail = NULL;
-    member_free(g, m);
-  }
+  while (g->released && g->whead == g->wtail && g->done_head != NULL)
+    member_free(g, done_pop(g));
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
     if (uvp__is_pending(w))
@@ -246,7 +247,8 @@ static void member_done(void *arg, const uvp_outcome_t *in) {
     g->done_tail = m;
     if (in->status != 0 && in->status != UV_ECANCELED &&
         (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL) {
-      g->failure = uvp_promise_retain(in->promise);
+      uvp__retain_local(in->promise); /* run by the drain: ctx open */
+      g->failure = in->promise;
       cancel_all(g);
     }
   }
@@ -421,11 +423,8 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                 ? NULL
                 : uvp__produced_new(ctx, file, line, join_cancel, g);
   if (g->join == NULL) {
-    if (g->scope != NULL) {
-      g->scopes--; /* made above; freed here without the group's hook */
-      g->scope->group = NULL;
-      uvp__scope_unref(g->scope);
-    }
+    /* Its hook finds g not released, so it cannot free g. */
+    uvp__scope_unref(g->scope);
     uvp__free(w);
     uvp__free(g);
     return UV_ENOMEM;
@@ -461,7 +460,8 @@ int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
     rc = UV_ECANCELED;
   if (rc != 0)
     return rc;
-  rc = watch(g, uvp_promise_retain(p));
+  uvp__retain_local(p); /* checked above: the loop thread, ctx open */
+  rc = watch(g, p);
   if (rc != 0)
     uvp__rel(p);
   return rc;
@@ -578,8 +578,10 @@ int uvp_group_join(uvp_group_t *g, uvp_promise_t **out) {
   int rc = g == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
   if (rc == 0 && g->released)
     rc = UVP_ECLOSED;
-  if (rc == 0)
-    *out = uvp_promise_retain(g->joined);
+  if (rc == 0) {
+    uvp__retain_local(g->joined);
+    *out = g->joined;
+  }
   return rc;
 }
 
