@@ -369,15 +369,19 @@ static void drop_lazy(uvp_group_t *g) {
 static void cancel_all(uvp_group_t *g) {
   g->cancelled = true;
   drop_lazy(g);
-  /* Cancelling a member may settle it at once and take it off the list:
-   * hold each while it is cancelled, and walk from the head again. */
-  for (member_t *m = g->running; m != NULL;) {
-    if (!uvp__is_pending(m->p)) {
-      m = m->next;
-      continue;
-    }
-    (void)uvp_promise_cancel(m->p);
-    m = g->running;
+  /* One walk: a cancel runs hooks (user code) and settles the member, but
+   * the member leaves the list only in member_done, which runs from the
+   * drain, never inside uvp_promise_cancel (the member's reference keeps
+   * its promise from being freed meanwhile), and nothing joins the list
+   * once `cancelled` is set.  Only a teardown inside a hook drops members
+   * on the spot; it drops all of them, so the walk stops there.  (Walking
+   * from the head again after each cancel took n^2/2 steps: 1 s for
+   * 40 000 members.) */
+  for (member_t *m = g->running, *next; m != NULL && !g->ctx->closed;
+       m = next) {
+    next = m->next;
+    if (uvp__is_pending(m->p))
+      (void)uvp_promise_cancel(m->p);
   }
 }
 
