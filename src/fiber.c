@@ -116,28 +116,13 @@ static void let_go_of_arg(fiber_t *f) {
     arg_free(f->arg);
 }
 
-/* What the body returned when its promise was cancelled or torn down
- * meanwhile: nobody can take it. */
-static void discard(const uvp_ret_t *ret) {
-  if (ret->kind_ == UVP_RET_ADOPT_) {
-    if (ret->promise_ != NULL)
-      uvp__rel(ret->promise_);
-  } else if (ret->kind_ == UVP_RET_VALUE_ || ret->kind_ == UVP_RET_REJECT_) {
-    if (ret->free_ != NULL)
-      ret->free_(ret->ptr_);
-  }
-}
-
 /* The fiber's own stack: run the body, settle, switch away for good. */
 static void entry(void *arg, void *msg) {
   fiber_t *f = arg;
   (void)msg;
   uvp_ret_t ret = f->fn(f->arg);
   uvp_promise_t *p = f->p;
-  if (uvp__is_pending(p) && !f->st->ctx->closed)
-    uvp__settle_ret(p, &ret);
-  else
-    discard(&ret);
+  uvp__settle_ret(p, &ret); /* or let go of ret: p cancelled, or teardown */
   let_go_of_arg(f);
   unlink_fiber(f);
   f->state = F_DONE;

@@ -126,8 +126,10 @@ void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in);
 /* Take h, attached to pending q with uvp__observe_embedded, back off q's
  * list: it will not run.  Returns whether it was there. */
 bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h);
-/* Settle pending p, a promise uvp produces, as a handler's result says
- * (uvp_ret_pass fulfils with NULL); takes what ret holds. */
+/* Settle p, a promise uvp produces, as a handler's result says
+ * (uvp_ret_pass fulfils with NULL); takes what ret holds.  A p no longer
+ * pending (cancelled) or in a closed context only lets go of what ret
+ * holds, reporting nothing. */
 void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret);
 /* Attach cell `cell` of `owner` to src (the owner's reference). */
 void uvp__cell_attach(uvp__cell_owner_t *owner, uvp__cell_t *cell,

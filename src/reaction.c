@@ -544,6 +544,10 @@ bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h) {
 }
 
 void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret) {
+  if (!uvp__is_pending(p) || uvp__promise_ctx(p)->closed) {
+    discard(ret, p, false, true); /* cancelled or torn down meanwhile */
+    return;
+  }
   switch (ret->kind_) {
   case UVP_RET_VALUE_:
     fulfill(p, ret->ptr_, ret->free_);
