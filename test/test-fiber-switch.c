@@ -27,6 +27,7 @@
 
 #include "../src/fiber-stack.h"
 #include "../src/fiber-switch.h"
+#include "child.h"
 #include "proc-maps.h"
 
 #if defined(__has_include)
@@ -626,25 +627,6 @@ static void test_enomem_absurd_size(void **state) {
   uvp__stack_pool_close(&pool);
 }
 
-/* Runs fn in a child process; returns its wait status. */
-static int in_child(void (*fn)(int fd), int *fd_out) {
-  int fds[2], status;
-  pid_t pid;
-  assert_int_equal(pipe(fds), 0);
-  fflush(NULL);
-  pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    fn(fds[1]);
-    _exit(0);
-  }
-  close(fds[1]);
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  *fd_out = fds[0];
-  return status;
-}
-
 /* Maps stacks until the kernel's table of mappings is full.  Reports the
  * result of the failing get, then whether one get works again after a put
  * (max_idle 0: the put unmaps). */
@@ -671,7 +653,7 @@ static void test_enomem_map_limit(void **state) {
   size_t n = 0;
   if (RUNNING_ON_VALGRIND)
     skip(); /* valgrind's own table of segments is smaller than the kernel's */
-  int status = in_child(fill_map_table, &fd);
+  int status = test_in_child(fill_map_table, &fd, NULL, 0);
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
   assert_int_equal(read(fd, &rc, sizeof(rc)), sizeof(rc));
@@ -757,7 +739,7 @@ static void test_overflow_hits_guard_page(void **state) {
   (void)state;
   int fd;
   char c = 0;
-  int status = in_child(overflow_in_child, &fd);
+  int status = test_in_child(overflow_in_child, &fd, NULL, 0);
   ssize_t got = read(fd, &c, 1);
   close(fd);
   if (WIFEXITED(status))

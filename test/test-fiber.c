@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "alloc-helpers.h"
+#include "child.h"
 #include "proc-maps.h"
 
 #if defined(UVP_HAVE_VALGRIND)
@@ -1234,39 +1235,8 @@ static void overflow_child(int fd) {
   _exit(5); /* the fiber came back: no overflow */
 }
 
-/* Runs fn(fd) in a child; returns its status.  fn reports through fd,
- * read back through *fd_out; the child's stderr is kept in child_err. */
+/* The stderr of the last child (test_in_child). */
 static char child_err[65536];
-
-static int in_child(void (*fn)(int), int *fd_out) {
-  int fds[2], errs[2], status;
-  size_t got = 0;
-  ssize_t n;
-  pid_t pid;
-  assert_int_equal(pipe(fds), 0);
-  assert_int_equal(pipe(errs), 0);
-  fflush(NULL);
-  pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    close(fds[0]);
-    close(errs[0]);
-    dup2(errs[1], 2);
-    fn(fds[1]);
-    _exit(0);
-  }
-  close(fds[1]);
-  close(errs[1]);
-  /* Read before the wait: a sanitizer's report may not fit in a pipe. */
-  while (got < sizeof(child_err) - 1 &&
-         (n = read(errs[0], child_err + got, sizeof(child_err) - 1 - got)) > 0)
-    got += (size_t)n;
-  child_err[got] = '\0';
-  close(errs[0]);
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  *fd_out = fds[0];
-  return status;
-}
 
 static void test_overflow_guard_page(void **state) {
   (void)state;
@@ -1274,7 +1244,7 @@ static void test_overflow_guard_page(void **state) {
   char c = 0;
   if (RUNNING_ON_VALGRIND)
     skip(); /* valgrind reports the overflow its own way */
-  int status = in_child(overflow_child, &fd);
+  int status = test_in_child(overflow_child, &fd, child_err, sizeof(child_err));
   ssize_t got = read(fd, &c, 1);
   close(fd);
   if (WIFEXITED(status) &&
@@ -1672,7 +1642,7 @@ static void test_spawn_address_space_limit(void **state) {
 #endif
   if (RUNNING_ON_VALGRIND)
     skip(); /* valgrind maps its own memory in the client's space */
-  int status = in_child(rlimit_child, &fd);
+  int status = test_in_child(rlimit_child, &fd, child_err, sizeof(child_err));
   ssize_t got = read(fd, r, sizeof(r));
   close(fd);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
