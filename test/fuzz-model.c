@@ -5,6 +5,9 @@
  * uvp and on a small reference model of the semantics written here.  Every
  * handler call (which handler, with what outcome, in what order) and every
  * promise's final state must agree; ASan/UBSan/LSan catch the rest.
+ * Every handler is registered with a destroy notifier: it must run exactly
+ * once by the end of teardown, and never before its handler runs (a
+ * handler that runs after its notifier would read freed memory).
  *
  * The model is deliberately naive: a FIFO job queue like ECMAScript's,
  * promises as plain structs, combinators as counters.  It mirrors uvp's
@@ -276,13 +279,20 @@ typedef struct hdesc_s {
   int id;
   hkind_t hk;
   int harg;
+  int freed; /* times its destroy notifier ran */
 } hdesc_t;
 
 static hdesc_t H[256];
 static int nh;
 
+static void fail(const char *what, int a, int b);
+
+static void notifier(void *arg) { ((hdesc_t *)arg)->freed++; }
+
 static uvp_ret_t handler(void *arg, const uvp_outcome_t *in) {
   hdesc_t *h = arg;
+  if (h->freed != 0)
+    fail("handler ran after its notifier", h->id, h->freed);
   if (S.nlog < MAXLOG) {
     S.log[S.nlog][0] = h->id;
     S.log[S.nlog][1] = in->status;
@@ -419,6 +429,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       h->id = nh++;
       h->hk = (hkind_t)(b % 4);
       h->harg = c;
+      h->freed = 0;
       if (h->hk == H_REJECT)
         h->harg = codes[c % 4];
       if (h->hk == H_ADOPT) {
@@ -433,8 +444,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
       int mask = 1 + (b >> 2) % 3;
       uvp_promise_t *out;
-      int rc = op == 3 ? uvp_promise_on(S.p[s], mask, handler, h, &out)
-                       : uvp_promise_finally(S.p[s], handler, h, &out);
+      int rc =
+          op == 3
+              ? uvp_promise_on_full(S.p[s], mask, handler, h, notifier, &out)
+              : uvp_promise_finally_full(S.p[s], handler, h, notifier, &out);
       if (rc != 0)
         abort();
       new_slot(d, out, false);
@@ -551,5 +564,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uv_run(&S.loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&S.loop) != 0)
     fail("uv_loop_close", 1, 0);
+  for (int k = 0; k < nh; k++)
+    if (H[k].freed != 1)
+      fail("notifier runs", H[k].id, H[k].freed);
   return 0;
 }
