@@ -492,10 +492,14 @@ UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
  * registered on it), that one is cancelled too, and so on up the chain
  * (Bluebird's rule): a timeout on then(connect, send_and_read) reaches the
  * read in flight.  A promise with other consumers is left alone and p just
- * stops waiting for it.  A handler registered on p's source with p as its
- * derived promise does not run once p is cancelled: it would start work
- * nobody can observe or cancel any more (the next step of a chain a
- * timeout gave up on).
+ * stops waiting for it: p's reaction leaves its list at once (its
+ * handler's destroy notifier runs), so p no longer counts as a consumer,
+ * and cancelling the last of several consumers, one after another,
+ * cancels the source.  A combinator whose result is decided or cancelled
+ * likewise stops consuming the inputs still pending.  A handler registered
+ * on p's source with p as its derived promise does not run once p is
+ * cancelled: it would start work nobody can observe or cancel any more
+ * (the next step of a chain a timeout gave up on).
  * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
@@ -677,7 +681,9 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  *    still pending that nothing else observes (uvp_promise_cancel's rule:
  *    every reaction on the input is this combinator's; references held are
  *    not consumers), so cancelling one combinator never rejects an input
- *    another combinator or handler is waiting on.
+ *    another combinator or handler is waiting on.  Once decided or
+ *    cancelled, a combinator no longer observes its inputs still pending:
+ *    cancelling their other consumers later reaches them.
  *  - flags: 0, or UVP_CANCEL_LOSERS for all/race/any: once the outcome is
  *    decided, cancel the inputs still pending.  Off by default because an
  *    input may be shared with other consumers, and JavaScript never

@@ -44,14 +44,20 @@ static void cancel_pending_inputs(combo_t *c, bool every) {
   }
 }
 
-/* The result has just been settled: drop what the combo holds for it. */
-static void finish(combo_t *c, bool result_owns_view) {
+/* The result has just been settled: drop what the combo holds for it.
+ * `early`: it was decided by one input (race, all's first rejection, any's
+ * first fulfilment) and forwards that input's outcome, so other inputs may
+ * still be pending and the share goes now; otherwise every input has
+ * settled and the result's view, in the block, keeps the share. */
+static void finish(combo_t *c, bool early) {
   c->done = true;
   c->f.attached++;
-  if (c->flags & UVP_CANCEL_LOSERS)
-    cancel_pending_inputs(c, true);
-  if (!result_owns_view)
+  if (early) {
+    if (c->flags & UVP_CANCEL_LOSERS)
+      cancel_pending_inputs(c, true);
+    uvp__fanin_detach(&c->f);
     uvp__fanin_release_share(&c->f);
+  }
   uvp__fanin_drop_result(&c->f);
   uvp__fanin_unref(&c->f);
 }
@@ -61,12 +67,12 @@ static void settle_with_view(combo_t *c, bool reject) {
     uvp__reject(c->f.result, UVP_EAGGREGATE, &c->view, view_free);
   else
     uvp__fulfill(c->f.result, &c->view, view_free);
-  finish(c, true);
+  finish(c, false);
 }
 
 static void settle_like(combo_t *c, uvp_promise_t *input) {
   uvp__forward(c->f.result, input);
-  finish(c, false);
+  finish(c, true);
 }
 
 /* Input i settled as `in`; returns whether the result is now decided. */
@@ -129,6 +135,7 @@ static void combo_cancel(uvp_promise_t *result, void *arg) {
   if (uvp_promise_reason(result, NULL) == UV_ECANCELED)
     cancel_pending_inputs(c, false);
   c->done = true;
+  uvp__fanin_detach(&c->f);
   uvp__fanin_release_share(&c->f);
   uvp__fanin_drop_result(&c->f);
   uvp__fanin_unref(&c->f);

@@ -83,7 +83,7 @@ void uvp__report_unhandled(uvp_promise_t *p);
 void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q);
 void uvp__cancel_with(uvp_promise_t *p, int code);
 void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p);
-void uvp__handler_abandoned(uvp_promise_t *d);
+void uvp__stop_waiting(uvp_promise_t *d);
 void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p, uvp__reaction_t *r);
 
 /* Move the reactions, in registration order, to the end of the run queue.

@@ -201,7 +201,7 @@ static void on_cancel(uvp_promise_t *p, void *arg) {
     (void)uvp_promise_cancel(q);
     return;
   }
-  (void)uvp__unobserve(q, &f->wake);
+  (void)uvp__unobserve(q, &f->wake.r);
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
 }
 

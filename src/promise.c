@@ -421,7 +421,7 @@ int uvp_promise_cancel(uvp_promise_t *p) {
     if (waits && uvp__sole_consumer(p->link, p))
       up = uvp_promise_retain(p->link);
     if (waits)
-      uvp__handler_abandoned(p);
+      uvp__stop_waiting(p);
     uvp__cancel_with(p, UV_ECANCELED);
     if (held != NULL)
       rel(held);

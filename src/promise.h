@@ -123,9 +123,9 @@ void *uvp__next_embedded(uvp_ctx_t *ctx, uvp__notify_cb cb);
  * outcome cb would have been told.  The queue's reference to its promise
  * is released: the caller must hold one of its own while it reads *in. */
 void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in);
-/* Take h, attached to pending q with uvp__observe_embedded, back off q's
- * list: it will not run.  Returns whether it was there. */
-bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h);
+/* Take r, attached to pending q (uvp__observe_embedded, a cell), back off
+ * q's list: it will not run.  Returns whether it was there. */
+bool uvp__unobserve(uvp_promise_t *q, uvp__reaction_t *r);
 /* Settle p, a promise uvp produces, as a handler's result says
  * (uvp_ret_pass fulfils with NULL); takes what ret holds.  A p no longer
  * pending (cancelled) or in a closed context only lets go of what ret

@@ -197,21 +197,30 @@ int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
   return uvp_promise_finally_full_at(p, cb, arg, NULL, out, file, line);
 }
 
-/* d, waiting on its source for a handler, was cancelled: the handler will
- * never run, so its argument goes now rather than when the source
- * settles.  (A reaction already queued is not in the list: it lets go of
- * its argument when it runs, later in this drain.) */
-void uvp__handler_abandoned(uvp_promise_t *d) {
-  for (uvp__reaction_t *r = d->link->reactions; r != NULL; r = r->next) {
-    uvp__handler_t *h = (uvp__handler_t *)(void *)r;
-    if (uvp__rtarget(r) == d && uvp__rk_derived(uvp__rkind(r)) &&
-        h->cb.then == boxed && ((hbox_t *)h->arg)->arg_free != NULL) {
-      hbox_t *b = h->arg;
-      uvp_free_cb arg_free = b->arg_free;
-      b->arg_free = NULL;
-      arg_free(b->arg);
+/* d, waiting on its pending source for a handler or an adoption, was
+ * cancelled: it stops waiting.  The reaction it waited through leaves the
+ * source's list now and is dropped (the handler's notifier runs, the
+ * reaction's reference on d goes), so the source has one consumer less:
+ * cancelling its last consumer cancels it too (uvp_promise_cancel's rule,
+ * which counts the reactions on the list), and a long-lived source keeps
+ * no dead reaction per waiter cancelled.  finally_after's reaction stays:
+ * it owns a reference to finally's source, which only running lets go
+ * of (it finds d cancelled and settles nothing). */
+static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in);
+
+void uvp__stop_waiting(uvp_promise_t *d) {
+  uvp_promise_t *src = d->link;
+  for (uvp__reaction_t **at = &src->reactions; *at != NULL; at = &(*at)->next) {
+    uvp__reaction_t *r = *at;
+    if (uvp__rtarget(r) != d || !uvp__rk_derived(uvp__rkind(r)))
+      continue;
+    if (((uvp__handler_t *)(void *)r)->cb.then == finally_after)
       return;
-    }
+    *at = r->next;
+    if (src->reactions == NULL || src->reactions->next == NULL)
+      src->flags &= (uint8_t)~UVP__F_MANY;
+    uvp__drop_reaction(uvp__promise_ctx(d), r, false);
+    return;
   }
 }
 
@@ -531,10 +540,10 @@ void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
   uvp__enqueue(uvp__promise_ctx(target), &h->r);
 }
 
-bool uvp__unobserve(uvp_promise_t *q, uvp__handler_t *h) {
+bool uvp__unobserve(uvp_promise_t *q, uvp__reaction_t *r) {
   for (uvp__reaction_t **at = &q->reactions; *at != NULL; at = &(*at)->next) {
-    if (*at == &h->r) {
-      *at = h->r.next;
+    if (*at == r) {
+      *at = r->next;
       if (q->reactions == NULL || q->reactions->next == NULL)
         q->flags &= (uint8_t)~UVP__F_MANY;
       return true;

@@ -63,5 +63,11 @@ void uvp__fanin_unref(uvp__fanin_t *f);
 void uvp__fanin_release_share(uvp__fanin_t *f);
 /* Let go of our reference to the result (decided, cancelled). */
 void uvp__fanin_drop_result(uvp__fanin_t *f);
+/* The result is decided or cancelled: the cells on inputs still pending
+ * leave their lists (each cell's count in `attached` goes), so that they
+ * no longer count as consumers of those inputs (uvp_promise_cancel's
+ * rule: cancelling another consumer, the last, now cancels the input) nor
+ * keep the block until the inputs settle.  Before the share goes. */
+void uvp__fanin_detach(uvp__fanin_t *f);
 
 #endif

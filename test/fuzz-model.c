@@ -154,6 +154,19 @@ static void m_adopt(model_t *m, int d, int q) {
   m_add_reaction(m, q, r);
 }
 
+/* A decided combinator observes its inputs no more: its reactions leave
+ * the inputs still pending (they no longer count as their consumers). */
+static void m_combo_detach(model_t *m, int ci) {
+  for (int s = 0; s < SLOTS; s++) {
+    mprom_t *p = &m->p[s];
+    int kept = 0;
+    for (int k = 0; k < p->nr; k++)
+      if (p->r[k].kind != 3 || p->r[k].combo != ci)
+        p->r[kept++] = p->r[k];
+    p->nr = kept;
+  }
+}
+
 static void m_combo_input(model_t *m, int ci, int idx, int src) {
   mcombo_t *c = &m->c[ci];
   mprom_t *in = &m->p[src];
@@ -195,6 +208,8 @@ static void m_combo_input(model_t *m, int ci, int idx, int src) {
     }
     break;
   }
+  if (c->done)
+    m_combo_detach(m, ci);
 }
 
 /* One job: the reaction r of settled promise src. */
@@ -223,9 +238,10 @@ static void m_run_job(model_t *m, mjob_t *j) {
       m_settle(m, d, src->st, src->value);
     return;
   }
-  m_log(m, r->handler, status, sval);
+  /* A handler whose derived promise was cancelled does not run. */
   if (!derived_ok)
     return;
+  m_log(m, r->handler, status, sval);
   m->p[d].waiting_on = -1;
   if (r->kind == 1) { /* finally */
     if (r->hk == H_REJECT)
@@ -253,6 +269,41 @@ static void m_run_job(model_t *m, mjob_t *j) {
     m_adopt(m, d, r->harg);
     break;
   }
+}
+
+/* Whether pending s's cancellation, travelling up to what s follows while
+ * s is its only consumer, would reach a combinator's result (whose inputs
+ * it would cancel in turn: kept out of the model). */
+static bool m_cancel_reaches_owned(model_t *m, int s) {
+  for (int x = s;;) {
+    if (m->p[x].owned)
+      return true;
+    int up = m->p[x].waiting_on;
+    if (up < 0 || m->p[up].st != M_PENDING)
+      return false;
+    for (int k = 0; k < m->p[up].nr; k++)
+      if (m->p[up].r[k].target != x)
+        return false;
+    x = up;
+  }
+}
+
+/* uvp_promise_cancel(s), s pending: s rejects with UV_ECANCELED and stops
+ * waiting, so what it followed loses a consumer; that one is cancelled too
+ * when s was its last (Bluebird's rule, uvp.h). */
+static void m_cancel(model_t *m, int s) {
+  int up = m->p[s].waiting_on;
+  m_settle(m, s, M_REJECTED, UV_ECANCELED);
+  if (up < 0 || m->p[up].st != M_PENDING)
+    return; /* a queued reaction for s finds it cancelled and does nothing */
+  mprom_t *u = &m->p[up];
+  int kept = 0;
+  for (int k = 0; k < u->nr; k++)
+    if (u->r[k].target != s)
+      u->r[kept++] = u->r[k];
+  u->nr = kept;
+  if (kept == 0)
+    m_cancel(m, up);
 }
 
 static void m_drain(model_t *m) {
@@ -529,14 +580,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       M.p[s].held = false;
       break;
     }
-    case 10: { /* cancel a promise nothing follows or combines */
+    case 10: { /* cancel, up the chain while it is the only consumer */
       int s = pick(NEXT());
-      if (s < 0 || M.p[s].st != M_PENDING || M.p[s].waiting_on >= 0 ||
-          M.p[s].owned)
+      if (s < 0 || M.p[s].st != M_PENDING || m_cancel_reaches_owned(&M, s))
         break;
       if (uvp_promise_cancel(S.p[s]) != 0)
         abort();
-      m_settle(&M, s, M_REJECTED, UV_ECANCELED);
+      m_cancel(&M, s);
       break;
     }
     default:

@@ -454,6 +454,53 @@ static void test_cancel_result_shared_with_other_combinator(void **state) {
   uvp_promise_release(c);
 }
 
+/* The same over time: once the first combinator's result is cancelled it
+ * observes nothing any more, so cancelling the second, now the shared
+ * input's only consumer, cancels the input. */
+static void test_cancel_both_combinators_cancels_shared_input(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  hook_t ha = {0};
+  uvp_promise_t *a = producer(f, &ha), *r1, *r2;
+  assert_int_equal(uvp_promise_all(f->ctx, &a, 1, 0, &r1), 0);
+  assert_int_equal(uvp_promise_race(f->ctx, &a, 1, 0, &r2), 0);
+  assert_int_equal(uvp_promise_cancel(r1), 0);
+  assert_int_equal(ha.calls, 0);
+  assert_int_equal(uvp_promise_cancel(r2), 0);
+  assert_int_equal(ha.calls, 1);
+  assert_int_equal(uvp_promise_reason(a, NULL), UV_ECANCELED);
+  run_loop(f);
+  uvp_promise_release(r1);
+  uvp_promise_release(r2);
+  uvp_promise_release(a);
+}
+
+/* A decided combinator observes its inputs no more: once race's result
+ * has settled, a later consumer of a loser that is cancelled was the
+ * loser's only one, and the loser is cancelled with it. */
+static void test_decided_combinator_leaves_losers(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  hook_t ha = {0}, hb = {0};
+  rec_t c = {0};
+  uvp_promise_t *a = producer(f, &ha), *b = producer(f, &hb), *r, *d;
+  uvp_promise_t *in[2] = {a, b};
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, 0, &r), 0);
+  assert_int_equal(uvp_promise_resolve(a, SENTINEL(1), NULL), 0);
+  run_loop(f);
+  assert_ptr_equal(uvp_promise_value(r), SENTINEL(1));
+  assert_int_equal(uvp_promise_then(b, rec_cb, &c, &d), 0);
+  assert_int_equal(uvp_promise_cancel(d), 0);
+  assert_int_equal(hb.calls, 1);
+  assert_int_equal(uvp_promise_reason(b, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(c.calls + ha.calls, 0);
+  uvp_promise_release(d);
+  uvp_promise_release(r);
+  uvp_promise_release(a);
+  uvp_promise_release(b);
+}
+
 /* An input the combinator shares with a then-handler is not cancelled with
  * the result; one it shares with nobody (even held by a reference) is. */
 static void test_cancel_result_spares_input_with_handler(void **state) {
@@ -576,6 +623,77 @@ static void test_chain_cancel_stops_at_shared_upstream(void **state) {
   uvp_promise_release(d2);
   uvp_promise_release(e1);
   uvp_promise_release(d1);
+  uvp_promise_release(s);
+}
+
+/* Each consumer that is cancelled stops consuming: once the last one of a
+ * source is cancelled, the source is cancelled too, whatever the order
+ * and whether they waited through a handler or an adoption.  Each
+ * abandoned handler's notifier runs at its cancellation. */
+static int notified;
+static void count_notify(void *arg) {
+  (void)arg;
+  notified++;
+}
+
+static void test_chain_cancel_after_every_consumer_cancelled(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  hook_t hs = {0};
+  rec_t c1 = {0}, c2 = {0};
+  uvp_promise_t *s = producer(f, &hs), *d1, *d2, *x;
+  notified = 0;
+  assert_int_equal(
+      uvp_promise_on_full(s, UVP_ON_BOTH, rec_cb, &c1, count_notify, &d1), 0);
+  assert_int_equal(
+      uvp_promise_on_full(s, UVP_ON_BOTH, rec_cb, &c2, count_notify, &d2), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &x), 0);
+  assert_int_equal(uvp_promise_resolve_with(x, s), 0);
+
+  assert_int_equal(uvp_promise_cancel(d2), 0);
+  assert_int_equal(notified, 1);
+  assert_int_equal(uvp_promise_cancel(x), 0);
+  assert_int_equal(hs.calls, 0); /* d1 still waits */
+  assert_int_equal(uvp_promise_state(s), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(d1), 0);
+  assert_int_equal(notified, 2);
+  assert_int_equal(hs.calls, 1);
+  assert_int_equal(uvp_promise_reason(s, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(c1.calls + c2.calls, 0);
+  assert_int_equal(notified, 2);
+  uvp_promise_release(x);
+  uvp_promise_release(d2);
+  uvp_promise_release(d1);
+  uvp_promise_release(s);
+}
+
+/* A source that lives long (a shutdown signal, a connection's close) and
+ * sees many waiters cancelled keeps nothing of them: each cancelled and
+ * released derived promise is freed at once, not when the source settles. */
+static void test_cancelled_waiters_leave_the_source(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  rec_t kept = {0}, c = {0};
+  uvp_promise_t *s, *keep;
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_promise_new(f->ctx, &s), 0);
+  assert_int_equal(uvp_promise_then(s, rec_cb, &kept, &keep), 0);
+  for (int i = 0; i < 1000; i++) {
+    uvp_promise_t *d;
+    assert_int_equal(uvp_promise_then(s, rec_cb, &c, &d), 0);
+    assert_int_equal(uvp_promise_cancel(d), 0);
+    uvp_promise_release(d);
+  }
+  run_loop(f);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 2); /* s and keep */
+  assert_int_equal(uvp_promise_state(s), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(s, SENTINEL(1), NULL), 0);
+  run_loop(f);
+  assert_int_equal(kept.calls, 1);
+  assert_int_equal(c.calls, 0);
+  uvp_promise_release(keep);
   uvp_promise_release(s);
 }
 
@@ -802,11 +920,15 @@ int main(void) {
       FIXTURE_TEST(test_shared_loser_kept_by_default),
       FIXTURE_TEST(test_shared_loser_cancelled_with_flag),
       FIXTURE_TEST(test_cancel_result_shared_with_other_combinator),
+      FIXTURE_TEST(test_cancel_both_combinators_cancels_shared_input),
+      FIXTURE_TEST(test_decided_combinator_leaves_losers),
       FIXTURE_TEST(test_cancel_result_spares_input_with_handler),
       FIXTURE_TEST(test_chain_cancel_reaches_sole_consumer_upstream),
       FIXTURE_TEST(test_chain_cancel_through_adoption),
       FIXTURE_TEST(test_chain_cancel_stops_at_shared_upstream),
       FIXTURE_TEST(test_chain_cancel_stops_at_other_consumer_kinds),
+      FIXTURE_TEST(test_chain_cancel_after_every_consumer_cancelled),
+      FIXTURE_TEST(test_cancelled_waiters_leave_the_source),
       FIXTURE_TEST(test_cancel_derived_with_queued_handler),
       FIXTURE_TEST(test_cancel_from_handler),
       FIXTURE_TEST(test_cancel_from_hook),
