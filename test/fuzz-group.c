@@ -1,16 +1,21 @@
 /* libFuzzer harness for task groups: the input decodes into a sequence of
  * operations on up to MAXG groups — create (limit 0..3, with or without
- * UVP_GROUP_FAIL_FAST), add a fresh pending promise, start a member through
- * a start callback, resolve / reject / cancel a member, next(), cancel a
- * next() promise, set_limit, close, cancel, join, cancel the join,
- * release, one loop turn, teardown — which run both on uvp and on a small
- * reference model of uvp.h's rules written here.  After every loop turn
- * each next() promise, each join and each group's size must agree with
- * the model; every call's return code, and which start callbacks have run
+ * UVP_GROUP_FAIL_FAST), add a fresh pending promise, add an earlier
+ * group's join (nesting), start a member through a start callback,
+ * resolve / reject / cancel a member, next(), cancel a next() promise,
+ * set_limit, close, cancel, join, cancel the join, release, one loop turn
+ * — which run both on uvp and on a small reference model of uvp.h's rules
+ * written here.  After every loop turn each next() promise, each join,
+ * each member and each group's size must agree with the model; every
+ * call's return code, and which start callbacks have run (in which order)
  * and had their arg_free run, are checked after every operation (uvp.h
- * pins those to the call).  Every start callback runs at most once, never
- * after its arg_free nor after uvp_ctx_close, and every arg_free runs
- * exactly once by the end.  ASan/UBSan/LSan catch the rest.
+ * pins those to the call).  At the end every group still open is closed,
+ * the loop turns and all is compared again; then uvp_ctx_close must leave
+ * every promise the model still has pending rejected with UVP_ECLOSED,
+ * and uv_loop_close must return 0.  Every start callback runs at most
+ * once, never after its arg_free nor after uvp_ctx_close; every arg_free
+ * runs exactly once by the end; no cancellation and no teardown's
+ * UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan catch the rest.
  *
  * The model is deliberately naive: members, next() promises and starts in
  * plain arrays, per group FIFO arrays of waiting starts, settled members
@@ -18,23 +23,23 @@
  * have yet to observe, standing for uvp's run queue: a member's
  * settlement is observed when a loop turn drains it, in settle order
  * (harness settles, a cancel's, a start callback's already settled
- * promise or error, in the order they happened).  That order is the
- * completion order next() serves.  Members fulfil with their index + 1
- * and reject with -(20000 + index), so a next() promise tells which
- * member it settled like.
+ * promise or error, a join settling, in the order they happened).  That
+ * order is the completion order next() serves.  Members fulfil with their
+ * index + 1 and reject with -(20000 + index), so a next() promise tells
+ * which member it settled like.
  *
- * Left out on purpose: fibers (uvp_group_spawn), nesting (a join added to
- * another group), what members start in libuv (scopes, holds), adding a
- * promise already settled or to two groups, start callbacks that call
- * back into the group, allocation failure, threads.  Not pinned by
- * uvp.h, so not compared: the state of promises and the group's size
- * between loop turns (the model only promises where things stand once the
- * run queue is drained; one UV_RUN_NOWAIT turn drains it, the budget being
- * huge), the order in which a cancel reaches the running members (their
- * outcomes, UV_ECANCELED, are alike), and which of UVP_ECLOSED and
- * UV_ECANCELED adding to a group both closed and cancelled returns.
- * uvp's choice the model copies: a FAIL_FAST failure cancels the group
- * (adding afterwards returns UV_ECANCELED), as uvp_group_cancel does.
+ * Left out on purpose: fibers (uvp_group_spawn), groups made by members
+ * (parents), what members start in libuv (scopes, holds), adding one
+ * promise to two groups, start callbacks that call back into the group,
+ * allocation failure, threads.  Not pinned by uvp.h, so not compared: the
+ * state of promises and the group's size between loop turns (the model
+ * only says where things stand once the run queue is drained; one
+ * UV_RUN_NOWAIT turn drains it, the budget being huge), the order in
+ * which a cancel reaches the running members (their outcomes,
+ * UV_ECANCELED, are alike), and which of UVP_ECLOSED and UV_ECANCELED
+ * adding to a group both closed and cancelled returns.  uvp's choice the
+ * model copies: a FAIL_FAST failure cancels the group (adding afterwards
+ * returns UV_ECANCELED), as uvp_group_cancel does.
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
  *   build-fuzz/test/fuzz-group -max_total_time=60 test/fuzz-group-corpus */
@@ -70,6 +75,7 @@ typedef struct mout_s {
 typedef struct mgroup_s {
   bool used, closed, cancelled, released, ff;
   bool join_live; /* the group still settles its join */
+  int as_member;  /* its join is this member of a later group, or -1 */
   size_t limit;
   int nrunning;
   int failure; /* FAIL_FAST: the member that failed first, or -1 */
@@ -81,6 +87,7 @@ typedef struct mgroup_s {
 
 typedef struct mmember_s {
   int group;
+  int join_of;   /* the member is that group's join, or -1 */
   bool observed; /* the group saw it settle: no longer running */
   mout_t out;
 } mmember_t;
@@ -114,6 +121,16 @@ static void m_settle(int k, mstate_t st, int value) {
   m_enqueue(k);
 }
 
+/* The join settles; so does the member it is of another group. */
+static void m_join_settle(mgroup_t *g, mout_t out) {
+  g->join = out;
+  g->join_live = false;
+  if (g->as_member >= 0) {
+    M.m[g->as_member].out = out;
+    m_enqueue(g->as_member);
+  }
+}
+
 static bool m_ended(const mgroup_t *g) { return g->closed || g->cancelled; }
 
 static bool m_exhausted(const mgroup_t *g) {
@@ -143,13 +160,14 @@ static void m_maybe_end(mgroup_t *g) {
     return;
   g->join_live = false;
   if (g->join.st == M_PENDING)
-    g->join = g->failure >= 0 ? M.m[g->failure].out : (mout_t){M_FULFILLED, 0};
+    m_join_settle(g, g->failure >= 0 ? M.m[g->failure].out
+                                     : (mout_t){M_FULFILLED, 0});
 }
 
 /* A new member of g, running; settled ones are queued for observation. */
 static int m_member(int gi, mout_t out) {
   int k = M.nm++;
-  M.m[k] = (mmember_t){gi, false, out};
+  M.m[k] = (mmember_t){gi, -1, false, out};
   M.g[gi].nrunning++;
   if (out.st != M_PENDING)
     m_enqueue(k);
@@ -175,15 +193,30 @@ static void m_pump(mgroup_t *g) {
   }
 }
 
-/* Cancel the running members, drop the waiting ones. */
+static void m_cancel_all(mgroup_t *g);
+
+/* Cancelling the join cancels the group. */
+static void m_join_cancel(mgroup_t *g) {
+  m_join_settle(g, (mout_t){M_REJECTED, UV_ECANCELED});
+  m_cancel_all(g);
+  g->closed = true;
+  m_maybe_end(g);
+}
+
+/* Cancel the running members (a join: its group too), drop the waiting
+ * ones. */
 static void m_cancel_all(mgroup_t *g) {
   int gi = (int)(g - M.g);
   g->cancelled = true;
   for (; g->lh < g->lt; g->lh++)
     M.s[g->lazy[g->lh]].freed = true;
   for (int k = M.nm - 1; k >= 0; k--)
-    if (M.m[k].group == gi && !M.m[k].observed && M.m[k].out.st == M_PENDING)
-      m_settle(k, M_REJECTED, UV_ECANCELED);
+    if (M.m[k].group == gi && !M.m[k].observed && M.m[k].out.st == M_PENDING) {
+      if (M.m[k].join_of >= 0)
+        m_join_cancel(&M.g[M.m[k].join_of]);
+      else
+        m_settle(k, M_REJECTED, UV_ECANCELED);
+    }
 }
 
 /* The group observes member k settled (a run-queue job). */
@@ -236,9 +269,14 @@ static void fail(const char *what, int a, int b) {
   abort();
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
+/* Never reported (uvp_ctx_set_unhandled_cb): a cancellation and what
+ * passes it on, a teardown's UVP_ECLOSED.  Other rejections nobody
+ * handled (a next() promise's, a join's) may be. */
+static void unhandled(uvp_promise_t *p, void *arg) {
   (void)arg;
+  int code = uvp_promise_reason(p, NULL);
+  if (code == UV_ECANCELED || code == UVP_ECLOSED)
+    fail("reported as unhandled", code, 0);
 }
 
 static void start_free(void *arg) { ((sstart_t *)arg)->freed++; }
@@ -356,7 +394,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
-  uvp_ctx_set_unhandled_cb(S.ctx, quiet, NULL);
+  uvp_ctx_set_unhandled_cb(S.ctx, unhandled, NULL);
 
   size_t i = 0;
 #define NEXT() (i < size ? data[i++] : 0)
@@ -378,6 +416,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       M.g[n] = (mgroup_t){.used = true,
                           .ff = (b & 4) != 0,
                           .join_live = true,
+                          .as_member = -1,
                           .limit = o.limit,
                           .failure = -1};
       break;
@@ -480,8 +519,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       g->closed = true;
       m_maybe_end(g);
       break;
-    case 12:
-    case 13: /* one loop turn */
+    case 13: { /* add an earlier group's join (no cycles), once */
+      int h = M.ng > 0 ? NEXT() % M.ng : 0;
+      if (g == NULL || h >= gi || M.g[h].as_member >= 0 || M.nadd == MAXADD)
+        break;
+      M.nadd++;
+      int rc = uvp_group_add(S.g[gi], S.join[h]);
+      check_add_rc("add a join", g, rc);
+      if (rc != 0)
+        break;
+      int k = m_member(gi, M.g[h].join);
+      S.nm++; /* S.m[k] stays NULL: only uvp settles a join */
+      M.m[k].join_of = h;
+      M.g[h].as_member = k;
+      break;
+    }
+    case 12: /* one loop turn */
       uv_run(&S.loop, UV_RUN_NOWAIT);
       m_drain();
       compare();
@@ -507,11 +560,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                pending ? 0 : UVP_ESETTLED);
       if (!pending)
         break;
-      g->join = (mout_t){M_REJECTED, UV_ECANCELED};
-      g->join_live = false;
-      m_cancel_all(g);
-      g->closed = true;
-      m_maybe_end(g);
+      m_join_cancel(g);
       break;
     }
     }
