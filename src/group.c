@@ -169,6 +169,15 @@ static bool exhausted(const uvp_group_t *g) {
          g->done_head == NULL;
 }
 
+/* A teardown ends the group too (its members dropped), but that is no
+ * end of its members: what still waits then learns UVP_ECLOSED, not UV_EOF
+ * or a join's outcome, and is not reported, as for every promise pending
+ * at uvp_ctx_close (whichever of them its sweep reaches first). */
+static void reject_closed(uvp_promise_t *p) {
+  p->flags |= UVP__F_HANDLED;
+  uvp__reject(p, UVP_ECLOSED, NULL, NULL);
+}
+
 /* Hand settled members to waiting next() calls, in completion order; once
  * nothing more can come, the rest learn UV_EOF. */
 static void serve(uvp_group_t *g) {
@@ -188,7 +197,9 @@ static void serve(uvp_group_t *g) {
     member_free(g, done_pop(g));
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
-    if (uvp__is_pending(w))
+    if (uvp__is_pending(w) && g->ctx->closed)
+      reject_closed(w);
+    else if (uvp__is_pending(w))
       uvp__reject(w, UV_EOF, NULL, NULL);
     uvp__rel(w);
   }
@@ -208,7 +219,9 @@ static void maybe_end(uvp_group_t *g) {
   g->parent = NULL;
   if (j != NULL) {
     if (uvp__is_pending(j)) {
-      if (g->failure != NULL)
+      if (g->ctx->closed)
+        reject_closed(j);
+      else if (g->failure != NULL)
         uvp__forward(j, g->failure);
       else
         uvp__fulfill(j, NULL, NULL);

@@ -491,6 +491,39 @@ static void test_next_after_settle(void **state) {
   uvp_group_release(empty);
 }
 
+/* uvp_ctx_close tears a group down, it does not wind it down: a next()
+ * and a join still pending at the close reject with UVP_ECLOSED like every
+ * other pending promise, whichever the sweep reaches first, not with
+ * UV_EOF or fulfilled as if every member had settled (the member was
+ * made before the group, so its teardown came first and ended the group:
+ * found by test/fuzz-group), and are not reported as unhandled. */
+static void test_teardown_is_not_the_end(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p, *nx;
+  g_unhandled = 0;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, count_unhandled_cb, NULL),
+                   0);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  assert_int_equal(uvp_group_next(g, &nx), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(nx), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_rejected(p, UVP_ECLOSED);
+  assert_rejected(nx, UVP_ECLOSED);
+  assert_rejected(join, UVP_ECLOSED);
+  assert_int_equal(g_unhandled, 0); /* a teardown's UVP_ECLOSED is no news */
+  uvp_promise_release(nx);
+  uvp_promise_release(join);
+  uvp_promise_release(p);
+  uvp_group_release(g);
+}
+
 /* ---- the limit ----------------------------------------------------------- */
 
 /* 0 is no limit: every member starts inside the call that adds it, and
@@ -1905,6 +1938,7 @@ int main(void) {
       FIXTURE_TEST(test_many_started_under_limit),
       QUIET_TEST(test_next_order_and_eof),
       QUIET_TEST(test_next_after_settle),
+      QUIET_TEST(test_teardown_is_not_the_end),
       FIXTURE_TEST(test_limit_zero),
       FIXTURE_TEST(test_limit_change),
       QUIET_TEST(test_add_closed_or_cancelled),
