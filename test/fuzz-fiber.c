@@ -1,10 +1,12 @@
 /* libFuzzer harness for fibers: the input decodes into a sequence of
  * top-level operations — create a pending promise, spawn a fiber, resolve /
  * reject / cancel a promise (a fiber's own included), register a handler
- * on one (another consumer), one loop turn — and into a small program for
+ * on one (another consumer), one loop turn, set the scheduler's budget
+ * (1 to 3 handlers a drain, or a huge one) — and into a small program for
  * each fiber, decoded when its spawn is: a list of steps (await promise
  * slot k, await an already settled promise, resolve / reject / cancel slot
- * k, spawn a nested fiber, return a value / a rejection / pass).  Fibers
+ * k, spawn a nested fiber, return a value / a rejection / pass, call
+ * uvp_ctx_close, which a fiber may not).  Fibers
  * run the same programs on uvp and on a small reference model of uvp.h's
  * rules written here.  Everything a fiber does is logged (its start, each
  * step's return code and each await's value, its end) in the order it
@@ -45,7 +47,8 @@
  * after turns only), the order in which uvp_ctx_close resumes the
  * suspended fibers (the logs after the close are compared fiber by fiber),
  * and which of UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a
- * promise returns while the close runs fibers (both read as UVP_ECLOSED).
+ * promise, or of UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a
+ * fiber the close runs (both read as UVP_ECLOSED).
  * Not exercised: resolving a fiber's promise by hand, adopting promises
  * (uvp_ret_adopt), stack sizes, task groups' fibers, other threads,
  * allocation failure, timers and I/O.
@@ -85,7 +88,8 @@ typedef enum {
   S_REJECT,
   S_CANCEL, /* uvp_promise_cancel slot arg % nslots */
   S_SPAWN,  /* spawn program `child` (if any slot is left) */
-  S_RETURN  /* arg % 3: a value, a rejection, pass */
+  S_RETURN, /* arg % 3: a value, a rejection, pass */
+  S_CLOSE   /* uvp_ctx_close: refused inside a fiber */
 } skind_t;
 
 typedef struct step_s {
@@ -296,6 +300,9 @@ static void m_run(int i, int pc) {
     case S_RETURN:
       m_end(i, st->arg % 3);
       return;
+    case S_CLOSE:
+      rc = M.closed ? UVP_ECLOSED : UVP_EINFIBER;
+      break;
     }
     log_push(&M.log, i, pc, rc, v);
   }
@@ -450,10 +457,12 @@ static uvp_ret_t body(void *arg) {
       break;
     case S_RETURN:
       return s_end(f, st->arg % 3);
+    case S_CLOSE:
+      rc = uvp_ctx_close(S.ctx);
+      break;
     }
-    /* Settling while the close runs fibers: either code (see above). */
-    if (S.closing && rc == UVP_ESETTLED &&
-        (st->kind == S_RESOLVE || st->kind == S_REJECT || st->kind == S_CANCEL))
+    /* While the close runs fibers: either code (see above). */
+    if (S.closing && (rc == UVP_ESETTLED || rc == UVP_EINFIBER))
       rc = UVP_ECLOSED;
     log_push(&S.log, f->id, pc, rc, v);
   }
@@ -554,7 +563,7 @@ static void turn(void) {
   int n = 0;
   do {
     uv_run(&S.loop, UV_RUN_NOWAIT);
-    if (uvp_ctx_stats(S.ctx, &s) != 0 || ++n > 64)
+    if (uvp_ctx_stats(S.ctx, &s) != 0 || ++n > 1000)
       fail("run queue never drains", n, (int)s.queued);
   } while (s.queued != 0);
   m_drain();
@@ -576,9 +585,9 @@ static size_t in_len, in_pos;
 static uint8_t next_byte(void) { return in_pos < in_len ? in[in_pos++] : 0; }
 
 /* Mostly awaits: they are what fibers are for. */
-static const skind_t kinds[10] = {
-    S_AWAIT,   S_AWAIT,  S_AWAIT,  S_AWAIT, S_AWAIT_SETTLED,
-    S_RESOLVE, S_REJECT, S_CANCEL, S_SPAWN, S_RETURN};
+static const skind_t kinds[11] = {
+    S_AWAIT,  S_AWAIT,  S_AWAIT, S_AWAIT,  S_AWAIT_SETTLED, S_RESOLVE,
+    S_REJECT, S_CANCEL, S_SPAWN, S_RETURN, S_CLOSE};
 
 /* A program (and its children's), or -1 when all are taken. */
 static int decode_prog(void) {
@@ -589,7 +598,7 @@ static int decode_prog(void) {
   pg->n = next_byte() % MAXSTEP + 1;
   for (int s = 0; s < pg->n; s++) {
     step_t *st = &pg->step[s];
-    st->kind = kinds[next_byte() % 10];
+    st->kind = kinds[next_byte() % 11];
     st->arg = next_byte();
     st->child = st->kind == S_SPAWN ? decode_prog() : -1;
   }
@@ -672,8 +681,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (m_pending(k))
         M.slot[k].cons[M.slot[k].ncons++] = HANDLER;
       break;
-    default:
+    case 6:
       turn();
+      break;
+    default: /* a small budget: drains end between fibers, hand-offs stop */
+      check_rc("budget", uvp_ctx_set_budget(S.ctx, b % 4 ? b % 4 : 1u << 30),
+               0);
       break;
     }
     compare_slots();
