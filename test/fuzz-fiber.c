@@ -61,7 +61,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "uvp.h"
+#include "fuzz-helpers.h"
 
 #define MAXF 6    /* fibers (programs) */
 #define MAXP 10   /* plain promises, the two settled ones included */
@@ -383,18 +383,6 @@ typedef struct sut_s {
 
 static sut_t S;
 
-static void fail(const char *what, int a, int b) {
-  fprintf(stderr, "divergence: %s (%d vs %d)\n", what, a, b);
-  abort();
-}
-
-static void unhandled(uvp_promise_t *p, void *arg) {
-  (void)arg;
-  int code = uvp_promise_reason(p, NULL);
-  if (code == UV_ECANCELED || code == UVP_ECLOSED)
-    fail("reported as unhandled", code, 0);
-}
-
 static void s_arg_free(void *arg) {
   sfiber_t *f = arg;
   if (f->running)
@@ -623,7 +611,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
-  uvp_ctx_set_unhandled_cb(S.ctx, unhandled, NULL);
+  uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
 
   /* Slots 0 and 1: settled from the start. */
   if (uvp_promise_resolved(S.ctx, (void *)value_of(0), NULL, &S.slot[0]) != 0 ||
