@@ -48,10 +48,15 @@
  * suspended fibers (the logs after the close are compared fiber by fiber),
  * and which of UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a
  * promise, or of UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a
- * fiber the close runs (both read as UVP_ECLOSED).
- * Not exercised: resolving a fiber's promise by hand, adopting promises
- * (uvp_ret_adopt), stack sizes, task groups' fibers, other threads,
- * allocation failure, timers and I/O.
+ * fiber the close runs (both read as UVP_ECLOSED; uvp returns
+ * UVP_ECLOSED today).  Where uvp.h says what happens but not exactly when,
+ * the model copies uvp's choice: a cancelled suspended fiber's wake is
+ * queued by the cancellation itself (directly, or through the rejection
+ * of the promise it alone awaited), behind the wakes its promise's own
+ * rejection queued.  Not exercised: resolving a fiber's promise by hand,
+ * adopting promises (uvp_ret_adopt), releasing a promise a fiber awaits
+ * (the harness holds every one to the end), stack sizes, task groups'
+ * fibers, other threads, allocation failure, timers and I/O.
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
  *   build-fuzz/test/fuzz-fiber -max_total_time=60 test/fuzz-fiber-corpus */
