@@ -2,7 +2,8 @@
  * top-level operations — create a pending promise, spawn a fiber, resolve /
  * reject / cancel a promise (a fiber's own included), register a handler
  * on one (another consumer), one loop turn, set the scheduler's budget
- * (1 to 3 handlers a drain, or a huge one) — and into a small program for
+ * (1 to 3 handlers a drain, or a huge one), release the harness's
+ * reference to a promise — and into a small program for
  * each fiber, decoded when its spawn is: a list of steps (await promise
  * slot k, await an already settled promise, resolve / reject / cancel slot
  * k, spawn a nested fiber, return a value / a rejection / pass, call
@@ -54,8 +55,7 @@
  * queued by the cancellation itself (directly, or through the rejection
  * of the promise it alone awaited), behind the wakes its promise's own
  * rejection queued.  Not exercised: resolving a fiber's promise by hand,
- * adopting promises (uvp_ret_adopt), releasing a promise a fiber awaits
- * (the harness holds every one to the end), stack sizes, task groups'
+ * adopting promises (uvp_ret_adopt), stack sizes, task groups'
  * fibers, other threads, allocation failure, timers and I/O.
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
@@ -110,6 +110,10 @@ typedef struct prog_s {
 
 static prog_t P[MAXF];
 static int nprog;
+
+/* Slots whose promise the harness has released: nobody may name them any
+ * more (steps naming one do nothing), though a fiber may still await it. */
+static bool released[MAXSLOT];
 
 /* A step's code when it did nothing (no such slot, no program). */
 #define NOOP 1
@@ -229,7 +233,7 @@ static int m_cancel(int k) {
 }
 
 static int m_resolve(int k, bool fulfil) {
-  if (M.slot[k].fiber >= 0)
+  if (M.slot[k].fiber >= 0 || released[k])
     return NOOP;
   if (M.closed)
     return UVP_ECLOSED;
@@ -276,6 +280,8 @@ static void m_run(int i, int pc) {
       k = st->arg % 2;
       /* fall through */
     case S_AWAIT:
+      if (released[k])
+        break;
       rc = M.closed ? UVP_ECLOSED : f->cancelled ? UV_ECANCELED : 0;
       if (rc != 0)
         break; /* at once */
@@ -294,7 +300,7 @@ static void m_run(int i, int pc) {
       rc = m_resolve(k, st->kind == S_RESOLVE);
       break;
     case S_CANCEL:
-      rc = m_cancel(k);
+      rc = released[k] ? NOOP : m_cancel(k);
       break;
     case S_SPAWN:
       if (st->child >= 0 && M.nslots < MAXSLOT) {
@@ -425,6 +431,8 @@ static uvp_ret_t body(void *arg) {
       /* fall through */
     case S_AWAIT: {
       uvp_outcome_t o;
+      if (released[k])
+        break;
       rc = uvp_await(S.slot[k], &o);
       if (o.status != rc || o.promise != S.slot[k])
         fail("await's outcome", o.status, rc);
@@ -432,15 +440,16 @@ static uvp_ret_t body(void *arg) {
       break;
     }
     case S_RESOLVE:
-      if (S.fiber_of[k] < 0)
+      if (S.fiber_of[k] < 0 && !released[k])
         rc = uvp_promise_resolve(S.slot[k], (void *)value_of(k), NULL);
       break;
     case S_REJECT:
-      if (S.fiber_of[k] < 0)
+      if (S.fiber_of[k] < 0 && !released[k])
         rc = uvp_promise_reject(S.slot[k], code_of(k), NULL, NULL);
       break;
     case S_CANCEL:
-      rc = uvp_promise_cancel(S.slot[k]);
+      if (!released[k])
+        rc = uvp_promise_cancel(S.slot[k]);
       break;
     case S_SPAWN:
       if (st->child >= 0 && S.nslots < MAXSLOT) {
@@ -519,6 +528,8 @@ static void compare_slots(void) {
   if (S.nslots != M.nslots)
     fail("promises", S.nslots, M.nslots);
   for (int k = 0; k < M.nslots; k++) {
+    if (released[k])
+      continue;
     uvp_promise_t *p = S.slot[k];
     mout_t want = M.slot[k].out;
     uvp_state_t st = uvp_promise_state(p);
@@ -608,6 +619,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
   memset(P, 0, sizeof(P));
+  memset(released, 0, sizeof(released));
   nprog = 0;
   in = data;
   in_len = size;
@@ -629,9 +641,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   M.nplain = 2;
 
   while (in_pos < in_len) {
-    uint8_t op = next_byte() % 8;
+    uint8_t op = next_byte() % 9;
     uint8_t b = next_byte();
     int k = b % S.nslots;
+    if (released[k] && op >= 2 && op <= 5)
+      continue; /* nobody may name it any more */
     switch (op) {
     case 0: { /* a new pending promise */
       if (M.nplain == MAXP)
@@ -677,9 +691,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 6:
       turn();
       break;
-    default: /* a small budget: drains end between fibers, hand-offs stop */
+    case 7: /* a small budget: drains end between fibers, hand-offs stop */
       check_rc("budget", uvp_ctx_set_budget(S.ctx, b % 4 ? b % 4 : 1u << 30),
                0);
+      break;
+    default: /* release ours: uvp holds its own while a fiber awaits it */
+      if (k < 2 || released[k])
+        break;
+      uvp_promise_release(S.slot[k]);
+      released[k] = true;
       break;
     }
     compare_slots();
@@ -696,7 +716,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   compare_slots();
   compare_fibers();
   for (int k = 0; k < S.nslots; k++)
-    uvp_promise_release(S.slot[k]);
+    if (!released[k])
+      uvp_promise_release(S.slot[k]);
   uv_run(&S.loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&S.loop) != 0)
     fail("uv_loop_close", 1, 0);
