@@ -1,62 +1,58 @@
-/* libFuzzer harness for fibers: the input decodes into a sequence of
- * top-level operations — create a pending promise, spawn a fiber, resolve /
- * reject / cancel a promise (a fiber's own included), register a handler
- * on one (another consumer), one loop turn, set the scheduler's budget
- * (1 to 3 handlers a drain, or a huge one), release the harness's
- * reference to a promise — and into a small program for
- * each fiber, decoded when its spawn is: a list of steps (await promise
- * slot k, await an already settled promise, resolve / reject / cancel slot
- * k, spawn a nested fiber, return a value / a rejection / pass, call
- * uvp_ctx_close, which a fiber may not).  Fibers
- * run the same programs on uvp and on a small reference model of uvp.h's
- * rules written here.  Everything a fiber does is logged (its start, each
- * step's return code and each await's value, its end) in the order it
- * happens; after every loop turn the logs, the number of fibers alive and
- * which arg_free notifiers ran must agree, and after every operation the
- * state and outcome of every promise must (cancellation acts at once).
- * At the end, uvp_ctx_close with whatever is still queued: every
- * suspended fiber must see UVP_ECLOSED from its await and from every later
- * one and run to its end, every fiber not started must never start (its
- * arg_free runs all the same); every pending promise
- * is rejected with UVP_ECLOSED; every spawned fiber's arg_free has run
+/* libFuzzer harness for fibers: the input decodes into a sequence of top-level
+ * operations — create a pending promise, spawn a fiber, resolve / reject /
+ * cancel a promise (a fiber's own included), register a handler on one
+ * (another consumer), one loop turn, set the scheduler's budget (1 to 3
+ * handlers a drain, or a huge one), release the harness's reference to a
+ * promise — and into a small program for each fiber, decoded when its spawn
+ * is: a list of steps (await promise slot k, await an already settled promise,
+ * resolve / reject / cancel slot k, spawn a nested fiber, return a value / a
+ * rejection / pass, call uvp_ctx_close, which a fiber may not).  Fibers run
+ * the same programs on uvp and on a small reference model of uvp.h's rules
+ * written here.  Everything a fiber does is logged (its start, each step's
+ * return code and each await's value, its end) in the order it happens; after
+ * every loop turn the logs, the number of fibers alive and which arg_free
+ * notifiers ran must agree, and after every operation the state and outcome of
+ * every promise must (cancellation acts at once).  At the end, uvp_ctx_close
+ * with whatever is still queued: every suspended fiber must see UVP_ECLOSED
+ * from its await and from every later one and run to its end, every fiber not
+ * started must never start (its arg_free runs all the same); every pending
+ * promise is rejected with UVP_ECLOSED; every spawned fiber's arg_free has run
  * exactly once, never while its fiber runs; uv_loop_close returns 0.  No
- * cancellation and no UVP_ECLOSED is reported as unhandled.  ASan/UBSan/
- * LSan (and ASan's fiber-switch annotations) catch the rest.
+ * cancellation and no UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan
+ * (and ASan's fiber-switch annotations) catch the rest.
  *
- * The model is deliberately naive: promises in an array of slots, each
- * with its list of consumers (fibers awaiting it, handlers) in
- * registration order, and one FIFO of fiber wakes standing for uvp's run
- * queue.  A spawn queues the fiber's start; an await of a pending promise
- * joins its consumers, and its settlement queues the wakes of the fibers
- * awaiting it in that order; an await of a settled promise queues the wake
- * at once (the yield uvp.h promises).  Cancelling a fiber's promise
- * rejects it (queueing its consumers' wakes), then, as its cancel hook,
- * marks the fiber cancelled and, if it is suspended on a pending promise,
- * cancels that promise when the fiber is its only consumer (which wakes
- * the fiber through its rejection), else takes the fiber off its consumers
- * and queues its wake; a cancelled fiber's awaits all return UV_ECANCELED
- * (the one it is suspended in included, whatever woke it), and it never
- * starts if it had not.  A fiber's return settles its promise unless that
- * was cancelled.  Handlers pass their input on and have no derived
+ * The model is deliberately naive: promises in an array of slots, each with
+ * its list of consumers (fibers awaiting it, handlers) in registration order,
+ * and one FIFO of fiber wakes standing for uvp's run queue.  A spawn queues
+ * the fiber's start; an await of a pending promise joins its consumers, and
+ * its settlement queues the wakes of the fibers awaiting it in that order; an
+ * await of a settled promise queues the wake at once (the yield uvp.h
+ * promises).  Cancelling a fiber's promise rejects it (queueing its consumers'
+ * wakes), then, as its cancel hook, marks the fiber cancelled and, if it is
+ * suspended on a pending promise, cancels that promise when the fiber is its
+ * only consumer (which wakes the fiber through its rejection), else takes the
+ * fiber off its consumers and queues its wake; a cancelled fiber's awaits all
+ * return UV_ECANCELED (the one it is suspended in included, whatever woke it),
+ * and it never starts if it had not.  A fiber's return settles its promise
+ * unless that was cancelled.  Handlers pass their input on and have no derived
  * promise: only their presence as consumers matters, so the model does not
  * queue them.
  *
- * Left out or not compared, because uvp.h does not pin it down: how many
- * loop turns the run queue takes (a turn here runs UV_RUN_NOWAIT until
+ * Left out or not compared, because uvp.h does not pin it down: how many loop
+ * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until
  * uvp_ctx_stats says nothing is queued; the model drains its queue whole),
- * when the notifier of a fiber cancelled before its start runs (compared
- * after turns only), the order in which uvp_ctx_close resumes the
- * suspended fibers (the logs after the close are compared fiber by fiber),
- * and which of UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a
- * promise, or of UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a
- * fiber the close runs (both read as UVP_ECLOSED; uvp returns
- * UVP_ECLOSED today).  Where uvp.h says what happens but not exactly when,
- * the model copies uvp's choice: a cancelled suspended fiber's wake is
- * queued by the cancellation itself (directly, or through the rejection
- * of the promise it alone awaited), behind the wakes its promise's own
- * rejection queued.  Not exercised: resolving a fiber's promise by hand,
- * adopting promises (uvp_ret_adopt), stack sizes, task groups'
- * fibers, other threads, allocation failure, timers and I/O.
+ * when the notifier of a fiber cancelled before its start runs (compared after
+ * turns only), the order in which uvp_ctx_close resumes the suspended fibers
+ * (the logs after the close are compared fiber by fiber), and which of
+ * UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a promise, or of
+ * UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a fiber the close
+ * runs (both read as UVP_ECLOSED; uvp returns UVP_ECLOSED today).  Where uvp.h
+ * says what happens but not exactly when, the model copies uvp's choice: a
+ * cancelled suspended fiber's wake is queued by the cancellation itself
+ * (directly, or through the rejection of the promise it alone awaited), behind
+ * the wakes its promise's own rejection queued.  Not exercised: resolving a
+ * fiber's promise by hand, adopting promises (uvp_ret_adopt), stack sizes,
+ * task groups' fibers, other threads, allocation failure, timers and I/O.
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
  *   build-fuzz/test/fuzz-fiber -max_total_time=60 test/fuzz-fiber-corpus */
