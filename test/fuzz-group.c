@@ -49,7 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "uvp.h"
+#include "fuzz-helpers.h"
 
 #define MAXG 3
 #define MAXADD 16            /* promise members */
@@ -264,21 +264,6 @@ typedef struct sut_s {
 
 static sut_t S;
 
-static void fail(const char *what, int a, int b) {
-  fprintf(stderr, "divergence: %s (%d vs %d)\n", what, a, b);
-  abort();
-}
-
-/* Never reported (uvp_ctx_set_unhandled_cb): a cancellation and what
- * passes it on, a teardown's UVP_ECLOSED.  Other rejections nobody
- * handled (a next() promise's, a join's) may be. */
-static void unhandled(uvp_promise_t *p, void *arg) {
-  (void)arg;
-  int code = uvp_promise_reason(p, NULL);
-  if (code == UV_ECANCELED || code == UVP_ECLOSED)
-    fail("reported as unhandled", code, 0);
-}
-
 static void start_free(void *arg) { ((sstart_t *)arg)->freed++; }
 
 static int start_cb(void *arg, uvp_promise_t **out) {
@@ -394,7 +379,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
-  uvp_ctx_set_unhandled_cb(S.ctx, unhandled, NULL);
+  uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
 
   size_t i = 0;
 #define NEXT() (i < size ? data[i++] : 0)

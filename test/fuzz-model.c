@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "uvp.h"
+#include "fuzz-helpers.h"
 
 #define SLOTS 24
 #define MAXREACT 8
@@ -341,8 +341,6 @@ typedef struct hdesc_s {
 static hdesc_t H[256];
 static int nh;
 
-static void fail(const char *what, int a, int b);
-
 static void notifier(void *arg) { ((hdesc_t *)arg)->freed++; }
 
 static uvp_ret_t handler(void *arg, const uvp_outcome_t *in) {
@@ -375,11 +373,6 @@ static int value_of(uvp_promise_t *p, int slot_kind) {
 static void quiet(uvp_promise_t *p, void *arg) {
   (void)p;
   (void)arg;
-}
-
-static void fail(const char *what, int a, int b) {
-  fprintf(stderr, "divergence: %s (%d vs %d)\n", what, a, b);
-  abort();
 }
 
 /* Compare the handler logs and every live slot's state. */

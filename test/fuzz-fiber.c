@@ -1,0 +1,724 @@
+/* libFuzzer harness for fibers: the input decodes into a sequence of top-level
+ * operations — create a pending promise, spawn a fiber, resolve / reject /
+ * cancel a promise (a fiber's own included), register a handler on one
+ * (another consumer), one loop turn, set the scheduler's budget (1 to 3
+ * handlers a drain, or a huge one), release the harness's reference to a
+ * promise — and into a small program for each fiber, decoded when its spawn
+ * is: a list of steps (await promise slot k, await an already settled promise,
+ * resolve / reject / cancel slot k, spawn a nested fiber, return a value / a
+ * rejection / pass, call uvp_ctx_close, which a fiber may not).  Fibers run
+ * the same programs on uvp and on a small reference model of uvp.h's rules
+ * written here.  Everything a fiber does is logged (its start, each step's
+ * return code and each await's value, its end) in the order it happens; after
+ * every loop turn the logs, the number of fibers alive and which arg_free
+ * notifiers ran must agree, and after every operation the state and outcome of
+ * every promise must (cancellation acts at once).  At the end, uvp_ctx_close
+ * with whatever is still queued: every suspended fiber must see UVP_ECLOSED
+ * from its await and from every later one and run to its end, every fiber not
+ * started must never start (its arg_free runs all the same); every pending
+ * promise is rejected with UVP_ECLOSED; every spawned fiber's arg_free has run
+ * exactly once, never while its fiber runs; uv_loop_close returns 0.  No
+ * cancellation and no UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan
+ * (and ASan's fiber-switch annotations) catch the rest.
+ *
+ * The model is deliberately naive: promises in an array of slots, each with
+ * its list of consumers (fibers awaiting it, handlers) in registration order,
+ * and one FIFO of fiber wakes standing for uvp's run queue.  A spawn queues
+ * the fiber's start; an await of a pending promise joins its consumers, and
+ * its settlement queues the wakes of the fibers awaiting it in that order; an
+ * await of a settled promise queues the wake at once (the yield uvp.h
+ * promises).  Cancelling a fiber's promise rejects it (queueing its consumers'
+ * wakes), then, as its cancel hook, marks the fiber cancelled and, if it is
+ * suspended on a pending promise, cancels that promise when the fiber is its
+ * only consumer (which wakes the fiber through its rejection), else takes the
+ * fiber off its consumers and queues its wake; a cancelled fiber's awaits all
+ * return UV_ECANCELED (the one it is suspended in included, whatever woke it),
+ * and it never starts if it had not.  A fiber's return settles its promise
+ * unless that was cancelled.  Handlers pass their input on and have no derived
+ * promise: only their presence as consumers matters, so the model does not
+ * queue them.
+ *
+ * Left out or not compared, because uvp.h does not pin it down: how many loop
+ * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until
+ * uvp_ctx_stats says nothing is queued; the model drains its queue whole),
+ * when the notifier of a fiber cancelled before its start runs (compared after
+ * turns only), the order in which uvp_ctx_close resumes the suspended fibers
+ * (the logs after the close are compared fiber by fiber), and which of
+ * UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a promise, or of
+ * UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a fiber the close
+ * runs (both read as UVP_ECLOSED; uvp returns UVP_ECLOSED today).  Where uvp.h
+ * says what happens but not exactly when, the model copies uvp's choice: a
+ * cancelled suspended fiber's wake is queued by the cancellation itself
+ * (directly, or through the rejection of the promise it alone awaited), behind
+ * the wakes its promise's own rejection queued.  Not exercised: resolving a
+ * fiber's promise by hand, adopting promises (uvp_ret_adopt), stack sizes,
+ * task groups' fibers, other threads, allocation failure, timers and I/O.
+ *
+ * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
+ *   build-fuzz/test/fuzz-fiber -max_total_time=60 test/fuzz-fiber-corpus */
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz-helpers.h"
+
+#define MAXF 6    /* fibers (programs) */
+#define MAXP 10   /* plain promises, the two settled ones included */
+#define MAXSTEP 6 /* steps per program */
+#define MAXSLOT (MAXP + MAXF)
+#define MAXLOG 256 /* events: at most MAXF * (MAXSTEP + 2) */
+#define MAXQ 256   /* wakes queued in a run: one per resumption */
+#define MAXCONS 16 /* consumers of one promise (fibers and handlers) */
+
+/* What promises and fibers settle with: a slot k fulfils with 1000 + k or
+ * rejects with -(20000 + k); fiber i returns 2000 + i or -(21000 + i).
+ * Slot 0 is fulfilled and slot 1 rejected from the start. */
+static intptr_t value_of(int k) { return 1000 + k; }
+static int code_of(int k) { return -(20000 + k); }
+static intptr_t fvalue_of(int i) { return 2000 + i; }
+static int fcode_of(int i) { return -(21000 + i); }
+
+/* ---- the programs (shared by the model and the system under test) ------- */
+
+typedef enum {
+  S_AWAIT,         /* await slot arg % nslots */
+  S_AWAIT_SETTLED, /* await slot arg % 2 (fulfilled or rejected) */
+  S_RESOLVE,       /* resolve / reject slot arg % nslots, unless a fiber's */
+  S_REJECT,
+  S_CANCEL, /* uvp_promise_cancel slot arg % nslots */
+  S_SPAWN,  /* spawn program `child` (if any slot is left) */
+  S_RETURN, /* arg % 3: a value, a rejection, pass */
+  S_CLOSE   /* uvp_ctx_close: refused inside a fiber */
+} skind_t;
+
+typedef struct step_s {
+  skind_t kind;
+  uint8_t arg;
+  int child; /* S_SPAWN: a program, or -1 (none left: a no-op) */
+} step_t;
+
+typedef struct prog_s {
+  int n;
+  step_t step[MAXSTEP];
+} prog_t;
+
+static prog_t P[MAXF];
+static int nprog;
+
+/* Slots whose promise the harness has released: nobody may name them any
+ * more (steps naming one do nothing), though a fiber may still await it. */
+static bool released[MAXSLOT];
+
+/* A step's code when it did nothing (no such slot, no program). */
+#define NOOP 1
+
+/* One event of a fiber: its start (step -1), a step, its end (MAXSTEP;
+ * rc: how it returned). */
+typedef struct event_s {
+  int fiber, step, rc;
+  intptr_t value;
+} event_t;
+
+typedef struct log_s {
+  event_t ev[MAXLOG];
+  int n;
+  int closed_at; /* first event of uvp_ctx_close's, or -1 */
+} log_t;
+
+static void log_push(log_t *l, int fiber, int step, int rc, intptr_t value) {
+  if (l->n == MAXLOG)
+    abort();
+  l->ev[l->n++] = (event_t){fiber, step, rc, value};
+}
+
+/* ---- the model ----------------------------------------------------------- */
+
+typedef enum { M_PENDING, M_FULFILLED, M_REJECTED } mstate_t;
+
+typedef struct mout_s {
+  mstate_t st;
+  intptr_t value; /* fulfilled value, or rejection code */
+} mout_t;
+
+#define HANDLER (-1) /* a consumer that is not a fiber */
+
+typedef struct mslot_s {
+  mout_t out;
+  int fiber;         /* the fiber whose promise it is, or -1 */
+  int cons[MAXCONS]; /* consumers of a pending promise, in order */
+  int ncons;
+} mslot_t;
+
+enum { F_UNSPAWNED, F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
+
+typedef struct mfiber_s {
+  int state;
+  int slot; /* its promise */
+  int pc;   /* the step it is suspended in */
+  bool cancelled, freed;
+  int waiting;  /* the slot it awaits, or -1 */
+  mout_t woken; /* what its queued wake says (unless cancelled) */
+} mfiber_t;
+
+typedef struct model_s {
+  mslot_t slot[MAXSLOT];
+  int nslots, nplain;
+  mfiber_t f[MAXF];
+  int q[MAXQ], qh, qt;
+  bool closed;
+  log_t log;
+} model_t;
+
+static model_t M;
+
+static void m_enqueue(int i) {
+  if (M.qt == MAXQ)
+    abort();
+  M.q[M.qt++] = i;
+}
+
+static bool m_pending(int k) { return M.slot[k].out.st == M_PENDING; }
+
+/* Settle slot k: the fibers awaiting it are woken, in order. */
+static void m_settle(int k, mout_t out) {
+  mslot_t *s = &M.slot[k];
+  s->out = out;
+  for (int c = 0; c < s->ncons; c++)
+    if (s->cons[c] != HANDLER) {
+      M.f[s->cons[c]].woken = out;
+      m_enqueue(s->cons[c]);
+    }
+  s->ncons = 0;
+}
+
+static int m_new_slot(mout_t out, int fiber) {
+  int k = M.nslots++;
+  M.slot[k] = (mslot_t){out, fiber, {0}, 0};
+  return k;
+}
+
+static int m_cancel(int k) {
+  if (M.closed)
+    return UVP_ECLOSED;
+  if (!m_pending(k))
+    return UVP_ESETTLED;
+  m_settle(k, (mout_t){M_REJECTED, UV_ECANCELED});
+  int i = M.slot[k].fiber;
+  if (i < 0)
+    return 0;
+  /* The fiber's cancel hook. */
+  mfiber_t *f = &M.f[i];
+  f->cancelled = true;
+  if (f->state != F_SUSPENDED || f->waiting < 0 || !m_pending(f->waiting))
+    return 0; /* a queued wake (or its next await) says UV_ECANCELED */
+  mslot_t *q = &M.slot[f->waiting];
+  if (q->ncons == 1 && q->cons[0] == i) {
+    (void)m_cancel(f->waiting); /* its rejection wakes the fiber */
+    return 0;
+  }
+  int c = 0;
+  while (q->cons[c] != i)
+    c++;
+  memmove(&q->cons[c], &q->cons[c + 1],
+          (size_t)(q->ncons - c - 1) * sizeof(int));
+  q->ncons--;
+  m_enqueue(i);
+  return 0;
+}
+
+static int m_resolve(int k, bool fulfil) {
+  if (M.slot[k].fiber >= 0 || released[k])
+    return NOOP;
+  if (M.closed)
+    return UVP_ECLOSED;
+  if (!m_pending(k))
+    return UVP_ESETTLED;
+  m_settle(k, fulfil ? (mout_t){M_FULFILLED, value_of(k)}
+                     : (mout_t){M_REJECTED, code_of(k)});
+  return 0;
+}
+
+static int m_spawn(int j) {
+  if (M.closed)
+    return UVP_ECLOSED;
+  M.f[j] = (mfiber_t){.state = F_QUEUED, .waiting = -1};
+  M.f[j].slot = m_new_slot((mout_t){M_PENDING, 0}, j);
+  m_enqueue(j);
+  return 0;
+}
+
+/* Fiber i ends returning `how` (an S_RETURN arg, or pass). */
+static void m_end(int i, int how) {
+  mfiber_t *f = &M.f[i];
+  log_push(&M.log, i, MAXSTEP, how, 0);
+  if (m_pending(f->slot)) /* else cancelled or torn down: discarded */
+    m_settle(f->slot, how == 0   ? (mout_t){M_FULFILLED, fvalue_of(i)}
+                      : how == 1 ? (mout_t){M_REJECTED, fcode_of(i)}
+                                 : (mout_t){M_FULFILLED, 0});
+  f->state = F_DONE;
+  f->freed = true;
+}
+
+/* Run fiber i from step pc until it suspends or ends. */
+static void m_run(int i, int pc) {
+  mfiber_t *f = &M.f[i];
+  const prog_t *pg = &P[i];
+  f->state = F_RUNNING;
+  for (; pc < pg->n; pc++) {
+    const step_t *st = &pg->step[pc];
+    int k = st->arg % M.nslots;
+    int rc = NOOP;
+    intptr_t v = 0;
+    switch (st->kind) {
+    case S_AWAIT_SETTLED:
+      k = st->arg % 2;
+      /* fall through */
+    case S_AWAIT:
+      if (released[k])
+        break;
+      rc = M.closed ? UVP_ECLOSED : f->cancelled ? UV_ECANCELED : 0;
+      if (rc != 0)
+        break; /* at once */
+      f->state = F_SUSPENDED;
+      f->pc = pc;
+      f->waiting = k;
+      if (m_pending(k)) {
+        M.slot[k].cons[M.slot[k].ncons++] = i;
+      } else {
+        f->woken = M.slot[k].out; /* yield once */
+        m_enqueue(i);
+      }
+      return;
+    case S_RESOLVE:
+    case S_REJECT:
+      rc = m_resolve(k, st->kind == S_RESOLVE);
+      break;
+    case S_CANCEL:
+      rc = released[k] ? NOOP : m_cancel(k);
+      break;
+    case S_SPAWN:
+      if (st->child >= 0 && M.nslots < MAXSLOT) {
+        rc = m_spawn(st->child);
+        v = rc == 0 ? M.nslots - 1 : -1;
+      }
+      break;
+    case S_RETURN:
+      m_end(i, st->arg % 3);
+      return;
+    case S_CLOSE:
+      rc = M.closed ? UVP_ECLOSED : UVP_EINFIBER;
+      break;
+    }
+    log_push(&M.log, i, pc, rc, v);
+  }
+  m_end(i, 2);
+}
+
+/* The await fiber i is suspended in returns `out`; it goes on. */
+static void m_resume(int i, mout_t out) {
+  mfiber_t *f = &M.f[i];
+  log_push(&M.log, i, f->pc, out.st == M_REJECTED ? (int)out.value : 0,
+           out.st == M_FULFILLED ? out.value : 0);
+  f->waiting = -1;
+  m_run(i, f->pc + 1);
+}
+
+/* A wake at the head of the run queue. */
+static void m_wake(int i) {
+  mfiber_t *f = &M.f[i];
+  if (f->state == F_QUEUED) {
+    if (f->cancelled) { /* never runs */
+      f->state = F_DONE;
+      f->freed = true;
+      return;
+    }
+    log_push(&M.log, i, -1, 0, 0);
+    m_run(i, 0);
+    return;
+  }
+  m_resume(i, f->cancelled ? (mout_t){M_REJECTED, UV_ECANCELED} : f->woken);
+}
+
+static void m_drain(void) {
+  while (M.qh < M.qt)
+    m_wake(M.q[M.qh++]);
+  M.qh = M.qt = 0;
+}
+
+/* uvp_ctx_close: pending promises rejected, queued wakes dropped (fibers
+ * not started never start), every suspended fiber resumed with
+ * UVP_ECLOSED and run to its end. */
+static void m_close(void) {
+  M.closed = true;
+  M.log.closed_at = M.log.n;
+  for (int k = 0; k < M.nslots; k++)
+    if (m_pending(k)) {
+      M.slot[k].out = (mout_t){M_REJECTED, UVP_ECLOSED};
+      M.slot[k].ncons = 0;
+    }
+  M.qh = M.qt = 0;
+  for (int i = 0; i < nprog; i++) {
+    if (M.f[i].state == F_QUEUED) {
+      M.f[i].state = F_DONE;
+      M.f[i].freed = true;
+    } else if (M.f[i].state == F_SUSPENDED) {
+      m_resume(i, (mout_t){M_REJECTED, UVP_ECLOSED});
+    }
+  }
+}
+
+/* ---- the system under test ---------------------------------------------- */
+
+typedef struct sfiber_s {
+  int id;
+  bool spawned, running;
+  int freed;
+} sfiber_t;
+
+typedef struct sut_s {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  bool closing;
+  uvp_promise_t *slot[MAXSLOT]; /* our references */
+  int fiber_of[MAXSLOT];
+  int nslots;
+  sfiber_t f[MAXF];
+  log_t log;
+} sut_t;
+
+static sut_t S;
+
+static void s_arg_free(void *arg) {
+  sfiber_t *f = arg;
+  if (f->running)
+    fail("arg_free while its fiber runs", f->id, 0);
+  if (f->freed++ != 0)
+    fail("arg_free twice", f->id, f->freed);
+}
+
+static int s_spawn(int j);
+
+static uvp_ret_t s_end(sfiber_t *f, int how) {
+  log_push(&S.log, f->id, MAXSTEP, how, 0);
+  f->running = false;
+  return how == 0   ? uvp_ret_value((void *)fvalue_of(f->id), NULL)
+         : how == 1 ? uvp_ret_reject(fcode_of(f->id), NULL, NULL)
+                    : uvp_ret_pass();
+}
+
+/* A fiber: runs its program. */
+static uvp_ret_t body(void *arg) {
+  sfiber_t *f = arg;
+  const prog_t *pg = &P[f->id];
+  if (!uvp_in_fiber() || f->freed != 0 || f->running)
+    fail("fiber started wrongly", f->id, f->freed);
+  f->running = true;
+  log_push(&S.log, f->id, -1, 0, 0);
+  for (int pc = 0; pc < pg->n; pc++) {
+    const step_t *st = &pg->step[pc];
+    int k = st->arg % S.nslots;
+    int rc = NOOP;
+    intptr_t v = 0;
+    switch (st->kind) {
+    case S_AWAIT_SETTLED:
+      k = st->arg % 2;
+      /* fall through */
+    case S_AWAIT: {
+      uvp_outcome_t o;
+      if (released[k])
+        break;
+      rc = uvp_await(S.slot[k], &o);
+      if (o.status != rc || o.promise != S.slot[k])
+        fail("await's outcome", o.status, rc);
+      v = (intptr_t)o.value;
+      break;
+    }
+    case S_RESOLVE:
+      if (S.fiber_of[k] < 0 && !released[k])
+        rc = uvp_promise_resolve(S.slot[k], (void *)value_of(k), NULL);
+      break;
+    case S_REJECT:
+      if (S.fiber_of[k] < 0 && !released[k])
+        rc = uvp_promise_reject(S.slot[k], code_of(k), NULL, NULL);
+      break;
+    case S_CANCEL:
+      if (!released[k])
+        rc = uvp_promise_cancel(S.slot[k]);
+      break;
+    case S_SPAWN:
+      if (st->child >= 0 && S.nslots < MAXSLOT) {
+        rc = s_spawn(st->child);
+        v = rc == 0 ? S.nslots - 1 : -1;
+      }
+      break;
+    case S_RETURN:
+      return s_end(f, st->arg % 3);
+    case S_CLOSE:
+      rc = uvp_ctx_close(S.ctx);
+      break;
+    }
+    /* While the close runs fibers: either code (see above). */
+    if (S.closing && (rc == UVP_ESETTLED || rc == UVP_EINFIBER))
+      rc = UVP_ECLOSED;
+    log_push(&S.log, f->id, pc, rc, v);
+  }
+  return s_end(f, 2);
+}
+
+static int s_spawn(int j) {
+  uvp_fiber_opts_t o = {.stack_size = 0, .arg_free = s_arg_free};
+  uvp_promise_t *p;
+  S.f[j] = (sfiber_t){.id = j};
+  int rc = uvp_fiber_spawn(S.ctx, body, &S.f[j], &o, &p);
+  if (rc == 0) {
+    S.f[j].spawned = true;
+    S.fiber_of[S.nslots] = j;
+    S.slot[S.nslots++] = p;
+  }
+  return rc;
+}
+
+/* ---- comparison ---------------------------------------------------------- */
+
+static void compare_event(const event_t *a, const event_t *b) {
+  if (a->fiber != b->fiber || a->step != b->step)
+    fail("fiber event (fiber*100+step)", a->fiber * 100 + a->step,
+         b->fiber * 100 + b->step);
+  if (a->rc != b->rc)
+    fail("step's code", a->rc, b->rc);
+  if (a->value != b->value)
+    fail("await's value", (int)a->value, (int)b->value);
+}
+
+/* Before the close: the same events in the same order. */
+static void compare_log(void) {
+  if (S.log.n != M.log.n)
+    fail("fiber events", S.log.n, M.log.n);
+  for (int e = 0; e < S.log.n; e++)
+    compare_event(&S.log.ev[e], &M.log.ev[e]);
+}
+
+/* After it: the same events fiber by fiber. */
+static void compare_closed_log(void) {
+  if (S.log.n != M.log.n)
+    fail("fiber events at close", S.log.n, M.log.n);
+  for (int i = 0; i < nprog; i++) {
+    int a = S.log.closed_at, b = M.log.closed_at;
+    for (;;) {
+      while (a < S.log.n && S.log.ev[a].fiber != i)
+        a++;
+      while (b < M.log.n && M.log.ev[b].fiber != i)
+        b++;
+      if (a == S.log.n || b == M.log.n)
+        break;
+      compare_event(&S.log.ev[a++], &M.log.ev[b++]);
+    }
+    if (a != S.log.n || b != M.log.n)
+      fail("fiber's events at close", i, 0);
+  }
+}
+
+static void compare_slots(void) {
+  if (S.nslots != M.nslots)
+    fail("promises", S.nslots, M.nslots);
+  for (int k = 0; k < M.nslots; k++) {
+    if (released[k])
+      continue;
+    uvp_promise_t *p = S.slot[k];
+    mout_t want = M.slot[k].out;
+    uvp_state_t st = uvp_promise_state(p);
+    if ((int)st != (int)want.st)
+      fail("promise state (slot)", (int)st * 100 + k, (int)want.st * 100 + k);
+    if (st == UVP_REJECTED && uvp_promise_reason(p, NULL) != want.value)
+      fail("promise reason", uvp_promise_reason(p, NULL), (int)want.value);
+    if (st == UVP_FULFILLED && (intptr_t)uvp_promise_value(p) != want.value)
+      fail("promise value", (int)(intptr_t)uvp_promise_value(p),
+           (int)want.value);
+  }
+}
+
+static void compare_fibers(void) {
+  size_t alive = 0;
+  for (int i = 0; i < nprog; i++) {
+    bool spawned = M.f[i].state != F_UNSPAWNED;
+    if (S.f[i].spawned != spawned)
+      fail("spawned", i, spawned);
+    if (S.f[i].freed != (int)M.f[i].freed)
+      fail("arg_free runs", i, S.f[i].freed);
+    alive += spawned && M.f[i].state != F_DONE;
+  }
+  if (!M.closed) {
+    uvp_ctx_stats_t s;
+    if (uvp_ctx_stats(S.ctx, &s) != 0 || s.fibers != alive)
+      fail("fibers alive", (int)s.fibers, (int)alive);
+  }
+}
+
+/* One turn: the run queue drained, however many loop iterations it
+ * takes. */
+static void turn(void) {
+  uvp_ctx_stats_t s = {0};
+  int n = 0;
+  do {
+    uv_run(&S.loop, UV_RUN_NOWAIT);
+    if (uvp_ctx_stats(S.ctx, &s) != 0 || ++n > 1000)
+      fail("run queue never drains", n, (int)s.queued);
+  } while (s.queued != 0);
+  m_drain();
+  compare_log();
+  compare_slots();
+  compare_fibers();
+}
+
+static void check_rc(const char *what, int rc, int want) {
+  if (rc != want)
+    fail(what, rc, want);
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+static const uint8_t *in;
+static size_t in_len, in_pos;
+
+static uint8_t next_byte(void) { return in_pos < in_len ? in[in_pos++] : 0; }
+
+/* Mostly awaits: they are what fibers are for. */
+static const skind_t kinds[11] = {
+    S_AWAIT,  S_AWAIT,  S_AWAIT, S_AWAIT,  S_AWAIT_SETTLED, S_RESOLVE,
+    S_REJECT, S_CANCEL, S_SPAWN, S_RETURN, S_CLOSE};
+
+/* A program (and its children's), or -1 when all are taken. */
+static int decode_prog(void) {
+  if (nprog == MAXF)
+    return -1;
+  int j = nprog++;
+  prog_t *pg = &P[j];
+  pg->n = next_byte() % MAXSTEP + 1;
+  for (int s = 0; s < pg->n; s++) {
+    step_t *st = &pg->step[s];
+    st->kind = kinds[next_byte() % 11];
+    st->arg = next_byte();
+    st->child = st->kind == S_SPAWN ? decode_prog() : -1;
+  }
+  return j;
+}
+
+static uvp_ret_t pass_handler(void *arg, const uvp_outcome_t *o) {
+  (void)arg;
+  (void)o;
+  return uvp_ret_pass();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  memset(&M, 0, sizeof(M));
+  memset(&S, 0, sizeof(S));
+  memset(P, 0, sizeof(P));
+  memset(released, 0, sizeof(released));
+  nprog = 0;
+  in = data;
+  in_len = size;
+  in_pos = 0;
+  M.log.closed_at = S.log.closed_at = -1;
+  if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
+    abort();
+  uvp_ctx_set_budget(S.ctx, 1u << 30);
+  uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
+
+  /* Slots 0 and 1: settled from the start. */
+  if (uvp_promise_resolved(S.ctx, (void *)value_of(0), NULL, &S.slot[0]) != 0 ||
+      uvp_promise_rejected(S.ctx, code_of(1), NULL, NULL, &S.slot[1]) != 0)
+    abort();
+  S.fiber_of[0] = S.fiber_of[1] = -1;
+  S.nslots = 2;
+  m_new_slot((mout_t){M_FULFILLED, value_of(0)}, -1);
+  m_new_slot((mout_t){M_REJECTED, code_of(1)}, -1);
+  M.nplain = 2;
+
+  while (in_pos < in_len) {
+    uint8_t op = next_byte() % 9;
+    uint8_t b = next_byte();
+    int k = b % S.nslots;
+    if (released[k] && op >= 2 && op <= 5)
+      continue; /* nobody may name it any more */
+    switch (op) {
+    case 0: { /* a new pending promise */
+      if (M.nplain == MAXP)
+        break;
+      M.nplain++;
+      uvp_promise_t *p;
+      check_rc("promise_new", uvp_promise_new(S.ctx, &p), 0);
+      S.fiber_of[S.nslots] = -1;
+      S.slot[S.nslots++] = p;
+      m_new_slot((mout_t){M_PENDING, 0}, -1);
+      break;
+    }
+    case 1: { /* spawn a fiber; its program follows */
+      int j = decode_prog();
+      if (j < 0)
+        break;
+      check_rc("spawn", s_spawn(j), 0);
+      m_spawn(j);
+      break;
+    }
+    case 2:   /* resolve */
+    case 3: { /* reject */
+      if (S.fiber_of[k] >= 0)
+        break;
+      int rc = op == 2
+                   ? uvp_promise_resolve(S.slot[k], (void *)value_of(k), NULL)
+                   : uvp_promise_reject(S.slot[k], code_of(k), NULL, NULL);
+      check_rc("settle", rc, m_resolve(k, op == 2));
+      break;
+    }
+    case 4: /* cancel: a fiber's promise, or one fibers await */
+      check_rc("cancel", uvp_promise_cancel(S.slot[k]), m_cancel(k));
+      break;
+    case 5:                                  /* another consumer, not a fiber */
+      if (M.slot[k].ncons >= MAXCONS - MAXF) /* room for every fiber */
+        break;
+      check_rc("then",
+               uvp_promise_on(S.slot[k], UVP_ON_BOTH, pass_handler, NULL, NULL),
+               0);
+      if (m_pending(k))
+        M.slot[k].cons[M.slot[k].ncons++] = HANDLER;
+      break;
+    case 6:
+      turn();
+      break;
+    case 7: /* a small budget: drains end between fibers, hand-offs stop */
+      check_rc("budget", uvp_ctx_set_budget(S.ctx, b % 4 ? b % 4 : 1u << 30),
+               0);
+      break;
+    default: /* release ours: uvp holds its own while a fiber awaits it */
+      if (k < 2 || released[k])
+        break;
+      uvp_promise_release(S.slot[k]);
+      released[k] = true;
+      break;
+    }
+    compare_slots();
+  }
+
+  /* No last turn: what is queued meets the close (fibers not started never
+   * start, queued wakes are dropped). */
+  compare_log();
+  S.closing = true;
+  m_close();
+  S.log.closed_at = S.log.n;
+  check_rc("ctx_close", uvp_ctx_close(S.ctx), 0);
+  compare_closed_log();
+  compare_slots();
+  compare_fibers();
+  for (int k = 0; k < S.nslots; k++)
+    if (!released[k])
+      uvp_promise_release(S.slot[k]);
+  uv_run(&S.loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&S.loop) != 0)
+    fail("uv_loop_close", 1, 0);
+  for (int i = 0; i < nprog; i++)
+    if (S.f[i].freed != (S.f[i].spawned ? 1 : 0))
+      fail("arg_free runs at the end", i, S.f[i].freed);
+  return 0;
+}
