@@ -1085,7 +1085,9 @@ typedef struct uvp_fiber_opts_s {
 } uvp_fiber_opts_t;
 
 /* Run fn(arg) on a new fiber of ctx; *out gets one reference to the
- * fiber's promise, which settles as fn's result says.  `opts` may be NULL
+ * fiber's promise, which settles as fn's result says.  Only the fiber
+ * settles it: uvp_promise_resolve/reject on it return UVP_ESETTLED, and
+ * uvp_promise_cancel cancels the fiber (see above).  `opts` may be NULL
  * (defaults).  Also from inside a fiber.
  * Errors: UV_EINVAL (NULL ctx, fn or out), UVP_ECLOSED, UVP_ETHREAD,
  * UV_ENOMEM (no memory, or no stack could be mapped: the address space or

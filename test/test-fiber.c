@@ -364,6 +364,33 @@ static void test_return_kinds(void **state) {
   assert_int_equal(g_unhandled, 1);
 }
 
+/* Only the fiber settles its promise: settling it by hand is refused,
+ * before the fiber ran and while it waits, and the fiber's own result
+ * stands. */
+static uvp_ret_t value_after_await(void *arg) {
+  uvp_promise_t *p = arg;
+  FCHECK(uvp_await(p, NULL) == 0);
+  return uvp_ret_value(SENTINEL(7), NULL);
+}
+
+static void test_promise_settled_only_by_fiber(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *gate, *fp;
+  assert_int_equal(uvp_promise_new(f->ctx, &gate), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, value_after_await, gate, NULL, &fp),
+                   0);
+  assert_int_equal(uvp_promise_resolve(fp, NULL, NULL), UVP_ESETTLED);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reject(fp, UV_EIO, NULL, NULL), UVP_ESETTLED);
+  assert_int_equal(uvp_promise_state(fp), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(gate, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(fp), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(fp), SENTINEL(7));
+  uvp_promise_release(fp);
+  uvp_promise_release(gate);
+}
+
 /* ---- fibers and other fibers -------------------------------------------- */
 
 typedef struct nest_s {
@@ -1754,6 +1781,7 @@ int main(void) {
       FTEST(test_await_settled_yields),
       FTEST(test_spawn_order),
       FTEST(test_return_kinds),
+      FTEST(test_promise_settled_only_by_fiber),
       FTEST(test_spawn_from_fiber),
       FTEST(test_many_await_same),
       FTEST(test_await_all_settled),
