@@ -317,8 +317,7 @@ int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
 
 int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
 
-/* ---- per context -----------------------------------------------------------
- */
+/* ---- per context -------------------------------------------------------- */
 
 /* Teardown (the sweep has rejected every pending promise, the fibers' own
  * included): each suspended fiber runs to its end, every await returning

@@ -108,8 +108,7 @@ static group_state_t *state_of(uvp_ctx_t *ctx) {
 
 static void maybe_end(uvp_group_t *g);
 
-/* ---- lifetime -------------------------------------------------------------
- */
+/* ---- lifetime ------------------------------------------------------------ */
 
 static void maybe_free(uvp_group_t *g) {
   if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
@@ -137,8 +136,7 @@ void uvp__group_drop(uvp_group_t *g) {
   maybe_free(g);
 }
 
-/* ---- completion order ------------------------------------------------------
- */
+/* ---- completion order ---------------------------------------------------- */
 
 /* m's slot goes back before its promise: after the context's close, that
  * reference may be what keeps the context, and the pool, alive. */
@@ -197,10 +195,12 @@ static void serve(uvp_group_t *g) {
     member_free(g, done_pop(g));
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
-    if (uvp__is_pending(w) && g->ctx->closed)
-      reject_closed(w);
-    else if (uvp__is_pending(w))
-      uvp__reject(w, UV_EOF, NULL, NULL);
+    if (uvp__is_pending(w)) {
+      if (g->ctx->closed)
+        reject_closed(w);
+      else
+        uvp__reject(w, UV_EOF, NULL, NULL);
+    }
     uvp__rel(w);
   }
 }
@@ -232,8 +232,7 @@ static void maybe_end(uvp_group_t *g) {
     uvp__group_drop(parent);
 }
 
-/* ---- members ----------------------------------------------------------------
- */
+/* ---- members ------------------------------------------------------------- */
 
 static void pump(uvp_group_t *g);
 static void cancel_all(uvp_group_t *g);
@@ -398,8 +397,7 @@ static void cancel_all(uvp_group_t *g) {
   }
 }
 
-/* ---- the API
- * ----------------------------------------------------------------- */
+/* ---- the API ------------------------------------------------------------- */
 
 /* The join promise was cancelled (or torn down): so is the group. */
 static void join_cancel(uvp_promise_t *join, void *arg) {

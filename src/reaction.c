@@ -208,6 +208,13 @@ int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
  * of (it finds d cancelled and settles nothing). */
 static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in);
 
+/* Take the reaction at *at off q's list. */
+static void unlink_at(uvp_promise_t *q, uvp__reaction_t **at) {
+  *at = (*at)->next;
+  if (q->reactions == NULL || q->reactions->next == NULL)
+    q->flags &= (uint8_t)~UVP__F_MANY;
+}
+
 void uvp__stop_waiting(uvp_promise_t *d) {
   uvp_promise_t *src = d->link;
   for (uvp__reaction_t **at = &src->reactions; *at != NULL; at = &(*at)->next) {
@@ -216,9 +223,7 @@ void uvp__stop_waiting(uvp_promise_t *d) {
       continue;
     if (((uvp__handler_t *)(void *)r)->cb.then == finally_after)
       return;
-    *at = r->next;
-    if (src->reactions == NULL || src->reactions->next == NULL)
-      src->flags &= (uint8_t)~UVP__F_MANY;
+    unlink_at(src, at);
     uvp__drop_reaction(uvp__promise_ctx(d), r, false);
     return;
   }
@@ -543,9 +548,7 @@ void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
 bool uvp__unobserve(uvp_promise_t *q, uvp__reaction_t *r) {
   for (uvp__reaction_t **at = &q->reactions; *at != NULL; at = &(*at)->next) {
     if (*at == r) {
-      *at = r->next;
-      if (q->reactions == NULL || q->reactions->next == NULL)
-        q->flags &= (uint8_t)~UVP__F_MANY;
+      unlink_at(q, at);
       return true;
     }
   }

@@ -36,8 +36,7 @@
 
 #include "uvp.h"
 
-/* ---- the checksum: POSIX cksum's CRC-32 -----------------------------------
- */
+/* ---- the checksum: POSIX cksum's CRC-32 --------------------------------- */
 
 /* Polynomial 0x04C11DB7, most significant bit first, no initial value; the
  * data is followed by its length (least significant byte first, as few
@@ -68,8 +67,7 @@ static uint32_t cksum(const char *data, size_t len) {
   return ~crc;
 }
 
-/* ---- what the job collects ------------------------------------------------
- */
+/* ---- what the job collects ---------------------------------------------- */
 
 typedef struct entry_s {
   char *path;
@@ -122,8 +120,7 @@ static void add_entry(job_t *job, char *path, int err) {
   e->err = err;
 }
 
-/* ---- phase 1: the walk ------------------------------------------------------
- */
+/* ---- phase 1: the walk -------------------------------------------------- */
 
 /* What a handler of the walk needs: the job and the path it is about. */
 typedef struct visit_s {
@@ -207,8 +204,7 @@ static void visit(job_t *job, char *path, uv_dirent_type_t type) {
   }
 }
 
-/* ---- phase 2: the reads
- * ------------------------------------------------------ */
+/* ---- phase 2: the reads ------------------------------------------------- */
 
 /* Runs on the loop thread once a file is in memory.  The value it returns
  * is NULL: the checksum goes into the entry, and the buffer is freed with
@@ -243,8 +239,7 @@ static int by_path(const void *a, const void *b) {
   return strcmp(((const entry_t *)a)->path, ((const entry_t *)b)->path);
 }
 
-/* ---- main
- * --------------------------------------------------------------------- */
+/* ---- main --------------------------------------------------------------- */
 
 static int usage(FILE *to, int status) {
   fprintf(to,

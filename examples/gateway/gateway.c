@@ -546,8 +546,7 @@ static void on_request(httpd_req_t *req, void *arg) {
   uvp_scope_clear(w->ctx);
 }
 
-/* ---- SIGUSR1 --------------------------------------------------------------
- */
+/* ---- SIGUSR1 ------------------------------------------------------------ */
 
 /* Print the worker's requests in flight, each pending backend request with
  * its async trace, then every pending promise (uvp_ctx_dump_pending), as

@@ -285,8 +285,7 @@ static void test_tls_idle_close(void **state) {
   nginx_cleanup(&n);
 }
 
-/* ---- task groups ------------------------------------------------------------
- */
+/* ---- task groups -------------------------------------------------------- */
 
 /* A GET made in a task group's work (a member's start callback). */
 typedef struct member_get_s {

@@ -39,8 +39,7 @@ static const char *valgrind; /* NULL: not installed */
 
 enum { CHILD_SKIP = 77, EXEC_FAILED = 126 };
 
-/* ---- the tree and what the output must be -----------------------------------
- */
+/* ---- the tree and what the output must be ------------------------------- */
 
 typedef struct expect_s {
   char path[PATH_MAX];
@@ -223,8 +222,7 @@ static char *expected_output(void) {
   return s;
 }
 
-/* ---- running a program
- * ------------------------------------------------------------ */
+/* ---- running a program -------------------------------------------------- */
 
 typedef struct result_s {
   int status; /* exit status, or -1 if killed */
@@ -366,8 +364,7 @@ static void cross_check_with_cksum(void) {
   result_free(&r);
 }
 
-/* ---- the tests
- * ------------------------------------------------------------------- */
+/* ---- the tests ---------------------------------------------------------- */
 
 /* Every file read: exit 0, one exact line per file in byte order, links,
  * the FIFO and empty directories absent, the summary on stderr. */
