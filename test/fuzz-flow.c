@@ -539,7 +539,7 @@ static void compare(void) {
   for (int fi = 0; fi < M.nf; fi++) {
     const mflow_t *f = &M.f[fi];
     if (S.f[fi].freed != (int)f->freed)
-      fail("destroy notifier runs", fi, S.f[fi].freed);
+      fail("destroy notifier runs", S.f[fi].freed, (int)f->freed);
     if (!f->held)
       continue;
     if (f->kind == F_MAP && f->result.st == M_FULFILLED) {
@@ -729,7 +729,8 @@ static void teardown(void) {
     fail("uv_loop_close", 1, 0);
   for (int fi = 0; fi < M.nf; fi++)
     if (S.f[fi].freed != (int)M.f[fi].notifier)
-      fail("destroy notifier runs at the end", fi, S.f[fi].freed);
+      fail("destroy notifier runs at the end", S.f[fi].freed,
+           (int)M.f[fi].notifier);
   if (live_allocs != 0)
     fail("allocations left after uv_loop_close", (int)live_allocs, 0);
 }
