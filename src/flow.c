@@ -287,8 +287,11 @@ static void retry_react(void *arg, const uvp_outcome_t *in) {
     t->waiting = false;
     retry_start_attempt(t);
   } else if (in->status == 0 || t->tries >= t->opts.attempts ||
-             !retryable(t, in->status)) {
-    drive_decide(&t->d, in->promise, 0);
+             !retryable(t, in->status) || t->d.result == NULL) {
+    if (t->d.result == NULL)
+      drive_free_arg(&t->d); /* cancelled from inside should_retry */
+    else
+      drive_decide(&t->d, in->promise, 0);
   } else {
     uvp_promise_t *delay;
     int rc = uvp_delay_at(t->d.ctx, backoff_ms(t), NULL, NULL, UVP_KEEP_ALIVE,

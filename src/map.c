@@ -75,6 +75,14 @@ static void start_one(map_t *m, size_t i) {
   m->calling++;
   int rc = m->start(m->arg, i, &p);
   m->calling--;
+  if (m->done) {
+    /* Cancelled from inside the start: nothing will observe p (nor release
+     * it, the inputs having gone with the share), so let go of it now, as
+     * a loop or a retry does. */
+    if (p != NULL)
+      uvp_promise_release(p);
+    return;
+  }
   if (rc == 0 && p == NULL)
     rc = UV_EINVAL;
   if (rc == 0 && uvp__promise_ctx(p) != m->f.ctx) {

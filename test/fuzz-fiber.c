@@ -572,11 +572,6 @@ static void turn(void) {
   compare_fibers();
 }
 
-static void check_rc(const char *what, int rc, int want) {
-  if (rc != want)
-    fail(what, rc, want);
-}
-
 /* ---- decoding ------------------------------------------------------------ */
 
 static const uint8_t *in;

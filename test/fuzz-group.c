@@ -293,13 +293,7 @@ static int start_cb(void *arg, uvp_promise_t **out) {
 }
 
 static void compare_out(const char *what, uvp_promise_t *p, mout_t want) {
-  uvp_state_t st = uvp_promise_state(p);
-  if ((int)st != (int)want.st)
-    fail(what, (int)st, (int)want.st);
-  if (st == UVP_REJECTED && uvp_promise_reason(p, NULL) != want.value)
-    fail(what, uvp_promise_reason(p, NULL), want.value);
-  if (st == UVP_FULFILLED && (int)(intptr_t)uvp_promise_value(p) != want.value)
-    fail(what, (int)(intptr_t)uvp_promise_value(p), want.value);
+  check_outcome(what, p, (int)want.st, want.value);
 }
 
 /* What uvp.h pins to the call: which starts ran, whose arg_free ran. */
@@ -339,11 +333,6 @@ static int pick_group(uint8_t b) {
     return -1;
   int gi = b % M.ng;
   return M.g[gi].released ? -1 : gi;
-}
-
-static void check_rc(const char *what, int rc, int want) {
-  if (rc != want)
-    fail(what, rc, want);
 }
 
 /* Why a member cannot be added now (0: it can). */

@@ -2,6 +2,7 @@
 #ifndef UVP_TEST_FUZZ_HELPERS_H
 #define UVP_TEST_FUZZ_HELPERS_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -11,6 +12,24 @@
 static inline void fail(const char *what, int a, int b) {
   fprintf(stderr, "divergence: %s (%d vs %d)\n", what, a, b);
   abort();
+}
+
+static inline void check_rc(const char *what, int rc, int want) {
+  if (rc != want)
+    fail(what, rc, want);
+}
+
+/* p is in state `st` (a uvp_state_t) with `value`: its value as an int if
+ * fulfilled, its code if rejected. */
+static inline void check_outcome(const char *what, uvp_promise_t *p, int st,
+                                 int value) {
+  int got = (int)uvp_promise_state(p);
+  if (got != st)
+    fail(what, got, st);
+  if (got == UVP_REJECTED && uvp_promise_reason(p, NULL) != value)
+    fail(what, uvp_promise_reason(p, NULL), value);
+  if (got == UVP_FULFILLED && (int)(intptr_t)uvp_promise_value(p) != value)
+    fail(what, (int)(intptr_t)uvp_promise_value(p), value);
 }
 
 /* An unhandled-rejection hook (uvp_ctx_set_unhandled_cb) for what uvp.h

@@ -481,6 +481,43 @@ static void test_map_cancel_result(void **state) {
   fan_free(&fa);
 }
 
+/* A start that cancels its own map, then returns a promise anyway: the map
+ * will never observe it, so it must let go of it (as loop and retry do). */
+typedef struct {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *result, *item;
+  int freed;
+} self_cancel_t;
+
+static int self_cancelling_start(void *arg, size_t i, uvp_promise_t **out) {
+  self_cancel_t *sc = arg;
+  assert_int_equal(i, 0);
+  assert_int_equal(uvp_promise_cancel(sc->result), 0);
+  assert_int_equal(sc->freed, 0); /* not while the start runs */
+  assert_int_equal(uvp_promise_new(sc->ctx, out), 0);
+  sc->item = uvp_promise_retain(*out);
+  return 0;
+}
+
+static void self_cancel_free(void *arg) { ((self_cancel_t *)arg)->freed++; }
+
+static void test_map_start_cancels_its_map(void **state) {
+  fixture_t *f = *state;
+  self_cancel_t sc = {f->ctx, NULL, NULL, 0};
+  uvp_map_opts_t o = {.limit = 2, .arg_free = self_cancel_free};
+  assert_int_equal(
+      uvp_promise_map(f->ctx, 3, self_cancelling_start, &sc, &o, &sc.result),
+      0);
+  assert_int_equal(uvp_promise_reason(sc.result, NULL), UV_ECANCELED);
+  assert_int_equal(sc.freed, 1);
+  run_loop(f);
+  uvp_promise_release(sc.result);
+  uvp_promise_release(sc.item); /* the last reference */
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+}
+
 static void test_map_arguments_and_empty(void **state) {
   fixture_t *f = *state;
   fan_t fa;
@@ -817,6 +854,7 @@ int main(void) {
       FIXTURE_TEST(test_map_100k_settled_items_constant_stack),
       FIXTURE_TEST(test_map_100k_timer_items_limit_1000),
       FIXTURE_TEST(test_map_cancel_result),
+      FIXTURE_TEST(test_map_start_cancels_its_map),
       FIXTURE_TEST(test_map_arguments_and_empty),
       cmocka_unit_test(test_alloc_fail_building_combinator),
       cmocka_unit_test(test_alloc_fail_building_map),

@@ -355,6 +355,48 @@ static void test_retry_cancel_attempt_in_flight(void **state) {
   uvp_promise_release(r);
 }
 
+/* should_retry may cancel the result it is asked about: the retry then
+ * stops there, as when an attempt cancels it. */
+typedef struct {
+  uvp_promise_t *result;
+  int asked, freed;
+} cancelling_pred_t;
+
+static int failing_attempt(void *arg, unsigned attempt, uvp_promise_t **out) {
+  (void)arg;
+  (void)attempt;
+  (void)out;
+  return UV_ECONNREFUSED;
+}
+
+static int cancelling_pred(void *arg, int code, unsigned attempt) {
+  cancelling_pred_t *c = arg;
+  assert_int_equal(code, UV_ECONNREFUSED);
+  assert_int_equal(attempt, 0);
+  c->asked++;
+  assert_int_equal(uvp_promise_cancel(c->result), 0);
+  assert_int_equal(c->freed, 0); /* not while the predicate runs */
+  return 0;
+}
+
+static void cancelling_pred_free(void *arg) {
+  ((cancelling_pred_t *)arg)->freed++;
+}
+
+static void test_retry_predicate_cancels_result(void **state) {
+  fixture_t *f = *state;
+  cancelling_pred_t c = {NULL, 0, 0};
+  uvp_retry_opts_t o = {.attempts = 3,
+                        .should_retry = cancelling_pred,
+                        .arg_free = cancelling_pred_free};
+  assert_int_equal(uvp_retry(f->ctx, failing_attempt, &c, &o, &c.result), 0);
+  run_loop(f);
+  assert_int_equal(c.asked, 1);
+  assert_int_equal(c.freed, 1);
+  assert_int_equal(uvp_promise_reason(c.result, NULL), UV_ECANCELED);
+  uvp_promise_release(c.result);
+}
+
 /* A bounded fan-out whose items retry: item i fails (i % 3) times with
  * UV_ECONNREFUSED before succeeding; item 7 always fails with UV_ENOENT,
  * which is not worth retrying. */
@@ -495,6 +537,7 @@ int main(void) {
       FIXTURE_TEST(test_retry_custom_predicate),
       FIXTURE_TEST(test_retry_cancel_during_backoff),
       FIXTURE_TEST(test_retry_cancel_attempt_in_flight),
+      FIXTURE_TEST(test_retry_predicate_cancels_result),
       FIXTURE_TEST(test_map_items_retry),
       FIXTURE_TEST(test_split_all_settled),
       FIXTURE_TEST(test_split_empty),
