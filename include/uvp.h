@@ -775,9 +775,10 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * (uvp_promise_cancel: its producer's hook runs, and a timed-out request
  * really stops) if the timeout is all that waits for it; a p other
  * consumers wait for is left alone, and they go on waiting, as with
- * Promise.race.  UVP_CANCEL_INPUT in flags cancels p in either case.
- * Cancelling the result cancels p by the same rule.  The result keeps
- * itself alive while pending (its timer holds it).  Borrows p.
+ * Promise.race, and the timeout stops being one of them (cancelling the
+ * last of them later cancels p).  UVP_CANCEL_INPUT in flags cancels p in
+ * either case.  Cancelling the result cancels p by the same rule.  The
+ * result keeps itself alive while pending (its timer holds it).  Borrows p.
  * Errors: UV_EINVAL (NULL p or out, unknown flags), UV_ENOMEM,
  * UVP_ECLOSED. */
 enum { UVP_CANCEL_INPUT = 8 };
@@ -827,7 +828,10 @@ typedef struct uvp_map_opts_s {
  * allSettled; items never started because of FAIL_FAST are rejected with
  * UV_ECANCELED).  With UVP_MAP_FAIL_FAST it instead rejects with the first
  * failure's reason.  Cancelling the result stops starting items and
- * cancels those in flight.  `opts` may be NULL (defaults).
+ * cancels those in flight by uvp_promise_cancel's rule: an item something
+ * else also waits for is left to it, and the map stops waiting for it (so
+ * cancelling its last other consumer cancels it); UVP_MAP_FAIL_FAST's
+ * failure does the same.  `opts` may be NULL (defaults).
  * opts->arg_free, if set, runs once on the loop thread with `arg` when
  * neither callback will be called again: once the result is decided (all
  * items in, a FAIL_FAST failure, a cancellation, teardown) and no callback
@@ -901,11 +905,12 @@ typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
  * like the last step's promise (it fulfils with the last value when the
  * step function stops, and rejects with the first rejection).  Memory is
  * constant: only the current step's promise is held.  Cancelling the result
- * cancels the step in flight and calls no further step.  (A hand-written
- * recursion, a handler that returns uvp_ret_adopt of the next step's
- * chain, grows memory with the number of steps until the last settles, as
- * `return step().then(again)` does in JavaScript: this is the
- * constant-memory form.)
+ * cancels the step in flight (unless something else also waits for it:
+ * then the loop only stops waiting, by uvp_promise_cancel's rule) and calls
+ * no further step.  (A hand-written recursion, a handler that returns
+ * uvp_ret_adopt of the next step's chain, grows memory with the number of
+ * steps until the last settles, as `return step().then(again)` does in
+ * JavaScript: this is the constant-memory form.)
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
 #define uvp_promise_loop(ctx, step, arg, out)                                  \
   uvp_promise_loop_at((ctx), (step), (arg), (out), __FILE__, __LINE__)
@@ -970,11 +975,12 @@ typedef struct uvp_retry_opts_s {
  * fulfils, or like the last failure.  The backoff timer keeps the loop
  * alive: a retry in progress is work in progress, as the attempt's own
  * requests are.  Cancelling the result stops the wait and cancels the
- * attempt in flight.  `opts` may be NULL (defaults); it is copied, but
- * retry_on is borrowed until the result settles.  opts->arg_free, if set,
- * runs once on the loop thread with `arg` when neither `attempt` nor
- * should_retry will be called again (the result decided, cancelled or torn
- * down, and no callback running).
+ * attempt in flight (by uvp_promise_cancel's rule, as a loop's step).
+ * `opts` may be NULL (defaults); it is copied, but retry_on is borrowed
+ * until the result settles.  opts->arg_free, if set, runs once on the loop
+ * thread with `arg` when neither `attempt` nor should_retry will be called
+ * again (the result decided, cancelled or torn down, and no callback
+ * running).
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
 #define uvp_retry(ctx, attempt, arg, opts, out)                                \
   uvp_retry_at((ctx), (attempt), (arg), (opts), (out), __FILE__, __LINE__)

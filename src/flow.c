@@ -88,9 +88,8 @@ static void drive_cancel(uvp_promise_t *result, void *arg) {
   d->refs++;
   uvp_promise_t *r = d->result;
   d->result = NULL;
-  if (uvp_promise_reason(result, NULL) == UV_ECANCELED && d->cur != NULL &&
-      uvp__is_pending(d->cur))
-    (void)uvp_promise_cancel(d->cur);
+  if (uvp_promise_reason(result, NULL) == UV_ECANCELED && d->cur != NULL)
+    uvp__give_up(d->cur, d->react, d, false);
   uvp__rel(r);
   drive_free_arg(d);
   drive_unref(d); /* the share */

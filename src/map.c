@@ -46,12 +46,16 @@ static void view_free(void *view) {
   uvp__fanin_release_share(&UVP__CONTAINER_OF(view, map_t, view)->f);
 }
 
+/* The map gave up on its items in flight: each is cancelled if the map is
+ * all that consumes it, and the map stops consuming the others (a shared
+ * item is left to its other consumers, as a combinator's input is). */
 static void cancel_inflight(map_t *m) {
   for (size_t i = 0; i < m->next; i++) {
     uvp_promise_t *p = uvp__slot_input(&m->f.slots[i]);
-    if (p != NULL && uvp__is_pending(p))
+    if (p != NULL && uvp__is_pending(p) && uvp__sole_consumer(p, &m->f.owner))
       (void)uvp_promise_cancel(p);
   }
+  uvp__fanin_detach(&m->f);
 }
 
 /* UVP_MAP_FAIL_FAST's first failure: settle like the failed item (or with

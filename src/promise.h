@@ -126,6 +126,12 @@ void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in);
 /* Take r, attached to pending q (uvp__observe_embedded, a cell), back off
  * q's list: it will not run.  Returns whether it was there. */
 bool uvp__unobserve(uvp_promise_t *q, uvp__reaction_t *r);
+/* An observer (uvp__observe's cb and arg) gives up on q: a pending q is
+ * cancelled if that observer is all that consumes it, or if `always`;
+ * otherwise the observer leaves q's list at once (cb(arg, NULL) runs), so
+ * that it no longer counts as a consumer and cancelling q's last other
+ * consumer later reaches q (uvp_promise_cancel's rule). */
+void uvp__give_up(uvp_promise_t *q, uvp__notify_cb cb, void *arg, bool always);
 /* Settle p, a promise uvp produces, as a handler's result says
  * (uvp_ret_pass fulfils with NULL); takes what ret holds.  A p no longer
  * pending (cancelled) or in a closed context only lets go of what ret

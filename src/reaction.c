@@ -555,6 +555,24 @@ bool uvp__unobserve(uvp_promise_t *q, uvp__reaction_t *r) {
   return false;
 }
 
+void uvp__give_up(uvp_promise_t *q, uvp__notify_cb cb, void *arg, bool always) {
+  if (!uvp__is_pending(q))
+    return;
+  if (always || uvp__only_observer(q, arg)) {
+    (void)uvp_promise_cancel(q); /* the observer runs with its rejection */
+    return;
+  }
+  for (uvp__reaction_t **at = &q->reactions; *at != NULL; at = &(*at)->next) {
+    uvp__handler_t *h = (uvp__handler_t *)(void *)*at;
+    if (uvp__rkind(*at) == UVP__RK_NOTIFY && h->cb.notify == cb &&
+        h->arg == arg) {
+      unlink_at(q, at);
+      uvp__drop_reaction(uvp__promise_ctx(q), &h->r, false);
+      return;
+    }
+  }
+}
+
 void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret) {
   if (!uvp__is_pending(p) || uvp__promise_ctx(p)->closed) {
     discard(ret, p, false, true); /* cancelled or torn down meanwhile */

@@ -57,7 +57,8 @@ void uvp__fanin_detach(uvp__fanin_t *f) {
   UVP__CHECK(f->inputs_held && f->attached > 1);
   for (size_t i = 0; i < f->n; i++) {
     uvp_promise_t *in = uvp__slot_input(&f->slots[i]);
-    if (uvp__is_pending(in) && uvp__unobserve(in, &f->slots[i].cell.r))
+    if (in != NULL && uvp__is_pending(in) &&
+        uvp__unobserve(in, &f->slots[i].cell.r))
       uvp__fanin_unref(f);
   }
 }

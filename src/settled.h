@@ -67,7 +67,8 @@ void uvp__fanin_drop_result(uvp__fanin_t *f);
  * leave their lists (each cell's count in `attached` goes), so that they
  * no longer count as consumers of those inputs (uvp_promise_cancel's
  * rule: cancelling another consumer, the last, now cancels the input) nor
- * keep the block until the inputs settle.  Before the share goes. */
+ * keep the block until the inputs settle (slots without an input, a map's
+ * items not started, are skipped).  Before the share goes. */
 void uvp__fanin_detach(uvp__fanin_t *f);
 
 #endif

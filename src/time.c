@@ -99,13 +99,14 @@ typedef struct {
   int flags;
 } tmo_t;
 
+static void tmo_settled(void *arg, const uvp_outcome_t *in);
+
 /* The timeout gave up on src: stop it too if nothing else waits for it (a
  * timed-out request really stops), or always with UVP_CANCEL_INPUT;
- * other consumers of src keep waiting, as with Promise.race. */
+ * other consumers of src keep waiting, as with Promise.race, and the
+ * timeout stops being one of them. */
 static void cancel_input(tmo_t *t) {
-  if (uvp__is_pending(t->src) &&
-      ((t->flags & UVP_CANCEL_INPUT) || uvp__only_observer(t->src, t)))
-    (void)uvp_promise_cancel(t->src);
+  uvp__give_up(t->src, tmo_settled, t, t->flags & UVP_CANCEL_INPUT);
 }
 
 static void tmo_unref(tmo_t *t) {

@@ -37,8 +37,10 @@
  * model's queue to its end; a turn with budget b runs 2b jobs (uvp.h: a
  * budget per scheduler callback, two callbacks per loop iteration).
  * Cancelling a flow's result rejects it at once and cancels the promise it
- * awaits (a map: every item in flight) whatever else consumes it, as uvp.h
- * says for maps, loops and retries.  Where uvp.h is silent the model
+ * awaits (a map: every item in flight) if the flow is all that consumes
+ * it; a promise others consume too (a reduce's initial that is also
+ * another flow's item) is left to them, and the flow stops consuming it
+ * (uvp_promise_cancel's rule).  Where uvp.h is silent the model
  * copies uvp's choice: FAIL_FAST counts a cancelled item as a failure;
  * should_retry is not asked once the attempts are used up; a promise a
  * callback returns after cancelling its own flow is let go of, not
@@ -211,12 +213,33 @@ static void m_decide(mflow_t *f, mout_t out) {
   f->result = out;
 }
 
-static void m_cancel_items(mflow_t *f) {
-  for (int i = 0; i < f->next; i++) {
-    int k = f->item[i];
-    if (k >= 0 && M.s[k].out.st == M_PENDING)
-      m_settle(k, (mout_t){M_REJECTED, UV_ECANCELED});
+/* Flow fi gives up on slot k (uvp_promise_cancel's rule): a pending k
+ * that only fi consumes is cancelled; one that others consume too is left
+ * to them, and fi stops consuming it. */
+static void m_give_up(int k, int fi) {
+  if (k < 0 || M.s[k].out.st != M_PENDING)
+    return;
+  mslot_t *s = &M.s[k];
+  bool sole = true;
+  for (int c = 0; c < s->ncons; c++)
+    sole = sole && s->cons[c][0] == fi;
+  if (sole) {
+    m_settle(k, (mout_t){M_REJECTED, UV_ECANCELED});
+    return;
   }
+  int kept = 0;
+  for (int c = 0; c < s->ncons; c++)
+    if (s->cons[c][0] != fi) {
+      s->cons[kept][0] = s->cons[c][0];
+      s->cons[kept][1] = s->cons[c][1];
+      kept++;
+    }
+  s->ncons = kept;
+}
+
+static void m_cancel_items(mflow_t *f) {
+  for (int i = 0; i < f->next; i++)
+    m_give_up(f->item[i], (int)(f - M.f));
 }
 
 /* The flow's result is cancelled (its cancel hook: at once). */
@@ -224,8 +247,8 @@ static void m_cancel_flow(mflow_t *f) {
   m_decide(f, (mout_t){M_REJECTED, UV_ECANCELED});
   if (f->kind == F_MAP)
     m_cancel_items(f);
-  else if (f->cur >= 0 && M.s[f->cur].out.st == M_PENDING)
-    m_settle(f->cur, (mout_t){M_REJECTED, UV_ECANCELED});
+  else if (f->cur >= 0)
+    m_give_up(f->cur, (int)(f - M.f));
   m_free_arg(f);
 }
 

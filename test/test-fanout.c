@@ -481,6 +481,37 @@ static void test_map_cancel_result(void **state) {
   fan_free(&fa);
 }
 
+/* An item in flight that something else also waits for is left to it
+ * when the map is cancelled (uvp_promise_cancel's rule, as for a
+ * combinator's input), and the map stops waiting for it: cancelling the
+ * other consumer, the last, cancels it. */
+static void test_map_cancel_leaves_shared_item(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  enum { N = 4, K = 2 };
+  fan_t fa;
+  fan_init(&fa, f->ctx, ITEM_MANUAL, N, K);
+  uvp_map_opts_t o = {.limit = K, .flags = 0, .on_settle = fan_each};
+  uvp_promise_t *r, *s, *other;
+  fan_map(&fa, &o, &r, &s);
+  run_loop(f);
+  assert_int_equal(fa.starts, K);
+  assert_int_equal(uvp_promise_then(fa.items[1], NULL, NULL, &other), 0);
+  assert_int_equal(uvp_promise_cancel(r), 0);
+  assert_int_equal(fa.hooks[0].calls, 1);
+  assert_int_equal(fa.hooks[1].calls, 0);
+  assert_int_equal(uvp_promise_state(fa.items[1]), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(other), 0);
+  assert_int_equal(fa.hooks[1].calls, 1);
+  assert_int_equal(uvp_promise_reason(fa.items[1], NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(fa.starts, K);
+  uvp_promise_release(other);
+  uvp_promise_release(s);
+  uvp_promise_release(r);
+  fan_free(&fa);
+}
+
 /* A start that cancels its own map, then returns a promise anyway: the map
  * will never observe it, so it must let go of it (as loop and retry do). */
 typedef struct {
@@ -855,6 +886,7 @@ int main(void) {
       FIXTURE_TEST(test_map_100k_timer_items_limit_1000),
       FIXTURE_TEST(test_map_cancel_result),
       FIXTURE_TEST(test_map_start_cancels_its_map),
+      FIXTURE_TEST(test_map_cancel_leaves_shared_item),
       FIXTURE_TEST(test_map_arguments_and_empty),
       cmocka_unit_test(test_alloc_fail_building_combinator),
       cmocka_unit_test(test_alloc_fail_building_map),

@@ -118,6 +118,30 @@ static void test_loop_cancel_between_steps(void **state) {
   uvp_promise_release(r);
 }
 
+/* A step in flight that something else also waits for is left to it when
+ * the loop is cancelled (uvp_promise_cancel's rule), and the loop stops
+ * waiting for it: cancelling the other consumer, the last, cancels it. */
+static void test_loop_cancel_leaves_shared_step(void **state) {
+  fixture_t *f = *state;
+  loop_state_t s = {f, 0, 0, 0, -1, -1, NULL, 0};
+  uvp_promise_t *r, *other;
+  assert_int_equal(uvp_promise_loop(f->ctx, pending_step, &s, &r), 0);
+  run_loop(f);
+  assert_int_equal(s.calls, 3);
+  assert_int_equal(uvp_promise_then(s.pending_step, NULL, NULL, &other), 0);
+  assert_int_equal(uvp_promise_cancel(r), 0);
+  assert_int_equal(s.step_cancelled, 0);
+  assert_int_equal(uvp_promise_state(s.pending_step), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(other), 0);
+  assert_int_equal(s.step_cancelled, 1);
+  assert_int_equal(uvp_promise_reason(s.pending_step, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(s.calls, 3);
+  uvp_promise_release(other);
+  uvp_promise_release(s.pending_step);
+  uvp_promise_release(r);
+}
+
 static void test_loop_result_cannot_be_settled_by_user(void **state) {
   fixture_t *f = *state;
   loop_state_t s = {f, 3, 0, 0, -1, -1, NULL, 0};
@@ -526,6 +550,7 @@ int main(void) {
       FIXTURE_TEST(test_loop_step_error_rejects),
       FIXTURE_TEST(test_loop_rejected_step_ends_with_its_reason),
       FIXTURE_TEST(test_loop_cancel_between_steps),
+      FIXTURE_TEST(test_loop_cancel_leaves_shared_step),
       FIXTURE_TEST(test_loop_result_cannot_be_settled_by_user),
       FIXTURE_TEST(test_reduce_sums_in_order),
       FIXTURE_TEST(test_reduce_zero_items_is_initial),

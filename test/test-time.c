@@ -416,6 +416,40 @@ static void test_timeout_cancelled_cancel_input_always(void **state) {
   timeout_and_consumer(*state, true, UVP_CANCEL_INPUT, true);
 }
 
+/* A timeout that gave up on a shared p no longer counts as one of p's
+ * consumers: cancelling the other consumer afterwards, the last one,
+ * cancels p (uvp_promise_cancel's rule), whether the time ran out or the
+ * timeout's result was cancelled. */
+static void timeout_then_last_consumer(fixture_t *f, bool cancel_result) {
+  count_unhandled(f);
+  hook_t h = {0};
+  seen_t s = {f, 0, 0, NULL, 0};
+  uvp_promise_t *p = producer(f, &h), *other, *t;
+  assert_int_equal(uvp_promise_on(p, UVP_ON_BOTH, seen_cb, &s, &other), 0);
+  assert_int_equal(
+      uvp_timeout(p, cancel_result ? LONG_MS : 20, UVP_KEEP_ALIVE, &t), 0);
+  if (cancel_result)
+    assert_int_equal(uvp_promise_cancel(t), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  assert_int_equal(h.calls, 0);
+  assert_int_equal(uvp_promise_cancel(other), 0);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(s.calls, 0); /* other's handler: its promise cancelled */
+  uvp_promise_release(other);
+  uvp_promise_release(t);
+  uvp_promise_release(p);
+}
+
+static void test_timeout_fired_last_consumer_cancels_input(void **state) {
+  timeout_then_last_consumer(*state, false);
+}
+static void test_timeout_cancelled_last_consumer_cancels_input(void **state) {
+  timeout_then_last_consumer(*state, true);
+}
+
 /* ---- teardown ------------------------------------------------------------ */
 
 static void test_teardown_with_timers_pending(void **state) {
@@ -558,6 +592,8 @@ int main(void) {
       FIXTURE_TEST(test_timeout_cancelled_shared_input_left_alone),
       FIXTURE_TEST(test_timeout_cancelled_sole_input_cancelled),
       FIXTURE_TEST(test_timeout_cancelled_cancel_input_always),
+      FIXTURE_TEST(test_timeout_fired_last_consumer_cancels_input),
+      FIXTURE_TEST(test_timeout_cancelled_last_consumer_cancels_input),
       FIXTURE_TEST(test_teardown_with_timers_pending),
       FIXTURE_TEST(test_timeout_chain_reaches_connect),
       FIXTURE_TEST(test_timeout_chain_reaches_read),
