@@ -497,6 +497,17 @@ static void handle_closed(uv_handle_t *h) {
   uvp__unlock(ctx);
 }
 
+/* Drop every queued reaction and completion (reactions first, as the
+ * drain would have run them), and whatever dropping them queues. */
+static void drop_queued(uvp_ctx_t *ctx) {
+  while (ctx->q.queued != 0) {
+    if (ctx->q.queued != ctx->q.completions)
+      uvp__drop_reaction(ctx, uvp__reaction_pop(ctx), true);
+    else
+      uvp__drop_reaction(ctx, completion_pop(ctx), true);
+  }
+}
+
 int uvp_ctx_close(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
   if (rc == 0 && uvp__fiber_current != NULL)
@@ -517,15 +528,20 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   }
   /* Messages posted before the close still count: apply them first. */
   apply_mail(take_mail(ctx));
-  while (ctx->q.queued != ctx->q.completions)
-    uvp__drop_reaction(ctx, uvp__reaction_pop(ctx), true);
-  while (ctx->q.queued != 0)
-    uvp__drop_reaction(ctx, completion_pop(ctx), true);
+  /* The sweep's hooks and dropped observers may settle what waits on what
+   * they tear down (a group whose last member goes rejects its join, which
+   * a member of another group waits for): what that queues is dropped in
+   * turn, or it would hold its promises, and so the context, for good;
+   * and a derived promise that a dropped reaction leaves pending is swept
+   * then. */
+  do {
+    drop_queued(ctx);
+    uvp__sweep(ctx);
+  } while (ctx->q.queued != 0);
   if (ctx->idle_active) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;
   }
-  uvp__sweep(ctx);
   /* Nothing is reported after the sweep (nothing settles any more): the
    * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;

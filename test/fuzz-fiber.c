@@ -17,7 +17,8 @@
  * from its await and from every later one and run to its end, every fiber not
  * started must never start (its arg_free runs all the same); every pending
  * promise is rejected with UVP_ECLOSED; every spawned fiber's arg_free has run
- * exactly once, never while its fiber runs; uv_loop_close returns 0.  No
+ * exactly once, never while its fiber runs; uv_loop_close returns 0, with
+ * every allocation of uvp's freed (fuzz-helpers.h counts them).  No
  * cancellation and no UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan
  * (and ASan's fiber-switch annotations) catch the rest.
  *
@@ -616,6 +617,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   in_len = size;
   in_pos = 0;
   M.log.closed_at = S.log.closed_at = -1;
+  fuzz_count_allocations();
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
@@ -715,5 +717,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int i = 0; i < nprog; i++)
     if (S.f[i].freed != (S.f[i].spawned ? 1 : 0))
       fail("arg_free runs at the end", i, S.f[i].freed);
+  fuzz_check_all_freed();
   return 0;
 }

@@ -501,32 +501,6 @@ static int s_pred(void *arg, int code, unsigned int attempt) {
 /* A code no promise here rejects with: retry_on that never retries. */
 static const int never_codes[] = {UV_EAI_AGAIN};
 
-/* A counting allocator: once an input's loop is closed, everything uvp
- * allocated for it must be freed (a promise whose last reference nobody
- * will drop keeps its context, which a process-wide table still names, out
- * of LeakSanitizer's sight). */
-static long live_allocs;
-
-static void *count_malloc(size_t n) {
-  void *p = malloc(n);
-  live_allocs += p != NULL;
-  return p;
-}
-static void *count_calloc(size_t c, size_t n) {
-  void *p = calloc(c, n);
-  live_allocs += p != NULL;
-  return p;
-}
-static void *count_realloc(void *old, size_t n) {
-  void *p = realloc(old, n);
-  live_allocs += p != NULL && old == NULL;
-  return p;
-}
-static void count_free(void *p) {
-  live_allocs -= p != NULL;
-  free(p);
-}
-
 /* ---- comparing ----------------------------------------------------------- */
 
 static void compare_list(int fi) {
@@ -754,8 +728,7 @@ static void teardown(void) {
     if (S.f[fi].freed != (int)M.f[fi].notifier)
       fail("destroy notifier runs at the end", S.f[fi].freed,
            (int)M.f[fi].notifier);
-  if (live_allocs != 0)
-    fail("allocations left after uv_loop_close", (int)live_allocs, 0);
+  fuzz_check_all_freed();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -764,11 +737,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   in = data;
   in_len = size;
   in_pos = 0;
-  static bool counting;
-  if (!counting && uvp_replace_allocator(count_malloc, count_realloc,
-                                         count_calloc, count_free) != 0)
-    abort();
-  counting = true;
+  fuzz_count_allocations();
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   check_rc("budget", uvp_ctx_set_budget(S.ctx, HUGE_BUDGET), 0);

@@ -12,7 +12,8 @@
  * pins those to the call).  At the end every group still open is closed,
  * the loop turns and all is compared again; then uvp_ctx_close must leave
  * every promise the model still has pending rejected with UVP_ECLOSED,
- * and uv_loop_close must return 0.  Every start callback runs at most
+ * and uv_loop_close must return 0, with every allocation of uvp's freed
+ * (fuzz-helpers.h counts them).  Every start callback runs at most
  * once, never after its arg_free nor after uvp_ctx_close; every arg_free
  * runs exactly once by the end; no cancellation and no teardown's
  * UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan catch the rest.
@@ -365,6 +366,7 @@ static void op_resolve(int op, int k) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
+  fuzz_count_allocations();
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
@@ -585,5 +587,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int z = 0; z < M.ns; z++)
     if (S.s[z].freed != 1)
       fail("arg_free runs at the end", z, S.s[z].freed);
+  fuzz_check_all_freed();
   return 0;
 }

@@ -4,7 +4,9 @@
  * promises, cancel, release, one loop turn, teardown — which run both on
  * uvp and on a small reference model of the semantics written here.  Every
  * handler call (which handler, with what outcome, in what order) and every
- * promise's final state must agree; ASan/UBSan/LSan catch the rest.
+ * promise's final state must agree; after uv_loop_close every allocation
+ * of uvp's must be freed (fuzz-helpers.h counts them); ASan/UBSan/LSan
+ * catch the rest.
  * Every handler is registered with a destroy notifier: it must run exactly
  * once by the end of teardown, and never before its handler runs (a
  * handler that runs after its notifier would read freed memory).
@@ -431,6 +433,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
   nh = 0;
+  fuzz_count_allocations();
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
@@ -616,5 +619,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int k = 0; k < nh; k++)
     if (H[k].freed != 1)
       fail("notifier runs", H[k].id, H[k].freed);
+  fuzz_check_all_freed();
   return 0;
 }

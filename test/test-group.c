@@ -524,6 +524,52 @@ static void test_teardown_is_not_the_end(void **state) {
   uvp_group_release(g);
 }
 
+/* A group whose last member goes at the teardown rejects its join then
+ * (UVP_ECLOSED), and that join may be awaited in its turn: by a member of
+ * another group and by a handler.  What that rejection queues is dropped
+ * with the rest (the handler's notifier runs inside uvp_ctx_close), so no
+ * reference is left behind holding the context. */
+static void count_one(void *arg) { (*(int *)arg)++; }
+
+static uvp_ret_t never_runs(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  fail_msg("a handler ran after uvp_ctx_close");
+  return uvp_ret_pass();
+}
+
+static void test_teardown_of_nested_joins(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *p, *d;
+  uvp_group_t *inner = group_new(f, 0, 0), *middle = group_new(f, 0, 0),
+              *outer = group_new(f, 0, 0);
+  uvp_promise_t *j_inner = join_of(inner), *j_middle = join_of(middle);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_group_add(inner, p), 0);
+  assert_int_equal(uvp_group_add(middle, j_inner), 0);
+  assert_int_equal(uvp_group_add(outer, j_middle), 0);
+  assert_int_equal(
+      uvp_promise_then_full(j_middle, never_runs, &freed, count_one, &d), 0);
+  assert_int_equal(uvp_group_close(inner), 0);
+  assert_int_equal(uvp_group_close(middle), 0);
+  assert_int_equal(uvp_group_close(outer), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(j_middle), UVP_PENDING);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(freed, 1);
+  assert_rejected(j_middle, UVP_ECLOSED);
+  assert_rejected(d, UVP_ECLOSED);
+  uvp_promise_release(d);
+  uvp_promise_release(j_inner);
+  uvp_promise_release(j_middle);
+  uvp_promise_release(p);
+  uvp_group_release(inner);
+  uvp_group_release(middle);
+  uvp_group_release(outer);
+}
+
 /* ---- the limit ----------------------------------------------------------- */
 
 /* 0 is no limit: every member starts inside the call that adds it, and
@@ -1939,6 +1985,7 @@ int main(void) {
       QUIET_TEST(test_next_order_and_eof),
       QUIET_TEST(test_next_after_settle),
       QUIET_TEST(test_teardown_is_not_the_end),
+      QUIET_TEST(test_teardown_of_nested_joins),
       FIXTURE_TEST(test_limit_zero),
       FIXTURE_TEST(test_limit_change),
       QUIET_TEST(test_add_closed_or_cancelled),
