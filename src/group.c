@@ -38,10 +38,12 @@ struct block_s {
 
 /* Blocks come from two pools per context (group_state_t): a group's first
  * block is small, so that a group of a few members (one per request, in
- * a server) takes a few lines; its later blocks are large, so that their
- * headers are few (a settle reads its block's header: 4000 of them for a
- * million members fit in the cache) and cost a quarter of a byte a
- * member. */
+ * a server) takes four lines; its later blocks are large, so that their
+ * headers are few (a settle reads its block's header: a million members
+ * have 3 900 of them; with 32-cell blocks, 31 250, the drain of 1e6 took
+ * 10 % longer) and cost a quarter of a byte a member.  1024-cell blocks
+ * gained 4 % there, but a group past its first 8 members would take
+ * 24 KiB (docs/internals.md §14.2). */
 enum { SMALL_CELLS = 8, LARGE_CELLS = 256 };
 
 /* Rounded to whole lines: the pool aligns a slot to the largest power of
