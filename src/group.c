@@ -33,7 +33,7 @@ struct block_s {
   uint32_t cap;         /* cells in the block */
   uint32_t used;        /* cells ever handed out; the rest never touched */
   uint32_t live;        /* cells running or settled */
-  bool full;            /* on `full` (live == cap, but during a walk) */
+  bool full;            /* on `full`: live == cap, or was when a walk began */
 };
 
 /* Blocks come from two pools per context (group_state_t): a group's first
@@ -56,7 +56,7 @@ static uvp__cell_t *block_cells(block_t *b) {
   return (uvp__cell_t *)(void *)(b + 1);
 }
 
-/* The block of a cell that is not free. */
+/* The block of a cell handed out at least once. */
 static block_t *block_of(const uvp__cell_t *c) {
   return (block_t *)uvp__rtarget(&c->r);
 }
