@@ -14,21 +14,60 @@
 #include "scope.h"
 #include "trace.h"
 
-/* A member: running (on `running`, observed), then settled (on the done
- * queue until a next() takes it).  From the context's pool of members.
- * The reaction that observes p is part of the record, which is one cache
- * line: members settle in any order, each settle's reaction is a miss, and
- * the drain's prefetch of the reaction (docs/internals.md §6.4) brings in
- * the whole member with it. */
-typedef struct member_s member_t;
-struct member_s {
-  uvp__handler_t observer;
-  member_t *prev, *next;
-  uvp_promise_t *p; /* our reference */
+/* A member is a cell (reaction.h): the reaction that observes its promise
+ * and the promise (our reference), 24 bytes, in a block of cells the group
+ * owns.  Its group is its block's; the running members are found by
+ * walking the blocks (cancel_all), so a member needs no links of its own.
+ * A cell is, in turn:
+ *   running: attached to its promise, then queued; the core owns r;
+ *   settled: on the done queue until a next() takes it, linked through
+ *            r.next (the core never reads a cell again once it has run);
+ *   free:    source NULL, on its block's free list through r.next.
+ * A settled or free cell keeps r.target, which names its block. */
+typedef struct block_s block_t;
+struct block_s {
+  uvp__cell_owner_t owner; /* first: the cells' target names the block */
   uvp_group_t *g;
+  block_t *prev, *next; /* on the group's `room` or `full` list */
+  uvp__cell_t *free;    /* cells given back */
+  uint32_t cap;         /* cells in the block */
+  uint32_t used;        /* cells ever handed out; the rest never touched */
+  uint32_t live;        /* cells running or settled */
+  bool full;            /* on `full`: live == cap, or was when a walk began */
 };
-_Static_assert(sizeof(member_t) == 64 || sizeof(void *) != 8,
-               "a member is one cache line on 64-bit targets");
+
+/* Blocks come from two pools per context (group_state_t): a group's first
+ * block is small, so that a group of a few members (one per request, in
+ * a server) takes four lines; its later blocks are large, so that their
+ * headers are few (a settle reads its block's header: a million members
+ * have 3 900 of them; with 32-cell blocks, 31 250, the drain of 1e6 took
+ * 10 % longer) and cost a quarter of a byte a member.  1024-cell blocks
+ * gained 4 % there, but a group past its first 8 members would take
+ * 24 KiB (docs/internals.md §14.2). */
+enum { SMALL_CELLS = 8, LARGE_CELLS = 256 };
+
+/* Rounded to whole lines: the pool aligns a slot to the largest power of
+ * two up to 64 dividing its size, and a cell's target needs
+ * UVP__SLOT_ALIGN. */
+#define BLOCK_BYTES(cells)                                                     \
+  ((sizeof(block_t) + (cells) * sizeof(uvp__cell_t) + 63) & ~(size_t)63)
+
+static uvp__cell_t *block_cells(block_t *b) {
+  return (uvp__cell_t *)(void *)(b + 1);
+}
+
+/* The block of a cell handed out at least once. */
+static block_t *block_of(const uvp__cell_t *c) {
+  return (block_t *)uvp__rtarget(&c->r);
+}
+
+/* A settled or free cell's link. */
+static uvp__cell_t *link_of(const uvp__cell_t *c) {
+  return (uvp__cell_t *)(void *)c->r.next;
+}
+static void set_link(uvp__cell_t *c, uvp__cell_t *next) {
+  c->r.next = next != NULL ? &next->r : NULL;
+}
 
 /* A member not started yet: waits for room under the limit. */
 typedef struct lazy_s lazy_t;
@@ -59,37 +98,44 @@ struct uvp_group_s {
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
   bool closed, cancelled, released, pumping;
+  bool walking;  /* cancel_all is walking the blocks */
   size_t holds;  /* libuv requests and handles of members, open */
   size_t scopes; /* scopes naming the group */
   size_t nrunning;
-  member_t *running; /* doubly linked */
-  member_t *done_head, *done_tail;
+  block_t *room; /* blocks with a free cell (doubly linked) ... */
+  block_t *full; /* ... and those without */
+  uvp__cell_t *done_head, *done_tail;
   lazy_t *lazy_head, *lazy_tail;
   uvp_promise_t **waiters; /* next() promises waiting: a FIFO ring */
   size_t wcap, whead, wtail;
 };
 
-/* Per context, made with its first member: the slots of every group's
- * members.  One pool for all of them, as the operation layer has one for
- * its operations: a group of its own would take a fresh chunk for its
- * first member, populate it (a system call) and give it back when it ends,
- * for every group (one per request, in a server), and a group used again
- * and again would fault its members' memory in each time. */
+/* Per context, made with its first member: the blocks of every group's
+ * members.  Pools for all groups, as the operation layer has one for its
+ * operations: memory of a group's own would be taken fresh for its first
+ * member, populated (a system call) and given back when it ends, for
+ * every group (one per request, in a server), and a group used again and
+ * again would fault its members' memory in each time.  A block goes back
+ * to its pool as soon as its last member is taken or dropped, so a group
+ * whose members are gone keeps no member memory, and one that shrank keeps
+ * at most the blocks its live members are in; the pools keep their chunks
+ * for the next blocks until the context is freed, as every pool does. */
 typedef struct group_state_s {
   uvp__ext_t ext;
-  uvp__pool_t members;
+  uvp__pool_t small, large; /* blocks of SMALL_CELLS, LARGE_CELLS */
 } group_state_t;
 
 static void state_destroy(uvp__ext_t *ext) {
   group_state_t *st = UVP__CONTAINER_OF(ext, group_state_t, ext);
-  uvp__pool_destroy(&st->members);
+  uvp__pool_destroy(&st->small);
+  uvp__pool_destroy(&st->large);
   uvp__free(st);
 }
 
 static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   const group_state_t *st = UVP__CONTAINER_OF(ext, group_state_t, ext);
-  out->slab_bytes += st->members.bytes;
-  out->slab_allocs += st->members.allocs;
+  out->slab_bytes += st->small.bytes + st->large.bytes;
+  out->slab_allocs += st->small.allocs + st->large.allocs;
 }
 
 /* NULL only if there was none and no memory to make it. */
@@ -101,7 +147,8 @@ static group_state_t *state_of(uvp_ctx_t *ctx) {
     return NULL;
   st->ext.destroy = state_destroy;
   st->ext.stats = state_stats;
-  uvp__pool_init(&st->members, sizeof(member_t));
+  uvp__pool_init(&st->small, BLOCK_BYTES(SMALL_CELLS));
+  uvp__pool_init(&st->large, BLOCK_BYTES(LARGE_CELLS));
   ctx->ext[UVP__EXT_GROUPS] = &st->ext;
   return st;
 }
@@ -113,7 +160,8 @@ static void maybe_end(uvp_group_t *g);
 static void maybe_free(uvp_group_t *g) {
   if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
       g->join == NULL && g->lazy_head == NULL && g->whead == g->wtail &&
-      g->done_head == NULL && !g->pumping && g->parent == NULL) {
+      g->done_head == NULL && !g->pumping && !g->walking && g->parent == NULL) {
+    UVP__CHECK(g->room == NULL && g->full == NULL); /* every cell free */
     if (g->failure != NULL)
       uvp__rel(g->failure);
     uvp__free(g->waiters);
@@ -136,13 +184,124 @@ void uvp__group_drop(uvp_group_t *g) {
   maybe_free(g);
 }
 
+/* ---- blocks of cells ----------------------------------------------------- */
+
+static void member_run(uvp__cell_owner_t *owner, size_t i,
+                       const uvp_outcome_t *in);
+static const uvp__cell_ops_t member_ops = {member_run};
+
+static block_t **list_of(uvp_group_t *g, const block_t *b) {
+  return b->full ? &g->full : &g->room;
+}
+
+static void block_unlink(uvp_group_t *g, block_t *b) {
+  if (b->prev != NULL)
+    b->prev->next = b->next;
+  else
+    *list_of(g, b) = b->next;
+  if (b->next != NULL)
+    b->next->prev = b->prev;
+}
+
+static void block_push(uvp_group_t *g, block_t *b, bool full) {
+  b->full = full;
+  block_t **head = list_of(g, b);
+  b->prev = NULL;
+  b->next = *head;
+  if (*head != NULL)
+    (*head)->prev = b;
+  *head = b;
+}
+
+static void block_move(uvp_group_t *g, block_t *b, bool full) {
+  block_unlink(g, b);
+  block_push(g, b, full);
+}
+
+/* A block with no cell handed out yet, on `room`; NULL without memory.
+ * Small if it is the group's only one. */
+static block_t *block_new(uvp_group_t *g) {
+  group_state_t *st = state_of(g->ctx);
+  bool first = g->room == NULL && g->full == NULL;
+  block_t *b = NULL;
+  if (st != NULL)
+    b = uvp__pool_get(first ? &st->small : &st->large);
+  if (b == NULL)
+    return NULL;
+  b->owner.ops = &member_ops;
+  b->owner.cells = block_cells(b);
+  b->g = g;
+  b->free = NULL;
+  b->cap = first ? SMALL_CELLS : LARGE_CELLS;
+  b->used = 0;
+  b->live = 0;
+  block_push(g, b, false);
+  return b;
+}
+
+static void block_release(uvp_group_t *g, block_t *b) {
+  group_state_t *st = state_of(g->ctx); /* made with the block */
+  block_unlink(g, b);
+  uvp__pool_put(b->cap == SMALL_CELLS ? &st->small : &st->large, b);
+}
+
+/* A cell for a new member, in its block (*out); NULL without memory.
+ * Never during a walk: nothing joins a cancelled group. */
+static uvp__cell_t *cell_take(uvp_group_t *g, block_t **out) {
+  UVP__CHECK(!g->walking);
+  block_t *b = g->room != NULL ? g->room : block_new(g);
+  if (b == NULL)
+    return NULL;
+  uvp__cell_t *c = b->free;
+  if (c != NULL)
+    b->free = link_of(c);
+  else
+    c = &block_cells(b)[b->used++];
+  if (++b->live == b->cap)
+    block_move(g, b, true);
+  *out = b;
+  return c;
+}
+
+/* A member's cell is free again.  Its block goes back once empty, and
+ * returns to `room` if it was full; not while cancel_all walks the
+ * blocks (it tidies up after). */
+static void cell_give(uvp_group_t *g, uvp__cell_t *c) {
+  block_t *b = block_of(c);
+  c->source = NULL;
+  set_link(c, b->free);
+  b->free = c;
+  b->live--;
+  if (g->walking)
+    return;
+  if (b->live == 0)
+    block_release(g, b);
+  else if (b->full)
+    block_move(g, b, false);
+}
+
+/* What cell_give left undone during a walk. */
+static void blocks_tidy(uvp_group_t *g) {
+  for (block_t *b = g->full, *next; b != NULL; b = next) {
+    next = b->next;
+    if (b->live < b->cap)
+      block_move(g, b, false);
+  }
+  for (block_t *b = g->room, *next; b != NULL; b = next) {
+    next = b->next;
+    if (b->live == 0)
+      block_release(g, b);
+  }
+}
+
 /* ---- completion order ---------------------------------------------------- */
 
-/* m's slot goes back before its promise: after the context's close, that
- * reference may be what keeps the context, and the pool, alive. */
-static void member_free(uvp_group_t *g, member_t *m) {
-  uvp_promise_t *p = m->p;
-  uvp__pool_put(&state_of(g->ctx)->members, m);
+/* The member's cell goes back before its promise: after the context's
+ * close, that reference may be what keeps the context, and the pools,
+ * alive. */
+static void member_free(uvp_group_t *g, uvp__cell_t *c) {
+  uvp_promise_t *p = c->source;
+  cell_give(g, c);
   uvp__rel(p);
 }
 
@@ -151,12 +310,12 @@ static uvp_promise_t *waiter_pop(uvp_group_t *g) {
 }
 
 /* The oldest settled member no next() has taken yet; there is one. */
-static member_t *done_pop(uvp_group_t *g) {
-  member_t *m = g->done_head;
-  g->done_head = m->next;
+static uvp__cell_t *done_pop(uvp_group_t *g) {
+  uvp__cell_t *c = g->done_head;
+  g->done_head = link_of(c);
   if (g->done_head == NULL)
     g->done_tail = NULL;
-  return m;
+  return c;
 }
 
 /* Nothing can be added any more. */
@@ -185,10 +344,10 @@ static void serve(uvp_group_t *g) {
       uvp__rel(w);
       continue;
     }
-    member_t *m = done_pop(g);
-    uvp__forward(w, m->p);
+    uvp__cell_t *c = done_pop(g);
+    uvp__forward(w, c->source);
     uvp__rel(w);
-    member_free(g, m);
+    member_free(g, c);
   }
   /* Given up: what no next() waits for can never be asked for. */
   while (g->released && g->whead == g->wtail && g->done_head != NULL)
@@ -237,26 +396,23 @@ static void maybe_end(uvp_group_t *g) {
 static void pump(uvp_group_t *g);
 static void cancel_all(uvp_group_t *g);
 
-/* A member settled (in == NULL: its observer was dropped at teardown). */
-static void member_done(void *arg, const uvp_outcome_t *in) {
-  member_t *m = arg;
-  uvp_group_t *g = m->g;
-  if (m->prev != NULL)
-    m->prev->next = m->next;
-  else
-    g->running = m->next;
-  if (m->next != NULL)
-    m->next->prev = m->prev;
+/* Cell i of a block saw its member settle (in == NULL: the cell was
+ * dropped at teardown). */
+static void member_run(uvp__cell_owner_t *owner, size_t i,
+                       const uvp_outcome_t *in) {
+  block_t *b = UVP__CONTAINER_OF(owner, block_t, owner);
+  uvp__cell_t *c = &block_cells(b)[i];
+  uvp_group_t *g = b->g;
   g->nrunning--;
   if (in == NULL) {
-    member_free(g, m);
+    member_free(g, c);
   } else {
-    m->next = NULL;
+    set_link(c, NULL);
     if (g->done_tail != NULL)
-      g->done_tail->next = m;
+      set_link(g->done_tail, c);
     else
-      g->done_head = m;
-    g->done_tail = m;
+      g->done_head = c;
+    g->done_tail = c;
     if (in->status != 0 && in->status != UV_ECANCELED &&
         (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL) {
       uvp__retain_local(in->promise); /* run by the drain: ctx open */
@@ -271,19 +427,12 @@ static void member_done(void *arg, const uvp_outcome_t *in) {
 
 /* Observe p (a reference handed over) as a running member. */
 static int watch(uvp_group_t *g, uvp_promise_t *p) {
-  group_state_t *st = state_of(g->ctx);
-  member_t *m = st != NULL ? uvp__pool_get(&st->members) : NULL;
-  if (m == NULL)
+  block_t *b;
+  uvp__cell_t *c = cell_take(g, &b);
+  if (c == NULL)
     return UV_ENOMEM;
-  uvp__observe_embedded(p, &m->observer, member_done, m);
-  m->p = p;
-  m->g = g;
-  m->prev = NULL;
-  m->next = g->running;
-  if (g->running != NULL)
-    g->running->prev = m;
-  g->running = m;
   g->nrunning++;
+  uvp__cell_attach(&b->owner, c, p);
   return 0;
 }
 
@@ -378,23 +527,32 @@ static void drop_lazy(uvp_group_t *g) {
   g->lazy_tail = NULL;
 }
 
+/* Cancel every member still pending: one walk over the blocks' cells
+ * (those handed out so far), in which a settled member's promise is no
+ * longer pending and a free cell has none.  A cancel runs hooks (user
+ * code) and settles the member, whose cell then only runs from the drain,
+ * never inside uvp_promise_cancel (and the member's reference keeps its
+ * promise meanwhile); nothing joins the group once `cancelled` is set.
+ * But a hook may take settled members (next(), a release) or tear the
+ * context down, dropping every member: their cells go free, and the
+ * blocks stay where they are until the walk is over.  After a teardown
+ * the walk stops.  (Walking a list from its head again after each cancel
+ * took n^2/2 steps: 1 s for 40 000 members.) */
 static void cancel_all(uvp_group_t *g) {
   g->cancelled = true;
   drop_lazy(g);
-  /* One walk: a cancel runs hooks (user code) and settles the member, but
-   * the member leaves the list only in member_done, which runs from the
-   * drain, never inside uvp_promise_cancel (the member's reference keeps
-   * its promise from being freed meanwhile), and nothing joins the list
-   * once `cancelled` is set.  Only a teardown inside a hook drops members
-   * on the spot; it drops all of them, so the walk stops there.  (Walking
-   * from the head again after each cancel took n^2/2 steps: 1 s for
-   * 40 000 members.) */
-  for (member_t *m = g->running, *next; m != NULL && !g->ctx->closed;
-       m = next) {
-    next = m->next;
-    if (uvp__is_pending(m->p))
-      (void)uvp_promise_cancel(m->p);
-  }
+  if (g->walking)
+    return; /* a hook of the walk's cancels cancels the group: it goes on */
+  g->walking = true;
+  for (int l = 0; l < 2; l++)
+    for (block_t *b = l == 0 ? g->room : g->full; b != NULL; b = b->next)
+      for (uint32_t i = 0; i < b->used && !g->ctx->closed; i++) {
+        uvp_promise_t *p = block_cells(b)[i].source;
+        if (p != NULL && uvp__is_pending(p))
+          (void)uvp_promise_cancel(p);
+      }
+  g->walking = false;
+  blocks_tidy(g);
 }
 
 /* ---- the API ------------------------------------------------------------- */
@@ -585,6 +743,7 @@ int uvp_group_cancel(uvp_group_t *g) {
   if (rc == 0) {
     cancel_all(g);
     maybe_end(g);
+    maybe_free(g); /* a hook of a cancel may have released it */
   }
   return rc;
 }

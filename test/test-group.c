@@ -339,6 +339,184 @@ static void test_cancel_many(void **state) {
   free(p);
 }
 
+/* ---- members' memory ---------------------------------------------------- */
+
+/* A long-lived group (one per server, say) growing and shrinking: W
+ * members running; each round half of them settle in a random order, the
+ * consumer takes them, and as many are added.  The cells of the members
+ * taken are the group's to reuse: after the first round the context's
+ * slabs do not grow.  Once its members are gone the group keeps none of
+ * their memory: a second group of W members, made while the first is
+ * still open, takes no new slab either. */
+static void test_member_memory_reused(void **state) {
+  fixture_t *f = *state;
+  enum { W = 1000, ROUNDS = 20, TOTAL = W + ROUNDS * W / 2 };
+  uint64_t seed = test_seed(SEED + 2);
+  test_rng_t rng = {seed};
+  print_message("seed %llu\n", (unsigned long long)seed);
+  uvp_promise_t **p = calloc(TOTAL, sizeof(*p));
+  size_t *running = calloc(W, sizeof(*running));
+  intptr_t *want = calloc(TOTAL, sizeof(*want));
+  assert_true(p != NULL && running != NULL && want != NULL);
+  size_t added = 0, nrun = 0, settled = 0;
+  uvp_group_t *g = group_new(f, 0, 0);
+  drain_t d;
+  drain_init(&d, g, TOTAL);
+  drain_ask(&d);
+  uvp_ctx_stats_t s0, s1;
+  for (int r = 0; r <= ROUNDS; r++) {
+    for (; nrun < W; nrun++, added++) {
+      assert_int_equal(uvp_promise_new(f->ctx, &p[added]), 0);
+      assert_int_equal(uvp_group_add(g, p[added]), 0);
+      running[nrun] = added;
+    }
+    if (r == ROUNDS)
+      break;
+    for (int k = 0; k < W / 2; k++) {
+      size_t j = test_rng_below(&rng, nrun), i = running[j];
+      running[j] = running[--nrun];
+      assert_int_equal(uvp_promise_resolve(p[i], ID(i), NULL), 0);
+      uvp_promise_release(p[i]); /* the group's reference is left */
+      want[settled++] = (intptr_t)(i + 1);
+    }
+    run_loop(f);
+    assert_int_equal(d.n, settled);
+    assert_int_equal(uvp_ctx_stats(f->ctx, r == 0 ? &s0 : &s1), 0);
+    if (r > 0 && s1.slab_bytes != s0.slab_bytes)
+      fail_msg("round %d: slabs %zu bytes, %zu after round 0", r, s1.slab_bytes,
+               s0.slab_bytes);
+  }
+  assert_int_equal(added, TOTAL);
+  while (nrun > 0) {
+    size_t i = running[--nrun];
+    assert_int_equal(uvp_promise_resolve(p[i], ID(i), NULL), 0);
+    uvp_promise_release(p[i]);
+    want[settled++] = (intptr_t)(i + 1);
+  }
+  run_loop(f);
+  assert_int_equal(d.n, TOTAL);
+
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s0), 0);
+  uvp_group_t *g2 = group_new(f, 0, 0);
+  uvp_promise_t *j2 = join_of(g2);
+  for (size_t i = 0; i < W; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+    assert_int_equal(uvp_group_add(g2, p[i]), 0);
+  }
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s1), 0);
+  assert_int_equal(s1.slab_bytes, s0.slab_bytes);
+  assert_int_equal(uvp_group_cancel(g2), 0);
+  run_loop(f);
+  assert_fulfilled(j2);
+
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  drain_check(&d, want, TOTAL);
+  for (size_t i = 0; i < W; i++)
+    uvp_promise_release(p[i]);
+  uvp_promise_release(j2);
+  uvp_group_release(g2);
+  uvp_group_release(g);
+  free(p);
+  free(running);
+  free(want);
+}
+
+/* Cancelling a group runs the cancel hooks of its members (user code)
+ * while it walks them.  Here the first hook takes every settled member
+ * with next() and releases the group, and a second run tears the context
+ * down from the hook: the members' cells go free under the walk, whole
+ * blocks of them, and every member still pending is cancelled all the
+ * same, its hook called once (or, after the teardown, rejected with
+ * UVP_ECLOSED). */
+enum { HN = 1000 };
+
+typedef struct taker_s {
+  uvp_ctx_t *ctx; /* teardown: close it */
+  uvp_group_t *g; /* else: take its settled members, then release it */
+  size_t ntaken;
+  int calls;
+  uvp_promise_t *nx[HN];
+} taker_t;
+
+static void take_in_hook(uvp_promise_t *p, void *arg) {
+  taker_t *t = arg;
+  (void)p;
+  if (t->calls++ != 0)
+    return;
+  if (t->ctx != NULL) {
+    assert_int_equal(uvp_ctx_close(t->ctx), 0);
+    return;
+  }
+  while (t->ntaken < HN - 5 && uvp_group_next(t->g, &t->nx[t->ntaken]) == 0)
+    t->ntaken++;
+  uvp_group_release(t->g);
+}
+
+static bool pending_member(size_t i) { return i % 250 == 0 || i == HN - 1; }
+
+static void cancel_with_hooks(fixture_t *f, bool teardown) {
+  static taker_t t;
+  memset(&t, 0, sizeof(t));
+  uvp_promise_t **p = calloc(HN, sizeof(*p));
+  assert_non_null(p);
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g);
+  for (size_t i = 0; i < HN; i++) {
+    assert_int_equal(uvp_promise_new(f->ctx, &p[i]), 0);
+    if (pending_member(i))
+      assert_int_equal(uvp_promise_set_cancel(p[i], take_in_hook, &t), 0);
+    assert_int_equal(uvp_group_add(g, p[i]), 0);
+  }
+  for (size_t i = 0; i < HN; i++)
+    if (!pending_member(i))
+      assert_int_equal(uvp_promise_resolve(p[i], ID(i), NULL), 0);
+  run_loop(f); /* the settled ones wait for a next() */
+  t.ctx = teardown ? f->ctx : NULL;
+  t.g = g;
+  assert_int_equal(uvp_group_cancel(g), 0);
+  if (teardown) {
+    f->ctx = NULL;
+    assert_int_equal(t.calls, 5); /* the teardown's sweep called the rest */
+    assert_rejected(join, UVP_ECLOSED);
+    uvp_group_release(g);
+  } else {
+    assert_int_equal(t.calls, 5);
+    assert_int_equal(t.ntaken, HN - 5);
+    run_loop(f);
+    for (size_t i = 0, k = 0; i < HN; i++) {
+      if (pending_member(i))
+        continue;
+      assert_fulfilled(t.nx[k]);
+      assert_ptr_equal(uvp_promise_value(t.nx[k]), ID(i));
+      uvp_promise_release(t.nx[k++]);
+    }
+    assert_fulfilled(join);
+  }
+  /* Which member the walk reaches first is not pinned. */
+  int cancelled = 0, closed = 0;
+  for (size_t i = 0; i < HN; i++) {
+    if (pending_member(i)) {
+      int code = uvp_promise_reason(p[i], NULL);
+      cancelled += code == UV_ECANCELED;
+      closed += code == UVP_ECLOSED;
+    }
+    uvp_promise_release(p[i]);
+  }
+  assert_int_equal(cancelled, teardown ? 1 : 5);
+  assert_int_equal(closed, teardown ? 4 : 0);
+  uvp_promise_release(join);
+  free(p);
+}
+
+static void test_cancel_hook_takes_members(void **state) {
+  cancel_with_hooks(*state, false);
+}
+
+static void test_cancel_hook_tears_down(void **state) {
+  cancel_with_hooks(*state, true);
+}
+
 /* Start callbacks under a limit of 64: they start in the order added,
  * never more than 64 at once, and 64 at once most of the time; the test
  * settles a random running one at a time, and the consumer takes them in
@@ -1982,6 +2160,9 @@ int main(void) {
       FIXTURE_TEST(test_many_promises_in_completion_order),
       FIXTURE_TEST(test_cancel_many),
       FIXTURE_TEST(test_many_started_under_limit),
+      FIXTURE_TEST(test_member_memory_reused),
+      FIXTURE_TEST(test_cancel_hook_takes_members),
+      FIXTURE_TEST(test_cancel_hook_tears_down),
       QUIET_TEST(test_next_order_and_eof),
       QUIET_TEST(test_next_after_settle),
       QUIET_TEST(test_teardown_is_not_the_end),
