@@ -470,7 +470,11 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
     uvp__group_hold(g);
     rc = uvp_fiber_spawn_at(ctx, fiber_entry, z, &o, &p, z->file, z->line);
   } else {
+    /* The member runs from here on: the callback may call back into the
+     * group (close it, release it, ask next()), which must not end it. */
+    g->nrunning++;
     rc = z->start(z->arg, &p);
+    g->nrunning--;
   }
   ctx->trace = outer;
   uvp__scope_leave(ctx, was);

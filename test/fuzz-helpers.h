@@ -32,6 +32,18 @@ static inline void check_outcome(const char *what, uvp_promise_t *p, int st,
     fail(what, (int)(intptr_t)uvp_promise_value(p), value);
 }
 
+/* Run the loop until uvp's run queue is drained, however many iterations
+ * that takes. */
+static inline void fuzz_drain(uv_loop_t *loop, uvp_ctx_t *ctx) {
+  uvp_ctx_stats_t s = {0};
+  int n = 0;
+  do {
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (uvp_ctx_stats(ctx, &s) != 0 || ++n > 1000)
+      fail("run queue never drains", n, (int)s.queued);
+  } while (s.queued != 0);
+}
+
 /* An unhandled-rejection hook (uvp_ctx_set_unhandled_cb) for what uvp.h
  * says is never reported: a cancellation and what passes it on, a
  * teardown's UVP_ECLOSED.  Other rejections nobody handled may be. */

@@ -2071,6 +2071,74 @@ static void test_release_from_callbacks(void **state) {
   assert_int_equal(s.calls, 101);
 }
 
+/* A start callback that calls back into its group: closes it, raises its
+ * limit once it is closed, releases it, or asks next() once it is closed
+ * and nothing else is left.  The member it is starting runs from then on
+ * (uvp.h), so the join waits for it and that next() is served with it,
+ * not UV_EOF.  Before, the group counted the member only once the call had
+ * returned: the join fulfilled under the callback, and next() said UV_EOF
+ * before the member was handed out. */
+typedef struct reenter_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *g;
+  int act;
+  uvp_promise_t *p, *nx;
+} reenter_t;
+
+enum { RE_CLOSE, RE_LIMIT, RE_RELEASE, RE_NEXT, RE_ACTS };
+
+static int reenter_start(void *arg, uvp_promise_t **out) {
+  reenter_t *r = arg;
+  if (r->act == RE_CLOSE)
+    assert_int_equal(uvp_group_close(r->g), 0);
+  else if (r->act == RE_LIMIT)
+    assert_int_equal(uvp_group_set_limit(r->g, 2), 0);
+  else if (r->act == RE_RELEASE)
+    uvp_group_release(r->g);
+  else
+    assert_int_equal(uvp_group_next(r->g, &r->nx), 0);
+  assert_int_equal(uvp_promise_new(r->ctx, &r->p), 0);
+  *out = uvp_promise_retain(r->p);
+  return 0;
+}
+
+static void test_start_calls_back(void **state) {
+  fixture_t *f = *state;
+  static reenter_t r;
+  for (int act = 0; act < RE_ACTS; act++) {
+    r = (reenter_t){f->ctx, group_new(f, 1, 0), act, NULL, NULL};
+    uvp_promise_t *join = join_of(r.g), *first, *nx0;
+    /* The start waits for the first member to settle. */
+    assert_int_equal(uvp_promise_new(f->ctx, &first), 0);
+    assert_int_equal(uvp_group_add(r.g, first), 0);
+    assert_int_equal(uvp_group_start(r.g, reenter_start, &r, NULL), 0);
+    assert_int_equal(uvp_group_next(r.g, &nx0), 0);
+    if (act == RE_LIMIT || act == RE_NEXT)
+      assert_int_equal(uvp_group_close(r.g), 0);
+    assert_int_equal(uvp_promise_resolve(first, ID(0), NULL), 0);
+    run_loop(f);
+    assert_non_null(r.p);
+    assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+    if (act == RE_NEXT)
+      assert_int_equal(uvp_promise_state(r.nx), UVP_PENDING);
+    assert_int_equal(uvp_promise_resolve(r.p, ID(1), NULL), 0);
+    run_loop(f);
+    assert_fulfilled(join);
+    assert_ptr_equal(uvp_promise_value(nx0), ID(0));
+    if (act == RE_NEXT) {
+      assert_fulfilled(r.nx);
+      assert_ptr_equal(uvp_promise_value(r.nx), ID(1));
+      uvp_promise_release(r.nx);
+    }
+    uvp_promise_release(nx0);
+    uvp_promise_release(first);
+    uvp_promise_release(r.p);
+    uvp_promise_release(join);
+    if (act != RE_RELEASE)
+      uvp_group_release(r.g);
+  }
+}
+
 /* ---- allocation failure -------------------------------------------------- */
 
 static long af_enomem[6]; /* per call: new, add, start, spawn, next, join */
@@ -2185,6 +2253,7 @@ int main(void) {
       QUIET_TEST(test_arg_free_once),
       FIXTURE_TEST(test_release_while_running),
       FIXTURE_TEST(test_release_from_callbacks),
+      FIXTURE_TEST(test_start_calls_back),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
