@@ -275,6 +275,19 @@ static uint64_t backoff_ms(retry_t *t) {
   return (uint64_t)(w * (1.0 - t->opts.jitter * u));
 }
 
+/* Wait before the next attempt. */
+static void retry_backoff(retry_t *t) {
+  uvp_promise_t *delay;
+  int rc = uvp_delay_at(t->d.ctx, backoff_ms(t), NULL, NULL, UVP_KEEP_ALIVE,
+                        &delay, t->file, t->line);
+  if (rc != 0) {
+    drive_decide(&t->d, NULL, rc); /* why the retrying stopped */
+  } else {
+    t->waiting = true;
+    drive_await(&t->d, delay);
+  }
+}
+
 static void retry_react(void *arg, const uvp_outcome_t *in) {
   retry_t *t = arg;
   if (in == NULL || t->d.result == NULL) {
@@ -285,22 +298,15 @@ static void retry_react(void *arg, const uvp_outcome_t *in) {
   if (t->waiting) {
     t->waiting = false;
     retry_start_attempt(t);
-  } else if (in->status == 0 || t->tries >= t->opts.attempts ||
-             !retryable(t, in->status) || t->d.result == NULL) {
+  } else {
+    bool last = in->status == 0 || t->tries >= t->opts.attempts ||
+                !retryable(t, in->status);
     if (t->d.result == NULL)
       drive_free_arg(&t->d); /* cancelled from inside should_retry */
-    else
+    else if (last)
       drive_decide(&t->d, in->promise, 0);
-  } else {
-    uvp_promise_t *delay;
-    int rc = uvp_delay_at(t->d.ctx, backoff_ms(t), NULL, NULL, UVP_KEEP_ALIVE,
-                          &delay, t->file, t->line);
-    if (rc != 0) {
-      drive_decide(&t->d, NULL, rc); /* why the retrying stopped */
-    } else {
-      t->waiting = true;
-      drive_await(&t->d, delay);
-    }
+    else
+      retry_backoff(t);
   }
   drive_unref(&t->d); /* guard */
   drive_unref(&t->d); /* this reaction */
