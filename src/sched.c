@@ -71,14 +71,12 @@ static int ring_grow(uvp_ctx_t *ctx, size_t want) {
   uvp__reaction_t **ring = uvp__malloc(cap * sizeof(*ring));
   if (ring == NULL)
     return UV_ENOMEM;
-  size_t count = ctx->q.rtail - ctx->q.rhead;
-  for (size_t i = 0; i < count; i++)
-    ring[i] = ctx->q.ring[(ctx->q.rhead + i) & (ctx->q.ring_cap - 1)];
+  /* The indices keep running: a drain's budget_end is one of them. */
+  for (size_t i = ctx->q.rhead; i != ctx->q.rtail; i++)
+    ring[i & (cap - 1)] = ctx->q.ring[i & (ctx->q.ring_cap - 1)];
   uvp__free(ctx->q.ring);
   ctx->q.ring = ring;
   ctx->q.ring_cap = cap;
-  ctx->q.rhead = 0;
-  ctx->q.rtail = count;
   return 0;
 }
 
@@ -138,25 +136,26 @@ static void drain(uvp_ctx_t *ctx) {
   /* A handler may close the context or stop the loop: honour both now.
    * The stop flag is tested before each handler, not only after one, so
    * the check-phase drain of the same iteration runs nothing either. */
-  ctx->q.left = ctx->budget;
-  while (ctx->q.queued != 0 && !loop->stop_flag && ctx->q.left != 0) {
-    ctx->q.left--;
+  ctx->q.budget_end = ctx->q.rhead + ctx->budget;
+  while (ctx->q.queued != 0 && !loop->stop_flag &&
+         ctx->q.rhead != ctx->q.budget_end) {
     if (ctx->q.completions != 0 &&
         (overdue != 0 || ctx->q.queued == ctx->q.completions)) {
       overdue -= overdue != 0;
       ran_completion = true;
+      ctx->q.budget_end--; /* rhead stays */
       uvp__run_completion(ctx, completion_pop(ctx));
       if (ctx->closed)
         return;
       continue;
     }
-    uvp__reaction_t *r = uvp__reaction_pop(ctx);
+    uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
     uvp__run_reaction(ctx, r);
     if (ctx->closed)
       return;
   }
-  ctx->q.left = 0;
+  ctx->q.budget_end = ctx->q.rhead;
   ctx->q.overdue = ran_completion ? 0 : ctx->q.completions;
   if (ctx->q.queued == 0 && ctx->idle_active && !ctx->closed) {
     uv_idle_stop(&ctx->idle);

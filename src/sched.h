@@ -27,8 +27,13 @@ typedef struct uvp__runq_s {
   size_t queued;      /* reactions and completions */
   size_t completions; /* how many of `queued` are completions */
   size_t overdue;     /* completions a drain had no moment to run */
-  unsigned int left;  /* reactions the running drain may still run (0 when
-                         no drain runs) */
+  /* The running drain may run reactions until rhead reaches budget_end
+   * (== rhead when no drain runs).  A completion or a spilled reaction,
+   * which leave rhead where it is, brings it one nearer.  The drain keeps
+   * no count of its own in memory: a counter stored and reloaded around
+   * every reaction made the drain up to 1.5x slower, depending on where
+   * the linker put the code (docs/internals.md). */
+  size_t budget_end;
 } uvp__runq_t;
 
 typedef struct uvp__msg_s uvp__msg_t;
@@ -205,17 +210,18 @@ static inline uvp__reaction_t *uvp__reaction_pop(uvp_ctx_t *ctx) {
  * drain only to be sent there. */
 static inline uvp__reaction_t *uvp__runq_next(uvp_ctx_t *ctx) {
   uvp__runq_t *q = &ctx->q;
-  if (q->left == 0 || q->queued == 0 || q->completions != 0 || ctx->closed ||
-      ctx->loop->stop_flag)
+  if (q->rhead == q->budget_end || q->queued == 0 || q->completions != 0 ||
+      ctx->closed || ctx->loop->stop_flag)
     return NULL;
   return q->rhead != q->rtail ? q->ring[q->rhead & (q->ring_cap - 1)]
                               : q->spill;
 }
-/* Takes the reaction uvp__runq_next just returned off the queue, counting
- * it against the drain's budget; running it is the caller's business. */
+/* Takes the next reaction off the queue, counting it against the drain's
+ * budget (some must be left); running it is the caller's business. */
 static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
-  UVP__CHECK(ctx->q.left != 0 && ctx->q.completions == 0);
-  ctx->q.left--;
+  UVP__CHECK(ctx->q.rhead != ctx->q.budget_end);
+  if (UVP__UNLIKELY(ctx->q.rhead == ctx->q.rtail))
+    ctx->q.budget_end--; /* from the spill list: rhead stays */
   return uvp__reaction_pop(ctx);
 }
 
