@@ -53,7 +53,16 @@
  * (directly, or through the rejection of the promise it alone awaited), behind
  * the wakes its promise's own rejection queued.  Not exercised: resolving a
  * fiber's promise by hand, adopting promises (uvp_ret_adopt), stack sizes,
- * task groups' fibers, other threads, allocation failure, timers and I/O.
+ * task groups' fibers, other threads, timers and I/O.
+ *
+ * Allocation failure: an input may first arm it (fuzz-helpers.h).  A
+ * promise_new, spawn or handler registration refused with UV_ENOMEM must
+ * have changed nothing (a refused spawn's arg_free never runs); the model
+ * skips it.  A failure met anywhere else (inside a fiber, in a loop turn)
+ * loses the model: it stands still, the operations go on, and only what
+ * holds in any case is checked: each call's code is one uvp.h documents,
+ * the await's outcome matches its code, every spawned fiber's arg_free runs
+ * exactly once and never while it runs, teardown frees everything.
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
  *   build-fuzz/test/fuzz-fiber -max_total_time=60 test/fuzz-fiber-corpus */
@@ -558,9 +567,13 @@ static void compare_fibers(void) {
 }
 
 /* One turn: the run queue drained, however many loop iterations it
- * takes. */
+ * takes.  Once the model is lost (fuzz-helpers.h) it stands still. */
 static void turn(void) {
+  fuzz_alloc_mark();
   fuzz_drain(&S.loop, S.ctx);
+  fuzz_alloc_settle();
+  if (fuzz_model_lost())
+    return;
   m_drain();
   compare_log();
   compare_slots();
@@ -607,11 +620,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(P, 0, sizeof(P));
   memset(released, 0, sizeof(released));
   nprog = 0;
+  M.log.closed_at = S.log.closed_at = -1;
+  fuzz_count_allocations(&data, &size);
   in = data;
   in_len = size;
   in_pos = 0;
-  M.log.closed_at = S.log.closed_at = -1;
-  fuzz_count_allocations();
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
@@ -626,53 +639,67 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   m_new_slot((mout_t){M_FULFILLED, value_of(0)}, -1);
   m_new_slot((mout_t){M_REJECTED, code_of(1)}, -1);
   M.nplain = 2;
+  fuzz_alloc_arm();
 
   while (in_pos < in_len) {
     uint8_t op = next_byte() % 9;
     uint8_t b = next_byte();
     int k = b % S.nslots;
+    bool lost = fuzz_model_lost();
+    int rc;
     if (released[k] && op >= 2 && op <= 5)
       continue; /* nobody may name it any more */
+    fuzz_alloc_mark();
     switch (op) {
     case 0: { /* a new pending promise */
       if (M.nplain == MAXP)
         break;
-      M.nplain++;
       uvp_promise_t *p;
-      check_rc("promise_new", uvp_promise_new(S.ctx, &p), 0);
+      rc = uvp_promise_new(S.ctx, &p);
+      if (fuzz_alloc_refused(rc))
+        break;
+      check_rc("promise_new", rc, 0);
+      M.nplain++;
       S.fiber_of[S.nslots] = -1;
       S.slot[S.nslots++] = p;
-      m_new_slot((mout_t){M_PENDING, 0}, -1);
+      if (!lost)
+        m_new_slot((mout_t){M_PENDING, 0}, -1);
       break;
     }
     case 1: { /* spawn a fiber; its program follows */
       int j = decode_prog();
       if (j < 0)
         break;
-      check_rc("spawn", s_spawn(j), 0);
-      m_spawn(j);
+      rc = s_spawn(j);
+      if (fuzz_alloc_refused(rc))
+        break; /* never spawned: its arg_free must not run (checked) */
+      check_rc("spawn", rc, 0);
+      if (!lost)
+        m_spawn(j);
       break;
     }
     case 2:   /* resolve */
     case 3: { /* reject */
       if (S.fiber_of[k] >= 0)
         break;
-      int rc = op == 2
-                   ? uvp_promise_resolve(S.slot[k], (void *)value_of(k), NULL)
+      rc = op == 2 ? uvp_promise_resolve(S.slot[k], (void *)value_of(k), NULL)
                    : uvp_promise_reject(S.slot[k], code_of(k), NULL, NULL);
-      check_rc("settle", rc, m_resolve(k, op == 2));
+      check_rc_or("settle", rc, lost ? 0 : m_resolve(k, op == 2),
+                  FUZZ_SETTLE_CODES);
       break;
     }
     case 4: /* cancel: a fiber's promise, or one fibers await */
-      check_rc("cancel", uvp_promise_cancel(S.slot[k]), m_cancel(k));
+      rc = uvp_promise_cancel(S.slot[k]);
+      check_rc_or("cancel", rc, lost ? 0 : m_cancel(k), FUZZ_SETTLE_CODES);
       break;
     case 5:                                  /* another consumer, not a fiber */
       if (M.slot[k].ncons >= MAXCONS - MAXF) /* room for every fiber */
         break;
-      check_rc("then",
-               uvp_promise_on(S.slot[k], UVP_ON_BOTH, pass_handler, NULL, NULL),
-               0);
-      if (m_pending(k))
+      rc = uvp_promise_on(S.slot[k], UVP_ON_BOTH, pass_handler, NULL, NULL);
+      if (fuzz_alloc_refused(rc))
+        break;
+      check_rc("then", rc, 0);
+      if (!lost && m_pending(k))
         M.slot[k].cons[M.slot[k].ncons++] = HANDLER;
       break;
     case 6:
@@ -689,19 +716,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       released[k] = true;
       break;
     }
-    compare_slots();
+    fuzz_alloc_settle(); /* a failure no call reported */
+    if (!fuzz_model_lost())
+      compare_slots();
   }
 
   /* No last turn: what is queued meets the close (fibers not started never
    * start, queued wakes are dropped). */
-  compare_log();
+  bool lost = fuzz_model_lost();
+  if (!lost)
+    compare_log();
   S.closing = true;
-  m_close();
+  if (!lost)
+    m_close();
   S.log.closed_at = S.log.n;
+  fuzz_alloc_mark();
   check_rc("ctx_close", uvp_ctx_close(S.ctx), 0);
-  compare_closed_log();
-  compare_slots();
-  compare_fibers();
+  fuzz_alloc_settle();
+  if (!fuzz_model_lost()) {
+    compare_closed_log();
+    compare_slots();
+    compare_fibers();
+  }
   for (int k = 0; k < S.nslots; k++)
     if (!released[k])
       uvp_promise_release(S.slot[k]);

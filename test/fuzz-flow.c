@@ -53,7 +53,18 @@
  * (or retry_on names no code the harness uses), so a retry makes one
  * attempt.  Also left out: flows of flows (a result as an item or an
  * initial), cancel hooks on the callbacks' promises, uvp_ctx_close from a
- * callback, promises of another context, allocation failure, threads.
+ * callback, promises of another context, threads.
+ *
+ * Allocation failure: an input may first arm it (fuzz-helpers.h).  A map,
+ * reduce, loop or retry refused with UV_ENOMEM must have changed nothing:
+ * no callback ran and its notifier did not run; the model skips it.  A
+ * failure met anywhere else (a callback's promise_new, which the callback
+ * returns as its error; a loop turn; a call that returns 0) loses the
+ * model: it stands still, the operations go on, and only what holds in any
+ * case is checked: each call's code is one uvp.h documents, callbacks
+ * start items in order and under the limit, none runs after its notifier
+ * or the close, every notifier runs exactly once, teardown frees
+ * everything.
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
  *   build-fuzz/test/fuzz-flow -max_total_time=60 test/fuzz-flow-corpus */
@@ -402,6 +413,7 @@ typedef struct sut_s {
   /* The harness keeps one reference to each promise a callback made until
    * the end, to look at it, and drops another when the input says. */
   uvp_promise_t *slot[MAXSLOT];
+  bool own[MAXSLOT]; /* the droppable reference is still held */
   int ns;
   sflow_t f[MAXF];
   int nf;
@@ -424,7 +436,8 @@ static void s_enter(sflow_t *f, int what, int index, int status, int value) {
 static void s_free(void *arg) { ((sflow_t *)arg)->freed++; }
 
 static void s_cancel_inside(sflow_t *f) {
-  check_rc("cancel from a callback", uvp_promise_cancel(f->result), 0);
+  check_rc_or("cancel from a callback", uvp_promise_cancel(f->result), 0,
+              FUZZ_SETTLE_CODES);
 }
 
 /* A start, step or attempt: store a promise in *out or return a code. */
@@ -438,16 +451,20 @@ static int s_call(sflow_t *f, uvp_promise_t **out, int *slot) {
     return error_of(f->id, call);
   if (b == B_NULL)
     return 0;
-  int k = S.ns++;
   uvp_promise_t *p;
-  if (uvp_promise_new(S.ctx, &p) != 0)
-    abort();
+  int rc = uvp_promise_new(S.ctx, &p);
+  if (rc != 0) { /* an injected failure: the flow takes it as an error */
+    check_rc("promise_new in a callback", rc, UV_ENOMEM);
+    return rc;
+  }
+  int k = S.ns++;
   if (b == B_FULFILLED &&
       uvp_promise_resolve(p, (void *)(intptr_t)value_of(k), NULL) != 0)
     abort();
   if (b == B_REJECTED && uvp_promise_reject(p, code_of(k), NULL, NULL) != 0)
     abort();
   S.slot[k] = uvp_promise_retain(uvp_promise_retain(p));
+  S.own[k] = true;
   *slot = k;
   *out = p;
   return 0;
@@ -524,6 +541,8 @@ static void compare_list(int fi) {
 }
 
 static void compare(void) {
+  if (fuzz_model_lost())
+    return;
   if (S.nlog != M.nlog)
     fail("callback calls", S.nlog, M.nlog);
   for (int e = 0; e < M.nlog; e++)
@@ -557,6 +576,18 @@ static size_t in_len, in_pos;
 
 static uint8_t next_byte(void) { return in_pos < in_len ? in[in_pos++] : 0; }
 
+/* Flow fi's call returned rc: if it was refused for an injected failure,
+ * the flow never was (no callback ran, arg is still ours: uvp.h). */
+static bool refused(int fi, int rc) {
+  if (!fuzz_alloc_refused(rc))
+    return false;
+  if (S.f[fi].calls != 0 || S.f[fi].side_calls != 0 || S.f[fi].freed != 0)
+    fail("a refused flow ran its callbacks", fi, S.f[fi].freed);
+  M.nf--;
+  S.nf--;
+  return true;
+}
+
 /* A new flow of `kind` on both sides, its program read from the input;
  * -1 when there is no room. */
 static int new_flow(int kind, bool notifier) {
@@ -589,9 +620,12 @@ static void op_map(uint8_t b) {
   f->limit = (int)s->limit;
   f->ff = o.flags != 0;
   f->each = o.on_settle != NULL;
-  check_rc("map",
-           uvp_promise_map(S.ctx, (size_t)f->n, s_start, s, &o, &s->result), 0);
-  m_map_pump(f, fi);
+  int rc = uvp_promise_map(S.ctx, (size_t)f->n, s_start, s, &o, &s->result);
+  if (refused(fi, rc))
+    return;
+  check_rc("map", rc, 0);
+  if (!fuzz_model_lost())
+    m_map_pump(f, fi);
 }
 
 static void op_sequence(int kind, uint8_t b) {
@@ -601,7 +635,7 @@ static void op_sequence(int kind, uint8_t b) {
     return;
   mflow_t *f = &M.f[fi];
   sflow_t *s = &S.f[fi];
-  int k = kind == F_REDUCE && M.ns > 0 && !(init & 0x80) ? init % M.ns : -1;
+  int k = kind == F_REDUCE && S.ns > 0 && !(init & 0x80) ? init % S.ns : -1;
   uvp_promise_t *initial = k >= 0 ? S.slot[k] : NULL;
   uvp_free_cb nf = f->notifier ? s_free : NULL;
   int rc;
@@ -615,8 +649,12 @@ static void op_sequence(int kind, uint8_t b) {
   else
     rc =
         uvp_promise_reduce(S.ctx, (size_t)f->n, s_step, s, initial, &s->result);
+  if (refused(fi, rc))
+    return;
   check_rc("sequence", rc, 0);
   f->cur = k;
+  if (fuzz_model_lost())
+    return;
   if (k >= 0)
     m_observe(k, fi, 0);
   else
@@ -639,25 +677,31 @@ static void op_retry(uint8_t b) {
     o.retry_on = never_codes;
     o.retry_on_count = 1;
   }
-  check_rc("retry", uvp_retry(S.ctx, s_attempt, s, &o, &s->result), 0);
-  m_retry_attempt(f, fi);
+  int rc = uvp_retry(S.ctx, s_attempt, s, &o, &s->result);
+  if (refused(fi, rc))
+    return;
+  check_rc("retry", rc, 0);
+  if (!fuzz_model_lost())
+    m_retry_attempt(f, fi);
 }
 
 static void op_slot(int op, uint8_t b) {
-  int k = M.ns > 0 ? b % M.ns : -1;
-  if (k < 0 || !M.s[k].own)
+  int k = S.ns > 0 ? b % S.ns : -1;
+  if (k < 0 || !S.own[k])
     return;
   uvp_promise_t *p = S.slot[k];
   if (op == 3) {
     uvp_promise_release(p);
-    M.s[k].own = false;
+    S.own[k] = M.s[k].own = false;
     return;
   }
-  bool pending = M.s[k].out.st == M_PENDING;
+  bool lost = fuzz_model_lost();
+  bool pending = !lost && M.s[k].out.st == M_PENDING;
   int rc = op == 0 ? uvp_promise_resolve(p, (void *)(intptr_t)value_of(k), NULL)
            : op == 1 ? uvp_promise_reject(p, code_of(k), NULL, NULL)
                      : uvp_promise_cancel(p);
-  check_rc("settle a promise", rc, pending ? 0 : UVP_ESETTLED);
+  check_rc_or("settle a promise", rc, pending ? 0 : UVP_ESETTLED,
+              FUZZ_SETTLE_CODES);
   if (pending)
     m_settle(k, op == 0   ? (mout_t){M_FULFILLED, value_of(k)}
                 : op == 1 ? (mout_t){M_REJECTED, code_of(k)}
@@ -674,9 +718,10 @@ static void op_result(bool cancel, uint8_t b) {
     f->held = false;
     return;
   }
-  check_rc("cancel a result", uvp_promise_cancel(S.f[fi].result),
-           f->decided ? UVP_ESETTLED : 0);
-  if (!f->decided)
+  bool lost = fuzz_model_lost();
+  check_rc_or("cancel a result", uvp_promise_cancel(S.f[fi].result),
+              f->decided ? UVP_ESETTLED : 0, FUZZ_SETTLE_CODES);
+  if (!lost && !f->decided)
     m_cancel_flow(f);
 }
 
@@ -687,7 +732,8 @@ static void drain(void) {
     if (uvp_ctx_stats(S.ctx, &st) != 0)
       abort();
   } while (st.queued != 0);
-  while (M.qh < M.qt)
+  fuzz_alloc_settle();
+  while (!fuzz_model_lost() && M.qh < M.qt)
     m_run_job();
 }
 
@@ -695,14 +741,18 @@ static void turn(unsigned int budget) {
   check_rc("budget", uvp_ctx_set_budget(S.ctx, budget), 0);
   uv_run(&S.loop, UV_RUN_ONCE);
   check_rc("budget", uvp_ctx_set_budget(S.ctx, HUGE_BUDGET), 0);
+  fuzz_alloc_settle();
+  if (fuzz_model_lost())
+    return;
   for (unsigned int j = 0; j < 2 * budget && M.qh < M.qt; j++)
     m_run_job();
 }
 
 /* uvp_ctx_close wherever the input stopped. */
 static void teardown(void) {
-  if (uvp_ctx_close(S.ctx) != 0)
-    abort();
+  fuzz_alloc_mark();
+  check_rc("ctx_close", uvp_ctx_close(S.ctx), 0);
+  fuzz_alloc_settle();
   S.closed = true;
   for (int fi = 0; fi < M.nf; fi++)
     if (!M.f[fi].decided) {
@@ -713,8 +763,8 @@ static void teardown(void) {
     if (M.s[k].out.st == M_PENDING)
       M.s[k].out = (mout_t){M_REJECTED, UVP_ECLOSED};
   compare();
-  for (int k = 0; k < M.ns; k++) {
-    if (M.s[k].own)
+  for (int k = 0; k < S.ns; k++) {
+    if (S.own[k])
       uvp_promise_release(S.slot[k]);
     uvp_promise_release(S.slot[k]);
   }
@@ -734,17 +784,19 @@ static void teardown(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
+  fuzz_count_allocations(&data, &size);
   in = data;
   in_len = size;
   in_pos = 0;
-  fuzz_count_allocations();
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   check_rc("budget", uvp_ctx_set_budget(S.ctx, HUGE_BUDGET), 0);
   uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
+  fuzz_alloc_arm();
   while (in_pos < in_len) {
     uint8_t op = next_byte() % 16;
     uint8_t b = next_byte();
+    fuzz_alloc_mark();
     switch (op) {
     case 0:
       op_map(b);
@@ -775,6 +827,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       drain();
       break;
     }
+    fuzz_alloc_settle(); /* a failure no call reported */
     compare();
   }
   teardown();

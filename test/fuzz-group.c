@@ -82,7 +82,17 @@
  * Left out: what members start in libuv (timers, requests, handles, whose
  * holds the join waits for), scope slots, groups made by start callbacks
  * or hooks, a start callback or fiber that tears the context down,
- * adopted or already settled fiber results, allocation failure, threads.
+ * adopted or already settled fiber results, threads.
+ *
+ * Allocation failure: an input may first arm it (fuzz-helpers.h).  A
+ * group_new, add, start, spawn or next() refused with UV_ENOMEM must have
+ * changed nothing (a refused start's or spawn's arg_free never runs; the
+ * promise an add was given stays a plain pending one); the model skips it.
+ * A failure met anywhere else (a start callback's or a fiber's calls, a
+ * spawn the group makes later, a loop turn) ends the comparing as a walk's
+ * order does: the input stops there and the teardown checks what holds in
+ * any case (every arg_free once, no start or fiber after the close, no
+ * cancellation reported unhandled, everything freed).
  *
  * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
  *   build-fuzz/test/fuzz-group -max_total_time=60 test/fuzz-group-corpus */
@@ -652,20 +662,31 @@ typedef struct sut_s {
 
 static sut_t S;
 
+/* A new promise in the next slot; an injected failure leaves the slot
+ * NULL (*out too), which nothing names. */
 static int s_new(uvp_promise_t **out) {
   int i = S.np++;
-  if (i == MAXP || uvp_promise_new(S.ctx, &S.p[i]) != 0)
+  if (i == MAXP)
     abort();
+  int rc = uvp_promise_new(S.ctx, &S.p[i]);
+  if (rc != 0)
+    check_rc("promise_new", rc, UV_ENOMEM);
   if (out != NULL)
     *out = S.p[i];
   return i;
 }
 
+/* A new group, or -1 if an injected failure refused it. */
 static int s_new_group(size_t limit, int flags) {
-  int n = S.ng++;
   uvp_group_opts_t o = {limit, flags};
   uvp_promise_t *j;
-  if (uvp_group_new(S.ctx, &o, &S.g[n]) != 0 || uvp_group_join(S.g[n], &j) != 0)
+  int rc = uvp_group_new(S.ctx, &o, &S.g[S.ng]);
+  if (rc != 0) {
+    check_rc("group_new", rc, UV_ENOMEM);
+    return -1;
+  }
+  int n = S.ng++;
+  if (uvp_group_join(S.g[n], &j) != 0)
     abort();
   S.jp[n] = S.np++;
   S.p[S.jp[n]] = j;
@@ -676,7 +697,7 @@ static int s_new_group(size_t limit, int flags) {
 static int s_add_fresh(int gi) {
   uvp_promise_t *p;
   (void)s_new(&p);
-  return uvp_group_add(S.g[gi], p);
+  return p != NULL ? uvp_group_add(S.g[gi], p) : UV_ENOMEM;
 }
 
 static int s_next(int gi, int slot) {
@@ -734,6 +755,8 @@ static int start_cb(void *arg, uvp_promise_t **out) {
     return start_error(z->id);
   uvp_promise_t *p;
   int i = s_new(&p);
+  if (p == NULL)
+    return UV_ENOMEM; /* the member counts as rejected with it */
   if (z->mode == ST_FULFILLED &&
       uvp_promise_resolve(p, (void *)(intptr_t)value_of(i), NULL) != 0)
     abort();
@@ -779,8 +802,8 @@ static uvp_ret_t fiber_body(void *arg) {
       f->rc = s_spawn(gi, FP_NONE, AW_NONE, -1, 0);
     break;
   case FP_GROUP: /* its parent is gi: the fiber runs in gi's scope */
-    if (S.ng < MAXG)
-      own = S.jp[s_new_group(0, 0)];
+    if (S.ng < MAXG && (own = s_new_group(0, 0)) >= 0)
+      own = S.jp[own];
     break;
   case FP_CLOSE:
   case FP_CANCEL:
@@ -879,9 +902,33 @@ static void compare(void) {
   }
 }
 
+/* A failure the model cannot follow (fuzz-helpers.h) ends the comparing
+ * as a walk's order does: the input stops there, and the teardown checks
+ * only what holds in any case. */
+static void settle_failures(void) {
+  fuzz_alloc_settle();
+  if (fuzz_model_lost())
+    M.unpinned = true;
+}
+
+/* A call the model predicts met an injected failure and returned
+ * UV_ENOMEM: it changed nothing, and the promise slot `slot` it would have
+ * filled (-1: none) is left for nothing (NULL) or holds a plain pending
+ * promise that joined no group. */
+static bool refused(int rc, int slot) {
+  if (!fuzz_alloc_refused(rc))
+    return false;
+  if (slot >= 0)
+    (void)new_prom(S.p[slot] != NULL ? K_PLAIN : K_SLOT, -1,
+                   (mout_t){M_PENDING, 0});
+  return true;
+}
+
 /* One turn: the run queue drained, then everything compared. */
 static void turn(void) {
+  fuzz_alloc_mark();
   fuzz_drain(&S.loop, S.ctx);
+  settle_failures();
   m_drain();
   compare();
 }
@@ -930,11 +977,12 @@ static bool room(int promises) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
-  fuzz_count_allocations();
+  fuzz_count_allocations(&data, &size);
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
   uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
+  fuzz_alloc_arm();
 
   size_t i = 0;
 #define NEXT() (i < size ? data[i++] : 0)
@@ -944,17 +992,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int gi = pick_group(b);
     mgroup_t *g = gi >= 0 ? &M.g[gi] : NULL;
     int rc, want, alt;
+    fuzz_alloc_mark();
     switch (op) {
     case 0: /* a new group */
       if (M.ng == MAXG || !room(1))
         break;
-      (void)s_new_group((size_t)(b % 4), (b & 4) ? UVP_GROUP_FAIL_FAST : 0);
+      if (s_new_group((size_t)(b % 4), (b & 4) ? UVP_GROUP_FAIL_FAST : 0) < 0 &&
+          refused(UV_ENOMEM, -1))
+        break;
       (void)m_new_group((size_t)(b % 4), (b & 4) != 0, -1);
       break;
     case 1: /* add a fresh pending promise */
       if (g == NULL || !room(1))
         break;
       rc = s_add_fresh(gi);
+      if (refused(rc, S.np - 1))
+        break;
       check_rc2("add", rc, m_add_fresh(gi, &alt), alt);
       break;
     case 2: { /* a start callback: what it does to its group, its member */
@@ -967,6 +1020,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       rc = s_start(gi, kind, act, lim);
       int z = M.ns++;
       M.s[z] = (mstart_t){gi, kind, act, lim, false, false, 0, 0};
+      if (refused(rc, -1)) {
+        M.s[z].freed = true; /* never added: its arg is still ours */
+        break;
+      }
       want = m_add_lazy(gi, z, &alt);
       if (want != 0)
         M.s[z].freed = true;
@@ -983,7 +1040,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 6: /* next() */
       if (g == NULL || !room(1))
         break;
-      check_rc("next", s_next(gi, -1), 0);
+      rc = s_next(gi, -1);
+      if (refused(rc, S.np - 1))
+        break;
+      check_rc("next", rc, 0);
       m_next(gi, -1);
       break;
     case 7: { /* set_limit */
@@ -1039,6 +1099,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           (P[t].kind == K_JOIN && P[t].owner >= gi) || !room(1))
         break;
       rc = uvp_group_add(S.g[gi], S.p[t]);
+      if (refused(rc, -1))
+        break;
       want = add_rc(g, &alt);
       check_rc2("add a promise", rc, want, alt);
       if (want == 0)
@@ -1060,6 +1122,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         P[target].awaited = true;
       rc = s_spawn(gi, pre % 8 == 7 ? FP_NONE : pre % 8, awk, target,
                    (aw & 4) != 0);
+      if (refused(rc, -1)) {
+        int fi = M.nf++; /* never added: its arg is still ours */
+        M.f[fi] = (mfiber_t){.group = gi, .state = F_LAZY, .freed = true};
+        break;
+      }
       check_rc2("spawn", rc,
                 m_spawn(gi, pre % 8 == 7 ? FP_NONE : pre % 8, awk, target,
                         (aw & 4) != 0, &alt),
@@ -1080,7 +1147,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (act == A_NEXT && g->next_hook)
         act = A_NONE;
       uvp_promise_t *p;
-      int pi = s_new(&p), h = S.nh++;
+      int pi = s_new(&p);
+      if (p == NULL) { /* the model cannot follow: the input ends here */
+        M.unpinned = true;
+        break;
+      }
+      int h = S.nh++;
       S.h[h] = (shook_t){pi, gi, act, a >> 6, -1, 0, 0};
       if (act == A_NEXT)
         S.h[h].slot = S.np++;
@@ -1091,8 +1163,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       M.h[M.nh++] = (mhook_t){mp, gi, act, a >> 6, -1, 0, 0, 0};
       if (act == A_NEXT)
         M.h[h].slot = new_prom(K_SLOT, -1, (mout_t){M_PENDING, 0});
-      want = add_rc(g, &alt);
-      check_rc2("add with a hook", rc, want, alt);
+      /* Refused, it is no member: as below when the group says no. */
+      bool no = refused(rc, -1);
+      want = no ? rc : add_rc(g, &alt);
+      if (!no)
+        check_rc2("add with a hook", rc, want, alt);
       if (want == 0) {
         P[mp].kind = K_HOOKED;
         P[mp].owner = h;
@@ -1109,7 +1184,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       for (int n = 0; n < k; n++) {
         rc = s_add_fresh(gi);
-        check_rc2("bulk add", rc, m_add_fresh(gi, &alt), alt);
+        if (!refused(rc, S.np - 1))
+          check_rc2("bulk add", rc, m_add_fresh(gi, &alt), alt);
       }
       break;
     }
@@ -1127,7 +1203,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (g == NULL || !room(k))
         break;
       for (int n = 0; n < k; n++) {
-        check_rc("bulk next", s_next(gi, -1), 0);
+        rc = s_next(gi, -1);
+        if (refused(rc, S.np - 1))
+          continue;
+        check_rc("bulk next", rc, 0);
         m_next(gi, -1);
       }
       break;
@@ -1135,14 +1214,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     default: /* a promise of no group's (for fibers to await, to share) */
       if (!room(1))
         break;
-      (void)s_new(NULL);
+      if (refused(S.p[s_new(NULL)] != NULL ? 0 : UV_ENOMEM, S.np - 1))
+        break;
       (void)new_prom(K_PLAIN, -1, (mout_t){M_PENDING, 0});
       break;
     }
+    settle_failures();
     compare_starts();
   }
 
   /* Teardown: close what is open, let it settle, compare. */
+  fuzz_alloc_mark();
   for (int gi = 0; gi < S.ng; gi++)
     if (!S.released[gi]) {
       check_rc("close", uvp_group_close(S.g[gi]), 0);
@@ -1151,12 +1233,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         m_maybe_end(&M.g[gi]);
       }
     }
+  settle_failures();
   turn();
 
   /* Then the context: what is pending becomes UVP_ECLOSED, waiting starts
    * and fibers never run but let go of their arg, suspended fibers return. */
+  fuzz_alloc_mark();
   if (uvp_ctx_close(S.ctx) != 0)
     abort();
+  settle_failures();
   S.ctx_closed = true;
   for (int n = 0; n < S.np; n++) {
     if (S.p[n] == NULL)

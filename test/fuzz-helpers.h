@@ -2,9 +2,11 @@
 #ifndef UVP_TEST_FUZZ_HELPERS_H
 #define UVP_TEST_FUZZ_HELPERS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "uvp.h"
 
@@ -57,21 +59,59 @@ static inline void unhandled_not_cancelled(uvp_promise_t *p, void *arg) {
 /* A counting allocator for uvp (uvp_replace_allocator), installed by the
  * first input: once an input's loop is closed, everything uvp allocated
  * for it must be freed.  LeakSanitizer cannot tell: a context that is never
- * freed stays reachable from uvp's table of contexts. */
+ * freed stays reachable from uvp's table of contexts.
+ *
+ * It also fails allocations when the input asks: an input that starts with
+ * FUZZ_FAIL_MAGIC, m, k (bytes) fails the (m+1)-th allocation made after the
+ * harness calls fuzz_alloc_arm() (its context and fixed setup are made),
+ * and, if k > 0, every k-th one after that (k = 1: memory runs out for
+ * good).  The harness reads the rest of the input as usual; an input
+ * without the header runs as it always did (no seed written before the
+ * header existed starts with that byte).  A public call that meets a
+ * failure and returns UV_ENOMEM changed nothing (uvp.h), so the harness
+ * drops the operation from its model and goes on comparing; a failure
+ * anywhere else (inside a call that succeeds all the same, or in a loop
+ * turn, where it surfaces as a UV_ENOMEM rejection the model cannot place)
+ * makes the model lost: comparing stops for the rest of the input, and only
+ * what holds in any case is checked (each call's code is one uvp.h
+ * documents for it, every notifier runs once, nothing is reported wrongly
+ * as unhandled, teardown frees everything). */
+#define FUZZ_FAIL_MAGIC 0xFE
+
 static long fuzz_live_allocs;
+static struct {
+  bool armed;      /* counting toward a failure (after fuzz_alloc_arm) */
+  long first;      /* the allocation to fail first, 1-based; 0: none */
+  long every;      /* then every this many; 0: no more */
+  long calls;      /* allocations counted since arming */
+  long injected;   /* failures injected in this input */
+  long mark;       /* `injected` when fuzz_alloc_mark was last called */
+  bool model_lost; /* the model cannot follow uvp any more */
+} fuzz_alloc;
+
+static bool fuzz_alloc_should_fail(void) {
+  if (!fuzz_alloc.armed || fuzz_alloc.first == 0)
+    return false;
+  long n = ++fuzz_alloc.calls;
+  bool hit =
+      n == fuzz_alloc.first || (fuzz_alloc.every > 0 && n > fuzz_alloc.first &&
+                                (n - fuzz_alloc.first) % fuzz_alloc.every == 0);
+  fuzz_alloc.injected += hit;
+  return hit;
+}
 
 static void *fuzz_count_malloc(size_t n) {
-  void *p = malloc(n);
+  void *p = fuzz_alloc_should_fail() ? NULL : malloc(n);
   fuzz_live_allocs += p != NULL;
   return p;
 }
 static void *fuzz_count_calloc(size_t c, size_t n) {
-  void *p = calloc(c, n);
+  void *p = fuzz_alloc_should_fail() ? NULL : calloc(c, n);
   fuzz_live_allocs += p != NULL;
   return p;
 }
 static void *fuzz_count_realloc(void *old, size_t n) {
-  void *p = realloc(old, n);
+  void *p = fuzz_alloc_should_fail() ? NULL : realloc(old, n);
   fuzz_live_allocs += p != NULL && old == NULL;
   return p;
 }
@@ -80,14 +120,82 @@ static void fuzz_count_free(void *p) {
   free(p);
 }
 
-/* Before an input's first context. */
-static inline void fuzz_count_allocations(void) {
+/* Before an input's first context: reads (and skips) the input's failure
+ * header, if any; nothing fails until fuzz_alloc_arm(). */
+static inline void fuzz_count_allocations(const uint8_t **data, size_t *size) {
   static int installed;
   if (!installed &&
       uvp_replace_allocator(fuzz_count_malloc, fuzz_count_realloc,
                             fuzz_count_calloc, fuzz_count_free) != 0)
     abort();
   installed = 1;
+  memset(&fuzz_alloc, 0, sizeof(fuzz_alloc));
+  if (*size >= 3 && (*data)[0] == FUZZ_FAIL_MAGIC) {
+    fuzz_alloc.first = (*data)[1] + 1;
+    fuzz_alloc.every = (*data)[2];
+    *data += 3;
+    *size -= 3;
+  }
+}
+
+/* The input's fixed setup is made: allocations count from here on. */
+static inline void fuzz_alloc_arm(void) { fuzz_alloc.armed = true; }
+
+/* Whether the model no longer follows uvp (see above), or may not: a
+ * failure met since the last mark, which the call under way (or a callback
+ * it runs) may still report or swallow. */
+static inline bool fuzz_model_lost(void) {
+  return fuzz_alloc.model_lost || fuzz_alloc.injected != fuzz_alloc.mark;
+}
+
+/* Before a public call whose outcome the model predicts. */
+static inline void fuzz_alloc_mark(void) {
+  fuzz_alloc.mark = fuzz_alloc.injected;
+}
+
+/* After that call returned rc: true if it met an injected failure and said
+ * so with UV_ENOMEM, so that it changed nothing and the model must skip
+ * it.  A failure it met but did not report (rc is 0 or another code: a
+ * handler or callback it ran met it, or uvp recovered) loses the model. */
+static inline bool fuzz_alloc_refused(int rc) {
+  if (fuzz_alloc.injected == fuzz_alloc.mark)
+    return false;
+  fuzz_alloc.mark = fuzz_alloc.injected;
+  if (rc == UV_ENOMEM)
+    return true;
+  fuzz_alloc.model_lost = true;
+  return false;
+}
+
+/* After a loop turn (or anything else the model cannot follow a failure
+ * through): any failure injected since the last mark loses the model. */
+static inline void fuzz_alloc_settle(void) {
+  if (fuzz_alloc.injected != fuzz_alloc.mark)
+    fuzz_alloc.model_lost = true;
+  fuzz_alloc.mark = fuzz_alloc.injected;
+}
+
+/* A code `rc` that uvp.h documents for the call `what`: `ok` lists them
+ * (0 included), ended by 1. */
+static inline void check_documented(const char *what, int rc, const int *ok) {
+  for (; *ok != 1; ok++)
+    if (rc == *ok)
+      return;
+  fail(what, rc, 0);
+}
+
+/* What settling (resolve, reject, resolve_with) or cancelling a promise on
+ * the loop thread may return before the context is closed (uvp.h). */
+#define FUZZ_SETTLE_CODES ((const int[]){0, UVP_ESETTLED, 1})
+
+/* rc is what the model says (`want`), or while the model is lost, one of
+ * the codes uvp.h documents for the call (`ok`, as above). */
+static inline void check_rc_or(const char *what, int rc, int want,
+                               const int *ok) {
+  if (fuzz_model_lost())
+    check_documented(what, rc, ok);
+  else
+    check_rc(what, rc, want);
 }
 
 /* After uv_loop_close: nothing of uvp's is left. */

@@ -9,7 +9,15 @@
  * catch the rest.
  * Every handler is registered with a destroy notifier: it must run exactly
  * once by the end of teardown, and never before its handler runs (a
- * handler that runs after its notifier would read freed memory).
+ * handler that runs after its notifier would read freed memory).  No
+ * cancellation and no teardown's UVP_ECLOSED is reported as unhandled.
+ * An input may first arm allocation failures (fuzz-helpers.h): a call
+ * that meets one and returns UV_ENOMEM must have changed nothing (the model
+ * skips it; a refused handler's notifier must not run); a failure met
+ * anywhere else (a loop turn, a call that returns 0) loses the model, and
+ * from there on only what holds in any case is checked: each call's code
+ * is one uvp.h documents, every notifier runs once and never before its
+ * handler, teardown frees everything.
  *
  * The model is deliberately naive: a FIFO job queue like ECMAScript's,
  * promises as plain structs, combinators as counters.  It mirrors uvp's
@@ -372,14 +380,9 @@ static int value_of(uvp_promise_t *p, int slot_kind) {
   return (int)(intptr_t)uvp_promise_value(p);
 }
 
-static void quiet(uvp_promise_t *p, void *arg) {
-  (void)p;
-  (void)arg;
-}
-
 /* Compare the handler logs and every live slot's state. */
 static void compare(void) {
-  if (M.overflow)
+  if (M.overflow || fuzz_model_lost())
     return;
   if (S.nlog != M.nlog)
     fail("handler count", S.nlog, M.nlog);
@@ -433,24 +436,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
   nh = 0;
-  fuzz_count_allocations();
+  fuzz_count_allocations(&data, &size);
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
   uvp_ctx_set_budget(S.ctx, 1u << 30);
-  uvp_ctx_set_unhandled_cb(S.ctx, quiet, NULL);
+  uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
+  fuzz_alloc_arm();
 
   size_t i = 0;
 #define NEXT() (i < size ? data[i++] : 0)
   while (i < size && !M.overflow) {
     uint8_t op = NEXT() % 12;
+    fuzz_alloc_mark();
     switch (op) {
     case 0: { /* new pending */
       int s = free_slot();
       if (s < 0)
         break;
       uvp_promise_t *p;
-      if (uvp_promise_new(S.ctx, &p) != 0)
-        abort();
+      int rc = uvp_promise_new(S.ctx, &p);
+      if (fuzz_alloc_refused(rc))
+        break;
+      check_rc("promise_new", rc, 0);
       new_slot(s, p, false);
       break;
     }
@@ -463,8 +470,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       int expect = M.p[s].st != M_PENDING || M.p[s].locked ? UVP_ESETTLED : 0;
       int rc = op == 1 ? uvp_promise_resolve(S.p[s], (void *)(intptr_t)v, NULL)
                        : uvp_promise_reject(S.p[s], codes[v % 4], NULL, NULL);
-      if (rc != expect)
-        fail("settle return", rc, expect);
+      check_rc_or("settle return", rc, expect, FUZZ_SETTLE_CODES);
       if (rc == 0)
         m_settle(&M, s, op == 1 ? M_FULFILLED : M_REJECTED,
                  op == 1 ? v : codes[v % 4]);
@@ -500,8 +506,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           op == 3
               ? uvp_promise_on_full(S.p[s], mask, handler, h, notifier, &out)
               : uvp_promise_finally_full(S.p[s], handler, h, notifier, &out);
-      if (rc != 0)
-        abort();
+      if (fuzz_alloc_refused(rc)) {
+        if (h->freed != 0) /* arg is still ours */
+          fail("notifier ran for a refused handler", h->id, h->freed);
+        nh--;
+        break;
+      }
+      check_rc("on/finally", rc, 0);
       new_slot(d, out, false);
       M.p[d].locked = true;
       M.p[d].waiting_on = s;
@@ -529,8 +540,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                : kind == 1 ? uvp_promise_all_settled(S.ctx, ps, (size_t)n, &out)
                : kind == 2 ? uvp_promise_race(S.ctx, ps, (size_t)n, 0, &out)
                            : uvp_promise_any(S.ctx, ps, (size_t)n, 0, &out);
-      if (rc != 0)
-        abort();
+      if (fuzz_alloc_refused(rc))
+        break; /* allocated before attaching: nothing changed (uvp.h) */
+      check_rc("combinator", rc, 0);
       new_slot(d, out, true);
       mcombo_t *c = &M.c[M.nc];
       memset(c, 0, sizeof(*c));
@@ -559,8 +571,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       int expect = M.p[s].st != M_PENDING || M.p[s].locked ? UVP_ESETTLED : 0;
       int rc = uvp_promise_resolve_with(S.p[s], S.p[t]);
-      if (rc != expect)
-        fail("resolve_with return", rc, expect);
+      /* No UV_ENOMEM: a failure rejects s with it (seen as the model
+       * lost, at the end of the operation). */
+      check_rc_or("resolve_with return", rc, expect, FUZZ_SETTLE_CODES);
       if (rc == 0) {
         M.p[s].locked = true;
         m_adopt(&M, s, t);
@@ -570,6 +583,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 7:   /* one loop turn */
     case 8: { /* another */
       uv_run(&S.loop, UV_RUN_NOWAIT);
+      fuzz_alloc_settle();
       m_drain(&M);
       compare();
       break;
@@ -586,29 +600,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       int s = pick(NEXT());
       if (s < 0 || M.p[s].st != M_PENDING)
         break;
-      if (uvp_promise_cancel(S.p[s]) != 0)
-        abort();
+      check_rc_or("cancel", uvp_promise_cancel(S.p[s]), 0, FUZZ_SETTLE_CODES);
       m_cancel(&M, s);
       break;
     }
     default:
       break;
     }
+    fuzz_alloc_settle(); /* a failure no call reported */
   }
+  fuzz_alloc_mark();
   uv_run(&S.loop, UV_RUN_NOWAIT);
+  fuzz_alloc_settle();
   m_drain(&M);
   compare();
 
   /* Teardown: everything pending becomes UVP_ECLOSED, no handler runs. */
   int before = S.nlog;
-  if (uvp_ctx_close(S.ctx) != 0)
-    abort();
+  check_rc("ctx_close", uvp_ctx_close(S.ctx), 0);
   if (S.nlog != before)
     fail("handler ran during teardown", S.nlog, before);
   for (int s = 0; s < SLOTS; s++) {
     if (!M.p[s].used || !M.p[s].held)
       continue;
-    if (!M.overflow && M.p[s].st == M_PENDING &&
+    if (!M.overflow && !fuzz_model_lost() && M.p[s].st == M_PENDING &&
         uvp_promise_reason(S.p[s], NULL) != UVP_ECLOSED)
       fail("teardown reason", uvp_promise_reason(S.p[s], NULL), UVP_ECLOSED);
     uvp_promise_release(S.p[s]);
