@@ -71,8 +71,10 @@
  * hook, joins no other group.  What remains -- the jobs one walk queued
  * (a shared member's observation by another group, a cancelled fiber's
  * wake, the last member of the cancelled group) run in walk order, and
- * two of them have effects (start members, end a group, queue more) -- the
- * model detects: it stops comparing that input (0.75 % of the corpus),
+ * two of them have effects (start members, end a group, queue more); and
+ * two fibers of one walk whose cancels spread to what each alone awaited
+ * (one can end a group the other cancels) -- the model detects: it stops
+ * comparing that input (0.75 % of the corpus before the second rule),
  * and only what holds in any order is checked at the end (every arg_free
  * once, nothing left after uv_loop_close).  uvp's choices the model copies: a
  * FAIL_FAST failure cancels the group (adding afterwards returns UV_ECANCELED),
@@ -210,6 +212,7 @@ typedef struct model_s {
   int walk_id;     /* top-level walks so far */
   int effects;     /* jobs queued, promises made, starts run, ends */
   int effect_walk; /* the walk whose job last had effects */
+  int spread_walk; /* the walk in which a fiber's cancel last spread */
   bool unpinned;   /* a walk's order shows: nothing more is compared */
 } model_t;
 
@@ -486,6 +489,13 @@ static void m_fiber_cancelled(int fi) {
     return;
   mprom_t *q = &P[f->waiting];
   if (q->nr == 1 && q->rx[0] == ~fi) {
+    /* The cancel spreads to what the fiber awaited (another group's join,
+     * say).  Two such spreads in one walk can meet (one ends a group the
+     * other cancels), and which comes first is the walk's order. */
+    if (M.walks > 0) {
+      M.unpinned |= M.spread_walk == M.walk_id;
+      M.spread_walk = M.walk_id;
+    }
     (void)m_cancel(f->waiting);
     return;
   }
@@ -622,7 +632,7 @@ static void m_drain(void) {
     else
       m_wake(~job);
     if (w != 0 && M.effects != before) {
-      M.unpinned = M.effect_walk == w;
+      M.unpinned |= M.effect_walk == w;
       M.effect_walk = w;
     }
   }
