@@ -569,10 +569,7 @@ static void compare_fibers(void) {
 /* One turn: the run queue drained, however many loop iterations it
  * takes.  Once the model is lost (fuzz-helpers.h) it stands still. */
 static void turn(void) {
-  fuzz_alloc_mark();
-  fuzz_drain(&S.loop, S.ctx);
-  fuzz_alloc_settle();
-  if (fuzz_model_lost())
+  if (!fuzz_turn(&S.loop, S.ctx))
     return;
   m_drain();
   compare_log();

@@ -958,10 +958,7 @@ static bool refused(int rc, int slot) {
 
 /* One turn: the run queue drained, then everything compared. */
 static void turn(void) {
-  fuzz_alloc_mark();
-  fuzz_drain(&S.loop, S.ctx);
-  fuzz_alloc_settle();
-  if (fuzz_model_lost())
+  if (!fuzz_turn(&S.loop, S.ctx))
     return;
   m_drain();
   compare();

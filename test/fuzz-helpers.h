@@ -175,6 +175,15 @@ static inline void fuzz_alloc_settle(void) {
   fuzz_alloc.mark = fuzz_alloc.injected;
 }
 
+/* A loop turn (fuzz_drain) whose failures lose the model; returns whether
+ * the model still follows uvp, i.e. whether to compare after it. */
+static inline bool fuzz_turn(uv_loop_t *loop, uvp_ctx_t *ctx) {
+  fuzz_alloc_mark();
+  fuzz_drain(loop, ctx);
+  fuzz_alloc_settle();
+  return !fuzz_model_lost();
+}
+
 /* A code `rc` that uvp.h documents for the call `what`: `ok` lists them
  * (0 included), ended by 1. */
 static inline void check_documented(const char *what, int rc, const int *ok) {
