@@ -96,7 +96,7 @@ struct uvp__chunk_s {
   char *slots;
   size_t used;
   size_t cap;
-  char *filled; /* populated up to here (see populate) */
+  char *filled; /* populated up to here (see uvp__populate) */
 };
 
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {

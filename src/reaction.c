@@ -171,7 +171,7 @@ int uvp_promise_on_full_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                            const char *file, int line) {
   if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
     return UV_EINVAL;
-  /* The THEN kinds are the masks themselves (see promise.h). */
+  /* The THEN kinds are the masks themselves (see reaction.h). */
   return add_reaction(p, (uvp__rkind_t)mask, cb, arg, arg_free, out, file,
                       line);
 }

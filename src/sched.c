@@ -319,7 +319,7 @@ static bool traces_from_env(void) {
   return s != NULL && strcmp(s, "1") == 0;
 }
 
-/* Undo what ctx_init did before it failed. */
+/* Undo what uvp_ctx_new did before it failed. */
 static int ctx_init_failed(uvp_ctx_t *ctx, int rc) {
   if (ctx->id != 0)
     uvp__registry_remove(ctx->id);

@@ -17,7 +17,7 @@
 #define TRACE_MAX 16384               /* ids 1..TRACE_MAX-1; 0: none */
 #define TRACE_BUCKETS (2 * TRACE_MAX) /* open addressing, at most half full */
 #define TRACE_DEPTH 48 /* frames a chain grows to; deeper ones stop */
-#define TRACE_FOLD 4   /* ancestors a new frame may repeat (see intern) */
+#define TRACE_FOLD 4   /* ancestors a new frame may repeat (intern_locked) */
 #define CACHE_SIZE 256 /* entries of a context's cache, a power of two */
 
 typedef struct {
