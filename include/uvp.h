@@ -285,7 +285,8 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * second call is a bug: until the loop has run the close callbacks it
  * returns UVP_ECLOSED and changes nothing; after that `ctx` is freed
  * memory, and ASan and valgrind report the call.
- * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above). */
+ * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above),
+ * UVP_EINFIBER (called on a fiber: see "Fibers"). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
@@ -1123,7 +1124,8 @@ UVP_EXTERN int uvp_in_fiber(void);
 
 /* The default stack size of the context's fibers (usable bytes, rounded up
  * to whole pages; at least 16 KiB; 256 KiB until set).  The idle stacks
- * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+ * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM (the context's first use of fibers makes their state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
 /* ------------------------------------------------------------------------ */
