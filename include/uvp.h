@@ -1264,7 +1264,8 @@ UVP_EXTERN int uvp_group_close(uvp_group_t *g);
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
 /* One reference to the group's join promise (see above).  Cancelling it
- * cancels the group. */
+ * cancels the group.  Only the group settles it, and next()'s promises:
+ * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 
 /* Members running plus whether any wait to start (1 if so). */
