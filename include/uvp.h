@@ -644,7 +644,8 @@ typedef struct uvp_trace_frame_s {
 
 /* p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
  * returns count, the number of frames (0: no trace: traces were off when
- * p was created, or p is NULL).  Any thread, while you hold p. */
+ * p was created, or p is NULL, or frames is NULL with max > 0; frames
+ * may be NULL with max 0, to count).  Any thread, while you hold p. */
 UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
                                     uvp_trace_frame_t *frames, size_t max);
 /* Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
