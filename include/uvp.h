@@ -367,8 +367,9 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
 /* Print every pending promise with its creation site and age, one per line
  * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * in the spirit of uv_print_active_handles().  Returns the count or a
- * negative code. */
+ * and every fiber, in the spirit of uv_print_active_handles().  Returns
+ * how many promises and fibers it listed, or a negative code: UV_EINVAL
+ * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /* Counters for tests and monitoring. */
@@ -392,6 +393,9 @@ typedef struct uvp_ctx_stats_s {
   size_t fiber_stack_bytes; /* ... and the address space they map (only
                                pages a fiber touched are resident) */
 } uvp_ctx_stats_t;
+/* Fill *out.  Loop thread; also after uvp_ctx_close, while the context's
+ * memory lives (promises still held: see uvp_ctx_close), to count what is
+ * left.  Errors: UV_EINVAL (NULL ctx or out), UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 
 /* ------------------------------------------------------------------------ */
