@@ -285,7 +285,8 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * second call is a bug: until the loop has run the close callbacks it
  * returns UVP_ECLOSED and changes nothing; after that `ctx` is freed
  * memory, and ASan and valgrind report the call.
- * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above). */
+ * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above),
+ * UVP_EINFIBER (called on a fiber: see "Fibers"). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
@@ -366,8 +367,9 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
 /* Print every pending promise with its creation site and age, one per line
  * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * in the spirit of uv_print_active_handles().  Returns the count or a
- * negative code. */
+ * and every fiber, in the spirit of uv_print_active_handles().  Returns
+ * how many promises and fibers it listed, or a negative code: UV_EINVAL
+ * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /* Counters for tests and monitoring. */
@@ -391,6 +393,9 @@ typedef struct uvp_ctx_stats_s {
   size_t fiber_stack_bytes; /* ... and the address space they map (only
                                pages a fiber touched are resident) */
 } uvp_ctx_stats_t;
+/* Fill *out.  Loop thread; also after uvp_ctx_close, while the context's
+ * memory lives (promises still held: see uvp_ctx_close), to count what is
+ * left.  Errors: UV_EINVAL (NULL ctx or out), UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
 
 /* ------------------------------------------------------------------------ */
@@ -643,7 +648,8 @@ typedef struct uvp_trace_frame_s {
 
 /* p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
  * returns count, the number of frames (0: no trace: traces were off when
- * p was created, or p is NULL).  Any thread, while you hold p. */
+ * p was created, or p is NULL, or frames is NULL with max > 0; frames
+ * may be NULL with max 0, to count).  Any thread, while you hold p. */
 UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
                                     uvp_trace_frame_t *frames, size_t max);
 /* Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
@@ -1123,7 +1129,8 @@ UVP_EXTERN int uvp_in_fiber(void);
 
 /* The default stack size of the context's fibers (usable bytes, rounded up
  * to whole pages; at least 16 KiB; 256 KiB until set).  The idle stacks
- * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+ * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM (the context's first use of fibers makes their state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
 /* ------------------------------------------------------------------------ */
@@ -1262,7 +1269,8 @@ UVP_EXTERN int uvp_group_close(uvp_group_t *g);
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
 /* One reference to the group's join promise (see above).  Cancelling it
- * cancels the group. */
+ * cancels the group.  Only the group settles it, and next()'s promises:
+ * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 
 /* Members running plus whether any wait to start (1 if so). */

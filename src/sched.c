@@ -474,6 +474,9 @@ void *uvp_ctx_data(const uvp_ctx_t *ctx) {
 int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   if (ctx == NULL || out == NULL)
     return UV_EINVAL;
+  /* Not uvp__ctx_check: a closed context still has counts to give. */
+  if (ctx->check_thread && !uvp__on_loop_thread(ctx))
+    return UVP_ETHREAD;
   out->live = ctx->live;
   out->pending = ctx->pending;
   out->queued = ctx->q.queued;

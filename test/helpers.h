@@ -76,6 +76,16 @@ static inline void run_until_true(fixture_t *f, bool (*done)(void *),
   }
 }
 
+/* Run fn(arg) on a thread of its own and wait for it to end: a foreign
+ * thread making loop-thread-only calls, refused with UVP_ETHREAD once
+ * uvp_ctx_set_checks(ctx, UVP_CHECK_THREAD) is on.  fn records what it
+ * got; the test asserts after the join, on the loop thread. */
+static inline void run_on_other_thread(void (*fn)(void *), void *arg) {
+  uv_thread_t tid;
+  assert_int_equal(uv_thread_create(&tid, fn, arg), 0);
+  assert_int_equal(uv_thread_join(&tid), 0);
+}
+
 /* A seeded generator (xorshift64*): the same seed, the same run.  The seed
  * is UVP_TEST_SEED from the environment, else `fallback`; tests print it. */
 typedef struct test_rng_s {

@@ -372,6 +372,35 @@ static void test_dns_work_process(void **state) {
   assert_true(sites > 3);
 }
 
+/* Reserving fails with UV_ENOMEM part way; the context works on. */
+static long reserve_enomem, ops_enomem;
+
+static void scenario_reserve(run_t *r) {
+  int rc = uvp_ctx_reserve(r->ctx, 3000, 3000);
+  OK_OR_ENOMEM(rc);
+  reserve_enomem += rc == UV_ENOMEM;
+  rc = uvp_ctx_reserve_ops(r->ctx, 100);
+  OK_OR_ENOMEM(rc);
+  ops_enomem += rc == UV_ENOMEM;
+  uvp_promise_t *p, *d = NULL;
+  if (uvp_promise_resolved(r->ctx, NULL, NULL, &p) == 0) {
+    OK_OR_ENOMEM(uvp_promise_then(p, add_one, NULL, &d));
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    expect_ok_or_enomem(d, 0);
+    uvp_promise_release(d);
+    uvp_promise_release(p);
+  }
+}
+
+static void test_reserve(void **state) {
+  (void)state;
+  reserve_enomem = ops_enomem = 0;
+  long sites = exhaust(scenario_reserve);
+  printf("reserve: %ld allocations failed one by one\n", sites);
+  assert_true(reserve_enomem >= 1);
+  assert_true(ops_enomem >= 1);
+}
+
 static void test_replace_allocator_rules(void **state) {
   (void)state;
   assert_int_equal(uvp_replace_allocator(NULL, realloc, calloc, free),
@@ -398,6 +427,7 @@ int main(void) {
       cmocka_unit_test(test_fs),
       cmocka_unit_test(test_tcp),
       cmocka_unit_test(test_dns_work_process),
+      cmocka_unit_test(test_reserve),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

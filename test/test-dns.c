@@ -242,6 +242,14 @@ static void test_bad_input(void **state) {
   uvp_ctx_stats_t st;
   assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
   assert_int_equal(st.live, 0);
+  /* After uvp_ctx_close: refused, no lookup started. */
+  uvp_ctx_t *ctx = f->ctx;
+  assert_int_equal(uvp_ctx_close(ctx), 0);
+  f->ctx = NULL;
+  assert_int_equal(uvp_getaddrinfo(ctx, "127.0.0.1", NULL, NULL, &p),
+                   UVP_ECLOSED);
+  assert_null(p);
+  run_loop(f);
 }
 
 int main(void) {

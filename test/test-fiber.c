@@ -886,6 +886,46 @@ static void test_cancel_before_start(void **state) {
   assert_int_equal(n.freed, 1);
 }
 
+/* Refused, from another thread (with the check on) and after
+ * uvp_ctx_close: spawning and setting the stack size change nothing, the
+ * fiber never runs and arg stays ours. */
+typedef struct refused_s {
+  uvp_ctx_t *ctx;
+  never_t *n;
+  uvp_promise_t *fp;
+  int spawn_rc, stack_rc;
+} refused_t;
+
+static void refused_calls(void *arg) {
+  refused_t *x = arg;
+  uvp_fiber_opts_t o = {.stack_size = 0, .arg_free = never_free};
+  x->spawn_rc = uvp_fiber_spawn(x->ctx, never_body, x->n, &o, &x->fp);
+  x->stack_rc = uvp_ctx_set_fiber_stack(x->ctx, 65536);
+}
+
+static void test_spawn_refused(void **state) {
+  fixture_t *f = *state;
+  static never_t n;
+  n = (never_t){0, 0};
+  refused_t x = {f->ctx, &n, NULL, 1, 1};
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(refused_calls, &x);
+  assert_int_equal(x.spawn_rc, UVP_ETHREAD);
+  assert_int_equal(x.stack_rc, UVP_ETHREAD);
+  assert_null(x.fp);
+  assert_int_equal(stats(f->ctx).fibers, 0);
+  run_loop(f);
+  assert_int_equal(n.ran + n.freed, 0);
+
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  refused_calls(&x); /* on the loop thread, the context closed */
+  f->ctx = NULL;
+  assert_int_equal(x.spawn_rc, UVP_ECLOSED);
+  assert_int_equal(x.stack_rc, UVP_ECLOSED);
+  assert_null(x.fp);
+  assert_int_equal(n.ran + n.freed, 0);
+}
+
 /* ---- teardown ------------------------------------------------------------ */
 
 typedef struct down_s {
@@ -1771,11 +1811,41 @@ static void test_spawn_alloc_fail(void **state) {
   assert_true(inner_enomem >= 1);
 }
 
+/* Setting the stack size makes the context's fiber layer when no fiber
+ * has yet: that allocation failing is UV_ENOMEM, and the context still
+ * spawns afterwards. */
+static long stack_enomem;
+
+static void scenario_set_stack(run_t *r) {
+  static never_t n;
+  uvp_promise_t *fp = NULL;
+  n = (never_t){0, 0};
+  int rc = uvp_ctx_set_fiber_stack(r->ctx, 65536);
+  OK_OR_ENOMEM(rc);
+  stack_enomem += rc == UV_ENOMEM;
+  rc = uvp_fiber_spawn(r->ctx, never_body, &n, NULL, &fp);
+  OK_OR_ENOMEM(rc);
+  assert_int_equal(uv_run(&r->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(n.ran, rc == 0);
+  expect_ok_or_enomem(fp, 0);
+  uvp_promise_release(fp);
+}
+
+static void test_set_stack_alloc_fail(void **state) {
+  (void)state;
+  stack_enomem = 0;
+  long sites = exhaust(scenario_set_stack);
+  print_message("%ld allocations; set_fiber_stack failed %ld times\n", sites,
+                stack_enomem);
+  assert_true(stack_enomem >= 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       /* First: the allocator is replaced while no context exists, even if
        * a failed test below leaves its context held. */
       cmocka_unit_test(test_spawn_alloc_fail),
+      cmocka_unit_test(test_set_stack_alloc_fail),
       FTEST(test_await_value),
       FTEST(test_await_rejection),
       FTEST(test_await_settled_yields),
@@ -1793,6 +1863,7 @@ int main(void) {
       FTEST(test_cancel_only_observer),
       FTEST(test_cancel_shared_awaited),
       FTEST(test_cancel_before_start),
+      FTEST(test_spawn_refused),
       FTEST(test_close_with_fibers),
       FTEST(test_arg_free_once),
       FTEST(test_dump_pending),

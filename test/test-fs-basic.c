@@ -335,6 +335,35 @@ static void test_bad_input(void **state) {
   p = NULL;
 
   assert_false(exists("x"));
+
+  /* After uvp_ctx_close: every call refused, nothing started. */
+  char buf[4] = "abc";
+  uvp_ctx_t *ctx = f->ctx;
+  assert_int_equal(uvp_ctx_close(ctx), 0);
+  f->ctx = NULL;
+  int rc[] = {
+      uvp_fs_open(ctx, at("x"), O_WRONLY | O_CREAT, 0644, &p),
+      uvp_fs_close(ctx, -1, &p),
+      uvp_fs_read(ctx, -1, buf, sizeof(buf), 0, &p),
+      uvp_fs_write(ctx, -1, buf, sizeof(buf), 0, &p),
+      uvp_fs_stat(ctx, tmp, &p),
+      uvp_fs_lstat(ctx, tmp, &p),
+      uvp_fs_fstat(ctx, -1, &p),
+      uvp_fs_unlink(ctx, at("x"), &p),
+      uvp_fs_mkdir(ctx, at("x"), 0755, &p),
+      uvp_fs_rmdir(ctx, at("x"), &p),
+      uvp_fs_rename(ctx, at("x"), at("y"), &p),
+      uvp_fs_scandir(ctx, tmp, &p),
+      uvp_fs_realpath(ctx, tmp, &p),
+      uvp_fs_read_file(ctx, at("x"), 0, &p),
+      uvp_fs_write_file(ctx, at("x"), buf, sizeof(buf), &p),
+  };
+  for (size_t i = 0; i < sizeof(rc) / sizeof(rc[0]); i++)
+    if (rc[i] != UVP_ECLOSED)
+      fail_msg("call %zu: %s", i, uvp_err_name(rc[i]));
+  assert_null(p);
+  run_loop(f);
+  assert_false(exists("x"));
 }
 
 int main(void) {

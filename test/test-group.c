@@ -999,6 +999,87 @@ static void test_bad_arguments(void **state) {
   f->ctx = NULL;
 }
 
+/* From another thread, with the check on: every call is refused with
+ * UVP_ETHREAD and changes nothing (no group, no member, no notifier, no
+ * promise handed out; the group neither closed nor cancelled). */
+typedef struct gforeign_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *g, *made;
+  uvp_promise_t *p, *out;
+  int arg;
+  int rc[9];
+} gforeign_t;
+
+static void group_foreign_calls(void *arg) {
+  gforeign_t *x = arg;
+  uvp_fiber_opts_t fo = {0, count_free};
+  int k = 0;
+  x->rc[k++] = uvp_group_new(x->ctx, NULL, &x->made);
+  x->rc[k++] = uvp_group_add(x->g, x->p);
+  x->rc[k++] = uvp_group_spawn(x->g, never_body, &x->arg, &fo);
+  x->rc[k++] = uvp_group_start(x->g, never_start, &x->arg, count_free);
+  x->rc[k++] = uvp_group_next(x->g, &x->out);
+  x->rc[k++] = uvp_group_join(x->g, &x->out);
+  x->rc[k++] = uvp_group_set_limit(x->g, 5);
+  x->rc[k++] = uvp_group_close(x->g);
+  x->rc[k++] = uvp_group_cancel(x->g);
+}
+
+static void test_foreign_thread(void **state) {
+  fixture_t *f = *state;
+  gforeign_t x = {.ctx = f->ctx, .g = group_new(f, 0, 0)};
+  uvp_promise_t *join = join_of(x.g);
+  assert_int_equal(uvp_promise_resolved(f->ctx, ID(0), NULL, &x.p), 0);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(group_foreign_calls, &x);
+  for (int k = 0; k < 9; k++)
+    if (x.rc[k] != UVP_ETHREAD)
+      fail_msg("call %d returned %s", k, outcome_name(x.rc[k]));
+  assert_null(x.made);
+  assert_null(x.out);
+  assert_int_equal(x.arg, 0);
+  assert_int_equal(uvp_group_size(x.g), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* not closed */
+  /* Not cancelled either: the loop thread still adds, and joins. */
+  assert_int_equal(uvp_group_add(x.g, x.p), 0);
+  assert_int_equal(uvp_group_close(x.g), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  uvp_promise_release(join);
+  uvp_promise_release(x.p);
+  uvp_group_release(x.g);
+}
+
+/* Only the group settles its join and its next() promises. */
+static void test_only_the_group_settles(void **state) {
+  fixture_t *f = *state;
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g), *nx, *p, *other;
+  assert_int_equal(uvp_group_next(g, &nx), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &other), 0);
+  uvp_promise_t *mine[2] = {join, nx};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uvp_promise_resolve(mine[i], ID(9), NULL), UVP_ESETTLED);
+    assert_int_equal(uvp_promise_reject(mine[i], UV_EIO, NULL, NULL),
+                     UVP_ESETTLED);
+    assert_int_equal(uvp_promise_resolve_with(mine[i], other), UVP_ESETTLED);
+    assert_int_equal(uvp_promise_state(mine[i]), UVP_PENDING);
+  }
+  assert_int_equal(uvp_promise_resolved(f->ctx, ID(1), NULL, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_ptr_equal(uvp_promise_value(nx), ID(1));
+  assert_fulfilled(join);
+  assert_null(uvp_promise_value(join));
+  uvp_promise_release(other);
+  uvp_promise_release(p);
+  uvp_promise_release(nx);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
 /* ---- fail-fast ----------------------------------------------------------- */
 
 /* Start members that produce promises with counting cancel hooks. */
@@ -2240,6 +2321,8 @@ int main(void) {
       QUIET_TEST(test_add_closed_or_cancelled),
       QUIET_TEST(test_cancel_without_close),
       QUIET_TEST(test_bad_arguments),
+      FIXTURE_TEST(test_foreign_thread),
+      FIXTURE_TEST(test_only_the_group_settles),
       QUIET_TEST(test_fail_fast),
       QUIET_TEST(test_fail_fast_ignores_cancellation),
       FS_JOBS_TEST(test_cancel_mid_flight),

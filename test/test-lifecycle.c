@@ -311,6 +311,13 @@ static void test_calls_after_close(void **state) {
   assert_int_equal(uvp_ctx_set_budget(ctx, 5), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_reserve(ctx, 5, 5), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, NULL, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_ctx_set_checks(ctx, UVP_CHECK_THREAD), UVP_ECLOSED);
+  /* The counters still answer: what the closed context holds. */
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(ctx, &st), 0);
+  assert_int_equal(st.live, 5);
+  assert_int_equal(st.pending, 0);
+  assert_int_equal(st.queued, 0);
   FILE *tmp = tmpfile();
   assert_non_null(tmp);
   assert_int_equal(uvp_ctx_dump_pending(ctx, tmp), UVP_ECLOSED);

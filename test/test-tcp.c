@@ -595,6 +595,70 @@ static void test_tcp_bad_input(void **state) {
   assert_int_equal(uvp_tcp_close(t), 0);
 }
 
+/* Refused from another thread (with the check on), after uvp_tcp_close
+ * (UV_EBADF) and after uvp_ctx_close (UVP_ECLOSED): nothing is started
+ * and no promise handed out; uvp_tcp_close still works. */
+typedef struct tforeign_s {
+  uvp_ctx_t *ctx;
+  uvp_tcp_t *t, *made;
+  uvp_promise_t *out;
+  int rc[8];
+} tforeign_t;
+
+static void tcp_calls(void *arg) {
+  tforeign_t *x = arg;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 9, &a);
+  int k = 0;
+  x->rc[k++] = uvp_tcp_detach(x->t);
+  x->rc[k++] = uvp_tcp_attach(x->t);
+  x->rc[k++] = uvp_tcp_new(x->ctx, &x->made);
+  x->rc[k++] = uvp_tcp_connect(x->t, (struct sockaddr *)&a, &x->out);
+  x->rc[k++] = uvp_tcp_connect_host(x->t, "127.0.0.1", 9, &x->out);
+  x->rc[k++] = uvp_tcp_write(x->t, "x", 1, &x->out);
+  x->rc[k++] = uvp_tcp_read(x->t, &x->out);
+  x->rc[k++] = uvp_tcp_shutdown(x->t, &x->out);
+}
+
+static void assert_tcp_calls(const tforeign_t *x, int code) {
+  for (int k = 0; k < 8; k++)
+    if (x->rc[k] != code)
+      fail_msg("call %d: %s, want %s", k, uvp_err_name(x->rc[k]),
+               uvp_err_name(code));
+  assert_null(x->made);
+  assert_null(x->out);
+}
+
+static void test_tcp_refused(void **state) {
+  fixture_t *f = *state;
+  tforeign_t x = {.ctx = f->ctx};
+  uvp_tcp_t *closed;
+  uv_tcp_t listener;
+  assert_int_equal(uvp_tcp_new(f->ctx, &x.t), 0);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(tcp_calls, &x);
+  assert_tcp_calls(&x, UVP_ETHREAD);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
+  /* A closed connection. */
+  assert_int_equal(uvp_tcp_new(f->ctx, &closed), 0);
+  assert_int_equal(uvp_tcp_close(closed), 0);
+  assert_int_equal(uvp_tcp_detach(closed), UV_EBADF);
+  assert_int_equal(uvp_tcp_attach(closed), UV_EBADF);
+  run_loop(f);
+  /* The context closed: its connections, and new ones, refused. */
+  assert_int_equal(uv_tcp_init(&f->loop, &listener), 0);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  tcp_calls(&x);
+  assert_tcp_calls(&x, UVP_ECLOSED);
+  assert_int_equal(uvp_tcp_accept(f->ctx, (uv_stream_t *)&listener, &x.made),
+                   UVP_ECLOSED);
+  assert_null(x.made);
+  f->ctx = NULL;
+  assert_int_equal(uvp_tcp_close(x.t), 0);
+  uv_close((uv_handle_t *)&listener, NULL);
+  run_loop(f); /* the listener is on this stack */
+}
+
 /* ---- reads between reads: uvp on both ends of one connection ------------- */
 
 typedef struct pair_s {
@@ -1242,6 +1306,7 @@ int main(void) {
       FIXTURE_TEST(test_teardown_with_connection_in_flight),
       FIXTURE_TEST(test_thousand_concurrent_connections),
       FIXTURE_TEST(test_tcp_bad_input),
+      FIXTURE_TEST(test_tcp_refused),
       FIXTURE_TEST(test_large_writes_stay_in_order),
       FIXTURE_TEST(test_small_write_settles_at_once),
       FIXTURE_TEST(test_write_full_small_taken_at_once),

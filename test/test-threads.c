@@ -643,6 +643,8 @@ typedef struct foreign_s {
   uv_thread_t loop_thread;
   int rc_new, rc_then, rc_resolve_with, rc_cancel, rc_all, rc_delay, rc_stat,
       rc_close, rc_set_checks, rc_resolve, rc_reject;
+  int rc_ctx[7];      /* the context's own calls */
+  uvp_ctx_stats_t st; /* untouched by the refused uvp_ctx_stats */
   uvp_promise_t *retained;
   uvp_promise_t *out; /* what refused calls left in their out (NULL) */
   /* Loop thread only. */
@@ -670,6 +672,14 @@ static void foreign_calls(void *arg) {
   x->rc_delay = uvp_delay(x->ctx, 1, NULL, NULL, 0, &out);
   x->rc_stat = uvp_fs_stat(x->ctx, "/", &out);
   x->rc_set_checks = uvp_ctx_set_checks(x->ctx, 0);
+  x->rc_ctx[0] = uvp_ctx_set_budget(x->ctx, 1);
+  x->rc_ctx[1] = uvp_ctx_reserve(x->ctx, 100, 100);
+  x->rc_ctx[2] = uvp_ctx_reserve_ops(x->ctx, 100);
+  x->rc_ctx[3] = uvp_ctx_set_unhandled_cb(x->ctx, ignore_unhandled, NULL);
+  x->rc_ctx[4] = uvp_ctx_set_data(x->ctx, SENTINEL(1), NULL);
+  x->rc_ctx[5] = uvp_ctx_dump_pending(x->ctx, stderr);
+  memset(&x->st, 0xab, sizeof(x->st));
+  x->rc_ctx[6] = uvp_ctx_stats(x->ctx, &x->st);
   x->rc_close = uvp_ctx_close(x->ctx);
   x->retained = uvp_promise_retain(x->p);
   x->out = out;
@@ -719,9 +729,9 @@ static void test_check_thread_refuses_foreign_calls(void **state) {
   assert_ptr_equal(uvp_promise_retain(x->to_reject), x->to_reject);
   assert_int_equal(uv_async_init(&f->loop, &x->keep, NULL), 0);
 
-  uv_thread_t tid;
-  assert_int_equal(uv_thread_create(&tid, foreign_calls, x), 0);
-  assert_int_equal(uv_thread_join(&tid), 0);
+  uvp_ctx_stats_t st0;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st0), 0);
+  run_on_other_thread(foreign_calls, x);
   assert_int_equal(x->rc_new, UVP_ETHREAD);
   assert_int_equal(x->rc_then, UVP_ETHREAD);
   assert_int_equal(x->rc_resolve_with, UVP_ETHREAD);
@@ -749,6 +759,15 @@ static void test_check_thread_refuses_foreign_calls(void **state) {
   assert_int_equal(atomic_load(&x->off_loop), 0);
   assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
   assert_int_equal(st.live, 4);
+  /* The context's own calls (checked here, once x->keep is closed, so that
+   * a failure does not leave the loop alive). */
+  for (int i = 0; i < 7; i++)
+    assert_int_equal(x->rc_ctx[i], UVP_ETHREAD);
+  assert_null(uvp_ctx_data(f->ctx));
+  uvp_ctx_stats_t untouched;
+  memset(&untouched, 0xab, sizeof(untouched));
+  assert_memory_equal(&x->st, &untouched, sizeof(untouched));
+  assert_int_equal(st.slab_bytes, st0.slab_bytes); /* nothing reserved */
 
   /* The loop thread's calls work with the check on, and off. */
   for (int on = 1; on >= 0; on--) {

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "helpers.h"
+#include "alloc-helpers.h"
 
 /* Sites of our own: the _at functions take them explicitly, so a test can
  * say which line a frame must name without counting lines. */
@@ -79,12 +79,61 @@ static void test_errors(void **state) {
   assert_int_equal(uvp_ctx_set_traces(f->ctx, 1), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_print_trace(p, NULL), UV_EINVAL);
-  /* Counting only. */
+  /* Counting only; nowhere to put frames says nothing. */
   assert_int_equal(uvp_promise_trace(p, NULL, 0), 1);
+  assert_int_equal(uvp_promise_trace(p, NULL, 4), 0);
   uvp_promise_release(p);
   assert_int_equal(uvp_ctx_close(f->ctx), 0);
   assert_int_equal(uvp_ctx_set_traces(f->ctx, 1), UVP_ECLOSED);
   f->ctx = NULL;
+}
+
+/* From another thread, with the check on: refused, traces stay as they
+ * were (off here). */
+typedef struct tforeign_s {
+  uvp_ctx_t *ctx;
+  int rc;
+} tforeign_t;
+
+static void traces_on_elsewhere(void *arg) {
+  tforeign_t *x = arg;
+  x->rc = uvp_ctx_set_traces(x->ctx, 1);
+}
+
+static void test_other_thread(void **state) {
+  fixture_t *f = *state;
+  tforeign_t x = {f->ctx, 1};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(traces_on_elsewhere, &x);
+  assert_int_equal(x.rc, UVP_ETHREAD);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_trace(p, NULL, 0), 0);
+  uvp_promise_release(p);
+}
+
+/* Turning traces on allocates the context's cache: failing, it is
+ * UV_ENOMEM and traces stay off; the context works on. */
+static long on_enomem;
+
+static void scenario_traces_on(run_t *r) {
+  uvp_promise_t *p;
+  int rc = uvp_ctx_set_traces(r->ctx, 1);
+  OK_OR_ENOMEM(rc);
+  on_enomem += rc == UV_ENOMEM;
+  if (uvp_promise_new(r->ctx, &p) == 0) {
+    assert_int_equal(uvp_promise_trace(p, NULL, 0), rc == 0 ? 1 : 0);
+    uvp_promise_release(p);
+  }
+}
+
+static void test_alloc_fail(void **state) {
+  (void)state;
+  on_enomem = 0;
+  long sites = exhaust(scenario_traces_on);
+  print_message("%ld allocations; uvp_ctx_set_traces failed %ld times\n", sites,
+                on_enomem);
+  assert_true(on_enomem >= 1);
 }
 
 /* ---- chains -------------------------------------------------------------- */
@@ -344,8 +393,11 @@ static void test_unhandled_report_prints_trace(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      /* First: the allocator is replaced while no context exists. */
+      cmocka_unit_test(test_alloc_fail),
       FIXTURE_TEST(test_off_by_default),
       FIXTURE_TEST(test_errors),
+      FIXTURE_TEST(test_other_thread),
       TRACE_TEST(test_then_chain),
       TRACE_TEST(test_created_in_handler),
       TRACE_TEST(test_then_combinator_group),
