@@ -1088,8 +1088,9 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
 typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
 
 typedef struct uvp_fiber_opts_s {
-  size_t stack_size;    /* usable bytes, at least 16 KiB; 0: the
-                           context's default (uvp_ctx_set_fiber_stack) */
+  size_t stack_size;    /* usable bytes (less than 16 KiB gives 16 KiB,
+                           rounded up to whole pages); 0: the context's
+                           default (uvp_ctx_set_fiber_stack) */
   uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
                            loop thread, after fn returned, or when it will
                            never run (cancelled or torn down before it
@@ -1128,7 +1129,7 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
 UVP_EXTERN int uvp_in_fiber(void);
 
 /* The default stack size of the context's fibers (usable bytes, rounded up
- * to whole pages; at least 16 KiB; 256 KiB until set).  The idle stacks
+ * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The idle stacks
  * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD,
  * UV_ENOMEM (the context's first use of fibers makes their state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
