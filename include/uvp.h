@@ -1129,9 +1129,10 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
 UVP_EXTERN int uvp_in_fiber(void);
 
 /* The default stack size of the context's fibers (usable bytes, rounded up
- * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The idle stacks
- * the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD,
- * UV_ENOMEM (the context's first use of fibers makes their state). */
+ * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The
+ * idle stacks the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED,
+ * UVP_ETHREAD, UV_ENOMEM (the context's first use of fibers makes their
+ * state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
 /* ------------------------------------------------------------------------ */
