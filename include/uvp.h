@@ -52,7 +52,11 @@
  *    expect other threads to settle promises, keep the loop alive with a
  *    handle of your own (as for any cross-thread work on libuv), or
  *    uv_run() may return, and UV_RUN_ONCE stop polling, before their
- *    messages are read.
+ *    messages are read.  What a thread posted before it tells the loop
+ *    so through other means (its uv_async_send on a handle of yours, a
+ *    write to a pipe the loop watches) is read in the loop iteration that
+ *    runs that callback, and keeps the loop alive until its handlers have
+ *    run: that callback may close your handle.
  *
  *  - Errors: every `int` return is 0 or a negative code.  On error nothing
  *    happened: in particular, ownership of values, payloads and callback

@@ -164,8 +164,21 @@ static void drain(uvp_ctx_t *ctx) {
 }
 
 static void idle_cb(uv_idle_t *h) { drain(h->data); }
+static void read_mail(uvp_ctx_t *ctx);
+/* Mail is read here too, not only when the async handle's turn comes.  A
+ * thread that settles and then tells the loop it is done through a handle
+ * of the program's own (its uv_async_send, a pipe) may have its messages'
+ * wake-up seen only in the next poll: libuv runs the async handles of one
+ * wake-up in turn, and ours may have had its turn (nothing pending) just
+ * before the thread posted.  By the check phase of the iteration that ran
+ * the program's callback, every message posted before its signal is in
+ * the mailbox: reading it here means that iteration queues their
+ * reactions (keeping the loop alive to run them), so closing the
+ * program's handle in its callback never loses a message. */
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
+  if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
+    read_mail(ctx);
   if (ctx->q.queued != 0)
     drain(ctx);
 }
@@ -245,6 +258,7 @@ static void apply_msg(uvp__msg_t *m) {
 static uvp__msg_t *take_mail(uvp_ctx_t *ctx) {
   uvp__msg_t *m = ctx->mhead;
   ctx->mhead = ctx->mtail = NULL;
+  atomic_store_explicit(&ctx->mail, false, memory_order_relaxed);
   return m;
 }
 
@@ -257,13 +271,14 @@ static void apply_mail(uvp__msg_t *m) {
   }
 }
 
-static void async_cb(uv_async_t *h) {
-  uvp_ctx_t *ctx = h->data;
+static void read_mail(uvp_ctx_t *ctx) {
   uv_mutex_lock(&ctx->mu);
   uvp__msg_t *m = take_mail(ctx);
   uv_mutex_unlock(&ctx->mu);
   apply_mail(m);
 }
+
+static void async_cb(uv_async_t *h) { read_mail(h->data); }
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb) {
@@ -297,6 +312,7 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
   else
     ctx->mhead = m;
   ctx->mtail = m;
+  atomic_store_explicit(&ctx->mail, true, memory_order_relaxed);
   /* Sent under the lock: teardown closes the handle only after taking it
    * and setting `closed`, so no send can reach a closing handle. */
   if (wake)
@@ -335,6 +351,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   uvp_ctx_t *ctx = uvp__calloc(1, sizeof(*ctx));
   if (ctx == NULL)
     return UV_ENOMEM;
+  atomic_init(&ctx->mail, false);
   int rc = uv_mutex_init_recursive(&ctx->mu);
   if (rc != 0) {
     uvp__free(ctx);

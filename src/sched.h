@@ -3,6 +3,8 @@
 #ifndef UVP_SCHED_H
 #define UVP_SCHED_H
 
+#include <stdatomic.h>
+
 #include "promise.h"
 #include "registry.h"
 #include "site.h"
@@ -96,6 +98,9 @@ struct uvp_ctx_s {
   int mu_depth;
   uvp__msg_t *mhead;
   uvp__msg_t *mtail;
+  /* mhead != NULL, readable without mu: the check phase looks at it every
+   * loop iteration (see check_cb in sched.c). */
+  atomic_bool mail;
 };
 
 static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {

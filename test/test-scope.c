@@ -719,12 +719,13 @@ static void test_cross_thread_settle(void **state) {
                        .left = &left};
     assert_int_equal(uv_thread_create(&tids[t], xthread_main, &runs[t]), 0);
   }
-  run_loop(f); /* until the last thread's async closes `done` */
+  /* Until the last thread's async closes `done`: what the threads posted
+   * before it has run by then (test_mail_before_a_signal_is_read). */
+  run_loop(f);
   for (int t = 0; t < XTHREADS; t++) {
     assert_int_equal(uv_thread_join(&tids[t]), 0);
     assert_int_equal(runs[t].set_rc, UVP_ETHREAD);
   }
-  run_loop(f); /* messages posted after the async was read */
   for (size_t i = 0; i < n; i++) {
     if (recs[i].calls != 1 || recs[i].saw != TAG(i) || recs[i].off_loop)
       fail_msg("promise %zu: %d calls, saw %p (want %p), %d off the loop", i,

@@ -627,6 +627,65 @@ static void test_keep_alive_while_threads_settle(void **state) {
 
 /* ---- UVP_CHECK_THREAD ---------------------------------------------------- */
 
+/* A thread settles, then tells the loop it is done through a handle of the
+ * program's own, which the program closes in its callback: nothing that
+ * thread posted before its signal may be lost, although the wake-up for it
+ * can come in the very poll in which uvp's async handle already had its
+ * turn.  Made certain here: libuv gives async handles their turn in the
+ * order they were made, uvp's (made with the context) before `sig`, and
+ * the thread posts only while sig's callback runs. */
+typedef struct signal_s {
+  uvp_promise_t *p;
+  uv_sem_t go, posted;
+  uv_async_t sig;
+  int rc, calls;
+  void *value;
+} signal_t;
+
+static void signal_thread(void *arg) {
+  signal_t *x = arg;
+  uv_sem_wait(&x->go);
+  x->rc = uvp_promise_resolve(x->p, &x->go, NULL);
+  uv_sem_post(&x->posted);
+}
+
+static void signal_cb(uv_async_t *h) {
+  signal_t *x = h->data;
+  uv_sem_post(&x->go);
+  uv_sem_wait(&x->posted);
+  uv_close((uv_handle_t *)h, NULL);
+}
+
+static uvp_ret_t signal_handler(void *arg, const uvp_outcome_t *in) {
+  signal_t *x = arg;
+  x->calls++;
+  x->value = in->value;
+  return uvp_ret_pass();
+}
+
+static void test_mail_before_a_signal_is_read(void **state) {
+  fixture_t *f = *state;
+  signal_t x = {0};
+  uv_thread_t tid;
+  assert_int_equal(uvp_promise_new(f->ctx, &x.p), 0);
+  assert_int_equal(uvp_promise_then(x.p, signal_handler, &x, NULL), 0);
+  assert_int_equal(uv_sem_init(&x.go, 0), 0);
+  assert_int_equal(uv_sem_init(&x.posted, 0), 0);
+  assert_int_equal(uv_async_init(&f->loop, &x.sig, signal_cb), 0);
+  x.sig.data = &x;
+  assert_int_equal(uv_thread_create(&tid, signal_thread, &x), 0);
+  assert_int_equal(uv_async_send(&x.sig), 0);
+  run_loop(f); /* ends once sig is closed and nothing is queued */
+  assert_int_equal(uv_thread_join(&tid), 0);
+  uv_sem_destroy(&x.go);
+  uv_sem_destroy(&x.posted);
+  assert_int_equal(x.rc, 0);
+  assert_int_equal(x.calls, 1);
+  assert_ptr_equal(x.value, &x.go);
+  assert_int_equal(uvp_promise_state(x.p), UVP_FULFILLED);
+  uvp_promise_release(x.p);
+}
+
 /* With the check on, every loop-thread-only call a foreign thread makes is
  * refused with UVP_ETHREAD before it touches anything, which is what makes
  * this test race-free under TSan; the three calls allowed from any thread
@@ -849,6 +908,7 @@ int main(void) {
       FIXTURE_TEST(test_thread_after_teardown),
       FIXTURE_TEST(test_release_from_another_thread),
       FIXTURE_TEST(test_keep_alive_while_threads_settle),
+      FIXTURE_TEST(test_mail_before_a_signal_is_read),
       FIXTURE_TEST(test_check_thread_refuses_foreign_calls),
       FIXTURE_TEST(test_check_thread_from_environment),
   };
