@@ -131,7 +131,7 @@ uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
   if (p == NULL)
     return NULL;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (UVP__UNLIKELY(ctx->check_thread) && !uvp__on_loop_thread(ctx))
+  if (uvp__refused_thread(ctx))
     return NULL;
   if (UVP__UNLIKELY(ctx->closed)) {
     uvp__lock(ctx);

@@ -459,7 +459,7 @@ int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
 int uvp__ctx_check_slow(const uvp_ctx_t *ctx) {
   if (ctx == NULL)
     return UV_EINVAL;
-  if (ctx->check_thread && !uvp__on_loop_thread(ctx))
+  if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
   return ctx->closed ? UVP_ECLOSED : 0;
 }
@@ -492,7 +492,7 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   if (ctx == NULL || out == NULL)
     return UV_EINVAL;
   /* Not uvp__ctx_check: a closed context still has counts to give. */
-  if (ctx->check_thread && !uvp__on_loop_thread(ctx))
+  if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
   out->live = ctx->live;
   out->pending = ctx->pending;

@@ -124,6 +124,12 @@ static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
   return &uvp__thread_anchor == ctx->thread;
 }
 
+/* A loop-thread-only call made elsewhere, with UVP_CHECK_THREAD on: it is
+ * refused with UVP_ETHREAD. */
+static inline bool uvp__refused_thread(const uvp_ctx_t *ctx) {
+  return UVP__UNLIKELY(ctx->check_thread) && !uvp__on_loop_thread(ctx);
+}
+
 /* 0, or why a loop-thread-only call naming ctx cannot proceed: UV_EINVAL
  * (NULL), UVP_ETHREAD (another thread, when the check is on), UVP_ECLOSED.
  * The thread is checked first: `closed` is the loop thread's to write. */

@@ -49,6 +49,15 @@ static inline int fixture_teardown(void **state) {
 #define FIXTURE_TEST(fn)                                                       \
   cmocka_unit_test_setup_teardown(fn, fixture_setup, fixture_teardown)
 
+/* Close the fixture's context now (the teardown then only runs the loop)
+ * and return it: what a test calls afterwards must be refused. */
+static inline uvp_ctx_t *close_ctx(fixture_t *f) {
+  uvp_ctx_t *ctx = f->ctx;
+  assert_int_equal(uvp_ctx_close(ctx), 0);
+  f->ctx = NULL;
+  return ctx;
+}
+
 /* Run the loop until nothing but pending promises remains. */
 static inline void run_loop(fixture_t *f) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);

@@ -243,9 +243,7 @@ static void test_bad_input(void **state) {
   assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
   assert_int_equal(st.live, 0);
   /* After uvp_ctx_close: refused, no lookup started. */
-  uvp_ctx_t *ctx = f->ctx;
-  assert_int_equal(uvp_ctx_close(ctx), 0);
-  f->ctx = NULL;
+  uvp_ctx_t *ctx = close_ctx(f);
   assert_int_equal(uvp_getaddrinfo(ctx, "127.0.0.1", NULL, NULL, &p),
                    UVP_ECLOSED);
   assert_null(p);

@@ -338,9 +338,7 @@ static void test_bad_input(void **state) {
 
   /* After uvp_ctx_close: every call refused, nothing started. */
   char buf[4] = "abc";
-  uvp_ctx_t *ctx = f->ctx;
-  assert_int_equal(uvp_ctx_close(ctx), 0);
-  f->ctx = NULL;
+  uvp_ctx_t *ctx = close_ctx(f);
   int rc[] = {
       uvp_fs_open(ctx, at("x"), O_WRONLY | O_CREAT, 0644, &p),
       uvp_fs_close(ctx, -1, &p),

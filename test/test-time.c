@@ -336,9 +336,7 @@ static void test_time_invalid_arguments(void **state) {
   /* After uvp_ctx_close: refused, the value still ours. */
   int freed = 0;
   boxed_t *b = boxed_new(1, &freed);
-  uvp_ctx_t *ctx = f->ctx;
-  assert_int_equal(uvp_ctx_close(ctx), 0);
-  f->ctx = NULL;
+  uvp_ctx_t *ctx = close_ctx(f);
   assert_int_equal(uvp_delay(ctx, 1, b, boxed_free, 0, &t), UVP_ECLOSED);
   assert_int_equal(uvp_timeout(p, 1, 0, &t), UVP_ECLOSED);
   assert_null(t);
