@@ -1084,7 +1084,15 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * so spawning, awaiting and returning make no system call and allocate
  * nothing once warm; only the pages a fiber touches are resident
  * (a fiber suspended a few calls deep holds one or two 4 KiB pages).  Do
- * not run the loop (uv_run) from a fiber. */
+ * not run the loop (uv_run) from a fiber.
+ *
+ * Floating-point modes.  Each fiber has its own floating-point control
+ * modes: the rounding direction (fesetround) and flags such as
+ * flush-to-zero (on x86-64 the MXCSR and the x87 control word, on aarch64
+ * the FPCR).  A fiber starts with those in effect where uvp_fiber_spawn
+ * was called, and what it sets stays its own across awaits: the loop's
+ * code and other fibers never see it.  The exception flags
+ * (fetestexcept) are not kept per fiber: test them before an await. */
 
 /* A fiber's body: returns how its promise settles, as a handler does
  * (uvp_ret_value, uvp_ret_reject, uvp_ret_adopt; uvp_ret_pass fulfils with

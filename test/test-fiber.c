@@ -15,6 +15,7 @@
  * fibers and hooks point to is static: a test that fails half-way leaves
  * its fibers to the teardown's uvp_ctx_close, which resumes them after the
  * test's frame is gone. */
+#include <fenv.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/mman.h>
@@ -488,6 +489,58 @@ static void test_many_await_same(void **state) {
   }
   uvp_promise_release(p);
   assert_int_equal(freed, 1);
+}
+
+/* Floating-point modes are a fiber's own: each starts with those in effect
+ * where it was spawned, keeps what it sets across an await, and neither
+ * the loop's code nor another fiber sees them. */
+typedef struct fpmode_s {
+  uvp_promise_t *gate;
+  int at_start, after_set, after_await;
+} fpmode_t;
+
+static uvp_ret_t fpmode_body(void *arg) {
+  fpmode_t *m = arg;
+  m->at_start = fegetround();
+  FCHECK(fesetround(FE_UPWARD) == 0);
+  m->after_set = fegetround();
+  FCHECK(uvp_await(m->gate, NULL) == 0);
+  m->after_await = fegetround();
+  return uvp_ret_pass();
+}
+
+static uvp_ret_t fpmode_other(void *arg) {
+  fpmode_t *m = arg;
+  m->at_start = fegetround();
+  FCHECK(uvp_await(m->gate, NULL) == 0);
+  m->after_await = fegetround();
+  return uvp_ret_pass();
+}
+
+static void test_fp_modes_per_fiber(void **state) {
+  fixture_t *f = *state;
+  static fpmode_t a, b;
+  uvp_promise_t *gate, *fa, *fb;
+  assert_int_equal(uvp_promise_new(f->ctx, &gate), 0);
+  a = (fpmode_t){gate, -1, -1, -1};
+  b = (fpmode_t){gate, -1, -1, -1};
+  assert_int_equal(fesetround(FE_DOWNWARD), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, fpmode_body, &a, NULL, &fa), 0);
+  assert_int_equal(fesetround(FE_TONEAREST), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, fpmode_other, &b, NULL, &fb), 0);
+  run_loop(f); /* a set upward and waits; b waits */
+  assert_int_equal(fegetround(), FE_TONEAREST);
+  assert_int_equal(a.at_start, FE_DOWNWARD);
+  assert_int_equal(a.after_set, FE_UPWARD);
+  assert_int_equal(b.at_start, FE_TONEAREST);
+  assert_int_equal(uvp_promise_resolve(gate, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(a.after_await, FE_UPWARD);
+  assert_int_equal(b.after_await, FE_TONEAREST);
+  assert_int_equal(fegetround(), FE_TONEAREST);
+  release_fulfilled(fa);
+  release_fulfilled(fb);
+  uvp_promise_release(gate);
 }
 
 /* ---- awaiting combinators, timers, I/O ----------------------------------- */
@@ -1853,6 +1906,7 @@ int main(void) {
       FTEST(test_promise_settled_only_by_fiber),
       FTEST(test_spawn_from_fiber),
       FTEST(test_many_await_same),
+      FTEST(test_fp_modes_per_fiber),
       FTEST(test_await_all_settled),
       FTEST(test_timer_runs_while_waiting),
       FTEST(test_read_file),
