@@ -268,9 +268,9 @@ typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
 /* Create a context over `loop` (which you keep owning and running).  Must be
  * called on the loop's thread, which becomes the context's loop thread.
  * Initialises three unreferenced handles on the loop (idle, check, async).
- * A process can have 65 535 contexts at once (open, or closed with
- * promises still held).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
- * memory, or no context left), or a uv_*_init error. */
+ * A process can have 65 535 contexts at once, counting closed ones not yet
+ * freed (see uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM
+ * (no memory, or no context left), or a uv_*_init error. */
 UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 
 /* Tear down.  Every promise still pending is rejected with UVP_ECLOSED

@@ -65,6 +65,45 @@ static void test_ctx_new_close(void **state) {
   assert_int_equal(ran, 1);
 }
 
+/* The process-wide limit: contexts are counted until uvp_ctx_new refuses;
+ * a closed context keeps its place while a promise of it is held and
+ * until the loop has run its handles' close callbacks. */
+static void test_ctx_limit(void **state) {
+  fixture_t *f = *state; /* its context is one of the 65 535 */
+  enum { MAX = 65535 };
+  uvp_ctx_t **cs = calloc(MAX, sizeof(*cs));
+  uvp_promise_t *held;
+  uvp_ctx_t *c = NULL;
+  size_t n = 0;
+  int rc;
+  assert_non_null(cs);
+  while ((rc = uvp_ctx_new(&f->loop, &cs[n])) == 0) {
+    n++;
+    assert_true(n < MAX);
+  }
+  assert_int_equal(rc, UV_ENOMEM);
+  assert_int_equal(n, MAX - 1);
+  assert_int_equal(uvp_promise_new(cs[0], &held), 0);
+  assert_int_equal(uvp_ctx_close(cs[0]), 0);
+  assert_int_equal(uvp_ctx_new(&f->loop, &c), UV_ENOMEM);
+  assert_null(c);
+  assert_int_equal(uvp_promise_state(held), UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(held, NULL), UVP_ECLOSED);
+  uvp_promise_release(held);
+  assert_int_equal(uvp_ctx_new(&f->loop, &c), UV_ENOMEM); /* handles open */
+  run_loop(f); /* their close callbacks: the context is freed */
+  assert_int_equal(uvp_ctx_new(&f->loop, &cs[0]), 0);
+  /* Every context made here works, the last one included. */
+  assert_int_equal(uvp_promise_resolved(cs[n - 1], NULL, NULL, &held), 0);
+  uvp_promise_release(held);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(uvp_ctx_close(cs[i]), 0);
+  free(cs);
+  run_loop(f);
+  assert_int_equal(uvp_ctx_new(&f->loop, &c), 0);
+  assert_int_equal(uvp_ctx_close(c), 0);
+}
+
 /* ---- NULL and out-of-range arguments ---------------------------------- */
 
 static void test_null_arguments(void **state) {
@@ -1091,6 +1130,7 @@ static void test_sites_interned_until_the_table_is_full(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_ctx_new_close),
+      FIXTURE_TEST(test_ctx_limit),
       FIXTURE_TEST(test_null_arguments),
       FIXTURE_TEST(test_settle_twice_caller_keeps_value),
       FIXTURE_TEST(test_calls_after_close),
