@@ -38,6 +38,7 @@ typedef struct env_s {
   int cancel_rc;
   int pending; /* items are pending producers */
   int each_calls;
+  log_t *next_log; /* for a closure a callback makes */
   hook_t hooks[8];
   uvp_promise_t *items[8]; /* references to started items */
 } env_t;
@@ -693,6 +694,57 @@ static void test_unhandled_full_hook_closes_context(void **state) {
   assert_int_equal(l.order.ev[0], EV_CALL);
   assert_int_equal(l.order.ev[1], EV_OTHER);
   assert_int_equal(l.order.ev[2], EV_FREE);
+}
+
+/* The hook replaces itself while it runs (a report-once hook): its
+ * argument goes after it returns, not inside the replacing call.  The
+ * second hook, installed by the first, reports a rejection the first
+ * releases while still running, and replaces itself in turn: each
+ * argument waits for its own hook's return. */
+static void replacing_unhandled(uvp_promise_t *p, void *arg) {
+  closure_t *c = arg;
+  log_t *l = enter(c);
+  env_t *e = c->env;
+  (void)p;
+  if (e != NULL) { /* the first hook: hand over to a second */
+    closure_t *next = closure_new(e->next_log);
+    assert_int_equal(uvp_ctx_set_unhandled_cb_full(e->f->ctx,
+                                                   replacing_unhandled, next,
+                                                   closure_free),
+                     0);
+    uvp_promise_t *q;
+    assert_int_equal(uvp_promise_rejected(e->f->ctx, UV_EIO, NULL, NULL, &q),
+                     0);
+    uvp_promise_release(q); /* reported to the second, which ends it */
+  } else {
+    assert_int_equal(uvp_ctx_set_unhandled_cb(uvp_promise_ctx(p), NULL, NULL),
+                     0);
+  }
+  trace_push(&l->order, EV_OTHER); /* still running after the replacement */
+  leave(l);
+}
+
+static void test_unhandled_full_replaced_inside_hook(void **state) {
+  fixture_t *f = *state;
+  log_t l1 = {0}, l2 = {0};
+  env_t e = {.f = f, .next_log = &l2};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_ctx_set_unhandled_cb_full(f->ctx, replacing_unhandled,
+                                                 closure_in(&l1, &e),
+                                                 closure_free),
+                   0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &p), 0);
+  uvp_promise_release(p);
+  assert_int_equal(l1.freed, 1);
+  assert_int_equal(l1.freed_busy, 0);
+  assert_int_equal(l2.freed, 1);
+  assert_int_equal(l2.freed_busy, 0);
+  assert_int_equal(l1.order.n, 3);
+  assert_int_equal(l1.order.ev[1], EV_OTHER);
+  assert_int_equal(l1.order.ev[2], EV_FREE);
+  assert_int_equal(l2.order.n, 3);
+  assert_int_equal(l2.order.ev[1], EV_OTHER);
+  assert_int_equal(l2.order.ev[2], EV_FREE);
 }
 
 /* ---- 9. the context's data ----------------------------------------------- */
@@ -1458,6 +1510,7 @@ int main(void) {
       REPORT_TEST(test_unhandled_full_replaced),
       REPORT_TEST(test_unhandled_full_at_close),
       REPORT_TEST(test_unhandled_full_hook_closes_context),
+      REPORT_TEST(test_unhandled_full_replaced_inside_hook),
       REPORT_TEST(test_ctx_data),
       REPORT_TEST(test_map_arg_free_completes),
       REPORT_TEST(test_map_arg_free_cancelled_midway),
