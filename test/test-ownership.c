@@ -11,11 +11,11 @@
  * way a handler can end up never running or having run; cancel hooks with
  * uvp_promise_set_cancel_full; the unhandled hook's and the context data's
  * notifiers; map, loop, reduce and retry with their arg_free; failed
- * registrations (the caller keeps its argument); and the rules of what the
- * unhandled-rejection hook hears. */
+ * registrations, also for want of memory (the caller keeps its argument);
+ * and the rules of what the unhandled-rejection hook hears. */
 #include <unistd.h>
 
-#include "helpers.h"
+#include "alloc-helpers.h"
 
 /* ---- a closure and what it tells ----------------------------------------- */
 
@@ -1284,6 +1284,95 @@ static void test_refused_registration_keeps_arg(void **state) {
   uvp_promise_release(settled);
 }
 
+/* Refused for want of memory: each registration with a notifier, run
+ * with the k-th allocation failing for k = 1, 2, ... (alloc-helpers.h).
+ * Refused (UV_ENOMEM), the notifier has not run and the argument is still
+ * the caller's; accepted, the notifier runs once. */
+enum { NM_FORMS = 8 };
+static int nm_form;
+static long nm_enomem;
+static uvp_ctx_t *nm_ctx;
+
+static int nm_start(void *arg, size_t i, uvp_promise_t **out) {
+  (void)arg;
+  return uvp_promise_resolved(nm_ctx, (void *)(uintptr_t)(i + 1), NULL, out);
+}
+
+static int nm_step(void *arg, size_t i, const uvp_outcome_t *prev,
+                   uvp_promise_t **next) {
+  (void)arg, (void)i, (void)prev, (void)next;
+  return 0; /* stops at once */
+}
+
+static int nm_attempt(void *arg, unsigned int i, uvp_promise_t **out) {
+  (void)arg, (void)i;
+  return uvp_promise_resolved(nm_ctx, NULL, NULL, out);
+}
+
+static int nm_register(uvp_promise_t *p, closure_t *c, uvp_promise_t **d) {
+  uvp_map_opts_t mo = {.limit = 2, .arg_free = closure_free};
+  uvp_retry_opts_t ro = {.arg_free = closure_free};
+  switch (nm_form) {
+  case 0:
+    return uvp_promise_then_full(p, closure_then, c, closure_free, d);
+  case 1:
+    return uvp_promise_on_full(p, UVP_ON_BOTH, closure_then, c, closure_free,
+                               NULL);
+  case 2:
+    return uvp_promise_finally_full(p, closure_then, c, closure_free, d);
+  case 3:
+    return uvp_promise_set_cancel_full(p, closure_hook, c, closure_free);
+  case 4:
+    return uvp_promise_map(nm_ctx, 3, nm_start, c, &mo, d);
+  case 5:
+    return uvp_promise_loop_full(nm_ctx, nm_step, c, closure_free, d);
+  case 6:
+    return uvp_promise_reduce_full(nm_ctx, 3, nm_step, c, closure_free, p, d);
+  default:
+    return uvp_retry(nm_ctx, nm_attempt, c, &ro, d);
+  }
+}
+
+static void scenario_refused(run_t *r) {
+  log_t l = {0};
+  closure_t *c = closure_new(&l);
+  uvp_promise_t *p, *d = NULL;
+  nm_ctx = r->ctx;
+  int rc = uvp_promise_new(r->ctx, &p);
+  OK_OR_ENOMEM(rc);
+  if (rc == 0)
+    rc = nm_register(p, c, &d);
+  else
+    p = NULL;
+  OK_OR_ENOMEM(rc);
+  if (rc != 0) {
+    nm_enomem += p != NULL;
+    assert_null(d);
+    if (l.freed != 0)
+      fail_msg("form %d: the notifier ran on UV_ENOMEM", nm_form);
+    free(c); /* still ours */
+  }
+  if (p != NULL && nm_form == 3)
+    assert_int_equal(uvp_promise_cancel(p), 0);
+  else if (p != NULL)
+    assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
+  assert_int_equal(uv_run(&r->loop, UV_RUN_DEFAULT), 0);
+  if (rc == 0)
+    expect_freed_after(&l, l.calls);
+  uvp_promise_release(d);
+  uvp_promise_release(p);
+}
+
+static void test_refused_for_memory_keeps_arg(void **state) {
+  (void)state;
+  for (nm_form = 0; nm_form < NM_FORMS; nm_form++) {
+    nm_enomem = 0;
+    exhaust(scenario_refused);
+    if (nm_enomem == 0)
+      fail_msg("form %d never refused for memory", nm_form);
+  }
+}
+
 /* ---- 13. what the unhandled hook hears ----------------------------------- */
 
 static uvp_ret_t pass_cb(void *arg, const uvp_outcome_t *in) {
@@ -1526,6 +1615,7 @@ int main(void) {
       REPORT_TEST(test_retry_arg_free),
       REPORT_TEST(test_retry_cancelled_inside_attempt),
       REPORT_TEST(test_refused_registration_keeps_arg),
+      cmocka_unit_test(test_refused_for_memory_keeps_arg),
       REPORT_TEST(test_unhandled_cancelled_all_settled_hook),
       FIXTURE_TEST(test_unhandled_cancelled_all_settled_stderr),
       FIXTURE_TEST(test_unhandled_default_hook_writes_once),
