@@ -563,6 +563,10 @@ static void test_cancel_full_replaced_and_removed(void **state) {
   /* Removed. */
   assert_int_equal(uvp_promise_set_cancel(p, NULL, NULL), 0);
   expect_freed_after(&l2, 0);
+  /* Removed with a notifier: a NULL hook keeps none (arg stays ours). */
+  log_t l4 = {0};
+  closure_t *c4 = closure_new(&l4);
+  assert_int_equal(uvp_promise_set_cancel_full(p, NULL, c4, closure_free), 0);
   /* Replaced by a plain hook, which then runs alone. */
   hook_full(p, &l3);
   assert_int_equal(uvp_promise_set_cancel(p, count_hook, &h), 0);
@@ -572,6 +576,8 @@ static void test_cancel_full_replaced_and_removed(void **state) {
   expect_freed_after(&l1, 0);
   expect_freed_after(&l2, 0);
   expect_freed_after(&l3, 0);
+  assert_int_equal(l4.freed, 0);
+  free(c4);
   uvp_promise_release(p);
 }
 
@@ -631,13 +637,19 @@ static void test_unhandled_full_replaced(void **state) {
                                                  closure_new(&l3),
                                                  closure_free),
                    0);
-  /* And NULL (the default hook) lets go of the third. */
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, NULL, NULL), 0);
+  /* And NULL (the default hook) lets go of the third, and keeps no
+   * notifier of its own: the argument given with it stays ours. */
+  log_t l4 = {0};
+  closure_t *c4 = closure_new(&l4);
+  assert_int_equal(
+      uvp_ctx_set_unhandled_cb_full(f->ctx, NULL, c4, closure_free), 0);
   expect_freed_after(&l3, 0);
   close_now(f);
   expect_freed_after(&l1, 1);
   expect_freed_after(&l2, 0);
   expect_freed_after(&l3, 0);
+  assert_int_equal(l4.freed, 0);
+  free(c4);
 }
 
 /* At close: after the last report (a rejection still held is reported by
@@ -708,9 +720,8 @@ static void replacing_unhandled(uvp_promise_t *p, void *arg) {
   (void)p;
   if (e != NULL) { /* the first hook: hand over to a second */
     closure_t *next = closure_new(e->next_log);
-    assert_int_equal(uvp_ctx_set_unhandled_cb_full(e->f->ctx,
-                                                   replacing_unhandled, next,
-                                                   closure_free),
+    assert_int_equal(uvp_ctx_set_unhandled_cb_full(
+                         e->f->ctx, replacing_unhandled, next, closure_free),
                      0);
     uvp_promise_t *q;
     assert_int_equal(uvp_promise_rejected(e->f->ctx, UV_EIO, NULL, NULL, &q),
@@ -1309,7 +1320,8 @@ static int nm_attempt(void *arg, unsigned int i, uvp_promise_t **out) {
   return uvp_promise_resolved(nm_ctx, NULL, NULL, out);
 }
 
-static int nm_register(uvp_promise_t *p, closure_t *c, uvp_promise_t **d) {
+static int nm_register(uvp_promise_t *p, closure_t *c, uvp_promise_t **d,
+                       hook_t *h) {
   uvp_map_opts_t mo = {.limit = 2, .arg_free = closure_free};
   uvp_retry_opts_t ro = {.arg_free = closure_free};
   switch (nm_form) {
@@ -1320,7 +1332,8 @@ static int nm_register(uvp_promise_t *p, closure_t *c, uvp_promise_t **d) {
                                NULL);
   case 2:
     return uvp_promise_finally_full(p, closure_then, c, closure_free, d);
-  case 3:
+  case 3: /* over a hook, which a refusal leaves in place */
+    assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
     return uvp_promise_set_cancel_full(p, closure_hook, c, closure_free);
   case 4:
     return uvp_promise_map(nm_ctx, 3, nm_start, c, &mo, d);
@@ -1337,11 +1350,12 @@ static void scenario_refused(run_t *r) {
   log_t l = {0};
   closure_t *c = closure_new(&l);
   uvp_promise_t *p, *d = NULL;
+  hook_t h = {0};
   nm_ctx = r->ctx;
   int rc = uvp_promise_new(r->ctx, &p);
   OK_OR_ENOMEM(rc);
   if (rc == 0)
-    rc = nm_register(p, c, &d);
+    rc = nm_register(p, c, &d, &h);
   else
     p = NULL;
   OK_OR_ENOMEM(rc);
@@ -1357,6 +1371,8 @@ static void scenario_refused(run_t *r) {
   else if (p != NULL)
     assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
   assert_int_equal(uv_run(&r->loop, UV_RUN_DEFAULT), 0);
+  if (nm_form == 3 && p != NULL)
+    assert_int_equal(h.calls, rc != 0);
   if (rc == 0)
     expect_freed_after(&l, l.calls);
   uvp_promise_release(d);
