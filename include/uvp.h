@@ -823,7 +823,8 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
 typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
 
 /* Streaming: called once per item as it settles (in completion order),
- * on the loop thread from the scheduler, with its index and outcome
+ * on the loop thread from the scheduler (an item whose start ran out of
+ * memory before it had a promise: at once), with its index and outcome
  * (borrowed: valid during the call; the value stays valid while the map's
  * result is referenced), before the result's own handlers run.  Not
  * called any more once the result is decided early (a FAIL_FAST failure,
