@@ -249,28 +249,34 @@ typedef uvp_ret_t (*uvp_then_cb)(void *arg, const uvp_outcome_t *in);
 
 /* Cancel hook of a producer (see uvp_promise_set_cancel). Runs at most once,
  * on the loop thread, when a pending promise is cancelled or its context is
- * closed while it is pending; `p` is borrowed and already rejected with
- * UV_ECANCELED (or UVP_ECLOSED at teardown). */
+ * closed while it is pending: inside the call that cancels it
+ * (uvp_promise_cancel, or the timer, combinator or teardown acting for the
+ * program); `p` is borrowed and already rejected with UV_ECANCELED (or
+ * UVP_ECLOSED at teardown). */
 typedef void (*uvp_cancel_cb)(uvp_promise_t *p, void *arg);
 
 /* Called for a rejected promise that never had a rejection handler, when
  * its last reference goes or when its context is closed with it still
- * alive.  `p` is borrowed and valid only during the call.  The hook (like
- * a value's destructor) may use the library, dump the pending promises or
- * close the context: promises whose last reference is going are not
- * listed by the dump nor torn down twice. */
+ * alive: on the loop thread, inside whatever drops that reference (your
+ * uvp_promise_release; the scheduler, for a promise only uvp held; the
+ * loop applying a release made on another thread) or inside
+ * uvp_ctx_close.  `p` is borrowed and valid only during the call.  The
+ * hook (like a value's destructor) may use the library, dump the pending
+ * promises or close the context: promises whose last reference is going
+ * are not listed by the dump nor torn down twice. */
 typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
 
 /* ------------------------------------------------------------------------ */
 /* Context                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Create a context over `loop` (which you keep owning and running).  Must be
- * called on the loop's thread, which becomes the context's loop thread.
- * Initialises three unreferenced handles on the loop (idle, check, async).
- * A process can have 65 535 contexts at once, counting closed ones not yet
- * freed (see uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM
- * (no memory, or no context left), or a uv_*_init error. */
+/* Create a context over `loop` (which you keep owning and running); *out
+ * is yours until uvp_ctx_close.  Must be called on the loop's thread,
+ * which becomes the context's loop thread.  Initialises three unreferenced
+ * handles on the loop (idle, check, async).  A process can have 65 535
+ * contexts at once, counting closed ones not yet freed (see
+ * uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
+ * memory, or no context left), or a uv_*_init error. */
 UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 
 /* Tear down.  Every promise still pending is rejected with UVP_ECLOSED
@@ -351,8 +357,10 @@ UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
                                         void *arg);
 /* The same with a destroy notifier for `arg`: arg_free(arg) runs once, on
- * the loop thread, when the hook is replaced or at uvp_ctx_close (after the
- * last report; not while the hook runs). */
+ * the loop thread, when the hook is replaced (inside the replacing call) or
+ * at uvp_ctx_close (after the last report); if the hook itself replaces
+ * it or closes the context, when the hook returns.  With a NULL cb, arg
+ * and arg_free are not kept.  On error it does not run. */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx,
                                              uvp_unhandled_cb cb, void *arg,
                                              uvp_free_cb arg_free);
@@ -483,15 +491,17 @@ UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
 UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
 
 /* Attach a cancel hook to a pending promise you produce (one hook; a second
- * call replaces it, NULL removes it).  Errors: UV_EINVAL, UVP_ESETTLED,
+ * call replaces it, NULL removes it).  The hook runs inside the call that
+ * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ESETTLED,
  * UVP_ECLOSED; then arg is still yours. */
 UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
 /* The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
  * once, on the loop thread, right after the hook has run, or when it never
  * will: p settles otherwise, the hook is replaced or removed, or p is freed
- * while pending.  Errors also UV_ENOMEM (the hook and its notifier are kept
- * in a small allocation). */
+ * while pending.  With a NULL cb, arg_free is not kept.  Errors also
+ * UV_ENOMEM (the hook and its notifier are kept in a small allocation);
+ * on error arg_free does not run and a hook already set stays. */
 UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
                                            void *arg, uvp_free_cb arg_free);
 
@@ -578,7 +588,9 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
 /* p.finally(cb): cb runs on either outcome (and sees it).  The derived
  * promise settles like p, unless cb returns a rejection (derived rejects with
  * it) or adopts a promise that rejects (derived rejects with that reason);
- * an adopted promise is waited for first.  A value cb returns is destroyed. */
+ * an adopted promise is waited for first.  A value cb returns is destroyed.
+ * When cb runs, `out`, the errors and, for the _full form, arg_free are as
+ * for uvp_promise_on and uvp_promise_on_full. */
 #define uvp_promise_finally(p, cb, arg, out)                                   \
   uvp_promise_finally_at((p), (cb), (arg), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb,
@@ -811,11 +823,13 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
 typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
 
 /* Streaming: called once per item as it settles (in completion order),
- * with its index and outcome (borrowed: valid during the call; the value
- * stays valid while the map's result is referenced), before the result's
- * own handlers run.  Not called any more once the result is decided early
- * (a FAIL_FAST failure, a cancellation): the items cancelled then, or
- * never started, are not reported. */
+ * on the loop thread from the scheduler (an item whose start ran out of
+ * memory before it had a promise: at once), with its index and outcome
+ * (borrowed: valid during the call; the value stays valid while the map's
+ * result is referenced), before the result's own handlers run.  Not
+ * called any more once the result is decided early (a FAIL_FAST failure,
+ * a cancellation): the items cancelled then, or never started, are not
+ * reported. */
 typedef void (*uvp_map_each_cb)(void *arg, size_t index,
                                 const uvp_outcome_t *outcome);
 
@@ -957,12 +971,14 @@ UVP_EXTERN int uvp_promise_reduce_full_at(
     uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg, uvp_free_cb arg_free,
     uvp_promise_t *initial, uvp_promise_t **out, const char *file, int line);
 
-/* Starts attempt number `attempt` (0-based): like uvp_map_start_cb. */
+/* Starts attempt number `attempt` (0-based): like uvp_map_start_cb.  On
+ * the loop thread: attempt 0 inside uvp_retry(), the others from the
+ * scheduler once their backoff has passed. */
 typedef int (*uvp_attempt_cb)(void *arg, unsigned int attempt,
                               uvp_promise_t **out);
 
 /* Whether to retry after a failure with `code` (attempt is the one that
- * failed): non-zero to retry. */
+ * failed): non-zero to retry.  On the loop thread, from the scheduler. */
 typedef int (*uvp_retry_pred)(void *arg, int code, unsigned int attempt);
 
 typedef struct uvp_retry_opts_s {
@@ -1239,7 +1255,8 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
 /* A fiber member, spawned (in the group's scope) when there is room under
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
  * fiber never starts).  A fiber that cannot be spawned is a member that
- * rejected with why.  Also UV_ECANCELED, UV_ENOMEM. */
+ * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error arg_free
+ * does not run: arg is still yours. */
 #define uvp_group_spawn(g, fn, arg, opts)                                      \
   uvp_group_spawn_at((g), (fn), (arg), (opts), __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
@@ -1255,7 +1272,8 @@ typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
  * is room under the limit: inside this call if there is room now, else
  * when a member settles (from the run queue) or uvp_group_set_limit makes
  * room.  arg_free (may be NULL) runs right after that call, or if it never
- * comes (cancelled, torn down).  Also UV_ECANCELED, UV_ENOMEM. */
+ * comes (cancelled, torn down).  Also UV_ECANCELED, UV_ENOMEM; on error
+ * neither runs: arg is still yours. */
 UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
                                void *arg, uvp_free_cb arg_free);
 

@@ -59,9 +59,14 @@ void uvp__report_unhandled(uvp_promise_t *p) {
     return;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->unhandled_cb != NULL) {
-    ctx->in_unhandled++;
+    /* The hook may replace itself or close the context: its argument then
+     * waits here until it returns. */
+    uvp__report_t r = {ctx->reports, ctx->unhandled_gen, NULL, NULL};
+    ctx->reports = &r;
     ctx->unhandled_cb(p, ctx->unhandled_arg);
-    uvp__unhandled_done(ctx);
+    ctx->reports = r.outer;
+    if (r.arg_free != NULL)
+      r.arg_free(r.arg);
     return;
   }
   const char *file;

@@ -434,10 +434,23 @@ static void drop_arg(void **arg, uvp_free_cb *arg_free) {
     f(a);
 }
 
-void uvp__unhandled_done(uvp_ctx_t *ctx) {
-  /* Close clears the hook only after its sweep has made every report. */
-  if (--ctx->in_unhandled == 0 && ctx->closed && ctx->unhandled_cb == NULL)
+/* The hook installed is going (replaced, or the context closes): its
+ * argument goes now, or, if that hook is running, when its outermost call
+ * returns. */
+static void retire_unhandled(uvp_ctx_t *ctx) {
+  uvp__report_t *last = NULL;
+  for (uvp__report_t *r = ctx->reports; r != NULL; r = r->outer)
+    if (r->gen == ctx->unhandled_gen)
+      last = r;
+  ctx->unhandled_gen++;
+  if (last == NULL) {
     drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
+    return;
+  }
+  last->arg = ctx->unhandled_arg;
+  last->arg_free = ctx->unhandled_free;
+  ctx->unhandled_arg = NULL;
+  ctx->unhandled_free = NULL;
 }
 
 int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
@@ -445,7 +458,7 @@ int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
+  retire_unhandled(ctx);
   ctx->unhandled_cb = cb;
   ctx->unhandled_arg = arg;
   ctx->unhandled_free = cb != NULL ? arg_free : NULL;
@@ -564,8 +577,7 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   /* Nothing is reported after the sweep (nothing settles any more): the
    * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
-  if (ctx->in_unhandled == 0) /* else when the hook returns */
-    drop_arg(&ctx->unhandled_arg, &ctx->unhandled_free);
+  retire_unhandled(ctx);
   uv_close((uv_handle_t *)&ctx->idle, handle_closed);
   uv_close((uv_handle_t *)&ctx->check, handle_closed);
   uv_close((uv_handle_t *)&ctx->async, handle_closed);

@@ -79,8 +79,11 @@ struct uvp_ctx_s {
   uvp_unhandled_cb unhandled_cb;
   void *unhandled_arg;
   uvp_free_cb unhandled_free;
-  int in_unhandled; /* the hook is running (it may close the context) */
-  void *data;       /* uvp_ctx_set_data */
+  /* Calls of the hook running, innermost first, and its installation's
+   * number: an argument is let go of only once its hook has returned. */
+  struct uvp__report_s *reports;
+  unsigned int unhandled_gen;
+  void *data; /* uvp_ctx_set_data */
   uvp_free_cb data_free;
   struct uvp__scope_s *scope; /* the current scope (scope.h), a reference */
   bool traces;                /* uvp_ctx_set_traces (trace.h) */
@@ -247,8 +250,15 @@ void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
 /* Objects that outlive promises (a TCP connection) keep the context's
  * memory until they are gone. */
 void uvp__hold(uvp_ctx_t *ctx);
-/* After the unhandled hook returned (its argument may go now). */
-void uvp__unhandled_done(uvp_ctx_t *ctx);
+/* A call of the unhandled hook (on the caller's stack): the installation
+ * it called, and the argument to let go of when it returns, if that
+ * installation was replaced (or the context closed) meanwhile. */
+typedef struct uvp__report_s {
+  struct uvp__report_s *outer;
+  unsigned int gen;
+  void *arg;
+  uvp_free_cb arg_free;
+} uvp__report_t;
 void uvp__drop(uvp_ctx_t *ctx);
 
 #endif

@@ -11,11 +11,11 @@
  * way a handler can end up never running or having run; cancel hooks with
  * uvp_promise_set_cancel_full; the unhandled hook's and the context data's
  * notifiers; map, loop, reduce and retry with their arg_free; failed
- * registrations (the caller keeps its argument); and the rules of what the
- * unhandled-rejection hook hears. */
+ * registrations, also for want of memory (the caller keeps its argument);
+ * and the rules of what the unhandled-rejection hook hears. */
 #include <unistd.h>
 
-#include "helpers.h"
+#include "alloc-helpers.h"
 
 /* ---- a closure and what it tells ----------------------------------------- */
 
@@ -38,6 +38,7 @@ typedef struct env_s {
   int cancel_rc;
   int pending; /* items are pending producers */
   int each_calls;
+  log_t *next_log; /* for a closure a callback makes */
   hook_t hooks[8];
   uvp_promise_t *items[8]; /* references to started items */
 } env_t;
@@ -562,6 +563,10 @@ static void test_cancel_full_replaced_and_removed(void **state) {
   /* Removed. */
   assert_int_equal(uvp_promise_set_cancel(p, NULL, NULL), 0);
   expect_freed_after(&l2, 0);
+  /* Removed with a notifier: a NULL hook keeps none (arg stays ours). */
+  log_t l4 = {0};
+  closure_t *c4 = closure_new(&l4);
+  assert_int_equal(uvp_promise_set_cancel_full(p, NULL, c4, closure_free), 0);
   /* Replaced by a plain hook, which then runs alone. */
   hook_full(p, &l3);
   assert_int_equal(uvp_promise_set_cancel(p, count_hook, &h), 0);
@@ -571,6 +576,8 @@ static void test_cancel_full_replaced_and_removed(void **state) {
   expect_freed_after(&l1, 0);
   expect_freed_after(&l2, 0);
   expect_freed_after(&l3, 0);
+  assert_int_equal(l4.freed, 0);
+  free(c4);
   uvp_promise_release(p);
 }
 
@@ -630,13 +637,19 @@ static void test_unhandled_full_replaced(void **state) {
                                                  closure_new(&l3),
                                                  closure_free),
                    0);
-  /* And NULL (the default hook) lets go of the third. */
-  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, NULL, NULL), 0);
+  /* And NULL (the default hook) lets go of the third, and keeps no
+   * notifier of its own: the argument given with it stays ours. */
+  log_t l4 = {0};
+  closure_t *c4 = closure_new(&l4);
+  assert_int_equal(
+      uvp_ctx_set_unhandled_cb_full(f->ctx, NULL, c4, closure_free), 0);
   expect_freed_after(&l3, 0);
   close_now(f);
   expect_freed_after(&l1, 1);
   expect_freed_after(&l2, 0);
   expect_freed_after(&l3, 0);
+  assert_int_equal(l4.freed, 0);
+  free(c4);
 }
 
 /* At close: after the last report (a rejection still held is reported by
@@ -660,6 +673,18 @@ static void test_unhandled_full_at_close(void **state) {
   uvp_promise_release(p); /* reported already: not again */
   uvp_promise_release(q);
   expect_freed_after(&l, 2);
+}
+
+/* One call, which went on after the replacement or close it made
+ * (EV_OTHER), then the notifier, after the call. */
+static void expect_freed_after_return(const log_t *l) {
+  assert_int_equal(l->calls, 1);
+  assert_int_equal(l->freed, 1);
+  assert_int_equal(l->freed_busy, 0);
+  assert_int_equal(l->order.n, 3);
+  assert_int_equal(l->order.ev[0], EV_CALL);
+  assert_int_equal(l->order.ev[1], EV_OTHER);
+  assert_int_equal(l->order.ev[2], EV_FREE);
 }
 
 /* The hook closes the context while it runs: its argument goes after it
@@ -686,13 +711,49 @@ static void test_unhandled_full_hook_closes_context(void **state) {
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
   uvp_promise_release(p);
   assert_null(f->ctx);
-  assert_int_equal(l.calls, 1);
-  assert_int_equal(l.freed, 1);
-  assert_int_equal(l.freed_busy, 0);
-  assert_int_equal(l.order.n, 3);
-  assert_int_equal(l.order.ev[0], EV_CALL);
-  assert_int_equal(l.order.ev[1], EV_OTHER);
-  assert_int_equal(l.order.ev[2], EV_FREE);
+  expect_freed_after_return(&l);
+}
+
+/* The hook replaces itself while it runs (a report-once hook): its
+ * argument goes after it returns, not inside the replacing call.  The
+ * second hook, installed by the first, reports a rejection the first
+ * releases while still running, and replaces itself in turn: each
+ * argument waits for its own hook's return. */
+static void replacing_unhandled(uvp_promise_t *p, void *arg) {
+  closure_t *c = arg;
+  log_t *l = enter(c);
+  env_t *e = c->env;
+  (void)p;
+  if (e != NULL) { /* the first hook: hand over to a second */
+    closure_t *next = closure_new(e->next_log);
+    assert_int_equal(uvp_ctx_set_unhandled_cb_full(
+                         e->f->ctx, replacing_unhandled, next, closure_free),
+                     0);
+    uvp_promise_t *q;
+    assert_int_equal(uvp_promise_rejected(e->f->ctx, UV_EIO, NULL, NULL, &q),
+                     0);
+    uvp_promise_release(q); /* reported to the second, which ends it */
+  } else {
+    assert_int_equal(uvp_ctx_set_unhandled_cb(uvp_promise_ctx(p), NULL, NULL),
+                     0);
+  }
+  trace_push(&l->order, EV_OTHER); /* still running after the replacement */
+  leave(l);
+}
+
+static void test_unhandled_full_replaced_inside_hook(void **state) {
+  fixture_t *f = *state;
+  log_t l1 = {0}, l2 = {0};
+  env_t e = {.f = f, .next_log = &l2};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_ctx_set_unhandled_cb_full(f->ctx, replacing_unhandled,
+                                                 closure_in(&l1, &e),
+                                                 closure_free),
+                   0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &p), 0);
+  uvp_promise_release(p);
+  expect_freed_after_return(&l1);
+  expect_freed_after_return(&l2);
 }
 
 /* ---- 9. the context's data ----------------------------------------------- */
@@ -1232,6 +1293,100 @@ static void test_refused_registration_keeps_arg(void **state) {
   uvp_promise_release(settled);
 }
 
+/* Refused for want of memory: each registration with a notifier, run
+ * with the k-th allocation failing for k = 1, 2, ... (alloc-helpers.h).
+ * Refused (UV_ENOMEM), the notifier has not run and the argument is still
+ * the caller's; accepted, the notifier runs once. */
+enum { NM_FORMS = 8 };
+static int nm_form;
+static long nm_enomem;
+static uvp_ctx_t *nm_ctx;
+
+static int nm_start(void *arg, size_t i, uvp_promise_t **out) {
+  (void)arg;
+  return uvp_promise_resolved(nm_ctx, (void *)(uintptr_t)(i + 1), NULL, out);
+}
+
+static int nm_step(void *arg, size_t i, const uvp_outcome_t *prev,
+                   uvp_promise_t **next) {
+  (void)arg, (void)i, (void)prev, (void)next;
+  return 0; /* stops at once */
+}
+
+static int nm_attempt(void *arg, unsigned int i, uvp_promise_t **out) {
+  (void)arg, (void)i;
+  return uvp_promise_resolved(nm_ctx, NULL, NULL, out);
+}
+
+static int nm_register(uvp_promise_t *p, closure_t *c, uvp_promise_t **d,
+                       hook_t *h) {
+  uvp_map_opts_t mo = {.limit = 2, .arg_free = closure_free};
+  uvp_retry_opts_t ro = {.arg_free = closure_free};
+  switch (nm_form) {
+  case 0:
+    return uvp_promise_then_full(p, closure_then, c, closure_free, d);
+  case 1:
+    return uvp_promise_on_full(p, UVP_ON_BOTH, closure_then, c, closure_free,
+                               NULL);
+  case 2:
+    return uvp_promise_finally_full(p, closure_then, c, closure_free, d);
+  case 3: /* over a hook, which a refusal leaves in place */
+    assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
+    return uvp_promise_set_cancel_full(p, closure_hook, c, closure_free);
+  case 4:
+    return uvp_promise_map(nm_ctx, 3, nm_start, c, &mo, d);
+  case 5:
+    return uvp_promise_loop_full(nm_ctx, nm_step, c, closure_free, d);
+  case 6:
+    return uvp_promise_reduce_full(nm_ctx, 3, nm_step, c, closure_free, p, d);
+  default:
+    return uvp_retry(nm_ctx, nm_attempt, c, &ro, d);
+  }
+}
+
+static void scenario_refused(run_t *r) {
+  log_t l = {0};
+  closure_t *c = closure_new(&l);
+  uvp_promise_t *p, *d = NULL;
+  hook_t h = {0};
+  nm_ctx = r->ctx;
+  int rc = uvp_promise_new(r->ctx, &p);
+  OK_OR_ENOMEM(rc);
+  if (rc == 0)
+    rc = nm_register(p, c, &d, &h);
+  else
+    p = NULL;
+  OK_OR_ENOMEM(rc);
+  if (rc != 0) {
+    nm_enomem += p != NULL;
+    assert_null(d);
+    if (l.freed != 0)
+      fail_msg("form %d: the notifier ran on UV_ENOMEM", nm_form);
+    free(c); /* still ours */
+  }
+  if (p != NULL && nm_form == 3)
+    assert_int_equal(uvp_promise_cancel(p), 0);
+  else if (p != NULL)
+    assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
+  assert_int_equal(uv_run(&r->loop, UV_RUN_DEFAULT), 0);
+  if (nm_form == 3 && p != NULL)
+    assert_int_equal(h.calls, rc != 0);
+  if (rc == 0)
+    expect_freed_after(&l, l.calls);
+  uvp_promise_release(d);
+  uvp_promise_release(p);
+}
+
+static void test_refused_for_memory_keeps_arg(void **state) {
+  (void)state;
+  for (nm_form = 0; nm_form < NM_FORMS; nm_form++) {
+    nm_enomem = 0;
+    exhaust(scenario_refused);
+    if (nm_enomem == 0)
+      fail_msg("form %d never refused for memory", nm_form);
+  }
+}
+
 /* ---- 13. what the unhandled hook hears ----------------------------------- */
 
 static uvp_ret_t pass_cb(void *arg, const uvp_outcome_t *in) {
@@ -1458,6 +1613,7 @@ int main(void) {
       REPORT_TEST(test_unhandled_full_replaced),
       REPORT_TEST(test_unhandled_full_at_close),
       REPORT_TEST(test_unhandled_full_hook_closes_context),
+      REPORT_TEST(test_unhandled_full_replaced_inside_hook),
       REPORT_TEST(test_ctx_data),
       REPORT_TEST(test_map_arg_free_completes),
       REPORT_TEST(test_map_arg_free_cancelled_midway),
@@ -1473,6 +1629,7 @@ int main(void) {
       REPORT_TEST(test_retry_arg_free),
       REPORT_TEST(test_retry_cancelled_inside_attempt),
       REPORT_TEST(test_refused_registration_keeps_arg),
+      cmocka_unit_test(test_refused_for_memory_keeps_arg),
       REPORT_TEST(test_unhandled_cancelled_all_settled_hook),
       FIXTURE_TEST(test_unhandled_cancelled_all_settled_stderr),
       FIXTURE_TEST(test_unhandled_default_hook_writes_once),
