@@ -151,16 +151,8 @@ static void server_start(fixture_t *f, server_t *srv, srv_mode_t mode) {
   memset(srv, 0, sizeof(*srv));
   srv->mode = mode;
   srv->f = f;
-  uv_tcp_init(&f->loop, &srv->listener);
-  srv->listener.data = srv;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&srv->listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(
-      uv_listen((uv_stream_t *)&srv->listener, 2048, on_connection), 0);
   struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+  listen_loopback(&f->loop, &srv->listener, 2048, on_connection, srv, &ss);
   srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
@@ -677,15 +669,8 @@ static void pair_accept(uv_stream_t *l, int status) {
 static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
   memset(pr, 0, sizeof(*pr));
   pr->ctx = f->ctx;
-  uv_tcp_init(&f->loop, &pr->listener);
-  pr->listener.data = pr;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&pr->listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&pr->listener, 8, pair_accept), 0);
   struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(&pr->listener, (struct sockaddr *)&ss, &len);
+  listen_loopback(&f->loop, &pr->listener, 8, pair_accept, pr, &ss);
   uvp_tcp_t *c;
   uvp_promise_t *conn;
   assert_int_equal(uvp_tcp_new(f->ctx, &c), 0);
@@ -1146,16 +1131,10 @@ static void scenario_write_full(run_t *r) {
   memset(&w, 0, sizeof(w));
   w.ctx = r->ctx;
   w.accept_rc = 1;
-  uv_tcp_init(&r->loop, &w.listener);
-  uv_tcp_init(&r->loop, &w.client);
-  w.listener.data = w.client.data = w.connect.data = &w;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&w.listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&w.listener, 8, wn_accept), 0);
   struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(&w.listener, (struct sockaddr *)&ss, &len);
+  listen_loopback(&r->loop, &w.listener, 8, wn_accept, &w, &ss);
+  uv_tcp_init(&r->loop, &w.client);
+  w.client.data = w.connect.data = &w;
   assert_int_equal(uv_tcp_connect(&w.connect, &w.client, (struct sockaddr *)&ss,
                                   wn_connected),
                    0);
@@ -1360,14 +1339,7 @@ static void test_connection_changes_groups(void **state) {
   fixture_t *f = *state;
   pair_t pr = {.ctx = f->ctx};
   handover_t h = {.f = f, .pr = &pr};
-  uv_tcp_init(&f->loop, &pr.listener);
-  pr.listener.data = &pr;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&pr.listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&pr.listener, 8, pair_accept), 0);
-  int len = sizeof(h.to);
-  uv_tcp_getsockname(&pr.listener, (struct sockaddr *)&h.to, &len);
+  listen_loopback(&f->loop, &pr.listener, 8, pair_accept, &pr, &h.to);
 
   /* Group A makes the connection: its join waits for it... */
   uvp_group_t *ga, *gb, *gc;
