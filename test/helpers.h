@@ -95,6 +95,21 @@ static inline void run_on_other_thread(void (*fn)(void *), void *arg) {
   assert_int_equal(uv_thread_join(&tid), 0);
 }
 
+/* Init `l` on `loop` and listen on 127.0.0.1, at a port the kernel picks,
+ * with l->data = data; *to is the address to connect to. */
+static inline void listen_loopback(uv_loop_t *loop, uv_tcp_t *l, int backlog,
+                                   uv_connection_cb cb, void *data,
+                                   struct sockaddr_storage *to) {
+  assert_int_equal(uv_tcp_init(loop, l), 0);
+  l->data = data;
+  struct sockaddr_in a;
+  assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &a), 0);
+  assert_int_equal(uv_tcp_bind(l, (struct sockaddr *)&a, 0), 0);
+  assert_int_equal(uv_listen((uv_stream_t *)l, backlog, cb), 0);
+  int len = sizeof(*to);
+  assert_int_equal(uv_tcp_getsockname(l, (struct sockaddr *)to, &len), 0);
+}
+
 /* A seeded generator (xorshift64*): the same seed, the same run.  The seed
  * is UVP_TEST_SEED from the environment, else `fallback`; tests print it. */
 typedef struct test_rng_s {

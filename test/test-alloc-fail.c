@@ -228,16 +228,10 @@ static void guard_tick(uv_timer_t *t) { (void)t; }
 
 static void scenario_tcp(run_t *r) {
   srv_t s = {r, {0}, 0};
-  uv_tcp_init(&r->loop, &s.listener);
-  s.listener.data = &s;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&s.listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&s.listener, 16, on_conn), 0);
   struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(&s.listener, (struct sockaddr *)&ss, &len);
+  listen_loopback(&r->loop, &s.listener, 16, on_conn, &s, &ss);
   int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  struct sockaddr_in a;
   uv_ip4_addr("127.0.0.1", port, &a);
 
   uvp_tcp_t *t[2] = {NULL, NULL};

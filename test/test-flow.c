@@ -380,6 +380,41 @@ static void test_retry_cancel_attempt_in_flight(void **state) {
   uvp_promise_release(r);
 }
 
+/* should_retry runs from the scheduler: not inside the call that rejects
+ * the attempt's promise, only once the loop runs.  Its arg is the
+ * attempt's: a retry_state_t first, for pending_attempt. */
+typedef struct {
+  retry_state_t s;
+  unsigned asked;
+} asked_state_t;
+
+static int counting_pred(void *arg, int code, unsigned attempt) {
+  asked_state_t *a = arg;
+  assert_int_equal(code, a->s.code);
+  assert_int_equal(attempt, 0);
+  a->asked++;
+  return 0; /* the result takes this failure */
+}
+
+static void test_retry_predicate_runs_from_scheduler(void **state) {
+  fixture_t *f = *state;
+  asked_state_t a = {{f, 0, 0, UV_EPIPE, {0}, NULL, 0}, 0};
+  uvp_retry_opts_t o = {.attempts = 3, .should_retry = counting_pred};
+  uvp_promise_t *r;
+  assert_int_equal(uvp_retry(f->ctx, pending_attempt, &a, &o, &r), 0);
+  assert_int_equal(a.s.calls, 1);
+  assert_int_equal(uvp_promise_reject(a.s.inflight, UV_EPIPE, NULL, NULL), 0);
+  assert_int_equal(a.asked, 0);
+  assert_int_equal(uvp_promise_state(r), UVP_PENDING);
+  run_loop(f);
+  assert_int_equal(a.asked, 1);
+  assert_int_equal(a.s.calls, 1);
+  assert_int_equal(a.s.inflight_cancelled, 0);
+  assert_int_equal(uvp_promise_reason(r, NULL), UV_EPIPE);
+  uvp_promise_release(a.s.inflight);
+  uvp_promise_release(r);
+}
+
 /* should_retry may cancel the result it is asked about: the retry then
  * stops there, as when an attempt cancels it. */
 typedef struct {
@@ -564,6 +599,7 @@ int main(void) {
       FIXTURE_TEST(test_retry_cancel_during_backoff),
       FIXTURE_TEST(test_retry_cancel_attempt_in_flight),
       FIXTURE_TEST(test_retry_predicate_cancels_result),
+      QUIET_TEST(test_retry_predicate_runs_from_scheduler),
       FIXTURE_TEST(test_map_items_retry),
       FIXTURE_TEST(test_split_all_settled),
       FIXTURE_TEST(test_split_empty),

@@ -6,7 +6,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include "helpers.h"
+#include "alloc-helpers.h"
 
 /* ---- a small loopback server with a behaviour per test ------------------- */
 
@@ -151,16 +151,8 @@ static void server_start(fixture_t *f, server_t *srv, srv_mode_t mode) {
   memset(srv, 0, sizeof(*srv));
   srv->mode = mode;
   srv->f = f;
-  uv_tcp_init(&f->loop, &srv->listener);
-  srv->listener.data = srv;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&srv->listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(
-      uv_listen((uv_stream_t *)&srv->listener, 2048, on_connection), 0);
   struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&ss, &len);
+  listen_loopback(&f->loop, &srv->listener, 2048, on_connection, srv, &ss);
   srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
@@ -677,15 +669,8 @@ static void pair_accept(uv_stream_t *l, int status) {
 static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
   memset(pr, 0, sizeof(*pr));
   pr->ctx = f->ctx;
-  uv_tcp_init(&f->loop, &pr->listener);
-  pr->listener.data = pr;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&pr->listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&pr->listener, 8, pair_accept), 0);
   struct sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(&pr->listener, (struct sockaddr *)&ss, &len);
+  listen_loopback(&f->loop, &pr->listener, 8, pair_accept, pr, &ss);
   uvp_tcp_t *c;
   uvp_promise_t *conn;
   assert_int_equal(uvp_tcp_new(f->ctx, &c), 0);
@@ -1056,6 +1041,123 @@ static void test_write_full_refused(void **state) {
   free(b);
 }
 
+/* Refused for want of memory, with the k-th allocation failing for every k
+ * (alloc-helpers.h): buf_free has not run, not even once the loop has,
+ * nothing reached the peer and the buffer is still the caller's; accepted,
+ * buf_free runs once and the peer gets the bytes.  uvp's end is accepted
+ * from a plain libuv listener and its peer is a plain libuv client, so the
+ * write is the context's first operation: it allocates the operations'
+ * pool and its promise, each of which fails in some run. */
+typedef struct wn_s {
+  uv_tcp_t listener, client;
+  uv_connect_t connect;
+  uvp_ctx_t *ctx;
+  uvp_tcp_t *t;  /* uvp's end, once accepted */
+  int accept_rc; /* 1 until the connection came */
+  bool connected, eof;
+  size_t got;
+  char buf[64];
+} wn_t;
+
+static long wn_enomem;
+
+static void wn_accept(uv_stream_t *l, int status) {
+  wn_t *w = l->data;
+  assert_int_equal(status, 0);
+  w->accept_rc = uvp_tcp_accept(w->ctx, l, &w->t);
+}
+
+static void wn_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b) {
+  wn_t *w = h->data;
+  (void)sz;
+  *b = uv_buf_init(w->buf + w->got, (unsigned)(sizeof(w->buf) - w->got));
+}
+
+static void wn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  wn_t *w = s->data;
+  (void)b;
+  if (n > 0)
+    w->got += (size_t)n;
+  if (n < 0) {
+    w->eof = true;
+    uv_read_stop(s);
+  }
+}
+
+static void wn_connected(uv_connect_t *c, int status) {
+  wn_t *w = c->data;
+  assert_int_equal(status, 0);
+  w->connected = true;
+  uv_read_start((uv_stream_t *)&w->client, wn_alloc, wn_read);
+}
+
+/* Write 16 bytes from the accepted end, close it, and read to EOF. */
+static void wn_write(run_t *r, wn_t *w) {
+  g_bufs_freed = 0;
+  char *b = filled(16, 11);
+  uvp_promise_t *p = NULL;
+  int rc = uvp_tcp_write_full(w->t, b, 16, buf_release, &p);
+  OK_OR_ENOMEM(rc);
+  if (rc != 0) {
+    wn_enomem++;
+    assert_null(p);
+    if (g_bufs_freed != 0)
+      fail_msg("buf_free ran on UV_ENOMEM");
+  }
+  while (p != NULL && uvp_promise_state(p) == UVP_PENDING)
+    uv_run(&r->loop, UV_RUN_ONCE);
+  assert_int_equal(uvp_tcp_close(w->t), 0);
+  for (int i = 0; i < 100000 && !w->eof; i++)
+    uv_run(&r->loop, UV_RUN_ONCE);
+  assert_true(w->eof);
+  if (rc != 0) {
+    assert_int_equal(g_bufs_freed, 0);
+    assert_int_equal(w->got, 0);
+    free(b); /* still ours */
+    return;
+  }
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_int_equal(g_bufs_freed, 1);
+  assert_int_equal(w->got, 16);
+  char *want = filled(16, 11);
+  assert_memory_equal(w->buf, want, 16);
+  free(want);
+  uvp_promise_release(p);
+  assert_int_equal(g_bufs_freed, 1);
+}
+
+static void scenario_write_full(run_t *r) {
+  wn_t w;
+  memset(&w, 0, sizeof(w));
+  w.ctx = r->ctx;
+  w.accept_rc = 1;
+  struct sockaddr_storage ss;
+  listen_loopback(&r->loop, &w.listener, 8, wn_accept, &w, &ss);
+  uv_tcp_init(&r->loop, &w.client);
+  w.client.data = w.connect.data = &w;
+  assert_int_equal(uv_tcp_connect(&w.connect, &w.client, (struct sockaddr *)&ss,
+                                  wn_connected),
+                   0);
+  /* A connection refused for memory stays in the listener's backlog,
+   * which the client's connect does not wait for. */
+  for (int i = 0; i < 100000 && (w.accept_rc == 1 || !w.connected); i++)
+    uv_run(&r->loop, UV_RUN_ONCE);
+  assert_true(w.connected);
+  OK_OR_ENOMEM(w.accept_rc);
+  if (w.accept_rc == 0)
+    wn_write(r, &w);
+  uv_close((uv_handle_t *)&w.client, NULL);
+  uv_close((uv_handle_t *)&w.listener, NULL);
+  uv_run(&r->loop, UV_RUN_DEFAULT); /* both are on this stack */
+}
+
+static void test_write_full_refused_for_memory(void **state) {
+  (void)state;
+  wn_enomem = 0;
+  exhaust(scenario_write_full);
+  assert_true(wn_enomem > 0);
+}
+
 /* ---- a handler returning a fresh request --------------------------------- */
 
 /* As with files (test-fs): a handler that returns a read it has just
@@ -1237,14 +1339,7 @@ static void test_connection_changes_groups(void **state) {
   fixture_t *f = *state;
   pair_t pr = {.ctx = f->ctx};
   handover_t h = {.f = f, .pr = &pr};
-  uv_tcp_init(&f->loop, &pr.listener);
-  pr.listener.data = &pr;
-  struct sockaddr_in a;
-  uv_ip4_addr("127.0.0.1", 0, &a);
-  assert_int_equal(uv_tcp_bind(&pr.listener, (struct sockaddr *)&a, 0), 0);
-  assert_int_equal(uv_listen((uv_stream_t *)&pr.listener, 8, pair_accept), 0);
-  int len = sizeof(h.to);
-  uv_tcp_getsockname(&pr.listener, (struct sockaddr *)&h.to, &len);
+  listen_loopback(&f->loop, &pr.listener, 8, pair_accept, &pr, &h.to);
 
   /* Group A makes the connection: its join waits for it... */
   uvp_group_t *ga, *gb, *gc;
@@ -1314,6 +1409,7 @@ int main(void) {
       FIXTURE_TEST(test_write_full_pending_cancelled),
       FIXTURE_TEST(test_write_full_pending_at_ctx_close),
       FIXTURE_TEST(test_write_full_refused),
+      cmocka_unit_test(test_write_full_refused_for_memory),
       FIXTURE_TEST(test_bytes_between_reads_wait_for_the_next),
       FIXTURE_TEST(test_eof_between_reads),
       FIXTURE_TEST(test_reset_between_reads),

@@ -12,8 +12,9 @@
  *    promises for its own (uvp's per-thread cache of the context).
  *  - Threads resolving after teardown get UVP_ECLOSED and keep their value;
  *    their releases still work, and the last one frees the context.
- *  - Release from another thread (allowed by the header): the destructor
- *    runs on the loop thread.
+ *  - Release from another thread (allowed by the header): the destructor,
+ *    and the unhandled hook for a rejection nobody handled, run on the
+ *    loop thread.
  *  - The documented way to wait for other threads: a referenced handle of
  *    one's own, closed by the last handler.
  *
@@ -571,6 +572,63 @@ static void test_release_from_another_thread(void **state) {
   assert_int_equal(st.live, 0);
 }
 
+/* The last reference to an unhandled rejection, let go on another thread:
+ * the hook runs on the loop thread once the loop applies the release, not
+ * inside that thread's call.  The hook only records (cmocka's assertions
+ * are the test thread's); its record is static, for a report that a
+ * failed test leaves to the teardown. */
+static struct {
+  uvp_promise_t *p;
+  uv_thread_t loop_thread;
+  int calls, off_loop, code;
+} g_unh;
+
+static void unh_hook(uvp_promise_t *p, void *arg) {
+  (void)arg;
+  uv_thread_t self = uv_thread_self();
+  g_unh.off_loop += !uv_thread_equal(&self, &g_unh.loop_thread);
+  g_unh.code = p == g_unh.p ? uvp_promise_reason(p, NULL) : 0;
+  g_unh.calls++;
+}
+
+static void unh_release(void *arg) {
+  (void)arg;
+  uvp_promise_release(g_unh.p);
+}
+
+static bool unh_reported(void *arg) {
+  (void)arg;
+  return g_unh.calls != 0;
+}
+
+static void idle_nothing(uv_idle_t *h) { (void)h; }
+
+static void
+test_unhandled_hook_after_release_from_another_thread(void **state) {
+  fixture_t *f = *state;
+  memset(&g_unh, 0, sizeof(g_unh));
+  g_unh.loop_thread = uv_thread_self();
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, unh_hook, NULL), 0);
+  assert_int_equal(
+      uvp_promise_rejected(f->ctx, UV_EPROTO, NULL, NULL, &g_unh.p), 0);
+  run_on_other_thread(unh_release, NULL); /* joined: its release returned */
+  assert_int_equal(g_unh.calls, 0);
+  /* uvp's handles do not keep the loop alive: this does, until the loop
+   * has applied the release. */
+  uv_idle_t keep;
+  uv_idle_init(&f->loop, &keep);
+  uv_idle_start(&keep, idle_nothing);
+  run_until_true(f, unh_reported, NULL);
+  uv_close((uv_handle_t *)&keep, NULL);
+  run_loop(f);
+  assert_int_equal(g_unh.calls, 1);
+  assert_int_equal(g_unh.off_loop, 0);
+  assert_int_equal(g_unh.code, UV_EPROTO);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+}
+
 /* ---- the documented keep-alive ------------------------------------------- */
 
 enum { SLOW = 200 };
@@ -907,6 +965,7 @@ int main(void) {
       cmocka_unit_test(test_context_address_reused_by_another_thread),
       FIXTURE_TEST(test_thread_after_teardown),
       FIXTURE_TEST(test_release_from_another_thread),
+      FIXTURE_TEST(test_unhandled_hook_after_release_from_another_thread),
       FIXTURE_TEST(test_keep_alive_while_threads_settle),
       FIXTURE_TEST(test_mail_before_a_signal_is_read),
       FIXTURE_TEST(test_check_thread_refuses_foreign_calls),

@@ -1,11 +1,12 @@
 /* uvp_work on libuv's thread pool: values and their destructor, failures,
  * a hundred jobs at once, cancellation of queued jobs (which never run) and
  * of a running one (whose late result is freed once), and a job settling
- * another promise from its pool thread.  Part of suite `threads`, which runs
- * under TSan. */
+ * another promise from its pool thread, and uvp_work_full's done callback
+ * for each way a job ends, or does not start.  Part of suite `threads`,
+ * which runs under TSan. */
 #include <stdatomic.h>
 
-#include "helpers.h"
+#include "alloc-helpers.h"
 
 /* A job's view: what to produce and a record of what happened.  Counters
  * touched on pool threads are atomic; destructors run on the loop thread. */
@@ -473,6 +474,41 @@ static void test_work_full_refused(void **state) {
   free(j);
 }
 
+/* Refused for want of memory, with the k-th allocation failing for every k
+ * (alloc-helpers.h): done has not run, not even once the loop has, the job
+ * never ran and its data is still the caller's; accepted, done runs once. */
+static long wf_enomem;
+
+static void scenario_work_full(run_t *r) {
+  ending_t e = {0};
+  fjob_t *j = fjob_new(&e, 5, NULL, NULL);
+  int rc = uvp_work_full(r->ctx, fjob_run, j, fjob_done, boxed_free, &e.p);
+  OK_OR_ENOMEM(rc);
+  assert_int_equal(e.done_calls, 0);
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  if (rc != 0) {
+    wf_enomem++;
+    assert_null(e.p);
+    if (e.done_calls != 0)
+      fail_msg("done ran after UV_ENOMEM");
+    assert_int_equal(atomic_load(&e.ran), 0);
+    free(j); /* still ours */
+    return;
+  }
+  expect_ending(&e, UVP_WORK_SETTLED, 1, UVP_FULFILLED);
+  assert_int_equal(((boxed_t *)uvp_promise_value(e.p))->v, 5);
+  uvp_promise_release(e.p);
+  assert_int_equal(e.freed, 1);
+  assert_int_equal(e.done_calls, 1);
+}
+
+static void test_work_full_refused_for_memory(void **state) {
+  (void)state;
+  wf_enomem = 0;
+  exhaust(scenario_work_full);
+  assert_true(wf_enomem > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       QUIET_TEST(test_value_and_destructor_once),
@@ -489,6 +525,7 @@ int main(void) {
       QUIET_TEST(test_work_full_abandoned_running),
       QUIET_TEST(test_work_full_closed_queued),
       QUIET_TEST(test_work_full_refused),
+      cmocka_unit_test(test_work_full_refused_for_memory),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
