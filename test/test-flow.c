@@ -328,9 +328,13 @@ static void stop_loop_cb(uv_timer_t *t) {
 static void test_retry_cancel_during_backoff(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNREFUSED, {0}, NULL, 0};
+  /* A 20 s wait, so that the bound below leaves seconds of slack for
+   * valgrind and a busy machine and still fails if the loop waits for the
+   * backoff timer (it was a 200 ms wait with a 200 ms bound: 150 ms of
+   * slack). */
   uvp_retry_opts_t o = {.attempts = 5,
-                        .base_ms = 200,
-                        .max_ms = 1000,
+                        .base_ms = 20000,
+                        .max_ms = 40000,
                         .factor = 2.0,
                         .jitter = 0.0,
                         .retry_on = NULL,
@@ -345,11 +349,11 @@ static void test_retry_cancel_during_backoff(void **state) {
   uv_timer_start(&t, stop_loop_cb, 50, 0);
   uint64_t t0 = uv_now(&f->loop);
   run_loop(f);
-  /* One attempt, then cancelled in the 200 ms wait: no second attempt and
+  /* One attempt, then cancelled in the 20 s wait: no second attempt and
    * the loop did not wait for the backoff timer. */
   assert_int_equal(s.calls, 1);
   assert_int_equal(uvp_promise_reason(r, NULL), UV_ECANCELED);
-  assert_true(uv_now(&f->loop) - t0 < 200);
+  assert_true(uv_now(&f->loop) - t0 < 10000);
   uvp_promise_release(r);
 }
 

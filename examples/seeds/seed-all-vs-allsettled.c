@@ -55,7 +55,7 @@ static void report_settled(const uvp_settled_list_t *results, double all_ms,
 
 static uvp_ret_t run_with_fibers(void *arg) {
   seed_t *s = arg;
-  uint64_t start = uv_hrtime();
+  uint64_t start = seed_start(s);
   uvp_promise_t *promises[N], *all, *settled;
   fetch_all(s, promises);
 
@@ -105,7 +105,7 @@ static uvp_ret_t on_all(void *arg, const uvp_outcome_t *in) {
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
   run.s = s;
-  run.start = uv_hrtime();
+  run.start = seed_start(run.s);
   fetch_all(s, run.promises);
   uvp_promise_t *all;
   must(uvp_promise_all(s->ctx, run.promises, N, 0, &all));

@@ -66,7 +66,7 @@ static void report(int i, const uvp_outcome_t *o, uvp_promise_t **racers,
 static uvp_ret_t run_with_fibers(void *arg) {
   seed_t *s = arg;
   for (int i = 0; i < NCASES; i++) {
-    uint64_t start = uv_hrtime();
+    uint64_t start = seed_start(s);
     uvp_promise_t *racers[2], *winner;
     start_race(s, i, racers, &winner);
     uvp_outcome_t o;
@@ -99,7 +99,7 @@ static int next_case(void *arg, size_t i, const uvp_outcome_t *prev,
   (void)arg;
   (void)prev;
   uvp_promise_t *winner;
-  run.start = uv_hrtime();
+  run.start = seed_start(run.s);
   start_race(run.s, (int)i, run.racers, &winner);
   int rc =
       uvp_promise_on(winner, UVP_ON_BOTH, on_winner, (void *)(intptr_t)i, next);

@@ -57,14 +57,14 @@ static uvp_ret_t run_with_fibers(void *arg) {
   seed_t *s = arg;
   uvp_promise_t *results[N], *all;
 
-  uint64_t start = uv_hrtime();
+  uint64_t start = seed_start(s);
   for (size_t i = 0; i < N; i++) {
     must(seed_fetch(s, 0, paths[i], &results[i]));
     uvp_await(results[i], NULL);
   }
   double sequential_ms = report("sequential", results, start);
 
-  start = uv_hrtime();
+  start = seed_start(s);
   fetch_all(s, results);
   must(uvp_promise_all(s->ctx, results, N, 0, &all));
   uvp_await(all, NULL);
@@ -106,7 +106,7 @@ static uvp_ret_t on_sequential(void *arg, const uvp_outcome_t *in) {
   (void)arg;
   (void)in;
   run.sequential_ms = report("sequential", run.results, run.start);
-  run.start = uv_hrtime();
+  run.start = seed_start(run.s);
   fetch_all(run.s, run.results);
   uvp_promise_t *all, *reported;
   must(uvp_promise_all(run.s->ctx, run.results, N, 0, &all));
@@ -117,7 +117,7 @@ static uvp_ret_t on_sequential(void *arg, const uvp_outcome_t *in) {
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
   run.s = s;
-  run.start = uv_hrtime();
+  run.start = seed_start(run.s);
   uvp_promise_t *sequential;
   must(uvp_promise_reduce(s->ctx, N, next_request, NULL, NULL, &sequential));
   int rc = uvp_promise_on(sequential, UVP_ON_BOTH, on_sequential, NULL, done);

@@ -103,6 +103,11 @@ static void remove_dir(seed_t *s) {
   rmdir(s->dir);
 }
 
+uint64_t seed_start(seed_t *s) {
+  uv_update_time(s->loop);
+  return uv_hrtime();
+}
+
 double seed_ms_since(uint64_t start_ns) {
   return (double)(uv_hrtime() - start_ns) / 1e6;
 }

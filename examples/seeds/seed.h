@@ -66,6 +66,12 @@ void seed_serve(seed_t *s, int port);
 void seed_write(seed_t *s, const char *name, const char *text);
 const char *seed_path(seed_t *s, const char *name, char *buf, size_t size);
 
+/* A start for seed_ms_since: uv_hrtime() after refreshing the loop's clock.
+ * The loop's timers count from its cached time, which lags by however long
+ * the current turn has run or the process was descheduled: from a start
+ * taken by uv_hrtime() alone, a 100 ms timer can seem to end early. */
+uint64_t seed_start(seed_t *s);
+
 /* Milliseconds since `start_ns` (a uv_hrtime() value). */
 double seed_ms_since(uint64_t start_ns);
 
