@@ -247,9 +247,6 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb);
 void uvp__lock(uvp_ctx_t *ctx);
 void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
-/* Objects that outlive promises (a TCP connection) keep the context's
- * memory until they are gone. */
-void uvp__hold(uvp_ctx_t *ctx);
 /* A call of the unhandled hook (on the caller's stack): the installation
  * it called, and the argument to let go of when it returns, if that
  * installation was replaced (or the context closed) meanwhile. */
@@ -259,6 +256,10 @@ typedef struct uvp__report_s {
   void *arg;
   uvp_free_cb arg_free;
 } uvp__report_t;
+
+/* Objects that outlive promises (a TCP connection) keep the context's
+ * memory until they are gone. */
+void uvp__hold(uvp_ctx_t *ctx);
 void uvp__drop(uvp_ctx_t *ctx);
 
 #endif
