@@ -64,7 +64,7 @@ void uvp__free(void *ptr) {
  * older kernel, another OS) just leaves the faults to happen. */
 #define UVP__FILL_WINDOW (16 * 1024)
 
-void uvp__populate(void *start, void *end) {
+static void populate(void *start, void *end) {
 #if defined(__linux__)
   uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
   uintptr_t a = (uintptr_t)start & ~(page - 1);
@@ -96,7 +96,7 @@ struct uvp__chunk_s {
   char *slots;
   size_t used;
   size_t cap;
-  char *filled; /* populated up to here (see uvp__populate) */
+  char *filled; /* populated up to here (see populate) */
 };
 
 void uvp__pool_init(uvp__pool_t *pool, size_t slot_size) {
@@ -176,7 +176,7 @@ static void *carve(uvp__pool_t *pool) {
     char *end = c->slots + pool->slot_size * c->cap;
     if ((size_t)(end - slot) > UVP__FILL_WINDOW)
       end = slot + UVP__FILL_WINDOW;
-    uvp__populate(c->filled, end);
+    populate(c->filled, end);
     c->filled = end;
   }
   bump_in(pool, c);
@@ -272,7 +272,7 @@ void *uvp__block_get(uvp__blocks_t *b, size_t *size) {
   /* Written whole at once.  Only a large block is a fresh mapping worth
    * a system call; malloc recycles small ones already faulted in. */
   if (block != NULL && *size >= UVP__BLOCK_KEEP)
-    uvp__populate(block, (char *)block + *size);
+    populate(block, (char *)block + *size);
   return block;
 }
 

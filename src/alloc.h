@@ -11,10 +11,6 @@ void *uvp__calloc(size_t count, size_t size);
 void *uvp__realloc(void *ptr, size_t size);
 void uvp__free(void *ptr);
 
-/* Fault [start, end) in ahead of use (rounded out to whole pages) with one
- * system call instead of a fault per page; does nothing where it cannot. */
-void uvp__populate(void *start, void *end);
-
 /* Free slots are invisible to the tools that find use-after-free bugs:
  * under ASan they are poisoned, and in builds with valgrind's headers and
  * assertions on, memcheck sees them as no-access memory, so a double

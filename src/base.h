@@ -10,8 +10,6 @@
 
 #include "uvp.h"
 
-#define UVP__API UVP_EXTERN
-
 #if defined(__GNUC__)
 #define UVP__LIKELY(x) __builtin_expect(!!(x), 1)
 #define UVP__UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -7,35 +7,6 @@
 #include "scope.h"
 #include "trace.h"
 
-/* Whether the target is a derived promise the reaction settles. */
-static inline bool uvp__rk_derived(uvp__rkind_t k) {
-  return k <= UVP__RK_THEN_FINALLY;
-}
-static inline bool uvp__rk_finally(uvp__rkind_t k) {
-  return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;
-}
-/* Whether a user handler of kind k wants a fulfilment (ok) or rejection. */
-static inline bool uvp__rk_wants(uvp__rkind_t k, bool ok) {
-  unsigned mask;
-  switch (k) {
-  case UVP__RK_THEN_FULFILLED:
-  case UVP__RK_ON_FULFILLED:
-    mask = UVP_ON_FULFILLED;
-    break;
-  case UVP__RK_THEN_REJECTED:
-  case UVP__RK_ON_REJECTED:
-    mask = UVP_ON_REJECTED;
-    break;
-  case UVP__RK_FOLLOW:
-    mask = 0;
-    break;
-  default:
-    mask = UVP_ON_BOTH;
-    break;
-  }
-  return (mask & (ok ? UVP_ON_FULFILLED : UVP_ON_REJECTED)) != 0;
-}
-
 static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
                                            int line) {
   uvp_promise_t *p = uvp__pool_get(&ctx->promises);
@@ -81,7 +52,6 @@ static inline void push_reaction(uvp_promise_t *p, uvp__reaction_t *r) {
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
 void uvp__report_unhandled(uvp_promise_t *p);
 void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q);
-void uvp__cancel_with(uvp_promise_t *p, int code);
 void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p);
 void uvp__stop_waiting(uvp_promise_t *d);
 void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p, uvp__reaction_t *r);

@@ -399,7 +399,7 @@ int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
 /* Reject a pending promise and run its cancel hook, if any.  A promise
  * rejected with UV_ECANCELED is one the program, or a consumer acting for
  * it, asked to stop: it is never reported as unhandled. */
-void uvp__cancel_with(uvp_promise_t *p, int code) {
+static void cancel_with(uvp_promise_t *p, int code) {
   uvp_cancel_cb hook = (p->flags & UVP__F_CANCEL) ? p->fn.cancel_cb : NULL;
   void *harg = p->value;
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
@@ -427,7 +427,7 @@ int uvp_promise_cancel(uvp_promise_t *p) {
       up = uvp_promise_retain(p->link);
     if (waits)
       uvp__stop_waiting(p);
-    uvp__cancel_with(p, UV_ECANCELED);
+    cancel_with(p, UV_ECANCELED);
     if (held != NULL)
       rel(held);
     held = up;
@@ -487,7 +487,7 @@ static bool sweep_one(void *slot, void *arg) {
     uvp__drop_reactions(uvp__promise_ctx(p), p);
     if (p->state == UVP__S_PENDING) {
       p->flags |= UVP__F_HANDLED; /* a consequence of teardown, not news */
-      uvp__cancel_with(p, UVP_ECLOSED);
+      cancel_with(p, UVP_ECLOSED);
     }
     rel(p);
   } else if (p->state == UVP__S_REJECTED && !(p->flags & UVP__F_HANDLED)) {

@@ -4,6 +4,35 @@
  * at the top of promise.c. */
 #include "core.h"
 
+/* Whether the target is a derived promise the reaction settles. */
+static inline bool uvp__rk_derived(uvp__rkind_t k) {
+  return k <= UVP__RK_THEN_FINALLY;
+}
+static inline bool uvp__rk_finally(uvp__rkind_t k) {
+  return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;
+}
+/* Whether a user handler of kind k wants a fulfilment (ok) or rejection. */
+static inline bool uvp__rk_wants(uvp__rkind_t k, bool ok) {
+  unsigned mask;
+  switch (k) {
+  case UVP__RK_THEN_FULFILLED:
+  case UVP__RK_ON_FULFILLED:
+    mask = UVP_ON_FULFILLED;
+    break;
+  case UVP__RK_THEN_REJECTED:
+  case UVP__RK_ON_REJECTED:
+    mask = UVP_ON_REJECTED;
+    break;
+  case UVP__RK_FOLLOW:
+    mask = 0;
+    break;
+  default:
+    mask = UVP_ON_BOTH;
+    break;
+  }
+  return (mask & (ok ? UVP_ON_FULFILLED : UVP_ON_REJECTED)) != 0;
+}
+
 /* A user's handler with a destroy notifier or a scope (see uvp__handler_t):
  * its cb is `boxed`, its arg the box, from the reaction pool. */
 typedef struct hbox_s {
