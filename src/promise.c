@@ -6,14 +6,14 @@
  *    settling reverses it once, so handlers run in registration order.
  *  - A queued reaction holds one reference to its source; a reaction with a
  *    derived promise holds one reference to that derived promise.
- *  - `link` of a waiting promise (F_WAITING) is a non-owning pointer to what
- *    it waits for: the waited-for promise owns the reaction that owns the
- *    waiter, never the other way round.  A derived promise keeps `link`
- *    pointing at its source until its reaction has run, even if it was
- *    cancelled meanwhile: the reaction finds its source through it.
- *  - `link` of a forwarded promise (F_FORWARD) is an owning reference to the
- *    promise that owns the value.  It always names an owner, never another
- *    forwarder, so adoption chains never grow.
+ *  - `link` of a waiting promise (UVP__F_WAITING) is a non-owning pointer
+ *    to what it waits for: the waited-for promise owns the reaction that
+ *    owns the waiter, never the other way round.  A derived promise keeps
+ *    `link` pointing at its source until its reaction has run, even if it
+ *    was cancelled meanwhile: the reaction finds its source through it.
+ *  - `link` of a forwarded promise (UVP__F_FORWARD) is an owning reference
+ *    to the promise that owns the value.  It always names an owner, never
+ *    another forwarder, so adoption chains never grow.
  *  - The last release pushes the promise on a stack (threaded through
  *    `next_dead`, over code, born and site) that the outermost release
  *    drains: freeing the head of a million-long chain costs no stack.

@@ -42,7 +42,7 @@ struct uvp_promise_s {
     uvp_free_cb free_cb;
     uvp_cancel_cb cancel_cb;
   } fn;
-  uvp_promise_t *link; /* see F_WAITING / F_FORWARD */
+  uvp_promise_t *link; /* see UVP__F_WAITING / _FORWARD */
   union {
     struct {
       union {

@@ -64,8 +64,10 @@
  * the await's outcome matches its code, every spawned fiber's arg_free runs
  * exactly once and never while it runs, teardown frees everything.
  *
- * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
- *   build-fuzz/test/fuzz-fiber -max_total_time=60 test/fuzz-fiber-corpus */
+ * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
+ * the seeds (libFuzzer adds what it finds to the directory it is given):
+ *   c=$(mktemp -d); cp test/fuzz-fiber-corpus/* $c/
+ *   build-fuzz/test/fuzz-fiber -max_total_time=60 $c */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -66,8 +66,10 @@
  * or the close, every notifier runs exactly once, teardown frees
  * everything.
  *
- * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
- *   build-fuzz/test/fuzz-flow -max_total_time=60 test/fuzz-flow-corpus */
+ * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
+ * the seeds (libFuzzer adds what it finds to the directory it is given):
+ *   c=$(mktemp -d); cp test/fuzz-flow-corpus/* $c/
+ *   build-fuzz/test/fuzz-flow -max_total_time=60 $c */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

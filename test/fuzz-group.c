@@ -104,8 +104,10 @@
  * runs after the close, no cancellation is reported unhandled,
  * uv_loop_close returns 0 and everything is freed.
  *
- * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
- *   build-fuzz/test/fuzz-group -max_total_time=60 test/fuzz-group-corpus */
+ * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
+ * the seeds (libFuzzer adds what it finds to the directory it is given):
+ *   c=$(mktemp -d); cp test/fuzz-group-corpus/* $c/
+ *   build-fuzz/test/fuzz-group -max_total_time=60 $c */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -26,8 +26,10 @@
  * whose only consumer is the cancelled one; teardown rejects what is
  * pending with UVP_ECLOSED and runs no handler.
  *
- * Build: meson setup build-fuzz -Dfuzz=true (clang); run:
- *   build-fuzz/test/fuzz-model -max_total_time=60 test/fuzz-corpus */
+ * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
+ * the seeds (libFuzzer adds what it finds to the directory it is given):
+ *   c=$(mktemp -d); cp test/fuzz-corpus/* $c/
+ *   build-fuzz/test/fuzz-model -max_total_time=60 $c */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
