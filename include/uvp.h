@@ -1295,9 +1295,15 @@ UVP_EXTERN int uvp_group_set_limit(uvp_group_t *g, size_t limit);
 /* No more members (adding fails with UVP_ECLOSED); the join can settle. */
 UVP_EXTERN int uvp_group_close(uvp_group_t *g);
 
-/* Cancel every running member (uvp_promise_cancel) and drop the waiting
- * ones (their notifiers run); nothing more can be added (UV_ECANCELED).
- * The group still joins once everything has wound down. */
+/* Cancel every running member (uvp_promise_cancel), in no set order, and
+ * drop the waiting ones (their notifiers run); nothing more can be added
+ * (UV_ECANCELED).  A member is cancelled for everyone: one that other
+ * code also consumes rejects for it too.  To keep such a promise out of
+ * the group's reach, add a promise derived from it (uvp_promise_then
+ * with NULL handlers): cancelling that one leaves a source with other
+ * consumers alone.  A start callback that cancels its own group has the
+ * member it returns cancelled at once.  The group still joins once
+ * everything has wound down. */
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
 /* One reference to the group's join promise (see above).  Cancelling it

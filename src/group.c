@@ -497,8 +497,16 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
       return; /* no memory even to say so: the member is lost */
     uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
   }
-  if (watch(g, p) != 0)
+  if (watch(g, p) != 0) {
     uvp__rel(p);
+    return;
+  }
+  /* The start callback cancelled the group: the member it started is
+   * cancelled as every running member was, rather than left running in a
+   * cancelled group.  (A fiber starts from the run queue, never in here.)
+   * pump's `pumping` keeps g while the cancel runs hooks. */
+  if (g->cancelled && !ctx->closed && uvp__is_pending(p))
+    (void)uvp_promise_cancel(p);
 }
 
 /* Start queued members while there is room under the limit. */

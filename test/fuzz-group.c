@@ -79,7 +79,7 @@
  * once, nothing left after uv_loop_close).  uvp's choices the model copies: a
  * FAIL_FAST failure cancels the group (adding afterwards returns UV_ECANCELED),
  * as uvp_group_cancel does; a member whose start callback cancelled its own
- * group is kept running, not cancelled, once the callback returns it.
+ * group is cancelled as soon as the callback returns it.
  *
  * Left out: what members start in libuv (timers, requests, handles, whose
  * holds the join waits for), scope slots, groups made by start callbacks
@@ -465,6 +465,8 @@ static void m_pump(mgroup_t *g) {
     else if (z->mode == ST_REJECTED)
       P[pi].out = (mout_t){M_REJECTED, code_of(pi)};
     m_member(gi, pi);
+    if (g->cancelled && pending(pi)) /* the callback cancelled its group */
+      (void)m_cancel(pi);
   }
   g->pumping = false;
 }

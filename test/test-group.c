@@ -929,6 +929,80 @@ static void test_cancel_without_close(void **state) {
   uvp_group_release(g);
 }
 
+/* A member shared with another consumer is cancelled for that consumer
+ * too: cancelling the group cancels each member as uvp_promise_cancel
+ * does.  To keep a shared promise out of the group's reach, add a promise
+ * derived from it: cancelling that one leaves a source with other
+ * consumers alone (uvp_promise_cancel's only-consumer rule). */
+static void test_cancel_shared_member(void **state) {
+  fixture_t *f = *state;
+  static hook_t h[2];
+  memset(h, 0, sizeof(h));
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g), *p[2], *other[2], *via;
+  for (int k = 0; k < 2; k++) {
+    p[k] = producer(f, &h[k]);
+    assert_int_equal(uvp_promise_then(p[k], NULL, NULL, &other[k]), 0);
+  }
+  assert_int_equal(uvp_group_add(g, p[0]), 0);
+  assert_int_equal(uvp_promise_then(p[1], NULL, NULL, &via), 0);
+  assert_int_equal(uvp_group_add(g, via), 0);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  assert_int_equal(h[0].calls, 1);
+  assert_rejected(p[0], UV_ECANCELED);
+  assert_rejected(via, UV_ECANCELED);
+  assert_int_equal(h[1].calls, 0);
+  assert_int_equal(uvp_promise_state(p[1]), UVP_PENDING);
+  run_loop(f);
+  assert_fulfilled(join);
+  assert_rejected(other[0], UV_ECANCELED);
+  assert_int_equal(uvp_promise_state(other[1]), UVP_PENDING);
+  assert_int_equal(uvp_promise_resolve(p[1], ID(1), NULL), 0);
+  run_loop(f);
+  assert_fulfilled(other[1]);
+  assert_ptr_equal(uvp_promise_value(other[1]), ID(1));
+  for (int k = 0; k < 2; k++) {
+    uvp_promise_release(p[k]);
+    uvp_promise_release(other[k]);
+  }
+  uvp_promise_release(via);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
+/* A start callback that cancels its own group, then returns the member it
+ * started: that member is cancelled too (its hook runs inside the start),
+ * as if it had been running when the group was cancelled. */
+static hook_t cancelling_hook;
+static uvp_promise_t *cancelling_member;
+
+static int cancel_then_start(void *arg, uvp_promise_t **out) {
+  uvp_group_t *g = arg;
+  assert_int_equal(uvp_group_cancel(g), 0);
+  *out = uvp_promise_retain(cancelling_member);
+  return 0;
+}
+
+static void test_start_cancels_its_group(void **state) {
+  fixture_t *f = *state;
+  cancelling_hook = (hook_t){0};
+  cancelling_member = producer(f, &cancelling_hook);
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(g), *nx;
+  assert_int_equal(uvp_group_start(g, cancel_then_start, g, NULL), 0);
+  assert_int_equal(cancelling_hook.calls, 1);
+  assert_rejected(cancelling_member, UV_ECANCELED);
+  assert_int_equal(uvp_group_next(g, &nx), 0);
+  run_loop(f);
+  assert_rejected(nx, UV_ECANCELED);
+  assert_fulfilled(join);
+  assert_int_equal(uvp_group_size(g), 0);
+  uvp_promise_release(nx);
+  uvp_promise_release(cancelling_member);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
 static void test_bad_arguments(void **state) {
   fixture_t *f = *state;
   uvp_group_opts_t bad = {0, 2};
@@ -2320,6 +2394,8 @@ int main(void) {
       FIXTURE_TEST(test_limit_change),
       QUIET_TEST(test_add_closed_or_cancelled),
       QUIET_TEST(test_cancel_without_close),
+      QUIET_TEST(test_cancel_shared_member),
+      QUIET_TEST(test_start_cancels_its_group),
       QUIET_TEST(test_bad_arguments),
       FIXTURE_TEST(test_foreign_thread),
       FIXTURE_TEST(test_only_the_group_settles),
