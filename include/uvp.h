@@ -1381,7 +1381,8 @@ typedef struct uvp_buf_s {
 /* Files (uv_fs_*) — thread pool                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Paths are copied by libuv during the call: they need not outlive it. */
+/* Paths are copied by libuv during the call: they need not outlive it.
+ * A NULL path is UV_EINVAL. */
 
 /* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close). */
 #define uvp_fs_open(ctx, path, flags, mode, out)                               \
@@ -1396,7 +1397,9 @@ UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /* read / write `len` bytes at `offset` (-1: the current position); `buf` is
  * borrowed (after a cancellation, until the request completes: see above).
- * Value UVP_INT(v): bytes transferred (0 at end of file). */
+ * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
+ * len > 0, or len over UINT_MAX (what one libuv buffer holds), is
+ * UV_EINVAL. */
 #define uvp_fs_read(ctx, fd, buf, len, offset, out)                            \
   uvp_fs_read_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
