@@ -1495,13 +1495,17 @@ typedef struct uvp_tcp_s uvp_tcp_t;
 UVP_EXTERN int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out);
 
 /* Accept a pending connection of a listening `server` (call it from your
- * uv_connection_cb).  Errors: those of uv_accept, UV_ENOMEM, UVP_ECLOSED. */
+ * uv_connection_cb).  Errors: UV_EINVAL (NULL argument: the connection
+ * stays pending), those of uv_accept (UV_EAGAIN: none pending), UV_ENOMEM,
+ * UVP_ECLOSED. */
 UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
                               uvp_tcp_t **out);
 
 /* Close: pending operations reject with UV_ECANCELED; the memory is freed
  * once libuv has closed the handle (run the loop).  Any time, also after
- * uvp_ctx_close().  Returns UV_EINVAL for NULL. */
+ * uvp_ctx_close().  Returns UV_EINVAL for NULL; like closing a libuv handle
+ * twice, a second call is a bug: until the loop has run it returns
+ * UV_EINVAL and changes nothing, after that `t` is freed memory. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
 /* Hand a connection over between task groups (see "Task groups").  A
@@ -1547,7 +1551,8 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * When nothing is queued ahead, the bytes go to the kernel inside the call
  * (uv_try_write) and what did not fit is queued; a small write therefore
  * often returns a promise already fulfilled, whose handlers still run
- * later, from the loop.  Writes go out in the order they were made. */
+ * later, from the loop.  Writes go out in the order they were made.  A
+ * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL. */
 #define uvp_tcp_write(t, buf, len, out)                                        \
   uvp_tcp_write_at((t), (buf), (len), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
@@ -1575,7 +1580,8 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
 
 /* Everything until end of stream, or the first `max` bytes (0: no limit)
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
- * stream's error (a reset, ...), not UV_EOF. */
+ * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
+ * pending, as for uvp_tcp_read. */
 #define uvp_tcp_read_all(t, max, out)                                          \
   uvp_tcp_read_all_at((t), (max), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,

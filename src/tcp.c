@@ -243,7 +243,8 @@ int uvp_tcp_detach(uvp_tcp_t *t) { return tcp_regroup(t, false); }
 int uvp_tcp_attach(uvp_tcp_t *t) { return tcp_regroup(t, true); }
 
 int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
-  if (server == NULL)
+  /* out before uv_accept: the connection is taken off the backlog there. */
+  if (server == NULL || out == NULL)
     return UV_EINVAL;
   uvp_tcp_t *t;
   int rc = tcp_alloc(ctx, &t);

@@ -2,6 +2,7 @@
  * (127.0.0.1 only): success, refusal, a reset mid-read, a peer that never
  * answers, cancellation before and during, and 1000 concurrent connections.
  * Nothing of libuv is mocked. */
+#include <limits.h>
 #include <netdb.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -467,6 +468,7 @@ static void test_cancel_during_read_and_close_with_pending(void **state) {
   assert_int_equal(uvp_promise_state(body), UVP_PENDING);
   uvp_promise_t *again;
   assert_int_equal(uvp_tcp_read(r.t, &again), UV_EBUSY);
+  assert_int_equal(uvp_tcp_read_all(r.t, 0, &again), UV_EBUSY);
   assert_int_equal(uvp_promise_cancel(body), 0);
   assert_int_equal(uvp_promise_reason(body, NULL), UV_ECANCELED);
   uvp_promise_release(body);
@@ -572,19 +574,36 @@ static void test_thousand_concurrent_connections(void **state) {
 
 static void test_tcp_bad_input(void **state) {
   fixture_t *f = *state;
-  uvp_promise_t *p;
-  uvp_tcp_t *t;
+  uvp_promise_t *p = NULL;
+  uvp_tcp_t *t, *other = NULL;
+  uv_tcp_t listener;
   assert_int_equal(uvp_tcp_new(NULL, &t), UV_EINVAL);
   assert_int_equal(uvp_tcp_new(f->ctx, NULL), UV_EINVAL);
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uv_tcp_init(&f->loop, &listener), 0);
+  assert_int_equal(uvp_tcp_accept(NULL, (uv_stream_t *)&listener, &other),
+                   UV_EINVAL);
+  assert_int_equal(uvp_tcp_accept(f->ctx, NULL, &other), UV_EINVAL);
+  /* Not listening: uv_accept's own answer. */
+  assert_int_equal(uvp_tcp_accept(f->ctx, (uv_stream_t *)&listener, &other),
+                   UV_EAGAIN);
+  assert_null(other);
   assert_int_equal(uvp_tcp_connect(t, NULL, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_connect_host(t, "localhost", 70000, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_write(NULL, "x", 1, &p), UV_EINVAL);
+  assert_int_equal(uvp_tcp_write(t, NULL, 1, &p), UV_EINVAL);
+  /* More than one libuv buffer holds: refused before a byte is read. */
+  assert_int_equal(uvp_tcp_write(t, "x", (size_t)UINT_MAX + 1, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_read(t, NULL), UV_EINVAL);
+  assert_null(p);
   /* Reading an unconnected stream fails synchronously, nothing leaks. */
   assert_int_equal(uvp_tcp_read(t, &p), UV_ENOTCONN);
   assert_int_equal(uvp_tcp_close(NULL), UV_EINVAL);
   assert_int_equal(uvp_tcp_close(t), 0);
+  /* A second close before the loop ran is refused and changes nothing. */
+  assert_int_equal(uvp_tcp_close(t), UV_EINVAL);
+  uv_close((uv_handle_t *)&listener, NULL);
+  run_loop(f);
 }
 
 /* Refused from another thread (with the check on), after uvp_tcp_close
@@ -664,13 +683,15 @@ static void pair_accept(uv_stream_t *l, int status) {
   assert_int_equal(uvp_tcp_accept(pr->ctx, l, &pr->server), 0);
 }
 
-/* A connected client/server pair of uvp_tcp_t; the listener is closed, so
- * nothing but the two ends is left on the loop. */
-static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
+/* A connected client/server pair of uvp_tcp_t, the server's end accepted
+ * by `on_conn`; the listener is closed, so nothing but the two ends is
+ * left on the loop. */
+static uvp_tcp_t *pair_open_with(fixture_t *f, pair_t *pr,
+                                 uv_connection_cb on_conn) {
   memset(pr, 0, sizeof(*pr));
   pr->ctx = f->ctx;
   struct sockaddr_storage ss;
-  listen_loopback(&f->loop, &pr->listener, 8, pair_accept, pr, &ss);
+  listen_loopback(&f->loop, &pr->listener, 8, on_conn, pr, &ss);
   uvp_tcp_t *c;
   uvp_promise_t *conn;
   assert_int_equal(uvp_tcp_new(f->ctx, &c), 0);
@@ -681,6 +702,21 @@ static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
   uvp_promise_release(conn);
   uv_close((uv_handle_t *)&pr->listener, NULL);
   return c;
+}
+
+static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
+  return pair_open_with(f, pr, pair_accept);
+}
+
+/* Accepting with a NULL argument is refused before the connection is
+ * taken off the backlog: the next, correct call still gets it. */
+static void pair_accept_after_bad(uv_stream_t *l, int status) {
+  pair_t *pr = l->data;
+  assert_int_equal(status, 0);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, l, NULL), UV_EINVAL);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, NULL, &pr->server), UV_EINVAL);
+  assert_null(pr->server);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, l, &pr->server), 0);
 }
 
 static void send_now(fixture_t *f, uvp_tcp_t *t, const char *text) {
@@ -707,6 +743,16 @@ static void expect_read(fixture_t *f, uvp_tcp_t *t, const char *text,
     assert_int_equal(uvp_promise_reason(r, NULL), code);
   }
   uvp_promise_release(r);
+}
+
+static void test_accept_null_leaves_connection_pending(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open_with(f, &pr, pair_accept_after_bad);
+  send_now(f, c, "ping");
+  expect_read(f, pr.server, "ping", 0);
+  uvp_tcp_close(c);
+  uvp_tcp_close(pr.server);
 }
 
 /* Between two reads libuv keeps reading: bytes that arrive with no read
@@ -1400,6 +1446,7 @@ int main(void) {
       FIXTURE_TEST(test_teardown_with_connection_in_flight),
       FIXTURE_TEST(test_thousand_concurrent_connections),
       FIXTURE_TEST(test_tcp_bad_input),
+      FIXTURE_TEST(test_accept_null_leaves_connection_pending),
       FIXTURE_TEST(test_tcp_refused),
       FIXTURE_TEST(test_large_writes_stay_in_order),
       FIXTURE_TEST(test_small_write_settles_at_once),
