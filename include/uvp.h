@@ -1036,7 +1036,8 @@ typedef struct uvp_split_s {
  *   uvp_settled_split(list, &s);
  *   printf("loaded %zu of %zu, %zu failed\n", s.nfulfilled, list->count,
  *          s.nrejected);
- * Errors: UV_EINVAL, UV_ENOMEM. */
+ * Errors: UV_EINVAL (NULL list or out, NULL items with a count),
+ * UV_ENOMEM (*out is then empty). */
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
                                  uvp_split_t *out);
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
