@@ -330,7 +330,8 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * and touch it, so that a burst of traffic later meets neither malloc nor
  * first-touch page faults.  A server calls it at startup with its expected
  * peak.  The memory stays with the context until uvp_ctx_close.  Errors:
- * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable). */
+ * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable; a
+ * count beyond the machine's memory is refused at once). */
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 
@@ -341,8 +342,7 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
  * still referenced keeps its operation's room (the uv_stat_t lives there).
  * A program about to start many operations calls it before, as a
  * hand-written client allocates its requests before it starts them.
- * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays
- * usable). */
+ * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (as for uvp_ctx_reserve). */
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 
 /* Install the unhandled-rejection hook (NULL restores the default: one line
