@@ -299,6 +299,8 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * UVP_EINFIBER (called on a fiber: see "Fibers"). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
+/* The loop ctx was created over (NULL for NULL); also after
+ * uvp_ctx_close, while the context's memory lives. */
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
 
 /* Checks of how the library is used, off by default (each costs a test on
@@ -1189,7 +1191,8 @@ UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
  * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb does not run. */
 UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
                              uvp_free_cb free_cb);
-/* The value of `slot` in the current scope (NULL: unset, NULL ctx). */
+/* The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
+ * out of range). */
 UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
 /* Make the current scope empty (e.g. at the top of a libuv callback that
  * serves another request).  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
@@ -1312,7 +1315,7 @@ UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
  * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 
-/* Members running plus whether any wait to start (1 if so). */
+/* Members running plus whether any wait to start (1 if so); 0 for NULL. */
 UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 
 /* Give the group up: it is closed (members waiting for room still start),
