@@ -1729,7 +1729,8 @@ typedef struct uvp_process_result_s {
  * SIGPIPE, as any write to a pipe does: like every libuv program that
  * writes to pipes, ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
  * Errors: UV_EINVAL (NULL ctx/opts/out/opts->file, stdin_len without
- * stdin_data or over UINT_MAX), UV_ENOMEM, UVP_ECLOSED, or uv_spawn's own
+ * stdin_data or over UINT_MAX, a cancel_signal that is no signal number),
+ * UV_ENOMEM, UVP_ECLOSED, or uv_spawn's own
  * (UV_ENOENT for a missing program or cwd, UV_EACCES, ...): then no promise
  * exists and nothing runs, but the handles uvp opened for the attempt close
  * asynchronously: run the loop before uv_loop_close(). */

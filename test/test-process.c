@@ -329,12 +329,17 @@ static void test_bad_input(void **state) {
   uvp_spawn_opts_t o = {.file = "true"};
   uvp_spawn_opts_t nofile = {.file = NULL};
   uvp_spawn_opts_t nodata = {.file = "true", .stdin_len = 3};
+  /* A signal kill(2) refuses: a cancellation could not stop the child. */
+  uvp_spawn_opts_t nosig = {.file = "true", .cancel_signal = -1};
+  uvp_spawn_opts_t bigsig = {.file = "true", .cancel_signal = NSIG};
   uvp_promise_t *p = NULL;
   assert_int_equal(uvp_spawn(NULL, &o, &p), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, NULL, &p), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, &o, NULL), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, &nofile, &p), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, &nodata, &p), UV_EINVAL);
+  assert_int_equal(uvp_spawn(f->ctx, &nosig, &p), UV_EINVAL);
+  assert_int_equal(uvp_spawn(f->ctx, &bigsig, &p), UV_EINVAL);
   assert_null(p);
   /* Only uvp settles it. */
   assert_int_equal(uvp_spawn(f->ctx, &o, &p), 0);
