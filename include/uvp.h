@@ -318,7 +318,8 @@ UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
 
 /* Maximum number of handlers run per scheduler callback (two per loop
  * iteration: idle and check phases) before yielding to timers and I/O.
- * Default 1024; 0 means UV_EINVAL. */
+ * Default 1024.  Errors: UV_EINVAL (NULL ctx, a budget of 0),
+ * UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
 /* Memory.  Promises, reactions and libuv operations come from per-context
@@ -440,7 +441,8 @@ UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
 
 /* Already fulfilled (Promise.resolve(v)) / already rejected
  * (Promise.reject(e)).  On success uvp owns value/payload; on error you
- * still do. */
+ * still do.  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
+ * < 0), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_promise_resolved(ctx, value, free_cb, out)                         \
   uvp_promise_resolved_at((ctx), (value), (free_cb), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value,
@@ -958,7 +960,7 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
  * time, each with the previous outcome (index 0 gets `initial`'s outcome;
  * initial is borrowed and may be NULL for a NULL value).  Stopping early
  * (*next NULL) ends it with the previous value.  Same rules as
- * uvp_promise_loop. */
+ * uvp_promise_loop; an initial of another context is UVP_EXCTX. */
 #define uvp_promise_reduce(ctx, n, step, arg, initial, out)                    \
   uvp_promise_reduce_at((ctx), (n), (step), (arg), (initial), (out), __FILE__, \
                         __LINE__)
