@@ -363,6 +363,13 @@ static bool grow(fsop_t *op, size_t want) {
   return true;
 }
 
+/* What one request may move: a uv_buf_t's length is an unsigned int, and
+ * a longer rest, cut to its low 32 bits, could be 0 (a read that looks
+ * like end of file, a write that never advances). */
+static unsigned int chunk(size_t n) {
+  return n > UINT_MAX ? UINT_MAX : (unsigned int)n;
+}
+
 static void read_next(fsop_t *op) {
   if (op->buf->len == op->cap) {
     size_t want = op->cap < 4096 ? 4096 : op->cap * 2;
@@ -373,8 +380,8 @@ static void read_next(fsop_t *op) {
       return;
     }
   }
-  uv_buf_t b = uv_buf_init(op->buf->base + op->buf->len,
-                           (unsigned int)(op->cap - op->buf->len));
+  uv_buf_t b =
+      uv_buf_init(op->buf->base + op->buf->len, chunk(op->cap - op->buf->len));
   int rc = uv_fs_read(op->req.loop, &op->req, op->fd, &b, 1,
                       (int64_t)op->buf->len, whole_cb);
   if (rc != 0)
@@ -382,8 +389,8 @@ static void read_next(fsop_t *op) {
 }
 
 static void write_next(fsop_t *op) {
-  uv_buf_t b = uv_buf_init((char *)op->data + op->size,
-                           (unsigned int)(op->len - op->size));
+  uv_buf_t b =
+      uv_buf_init((char *)op->data + op->size, chunk(op->len - op->size));
   int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1, (int64_t)op->size,
                        whole_cb);
   if (rc != 0)
