@@ -4,6 +4,8 @@
  * test ends with uv_loop_close() == 0, so no pipe or process handle is
  * left behind in any path. */
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -153,6 +155,29 @@ static void test_missing_program_then_teardown(void **state) {
   assert_int_equal(uvp_spawn(f->ctx, &o, &p), UV_ENOENT);
   assert_null(p);
   /* fixture_teardown closes the context before running the loop. */
+}
+
+/* uv_spawn's own refusal other than a missing file: a directory, and a
+ * file without execute permission (refused to root too). */
+static void test_not_executable(void **state) {
+  fixture_t *f = *state;
+  char path[] = "/tmp/uvp-test-noexec-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "#!/bin/sh\n", 10), 10);
+  assert_int_equal(close(fd), 0);
+  assert_int_equal(chmod(path, 0644), 0);
+  uvp_spawn_opts_t o = {.file = path};
+  uvp_promise_t *p = NULL;
+  assert_int_equal(uvp_spawn(f->ctx, &o, &p), UV_EACCES);
+  o.file = "/";
+  assert_int_equal(uvp_spawn(f->ctx, &o, &p), UV_EACCES);
+  assert_null(p);
+  assert_int_equal(unlink(path), 0);
+  run_loop(f);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
 }
 
 static void test_bad_cwd(void **state) {
@@ -367,6 +392,7 @@ int main(void) {
       QUIET_TEST(test_env_and_cwd),
       QUIET_TEST(test_missing_program),
       QUIET_TEST(test_missing_program_then_teardown),
+      QUIET_TEST(test_not_executable),
       QUIET_TEST(test_bad_cwd),
       QUIET_TEST(test_cancel_kills_child),
       QUIET_TEST(test_timeout_kills_child),

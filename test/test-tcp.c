@@ -270,6 +270,22 @@ static void test_connect_host_localhost(void **state) {
   server_stop(&srv);
 }
 
+/* A name that cannot exist: the lookup's UV_EAI_* code (which one depends
+ * on the resolver), and no address is tried. */
+static void test_connect_host_unknown_name(void **state) {
+  fixture_t *f = *state;
+  uvp_tcp_t *t;
+  uvp_promise_t *c;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uvp_tcp_connect_host(t, "no-such-host.invalid", 80, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_state(c), UVP_REJECTED);
+  int code = uvp_promise_reason(c, NULL);
+  assert_true(code <= UV_EAI_ADDRFAMILY && code >= UV_EAI_PROTOCOL);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+}
+
 /* ---- a resolver answer with several addresses (see the top) -------------- */
 
 int __real_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
@@ -1436,6 +1452,7 @@ int main(void) {
       FIXTURE_TEST(test_request_reply),
       FIXTURE_TEST(test_read_all_max_bytes),
       FIXTURE_TEST(test_connect_host_localhost),
+      FIXTURE_TEST(test_connect_host_unknown_name),
       FIXTURE_TEST(test_connect_host_tries_each_address),
       FIXTURE_TEST(test_connection_refused),
       FIXTURE_TEST(test_peer_resets_mid_read),
