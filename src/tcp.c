@@ -555,9 +555,12 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
                       const char *file, int line) {
   if (t == NULL || out == NULL)
     return UV_EINVAL;
-  if (t->read_op != NULL)
-    return UV_EBUSY;
-  int rc;
+  /* The thread first: read_op is the loop thread's to read. */
+  int rc = uvp__ctx_check(t->ctx);
+  if (rc == 0 && t->read_op != NULL)
+    rc = UV_EBUSY;
+  if (rc != 0)
+    return rc;
   tcpop_t *op = op_new(t, OP_READ, out, file, line, &rc);
   if (op == NULL)
     return rc;

@@ -685,6 +685,39 @@ static void test_tcp_refused(void **state) {
   run_loop(f); /* the listener is on this stack */
 }
 
+/* A read pending: another thread's read is refused for the thread (with
+ * the check on), not answered UV_EBUSY from state it may not read. */
+static void tcp_read_elsewhere(void *arg) {
+  tforeign_t *x = arg;
+  x->rc[0] = uvp_tcp_read(x->t, &x->out);
+  x->rc[1] = uvp_tcp_read_all(x->t, 0, &x->out);
+}
+
+static void test_tcp_read_refused_off_thread(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  server_start(f, &srv, SRV_SILENT);
+  req_t r = {0};
+  uvp_promise_t *body = request(f, &r, &srv);
+  for (int i = 0; i < 50 && srv.accepted == 0; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(body), UVP_PENDING);
+  tforeign_t x = {.ctx = f->ctx, .t = r.t};
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(tcp_read_elsewhere, &x);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
+  assert_int_equal(x.rc[0], UVP_ETHREAD);
+  assert_int_equal(x.rc[1], UVP_ETHREAD);
+  assert_null(x.out);
+  /* On the loop thread: the read in flight makes it UV_EBUSY. */
+  assert_int_equal(uvp_tcp_read(r.t, &x.out), UV_EBUSY);
+  assert_int_equal(uvp_promise_cancel(body), 0);
+  uvp_promise_release(body);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
+}
+
 /* ---- reads between reads: uvp on both ends of one connection ------------- */
 
 typedef struct pair_s {
@@ -1465,6 +1498,7 @@ int main(void) {
       FIXTURE_TEST(test_tcp_bad_input),
       FIXTURE_TEST(test_accept_null_leaves_connection_pending),
       FIXTURE_TEST(test_tcp_refused),
+      FIXTURE_TEST(test_tcp_read_refused_off_thread),
       FIXTURE_TEST(test_large_writes_stay_in_order),
       FIXTURE_TEST(test_small_write_settles_at_once),
       FIXTURE_TEST(test_write_full_small_taken_at_once),
