@@ -175,8 +175,11 @@ static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
-  *rc = UV_EBADF;
-  if (!t->ctx->closed && (t->handle == NULL || t->user_closed))
+  /* The thread first: the handle is the loop thread's to look at. */
+  *rc = uvp__ctx_check(t->ctx);
+  if (*rc == 0 && (t->handle == NULL || t->user_closed))
+    *rc = UV_EBADF;
+  if (*rc != 0)
     return NULL;
   tcpop_t *op =
       uvp__op_new(t->ctx, &tcp_kind, sizeof(tcpop_t), out, file, line, rc);

@@ -671,6 +671,12 @@ static void test_tcp_refused(void **state) {
   assert_int_equal(uvp_tcp_close(closed), 0);
   assert_int_equal(uvp_tcp_detach(closed), UV_EBADF);
   assert_int_equal(uvp_tcp_attach(closed), UV_EBADF);
+  /* From another thread, the thread is what is refused, closed or not. */
+  tforeign_t y = {.ctx = f->ctx, .t = closed};
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(tcp_calls, &y);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
+  assert_tcp_calls(&y, UVP_ETHREAD);
   run_loop(f);
   /* The context closed: its connections, and new ones, refused. */
   assert_int_equal(uv_tcp_init(&f->loop, &listener), 0);
