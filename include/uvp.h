@@ -1508,8 +1508,9 @@ UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
                               uvp_tcp_t **out);
 
 /* Close: pending operations reject with UV_ECANCELED; the memory is freed
- * once libuv has closed the handle (run the loop).  Any time, also after
- * uvp_ctx_close().  Returns UV_EINVAL for NULL; like closing a libuv handle
+ * once libuv has closed the handle (run the loop).  Loop thread, at any
+ * time, also after uvp_ctx_close().  Returns UV_EINVAL for NULL,
+ * UVP_ETHREAD (see uvp_ctx_set_checks); like closing a libuv handle
  * twice, a second call is a bug: until the loop has run it returns
  * UV_EINVAL and changes nothing, after that `t` is freed memory. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);

@@ -263,7 +263,12 @@ int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
 }
 
 int uvp_tcp_close(uvp_tcp_t *t) {
-  if (t == NULL || t->user_closed)
+  if (t == NULL)
+    return UV_EINVAL;
+  /* Not uvp__ctx_check: closing works after uvp_ctx_close too. */
+  if (uvp__refused_thread(t->ctx))
+    return UVP_ETHREAD;
+  if (t->user_closed)
     return UV_EINVAL;
   t->user_closed = true;
   close_handle(t);

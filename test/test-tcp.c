@@ -656,6 +656,11 @@ static void assert_tcp_calls(const tforeign_t *x, int code) {
   assert_null(x->out);
 }
 
+static void tcp_close_elsewhere(void *arg) {
+  tforeign_t *x = arg;
+  x->rc[0] = uvp_tcp_close(x->t);
+}
+
 static void test_tcp_refused(void **state) {
   fixture_t *f = *state;
   tforeign_t x = {.ctx = f->ctx};
@@ -665,6 +670,9 @@ static void test_tcp_refused(void **state) {
   assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
   run_on_other_thread(tcp_calls, &x);
   assert_tcp_calls(&x, UVP_ETHREAD);
+  run_on_other_thread(tcp_close_elsewhere, &x); /* x.t stays open */
+  assert_int_equal(x.rc[0], UVP_ETHREAD);
+  assert_non_null(uvp_tcp_handle(x.t));
   assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
   /* A closed connection. */
   assert_int_equal(uvp_tcp_new(f->ctx, &closed), 0);
