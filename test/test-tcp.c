@@ -471,17 +471,24 @@ static void test_cancel_before_connect_completes(void **state) {
   server_stop(&srv);
 }
 
-static void test_cancel_during_read_and_close_with_pending(void **state) {
-  fixture_t *f = *state;
-  server_t srv;
-  server_start(f, &srv, SRV_SILENT);
-  req_t r = {0};
-  uvp_promise_t *body = request(f, &r, &srv);
+/* A request to a silent server, run until its read is pending: the read's
+ * promise. */
+static uvp_promise_t *read_pending(fixture_t *f, server_t *srv, req_t *r) {
+  server_start(f, srv, SRV_SILENT);
+  uvp_promise_t *body = request(f, r, srv);
   /* Let the connection and the write happen; the read stays pending. */
-  for (int i = 0; i < 50 && srv.accepted == 0; i++)
+  for (int i = 0; i < 50 && srv->accepted == 0; i++)
     uv_run(&f->loop, UV_RUN_ONCE);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(uvp_promise_state(body), UVP_PENDING);
+  return body;
+}
+
+static void test_cancel_during_read_and_close_with_pending(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  req_t r = {0};
+  uvp_promise_t *body = read_pending(f, &srv, &r);
   uvp_promise_t *again;
   assert_int_equal(uvp_tcp_read(r.t, &again), UV_EBUSY);
   assert_int_equal(uvp_tcp_read_all(r.t, 0, &again), UV_EBUSY);
@@ -710,13 +717,8 @@ static void tcp_read_elsewhere(void *arg) {
 static void test_tcp_read_refused_off_thread(void **state) {
   fixture_t *f = *state;
   server_t srv;
-  server_start(f, &srv, SRV_SILENT);
   req_t r = {0};
-  uvp_promise_t *body = request(f, &r, &srv);
-  for (int i = 0; i < 50 && srv.accepted == 0; i++)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  uv_run(&f->loop, UV_RUN_NOWAIT);
-  assert_int_equal(uvp_promise_state(body), UVP_PENDING);
+  uvp_promise_t *body = read_pending(f, &srv, &r);
   tforeign_t x = {.ctx = f->ctx, .t = r.t};
   assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
   run_on_other_thread(tcp_read_elsewhere, &x);
