@@ -299,6 +299,8 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * UVP_EINFIBER (called on a fiber: see "Fibers"). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
+/* The loop ctx was created over (NULL for NULL); also after
+ * uvp_ctx_close, while the context's memory lives. */
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
 
 /* Checks of how the library is used, off by default (each costs a test on
@@ -316,7 +318,8 @@ UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
 
 /* Maximum number of handlers run per scheduler callback (two per loop
  * iteration: idle and check phases) before yielding to timers and I/O.
- * Default 1024; 0 means UV_EINVAL. */
+ * Default 1024.  Errors: UV_EINVAL (NULL ctx, a budget of 0),
+ * UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
 /* Memory.  Promises, reactions and libuv operations come from per-context
@@ -330,7 +333,8 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * and touch it, so that a burst of traffic later meets neither malloc nor
  * first-touch page faults.  A server calls it at startup with its expected
  * peak.  The memory stays with the context until uvp_ctx_close.  Errors:
- * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable). */
+ * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable; a
+ * count beyond the machine's memory is refused at once). */
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 
@@ -341,8 +345,7 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
  * still referenced keeps its operation's room (the uv_stat_t lives there).
  * A program about to start many operations calls it before, as a
  * hand-written client allocates its requests before it starts them.
- * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays
- * usable). */
+ * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (as for uvp_ctx_reserve). */
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 
 /* Install the unhandled-rejection hook (NULL restores the default: one line
@@ -438,7 +441,8 @@ UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
 
 /* Already fulfilled (Promise.resolve(v)) / already rejected
  * (Promise.reject(e)).  On success uvp owns value/payload; on error you
- * still do. */
+ * still do.  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
+ * < 0), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_promise_resolved(ctx, value, free_cb, out)                         \
   uvp_promise_resolved_at((ctx), (value), (free_cb), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value,
@@ -956,7 +960,7 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
  * time, each with the previous outcome (index 0 gets `initial`'s outcome;
  * initial is borrowed and may be NULL for a NULL value).  Stopping early
  * (*next NULL) ends it with the previous value.  Same rules as
- * uvp_promise_loop. */
+ * uvp_promise_loop; an initial of another context is UVP_EXCTX. */
 #define uvp_promise_reduce(ctx, n, step, arg, initial, out)                    \
   uvp_promise_reduce_at((ctx), (n), (step), (arg), (initial), (out), __FILE__, \
                         __LINE__)
@@ -1036,7 +1040,8 @@ typedef struct uvp_split_s {
  *   uvp_settled_split(list, &s);
  *   printf("loaded %zu of %zu, %zu failed\n", s.nfulfilled, list->count,
  *          s.nrejected);
- * Errors: UV_EINVAL, UV_ENOMEM. */
+ * Errors: UV_EINVAL (NULL list or out, NULL items with a count),
+ * UV_ENOMEM (*out is then empty). */
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
                                  uvp_split_t *out);
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
@@ -1188,7 +1193,8 @@ UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
  * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb does not run. */
 UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
                              uvp_free_cb free_cb);
-/* The value of `slot` in the current scope (NULL: unset, NULL ctx). */
+/* The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
+ * out of range). */
 UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
 /* Make the current scope empty (e.g. at the top of a libuv callback that
  * serves another request).  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
@@ -1311,7 +1317,7 @@ UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
  * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 
-/* Members running plus whether any wait to start (1 if so). */
+/* Members running plus whether any wait to start (1 if so); 0 for NULL. */
 UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 
 /* Give the group up: it is closed (members waiting for room still start),
@@ -1381,7 +1387,8 @@ typedef struct uvp_buf_s {
 /* Files (uv_fs_*) — thread pool                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Paths are copied by libuv during the call: they need not outlive it. */
+/* Paths are copied by libuv during the call: they need not outlive it.
+ * A NULL path is UV_EINVAL. */
 
 /* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close). */
 #define uvp_fs_open(ctx, path, flags, mode, out)                               \
@@ -1396,7 +1403,9 @@ UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /* read / write `len` bytes at `offset` (-1: the current position); `buf` is
  * borrowed (after a cancellation, until the request completes: see above).
- * Value UVP_INT(v): bytes transferred (0 at end of file). */
+ * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
+ * len > 0, or len over UINT_MAX (what one libuv buffer holds), is
+ * UV_EINVAL. */
 #define uvp_fs_read(ctx, fd, buf, len, offset, out)                            \
   uvp_fs_read_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
@@ -1492,13 +1501,18 @@ typedef struct uvp_tcp_s uvp_tcp_t;
 UVP_EXTERN int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out);
 
 /* Accept a pending connection of a listening `server` (call it from your
- * uv_connection_cb).  Errors: those of uv_accept, UV_ENOMEM, UVP_ECLOSED. */
+ * uv_connection_cb).  Errors: UV_EINVAL (NULL argument: the connection
+ * stays pending), those of uv_accept (UV_EAGAIN: none pending), UV_ENOMEM,
+ * UVP_ECLOSED. */
 UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
                               uvp_tcp_t **out);
 
 /* Close: pending operations reject with UV_ECANCELED; the memory is freed
- * once libuv has closed the handle (run the loop).  Any time, also after
- * uvp_ctx_close().  Returns UV_EINVAL for NULL. */
+ * once libuv has closed the handle (run the loop).  Loop thread, at any
+ * time, also after uvp_ctx_close().  Returns UV_EINVAL for NULL,
+ * UVP_ETHREAD (see uvp_ctx_set_checks); like closing a libuv handle
+ * twice, a second call is a bug: until the loop has run it returns
+ * UV_EINVAL and changes nothing, after that `t` is freed memory. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
 /* Hand a connection over between task groups (see "Task groups").  A
@@ -1544,7 +1558,8 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * When nothing is queued ahead, the bytes go to the kernel inside the call
  * (uv_try_write) and what did not fit is queued; a small write therefore
  * often returns a promise already fulfilled, whose handlers still run
- * later, from the loop.  Writes go out in the order they were made. */
+ * later, from the loop.  Writes go out in the order they were made.  A
+ * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL. */
 #define uvp_tcp_write(t, buf, len, out)                                        \
   uvp_tcp_write_at((t), (buf), (len), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
@@ -1572,7 +1587,8 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
 
 /* Everything until end of stream, or the first `max` bytes (0: no limit)
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
- * stream's error (a reset, ...), not UV_EOF. */
+ * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
+ * pending, as for uvp_tcp_read. */
 #define uvp_tcp_read_all(t, max, out)                                          \
   uvp_tcp_read_all_at((t), (max), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
@@ -1716,7 +1732,8 @@ typedef struct uvp_process_result_s {
  * SIGPIPE, as any write to a pipe does: like every libuv program that
  * writes to pipes, ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
  * Errors: UV_EINVAL (NULL ctx/opts/out/opts->file, stdin_len without
- * stdin_data or over UINT_MAX), UV_ENOMEM, UVP_ECLOSED, or uv_spawn's own
+ * stdin_data or over UINT_MAX, a cancel_signal that is no signal number),
+ * UV_ENOMEM, UVP_ECLOSED, or uv_spawn's own
  * (UV_ENOENT for a missing program or cwd, UV_EACCES, ...): then no promise
  * exists and nothing runs, but the handles uvp opened for the attempt close
  * asynchronously: run the loop before uv_loop_close(). */

@@ -202,8 +202,23 @@ void uvp__pool_rewind(uvp__pool_t *pool) {
     bump_in(pool, pool->chunks);
 }
 
+/* The machine's memory in bytes (SIZE_MAX if unknown). */
+static size_t phys_bytes(void) {
+#if defined(_SC_PHYS_PAGES)
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page)
+    return (size_t)pages * (size_t)page;
+#endif
+  return SIZE_MAX;
+}
+
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
                       void (*init)(void *slot)) {
+  /* Every slot reserved is touched, and with overcommit malloc does not
+   * fail first: a count beyond the machine's memory would end with the
+   * OOM killer instead of UV_ENOMEM. */
+  if (slots > phys_bytes() / pool->slot_size)
+    return UV_ENOMEM;
   /* Carve the slots now and touch every page, so the first burst of
    * traffic meets neither malloc nor page faults: slots go on the free
    * list in address order. */

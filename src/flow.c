@@ -354,7 +354,7 @@ int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
 /* ---- split --------------------------------------------------------------- */
 
 int uvp_settled_split(const uvp_settled_list_t *list, uvp_split_t *out) {
-  if (list == NULL || out == NULL)
+  if (list == NULL || out == NULL || (list->items == NULL && list->count > 0))
     return UV_EINVAL;
   memset(out, 0, sizeof(*out));
   uvp_indexed_t *all =

@@ -3,6 +3,7 @@
  * which always runs (also after uv_cancel), cleans the request exactly
  * once and releases both. */
 #include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -249,9 +250,19 @@ static void simple_cb(uv_fs_t *req) {
     return rc;                                                                 \
   return uvp__op_started(&op->op, (call), out)
 
+/* The same after checking the caller's pointers and sizes: libuv asserts
+ * on a NULL path (or reads through it), and a uv_buf_t holds an unsigned
+ * int, so a longer buffer would be silently cut to its low 32 bits. */
+#define SIMPLE_IF(valid, call)                                                 \
+  if (!(valid))                                                                \
+    return UV_EINVAL;                                                          \
+  SIMPLE(call)
+#define BUF_OK(buf, len) (((buf) != NULL || (len) == 0) && (len) <= UINT_MAX)
+
 int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
                    uvp_promise_t **out, const char *file, int line) {
-  SIMPLE(uv_fs_open(ctx->loop, &op->req, path, flags, mode, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_open(ctx->loop, &op->req, path, flags, mode, simple_cb));
 }
 int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
@@ -261,21 +272,23 @@ int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
                    int64_t offset, uvp_promise_t **out, const char *file,
                    int line) {
   uv_buf_t b = uv_buf_init(buf, (unsigned int)len);
-  SIMPLE(uv_fs_read(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
+  SIMPLE_IF(BUF_OK(buf, len),
+            uv_fs_read(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
 }
 int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf, size_t len,
                     int64_t offset, uvp_promise_t **out, const char *file,
                     int line) {
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
-  SIMPLE(uv_fs_write(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
+  SIMPLE_IF(BUF_OK(buf, len),
+            uv_fs_write(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
 }
 int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                    const char *file, int line) {
-  SIMPLE(uv_fs_stat(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL, uv_fs_stat(ctx->loop, &op->req, path, simple_cb));
 }
 int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_lstat(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL, uv_fs_lstat(ctx->loop, &op->req, path, simple_cb));
 }
 int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
@@ -283,27 +296,30 @@ int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
 }
 int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                      const char *file, int line) {
-  SIMPLE(uv_fs_unlink(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL, uv_fs_unlink(ctx->loop, &op->req, path, simple_cb));
 }
 int uvp_fs_mkdir_at(uvp_ctx_t *ctx, const char *path, int mode,
                     uvp_promise_t **out, const char *file, int line) {
-  SIMPLE(uv_fs_mkdir(ctx->loop, &op->req, path, mode, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_mkdir(ctx->loop, &op->req, path, mode, simple_cb));
 }
 int uvp_fs_rmdir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_rmdir(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL, uv_fs_rmdir(ctx->loop, &op->req, path, simple_cb));
 }
 int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
                      uvp_promise_t **out, const char *file, int line) {
-  SIMPLE(uv_fs_rename(ctx->loop, &op->req, path, new_path, simple_cb));
+  SIMPLE_IF(path != NULL && new_path != NULL,
+            uv_fs_rename(ctx->loop, &op->req, path, new_path, simple_cb));
 }
 int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                       const char *file, int line) {
-  SIMPLE(uv_fs_scandir(ctx->loop, &op->req, path, 0, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_scandir(ctx->loop, &op->req, path, 0, simple_cb));
 }
 int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                        const char *file, int line) {
-  SIMPLE(uv_fs_realpath(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL, uv_fs_realpath(ctx->loop, &op->req, path, simple_cb));
 }
 
 /* ---- whole files --------------------------------------------------------- */
@@ -347,6 +363,13 @@ static bool grow(fsop_t *op, size_t want) {
   return true;
 }
 
+/* What one request may move: a uv_buf_t's length is an unsigned int, and
+ * a longer rest, cut to its low 32 bits, could be 0 (a read that looks
+ * like end of file, a write that never advances). */
+static unsigned int chunk(size_t n) {
+  return n > UINT_MAX ? UINT_MAX : (unsigned int)n;
+}
+
 static void read_next(fsop_t *op) {
   if (op->buf->len == op->cap) {
     size_t want = op->cap < 4096 ? 4096 : op->cap * 2;
@@ -357,8 +380,8 @@ static void read_next(fsop_t *op) {
       return;
     }
   }
-  uv_buf_t b = uv_buf_init(op->buf->base + op->buf->len,
-                           (unsigned int)(op->cap - op->buf->len));
+  uv_buf_t b =
+      uv_buf_init(op->buf->base + op->buf->len, chunk(op->cap - op->buf->len));
   int rc = uv_fs_read(op->req.loop, &op->req, op->fd, &b, 1,
                       (int64_t)op->buf->len, whole_cb);
   if (rc != 0)
@@ -366,8 +389,8 @@ static void read_next(fsop_t *op) {
 }
 
 static void write_next(fsop_t *op) {
-  uv_buf_t b = uv_buf_init((char *)op->data + op->size,
-                           (unsigned int)(op->len - op->size));
+  uv_buf_t b =
+      uv_buf_init((char *)op->data + op->size, chunk(op->len - op->size));
   int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1, (int64_t)op->size,
                        whole_cb);
   if (rc != 0)

@@ -277,7 +277,8 @@ int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
                  uvp_promise_t **out, const char *file, int line) {
   if (out == NULL || opts == NULL || opts->file == NULL ||
       (opts->stdin_data == NULL && opts->stdin_len != 0) ||
-      opts->stdin_len > UINT_MAX)
+      opts->stdin_len > UINT_MAX || opts->cancel_signal < 0 ||
+      opts->cancel_signal >= NSIG)
     return UV_EINVAL;
   size_t in_len = opts->stdin_len;
   uvp_process_result_t *res = NULL;

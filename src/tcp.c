@@ -175,8 +175,11 @@ static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
-  *rc = UV_EBADF;
-  if (!t->ctx->closed && (t->handle == NULL || t->user_closed))
+  /* The thread first: the handle is the loop thread's to look at. */
+  *rc = uvp__ctx_check(t->ctx);
+  if (*rc == 0 && (t->handle == NULL || t->user_closed))
+    *rc = UV_EBADF;
+  if (*rc != 0)
     return NULL;
   tcpop_t *op =
       uvp__op_new(t->ctx, &tcp_kind, sizeof(tcpop_t), out, file, line, rc);
@@ -243,7 +246,8 @@ int uvp_tcp_detach(uvp_tcp_t *t) { return tcp_regroup(t, false); }
 int uvp_tcp_attach(uvp_tcp_t *t) { return tcp_regroup(t, true); }
 
 int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
-  if (server == NULL)
+  /* out before uv_accept: the connection is taken off the backlog there. */
+  if (server == NULL || out == NULL)
     return UV_EINVAL;
   uvp_tcp_t *t;
   int rc = tcp_alloc(ctx, &t);
@@ -259,7 +263,12 @@ int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
 }
 
 int uvp_tcp_close(uvp_tcp_t *t) {
-  if (t == NULL || t->user_closed)
+  if (t == NULL)
+    return UV_EINVAL;
+  /* Not uvp__ctx_check: closing works after uvp_ctx_close too. */
+  if (uvp__refused_thread(t->ctx))
+    return UVP_ETHREAD;
+  if (t->user_closed)
     return UV_EINVAL;
   t->user_closed = true;
   close_handle(t);
@@ -554,9 +563,12 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
                       const char *file, int line) {
   if (t == NULL || out == NULL)
     return UV_EINVAL;
-  if (t->read_op != NULL)
-    return UV_EBUSY;
-  int rc;
+  /* The thread first: read_op is the loop thread's to read. */
+  int rc = uvp__ctx_check(t->ctx);
+  if (rc == 0 && t->read_op != NULL)
+    rc = UV_EBUSY;
+  if (rc != 0)
+    return rc;
   tcpop_t *op = op_new(t, OP_READ, out, file, line, &rc);
   if (op == NULL)
     return rc;

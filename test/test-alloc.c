@@ -435,6 +435,27 @@ static void test_reserve_bad_input(void **state) {
   f->ctx = NULL;
 }
 
+/* Counts no machine has the memory for: refused at once, with nothing
+ * reserved (every reserved page is touched, so trying would end with the
+ * OOM killer, malloc never failing first under overcommit), and the
+ * context still reserves what it can have. */
+static void test_reserve_beyond_memory(void **state) {
+  fixture_t *f = *state;
+  uvp_ctx_stats_t before, after;
+  assert_int_equal(uvp_ctx_reserve_ops(f->ctx, 1), 0); /* the ops' state */
+  assert_int_equal(uvp_ctx_stats(f->ctx, &before), 0);
+  assert_int_equal(uvp_ctx_reserve(f->ctx, SIZE_MAX, 0), UV_ENOMEM);
+  assert_int_equal(uvp_ctx_reserve(f->ctx, 0, SIZE_MAX / 64), UV_ENOMEM);
+  assert_int_equal(uvp_ctx_reserve_ops(f->ctx, SIZE_MAX / 1024), UV_ENOMEM);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  assert_int_equal(after.slab_bytes, before.slab_bytes);
+  assert_int_equal(after.slab_allocs, before.slab_allocs);
+  assert_int_equal(uvp_ctx_reserve(f->ctx, 5000, 5000), 0);
+  assert_int_equal(uvp_ctx_reserve_ops(f->ctx, 500), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  assert_true(after.slab_bytes > before.slab_bytes);
+}
+
 /* An allocator that aligns to 8 bytes and never to 16 (as C allows for
  * small sizes): malloc's block (16-aligned here) plus 24, with the size at
  * 16. */
@@ -506,6 +527,7 @@ int main(void) {
       FIXTURE_TEST(test_reserve_means_no_allocation_later),
       FIXTURE_TEST(test_reserved_slots_are_not_pending),
       FIXTURE_TEST(test_reserve_bad_input),
+      FIXTURE_TEST(test_reserve_beyond_memory),
       FIXTURE_TEST(test_pool_rewinds_once_empty),
       FIXTURE_TEST(test_rewind_reuses_the_reserved_slots),
       cmocka_unit_test(test_reserve_ops_means_no_allocation_later),

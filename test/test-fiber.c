@@ -1675,6 +1675,12 @@ static void test_spawn_no_stack(void **state) {
   assert_int_equal(uvp_fiber_spawn(f->ctx, never_body, &n, &o, &fp), UV_ENOMEM);
   o.stack_size = (size_t)1 << 47; /* all of a process's address space */
   assert_int_equal(uvp_fiber_spawn(f->ctx, never_body, &n, &o, &fp), UV_ENOMEM);
+  /* Sizes that would wrap round to a tiny stack with the fiber's record
+   * added: still no stack, not a small one. */
+  o.stack_size = SIZE_MAX;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, never_body, &n, &o, &fp), UV_ENOMEM);
+  o.stack_size = SIZE_MAX - 8;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, never_body, &n, &o, &fp), UV_ENOMEM);
   assert_null(fp);
   assert_int_equal(n.freed, 0); /* arg is still ours */
   s = stats(f->ctx);

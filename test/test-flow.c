@@ -205,6 +205,27 @@ static void test_flow_bad_input(void **state) {
   assert_int_equal(uvp_promise_loop(f->ctx, sum_step, f, NULL), UV_EINVAL);
   assert_int_equal(uvp_retry(f->ctx, NULL, NULL, NULL, &r), UV_EINVAL);
   assert_int_equal(uvp_settled_split(NULL, NULL), UV_EINVAL);
+  /* A reduce starting from another context's promise. */
+  uv_loop_t loop2;
+  uvp_ctx_t *ctx2;
+  uvp_promise_t *theirs;
+  r = NULL;
+  assert_int_equal(uv_loop_init(&loop2), 0);
+  assert_int_equal(uvp_ctx_new(&loop2, &ctx2), 0);
+  assert_int_equal(uvp_promise_resolved(ctx2, NULL, NULL, &theirs), 0);
+  assert_int_equal(uvp_promise_reduce(f->ctx, 3, sum_step, f, theirs, &r),
+                   UVP_EXCTX);
+  assert_null(r);
+  uvp_promise_release(theirs);
+  assert_int_equal(uvp_ctx_close(ctx2), 0);
+  assert_int_equal(uv_run(&loop2, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop2), 0);
+  /* A list claiming records it does not have. */
+  uvp_settled_list_t hollow = {.count = 2, .fulfilled = 2};
+  uvp_split_t sp = {.nfulfilled = 7};
+  assert_int_equal(uvp_settled_split(&hollow, &sp), UV_EINVAL);
+  assert_int_equal(uvp_settled_split(&hollow, NULL), UV_EINVAL);
+  assert_int_equal(sp.nfulfilled, 7); /* untouched */
 }
 
 /* ---- retry --------------------------------------------------------------- */
@@ -572,6 +593,36 @@ static void test_split_all_settled(void **state) {
   assert_int_equal(freed, 8); /* the values went with the result */
 }
 
+static void *no_malloc(size_t n) {
+  (void)n;
+  return NULL;
+}
+
+/* Out of memory: UV_ENOMEM and an empty split, which uvp_split_free takes.
+ * Needs no context, so the allocator can be swapped around the call. */
+static void test_split_enomem(void **state) {
+  (void)state;
+  uvp_settled_t items[3] = {
+      {0, SENTINEL(0), NULL}, {UV_EIO, NULL, NULL}, {0, SENTINEL(1), NULL}};
+  uvp_settled_list_t list = {3, 2, 1, items};
+  uvp_split_t sp;
+  assert_int_equal(uvp_replace_allocator(no_malloc, realloc, calloc, free), 0);
+  int rc = uvp_settled_split(&list, &sp);
+  assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
+  assert_int_equal(rc, UV_ENOMEM);
+  assert_int_equal(sp.nfulfilled + sp.nrejected, 0);
+  assert_null(sp.fulfilled);
+  assert_null(sp.rejected);
+  uvp_split_free(&sp);
+  /* With memory it works on the same list. */
+  assert_int_equal(uvp_settled_split(&list, &sp), 0);
+  assert_int_equal(sp.nfulfilled, 2);
+  assert_int_equal(sp.nrejected, 1);
+  assert_int_equal(sp.rejected[0].index, 1);
+  assert_ptr_equal(sp.fulfilled[1].value, SENTINEL(1));
+  uvp_split_free(&sp);
+}
+
 static void test_split_empty(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *s;
@@ -607,6 +658,7 @@ int main(void) {
       FIXTURE_TEST(test_map_items_retry),
       FIXTURE_TEST(test_split_all_settled),
       FIXTURE_TEST(test_split_empty),
+      cmocka_unit_test(test_split_enomem),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

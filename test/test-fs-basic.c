@@ -322,7 +322,42 @@ static void test_bad_input(void **state) {
   assert_int_equal(uvp_fs_read_file(f->ctx, NULL, 0, &p), UV_EINVAL);
   assert_int_equal(uvp_fs_write_file(f->ctx, at("x"), NULL, 3, &p), UV_EINVAL);
   assert_int_equal(uvp_fs_write_file(f->ctx, NULL, "x", 1, &p), UV_EINVAL);
+  /* A NULL path, refused before libuv sees it. */
+  assert_int_equal(uvp_fs_open(f->ctx, NULL, O_RDONLY, 0, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_stat(f->ctx, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_lstat(f->ctx, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_unlink(f->ctx, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_mkdir(f->ctx, NULL, 0755, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_rmdir(f->ctx, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_rename(f->ctx, NULL, at("y"), &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_rename(f->ctx, at("x"), NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_scandir(f->ctx, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_realpath(f->ctx, NULL, &p), UV_EINVAL);
+  /* A NULL buffer with a length, and a length one libuv buffer cannot
+   * hold (it would be cut to its low 32 bits: here to 0, a read that
+   * reports end of file), on a file with bytes to read. */
+  char one[1];
+  int fd = open(at("x"), O_RDWR | O_CREAT, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "abc", 3), 3);
+  assert_int_equal(uvp_fs_read(f->ctx, fd, NULL, 3, 0, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_write(f->ctx, fd, NULL, 3, 0, &p), UV_EINVAL);
+  assert_int_equal(uvp_fs_read(f->ctx, fd, one, (size_t)UINT_MAX + 1, 0, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_fs_write(f->ctx, fd, one, (size_t)UINT_MAX + 1, 0, &p),
+                   UV_EINVAL);
   assert_null(p);
+  /* Nothing was started; the same calls done right still work. */
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+  assert_int_equal(uvp_fs_read(f->ctx, fd, one, 1, 2, &p), 0);
+  assert_int_equal(UVP_INT(value_of(f, 0, p)), 1);
+  assert_int_equal(one[0], 'c');
+  uvp_promise_release(p);
+  p = NULL;
+  assert_int_equal(close(fd), 0);
+  assert_int_equal(unlink(at("x")), 0);
   assert_false(exists("x"));
 
   /* Only uvp settles a wrapper's promise. */

@@ -178,6 +178,8 @@ static void test_null_arguments(void **state) {
   assert_int_equal(uvp_ctx_stats(NULL, &st), UV_EINVAL);
   assert_int_equal(uvp_ctx_stats(f->ctx, NULL), UV_EINVAL);
   assert_int_equal(uvp_ctx_close(NULL), UV_EINVAL);
+  assert_null(uvp_ctx_loop(NULL));
+  assert_ptr_equal(uvp_ctx_loop(f->ctx), &f->loop);
 
   /* Allocator: NULL functions, and a live context. */
   assert_int_equal(uvp_replace_allocator(NULL, realloc, calloc, free),
@@ -351,6 +353,7 @@ static void test_calls_after_close(void **state) {
   assert_int_equal(uvp_ctx_reserve(ctx, 5, 5), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_set_unhandled_cb(ctx, NULL, NULL), UVP_ECLOSED);
   assert_int_equal(uvp_ctx_set_checks(ctx, UVP_CHECK_THREAD), UVP_ECLOSED);
+  assert_ptr_equal(uvp_ctx_loop(ctx), &f->loop);
   /* The counters still answer: what the closed context holds. */
   uvp_ctx_stats_t st;
   assert_int_equal(uvp_ctx_stats(ctx, &st), 0);

@@ -4,6 +4,8 @@
  * test ends with uv_loop_close() == 0, so no pipe or process handle is
  * left behind in any path. */
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -153,6 +155,29 @@ static void test_missing_program_then_teardown(void **state) {
   assert_int_equal(uvp_spawn(f->ctx, &o, &p), UV_ENOENT);
   assert_null(p);
   /* fixture_teardown closes the context before running the loop. */
+}
+
+/* uv_spawn's own refusal other than a missing file: a directory, and a
+ * file without execute permission (refused to root too). */
+static void test_not_executable(void **state) {
+  fixture_t *f = *state;
+  char path[] = "/tmp/uvp-test-noexec-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "#!/bin/sh\n", 10), 10);
+  assert_int_equal(close(fd), 0);
+  assert_int_equal(chmod(path, 0644), 0);
+  uvp_spawn_opts_t o = {.file = path};
+  uvp_promise_t *p = NULL;
+  assert_int_equal(uvp_spawn(f->ctx, &o, &p), UV_EACCES);
+  o.file = "/";
+  assert_int_equal(uvp_spawn(f->ctx, &o, &p), UV_EACCES);
+  assert_null(p);
+  assert_int_equal(unlink(path), 0);
+  run_loop(f);
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
 }
 
 static void test_bad_cwd(void **state) {
@@ -329,12 +354,17 @@ static void test_bad_input(void **state) {
   uvp_spawn_opts_t o = {.file = "true"};
   uvp_spawn_opts_t nofile = {.file = NULL};
   uvp_spawn_opts_t nodata = {.file = "true", .stdin_len = 3};
+  /* A signal kill(2) refuses: a cancellation could not stop the child. */
+  uvp_spawn_opts_t nosig = {.file = "true", .cancel_signal = -1};
+  uvp_spawn_opts_t bigsig = {.file = "true", .cancel_signal = NSIG};
   uvp_promise_t *p = NULL;
   assert_int_equal(uvp_spawn(NULL, &o, &p), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, NULL, &p), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, &o, NULL), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, &nofile, &p), UV_EINVAL);
   assert_int_equal(uvp_spawn(f->ctx, &nodata, &p), UV_EINVAL);
+  assert_int_equal(uvp_spawn(f->ctx, &nosig, &p), UV_EINVAL);
+  assert_int_equal(uvp_spawn(f->ctx, &bigsig, &p), UV_EINVAL);
   assert_null(p);
   /* Only uvp settles it. */
   assert_int_equal(uvp_spawn(f->ctx, &o, &p), 0);
@@ -362,6 +392,7 @@ int main(void) {
       QUIET_TEST(test_env_and_cwd),
       QUIET_TEST(test_missing_program),
       QUIET_TEST(test_missing_program_then_teardown),
+      QUIET_TEST(test_not_executable),
       QUIET_TEST(test_bad_cwd),
       QUIET_TEST(test_cancel_kills_child),
       QUIET_TEST(test_timeout_kills_child),

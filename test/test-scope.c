@@ -11,6 +11,7 @@
  * valgrind and ASan catch a second run and a missing one; the counts say
  * when it ran.  Code on fibers and in handlers records what it saw and
  * the test asserts afterwards, on the loop's stack. */
+#include <limits.h>
 #include <stdatomic.h>
 
 #include "alloc-helpers.h"
@@ -87,6 +88,9 @@ static void test_set_get_clear(void **state) {
   assert_int_equal(
       uvp_scope_set(f->ctx, UVP_SCOPE_SLOTS - 1, SENTINEL(3), NULL), 0);
   assert_ptr_equal(uvp_scope_get(f->ctx, UVP_SCOPE_SLOTS - 1), SENTINEL(3));
+  assert_null(uvp_scope_get(f->ctx, UVP_SCOPE_SLOTS)); /* out of range */
+  assert_null(uvp_scope_get(f->ctx, UINT_MAX));
+  assert_null(uvp_scope_get(NULL, 0));
   assert_int_equal(uvp_scope_clear(f->ctx), 0);
   assert_int_equal(freed[1], 1);
   for (unsigned i = 0; i < UVP_SCOPE_SLOTS; i++)

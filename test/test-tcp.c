@@ -2,6 +2,7 @@
  * (127.0.0.1 only): success, refusal, a reset mid-read, a peer that never
  * answers, cancellation before and during, and 1000 concurrent connections.
  * Nothing of libuv is mocked. */
+#include <limits.h>
 #include <netdb.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -269,6 +270,22 @@ static void test_connect_host_localhost(void **state) {
   server_stop(&srv);
 }
 
+/* A name that cannot exist: the lookup's UV_EAI_* code (which one depends
+ * on the resolver), and no address is tried. */
+static void test_connect_host_unknown_name(void **state) {
+  fixture_t *f = *state;
+  uvp_tcp_t *t;
+  uvp_promise_t *c;
+  assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uvp_tcp_connect_host(t, "no-such-host.invalid", 80, &c), 0);
+  run_until(f, c);
+  assert_int_equal(uvp_promise_state(c), UVP_REJECTED);
+  int code = uvp_promise_reason(c, NULL);
+  assert_true(code <= UV_EAI_ADDRFAMILY && code >= UV_EAI_PROTOCOL);
+  uvp_promise_release(c);
+  uvp_tcp_close(t);
+}
+
 /* ---- a resolver answer with several addresses (see the top) -------------- */
 
 int __real_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
@@ -454,19 +471,27 @@ static void test_cancel_before_connect_completes(void **state) {
   server_stop(&srv);
 }
 
-static void test_cancel_during_read_and_close_with_pending(void **state) {
-  fixture_t *f = *state;
-  server_t srv;
-  server_start(f, &srv, SRV_SILENT);
-  req_t r = {0};
-  uvp_promise_t *body = request(f, &r, &srv);
+/* A request to a silent server, run until its read is pending: the read's
+ * promise. */
+static uvp_promise_t *read_pending(fixture_t *f, server_t *srv, req_t *r) {
+  server_start(f, srv, SRV_SILENT);
+  uvp_promise_t *body = request(f, r, srv);
   /* Let the connection and the write happen; the read stays pending. */
-  for (int i = 0; i < 50 && srv.accepted == 0; i++)
+  for (int i = 0; i < 50 && srv->accepted == 0; i++)
     uv_run(&f->loop, UV_RUN_ONCE);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(uvp_promise_state(body), UVP_PENDING);
+  return body;
+}
+
+static void test_cancel_during_read_and_close_with_pending(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  req_t r = {0};
+  uvp_promise_t *body = read_pending(f, &srv, &r);
   uvp_promise_t *again;
   assert_int_equal(uvp_tcp_read(r.t, &again), UV_EBUSY);
+  assert_int_equal(uvp_tcp_read_all(r.t, 0, &again), UV_EBUSY);
   assert_int_equal(uvp_promise_cancel(body), 0);
   assert_int_equal(uvp_promise_reason(body, NULL), UV_ECANCELED);
   uvp_promise_release(body);
@@ -572,19 +597,36 @@ static void test_thousand_concurrent_connections(void **state) {
 
 static void test_tcp_bad_input(void **state) {
   fixture_t *f = *state;
-  uvp_promise_t *p;
-  uvp_tcp_t *t;
+  uvp_promise_t *p = NULL;
+  uvp_tcp_t *t, *other = NULL;
+  uv_tcp_t listener;
   assert_int_equal(uvp_tcp_new(NULL, &t), UV_EINVAL);
   assert_int_equal(uvp_tcp_new(f->ctx, NULL), UV_EINVAL);
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
+  assert_int_equal(uv_tcp_init(&f->loop, &listener), 0);
+  assert_int_equal(uvp_tcp_accept(NULL, (uv_stream_t *)&listener, &other),
+                   UV_EINVAL);
+  assert_int_equal(uvp_tcp_accept(f->ctx, NULL, &other), UV_EINVAL);
+  /* Not listening: uv_accept's own answer. */
+  assert_int_equal(uvp_tcp_accept(f->ctx, (uv_stream_t *)&listener, &other),
+                   UV_EAGAIN);
+  assert_null(other);
   assert_int_equal(uvp_tcp_connect(t, NULL, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_connect_host(t, "localhost", 70000, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_write(NULL, "x", 1, &p), UV_EINVAL);
+  assert_int_equal(uvp_tcp_write(t, NULL, 1, &p), UV_EINVAL);
+  /* More than one libuv buffer holds: refused before a byte is read. */
+  assert_int_equal(uvp_tcp_write(t, "x", (size_t)UINT_MAX + 1, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_read(t, NULL), UV_EINVAL);
+  assert_null(p);
   /* Reading an unconnected stream fails synchronously, nothing leaks. */
   assert_int_equal(uvp_tcp_read(t, &p), UV_ENOTCONN);
   assert_int_equal(uvp_tcp_close(NULL), UV_EINVAL);
   assert_int_equal(uvp_tcp_close(t), 0);
+  /* A second close before the loop ran is refused and changes nothing. */
+  assert_int_equal(uvp_tcp_close(t), UV_EINVAL);
+  uv_close((uv_handle_t *)&listener, NULL);
+  run_loop(f);
 }
 
 /* Refused from another thread (with the check on), after uvp_tcp_close
@@ -621,6 +663,11 @@ static void assert_tcp_calls(const tforeign_t *x, int code) {
   assert_null(x->out);
 }
 
+static void tcp_close_elsewhere(void *arg) {
+  tforeign_t *x = arg;
+  x->rc[0] = uvp_tcp_close(x->t);
+}
+
 static void test_tcp_refused(void **state) {
   fixture_t *f = *state;
   tforeign_t x = {.ctx = f->ctx};
@@ -630,12 +677,21 @@ static void test_tcp_refused(void **state) {
   assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
   run_on_other_thread(tcp_calls, &x);
   assert_tcp_calls(&x, UVP_ETHREAD);
+  run_on_other_thread(tcp_close_elsewhere, &x); /* x.t stays open */
+  assert_int_equal(x.rc[0], UVP_ETHREAD);
+  assert_non_null(uvp_tcp_handle(x.t));
   assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
   /* A closed connection. */
   assert_int_equal(uvp_tcp_new(f->ctx, &closed), 0);
   assert_int_equal(uvp_tcp_close(closed), 0);
   assert_int_equal(uvp_tcp_detach(closed), UV_EBADF);
   assert_int_equal(uvp_tcp_attach(closed), UV_EBADF);
+  /* From another thread, the thread is what is refused, closed or not. */
+  tforeign_t y = {.ctx = f->ctx, .t = closed};
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(tcp_calls, &y);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
+  assert_tcp_calls(&y, UVP_ETHREAD);
   run_loop(f);
   /* The context closed: its connections, and new ones, refused. */
   assert_int_equal(uv_tcp_init(&f->loop, &listener), 0);
@@ -648,6 +704,34 @@ static void test_tcp_refused(void **state) {
   assert_int_equal(uvp_tcp_close(x.t), 0);
   uv_close((uv_handle_t *)&listener, NULL);
   run_loop(f); /* the listener is on this stack */
+}
+
+/* A read pending: another thread's read is refused for the thread (with
+ * the check on), not answered UV_EBUSY from state it may not read. */
+static void tcp_read_elsewhere(void *arg) {
+  tforeign_t *x = arg;
+  x->rc[0] = uvp_tcp_read(x->t, &x->out);
+  x->rc[1] = uvp_tcp_read_all(x->t, 0, &x->out);
+}
+
+static void test_tcp_read_refused_off_thread(void **state) {
+  fixture_t *f = *state;
+  server_t srv;
+  req_t r = {0};
+  uvp_promise_t *body = read_pending(f, &srv, &r);
+  tforeign_t x = {.ctx = f->ctx, .t = r.t};
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(tcp_read_elsewhere, &x);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
+  assert_int_equal(x.rc[0], UVP_ETHREAD);
+  assert_int_equal(x.rc[1], UVP_ETHREAD);
+  assert_null(x.out);
+  /* On the loop thread: the read in flight makes it UV_EBUSY. */
+  assert_int_equal(uvp_tcp_read(r.t, &x.out), UV_EBUSY);
+  assert_int_equal(uvp_promise_cancel(body), 0);
+  uvp_promise_release(body);
+  uvp_tcp_close(r.t);
+  server_stop(&srv);
 }
 
 /* ---- reads between reads: uvp on both ends of one connection ------------- */
@@ -664,13 +748,15 @@ static void pair_accept(uv_stream_t *l, int status) {
   assert_int_equal(uvp_tcp_accept(pr->ctx, l, &pr->server), 0);
 }
 
-/* A connected client/server pair of uvp_tcp_t; the listener is closed, so
- * nothing but the two ends is left on the loop. */
-static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
+/* A connected client/server pair of uvp_tcp_t, the server's end accepted
+ * by `on_conn`; the listener is closed, so nothing but the two ends is
+ * left on the loop. */
+static uvp_tcp_t *pair_open_with(fixture_t *f, pair_t *pr,
+                                 uv_connection_cb on_conn) {
   memset(pr, 0, sizeof(*pr));
   pr->ctx = f->ctx;
   struct sockaddr_storage ss;
-  listen_loopback(&f->loop, &pr->listener, 8, pair_accept, pr, &ss);
+  listen_loopback(&f->loop, &pr->listener, 8, on_conn, pr, &ss);
   uvp_tcp_t *c;
   uvp_promise_t *conn;
   assert_int_equal(uvp_tcp_new(f->ctx, &c), 0);
@@ -681,6 +767,21 @@ static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
   uvp_promise_release(conn);
   uv_close((uv_handle_t *)&pr->listener, NULL);
   return c;
+}
+
+static uvp_tcp_t *pair_open(fixture_t *f, pair_t *pr) {
+  return pair_open_with(f, pr, pair_accept);
+}
+
+/* Accepting with a NULL argument is refused before the connection is
+ * taken off the backlog: the next, correct call still gets it. */
+static void pair_accept_after_bad(uv_stream_t *l, int status) {
+  pair_t *pr = l->data;
+  assert_int_equal(status, 0);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, l, NULL), UV_EINVAL);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, NULL, &pr->server), UV_EINVAL);
+  assert_null(pr->server);
+  assert_int_equal(uvp_tcp_accept(pr->ctx, l, &pr->server), 0);
 }
 
 static void send_now(fixture_t *f, uvp_tcp_t *t, const char *text) {
@@ -707,6 +808,16 @@ static void expect_read(fixture_t *f, uvp_tcp_t *t, const char *text,
     assert_int_equal(uvp_promise_reason(r, NULL), code);
   }
   uvp_promise_release(r);
+}
+
+static void test_accept_null_leaves_connection_pending(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open_with(f, &pr, pair_accept_after_bad);
+  send_now(f, c, "ping");
+  expect_read(f, pr.server, "ping", 0);
+  uvp_tcp_close(c);
+  uvp_tcp_close(pr.server);
 }
 
 /* Between two reads libuv keeps reading: bytes that arrive with no read
@@ -1390,6 +1501,7 @@ int main(void) {
       FIXTURE_TEST(test_request_reply),
       FIXTURE_TEST(test_read_all_max_bytes),
       FIXTURE_TEST(test_connect_host_localhost),
+      FIXTURE_TEST(test_connect_host_unknown_name),
       FIXTURE_TEST(test_connect_host_tries_each_address),
       FIXTURE_TEST(test_connection_refused),
       FIXTURE_TEST(test_peer_resets_mid_read),
@@ -1400,7 +1512,9 @@ int main(void) {
       FIXTURE_TEST(test_teardown_with_connection_in_flight),
       FIXTURE_TEST(test_thousand_concurrent_connections),
       FIXTURE_TEST(test_tcp_bad_input),
+      FIXTURE_TEST(test_accept_null_leaves_connection_pending),
       FIXTURE_TEST(test_tcp_refused),
+      FIXTURE_TEST(test_tcp_read_refused_off_thread),
       FIXTURE_TEST(test_large_writes_stay_in_order),
       FIXTURE_TEST(test_small_write_settles_at_once),
       FIXTURE_TEST(test_write_full_small_taken_at_once),
