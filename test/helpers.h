@@ -17,6 +17,23 @@
 
 #include "uvp.h"
 
+/* Which sanitizer this test is built with (gcc says it one way, clang the
+ * other), for the tests they cannot run as written. */
+#if defined(__SANITIZE_ADDRESS__)
+#define T_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define T_TSAN 1
+#endif
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) && !defined(T_ASAN)
+#define T_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(T_TSAN)
+#define T_TSAN 1
+#endif
+#endif
+
 typedef struct fixture_s {
   uv_loop_t loop;
   uvp_ctx_t *ctx;

@@ -813,13 +813,20 @@ typedef struct abuse_s {
   xs_t *xs;
   int freed_other;
   int fired;
+  fixture_t *f;
 } abuse_t;
 
 static void abuse_fire(void *arg) {
   abuse_t *a = arg;
   uvp_promise_t *x = a->xs->x;
+  if (x == NULL) {
+    /* The loop's first turn came more than EVENTUALLY_MS after the timer
+     * was started (a loaded machine): its timers ran before the handler
+     * that makes x.  "Later" means after that handler: wait again. */
+    after_ms(a->f, EVENTUALLY_MS, abuse_fire, a);
+    return;
+  }
   a->fired++;
-  assert_non_null(x);
   settle_now(&(settle_t){.p = x, .op = OP_RESOLVE, .value = DUMMY});
   settle_now(&(settle_t){
       .p = x, .op = OP_RESOLVE, .value = DUMMY, .expect = UVP_ESETTLED});
@@ -840,14 +847,13 @@ static void abuse_fire(void *arg) {
 static void t2_3_3_3_3_saving_and_abusing_resolvePromise_and_rejectPromise(
     fixture_t *f, int via_rejected) {
   xs_t xs = {0};
-  abuse_t a = {&xs, 0, 0};
+  abuse_t a = {&xs, 0, 0, f};
   res_t r;
   rec_t c = {0};
 
   res_start(&r, f, via_rejected, x_thenable, &xs);
   on(r.promise, UVP_ON_BOTH, &c, NULL);
   after_ms(f, EVENTUALLY_MS, abuse_fire, &a);
-  after_ms(f, 2 * EVENTUALLY_MS, noop_fn, NULL);
   run_loop(f);
   assert_int_equal(a.fired, 1);
   assert_fulfilled_once(&c, DUMMY);

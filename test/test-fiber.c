@@ -34,20 +34,6 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
-#if defined(__SANITIZE_ADDRESS__)
-#define T_ASAN 1
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define T_TSAN 1
-#endif
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) && !defined(T_ASAN)
-#define T_ASAN 1
-#endif
-#if __has_feature(thread_sanitizer) && !defined(T_TSAN)
-#define T_TSAN 1
-#endif
-#endif
 #if defined(T_ASAN)
 #include <sanitizer/asan_interface.h>
 #endif
