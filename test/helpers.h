@@ -17,8 +17,8 @@
 
 #include "uvp.h"
 
-/* Which sanitizer this test is built with (gcc says it one way, clang the
- * other), for the tests they cannot run as written. */
+/* Which sanitizer (gcc says it one way, clang the other) or valgrind this
+ * test runs under, for the tests they cannot run as written. */
 #if defined(__SANITIZE_ADDRESS__)
 #define T_ASAN 1
 #endif
@@ -32,6 +32,12 @@
 #if __has_feature(thread_sanitizer) && !defined(T_TSAN)
 #define T_TSAN 1
 #endif
+#endif
+#if defined(UVP_HAVE_VALGRIND)
+#include <valgrind/valgrind.h>
+#endif
+#if !defined(RUNNING_ON_VALGRIND)
+#define RUNNING_ON_VALGRIND 0
 #endif
 
 typedef struct fixture_s {

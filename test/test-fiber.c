@@ -27,13 +27,6 @@
 #include "child.h"
 #include "proc-maps.h"
 
-#if defined(UVP_HAVE_VALGRIND)
-#include <valgrind/valgrind.h>
-#endif
-#if !defined(RUNNING_ON_VALGRIND)
-#define RUNNING_ON_VALGRIND 0
-#endif
-
 #if defined(T_ASAN)
 #include <sanitizer/asan_interface.h>
 #endif
