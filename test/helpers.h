@@ -40,6 +40,14 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
+/* A host name that cannot be looked up, refused by the resolver before any
+ * query leaves the machine: its first label is 64 characters, one more
+ * than DNS allows.  (A plain unknown name goes to the configured
+ * nameserver, off the machine, and without one waits for its timeouts.) */
+#define UNRESOLVABLE_NAME                                                      \
+  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"           \
+  ".invalid"
+
 typedef struct fixture_s {
   uv_loop_t loop;
   uvp_ctx_t *ctx;
