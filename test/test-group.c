@@ -1003,6 +1003,40 @@ static void test_start_cancels_its_group(void **state) {
   uvp_group_release(g);
 }
 
+/* The same, with the member's cancel hook (user code run inside the
+ * start, while the group pumps) giving the group up and adding to it:
+ * the group lives until its member is seen settled, its join settles, and
+ * nothing leaks (ASan, valgrind). */
+static uvp_group_t *releasing_group;
+static int releasing_add_rc;
+
+static void release_in_hook(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+  releasing_add_rc =
+      uvp_group_start(releasing_group, cancel_then_start, NULL, NULL);
+  uvp_group_release(releasing_group);
+}
+
+static void test_start_cancels_its_group_hook_releases(void **state) {
+  fixture_t *f = *state;
+  releasing_add_rc = 0;
+  assert_int_equal(uvp_promise_new(f->ctx, &cancelling_member), 0);
+  assert_int_equal(
+      uvp_promise_set_cancel(cancelling_member, release_in_hook, NULL), 0);
+  releasing_group = group_new(f, 0, 0);
+  uvp_promise_t *join = join_of(releasing_group);
+  assert_int_equal(uvp_group_start(releasing_group, cancel_then_start,
+                                   releasing_group, NULL),
+                   0);
+  assert_rejected(cancelling_member, UV_ECANCELED);
+  assert_int_equal(releasing_add_rc, UV_ECANCELED);
+  run_loop(f);
+  assert_fulfilled(join);
+  uvp_promise_release(cancelling_member);
+  uvp_promise_release(join);
+}
+
 static void test_bad_arguments(void **state) {
   fixture_t *f = *state;
   uvp_group_opts_t bad = {0, 2};
@@ -2396,6 +2430,7 @@ int main(void) {
       QUIET_TEST(test_cancel_without_close),
       QUIET_TEST(test_cancel_shared_member),
       QUIET_TEST(test_start_cancels_its_group),
+      QUIET_TEST(test_start_cancels_its_group_hook_releases),
       QUIET_TEST(test_bad_arguments),
       FIXTURE_TEST(test_foreign_thread),
       FIXTURE_TEST(test_only_the_group_settles),
