@@ -1508,11 +1508,13 @@ UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
                               uvp_tcp_t **out);
 
 /* Close: pending operations reject with UV_ECANCELED; the memory is freed
- * once libuv has closed the handle (run the loop).  Loop thread, at any
- * time, also after uvp_ctx_close().  Returns UV_EINVAL for NULL,
- * UVP_ETHREAD (see uvp_ctx_set_checks); like closing a libuv handle
- * twice, a second call is a bug: until the loop has run it returns
- * UV_EINVAL and changes nothing, after that `t` is freed memory. */
+ * once libuv has closed the handle and the last operation is done (run
+ * the loop), or inside this call if nothing is left open (a cancelled
+ * operation had closed the handle already).  Loop thread, at any time,
+ * also after uvp_ctx_close().  Returns UV_EINVAL for NULL, UVP_ETHREAD
+ * (see uvp_ctx_set_checks); like closing a libuv handle twice, a second
+ * call is a bug: while `t` is still closing it returns UV_EINVAL and
+ * changes nothing, but `t` may already be freed memory. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
 /* Hand a connection over between task groups (see "Task groups").  A

@@ -373,8 +373,10 @@ static unsigned int chunk(size_t n) {
 static void read_next(fsop_t *op) {
   if (op->buf->len == op->cap) {
     size_t want = op->cap < 4096 ? 4096 : op->cap * 2;
-    if (op->max != 0 && want > op->max + 1)
-      want = op->max + 1; /* one more byte tells "too big" */
+    /* One more byte than max tells "too big"; want - 1, not max + 1,
+     * which wraps to 0 for a max of SIZE_MAX. */
+    if (op->max != 0 && want - 1 > op->max)
+      want = op->max + 1;
     if (want <= op->cap || !grow(op, want)) {
       whole_close(op, want <= op->cap ? UV_EFBIG : UV_ENOMEM);
       return;

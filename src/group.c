@@ -487,6 +487,14 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
       g->holds--; /* the caller ends the group if it must */
     uvp__free(z);
   }
+  if (ctx->closed) {
+    /* The callback closed the context, whose teardown dropped every
+     * member: this one goes too (observing it would queue a reaction
+     * that never runs, holding the context for good). */
+    if (rc == 0)
+      uvp_promise_release(p);
+    return;
+  }
   if (rc == 0 && (p == NULL || uvp__promise_ctx(p) != ctx)) {
     rc = p == NULL ? UV_EINVAL : UVP_EXCTX;
     uvp_promise_release(p);
@@ -505,7 +513,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
    * cancelled as every running member was, rather than left running in a
    * cancelled group.  (A fiber starts from the run queue, never in here.)
    * pump's `pumping` keeps g while the cancel runs hooks. */
-  if (g->cancelled && !ctx->closed && uvp__is_pending(p))
+  if (g->cancelled && uvp__is_pending(p))
     (void)uvp_promise_cancel(p);
 }
 
@@ -684,6 +692,11 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
     g->lazy_head = z;
   g->lazy_tail = z;
   pump(g);
+  /* What pump started may have run user code (the start callback, a
+   * member's cancel hook) that closed the context and released g: with no
+   * member left to settle, it ends here. */
+  maybe_end(g);
+  maybe_free(g);
   return 0;
 }
 
@@ -737,6 +750,7 @@ int uvp_group_set_limit(uvp_group_t *g, size_t limit) {
     g->limit = limit;
     pump(g);
     maybe_end(g);
+    maybe_free(g); /* as in add_lazy */
   }
   return rc;
 }

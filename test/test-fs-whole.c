@@ -55,6 +55,14 @@ static void test_read_file(void **state) {
   uvp_promise_release(p);
   free(version);
   expect(f, uvp_fs_read_file(f->ctx, "/proc/version", 8, &p), &p, UV_EFBIG);
+  /* The largest limit there is: no file is over it, and one that grows
+   * its buffer past the first 4096 bytes (smaps: a kilobyte or so per
+   * mapping) reads whole. */
+  rc = uvp_fs_read_file(f->ctx, "/proc/self/smaps", SIZE_MAX, &p);
+  b = value_of(f, rc, p);
+  assert_true(b->len > 4096);
+  assert_int_equal(strlen(b->base), b->len);
+  uvp_promise_release(p);
 
   /* Every path above closed what it opened. */
   assert_int_equal(count_fds(), fds);
