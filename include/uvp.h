@@ -334,7 +334,7 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * first-touch page faults.  A server calls it at startup with its expected
  * peak.  The memory stays with the context until uvp_ctx_close.  Errors:
  * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable; a
- * count beyond the machine's memory is refused at once). */
+ * count beyond the machine's physical memory is refused at once). */
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 

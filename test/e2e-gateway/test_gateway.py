@@ -804,7 +804,10 @@ def case_load(gw, expect, backend_port, idle_s, duration=4):
     # against the requests left a slow machine a margin of 4x.)
     cut = cut_short(gw.stderr()) - cut_before
     pooled = conns - cut
-    check(reqs >= 3 * checked and pooled * 10 < reqs,
+    # And a loose bound on all of them, in case the cut-short count ever
+    # covers them all (it also counts requests cut before they had a
+    # connection): 70x here, 34x on a loaded core.
+    check(reqs >= 3 * checked and pooled * 10 < reqs and conns * 2 < reqs,
           "load: backend connections reused (%d connections for %d "
           "backend requests; %d of them replace connections closed by "
           "cancelled requests)" % (conns, reqs, min(cut, conns)))
