@@ -73,7 +73,9 @@
  * wake, the last member of the cancelled group) run in walk order, and
  * two of them have effects (start members, end a group, queue more); and
  * two fibers of one walk whose cancels spread to what each alone awaited
- * (one can end a group the other cancels) -- the model detects: it stops
+ * (one can end a group the other cancels, or the join the other awaits:
+ * the model sees a spread that its own order made moot) -- the model
+ * detects: it stops
  * comparing that input (0.75 % of the corpus before the second rule),
  * and only what holds in any order is checked at the end (every arg_free
  * once, nothing left after uv_loop_close).  uvp's choices the model copies: a
@@ -164,8 +166,10 @@ typedef struct mprom_s {
   bool member;  /* has been a group's member */
   bool awaited; /* a fiber awaits (or will): never a member then */
   int nr;
-  int rx[RMAX]; /* reactions in registration order: >= 0 a member's cell,
-                   < 0 the wake of fiber ~r */
+  int rx[RMAX];   /* reactions in registration order: >= 0 a member's cell,
+                     < 0 the wake of fiber ~r */
+  int sole_walk;  /* settled in this walk with one reaction, a fiber's wake */
+  int sole_fiber; /* that fiber */
 } mprom_t;
 
 typedef struct mmember_s {
@@ -241,7 +245,7 @@ static int new_prom(int kind, int owner, mout_t out) {
   int pi = kind == K_FIBER || kind == K_ERROR ? MAXP + M.ni++ : M.np++;
   if (M.ni > MAXI || M.np > MAXP)
     abort();
-  P[pi] = (mprom_t){out, kind, owner, false, false, 0, {0}};
+  P[pi] = (mprom_t){out, kind, owner, false, false, 0, {0}, 0, 0};
   M.effects++;
   return pi;
 }
@@ -267,6 +271,10 @@ static void m_react(int pi, int r) {
 /* Settling queues the promise's reactions in order. */
 static void m_settle(int pi, mout_t out) {
   P[pi].out = out;
+  if (M.walks > 0 && P[pi].nr == 1 && P[pi].rx[0] < 0) {
+    P[pi].sole_walk = M.walk_id;
+    P[pi].sole_fiber = ~P[pi].rx[0];
+  }
   for (int r = 0; r < P[pi].nr; r++)
     m_enqueue(P[pi].rx[r]);
   P[pi].nr = 0;
@@ -499,9 +507,17 @@ static void m_cancel_all(mgroup_t *g) {
 static void m_fiber_cancelled(int fi) {
   mfiber_t *f = &M.f[fi];
   f->cancelled = true;
-  if (f->state != F_SUSPENDED || !pending(f->waiting))
+  if (f->state != F_SUSPENDED)
     return;
   mprom_t *q = &P[f->waiting];
+  if (!pending(f->waiting)) {
+    /* Settled earlier in this walk while this fiber alone awaited it:
+     * walked in another order, this cancel would have spread there first
+     * (rejecting it, where the walk's other cancels ended its group). */
+    if (M.walks > 0 && q->sole_walk == M.walk_id && q->sole_fiber == fi)
+      M.unpinned = true;
+    return;
+  }
   if (q->nr == 1 && q->rx[0] == ~fi) {
     /* The cancel spreads to what the fiber awaited (another group's join,
      * say).  Two such spreads in one walk can meet (one ends a group the
