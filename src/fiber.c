@@ -217,10 +217,12 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   size_t size = opts != NULL ? opts->stack_size : 0;
   /* And room for the fiber's record, saturating: a size near SIZE_MAX
    * must fail to map (UV_ENOMEM), not wrap round to a tiny stack. */
-  if (size != 0)
-    size = size < MIN_STACK                    ? MIN_STACK + sizeof(fiber_t)
-           : size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX
-                                               : size + sizeof(fiber_t);
+  if (size != 0) {
+    if (size < MIN_STACK)
+      size = MIN_STACK;
+    size =
+        size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
+  }
   uvp__stack_t *stack;
   rc = uvp__stack_get(&st->stacks, size, &stack);
   if (rc != 0)

@@ -5,14 +5,14 @@
 #include "core.h"
 
 /* Whether the target is a derived promise the reaction settles. */
-static inline bool uvp__rk_derived(uvp__rkind_t k) {
+static inline bool rk_derived(uvp__rkind_t k) {
   return k <= UVP__RK_THEN_FINALLY;
 }
-static inline bool uvp__rk_finally(uvp__rkind_t k) {
+static inline bool rk_finally(uvp__rkind_t k) {
   return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;
 }
 /* Whether a user handler of kind k wants a fulfilment (ok) or rejection. */
-static inline bool uvp__rk_wants(uvp__rkind_t k, bool ok) {
+static inline bool rk_wants(uvp__rkind_t k, bool ok) {
   unsigned mask;
   switch (k) {
   case UVP__RK_THEN_FULFILLED:
@@ -97,7 +97,7 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   if (o.arg_free != NULL)
     o.arg_free(arg); /* the handler will never run */
   uvp__scope_unref(o.scope);
-  if (!uvp__rk_derived(kind)) {
+  if (!rk_derived(kind)) {
     if (kind >= UVP__RK_NOTIFY)
       notify(arg, NULL);
     if (queued)
@@ -248,7 +248,7 @@ void uvp__stop_waiting(uvp_promise_t *d) {
   uvp_promise_t *src = d->link;
   for (uvp__reaction_t **at = &src->reactions; *at != NULL; at = &(*at)->next) {
     uvp__reaction_t *r = *at;
-    if (uvp__rtarget(r) != d || !uvp__rk_derived(uvp__rkind(r)))
+    if (uvp__rtarget(r) != d || !rk_derived(uvp__rkind(r)))
       continue;
     if (((uvp__handler_t *)(void *)r)->cb.then == finally_after)
       return;
@@ -478,7 +478,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_then_cb cb = o.cb;
   void *arg = o.arg;
   uvp_promise_t *src, *d;
-  if (uvp__rk_derived(kind)) {
+  if (rk_derived(kind)) {
     d = t;
     src = d->link;
   } else {
@@ -497,8 +497,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp_ret_t ret = uvp_ret_pass();
   bool waiting = false, seen = false;
   uvp__scope_t *was = uvp__scope_enter(ctx, o.scope);
-  if (cb != NULL && wanted &&
-      uvp__rk_wants(kind, src->state == UVP__S_FULFILLED)) {
+  if (cb != NULL && wanted && rk_wants(kind, src->state == UVP__S_FULFILLED)) {
     uvp_outcome_t in = outcome_of(src);
     /* What the handler creates comes from its then(), or from what it
      * observes (both 0 with traces off). */
@@ -506,7 +505,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     ret = cb(arg, &in);
     ctx->trace = outer;
     seen = true;
-    if (uvp__rk_finally(kind))
+    if (rk_finally(kind))
       ret = finally_ret(ctx, src, d, ret, &waiting);
   }
   if (o.arg_free != NULL)

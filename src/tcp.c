@@ -175,10 +175,13 @@ static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
-  /* The thread first: the handle is the loop thread's to look at. */
+  /* The thread first: the handle and read_op are the loop thread's to look
+   * at.  (A pending read implies an open handle: close_handle ends it.) */
   *rc = uvp__ctx_check(t->ctx);
   if (*rc == 0 && (t->handle == NULL || t->user_closed))
     *rc = UV_EBADF;
+  else if (*rc == 0 && kind == OP_READ && t->read_op != NULL)
+    *rc = UV_EBUSY; /* one read at a time */
   if (*rc != 0)
     return NULL;
   tcpop_t *op =
@@ -563,12 +566,7 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
                       const char *file, int line) {
   if (t == NULL || out == NULL)
     return UV_EINVAL;
-  /* The thread first: read_op is the loop thread's to read. */
-  int rc = uvp__ctx_check(t->ctx);
-  if (rc == 0 && t->read_op != NULL)
-    rc = UV_EBUSY;
-  if (rc != 0)
-    return rc;
+  int rc;
   tcpop_t *op = op_new(t, OP_READ, out, file, line, &rc);
   if (op == NULL)
     return rc;

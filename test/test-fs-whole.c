@@ -169,8 +169,6 @@ static void test_many_requests_at_once(void **state) {
  * requests: a rest cut to its low 32 bits would be 0 after the first byte,
  * and the write would never advance.  /dev/null takes every byte without
  * reading it, here from a mapping no page of which is ever touched. */
-static bool settled(void *p) { return uvp_promise_state(p) != UVP_PENDING; }
-
 static void test_write_file_over_4_gib(void **state) {
   fixture_t *f = *state;
 #if defined(T_TSAN)
@@ -184,7 +182,7 @@ static void test_write_file_over_4_gib(void **state) {
   assert_true(m != MAP_FAILED);
   uvp_promise_t *p;
   assert_int_equal(uvp_fs_write_file(f->ctx, "/dev/null", m, len, &p), 0);
-  run_until_true(f, settled, p);
+  run_until_settled(f, p);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   assert_int_equal(UVP_INT(uvp_promise_value(p)), (int64_t)len);
   uvp_promise_release(p);
