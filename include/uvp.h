@@ -496,8 +496,11 @@ UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
 
 /* Attach a cancel hook to a pending promise you produce (one hook; a second
  * call replaces it, NULL removes it).  The hook runs inside the call that
- * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ESETTLED,
- * UVP_ECLOSED; then arg is still yours. */
+ * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ECLOSED,
+ * UVP_ESETTLED (p is settled, follows another, or is one only uvp settles:
+ * the promise of a wrapper, a combinator, a timer, a handler's derived
+ * promise, a fiber's; uvp_promise_resolve answers the same); then arg is
+ * still yours. */
 UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
 /* The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
