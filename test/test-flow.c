@@ -375,6 +375,34 @@ static void test_retry_cancel_during_backoff(void **state) {
   uvp_promise_release(r);
 }
 
+/* A wait past what a uint64_t of milliseconds holds (max_ms = UINT64_MAX
+ * for "no cap", a growth of 1e30) is the longest wait, not a cast out of
+ * range: that made it 0, and the attempts ran back to back. */
+static void test_retry_uncapped_huge_backoff_waits(void **state) {
+  fixture_t *f = *state;
+  retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNREFUSED, {0}, NULL, 0};
+  uvp_retry_opts_t o = {.attempts = 4,
+                        .base_ms = 1,
+                        .max_ms = UINT64_MAX,
+                        .factor = 1e30,
+                        .jitter = 0.0,
+                        .retry_on = NULL,
+                        .retry_on_count = 0,
+                        .should_retry = NULL};
+  uvp_promise_t *r;
+  assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
+  s.inflight = r;
+  uv_timer_t t;
+  uv_timer_init(&f->loop, &t);
+  t.data = &s;
+  uv_timer_start(&t, stop_loop_cb, 200, 0);
+  run_loop(f);
+  /* 1 ms, then 1e30 ms (capped at UINT64_MAX): two attempts in 200 ms. */
+  assert_int_equal(s.calls, 2);
+  assert_int_equal(uvp_promise_reason(r, NULL), UV_ECANCELED);
+  uvp_promise_release(r);
+}
+
 static int pending_attempt(void *arg, unsigned attempt, uvp_promise_t **out) {
   retry_state_t *s = arg;
   (void)attempt;
@@ -649,6 +677,7 @@ int main(void) {
       FIXTURE_TEST(test_retry_predicate_stops_on_unlisted_code),
       FIXTURE_TEST(test_retry_custom_predicate),
       FIXTURE_TEST(test_retry_cancel_during_backoff),
+      FIXTURE_TEST(test_retry_uncapped_huge_backoff_waits),
       FIXTURE_TEST(test_retry_cancel_attempt_in_flight),
       FIXTURE_TEST(test_retry_predicate_cancels_result),
       QUIET_TEST(test_retry_predicate_runs_from_scheduler),
