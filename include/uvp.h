@@ -221,7 +221,7 @@ static inline uvp_ret_t uvp_ret_reject(int code, void *payload,
  * you got from uvp_promise_new over.  Adopting the derived promise itself,
  * or a promise that waits for it (see uvp_promise_resolve_with: cycles),
  * rejects it with UVP_ECYCLE; a promise of another context rejects it with
- * UVP_EXCTX.
+ * UVP_EXCTX; a NULL p (a failed call's output) rejects it with UV_EINVAL.
  * Returning a file, DNS, thread-pool or TCP request you have just started,
  * and keep no reference to, costs nothing extra: instead of adopting its
  * promise, the derived promise takes the request over (the request settles
@@ -244,7 +244,9 @@ static inline uvp_ret_t uvp_ret_pass(void) {
  * uvp call that registered it or settled its promise; at most once.  `arg`
  * is the pointer given at registration.  It may call any uvp function,
  * including releasing `in->promise`'s other references, settling or creating
- * other promises and tearing the context down. */
+ * other promises and tearing the context down (what it then returns is
+ * discarded as on a cancellation: a value's destructor runs, an adopted
+ * promise is released; the derived promise was rejected with UVP_ECLOSED). */
 typedef uvp_ret_t (*uvp_then_cb)(void *arg, const uvp_outcome_t *in);
 
 /* Cancel hook of a producer (see uvp_promise_set_cancel). Runs at most once,
@@ -287,7 +289,9 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * loop once more (uv_run) for their close callbacks, after which
  * uv_loop_close() returns 0 as far as uvp is concerned.
  * Promises you still hold stay valid memory: every call on them returns
- * UVP_ECLOSED (release still works, from any thread), and the context's
+ * UVP_ECLOSED, except that uvp_promise_retain and the inspection calls
+ * (state, value, reason, site, trace) still answer, and release still
+ * works, from any thread; the context's
  * memory is freed once the loop has run the close callbacks and the last
  * of them is released.  Threads resolving after this get UVP_ECLOSED.
  * Call it once, on the loop thread, and not from inside a handler that is
@@ -496,8 +500,11 @@ UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
 
 /* Attach a cancel hook to a pending promise you produce (one hook; a second
  * call replaces it, NULL removes it).  The hook runs inside the call that
- * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ESETTLED,
- * UVP_ECLOSED; then arg is still yours. */
+ * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ECLOSED,
+ * UVP_ESETTLED (p is settled, follows another, or is one only uvp settles:
+ * the promise of a wrapper, a combinator, a timer, a handler's derived
+ * promise, a fiber's; uvp_promise_resolve answers the same); then arg is
+ * still yours. */
 UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
 /* The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
@@ -612,7 +619,8 @@ UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
 /* Promises: references and inspection                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Take one more reference.  Loop thread only.  Returns p (NULL for NULL). */
+/* Take one more reference.  Loop thread only.  Returns p (NULL for NULL).
+ * Also after uvp_ctx_close: the reference is dropped like the others. */
 UVP_EXTERN uvp_promise_t *uvp_promise_retain(uvp_promise_t *p);
 
 /* Drop one reference; the last one frees the promise and runs its value's or
@@ -626,12 +634,14 @@ UVP_EXTERN uvp_state_t uvp_promise_state(const uvp_promise_t *p);
 UVP_EXTERN void *uvp_promise_value(const uvp_promise_t *p);
 
 /* The code of a rejected promise (< 0) or 0; *payload (if not NULL) gets the
- * borrowed payload. */
+ * borrowed payload (NULL unless p is rejected).  Looking does not count as
+ * handling: a rejection only read this way is still reported (see
+ * uvp_ctx_set_unhandled_cb). */
 UVP_EXTERN int uvp_promise_reason(const uvp_promise_t *p, void **payload);
 
 /* Where the promise was created (static strings) and the context it belongs
  * to.  Sites are interned per process (16 383 distinct (file, line) pairs;
- * past that, new sites report a NULL file and line 0). */
+ * past that, new sites report a NULL file and line 0, as a NULL p does). */
 UVP_EXTERN void uvp_promise_site(const uvp_promise_t *p, const char **file,
                                  int *line);
 UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
@@ -1044,6 +1054,9 @@ typedef struct uvp_split_s {
  * UV_ENOMEM (*out is then empty). */
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
                                  uvp_split_t *out);
+/* Free what uvp_settled_split allocated and empty *split (a second call, or
+ * one on the empty split a failed uvp_settled_split leaves, frees nothing).
+ * NULL is a no-op. */
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
 
 /* ------------------------------------------------------------------------ */
@@ -1467,7 +1480,13 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /* read_file: open, read to the end, close; value is an owned uvp_buf_t *.
- * Files over `max` bytes (0: no limit) reject with UV_EFBIG. */
+ * Files over `max` bytes (0: no limit) reject with UV_EFBIG; files whose
+ * size stat does not know (/proc, pipes, devices) are read until end of
+ * file or `max`.  A FIFO no one writes to holds a pool thread in open(2)
+ * or read(2) until a writer comes: cancelling or timing out the promise
+ * rejects it, but the request (and so uv_run) goes on until then, as for
+ * any libuv file request.  Check with uvp_fs_stat first when a path may
+ * name one. */
 #define uvp_fs_read_file(ctx, path, max, out)                                  \
   uvp_fs_read_file_at((ctx), (path), (max), (out), __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,

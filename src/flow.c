@@ -272,7 +272,12 @@ static uint64_t backoff_ms(retry_t *t) {
   t->rng ^= t->rng >> 27;
   double u =
       (double)((t->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-  return (uint64_t)(w * (1.0 - t->opts.jitter * u));
+  double ms = w * (1.0 - t->opts.jitter * u);
+  /* 2^64 ms and beyond (max_ms = UINT64_MAX, a steep factor) do not fit a
+   * uint64_t: the cast would be undefined (0 on x86-64, no wait at all). */
+  if (!(ms < 18446744073709551616.0))
+    return UINT64_MAX;
+  return (uint64_t)ms;
 }
 
 /* Wait before the next attempt. */

@@ -370,7 +370,9 @@ void uvp__box_drop(uvp_promise_t *p) {
 
 int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
                                 uvp_free_cb arg_free) {
-  int rc = check_pending(p);
+  /* Only a promise the program settles: one uvp settles keeps uvp's hook
+   * (or its link), which a program's hook would overwrite. */
+  int rc = p == NULL ? UV_EINVAL : check_settleable(p);
   if (rc != 0)
     return rc;
   void *harg = arg;

@@ -156,6 +156,42 @@ static void test_set_cancel_replaces_and_clears(void **state) {
   assert_int_equal(g_unhandled, 0);
 }
 
+/* A promise uvp settles (a timer's, a combinator's, a handler's derived
+ * one, a file request's) already has uvp's hook, or none because uvp
+ * settles it another way: a hook of the program's would replace it, and
+ * cancelling would then leave the timer, the combinator's state or the
+ * request behind.  Like resolve, set_cancel refuses with UVP_ESETTLED. */
+static void count_int(void *arg) { (*(int *)arg)++; }
+
+static void test_set_cancel_refused_on_promises_uvp_settles(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  hook_t h = {0};
+  int freed = 0;
+  uvp_promise_t *src, *ps[5];
+  assert_int_equal(uvp_promise_new(f->ctx, &src), 0);
+  assert_int_equal(uvp_delay(f->ctx, 60000, NULL, NULL, 0, &ps[0]), 0);
+  assert_int_equal(uvp_promise_all(f->ctx, &src, 1, 0, &ps[1]), 0);
+  assert_int_equal(uvp_promise_then(src, rec_cb, NULL, &ps[2]), 0);
+  assert_int_equal(uvp_fs_stat(f->ctx, "/", &ps[3]), 0);
+  assert_int_equal(uvp_timeout(src, 60000, 0, &ps[4]), 0);
+  for (size_t i = 0; i < 5; i++) {
+    assert_int_equal(uvp_promise_set_cancel(ps[i], count_hook, &h),
+                     UVP_ESETTLED);
+    assert_int_equal(uvp_promise_set_cancel(ps[i], NULL, NULL), UVP_ESETTLED);
+    assert_int_equal(
+        uvp_promise_set_cancel_full(ps[i], count_hook, &freed, count_int),
+        UVP_ESETTLED);
+    assert_int_equal(uvp_promise_cancel(ps[i]), 0);
+  }
+  run_loop(f);
+  assert_int_equal(h.calls, 0);
+  assert_int_equal(freed, 0);
+  release_all(ps, 5);
+  uvp_promise_release(src);
+  assert_int_equal(g_unhandled, 0);
+}
+
 /* ---- combinators: cancelling the result ---------------------------------- */
 
 enum { K_ALL, K_SETTLED, K_RACE, K_ANY };
@@ -905,6 +941,7 @@ int main(void) {
       FIXTURE_TEST(test_cancel_without_hook_then_set_hook),
       FIXTURE_TEST(test_cancel_after_settlement_is_noop),
       FIXTURE_TEST(test_set_cancel_replaces_and_clears),
+      FIXTURE_TEST(test_set_cancel_refused_on_promises_uvp_settles),
       FIXTURE_TEST(test_cancel_all_result),
       FIXTURE_TEST(test_cancel_all_settled_result),
       FIXTURE_TEST(test_cancel_race_result),

@@ -343,6 +343,36 @@ static void stop_loop_cb(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, NULL);
 }
 
+/* Retry always failing with backoff base_ms * factor^k (capped at max_ms),
+ * cancelled after cancel_ms; returns the result.  *ran_ms gets how long
+ * the loop ran. */
+static uvp_promise_t *retry_cancelled_after(retry_state_t *s, uint64_t base_ms,
+                                            uint64_t max_ms, double factor,
+                                            uint64_t cancel_ms,
+                                            uint64_t *ran_ms) {
+  fixture_t *f = s->f;
+  uvp_retry_opts_t o = {.attempts = 5,
+                        .base_ms = base_ms,
+                        .max_ms = max_ms,
+                        .factor = factor,
+                        .jitter = 0.0,
+                        .retry_on = NULL,
+                        .retry_on_count = 0,
+                        .should_retry = NULL};
+  uvp_promise_t *r;
+  assert_int_equal(uvp_retry(f->ctx, attempt_cb, s, &o, &r), 0);
+  s->inflight = r;
+  uv_timer_t t;
+  uv_timer_init(&f->loop, &t);
+  t.data = s;
+  uv_timer_start(&t, stop_loop_cb, cancel_ms, 0);
+  uint64_t t0 = uv_now(&f->loop);
+  run_loop(f);
+  *ran_ms = uv_now(&f->loop) - t0;
+  assert_int_equal(uvp_promise_reason(r, NULL), UV_ECANCELED);
+  return r;
+}
+
 static void test_retry_cancel_during_backoff(void **state) {
   fixture_t *f = *state;
   retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNREFUSED, {0}, NULL, 0};
@@ -350,28 +380,25 @@ static void test_retry_cancel_during_backoff(void **state) {
    * valgrind and a busy machine and still fails if the loop waits for the
    * backoff timer (it was a 200 ms wait with a 200 ms bound: 150 ms of
    * slack). */
-  uvp_retry_opts_t o = {.attempts = 5,
-                        .base_ms = 20000,
-                        .max_ms = 40000,
-                        .factor = 2.0,
-                        .jitter = 0.0,
-                        .retry_on = NULL,
-                        .retry_on_count = 0,
-                        .should_retry = NULL};
-  uvp_promise_t *r;
-  assert_int_equal(uvp_retry(f->ctx, attempt_cb, &s, &o, &r), 0);
-  s.inflight = r;
-  uv_timer_t t;
-  uv_timer_init(&f->loop, &t);
-  t.data = &s;
-  uv_timer_start(&t, stop_loop_cb, 50, 0);
-  uint64_t t0 = uv_now(&f->loop);
-  run_loop(f);
+  uint64_t ran;
+  uvp_promise_t *r = retry_cancelled_after(&s, 20000, 40000, 2.0, 50, &ran);
   /* One attempt, then cancelled in the 20 s wait: no second attempt and
    * the loop did not wait for the backoff timer. */
   assert_int_equal(s.calls, 1);
-  assert_int_equal(uvp_promise_reason(r, NULL), UV_ECANCELED);
-  assert_true(uv_now(&f->loop) - t0 < 10000);
+  assert_true(ran < 10000);
+  uvp_promise_release(r);
+}
+
+/* A wait past what a uint64_t of milliseconds holds (max_ms = UINT64_MAX
+ * for "no cap", a growth of 1e30) is the longest wait, not a cast out of
+ * range: that made it 0, and the attempts ran back to back. */
+static void test_retry_uncapped_huge_backoff_waits(void **state) {
+  fixture_t *f = *state;
+  retry_state_t s = {f, 0, UINT32_MAX, UV_ECONNREFUSED, {0}, NULL, 0};
+  uint64_t ran;
+  uvp_promise_t *r = retry_cancelled_after(&s, 1, UINT64_MAX, 1e30, 200, &ran);
+  /* 1 ms, then 1e30 ms (capped at UINT64_MAX): two attempts in 200 ms. */
+  assert_int_equal(s.calls, 2);
   uvp_promise_release(r);
 }
 
@@ -649,6 +676,7 @@ int main(void) {
       FIXTURE_TEST(test_retry_predicate_stops_on_unlisted_code),
       FIXTURE_TEST(test_retry_custom_predicate),
       FIXTURE_TEST(test_retry_cancel_during_backoff),
+      FIXTURE_TEST(test_retry_uncapped_huge_backoff_waits),
       FIXTURE_TEST(test_retry_cancel_attempt_in_flight),
       FIXTURE_TEST(test_retry_predicate_cancels_result),
       QUIET_TEST(test_retry_predicate_runs_from_scheduler),
