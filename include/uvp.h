@@ -429,17 +429,22 @@ UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
  * macro and gets its own __FILE__ and __LINE__ for free; a binding, or a
  * helper that wants its caller's site reported, calls the `_at` function
  * (file must be a string that outlives the process, as __FILE__ is).
+ * The macro takes the `_at` function's arguments without the last two, and
+ * is variadic so that any argument may be a compound literal with commas:
+ * uvp_promise_all(ctx, (uvp_promise_t *[]){a, b}, 2, 0, &all) or
+ * uvp_fiber_spawn(ctx, fn, arg,
+ * &(uvp_fiber_opts_t){.stack_size = 65536, .arg_free = free}, &f).
  * (libdex does it the other way round, with plain functions and an
  * optional name; uvp records sites by default because a stuck promise with
- * no site is what its users debug most.)  Two macros share one function:
- * uvp_promise_then and uvp_promise_catch are uvp_promise_on_at with a
- * mask.  A site costs nothing per promise beyond two bytes: sites are
- * interned once per process. */
+ * no site is what its users debug most.)  Four macros share two
+ * functions: uvp_promise_then(p, cb, arg, out) and uvp_promise_catch(p,
+ * cb, arg, out) are uvp_promise_on_at with a mask, their _full forms (p,
+ * cb, arg, arg_free, out) uvp_promise_on_full_at.  A site costs nothing
+ * per promise beyond two bytes: sites are interned once per process. */
 
 /* A new pending promise; *out gets one reference.
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
-#define uvp_promise_new(ctx, out)                                              \
-  uvp_promise_new_at((ctx), (out), __FILE__, __LINE__)
+#define uvp_promise_new(...) uvp_promise_new_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
                                   const char *file, int line);
 
@@ -447,14 +452,13 @@ UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
  * (Promise.reject(e)).  On success uvp owns value/payload; on error you
  * still do.  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
  * < 0), UV_ENOMEM, UVP_ECLOSED. */
-#define uvp_promise_resolved(ctx, value, free_cb, out)                         \
-  uvp_promise_resolved_at((ctx), (value), (free_cb), (out), __FILE__, __LINE__)
+#define uvp_promise_resolved(...)                                              \
+  uvp_promise_resolved_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value,
                                        uvp_free_cb free_cb, uvp_promise_t **out,
                                        const char *file, int line);
-#define uvp_promise_rejected(ctx, code, payload, free_cb, out)                 \
-  uvp_promise_rejected_at((ctx), (code), (payload), (free_cb), (out),          \
-                          __FILE__, __LINE__)
+#define uvp_promise_rejected(...)                                              \
+  uvp_promise_rejected_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
                                        uvp_free_cb free_cb, uvp_promise_t **out,
                                        const char *file, int line);
@@ -560,8 +564,7 @@ enum { UVP_ON_FULFILLED = 1, UVP_ON_REJECTED = 2, UVP_ON_BOTH = 3 };
  * Registering any handler marks p as handled for the unhandled-rejection
  * hook.  Errors: UV_EINVAL (NULL p, mask not 1..3), UV_ENOMEM, UVP_ECLOSED;
  * then nothing was registered and `arg` is still yours. */
-#define uvp_promise_on(p, mask, cb, arg, out)                                  \
-  uvp_promise_on_at((p), (mask), (cb), (arg), (out), __FILE__, __LINE__)
+#define uvp_promise_on(...) uvp_promise_on_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                  void *arg, uvp_promise_t **out,
                                  const char *file, int line);
@@ -573,28 +576,23 @@ UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
  * cancelled, p is freed while pending, or the context is torn down.  It
  * never runs while the handler may still run.  arg_free may be NULL (the
  * plain forms).  On error it does not run: arg is still yours. */
-#define uvp_promise_on_full(p, mask, cb, arg, arg_free, out)                   \
-  uvp_promise_on_full_at((p), (mask), (cb), (arg), (arg_free), (out),          \
-                         __FILE__, __LINE__)
+#define uvp_promise_on_full(...)                                               \
+  uvp_promise_on_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
                                       uvp_then_cb cb, void *arg,
                                       uvp_free_cb arg_free, uvp_promise_t **out,
                                       const char *file, int line);
 
 /* p.then(cb): cb on fulfilment; a rejection passes through. */
-#define uvp_promise_then(p, cb, arg, out)                                      \
-  uvp_promise_on_at((p), UVP_ON_FULFILLED, (cb), (arg), (out), __FILE__,       \
-                    __LINE__)
+#define uvp_promise_then(p, ...)                                               \
+  uvp_promise_on_at((p), UVP_ON_FULFILLED, __VA_ARGS__, __FILE__, __LINE__)
 /* p.catch(cb): cb on rejection; a fulfilment passes through. */
-#define uvp_promise_catch(p, cb, arg, out)                                     \
-  uvp_promise_on_at((p), UVP_ON_REJECTED, (cb), (arg), (out), __FILE__,        \
-                    __LINE__)
-#define uvp_promise_then_full(p, cb, arg, arg_free, out)                       \
-  uvp_promise_on_full_at((p), UVP_ON_FULFILLED, (cb), (arg), (arg_free),       \
-                         (out), __FILE__, __LINE__)
-#define uvp_promise_catch_full(p, cb, arg, arg_free, out)                      \
-  uvp_promise_on_full_at((p), UVP_ON_REJECTED, (cb), (arg), (arg_free), (out), \
-                         __FILE__, __LINE__)
+#define uvp_promise_catch(p, ...)                                              \
+  uvp_promise_on_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
+#define uvp_promise_then_full(p, ...)                                          \
+  uvp_promise_on_full_at((p), UVP_ON_FULFILLED, __VA_ARGS__, __FILE__, __LINE__)
+#define uvp_promise_catch_full(p, ...)                                         \
+  uvp_promise_on_full_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
 
 /* p.finally(cb): cb runs on either outcome (and sees it).  The derived
  * promise settles like p, unless cb returns a rejection (derived rejects with
@@ -602,14 +600,13 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
  * an adopted promise is waited for first.  A value cb returns is destroyed.
  * When cb runs, `out`, the errors and, for the _full form, arg_free are as
  * for uvp_promise_on and uvp_promise_on_full. */
-#define uvp_promise_finally(p, cb, arg, out)                                   \
-  uvp_promise_finally_at((p), (cb), (arg), (out), __FILE__, __LINE__)
+#define uvp_promise_finally(...)                                               \
+  uvp_promise_finally_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb,
                                       void *arg, uvp_promise_t **out,
                                       const char *file, int line);
-#define uvp_promise_finally_full(p, cb, arg, arg_free, out)                    \
-  uvp_promise_finally_full_at((p), (cb), (arg), (arg_free), (out), __FILE__,   \
-                              __LINE__)
+#define uvp_promise_finally_full(...)                                          \
+  uvp_promise_finally_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
                                            void *arg, uvp_free_cb arg_free,
                                            uvp_promise_t **out,
@@ -737,8 +734,7 @@ typedef struct uvp_values_s {
   size_t count;
   void **values;
 } uvp_values_t;
-#define uvp_promise_all(ctx, inputs, n, flags, out)                            \
-  uvp_promise_all_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
+#define uvp_promise_all(...) uvp_promise_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   size_t n, int flags, uvp_promise_t **out,
                                   const char *file, int line);
@@ -763,8 +759,8 @@ typedef struct uvp_settled_list_s {
 /* allSettled: never rejects (except UVP_ECLOSED at teardown, UV_ECANCELED
  * if cancelled).  Fulfils once every input has settled with a
  * uvp_settled_list_t. */
-#define uvp_promise_all_settled(ctx, inputs, n, out)                           \
-  uvp_promise_all_settled_at((ctx), (inputs), (n), (out), __FILE__, __LINE__)
+#define uvp_promise_all_settled(...)                                           \
+  uvp_promise_all_settled_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
                                           uvp_promise_t *const *inputs,
                                           size_t n, uvp_promise_t **out,
@@ -772,8 +768,8 @@ UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
 
 /* race: settles like the first input to settle (same value or reason,
  * shared).  With n == 0 it never settles; teardown still frees it. */
-#define uvp_promise_race(ctx, inputs, n, flags, out)                           \
-  uvp_promise_race_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
+#define uvp_promise_race(...)                                                  \
+  uvp_promise_race_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                    size_t n, int flags, uvp_promise_t **out,
                                    const char *file, int line);
@@ -781,8 +777,7 @@ UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
 /* any: fulfils like the first input to fulfil.  If every input rejects it
  * rejects with UVP_EAGGREGATE and a uvp_settled_list_t payload holding every
  * input's reason in input order; n == 0 rejects that way (empty) at once. */
-#define uvp_promise_any(ctx, inputs, n, flags, out)                            \
-  uvp_promise_any_at((ctx), (inputs), (n), (flags), (out), __FILE__, __LINE__)
+#define uvp_promise_any(...) uvp_promise_any_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   size_t n, int flags, uvp_promise_t **out,
                                   const char *file, int line);
@@ -799,9 +794,7 @@ enum { UVP_KEEP_ALIVE = 2 };
 /* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
  * timer.  Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
-#define uvp_delay(ctx, ms, value, free_cb, flags, out)                         \
-  uvp_delay_at((ctx), (ms), (value), (free_cb), (flags), (out), __FILE__,      \
-               __LINE__)
+#define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
                             const char *file, int line);
@@ -818,8 +811,7 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * Errors: UV_EINVAL (NULL p or out, unknown flags), UV_ENOMEM,
  * UVP_ECLOSED. */
 enum { UVP_CANCEL_INPUT = 8 };
-#define uvp_timeout(p, ms, flags, out)                                         \
-  uvp_timeout_at((p), (ms), (flags), (out), __FILE__, __LINE__)
+#define uvp_timeout(...) uvp_timeout_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                               uvp_promise_t **out, const char *file, int line);
 
@@ -875,9 +867,7 @@ typedef struct uvp_map_opts_s {
  * items in, a FAIL_FAST failure, a cancellation, teardown) and no callback
  * is running; with n == 0, inside this call.
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
-#define uvp_promise_map(ctx, n, start, arg, opts, out)                         \
-  uvp_promise_map_at((ctx), (n), (start), (arg), (opts), (out), __FILE__,      \
-                     __LINE__)
+#define uvp_promise_map(...) uvp_promise_map_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
                                   uvp_map_start_cb start, void *arg,
                                   const uvp_map_opts_t *opts,
@@ -950,17 +940,16 @@ typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
  * steps until the last settles, as `return step().then(again)` does in
  * JavaScript: this is the constant-memory form.)
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
-#define uvp_promise_loop(ctx, step, arg, out)                                  \
-  uvp_promise_loop_at((ctx), (step), (arg), (out), __FILE__, __LINE__)
+#define uvp_promise_loop(...)                                                  \
+  uvp_promise_loop_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /* The same with a destroy notifier: arg_free(arg) runs once, on the loop
  * thread, when no step will be called again (the result decided,
  * cancelled or torn down, and no step running). */
-#define uvp_promise_loop_full(ctx, step, arg, arg_free, out)                   \
-  uvp_promise_loop_full_at((ctx), (step), (arg), (arg_free), (out), __FILE__,  \
-                           __LINE__)
+#define uvp_promise_loop_full(...)                                             \
+  uvp_promise_loop_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                         void *arg, uvp_free_cb arg_free,
                                         uvp_promise_t **out, const char *file,
@@ -971,16 +960,14 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
  * initial is borrowed and may be NULL for a NULL value).  Stopping early
  * (*next NULL) ends it with the previous value.  Same rules as
  * uvp_promise_loop; an initial of another context is UVP_EXCTX. */
-#define uvp_promise_reduce(ctx, n, step, arg, initial, out)                    \
-  uvp_promise_reduce_at((ctx), (n), (step), (arg), (initial), (out), __FILE__, \
-                        __LINE__)
+#define uvp_promise_reduce(...)                                                \
+  uvp_promise_reduce_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
                                      void *arg, uvp_promise_t *initial,
                                      uvp_promise_t **out, const char *file,
                                      int line);
-#define uvp_promise_reduce_full(ctx, n, step, arg, arg_free, initial, out)     \
-  uvp_promise_reduce_full_at((ctx), (n), (step), (arg), (arg_free), (initial), \
-                             (out), __FILE__, __LINE__)
+#define uvp_promise_reduce_full(...)                                           \
+  uvp_promise_reduce_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_reduce_full_at(
     uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg, uvp_free_cb arg_free,
     uvp_promise_t *initial, uvp_promise_t **out, const char *file, int line);
@@ -1022,8 +1009,7 @@ typedef struct uvp_retry_opts_s {
  * again (the result decided, cancelled or torn down, and no callback
  * running).
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
-#define uvp_retry(ctx, attempt, arg, opts, out)                                \
-  uvp_retry_at((ctx), (attempt), (arg), (opts), (out), __FILE__, __LINE__)
+#define uvp_retry(...) uvp_retry_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
                             const uvp_retry_opts_t *opts, uvp_promise_t **out,
                             const char *file, int line);
@@ -1152,8 +1138,7 @@ typedef struct uvp_fiber_opts_s {
  * UV_ENOMEM (no memory, or no stack could be mapped: the address space or
  * the kernel's limit on mappings, two per stack, is exhausted); then
  * nothing runs and arg is still yours. */
-#define uvp_fiber_spawn(ctx, fn, arg, opts, out)                               \
-  uvp_fiber_spawn_at((ctx), (fn), (arg), (opts), (out), __FILE__, __LINE__)
+#define uvp_fiber_spawn(...) uvp_fiber_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                                   const uvp_fiber_opts_t *opts,
                                   uvp_promise_t **out, const char *file,
@@ -1167,7 +1152,7 @@ UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
  * UV_ECANCELED (the fiber's promise was cancelled), UVP_ECLOSED (the
  * context is closed); out->status then says the same.  The site of the
  * call is recorded for uvp_ctx_dump_pending. */
-#define uvp_await(p, out) uvp_await_at((p), (out), __FILE__, __LINE__)
+#define uvp_await(...) uvp_await_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
                             const char *file, int line);
 
@@ -1262,8 +1247,7 @@ typedef struct uvp_group_opts_s {
 /* A group (opts may be NULL).  The group is yours until
  * uvp_group_release; its join promise is the group's (uvp_group_join
  * hands out references).  Errors also UV_ENOMEM. */
-#define uvp_group_new(ctx, opts, out)                                          \
-  uvp_group_new_at((ctx), (opts), (out), __FILE__, __LINE__)
+#define uvp_group_new(...) uvp_group_new_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                                 uvp_group_t **out, const char *file, int line);
 
@@ -1276,8 +1260,7 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
  * fiber never starts).  A fiber that cannot be spawned is a member that
  * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error arg_free
  * does not run: arg is still yours. */
-#define uvp_group_spawn(g, fn, arg, opts)                                      \
-  uvp_group_spawn_at((g), (fn), (arg), (opts), __FILE__, __LINE__)
+#define uvp_group_spawn(...) uvp_group_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
                                   const uvp_fiber_opts_t *opts,
                                   const char *file, int line);
@@ -1304,7 +1287,7 @@ UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
  * handed out, next() rejects with UV_EOF.  Cancelling the promise it gave
  * just stops that wait: the member goes to the next next().  Also
  * UV_ENOMEM. */
-#define uvp_group_next(g, out) uvp_group_next_at((g), (out), __FILE__, __LINE__)
+#define uvp_group_next(...) uvp_group_next_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
                                  const char *file, int line);
 
@@ -1404,14 +1387,12 @@ typedef struct uvp_buf_s {
  * A NULL path is UV_EINVAL. */
 
 /* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close). */
-#define uvp_fs_open(ctx, path, flags, mode, out)                               \
-  uvp_fs_open_at((ctx), (path), (flags), (mode), (out), __FILE__, __LINE__)
+#define uvp_fs_open(...) uvp_fs_open_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
                               int mode, uvp_promise_t **out, const char *file,
                               int line);
 /* close: value NULL. */
-#define uvp_fs_close(ctx, fd, out)                                             \
-  uvp_fs_close_at((ctx), (fd), (out), __FILE__, __LINE__)
+#define uvp_fs_close(...) uvp_fs_close_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /* read / write `len` bytes at `offset` (-1: the current position); `buf` is
@@ -1419,46 +1400,36 @@ UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
  * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
  * len > 0, or len over UINT_MAX (what one libuv buffer holds), is
  * UV_EINVAL. */
-#define uvp_fs_read(ctx, fd, buf, len, offset, out)                            \
-  uvp_fs_read_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__, __LINE__)
+#define uvp_fs_read(...) uvp_fs_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
                               int64_t offset, uvp_promise_t **out,
                               const char *file, int line);
-#define uvp_fs_write(ctx, fd, buf, len, offset, out)                           \
-  uvp_fs_write_at((ctx), (fd), (buf), (len), (offset), (out), __FILE__,        \
-                  __LINE__)
+#define uvp_fs_write(...) uvp_fs_write_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf,
                                size_t len, int64_t offset, uvp_promise_t **out,
                                const char *file, int line);
 /* stat / lstat / fstat: value is an owned uv_stat_t *. */
-#define uvp_fs_stat(ctx, path, out)                                            \
-  uvp_fs_stat_at((ctx), (path), (out), __FILE__, __LINE__)
+#define uvp_fs_stat(...) uvp_fs_stat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path,
                               uvp_promise_t **out, const char *file, int line);
-#define uvp_fs_lstat(ctx, path, out)                                           \
-  uvp_fs_lstat_at((ctx), (path), (out), __FILE__, __LINE__)
+#define uvp_fs_lstat(...) uvp_fs_lstat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path,
                                uvp_promise_t **out, const char *file, int line);
-#define uvp_fs_fstat(ctx, fd, out)                                             \
-  uvp_fs_fstat_at((ctx), (fd), (out), __FILE__, __LINE__)
+#define uvp_fs_fstat(...) uvp_fs_fstat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /* unlink / mkdir / rmdir / rename: value NULL. */
-#define uvp_fs_unlink(ctx, path, out)                                          \
-  uvp_fs_unlink_at((ctx), (path), (out), __FILE__, __LINE__)
+#define uvp_fs_unlink(...) uvp_fs_unlink_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path,
                                 uvp_promise_t **out, const char *file,
                                 int line);
-#define uvp_fs_mkdir(ctx, path, mode, out)                                     \
-  uvp_fs_mkdir_at((ctx), (path), (mode), (out), __FILE__, __LINE__)
+#define uvp_fs_mkdir(...) uvp_fs_mkdir_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_mkdir_at(uvp_ctx_t *ctx, const char *path, int mode,
                                uvp_promise_t **out, const char *file, int line);
-#define uvp_fs_rmdir(ctx, path, out)                                           \
-  uvp_fs_rmdir_at((ctx), (path), (out), __FILE__, __LINE__)
+#define uvp_fs_rmdir(...) uvp_fs_rmdir_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_rmdir_at(uvp_ctx_t *ctx, const char *path,
                                uvp_promise_t **out, const char *file, int line);
-#define uvp_fs_rename(ctx, path, new_path, out)                                \
-  uvp_fs_rename_at((ctx), (path), (new_path), (out), __FILE__, __LINE__)
+#define uvp_fs_rename(...) uvp_fs_rename_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
                                 const char *new_path, uvp_promise_t **out,
                                 const char *file, int line);
@@ -1468,14 +1439,12 @@ typedef struct uvp_dirents_s {
   size_t count;
   uv_dirent_t *items;
 } uvp_dirents_t;
-#define uvp_fs_scandir(ctx, path, out)                                         \
-  uvp_fs_scandir_at((ctx), (path), (out), __FILE__, __LINE__)
+#define uvp_fs_scandir(...) uvp_fs_scandir_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
                                  uvp_promise_t **out, const char *file,
                                  int line);
 /* realpath: value is an owned char *. */
-#define uvp_fs_realpath(ctx, path, out)                                        \
-  uvp_fs_realpath_at((ctx), (path), (out), __FILE__, __LINE__)
+#define uvp_fs_realpath(...) uvp_fs_realpath_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
@@ -1487,15 +1456,15 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
  * rejects it, but the request (and so uv_run) goes on until then, as for
  * any libuv file request.  Check with uvp_fs_stat first when a path may
  * name one. */
-#define uvp_fs_read_file(ctx, path, max, out)                                  \
-  uvp_fs_read_file_at((ctx), (path), (max), (out), __FILE__, __LINE__)
+#define uvp_fs_read_file(...)                                                  \
+  uvp_fs_read_file_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /* write_file: create or truncate (mode 0644), write all of `data`
  * (borrowed), close; value UVP_INT(v) is the byte count. */
-#define uvp_fs_write_file(ctx, path, data, len, out)                           \
-  uvp_fs_write_file_at((ctx), (path), (data), (len), (out), __FILE__, __LINE__)
+#define uvp_fs_write_file(...)                                                 \
+  uvp_fs_write_file_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
                                     const void *data, size_t len,
                                     uvp_promise_t **out, const char *file,
@@ -1556,8 +1525,7 @@ UVP_EXTERN int uvp_tcp_attach(uvp_tcp_t *t);
 UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
 
 /* connect to `addr` (copied during the call); value NULL. */
-#define uvp_tcp_connect(t, addr, out)                                          \
-  uvp_tcp_connect_at((t), (addr), (out), __FILE__, __LINE__)
+#define uvp_tcp_connect(...) uvp_tcp_connect_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
                                   uvp_promise_t **out, const char *file,
                                   int line);
@@ -1567,8 +1535,8 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
  * the UV_EAI_* code of the lookup).  A literal IPv4 or IPv6 address
  * ("127.0.0.1", "::1") is connected to directly, with no lookup and no
  * trip through the thread pool.  Strings are copied.  Value NULL. */
-#define uvp_tcp_connect_host(t, host, port, out)                               \
-  uvp_tcp_connect_host_at((t), (host), (port), (out), __FILE__, __LINE__)
+#define uvp_tcp_connect_host(...)                                              \
+  uvp_tcp_connect_host_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
                                        uvp_promise_t **out, const char *file,
                                        int line);
@@ -1581,8 +1549,7 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * often returns a promise already fulfilled, whose handlers still run
  * later, from the loop.  Writes go out in the order they were made.  A
  * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL. */
-#define uvp_tcp_write(t, buf, len, out)                                        \
-  uvp_tcp_write_at((t), (buf), (len), (out), __FILE__, __LINE__)
+#define uvp_tcp_write(...) uvp_tcp_write_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
                                 int line);
@@ -1591,9 +1558,8 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
  * dropped because the connection closed), whatever happens to the
  * promise; inside this call if the kernel took every byte at once.  On
  * error nothing was written and buf is still yours. */
-#define uvp_tcp_write_full(t, buf, len, buf_free, out)                         \
-  uvp_tcp_write_full_at((t), (buf), (len), (buf_free), (out), __FILE__,        \
-                        __LINE__)
+#define uvp_tcp_write_full(...)                                                \
+  uvp_tcp_write_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
                                      uvp_free_cb buf_free, uvp_promise_t **out,
                                      const char *file, int line);
@@ -1602,7 +1568,7 @@ UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
  * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
  * stream, or the error (UV_ECONNRESET, ...).  A second read while one is
  * pending returns UV_EBUSY. */
-#define uvp_tcp_read(t, out) uvp_tcp_read_at((t), (out), __FILE__, __LINE__)
+#define uvp_tcp_read(...) uvp_tcp_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);
 
@@ -1610,15 +1576,15 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
  * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
  * pending, as for uvp_tcp_read. */
-#define uvp_tcp_read_all(t, max, out)                                          \
-  uvp_tcp_read_all_at((t), (max), (out), __FILE__, __LINE__)
+#define uvp_tcp_read_all(...)                                                  \
+  uvp_tcp_read_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 
 /* Shut the write side down after queued writes; value NULL. */
-#define uvp_tcp_shutdown(t, out)                                               \
-  uvp_tcp_shutdown_at((t), (out), __FILE__, __LINE__)
+#define uvp_tcp_shutdown(...)                                                  \
+  uvp_tcp_shutdown_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
                                    const char *file, int line);
 
@@ -1637,9 +1603,7 @@ UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
  * is freed when it arrives.
  * Errors: UV_EINVAL (NULL ctx/out, node and service both NULL), UV_ENOMEM,
  * UVP_ECLOSED. */
-#define uvp_getaddrinfo(ctx, node, service, hints, out)                        \
-  uvp_getaddrinfo_at((ctx), (node), (service), (hints), (out), __FILE__,       \
-                     __LINE__)
+#define uvp_getaddrinfo(...) uvp_getaddrinfo_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node,
                                   const char *service,
                                   const struct addrinfo *hints,
@@ -1670,8 +1634,7 @@ typedef int (*uvp_work_cb)(void *arg, void **result);
  * may be after the promise settled: the request keeps uv_run() running
  * until then, so memory that outlives the loop run is safe.
  * Errors: UV_EINVAL (NULL ctx/work_cb/out), UV_ENOMEM, UVP_ECLOSED. */
-#define uvp_work(ctx, work_cb, arg, result_free, out)                          \
-  uvp_work_at((ctx), (work_cb), (arg), (result_free), (out), __FILE__, __LINE__)
+#define uvp_work(...) uvp_work_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                            uvp_free_cb result_free, uvp_promise_t **out,
                            const char *file, int line);
@@ -1697,9 +1660,7 @@ typedef void (*uvp_work_done_cb)(void *arg, uvp_work_end_t end);
  * its handlers run later, from the scheduler, so they may still see `arg`
  * only if done has not freed it: pass what the handlers need in the
  * job's result instead.  On error done does not run: arg is still yours. */
-#define uvp_work_full(ctx, work_cb, arg, done, result_free, out)               \
-  uvp_work_full_at((ctx), (work_cb), (arg), (done), (result_free), (out),      \
-                   __FILE__, __LINE__)
+#define uvp_work_full(...) uvp_work_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                                 uvp_work_done_cb done, uvp_free_cb result_free,
                                 uvp_promise_t **out, const char *file,
@@ -1758,8 +1719,7 @@ typedef struct uvp_process_result_s {
  * (UV_ENOENT for a missing program or cwd, UV_EACCES, ...): then no promise
  * exists and nothing runs, but the handles uvp opened for the attempt close
  * asynchronously: run the loop before uv_loop_close(). */
-#define uvp_spawn(ctx, opts, out)                                              \
-  uvp_spawn_at((ctx), (opts), (out), __FILE__, __LINE__)
+#define uvp_spawn(...) uvp_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
                             uvp_promise_t **out, const char *file, int line);
 

@@ -167,7 +167,7 @@ static void S25_4_4_1_A8_1_T1(void **state) {
   fixture_t *f = *state;
   trace_t t = {0};
   uvp_promise_t *p1 = pending(f), *p2 = pending(f);
-  uvp_promise_t *ins[2], *all, *d1, *d2, *d3;
+  uvp_promise_t *all, *d1, *d2, *d3;
   rec_t r3 = {.trace = &t, .mark = 3, .seq = 1};
   rec_t r4 = {.trace = &t, .mark = 4, .seq = 1};
   rec_t r5 = {.trace = &t, .mark = 5, .seq = 1};
@@ -176,9 +176,9 @@ static void S25_4_4_1_A8_1_T1(void **state) {
   assert_int_equal(uvp_promise_resolve(p2, INT_VALUE(2), NULL), 0);
   trace_push(&t, 1);
   assert_int_equal(uvp_promise_then(p1, rec_cb, &r3, &d1), 0);
-  ins[0] = p1;
-  ins[1] = p2;
-  assert_int_equal(uvp_promise_all(f->ctx, ins, 2, 0, &all), 0);
+  /* The inputs as a compound literal: its commas go through the macro. */
+  assert_int_equal(
+      uvp_promise_all(f->ctx, (uvp_promise_t *[]){p1, p2}, 2, 0, &all), 0);
   assert_int_equal(uvp_promise_then(all, rec_cb, &r5, &d2), 0);
   assert_int_equal(uvp_promise_then(p2, rec_cb, &r4, &d3), 0);
   trace_push(&t, 2);

@@ -554,9 +554,11 @@ static void test_map_items_retry(void **state) {
   fanout_retry_t st;
   memset(&st, 0, sizeof(st));
   st.f = f;
-  uvp_map_opts_t mo = {.limit = 3, .flags = 0, .on_settle = NULL};
   uvp_promise_t *r;
-  assert_int_equal(uvp_promise_map(f->ctx, 12, start_with_retry, &st, &mo, &r),
+  /* The options as a compound literal: its commas go through the macro. */
+  assert_int_equal(uvp_promise_map(f->ctx, 12, start_with_retry, &st,
+                                   &(uvp_map_opts_t){.limit = 3, .flags = 0},
+                                   &r),
                    0);
   run_loop(f);
   const uvp_settled_list_t *l = uvp_promise_value(r);
