@@ -1126,7 +1126,11 @@ typedef struct uvp_fiber_opts_s {
   uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
                            loop thread, after fn returned, or when it will
                            never run (cancelled or torn down before it
-                           started) */
+                           started).  After fn it runs on the fiber, as
+                           its last act (its promise already settled):
+                           uvp_in_fiber() is true there, uvp_ctx_close
+                           fails with UVP_EINFIBER, and it must not
+                           await */
 } uvp_fiber_opts_t;
 
 /* Run fn(arg) on a new fiber of ctx; *out gets one reference to the
@@ -1184,8 +1188,9 @@ UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 #define UVP_SCOPE_SLOTS 4
 
 /* Make slot `slot` of the current scope `value` (for the rest of the
- * running handler, fiber run or callback, and for everything registered
- * from there): a new scope, so what captured the old one keeps seeing it.
+ * running handler or callback, or of the fiber, across its awaits, and
+ * for everything registered from there): a new scope, so what captured
+ * the old one keeps seeing it.
  * free_cb (may be NULL) runs once, on the loop thread, when the last scope
  * holding the value is gone.  Errors: UV_EINVAL (NULL ctx, slot out of
  * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb does not run. */
@@ -1194,8 +1199,11 @@ UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
 /* The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
  * out of range). */
 UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
-/* Make the current scope empty (e.g. at the top of a libuv callback that
- * serves another request).  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+/* Make every slot of the current scope empty (e.g. at the top of a libuv
+ * callback that serves another request).  Inside a group's work the group
+ * stays: what the code starts afterwards is still the group's (see "Task
+ * groups").  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (inside
+ * a group's work, where the emptied scope is a new one). */
 UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
 
 /* ------------------------------------------------------------------------ */
@@ -1305,7 +1313,9 @@ UVP_EXTERN int uvp_group_close(uvp_group_t *g);
  * with NULL handlers): cancelling that one leaves a source with other
  * consumers alone.  A start callback that cancels its own group has the
  * member it returns cancelled at once.  The group still joins once
- * everything has wound down. */
+ * everything has wound down: the join then fulfils, as after
+ * uvp_group_close, unless a UVP_GROUP_FAIL_FAST failure came first (only
+ * cancelling the join itself rejects it, with UV_ECANCELED). */
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
 /* One reference to the group's join promise (see above).  Cancelling it
@@ -1319,7 +1329,9 @@ UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 /* Give the group up: it is closed (members waiting for room still start),
  * settled members no next() took are dropped (next() promises already made
  * are still served), and its memory goes once its members, their requests
- * and handles, and its join are done.  Loop thread; NULL is a no-op. */
+ * and handles, and its join are done.  Loop thread, also after
+ * uvp_ctx_close (the group's other calls then return UVP_ECLOSED); NULL
+ * is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /* ------------------------------------------------------------------------ */

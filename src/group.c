@@ -580,11 +580,12 @@ static void cancel_all(uvp_group_t *g) {
 /* The join promise was cancelled (or torn down): so is the group. */
 static void join_cancel(uvp_promise_t *join, void *arg) {
   uvp_group_t *g = arg;
-  if (uvp_promise_reason(join, NULL) == UV_ECANCELED)
-    cancel_all(g);
-  else
+  if (uvp_promise_reason(join, NULL) == UV_ECANCELED) {
+    cancel_all(g); /* adding now says UV_ECANCELED, as after group_cancel */
+  } else {
     drop_lazy(g); /* teardown: members are torn down with the context */
-  g->closed = true;
+    g->closed = true;
+  }
   uvp_promise_t *j = g->join;
   g->join = NULL;
   uvp__rel(j);

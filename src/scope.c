@@ -83,9 +83,15 @@ void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot) {
 
 int uvp_scope_clear(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
-  if (rc == 0) {
-    uvp__scope_unref(ctx->scope);
-    ctx->scope = NULL;
-  }
-  return rc;
+  if (rc != 0)
+    return rc;
+  /* The slots go, not the group: a member's work stays its group's, or
+   * the join would settle with that work still on the loop. */
+  struct uvp_group_s *g = uvp__scope_group(ctx);
+  uvp__scope_t *s = NULL;
+  if (g != NULL && (s = uvp__scope_with_group(NULL, g)) == NULL)
+    return UV_ENOMEM;
+  uvp__scope_unref(ctx->scope);
+  ctx->scope = s;
+  return 0;
 }

@@ -544,8 +544,7 @@ static int m_cancel(int pi) {
   mprom_t *p = &P[pi];
   if (p->kind == K_JOIN) {
     mgroup_t *g = &M.g[p->owner];
-    m_cancel_all(g);
-    g->closed = true;
+    m_cancel_all(g); /* cancelled, not closed: adding says UV_ECANCELED */
     m_maybe_end(g);
   } else if (p->kind == K_FIBER) {
     m_fiber_cancelled(p->owner);

@@ -900,6 +900,19 @@ static void test_add_closed_or_cancelled(void **state) {
   uvp_group_release(cancelled);
 }
 
+/* Cancelling the join is cancelling the group: adding says UV_ECANCELED,
+ * as after uvp_group_cancel (it used to say UVP_ECLOSED). */
+static void test_add_after_join_cancelled(void **state) {
+  fixture_t *f = *state;
+  uvp_group_t *g = group_new(f, 0, 0);
+  uvp_promise_t *j = join_of(g);
+  assert_int_equal(uvp_promise_cancel(j), 0);
+  assert_cannot_add(f, g, UV_ECANCELED);
+  assert_rejected(j, UV_ECANCELED);
+  uvp_promise_release(j);
+  uvp_group_release(g);
+}
+
 /* Cancelling ends the group as closing does (nothing can be added any
  * more): the join settles once everything has wound down, and next()
  * reaches the end. */
@@ -1808,8 +1821,9 @@ static void test_nested_cancel(void **state) {
   /* The child is over too: its members, then the end. */
   for (int k = 0; k < 3; k++)
     assert_int_equal(uvp_group_next(child, &nx[k]), 0);
+  /* Cancelled through its join, not closed: as after uvp_group_cancel. */
   assert_int_equal(uvp_group_start(child, never_start, &arg, count_free),
-                   UVP_ECLOSED);
+                   UV_ECANCELED);
   assert_int_equal(arg, 200);
   run_loop(f);
   assert_rejected(nx[0], UV_ECANCELED);
@@ -2496,6 +2510,7 @@ int main(void) {
       FIXTURE_TEST(test_limit_zero),
       FIXTURE_TEST(test_limit_change),
       QUIET_TEST(test_add_closed_or_cancelled),
+      QUIET_TEST(test_add_after_join_cancelled),
       QUIET_TEST(test_cancel_without_close),
       QUIET_TEST(test_cancel_shared_member),
       QUIET_TEST(test_start_cancels_its_group),

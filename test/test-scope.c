@@ -544,6 +544,49 @@ static void test_group_members(void **state) {
   assert_int_equal(freed[4], 0);
 }
 
+/* uvp_scope_clear inside a member empties the slots, not the member's
+ * group: a timer it starts afterwards and leaves running is still the
+ * group's, so the join waits for it (it used to settle at once, with the
+ * timer still on the loop). */
+static uvp_ret_t clearing_member(void *arg) {
+  gm_t *c = arg;
+  uvp_promise_t *d;
+  look(&c->seen);
+  c->bad += uvp_scope_clear(c->ctx) != 0;
+  look(&c->seen);
+  c->bad += uvp_delay(c->ctx, 20, NULL, NULL, UVP_KEEP_ALIVE, &d) != 0;
+  uvp_promise_release(d);
+  return uvp_ret_pass();
+}
+
+static void test_clear_in_member_keeps_group(void **state) {
+  fixture_t *f = *state;
+  static gm_t c;
+  boxed_t *v = VAL(0);
+  uvp_group_t *grp;
+  uvp_promise_t *join;
+  int timers = 0;
+  memset(&c, 0, sizeof(c));
+  c.ctx = c.seen.ctx = f->ctx;
+  set(f->ctx, 0, v);
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &grp), 0);
+  assert_int_equal(uvp_group_spawn(grp, clearing_member, &c, NULL), 0);
+  assert_int_equal(uvp_group_close(grp), 0);
+  assert_int_equal(uvp_group_join(grp, &join), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  run_until_settled(f, join);
+  uv_walk(&f->loop, count_timer, &timers);
+  assert_int_equal(timers, 0); /* the join waited for the timer */
+  assert_int_equal(c.bad, 0);
+  assert_int_equal(c.seen.n, 2);
+  assert_saw(&c.seen, 0, v, NULL);
+  assert_saw(&c.seen, 1, NULL, NULL);
+  uvp_promise_release(join);
+  uvp_group_release(grp);
+  run_loop(f);
+  assert_int_equal(freed[0], 1);
+}
+
 /* ---- a value goes with the last scope holding it ------------------------- */
 
 typedef struct holder_s {
@@ -826,6 +869,7 @@ int main(void) {
       STEST(test_set_in_handler_stays_there),
       STEST(test_fiber_across_awaits),
       STEST(test_group_members),
+      STEST(test_clear_in_member_keeps_group),
       STEST(test_value_freed_with_last_scope),
       STEST(test_cross_thread_settle),
   };
