@@ -335,6 +335,13 @@ static void reject_closed(uvp_promise_t *p) {
   uvp__reject(p, UVP_ECLOSED, NULL, NULL);
 }
 
+/* UV_EOF ends an iteration as JavaScript's {done: true} does: no failure,
+ * so a next() left unhandled with it is not reported. */
+static void end_of_group(uvp_promise_t *p) {
+  p->flags |= UVP__F_HANDLED;
+  uvp__reject(p, UV_EOF, NULL, NULL);
+}
+
 /* Hand settled members to waiting next() calls, in completion order; once
  * nothing more can come, the rest learn UV_EOF. */
 static void serve(uvp_group_t *g) {
@@ -358,7 +365,7 @@ static void serve(uvp_group_t *g) {
       if (g->ctx->closed)
         reject_closed(w);
       else
-        uvp__reject(w, UV_EOF, NULL, NULL);
+        end_of_group(w);
     }
     uvp__rel(w);
   }

@@ -365,26 +365,39 @@ static void S25_4_5_3_A5_3_T1__via_catch(void **state) {
   assert_no_live(f);
 }
 
-/* C-specific: a catch handles the rejection (no unhandled report); the same
- * rejection without one is reported once its last reference goes. */
+/* C-specific: a catch handles the rejection (no unhandled report), also
+ * one with no derived promise (p.catch(() => {}), the header's way to keep
+ * an expected rejection quiet); the same rejection without one is
+ * reported once its last reference goes, and so is one passed on by a NULL
+ * handler with no derived promise (p.catch(), whose result rejects). */
 static void c_catch_marks_handled(void **state) {
   fixture_t *f = *state;
-  uvp_promise_t *p, *d, *q;
-  rec_t c = {0};
+  uvp_promise_t *p, *d, *e, *n, *q;
+  rec_t c = {0}, quiet = {0};
 
   count_unhandled(f);
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
   assert_int_equal(uvp_promise_catch(p, rec_cb, &c, &d), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &e), 0);
+  assert_int_equal(uvp_promise_catch(e, rec_cb, &quiet, NULL), 0);
   run_loop(f);
   assert_int_equal(c.calls, 1);
-  release_all(2, p, d);
+  assert_int_equal(quiet.calls, 1);
+  release_all(3, p, d, e);
   assert_int_equal(g_unhandled, 0);
+
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &n), 0);
+  assert_int_equal(uvp_promise_catch(n, NULL, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(g_unhandled, 1);
+  uvp_promise_release(n);
+  assert_int_equal(g_unhandled, 1);
 
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &q), 0);
   run_loop(f);
-  assert_int_equal(g_unhandled, 0);
-  uvp_promise_release(q);
   assert_int_equal(g_unhandled, 1);
+  uvp_promise_release(q);
+  assert_int_equal(g_unhandled, 2);
   assert_no_live(f);
 }
 
