@@ -138,9 +138,11 @@ typedef enum {
 } uvp_errno_t;
 
 /* Message / symbolic name for a uvp code or any libuv code ("ECYCLE",
- * "ECONNREFUSED").  Never NULL.  Known codes give static strings; an unknown
- * code is formatted into a per-thread buffer valid until the next call on
- * the same thread (unlike uv_strerror(), nothing leaks). */
+ * "ECONNREFUSED"); 0, a fulfilment's status in an allSettled record,
+ * gives "success" / "OK" (libuv says "Unknown system error 0").  Never
+ * NULL.  Known codes give static strings; an unknown code is formatted
+ * into a per-thread buffer valid until the next call on the same thread
+ * (unlike uv_strerror(), nothing leaks). */
 UVP_EXTERN const char *uvp_strerror(int code);
 UVP_EXTERN const char *uvp_err_name(int code);
 

@@ -26,6 +26,8 @@ const char *uvp_strerror(int code) {
     return msg;
     UVP_ERRNO_MAP(XX)
 #undef XX
+  case 0: /* libuv: "Unknown system error 0", for an allSettled success */
+    return "success";
   default:
     return is_known(code) ? uv_strerror(code)
                           : uv_strerror_r(code, msg_buf, sizeof(msg_buf));
@@ -39,6 +41,8 @@ const char *uvp_err_name(int code) {
     return #name;
     UVP_ERRNO_MAP(XX)
 #undef XX
+  case 0:
+    return "OK";
   default:
     return is_known(code) ? uv_err_name(code)
                           : uv_err_name_r(code, name_buf, sizeof(name_buf));

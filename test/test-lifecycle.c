@@ -803,6 +803,9 @@ static void test_error_strings(void **state) {
   assert_string_equal(uvp_err_name(UV_ECONNREFUSED), "ECONNREFUSED");
   assert_string_equal(uvp_err_name(UV_EAI_NONAME), "EAI_NONAME");
   assert_string_equal(uvp_err_name(UV_EOF), "EOF");
+  /* 0: an allSettled success, printed as one. */
+  assert_string_equal(uvp_strerror(0), "success");
+  assert_string_equal(uvp_err_name(0), "OK");
 
   /* Unknown codes: never NULL, formatted, nothing leaked (valgrind). */
   const char *m = uvp_strerror(-123456);
