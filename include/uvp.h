@@ -362,11 +362,12 @@ UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
  * (UV_ECANCELED from uvp_promise_cancel, a timeout, a combinator or map
  * cancelling its inputs, a derived promise cancelled, and whatever passes
  * such a rejection on: the program asked for it), a teardown's UVP_ECLOSED,
- * a group next()'s UV_EOF, and a rejection a handler saw.  A rejection the
- * program expects and only inspects (uvp_promise_reason does not count as
- * handling) is kept quiet as JavaScript's p.catch(() => {}) does: a catch
- * whose handler returns normally, with a NULL out.  (A NULL handler passes
- * the rejection on, as p.catch() does, and it is reported.)
+ * a group next()'s UV_EOF and whatever passes it on, and a rejection a
+ * handler saw.  A rejection the program expects and only inspects
+ * (uvp_promise_reason does not count as handling) is kept quiet as
+ * JavaScript's p.catch(() => {}) does: a catch whose handler returns
+ * normally, with a NULL out.  (A NULL handler passes the rejection on, as
+ * p.catch() does, and it is reported.)
  * Errors: UV_EINVAL, UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
                                         void *arg);
@@ -1300,9 +1301,9 @@ UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
  * made before any member settles are served in the order they were made.
  * Once the group is closed (or cancelled) and every member has been
  * handed out, next() rejects with UV_EOF, the end of the iteration (as
- * JavaScript's {done: true}): never reported as unhandled.  Cancelling the
- * promise it gave just stops that wait: the member goes to the next
- * next().  Also UV_ENOMEM. */
+ * JavaScript's {done: true}): never reported as unhandled, nor is what
+ * passes it on.  Cancelling the promise it gave just stops that wait: the
+ * member goes to the next next().  Also UV_ENOMEM. */
 #define uvp_group_next(...) uvp_group_next_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
                                  const char *file, int line);

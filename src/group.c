@@ -336,10 +336,11 @@ static void reject_closed(uvp_promise_t *p) {
 }
 
 /* UV_EOF ends an iteration as JavaScript's {done: true} does: no failure,
- * so a next() left unhandled with it is not reported. */
+ * so neither a next() left unhandled with it nor what passes it on is
+ * reported (as for a cancellation). */
 static void end_of_group(uvp_promise_t *p) {
-  p->flags |= UVP__F_HANDLED;
   uvp__reject(p, UV_EOF, NULL, NULL);
+  p->flags |= UVP__F_QUIET;
 }
 
 /* Hand settled members to waiting next() calls, in completion order; once

@@ -54,8 +54,9 @@ static void destroy(uvp_promise_t *p);
 
 void uvp__report_unhandled(uvp_promise_t *p) {
   /* The program asked for a cancellation (or a consumer of p did, on its
-   * behalf): that is not a failure anybody needs to hear about. */
-  if (p->flags & UVP__F_CANCELLED)
+   * behalf), or a group said it has no more: that is not a failure
+   * anybody needs to hear about. */
+  if (p->flags & UVP__F_QUIET)
     return;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (ctx->unhandled_cb != NULL) {
@@ -202,7 +203,7 @@ static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   p->fn.free_cb = NULL;
   p->code = src->code;
   settle(p, src->state);
-  p->flags |= UVP__F_FORWARD | (src->flags & UVP__F_CANCELLED);
+  p->flags |= UVP__F_FORWARD | (src->flags & UVP__F_QUIET);
 }
 
 /* Whether pending q is p, or waits for p through adoptions and handlers'
@@ -408,7 +409,7 @@ static void cancel_with(uvp_promise_t *p, int code) {
   p->refs++;
   reject(p, code, NULL, NULL);
   if (code == UV_ECANCELED)
-    p->flags |= UVP__F_CANCELLED;
+    p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
   rel(p);

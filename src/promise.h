@@ -24,7 +24,8 @@ enum {
   UVP__F_MOVABLE = 16u, /* pending; its producer may be handed on (take_over) */
   UVP__F_OWNED = 32u,   /* settled only by the library (combinators, timers) */
   UVP__F_MANY = 64u,    /* pending with more than one reaction */
-  UVP__F_CANCELLED = 128u /* rejected by a cancellation, or following one */
+  UVP__F_QUIET = 128u   /* rejected by a cancellation or a group's end, or
+                            following one: never reported */
 };
 
 /* 48 bytes.  The context is named by its registry id, the creation site by

@@ -266,7 +266,7 @@ static void report_lost(uvp_promise_t *src, int code, void *payload,
                         bool passed) {
   uvp_promise_t tmp = *src;
   if (!passed) /* a new rejection, not src's cancellation passed on */
-    tmp.flags &= (uint8_t)~UVP__F_CANCELLED;
+    tmp.flags &= (uint8_t)~UVP__F_QUIET;
   tmp.state = UVP__S_REJECTED;
   tmp.code = code;
   tmp.value = payload;

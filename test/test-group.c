@@ -613,9 +613,16 @@ static void test_next_order_and_eof(void **state) {
   assert_int_equal(uvp_promise_state(eof1), UVP_PENDING);
   assert_int_equal(uvp_group_close(g), 0);
   assert_int_equal(uvp_group_next(g, &eof2), 0);
+  /* What passes the end on: a promise derived with no handler for it, and
+   * the same with no derived promise. */
+  uvp_promise_t *passed;
+  assert_int_equal(uvp_promise_then(eof2, NULL, NULL, &passed), 0);
+  assert_int_equal(uvp_promise_then(eof2, NULL, NULL, NULL), 0);
   run_loop(f);
   assert_rejected(eof1, UV_EOF);
   assert_rejected(eof2, UV_EOF);
+  assert_rejected(passed, UV_EOF);
+  uvp_promise_release(passed);
   for (int k = 0; k < N; k++)
     uvp_promise_release(nx[k]);
   for (int i = 0; i <= N; i++)
@@ -625,7 +632,7 @@ static void test_next_order_and_eof(void **state) {
   uvp_promise_release(eof1);
   uvp_promise_release(eof2);
   /* UV_EOF is the end of the group, not a failure: released unhandled,
-   * it is not reported. */
+   * or passed on, it is not reported. */
   assert_int_equal(g_unhandled, 0);
   uvp_group_release(g);
 }
