@@ -94,26 +94,32 @@ static inline void run_loop(fixture_t *f) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
 }
 
-/* Run the loop an iteration at a time until p has settled; fails if the
- * loop ends first (p would never settle). */
-static inline void run_until_settled(fixture_t *f, const uvp_promise_t *p) {
-  while (uvp_promise_state(p) == UVP_PENDING)
-    if (uv_run(&f->loop, UV_RUN_ONCE) == 0 &&
-        uvp_promise_state(p) == UVP_PENDING)
-      fail_msg("the loop ended with the promise still pending");
-}
-
-/* Run the loop an iteration at a time until done(arg), for at most 10 s
- * (each iteration must have something to wait for). */
-static inline void run_until_true(fixture_t *f, bool (*done)(void *),
+/* Run `loop` an iteration at a time until done(arg), for at most 10 s
+ * (each iteration must have something to wait for); fails if the loop
+ * ends first (done would never hold). */
+static inline void loop_run_until(uv_loop_t *loop, bool (*done)(void *),
                                   void *arg) {
   uint64_t deadline = uv_hrtime() + 10 * (uint64_t)1000000000;
   while (!done(arg)) {
     if (uv_hrtime() > deadline)
       fail_msg("still waiting after 10 s");
-    if (uv_run(&f->loop, UV_RUN_ONCE) == 0 && !done(arg))
+    if (uv_run(loop, UV_RUN_ONCE) == 0 && !done(arg))
       fail_msg("the loop ended before the condition held");
   }
+}
+
+static inline void run_until_true(fixture_t *f, bool (*done)(void *),
+                                  void *arg) {
+  loop_run_until(&f->loop, done, arg);
+}
+
+static inline bool promise_is_settled(void *p) {
+  return uvp_promise_state(p) != UVP_PENDING;
+}
+
+/* Run the loop until p has settled. */
+static inline void run_until_settled(fixture_t *f, const uvp_promise_t *p) {
+  loop_run_until(&f->loop, promise_is_settled, (void *)p);
 }
 
 /* Run fn(arg) on a thread of its own and wait for it to end: a foreign
