@@ -53,7 +53,7 @@ static inline int fs_teardown(void **state) {
   return 0;
 }
 
-#define FS_TEST(fn) cmocka_unit_test_setup_teardown(fn, fs_setup, fs_teardown)
+#define FS_TEST(fn) FIXTURE_TEST_WITH(fn, fs_setup, fs_teardown)
 
 static inline const char *name(int code) {
   return code == 0 ? "fulfilled" : uvp_err_name(code);

@@ -47,7 +47,7 @@ static void c_free(void *p) {
 static fixture_t *fixture_on(uvp_malloc_func m, uvp_realloc_func r,
                              uvp_calloc_func c, uvp_free_func fr) {
   assert_int_equal(uvp_replace_allocator(m, r, c, fr), 0);
-  fixture_t *f;
+  fixture_t *f = NULL; /* no test function: see fixture_setup */
   fixture_setup((void **)&f);
   return f;
 }

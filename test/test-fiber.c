@@ -70,7 +70,7 @@ static int teardown(void **state) {
   return 0;
 }
 
-#define FTEST(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define FTEST(fn) FIXTURE_TEST_WITH(fn, setup, teardown)
 
 /* ---- small tools --------------------------------------------------------- */
 

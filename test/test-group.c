@@ -1590,10 +1590,8 @@ static int fs_jobs_teardown(void **state) {
   return 0;
 }
 
-#define JOBS_TEST(fn)                                                          \
-  cmocka_unit_test_setup_teardown(fn, fixture_setup_quiet, jobs_teardown)
-#define FS_JOBS_TEST(fn)                                                       \
-  cmocka_unit_test_setup_teardown(fn, fs_setup, fs_jobs_teardown)
+#define JOBS_TEST(fn) FIXTURE_TEST_WITH(fn, fixture_setup_quiet, jobs_teardown)
+#define FS_JOBS_TEST(fn) FIXTURE_TEST_WITH(fn, fs_setup, fs_jobs_teardown)
 
 static int job_start(void *arg, uvp_promise_t **out) {
   job_t *j = arg;

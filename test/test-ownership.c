@@ -140,7 +140,7 @@ static int fixture_setup_reports(void **state) {
 }
 
 #define REPORT_TEST(fn)                                                        \
-  cmocka_unit_test_setup_teardown(fn, fixture_setup_reports, fixture_teardown)
+  FIXTURE_TEST_WITH(fn, fixture_setup_reports, fixture_teardown)
 
 /* Close the context inside the test (the fixture then only runs the
  * loop); returns it for calls that must see UVP_ECLOSED. */

@@ -235,8 +235,7 @@ static void test_cancel_signal_option(void **state) {
   assert_int_equal(uvp_spawn(f->ctx, &o, &p), 0);
   /* Give sh time to install the trap and exec. */
   assert_int_equal(uvp_delay(f->ctx, 100, NULL, NULL, UVP_KEEP_ALIVE, &d), 0);
-  while (uvp_promise_state(d) == UVP_PENDING)
-    uv_run(&f->loop, UV_RUN_ONCE);
+  run_until_settled(f, d);
   assert_int_equal(uvp_promise_cancel(p), 0);
   run_loop(f);
   assert_true(ms_since(t0) < 2000);

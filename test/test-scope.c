@@ -58,7 +58,7 @@ static int setup(void **state) {
   return fixture_setup(state);
 }
 
-#define STEST(fn) cmocka_unit_test_setup_teardown(fn, setup, fixture_teardown)
+#define STEST(fn) FIXTURE_TEST_WITH(fn, setup, fixture_teardown)
 
 /* ---- set, get, clear ----------------------------------------------------- */
 

@@ -169,13 +169,6 @@ static void server_stop(server_t *srv) {
     uv_run(&srv->f->loop, UV_RUN_ONCE);
 }
 
-/* Run until `p` settles (servers keep the loop alive meanwhile). */
-static void run_until(fixture_t *f, uvp_promise_t *p) {
-  for (int i = 0; i < 100000 && uvp_promise_state(p) == UVP_PENDING; i++)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
-}
-
 static void addr_of(server_t *srv, struct sockaddr_in *a) {
   uv_ip4_addr("127.0.0.1", srv->port, a);
 }
@@ -217,7 +210,7 @@ static void test_request_reply(void **state) {
   server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
   req_t r = {0};
   uvp_promise_t *body = request(f, &r, &srv);
-  run_until(f, body);
+  run_until_settled(f, body);
   assert_int_equal(uvp_promise_state(body), UVP_FULFILLED);
   uvp_buf_t *b = uvp_promise_value(body);
   assert_int_equal(b->len, strlen(REPLY));
@@ -235,7 +228,7 @@ static void test_read_all_max_bytes(void **state) {
   req_t r = {0};
   r.max = 8;
   uvp_promise_t *body = request(f, &r, &srv);
-  run_until(f, body);
+  run_until_settled(f, body);
   uvp_buf_t *b = uvp_promise_value(body);
   assert_non_null(b);
   assert_int_equal(b->len, 8);
@@ -263,7 +256,7 @@ static void test_connect_host_localhost(void **state) {
   else
     name = "127.0.0.1";
   assert_int_equal(uvp_tcp_connect_host(t, name, srv.port, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
   uvp_promise_release(c);
   uvp_tcp_close(t);
@@ -278,7 +271,7 @@ static void test_connect_host_unknown_name(void **state) {
   uvp_promise_t *c;
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
   assert_int_equal(uvp_tcp_connect_host(t, UNRESOLVABLE_NAME, 80, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   assert_int_equal(uvp_promise_state(c), UVP_REJECTED);
   int code = uvp_promise_reason(c, NULL);
   assert_true(code <= UV_EAI_ADDRFAMILY && code >= UV_EAI_PROTOCOL);
@@ -369,7 +362,7 @@ static void test_connect_host_tries_each_address(void **state) {
     uvp_promise_t *c, *w, *rd;
     assert_int_equal(uvp_tcp_connect_host(t, "uvp-test-several", srv.port, &c),
                      0);
-    run_until(f, c);
+    run_until_settled(f, c);
     assert_int_equal(multi.refusing, 0); /* the wrapper answered */
     /* Fulfilled: the first k addresses refuse, so each was tried. */
     assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
@@ -378,7 +371,7 @@ static void test_connect_host_tries_each_address(void **state) {
     uvp_promise_release(c);
     assert_int_equal(uvp_tcp_write(t, "ping", 4, &w), 0);
     assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
-    run_until(f, rd);
+    run_until_settled(f, rd);
     assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
     assert_int_equal(uvp_promise_state(rd), UVP_FULFILLED);
     const uvp_buf_t *b = uvp_promise_value(rd);
@@ -394,7 +387,7 @@ static void test_connect_host_tries_each_address(void **state) {
   multi.refused_port = refused;
   uvp_promise_t *c;
   assert_int_equal(uvp_tcp_connect_host(t, "uvp-test-several", refused, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   assert_int_equal(uvp_promise_reason(c, NULL), UV_ECONNREFUSED);
   uvp_promise_release(c);
   uvp_tcp_close(t);
@@ -410,7 +403,7 @@ static void test_connection_refused(void **state) {
   uv_ip4_addr("127.0.0.1", port, &a);
   uvp_promise_t *c;
   assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   assert_int_equal(uvp_promise_reason(c, NULL), UV_ECONNREFUSED);
   uvp_promise_release(c);
   uvp_tcp_close(t);
@@ -422,7 +415,7 @@ static void test_peer_resets_mid_read(void **state) {
   server_start(f, &srv, SRV_RESET_MID_READ);
   req_t r = {0};
   uvp_promise_t *body = request(f, &r, &srv);
-  run_until(f, body);
+  run_until_settled(f, body);
   assert_int_equal(uvp_promise_reason(body, NULL), UV_ECONNRESET);
   uvp_promise_release(body);
   uvp_tcp_close(r.t);
@@ -438,7 +431,7 @@ static void test_silent_server_times_out(void **state) {
   uvp_promise_t *limited;
   assert_int_equal(uvp_timeout(body, 100, 0, &limited), 0);
   uint64_t t0 = uv_now(&f->loop);
-  run_until(f, limited);
+  run_until_settled(f, limited);
   assert_int_equal(uvp_promise_reason(limited, NULL), UV_ETIMEDOUT);
   assert_true(uv_now(&f->loop) - t0 >= 100);
   /* The timeout cancelled the read, which closed the connection. */
@@ -510,13 +503,13 @@ static void test_read_chunk_then_eof(void **state) {
   uvp_promise_t *c, *w, *rd;
   assert_int_equal(uvp_tcp_connect(r.t, (struct sockaddr *)&a, &c), 0);
   assert_int_equal(uvp_tcp_write(r.t, "ping", 4, &w), 0); /* queued */
-  run_until(f, w);
+  run_until_settled(f, w);
   assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
   assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
   size_t got = 0;
   for (;;) {
     assert_int_equal(uvp_tcp_read(r.t, &rd), 0);
-    run_until(f, rd);
+    run_until_settled(f, rd);
     if (uvp_promise_state(rd) == UVP_REJECTED) {
       assert_int_equal(uvp_promise_reason(rd, NULL), UV_EOF);
       uvp_promise_release(rd);
@@ -531,7 +524,7 @@ static void test_read_chunk_then_eof(void **state) {
   assert_int_equal(got, strlen(REPLY));
   uvp_promise_t *sd;
   assert_int_equal(uvp_tcp_shutdown(r.t, &sd), 0);
-  run_until(f, sd);
+  run_until_settled(f, sd);
   uvp_promise_release(sd);
   uvp_promise_release(c);
   uvp_promise_release(w);
@@ -580,7 +573,7 @@ static void test_thousand_concurrent_connections(void **state) {
   assert_int_equal(uvp_promise_all_settled(f->ctx, bodies, MANY, &all), 0);
   for (int i = 0; i < MANY; i++)
     uvp_promise_release(bodies[i]);
-  run_until(f, all);
+  run_until_settled(f, all);
   const uvp_settled_list_t *l = uvp_promise_value(all);
   assert_int_equal(l->count, MANY);
   assert_int_equal(l->fulfilled, MANY);
@@ -848,7 +841,7 @@ static void test_large_writes_stay_in_order(void **state) {
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
   uvp_promise_t *c, *w[3], *sd, *rd;
   assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
   assert_int_equal(uvp_tcp_write(t, big, BIG, &w[0]), 0);
   /* Not all of 8 MiB fits in a loopback socket's buffer. */
@@ -858,7 +851,7 @@ static void test_large_writes_stay_in_order(void **state) {
   assert_int_equal(uvp_tcp_write(t, mid, MID, &w[2]), 0);
   assert_int_equal(uvp_tcp_shutdown(t, &sd), 0);
   assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
-  run_until(f, rd);
+  run_until_settled(f, rd);
   for (int i = 0; i < 3; i++) {
     assert_int_equal(uvp_promise_state(w[i]), UVP_FULFILLED);
     uvp_promise_release(w[i]);
@@ -895,7 +888,7 @@ static void test_small_write_settles_at_once(void **state) {
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
   uvp_promise_t *c, *w, *sd, *rd;
   assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   small_write_handled = 0;
   assert_int_equal(uvp_tcp_write(t, "ping", 4, &w), 0);
   assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
@@ -903,7 +896,7 @@ static void test_small_write_settles_at_once(void **state) {
   assert_int_equal(small_write_handled, 0);
   assert_int_equal(uvp_tcp_shutdown(t, &sd), 0);
   assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
-  run_until(f, rd);
+  run_until_settled(f, rd);
   assert_int_equal(small_write_handled, 1);
   expect_sink_reply(rd, 4, fnv1a(FNV_INIT, "ping", 4));
   uvp_promise_release(rd);
@@ -1003,7 +996,7 @@ static uvp_tcp_t *connect_to(fixture_t *f, server_t *srv) {
   uvp_promise_t *c;
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
   assert_int_equal(uvp_tcp_connect(t, (struct sockaddr *)&a, &c), 0);
-  run_until(f, c);
+  run_until_settled(f, c);
   assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
   uvp_promise_release(c);
   return t;
@@ -1015,7 +1008,7 @@ static void expect_sunk(fixture_t *f, uvp_tcp_t *t, uint64_t bytes,
   uvp_promise_t *sd, *rd;
   assert_int_equal(uvp_tcp_shutdown(t, &sd), 0);
   assert_int_equal(uvp_tcp_read_all(t, 0, &rd), 0);
-  run_until(f, rd);
+  run_until_settled(f, rd);
   assert_int_equal(uvp_promise_state(sd), UVP_FULFILLED);
   expect_sink_reply(rd, bytes, hash);
   uvp_promise_release(sd);
@@ -1063,7 +1056,7 @@ static void test_write_full_large_queued(void **state) {
   assert_int_equal(uvp_tcp_write_full(t, small, SMALL, buf_release, &w2), 0);
   assert_int_equal(uvp_promise_state(w2), UVP_PENDING);
   assert_int_equal(g_bufs_freed, 0);
-  run_until(f, w2);
+  run_until_settled(f, w2);
   assert_int_equal(uvp_promise_state(w1), UVP_FULFILLED);
   assert_int_equal(uvp_promise_state(w2), UVP_FULFILLED);
   assert_int_equal(g_bufs_freed, 2);
@@ -1215,8 +1208,8 @@ static void wn_write(run_t *r, wn_t *w) {
     if (g_bufs_freed != 0)
       fail_msg("buf_free ran on UV_ENOMEM");
   }
-  while (p != NULL && uvp_promise_state(p) == UVP_PENDING)
-    uv_run(&r->loop, UV_RUN_ONCE);
+  if (p != NULL)
+    loop_run_until(&r->loop, promise_is_settled, p);
   assert_int_equal(uvp_tcp_close(w->t), 0);
   for (int i = 0; i < 100000 && !w->eof; i++)
     uv_run(&r->loop, UV_RUN_ONCE);
@@ -1327,7 +1320,7 @@ static void send_and_close(uvp_tcp_t *server, const char *text) {
 }
 
 static void expect_body(fixture_t *f, uvp_promise_t *p, const char *text) {
-  run_until(f, p);
+  run_until_settled(f, p);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   const uvp_buf_t *b = uvp_promise_value(p);
   assert_int_equal(b->len, strlen(text));

@@ -38,8 +38,7 @@ static int traces_setup(void **state) {
   assert_int_equal(uvp_ctx_set_traces(f->ctx, 1), 0);
   return 0;
 }
-#define TRACE_TEST(fn)                                                         \
-  cmocka_unit_test_setup_teardown(fn, traces_setup, fixture_teardown)
+#define TRACE_TEST(fn) FIXTURE_TEST_WITH(fn, traces_setup, fixture_teardown)
 
 /* ---- on, off ------------------------------------------------------------- */
 
