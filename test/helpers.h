@@ -72,19 +72,10 @@ static inline int fixture_setup(void **state) {
   return 0;
 }
 
-/* A failed assertion longjmps out of the test, leaving its frames' handles
- * (a listener, a timer, a struct a hook writes into) on the loop, and
- * cmocka calls the teardown at the test's own depth: its frames would
- * overwrite them while the loop still walks them.  The test runs below a
- * gap the teardown's frames stay within, so what it left keeps its bytes
- * until the teardown has closed it. */
-#define FIXTURE_STACK_GAP (256 * 1024)
-
+/* Runs the test and records that it returned: a failed assertion
+ * longjmps out of it instead, which the teardown must know. */
 static inline void fixture_run(void **state) {
   fixture_t *f = *state;
-  volatile char gap[FIXTURE_STACK_GAP];
-  gap[0] = 0; /* volatile: the array, and so the gap, must exist */
-  (void)gap[0];
   assert_non_null(f->test);
   f->test(state);
   f->returned = true;
@@ -100,9 +91,9 @@ static inline void fixture_run(void **state) {
     }                                                                          \
   }
 
-/* Set once a test that failed, or left its loop busy, may have left its
- * context alive (promises it never released): the allocator check below
- * would then fail every later test of the program too. */
+/* Set once a test failed, or left its loop busy: its context is still
+ * alive, and the allocator check below would fail every later test of the
+ * program too. */
 static bool fixture_ctx_leaked __attribute__((unused));
 
 static inline void fixture_deadline(uv_timer_t *t) { *(bool *)t->data = true; }
@@ -125,51 +116,33 @@ static inline bool fixture_drain(fixture_t *f, uint64_t ms) {
   return !uv_loop_alive(&f->loop);
 }
 
-static inline void fixture_close_handle(uv_handle_t *h, void *arg) {
-  if (!uv_is_closing(h)) {
-    fprintf(stderr, "teardown: closing a %s handle the test left open\n",
-            uv_handle_type_name(uv_handle_get_type(h)));
-    uv_close(h, NULL);
-    (*(int *)arg)++;
-  }
-}
-
 /* Close the context (if the test did not) and prove the loop is clean,
  * and that the context is gone: uvp refuses to change allocators
  * (UV_EBUSY) while any context is alive, a leak no leak checker sees (the
- * table of contexts keeps it reachable).  The loop runs for a bounded
- * time; what the test left open after that (after a failed assertion, a
- * listener, a connection) is closed here, its memory leaked (its owner's
- * close callback is unknown), so that the process goes on to report the
- * failure instead of waiting in poll for meson's timeout.  A test that
- * returned fails if it needed that.  A loop that still will not close (a
- * request in the thread pool) is left to the process's exit. */
+ * table of contexts keeps it reachable).
+ * After a failed assertion the loop is not touched again: the test's
+ * frames are gone, but handles in them (a listener, a connection) may
+ * still be linked into the loop, and running it would read and write that
+ * stale stack, or wait in poll for meson's timeout.  The fixture, its loop
+ * and its context are abandoned, so that cmocka reports the failure and
+ * goes on with the next test on a fresh loop.  A test that returned but
+ * left its loop busy for 10 s fails here (its loop is abandoned too). */
 static inline int fixture_teardown(void **state) {
   fixture_t *f = *state;
-  bool failed = f->test != NULL && !f->returned;
-  if (failed)
+  if (f->test != NULL && !f->returned) {
     fixture_ctx_leaked = true;
-  if (f->ctx != NULL) {
-    int rc = uvp_ctx_close(f->ctx);
-    f->ctx = NULL;
-    if (!failed)
-      assert_int_equal(rc, 0);
-  }
-  if (fixture_drain(f, failed ? 1000 : 10000) && uv_loop_close(&f->loop) == 0) {
-    free(f);
-    if (!fixture_ctx_leaked)
-      assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
     return 0;
   }
-  int left = 0;
-  uv_walk(&f->loop, fixture_close_handle, &left);
-  fixture_ctx_leaked = true;
-  if (fixture_drain(f, 1000) && uv_loop_close(&f->loop) == 0)
-    free(f); /* else f stays: libuv may still touch the loop */
-  if (!failed)
-    fail_msg("the test left its loop busy: %d handle(s) open (closed above) "
-             "or requests in flight",
-             left);
+  if (f->ctx != NULL)
+    assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  if (!fixture_drain(f, 10000)) {
+    fixture_ctx_leaked = true;
+    fail_msg("the test left its loop busy: still running after 10 s");
+  }
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  free(f);
+  if (!fixture_ctx_leaked)
+    assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
   return 0;
 }
 
