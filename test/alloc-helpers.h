@@ -3,7 +3,9 @@
  * until a run meets no failure), each run on a fresh loop and context
  * ending with nothing leaked (the counting allocator balances) and
  * uv_loop_close() == 0.  The allocator can only be replaced while no
- * context exists: a test using it comes first in its file. */
+ * context exists: a test using it does not run on the fixture's context
+ * (which exists from setup to teardown), and is skipped once an earlier
+ * failed test has left its context alive. */
 #ifndef UVP_TEST_ALLOC_HELPERS_H
 #define UVP_TEST_ALLOC_HELPERS_H
 
