@@ -1534,7 +1534,10 @@ UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
  * it no group's (the pool's own; the group's join no longer waits for it),
  * uvp_tcp_attach the current scope's group's (the work that takes it from
  * the pool: that group's join waits for it from then on; outside a group's
- * work, no group).  Loop thread, before uvp_tcp_close().  Errors:
+ * work, no group).  A server that accepts in its libuv connection
+ * callback, outside any group's work, and serves each connection in a
+ * group's member has the member attach it first, or the join does not
+ * wait for it.  Loop thread, before uvp_tcp_close().  Errors:
  * UV_EINVAL (NULL), UV_EBADF (closed), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_tcp_detach(uvp_tcp_t *t);
 UVP_EXTERN int uvp_tcp_attach(uvp_tcp_t *t);
