@@ -1469,6 +1469,53 @@ UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
 UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
+/* readlink: value is an owned char *, the link's contents as stored
+ * (not resolved: see realpath), NUL-terminated, the same type as
+ * realpath's.  A path that is not a symbolic link rejects with UV_EINVAL
+ * (readlink(2)'s answer). */
+#define uvp_fs_readlink(...) uvp_fs_readlink_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
+/* fsync / fdatasync: flush the file's data (fsync: and its metadata) to
+ * the device; value NULL. */
+#define uvp_fs_fsync(...) uvp_fs_fsync_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                               const char *file, int line);
+#define uvp_fs_fdatasync(...)                                                  \
+  uvp_fs_fdatasync_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd,
+                                   uvp_promise_t **out, const char *file,
+                                   int line);
+/* ftruncate: cut or extend (with zeros) the file to `offset` bytes; value
+ * NULL.  A negative offset is UV_EINVAL, returned at once with nothing
+ * started (ftruncate(2) would reject it the same way). */
+#define uvp_fs_ftruncate(...)                                                  \
+  uvp_fs_ftruncate_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
+                                   uvp_promise_t **out, const char *file,
+                                   int line);
+/* chmod / fchmod: set the permission bits to `mode` (as chmod(2): 0644,
+ * ...; not masked by the umask); value NULL. */
+#define uvp_fs_chmod(...) uvp_fs_chmod_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
+                               uvp_promise_t **out, const char *file, int line);
+#define uvp_fs_fchmod(...) uvp_fs_fchmod_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode,
+                                uvp_promise_t **out, const char *file,
+                                int line);
+/* copyfile: copy `path`'s contents and permission bits to `new_path`,
+ * which is replaced if it exists; value NULL.  `flags` is libuv's, passed
+ * through: UV_FS_COPYFILE_EXCL (an existing new_path rejects with
+ * UV_EEXIST), UV_FS_COPYFILE_FICLONE (a copy-on-write clone where the
+ * file system has them, else a copy), UV_FS_COPYFILE_FICLONE_FORCE (a
+ * clone or a rejection, such as UV_ENOTSUP).  Any other bit is UV_EINVAL,
+ * returned at once with nothing started. */
+#define uvp_fs_copyfile(...) uvp_fs_copyfile_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
+                                  const char *new_path, int flags,
+                                  uvp_promise_t **out, const char *file,
+                                  int line);
 /* read_file: open, read to the end, close; value is an owned uvp_buf_t *.
  * Files over `max` bytes (0: no limit) reject with UV_EFBIG; files whose
  * size stat does not know (/proc, pipes, devices) are read until end of

@@ -135,9 +135,9 @@ static void stat_free(void *statbuf) {
 }
 
 /* Whether simple_settle reads more of the finished request than its
- * result: a stat's value lives in it, scandir and realpath copy theirs out
- * of it.  Keep in step with simple_settle's switch.  simple_cb cleans every
- * other request before simple_settle runs. */
+ * result: a stat's value lives in it, scandir, realpath and readlink copy
+ * theirs out of it.  Keep in step with simple_settle's switch.  simple_cb
+ * cleans every other request before simple_settle runs. */
 static bool settle_reads_request(const uv_fs_t *req) {
   if (req->result < 0)
     return false;
@@ -147,6 +147,7 @@ static bool settle_reads_request(const uv_fs_t *req) {
   case UV_FS_FSTAT:
   case UV_FS_SCANDIR:
   case UV_FS_REALPATH:
+  case UV_FS_READLINK:
     return true;
   default:
     return false;
@@ -194,7 +195,11 @@ static void simple_settle(fsop_t *op, uvp_promise_t *p) {
       free_cb = dirents_free;
       err = value == NULL ? UV_ENOMEM : 0;
       break;
-    case UV_FS_REALPATH: {
+    case UV_FS_REALPATH:
+    case UV_FS_READLINK: {
+      /* Copied out: libuv's string is freed by the request's cleanup, and
+       * a value must come from uvp's allocator (uvp_replace_allocator),
+       * whose free releases it. */
       size_t len = strlen(req->ptr) + 1;
       value = uvp__malloc(len);
       if (value != NULL)
@@ -320,6 +325,43 @@ int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
 int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                        const char *file, int line) {
   SIMPLE_IF(path != NULL, uv_fs_realpath(ctx->loop, &op->req, path, simple_cb));
+}
+int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
+                       const char *file, int line) {
+  SIMPLE_IF(path != NULL, uv_fs_readlink(ctx->loop, &op->req, path, simple_cb));
+}
+int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                    const char *file, int line) {
+  SIMPLE(uv_fs_fsync(ctx->loop, &op->req, fd, simple_cb));
+}
+int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
+                        const char *file, int line) {
+  SIMPLE(uv_fs_fdatasync(ctx->loop, &op->req, fd, simple_cb));
+}
+/* A negative length is refused here, as ftruncate(2) would refuse it, so
+ * that nothing is started for it (uvp.h). */
+int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
+                        uvp_promise_t **out, const char *file, int line) {
+  SIMPLE_IF(offset >= 0,
+            uv_fs_ftruncate(ctx->loop, &op->req, fd, offset, simple_cb));
+}
+int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
+                    uvp_promise_t **out, const char *file, int line) {
+  SIMPLE_IF(path != NULL,
+            uv_fs_chmod(ctx->loop, &op->req, path, mode, simple_cb));
+}
+int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode, uvp_promise_t **out,
+                     const char *file, int line) {
+  SIMPLE(uv_fs_fchmod(ctx->loop, &op->req, fd, mode, simple_cb));
+}
+/* libuv refuses flags it does not know (UV_EINVAL) before it starts
+ * anything: uvp__op_started undoes the operation and returns that. */
+int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
+                       int flags, uvp_promise_t **out, const char *file,
+                       int line) {
+  SIMPLE_IF(
+      path != NULL && new_path != NULL,
+      uv_fs_copyfile(ctx->loop, &op->req, path, new_path, flags, simple_cb));
 }
 
 /* ---- whole files --------------------------------------------------------- */

@@ -1,8 +1,8 @@
 /* Cancelling uvp's fs requests: before a request starts (the pool filled
  * with blocked jobs), while it runs (an open blocked on a FIFO), after it
  * settled, and teardown with requests at every stage.  Whatever a cancelled
- * request produces later (a descriptor, a buffer) is released, not leaked:
- * the descriptor counts and valgrind check it. */
+ * request produces later (a descriptor, a buffer, a link's text) is
+ * released, not leaked: the descriptor counts and valgrind check it. */
 #include "fs-helpers.h"
 
 /* ---- cancellation -------------------------------------------------------- */
@@ -17,7 +17,8 @@ static void test_cancel_before_start(void **state) {
   blocker_t b;
   uvp_promise_t **w = block_pool(f, &b, n);
 
-  enum { K = 12 };
+  assert_int_equal(symlink("exists", at("link")), 0);
+  enum { K = 19 };
   uvp_promise_t *p[K];
   assert_int_equal(uvp_fs_stat(f->ctx, at("exists"), &p[0]), 0);
   assert_int_equal(uvp_fs_scandir(f->ctx, tmp, &p[1]), 0);
@@ -33,10 +34,18 @@ static void test_cancel_before_start(void **state) {
                    0);
   assert_int_equal(uvp_fs_rmdir(f->ctx, at("emptydir"), &p[9]), 0);
   assert_int_equal(uvp_fs_lstat(f->ctx, at("exists"), &p[10]), 0);
-  int fd = open(at("exists"), O_RDONLY);
+  int fd = open(at("exists"), O_RDWR);
   assert_true(fd >= 0);
   static char buf[8];
   assert_int_equal(uvp_fs_read(f->ctx, fd, buf, sizeof(buf), 0, &p[11]), 0);
+  assert_int_equal(uvp_fs_readlink(f->ctx, at("link"), &p[12]), 0);
+  assert_int_equal(uvp_fs_fsync(f->ctx, fd, &p[13]), 0);
+  assert_int_equal(uvp_fs_fdatasync(f->ctx, fd, &p[14]), 0);
+  assert_int_equal(uvp_fs_ftruncate(f->ctx, fd, 1, &p[15]), 0);
+  assert_int_equal(uvp_fs_chmod(f->ctx, at("exists"), 0600, &p[16]), 0);
+  assert_int_equal(uvp_fs_fchmod(f->ctx, fd, 0604, &p[17]), 0);
+  assert_int_equal(
+      uvp_fs_copyfile(f->ctx, at("exists"), at("copied"), 0, &p[18]), 0);
   for (int i = 0; i < K; i++) {
     assert_int_equal(uvp_promise_state(p[i]), UVP_PENDING);
     assert_int_equal(uvp_promise_cancel(p[i]), 0);
@@ -48,9 +57,15 @@ static void test_cancel_before_start(void **state) {
   blockers_done(&b, w, n, 0);
   for (int i = 0; i < K; i++) {
     assert_int_equal(uvp_promise_reason(p[i], NULL), UV_ECANCELED);
+    assert_null(uvp_promise_value(p[i]));
     uvp_promise_release(p[i]);
   }
   assert_false(exists("never"));
+  assert_false(exists("copied"));
+  struct stat st;
+  assert_int_equal(stat(at("exists"), &st), 0);
+  assert_int_equal(st.st_size, 4); /* not truncated */
+  assert_int_equal(st.st_mode & 07777, 0644);
   assert_false(exists("never.txt"));
   assert_false(exists("created"));
   assert_false(exists("renamed"));
@@ -129,6 +144,9 @@ static void test_teardown_in_flight(void **state) {
   fill_pattern(data, 1 << 16, 4);
   put("src", data, 1 << 16);
   free(data);
+  assert_int_equal(symlink("src", at("link")), 0);
+  int src = open(at("src"), O_RDONLY);
+  assert_true(src >= 0);
   int fds = count_fds();
 
   /* All but one pool thread blocked, so requests are at every stage. */
@@ -140,7 +158,7 @@ static void test_teardown_in_flight(void **state) {
   for (int i = 0; i < K; i++) {
     snprintf(rel, sizeof(rel), "out%02d", i);
     int rc;
-    switch (i % 5) {
+    switch (i % 8) {
     case 0:
       rc = uvp_fs_read_file(f->ctx, at("src"), 0, &p[i]);
       break;
@@ -152,6 +170,15 @@ static void test_teardown_in_flight(void **state) {
       break;
     case 3:
       rc = uvp_fs_stat(f->ctx, at("src"), &p[i]);
+      break;
+    case 4:
+      rc = uvp_fs_readlink(f->ctx, at("link"), &p[i]);
+      break;
+    case 5:
+      rc = uvp_fs_copyfile(f->ctx, at("src"), at(rel), 0, &p[i]);
+      break;
+    case 6:
+      rc = uvp_fs_fsync(f->ctx, src, &p[i]);
       break;
     default:
       rc = uvp_fs_open(f->ctx, at("src"), O_RDONLY, 0, &p[i]);
@@ -170,6 +197,7 @@ static void test_teardown_in_flight(void **state) {
   run_loop(f);
   blockers_done(&b, w, n, UVP_ECLOSED);
   assert_int_equal(count_fds(), fds);
+  assert_int_equal(close(src), 0);
 }
 
 int main(void) {
