@@ -60,7 +60,8 @@ struct uvp__op_s {
  * in, the rest is the wrapper's to initialise: zeroing memory libuv is
  * about to write costs stores to cold lines), which has two references: the
  * caller's (handed out by uvp__op_started) and the operation's.  NULL with *rc
- * set: UV_EINVAL (NULL ctx or out), UVP_ECLOSED, UV_ENOMEM. */
+ * set: UV_EINVAL (NULL ctx or out), UVP_ECLOSED, UVP_ETHREAD (the context's
+ * thread check), UV_ENOMEM. */
 void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
                   uvp_promise_t **out, const char *file, int line, int *rc);
 

@@ -47,7 +47,56 @@ static inline int rm_one(const char *path, const struct stat *st, int flag,
   return remove(path);
 }
 
+/* Jobs that occupy pool threads until released: one set at a time, kept
+ * here rather than on the test's stack because fs_teardown releases them
+ * after a failed assertion (the test's frames are gone by then), or the
+ * process would wait for the blocked threads at exit. */
+static struct {
+  uv_sem_t started;
+  uv_sem_t go;
+  size_t held; /* threads blocked, until unblock_pool */
+} blocker __attribute__((unused));
+
+static inline int block_job(void *arg, void **result) {
+  (void)arg;
+  (void)result;
+  uv_sem_post(&blocker.started);
+  uv_sem_wait(&blocker.go);
+  return 0;
+}
+
+/* Occupy `n` pool threads; returns once every one of them is running. */
+static inline uvp_promise_t **block_pool(fixture_t *f, size_t n) {
+  assert_int_equal(blocker.held, 0);
+  assert_int_equal(uv_sem_init(&blocker.started, 0), 0);
+  assert_int_equal(uv_sem_init(&blocker.go, 0), 0);
+  uvp_promise_t **w = calloc(n + 1, sizeof(*w));
+  assert_non_null(w);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(uvp_work(f->ctx, block_job, NULL, NULL, &w[i]), 0);
+  blocker.held = n;
+  for (size_t i = 0; i < n; i++)
+    uv_sem_wait(&blocker.started);
+  return w;
+}
+
+static inline void unblock_pool(void) {
+  for (; blocker.held > 0; blocker.held--)
+    uv_sem_post(&blocker.go);
+}
+
+static inline void blockers_done(uvp_promise_t **w, size_t n, int want) {
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(uvp_promise_reason(w[i], NULL), want);
+    uvp_promise_release(w[i]);
+  }
+  free(w);
+  uv_sem_destroy(&blocker.started);
+  uv_sem_destroy(&blocker.go);
+}
+
 static inline int fs_teardown(void **state) {
+  unblock_pool(); /* after a failed assertion: see block_pool */
   fixture_teardown(state);
   assert_int_equal(nftw(tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
   return 0;
@@ -136,49 +185,6 @@ static inline int count_fds(void) {
     n++;
   closedir(d);
   return n;
-}
-
-/* Jobs that occupy a pool thread until released. */
-typedef struct blocker_s {
-  uv_sem_t started;
-  uv_sem_t go;
-} blocker_t;
-
-static inline int block_job(void *arg, void **result) {
-  blocker_t *b = arg;
-  (void)result;
-  uv_sem_post(&b->started);
-  uv_sem_wait(&b->go);
-  return 0;
-}
-
-/* Occupy `n` pool threads; returns once every one of them is running. */
-static inline uvp_promise_t **block_pool(fixture_t *f, blocker_t *b, size_t n) {
-  assert_int_equal(uv_sem_init(&b->started, 0), 0);
-  assert_int_equal(uv_sem_init(&b->go, 0), 0);
-  uvp_promise_t **w = calloc(n + 1, sizeof(*w));
-  assert_non_null(w);
-  for (size_t i = 0; i < n; i++)
-    assert_int_equal(uvp_work(f->ctx, block_job, b, NULL, &w[i]), 0);
-  for (size_t i = 0; i < n; i++)
-    uv_sem_wait(&b->started);
-  return w;
-}
-
-static inline void unblock_pool(blocker_t *b, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    uv_sem_post(&b->go);
-}
-
-static inline void blockers_done(blocker_t *b, uvp_promise_t **w, size_t n,
-                                 int want) {
-  for (size_t i = 0; i < n; i++) {
-    assert_int_equal(uvp_promise_reason(w[i], NULL), want);
-    uvp_promise_release(w[i]);
-  }
-  free(w);
-  uv_sem_destroy(&b->started);
-  uv_sem_destroy(&b->go);
 }
 
 #endif

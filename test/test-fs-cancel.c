@@ -14,8 +14,7 @@ static void test_cancel_before_start(void **state) {
   put("exists", "data", 4);
   assert_int_equal(mkdir(at("emptydir"), 0755), 0);
   size_t n = uvp_pool_size();
-  blocker_t b;
-  uvp_promise_t **w = block_pool(f, &b, n);
+  uvp_promise_t **w = block_pool(f, n);
 
   assert_int_equal(symlink("exists", at("link")), 0);
   enum { K = 19 };
@@ -52,9 +51,9 @@ static void test_cancel_before_start(void **state) {
     assert_int_equal(uvp_promise_state(p[i]), UVP_REJECTED);
     assert_int_equal(uvp_promise_reason(p[i], NULL), UV_ECANCELED);
   }
-  unblock_pool(&b, n);
+  unblock_pool();
   run_loop(f);
-  blockers_done(&b, w, n, 0);
+  blockers_done(w, n, 0);
   for (int i = 0; i < K; i++) {
     assert_int_equal(uvp_promise_reason(p[i], NULL), UV_ECANCELED);
     assert_null(uvp_promise_value(p[i]));
@@ -151,8 +150,7 @@ static void test_teardown_in_flight(void **state) {
 
   /* All but one pool thread blocked, so requests are at every stage. */
   size_t n = uvp_pool_size() - 1;
-  blocker_t b;
-  uvp_promise_t **w = block_pool(f, &b, n);
+  uvp_promise_t **w = block_pool(f, n);
   uvp_promise_t *p[K];
   char rel[32];
   for (int i = 0; i < K; i++) {
@@ -193,9 +191,9 @@ static void test_teardown_in_flight(void **state) {
     assert_int_equal(uvp_promise_reason(p[i], NULL), UVP_ECLOSED);
     uvp_promise_release(p[i]);
   }
-  unblock_pool(&b, n);
+  unblock_pool();
   run_loop(f);
-  blockers_done(&b, w, n, UVP_ECLOSED);
+  blockers_done(w, n, UVP_ECLOSED);
   assert_int_equal(count_fds(), fds);
   assert_int_equal(close(src), 0);
 }

@@ -255,8 +255,7 @@ static void test_request_cleaned_before_settling(void **state) {
 static void test_cancel_handed_on_request(void **state) {
   fixture_t *f = *state;
   size_t n = uvp_pool_size();
-  blocker_t b;
-  uvp_promise_t **w = block_pool(f, &b, n);
+  uvp_promise_t **w = block_pool(f, n);
 
   handoff_t h = {.f = f, .path = at("created"), .flags = O_WRONLY | O_CREAT};
   uvp_promise_t *opened;
@@ -269,9 +268,9 @@ static void test_cancel_handed_on_request(void **state) {
   assert_int_equal(uvp_promise_reason(opened, NULL), UV_ECANCELED);
   assert_int_equal(uvp_promise_cancel(opened), UVP_ESETTLED);
 
-  unblock_pool(&b, n);
+  unblock_pool();
   run_loop(f);
-  blockers_done(&b, w, n, 0);
+  blockers_done(w, n, 0);
   assert_int_equal(uvp_promise_reason(opened, NULL), UV_ECANCELED);
   assert_int_equal(uvp_promise_reason(read, NULL), UV_ECANCELED);
   assert_false(exists("created"));

@@ -439,8 +439,7 @@ static void test_handler_hands_request_on(void **state) {
   /* A copy, with the pool full, so the request is still queued when the
    * handler has run; cancelled there, it never happens. */
   size_t n = uvp_pool_size();
-  blocker_t b;
-  uvp_promise_t **w = block_pool(f, &b, n);
+  uvp_promise_t **w = block_pool(f, n);
   h.ran = 0;
   h.copy = at("copy");
   d = request_later(&h);
@@ -453,9 +452,9 @@ static void test_handler_hands_request_on(void **state) {
   assert_int_equal(uvp_promise_state(d), UVP_PENDING);
   assert_int_equal(uvp_promise_cancel(d), 0);
   assert_int_equal(uvp_promise_reason(d, NULL), UV_ECANCELED);
-  unblock_pool(&b, n);
+  unblock_pool();
   run_loop(f);
-  blockers_done(&b, w, n, 0);
+  blockers_done(w, n, 0);
   assert_int_equal(uvp_promise_reason(d, NULL), UV_ECANCELED);
   uvp_promise_release(d);
   assert_false(exists("copy"));
