@@ -301,8 +301,17 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * second call is a bug: until the loop has run the close callbacks it
  * returns UVP_ECLOSED and changes nothing; after that `ctx` is freed
  * memory, and ASan and valgrind report the call.
+ * A program that closes every handle at exit (uv_walk, skipping those
+ * uv_is_closing reports, as it must) calls this first: uvp's handles are
+ * then closing and the walk leaves them alone.  A walk made before closes
+ * the context's three handles too (nothing tells them apart): from then
+ * on no handler runs, and this call, once the loop has run their close
+ * callbacks, tears down as above; until then it returns UV_EBUSY and
+ * changes nothing.  (The handles of uvp's timers, connections and
+ * processes must not be closed that way: close the context, and your
+ * uvp_tcp_t, first.)
  * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above),
- * UVP_EINFIBER (called on a fiber: see "Fibers"). */
+ * UVP_EINFIBER (called on a fiber: see "Fibers"), UV_EBUSY (see above). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
 /* The loop ctx was created over (NULL for NULL); also after
