@@ -56,7 +56,14 @@
  *    so through other means (its uv_async_send on a handle of yours, a
  *    write to a pipe the loop watches) is read in the loop iteration that
  *    runs that callback, and keeps the loop alive until its handlers have
- *    run: that callback may close your handle.
+ *    run: that callback may close your handle.  (A thread that has only
+ *    been joined has told the loop nothing: uv_run() may still return
+ *    without reading what it posted.)
+ *
+ *  - fork(): the child may go on using a context it inherited once it has
+ *    called uv_loop_fork() on the loop (as libuv requires), including
+ *    settles from threads it starts, or just close it; as for any library
+ *    with locks, fork while no other thread is inside a uvp call.
  *
  *  - Errors: every `int` return is 0 or a negative code.  On error nothing
  *    happened: in particular, ownership of values, payloads and callback
@@ -301,8 +308,17 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * second call is a bug: until the loop has run the close callbacks it
  * returns UVP_ECLOSED and changes nothing; after that `ctx` is freed
  * memory, and ASan and valgrind report the call.
+ * A program that closes every handle at exit (uv_walk, skipping those
+ * uv_is_closing reports, as it must) calls this first: uvp's handles are
+ * then closing and the walk leaves them alone.  A walk made before closes
+ * the context's three handles too (nothing tells them apart): from then
+ * on no handler runs, and this call, once the loop has run their close
+ * callbacks, tears down as above; until then it returns UV_EBUSY and
+ * changes nothing.  (The handles of uvp's timers, connections and
+ * processes must not be closed that way: close the context, and your
+ * uvp_tcp_t, first.)
  * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above),
- * UVP_EINFIBER (called on a fiber: see "Fibers"). */
+ * UVP_EINFIBER (called on a fiber: see "Fibers"), UV_EBUSY (see above). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
 /* The loop ctx was created over (NULL for NULL); also after
@@ -324,15 +340,20 @@ UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
 
 /* Maximum number of handlers run per scheduler callback (two per loop
  * iteration: idle and check phases) before yielding to timers and I/O.
+ * A handler that calls uv_stop() ends the pass too: uv_run() returns as
+ * libuv says, and the handlers still queued run when it is run again.
  * Default 1024.  Errors: UV_EINVAL (NULL ctx, a budget of 0),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
 /* Memory.  Promises, reactions and libuv operations come from per-context
  * pools that are recycled, so once warmed up, creating, settling and
- * reacting never call malloc nor make a system call; settling never fails
- * for want of memory.  Everything a context holds is freed after
- * uvp_ctx_close (docs/internals.md says how the pools are laid out).
+ * reacting on the loop thread never call malloc nor make a system call;
+ * settling there never fails for want of memory.  A settle or release
+ * made from another thread allocates its message (through the allocator
+ * of uvp_replace_allocator) and may wake the loop (uv_async_send).
+ * Everything a context holds is freed after uvp_ctx_close
+ * (docs/internals.md says how the pools are laid out).
  *
  * Pre-allocate room for `promises` more promises and `reactions` more
  * reactions (and run-queue room for those reactions all queued at once),
@@ -629,7 +650,9 @@ UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
 UVP_EXTERN uvp_promise_t *uvp_promise_retain(uvp_promise_t *p);
 
 /* Drop one reference; the last one frees the promise and runs its value's or
- * payload's destructor.  Any thread.  NULL is a no-op. */
+ * payload's destructor.  Any thread.  NULL is a no-op.  Off the loop thread
+ * it posts a message (see "Threads"); if that allocation fails, the
+ * reference stays: a leak, as a void call cannot report it. */
 UVP_EXTERN void uvp_promise_release(uvp_promise_t *p);
 
 /* The state; for a NULL promise UVP_PENDING. */
@@ -814,8 +837,9 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * consumers wait for is left alone, and they go on waiting, as with
  * Promise.race, and the timeout stops being one of them (cancelling the
  * last of them later cancels p).  UVP_CANCEL_INPUT in flags cancels p in
- * either case.  Cancelling the result cancels p by the same rule.  The
- * result keeps itself alive while pending (its timer holds it).  Borrows p.
+ * either case; UVP_KEEP_ALIVE makes uv_run wait for the timer.
+ * Cancelling the result cancels p by the same rule.  The result keeps
+ * itself alive while pending (its timer holds it).  Borrows p.
  * Errors: UV_EINVAL (NULL p or out, unknown flags), UV_ENOMEM,
  * UVP_ECLOSED. */
 enum { UVP_CANCEL_INPUT = 8 };

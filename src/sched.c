@@ -186,7 +186,10 @@ static void check_cb(uv_check_t *h) {
 /* Queue work exists: make the next poll non-blocking and keep the loop
  * alive until it has run.  uv_idle_start is a list insertion: no syscall. */
 void uvp__wake_slow(uvp_ctx_t *ctx) {
-  if (!ctx->idle_active && !ctx->closed) {
+  /* Not on a handle the program closed (a uv_walk closing every handle):
+   * starting it would link a closed handle back into the loop. */
+  if (!ctx->idle_active && !ctx->closed &&
+      !uv_is_closing((uv_handle_t *)&ctx->idle)) {
     uv_idle_start(&ctx->idle, idle_cb);
     ctx->idle_active = true;
   }
@@ -540,12 +543,43 @@ static void drop_queued(uvp_ctx_t *ctx) {
   }
 }
 
+static void find_handle(uv_handle_t *h, void *arg) {
+  uv_handle_t **want = arg; /* {the handle, found} */
+  if (h == want[0])
+    want[1] = h;
+}
+
+/* A program that closes every handle with uv_walk before uvp_ctx_close
+ * closes ours too (nothing tells them apart).  One whose close has
+ * completed is gone from the loop's list: count it closed.  One still in
+ * the list is closing with the program's callback, which is all that
+ * says when libuv is done with the context's memory: the caller must run
+ * the loop first (UV_EBUSY). */
+static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
+  int closed = 0;
+  for (int i = 0; i < 3; i++) {
+    if (!uv_is_closing(hs[i]))
+      continue;
+    uv_handle_t *want[2] = {hs[i], NULL};
+    uv_walk(ctx->loop, find_handle, want);
+    if (want[1] != NULL)
+      return UV_EBUSY;
+    closed++;
+  }
+  return closed;
+}
+
 int uvp_ctx_close(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
   if (rc == 0 && uvp__fiber_current != NULL)
     rc = UVP_EINFIBER; /* it would free the stack it runs on */
   if (rc != 0)
     return rc;
+  uv_handle_t *hs[3] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
+                        (uv_handle_t *)&ctx->async};
+  int by_host = count_closed_by_host(ctx, hs);
+  if (by_host < 0)
+    return by_host;
   /* Held across the whole sweep: from `closed` on, other threads change
    * references only under this lock. */
   uvp__lock(ctx);
@@ -578,9 +612,9 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
    * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
   retire_unhandled(ctx);
-  uv_close((uv_handle_t *)&ctx->idle, handle_closed);
-  uv_close((uv_handle_t *)&ctx->check, handle_closed);
-  uv_close((uv_handle_t *)&ctx->async, handle_closed);
+  for (int i = 0; i < 3; i++)
+    if (!uv_is_closing(hs[i]))
+      uv_close(hs[i], handle_closed);
   uvp__unlock(ctx);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,
@@ -593,5 +627,10 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   uvp__scope_unref(ctx->scope);
   ctx->scope = NULL;
   drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
+  if (by_host != 0) { /* last: with them the context may be freed now */
+    uvp__lock(ctx);
+    ctx->handles_open -= by_host;
+    uvp__unlock(ctx);
+  }
   return 0;
 }

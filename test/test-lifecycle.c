@@ -940,6 +940,40 @@ static void test_handler_closes_context(void **state) {
   uvp_promise_release(d2);
 }
 
+/* A program that closes every handle at exit with uv_walk, before
+ * uvp_ctx_close, closes the context's own handles too: it cannot tell them
+ * from its own.  uvp must not close them a second time (libuv aborts) nor
+ * start its idle handle again; while their closes are under way it
+ * refuses (UV_EBUSY, nothing changed), and once the loop has run them it
+ * tears down as usual, and the context is freed (the fixture checks). */
+static void close_every_handle(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) {
+    uv_close(h, NULL);
+    ++*(int *)arg;
+  }
+}
+
+static void test_ctx_close_after_walk_closed_its_handles(void **state) {
+  fixture_t *f = *state;
+  int ran = 0, closed = 0;
+  uvp_promise_t *p, *d;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_promise_then(p, ret_null, &ran, &d), 0);
+  uv_walk(&f->loop, close_every_handle, &closed);
+  assert_int_equal(closed, 3); /* idle, check, async */
+  assert_int_equal(uvp_ctx_close(f->ctx), UV_EBUSY);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  run_loop(f);
+  /* Settling queues a handler, which can no longer run: the loop ends. */
+  assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(ran, 0);
+  close_ctx(f);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_ECLOSED);
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+}
+
 /* The unhandled hook dumps the pending promises and closes the context
  * while a release is freeing promises: q's last release drops its two
  * handlers' derived promises, and the first one freed, rejected
@@ -1152,6 +1186,7 @@ int main(void) {
       FIXTURE_TEST(test_error_strings),
       FIXTURE_TEST(test_handler_releases_settles_creates),
       FIXTURE_TEST(test_handler_closes_context),
+      FIXTURE_TEST(test_ctx_close_after_walk_closed_its_handles),
       FIXTURE_TEST(test_unhandled_hook_closes_context_while_freeing),
       FIXTURE_TEST(test_combinator_cycle_stays_pending),
       FIXTURE_TEST(test_combinator_cycle_torn_down),
