@@ -265,7 +265,7 @@ void uvp__stop_waiting(uvp_promise_t *d) {
 static void report_lost(uvp_promise_t *src, int code, void *payload,
                         bool passed) {
   uvp_promise_t tmp = *src;
-  if (!passed) /* a new rejection, not src's cancellation passed on */
+  if (!passed) /* a new rejection, not src's quiet one passed on */
     tmp.flags &= (uint8_t)~UVP__F_QUIET;
   tmp.state = UVP__S_REJECTED;
   tmp.code = code;
