@@ -72,9 +72,10 @@ static inline uvp_promise_t **block_pool(fixture_t *f, size_t n) {
   assert_int_equal(uv_sem_init(&blocker.go, 0), 0);
   uvp_promise_t **w = calloc(n + 1, sizeof(*w));
   assert_non_null(w);
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     assert_int_equal(uvp_work(f->ctx, block_job, NULL, NULL, &w[i]), 0);
-  blocker.held = n;
+    blocker.held++; /* if a later uvp_work fails, fs_teardown frees these */
+  }
   for (size_t i = 0; i < n; i++)
     uv_sem_wait(&blocker.started);
   return w;
