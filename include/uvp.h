@@ -498,7 +498,8 @@ UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
  * Errors (nothing changes, you keep value):
  *   UV_EINVAL     p is NULL
  *   UVP_ESETTLED  p is already settled or is already following another
- *   UVP_ECLOSED   p's context is closed
+ *   UVP_ECLOSED   p's context is closed (checked first: teardown settled
+ *                 every promise, yet the call says UVP_ECLOSED)
  * Any thread (see "Threads"): off the loop thread the call only queues a
  * message, returns 0 (or UV_ENOMEM / UVP_ECLOSED) and hands value over; if
  * p turns out to be settled already when the loop thread applies it, the
