@@ -35,6 +35,9 @@ enum {
   A_MKDIR,
   A_UNLINK,
   A_RENAME,
+  A_READLINK,
+  A_COPYFILE, /* to rel + ".copy" */
+  A_CHMOD,
   A_RMDIR
 };
 
@@ -51,6 +54,10 @@ static const access_check_t access_checks[] = {
     {A_WRITE_FILE, "ro/new", UV_EACCES},
     {A_UNLINK, "ro/keep", UV_EACCES},
     {A_RENAME, "ro/keep", UV_EACCES},
+    {A_READLINK, "locked/inside", UV_EACCES},
+    {A_COPYFILE, "secret", UV_EACCES},  /* the source unreadable */
+    {A_COPYFILE, "ro/keep", UV_EACCES}, /* the copy not creatable */
+    {A_CHMOD, "ro/keep", UV_EPERM},     /* not the owner */
     {A_RMDIR, "ro/sub", UV_EACCES},
     {A_READ_FILE, "ro/keep", 0}, /* control: the tree is reachable */
     {A_SCANDIR, "ro", 0},
@@ -78,6 +85,15 @@ static int start_access_check(uvp_ctx_t *ctx, const access_check_t *c,
     return uvp_fs_unlink(ctx, path, p);
   case A_RENAME:
     return uvp_fs_rename(ctx, path, at("ro/moved"), p);
+  case A_READLINK:
+    return uvp_fs_readlink(ctx, path, p);
+  case A_COPYFILE: {
+    char copy[PATH_MAX];
+    snprintf(copy, sizeof(copy), "%s.copy", path);
+    return uvp_fs_copyfile(ctx, path, copy, 0, p);
+  }
+  case A_CHMOD:
+    return uvp_fs_chmod(ctx, path, 0777, p);
   default:
     return uvp_fs_rmdir(ctx, path, p);
   }
@@ -155,6 +171,11 @@ static void test_eacces_for_real(void **state) {
   assert_true(exists("ro/sub"));
   assert_false(exists("ro/new"));
   assert_false(exists("ro/moved"));
+  assert_false(exists("secret.copy"));
+  assert_false(exists("ro/keep.copy"));
+  struct stat st;
+  assert_int_equal(stat(at("ro/keep"), &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0644); /* the chmod was refused */
   size_t len;
   char *disk = get(at("secret"), &len); /* root may read it */
   assert_int_equal(len, 10);
