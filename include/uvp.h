@@ -868,7 +868,7 @@ typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
  * result is referenced), before the result's own handlers run.  Not
  * called any more once the result is decided early (a FAIL_FAST failure,
  * a cancellation): the items cancelled then, or never started, are not
- * reported. */
+ * reported (the FAIL_FAST failure itself is). */
 typedef void (*uvp_map_each_cb)(void *arg, size_t index,
                                 const uvp_outcome_t *outcome);
 
@@ -898,8 +898,10 @@ typedef struct uvp_map_opts_s {
  * opts->arg_free, if set, runs once on the loop thread with `arg` when
  * neither callback will be called again: once the result is decided (all
  * items in, a FAIL_FAST failure, a cancellation, teardown) and no callback
- * is running; with n == 0, inside this call.
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
+ * is running; with n == 0, inside this call, which then returns the
+ * result already fulfilled with an empty list (as allSettled's).
+ * Errors: UV_EINVAL (also unknown opts->flags), UV_ENOMEM, UVP_ECLOSED;
+ * then arg is still yours. */
 #define uvp_promise_map(...) uvp_promise_map_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
                                   uvp_map_start_cb start, void *arg,
