@@ -956,7 +956,8 @@ UVP_EXTERN size_t uvp_pool_size(void);
 /* A step of a sequence: `prev` is the previous step's outcome (borrowed;
  * fulfilled, since a rejection ends the sequence).  Store the next step's
  * promise in *next (uvp takes that reference) and return 0; or leave *next
- * NULL and return 0 to stop; or return a negative code to fail with it.
+ * NULL and return 0 to stop; or return a negative code to fail with it (a
+ * positive one fails with UV_EINVAL, as for uvp_map_start_cb).
  * Runs on the loop thread from the scheduler, never inside the call that
  * started the sequence, with constant stack however many steps run. */
 typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
@@ -991,8 +992,10 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                         int line);
 
 /* The C form of a reduce with await: calls step for index 0..n-1, one at a
- * time, each with the previous outcome (index 0 gets `initial`'s outcome;
- * initial is borrowed and may be NULL for a NULL value).  Stopping early
+ * time, each with the previous outcome (index 0 gets `initial`'s outcome,
+ * once initial has fulfilled; initial is borrowed and may be NULL for a
+ * NULL value).  With n == 0 the result settles like initial; an initial
+ * that rejects rejects the result without any step.  Stopping early
  * (*next NULL) ends it with the previous value.  Same rules as
  * uvp_promise_loop; an initial of another context is UVP_EXCTX. */
 #define uvp_promise_reduce(...)                                                \
