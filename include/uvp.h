@@ -825,7 +825,8 @@ enum { UVP_KEEP_ALIVE = 2 };
 
 /* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
- * timer.  Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+ * timer.  flags: 0 or UVP_KEEP_ALIVE.  Errors: UV_EINVAL (NULL ctx or out,
+ * unknown flags), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
@@ -1027,7 +1028,8 @@ typedef struct uvp_retry_opts_s {
   double factor;         /* growth per attempt; <= 1: 2.0 */
   double jitter;         /* 0..1: each wait is drawn uniformly from
                             [w * (1 - jitter), w]; outside: 0 */
-  const int *retry_on;   /* codes worth retrying; NULL: any code */
+  const int *retry_on;   /* codes worth retrying; NULL: any code (a
+                            non-NULL list of count 0: none) */
   size_t retry_on_count;
   uvp_retry_pred should_retry; /* if set, decides instead of retry_on */
   uvp_free_cb arg_free;        /* optional: destroy notifier for `arg` (see
