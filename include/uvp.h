@@ -825,7 +825,8 @@ enum { UVP_KEEP_ALIVE = 2 };
 
 /* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
- * timer.  Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
+ * timer.  flags: 0 or UVP_KEEP_ALIVE.  Errors: UV_EINVAL (NULL ctx or out,
+ * unknown flags), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
@@ -868,7 +869,7 @@ typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
  * result is referenced), before the result's own handlers run.  Not
  * called any more once the result is decided early (a FAIL_FAST failure,
  * a cancellation): the items cancelled then, or never started, are not
- * reported. */
+ * reported (the FAIL_FAST failure itself is). */
 typedef void (*uvp_map_each_cb)(void *arg, size_t index,
                                 const uvp_outcome_t *outcome);
 
@@ -898,8 +899,10 @@ typedef struct uvp_map_opts_s {
  * opts->arg_free, if set, runs once on the loop thread with `arg` when
  * neither callback will be called again: once the result is decided (all
  * items in, a FAIL_FAST failure, a cancellation, teardown) and no callback
- * is running; with n == 0, inside this call.
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
+ * is running; with n == 0, inside this call, which then returns the
+ * result already fulfilled with an empty list (as allSettled's).
+ * Errors: UV_EINVAL (also unknown opts->flags), UV_ENOMEM, UVP_ECLOSED;
+ * then arg is still yours. */
 #define uvp_promise_map(...) uvp_promise_map_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
                                   uvp_map_start_cb start, void *arg,
@@ -954,7 +957,8 @@ UVP_EXTERN size_t uvp_pool_size(void);
 /* A step of a sequence: `prev` is the previous step's outcome (borrowed;
  * fulfilled, since a rejection ends the sequence).  Store the next step's
  * promise in *next (uvp takes that reference) and return 0; or leave *next
- * NULL and return 0 to stop; or return a negative code to fail with it.
+ * NULL and return 0 to stop; or return a negative code to fail with it (a
+ * positive one fails with UV_EINVAL, as for uvp_map_start_cb).
  * Runs on the loop thread from the scheduler, never inside the call that
  * started the sequence, with constant stack however many steps run. */
 typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
@@ -989,8 +993,10 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                         int line);
 
 /* The C form of a reduce with await: calls step for index 0..n-1, one at a
- * time, each with the previous outcome (index 0 gets `initial`'s outcome;
- * initial is borrowed and may be NULL for a NULL value).  Stopping early
+ * time, each with the previous outcome (index 0 gets `initial`'s outcome,
+ * once initial has fulfilled; initial is borrowed and may be NULL for a
+ * NULL value).  With n == 0 the result settles like initial; an initial
+ * that rejects rejects the result without any step.  Stopping early
  * (*next NULL) ends it with the previous value.  Same rules as
  * uvp_promise_loop; an initial of another context is UVP_EXCTX. */
 #define uvp_promise_reduce(...)                                                \
@@ -1022,7 +1028,8 @@ typedef struct uvp_retry_opts_s {
   double factor;         /* growth per attempt; <= 1: 2.0 */
   double jitter;         /* 0..1: each wait is drawn uniformly from
                             [w * (1 - jitter), w]; outside: 0 */
-  const int *retry_on;   /* codes worth retrying; NULL: any code */
+  const int *retry_on;   /* codes worth retrying; NULL: any code (a
+                            non-NULL list of count 0: none) */
   size_t retry_on_count;
   uvp_retry_pred should_retry; /* if set, decides instead of retry_on */
   uvp_free_cb arg_free;        /* optional: destroy notifier for `arg` (see
