@@ -385,10 +385,10 @@ UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
  * such a rejection on: the program asked for it), a teardown's UVP_ECLOSED,
  * a group next()'s UV_EOF and whatever passes it on, and a rejection a
  * handler saw.  A rejection the program expects and only inspects
- * (uvp_promise_reason does not count as handling) is kept quiet as
- * JavaScript's p.catch(() => {}) does: a catch whose handler returns
- * normally, with a NULL out.  (A NULL handler passes the rejection on, as
- * p.catch() does, and it is reported.)
+ * (uvp_promise_reason does not count as handling) is kept quiet with
+ * uvp_promise_mark_handled, or as JavaScript's p.catch(() => {}) does: a
+ * catch whose handler returns normally.  (A NULL handler passes the
+ * rejection on, as p.catch() does, and it is reported.)
  * Errors: UV_EINVAL, UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
                                         void *arg);
@@ -641,6 +641,15 @@ UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
                                            void *arg, uvp_free_cb arg_free,
                                            uvp_promise_t **out,
                                            const char *file, int line);
+
+/* Mark p handled, as registering a handler does, without one: a rejection
+ * of p, now or later, is not reported to the unhandled-rejection hook.
+ * This is JavaScript's p.catch(() => {}), written for a rejection a
+ * program expects and only inspects, with no handler to write and no
+ * derived promise.  Nothing else changes: p's handlers, consumers and
+ * cancellation are as before, and what they derive is reported on its
+ * own.  Loop thread.  Errors: UV_EINVAL (NULL), UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_promise_mark_handled(uvp_promise_t *p);
 
 /* ------------------------------------------------------------------------ */
 /* Promises: references and inspection                                      */

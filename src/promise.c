@@ -172,6 +172,13 @@ void uvp_promise_release(uvp_promise_t *p) {
   uvp__release_local(p);
 }
 
+int uvp_promise_mark_handled(uvp_promise_t *p) {
+  int rc = p == NULL ? UV_EINVAL : uvp__ctx_check(uvp__promise_ctx(p));
+  if (rc == 0)
+    p->flags |= UVP__F_HANDLED;
+  return rc;
+}
+
 /* ---- settlement ---------------------------------------------------------- */
 
 /* Several reactions: the list is newest first, the queue wants

@@ -401,6 +401,37 @@ static void c_catch_marks_handled(void **state) {
   assert_no_live(f);
 }
 
+/* C-specific: uvp_promise_mark_handled keeps a rejection quiet, whether
+ * it came before or after the call, without a handler; handlers still run;
+ * bad calls are refused. */
+static void c_mark_handled(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *before, *after, *loud, *d;
+  rec_t c = {0};
+
+  count_unhandled(f);
+  assert_int_equal(uvp_promise_mark_handled(NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &before),
+                   0);
+  assert_int_equal(uvp_promise_mark_handled(before), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &after), 0);
+  assert_int_equal(uvp_promise_mark_handled(after), 0);
+  assert_int_equal(uvp_promise_catch(after, rec_cb, &c, &d), 0);
+  assert_int_equal(uvp_promise_reject(after, UV_EIO, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &loud), 0);
+  run_loop(f);
+  assert_int_equal(c.calls, 1); /* the handler ran as usual */
+  release_all(3, before, after, d);
+  assert_int_equal(g_unhandled, 0);
+  uvp_promise_release(loud); /* the control: not marked, reported */
+  assert_int_equal(g_unhandled, 1);
+
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &loud), 0);
+  close_ctx(f);
+  assert_int_equal(uvp_promise_mark_handled(loud), UVP_ECLOSED);
+  uvp_promise_release(loud);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(S25_4_5_1_A3_1_T1),
@@ -415,6 +446,7 @@ int main(void) {
       FIXTURE_TEST(resolve_pending_rejected_self__via_catch),
       FIXTURE_TEST(S25_4_5_3_A5_3_T1__via_catch),
       FIXTURE_TEST(c_catch_marks_handled),
+      FIXTURE_TEST(c_mark_handled),
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);
