@@ -759,7 +759,7 @@ typedef struct foreign_s {
   atomic_int freed, off_loop;
   uv_thread_t loop_thread;
   int rc_new, rc_then, rc_resolve_with, rc_cancel, rc_all, rc_delay, rc_stat,
-      rc_close, rc_set_checks, rc_resolve, rc_reject;
+      rc_close, rc_set_checks, rc_resolve, rc_reject, rc_mark;
   int rc_ctx[7];      /* the context's own calls */
   uvp_ctx_stats_t st; /* untouched by the refused uvp_ctx_stats */
   uvp_promise_t *retained;
@@ -785,6 +785,7 @@ static void foreign_calls(void *arg) {
   x->rc_then = uvp_promise_then(x->p, never_called, NULL, &out);
   x->rc_resolve_with = uvp_promise_resolve_with(x->p, x->src);
   x->rc_cancel = uvp_promise_cancel(x->p);
+  x->rc_mark = uvp_promise_mark_handled(x->p);
   x->rc_all = uvp_promise_all(x->ctx, &x->p, 1, 0, &out);
   x->rc_delay = uvp_delay(x->ctx, 1, NULL, NULL, 0, &out);
   x->rc_stat = uvp_fs_stat(x->ctx, "/", &out);
@@ -852,6 +853,7 @@ static void test_check_thread_refuses_foreign_calls(void **state) {
   assert_int_equal(x->rc_then, UVP_ETHREAD);
   assert_int_equal(x->rc_resolve_with, UVP_ETHREAD);
   assert_int_equal(x->rc_cancel, UVP_ETHREAD);
+  assert_int_equal(x->rc_mark, UVP_ETHREAD);
   assert_int_equal(x->rc_all, UVP_ETHREAD);
   assert_int_equal(x->rc_delay, UVP_ETHREAD);
   assert_int_equal(x->rc_stat, UVP_ETHREAD);
