@@ -49,3 +49,17 @@ one() {
   fi
   echo "$line" >> "$tmp/$out"
 }
+
+# machine: one line naming the processor, printed beside a runner's
+# figures.  The same code has read 1.7x and 2.2x Node's ping-pong on two
+# machines of this kind (internals 13.5): a figure is only compared with
+# one taken on the same processor.
+machine() {
+  awk -F': *' '/^model name/ && m == "" {m = $2}
+    /^cpu family/ && f == "" {f = $2}
+    /^model[ \t]*:/ && d == "" {d = $2}
+    /^processor/ {n++}
+    /^flags/ && / hypervisor/ {v = ", virtual"}
+    END {printf "machine: %s, family %s model %s, %d CPUs%s\n", m, f, d, n, v}' \
+    /proc/cpuinfo
+}
