@@ -75,6 +75,11 @@ static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
   return out;
 }
 
+/* Runs after the promise finally's handler returned; its argument is a
+ * reference to finally's source (finally_wait), let go of when it runs or
+ * is dropped. */
+static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in);
+
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__rkind_t kind = uvp__rkind(r);
@@ -104,6 +109,8 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
       rel(t);
     return;
   }
+  if (o.cb == finally_after)
+    rel(arg);
   if (queued)
     rel(t->link);
   if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
@@ -232,10 +239,8 @@ int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
  * reaction's reference on d goes), so the source has one consumer less:
  * cancelling its last consumer cancels it too (uvp_promise_cancel's rule,
  * which counts the reactions on the list), and a long-lived source keeps
- * no dead reaction per waiter cancelled.  finally_after's reaction stays:
- * it owns a reference to finally's source, which only running lets go
- * of (it finds d cancelled and settles nothing). */
-static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in);
+ * no dead reaction per waiter cancelled.  finally_after's reaction stays
+ * and runs (it finds d cancelled and settles nothing). */
 
 /* Take the reaction at *at off q's list. */
 static void unlink_at(uvp_promise_t *q, uvp__reaction_t **at) {

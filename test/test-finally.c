@@ -476,6 +476,53 @@ static void c_no_derived_value_destroyed(void **state) {
   assert_no_live(f);
 }
 
+/* C-specific: the context is closed while d waits for the pending promise
+ * onFinally returned.  Teardown rejects what is pending with UVP_ECLOSED,
+ * and once the program lets go of its promises the context is freed
+ * (fixture_teardown checks it). */
+static void c_teardown_while_adopted_pending(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p, *q, *d;
+  rec_t fin = {0};
+
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
+  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  run_loop(f);
+  assert_int_equal(fin.calls, 1);
+  assert_int_equal(uvp_promise_state(d), UVP_PENDING);
+
+  close_ctx(f);
+  assert_int_equal(uvp_promise_reason(q, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_ECLOSED);
+  release_all(3, p, q, d);
+}
+
+/* C-specific: the pending promise onFinally returned is let go of unsettled,
+ * so d stays pending for good, as an unreachable promise does in
+ * JavaScript; the original promise and its value are still freed once the
+ * program lets go of them. */
+static void c_adopted_pending_let_go(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *p, *q, *d;
+  rec_t fin = {0};
+
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &p), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
+  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  run_loop(f);
+  assert_int_equal(fin.calls, 1);
+  uvp_promise_release(q);
+  assert_int_equal(uvp_promise_state(d), UVP_PENDING);
+  release_all(2, p, d);
+  assert_int_equal(freed, 1);
+  assert_no_live(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(resolution_value_no_override),
@@ -493,6 +540,8 @@ int main(void) {
       FIXTURE_TEST(c_fifo_with_then),
       FIXTURE_TEST(c_return_self),
       FIXTURE_TEST(c_no_derived_value_destroyed),
+      FIXTURE_TEST(c_teardown_while_adopted_pending),
+      FIXTURE_TEST(c_adopted_pending_let_go),
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);
