@@ -239,8 +239,7 @@ int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
  * reaction's reference on d goes), so the source has one consumer less:
  * cancelling its last consumer cancels it too (uvp_promise_cancel's rule,
  * which counts the reactions on the list), and a long-lived source keeps
- * no dead reaction per waiter cancelled.  finally_after's reaction stays
- * and runs (it finds d cancelled and settles nothing). */
+ * no dead reaction per waiter cancelled. */
 
 /* Take the reaction at *at off q's list. */
 static void unlink_at(uvp_promise_t *q, uvp__reaction_t **at) {
@@ -255,8 +254,6 @@ void uvp__stop_waiting(uvp_promise_t *d) {
     uvp__reaction_t *r = *at;
     if (uvp__rtarget(r) != d || !rk_derived(uvp__rkind(r)))
       continue;
-    if (((uvp__handler_t *)(void *)r)->cb.then == finally_after)
-      return;
     unlink_at(src, at);
     uvp__drop_reaction(uvp__promise_ctx(d), r, false);
     return;
@@ -494,8 +491,8 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   /* A handler exists to settle its derived promise.  Once that promise was
    * cancelled (it "stops waiting"), running the handler would only start
    * work nobody can observe or cancel: the next step of a chain a timeout
-   * has just given up on.  finally_after always runs: it owns a
-   * reference. */
+   * has just given up on.  finally_after always runs: it lets go of the
+   * reference it owns (one queued before d was cancelled). */
   bool wanted = d == NULL || cb == finally_after ||
                 (d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
                  d->link == src);

@@ -523,6 +523,33 @@ static void c_adopted_pending_let_go(void **state) {
   assert_no_live(f);
 }
 
+/* C-specific: d, waiting for the pending promise q that onFinally
+ * returned, is cancelled while q has another consumer: q stays pending (it
+ * is not d's alone), and d no longer counts as its consumer, so cancelling
+ * that other consumer later cancels q too (uvp_promise_cancel's rule). */
+static void c_cancel_while_adopted_pending(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p, *q, *d, *x;
+  rec_t fin = {0};
+
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
+  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  run_loop(f);
+  assert_int_equal(fin.calls, 1);
+  assert_int_equal(uvp_promise_then(q, NULL, NULL, &x), 0);
+
+  assert_int_equal(uvp_promise_cancel(d), 0);
+  assert_int_equal(uvp_promise_reason(d, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_promise_state(q), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(x), 0);
+  assert_int_equal(uvp_promise_reason(q, NULL), UV_ECANCELED);
+  run_loop(f);
+  release_all(4, p, q, d, x);
+  assert_no_live(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(resolution_value_no_override),
@@ -542,6 +569,7 @@ int main(void) {
       FIXTURE_TEST(c_no_derived_value_destroyed),
       FIXTURE_TEST(c_teardown_while_adopted_pending),
       FIXTURE_TEST(c_adopted_pending_let_go),
+      FIXTURE_TEST(c_cancel_while_adopted_pending),
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);
