@@ -49,8 +49,10 @@ typedef enum { M_PENDING, M_FULFILLED, M_REJECTED } mstate_t;
 typedef enum { H_VALUE, H_REJECT, H_PASS, H_ADOPT } hkind_t;
 
 typedef struct mreact_s {
-  int kind; /* 0 then-like (mask), 1 finally, 2 adopt-follower, 3 combinator */
-  int mask; /* UVP_ON_* for then-like */
+  int kind;    /* 0 then-like (mask), 1 finally, 2 adopt-follower, 3 combinator,
+                * 4 finally waiting for what its handler returned (mask and
+                * harg: the original state and value) */
+  int mask;    /* UVP_ON_* for then-like */
   int handler; /* id for the log */
   hkind_t hk;  /* what the handler returns */
   int harg;    /* value / code / slot to adopt */
@@ -243,6 +245,13 @@ static void m_run_job(model_t *m, mjob_t *j) {
       m_settle(m, d, src->st, src->value);
     return;
   }
+  if (r->kind == 4) { /* the original outcome, unless src rejected */
+    if (derived_ok && src->st == M_REJECTED)
+      m_settle(m, d, M_REJECTED, src->value);
+    else if (derived_ok)
+      m_settle(m, d, (mstate_t)r->mask, r->harg);
+    return;
+  }
   bool match =
       r->kind == 1 || (src->st == M_FULFILLED ? (r->mask & UVP_ON_FULFILLED)
                                               : (r->mask & UVP_ON_REJECTED));
@@ -263,7 +272,9 @@ static void m_run_job(model_t *m, mjob_t *j) {
       m_settle(m, d, M_REJECTED, m->p[r->harg].value);
     else if (r->hk == H_ADOPT && m->p[r->harg].st == M_PENDING) {
       /* waits for the adopted one, then passes the original through */
-      m->overflow = true; /* kept out of the model: the input avoids it */
+      mreact_t w = {4, (int)src->st, -1, H_PASS, src->value, d, -1, 0};
+      m->p[d].waiting_on = r->harg;
+      m_add_reaction(m, r->harg, w);
     } else
       m_settle(m, d, src->st, src->value);
     return;
@@ -494,8 +505,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         h->harg = codes[c % 4];
       if (h->hk == H_ADOPT) {
         int t = pick(c);
-        /* finally adopting a pending promise is outside the model */
-        if (t < 0 || (op == 4 && M.p[t].st == M_PENDING))
+        if (t < 0)
           h->hk = H_PASS;
         else {
           h->harg = t;
