@@ -52,6 +52,8 @@ static inline void push_reaction(uvp_promise_t *p, uvp__reaction_t *r) {
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
 void uvp__report_unhandled(uvp_promise_t *p);
 void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q);
+/* Whether p following pending q would close a cycle (see promise.c). */
+bool uvp__waits_for(uvp_promise_t *q, const uvp_promise_t *p);
 void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p);
 void uvp__stop_waiting(uvp_promise_t *d);
 void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p, uvp__reaction_t *r);

@@ -220,7 +220,7 @@ static void forward(uvp_promise_t *p, uvp_promise_t *src) {
  * new promise resolved with the last) then costs O(1) a link instead of a
  * walk down the whole chain.  Cycles through combinators, timeouts, maps
  * and sequences are not seen (uvp.h says so). */
-static bool waits_for(uvp_promise_t *q, const uvp_promise_t *p) {
+bool uvp__waits_for(uvp_promise_t *q, const uvp_promise_t *p) {
   if (q == p)
     return true;
   if (p->reactions == NULL)
@@ -243,7 +243,7 @@ void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q) {
     forward(p, q);
     return;
   }
-  if (waits_for(q, p)) {
+  if (uvp__waits_for(q, p)) {
     reject(p, UVP_ECYCLE, NULL, NULL);
     return;
   }

@@ -393,7 +393,7 @@ static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in) {
 static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
                               uvp_promise_t *d, uvp_promise_t *q,
                               bool *waiting) {
-  if (q == d) {
+  if (uvp__waits_for(q, d)) { /* as uvp_ret_adopt's own cycle check */
     rel(q);
     return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
   }

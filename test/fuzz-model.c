@@ -145,6 +145,16 @@ static void m_add_reaction(model_t *m, int s, mreact_t r) {
   p->r[p->nr++] = r;
 }
 
+/* Whether q is d or waits for it, following what each waits on. */
+static bool m_waits_for(const model_t *m, int q, int d) {
+  for (int x = q;; x = m->p[x].waiting_on) {
+    if (x == d)
+      return true;
+    if (m->p[x].st != M_PENDING || m->p[x].waiting_on < 0)
+      return false;
+  }
+}
+
 static void m_adopt(model_t *m, int d, int q) {
   if (q == d) {
     m_settle(m, d, M_REJECTED, UVP_ECYCLE);
@@ -154,14 +164,9 @@ static void m_adopt(model_t *m, int d, int q) {
     m_settle(m, d, m->p[q].st, m->p[q].value);
     return;
   }
-  for (int x = q;;) {
-    if (x == d) {
-      m_settle(m, d, M_REJECTED, UVP_ECYCLE);
-      return;
-    }
-    if (m->p[x].st != M_PENDING || m->p[x].waiting_on < 0)
-      break;
-    x = m->p[x].waiting_on;
+  if (m_waits_for(m, q, d)) {
+    m_settle(m, d, M_REJECTED, UVP_ECYCLE);
+    return;
   }
   mreact_t r = {2, 0, -1, H_PASS, 0, d, -1, 0};
   m->p[d].waiting_on = q;
@@ -271,7 +276,12 @@ static void m_run_job(model_t *m, mjob_t *j) {
     else if (r->hk == H_ADOPT && m->p[r->harg].st == M_REJECTED)
       m_settle(m, d, M_REJECTED, m->p[r->harg].value);
     else if (r->hk == H_ADOPT && m->p[r->harg].st == M_PENDING) {
-      /* waits for the adopted one, then passes the original through */
+      /* waits for the adopted one, then passes the original through; one
+       * that waits for d is a cycle, as for any adoption */
+      if (m_waits_for(m, r->harg, d)) {
+        m_settle(m, d, M_REJECTED, UVP_ECYCLE);
+        return;
+      }
       mreact_t w = {4, (int)src->st, -1, H_PASS, src->value, d, -1, 0};
       m->p[d].waiting_on = r->harg;
       m_add_reaction(m, r->harg, w);

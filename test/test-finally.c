@@ -550,6 +550,28 @@ static void c_cancel_while_adopted_pending(void **state) {
   assert_no_live(f);
 }
 
+/* C-specific: onFinally returns a promise that follows d itself.  As for
+ * uvp_ret_adopt from any handler, d rejects with UVP_ECYCLE (and q, which
+ * follows it, with d), instead of both waiting for each other for good. */
+static void c_adopt_cycle(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p, *q, *d;
+  rec_t fin = {0};
+
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
+  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  assert_int_equal(uvp_promise_resolve_with(q, d), 0);
+  assert_int_equal(uvp_promise_mark_handled(q), 0);
+  run_loop(f);
+  assert_int_equal(fin.calls, 1);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_ECYCLE);
+  assert_int_equal(uvp_promise_reason(q, NULL), UVP_ECYCLE);
+  release_all(3, p, q, d);
+  assert_no_live(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(resolution_value_no_override),
@@ -570,6 +592,7 @@ int main(void) {
       FIXTURE_TEST(c_teardown_while_adopted_pending),
       FIXTURE_TEST(c_adopted_pending_let_go),
       FIXTURE_TEST(c_cancel_while_adopted_pending),
+      FIXTURE_TEST(c_adopt_cycle),
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);
