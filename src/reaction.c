@@ -75,11 +75,6 @@ static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
   return out;
 }
 
-/* Runs after the promise finally's handler returned; its argument is a
- * reference to finally's source (finally_wait), let go of when it runs or
- * is dropped. */
-static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in);
-
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__rkind_t kind = uvp__rkind(r);
@@ -109,8 +104,6 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
       rel(t);
     return;
   }
-  if (o.cb == finally_after)
-    rel(arg);
   if (queued)
     rel(t->link);
   if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
@@ -379,14 +372,18 @@ static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret,
 }
 
 /* After finally's handler adopted a promise: settle like the original
- * outcome (arg, one reference) unless the adopted promise rejected. */
+ * outcome (arg) unless the adopted promise rejected. */
 static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in) {
   uvp_promise_t *orig = arg;
-  if (in->status == 0)
-    return uvp_ret_adopt(orig);
-  rel(orig);
-  return uvp_ret_pass();
+  if (in->status != 0)
+    return uvp_ret_pass();
+  uvp__retain_local(orig); /* the adoption's: run by the drain, ctx open */
+  return uvp_ret_adopt(orig);
 }
+
+/* finally_after's notifier: the reference on the original promise goes
+ * whether finally_after runs or its reaction is dropped unrun. */
+static void release_orig(void *orig) { rel(orig); }
 
 /* finally's handler adopted pending q: d waits for q instead, then settles
  * like src unless q rejects.  Returns what apply() is to do now. */
@@ -398,12 +395,18 @@ static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
     return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
   }
   uvp__handler_t *h = handler_alloc(ctx, UVP__RK_THEN_BOTH, d, src);
+  if (h != NULL) {
+    h->cb.then = finally_after;
+    if (!box_handler(ctx, h, release_orig)) {
+      uvp__pool_put(&ctx->reactions, h);
+      h = NULL;
+    }
+  }
   if (h == NULL) {
     rel(q);
     return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
   }
-  h->cb.then = finally_after;
-  src->refs++; /* for finally_after */
+  src->refs++; /* for finally_after, until its notifier */
   d->refs++;   /* for the new reaction */
   d->link = q; /* d keeps waiting, now on q */
   q->flags |= UVP__F_HANDLED;
@@ -491,11 +494,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   /* A handler exists to settle its derived promise.  Once that promise was
    * cancelled (it "stops waiting"), running the handler would only start
    * work nobody can observe or cancel: the next step of a chain a timeout
-   * has just given up on.  finally_after always runs: it lets go of the
-   * reference it owns (one queued before d was cancelled). */
-  bool wanted = d == NULL || cb == finally_after ||
-                (d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
-                 d->link == src);
+   * has just given up on. */
+  bool wanted = d == NULL || (d->state == UVP__S_PENDING &&
+                              (d->flags & UVP__F_WAITING) && d->link == src);
   uvp_ret_t ret = uvp_ret_pass();
   bool waiting = false, seen = false;
   uvp__scope_t *was = uvp__scope_enter(ctx, o.scope);
