@@ -274,6 +274,16 @@ static void c_resolution_value_override_with_throw(void **state) {
   assert_no_live(f);
 }
 
+/* p.finally(onFinally) where onFinally returns q (one reference handed
+ * over): the derived promise. */
+static uvp_promise_t *finally_adopting(uvp_promise_t *p, uvp_promise_t *q,
+                                       rec_t *fin) {
+  uvp_promise_t *d;
+  fin->ret = uvp_ret_adopt(uvp_promise_retain(q));
+  assert_int_equal(uvp_promise_finally(p, rec_cb, fin, &d), 0);
+  return d;
+}
+
 /* Then/Catch Finally: `promise = PromiseResolve(C, result); return
  * promise.then(valueThunk / thrower)` — a pending promise onFinally returns
  * is waited for; when it fulfils, the original outcome wins, when it
@@ -294,8 +304,7 @@ static void finally_adopt_pending_case(fixture_t *f, int orig_ok, int q_ok) {
     assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, orig, boxed_free, &p),
                      0);
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
-  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
-  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  d = finally_adopting(p, q, &fin);
   assert_int_equal(uvp_promise_on(d, UVP_ON_BOTH, both_cb, &next, &d2), 0);
   run_loop(f);
 
@@ -362,8 +371,7 @@ static void c_rejected_override_with_rejected_promise(void **state) {
                    0);
   assert_int_equal(
       uvp_promise_rejected(f->ctx, UV_EPIPE, SENTINEL(2), NULL, &q), 0);
-  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
-  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  d = finally_adopting(p, q, &fin);
   assert_int_equal(uvp_promise_on(d, UVP_ON_BOTH, both_cb, &next, &d2), 0);
   run_loop(f);
 
@@ -487,8 +495,7 @@ static void c_teardown_while_adopted_pending(void **state) {
 
   assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
-  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
-  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  d = finally_adopting(p, q, &fin);
   run_loop(f);
   assert_int_equal(fin.calls, 1);
   assert_int_equal(uvp_promise_state(d), UVP_PENDING);
@@ -512,8 +519,7 @@ static void c_adopted_pending_let_go(void **state) {
   assert_int_equal(
       uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &p), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
-  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
-  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  d = finally_adopting(p, q, &fin);
   run_loop(f);
   assert_int_equal(fin.calls, 1);
   uvp_promise_release(q);
@@ -534,8 +540,7 @@ static void c_cancel_while_adopted_pending(void **state) {
 
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
-  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
-  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  d = finally_adopting(p, q, &fin);
   run_loop(f);
   assert_int_equal(fin.calls, 1);
   assert_int_equal(uvp_promise_then(q, NULL, NULL, &x), 0);
@@ -560,8 +565,7 @@ static void c_adopt_cycle(void **state) {
 
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
   assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
-  fin.ret = uvp_ret_adopt(uvp_promise_retain(q));
-  assert_int_equal(uvp_promise_finally(p, rec_cb, &fin, &d), 0);
+  d = finally_adopting(p, q, &fin);
   assert_int_equal(uvp_promise_resolve_with(q, d), 0);
   assert_int_equal(uvp_promise_mark_handled(q), 0);
   run_loop(f);
