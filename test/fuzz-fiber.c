@@ -66,7 +66,7 @@
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
  * the seeds (libFuzzer adds what it finds to the directory it is given):
- *   c=$(mktemp -d); cp test/fuzz-fiber-corpus/* $c/
+ *   c=$(mktemp -d); cp -r test/fuzz-fiber-corpus/. $c/
  *   build-fuzz/test/fuzz-fiber -max_total_time=60 $c */
 #include <stdbool.h>
 #include <stdint.h>

@@ -109,7 +109,7 @@
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
  * the seeds (libFuzzer adds what it finds to the directory it is given):
- *   c=$(mktemp -d); cp test/fuzz-group-corpus/* $c/
+ *   c=$(mktemp -d); cp -r test/fuzz-group-corpus/. $c/
  *   build-fuzz/test/fuzz-group -max_total_time=60 $c */
 #include <stdbool.h>
 #include <stdint.h>
