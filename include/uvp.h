@@ -627,7 +627,9 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
 /* p.finally(cb): cb runs on either outcome (and sees it).  The derived
  * promise settles like p, unless cb returns a rejection (derived rejects with
  * it) or adopts a promise that rejects (derived rejects with that reason);
- * an adopted promise is waited for first.  A value cb returns is destroyed.
+ * an adopted promise is waited for first, and one that waits for the
+ * derived promise itself rejects it with UVP_ECYCLE (as uvp_ret_adopt
+ * does).  A value cb returns is destroyed.
  * When cb runs, `out`, the errors and, for the _full form, arg_free are as
  * for uvp_promise_on and uvp_promise_on_full. */
 #define uvp_promise_finally(...)                                               \
