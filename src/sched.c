@@ -340,6 +340,7 @@ static bool traces_from_env(void) {
 
 /* Undo what uvp_ctx_new did before it failed. */
 static int ctx_init_failed(uvp_ctx_t *ctx, int rc) {
+  (void)uvp__trace_set(ctx, false);
   if (ctx->id != 0)
     uvp__registry_remove(ctx->id);
   uvp__free(ctx->q.ring);
@@ -378,8 +379,10 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   if (traces_from_env() && uvp__trace_set(ctx, true) != 0)
     return ctx_init_failed(ctx, UV_ENOMEM);
 
-  /* Only async_init can fail (eventfd); done first, so a failure leaves no
-   * open handle whose close callback would have to outlive the context. */
+  /* Of the handles' inits only async_init can fail (it may need an
+   * eventfd; on Linux uv_loop_init already made the loop's).  Done first,
+   * so a failure leaves no open handle whose close callback would have to
+   * outlive the context. */
   rc = uv_async_init(loop, &ctx->async, async_cb);
   if (rc != 0)
     return ctx_init_failed(ctx, rc);

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "alloc-helpers.h"
@@ -395,6 +396,17 @@ static void test_reserve(void **state) {
   assert_true(ops_enomem >= 1);
 }
 
+/* The scenarios again with async traces on (UVP_TRACES=1, read by
+ * uvp_ctx_new): the trace cache and every frame interned can fail too. */
+static void test_core_traced(void **state) {
+  (void)state;
+  assert_int_equal(setenv("UVP_TRACES", "1", 1), 0);
+  long sites = exhaust(scenario_core);
+  assert_int_equal(unsetenv("UVP_TRACES"), 0);
+  printf("core, traced: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 0);
+}
+
 static void test_replace_allocator_rules(void **state) {
   (void)state;
   assert_int_equal(uvp_replace_allocator(NULL, realloc, calloc, free),
@@ -422,6 +434,7 @@ int main(void) {
       cmocka_unit_test(test_tcp),
       cmocka_unit_test(test_dns_work_process),
       cmocka_unit_test(test_reserve),
+      cmocka_unit_test(test_core_traced),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
