@@ -361,7 +361,9 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * first-touch page faults.  A server calls it at startup with its expected
  * peak.  The memory stays with the context until uvp_ctx_close.  Errors:
  * UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (what was reserved stays usable; a
- * count beyond the machine's physical memory is refused at once). */
+ * count beyond the memory the process may have is refused at once: the
+ * machine's, or less where its control group sets a limit, as a
+ * container's does and as uv_get_constrained_memory reads it). */
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 

@@ -202,22 +202,24 @@ void uvp__pool_rewind(uvp__pool_t *pool) {
     bump_in(pool, pool->chunks);
 }
 
-/* The machine's memory in bytes (SIZE_MAX if unknown). */
-static size_t phys_bytes(void) {
-#if defined(_SC_PHYS_PAGES)
-  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0 && (size_t)pages <= SIZE_MAX / (size_t)page)
-    return (size_t)pages * (size_t)page;
-#endif
-  return SIZE_MAX;
+/* The memory this process may have, in bytes: the machine's, or less
+ * when its control group sets a limit (as a container's does); SIZE_MAX
+ * if unknown.  libuv returns 0 for what it cannot tell, and cgroup v1's
+ * "no limit" as a number larger than any machine's memory. */
+static size_t memory_bytes(void) {
+  uint64_t total = uv_get_total_memory();
+  uint64_t limit = uv_get_constrained_memory();
+  if (total == 0 || (limit != 0 && limit < total))
+    total = limit;
+  return total == 0 || total > SIZE_MAX ? SIZE_MAX : (size_t)total;
 }
 
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
                       void (*init)(void *slot)) {
   /* Every slot reserved is touched, and with overcommit malloc does not
-   * fail first: a count beyond the machine's memory would end with the
-   * OOM killer instead of UV_ENOMEM. */
-  if (slots > phys_bytes() / pool->slot_size)
+   * fail first: a count beyond the memory the process may have would end
+   * with the OOM killer instead of UV_ENOMEM. */
+  if (slots > memory_bytes() / pool->slot_size)
     return UV_ENOMEM;
   /* Carve the slots now and touch every page, so the first burst of
    * traffic meets neither malloc nor page faults: slots go on the free

@@ -9,11 +9,15 @@
 #include <string.h>
 #include <sys/stat.h>
 #if defined(__linux__)
+#include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <unistd.h>
 #endif
 
+#include "child.h"
 #include "helpers.h"
 
 static long allocs;
@@ -456,6 +460,86 @@ static void test_reserve_beyond_memory(void **state) {
   assert_true(after.slab_bytes > before.slab_bytes);
 }
 
+#if defined(__linux__)
+/* A memory control group (cgroup v1, the hierarchy libuv 1.44 reads) with
+ * a limit far below the machine's memory, as a container has. */
+#define MEMCG "/sys/fs/cgroup/memory/uvp-test-reserve"
+#define MEMCG_LIMIT (256u << 20)
+
+static bool write_text(const char *path, const char *text) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+  return close(fd) == 0 && ok;
+}
+
+/* In the child: join the group, and see it as a container does (its own
+ * cgroup namespace, the memory hierarchy mounted again inside a mount
+ * namespace of its own), so that uv_get_constrained_memory reads the
+ * group's limit.  Then reserve more than the limit allows and less than
+ * the machine has.  Reports {setup errno, the limit seen, the two
+ * reserves' codes}. */
+static void reserve_in_memcg(int fd) {
+  long r[4] = {0, 0, 1, 1};
+  char pid[32];
+  snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+  if (!write_text(MEMCG "/cgroup.procs", pid) ||
+      unshare(CLONE_NEWNS | CLONE_NEWCGROUP) != 0 ||
+      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+      umount2("/sys/fs/cgroup/memory", MNT_DETACH) != 0 ||
+      mount("uvp-test", "/sys/fs/cgroup/memory", "cgroup", 0, "memory") != 0)
+    r[0] = errno != 0 ? errno : -1;
+  if (r[0] == 0) {
+    uv_loop_t loop;
+    uvp_ctx_t *ctx;
+    r[1] = (long)(uv_get_constrained_memory() >> 20);
+    if (uv_loop_init(&loop) == 0 && uvp_ctx_new(&loop, &ctx) == 0) {
+      /* 16 Mi promises: over 256 MiB, whatever a promise's size. */
+      r[2] = uvp_ctx_reserve(ctx, (size_t)16 << 20, 0);
+      r[3] = uvp_ctx_reserve(ctx, 10000, 10000);
+      (void)uvp_ctx_close(ctx);
+      (void)uv_run(&loop, UV_RUN_DEFAULT);
+      (void)uv_loop_close(&loop);
+    }
+  }
+  (void)!write(fd, r, sizeof(r));
+}
+#endif
+
+/* In a container with a memory limit, a reservation beyond the limit is
+ * refused at once, as one beyond the machine's memory is: touching it
+ * would end with the group's OOM killer.  Needs root and a cgroup v1
+ * memory hierarchy (else skipped). */
+static void test_reserve_beyond_memcg_limit(void **state) {
+  (void)state;
+#if !defined(__linux__)
+  skip();
+#else
+  char limit[32];
+  long r[4];
+  int fd;
+  if (geteuid() != 0 || uv_get_total_memory() < 4 * (uint64_t)MEMCG_LIMIT ||
+      (mkdir(MEMCG, 0755) != 0 && errno != EEXIST)) {
+    fprintf(stderr, "skipped: needs root, 1 GiB, and a cgroup v1 memory "
+                    "hierarchy at /sys/fs/cgroup/memory\n");
+    skip();
+  }
+  snprintf(limit, sizeof(limit), "%u", MEMCG_LIMIT);
+  assert_true(write_text(MEMCG "/memory.limit_in_bytes", limit));
+  int status = test_in_child(reserve_in_memcg, &fd, NULL, 0);
+  ssize_t got = read(fd, r, sizeof(r));
+  close(fd);
+  assert_int_equal(rmdir(MEMCG), 0);
+  assert_true(WIFEXITED(status)); /* not killed by the group's OOM killer */
+  assert_int_equal(got, sizeof(r));
+  assert_int_equal(r[0], 0);
+  assert_int_equal(r[1], MEMCG_LIMIT >> 20);
+  assert_int_equal(r[2], UV_ENOMEM);
+  assert_int_equal(r[3], 0);
+#endif
+}
+
 /* An allocator that aligns to 8 bytes and never to 16 (as C allows for
  * small sizes): malloc's block (16-aligned here) plus 24, with the size at
  * 16. */
@@ -532,6 +616,7 @@ int main(void) {
       FIXTURE_TEST(test_rewind_reuses_the_reserved_slots),
       cmocka_unit_test(test_reserve_ops_means_no_allocation_later),
       cmocka_unit_test(test_reserve_covers_the_run_queue),
+      cmocka_unit_test(test_reserve_beyond_memcg_limit),
       cmocka_unit_test(test_slabs_prefault_a_window_ahead),
       cmocka_unit_test(test_queue_spills_when_ring_cannot_grow),
       cmocka_unit_test(test_combinators_with_an_8_byte_aligned_allocator),
