@@ -296,7 +296,9 @@ static void test_realpath(void **state) {
   assert_int_equal(symlink("gone", at("dangling")), 0);
   char want[PATH_MAX];
   assert_non_null(realpath(at("x/y/f"), want));
-  assert_null(strstr(want, "ly"));
+  /* Through no link ("ly" alone could be in the random directory name). */
+  size_t n = strlen(want);
+  assert_true(n > 6 && strcmp(want + n - 6, "/x/y/f") == 0);
 
   uvp_promise_t *p;
   int rc = uvp_fs_realpath(f->ctx, at("lf"), &p);
