@@ -65,6 +65,23 @@ static bool box_handler(uvp_ctx_t *ctx, uvp__handler_t *h,
   return true;
 }
 
+/* A handler running cb(arg) for target, boxed (box_handler) when `box`;
+ * NULL for want of a slot. */
+static inline uvp__handler_t *handler_new(uvp_ctx_t *ctx, uvp__rkind_t kind,
+                                          void *target, uvp_then_cb cb,
+                                          void *arg, uvp_free_cb arg_free,
+                                          bool box) {
+  uvp__handler_t *h = handler_alloc(ctx, kind, target, arg);
+  if (UVP__UNLIKELY(h == NULL))
+    return NULL;
+  h->cb.then = cb;
+  if (UVP__UNLIKELY(box) && !box_handler(ctx, h, arg_free)) {
+    uvp__pool_put(&ctx->reactions, h);
+    return NULL;
+  }
+  return h;
+}
+
 /* h's callback, argument, notifier and scope (the caller runs the
  * notifier and holds the scope's reference); a box goes back. */
 static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
@@ -172,15 +189,8 @@ static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
   } else {
     kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
   }
-  uvp__handler_t *h = handler_alloc(ctx, kind, target, arg);
-  if (UVP__LIKELY(h != NULL)) {
-    h->cb.then = cb;
-    if (UVP__UNLIKELY(arg_free != NULL || ctx->scope != NULL) &&
-        !box_handler(ctx, h, arg_free)) {
-      uvp__pool_put(&ctx->reactions, h);
-      h = NULL;
-    }
-  }
+  uvp__handler_t *h = handler_new(ctx, kind, target, cb, arg, arg_free,
+                                  arg_free != NULL || ctx->scope != NULL);
   if (UVP__UNLIKELY(h == NULL)) {
     if (d != NULL) {
       d->refs = 1;
@@ -394,14 +404,8 @@ static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
     rel(q);
     return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
   }
-  uvp__handler_t *h = handler_alloc(ctx, UVP__RK_THEN_BOTH, d, src);
-  if (h != NULL) {
-    h->cb.then = finally_after;
-    if (!box_handler(ctx, h, release_orig)) {
-      uvp__pool_put(&ctx->reactions, h);
-      h = NULL;
-    }
-  }
+  uvp__handler_t *h = handler_new(ctx, UVP__RK_THEN_BOTH, d, finally_after, src,
+                                  release_orig, true);
   if (h == NULL) {
     rel(q);
     return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
