@@ -155,11 +155,8 @@ static bool m_waits_for(const model_t *m, int q, int d) {
   }
 }
 
+/* Pending d follows q; q == d is a cycle (m_waits_for). */
 static void m_adopt(model_t *m, int d, int q) {
-  if (q == d) {
-    m_settle(m, d, M_REJECTED, UVP_ECYCLE);
-    return;
-  }
   if (m->p[q].st != M_PENDING) {
     m_settle(m, d, m->p[q].st, m->p[q].value);
     return;
