@@ -14,6 +14,7 @@ typedef struct fsop_s {
   /* whole-file helpers */
   uv_file fd;
   int err;
+  bool closing;   /* the request in flight is the file's close */
   uvp_buf_t *buf; /* header of one block: [uvp_buf_t][bytes...] */
   size_t cap;     /* bytes of data the block can hold */
   size_t max;
@@ -46,10 +47,17 @@ static void fs_abort(uvp__op_t *o) {
   uv_fs_req_cleanup(&UVP__CONTAINER_OF(o, fsop_t, op)->req);
 }
 
+/* A whole-file request cancelled in its last step lets the close run: a
+ * cancelled close would leave the descriptor open for good. */
+static void whole_cancel(uvp__op_t *o) {
+  if (!UVP__CONTAINER_OF(o, fsop_t, op)->closing)
+    fs_cancel(o);
+}
+
 static void simple_complete(uvp__op_t *o, uvp_promise_t *p);
 static const uvp__op_kind_t simple_kind = {fs_cancel, simple_complete, fs_abort,
                                            false};
-static const uvp__op_kind_t whole_kind = {fs_cancel, NULL, fs_abort, false};
+static const uvp__op_kind_t whole_kind = {whole_cancel, NULL, fs_abort, false};
 
 /* Nothing but the operation's header is initialised here: uv_fs_*() sets
  * every field of the request it or uv_fs_req_cleanup() reads before it can
@@ -367,7 +375,11 @@ int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
 /* ---- whole files --------------------------------------------------------- */
 
 /* Each step re-uses op->req.  Any failure or a cancellation closes the file
- * first (when open) and settles in the close callback. */
+ * first (when open) and settles in the close callback.  Reads and writes
+ * go at the descriptor's own position (offset -1), which is the count
+ * moved so far: the descriptor is the request's alone, and a FIFO or a
+ * character device, where pread and pwrite fail with ESPIPE, reads and
+ * writes too. */
 static void whole_cb(uv_fs_t *req);
 
 static fsop_t *whole_new(uvp_ctx_t *ctx, const char *file, int line,
@@ -390,6 +402,7 @@ static void whole_close(fsop_t *op, int err) {
   }
   uv_file fd = op->fd;
   op->fd = -1;
+  op->closing = true;
   int rc = uv_fs_close(op->req.loop, &op->req, fd, whole_cb);
   if (rc != 0)
     whole_close(op, rc);
@@ -426,8 +439,7 @@ static void read_next(fsop_t *op) {
   }
   uv_buf_t b =
       uv_buf_init(op->buf->base + op->buf->len, chunk(op->cap - op->buf->len));
-  int rc = uv_fs_read(op->req.loop, &op->req, op->fd, &b, 1,
-                      (int64_t)op->buf->len, whole_cb);
+  int rc = uv_fs_read(op->req.loop, &op->req, op->fd, &b, 1, -1, whole_cb);
   if (rc != 0)
     whole_close(op, rc);
 }
@@ -435,8 +447,7 @@ static void read_next(fsop_t *op) {
 static void write_next(fsop_t *op) {
   uv_buf_t b =
       uv_buf_init((char *)op->data + op->size, chunk(op->len - op->size));
-  int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1, (int64_t)op->size,
-                       whole_cb);
+  int rc = uv_fs_write(op->req.loop, &op->req, op->fd, &b, 1, -1, whole_cb);
   if (rc != 0)
     whole_close(op, rc);
 }

@@ -3,6 +3,8 @@
  * settled, and teardown with requests at every stage.  Whatever a cancelled
  * request produces later (a descriptor, a buffer, a link's text) is
  * released, not leaked: the descriptor counts and valgrind check it. */
+#include <sys/syscall.h>
+
 #include "fs-helpers.h"
 
 /* ---- cancellation -------------------------------------------------------- */
@@ -120,6 +122,212 @@ static void test_cancel_while_running(void **state) {
   assert_int_equal(count_fds(), fds);
 }
 
+/* ---- cancelled while the file is being closed ----------------------------- */
+
+/* A descriptor of `path` this process has open other than `mine`, or -1. */
+static int fd_of(const char *path, int mine) {
+  int found = -1;
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  struct dirent *e;
+  char link[300], target[PATH_MAX];
+  while (found < 0 && (e = readdir(d)) != NULL) {
+    snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n > 0) {
+      target[n] = '\0';
+      if (strcmp(target, path) == 0 && atoi(e->d_name) != mine)
+        found = atoi(e->d_name);
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+/* Whether a thread of this process is blocked in system call `nr` on fd. */
+static bool thread_in_syscall(long nr, int fd) {
+  char want[64], line[256], path[300];
+  snprintf(want, sizeof(want), "%ld 0x%x ", nr, (unsigned)fd);
+  DIR *d = opendir("/proc/self/task");
+  assert_non_null(d);
+  bool found = false;
+  struct dirent *e;
+  while (!found && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/syscall", e->d_name);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+      continue; /* the thread has exited */
+    found = fgets(line, sizeof(line), fp) != NULL &&
+            strncmp(line, want, strlen(want)) == 0;
+    fclose(fp);
+  }
+  closedir(d);
+  return found;
+}
+
+/* Runs the loop until a pool thread sits in system call `nr` on the
+ * descriptor uvp opened for `path`, a FIFO whose other end the test holds
+ * (`mine`), so the call blocks there until the test lets it go. */
+static void wait_pinned(fixture_t *f, long nr, const char *path, int mine) {
+  for (int i = 0; i < 10000; i++) { /* 10 s at most */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    int fd = fd_of(path, mine);
+    if (fd >= 0 && thread_in_syscall(nr, fd))
+      return;
+    uv_sleep(1);
+  }
+  fail_msg("no pool thread ever blocked on %s", path);
+}
+
+/* p is a whole-file request pinned in the pool by a FIFO (wait_pinned).
+ * Every other pool thread is blocked and one more blocking job queued;
+ * unpin(fd) lets the FIFO call return, its thread takes that queued job,
+ * and the loop's callback queues the file's close behind it.  p is
+ * cancelled then, while its close waits in the pool: the close must still
+ * run, and the descriptor be gone once the pool is free again. */
+static void cancel_while_closing(fixture_t *f, uvp_promise_t *p, int fds,
+                                 void (*unpin)(int fd), int fd) {
+  size_t n = uvp_pool_size() - 1;
+  uvp_promise_t **w = block_pool(f, n);
+  uvp_promise_t *last;
+  assert_int_equal(uvp_work(f->ctx, block_job, NULL, NULL, &last), 0);
+  blocker.held++;
+  unpin(fd);
+  uv_sem_wait(&blocker.started); /* the freed thread took the queued job */
+  for (int i = 0; i < 20; i++) { /* the FIFO call's callback queues close */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_sleep(1);
+  }
+  assert_int_equal(count_fds(), fds + 1); /* open until the close runs */
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  unblock_pool();
+  run_loop(f);
+  blockers_done(w, n, 0);
+  assert_int_equal(uvp_promise_reason(last, NULL), 0);
+  uvp_promise_release(last);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  assert_null(uvp_promise_value(p));
+  uvp_promise_release(p);
+  assert_int_equal(count_fds(), fds);
+}
+
+static void end_of_input(int fd) { assert_int_equal(close(fd), 0); }
+
+static void drain_pipe(int fd) {
+  static char sink[1 << 17];
+  size_t got = 0;
+  while (got < sizeof(sink)) {
+    ssize_t n = read(fd, sink, sizeof(sink) - got);
+    assert_true(n > 0);
+    got += (size_t)n;
+  }
+  assert_int_equal(close(fd), 0);
+}
+
+/* Found from outside (issue 40): cancelling a whole-file request whose
+ * close waited in the pool cancelled that close too, and its descriptor
+ * stayed open for good.  read_file: pinned reading a FIFO until the test
+ * closes its end (end of input, then the close). */
+static void test_cancel_read_file_while_closing(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(mkfifo(at("fifo"), 0600), 0);
+  int fds = count_fds();
+  int wfd = open(at("fifo"), O_RDWR); /* uvp's open need not wait */
+  assert_true(wfd >= 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_fs_read_file(f->ctx, at("fifo"), 0, &p), 0);
+  wait_pinned(f, SYS_read, at("fifo"), wfd);
+  cancel_while_closing(f, p, fds, end_of_input, wfd);
+}
+
+/* write_file: pinned writing 128 KiB into a FIFO (its buffer holds 64)
+ * until the test reads them. */
+static void test_cancel_write_file_while_closing(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(mkfifo(at("fifo"), 0600), 0);
+  int fds = count_fds();
+  int rfd = open(at("fifo"), O_RDWR);
+  assert_true(rfd >= 0);
+  static char data[1 << 17];
+  fill_pattern(data, sizeof(data), 7);
+  uvp_promise_t *p;
+  assert_int_equal(
+      uvp_fs_write_file(f->ctx, at("fifo"), data, sizeof(data), &p), 0);
+  wait_pinned(f, SYS_write, at("fifo"), rfd);
+  cancel_while_closing(f, p, fds, drain_pipe, rfd);
+}
+
+/* Whole-file reads of large files, each cancelled at a random point of
+ * its life (before it starts, between any two of its steps, in its close,
+ * or never), many at once: afterwards no descriptor is left open.  The
+ * random points come from a seed printed on failure. */
+typedef struct {
+  uvp_promise_t *p;
+  uint64_t due; /* the loop iteration to cancel it in (0: never) */
+} churn_t;
+
+static void test_cancel_whole_at_random_points(void **state) {
+  fixture_t *f = *state;
+  bool slow = RUNNING_ON_VALGRIND;
+  size_t file_size = slow ? (1u << 20) : (8u << 20);
+  int total = slow ? 60 : 1000, width = 16;
+  char *data = malloc(file_size);
+  assert_non_null(data);
+  fill_pattern(data, file_size, 3);
+  put("big0", data, file_size);
+  put("big1", data, file_size / 2 + 1);
+  free(data);
+  unsigned seed = (unsigned)uv_hrtime();
+  srand(seed);
+  int fds = count_fds();
+  churn_t c[16];
+  int started = 0, done = 0, cancelled = 0, read_whole = 0;
+  uint64_t iter = 0;
+  memset(c, 0, sizeof(c));
+  while (done < total) {
+    for (int i = 0; i < width; i++) {
+      if (c[i].p != NULL && uvp_promise_state(c[i].p) != UVP_PENDING) {
+        int code = uvp_promise_reason(c[i].p, NULL);
+        if (code == 0)
+          read_whole++;
+        else if (code != UV_ECANCELED)
+          fail_msg("seed %u: read %d rejected with %s", seed, i,
+                   uvp_err_name(code));
+        uvp_promise_release(c[i].p);
+        c[i].p = NULL;
+        done++;
+      }
+      if (c[i].p == NULL && started < total) {
+        assert_int_equal(uvp_fs_read_file(f->ctx, at(started % 2 ? "big1"
+                                                                  : "big0"),
+                                          0, &c[i].p),
+                         0);
+        started++;
+        /* 1 in 5 runs to its end; the others are cancelled within the
+         * next 0 to 6 iterations, which spans every step. */
+        c[i].due = rand() % 5 == 0 ? 0 : iter + (uint64_t)(rand() % 7);
+      }
+      if (c[i].p != NULL && c[i].due != 0 && c[i].due <= iter &&
+          uvp_promise_state(c[i].p) == UVP_PENDING) {
+        assert_int_equal(uvp_promise_cancel(c[i].p), 0);
+        cancelled++;
+      }
+    }
+    uv_run(&f->loop, UV_RUN_ONCE);
+    iter++;
+  }
+  run_loop(f);
+  if (count_fds() != fds)
+    fail_msg("seed %u: %d descriptors left open after %d reads (%d "
+             "cancelled)",
+             seed, count_fds() - fds, total, cancelled);
+  assert_true(cancelled > total / 2);
+  assert_true(read_whole > 0);
+}
+
 /* Cancelling a settled request does nothing. */
 static void test_cancel_after_settled(void **state) {
   fixture_t *f = *state;
@@ -203,6 +411,9 @@ int main(void) {
       FS_TEST(test_cancel_before_start),
       FS_TEST(test_cancel_while_running),
       FS_TEST(test_cancel_after_settled),
+      FS_TEST(test_cancel_read_file_while_closing),
+      FS_TEST(test_cancel_write_file_while_closing),
+      FS_TEST(test_cancel_whole_at_random_points),
       FS_TEST(test_teardown_in_flight),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
