@@ -46,19 +46,22 @@
  *  - Threads: every function must be called on the loop thread, except
  *    uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release(),
  *    which any thread may call on a promise it holds a reference to (the
- *    reference must have been taken on the loop thread).  Off the loop
- *    thread they post through one uv_async_t; the work happens on the loop
- *    thread.  That handle is unreferenced like uvp's others: while you
- *    expect other threads to settle promises, keep the loop alive with a
- *    handle of your own (as for any cross-thread work on libuv), or
- *    uv_run() may return, and UV_RUN_ONCE stop polling, before their
- *    messages are read.  What a thread posted before it tells the loop
- *    so through other means (its uv_async_send on a handle of yours, a
- *    write to a pipe the loop watches) is read in the loop iteration that
- *    runs that callback, and keeps the loop alive until its handlers have
- *    run: that callback may close your handle.  (A thread that has only
- *    been joined has told the loop nothing: uv_run() may still return
- *    without reading what it posted.)
+ *    reference must have been taken on the loop thread).  Off the loop thread
+ *    they post through one uv_async_t; the work happens on the loop thread.  A
+ *    settle posted (it returned 0) holds the promise until it is applied: the
+ *    reference the thread used may be one the loop thread holds, and the loop
+ *    thread may let it go at once, before the loop has read the message (its
+ *    last release of the promise applies the messages waiting first).  That
+ *    handle is unreferenced like uvp's others: while you expect other threads
+ *    to settle promises, keep the loop alive with a handle of your own (as for
+ *    any cross-thread work on libuv), or uv_run() may return, and UV_RUN_ONCE
+ *    stop polling, before their messages are read.  What a thread posted before
+ *    it tells the loop so through other means (its uv_async_send on a handle of
+ *    yours, a write to a pipe the loop watches) is read in the loop iteration
+ *    that runs that callback, and keeps the loop alive until its handlers have
+ *    run: that callback may close your handle.  (A thread that has only been
+ *    joined has told the loop nothing: uv_run() may still return without
+ *    reading what it posted.)
  *
  *  - fork(): the child may go on using a context it inherited once it has
  *    called uv_loop_fork() on the loop (as libuv requires), including

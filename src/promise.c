@@ -85,6 +85,14 @@ void uvp__release_local(uvp_promise_t *p) {
   if (UVP__LIKELY(--p->refs != 0))
     return;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (uvp__mail_waiting(ctx)) {
+    /* A message may name p (see uvp__post): read with p alive.  One that
+     * settled it has its reactions holding it now. */
+    p->refs = 1;
+    uvp__read_mail(ctx);
+    if (--p->refs != 0)
+      return;
+  }
   if (p->state == UVP__S_REJECTED && !(p->flags & UVP__F_HANDLED)) {
     p->flags |= UVP__F_HANDLED;
     uvp__report_unhandled(p);

@@ -258,28 +258,36 @@ static void apply_msg(uvp__msg_t *m) {
     m->free_cb(m->value);
 }
 
-static uvp__msg_t *take_mail(uvp_ctx_t *ctx) {
+/* The oldest message, taken off the mailbox (NULL: none).  Taken one at a
+ * time, so that what applying one runs (a destructor, uvp_ctx_close) finds
+ * every later message still in the mailbox, in order. */
+static uvp__msg_t *take_msg(uvp_ctx_t *ctx) {
+  uv_mutex_lock(&ctx->mu);
   uvp__msg_t *m = ctx->mhead;
-  ctx->mhead = ctx->mtail = NULL;
-  atomic_store_explicit(&ctx->mail, false, memory_order_relaxed);
+  if (m != NULL) {
+    ctx->mhead = m->next;
+    if (ctx->mhead == NULL) {
+      ctx->mtail = NULL;
+      atomic_store_explicit(&ctx->mail, false, memory_order_relaxed);
+    }
+  }
+  uv_mutex_unlock(&ctx->mu);
   return m;
 }
 
-static void apply_mail(uvp__msg_t *m) {
-  while (m != NULL) {
-    uvp__msg_t *next = m->next;
+static void read_mail(uvp_ctx_t *ctx) {
+  bool outer = !ctx->reading_mail;
+  ctx->reading_mail = true;
+  uvp__msg_t *m;
+  while ((m = take_msg(ctx)) != NULL) {
     apply_msg(m);
     uvp__free(m);
-    m = next;
   }
+  if (outer)
+    ctx->reading_mail = false;
 }
 
-static void read_mail(uvp_ctx_t *ctx) {
-  uv_mutex_lock(&ctx->mu);
-  uvp__msg_t *m = take_mail(ctx);
-  uv_mutex_unlock(&ctx->mu);
-  apply_mail(m);
-}
+void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
 
 static void async_cb(uv_async_t *h) { read_mail(h->data); }
 
@@ -596,7 +604,7 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
     uvp__current_id = 0;
   }
   /* Messages posted before the close still count: apply them first. */
-  apply_mail(take_mail(ctx));
+  read_mail(ctx);
   /* The sweep's hooks and dropped observers may settle what waits on what
    * they tear down (a group whose last member goes rejects its join, which
    * a member of another group waits for): what that queues is dropped in

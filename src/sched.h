@@ -101,6 +101,7 @@ struct uvp_ctx_s {
   int mu_depth;
   uvp__msg_t *mhead;
   uvp__msg_t *mtail;
+  bool reading_mail; /* the loop thread is applying messages */
   /* mhead != NULL, readable without mu: the check phase looks at it every
    * loop iteration (see check_cb in sched.c). */
   atomic_bool mail;
@@ -241,10 +242,26 @@ static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
 
 /* ---- other threads, teardown --------------------------------------------- */
 
-/* Off-loop-thread entry: queue a resolve/reject/release for the loop. */
+/* Off-loop-thread entry: queue a resolve/reject/release for the loop.  A
+ * message holds its promise without a reference of its own (the poster may
+ * settle a promise whose reference the loop thread holds, which the loop
+ * thread may let go of before the loop reads the message): the last
+ * release of any promise therefore reads the mail first while there is
+ * any (uvp__mail_waiting), so a message naming that promise applies to
+ * it, not to the slot another promise takes next. */
 enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb);
+/* Read relaxed: whatever ordered a post before the loop thread's release
+ * (a join, a lock, the program's own signal) orders the flag's store before
+ * this load too.  Not while the mail is being read: the messages after
+ * the one being applied are read next, in order, by that reading. */
+static inline bool uvp__mail_waiting(const uvp_ctx_t *ctx) {
+  return UVP__UNLIKELY(
+             atomic_load_explicit(&ctx->mail, memory_order_relaxed)) &&
+         !ctx->reading_mail;
+}
+void uvp__read_mail(uvp_ctx_t *ctx);
 void uvp__lock(uvp_ctx_t *ctx);
 void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
 /* A call of the unhandled hook (on the caller's stack): the installation

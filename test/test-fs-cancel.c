@@ -122,7 +122,8 @@ static void test_cancel_while_running(void **state) {
   assert_int_equal(count_fds(), fds);
 }
 
-/* ---- cancelled while the file is being closed ----------------------------- */
+/* ---- cancelled while the file is being closed -----------------------------
+ */
 
 /* A descriptor of `path` this process has open other than `mine`, or -1. */
 static int fd_of(const char *path, int mine) {
@@ -301,9 +302,9 @@ static void test_cancel_whole_at_random_points(void **state) {
         done++;
       }
       if (c[i].p == NULL && started < total) {
-        assert_int_equal(uvp_fs_read_file(f->ctx, at(started % 2 ? "big1"
-                                                                  : "big0"),
-                                          0, &c[i].p),
+        assert_int_equal(uvp_fs_read_file(f->ctx,
+                                          at(started % 2 ? "big1" : "big0"), 0,
+                                          &c[i].p),
                          0);
         started++;
         /* 1 in 5 runs to its end; the others are cancelled within the

@@ -960,6 +960,85 @@ static void test_check_thread_from_environment(void **state) {
   uvp_promise_release(q);
 }
 
+/* ---- a message outlives the loop's last reference ------------------------ */
+
+/* Found from outside (issue 40): a thread settles promises whose only
+ * references the loop thread holds, and is joined; the loop thread then
+ * lets go of them before the loop has read the thread's messages.  The
+ * messages must still apply to those promises (their handlers run with
+ * the values, the values are destroyed once), never to the slots they
+ * leave behind, which new promises take at once.  Before the fix the new
+ * promises were fulfilled by nothing, and ASan and valgrind reported a
+ * use after free in the mailbox. */
+enum { LATE_ROUNDS = 40, LATE_N = 256 };
+
+typedef struct late_post_s {
+  uvp_promise_t *p[LATE_N];
+  atomic_int freed, off_loop, refused;
+  uv_thread_t loop_thread;
+} late_post_t;
+
+static void late_post_thread(void *arg) {
+  late_post_t *t = arg;
+  for (int i = 0; i < LATE_N; i++) {
+    tval_t *v = tval_new(i, &t->freed, &t->off_loop, t->loop_thread);
+    int rc = i % 3 == 2 ? uvp_promise_reject(t->p[i], UV_EIO, v, tval_free)
+                        : uvp_promise_resolve(t->p[i], v, tval_free);
+    if (rc != 0) {
+      atomic_fetch_add(&t->refused, 1);
+      tval_free(v);
+    }
+  }
+}
+
+static uvp_ret_t late_seen(void *arg, const uvp_outcome_t *in) {
+  int *seen = arg;
+  const tval_t *v = in->value;
+  seen[v->v]++;
+  return uvp_ret_pass();
+}
+
+static void test_posted_settle_outlives_release(void **state) {
+  fixture_t *f = *state;
+  static late_post_t t;
+  static int seen[LATE_N];
+  uvp_promise_t *q[LATE_N];
+  for (int round = 0; round < LATE_ROUNDS; round++) {
+    memset(seen, 0, sizeof(seen));
+    atomic_init(&t.freed, 0);
+    atomic_init(&t.off_loop, 0);
+    atomic_init(&t.refused, 0);
+    t.loop_thread = uv_thread_self();
+    for (int i = 0; i < LATE_N; i++) {
+      assert_int_equal(uvp_promise_new(f->ctx, &t.p[i]), 0);
+      if (i % 2 == 0) /* half are observed: their handlers must run */
+        assert_int_equal(
+            uvp_promise_on(t.p[i], UVP_ON_BOTH, late_seen, seen, NULL), 0);
+      else if (i % 3 == 2)
+        assert_int_equal(uvp_promise_mark_handled(t.p[i]), 0);
+    }
+    uv_thread_t tid;
+    assert_int_equal(uv_thread_create(&tid, late_post_thread, &t), 0);
+    assert_int_equal(uv_thread_join(&tid), 0);
+    assert_int_equal(atomic_load(&t.refused), 0);
+    for (int i = 0; i < LATE_N; i++)
+      uvp_promise_release(t.p[i]);   /* the last reference: mail unread */
+    for (int i = 0; i < LATE_N; i++) /* into the slots, if they were freed */
+      assert_int_equal(uvp_promise_new(f->ctx, &q[i]), 0);
+    run_loop(f);
+    for (int i = 0; i < LATE_N; i++) {
+      assert_int_equal(uvp_promise_state(q[i]), UVP_PENDING);
+      uvp_promise_release(q[i]);
+      assert_int_equal(seen[i], i % 2 == 0 ? 1 : 0);
+    }
+    assert_int_equal(atomic_load(&t.freed), LATE_N);
+    assert_int_equal(atomic_load(&t.off_loop), 0);
+    uvp_ctx_stats_t st;
+    assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+    assert_int_equal(st.live, 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_threads_race_to_settle),
@@ -967,6 +1046,7 @@ int main(void) {
       cmocka_unit_test(test_context_address_reused_by_another_thread),
       FIXTURE_TEST(test_thread_after_teardown),
       FIXTURE_TEST(test_release_from_another_thread),
+      FIXTURE_TEST(test_posted_settle_outlives_release),
       FIXTURE_TEST(test_unhandled_hook_after_release_from_another_thread),
       FIXTURE_TEST(test_keep_alive_while_threads_settle),
       FIXTURE_TEST(test_mail_before_a_signal_is_read),
