@@ -963,8 +963,9 @@ static void test_check_thread_from_environment(void **state) {
 /* ---- a message outlives the loop's last reference ------------------------ */
 
 /* Found from outside (issue 40): a thread settles promises whose only
- * references the loop thread holds, and is joined; the loop thread then
- * lets go of them before the loop has read the thread's messages.  The
+ * references the loop thread holds; the loop thread lets go of each once
+ * its settle has returned (the thread joined, or while it posts the
+ * next), before the loop has read the thread's messages.  The
  * messages must still apply to those promises (their handlers run with
  * the values, the values are destroyed once), never to the slots they
  * leave behind, which new promises take at once.  Before the fix the new
@@ -974,6 +975,7 @@ enum { LATE_ROUNDS = 40, LATE_N = 256 };
 
 typedef struct late_post_s {
   uvp_promise_t *p[LATE_N];
+  atomic_int posted[LATE_N]; /* the settle of p[i] has returned */
   atomic_int freed, off_loop, refused;
   uv_thread_t loop_thread;
 } late_post_t;
@@ -988,6 +990,7 @@ static void late_post_thread(void *arg) {
       atomic_fetch_add(&t->refused, 1);
       tval_free(v);
     }
+    atomic_store_explicit(&t->posted[i], 1, memory_order_release);
   }
 }
 
@@ -1017,14 +1020,29 @@ static void test_posted_settle_outlives_release(void **state) {
       else if (i % 3 == 2)
         assert_int_equal(uvp_promise_mark_handled(t.p[i]), 0);
     }
+    for (int i = 0; i < LATE_N; i++)
+      atomic_init(&t.posted[i], 0);
     uv_thread_t tid;
     assert_int_equal(uv_thread_create(&tid, late_post_thread, &t), 0);
-    assert_int_equal(uv_thread_join(&tid), 0);
+    if (round % 2 == 0) {
+      /* Joined first: every message waits, none read. */
+      assert_int_equal(uv_thread_join(&tid), 0);
+      for (int i = 0; i < LATE_N; i++)
+        uvp_promise_release(t.p[i]);   /* the last reference: mail unread */
+      for (int i = 0; i < LATE_N; i++) /* into the slots, if freed */
+        assert_int_equal(uvp_promise_new(f->ctx, &q[i]), 0);
+    } else {
+      /* Each let go of as soon as its settle returned, while the thread
+       * goes on posting the next ones. */
+      for (int i = 0; i < LATE_N; i++) {
+        while (!atomic_load_explicit(&t.posted[i], memory_order_acquire))
+          uv_sleep(0);
+        uvp_promise_release(t.p[i]);
+        assert_int_equal(uvp_promise_new(f->ctx, &q[i]), 0);
+      }
+      assert_int_equal(uv_thread_join(&tid), 0);
+    }
     assert_int_equal(atomic_load(&t.refused), 0);
-    for (int i = 0; i < LATE_N; i++)
-      uvp_promise_release(t.p[i]);   /* the last reference: mail unread */
-    for (int i = 0; i < LATE_N; i++) /* into the slots, if they were freed */
-      assert_int_equal(uvp_promise_new(f->ctx, &q[i]), 0);
     run_loop(f);
     for (int i = 0; i < LATE_N; i++) {
       assert_int_equal(uvp_promise_state(q[i]), UVP_PENDING);
