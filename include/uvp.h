@@ -528,9 +528,11 @@ UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
  * Cycles.  Resolving p with itself, or with a promise that waits for p
  * through adoptions (resolve_with, uvp_ret_adopt) and handlers' derived
  * promises, is not an error of the call: p is rejected with UVP_ECYCLE, as
- * Promises/A+ 2.3.1 requires.  The check walks up from src only when
- * something already waits for p, so building a chain from its root (each
- * new promise resolved with the last) costs the same for every link.  A
+ * Promises/A+ 2.3.1 requires.  The check costs at most twice the smaller
+ * of what waits for p and the chain src waits through, so building a
+ * chain costs the same for every link, from its root (each new promise
+ * resolved with the last) or from its end, whether or not its links are
+ * observed.  A
  * cycle through a combinator, a timeout, a map or a sequence (p resolved
  * with race([q]) where q follows p) is not detected: its promises stay
  * pending, as every cycle but the direct one does in JavaScript, until

@@ -28,6 +28,11 @@ static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   return p;
 }
 
+/* Whether the target is a derived promise the reaction settles. */
+static inline bool rk_derived(uvp__rkind_t k) {
+  return k <= UVP__RK_THEN_FINALLY;
+}
+
 /* A reaction from the pool; `cb` is a uvp_then_cb or, for the NOTIFY
  * kind, a uvp__notify_cb. */
 static inline uvp__handler_t *handler_alloc(uvp_ctx_t *ctx, uvp__rkind_t kind,

@@ -221,23 +221,90 @@ static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   p->flags |= UVP__F_FORWARD | (src->flags & UVP__F_QUIET);
 }
 
-/* Whether pending q is p, or waits for p through adoptions and handlers'
- * derived promises (each waiting promise names what it waits for in
- * `link`).  Something that waits for p is one of p's reactions, so a p
- * nobody reacts to closes no cycle: building a chain from its root (each
- * new promise resolved with the last) then costs O(1) a link instead of a
- * walk down the whole chain.  Cycles through combinators, timeouts, maps
- * and sequences are not seen (uvp.h says so). */
+/* The promises waiting on each other form trees: a waiting promise names
+ * the one it waits for in `link`, and that one holds the reaction through
+ * which it waits on its list.  p, about to wait for q, closes a cycle
+ * exactly when q is p or lies in p's tree.  Two walks answer that: up from
+ * q along `link` (as long as q's chain), and over p's tree from p (as
+ * large as that tree).  They take a step in turn and the first to finish
+ * answers, so a check costs twice the smaller of the two: building a
+ * chain costs O(1) a link whether each new promise waits for the last
+ * (the walk up would be the whole chain) or the last waits for each new
+ * one (the walk over the tree would), and whether or not the links are
+ * observed.  Cycles through combinators, timeouts, maps and sequences are
+ * not seen (uvp.h says so). */
+enum { WALK_ON, WALK_FOUND, WALK_DONE };
+
+static inline bool waits_on(const uvp_promise_t *x, const uvp_promise_t *n) {
+  return x->state == UVP__S_PENDING && (x->flags & UVP__F_WAITING) &&
+         x->link == n;
+}
+
+/* One step up from *x towards the root of its tree, looking for p. */
+static int up_step(const uvp_promise_t **x, const uvp_promise_t *p) {
+  const uvp_promise_t *y = *x;
+  if (y->state != UVP__S_PENDING || !(y->flags & UVP__F_WAITING))
+    return WALK_DONE;
+  if (y->link == p)
+    return WALK_FOUND;
+  *x = y->link;
+  return WALK_ON;
+}
+
+/* A depth-first walk over the tree under `root`, one reaction a step, with
+ * no stack: it climbs back through `link` and finds its place on the
+ * parent's list again. */
+typedef struct {
+  const uvp_promise_t *root, *want;
+  const uvp_promise_t *n;      /* whose reactions are being walked */
+  const uvp__reaction_t *r;    /* the next one */
+  const uvp_promise_t *resume; /* climbing back: go on after its reaction */
+} tree_walk_t;
+
+static int tree_step(tree_walk_t *w) {
+  const uvp__reaction_t *r = w->r;
+  if (r == NULL) {
+    UVP__CHECK(w->resume == NULL); /* n's reaction to it was on n's list */
+    if (w->n == w->root)
+      return WALK_DONE;
+    w->resume = w->n;
+    w->n = w->n->link;
+    w->r = w->n->reactions;
+    return WALK_ON;
+  }
+  w->r = r->next;
+  if (!rk_derived(uvp__rkind(r)))
+    return WALK_ON;
+  const uvp_promise_t *c = uvp__rtarget(r);
+  if (w->resume != NULL) {
+    if (c == w->resume)
+      w->resume = NULL;
+    return WALK_ON;
+  }
+  if (!waits_on(c, w->n))
+    return WALK_ON;
+  if (c == w->want)
+    return WALK_FOUND;
+  w->n = c;
+  w->r = c->reactions;
+  return WALK_ON;
+}
+
 bool uvp__waits_for(uvp_promise_t *q, const uvp_promise_t *p) {
   if (q == p)
     return true;
-  if (p->reactions == NULL)
+  if (p->reactions == NULL) /* nothing waits for p */
     return false;
-  for (uvp_promise_t *x = q;
-       x->state == UVP__S_PENDING && (x->flags & UVP__F_WAITING); x = x->link)
-    if (x->link == p)
-      return true;
-  return false;
+  const uvp_promise_t *x = q;
+  tree_walk_t w = {p, q, p, p->reactions, NULL};
+  for (;;) {
+    int up = up_step(&x, p);
+    if (up != WALK_ON)
+      return up == WALK_FOUND;
+    int down = tree_step(&w);
+    if (down != WALK_ON)
+      return down == WALK_FOUND;
+  }
 }
 
 /* Make pending p follow q (Promises/A+ 2.3.2), or reject it for a cycle. */

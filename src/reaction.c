@@ -4,10 +4,6 @@
  * at the top of promise.c. */
 #include "core.h"
 
-/* Whether the target is a derived promise the reaction settles. */
-static inline bool rk_derived(uvp__rkind_t k) {
-  return k <= UVP__RK_THEN_FINALLY;
-}
 static inline bool rk_finally(uvp__rkind_t k) {
   return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;
 }
