@@ -31,9 +31,12 @@
  *    the loop thread, a bounded number per loop iteration, so a long chain
  *    never starves timers or I/O.
  *
- *  - uvp's own handles never keep the loop alive: uv_run(UV_RUN_DEFAULT)
- *    returns once nothing is left but unsettled promises, just as Node exits
- *    with pending promises.
+ *  - The loop stays alive for work a program waits for, never for uvp's own
+ *    handles: uv_run(UV_RUN_DEFAULT) returns once nothing is left but
+ *    unsettled promises, just as Node exits with pending promises.  Work in
+ *    progress keeps it alive as in JavaScript: libuv requests and handles
+ *    the wrappers start, queued handlers, and uvp's timers (delays,
+ *    timeouts, retry backoff) unless started with UVP_UNREF.
  *
  *  - Callback data: a call that stores a callback with an `arg` (handlers,
  *    cancel hooks, the unhandled hook, maps, loops, reduces, retries, work
@@ -836,15 +839,21 @@ UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
 /* Time                                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Timers of uvp do not keep the loop alive on their own (they are unref'd):
- * like Node's timer.unref().  Pass UVP_KEEP_ALIVE to make uv_run wait for
- * them. */
-enum { UVP_KEEP_ALIVE = 2 };
+/* A timer of uvp keeps the loop alive while it runs, as JavaScript's
+ * setTimeout does: a program that awaits a delay or a timeout waits for
+ * work in progress, and uv_run does not return before the timer fires or
+ * is stopped (its promise cancelled, or a timeout's input settled).  With
+ * UVP_UNREF it does not keep the loop alive on its own (Node's
+ * timer.unref()): for a timer that only bounds other work.  uvp's internal
+ * handles never keep the loop alive; its timers are the program's work.
+ * UVP_KEEP_ALIVE, the opt-in of earlier versions, is the default now and
+ * still accepted (it changes nothing). */
+enum { UVP_KEEP_ALIVE = 2, UVP_UNREF = 16 };
 
 /* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
- * timer.  flags: 0 or UVP_KEEP_ALIVE.  Errors: UV_EINVAL (NULL ctx or out,
- * unknown flags), UV_ENOMEM, UVP_ECLOSED. */
+ * timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
+ * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
@@ -857,11 +866,11 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * consumers wait for is left alone, and they go on waiting, as with
  * Promise.race, and the timeout stops being one of them (cancelling the
  * last of them later cancels p).  UVP_CANCEL_INPUT in flags cancels p in
- * either case; UVP_KEEP_ALIVE makes uv_run wait for the timer.
+ * either case; UVP_UNREF keeps uv_run from waiting for the timer alone.
  * Cancelling the result cancels p by the same rule.  The result keeps
  * itself alive while pending (its timer holds it).  Borrows p.
- * Errors: UV_EINVAL (NULL p or out, unknown flags), UV_ENOMEM,
- * UVP_ECLOSED. */
+ * Errors: UV_EINVAL (NULL p or out, unknown flags, UVP_UNREF with
+ * UVP_KEEP_ALIVE), UV_ENOMEM, UVP_ECLOSED. */
 enum { UVP_CANCEL_INPUT = 8 };
 #define uvp_timeout(...) uvp_timeout_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,

@@ -1,5 +1,6 @@
-/* delay and timeout on uv_timer_t.  Timers are unref'd unless the caller
- * asks for UVP_KEEP_ALIVE, so a forgotten timeout never holds the loop. */
+/* delay and timeout on uv_timer_t.  A timer keeps the loop alive unless the
+ * caller asks for UVP_UNREF: what a program awaits is work in progress (the
+ * rule of uvp.h's "Time"). */
 #include "group.h"
 #include "scope.h"
 
@@ -16,12 +17,18 @@ static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
                         uint64_t ms, int flags) {
   (void)uv_timer_init(ctx->loop, &t->timer);
   t->timer.data = data;
-  if (!(flags & UVP_KEEP_ALIVE))
+  if (flags & UVP_UNREF)
     uv_unref((uv_handle_t *)&t->timer);
   (void)uv_timer_start(&t->timer, cb, ms, 0);
   t->group = uvp__scope_group(ctx);
   if (t->group != NULL)
     uvp__group_hold(t->group);
+}
+
+/* Known flags only, and not both ways of keeping the loop. */
+static bool timer_flags_ok(int flags, int more) {
+  return (flags & ~(UVP_KEEP_ALIVE | UVP_UNREF | more)) == 0 &&
+         (flags & (UVP_KEEP_ALIVE | UVP_UNREF)) != (UVP_KEEP_ALIVE | UVP_UNREF);
 }
 
 /* From the timer's close callback. */
@@ -68,8 +75,8 @@ static void delay_cancel(uvp_promise_t *p, void *arg) {
 
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
                  int flags, uvp_promise_t **out, const char *file, int line) {
-  int rc = out == NULL || (flags & ~UVP_KEEP_ALIVE) != 0 ? UV_EINVAL
-                                                         : uvp__ctx_check(ctx);
+  int rc = out == NULL || !timer_flags_ok(flags, 0) ? UV_EINVAL
+                                                    : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
   delay_t *d = uvp__malloc(sizeof(*d));
@@ -178,8 +185,7 @@ static void tmo_cancel(uvp_promise_t *result, void *arg) {
 
 int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                    uvp_promise_t **out, const char *file, int line) {
-  if (p == NULL || out == NULL ||
-      (flags & ~(UVP_KEEP_ALIVE | UVP_CANCEL_INPUT)) != 0)
+  if (p == NULL || out == NULL || !timer_flags_ok(flags, UVP_CANCEL_INPUT))
     return UV_EINVAL;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   int rc = uvp__ctx_check(ctx);

@@ -135,46 +135,89 @@ static void test_delay_cancel_stops_timer_and_frees_value(void **state) {
   assert_int_equal(freed, 1);
 }
 
-static void test_timers_do_not_keep_loop_alive_by_default(void **state) {
+/* Found from outside (issue 40): a fiber awaiting a delay, all that was
+ * left to run, saw uv_run return with its program unfinished.  A timer the
+ * program starts is its work in progress and keeps the loop alive, as
+ * JavaScript's setTimeout does; UVP_UNREF opts out, as timer.unref(). */
+static void test_timers_keep_loop_alive_by_default(void **state) {
   fixture_t *f = *state;
   count_unhandled(f);
-  int freed = 0;
   hook_t h = {0};
   uvp_promise_t *p, *q = producer(f, &h), *t;
+  assert_int_equal(uvp_delay(f->ctx, 20, SENTINEL(0), NULL, 0, &p), 0);
+  assert_int_equal(uvp_timeout(q, 20, 0, &t), 0);
+  run_loop(f); /* waits for both */
+  assert_ptr_equal(uvp_promise_value(p), SENTINEL(0));
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ETIMEDOUT);
+  assert_int_equal(h.calls, 1);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  uvp_promise_release(t);
+
+  /* UVP_KEEP_ALIVE, the old opt-in, is the same; with both, refused. */
   assert_int_equal(
-      uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free, 0, &p), 0);
-  assert_int_equal(uvp_timeout(q, LONG_MS, 0, &t), 0);
+      uvp_delay(f->ctx, 1, NULL, NULL, UVP_KEEP_ALIVE | UVP_UNREF, &p),
+      UV_EINVAL);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  assert_int_equal(uvp_timeout(q, 1, UVP_KEEP_ALIVE | UVP_UNREF, &t),
+                   UV_EINVAL);
+  uvp_promise_release(q);
+  assert_int_equal(uvp_delay(f->ctx, 20, SENTINEL(1), NULL, UVP_KEEP_ALIVE, &p),
+                   0);
+  run_loop(f);
+  assert_ptr_equal(uvp_promise_value(p), SENTINEL(1));
+  uvp_promise_release(p);
+
+  /* UVP_UNREF: uv_run returns although both timers are pending. */
+  int freed = 0;
+  hook_t h2 = {0};
+  uvp_promise_t *q2 = producer(f, &h2);
+  assert_int_equal(uvp_delay(f->ctx, LONG_MS, boxed_new(1, &freed), boxed_free,
+                             UVP_UNREF, &p),
+                   0);
+  assert_int_equal(uvp_timeout(q2, LONG_MS, UVP_UNREF, &t), 0);
   uint64_t t0 = now_ms(f);
-  run_loop(f); /* returns although both timers are pending */
+  run_loop(f);
   assert_true(now_ms(f) - t0 < BOUND_MS);
   assert_int_equal(uvp_promise_state(p), UVP_PENDING);
   assert_int_equal(uvp_promise_state(t), UVP_PENDING);
-  assert_int_equal(h.calls, 0);
-
-  /* The same with UVP_KEEP_ALIVE: uv_run waits for them. */
-  hook_t h2 = {0};
-  uvp_promise_t *p2, *q2 = producer(f, &h2), *t2;
-  assert_int_equal(
-      uvp_delay(f->ctx, 20, SENTINEL(0), NULL, UVP_KEEP_ALIVE, &p2), 0);
-  assert_int_equal(uvp_timeout(q2, 20, UVP_KEEP_ALIVE, &t2), 0);
-  run_loop(f);
-  assert_ptr_equal(uvp_promise_value(p2), SENTINEL(0));
-  assert_int_equal(uvp_promise_reason(t2, NULL), UV_ETIMEDOUT);
-  assert_int_equal(h2.calls, 1);
-  /* The unref'd ones are still pending (LONG_MS has not passed). */
-  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
-  uvp_promise_release(p2);
-  uvp_promise_release(q2);
-  uvp_promise_release(t2);
+  assert_int_equal(h2.calls, 0);
   uvp_promise_release(p);
-  uvp_promise_release(q);
+  uvp_promise_release(q2);
   uvp_promise_release(t);
   /* Teardown (fixture) rejects the pending delay: its value is freed. */
   assert_int_equal(uvp_ctx_close(f->ctx), 0);
   f->ctx = NULL;
   assert_int_equal(freed, 1);
-  assert_int_equal(h.calls, 1);
-  assert_int_equal(h.code, UVP_ECLOSED);
+  assert_int_equal(h2.calls, 1);
+  assert_int_equal(h2.code, UVP_ECLOSED);
+}
+
+/* The issue's program: the main fiber awaits a sleep while nothing else
+ * runs; uv_run returns only once it has finished. */
+static uvp_ret_t sleeper(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  for (int i = 0; i < 3; i++) {
+    uvp_promise_t *d;
+    if (uvp_delay(ctx, 5, NULL, NULL, 0, &d) != 0)
+      return uvp_ret_reject(UV_EINVAL, NULL, NULL);
+    int rc = uvp_await(d, NULL);
+    uvp_promise_release(d);
+    if (rc != 0)
+      return uvp_ret_reject(rc, NULL, NULL);
+  }
+  return uvp_ret_value(SENTINEL(3), NULL);
+}
+
+static void test_fiber_awaiting_a_delay_keeps_the_loop(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *main_fiber;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, sleeper, f->ctx, NULL, &main_fiber),
+                   0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(main_fiber), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(main_fiber), SENTINEL(3));
+  uvp_promise_release(main_fiber);
 }
 
 /* ---- timeout ------------------------------------------------------------- */
@@ -588,7 +631,8 @@ int main(void) {
       FIXTURE_TEST(test_delay_fulfils_after_at_least),
       FIXTURE_TEST(test_delay_zero_and_ordering),
       FIXTURE_TEST(test_delay_cancel_stops_timer_and_frees_value),
-      FIXTURE_TEST(test_timers_do_not_keep_loop_alive_by_default),
+      FIXTURE_TEST(test_timers_keep_loop_alive_by_default),
+      FIXTURE_TEST(test_fiber_awaiting_a_delay_keeps_the_loop),
       FIXTURE_TEST(test_timeout_input_fulfils_first),
       FIXTURE_TEST(test_timeout_input_rejects_first),
       FIXTURE_TEST(test_timeout_time_wins_cancels_input),

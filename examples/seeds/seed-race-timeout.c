@@ -31,7 +31,7 @@ static uvp_ret_t time_is_up(void *arg, const uvp_outcome_t *in) {
 /* timeout(ms) */
 static int timeout(seed_t *s, uint64_t ms, uvp_promise_t **out) {
   uvp_promise_t *timer;
-  int rc = uvp_delay(s->ctx, ms, NULL, NULL, UVP_KEEP_ALIVE, &timer);
+  int rc = uvp_delay(s->ctx, ms, NULL, NULL, 0, &timer);
   if (rc == 0) {
     rc = uvp_promise_then(timer, time_is_up, NULL, out);
     uvp_promise_release(timer); /* the timer holds it until it fires */
