@@ -1155,13 +1155,14 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * running so it can clean up: the await it is suspended in returns
  * UV_ECANCELED (after cancelling the awaited promise, when the fiber was
  * all that waited for it: uvp_promise_cancel's rule), and so does every
- * later await.  Its return value is then discarded.  uvp_ctx_close resumes
- * every suspended fiber in turn with UVP_ECLOSED (every await then returns
- * UVP_ECLOSED at once), lets each run to its end, then frees the stacks:
- * a fiber must return once it sees UVP_ECLOSED (one that keeps looping
- * keeps uvp_ctx_close from returning, as any endless loop would).  Fibers
- * spawned but not started never start.  uvp_ctx_close inside a fiber
- * fails with UVP_EINFIBER: a fiber cannot free the stack it runs on.
+ * later await but uvp_await_shielded, which lets it wait for its cleanup.  Its
+ * return value is then discarded.  uvp_ctx_close resumes every suspended fiber
+ * in turn with UVP_ECLOSED (every await then returns UVP_ECLOSED at once), lets
+ * each run to its end, then frees the stacks: a fiber must return once it sees
+ * UVP_ECLOSED (one that keeps looping keeps uvp_ctx_close from returning, as
+ * any endless loop would).  Fibers spawned but not started never start.
+ * uvp_ctx_close inside a fiber fails with UVP_EINFIBER: a fiber cannot free the
+ * stack it runs on.
  *
  * Stacks.  Each fiber gets a stack (256 KiB by default) with a guard page
  * below it: an overflow faults at once instead of corrupting memory.
@@ -1226,6 +1227,26 @@ UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 #define uvp_await(...) uvp_await_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
                             const char *file, int line);
+
+/* Inside a fiber: uvp_await, except that the fiber's cancellation neither
+ * ends the wait nor cancels p: a cancelled fiber waits here for its own
+ * cleanup (the join of a group it started, the close of a connection),
+ * as under trio's shielded cancel scope, and so may keep the state its
+ * children use on its stack.  Returns p's outcome (0 or its rejection
+ * code), also when the fiber was cancelled before the call or while it
+ * waits; later plain awaits return UV_ECANCELED again.  The shield is
+ * not a way to ignore a shutdown: uvp_ctx_close still resumes it with
+ * UVP_ECLOSED.  To bound the wait, shield a timeout instead:
+ *
+ *   uvp_timeout(join, 5000, 0, &bounded);
+ *   rc = uvp_await_shielded(bounded, NULL);   // UV_ETIMEDOUT after 5 s
+ *
+ * (the timeout then cancels the join, and so the group, if nothing else
+ * waits for it).  Errors as uvp_await's, but never UV_ECANCELED. */
+#define uvp_await_shielded(...)                                                \
+  uvp_await_shielded_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
+                                     const char *file, int line);
 
 /* Whether the caller runs on a fiber (of any context). */
 UVP_EXTERN int uvp_in_fiber(void);

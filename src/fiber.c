@@ -49,6 +49,7 @@ struct fiber_s {
   uvp_free_cb arg_free;
   int state;
   bool cancelled;         /* its promise was cancelled: awaits say so */
+  bool shielded;          /* in uvp_await_shielded: cancelling waits too */
   uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
   uvp_outcome_t woken;    /* what the wake delivered */
   uvp__handler_t wake;
@@ -149,7 +150,7 @@ static bool wake(fiber_t *f, const uvp_outcome_t *in) {
   }
   if (in == NULL)
     return false; /* teardown: uvp_ctx_close resumes it (fiber_close) */
-  if (f->cancelled)
+  if (f->cancelled && !f->shielded)
     f->woken = (uvp_outcome_t){UV_ECANCELED, NULL, f->waiting};
   else if (in != &f->woken)
     f->woken = *in; /* the awaited promise's, settled or pending-no-more */
@@ -191,6 +192,8 @@ static void on_cancel(uvp_promise_t *p, void *arg) {
   if (uvp_promise_reason(p, NULL) != UV_ECANCELED)
     return;
   f->cancelled = true;
+  if (f->shielded)
+    return; /* it waits on: see uvp_await_shielded */
   if (f->state != F_SUSPENDED || f->waiting == NULL ||
       !uvp__is_pending(f->waiting))
     return; /* a queued wake will say UV_ECANCELED */
@@ -290,14 +293,14 @@ static int suspend(fiber_t *f, uvp_outcome_t *out) {
   return f->woken.status;
 }
 
-int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
-                 int line) {
+static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
+                                    const char *file, int line, bool shield) {
   fiber_t *f = uvp__fiber_current;
   int rc = p == NULL                 ? UV_EINVAL
            : f == NULL               ? UVP_ENOTFIBER
            : f->st->ctx->closed      ? UVP_ECLOSED
            : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
-           : f->cancelled            ? UV_ECANCELED
+           : f->cancelled && !shield ? UV_ECANCELED
                                      : 0;
   if (rc != 0) {
     if (out != NULL)
@@ -318,7 +321,22 @@ int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
     p->flags |= UVP__F_HANDLED; /* the fiber sees its rejection */
     uvp__enqueue_embedded(p, &f->wake, on_wake, f); /* yield once */
   }
-  return suspend(f, out);
+  if (!UVP__UNLIKELY(shield))
+    return suspend(f, out);
+  f->shielded = true;
+  rc = suspend(f, out);
+  f->shielded = false;
+  return rc;
+}
+
+int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
+                 int line) {
+  return await(p, out, file, line, false);
+}
+
+int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
+                          const char *file, int line) {
+  return await(p, out, file, line, true);
 }
 
 int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
@@ -347,7 +365,10 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
       fprintf(stream, "[fiber] %p spawned at %s:%d awaiting %p at %s:%d%s\n",
               (void *)f->p, f->file != NULL ? f->file : "?", f->line,
               (void *)f->waiting, f->await_file != NULL ? f->await_file : "?",
-              f->await_line, f->cancelled ? " (cancelled)" : "");
+              f->await_line,
+              !f->cancelled ? ""
+              : f->shielded ? " (cancelled, shielded)"
+                            : " (cancelled)");
     else
       fprintf(stream, "[fiber] %p spawned at %s:%d not started\n", (void *)f->p,
               f->file != NULL ? f->file : "?", f->line);

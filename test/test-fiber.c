@@ -886,6 +886,146 @@ static void test_cancel_shared_awaited(void **state) {
   assert_int_equal(vfreed, 1);
 }
 
+/* ---- uvp_await_shielded ---------------------------------------------------
+ */
+
+/* Found from outside (issue 40): a connection fiber cancelled at shutdown
+ * could not await the join of the request group it started, so its
+ * children's state could not live on its stack.  Here the children (a
+ * group's fibers) use a counter on the parent's stack; the parent, once
+ * cancelled, waits for them shielded, and only then returns. */
+typedef struct shield_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *gate; /* settled by the test: the children's work */
+  int rc_plain, rc_join, rc_after, children_done, parent_done;
+  int children_seen_by_parent;
+} shield_t;
+
+typedef struct child_arg_s {
+  shield_t *s;
+  int *on_parent_stack;
+} child_arg_t;
+
+static uvp_ret_t shield_child(void *arg) {
+  child_arg_t *c = arg;
+  /* Shielded too: the group's cancel must not cut the cleanup short. */
+  uvp_await_shielded(c->s->gate, NULL);
+  (*c->on_parent_stack)++;
+  c->s->children_done++;
+  return uvp_ret_pass();
+}
+
+static uvp_ret_t shield_parent(void *arg) {
+  shield_t *s = arg;
+  int on_my_stack = 0;
+  child_arg_t kids[3];
+  uvp_group_t *g;
+  FCHECK(uvp_group_new(s->ctx, NULL, &g) == 0);
+  for (int i = 0; i < 3; i++) {
+    kids[i] = (child_arg_t){s, &on_my_stack};
+    FCHECK(uvp_group_spawn(g, shield_child, &kids[i], NULL) == 0);
+  }
+  FCHECK(uvp_group_close(g) == 0);
+  uvp_promise_t *join;
+  FCHECK(uvp_group_join(g, &join) == 0);
+  uvp_promise_t *never;
+  FCHECK(uvp_promise_new(s->ctx, &never) == 0);
+  s->rc_plain = uvp_await(never, NULL); /* cancelled here */
+  uvp_promise_release(never);
+  s->rc_join = uvp_await_shielded(join, NULL);
+  s->children_seen_by_parent = on_my_stack;
+  s->rc_after = uvp_await(join, NULL); /* plain again: refused */
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  s->parent_done = 1;
+  return uvp_ret_pass();
+}
+
+static void test_shielded_await_of_own_cleanup(void **state) {
+  fixture_t *f = *state;
+  static shield_t s;
+  s = (shield_t){.ctx = f->ctx, .rc_plain = 1, .rc_join = 1, .rc_after = 1};
+  assert_int_equal(uvp_promise_new(f->ctx, &s.gate), 0);
+  uvp_promise_t *fp = spawn_and_run(f, shield_parent, &s);
+  assert_int_equal(uvp_promise_cancel(fp), 0);
+  run_loop(f);
+  assert_int_equal(s.rc_plain, UV_ECANCELED);
+  assert_int_equal(s.parent_done, 0); /* waiting for its children */
+  assert_int_equal(s.children_done, 0);
+  assert_int_equal(uvp_promise_state(s.gate), UVP_PENDING); /* not cancelled */
+  assert_int_equal(uvp_promise_resolve(s.gate, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(s.children_done, 3);
+  assert_int_equal(s.children_seen_by_parent, 3);
+  assert_int_equal(s.rc_join, 0);
+  assert_int_equal(s.rc_after, UV_ECANCELED);
+  assert_int_equal(s.parent_done, 1);
+  assert_int_equal(uvp_promise_reason(fp, NULL), UV_ECANCELED);
+  assert_int_equal(stats(f->ctx).fibers, 0);
+  uvp_promise_release(fp);
+  uvp_promise_release(s.gate);
+}
+
+/* Cancelled while inside the shielded await: it waits on, the awaited
+ * promise is not cancelled (though the fiber alone waits for it), and the
+ * value arrives; a timeout bounds a shielded wait; teardown ends one with
+ * UVP_ECLOSED; outside a fiber it is refused. */
+typedef struct inside_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *q, *never;
+  int rc_q, rc_bounded, rc_last;
+  void *value;
+  uint64_t waited_ms;
+} inside_t;
+
+static uvp_ret_t inside_body(void *arg) {
+  inside_t *x = arg;
+  uvp_outcome_t o;
+  x->rc_q = uvp_await_shielded(x->q, &o);
+  x->value = o.value;
+  uvp_promise_t *bounded;
+  FCHECK(uvp_timeout(x->never, 20, 0, &bounded) == 0);
+  uint64_t t0 = uv_now(uvp_ctx_loop(x->ctx));
+  x->rc_bounded = uvp_await_shielded(bounded, NULL);
+  x->waited_ms = uv_now(uvp_ctx_loop(x->ctx)) - t0;
+  uvp_promise_release(bounded);
+  x->rc_last = uvp_await_shielded(x->never, NULL); /* torn down here */
+  return uvp_ret_pass();
+}
+
+static void test_shielded_await_cancelled_inside(void **state) {
+  fixture_t *f = *state;
+  static hook_t hook;
+  static inside_t x;
+  hook = (hook_t){.calls = 0};
+  x = (inside_t){.ctx = f->ctx, .rc_q = 1, .rc_bounded = 1, .rc_last = 1};
+  x.q = producer(f, &hook);
+  assert_int_equal(uvp_promise_new(f->ctx, &x.never), 0);
+  /* another consumer: the timeout must leave it alone */
+  assert_int_equal(uvp_promise_then(x.never, NULL, NULL, NULL), 0);
+  uvp_promise_t *fp = spawn_and_run(f, inside_body, &x);
+  assert_int_equal(uvp_promise_cancel(fp), 0);
+  assert_int_equal(hook.calls, 0); /* q, only the fiber's, not cancelled */
+  run_loop(f);
+  assert_int_equal(x.rc_q, 1); /* still waiting */
+  assert_int_equal(uvp_promise_resolve(x.q, SENTINEL(5), NULL), 0);
+  run_loop(f);
+  assert_int_equal(x.rc_q, 0);
+  assert_ptr_equal(x.value, SENTINEL(5));
+  assert_int_equal(x.rc_bounded, UV_ETIMEDOUT);
+  assert_true(x.waited_ms >= 20);
+  assert_int_equal(uvp_promise_state(x.never), UVP_PENDING);
+  assert_int_equal(x.rc_last, 1);
+  (void)close_ctx(f);
+  assert_int_equal(x.rc_last, UVP_ECLOSED);
+  uvp_promise_release(fp);
+  uvp_promise_release(x.q);
+  uvp_promise_release(x.never);
+  uvp_outcome_t o;
+  assert_int_equal(uvp_await_shielded(x.never, &o), UVP_ENOTFIBER);
+  assert_int_equal(o.status, UVP_ENOTFIBER);
+}
+
 /* Cancelled before it started: the header says opts.arg_free then runs
  * because fn "will never run". */
 typedef struct never_s {
@@ -1900,6 +2040,8 @@ int main(void) {
       FTEST(test_ctx_close_in_fiber),
       FTEST(test_cancel_only_observer),
       FTEST(test_cancel_shared_awaited),
+      FTEST(test_shielded_await_of_own_cleanup),
+      FTEST(test_shielded_await_cancelled_inside),
       FTEST(test_cancel_before_start),
       FTEST(test_spawn_refused),
       FTEST(test_close_with_fibers),
