@@ -311,9 +311,11 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * of them is released.  Threads resolving after this get UVP_ECLOSED.
  * Call it once, on the loop thread, and not from inside a handler that is
  * about to use the context again.  Like closing a libuv handle twice, a
- * second call is a bug: until the loop has run the close callbacks it
- * returns UVP_ECLOSED and changes nothing; after that `ctx` is freed
- * memory, and ASan and valgrind report the call.
+ * second call is a bug, answered with UVP_ECLOSED and no change, before
+ * and after the context's memory is freed: uvp looks the pointer up among
+ * the process's contexts before reading it (unless a new context has
+ * since been made at the same address: that one it closes).  Any other
+ * call on a freed context reads freed memory (see "Misuse").
  * A program that closes every handle at exit (uv_walk, skipping those
  * uv_is_closing reports, as it must) calls this first: uvp's handles are
  * then closing and the walk leaves them alone.  A walk made before closes
@@ -338,9 +340,26 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  *                     UVP_ETHREAD instead of corrupting the context's
  *                     state; uvp_promise_retain returns NULL.
  * The environment variable UVP_CHECKS=thread turns it on for every context
- * a process creates.  (Double releases and uses of a released promise are
- * reported by ASan and valgrind builds: uvp tells both tools about its
- * slabs.)  Errors: UV_EINVAL (NULL ctx, unknown bits), UVP_ECLOSED. */
+ * a process creates.  Errors: UV_EINVAL (NULL ctx, unknown bits),
+ * UVP_ECLOSED.
+ *
+ * Misuse.  A promise's memory is a slot that the next new promise of its
+ * context may take.  What is noticed, and by what:
+ *  - In every build, a call on a promise after its last release, while its
+ *    slot is still free: uvp says so on stderr (with the stack when a
+ *    sanitizer's runtime is in the process, as in your own ASan build, or
+ *    valgrind runs it) and ignores a release, or refuses the call
+ *    (uvp_promise_then/on/finally, resolve, reject, resolve_with:
+ *    UV_EINVAL; uvp_promise_retain: NULL).  The library goes on working.
+ *  - Once another promise has taken the slot, the call acts on that
+ *    promise: nothing can tell the two apart, as with a libuv handle's
+ *    memory reused.  Only the tools catch the bug earlier: a uvp built
+ *    with ASan (it poisons free slots), or a debug build of uvp run under
+ *    valgrind (it marks them no-access), reports any access made while
+ *    the slot was free, wherever it happens.
+ *  - A second uvp_ctx_close: UVP_ECLOSED (see there).  Other calls on a
+ *    freed context: reported only by a uvp built with ASan, or by valgrind
+ *    (the context is malloc'd memory). */
 enum { UVP_CHECK_THREAD = 1 };
 UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
 

@@ -54,6 +54,15 @@ static inline void push_reaction(uvp_promise_t *p, uvp__reaction_t *r) {
   p->reactions = r;
 }
 
+/* A call named `call` was made on p after its last release (its slot is
+ * free, not yet taken by another promise): said on stderr, with the stack
+ * when a sanitizer's runtime is in the process or valgrind runs it.  The
+ * caller then refuses the call (UV_EINVAL) or ignores it (a release). */
+void uvp__misuse(const uvp_promise_t *p, const char *call);
+static inline bool is_freed(const uvp_promise_t *p) {
+  return UVP__UNLIKELY(p->state == UVP__S_FREE);
+}
+
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r);
 void uvp__report_unhandled(uvp_promise_t *p);
 void uvp__adopt(uvp_promise_t *p, uvp_promise_t *q);

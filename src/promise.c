@@ -23,10 +23,14 @@
  *    lock, so every reference change on the loop thread takes it too
  *    (rel() below); before close only the loop thread touches promises.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core.h"
+#if defined(UVP_HAVE_VALGRIND)
+#include <valgrind/valgrind.h>
+#endif
 
 _Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
 _Static_assert(sizeof(uvp_promise_t) % UVP__SLOT_ALIGN == 0,
@@ -81,9 +85,36 @@ void uvp__report_unhandled(uvp_promise_t *p) {
     uvp__trace_print(stderr, p->trace, "    ");
 }
 
+/* ---- misuse -------------------------------------------------------------- */
+
+/* Weak: defined only when a sanitizer's runtime is in the process (the
+ * program was built with -fsanitize=..., whether or not uvp was). */
+extern void __sanitizer_print_stack_trace(void) __attribute__((weak));
+
+void uvp__misuse(const uvp_promise_t *p, const char *call) {
+  fprintf(stderr,
+          "uvp: %s on promise %p, already freed: a release too many, or a "
+          "use after the last release (ignored)\n",
+          call, (const void *)p);
+  if (__sanitizer_print_stack_trace != NULL)
+    __sanitizer_print_stack_trace();
+#if defined(UVP_HAVE_VALGRIND)
+  VALGRIND_PRINTF_BACKTRACE("uvp: %s on a freed promise\n", call);
+#endif
+}
+
 void uvp__release_local(uvp_promise_t *p) {
-  if (UVP__LIKELY(--p->refs != 0))
+  uint32_t refs = p->refs;
+  if (UVP__LIKELY(refs > 1)) {
+    p->refs = refs - 1;
     return;
+  }
+  if (UVP__UNLIKELY(refs == 0)) {
+    /* Freed, or on the free stack: a release too many. */
+    uvp__misuse(p, "uvp_promise_release");
+    return;
+  }
+  p->refs = 0;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (uvp__mail_waiting(ctx)) {
     /* A message may name p (see uvp__post): read with p alive.  One that
@@ -147,6 +178,10 @@ uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (uvp__refused_thread(ctx))
     return NULL;
+  if (is_freed(p)) {
+    uvp__misuse(p, "uvp_promise_retain");
+    return NULL;
+  }
   if (UVP__UNLIKELY(ctx->closed)) {
     uvp__lock(ctx);
     p->refs++;
@@ -340,15 +375,28 @@ static bool settleable(const uvp_promise_t *p) {
          !(p->flags & (UVP__F_WAITING | UVP__F_OWNED));
 }
 
-static int check_settleable(const uvp_promise_t *p) {
+/* Not settleable: why (a freed promise is reported, see uvp__misuse). */
+static UVP__NOINLINE int unsettleable(const uvp_promise_t *p,
+                                      const char *call) {
+  if (!is_freed(p))
+    return UVP_ESETTLED;
+  uvp__misuse(p, call);
+  return UV_EINVAL;
+}
+
+static int check_settleable_in(const uvp_promise_t *p, const char *call) {
   int rc = uvp__ctx_check(uvp__promise_ctx(p));
   if (UVP__UNLIKELY(rc != 0))
     return rc;
-  return settleable(p) ? 0 : UVP_ESETTLED;
+  return settleable(p) ? 0 : unsettleable(p, call);
+}
+
+static int check_settleable(const uvp_promise_t *p) {
+  return check_settleable_in(p, "a settle");
 }
 
 int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
-  int rc = check_settleable(p);
+  int rc = check_settleable_in(p, "uvp_promise_resolve");
   if (rc == 0)
     fulfill(p, value, free_cb);
   return rc;
@@ -356,7 +404,7 @@ int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
 
 int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
                       uvp_free_cb free_cb) {
-  int rc = check_settleable(p);
+  int rc = check_settleable_in(p, "uvp_promise_reject");
   if (rc == 0)
     reject(p, code, payload, free_cb);
   return rc;
@@ -381,7 +429,7 @@ int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
   if (UVP__UNLIKELY(ctx == NULL))
     return settle_slow(p, UVP__MSG_RESOLVE, 0, value, free_cb);
   if (!settleable(p))
-    return UVP_ESETTLED;
+    return unsettleable(p, "uvp_promise_resolve");
   forget_hook(p);
   p->value = value;
   p->fn.free_cb = free_cb;
@@ -397,7 +445,7 @@ int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
   if (UVP__UNLIKELY(ctx == NULL))
     return settle_slow(p, UVP__MSG_REJECT, code, payload, free_cb);
   if (!settleable(p))
-    return UVP_ESETTLED;
+    return unsettleable(p, "uvp_promise_reject");
   forget_hook(p);
   p->code = code;
   p->value = payload;
@@ -409,11 +457,15 @@ int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
 int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src) {
   if (p == NULL || src == NULL)
     return UV_EINVAL;
-  int rc = check_settleable(p);
+  int rc = check_settleable_in(p, "uvp_promise_resolve_with");
   if (rc != 0)
     return rc;
   if (!uvp__same_ctx(src, p))
     return UVP_EXCTX;
+  if (is_freed(src)) {
+    uvp__misuse(src, "uvp_promise_resolve_with");
+    return UV_EINVAL;
+  }
   uvp__adopt(p, src);
   return 0;
 }

@@ -170,6 +170,10 @@ static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
   int rc = uvp__ctx_check(ctx);
   if (UVP__UNLIKELY(rc != 0))
     return rc;
+  if (is_freed(p)) {
+    uvp__misuse(p, "a handler's registration");
+    return UV_EINVAL;
+  }
   uvp_promise_t *d = NULL;
   uvp_promise_t *target = p;
   if (out != NULL) {

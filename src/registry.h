@@ -21,6 +21,11 @@ void uvp__process_unlock(void);
 int uvp__registry_add(uvp_ctx_t *ctx, uint16_t *id);
 void uvp__registry_remove(uint16_t id);
 
+/* Whether ctx is a context's address (open, or closed and not yet freed),
+ * found without reading *ctx: a second uvp_ctx_close may be given freed
+ * memory. */
+bool uvp__registry_has(const uvp_ctx_t *ctx);
+
 /* Whether any context exists (uvp_replace_allocator refuses then). */
 bool uvp__registry_busy(void);
 

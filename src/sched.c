@@ -581,6 +581,10 @@ static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
 }
 
 int uvp_ctx_close(uvp_ctx_t *ctx) {
+  /* A second close may come once the context is freed: look it up first,
+   * without reading it. */
+  if (ctx != NULL && !uvp__registry_has(ctx))
+    return UVP_ECLOSED;
   int rc = uvp__ctx_check(ctx);
   if (rc == 0 && uvp__fiber_current != NULL)
     rc = UVP_EINFIBER; /* it would free the stack it runs on */
