@@ -22,6 +22,7 @@
  *   running: attached to its promise, then queued; the core owns r;
  *   settled: on the done queue until a next() takes it, linked through
  *            r.next (the core never reads a cell again once it has run);
+ *            a UVP_GROUP_DISCARD_SETTLED group's cells skip this;
  *   free:    source NULL, on its block's free list through r.next.
  * A settled or free cell keeps r.target, which names its block. */
 typedef struct block_s block_t;
@@ -97,6 +98,7 @@ struct uvp_group_s {
   size_t limit;           /* 0: none */
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
+  uint16_t site;  /* where it was made: a failed start's, see start_lazy */
   bool closed, cancelled, released, pumping;
   bool walking;  /* cancel_all is walking the blocks */
   size_t holds;  /* libuv requests and handles of members, open */
@@ -188,7 +190,12 @@ void uvp__group_drop(uvp_group_t *g) {
 
 static void member_run(uvp__cell_owner_t *owner, size_t i,
                        const uvp_outcome_t *in);
+static void discard_run(uvp__cell_owner_t *owner, size_t i,
+                        const uvp_outcome_t *in);
+/* A group that keeps no results has blocks of its own kind, so that the
+ * settle of every other group's member does not test for it. */
 static const uvp__cell_ops_t member_ops = {member_run};
+static const uvp__cell_ops_t discard_ops = {discard_run};
 
 static block_t **list_of(uvp_group_t *g, const block_t *b) {
   return b->full ? &g->full : &g->room;
@@ -228,7 +235,8 @@ static block_t *block_new(uvp_group_t *g) {
     b = uvp__pool_get(first ? &st->small : &st->large);
   if (b == NULL)
     return NULL;
-  b->owner.ops = &member_ops;
+  b->owner.ops =
+      (g->flags & UVP_GROUP_DISCARD_SETTLED) ? &discard_ops : &member_ops;
   b->owner.cells = block_cells(b);
   b->g = g;
   b->free = NULL;
@@ -433,14 +441,53 @@ static void member_run(uvp__cell_owner_t *owner, size_t i,
   maybe_free(g);
 }
 
-/* Observe p (a reference handed over) as a running member. */
+/* The same in a group that keeps no results: the member is let go of at
+ * once.  (The run queue still holds the promise: if the group's was the
+ * last other reference, the promise goes when this returns, with its
+ * value's notifier and, for a rejection nothing observed, the report.)
+ * A cancellation is no news; FAIL_FAST's first failure travels in the
+ * join.  Any other failure is left unobserved (watch), to be reported,
+ * and so is one the join can no longer carry: the join was cancelled,
+ * which cancelled the group, so there is nothing left to fail fast. */
+static void discard_run(uvp__cell_owner_t *owner, size_t i,
+                        const uvp_outcome_t *in) {
+  block_t *b = UVP__CONTAINER_OF(owner, block_t, owner);
+  uvp__cell_t *c = &block_cells(b)[i];
+  uvp_group_t *g = b->g;
+  uvp_promise_t *failed = NULL;
+  g->nrunning--;
+  if (in != NULL && in->status == UV_ECANCELED) {
+    in->promise->flags |= UVP__F_HANDLED;
+  } else if (in != NULL && in->status != 0 &&
+             (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL &&
+             g->join != NULL) {
+    failed = in->promise;
+    failed->flags |= UVP__F_HANDLED;
+  }
+  member_free(g, c);
+  if (failed != NULL) {
+    uvp__retain_local(failed); /* run by the drain: ctx open */
+    g->failure = failed;
+    cancel_all(g);
+  }
+  pump(g);
+  maybe_end(g);
+  maybe_free(g);
+}
+
+/* Observe p (a reference handed over) as a running member.  A group that
+ * keeps no results does not count as observing it: a rejection nothing
+ * else observes is reported (uvp.h). */
 static int watch(uvp_group_t *g, uvp_promise_t *p) {
   block_t *b;
   uvp__cell_t *c = cell_take(g, &b);
   if (c == NULL)
     return UV_ENOMEM;
   g->nrunning++;
+  bool observed = (p->flags & UVP__F_HANDLED) != 0;
   uvp__cell_attach(&b->owner, c, p);
+  if ((g->flags & UVP_GROUP_DISCARD_SETTLED) && !observed)
+    p->flags &= (uint8_t)~UVP__F_HANDLED;
   return 0;
 }
 
@@ -508,7 +555,12 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
     uvp_promise_release(p);
   }
   if (rc != 0) {
-    p = uvp__promise_new(ctx, __FILE__, __LINE__);
+    /* Reported where the group was made if nothing observes it (a group
+     * keeping no results): a site in this file would tell nothing. */
+    const char *file;
+    int line;
+    uvp__site_get(g->site, &file, &line);
+    p = uvp__promise_new(ctx, file, line);
     if (p == NULL)
       return; /* no memory even to say so: the member is lost */
     uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
@@ -603,7 +655,8 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
-  int rc = out == NULL || (opts != NULL && (opts->flags & ~UVP_GROUP_FAIL_FAST))
+  int known = UVP_GROUP_FAIL_FAST | UVP_GROUP_DISCARD_SETTLED;
+  int rc = out == NULL || (opts != NULL && (opts->flags & ~known))
                ? UV_EINVAL
                : uvp__ctx_check(ctx);
   if (rc != 0)
@@ -632,6 +685,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     return UV_ENOMEM;
   }
   g->joined = g->join; /* the second reference */
+  g->site = g->join->site;
   /* Made by work of another group (a member, or what one started): that
    * group waits for this one as for its requests. */
   g->parent = uvp__scope_group(ctx);
@@ -727,7 +781,10 @@ int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start, void *arg,
 
 int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out, const char *file,
                       int line) {
-  int rc = g == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  /* A group that keeps no results has none to hand out. */
+  int rc = g == NULL || out == NULL || (g->flags & UVP_GROUP_DISCARD_SETTLED)
+               ? UV_EINVAL
+               : uvp__ctx_check(g->ctx);
   if (rc != 0)
     return rc;
   if (g->wtail - g->whead == g->wcap) {
