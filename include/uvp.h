@@ -1345,6 +1345,29 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * reject (not with UV_ECANCELED) cancels the others, waiting members
  * never start, and the join settles like that member.
  *
+ * Results: by default a member that settles is kept until a next() takes
+ * it or the group is released, so a group nobody drains holds every
+ * member it ever had.  A group that only supervises (one member per
+ * connection, for as long as the server runs) wants none: with
+ * UVP_GROUP_DISCARD_SETTLED the group lets go of a member as soon as it
+ * sees it settle (its reference, and with it the promise and its value,
+ * whose destroy notifier runs, unless you hold another), so it holds
+ * memory only for the members running or waiting to start; next() is
+ * refused.  Failures still travel: such a group does not count as
+ * observing its members, so one that rejects and that nothing else
+ * observes is reported to the unhandled-rejection hook
+ * (uvp_ctx_set_unhandled_cb) as any rejected promise nobody handled is,
+ * with its creation site (a fiber's is its uvp_group_spawn, a failed
+ * start callback's the group's uvp_group_new), when its last reference
+ * goes: as it settles if the group held that (fibers, start callbacks,
+ * promises you released after adding them), else when you release yours,
+ * or at uvp_ctx_close.  A member rejecting with UV_ECANCELED is never
+ * reported (a cancellation is no news).  With UVP_GROUP_FAIL_FAST too,
+ * the first failure is not reported either: it settles the join, which
+ * is reported in its turn if nobody observes it; failures after it are
+ * (and so is the first if the join was cancelled before: nothing carries
+ * it then).
+ *
  * Nesting: a group's join promise is a promise like any other: add it to
  * another group; cancelling it (or its parent group) cancels the group.
  * Errors common to every call: UV_EINVAL (NULL group or argument),
@@ -1352,22 +1375,24 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * UVP_ETHREAD. */
 typedef struct uvp_group_s uvp_group_t;
 
-enum { UVP_GROUP_FAIL_FAST = 1 };
+enum { UVP_GROUP_FAIL_FAST = 1, UVP_GROUP_DISCARD_SETTLED = 2 };
 
 typedef struct uvp_group_opts_s {
   size_t limit; /* members running at once; 0: no limit */
-  int flags;    /* 0 or UVP_GROUP_FAIL_FAST */
+  int flags;    /* 0, or UVP_GROUP_* flags ORed */
 } uvp_group_opts_t;
 
 /* A group (opts may be NULL).  The group is yours until
  * uvp_group_release; its join promise is the group's (uvp_group_join
- * hands out references).  Errors also UV_ENOMEM. */
+ * hands out references).  Errors also UV_EINVAL (an unknown flag),
+ * UV_ENOMEM. */
 #define uvp_group_new(...) uvp_group_new_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                                 uvp_group_t **out, const char *file, int line);
 
-/* Add a running promise (borrowed; the group takes a reference).  Also
- * UVP_EXCTX, UV_ECANCELED (the group was cancelled), UV_ENOMEM. */
+/* Add a running promise (borrowed; the group takes a reference, which a
+ * UVP_GROUP_DISCARD_SETTLED group drops as soon as it sees p settle).
+ * Also UVP_EXCTX, UV_ECANCELED (the group was cancelled), UV_ENOMEM. */
 UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
 
 /* A fiber member, spawned (in the group's scope) when there is room under
@@ -1402,7 +1427,9 @@ UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
  * handed out, next() rejects with UV_EOF, the end of the iteration (as
  * JavaScript's {done: true}): never reported as unhandled, nor is what
  * passes it on.  Cancelling the promise it gave just stops that wait: the
- * member goes to the next next().  Also UV_ENOMEM. */
+ * member goes to the next next().  Also UV_ENOMEM, and UV_EINVAL for a
+ * UVP_GROUP_DISCARD_SETTLED group, which keeps no member to hand out
+ * (uvp_group_join waits for the end). */
 #define uvp_group_next(...) uvp_group_next_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
                                  const char *file, int line);
@@ -1436,10 +1463,10 @@ UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 
 /* Give the group up: it is closed (members waiting for room still start),
  * settled members no next() took are dropped (next() promises already made
- * are still served), and its memory goes once its members, their requests
- * and handles, and its join are done.  Loop thread, also after
- * uvp_ctx_close (the group's other calls then return UVP_ECLOSED); NULL
- * is a no-op. */
+ * are still served; a UVP_GROUP_DISCARD_SETTLED group kept none), and its
+ * memory goes once its members, their requests and handles, and its join
+ * are done.  Loop thread, also after uvp_ctx_close (the group's other
+ * calls then return UVP_ECLOSED); NULL is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /* ------------------------------------------------------------------------ */

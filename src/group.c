@@ -22,6 +22,7 @@
  *   running: attached to its promise, then queued; the core owns r;
  *   settled: on the done queue until a next() takes it, linked through
  *            r.next (the core never reads a cell again once it has run);
+ *            a UVP_GROUP_DISCARD_SETTLED group's cells skip this;
  *   free:    source NULL, on its block's free list through r.next.
  * A settled or free cell keeps r.target, which names its block. */
 typedef struct block_s block_t;
@@ -97,6 +98,7 @@ struct uvp_group_s {
   size_t limit;           /* 0: none */
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
+  uint16_t site;  /* where it was made: a failed start's, see start_lazy */
   bool closed, cancelled, released, pumping;
   bool walking;  /* cancel_all is walking the blocks */
   size_t holds;  /* libuv requests and handles of members, open */
@@ -188,7 +190,12 @@ void uvp__group_drop(uvp_group_t *g) {
 
 static void member_run(uvp__cell_owner_t *owner, size_t i,
                        const uvp_outcome_t *in);
+static void discard_run(uvp__cell_owner_t *owner, size_t i,
+                        const uvp_outcome_t *in);
+/* A group that keeps no results has blocks of its own kind, so that the
+ * settle of every other group's member does not test for it. */
 static const uvp__cell_ops_t member_ops = {member_run};
+static const uvp__cell_ops_t discard_ops = {discard_run};
 
 static block_t **list_of(uvp_group_t *g, const block_t *b) {
   return b->full ? &g->full : &g->room;
@@ -228,7 +235,8 @@ static block_t *block_new(uvp_group_t *g) {
     b = uvp__pool_get(first ? &st->small : &st->large);
   if (b == NULL)
     return NULL;
-  b->owner.ops = &member_ops;
+  b->owner.ops =
+      (g->flags & UVP_GROUP_DISCARD_SETTLED) ? &discard_ops : &member_ops;
   b->owner.cells = block_cells(b);
   b->g = g;
   b->free = NULL;
@@ -265,8 +273,11 @@ static uvp__cell_t *cell_take(uvp_group_t *g, block_t **out) {
 
 /* A member's cell is free again.  Its block goes back once empty, and
  * returns to `room` if it was full; not while cancel_all walks the
- * blocks (it tidies up after). */
-static void cell_give(uvp_group_t *g, uvp__cell_t *c) {
+ * blocks (it tidies up after).  Inlined, as member_free: with discard_run
+ * a fourth caller, gcc called one of them out of line from serve, the
+ * next() path (5 instructions more a member, callgrind on
+ * bench/group-drain). */
+static UVP__ALWAYS_INLINE void cell_give(uvp_group_t *g, uvp__cell_t *c) {
   block_t *b = block_of(c);
   c->source = NULL;
   set_link(c, b->free);
@@ -299,7 +310,7 @@ static void blocks_tidy(uvp_group_t *g) {
 /* The member's cell goes back before its promise: after the context's
  * close, that reference may be what keeps the context, and the pools,
  * alive. */
-static void member_free(uvp_group_t *g, uvp__cell_t *c) {
+static UVP__ALWAYS_INLINE void member_free(uvp_group_t *g, uvp__cell_t *c) {
   uvp_promise_t *p = c->source;
   cell_give(g, c);
   uvp__rel(p);
@@ -433,14 +444,53 @@ static void member_run(uvp__cell_owner_t *owner, size_t i,
   maybe_free(g);
 }
 
-/* Observe p (a reference handed over) as a running member. */
+/* The same in a group that keeps no results: the member is let go of at
+ * once.  (The run queue still holds the promise: if the group's was the
+ * last other reference, the promise goes when this returns, with its
+ * value's notifier and, for a rejection nothing observed, the report.)
+ * A cancellation is no news; FAIL_FAST's first failure travels in the
+ * join.  Any other failure is left unobserved (watch), to be reported,
+ * and so is one the join can no longer carry: the join was cancelled,
+ * which cancelled the group, so there is nothing left to fail fast. */
+static void discard_run(uvp__cell_owner_t *owner, size_t i,
+                        const uvp_outcome_t *in) {
+  block_t *b = UVP__CONTAINER_OF(owner, block_t, owner);
+  uvp__cell_t *c = &block_cells(b)[i];
+  uvp_group_t *g = b->g;
+  uvp_promise_t *failed = NULL;
+  g->nrunning--;
+  if (in != NULL && in->status == UV_ECANCELED) {
+    in->promise->flags |= UVP__F_HANDLED;
+  } else if (in != NULL && in->status != 0 &&
+             (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL &&
+             g->join != NULL) {
+    failed = in->promise;
+    failed->flags |= UVP__F_HANDLED;
+  }
+  member_free(g, c);
+  if (failed != NULL) {
+    uvp__retain_local(failed); /* run by the drain: ctx open */
+    g->failure = failed;
+    cancel_all(g);
+  }
+  pump(g);
+  maybe_end(g);
+  maybe_free(g);
+}
+
+/* Observe p (a reference handed over) as a running member.  A group that
+ * keeps no results does not count as observing it: a rejection nothing
+ * else observes is reported (uvp.h). */
 static int watch(uvp_group_t *g, uvp_promise_t *p) {
   block_t *b;
   uvp__cell_t *c = cell_take(g, &b);
   if (c == NULL)
     return UV_ENOMEM;
   g->nrunning++;
+  bool observed = (p->flags & UVP__F_HANDLED) != 0;
   uvp__cell_attach(&b->owner, c, p);
+  if ((g->flags & UVP_GROUP_DISCARD_SETTLED) && !observed)
+    p->flags &= (uint8_t)~UVP__F_HANDLED;
   return 0;
 }
 
@@ -511,6 +561,9 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
     p = uvp__promise_new(ctx, __FILE__, __LINE__);
     if (p == NULL)
       return; /* no memory even to say so: the member is lost */
+    /* Reported where the group was made if nothing observes it (a group
+     * keeping no results): a line of this file would tell nothing. */
+    p->site = g->site;
     uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
   }
   if (watch(g, p) != 0) {
@@ -603,21 +656,26 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
-  int rc = out == NULL || (opts != NULL && (opts->flags & ~UVP_GROUP_FAIL_FAST))
+  int known = UVP_GROUP_FAIL_FAST | UVP_GROUP_DISCARD_SETTLED;
+  int rc = out == NULL || (opts != NULL && (opts->flags & ~known))
                ? UV_EINVAL
                : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+  /* next()'s waiters: a ring of 16 to begin with, none in a group that
+   * keeps no results (next() is refused). */
+  size_t wcap =
+      opts != NULL && (opts->flags & UVP_GROUP_DISCARD_SETTLED) ? 0 : 16;
   uvp_group_t *g = uvp__calloc(1, sizeof(*g));
-  uvp_promise_t **w = uvp__malloc(16 * sizeof(*w));
-  if (g == NULL || w == NULL) {
+  uvp_promise_t **w = wcap != 0 ? uvp__malloc(wcap * sizeof(*w)) : NULL;
+  if (g == NULL || (w == NULL && wcap != 0)) {
     uvp__free(g);
     uvp__free(w);
     return UV_ENOMEM;
   }
   g->ctx = ctx;
   g->waiters = w;
-  g->wcap = 16;
+  g->wcap = wcap;
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
   g->scope = uvp__scope_with_group(ctx->scope, g);
@@ -632,6 +690,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     return UV_ENOMEM;
   }
   g->joined = g->join; /* the second reference */
+  g->site = g->join->site;
   /* Made by work of another group (a member, or what one started): that
    * group waits for this one as for its requests. */
   g->parent = uvp__scope_group(ctx);
@@ -731,6 +790,10 @@ int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out, const char *file,
   if (rc != 0)
     return rc;
   if (g->wtail - g->whead == g->wcap) {
+    /* A group that keeps no results has none to hand out, and no ring
+     * (wcap 0): refused here, off the common path. */
+    if (g->flags & UVP_GROUP_DISCARD_SETTLED)
+      return UV_EINVAL;
     size_t cap = 2 * g->wcap;
     uvp_promise_t **w = uvp__malloc(cap * sizeof(*w));
     if (w == NULL)

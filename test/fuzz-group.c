@@ -1,6 +1,7 @@
 /* libFuzzer harness for task groups: the input decodes into a sequence of
  * operations on up to MAXG groups -- create (limit 0..3, with or without
- * UVP_GROUP_FAIL_FAST), add a fresh pending promise, add a promise the
+ * UVP_GROUP_FAIL_FAST, with or without UVP_GROUP_DISCARD_SETTLED), add a
+ * fresh pending promise, add a promise the
  * harness holds (a member of another group, settled or not: one promise in
  * two groups; or an earlier group's join: nesting), add hundreds at once,
  * start a member through a start callback that first calls back into its
@@ -28,8 +29,12 @@
  * after its arg_free nor after uvp_ctx_close; every arg_free runs exactly
  * once by the end, a fiber's only once it has returned; no cancellation,
  * no teardown's UVP_ECLOSED and no next()'s UV_EOF is reported as
- * unhandled.  ASan/UBSan/LSan
- * catch the rest.  Hundreds of members fill a group's small first block
+ * unhandled, and no promise twice; a member of a group keeping no results
+ * is reported, by the end, exactly when it rejected (not with
+ * UV_ECANCELED) and nothing observed it (no group keeping results, no
+ * fiber's await, no join carrying it as a FAIL_FAST failure).
+ * ASan/UBSan/LSan catch the rest.
+ * Hundreds of members fill a group's small first block
  * and 256-cell blocks after it; taking some and adding more reuses their
  * cells, and a cancel walks every block.
  *
@@ -51,7 +56,9 @@
  * member shared with another group is rejected for both.  Members fulfil
  * with their promise's index + 1 and reject with -(20000 + index), fibers
  * with 50000 + f / -(50000 + f), failed starts with -(40000 + z), so an
- * outcome tells which member it was.  A start callback's member counts as
+ * outcome tells which member it was.  A group keeping no results puts no
+ * settled member in its FIFO, and refuses next() (UV_EINVAL: the slot
+ * stays empty).  A start callback's member counts as
  * running from the call on (uvp.h: started inside that call), so the group
  * cannot end, nor next() say UV_EOF, while the callback runs.
  *
@@ -136,13 +143,6 @@
 static int value_of(int i) { return i + 1; }
 static int code_of(int i) { return -(20000 + i); }
 
-/* No member rejects with UV_EOF: only next() does, at the group's end,
- * which is never reported. */
-static void unhandled_not_expected(uvp_promise_t *p, void *arg) {
-  unhandled_not_cancelled(p, arg);
-  if (uvp_promise_reason(p, NULL) == UV_EOF)
-    fail("a next()'s UV_EOF reported as unhandled", UV_EOF, 0);
-}
 static int start_error(int z) { return -(40000 + z); }
 static int fiber_value(int f) { return 50000 + f; }
 static int fiber_code(int f) { return -(50000 + f); }
@@ -171,9 +171,14 @@ enum { K_PLAIN, K_HOOKED, K_JOIN, K_FIBER, K_NEXT, K_ERROR, K_SLOT };
 typedef struct mprom_s {
   mout_t out;
   int kind;
-  int owner;    /* K_HOOKED: its hook (M.h); K_JOIN: its group; K_FIBER: f */
-  bool member;  /* has been a group's member */
-  bool awaited; /* a fiber awaits (or will): never a member then */
+  int owner;      /* K_HOOKED: its hook (M.h); K_JOIN: its group; K_FIBER:
+                     f; K_ERROR: its start z */
+  bool member;    /* has been a group's member */
+  bool awaited;   /* a fiber awaits (or will): never a member then */
+  bool discarded; /* has been a member of a group keeping no results */
+  bool observed;  /* by a group keeping results, a fiber's await, or a
+                     DISCARD_SETTLED | FAIL_FAST group's join: a rejection
+                     is then never reported */
   int nr;
   int rx[RMAX];   /* reactions in registration order: >= 0 a member's cell,
                      < 0 the wake of fiber ~r */
@@ -188,6 +193,7 @@ typedef struct mmember_s {
 
 typedef struct mgroup_s {
   bool closed, cancelled, released, ff, walking, pumping, wound;
+  bool discard;   /* UVP_GROUP_DISCARD_SETTLED */
   bool next_hook; /* a member's cancel hook calls next() */
   int parent;     /* the group whose member made it, until it winds down */
   int jp;         /* its join */
@@ -254,7 +260,7 @@ static int new_prom(int kind, int owner, mout_t out) {
   int pi = kind == K_FIBER || kind == K_ERROR ? MAXP + M.ni++ : M.np++;
   if (M.ni > MAXI || M.np > MAXP)
     abort();
-  P[pi] = (mprom_t){out, kind, owner, false, false, 0, {0}, 0, 0};
+  P[pi] = (mprom_t){out, kind, owner, false, false, false, false, 0, {0}, 0, 0};
   M.effects++;
   return pi;
 }
@@ -340,6 +346,10 @@ static void m_member(int gi, int pi) {
     abort();
   MEM[k] = (mmember_t){gi, pi, false};
   P[pi].member = true;
+  if (M.g[gi].discard)
+    P[pi].discarded = true;
+  else
+    P[pi].observed = true;
   M.g[gi].nrunning++;
   m_react(pi, k);
 }
@@ -352,10 +362,13 @@ static int add_rc(const mgroup_t *g, int *alt) {
   return rc;
 }
 
-static int m_new_group(size_t limit, bool ff, int parent) {
+static int m_new_group(size_t limit, bool ff, bool discard, int parent) {
   int gi = M.ng++;
-  M.g[gi] =
-      (mgroup_t){.ff = ff, .parent = parent, .limit = limit, .failure = -1};
+  M.g[gi] = (mgroup_t){.ff = ff,
+                       .discard = discard,
+                       .parent = parent,
+                       .limit = limit,
+                       .failure = -1};
   M.g[gi].jp = new_prom(K_JOIN, gi, (mout_t){M_PENDING, 0});
   if (parent >= 0)
     M.g[parent].holds++;
@@ -374,14 +387,21 @@ static int m_add_fresh(int gi, int *alt) {
   return rc;
 }
 
-/* slot: where the promise goes (-1: a new one). */
-static void m_next(int gi, int slot) {
+/* slot: where the promise goes (-1: a new one).  A group keeping no
+ * results refuses, leaving the slot empty. */
+static int m_next(int gi, int slot) {
   mgroup_t *g = &M.g[gi];
+  if (g->discard) {
+    if (slot < 0)
+      (void)new_prom(K_SLOT, -1, (mout_t){M_PENDING, 0});
+    return UV_EINVAL;
+  }
   if (slot < 0)
     slot = new_prom(K_NEXT, gi, (mout_t){M_PENDING, 0});
   P[slot].kind = K_NEXT;
   WAIT[gi][g->wt++] = slot;
   m_serve(g);
+  return 0;
 }
 
 static void m_release(mgroup_t *g) {
@@ -418,8 +438,7 @@ static int m_act(int gi, int act, int lim, int slot, int *alt) {
     return 0;
   switch (act) {
   case A_NEXT:
-    m_next(gi, slot);
-    return 0;
+    return m_next(gi, slot);
   case A_CLOSE:
     g->closed = true;
     m_maybe_end(g);
@@ -474,7 +493,7 @@ static void m_pump(mgroup_t *g) {
     z->freed = true;
     int pi;
     if (z->mode == ST_ERROR)
-      pi = new_prom(K_ERROR, -1, (mout_t){M_REJECTED, start_error(e)});
+      pi = new_prom(K_ERROR, e, (mout_t){M_REJECTED, start_error(e)});
     else
       pi = new_prom(K_PLAIN, -1, (mout_t){M_PENDING, 0});
     if (z->mode == ST_FULFILLED)
@@ -594,7 +613,7 @@ static void m_fiber_run(int fi) {
     break;
   case FP_GROUP:
     if (M.ng < MAXG)
-      own = M.g[m_new_group(0, false, f->group)].jp;
+      own = M.g[m_new_group(0, false, false, f->group)].jp;
     break;
   case FP_CLOSE:
   case FP_CANCEL:
@@ -624,6 +643,7 @@ static void m_fiber_run(int fi) {
   } else {
     f->state = F_SUSPENDED;
     f->waiting = t;
+    P[t].observed = true;
     m_react(t, ~fi); /* a settled one: a yield */
   }
 }
@@ -648,11 +668,15 @@ static void m_observe(int k) {
   mgroup_t *g = &M.g[m->group];
   m->observed = true;
   g->nrunning--;
-  DONE[m->group][g->dt++] = k;
+  if (!g->discard)
+    DONE[m->group][g->dt++] = k;
   mout_t out = P[m->prom].out;
+  /* Keeping no results, the group fails fast only while its join can
+   * carry the failure (it is not reported then). */
   if (g->ff && g->failure < 0 && out.st == M_REJECTED &&
-      out.value != UV_ECANCELED) {
+      out.value != UV_ECANCELED && (!g->discard || pending(g->jp))) {
     g->failure = m->prom;
+    P[m->prom].observed = true;
     m_cancel_all(g);
   }
   m_pump(g);
@@ -699,6 +723,7 @@ typedef struct sut_s {
   bool ctx_closed;
   uvp_group_t *g[MAXG];
   bool released[MAXG];
+  bool discard[MAXG]; /* UVP_GROUP_DISCARD_SETTLED: next() is refused */
   int jp[MAXG], join_refs[MAXG];
   int ng, np, ns, nf, nh;
   uvp_promise_t *p[MAXP]; /* references the harness holds */
@@ -707,9 +732,47 @@ typedef struct sut_s {
   sfiber_t f[MAXF];
   shook_t h[MAXH];
   int start_log[MAXS], nlog;
+  /* Reports of unhandled rejections: of the harness's promises (found
+   * through `by_addr`, made before uvp_ctx_close: until then it holds
+   * them all, so only uvp's own can be reported), of fibers' promises and
+   * of failed starts' (told by their codes), and the rest. */
+  int reported[MAXP], reported_fiber[MAXF], reported_start[MAXS];
+  int reported_other;
+  struct addr_s {
+    const uvp_promise_t *p;
+    int i;
+  } by_addr[MAXP];
+  int naddr;
 } sut_t;
 
 static sut_t S;
+
+static int addr_cmp(const void *a, const void *b) {
+  const uvp_promise_t *x = ((const struct addr_s *)a)->p,
+                      *y = ((const struct addr_s *)b)->p;
+  return x < y ? -1 : x > y;
+}
+
+/* What is never reported (uvp.h): a cancellation, a teardown's
+ * UVP_ECLOSED, a next()'s UV_EOF (no member rejects with it); the rest is
+ * counted, for the end to compare. */
+static void unhandled_not_expected(uvp_promise_t *p, void *arg) {
+  unhandled_not_cancelled(p, arg);
+  int code = uvp_promise_reason(p, NULL);
+  if (code == UV_EOF)
+    fail("a next()'s UV_EOF reported as unhandled", UV_EOF, 0);
+  struct addr_s key = {p, 0}, *hit = NULL;
+  if (S.naddr > 0)
+    hit = bsearch(&key, S.by_addr, (size_t)S.naddr, sizeof(key), addr_cmp);
+  if (hit != NULL)
+    S.reported[hit->i]++;
+  else if (code <= fiber_code(0) && code > fiber_code(MAXF))
+    S.reported_fiber[fiber_code(0) - code]++;
+  else if (code <= start_error(0) && code > start_error(MAXS))
+    S.reported_start[start_error(0) - code]++;
+  else
+    S.reported_other++;
+}
 
 /* A new promise in the next slot; an injected failure leaves the slot
  * NULL (*out too), which nothing names. */
@@ -735,6 +798,7 @@ static int s_new_group(size_t limit, int flags) {
     return -1;
   }
   int n = S.ng++;
+  S.discard[n] = (flags & UVP_GROUP_DISCARD_SETTLED) != 0;
   if (uvp_group_join(S.g[n], &j) != 0)
     abort();
   S.jp[n] = S.np++;
@@ -971,6 +1035,40 @@ static void compare(void) {
   }
 }
 
+/* Who was reported as an unhandled rejection, once uvp_ctx_close has
+ * reported what was left: never a promise twice; and, while the model
+ * holds, every rejection of a member of a group keeping no results that
+ * nothing observed (UV_ECANCELED aside), and no other such member.  (Which
+ * of the other promises are reported is the core's rule, not modelled.) */
+static void compare_reports(bool off) {
+  for (int i = 0; i < MAXP; i++)
+    if (S.reported[i] > 1)
+      fail("reported twice", i, S.reported[i]);
+  for (int f = 0; f < MAXF; f++)
+    if (S.reported_fiber[f] > 1)
+      fail("fiber reported twice", f, S.reported_fiber[f]);
+  for (int z = 0; z < MAXS; z++)
+    if (S.reported_start[z] > 1)
+      fail("failed start reported twice", z, S.reported_start[z]);
+  if (off)
+    return;
+  /* The harness's promises, then uvp's own (P is not cleared between
+   * inputs: only these ranges are this input's). */
+  for (int k = 0; k < M.np + M.ni; k++) {
+    int pi = k < M.np ? k : MAXP + (k - M.np);
+    const mprom_t *q = &P[pi];
+    if (!q->discarded)
+      continue;
+    int want =
+        q->out.st == M_REJECTED && q->out.value != UV_ECANCELED && !q->observed;
+    int got = pi < MAXP            ? S.reported[pi]
+              : q->kind == K_FIBER ? S.reported_fiber[q->owner]
+                                   : S.reported_start[q->owner];
+    if (got != want)
+      fail("reports of a discarded member", pi, got);
+  }
+}
+
 /* A call the model predicts met an injected failure and returned
  * UV_ENOMEM: it changed nothing, and the promise slot `slot` it would have
  * filled (-1: none) is left for nothing (NULL) or holds a plain pending
@@ -1081,11 +1179,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 0: /* a new group */
       if (n_groups() == MAXG || !room(1))
         break;
-      if (s_new_group((size_t)(b % 4), (b & 4) ? UVP_GROUP_FAIL_FAST : 0) < 0 &&
+      if (s_new_group((size_t)(b % 4),
+                      ((b & 4) ? UVP_GROUP_FAIL_FAST : 0) |
+                          ((b & 8) ? UVP_GROUP_DISCARD_SETTLED : 0)) < 0 &&
           refused(UV_ENOMEM, -1))
         break;
       if (!M.lost)
-        (void)m_new_group((size_t)(b % 4), (b & 4) != 0, -1);
+        (void)m_new_group((size_t)(b % 4), (b & 4) != 0, (b & 8) != 0, -1);
       break;
     case 1: /* add a fresh pending promise */
       if (g == NULL || !room(1))
@@ -1134,9 +1234,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       rc = s_next(gi, -1);
       if (refused(rc, S.np - 1))
         break;
-      check_rc("next", rc, 0);
-      if (!M.lost)
-        m_next(gi, -1);
+      check_rc("next", rc,
+               M.lost ? (S.discard[gi] ? UV_EINVAL : 0) : m_next(gi, -1));
       break;
     case 7: { /* set_limit */
       size_t limit = (size_t)(NEXT() % 4);
@@ -1332,9 +1431,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         rc = s_next(gi, -1);
         if (refused(rc, S.np - 1))
           continue;
-        check_rc("bulk next", rc, 0);
-        if (!M.lost)
-          m_next(gi, -1);
+        check_rc("bulk next", rc,
+                 M.lost ? (S.discard[gi] ? UV_EINVAL : 0) : m_next(gi, -1));
       }
       break;
     }
@@ -1366,12 +1464,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   turn();
 
   /* Then the context: what is pending becomes UVP_ECLOSED, waiting starts
-   * and fibers never run but let go of their arg, suspended fibers return. */
+   * and fibers never run but let go of their arg, suspended fibers return;
+   * the harness's rejected promises nothing observed are reported. */
+  S.naddr = 0;
+  for (int n = 0; n < S.np; n++)
+    if (S.p[n] != NULL)
+      S.by_addr[S.naddr++] = (struct addr_s){S.p[n], n};
+  qsort(S.by_addr, (size_t)S.naddr, sizeof(S.by_addr[0]), addr_cmp);
   fuzz_alloc_mark();
   if (uvp_ctx_close(S.ctx) != 0)
     abort();
   fuzz_alloc_settle();
   off = m_off();
+  compare_reports(off);
   S.ctx_closed = true;
   for (int n = 0; n < S.np; n++) {
     if (S.p[n] == NULL)

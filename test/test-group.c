@@ -1132,7 +1132,7 @@ static void test_cancel_hook_in_start_closes_the_context(void **state) {
 
 static void test_bad_arguments(void **state) {
   fixture_t *f = *state;
-  uvp_group_opts_t bad = {0, 2};
+  uvp_group_opts_t bad = {0, 4}; /* no such flag */
   uvp_group_t *g = NULL, *other_g = NULL;
   uvp_promise_t *p, *out = NULL, *mine;
   int arg = 0;
@@ -2420,6 +2420,462 @@ static void test_start_calls_back(void **state) {
   }
 }
 
+/* ---- a group that keeps no results (UVP_GROUP_DISCARD_SETTLED) ----------- */
+
+/* What the unhandled hook was told: each report's reason and site. */
+typedef struct report_s {
+  int code;
+  const char *file;
+  int line;
+} report_t;
+
+enum { MAX_REPORTS = 8 };
+static report_t reports[MAX_REPORTS];
+static int nreports;
+
+static void record_report(uvp_promise_t *p, void *arg) {
+  (void)arg;
+  if (nreports < MAX_REPORTS) {
+    report_t *r = &reports[nreports];
+    r->code = uvp_promise_reason(p, NULL);
+    uvp_promise_site(p, &r->file, &r->line);
+  }
+  nreports++;
+}
+
+static void record_reports(fixture_t *f) {
+  nreports = 0;
+  memset(reports, 0, sizeof(reports));
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, record_report, NULL), 0);
+}
+
+/* There were n reports, the last a rejection with `code` of a promise made
+ * at file:line. */
+static void assert_reports(int n, int code, const char *file, int line) {
+  assert_int_equal(nreports, n);
+  const report_t *r = &reports[n - 1];
+  if (r->code != code || r->line != line || r->file == NULL ||
+      strcmp(r->file, file) != 0)
+    fail_msg("report %d: %s at %s:%d, want %s at %s:%d", n,
+             outcome_name(r->code), r->file != NULL ? r->file : "?", r->line,
+             outcome_name(code), file, line);
+}
+
+/* A supervisor: 20 000 members one after another, each settled (with a
+ * value whose notifier counts) and seen by the group before the next is
+ * added, in turn a promise added and released, a start callback's and a
+ * fiber.  What the context holds is measured after each. */
+enum { SUP_N = 20000 };
+static int sup_freed;
+
+static void sup_free(void *value) {
+  (void)value;
+  sup_freed++;
+}
+
+static int sup_start(void *arg, uvp_promise_t **out) {
+  return uvp_promise_resolved((uvp_ctx_t *)arg, ID(1), sup_free, out);
+}
+
+static uvp_ret_t sup_body(void *arg) {
+  (void)arg;
+  return uvp_ret_value(ID(2), sup_free);
+}
+
+typedef struct sup_s {
+  size_t max_live; /* promises alive, at most, above those before */
+  size_t end_live; /* the same after the last member */
+  int freed;       /* values let go of before the group was released */
+} sup_t;
+
+static sup_t supervise(fixture_t *f, int flags) {
+  sup_t r = {0, 0, 0};
+  uvp_ctx_stats_t s0, s;
+  sup_freed = 0;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s0), 0);
+  uvp_group_t *g = group_new(f, 0, flags);
+  uvp_promise_t *join = join_of(g), *p;
+  for (size_t i = 0; i < SUP_N; i++) {
+    if (i % 3 == 0) {
+      assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+      assert_int_equal(uvp_group_add(g, p), 0);
+      assert_int_equal(uvp_promise_resolve(p, ID(0), sup_free), 0);
+      uvp_promise_release(p);
+    } else if (i % 3 == 1) {
+      assert_int_equal(uvp_group_start(g, sup_start, f->ctx, NULL), 0);
+    } else {
+      assert_int_equal(uvp_group_spawn(g, sup_body, NULL, NULL), 0);
+    }
+    run_loop(f);
+    assert_int_equal(uvp_group_size(g), 0); /* it saw the member settle */
+    assert_int_equal(uvp_ctx_stats(f->ctx, &s), 0);
+    if (s.live - s0.live > r.max_live)
+      r.max_live = s.live - s0.live;
+  }
+  r.end_live = s.live - s0.live;
+  r.freed = sup_freed;
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  assert_int_equal(sup_freed, SUP_N); /* by now, either way */
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s), 0);
+  assert_int_equal(s.live, s0.live);
+  assert_int_equal(s.fibers, 0);
+  return r;
+}
+
+/* Without the flag the group keeps every member for a next() nobody
+ * calls: the context holds one promise (and value) per member served,
+ * until the group is released (issue 40: 20 000 connections, 20 001
+ * promises).  With it, what the context holds does not grow: the join,
+ * and the member in flight. */
+static void test_discard_supervisor(void **state) {
+  fixture_t *f = *state;
+  sup_t keep = supervise(f, 0);
+  print_message("keeping: %zu promises at most, %zu at the end, %d values "
+                "freed before the release\n",
+                keep.max_live, keep.end_live, keep.freed);
+  assert_true(keep.end_live >= SUP_N);
+  assert_int_equal(keep.freed, 0);
+
+  sup_t discard = supervise(f, UVP_GROUP_DISCARD_SETTLED);
+  print_message("discarding: %zu promises at most, %zu at the end, %d values "
+                "freed before the release\n",
+                discard.max_live, discard.end_live, discard.freed);
+  assert_true(discard.max_live <= 4);
+  assert_int_equal(discard.end_live, 1); /* the join */
+  assert_int_equal(discard.freed, SUP_N);
+}
+
+static uvp_ret_t failing_body(void *arg) {
+  (void)arg;
+  return uvp_ret_reject(UV_EPROTO, NULL, NULL);
+}
+
+static uvp_ret_t catch_all(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  (*(int *)arg)++;
+  return uvp_ret_pass();
+}
+
+/* A member's rejection is reported as any rejection nothing observed is,
+ * once, with the member's creation site: when the group lets go of it if
+ * its reference was the last, else when the program lets go of its own.
+ * Not reported: what something else observed, a cancellation, a member
+ * rejecting with UV_ECANCELED.  A fulfilled member's value goes when it
+ * settles, not with the group. */
+static void test_discard_reports_failures(void **state) {
+  fixture_t *f = *state;
+  static int freed, started, caught;
+  static hook_t h;
+  freed = started = caught = 0;
+  h = (hook_t){0};
+  const char *gfile;
+  int gline;
+  record_reports(f);
+  uvp_group_t *g = group_new(f, 0, UVP_GROUP_DISCARD_SETTLED);
+  uvp_promise_t *join = join_of(g), *alone, *kept, *seen, *mine, *value;
+  uvp_promise_site(join, &gfile, &gline); /* where the group was made */
+
+  /* Only the group held it: reported as the group lets go of it. */
+  int alone_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &alone), 0);
+  assert_int_equal(uvp_group_add(g, alone), 0);
+  uvp_promise_release(alone);
+  assert_int_equal(uvp_promise_reject(alone, UV_EIO, NULL, NULL), 0);
+  assert_int_equal(nreports, 0); /* the group has not seen it yet */
+  run_loop(f);
+  assert_reports(1, UV_EIO, __FILE__, alone_line);
+
+  /* Still held: reported once the program lets go of it too. */
+  int kept_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &kept), 0);
+  assert_int_equal(uvp_group_add(g, kept), 0);
+  assert_int_equal(uvp_promise_reject(kept, UV_EPIPE, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(nreports, 1);
+  assert_int_equal(uvp_group_size(g), 0);
+  uvp_promise_release(kept);
+  assert_reports(2, UV_EPIPE, __FILE__, kept_line);
+
+  /* Observed by a handler of the program's, registered after the add:
+   * handled, not reported. */
+  assert_int_equal(uvp_promise_new(f->ctx, &seen), 0);
+  assert_int_equal(uvp_group_add(g, seen), 0);
+  assert_int_equal(
+      uvp_promise_on(seen, UVP_ON_REJECTED, catch_all, &caught, NULL), 0);
+  assert_int_equal(uvp_promise_reject(seen, UV_EIO, NULL, NULL), 0);
+  uvp_promise_release(seen);
+  /* Cancelled, and rejecting with UV_ECANCELED of its own: no news. */
+  uvp_promise_t *cancelled = producer(f, &h);
+  assert_int_equal(uvp_group_add(g, cancelled), 0);
+  assert_int_equal(uvp_promise_cancel(cancelled), 0);
+  uvp_promise_release(cancelled);
+  assert_int_equal(uvp_promise_new(f->ctx, &mine), 0);
+  assert_int_equal(uvp_group_add(g, mine), 0);
+  uvp_promise_release(mine);
+  assert_int_equal(uvp_promise_reject(mine, UV_ECANCELED, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(caught, 1);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(nreports, 2);
+
+  /* A fiber member: its site is the spawn's. */
+  int fiber_line = __LINE__ + 1;
+  assert_int_equal(uvp_group_spawn(g, failing_body, NULL, NULL), 0);
+  run_loop(f);
+  assert_reports(3, UV_EPROTO, __FILE__, fiber_line);
+
+  /* A start callback that failed: there is no promise of the program's,
+   * so the site is the group's. */
+  assert_int_equal(uvp_group_start(g, never_start, &started, NULL), 0);
+  assert_int_equal(started, 1);
+  run_loop(f);
+  assert_reports(4, UV_EIO, gfile, gline);
+
+  /* A value goes as its member settles, the group still open. */
+  assert_int_equal(uvp_promise_new(f->ctx, &value), 0);
+  assert_int_equal(uvp_group_add(g, value), 0);
+  assert_int_equal(uvp_promise_resolve(value, &freed, count_one), 0);
+  uvp_promise_release(value);
+  assert_int_equal(freed, 0);
+  run_loop(f);
+  assert_int_equal(freed, 1);
+
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join); /* the default policy: failures do not end it */
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  assert_int_equal(nreports, 4);
+}
+
+/* With UVP_GROUP_FAIL_FAST too: the first failure cancels the others and
+ * settles the join, which carries it (it is not reported itself; the join
+ * is, when let go of unobserved); a failure after it is reported; and
+ * so is one that comes after the join was cancelled, which cancelled the
+ * group: nothing carries it. */
+static void test_discard_fail_fast(void **state) {
+  fixture_t *f = *state;
+  static fast_t x;
+  static fast_arg_t args[5];
+  static int payload;
+  x = (fast_t){.ctx = f->ctx};
+  record_reports(f);
+  int flags = UVP_GROUP_FAIL_FAST | UVP_GROUP_DISCARD_SETTLED;
+  uvp_group_t *g = group_new(f, 2, flags);
+  uvp_promise_t *join = join_of(g), *nx = NULL, *r[2];
+  for (int i = 0; i < 5; i++) {
+    args[i] = (fast_arg_t){&x, i};
+    assert_int_equal(uvp_group_start(g, fast_start, &args[i], fast_free), 0);
+  }
+  assert_int_equal(x.started[0] + x.started[1], 2);
+  assert_int_equal(uvp_promise_reject(x.p[1], UV_EIO, &payload, NULL), 0);
+  run_loop(f);
+  assert_int_equal(x.hooks[0].calls, 1);
+  assert_int_equal(x.hooks[0].code, UV_ECANCELED);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(x.started[i], i < 2);
+    assert_int_equal(x.freed[i], 1);
+  }
+  assert_int_equal(uvp_group_size(g), 0);
+  assert_rejected(join, UV_EIO);
+  void *got = NULL;
+  uvp_promise_reason(join, &got);
+  assert_ptr_equal(got, &payload);
+  assert_int_equal(uvp_group_next(g, &nx), UV_EINVAL);
+  assert_null(nx);
+  for (int i = 0; i < 2; i++)
+    uvp_promise_release(x.p[i]);
+  assert_int_equal(nreports, 0);
+  uvp_group_release(g);
+  const char *jfile;
+  int jline;
+  uvp_promise_site(join, &jfile, &jline);
+  uvp_promise_release(join);
+  assert_reports(1, UV_EIO, jfile, jline);
+
+  /* Two failures seen in one drain: the second is reported. */
+  g = group_new(f, 0, flags);
+  join = join_of(g);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &r[0]), 0);
+  int second_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EPIPE, NULL, NULL, &r[1]),
+                   0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uvp_group_add(g, r[i]), 0);
+    uvp_promise_release(r[i]);
+  }
+  run_loop(f);
+  assert_rejected(join, UV_EIO);
+  assert_reports(2, UV_EPIPE, __FILE__, second_line);
+  assert_int_equal(uvp_promise_mark_handled(join), 0);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+
+  /* The join cancelled before the group saw its member fail. */
+  g = group_new(f, 0, flags);
+  join = join_of(g);
+  int late_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &r[0]), 0);
+  assert_int_equal(uvp_group_add(g, r[0]), 0);
+  uvp_promise_release(r[0]);
+  assert_int_equal(uvp_promise_cancel(join), 0);
+  run_loop(f);
+  assert_rejected(join, UV_ECANCELED);
+  assert_reports(3, UV_EIO, __FILE__, late_line);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  assert_int_equal(nreports, 3);
+}
+
+/* next() has nothing to hand out: refused, as a bad argument (once the
+ * context is closed, UVP_ECLOSED as for every call); the flags combine,
+ * and no other bit is known. */
+static void test_discard_next_refused(void **state) {
+  fixture_t *f = *state;
+  uvp_group_opts_t o = {0, UVP_GROUP_DISCARD_SETTLED | 8};
+  uvp_group_t *bad = NULL;
+  uvp_promise_t *nx = NULL;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &bad), UV_EINVAL);
+  assert_null(bad);
+  uvp_group_t *g = group_new(f, 0, UVP_GROUP_DISCARD_SETTLED),
+              *ff = group_new(f, 0,
+                              UVP_GROUP_DISCARD_SETTLED | UVP_GROUP_FAIL_FAST);
+  assert_int_equal(uvp_group_next(g, &nx), UV_EINVAL);
+  assert_int_equal(uvp_group_next(ff, &nx), UV_EINVAL);
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_next(g, &nx), UV_EINVAL);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  assert_int_equal(uvp_group_next(g, &nx), UVP_ECLOSED);
+  assert_null(nx);
+  f->ctx = NULL;
+  uvp_group_release(g);
+  uvp_group_release(ff);
+}
+
+/* Cancelled with members running (a promise with a hook, a fiber awaiting)
+ * and waiting for room (a start callback): as any group, the hook runs,
+ * the waiting member's notifier runs, the join waits for the fiber and
+ * fulfils; nothing is reported, and the cancelled members are let go of
+ * as they settle: the group, not yet released, holds none of them. */
+static void test_discard_cancel_in_flight(void **state) {
+  fixture_t *f = *state;
+  static held_t w;
+  static hook_t h;
+  static int arg;
+  w = (held_t){.ctx = f->ctx};
+  h = (hook_t){0};
+  arg = 0;
+  uvp_ctx_stats_t s0, s;
+  record_reports(f);
+  assert_int_equal(uvp_promise_new(f->ctx, &w.wait), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s0), 0);
+  uvp_group_t *g = group_new(f, 2, UVP_GROUP_DISCARD_SETTLED);
+  uvp_promise_t *join = join_of(g), *p = producer(f, &h);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_group_spawn(g, held_body, &w, NULL), 0);
+  assert_int_equal(uvp_group_start(g, never_start, &arg, count_free), 0);
+  run_loop(f); /* the fiber awaits */
+  assert_int_equal(uvp_group_size(g), 3);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(arg, 100); /* never started, let go of */
+  run_until_settled(f, join);
+  assert_fulfilled(join);
+  assert_int_equal(w.woke, 0);
+  assert_int_equal(uvp_group_size(g), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s), 0);
+  assert_int_equal(s.live - s0.live, 1); /* the join */
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  uvp_promise_release(w.wait);
+  run_loop(f);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &s), 0);
+  assert_int_equal(s.live, s0.live - 1); /* w.wait went too */
+  assert_int_equal(s.fibers, 0);
+  assert_int_equal(nreports, 0);
+}
+
+/* Released with members running: they still run, each is let go of as it
+ * settles, a failure among them is still reported, and the join (held
+ * here) fulfils once the last is done. */
+static void test_discard_release_in_flight(void **state) {
+  fixture_t *f = *state;
+  static held_t w;
+  static int freed;
+  w = (held_t){.ctx = f->ctx};
+  freed = 0;
+  record_reports(f);
+  uvp_group_t *g = group_new(f, 0, UVP_GROUP_DISCARD_SETTLED);
+  uvp_promise_t *join = join_of(g), *p[2];
+  assert_int_equal(uvp_promise_new(f->ctx, &w.wait), 0);
+  int failing_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &p[0]), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &p[1]), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_group_add(g, p[i]), 0);
+  assert_int_equal(uvp_group_spawn(g, held_body, &w, NULL), 0);
+  run_loop(f);
+  uvp_group_release(g);
+  assert_int_equal(uvp_promise_reject(p[0], UV_EIO, NULL, NULL), 0);
+  assert_int_equal(uvp_promise_resolve(p[1], &freed, count_one), 0);
+  for (int i = 0; i < 2; i++)
+    uvp_promise_release(p[i]);
+  run_loop(f);
+  assert_int_equal(freed, 1);
+  assert_reports(1, UV_EIO, __FILE__, failing_line);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* the fiber */
+  assert_int_equal(uvp_promise_resolve(w.wait, NULL, NULL), 0);
+  run_until_settled(f, join);
+  assert_fulfilled(join);
+  assert_int_equal(w.woke, 1);
+  uvp_promise_release(join);
+  uvp_promise_release(w.wait);
+  assert_int_equal(nreports, 1);
+}
+
+/* uvp_ctx_close with members running, waiting, and one that failed but
+ * that the group has not seen yet: the join rejects with UVP_ECLOSED, the
+ * waiting member's notifier runs, the fiber runs to its end, and the
+ * failure is reported as every rejection nothing observed is at the
+ * close; the loop closes (the fixture checks it). */
+static void test_discard_teardown_in_flight(void **state) {
+  fixture_t *f = *state;
+  static held_t w;
+  static int arg;
+  w = (held_t){.ctx = f->ctx};
+  arg = 0;
+  record_reports(f);
+  uvp_group_t *g = group_new(f, 2, UVP_GROUP_DISCARD_SETTLED);
+  uvp_promise_t *join = join_of(g), *p, *failed;
+  assert_int_equal(uvp_promise_new(f->ctx, &w.wait), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_group_spawn(g, held_body, &w, NULL), 0);
+  assert_int_equal(uvp_group_start(g, never_start, &arg, count_free), 0);
+  run_loop(f);
+  int failed_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &failed),
+                   0);
+  assert_int_equal(uvp_group_add(g, failed), 0);
+  uvp_promise_release(failed);
+  assert_int_equal(uvp_ctx_close(f->ctx), 0);
+  f->ctx = NULL;
+  assert_rejected(join, UVP_ECLOSED);
+  assert_int_equal(arg, 100);
+  assert_int_equal(w.woke, 0);
+  assert_reports(1, UV_EIO, __FILE__, failed_line);
+  uvp_promise_release(join);
+  uvp_promise_release(w.wait);
+  uvp_group_release(g);
+  assert_int_equal(nreports, 1);
+}
+
 /* ---- allocation failure -------------------------------------------------- */
 
 static long af_enomem[6]; /* per call: new, add, start, spawn, next, join */
@@ -2543,6 +2999,13 @@ int main(void) {
       FIXTURE_TEST(test_release_while_running),
       FIXTURE_TEST(test_release_from_callbacks),
       FIXTURE_TEST(test_start_calls_back),
+      FIXTURE_TEST(test_discard_supervisor),
+      FIXTURE_TEST(test_discard_reports_failures),
+      FIXTURE_TEST(test_discard_fail_fast),
+      FIXTURE_TEST(test_discard_next_refused),
+      FIXTURE_TEST(test_discard_cancel_in_flight),
+      FIXTURE_TEST(test_discard_release_in_flight),
+      FIXTURE_TEST(test_discard_teardown_in_flight),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
