@@ -1,23 +1,22 @@
-/* libFuzzer harness: the input decodes into a sequence of operations on up
- * to SLOTS promises — create, resolve, reject, then/catch/finally with
- * every kind of handler result, all/allSettled/race/any over earlier
- * promises, cancel, release, one loop turn, teardown — which run both on
- * uvp and on a small reference model of the semantics written here.  Every
- * handler call (which handler, with what outcome, in what order) and every
- * promise's final state must agree; after uv_loop_close every allocation
- * of uvp's must be freed (fuzz-helpers.h counts them); ASan/UBSan/LSan
- * catch the rest.
- * Every handler is registered with a destroy notifier: it must run exactly
- * once by the end of teardown, and never before its handler runs (a
- * handler that runs after its notifier would read freed memory).  No
- * cancellation and no teardown's UVP_ECLOSED is reported as unhandled.
- * An input may first arm allocation failures (fuzz-helpers.h): a call
- * that meets one and returns UV_ENOMEM must have changed nothing (the model
- * skips it; a refused handler's notifier must not run); a failure met
- * anywhere else (a loop turn, a call that returns 0) loses the model, and
- * from there on only what holds in any case is checked: each call's code
- * is one uvp.h documents, every notifier runs once and never before its
- * handler, teardown frees everything.
+/* libFuzzer harness: the input decodes into a sequence of operations on up to
+ * SLOTS promises — create, resolve, reject, then/catch/finally with every kind
+ * of handler result, all/allSettled/race/any over earlier promises, cancel,
+ * release, a settle posted by another thread and the promise let go of before
+ * the loop reads it, one loop turn, teardown — which run both on uvp and on a
+ * small reference model of the semantics written here.  Every handler call
+ * (which handler, with what outcome, in what order) and every promise's final
+ * state must agree; after uv_loop_close every allocation of uvp's must be freed
+ * (fuzz-helpers.h counts them); ASan/UBSan/LSan catch the rest.  Every handler
+ * is registered with a destroy notifier: it must run exactly once by the end of
+ * teardown, and never before its handler runs (a handler that runs after its
+ * notifier would read freed memory).  No cancellation and no teardown's
+ * UVP_ECLOSED is reported as unhandled.  An input may first arm allocation
+ * failures (fuzz-helpers.h): a call that meets one and returns UV_ENOMEM must
+ * have changed nothing (the model skips it; a refused handler's notifier must
+ * not run); a failure met anywhere else (a loop turn, a call that returns 0)
+ * loses the model, and from there on only what holds in any case is checked:
+ * each call's code is one uvp.h documents, every notifier runs once and never
+ * before its handler, teardown frees everything.
  *
  * The model is deliberately naive: a FIFO job queue like ECMAScript's,
  * promises as plain structs, combinators as counters.  It mirrors uvp's
@@ -452,6 +451,18 @@ static void new_slot(int s, uvp_promise_t *p, bool owned) {
 
 static const int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT, UV_ENOENT, UV_EIO};
 
+/* Another thread settles a promise the harness holds, and is joined: its
+ * message waits in the mailbox (issue 40). */
+typedef struct poster_s {
+  uvp_promise_t *p;
+  int v, rc;
+} poster_t;
+
+static void poster(void *arg) {
+  poster_t *x = arg;
+  x->rc = uvp_promise_resolve(x->p, (void *)(intptr_t)x->v, NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&M, 0, sizeof(M));
   memset(&S, 0, sizeof(S));
@@ -466,7 +477,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t i = 0;
 #define NEXT() (i < size ? data[i++] : 0)
   while (i < size && !M.overflow) {
-    uint8_t op = NEXT() % 12;
+    uint8_t op = NEXT() % 13;
     fuzz_alloc_mark();
     switch (op) {
     case 0: { /* new pending */
@@ -621,6 +632,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       check_rc_or("cancel", uvp_promise_cancel(S.p[s]), 0, FUZZ_SETTLE_CODES);
       m_cancel(&M, s);
+      break;
+    }
+    case 11: { /* another thread settles it; then its last reference goes
+                  before the loop reads the message: the message must apply
+                  to it, never to the slot a later promise takes */
+      int s = pick(NEXT());
+      int v = NEXT();
+      if (s < 0 || M.p[s].st != M_PENDING || M.p[s].locked || M.p[s].nr != 0 ||
+          M.p[s].pinned)
+        break;
+      poster_t x = {S.p[s], v, 1};
+      uv_thread_t tid;
+      if (uv_thread_create(&tid, poster, &x) != 0)
+        abort();
+      uv_thread_join(&tid);
+      if (fuzz_alloc_refused(x.rc))
+        break;
+      check_rc("posted settle", x.rc, 0);
+      uvp_promise_release(S.p[s]); /* nothing observes it: it goes */
+      M.p[s].st = M_FULFILLED;
+      M.p[s].value = v;
+      M.p[s].held = false;
       break;
     }
     default:
