@@ -34,10 +34,13 @@
  * only consumer (which wakes the fiber through its rejection), else takes the
  * fiber off its consumers and queues its wake; a cancelled fiber's awaits all
  * return UV_ECANCELED (the one it is suspended in included, whatever woke it),
- * and it never starts if it had not.  A fiber's return settles its promise
- * unless that was cancelled.  Handlers pass their input on and have no derived
- * promise: only their presence as consumers matters, so the model does not
- * queue them.
+ * and it never starts if it had not.  A shielded await (uvp_await_shielded:
+ * an await step whose arg has the SHIELD bit) is the exception: the hook
+ * only marks the fiber, which waits on for the promise's own outcome, and
+ * neither it nor a later shielded await says UV_ECANCELED.  A fiber's return
+ * settles its promise unless that was cancelled.  Handlers pass their input on
+ * and have no derived promise: only their presence as consumers matters, so the
+ * model does not queue them.
  *
  * Left out or not compared, because uvp.h does not pin it down: how many loop
  * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until
@@ -95,7 +98,7 @@ static int fcode_of(int i) { return -(21000 + i); }
 /* ---- the programs (shared by the model and the system under test) ------- */
 
 typedef enum {
-  S_AWAIT,         /* await slot arg % nslots */
+  S_AWAIT,         /* await slot arg % nslots; shielded if arg & SHIELD */
   S_AWAIT_SETTLED, /* await slot arg % 2 (fulfilled or rejected) */
   S_RESOLVE,       /* resolve / reject slot arg % nslots, unless a fiber's */
   S_REJECT,
@@ -104,6 +107,9 @@ typedef enum {
   S_RETURN, /* arg % 3: a value, a rejection, pass */
   S_CLOSE   /* uvp_ctx_close: refused inside a fiber */
 } skind_t;
+
+/* An S_AWAIT with this bit in its arg is uvp_await_shielded. */
+#define SHIELD 0x80
 
 typedef struct step_s {
   skind_t kind;
@@ -170,8 +176,9 @@ typedef struct mfiber_s {
   int slot; /* its promise */
   int pc;   /* the step it is suspended in */
   bool cancelled, freed;
-  int waiting;  /* the slot it awaits, or -1 */
-  mout_t woken; /* what its queued wake says (unless cancelled) */
+  bool shielded; /* suspended in uvp_await_shielded */
+  int waiting;   /* the slot it awaits, or -1 */
+  mout_t woken;  /* what its queued wake says (unless cancelled) */
 } mfiber_t;
 
 typedef struct model_s {
@@ -223,6 +230,8 @@ static int m_cancel(int k) {
   /* The fiber's cancel hook. */
   mfiber_t *f = &M.f[i];
   f->cancelled = true;
+  if (f->shielded)
+    return 0; /* it waits on, its awaited promise left alone */
   if (f->state != F_SUSPENDED || f->waiting < 0 || !m_pending(f->waiting))
     return 0; /* a queued wake (or its next await) says UV_ECANCELED */
   mslot_t *q = &M.slot[f->waiting];
@@ -290,9 +299,13 @@ static void m_run(int i, int pc) {
     case S_AWAIT:
       if (released[k])
         break;
-      rc = M.closed ? UVP_ECLOSED : f->cancelled ? UV_ECANCELED : 0;
+      rc = M.closed ? UVP_ECLOSED
+           : f->cancelled && !(st->kind == S_AWAIT && (st->arg & SHIELD))
+               ? UV_ECANCELED
+               : 0;
       if (rc != 0)
         break; /* at once */
+      f->shielded = st->kind == S_AWAIT && (st->arg & SHIELD);
       f->state = F_SUSPENDED;
       f->pc = pc;
       f->waiting = k;
@@ -334,6 +347,7 @@ static void m_resume(int i, mout_t out) {
   log_push(&M.log, i, f->pc, out.st == M_REJECTED ? (int)out.value : 0,
            out.st == M_FULFILLED ? out.value : 0);
   f->waiting = -1;
+  f->shielded = false;
   m_run(i, f->pc + 1);
 }
 
@@ -350,7 +364,8 @@ static void m_wake(int i) {
     m_run(i, 0);
     return;
   }
-  m_resume(i, f->cancelled ? (mout_t){M_REJECTED, UV_ECANCELED} : f->woken);
+  m_resume(i, f->cancelled && !f->shielded ? (mout_t){M_REJECTED, UV_ECANCELED}
+                                           : f->woken);
 }
 
 static void m_drain(void) {
@@ -441,7 +456,9 @@ static uvp_ret_t body(void *arg) {
       uvp_outcome_t o;
       if (released[k])
         break;
-      rc = uvp_await(S.slot[k], &o);
+      rc = st->kind == S_AWAIT && (st->arg & SHIELD)
+               ? uvp_await_shielded(S.slot[k], &o)
+               : uvp_await(S.slot[k], &o);
       if (o.status != rc || o.promise != S.slot[k])
         fail("await's outcome", o.status, rc);
       v = (intptr_t)o.value;
