@@ -3,14 +3,15 @@
  * joined once every member has settled and everything they started in
  * libuv is closed (the contract is in uvp.h).
  *
- * Members run in the group's scope (scope.h), so what they start is the
- * group's: the operation layer, TCP connections and timers hold the group
- * (uvp__group_hold) until their libuv requests and handles are done.  The
- * group's memory lives while the program holds it, while a scope names
- * it, and while a member, a request or a handle does. */
+ * A group is a client of the core: the owner (scope.h) of the scope its
+ * members run in.  What they start is the group's: the operation layer,
+ * TCP connections and timers tell the scope's owner about their libuv
+ * requests and handles until those are done (work_begin, work_end) without
+ * knowing it is a group.  The group's memory lives while the program holds
+ * it, while a scope names it, and while a member, a request or a handle
+ * does. */
 #include <string.h>
 
-#include "group.h"
 #include "scope.h"
 #include "trace.h"
 
@@ -86,9 +87,10 @@ struct lazy_s {
 };
 
 struct uvp_group_s {
+  uvp__owner_t owner; /* what its scopes name; first */
   uvp_ctx_t *ctx;
-  uvp_group_t *parent;    /* the group of the scope it was made in, held
-                             until this one has wound down */
+  uvp__owner_t *parent;   /* of the scope it was made in (a group): this
+                             group is its work until it has wound down */
   uvp__scope_t *scope;    /* names this group, with the slots it was made
                              in: what members added with those run in */
   uvp_promise_t *join;    /* produced; our reference while undecided */
@@ -171,20 +173,30 @@ static void maybe_free(uvp_group_t *g) {
   }
 }
 
-void uvp__group_scope_made(uvp_group_t *g) { g->scopes++; }
+/* A libuv request or handle of its members, or a fiber member, open: the
+ * join waits for it. */
+static void group_hold(uvp_group_t *g) { g->holds++; }
 
-void uvp__group_scope_gone(uvp_group_t *g) {
-  g->scopes--;
-  maybe_free(g);
-}
-
-void uvp__group_hold(uvp_group_t *g) { g->holds++; }
-
-void uvp__group_drop(uvp_group_t *g) {
+static void group_drop(uvp_group_t *g) {
   g->holds--;
   maybe_end(g);
   maybe_free(g);
 }
+
+/* The group as its scopes' owner (scope.h). */
+static uvp_group_t *group_of(uvp__owner_t *o) {
+  return UVP__CONTAINER_OF(o, uvp_group_t, owner);
+}
+static void owner_work_begin(uvp__owner_t *o) { group_hold(group_of(o)); }
+static void owner_work_end(uvp__owner_t *o) { group_drop(group_of(o)); }
+static void owner_scope_made(uvp__owner_t *o) { group_of(o)->scopes++; }
+static void owner_scope_gone(uvp__owner_t *o) {
+  uvp_group_t *g = group_of(o);
+  g->scopes--;
+  maybe_free(g);
+}
+static const uvp__owner_ops_t owner_ops = {owner_work_begin, owner_work_end,
+                                           owner_scope_made, owner_scope_gone};
 
 /* ---- blocks of cells ----------------------------------------------------- */
 
@@ -392,7 +404,7 @@ static void maybe_end(uvp_group_t *g) {
   if (!ended(g) || g->nrunning != 0 || g->lazy_head != NULL || g->holds != 0)
     return;
   uvp_promise_t *j = g->join;
-  uvp_group_t *parent = g->parent;
+  uvp__owner_t *parent = g->parent;
   g->join = NULL;
   g->parent = NULL;
   if (j != NULL) {
@@ -406,8 +418,7 @@ static void maybe_end(uvp_group_t *g) {
     }
     uvp__rel(j);
   }
-  if (parent != NULL)
-    uvp__group_drop(parent);
+  uvp__work_end(parent);
 }
 
 /* ---- members ------------------------------------------------------------- */
@@ -509,7 +520,7 @@ static void fiber_done(void *arg) {
   if (z->arg_free != NULL)
     z->arg_free(z->arg);
   uvp__free(z);
-  uvp__group_drop(g);
+  group_drop(g);
 }
 
 /* Start one lazy member (taking z), in the scope it was added in.  A
@@ -525,7 +536,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
   if (z->fn != NULL) {
     uvp_fiber_opts_t o = {z->stack_size, fiber_done};
     z->g = g;
-    uvp__group_hold(g);
+    group_hold(g);
     rc = uvp_fiber_spawn_at(ctx, fiber_entry, z, &o, &p, z->file, z->line);
   } else {
     /* The member runs from here on: the callback may call back into the
@@ -678,7 +689,8 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->wcap = wcap;
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
-  g->scope = uvp__scope_with_group(ctx->scope, g);
+  g->owner.ops = &owner_ops;
+  g->scope = uvp__scope_with_owner(ctx->scope, &g->owner);
   g->join = g->scope == NULL
                 ? NULL
                 : uvp__produced_new(ctx, file, line, join_cancel, g);
@@ -693,9 +705,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->site = g->join->site;
   /* Made by work of another group (a member, or what one started): that
    * group waits for this one as for its requests. */
-  g->parent = uvp__scope_group(ctx);
-  if (g->parent != NULL)
-    uvp__group_hold(g->parent);
+  g->parent = uvp__work_begin(ctx);
   if (ctx->traces)
     g->trace = g->join->trace =
         uvp__trace_intern(ctx, g->join->site, UVP__TK_GROUP, ctx->trace);
@@ -734,7 +744,7 @@ static uvp__scope_t *member_scope(uvp_group_t *g) {
   uvp__scope_t *cur = g->ctx->scope;
   for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
     if ((cur != NULL ? cur->slots[i] : NULL) != g->scope->slots[i])
-      return uvp__scope_with_group(cur, g);
+      return uvp__scope_with_owner(cur, &g->owner);
   return uvp__scope_ref(g->scope);
 }
 

@@ -2,7 +2,6 @@
  * wrapped libuv operation shares. */
 #include <string.h>
 
-#include "group.h"
 #include "op.h"
 #include "scope.h"
 
@@ -57,12 +56,11 @@ int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
   return st != NULL ? uvp__pool_reserve(&st->slots, ops, NULL) : UV_ENOMEM;
 }
 
-/* libuv is done with the operation's request: its group stops waiting. */
+/* libuv is done with the operation's request: its owner stops waiting. */
 static void libuv_done(uvp__op_t *op) {
-  uvp_group_t *g = op->group;
-  op->group = NULL;
-  if (g != NULL)
-    uvp__group_drop(g);
+  uvp__owner_t *o = op->owner;
+  op->owner = NULL;
+  uvp__work_end(o);
 }
 
 /* The promise's cancel hook; its argument is &op->p (see
@@ -92,9 +90,7 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->ctx = ctx;
   op->kind = kind;
   op->size = (uint32_t)size;
-  op->group = kind->owner_groups ? NULL : uvp__scope_group(ctx);
-  if (op->group != NULL)
-    uvp__group_hold(op->group);
+  op->owner = kind->object_owned ? NULL : uvp__work_begin(ctx);
   if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
     uvp__op_free(op);
     return NULL;

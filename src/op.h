@@ -39,10 +39,10 @@ typedef struct uvp__op_kind_s {
   /* libuv refused the first request synchronously: undo what the wrapper
    * did besides uvp__op_new (may be NULL). */
   void (*abort)(uvp__op_t *op);
-  /* The operation acts on an object that holds a group of its own until
-   * its operations are done (a TCP connection): it is that object's group
-   * that waits for it, not the group of the scope it started in. */
-  bool owner_groups;
+  /* The operation acts on an object that tells an owner of its own (scope.h)
+   * about its work until its operations are done (a TCP connection): that
+   * object's owner waits for it, not the owner of the scope it started in. */
+  bool object_owned;
 } uvp__op_kind_t;
 
 struct uvp__op_s {
@@ -51,8 +51,9 @@ struct uvp__op_s {
   const uvp__op_kind_t *kind;
   /* The queued completion: on the line a completion reads anyway. */
   uvp__handler_t done;
-  uvp_group_t *group; /* the group of the scope it started in (held), unless
-                         kind->owner_groups */
+  struct uvp__owner_s *owner; /* of the scope it started in, told until libuv
+                                 is done (uvp__work_begin), unless
+                                 kind->object_owned */
   uint32_t size;      /* bytes, for uvp__op_finish */
 };
 

@@ -1,7 +1,6 @@
-/* Scopes: context slots and the group work belongs to (see scope.h). */
+/* Scopes: context slots and the owner work belongs to (see scope.h). */
 #include <string.h>
 
-#include "group.h"
 #include "scope.h"
 
 /* A slot's value, shared by the scopes made from one another. */
@@ -29,13 +28,13 @@ void uvp__scope_unref(uvp__scope_t *s) {
     return;
   for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
     slotval_unref(s->slots[i]);
-  if (s->group != NULL)
-    uvp__group_scope_gone(s->group);
+  uvp__owner_t *o = s->owner;
   uvp__free(s);
+  if (o != NULL)
+    o->ops->scope_gone(o); /* last: it may free the owner */
 }
 
-uvp__scope_t *uvp__scope_with_group(uvp__scope_t *base,
-                                    struct uvp_group_s *group) {
+uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner) {
   uvp__scope_t *s = uvp__calloc(1, sizeof(*s));
   if (s == NULL)
     return NULL;
@@ -44,9 +43,9 @@ uvp__scope_t *uvp__scope_with_group(uvp__scope_t *base,
     for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
       if ((s->slots[i] = base->slots[i]) != NULL)
         s->slots[i]->refs++;
-  s->group = group;
-  if (group != NULL)
-    uvp__group_scope_made(group);
+  s->owner = owner;
+  if (owner != NULL)
+    owner->ops->scope_made(owner);
   return s;
 }
 
@@ -62,7 +61,7 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
       return UV_ENOMEM;
     *v = (uvp__slotval_t){1, value, free_cb};
   }
-  uvp__scope_t *s = uvp__scope_with_group(ctx->scope, uvp__scope_group(ctx));
+  uvp__scope_t *s = uvp__scope_with_owner(ctx->scope, uvp__scope_owner(ctx));
   if (s == NULL) {
     uvp__free(v);
     return UV_ENOMEM;
@@ -85,11 +84,11 @@ int uvp_scope_clear(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  /* The slots go, not the group: a member's work stays its group's, or
-   * the join would settle with that work still on the loop. */
-  struct uvp_group_s *g = uvp__scope_group(ctx);
+  /* The slots go, not the owner: a group member's work stays its group's,
+   * or the join would settle with that work still on the loop. */
+  uvp__owner_t *o = uvp__scope_owner(ctx);
   uvp__scope_t *s = NULL;
-  if (g != NULL && (s = uvp__scope_with_group(NULL, g)) == NULL)
+  if (o != NULL && (s = uvp__scope_with_owner(NULL, o)) == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(ctx->scope);
   ctx->scope = s;

@@ -1,6 +1,6 @@
 /* Private to src/: scopes, what a handler, a fiber or a group member sees
  * of where its work came from: the context slots the program set (a
- * request id, say) and the group the work belongs to.
+ * request id, say) and the owner the work belongs to.
  *
  * A scope is immutable and reference counted: setting a slot makes a new
  * one from the current (the slots' values are shared through boxes of
@@ -12,20 +12,39 @@
 
 #include "sched.h"
 
+/* What the work run under a scope belongs to and answers to (a task group,
+ * today).  A layer above embeds it in its object and fills in the hooks;
+ * the layers that start libuv requests and handles (the operation layer,
+ * TCP, timers) tell it about each from start to end, and scopes hold it
+ * while they name it, without knowing what it is.  What else a scope will
+ * carry for the work under it (a deadline) is asked for the same way. */
+typedef struct uvp__owner_s uvp__owner_t;
+typedef struct uvp__owner_ops_s {
+  /* A libuv request or handle started under it, and its end: the owner's
+   * work is not done while one is open. */
+  void (*work_begin)(uvp__owner_t *o);
+  void (*work_end)(uvp__owner_t *o);
+  /* A scope names it, and no longer: it must stay in memory meanwhile. */
+  void (*scope_made)(uvp__owner_t *o);
+  void (*scope_gone)(uvp__owner_t *o);
+} uvp__owner_ops_t;
+struct uvp__owner_s {
+  const uvp__owner_ops_t *ops;
+};
+
 typedef struct uvp__slotval_s uvp__slotval_t;
 typedef struct uvp__scope_s uvp__scope_t;
 struct uvp__scope_s {
   uint32_t refs;
   uvp__slotval_t *slots[UVP_SCOPE_SLOTS];
-  struct uvp_group_s *group; /* what the work run under it belongs to */
+  uvp__owner_t *owner; /* what the work run under it belongs to, or NULL */
 };
 
 uvp__scope_t *uvp__scope_ref(uvp__scope_t *s);
 void uvp__scope_unref(uvp__scope_t *s); /* s may be NULL */
 
-/* A scope like `base` (may be NULL) but for `group`. NULL: no memory. */
-uvp__scope_t *uvp__scope_with_group(uvp__scope_t *base,
-                                    struct uvp_group_s *group);
+/* A scope like `base` (may be NULL) but for `owner`. NULL: no memory. */
+uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner);
 
 /* ctx->scope holds a reference to the current scope.  Capture it: */
 static inline uvp__scope_t *uvp__scope_capture(const uvp_ctx_t *ctx) {
@@ -52,9 +71,22 @@ static inline void uvp__scope_leave(uvp_ctx_t *ctx, uvp__scope_t *was) {
   }
 }
 
-/* The group the running work belongs to, if any. */
-static inline struct uvp_group_s *uvp__scope_group(const uvp_ctx_t *ctx) {
-  return ctx->scope != NULL ? ctx->scope->group : NULL;
+/* The owner of the running work, if any. */
+static inline uvp__owner_t *uvp__scope_owner(const uvp_ctx_t *ctx) {
+  return ctx->scope != NULL ? ctx->scope->owner : NULL;
+}
+
+/* A libuv request or handle starts now: its owner, told (NULL: none), to
+ * give to uvp__work_end once libuv is done with it. */
+static inline uvp__owner_t *uvp__work_begin(const uvp_ctx_t *ctx) {
+  uvp__owner_t *o = uvp__scope_owner(ctx);
+  if (o != NULL)
+    o->ops->work_begin(o);
+  return o;
+}
+static inline void uvp__work_end(uvp__owner_t *o) {
+  if (o != NULL)
+    o->ops->work_end(o);
 }
 
 #endif

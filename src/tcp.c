@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "group.h"
 #include "op.h"
 #include "scope.h"
 
@@ -27,8 +26,8 @@ typedef struct tcpop_s tcpop_t;
 
 struct uvp_tcp_s {
   uvp_ctx_t *ctx;
-  uvp_group_t *group; /* of the scope it was made in, or as attached (see
-                         uvp_tcp_detach): held until freed */
+  uvp__owner_t *owner; /* of the scope it was made in, or as attached (see
+                          uvp_tcp_detach): told until freed */
   uv_tcp_t *handle;   /* NULL once closed */
   tcpop_t *read_op;
   /* libuv keeps reading between two reads (no epoll_ctl per read); with no
@@ -78,10 +77,9 @@ _Static_assert(sizeof(tcpop_t) <= UVP__OP_SLOT, "a TCP operation fits a slot");
 static void maybe_free(uvp_tcp_t *t) {
   if (t->user_closed && t->handles_open == 0 && t->ops == 0) {
     uvp_ctx_t *ctx = t->ctx;
-    uvp_group_t *g = t->group;
+    uvp__owner_t *o = t->owner;
     uvp__free(t);
-    if (g != NULL)
-      uvp__group_drop(g);
+    uvp__work_end(o);
     uvp__drop(ctx);
   }
 }
@@ -168,9 +166,10 @@ static void tcp_abort(uvp__op_t *o) {
   maybe_free(op->t);
 }
 
-/* The connection holds its group until its last operation is done (see
- * maybe_free): operations are the connection's, whichever group's work
- * starts them, and follow it when it changes hands (uvp_tcp_detach). */
+/* The connection tells its owner about its work until its last operation
+ * is done (see maybe_free): operations are the connection's, whichever
+ * group's work starts them, and follow it when it changes hands
+ * (uvp_tcp_detach). */
 static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
@@ -212,19 +211,17 @@ static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
     return rc;
   }
   uvp__hold(ctx);
-  t->group = uvp__scope_group(ctx);
-  if (t->group != NULL)
-    uvp__group_hold(t->group);
+  t->owner = uvp__work_begin(ctx);
   *out = t;
   return 0;
 }
 
 int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out) { return tcp_alloc(ctx, out); }
 
-/* Hand the connection to the current scope's group (`current`) or to no
- * group: that group's join waits for it from now on, the previous one's
- * no longer. */
-static int tcp_regroup(uvp_tcp_t *t, bool current) {
+/* Hand the connection to the current scope's owner (`current`, a group) or
+ * to none: that owner waits for it from now on, the previous one no
+ * longer. */
+static int tcp_reown(uvp_tcp_t *t, bool current) {
   if (t == NULL)
     return UV_EINVAL;
   int rc = uvp__ctx_check(t->ctx);
@@ -232,21 +229,18 @@ static int tcp_regroup(uvp_tcp_t *t, bool current) {
     rc = UV_EBADF;
   if (rc != 0)
     return rc;
-  uvp_group_t *old = t->group;
-  uvp_group_t *g = current ? uvp__scope_group(t->ctx) : NULL;
-  if (g == old)
+  uvp__owner_t *old = t->owner;
+  uvp__owner_t *o = current ? uvp__scope_owner(t->ctx) : NULL;
+  if (o == old)
     return 0;
-  t->group = g;
-  if (g != NULL)
-    uvp__group_hold(g);
-  if (old != NULL)
-    uvp__group_drop(old); /* may settle its join: t is not its any more */
+  t->owner = current ? uvp__work_begin(t->ctx) : NULL;
+  uvp__work_end(old); /* may settle its join: t is not its any more */
   return 0;
 }
 
-int uvp_tcp_detach(uvp_tcp_t *t) { return tcp_regroup(t, false); }
+int uvp_tcp_detach(uvp_tcp_t *t) { return tcp_reown(t, false); }
 
-int uvp_tcp_attach(uvp_tcp_t *t) { return tcp_regroup(t, true); }
+int uvp_tcp_attach(uvp_tcp_t *t) { return tcp_reown(t, true); }
 
 int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server, uvp_tcp_t **out) {
   /* out before uv_accept: the connection is taken off the backlog there. */

@@ -1,14 +1,13 @@
 /* delay and timeout on uv_timer_t.  A timer keeps the loop alive unless the
  * caller asks for UVP_UNREF: what a program awaits is work in progress (the
  * rule of uvp.h's "Time"). */
-#include "group.h"
 #include "scope.h"
 
-/* First in a delay's and a timeout's state: the timer, and the group of the
- * scope it was started in, held until the timer is closed. */
+/* First in a delay's and a timeout's state: the timer, and the owner of the
+ * scope it was started in, told until the timer is closed. */
 typedef struct {
   uv_timer_t timer;
-  uvp_group_t *group;
+  uvp__owner_t *owner;
 } timed_t;
 
 /* uv_timer_init and uv_timer_start cannot fail for a live loop and a
@@ -20,9 +19,7 @@ static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
   if (flags & UVP_UNREF)
     uv_unref((uv_handle_t *)&t->timer);
   (void)uv_timer_start(&t->timer, cb, ms, 0);
-  t->group = uvp__scope_group(ctx);
-  if (t->group != NULL)
-    uvp__group_hold(t->group);
+  t->owner = uvp__work_begin(ctx);
 }
 
 /* Known flags only, and not both ways of keeping the loop. */
@@ -33,8 +30,7 @@ static bool timer_flags_ok(int flags, int more) {
 
 /* From the timer's close callback. */
 static void timer_closed(timed_t *t) {
-  if (t->group != NULL)
-    uvp__group_drop(t->group);
+  uvp__work_end(t->owner);
 }
 
 /* ---- delay --------------------------------------------------------------- */
