@@ -4,6 +4,7 @@
 #ifndef UVP_CORE_H
 #define UVP_CORE_H
 
+#include "context.h"
 #include "scope.h"
 #include "trace.h"
 
@@ -17,7 +18,7 @@ static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   p->value = NULL;
   p->fn.free_cb = NULL;
   p->refs = 1;
-  p->born = (uint32_t)(uv_now(ctx->loop) - ctx->epoch);
+  p->born = (uint32_t)(uv_now(ctx->h.loop) - ctx->epoch);
   p->ctx_id = ctx->id;
   p->site = uvp__site(&ctx->sites, file, line);
   p->trace = uvp__trace_new(ctx, p->site);
@@ -134,7 +135,7 @@ static inline void reject(uvp_promise_t *p, int code, void *payload,
 
 /* Release p, of ctx (which the drain knows without a load). */
 static inline void rel_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
-  if (UVP__LIKELY(!ctx->closed)) {
+  if (UVP__LIKELY(!ctx->h.closed)) {
     uvp__release_local(p);
     return;
   }

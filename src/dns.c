@@ -46,5 +46,6 @@ int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node, const char *service,
     return rc;
   return uvp__op_started(
       &op->op,
-      uv_getaddrinfo(ctx->loop, &op->req, dns_cb, node, service, hints), out);
+      uv_getaddrinfo(uvp__loop(ctx), &op->req, dns_cb, node, service, hints),
+      out);
 }

@@ -64,6 +64,9 @@ struct fiber_s {
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
 
+/* The fiber running on this thread, NULL on the loop's own stack. */
+static UVP__TLS fiber_t *uvp__fiber_current;
+
 static void unlink_fiber(fiber_t *f) {
   fiber_state_t *st = f->st;
   if (f->prev != NULL)
@@ -88,9 +91,10 @@ static void free_stack(fiber_t *f) {
 /* f is about to be switched to: it is the running fiber, in its scope. */
 static void enter(fiber_t *f) {
   uvp__fiber_current = f;
+  uvp__close_refused = UVP_EINFIBER; /* it would free the stack it runs on */
   f->state = F_RUNNING;
-  f->st->ctx->scope = f->scope;
-  f->st->ctx->trace = f->trace;
+  uvp__head(f->st->ctx)->scope = f->scope;
+  uvp__head(f->st->ctx)->trace = f->trace;
 }
 
 /* Switch from the loop's stack to f.  Returns when a fiber switches back
@@ -98,14 +102,15 @@ static void enter(fiber_t *f) {
 static void run(fiber_t *f) {
   fiber_state_t *st = f->st;
   uvp_ctx_t *ctx = st->ctx;
-  uvp__scope_t *was = ctx->scope;
-  uint16_t was_trace = ctx->trace;
+  uvp__scope_t *was = uvp__head(ctx)->scope;
+  uint16_t was_trace = uvp__head(ctx)->trace;
   enter(f);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
   /* It saved its scope (a reference) in last->scope as it left. */
   uvp__fiber_current = NULL;
-  ctx->scope = was;
-  ctx->trace = was_trace;
+  uvp__close_refused = 0;
+  uvp__head(ctx)->scope = was;
+  uvp__head(ctx)->trace = was_trace;
   if (last->state == F_DONE)
     free_stack(last); /* its last switch is behind it */
 }
@@ -129,7 +134,7 @@ static void entry(void *arg, void *msg) {
   f->state = F_DONE;
   f->p = NULL;
   uvp__rel(p); /* the fiber's reference */
-  f->scope = f->st->ctx->scope;
+  f->scope = uvp__head(f->st->ctx)->scope;
   uvp__fiber_exit(&f->fctx, &f->st->loop, f);
 }
 
@@ -137,7 +142,8 @@ static void entry(void *arg, void *msg) {
  * dropped by teardown).  Returns whether f is to run now. */
 static bool wake(fiber_t *f, const uvp_outcome_t *in) {
   if (f->state == F_QUEUED) {
-    if (in == NULL || f->st->ctx->closed || f->cancelled) { /* never runs */
+    if (in == NULL || uvp__closed(f->st->ctx) ||
+        f->cancelled) { /* never runs */
       uvp_promise_t *p = f->p;
       let_go_of_arg(f);
       unlink_fiber(f);
@@ -249,8 +255,9 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   f->line = line;
   f->state = F_QUEUED;
   f->scope = uvp__scope_capture(ctx);
-  if (ctx->traces) /* the fiber's promise names the fiber */
-    f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER, ctx->trace);
+  if (uvp__head(ctx)->traces) /* the fiber's promise names the fiber */
+    f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER,
+                                    uvp__head(ctx)->trace);
   f->trace = f->p->trace;
   uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
                   f);
@@ -268,7 +275,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 static int suspend(fiber_t *f, uvp_outcome_t *out) {
   fiber_state_t *st = f->st;
   f->state = F_SUSPENDED;
-  f->scope = st->ctx->scope;
+  f->scope = uvp__head(st->ctx)->scope;
   fiber_t *next = handoff(st);
   if (next == f) {
     enter(f); /* its own wake was next: the drain would resume it at once */
@@ -285,7 +292,7 @@ static int suspend(fiber_t *f, uvp_outcome_t *out) {
   if (out != NULL)
     *out = f->woken;
   if (q != NULL) {
-    if (UVP__LIKELY(!f->st->ctx->closed))
+    if (UVP__LIKELY(!uvp__closed(f->st->ctx)))
       uvp__release_local(q);
     else
       uvp__rel(q);
@@ -298,7 +305,7 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
   fiber_t *f = uvp__fiber_current;
   int rc = p == NULL                 ? UV_EINVAL
            : f == NULL               ? UVP_ENOTFIBER
-           : f->st->ctx->closed      ? UVP_ECLOSED
+           : uvp__closed(f->st->ctx) ? UVP_ECLOSED
            : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
            : f->cancelled && !shield ? UV_ECANCELED
                                      : 0;
@@ -309,9 +316,9 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
   }
   f->await_file = file;
   f->await_line = line;
-  if (f->st->ctx->traces)
+  if (uvp__head(f->st->ctx)->traces)
     f->trace =
-        uvp__trace_intern(f->st->ctx, uvp__site(&f->st->ctx->sites, file, line),
+        uvp__trace_intern(f->st->ctx, uvp__ctx_site(f->st->ctx, file, line),
                           UVP__TK_AWAIT, f->p->trace);
   uvp__retain_local(p); /* checked above: the loop thread, ctx open */
   f->waiting = p;
@@ -391,8 +398,9 @@ static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
 }
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(ctx->ext[UVP__EXT_FIBERS] != NULL))
-    return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_FIBERS], fiber_state_t, ext);
+  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_FIBERS] != NULL))
+    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_FIBERS],
+                             fiber_state_t, ext);
   fiber_state_t *st = uvp__calloc(1, sizeof(*st));
   if (st == NULL)
     return NULL;
@@ -403,7 +411,7 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__fiber_thread_init(&st->loop);
-  ctx->ext[UVP__EXT_FIBERS] = &st->ext;
+  uvp__head(ctx)->ext[UVP__EXT_FIBERS] = &st->ext;
   return st;
 }
 

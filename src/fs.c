@@ -247,7 +247,7 @@ static void simple_cb(uv_fs_t *req) {
    * hand-written callback does (why it matters: docs/internals.md). */
   if (!settle_reads_request(req))
     uv_fs_req_cleanup(req);
-  if (UVP__UNLIKELY(op->op.ctx->closed)) {
+  if (UVP__UNLIKELY(uvp__closed(op->op.ctx))) {
     uvp_promise_t *p = op->op.p;
     simple_settle(op, p); /* the sweep has settled p: releases only */
     uvp__rel(p);
@@ -275,101 +275,107 @@ static void simple_cb(uv_fs_t *req) {
 int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
                    uvp_promise_t **out, const char *file, int line) {
   SIMPLE_IF(path != NULL,
-            uv_fs_open(ctx->loop, &op->req, path, flags, mode, simple_cb));
+            uv_fs_open(uvp__loop(ctx), &op->req, path, flags, mode, simple_cb));
 }
 int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_close(ctx->loop, &op->req, fd, simple_cb));
+  SIMPLE(uv_fs_close(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
                    int64_t offset, uvp_promise_t **out, const char *file,
                    int line) {
   uv_buf_t b = uv_buf_init(buf, (unsigned int)len);
   SIMPLE_IF(BUF_OK(buf, len),
-            uv_fs_read(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
+            uv_fs_read(uvp__loop(ctx), &op->req, fd, &b, 1, offset, simple_cb));
 }
 int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf, size_t len,
                     int64_t offset, uvp_promise_t **out, const char *file,
                     int line) {
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
-  SIMPLE_IF(BUF_OK(buf, len),
-            uv_fs_write(ctx->loop, &op->req, fd, &b, 1, offset, simple_cb));
+  SIMPLE_IF(BUF_OK(buf, len), uv_fs_write(uvp__loop(ctx), &op->req, fd, &b, 1,
+                                          offset, simple_cb));
 }
 int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                    const char *file, int line) {
-  SIMPLE_IF(path != NULL, uv_fs_stat(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_stat(uvp__loop(ctx), &op->req, path, simple_cb));
 }
 int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE_IF(path != NULL, uv_fs_lstat(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_lstat(uvp__loop(ctx), &op->req, path, simple_cb));
 }
 int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_fstat(ctx->loop, &op->req, fd, simple_cb));
+  SIMPLE(uv_fs_fstat(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                      const char *file, int line) {
-  SIMPLE_IF(path != NULL, uv_fs_unlink(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_unlink(uvp__loop(ctx), &op->req, path, simple_cb));
 }
 int uvp_fs_mkdir_at(uvp_ctx_t *ctx, const char *path, int mode,
                     uvp_promise_t **out, const char *file, int line) {
   SIMPLE_IF(path != NULL,
-            uv_fs_mkdir(ctx->loop, &op->req, path, mode, simple_cb));
+            uv_fs_mkdir(uvp__loop(ctx), &op->req, path, mode, simple_cb));
 }
 int uvp_fs_rmdir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE_IF(path != NULL, uv_fs_rmdir(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_rmdir(uvp__loop(ctx), &op->req, path, simple_cb));
 }
 int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
                      uvp_promise_t **out, const char *file, int line) {
   SIMPLE_IF(path != NULL && new_path != NULL,
-            uv_fs_rename(ctx->loop, &op->req, path, new_path, simple_cb));
+            uv_fs_rename(uvp__loop(ctx), &op->req, path, new_path, simple_cb));
 }
 int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                       const char *file, int line) {
   SIMPLE_IF(path != NULL,
-            uv_fs_scandir(ctx->loop, &op->req, path, 0, simple_cb));
+            uv_fs_scandir(uvp__loop(ctx), &op->req, path, 0, simple_cb));
 }
 int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                        const char *file, int line) {
-  SIMPLE_IF(path != NULL, uv_fs_realpath(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_realpath(uvp__loop(ctx), &op->req, path, simple_cb));
 }
 int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                        const char *file, int line) {
-  SIMPLE_IF(path != NULL, uv_fs_readlink(ctx->loop, &op->req, path, simple_cb));
+  SIMPLE_IF(path != NULL,
+            uv_fs_readlink(uvp__loop(ctx), &op->req, path, simple_cb));
 }
 int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_fsync(ctx->loop, &op->req, fd, simple_cb));
+  SIMPLE(uv_fs_fsync(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                         const char *file, int line) {
-  SIMPLE(uv_fs_fdatasync(ctx->loop, &op->req, fd, simple_cb));
+  SIMPLE(uv_fs_fdatasync(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 /* A negative length is refused here, as ftruncate(2) would refuse it, so
  * that nothing is started for it (uvp.h). */
 int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
                         uvp_promise_t **out, const char *file, int line) {
   SIMPLE_IF(offset >= 0,
-            uv_fs_ftruncate(ctx->loop, &op->req, fd, offset, simple_cb));
+            uv_fs_ftruncate(uvp__loop(ctx), &op->req, fd, offset, simple_cb));
 }
 int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
                     uvp_promise_t **out, const char *file, int line) {
   SIMPLE_IF(path != NULL,
-            uv_fs_chmod(ctx->loop, &op->req, path, mode, simple_cb));
+            uv_fs_chmod(uvp__loop(ctx), &op->req, path, mode, simple_cb));
 }
 int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode, uvp_promise_t **out,
                      const char *file, int line) {
-  SIMPLE(uv_fs_fchmod(ctx->loop, &op->req, fd, mode, simple_cb));
+  SIMPLE(uv_fs_fchmod(uvp__loop(ctx), &op->req, fd, mode, simple_cb));
 }
 /* libuv refuses flags it does not know (UV_EINVAL) before it starts
  * anything: uvp__op_started undoes the operation and returns that. */
 int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
                        int flags, uvp_promise_t **out, const char *file,
                        int line) {
-  SIMPLE_IF(
-      path != NULL && new_path != NULL,
-      uv_fs_copyfile(ctx->loop, &op->req, path, new_path, flags, simple_cb));
+  SIMPLE_IF(path != NULL && new_path != NULL,
+            uv_fs_copyfile(uvp__loop(ctx), &op->req, path, new_path, flags,
+                           simple_cb));
 }
 
 /* ---- whole files --------------------------------------------------------- */
@@ -552,8 +558,8 @@ int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
     return rc;
   op->max = max;
   return uvp__op_started(
-      &op->op, uv_fs_open(ctx->loop, &op->req, path, O_RDONLY, 0, whole_cb),
-      out);
+      &op->op,
+      uv_fs_open(uvp__loop(ctx), &op->req, path, O_RDONLY, 0, whole_cb), out);
 }
 
 int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
@@ -568,7 +574,7 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
   op->data = data != NULL ? data : "";
   op->len = len;
   return uvp__op_started(&op->op,
-                         uv_fs_open(ctx->loop, &op->req, path,
+                         uv_fs_open(uvp__loop(ctx), &op->req, path,
                                     O_WRONLY | O_CREAT | O_TRUNC, 0644,
                                     whole_cb),
                          out);

@@ -144,8 +144,9 @@ static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
 
 /* NULL only if there was none and no memory to make it. */
 static group_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(ctx->ext[UVP__EXT_GROUPS] != NULL))
-    return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_GROUPS], group_state_t, ext);
+  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_GROUPS] != NULL))
+    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_GROUPS],
+                             group_state_t, ext);
   group_state_t *st = uvp__calloc(1, sizeof(*st));
   if (st == NULL)
     return NULL;
@@ -153,7 +154,7 @@ static group_state_t *state_of(uvp_ctx_t *ctx) {
   st->ext.stats = state_stats;
   uvp__pool_init(&st->small, BLOCK_BYTES(SMALL_CELLS));
   uvp__pool_init(&st->large, BLOCK_BYTES(LARGE_CELLS));
-  ctx->ext[UVP__EXT_GROUPS] = &st->ext;
+  uvp__head(ctx)->ext[UVP__EXT_GROUPS] = &st->ext;
   return st;
 }
 
@@ -386,7 +387,7 @@ static void serve(uvp_group_t *g) {
   while (exhausted(g) && g->whead != g->wtail) {
     uvp_promise_t *w = waiter_pop(g);
     if (uvp__is_pending(w)) {
-      if (g->ctx->closed)
+      if (uvp__closed(g->ctx))
         reject_closed(w);
       else
         end_of_group(w);
@@ -409,7 +410,7 @@ static void maybe_end(uvp_group_t *g) {
   g->parent = NULL;
   if (j != NULL) {
     if (uvp__is_pending(j)) {
-      if (g->ctx->closed)
+      if (uvp__closed(g->ctx))
         reject_closed(j);
       else if (g->failure != NULL)
         uvp__forward(j, g->failure);
@@ -545,7 +546,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
     rc = z->start(z->arg, &p);
     g->nrunning--;
   }
-  ctx->trace = outer;
+  uvp__head(ctx)->trace = outer;
   uvp__scope_leave(ctx, was);
   if (z->fn == NULL || rc != 0) {
     /* A start callback is called once; a fiber that cannot be spawned
@@ -556,7 +557,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
       g->holds--; /* the caller ends the group if it must */
     uvp__free(z);
   }
-  if (ctx->closed) {
+  if (uvp__closed(ctx)) {
     /* The callback closed the context, whose teardown dropped every
      * member: this one goes too (observing it would queue a reaction
      * that never runs, holding the context for good). */
@@ -594,7 +595,7 @@ static void pump(uvp_group_t *g) {
   if (g->pumping)
     return; /* a start callback re-entered through a settled member */
   g->pumping = true;
-  while (g->lazy_head != NULL && !g->cancelled && !g->ctx->closed &&
+  while (g->lazy_head != NULL && !g->cancelled && !uvp__closed(g->ctx) &&
          (g->limit == 0 || g->nrunning < g->limit)) {
     lazy_t *z = g->lazy_head;
     g->lazy_head = z->next;
@@ -638,7 +639,7 @@ static void cancel_all(uvp_group_t *g) {
   g->walking = true;
   for (int l = 0; l < 2; l++)
     for (block_t *b = l == 0 ? g->room : g->full; b != NULL; b = b->next)
-      for (uint32_t i = 0; i < b->used && !g->ctx->closed; i++) {
+      for (uint32_t i = 0; i < b->used && !uvp__closed(g->ctx); i++) {
         uvp_promise_t *p = block_cells(b)[i].source;
         if (p != NULL && uvp__is_pending(p))
           (void)uvp_promise_cancel(p);
@@ -690,7 +691,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
   g->owner.ops = &owner_ops;
-  g->scope = uvp__scope_with_owner(ctx->scope, &g->owner);
+  g->scope = uvp__scope_with_owner(uvp__head(ctx)->scope, &g->owner);
   g->join = g->scope == NULL
                 ? NULL
                 : uvp__produced_new(ctx, file, line, join_cancel, g);
@@ -706,9 +707,9 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   /* Made by work of another group (a member, or what one started): that
    * group waits for this one as for its requests. */
   g->parent = uvp__work_begin(ctx);
-  if (ctx->traces)
-    g->trace = g->join->trace =
-        uvp__trace_intern(ctx, g->join->site, UVP__TK_GROUP, ctx->trace);
+  if (uvp__head(ctx)->traces)
+    g->trace = g->join->trace = uvp__trace_intern(
+        ctx, g->join->site, UVP__TK_GROUP, uvp__head(ctx)->trace);
   *out = g;
   return 0;
 }
@@ -741,7 +742,7 @@ int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
 /* The scope a member added now starts in: the slots current now, and the
  * group.  Usually the group's own (no slot was set since it was made). */
 static uvp__scope_t *member_scope(uvp_group_t *g) {
-  uvp__scope_t *cur = g->ctx->scope;
+  uvp__scope_t *cur = uvp__head(g->ctx)->scope;
   for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
     if ((cur != NULL ? cur->slots[i] : NULL) != g->scope->slots[i])
       return uvp__scope_with_owner(cur, &g->owner);

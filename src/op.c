@@ -27,15 +27,16 @@ static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
 }
 
 static op_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(ctx->ext[UVP__EXT_OPS] != NULL))
-    return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_OPS], op_state_t, ext);
+  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_OPS] != NULL))
+    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_OPS], op_state_t,
+                             ext);
   op_state_t *st = uvp__calloc(1, sizeof(*st));
   if (st == NULL)
     return NULL;
   st->ext.destroy = state_destroy;
   st->ext.stats = state_stats;
   uvp__pool_init(&st->slots, UVP__OP_SLOT);
-  ctx->ext[UVP__EXT_OPS] = &st->ext;
+  uvp__head(ctx)->ext[UVP__EXT_OPS] = &st->ext;
   return st;
 }
 
@@ -158,10 +159,11 @@ void uvp__op_free(uvp__op_t *op) {
     uvp__free(op);
     return;
   }
-  op_state_t *st = UVP__CONTAINER_OF(ctx->ext[UVP__EXT_OPS], op_state_t, ext);
+  op_state_t *st =
+      UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_OPS], op_state_t, ext);
   /* After teardown a slot may come back from a value's destructor running
    * on another thread (a stat's result is its operation's memory). */
-  if (UVP__LIKELY(!ctx->closed)) {
+  if (UVP__LIKELY(!uvp__closed(ctx))) {
     uvp__pool_put(&st->slots, op);
     return;
   }

@@ -54,7 +54,7 @@ struct uvp__op_s {
   struct uvp__owner_s *owner; /* of the scope it started in, told until libuv
                                  is done (uvp__work_begin), unless
                                  kind->object_owned */
-  uint32_t size;      /* bytes, for uvp__op_finish */
+  uint32_t size;              /* bytes, for uvp__op_finish */
 };
 
 /* A new operation of `size` bytes with its promise (the header is filled

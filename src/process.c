@@ -302,7 +302,7 @@ int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
   op->in_len = in_len;
   if (in_len > 0)
     memcpy(op->in_data, opts->stdin_data, in_len);
-  rc = spawn(op, ctx->loop, opts);
+  rc = spawn(op, uvp__loop(ctx), opts);
   if (rc != 0)
     return spawn_abort(op, rc);
   start_io(op);

@@ -140,7 +140,7 @@ void uvp__release_local(uvp_promise_t *p) {
    * left of it. */
   bool locked = false;
   while (ctx->free_stack != NULL) {
-    if (UVP__UNLIKELY(ctx->closed) && !locked) {
+    if (UVP__UNLIKELY(ctx->h.closed) && !locked) {
       uvp__lock(ctx);
       locked = true;
     }
@@ -182,7 +182,7 @@ uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
     uvp__misuse(p, "uvp_promise_retain");
     return NULL;
   }
-  if (UVP__UNLIKELY(ctx->closed)) {
+  if (UVP__UNLIKELY(ctx->h.closed)) {
     uvp__lock(ctx);
     p->refs++;
     uvp__unlock(ctx);
@@ -693,11 +693,11 @@ int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
   int rc = stream == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  dump_state_t st = {stream, uv_now(ctx->loop) - ctx->epoch, 0};
+  dump_state_t st = {stream, uv_now(ctx->h.loop) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
   for (int i = 0; i < UVP__EXT_COUNT; i++)
-    if (ctx->ext[i] != NULL && ctx->ext[i]->dump != NULL)
-      ctx->ext[i]->dump(ctx->ext[i], stream, &st.count);
+    if (ctx->h.ext[i] != NULL && ctx->h.ext[i]->dump != NULL)
+      ctx->h.ext[i]->dump(ctx->h.ext[i], stream, &st.count);
   return st.count;
 }
 

@@ -183,14 +183,14 @@ static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
     d->refs = 2; /* the caller's and the reaction's */
     d->link = p;
     d->flags = UVP__F_WAITING;
-    if (UVP__UNLIKELY(ctx->traces))
+    if (UVP__UNLIKELY(ctx->h.traces))
       d->trace = uvp__trace_intern(ctx, d->site, UVP__TK_THEN, p->trace);
     target = d;
   } else {
     kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
   }
   uvp__handler_t *h = handler_new(ctx, kind, target, cb, arg, arg_free,
-                                  arg_free != NULL || ctx->scope != NULL);
+                                  arg_free != NULL || ctx->h.scope != NULL);
   if (UVP__UNLIKELY(h == NULL)) {
     if (d != NULL) {
       d->refs = 1;
@@ -510,7 +510,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
      * observes (both 0 with traces off). */
     uint16_t outer = uvp__trace_enter(ctx, d != NULL ? d->trace : src->trace);
     ret = cb(arg, &in);
-    ctx->trace = outer;
+    ctx->h.trace = outer;
     seen = true;
     if (rk_finally(kind))
       ret = finally_ret(ctx, src, d, ret, &waiting);
@@ -609,7 +609,7 @@ void uvp__give_up(uvp_promise_t *q, uvp__notify_cb cb, void *arg, bool always) {
 }
 
 void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret) {
-  if (!uvp__is_pending(p) || uvp__promise_ctx(p)->closed) {
+  if (!uvp__is_pending(p) || uvp__closed(uvp__promise_ctx(p))) {
     discard(ret, p, false, true); /* cancelled or torn down meanwhile */
     return;
   }

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sched.h"
+#include "context.h"
 #include "scope.h"
 #include "trace.h"
 
@@ -27,11 +27,11 @@
 UVP__TLS char uvp__thread_anchor;
 UVP__TLS uvp_ctx_t *uvp__current;
 UVP__TLS uint16_t uvp__current_id;
-UVP__TLS void *uvp__fiber_current;
+UVP__TLS int uvp__close_refused;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (!uvp__on_loop_thread(ctx) || ctx->closed)
+  if (!uvp__on_loop_thread(ctx) || ctx->h.closed)
     return NULL;
   uvp__current = ctx;
   uvp__current_id = ctx->id;
@@ -121,7 +121,7 @@ static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
 }
 
 static void drain(uvp_ctx_t *ctx) {
-  uv_loop_t *loop = ctx->loop;
+  uv_loop_t *loop = ctx->h.loop;
   /* Completions (wrappers' finished operations) run when no reaction is
    * queued, so that the handlers of one, and everything they queue, run
    * before the next one settles.  That is the order of completions
@@ -137,7 +137,7 @@ static void drain(uvp_ctx_t *ctx) {
    * The stop flag is tested before each handler, not only after one, so
    * the check-phase drain of the same iteration runs nothing either. */
   ctx->q.budget_end = ctx->q.rhead + ctx->budget;
-  while (ctx->q.queued != 0 && !loop->stop_flag &&
+  while (ctx->q.queued != 0 && !uvp__loop_stopping(loop) &&
          ctx->q.rhead != ctx->q.budget_end) {
     if (ctx->q.completions != 0 &&
         (overdue != 0 || ctx->q.queued == ctx->q.completions)) {
@@ -145,19 +145,19 @@ static void drain(uvp_ctx_t *ctx) {
       ran_completion = true;
       ctx->q.budget_end--; /* rhead stays */
       uvp__run_completion(ctx, completion_pop(ctx));
-      if (ctx->closed)
+      if (ctx->h.closed)
         return;
       continue;
     }
     uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
     uvp__run_reaction(ctx, r);
-    if (ctx->closed)
+    if (ctx->h.closed)
       return;
   }
   ctx->q.budget_end = ctx->q.rhead;
   ctx->q.overdue = ran_completion ? 0 : ctx->q.completions;
-  if (ctx->q.queued == 0 && ctx->idle_active && !ctx->closed) {
+  if (ctx->q.queued == 0 && ctx->idle_active && !ctx->h.closed) {
     uv_idle_stop(&ctx->idle);
     ctx->idle_active = false;
   }
@@ -188,7 +188,7 @@ static void check_cb(uv_check_t *h) {
 void uvp__wake_slow(uvp_ctx_t *ctx) {
   /* Not on a handle the program closed (a uv_walk closing every handle):
    * starting it would link a closed handle back into the loop. */
-  if (!ctx->idle_active && !ctx->closed &&
+  if (!ctx->idle_active && !ctx->h.closed &&
       !uv_is_closing((uv_handle_t *)&ctx->idle)) {
     uv_idle_start(&ctx->idle, idle_cb);
     ctx->idle_active = true;
@@ -200,14 +200,27 @@ void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__wake(ctx);
 }
 
+void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h) {
+  uvp__runq_t *q = &ctx->q;
+  uvp__rlist_append(&q->chead, &q->ctail, &h->r);
+  q->completions++;
+  q->queued++;
+  uvp__wake(ctx);
+}
+
+uint16_t uvp__ctx_site(uvp_ctx_t *ctx, const char *file, int line) {
+  return uvp__site(&ctx->sites, file, line);
+}
+
+uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx) { return &ctx->blocks; }
+
 /* ---- locking ------------------------------------------------------------- */
 
 static void ctx_free(uvp_ctx_t *ctx) {
   for (int i = 0; i < UVP__EXT_COUNT; i++)
-    if (ctx->ext[i] != NULL)
-      ctx->ext[i]->destroy(ctx->ext[i]);
+    if (ctx->h.ext[i] != NULL)
+      ctx->h.ext[i]->destroy(ctx->h.ext[i]);
   uvp__registry_remove(ctx->id);
-  uvp__free(ctx->trace_cache);
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__blocks_destroy(&ctx->blocks);
@@ -223,7 +236,7 @@ void uvp__lock(uvp_ctx_t *ctx) {
 
 void uvp__unlock(uvp_ctx_t *ctx) {
   /* A closed context dies with its last promise and its last handle. */
-  bool dead = --ctx->mu_depth == 0 && ctx->closed && ctx->live == 0 &&
+  bool dead = --ctx->mu_depth == 0 && ctx->h.closed && ctx->live == 0 &&
               ctx->holds == 0 && ctx->handles_open == 0;
   uv_mutex_unlock(&ctx->mu);
   if (dead)
@@ -295,7 +308,7 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   uvp__lock(ctx);
-  if (ctx->closed) {
+  if (ctx->h.closed) {
     /* After teardown nothing settles any more; a release is done here,
      * under the lock every post-teardown reference change takes. */
     int rc = UVP_ECLOSED;
@@ -376,12 +389,12 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   rc = uvp__registry_add(ctx, &ctx->id);
   if (rc != 0)
     return ctx_init_failed(ctx, rc);
-  ctx->loop = loop;
-  ctx->thread = &uvp__thread_anchor;
+  ctx->h.loop = loop;
+  ctx->h.thread = &uvp__thread_anchor;
   ctx->budget = UVP__DEFAULT_BUDGET;
   ctx->epoch = uv_now(loop);
-  ctx->check_thread = checks_from_env() & UVP_CHECK_THREAD;
-  ctx->guarded = ctx->check_thread;
+  ctx->h.check_thread = checks_from_env() & UVP_CHECK_THREAD;
+  ctx->h.guarded = ctx->h.check_thread;
   uvp__pool_init(&ctx->promises, sizeof(uvp_promise_t));
   uvp__pool_init(&ctx->reactions, sizeof(uvp__handler_t));
   if (traces_from_env() && uvp__trace_set(ctx, true) != 0)
@@ -406,7 +419,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
 }
 
 uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx) {
-  return ctx != NULL ? ctx->loop : NULL;
+  return ctx != NULL ? ctx->h.loop : NULL;
 }
 
 int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget) {
@@ -488,15 +501,15 @@ int uvp__ctx_check_slow(const uvp_ctx_t *ctx) {
     return UV_EINVAL;
   if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
-  return ctx->closed ? UVP_ECLOSED : 0;
+  return ctx->h.closed ? UVP_ECLOSED : 0;
 }
 
 int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {
   int rc =
       (checks & ~(unsigned)UVP_CHECK_THREAD) ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc == 0) {
-    ctx->check_thread = (checks & UVP_CHECK_THREAD) != 0;
-    ctx->guarded = ctx->check_thread || ctx->closed;
+    ctx->h.check_thread = (checks & UVP_CHECK_THREAD) != 0;
+    ctx->h.guarded = ctx->h.check_thread || ctx->h.closed;
   }
   return rc;
 }
@@ -530,8 +543,8 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
   out->fibers = out->fiber_stacks = out->fiber_stack_bytes = 0;
   for (int i = 0; i < UVP__EXT_COUNT; i++)
-    if (ctx->ext[i] != NULL)
-      ctx->ext[i]->stats(ctx->ext[i], out);
+    if (ctx->h.ext[i] != NULL)
+      ctx->h.ext[i]->stats(ctx->h.ext[i], out);
   out->site_misses = ctx->sites.misses;
   return 0;
 }
@@ -572,7 +585,7 @@ static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
     if (!uv_is_closing(hs[i]))
       continue;
     uv_handle_t *want[2] = {hs[i], NULL};
-    uv_walk(ctx->loop, find_handle, want);
+    uv_walk(ctx->h.loop, find_handle, want);
     if (want[1] != NULL)
       return UV_EBUSY;
     closed++;
@@ -586,8 +599,8 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   if (ctx != NULL && !uvp__registry_has(ctx))
     return UVP_ECLOSED;
   int rc = uvp__ctx_check(ctx);
-  if (rc == 0 && uvp__fiber_current != NULL)
-    rc = UVP_EINFIBER; /* it would free the stack it runs on */
+  if (rc == 0)
+    rc = uvp__close_refused;
   if (rc != 0)
     return rc;
   uv_handle_t *hs[3] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
@@ -598,8 +611,8 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   /* Held across the whole sweep: from `closed` on, other threads change
    * references only under this lock. */
   uvp__lock(ctx);
-  ctx->closed = true;
-  ctx->guarded = true;
+  ctx->h.closed = true;
+  ctx->h.guarded = true;
   /* A closed context may be freed from any thread, so this thread must
    * stop naming it: its id (and address) may come back as another
    * context's. */
@@ -636,11 +649,11 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
    * another owner of a lock it would find held.  The handles are closing:
    * the context outlives this. */
   for (int i = 0; i < UVP__EXT_COUNT; i++)
-    if (ctx->ext[i] != NULL && ctx->ext[i]->close != NULL)
-      ctx->ext[i]->close(ctx->ext[i]);
+    if (ctx->h.ext[i] != NULL && ctx->h.ext[i]->close != NULL)
+      ctx->h.ext[i]->close(ctx->h.ext[i]);
   /* The slots current out here (the fibers above ran in their own). */
-  uvp__scope_unref(ctx->scope);
-  ctx->scope = NULL;
+  uvp__scope_unref(ctx->h.scope);
+  ctx->h.scope = NULL;
   drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
   if (by_host != 0) { /* last: with them the context may be freed now */
     uvp__lock(ctx);

@@ -1,44 +1,14 @@
-/* Private to src/: the context and its scheduler (the glue to libuv: the
- * run queue, the handles that drain it, the mailbox for other threads). */
+/* Private to src/: what every layer may know of a context and its
+ * scheduler (the glue to libuv): the few fields the hot paths read, which
+ * thread is the loop's, the layers' own per-context state, the lock.  The
+ * whole context, the run queue and the mailbox for other threads are the
+ * core's (context.h: sched.c, promise.c and reaction.c). */
 #ifndef UVP_SCHED_H
 #define UVP_SCHED_H
-
-#include <stdatomic.h>
 
 #include "promise.h"
 #include "registry.h"
 #include "site.h"
-
-/* The run queue.  Reactions wait in a ring of pointers in run order, so
- * queueing one writes neither the reaction nor its predecessor and the
- * drain knows the next ones early enough to prefetch them; if the ring is
- * full and cannot grow, they wait on `spill` through their `next` until
- * the ring has drained (everything on it is newer).  Completions (a
- * finished libuv operation's settle) wait apart, in arrival order, and
- * run only when no reaction is queued: each one's handlers then run
- * before the next one settles (see drain in sched.c). */
-typedef struct uvp__runq_s {
-  uvp__reaction_t **ring;
-  size_t ring_cap; /* a power of two */
-  size_t rhead;    /* free-running indices */
-  size_t rtail;
-  uvp__reaction_t *spill;
-  uvp__reaction_t *spill_tail;
-  uvp__reaction_t *chead; /* completions, linked through `next` */
-  uvp__reaction_t *ctail;
-  size_t queued;      /* reactions and completions */
-  size_t completions; /* how many of `queued` are completions */
-  size_t overdue;     /* completions a drain had no moment to run */
-  /* The running drain may run reactions until rhead reaches budget_end
-   * (== rhead when no drain runs).  A completion or a spilled reaction,
-   * which leave rhead where it is, brings it one nearer.  The drain keeps
-   * no count of its own in memory: a counter stored and reloaded around
-   * every reaction made the drain up to 1.5x slower, depending on where
-   * the linker put the code (docs/internals.md). */
-  size_t budget_end;
-} uvp__runq_t;
-
-typedef struct uvp__msg_s uvp__msg_t;
 
 /* What a layer above the core keeps per context (the operation layer's
  * slots and its wrappers' data, the fibers): created on first use,
@@ -53,59 +23,38 @@ struct uvp__ext_s {
   /* adds lines to uvp_ctx_dump_pending's, counting them (may be NULL) */
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
 };
-enum { UVP__EXT_OPS, UVP__EXT_FIBERS, UVP__EXT_GROUPS, UVP__EXT_COUNT };
+enum {
+  UVP__EXT_OPS,
+  UVP__EXT_FIBERS,
+  UVP__EXT_GROUPS,
+  UVP__EXT_TRACES,
+  UVP__EXT_COUNT
+};
 
-struct uvp_ctx_s {
+/* What every layer reads of a context, first in it: the loop, the thread
+ * check, the current scope and trace frame, the layers' state.  Read and
+ * written through uvp__head(ctx) (a context begins with its head). */
+typedef struct uvp__ctx_head_s {
   uv_loop_t *loop;
-  uint16_t id;        /* in the registry */
   const char *thread; /* the loop thread's &uvp__thread_anchor */
-  bool closed;        /* written by the loop thread under `mu` */
+  bool closed;        /* written by the loop thread under the lock */
   bool check_thread;  /* UVP_CHECK_THREAD */
   bool guarded;       /* closed || check_thread: every call tests this one */
-  bool freeing;       /* draining free_stack */
-  bool idle_active;
-  unsigned int budget;
-  uvp__runq_t q;
-  uvp_promise_t *free_stack;
-
-  uvp__pool_t promises;
-  uvp__pool_t reactions;
-  uvp__blocks_t blocks; /* combinators' and maps' large blocks */
-  size_t live;
-  size_t pending;
-  size_t holds; /* objects outside promises keeping the memory (uvp__hold) */
-  uint64_t epoch;
-  uvp__sites_t sites;
-  uvp_unhandled_cb unhandled_cb;
-  void *unhandled_arg;
-  uvp_free_cb unhandled_free;
-  /* Calls of the hook running, innermost first, and its installation's
-   * number: an argument is let go of only once its hook has returned. */
-  struct uvp__report_s *reports;
-  unsigned int unhandled_gen;
-  void *data; /* uvp_ctx_set_data */
-  uvp_free_cb data_free;
-  struct uvp__scope_s *scope; /* the current scope (scope.h), a reference */
-  bool traces;                /* uvp_ctx_set_traces (trace.h) */
-  uint16_t trace;             /* the frame of the code running now */
-  uint64_t *trace_cache;      /* while traces are on */
+  bool traces;        /* uvp_ctx_set_traces (trace.h) */
+  uint16_t trace;     /* the frame of the code running now */
+  struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
+} uvp__ctx_head_t;
 
-  uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
-  uv_check_t check; /* unref'd: drains right after I/O callbacks */
-  uv_async_t async; /* unref'd: wake-up for messages from other threads */
-  int handles_open;
-
-  /* cross-thread; recursive so destructors may release under it */
-  uv_mutex_t mu;
-  int mu_depth;
-  uvp__msg_t *mhead;
-  uvp__msg_t *mtail;
-  bool reading_mail; /* the loop thread is applying messages */
-  /* mhead != NULL, readable without mu: the check phase looks at it every
-   * loop iteration (see check_cb in sched.c). */
-  atomic_bool mail;
-};
+static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
+  return (uvp__ctx_head_t *)(void *)ctx;
+}
+static inline uv_loop_t *uvp__loop(const uvp_ctx_t *ctx) {
+  return uvp__head(ctx)->loop;
+}
+static inline bool uvp__closed(const uvp_ctx_t *ctx) {
+  return uvp__head(ctx)->closed;
+}
 
 static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
   return uvp__contexts[p->ctx_id];
@@ -125,13 +74,14 @@ static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
 extern UVP__TLS char uvp__thread_anchor;
 
 static inline bool uvp__on_loop_thread(const uvp_ctx_t *ctx) {
-  return &uvp__thread_anchor == ctx->thread;
+  return &uvp__thread_anchor == uvp__head(ctx)->thread;
 }
 
 /* A loop-thread-only call made elsewhere, with UVP_CHECK_THREAD on: it is
  * refused with UVP_ETHREAD. */
 static inline bool uvp__refused_thread(const uvp_ctx_t *ctx) {
-  return UVP__UNLIKELY(ctx->check_thread) && !uvp__on_loop_thread(ctx);
+  return UVP__UNLIKELY(uvp__head(ctx)->check_thread) &&
+         !uvp__on_loop_thread(ctx);
 }
 
 /* 0, or why a loop-thread-only call naming ctx cannot proceed: UV_EINVAL
@@ -139,144 +89,36 @@ static inline bool uvp__refused_thread(const uvp_ctx_t *ctx) {
  * The thread is checked first: `closed` is the loop thread's to write. */
 int uvp__ctx_check_slow(const uvp_ctx_t *ctx);
 static inline int uvp__ctx_check(const uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(ctx != NULL && !ctx->guarded))
+  if (UVP__LIKELY(ctx != NULL && !uvp__head(ctx)->guarded))
     return 0;
   return uvp__ctx_check_slow(ctx);
 }
 
-/* The open context this thread used last (and its id; NULL and 0 when
- * there is none): set by uvp__local_ctx_slow, cleared by uvp_ctx_close. */
-extern UVP__TLS uvp_ctx_t *uvp__current;
-/* The fiber running on this thread (the fiber layer's), NULL on the
- * loop's own stack: some calls are not allowed inside a fiber. */
-extern UVP__TLS void *uvp__fiber_current;
-extern UVP__TLS uint16_t uvp__current_id;
+/* While this thread runs code on a stack that uvp_ctx_close would free (a
+ * fiber's), the layer running it sets the code the close is refused with:
+ * 0 otherwise. */
+extern UVP__TLS int uvp__close_refused;
 
-/* p's context if it is the one this thread used last, else NULL (then ask
- * uvp__local_ctx_slow).  It compares ids and then reads uvp__current, so
- * that the context's address does not wait for p's cache line: see
- * docs/internals.md. */
-static inline uvp_ctx_t *uvp__cached_ctx(const uvp_promise_t *p) {
-  if (UVP__LIKELY(p->ctx_id == uvp__current_id))
-    return *(uvp_ctx_t *volatile *)&uvp__current;
-  return NULL;
-}
-/* p's context if this is its loop thread and it is open (then it becomes
- * uvp__current), else NULL. */
-uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p);
+/* ---- for the layers ------------------------------------------------------ */
 
-/* ---- the run queue ------------------------------------------------------- */
-
-void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r);
-/* Append r to the run queue (the caller wakes the context). */
-static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
-  uvp__runq_t *q = &ctx->q;
-  if (UVP__LIKELY(q->rtail - q->rhead < q->ring_cap && q->spill == NULL))
-    q->ring[q->rtail++ & (q->ring_cap - 1)] = r;
-  else
-    uvp__queue_push_slow(ctx, r);
-  q->queued++;
-}
-void uvp__wake_slow(uvp_ctx_t *ctx);
-/* After queueing: make sure the queue will be drained. */
-static inline void uvp__wake(uvp_ctx_t *ctx) {
-  if (UVP__UNLIKELY(!ctx->idle_active))
-    uvp__wake_slow(ctx);
-}
-void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
-/* Append r to the list from *head to *tail, linked through `next`. */
-static inline void uvp__rlist_append(uvp__reaction_t **head,
-                                     uvp__reaction_t **tail,
-                                     uvp__reaction_t *r) {
-  r->next = NULL;
-  if (*tail != NULL)
-    (*tail)->next = r;
-  else
-    *head = r;
-  *tail = r;
-}
-/* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
- * operation's promise, which the queue now holds) runs with
- * uvp__run_completion once no reaction is queued. */
-static inline void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h) {
-  uvp__runq_t *q = &ctx->q;
-  uvp__rlist_append(&q->chead, &q->ctail, &h->r);
-  q->completions++;
-  q->queued++;
-  uvp__wake(ctx);
-}
-
-/* The next reaction to run; one is queued. */
-static inline uvp__reaction_t *uvp__reaction_pop(uvp_ctx_t *ctx) {
-  ctx->q.queued--;
-  if (ctx->q.rhead != ctx->q.rtail)
-    return ctx->q.ring[ctx->q.rhead++ & (ctx->q.ring_cap - 1)];
-  uvp__reaction_t *r = ctx->q.spill;
-  ctx->q.spill = r->next;
-  if (ctx->q.spill == NULL)
-    ctx->q.spill_tail = NULL;
-  return r;
-}
-
-/* The reaction the running drain would run next, if it would run one now
- * (it has budget left, no completion is queued, the context is open and
- * the loop not stopped), else NULL.  For the fibers' hand-off: a fiber that
- * suspends runs the next fiber's wake itself instead of returning to the
- * drain only to be sent there. */
-static inline uvp__reaction_t *uvp__runq_next(uvp_ctx_t *ctx) {
-  uvp__runq_t *q = &ctx->q;
-  if (q->rhead == q->budget_end || q->queued == 0 || q->completions != 0 ||
-      ctx->closed || ctx->loop->stop_flag)
-    return NULL;
-  return q->rhead != q->rtail ? q->ring[q->rhead & (q->ring_cap - 1)]
-                              : q->spill;
-}
-/* Takes the next reaction off the queue, counting it against the drain's
- * budget (some must be left); running it is the caller's business. */
-static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
-  UVP__CHECK(ctx->q.rhead != ctx->q.budget_end);
-  if (UVP__UNLIKELY(ctx->q.rhead == ctx->q.rtail))
-    ctx->q.budget_end--; /* from the spill list: rhead stays */
-  return uvp__reaction_pop(ctx);
-}
-
-/* ---- other threads, teardown --------------------------------------------- */
-
-/* Off-loop-thread entry: queue a resolve/reject/release for the loop.  A
- * message holds its promise without a reference of its own (the poster may
- * settle a promise whose reference the loop thread holds, which the loop
- * thread may let go of before the loop reads the message): the last
- * release of any promise therefore reads the mail first while there is
- * any (uvp__mail_waiting), so a message naming that promise applies to
- * it, not to the slot another promise takes next. */
-enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
-int uvp__post(uvp_promise_t *p, int op, int code, void *value,
-              uvp_free_cb free_cb);
-/* Read relaxed: whatever ordered a post before the loop thread's release
- * (a join, a lock, the program's own signal) orders the flag's store before
- * this load too.  Not while the mail is being read: the messages after
- * the one being applied are read next, in order, by that reading. */
-static inline bool uvp__mail_waiting(const uvp_ctx_t *ctx) {
-  return UVP__UNLIKELY(
-             atomic_load_explicit(&ctx->mail, memory_order_relaxed)) &&
-         !ctx->reading_mail;
-}
-void uvp__read_mail(uvp_ctx_t *ctx);
+/* The context's lock, recursive: after uvp_ctx_close other threads may
+ * release under it.  The unlock may free a closed, empty context. */
 void uvp__lock(uvp_ctx_t *ctx);
-void uvp__unlock(uvp_ctx_t *ctx); /* may free a closed, empty context */
-/* A call of the unhandled hook (on the caller's stack): the installation
- * it called, and the argument to let go of when it returns, if that
- * installation was replaced (or the context closed) meanwhile. */
-typedef struct uvp__report_s {
-  struct uvp__report_s *outer;
-  unsigned int gen;
-  void *arg;
-  uvp_free_cb arg_free;
-} uvp__report_t;
+void uvp__unlock(uvp_ctx_t *ctx);
 
 /* Objects that outlive promises (a TCP connection) keep the context's
  * memory until they are gone. */
 void uvp__hold(uvp_ctx_t *ctx);
 void uvp__drop(uvp_ctx_t *ctx);
+
+/* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
+ * operation's promise, which the queue now holds) runs with
+ * uvp__run_completion once no reaction is queued. */
+void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h);
+
+/* The interned site of file:line in ctx's table (site.h). */
+uint16_t uvp__ctx_site(uvp_ctx_t *ctx, const char *file, int line);
+/* The large blocks ctx keeps for combinators and maps (alloc.h). */
+uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx);
 
 #endif

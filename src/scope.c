@@ -61,23 +61,24 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
       return UV_ENOMEM;
     *v = (uvp__slotval_t){1, value, free_cb};
   }
-  uvp__scope_t *s = uvp__scope_with_owner(ctx->scope, uvp__scope_owner(ctx));
+  uvp__scope_t *s =
+      uvp__scope_with_owner(uvp__head(ctx)->scope, uvp__scope_owner(ctx));
   if (s == NULL) {
     uvp__free(v);
     return UV_ENOMEM;
   }
   slotval_unref(s->slots[slot]);
   s->slots[slot] = v;
-  uvp__scope_unref(ctx->scope);
-  ctx->scope = s;
+  uvp__scope_unref(uvp__head(ctx)->scope);
+  uvp__head(ctx)->scope = s;
   return 0;
 }
 
 void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot) {
-  if (ctx == NULL || slot >= UVP_SCOPE_SLOTS || ctx->scope == NULL ||
-      ctx->scope->slots[slot] == NULL)
+  if (ctx == NULL || slot >= UVP_SCOPE_SLOTS || uvp__head(ctx)->scope == NULL ||
+      uvp__head(ctx)->scope->slots[slot] == NULL)
     return NULL;
-  return ctx->scope->slots[slot]->value;
+  return uvp__head(ctx)->scope->slots[slot]->value;
 }
 
 int uvp_scope_clear(uvp_ctx_t *ctx) {
@@ -90,7 +91,7 @@ int uvp_scope_clear(uvp_ctx_t *ctx) {
   uvp__scope_t *s = NULL;
   if (o != NULL && (s = uvp__scope_with_owner(NULL, o)) == NULL)
     return UV_ENOMEM;
-  uvp__scope_unref(ctx->scope);
-  ctx->scope = s;
+  uvp__scope_unref(uvp__head(ctx)->scope);
+  uvp__head(ctx)->scope = s;
   return 0;
 }

@@ -46,34 +46,35 @@ void uvp__scope_unref(uvp__scope_t *s); /* s may be NULL */
 /* A scope like `base` (may be NULL) but for `owner`. NULL: no memory. */
 uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner);
 
-/* ctx->scope holds a reference to the current scope.  Capture it: */
+/* The head's scope holds a reference to the current scope.  Capture it: */
 static inline uvp__scope_t *uvp__scope_capture(const uvp_ctx_t *ctx) {
-  return ctx->scope != NULL ? uvp__scope_ref(ctx->scope) : NULL;
+  return uvp__head(ctx)->scope != NULL ? uvp__scope_ref(uvp__head(ctx)->scope)
+                                       : NULL;
 }
 /* Run what follows under s, giving it the reference the caller holds (a
  * capture's); returns the scope to restore afterwards. */
 static inline uvp__scope_t *uvp__scope_enter(uvp_ctx_t *ctx, uvp__scope_t *s) {
-  uvp__scope_t *was = ctx->scope;
-  ctx->scope = s;
+  uvp__scope_t *was = uvp__head(ctx)->scope;
+  uvp__head(ctx)->scope = s;
   return was;
 }
 /* Back to `was`: the scope current now (s, or one a slot set made while
  * s ran) loses the reference.  A context closed meanwhile let go of what
  * was current then; nothing would let go of `was` after it. */
 static inline void uvp__scope_leave(uvp_ctx_t *ctx, uvp__scope_t *was) {
-  uvp__scope_t *s = ctx->scope;
-  ctx->scope = was;
+  uvp__scope_t *s = uvp__head(ctx)->scope;
+  uvp__head(ctx)->scope = was;
   if (UVP__UNLIKELY(s != NULL))
     uvp__scope_unref(s);
-  if (UVP__UNLIKELY(ctx->closed)) {
-    ctx->scope = NULL;
+  if (UVP__UNLIKELY(uvp__closed(ctx))) {
+    uvp__head(ctx)->scope = NULL;
     uvp__scope_unref(was);
   }
 }
 
 /* The owner of the running work, if any. */
 static inline uvp__owner_t *uvp__scope_owner(const uvp_ctx_t *ctx) {
-  return ctx->scope != NULL ? ctx->scope->owner : NULL;
+  return uvp__head(ctx)->scope != NULL ? uvp__head(ctx)->scope->owner : NULL;
 }
 
 /* A libuv request or handle starts now: its owner, told (NULL: none), to

@@ -13,7 +13,7 @@ void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
   if (n > (SIZE_MAX - head - ALIGN) / per)
     return NULL;
   size_t bytes = head + ALIGN - 1 + n * per;
-  void *block = uvp__block_get(&ctx->blocks, &bytes);
+  void *block = uvp__block_get(uvp__ctx_blocks(ctx), &bytes);
   if (block == NULL)
     return NULL;
   uvp__fanin_t *f = (uvp__fanin_t *)(((uintptr_t)block + ALIGN - 1) &
@@ -21,7 +21,7 @@ void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
   memset(f, 0, head);
   f->result = uvp__produced_new(ctx, file, line, hook, f);
   if (f->result == NULL) {
-    uvp__block_put(&ctx->blocks, block, bytes, true);
+    uvp__block_put(uvp__ctx_blocks(ctx), block, bytes, true);
     return NULL;
   }
   f->slots = (uvp__slot_t *)(void *)((char *)f + head);
@@ -38,7 +38,8 @@ void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
 
 void uvp__fanin_unref(uvp__fanin_t *f) {
   if (--f->attached == 0)
-    uvp__block_put(&f->ctx->blocks, f->block, f->bytes, !f->ctx->closed);
+    uvp__block_put(uvp__ctx_blocks(f->ctx), f->block, f->bytes,
+                   !uvp__closed(f->ctx));
 }
 
 void uvp__fanin_release_share(uvp__fanin_t *f) {

@@ -28,7 +28,7 @@ struct uvp_tcp_s {
   uvp_ctx_t *ctx;
   uvp__owner_t *owner; /* of the scope it was made in, or as attached (see
                           uvp_tcp_detach): told until freed */
-  uv_tcp_t *handle;   /* NULL once closed */
+  uv_tcp_t *handle;    /* NULL once closed */
   tcpop_t *read_op;
   /* libuv keeps reading between two reads (no epoll_ctl per read); with no
    * read pending the handle is unref'd, so an idle connection never keeps
@@ -98,7 +98,7 @@ static int open_handle(uvp_tcp_t *t) {
   uv_tcp_t *h = t->inline_busy ? uvp__malloc(sizeof(*h)) : &t->inline_handle;
   if (h == NULL)
     return UV_ENOMEM;
-  int rc = uv_tcp_init(t->ctx->loop, h);
+  int rc = uv_tcp_init(uvp__loop(t->ctx), h);
   if (rc != 0) {
     if (h != &t->inline_handle)
       uvp__free(h);
@@ -373,10 +373,10 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
                                           host_connect_cb),
                            out);
   op->resolving = true;
-  return uvp__op_started(
-      &op->op,
-      uv_getaddrinfo(t->ctx->loop, &op->req.gai, gai_cb, host, service, &hints),
-      out);
+  return uvp__op_started(&op->op,
+                         uv_getaddrinfo(uvp__loop(t->ctx), &op->req.gai, gai_cb,
+                                        host, service, &hints),
+                         out);
 }
 
 /* ---- write / shutdown ---------------------------------------------------- */

@@ -14,7 +14,7 @@ typedef struct {
  * non-NULL callback. */
 static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
                         uint64_t ms, int flags) {
-  (void)uv_timer_init(ctx->loop, &t->timer);
+  (void)uv_timer_init(uvp__loop(ctx), &t->timer);
   t->timer.data = data;
   if (flags & UVP_UNREF)
     uv_unref((uv_handle_t *)&t->timer);
@@ -29,9 +29,7 @@ static bool timer_flags_ok(int flags, int more) {
 }
 
 /* From the timer's close callback. */
-static void timer_closed(timed_t *t) {
-  uvp__work_end(t->owner);
-}
+static void timer_closed(timed_t *t) { uvp__work_end(t->owner); }
 
 /* ---- delay --------------------------------------------------------------- */
 

@@ -72,12 +72,30 @@ static uint16_t intern_locked(uint16_t site, uvp__tkind_t kind,
   }
 }
 
+/* Per context while traces are on: the frames interned last, so that most
+ * need no lock. */
+typedef struct trace_state_s {
+  uvp__ext_t ext;
+  uint64_t cache[CACHE_SIZE];
+} trace_state_t;
+
+static void state_destroy(uvp__ext_t *ext) {
+  uvp__free(UVP__CONTAINER_OF(ext, trace_state_t, ext));
+}
+
+static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
+  (void)ext;
+  (void)out;
+}
+
 uint16_t uvp__trace_intern(uvp_ctx_t *ctx, uint16_t site, uvp__tkind_t kind,
                            uint16_t parent) {
   if (site == 0) /* the site table is full: nothing to name */
     return parent;
   uint64_t key = key_of(site, kind, parent);
-  uint64_t *entry = &ctx->trace_cache[key_hash(key) & (CACHE_SIZE - 1)];
+  trace_state_t *st = UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_TRACES],
+                                        trace_state_t, ext);
+  uint64_t *entry = &st->cache[key_hash(key) & (CACHE_SIZE - 1)];
   if (UVP__LIKELY(*entry >> 16 == key))
     return (uint16_t)*entry;
   if (!uvp__process_lock())
@@ -89,17 +107,21 @@ uint16_t uvp__trace_intern(uvp_ctx_t *ctx, uint16_t site, uvp__tkind_t kind,
 }
 
 int uvp__trace_set(uvp_ctx_t *ctx, bool on) {
-  if (on && ctx->trace_cache == NULL) {
-    ctx->trace_cache = uvp__calloc(CACHE_SIZE, sizeof(*ctx->trace_cache));
-    if (ctx->trace_cache == NULL)
+  uvp__ctx_head_t *h = uvp__head(ctx);
+  if (on && h->ext[UVP__EXT_TRACES] == NULL) {
+    trace_state_t *st = uvp__calloc(1, sizeof(*st));
+    if (st == NULL)
       return UV_ENOMEM;
+    st->ext.destroy = state_destroy;
+    st->ext.stats = state_stats;
+    h->ext[UVP__EXT_TRACES] = &st->ext;
   }
-  if (!on) {
-    uvp__free(ctx->trace_cache);
-    ctx->trace_cache = NULL;
-    ctx->trace = 0;
+  if (!on && h->ext[UVP__EXT_TRACES] != NULL) {
+    h->ext[UVP__EXT_TRACES]->destroy(h->ext[UVP__EXT_TRACES]);
+    h->ext[UVP__EXT_TRACES] = NULL;
+    h->trace = 0;
   }
-  ctx->traces = on;
+  h->traces = on;
   return 0;
 }
 

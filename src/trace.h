@@ -6,9 +6,9 @@
  * trace in two bytes it had spare, so traces cost no memory per promise.
  * Which frame is the parent: for a then()'s promise, the trace of the
  * promise it follows; for anything else created, the frame of the code
- * running at the time (ctx->trace): the handler's promise, the fiber and
- * the await it resumed from, the group starting a member.  With traces off
- * every promise's trace is 0 and nothing but a flag is read. */
+ * running at the time (the head's trace, sched.h): the handler's promise, the
+ * fiber and the await it resumed from, the group starting a member.  With
+ * traces off every promise's trace is 0 and nothing but a flag is read. */
 #ifndef UVP_TRACE_H
 #define UVP_TRACE_H
 
@@ -36,15 +36,15 @@ uint16_t uvp__trace_intern(uvp_ctx_t *ctx, uint16_t site, uvp__tkind_t kind,
 
 /* The trace of a promise created now at `site`. */
 static inline uint16_t uvp__trace_new(uvp_ctx_t *ctx, uint16_t site) {
-  if (UVP__LIKELY(!ctx->traces))
+  if (UVP__LIKELY(!uvp__head(ctx)->traces))
     return 0;
-  return uvp__trace_intern(ctx, site, UVP__TK_PROMISE, ctx->trace);
+  return uvp__trace_intern(ctx, site, UVP__TK_PROMISE, uvp__head(ctx)->trace);
 }
 
 /* Run the next code on behalf of `frame`; returns what to restore. */
 static inline uint16_t uvp__trace_enter(uvp_ctx_t *ctx, uint16_t frame) {
-  uint16_t was = ctx->trace;
-  ctx->trace = frame;
+  uint16_t was = uvp__head(ctx)->trace;
+  uvp__head(ctx)->trace = frame;
   return was;
 }
 

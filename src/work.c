@@ -73,7 +73,8 @@ int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
   op->result = NULL;
   op->rc = 0;
   return uvp__op_started(
-      &op->op, uv_queue_work(ctx->loop, &op->req, work_run, work_after), out);
+      &op->op, uv_queue_work(uvp__loop(ctx), &op->req, work_run, work_after),
+      out);
 }
 
 int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,

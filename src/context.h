@@ -1,0 +1,211 @@
+/* Private to the core (sched.c, promise.c, reaction.c): the whole context,
+ * its run queue and its mailbox for other threads.  The layers above see
+ * its head (sched.h) and call functions for the rest. */
+#ifndef UVP_CONTEXT_H
+#define UVP_CONTEXT_H
+
+#include <stdatomic.h>
+
+#include "sched.h"
+
+/* The run queue.  Reactions wait in a ring of pointers in run order, so
+ * queueing one writes neither the reaction nor its predecessor and the
+ * drain knows the next ones early enough to prefetch them; if the ring is
+ * full and cannot grow, they wait on `spill` through their `next` until
+ * the ring has drained (everything on it is newer).  Completions (a
+ * finished libuv operation's settle) wait apart, in arrival order, and
+ * run only when no reaction is queued: each one's handlers then run
+ * before the next one settles (see drain in sched.c). */
+typedef struct uvp__runq_s {
+  uvp__reaction_t **ring;
+  size_t ring_cap; /* a power of two */
+  size_t rhead;    /* free-running indices */
+  size_t rtail;
+  uvp__reaction_t *spill;
+  uvp__reaction_t *spill_tail;
+  uvp__reaction_t *chead; /* completions, linked through `next` */
+  uvp__reaction_t *ctail;
+  size_t queued;      /* reactions and completions */
+  size_t completions; /* how many of `queued` are completions */
+  size_t overdue;     /* completions a drain had no moment to run */
+  /* The running drain may run reactions until rhead reaches budget_end
+   * (== rhead when no drain runs).  A completion or a spilled reaction,
+   * which leave rhead where it is, brings it one nearer.  The drain keeps
+   * no count of its own in memory: a counter stored and reloaded around
+   * every reaction made the drain up to 1.5x slower, depending on where
+   * the linker put the code (docs/internals.md). */
+  size_t budget_end;
+} uvp__runq_t;
+
+typedef struct uvp__msg_s uvp__msg_t;
+
+struct uvp_ctx_s {
+  uvp__ctx_head_t h; /* first: see uvp__head */
+  uint16_t id;       /* in the registry */
+  bool freeing;      /* draining free_stack */
+  bool idle_active;
+  unsigned int budget;
+  uvp__runq_t q;
+  uvp_promise_t *free_stack;
+
+  uvp__pool_t promises;
+  uvp__pool_t reactions;
+  uvp__blocks_t blocks; /* combinators' and maps' large blocks */
+  size_t live;
+  size_t pending;
+  size_t holds; /* objects outside promises keeping the memory (uvp__hold) */
+  uint64_t epoch;
+  uvp__sites_t sites;
+  uvp_unhandled_cb unhandled_cb;
+  void *unhandled_arg;
+  uvp_free_cb unhandled_free;
+  /* Calls of the hook running, innermost first, and its installation's
+   * number: an argument is let go of only once its hook has returned. */
+  struct uvp__report_s *reports;
+  unsigned int unhandled_gen;
+  void *data; /* uvp_ctx_set_data */
+  uvp_free_cb data_free;
+
+  uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
+  uv_check_t check; /* unref'd: drains right after I/O callbacks */
+  uv_async_t async; /* unref'd: wake-up for messages from other threads */
+  int handles_open;
+
+  /* cross-thread; recursive so destructors may release under it */
+  uv_mutex_t mu;
+  int mu_depth;
+  uvp__msg_t *mhead;
+  uvp__msg_t *mtail;
+  bool reading_mail; /* the loop thread is applying messages */
+  /* mhead != NULL, readable without mu: the check phase looks at it every
+   * loop iteration (see check_cb in sched.c). */
+  atomic_bool mail;
+};
+
+/* uv_stop()'s flag.  libuv 1.44 has no getter for it: the field is in uv.h's
+ * public struct but marked internal, so it is read here and nowhere else.
+ * The drain stops on it before each handler, as uv_run() would between
+ * callbacks. */
+static inline bool uvp__loop_stopping(const uv_loop_t *loop) {
+  return loop->stop_flag != 0;
+}
+
+/* The open context this thread used last (and its id; NULL and 0 when
+ * there is none): set by uvp__local_ctx_slow, cleared by uvp_ctx_close. */
+extern UVP__TLS uvp_ctx_t *uvp__current;
+extern UVP__TLS uint16_t uvp__current_id;
+
+/* p's context if it is the one this thread used last, else NULL (then ask
+ * uvp__local_ctx_slow).  It compares ids and then reads uvp__current, so
+ * that the context's address does not wait for p's cache line: see
+ * docs/internals.md. */
+static inline uvp_ctx_t *uvp__cached_ctx(const uvp_promise_t *p) {
+  if (UVP__LIKELY(p->ctx_id == uvp__current_id))
+    return *(uvp_ctx_t *volatile *)&uvp__current;
+  return NULL;
+}
+/* p's context if this is its loop thread and it is open (then it becomes
+ * uvp__current), else NULL. */
+uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p);
+
+/* ---- the run queue ------------------------------------------------------- */
+
+void uvp__queue_push_slow(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Append r to the run queue (the caller wakes the context). */
+static inline void uvp__queue_push(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp__runq_t *q = &ctx->q;
+  if (UVP__LIKELY(q->rtail - q->rhead < q->ring_cap && q->spill == NULL))
+    q->ring[q->rtail++ & (q->ring_cap - 1)] = r;
+  else
+    uvp__queue_push_slow(ctx, r);
+  q->queued++;
+}
+void uvp__wake_slow(uvp_ctx_t *ctx);
+/* After queueing: make sure the queue will be drained. */
+static inline void uvp__wake(uvp_ctx_t *ctx) {
+  if (UVP__UNLIKELY(!ctx->idle_active))
+    uvp__wake_slow(ctx);
+}
+void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* Append r to the list from *head to *tail, linked through `next`. */
+static inline void uvp__rlist_append(uvp__reaction_t **head,
+                                     uvp__reaction_t **tail,
+                                     uvp__reaction_t *r) {
+  r->next = NULL;
+  if (*tail != NULL)
+    (*tail)->next = r;
+  else
+    *head = r;
+  *tail = r;
+}
+
+/* The next reaction to run; one is queued. */
+static inline uvp__reaction_t *uvp__reaction_pop(uvp_ctx_t *ctx) {
+  ctx->q.queued--;
+  if (ctx->q.rhead != ctx->q.rtail)
+    return ctx->q.ring[ctx->q.rhead++ & (ctx->q.ring_cap - 1)];
+  uvp__reaction_t *r = ctx->q.spill;
+  ctx->q.spill = r->next;
+  if (ctx->q.spill == NULL)
+    ctx->q.spill_tail = NULL;
+  return r;
+}
+
+/* The reaction the running drain would run next, if it would run one now
+ * (it has budget left, no completion is queued, the context is open and
+ * the loop not stopped), else NULL.  For the fibers' hand-off: a fiber that
+ * suspends runs the next fiber's wake itself instead of returning to the
+ * drain only to be sent there. */
+static inline uvp__reaction_t *uvp__runq_next(uvp_ctx_t *ctx) {
+  uvp__runq_t *q = &ctx->q;
+  if (q->rhead == q->budget_end || q->queued == 0 || q->completions != 0 ||
+      ctx->h.closed || uvp__loop_stopping(ctx->h.loop))
+    return NULL;
+  return q->rhead != q->rtail ? q->ring[q->rhead & (q->ring_cap - 1)]
+                              : q->spill;
+}
+/* Takes the next reaction off the queue, counting it against the drain's
+ * budget (some must be left); running it is the caller's business. */
+static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
+  UVP__CHECK(ctx->q.rhead != ctx->q.budget_end);
+  if (UVP__UNLIKELY(ctx->q.rhead == ctx->q.rtail))
+    ctx->q.budget_end--; /* from the spill list: rhead stays */
+  return uvp__reaction_pop(ctx);
+}
+
+/* ---- other threads, teardown --------------------------------------------- */
+
+/* Off-loop-thread entry: queue a resolve/reject/release for the loop.  A
+ * message holds its promise without a reference of its own (the poster may
+ * settle a promise whose reference the loop thread holds, which the loop
+ * thread may let go of before the loop reads the message): the last
+ * release of any promise therefore reads the mail first while there is
+ * any (uvp__mail_waiting), so a message naming that promise applies to
+ * it, not to the slot another promise takes next. */
+enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
+int uvp__post(uvp_promise_t *p, int op, int code, void *value,
+              uvp_free_cb free_cb);
+/* Read relaxed: whatever ordered a post before the loop thread's release
+ * (a join, a lock, the program's own signal) orders the flag's store before
+ * this load too.  Not while the mail is being read: the messages after
+ * the one being applied are read next, in order, by that reading. */
+static inline bool uvp__mail_waiting(const uvp_ctx_t *ctx) {
+  return UVP__UNLIKELY(
+             atomic_load_explicit(&ctx->mail, memory_order_relaxed)) &&
+         !ctx->reading_mail;
+}
+void uvp__read_mail(uvp_ctx_t *ctx);
+/* A call of the unhandled hook (on the caller's stack): the installation
+ * it called, and the argument to let go of when it returns, if that
+ * installation was replaced (or the context closed) meanwhile. */
+typedef struct uvp__report_s {
+  struct uvp__report_s *outer;
+  unsigned int gen;
+  void *arg;
+  uvp_free_cb arg_free;
+} uvp__report_t;
+
+_Static_assert(offsetof(struct uvp_ctx_s, h) == 0,
+               "a context begins with its head (uvp__head)");
+
+#endif
