@@ -133,17 +133,15 @@ static inline void reject(uvp_promise_t *p, int code, void *payload,
   settle(p, UVP__S_REJECTED);
 }
 
-/* Release p, of ctx (which the drain knows without a load). */
-static inline void rel_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
+/* uvp__unref with p's context known (the drain's: no registry load). */
+static inline void uvp__unref_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
   if (UVP__LIKELY(!ctx->h.closed)) {
-    uvp__release_local(p);
+    uvp__unref_open(p);
     return;
   }
   uvp__lock(ctx);
-  uvp__release_local(p);
+  uvp__unref_open(p);
   uvp__unlock(ctx);
 }
-
-static inline void rel(uvp_promise_t *p) { rel_in(uvp__promise_ctx(p), p); }
 
 #endif

@@ -133,7 +133,7 @@ static void entry(void *arg, void *msg) {
   unlink_fiber(f);
   f->state = F_DONE;
   f->p = NULL;
-  uvp__rel(p); /* the fiber's reference */
+  uvp__unref(p); /* the fiber's reference */
   f->scope = uvp__head(f->st->ctx)->scope;
   uvp__fiber_exit(&f->fctx, &f->st->loop, f);
 }
@@ -149,7 +149,7 @@ static bool wake(fiber_t *f, const uvp_outcome_t *in) {
       unlink_fiber(f);
       f->state = F_DONE;
       free_stack(f);
-      uvp__rel(p);
+      uvp__unref(p);
       return false;
     }
     return true;
@@ -293,9 +293,9 @@ static int suspend(fiber_t *f, uvp_outcome_t *out) {
     *out = f->woken;
   if (q != NULL) {
     if (UVP__LIKELY(!uvp__closed(f->st->ctx)))
-      uvp__release_local(q);
+      uvp__unref_open(q);
     else
-      uvp__rel(q);
+      uvp__unref(q);
   }
   return f->woken.status;
 }

@@ -38,7 +38,7 @@ static void drive_free_arg(drive_t *d) {
 static void drive_unref(drive_t *d) {
   if (--d->refs == 0) {
     if (d->cur != NULL)
-      uvp__rel(d->cur);
+      uvp__unref(d->cur);
     uvp__free(d);
   }
 }
@@ -51,7 +51,7 @@ static void drive_decide(drive_t *d, uvp_promise_t *src, int code) {
     uvp__forward(r, src);
   else
     uvp__reject(r, code, NULL, NULL);
-  uvp__rel(r);
+  uvp__unref(r);
   drive_free_arg(d);
   drive_unref(d); /* the share */
 }
@@ -59,7 +59,7 @@ static void drive_decide(drive_t *d, uvp_promise_t *src, int code) {
 /* Await `p` (its reference is handed over) as the current step. */
 static void drive_await(drive_t *d, uvp_promise_t *p) {
   if (d->cur != NULL)
-    uvp__rel(d->cur);
+    uvp__unref(d->cur);
   d->cur = p;
   d->refs++;
   if (uvp__observe(p, d->react, d) != 0) {
@@ -90,7 +90,7 @@ static void drive_cancel(uvp_promise_t *result, void *arg) {
   d->result = NULL;
   if (uvp_promise_reason(result, NULL) == UV_ECANCELED && d->cur != NULL)
     uvp__give_up(d->cur, d->react, d, false);
-  uvp__rel(r);
+  uvp__unref(r);
   drive_free_arg(d);
   drive_unref(d); /* the share */
   drive_unref(d); /* guard */
@@ -169,7 +169,7 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
                                            : uvp__promise_new(ctx, file, line);
   if (first == NULL || uvp__observe(first, seq_react, s) != 0) {
     if (first != NULL)
-      uvp__rel(first);
+      uvp__unref(first);
     if (s != NULL) {
       uvp__produced_abort(s->d.result);
       uvp__free(s);

@@ -250,7 +250,7 @@ static void simple_cb(uv_fs_t *req) {
   if (UVP__UNLIKELY(uvp__closed(op->op.ctx))) {
     uvp_promise_t *p = op->op.p;
     simple_settle(op, p); /* the sweep has settled p: releases only */
-    uvp__rel(p);
+    uvp__unref(p);
     return;
   }
   uvp__op_complete_later(&op->op);

@@ -168,7 +168,7 @@ static void maybe_free(uvp_group_t *g) {
       g->done_head == NULL && !g->pumping && !g->walking && g->parent == NULL) {
     UVP__CHECK(g->room == NULL && g->full == NULL); /* every cell free */
     if (g->failure != NULL)
-      uvp__rel(g->failure);
+      uvp__unref(g->failure);
     uvp__free(g->waiters);
     uvp__free(g);
   }
@@ -326,7 +326,7 @@ static void blocks_tidy(uvp_group_t *g) {
 static UVP__ALWAYS_INLINE void member_free(uvp_group_t *g, uvp__cell_t *c) {
   uvp_promise_t *p = c->source;
   cell_give(g, c);
-  uvp__rel(p);
+  uvp__unref(p);
 }
 
 static uvp_promise_t *waiter_pop(uvp_group_t *g) {
@@ -373,12 +373,12 @@ static void serve(uvp_group_t *g) {
   while (g->whead != g->wtail && g->done_head != NULL) {
     uvp_promise_t *w = waiter_pop(g);
     if (!uvp__is_pending(w)) { /* cancelled: it stopped waiting */
-      uvp__rel(w);
+      uvp__unref(w);
       continue;
     }
     uvp__cell_t *c = done_pop(g);
     uvp__forward(w, c->source);
-    uvp__rel(w);
+    uvp__unref(w);
     member_free(g, c);
   }
   /* Given up: what no next() waits for can never be asked for. */
@@ -392,7 +392,7 @@ static void serve(uvp_group_t *g) {
       else
         end_of_group(w);
     }
-    uvp__rel(w);
+    uvp__unref(w);
   }
 }
 
@@ -417,7 +417,7 @@ static void maybe_end(uvp_group_t *g) {
       else
         uvp__fulfill(j, NULL, NULL);
     }
-    uvp__rel(j);
+    uvp__unref(j);
   }
   uvp__work_end(parent);
 }
@@ -579,7 +579,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
     uvp__reject(p, rc < 0 ? rc : UV_EINVAL, NULL, NULL);
   }
   if (watch(g, p) != 0) {
-    uvp__rel(p);
+    uvp__unref(p);
     return;
   }
   /* The start callback cancelled the group: the member it started is
@@ -661,7 +661,7 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
   }
   uvp_promise_t *j = g->join;
   g->join = NULL;
-  uvp__rel(j);
+  uvp__unref(j);
   maybe_end(g);
   maybe_free(g);
 }
@@ -735,7 +735,7 @@ int uvp_group_add(uvp_group_t *g, uvp_promise_t *p) {
   uvp__retain_local(p); /* checked above: the loop thread, ctx open */
   rc = watch(g, p);
   if (rc != 0)
-    uvp__rel(p);
+    uvp__unref(p);
   return rc;
 }
 
@@ -882,6 +882,6 @@ void uvp_group_release(uvp_group_t *g) {
   uvp__scope_t *s = g->scope;
   g->scope = NULL;
   maybe_end(g);
-  uvp__rel(j);
+  uvp__unref(j);
   uvp__scope_unref(s); /* may free g */
 }

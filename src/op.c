@@ -175,5 +175,5 @@ void uvp__op_free(uvp__op_t *op) {
 void uvp__op_finish(uvp__op_t *op) {
   uvp_promise_t *p = op->p;
   uvp__op_free(op);
-  uvp__rel(p);
+  uvp__unref(p);
 }

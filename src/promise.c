@@ -21,7 +21,7 @@
  *    (refs 0): a destructor run by the drain may close the context.
  *  - After uvp_ctx_close() other threads may release under the context's
  *    lock, so every reference change on the loop thread takes it too
- *    (rel() below); before close only the loop thread touches promises.
+ *    (uvp__unref() below); before close only the loop thread touches promises.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,7 +103,7 @@ void uvp__misuse(const uvp_promise_t *p, const char *call) {
 #endif
 }
 
-void uvp__release_local(uvp_promise_t *p) {
+void uvp__unref_open(uvp_promise_t *p) {
   uint32_t refs = p->refs;
   if (UVP__LIKELY(refs > 1)) {
     p->refs = refs - 1;
@@ -163,7 +163,7 @@ static void destroy(uvp_promise_t *p) {
     forget_hook(p); /* a boxed argument is let go */
     uvp__drop_reactions(ctx, p);
   } else if (p->flags & UVP__F_FORWARD) {
-    uvp__release_local(p->link);
+    uvp__unref_open(p->link);
   } else if (p->fn.free_cb != NULL) {
     p->fn.free_cb(p->value);
   }
@@ -192,9 +192,9 @@ uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
   return p;
 }
 
-/* Off the fast path: a context this thread has not used last, another
- * thread's, or a closed one. */
-static UVP__NOINLINE void release_slow(uvp_promise_t *p) {
+/* uvp_promise_release off its fast path: a context this thread has not
+ * used last, another thread's (the release is posted), or a closed one. */
+static UVP__NOINLINE void release_elsewhere(uvp_promise_t *p) {
   if (!uvp__on_loop_thread(uvp__promise_ctx(p))) {
     /* Only UV_ENOMEM can fail here; the reference then stays (a leak, not a
      * crash), which is all a void function can do. */
@@ -202,17 +202,17 @@ static UVP__NOINLINE void release_slow(uvp_promise_t *p) {
     return;
   }
   (void)uvp__local_ctx_slow(p);
-  rel(p);
+  uvp__unref(p);
 }
 
 void uvp_promise_release(uvp_promise_t *p) {
   if (p == NULL)
     return;
   if (UVP__UNLIKELY(uvp__cached_ctx(p) == NULL)) {
-    release_slow(p);
+    release_elsewhere(p);
     return;
   }
-  uvp__release_local(p);
+  uvp__unref_open(p);
 }
 
 int uvp_promise_mark_handled(uvp_promise_t *p) {
@@ -546,7 +546,7 @@ static void cancel_with(uvp_promise_t *p, int code) {
     p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
-  rel(p);
+  uvp__unref(p);
 }
 
 int uvp_promise_cancel(uvp_promise_t *p) {
@@ -566,12 +566,12 @@ int uvp_promise_cancel(uvp_promise_t *p) {
       uvp__stop_waiting(p);
     cancel_with(p, UV_ECANCELED);
     if (held != NULL)
-      rel(held);
+      uvp__unref(held);
     held = up;
     p = up != NULL && up->state == UVP__S_PENDING ? up : NULL;
   }
   if (held != NULL)
-    rel(held);
+    uvp__unref(held);
   return 0;
 }
 
@@ -626,7 +626,7 @@ static bool sweep_one(void *slot, void *arg) {
       p->flags |= UVP__F_HANDLED; /* a consequence of teardown, not news */
       cancel_with(p, UVP_ECLOSED);
     }
-    rel(p);
+    uvp__unref(p);
   } else if (p->state == UVP__S_REJECTED && !(p->flags & UVP__F_HANDLED)) {
     p->flags |= UVP__F_HANDLED;
     uvp__report_unhandled(p);
@@ -736,8 +736,8 @@ void uvp__produced_forget(uvp_promise_t *p) {
 
 void uvp__produced_abort(uvp_promise_t *p) {
   uvp__produced_forget(p);
-  rel(p);
-  rel(p);
+  uvp__unref(p);
+  uvp__unref(p);
 }
 
 void uvp__fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
@@ -748,4 +748,4 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
   reject(p, code, payload, free_cb);
 }
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src) { forward(p, src); }
-void uvp__rel(uvp_promise_t *p) { rel(p); }
+void uvp__unref(uvp_promise_t *p) { uvp__unref_in(uvp__promise_ctx(p), p); }

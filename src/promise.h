@@ -102,7 +102,17 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
                  uvp_free_cb free_cb);
 /* Settle p exactly like the settled src, sharing its value. */
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
-void uvp__rel(uvp_promise_t *p);
+
+/* ---- releases ------------------------------------------------------------
+ * uvp_promise_release (uvp.h) is the public entry, from any thread: off the
+ * loop thread it posts the release for the loop (uvp__post, context.h).
+ * Inside uvp, on the loop thread: */
+/* uvp's own release, whether or not the context is closed (other threads
+ * may release once it is: then it takes the context's lock). */
+void uvp__unref(uvp_promise_t *p);
+/* The decrement itself, where no other thread can release p (the context
+ * is open, or its lock is held); at zero p is freed with what it owns. */
+void uvp__unref_open(uvp_promise_t *p);
 
 /* Observe p from inside uvp: cb(arg, outcome) runs once when p settles, or
  * cb(arg, NULL) if the reaction is dropped.  Marks p handled.  The
@@ -159,7 +169,6 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued);
 int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
 int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
                       uvp_free_cb free_cb);
-void uvp__release_local(uvp_promise_t *p);
 /* uvp_promise_retain without its checks: on the loop thread of an open
  * context. */
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }

@@ -97,7 +97,7 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
     uvp_promise_t *src = cell->source; /* run may free the owner */
     o->ops->run(o, (size_t)(cell - o->cells), NULL);
     if (queued)
-      rel(src);
+      uvp__unref(src);
     return;
   }
   uvp__handler_t *h = (uvp__handler_t *)(void *)r;
@@ -114,11 +114,11 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
     if (kind >= UVP__RK_NOTIFY)
       notify(arg, NULL);
     if (queued)
-      rel(t);
+      uvp__unref(t);
     return;
   }
   if (queued)
-    rel(t->link);
+    uvp__unref(t->link);
   if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
     /* What t followed is gone unsettled: like JavaScript, t stays pending
      * and already resolved forever (only cancel or teardown settle it).
@@ -126,7 +126,7 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
     t->flags = (uint8_t)((t->flags & ~UVP__F_WAITING) | UVP__F_OWNED);
     t->link = NULL;
   }
-  rel(t);
+  uvp__unref(t);
 }
 
 void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p) {
@@ -195,7 +195,7 @@ static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
     if (d != NULL) {
       d->refs = 1;
       d->flags = 0;
-      uvp__release_local(d);
+      uvp__unref_open(d);
     }
     return UV_ENOMEM;
   }
@@ -299,7 +299,7 @@ static void discard(const uvp_ret_t *ret, uvp_promise_t *src, bool report,
     break;
   case UVP_RET_ADOPT_:
     if (ret->promise_ != NULL)
-      rel(ret->promise_);
+      uvp__unref(ret->promise_);
     break;
   case UVP_RET_PASS_:
     if (report && !seen && src->state == UVP__S_REJECTED)
@@ -369,7 +369,7 @@ static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret,
     } else {
       if (!take_over(d, ret->promise_))
         uvp__adopt(d, ret->promise_);
-      rel(ret->promise_);
+      uvp__unref(ret->promise_);
     }
     break;
   case UVP_RET_PASS_:
@@ -393,7 +393,7 @@ static uvp_ret_t finally_after(void *arg, const uvp_outcome_t *in) {
 
 /* finally_after's notifier: the reference on the original promise goes
  * whether finally_after runs or its reaction is dropped unrun. */
-static void release_orig(void *orig) { rel(orig); }
+static void release_orig(void *orig) { uvp__unref(orig); }
 
 /* finally's handler adopted pending q: d waits for q instead, then settles
  * like src unless q rejects.  Returns what apply() is to do now. */
@@ -401,13 +401,13 @@ static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
                               uvp_promise_t *d, uvp_promise_t *q,
                               bool *waiting) {
   if (uvp__waits_for(q, d)) { /* as uvp_ret_adopt's own cycle check */
-    rel(q);
+    uvp__unref(q);
     return uvp_ret_reject(UVP_ECYCLE, NULL, NULL);
   }
   uvp__handler_t *h = handler_new(ctx, UVP__RK_THEN_BOTH, d, finally_after, src,
                                   release_orig, true);
   if (h == NULL) {
-    rel(q);
+    uvp__unref(q);
     return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
   }
   src->refs++; /* for finally_after, until its notifier */
@@ -415,7 +415,7 @@ static uvp_ret_t finally_wait(uvp_ctx_t *ctx, uvp_promise_t *src,
   d->link = q; /* d keeps waiting, now on q */
   q->flags |= UVP__F_HANDLED;
   push_reaction(q, &h->r);
-  rel(q);
+  uvp__unref(q);
   *waiting = true;
   return uvp_ret_pass();
 }
@@ -437,7 +437,7 @@ static uvp_ret_t finally_ret(uvp_ctx_t *ctx, uvp_promise_t *src,
   if (q == NULL || uvp__promise_ctx(q) != ctx || q->state == UVP__S_REJECTED)
     return ret; /* apply() rejects or forwards the rejection */
   if (q->state == UVP__S_FULFILLED || d == NULL || d->state != UVP__S_PENDING) {
-    rel(q);
+    uvp__unref(q);
     return uvp_ret_pass();
   }
   return finally_wait(ctx, src, d, q, waiting);
@@ -455,7 +455,7 @@ static void run_cell(uvp_ctx_t *ctx, uvp__cell_t *cell) {
   uvp_promise_t *src = cell->source; /* run may free the owner */
   uvp_outcome_t in = outcome_of(src);
   o->ops->run(o, (size_t)(cell - o->cells), &in);
-  rel_in(ctx, src);
+  uvp__unref_in(ctx, src);
 }
 
 /* An observer inside uvp (a map, a timeout, a sequence): the short way
@@ -468,7 +468,7 @@ static void run_notify(uvp_ctx_t *ctx, uvp__handler_t *h, uvp__rkind_t kind) {
     uvp__pool_put(&ctx->reactions, h);
   uvp_outcome_t in = outcome_of(src);
   notify(arg, &in);
-  rel_in(ctx, src);
+  uvp__unref_in(ctx, src);
 }
 
 void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
@@ -520,9 +520,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__scope_leave(ctx, was);
   if (!waiting)
     apply(d, src, &ret, seen);
-  rel_in(ctx, src);
+  uvp__unref_in(ctx, src);
   if (d != NULL)
-    rel_in(ctx, d);
+    uvp__unref_in(ctx, d);
 }
 
 /* The generic path above would find the same: an embedded NOTIFY reaction
@@ -532,7 +532,7 @@ void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__handler_t *h = (uvp__handler_t *)(void *)r;
   uvp_promise_t *p = uvp__rtarget(r);
   h->cb.notify(h->arg, &nothing);
-  rel_in(ctx, p);
+  uvp__unref_in(ctx, p);
 }
 
 void *uvp__next_embedded(uvp_ctx_t *ctx, uvp__notify_cb cb) {
@@ -548,7 +548,7 @@ void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in) {
   UVP__CHECK(uvp__rkind(r) == UVP__RK_NOTIFY_EMBEDDED);
   uvp_promise_t *src = uvp__rtarget(r);
   *in = outcome_of(src);
-  rel_in(ctx, src);
+  uvp__unref_in(ctx, src);
 }
 
 int uvp__observe(uvp_promise_t *p, uvp__notify_cb cb, void *arg) {
@@ -625,7 +625,7 @@ void uvp__settle_ret(uvp_promise_t *p, const uvp_ret_t *ret) {
       reject(p, UV_EINVAL, NULL, NULL);
     } else {
       uvp__adopt(p, ret->promise_);
-      rel(ret->promise_);
+      uvp__unref(ret->promise_);
     }
     break;
   default:

@@ -263,7 +263,7 @@ static void apply_msg(uvp__msg_t *m) {
     rc = uvp__reject_local(m->p, m->code, m->value, m->free_cb);
     break;
   default:
-    uvp__release_local(m->p);
+    uvp__unref_open(m->p);
     break;
   }
   /* The poster was told 0 and gave the value away: it is ours to destroy. */
@@ -313,7 +313,7 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
      * under the lock every post-teardown reference change takes. */
     int rc = UVP_ECLOSED;
     if (op == UVP__MSG_RELEASE) {
-      uvp__release_local(p);
+      uvp__unref_open(p);
       rc = 0;
     }
     uvp__unlock(ctx);

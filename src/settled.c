@@ -48,7 +48,7 @@ void uvp__fanin_release_share(uvp__fanin_t *f) {
     f->inputs_held = false;
     for (size_t i = 0; i < f->n; i++)
       if (uvp__slot_input(&f->slots[i]) != NULL)
-        uvp__rel(uvp__slot_input(&f->slots[i]));
+        uvp__unref(uvp__slot_input(&f->slots[i]));
   }
   f->attached--;       /* the guard */
   uvp__fanin_unref(f); /* the share */
@@ -67,5 +67,5 @@ void uvp__fanin_detach(uvp__fanin_t *f) {
 void uvp__fanin_drop_result(uvp__fanin_t *f) {
   uvp_promise_t *r = f->result;
   f->result = NULL;
-  uvp__rel(r);
+  uvp__unref(r);
 }

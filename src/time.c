@@ -51,7 +51,7 @@ static void delay_fire(uv_timer_t *t) {
   uvp_promise_t *p = d->p;
   d->p = NULL;
   uvp__fulfill(p, d->value, d->free_cb);
-  uvp__rel(p);
+  uvp__unref(p);
   uv_close((uv_handle_t *)t, delay_closed);
 }
 
@@ -64,7 +64,7 @@ static void delay_cancel(uvp_promise_t *p, void *arg) {
   uvp_promise_t *mine = d->p;
   d->p = NULL;
   uv_close((uv_handle_t *)&d->t.timer, delay_closed);
-  uvp__rel(mine);
+  uvp__unref(mine);
 }
 
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
@@ -112,7 +112,7 @@ static void cancel_input(tmo_t *t) {
 
 static void tmo_unref(tmo_t *t) {
   if (--t->refs == 0) {
-    uvp__rel(t->src);
+    uvp__unref(t->src);
     uvp__free(t);
   }
 }
@@ -151,7 +151,7 @@ static void tmo_fire(uv_timer_t *h) {
     uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
     cancel_input(t);
   }
-  uvp__rel(r);
+  uvp__unref(r);
   tmo_unref(t);
 }
 
@@ -161,7 +161,7 @@ static void tmo_settled(void *arg, const uvp_outcome_t *in) {
     uvp_promise_t *r = tmo_take_result(t);
     uvp__forward(r, in->promise);
     tmo_stop(t);
-    uvp__rel(r);
+    uvp__unref(r);
   }
   tmo_unref(t);
 }
@@ -173,7 +173,7 @@ static void tmo_cancel(uvp_promise_t *result, void *arg) {
   tmo_stop(t);
   if (uvp_promise_reason(result, NULL) == UV_ECANCELED)
     cancel_input(t);
-  uvp__rel(r);
+  uvp__unref(r);
   tmo_unref(t);
 }
 
