@@ -36,7 +36,7 @@
  * ASan/UBSan/LSan catch the rest.
  * Hundreds of members fill a group's small first block
  * and 256-cell blocks after it; taking some and adding more reuses their
- * cells, and a cancel walks every block.
+ * cells, and a cancel walks every block (the model's too: see below).
  *
  * The model is deliberately naive: promises in an array, each with its
  * reactions in registration order (groups' members, fibers awaiting it);
@@ -65,31 +65,44 @@
  * Not pinned by uvp.h, so not compared: the state of promises and the
  * group's size between loop turns (the model only says where things stand
  * once the run queue is drained; a turn here runs UV_RUN_NOWAIT until
- * uvp_ctx_stats says nothing is queued), the order in which a cancel's walk
- * reaches the running members, and which of UVP_ECLOSED and UV_ECANCELED
- * adding to a group both closed and cancelled returns.  Because of that
- * order the harness avoids what would make it visible: a hook's call back
- * is one that commutes with the others' (no release, add or start from a
- * hook; in each group one hook at most calls next(), its promise in a
- * slot of its own); no next() promise is made a member or awaited by a
- * fiber (a walk could both serve and cancel it); a fiber awaits no
- * promise that is a member while pending (a walk of another group would
+ * uvp_ctx_stats says nothing is queued), and which of UVP_ECLOSED and
+ * UV_ECANCELED adding to a group both closed and cancelled returns.
+ *
+ * Cancel order.  uvp.h leaves open the order in which a cancel reaches the
+ * running members; uvp's walk (group.c's cancel_all) follows its cells: the
+ * blocks on the group's `room` list, then on `full`, each in cell order --
+ * not the order of adding, once a freed cell was reused.  That order shows
+ * where nothing below keeps it out: cancelling one member, a group's join,
+ * can wind that group down and with it the group it held (its parent), whose
+ * join, another member, is then fulfilled before the walk reaches it (walked
+ * the other way, it is cancelled).  So the model copies uvp's choice: it
+ * keeps each group's members in cells laid out as group.c lays them out
+ * (mblock_t: a first block of 8 cells, 256 after it, each list pushed at the
+ * head, the cell freed last taken first, a block given back once empty, none
+ * moved during a walk) and walks them in that order; a change to group.c's
+ * layout must be made here too (DEVELOPERS.md).  The restrictions and the
+ * detection below predate that and stay, uvp.h pinning none of what they
+ * keep out.  The harness avoids what would make the walk's order visible: a
+ * hook's call back is one that commutes with the others' (no release, add or
+ * start from a hook; in each group one hook at most calls next(), its
+ * promise in a slot of its own); no next() promise is made a member or
+ * awaited by a fiber (a walk could both serve and cancel it); a fiber awaits
+ * no promise that is a member while pending (a walk of another group would
  * wake fibers in walk order) but the one it added to its own group (whose
  * walk cancels the fiber too), and a promise a fiber awaits, or one with a
- * hook, joins no other group.  What remains -- the jobs one walk queued
- * (a shared member's observation by another group, a cancelled fiber's
- * wake, the last member of the cancelled group) run in walk order, and
- * two of them have effects (start members, end a group, queue more); and
- * two fibers of one walk whose cancels spread to what each alone awaited
- * (one can end a group the other cancels, or the join the other awaits:
- * the model sees a spread that its own order made moot) -- the model
- * detects: it stops
- * comparing that input (0.75 % of the corpus before the second rule),
- * and only what holds in any order is checked at the end (every arg_free
- * once, nothing left after uv_loop_close).  uvp's choices the model copies: a
- * FAIL_FAST failure cancels the group (adding afterwards returns UV_ECANCELED),
- * as uvp_group_cancel does; a member whose start callback cancelled its own
- * group is cancelled as soon as the callback returns it.
+ * hook, joins no other group.  What remains -- the jobs one walk queued (a
+ * shared member's observation by another group, a cancelled fiber's wake,
+ * the last member of the cancelled group) run in walk order, and two of them
+ * have effects (start members, end a group, queue more); and two fibers of
+ * one walk whose cancels spread to what each alone awaited (one can end a
+ * group the other cancels, or the join the other awaits: the model sees a
+ * spread that its own order made moot) -- the model detects: it stops
+ * comparing that input (0.75 % of the corpus before the second rule), and
+ * only what holds in any order is checked at the end (every arg_free once,
+ * nothing left after uv_loop_close).  uvp's choices the model copies: a
+ * FAIL_FAST failure cancels the group (adding afterwards returns
+ * UV_ECANCELED), as uvp_group_cancel does; a member whose start callback
+ * cancelled its own group is cancelled as soon as the callback returns it.
  *
  * Left out: what members start in libuv (timers, requests, handles, whose
  * holds the join waits for), scope slots, groups made by start callbacks
@@ -189,7 +202,25 @@ typedef struct mprom_s {
 typedef struct mmember_s {
   int group, prom;
   bool observed; /* the group saw it settle: no longer running */
+  int blk, cell; /* where it is in its group's blocks (B) while it has one */
 } mmember_t;
+
+/* A block of cells, as group.c's block_t: the model keeps each group's
+ * members in cells as uvp does -- a small first block, large ones after
+ * it, on the group's `room` or `full` list (pushed at the head), freed
+ * cells reused last-freed first, a block given back once empty -- so that
+ * a cancel walks them in uvp's order ("Cancel order" above). */
+enum { SMALL_CELLS = 8, LARGE_CELLS = 256 };
+#define MAXB 64 /* blocks at once, all groups */
+
+typedef struct mblock_s {
+  int prev, next; /* on its group's room or full list; -1 ends it */
+  int cap, used, live;
+  int free; /* the last cell freed, -1: none; then through link[] */
+  bool full;
+  int cell[LARGE_CELLS]; /* the member (MEM) in each cell, -1: free */
+  int link[LARGE_CELLS];
+} mblock_t;
 
 typedef struct mgroup_s {
   bool closed, cancelled, released, ff, walking, pumping, wound;
@@ -197,6 +228,7 @@ typedef struct mgroup_s {
   bool next_hook; /* a member's cancel hook calls next() */
   int parent;     /* the group whose member made it, until it winds down */
   int jp;         /* its join */
+  int room, full; /* its blocks (B) with a free cell, and without */
   size_t limit;
   int nrunning, holds; /* holds: fibers not returned, child groups */
   int failure;         /* FAIL_FAST: the promise that failed first, or -1 */
@@ -242,15 +274,17 @@ typedef struct model_s {
   int effects;     /* jobs queued, promises made, starts run, ends */
   int effect_walk; /* the walk whose job last had effects */
   int spread_walk; /* the walk in which a fiber's cancel last spread */
-  bool unpinned;   /* a walk's order shows: nothing more is compared */
-  bool lost;       /* an allocation failure lost the model before this op: the
-                      op is picked from the harness's own records (S) */
+  int nb, bfree[MAXB], nbfree; /* blocks (B) made; those given back */
+  bool unpinned; /* a walk's order shows: nothing more is compared */
+  bool lost;     /* an allocation failure lost the model before this op: the
+                    op is picked from the harness's own records (S) */
 } model_t;
 
 static model_t M;
 /* Big and written before read: not cleared between inputs. */
 static mprom_t P[NP];
 static mmember_t MEM[MAXMEM];
+static mblock_t B[MAXB];
 static int Q[MAXQ], QW[MAXQ]; /* a job; the walk that queued it, or 0 */
 static int DONE[MAXG][MAXMEM], WAIT[MAXG][MAXP];
 
@@ -295,6 +329,103 @@ static void m_settle(int pi, mout_t out) {
   P[pi].nr = 0;
 }
 
+/* ---- the members' cells, laid out as group.c lays them out -------------- */
+
+static int *mb_list(mgroup_t *g, const mblock_t *b) {
+  return b->full ? &g->full : &g->room;
+}
+
+static void mb_unlink(mgroup_t *g, int bi) {
+  mblock_t *b = &B[bi];
+  if (b->prev >= 0)
+    B[b->prev].next = b->next;
+  else
+    *mb_list(g, b) = b->next;
+  if (b->next >= 0)
+    B[b->next].prev = b->prev;
+}
+
+static void mb_push(mgroup_t *g, int bi, bool full) {
+  mblock_t *b = &B[bi];
+  b->full = full;
+  int *head = mb_list(g, b);
+  b->prev = -1;
+  b->next = *head;
+  if (*head >= 0)
+    B[*head].prev = bi;
+  *head = bi;
+}
+
+static void mb_move(mgroup_t *g, int bi, bool full) {
+  mb_unlink(g, bi);
+  mb_push(g, bi, full);
+}
+
+/* A block with no cell handed out yet, on `room`: small if it is the
+ * group's only one. */
+static int mb_new(mgroup_t *g) {
+  bool first = g->room < 0 && g->full < 0;
+  int bi = M.nbfree > 0 ? M.bfree[--M.nbfree] : M.nb++;
+  if (bi == MAXB)
+    abort();
+  B[bi] = (mblock_t){.cap = first ? SMALL_CELLS : LARGE_CELLS, .free = -1};
+  mb_push(g, bi, false);
+  return bi;
+}
+
+static void mb_release(mgroup_t *g, int bi) {
+  mb_unlink(g, bi);
+  M.bfree[M.nbfree++] = bi;
+}
+
+/* Member k takes a cell (group.c's cell_take). */
+static void m_cell_take(mgroup_t *g, int k) {
+  int bi = g->room >= 0 ? g->room : mb_new(g);
+  mblock_t *b = &B[bi];
+  int c = b->free;
+  if (c >= 0)
+    b->free = b->link[c];
+  else
+    c = b->used++;
+  b->cell[c] = k;
+  MEM[k].blk = bi;
+  MEM[k].cell = c;
+  if (++b->live == b->cap)
+    mb_move(g, bi, true);
+}
+
+/* Member k's cell is free again (cell_give): the block goes back once
+ * empty, or returns to `room` if it was full, but not during a walk. */
+static void m_cell_give(mgroup_t *g, int k) {
+  int bi = MEM[k].blk, c = MEM[k].cell;
+  mblock_t *b = &B[bi];
+  b->cell[c] = -1;
+  b->link[c] = b->free;
+  b->free = c;
+  b->live--;
+  MEM[k].blk = -1;
+  if (g->walking)
+    return;
+  if (b->live == 0)
+    mb_release(g, bi);
+  else if (b->full)
+    mb_move(g, bi, false);
+}
+
+/* What m_cell_give left undone during a walk (blocks_tidy). */
+static void m_blocks_tidy(mgroup_t *g) {
+  for (int bi = g->full, next; bi >= 0; bi = next) {
+    next = B[bi].next;
+    if (B[bi].live < B[bi].cap)
+      mb_move(g, bi, false);
+  }
+  for (int bi = g->room, next; bi >= 0; bi = next) {
+    next = B[bi].next;
+    if (B[bi].live == 0)
+      mb_release(g, bi);
+  }
+}
+
 static bool m_ended(const mgroup_t *g) { return g->closed || g->cancelled; }
 
 static bool m_exhausted(const mgroup_t *g) {
@@ -309,10 +440,13 @@ static void m_serve(mgroup_t *g) {
     int w = WAIT[gi][g->wh++];
     if (!pending(w))
       continue; /* cancelled: stopped waiting */
-    m_settle(w, P[MEM[DONE[gi][g->dh++]].prom].out);
+    int k = DONE[gi][g->dh++];
+    m_settle(w, P[MEM[k].prom].out);
+    m_cell_give(g, k);
   }
-  if (g->released && g->wh == g->wt)
-    g->dh = g->dt; /* nobody can ask for them any more */
+  /* Nobody can ask for them any more. */
+  while (g->released && g->wh == g->wt && g->dh < g->dt)
+    m_cell_give(g, DONE[gi][g->dh++]);
   if (m_exhausted(g))
     for (; g->wh < g->wt; g->wh++)
       if (pending(WAIT[gi][g->wh]))
@@ -344,7 +478,8 @@ static void m_member(int gi, int pi) {
   int k = M.nm++;
   if (k == MAXMEM)
     abort();
-  MEM[k] = (mmember_t){gi, pi, false};
+  MEM[k] = (mmember_t){gi, pi, false, -1, -1};
+  m_cell_take(&M.g[gi], k);
   P[pi].member = true;
   if (M.g[gi].discard)
     P[pi].discarded = true;
@@ -368,7 +503,9 @@ static int m_new_group(size_t limit, bool ff, bool discard, int parent) {
                        .discard = discard,
                        .parent = parent,
                        .limit = limit,
-                       .failure = -1};
+                       .failure = -1,
+                       .room = -1,
+                       .full = -1};
   M.g[gi].jp = new_prom(K_JOIN, gi, (mout_t){M_PENDING, 0});
   if (parent >= 0)
     M.g[parent].holds++;
@@ -509,7 +646,6 @@ static void m_pump(mgroup_t *g) {
 
 /* Cancel the running members (uvp_promise_cancel), drop the waiting ones. */
 static void m_cancel_all(mgroup_t *g) {
-  int gi = (int)(g - M.g);
   g->cancelled = true;
   for (; g->lh < g->lt; g->lh++) {
     int e = g->lazy[g->lh];
@@ -523,11 +659,19 @@ static void m_cancel_all(mgroup_t *g) {
   g->walking = true;
   if (M.walks++ == 0)
     M.walk_id++;
-  for (int k = 0; k < M.nm; k++)
-    if (MEM[k].group == gi && !MEM[k].observed && pending(MEM[k].prom))
-      (void)m_cancel(MEM[k].prom);
+  /* In uvp's order: the `room` blocks, then the `full` ones, each in
+   * cell order (group.c's cancel_all); nothing takes a cell of g's
+   * meanwhile, and none of its blocks moves. */
+  for (int l = 0; l < 2; l++)
+    for (int bi = l == 0 ? g->room : g->full; bi >= 0; bi = B[bi].next)
+      for (int c = 0; c < B[bi].used; c++) {
+        int k = B[bi].cell[c];
+        if (k >= 0 && !MEM[k].observed && pending(MEM[k].prom))
+          (void)m_cancel(MEM[k].prom);
+      }
   g->walking = false;
   M.walks--;
+  m_blocks_tidy(g);
 }
 
 /* A fiber's promise was cancelled: its awaits say UV_ECANCELED; the one it
@@ -670,6 +814,8 @@ static void m_observe(int k) {
   g->nrunning--;
   if (!g->discard)
     DONE[m->group][g->dt++] = k;
+  else
+    m_cell_give(g, k); /* let go of at once */
   mout_t out = P[m->prom].out;
   /* Keeping no results, the group fails fast only while its join can
    * carry the failure (it is not reported then). */
