@@ -44,6 +44,11 @@ struct uvp_ctx_s {
   uint16_t id;       /* in the registry */
   bool freeing;      /* draining free_stack */
   bool idle_active;
+  bool reading_mail; /* the loop thread is applying messages */
+  /* mhead != NULL, readable without mu: the check phase looks at it every
+   * loop iteration (see check_cb in sched.c), and so does every promise's
+   * last release (uvp__mail_waiting), on the line it touches anyway. */
+  atomic_bool mail;
   unsigned int budget;
   uvp__runq_t q;
   uvp_promise_t *free_stack;
@@ -76,10 +81,6 @@ struct uvp_ctx_s {
   int mu_depth;
   uvp__msg_t *mhead;
   uvp__msg_t *mtail;
-  bool reading_mail; /* the loop thread is applying messages */
-  /* mhead != NULL, readable without mu: the check phase looks at it every
-   * loop iteration (see check_cb in sched.c). */
-  atomic_bool mail;
 };
 
 /* uv_stop()'s flag.  libuv 1.44 has no getter for it: the field is in uv.h's

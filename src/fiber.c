@@ -140,7 +140,7 @@ static void entry(void *arg, void *msg) {
 
 /* What f's wake reaction does before f runs (in == NULL: the reaction was
  * dropped by teardown).  Returns whether f is to run now. */
-static bool wake(fiber_t *f, const uvp_outcome_t *in) {
+static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
   if (f->state == F_QUEUED) {
     if (in == NULL || uvp__closed(f->st->ctx) ||
         f->cancelled) { /* never runs */
@@ -178,7 +178,7 @@ static void on_wake(void *arg, const uvp_outcome_t *in) {
  * await through the drain, see docs/internals.md).  Only fibers that will
  * run are taken, so nothing but a fiber's start or resumption ever runs
  * on another fiber's stack. */
-static fiber_t *handoff(fiber_state_t *st) {
+static UVP__ALWAYS_INLINE fiber_t *handoff(fiber_state_t *st) {
   fiber_t *g = uvp__next_embedded(st->ctx, on_wake);
   if (g == NULL || (g->state == F_QUEUED && g->cancelled))
     return NULL;
@@ -271,8 +271,10 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   return 0;
 }
 
-/* Suspend the running fiber until its wake runs; returns what it said. */
-static int suspend(fiber_t *f, uvp_outcome_t *out) {
+/* Suspend the running fiber until its wake runs; returns what it said.
+ * Inline in both awaits: a call here cost the ping-pong 4 % more
+ * instructions. */
+static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out) {
   fiber_state_t *st = f->st;
   f->state = F_SUSPENDED;
   f->scope = uvp__head(st->ctx)->scope;

@@ -104,17 +104,14 @@ void uvp__misuse(const uvp_promise_t *p, const char *call) {
 }
 
 void uvp__unref_open(uvp_promise_t *p) {
-  uint32_t refs = p->refs;
-  if (UVP__LIKELY(refs > 1)) {
-    p->refs = refs - 1;
+  if (UVP__LIKELY(--p->refs != 0))
     return;
-  }
-  if (UVP__UNLIKELY(refs == 0)) {
-    /* Freed, or on the free stack: a release too many. */
+  if (UVP__UNLIKELY(p->state == UVP__S_FREE)) {
+    /* A free slot's count is 1 (destroy): this is a release too many. */
+    p->refs = 1;
     uvp__misuse(p, "uvp_promise_release");
     return;
   }
-  p->refs = 0;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (uvp__mail_waiting(ctx)) {
     /* A message may name p (see uvp__post): read with p alive.  One that
@@ -168,6 +165,9 @@ static void destroy(uvp_promise_t *p) {
     p->fn.free_cb(p->value);
   }
   p->state = UVP__S_FREE;
+  /* A release too many then reaches 0, off the fast path, and is caught
+   * there (uvp__misuse) instead of wrapping the count. */
+  p->refs = 1;
   uvp__pool_put(&ctx->promises, p);
   ctx->live--;
 }
