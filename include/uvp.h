@@ -377,8 +377,12 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * settling there never fails for want of memory.  A settle or release
  * made from another thread allocates its message (through the allocator
  * of uvp_replace_allocator) and may wake the loop (uv_async_send).
- * Everything a context holds is freed after uvp_ctx_close
- * (docs/internals.md says how the pools are laid out).
+ * The pools keep what a burst made them grow to, so the next burst costs
+ * nothing either: they give memory back only when the program asks
+ * (uvp_ctx_trim, below) and when the context is freed after
+ * uvp_ctx_close.  uvp_ctx_stats says what they hold (slab_bytes) and how
+ * much of it no live object uses (slab_idle_bytes).  Docs/internals.md
+ * says how the pools are laid out.
  *
  * Pre-allocate room for `promises` more promises and `reactions` more
  * reactions (and run-queue room for those reactions all queued at once),
@@ -401,6 +405,20 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
  * hand-written client allocates its requests before it starts them.
  * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (as for uvp_ctx_reserve). */
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
+
+/* Give the allocator back what the context's pools hold and no live object
+ * uses: every slab of promises, reactions, operations and group members in
+ * which no slot is in use, the spare combinator block, the run queue's
+ * room beyond its first 256 entries when nothing is queued, and the idle
+ * fiber stacks.  Slabs in which one object still lives stay whole (a pool
+ * does not move objects), so a trim gives back most after a burst has
+ * wound down.  The next burst then allocates (and faults in) again, as
+ * the first one did: a server calls this once traffic has been idle a
+ * while, not per request.  Memory given back goes to the allocator
+ * (uvp_replace_allocator's, or malloc, which may keep it for the process:
+ * glibc's malloc_trim returns what it keeps to the system).  Loop thread.
+ * Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_ctx_trim(uvp_ctx_t *ctx);
 
 /* Install the unhandled-rejection hook (NULL restores the default: one line
  * on stderr naming the reason and the promise's creation site).  What is
@@ -449,22 +467,24 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /* Counters for tests and monitoring. */
 typedef struct uvp_ctx_stats_s {
-  size_t live;         /* promises allocated and not yet freed */
-  size_t pending;      /* of which pending */
-  size_t queued;       /* handlers waiting to run, and finished file
-                          operations waiting to settle their promises */
-  size_t slab_bytes;   /* bytes held in promise/reaction/operation/group
-                          member slabs, the run queue and the spare
-                          combinator block (see uvp_promise_all) */
-  size_t slab_allocs;  /* times a slab was obtained from the allocator */
-  size_t site_misses;  /* creation sites looked up in the process-wide table
-                          (under a lock) because the context's cache did not
-                          hold them; the cache holds the sites of one
-                          function, so this stops growing once a program's
-                          hot paths have run */
-  size_t fibers;       /* fibers spawned and not yet finished */
-  size_t fiber_stacks; /* idle stacks kept for the next fibers (see
-                          "Fibers", Stacks) ... */
+  size_t live;            /* promises allocated and not yet freed */
+  size_t pending;         /* of which pending */
+  size_t queued;          /* handlers waiting to run, and finished file
+                             operations waiting to settle their promises */
+  size_t slab_bytes;      /* bytes held in promise/reaction/operation/group
+                             member slabs, the run queue and the spare
+                             combinator block (see uvp_promise_all) */
+  size_t slab_idle_bytes; /* of slab_bytes, what no live object uses (what
+                             uvp_ctx_trim may give back, in whole slabs) */
+  size_t slab_allocs;     /* times a slab was obtained from the allocator */
+  size_t site_misses;     /* creation sites looked up in the process-wide table
+                             (under a lock) because the context's cache did not
+                             hold them; the cache holds the sites of one
+                             function, so this stops growing once a program's
+                             hot paths have run */
+  size_t fibers;          /* fibers spawned and not yet finished */
+  size_t fiber_stacks;    /* idle stacks kept for the next fibers (see
+                             "Fibers", Stacks) ... */
   size_t fiber_stack_bytes; /* ... and the address space they map (only
                                pages a fiber touched are resident) */
 } uvp_ctx_stats_t;

@@ -63,10 +63,11 @@ static inline void uvp__slot_alloc(void *pool, void *slot, size_t size) {
  * list, so that steady traffic never reaches malloc.  Chunks are 64-byte
  * aligned, so a slot is aligned to the largest power of two (up to 64)
  * that divides its size: UVP__SLOT_ALIGN for a size that is a multiple of
- * it.  Chunks go back to the allocator only when the pool is
- * destroyed.  When its last slot comes back, a pool rewinds: the free list
- * is dropped and the chunks are carved again from their start, so the
- * objects of the next burst are neighbours in memory again. */
+ * it.  Chunks go back to the allocator when the pool is trimmed
+ * (uvp__pool_trim: those with no slot in use) or destroyed.  When its last slot
+ * comes back, a pool rewinds: the free list is dropped and the chunks are
+ * carved again from their start, so the objects of the next burst are
+ * neighbours in memory again. */
 #define UVP__SLOT_ALIGN 16
 typedef struct uvp__chunk_s uvp__chunk_t;
 typedef struct uvp__pool_s {
@@ -90,6 +91,13 @@ void uvp__pool_rewind(uvp__pool_t *pool);
  * marks each as free for whoever walks the pool. */
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,
                       void (*init)(void *slot));
+/* Give the allocator back every chunk none of whose slots is in use: their
+ * free slots leave the free list.  Returns the bytes given back. */
+size_t uvp__pool_trim(uvp__pool_t *pool);
+/* Bytes the pool holds beyond its slots in use. */
+static inline size_t uvp__pool_idle_bytes(const uvp__pool_t *pool) {
+  return pool->bytes - pool->live * pool->slot_size;
+}
 /* Visit every slot carved since the last rewind, free ones included: fn
  * reads the slot's own mark and returns whether it is in use (a free slot
  * is hidden from the tools again afterwards). */
@@ -141,5 +149,7 @@ typedef struct uvp__blocks_s {
 void *uvp__block_get(uvp__blocks_t *b, size_t *size);
 void uvp__block_put(uvp__blocks_t *b, void *block, size_t size, bool keep);
 void uvp__blocks_destroy(uvp__blocks_t *b);
+/* Give the kept block back; returns its bytes. */
+size_t uvp__blocks_trim(uvp__blocks_t *b);
 
 #endif

@@ -399,6 +399,10 @@ static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   out->fiber_stack_bytes += st->stacks.idle_bytes;
 }
 
+static void fiber_trim(uvp__ext_t *ext) {
+  uvp__stack_pool_trim(&UVP__CONTAINER_OF(ext, fiber_state_t, ext)->stacks, 0);
+}
+
 static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_FIBERS] != NULL))
     return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_FIBERS],
@@ -410,6 +414,7 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   st->ext.dump = fiber_dump;
   st->ext.destroy = fiber_destroy;
   st->ext.stats = fiber_stats;
+  st->ext.trim = fiber_trim;
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__fiber_thread_init(&st->loop);

@@ -139,7 +139,15 @@ static void state_destroy(uvp__ext_t *ext) {
 static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   const group_state_t *st = UVP__CONTAINER_OF(ext, group_state_t, ext);
   out->slab_bytes += st->small.bytes + st->large.bytes;
+  out->slab_idle_bytes +=
+      uvp__pool_idle_bytes(&st->small) + uvp__pool_idle_bytes(&st->large);
   out->slab_allocs += st->small.allocs + st->large.allocs;
+}
+
+static void state_trim(uvp__ext_t *ext) {
+  group_state_t *st = UVP__CONTAINER_OF(ext, group_state_t, ext);
+  (void)uvp__pool_trim(&st->small);
+  (void)uvp__pool_trim(&st->large);
 }
 
 /* NULL only if there was none and no memory to make it. */
@@ -152,6 +160,7 @@ static group_state_t *state_of(uvp_ctx_t *ctx) {
     return NULL;
   st->ext.destroy = state_destroy;
   st->ext.stats = state_stats;
+  st->ext.trim = state_trim;
   uvp__pool_init(&st->small, BLOCK_BYTES(SMALL_CELLS));
   uvp__pool_init(&st->large, BLOCK_BYTES(LARGE_CELLS));
   uvp__head(ctx)->ext[UVP__EXT_GROUPS] = &st->ext;

@@ -23,7 +23,12 @@ static void state_destroy(uvp__ext_t *ext) {
 static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   const op_state_t *st = UVP__CONTAINER_OF(ext, op_state_t, ext);
   out->slab_bytes += st->slots.bytes;
+  out->slab_idle_bytes += uvp__pool_idle_bytes(&st->slots);
   out->slab_allocs += st->slots.allocs;
+}
+
+static void state_trim(uvp__ext_t *ext) {
+  (void)uvp__pool_trim(&UVP__CONTAINER_OF(ext, op_state_t, ext)->slots);
 }
 
 static op_state_t *state_of(uvp_ctx_t *ctx) {
@@ -35,6 +40,7 @@ static op_state_t *state_of(uvp_ctx_t *ctx) {
     return NULL;
   st->ext.destroy = state_destroy;
   st->ext.stats = state_stats;
+  st->ext.trim = state_trim;
   uvp__pool_init(&st->slots, UVP__OP_SLOT);
   uvp__head(ctx)->ext[UVP__EXT_OPS] = &st->ext;
   return st;

@@ -451,6 +451,29 @@ int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises, size_t reactions) {
   return rc;
 }
 
+int uvp_ctx_trim(uvp_ctx_t *ctx) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  (void)uvp__pool_trim(&ctx->promises);
+  (void)uvp__pool_trim(&ctx->reactions);
+  (void)uvp__blocks_trim(&ctx->blocks);
+  /* Nothing queued: the ring is empty, whatever its indices say. */
+  if (ctx->q.queued == ctx->q.completions && ctx->q.ring_cap > UVP__RING_MIN &&
+      ctx->q.spill == NULL) {
+    uvp__reaction_t **ring = uvp__malloc(UVP__RING_MIN * sizeof(*ring));
+    if (ring != NULL) {
+      uvp__free(ctx->q.ring);
+      ctx->q.ring = ring;
+      ctx->q.ring_cap = UVP__RING_MIN;
+    }
+  }
+  for (int i = 0; i < UVP__EXT_COUNT; i++)
+    if (ctx->h.ext[i] != NULL && ctx->h.ext[i]->trim != NULL)
+      ctx->h.ext[i]->trim(ctx->h.ext[i]);
+  return 0;
+}
+
 /* Let go of the hook's and the data's arguments (replaced, or at close). */
 static void drop_arg(void **arg, uvp_free_cb *arg_free) {
   uvp_free_cb f = *arg_free;
@@ -540,6 +563,12 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes +
                     ctx->q.ring_cap * sizeof(*ctx->q.ring) +
                     ctx->blocks.spare_size;
+  out->slab_idle_bytes =
+      uvp__pool_idle_bytes(&ctx->promises) +
+      uvp__pool_idle_bytes(&ctx->reactions) +
+      (ctx->q.ring_cap - (ctx->q.queued - ctx->q.completions)) *
+          sizeof(*ctx->q.ring) +
+      ctx->blocks.spare_size;
   out->slab_allocs = ctx->promises.allocs + ctx->reactions.allocs;
   out->fibers = out->fiber_stacks = out->fiber_stack_bytes = 0;
   for (int i = 0; i < UVP__EXT_COUNT; i++)
