@@ -1548,6 +1548,7 @@ static void test_watch_sees_close_and_keeps_bytes(void **state) {
   uvp_tcp_t *c = pair_open(f, &pr);
   uvp_promise_t *w;
   assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  assert_int_equal(uv_has_ref((uv_handle_t *)uvp_tcp_handle(c)), 0);
   send_now(f, pr.server, "GET /a\r\n");
   poll_a_while(f);
   assert_int_equal(uvp_promise_state(w), UVP_PENDING);
