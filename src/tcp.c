@@ -555,8 +555,9 @@ static bool reserve(tcpop_t *op, size_t want) {
  * what the peer sends waits in the kernel. */
 static void keep_room(uvp_tcp_t *t, uv_buf_t *out) {
   size_t len = t->kept != NULL ? t->kept->len : 0;
-  if (t->kept_cap - len < KEEP_GRAIN && t->kept_cap < KEEP_MAX) {
-    size_t cap = t->kept_cap != 0 ? 2 * t->kept_cap : KEEP_GRAIN;
+  if (t->kept == NULL ||
+      (t->kept_cap - len < KEEP_GRAIN && t->kept_cap < KEEP_MAX)) {
+    size_t cap = t->kept != NULL ? 2 * t->kept_cap : KEEP_GRAIN;
     if (!buf_reserve(&t->kept, &t->kept_cap, cap < KEEP_MAX ? cap : KEEP_MAX))
       return;
   }

@@ -1570,6 +1570,27 @@ static void test_watch_sees_close_and_keeps_bytes(void **state) {
   uvp_tcp_close(c);
 }
 
+/* read_all with bytes read ahead and the end not yet seen: the body
+ * begins with them and goes on with what the kernel brings; the end it
+ * meets settles the watch too. */
+static void test_watch_then_read_all_goes_on(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_promise_t *w, *all;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  send_now(f, pr.server, "abc");
+  poll_a_while(f);
+  assert_int_equal(uvp_tcp_read_all(c, 0, &all), 0);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+  send_and_close(pr.server, "def");
+  expect_body(f, all, "abcdef");
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  uvp_promise_release(all);
+  uvp_promise_release(w);
+  uvp_tcp_close(c);
+}
+
 /* read_all after a watch saw the end: what was kept, and the end, at once;
  * with a `max` below what was kept, its first bytes, and the rest stays
  * for the next read. */
@@ -1966,6 +1987,7 @@ int main(void) {
       FIXTURE_TEST(test_cancel_after_hand_off_closes),
       FIXTURE_TEST(test_connection_changes_groups),
       FIXTURE_TEST(test_watch_sees_close_and_keeps_bytes),
+      FIXTURE_TEST(test_watch_then_read_all_goes_on),
       FIXTURE_TEST(test_watch_then_read_all),
       FIXTURE_TEST(test_watch_sees_reset),
       FIXTURE_TEST(test_watch_bound_stops_reading),
