@@ -1653,7 +1653,7 @@ static void test_watch_bound_stops_reading(void **state) {
   fixture_t *f = *state;
   pair_t pr;
   uvp_tcp_t *c = pair_open(f, &pr);
-  enum { BIG = 8 << 20, KEPT = 64 * 1024 };
+  enum { BIG = 16 << 20, KEPT = 64 * 1024 };
   char *big = filled(BIG, 7);
   uvp_promise_t *w, *wr, *sd;
   assert_int_equal(uvp_tcp_closed(c, &w), 0);
