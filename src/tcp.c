@@ -57,6 +57,9 @@ struct uvp_tcp_s {
    * name that moves on to the next address while this one is still
    * closing needs a handle of its own. */
   bool inline_busy;
+  /* kept != NULL || end != 0, below: what a read start tests, here on the
+   * line it reads anyway. */
+  bool ahead;
   uv_tcp_t inline_handle;
   /* Cold, after the handle so that the fields above keep their lines:
    * the watches, oldest first, and what their reads took ahead of the
@@ -205,6 +208,7 @@ static void close_handle(uvp_tcp_t *t) {
     t->kept_cap = 0;
   }
   t->end = 0;
+  t->ahead = false;
 }
 
 /* libuv cannot cancel a connect, write or read half-way: the connection
@@ -561,6 +565,7 @@ static void keep_room(uvp_tcp_t *t, uv_buf_t *out) {
     if (!buf_reserve(&t->kept, &t->kept_cap, cap < KEEP_MAX ? cap : KEEP_MAX))
       return;
   }
+  t->ahead = true;
   *out = uv_buf_init(t->kept->base + len, (unsigned int)(t->kept_cap - len));
 }
 
@@ -664,6 +669,7 @@ static void kept_read(uvp_tcp_t *t, ssize_t nread) {
       watch_end(t, UV_ENOMEM); /* keep_room found no memory */
   } else {
     t->end = (int)nread; /* the next read's, after the bytes */
+    t->ahead = true;
     watch_end(t, (int)nread);
   }
 }
@@ -719,14 +725,17 @@ static int read_ahead(uvp_tcp_t *t, tcpop_t *op) {
   uvp_buf_t *k = t->kept;
   size_t len = k != NULL ? k->len : 0;
   int status = 0;
+  bool on = false; /* op reads on from the kernel */
   if (len == 0) {
     uvp__free(k);
     t->kept = NULL;
     t->kept_cap = 0;
-    if (t->end == 0)
-      return 1;
-    status = t->end == UV_EOF && op->all ? 0 : t->end;
-    t->end = 0;
+    if (t->end == 0) {
+      on = true;
+    } else {
+      status = t->end == UV_EOF && op->all ? 0 : t->end;
+      t->end = 0;
+    }
   } else if (op->max != 0 && len > op->max) {
     /* read_all's first max bytes: the rest stays for the next read. */
     if (!reserve(op, op->max)) {
@@ -743,12 +752,17 @@ static int read_ahead(uvp_tcp_t *t, tcpop_t *op) {
     t->kept = NULL;
     t->kept_cap = 0;
     if (op->all && (op->max == 0 || len < op->max)) {
-      if (t->end == 0)
-        return 1;
-      status = t->end == UV_EOF ? 0 : t->end;
-      t->end = 0;
+      if (t->end == 0) {
+        on = true;
+      } else {
+        status = t->end == UV_EOF ? 0 : t->end;
+        t->end = 0;
+      }
     }
   }
+  t->ahead = t->kept != NULL || t->end != 0;
+  if (on)
+    return 1;
   read_finish(t, op, status);
   if (t->watch != NULL)
     watch_resume(t); /* the block had filled up, or has room again */
@@ -765,7 +779,7 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
     return rc;
   op->all = all;
   op->max = max;
-  if (UVP__UNLIKELY(t->kept != NULL || t->end != 0)) {
+  if (UVP__UNLIKELY(t->ahead)) {
     uvp_promise_t *p = op->op.p;
     if (read_ahead(t, op) == 0) {
       *out = p; /* settled: its handlers still run later, from the loop */
@@ -783,6 +797,7 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
     if (op->buf != NULL) { /* read ahead: back to where it was */
       t->kept = op->buf;
       t->kept_cap = op->cap;
+      t->ahead = true;
       op->buf = NULL;
     }
   } else {
