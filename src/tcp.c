@@ -569,10 +569,10 @@ static void keep_room(uvp_tcp_t *t, uv_buf_t *out) {
   *out = uv_buf_init(t->kept->base + len, (unsigned int)(t->kept_cap - len));
 }
 
-/* Every read lands in the context's scratch buffer and only what arrived
- * is copied out, so a connection costs no 64 KiB block of its own: one
- * chunk becomes an exactly sized buffer, read_all's body grows
- * geometrically (capped by `max`). */
+/* Every read (but a watch's: keep_room) lands in the context's scratch
+ * buffer and only what arrived is copied out, so a connection costs no
+ * 64 KiB block of its own: one chunk becomes an exactly sized buffer,
+ * read_all's body grows geometrically (capped by `max`). */
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   uvp_tcp_t *t = h->data;
   tcpop_t *op = t->read_op;
