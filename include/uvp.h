@@ -241,9 +241,9 @@ static inline uvp_ret_t uvp_ret_reject(int code, void *payload,
  * and keep no reference to, costs nothing extra: instead of adopting its
  * promise, the derived promise takes the request over (the request settles
  * it directly; cancelling it cancels the request, and for TCP closes the
- * connection).  Nothing observable differs from adoption, except that
- * uvp_ctx_stats counts one promise fewer.  A request you keep a reference
- * to is adopted as usual. */
+ * connection, except for a watch: see uvp_tcp_closed).  Nothing
+ * observable differs from adoption, except that uvp_ctx_stats counts one
+ * promise fewer.  A request you keep a reference to is adopted as usual. */
 static inline uvp_ret_t uvp_ret_adopt(uvp_promise_t *p) {
   uvp_ret_t r = {UVP_RET_ADOPT_, 0, NULL, NULL, p};
   return r;
@@ -399,10 +399,11 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
 /* The same for the wrappers' operations: pre-allocate and touch room for
  * `ops` more at once.  An operation is one libuv request uvp has in flight
  * (each uvp_fs_*, uvp_getaddrinfo and uvp_work call, a TCP connect,
- * write, read or shutdown; uvp_spawn allocates its own), and a stat result
- * still referenced keeps its operation's room (the uv_stat_t lives there).
- * A program about to start many operations calls it before, as a
- * hand-written client allocates its requests before it starts them.
+ * write, read, shutdown or watch; uvp_spawn allocates its own), and a
+ * stat result still referenced keeps its operation's room (the uv_stat_t
+ * lives there).  A program about to start many operations calls it
+ * before, as a hand-written client allocates its requests before it
+ * starts them.
  * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (as for uvp_ctx_reserve). */
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 
@@ -1694,8 +1695,9 @@ UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
  * writes queue in order.  Cancelling any operation of a connection (or its
  * timing out) closes the connection: libuv cannot cancel a connect, write
  * or read half-way, and a stream in an unknown state is no use.  Every
- * other pending operation then rejects with UV_ECANCELED.  Operations on a
- * connection whose handle is closed return UV_EBADF. */
+ * other pending operation then rejects with UV_ECANCELED.  (A watch,
+ * uvp_tcp_closed, is the exception: cancelling it stops only the watch.)
+ * Operations on a connection whose handle is closed return UV_EBADF. */
 typedef struct uvp_tcp_s uvp_tcp_t;
 
 /* A new, unconnected connection.  Errors: UV_EINVAL, UV_ENOMEM,
@@ -1709,10 +1711,11 @@ UVP_EXTERN int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out);
 UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
                               uvp_tcp_t **out);
 
-/* Close: pending operations reject with UV_ECANCELED; the memory is freed
- * once libuv has closed the handle and the last operation is done (run
- * the loop), or inside this call if nothing is left open (a cancelled
- * operation had closed the handle already).  Loop thread, at any time,
+/* Close: pending operations reject with UV_ECANCELED (watches too), and
+ * bytes a watch read ahead go; the memory is freed once libuv has closed
+ * the handle and the last operation is done (run the loop), or inside
+ * this call if nothing is left open (a cancelled operation had closed the
+ * handle already).  Loop thread, at any time,
  * also after uvp_ctx_close().  Returns UV_EINVAL for NULL, UVP_ETHREAD
  * (see uvp_ctx_set_checks); like closing a libuv handle twice, a second
  * call is a bug: while `t` is still closing it returns UV_EINVAL and
@@ -1738,7 +1741,8 @@ UVP_EXTERN int uvp_tcp_attach(uvp_tcp_t *t);
 /* The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
  * NULL once closed.  Do not close it, read from it, or uv_ref/uv_unref it
  * yourself: uvp manages its reading and its reference (an idle connection
- * neither consumes bytes nor keeps uv_run() going). */
+ * neither consumes bytes, unless watched: see uvp_tcp_closed, nor keeps
+ * uv_run() going). */
 UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
 
 /* connect to `addr` (copied during the call); value NULL. */
@@ -1784,7 +1788,10 @@ UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
 /* The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
  * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
  * stream, or the error (UV_ECONNRESET, ...).  A second read while one is
- * pending returns UV_EBUSY. */
+ * pending returns UV_EBUSY.  Bytes a watch read ahead (uvp_tcp_closed)
+ * come first: all of them are the chunk, and the promise is fulfilled
+ * when the call returns (its handlers still run later, from the loop);
+ * then the end of stream or the error that watch saw, the same way. */
 #define uvp_tcp_read(...) uvp_tcp_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);
@@ -1792,12 +1799,61 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
 /* Everything until end of stream, or the first `max` bytes (0: no limit)
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
  * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
- * pending, as for uvp_tcp_read. */
+ * pending, as for uvp_tcp_read.  Bytes a watch read ahead begin the body
+ * (beyond `max`, the rest stays for the next read). */
 #define uvp_tcp_read_all(...)                                                  \
   uvp_tcp_read_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
+
+/* A promise that the peer has closed the connection, for a program that
+ * is not reading: a server running a request races it against the work
+ * (uvp_promise_race, uvp_promise_any) to stop once the client has gone.
+ *
+ * Fulfils (value NULL) at the end of the stream: the peer sends nothing
+ * more.  It may have closed only its sending side (shutdown(SHUT_WR))
+ * and still wait for a reply: the end of a request is not always a
+ * client gone (one gone entirely shows when a write fails).  Rejects
+ * with the stream's error (UV_ECONNRESET when the peer reset the
+ * connection, ...); with UV_ENOMEM when uvp had no memory to read into
+ * (what the peer sent stays in the kernel for the next read); with
+ * UV_ECANCELED when the program closes the connection (uvp_tcp_close, or
+ * a cancelled operation closing it; not reported as unhandled, as a
+ * cancellation is not); with UVP_ECLOSED at uvp_ctx_close.
+ *
+ * To see the end while the program is not reading, uvp reads for it:
+ * what arrives meanwhile is kept, in order, and the next uvp_tcp_read or
+ * uvp_tcp_read_all returns it first, then the end of stream or the error
+ * the watch saw, exactly as the program would have read them itself:
+ * nothing is lost or reordered (pipelined requests included).  At most
+ * 64 KiB is kept: then uvp stops reading, what the peer sends next waits
+ * in the kernel (and the peer's writes, once the kernel's buffers are
+ * full), and the watch cannot see a close or a reset until the program
+ * reads; after that read it reads on.  While a read is pending, the read
+ * sees the end, and the watch settles with it, after the read.
+ *
+ * Each call is a watch of its own; all settle alike.  Cancelling one
+ * (uvp_promise_cancel, a timeout, the loser of a race with
+ * UVP_CANCEL_LOSERS, a torn-down context) stops that watch only: unlike
+ * cancelling another operation it does not close the connection, and
+ * what was read ahead stays for the next read.  Releasing it does not
+ * stop it: a watch nobody cancels reads ahead (up to 64 KiB) until it
+ * settles.  A watch does not keep uv_run() going (the handle stays
+ * unreferenced, as an idle connection's): it settles while something
+ * else keeps the loop running, such as the work it watches over.  It is
+ * an operation of the connection, in the connection's group (see
+ * uvp_tcp_detach), whose join waits for the connection's close anyway.
+ *
+ * Settles on the loop thread: from libuv's read callback, inside
+ * uvp_tcp_close, or inside this call when a watch before it saw the end
+ * and no read has taken it yet (its handlers still run later, from the
+ * loop).  Loop thread.  Errors: UV_EINVAL (NULL), UV_EBADF (closed),
+ * uv_read_start's (UV_ENOTCONN before the connection is established),
+ * UV_ENOMEM, UVP_ECLOSED, UVP_ETHREAD. */
+#define uvp_tcp_closed(...) uvp_tcp_closed_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out,
+                                 const char *file, int line);
 
 /* Shut the write side down after queued writes; value NULL. */
 #define uvp_tcp_shutdown(...)                                                  \

@@ -6,8 +6,15 @@
  * freed when the user has closed it, every handle it ever had has run its
  * close callback, and no operation still refers to it.  libuv itself calls
  * back connect, write and shutdown requests with UV_ECANCELED when their
- * handle closes; the pending read has no request, so closing settles it
- * here. */
+ * handle closes; the pending read and the watches have no request, so
+ * closing settles them here.
+ *
+ * A watch (uvp_tcp_closed) needs libuv to read while the program does
+ * not: those reads land in the connection's `kept` block, at most
+ * KEEP_MAX bytes, and with the end of the stream they saw they are the
+ * next reads' before anything the kernel still holds.  The read path
+ * only tests for them (read_ahead), so a connection never watched reads
+ * as before. */
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,12 +22,17 @@
 #include "op.h"
 #include "scope.h"
 
-enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN };
+enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN, OP_WATCH };
 
 /* One scratch buffer per context for reads: libuv calls a stream's alloc
  * and read callbacks back to back on the loop thread, so every read can
  * land there and only what arrived is copied out (as Node does). */
 #define SCRATCH_LEN (64 * 1024)
+
+/* What a watch reads ahead: at most a read's chunk, so that one read hands
+ * all of it over; the block grows from KEEP_GRAIN as bytes come. */
+#define KEEP_MAX SCRATCH_LEN
+#define KEEP_GRAIN 4096
 
 typedef struct tcpop_s tcpop_t;
 
@@ -44,7 +56,20 @@ struct uvp_tcp_s {
    * name that moves on to the next address while this one is still
    * closing needs a handle of its own. */
   bool inline_busy;
+  /* kept != NULL || end != 0, below: what a read start tests, here on the
+   * line it reads anyway. */
+  bool ahead;
   uv_tcp_t inline_handle;
+  /* Cold, after the handle so that the fields above keep their lines:
+   * the watches, oldest first, and what their reads took ahead of the
+   * program's (see the top of the file): bytes, in a block laid out as a
+   * read's value, and the end of the stream (UV_EOF or an error; 0: not
+   * seen).  A pending read implies neither kept bytes nor an end: a read
+   * takes them first. */
+  tcpop_t *watch, *watch_last;
+  uvp_buf_t *kept;
+  size_t kept_cap;
+  int end;
 };
 
 struct tcpop_s {
@@ -65,6 +90,9 @@ struct tcpop_s {
   struct addrinfo *next;
   int last_err;
   union {
+    struct {
+      tcpop_t *next, *prev;
+    } watch; /* on the connection's list while pending */
     uv_connect_t connect;
     uv_write_t write;
     uv_shutdown_t shutdown;
@@ -135,7 +163,30 @@ static void settle(tcpop_t *op, int status, void *value, uvp_free_cb free_cb) {
   uvp__op_settle(&op->op, status, value, free_cb);
 }
 
-/* Close the current handle; what was pending on it fails. */
+static void watch_unlink(uvp_tcp_t *t, tcpop_t *w) {
+  tcpop_t *next = w->req.watch.next, *prev = w->req.watch.prev;
+  *(prev != NULL ? &prev->req.watch.next : &t->watch) = next;
+  *(next != NULL ? &next->req.watch.prev : &t->watch_last) = prev;
+}
+
+/* Settle every watch, oldest first, with `status`: UV_EOF fulfils, and
+ * UV_ECANCELED (the program's own close) is not reported as unhandled,
+ * as a cancellation is not. */
+static void watch_end(uvp_tcp_t *t, int status) {
+  while (t->watch != NULL) {
+    tcpop_t *w = t->watch;
+    watch_unlink(t, w);
+    uvp_promise_t *p = w->op.p;
+    bool quiet = status == UV_ECANCELED && uvp__is_pending(p);
+    settle(w, status == UV_EOF ? 0 : status, NULL, NULL);
+    if (quiet)
+      p->flags |= UVP__F_QUIET;
+    op_done(w);
+  }
+}
+
+/* Close the current handle; what was pending on it fails, and what was
+ * read ahead goes. */
 static void close_handle(uvp_tcp_t *t) {
   uv_tcp_t *h = t->handle;
   if (h == NULL)
@@ -148,6 +199,14 @@ static void close_handle(uvp_tcp_t *t) {
     settle(rd, UV_ECANCELED, NULL, NULL);
     op_done(rd);
   }
+  if (UVP__UNLIKELY(t->watch != NULL || t->kept != NULL)) {
+    watch_end(t, UV_ECANCELED);
+    uvp__free(t->kept);
+    t->kept = NULL;
+    t->kept_cap = 0;
+  }
+  t->end = 0;
+  t->ahead = false;
 }
 
 /* libuv cannot cancel a connect, write or read half-way: the connection
@@ -172,6 +231,18 @@ static void tcp_abort(uvp__op_t *o) {
  * (uvp_tcp_detach). */
 static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
 
+/* A watch cancelled (or torn down) stops watching, and only that: the
+ * connection and what was read ahead stay.  With no watch and no read
+ * left, alloc_cb gives libuv no buffer and reading stops, as it does
+ * after a read. */
+static void watch_cancel(uvp__op_t *o) {
+  tcpop_t *w = op_of(o);
+  watch_unlink(w->t, w);
+  op_done(w);
+}
+
+static const uvp__op_kind_t watch_kind = {watch_cancel, NULL, tcp_abort, true};
+
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
   /* The thread first: the handle and read_op are the loop thread's to look
@@ -183,8 +254,8 @@ static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
     *rc = UV_EBUSY; /* one read at a time */
   if (*rc != 0)
     return NULL;
-  tcpop_t *op =
-      uvp__op_new(t->ctx, &tcp_kind, sizeof(tcpop_t), out, file, line, rc);
+  tcpop_t *op = uvp__op_new(t->ctx, kind == OP_WATCH ? &watch_kind : &tcp_kind,
+                            sizeof(tcpop_t), out, file, line, rc);
   if (op == NULL)
     return NULL;
   memset((char *)op + sizeof(op->op), 0, sizeof(*op) - sizeof(op->op));
@@ -204,6 +275,10 @@ static int tcp_alloc(uvp_ctx_t *ctx, uvp_tcp_t **out) {
   if (t == NULL)
     return UV_ENOMEM;
   memset(t, 0, offsetof(uvp_tcp_t, inline_handle)); /* uv_tcp_init: rest */
+  t->watch = t->watch_last = NULL;
+  t->kept = NULL;
+  t->kept_cap = 0;
+  t->end = 0;
   t->ctx = ctx;
   rc = open_handle(t);
   if (rc != 0) {
@@ -452,31 +527,56 @@ int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
 
 /* ---- read ---------------------------------------------------------------- */
 
-static bool reserve(tcpop_t *op, size_t want) {
-  if (op->buf != NULL && op->cap >= want)
+/* Room for `want` bytes (and the NUL) in a block laid out as a read's
+ * value, [uvp_buf_t][cap bytes + NUL]: a read's buffer or the kept one. */
+static bool buf_reserve(uvp_buf_t **bp, size_t *cap, size_t want) {
+  if (*bp != NULL && *cap >= want)
     return true;
-  uvp_buf_t *b = uvp__realloc(op->buf, sizeof(uvp_buf_t) + want + 1);
+  uvp_buf_t *b = uvp__realloc(*bp, sizeof(uvp_buf_t) + want + 1);
   if (b == NULL)
     return false;
-  if (op->buf == NULL)
+  if (*bp == NULL)
     b->len = 0;
   b->base = (char *)(b + 1);
-  op->buf = b;
-  op->cap = want;
+  *bp = b;
+  *cap = want;
   return true;
 }
 
-/* Every read lands in the context's scratch buffer and only what arrived
- * is copied out, so a connection costs no 64 KiB block of its own: one
- * chunk becomes an exactly sized buffer, read_all's body grows
- * geometrically (capped by `max`). */
+static bool reserve(tcpop_t *op, size_t want) {
+  return buf_reserve(&op->buf, &op->cap, want);
+}
+
+/* A watch's read with no read pending: libuv reads into the kept block,
+ * which grows geometrically up to KEEP_MAX.  No room (the block is full,
+ * or no memory to grow it) is no buffer: libuv then reads nothing, and
+ * what the peer sends waits in the kernel. */
+static void keep_room(uvp_tcp_t *t, uv_buf_t *out) {
+  size_t len = t->kept != NULL ? t->kept->len : 0;
+  if (t->kept == NULL ||
+      (t->kept_cap - len < KEEP_GRAIN && t->kept_cap < KEEP_MAX)) {
+    size_t cap = t->kept != NULL ? 2 * t->kept_cap : KEEP_GRAIN;
+    if (!buf_reserve(&t->kept, &t->kept_cap, cap < KEEP_MAX ? cap : KEEP_MAX))
+      return;
+  }
+  t->ahead = true;
+  *out = uv_buf_init(t->kept->base + len, (unsigned int)(t->kept_cap - len));
+}
+
+/* Every read (but a watch's: keep_room) lands in the context's scratch
+ * buffer and only what arrived is copied out, so a connection costs no
+ * 64 KiB block of its own: one chunk becomes an exactly sized buffer,
+ * read_all's body grows geometrically (capped by `max`). */
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   uvp_tcp_t *t = h->data;
   tcpop_t *op = t->read_op;
   (void)suggested;
   *out = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
-  if (op == NULL)
+  if (op == NULL) {
+    if (UVP__UNLIKELY(t->watch != NULL))
+      keep_room(t, out);
     return;
+  }
   size_t room = SCRATCH_LEN;
   if (op->max != 0) {
     size_t len = op->buf != NULL ? op->buf->len : 0;
@@ -525,10 +625,53 @@ static void read_finish(uvp_tcp_t *t, tcpop_t *op, int status) {
   op_done(op);
 }
 
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Keep libuv reading for the watches while no read is pending, unless the
+ * kept block is full (the peer then waits: backpressure).  The handle
+ * stays unreferenced, as an idle connection's: a watch does not keep
+ * uv_run() going.  0, or uv_read_start's error. */
+static int watch_read(uvp_tcp_t *t) {
+  if (!t->reading && (t->kept == NULL || t->kept->len < KEEP_MAX)) {
+    int rc = uv_read_start((uv_stream_t *)t->handle, alloc_cb, read_cb);
+    if (rc != 0)
+      return rc;
+    t->reading = true;
+  }
+  if (t->read_op == NULL)
+    uv_unref((uv_handle_t *)t->handle);
+  return 0;
+}
+
+/* A read has ended while watches are pending: they go on reading. */
+static void watch_resume(uvp_tcp_t *t) {
+  int rc = watch_read(t);
+  if (rc != 0)
+    watch_end(t, rc);
+}
+
+/* A watch's read, no read pending (alloc_cb gave the kept block's room). */
+static void kept_read(uvp_tcp_t *t, ssize_t nread) {
+  if (nread > 0) {
+    t->kept->len += (size_t)nread;
+    if (t->kept->len >= KEEP_MAX) {
+      uv_read_stop((uv_stream_t *)t->handle);
+      t->reading = false;
+    }
+  } else if (nread == UV_ENOBUFS) {
+    if (t->kept == NULL || t->kept->len < KEEP_MAX)
+      watch_end(t, UV_ENOMEM); /* keep_room found no memory */
+  } else {
+    t->end = (int)nread; /* the next read's, after the bytes */
+    t->ahead = true;
+    watch_end(t, (int)nread);
+  }
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   uvp_tcp_t *t = s->data;
   tcpop_t *op = t->read_op;
-  /* `buf` is the context's scratch: nothing here to free. */
+  /* `buf` is the context's scratch or the kept block: nothing to free. */
   if (nread < 0) {
     /* libuv stops reading by itself at end of stream and on errors; an
      * empty buffer (no read pending, or no memory) is ours to stop.  With
@@ -539,7 +682,12 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       uv_read_stop(s);
     t->reading = false;
   }
-  if (op == NULL || nread == 0)
+  if (op == NULL) {
+    if (UVP__UNLIKELY(t->watch != NULL) && nread != 0)
+      kept_read(t, nread);
+    return;
+  }
+  if (nread == 0)
     return;
   if (nread > 0) {
     if (!append(op, buf->base, (size_t)nread))
@@ -554,6 +702,65 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     read_finish(t, op, UV_ENOMEM);
   else
     read_finish(t, op, (int)nread);
+  if (UVP__UNLIKELY(t->watch != NULL)) {
+    if (nread == UV_ENOBUFS)
+      watch_resume(t);
+    else
+      watch_end(t, (int)nread);
+  }
+}
+
+/* What a watch read ahead is the read's first: the kept bytes (a chunk,
+ * all of them, for uvp_tcp_read; the start of the body, or the first
+ * `max` bytes, for read_all), then the end of the stream.  Settles op and
+ * returns 0; 1 if op is to read on from the kernel (op->buf may hold the
+ * body's start). */
+static int read_ahead(uvp_tcp_t *t, tcpop_t *op) {
+  uvp_buf_t *k = t->kept;
+  size_t len = k != NULL ? k->len : 0;
+  int status = 0;
+  bool on = false; /* op reads on from the kernel */
+  if (len == 0) {
+    uvp__free(k);
+    t->kept = NULL;
+    t->kept_cap = 0;
+    if (t->end == 0) {
+      on = true;
+    } else {
+      status = t->end == UV_EOF && op->all ? 0 : t->end;
+      t->end = 0;
+    }
+  } else if (op->max != 0 && len > op->max) {
+    /* read_all's first max bytes: the rest stays for the next read. */
+    if (!reserve(op, op->max)) {
+      status = UV_ENOMEM;
+    } else {
+      memcpy(op->buf->base, k->base, op->max);
+      op->buf->len = op->max;
+      memmove(k->base, k->base + op->max, len - op->max);
+      k->len = len - op->max;
+    }
+  } else {
+    op->buf = k;
+    op->cap = t->kept_cap;
+    t->kept = NULL;
+    t->kept_cap = 0;
+    if (op->all && (op->max == 0 || len < op->max)) {
+      if (t->end == 0) {
+        on = true;
+      } else {
+        status = t->end == UV_EOF ? 0 : t->end;
+        t->end = 0;
+      }
+    }
+  }
+  t->ahead = t->kept != NULL || t->end != 0;
+  if (on)
+    return 1;
+  read_finish(t, op, status);
+  if (t->watch != NULL)
+    watch_resume(t); /* the block had filled up, or has room again */
+  return 0;
 }
 
 static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
@@ -566,16 +773,30 @@ static int start_read(uvp_tcp_t *t, bool all, size_t max, uvp_promise_t **out,
     return rc;
   op->all = all;
   op->max = max;
+  if (UVP__UNLIKELY(t->ahead)) {
+    uvp_promise_t *p = op->op.p;
+    if (read_ahead(t, op) == 0) {
+      *out = p; /* settled: its handlers still run later, from the loop */
+      return 0;
+    }
+  }
   t->read_op = op;
   rc = 0;
   if (!t->reading) {
     rc = uv_read_start((uv_stream_t *)t->handle, alloc_cb, read_cb);
     t->reading = rc == 0;
   }
-  if (rc != 0)
+  if (rc != 0) {
     t->read_op = NULL;
-  else
+    if (op->buf != NULL) { /* read ahead: back to where it was */
+      t->kept = op->buf;
+      t->kept_cap = op->cap;
+      t->ahead = true;
+      op->buf = NULL;
+    }
+  } else {
     uv_ref((uv_handle_t *)t->handle);
+  }
   return uvp__op_started(&op->op, rc, out);
 }
 
@@ -587,4 +808,31 @@ int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
 int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max, uvp_promise_t **out,
                         const char *file, int line) {
   return start_read(t, true, max, out, file, line);
+}
+
+/* ---- watch --------------------------------------------------------------- */
+
+int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
+                      int line) {
+  if (t == NULL || out == NULL)
+    return UV_EINVAL;
+  int rc;
+  tcpop_t *w = op_new(t, OP_WATCH, out, file, line, &rc);
+  if (w == NULL)
+    return rc;
+  if (t->end != 0) { /* a watch's read saw it; no read has taken it yet */
+    *out = w->op.p;
+    settle(w, t->end == UV_EOF ? 0 : t->end, NULL, NULL);
+    op_done(w);
+    return 0;
+  }
+  /* A pending read reads (and its end settles the watches). */
+  rc = t->read_op != NULL ? 0 : watch_read(t);
+  if (rc == 0) {
+    w->req.watch.next = NULL;
+    w->req.watch.prev = t->watch_last;
+    *(t->watch_last != NULL ? &t->watch_last->req.watch.next : &t->watch) = w;
+    t->watch_last = w;
+  }
+  return uvp__op_started(&w->op, rc, out);
 }

@@ -4,6 +4,7 @@
  * Nothing of libuv is mocked. */
 #include <limits.h>
 #include <netdb.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -612,8 +613,13 @@ static void test_tcp_bad_input(void **state) {
   assert_int_equal(uvp_tcp_write(t, "x", (size_t)UINT_MAX + 1, &p), UV_EINVAL);
   assert_int_equal(uvp_tcp_read(t, NULL), UV_EINVAL);
   assert_null(p);
-  /* Reading an unconnected stream fails synchronously, nothing leaks. */
+  assert_int_equal(uvp_tcp_closed(NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_tcp_closed(t, NULL), UV_EINVAL);
+  assert_null(p);
+  /* Reading or watching an unconnected stream fails synchronously, nothing
+   * leaks. */
   assert_int_equal(uvp_tcp_read(t, &p), UV_ENOTCONN);
+  assert_int_equal(uvp_tcp_closed(t, &p), UV_ENOTCONN);
   assert_int_equal(uvp_tcp_close(NULL), UV_EINVAL);
   assert_int_equal(uvp_tcp_close(t), 0);
   /* A second close before the loop ran is refused and changes nothing. */
@@ -629,7 +635,7 @@ typedef struct tforeign_s {
   uvp_ctx_t *ctx;
   uvp_tcp_t *t, *made;
   uvp_promise_t *out;
-  int rc[8];
+  int rc[9];
 } tforeign_t;
 
 static void tcp_calls(void *arg) {
@@ -645,10 +651,11 @@ static void tcp_calls(void *arg) {
   x->rc[k++] = uvp_tcp_write(x->t, "x", 1, &x->out);
   x->rc[k++] = uvp_tcp_read(x->t, &x->out);
   x->rc[k++] = uvp_tcp_shutdown(x->t, &x->out);
+  x->rc[k++] = uvp_tcp_closed(x->t, &x->out);
 }
 
 static void assert_tcp_calls(const tforeign_t *x, int code) {
-  for (int k = 0; k < 8; k++)
+  for (int k = 0; k < 9; k++)
     if (x->rc[k] != code)
       fail_msg("call %d: %s, want %s", k, uvp_err_name(x->rc[k]),
                uvp_err_name(code));
@@ -679,6 +686,8 @@ static void test_tcp_refused(void **state) {
   assert_int_equal(uvp_tcp_close(closed), 0);
   assert_int_equal(uvp_tcp_detach(closed), UV_EBADF);
   assert_int_equal(uvp_tcp_attach(closed), UV_EBADF);
+  assert_int_equal(uvp_tcp_closed(closed, &x.out), UV_EBADF);
+  assert_null(x.out);
   /* From another thread, the thread is what is refused, closed or not. */
   tforeign_t y = {.ctx = f->ctx, .t = closed};
   assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
@@ -1489,6 +1498,459 @@ static void test_connection_changes_groups(void **state) {
   uvp_tcp_close(pr.server);
 }
 
+/* ---- watching for the peer's close: uvp_tcp_closed ----------------------- */
+
+/* A watch keeps nothing alive, nor does an idle connection (uv_run then
+ * returns at once, without polling): while a test waits for one, a timer
+ * keeps the loop turning for `ms`. */
+static void stop_loop(uv_timer_t *tm) { uv_stop(tm->loop); }
+
+static void run_for(uv_loop_t *loop, uint64_t ms) {
+  uv_timer_t tm;
+  assert_int_equal(uv_timer_init(loop, &tm), 0);
+  assert_int_equal(uv_timer_start(&tm, stop_loop, ms, 0), 0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&tm, NULL);
+  uv_run(loop, UV_RUN_NOWAIT); /* the timer is on this stack */
+}
+
+/* Until p settles, for 10 s at most. */
+static void poll_until_settled(uv_loop_t *loop, const uvp_promise_t *p) {
+  uint64_t deadline = uv_hrtime() + 10 * (uint64_t)1000000000;
+  while (uvp_promise_state(p) == UVP_PENDING) {
+    if (uv_hrtime() > deadline)
+      fail_msg("still pending after 10 s");
+    run_for(loop, 1);
+  }
+}
+
+/* Let what was sent arrive and the watch read it ahead. */
+static void poll_a_while(fixture_t *f) { run_for(&f->loop, 20); }
+
+/* A read whose value is there when the call returns: bytes read ahead. */
+static void expect_read_at_once(uvp_tcp_t *t, const char *text) {
+  uvp_promise_t *r;
+  assert_int_equal(uvp_tcp_read(t, &r), 0);
+  assert_int_equal(uvp_promise_state(r), UVP_FULFILLED);
+  const uvp_buf_t *b = uvp_promise_value(r);
+  assert_int_equal(b->len, strlen(text));
+  assert_memory_equal(b->base, text, b->len);
+  assert_int_equal(b->base[b->len], '\0');
+  uvp_promise_release(r);
+}
+
+/* The peer sends two pipelined requests and closes while the program
+ * reads nothing: the watch fulfils, and the reads that follow get both
+ * requests, in order, then UV_EOF.  The watch kept nothing alive. */
+static void test_watch_sees_close_and_keeps_bytes(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  assert_int_equal(uv_has_ref((uv_handle_t *)uvp_tcp_handle(c)), 0);
+  send_now(f, pr.server, "GET /a\r\n");
+  poll_a_while(f);
+  assert_int_equal(uvp_promise_state(w), UVP_PENDING);
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  send_now(f, pr.server, "GET /b\r\n");
+  assert_int_equal(uvp_tcp_close(pr.server), 0);
+  poll_until_settled(&f->loop, w);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  assert_null(uvp_promise_value(w));
+  expect_read_at_once(c, "GET /a\r\nGET /b\r\n");
+  expect_read(f, c, NULL, UV_EOF);
+  /* A watch after the program read the end: learnt again from libuv. */
+  uvp_promise_t *again;
+  assert_int_equal(uvp_tcp_closed(c, &again), 0);
+  poll_until_settled(&f->loop, again);
+  assert_int_equal(uvp_promise_state(again), UVP_FULFILLED);
+  uvp_promise_release(again);
+  uvp_promise_release(w);
+  uvp_tcp_close(c);
+}
+
+/* read_all with bytes read ahead and the end not yet seen: the body
+ * begins with them and goes on with what the kernel brings; the end it
+ * meets settles the watch too. */
+static void test_watch_then_read_all_goes_on(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_promise_t *w, *all;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  send_now(f, pr.server, "abc");
+  poll_a_while(f);
+  assert_int_equal(uvp_tcp_read_all(c, 0, &all), 0);
+  assert_int_equal(uvp_promise_state(all), UVP_PENDING);
+  send_and_close(pr.server, "def");
+  expect_body(f, all, "abcdef");
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  uvp_promise_release(all);
+  uvp_promise_release(w);
+  uvp_tcp_close(c);
+}
+
+/* read_all after a watch saw the end: what was kept, and the end, at once;
+ * with a `max` below what was kept, its first bytes, and the rest stays
+ * for the next read. */
+static void test_watch_then_read_all(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_promise_t *w, *all;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  send_now(f, pr.server, "0123456789");
+  assert_int_equal(uvp_tcp_close(pr.server), 0);
+  poll_until_settled(&f->loop, w);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  assert_int_equal(uvp_tcp_read_all(c, 4, &all), 0);
+  assert_int_equal(uvp_promise_state(all), UVP_FULFILLED);
+  const uvp_buf_t *b = uvp_promise_value(all);
+  assert_int_equal(b->len, 4);
+  assert_memory_equal(b->base, "0123", 4);
+  uvp_promise_release(all);
+  assert_int_equal(uvp_tcp_read_all(c, 0, &all), 0);
+  assert_int_equal(uvp_promise_state(all), UVP_FULFILLED);
+  b = uvp_promise_value(all);
+  assert_int_equal(b->len, 6);
+  assert_memory_equal(b->base, "456789", 6);
+  uvp_promise_release(all);
+  uvp_promise_release(w);
+  uvp_tcp_close(c);
+}
+
+/* Zero linger: the peer's close sends RST.  Bytes that came before it are
+ * still the next read's, then the reset. */
+static void test_watch_sees_reset(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  send_now(f, pr.server, "partial");
+  poll_a_while(f); /* read ahead before the RST comes */
+  uv_os_fd_t fd;
+  assert_int_equal(uv_fileno((uv_handle_t *)uvp_tcp_handle(pr.server), &fd), 0);
+  struct linger lg = {1, 0};
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  uvp_tcp_close(pr.server);
+  poll_until_settled(&f->loop, w);
+  assert_int_equal(uvp_promise_reason(w, NULL), UV_ECONNRESET);
+  expect_read_at_once(c, "partial");
+  expect_read(f, c, NULL, UV_ECONNRESET);
+  uvp_promise_release(w);
+  uvp_tcp_close(c);
+}
+
+/* A peer writing far more than the watch keeps: uvp reads 64 KiB ahead
+ * and stops, so the peer's write waits and bytes wait in the kernel; a
+ * read takes the 64 KiB at once, and the watch reads ahead again.  Every
+ * byte comes, in order, and the watch fulfils once the peer's end is
+ * seen. */
+static void test_watch_bound_stops_reading(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  enum { BIG = 16 << 20, KEPT = 64 * 1024 };
+  char *big = filled(BIG, 7);
+  uvp_promise_t *w, *wr, *sd;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  assert_int_equal(uvp_tcp_write(pr.server, big, BIG, &wr), 0);
+  assert_int_equal(uvp_tcp_shutdown(pr.server, &sd), 0);
+  poll_a_while(f);
+  assert_int_equal(uvp_promise_state(w), UVP_PENDING);
+  assert_int_equal(uvp_promise_state(wr), UVP_PENDING);
+  uv_os_fd_t fd;
+  assert_int_equal(uv_fileno((uv_handle_t *)uvp_tcp_handle(c), &fd), 0);
+  int waiting = 0;
+  assert_int_equal(ioctl(fd, FIONREAD, &waiting), 0);
+  assert_true(waiting > 0);
+  size_t got = 0;
+  for (int round = 0; round < 2; round++) {
+    uvp_promise_t *r;
+    assert_int_equal(uvp_tcp_read(c, &r), 0);
+    assert_int_equal(uvp_promise_state(r), UVP_FULFILLED); /* read ahead */
+    const uvp_buf_t *b = uvp_promise_value(r);
+    assert_int_equal(b->len, KEPT);
+    assert_memory_equal(b->base, big + got, b->len);
+    got += b->len;
+    uvp_promise_release(r);
+    poll_a_while(f); /* reading ahead again, to the bound */
+    assert_int_equal(uvp_promise_state(w), UVP_PENDING);
+  }
+  for (;;) {
+    uvp_promise_t *r;
+    assert_int_equal(uvp_tcp_read(c, &r), 0);
+    run_until_settled(f, r);
+    if (uvp_promise_state(r) == UVP_REJECTED) {
+      assert_int_equal(uvp_promise_reason(r, NULL), UV_EOF);
+      uvp_promise_release(r);
+      break;
+    }
+    const uvp_buf_t *b = uvp_promise_value(r);
+    assert_true(got + b->len <= BIG);
+    assert_memory_equal(b->base, big + got, b->len);
+    got += b->len;
+    uvp_promise_release(r);
+  }
+  assert_int_equal(got, BIG);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  assert_int_equal(uvp_promise_state(wr), UVP_FULFILLED);
+  uvp_promise_t *ps[] = {w, wr, sd};
+  for (size_t i = 0; i < 3; i++)
+    uvp_promise_release(ps[i]);
+  uvp_tcp_close(c);
+  uvp_tcp_close(pr.server);
+  run_loop(f);
+  free(big);
+}
+
+/* Cancelling one of two watches stops that one: the connection stays
+ * open, the bytes read ahead stay for the next read, and the other watch
+ * still settles. */
+static void test_watch_cancel_keeps_connection(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  count_unhandled_on(f->ctx);
+  /* The only watch cancelled: nothing is read ahead any more. */
+  uvp_promise_t *w0, *r, *w1, *w2;
+  assert_int_equal(uvp_tcp_closed(c, &w0), 0);
+  assert_int_equal(uvp_promise_cancel(w0), 0);
+  assert_int_equal(uvp_promise_reason(w0, NULL), UV_ECANCELED);
+  uvp_promise_release(w0);
+  send_now(f, pr.server, "zero");
+  poll_a_while(f);
+  assert_int_equal(uvp_tcp_read(c, &r), 0);
+  assert_int_equal(uvp_promise_state(r), UVP_PENDING);
+  uvp_promise_release(r);
+  run_loop(f);
+  assert_int_equal(uvp_tcp_closed(c, &w1), 0);
+  assert_int_equal(uvp_tcp_closed(c, &w2), 0);
+  send_now(f, pr.server, "one");
+  poll_a_while(f);
+  assert_int_equal(uvp_promise_cancel(w1), 0);
+  assert_int_equal(uvp_promise_reason(w1, NULL), UV_ECANCELED);
+  uvp_promise_release(w1);
+  assert_non_null(uvp_tcp_handle(c));
+  expect_read_at_once(c, "one");
+  send_now(f, pr.server, "two");
+  expect_read(f, c, "two", 0);
+  assert_int_equal(uvp_promise_state(w2), UVP_PENDING);
+  assert_int_equal(uvp_tcp_close(pr.server), 0);
+  poll_until_settled(&f->loop, w2);
+  assert_int_equal(uvp_promise_state(w2), UVP_FULFILLED);
+  uvp_promise_release(w2);
+  assert_int_equal(g_unhandled, 0); /* the cancelled watches are quiet */
+  expect_read(f, c, NULL, UV_EOF);  /* a rejection nobody handled */
+  assert_int_equal(g_unhandled, 1);
+  uvp_tcp_close(c);
+}
+
+/* A watch while a read is pending: the read gets the bytes, the watch
+ * reads on after it; the end that a pending read meets settles the watch
+ * too, after the read. */
+static void test_watch_with_read_pending(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL);
+  uvp_promise_t *r, *w;
+  assert_int_equal(uvp_tcp_read(c, &r), 0);
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  send_now(f, pr.server, "x");
+  assert_int_equal(uvp_promise_state(r), UVP_FULFILLED);
+  assert_memory_equal(((const uvp_buf_t *)uvp_promise_value(r))->base, "x", 1);
+  uvp_promise_release(r);
+  send_now(f, pr.server, "y");
+  poll_a_while(f); /* no read pending: read ahead for the watch */
+  expect_read_at_once(c, "y");
+  assert_int_equal(uvp_tcp_read(c, &r), 0);
+  assert_int_equal(uvp_tcp_close(pr.server), 0);
+  run_until_settled(f, r);
+  assert_int_equal(uvp_promise_reason(r, NULL), UV_EOF);
+  assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
+  uvp_promise_release(r);
+  uvp_promise_release(w);
+  uvp_tcp_close(c);
+}
+
+/* Closing the connection, or tearing the context down, with a watch
+ * pending and bytes read ahead: the watch rejects (UV_ECANCELED, not
+ * reported; UVP_ECLOSED), the bytes go, nothing is left on the loop. */
+static void watch_ended(fixture_t *f, bool ctx_close) {
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  count_unhandled_on(f->ctx);
+  uvp_promise_t *w;
+  assert_int_equal(uvp_tcp_closed(c, &w), 0);
+  send_now(f, pr.server, "unread");
+  poll_a_while(f);
+  if (ctx_close) {
+    assert_int_equal(uvp_ctx_close(f->ctx), 0);
+    f->ctx = NULL;
+    assert_int_equal(uvp_promise_reason(w, NULL), UVP_ECLOSED);
+    assert_non_null(uvp_tcp_handle(c)); /* still the program's to close */
+  }
+  assert_int_equal(uvp_tcp_close(c), 0);
+  if (!ctx_close)
+    assert_int_equal(uvp_promise_reason(w, NULL), UV_ECANCELED);
+  uvp_promise_release(w);
+  uvp_tcp_close(pr.server);
+  run_loop(f);
+  assert_int_equal(g_unhandled, 0);
+}
+
+static void test_watch_pending_at_close(void **state) {
+  watch_ended(*state, false);
+}
+
+static void test_watch_pending_at_ctx_close(void **state) {
+  watch_ended(*state, true);
+}
+
+/* A group's member watching its connection: cancelling the group cancels
+ * the watch, not the connection, and the join waits for the connection's
+ * close as it does without a watch. */
+static int start_watch(void *arg, uvp_promise_t **out) {
+  handover_t *h = arg;
+  int rc = uvp_tcp_attach(h->t);
+  return rc != 0 ? rc : uvp_tcp_closed(h->t, out);
+}
+
+static void test_watch_in_group(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  handover_t h = {.f = f, .pr = &pr};
+  h.t = pair_open(f, &pr);
+  uvp_group_t *g;
+  uvp_promise_t *join = group_of(f, start_watch, &h, &g);
+  spin(f, 3);
+  assert_int_equal(uvp_group_size(g), 1);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  spin(f, 3);
+  assert_int_equal(uvp_group_size(g), 0);
+  assert_non_null(uvp_tcp_handle(h.t));
+  send_now(f, pr.server, "still open");
+  expect_read(f, h.t, "still open", 0);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+  assert_int_equal(uvp_tcp_close(h.t), 0);
+  spin(f, 3);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  uvp_tcp_close(pr.server);
+}
+
+/* The watch and the reads after it, with the k-th allocation failing for
+ * every k (alloc-helpers.h): each call either works or says UV_ENOMEM, a
+ * watch that found no memory to read into rejects with UV_ENOMEM, and in
+ * every run the reads still get every byte the peer sent, in order.  uvp
+ * accepts from a plain libuv listener; the peer is a plain libuv client
+ * that writes once the watch is on, then closes. */
+typedef struct wa_s {
+  uv_tcp_t listener, client;
+  uv_connect_t connect;
+  uvp_ctx_t *ctx;
+  uvp_tcp_t *t;
+  int accept_rc; /* 1 until the connection came */
+  bool connected;
+} wa_t;
+
+static long wa_watch_enomem; /* runs whose watch found no memory to read */
+
+static const char WA_SENT[] = "GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
+
+static void wa_accept(uv_stream_t *l, int status) {
+  wa_t *a = l->data;
+  assert_int_equal(status, 0);
+  a->accept_rc = uvp_tcp_accept(a->ctx, l, &a->t);
+}
+
+static void wa_connected(uv_connect_t *c, int status) {
+  wa_t *a = c->data;
+  assert_int_equal(status, 0);
+  a->connected = true;
+}
+
+static void wa_watch_and_read(run_t *r, wa_t *a) {
+  uvp_promise_t *w = NULL;
+  OK_OR_ENOMEM(uvp_tcp_closed(a->t, &w));
+  uv_buf_t b = uv_buf_init((char *)WA_SENT, sizeof(WA_SENT) - 1);
+  assert_int_equal(uv_try_write((uv_stream_t *)&a->client, &b, 1), (int)b.len);
+  uv_close((uv_handle_t *)&a->client, NULL); /* the peer's end: FIN */
+  if (w != NULL) {
+    poll_until_settled(&r->loop, w);
+    expect_ok_or_enomem(w, 0);
+    if (uvp_promise_state(w) == UVP_REJECTED)
+      wa_watch_enomem++; /* what was sent waits in the kernel */
+  }
+  char got[sizeof(WA_SENT)];
+  size_t n = 0;
+  for (int i = 0; i < 100; i++) {
+    uvp_promise_t *rd;
+    int rc = uvp_tcp_read(a->t, &rd);
+    OK_OR_ENOMEM(rc);
+    if (rc != 0)
+      continue; /* the failure is spent: the next call works */
+    loop_run_until(&r->loop, promise_is_settled, rd);
+    int code = uvp_promise_state(rd) == UVP_REJECTED
+                   ? uvp_promise_reason(rd, NULL)
+                   : 0;
+    if (code == 0) {
+      const uvp_buf_t *v = uvp_promise_value(rd);
+      assert_true(n + v->len < sizeof(got));
+      memcpy(got + n, v->base, v->len);
+      n += v->len;
+    }
+    uvp_promise_release(rd);
+    if (code == UV_EOF)
+      break;
+    if (code != 0)
+      fail_msg("read rejected with %s", uvp_err_name(code));
+  }
+  assert_int_equal(n, sizeof(WA_SENT) - 1);
+  assert_memory_equal(got, WA_SENT, n);
+  uvp_promise_release(w);
+}
+
+static void scenario_watch(run_t *r) {
+  wa_t a;
+  memset(&a, 0, sizeof(a));
+  a.ctx = r->ctx;
+  a.accept_rc = 1;
+  struct sockaddr_storage ss;
+  listen_loopback(&r->loop, &a.listener, 8, wa_accept, &a, &ss);
+  uv_tcp_init(&r->loop, &a.client);
+  a.connect.data = &a;
+  assert_int_equal(uv_tcp_connect(&a.connect, &a.client, (struct sockaddr *)&ss,
+                                  wa_connected),
+                   0);
+  for (int i = 0; i < 100000 && (a.accept_rc == 1 || !a.connected); i++)
+    uv_run(&r->loop, UV_RUN_ONCE);
+  assert_true(a.connected);
+  OK_OR_ENOMEM(a.accept_rc);
+  if (a.accept_rc == 0) {
+    wa_watch_and_read(r, &a);
+    assert_int_equal(uvp_tcp_close(a.t), 0);
+  } else {
+    uv_close((uv_handle_t *)&a.client, NULL);
+  }
+  uv_close((uv_handle_t *)&a.listener, NULL);
+  uv_run(&r->loop, UV_RUN_DEFAULT); /* both are on this stack */
+}
+
+static void test_watch_refused_for_memory(void **state) {
+  (void)state;
+  wa_watch_enomem = 0;
+  long sites = exhaust(scenario_watch);
+  printf("watch: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 4);
+  assert_true(wa_watch_enomem > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_request_reply),
@@ -1524,6 +1986,17 @@ int main(void) {
       FIXTURE_TEST(test_handler_keeps_read),
       FIXTURE_TEST(test_cancel_after_hand_off_closes),
       FIXTURE_TEST(test_connection_changes_groups),
+      FIXTURE_TEST(test_watch_sees_close_and_keeps_bytes),
+      FIXTURE_TEST(test_watch_then_read_all_goes_on),
+      FIXTURE_TEST(test_watch_then_read_all),
+      FIXTURE_TEST(test_watch_sees_reset),
+      FIXTURE_TEST(test_watch_bound_stops_reading),
+      FIXTURE_TEST(test_watch_cancel_keeps_connection),
+      FIXTURE_TEST(test_watch_with_read_pending),
+      FIXTURE_TEST(test_watch_pending_at_close),
+      FIXTURE_TEST(test_watch_pending_at_ctx_close),
+      FIXTURE_TEST(test_watch_in_group),
+      cmocka_unit_test(test_watch_refused_for_memory),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
