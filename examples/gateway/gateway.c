@@ -79,6 +79,7 @@
  * each loop's own thread only. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h> /* mallinfo2, malloc_trim: glibc's */
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -95,6 +96,10 @@
 
 #define POOL_MAX_IDLE 256 /* idle backend connections per host:port */
 #define MAX_WORKERS 1024
+/* What each worker reserves in its uvp context at startup: room for this
+ * many fan-outs in flight, with this many backend requests in all. */
+#define RESERVE_FANOUTS 256
+#define RESERVE_CALLS 1024
 /* Compact JSON; "ms" has one decimal, which 15 significant digits print
  * without the binary fraction's noise. */
 #define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
@@ -277,6 +282,8 @@ struct worker_s {
   fanout_t *inflight;           /* the fan-outs in flight, for SIGUSR1 */
   unsigned long long ids;       /* request ids made */
   unsigned long long cancelled; /* fan-outs cancelled: client gone */
+  size_t calls;                 /* backend requests in flight */
+  size_t backend_bytes; /* heap the backends' structures took at startup */
   /* The main thread's way in: uv_async_send on `wake` while wake_open,
    * under `lock` (the worker closes it once drained). */
   uv_async_t wake;
@@ -420,6 +427,7 @@ static void fanout_free(fanout_t *f) {
   for (size_t i = 0; i < w->nbackends; i++)
     uvp_promise_release(f->calls[i].p);
   uvp_group_release(f->group);
+  w->calls -= w->nbackends;
   free(f);
 }
 
@@ -470,6 +478,7 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
   f->w = w;
   f->req = req;
   f->start = uv_now(&w->loop);
+  w->calls += n;
   snprintf(f->id, sizeof(f->id), "%s", request_id(w));
   f->next = w->inflight;
   if (f->next != NULL)
@@ -546,6 +555,47 @@ static void on_request(httpd_req_t *req, void *arg) {
   uvp_scope_clear(w->ctx);
 }
 
+/* ---- memory -------------------------------------------------------------- */
+
+/* What malloc has handed out and not had back, in bytes (every arena's:
+ * the process's). */
+static size_t heap_in_use(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+/* Where the process's memory is, for SIGUSR1: resident in all, what
+ * malloc has handed out, what it holds free (in its arenas: RSS until
+ * trimmed, or until reused), and what it maps whole for large blocks. */
+static void print_process_memory(FILE *out) {
+  size_t rss = 0;
+  struct mallinfo2 mi = mallinfo2();
+  uv_resident_set_memory(&rss);
+  fprintf(out,
+          "uvp-gateway: memory: RSS %zu kB; malloc: %zu kB in use, %zu kB "
+          "free in its arenas, %zu kB mapped for large blocks\n",
+          rss / 1024, (mi.uordblks + mi.hblkhd) / 1024, mi.fordblks / 1024,
+          mi.hblkhd / 1024);
+}
+
+/* A worker's share: what its uvp context's pools hold (promise, reaction
+ * and operation slabs: kept until uvp_ctx_close), what its backends'
+ * structures (parsed URLs, request texts, the summary's JSON) took at
+ * startup, and its backend connections. */
+static void print_worker_memory(worker_t *w, FILE *out) {
+  uvp_ctx_stats_t st;
+  httpc_pool_stats_t ps;
+  if (uvp_ctx_stats(w->ctx, &st) != 0)
+    memset(&st, 0, sizeof(st));
+  httpc_pool_stats(w->opts.pool, &ps);
+  fprintf(out,
+          "uvp-gateway: worker %u: memory: uvp pools %zu kB (%zu slabs, %zu "
+          "promises live); %zu backends %zu kB; %zu backend requests in "
+          "flight, %zu backend connections idle\n",
+          w->id, st.slab_bytes / 1024, st.slab_allocs, st.live, w->nbackends,
+          w->backend_bytes / 1024, w->calls, ps.idle);
+}
+
 /* ---- SIGUSR1 ------------------------------------------------------------ */
 
 /* Print the worker's requests in flight, each pending backend request with
@@ -586,6 +636,7 @@ static void dump_worker(worker_t *w) {
   fprintf(out, "uvp-gateway: worker %u: pending promises:\n", w->id);
   int n = uvp_ctx_dump_pending(w->ctx, out);
   fprintf(out, "uvp-gateway: worker %u: %d pending\n", w->id, n);
+  print_worker_memory(w, out);
   if (fclose(out) == 0) {
     fwrite(text, 1, len, stderr);
     fflush(stderr);
@@ -654,6 +705,9 @@ static void on_wake(uv_async_t *a) {
  * to the thread that creates it).  Returns 0, or an error to report. */
 static int worker_init(worker_t *w) {
   const config_t *cfg = &w->main->cfg;
+  /* Workers start one at a time: what malloc hands out meanwhile is this
+   * worker's. */
+  size_t heap0 = heap_in_use();
   w->backends = calloc(cfg->nurls, sizeof(*w->backends));
   if (w->backends == NULL)
     return UV_ENOMEM;
@@ -662,6 +716,7 @@ static int worker_init(worker_t *w) {
       return UV_ENOMEM;
   if (summary_init(&w->summary, w->backends, w->nbackends) != 0)
     return UV_ENOMEM;
+  w->backend_bytes = heap_in_use() - heap0;
   w->opts.timeout_ms = cfg->timeout_ms;
   w->opts.keep = 0; /* only the body's size goes into the summary */
   int err = uvp_ctx_new(&w->loop, &w->ctx);
@@ -672,11 +727,17 @@ static int worker_init(worker_t *w) {
     err = httpc_pool_new_with(w->ctx, &po, &w->opts.pool);
   if (err < 0)
     return err;
-  /* Room for a few hundred fan-outs in flight without touching malloc:
-   * per request, one promise per backend, the allSettled and the
-   * client's internals. */
-  uvp_ctx_reserve(w->ctx, 256 * (4 * w->nbackends + 2),
-                  256 * (4 * w->nbackends + 2));
+  /* Room for a few hundred fan-outs in flight without touching malloc
+   * (about 4 promises and 4 reactions per backend request, 2 per
+   * request), but for RESERVE_CALLS backend requests at most: what is
+   * reserved stays with the context until it closes, used or not, and
+   * 256 fan-outs to each of a thousand backends would be 86 MB held from
+   * the start.  A burst beyond it takes slabs as it goes. */
+  size_t calls = w->nbackends < RESERVE_CALLS / RESERVE_FANOUTS
+                     ? RESERVE_FANOUTS * w->nbackends
+                     : RESERVE_CALLS;
+  uvp_ctx_reserve(w->ctx, 4 * calls + 2 * RESERVE_FANOUTS,
+                  4 * calls + 2 * RESERVE_FANOUTS);
   httpd_opts_t o = cfg->httpd;
   o.reuse_port = cfg->workers > 1;
   o.log = log_line;
@@ -741,6 +802,8 @@ static void stop_workers(main_t *m, int level) {
 static void on_sigusr1(uv_signal_t *s, int signum) {
   main_t *m = s->data;
   (void)signum;
+  print_process_memory(stderr);
+  fflush(stderr);
   atomic_fetch_add(&m->dumps, 1);
   wake_workers(m);
 }
