@@ -758,13 +758,15 @@ static int keep_pending(conn_t *c, const char *data, size_t len) {
 }
 
 /* No more than `pending` can keep: what is read and not parsed at once
- * goes there, so a connection never holds more than MAX_PENDING of input
- * (reading waits while it is full: conn_continue). */
+ * goes there, so a connection holds no more than MAX_PENDING of input
+ * (reading waits while it is full: conn_continue).  Never an empty
+ * buffer, which libuv would report as UV_ENOBUFS. */
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   conn_t *c = h->data;
   (void)size;
-  *buf =
-      uv_buf_init(c->srv->slab, (unsigned int)(MAX_PENDING - c->pending_len));
+  size_t room =
+      c->pending_len < MAX_PENDING ? MAX_PENDING - c->pending_len : 1024;
+  *buf = uv_buf_init(c->srv->slab, (unsigned int)room);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {

@@ -1421,11 +1421,14 @@ def case_flood(gateway, base):
         gw.kill()
 
 
-def ulimit_gateway(gateway, limit, args, name):
+def ulimit_gateway(gateway, limit, args, name, prefix=(), ready=20.0):
+    """`prefix` (valgrind's command line) `gateway` -p 0 `args` at
+    RLIMIT_NOFILE `limit`."""
     # The shell's ulimit rather than a preexec_fn: this script may run
     # under valgrind, which refuses a process's own RLIMIT_NOFILE changes.
     return Proc(["sh", "-c", 'ulimit -n %d && exec "$@"' % limit, "sh"] +
-                [gateway, "-p", "0"] + args, name)
+                list(prefix) + [gateway, "-p", "0"] + args, name,
+                ready_timeout=ready)
 
 
 def timed_get(port, timeout=IO_TIMEOUT):
@@ -1912,6 +1915,77 @@ def valgrind_slow_clients(gw, hdr, ka):
         t.join(IO_TIMEOUT * 3)
 
 
+def valgrind_hostile(vg, gateway, base):
+    """Issue 41's paths once each on gateways under valgrind (exit status
+    99 on any error or leak): a backend body over --max-body, a request
+    body over it, a fan-out wide enough to trim after, a small pipelined
+    flood held back then dropped by the send timeout; then, at ulimit -n
+    64, silent connections closed to serve a client."""
+    be = child(BIG_BACKEND, 4 << 20)
+    m = re.match(r"listening on 127\.0\.0\.1:(\d+)",
+                 child_line(be, "listening on", 20) or "")
+    big = "http://127.0.0.1:%s/big" % (m.group(1) if m else "1")
+    urls = [big] + ["%s/fast?b=%d" % (base, i) for i in range(70)]
+    gw = fl = sc = None
+    try:
+        gw = Proc(vg + gateway_argv(gateway, urls, 20000) +
+                  ["-w", "2", "--max-body", "64K", "--send-timeout", "2000",
+                   "--backend-idle-timeout", "1000"],
+                  "uvp-gateway under valgrind (hostile)", ready_timeout=120)
+        st, doc, t = timed_get(gw.port, IO_TIMEOUT * 2)
+        b = doc.get("backends") or [{}]
+        check(st == 200 and b[0].get("error") == "EFBIG"
+              and doc.get("ok") == 70,
+              "valgrind: a backend body over --max-body is EFBIG, 70 others "
+              "fulfilled (%s, %s, ok %s)" % (st, b[0], doc.get("ok")))
+        s = connect(gw.port)
+        s.sendall(request("POST", "/", "Content-Length: 100000\r\n"))
+        st = Reader(s).response()[0]
+        s.close()
+        check(st == 413, "valgrind: a request body over --max-body: 413 "
+              "(%s)" % st)
+        fl = child(FLOODER, gw.port, 4, 200)
+        check(child_line(fl, "READY", 60) == "READY 4 4",
+              "valgrind: 4 clients pipelined 200 requests each")
+        # Held back, then dropped by the send timeout; the trim after the
+        # wide fan-out and the flood has run by then.
+        time.sleep(2.0 + 6.0)
+        child_finish(fl)
+        rc = gw.stop(timeout=120)
+        stats = gateway_stats(gw.stderr())
+        check(rc == 0 and stats.get("send") == 4
+              and stats.get("requests", 0) < 2 + 4 * 200,
+              "valgrind: flooders held back and dropped by the send timeout, "
+              "exit 0, no error or leak (%s, %s)\n%s"
+              % (rc, stats, gw.stderr()[-2000:]))
+        gw = ulimit_gateway(gateway, 64, ["-t", "20000", "-b", base + "/fast",
+                                          "-w", "1"],
+                            "uvp-gateway under valgrind (ulimit -n 64)", vg,
+                            120)
+        sc = child(SILENT, gw.port, 70)
+        check(child_line(sc, "READY", 60) == "READY 70",
+              "valgrind: 70 silent connections at ulimit -n 64")
+        time.sleep(3.0)
+        st, doc, t = timed_get(gw.port)
+        check(st == 200 and doc.get("ok") == 1 and t < 10,
+              "valgrind: silent ones closed to serve a client (%s, ok %s, "
+              "%.2f s)" % (st, doc.get("ok"), t))
+        child_finish(sc)
+        rc = gw.stop(timeout=120)
+        stats = gateway_stats(gw.stderr())
+        check(rc == 0 and stats.get("waiting_closed", 0) > 0,
+              "valgrind: shedding, exit 0, no error or leak (%s, %s)\n%s"
+              % (rc, stats, gw.stderr()[-2000:]))
+    finally:
+        for p in (fl, sc):
+            if p is not None:
+                child_finish(p)
+        if gw is not None:
+            gw.kill()
+        be.kill()
+        be.wait()
+
+
 def main():
     if len(sys.argv) < 3 or not sys.argv[2]:
         print("uvp-fanout is not built: no demo backends, skipping")
@@ -2045,6 +2119,7 @@ def main():
             # The pool's retry and its close at SIGTERM, under valgrind.
             case_backend_closes_idle(gateway, fanout, vg, "valgrind, "
                                      "closing backend", n=5)
+            valgrind_hostile(vg, gateway, base)
         else:
             print("skip    valgrind case: valgrind not installed")
     finally:
