@@ -1404,6 +1404,30 @@ def case_flood(gateway, base):
         more = requests() - before - answered - 20
         check(more <= clients,
               "flood: the flooders got nothing more meanwhile (%d)" % more)
+        # A client that pipelines as they do but reads after a second:
+        # held back meanwhile, then served as it reads, every answer.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(IO_TIMEOUT)
+        s.connect(("127.0.0.1", gw.port))
+        n0 = requests()
+        s.sendall(request("GET", "/slow-reader") * 499 +
+                  request("GET", "/last", "Connection: close\r\n"))
+        time.sleep(1.0)
+        held = requests() - n0
+        r = Reader(s)
+        got = 0
+        try:
+            for _ in range(500):
+                st, h, body = r.response()
+                got += st == 200 and summary(body).get("ok") == 1
+        except (EOFError, OSError, ValueError) as e:
+            print("    slow reader: %r" % e)
+        check(held < 250 and got == 500 and r.at_eof(),
+              "flood: a client that reads only after 1 s is held back "
+              "meanwhile (%d of 500 served), then gets all 500 answers as it "
+              "reads (%d)" % (held, got))
+        s.close()
         # The send timeout: from when each queue stopped moving.  (The
         # backend connections the flood used close after 1 s idle.)
         back = wait_for(lambda: gw_fds(gw) <= base_fds + 2, send_s + 20,
