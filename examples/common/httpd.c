@@ -22,12 +22,18 @@
  * own handles and every connection have. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,12 +41,27 @@
 
 #include "httpd.h"
 
-#define MAX_PENDING (64 * 1024) /* unparsed input kept per connection */
-#define MAX_HEAD (16 * 1024)    /* target and headers; offsets fit 16 bits */
+/* Unparsed input kept per connection, and so the most one read takes. */
+#define MAX_PENDING (16 * 1024)
+#define MAX_HEAD (16 * 1024) /* target and headers; offsets fit 16 bits */
 #define MAX_HEADERS 64
 #define ACCEPTS_PER_WAKEUP 256 /* then the loop serves what it accepted */
 #define ACCEPT_RETRY_MS 500    /* while descriptors are short (as nginx) */
-#define READ_BUF (64 * 1024)
+/* At the descriptor limit: idle connections closed at once (nginx's
+ * figures: an eighth of those that could be, 1 to 32).  At least 2, so
+ * that the client accepted finds a descriptor for what it asks (a
+ * gateway's backend connection). */
+#define SHED_MIN 2
+#define SHED_MAX 32
+/* Descriptors kept free for what accepted clients ask (a gateway's
+ * backend connections): at most this many, an eighth of the limit. */
+#define SHED_HEADROOM 16
+/* How long a connection must have been idle, or waiting for a request,
+ * before it may be closed for room: one accepted a moment ago has not had
+ * the time to send its request, nor a keep-alive client to send its next
+ * one. */
+#define SHED_MIN_AGE_MS 250
+#define SHED_LOG_MS 1000 /* at most one line a second about it */
 
 typedef struct conn_s conn_t;
 
@@ -63,9 +84,17 @@ struct httpd_s {
   httpd_stats_t stats;
   void (*done)(void *);
   void *done_arg;
+  /* A client accepted on a descriptor numbered this or above leaves fewer
+   * than the headroom free (descriptors are handed out lowest first); 0:
+   * no limit known. */
+  int fd_low, fd_limit;
+  int shed_young; /* the last shed found only connections too young */
+  /* Connections closed to make room, since the last line saying so. */
+  unsigned long long shed_idle, shed_waiting;
+  uint64_t shed_logged; /* when that line was (loop time, ms; 0: never) */
   /* One read buffer for every connection: the read callback runs right
    * after the allocation and keeps whatever it does not parse. */
-  char slab[READ_BUF];
+  char slab[MAX_PENDING];
 };
 
 /* Where head_scan is in a request's head. */
@@ -102,6 +131,7 @@ struct conn_s {
   int hosts;        /* Host headers in this request */
   int in_host;      /* the value being received is a Host's */
   int in_body;      /* headers done: what comes now are trailers */
+  uint64_t body;    /* body bytes of this request so far */
   int too_large;    /* the head went over a limit */
   int message_done; /* the parser paused at the end of a request */
   int head_only;    /* the request is a HEAD */
@@ -169,6 +199,7 @@ static void conn_free_if_done(conn_t *c) {
   free(c->pending);
   free(c);
   s->nconns--;
+  s->stats.open = s->nconns;
   server_maybe_done(s);
 }
 
@@ -330,8 +361,9 @@ void httpd_end(httpd_req_t *req, httpd_end_t how) {
     conn_close(c, 1);
   else if (how == HTTPD_CLOSE || !httpd_req_keep_alive(req))
     conn_end(c);
-  else if (!c->dispatching && c->writes == 0)
-    conn_continue(c); /* answered later (a timer, a fan-out) */
+  else if (!c->dispatching)
+    conn_continue(c); /* answered later (a timer, a fan-out): the next
+                         request, or stop reading while the answer waits */
 }
 
 static int format_head(char *dst, size_t cap, int status, const char *headers,
@@ -377,6 +409,8 @@ const char *httpd_reason(int status) {
     return "Method Not Allowed";
   case 408:
     return "Request Timeout";
+  case 413:
+    return "Content Too Large";
   case 431:
     return "Request Header Fields Too Large";
   case 500:
@@ -537,6 +571,7 @@ static int on_message_begin(llhttp_t *p) {
   c->head_len = c->mark = c->nheaders = 0;
   c->in_body = c->too_large = 0;
   c->hosts = c->in_host = c->reject = 0;
+  c->body = 0;
   /* The header timeout counts from the first byte, or from the accept. */
   if (!c->in_head) {
     c->in_head = 1;
@@ -592,6 +627,15 @@ static int on_header_value_complete(llhttp_t *p) {
   return 0;
 }
 
+/* A request body of `len` bytes is over max_body (counted once). */
+static int body_over(conn_t *c, uint64_t len) {
+  httpd_t *s = c->srv;
+  if (s->opts.max_body == 0 || len <= s->opts.max_body)
+    return 0;
+  s->stats.bodies_refused++;
+  return 1;
+}
+
 /* What the head as a whole must be: HTTP/1.x; for 1.1, a Host (RFC 9112
  * 3.2: a server MUST answer 400 without one); for 1.0, no
  * Transfer-Encoding (RFC 9112 6.1: its framing is faulty). */
@@ -603,7 +647,21 @@ static int on_headers_complete(llhttp_t *p) {
   else if (p->http_minor >= 1 ? c->hosts == 0
                               : (p->flags & F_TRANSFER_ENCODING) != 0)
     c->reject = 400;
+  else if (body_over(c, (p->flags & F_CONTENT_LENGTH) ? p->content_length : 0))
+    c->reject = 413; /* said at once, before a byte of it is read */
   return c->reject != 0 ? -1 : 0;
+}
+
+/* A chunked body (or one longer than its Content-Length said, which
+ * llhttp refuses anyway) is counted as it comes. */
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  conn_t *c = p->data;
+  (void)at;
+  c->body += len;
+  if (!body_over(c, c->body))
+    return 0;
+  c->reject = 413;
+  return -1;
 }
 
 /* Stop at the end of each request: the bytes after it belong to the next
@@ -622,6 +680,7 @@ static const llhttp_settings_t parser_settings = {
     .on_header_value = on_piece,
     .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
     .on_message_complete = on_message_complete,
 };
 
@@ -698,10 +757,16 @@ static int keep_pending(conn_t *c, const char *data, size_t len) {
   return 0;
 }
 
+/* No more than `pending` can keep: what is read and not parsed at once
+ * goes there, so a connection holds no more than MAX_PENDING of input
+ * (reading waits while it is full: conn_continue).  Never an empty
+ * buffer, which libuv would report as UV_ENOBUFS. */
 static void on_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   conn_t *c = h->data;
   (void)size;
-  *buf = uv_buf_init(c->srv->slab, sizeof(c->srv->slab));
+  size_t room =
+      c->pending_len < MAX_PENDING ? MAX_PENDING - c->pending_len : 1024;
+  *buf = uv_buf_init(c->srv->slab, (unsigned int)room);
 }
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
@@ -756,6 +821,13 @@ static void conn_continue(conn_t *c) {
     memmove(c->pending, c->pending + used, c->pending_len - used);
     c->pending_len -= used;
   }
+  if (c->pending_len == 0 && c->pending != NULL) {
+    /* A pipelined burst is over: its buffer goes, not kept for the
+     * connection's life. */
+    free(c->pending);
+    c->pending = NULL;
+    c->pending_cap = 0;
+  }
   if (c->closing || c->ending)
     return;
   int busy = conn_busy(c);
@@ -767,7 +839,14 @@ static void conn_continue(conn_t *c) {
     conn_end(c); /* every request received is answered */
     return;
   }
-  int want = !c->eof && c->pending_len < MAX_PENDING;
+  /* Backpressure: while answers wait to be written (the kernel holds
+   * max_output bytes unsent, TCP_NOTSENT_LOWAT, and refuses more) and no
+   * request is in flight, nothing more is read, let alone parsed: a
+   * client that sends requests without reading the answers is not
+   * served faster than it reads.  Reading resumes when the queue has
+   * drained (write_cb).  A reset meanwhile fails the write. */
+  int blocked = c->writes > 0 && !c->in_flight;
+  int want = !c->eof && !blocked && c->pending_len < MAX_PENDING;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
       conn_close(c, 0);
@@ -891,6 +970,7 @@ static void conn_open(httpd_t *s, int fd) {
     s->conns->prev = c;
   s->conns = c;
   s->nconns++;
+  s->stats.open = s->nconns;
   if (uv_tcp_open(&c->tcp, fd) != 0) {
     close(fd);
     conn_close(c, 0);
@@ -900,6 +980,14 @@ static void conn_open(httpd_t *s, int fd) {
   /* Responses written in pieces (chunked ones) must not wait for the
    * client's delayed ACK. */
   uv_tcp_nodelay(&c->tcp, 1);
+  /* The kernel takes answers until it holds max_output bytes it has not
+   * sent (what the client's window lets out is sent), not until its
+   * send buffer is full: that grows to megabytes (tcp_wmem) for a client
+   * that reads nothing.  Beyond, they wait in libuv's queue, where the
+   * backpressure and the send timeout see them.  (Linux 3.12; where it is
+   * refused, the send buffer bounds them.) */
+  int lowat = (int)s->opts.max_output;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
   c->in_head = 1; /* the first request's header timeout runs from now */
@@ -914,7 +1002,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events);
  * once as libuv's uv_listen does.  A burst, logged once, lasts until
  * accept has taken every waiting client: descriptors freed one by one
  * (timeouts firing apart) end no burst. */
-static void accept_pause(httpd_t *s, int err) {
+static void accept_pause(httpd_t *s, int err, uint64_t retry_ms) {
   if (!s->paused) {
     s->paused = 1;
     s->paused_at = uv_now(s->loop);
@@ -928,7 +1016,7 @@ static void accept_pause(httpd_t *s, int err) {
   /* Until one of our connections closes, or ACCEPT_RETRY_MS: descriptors
    * of other kinds (a gateway's backend connections) free some too. */
   uv_poll_stop(&s->listener);
-  uv_timer_start(&s->retry, accept_retry, ACCEPT_RETRY_MS, 0);
+  uv_timer_start(&s->retry, accept_retry, retry_ms, 0);
 }
 
 /* From a timer, not from where a descriptor was freed: the accepts that
@@ -943,23 +1031,141 @@ static void accept_retry(uv_timer_t *t) {
     on_acceptable(&s->listener, 0, UV_READABLE);
 }
 
+/* ---- shedding idle connections ------------------------------------------ */
+
+/* Whether `c` may be closed to make room for a new client: it is idle
+ * between requests, or waits for a request (since its accept, or since a
+ * first byte). */
+static int sheddable(const conn_t *c) {
+  return !c->closing && !c->ending && !conn_busy(c);
+}
+
+static uint64_t shed_since(const conn_t *c) {
+  return c->in_head ? c->head_since : c->idle_since;
+}
+
+/* Bytes the kernel has received for `c` and httpd has not read yet: a
+ * connection accepted a moment ago whose request is there (or an idle
+ * one whose next request has come) is about to be served, not silent. */
+static int unread(const conn_t *c) {
+  uv_os_fd_t fd;
+  int n = 0;
+  if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 ||
+      ioctl(fd, FIONREAD, &n) != 0)
+    return 0;
+  return n;
+}
+
+/* Idle keep-alive connections go before those waiting for a request, and
+ * within each kind, the one that has waited longest. */
+static int shed_before(const conn_t *a, const conn_t *b) {
+  if (a->in_head != b->in_head)
+    return b->in_head;
+  return shed_since(a) < shed_since(b);
+}
+
+/* accept failed for want of descriptors (`err`), or took one of the last
+ * (err 0, `fd` the one it took): close idle connections, as nginx closes
+ * its reusable ones, so that new clients are accepted, and served, rather
+ * than left in the backlog until a timeout frees one.  Returns how many
+ * were closed (their descriptors are free on return: uv_close closes a
+ * stream's at once); 0 if none could be. */
+static size_t shed(httpd_t *s, int err, int fd) {
+  conn_t *pick[SHED_MAX];
+  size_t n = 0, candidates = 0;
+  for (conn_t *c = s->conns; c != NULL; c = c->next) {
+    if (!sheddable(c))
+      continue;
+    candidates++;
+    /* pick[] keeps the SHED_MAX first in shedding order. */
+    size_t i = n;
+    if (n < SHED_MAX)
+      n++;
+    else if (shed_before(c, pick[SHED_MAX - 1]))
+      i = SHED_MAX - 1;
+    else
+      continue;
+    for (; i > 0 && shed_before(c, pick[i - 1]); i--)
+      pick[i] = pick[i - 1];
+    pick[i] = c;
+  }
+  size_t want = candidates / 8, done = 0;
+  want = want < SHED_MIN ? SHED_MIN : want > SHED_MAX ? SHED_MAX : want;
+  uint64_t now = uv_now(s->loop);
+  s->shed_young = 0;
+  for (size_t i = 0; i < n && done < want; i++) {
+    if (now - shed_since(pick[i]) < SHED_MIN_AGE_MS) {
+      s->shed_young = 1;
+      continue;
+    }
+    if (unread(pick[i]) > 0)
+      continue;
+    int waiting = pick[i]->in_head;
+    s->shed_waiting += waiting;
+    s->shed_idle += !waiting;
+    s->stats.waiting_closed += waiting;
+    s->stats.idle_closed += !waiting;
+    conn_close(pick[i], 0);
+    done++;
+  }
+  if (done > 0 &&
+      (s->shed_logged == 0 || now - s->shed_logged >= SHED_LOG_MS)) {
+    char why[64];
+    if (err != 0)
+      snprintf(why, sizeof(why), "%s (%s)", uv_err_name(err), uv_strerror(err));
+    else
+      snprintf(why, sizeof(why), "descriptors running out (%d of %d)", fd + 1,
+               s->fd_limit);
+    httpd_log(s,
+              "accept: %s with %zu connections open: closed %llu idle "
+              "keep-alive and %llu waiting longest for a request to accept "
+              "new clients",
+              why, s->nconns, s->shed_idle, s->shed_waiting);
+    s->shed_idle = s->shed_waiting = 0;
+    s->shed_logged = now != 0 ? now : 1;
+  }
+  return done;
+}
+
+/* accept takes a descriptor before it looks for a client: at the limit it
+ * fails with EMFILE whether one waits or not.  Whether one does. */
+static int client_waiting(const httpd_t *s) {
+  struct pollfd p = {.fd = s->fd, .events = POLLIN};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
 static void on_acceptable(uv_poll_t *h, int status, int events) {
   httpd_t *s = h->data;
   (void)events;
   if (status < 0)
     return;
+  /* Shed again only once a client has been accepted since: descriptors
+   * freed and taken at once by another thread mean no room, not more to
+   * close. */
+  int may_shed = 1;
   for (int i = 0; i < ACCEPTS_PER_WAKEUP && !s->stopping; i++) {
     int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       s->accepted_paused += s->paused;
       conn_open(s, fd);
+      /* Room for what this client will ask. */
+      may_shed = !(s->fd_low != 0 && fd >= s->fd_low && shed(s, 0, fd) > 0);
       continue;
     }
     int e = errno;
     if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
       continue; /* that client only */
+    if ((e == EMFILE || e == ENFILE) && !client_waiting(s)) {
+      e = EAGAIN; /* at the limit exactly, and nobody waits */
+    } else if ((e == EMFILE || e == ENFILE) && may_shed &&
+               shed(s, uv_translate_sys_error(e), -1) > 0) {
+      may_shed = 0;
+      continue;
+    }
     if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-      accept_pause(s, uv_translate_sys_error(e));
+      /* Sooner if idle connections will soon be old enough to close. */
+      accept_pause(s, uv_translate_sys_error(e),
+                   s->shed_young ? SHED_MIN_AGE_MS : ACCEPT_RETRY_MS);
     } else if (s->paused) { /* EAGAIN: nobody waits any more */
       s->paused = 0;
       httpd_log(s,
@@ -987,6 +1193,7 @@ void httpd_opts_init(httpd_opts_t *opts) {
   opts->header_timeout_ms = HTTPD_HEADER_TIMEOUT_MS;
   opts->keepalive_timeout_ms = HTTPD_KEEPALIVE_TIMEOUT_MS;
   opts->send_timeout_ms = HTTPD_SEND_TIMEOUT_MS;
+  opts->max_output = HTTPD_MAX_OUTPUT;
 }
 
 /* A listening socket made here rather than by uv_tcp_bind: SO_REUSEPORT
@@ -1043,10 +1250,21 @@ int httpd_start(uv_loop_t *loop, const char *ip, int port,
     s->opts = *opts;
   else
     httpd_opts_init(&s->opts);
+  if (s->opts.max_output == 0)
+    s->opts.max_output = HTTPD_MAX_OUTPUT;
+  if (s->opts.max_output > INT_MAX)
+    s->opts.max_output = INT_MAX;
   s->loop = loop;
   s->handler = handler;
   s->arg = arg;
   s->fd = fd;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur <= INT_MAX) {
+    int room = (int)rl.rlim_cur / 8;
+    s->fd_limit = (int)rl.rlim_cur;
+    s->fd_low = s->fd_limit - (room < SHED_HEADROOM ? room : SHED_HEADROOM);
+  }
   s->port = ntohs(addr.ss_family == AF_INET6
                       ? ((struct sockaddr_in6 *)&addr)->sin6_port
                       : ((struct sockaddr_in *)&addr)->sin_port);

@@ -4,9 +4,21 @@
  *
  * The requests of one connection are answered one at a time, in order:
  * the next one (pipelined, or sent after this one) is not parsed before
- * this one has been answered and its answer written.  Meanwhile the
- * connection goes on reading (up to 64 KiB of input, then it waits), so
- * that a client that resets it is noticed.  A connection is kept alive
+ * this one has been answered and its answer written.  While the handler
+ * works on a request the connection goes on reading (up to 16 KiB of
+ * input, then it waits), so that a client that resets it is noticed.
+ *
+ * Backpressure: an answer the kernel does not take whole waits in the
+ * connection's queue; the kernel takes no more than max_output bytes it
+ * has not sent (TCP_NOTSENT_LOWAT), however large its send buffer has
+ * grown.  While anything waits there, the connection reads nothing and
+ * parses nothing: a client that pipelines requests and does not read the
+ * answers gets about max_output of them (plus what its receive window
+ * holds), then waits; reading resumes once the queue has drained, and
+ * the send timeout runs from when the queue stopped moving.  The input
+ * kept unparsed meanwhile (16 KiB at most) is freed once parsed.
+ *
+ * A connection is kept alive
  * after a response unless the request said otherwise
  * (llhttp_should_keep_alive), the handler ended it, the client has sent
  * all it will send, or the server is stopping.
@@ -48,10 +60,21 @@
  *
  * Connections are accepted by httpd itself, not by uv_listen: when accept
  * fails for want of descriptors (EMFILE, ENFILE) or memory, libuv 1.44
- * would accept and close every waiting client without a word; httpd logs
+ * would accept and close every waiting client without a word.  For
+ * descriptors, httpd first makes room as nginx does: it closes idle
+ * connections, those idle between requests (keep-alive) first, then those
+ * waiting for a request (a silent client, one sending its head slowly),
+ * each kind the longest waiting first, an eighth of them at a time (2 to
+ * 32), and accepts again; a line says so (at most one a second), and
+ * httpd_stats counts them.  When no connection is idle (every one has a
+ * request in flight or an answer being written), or for memory, it logs
  * it once per burst, stops accepting (the clients wait in the backlog),
  * tries again when one of its connections closes, or after 500 ms, and
- * logs the burst's end once every client that waited is accepted. */
+ * logs the burst's end once every client that waited is accepted.
+ *
+ * With max_body, a request whose body is longer (its Content-Length, or a
+ * chunked body as it arrives) is refused with 413 as soon as that is
+ * known; its body is not read. */
 #ifndef HTTPD_H
 #define HTTPD_H
 
@@ -68,11 +91,19 @@ typedef struct httpd_req_s httpd_req_t;
 #define HTTPD_HEADER_TIMEOUT_MS 60000
 #define HTTPD_KEEPALIVE_TIMEOUT_MS 75000
 #define HTTPD_SEND_TIMEOUT_MS 60000
+/* Answers not yet sent past which a connection stops reading (below). */
+#define HTTPD_MAX_OUTPUT (16 * 1024)
 
 typedef struct httpd_opts_s {
   uint64_t header_timeout_ms;    /* 0: none */
   uint64_t keepalive_timeout_ms; /* 0: none */
   uint64_t send_timeout_ms;      /* 0: none */
+  size_t max_output;             /* answers' bytes not yet sent (the kernel's
+                                    unsent queue, TCP_NOTSENT_LOWAT, then
+                                    httpd's) past which a connection is not
+                                    read; 0: HTTPD_MAX_OUTPUT */
+  uint64_t max_body;             /* request body bytes past which the request
+                                    gets 413; 0: no limit */
   int reuse_port;   /* SO_REUSEPORT: several servers (threads, processes)
                        listen on one port, the kernel spreading clients */
   int abort_on_eof; /* end of input aborts a request in flight */
@@ -99,8 +130,9 @@ struct httpd_req_s {
   size_t nheaders;
   /* 0, or the status to answer a request httpd could not take with: 400
    * (malformed, or refused by the strict checks above), 408 (the header
-   * timeout ran out), 431 (request line and headers over 16 KiB, or more
-   * than 64 headers) or 505 (not HTTP/1.x).  Method, path and query are
+   * timeout ran out), 413 (a body over max_body), 431 (request line and
+   * headers over 16 KiB, or more than 64 headers) or 505 (not HTTP/1.x).
+   * Method, path and query are
    * "" then, and the answer is the connection's last. */
   int error;
   /* The handler's. */
@@ -125,7 +157,8 @@ int httpd_port(const httpd_t *s);
 
 /* Connections accepted and requests handed to the handler so far (those
  * with req->error too); connections closed by each timeout; bursts of
- * accept failures. */
+ * accept failures; connections closed to make room for new ones; request
+ * bodies refused; and the connections open now. */
 typedef struct httpd_stats_s {
   unsigned long long connections;
   unsigned long long requests;
@@ -133,6 +166,12 @@ typedef struct httpd_stats_s {
   unsigned long long keepalive_timeouts;
   unsigned long long send_timeouts;
   unsigned long long accept_pauses;
+  /* Closed at the descriptor limit to accept new clients: idle between
+   * requests, and waiting for a request. */
+  unsigned long long idle_closed;
+  unsigned long long waiting_closed;
+  unsigned long long bodies_refused; /* request bodies over max_body: 413 */
+  size_t open;                       /* connections open now */
 } httpd_stats_t;
 
 const httpd_stats_t *httpd_stats(const httpd_t *s);

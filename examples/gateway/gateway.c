@@ -79,6 +79,7 @@
  * each loop's own thread only. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h> /* mallinfo2, malloc_trim: glibc's */
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -95,6 +96,16 @@
 
 #define POOL_MAX_IDLE 256 /* idle backend connections per host:port */
 #define MAX_WORKERS 1024
+/* What each worker reserves in its uvp context at startup: room for this
+ * many fan-outs in flight, with this many backend requests in all. */
+#define RESERVE_FANOUTS 256
+#define RESERVE_CALLS 1024
+/* After a burst: how often a worker looks at its load, and the load
+ * (connections, backend requests in flight, idle backend connections)
+ * below which it has nothing worth giving back. */
+#define TRIM_MS 1000
+#define TRIM_FLOOR 64
+#define DEFAULT_MAX_BODY (100ULL << 20) /* uvp-fanout's --max-filesize's */
 /* Compact JSON; "ms" has one decimal, which 15 significant digits print
  * without the binary fraction's noise. */
 #define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
@@ -248,6 +259,7 @@ typedef struct config_s {
   size_t nurls;
   uint64_t timeout_ms;
   uint64_t backend_idle_ms; /* the pool's idle timeout; 0: httpc's */
+  uint64_t max_body;        /* backend responses' and requests'; 0: none */
   httpd_opts_t httpd;       /* log and log_arg are each worker's */
   unsigned workers;
   int traces; /* --traces */
@@ -277,6 +289,13 @@ struct worker_s {
   fanout_t *inflight;           /* the fan-outs in flight, for SIGUSR1 */
   unsigned long long ids;       /* request ids made */
   unsigned long long cancelled; /* fan-outs cancelled: client gone */
+  size_t calls;                 /* backend requests in flight */
+  size_t backend_bytes; /* heap the backends' structures took at startup */
+  unsigned long long bodies_capped; /* backend bodies over --max-body */
+  /* Memory back to the system after a burst (see on_trim). */
+  uv_timer_t trim;
+  size_t load_peak; /* the most load() seen since the last trim */
+  unsigned long long trims;
   /* The main thread's way in: uv_async_send on `wake` while wake_open,
    * under `lock` (the worker closes it once drained). */
   uv_async_t wake;
@@ -373,12 +392,16 @@ static void respond_error(worker_t *w, httpd_req_t *req, int code) {
 
 /* ---- the fan-out --------------------------------------------------------- */
 
+static void note_load(worker_t *w);
+
 /* A backend request failed: said where it is seen, in the request's scope
  * (the member's handler, registered in the group's work).  A cancellation
  * is the client gone, said once for the whole request (on_joined). */
 static uvp_ret_t on_call_failed(void *arg, const uvp_outcome_t *in) {
-  const backend_t *b = arg;
+  backend_t *b = arg;
   const char *why = in->value; /* httpc's message, if any */
+  if (in->status == UV_EFBIG)
+    b->w->bodies_capped++;
   if (in->status != UV_ECANCELED)
     log_request(b->w, "backend %.200s: %s (%s)", b->url,
                 httpc_err_name(in->status),
@@ -420,6 +443,7 @@ static void fanout_free(fanout_t *f) {
   for (size_t i = 0; i < w->nbackends; i++)
     uvp_promise_release(f->calls[i].p);
   uvp_group_release(f->group);
+  w->calls -= w->nbackends;
   free(f);
 }
 
@@ -470,6 +494,8 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
   f->w = w;
   f->req = req;
   f->start = uv_now(&w->loop);
+  w->calls += n;
+  note_load(w);
   snprintf(f->id, sizeof(f->id), "%s", request_id(w));
   f->next = w->inflight;
   if (f->next != NULL)
@@ -546,6 +572,92 @@ static void on_request(httpd_req_t *req, void *arg) {
   uvp_scope_clear(w->ctx);
 }
 
+/* ---- memory -------------------------------------------------------------- */
+
+/* What malloc has handed out and not had back, in bytes (every arena's:
+ * the process's). */
+static size_t heap_in_use(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+/* Where the process's memory is, for SIGUSR1: resident in all, what
+ * malloc has handed out, what it holds free (in its arenas: RSS until
+ * trimmed, or until reused), and what it maps whole for large blocks. */
+static void print_process_memory(FILE *out) {
+  size_t rss = 0;
+  struct mallinfo2 mi = mallinfo2();
+  uv_resident_set_memory(&rss);
+  fprintf(out,
+          "uvp-gateway: memory: RSS %zu kB; malloc: %zu kB in use, %zu kB "
+          "free in its arenas, %zu kB mapped for large blocks\n",
+          rss / 1024, (mi.uordblks + mi.hblkhd) / 1024, mi.fordblks / 1024,
+          mi.hblkhd / 1024);
+}
+
+/* What a worker holds memory for: its client connections, its backend
+ * requests in flight and its idle backend connections. */
+static size_t load(const worker_t *w) {
+  httpc_pool_stats_t ps;
+  httpc_pool_stats(w->opts.pool, &ps);
+  return httpd_stats(w->httpd)->open + w->calls + ps.idle;
+}
+
+static void on_trim(uv_timer_t *t);
+
+/* A fan-out started: the load may be at a peak, and the worker watches
+ * for its end. */
+static void note_load(worker_t *w) {
+  size_t l = load(w);
+  if (l > w->load_peak)
+    w->load_peak = l;
+  if (!uv_is_active((uv_handle_t *)&w->trim))
+    uv_timer_start(&w->trim, on_trim, TRIM_MS, 0);
+}
+
+/* Once a second while the worker holds anything: when its load has
+ * fallen to half its peak or less (a burst has ended: its connections,
+ * requests and their buffers are freed), malloc gives what it holds
+ * free back to the system.  glibc returns only the top of an arena by
+ * itself, and a burst on a worker thread fills an arena of its own whose
+ * top is pinned by whatever was allocated last (a pooled connection, a
+ * uvp slab): malloc_trim releases the free pages inside it too.  Idle
+ * backend connections count in the load, so their memory goes back the
+ * same way once --backend-idle-timeout closes them.  uvp's pools (promise,
+ * reaction and operation slabs) keep what they took: they are not
+ * malloc's free memory. */
+static void on_trim(uv_timer_t *t) {
+  worker_t *w = t->data;
+  size_t l = load(w);
+  if (l > w->load_peak)
+    w->load_peak = l;
+  if (w->load_peak >= TRIM_FLOOR && l <= w->load_peak / 2) {
+    malloc_trim(0);
+    w->trims++;
+    w->load_peak = l;
+  }
+  if (l > 0)
+    uv_timer_start(&w->trim, on_trim, TRIM_MS, 0);
+}
+
+/* A worker's share: what its uvp context's pools hold (promise, reaction
+ * and operation slabs: kept until uvp_ctx_close), what its backends'
+ * structures (parsed URLs, request texts, the summary's JSON) took at
+ * startup, and its backend connections. */
+static void print_worker_memory(worker_t *w, FILE *out) {
+  uvp_ctx_stats_t st;
+  httpc_pool_stats_t ps;
+  if (uvp_ctx_stats(w->ctx, &st) != 0)
+    memset(&st, 0, sizeof(st));
+  httpc_pool_stats(w->opts.pool, &ps);
+  fprintf(out,
+          "uvp-gateway: worker %u: memory: uvp pools %zu kB (%zu slabs, %zu "
+          "promises live); %zu backends %zu kB; %zu backend requests in "
+          "flight, %zu backend connections idle; trimmed %llu times\n",
+          w->id, st.slab_bytes / 1024, st.slab_allocs, st.live, w->nbackends,
+          w->backend_bytes / 1024, w->calls, ps.idle, w->trims);
+}
+
 /* ---- SIGUSR1 ------------------------------------------------------------ */
 
 /* Print the worker's requests in flight, each pending backend request with
@@ -586,6 +698,7 @@ static void dump_worker(worker_t *w) {
   fprintf(out, "uvp-gateway: worker %u: pending promises:\n", w->id);
   int n = uvp_ctx_dump_pending(w->ctx, out);
   fprintf(out, "uvp-gateway: worker %u: %d pending\n", w->id, n);
+  print_worker_memory(w, out);
   if (fclose(out) == 0) {
     fwrite(text, 1, len, stderr);
     fflush(stderr);
@@ -626,6 +739,7 @@ static void on_drained(void *arg) {
   worker_t *w = arg;
   w->stats = *httpd_stats(w->httpd);
   w->httpd = NULL;
+  uv_close((uv_handle_t *)&w->trim, NULL);
   httpc_pool_close(w->opts.pool);
   uvp_ctx_close(w->ctx);
   uv_mutex_lock(&w->lock);
@@ -654,6 +768,9 @@ static void on_wake(uv_async_t *a) {
  * to the thread that creates it).  Returns 0, or an error to report. */
 static int worker_init(worker_t *w) {
   const config_t *cfg = &w->main->cfg;
+  /* Workers start one at a time: what malloc hands out meanwhile is this
+   * worker's. */
+  size_t heap0 = heap_in_use();
   w->backends = calloc(cfg->nurls, sizeof(*w->backends));
   if (w->backends == NULL)
     return UV_ENOMEM;
@@ -662,8 +779,10 @@ static int worker_init(worker_t *w) {
       return UV_ENOMEM;
   if (summary_init(&w->summary, w->backends, w->nbackends) != 0)
     return UV_ENOMEM;
+  w->backend_bytes = heap_in_use() - heap0;
   w->opts.timeout_ms = cfg->timeout_ms;
   w->opts.keep = 0; /* only the body's size goes into the summary */
+  w->opts.max_body = cfg->max_body;
   int err = uvp_ctx_new(&w->loop, &w->ctx);
   if (err == 0 && cfg->traces)
     err = uvp_ctx_set_traces(w->ctx, 1);
@@ -672,13 +791,20 @@ static int worker_init(worker_t *w) {
     err = httpc_pool_new_with(w->ctx, &po, &w->opts.pool);
   if (err < 0)
     return err;
-  /* Room for a few hundred fan-outs in flight without touching malloc:
-   * per request, one promise per backend, the allSettled and the
-   * client's internals. */
-  uvp_ctx_reserve(w->ctx, 256 * (4 * w->nbackends + 2),
-                  256 * (4 * w->nbackends + 2));
+  /* Room for a few hundred fan-outs in flight without touching malloc
+   * (about 4 promises and 4 reactions per backend request, 2 per
+   * request), but for RESERVE_CALLS backend requests at most: what is
+   * reserved stays with the context until it closes, used or not, and
+   * 256 fan-outs to each of a thousand backends would be 86 MB held from
+   * the start.  A burst beyond it takes slabs as it goes. */
+  size_t calls = w->nbackends < RESERVE_CALLS / RESERVE_FANOUTS
+                     ? RESERVE_FANOUTS * w->nbackends
+                     : RESERVE_CALLS;
+  uvp_ctx_reserve(w->ctx, 4 * calls + 2 * RESERVE_FANOUTS,
+                  4 * calls + 2 * RESERVE_FANOUTS);
   httpd_opts_t o = cfg->httpd;
   o.reuse_port = cfg->workers > 1;
+  o.max_body = cfg->max_body;
   o.log = log_line;
   o.log_arg = w;
   err =
@@ -686,6 +812,9 @@ static int worker_init(worker_t *w) {
   if (err < 0)
     return err;
   w->port = httpd_port(w->httpd);
+  uv_timer_init(&w->loop, &w->trim);
+  uv_unref((uv_handle_t *)&w->trim); /* never what keeps the loop going */
+  w->trim.data = w;
   uv_async_init(&w->loop, &w->wake, on_wake);
   w->wake.data = w;
   w->wake_open = 1;
@@ -741,6 +870,8 @@ static void stop_workers(main_t *m, int level) {
 static void on_sigusr1(uv_signal_t *s, int signum) {
   main_t *m = s->data;
   (void)signum;
+  print_process_memory(stderr);
+  fflush(stderr);
   atomic_fetch_add(&m->dumps, 1);
   wake_workers(m);
 }
@@ -855,6 +986,13 @@ static void usage(FILE *f) {
       "  --backend-idle-timeout MS\n"
       "                      close a backend connection kept idle for MS\n"
       "                      (default 30000; not 0)\n"
+      "  --max-body BYTES    longest body taken (K, M, G suffixes; default "
+      "100M;\n"
+      "                      0: no limit): a backend's longer response is "
+      "that\n"
+      "                      backend's failure, EFBIG (its connection "
+      "closed),\n"
+      "                      a longer request body is refused with 413\n"
       "  --traces            async stack traces (also UVP_TRACES=1), for\n"
       "                      SIGUSR1's list\n"
       "  -h, --help          this text\n"
@@ -864,9 +1002,25 @@ static void usage(FILE *f) {
       "are answered), a second one closes what is left; exit status 0.\n"
       "SIGUSR1 prints each worker's requests in flight to stderr, with "
       "their\n"
-      "pending backend requests' async traces and every pending promise.\n",
+      "pending backend requests' async traces and every pending promise,\n"
+      "then where memory is.\n"
+      "\n"
+      "Under load: a client that does not read its answers is not read "
+      "either\n"
+      "once %d KiB of them wait unsent.  At the descriptor limit, idle\n"
+      "connections are closed to accept new ones (idle keep-alive first, "
+      "then\n"
+      "those waiting longest for a request).  After a burst, the memory it\n"
+      "used goes back to the system within %d s of the load falling to "
+      "half\n"
+      "its peak, and that of the backend connections it left idle within "
+      "%d s\n"
+      "of --backend-idle-timeout closing them; uvp's pools keep the "
+      "promise\n"
+      "and operation slabs the burst took (SIGUSR1 shows how much).\n",
       uv_available_parallelism(), HTTPD_HEADER_TIMEOUT_MS,
-      HTTPD_KEEPALIVE_TIMEOUT_MS, HTTPD_SEND_TIMEOUT_MS);
+      HTTPD_KEEPALIVE_TIMEOUT_MS, HTTPD_SEND_TIMEOUT_MS,
+      HTTPD_MAX_OUTPUT / 1024, 2 * TRIM_MS / 1000, 2 * TRIM_MS / 1000);
 }
 
 static int parse_uint(const char *s, unsigned long long max,
@@ -877,6 +1031,27 @@ static int parse_uint(const char *s, unsigned long long max,
   if (errno || end == s || *end || v > max || *s == '-')
     return -1;
   *out = v;
+  return 0;
+}
+
+/* BYTES with an optional K, M or G (powers of 1024), as uvp-fanout's
+ * --max-filesize. */
+static int parse_size(const char *s, uint64_t *out) {
+  char *end;
+  if (*s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  unsigned shift = 0;
+  if (*end != '\0' && strchr("kKmMgG", *end) != NULL)
+    shift = *end == 'k' || *end == 'K'   ? 10
+            : *end == 'm' || *end == 'M' ? 20
+                                         : 30;
+  if (shift != 0)
+    end++;
+  if (errno != 0 || *end != '\0' || v > (UINT64_MAX >> shift))
+    return -1;
+  *out = (uint64_t)v << shift;
   return 0;
 }
 
@@ -924,6 +1099,7 @@ enum {
   OPT_KEEPALIVE,
   OPT_SEND,
   OPT_BACKEND_IDLE,
+  OPT_MAX_BODY,
   OPT_TRACES
 };
 
@@ -946,6 +1122,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"keepalive-timeout", required_argument, NULL, OPT_KEEPALIVE},
       {"send-timeout", required_argument, NULL, OPT_SEND},
       {"backend-idle-timeout", required_argument, NULL, OPT_BACKEND_IDLE},
+      {"max-body", required_argument, NULL, OPT_MAX_BODY},
       {"traces", no_argument, NULL, OPT_TRACES},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -954,6 +1131,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
   int opt, rc = 0;
   *port = 8080;
   cfg->timeout_ms = 2000;
+  cfg->max_body = DEFAULT_MAX_BODY;
   cfg->workers = uv_available_parallelism();
   httpd_opts_init(&cfg->httpd);
   while (rc == 0 &&
@@ -992,6 +1170,9 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       rc = parse_uint(optarg, day, &v) != 0 || v == 0 ? -1 : 0;
       cfg->backend_idle_ms = v;
       break;
+    case OPT_MAX_BODY:
+      rc = parse_size(optarg, &cfg->max_body);
+      break;
     case OPT_TRACES:
       cfg->traces = 1;
       break;
@@ -1008,7 +1189,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
 
 static void print_stats(const main_t *m) {
   httpd_stats_t t = {0};
-  unsigned long long cancelled = 0;
+  unsigned long long cancelled = 0, capped = 0;
   for (unsigned i = 0; i < m->cfg.workers; i++) {
     const httpd_stats_t *s = &m->workers[i].stats;
     if (m->cfg.workers > 1)
@@ -1022,14 +1203,21 @@ static void print_stats(const main_t *m) {
     t.keepalive_timeouts += s->keepalive_timeouts;
     t.send_timeouts += s->send_timeouts;
     t.accept_pauses += s->accept_pauses;
+    t.idle_closed += s->idle_closed;
+    t.waiting_closed += s->waiting_closed;
+    t.bodies_refused += s->bodies_refused;
     cancelled += m->workers[i].cancelled;
+    capped += m->workers[i].bodies_capped;
   }
   fprintf(stderr,
           "uvp-gateway: %llu connections, %llu requests; timeouts: header "
           "%llu, keep-alive %llu, send %llu; accept paused %llu times; "
-          "%llu requests cancelled (client gone)\n",
+          "%llu requests cancelled (client gone); closed at the descriptor "
+          "limit: %llu idle keep-alive, %llu waiting for a request; over "
+          "--max-body: %llu backend bodies, %llu request bodies\n",
           t.connections, t.requests, t.header_timeouts, t.keepalive_timeouts,
-          t.send_timeouts, t.accept_pauses, cancelled);
+          t.send_timeouts, t.accept_pauses, cancelled, t.idle_closed,
+          t.waiting_closed, capped, t.bodies_refused);
 }
 
 int main(int argc, char **argv) {
