@@ -295,6 +295,7 @@ struct worker_s {
   /* Memory back to the system after a burst (see on_trim). */
   uv_timer_t trim;
   size_t load_peak; /* the most load() seen since the last trim */
+  size_t reserve;   /* promises and reactions reserved at startup */
   unsigned long long trims;
   /* The main thread's way in: uv_async_send on `wake` while wake_open,
    * under `lock` (the worker closes it once drained). */
@@ -617,21 +618,23 @@ static void note_load(worker_t *w) {
 
 /* Once a second while the worker holds anything: when its load has
  * fallen to half its peak or less (a burst has ended: its connections,
- * requests and their buffers are freed), malloc gives what it holds
- * free back to the system.  glibc returns only the top of an arena by
- * itself, and a burst on a worker thread fills an arena of its own whose
- * top is pinned by whatever was allocated last (a pooled connection, a
- * uvp slab): malloc_trim releases the free pages inside it too.  Idle
- * backend connections count in the load, so their memory goes back the
- * same way once --backend-idle-timeout closes them.  uvp's pools (promise,
- * reaction and operation slabs) keep what they took: they are not
- * malloc's free memory. */
+ * requests and their buffers are freed), uvp's pools give back the slabs
+ * the burst left empty (uvp_ctx_trim; the startup reservation is then
+ * made again, a few hundred kB), and malloc gives what it holds free back
+ * to the system.  glibc returns only the top of an arena by itself, and a
+ * burst on a worker thread fills an arena of its own whose top is pinned
+ * by whatever was allocated last (a pooled connection, a uvp slab):
+ * malloc_trim releases the free pages inside it too.  Idle backend
+ * connections count in the load, so their memory goes back the same way
+ * once --backend-idle-timeout closes them. */
 static void on_trim(uv_timer_t *t) {
   worker_t *w = t->data;
   size_t l = load(w);
   if (l > w->load_peak)
     w->load_peak = l;
   if (w->load_peak >= TRIM_FLOOR && l <= w->load_peak / 2) {
+    (void)uvp_ctx_trim(w->ctx);
+    (void)uvp_ctx_reserve(w->ctx, w->reserve, w->reserve);
     malloc_trim(0);
     w->trims++;
     w->load_peak = l;
@@ -641,7 +644,7 @@ static void on_trim(uv_timer_t *t) {
 }
 
 /* A worker's share: what its uvp context's pools hold (promise, reaction
- * and operation slabs: kept until uvp_ctx_close), what its backends'
+ * and operation slabs: kept until a trim, see on_trim), what its backends'
  * structures (parsed URLs, request texts, the summary's JSON) took at
  * startup, and its backend connections. */
 static void print_worker_memory(worker_t *w, FILE *out) {
@@ -800,8 +803,8 @@ static int worker_init(worker_t *w) {
   size_t calls = w->nbackends < RESERVE_CALLS / RESERVE_FANOUTS
                      ? RESERVE_FANOUTS * w->nbackends
                      : RESERVE_CALLS;
-  uvp_ctx_reserve(w->ctx, 4 * calls + 2 * RESERVE_FANOUTS,
-                  4 * calls + 2 * RESERVE_FANOUTS);
+  w->reserve = 4 * calls + 2 * RESERVE_FANOUTS;
+  uvp_ctx_reserve(w->ctx, w->reserve, w->reserve);
   httpd_opts_t o = cfg->httpd;
   o.reuse_port = cfg->workers > 1;
   o.max_body = cfg->max_body;

@@ -1267,8 +1267,9 @@ def case_memory(gateway, base):
     flight costs (at most 16 KB), and RSS after the burst back within 2x
     of what it was before, once the idle time the help text states has
     passed (the idle backend connections closed after 1 s, then up to
-    2 s).  (uvp's pools keep the slabs the burst took: what they hold is
-    printed; the bound is on all of RSS.)"""
+    2 s): checked against 1.5x, and uvp's pools back to what they held
+    before (uvp_ctx_trim: a gateway that did not trim them kept 1.45-1.56x
+    here, all of it the pools' growth)."""
     if sanitized():
         print("skip    memory: RSS in a sanitizer build says nothing about "
               "the gateway (its allocator keeps freed memory)")
@@ -1322,22 +1323,21 @@ def case_memory(gateway, base):
         # the help text says: measured after that (and a second of slack),
         # then, on a loaded machine, up to 10 s more.
         time.sleep(1 + 2 + 1)
-        back = wait_for(lambda: vm_rss_kb(many.p.pid) <= 2 * r0, 10,
+        back = wait_for(lambda: vm_rss_kb(many.p.pid) <= 1.5 * r0, 10,
                         step=0.5)
         after = vm_rss_kb(many.p.pid)
         m1 = memory_report(many)
         held = m1.get("pools", 0) - m0.get("pools", 0)
-        check(back and after <= 2 * r0 and m1.get("trims", 0) >= 1,
+        check(back and after <= 1.5 * r0 and m1.get("trims", 0) >= 1,
               "memory: after the burst, RSS %d kB, %.2fx the %d kB before "
-              "(at most 2x), trimmed %s times; uvp's pools hold %d kB more "
-              "than before it (peak %d kB)"
-              % (after, after / float(r0), r0, m1.get("trims"), held, peak))
-        # What the gateway controls (all but the slabs uvp's pools took
-        # and keep): back to about what it was.
-        check(after - held <= 1.25 * r0,
-              "memory: after the burst, RSS less uvp's pools' growth is "
-              "%d kB, %.2fx the %d kB before (at most 1.25x)"
-              % (after - held, (after - held) / float(r0), r0))
+              "(at most 1.5x; the issue asks 2x), trimmed %s times (peak "
+              "%d kB)" % (after, after / float(r0), r0, m1.get("trims"),
+                          peak))
+        # The pools gave the burst's slabs back (uvp_ctx_trim), keeping
+        # the startup reservation.
+        check(held <= 256,
+              "memory: after the burst, uvp's pools hold %d kB more than "
+              "before it (at most 256)" % held)
         print("    memory: %s before, %s after" % (m0, m1))
     finally:
         for g in (one, many):
