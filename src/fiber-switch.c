@@ -26,6 +26,7 @@
  * UVP__FIBER_FORCE_UCONTEXT for testing it) the switch is glibc's
  * swapcontext: correct, and slow (see fiber-switch.h). */
 #include "fiber-switch.h"
+#include "fiber-stack.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -320,6 +321,8 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx) {
   ctx->sp = NULL;
   ctx->entry = NULL;
   ctx->arg = NULL;
+  ctx->canary = NULL;
+  ctx->stack = NULL;
   ctx->valgrind_id = 0;
   tools_init(ctx);
 }
@@ -329,6 +332,8 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
   uintptr_t top = ((uintptr_t)stack_base + size) & ~(uintptr_t)15;
   ctx->entry = entry;
   ctx->arg = arg;
+  ctx->canary = NULL;
+  ctx->stack = NULL;
   tools_init(ctx);
 #if defined(UVP__FIBER_ASAN)
   ctx->asan_bottom = stack_base;
@@ -359,8 +364,27 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 #endif
 }
 
+void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const uvp__stack_t *stack) {
+  ctx->stack = stack;
+  ctx->canary = stack->canary;
+}
+
+/* A stack without a guard page: its canary intact and the stack pointer
+ * above its base, or the process stops here. */
+#if defined(__GNUC__)
+__attribute__((noinline, cold))
+#endif
+static void
+check_stack(const uvp__fiber_ctx_t *ctx) {
+  const char *sp = __builtin_frame_address(0);
+  if (!uvp__stack_canary_intact(ctx->canary) || sp < ctx->stack->base)
+    uvp__stack_overrun(ctx->stack, sp);
+}
+
 void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                         void *msg) {
+  if (__builtin_expect(from->canary != NULL, 0))
+    check_stack(from);
 #if defined(UVP__FIBER_ASAN)
   tools_leave(from, to, &from->asan_fake);
 #else
@@ -372,6 +396,8 @@ void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 }
 
 void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
+  if (__builtin_expect(from->canary != NULL, 0))
+    check_stack(from);
   tools_leave(from, to, NULL);
   (void)jump(from, to, msg);
   abort();

@@ -16,6 +16,7 @@
 #define UVP_FIBER_SWITCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UVP__FIBER_ASAN 1
@@ -50,12 +51,19 @@
  * anyway the process aborts (there is no frame to return to). */
 typedef void (*uvp__fiber_entry_t)(void *arg, void *msg);
 
+struct uvp__stack_s;
+
 /* Every field is the layer's own. */
 typedef struct uvp__fiber_ctx_s uvp__fiber_ctx_t;
 struct uvp__fiber_ctx_s {
   void *sp;                 /* the saved stack pointer while suspended */
   uvp__fiber_entry_t entry; /* NULL: a thread's own context */
   void *arg;
+  /* The canary under the fiber's stack (NULL: none, a guard page faults
+   * instead), checked with the stack pointer as the fiber switches away
+   * (uvp__fiber_watch). */
+  const uint64_t *canary;
+  const struct uvp__stack_s *stack;
   unsigned valgrind_id; /* the stack's registration */
 #if defined(UVP__FIBER_UCONTEXT)
   ucontext_t uc;
@@ -86,6 +94,14 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx);
  * keep it across calls. */
 void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
                      uvp__fiber_entry_t entry, void *arg);
+
+/* The fiber runs on `stack` (fiber-stack.h), as given to uvp__fiber_init:
+ * if it is guarded by a canary, every uvp__fiber_switch and uvp__fiber_exit
+ * away from the fiber first checks the canary and that the stack pointer
+ * is inside the stack, and on a mismatch stops the process with
+ * uvp__stack_overrun.  A stack with a guard page costs the switch one
+ * load and a branch not taken. */
+void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const struct uvp__stack_s *stack);
 
 /* Suspends the running context into `from` and resumes `to`, passing it
  * `msg`: the value its own uvp__fiber_switch returns, or a new fiber's

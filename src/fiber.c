@@ -235,6 +235,8 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
       ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) & ~(uintptr_t)15;
   fiber_t *f = (fiber_t *)top;
   memset(f, 0, sizeof(*f));
+  stack->file = file; /* the overflow reports name the fiber so */
+  stack->line = line;
   f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
   if (f->p == NULL) {
     uvp__stack_put(&st->stacks, stack);
@@ -254,6 +256,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   f->trace = f->p->trace;
   uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
                   f);
+  uvp__fiber_watch(&f->fctx, stack);
   f->next = st->all;
   if (st->all != NULL)
     st->all->prev = f;
@@ -390,6 +393,12 @@ static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   out->fiber_stack_bytes += st->stacks.idle_bytes;
 }
 
+/* For the fault handler (fiber-stack.h): the stack the thread runs on. */
+static const uvp__stack_t *running_stack(void) {
+  const fiber_t *f = uvp__fiber_current;
+  return f != NULL ? f->stack : NULL;
+}
+
 static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   if (UVP__LIKELY(ctx->ext[UVP__EXT_FIBERS] != NULL))
     return UVP__CONTAINER_OF(ctx->ext[UVP__EXT_FIBERS], fiber_state_t, ext);
@@ -402,6 +411,7 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   st->ext.stats = fiber_stats;
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
+  uvp__stack_set_running_hook(running_stack);
   uvp__fiber_thread_init(&st->loop);
   ctx->ext[UVP__EXT_FIBERS] = &st->ext;
   return st;
@@ -414,7 +424,6 @@ int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes) {
   fiber_state_t *st = state_of(ctx);
   if (st == NULL)
     return UV_ENOMEM;
-  st->stacks.size = bytes < MIN_STACK ? MIN_STACK : bytes;
-  uvp__stack_pool_trim(&st->stacks, 0);
+  uvp__stack_pool_resize(&st->stacks, bytes < MIN_STACK ? MIN_STACK : bytes);
   return 0;
 }
