@@ -126,8 +126,7 @@ typedef struct uvp__stack_pool_s {
    * (guards: before the first get). */
   size_t size;           /* bytes of a stack asked for with size 0 */
   size_t max_idle;       /* warm stacks kept at most ... */
-  size_t max_idle_bytes; /* ... and bytes of them at most (guard pages
-                            not counted) */
+  size_t max_idle_bytes; /* ... and of their size (`size`) at most */
   /* Bytes at the top of a returned warm stack whose pages stay resident;
    * the pages below are given back to the kernel (MADV_DONTNEED), so that
    * a fiber which once recursed deeply does not pin that memory in the
@@ -139,7 +138,8 @@ typedef struct uvp__stack_pool_s {
   /* Counters, read-only for the owner. */
   size_t idle_count;      /* idle stacks: warm and released */
   size_t idle_bytes;      /* their slots' bytes, guard pages included */
-  size_t warm_count;      /* how many of them are warm */
+  size_t warm_count;      /* how many of them are warm ... */
+  size_t warm_bytes;      /* ... and their slots' bytes */
   size_t live_count;      /* stacks handed out and not yet put back */
   size_t live_bytes;      /* their slots' bytes */
   size_t peak_live;       /* the most stacks handed out at once */

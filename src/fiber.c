@@ -389,8 +389,8 @@ static void fiber_destroy(uvp__ext_t *ext) {
 static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   const fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   out->fibers += st->count;
-  out->fiber_stacks += st->stacks.idle_count;
-  out->fiber_stack_bytes += st->stacks.idle_bytes;
+  out->fiber_stacks += st->stacks.warm_count;
+  out->fiber_stack_bytes += st->stacks.warm_bytes;
 }
 
 /* For the fault handler (fiber-stack.h): the stack the thread runs on. */
