@@ -129,7 +129,7 @@ int main(int argc, char **argv) {
   }
   if (uvp_ctx_new(loop, &ctx) != 0)
     return 1;
-  if (compact) /* COMPACT-TODO */
+  if (compact && uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_COMPACT) != 0)
     return 1;
   uv_ip4_addr("127.0.0.1", 0, &a);
   uv_tcp_init(loop, &l);

@@ -97,7 +97,8 @@ int main(int argc, char **argv) {
   uv_loop_init(&loop);
   if (uvp_ctx_new(&loop, &ctx) != 0)
     return 1;
-  if (strcmp(kind, "compact") == 0) /* COMPACT-TODO */
+  if (strcmp(kind, "compact") == 0 &&
+      uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_COMPACT) != 0)
     return 1;
   /* One task of the kind first, so that what the context makes once is
    * not counted per task. */

@@ -1277,6 +1277,15 @@ UVP_EXTERN int uvp_in_fiber(void);
  * state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
+/* The mode of the fibers the context spawns from now on (see "Fibers",
+ * Modes): UVP_FIBER_DEFAULT (each fiber's stack stays where it is; until
+ * set) or UVP_FIBER_COMPACT (a parked fiber's frames are copied out of
+ * the stack it runs on).  Fibers already spawned keep theirs.  Errors:
+ * UV_EINVAL (NULL ctx, another mode), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM
+ * (the context's first use of fibers makes their state). */
+enum { UVP_FIBER_DEFAULT = 0, UVP_FIBER_COMPACT = 1 };
+UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
+
 /* ------------------------------------------------------------------------ */
 /* Scopes: request-scoped context slots                                      */
 /* ------------------------------------------------------------------------ */

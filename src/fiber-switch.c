@@ -30,8 +30,10 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(UVP__FIBER_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if defined(UVP__FIBER_TSAN)
@@ -401,6 +403,52 @@ void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
   tools_leave(from, to, NULL);
   (void)jump(from, to, msg);
   abort();
+}
+
+#if !defined(UVP__FIBER_UCONTEXT)
+uint64_t uvp__fiber_fp_control(void) {
+#if defined(__x86_64__)
+  uint32_t mxcsr;
+  uint16_t fcw;
+  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
+  return mxcsr | (uint64_t)fcw << 32;
+#else
+  uint64_t fpcr;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+  return fpcr;
+#endif
+}
+
+void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
+  uintptr_t *frame = ctx->sp; /* as init_frame laid it out */
+#if defined(__x86_64__)
+  frame[0] = (uintptr_t)fp;
+#else
+  frame[20] = (uintptr_t)fp;
+#endif
+}
+#endif
+
+size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top) {
+  return (size_t)(top - (const char *)ctx->sp);
+}
+
+void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf) {
+  size_t len = uvp__fiber_live(ctx, top);
+#if defined(UVP__FIBER_ASAN)
+  /* The frames' redzones are poisoned: a copy is no overflow. */
+  ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
+#endif
+  memcpy(buf, ctx->sp, len);
+}
+
+void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
+                        const void *buf) {
+  size_t len = uvp__fiber_live(ctx, top);
+#if defined(UVP__FIBER_ASAN)
+  ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
+#endif
+  memcpy(ctx->sp, buf, len);
 }
 
 void uvp__fiber_destroy(uvp__fiber_ctx_t *ctx) {

@@ -67,7 +67,15 @@ static void assert_fibers_ok(void) {
 static int setup(void **state) {
   fcheck_line = 0;
   fcheck_expr = NULL;
-  return fixture_setup(state);
+  int rc = fixture_setup(state);
+#if defined(T_COMPACT)
+  /* The whole file again with the context's fibers in the compact mode
+   * (test-fiber-as-compact). */
+  if (rc == 0 && uvp_ctx_set_fiber_mode(((fixture_t *)*state)->ctx,
+                                        UVP_FIBER_COMPACT) != 0)
+    rc = -1;
+#endif
+  return rc;
 }
 
 static int teardown(void **state) {
@@ -949,6 +957,9 @@ static uvp_ret_t shield_parent(void *arg) {
 
 static void test_shielded_await_of_own_cleanup(void **state) {
   fixture_t *f = *state;
+#if defined(T_COMPACT)
+  skip(); /* the children use the parent's stack: the default mode's */
+#endif
   static shield_t s;
   s = (shield_t){.ctx = f->ctx, .rc_plain = 1, .rc_join = 1, .rc_after = 1};
   assert_int_equal(uvp_promise_new(f->ctx, &s.gate), 0);
@@ -1327,6 +1338,9 @@ static void spawn_where(fixture_t *f, where_t *w, const uvp_fiber_opts_t *o) {
 
 static void test_stack_reuse(void **state) {
   fixture_t *f = *state;
+#if defined(T_COMPACT)
+  skip(); /* a stack per fiber: the default mode's */
+#endif
   where_t a = {.use = 0}, b = {.use = 0};
   uvp_ctx_stats_t s = stats(f->ctx);
   assert_int_equal(s.fibers, 0);
@@ -1391,6 +1405,9 @@ static void assert_stack_of(const where_t *w, size_t size) {
 
 static void test_stack_sizes(void **state) {
   fixture_t *f = *state;
+#if defined(T_COMPACT)
+  skip(); /* a stack per fiber: the default mode's */
+#endif
   where_t w = {.use = 48 * 1024};
   spawn_where(f, &w, NULL);
   assert_stack_of(&w, 256 * 1024);
