@@ -41,6 +41,7 @@
 #endif
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #define UVP__FIBER_VALGRIND 1
 #endif
@@ -360,6 +361,10 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 #else
   {
     uintptr_t *frame = (uintptr_t *)top - FRAME_WORDS;
+#if defined(UVP__FIBER_VALGRIND)
+    /* A stack used before (a compact fiber's, see fiber.c): addressable. */
+    (void)VALGRIND_MAKE_MEM_UNDEFINED(frame, FRAME_WORDS * sizeof(*frame));
+#endif
     init_frame(ctx, frame, boot);
     ctx->sp = frame;
   }
@@ -447,6 +452,11 @@ void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
   size_t len = uvp__fiber_live(ctx, top);
 #if defined(UVP__FIBER_ASAN)
   ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
+#endif
+#if defined(UVP__FIBER_VALGRIND)
+  /* Another fiber's frames came and went here since: for memcheck, the
+   * part below its stack pointer is no-access until written again. */
+  (void)VALGRIND_MAKE_MEM_UNDEFINED(ctx->sp, len);
 #endif
   memcpy(ctx->sp, buf, len);
 }

@@ -433,8 +433,9 @@ static void test_pool_reuse_and_caps(void **state) {
   assert_int_equal(pool.warm_count, 1);
   assert_int_equal(pool.idle_bytes, bytes);
   assert_int_equal(uvp__stack_get(&pool, 0, &b), 0);
-  assert_ptr_equal(b, a); /* the same stack back, its pages with it */
-  assert_int_equal((unsigned char)b->base[0], 0xa5);
+  assert_ptr_equal(b, a);   /* the same stack back, its pages with it */
+  if (!RUNNING_ON_VALGRIND) /* for memcheck a stack handed out is undefined */
+    assert_int_equal((unsigned char)b->base[0], 0xa5);
   assert_int_equal(pool.idle_count, 0);
   assert_int_equal(pool.idle_bytes, 0);
 
@@ -481,7 +482,8 @@ static void test_pool_reuse_and_caps(void **state) {
   assert_ptr_equal(a, c);
   assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
   assert_ptr_equal(a, b);
-  assert_int_equal(b->base[0], 0); /* fresh pages */
+  if (!RUNNING_ON_VALGRIND)
+    assert_int_equal(b->base[0], 0); /* fresh pages */
   /* ... or by bytes. */
   pool.max_idle = 10;
   pool.max_idle_bytes = a->size + a->size / 2;
