@@ -64,7 +64,9 @@ typedef struct fiber_state_s {
   uvp__stack_t *run_stack; /* where compact fibers run (COMPACT_SHARED) */
   fiber_t *owner;          /* whose frames are on it, if anyone's */
   size_t on_run_stack;     /* compact fibers alive that use it */
-  uint32_t park_slack;     /* stack an await uses below its frame, at most */
+  /* What an await uses of the stack below the frame of compact_reserve,
+   * by entry (uvp_await, uvp_await_shielded): 0 until measured. */
+  uint32_t park_slack[2];
 } fiber_state_t;
 
 enum { F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
@@ -318,14 +320,17 @@ static void compact_free(fiber_t *f) {
   uvp__free(f);
 }
 
-/* Room for f's frames before it parks, so that parking cannot fail: the
- * stack above this await's frame, and what the await itself uses below it
- * (the most seen so far, 512 bytes until one was).  An await that cannot
- * get it fails with UV_ENOMEM. */
-static UVP__NOINLINE int compact_reserve(fiber_t *f) {
+/* Room for f's frames before it parks, so that parking does not fail: the
+ * stack above this function's frame, and what the await uses below it.
+ * That is a constant of the build for each entry (the frames of the switch
+ * and of whatever of the await is not inlined, beside this one's), except
+ * under ASan, whose fake stacks vary it: measured at the first park, 4 KiB
+ * until then.  An await that cannot get it fails with UV_ENOMEM. */
+static UVP__NOINLINE int compact_reserve(fiber_t *f, bool shield) {
 #if defined(UVP__FIBER_CAN_COPY)
   size_t depth = (size_t)(compact_top(f) - (char *)__builtin_frame_address(0));
-  size_t slack = f->st->park_slack != 0 ? f->st->park_slack : 512;
+  uint32_t known = f->st->park_slack[shield];
+  size_t slack = known != 0 ? known : 4096;
   size_t need = (depth + slack + 15) & ~(size_t)15;
   f->await_depth = (uint32_t)depth;
   if (need <= f->saved_cap)
@@ -339,6 +344,7 @@ static UVP__NOINLINE int compact_reserve(fiber_t *f) {
   f->saved_cap = (uint32_t)need;
 #else
   (void)f;
+  (void)shield;
 #endif
   return 0;
 }
@@ -350,18 +356,25 @@ static void compact_park(fiber_t *f) {
   fiber_state_t *st = f->st;
   char *top = compact_top(f);
   size_t len = uvp__fiber_live(&f->fctx, top);
-  /* What this await used below its frame: the reserve of the next ones. */
+  /* What this await used below its reserve: the next ones' reserve. */
   size_t below = len > f->await_depth ? len - f->await_depth : 0;
-  if (below + 16 > st->park_slack)
-    st->park_slack = (uint32_t)(below + 16);
-  if (len > f->saved_cap) { /* the first await of a build, deeper than 512 */
+  if (below + 16 > st->park_slack[f->shielded])
+    st->park_slack[f->shielded] = (uint32_t)(below + 16);
+  if (len > f->saved_cap) {
+    /* Only where frames vary in size (ASan's fake stacks): the fiber has
+     * a stack of its own there, and stays on it unparked if there is no
+     * memory for its frames. */
     void *buf = uvp__realloc(f->saved, len);
     if (buf == NULL) {
+#if defined(COMPACT_SHARED)
       fprintf(stderr,
-              "uvp: no memory for the frames of the compact fiber "
-              "spawned at %s:%d; aborting\n",
-              f->file, f->line);
+              "uvp: the frames of the compact fiber spawned at %s:%d (%zu "
+              "bytes) outgrew the room taken for them (%u); aborting\n",
+              f->file, f->line, len, (unsigned)f->saved_cap);
       abort();
+#else
+      return;
+#endif
     }
     f->saved = buf;
     f->saved_cap = (uint32_t)len;
@@ -552,7 +565,7 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
       *out = (uvp_outcome_t){rc, NULL, p};
     return rc;
   }
-  if (UVP__UNLIKELY(f->compact) && compact_reserve(f) != 0) {
+  if (UVP__UNLIKELY(f->compact) && compact_reserve(f, shield) != 0) {
     if (out != NULL)
       *out = (uvp_outcome_t){UV_ENOMEM, NULL, p};
     return UV_ENOMEM;
