@@ -617,9 +617,8 @@ int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out) {
   return 0;
 }
 
-/* The least recently returned warm stack gives its pages back. */
-static void demote_coldest(uvp__stack_pool_t *pool) {
-  uvp__stack_t *s = pool->warm_tail;
+/* A warm stack (the least recently returned) gives its pages back. */
+static void demote(uvp__stack_pool_t *pool, uvp__stack_t *s) {
   uvp__stack_chunk_t *c = s->chunk;
   unlink_slot(&pool->warm, &pool->warm_tail, s);
   pool->warm_count--;
@@ -657,15 +656,15 @@ void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
   c->warm++;
   pool->idle_count++;
   pool->idle_bytes += slot_len;
-  while (pool->warm_count > 0 &&
+  while (pool->warm_tail != NULL &&
          (pool->warm_count > pool->max_idle ||
           pool->warm_count * pool->size > pool->max_idle_bytes))
-    demote_coldest(pool);
+    demote(pool, pool->warm_tail);
 }
 
 void uvp__stack_pool_trim(uvp__stack_pool_t *pool, size_t keep) {
-  while (pool->warm_count > keep)
-    demote_coldest(pool);
+  while (pool->warm_tail != NULL && pool->warm_count > keep)
+    demote(pool, pool->warm_tail);
 }
 
 /* Forgets every released slot (they are not handed out again; each chunk
