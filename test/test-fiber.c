@@ -1651,7 +1651,12 @@ static void test_many_suspended(void **state) {
   assert_int_equal(m.bad, 0);
   uvp_ctx_stats_t s = stats(f->ctx);
   assert_int_equal(s.fibers, 0);
+#if defined(T_COMPACT)
   assert_true(s.fiber_stacks <= KEPT_MAX);
+#else
+  /* Every stack came back; the pool keeps the last 1024 warm. */
+  assert_int_equal(s.fiber_stacks, n < KEPT_MAX ? n : KEPT_MAX);
+#endif
   for (size_t i = 0; i < n; i++) {
     assert_ptr_equal(uvp_promise_value(fps[i]), (void *)(uintptr_t)(i + 1));
     uvp_promise_release(fps[i]);
