@@ -10,8 +10,13 @@
  *
  *   low                                                             high
  *   [ lead page ][ slot 0 ][ slot 1 ] ...
- *   slot:  [ guard page ][ usable stack ........... ][ 16 bytes ]
- *                         ^ base                     ^ base + size
+ *   slot:  [ guard page ][ usable stack ......... ][ stagger ][ 16 bytes ]
+ *                         ^ base                  ^ base + size
+ *
+ * The stagger is (slot index mod 32) * 64 bytes: the tops of consecutive
+ * stacks, where fibers keep their records and first frames, fall in
+ * different cache sets (docs/internals.md 13.8).  A slot has a page more
+ * than the stack's size for it.
  *
  * Below each stack, one of three guards, chosen per slot when it is first
  * carved:
