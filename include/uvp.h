@@ -1197,9 +1197,9 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * up to 64 MiB), not a mapping of its own: fibers take no entries of the
  * kernel's table of mappings (vm.max_map_count), and a process holds as
  * many as its memory allows.  A million fibers each awaiting its own
- * uvp_delay take 4.5 GB in the default mode (a 4 KiB page of stack each,
- * and 512 bytes of page tables beside the resident set) and 0.9 GB in the
- * compact mode (896 bytes each); see README.  uvp_fiber_spawn fails with
+ * uvp_delay take 4.3 GB in the default mode (a 4 KiB page of stack each,
+ * and 512 bytes of page tables beside the resident set) and 0.86 GB in
+ * the compact mode (896 bytes each); see README.  uvp_fiber_spawn fails with
  * UV_ENOMEM when no stack can be mapped (the address space, RLIMIT_AS) or
  * a record allocated.  Pages are the kernel's to give as a fiber touches
  * them: a process that runs out of resident memory is ended by the
