@@ -484,10 +484,11 @@ typedef struct uvp_ctx_stats_s {
                              function, so this stops growing once a program's
                              hot paths have run */
   size_t fibers;          /* fibers spawned and not yet finished */
-  size_t fiber_stacks;    /* idle stacks kept for the next fibers (see
+  size_t fiber_stacks;    /* idle stacks kept warm for the next fibers (see
                              "Fibers", Stacks) ... */
-  size_t fiber_stack_bytes; /* ... and the address space they map (only
-                               pages a fiber touched are resident) */
+  size_t fiber_stack_bytes; /* ... and the address space they take, guard
+                               pages included (only pages a fiber touched
+                               are resident) */
 } uvp_ctx_stats_t;
 /* Fill *out.  Loop thread; also after uvp_ctx_close, while the context's
  * memory lives (promises still held: see uvp_ctx_close), to count what is
@@ -1185,10 +1186,18 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *
  * Ownership across an await.  uvp_await borrows p: hold a reference to it
  * across the call (uvp keeps its own while the fiber waits).  The outcome's
- * value is p's, valid while you hold your reference.  Everything on the
- * fiber's stack stays where it is while the fiber is suspended, so locals
- * may be lent to other code (handlers, other fibers) until the fiber
- * returns; a fiber must not return while something still uses them.
+ * value is p's, valid while you hold your reference.  What a fiber may
+ * leave pointed to on its stack while it waits depends on its mode (see
+ * Modes below): in the default mode everything on the fiber's stack stays
+ * where it is while the fiber is suspended, so locals may be lent to other
+ * code (handlers, other fibers, buffers given to I/O) until the fiber
+ * returns, and a fiber must not return while something still uses them;
+ * in the compact mode nothing may point into a parked fiber's stack.  No
+ * uvp operation keeps a pointer into a fiber's stack across an await, in
+ * either mode: uvp_await writes *out once the fiber has resumed, and uvp
+ * copies what a call is given (paths, addresses, options) during the call,
+ * except what the call says it borrows (the buffers of uvp_fs_read and
+ * uvp_fs_write, of uvp_tcp_write): where those live is yours to choose.
  *
  * Cancellation and teardown.  Cancelling a fiber's promise rejects it with
  * UV_ECANCELED at once, as any cancellation does; the fiber itself goes on
@@ -1204,15 +1213,105 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * uvp_ctx_close inside a fiber fails with UVP_EINFIBER: a fiber cannot free the
  * stack it runs on.
  *
- * Stacks.  Each fiber gets a stack (256 KiB by default) with a guard page
- * below it: an overflow faults at once instead of corrupting memory.
- * Stacks are pooled per context and reused: the pool keeps about as many
- * as ever ran at once (up to about a thousand, those beyond the first 64
- * with only their top 16 KiB resident; uvp_ctx_stats counts them),
- * so spawning, awaiting and returning make no system call and allocate
- * nothing once warm; only the pages a fiber touches are resident
- * (a fiber suspended a few calls deep holds one or two 4 KiB pages).  Do
- * not run the loop (uv_run) from a fiber.
+ * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a
+ * few large mappings that uvp maps as it needs them (each twice the last,
+ * up to 64 MiB), not a mapping of its own: fibers take no entries of the
+ * kernel's table of mappings (vm.max_map_count), and a process holds as
+ * many as its memory allows.  A million fibers each awaiting its own
+ * uvp_delay take 4.3 GB in the default mode (a 4 KiB page of stack each,
+ * and 512 bytes of page tables beside the resident set) and 0.86 GB in
+ * the compact mode (896 bytes each); see README.  uvp_fiber_spawn fails with
+ * UV_ENOMEM when no stack can be mapped (the address space, RLIMIT_AS) or
+ * a record allocated.  Pages are the kernel's to give as a fiber touches
+ * them: a process that runs out of resident memory is ended by the
+ * kernel's OOM killer, not told UV_ENOMEM, as with any memory touched on
+ * demand.  Stacks are pooled per context and reused: up to 1024 returned
+ * stacks (and 256 MiB of them) keep the pages their last fiber touched,
+ * for the next fibers (uvp_ctx_stats counts them), so spawning, awaiting
+ * and returning make no system call and allocate nothing once warm; a
+ * stack returned beyond those gives its pages back (one madvise call).
+ * Only the pages a fiber touches are resident (a fiber suspended a few
+ * calls deep holds one 4 KiB page).  Do not run the loop (uv_run) from a
+ * fiber.
+ *
+ * Overflow.  Below every stack lies a guard, and a fiber that runs off its
+ * stack is stopped with a report on stderr naming where it was spawned
+ * ("uvp: the fiber spawned at app.c:12 ran off its stack of ... bytes"),
+ * on every kernel.  Which guard depends on the kernel, found out once per
+ * process by its effect (not by what the kernel answers):
+ *  - Linux 6.13 and later: a guard page under every stack (a guard marker,
+ *    MADV_GUARD_INSTALL), in the same mapping.  Any access to it faults at
+ *    once.  uvp's SIGSEGV handler reports a fault in the guard page of the
+ *    fiber running on the thread, then hands the fault on to the handler
+ *    installed before it (ASan's, which reports the faulting access too;
+ *    or the default action: the process dies of SIGSEGV).  It runs on an
+ *    alternate signal stack, which uvp gives each thread running fibers
+ *    that has none.  A program that installs a SIGSEGV handler after uvp
+ *    has its handler called for every fault uvp's does not report, once a
+ *    context of the process next maps stacks (uvp installs its own again
+ *    then, on top).
+ *  - Older kernels, and qemu-user: a PROT_NONE guard page, which splits a
+ *    mapping (two entries of the table each), for as many stacks at once
+ *    as a quarter of vm.max_map_count allows in the process (16 382 by
+ *    default), reported as above; beyond those, a canary: 16 bytes just
+ *    under the stack's guard page (which is then ordinary memory), checked
+ *    with the stack pointer each time the fiber switches away (every await
+ *    and its return).  An overrun deeper than that page overwrites the
+ *    canary before anything of another fiber's stack, and the process
+ *    aborts at the fiber's next switch with the report.  What the check
+ *    cannot promise: code the overrunning fiber runs before that switch
+ *    may have written past the canary (into the top of the stack below:
+ *    another fiber's first frames), and an overrun that stays within the
+ *    guard page, or whose frames skip the canary's 16 bytes and return
+ *    before the switch, is not reported.
+ * With either guard page, a single frame larger than a page (a local array
+ * over 4 KiB) may step over it: build with -fstack-clash-protection to
+ * have such frames touch every page on the way down.  The environment
+ * variable UVP_FIBER_GUARD=fallback, read once, makes a process use the
+ * older kernels' guards wherever it runs (UVP_FIBER_GUARD=canary: canaries
+ * only), to test or compare them.
+ *
+ * Modes (uvp_ctx_set_fiber_mode, per context).  In the default mode a
+ * suspended fiber's stack stays where it is, with anything lent from it
+ * (see Ownership above); a suspended fiber costs at least the page at its
+ * stack's top (4 KiB) and its share of the page tables (512 bytes with 256
+ * KiB stacks).  In the compact mode (UVP_FIBER_COMPACT) a fiber's record is
+ * on the heap and it runs on a stack that the context's compact fibers
+ * share; while it is parked in an await, its live frames (from its body
+ * down to the await: about 270 bytes for an await in the body itself) are
+ * copied out into a buffer of their size, and back to the same addresses
+ * before it resumes, once another compact fiber has run on the stack in
+ * between.  A parked compact fiber so costs its frames, its record (248
+ * bytes) and its promise.  The price:
+ *  - nothing may point into a compact fiber's stack while it is parked: no
+ *    buffer on its stack given to uvp_fs_read, uvp_fs_write or uvp_tcp_write
+ *    (allocate it, or hand it over with uvp_tcp_write_full), no local lent
+ *    to a handler, another fiber or a group's member, no address of a
+ *    local kept where code reads it before the fiber resumes.  Pointers
+ *    between the fiber's own frames stay valid (they go back to the same
+ *    addresses), and so does anything written into its locals after the
+ *    await returns (uvp_await's *out).  Under ASan each compact fiber has a
+ *    stack of its own, which is poisoned while the fiber is parked: a use
+ *    of a pointer into it is reported where it happens;
+ *  - each await copies: resuming a compact fiber costs a copy of its live
+ *    bytes and of the last parked one's (a ping-pong of two compact fibers
+ *    takes about twice the default's time per await; docs/internals.md 13
+ *    has the cost by bytes), and a compact fiber never hands off directly
+ *    to another fiber;
+ *  - an await in a compact fiber may fail with UV_ENOMEM (no memory for
+ *    its frames: nothing parked, nothing awaited).
+ * A fiber spawned with a stack size of its own (uvp_fiber_opts_t) gets a
+ * stack of its own and the default mode; compact fibers use the stack size
+ * of the context when the first of those alive was spawned.  Which to pick:
+ * a server holding a fiber per connection, most of them waiting a long
+ * time in a read (tens of thousands to millions of connections), should
+ * run them compact: 1.7 KB per idle connection in bench/run-hold against
+ * 5.2 KB (the page of stack each default fiber holds), no page tables to
+ * speak of, and an await's copy of a few hundred bytes is small beside the
+ * read's system call; its fibers keep their buffers on the heap, and state
+ * shared with child fibers in the parent's record or the heap.  Keep the
+ * default for fibers that lend their locals, that await often with deep
+ * stacks, or that are few.
  *
  * Floating-point modes.  Each fiber has its own floating-point control
  * modes: the rounding direction (fesetround) and flags such as
@@ -1230,7 +1329,9 @@ typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
 typedef struct uvp_fiber_opts_s {
   size_t stack_size;    /* usable bytes (less than 16 KiB gives 16 KiB,
                            rounded up to whole pages); 0: the context's
-                           default (uvp_ctx_set_fiber_stack) */
+                           default (uvp_ctx_set_fiber_stack).  Not 0: a
+                           stack of the fiber's own, and the default mode
+                           whatever the context's */
   uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
                            loop thread, after fn returned, or when it will
                            never run (cancelled or torn down before it
@@ -1247,8 +1348,8 @@ typedef struct uvp_fiber_opts_s {
  * uvp_promise_cancel cancels the fiber (see above).  `opts` may be NULL
  * (defaults).  Also from inside a fiber.
  * Errors: UV_EINVAL (NULL ctx, fn or out), UVP_ECLOSED, UVP_ETHREAD,
- * UV_ENOMEM (no memory, or no stack could be mapped: the address space or
- * the kernel's limit on mappings, two per stack, is exhausted); then
+ * UV_ENOMEM (no memory for the fiber's record or promise, or no stack
+ * could be mapped: the address space or RLIMIT_AS is exhausted); then
  * nothing runs and arg is still yours. */
 #define uvp_fiber_spawn(...) uvp_fiber_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
@@ -1262,8 +1363,9 @@ UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
  * UVP_ENOTFIBER (not called from a fiber: nothing can be waited for on
  * the loop's own stack), UVP_EXCTX (p belongs to another context),
  * UV_ECANCELED (the fiber's promise was cancelled), UVP_ECLOSED (the
- * context is closed); out->status then says the same.  The site of the
- * call is recorded for uvp_ctx_dump_pending. */
+ * context is closed), UV_ENOMEM (a compact fiber: no memory to park its
+ * frames in); out->status then says the same.  The site of the call is
+ * recorded for uvp_ctx_dump_pending. */
 #define uvp_await(...) uvp_await_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
                             const char *file, int line);
@@ -1293,10 +1395,20 @@ UVP_EXTERN int uvp_in_fiber(void);
 
 /* The default stack size of the context's fibers (usable bytes, rounded up
  * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The
- * idle stacks the pool kept are unmapped.  Errors: UV_EINVAL, UVP_ECLOSED,
- * UVP_ETHREAD, UV_ENOMEM (the context's first use of fibers makes their
- * state). */
+ * idle stacks the pool kept go back to the kernel.  Compact fibers get the
+ * new size once none alive uses the old one's stack.  Errors: UV_EINVAL,
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (the context's first use of fibers
+ * makes their state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
+
+/* The mode of the fibers the context spawns from now on (see "Fibers",
+ * Modes): UVP_FIBER_DEFAULT (each fiber's stack stays where it is; until
+ * set) or UVP_FIBER_COMPACT (a parked fiber's frames are copied out of
+ * the stack it runs on).  Fibers already spawned keep theirs.  Errors:
+ * UV_EINVAL (NULL ctx, another mode), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM
+ * (the context's first use of fibers makes their state). */
+enum { UVP_FIBER_DEFAULT = 0, UVP_FIBER_COMPACT = 1 };
+UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
 
 /* ------------------------------------------------------------------------ */
 /* Scopes: request-scoped context slots                                      */

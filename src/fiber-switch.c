@@ -26,11 +26,14 @@
  * UVP__FIBER_FORCE_UCONTEXT for testing it) the switch is glibc's
  * swapcontext: correct, and slow (see fiber-switch.h). */
 #include "fiber-switch.h"
+#include "fiber-stack.h"
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if defined(UVP__FIBER_ASAN)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #if defined(UVP__FIBER_TSAN)
@@ -38,6 +41,7 @@
 #endif
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #define UVP__FIBER_VALGRIND 1
 #endif
@@ -320,6 +324,8 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx) {
   ctx->sp = NULL;
   ctx->entry = NULL;
   ctx->arg = NULL;
+  ctx->canary = NULL;
+  ctx->stack = NULL;
   ctx->valgrind_id = 0;
   tools_init(ctx);
 }
@@ -329,6 +335,8 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
   uintptr_t top = ((uintptr_t)stack_base + size) & ~(uintptr_t)15;
   ctx->entry = entry;
   ctx->arg = arg;
+  ctx->canary = NULL;
+  ctx->stack = NULL;
   tools_init(ctx);
 #if defined(UVP__FIBER_ASAN)
   ctx->asan_bottom = stack_base;
@@ -353,14 +361,37 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 #else
   {
     uintptr_t *frame = (uintptr_t *)top - FRAME_WORDS;
+#if defined(UVP__FIBER_VALGRIND)
+    /* A stack used before (a compact fiber's, see fiber.c): addressable. */
+    (void)VALGRIND_MAKE_MEM_UNDEFINED(frame, FRAME_WORDS * sizeof(*frame));
+#endif
     init_frame(ctx, frame, boot);
     ctx->sp = frame;
   }
 #endif
 }
 
+void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const uvp__stack_t *stack) {
+  ctx->stack = stack;
+  ctx->canary = stack->canary;
+}
+
+/* A stack without a guard page: its canary intact and the stack pointer
+ * above its base, or the process stops here. */
+#if defined(__GNUC__)
+__attribute__((noinline, cold))
+#endif
+static void
+check_stack(const uvp__fiber_ctx_t *ctx) {
+  const char *sp = __builtin_frame_address(0);
+  if (!uvp__stack_canary_intact(ctx->canary) || sp < ctx->stack->base)
+    uvp__stack_overrun(ctx->stack, sp);
+}
+
 void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                         void *msg) {
+  if (__builtin_expect(from->canary != NULL, 0))
+    check_stack(from);
 #if defined(UVP__FIBER_ASAN)
   tools_leave(from, to, &from->asan_fake);
 #else
@@ -372,9 +403,62 @@ void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 }
 
 void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
+  if (__builtin_expect(from->canary != NULL, 0))
+    check_stack(from);
   tools_leave(from, to, NULL);
   (void)jump(from, to, msg);
   abort();
+}
+
+#if !defined(UVP__FIBER_UCONTEXT)
+uint64_t uvp__fiber_fp_control(void) {
+#if defined(__x86_64__)
+  uint32_t mxcsr;
+  uint16_t fcw;
+  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
+  return mxcsr | (uint64_t)fcw << 32;
+#else
+  uint64_t fpcr;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+  return fpcr;
+#endif
+}
+
+void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
+  uintptr_t *frame = ctx->sp; /* as init_frame laid it out */
+#if defined(__x86_64__)
+  frame[0] = (uintptr_t)fp;
+#else
+  frame[20] = (uintptr_t)fp;
+#endif
+}
+#endif
+
+size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top) {
+  return (size_t)(top - (const char *)ctx->sp);
+}
+
+void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf) {
+  size_t len = uvp__fiber_live(ctx, top);
+#if defined(UVP__FIBER_ASAN)
+  /* The frames' redzones are poisoned: a copy is no overflow. */
+  ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
+#endif
+  memcpy(buf, ctx->sp, len);
+}
+
+void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
+                        const void *buf) {
+  size_t len = uvp__fiber_live(ctx, top);
+#if defined(UVP__FIBER_ASAN)
+  ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
+#endif
+#if defined(UVP__FIBER_VALGRIND)
+  /* Another fiber's frames came and went here since: for memcheck, the
+   * part below its stack pointer is no-access until written again. */
+  (void)VALGRIND_MAKE_MEM_UNDEFINED(ctx->sp, len);
+#endif
+  memcpy(ctx->sp, buf, len);
 }
 
 void uvp__fiber_destroy(uvp__fiber_ctx_t *ctx) {

@@ -16,6 +16,7 @@
 #define UVP_FIBER_SWITCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UVP__FIBER_ASAN 1
@@ -50,12 +51,19 @@
  * anyway the process aborts (there is no frame to return to). */
 typedef void (*uvp__fiber_entry_t)(void *arg, void *msg);
 
+struct uvp__stack_s;
+
 /* Every field is the layer's own. */
 typedef struct uvp__fiber_ctx_s uvp__fiber_ctx_t;
 struct uvp__fiber_ctx_s {
   void *sp;                 /* the saved stack pointer while suspended */
   uvp__fiber_entry_t entry; /* NULL: a thread's own context */
   void *arg;
+  /* The canary under the fiber's stack (NULL: none, a guard page faults
+   * instead), checked with the stack pointer as the fiber switches away
+   * (uvp__fiber_watch). */
+  const uint64_t *canary;
+  const struct uvp__stack_s *stack;
   unsigned valgrind_id; /* the stack's registration */
 #if defined(UVP__FIBER_UCONTEXT)
   ucontext_t uc;
@@ -86,6 +94,40 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx);
  * keep it across calls. */
 void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
                      uvp__fiber_entry_t entry, void *arg);
+
+/* The fiber runs on `stack` (fiber-stack.h), as given to uvp__fiber_init:
+ * if it is guarded by a canary, every uvp__fiber_switch and uvp__fiber_exit
+ * away from the fiber first checks the canary and that the stack pointer
+ * is inside the stack, and on a mismatch stops the process with
+ * uvp__stack_overrun.  A stack with a guard page costs the switch one
+ * load and a branch not taken. */
+void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const struct uvp__stack_s *stack);
+
+/* Copying a suspended fiber's frames out of its stack and back (the
+ * compact mode of fiber.c).  A fiber suspended by uvp__fiber_switch, whose
+ * stack's top is `top` (as given to uvp__fiber_init, 16-byte aligned), has
+ * live bytes only in [its saved stack pointer, top): uvp__fiber_live says
+ * how many; uvp__fiber_save copies them to buf, uvp__fiber_restore puts
+ * them back at the same addresses, after which the fiber may be resumed.
+ * Pointers into those bytes stay valid only across a save and restore to
+ * the same place, so a fiber's frames always go back where they were.
+ * Under ASan the bytes are read whatever the frames' redzones say, and
+ * restore leaves them addressable.  Not with the ucontext switch (the
+ * saved stack pointer is in its ucontext_t): UVP__FIBER_CAN_COPY says
+ * whether the build can. */
+#if !defined(UVP__FIBER_UCONTEXT)
+#define UVP__FIBER_CAN_COPY 1
+#endif
+size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top);
+/* The floating-point control state of the running context, as
+ * uvp__fiber_init gives it to a fiber; and, between uvp__fiber_init and
+ * the first switch to a fiber, the one it is to start with instead (a
+ * fiber whose context is made later than its spawn). */
+uint64_t uvp__fiber_fp_control(void);
+void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp);
+void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf);
+void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
+                        const void *buf);
 
 /* Suspends the running context into `from` and resumes `to`, passing it
  * `msg`: the value its own uvp__fiber_switch returns, or a new fiber's

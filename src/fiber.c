@@ -17,6 +17,10 @@
  * decided by its state when the reaction runs, not by who queued it. */
 #include <string.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "alloc.h"
 #include "fiber-stack.h"
 #include "fiber-switch.h"
 #include "scope.h"
@@ -24,6 +28,27 @@
 #include "trace.h"
 
 #define MIN_STACK (16u * 1024u)
+
+/* The compact mode (uvp_ctx_set_fiber_mode): a fiber's record is on the
+ * heap, and while it is parked its live frames are copied out of the
+ * stack it runs on, into a buffer of their size.  Compact fibers run on
+ * one stack per context, at the same addresses each (so pointers between
+ * their frames hold), and a parked one's frames are copied out only when
+ * another compact fiber needs the stack: a fiber resumed before anything
+ * else runs there is not copied at all.  Under ASan each compact fiber has
+ * a stack of its own instead, and its frames are copied out as soon as it
+ * parks and the stack poisoned, so that a pointer into a parked fiber's
+ * stack is reported where it is used; with the ucontext switch (no saved
+ * stack pointer to copy from) each has a stack of its own and nothing is
+ * copied.  Compact fibers never hand off to other fibers, nor others to
+ * them: they switch through the loop's stack, which copies. */
+#if defined(UVP__FIBER_CAN_COPY) && !defined(UVP__FIBER_ASAN)
+#define COMPACT_SHARED 1 /* one stack per context, copied lazily */
+#endif
+#if defined(UVP__FIBER_CAN_COPY) && defined(UVP__FIBER_ASAN)
+#define COMPACT_POISON 1 /* a stack each, copied out and poisoned at once */
+#include <sanitizer/asan_interface.h>
+#endif
 
 typedef struct fiber_s fiber_t;
 
@@ -35,6 +60,13 @@ typedef struct fiber_state_s {
   uvp__fiber_ctx_t loop; /* the loop thread's own, while a fiber runs */
   fiber_t *all;          /* every fiber not finished, for teardown/dump */
   size_t count;
+  int mode;                /* uvp_ctx_set_fiber_mode */
+  uvp__stack_t *run_stack; /* where compact fibers run (COMPACT_SHARED) */
+  fiber_t *owner;          /* whose frames are on it, if anyone's */
+  size_t on_run_stack;     /* compact fibers alive that use it */
+  /* What an await uses of the stack below the frame of compact_reserve,
+   * by entry (uvp_await, uvp_await_shielded): 0 until measured. */
+  uint32_t park_slack[2];
 } fiber_state_t;
 
 enum { F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
@@ -53,13 +85,20 @@ struct fiber_s {
   uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
   uvp_outcome_t woken;    /* what the wake delivered */
   uvp__handler_t wake;
-  fiber_t *prev, *next; /* in st->all */
-  const char *file;     /* where it was spawned ... */
-  int line;
+  fiber_t *prev, *next;   /* in st->all */
+  const char *file;       /* where it was spawned ... */
   const char *await_file; /* ... and where it waits */
-  int await_line;
+  int line, await_line;
   uvp__scope_t *scope; /* what it runs in (a reference), between runs */
   uint16_t trace;      /* its frame: its spawn, or the await it last left */
+  /* The compact mode's. */
+  bool compact;
+  bool started; /* its context made on its stack (at its first run) */
+  bool out;     /* its live frames are in `saved`, not on its stack */
+  uint32_t saved_cap;
+  uint32_t await_depth; /* bytes of stack above its last await's frame */
+  void *saved;
+  uint64_t fp; /* the floating-point control state it starts with */
 };
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
@@ -78,6 +117,9 @@ static void unlink_fiber(fiber_t *f) {
   st->count--;
 }
 
+static void compact_free(fiber_t *f);
+static void entry(void *arg, void *msg);
+
 /* f has returned, or will never start: nothing switches to or from its
  * stack again.  Its scope goes, then the stack (f's record with it). */
 static void free_stack(fiber_t *f) {
@@ -85,6 +127,10 @@ static void free_stack(fiber_t *f) {
   uvp__stack_t *stack = f->stack;
   uvp__scope_unref(f->scope);
   uvp__fiber_destroy(&f->fctx);
+  if (UVP__UNLIKELY(f->compact)) {
+    compact_free(f);
+    return;
+  }
   uvp__stack_put(&st->stacks, stack);
 }
 
@@ -97,6 +143,9 @@ static void enter(fiber_t *f) {
   uvp__head(f->st->ctx)->trace = f->trace;
 }
 
+static void compact_enter(fiber_t *f);
+static void compact_park(fiber_t *f);
+
 /* Switch from the loop's stack to f.  Returns when a fiber switches back
  * to the loop: f, or one that f (or a fiber after it) handed off to. */
 static void run(fiber_t *f) {
@@ -105,6 +154,8 @@ static void run(fiber_t *f) {
   uvp__scope_t *was = uvp__head(ctx)->scope;
   uint16_t was_trace = uvp__head(ctx)->trace;
   enter(f);
+  if (UVP__UNLIKELY(f->compact))
+    compact_enter(f);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
   /* It saved its scope (a reference) in last->scope as it left. */
   uvp__fiber_current = NULL;
@@ -113,6 +164,10 @@ static void run(fiber_t *f) {
   uvp__head(ctx)->trace = was_trace;
   if (last->state == F_DONE)
     free_stack(last); /* its last switch is behind it */
+#if defined(COMPACT_POISON)
+  else if (last->compact)
+    compact_park(last);
+#endif
 }
 
 static void let_go_of_arg(fiber_t *f) {
@@ -178,9 +233,11 @@ static void on_wake(void *arg, const uvp_outcome_t *in) {
  * await through the drain, see docs/internals.md).  Only fibers that will
  * run are taken, so nothing but a fiber's start or resumption ever runs
  * on another fiber's stack. */
-static UVP__ALWAYS_INLINE fiber_t *handoff(fiber_state_t *st) {
+static UVP__ALWAYS_INLINE fiber_t *handoff(fiber_state_t *st,
+                                           const fiber_t *self) {
   fiber_t *g = uvp__next_embedded(st->ctx, on_wake);
-  if (g == NULL || (g->state == F_QUEUED && g->cancelled))
+  if (g == NULL || (g->state == F_QUEUED && g->cancelled) ||
+      (UVP__UNLIKELY(g->compact | self->compact) && g != self))
     return NULL;
   /* Straight into woken: a copy of a struct just stored stalls. */
   uvp__take_embedded(st->ctx, &g->woken);
@@ -214,6 +271,180 @@ static void on_cancel(uvp_promise_t *p, void *arg) {
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
 }
 
+/* ---- the compact mode ---------------------------------------------------- */
+
+/* The top of f's stack, as its context was made with. */
+static char *compact_top(const fiber_t *f) {
+  return (char *)(((uintptr_t)f->stack->base + f->stack->size) &
+                  ~(uintptr_t)15);
+}
+
+/* A compact fiber's record, on the heap, and its stack: the context's run
+ * stack, or one of its own. */
+static int compact_new(fiber_state_t *st, fiber_t **out) {
+  fiber_t *f = uvp__malloc(sizeof(*f));
+  if (f == NULL)
+    return UV_ENOMEM;
+  memset(f, 0, sizeof(*f));
+#if defined(COMPACT_SHARED)
+  if (st->run_stack == NULL) {
+    int rc = uvp__stack_get(&st->stacks, 0, &st->run_stack);
+    if (rc != 0) {
+      uvp__free(f);
+      return rc;
+    }
+  }
+  f->stack = st->run_stack;
+  st->on_run_stack++;
+#else
+  int rc = uvp__stack_get(&st->stacks, 0, &f->stack);
+  if (rc != 0) {
+    uvp__free(f);
+    return rc;
+  }
+#endif
+  f->st = st;
+  f->compact = true;
+#if defined(UVP__FIBER_CAN_COPY)
+  /* Its context is made at its first run: it starts with the modes of
+   * its spawn all the same. */
+  f->fp = uvp__fiber_fp_control();
+#endif
+  *out = f;
+  return 0;
+}
+
+static void compact_free(fiber_t *f) {
+  fiber_state_t *st = f->st;
+  if (st->owner == f)
+    st->owner = NULL;
+  uvp__free(f->saved);
+#if defined(COMPACT_SHARED)
+  st->on_run_stack--;
+#else
+  uvp__stack_put(&st->stacks, f->stack);
+#endif
+  uvp__free(f);
+}
+
+/* Room for f's frames before it parks, so that parking does not fail: the
+ * stack above this function's frame, and what the await uses below it.
+ * That is a constant of the build for each entry (the frames of the switch
+ * and of whatever of the await is not inlined, beside this one's), except
+ * under ASan, whose fake stacks vary it: measured at the first park, 4 KiB
+ * until then.  An await that cannot get it fails with UV_ENOMEM. */
+static UVP__NOINLINE int compact_reserve(fiber_t *f, bool shield) {
+#if defined(UVP__FIBER_CAN_COPY)
+  size_t depth = (size_t)(compact_top(f) - (char *)__builtin_frame_address(0));
+  uint32_t known = f->st->park_slack[shield];
+  size_t slack = known != 0 ? known : 4096;
+  size_t need = (depth + slack + 15) & ~(size_t)15;
+  f->await_depth = (uint32_t)depth;
+  if (need <= f->saved_cap)
+    return 0;
+  if (need > UINT32_MAX)
+    return UV_ENOMEM;
+  void *buf = uvp__realloc(f->saved, need);
+  if (buf == NULL)
+    return UV_ENOMEM;
+  f->saved = buf;
+  f->saved_cap = (uint32_t)need;
+#else
+  (void)f;
+  (void)shield;
+#endif
+  return 0;
+}
+
+/* f's frames leave its stack, into f->saved (the loop's stack is running:
+ * f is suspended). */
+static void compact_park(fiber_t *f) {
+#if defined(UVP__FIBER_CAN_COPY)
+  fiber_state_t *st = f->st;
+  char *top = compact_top(f);
+  size_t len = uvp__fiber_live(&f->fctx, top);
+  /* What this await used below its reserve: the next ones' reserve. */
+  size_t below = len > f->await_depth ? len - f->await_depth : 0;
+  if (below + 16 > st->park_slack[f->shielded])
+    st->park_slack[f->shielded] = (uint32_t)(below + 16);
+  if (len > f->saved_cap) {
+    /* Only where frames vary in size (ASan's fake stacks): the fiber has
+     * a stack of its own there, and stays on it unparked if there is no
+     * memory for its frames. */
+    void *buf = uvp__realloc(f->saved, len);
+    if (buf == NULL) {
+#if defined(COMPACT_SHARED)
+      fprintf(stderr,
+              "uvp: the frames of the compact fiber spawned at %s:%d (%zu "
+              "bytes) outgrew the room taken for them (%u); aborting\n",
+              f->file, f->line, len, (unsigned)f->saved_cap);
+      abort();
+#else
+      return;
+#endif
+    }
+    f->saved = buf;
+    f->saved_cap = (uint32_t)len;
+  } else if (f->saved_cap > 4096 && f->saved_cap / 4 > len) {
+    /* Parked deep once, shallow now: give most of it back. */
+    void *buf = uvp__realloc(f->saved, (len + 15) & ~(size_t)15);
+    if (buf != NULL) {
+      f->saved = buf;
+      f->saved_cap = (uint32_t)((len + 15) & ~(size_t)15);
+    }
+  }
+  uvp__fiber_save(&f->fctx, top, f->saved);
+  f->out = true;
+  if (st->owner == f)
+    st->owner = NULL;
+#if defined(COMPACT_POISON)
+  /* Nobody else runs here: any use of it while f is parked is a bug. */
+  ASAN_POISON_MEMORY_REGION(f->stack->base, f->stack->size);
+#endif
+#else
+  (void)f;
+#endif
+}
+
+/* Before f runs: its frames back on its stack (the current owner's out of
+ * the way first), or its context made there at its first run. */
+static void compact_enter(fiber_t *f) {
+  fiber_state_t *st = f->st;
+  uvp__stack_t *stack = f->stack;
+#if defined(COMPACT_SHARED)
+  if (st->owner != f) {
+    if (st->owner != NULL)
+      compact_park(st->owner);
+    st->owner = f;
+  }
+#else
+  (void)st;
+#endif
+  if (!f->started) {
+    char *top = compact_top(f);
+#if defined(COMPACT_POISON)
+    ASAN_UNPOISON_MEMORY_REGION(stack->base, stack->size);
+#endif
+    uvp__fiber_init(&f->fctx, stack->base, (size_t)(top - stack->base), entry,
+                    f);
+#if defined(UVP__FIBER_CAN_COPY)
+    uvp__fiber_set_fp_control(&f->fctx, f->fp);
+#endif
+    uvp__fiber_watch(&f->fctx, stack);
+    f->started = true;
+  } else if (f->out) {
+#if defined(UVP__FIBER_CAN_COPY)
+#if defined(COMPACT_POISON)
+    ASAN_UNPOISON_MEMORY_REGION(stack->base, stack->size);
+#endif
+    uvp__fiber_restore(&f->fctx, compact_top(f), f->saved);
+#endif
+    f->out = false;
+  }
+  stack->file = f->file; /* the overflow reports name the fiber so */
+  stack->line = f->line;
+}
+
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                        const uvp_fiber_opts_t *opts, uvp_promise_t **out,
                        const char *file, int line) {
@@ -233,21 +464,37 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
         size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
   }
   uvp__stack_t *stack;
-  rc = uvp__stack_get(&st->stacks, size, &stack);
-  if (rc != 0)
-    return rc;
-  /* The fiber's record at the top of its stack, 16-byte aligned below. */
-  uintptr_t top =
-      ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) & ~(uintptr_t)15;
-  fiber_t *f = (fiber_t *)top;
-  memset(f, 0, sizeof(*f));
+  fiber_t *f;
+  uintptr_t top = 0;
+  /* A stack size of its own: a stack of its own, whatever the mode. */
+  bool compact = UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0;
+  if (compact) {
+    rc = compact_new(st, &f);
+    if (rc != 0)
+      return rc;
+    stack = f->stack;
+  } else {
+    rc = uvp__stack_get(&st->stacks, size, &stack);
+    if (rc != 0)
+      return rc;
+    /* The fiber's record at the top of its stack, 16-byte aligned below. */
+    top = ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) &
+          ~(uintptr_t)15;
+    f = (fiber_t *)top;
+    memset(f, 0, sizeof(*f));
+    stack->file = file; /* the overflow reports name the fiber so */
+    stack->line = line;
+  }
+  f->st = st;
   f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
   if (f->p == NULL) {
-    uvp__stack_put(&st->stacks, stack);
+    if (compact)
+      compact_free(f);
+    else
+      uvp__stack_put(&st->stacks, stack);
     return UV_ENOMEM;
   }
   f->stack = stack;
-  f->st = st;
   f->fn = fn;
   f->arg = arg;
   f->arg_free = opts != NULL ? opts->arg_free : NULL;
@@ -259,8 +506,20 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER,
                                     uvp__head(ctx)->trace);
   f->trace = f->p->trace;
-  uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
-                  f);
+  if (!compact) { /* a compact one's context is made as it first runs */
+    uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
+                    f);
+    uvp__fiber_watch(&f->fctx, stack);
+  }
+#if !defined(UVP__FIBER_CAN_COPY)
+  else { /* ... except where nothing is copied: a stack of its own */
+    char *ctop = compact_top(f);
+    uvp__fiber_init(&f->fctx, stack->base, (size_t)(ctop - stack->base), entry,
+                    f);
+    uvp__fiber_watch(&f->fctx, stack);
+    f->started = true;
+  }
+#endif
   f->next = st->all;
   if (st->all != NULL)
     st->all->prev = f;
@@ -278,7 +537,7 @@ static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out) {
   fiber_state_t *st = f->st;
   f->state = F_SUSPENDED;
   f->scope = uvp__head(st->ctx)->scope;
-  fiber_t *next = handoff(st);
+  fiber_t *next = handoff(st, f);
   if (next == f) {
     enter(f); /* its own wake was next: the drain would resume it at once */
   } else if (next != NULL) {
@@ -316,6 +575,11 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
       *out = (uvp_outcome_t){rc, NULL, p};
     return rc;
   }
+  if (UVP__UNLIKELY(f->compact) && compact_reserve(f, shield) != 0) {
+    if (out != NULL)
+      *out = (uvp_outcome_t){UV_ENOMEM, NULL, p};
+    return UV_ENOMEM;
+  }
   f->await_file = file;
   f->await_line = line;
   if (uvp__head(f->st->ctx)->traces)
@@ -352,6 +616,15 @@ int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
 
 /* ---- per context -------------------------------------------------------- */
 
+/* The compact fibers' stack goes back once none of them uses it. */
+static void put_run_stack(fiber_state_t *st) {
+  if (st->run_stack != NULL && st->on_run_stack == 0) {
+    uvp__stack_put(&st->stacks, st->run_stack);
+    st->run_stack = NULL;
+    st->owner = NULL;
+  }
+}
+
 /* Teardown (the sweep has rejected every pending promise, the fibers' own
  * included): each suspended fiber runs to its end, every await returning
  * UVP_ECLOSED at once. */
@@ -364,6 +637,7 @@ static void fiber_close(uvp__ext_t *ext) {
     f->woken = (uvp_outcome_t){UVP_ECLOSED, NULL, f->waiting};
     run(f);
   }
+  put_run_stack(st);
   uvp__stack_pool_close(&st->stacks);
 }
 
@@ -387,6 +661,7 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
 
 static void fiber_destroy(uvp__ext_t *ext) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
+  put_run_stack(st);
   uvp__stack_pool_close(&st->stacks);
   uvp__fiber_destroy(&st->loop);
   uvp__free(st);
@@ -395,8 +670,14 @@ static void fiber_destroy(uvp__ext_t *ext) {
 static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
   const fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   out->fibers += st->count;
-  out->fiber_stacks += st->stacks.idle_count;
-  out->fiber_stack_bytes += st->stacks.idle_bytes;
+  out->fiber_stacks += st->stacks.warm_count;
+  out->fiber_stack_bytes += st->stacks.warm_bytes;
+}
+
+/* For the fault handler (fiber-stack.h): the stack the thread runs on. */
+static const uvp__stack_t *running_stack(void) {
+  const fiber_t *f = uvp__fiber_current;
+  return f != NULL ? f->stack : NULL;
 }
 
 static void fiber_trim(uvp__ext_t *ext) {
@@ -417,6 +698,7 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   st->ext.trim = fiber_trim;
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
+  uvp__stack_set_running_hook(running_stack);
   uvp__fiber_thread_init(&st->loop);
   uvp__head(ctx)->ext[UVP__EXT_FIBERS] = &st->ext;
   return st;
@@ -429,7 +711,20 @@ int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes) {
   fiber_state_t *st = state_of(ctx);
   if (st == NULL)
     return UV_ENOMEM;
-  st->stacks.size = bytes < MIN_STACK ? MIN_STACK : bytes;
-  uvp__stack_pool_trim(&st->stacks, 0);
+  put_run_stack(st); /* compact fibers spawned from now on: the new size */
+  uvp__stack_pool_resize(&st->stacks, bytes < MIN_STACK ? MIN_STACK : bytes);
+  return 0;
+}
+
+int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode) {
+  int rc = mode != UVP_FIBER_DEFAULT && mode != UVP_FIBER_COMPACT
+               ? UV_EINVAL
+               : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  fiber_state_t *st = state_of(ctx);
+  if (st == NULL)
+    return UV_ENOMEM;
+  st->mode = mode;
   return 0;
 }

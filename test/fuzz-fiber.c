@@ -643,6 +643,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   in_pos = 0;
   if (uv_loop_init(&S.loop) != 0 || uvp_ctx_new(&S.loop, &S.ctx) != 0)
     abort();
+#if defined(FUZZ_COMPACT)
+  /* fuzz-fiber-compact: the same model, the fibers in the compact mode
+   * (under ASan each parked fiber's stack is poisoned). */
+  if (uvp_ctx_set_fiber_mode(S.ctx, UVP_FIBER_COMPACT) != 0)
+    abort();
+#endif
   uvp_ctx_set_budget(S.ctx, 1u << 30);
   uvp_ctx_set_unhandled_cb(S.ctx, unhandled_not_cancelled, NULL);
 

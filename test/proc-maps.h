@@ -1,9 +1,11 @@
 /* Where an address is mapped, read from /proc/self/maps: mincore cannot
  * tell a PROT_NONE page (a stack's guard) from no mapping under qemu-user.
- * Shared by test-fiber.c and test-fiber-switch.c. */
+ * Whether a page can be read at all (a guard marker does not show in the
+ * maps).  Shared by test-fiber.c and test-fiber-switch.c. */
 #ifndef UVP_TEST_PROC_MAPS_H
 #define UVP_TEST_PROC_MAPS_H
 
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -11,6 +13,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -49,6 +53,42 @@ static inline bool proc_mapped_as(const void *addr, char perms[5]) {
 static inline bool proc_mapped(const void *addr) {
   char perms[5];
   return proc_mapped_as(addr, perms);
+}
+
+/* The lines of /proc/self/maps: the mappings the process holds. */
+static inline size_t proc_map_count(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  size_t n = 0;
+  int c;
+  if (f == NULL)
+    fail_msg("cannot read /proc/self/maps");
+  while ((c = fgetc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+/* Whether the byte at addr can be read (the kernel reading it for us, as a
+ * debugger would): 1, 0 (it faults: unmapped, PROT_NONE or a guard marker),
+ * or -1 when process_vm_readv is refused or missing (qemu-user). */
+static inline int proc_readable(const void *addr) {
+  char byte;
+  struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)addr, 1};
+  ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  if (n == 1)
+    return 1;
+  return n < 0 && errno == EFAULT ? 0 : -1;
+}
+
+/* Whether the page holding addr faults on access: by the kernel's read,
+ * else by its permissions in the maps (enough where only PROT_NONE pages
+ * guard, as under qemu-user). */
+static inline bool proc_guarded(const void *addr) {
+  char perms[5];
+  int r = proc_readable(addr);
+  if (r >= 0)
+    return r == 0;
+  return !proc_mapped_as(addr, perms) || perms[0] != 'r';
 }
 
 #endif
