@@ -1148,9 +1148,22 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
     if (fd >= 0) {
       s->accepted_paused += s->paused;
       conn_open(s, fd);
-      /* Room for what this client will ask. */
-      may_shed = !(s->fd_low != 0 && fd >= s->fd_low && shed(s, 0, fd) > 0);
-      continue;
+      if (s->fd_low == 0 || fd < s->fd_low) {
+        may_shed = 1;
+        continue;
+      }
+      /* One of the last descriptors: room for what the clients accepted
+       * will ask (a backend connection each) comes first.  Closing idle
+       * ones makes it; if none can go yet, accepting more would take the
+       * room itself (a flood of silent clients in the backlog, taking
+       * every descriptor freed), so accept waits instead. */
+      if (shed(s, 0, fd) > 0) {
+        may_shed = 0;
+        continue;
+      }
+      accept_pause(s, UV_EMFILE,
+                   s->shed_young ? SHED_MIN_AGE_MS : ACCEPT_RETRY_MS);
+      return;
     }
     int e = errno;
     if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
