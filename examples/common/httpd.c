@@ -22,6 +22,7 @@
  * own handles and every connection have. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -1147,17 +1148,28 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
     int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       s->accepted_paused += s->paused;
-      conn_open(s, fd);
       if (s->fd_low == 0 || fd < s->fd_low) {
+        conn_open(s, fd);
         may_shed = 1;
         continue;
       }
       /* One of the last descriptors: room for what the clients accepted
        * will ask (a backend connection each) comes first.  Closing idle
-       * ones makes it; if none can go yet, accepting more would take the
-       * room itself (a flood of silent clients in the backlog, taking
-       * every descriptor freed), so accept waits instead. */
-      if (shed(s, 0, fd) > 0) {
+       * ones makes it, below: the new client moves down into one of them,
+       * so that the last descriptors stay free (left there, young silent
+       * clients would fill them one by one).  If none can go yet,
+       * accepting more would take the room itself (a flood of silent
+       * clients in the backlog), so accept waits instead. */
+      size_t freed = shed(s, 0, fd);
+      int low = freed > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+      if (low >= 0 && low < fd) {
+        close(fd);
+        fd = low;
+      } else if (low >= 0) {
+        close(low);
+      }
+      conn_open(s, fd);
+      if (freed > 0) {
         may_shed = 0;
         continue;
       }
