@@ -1340,6 +1340,9 @@ typedef struct uvp_fiber_opts_s {
                            uvp_in_fiber() is true there, uvp_ctx_close
                            fails with UVP_EINFIBER, and it must not
                            await */
+  uint64_t deadline_ms; /* the fiber and what it starts must end within
+                           this, from the spawn (see "Deadlines"); 0: none
+                           of its own */
 } uvp_fiber_opts_t;
 
 /* Run fn(arg) on a new fiber of ctx; *out gets one reference to the
@@ -1447,6 +1450,48 @@ UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
 UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
 
 /* ------------------------------------------------------------------------ */
+/* Deadlines                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A deadline is a point in the loop's time (uv_now) that a scope carries
+ * to everything started under it, as slots are carried (see "Scopes"):
+ * the handlers registered, fibers spawned and group members added there,
+ * and what they start in turn, three levels down or thirty.  Work
+ * started under a deadline is watched by it: every uvp operation (file,
+ * TCP, DNS, thread-pool work, process), uvp_delay and uvp_timeout, every
+ * fiber and every group's join.  When it passes, what is still pending
+ * is cancelled with UV_ETIMEDOUT, newest first, the way uvp cancels
+ * anything: uv_cancel for a request still queued in the thread pool, the
+ * handle closed for TCP, the signal for a process, the timer stopped.  A
+ * request the pool is already running cannot be stopped: it completes,
+ * its promise has rejected with UV_ETIMEDOUT meanwhile, and what it
+ * produced is released (a descriptor closed).  A fiber whose promise
+ * passed its deadline goes on running to clean up: its awaits return
+ * UV_ETIMEDOUT (uvp_await_shielded waits on, as after a cancellation).
+ * A group's join rejects with UV_ETIMEDOUT and its members are cancelled.
+ * Each piece of work takes the nearest of its own deadline and those it
+ * was started under: a deadline set where one is already nearer changes
+ * nothing.  Code that calls a server passes the budget on with
+ * uvp_deadline_left.  Work already running when a deadline is set is not
+ * watched by it; work started by a handler of a promise settled from
+ * another thread is, if the handler was registered under it.  With no
+ * deadline set, none of this costs anything measurable. */
+
+/* What uvp_deadline_left says when no deadline is set. */
+#define UVP_NO_DEADLINE UINT64_MAX
+
+/* Give the current scope a deadline `ms` milliseconds from now (for the
+ * rest of the running handler or callback, or of the fiber across its
+ * awaits, and for everything started from there; see above), unless it
+ * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
+ * UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
+
+/* Milliseconds until the current scope's deadline (0: passed), or
+ * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
+UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
+
+/* ------------------------------------------------------------------------ */
 /* Task groups                                                               */
 /* ------------------------------------------------------------------------ */
 
@@ -1511,8 +1556,11 @@ typedef struct uvp_group_s uvp_group_t;
 enum { UVP_GROUP_FAIL_FAST = 1, UVP_GROUP_DISCARD_SETTLED = 2 };
 
 typedef struct uvp_group_opts_s {
-  size_t limit; /* members running at once; 0: no limit */
-  int flags;    /* 0, or UVP_GROUP_* flags ORed */
+  size_t limit;         /* members running at once; 0: no limit */
+  int flags;            /* 0, or UVP_GROUP_* flags ORed */
+  uint64_t deadline_ms; /* the group's work must end within this, from
+                           uvp_group_new (see "Deadlines"); 0: none of its
+                           own */
 } uvp_group_opts_t;
 
 /* A group (opts may be NULL).  The group is yours until

@@ -21,9 +21,9 @@
 #include <stdlib.h>
 
 #include "alloc.h"
+#include "deadline.h"
 #include "fiber-stack.h"
 #include "fiber-switch.h"
-#include "scope.h"
 #include "site.h"
 #include "trace.h"
 
@@ -81,6 +81,7 @@ struct fiber_s {
   uvp_free_cb arg_free;
   int state;
   bool cancelled;         /* its promise was cancelled: awaits say so */
+  bool timed_out;         /* ... by its deadline: they say UV_ETIMEDOUT */
   bool shielded;          /* in uvp_await_shielded: cancelling waits too */
   uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
   uvp_outcome_t woken;    /* what the wake delivered */
@@ -102,6 +103,9 @@ struct fiber_s {
 };
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
+
+/* What a cancelled fiber's awaits say. */
+static int cancel_code(const fiber_t *f);
 
 /* The fiber running on this thread, NULL on the loop's own stack. */
 static UVP__TLS fiber_t *uvp__fiber_current;
@@ -212,7 +216,7 @@ static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
   if (in == NULL)
     return false; /* teardown: uvp_ctx_close resumes it (fiber_close) */
   if (f->cancelled && !f->shielded)
-    f->woken = (uvp_outcome_t){UV_ECANCELED, NULL, f->waiting};
+    f->woken = (uvp_outcome_t){cancel_code(f), NULL, f->waiting};
   else if (in != &f->woken)
     f->woken = *in; /* the awaited promise's, settled or pending-no-more */
   return true;
@@ -250,11 +254,17 @@ static UVP__ALWAYS_INLINE fiber_t *handoff(fiber_state_t *st,
 /* The fiber's promise was cancelled, or torn down (then fiber_close
  * resumes it).  Runs inside uvp_promise_cancel: the fiber is resumed from
  * the run queue, never here. */
+static int cancel_code(const fiber_t *f) {
+  return f->timed_out ? UV_ETIMEDOUT : UV_ECANCELED;
+}
+
 static void on_cancel(uvp_promise_t *p, void *arg) {
   fiber_t *f = arg;
-  if (uvp_promise_reason(p, NULL) != UV_ECANCELED)
+  int code = uvp_promise_reason(p, NULL);
+  if (code != UV_ECANCELED && code != UV_ETIMEDOUT)
     return;
   f->cancelled = true;
+  f->timed_out = code == UV_ETIMEDOUT;
   if (f->shielded)
     return; /* it waits on: see uvp_await_shielded */
   if (f->state != F_SUSPENDED || f->waiting == NULL ||
@@ -445,6 +455,19 @@ static void compact_enter(fiber_t *f) {
   stack->line = f->line;
 }
 
+/* The scope a fiber spawned now runs in: the current one, or one with its
+ * own deadline (NULL: no memory). */
+static bool fiber_scope(uvp_ctx_t *ctx, const uvp_fiber_opts_t *opts,
+                        uvp__scope_t **out) {
+  *out = uvp__scope_capture(ctx);
+  if (opts == NULL || opts->deadline_ms == 0)
+    return true;
+  uvp__scope_t *s = uvp__scope_within(ctx, *out, opts->deadline_ms);
+  uvp__scope_unref(*out);
+  *out = s;
+  return s != NULL;
+}
+
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                        const uvp_fiber_opts_t *opts, uvp_promise_t **out,
                        const char *file, int line) {
@@ -453,6 +476,9 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     return rc;
   fiber_state_t *st = state_of(ctx);
   if (st == NULL)
+    return UV_ENOMEM;
+  uvp__scope_t *scope;
+  if (!fiber_scope(ctx, opts, &scope))
     return UV_ENOMEM;
   size_t size = opts != NULL ? opts->stack_size : 0;
   /* And room for the fiber's record, saturating: a size near SIZE_MAX
@@ -470,13 +496,17 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   bool compact = UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0;
   if (compact) {
     rc = compact_new(st, &f);
-    if (rc != 0)
+    if (rc != 0) {
+      uvp__scope_unref(scope);
       return rc;
+    }
     stack = f->stack;
   } else {
     rc = uvp__stack_get(&st->stacks, size, &stack);
-    if (rc != 0)
+    if (rc != 0) {
+      uvp__scope_unref(scope);
       return rc;
+    }
     /* The fiber's record at the top of its stack, 16-byte aligned below. */
     top = ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) &
           ~(uintptr_t)15;
@@ -492,6 +522,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
       compact_free(f);
     else
       uvp__stack_put(&st->stacks, stack);
+    uvp__scope_unref(scope);
     return UV_ENOMEM;
   }
   f->stack = stack;
@@ -501,7 +532,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   f->file = file;
   f->line = line;
   f->state = F_QUEUED;
-  f->scope = uvp__scope_capture(ctx);
+  f->scope = scope;
   if (uvp__head(ctx)->traces) /* the fiber's promise names the fiber */
     f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER,
                                     uvp__head(ctx)->trace);
@@ -527,6 +558,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   st->count++;
   *out = f->p;
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
+  uvp__watch_in(scope, f->p);
   return 0;
 }
 
@@ -568,7 +600,7 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
            : f == NULL               ? UVP_ENOTFIBER
            : uvp__closed(f->st->ctx) ? UVP_ECLOSED
            : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
-           : f->cancelled && !shield ? UV_ECANCELED
+           : f->cancelled && !shield ? cancel_code(f)
                                      : 0;
   if (rc != 0) {
     if (out != NULL)

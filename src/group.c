@@ -12,7 +12,7 @@
  * does. */
 #include <string.h>
 
-#include "scope.h"
+#include "deadline.h"
 #include "trace.h"
 
 /* A member is a cell (reaction.h): the reaction that observes its promise
@@ -205,8 +205,8 @@ static void owner_scope_gone(uvp__owner_t *o) {
   g->scopes--;
   maybe_free(g);
 }
-static const uvp__owner_ops_t owner_ops = {owner_work_begin, owner_work_end,
-                                           owner_scope_made, owner_scope_gone};
+static const uvp__owner_ops_t owner_ops = {
+    owner_work_begin, owner_work_end, NULL, owner_scope_made, owner_scope_gone};
 
 /* ---- blocks of cells ----------------------------------------------------- */
 
@@ -544,7 +544,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
   uint16_t outer = uvp__trace_enter(ctx, g->trace);
   int rc;
   if (z->fn != NULL) {
-    uvp_fiber_opts_t o = {z->stack_size, fiber_done};
+    uvp_fiber_opts_t o = {z->stack_size, fiber_done, 0};
     z->g = g;
     group_hold(g);
     rc = uvp_fiber_spawn_at(ctx, fiber_entry, z, &o, &p, z->file, z->line);
@@ -662,7 +662,8 @@ static void cancel_all(uvp_group_t *g) {
 /* The join promise was cancelled (or torn down): so is the group. */
 static void join_cancel(uvp_promise_t *join, void *arg) {
   uvp_group_t *g = arg;
-  if (uvp_promise_reason(join, NULL) == UV_ECANCELED) {
+  int why = uvp_promise_reason(join, NULL);
+  if (why == UV_ECANCELED || why == UV_ETIMEDOUT) { /* or its deadline */
     cancel_all(g); /* adding now says UV_ECANCELED, as after group_cancel */
   } else {
     drop_lazy(g); /* teardown: members are torn down with the context */
@@ -701,6 +702,11 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->flags = opts != NULL ? opts->flags : 0;
   g->owner.ops = &owner_ops;
   g->scope = uvp__scope_with_owner(uvp__head(ctx)->scope, &g->owner);
+  if (g->scope != NULL && opts != NULL && opts->deadline_ms != 0) {
+    uvp__scope_t *s = uvp__scope_within(ctx, g->scope, opts->deadline_ms);
+    uvp__scope_unref(g->scope);
+    g->scope = s;
+  }
   g->join = g->scope == NULL
                 ? NULL
                 : uvp__produced_new(ctx, file, line, join_cancel, g);
@@ -713,6 +719,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   }
   g->joined = g->join; /* the second reference */
   g->site = g->join->site;
+  uvp__watch_in(g->scope, g->join); /* its deadline ends the group */
   /* Made by work of another group (a member, or what one started): that
    * group waits for this one as for its requests. */
   g->parent = uvp__work_begin(ctx);

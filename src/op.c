@@ -102,6 +102,9 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
     uvp__op_free(op);
     return NULL;
   }
+  /* A deadline stops work from the loop, never inside this call: the
+   * wrapper starts the request first. */
+  uvp__scope_watch(ctx, op->p);
   *rc = 0;
   return op;
 }

@@ -748,4 +748,5 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
   reject(p, code, payload, free_cb);
 }
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src) { forward(p, src); }
+void uvp__cancel_with(uvp_promise_t *p, int code) { cancel_with(p, code); }
 void uvp__unref(uvp_promise_t *p) { uvp__unref_in(uvp__promise_ctx(p), p); }

@@ -102,6 +102,9 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
                  uvp_free_cb free_cb);
 /* Settle p exactly like the settled src, sharing its value. */
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
+/* Reject pending p with `code` and run its cancel hook, as
+ * uvp_promise_cancel does for p alone (a deadline's UV_ETIMEDOUT). */
+void uvp__cancel_with(uvp_promise_t *p, int code);
 
 /* ---- releases ------------------------------------------------------------
  * uvp_promise_release (uvp.h) is the public entry, from any thread: off the

@@ -28,13 +28,17 @@ void uvp__scope_unref(uvp__scope_t *s) {
     return;
   for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
     slotval_unref(s->slots[i]);
-  uvp__owner_t *o = s->owner;
+  uvp__owner_t *o = s->owner, *d = s->deadline;
   uvp__free(s);
+  if (d != NULL)
+    d->ops->scope_gone(d);
   if (o != NULL)
     o->ops->scope_gone(o); /* last: it may free the owner */
 }
 
-uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner) {
+/* A scope with base's slots, `owner` and `deadline`, each held. */
+static uvp__scope_t *scope_new(const uvp__scope_t *base, uvp__owner_t *owner,
+                               uvp__owner_t *deadline) {
   uvp__scope_t *s = uvp__calloc(1, sizeof(*s));
   if (s == NULL)
     return NULL;
@@ -46,7 +50,19 @@ uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner) {
   s->owner = owner;
   if (owner != NULL)
     owner->ops->scope_made(owner);
+  s->deadline = deadline;
+  if (deadline != NULL)
+    deadline->ops->scope_made(deadline);
   return s;
+}
+
+uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner) {
+  return scope_new(base, owner, base != NULL ? base->deadline : NULL);
+}
+
+uvp__scope_t *uvp__scope_with_deadline(uvp__scope_t *base,
+                                       uvp__owner_t *deadline) {
+  return scope_new(base, base != NULL ? base->owner : NULL, deadline);
 }
 
 int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
@@ -61,8 +77,9 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
       return UV_ENOMEM;
     *v = (uvp__slotval_t){1, value, free_cb};
   }
-  uvp__scope_t *s =
-      uvp__scope_with_owner(uvp__head(ctx)->scope, uvp__scope_owner(ctx));
+  uvp__scope_t *s = scope_new(
+      uvp__head(ctx)->scope, uvp__scope_owner(ctx),
+      uvp__head(ctx)->scope != NULL ? uvp__head(ctx)->scope->deadline : NULL);
   if (s == NULL) {
     uvp__free(v);
     return UV_ENOMEM;
@@ -85,11 +102,13 @@ int uvp_scope_clear(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  /* The slots go, not the owner: a group member's work stays its group's,
-   * or the join would settle with that work still on the loop. */
+  /* The slots go, not the owner nor the deadline: a group member's work
+   * stays its group's, or the join would settle with that work still on
+   * the loop, and under the deadline it was given. */
   uvp__owner_t *o = uvp__scope_owner(ctx);
-  uvp__scope_t *s = NULL;
-  if (o != NULL && (s = uvp__scope_with_owner(NULL, o)) == NULL)
+  uvp__scope_t *cur = uvp__head(ctx)->scope, *s = NULL;
+  uvp__owner_t *d = cur != NULL ? cur->deadline : NULL;
+  if ((o != NULL || d != NULL) && (s = scope_new(NULL, o, d)) == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(uvp__head(ctx)->scope);
   uvp__head(ctx)->scope = s;

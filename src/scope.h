@@ -12,18 +12,22 @@
 
 #include "sched.h"
 
-/* What the work run under a scope belongs to and answers to (a task group,
- * today).  A layer above embeds it in its object and fills in the hooks;
- * the layers that start libuv requests and handles (the operation layer,
- * TCP, timers) tell it about each from start to end, and scopes hold it
- * while they name it, without knowing what it is.  What else a scope will
- * carry for the work under it (a deadline) is asked for the same way. */
+/* What a scope carries for the work run under it, each filled in by a
+ * layer above that embeds it in an object of its own: the owner the work
+ * belongs to and answers to (a task group, group.c), and its deadline
+ * (deadline.c).  The layers that start work tell them about it without
+ * knowing what they are: a libuv request or handle from its start to its
+ * end (the operation layer, TCP, timers), and the promise of any work
+ * that can be stopped (those, fibers, groups' joins); scopes hold them
+ * while they name them.  A hook a carrier has no use for is NULL. */
 typedef struct uvp__owner_s uvp__owner_t;
 typedef struct uvp__owner_ops_s {
   /* A libuv request or handle started under it, and its end: the owner's
    * work is not done while one is open. */
   void (*work_begin)(uvp__owner_t *o);
   void (*work_end)(uvp__owner_t *o);
+  /* The promise of work started under it, which cancelling stops. */
+  void (*watch)(uvp__owner_t *o, uvp_promise_t *p);
   /* A scope names it, and no longer: it must stay in memory meanwhile. */
   void (*scope_made)(uvp__owner_t *o);
   void (*scope_gone)(uvp__owner_t *o);
@@ -37,14 +41,18 @@ typedef struct uvp__scope_s uvp__scope_t;
 struct uvp__scope_s {
   uint32_t refs;
   uvp__slotval_t *slots[UVP_SCOPE_SLOTS];
-  uvp__owner_t *owner; /* what the work run under it belongs to, or NULL */
+  uvp__owner_t *owner;    /* what the work run under it belongs to, or NULL */
+  uvp__owner_t *deadline; /* when it must end (deadline.c), or NULL */
 };
 
 uvp__scope_t *uvp__scope_ref(uvp__scope_t *s);
 void uvp__scope_unref(uvp__scope_t *s); /* s may be NULL */
 
-/* A scope like `base` (may be NULL) but for `owner`. NULL: no memory. */
+/* A scope like `base` (may be NULL) but for `owner` (or with `deadline`).
+ * NULL: no memory. */
 uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner);
+uvp__scope_t *uvp__scope_with_deadline(uvp__scope_t *base,
+                                       uvp__owner_t *deadline);
 
 /* The head's scope holds a reference to the current scope.  Capture it: */
 static inline uvp__scope_t *uvp__scope_capture(const uvp_ctx_t *ctx) {
@@ -84,6 +92,17 @@ static inline uvp__owner_t *uvp__work_begin(const uvp_ctx_t *ctx) {
   if (o != NULL)
     o->ops->work_begin(o);
   return o;
+}
+
+/* p is the promise of work just started under the current scope, which
+ * cancelling it stops: the scope's deadline, if any, watches it.  No
+ * deadline costs a NULL compare. */
+static inline void uvp__watch_in(const uvp__scope_t *s, uvp_promise_t *p) {
+  if (UVP__UNLIKELY(s != NULL && s->deadline != NULL))
+    s->deadline->ops->watch(s->deadline, p);
+}
+static inline void uvp__scope_watch(const uvp_ctx_t *ctx, uvp_promise_t *p) {
+  uvp__watch_in(uvp__head(ctx)->scope, p);
 }
 static inline void uvp__work_end(uvp__owner_t *o) {
   if (o != NULL)

@@ -84,6 +84,7 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
   d->value = value;
   d->free_cb = free_cb;
   start_timer(ctx, &d->t, d, delay_fire, ms, flags);
+  uvp__scope_watch(ctx, d->p);
   *out = d->p;
   return 0;
 }
@@ -199,6 +200,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   t->src = uvp_promise_retain(p);
   t->refs = 2; /* timer, reaction */
   t->flags = flags;
+  uvp__scope_watch(ctx, t->result);
   *out = t->result;
   return 0;
 }

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -186,6 +187,80 @@ static inline int count_fds(void) {
     n++;
   closedir(d);
   return n;
+}
+
+/* ---- requests pinned in the pool ---------------------------------------- */
+
+/* Waits until a reader is inside open() of the FIFO (only then does a
+ * non-blocking open for writing succeed); that also lets the open finish. */
+static inline int writer_for_blocked_reader(const char *fifo) {
+  for (int i = 0; i < 10000; i++) { /* 10 s at most */
+    int fd = open(fifo, O_WRONLY | O_NONBLOCK);
+    if (fd >= 0)
+      return fd;
+    assert_int_equal(errno, ENXIO);
+    uv_sleep(1);
+  }
+  fail_msg("the pool never opened %s", fifo);
+  return -1;
+}
+
+/* A descriptor of `path` this process has open other than `mine`, or -1. */
+static inline int fd_of(const char *path, int mine) {
+  int found = -1;
+  DIR *d = opendir("/proc/self/fd");
+  assert_non_null(d);
+  struct dirent *e;
+  char link[300], target[PATH_MAX];
+  while (found < 0 && (e = readdir(d)) != NULL) {
+    snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n > 0) {
+      target[n] = '\0';
+      if (strcmp(target, path) == 0 && atoi(e->d_name) != mine)
+        found = atoi(e->d_name);
+    }
+  }
+  closedir(d);
+  return found;
+}
+
+/* Whether a thread of this process is blocked in system call `nr` on fd. */
+static inline bool thread_in_syscall(long nr, int fd) {
+  char want[64], line[256], path[300];
+  snprintf(want, sizeof(want), "%ld 0x%x ", nr, (unsigned)fd);
+  DIR *d = opendir("/proc/self/task");
+  assert_non_null(d);
+  bool found = false;
+  struct dirent *e;
+  while (!found && (e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof(path), "/proc/self/task/%s/syscall", e->d_name);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+      continue; /* the thread has exited */
+    found = fgets(line, sizeof(line), fp) != NULL &&
+            strncmp(line, want, strlen(want)) == 0;
+    fclose(fp);
+  }
+  closedir(d);
+  return found;
+}
+
+/* Runs the loop until a pool thread sits in system call `nr` on the
+ * descriptor uvp opened for `path`, a FIFO whose other end the test holds
+ * (`mine`), so the call blocks there until the test lets it go. */
+static inline void wait_pinned(fixture_t *f, long nr, const char *path,
+                               int mine) {
+  for (int i = 0; i < 10000; i++) { /* 10 s at most */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    int fd = fd_of(path, mine);
+    if (fd >= 0 && thread_in_syscall(nr, fd))
+      return;
+    uv_sleep(1);
+  }
+  fail_msg("no pool thread ever blocked on %s", path);
 }
 
 #endif

@@ -936,7 +936,7 @@ static int s_new(uvp_promise_t **out) {
 
 /* A new group, or -1 if an injected failure refused it. */
 static int s_new_group(size_t limit, int flags) {
-  uvp_group_opts_t o = {limit, flags};
+  uvp_group_opts_t o = {limit, flags, 0};
   uvp_promise_t *j;
   int rc = uvp_group_new(S.ctx, &o, &S.g[S.ng]);
   if (rc != 0) {
@@ -1040,7 +1040,7 @@ static uvp_ret_t fiber_body(void *arg);
 static int s_spawn(int gi, int pre, int aw, int target, int ret) {
   int z = S.nf++;
   S.f[z] = (sfiber_t){z, gi, pre, aw, target, ret, 0, 0, 0, 0, 0};
-  uvp_fiber_opts_t o = {0, fiber_free};
+  uvp_fiber_opts_t o = {0, fiber_free, 0};
   int rc = uvp_group_spawn(S.g[gi], fiber_body, &S.f[z], &o);
   if (rc != 0)
     S.f[z].freed++;

@@ -52,7 +52,7 @@ static uvp_promise_t *join_of(uvp_group_t *g) {
 }
 
 static uvp_group_t *group_new(fixture_t *f, size_t limit, int flags) {
-  uvp_group_opts_t o = {limit, flags};
+  uvp_group_opts_t o = {limit, flags, 0};
   uvp_group_t *g = NULL;
   assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
   assert_non_null(g);
@@ -877,7 +877,7 @@ static void count_free(void *arg) { (*(int *)arg) += 100; }
  * notifier runs, no callback is called. */
 static void assert_cannot_add(fixture_t *f, uvp_group_t *g, int code) {
   static int arg;
-  uvp_fiber_opts_t fo = {0, count_free};
+  uvp_fiber_opts_t fo = {0, count_free, 0};
   uvp_promise_t *p;
   arg = 0;
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
@@ -1132,7 +1132,7 @@ static void test_cancel_hook_in_start_closes_the_context(void **state) {
 
 static void test_bad_arguments(void **state) {
   fixture_t *f = *state;
-  uvp_group_opts_t bad = {0, 4}; /* no such flag */
+  uvp_group_opts_t bad = {0, 4, 0}; /* no such flag */
   uvp_group_t *g = NULL, *other_g = NULL;
   uvp_promise_t *p, *out = NULL, *mine;
   int arg = 0;
@@ -1213,7 +1213,7 @@ typedef struct gforeign_s {
 
 static void group_foreign_calls(void *arg) {
   gforeign_t *x = arg;
-  uvp_fiber_opts_t fo = {0, count_free};
+  uvp_fiber_opts_t fo = {0, count_free, 0};
   int k = 0;
   x->rc[k++] = uvp_group_new(x->ctx, NULL, &x->made);
   x->rc[k++] = uvp_group_add(x->g, x->p);
@@ -2148,7 +2148,7 @@ static void test_arg_free_once(void **state) {
   fixture_t *f = *state;
   static argrec_t rec[A_KINDS];
   memset(rec, 0, sizeof(rec));
-  uvp_fiber_opts_t fo = {0, owned_free};
+  uvp_fiber_opts_t fo = {0, owned_free, 0};
   uvp_promise_t *nx[3];
   /* Started, failed and promise-less start members; a fiber that ran. */
   uvp_group_t *g = group_new(f, 0, 0);
@@ -2736,7 +2736,7 @@ static void test_discard_fail_fast(void **state) {
  * and no other bit is known. */
 static void test_discard_next_refused(void **state) {
   fixture_t *f = *state;
-  uvp_group_opts_t o = {0, UVP_GROUP_DISCARD_SETTLED | 8};
+  uvp_group_opts_t o = {0, UVP_GROUP_DISCARD_SETTLED | 8, 0};
   uvp_group_t *bad = NULL;
   uvp_promise_t *nx = NULL;
   assert_int_equal(uvp_group_new(f->ctx, &o, &bad), UV_EINVAL);
@@ -2911,8 +2911,8 @@ static int af_count(int k, int rc) {
  * says UV_ENOMEM and changes nothing; a member that could not start
  * settles with UV_ENOMEM; every notifier runs once; nothing leaks. */
 static void scenario_group(run_t *r) {
-  uvp_group_opts_t o = {2, 0};
-  uvp_fiber_opts_t fo = {0, af_free};
+  uvp_group_opts_t o = {2, 0, 0};
+  uvp_fiber_opts_t fo = {0, af_free, 0};
   uvp_group_t *g;
   uvp_promise_t *p, *nx[20], *join = NULL;
   int nn = 0;

@@ -500,7 +500,7 @@ static void test_group_members(void **state) {
   static gm_t g;
   boxed_t *g1 = VAL(0), *g2 = VAL(1), *g3 = VAL(2), *g4 = VAL(3), *g5 = VAL(4);
   uvp_group_t *grp;
-  uvp_group_opts_t o = {1, 0};
+  uvp_group_opts_t o = {1, 0, 0};
   uvp_promise_t *join;
   int timers = 0;
   memset(&g, 0, sizeof(g));

@@ -1,0 +1,158 @@
+/* Deadlines: a point in the loop's time that a scope carries (scope.h) to
+ * everything started under it.  The work watched (scope.h's
+ * uvp__scope_watch: operations, timers, fibers, groups' joins) is
+ * cancelled, newest first, with UV_ETIMEDOUT when the deadline passes:
+ * each producer's hook stops its work as a cancellation does (uv_cancel,
+ * uv_close, a signal), and a fiber's awaits say UV_ETIMEDOUT from then on.
+ * A deadline lives while a scope names it; its timer is unreferenced (the
+ * work keeps the loop alive, not its deadline). */
+#include "deadline.h"
+
+typedef struct deadline_s {
+  uvp__owner_t carried; /* what scopes name; first */
+  uvp_ctx_t *ctx;
+  uint64_t at;     /* uv_now() when it passes */
+  uint32_t scopes; /* naming it */
+  bool passed;
+  bool closing;
+  uv_timer_t timer;
+  /* The promises of the work watched, newest last, each a reference.
+   * Settled ones go when the list would grow (compact). */
+  uvp_promise_t **watched;
+  size_t n, cap;
+} deadline_t;
+
+static deadline_t *deadline_of(uvp__owner_t *o) {
+  return UVP__CONTAINER_OF(o, deadline_t, carried);
+}
+
+/* Stop what is still pending, newest first: the innermost work goes
+ * before what waits for it (a group's members before its join). */
+static void expire(deadline_t *d) {
+  while (d->n > 0) {
+    uvp_promise_t *p = d->watched[--d->n];
+    if (uvp__is_pending(p))
+      uvp__cancel_with(p, UV_ETIMEDOUT);
+    uvp__unref(p);
+  }
+}
+
+static void on_time(uv_timer_t *t) {
+  deadline_t *d = t->data;
+  d->passed = true;
+  if (!uvp__closed(d->ctx))
+    expire(d);
+}
+
+static void timer_closed(uv_handle_t *h) {
+  deadline_t *d = h->data;
+  uvp__free(d->watched);
+  uvp__free(d);
+}
+
+/* Keep only what is pending (in order), before the list grows. */
+static void compact(deadline_t *d) {
+  size_t kept = 0;
+  for (size_t i = 0; i < d->n; i++) {
+    uvp_promise_t *p = d->watched[i];
+    if (uvp__is_pending(p))
+      d->watched[kept++] = p;
+    else
+      uvp__unref(p);
+  }
+  d->n = kept;
+}
+
+static void watch(uvp__owner_t *o, uvp_promise_t *p) {
+  deadline_t *d = deadline_of(o);
+  if (d->n == d->cap) {
+    compact(d);
+    if (d->n > d->cap / 2 || d->cap == 0) {
+      size_t cap = d->cap == 0 ? 8 : 2 * d->cap;
+      uvp_promise_t **w = uvp__realloc(d->watched, cap * sizeof(*w));
+      if (w == NULL) {
+        /* Not watched: it runs to its end as if no deadline were set.
+         * Refusing the work would need the memory this lacks anyway. */
+        return;
+      }
+      d->watched = w;
+      d->cap = cap;
+    }
+  }
+  uvp__retain_local(p);
+  d->watched[d->n++] = p;
+  /* Started after the deadline passed: stopped at once, from the loop
+   * (the caller has only just started it). */
+  if (d->passed)
+    uv_timer_start(&d->timer, on_time, 0, 0);
+}
+
+static void scope_made(uvp__owner_t *o) { deadline_of(o)->scopes++; }
+
+static void scope_gone(uvp__owner_t *o) {
+  deadline_t *d = deadline_of(o);
+  if (--d->scopes != 0)
+    return;
+  /* Nothing started under it is left to stop but what it watches: that
+   * work goes on without a deadline. */
+  while (d->n > 0)
+    uvp__unref(d->watched[--d->n]);
+  uv_timer_stop(&d->timer);
+  uv_close((uv_handle_t *)&d->timer, timer_closed);
+}
+
+static const uvp__owner_ops_t deadline_ops = {NULL, NULL, watch, scope_made,
+                                              scope_gone};
+
+/* The deadline of scope s, if any. */
+static deadline_t *deadline_in(const uvp__scope_t *s) {
+  return s != NULL && s->deadline != NULL ? deadline_of(s->deadline) : NULL;
+}
+
+uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
+                                uint64_t ms) {
+  uint64_t now = uv_now(uvp__loop(ctx));
+  uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
+  deadline_t *near = deadline_in(base);
+  if (near != NULL && near->at <= at)
+    return uvp__scope_ref(base);
+  deadline_t *d = uvp__calloc(1, sizeof(*d));
+  if (d == NULL)
+    return NULL;
+  d->carried.ops = &deadline_ops;
+  d->ctx = ctx;
+  d->at = at;
+  uvp__scope_t *s = uvp__scope_with_deadline(base, &d->carried);
+  if (s == NULL) {
+    uvp__free(d);
+    return NULL;
+  }
+  (void)uv_timer_init(uvp__loop(ctx), &d->timer);
+  d->timer.data = d;
+  uv_unref((uv_handle_t *)&d->timer);
+  (void)uv_timer_start(&d->timer, on_time, at - now, 0);
+  return s;
+}
+
+int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp__ctx_head_t *h = uvp__head(ctx);
+  uvp__scope_t *s = uvp__scope_within(ctx, h->scope, ms);
+  if (s == NULL)
+    return UV_ENOMEM;
+  uvp__scope_unref(h->scope);
+  h->scope = s;
+  return 0;
+}
+
+uint64_t uvp_deadline_left(const uvp_ctx_t *ctx) {
+  if (ctx == NULL)
+    return UVP_NO_DEADLINE;
+  deadline_t *d = deadline_in(uvp__head(ctx)->scope);
+  if (d == NULL)
+    return UVP_NO_DEADLINE;
+  uint64_t now = uv_now(uvp__loop(ctx));
+  return d->passed || d->at <= now ? 0 : d->at - now;
+}

@@ -1,0 +1,15 @@
+/* Private to src/: deadlines (deadline.c), which scopes carry (scope.h).
+ * What the layers that make scopes need: a scope with a deadline `ms`
+ * from now, or the nearer one its base already has. */
+#ifndef UVP_DEADLINE_H
+#define UVP_DEADLINE_H
+
+#include "scope.h"
+
+/* A scope like `base` (may be NULL) whose deadline is `ms` from now, or
+ * base's own if that one is nearer (then base, held again).  NULL: no
+ * memory. */
+uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
+                                uint64_t ms);
+
+#endif

@@ -1,0 +1,404 @@
+/* Deadlines (uvp.h "Deadlines", src/deadline.c): what uvp_deadline_left
+ * says and how nested deadlines combine; a group's deadline cancelling a
+ * file read still queued in the pool (its threads held busy, so uv_cancel
+ * succeeds) and one already running (an open blocked on a FIFO: it
+ * completes, its promise has rejected with UV_ETIMEDOUT, its descriptor is
+ * closed); the same deadline cancelling a TCP connect and a child process
+ * started three levels down; a fiber's own deadline and its awaits; work
+ * started after a deadline passed; teardown with deadlines pending.
+ * Every test ends with uv_loop_close() == 0 (the fixture). */
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include "fs-helpers.h"
+
+static void tick(uv_timer_t *t) { (void)t; }
+
+/* Runs the loop until *p has settled, 10 s at most.  A ticking timer keeps
+ * it going: a deadline's own timer does not (the work it watches does,
+ * and some of it here, a fiber awaiting a promise nobody settles, holds no
+ * handle). */
+static void settle(fixture_t *f, uvp_promise_t *p) {
+  uv_timer_t t;
+  uv_timer_init(&f->loop, &t);
+  uv_timer_start(&t, tick, 5, 5);
+  uint64_t t0 = uv_hrtime();
+  while (uvp_promise_state(p) == UVP_PENDING &&
+         uv_hrtime() - t0 < 10000000000ull)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
+}
+
+/* ---- what is left -------------------------------------------------------- */
+
+static void test_left_and_nesting(void **state) {
+  fixture_t *f = *state;
+  assert_true(uvp_deadline_left(f->ctx) == UVP_NO_DEADLINE);
+  assert_true(uvp_deadline_left(NULL) == UVP_NO_DEADLINE);
+  assert_int_equal(uvp_deadline_set(NULL, 10), UV_EINVAL);
+  assert_int_equal(uvp_deadline_set(f->ctx, 1000), 0);
+  uint64_t left = uvp_deadline_left(f->ctx);
+  assert_true(left <= 1000 && left >= 900);
+  /* A farther one changes nothing; a nearer one wins. */
+  assert_int_equal(uvp_deadline_set(f->ctx, 5000), 0);
+  assert_true(uvp_deadline_left(f->ctx) <= 1000);
+  assert_int_equal(uvp_deadline_set(f->ctx, 40), 0);
+  assert_true(uvp_deadline_left(f->ctx) <= 40);
+  /* It passes: 0 left, and the delays started under it, due after it,
+   * were stopped by it (the loop ends then, not at 5 s). */
+  uvp_promise_t *d, *keep;
+  assert_int_equal(uvp_delay(f->ctx, 60, NULL, NULL, 0, &d), 0);
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &keep), 0);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f);
+  assert_true((uv_hrtime() - t0) / 1000000 < 2000);
+  assert_int_equal(uvp_deadline_left(f->ctx), 0);
+  assert_int_equal(uvp_promise_reason(d, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_reason(keep, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(d);
+  uvp_promise_release(keep);
+  (void)close_ctx(f);
+}
+
+/* A handler registered under a deadline sees it, and what it starts is
+ * watched by it; a scope cleared keeps the deadline (as a group's). */
+typedef struct seen_left_s {
+  uint64_t left;
+  uvp_promise_t *started;
+  uvp_ctx_t *ctx;
+} seen_left_t;
+
+static uvp_ret_t note_left(void *arg, const uvp_outcome_t *in) {
+  seen_left_t *s = arg;
+  (void)in;
+  assert_int_equal(uvp_scope_clear(s->ctx), 0);
+  s->left = uvp_deadline_left(s->ctx);
+  assert_int_equal(uvp_delay(s->ctx, 5000, NULL, NULL, 0, &s->started), 0);
+  return uvp_ret_pass();
+}
+
+static void test_handlers_carry_it(void **state) {
+  fixture_t *f = *state;
+  static seen_left_t s;
+  s = (seen_left_t){0, NULL, f->ctx};
+  uvp_promise_t *p, *d;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_deadline_set(f->ctx, 50), 0);
+  assert_int_equal(uvp_promise_then(p, note_left, &s, &d), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0); /* out here: keeps it too */
+  assert_true(uvp_deadline_left(f->ctx) <= 50);
+  assert_int_equal(uvp_promise_resolve(p, NULL, NULL), 0);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f); /* the 5 s delay keeps it running until the deadline */
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  assert_true(s.left <= 50);
+  assert_int_equal(uvp_promise_reason(s.started, NULL), UV_ETIMEDOUT);
+  assert_true(ms < 2000);
+  uvp_promise_release(s.started);
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+}
+
+/* Work started after the deadline passed is stopped at once, from the
+ * loop (not inside the call that started it). */
+static void test_started_after_it_passed(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_deadline_set(f->ctx, 1), 0);
+  uv_sleep(5);
+  uvp_promise_t *first;
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &first), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(first, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_deadline_left(f->ctx), 0);
+  uvp_promise_t *late;
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &late), 0);
+  assert_int_equal(uvp_promise_state(late), UVP_PENDING);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(late, NULL), UV_ETIMEDOUT);
+  assert_true((uv_hrtime() - t0) / 1000000 < 1000);
+  uvp_promise_release(first);
+  uvp_promise_release(late);
+}
+
+/* ---- a group's deadline and the thread pool ------------------------------ */
+
+static const char *read_path;
+
+static int start_read(void *arg, uvp_promise_t **out) {
+  uvp_ctx_t *ctx = arg;
+  return uvp_fs_read_file(ctx, read_path, 0, out);
+}
+
+static uvp_group_t *group_within(fixture_t *f, uint64_t ms) {
+  uvp_group_opts_t o = {0, 0, ms};
+  uvp_group_t *g;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  return g;
+}
+
+/* Queued behind a full pool: cancelled before it starts, never opened. */
+static void test_group_deadline_read_queued(void **state) {
+  fixture_t *f = *state;
+  put("data", "some bytes", 10);
+  read_path = at("data");
+  int fds = count_fds();
+  size_t n = uvp_pool_size();
+  uvp_promise_t **w = block_pool(f, n);
+  uvp_group_t *g = group_within(f, 30);
+  assert_int_equal(uvp_group_start(g, start_read, f->ctx, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  uvp_promise_t *join, *next;
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_group_next(g, &next), 0);
+  settle(f, join);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+  settle(f, next);
+  assert_int_equal(uvp_promise_reason(next, NULL), UV_ETIMEDOUT);
+  unblock_pool();
+  run_loop(f);
+  blockers_done(w, n, 0);
+  assert_int_equal(count_fds(), fds); /* the open never ran */
+  uvp_promise_release(join);
+  uvp_promise_release(next);
+  uvp_group_release(g);
+}
+
+/* Already running (an open blocked on a FIFO until a writer comes): it
+ * cannot be stopped; its promise rejects with UV_ETIMEDOUT at the deadline,
+ * the open completes when the writer comes, and uvp closes what it
+ * opened. */
+static void test_group_deadline_read_running(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(mkfifo(at("fifo"), 0600), 0);
+  read_path = at("fifo");
+  int fds = count_fds();
+  uvp_group_t *g = group_within(f, 30);
+  assert_int_equal(uvp_group_start(g, start_read, f->ctx, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  uvp_promise_t *join, *next;
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_group_next(g, &next), 0);
+  uint64_t t0 = uv_hrtime();
+  settle(f, next); /* the open still blocks: nothing opened it */
+  assert_int_equal(uvp_promise_reason(next, NULL), UV_ETIMEDOUT);
+  /* The join, cancelled by the deadline as uvp_promise_cancel would, has
+   * rejected at once; the open goes on in the pool. */
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+  assert_true((uv_hrtime() - t0) / 1000000 < 2000);
+  assert_int_equal(count_fds(), fds);
+  int wfd = writer_for_blocked_reader(at("fifo")); /* the open completes */
+  run_loop(f);
+  assert_int_equal(close(wfd), 0);
+  assert_int_equal(count_fds(), fds);
+  uvp_promise_release(join);
+  uvp_promise_release(next);
+  uvp_group_release(g);
+}
+
+/* ---- three levels down: a TCP connect and a child process ---------------- */
+
+/* A loopback listener whose accept queue is full: a connect to it waits
+ * (its SYN dropped and sent again) until stopped. */
+typedef struct full_listener_s {
+  int fd, fillers[4];
+  struct sockaddr_in addr;
+} full_listener_t;
+
+static void full_listener(full_listener_t *l) {
+  l->fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(l->fd >= 0);
+  memset(&l->addr, 0, sizeof(l->addr));
+  l->addr.sin_family = AF_INET;
+  l->addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(l->fd, (struct sockaddr *)&l->addr, sizeof(l->addr)),
+                   0);
+  socklen_t len = sizeof(l->addr);
+  assert_int_equal(getsockname(l->fd, (struct sockaddr *)&l->addr, &len), 0);
+  assert_int_equal(listen(l->fd, 0), 0);
+  for (int i = 0; i < 4; i++) {
+    l->fillers[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    assert_true(l->fillers[i] >= 0);
+    (void)connect(l->fillers[i], (struct sockaddr *)&l->addr, sizeof(l->addr));
+    uv_sleep(20);
+  }
+}
+
+static void full_listener_close(full_listener_t *l) {
+  for (int i = 0; i < 4; i++)
+    close(l->fillers[i]);
+  close(l->fd);
+}
+
+typedef struct deep_s {
+  uvp_ctx_t *ctx;
+  full_listener_t *l;
+  uvp_tcp_t *tcp;
+  uvp_promise_t *connect, *child; /* kept: their reasons are checked */
+  int level3;
+} deep_t;
+
+/* Level 3: a handler registered by the inner fiber starts both. */
+static uvp_ret_t level3(void *arg, const uvp_outcome_t *in) {
+  deep_t *d = arg;
+  (void)in;
+  static char *args[] = {"sleep", "30", NULL};
+  uvp_spawn_opts_t o = {"sleep", args, NULL, NULL, NULL, 0, 0, 0};
+  if (uvp_tcp_new(d->ctx, &d->tcp) != 0 ||
+      uvp_tcp_connect(d->tcp, (const struct sockaddr *)&d->l->addr,
+                      &d->connect) != 0 ||
+      uvp_spawn(d->ctx, &o, &d->child) != 0)
+    return uvp_ret_reject(UV_EINVAL, NULL, NULL);
+  d->level3 = 1;
+  return uvp_ret_pass();
+}
+
+/* Level 2: a fiber spawned by the member. */
+static uvp_ret_t level2(void *arg) {
+  deep_t *d = arg;
+  uvp_promise_t *p, *h;
+  if (uvp_promise_resolved(d->ctx, NULL, NULL, &p) != 0 ||
+      uvp_promise_then(p, level3, d, &h) != 0)
+    return uvp_ret_reject(UV_EINVAL, NULL, NULL);
+  uvp_promise_release(p);
+  int rc = uvp_await(h, NULL);
+  uvp_promise_release(h);
+  uvp_promise_t *never;
+  if (rc == 0 && uvp_promise_new(d->ctx, &never) == 0) {
+    rc = uvp_await(never, NULL); /* until the deadline */
+    uvp_promise_release(never);
+  }
+  return uvp_ret_reject(rc, NULL, NULL);
+}
+
+/* Level 1: the group's member, a fiber. */
+static uvp_ret_t level1(void *arg) {
+  deep_t *d = arg;
+  uvp_promise_t *inner;
+  if (uvp_fiber_spawn(d->ctx, level2, d, NULL, &inner) != 0)
+    return uvp_ret_reject(UV_EINVAL, NULL, NULL);
+  int rc = uvp_await(inner, NULL);
+  uvp_promise_release(inner);
+  return uvp_ret_reject(rc, NULL, NULL);
+}
+
+static void test_group_deadline_three_levels_down(void **state) {
+  fixture_t *f = *state;
+  static full_listener_t l;
+  static deep_t d;
+  full_listener(&l);
+  d = (deep_t){f->ctx, &l, NULL, NULL, NULL, 0};
+  uv_update_time(&f->loop); /* deadlines count in the loop's time */
+  uvp_group_t *g = group_within(f, 200);
+  assert_int_equal(uvp_group_spawn(g, level1, &d, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  uint64_t t0 = uv_hrtime();
+  settle(f, join);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  assert_int_equal(d.level3, 1);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_reason(d.connect, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_reason(d.child, NULL), UV_ETIMEDOUT);
+  if (!(ms >= 150 && ms < 5000))
+    fail_msg("the deadline of 200 ms ended the work after %llu ms",
+             (unsigned long long)ms);
+  run_loop(f); /* the child exits on its signal: its handle closes */
+  assert_int_equal(uvp_tcp_close(d.tcp), 0);
+  run_loop(f);
+  uvp_promise_release(d.connect);
+  uvp_promise_release(d.child);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  full_listener_close(&l);
+}
+
+/* ---- a fiber's own deadline ---------------------------------------------- */
+
+typedef struct own_s {
+  uvp_ctx_t *ctx;
+  int rc1, rc2, rc_shielded;
+  uint64_t left;
+} own_t;
+
+static uvp_ret_t own_body(void *arg) {
+  own_t *o = arg;
+  o->left = uvp_deadline_left(o->ctx);
+  uvp_promise_t *never, *d;
+  if (uvp_promise_new(o->ctx, &never) != 0)
+    return uvp_ret_pass();
+  o->rc1 = uvp_await(never, NULL); /* not watched: the fiber is */
+  o->rc2 = uvp_await(never, NULL);
+  uvp_promise_release(never);
+  /* Cleanup still runs: shielded, a delay started now (past the
+   * deadline, so it is stopped at once). */
+  if (uvp_delay(o->ctx, 5, NULL, NULL, 0, &d) == 0) {
+    o->rc_shielded = uvp_await_shielded(d, NULL);
+    uvp_promise_release(d);
+  }
+  return uvp_ret_value((void *)1, NULL);
+}
+
+static void test_fiber_deadline(void **state) {
+  fixture_t *f = *state;
+  static own_t o;
+  o = (own_t){f->ctx, 1, 1, 1, 0};
+  uvp_fiber_opts_t fo = {0, NULL, 30};
+  uvp_promise_t *fp;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, own_body, &o, &fo, &fp), 0);
+  assert_true(uvp_deadline_left(f->ctx) == UVP_NO_DEADLINE); /* its own */
+  settle(f, fp);
+  run_loop(f);
+  assert_true(o.left <= 30);
+  assert_int_equal(o.rc1, UV_ETIMEDOUT);
+  assert_int_equal(o.rc2, UV_ETIMEDOUT);
+  assert_int_equal(o.rc_shielded, UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_reason(fp, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(fp);
+}
+
+/* ---- teardown ------------------------------------------------------------ */
+
+static uvp_ret_t sleeper(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  uvp_promise_t *d;
+  if (uvp_delay(ctx, 60000, NULL, NULL, 0, &d) == 0) {
+    (void)uvp_await(d, NULL);
+    uvp_promise_release(d);
+  }
+  return uvp_ret_pass();
+}
+
+static void test_teardown_with_deadlines(void **state) {
+  fixture_t *f = *state;
+  uvp_fiber_opts_t fo = {0, NULL, 50000};
+  uvp_promise_t *fp, *d;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, sleeper, f->ctx, &fo, &fp), 0);
+  assert_int_equal(uvp_deadline_set(f->ctx, 40000), 0);
+  assert_int_equal(uvp_delay(f->ctx, 60000, NULL, NULL, 0, &d), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  (void)close_ctx(f);
+  assert_int_equal(uvp_promise_reason(fp, NULL), UVP_ECLOSED);
+  assert_int_equal(uvp_promise_reason(d, NULL), UVP_ECLOSED);
+  uvp_promise_release(fp);
+  uvp_promise_release(d);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      QUIET_TEST(test_left_and_nesting),
+      QUIET_TEST(test_handlers_carry_it),
+      QUIET_TEST(test_started_after_it_passed),
+      FS_TEST(test_group_deadline_read_queued),
+      FS_TEST(test_group_deadline_read_running),
+      QUIET_TEST(test_group_deadline_three_levels_down),
+      QUIET_TEST(test_fiber_deadline),
+      FIXTURE_TEST(test_teardown_with_deadlines),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
