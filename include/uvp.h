@@ -466,6 +466,57 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
  * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
+/* The task dump: what a stuck program's tasks wait for, and since when
+ * (Go's goroutine dump).  A task is a fiber, a group's member, or any other
+ * pending promise something waits on (a handler, a combinator, a fiber, a
+ * promise that follows it).  For each, one line says: the kind of task and
+ * its promise's address; where it was spawned (a fiber) or created; its
+ * age; what it waits for now: for a fiber, the await's site and the
+ * awaited promise's description, for a promise its own: a uvp operation's
+ * kind and target ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80",
+ * "dns example.com", "timer" with the time left, "work", "process 1234
+ * /bin/sleep"), a library's own (uvp_promise_set_cancel_described), the
+ * promise it follows, or "program" (a promise the program settles); how
+ * long it has waited (a fiber: since its await; a promise: since it was
+ * made); its group and the group's parents; its deadline's time left; its
+ * scope's slots, each through the formatter set for it
+ * (uvp_ctx_set_slot_format), else as a pointer.
+ * flags: UVP_DUMP_JSON (one JSON object a line; every string escaped by
+ * JSON's rules, bytes 0x7f and up as \u00XX, so any bytes make valid
+ * JSON), UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for,
+ * then only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or
+ * to write(write_arg, text, len) if set (a negative return stops the
+ * output and is returned).  A line longer than 4 KiB is cut short (text:
+ * "..." at its end; JSON: "cut":true).  The summary walks every task, as
+ * the full dump does, without writing them: 1 000 000 tasks take tens of
+ * milliseconds (docs/internals.md).  Nothing is kept per promise for the
+ * dump.  Loop thread.  Returns how many tasks there are, or UV_EINVAL
+ * (NULL ctx or opts, neither stream nor write, unknown flags),
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
+ * fwrite).  uvp_ctx_dump_pending stays as the older dump of every pending
+ * promise; this one says more. */
+enum { UVP_DUMP_JSON = 1, UVP_DUMP_SUMMARY = 2 };
+typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
+typedef struct uvp_dump_opts_s {
+  int flags;
+  FILE *stream;
+  uvp_dump_write_cb write; /* instead of stream, if not NULL */
+  void *write_arg;
+  size_t oldest; /* with UVP_DUMP_SUMMARY: how many to list; 0: 10 */
+} uvp_dump_opts_t;
+UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
+
+/* Renders slot `value` for the task dump into buf (cap bytes) and returns
+ * the length written: negative says it failed ("(its format failed)" is
+ * shown), cap or more that it was cut short (the first cap bytes are shown,
+ * ending "...").  Whatever bytes it writes, the dump stays well formed. */
+typedef int (*uvp_slot_format_cb)(void *value, char *buf, size_t cap);
+/* How the task dump shows scope slot `slot` (NULL: as a pointer).
+ * Errors: UV_EINVAL (NULL ctx, slot out of range), UVP_ECLOSED,
+ * UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_ctx_set_slot_format(uvp_ctx_t *ctx, unsigned int slot,
+                                       uvp_slot_format_cb format);
+
 /* Counters for tests and monitoring. */
 typedef struct uvp_ctx_stats_s {
   size_t live;            /* promises allocated and not yet freed */
@@ -600,6 +651,24 @@ UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
  * on error arg_free does not run and a hook already set stays. */
 UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
                                            void *arg, uvp_free_cb arg_free);
+
+/* Writes into buf (cap bytes, cap > 0) what a promise waits for, for the
+ * task dump ("GET https://example.com/"), and returns its length; a
+ * negative return says it failed, a length of cap or more that it was cut
+ * short.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
+typedef int (*uvp_describe_cb)(void *arg, char *buf, size_t cap);
+
+/* uvp_promise_set_cancel_full for a promise a library produces (a binding:
+ * an HTTP transfer), which also says what p waits for while pending: in
+ * the task dump it shows as `kind` (a string that lives as long as p:
+ * "HTTP") and what describe(arg, ...) writes (may be NULL: nothing).  For
+ * deadlines, see uvp_deadline_watch.  Errors as uvp_promise_set_cancel_full,
+ * and UV_EINVAL for a NULL cb or kind. */
+UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
+                                                uvp_cancel_cb cb, void *arg,
+                                                uvp_free_cb arg_free,
+                                                const char *kind,
+                                                uvp_describe_cb describe);
 
 /* Cancel a pending promise: reject it with UV_ECANCELED, then run its
  * cancel hook once.  If p follows another pending promise (from then or
@@ -1490,6 +1559,14 @@ UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
 /* Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
 UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
+
+/* For a library that produces promises of its own (a binding): p, pending,
+ * with a cancel hook that stops its work, is watched by the current
+ * scope's deadline, as uvp's own operations are: when it passes, p rejects
+ * with UV_ETIMEDOUT and its hook runs.  Nothing happens without a
+ * deadline.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UVP_EXCTX,
+ * UVP_ESETTLED. */
+UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
 
 /* ------------------------------------------------------------------------ */
 /* Task groups                                                               */

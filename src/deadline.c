@@ -101,8 +101,8 @@ static void scope_gone(uvp__owner_t *o) {
   uv_close((uv_handle_t *)&d->timer, timer_closed);
 }
 
-static const uvp__owner_ops_t deadline_ops = {NULL, NULL, watch, scope_made,
-                                              scope_gone};
+static const uvp__owner_ops_t deadline_ops = {NULL,       NULL,       watch,
+                                              scope_made, scope_gone, NULL};
 
 /* The deadline of scope s, if any. */
 static deadline_t *deadline_in(const uvp__scope_t *s) {
@@ -145,6 +145,25 @@ int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms) {
   uvp__scope_unref(h->scope);
   h->scope = s;
   return 0;
+}
+
+int64_t uvp__deadline_left_in(const uvp__scope_t *s) {
+  deadline_t *d = deadline_in(s);
+  if (d == NULL)
+    return -1;
+  uint64_t now = uv_now(uvp__loop(d->ctx));
+  return d->passed || d->at <= now ? 0 : (int64_t)(d->at - now);
+}
+
+int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  int rc = p == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc == 0 && uvp__promise_ctx(p) != ctx)
+    rc = UVP_EXCTX;
+  if (rc == 0 && !uvp__is_pending(p))
+    rc = UVP_ESETTLED;
+  if (rc == 0)
+    uvp__scope_watch(ctx, p);
+  return rc;
 }
 
 uint64_t uvp_deadline_left(const uvp_ctx_t *ctx) {

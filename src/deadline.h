@@ -12,4 +12,8 @@
 uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
                                 uint64_t ms);
 
+/* Milliseconds until the deadline scope s carries (0: passed), or -1 if it
+ * carries none. */
+int64_t uvp__deadline_left_in(const uvp__scope_t *s);
+
 #endif

@@ -18,7 +18,16 @@ static void dns_cancel(uvp__op_t *o) {
   (void)uv_cancel((uv_req_t *)&UVP__CONTAINER_OF(o, dnsop_t, op)->req);
 }
 
-static const uvp__op_kind_t dns_kind = {dns_cancel, NULL, NULL, false};
+/* The task dump: "dns example.com". */
+static void dns_describe(const uvp__op_t *o, uvp__what_t *w) {
+  const dnsop_t *op = UVP__CONTAINER_OF(o, dnsop_t, op);
+  snprintf(w->kind, sizeof(w->kind), "dns");
+  snprintf(w->target, sizeof(w->target), "%s",
+           op->req.hostname != NULL ? op->req.hostname : "?");
+}
+
+static const uvp__op_kind_t dns_kind = {dns_cancel, NULL, NULL, false,
+                                        dns_describe};
 
 static void dns_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dnsop_t *op = UVP__CONTAINER_OF(req, dnsop_t, req);

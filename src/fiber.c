@@ -22,6 +22,7 @@
 
 #include "alloc.h"
 #include "deadline.h"
+#include "dump.h"
 #include "fiber-stack.h"
 #include "fiber-switch.h"
 #include "site.h"
@@ -90,6 +91,7 @@ struct fiber_s {
   const char *file;       /* where it was spawned ... */
   const char *await_file; /* ... and where it waits */
   int line, await_line;
+  uint64_t await_at;   /* loop time it began to wait (the task dump) */
   uvp__scope_t *scope; /* what it runs in (a reference), between runs */
   uint16_t trace;      /* its frame: its spawn, or the await it last left */
   /* The compact mode's. */
@@ -103,6 +105,9 @@ struct fiber_s {
 };
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
+static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d);
+static void describers(void);
+static uv_once_t describers_once = UV_ONCE_INIT;
 
 /* What a cancelled fiber's awaits say. */
 static int cancel_code(const fiber_t *f);
@@ -614,6 +619,7 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
   }
   f->await_file = file;
   f->await_line = line;
+  f->await_at = uvp__loop_time(uvp__loop(f->st->ctx));
   if (uvp__head(f->st->ctx)->traces)
     f->trace =
         uvp__trace_intern(f->st->ctx, uvp__ctx_site(f->st->ctx, file, line),
@@ -691,6 +697,44 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
   }
 }
 
+/* ---- the task dump --------------------------------------------------------
+ */
+
+static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
+  fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
+  for (fiber_t *f = st->all; f != NULL; f = f->next) {
+    bool waits = f->state == F_SUSPENDED && f->waiting != NULL;
+    uvp__task_t t = {"fiber",
+                     f->p,
+                     f->file,
+                     f->line,
+                     waits ? f->await_at : 0,
+                     waits ? f->await_file : NULL,
+                     f->await_line,
+                     waits ? f->waiting : NULL,
+                     f->state == F_QUEUED ? "not started"
+                     : f->state == F_DONE ? "ending"
+                     : f->cancelled       ? "cancelled, running"
+                                          : "running",
+                     f->scope};
+    uvp__dump_task(d, &t);
+  }
+}
+
+/* A fiber's promise, awaited by another task, is the fiber: "fiber spawned
+ * at file:line".  Listed as a task of its own. */
+static void fiber_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
+  const fiber_t *f = arg;
+  (void)p;
+  snprintf(w->kind, sizeof(w->kind), "fiber");
+  snprintf(w->target, sizeof(w->target), "spawned at %s:%d",
+           f->file != NULL ? f->file : "?", f->line);
+}
+
+static void describers(void) {
+  uvp__describer_add(on_cancel, fiber_describe, true);
+}
+
 static void fiber_destroy(uvp__ext_t *ext) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   put_run_stack(st);
@@ -728,6 +772,8 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
   st->ext.destroy = fiber_destroy;
   st->ext.stats = fiber_stats;
   st->ext.trim = fiber_trim;
+  st->ext.tasks = fiber_tasks;
+  uv_once(&describers_once, describers);
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);

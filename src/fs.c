@@ -21,6 +21,7 @@ typedef struct fsop_s {
   size_t size; /* from fstat, 0 if unknown */
   const char *data;
   size_t len;
+  char path[40]; /* its first bytes, for the task dump (whole files) */
   uv_fs_t req;
 } fsop_t;
 
@@ -54,10 +55,44 @@ static void whole_cancel(uvp__op_t *o) {
     fs_cancel(o);
 }
 
+/* The task dump: "fs.stat /etc/hosts", "fs.read fd 7". */
+static void fs_describe(const uvp__op_t *o, uvp__what_t *w) {
+  static const char *const names[] = {
+      [UV_FS_OPEN] = "open",           [UV_FS_CLOSE] = "close",
+      [UV_FS_READ] = "read",           [UV_FS_WRITE] = "write",
+      [UV_FS_STAT] = "stat",           [UV_FS_LSTAT] = "lstat",
+      [UV_FS_FSTAT] = "fstat",         [UV_FS_FTRUNCATE] = "ftruncate",
+      [UV_FS_UNLINK] = "unlink",       [UV_FS_RMDIR] = "rmdir",
+      [UV_FS_MKDIR] = "mkdir",         [UV_FS_RENAME] = "rename",
+      [UV_FS_SCANDIR] = "scandir",     [UV_FS_READLINK] = "readlink",
+      [UV_FS_REALPATH] = "realpath",   [UV_FS_FSYNC] = "fsync",
+      [UV_FS_FDATASYNC] = "fdatasync", [UV_FS_CHMOD] = "chmod",
+      [UV_FS_FCHMOD] = "fchmod",       [UV_FS_COPYFILE] = "copyfile"};
+  const fsop_t *op = UVP__CONTAINER_OF(o, fsop_t, op);
+  int t = (int)op->req.fs_type;
+  const char *name =
+      t > 0 && (size_t)t < sizeof(names) / sizeof(names[0]) && names[t] != NULL
+          ? names[t]
+          : "op";
+  snprintf(w->kind, sizeof(w->kind), "fs.%s", name);
+  if (op->req.path != NULL)
+    snprintf(w->target, sizeof(w->target), "%s", op->req.path);
+  else
+    snprintf(w->target, sizeof(w->target), "fd %d", (int)op->req.file);
+}
+
+static void whole_describe(const uvp__op_t *o, uvp__what_t *w) {
+  const fsop_t *op = UVP__CONTAINER_OF(o, fsop_t, op);
+  snprintf(w->kind, sizeof(w->kind), "fs.%s",
+           op->data != NULL ? "write_file" : "read_file");
+  snprintf(w->target, sizeof(w->target), "%s", op->path);
+}
+
 static void simple_complete(uvp__op_t *o, uvp_promise_t *p);
 static const uvp__op_kind_t simple_kind = {fs_cancel, simple_complete, fs_abort,
-                                           false};
-static const uvp__op_kind_t whole_kind = {whole_cancel, NULL, fs_abort, false};
+                                           false, fs_describe};
+static const uvp__op_kind_t whole_kind = {whole_cancel, NULL, fs_abort, false,
+                                          whole_describe};
 
 /* Nothing but the operation's header is initialised here: uv_fs_*() sets
  * every field of the request it or uv_fs_req_cleanup() reads before it can
@@ -388,12 +423,16 @@ int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path, const char *new_path,
  * writes too. */
 static void whole_cb(uv_fs_t *req);
 
-static fsop_t *whole_new(uvp_ctx_t *ctx, const char *file, int line,
-                         uvp_promise_t **out, int *rc) {
+static fsop_t *whole_new(uvp_ctx_t *ctx, const char *path, const char *file,
+                         int line, uvp_promise_t **out, int *rc) {
   fsop_t *op = op_new(ctx, &whole_kind, file, line, out, rc);
   if (op != NULL) {
     memset(&op->fd, 0, offsetof(fsop_t, req) - offsetof(fsop_t, fd));
     op->fd = -1;
+    /* For the dump: a longer path is shown cut, ending "...". */
+    if (snprintf(op->path, sizeof(op->path), "%s", path) >=
+        (int)sizeof(op->path))
+      memcpy(op->path + sizeof(op->path) - 4, "...", 4);
   }
   return op;
 }
@@ -553,7 +592,7 @@ int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
   if (path == NULL)
     return UV_EINVAL;
   int rc;
-  fsop_t *op = whole_new(ctx, file, line, out, &rc);
+  fsop_t *op = whole_new(ctx, path, file, line, out, &rc);
   if (op == NULL)
     return rc;
   op->max = max;
@@ -568,7 +607,7 @@ int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path, const void *data,
   if (path == NULL || (data == NULL && len > 0))
     return UV_EINVAL;
   int rc;
-  fsop_t *op = whole_new(ctx, file, line, out, &rc);
+  fsop_t *op = whole_new(ctx, path, file, line, out, &rc);
   if (op == NULL)
     return rc;
   op->data = data != NULL ? data : "";

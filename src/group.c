@@ -10,9 +10,11 @@
  * knowing it is a group.  The group's memory lives while the program holds
  * it, while a scope names it, and while a member, a request or a handle
  * does. */
+#include <stdio.h>
 #include <string.h>
 
 #include "deadline.h"
+#include "dump.h"
 #include "trace.h"
 
 /* A member is a cell (reaction.h): the reaction that observes its promise
@@ -205,8 +207,26 @@ static void owner_scope_gone(uvp__owner_t *o) {
   g->scopes--;
   maybe_free(g);
 }
+static const uvp__owner_t *owner_describe(const uvp__owner_t *o, char *buf,
+                                          size_t cap,
+                                          const uvp__scope_t **scope);
 static const uvp__owner_ops_t owner_ops = {
-    owner_work_begin, owner_work_end, NULL, owner_scope_made, owner_scope_gone};
+    owner_work_begin, owner_work_end,   NULL,
+    owner_scope_made, owner_scope_gone, owner_describe};
+
+/* The task dump: "group at file:line", then its parent group's. */
+static const uvp__owner_t *owner_describe(const uvp__owner_t *o, char *buf,
+                                          size_t cap,
+                                          const uvp__scope_t **scope) {
+  const uvp_group_t *g = UVP__CONTAINER_OF(o, uvp_group_t, owner);
+  if (scope != NULL)
+    *scope = g->scope;
+  const char *file;
+  int line;
+  uvp__site_get(g->site, &file, &line);
+  snprintf(buf, cap, "group at %s:%d", file != NULL ? file : "?", line);
+  return g->parent != NULL && g->parent->ops == &owner_ops ? g->parent : NULL;
+}
 
 /* ---- blocks of cells ----------------------------------------------------- */
 
@@ -216,8 +236,14 @@ static void discard_run(uvp__cell_owner_t *owner, size_t i,
                         const uvp_outcome_t *in);
 /* A group that keeps no results has blocks of its own kind, so that the
  * settle of every other group's member does not test for it. */
-static const uvp__cell_ops_t member_ops = {member_run};
-static const uvp__cell_ops_t discard_ops = {discard_run};
+static const uvp__owner_t *member_group(const uvp__cell_owner_t *owner);
+static const uvp__cell_ops_t member_ops = {member_run, member_group};
+static const uvp__cell_ops_t discard_ops = {discard_run, member_group};
+
+/* The task dump: a member's group. */
+static const uvp__owner_t *member_group(const uvp__cell_owner_t *owner) {
+  return &((const block_t *)(const void *)owner)->g->owner;
+}
 
 static block_t **list_of(uvp_group_t *g, const block_t *b) {
   return b->full ? &g->full : &g->room;
@@ -676,6 +702,22 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
   maybe_free(g);
 }
 
+/* The task dump: a group's join waits for its members. */
+static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
+  const uvp_group_t *g = arg;
+  (void)p;
+  snprintf(w->kind, sizeof(w->kind), "group");
+  snprintf(w->target, sizeof(w->target),
+           "%zu running, %s waiting to start, %zu requests and handles open%s",
+           g->nrunning, g->lazy_head != NULL ? "some" : "none", g->holds,
+           g->closed ? "" : ", open to more");
+}
+
+static void describers(void) {
+  uvp__describer_add(join_cancel, join_describe, false);
+}
+static uv_once_t describers_once = UV_ONCE_INIT;
+
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
   int known = UVP_GROUP_FAIL_FAST | UVP_GROUP_DISCARD_SETTLED;
@@ -684,6 +726,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+  uv_once(&describers_once, describers);
   /* next()'s waiters: a ring of 16 to begin with, none in a group that
    * keeps no results (next() is refused). */
   size_t wcap =

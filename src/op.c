@@ -31,6 +31,17 @@ static void state_trim(uvp__ext_t *ext) {
   (void)uvp__pool_trim(&UVP__CONTAINER_OF(ext, op_state_t, ext)->slots);
 }
 
+/* The task dump: an operation's promise says what the operation is. */
+static void op_cancel(uvp_promise_t *p, void *arg);
+static void op_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
+  const uvp__op_t *op = UVP__CONTAINER_OF(arg, uvp__op_t, p);
+  (void)p;
+  if (op->kind->describe != NULL)
+    op->kind->describe(op, w);
+  else
+    snprintf(w->kind, sizeof(w->kind), "operation");
+}
+
 static op_state_t *state_of(uvp_ctx_t *ctx) {
   if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_OPS] != NULL))
     return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_OPS], op_state_t,
@@ -42,6 +53,7 @@ static op_state_t *state_of(uvp_ctx_t *ctx) {
   st->ext.stats = state_stats;
   st->ext.trim = state_trim;
   uvp__pool_init(&st->slots, UVP__OP_SLOT);
+  uvp__describer_add(op_cancel, op_describe, false);
   uvp__head(ctx)->ext[UVP__EXT_OPS] = &st->ext;
   return st;
 }

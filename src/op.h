@@ -18,7 +18,7 @@
 #ifndef UVP_OP_H
 #define UVP_OP_H
 
-#include "sched.h"
+#include "dump.h"
 
 /* Operations up to this size take a slot of a per-context pool, so that a
  * steady stream of I/O does not call malloc; larger ones are allocated. */
@@ -43,6 +43,9 @@ typedef struct uvp__op_kind_s {
    * about its work until its operations are done (a TCP connection): that
    * object's owner waits for it, not the owner of the scope it started in. */
   bool object_owned;
+  /* The task dump: what the operation in flight is and what it acts on
+   * (its kind "fs.stat", its target "/etc/hosts"). */
+  void (*describe)(const uvp__op_t *op, uvp__what_t *w);
 } uvp__op_kind_t;
 
 struct uvp__op_s {

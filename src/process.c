@@ -174,7 +174,16 @@ static void write_cb(uv_write_t *req, int status) {
 
 /* The promise settles in finish(), never through the operation layer's
  * queue. */
-static const uvp__op_kind_t proc_kind = {proc_cancel, NULL, NULL, false};
+/* The task dump: "process 1234". */
+static void proc_describe(const uvp__op_t *o, uvp__what_t *w) {
+  const procop_t *op = UVP__CONTAINER_OF(o, procop_t, op);
+  snprintf(w->kind, sizeof(w->kind), "process");
+  snprintf(w->target, sizeof(w->target), "%d%s", (int)op->proc.pid,
+           op->exited ? " (exited; its output still open)" : "");
+}
+
+static const uvp__op_kind_t proc_kind = {proc_cancel, NULL, NULL, false,
+                                         proc_describe};
 
 /* uv_spawn refused: the handles it and we initialised still need their
  * close callbacks, and the object lives until they have run.  Its promise

@@ -480,18 +480,22 @@ static int check_pending(const uvp_promise_t *p) {
   return p->state == UVP__S_PENDING ? 0 : UVP_ESETTLED;
 }
 
-/* A hook whose argument has a destroy notifier. */
+/* A hook whose argument has a destroy notifier, or which says what the
+ * promise waits for (the task dump). */
 typedef struct {
   uvp_cancel_cb cb;
   void *arg;
-  uvp_free_cb arg_free;
+  uvp_free_cb arg_free; /* may be NULL */
+  const char *kind;     /* NULL: nothing to say */
+  uvp_describe_cb describe;
 } hook_box_t;
 
 void uvp__box_hook(uvp_promise_t *p, void *box) {
   hook_box_t b = *(hook_box_t *)box;
   uvp__free(box);
   b.cb(p, b.arg);
-  b.arg_free(b.arg);
+  if (b.arg_free != NULL)
+    b.arg_free(b.arg);
 }
 
 void uvp__box_drop(uvp_promise_t *p) {
@@ -499,23 +503,39 @@ void uvp__box_drop(uvp_promise_t *p) {
   p->flags &= (uint8_t)~UVP__F_CANCEL;
   p->value = NULL;
   p->fn.cancel_cb = NULL;
-  box->arg_free(box->arg);
+  if (box->arg_free != NULL)
+    box->arg_free(box->arg);
   uvp__free(box);
 }
 
-int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
-                                uvp_free_cb arg_free) {
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
+  if (!(p->flags & UVP__F_CANCEL) || p->fn.cancel_cb != uvp__box_hook)
+    return NULL;
+  const hook_box_t *box = p->value;
+  if (box->kind == NULL)
+    return NULL;
+  int n = box->describe != NULL ? box->describe(box->arg, buf, cap) : 0;
+  if (n < 0)
+    snprintf(buf, cap, "(its description failed: %d)", n);
+  else if (box->describe == NULL && cap > 0)
+    buf[0] = '\0';
+  return box->kind;
+}
+
+static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
+                      uvp_free_cb arg_free, const char *kind,
+                      uvp_describe_cb describe) {
   /* Only a promise the program settles: one uvp settles keeps uvp's hook
    * (or its link), which a program's hook would overwrite. */
   int rc = p == NULL ? UV_EINVAL : check_settleable(p);
   if (rc != 0)
     return rc;
   void *harg = arg;
-  if (cb != NULL && arg_free != NULL) {
+  if (cb != NULL && (arg_free != NULL || kind != NULL)) {
     hook_box_t *box = uvp__malloc(sizeof(*box));
     if (box == NULL)
       return UV_ENOMEM;
-    *box = (hook_box_t){cb, arg, arg_free};
+    *box = (hook_box_t){cb, arg, arg_free, kind, describe};
     harg = box;
     cb = uvp__box_hook;
   }
@@ -529,9 +549,30 @@ int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
   return 0;
 }
 
-int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
-  return uvp_promise_set_cancel_full(p, cb, arg, NULL);
+int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
+                                uvp_free_cb arg_free) {
+  return set_cancel(p, cb, arg, arg_free, NULL, NULL);
 }
+
+int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg) {
+  return set_cancel(p, cb, arg, NULL, NULL, NULL);
+}
+
+int uvp_promise_set_cancel_described(uvp_promise_t *p, uvp_cancel_cb cb,
+                                     void *arg, uvp_free_cb arg_free,
+                                     const char *kind,
+                                     uvp_describe_cb describe) {
+  if (cb == NULL || kind == NULL)
+    return UV_EINVAL;
+  return set_cancel(p, cb, arg, arg_free, kind, describe);
+}
+
+void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
+                        void *arg) {
+  uvp__pool_each(&ctx->promises, fn, arg);
+}
+
+uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx) { return ctx->epoch; }
 
 /* Reject a pending promise and run its cancel hook, if any.  A promise
  * rejected with UV_ECANCELED is one the program, or a consumer acting for

@@ -102,6 +102,16 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
                  uvp_free_cb free_cb);
 /* Settle p exactly like the settled src, sharing its value. */
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
+/* For the task dump: each slot of ctx's promise pool carved since its last
+ * rewind, free ones too (fn tells them apart: state UVP__S_FREE, or refs
+ * 0 while being freed; see uvp__pool_each); the time promises' `born`
+ * counts from; what a program's hook says p waits for (its kind, the
+ * target written in buf; NULL if it says nothing). */
+void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
+                        void *arg);
+uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx);
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap);
+
 /* Reject pending p with `code` and run its cancel hook, as
  * uvp_promise_cancel does for p alone (a deadline's UV_ETIMEDOUT). */
 void uvp__cancel_with(uvp_promise_t *p, int code);

@@ -100,6 +100,9 @@ typedef struct uvp__cell_ops_s {
    * and will never run).  The core releases what the run queue held of
    * the source afterwards, not the owner's reference. */
   void (*run)(uvp__cell_owner_t *owner, size_t index, const uvp_outcome_t *in);
+  /* The task dump: the scope's carrier the owner's inputs answer to (a
+   * group's members: the group, scope.h), or NULL (may be NULL). */
+  const struct uvp__owner_s *(*answers_to)(const uvp__cell_owner_t *owner);
 } uvp__cell_ops_t;
 struct uvp__cell_owner_s {
   const uvp__cell_ops_t *ops;

@@ -14,6 +14,7 @@
  * slots and its wrappers' data, the fibers): created on first use,
  * destroyed with the context.  The core never looks inside. */
 typedef struct uvp__ext_s uvp__ext_t;
+struct uvp__dump_s;
 struct uvp__ext_s {
   /* uvp_ctx_close, after every promise's teardown (may be NULL) */
   void (*close)(uvp__ext_t *ext);
@@ -24,12 +25,16 @@ struct uvp__ext_s {
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
   /* gives back what uvp_ctx_trim asks of it (may be NULL) */
   void (*trim)(uvp__ext_t *ext);
+  /* tells uvp_ctx_dump_tasks about each task it keeps (dump.h; may be
+   * NULL) */
+  void (*tasks)(uvp__ext_t *ext, struct uvp__dump_s *d);
 };
 enum {
   UVP__EXT_OPS,
   UVP__EXT_FIBERS,
   UVP__EXT_GROUPS,
   UVP__EXT_TRACES,
+  UVP__EXT_DUMP,
   UVP__EXT_COUNT
 };
 
@@ -56,6 +61,12 @@ static inline uv_loop_t *uvp__loop(const uvp_ctx_t *ctx) {
 }
 static inline bool uvp__closed(const uvp_ctx_t *ctx) {
   return uvp__head(ctx)->closed;
+}
+/* uv_now(loop) without the call: the field is in uv.h's loop struct (its
+ * private part), and an await records the time it began (the task dump)
+ * on a path where a call costs a visible share. */
+static inline uint64_t uvp__loop_time(const uv_loop_t *loop) {
+  return loop->time;
 }
 
 static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {

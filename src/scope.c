@@ -18,6 +18,12 @@ static void slotval_unref(uvp__slotval_t *v) {
   }
 }
 
+void *uvp__scope_slot(const uvp__scope_t *s, unsigned i) {
+  return s != NULL && i < UVP_SCOPE_SLOTS && s->slots[i] != NULL
+             ? s->slots[i]->value
+             : NULL;
+}
+
 uvp__scope_t *uvp__scope_ref(uvp__scope_t *s) {
   s->refs++;
   return s;

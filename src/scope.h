@@ -31,6 +31,11 @@ typedef struct uvp__owner_ops_s {
   /* A scope names it, and no longer: it must stay in memory meanwhile. */
   void (*scope_made)(uvp__owner_t *o);
   void (*scope_gone)(uvp__owner_t *o);
+  /* The task dump: what it is ("group at file:line"), the scope its own
+   * work runs in (*scope, may be NULL), and the carrier of the same kind
+   * it answers to in turn (a group's parent), or NULL. */
+  const uvp__owner_t *(*describe)(const uvp__owner_t *o, char *buf, size_t cap,
+                                  const struct uvp__scope_s **scope);
 } uvp__owner_ops_t;
 struct uvp__owner_s {
   const uvp__owner_ops_t *ops;
@@ -46,6 +51,8 @@ struct uvp__scope_s {
 };
 
 uvp__scope_t *uvp__scope_ref(uvp__scope_t *s);
+/* The value of slot i of s (NULL: unset, or s NULL). */
+void *uvp__scope_slot(const uvp__scope_t *s, unsigned i);
 void uvp__scope_unref(uvp__scope_t *s); /* s may be NULL */
 
 /* A scope like `base` (may be NULL) but for `owner` (or with `deadline`).

@@ -89,6 +89,7 @@ struct tcpop_s {
   struct addrinfo *ai;
   struct addrinfo *next;
   int last_err;
+  struct sockaddr_in6 to; /* where a connect goes (the task dump) */
   union {
     struct {
       tcpop_t *next, *prev;
@@ -229,7 +230,48 @@ static void tcp_abort(uvp__op_t *o) {
  * is done (see maybe_free): operations are the connection's, whichever
  * group's work starts them, and follow it when it changes hands
  * (uvp_tcp_detach). */
-static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true};
+/* The task dump: "tcp.read 127.0.0.1:8080" (the peer; for a connect, where
+ * it goes). */
+static void remember_to(tcpop_t *op, const struct sockaddr *addr) {
+  size_t n = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                         : sizeof(struct sockaddr_in);
+  memcpy(&op->to, addr, n);
+}
+
+static void tcp_describe(const uvp__op_t *o, uvp__what_t *w) {
+  static const char *const names[] = {"connect", "connect",  "write",
+                                      "read",    "shutdown", "closed"};
+  const tcpop_t *op = UVP__CONTAINER_OF(o, tcpop_t, op);
+  snprintf(w->kind, sizeof(w->kind), "tcp.%s", names[op->kind]);
+  if (op->kind == OP_CONNECT_HOST && op->resolving) {
+    snprintf(w->target, sizeof(w->target), "(resolving its host)");
+    return;
+  }
+  struct sockaddr_storage sa;
+  int len = sizeof(sa);
+  const struct sockaddr *addr = (const struct sockaddr *)&op->to;
+  if (op->kind != OP_CONNECT && op->kind != OP_CONNECT_HOST) {
+    if (op->t->handle == NULL ||
+        uv_tcp_getpeername(op->t->handle, (struct sockaddr *)&sa, &len) != 0)
+      return;
+    addr = (const struct sockaddr *)&sa;
+  }
+  char ip[64] = "?";
+  int port = 0;
+  if (addr->sa_family == AF_INET6) {
+    uv_ip6_name((const struct sockaddr_in6 *)(const void *)addr, ip,
+                sizeof(ip));
+    port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+    snprintf(w->target, sizeof(w->target), "[%s]:%d", ip, port);
+  } else if (addr->sa_family == AF_INET) {
+    uv_ip4_name((const struct sockaddr_in *)(const void *)addr, ip, sizeof(ip));
+    port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
+    snprintf(w->target, sizeof(w->target), "%s:%d", ip, port);
+  }
+}
+
+static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true,
+                                        tcp_describe};
 
 /* A watch cancelled (or torn down) stops watching, and only that: the
  * connection and what was read ahead stay.  With no watch and no read
@@ -241,7 +283,10 @@ static void watch_cancel(uvp__op_t *o) {
   op_done(w);
 }
 
-static const uvp__op_kind_t watch_kind = {watch_cancel, NULL, tcp_abort, true};
+static const uvp__op_kind_t watch_kind = {watch_cancel, NULL, tcp_abort, true,
+                                          tcp_describe};
+
+static void remember_to(tcpop_t *op, const struct sockaddr *addr);
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
@@ -366,6 +411,7 @@ int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
   tcpop_t *op = op_new(t, OP_CONNECT, out, file, line, &rc);
   if (op == NULL)
     return rc;
+  remember_to(op, addr);
   return uvp__op_started(
       &op->op, uv_tcp_connect(&op->req.connect, t->handle, addr, connect_cb),
       out);
@@ -388,6 +434,7 @@ static void try_next(tcpop_t *op) {
         break;
       }
     }
+    remember_to(op, ai->ai_addr);
     int rc = uv_tcp_connect(&op->req.connect, t->handle, ai->ai_addr,
                             host_connect_cb);
     if (rc == 0)
@@ -441,12 +488,14 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
    * back, after a round trip through the shared thread pool. */
   struct sockaddr_storage lit;
   if (uv_ip4_addr(host, port, (struct sockaddr_in *)&lit) == 0 ||
-      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&lit) == 0)
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&lit) == 0) {
+    remember_to(op, (const struct sockaddr *)&lit);
     return uvp__op_started(&op->op,
                            uv_tcp_connect(&op->req.connect, t->handle,
                                           (const struct sockaddr *)&lit,
                                           host_connect_cb),
                            out);
+  }
   op->resolving = true;
   return uvp__op_started(&op->op,
                          uv_getaddrinfo(uvp__loop(t->ctx), &op->req.gai, gai_cb,

@@ -1,7 +1,9 @@
 /* delay and timeout on uv_timer_t.  A timer keeps the loop alive unless the
  * caller asks for UVP_UNREF: what a program awaits is work in progress (the
  * rule of uvp.h's "Time"). */
-#include "scope.h"
+#include <stdio.h>
+
+#include "dump.h"
 
 /* First in a delay's and a timeout's state: the timer, and the owner of the
  * scope it was started in, told until the timer is closed. */
@@ -67,12 +69,17 @@ static void delay_cancel(uvp_promise_t *p, void *arg) {
   uvp__unref(mine);
 }
 
+/* The task dump: how delays and timeouts say what they wait for. */
+static void describers(void);
+static uv_once_t describers_once = UV_ONCE_INIT;
+
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
                  int flags, uvp_promise_t **out, const char *file, int line) {
   int rc = out == NULL || !timer_flags_ok(flags, 0) ? UV_EINVAL
                                                     : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+  uv_once(&describers_once, describers);
   delay_t *d = uvp__malloc(sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;
@@ -186,6 +193,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+  uv_once(&describers_once, describers);
   tmo_t *t = uvp__malloc(sizeof(*t));
   if (t == NULL)
     return UV_ENOMEM;
@@ -203,4 +211,32 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   uvp__scope_watch(ctx, t->result);
   *out = t->result;
   return 0;
+}
+
+/* ---- the task dump ------------------------------------------------------- */
+
+static void delay_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
+  const delay_t *d = arg;
+  (void)p;
+  snprintf(w->kind, sizeof(w->kind), "timer");
+  w->left_ms = (int64_t)uv_timer_get_due_in(&d->t.timer);
+}
+
+static void tmo_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
+  const tmo_t *t = arg;
+  (void)p;
+  const char *file;
+  int line;
+  uvp__site_get(t->src->site, &file, &line);
+  snprintf(w->kind, sizeof(w->kind), "timeout");
+  snprintf(w->target, sizeof(w->target), "on a promise created at %s:%d",
+           file != NULL ? file : "?", line);
+  w->left_ms = uv_is_closing((const uv_handle_t *)&t->t.timer)
+                   ? 0
+                   : (int64_t)uv_timer_get_due_in(&t->t.timer);
+}
+
+static void describers(void) {
+  uvp__describer_add(delay_cancel, delay_describe, false);
+  uvp__describer_add(tmo_cancel, tmo_describe, false);
 }

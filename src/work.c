@@ -23,7 +23,14 @@ static void work_cancel(uvp__op_t *o) {
   (void)uv_cancel((uv_req_t *)&UVP__CONTAINER_OF(o, workop_t, op)->req);
 }
 
-static const uvp__op_kind_t work_kind = {work_cancel, NULL, NULL, false};
+static void work_describe(const uvp__op_t *o, uvp__what_t *w) {
+  (void)o;
+  snprintf(w->kind, sizeof(w->kind), "work");
+  snprintf(w->target, sizeof(w->target), "the thread pool");
+}
+
+static const uvp__op_kind_t work_kind = {work_cancel, NULL, NULL, false,
+                                         work_describe};
 
 static void work_run(uv_work_t *req) {
   workop_t *op = UVP__CONTAINER_OF(req, workop_t, req);

@@ -5,7 +5,8 @@
  * completes, its promise has rejected with UV_ETIMEDOUT, its descriptor is
  * closed); the same deadline cancelling a TCP connect and a child process
  * started three levels down; a fiber's own deadline and its awaits; work
- * started after a deadline passed; teardown with deadlines pending.
+ * started after a deadline passed; a library's own promise watched
+ * (uvp_deadline_watch); teardown with deadlines pending.
  * Every test ends with uv_loop_close() == 0 (the fixture). */
 #include <netinet/in.h>
 #include <signal.h>
@@ -388,6 +389,47 @@ static void test_teardown_with_deadlines(void **state) {
   uvp_promise_release(d);
 }
 
+/* ---- a library's own promises -------------------------------------------- */
+
+/* A binding's transfer: its cancel hook stops it (here: counts). */
+static void stop_transfer(uvp_promise_t *p, void *arg) {
+  (void)p;
+  ++*(int *)arg;
+}
+
+static void test_library_promise_watched(void **state) {
+  fixture_t *f = *state;
+  static int stopped;
+  stopped = 0;
+  uvp_promise_t *free_run, *timed, *settled;
+  /* Without a deadline: watched by nothing, and nothing happens. */
+  assert_int_equal(uvp_promise_new(f->ctx, &free_run), 0);
+  assert_int_equal(
+      uvp_promise_set_cancel_full(free_run, stop_transfer, &stopped, NULL), 0);
+  assert_int_equal(uvp_deadline_watch(f->ctx, free_run), 0);
+  /* Under one: rejected with UV_ETIMEDOUT when it passes, its hook run. */
+  assert_int_equal(uvp_deadline_set(f->ctx, 30), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &timed), 0);
+  assert_int_equal(
+      uvp_promise_set_cancel_full(timed, stop_transfer, &stopped, NULL), 0);
+  assert_int_equal(uvp_deadline_watch(f->ctx, timed), 0);
+  assert_int_equal(uvp_deadline_watch(f->ctx, NULL), UV_EINVAL);
+  assert_int_equal(uvp_deadline_watch(NULL, timed), UV_EINVAL);
+  assert_int_equal(uvp_promise_new(f->ctx, &settled), 0);
+  assert_int_equal(uvp_promise_resolve(settled, NULL, NULL), 0);
+  assert_int_equal(uvp_deadline_watch(f->ctx, settled), UVP_ESETTLED);
+  settle(f, timed);
+  assert_int_equal(uvp_promise_reason(timed, NULL), UV_ETIMEDOUT);
+  assert_int_equal(stopped, 1);
+  assert_int_equal(uvp_promise_state(free_run), UVP_PENDING);
+  uvp_promise_release(timed);
+  uvp_promise_release(settled);
+  assert_int_equal(uvp_promise_resolve(free_run, NULL, NULL), 0);
+  uvp_promise_release(free_run);
+  run_loop(f);
+  assert_int_equal(stopped, 1);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -398,6 +440,7 @@ int main(void) {
       FS_TEST(test_group_deadline_read_running),
       QUIET_TEST(test_group_deadline_three_levels_down),
       QUIET_TEST(test_fiber_deadline),
+      QUIET_TEST(test_library_promise_watched),
       FIXTURE_TEST(test_teardown_with_deadlines),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,552 @@
+/* The task dump (uvp_ctx_dump_tasks): every fiber, every group member and
+ * every other pending promise something waits on, with what each waits
+ * for.  The layers tell it about their tasks (the `tasks` hook of their
+ * per-context state) and how their promises are described (a table of
+ * describers keyed by cancel hook); the rest comes from a walk over the
+ * promise pool.  A summary counts the tasks by what they wait for and
+ * lists the oldest; a full dump streams one line per task, as text or as
+ * JSON lines.  Nothing is kept per promise for it: it reads what is
+ * there. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deadline.h"
+#include "dump.h"
+#include "registry.h"
+
+/* ---- describers ---------------------------------------------------------- */
+
+#define DESCRIBERS 32
+
+typedef struct describer_s {
+  uvp_cancel_cb hook;
+  uvp__describe_fn fn;
+  bool own;
+} describer_t;
+
+static describer_t describers[DESCRIBERS];
+static int ndescribers; /* written under the process lock */
+
+void uvp__describer_add(uvp_cancel_cb hook, uvp__describe_fn fn, bool own) {
+  if (!uvp__process_lock())
+    return;
+  int i = 0;
+  while (i < ndescribers && describers[i].hook != hook)
+    i++;
+  if (i == ndescribers && i < DESCRIBERS) {
+    describers[i] = (describer_t){hook, fn, own};
+    ndescribers++;
+  }
+  uvp__process_unlock();
+}
+
+static const describer_t *describer_of(const uvp_promise_t *p) {
+  if (!(p->flags & UVP__F_CANCEL))
+    return NULL;
+  for (int i = 0; i < ndescribers; i++)
+    if (describers[i].hook == p->fn.cancel_cb)
+      return &describers[i];
+  return NULL;
+}
+
+/* ---- per context: the slots' formatters ---------------------------------- */
+
+typedef struct dump_state_s {
+  uvp__ext_t ext;
+  uvp_slot_format_cb format[UVP_SCOPE_SLOTS];
+} dump_state_t;
+
+static void state_destroy(uvp__ext_t *ext) {
+  uvp__free(UVP__CONTAINER_OF(ext, dump_state_t, ext));
+}
+
+static void state_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
+  (void)ext;
+  (void)out;
+}
+
+int uvp_ctx_set_slot_format(uvp_ctx_t *ctx, unsigned int slot,
+                            uvp_slot_format_cb format) {
+  int rc = slot >= UVP_SCOPE_SLOTS ? UV_EINVAL : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp__ctx_head_t *h = uvp__head(ctx);
+  if (h->ext[UVP__EXT_DUMP] == NULL) {
+    dump_state_t *st = uvp__calloc(1, sizeof(*st));
+    if (st == NULL)
+      return UV_ENOMEM;
+    st->ext.destroy = state_destroy;
+    st->ext.stats = state_stats;
+    h->ext[UVP__EXT_DUMP] = &st->ext;
+  }
+  UVP__CONTAINER_OF(h->ext[UVP__EXT_DUMP], dump_state_t, ext)->format[slot] =
+      format;
+  return 0;
+}
+
+/* ---- the dump ------------------------------------------------------------ */
+
+#define KINDS 64
+#define LINE_MAX_BYTES 4096
+#define SLOT_VALUE_MAX 128
+
+typedef struct kind_count_s {
+  char kind[32];
+  size_t n;
+} kind_count_t;
+
+/* A task kept for the summary's list of the oldest. */
+typedef struct kept_s {
+  uvp__task_t t;
+  uint64_t age;
+} kept_t;
+
+struct uvp__dump_s {
+  uvp_ctx_t *ctx;
+  const uvp_dump_opts_t *o;
+  uint64_t now;   /* uv_now */
+  uint64_t epoch; /* what promises' `born` counts from */
+  bool json, summary;
+  int count;
+  int failed; /* the sink's first error */
+  kind_count_t kinds[KINDS];
+  int nkinds;
+  size_t other; /* tasks whose kind found no room in kinds[] */
+  kept_t *oldest;
+  size_t noldest, cap;
+  char line[LINE_MAX_BYTES];
+  size_t len;
+  bool cut; /* line too long: ends "..." */
+};
+
+static void out(uvp__dump_t *d, const char *s, size_t n) {
+  if (d->failed != 0)
+    return;
+  if (d->o->write != NULL) {
+    int rc = d->o->write(d->o->write_arg, s, n);
+    if (rc < 0)
+      d->failed = rc;
+  } else if (fwrite(s, 1, n, d->o->stream) != n) {
+    d->failed = UV_EIO;
+  }
+}
+
+/* Append to the line being made, cutting it short (not overflowing). */
+static void add(uvp__dump_t *d, const char *s, size_t n) {
+  size_t room = sizeof(d->line) - 8 - d->len; /* for "...\n" and '}' */
+  if (n > room) {
+    n = room;
+    d->cut = true;
+  }
+  memcpy(d->line + d->len, s, n);
+  d->len += n;
+}
+
+static void addf(uvp__dump_t *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void addf(uvp__dump_t *d, const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  if (n > 0)
+    add(d, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+/* A string: JSON's rules in JSON (every byte under 0x20 or from 0x7f, and
+ * quote and backslash, escaped: any bytes give valid JSON), else printable
+ * bytes as they are and the rest as '?'. */
+static void add_str(uvp__dump_t *d, const char *s, size_t n) {
+  if (d->json)
+    add(d, "\"", 1);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!d->json) {
+      char ch = c >= 0x20 && c < 0x7f ? (char)c : '?';
+      add(d, &ch, 1);
+    } else if (c == '"' || c == '\\') {
+      char esc[2] = {'\\', (char)c};
+      add(d, esc, 2);
+    } else if (c == 0) {
+      /* "\u0000" is valid JSON, but most C readers (jansson among them)
+       * refuse it by default; a description is for people, so '?' it is. */
+      add(d, "?", 1);
+    } else if (c < 0x20 || c >= 0x7f) {
+      char esc[8];
+      snprintf(esc, sizeof(esc), "\\u%04x", c);
+      add(d, esc, 6);
+    } else {
+      add(d, (const char *)&c, 1);
+    }
+  }
+  if (d->json)
+    add(d, "\"", 1);
+}
+
+static void add_cstr(uvp__dump_t *d, const char *s) {
+  add_str(d, s != NULL ? s : "?", strlen(s != NULL ? s : "?"));
+}
+
+static void add_site(uvp__dump_t *d, const char *file, int line) {
+  char buf[320];
+  int n = snprintf(buf, sizeof(buf), "%s:%d", file != NULL ? file : "?", line);
+  add_str(d, buf, n > 0 && (size_t)n < sizeof(buf) ? (size_t)n : 0);
+}
+
+static void add_promise_site(uvp__dump_t *d, const uvp_promise_t *p) {
+  const char *file;
+  int line;
+  uvp__site_get(p->site, &file, &line);
+  add_site(d, file, line);
+}
+
+/* What pending p waits for. */
+static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
+  w->kind[0] = w->target[0] = '\0';
+  w->left_ms = -1;
+  (void)d;
+  if (p->state != UVP__S_PENDING) {
+    snprintf(w->kind, sizeof(w->kind), "%s",
+             p->state == UVP__S_FULFILLED ? "fulfilled" : "rejected");
+    return;
+  }
+  if (p->flags & UVP__F_WAITING) {
+    snprintf(w->kind, sizeof(w->kind), "promise");
+    const char *file;
+    int line;
+    uvp__site_get(p->link->site, &file, &line);
+    snprintf(w->target, sizeof(w->target), "created at %s:%d",
+             file != NULL ? file : "?", line);
+    return;
+  }
+  const char *kind = uvp__hook_describe(p, w->target, sizeof(w->target));
+  if (kind != NULL) {
+    snprintf(w->kind, sizeof(w->kind), "%s", kind);
+    return;
+  }
+  const describer_t *ds = describer_of(p);
+  if (ds != NULL) {
+    ds->fn(p, p->value, w);
+    return;
+  }
+  snprintf(w->kind, sizeof(w->kind), "%s",
+           (p->flags & UVP__F_OWNED) ? "uvp" : "program");
+  if (!(p->flags & UVP__F_OWNED))
+    snprintf(w->target, sizeof(w->target), "uvp_promise_resolve/reject");
+}
+
+/* The group a promise is a member of, if any. */
+static const uvp__owner_t *group_of(const uvp_promise_t *p) {
+  for (const uvp__reaction_t *r = p->reactions; r != NULL; r = r->next) {
+    if (uvp__rkind(r) != UVP__RK_CELL)
+      continue;
+    const uvp__cell_owner_t *o = uvp__rtarget(r);
+    if (o->ops->answers_to != NULL)
+      return o->ops->answers_to(o);
+  }
+  return NULL;
+}
+
+static void count_kind(uvp__dump_t *d, const char *kind) {
+  for (int i = 0; i < d->nkinds; i++)
+    if (strcmp(d->kinds[i].kind, kind) == 0) {
+      d->kinds[i].n++;
+      return;
+    }
+  if (d->nkinds == KINDS) {
+    d->other++;
+    return;
+  }
+  snprintf(d->kinds[d->nkinds].kind, sizeof(d->kinds[0].kind), "%s", kind);
+  d->kinds[d->nkinds++].n = 1;
+}
+
+static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age);
+
+/* Keep t if it is among the oldest `cap` seen (a sorted array: the cap is
+ * small). */
+static void keep_oldest(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
+  size_t i = d->noldest;
+  if (i == d->cap) {
+    if (d->cap == 0 || d->oldest[i - 1].age >= age)
+      return;
+    i--;
+  } else {
+    d->noldest++;
+  }
+  for (; i > 0 && d->oldest[i - 1].age < age; i--)
+    d->oldest[i] = d->oldest[i - 1];
+  d->oldest[i] = (kept_t){*t, age};
+}
+
+void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t) {
+  uint64_t born = d->epoch + t->promise->born;
+  uint64_t age = d->now > born ? d->now - born : 0;
+  d->count++;
+  if (!d->summary) {
+    render(d, t, age);
+    return;
+  }
+  uvp__what_t w;
+  if (t->waits != NULL)
+    what_of(d, t->waits, &w);
+  count_kind(d, t->waits != NULL ? w.kind : t->state);
+  keep_oldest(d, t, age);
+}
+
+static void add_key(uvp__dump_t *d, const char *key, const char *text) {
+  if (d->json)
+    addf(d, ",\"%s\":", key);
+  else
+    addf(d, "%s", text);
+}
+
+/* The slots of scope s, each through its formatter. */
+static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
+  const uvp__ext_t *ext = uvp__head(d->ctx)->ext[UVP__EXT_DUMP];
+  const dump_state_t *st =
+      ext != NULL ? UVP__CONTAINER_OF(ext, dump_state_t, ext) : NULL;
+  bool any = false;
+  for (unsigned i = 0; i < UVP_SCOPE_SLOTS; i++) {
+    void *v = uvp__scope_slot(s, i);
+    if (v == NULL)
+      continue;
+    if (!any)
+      add_key(d, "slots", "; slots ");
+    if (d->json)
+      addf(d, "%s\"%u\":", any ? "," : "{", i);
+    else
+      addf(d, "%s%u=", any ? ", " : "", i);
+    any = true;
+    char buf[SLOT_VALUE_MAX + 1];
+    int n = -1;
+    if (st != NULL && st->format[i] != NULL) {
+      memset(buf, 0, sizeof(buf));
+      n = st->format[i](v, buf, SLOT_VALUE_MAX);
+      if (n < 0) {
+        add_cstr(d, "(its format failed)");
+        continue;
+      }
+      if ((size_t)n >= SLOT_VALUE_MAX) { /* cut short, marked so */
+        buf[SLOT_VALUE_MAX - 3] = buf[SLOT_VALUE_MAX - 2] =
+            buf[SLOT_VALUE_MAX - 1] = '.';
+        n = SLOT_VALUE_MAX;
+      }
+    } else {
+      n = snprintf(buf, sizeof(buf), "%p", v);
+    }
+    add_str(d, buf, (size_t)n);
+  }
+  if (any && d->json)
+    add(d, "}", 1);
+}
+
+static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
+  d->len = 0;
+  d->cut = false;
+  if (d->json) {
+    add(d, "{\"task\":", 8);
+    add_cstr(d, t->kind);
+    addf(d, ",\"id\":\"%p\",\"site\":", (const void *)t->promise);
+  } else {
+    addf(d, "%s %p at ", t->kind, (const void *)t->promise);
+  }
+  if (t->file != NULL)
+    add_site(d, t->file, t->line);
+  else
+    add_promise_site(d, t->promise);
+  if (d->json)
+    addf(d, ",\"age_ms\":%llu", (unsigned long long)age);
+  else
+    addf(d, ", %llu ms old", (unsigned long long)age);
+  if (t->waits != NULL) {
+    uvp__what_t w;
+    what_of(d, t->waits, &w);
+    uint64_t since = d->now > t->since ? d->now - t->since : 0;
+    if (d->json) {
+      addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
+           (unsigned long long)since);
+      add_cstr(d, w.kind);
+      add(d, ",\"target\":", 10);
+      add_cstr(d, w.target);
+      if (w.left_ms >= 0)
+        addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
+      add(d, "}", 1);
+      if (t->await_file != NULL) {
+        add(d, ",\"await\":", 9);
+        add_site(d, t->await_file, t->await_line);
+      }
+    } else {
+      addf(d, ", waiting %llu ms", (unsigned long long)since);
+      if (t->await_file != NULL) {
+        add(d, " at ", 4);
+        add_site(d, t->await_file, t->await_line);
+      }
+      add(d, " for ", 5);
+      add_cstr(d, w.kind);
+      if (w.target[0] != '\0') {
+        add(d, " ", 1);
+        add_cstr(d, w.target);
+      }
+      if (w.left_ms >= 0)
+        addf(d, " (%lld ms left)", (long long)w.left_ms);
+    }
+  } else {
+    add_key(d, "state", ", ");
+    add_cstr(d, t->state);
+  }
+  /* Its group and the group's parents. */
+  const uvp__scope_t *scope = t->scope;
+  const uvp__owner_t *g =
+      t->scope != NULL ? t->scope->owner : group_of(t->promise);
+  if (g != NULL && g->ops->describe != NULL) {
+    add_key(d, "groups", "; in ");
+    if (d->json)
+      add(d, "[", 1);
+    for (int depth = 0; g != NULL && depth < 8; depth++) {
+      char buf[320];
+      const uvp__scope_t *gs = NULL;
+      const uvp__owner_t *up = g->ops->describe(g, buf, sizeof(buf), &gs);
+      if (scope == NULL)
+        scope = gs; /* a member's: the group's */
+      if (depth > 0)
+        add(d, d->json ? "," : " < ", d->json ? 1 : 3);
+      add_cstr(d, buf);
+      g = up;
+    }
+    if (d->json)
+      add(d, "]", 1);
+  }
+  int64_t left = uvp__deadline_left_in(scope);
+  if (left >= 0) {
+    if (d->json)
+      addf(d, ",\"deadline_left_ms\":%lld", (long long)left);
+    else
+      addf(d, "; deadline in %lld ms", (long long)left);
+  }
+  if (scope != NULL)
+    add_slots(d, scope);
+  if (d->json)
+    add(d, "}", 1);
+  if (d->cut) {
+    if (d->json) { /* still one valid object: a flag at its end */
+      d->len--;
+      add(d, ",\"cut\":true}", 12);
+    } else {
+      add(d, "...", 3);
+    }
+  }
+  d->line[d->len++] = '\n';
+  out(d, d->line, d->len);
+}
+
+/* ---- the walk over pending promises -------------------------------------- */
+
+/* Whether something other than uvp's own observers waits on p (a handler,
+ * a derived or adopting promise, a combinator, a group): only those make p
+ * a task of its own.  A fiber's await and a timeout's watch are observers:
+ * the fiber or the timeout is listed, naming p. */
+static bool waited_by_other(const uvp_promise_t *p) {
+  for (const uvp__reaction_t *r = p->reactions; r != NULL; r = r->next)
+    if (uvp__rkind(r) != UVP__RK_NOTIFY &&
+        uvp__rkind(r) != UVP__RK_NOTIFY_EMBEDDED)
+      return true;
+  return false;
+}
+
+static bool promise_task(void *slot, void *arg) {
+  uvp_promise_t *p = slot;
+  uvp__dump_t *d = arg;
+  if (p->state == UVP__S_FREE)
+    return false;
+  if (p->refs == 0 || p->state != UVP__S_PENDING || p->reactions == NULL)
+    return true; /* being freed, settled, or nothing waits on it */
+  const describer_t *ds = describer_of(p);
+  if (ds != NULL && ds->own)
+    return true; /* a fiber's: its layer lists it */
+  if (!waited_by_other(p))
+    return true; /* a fiber's await, a timeout: the task waiting says it */
+  const uvp__owner_t *g = group_of(p);
+  uvp__task_t t = {g != NULL ? "member" : "promise",
+                   p,
+                   NULL,
+                   0,
+                   d->epoch + p->born,
+                   NULL,
+                   0,
+                   p,
+                   NULL,
+                   NULL};
+  uvp__dump_task(d, &t);
+  return true;
+}
+
+int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
+  if (opts == NULL || (opts->stream == NULL && opts->write == NULL) ||
+      (opts->flags & ~(UVP_DUMP_JSON | UVP_DUMP_SUMMARY)) != 0)
+    return UV_EINVAL;
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp__dump_t *d = uvp__calloc(1, sizeof(*d));
+  if (d == NULL)
+    return UV_ENOMEM;
+  d->ctx = ctx;
+  d->o = opts;
+  d->now = uv_now(uvp__loop(ctx));
+  d->epoch = uvp__ctx_epoch(ctx);
+  d->json = (opts->flags & UVP_DUMP_JSON) != 0;
+  d->summary = (opts->flags & UVP_DUMP_SUMMARY) != 0;
+  if (d->summary) {
+    d->cap = opts->oldest != 0 ? opts->oldest : 10;
+    d->oldest = uvp__malloc(d->cap * sizeof(*d->oldest));
+    if (d->oldest == NULL) {
+      uvp__free(d);
+      return UV_ENOMEM;
+    }
+  }
+  for (int i = 0; i < UVP__EXT_COUNT; i++) {
+    uvp__ext_t *ext = uvp__head(ctx)->ext[i];
+    if (ext != NULL && ext->tasks != NULL)
+      ext->tasks(ext, d);
+  }
+  uvp__promises_each(ctx, promise_task, d);
+  if (d->summary) {
+    d->len = 0;
+    d->cut = false;
+    if (d->json) {
+      addf(d, "{\"tasks\":%d,\"by_what\":{", d->count);
+      for (int i = 0; i < d->nkinds; i++) {
+        if (i > 0)
+          add(d, ",", 1);
+        add_cstr(d, d->kinds[i].kind);
+        addf(d, ":%zu", d->kinds[i].n);
+      }
+      if (d->other != 0)
+        addf(d, "%s\"(other)\":%zu", d->nkinds > 0 ? "," : "", d->other);
+      add(d, "}}", 2);
+    } else {
+      addf(d, "%d tasks; by what they wait for:", d->count);
+      for (int i = 0; i < d->nkinds; i++) {
+        addf(d, "%s ", i > 0 ? "," : "");
+        add_cstr(d, d->kinds[i].kind);
+        addf(d, " %zu", d->kinds[i].n);
+      }
+      if (d->other != 0)
+        addf(d, ", (other) %zu", d->other);
+    }
+    if (d->cut)
+      add(d, "...", 3);
+    d->line[d->len++] = '\n';
+    out(d, d->line, d->len);
+    for (size_t i = 0; i < d->noldest; i++)
+      render(d, &d->oldest[i].t, d->oldest[i].age);
+  }
+  rc = d->failed != 0 ? d->failed : d->count;
+  uvp__free(d->oldest);
+  uvp__free(d);
+  return rc;
+}
