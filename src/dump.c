@@ -207,6 +207,7 @@ static void add_promise_site(uvp__dump_t *d, const uvp_promise_t *p) {
 static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
   w->kind[0] = w->target[0] = '\0';
   w->left_ms = -1;
+  w->owner = NULL;
   (void)d;
   if (p->state != UVP__S_PENDING) {
     snprintf(w->kind, sizeof(w->kind), "%s",
@@ -362,9 +363,12 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
     addf(d, ",\"age_ms\":%llu", (unsigned long long)age);
   else
     addf(d, ", %llu ms old", (unsigned long long)age);
+  const uvp__owner_t *work_of = NULL; /* the group an operation works for */
   if (t->waits != NULL) {
     uvp__what_t w;
     what_of(d, t->waits, &w);
+    if (t->waits == t->promise)
+      work_of = w.owner;
     uint64_t since = d->now > t->since ? d->now - t->since : 0;
     if (d->json) {
       addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
@@ -400,8 +404,11 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   }
   /* Its group and the group's parents. */
   const uvp__scope_t *scope = t->scope;
+  /* A member: its group; else an operation: the group it works for. */
   const uvp__owner_t *g =
       t->scope != NULL ? t->scope->owner : group_of(t->promise);
+  if (g == NULL)
+    g = work_of;
   if (g != NULL && g->ops->describe != NULL) {
     add_key(d, "groups", "; in ");
     if (d->json)

@@ -7,11 +7,14 @@
 #include "scope.h"
 
 /* What a pending promise waits for: a kind ("fs.read_file", "timer") and a
- * target ("/etc/hosts"), and for a timer the time left (else -1). */
+ * target ("/etc/hosts"), for a timer the time left (else -1), and who waits
+ * for the work to end (an operation's group: its chain, deadline and slots
+ * are shown; NULL: none known, as nothing is kept per promise). */
 typedef struct uvp__what_s {
   char kind[32];
   char target[256];
   int64_t left_ms;
+  const struct uvp__owner_s *owner;
 } uvp__what_t;
 
 /* How a producer describes its promise p, given the argument of the cancel

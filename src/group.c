@@ -702,10 +702,12 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
   maybe_free(g);
 }
 
-/* The task dump: a group's join waits for its members. */
+/* The task dump: a group's join waits for its members; the line shows the
+ * group (its parents, deadline and slots) as the one whose work it is. */
 static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
   const uvp_group_t *g = arg;
   (void)p;
+  w->owner = &g->owner;
   snprintf(w->kind, sizeof(w->kind), "group");
   snprintf(w->target, sizeof(w->target),
            "%zu running, %s waiting to start, %zu requests and handles open%s",

@@ -36,6 +36,7 @@ static void op_cancel(uvp_promise_t *p, void *arg);
 static void op_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
   const uvp__op_t *op = UVP__CONTAINER_OF(arg, uvp__op_t, p);
   (void)p;
+  w->owner = op->owner;
   if (op->kind->describe != NULL)
     op->kind->describe(op, w);
   else

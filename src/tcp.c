@@ -243,6 +243,7 @@ static void tcp_describe(const uvp__op_t *o, uvp__what_t *w) {
                                       "read",    "shutdown", "closed"};
   const tcpop_t *op = UVP__CONTAINER_OF(o, tcpop_t, op);
   snprintf(w->kind, sizeof(w->kind), "tcp.%s", names[op->kind]);
+  w->owner = op->t->owner;
   if (op->kind == OP_CONNECT_HOST && op->resolving) {
     snprintf(w->target, sizeof(w->target), "(resolving its host)");
     return;

@@ -327,6 +327,63 @@ static void test_operations_described(void **state) {
   close(lfd);
 }
 
+/* A member that stats a file and waits on it through a then: the stat's
+ * own line names the group it works for. */
+static int stat_then(void *arg, uvp_promise_t **out) {
+  uvp_ctx_t *ctx = arg;
+  uvp_promise_t *st;
+  int rc = uvp_fs_stat(ctx, at("data"), &st);
+  if (rc == 0) {
+    rc = uvp_promise_then(st, NULL, NULL, out);
+    uvp_promise_release(st);
+  }
+  return rc;
+}
+
+static int request_id(void *value, char *buf, size_t cap);
+
+/* An operation started in a group's member shows the group it works for,
+ * the group's deadline and its scope's slots; so does the group's join. */
+static void test_work_shows_its_group(void **state) {
+  fixture_t *f = *state;
+  static int id = 7;
+  put("data", "x", 1);
+  size_t n = uvp_pool_size();
+  uvp_promise_t **w = block_pool(f, n);
+  assert_int_equal(uvp_ctx_set_slot_format(f->ctx, 0, request_id), 0);
+  assert_int_equal(uvp_scope_set(f->ctx, 0, &id, NULL), 0);
+  uvp_group_opts_t go = {0, 0, 60000};
+  uvp_group_t *g;
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  assert_int_equal(uvp_group_start(g, stat_then, f->ctx, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_promise_on(join, UVP_ON_BOTH, ignore, NULL, NULL), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  static sink_t s;
+  s = (sink_t){0};
+  assert_int_equal(dump_into(f, &s, 0, 0), 3); /* join, member, stat */
+  char want[512];
+  snprintf(want, sizeof(want), "for fs.stat %s; in group at %s:", at("data"),
+           __FILE__);
+  const char *line = strstr(s.buf, want);
+  assert_non_null(line);
+  const char *eol = strchr(line, '\n');
+  const char *dl = strstr(line, "; deadline in ");
+  const char *slot = strstr(line, "; slots 0=req-7");
+  assert_true(dl != NULL && dl < eol && slot != NULL && slot < eol);
+  assert_non_null(strstr(s.buf, "for group 1 running"));
+  free(s.buf);
+  unblock_pool();
+  run_loop(f);
+  blockers_done(w, n, 0);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
 /* ---- slots and their formatters ------------------------------------------ */
 
 static int fails(void *value, char *buf, size_t cap) {
@@ -435,9 +492,8 @@ static void test_bad_arguments(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      QUIET_TEST(test_many_tasks),
-      FS_TEST(test_operations_described),
-      QUIET_TEST(test_slot_formatters),
+      QUIET_TEST(test_many_tasks),        FS_TEST(test_operations_described),
+      FS_TEST(test_work_shows_its_group), QUIET_TEST(test_slot_formatters),
       FIXTURE_TEST(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1324,6 +1324,15 @@ int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,
   return rc;
 }
 
+/* What a request waits for, in the task dump: its hop's URL, and whether
+ * it is still connecting. */
+static int req_describe(void *arg, char *buf, size_t cap) {
+  const req_t *r = arg;
+  return snprintf(buf, cap, "GET %s%s",
+                  r->target != NULL ? r->target->href : "?",
+                  r->conn == NULL ? " (connecting)" : "");
+}
+
 int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
                      const httpc_opts_t *opts, uvp_promise_t **out) {
   if (ctx == NULL || t == NULL || out == NULL)
@@ -1357,8 +1366,9 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   /* The cancel hook holds a reference of its own (its destroy notifier
    * drops it): r stays valid for the hook whatever else let go of it. */
   int rc = uvp_promise_new(ctx, &r->p);
-  if (rc == 0 && (rc = uvp_promise_set_cancel_full(r->p, req_cancelled, r,
-                                                   req_unref)) != 0) {
+  if (rc == 0 &&
+      (rc = uvp_promise_set_cancel_described(r->p, req_cancelled, r, req_unref,
+                                             "HTTP", req_describe)) != 0) {
     uvp_promise_release(r->p); /* pending: its hook does not run */
     r->p = NULL;
   }
@@ -1373,12 +1383,15 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
     r->pool = o.pool;
     r->pool->users++;
   }
+  /* The caller's deadline, if it has one, bounds the whole request, as
+   * it bounds uvp's own operations. */
+  rc = uvp_deadline_watch(ctx, r->p);
   uvp_promise_t *result = NULL;
-  if (o.timeout_ms != 0) {
+  if (rc == 0 && o.timeout_ms != 0) {
     /* When it fires, the timeout cancels r->p, which is ours alone (a
      * cancellation is not reported as unhandled). */
     rc = uvp_timeout(r->p, o.timeout_ms, UVP_CANCEL_INPUT, &result);
-  } else {
+  } else if (rc == 0) {
     result = uvp_promise_retain(r->p);
   }
   if (rc != 0) {

@@ -4,8 +4,13 @@
  *   uvp-gateway [options] -b URL [-b URL]... (see usage() or --help)
  *
  * Each request is a task group (uvp_group_*): it GETs every backend at once
- * (httpc_get_target with the timeout; each backend's URL is parsed once, at
- * startup), each backend request a member the group starts; once the group
+ * (httpc_get_target; each backend's URL is parsed once, at startup), each
+ * backend request a member the group starts.  The group carries the
+ * request's deadline (-t, uvp_group_opts_t.deadline_ms): everything the
+ * request started (each backend request, its connect, its reads and
+ * writes) that has not ended when it passes is cancelled, and that backend
+ * reports ETIMEDOUT; one deadline for the request, not one timeout per
+ * backend request that would start over on a retry.  Once the group
  * has joined (every member settled and every connection and timer they
  * used closed or handed back to the pool) it answers 200 with
  *
@@ -68,7 +73,9 @@
  *
  * SIGUSR1: each worker prints its requests in flight, each pending backend
  * request with its async trace (--traces or UVP_TRACES=1; without, the
- * creation sites only), then uvp_ctx_dump_pending, to stderr.
+ * creation sites only), then its task dump (uvp_ctx_dump_tasks: each task,
+ * what it waits for and since when, its group, the time left of its
+ * deadline and its request id), to stderr.
  *
  * SIGINT/SIGTERM: each worker stops accepting, closes idle connections,
  * lets requests in flight finish (bounded by -t) and answers them with
@@ -503,8 +510,10 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
     f->next->prev = f;
   w->inflight = f;
   /* Created in the request's scope: the group's scope, which its members
-   * run in, carries the request id. */
-  int err = uvp_group_new(w->ctx, NULL, &f->group);
+   * run in, carries the request id, and the request's deadline (none for
+   * -t 0). */
+  uvp_group_opts_t go = {0, 0, w->main->cfg.timeout_ms};
+  int err = uvp_group_new(w->ctx, &go, &f->group);
   for (size_t i = 0; err == 0 && i < n; i++) {
     f->calls[i].f = f;
     f->calls[i].i = i;
@@ -663,9 +672,14 @@ static void print_worker_memory(worker_t *w, FILE *out) {
 
 /* ---- SIGUSR1 ------------------------------------------------------------ */
 
+/* The task dump's rendering of the request id slot: a string. */
+static int format_request_id(void *value, char *buf, size_t cap) {
+  return snprintf(buf, cap, "%s", (const char *)value);
+}
+
 /* Print the worker's requests in flight, each pending backend request with
- * its async trace, then every pending promise (uvp_ctx_dump_pending), as
- * one write: the workers' dumps do not interleave. */
+ * its async trace, then its tasks (uvp_ctx_dump_tasks), as one write: the
+ * workers' dumps do not interleave. */
 static void dump_worker(worker_t *w) {
   char *text = NULL;
   size_t len = 0;
@@ -698,9 +712,11 @@ static void dump_worker(worker_t *w) {
         fprintf(out, "  (none: traces are off; --traces or UVP_TRACES=1)\n");
     }
   }
-  fprintf(out, "uvp-gateway: worker %u: pending promises:\n", w->id);
-  int n = uvp_ctx_dump_pending(w->ctx, out);
-  fprintf(out, "uvp-gateway: worker %u: %d pending\n", w->id, n);
+  fprintf(out, "uvp-gateway: worker %u: tasks:\n", w->id);
+  uvp_dump_opts_t dump = {0, out, NULL, NULL, 0};
+  int n = uvp_ctx_dump_tasks(w->ctx, &dump);
+  fprintf(out, "uvp-gateway: worker %u: %d task%s\n", w->id, n,
+          n == 1 ? "" : "s");
   print_worker_memory(w, out);
   if (fclose(out) == 0) {
     fwrite(text, 1, len, stderr);
@@ -783,10 +799,14 @@ static int worker_init(worker_t *w) {
   if (summary_init(&w->summary, w->backends, w->nbackends) != 0)
     return UV_ENOMEM;
   w->backend_bytes = heap_in_use() - heap0;
-  w->opts.timeout_ms = cfg->timeout_ms;
+  /* No timeout per backend request: the request's deadline bounds them
+   * all (start_fanout). */
+  w->opts.timeout_ms = 0;
   w->opts.keep = 0; /* only the body's size goes into the summary */
   w->opts.max_body = cfg->max_body;
   int err = uvp_ctx_new(&w->loop, &w->ctx);
+  if (err == 0)
+    err = uvp_ctx_set_slot_format(w->ctx, SLOT_REQUEST_ID, format_request_id);
   if (err == 0 && cfg->traces)
     err = uvp_ctx_set_traces(w->ctx, 1);
   httpc_pool_opts_t po = {POOL_MAX_IDLE, 0, cfg->backend_idle_ms};
@@ -966,7 +986,9 @@ static void usage(FILE *f) {
       "  -p, --port PORT     listen on 127.0.0.1:PORT (default 8080; 0: any\n"
       "                      free port); prints \"listening on "
       "127.0.0.1:PORT\"\n"
-      "  -t, --timeout MS    per-backend timeout (default 2000; 0: none)\n"
+      "  -t, --timeout MS    each request's deadline: backend requests not\n"
+      "                      done by then are cancelled, ETIMEDOUT (default\n"
+      "                      2000; 0: none)\n"
       "  -b, --backend URL   a backend (http://host[:port]/path); "
       "repeatable\n"
       "  -f, --file FILE     more backends, one URL per line ('#' comments)\n"
@@ -1005,8 +1027,9 @@ static void usage(FILE *f) {
       "are answered), a second one closes what is left; exit status 0.\n"
       "SIGUSR1 prints each worker's requests in flight to stderr, with "
       "their\n"
-      "pending backend requests' async traces and every pending promise,\n"
-      "then where memory is.\n"
+      "pending backend requests' async traces, then its tasks: what each\n"
+      "waits for and since when, its deadline and request id; then where\n"
+      "memory is.\n"
       "\n"
       "Under load: a client that does not read its answers is not read "
       "either\n"
@@ -1262,7 +1285,7 @@ int main(int argc, char **argv) {
     fflush(stdout);
     const httpd_opts_t *o = &m.cfg.httpd;
     fprintf(stderr,
-            "uvp-gateway: %u worker%s; timeouts (ms): backend %llu, header "
+            "uvp-gateway: %u worker%s; timeouts (ms): request %llu, header "
             "%llu, keep-alive %llu, send %llu; async traces %s\n",
             m.cfg.workers, m.cfg.workers > 1 ? "s" : "",
             (unsigned long long)m.cfg.timeout_ms,

@@ -883,7 +883,7 @@ def case_stuck_and_cancelled(gw, backend_port, urls):
                 j = i + 1
                 while j < len(lines) and lines[j].startswith("  "):
                     j += 1
-                if j < len(lines) and "pending promises:" in lines[j]:
+                if j < len(lines) and lines[j].endswith(": tasks:"):
                     return lines[i:j]
         return None
     b = wait_for(block, 10) or []
@@ -899,12 +899,25 @@ def case_stuck_and_cancelled(gw, backend_port, urls):
                   for f in frames),
           "SIGUSR1: the pending /hang request with its async trace (its "
           "promise in httpc.c, its group in gateway.c): %s" % b[1:])
+    # Then the task dump: the member waits for its HTTP request, the
+    # request's read for the backend, each in the request's group, under
+    # its deadline (-t 60 s), with the request id.
     text = gw.stderr()
-    check(re.search(r"\[pending\] \S+ created at \S*httpc\.c:\d+ age \d+ ms"
-                    r".*\n    promise at \S*httpc\.c:\d+\n", text)
-          is not None and re.search(r"worker \d+: \d+ pending\n", text),
-          "SIGUSR1: then every pending promise with its trace "
-          "(uvp_ctx_dump_pending)")
+    port = urls[3].split(":")[2].split("/")[0]
+    in_group = (r"; in group at \S*gateway\.c:\d+; deadline in (\d+) ms; "
+                r"slots 0=%s\n" % re.escape(rid))
+    member = re.search(r"\nmember \S+ at \S*httpc\.c:\d+, \d+ ms old, waiting "
+                       r"\d+ ms for HTTP GET %s" % re.escape(urls[3])
+                       + in_group, text)
+    read = re.search(r"\npromise \S+ at \S*httpc\.c:\d+, \d+ ms old, waiting "
+                     r"\d+ ms for tcp\.read 127\.0\.0\.1:%s" % port
+                     + in_group, text)
+    ok = (member is not None and read is not None
+          and 55000 < int(member.group(1)) <= 60000
+          and re.search(r"worker \d+: \d+ tasks?\n", text) is not None)
+    check(ok, "SIGUSR1: then the task dump: the member waits for HTTP GET "
+          "%s, its read for the backend, in the request's group with its "
+          "deadline and id%s" % (urls[3], "" if ok else ": " + text[-3000:]))
 
     t0 = time.monotonic()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
