@@ -986,6 +986,79 @@ enum { UVP_CANCEL_INPUT = 8 };
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                               uvp_promise_t **out, const char *file, int line);
 
+/* The virtual clock: uvp's own time under the program's control, for tests
+ * of timeouts, retries, delays and deadlines that must not wait (tokio's
+ * time::pause, sinon's fake timers).  On it run, for one context: every
+ * uvp_delay and uvp_timeout, uvp_retry's backoff, every deadline
+ * (uvp_deadline_set, a group's or a fiber's deadline_ms, and
+ * uvp_deadline_left), and the ages and times left of the task dumps
+ * (uvp_ctx_dump_tasks, uvp_ctx_dump_pending).  Not on it: the program's
+ * own uv_timer_t handles, uv_now() and uv_hrtime() (libuv's, which go on
+ * in real time), and a library's own timers; nor the time uvp's wrappers
+ * take (a connect, a child, a file request run at the kernel's pace).
+ *
+ *   UVP_CLOCK_REAL     the loop's clock (the default).
+ *   UVP_CLOCK_VIRTUAL  time stands still but for uvp_clock_advance.  A
+ *                      timer of 0 ms (or one whose time has come) still
+ *                      fires from the loop's next timer phase.  uv_run
+ *                      waits for referenced virtual timers like any
+ *                      other, so a loop with nothing else to do waits
+ *                      until the program advances the clock: advance it
+ *                      from a handler, a fiber or a uv_timer_t of yours,
+ *                      or run the loop with UV_RUN_NOWAIT between calls.
+ *   UVP_CLOCK_AUTO     virtual, and the loop moves it too: when it is
+ *                      about to wait (nothing queued, no handle closing,
+ *                      no real timer due) while none of uvp's real work is
+ *                      in flight, the clock jumps to the next virtual
+ *                      timer, which fires then.  uvp's real work is every
+ *                      wrapper's request or handle from its start until
+ *                      libuv is done with it (file, DNS, thread-pool work,
+ *                      TCP connect/read/write/shutdown, a child process
+ *                      until it has exited and its pipes are closed),
+ *                      except a uvp_tcp_closed watch.  While any is in
+ *                      flight the clock does not jump: it runs at the
+ *                      loop's pace, so a reply on its way beats a virtual
+ *                      timeout it would beat in real time (a clock that
+ *                      jumped would time it out spuriously), and work
+ *                      that never completes still times out after the
+ *                      timeout's length of real time.  A retry schedule
+ *                      of 60 s against a server that refuses at once
+ *                      takes milliseconds.  Work the program runs itself
+ *                      (its own sockets, threads settling promises) is
+ *                      not seen: the clock may jump while it is under way.
+ * Timers fire in order of due time, those due together in the order they
+ * were started, the same order every run; what their promises' handlers
+ * do runs from the loop afterwards, as on the real clock.  The clock
+ * starts at uv_now() of the moment it is turned on.
+ * Switching between real and virtual is refused with UV_EBUSY while the
+ * context has any promise (uvp_ctx_stats' `live`) or the current scope a
+ * deadline: call it right after uvp_ctx_new.  Switching between
+ * UVP_CLOCK_VIRTUAL and UVP_CLOCK_AUTO is allowed at any time.  With the
+ * clock real nothing of this costs anything measurable (docs/internals.md).
+ * UVP_CLOCK_AUTO adds two unreferenced handles, closed by uvp_ctx_close.
+ * Loop thread.  Errors: UV_EINVAL (NULL ctx, unknown mode), UVP_ECLOSED,
+ * UVP_ETHREAD, UV_EBUSY (see above), UV_ENOMEM. */
+enum { UVP_CLOCK_REAL = 0, UVP_CLOCK_VIRTUAL = 1, UVP_CLOCK_AUTO = 2 };
+UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
+
+/* Move the virtual clock `ms` milliseconds forward, inside this call:
+ * every timer due by then fires, in order, each with the clock at its own
+ * due time (so a deadline set by a callback counts from there), including
+ * timers started by those callbacks if they fall due by then.  What fires
+ * settles or cancels promises now (cancel hooks run inside this call);
+ * their handlers run later, from the loop, and what those start counts
+ * from the new time: to play a schedule of several steps (a retry's
+ * backoffs), advance step by step with the loop run in between, or use
+ * UVP_CLOCK_AUTO.  Loop thread (a handler, a fiber, a callback of yours).
+ * Errors: UV_EINVAL (NULL ctx, or the clock is not virtual), UVP_ECLOSED,
+ * UVP_ETHREAD. */
+UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
+
+/* uvp's time for ctx in milliseconds: the virtual clock's, or uv_now()
+ * on the real one (0 for NULL).  Loop thread; also after uvp_ctx_close
+ * while the context's memory lives. */
+UVP_EXTERN uint64_t uvp_clock_now(const uvp_ctx_t *ctx);
+
 /* ------------------------------------------------------------------------ */
 /* Bounded fan-out                                                           */
 /* ------------------------------------------------------------------------ */
