@@ -963,7 +963,8 @@ enum { UVP_KEEP_ALIVE = 2, UVP_UNREF = 16 };
 /* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
  * timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
- * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED. */
+ * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED.
+ * Cancelled: nothing is left: the timer stops, value goes to free_cb. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
@@ -979,6 +980,7 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * either case; UVP_UNREF keeps uv_run from waiting for the timer alone.
  * Cancelling the result cancels p by the same rule.  The result keeps
  * itself alive while pending (its timer holds it).  Borrows p.
+ * Cancelled: the timer stops, and p is cancelled by the rule above.
  * Errors: UV_EINVAL (NULL p or out, unknown flags, UVP_UNREF with
  * UVP_KEEP_ALIVE), UV_ENOMEM, UVP_ECLOSED. */
 enum { UVP_CANCEL_INPUT = 8 };
@@ -1845,7 +1847,19 @@ UVP_EXTERN void uvp_group_release(uvp_group_t *g);
  * once while a pool thread or the kernel may still read or fill the
  * buffer until the request completes.  Such a request keeps uv_run() going
  * until then, so memory freed after uv_run() has returned is always safe;
- * freeing it in the rejection handler is not. */
+ * freeing it in the rejection handler is not.
+ *
+ * Cancel-safety.  Each wrapper says below, in a line that begins
+ * "Cancelled:", what a cancellation in mid-flight leaves behind: bytes
+ * still in the stream or lost, a write partly sent or not, a file request
+ * run anyway in the pool or not, a child killed or left running.  It holds
+ * for every way uvp cancels: uvp_promise_cancel, a group's cancel
+ * (uvp_group_cancel, UVP_GROUP_FAIL_FAST, a cancelled join), a deadline
+ * passing (the promise rejects with UV_ETIMEDOUT instead of UV_ECANCELED),
+ * uvp_timeout, a race's or map's losers, and uvp_ctx_close
+ * (test/test-cancel-safety.c shows each line by the first three).  "Queued"
+ * means still waiting for a thread of the pool, "running" that a thread
+ * has taken it. */
 
 /* Integer results (file descriptors, byte counts) travel in the value
  * pointer. */
@@ -1862,14 +1876,20 @@ typedef struct uvp_buf_s {
 /* ------------------------------------------------------------------------ */
 
 /* Paths are copied by libuv during the call: they need not outlive it.
- * A NULL path is UV_EINVAL. */
+ * A NULL path is UV_EINVAL.  Every request below is one pool request but
+ * read_file and write_file (one per step): cancelled queued, it never
+ * runs; cancelled running, it runs to its end, as the lines say. */
 
-/* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close). */
+/* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close).
+ * Cancelled: queued, nothing is opened or created; running, the open
+ * completes (a file O_CREAT makes stays) and uvp closes the descriptor. */
 #define uvp_fs_open(...) uvp_fs_open_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
                               int mode, uvp_promise_t **out, const char *file,
                               int line);
-/* close: value NULL. */
+/* close: value NULL.
+ * Cancelled: queued, the descriptor stays open (yours: close it again);
+ * running, it is closed. */
 #define uvp_fs_close(...) uvp_fs_close_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
@@ -1877,7 +1897,10 @@ UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
  * borrowed (after a cancellation, until the request completes: see above).
  * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
  * len > 0, or len over UINT_MAX (what one libuv buffer holds), is
- * UV_EINVAL. */
+ * UV_EINVAL.
+ * Cancelled: queued, nothing is read or written and the position stays;
+ * running, the call completes: buf may be filled (the bytes are taken from
+ * a pipe or socket), or the bytes written, and offset -1 moves on. */
 #define uvp_fs_read(...) uvp_fs_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
                               int64_t offset, uvp_promise_t **out,
@@ -1886,7 +1909,8 @@ UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
 UVP_EXTERN int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf,
                                size_t len, int64_t offset, uvp_promise_t **out,
                                const char *file, int line);
-/* stat / lstat / fstat: value is an owned uv_stat_t *. */
+/* stat / lstat / fstat: value is an owned uv_stat_t *.
+ * Cancelled: nothing is left (a running one's result is freed). */
 #define uvp_fs_stat(...) uvp_fs_stat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path,
                               uvp_promise_t **out, const char *file, int line);
@@ -1896,7 +1920,9 @@ UVP_EXTERN int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path,
 #define uvp_fs_fstat(...) uvp_fs_fstat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
-/* unlink / mkdir / rmdir / rename: value NULL. */
+/* unlink / mkdir / rmdir / rename: value NULL.
+ * Cancelled: queued, the file system is unchanged; running, the change is
+ * made (the promise has rejected all the same). */
 #define uvp_fs_unlink(...) uvp_fs_unlink_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path,
                                 uvp_promise_t **out, const char *file,
@@ -1912,7 +1938,8 @@ UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
                                 const char *new_path, uvp_promise_t **out,
                                 const char *file, int line);
 /* scandir: value is an owned uvp_dirents_t * (names owned too), in the
- * order libuv returns them. */
+ * order libuv returns them.
+ * Cancelled: nothing is left (a running one's list is freed). */
 typedef struct uvp_dirents_s {
   size_t count;
   uv_dirent_t *items;
@@ -1921,7 +1948,8 @@ typedef struct uvp_dirents_s {
 UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
                                  uvp_promise_t **out, const char *file,
                                  int line);
-/* realpath: value is an owned char *. */
+/* realpath: value is an owned char *.
+ * Cancelled: nothing is left (a running one's string is freed). */
 #define uvp_fs_realpath(...) uvp_fs_realpath_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
@@ -1929,13 +1957,15 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
 /* readlink: value is an owned char *, the link's contents as stored
  * (not resolved: see realpath), NUL-terminated, the same type as
  * realpath's.  A path that is not a symbolic link rejects with UV_EINVAL
- * (readlink(2)'s answer). */
+ * (readlink(2)'s answer).
+ * Cancelled: nothing is left (a running one's string is freed). */
 #define uvp_fs_readlink(...) uvp_fs_readlink_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /* fsync / fdatasync: flush the file's data (fsync: and its metadata) to
- * the device; value NULL. */
+ * the device; value NULL.
+ * Cancelled: queued, nothing is flushed; running, the flush completes. */
 #define uvp_fs_fsync(...) uvp_fs_fsync_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
@@ -1946,14 +1976,16 @@ UVP_EXTERN int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd,
                                    int line);
 /* ftruncate: cut or extend (with zeros) the file to `offset` bytes; value
  * NULL.  A negative offset is UV_EINVAL, returned at once with nothing
- * started (ftruncate(2) would reject it the same way). */
+ * started (ftruncate(2) would reject it the same way).
+ * Cancelled: queued, the size is unchanged; running, it is changed. */
 #define uvp_fs_ftruncate(...)                                                  \
   uvp_fs_ftruncate_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /* chmod / fchmod: set the permission bits to `mode` (as chmod(2): 0644,
- * ...; not masked by the umask); value NULL. */
+ * ...; not masked by the umask); value NULL.
+ * Cancelled: queued, the mode is unchanged; running, it is changed. */
 #define uvp_fs_chmod(...) uvp_fs_chmod_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
                                uvp_promise_t **out, const char *file, int line);
@@ -1967,7 +1999,8 @@ UVP_EXTERN int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode,
  * UV_EEXIST), UV_FS_COPYFILE_FICLONE (a copy-on-write clone where the
  * file system has them, else a copy), UV_FS_COPYFILE_FICLONE_FORCE (a
  * clone or a rejection, such as UV_ENOTSUP).  Any other bit is UV_EINVAL,
- * returned at once with nothing started. */
+ * returned at once with nothing started.
+ * Cancelled: queued, new_path is untouched; running, the copy completes. */
 #define uvp_fs_copyfile(...) uvp_fs_copyfile_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
                                   const char *new_path, int flags,
@@ -1980,14 +2013,19 @@ UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
  * or read(2) until a writer comes: cancelling or timing out the promise
  * rejects it, but the request (and so uv_run) goes on until then, as for
  * any libuv file request.  Check with uvp_fs_stat first when a path may
- * name one. */
+ * name one.
+ * Cancelled: nothing is left: the step running completes, no later step
+ * starts, the descriptor is closed and what was read is freed. */
 #define uvp_fs_read_file(...)                                                  \
   uvp_fs_read_file_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /* write_file: create or truncate (mode 0644), write all of `data`
- * (borrowed), close; value UVP_INT(v) is the byte count. */
+ * (borrowed), close; value UVP_INT(v) is the byte count.
+ * Cancelled: the step running completes, no later step starts, the
+ * descriptor is closed: once the open has run, the file stays created and
+ * truncated with a prefix of data (possibly none) in it. */
 #define uvp_fs_write_file(...)                                                 \
   uvp_fs_write_file_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
@@ -2065,7 +2103,9 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
  * in turn until one connects; rejects with the last address's error (or
  * the UV_EAI_* code of the lookup).  A literal IPv4 or IPv6 address
  * ("127.0.0.1", "::1") is connected to directly, with no lookup and no
- * trip through the thread pool.  Strings are copied.  Value NULL. */
+ * trip through the thread pool.  Strings are copied.  Value NULL.
+ * Cancelled (either connect): the connection is closed; a peer that had
+ * accepted it reads its end at once; a lookup running completes unused. */
 #define uvp_tcp_connect_host(...)                                              \
   uvp_tcp_connect_host_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
@@ -2079,7 +2119,10 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * (uv_try_write) and what did not fit is queued; a small write therefore
  * often returns a promise already fulfilled, whose handlers still run
  * later, from the loop.  Writes go out in the order they were made.  A
- * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL. */
+ * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL.
+ * Cancelled (either write): partly sent: the connection is closed, the
+ * peer receives the prefix the kernel had taken, then the end (or a
+ * reset); the rest is never sent. */
 #define uvp_tcp_write(...) uvp_tcp_write_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
@@ -2101,7 +2144,9 @@ UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
  * pending returns UV_EBUSY.  Bytes a watch read ahead (uvp_tcp_closed)
  * come first: all of them are the chunk, and the promise is fulfilled
  * when the call returns (its handlers still run later, from the loop);
- * then the end of stream or the error that watch saw, the same way. */
+ * then the end of stream or the error that watch saw, the same way.
+ * Cancelled: lost: the connection is closed, and bytes the peer sent that
+ * were not read yet go with it (the peer's later writes fail). */
 #define uvp_tcp_read(...) uvp_tcp_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);
@@ -2110,7 +2155,9 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
  * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
  * pending, as for uvp_tcp_read.  Bytes a watch read ahead begin the body
- * (beyond `max`, the rest stays for the next read). */
+ * (beyond `max`, the rest stays for the next read).
+ * Cancelled: lost: the connection is closed; the bytes gathered so far are
+ * freed, those not read yet go with the connection. */
 #define uvp_tcp_read_all(...)                                                  \
   uvp_tcp_read_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
@@ -2160,12 +2207,16 @@ UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
  * and no read has taken it yet (its handlers still run later, from the
  * loop).  Loop thread.  Errors: UV_EINVAL (NULL), UV_EBADF (closed),
  * uv_read_start's (UV_ENOTCONN before the connection is established),
- * UV_ENOMEM, UVP_ECLOSED, UVP_ETHREAD. */
+ * UV_ENOMEM, UVP_ECLOSED, UVP_ETHREAD.
+ * Cancelled: still in the stream: only the watch stops; the connection
+ * stays open and the bytes it read ahead come first to the next read. */
 #define uvp_tcp_closed(...) uvp_tcp_closed_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out,
                                  const char *file, int line);
 
-/* Shut the write side down after queued writes; value NULL. */
+/* Shut the write side down after queued writes; value NULL.
+ * Cancelled: the connection is closed: the writes queued before it are
+ * partly sent, as a cancelled write is, and no FIN follows them. */
 #define uvp_tcp_shutdown(...)                                                  \
   uvp_tcp_shutdown_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
@@ -2184,6 +2235,8 @@ UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
  * lookup rejects with UV_ECANCELED, never UV_EAI_CANCELED, like every other
  * wrapper; a lookup already running cannot be stopped, and its late result
  * is freed when it arrives.
+ * Cancelled: queued, the lookup never runs; running, it completes and its
+ * result is freed.
  * Errors: UV_EINVAL (NULL ctx/out, node and service both NULL), UV_ENOMEM,
  * UVP_ECLOSED. */
 #define uvp_getaddrinfo(...) uvp_getaddrinfo_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2216,6 +2269,8 @@ typedef int (*uvp_work_cb)(void *arg, void **result);
  * `arg` is borrowed until work_cb has returned, which after a cancellation
  * may be after the promise settled: the request keeps uv_run() running
  * until then, so memory that outlives the loop run is safe.
+ * Cancelled: queued, the job never runs (UVP_WORK_CANCELLED); running, it
+ * runs to its end and its result goes to result_free (UVP_WORK_ABANDONED).
  * Errors: UV_EINVAL (NULL ctx/work_cb/out), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_work(...) uvp_work_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
@@ -2293,6 +2348,9 @@ typedef struct uvp_process_result_s {
  * pipes at once; the promise rejects with UV_ECANCELED (UVP_ECLOSED) at
  * once, and the process handle stays open until the child exits: one that
  * ignores the signal keeps uv_run() running until it does.
+ * Cancelled: killed by cancel_signal (SIGTERM), or, if it ignores or
+ * handles that, left running until it exits; processes it started are not
+ * signalled; its output is not collected.
  * Writing to a child that exits without reading all of stdin_data raises
  * SIGPIPE, as any write to a pipe does: like every libuv program that
  * writes to pipes, ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).
