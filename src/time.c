@@ -175,7 +175,10 @@ static void tmo_cancel(uvp_promise_t *result, void *arg) {
   uvp_promise_t *r = tmo_take_result(t);
   t->refs++;
   tmo_stop(t);
-  if (uvp_promise_reason(result, NULL) == UV_ECANCELED)
+  /* Cancelled, or its deadline passed: the input stops by the same rule.
+   * Not at teardown (UVP_ECLOSED), which tears the input down itself. */
+  int why = uvp_promise_reason(result, NULL);
+  if (why == UV_ECANCELED || why == UV_ETIMEDOUT)
     cancel_input(t);
   uvp__unref(r);
   tmo_unref(t);
