@@ -30,11 +30,11 @@
  * libcurl whose curl_version_info() has CURL_VERSION_THREADSAFE (7.84 and
  * later built with atomics: Debian 12's 7.88.1 is) both are safe to call
  * from several threads at once, so each thread may run its own loop,
- * context and binding; with an older one, uvp_curl_new refuses with
- * UV_ENOTSUP unless the program has called curl_global_init itself
- * before starting threads (libcurl then only counts).  A binding belongs
- * to its loop's thread: its multi handle, easy handles and callbacks are
- * only touched there.
+ * context and binding; with an older one, a program with several such
+ * threads calls curl_global_init itself before starting them (the
+ * bindings' calls then only count).  A binding belongs to its loop's
+ * thread: its multi handle, easy handles and callbacks are only touched
+ * there.
  * libcurl's threaded resolver (Debian's libcurl uses it; "AsynchDNS")
  * looks a host name up with getaddrinfo on a thread it starts for that
  * lookup, which tells the loop thread through a socket pair the binding
@@ -149,9 +149,8 @@ typedef struct uvp_curl_s uvp_curl_t;
  * connection cache, DNS cache and HTTP/2 connections the transfers share.
  * Make one per context (a second works, but shares nothing with the
  * first).  Yours until uvp_curl_close.  Loop thread.  Errors: UV_EINVAL,
- * UVP_ECLOSED, UV_ENOMEM, UV_ENOTSUP (a libcurl that is not thread-safe
- * and was not initialised by the program: see "Global state and
- * threads"), or uv_*_init's. */
+ * UVP_ECLOSED, UV_ENOMEM (also curl_global_init failing), or
+ * uv_async_init's. */
 UVP_CURL_EXTERN int uvp_curl_new(uvp_ctx_t *ctx, uvp_curl_t **out);
 
 /* Cancel every transfer still in flight (uvp_promise_cancel: each rejects
