@@ -5,6 +5,7 @@
  * hostile_t serves HTTP/1.1 by path, one request per connection:
  *   /fast          200, "fast\n", with X-Test: yes
  *   /close         200, "closed\n", then closes (Connection: close)
+ *   /redirect      302 to /fast, with headers of its own
  *   /echo          200, the request as received (head and body) as body
  *   /gzip?n=N      200, N bytes of 'a' gzip-compressed, Content-Encoding:
  *                  gzip, Content-Length the compressed size
@@ -197,6 +198,10 @@ static void hanswer(hconn_t *c) {
     hsendf(c, 1,
            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Test: yes\r\n"
            "Content-Length: 5\r\nConnection: close\r\n\r\nfast\n");
+  } else if (strcmp(path, "/redirect") == 0) {
+    hsendf(c, 1,
+           "HTTP/1.1 302 Found\r\nLocation: /fast\r\nX-Hop: 1\r\n"
+           "Content-Length: 0\r\nConnection: close\r\n\r\n");
   } else if (strcmp(path, "/close") == 0) {
     hsendf(c, 1,
            "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n"
@@ -401,6 +406,62 @@ static void backlog_full_start(backlog_full_t *b) {
 static void backlog_full_stop(backlog_full_t *b) {
   close(b->filler_fd);
   close(b->listen_fd);
+}
+
+/* ---- a server on a thread of its own ----------------------------------- */
+
+/* One connection on a plain thread, outside the test's loop: it reads a
+ * request and answers "late\n" after `delay_ms`.  Nothing of it keeps the
+ * loop alive: only what the client has in flight does. */
+typedef struct thread_server_s {
+  int fd, port;
+  unsigned delay_ms;
+  uv_thread_t tid;
+} thread_server_t;
+
+static void thread_server_run(void *arg) {
+  thread_server_t *t = arg;
+  int c = accept(t->fd, NULL, NULL);
+  if (c < 0)
+    return;
+  char buf[4096];
+  size_t len = 0;
+  while (len < sizeof(buf) - 1) {
+    ssize_t n = read(c, buf + len, sizeof(buf) - 1 - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+    buf[len] = '\0';
+    if (strstr(buf, "\r\n\r\n") != NULL)
+      break;
+  }
+  usleep(t->delay_ms * 1000);
+  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                               "Connection: close\r\n\r\nlate\n";
+  if (write(c, answer, sizeof(answer) - 1) < 0)
+    perror("thread server");
+  close(c);
+}
+
+static void thread_server_start(thread_server_t *t, unsigned delay_ms) {
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof(a));
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  t->fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(t->fd >= 0);
+  assert_int_equal(bind(t->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(listen(t->fd, 4), 0);
+  socklen_t alen = sizeof(a);
+  assert_int_equal(getsockname(t->fd, (struct sockaddr *)&a, &alen), 0);
+  t->port = ntohs(a.sin_port);
+  t->delay_ms = delay_ms;
+  assert_int_equal(uv_thread_create(&t->tid, thread_server_run, t), 0);
+}
+
+static void thread_server_join(thread_server_t *t) {
+  assert_int_equal(uv_thread_join(&t->tid), 0);
+  close(t->fd);
 }
 
 /* Open descriptors of this process. */

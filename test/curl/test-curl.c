@@ -1091,6 +1091,61 @@ static void test_idle_keeps_nothing_alive(void **state) {
   finish(f, c, NULL);
 }
 
+/* A transfer in flight keeps uv_run() going by itself (the server is on
+ * another thread: nothing else holds the loop), and nothing more once it
+ * has settled. */
+static void test_in_flight_keeps_loop_alive(void **state) {
+  fixture_t *f = *state;
+  thread_server_t t;
+  thread_server_start(&t, 150);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(t.port, "/");
+  uvp_promise_t *p;
+  assert_int_equal(uvp_curl_get(c, u, &p), 0);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f); /* returns once the transfer is done, not before */
+  assert_true(uv_hrtime() - t0 >= 140 * (uint64_t)1000000);
+  assert_string_equal(response_of(p)->body.base, "late\n");
+  uvp_promise_release(p);
+  thread_server_join(&t);
+  free(u);
+  finish(f, c, NULL);
+}
+
+/* Redirects followed (a libcurl option of the program's): the headers are
+ * the final response's only. */
+static int follow(void *arg, CURL *e) {
+  (void)arg;
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  return 0;
+}
+
+static void test_headers_of_final_response(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/redirect");
+  uvp_curl_fetch_opts_t o = {.setup = follow};
+  uvp_promise_t *p = fetch_wait(f, c, u, &o, NULL);
+  const uvp_curl_response_t *r = response_of(p);
+  assert_int_equal(r->status, 200);
+  assert_string_equal(r->body.base, "fast\n");
+  assert_int_equal(r->nheaders, 4);
+  assert_null(uvp_curl_response_header(r, "Location"));
+  assert_null(uvp_curl_response_header(r, "X-Hop"));
+  assert_string_equal(uvp_curl_response_header(r, "X-Test"), "yes");
+  uvp_promise_release(p);
+  /* Not followed: the 302 and its own headers. */
+  p = fetch_wait(f, c, u, NULL, NULL);
+  r = response_of(p);
+  assert_int_equal(r->status, 302);
+  assert_string_equal(uvp_curl_response_header(r, "Location"), "/fast");
+  uvp_promise_release(p);
+  free(u);
+  finish(f, c, &s);
+}
+
 static void test_closed_ctx(void **state) {
   fixture_t *f = *state;
   uvp_ctx_t *ctx = close_ctx(f);
@@ -1125,6 +1180,8 @@ int main(void) {
       FIXTURE_TEST(test_ctx_close_in_flight),
       FIXTURE_TEST(test_close_in_flight),
       FIXTURE_TEST(test_idle_keeps_nothing_alive),
+      FIXTURE_TEST(test_in_flight_keeps_loop_alive),
+      FIXTURE_TEST(test_headers_of_final_response),
       FIXTURE_TEST(test_closed_ctx),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
