@@ -379,6 +379,22 @@ static void defer(uvp_curl_t *c, xfer_t *x) {
   c->stats.deferred++;
 }
 
+static void unqueue(uvp_curl_t *c, xfer_t *x) {
+  xfer_t *prev = NULL;
+  for (xfer_t *q = c->dhead; q != NULL; prev = q, q = q->dnext) {
+    if (q != x)
+      continue;
+    if (prev != NULL)
+      prev->dnext = x->dnext;
+    else
+      c->dhead = x->dnext;
+    if (c->dtail == x)
+      c->dtail = prev;
+    break;
+  }
+  x->queued = false;
+}
+
 static void fetch_free(fetch_t *f) {
   if (f == NULL)
     return;
@@ -414,6 +430,17 @@ static void xfer_drop(uvp_curl_t *c, xfer_t *x) {
   uvp_promise_t *p = x->p;
   xfer_free(x);
   uvp_promise_release(p); /* may run the program's code: x is gone */
+}
+
+/* A transfer out of the multi (or never in it) at uvp_curl_close: its
+ * promise is cancelled, if still pending, without the hook. */
+static void xfer_abandon(uvp_curl_t *c, xfer_t *x) {
+  uvp_promise_t *p = x->p;
+  c->stats.cancelled++;
+  xfer_free(x);
+  uvp_promise_set_cancel(p, NULL, NULL);
+  uvp_promise_cancel(p);
+  uvp_promise_release(p);
 }
 
 static void on_cancel(uvp_promise_t *p, void *arg);
@@ -701,24 +728,22 @@ int uvp_curl_close(uvp_curl_t *c) {
     return UV_EINVAL;
   if (c->depth > 0)
     return UV_EBUSY;
-  /* Every transfer still in flight: cancel its promise (our hook removes
-   * it), or, once the context is closed and its promise settled, remove
-   * it here.  The list changes under us: take the first each time. */
+  /* Every transfer still in flight: out of the multi, then its promise
+   * cancelled without our hook (its work is done here).  After
+   * uvp_ctx_close none is left: the teardown ran the hooks. */
   while (c->first != NULL) {
     xfer_t *x = c->first;
-    if (uvp_promise_cancel(x->p) != 0 && c->first == x) {
-      x->cancelled = true;
-      xfer_drop(c, x);
-    }
+    if (x->queued) /* (closed from code the drain ran) */
+      unqueue(c, x);
+    x->cancelled = true;
+    xfer_remove(c, x);
+    xfer_abandon(c, x);
   }
-  while (c->dhead != NULL) { /* adds still waiting */
+  while (c->dhead != NULL) { /* adds still waiting: never in the multi */
     xfer_t *x = c->dhead;
-    c->dhead = x->dnext;
-    if (!x->cancelled)
-      uvp_promise_cancel(x->p);
-    xfer_drop(c, x);
+    unqueue(c, x);
+    xfer_abandon(c, x);
   }
-  c->dtail = NULL;
   c->closing = true;
   /* Stop watching before libcurl closes the sockets. */
   for (size_t i = 0; i < c->nslots; i++) {

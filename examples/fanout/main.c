@@ -900,7 +900,7 @@ int main(int argc, char **argv) {
       proxy = optarg;
       break;
     case 'u':
-      if (strchr(optarg, ':') == NULL)
+      if (optarg == NULL || strchr(optarg, ':') == NULL)
         return usage_error("-u wants USER:PASSWORD");
       userpwd = optarg;
       break;
