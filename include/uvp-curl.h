@@ -209,7 +209,11 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * has returned to the binding, before the loop goes on.  Whatever phase
  * it is in: resolving (see "Global state and threads" for the wait),
  * connecting, TLS handshake, sending, receiving.  uvp_ctx_close does the
- * same with UVP_ECLOSED.
+ * same with UVP_ECLOSED.  (libcurl 7.88 may leave the probes of a lookup
+ * over DNS-over-HTTPS, CURLOPT_DOH_URL, in the multi handle when their
+ * transfer is removed, until they end by themselves or uvp_curl_close;
+ * they keep nothing alive.  And it loses that lookup's state, about
+ * 1 KB, if the handle is performed again: clean it up instead.)
  *
  * While a transfer is in flight the binding keeps uv_run() going; its
  * sockets and timer do not otherwise.
