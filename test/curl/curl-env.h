@@ -67,7 +67,7 @@ static void env_start(fixture_t *f, env_t *e) {
   assert_true(
       asprintf(&servers,
                "  log_format via '$connection $server_port $request_uri "
-               "$status $server_protocol [$http_via]';\n"
+               "$status $server_protocol [$http_via] $body_bytes_sent';\n"
                "  access_log %%1$s/via.log via;\n"
                "  gzip on;\n"
                "  gzip_types text/plain application/octet-stream;\n"

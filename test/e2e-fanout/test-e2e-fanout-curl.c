@@ -169,6 +169,23 @@ static void test_compressed(void **state) {
   assert_non_null(
       strstr(jstr(&rep->rows[0], "message"), "larger than 131072 bytes"));
   env_stop(f, &e);
+  /* nginx sent the first one compressed, the second whole (the last
+   * field of each line is $body_bytes_sent). */
+  char path[128], line[512];
+  snprintf(path, sizeof(path), "%s/via.log", e.n.dir);
+  FILE *fp = fopen(path, "r");
+  assert_non_null(fp);
+  long sent[3];
+  int n = 0;
+  while (n < 3 && fgets(line, sizeof(line), fp) != NULL) {
+    const char *last = strrchr(line, ' ');
+    assert_non_null(last);
+    sent[n++] = strtol(last + 1, NULL, 10);
+  }
+  fclose(fp);
+  assert_int_equal(n, 3);
+  assert_true(sent[0] > 0 && sent[0] < BIG_BYTES / 10);
+  assert_int_equal(sent[1], BIG_BYTES);
   free(big);
   free(rep);
   nginx_cleanup(&e.n);
