@@ -1618,8 +1618,10 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * nothing.  Code that calls a server passes the budget on with
  * uvp_deadline_left.  Work already running when a deadline is set is not
  * watched by it; work started by a handler of a promise settled from
- * another thread is, if the handler was registered under it.  With no
- * deadline set, none of this costs anything measurable. */
+ * another thread is, if the handler was registered under it.  Watching
+ * needs memory now and then (the deadline's list grows): work that starts
+ * when there is none runs unwatched, to its end.  With no deadline set,
+ * none of this costs anything measurable. */
 
 /* What uvp_deadline_left says when no deadline is set. */
 #define UVP_NO_DEADLINE UINT64_MAX
@@ -1640,7 +1642,8 @@ UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
  * scope's deadline, as uvp's own operations are: when it passes, p rejects
  * with UV_ETIMEDOUT and its hook runs.  Nothing happens without a
  * deadline.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UVP_EXCTX,
- * UVP_ESETTLED. */
+ * UVP_ESETTLED, UV_ENOMEM (not watched: p's work runs to its end unless
+ * the caller stops it). */
 UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
 
 /* ------------------------------------------------------------------------ */

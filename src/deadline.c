@@ -65,7 +65,7 @@ static void compact(deadline_t *d) {
   d->n = kept;
 }
 
-static void watch(uvp__owner_t *o, uvp_promise_t *p) {
+static int watch(uvp__owner_t *o, uvp_promise_t *p) {
   deadline_t *d = deadline_of(o);
   if (d->n == d->cap) {
     compact(d);
@@ -73,9 +73,10 @@ static void watch(uvp__owner_t *o, uvp_promise_t *p) {
       size_t cap = d->cap == 0 ? 8 : 2 * d->cap;
       uvp_promise_t **w = uvp__realloc(d->watched, cap * sizeof(*w));
       if (w == NULL) {
-        /* Not watched: it runs to its end as if no deadline were set.
-         * Refusing the work would need the memory this lacks anyway. */
-        return;
+        /* Not watched.  uvp's own work, already started, runs to its end
+         * as if no deadline were set (its producers ignore this); a
+         * binding's caller of uvp_deadline_watch hears UV_ENOMEM. */
+        return UV_ENOMEM;
       }
       d->watched = w;
       d->cap = cap;
@@ -87,6 +88,7 @@ static void watch(uvp__owner_t *o, uvp_promise_t *p) {
    * (the caller has only just started it). */
   if (d->passed)
     uvp__timer_start(&d->timer, on_time, 0);
+  return 0;
 }
 
 static void scope_made(uvp__owner_t *o) { deadline_of(o)->scopes++; }
@@ -160,9 +162,7 @@ int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p) {
     rc = UVP_EXCTX;
   if (rc == 0 && !uvp__is_pending(p))
     rc = UVP_ESETTLED;
-  if (rc == 0)
-    uvp__scope_watch(ctx, p);
-  return rc;
+  return rc == 0 ? uvp__scope_watch(ctx, p) : rc;
 }
 
 uint64_t uvp_deadline_left(const uvp_ctx_t *ctx) {

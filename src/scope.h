@@ -26,8 +26,9 @@ typedef struct uvp__owner_ops_s {
    * work is not done while one is open. */
   void (*work_begin)(uvp__owner_t *o);
   void (*work_end)(uvp__owner_t *o);
-  /* The promise of work started under it, which cancelling stops. */
-  void (*watch)(uvp__owner_t *o, uvp_promise_t *p);
+  /* The promise of work started under it, which cancelling stops: 0, or
+   * UV_ENOMEM (not watched). */
+  int (*watch)(uvp__owner_t *o, uvp_promise_t *p);
   /* A scope names it, and no longer: it must stay in memory meanwhile. */
   void (*scope_made)(uvp__owner_t *o);
   void (*scope_gone)(uvp__owner_t *o);
@@ -104,12 +105,13 @@ static inline uvp__owner_t *uvp__work_begin(const uvp_ctx_t *ctx) {
 /* p is the promise of work just started under the current scope, which
  * cancelling it stops: the scope's deadline, if any, watches it.  No
  * deadline costs a NULL compare. */
-static inline void uvp__watch_in(const uvp__scope_t *s, uvp_promise_t *p) {
+static inline int uvp__watch_in(const uvp__scope_t *s, uvp_promise_t *p) {
   if (UVP__UNLIKELY(s != NULL && s->deadline != NULL))
-    s->deadline->ops->watch(s->deadline, p);
+    return s->deadline->ops->watch(s->deadline, p);
+  return 0;
 }
-static inline void uvp__scope_watch(const uvp_ctx_t *ctx, uvp_promise_t *p) {
-  uvp__watch_in(uvp__head(ctx)->scope, p);
+static inline int uvp__scope_watch(const uvp_ctx_t *ctx, uvp_promise_t *p) {
+  return uvp__watch_in(uvp__head(ctx)->scope, p);
 }
 static inline void uvp__work_end(uvp__owner_t *o) {
   if (o != NULL)

@@ -322,6 +322,75 @@ static void scenario_dns_work_process(run_t *r) {
   }
 }
 
+/* A binding's promise: its hook records that the deadline stopped it. */
+static void binding_stopped(uvp_promise_t *p, void *arg) {
+  (void)p;
+  *(int *)arg = 1;
+}
+
+/* Deadlines: the scope's, a group's, a binding's promise watched.  Work
+ * whose watch met no memory runs to its end (the delays: fulfilled), a
+ * binding hears UV_ENOMEM (and settles its promise itself). */
+static void scenario_deadlines(run_t *r) {
+  enum { N = 12 };
+  uvp_promise_t *d[N] = {NULL}, *b = NULL, *join = NULL;
+  static int stopped;
+  stopped = 0;
+  int set = uvp_deadline_set(r->ctx, 5);
+  OK_OR_ENOMEM(set);
+  for (int i = 0; i < N; i++)
+    OK_OR_ENOMEM(uvp_delay(r->ctx, 30, NULL, NULL, 0, &d[i]));
+  int watched = UV_ENOMEM;
+  if (uvp_promise_new(r->ctx, &b) == 0 &&
+      uvp_promise_set_cancel_full(b, binding_stopped, &stopped, NULL) == 0) {
+    watched = uvp_deadline_watch(r->ctx, b);
+    OK_OR_ENOMEM(watched);
+    if (watched != 0 || set != 0)
+      assert_int_equal(uvp_promise_resolve(b, NULL, NULL), 0);
+  }
+  uvp_scope_clear(r->ctx);
+  uvp_group_opts_t go = {0, 0, 5};
+  uvp_group_t *g = NULL;
+  OK_OR_ENOMEM(uvp_group_new(r->ctx, &go, &g));
+  if (g != NULL) {
+    uvp_promise_t *m;
+    if (uvp_promise_new(r->ctx, &m) == 0) {
+      OK_OR_ENOMEM(uvp_group_add(g, m));
+      uvp_promise_release(m);
+    }
+    OK_OR_ENOMEM(uvp_group_close(g));
+    OK_OR_ENOMEM(uvp_group_join(g, &join));
+  }
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < N; i++) {
+    if (d[i] != NULL)
+      assert_int_not_equal(uvp_promise_state(d[i]), UVP_PENDING);
+    expect_ok_or_enomem(d[i], UV_ETIMEDOUT);
+    uvp_promise_release(d[i]);
+  }
+  if (b != NULL) {
+    assert_int_not_equal(uvp_promise_state(b), UVP_PENDING);
+    if (set == 0 && watched == 0)
+      assert_true(stopped && uvp_promise_reason(b, NULL) == UV_ETIMEDOUT);
+    uvp_promise_release(b);
+  }
+  if (join != NULL) {
+    /* The member nobody settles: only the deadline ends the group (or
+     * its watch met no memory, and teardown does). */
+    expect_ok_or_enomem(join, UV_ETIMEDOUT);
+    uvp_promise_release(join);
+  }
+  if (g != NULL)
+    uvp_group_release(g);
+}
+
+static void test_deadlines(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_deadlines);
+  printf("deadlines: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 5);
+}
+
 static void test_core(void **state) {
   (void)state;
   long sites = exhaust(scenario_core);
@@ -447,6 +516,7 @@ int main(void) {
       cmocka_unit_test(test_combinators),
       cmocka_unit_test(test_time_map_flow),
       cmocka_unit_test(test_time_virtual),
+      cmocka_unit_test(test_deadlines),
       cmocka_unit_test(test_fs),
       cmocka_unit_test(test_tcp),
       cmocka_unit_test(test_dns_work_process),

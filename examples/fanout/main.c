@@ -2,15 +2,18 @@
  * every outcome.
  *
  * The whole program is one uvp_promise_map: item i is a uvp_retry of
- * httpc_get(urls[i]), at most -c of them in flight, and the map settles
- * once every item has, whatever happened to the others (allSettled-style),
- * so the report can be printed from one handler.  A failed URL is a row,
- * not a reason to stop.  Each attempt records its outcome in its row (the
- * last one is what the report shows); a 5xx answer is turned into a
- * rejection so that uvp_retry tries again, like a transport error.
+ * uvp_curl_fetch(urls[i]), at most -c of them in flight, and the map
+ * settles once every item has, whatever happened to the others
+ * (allSettled-style), so the report can be printed from one handler.  A
+ * failed URL is a row, not a reason to stop.  Each attempt records its
+ * outcome in its row (the last one is what the report shows); a 5xx answer
+ * is turned into a rejection so that uvp_retry tries again, like a
+ * transport error.
  *
- * Connections are kept alive and reused per host through one httpc pool;
- * https:// is verified against the system's CA store (or --cacert).
+ * HTTP is libcurl's, through the uvp-curl binding on this program's loop:
+ * connections are kept alive and reused per host in libcurl's connection
+ * cache (HTTP/2 streams share one with --http2), https:// is verified
+ * against the system's CA store (or --cacert), and the options are curl's.
  *
  * Run without URLs it starts the demo server in-process and fans out to
  * each of its endpoints (plus a refused port and an https:// URL on the
@@ -32,8 +35,8 @@
 #include <jansson.h>
 
 #include "demo-server.h"
-#include "httpc.h"
 #include "retry.h"
+#include "uvp-curl.h"
 #include "uvp.h"
 
 enum { EXIT_USAGE = 2 };
@@ -48,6 +51,7 @@ enum { EXIT_USAGE = 2 };
 #define DEMO_TIMEOUT_MS 1000
 #define DEFAULT_MAX_REDIRS 50 /* curl's */
 #define DEFAULT_MAX_FILESIZE (100ull * 1024 * 1024)
+#define MAX_HEADER (64 * 1024)
 /* The URL column is as wide as the longest URL up to this; a longer URL
  * is printed whole and pushes only its own row's other cells. */
 #define URL_COLUMN_MAX 60
@@ -69,19 +73,35 @@ typedef struct row_s {
   unsigned attempts;
   int status;   /* HTTP status, 0 if none */
   int error;    /* its rejection code, 0 if a response */
-  char *reason; /* the error's message, if httpc gave one (owned) */
+  char *reason; /* the error's message, libcurl's or the binding's (owned) */
   size_t bytes;
   uint64_t latency_us;
   unsigned redirects;
   char *final_url; /* after redirects (owned) */
 } row_t;
 
+/* How every request is made: curl's options, as given. */
+typedef struct http_s {
+  uint64_t timeout_ms, connect_timeout_ms, max_body;
+  int follow;
+  long max_redirects;
+  const char *cafile; /* --cacert, else SSL_CERT_FILE */
+  const char *capath; /* SSL_CERT_DIR (not with --cacert) */
+  int system_capath;  /* neither: libcurl's CA directory, if it has one */
+  int insecure;
+  int http2;
+  const char *proxy;   /* -x */
+  const char *userpwd; /* -u */
+  int compressed;
+} http_t;
+
 typedef struct run_s {
   uv_loop_t *loop;
   uvp_ctx_t *ctx;
+  uvp_curl_t *curl;
   row_t *rows;
   size_t n;
-  httpc_opts_t http;
+  http_t http;
   unsigned retries;
   uint64_t deadline_ms; /* 0: none */
   uint64_t deadline_at; /* on the loop's clock */
@@ -107,7 +127,8 @@ static void usage(FILE *f, const char *prog) {
           "Fetch every http:// or https:// URL concurrently and report each\n"
           "outcome: one row per URL in input order (HTTP status, or the\n"
           "error's name and why), bytes and latency, then a summary with\n"
-          "p50/p90/p99 latency.  Connections are reused per host.  Without\n"
+          "p50/p90/p99 latency.  Connections are reused per host (HTTP is\n"
+          "libcurl's, on uvp's loop: options are curl's).  Without\n"
           "URLs, starts a demo server on 127.0.0.1 and fetches each of its\n"
           "endpoints, to show every kind of outcome.\n"
           "\n"
@@ -136,9 +157,23 @@ static void usage(FILE *f, const char *prog) {
           "              instead of the system's store\n"
           "  -k, --insecure\n"
           "              do not verify https:// servers' certificates\n"
+          "  --http2     HTTP/2 (https:// by ALPN, http:// by an Upgrade to\n"
+          "              h2c): requests to a host share a connection, up to\n"
+          "              100 streams each (libcurl opens more connections\n"
+          "              past that); default HTTP/1.1\n"
+          "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
+          "              through this proxy (http:// by default; https://\n"
+          "              URLs through a CONNECT tunnel)\n"
+          "  -u, --user USER:PASSWORD\n"
+          "              server authentication (Basic)\n"
+          "  --compressed\n"
+          "              ask for a compressed response (gzip, deflate, br,\n"
+          "              zstd) and decode it: bytes and --max-filesize count\n"
+          "              the decoded body\n"
           "  --max-filesize BYTES\n"
           "              longest body accepted (K, M, G suffixes; default\n"
-          "              100M): EFBIG past it.  Headers: 64 KiB (EMSGSIZE)\n"
+          "              100M): EFBIG past it, whether or not the server\n"
+          "              announced the size.  Headers: 64 KiB (EMSGSIZE)\n"
           "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
           "              blank lines and lines starting with # skipped)\n"
           "  --json      JSON lines: one object per URL, then a summary\n"
@@ -304,7 +339,7 @@ static uint64_t row_latency_us(const row_t *row) {
 static const char *row_why(const run_t *r, const row_t *row, int error) {
   if (row->attempts == 0 && error == UV_ECANCELED && r->deadline_ms != 0)
     return "not started before the deadline (-d)";
-  return row->reason != NULL ? row->reason : httpc_strerror(error);
+  return row->reason != NULL ? row->reason : uvp_curl_strerror(error);
 }
 
 /* JSON lines: compact, and figures in ms with the microseconds they are
@@ -320,7 +355,7 @@ static void json_line(json_t *o) {
 }
 
 /* A URL from the command line as a JSON string: JSON is UTF-8, a URL need
- * not be (httpc refuses it then, but its row is still printed). */
+ * not be (libcurl refuses it then, but its row is still printed). */
 static json_t *json_url(const char *url) {
   json_t *s = json_string(url);
   if (s == NULL) {
@@ -375,7 +410,7 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
       else
         http_err++;
     } else {
-      snprintf(result, sizeof(result), "%s", httpc_err_name(error));
+      snprintf(result, sizeof(result), "%s", uvp_curl_err_name(error));
       transport_err++;
     }
     if (row->attempts > 1)
@@ -462,7 +497,9 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
 /* ---- one URL: attempts under uvp_retry ----------------------------------- */
 
 /* A response or an error, whichever the attempt ended with, goes into the
- * row; a 5xx becomes a rejection for uvp_retry to judge. */
+ * row; a 5xx becomes a rejection for uvp_retry to judge.  A response is
+ * let go here (its easy handle and buffers): the row has what the report
+ * needs, and the map would otherwise keep every one until the end. */
 static uvp_ret_t record_attempt(void *arg, const uvp_outcome_t *in) {
   row_t *row = arg;
   free(row->reason);
@@ -471,24 +508,90 @@ static uvp_ret_t record_attempt(void *arg, const uvp_outcome_t *in) {
   row->final_url = NULL;
   row->redirects = 0;
   if (in->status == 0) {
-    const httpc_response_t *res = in->value;
+    const uvp_curl_response_t *res = in->value;
+    curl_off_t us = 0;
+    long redirects = 0;
+    char *url = NULL;
+    curl_easy_getinfo(res->easy, CURLINFO_TOTAL_TIME_T, &us);
+    curl_easy_getinfo(res->easy, CURLINFO_REDIRECT_COUNT, &redirects);
+    curl_easy_getinfo(res->easy, CURLINFO_EFFECTIVE_URL, &url);
     row->error = 0;
-    row->status = res->status;
+    row->status = (int)res->status;
     row->bytes = res->bytes;
-    row->latency_us = res->latency_us;
-    row->redirects = res->redirects;
-    if (res->url != NULL)
-      row->final_url = strdup(res->url);
+    row->latency_us = us > 0 ? (uint64_t)us : 0;
+    row->redirects = (unsigned)redirects;
+    if (redirects > 0 && url != NULL)
+      row->final_url = strdup(url);
     if (res->status >= 500 && row->run->retries > 0)
       return uvp_ret_reject(E_HTTP_5XX, NULL, NULL);
-    return uvp_ret_pass();
+    return uvp_ret_value(NULL, NULL);
   }
   row->error = in->status;
   row->status = 0;
-  /* httpc's rejections carry a message, if any, as their payload. */
-  if (in->value != NULL)
-    row->reason = strdup(in->value);
+  /* The binding's rejections carry libcurl's code and message. */
+  const uvp_curl_error_t *e = in->value;
+  if (e != NULL)
+    row->reason = strdup(e->message);
   return uvp_ret_pass();
+}
+
+/* curl's options on each request's easy handle. */
+static int setup_easy(void *arg, CURL *e) {
+  const http_t *h = arg;
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_USERAGENT, "uvp-fanout/" UVP_VERSION_STRING);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)h->connect_timeout_ms);
+  if (h->follow) {
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, h->max_redirects);
+  }
+  /* The CAs: --cacert, else as curl reads its environment (SSL_CERT_FILE,
+   * SSL_CERT_DIR), else the system's store by its directory only, looked
+   * up by subject hash (Debian's /etc/ssl/certs) as certificates need it:
+   * the whole bundle (libcurl's default CA file) is parsed by the first
+   * handshake, 25 ms on the loop thread here, 1 ms by the directory. */
+  if (h->cafile != NULL || h->capath != NULL) {
+    curl_easy_setopt(e, CURLOPT_CAINFO, h->cafile);
+    if (h->capath != NULL)
+      curl_easy_setopt(e, CURLOPT_CAPATH, h->capath);
+  } else if (h->system_capath) {
+    curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+  }
+  if (h->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
+  if (h->http2) {
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_0);
+    /* Wait for the host's first connection to say whether it multiplexes
+     * rather than open one per request meanwhile. */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  } else {
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+  }
+  if (h->proxy != NULL)
+    curl_easy_setopt(e, CURLOPT_PROXY, h->proxy);
+  if (h->userpwd != NULL) {
+    curl_easy_setopt(e, CURLOPT_USERPWD, h->userpwd);
+    curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+  }
+  if (h->compressed)
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  return 0;
+}
+
+/* Why libcurl's URL parser refuses `url` (a scheme, a host and a port in
+ * range are required), or NULL: it then says which part is wrong, where
+ * the transfer's error would only say "URL using bad/illegal format". */
+static const char *url_problem(const char *url) {
+  CURLU *u = curl_url();
+  if (u == NULL)
+    return NULL; /* the transfer will say */
+  CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+  curl_url_cleanup(u);
+  return uc == CURLUE_OK ? NULL : curl_url_strerror(uc);
 }
 
 static int deadline_passed(const run_t *r) {
@@ -502,7 +605,12 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
    * `limit` items all start before uv_run: refresh it, or a timeout would
    * count from a moment before its request started. */
   uv_update_time(r->loop);
-  httpc_opts_t o = r->http;
+  uvp_curl_fetch_opts_t o = {.max_body = r->http.max_body,
+                             .max_header = MAX_HEADER,
+                             .timeout_ms = r->http.timeout_ms,
+                             .flags = UVP_CURL_DISCARD_BODY,
+                             .setup = setup_easy,
+                             .setup_arg = &r->http};
   if (r->deadline_ms != 0) {
     /* The deadline is one clock for every request: a request starting
      * late only gets what is left of it. */
@@ -518,8 +626,15 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
       o.timeout_ms = left;
   }
   row->attempts = n + 1;
+  const char *bad = url_problem(row->url);
+  if (bad != NULL) {
+    row->error = UV_EINVAL;
+    free(row->reason);
+    row->reason = strdup(bad);
+    return UV_EINVAL;
+  }
   uvp_promise_t *p, *recorded;
-  int rc = httpc_get(r->ctx, row->url, &o, &p);
+  int rc = uvp_curl_fetch(r->curl, row->url, &o, &p);
   if (rc != 0)
     return rc;
   rc = uvp_promise_on(p, UVP_ON_BOTH, record_attempt, row, &recorded);
@@ -597,11 +712,10 @@ static uvp_ret_t on_done(void *arg, const uvp_outcome_t *in) {
     fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(in->status));
     r->exit_code = 1;
   }
-  /* The demo server and the pool's idle connections are all that would
-   * keep uv_run going; connections of requests still closing end by
-   * themselves. */
-  httpc_pool_close(r->http.pool);
-  r->http.pool = NULL;
+  /* The demo server and libcurl's cached connections are all that would
+   * keep uv_run going: every transfer has ended. */
+  uvp_curl_close(r->curl);
+  r->curl = NULL;
   if (r->server != NULL)
     demo_server_stop(r->server, NULL, NULL);
   r->server = NULL;
@@ -682,7 +796,9 @@ enum {
   OPT_RETRY,
   OPT_MAX_REDIRS,
   OPT_CACERT,
-  OPT_MAX_FILESIZE
+  OPT_MAX_FILESIZE,
+  OPT_HTTP2,
+  OPT_COMPRESSED
 };
 
 static int usage_error(const char *msg) {
@@ -690,14 +806,19 @@ static int usage_error(const char *msg) {
   return EXIT_USAGE;
 }
 
-/* Whether any URL asks for TLS, or may lead to it. */
-static int wants_tls(const urls_t *u, int follow) {
-  if (follow)
-    return 1;
-  for (size_t i = 0; i < u->n; i++)
-    if (strncasecmp(u->items[i], "https:", 6) == 0)
-      return 1;
-  return 0;
+/* The CA file is read once, here, before the fan-out: one that cannot be
+ * read or holds no certificate stops the run (libcurl would find out per
+ * request, as CURLE_SSL_CACERT_BADFILE). */
+static const char *check_cafile(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return strerror(errno);
+  char line[256];
+  int found = 0;
+  while (!found && fgets(line, sizeof(line), f) != NULL)
+    found = strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0;
+  fclose(f);
+  return found ? NULL : "no CA certificate could be read from the file";
 }
 
 int main(int argc, char **argv) {
@@ -712,6 +833,10 @@ int main(int argc, char **argv) {
       {"cacert", required_argument, NULL, OPT_CACERT},
       {"insecure", no_argument, NULL, 'k'},
       {"max-filesize", required_argument, NULL, OPT_MAX_FILESIZE},
+      {"http2", no_argument, NULL, OPT_HTTP2},
+      {"proxy", required_argument, NULL, 'x'},
+      {"user", required_argument, NULL, 'u'},
+      {"compressed", no_argument, NULL, OPT_COMPRESSED},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -719,12 +844,14 @@ int main(int argc, char **argv) {
            connect_ms = DEFAULT_CONNECT_TIMEOUT_MS, deadline_ms = 0,
            retries = 0, max_redirs = DEFAULT_MAX_REDIRS,
            max_filesize = DEFAULT_MAX_FILESIZE, serve_port = 0;
-  int have_timeout = 0, json = 0, serve_mode = 0, follow = 0;
-  httpc_tls_opts_t tls_opts = {NULL, 0};
+  int have_timeout = 0, json = 0, serve_mode = 0, follow = 0, insecure = 0,
+      http2 = 0, compressed = 0;
+  const char *cafile = NULL, *proxy = NULL, *userpwd = NULL;
   const char *file = NULL;
   const char *prog = argv[0];
   int c;
-  while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkh", longopts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkhx:u:", longopts, NULL)) !=
+         -1) {
     switch (c) {
     case 'c':
       if (parse_ms(optarg, &concurrency) != 0 || concurrency == 0 ||
@@ -761,10 +888,24 @@ int main(int argc, char **argv) {
         return usage_error("--max-redirs wants a number from 0 to 1000");
       break;
     case OPT_CACERT:
-      tls_opts.cafile = optarg;
+      cafile = optarg;
       break;
     case 'k':
-      tls_opts.insecure = 1;
+      insecure = 1;
+      break;
+    case OPT_HTTP2:
+      http2 = 1;
+      break;
+    case 'x':
+      proxy = optarg;
+      break;
+    case 'u':
+      if (optarg == NULL || strchr(optarg, ':') == NULL)
+        return usage_error("-u wants USER:PASSWORD");
+      userpwd = optarg;
+      break;
+    case OPT_COMPRESSED:
+      compressed = 1;
       break;
     case OPT_MAX_FILESIZE:
       if (parse_size(optarg, &max_filesize) != 0 || max_filesize == 0)
@@ -836,23 +977,44 @@ int main(int argc, char **argv) {
     fprintf(stderr, "uvp-fanout: %s: no URLs\n", file);
     rc = UV_EINVAL;
   }
-  /* The CA store is read once, here, not in the middle of the fan-out;
-   * a CA file that cannot be read stops the run before it starts. */
-  if (rc == 0 &&
-      (tls_opts.cafile != NULL || tls_opts.insecure || wants_tls(&u, follow))) {
-    const char *why;
-    rc = httpc_tls_new(&tls_opts, &r.http.tls, &why);
-    if (rc != 0)
-      fprintf(stderr, "uvp-fanout: %s%s%s\n",
-              tls_opts.cafile != NULL ? tls_opts.cafile : "",
-              tls_opts.cafile != NULL ? ": " : "", why);
+  /* The CA file is checked once, here, not in the middle of the fan-out;
+   * a CA file that cannot be read stops the run before it starts.
+   * Without --cacert, SSL_CERT_FILE names another store, as for curl. */
+  int cacert_given = cafile != NULL;
+  if (cafile == NULL)
+    cafile = getenv("SSL_CERT_FILE");
+  if (rc == 0 && cafile != NULL) {
+    const char *why = check_cafile(cafile);
+    if (why != NULL) {
+      fprintf(stderr, "uvp-fanout: %s: %s\n", cafile, why);
+      rc = UV_EINVAL;
+    }
   }
   int explained = rc != 0; /* each failure above said what went wrong */
   r.http.timeout_ms = timeout_ms;
   r.http.connect_timeout_ms = connect_ms;
   r.http.max_body = max_filesize;
   r.http.follow = follow;
-  r.http.max_redirects = (unsigned)max_redirs;
+  r.http.max_redirects = (long)max_redirs;
+  r.http.cafile = cafile;
+  if (!cacert_given)
+    r.http.capath = getenv("SSL_CERT_DIR");
+  if (cafile == NULL && r.http.capath == NULL) {
+    /* libcurl's built-in CA directory, if it has one (CURLINFO_CAPATH
+     * reads the default on any handle). */
+    CURL *probe = curl_easy_init();
+    char *capath = NULL;
+    r.http.system_capath =
+        probe != NULL &&
+        curl_easy_getinfo(probe, CURLINFO_CAPATH, &capath) == CURLE_OK &&
+        capath != NULL && *capath != '\0';
+    curl_easy_cleanup(probe);
+  }
+  r.http.insecure = insecure;
+  r.http.http2 = http2;
+  r.http.proxy = proxy;
+  r.http.userpwd = userpwd;
+  r.http.compressed = compressed;
   r.n = u.n;
   r.rows = rc == 0 ? calloc(u.n, sizeof(*r.rows)) : NULL;
   if (rc == 0 && r.rows == NULL)
@@ -865,12 +1027,13 @@ int main(int argc, char **argv) {
   uvp_promise_t *all = NULL;
   if (rc == 0)
     rc = uvp_ctx_new(&loop, &r.ctx);
+  if (rc == 0)
+    rc = uvp_curl_new(r.ctx, &r.curl);
   if (rc == 0) {
     /* Every connection a slot opens may serve its next URL on the same
-     * host: as many idle as there are slots, none kept past the run. */
-    httpc_pool_opts_t po = {.max_idle_per_host = (size_t)concurrency,
-                            .max_idle = (size_t)concurrency};
-    rc = httpc_pool_new_with(r.ctx, &po, &r.http.pool);
+     * host: as many cached as there are slots, none kept past the run. */
+    CURLM *m = uvp_curl_multi(r.curl);
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)concurrency);
   }
   if (rc == 0 && isatty(STDERR_FILENO) &&
       uv_timer_init(&loop, &r.progress_timer) == 0) {
@@ -894,8 +1057,9 @@ int main(int argc, char **argv) {
       fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(rc));
     r.exit_code = 1;
     progress_end(&r);
-    httpc_pool_close(r.http.pool);
-    r.http.pool = NULL;
+    if (r.curl != NULL)
+      uvp_curl_close(r.curl);
+    r.curl = NULL;
     if (r.server != NULL)
       demo_server_stop(r.server, NULL, NULL);
   }
@@ -908,7 +1072,6 @@ int main(int argc, char **argv) {
   if (r.ctx != NULL)
     uvp_ctx_close(r.ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
-  httpc_tls_free(r.http.tls);
   for (size_t i = 0; r.rows != NULL && i < r.n; i++) {
     free(r.rows[i].reason);
     free(r.rows[i].final_url);

@@ -34,7 +34,8 @@ static void check_demo_report(const report_t *rep, int under_valgrind) {
   const jobj_t *tls = &rep->rows[11];
   expect_error(tls, "ETLS");
   assert_int_equal(strncmp(jstr(tls, "url"), "https://", 8), 0);
-  assert_non_null(strstr(jstr(tls, "message"), "handshake failed"));
+  /* libcurl's message: OpenSSL's reason for the failed handshake. */
+  assert_non_null(strstr(jstr(tls, "message"), "wrong version number"));
 
   const jobj_t *s = &rep->summary;
   assert_int_equal((int)jnum(s, "urls"), 12);
@@ -134,7 +135,7 @@ static void test_table(void **state) {
   expect_cells(out, "/fast", "200", "5");
   char line[512];
   assert_non_null(strstr(table_line(out, "ECONNREFUSED", line, sizeof(line)),
-                         "connection refused"));
+                         "Couldn't connect to server"));
   assert_non_null(
       strstr(table_line(out, "https://", line, sizeof(line)), "ETLS"));
   assert_non_null(strstr(out, "12 URLs in "));
@@ -179,7 +180,11 @@ static void test_valgrind(void **state) {
   const char *vg = find_valgrind();
   if (vg == NULL)
     skip();
-  char *argv[] = {(char *)vg, VALGRIND_ARGS, (char *)fanout_path, "--json",
+  /* Under valgrind the first TLS handshake's setup (OpenSSL's, with
+   * libcurl reading the CA bundle when SSL_CERT_FILE names it) holds the
+   * loop for seconds: a 4 s timeout instead of the demo's 1 s. */
+  char *argv[] = {(char *)vg, VALGRIND_ARGS, (char *)fanout_path,
+                  "--json",   "-t",          "4000",
                   NULL};
   uvp_promise_t *keep;
   uvp_process_result_t *r = run_child(f, argv, &keep);

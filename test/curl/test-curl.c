@@ -1,0 +1,1308 @@
+/* The libcurl binding against servers this test runs on its own loop
+ * (servers.h: well-behaved and hostile HTTP/1.1, a TLS server that never
+ * answers, a listener whose accept queue is full) and uvp-fanout's demo
+ * server: values and rejections, the caps, a transfer cancelled in every
+ * phase (resolving, connecting, TLS handshake, mid-body, and from inside
+ * a libcurl callback), a descriptor reused while its old poll handle
+ * closes, fibers, groups, combinators and timeouts, the dump, and
+ * teardown with transfers in flight.  Every test ends with
+ * uv_loop_close() == 0 (the fixture's teardown). */
+#include <fcntl.h>
+
+#include "servers.h"
+
+#include "demo-server.h"
+#include "uvp-curl.h"
+
+/* ---- scaffolding --------------------------------------------------------- */
+
+static char *url_of(int port, const char *path) {
+  char *u = NULL;
+  assert_true(asprintf(&u, "http://127.0.0.1:%d%s", port, path) > 0);
+  return u;
+}
+
+static uvp_curl_t *curl_new(fixture_t *f) {
+  uvp_curl_t *c;
+  assert_int_equal(uvp_curl_new(f->ctx, &c), 0);
+  return c;
+}
+
+static const uvp_curl_error_t *error_of(uvp_promise_t *p) {
+  void *payload = NULL;
+  assert_true(uvp_promise_reason(p, &payload) < 0);
+  assert_non_null(payload);
+  return payload;
+}
+
+/* Fetch url with opts and run the loop until it settles; *ms, if not
+ * NULL, gets how long that took.  The rejection, if any, is inspected by
+ * the caller, not reported. */
+static uvp_promise_t *fetch_wait(fixture_t *f, uvp_curl_t *c, const char *url,
+                                 const uvp_curl_fetch_opts_t *o, double *ms) {
+  uvp_promise_t *p;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_curl_fetch(c, url, o, &p), 0);
+  assert_int_equal(uvp_promise_mark_handled(p), 0);
+  run_until_settled(f, p);
+  if (ms != NULL)
+    *ms = (double)(uv_hrtime() - t0) / 1e6;
+  return p;
+}
+
+static const uvp_curl_response_t *response_of(uvp_promise_t *p) {
+  if (uvp_promise_state(p) != UVP_FULFILLED) {
+    void *payload = NULL;
+    int code = uvp_promise_reason(p, &payload);
+    fail_msg("rejected: %s (%s)", uvp_curl_err_name(code),
+             payload ? ((uvp_curl_error_t *)payload)->message : "-");
+  }
+  return uvp_promise_value(p);
+}
+
+static void expect_rejection(uvp_promise_t *p, int code, const char *words) {
+  if (uvp_promise_state(p) != UVP_REJECTED)
+    fail_msg("expected %s, got a value", uvp_curl_err_name(code));
+  void *payload = NULL;
+  int got = uvp_promise_reason(p, &payload);
+  const uvp_curl_error_t *e = payload;
+  if (got != code)
+    fail_msg("expected %s, got %s (%s)", uvp_curl_err_name(code),
+             uvp_curl_err_name(got), e != NULL ? e->message : "-");
+  if (words != NULL) {
+    assert_non_null(e);
+    if (strstr(e->message, words) == NULL)
+      fail_msg("message '%s' lacks '%s'", e->message, words);
+  }
+}
+
+typedef struct accepted_s {
+  const hostile_t *s;
+  int n;
+} accepted_t;
+
+static bool accepted_enough(void *arg) {
+  const accepted_t *a = arg;
+  return a->s->accepted >= a->n;
+}
+
+/* Run the loop until the hostile server has accepted `n` in all. */
+static void wait_accepted(fixture_t *f, const hostile_t *s, int n) {
+  accepted_t a = {s, n};
+  run_until_true(f, accepted_enough, &a);
+}
+
+/* Run the loop until the hostile server has seen `n` clients go. */
+static void wait_client_closed(fixture_t *f, hostile_t *s, int n) {
+  uint64_t deadline = uv_hrtime() + 10 * (uint64_t)1000000000;
+  while (s->client_closed < n) {
+    if (uv_hrtime() > deadline)
+      fail_msg("the client closed %d of %d connections", s->client_closed, n);
+    uv_run(&f->loop, UV_RUN_ONCE);
+  }
+}
+
+/* Close the binding and the server; the fixture's teardown runs the loop
+ * and checks that it closes. */
+static void finish(fixture_t *f, uvp_curl_t *c, hostile_t *s) {
+  assert_int_equal(uvp_curl_close(c), 0);
+  if (s != NULL)
+    hostile_stop(s);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* ---- values -------------------------------------------------------------- */
+
+static void test_fetch_response(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/fast");
+  uvp_promise_t *p = fetch_wait(f, c, u, NULL, NULL);
+  const uvp_curl_response_t *r = response_of(p);
+  assert_int_equal(r->status, 200);
+  assert_string_equal(r->body.base, "fast\n");
+  assert_int_equal(r->body.len, 5);
+  assert_int_equal(r->bytes, 5);
+  assert_int_equal(r->nheaders, 4);
+  assert_string_equal(r->headers[0].name, "Content-Type");
+  assert_string_equal(r->headers[0].value, "text/plain");
+  assert_string_equal(uvp_curl_response_header(r, "x-TEST"), "yes");
+  assert_string_equal(uvp_curl_response_header(r, "content-length"), "5");
+  assert_null(uvp_curl_response_header(r, "X-Absent"));
+  long code = 0;
+  char *eff = NULL;
+  assert_int_equal(curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code),
+                   CURLE_OK);
+  assert_int_equal(code, 200);
+  curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &eff);
+  assert_string_equal(eff, u);
+  uvp_curl_stats_t st;
+  assert_int_equal(uvp_curl_stats(c, &st), 0);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.started, 1);
+  assert_int_equal(st.finished, 1);
+  assert_int_equal(st.cancelled, 0);
+  assert_int_equal(st.connects, 1);
+  /* A 404 is a response. */
+  char *missing = url_of(s.port, "/nope");
+  uvp_promise_t *q = fetch_wait(f, c, missing, NULL, NULL);
+  assert_int_equal(response_of(q)->status, 404);
+  assert_int_equal(response_of(q)->body.len, 0);
+  assert_string_equal(response_of(q)->body.base, "");
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  free(u);
+  free(missing);
+  finish(f, c, &s);
+}
+
+/* The program's own easy handle: its options and callbacks apply, the
+ * value is the handle, CURLOPT_PRIVATE is left alone, and the handle can
+ * be performed again once the promise has settled (not before). */
+typedef struct sink_s {
+  size_t bytes;
+  int calls;
+} sink_t;
+
+static size_t sink_write(char *ptr, size_t size, size_t n, void *arg) {
+  sink_t *s = arg;
+  (void)ptr;
+  s->bytes += size * n;
+  s->calls++;
+  return size * n;
+}
+
+static void test_perform_own_easy(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/fast");
+  CURL *e = curl_easy_init();
+  sink_t sink = {0, 0};
+  int marker;
+  curl_easy_setopt(e, CURLOPT_URL, u);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, &marker);
+  uvp_promise_t *p, *again;
+  assert_int_equal(uvp_curl_perform(c, e, &p), 0);
+  /* In flight: the same handle cannot be performed twice. */
+  assert_int_equal(uvp_curl_perform(c, e, &again), UV_EBUSY);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_ptr_equal(uvp_promise_value(p), e);
+  assert_int_equal(sink.bytes, 5);
+  void *priv = NULL;
+  curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+  assert_ptr_equal(priv, &marker);
+  long code = 0;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+  assert_int_equal(code, 200);
+  uvp_promise_release(p);
+  /* Settled: the handle is the program's again, for another transfer. */
+  char *u2 = url_of(s.port, "/close");
+  curl_easy_setopt(e, CURLOPT_URL, u2);
+  assert_int_equal(uvp_curl_perform(c, e, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_int_equal(sink.bytes, 5 + 7);
+  uvp_promise_release(p);
+  /* Bad arguments. */
+  assert_int_equal(uvp_curl_perform(NULL, e, &p), UV_EINVAL);
+  assert_int_equal(uvp_curl_perform(c, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_curl_perform(c, e, NULL), UV_EINVAL);
+  assert_int_equal(uvp_curl_fetch(c, NULL, NULL, &p), UV_EINVAL);
+  assert_int_equal(uvp_curl_new(NULL, NULL), UV_EINVAL);
+  assert_null(uvp_curl_multi(NULL));
+  assert_non_null(uvp_curl_multi(c));
+  curl_easy_cleanup(e);
+  free(u);
+  free(u2);
+  finish(f, c, &s);
+}
+
+/* ---- rejections ---------------------------------------------------------- */
+
+static void test_errors(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  demo_server_t *demo;
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &demo), 0);
+  int dport = demo_server_port(demo);
+  uvp_curl_t *c = curl_new(f);
+  uvp_curl_fetch_opts_t o = {.timeout_ms = 5000};
+  struct {
+    char *url;
+    int code;
+    CURLcode curl;
+    const char *words;
+  } cases[] = {
+      {url_of(demo_server_refused_port("127.0.0.1"), "/"), UV_ECONNREFUSED,
+       CURLE_COULDNT_CONNECT, "Failed to connect"},
+      {url_of(s.port, "/garbage"), UV_EPROTO, CURLE_UNSUPPORTED_PROTOCOL,
+       "HTTP/0.9"},
+      {url_of(s.port, "/reset-mid"), UV_ECONNRESET, CURLE_RECV_ERROR,
+       "Connection reset by peer"},
+      {url_of(dport, "/half"), UV_EPROTO, CURLE_PARTIAL_FILE,
+       "990 bytes remaining"},
+      {url_of(dport, "/reset"), UV_ECONNRESET, CURLE_RECV_ERROR, "reset"},
+      {strdup("nope://127.0.0.1:1/"), UV_EINVAL, CURLE_UNSUPPORTED_PROTOCOL,
+       "\"nope\" not supported"},
+      {strdup("http://[::1"), UV_EINVAL, CURLE_URL_MALFORMAT, NULL},
+      {NULL, UVP_CURL_ETLS, CURLE_SSL_CONNECT_ERROR, "wrong version number"},
+      {strdup("http://" UNRESOLVABLE_NAME "/"), UV_EAI_NONAME,
+       CURLE_COULDNT_RESOLVE_HOST, "resolve"},
+  };
+  assert_true(asprintf(&cases[7].url, "https://127.0.0.1:%d/fast", dport) > 0);
+  size_t n = sizeof(cases) / sizeof(*cases);
+  for (size_t i = 0; i < n; i++) {
+    uvp_promise_t *p = fetch_wait(f, c, cases[i].url, &o, NULL);
+    expect_rejection(p, cases[i].code, cases[i].words);
+    const uvp_curl_error_t *e = error_of(p);
+    if (e->code != cases[i].curl)
+      fail_msg("%s: CURLcode %d, wanted %d (%s)", cases[i].url, e->code,
+               cases[i].curl, e->message);
+    assert_true(strlen(e->message) > 0);
+    uvp_promise_release(p);
+    free(cases[i].url);
+  }
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.finished, n);
+  assert_int_equal(st.running, 0);
+  demo_server_stop(demo, NULL, NULL);
+  finish(f, c, &s);
+}
+
+/* Hostile servers: each ends with its own code within its bound, and the
+ * connection is closed (the server sees the client go). */
+static void test_hostile(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  double ms;
+
+  /* An endless chunked body: the cap ends it, as the bytes arrive. */
+  char *endless = url_of(s.port, "/endless");
+  uvp_curl_fetch_opts_t capped = {.max_body = 1 << 20, .timeout_ms = 10000};
+  uvp_promise_t *p = fetch_wait(f, c, endless, &capped, &ms);
+  expect_rejection(p, UV_EFBIG, "response body larger than 1048576 bytes");
+  assert_int_equal(error_of(p)->code, CURLE_WRITE_ERROR);
+  assert_true(ms < 5000);
+  uvp_promise_release(p);
+  wait_client_closed(f, &s, 1);
+
+  /* The same without a cap: the timeout ends it. */
+  uvp_curl_fetch_opts_t timed = {
+      .max_body = SIZE_MAX, .timeout_ms = 300, .flags = UVP_CURL_DISCARD_BODY};
+  p = fetch_wait(f, c, endless, &timed, &ms);
+  expect_rejection(p, UV_ETIMEDOUT, "timed out");
+  assert_true(ms >= 290 && ms < 5000);
+  uvp_promise_release(p);
+  wait_client_closed(f, &s, 2);
+
+  /* One byte a second. */
+  char *slow = url_of(s.port, "/slow1");
+  uvp_curl_fetch_opts_t slow_o = {.timeout_ms = 1500};
+  p = fetch_wait(f, c, slow, &slow_o, &ms);
+  expect_rejection(p, UV_ETIMEDOUT, "timed out");
+  assert_true(ms >= 1490 && ms < 6000);
+  uvp_promise_release(p);
+  wait_client_closed(f, &s, 3);
+
+  /* 256 KiB of headers: the header cap (64 KiB by default). */
+  char *huge = url_of(s.port, "/huge-headers");
+  uvp_curl_fetch_opts_t hdr_o = {.timeout_ms = 10000};
+  p = fetch_wait(f, c, huge, &hdr_o, &ms);
+  expect_rejection(p, UV_EMSGSIZE, "response header larger than 65536 bytes");
+  assert_true(ms < 5000);
+  uvp_promise_release(p);
+  wait_client_closed(f, &s, 4);
+  /* With a larger cap, the same headers all arrive, in order. */
+  hdr_o.max_header = 512 * 1024;
+  p = fetch_wait(f, c, huge, &hdr_o, NULL);
+  const uvp_curl_response_t *r = response_of(p);
+  assert_string_equal(r->body.base, "ok");
+  assert_int_equal(r->nheaders, 257);
+  assert_string_equal(r->headers[255].name, "X-Pad-256");
+  assert_int_equal(strlen(r->headers[255].value), 1024);
+  uvp_promise_release(p);
+
+  free(endless);
+  free(slow);
+  free(huge);
+  finish(f, c, &s);
+}
+
+/* The cap counts the body as decoded: 200 000 bytes gzip-compressed to a
+ * few hundred on the wire. */
+static int accept_encoding(void *arg, CURL *e) {
+  (void)arg;
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+  return 0;
+}
+
+static void test_cap_counts_decoded(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/gzip?n=200000");
+  /* Decoded: 200 000 bytes, over a cap of 100 000. */
+  uvp_curl_fetch_opts_t o = {.max_body = 100000, .setup = accept_encoding};
+  uvp_promise_t *p = fetch_wait(f, c, u, &o, NULL);
+  expect_rejection(p, UV_EFBIG, "larger than 100000 bytes");
+  uvp_promise_release(p);
+  /* Under a cap of 300 000 it arrives whole. */
+  o.max_body = 300000;
+  p = fetch_wait(f, c, u, &o, NULL);
+  const uvp_curl_response_t *r = response_of(p);
+  assert_int_equal(r->bytes, 200000);
+  assert_int_equal(r->body.len, 200000);
+  assert_int_equal(strspn(r->body.base, "a"), 200000);
+  assert_string_equal(uvp_curl_response_header(r, "Content-Encoding"), "gzip");
+  curl_off_t wire = 0;
+  curl_easy_getinfo(r->easy, CURLINFO_SIZE_DOWNLOAD_T, &wire);
+  assert_true(wire > 0 && wire < 100000);
+  uvp_promise_release(p);
+  /* Not decoded (no Accept-Encoding asked): the cap counts what the
+   * write callback gets, the compressed bytes, far under it. */
+  o.max_body = 100000;
+  o.setup = NULL;
+  p = fetch_wait(f, c, u, &o, NULL);
+  r = response_of(p);
+  assert_true(r->bytes > 0 && r->bytes < 100000);
+  assert_int_equal((curl_off_t)r->bytes, wire);
+  uvp_promise_release(p);
+  /* UVP_CURL_DISCARD_BODY counts without keeping. */
+  o.max_body = 0;
+  o.setup = accept_encoding;
+  o.flags = UVP_CURL_DISCARD_BODY;
+  p = fetch_wait(f, c, u, &o, NULL);
+  r = response_of(p);
+  assert_int_equal(r->bytes, 200000);
+  assert_int_equal(r->body.len, 0);
+  assert_string_equal(r->body.base, "");
+  uvp_promise_release(p);
+  free(u);
+  finish(f, c, &s);
+}
+
+/* POST and other methods: what the server received. */
+static void test_post(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/echo");
+  const char *hdrs[] = {"X-Hello: 1", "Content-Type: text/plain", NULL};
+  uvp_curl_fetch_opts_t o = {
+      .body = "a=1&b=2", .body_len = 7, .headers = hdrs, .timeout_ms = 5000};
+  uvp_promise_t *p = fetch_wait(f, c, u, &o, NULL);
+  const uvp_curl_response_t *r = response_of(p);
+  assert_int_equal(strncmp(r->body.base, "POST /echo HTTP/1.1\r\n", 21), 0);
+  assert_non_null(strstr(r->body.base, "\r\nX-Hello: 1\r\n"));
+  assert_non_null(strstr(r->body.base, "\r\nContent-Type: text/plain\r\n"));
+  assert_non_null(strstr(r->body.base, "\r\nContent-Length: 7\r\n"));
+  assert_int_equal(strcmp(r->body.base + r->body.len - 11, "\r\n\r\na=1&b=2"),
+                   0);
+  uvp_promise_release(p);
+  /* A binary body with NUL bytes, by PUT. */
+  char bin[] = {'x', '\0', 'y'};
+  uvp_curl_fetch_opts_t put = {.method = "PUT", .body = bin, .body_len = 3};
+  p = fetch_wait(f, c, u, &put, NULL);
+  r = response_of(p);
+  assert_int_equal(strncmp(r->body.base, "PUT /echo HTTP/1.1\r\n", 20), 0);
+  assert_memory_equal(r->body.base + r->body.len - 3, bin, 3);
+  uvp_promise_release(p);
+  /* HEAD: the answer's headers, no body. */
+  uvp_curl_fetch_opts_t head = {.method = "HEAD"};
+  char *fast = url_of(s.port, "/fast");
+  p = fetch_wait(f, c, fast, &head, NULL);
+  r = response_of(p);
+  assert_int_equal(r->status, 200);
+  assert_int_equal(r->bytes, 0);
+  uvp_promise_release(p);
+  free(fast);
+  free(u);
+  finish(f, c, &s);
+}
+
+static int refuse_setup(void *arg, CURL *e) {
+  (void)e;
+  *(int *)arg += 1;
+  return UV_EPERM;
+}
+
+static void test_setup_refused(void **state) {
+  fixture_t *f = *state;
+  uvp_curl_t *c = curl_new(f);
+  int calls = 0;
+  uvp_curl_fetch_opts_t o = {.setup = refuse_setup, .setup_arg = &calls};
+  uvp_promise_t *p = NULL;
+  assert_int_equal(uvp_curl_fetch(c, "http://127.0.0.1:1/", &o, &p), UV_EPERM);
+  assert_null(p);
+  assert_int_equal(calls, 1);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.started, 0);
+  finish(f, c, NULL);
+}
+
+/* ---- cancellation in every phase ----------------------------------------- */
+
+typedef struct phase_s {
+  uvp_promise_t *p;
+  sink_t sink;
+  int cancel_in_callback; /* from the write or resolver-start callback */
+  int resolver_started;
+} phase_t;
+
+static curl_off_t info_off(CURL *e, CURLINFO what) {
+  curl_off_t v = -1;
+  assert_int_equal(curl_easy_getinfo(e, what, &v), CURLE_OK);
+  return v;
+}
+
+static CURL *phase_easy(const char *url, phase_t *ph) {
+  CURL *e = curl_easy_init();
+  assert_non_null(e);
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &ph->sink);
+  return e;
+}
+
+static void expect_cancelled(fixture_t *f, uvp_curl_t *c, phase_t *ph) {
+  assert_int_equal(uvp_promise_state(ph->p), UVP_REJECTED);
+  assert_int_equal(uvp_promise_reason(ph->p, NULL), UV_ECANCELED);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.finished, 0);
+  (void)f;
+}
+
+static bool got_client_hello(void *arg) {
+  const silent_t *s = arg;
+  return s->bytes >= 5;
+}
+
+static bool silent_saw_close(void *arg) {
+  return ((const silent_t *)arg)->client_closed > 0;
+}
+
+/* Resolving, deterministically: the name is looked up over DNS-over-HTTPS
+ * (CURLOPT_DOH_URL) at a TLS server of the test's that never answers, so
+ * libcurl's lookup stays in flight (its probes are transfers of their own
+ * in the same multi handle) until the transfer is cancelled, and nothing
+ * connects to the host.  libcurl 7.88 may leave the probes in the multi
+ * handle when their transfer is removed (reusing or cleaning up the
+ * handle need not end them): uvp_curl_close does, and the DoH server sees
+ * them go by then. */
+static void doh_easy(CURL *e, const silent_t *doh) {
+  char doh_url[64];
+  snprintf(doh_url, sizeof(doh_url), "https://127.0.0.1:%d/dns-query",
+           doh->port);
+  curl_easy_setopt(e, CURLOPT_DOH_URL, doh_url);
+}
+
+static void test_cancel_resolving(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  silent_t doh;
+  silent_start(&f->loop, &doh);
+  uvp_curl_t *c = curl_new(f);
+  char *u = NULL;
+  assert_true(asprintf(&u, "http://uvp-test.invalid:%d/hold", s.port) > 0);
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  doh_easy(e, &doh);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  run_until_true(f, got_client_hello, &doh); /* the lookup is under way */
+  assert_int_equal(uvp_promise_state(ph.p), UVP_PENDING);
+  assert_int_equal(info_off(e, CURLINFO_NAMELOOKUP_TIME_T), 0);
+  assert_int_equal(uvp_promise_cancel(ph.p), 0);
+  expect_cancelled(f, c, &ph);
+  assert_int_equal(info_off(e, CURLINFO_CONNECT_TIME_T), 0);
+  /* The handle is the program's at once.  (Not performed again: libcurl
+   * 7.88 would lose the cancelled lookup's state, 1.2 KB, which
+   * curl_easy_cleanup frees.)  The binding goes on with others. */
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  char *fast = url_of(s.port, "/fast");
+  e = phase_easy(fast, &ph);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  run_until_settled(f, ph.p);
+  assert_int_equal(uvp_promise_state(ph.p), UVP_FULFILLED);
+  assert_int_equal(s.accepted, 1); /* only this one connected */
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.running, 0);
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  /* libcurl's probes may linger until now: they go with the binding. */
+  assert_int_equal(uvp_curl_close(c), 0);
+  run_until_true(f, silent_saw_close, &doh);
+  free(u);
+  free(fast);
+  silent_stop(&doh);
+  hostile_stop(&s);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* The same from inside libcurl: the resolver-start callback cancels its
+ * own transfer.  The removal waits until libcurl has returned. */
+static int cancel_at_resolve(void *resolver, void *reserved, void *arg) {
+  phase_t *ph = arg;
+  (void)resolver;
+  (void)reserved;
+  ph->resolver_started++;
+  assert_int_equal(uvp_promise_cancel(ph->p), 0);
+  /* Rejected at once, even though still in the multi handle. */
+  assert_int_equal(uvp_promise_reason(ph->p, NULL), UV_ECANCELED);
+  return 0;
+}
+
+static void test_cancel_resolving_in_callback(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  silent_t doh;
+  silent_start(&f->loop, &doh);
+  uvp_curl_t *c = curl_new(f);
+  char *u = NULL;
+  assert_true(asprintf(&u, "http://uvp-test.invalid:%d/hold", s.port) > 0);
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  doh_easy(e, &doh);
+  curl_easy_setopt(e, CURLOPT_RESOLVER_START_FUNCTION, cancel_at_resolve);
+  curl_easy_setopt(e, CURLOPT_RESOLVER_START_DATA, &ph);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  assert_int_equal(ph.resolver_started, 1);
+  expect_cancelled(f, c, &ph);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.deferred, 1);
+  assert_int_equal(info_off(e, CURLINFO_NAMELOOKUP_TIME_T), 0);
+  assert_int_equal(info_off(e, CURLINFO_CONNECT_TIME_T), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(s.accepted, 0);
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  free(u);
+  silent_stop(&doh);
+  finish(f, c, &s);
+}
+
+/* libcurl's threaded resolver: a name getaddrinfo looks up on a thread
+ * (the machine's own: "localhost" libcurl answers itself), the transfer
+ * cancelled right after the call.  Natively the lookup is then still
+ * running, and the removal joins its thread (libcurl 7.88); under
+ * valgrind, which runs one thread at a time, the lookup may finish and
+ * the connect begin inside the call: either way the transfer ends
+ * cancelled, and its connection, if any, is closed. */
+static void test_cancel_resolving_thread(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  char host[256];
+  size_t len = sizeof(host);
+  assert_int_equal(uv_os_gethostname(host, &len), 0);
+  uvp_curl_t *c = curl_new(f);
+  char *u = NULL;
+  assert_true(asprintf(&u, "http://%s:%d/hold", host, s.port) > 0);
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  assert_int_equal(uvp_promise_cancel(ph.p), 0);
+  expect_cancelled(f, c, &ph);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  if (s.accepted > 0)
+    wait_client_closed(f, &s, s.accepted);
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  free(u);
+  finish(f, c, &s);
+}
+
+static uvp_ret_t cancel_it(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  uvp_promise_cancel(arg);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Cancel p after `ms` (a timer of uvp's, not a libcurl callback). */
+static void cancel_after(fixture_t *f, uvp_promise_t *p, uint64_t ms) {
+  uvp_promise_t *d;
+  assert_int_equal(uvp_delay(f->ctx, ms, NULL, NULL, 0, &d), 0);
+  assert_int_equal(uvp_promise_then(d, cancel_it, p, NULL), 0);
+  uvp_promise_release(d);
+}
+
+/* Connecting: the SYN is never answered (the listener's queue is full). */
+static void test_cancel_connecting(void **state) {
+  fixture_t *f = *state;
+  backlog_full_t b;
+  backlog_full_start(&b);
+  uvp_curl_t *c = curl_new(f);
+  int fds = open_fds();
+  char *u = url_of(b.port, "/");
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  cancel_after(f, ph.p, 200);
+  run_until_settled(f, ph.p);
+  expect_cancelled(f, c, &ph);
+  assert_int_equal(info_off(e, CURLINFO_CONNECT_TIME_T), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);   /* the poll handle's close */
+  assert_int_equal(open_fds(), fds); /* the connecting socket is closed */
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  free(u);
+  backlog_full_stop(&b);
+  finish(f, c, NULL);
+}
+
+/* TLS handshake: connected, ClientHello sent, no answer. */
+static void test_cancel_tls_handshake(void **state) {
+  fixture_t *f = *state;
+  silent_t s;
+  silent_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = NULL;
+  assert_true(asprintf(&u, "https://127.0.0.1:%d/", s.port) > 0);
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  run_until_true(f, got_client_hello, &s);
+  assert_int_equal(s.first, 0x16); /* a TLS handshake record */
+  assert_int_equal(uvp_promise_state(ph.p), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(ph.p), 0);
+  expect_cancelled(f, c, &ph);
+  assert_int_equal(info_off(e, CURLINFO_APPCONNECT_TIME_T), 0);
+  run_until_true(f, silent_saw_close, &s); /* the connection is closed */
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  free(u);
+  silent_stop(&s);
+  finish(f, c, NULL);
+}
+
+static bool got_body(void *arg) { return ((phase_t *)arg)->sink.bytes > 0; }
+
+/* Mid-body: 4096 of 1 000 000 bytes arrived. */
+static void test_cancel_mid_body(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/partial");
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  run_until_true(f, got_body, &ph);
+  assert_int_equal(uvp_promise_cancel(ph.p), 0);
+  expect_cancelled(f, c, &ph);
+  assert_true(info_off(e, CURLINFO_SIZE_DOWNLOAD_T) > 0);
+  wait_client_closed(f, &s, 1);
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  free(u);
+  finish(f, c, &s);
+}
+
+/* From inside the write callback, mid-body of an endless response: the
+ * removal is deferred (libcurl 7.88 would refuse it there). */
+static size_t cancel_in_write(char *ptr, size_t size, size_t n, void *arg) {
+  phase_t *ph = arg;
+  (void)ptr;
+  ph->sink.bytes += size * n;
+  if (ph->sink.calls++ == 0)
+    assert_int_equal(uvp_promise_cancel(ph->p), 0);
+  return size * n;
+}
+
+static void test_cancel_in_write_callback(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/endless");
+  phase_t ph = {0};
+  CURL *e = phase_easy(u, &ph);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, cancel_in_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &ph);
+  assert_int_equal(uvp_curl_perform(c, e, &ph.p), 0);
+  run_until_settled(f, ph.p);
+  expect_cancelled(f, c, &ph);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.deferred, 1);
+  /* Until libcurl returned it went on reading (its callbacks may run
+   * meanwhile); after that, nothing more. */
+  assert_true(ph.sink.calls >= 1);
+  wait_client_closed(f, &s, 1);
+  int calls = ph.sink.calls;
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(ph.sink.calls, calls);
+  uvp_promise_release(ph.p);
+  curl_easy_cleanup(e);
+  free(u);
+  finish(f, c, &s);
+}
+
+/* ---- a descriptor reused at once ----------------------------------------- */
+
+/* Transfer A's server closes the connection after its answer; A's write
+ * callback starts B (an add deferred until libcurl has returned).  By
+ * then libcurl has closed A's socket and the binding has begun closing
+ * its poll handle; B's socket gets the same descriptor number, and must
+ * wait for that close: libuv forbids two poll handles on one descriptor,
+ * and the old one's close would remove the new one's epoll watch. */
+typedef struct reuse_s {
+  uvp_curl_t *c;
+  CURL *b;
+  uvp_promise_t *pb;
+  int rc;
+} reuse_t;
+
+static size_t start_b(char *ptr, size_t size, size_t n, void *arg) {
+  reuse_t *r = arg;
+  (void)ptr;
+  if (r->pb == NULL)
+    r->rc = uvp_curl_perform(r->c, r->b, &r->pb);
+  return size * n;
+}
+
+static void test_descriptor_reused(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *ua = url_of(s.port, "/close"), *ub = url_of(s.port, "/fast");
+  sink_t sb = {0, 0};
+  reuse_t r = {c, curl_easy_init(), NULL, -1};
+  CURL *a = curl_easy_init();
+  curl_easy_setopt(a, CURLOPT_URL, ua);
+  curl_easy_setopt(a, CURLOPT_WRITEFUNCTION, start_b);
+  curl_easy_setopt(a, CURLOPT_WRITEDATA, &r);
+  curl_easy_setopt(r.b, CURLOPT_URL, ub);
+  curl_easy_setopt(r.b, CURLOPT_WRITEFUNCTION, sink_write);
+  curl_easy_setopt(r.b, CURLOPT_WRITEDATA, &sb);
+  /* B must not wait for its own timeout if it were never watched. */
+  curl_easy_setopt(r.b, CURLOPT_TIMEOUT_MS, 3000L);
+  uvp_promise_t *pa;
+  assert_int_equal(uvp_curl_perform(c, a, &pa), 0);
+  run_until_settled(f, pa);
+  assert_int_equal(uvp_promise_state(pa), UVP_FULFILLED);
+  assert_int_equal(r.rc, 0);
+  assert_non_null(r.pb);
+  run_until_settled(f, r.pb);
+  if (uvp_promise_state(r.pb) != UVP_FULFILLED)
+    fail_msg("B: %s", uvp_curl_err_name(uvp_promise_reason(r.pb, NULL)));
+  assert_int_equal(sb.bytes, 5);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.deferred, 1);
+  assert_true(st.reopened >= 1);
+  uvp_promise_release(pa);
+  uvp_promise_release(r.pb);
+  curl_easy_cleanup(a);
+  curl_easy_cleanup(r.b);
+  free(ua);
+  free(ub);
+  finish(f, c, &s);
+}
+
+/* ---- with the rest of uvp ------------------------------------------------ */
+
+/* uvp_timeout cancels the transfer (the server sees it go); race with
+ * UVP_CANCEL_LOSERS cancels the slower one. */
+static void test_timeout_and_race(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *hold = url_of(s.port, "/hold"), *fast = url_of(s.port, "/fast");
+  uvp_promise_t *p, *t;
+  assert_int_equal(uvp_curl_get(c, hold, &p), 0);
+  assert_int_equal(uvp_timeout(p, 200, 0, &t), 0);
+  assert_int_equal(uvp_promise_mark_handled(t), 0);
+  run_until_settled(f, t);
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  wait_client_closed(f, &s, 1);
+  uvp_promise_release(p);
+  uvp_promise_release(t);
+
+  uvp_promise_t *in[2], *won;
+  assert_int_equal(uvp_curl_get(c, hold, &in[0]), 0);
+  assert_int_equal(uvp_curl_get(c, fast, &in[1]), 0);
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, UVP_CANCEL_LOSERS, &won), 0);
+  run_until_settled(f, won);
+  assert_int_equal(response_of(won)->status, 200);
+  assert_int_equal(uvp_promise_reason(in[0], NULL), UV_ECANCELED);
+  wait_client_closed(f, &s, 2);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.cancelled, 2);
+  assert_int_equal(st.running, 0);
+  uvp_promise_release(in[0]);
+  uvp_promise_release(in[1]);
+  uvp_promise_release(won);
+  free(hold);
+  free(fast);
+  finish(f, c, &s);
+}
+
+static void test_all_settled(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u[3] = {url_of(s.port, "/fast"), url_of(s.port, "/garbage"),
+                url_of(demo_server_refused_port("127.0.0.1"), "/")};
+  uvp_promise_t *in[3], *all;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_curl_get(c, u[i], &in[i]), 0);
+  assert_int_equal(uvp_promise_all_settled(f->ctx, in, 3, &all), 0);
+  run_until_settled(f, all);
+  const uvp_settled_list_t *l = uvp_promise_value(all);
+  assert_int_equal(l->count, 3);
+  assert_int_equal(l->fulfilled, 1);
+  assert_int_equal(((uvp_curl_response_t *)l->items[0].value)->status, 200);
+  assert_int_equal(l->items[1].status, UV_EPROTO);
+  assert_int_equal(l->items[2].status, UV_ECONNREFUSED);
+  assert_int_equal(((uvp_curl_error_t *)l->items[2].value)->code,
+                   CURLE_COULDNT_CONNECT);
+  for (int i = 0; i < 3; i++) {
+    uvp_promise_release(in[i]);
+    free(u[i]);
+  }
+  uvp_promise_release(all);
+  finish(f, c, &s);
+}
+
+typedef struct fib_s {
+  uvp_curl_t *c;
+  const char *fast, *hold;
+  long status;
+  int held;
+} fib_t;
+
+static uvp_ret_t fetch_in_fiber(void *arg) {
+  fib_t *fb = arg;
+  uvp_promise_t *p;
+  uvp_outcome_t o;
+  if (uvp_curl_get(fb->c, fb->fast, &p) != 0)
+    return uvp_ret_reject(UV_EINVAL, NULL, NULL);
+  if (uvp_await(p, &o) == 0)
+    fb->status = ((uvp_curl_response_t *)o.value)->status;
+  uvp_promise_release(p);
+  /* Then one that never answers: the fiber is cancelled meanwhile. */
+  if (uvp_curl_get(fb->c, fb->hold, &p) != 0)
+    return uvp_ret_reject(UV_EINVAL, NULL, NULL);
+  fb->held = uvp_await(p, &o);
+  uvp_promise_release(p);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static bool fiber_saw_end(void *arg) { return ((fib_t *)arg)->held != 1; }
+
+static void test_fiber(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *fast = url_of(s.port, "/fast"), *hold = url_of(s.port, "/hold");
+  fib_t fb = {c, fast, hold, 0, 1};
+  uvp_promise_t *done;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, fetch_in_fiber, &fb, NULL, &done),
+                   0);
+  wait_accepted(f, &s, 2); /* the second fetch is under way */
+  assert_int_equal(fb.status, 200);
+  assert_int_equal(uvp_promise_cancel(done), 0);
+  run_until_true(f, fiber_saw_end, &fb);   /* it runs on to its end */
+  assert_int_equal(fb.held, UV_ECANCELED); /* the await, and the transfer */
+  wait_client_closed(f, &s, 1);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.cancelled, 1);
+  uvp_promise_release(done);
+  free(fast);
+  free(hold);
+  finish(f, c, &s);
+}
+
+typedef struct member_s {
+  uvp_curl_t *c;
+  const char *url;
+} member_t;
+
+static int start_member(void *arg, uvp_promise_t **out) {
+  member_t *m = arg;
+  return uvp_curl_get(m->c, m->url, out);
+}
+
+/* A group of four fetches, two at a time, joins; a group of transfers
+ * that never end is cancelled as a whole and still joins. */
+static void test_group(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *fast = url_of(s.port, "/fast"), *hold = url_of(s.port, "/hold");
+  member_t mf = {c, fast}, mh = {c, hold};
+  uvp_group_t *g;
+  uvp_group_opts_t go = {.limit = 2, .flags = UVP_GROUP_DISCARD_SETTLED};
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g), 0);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uvp_group_start(g, start_member, &mf, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  assert_int_equal(s.accepted, 4);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_group_start(g, start_member, &mh, NULL), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  wait_accepted(f, &s, 4 + 3);
+  assert_int_equal(uvp_group_cancel(g), 0);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  wait_client_closed(f, &s, 3);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.cancelled, 3);
+  assert_int_equal(st.running, 0);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  free(fast);
+  free(hold);
+  finish(f, c, &s);
+}
+
+/* ---- inspection ---------------------------------------------------------- */
+
+static void test_dump(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *hold = url_of(s.port, "/hold");
+  uvp_curl_fetch_opts_t post = {.body = "x", .body_len = 1};
+  uvp_promise_t *p[2];
+  assert_int_equal(uvp_curl_fetch(c, hold, NULL, &p[0]), 0);
+  assert_int_equal(uvp_curl_fetch(c, hold, &post, &p[1]), 0);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  assert_non_null(m);
+  assert_int_equal(uvp_curl_dump(c, m), 2);
+  fclose(m);
+  char want[160];
+  snprintf(want, sizeof(want), "HTTP GET %s for ", hold);
+  assert_non_null(strstr(text, want));
+  snprintf(want, sizeof(want), "HTTP POST %s for ", hold);
+  assert_non_null(strstr(text, want));
+  assert_non_null(strstr(text, "(promise at "));
+  assert_non_null(strstr(text, "test-curl.c:"));
+  /* Oldest first. */
+  assert_true(strstr(text, "HTTP GET") < strstr(text, "HTTP POST"));
+  free(text);
+  assert_int_equal(uvp_curl_dump(c, NULL), UV_EINVAL);
+  for (int i = 0; i < 2; i++) {
+    uvp_promise_cancel(p[i]);
+    uvp_promise_release(p[i]);
+  }
+  free(hold);
+  finish(f, c, &s);
+}
+
+/* The core's task dump names each transfer (its described cancel hook),
+ * and a group's deadline reaches transfers its members started: they
+ * reject with UV_ETIMEDOUT, leave the multi and close their connections. */
+static void test_task_dump_and_deadline(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *hold = url_of(s.port, "/hold");
+  member_t mh = {c, hold};
+  uvp_group_t *g;
+  uvp_group_opts_t go = {.limit = 0, .flags = 0, .deadline_ms = 400};
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_group_start(g, start_member, &mh, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  uint64_t t0 = uv_hrtime();
+  wait_accepted(f, &s, 2);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  assert_non_null(m);
+  uvp_dump_opts_t o = {0, m, NULL, NULL, 0};
+  /* The two members (the join is no task: nothing waits on it yet). */
+  assert_int_equal(uvp_ctx_dump_tasks(f->ctx, &o), 2);
+  fclose(m);
+  char want[200];
+  snprintf(want, sizeof(want), "for HTTP GET %s; in group at ", hold);
+  const char *first = strstr(text, want);
+  if (first == NULL || strstr(first + 1, want) == NULL)
+    fail_msg("two members waiting for '%s' expected: %s", want, text);
+  assert_non_null(strstr(first, "; deadline in "));
+  free(text);
+  run_until_settled(f, join);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_true(ms < 5000);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+  wait_client_closed(f, &s, 2);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.cancelled, 2);
+  assert_int_equal(st.running, 0);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  /* No group: the scope's deadline watches the transfer itself. */
+  assert_int_equal(uvp_deadline_set(f->ctx, 200), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_curl_fetch(c, hold, NULL, &p), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  assert_int_equal(uvp_promise_mark_handled(p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ETIMEDOUT);
+  wait_client_closed(f, &s, 3);
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.cancelled, 3);
+  uvp_promise_release(p);
+  free(hold);
+  finish(f, c, &s);
+}
+
+static void test_codes(void **state) {
+  (void)state;
+  assert_int_equal(uvp_curl_code(CURLE_OK, NULL), 0);
+  assert_int_equal(uvp_curl_code(CURLE_OPERATION_TIMEDOUT, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_curl_code(CURLE_COULDNT_CONNECT, NULL), UV_ECONNREFUSED);
+  assert_int_equal(uvp_curl_code(CURLE_RECV_ERROR, NULL), UV_EPROTO);
+  assert_int_equal(uvp_curl_code(CURLE_PEER_FAILED_VERIFICATION, NULL),
+                   UVP_CURL_ETLS);
+  assert_int_equal(uvp_curl_code(CURLE_TOO_MANY_REDIRECTS, NULL), UV_ELOOP);
+  assert_int_equal(uvp_curl_code(CURLE_UNSUPPORTED_PROTOCOL, NULL), UV_EINVAL);
+  assert_int_equal(uvp_curl_code(CURLE_HTTP_RETURNED_ERROR, NULL),
+                   UVP_CURL_EHTTP);
+  assert_int_equal(uvp_curl_code(CURLE_TFTP_NOTFOUND, NULL), UVP_CURL_ECURL);
+  assert_string_equal(uvp_curl_err_name(UVP_CURL_ETLS), "ETLS");
+  assert_string_equal(uvp_curl_err_name(UVP_CURL_ECURL), "ECURL");
+  assert_string_equal(uvp_curl_err_name(UV_ECONNRESET), "ECONNRESET");
+  assert_string_equal(uvp_curl_err_name(UVP_ECLOSED), "ECLOSED");
+  assert_non_null(strstr(uvp_curl_strerror(UVP_CURL_ETLS), "TLS"));
+  assert_string_equal(uvp_curl_strerror(UV_ETIMEDOUT),
+                      uvp_strerror(UV_ETIMEDOUT));
+}
+
+/* ---- teardown ------------------------------------------------------------ */
+
+/* uvp_ctx_close with transfers in every state rejects them with
+ * UVP_ECLOSED and removes them; uvp_curl_close after it closes the rest,
+ * and the loop closes (the teardown checks). */
+static void test_ctx_close_in_flight(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  silent_t tls;
+  silent_start(&f->loop, &tls);
+  backlog_full_t b;
+  backlog_full_start(&b);
+  uvp_curl_t *c = curl_new(f);
+  char *u[4] = {url_of(s.port, "/hold"), url_of(s.port, "/partial"),
+                url_of(b.port, "/"), NULL};
+  assert_true(asprintf(&u[3], "https://127.0.0.1:%d/", tls.port) > 0);
+  uvp_promise_t *p[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uvp_curl_get(c, u[i], &p[i]), 0);
+  run_until_true(f, got_client_hello, &tls);
+  uvp_ctx_t *ctx = close_ctx(f);
+  (void)ctx;
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(uvp_promise_reason(p[i], NULL), UVP_ECLOSED);
+  uvp_curl_stats_t st;
+  uvp_curl_stats(c, &st);
+  assert_int_equal(st.running, 0);
+  assert_int_equal(st.cancelled, 4);
+  /* The binding refuses new work now; closing it closes the rest. */
+  uvp_promise_t *q;
+  assert_int_equal(uvp_curl_get(c, u[0], &q), UVP_ECLOSED);
+  assert_int_equal(uvp_curl_close(c), 0);
+  assert_int_equal(uvp_curl_close(c), UV_EINVAL); /* still closing */
+  for (int i = 0; i < 4; i++) {
+    uvp_promise_release(p[i]);
+    free(u[i]);
+  }
+  hostile_stop(&s);
+  silent_stop(&tls);
+  backlog_full_stop(&b);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* the servers' handles: on this stack */
+}
+
+/* uvp_curl_close first: the transfers reject with UV_ECANCELED. */
+static void test_close_in_flight(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/partial");
+  uvp_promise_t *p[3];
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_curl_get(c, u, &p[i]), 0);
+  wait_accepted(f, &s, 3);
+  assert_int_equal(uvp_curl_close(c), 0);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_promise_reason(p[i], NULL), UV_ECANCELED);
+    uvp_promise_release(p[i]);
+  }
+  hostile_stop(&s);
+  run_loop(f); /* nothing of the binding's keeps it going */
+  free(u);
+}
+
+/* A binding with nothing in flight keeps nothing alive, whatever
+ * connections libcurl caches (the demo server keeps them open). */
+static void test_idle_keeps_nothing_alive(void **state) {
+  fixture_t *f = *state;
+  demo_server_t *demo;
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &demo), 0);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(demo_server_port(demo), "/fast");
+  uvp_promise_t *p = fetch_wait(f, c, u, NULL, NULL);
+  assert_int_equal(response_of(p)->status, 200);
+  uvp_promise_release(p);
+  demo_server_stop(demo, NULL, NULL);
+  run_loop(f); /* returns: the binding's handles do not hold it */
+  /* The cached connection (closed by the server meanwhile) is not used:
+   * a new request still works. */
+  uvp_curl_t *c2 = c;
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &demo), 0);
+  free(u);
+  u = url_of(demo_server_port(demo), "/fast");
+  p = fetch_wait(f, c2, u, NULL, NULL);
+  assert_int_equal(response_of(p)->status, 200);
+  uvp_promise_release(p);
+  demo_server_stop(demo, NULL, NULL);
+  free(u);
+  finish(f, c, NULL);
+}
+
+/* A transfer in flight keeps uv_run() going by itself (the server is on
+ * another thread: nothing else holds the loop), and nothing more once it
+ * has settled. */
+static void test_in_flight_keeps_loop_alive(void **state) {
+  fixture_t *f = *state;
+  thread_server_t t;
+  thread_server_start(&t, 150);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(t.port, "/");
+  uvp_promise_t *p;
+  assert_int_equal(uvp_curl_get(c, u, &p), 0);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f); /* returns once the transfer is done, not before */
+  assert_true(uv_hrtime() - t0 >= 140 * (uint64_t)1000000);
+  assert_string_equal(response_of(p)->body.base, "late\n");
+  uvp_promise_release(p);
+  thread_server_join(&t);
+  free(u);
+  finish(f, c, NULL);
+}
+
+/* Redirects followed (a libcurl option of the program's): the headers are
+ * the final response's only. */
+static int follow(void *arg, CURL *e) {
+  (void)arg;
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+  return 0;
+}
+
+static void test_headers_of_final_response(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/redirect");
+  uvp_curl_fetch_opts_t o = {.setup = follow};
+  uvp_promise_t *p = fetch_wait(f, c, u, &o, NULL);
+  const uvp_curl_response_t *r = response_of(p);
+  assert_int_equal(r->status, 200);
+  assert_string_equal(r->body.base, "fast\n");
+  assert_int_equal(r->nheaders, 4);
+  assert_null(uvp_curl_response_header(r, "Location"));
+  assert_null(uvp_curl_response_header(r, "X-Hop"));
+  assert_string_equal(uvp_curl_response_header(r, "X-Test"), "yes");
+  uvp_promise_release(p);
+  /* Not followed: the 302 and its own headers. */
+  p = fetch_wait(f, c, u, NULL, NULL);
+  r = response_of(p);
+  assert_int_equal(r->status, 302);
+  assert_string_equal(uvp_curl_response_header(r, "Location"), "/fast");
+  uvp_promise_release(p);
+  free(u);
+  finish(f, c, &s);
+}
+
+static void test_closed_ctx(void **state) {
+  fixture_t *f = *state;
+  uvp_ctx_t *ctx = close_ctx(f);
+  uvp_curl_t *c = NULL;
+  assert_int_equal(uvp_curl_new(ctx, &c), UVP_ECLOSED);
+  assert_null(c);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      FIXTURE_TEST(test_fetch_response),
+      FIXTURE_TEST(test_perform_own_easy),
+      FIXTURE_TEST(test_errors),
+      FIXTURE_TEST(test_hostile),
+      FIXTURE_TEST(test_cap_counts_decoded),
+      FIXTURE_TEST(test_post),
+      FIXTURE_TEST(test_setup_refused),
+      FIXTURE_TEST(test_cancel_resolving),
+      FIXTURE_TEST(test_cancel_resolving_in_callback),
+      FIXTURE_TEST(test_cancel_resolving_thread),
+      FIXTURE_TEST(test_cancel_connecting),
+      FIXTURE_TEST(test_cancel_tls_handshake),
+      FIXTURE_TEST(test_cancel_mid_body),
+      FIXTURE_TEST(test_cancel_in_write_callback),
+      FIXTURE_TEST(test_descriptor_reused),
+      FIXTURE_TEST(test_timeout_and_race),
+      FIXTURE_TEST(test_all_settled),
+      FIXTURE_TEST(test_fiber),
+      FIXTURE_TEST(test_group),
+      FIXTURE_TEST(test_dump),
+      FIXTURE_TEST(test_task_dump_and_deadline),
+      cmocka_unit_test(test_codes),
+      FIXTURE_TEST(test_ctx_close_in_flight),
+      FIXTURE_TEST(test_close_in_flight),
+      FIXTURE_TEST(test_idle_keeps_nothing_alive),
+      FIXTURE_TEST(test_in_flight_keeps_loop_alive),
+      FIXTURE_TEST(test_headers_of_final_response),
+      FIXTURE_TEST(test_closed_ctx),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
