@@ -1027,7 +1027,9 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  *                      of 60 s against a server that refuses at once
  *                      takes milliseconds.  Work the program runs itself
  *                      (its own sockets, threads settling promises) is
- *                      not seen: the clock may jump while it is under way.
+ *                      not seen, and the clock may jump while it is under
+ *                      way, unless the program holds the clock for it
+ *                      (uvp_clock_hold; uvp-curl's transfers do).
  * Timers fire in order of due time, those due together in the order they
  * were started, the same order every run; what their promises' handlers
  * do runs from the loop afterwards, as on the real clock.  The clock
@@ -1055,6 +1057,20 @@ UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
  * Errors: UV_EINVAL (NULL ctx, or the clock is not virtual), UVP_ECLOSED,
  * UVP_ETHREAD. */
 UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
+
+/* Real work that uvp does not start itself is in flight: a request of
+ * the program's own over its own sockets, or a binding's (uvp-curl holds
+ * the clock for each transfer it runs).  While any hold is taken,
+ * UVP_CLOCK_AUTO does not jump but runs at the loop's pace, as it does
+ * while a wrapper's request is in flight, so that the reply beats a
+ * virtual timeout it would beat in real time.  Each uvp_clock_hold is
+ * undone by one uvp_clock_unhold when the work ends (completed, failed or
+ * cancelled).  On the real clock both count nothing and return 0: take
+ * a hold after choosing the clock, as uvp_ctx_set_clock must be called
+ * before any promise exists.  Loop thread.  Errors: UV_EINVAL (NULL ctx;
+ * for uvp_clock_unhold, no hold taken), UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_clock_hold(uvp_ctx_t *ctx);
+UVP_EXTERN int uvp_clock_unhold(uvp_ctx_t *ctx);
 
 /* uvp's time for ctx in milliseconds: the virtual clock's, or uv_now()
  * on the real one (0 for NULL).  Loop thread; also after uvp_ctx_close

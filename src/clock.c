@@ -32,6 +32,7 @@ typedef struct vclock_s {
   uint64_t seq;
   uvp__timer_t *root;
   size_t real; /* uvp's real work in flight */
+  size_t held; /* the program's: uvp_clock_hold less uvp_clock_unhold */
   bool automatic;
   bool pacing; /* real work was in flight at the last prepare phase */
   uint64_t paced_at;
@@ -206,7 +207,7 @@ static void on_prepare(uv_prepare_t *h) {
     upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
   }
   c->paced_at = real_now;
-  c->pacing = c->real != 0;
+  c->pacing = c->real != 0 || c->held != 0;
   fire_due(c, upto);
   if (uvp__closed(c->ctx) || !c->automatic)
     return; /* a timer's callback closed the context or changed the mode */
@@ -326,4 +327,22 @@ int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms) {
 
 uint64_t uvp_clock_now(const uvp_ctx_t *ctx) {
   return ctx != NULL ? uvp__now(ctx) : 0;
+}
+
+int uvp_clock_hold(uvp_ctx_t *ctx) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0 && uvp__head(ctx)->vclock)
+    clock_of(ctx)->held++;
+  return rc;
+}
+
+int uvp_clock_unhold(uvp_ctx_t *ctx) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0 || !uvp__head(ctx)->vclock)
+    return rc;
+  vclock_t *c = clock_of(ctx);
+  if (c->held == 0)
+    return UV_EINVAL;
+  c->held--;
+  return 0;
 }

@@ -373,6 +373,68 @@ static void test_host_timer_is_not_virtual(void **state) {
   uvp_promise_release(hour);
 }
 
+/* The program's own work, held: a promise its uv_timer_t settles after
+ * 300 ms beats a virtual timeout of 5 s while the clock is held, and
+ * loses to it at once when not. */
+typedef struct own_work_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *p;
+  bool held;
+} own_work_t;
+
+static void own_work_done(uv_timer_t *t) {
+  own_work_t *w = t->data;
+  /* Already cancelled by the timeout when it came first. */
+  assert_int_equal(uvp_promise_resolve(w->p, NULL, NULL),
+                   w->held ? 0 : UVP_ESETTLED);
+  if (w->held)
+    assert_int_equal(uvp_clock_unhold(w->ctx), 0);
+}
+
+static int own_work(fixture_t *f, bool held, double *real_ms) {
+  uv_timer_t timer;
+  own_work_t w = {f->ctx, NULL, held};
+  assert_int_equal(uvp_promise_new(f->ctx, &w.p), 0);
+  assert_int_equal(uv_timer_init(&f->loop, &timer), 0);
+  timer.data = &w;
+  assert_int_equal(uv_timer_start(&timer, own_work_done, 300, 0), 0);
+  if (held)
+    assert_int_equal(uvp_clock_hold(f->ctx), 0);
+  uvp_promise_t *t;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_timeout(w.p, 5000, 0, &t), 0);
+  assert_int_equal(uvp_promise_mark_handled(t), 0);
+  run_until_settled(f, t);
+  *real_ms = (double)(uv_hrtime() - t0) / 1e6;
+  int rc =
+      uvp_promise_state(t) == UVP_FULFILLED ? 0 : uvp_promise_reason(t, NULL);
+  uvp_promise_release(t);
+  run_loop(f); /* the timer's callback, if the timeout came first */
+  uv_close((uv_handle_t *)&timer, NULL);
+  run_loop(f);
+  uvp_promise_release(w.p);
+  return rc;
+}
+
+static void test_hold_for_own_work(void **state) {
+  fixture_t *f = *state;
+  /* On the real clock: nothing counted, nothing to undo. */
+  assert_int_equal(uvp_clock_hold(f->ctx), 0);
+  assert_int_equal(uvp_clock_unhold(f->ctx), 0);
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_AUTO), 0);
+  assert_int_equal(uvp_clock_unhold(f->ctx), UV_EINVAL); /* none taken */
+  assert_int_equal(uvp_clock_hold(NULL), UV_EINVAL);
+  assert_int_equal(uvp_clock_unhold(NULL), UV_EINVAL);
+  double ms;
+  assert_int_equal(own_work(f, true, &ms), 0);
+  assert_true(ms >= 290);
+  assert_int_equal(own_work(f, false, &ms), UV_ETIMEDOUT);
+  assert_true(ms < 290);
+  uvp_ctx_t *ctx = close_ctx(f);
+  assert_int_equal(uvp_clock_hold(ctx), UVP_ECLOSED);
+  assert_int_equal(uvp_clock_unhold(ctx), UVP_ECLOSED);
+}
+
 /* ---- deadlines and the dump ---------------------------------------------- */
 
 static int start_long_delay(void *arg, uvp_promise_t **out) {
@@ -522,6 +584,7 @@ int main(void) {
       QUIET_TEST(test_retry_91s_virtual_real_connects),
       QUIET_TEST(test_real_reply_beats_virtual_timeout),
       QUIET_TEST(test_silent_server_times_out_in_real_time),
+      QUIET_TEST(test_hold_for_own_work),
       QUIET_TEST(test_host_timer_is_not_virtual),
       QUIET_TEST(test_deadline_and_dump_on_virtual_time),
       QUIET_TEST(test_deadline_left_virtual),
