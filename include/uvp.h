@@ -963,7 +963,8 @@ enum { UVP_KEEP_ALIVE = 2, UVP_UNREF = 16 };
 /* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
  * timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
- * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED. */
+ * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED.
+ * Cancelled: nothing is left: the timer stops, value goes to free_cb. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
@@ -979,12 +980,102 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * either case; UVP_UNREF keeps uv_run from waiting for the timer alone.
  * Cancelling the result cancels p by the same rule.  The result keeps
  * itself alive while pending (its timer holds it).  Borrows p.
+ * Cancelled: the timer stops, and p is cancelled by the rule above.
  * Errors: UV_EINVAL (NULL p or out, unknown flags, UVP_UNREF with
  * UVP_KEEP_ALIVE), UV_ENOMEM, UVP_ECLOSED. */
 enum { UVP_CANCEL_INPUT = 8 };
 #define uvp_timeout(...) uvp_timeout_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                               uvp_promise_t **out, const char *file, int line);
+
+/* The virtual clock: uvp's own time under the program's control, for tests
+ * of timeouts, retries, delays and deadlines that must not wait (tokio's
+ * time::pause, sinon's fake timers).  On it run, for one context: every
+ * uvp_delay and uvp_timeout, uvp_retry's backoff, every deadline
+ * (uvp_deadline_set, a group's or a fiber's deadline_ms, and
+ * uvp_deadline_left), and the ages and times left of the task dumps
+ * (uvp_ctx_dump_tasks, uvp_ctx_dump_pending).  Not on it: the program's
+ * own uv_timer_t handles, uv_now() and uv_hrtime() (libuv's, which go on
+ * in real time), and a library's own timers; nor the time uvp's wrappers
+ * take (a connect, a child, a file request run at the kernel's pace).
+ *
+ *   UVP_CLOCK_REAL     the loop's clock (the default).
+ *   UVP_CLOCK_VIRTUAL  time stands still but for uvp_clock_advance.  A
+ *                      timer of 0 ms (or one whose time has come) still
+ *                      fires from the loop's next timer phase.  uv_run
+ *                      waits for referenced virtual timers like any
+ *                      other, so a loop with nothing else to do waits
+ *                      until the program advances the clock: advance it
+ *                      from a handler, a fiber or a uv_timer_t of yours,
+ *                      or run the loop with UV_RUN_NOWAIT between calls.
+ *   UVP_CLOCK_AUTO     virtual, and the loop moves it too: when it is
+ *                      about to wait (nothing queued, no handle closing,
+ *                      no real timer due) while none of uvp's real work is
+ *                      in flight, the clock jumps to the next virtual
+ *                      timer, which fires then.  uvp's real work is every
+ *                      wrapper's request or handle from its start until
+ *                      libuv is done with it (file, DNS, thread-pool work,
+ *                      TCP connect/read/write/shutdown, a child process
+ *                      until it has exited and its pipes are closed),
+ *                      except a uvp_tcp_closed watch.  While any is in
+ *                      flight the clock does not jump: it runs at the
+ *                      loop's pace, so a reply on its way beats a virtual
+ *                      timeout it would beat in real time (a clock that
+ *                      jumped would time it out spuriously), and work
+ *                      that never completes still times out after the
+ *                      timeout's length of real time.  A retry schedule
+ *                      of 60 s against a server that refuses at once
+ *                      takes milliseconds.  Work the program runs itself
+ *                      (its own sockets, threads settling promises) is
+ *                      not seen, and the clock may jump while it is under
+ *                      way, unless the program holds the clock for it
+ *                      (uvp_clock_hold; uvp-curl's transfers do).
+ * Timers fire in order of due time, those due together in the order they
+ * were started, the same order every run; what their promises' handlers
+ * do runs from the loop afterwards, as on the real clock.  The clock
+ * starts at uv_now() of the moment it is turned on.
+ * Switching between real and virtual is refused with UV_EBUSY while the
+ * context has any promise (uvp_ctx_stats' `live`) or the current scope a
+ * deadline: call it right after uvp_ctx_new.  Switching between
+ * UVP_CLOCK_VIRTUAL and UVP_CLOCK_AUTO is allowed at any time.  With the
+ * clock real nothing of this costs anything measurable (docs/internals.md).
+ * UVP_CLOCK_AUTO adds two unreferenced handles, closed by uvp_ctx_close.
+ * Loop thread.  Errors: UV_EINVAL (NULL ctx, unknown mode), UVP_ECLOSED,
+ * UVP_ETHREAD, UV_EBUSY (see above), UV_ENOMEM. */
+enum { UVP_CLOCK_REAL = 0, UVP_CLOCK_VIRTUAL = 1, UVP_CLOCK_AUTO = 2 };
+UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
+
+/* Move the virtual clock `ms` milliseconds forward, inside this call:
+ * every timer due by then fires, in order, each with the clock at its own
+ * due time (so a deadline set by a callback counts from there), including
+ * timers started by those callbacks if they fall due by then.  What fires
+ * settles or cancels promises now (cancel hooks run inside this call);
+ * their handlers run later, from the loop, and what those start counts
+ * from the new time: to play a schedule of several steps (a retry's
+ * backoffs), advance step by step with the loop run in between, or use
+ * UVP_CLOCK_AUTO.  Loop thread (a handler, a fiber, a callback of yours).
+ * Errors: UV_EINVAL (NULL ctx, or the clock is not virtual), UVP_ECLOSED,
+ * UVP_ETHREAD. */
+UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
+
+/* Real work that uvp does not start itself is in flight: a request of
+ * the program's own over its own sockets, or a binding's (uvp-curl holds
+ * the clock for each transfer it runs).  While any hold is taken,
+ * UVP_CLOCK_AUTO does not jump but runs at the loop's pace, as it does
+ * while a wrapper's request is in flight, so that the reply beats a
+ * virtual timeout it would beat in real time.  Each uvp_clock_hold is
+ * undone by one uvp_clock_unhold when the work ends (completed, failed or
+ * cancelled).  On the real clock both count nothing and return 0: take
+ * a hold after choosing the clock, as uvp_ctx_set_clock must be called
+ * before any promise exists.  Loop thread.  Errors: UV_EINVAL (NULL ctx;
+ * for uvp_clock_unhold, no hold taken), UVP_ECLOSED, UVP_ETHREAD. */
+UVP_EXTERN int uvp_clock_hold(uvp_ctx_t *ctx);
+UVP_EXTERN int uvp_clock_unhold(uvp_ctx_t *ctx);
+
+/* uvp's time for ctx in milliseconds: the virtual clock's, or uv_now()
+ * on the real one (0 for NULL).  Loop thread; also after uvp_ctx_close
+ * while the context's memory lives. */
+UVP_EXTERN uint64_t uvp_clock_now(const uvp_ctx_t *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Bounded fan-out                                                           */
@@ -1775,7 +1866,19 @@ UVP_EXTERN void uvp_group_release(uvp_group_t *g);
  * once while a pool thread or the kernel may still read or fill the
  * buffer until the request completes.  Such a request keeps uv_run() going
  * until then, so memory freed after uv_run() has returned is always safe;
- * freeing it in the rejection handler is not. */
+ * freeing it in the rejection handler is not.
+ *
+ * Cancel-safety.  Each wrapper says below, in a line that begins
+ * "Cancelled:", what a cancellation in mid-flight leaves behind: bytes
+ * still in the stream or lost, a write partly sent or not, a file request
+ * run anyway in the pool or not, a child killed or left running.  It holds
+ * for every way uvp cancels: uvp_promise_cancel, a group's cancel
+ * (uvp_group_cancel, UVP_GROUP_FAIL_FAST, a cancelled join), a deadline
+ * passing (the promise rejects with UV_ETIMEDOUT instead of UV_ECANCELED),
+ * uvp_timeout, a race's or map's losers, and uvp_ctx_close
+ * (test/test-cancel-safety.c shows each line by the first three).  "Queued"
+ * means still waiting for a thread of the pool, "running" that a thread
+ * has taken it. */
 
 /* Integer results (file descriptors, byte counts) travel in the value
  * pointer. */
@@ -1792,14 +1895,20 @@ typedef struct uvp_buf_s {
 /* ------------------------------------------------------------------------ */
 
 /* Paths are copied by libuv during the call: they need not outlive it.
- * A NULL path is UV_EINVAL. */
+ * A NULL path is UV_EINVAL.  Every request below is one pool request but
+ * read_file and write_file (one per step): cancelled queued, it never
+ * runs; cancelled running, it runs to its end, as the lines say. */
 
-/* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close). */
+/* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close).
+ * Cancelled: queued, nothing is opened or created; running, the open
+ * completes (a file O_CREAT makes stays) and uvp closes the descriptor. */
 #define uvp_fs_open(...) uvp_fs_open_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
                               int mode, uvp_promise_t **out, const char *file,
                               int line);
-/* close: value NULL. */
+/* close: value NULL.
+ * Cancelled: queued, the descriptor stays open (yours: close it again);
+ * running, it is closed. */
 #define uvp_fs_close(...) uvp_fs_close_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
@@ -1807,7 +1916,10 @@ UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
  * borrowed (after a cancellation, until the request completes: see above).
  * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
  * len > 0, or len over UINT_MAX (what one libuv buffer holds), is
- * UV_EINVAL. */
+ * UV_EINVAL.
+ * Cancelled: queued, nothing is read or written and the position stays;
+ * running, the call completes: buf may be filled (the bytes are taken from
+ * a pipe or socket), or the bytes written, and offset -1 moves on. */
 #define uvp_fs_read(...) uvp_fs_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
                               int64_t offset, uvp_promise_t **out,
@@ -1816,7 +1928,8 @@ UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
 UVP_EXTERN int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf,
                                size_t len, int64_t offset, uvp_promise_t **out,
                                const char *file, int line);
-/* stat / lstat / fstat: value is an owned uv_stat_t *. */
+/* stat / lstat / fstat: value is an owned uv_stat_t *.
+ * Cancelled: nothing is left (a running one's result is freed). */
 #define uvp_fs_stat(...) uvp_fs_stat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path,
                               uvp_promise_t **out, const char *file, int line);
@@ -1826,7 +1939,9 @@ UVP_EXTERN int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path,
 #define uvp_fs_fstat(...) uvp_fs_fstat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
-/* unlink / mkdir / rmdir / rename: value NULL. */
+/* unlink / mkdir / rmdir / rename: value NULL.
+ * Cancelled: queued, the file system is unchanged; running, the change is
+ * made (the promise has rejected all the same). */
 #define uvp_fs_unlink(...) uvp_fs_unlink_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path,
                                 uvp_promise_t **out, const char *file,
@@ -1842,7 +1957,8 @@ UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
                                 const char *new_path, uvp_promise_t **out,
                                 const char *file, int line);
 /* scandir: value is an owned uvp_dirents_t * (names owned too), in the
- * order libuv returns them. */
+ * order libuv returns them.
+ * Cancelled: nothing is left (a running one's list is freed). */
 typedef struct uvp_dirents_s {
   size_t count;
   uv_dirent_t *items;
@@ -1851,7 +1967,8 @@ typedef struct uvp_dirents_s {
 UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
                                  uvp_promise_t **out, const char *file,
                                  int line);
-/* realpath: value is an owned char *. */
+/* realpath: value is an owned char *.
+ * Cancelled: nothing is left (a running one's string is freed). */
 #define uvp_fs_realpath(...) uvp_fs_realpath_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
@@ -1859,13 +1976,15 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
 /* readlink: value is an owned char *, the link's contents as stored
  * (not resolved: see realpath), NUL-terminated, the same type as
  * realpath's.  A path that is not a symbolic link rejects with UV_EINVAL
- * (readlink(2)'s answer). */
+ * (readlink(2)'s answer).
+ * Cancelled: nothing is left (a running one's string is freed). */
 #define uvp_fs_readlink(...) uvp_fs_readlink_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /* fsync / fdatasync: flush the file's data (fsync: and its metadata) to
- * the device; value NULL. */
+ * the device; value NULL.
+ * Cancelled: queued, nothing is flushed; running, the flush completes. */
 #define uvp_fs_fsync(...) uvp_fs_fsync_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
@@ -1876,14 +1995,16 @@ UVP_EXTERN int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd,
                                    int line);
 /* ftruncate: cut or extend (with zeros) the file to `offset` bytes; value
  * NULL.  A negative offset is UV_EINVAL, returned at once with nothing
- * started (ftruncate(2) would reject it the same way). */
+ * started (ftruncate(2) would reject it the same way).
+ * Cancelled: queued, the size is unchanged; running, it is changed. */
 #define uvp_fs_ftruncate(...)                                                  \
   uvp_fs_ftruncate_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /* chmod / fchmod: set the permission bits to `mode` (as chmod(2): 0644,
- * ...; not masked by the umask); value NULL. */
+ * ...; not masked by the umask); value NULL.
+ * Cancelled: queued, the mode is unchanged; running, it is changed. */
 #define uvp_fs_chmod(...) uvp_fs_chmod_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
                                uvp_promise_t **out, const char *file, int line);
@@ -1897,7 +2018,8 @@ UVP_EXTERN int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode,
  * UV_EEXIST), UV_FS_COPYFILE_FICLONE (a copy-on-write clone where the
  * file system has them, else a copy), UV_FS_COPYFILE_FICLONE_FORCE (a
  * clone or a rejection, such as UV_ENOTSUP).  Any other bit is UV_EINVAL,
- * returned at once with nothing started. */
+ * returned at once with nothing started.
+ * Cancelled: queued, new_path is untouched; running, the copy completes. */
 #define uvp_fs_copyfile(...) uvp_fs_copyfile_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
                                   const char *new_path, int flags,
@@ -1910,14 +2032,19 @@ UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
  * or read(2) until a writer comes: cancelling or timing out the promise
  * rejects it, but the request (and so uv_run) goes on until then, as for
  * any libuv file request.  Check with uvp_fs_stat first when a path may
- * name one. */
+ * name one.
+ * Cancelled: nothing is left: the step running completes, no later step
+ * starts, the descriptor is closed and what was read is freed. */
 #define uvp_fs_read_file(...)                                                  \
   uvp_fs_read_file_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /* write_file: create or truncate (mode 0644), write all of `data`
- * (borrowed), close; value UVP_INT(v) is the byte count. */
+ * (borrowed), close; value UVP_INT(v) is the byte count.
+ * Cancelled: the step running completes, no later step starts, the
+ * descriptor is closed: once the open has run, the file stays created and
+ * truncated with a prefix of data (possibly none) in it. */
 #define uvp_fs_write_file(...)                                                 \
   uvp_fs_write_file_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
@@ -1995,7 +2122,9 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
  * in turn until one connects; rejects with the last address's error (or
  * the UV_EAI_* code of the lookup).  A literal IPv4 or IPv6 address
  * ("127.0.0.1", "::1") is connected to directly, with no lookup and no
- * trip through the thread pool.  Strings are copied.  Value NULL. */
+ * trip through the thread pool.  Strings are copied.  Value NULL.
+ * Cancelled (either connect): the connection is closed; a peer that had
+ * accepted it reads its end at once; a lookup running completes unused. */
 #define uvp_tcp_connect_host(...)                                              \
   uvp_tcp_connect_host_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
@@ -2009,7 +2138,10 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * (uv_try_write) and what did not fit is queued; a small write therefore
  * often returns a promise already fulfilled, whose handlers still run
  * later, from the loop.  Writes go out in the order they were made.  A
- * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL. */
+ * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL.
+ * Cancelled (either write): partly sent: the connection is closed, the
+ * peer receives the prefix the kernel had taken, then the end (or a
+ * reset); the rest is never sent. */
 #define uvp_tcp_write(...) uvp_tcp_write_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
@@ -2031,7 +2163,9 @@ UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
  * pending returns UV_EBUSY.  Bytes a watch read ahead (uvp_tcp_closed)
  * come first: all of them are the chunk, and the promise is fulfilled
  * when the call returns (its handlers still run later, from the loop);
- * then the end of stream or the error that watch saw, the same way. */
+ * then the end of stream or the error that watch saw, the same way.
+ * Cancelled: lost: the connection is closed, and bytes the peer sent that
+ * were not read yet go with it (the peer's later writes fail). */
 #define uvp_tcp_read(...) uvp_tcp_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);
@@ -2040,7 +2174,9 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
  * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
  * pending, as for uvp_tcp_read.  Bytes a watch read ahead begin the body
- * (beyond `max`, the rest stays for the next read). */
+ * (beyond `max`, the rest stays for the next read).
+ * Cancelled: lost: the connection is closed; the bytes gathered so far are
+ * freed, those not read yet go with the connection. */
 #define uvp_tcp_read_all(...)                                                  \
   uvp_tcp_read_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
@@ -2090,12 +2226,16 @@ UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
  * and no read has taken it yet (its handlers still run later, from the
  * loop).  Loop thread.  Errors: UV_EINVAL (NULL), UV_EBADF (closed),
  * uv_read_start's (UV_ENOTCONN before the connection is established),
- * UV_ENOMEM, UVP_ECLOSED, UVP_ETHREAD. */
+ * UV_ENOMEM, UVP_ECLOSED, UVP_ETHREAD.
+ * Cancelled: still in the stream: only the watch stops; the connection
+ * stays open and the bytes it read ahead come first to the next read. */
 #define uvp_tcp_closed(...) uvp_tcp_closed_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out,
                                  const char *file, int line);
 
-/* Shut the write side down after queued writes; value NULL. */
+/* Shut the write side down after queued writes; value NULL.
+ * Cancelled: the connection is closed: the writes queued before it are
+ * partly sent, as a cancelled write is, and no FIN follows them. */
 #define uvp_tcp_shutdown(...)                                                  \
   uvp_tcp_shutdown_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
@@ -2114,6 +2254,8 @@ UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
  * lookup rejects with UV_ECANCELED, never UV_EAI_CANCELED, like every other
  * wrapper; a lookup already running cannot be stopped, and its late result
  * is freed when it arrives.
+ * Cancelled: queued, the lookup never runs; running, it completes and its
+ * result is freed.
  * Errors: UV_EINVAL (NULL ctx/out, node and service both NULL), UV_ENOMEM,
  * UVP_ECLOSED. */
 #define uvp_getaddrinfo(...) uvp_getaddrinfo_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2146,6 +2288,8 @@ typedef int (*uvp_work_cb)(void *arg, void **result);
  * `arg` is borrowed until work_cb has returned, which after a cancellation
  * may be after the promise settled: the request keeps uv_run() running
  * until then, so memory that outlives the loop run is safe.
+ * Cancelled: queued, the job never runs (UVP_WORK_CANCELLED); running, it
+ * runs to its end and its result goes to result_free (UVP_WORK_ABANDONED).
  * Errors: UV_EINVAL (NULL ctx/work_cb/out), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_work(...) uvp_work_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
@@ -2223,6 +2367,9 @@ typedef struct uvp_process_result_s {
  * pipes at once; the promise rejects with UV_ECANCELED (UVP_ECLOSED) at
  * once, and the process handle stays open until the child exits: one that
  * ignores the signal keeps uv_run() running until it does.
+ * Cancelled: killed by cancel_signal (SIGTERM), or, if it ignores or
+ * handles that, left running until it exits; processes it started are not
+ * signalled; its output is not collected.
  * Writing to a child that exits without reading all of stdin_data raises
  * SIGPIPE, as any write to a pipe does: like every libuv program that
  * writes to pipes, ignore SIGPIPE (signal(SIGPIPE, SIG_IGN)).

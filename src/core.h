@@ -18,7 +18,7 @@ static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   p->value = NULL;
   p->fn.free_cb = NULL;
   p->refs = 1;
-  p->born = (uint32_t)(uv_now(ctx->h.loop) - ctx->epoch);
+  p->born = (uint32_t)(uvp__now(ctx) - ctx->epoch);
   p->ctx_id = ctx->id;
   p->site = uvp__site(&ctx->sites, file, line);
   p->trace = uvp__trace_new(ctx, p->site);

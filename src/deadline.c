@@ -1,4 +1,5 @@
-/* Deadlines: a point in the loop's time that a scope carries (scope.h) to
+/* Deadlines: a point in uvp's time (uvp__now: the loop's, or the virtual
+ * clock's) that a scope carries (scope.h) to
  * everything started under it.  The work watched (scope.h's
  * uvp__scope_watch: operations, timers, fibers, groups' joins) is
  * cancelled, newest first, with UV_ETIMEDOUT when the deadline passes:
@@ -7,15 +8,16 @@
  * A deadline lives while a scope names it; its timer is unreferenced (the
  * work keeps the loop alive, not its deadline). */
 #include "deadline.h"
+#include "clock.h"
 
 typedef struct deadline_s {
   uvp__owner_t carried; /* what scopes name; first */
   uvp_ctx_t *ctx;
-  uint64_t at;     /* uv_now() when it passes */
+  uint64_t at;     /* uvp__now() when it passes */
   uint32_t scopes; /* naming it */
   bool passed;
   bool closing;
-  uv_timer_t timer;
+  uvp__timer_t timer;
   /* The promises of the work watched, newest last, each a reference.
    * Settled ones go when the list would grow (compact). */
   uvp_promise_t **watched;
@@ -85,7 +87,7 @@ static int watch(uvp__owner_t *o, uvp_promise_t *p) {
   /* Started after the deadline passed: stopped at once, from the loop
    * (the caller has only just started it). */
   if (d->passed)
-    uv_timer_start(&d->timer, on_time, 0, 0);
+    uvp__timer_start(&d->timer, on_time, 0);
   return 0;
 }
 
@@ -99,8 +101,7 @@ static void scope_gone(uvp__owner_t *o) {
    * work goes on without a deadline. */
   while (d->n > 0)
     uvp__unref(d->watched[--d->n]);
-  uv_timer_stop(&d->timer);
-  uv_close((uv_handle_t *)&d->timer, timer_closed);
+  uvp__timer_close(&d->timer, timer_closed);
 }
 
 static const uvp__owner_ops_t deadline_ops = {NULL,       NULL,       watch,
@@ -113,7 +114,7 @@ static deadline_t *deadline_in(const uvp__scope_t *s) {
 
 uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
                                 uint64_t ms) {
-  uint64_t now = uv_now(uvp__loop(ctx));
+  uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   deadline_t *near = deadline_in(base);
   if (near != NULL && near->at <= at)
@@ -129,10 +130,8 @@ uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
     uvp__free(d);
     return NULL;
   }
-  (void)uv_timer_init(uvp__loop(ctx), &d->timer);
-  d->timer.data = d;
-  uv_unref((uv_handle_t *)&d->timer);
-  (void)uv_timer_start(&d->timer, on_time, at - now, 0);
+  uvp__timer_init(ctx, &d->timer, d, true);
+  uvp__timer_start(&d->timer, on_time, at - now);
   return s;
 }
 
@@ -153,7 +152,7 @@ int64_t uvp__deadline_left_in(const uvp__scope_t *s) {
   deadline_t *d = deadline_in(s);
   if (d == NULL)
     return -1;
-  uint64_t now = uv_now(uvp__loop(d->ctx));
+  uint64_t now = uvp__now(d->ctx);
   return d->passed || d->at <= now ? 0 : (int64_t)(d->at - now);
 }
 
@@ -172,6 +171,6 @@ uint64_t uvp_deadline_left(const uvp_ctx_t *ctx) {
   deadline_t *d = deadline_in(uvp__head(ctx)->scope);
   if (d == NULL)
     return UVP_NO_DEADLINE;
-  uint64_t now = uv_now(uvp__loop(ctx));
+  uint64_t now = uvp__now(ctx);
   return d->passed || d->at <= now ? 0 : d->at - now;
 }

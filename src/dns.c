@@ -26,8 +26,8 @@ static void dns_describe(const uvp__op_t *o, uvp__what_t *w) {
            op->req.hostname != NULL ? op->req.hostname : "?");
 }
 
-static const uvp__op_kind_t dns_kind = {dns_cancel, NULL, NULL, false,
-                                        dns_describe};
+static const uvp__op_kind_t dns_kind = {dns_cancel, NULL,         NULL,
+                                        false,      dns_describe, false};
 
 static void dns_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dnsop_t *op = UVP__CONTAINER_OF(req, dnsop_t, req);

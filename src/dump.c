@@ -106,7 +106,7 @@ typedef struct kept_s {
 struct uvp__dump_s {
   uvp_ctx_t *ctx;
   const uvp_dump_opts_t *o;
-  uint64_t now;   /* uv_now */
+  uint64_t now;   /* uvp__now */
   uint64_t epoch; /* what promises' `born` counts from */
   bool json, summary;
   int count;
@@ -503,7 +503,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
     return UV_ENOMEM;
   d->ctx = ctx;
   d->o = opts;
-  d->now = uv_now(uvp__loop(ctx));
+  d->now = uvp__now(ctx);
   d->epoch = uvp__ctx_epoch(ctx);
   d->json = (opts->flags & UVP_DUMP_JSON) != 0;
   d->summary = (opts->flags & UVP_DUMP_SUMMARY) != 0;

@@ -619,7 +619,7 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
   }
   f->await_file = file;
   f->await_line = line;
-  f->await_at = uvp__loop_time(uvp__loop(f->st->ctx));
+  f->await_at = uvp__now(f->st->ctx);
   if (uvp__head(f->st->ctx)->traces)
     f->trace =
         uvp__trace_intern(f->st->ctx, uvp__ctx_site(f->st->ctx, file, line),

@@ -90,9 +90,9 @@ static void whole_describe(const uvp__op_t *o, uvp__what_t *w) {
 
 static void simple_complete(uvp__op_t *o, uvp_promise_t *p);
 static const uvp__op_kind_t simple_kind = {fs_cancel, simple_complete, fs_abort,
-                                           false, fs_describe};
-static const uvp__op_kind_t whole_kind = {whole_cancel, NULL, fs_abort, false,
-                                          whole_describe};
+                                           false,     fs_describe,     false};
+static const uvp__op_kind_t whole_kind = {whole_cancel,   NULL, fs_abort, false,
+                                          whole_describe, false};
 
 /* Nothing but the operation's header is initialised here: uv_fs_*() sets
  * every field of the request it or uv_fs_req_cleanup() reads before it can

@@ -46,6 +46,9 @@ typedef struct uvp__op_kind_s {
   /* The task dump: what the operation in flight is and what it acts on
    * (its kind "fs.stat", its target "/etc/hosts"). */
   void (*describe)(const uvp__op_t *op, uvp__what_t *w);
+  /* Nothing is on its way for it (a watch, which may wait for ever): the
+   * virtual clock does not count it as real work in flight (clock.c). */
+  bool idle;
 } uvp__op_kind_t;
 
 struct uvp__op_s {
@@ -58,6 +61,8 @@ struct uvp__op_s {
                                  is done (uvp__work_begin), unless
                                  kind->object_owned */
   uint32_t size;              /* bytes, for uvp__op_finish */
+  bool real; /* counted as real work by the virtual clock until libuv is
+                done (in what was padding) */
 };
 
 /* A new operation of `size` bytes with its promise (the header is filled

@@ -182,8 +182,8 @@ static void proc_describe(const uvp__op_t *o, uvp__what_t *w) {
            op->exited ? " (exited; its output still open)" : "");
 }
 
-static const uvp__op_kind_t proc_kind = {proc_cancel, NULL, NULL, false,
-                                         proc_describe};
+static const uvp__op_kind_t proc_kind = {proc_cancel, NULL,          NULL,
+                                         false,       proc_describe, false};
 
 /* uv_spawn refused: the handles it and we initialised still need their
  * close callbacks, and the object lives until they have run.  Its promise

@@ -734,7 +734,7 @@ int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
   int rc = stream == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  dump_state_t st = {stream, uv_now(ctx->h.loop) - ctx->epoch, 0};
+  dump_state_t st = {stream, uvp__now(ctx) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
   for (int i = 0; i < UVP__EXT_COUNT; i++)
     if (ctx->h.ext[i] != NULL && ctx->h.ext[i]->dump != NULL)

@@ -35,6 +35,7 @@ enum {
   UVP__EXT_GROUPS,
   UVP__EXT_TRACES,
   UVP__EXT_DUMP,
+  UVP__EXT_CLOCK,
   UVP__EXT_COUNT
 };
 
@@ -49,6 +50,8 @@ typedef struct uvp__ctx_head_s {
   bool guarded;       /* closed || check_thread: every call tests this one */
   bool traces;        /* uvp_ctx_set_traces (trace.h) */
   uint16_t trace;     /* the frame of the code running now */
+  bool vclock;        /* uvp's time is the virtual clock's (clock.h); in
+                         what was padding, on the line every call reads */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
 } uvp__ctx_head_t;
@@ -67,6 +70,17 @@ static inline bool uvp__closed(const uvp_ctx_t *ctx) {
  * on a path where a call costs a visible share. */
 static inline uint64_t uvp__loop_time(const uv_loop_t *loop) {
   return loop->time;
+}
+
+/* The time uvp's own timers, deadlines and the task dump's ages count in:
+ * the loop's, or the virtual clock's (uvp_ctx_set_clock).  Read where a
+ * promise is made: the field, not uv_now's call through the PLT, and one
+ * test of a flag on the head's first line when the clock is off. */
+uint64_t uvp__vclock_now(const uvp_ctx_t *ctx);
+static inline uint64_t uvp__now(const uvp_ctx_t *ctx) {
+  if (UVP__UNLIKELY(uvp__head(ctx)->vclock))
+    return uvp__vclock_now(ctx);
+  return uvp__loop_time(uvp__head(ctx)->loop);
 }
 
 static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {

@@ -271,8 +271,8 @@ static void tcp_describe(const uvp__op_t *o, uvp__what_t *w) {
   }
 }
 
-static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL, tcp_abort, true,
-                                        tcp_describe};
+static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL,         tcp_abort,
+                                        true,       tcp_describe, false};
 
 /* A watch cancelled (or torn down) stops watching, and only that: the
  * connection and what was read ahead stay.  With no watch and no read
@@ -285,7 +285,7 @@ static void watch_cancel(uvp__op_t *o) {
 }
 
 static const uvp__op_kind_t watch_kind = {watch_cancel, NULL, tcp_abort, true,
-                                          tcp_describe};
+                                          tcp_describe, true /* idle */};
 
 static void remember_to(tcpop_t *op, const struct sockaddr *addr);
 

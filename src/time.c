@@ -1,14 +1,16 @@
-/* delay and timeout on uv_timer_t.  A timer keeps the loop alive unless the
- * caller asks for UVP_UNREF: what a program awaits is work in progress (the
- * rule of uvp.h's "Time"). */
+/* delay and timeout on uvp__timer_t (clock.h: the loop's clock or the
+ * context's virtual one).  A timer keeps the loop alive unless the caller
+ * asks for UVP_UNREF: what a program awaits is work in progress (the rule
+ * of uvp.h's "Time"). */
 #include <stdio.h>
 
+#include "clock.h"
 #include "dump.h"
 
 /* First in a delay's and a timeout's state: the timer, and the owner of the
  * scope it was started in, told until the timer is closed. */
 typedef struct {
-  uv_timer_t timer;
+  uvp__timer_t timer;
   uvp__owner_t *owner;
 } timed_t;
 
@@ -16,11 +18,8 @@ typedef struct {
  * non-NULL callback. */
 static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
                         uint64_t ms, int flags) {
-  (void)uv_timer_init(uvp__loop(ctx), &t->timer);
-  t->timer.data = data;
-  if (flags & UVP_UNREF)
-    uv_unref((uv_handle_t *)&t->timer);
-  (void)uv_timer_start(&t->timer, cb, ms, 0);
+  uvp__timer_init(ctx, &t->timer, data, (flags & UVP_UNREF) != 0);
+  uvp__timer_start(&t->timer, cb, ms);
   t->owner = uvp__work_begin(ctx);
 }
 
@@ -60,12 +59,11 @@ static void delay_fire(uv_timer_t *t) {
 static void delay_cancel(uvp_promise_t *p, void *arg) {
   delay_t *d = arg;
   (void)p;
-  uv_timer_stop(&d->t.timer);
   if (d->free_cb != NULL)
     d->free_cb(d->value);
   uvp_promise_t *mine = d->p;
   d->p = NULL;
-  uv_close((uv_handle_t *)&d->t.timer, delay_closed);
+  uvp__timer_close(&d->t.timer, delay_closed);
   uvp__unref(mine);
 }
 
@@ -132,10 +130,8 @@ static void tmo_closed(uv_handle_t *h) {
 }
 
 static void tmo_stop(tmo_t *t) {
-  if (!uv_is_closing((uv_handle_t *)&t->t.timer)) {
-    uv_timer_stop(&t->t.timer);
-    uv_close((uv_handle_t *)&t->t.timer, tmo_closed);
-  }
+  if (!uv_is_closing((uv_handle_t *)&t->t.timer.handle))
+    uvp__timer_close(&t->t.timer, tmo_closed);
 }
 
 static uvp_promise_t *tmo_take_result(tmo_t *t) {
@@ -179,7 +175,10 @@ static void tmo_cancel(uvp_promise_t *result, void *arg) {
   uvp_promise_t *r = tmo_take_result(t);
   t->refs++;
   tmo_stop(t);
-  if (uvp_promise_reason(result, NULL) == UV_ECANCELED)
+  /* Cancelled, or its deadline passed: the input stops by the same rule.
+   * Not at teardown (UVP_ECLOSED), which tears the input down itself. */
+  int why = uvp_promise_reason(result, NULL);
+  if (why == UV_ECANCELED || why == UV_ETIMEDOUT)
     cancel_input(t);
   uvp__unref(r);
   tmo_unref(t);
@@ -219,7 +218,7 @@ static void delay_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
   const delay_t *d = arg;
   (void)p;
   snprintf(w->kind, sizeof(w->kind), "timer");
-  w->left_ms = (int64_t)uv_timer_get_due_in(&d->t.timer);
+  w->left_ms = (int64_t)uvp__timer_due_in(&d->t.timer);
 }
 
 static void tmo_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
@@ -231,9 +230,9 @@ static void tmo_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
   snprintf(w->kind, sizeof(w->kind), "timeout");
   snprintf(w->target, sizeof(w->target), "on a promise created at %s:%d",
            file != NULL ? file : "?", line);
-  w->left_ms = uv_is_closing((const uv_handle_t *)&t->t.timer)
+  w->left_ms = uv_is_closing((const uv_handle_t *)&t->t.timer.handle)
                    ? 0
-                   : (int64_t)uv_timer_get_due_in(&t->t.timer);
+                   : (int64_t)uvp__timer_due_in(&t->t.timer);
 }
 
 static void describers(void) {

@@ -29,8 +29,8 @@ static void work_describe(const uvp__op_t *o, uvp__what_t *w) {
   snprintf(w->target, sizeof(w->target), "the thread pool");
 }
 
-static const uvp__op_kind_t work_kind = {work_cancel, NULL, NULL, false,
-                                         work_describe};
+static const uvp__op_kind_t work_kind = {work_cancel, NULL,          NULL,
+                                         false,       work_describe, false};
 
 static void work_run(uv_work_t *req) {
   workop_t *op = UVP__CONTAINER_OF(req, workop_t, req);

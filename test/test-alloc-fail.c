@@ -150,6 +150,14 @@ static void scenario_time_map_flow(run_t *r) {
   uvp_promise_release(never);
 }
 
+/* The same on the virtual clock, moving by itself: its state is one more
+ * allocation that can fail (UV_ENOMEM; the context stays on the real
+ * clock). */
+static void scenario_time_virtual(run_t *r) {
+  OK_OR_ENOMEM(uvp_ctx_set_clock(r->ctx, UVP_CLOCK_AUTO));
+  scenario_time_map_flow(r);
+}
+
 static char tmpdir[64];
 
 static void scenario_fs(run_t *r) {
@@ -404,6 +412,14 @@ static void test_time_map_flow(void **state) {
   assert_true(sites > 10);
 }
 
+static void test_time_virtual(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_time_virtual);
+  printf("time/map/flow, virtual clock: %ld allocations failed one by one\n",
+         sites);
+  assert_true(sites > 10);
+}
+
 static void test_fs(void **state) {
   (void)state;
   strcpy(tmpdir, "/tmp/uvp-allocfail-XXXXXX");
@@ -499,6 +515,7 @@ int main(void) {
       cmocka_unit_test(test_core),
       cmocka_unit_test(test_combinators),
       cmocka_unit_test(test_time_map_flow),
+      cmocka_unit_test(test_time_virtual),
       cmocka_unit_test(test_deadlines),
       cmocka_unit_test(test_fs),
       cmocka_unit_test(test_tcp),

@@ -112,7 +112,8 @@ struct uvp_curl_s {
   unsigned depth;  /* calls into libcurl in progress */
   bool draining;
   bool closing;
-  size_t handles; /* uv handles not yet closed */
+  bool clock_held; /* uvp_clock_hold taken: running > 0 */
+  size_t handles;  /* uv handles not yet closed */
   xfer_t *dhead, *dtail;
   xfer_t *first, *last;
   xfer_t **buckets;
@@ -273,11 +274,19 @@ static void handle_gone(uvp_curl_t *c) {
 
 static void on_handle_closed(uv_handle_t *h) { handle_gone(h->data); }
 
+/* Transfers in the multi keep the loop alive, and hold a virtual clock
+ * (UVP_CLOCK_AUTO) to the loop's pace: a reply on its way beats a virtual
+ * timeout it would beat in real time. */
 static void keep_set(uvp_curl_t *c) {
-  if (c->stats.running > 0)
+  bool busy = c->stats.running > 0;
+  if (busy)
     uv_ref((uv_handle_t *)&c->keep);
   else
     uv_unref((uv_handle_t *)&c->keep);
+  if (busy != c->clock_held) {
+    c->clock_held = busy;
+    (void)(busy ? uvp_clock_hold(c->ctx) : uvp_clock_unhold(c->ctx));
+  }
 }
 
 /* ---- transfers by easy handle -------------------------------------------- */

@@ -11,7 +11,12 @@
  * stops its timer.  (uvp_timeout(p, ms, 0, &out) is this race in one
  * call.)
  *
- *   seed-race-timeout fibers|handlers */
+ * On uvp's virtual clock (a third argument, virtual-clock) it prints the
+ * same: every wait here has a request in flight, and the clock does not
+ * jump over one (uvp_ctx_set_clock), so the 300 ms reply still beats the
+ * 1000 ms timeout and loses to the 100 ms one.
+ *
+ *   seed-race-timeout fibers|handlers [virtual-clock] */
 #include <stdio.h>
 
 #include "seed.h"

@@ -127,9 +127,11 @@ static uvp_ret_t stop_servers(void *arg, const uvp_outcome_t *in) {
 
 int seed_main(int argc, char **argv, void (*setup)(seed_t *s),
               uvp_fiber_fn fibers, seed_handlers_fn handlers) {
-  int with_fibers = argc == 2 && strcmp(argv[1], "fibers") == 0;
-  if (argc != 2 || (!with_fibers && strcmp(argv[1], "handlers") != 0)) {
-    fprintf(stderr, "usage: %s fibers|handlers\n", argv[0]);
+  int with_fibers = argc >= 2 && strcmp(argv[1], "fibers") == 0;
+  int virtual_clock = argc == 3 && strcmp(argv[2], "virtual-clock") == 0;
+  if (argc < 2 || argc > 3 || (argc == 3 && !virtual_clock) ||
+      (!with_fibers && strcmp(argv[1], "handlers") != 0)) {
+    fprintf(stderr, "usage: %s fibers|handlers [virtual-clock]\n", argv[0]);
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -137,6 +139,8 @@ int seed_main(int argc, char **argv, void (*setup)(seed_t *s),
   seed_t s = {.loop = &loop};
   must(uv_loop_init(&loop));
   must(uvp_ctx_new(&loop, &s.ctx));
+  if (virtual_clock)
+    must(uvp_ctx_set_clock(s.ctx, UVP_CLOCK_AUTO));
   must(demo_server_start(&loop, "127.0.0.1", 0, &s.servers[0]));
   s.port = demo_server_port(s.servers[0]);
   if (setup != NULL)

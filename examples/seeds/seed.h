@@ -32,7 +32,10 @@ typedef struct seed_s {
 typedef int (*seed_handlers_fn)(seed_t *s, uvp_promise_t **done);
 
 /* main() of every seed: start the demo server, call `setup` (may be NULL),
- * run `fibers` as a fiber or call `handlers` (per argv[1]), run the loop
+ * run `fibers` as a fiber or call `handlers` (per argv[1]; with
+ * "virtual-clock" as argv[2], on uvp's virtual clock, UVP_CLOCK_AUTO: the
+ * results must not change, since the clock never jumps over a request in
+ * flight, while waits with nothing in flight take no time), run the loop
  * until the work is done and the servers are stopped, tear everything
  * down.  Returns the exit status: 0 when the work fulfilled and
  * uv_loop_close() returned 0. */

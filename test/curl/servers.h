@@ -133,6 +133,13 @@ static void hsendf(hconn_t *c, int then, const char *fmt, ...) {
   hsend(c, buf, (size_t)n, then);
 }
 
+/* /later's answer, 300 ms after the request. */
+static void hlater_tick(uv_timer_t *t) {
+  hsendf(t->data, 1,
+         "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n"
+         "\r\nlater\n");
+}
+
 static void hslow_tick(uv_timer_t *t) {
   hconn_t *c = t->data;
   hsend(c, "x", 1, 0);
@@ -231,6 +238,8 @@ static void hanswer(hconn_t *c) {
     c->mode = H_SLOW1;
     hsendf(c, 0, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n");
     uv_timer_start(&c->timer, hslow_tick, 1000, 1000);
+  } else if (strcmp(path, "/later") == 0) {
+    uv_timer_start(&c->timer, hlater_tick, 300, 0);
   } else if (strcmp(path, "/huge-headers") == 0) {
     c->mode = H_HUGE;
     hsendf(c, 2, "HTTP/1.1 200 OK\r\n");

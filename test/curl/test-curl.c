@@ -864,6 +864,55 @@ static void test_timeout_and_race(void **state) {
   finish(f, c, &s);
 }
 
+/* On a virtual clock moving by itself (UVP_CLOCK_AUTO), a transfer holds
+ * the clock to the loop's pace: an answer 300 ms away beats a virtual
+ * timeout of 5 s, as in real time, and a server that never answers still
+ * times out, after 200 ms of real time.  With the binding's hold taken
+ * out, the clock jumps 5 s at once and the first times out. */
+static void test_virtual_clock(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_AUTO), 0);
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *later = url_of(s.port, "/later"), *hold = url_of(s.port, "/hold");
+  uvp_promise_t *p, *t;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_curl_get(c, later, &p), 0);
+  assert_int_equal(uvp_timeout(p, 5000, 0, &t), 0);
+  run_until_settled(f, t);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_int_equal(response_of(t)->status, 200);
+  assert_true(ms >= 290);
+  uvp_promise_release(p);
+  uvp_promise_release(t);
+
+  t0 = uv_hrtime();
+  uint64_t v0 = uvp_clock_now(f->ctx);
+  assert_int_equal(uvp_curl_get(c, hold, &p), 0);
+  assert_int_equal(uvp_timeout(p, 200, 0, &t), 0);
+  assert_int_equal(uvp_promise_mark_handled(t), 0);
+  run_until_settled(f, t);
+  ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_int_equal(uvp_promise_reason(t, NULL), UV_ETIMEDOUT);
+  assert_true(ms >= 190);
+  assert_true(uvp_clock_now(f->ctx) - v0 >= 200);
+  wait_client_closed(f, &s, 1); /* the answered one the server closed */
+  uvp_promise_release(p);
+  uvp_promise_release(t);
+
+  /* Nothing in flight: the clock jumps over an hour at once. */
+  uvp_promise_t *hour;
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_delay(f->ctx, 3600 * 1000, NULL, NULL, 0, &hour), 0);
+  run_until_settled(f, hour);
+  assert_true((double)(uv_hrtime() - t0) / 1e6 < 1000);
+  uvp_promise_release(hour);
+  free(later);
+  free(hold);
+  finish(f, c, &s);
+}
+
 static void test_all_settled(void **state) {
   fixture_t *f = *state;
   hostile_t s;
@@ -1291,6 +1340,7 @@ int main(void) {
       FIXTURE_TEST(test_cancel_in_write_callback),
       FIXTURE_TEST(test_descriptor_reused),
       FIXTURE_TEST(test_timeout_and_race),
+      FIXTURE_TEST(test_virtual_clock),
       FIXTURE_TEST(test_all_settled),
       FIXTURE_TEST(test_fiber),
       FIXTURE_TEST(test_group),

@@ -211,10 +211,13 @@ static void verified(void **state, const char *valgrind) {
   /* Six requests reached the good server (the failed handshakes never
    * got to HTTP), on connections reused: two slots, two hosts (by
    * address and by name), and an idle one of one host may have made room
-   * for the other's. */
+   * for the other's.  Under a loaded machine the order in which the slots
+   * finish varies and libcurl's cache of two may close one more idle
+   * connection: at least one request of six is on a reused one. */
   int conns = 0;
   assert_int_equal(nginx_access_log(&n, "/", &conns), 6);
-  assert_true(conns >= 2 && conns <= 4);
+  print_message("6 requests on %d connections\n", conns);
+  assert_true(conns >= 2 && conns <= 5);
   free_all(u);
   free(ca);
   free(rep);
@@ -354,7 +357,10 @@ static void test_caps(void **state) {
 
 /* --retry: a 503 is asked again (nginx saw each attempt), a refused port
  * is retried after a growing wait, a good answer is not repeated and a
- * certificate error is not retried. */
+ * certificate error is not retried.  On uvp's virtual clock
+ * (UVP_FANOUT_VIRTUAL_CLOCK): the waits, 200, 400, 800 and 1600 ms each
+ * cut by up to half by the jitter (1.5 s at least), take no real time
+ * while nothing is in flight. */
 static void test_retry(void **state) {
   fixture_t *f = *state;
   nginx_t n;
@@ -366,25 +372,28 @@ static void test_retry(void **state) {
                NULL};
   report_t *rep = malloc(sizeof(*rep));
   assert_non_null(rep);
-  char *args[] = {"--retry", "2", "--cacert", ca, u[0], u[1], u[2], u[3], NULL};
+  char *args[] = {"--retry", "4", "--cacert", ca, u[0], u[1], u[2], u[3], NULL};
   uint64_t t0 = uv_hrtime();
+  assert_int_equal(setenv("UVP_FANOUT_VIRTUAL_CLOCK", "1", 1), 0);
   run_json(f, NULL, args, rep);
+  assert_int_equal(unsetenv("UVP_FANOUT_VIRTUAL_CLOCK"), 0);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
+  print_message("--retry 4: 1.5 s of waits or more, run in %.0f ms\n", ms);
   assert_int_equal(rep->nrows, 4);
   expect_status(&rep->rows[0], 503, -1);
-  assert_int_equal((int)jnum(&rep->rows[0], "attempts"), 3);
+  assert_int_equal((int)jnum(&rep->rows[0], "attempts"), 5);
   expect_error(&rep->rows[1], "ECONNREFUSED");
-  assert_int_equal((int)jnum(&rep->rows[1], "attempts"), 3);
-  /* Waits of 200 then 400 ms, each at least halved by the jitter. */
-  assert_true(jnum(&rep->rows[1], "latency_ms") >= 290);
-  assert_true(ms >= 290);
+  assert_int_equal((int)jnum(&rep->rows[1], "attempts"), 5);
+  /* On the real clock each would be 1500 ms at least. */
+  assert_true(jnum(&rep->rows[0], "latency_ms") < 1000);
+  assert_true(jnum(&rep->rows[1], "latency_ms") < 1000);
   expect_status(&rep->rows[2], 200, (long)strlen(HELLO));
   assert_int_equal((int)jnum(&rep->rows[2], "attempts"), 1);
   expect_tls_error(&rep->rows[3], "expired");
   assert_int_equal((int)jnum(&rep->rows[3], "attempts"), 1);
   assert_int_equal((int)jnum(&rep->summary, "retried"), 2);
   nginx_stop(f, &n);
-  assert_int_equal(nginx_access_log(&n, "/boom", NULL), 3);
+  assert_int_equal(nginx_access_log(&n, "/boom", NULL), 5);
   free_all(u);
   free(ca);
   free(rep);

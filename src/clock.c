@@ -1,0 +1,348 @@
+/* The virtual clock (uvp.h "Time": uvp_ctx_set_clock): uvp's own time for
+ * one context, moved by the program (uvp_clock_advance) or, with
+ * UVP_CLOCK_AUTO, by the loop itself:
+ *  - when the loop is about to wait (uv_backend_timeout is not 0 in the
+ *    prepare phase: nothing queued, no handle closing, no due real timer)
+ *    and none of uvp's real work is in flight, virtual time jumps to the
+ *    next due timer, which fires there and then;
+ *  - while real work is in flight (an operation's request or handle, a
+ *    child), virtual time passes at the loop's pace instead, and an
+ *    unreferenced real timer wakes the loop when the next virtual timer
+ *    falls due at that pace.  A reply on its way therefore beats a
+ *    timeout longer than it takes, as it would in real time (a paused
+ *    clock that jumped over it would time the request out), and a request
+ *    that never completes still times out, after the timeout's length in
+ *    real time.
+ * The timers are uvp__timer_t (clock.h), ordered by (due, start order) in
+ * a pairing heap threaded through them: starting one allocates nothing
+ * and cannot fail.  With the clock off none of this exists: a context
+ * pays one flag test where a promise is made (uvp__now) and one where an
+ * operation begins and ends (op.c). */
+#include "clock.h"
+#include "deadline.h"
+
+/* The real timeout of a virtual timer not yet due: active and referenced
+ * like the timer it stands for, never reached in real time. */
+#define FAR UINT64_MAX
+
+typedef struct vclock_s {
+  uvp__ext_t ext; /* first */
+  uvp_ctx_t *ctx;
+  uint64_t now;
+  uint64_t seq;
+  uvp__timer_t *root;
+  size_t real; /* uvp's real work in flight */
+  size_t held; /* the program's: uvp_clock_hold less uvp_clock_unhold */
+  bool automatic;
+  bool pacing; /* real work was in flight at the last prepare phase */
+  uint64_t paced_at;
+  bool handles; /* prepare and pace made (closed with the context) */
+  int open;     /* of those, not closed yet */
+  uv_prepare_t prepare;
+  uv_timer_t pace;
+} vclock_t;
+
+static vclock_t *clock_of(const uvp_ctx_t *ctx) {
+  return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_CLOCK], vclock_t, ext);
+}
+
+uint64_t uvp__vclock_now(const uvp_ctx_t *ctx) { return clock_of(ctx)->now; }
+
+void uvp__clock_real(uvp_ctx_t *ctx, int delta) {
+  clock_of(ctx)->real += (size_t)(ptrdiff_t)delta;
+}
+
+/* ---- the heap ------------------------------------------------------------ */
+
+/* A total order: which of two timers due together fires first does not
+ * depend on the heap's shape. */
+static bool before(const uvp__timer_t *a, const uvp__timer_t *b) {
+  return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+/* Two roots (or NULL) into one.  A first child's prev is its parent, any
+ * other child's its elder sibling. */
+static uvp__timer_t *meld(uvp__timer_t *a, uvp__timer_t *b) {
+  if (a == NULL)
+    return b;
+  if (b == NULL)
+    return a;
+  if (before(b, a)) {
+    uvp__timer_t *x = a;
+    a = b;
+    b = x;
+  }
+  b->prev = a;
+  b->next = a->child;
+  if (a->child != NULL)
+    a->child->prev = b;
+  a->child = b;
+  return a;
+}
+
+/* Siblings (first, linked by next) into one root: pairs left to right,
+ * then the pairs from the last one back. */
+static uvp__timer_t *combine(uvp__timer_t *first) {
+  uvp__timer_t *pairs = NULL;
+  while (first != NULL) {
+    uvp__timer_t *a = first, *b = a->next;
+    first = b != NULL ? b->next : NULL;
+    a->next = a->prev = NULL;
+    if (b != NULL)
+      b->next = b->prev = NULL;
+    uvp__timer_t *m = meld(a, b);
+    m->next = pairs;
+    pairs = m;
+  }
+  uvp__timer_t *root = NULL;
+  while (pairs != NULL) {
+    uvp__timer_t *n = pairs->next;
+    pairs->next = NULL;
+    root = meld(root, pairs);
+    pairs = n;
+  }
+  return root;
+}
+
+static void heap_insert(vclock_t *c, uvp__timer_t *t) {
+  t->child = t->next = t->prev = NULL;
+  t->queued = true;
+  c->root = meld(c->root, t);
+}
+
+static void heap_remove(vclock_t *c, uvp__timer_t *t) {
+  if (t == c->root) {
+    c->root = combine(t->child);
+  } else {
+    if (t->prev->child == t)
+      t->prev->child = t->next;
+    else
+      t->prev->next = t->next;
+    if (t->next != NULL)
+      t->next->prev = t->prev;
+    c->root = meld(c->root, combine(t->child));
+  }
+  t->child = t->next = t->prev = NULL;
+  t->queued = false;
+}
+
+/* Move the clock to `upto`, firing on the way every timer due by then, in
+ * order, each at its own due time (what it starts counts from there);
+ * timers those start fire too if due by `upto`, as libuv's do. */
+static void fire_due(vclock_t *c, uint64_t upto) {
+  while (c->root != NULL && c->root->due <= upto) {
+    uvp__timer_t *t = c->root;
+    if (t->due > c->now)
+      c->now = t->due;
+    heap_remove(c, t);
+    uv_timer_stop(&t->handle);
+    t->cb(&t->handle);
+  }
+  if (upto > c->now)
+    c->now = upto;
+}
+
+/* ---- timers -------------------------------------------------------------- */
+
+/* A virtual timer started at 0 ms, or restarted once its time had come:
+ * the loop's next timer phase fires what is due, as it would a real one. */
+static void due_now(uv_timer_t *h) {
+  vclock_t *c = ((uvp__timer_t *)(void *)h)->clock;
+  fire_due(c, c->now);
+}
+
+void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref) {
+  (void)uv_timer_init(uvp__loop(ctx), &t->handle);
+  t->handle.data = data;
+  if (unref)
+    uv_unref((uv_handle_t *)&t->handle);
+  t->clock = uvp__head(ctx)->vclock ? clock_of(ctx) : NULL;
+  t->queued = false;
+}
+
+void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
+  vclock_t *c = t->clock;
+  if (c == NULL) {
+    (void)uv_timer_start(&t->handle, cb, ms, 0);
+    return;
+  }
+  if (t->queued)
+    heap_remove(c, t);
+  t->cb = cb;
+  t->due = ms > UINT64_MAX - c->now ? UINT64_MAX : c->now + ms;
+  t->seq = c->seq++;
+  heap_insert(c, t);
+  (void)uv_timer_start(&t->handle, due_now, ms == 0 ? 0 : FAR, 0);
+}
+
+void uvp__timer_stop(uvp__timer_t *t) {
+  if (t->clock != NULL && t->queued)
+    heap_remove(t->clock, t);
+  uv_timer_stop(&t->handle);
+}
+
+void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb) {
+  uvp__timer_stop(t);
+  uv_close((uv_handle_t *)&t->handle, close_cb);
+}
+
+uint64_t uvp__timer_due_in(const uvp__timer_t *t) {
+  const vclock_t *c = t->clock;
+  if (c == NULL)
+    return uv_timer_get_due_in(&t->handle);
+  return t->queued && t->due > c->now ? t->due - c->now : 0;
+}
+
+/* ---- automatic advance --------------------------------------------------- */
+
+/* Only wakes the loop: its prepare phase, next, moves the clock. */
+static void pace_cb(uv_timer_t *h) { (void)h; }
+
+static void on_prepare(uv_prepare_t *h) {
+  vclock_t *c = h->data;
+  uv_loop_t *loop = h->loop;
+  uint64_t real_now = uv_now(loop), upto = c->now;
+  if (c->pacing && real_now > c->paced_at) {
+    uint64_t waited = real_now - c->paced_at;
+    upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
+  }
+  c->paced_at = real_now;
+  c->pacing = c->real != 0 || c->held != 0;
+  fire_due(c, upto);
+  if (uvp__closed(c->ctx) || !c->automatic)
+    return; /* a timer's callback closed the context or changed the mode */
+  if (c->pacing) {
+    if (c->root != NULL)
+      (void)uv_timer_start(&c->pace, pace_cb, c->root->due - c->now, 0);
+    return;
+  }
+  if (c->root == NULL) {
+    uv_timer_stop(&c->pace);
+    return;
+  }
+  /* The loop would wait now, for nothing of uvp's (a handle of the
+   * program's, perhaps): virtual time has nothing to wait for.  libuv also
+   * says 0 while it has changes to its epoll set to apply (after a handle
+   * starts or stops reading): then ask again after this turn's poll, which
+   * the pace timer makes return at once. */
+  if (uv_backend_timeout(loop) != 0) {
+    uv_timer_stop(&c->pace);
+    fire_due(c, c->root->due);
+  } else {
+    (void)uv_timer_start(&c->pace, pace_cb, 0, 0);
+  }
+}
+
+static void handle_closed(uv_handle_t *h) {
+  vclock_t *c = h->data;
+  if (--c->open == 0)
+    uvp__drop(c->ctx); /* may free the context, and c with it */
+}
+
+static void clock_close(uvp__ext_t *ext) {
+  vclock_t *c = UVP__CONTAINER_OF(ext, vclock_t, ext);
+  c->automatic = false;
+  if (c->handles) {
+    uv_close((uv_handle_t *)&c->prepare, handle_closed);
+    uv_close((uv_handle_t *)&c->pace, handle_closed);
+  }
+}
+
+static void clock_destroy(uvp__ext_t *ext) {
+  uvp__free(UVP__CONTAINER_OF(ext, vclock_t, ext));
+}
+
+static void clock_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
+  (void)ext;
+  (void)out;
+}
+
+/* ---- the API ------------------------------------------------------------- */
+
+int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode) {
+  int rc = mode < UVP_CLOCK_REAL || mode > UVP_CLOCK_AUTO ? UV_EINVAL
+                                                          : uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp__ctx_head_t *h = uvp__head(ctx);
+  bool virt = mode != UVP_CLOCK_REAL;
+  if (virt != h->vclock) {
+    /* A timer, a deadline or an operation started on the other clock
+     * would be counted on the wrong one. */
+    uvp_ctx_stats_t st;
+    (void)uvp_ctx_stats(ctx, &st);
+    if (st.live != 0 || uvp__deadline_left_in(h->scope) >= 0)
+      return UV_EBUSY;
+  }
+  vclock_t *c = h->ext[UVP__EXT_CLOCK] != NULL ? clock_of(ctx) : NULL;
+  if (c == NULL && !virt)
+    return 0;
+  if (c == NULL) {
+    c = uvp__calloc(1, sizeof(*c));
+    if (c == NULL)
+      return UV_ENOMEM;
+    c->ext.close = clock_close;
+    c->ext.destroy = clock_destroy;
+    c->ext.stats = clock_stats;
+    c->ctx = ctx;
+    h->ext[UVP__EXT_CLOCK] = &c->ext;
+  }
+  if (mode == UVP_CLOCK_AUTO && !c->handles) {
+    /* Neither keeps the loop alive: the timers do, as on the real clock. */
+    (void)uv_prepare_init(h->loop, &c->prepare);
+    (void)uv_timer_init(h->loop, &c->pace);
+    c->prepare.data = c->pace.data = c;
+    uv_unref((uv_handle_t *)&c->prepare);
+    uv_unref((uv_handle_t *)&c->pace);
+    c->handles = true;
+    c->open = 2;
+    uvp__hold(ctx); /* until both have closed: they are in c */
+  }
+  if (virt && !h->vclock) {
+    c->now = uv_now(h->loop);
+    c->real = 0;
+  }
+  c->automatic = mode == UVP_CLOCK_AUTO;
+  c->pacing = false;
+  if (c->automatic) {
+    (void)uv_prepare_start(&c->prepare, on_prepare);
+  } else if (c->handles) {
+    uv_prepare_stop(&c->prepare);
+    uv_timer_stop(&c->pace);
+  }
+  h->vclock = virt;
+  return 0;
+}
+
+int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  if (!uvp__head(ctx)->vclock)
+    return UV_EINVAL;
+  vclock_t *c = clock_of(ctx);
+  fire_due(c, ms > UINT64_MAX - c->now ? UINT64_MAX : c->now + ms);
+  return 0;
+}
+
+uint64_t uvp_clock_now(const uvp_ctx_t *ctx) {
+  return ctx != NULL ? uvp__now(ctx) : 0;
+}
+
+int uvp_clock_hold(uvp_ctx_t *ctx) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0 && uvp__head(ctx)->vclock)
+    clock_of(ctx)->held++;
+  return rc;
+}
+
+int uvp_clock_unhold(uvp_ctx_t *ctx) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0 || !uvp__head(ctx)->vclock)
+    return rc;
+  vclock_t *c = clock_of(ctx);
+  if (c->held == 0)
+    return UV_EINVAL;
+  c->held--;
+  return 0;
+}

@@ -1,0 +1,47 @@
+/* Private to src/: uvp's timers, on the loop's clock or on a context's
+ * virtual clock (clock.c, uvp_ctx_set_clock).
+ *
+ * Every timer of uvp (a delay, a timeout, a deadline) is a uvp__timer_t:
+ * a real uv_timer_t, so that closing it, keeping the loop alive with it
+ * (or not: UVP_UNREF, a deadline's) and freeing its owner in the close
+ * callback are the same on either clock.  On the virtual clock its due
+ * time lives in the clock's own heap instead: the handle is started far
+ * in the future (it keeps the loop alive as the timer would, but never
+ * fires in real time), or at 0 when its virtual time has come already,
+ * and the clock calls the callback when virtual time reaches it.
+ *
+ * The clock also counts uvp's real work in flight (operations, children):
+ * while any is, automatic advance does not jump (see clock.c). */
+#ifndef UVP_CLOCK_H
+#define UVP_CLOCK_H
+
+#include "sched.h"
+
+typedef struct uvp__timer_s uvp__timer_t;
+struct uvp__timer_s {
+  uv_timer_t handle; /* first; its data is the owner's */
+  /* The virtual clock's part, unused on the loop's clock. */
+  void *clock; /* the clock it was made on; NULL: the loop's */
+  uv_timer_cb cb;
+  uint64_t due; /* virtual time at which it fires */
+  uint64_t seq; /* order of starts: equal due times fire in start order */
+  uvp__timer_t *child, *next, *prev; /* pairing heap links */
+  bool queued;
+};
+
+/* uv_timer_init on ctx's loop, on ctx's clock as it is now; data as given.
+ * `unref`: the timer does not keep the loop alive.  Cannot fail. */
+void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref);
+/* Start (or restart) it to call cb(&t->handle) `ms` from now. */
+void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms);
+void uvp__timer_stop(uvp__timer_t *t);
+/* Stop and uv_close it (close_cb as for uv_close). */
+void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb);
+/* Milliseconds until it fires on its clock (0: due, or stopped). */
+uint64_t uvp__timer_due_in(const uvp__timer_t *t);
+
+/* Real work of uvp begins or ends (an operation's libuv request or handle,
+ * a child): only called while ctx's clock is virtual (head->vclock). */
+void uvp__clock_real(uvp_ctx_t *ctx, int delta);
+
+#endif
