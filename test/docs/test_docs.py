@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 
-source_root, build_root = sys.argv[1:3]
+source_root, build_root = (os.path.abspath(a) for a in sys.argv[1:3])
 sanitize = sys.argv[3] if len(sys.argv) > 3 else "none"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 NEVER = ("bash .ci/example", "bash .ci/test")
