@@ -2,7 +2,7 @@
  * handlers transforms the value, a catch and a finally run, and teardown
  * proves the loop is left clean.
  *
- * Build: see README.md.  Run: ./build/examples/hello */
+ * Build: see docs/guide-getting-started.md.  Run: ./build/examples/hello */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""README's libcurl example, end to end.
+"""The libcurl guide's example, end to end.
 
-    test_readme_example.py FETCH3 UVP_FANOUT README FETCH3_C
+    test_readme_example.py FETCH3 UVP_FANOUT GUIDE FETCH3_C
 
-README must hold FETCH3_C verbatim in a ```c block; FETCH3 (that file,
+GUIDE (docs/guide-curl.md) must hold FETCH3_C verbatim in a ```c block
+(whatever follows `c` on the fence line: test/docs/test_docs.py's marks); FETCH3 (that file,
 built) is run on three URLs of the demo server (uvp-fanout --serve, on
 127.0.0.1): an answer, a 404 and a refused port, and every line of its
 output is checked; then again under valgrind (any error or leak fails)
@@ -17,9 +18,10 @@ import sys
 fetch3, fanout, readme, source = sys.argv[1:5]
 
 text = open(source).read()
-blocks = re.findall(r"```c\n(.*?)```", open(readme).read(), re.S)
+blocks = re.findall(r"^```c(?: [^\n]*)?\n(.*?)^```", open(readme).read(),
+                    re.S | re.M)
 if text not in blocks:
-    sys.exit("README has no ```c block holding %s verbatim" % source)
+    sys.exit("%s has no ```c block holding %s verbatim" % (readme, source))
 
 server = subprocess.Popen([fanout, "--serve", "0"], stdout=subprocess.PIPE,
                           text=True)

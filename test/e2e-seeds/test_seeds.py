@@ -3,13 +3,14 @@
 
 Usage: test_seeds.py NAME EXE               a seed: run `EXE fibers` and
                                             `EXE handlers`
-       test_seeds.py users EXE README USERS_C
+       test_seeds.py users EXE GUIDE USERS_C
 
 A seed must exit 0 in both modes and print exactly the result lines below
 in both (lines starting with "timing:" are measured times: those are only
-checked against loose bounds, in the plain runs).  `users` is README's
-first example: its output is checked, and README must hold USERS_C
-verbatim as its first C code block.  With UVP_E2E_VALGRIND=1 and valgrind
+checked against loose bounds, in the plain runs).  `users` is the fiber
+guide's first example: its output is checked, and GUIDE
+(docs/guide-fibers.md) must hold USERS_C verbatim as its first C code
+block.  With UVP_E2E_VALGRIND=1 and valgrind
 installed, each run is repeated under memcheck: no error, no leak.
 Everything is on 127.0.0.1 (the seeds start their own demo server) and
 bounded in time.  Standard library only.
@@ -198,9 +199,9 @@ def readme_holds(readme, source):
         text = f.read()
     with open(source) as f:
         code = f.read()
-    m = re.search(r"^```c\n(.*?)^```$", text, re.S | re.M)
+    m = re.search(r"^```c(?: [^\n]*)?\n(.*?)^```$", text, re.S | re.M)
     check(m is not None and m.group(1) == code,
-          "README's first C example is %s verbatim" % source)
+          "%s's first C example is %s verbatim" % (readme, source))
 
 
 def main():
