@@ -110,9 +110,8 @@ static inline long run_counted(scenario_fn fn, long k) {
 
 static inline void counting_allocator(bool on) {
   if (on && fixture_ctx_leaked) {
-    fprintf(stderr, "skipped: an earlier failed test left a context alive, "
-                    "and the allocator cannot change while one is\n");
-    skip();
+    SKIP_BECAUSE("an earlier failed test left a context alive, and the "
+                 "allocator cannot change while one is");
   }
   assert_int_equal(
       on ? uvp_replace_allocator(t_malloc, t_realloc, t_calloc, t_free)

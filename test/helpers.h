@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "skip.h"
 #include "uvp.h"
 
 /* Which sanitizer (gcc says it one way, clang the other) or valgrind this

@@ -304,7 +304,7 @@ static void test_slabs_prefault_a_window_ahead(void **state) {
 #if defined(__linux__)
   char probe[1] = {0};
   if (resident(probe) != 1)
-    skip(); /* no pagemap here (or no present bit) */
+    SKIP_BECAUSE("no /proc/self/pagemap here, or no present bit in it");
   fixture_t *f = fixture_on(m_malloc, m_realloc, m_calloc, m_free);
   enum { FIRST = 22000, N = 25500 };
   static uvp_promise_t *p[N];
@@ -325,7 +325,7 @@ static void test_slabs_prefault_a_window_ahead(void **state) {
     uvp_promise_release(p[i]);
   fixture_off(f);
 #else
-  skip();
+  SKIP_BECAUSE("not Linux: residency is read from /proc/self/pagemap");
 #endif
 }
 
@@ -682,16 +682,15 @@ static void reserve_in_memcg(int fd) {
 static void test_reserve_beyond_memcg_limit(void **state) {
   (void)state;
 #if !defined(__linux__)
-  skip();
+  SKIP_BECAUSE("not Linux: the limit is a cgroup's");
 #else
   char limit[32];
   long r[4];
   int fd;
   if (geteuid() != 0 || uv_get_total_memory() < 4 * (uint64_t)MEMCG_LIMIT ||
       (mkdir(MEMCG, 0755) != 0 && errno != EEXIST)) {
-    fprintf(stderr, "skipped: needs root, 1 GiB, and a cgroup v1 memory "
-                    "hierarchy at /sys/fs/cgroup/memory\n");
-    skip();
+    SKIP_BECAUSE("needs root, 1 GiB, and a cgroup v1 memory hierarchy at "
+                 "/sys/fs/cgroup/memory");
   }
   snprintf(limit, sizeof(limit), "%u", MEMCG_LIMIT);
   assert_true(write_text(MEMCG "/memory.limit_in_bytes", limit));
@@ -702,9 +701,8 @@ static void test_reserve_beyond_memcg_limit(void **state) {
   assert_true(WIFEXITED(status)); /* not killed by the group's OOM killer */
   assert_int_equal(got, sizeof(r));
   if (r[0] != 0) { /* a sandbox may forbid namespaces or mounts */
-    fprintf(stderr, "skipped: the child could not enter the group: %s\n",
-            strerror((int)r[0]));
-    skip();
+    SKIP_BECAUSE("the child could not enter the group: %s",
+                 strerror((int)r[0]));
   }
   assert_int_equal(r[1], MEMCG_LIMIT >> 20);
   assert_int_equal(r[2], UV_ENOMEM);

@@ -498,7 +498,8 @@ static void touch_child(int fd) {
 static void test_asan_reports_parked_stack(void **state) {
   (void)state;
 #if !defined(T_ASAN)
-  skip(); /* only ASan builds poison a parked fiber's stack */
+  SKIP_BECAUSE("not an ASan build: only ASan poisons a parked fiber's "
+               "stack");
 #else
   static char err[65536];
   int fd;

@@ -29,6 +29,7 @@
 #include "../src/fiber-switch.h"
 #include "child.h"
 #include "proc-maps.h"
+#include "skip.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -743,7 +744,8 @@ static wall_t run_wall(int mode) {
 static void test_no_map_wall(void **state) {
   (void)state;
   if (RUNNING_ON_VALGRIND)
-    skip(); /* valgrind's own table of segments is smaller than the kernel's */
+    SKIP_BECAUSE("valgrind's own table of segments is smaller than the "
+                 "kernel's map limit this test fills");
   wall_t w = run_wall(UVP__GUARDS_AUTO);
   if (uvp__stack_markers())
     assert_int_equal(w.guards[UVP__GUARD_MARKER], w.got);
@@ -756,7 +758,8 @@ static void test_no_map_wall(void **state) {
 static void test_no_map_wall_fallback(void **state) {
   (void)state;
   if (RUNNING_ON_VALGRIND)
-    skip();
+    SKIP_BECAUSE("valgrind's own table of segments is smaller than the "
+                 "kernel's map limit this test fills");
   wall_t w = run_wall(UVP__GUARDS_FALLBACK);
   assert_int_equal(w.guards[UVP__GUARD_MARKER], 0);
   assert_true(w.guards[UVP__GUARD_PAGE] > 1000);

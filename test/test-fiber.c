@@ -958,7 +958,8 @@ static uvp_ret_t shield_parent(void *arg) {
 static void test_shielded_await_of_own_cleanup(void **state) {
   fixture_t *f = *state;
 #if defined(T_COMPACT)
-  skip(); /* the children use the parent's stack: the default mode's */
+  SKIP_BECAUSE("compact mode: the children would run on the parent's "
+               "stack; the default mode's test");
 #endif
   static shield_t s;
   s = (shield_t){.ctx = f->ctx, .rc_plain = 1, .rc_join = 1, .rc_after = 1};
@@ -1339,7 +1340,7 @@ static void spawn_where(fixture_t *f, where_t *w, const uvp_fiber_opts_t *o) {
 static void test_stack_reuse(void **state) {
   fixture_t *f = *state;
 #if defined(T_COMPACT)
-  skip(); /* a stack per fiber: the default mode's */
+  SKIP_BECAUSE("compact mode: a stack per fiber is the default mode's");
 #endif
   where_t a = {.use = 0}, b = {.use = 0};
   uvp_ctx_stats_t s = stats(f->ctx);
@@ -1406,7 +1407,7 @@ static void assert_stack_of(const where_t *w, size_t size) {
 static void test_stack_sizes(void **state) {
   fixture_t *f = *state;
 #if defined(T_COMPACT)
-  skip(); /* a stack per fiber: the default mode's */
+  SKIP_BECAUSE("compact mode: a stack per fiber is the default mode's");
 #endif
   where_t w = {.use = 48 * 1024};
   spawn_where(f, &w, NULL);
@@ -1537,7 +1538,7 @@ static void overflow_stopped(int guards) {
   int fd;
   char want[512];
   if (RUNNING_ON_VALGRIND)
-    skip(); /* valgrind reports the overflow its own way */
+    SKIP_BECAUSE("under valgrind, which reports the overflow its own way");
   overflow_guards = guards;
   int status = test_in_child(overflow_child, &fd, child_err, sizeof(child_err));
   if (read(fd, &overflow_line, sizeof(overflow_line)) !=
@@ -1971,10 +1972,12 @@ static void test_spawn_address_space_limit(void **state) {
   (void)state;
   int fd, r[R_N];
 #if defined(T_ASAN) || defined(T_TSAN)
-  skip(); /* the sanitizers' shadow memory needs terabytes of it */
+  SKIP_BECAUSE("a sanitizer build: its shadow memory needs terabytes of "
+               "the address space the limit takes away");
 #endif
   if (RUNNING_ON_VALGRIND)
-    skip(); /* valgrind maps its own memory in the client's space */
+    SKIP_BECAUSE("under valgrind, which maps its own memory in the "
+                 "address space the limit counts");
   int status = test_in_child(rlimit_child, &fd, child_err, sizeof(child_err));
   ssize_t got = read(fd, r, sizeof(r));
   close(fd);
@@ -1982,7 +1985,7 @@ static void test_spawn_address_space_limit(void **state) {
     fail_msg("child status %#x; its stderr:\n%s", (unsigned)status, child_err);
   assert_int_equal(got, sizeof(r));
   if (r[R_SPAWN] == 1)
-    skip(); /* the limit is not enforced here */
+    SKIP_BECAUSE("RLIMIT_AS is not enforced here: a spawn past it succeeded");
   assert_int_equal(r[R_SPAWN], UV_ENOMEM);
   assert_int_equal(r[R_FREED], 0);
   assert_int_equal(r[R_FIBERS], 0);

@@ -206,10 +206,11 @@ static void test_many_requests_at_once(void **state) {
 static void test_write_file_over_4_gib(void **state) {
   fixture_t *f = *state;
 #if defined(T_TSAN)
-  skip(); /* TSan's write() marks all 4 GiB read: 8 GB of shadow, 20 s */
+  SKIP_BECAUSE("TSan's write() marks all 4 GiB read: 8 GB of shadow, 20 s");
 #endif
   if (RUNNING_ON_VALGRIND)
-    skip(); /* memcheck checks all 4 GiB write() is given: 4-7 s */
+    SKIP_BECAUSE("under valgrind, whose memcheck checks all 4 GiB write() "
+                 "is given: 4-7 s");
   size_t len = ((size_t)1 << 32) + 1;
   void *m = mmap(NULL, len, PROT_READ,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -230,10 +231,11 @@ static void test_write_file_over_4_gib(void **state) {
 static void test_read_file_of_4_gib(void **state) {
   fixture_t *f = *state;
 #if defined(T_TSAN)
-  skip(); /* TSan's read() marks all 4 GiB written: 8 GB of shadow */
+  SKIP_BECAUSE("TSan's read() marks all 4 GiB written: 8 GB of shadow");
 #endif
   if (RUNNING_ON_VALGRIND)
-    skip(); /* memcheck marks all 4 GiB read() fills */
+    SKIP_BECAUSE("under valgrind, whose memcheck marks all 4 GiB read() "
+                 "fills");
   size_t len = (size_t)1 << 32;
   int fd = open(at("sparse"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
   assert_true(fd >= 0);

@@ -46,6 +46,9 @@ try:
     ]
     runs = [[]]
     if os.environ.get("UVP_E2E_VALGRIND") == "1" and \
+            not os.access("/usr/bin/valgrind", os.X_OK):
+        print("skip    valgrind run: /usr/bin/valgrind not installed")
+    if os.environ.get("UVP_E2E_VALGRIND") == "1" and \
             os.access("/usr/bin/valgrind", os.X_OK):
         vg = ["/usr/bin/valgrind", "--quiet", "--error-exitcode=99",
               "--leak-check=full",

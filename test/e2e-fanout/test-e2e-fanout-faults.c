@@ -175,7 +175,7 @@ static void test_faults(void **state) { faults(state, NULL); }
 static void test_faults_valgrind(void **state) {
   const char *vg = find_valgrind();
   if (vg == NULL)
-    skip();
+    SKIP_BECAUSE("valgrind not installed, or UVP_E2E_VALGRIND=0");
   faults(state, vg);
 }
 

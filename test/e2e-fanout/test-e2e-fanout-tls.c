@@ -229,7 +229,7 @@ static void test_verified(void **state) { verified(state, NULL); }
 static void test_verified_valgrind(void **state) {
   const char *vg = find_valgrind();
   if (vg == NULL)
-    skip();
+    SKIP_BECAUSE("valgrind not installed, or UVP_E2E_VALGRIND=0");
   verified(state, vg);
 }
 

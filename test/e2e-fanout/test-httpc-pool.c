@@ -246,7 +246,7 @@ static void test_body_until_close(void **state) {
 static void test_tls_idle_close(void **state) {
   fixture_t *f = *state;
   if (access(NGINX, X_OK) != 0 || access("/usr/bin/openssl", X_OK) != 0)
-    skip();
+    SKIP_BECAUSE("%s or /usr/bin/openssl not installed", NGINX);
   assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, ignore_unhandled, NULL), 0);
   nginx_t n;
   nginx_init(&n);

@@ -34,10 +34,16 @@
 
 #include <cmocka.h>
 
+#include "../skip.h"
+
 static const char *prog;     /* uvp-files */
 static const char *valgrind; /* NULL: not installed */
 
 enum { CHILD_SKIP = 77, EXEC_FAILED = 126 };
+/* Why run() skips a run as nobody (CHILD_SKIP). */
+#define NOBODY_CANNOT                                                          \
+  "no unreadable file here: the child could not become nobody (65534), or "    \
+  "a capability overrides the mode bits"
 
 /* ---- the tree and what the output must be ------------------------------- */
 
@@ -340,8 +346,10 @@ static void cross_check_with_cksum(void) {
   char *argv[64];
   int argc = 0;
   argv[argc++] = (char *)"/usr/bin/cksum";
-  if (access(argv[0], X_OK) != 0)
+  if (access(argv[0], X_OK) != 0) {
+    print_message("cksum(1) not installed: CRCs not cross-checked\n");
     return;
+  }
   for (size_t i = 0; i < tree.nwant; i++)
     if (tree.want[i].error == NULL)
       argv[argc++] = tree.want[i].path;
@@ -419,7 +427,7 @@ static void test_unreadable_entries(void **state) {
   if (!run(&r, true, argv)) {
     result_free(&r);
     free(want);
-    skip();
+    SKIP_BECAUSE(NOBODY_CANNOT);
   }
   assert_output(&r, want);
   assert_int_equal(r.status, 1);
@@ -432,7 +440,8 @@ static void test_unreadable_entries(void **state) {
 static void test_valgrind_clean(void **state) {
   (void)state;
   if (valgrind == NULL)
-    skip();
+    SKIP_BECAUSE("no valgrind given: not installed, or a clang or sanitizer "
+                 "build (test/e2e-files/meson.build)");
   build_tree();
   add_unreadable();
   char *want = expected_output();
@@ -449,7 +458,7 @@ static void test_valgrind_clean(void **state) {
   if (!run(&r, true, argv)) {
     result_free(&r);
     free(want);
-    skip();
+    SKIP_BECAUSE(NOBODY_CANNOT);
   }
   assert_output(&r, want);
   if (r.status != 1)

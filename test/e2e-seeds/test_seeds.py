@@ -210,6 +210,8 @@ def main():
     name, exe = sys.argv[1], sys.argv[2]
     use_valgrind = (os.environ.get("UVP_E2E_VALGRIND") == "1"
                     and shutil.which("valgrind") is not None)
+    if (os.environ.get("UVP_E2E_VALGRIND") == "1" and not use_valgrind):
+        print("skip    valgrind runs: valgrind not installed")
     if name == "users":
         readme_holds(sys.argv[3], sys.argv[4])
         modes = [[]]

@@ -1,0 +1,38 @@
+/* SKIP_BECAUSE(fmt, ...): print one line saying why, then skip the test.
+ * cmocka's own line names the skipped test only, and a skip whose reason
+ * is not in the log looks the same as a check that went missing by
+ * mistake (a tool that should have been installed, a build that should
+ * have had it).  helpers.h includes this; a test without the fixture
+ * includes it alone. */
+#ifndef UVP_TEST_SKIP_H
+#define UVP_TEST_SKIP_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+static inline void skip_say_why(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+/* On stdout through cmocka, so that the line stays next to cmocka's own
+ * "[  SKIPPED ]" for the test. */
+static inline void skip_say_why(const char *fmt, ...) {
+  va_list ap;
+  print_message("skipped: ");
+  va_start(ap, fmt);
+  vprint_message(fmt, ap);
+  va_end(ap);
+  print_message("\n");
+}
+
+/* skip() as the including file has it when it expands: in a fixture test,
+ * helpers.h's, which lets the teardown check the context as usual. */
+#define SKIP_BECAUSE(...)                                                      \
+  do {                                                                         \
+    skip_say_why(__VA_ARGS__);                                                 \
+    skip();                                                                    \
+  } while (0)
+
+#endif
