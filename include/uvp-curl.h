@@ -82,6 +82,7 @@ extern "C" {
   XX(EHTTP, -32002, "HTTP error status (CURLOPT_FAILONERROR)")                 \
   XX(ECURL, -32003, "libcurl error")
 
+/** The codes of UVP_CURL_ERRNO_MAP as constants: UVP_CURL_ETLS... */
 typedef enum {
 #define XX(name, val, msg) UVP_CURL_##name = (val),
   UVP_CURL_ERRNO_MAP(XX)
@@ -102,8 +103,8 @@ UVP_CURL_EXTERN const char *uvp_curl_err_name(int code);
  * text; for the binding's own limits, the binding's message, with code
  * CURLE_WRITE_ERROR).  Owned by the promise. */
 typedef struct uvp_curl_error_s {
-  CURLcode code;
-  char message[CURL_ERROR_SIZE];
+  CURLcode code;                 /**< libcurl's code */
+  char message[CURL_ERROR_SIZE]; /**< libcurl's message */
 } uvp_curl_error_t;
 
 /** The code a transfer that ended with `code` rejects with (0 for
@@ -146,6 +147,7 @@ UVP_CURL_EXTERN int uvp_curl_code(CURLcode code, CURL *easy);
 /* The binding: one libcurl multi handle per context                        */
 /* ------------------------------------------------------------------------ */
 
+/** A binding: see uvp_curl_new. */
 typedef struct uvp_curl_s uvp_curl_t;
 
 /** A binding for ctx: a libcurl multi handle driven on ctx's loop, whose
@@ -247,8 +249,8 @@ UVP_CURL_EXTERN int uvp_curl_perform_at(uvp_curl_t *c, CURL *easy,
  * responses and a proxy's CONNECT answer), as sent: name and value
  * without the ':', the surrounding blanks and the line end. */
 typedef struct uvp_curl_header_s {
-  const char *name;
-  const char *value;
+  const char *name;  /**< the header's name */
+  const char *value; /**< its value */
 } uvp_curl_header_t;
 
 /** The value of uvp_curl_fetch: one owned object (its destructor frees all
@@ -260,7 +262,7 @@ typedef struct uvp_curl_response_s {
   size_t bytes;    /**< decoded body bytes received (body.len unless
                         discarded) */
   size_t nheaders; /**< the final response's headers, in order */
-  const uvp_curl_header_t *headers;
+  const uvp_curl_header_t *headers; /**< nheaders of them */
   CURL *easy; /**< the transfer's handle, for curl_easy_getinfo
                    (CURLINFO_TOTAL_TIME_T, _EFFECTIVE_URL,
                    _REDIRECT_COUNT, _HTTP_VERSION, ...) and
@@ -286,16 +288,19 @@ enum {
   UVP_CURL_DISCARD_BODY = 1
 };
 
+/** Default of uvp_curl_fetch_opts_t's max_body. */
 #define UVP_CURL_MAX_BODY_DEFAULT (16u * 1024 * 1024)
+/** Default of uvp_curl_fetch_opts_t's max_header. */
 #define UVP_CURL_MAX_HEADER_DEFAULT (64u * 1024)
 
+/** Options of uvp_curl_fetch. */
 typedef struct uvp_curl_fetch_opts_s {
   const char *method; /**< NULL: GET, or POST when body is set; "HEAD" asks
                            for no body; any other is sent as given */
   const void *body;   /**< request body (copied during the call), sent with
                            the headers' Content-Type, libcurl's default
                            application/x-www-form-urlencoded without one */
-  size_t body_len;
+  size_t body_len;    /**< bytes of body */
   const char *const *headers; /**< request headers, "Name: value" strings,
                                    NULL-terminated (copied); NULL: none */
   size_t max_body;            /**< decoded body bytes accepted; past them the
@@ -307,7 +312,7 @@ typedef struct uvp_curl_fetch_opts_s {
                                 (libcurl's connect timeout, 300 s, still) */
   int flags;               /**< 0 or UVP_CURL_DISCARD_BODY */
   uvp_curl_setup_cb setup; /**< optional, see above */
-  void *setup_arg;
+  void *setup_arg;         /**< setup's first argument */
 } uvp_curl_fetch_opts_t;
 
 /** @{ */
@@ -340,6 +345,7 @@ UVP_CURL_EXTERN int uvp_curl_fetch_at(uvp_curl_t *c, const char *url,
 /* Inspection                                                                */
 /* ------------------------------------------------------------------------ */
 
+/** Counters of a binding (uvp_curl_stats). */
 typedef struct uvp_curl_stats_s {
   size_t running;     /**< transfers in flight */
   size_t sockets;     /**< sockets libcurl has the binding watch now */

@@ -107,12 +107,15 @@
 extern "C" {
 #endif
 
+/** @{ */
+/** Version of this header (uvp_version: of the library linked). */
 #define UVP_VERSION_MAJOR 0
 #define UVP_VERSION_MINOR 1
 #define UVP_VERSION_PATCH 0
 #define UVP_VERSION_HEX                                                        \
   ((UVP_VERSION_MAJOR << 16) | (UVP_VERSION_MINOR << 8) | UVP_VERSION_PATCH)
 #define UVP_VERSION_STRING "0.1.0"
+/** @} */
 
 #if defined(_WIN32)
 #define UVP_EXTERN __declspec(dllexport)
@@ -146,6 +149,7 @@ UVP_EXTERN const char *uvp_version_string(void);
   XX(ENOTFIBER, -30008, "only a fiber can await")                              \
   XX(EINFIBER, -30009, "not allowed inside a fiber")
 
+/** The codes of UVP_ERRNO_MAP as constants: UVP_ESETTLED, UVP_ECYCLE... */
 typedef enum {
 #define XX(name, val, msg) UVP_##name = (val),
   UVP_ERRNO_MAP(XX)
@@ -188,27 +192,30 @@ UVP_EXTERN int uvp_replace_allocator(uvp_malloc_func malloc_func,
 /* Types                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/** A context: see "The model in one page" and uvp_ctx_new. */
 typedef struct uvp_ctx_s uvp_ctx_t;
+/** A promise: see "The model in one page" and uvp_promise_new. */
 typedef struct uvp_promise_s uvp_promise_t;
 
 /** Destructor for a value or a reason's payload. `free` fits. */
 typedef void (*uvp_free_cb)(void *ptr);
 
+/** A promise's state (uvp_promise_state). */
 typedef enum {
-  UVP_PENDING = 0,
-  UVP_FULFILLED = 1,
-  UVP_REJECTED = 2
+  UVP_PENDING = 0,   /**< not settled yet */
+  UVP_FULFILLED = 1, /**< settled with a value */
+  UVP_REJECTED = 2   /**< settled with a reason */
 } uvp_state_t;
 
-/** What a handler is given: a borrowed view of the settled promise.
- *   status  0 if fulfilled, else the (negative) rejection code.
- *   value   the value if fulfilled, the reason's payload (or NULL) if
- *           rejected.  Owned by the promise: valid while you hold a
- *           reference to `promise`, which the handler call itself does.
- *   promise the settled promise (borrowed; uvp_promise_retain to keep it). */
+/** What a handler is given: a borrowed view of the settled promise. */
 typedef struct uvp_outcome_s {
+  /** 0 if fulfilled, else the (negative) rejection code. */
   int status;
+  /** The value if fulfilled, the reason's payload (or NULL) if rejected.
+   * Owned by the promise: valid while you hold a reference to `promise`,
+   * which the handler call itself does. */
   void *value;
+  /** The settled promise (borrowed; uvp_promise_retain to keep it). */
   uvp_promise_t *promise;
 } uvp_outcome_t;
 
@@ -294,13 +301,13 @@ typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
 /* Context                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/** Create a context over `loop` (which you keep owning and running); *out
+/** Create a context over `loop` (which you keep owning and running); `*out`
  * is yours until uvp_ctx_close.  Must be called on the loop's thread,
  * which becomes the context's loop thread.  Initialises three unreferenced
  * handles on the loop (idle, check, async).  A process can have 65 535
  * contexts at once, counting closed ones not yet freed (see
  * uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
- * memory, or no context left), or a uv_*_init error. */
+ * memory, or no context left), or a `uv_*_init` error. */
 UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 
 /** Tear down.  Every promise still pending is rejected with UVP_ECLOSED
@@ -492,7 +499,7 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * scope's slots, each through the formatter set for it
  * (uvp_ctx_set_slot_format), else as a pointer.
  * flags: UVP_DUMP_JSON (one JSON object a line; every string escaped by
- * JSON's rules, bytes 0x7f and up as \u00XX, so any bytes make valid
+ * JSON's rules, bytes 0x7f and up as `\u00XX`, so any bytes make valid
  * JSON), UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for,
  * then only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or
  * to write(write_arg, text, len) if set (a negative return stops the
@@ -507,11 +514,12 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * promise; this one says more. */
 enum { UVP_DUMP_JSON = 1, UVP_DUMP_SUMMARY = 2 };
 typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
+/** Options of uvp_ctx_dump_tasks. */
 typedef struct uvp_dump_opts_s {
-  int flags;
-  FILE *stream;
+  int flags;               /**< 0, or UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed */
+  FILE *stream;            /**< where the lines go */
   uvp_dump_write_cb write; /**< instead of stream, if not NULL */
-  void *write_arg;
+  void *write_arg;         /**< write's first argument */
   size_t oldest; /**< with UVP_DUMP_SUMMARY: how many to list; 0: 10 */
 } uvp_dump_opts_t;
 UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
@@ -855,10 +863,11 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  * from then on.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
 UVP_EXTERN int uvp_ctx_set_traces(uvp_ctx_t *ctx, int on);
 
+/** One frame of a promise's trace (uvp_promise_trace). */
 typedef struct uvp_trace_frame_s {
   const char *what; /**< "promise", "then", "await", "fiber" or "group" */
   const char *file; /**< NULL if the site table was full */
-  int line;
+  int line;         /**< the site's line */
 } uvp_trace_frame_t;
 
 /** p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
@@ -920,8 +929,8 @@ enum { UVP_CANCEL_LOSERS = 1 };
  * result is referenced).  Rejects as soon as the first input rejects (first
  * in time), with that input's reason (same code, same payload). */
 typedef struct uvp_values_s {
-  size_t count;
-  void **values;
+  size_t count;  /**< how many inputs */
+  void **values; /**< values[i]: input i's value */
 } uvp_values_t;
 #define uvp_promise_all(...) uvp_promise_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
@@ -932,18 +941,18 @@ UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
 /** One input's outcome: status 0 and its value, or status < 0 (the code) and
  * its payload.  `value` and `promise` are borrowed from the input. */
 typedef struct uvp_settled_s {
-  int status;
-  void *value;
-  uvp_promise_t *promise;
+  int status;             /**< 0, or the code (< 0) */
+  void *value;            /**< the value, or the payload */
+  uvp_promise_t *promise; /**< the input */
 } uvp_settled_t;
 
 /** allSettled's value, and any's rejection payload: one record per input in
  * input order, with the counts of each kind. */
 typedef struct uvp_settled_list_s {
-  size_t count;
-  size_t fulfilled;
-  size_t rejected;
-  uvp_settled_t *items;
+  size_t count;         /**< how many inputs (records) */
+  size_t fulfilled;     /**< how many fulfilled */
+  size_t rejected;      /**< how many rejected */
+  uvp_settled_t *items; /**< one record per input, in input order */
 } uvp_settled_list_t;
 
 /** @{ */
@@ -1148,6 +1157,7 @@ enum {
   UVP_MAP_FAIL_FAST = 4
 };
 
+/** Options of uvp_promise_map. */
 typedef struct uvp_map_opts_s {
   size_t limit;              /**< most items in flight; 0: uvp_pool_size() */
   int flags;                 /**< 0 or UVP_MAP_FAIL_FAST */
@@ -1298,16 +1308,17 @@ typedef int (*uvp_attempt_cb)(void *arg, unsigned int attempt,
  * failed): non-zero to retry.  On the loop thread, from the scheduler. */
 typedef int (*uvp_retry_pred)(void *arg, int code, unsigned int attempt);
 
+/** Options of uvp_retry. */
 typedef struct uvp_retry_opts_s {
-  unsigned int attempts; /**< most attempts in all; 0: 3 */
-  uint64_t base_ms;      /**< wait before the second attempt; 0: 100 */
-  uint64_t max_ms;       /**< cap on one wait; 0: 30 000 */
-  double factor;         /**< growth per attempt; <= 1: 2.0 */
-  double jitter;         /**< 0..1: each wait is drawn uniformly from
-                              [w * (1 - jitter), w]; outside: 0 */
-  const int *retry_on;   /**< codes worth retrying; NULL: any code (a
-                              non-NULL list of count 0: none) */
-  size_t retry_on_count;
+  unsigned int attempts;       /**< most attempts in all; 0: 3 */
+  uint64_t base_ms;            /**< wait before the second attempt; 0: 100 */
+  uint64_t max_ms;             /**< cap on one wait; 0: 30 000 */
+  double factor;               /**< growth per attempt; <= 1: 2.0 */
+  double jitter;               /**< 0..1: each wait is drawn uniformly from
+                                    [w * (1 - jitter), w]; outside: 0 */
+  const int *retry_on;         /**< codes worth retrying; NULL: any code (a
+                                    non-NULL list of count 0: none) */
+  size_t retry_on_count;       /**< how many codes retry_on holds */
   uvp_retry_pred should_retry; /**< if set, decides instead of retry_on */
   uvp_free_cb arg_free;        /**< optional: destroy notifier for `arg` (see
                                     uvp_retry) */
@@ -1335,19 +1346,19 @@ UVP_EXTERN int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
 
 /** One outcome with its input index; value/payload borrowed from the list. */
 typedef struct uvp_indexed_s {
-  size_t index;
-  int status;
-  void *value;
+  size_t index; /**< the input's index */
+  int status;   /**< 0, or the code (< 0) */
+  void *value;  /**< the value, or the payload */
 } uvp_indexed_t;
 
 /** The fulfilled and the rejected outcomes of an allSettled (or map) result,
  * each in input order.  Nothing is copied but pointers: the values stay
  * owned by the result promise, which must outlive this split. */
 typedef struct uvp_split_s {
-  size_t nfulfilled;
-  size_t nrejected;
-  uvp_indexed_t *fulfilled;
-  uvp_indexed_t *rejected;
+  size_t nfulfilled;        /**< how many fulfilled */
+  size_t nrejected;         /**< how many rejected */
+  uvp_indexed_t *fulfilled; /**< the fulfilled outcomes (nfulfilled) */
+  uvp_indexed_t *rejected;  /**< the rejected outcomes (nrejected) */
 } uvp_split_t;
 
 /** Fill *out (one allocation); free it with uvp_split_free().
@@ -1537,6 +1548,7 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * NULL). */
 typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
 
+/** Options of uvp_fiber_spawn. */
 typedef struct uvp_fiber_opts_s {
   size_t stack_size;    /**< usable bytes (less than 16 KiB gives 16 KiB,
                              rounded up to whole pages); 0: the context's
@@ -1785,6 +1797,7 @@ typedef struct uvp_group_s uvp_group_t;
 
 enum { UVP_GROUP_FAIL_FAST = 1, UVP_GROUP_DISCARD_SETTLED = 2 };
 
+/** Options of uvp_group_new. */
 typedef struct uvp_group_opts_s {
   size_t limit;         /**< members running at once; 0: no limit */
   int flags;            /**< 0, or UVP_GROUP_* flags ORed */
@@ -1951,8 +1964,8 @@ UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 
 /** A byte buffer owned by its promise; base[len] is a NUL byte. */
 typedef struct uvp_buf_s {
-  char *base;
-  size_t len;
+  char *base; /**< the bytes, NUL-terminated */
+  size_t len; /**< how many, the NUL excluded */
 } uvp_buf_t;
 
 /* ------------------------------------------------------------------------ */
@@ -2036,8 +2049,8 @@ UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
  * order libuv returns them.
  * Cancelled: nothing is left (a running one's list is freed). */
 typedef struct uvp_dirents_s {
-  size_t count;
-  uv_dirent_t *items;
+  size_t count;       /**< how many entries */
+  uv_dirent_t *items; /**< the entries */
 } uvp_dirents_t;
 #define uvp_fs_scandir(...) uvp_fs_scandir_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
@@ -2456,10 +2469,10 @@ typedef struct uvp_spawn_opts_s {
   const void *stdin_data; /**< written to the child's stdin, which is then
                                closed (the child need not read it all);
                                NULL: stdin reads nothing, as from /dev/null */
-  size_t stdin_len;
-  size_t max_output; /**< bytes kept per stream; 0: 16 MiB.  The rest is
-                          read and dropped, and `truncated` set */
-  int cancel_signal; /**< sent on cancellation; 0: SIGTERM */
+  size_t stdin_len;       /**< bytes of stdin_data */
+  size_t max_output;      /**< bytes kept per stream; 0: 16 MiB.  The rest is
+                               read and dropped, and `truncated` set */
+  int cancel_signal;      /**< sent on cancellation; 0: SIGTERM */
 } uvp_spawn_opts_t;
 
 /** The value of uvp_spawn: one owned object (a single destructor frees the
