@@ -375,7 +375,9 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  *  - A second uvp_ctx_close: UVP_ECLOSED (see there).  Other calls on a
  *    freed context: reported only by a uvp built with ASan, or by valgrind
  *    (the context is malloc'd memory). */
-enum { UVP_CHECK_THREAD = 1 };
+enum {
+  UVP_CHECK_THREAD = 1 /**< loop-thread-only calls check their thread */
+};
 UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
 /** @} */
 
@@ -512,7 +514,10 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
  * fwrite).  uvp_ctx_dump_pending stays as the older dump of every pending
  * promise; this one says more. */
-enum { UVP_DUMP_JSON = 1, UVP_DUMP_SUMMARY = 2 };
+enum {
+  UVP_DUMP_JSON = 1,   /**< one JSON object a line */
+  UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
+};
 typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
 /** Options of uvp_ctx_dump_tasks. */
 typedef struct uvp_dump_opts_s {
@@ -715,7 +720,12 @@ UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
 /* Promises: reactions                                                       */
 /* ------------------------------------------------------------------------ */
 
-enum { UVP_ON_FULFILLED = 1, UVP_ON_REJECTED = 2, UVP_ON_BOTH = 3 };
+/** The outcomes a handler is registered for (uvp_promise_on's mask). */
+enum {
+  UVP_ON_FULFILLED = 1, /**< as then() */
+  UVP_ON_REJECTED = 2,  /**< as catch() */
+  UVP_ON_BOTH = 3       /**< as then(f, r), or finally */
+};
 
 /** @{ */
 /** Register `cb` for the outcomes in `mask` (UVP_ON_*).  For an outcome not
@@ -921,7 +931,9 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * Errors: UV_EINVAL (NULL ctx/out, NULL inputs with n > 0, a NULL input,
  * unknown flags), UVP_EXCTX (an input of another context), UVP_ECLOSED,
  * UV_ENOMEM. */
-enum { UVP_CANCEL_LOSERS = 1 };
+enum {
+  UVP_CANCEL_LOSERS = 1 /**< once decided, cancel the inputs still pending */
+};
 
 /** @{ */
 /** all: fulfils, once every input has fulfilled, with a uvp_values_t whose
@@ -1000,7 +1012,10 @@ UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
  * handles never keep the loop alive; its timers are the program's work.
  * UVP_KEEP_ALIVE, the opt-in of earlier versions, is the default now and
  * still accepted (it changes nothing). */
-enum { UVP_KEEP_ALIVE = 2, UVP_UNREF = 16 };
+enum {
+  UVP_KEEP_ALIVE = 2, /**< the default now; accepted, changes nothing */
+  UVP_UNREF = 16      /**< the timer alone does not keep the loop alive */
+};
 
 /** @{ */
 /** delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
@@ -1028,7 +1043,9 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * Cancelled: the timer stops, and p is cancelled by the rule above.
  * Errors: UV_EINVAL (NULL p or out, unknown flags, UVP_UNREF with
  * UVP_KEEP_ALIVE), UV_ENOMEM, UVP_ECLOSED. */
-enum { UVP_CANCEL_INPUT = 8 };
+enum {
+  UVP_CANCEL_INPUT = 8 /**< on timeout, cancel p even if others wait for it */
+};
 #define uvp_timeout(...) uvp_timeout_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                               uvp_promise_t **out, const char *file, int line);
@@ -1089,7 +1106,11 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  * UVP_CLOCK_AUTO adds two unreferenced handles, closed by uvp_ctx_close.
  * Loop thread.  Errors: UV_EINVAL (NULL ctx, unknown mode), UVP_ECLOSED,
  * UVP_ETHREAD, UV_EBUSY (see above), UV_ENOMEM. */
-enum { UVP_CLOCK_REAL = 0, UVP_CLOCK_VIRTUAL = 1, UVP_CLOCK_AUTO = 2 };
+enum {
+  UVP_CLOCK_REAL = 0,    /**< the loop's clock (the default) */
+  UVP_CLOCK_VIRTUAL = 1, /**< moves only by uvp_clock_advance */
+  UVP_CLOCK_AUTO = 2     /**< virtual, jumping to the next timer when idle */
+};
 UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
 /** @} */
 
@@ -1640,7 +1661,10 @@ UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
  * the stack it runs on).  Fibers already spawned keep theirs.  Errors:
  * UV_EINVAL (NULL ctx, another mode), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM
  * (the context's first use of fibers makes their state). */
-enum { UVP_FIBER_DEFAULT = 0, UVP_FIBER_COMPACT = 1 };
+enum {
+  UVP_FIBER_DEFAULT = 0, /**< each fiber's stack stays where it is */
+  UVP_FIBER_COMPACT = 1  /**< a parked fiber's frames are copied out */
+};
 UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
 /** @} */
 
@@ -1795,7 +1819,11 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * UVP_ETHREAD. */
 typedef struct uvp_group_s uvp_group_t;
 
-enum { UVP_GROUP_FAIL_FAST = 1, UVP_GROUP_DISCARD_SETTLED = 2 };
+/** Flags of uvp_group_opts_t (see above). */
+enum {
+  UVP_GROUP_FAIL_FAST = 1,      /**< the first failure cancels the rest */
+  UVP_GROUP_DISCARD_SETTLED = 2 /**< let go of members as they settle */
+};
 
 /** Options of uvp_group_new. */
 typedef struct uvp_group_opts_s {
