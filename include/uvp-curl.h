@@ -76,6 +76,13 @@ extern "C" {
 /* Error codes                                                               */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup curl uvp-curl
+ * HTTP(S) transfers as uvp promises, through libcurl: see uvp-curl.h. */
+
+/** @defgroup curl_errors Error codes
+ * @ingroup curl */
+/** @{ */
+
 /** The binding's own codes, below uvp's (-30001...) and libuv's. */
 #define UVP_CURL_ERRNO_MAP(XX)                                                 \
   XX(ETLS, -32001, "TLS handshake or certificate verification failed")         \
@@ -90,7 +97,8 @@ typedef enum {
       UVP_CURL_ERRNO_MAX_ = -32000
 } uvp_curl_errno_t;
 
-/** @{ */
+/** @name uvp_curl_strerror, uvp_curl_err_name
+ * @{ */
 /** Message / symbolic name ("ETLS", "ECONNREFUSED") of a binding code or of
  * any code uvp_strerror / uvp_err_name know.  Never NULL; static strings
  * for known codes (an unknown one as uvp_strerror formats it). */
@@ -142,10 +150,15 @@ typedef struct uvp_curl_error_s {
  *   CURLE_HTTP_RETURNED_ERROR      UVP_CURL_EHTTP
  *   anything else                  UVP_CURL_ECURL */
 UVP_CURL_EXTERN int uvp_curl_code(CURLcode code, CURL *easy);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* The binding: one libcurl multi handle per context                        */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup curl_binding The binding: one libcurl multi handle per context
+ * @ingroup curl */
+/** @{ */
 
 /** A binding: see uvp_curl_new. */
 typedef struct uvp_curl_s uvp_curl_t;
@@ -177,12 +190,18 @@ UVP_CURL_EXTERN int uvp_curl_close(uvp_curl_t *c);
  * curl_multi_perform/_socket_action/_cleanup.  NULL for NULL, and once
  * closed. */
 UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Transfers                                                                 */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup curl_transfers Transfers
+ * @ingroup curl */
 /** @{ */
+
+/** @name uvp_curl_perform, uvp_curl_perform_at
+ * @{ */
 /** Run the transfer `easy` is set up for, as curl_easy_perform would, on
  * the loop: *out gets one reference to a promise that fulfils once it has
  * ended with CURLE_OK, whatever the HTTP status (a 404 is a transfer that
@@ -240,10 +259,15 @@ UVP_CURL_EXTERN int uvp_curl_perform_at(uvp_curl_t *c, CURL *easy,
                                         uvp_promise_t **out, const char *file,
                                         int line);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* The convenience: a URL in, status, headers and body out                  */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup curl_fetch The convenience: a URL in, status, headers and body out
+ * @ingroup curl */
+/** @{ */
 
 /** A response header of the final response (after redirects, informational
  * responses and a proxy's CONNECT answer), as sent: name and value
@@ -315,7 +339,8 @@ typedef struct uvp_curl_fetch_opts_s {
   void *setup_arg;         /**< setup's first argument */
 } uvp_curl_fetch_opts_t;
 
-/** @{ */
+/** @name uvp_curl_fetch, uvp_curl_fetch_at
+ * @{ */
 /** GET (or POST, ...) `url` (copied) on a new easy handle: *out gets one
  * reference to a promise that fulfils with a uvp_curl_response_t *,
  * owned (its destructor attached), whatever the status, and rejects as
@@ -340,10 +365,15 @@ UVP_CURL_EXTERN int uvp_curl_fetch_at(uvp_curl_t *c, const char *url,
 /** uvp_curl_fetch(c, url, NULL, out): a GET with the defaults. */
 #define uvp_curl_get(c, url, out)                                              \
   uvp_curl_fetch_at((c), (url), NULL, (out), __FILE__, __LINE__)
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Inspection                                                                */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup curl_inspection Inspection
+ * @ingroup curl */
+/** @{ */
 
 /** Counters of a binding (uvp_curl_stats). */
 typedef struct uvp_curl_stats_s {
@@ -372,6 +402,7 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * (the method and URL as libcurl will send them: CURLINFO_EFFECTIVE_METHOD
  * and _EFFECTIVE_URL), oldest first.  Returns how many, or UV_EINVAL. */
 UVP_CURL_EXTERN int uvp_curl_dump(uvp_curl_t *c, FILE *stream);
+/** @} */
 
 #ifdef __cplusplus
 }

@@ -107,7 +107,8 @@
 extern "C" {
 #endif
 
-/** @{ */
+/** @name UVP_VERSION_*
+ * @{ */
 /** Version of this header (uvp_version: of the library linked). */
 #define UVP_VERSION_MAJOR 0
 #define UVP_VERSION_MINOR 1
@@ -125,7 +126,8 @@ extern "C" {
 #define UVP_EXTERN
 #endif
 
-/** @{ */
+/** @name uvp_version, uvp_version_string
+ * @{ */
 /** Version of the library actually linked, as UVP_VERSION_HEX / _STRING. */
 UVP_EXTERN unsigned int uvp_version(void);
 UVP_EXTERN const char *uvp_version_string(void);
@@ -134,6 +136,9 @@ UVP_EXTERN const char *uvp_version_string(void);
 /* ------------------------------------------------------------------------ */
 /* Error codes                                                               */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup errors Error codes */
+/** @{ */
 
 /** uvp's own codes live far below libuv's (which are -errno, the UV_EAI_*
  * range near -3000, and UV_EOF = -4095), so a reason code is always one or
@@ -157,7 +162,8 @@ typedef enum {
       UVP_ERRNO_MAX_ = -30000
 } uvp_errno_t;
 
-/** @{ */
+/** @name uvp_strerror, uvp_err_name
+ * @{ */
 /** Message / symbolic name for a uvp code or any libuv code ("ECYCLE",
  * "ECONNREFUSED"); 0, a fulfilment's status in an allSettled record,
  * gives "success" / "OK" (libuv says "Unknown system error 0").  Never
@@ -167,12 +173,17 @@ typedef enum {
 UVP_EXTERN const char *uvp_strerror(int code);
 UVP_EXTERN const char *uvp_err_name(int code);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup allocation Allocation */
 /** @{ */
+
+/** @name uvp_replace_allocator and its function types
+ * @{ */
 /** Replace the allocator uvp uses for everything it allocates (contexts,
  * promise and reaction slabs, combinator state, cross-thread messages).
  * Like uv_replace_allocator(): call it before any context exists.  Returns
@@ -187,10 +198,14 @@ UVP_EXTERN int uvp_replace_allocator(uvp_malloc_func malloc_func,
                                      uvp_calloc_func calloc_func,
                                      uvp_free_func free_func);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                     */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup types Types */
+/** @{ */
 
 /** A context: see "The model in one page" and uvp_ctx_new. */
 typedef struct uvp_ctx_s uvp_ctx_t;
@@ -296,10 +311,14 @@ typedef void (*uvp_cancel_cb)(uvp_promise_t *p, void *arg);
  * promises or close the context: promises whose last reference is going
  * are not listed by the dump nor torn down twice. */
 typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Context                                                                   */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup context Context */
+/** @{ */
 
 /** Create a context over `loop` (which you keep owning and running); `*out`
  * is yours until uvp_ctx_close.  Must be called on the loop's thread,
@@ -347,7 +366,8 @@ UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
  * uvp_ctx_close, while the context's memory lives. */
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
 
-/** @{ */
+/** @name uvp_ctx_set_checks
+ * @{ */
 /** Checks of how the library is used, off by default (each costs a test on
  * the calls it guards):
  *   UVP_CHECK_THREAD  a loop-thread-only call made from another thread
@@ -484,7 +504,8 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
  * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
-/** @{ */
+/** @name uvp_dump_write_cb, uvp_dump_opts_t, uvp_ctx_dump_tasks
+ * @{ */
 /** The task dump: what a stuck program's tasks wait for, and since when
  * (Go's goroutine dump).  A task is a fiber, a group's member, or any other
  * pending promise something waits on (a handler, a combinator, a fiber, a
@@ -569,12 +590,15 @@ typedef struct uvp_ctx_stats_s {
  * memory lives (promises still held: see uvp_ctx_close), to count what is
  * left.  Errors: UV_EINVAL (NULL ctx or out), UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Promises: creation and settlement                                         */
 /* ------------------------------------------------------------------------ */
 
-/* Creation sites.  Every call that creates a promise records where it was
+/** @defgroup settlement Promises: creation and settlement
+ *
+ * Creation sites.  Every call that creates a promise records where it was
  * called from, for uvp_ctx_dump_pending, the unhandled-rejection report
  * and uvp_promise_site.  Each such call is a macro named like the call
  * (uvp_promise_new, uvp_fs_stat, ...) over a function of the same name
@@ -594,8 +618,10 @@ UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
  * cb, arg, out) are uvp_promise_on_at with a mask, their _full forms (p,
  * cb, arg, arg_free, out) uvp_promise_on_full_at.  A site costs nothing
  * per promise beyond two bytes: sites are interned once per process. */
-
 /** @{ */
+
+/** @name uvp_promise_new, uvp_promise_new_at
+ * @{ */
 /** A new pending promise; *out gets one reference.
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_promise_new(...) uvp_promise_new_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -603,7 +629,8 @@ UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
                                   const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_promise_resolved, uvp_promise_rejected
+ * @{ */
 /** Already fulfilled (Promise.resolve(v)) / already rejected
  * (Promise.reject(e)).  On success uvp owns value/payload; on error you
  * still do.  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
@@ -715,10 +742,14 @@ UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
  * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Promises: reactions                                                       */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup reactions Promises: reactions */
+/** @{ */
 
 /** The outcomes a handler is registered for (uvp_promise_on's mask). */
 enum {
@@ -727,7 +758,8 @@ enum {
   UVP_ON_BOTH = 3       /**< as then(f, r), or finally */
 };
 
-/** @{ */
+/** @name uvp_promise_on, uvp_promise_on_at
+ * @{ */
 /** Register `cb` for the outcomes in `mask` (UVP_ON_*).  For an outcome not
  * in the mask, or a NULL cb, the derived promise settles like `p` (value
  * shared).  The handler runs once, later, on the loop thread, after every
@@ -754,7 +786,8 @@ UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                  const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_promise_on_full, uvp_promise_on_full_at
+ * @{ */
 /** The same with a destroy notifier for `arg` (the _full forms, as GLib
  * names them): arg_free(arg) runs exactly once, on the loop thread, after
  * the handler's last call, or as soon as uvp knows it will never be called:
@@ -773,17 +806,18 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
 /** p.then(cb): cb on fulfilment; a rejection passes through. */
 #define uvp_promise_then(p, ...)                                               \
   uvp_promise_on_at((p), UVP_ON_FULFILLED, __VA_ARGS__, __FILE__, __LINE__)
-/** @{ */
 /** p.catch(cb): cb on rejection; a fulfilment passes through. */
 #define uvp_promise_catch(p, ...)                                              \
   uvp_promise_on_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
+/** uvp_promise_then with arg_free, as uvp_promise_on_full. */
 #define uvp_promise_then_full(p, ...)                                          \
   uvp_promise_on_full_at((p), UVP_ON_FULFILLED, __VA_ARGS__, __FILE__, __LINE__)
+/** uvp_promise_catch with arg_free, as uvp_promise_on_full. */
 #define uvp_promise_catch_full(p, ...)                                         \
   uvp_promise_on_full_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
-/** @} */
 
-/** @{ */
+/** @name uvp_promise_finally, uvp_promise_finally_full
+ * @{ */
 /** p.finally(cb): cb runs on either outcome (and sees it).  The derived
  * promise settles like p, unless cb returns a rejection (derived rejects with
  * it) or adopts a promise that rejects (derived rejects with that reason);
@@ -813,10 +847,14 @@ UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
  * cancellation are as before, and what they derive is reported on its
  * own.  Loop thread.  Errors: UV_EINVAL (NULL), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_promise_mark_handled(uvp_promise_t *p);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Promises: references and inspection                                      */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup inspection Promises: references and inspection */
+/** @{ */
 
 /** Take one more reference.  Loop thread only.  Returns p (NULL for NULL).
  * Also after uvp_ctx_close: the reference is dropped like the others. */
@@ -840,7 +878,8 @@ UVP_EXTERN void *uvp_promise_value(const uvp_promise_t *p);
  * uvp_ctx_set_unhandled_cb). */
 UVP_EXTERN int uvp_promise_reason(const uvp_promise_t *p, void **payload);
 
-/** @{ */
+/** @name uvp_promise_site, uvp_promise_ctx
+ * @{ */
 /** Where the promise was created (static strings) and the context it belongs
  * to.  Sites are interned per process (16 383 distinct (file, line) pairs;
  * past that, new sites report a NULL file and line 0, as a NULL p does). */
@@ -889,10 +928,14 @@ UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
 /** Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
  * UV_ENOENT (p has no trace). */
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Combinators: all, allSettled, race, any                                   */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup combinators Combinators: all, allSettled, race, any */
+/** @{ */
 
 /** Common rules (ECMAScript's Promise.all / allSettled / race / any):
  *  - `inputs` is an array of n promises of `ctx` (n may be 0); it is read
@@ -935,7 +978,8 @@ enum {
   UVP_CANCEL_LOSERS = 1 /**< once decided, cancel the inputs still pending */
 };
 
-/** @{ */
+/** @name uvp_values_t, uvp_promise_all, uvp_promise_all_at
+ * @{ */
 /** all: fulfils, once every input has fulfilled, with a uvp_values_t whose
  * values[i] is input i's value (borrowed from the input, valid while the
  * result is referenced).  Rejects as soon as the first input rejects (first
@@ -967,7 +1011,8 @@ typedef struct uvp_settled_list_s {
   uvp_settled_t *items; /**< one record per input, in input order */
 } uvp_settled_list_t;
 
-/** @{ */
+/** @name uvp_promise_all_settled, uvp_promise_all_settled_at
+ * @{ */
 /** allSettled: never rejects (except UVP_ECLOSED at teardown, UV_ECANCELED
  * if cancelled).  Fulfils once every input has settled with a
  * uvp_settled_list_t. */
@@ -979,7 +1024,8 @@ UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
                                           const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_promise_race, uvp_promise_race_at
+ * @{ */
 /** race: settles like the first input to settle (same value or reason,
  * shared).  With n == 0 it never settles; teardown still frees it. */
 #define uvp_promise_race(...)                                                  \
@@ -989,7 +1035,8 @@ UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                    const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_promise_any, uvp_promise_any_at
+ * @{ */
 /** any: fulfils like the first input to fulfil.  If every input rejects it
  * rejects with UVP_EAGGREGATE and a uvp_settled_list_t payload holding every
  * input's reason in input order; n == 0 rejects that way (empty) at once. */
@@ -998,10 +1045,14 @@ UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   size_t n, int flags, uvp_promise_t **out,
                                   const char *file, int line);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Time                                                                      */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup time Time */
+/** @{ */
 
 /** A timer of uvp keeps the loop alive while it runs, as JavaScript's
  * setTimeout does: a program that awaits a delay or a timeout waits for
@@ -1017,7 +1068,8 @@ enum {
   UVP_UNREF = 16      /**< the timer alone does not keep the loop alive */
 };
 
-/** @{ */
+/** @name uvp_delay, uvp_delay_at
+ * @{ */
 /** delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
  * timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
@@ -1029,7 +1081,8 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_timeout, uvp_timeout_at
+ * @{ */
 /** timeout: settles like `p` if p settles within `ms`; otherwise rejects with
  * UV_ETIMEDOUT: Promise.race([p, timeout(ms)]).  Then p is cancelled
  * (uvp_promise_cancel: its producer's hook runs, and a timed-out request
@@ -1051,7 +1104,8 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                               uvp_promise_t **out, const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_ctx_set_clock
+ * @{ */
 /** The virtual clock: uvp's own time under the program's control, for tests
  * of timeouts, retries, delays and deadlines that must not wait (tokio's
  * time::pause, sinon's fake timers).  On it run, for one context: every
@@ -1127,7 +1181,8 @@ UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
  * UVP_ETHREAD. */
 UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
 
-/** @{ */
+/** @name uvp_clock_hold, uvp_clock_unhold
+ * @{ */
 /** Real work that uvp does not start itself is in flight: a request of
  * the program's own over its own sockets, or a binding's (uvp-curl holds
  * the clock for each transfer it runs).  While any hold is taken,
@@ -1147,10 +1202,14 @@ UVP_EXTERN int uvp_clock_unhold(uvp_ctx_t *ctx);
  * on the real one (0 for NULL).  Loop thread; also after uvp_ctx_close
  * while the context's memory lives. */
 UVP_EXTERN uint64_t uvp_clock_now(const uvp_ctx_t *ctx);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Bounded fan-out                                                           */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup fanout Bounded fan-out */
+/** @{ */
 
 /** Starts item `index`: store a promise in *out (one reference, which uvp
  * takes) and return 0, or return a negative code, which counts as that
@@ -1187,7 +1246,8 @@ typedef struct uvp_map_opts_s {
                                   uvp_promise_map) */
 } uvp_map_opts_t;
 
-/** @{ */
+/** @name uvp_promise_map, uvp_promise_map_at
+ * @{ */
 /** Run `start` for items 0..n-1 with never more than opts->limit in flight.
  * The result fulfils with a uvp_settled_list_t in input order (like
  * allSettled; items never started because of FAIL_FAST are rejected with
@@ -1216,12 +1276,15 @@ UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
  * requests of every loop: UV_THREADPOOL_SIZE if set (1..1024), else 4.
  * The default concurrency for pool-bound fan-out. */
 UVP_EXTERN size_t uvp_pool_size(void);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* After allSettled: sequential steps, retry, splitting outcomes             */
 /* ------------------------------------------------------------------------ */
 
-/* Three everyday patterns, as JavaScript developers write them after
+/** @defgroup seq After allSettled: sequential steps, retry, splitting outcomes
+ *
+ * Three everyday patterns, as JavaScript developers write them after
  * Promise.allSettled, in C:
  *
  * Dashboard cards: N independent loaders, render each success or failure.
@@ -1255,6 +1318,7 @@ UVP_EXTERN size_t uvp_pool_size(void);
  *
  * A fan-out with retry per item: have uvp_promise_map's start callback
  * return uvp_retry(...)'s promise. */
+/** @{ */
 
 /** A step of a sequence: `prev` is the previous step's outcome (borrowed;
  * fulfilled, since a rejection ends the sequence).  Store the next step's
@@ -1266,7 +1330,8 @@ UVP_EXTERN size_t uvp_pool_size(void);
 typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
                            uvp_promise_t **next);
 
-/** @{ */
+/** @name uvp_promise_loop, uvp_promise_loop_at
+ * @{ */
 /** The C form of `let v; while (...) v = await step(v);`: calls `step` for
  * index 0, 1, ... each with the previous step's outcome (index 0 gets a
  * fulfilled outcome with value NULL) until it stops.  The result settles
@@ -1286,7 +1351,8 @@ UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /** @} */
-/** @{ */
+/** @name uvp_promise_loop_full, uvp_promise_loop_full_at
+ * @{ */
 /** The same with a destroy notifier: arg_free(arg) runs once, on the loop
  * thread, when no step will be called again (the result decided,
  * cancelled or torn down, and no step running). */
@@ -1298,7 +1364,8 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                         int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_promise_reduce, uvp_promise_reduce_full
+ * @{ */
 /** The C form of a reduce with await: calls step for index 0..n-1, one at a
  * time, each with the previous outcome (index 0 gets `initial`'s outcome,
  * once initial has fulfilled; initial is borrowed and may be NULL for a
@@ -1345,7 +1412,8 @@ typedef struct uvp_retry_opts_s {
                                     uvp_retry) */
 } uvp_retry_opts_t;
 
-/** @{ */
+/** @name uvp_retry, uvp_retry_at
+ * @{ */
 /** Run `attempt`, and when its promise rejects with a retryable code start
  * it again after a backoff (base_ms * factor^k, capped, with jitter), up to
  * `attempts` times.  The result settles like the first attempt that
@@ -1395,12 +1463,15 @@ UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
  * one on the empty split a failed uvp_settled_split leaves, frees nothing).
  * NULL is a no-op. */
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Fibers: async functions and await                                         */
 /* ------------------------------------------------------------------------ */
 
-/* A fiber is a function running on a stack of its own, inside the loop you
+/** @defgroup fibers Fibers: async functions and await
+ *
+ * A fiber is a function running on a stack of its own, inside the loop you
  * run, that can wait for a promise without blocking the loop: the C form of
  * a JavaScript async function.  Every fiber is a promise.
  *
@@ -1563,6 +1634,7 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * was called, and what it sets stays its own across awaits: the loop's
  * code and other fibers never see it.  The exception flags
  * (fetestexcept) are not kept per fiber: test them before an await. */
+/** @{ */
 
 /** A fiber's body: returns how its promise settles, as a handler does
  * (uvp_ret_value, uvp_ret_reject, uvp_ret_adopt; uvp_ret_pass fulfils with
@@ -1589,7 +1661,8 @@ typedef struct uvp_fiber_opts_s {
                              of its own */
 } uvp_fiber_opts_t;
 
-/** @{ */
+/** @name uvp_fiber_spawn, uvp_fiber_spawn_at
+ * @{ */
 /** Run fn(arg) on a new fiber of ctx; *out gets one reference to the
  * fiber's promise, which settles as fn's result says.  Only the fiber
  * settles it: uvp_promise_resolve/reject on it return UVP_ESETTLED, and
@@ -1606,7 +1679,8 @@ UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                                   int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_await, uvp_await_at
+ * @{ */
 /** Inside a fiber: suspend until p settles, then return 0 if it fulfilled
  * or its (negative) rejection code; *out (may be NULL) gets the outcome.
  * Returns at once, without suspending: UV_EINVAL (NULL p),
@@ -1621,7 +1695,8 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
                             const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_await_shielded, uvp_await_shielded_at
+ * @{ */
 /** Inside a fiber: uvp_await, except that the fiber's cancellation neither
  * ends the wait nor cancels p: a cancelled fiber waits here for its own
  * cleanup (the join of a group it started, the close of a connection),
@@ -1654,7 +1729,8 @@ UVP_EXTERN int uvp_in_fiber(void);
  * makes their state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
-/** @{ */
+/** @name uvp_ctx_set_fiber_mode
+ * @{ */
 /** The mode of the fibers the context spawns from now on (see "Fibers",
  * Modes): UVP_FIBER_DEFAULT (each fiber's stack stays where it is; until
  * set) or UVP_FIBER_COMPACT (a parked fiber's frames are copied out of
@@ -1667,10 +1743,14 @@ enum {
 };
 UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Scopes: request-scoped context slots                                      */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup scopes Scopes: request-scoped context slots */
+/** @{ */
 
 /** A scope is what the code of a handler, a fiber or a group member sees of
  * where its work came from: UVP_SCOPE_SLOTS slots the program sets (a
@@ -1703,12 +1783,15 @@ UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
  * groups").  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (inside
  * a group's work, where the emptied scope is a new one). */
 UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Deadlines                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* A deadline is a point in the loop's time (uv_now) that a scope carries
+/** @defgroup deadlines Deadlines
+ *
+ * A deadline is a point in the loop's time (uv_now) that a scope carries
  * to everything started under it, as slots are carried (see "Scopes"):
  * the handlers registered, fibers spawned and group members added there,
  * and what they start in turn, three levels down or thirty.  Work
@@ -1733,6 +1816,7 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * needs memory now and then (the deadline's list grows): work that starts
  * when there is none runs unwatched, to its end.  With no deadline set,
  * none of this costs anything measurable. */
+/** @{ */
 
 /** What uvp_deadline_left says when no deadline is set. */
 #define UVP_NO_DEADLINE UINT64_MAX
@@ -1756,10 +1840,14 @@ UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
  * UVP_ESETTLED, UV_ENOMEM (not watched: p's work runs to its end unless
  * the caller stops it). */
 UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Task groups                                                               */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup groups Task groups */
+/** @{ */
 
 /** A task group is a growing set of members taken in completion order,
  * bounded, cancelled as a whole and joined: tokio's JoinSet, libdill's
@@ -1834,7 +1922,8 @@ typedef struct uvp_group_opts_s {
                              own */
 } uvp_group_opts_t;
 
-/** @{ */
+/** @name uvp_group_new, uvp_group_new_at
+ * @{ */
 /** A group (opts may be NULL).  The group is yours until
  * uvp_group_release; its join promise is the group's (uvp_group_join
  * hands out references).  Errors also UV_EINVAL (an unknown flag),
@@ -1849,7 +1938,8 @@ UVP_EXTERN int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
  * Also UVP_EXCTX, UV_ECANCELED (the group was cancelled), UV_ENOMEM. */
 UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
 
-/** @{ */
+/** @name uvp_group_spawn, uvp_group_spawn_at
+ * @{ */
 /** A fiber member, spawned (in the group's scope) when there is room under
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
  * fiber never starts).  A fiber that cannot be spawned is a member that
@@ -1875,7 +1965,8 @@ typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
 UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
                                void *arg, uvp_free_cb arg_free);
 
-/** @{ */
+/** @name uvp_group_next, uvp_group_next_at
+ * @{ */
 /** The next member to settle, in completion order: *out gets one reference
  * to a promise that settles like that member (value shared).  Members that
  * settled before anyone asked wait for a next() in order; next() calls
@@ -1926,12 +2017,15 @@ UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
  * are done.  Loop thread, also after uvp_ctx_close (the group's other
  * calls then return UVP_ECLOSED); NULL is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* libuv operations as promises: common rules                                */
 /* ------------------------------------------------------------------------ */
 
-/* Every wrapper below:
+/** @defgroup wrappers libuv operations as promises: common rules
+ *
+ * Every wrapper below:
  *  - runs on the loop thread and returns 0 with *out holding one reference
  *    to a promise that only uvp settles, or a negative code (UV_EINVAL,
  *    UV_ENOMEM, UVP_ECLOSED, or libuv's synchronous error) with nothing
@@ -1985,6 +2079,7 @@ UVP_EXTERN void uvp_group_release(uvp_group_t *g);
  * (test/test-cancel-safety.c shows each line by the first three).  "Queued"
  * means still waiting for a thread of the pool, "running" that a thread
  * has taken it. */
+/** @{ */
 
 /** Integer results (file descriptors, byte counts) travel in the value
  * pointer. */
@@ -1995,17 +2090,22 @@ typedef struct uvp_buf_s {
   char *base; /**< the bytes, NUL-terminated */
   size_t len; /**< how many, the NUL excluded */
 } uvp_buf_t;
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Files (uv_fs_*) — thread pool                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Paths are copied by libuv during the call: they need not outlive it.
+/** @defgroup files Files (uv_fs_*) — thread pool
+ *
+ * Paths are copied by libuv during the call: they need not outlive it.
  * A NULL path is UV_EINVAL.  Every request below is one pool request but
  * read_file and write_file (one per step): cancelled queued, it never
  * runs; cancelled running, it runs to its end, as the lines say. */
-
 /** @{ */
+
+/** @name uvp_fs_open, uvp_fs_open_at
+ * @{ */
 /** open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close).
  * Cancelled: queued, nothing is opened or created; running, the open
  * completes (a file O_CREAT makes stays) and uvp closes the descriptor. */
@@ -2014,7 +2114,8 @@ UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
                               int mode, uvp_promise_t **out, const char *file,
                               int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_close, uvp_fs_close_at
+ * @{ */
 /** close: value NULL.
  * Cancelled: queued, the descriptor stays open (yours: close it again);
  * running, it is closed. */
@@ -2022,7 +2123,8 @@ UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
 UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_read, uvp_fs_read_at, uvp_fs_write, uvp_fs_write_at
+ * @{ */
 /** read / write `len` bytes at `offset` (-1: the current position); `buf` is
  * borrowed (after a cancellation, until the request completes: see above).
  * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
@@ -2040,7 +2142,8 @@ UVP_EXTERN int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf,
                                size_t len, int64_t offset, uvp_promise_t **out,
                                const char *file, int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_stat, uvp_fs_lstat, uvp_fs_fstat
+ * @{ */
 /** stat / lstat / fstat: value is an owned uv_stat_t *.
  * Cancelled: nothing is left (a running one's result is freed). */
 #define uvp_fs_stat(...) uvp_fs_stat_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2053,7 +2156,8 @@ UVP_EXTERN int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path,
 UVP_EXTERN int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_unlink, uvp_fs_mkdir, uvp_fs_rmdir, uvp_fs_rename
+ * @{ */
 /** unlink / mkdir / rmdir / rename: value NULL.
  * Cancelled: queued, the file system is unchanged; running, the change is
  * made (the promise has rejected all the same). */
@@ -2072,7 +2176,8 @@ UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
                                 const char *new_path, uvp_promise_t **out,
                                 const char *file, int line);
 /** @} */
-/** @{ */
+/** @name uvp_dirents_t, uvp_fs_scandir, uvp_fs_scandir_at
+ * @{ */
 /** scandir: value is an owned uvp_dirents_t * (names owned too), in the
  * order libuv returns them.
  * Cancelled: nothing is left (a running one's list is freed). */
@@ -2085,7 +2190,8 @@ UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
                                  uvp_promise_t **out, const char *file,
                                  int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_realpath, uvp_fs_realpath_at
+ * @{ */
 /** realpath: value is an owned char *.
  * Cancelled: nothing is left (a running one's string is freed). */
 #define uvp_fs_realpath(...) uvp_fs_realpath_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2093,7 +2199,8 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_readlink, uvp_fs_readlink_at
+ * @{ */
 /** readlink: value is an owned char *, the link's contents as stored
  * (not resolved: see realpath), NUL-terminated, the same type as
  * realpath's.  A path that is not a symbolic link rejects with UV_EINVAL
@@ -2104,7 +2211,8 @@ UVP_EXTERN int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_fsync, uvp_fs_fsync_at, uvp_fs_fdatasync, uvp_fs_fdatasync_at
+ * @{ */
 /** fsync / fdatasync: flush the file's data (fsync: and its metadata) to
  * the device; value NULL.
  * Cancelled: queued, nothing is flushed; running, the flush completes. */
@@ -2117,7 +2225,8 @@ UVP_EXTERN int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_ftruncate, uvp_fs_ftruncate_at
+ * @{ */
 /** ftruncate: cut or extend (with zeros) the file to `offset` bytes; value
  * NULL.  A negative offset is UV_EINVAL, returned at once with nothing
  * started (ftruncate(2) would reject it the same way).
@@ -2128,7 +2237,8 @@ UVP_EXTERN int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_chmod, uvp_fs_chmod_at, uvp_fs_fchmod, uvp_fs_fchmod_at
+ * @{ */
 /** chmod / fchmod: set the permission bits to `mode` (as chmod(2): 0644,
  * ...; not masked by the umask); value NULL.
  * Cancelled: queued, the mode is unchanged; running, it is changed. */
@@ -2140,7 +2250,8 @@ UVP_EXTERN int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode,
                                 uvp_promise_t **out, const char *file,
                                 int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_copyfile, uvp_fs_copyfile_at
+ * @{ */
 /** copyfile: copy `path`'s contents and permission bits to `new_path`,
  * which is replaced if it exists; value NULL.  `flags` is libuv's, passed
  * through: UV_FS_COPYFILE_EXCL (an existing new_path rejects with
@@ -2155,7 +2266,8 @@ UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_read_file, uvp_fs_read_file_at
+ * @{ */
 /** read_file: open, read to the end, close; value is an owned uvp_buf_t *.
  * Files over `max` bytes (0: no limit) reject with UV_EFBIG; files whose
  * size stat does not know (/proc, pipes, devices) are read until end of
@@ -2172,7 +2284,8 @@ UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
 /** @} */
-/** @{ */
+/** @name uvp_fs_write_file, uvp_fs_write_file_at
+ * @{ */
 /** write_file: create or truncate (mode 0644), write all of `data`
  * (borrowed), close; value UVP_INT(v) is the byte count.
  * Cancelled: the step running completes, no later step starts, the
@@ -2185,10 +2298,14 @@ UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
                                     uvp_promise_t **out, const char *file,
                                     int line);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* TCP (uv_tcp_*)                                                            */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup tcp TCP (uv_tcp_*) */
+/** @{ */
 
 /** A connection: a uv_tcp_t that uvp owns, plus its pending operations.  You
  * own the uvp_tcp_t and must close it with uvp_tcp_close() — like a libuv
@@ -2223,7 +2340,8 @@ UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
  * changes nothing, but `t` may already be freed memory. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
-/** @{ */
+/** @name uvp_tcp_detach, uvp_tcp_attach
+ * @{ */
 /** Hand a connection over between task groups (see "Task groups").  A
  * connection belongs to the group whose work made or accepted it, and so
  * do the operations on it, whoever starts them: the group's join waits
@@ -2248,7 +2366,8 @@ UVP_EXTERN int uvp_tcp_attach(uvp_tcp_t *t);
  * uv_run() going). */
 UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
 
-/** @{ */
+/** @name uvp_tcp_connect, uvp_tcp_connect_at
+ * @{ */
 /** connect to `addr` (copied during the call); value NULL. */
 #define uvp_tcp_connect(...) uvp_tcp_connect_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
@@ -2256,7 +2375,8 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
                                   int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_tcp_connect_host, uvp_tcp_connect_host_at
+ * @{ */
 /** Resolve host:port with getaddrinfo (thread pool), then try each address
  * in turn until one connects; rejects with the last address's error (or
  * the UV_EAI_* code of the lookup).  A literal IPv4 or IPv6 address
@@ -2271,7 +2391,8 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
                                        int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_tcp_write, uvp_tcp_write_at
+ * @{ */
 /** Write `len` bytes of `buf` (borrowed until the promise settles, or after
  * a cancellation until the connection's close has completed: see "borrowed"
  * above); value NULL once libuv has handed all of them to the kernel.
@@ -2288,7 +2409,8 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
                                 int line);
 /** @} */
-/** @{ */
+/** @name uvp_tcp_write_full, uvp_tcp_write_full_at
+ * @{ */
 /** The same, handing `buf` over: buf_free(buf) runs once, on the loop
  * thread, when libuv is done with the bytes (all written, failed, or
  * dropped because the connection closed), whatever happens to the
@@ -2301,7 +2423,8 @@ UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
                                      const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_tcp_read, uvp_tcp_read_at
+ * @{ */
 /** The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
  * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
  * stream, or the error (UV_ECONNRESET, ...).  A second read while one is
@@ -2316,7 +2439,8 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_tcp_read_all, uvp_tcp_read_all_at
+ * @{ */
 /** Everything until end of stream, or the first `max` bytes (0: no limit)
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
  * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
@@ -2331,7 +2455,8 @@ UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
                                    int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_tcp_closed, uvp_tcp_closed_at
+ * @{ */
 /** A promise that the peer has closed the connection, for a program that
  * is not reading: a server running a request races it against the work
  * (uvp_promise_race, uvp_promise_any) to stop once the client has gone.
@@ -2383,7 +2508,8 @@ UVP_EXTERN int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out,
                                  const char *file, int line);
 /** @} */
 
-/** @{ */
+/** @name uvp_tcp_shutdown, uvp_tcp_shutdown_at
+ * @{ */
 /** Shut the write side down after queued writes; value NULL.
  * Cancelled: the connection is closed: the writes queued before it are
  * partly sent, as a cancelled write is, and no FIN follows them. */
@@ -2392,12 +2518,17 @@ UVP_EXTERN int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out,
 UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
                                    const char *file, int line);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* DNS (uv_getaddrinfo) — thread pool                                        */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup dns DNS (uv_getaddrinfo) — thread pool */
 /** @{ */
+
+/** @name uvp_getaddrinfo, uvp_getaddrinfo_at
+ * @{ */
 /** Resolve `node` and/or `service` (one may be NULL, not both) as
  * getaddrinfo(3) does; `hints` may be NULL.  libuv copies all three during
  * the call.  Value: an owned struct addrinfo * list (uv_freeaddrinfo runs
@@ -2418,10 +2549,14 @@ UVP_EXTERN int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node,
                                   uvp_promise_t **out, const char *file,
                                   int line);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Work (uv_queue_work) — thread pool                                        */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup work Work (uv_queue_work) — thread pool */
+/** @{ */
 
 /** A job.  Runs once on one of libuv's pool threads, never on the loop
  * thread: it may not touch the loop or call uvp functions, except
@@ -2433,7 +2568,8 @@ UVP_EXTERN int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node,
  * thread. */
 typedef int (*uvp_work_cb)(void *arg, void **result);
 
-/** @{ */
+/** @name uvp_work, uvp_work_at
+ * @{ */
 /** Run work_cb(arg, &result) on the thread pool.  Value: the result, owned
  * (result_free, which may be NULL, runs on the loop thread when the promise
  * goes).  Rejects with work_cb's code (a positive one becomes UV_EINVAL).
@@ -2469,7 +2605,8 @@ typedef enum {
  * runs the request's callback. */
 typedef void (*uvp_work_done_cb)(void *arg, uvp_work_end_t end);
 
-/** @{ */
+/** @name uvp_work_full, uvp_work_full_at
+ * @{ */
 /** uvp_work with a done callback (may be NULL).  The promise settles first;
  * its handlers run later, from the scheduler, so they may still see `arg`
  * only if done has not freed it: pass what the handlers need in the
@@ -2480,10 +2617,14 @@ UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                                 uvp_promise_t **out, const char *file,
                                 int line);
 /** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Processes (uv_spawn)                                                      */
 /* ------------------------------------------------------------------------ */
+
+/** @defgroup processes Processes (uv_spawn) */
+/** @{ */
 
 /** What to run.  Everything is read during the call only (stdin_data is
  * copied), so it may live on your stack. */
@@ -2513,7 +2654,8 @@ typedef struct uvp_process_result_s {
   int truncated;       /**< non-zero if either stream exceeded max_output */
 } uvp_process_result_t;
 
-/** @{ */
+/** @name uvp_spawn, uvp_spawn_at
+ * @{ */
 /** Start a child with stdout and stderr collected through pipes.  Fulfils
  * with an owned uvp_process_result_t * once the child has exited, both of
  * its output streams have reached end of file (in whichever order; a
@@ -2541,6 +2683,7 @@ typedef struct uvp_process_result_s {
 #define uvp_spawn(...) uvp_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
                             uvp_promise_t **out, const char *file, int line);
+/** @} */
 /** @} */
 
 #ifdef __cplusplus
