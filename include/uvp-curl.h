@@ -11,11 +11,13 @@
  * proxies, authentication, compression, cookies, and its connection
  * cache, which every transfer of the context shares.
  *
+ * @code
  *   uvp_curl_t *c;
  *   uvp_curl_new(ctx, &c);
  *   uvp_curl_get(c, "https://example.org/", &p);   // or your own CURL *
  *   ...  // p fulfils with a uvp_curl_response_t *: status, headers, body
  *   uvp_curl_close(c);                             // then run the loop
+ * @endcode
  *
  * Everything here runs on the context's loop thread, as uvp's wrappers do.
  * The rules of uvp.h for wrappers hold (a promise only the binding

@@ -83,6 +83,7 @@
  *    context, which tears down everything.
  *
  * Mapping to JavaScript:
+ * @verbatim
  *   new Promise(...)        uvp_promise_new + uvp_promise_resolve/reject
  *   Promise.resolve(v)      uvp_promise_resolved
  *   Promise.reject(e)       uvp_promise_rejected
@@ -94,6 +95,7 @@
  *   resolve(otherPromise)   uvp_promise_resolve_with / return uvp_ret_adopt()
  *   return x / throw e      return uvp_ret_value(x, dtor) / uvp_ret_reject()
  *   thenables (A+ 2.3.3)    no C analogue: only uvp promises are adopted.
+ * @endverbatim
  */
 #ifndef UVP_H
 #define UVP_H
@@ -370,10 +372,12 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  * @{ */
 /** Checks of how the library is used, off by default (each costs a test on
  * the calls it guards):
+ * @verbatim
  *   UVP_CHECK_THREAD  a loop-thread-only call made from another thread
  *                     (the classic libuv embedding bug) fails with
  *                     UVP_ETHREAD instead of corrupting the context's
  *                     state; uvp_promise_retain returns NULL.
+ * @endverbatim
  * The environment variable UVP_CHECKS=thread turns it on for every context
  * a process creates.  Errors: UV_EINVAL (NULL ctx, unknown bits),
  * UVP_ECLOSED.
@@ -651,10 +655,12 @@ UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
  * last reference to the promise holding it goes; free_cb may be NULL).
  * Queues p's handlers; never runs them inside this call.
  * Errors (nothing changes, you keep value):
+ * @verbatim
  *   UV_EINVAL     p is NULL
  *   UVP_ESETTLED  p is already settled or is already following another
  *   UVP_ECLOSED   p's context is closed (checked first: teardown settled
  *                 every promise, yet the call says UVP_ECLOSED)
+ * @endverbatim
  * Any thread (see "Threads"): off the loop thread the call only queues a
  * message, returns 0 (or UV_ENOMEM / UVP_ECLOSED) and hands value over; if
  * p turns out to be settled already when the loop thread applies it, the
@@ -890,11 +896,13 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
 
 /** Async stack traces.  With traces on, a promise also names how the
  * program got to creating it, as a chain of frames, newest first:
+ * @verbatim
  *   promise at app.c:40   created here, while the frame below ran
  *   then at app.c:31      a then()/catch()/finally() of the promise below
  *   await at app.c:22     a fiber that resumed from an await here
  *   fiber at app.c:12     a fiber spawned here (its promise's frame)
  *   group at app.c:8      a task group created here, starting a member
+ * @endverbatim
  * A then()'s promise follows the promise it was called on; anything else
  * created inside a handler follows that handler's then() (or the promise
  * it observes), inside a fiber the fiber's last await (or its spawn),
@@ -1117,6 +1125,7 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  * in real time), and a library's own timers; nor the time uvp's wrappers
  * take (a connect, a child, a file request run at the kernel's pace).
  *
+ * @verbatim
  *   UVP_CLOCK_REAL     the loop's clock (the default).
  *   UVP_CLOCK_VIRTUAL  time stands still but for uvp_clock_advance.  A
  *                      timer of 0 ms (or one whose time has come) still
@@ -1148,6 +1157,7 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  *                      not seen, and the clock may jump while it is under
  *                      way, unless the program holds the clock for it
  *                      (uvp_clock_hold; uvp-curl's transfers do).
+ * @endverbatim
  * Timers fire in order of due time, those due together in the order they
  * were started, the same order every run; what their promises' handlers
  * do runs from the loop afterwards, as on the real clock.  The clock
@@ -1289,15 +1299,18 @@ UVP_EXTERN size_t uvp_pool_size(void);
  *
  * Dashboard cards: N independent loaders, render each success or failure.
  *
+ * @code
  *   uvp_promise_all_settled(ctx, loaders, n, &cards);
  *   ... in the handler on `cards`:
  *   const uvp_settled_list_t *l = in->value;
  *   for (size_t i = 0; i < l->count; i++)
  *     if (l->items[i].status == 0) render_card(i, l->items[i].value);
  *     else render_error(i, uvp_strerror(l->items[i].status));
+ * @endcode
  *
  * Batch save: report per-item success or failure in two lines.
  *
+ * @code
  *   uvp_split_t s;
  *   uvp_settled_split(list, &s);
  *   printf("saved %zu of %zu; failed:", s.nfulfilled, list->count);
@@ -1305,16 +1318,19 @@ UVP_EXTERN size_t uvp_pool_size(void);
  *     printf(" #%zu (%s)", s.rejected[i].index,
  *            uvp_err_name(s.rejected[i].status));
  *   uvp_split_free(&s);
+ * @endcode
  *
  * Mirrors: the first of several servers to answer, each tried with retry;
  * the losers are cancelled once one succeeds.
  *
+ * @code
  *   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT, UV_ECONNRESET};
  *   uvp_retry_opts_t o = {.attempts = 4, .base_ms = 100, .jitter = 0.5,
  *                         .retry_on = codes, .retry_on_count = 3};
  *   for (int i = 0; i < nmirrors; i++)
  *     uvp_retry(ctx, fetch_from_mirror, &mirrors[i], &o, &tries[i]);
  *   uvp_promise_any(ctx, tries, nmirrors, UVP_CANCEL_LOSERS, &first);
+ * @endcode
  *
  * A fan-out with retry per item: have uvp_promise_map's start callback
  * return uvp_retry(...)'s promise. */
@@ -1451,10 +1467,12 @@ typedef struct uvp_split_s {
 } uvp_split_t;
 
 /** Fill *out (one allocation); free it with uvp_split_free().
+ * @code
  *   uvp_split_t s;
  *   uvp_settled_split(list, &s);
  *   printf("loaded %zu of %zu, %zu failed\n", s.nfulfilled, list->count,
  *          s.nrejected);
+ * @endcode
  * Errors: UV_EINVAL (NULL list or out, NULL items with a count),
  * UV_ENOMEM (*out is then empty). */
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
@@ -1475,6 +1493,7 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * run, that can wait for a promise without blocking the loop: the C form of
  * a JavaScript async function.  Every fiber is a promise.
  *
+ * @code
  *   static uvp_ret_t load_all(void *arg) {
  *     uvp_promise_t *all;
  *     uvp_promise_all_settled(ctx, loaders, n, &all);
@@ -1486,6 +1505,7 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *     return uvp_ret_value(NULL, NULL);
  *   }
  *   uvp_fiber_spawn(ctx, load_all, NULL, NULL, &done);
+ * @endcode
  *
  * Scheduling.  A fiber starts from the run queue, like a handler, never
  * inside uvp_fiber_spawn (a loop spawning a thousand fibers spawns them,
@@ -1707,8 +1727,10 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
  * not a way to ignore a shutdown: uvp_ctx_close still resumes it with
  * UVP_ECLOSED.  To bound the wait, shield a timeout instead:
  *
+ * @code
  *   uvp_timeout(join, 5000, 0, &bounded);
  *   rc = uvp_await_shielded(bounded, NULL);   // UV_ETIMEDOUT after 5 s
+ * @endcode
  *
  * (the timeout then cancels the join, and so the group, if nothing else
  * waits for it).  Errors as uvp_await's, but never UV_ECANCELED. */
