@@ -1,4 +1,5 @@
-/* uvp-curl — HTTP(S) transfers as uvp promises, through libcurl on the
+/** @file
+ * uvp-curl — HTTP(S) transfers as uvp promises, through libcurl on the
  * context's own loop.
  *
  * A binding, not part of uvp's core: a library of its own (libuvp-curl,
@@ -10,11 +11,13 @@
  * proxies, authentication, compression, cookies, and its connection
  * cache, which every transfer of the context shares.
  *
+ * @code
  *   uvp_curl_t *c;
  *   uvp_curl_new(ctx, &c);
  *   uvp_curl_get(c, "https://example.org/", &p);   // or your own CURL *
  *   ...  // p fulfils with a uvp_curl_response_t *: status, headers, body
  *   uvp_curl_close(c);                             // then run the loop
+ * @endcode
  *
  * Everything here runs on the context's loop thread, as uvp's wrappers do.
  * The rules of uvp.h for wrappers hold (a promise only the binding
@@ -75,12 +78,20 @@ extern "C" {
 /* Error codes                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* The binding's own codes, below uvp's (-30001...) and libuv's. */
+/** @defgroup curl uvp-curl
+ * HTTP(S) transfers as uvp promises, through libcurl: see uvp-curl.h. */
+
+/** @defgroup curl_errors Error codes
+ * @ingroup curl */
+/** @{ */
+
+/** The binding's own codes, below uvp's (-30001...) and libuv's. */
 #define UVP_CURL_ERRNO_MAP(XX)                                                 \
   XX(ETLS, -32001, "TLS handshake or certificate verification failed")         \
   XX(EHTTP, -32002, "HTTP error status (CURLOPT_FAILONERROR)")                 \
   XX(ECURL, -32003, "libcurl error")
 
+/** The codes of UVP_CURL_ERRNO_MAP as constants: UVP_CURL_ETLS... */
 typedef enum {
 #define XX(name, val, msg) UVP_CURL_##name = (val),
   UVP_CURL_ERRNO_MAP(XX)
@@ -88,22 +99,25 @@ typedef enum {
       UVP_CURL_ERRNO_MAX_ = -32000
 } uvp_curl_errno_t;
 
-/* Message / symbolic name ("ETLS", "ECONNREFUSED") of a binding code or of
+/** @name uvp_curl_strerror, uvp_curl_err_name
+ * @{ */
+/** Message / symbolic name ("ETLS", "ECONNREFUSED") of a binding code or of
  * any code uvp_strerror / uvp_err_name know.  Never NULL; static strings
  * for known codes (an unknown one as uvp_strerror formats it). */
 UVP_CURL_EXTERN const char *uvp_curl_strerror(int code);
 UVP_CURL_EXTERN const char *uvp_curl_err_name(int code);
+/** @} */
 
-/* The rejection payload of a failed transfer: libcurl's CURLcode and its
+/** The rejection payload of a failed transfer: libcurl's CURLcode and its
  * message (what CURLOPT_ERRORBUFFER received, else curl_easy_strerror's
  * text; for the binding's own limits, the binding's message, with code
  * CURLE_WRITE_ERROR).  Owned by the promise. */
 typedef struct uvp_curl_error_s {
-  CURLcode code;
-  char message[CURL_ERROR_SIZE];
+  CURLcode code;                 /**< libcurl's code */
+  char message[CURL_ERROR_SIZE]; /**< libcurl's message */
 } uvp_curl_error_t;
 
-/* The code a transfer that ended with `code` rejects with (0 for
+/** The code a transfer that ended with `code` rejects with (0 for
  * CURLE_OK).  `easy` (may be NULL) is the transfer's handle, read for
  * what the code alone does not say: CURLINFO_OS_ERRNO and
  * CURLINFO_PRIMARY_IP.
@@ -138,14 +152,20 @@ typedef struct uvp_curl_error_s {
  *   CURLE_HTTP_RETURNED_ERROR      UVP_CURL_EHTTP
  *   anything else                  UVP_CURL_ECURL */
 UVP_CURL_EXTERN int uvp_curl_code(CURLcode code, CURL *easy);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* The binding: one libcurl multi handle per context                        */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup curl_binding The binding: one libcurl multi handle per context
+ * @ingroup curl */
+/** @{ */
+
+/** A binding: see uvp_curl_new. */
 typedef struct uvp_curl_s uvp_curl_t;
 
-/* A binding for ctx: a libcurl multi handle driven on ctx's loop, whose
+/** A binding for ctx: a libcurl multi handle driven on ctx's loop, whose
  * connection cache, DNS cache and HTTP/2 connections the transfers share.
  * Make one per context (a second works, but shares nothing with the
  * first).  Yours until uvp_curl_close.  Loop thread.  Errors: UV_EINVAL,
@@ -153,7 +173,7 @@ typedef struct uvp_curl_s uvp_curl_t;
  * uv_async_init's. */
 UVP_CURL_EXTERN int uvp_curl_new(uvp_ctx_t *ctx, uvp_curl_t **out);
 
-/* Cancel every transfer still in flight (uvp_promise_cancel: each rejects
+/** Cancel every transfer still in flight (uvp_promise_cancel: each rejects
  * with UV_ECANCELED), close the multi handle (and so the connections it
  * caches) and the binding's handles; its memory goes once the loop has run
  * their close callbacks: run the loop before uv_loop_close(), as for a
@@ -164,7 +184,7 @@ UVP_CURL_EXTERN int uvp_curl_new(uvp_ctx_t *ctx, uvp_curl_t **out);
  * the binding is still closing.  Errors: UV_EINVAL, UV_EBUSY. */
 UVP_CURL_EXTERN int uvp_curl_close(uvp_curl_t *c);
 
-/* The multi handle, for the CURLMOPTs the program wants
+/** The multi handle, for the CURLMOPTs the program wants
  * (CURLMOPT_MAX_CONCURRENT_STREAMS, CURLMOPT_MAX_HOST_CONNECTIONS,
  * CURLMOPT_MAXCONNECTS, ...), except the four the binding drives it with:
  * CURLMOPT_SOCKETFUNCTION, _SOCKETDATA, _TIMERFUNCTION and _TIMERDATA.
@@ -172,12 +192,19 @@ UVP_CURL_EXTERN int uvp_curl_close(uvp_curl_t *c);
  * curl_multi_perform/_socket_action/_cleanup.  NULL for NULL, and once
  * closed. */
 UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Transfers                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Run the transfer `easy` is set up for, as curl_easy_perform would, on
+/** @defgroup curl_transfers Transfers
+ * @ingroup curl */
+/** @{ */
+
+/** @name uvp_curl_perform, uvp_curl_perform_at
+ * @{ */
+/** Run the transfer `easy` is set up for, as curl_easy_perform would, on
  * the loop: *out gets one reference to a promise that fulfils once it has
  * ended with CURLE_OK, whatever the HTTP status (a 404 is a transfer that
  * worked: read it with curl_easy_getinfo), with value `easy` itself
@@ -233,42 +260,48 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
 UVP_CURL_EXTERN int uvp_curl_perform_at(uvp_curl_t *c, CURL *easy,
                                         uvp_promise_t **out, const char *file,
                                         int line);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* The convenience: a URL in, status, headers and body out                  */
 /* ------------------------------------------------------------------------ */
 
-/* A response header of the final response (after redirects, informational
+/** @defgroup curl_fetch The convenience: a URL in, status, headers and body out
+ * @ingroup curl */
+/** @{ */
+
+/** A response header of the final response (after redirects, informational
  * responses and a proxy's CONNECT answer), as sent: name and value
  * without the ':', the surrounding blanks and the line end. */
 typedef struct uvp_curl_header_s {
-  const char *name;
-  const char *value;
+  const char *name;  /**< the header's name */
+  const char *value; /**< its value */
 } uvp_curl_header_t;
 
-/* The value of uvp_curl_fetch: one owned object (its destructor frees all
+/** The value of uvp_curl_fetch: one owned object (its destructor frees all
  * of it, the easy handle included). */
 typedef struct uvp_curl_response_s {
-  long status;     /* HTTP status of the final response */
-  uvp_buf_t body;  /* the body as decoded (see --compressed), NUL-
-                      terminated; empty with UVP_CURL_DISCARD_BODY */
-  size_t bytes;    /* decoded body bytes received (body.len unless
-                      discarded) */
-  size_t nheaders; /* the final response's headers, in order */
-  const uvp_curl_header_t *headers;
-  CURL *easy; /* the transfer's handle, for curl_easy_getinfo
-                 (CURLINFO_TOTAL_TIME_T, _EFFECTIVE_URL,
-                 _REDIRECT_COUNT, _HTTP_VERSION, ...) and
-                 curl_easy_header; owned by the response.  Its
-                 write and header callbacks and request headers
-                 are unset: to perform it again, set them up */
+  long status;     /**< HTTP status of the final response */
+  uvp_buf_t body;  /**< the body as decoded (see --compressed), NUL-
+                        terminated; empty with UVP_CURL_DISCARD_BODY */
+  size_t bytes;    /**< decoded body bytes received (body.len unless
+                        discarded) */
+  size_t nheaders; /**< the final response's headers, in order */
+  const uvp_curl_header_t *headers; /**< nheaders of them */
+  CURL *easy; /**< the transfer's handle, for curl_easy_getinfo
+                   (CURLINFO_TOTAL_TIME_T, _EFFECTIVE_URL,
+                   _REDIRECT_COUNT, _HTTP_VERSION, ...) and
+                   curl_easy_header; owned by the response.  Its
+                   write and header callbacks and request headers
+                   are unset: to perform it again, set them up */
 } uvp_curl_response_t;
 
-/* The first header named `name` (ASCII case-insensitive), or NULL. */
+/** The first header named `name` (ASCII case-insensitive), or NULL. */
 UVP_CURL_EXTERN const char *
 uvp_curl_response_header(const uvp_curl_response_t *res, const char *name);
 
-/* Called with the easy handle the binding made for a fetch, after setting
+/** Called with the easy handle the binding made for a fetch, after setting
  * its own options, to set any others (proxy, TLS, HTTP version, auth,
  * redirects, CURLOPT_ACCEPT_ENCODING, ...).  Return 0, or a negative code
  * to give up: uvp_curl_fetch then returns it with nothing started.  Leave
@@ -277,35 +310,40 @@ uvp_curl_response_header(const uvp_curl_response_t *res, const char *name);
 typedef int (*uvp_curl_setup_cb)(void *arg, CURL *easy);
 
 enum {
-  /* Count the body's bytes (the cap still applies) but keep none. */
+  /** Count the body's bytes (the cap still applies) but keep none. */
   UVP_CURL_DISCARD_BODY = 1
 };
 
+/** Default of uvp_curl_fetch_opts_t's max_body. */
 #define UVP_CURL_MAX_BODY_DEFAULT (16u * 1024 * 1024)
+/** Default of uvp_curl_fetch_opts_t's max_header. */
 #define UVP_CURL_MAX_HEADER_DEFAULT (64u * 1024)
 
+/** Options of uvp_curl_fetch. */
 typedef struct uvp_curl_fetch_opts_s {
-  const char *method; /* NULL: GET, or POST when body is set; "HEAD" asks
-                         for no body; any other is sent as given */
-  const void *body;   /* request body (copied during the call), sent with
-                         the headers' Content-Type, libcurl's default
-                         application/x-www-form-urlencoded without one */
-  size_t body_len;
-  const char *const *headers; /* request headers, "Name: value" strings,
-                                 NULL-terminated (copied); NULL: none */
-  size_t max_body;            /* decoded body bytes accepted; past them the
-                                 transfer stops and rejects with UV_EFBIG.  0:
-                                 UVP_CURL_MAX_BODY_DEFAULT */
-  size_t max_header;       /* bytes of one response's status line and headers;
-                              past them UV_EMSGSIZE.  0: 64 KiB */
-  uint64_t timeout_ms;     /* the whole transfer, CURLOPT_TIMEOUT_MS; 0: none
-                              (libcurl's connect timeout, 300 s, still) */
-  int flags;               /* 0 or UVP_CURL_DISCARD_BODY */
-  uvp_curl_setup_cb setup; /* optional, see above */
-  void *setup_arg;
+  const char *method; /**< NULL: GET, or POST when body is set; "HEAD" asks
+                           for no body; any other is sent as given */
+  const void *body;   /**< request body (copied during the call), sent with
+                           the headers' Content-Type, libcurl's default
+                           application/x-www-form-urlencoded without one */
+  size_t body_len;    /**< bytes of body */
+  const char *const *headers; /**< request headers, "Name: value" strings,
+                                   NULL-terminated (copied); NULL: none */
+  size_t max_body;            /**< decoded body bytes accepted; past them the
+                                   transfer stops and rejects with UV_EFBIG.  0:
+                                   UVP_CURL_MAX_BODY_DEFAULT */
+  size_t max_header;       /**< bytes of one response's status line and headers;
+                                past them UV_EMSGSIZE.  0: 64 KiB */
+  uint64_t timeout_ms;     /**< the whole transfer, CURLOPT_TIMEOUT_MS; 0: none
+                                (libcurl's connect timeout, 300 s, still) */
+  int flags;               /**< 0 or UVP_CURL_DISCARD_BODY */
+  uvp_curl_setup_cb setup; /**< optional, see above */
+  void *setup_arg;         /**< setup's first argument */
 } uvp_curl_fetch_opts_t;
 
-/* GET (or POST, ...) `url` (copied) on a new easy handle: *out gets one
+/** @name uvp_curl_fetch, uvp_curl_fetch_at
+ * @{ */
+/** GET (or POST, ...) `url` (copied) on a new easy handle: *out gets one
  * reference to a promise that fulfils with a uvp_curl_response_t *,
  * owned (its destructor attached), whatever the status, and rejects as
  * uvp_curl_perform's does.  The body cap is enforced as the bytes arrive,
@@ -324,41 +362,49 @@ UVP_CURL_EXTERN int uvp_curl_fetch_at(uvp_curl_t *c, const char *url,
                                       const uvp_curl_fetch_opts_t *opts,
                                       uvp_promise_t **out, const char *file,
                                       int line);
+/** @} */
 
-/* uvp_curl_fetch(c, url, NULL, out): a GET with the defaults. */
+/** uvp_curl_fetch(c, url, NULL, out): a GET with the defaults. */
 #define uvp_curl_get(c, url, out)                                              \
   uvp_curl_fetch_at((c), (url), NULL, (out), __FILE__, __LINE__)
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Inspection                                                                */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup curl_inspection Inspection
+ * @ingroup curl */
+/** @{ */
+
+/** Counters of a binding (uvp_curl_stats). */
 typedef struct uvp_curl_stats_s {
-  size_t running;     /* transfers in flight */
-  size_t sockets;     /* sockets libcurl has the binding watch now */
-  uint64_t started;   /* transfers added to the multi handle */
-  uint64_t finished;  /* ended by libcurl (fulfilled or rejected) */
-  uint64_t cancelled; /* removed before their end (cancel, teardown) */
-  uint64_t connects;  /* connections libcurl opened for the finished
-                         ones (CURLINFO_NUM_CONNECTS, summed) */
-  uint64_t deferred;  /* removals and adds asked for from inside a
-                         libcurl callback, made once it returned */
-  uint64_t reopened;  /* sockets whose watch waited for the close of
-                         an earlier poll handle on the same descriptor
-                         (libcurl closed a socket and got its number
-                         again at once, or went back to a connection
-                         it had stopped watching) */
+  size_t running;     /**< transfers in flight */
+  size_t sockets;     /**< sockets libcurl has the binding watch now */
+  uint64_t started;   /**< transfers added to the multi handle */
+  uint64_t finished;  /**< ended by libcurl (fulfilled or rejected) */
+  uint64_t cancelled; /**< removed before their end (cancel, teardown) */
+  uint64_t connects;  /**< connections libcurl opened for the finished
+                           ones (CURLINFO_NUM_CONNECTS, summed) */
+  uint64_t deferred;  /**< removals and adds asked for from inside a
+                           libcurl callback, made once it returned */
+  uint64_t reopened;  /**< sockets whose watch waited for the close of
+                           an earlier poll handle on the same descriptor
+                           (libcurl closed a socket and got its number
+                           again at once, or went back to a connection
+                           it had stopped watching) */
 } uvp_curl_stats_t;
 
-/* Fill *out.  Errors: UV_EINVAL. */
+/** Fill *out.  Errors: UV_EINVAL. */
 UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
 
-/* Print every transfer in flight, one per line, as (the core's
+/** Print every transfer in flight, one per line, as (the core's
  * uvp_ctx_dump_tasks says more: what waits on each, its group, deadline)
  *   HTTP GET https://example.org/ for 1234 ms (promise at app.c:12)
  * (the method and URL as libcurl will send them: CURLINFO_EFFECTIVE_METHOD
  * and _EFFECTIVE_URL), oldest first.  Returns how many, or UV_EINVAL. */
 UVP_CURL_EXTERN int uvp_curl_dump(uvp_curl_t *c, FILE *stream);
+/** @} */
 
 #ifdef __cplusplus
 }

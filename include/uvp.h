@@ -1,4 +1,5 @@
-/* uvp — promises for libuv.
+/** @file
+ * uvp — promises for libuv.
  *
  * uvp brings ECMAScript promise semantics (Promises/A+ for `then`, the
  * ECMAScript specification for all / allSettled / race / any) to C programs
@@ -82,6 +83,7 @@
  *    context, which tears down everything.
  *
  * Mapping to JavaScript:
+ * @verbatim
  *   new Promise(...)        uvp_promise_new + uvp_promise_resolve/reject
  *   Promise.resolve(v)      uvp_promise_resolved
  *   Promise.reject(e)       uvp_promise_rejected
@@ -93,6 +95,7 @@
  *   resolve(otherPromise)   uvp_promise_resolve_with / return uvp_ret_adopt()
  *   return x / throw e      return uvp_ret_value(x, dtor) / uvp_ret_reject()
  *   thenables (A+ 2.3.3)    no C analogue: only uvp promises are adopted.
+ * @endverbatim
  */
 #ifndef UVP_H
 #define UVP_H
@@ -106,12 +109,16 @@
 extern "C" {
 #endif
 
+/** @name UVP_VERSION_*
+ * @{ */
+/** Version of this header (uvp_version: of the library linked). */
 #define UVP_VERSION_MAJOR 0
 #define UVP_VERSION_MINOR 1
 #define UVP_VERSION_PATCH 0
 #define UVP_VERSION_HEX                                                        \
   ((UVP_VERSION_MAJOR << 16) | (UVP_VERSION_MINOR << 8) | UVP_VERSION_PATCH)
 #define UVP_VERSION_STRING "0.1.0"
+/** @} */
 
 #if defined(_WIN32)
 #define UVP_EXTERN __declspec(dllexport)
@@ -121,15 +128,21 @@ extern "C" {
 #define UVP_EXTERN
 #endif
 
-/* Version of the library actually linked, as UVP_VERSION_HEX / _STRING. */
+/** @name uvp_version, uvp_version_string
+ * @{ */
+/** Version of the library actually linked, as UVP_VERSION_HEX / _STRING. */
 UVP_EXTERN unsigned int uvp_version(void);
 UVP_EXTERN const char *uvp_version_string(void);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Error codes                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* uvp's own codes live far below libuv's (which are -errno, the UV_EAI_*
+/** @defgroup errors Error codes */
+/** @{ */
+
+/** uvp's own codes live far below libuv's (which are -errno, the UV_EAI_*
  * range near -3000, and UV_EOF = -4095), so a reason code is always one or
  * the other and uvp_strerror() understands both. */
 #define UVP_ERRNO_MAP(XX)                                                      \
@@ -143,6 +156,7 @@ UVP_EXTERN const char *uvp_version_string(void);
   XX(ENOTFIBER, -30008, "only a fiber can await")                              \
   XX(EINFIBER, -30009, "not allowed inside a fiber")
 
+/** The codes of UVP_ERRNO_MAP as constants: UVP_ESETTLED, UVP_ECYCLE... */
 typedef enum {
 #define XX(name, val, msg) UVP_##name = (val),
   UVP_ERRNO_MAP(XX)
@@ -150,7 +164,9 @@ typedef enum {
       UVP_ERRNO_MAX_ = -30000
 } uvp_errno_t;
 
-/* Message / symbolic name for a uvp code or any libuv code ("ECYCLE",
+/** @name uvp_strerror, uvp_err_name
+ * @{ */
+/** Message / symbolic name for a uvp code or any libuv code ("ECYCLE",
  * "ECONNREFUSED"); 0, a fulfilment's status in an allSettled record,
  * gives "success" / "OK" (libuv says "Unknown system error 0").  Never
  * NULL.  Known codes give static strings; an unknown code is formatted
@@ -158,12 +174,19 @@ typedef enum {
  * (unlike uv_strerror(), nothing leaks). */
 UVP_EXTERN const char *uvp_strerror(int code);
 UVP_EXTERN const char *uvp_err_name(int code);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Allocation                                                                */
 /* ------------------------------------------------------------------------ */
 
-/* Replace the allocator uvp uses for everything it allocates (contexts,
+/** @defgroup allocation Allocation */
+/** @{ */
+
+/** @name uvp_replace_allocator and its function types
+ * @{ */
+/** Replace the allocator uvp uses for everything it allocates (contexts,
  * promise and reaction slabs, combinator state, cross-thread messages).
  * Like uv_replace_allocator(): call it before any context exists.  Returns
  * UV_EINVAL if any function is NULL, UV_EBUSY while a context is alive.
@@ -176,40 +199,48 @@ UVP_EXTERN int uvp_replace_allocator(uvp_malloc_func malloc_func,
                                      uvp_realloc_func realloc_func,
                                      uvp_calloc_func calloc_func,
                                      uvp_free_func free_func);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Types                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/** @defgroup types Types */
+/** @{ */
+
+/** A context: see "The model in one page" and uvp_ctx_new. */
 typedef struct uvp_ctx_s uvp_ctx_t;
+/** A promise: see "The model in one page" and uvp_promise_new. */
 typedef struct uvp_promise_s uvp_promise_t;
 
-/* Destructor for a value or a reason's payload. `free` fits. */
+/** Destructor for a value or a reason's payload. `free` fits. */
 typedef void (*uvp_free_cb)(void *ptr);
 
+/** A promise's state (uvp_promise_state). */
 typedef enum {
-  UVP_PENDING = 0,
-  UVP_FULFILLED = 1,
-  UVP_REJECTED = 2
+  UVP_PENDING = 0,   /**< not settled yet */
+  UVP_FULFILLED = 1, /**< settled with a value */
+  UVP_REJECTED = 2   /**< settled with a reason */
 } uvp_state_t;
 
-/* What a handler is given: a borrowed view of the settled promise.
- *   status  0 if fulfilled, else the (negative) rejection code.
- *   value   the value if fulfilled, the reason's payload (or NULL) if
- *           rejected.  Owned by the promise: valid while you hold a
- *           reference to `promise`, which the handler call itself does.
- *   promise the settled promise (borrowed; uvp_promise_retain to keep it). */
+/** What a handler is given: a borrowed view of the settled promise. */
 typedef struct uvp_outcome_s {
+  /** 0 if fulfilled, else the (negative) rejection code. */
   int status;
+  /** The value if fulfilled, the reason's payload (or NULL) if rejected.
+   * Owned by the promise: valid while you hold a reference to `promise`,
+   * which the handler call itself does. */
   void *value;
+  /** The settled promise (borrowed; uvp_promise_retain to keep it). */
   uvp_promise_t *promise;
 } uvp_outcome_t;
 
-/* What a handler returns: how the derived promise settles.  Build it with
+/** What a handler returns: how the derived promise settles.  Build it with
  * the uvp_ret_*() helpers below; a zeroed uvp_ret_t fulfils with NULL (as a
  * JavaScript handler returning undefined). */
 typedef struct uvp_ret_s {
-  int kind_; /* private */
+  int kind_; /**< private */
   int code_;
   void *ptr_;
   uvp_free_cb free_;
@@ -218,20 +249,20 @@ typedef struct uvp_ret_s {
 
 enum { UVP_RET_VALUE_ = 0, UVP_RET_REJECT_, UVP_RET_ADOPT_, UVP_RET_PASS_ };
 
-/* Fulfil the derived promise with `value`; ownership of value (and the duty
+/** Fulfil the derived promise with `value`; ownership of value (and the duty
  * to run free_cb) passes to uvp. */
 static inline uvp_ret_t uvp_ret_value(void *value, uvp_free_cb free_cb) {
   uvp_ret_t r = {UVP_RET_VALUE_, 0, value, free_cb, NULL};
   return r;
 }
-/* Reject the derived promise with `code` (< 0; anything else becomes
+/** Reject the derived promise with `code` (< 0; anything else becomes
  * UV_EINVAL) and an optional payload that uvp now owns. */
 static inline uvp_ret_t uvp_ret_reject(int code, void *payload,
                                        uvp_free_cb free_cb) {
   uvp_ret_t r = {UVP_RET_REJECT_, code, payload, free_cb, NULL};
   return r;
 }
-/* Make the derived promise follow `p` (Promises/A+ 2.3.2).  Takes one
+/** Make the derived promise follow `p` (Promises/A+ 2.3.2).  Takes one
  * reference to p: `return uvp_ret_adopt(new_promise);` hands the reference
  * you got from uvp_promise_new over.  Adopting the derived promise itself,
  * or a promise that waits for it (see uvp_promise_resolve_with: cycles),
@@ -248,14 +279,14 @@ static inline uvp_ret_t uvp_ret_adopt(uvp_promise_t *p) {
   uvp_ret_t r = {UVP_RET_ADOPT_, 0, NULL, NULL, p};
   return r;
 }
-/* Settle the derived promise exactly like the input (same value, shared,
+/** Settle the derived promise exactly like the input (same value, shared,
  * not copied): what JavaScript does for a missing handler. */
 static inline uvp_ret_t uvp_ret_pass(void) {
   uvp_ret_t r = {UVP_RET_PASS_, 0, NULL, NULL, NULL};
   return r;
 }
 
-/* A handler.  Runs on the loop thread from uvp's scheduler, never inside the
+/** A handler.  Runs on the loop thread from uvp's scheduler, never inside the
  * uvp call that registered it or settled its promise; at most once.  `arg`
  * is the pointer given at registration.  It may call any uvp function,
  * including releasing `in->promise`'s other references, settling or creating
@@ -264,7 +295,7 @@ static inline uvp_ret_t uvp_ret_pass(void) {
  * promise is released; the derived promise was rejected with UVP_ECLOSED). */
 typedef uvp_ret_t (*uvp_then_cb)(void *arg, const uvp_outcome_t *in);
 
-/* Cancel hook of a producer (see uvp_promise_set_cancel). Runs at most once,
+/** Cancel hook of a producer (see uvp_promise_set_cancel). Runs at most once,
  * on the loop thread, when a pending promise is cancelled or its context is
  * closed while it is pending: inside the call that cancels it
  * (uvp_promise_cancel, or the timer, combinator or teardown acting for the
@@ -272,7 +303,7 @@ typedef uvp_ret_t (*uvp_then_cb)(void *arg, const uvp_outcome_t *in);
  * UVP_ECLOSED at teardown). */
 typedef void (*uvp_cancel_cb)(uvp_promise_t *p, void *arg);
 
-/* Called for a rejected promise that never had a rejection handler, when
+/** Called for a rejected promise that never had a rejection handler, when
  * its last reference goes or when its context is closed with it still
  * alive: on the loop thread, inside whatever drops that reference (your
  * uvp_promise_release; the scheduler, for a promise only uvp held; the
@@ -282,21 +313,25 @@ typedef void (*uvp_cancel_cb)(uvp_promise_t *p, void *arg);
  * promises or close the context: promises whose last reference is going
  * are not listed by the dump nor torn down twice. */
 typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Context                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Create a context over `loop` (which you keep owning and running); *out
+/** @defgroup context Context */
+/** @{ */
+
+/** Create a context over `loop` (which you keep owning and running); `*out`
  * is yours until uvp_ctx_close.  Must be called on the loop's thread,
  * which becomes the context's loop thread.  Initialises three unreferenced
  * handles on the loop (idle, check, async).  A process can have 65 535
  * contexts at once, counting closed ones not yet freed (see
  * uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
- * memory, or no context left), or a uv_*_init error. */
+ * memory, or no context left), or a `uv_*_init` error. */
 UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
 
-/* Tear down.  Every promise still pending is rejected with UVP_ECLOSED
+/** Tear down.  Every promise still pending is rejected with UVP_ECLOSED
  * (running its cancel hook), without running any handler; queued handlers
  * are dropped (their destroy notifiers run).  Rejected promises still
  * alive and unhandled are reported to the unhandled hook; then the hook's
@@ -329,16 +364,20 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * UVP_EINFIBER (called on a fiber: see "Fibers"), UV_EBUSY (see above). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
 
-/* The loop ctx was created over (NULL for NULL); also after
+/** The loop ctx was created over (NULL for NULL); also after
  * uvp_ctx_close, while the context's memory lives. */
 UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
 
-/* Checks of how the library is used, off by default (each costs a test on
+/** @name uvp_ctx_set_checks
+ * @{ */
+/** Checks of how the library is used, off by default (each costs a test on
  * the calls it guards):
+ * @verbatim
  *   UVP_CHECK_THREAD  a loop-thread-only call made from another thread
  *                     (the classic libuv embedding bug) fails with
  *                     UVP_ETHREAD instead of corrupting the context's
  *                     state; uvp_promise_retain returns NULL.
+ * @endverbatim
  * The environment variable UVP_CHECKS=thread turns it on for every context
  * a process creates.  Errors: UV_EINVAL (NULL ctx, unknown bits),
  * UVP_ECLOSED.
@@ -360,10 +399,13 @@ UVP_EXTERN uv_loop_t *uvp_ctx_loop(const uvp_ctx_t *ctx);
  *  - A second uvp_ctx_close: UVP_ECLOSED (see there).  Other calls on a
  *    freed context: reported only by a uvp built with ASan, or by valgrind
  *    (the context is malloc'd memory). */
-enum { UVP_CHECK_THREAD = 1 };
+enum {
+  UVP_CHECK_THREAD = 1 /**< loop-thread-only calls check their thread */
+};
 UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
+/** @} */
 
-/* Maximum number of handlers run per scheduler callback (two per loop
+/** Maximum number of handlers run per scheduler callback (two per loop
  * iteration: idle and check phases) before yielding to timers and I/O.
  * A handler that calls uv_stop() ends the pass too: uv_run() returns as
  * libuv says, and the handlers still queued run when it is run again.
@@ -371,7 +413,7 @@ UVP_EXTERN int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks);
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 
-/* Memory.  Promises, reactions and libuv operations come from per-context
+/** Memory.  Promises, reactions and libuv operations come from per-context
  * pools that are recycled, so once warmed up, creating, settling and
  * reacting on the loop thread never call malloc nor make a system call;
  * settling there never fails for want of memory.  A settle or release
@@ -396,7 +438,7 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
 UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
                                size_t reactions);
 
-/* The same for the wrappers' operations: pre-allocate and touch room for
+/** The same for the wrappers' operations: pre-allocate and touch room for
  * `ops` more at once.  An operation is one libuv request uvp has in flight
  * (each uvp_fs_*, uvp_getaddrinfo and uvp_work call, a TCP connect,
  * write, read, shutdown or watch; uvp_spawn allocates its own), and a
@@ -407,7 +449,7 @@ UVP_EXTERN int uvp_ctx_reserve(uvp_ctx_t *ctx, size_t promises,
  * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM (as for uvp_ctx_reserve). */
 UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
 
-/* Give the allocator back what the context's pools hold and no live object
+/** Give the allocator back what the context's pools hold and no live object
  * uses: every slab of promises, reactions, operations and group members in
  * which no slot is in use, the spare combinator block, the run queue's
  * room beyond its first 256 entries when nothing is queued, and the idle
@@ -421,7 +463,7 @@ UVP_EXTERN int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops);
  * Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_trim(uvp_ctx_t *ctx);
 
-/* Install the unhandled-rejection hook (NULL restores the default: one line
+/** Install the unhandled-rejection hook (NULL restores the default: one line
  * on stderr naming the reason and the promise's creation site).  What is
  * reported: a rejected promise nobody registered a handler on, when its
  * last reference goes or at uvp_ctx_close; and a new rejection a handler
@@ -438,7 +480,7 @@ UVP_EXTERN int uvp_ctx_trim(uvp_ctx_t *ctx);
  * Errors: UV_EINVAL, UVP_ECLOSED. */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
                                         void *arg);
-/* The same with a destroy notifier for `arg`: arg_free(arg) runs once, on
+/** The same with a destroy notifier for `arg`: arg_free(arg) runs once, on
  * the loop thread, when the hook is replaced (inside the replacing call) or
  * at uvp_ctx_close (after the last report); if the hook itself replaces
  * it or closes the context, when the hook returns.  With a NULL cb, arg
@@ -447,7 +489,7 @@ UVP_EXTERN int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx,
                                              uvp_unhandled_cb cb, void *arg,
                                              uvp_free_cb arg_free);
 
-/* Data of your own on the context (a binding's per-context state): stored
+/** Data of your own on the context (a binding's per-context state): stored
  * as given; free_cb (may be NULL) runs once, on the loop thread, when it is
  * replaced or at uvp_ctx_close, after the teardown of every promise (a
  * value's destructor that runs later, from a promise released after the
@@ -455,18 +497,20 @@ UVP_EXTERN int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx,
  * does not run). */
 UVP_EXTERN int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data,
                                 uvp_free_cb free_cb);
-/* What uvp_ctx_set_data stored (NULL: nothing, a NULL ctx, or after
+/** What uvp_ctx_set_data stored (NULL: nothing, a NULL ctx, or after
  * uvp_ctx_close).  Any thread, as long as nothing sets it meanwhile. */
 UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
-/* Print every pending promise with its creation site and age, one per line
+/** Print every pending promise with its creation site and age, one per line
  * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
  * and every fiber, in the spirit of uv_print_active_handles().  Returns
  * how many promises and fibers it listed, or a negative code: UV_EINVAL
  * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
-/* The task dump: what a stuck program's tasks wait for, and since when
+/** @name uvp_dump_write_cb, uvp_dump_opts_t, uvp_ctx_dump_tasks
+ * @{ */
+/** The task dump: what a stuck program's tasks wait for, and since when
  * (Go's goroutine dump).  A task is a fiber, a group's member, or any other
  * pending promise something waits on (a handler, a combinator, a fiber, a
  * promise that follows it).  For each, one line says: the kind of task and
@@ -482,7 +526,7 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * scope's slots, each through the formatter set for it
  * (uvp_ctx_set_slot_format), else as a pointer.
  * flags: UVP_DUMP_JSON (one JSON object a line; every string escaped by
- * JSON's rules, bytes 0x7f and up as \u00XX, so any bytes make valid
+ * JSON's rules, bytes 0x7f and up as `\u00XX`, so any bytes make valid
  * JSON), UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for,
  * then only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or
  * to write(write_arg, text, len) if set (a negative return stops the
@@ -495,62 +539,70 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
  * fwrite).  uvp_ctx_dump_pending stays as the older dump of every pending
  * promise; this one says more. */
-enum { UVP_DUMP_JSON = 1, UVP_DUMP_SUMMARY = 2 };
+enum {
+  UVP_DUMP_JSON = 1,   /**< one JSON object a line */
+  UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
+};
 typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
+/** Options of uvp_ctx_dump_tasks. */
 typedef struct uvp_dump_opts_s {
-  int flags;
-  FILE *stream;
-  uvp_dump_write_cb write; /* instead of stream, if not NULL */
-  void *write_arg;
-  size_t oldest; /* with UVP_DUMP_SUMMARY: how many to list; 0: 10 */
+  int flags;               /**< 0, or UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed */
+  FILE *stream;            /**< where the lines go */
+  uvp_dump_write_cb write; /**< instead of stream, if not NULL */
+  void *write_arg;         /**< write's first argument */
+  size_t oldest; /**< with UVP_DUMP_SUMMARY: how many to list; 0: 10 */
 } uvp_dump_opts_t;
 UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
+/** @} */
 
-/* Renders slot `value` for the task dump into buf (cap bytes) and returns
+/** Renders slot `value` for the task dump into buf (cap bytes) and returns
  * the length written: negative says it failed ("(its format failed)" is
  * shown), cap or more that it was cut short (the first cap bytes are shown,
  * ending "...").  Whatever bytes it writes, the dump stays well formed. */
 typedef int (*uvp_slot_format_cb)(void *value, char *buf, size_t cap);
-/* How the task dump shows scope slot `slot` (NULL: as a pointer).
+/** How the task dump shows scope slot `slot` (NULL: as a pointer).
  * Errors: UV_EINVAL (NULL ctx, slot out of range), UVP_ECLOSED,
  * UVP_ETHREAD, UV_ENOMEM. */
 UVP_EXTERN int uvp_ctx_set_slot_format(uvp_ctx_t *ctx, unsigned int slot,
                                        uvp_slot_format_cb format);
 
-/* Counters for tests and monitoring. */
+/** Counters for tests and monitoring. */
 typedef struct uvp_ctx_stats_s {
-  size_t live;            /* promises allocated and not yet freed */
-  size_t pending;         /* of which pending */
-  size_t queued;          /* handlers waiting to run, and finished file
-                             operations waiting to settle their promises */
-  size_t slab_bytes;      /* bytes held in promise/reaction/operation/group
-                             member slabs, the run queue and the spare
-                             combinator block (see uvp_promise_all) */
-  size_t slab_idle_bytes; /* of slab_bytes, what no live object uses (what
-                             uvp_ctx_trim may give back, in whole slabs) */
-  size_t slab_allocs;     /* times a slab was obtained from the allocator */
-  size_t site_misses;     /* creation sites looked up in the process-wide table
-                             (under a lock) because the context's cache did not
-                             hold them; the cache holds the sites of one
-                             function, so this stops growing once a program's
-                             hot paths have run */
-  size_t fibers;          /* fibers spawned and not yet finished */
-  size_t fiber_stacks;    /* idle stacks kept warm for the next fibers (see
-                             "Fibers", Stacks) ... */
-  size_t fiber_stack_bytes; /* ... and the address space they take, guard
-                               pages included (only pages a fiber touched
-                               are resident) */
+  size_t live;            /**< promises allocated and not yet freed */
+  size_t pending;         /**< of which pending */
+  size_t queued;          /**< handlers waiting to run, and finished file
+                               operations waiting to settle their promises */
+  size_t slab_bytes;      /**< bytes held in promise/reaction/operation/group
+                               member slabs, the run queue and the spare
+                               combinator block (see uvp_promise_all) */
+  size_t slab_idle_bytes; /**< of slab_bytes, what no live object uses (what
+                               uvp_ctx_trim may give back, in whole slabs) */
+  size_t slab_allocs;     /**< times a slab was obtained from the allocator */
+  size_t site_misses;  /**< creation sites looked up in the process-wide table
+                            (under a lock) because the context's cache did not
+                            hold them; the cache holds the sites of one
+                            function, so this stops growing once a program's
+                            hot paths have run */
+  size_t fibers;       /**< fibers spawned and not yet finished */
+  size_t fiber_stacks; /**< idle stacks kept warm for the next fibers (see
+                            "Fibers", Stacks) ... */
+  size_t fiber_stack_bytes; /**< ... and the address space they take, guard
+                                 pages included (only pages a fiber touched
+                                 are resident) */
 } uvp_ctx_stats_t;
-/* Fill *out.  Loop thread; also after uvp_ctx_close, while the context's
+/** Fill *out.  Loop thread; also after uvp_ctx_close, while the context's
  * memory lives (promises still held: see uvp_ctx_close), to count what is
  * left.  Errors: UV_EINVAL (NULL ctx or out), UVP_ETHREAD. */
 UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Promises: creation and settlement                                         */
 /* ------------------------------------------------------------------------ */
 
-/* Creation sites.  Every call that creates a promise records where it was
+/** @defgroup settlement Promises: creation and settlement
+ *
+ * Creation sites.  Every call that creates a promise records where it was
  * called from, for uvp_ctx_dump_pending, the unhandled-rejection report
  * and uvp_promise_site.  Each such call is a macro named like the call
  * (uvp_promise_new, uvp_fs_stat, ...) over a function of the same name
@@ -570,14 +622,20 @@ UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
  * cb, arg, out) are uvp_promise_on_at with a mask, their _full forms (p,
  * cb, arg, arg_free, out) uvp_promise_on_full_at.  A site costs nothing
  * per promise beyond two bytes: sites are interned once per process. */
+/** @{ */
 
-/* A new pending promise; *out gets one reference.
+/** @name uvp_promise_new, uvp_promise_new_at
+ * @{ */
+/** A new pending promise; *out gets one reference.
  * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_promise_new(...) uvp_promise_new_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
                                   const char *file, int line);
+/** @} */
 
-/* Already fulfilled (Promise.resolve(v)) / already rejected
+/** @name uvp_promise_resolved, uvp_promise_rejected
+ * @{ */
+/** Already fulfilled (Promise.resolve(v)) / already rejected
  * (Promise.reject(e)).  On success uvp owns value/payload; on error you
  * still do.  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
  * < 0), UV_ENOMEM, UVP_ECLOSED. */
@@ -591,15 +649,18 @@ UVP_EXTERN int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value,
 UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
                                        uvp_free_cb free_cb, uvp_promise_t **out,
                                        const char *file, int line);
+/** @} */
 
-/* Fulfil `p` with `value`.  On success uvp owns value (free_cb runs when the
+/** Fulfil `p` with `value`.  On success uvp owns value (free_cb runs when the
  * last reference to the promise holding it goes; free_cb may be NULL).
  * Queues p's handlers; never runs them inside this call.
  * Errors (nothing changes, you keep value):
+ * @verbatim
  *   UV_EINVAL     p is NULL
  *   UVP_ESETTLED  p is already settled or is already following another
  *   UVP_ECLOSED   p's context is closed (checked first: teardown settled
  *                 every promise, yet the call says UVP_ECLOSED)
+ * @endverbatim
  * Any thread (see "Threads"): off the loop thread the call only queues a
  * message, returns 0 (or UV_ENOMEM / UVP_ECLOSED) and hands value over; if
  * p turns out to be settled already when the loop thread applies it, the
@@ -607,13 +668,13 @@ UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
 UVP_EXTERN int uvp_promise_resolve(uvp_promise_t *p, void *value,
                                    uvp_free_cb free_cb);
 
-/* Reject `p` with `code` (must be < 0, else UV_EINVAL) and an optional
+/** Reject `p` with `code` (must be < 0, else UV_EINVAL) and an optional
  * payload that uvp owns on success.  Same errors and threading as
  * uvp_promise_resolve. */
 UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
                                   uvp_free_cb free_cb);
 
-/* Resolve `p` with another promise: p follows `src` (Promises/A+ 2.3.2).
+/** Resolve `p` with another promise: p follows `src` (Promises/A+ 2.3.2).
  * Borrows src.  As in JavaScript, following does not keep src alive: src's
  * producer does.  If src is freed unsettled, p stays pending (and resolved:
  * resolve/reject keep returning UVP_ESETTLED) until cancelled or torn down.
@@ -634,7 +695,7 @@ UVP_EXTERN int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
  * they are cancelled or torn down. */
 UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
 
-/* Attach a cancel hook to a pending promise you produce (one hook; a second
+/** Attach a cancel hook to a pending promise you produce (one hook; a second
  * call replaces it, NULL removes it).  The hook runs inside the call that
  * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ECLOSED,
  * UVP_ESETTLED (p is settled, follows another, or is one only uvp settles:
@@ -643,7 +704,7 @@ UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
  * still yours. */
 UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
-/* The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
+/** The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
  * once, on the loop thread, right after the hook has run, or when it never
  * will: p settles otherwise, the hook is replaced or removed, or p is freed
  * while pending.  With a NULL cb, arg_free is not kept.  Errors also
@@ -652,13 +713,13 @@ UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
 UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
                                            void *arg, uvp_free_cb arg_free);
 
-/* Writes into buf (cap bytes, cap > 0) what a promise waits for, for the
+/** Writes into buf (cap bytes, cap > 0) what a promise waits for, for the
  * task dump ("GET https://example.com/"), and returns its length; a
  * negative return says it failed, a length of cap or more that it was cut
  * short.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
 typedef int (*uvp_describe_cb)(void *arg, char *buf, size_t cap);
 
-/* uvp_promise_set_cancel_full for a promise a library produces (a binding:
+/** uvp_promise_set_cancel_full for a promise a library produces (a binding:
  * an HTTP transfer), which also says what p waits for while pending: in
  * the task dump it shows as `kind` (a string that lives as long as p:
  * "HTTP") and what describe(arg, ...) writes (may be NULL: nothing).  For
@@ -670,7 +731,7 @@ UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
                                                 const char *kind,
                                                 uvp_describe_cb describe);
 
-/* Cancel a pending promise: reject it with UV_ECANCELED, then run its
+/** Cancel a pending promise: reject it with UV_ECANCELED, then run its
  * cancel hook once.  If p follows another pending promise (from then or
  * adoption) and p is that promise's only consumer (no other reaction is
  * registered on it), that one is cancelled too, and so on up the chain
@@ -687,14 +748,25 @@ UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
  * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Promises: reactions                                                       */
 /* ------------------------------------------------------------------------ */
 
-enum { UVP_ON_FULFILLED = 1, UVP_ON_REJECTED = 2, UVP_ON_BOTH = 3 };
+/** @defgroup reactions Promises: reactions */
+/** @{ */
 
-/* Register `cb` for the outcomes in `mask` (UVP_ON_*).  For an outcome not
+/** The outcomes a handler is registered for (uvp_promise_on's mask). */
+enum {
+  UVP_ON_FULFILLED = 1, /**< as then() */
+  UVP_ON_REJECTED = 2,  /**< as catch() */
+  UVP_ON_BOTH = 3       /**< as then(f, r), or finally */
+};
+
+/** @name uvp_promise_on, uvp_promise_on_at
+ * @{ */
+/** Register `cb` for the outcomes in `mask` (UVP_ON_*).  For an outcome not
  * in the mask, or a NULL cb, the derived promise settles like `p` (value
  * shared).  The handler runs once, later, on the loop thread, after every
  * handler registered on p before it (registration order).
@@ -718,8 +790,11 @@ enum { UVP_ON_FULFILLED = 1, UVP_ON_REJECTED = 2, UVP_ON_BOTH = 3 };
 UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                  void *arg, uvp_promise_t **out,
                                  const char *file, int line);
+/** @} */
 
-/* The same with a destroy notifier for `arg` (the _full forms, as GLib
+/** @name uvp_promise_on_full, uvp_promise_on_full_at
+ * @{ */
+/** The same with a destroy notifier for `arg` (the _full forms, as GLib
  * names them): arg_free(arg) runs exactly once, on the loop thread, after
  * the handler's last call, or as soon as uvp knows it will never be called:
  * p settles with an outcome outside the mask, the derived promise is
@@ -732,19 +807,24 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
                                       uvp_then_cb cb, void *arg,
                                       uvp_free_cb arg_free, uvp_promise_t **out,
                                       const char *file, int line);
+/** @} */
 
-/* p.then(cb): cb on fulfilment; a rejection passes through. */
+/** p.then(cb): cb on fulfilment; a rejection passes through. */
 #define uvp_promise_then(p, ...)                                               \
   uvp_promise_on_at((p), UVP_ON_FULFILLED, __VA_ARGS__, __FILE__, __LINE__)
-/* p.catch(cb): cb on rejection; a fulfilment passes through. */
+/** p.catch(cb): cb on rejection; a fulfilment passes through. */
 #define uvp_promise_catch(p, ...)                                              \
   uvp_promise_on_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
+/** uvp_promise_then with arg_free, as uvp_promise_on_full. */
 #define uvp_promise_then_full(p, ...)                                          \
   uvp_promise_on_full_at((p), UVP_ON_FULFILLED, __VA_ARGS__, __FILE__, __LINE__)
+/** uvp_promise_catch with arg_free, as uvp_promise_on_full. */
 #define uvp_promise_catch_full(p, ...)                                         \
   uvp_promise_on_full_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
 
-/* p.finally(cb): cb runs on either outcome (and sees it).  The derived
+/** @name uvp_promise_finally, uvp_promise_finally_full
+ * @{ */
+/** p.finally(cb): cb runs on either outcome (and sees it).  The derived
  * promise settles like p, unless cb returns a rejection (derived rejects with
  * it) or adopts a promise that rejects (derived rejects with that reason);
  * an adopted promise is waited for first, and one that waits for the
@@ -763,8 +843,9 @@ UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
                                            void *arg, uvp_free_cb arg_free,
                                            uvp_promise_t **out,
                                            const char *file, int line);
+/** @} */
 
-/* Mark p handled, as registering a handler does, without one: a rejection
+/** Mark p handled, as registering a handler does, without one: a rejection
  * of p, now or later, is not reported to the unhandled-rejection hook.
  * This is JavaScript's p.catch(() => {}), written for a rejection a
  * program expects and only inspects, with no handler to write and no
@@ -772,47 +853,56 @@ UVP_EXTERN int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb,
  * cancellation are as before, and what they derive is reported on its
  * own.  Loop thread.  Errors: UV_EINVAL (NULL), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_promise_mark_handled(uvp_promise_t *p);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Promises: references and inspection                                      */
 /* ------------------------------------------------------------------------ */
 
-/* Take one more reference.  Loop thread only.  Returns p (NULL for NULL).
+/** @defgroup inspection Promises: references and inspection */
+/** @{ */
+
+/** Take one more reference.  Loop thread only.  Returns p (NULL for NULL).
  * Also after uvp_ctx_close: the reference is dropped like the others. */
 UVP_EXTERN uvp_promise_t *uvp_promise_retain(uvp_promise_t *p);
 
-/* Drop one reference; the last one frees the promise and runs its value's or
+/** Drop one reference; the last one frees the promise and runs its value's or
  * payload's destructor.  Any thread.  NULL is a no-op.  Off the loop thread
  * it posts a message (see "Threads"); if that allocation fails, the
  * reference stays: a leak, as a void call cannot report it. */
 UVP_EXTERN void uvp_promise_release(uvp_promise_t *p);
 
-/* The state; for a NULL promise UVP_PENDING. */
+/** The state; for a NULL promise UVP_PENDING. */
 UVP_EXTERN uvp_state_t uvp_promise_state(const uvp_promise_t *p);
 
-/* The value of a fulfilled promise (borrowed), else NULL. */
+/** The value of a fulfilled promise (borrowed), else NULL. */
 UVP_EXTERN void *uvp_promise_value(const uvp_promise_t *p);
 
-/* The code of a rejected promise (< 0) or 0; *payload (if not NULL) gets the
+/** The code of a rejected promise (< 0) or 0; *payload (if not NULL) gets the
  * borrowed payload (NULL unless p is rejected).  Looking does not count as
  * handling: a rejection only read this way is still reported (see
  * uvp_ctx_set_unhandled_cb). */
 UVP_EXTERN int uvp_promise_reason(const uvp_promise_t *p, void **payload);
 
-/* Where the promise was created (static strings) and the context it belongs
+/** @name uvp_promise_site, uvp_promise_ctx
+ * @{ */
+/** Where the promise was created (static strings) and the context it belongs
  * to.  Sites are interned per process (16 383 distinct (file, line) pairs;
  * past that, new sites report a NULL file and line 0, as a NULL p does). */
 UVP_EXTERN void uvp_promise_site(const uvp_promise_t *p, const char **file,
                                  int *line);
 UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
+/** @} */
 
-/* Async stack traces.  With traces on, a promise also names how the
+/** Async stack traces.  With traces on, a promise also names how the
  * program got to creating it, as a chain of frames, newest first:
+ * @verbatim
  *   promise at app.c:40   created here, while the frame below ran
  *   then at app.c:31      a then()/catch()/finally() of the promise below
  *   await at app.c:22     a fiber that resumed from an await here
  *   fiber at app.c:12     a fiber spawned here (its promise's frame)
  *   group at app.c:8      a task group created here, starting a member
+ * @endverbatim
  * A then()'s promise follows the promise it was called on; anything else
  * created inside a handler follows that handler's then() (or the promise
  * it observes), inside a fiber the fiber's last await (or its spawn),
@@ -830,27 +920,32 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  * from then on.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
 UVP_EXTERN int uvp_ctx_set_traces(uvp_ctx_t *ctx, int on);
 
+/** One frame of a promise's trace (uvp_promise_trace). */
 typedef struct uvp_trace_frame_s {
-  const char *what; /* "promise", "then", "await", "fiber" or "group" */
-  const char *file; /* NULL if the site table was full */
-  int line;
+  const char *what; /**< "promise", "then", "await", "fiber" or "group" */
+  const char *file; /**< NULL if the site table was full */
+  int line;         /**< the site's line */
 } uvp_trace_frame_t;
 
-/* p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
+/** p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
  * returns count, the number of frames (0: no trace: traces were off when
  * p was created, or p is NULL, or frames is NULL with max > 0; frames
  * may be NULL with max 0, to count).  Any thread, while you hold p. */
 UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
                                     uvp_trace_frame_t *frames, size_t max);
-/* Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
+/** Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
  * UV_ENOENT (p has no trace). */
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Combinators: all, allSettled, race, any                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Common rules (ECMAScript's Promise.all / allSettled / race / any):
+/** @defgroup combinators Combinators: all, allSettled, race, any */
+/** @{ */
+
+/** Common rules (ECMAScript's Promise.all / allSettled / race / any):
  *  - `inputs` is an array of n promises of `ctx` (n may be 0); it is read
  *    during the call only, so you may free it right after.  The same
  *    promise may appear several times; inputs may be pending or settled.
@@ -887,39 +982,46 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * Errors: UV_EINVAL (NULL ctx/out, NULL inputs with n > 0, a NULL input,
  * unknown flags), UVP_EXCTX (an input of another context), UVP_ECLOSED,
  * UV_ENOMEM. */
-enum { UVP_CANCEL_LOSERS = 1 };
+enum {
+  UVP_CANCEL_LOSERS = 1 /**< once decided, cancel the inputs still pending */
+};
 
-/* all: fulfils, once every input has fulfilled, with a uvp_values_t whose
+/** @name uvp_values_t, uvp_promise_all, uvp_promise_all_at
+ * @{ */
+/** all: fulfils, once every input has fulfilled, with a uvp_values_t whose
  * values[i] is input i's value (borrowed from the input, valid while the
  * result is referenced).  Rejects as soon as the first input rejects (first
  * in time), with that input's reason (same code, same payload). */
 typedef struct uvp_values_s {
-  size_t count;
-  void **values;
+  size_t count;  /**< how many inputs */
+  void **values; /**< values[i]: input i's value */
 } uvp_values_t;
 #define uvp_promise_all(...) uvp_promise_all_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   size_t n, int flags, uvp_promise_t **out,
                                   const char *file, int line);
+/** @} */
 
-/* One input's outcome: status 0 and its value, or status < 0 (the code) and
+/** One input's outcome: status 0 and its value, or status < 0 (the code) and
  * its payload.  `value` and `promise` are borrowed from the input. */
 typedef struct uvp_settled_s {
-  int status;
-  void *value;
-  uvp_promise_t *promise;
+  int status;             /**< 0, or the code (< 0) */
+  void *value;            /**< the value, or the payload */
+  uvp_promise_t *promise; /**< the input */
 } uvp_settled_t;
 
-/* allSettled's value, and any's rejection payload: one record per input in
+/** allSettled's value, and any's rejection payload: one record per input in
  * input order, with the counts of each kind. */
 typedef struct uvp_settled_list_s {
-  size_t count;
-  size_t fulfilled;
-  size_t rejected;
-  uvp_settled_t *items;
+  size_t count;         /**< how many inputs (records) */
+  size_t fulfilled;     /**< how many fulfilled */
+  size_t rejected;      /**< how many rejected */
+  uvp_settled_t *items; /**< one record per input, in input order */
 } uvp_settled_list_t;
 
-/* allSettled: never rejects (except UVP_ECLOSED at teardown, UV_ECANCELED
+/** @name uvp_promise_all_settled, uvp_promise_all_settled_at
+ * @{ */
+/** allSettled: never rejects (except UVP_ECLOSED at teardown, UV_ECANCELED
  * if cancelled).  Fulfils once every input has settled with a
  * uvp_settled_list_t. */
 #define uvp_promise_all_settled(...)                                           \
@@ -928,28 +1030,39 @@ UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
                                           uvp_promise_t *const *inputs,
                                           size_t n, uvp_promise_t **out,
                                           const char *file, int line);
+/** @} */
 
-/* race: settles like the first input to settle (same value or reason,
+/** @name uvp_promise_race, uvp_promise_race_at
+ * @{ */
+/** race: settles like the first input to settle (same value or reason,
  * shared).  With n == 0 it never settles; teardown still frees it. */
 #define uvp_promise_race(...)                                                  \
   uvp_promise_race_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_race_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                    size_t n, int flags, uvp_promise_t **out,
                                    const char *file, int line);
+/** @} */
 
-/* any: fulfils like the first input to fulfil.  If every input rejects it
+/** @name uvp_promise_any, uvp_promise_any_at
+ * @{ */
+/** any: fulfils like the first input to fulfil.  If every input rejects it
  * rejects with UVP_EAGGREGATE and a uvp_settled_list_t payload holding every
  * input's reason in input order; n == 0 rejects that way (empty) at once. */
 #define uvp_promise_any(...) uvp_promise_any_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                   size_t n, int flags, uvp_promise_t **out,
                                   const char *file, int line);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Time                                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* A timer of uvp keeps the loop alive while it runs, as JavaScript's
+/** @defgroup time Time */
+/** @{ */
+
+/** A timer of uvp keeps the loop alive while it runs, as JavaScript's
  * setTimeout does: a program that awaits a delay or a timeout waits for
  * work in progress, and uv_run does not return before the timer fires or
  * is stopped (its promise cancelled, or a timeout's input settled).  With
@@ -958,9 +1071,14 @@ UVP_EXTERN int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
  * handles never keep the loop alive; its timers are the program's work.
  * UVP_KEEP_ALIVE, the opt-in of earlier versions, is the default now and
  * still accepted (it changes nothing). */
-enum { UVP_KEEP_ALIVE = 2, UVP_UNREF = 16 };
+enum {
+  UVP_KEEP_ALIVE = 2, /**< the default now; accepted, changes nothing */
+  UVP_UNREF = 16      /**< the timer alone does not keep the loop alive */
+};
 
-/* delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
+/** @name uvp_delay, uvp_delay_at
+ * @{ */
+/** delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
  * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
  * timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
  * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED.
@@ -969,8 +1087,11 @@ enum { UVP_KEEP_ALIVE = 2, UVP_UNREF = 16 };
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
                             uvp_free_cb free_cb, int flags, uvp_promise_t **out,
                             const char *file, int line);
+/** @} */
 
-/* timeout: settles like `p` if p settles within `ms`; otherwise rejects with
+/** @name uvp_timeout, uvp_timeout_at
+ * @{ */
+/** timeout: settles like `p` if p settles within `ms`; otherwise rejects with
  * UV_ETIMEDOUT: Promise.race([p, timeout(ms)]).  Then p is cancelled
  * (uvp_promise_cancel: its producer's hook runs, and a timed-out request
  * really stops) if the timeout is all that waits for it; a p other
@@ -983,12 +1104,17 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * Cancelled: the timer stops, and p is cancelled by the rule above.
  * Errors: UV_EINVAL (NULL p or out, unknown flags, UVP_UNREF with
  * UVP_KEEP_ALIVE), UV_ENOMEM, UVP_ECLOSED. */
-enum { UVP_CANCEL_INPUT = 8 };
+enum {
+  UVP_CANCEL_INPUT = 8 /**< on timeout, cancel p even if others wait for it */
+};
 #define uvp_timeout(...) uvp_timeout_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
                               uvp_promise_t **out, const char *file, int line);
+/** @} */
 
-/* The virtual clock: uvp's own time under the program's control, for tests
+/** @name uvp_ctx_set_clock
+ * @{ */
+/** The virtual clock: uvp's own time under the program's control, for tests
  * of timeouts, retries, delays and deadlines that must not wait (tokio's
  * time::pause, sinon's fake timers).  On it run, for one context: every
  * uvp_delay and uvp_timeout, uvp_retry's backoff, every deadline
@@ -999,6 +1125,7 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  * in real time), and a library's own timers; nor the time uvp's wrappers
  * take (a connect, a child, a file request run at the kernel's pace).
  *
+ * @verbatim
  *   UVP_CLOCK_REAL     the loop's clock (the default).
  *   UVP_CLOCK_VIRTUAL  time stands still but for uvp_clock_advance.  A
  *                      timer of 0 ms (or one whose time has come) still
@@ -1030,6 +1157,7 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  *                      not seen, and the clock may jump while it is under
  *                      way, unless the program holds the clock for it
  *                      (uvp_clock_hold; uvp-curl's transfers do).
+ * @endverbatim
  * Timers fire in order of due time, those due together in the order they
  * were started, the same order every run; what their promises' handlers
  * do runs from the loop afterwards, as on the real clock.  The clock
@@ -1042,10 +1170,15 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  * UVP_CLOCK_AUTO adds two unreferenced handles, closed by uvp_ctx_close.
  * Loop thread.  Errors: UV_EINVAL (NULL ctx, unknown mode), UVP_ECLOSED,
  * UVP_ETHREAD, UV_EBUSY (see above), UV_ENOMEM. */
-enum { UVP_CLOCK_REAL = 0, UVP_CLOCK_VIRTUAL = 1, UVP_CLOCK_AUTO = 2 };
+enum {
+  UVP_CLOCK_REAL = 0,    /**< the loop's clock (the default) */
+  UVP_CLOCK_VIRTUAL = 1, /**< moves only by uvp_clock_advance */
+  UVP_CLOCK_AUTO = 2     /**< virtual, jumping to the next timer when idle */
+};
 UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
+/** @} */
 
-/* Move the virtual clock `ms` milliseconds forward, inside this call:
+/** Move the virtual clock `ms` milliseconds forward, inside this call:
  * every timer due by then fires, in order, each with the clock at its own
  * due time (so a deadline set by a callback counts from there), including
  * timers started by those callbacks if they fall due by then.  What fires
@@ -1058,7 +1191,9 @@ UVP_EXTERN int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode);
  * UVP_ETHREAD. */
 UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
 
-/* Real work that uvp does not start itself is in flight: a request of
+/** @name uvp_clock_hold, uvp_clock_unhold
+ * @{ */
+/** Real work that uvp does not start itself is in flight: a request of
  * the program's own over its own sockets, or a binding's (uvp-curl holds
  * the clock for each transfer it runs).  While any hold is taken,
  * UVP_CLOCK_AUTO does not jump but runs at the loop's pace, as it does
@@ -1071,17 +1206,22 @@ UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
  * for uvp_clock_unhold, no hold taken), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_clock_hold(uvp_ctx_t *ctx);
 UVP_EXTERN int uvp_clock_unhold(uvp_ctx_t *ctx);
+/** @} */
 
-/* uvp's time for ctx in milliseconds: the virtual clock's, or uv_now()
+/** uvp's time for ctx in milliseconds: the virtual clock's, or uv_now()
  * on the real one (0 for NULL).  Loop thread; also after uvp_ctx_close
  * while the context's memory lives. */
 UVP_EXTERN uint64_t uvp_clock_now(const uvp_ctx_t *ctx);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Bounded fan-out                                                           */
 /* ------------------------------------------------------------------------ */
 
-/* Starts item `index`: store a promise in *out (one reference, which uvp
+/** @defgroup fanout Bounded fan-out */
+/** @{ */
+
+/** Starts item `index`: store a promise in *out (one reference, which uvp
  * takes) and return 0, or return a negative code, which counts as that
  * item's rejection (returning 0 without a promise, or a positive code,
  * counts as UV_EINVAL; a promise of another context as UVP_EXCTX).
@@ -1090,7 +1230,7 @@ UVP_EXTERN uint64_t uvp_clock_now(const uvp_ctx_t *ctx);
  * settle. */
 typedef int (*uvp_map_start_cb)(void *arg, size_t index, uvp_promise_t **out);
 
-/* Streaming: called once per item as it settles (in completion order),
+/** Streaming: called once per item as it settles (in completion order),
  * on the loop thread from the scheduler (an item whose start ran out of
  * memory before it had a promise: at once), with its index and outcome
  * (borrowed: valid during the call; the value stays valid while the map's
@@ -1102,20 +1242,23 @@ typedef void (*uvp_map_each_cb)(void *arg, size_t index,
                                 const uvp_outcome_t *outcome);
 
 enum {
-  /* Stop starting items at the first failure, cancel the ones in flight,
+  /** Stop starting items at the first failure, cancel the ones in flight,
    * and reject with the failure's reason. */
   UVP_MAP_FAIL_FAST = 4
 };
 
+/** Options of uvp_promise_map. */
 typedef struct uvp_map_opts_s {
-  size_t limit;              /* most items in flight; 0: uvp_pool_size() */
-  int flags;                 /* 0 or UVP_MAP_FAIL_FAST */
-  uvp_map_each_cb on_settle; /* optional */
-  uvp_free_cb arg_free;      /* optional: destroy notifier for `arg` (see
-                                uvp_promise_map) */
+  size_t limit;              /**< most items in flight; 0: uvp_pool_size() */
+  int flags;                 /**< 0 or UVP_MAP_FAIL_FAST */
+  uvp_map_each_cb on_settle; /**< optional */
+  uvp_free_cb arg_free;      /**< optional: destroy notifier for `arg` (see
+                                  uvp_promise_map) */
 } uvp_map_opts_t;
 
-/* Run `start` for items 0..n-1 with never more than opts->limit in flight.
+/** @name uvp_promise_map, uvp_promise_map_at
+ * @{ */
+/** Run `start` for items 0..n-1 with never more than opts->limit in flight.
  * The result fulfils with a uvp_settled_list_t in input order (like
  * allSettled; items never started because of FAIL_FAST are rejected with
  * UV_ECANCELED).  With UVP_MAP_FAIL_FAST it instead rejects with the first
@@ -1137,30 +1280,37 @@ UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
                                   const uvp_map_opts_t *opts,
                                   uvp_promise_t **out, const char *file,
                                   int line);
+/** @} */
 
-/* The size of libuv's thread pool, shared by fs, getaddrinfo and work
+/** The size of libuv's thread pool, shared by fs, getaddrinfo and work
  * requests of every loop: UV_THREADPOOL_SIZE if set (1..1024), else 4.
  * The default concurrency for pool-bound fan-out. */
 UVP_EXTERN size_t uvp_pool_size(void);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* After allSettled: sequential steps, retry, splitting outcomes             */
 /* ------------------------------------------------------------------------ */
 
-/* Three everyday patterns, as JavaScript developers write them after
+/** @defgroup seq After allSettled: sequential steps, retry, splitting outcomes
+ *
+ * Three everyday patterns, as JavaScript developers write them after
  * Promise.allSettled, in C:
  *
  * Dashboard cards: N independent loaders, render each success or failure.
  *
+ * @code
  *   uvp_promise_all_settled(ctx, loaders, n, &cards);
  *   ... in the handler on `cards`:
  *   const uvp_settled_list_t *l = in->value;
  *   for (size_t i = 0; i < l->count; i++)
  *     if (l->items[i].status == 0) render_card(i, l->items[i].value);
  *     else render_error(i, uvp_strerror(l->items[i].status));
+ * @endcode
  *
  * Batch save: report per-item success or failure in two lines.
  *
+ * @code
  *   uvp_split_t s;
  *   uvp_settled_split(list, &s);
  *   printf("saved %zu of %zu; failed:", s.nfulfilled, list->count);
@@ -1168,21 +1318,25 @@ UVP_EXTERN size_t uvp_pool_size(void);
  *     printf(" #%zu (%s)", s.rejected[i].index,
  *            uvp_err_name(s.rejected[i].status));
  *   uvp_split_free(&s);
+ * @endcode
  *
  * Mirrors: the first of several servers to answer, each tried with retry;
  * the losers are cancelled once one succeeds.
  *
+ * @code
  *   int codes[] = {UV_ECONNREFUSED, UV_ETIMEDOUT, UV_ECONNRESET};
  *   uvp_retry_opts_t o = {.attempts = 4, .base_ms = 100, .jitter = 0.5,
  *                         .retry_on = codes, .retry_on_count = 3};
  *   for (int i = 0; i < nmirrors; i++)
  *     uvp_retry(ctx, fetch_from_mirror, &mirrors[i], &o, &tries[i]);
  *   uvp_promise_any(ctx, tries, nmirrors, UVP_CANCEL_LOSERS, &first);
+ * @endcode
  *
  * A fan-out with retry per item: have uvp_promise_map's start callback
  * return uvp_retry(...)'s promise. */
+/** @{ */
 
-/* A step of a sequence: `prev` is the previous step's outcome (borrowed;
+/** A step of a sequence: `prev` is the previous step's outcome (borrowed;
  * fulfilled, since a rejection ends the sequence).  Store the next step's
  * promise in *next (uvp takes that reference) and return 0; or leave *next
  * NULL and return 0 to stop; or return a negative code to fail with it (a
@@ -1192,7 +1346,9 @@ UVP_EXTERN size_t uvp_pool_size(void);
 typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
                            uvp_promise_t **next);
 
-/* The C form of `let v; while (...) v = await step(v);`: calls `step` for
+/** @name uvp_promise_loop, uvp_promise_loop_at
+ * @{ */
+/** The C form of `let v; while (...) v = await step(v);`: calls `step` for
  * index 0, 1, ... each with the previous step's outcome (index 0 gets a
  * fulfilled outcome with value NULL) until it stops.  The result settles
  * like the last step's promise (it fulfils with the last value when the
@@ -1210,7 +1366,10 @@ typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
 UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
                                    uvp_promise_t **out, const char *file,
                                    int line);
-/* The same with a destroy notifier: arg_free(arg) runs once, on the loop
+/** @} */
+/** @name uvp_promise_loop_full, uvp_promise_loop_full_at
+ * @{ */
+/** The same with a destroy notifier: arg_free(arg) runs once, on the loop
  * thread, when no step will be called again (the result decided,
  * cancelled or torn down, and no step running). */
 #define uvp_promise_loop_full(...)                                             \
@@ -1219,8 +1378,11 @@ UVP_EXTERN int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step,
                                         void *arg, uvp_free_cb arg_free,
                                         uvp_promise_t **out, const char *file,
                                         int line);
+/** @} */
 
-/* The C form of a reduce with await: calls step for index 0..n-1, one at a
+/** @name uvp_promise_reduce, uvp_promise_reduce_full
+ * @{ */
+/** The C form of a reduce with await: calls step for index 0..n-1, one at a
  * time, each with the previous outcome (index 0 gets `initial`'s outcome,
  * once initial has fulfilled; initial is borrowed and may be NULL for a
  * NULL value).  With n == 0 the result settles like initial; an initial
@@ -1238,33 +1400,37 @@ UVP_EXTERN int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
 UVP_EXTERN int uvp_promise_reduce_full_at(
     uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg, uvp_free_cb arg_free,
     uvp_promise_t *initial, uvp_promise_t **out, const char *file, int line);
+/** @} */
 
-/* Starts attempt number `attempt` (0-based): like uvp_map_start_cb.  On
+/** Starts attempt number `attempt` (0-based): like uvp_map_start_cb.  On
  * the loop thread: attempt 0 inside uvp_retry(), the others from the
  * scheduler once their backoff has passed. */
 typedef int (*uvp_attempt_cb)(void *arg, unsigned int attempt,
                               uvp_promise_t **out);
 
-/* Whether to retry after a failure with `code` (attempt is the one that
+/** Whether to retry after a failure with `code` (attempt is the one that
  * failed): non-zero to retry.  On the loop thread, from the scheduler. */
 typedef int (*uvp_retry_pred)(void *arg, int code, unsigned int attempt);
 
+/** Options of uvp_retry. */
 typedef struct uvp_retry_opts_s {
-  unsigned int attempts; /* most attempts in all; 0: 3 */
-  uint64_t base_ms;      /* wait before the second attempt; 0: 100 */
-  uint64_t max_ms;       /* cap on one wait; 0: 30 000 */
-  double factor;         /* growth per attempt; <= 1: 2.0 */
-  double jitter;         /* 0..1: each wait is drawn uniformly from
-                            [w * (1 - jitter), w]; outside: 0 */
-  const int *retry_on;   /* codes worth retrying; NULL: any code (a
-                            non-NULL list of count 0: none) */
-  size_t retry_on_count;
-  uvp_retry_pred should_retry; /* if set, decides instead of retry_on */
-  uvp_free_cb arg_free;        /* optional: destroy notifier for `arg` (see
-                                  uvp_retry) */
+  unsigned int attempts;       /**< most attempts in all; 0: 3 */
+  uint64_t base_ms;            /**< wait before the second attempt; 0: 100 */
+  uint64_t max_ms;             /**< cap on one wait; 0: 30 000 */
+  double factor;               /**< growth per attempt; <= 1: 2.0 */
+  double jitter;               /**< 0..1: each wait is drawn uniformly from
+                                    [w * (1 - jitter), w]; outside: 0 */
+  const int *retry_on;         /**< codes worth retrying; NULL: any code (a
+                                    non-NULL list of count 0: none) */
+  size_t retry_on_count;       /**< how many codes retry_on holds */
+  uvp_retry_pred should_retry; /**< if set, decides instead of retry_on */
+  uvp_free_cb arg_free;        /**< optional: destroy notifier for `arg` (see
+                                    uvp_retry) */
 } uvp_retry_opts_t;
 
-/* Run `attempt`, and when its promise rejects with a retryable code start
+/** @name uvp_retry, uvp_retry_at
+ * @{ */
+/** Run `attempt`, and when its promise rejects with a retryable code start
  * it again after a backoff (base_ms * factor^k, capped, with jitter), up to
  * `attempts` times.  The result settles like the first attempt that
  * fulfils, or like the last failure.  The backoff timer keeps the loop
@@ -1281,46 +1447,53 @@ typedef struct uvp_retry_opts_s {
 UVP_EXTERN int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
                             const uvp_retry_opts_t *opts, uvp_promise_t **out,
                             const char *file, int line);
+/** @} */
 
-/* One outcome with its input index; value/payload borrowed from the list. */
+/** One outcome with its input index; value/payload borrowed from the list. */
 typedef struct uvp_indexed_s {
-  size_t index;
-  int status;
-  void *value;
+  size_t index; /**< the input's index */
+  int status;   /**< 0, or the code (< 0) */
+  void *value;  /**< the value, or the payload */
 } uvp_indexed_t;
 
-/* The fulfilled and the rejected outcomes of an allSettled (or map) result,
+/** The fulfilled and the rejected outcomes of an allSettled (or map) result,
  * each in input order.  Nothing is copied but pointers: the values stay
  * owned by the result promise, which must outlive this split. */
 typedef struct uvp_split_s {
-  size_t nfulfilled;
-  size_t nrejected;
-  uvp_indexed_t *fulfilled;
-  uvp_indexed_t *rejected;
+  size_t nfulfilled;        /**< how many fulfilled */
+  size_t nrejected;         /**< how many rejected */
+  uvp_indexed_t *fulfilled; /**< the fulfilled outcomes (nfulfilled) */
+  uvp_indexed_t *rejected;  /**< the rejected outcomes (nrejected) */
 } uvp_split_t;
 
-/* Fill *out (one allocation); free it with uvp_split_free().
+/** Fill *out (one allocation); free it with uvp_split_free().
+ * @code
  *   uvp_split_t s;
  *   uvp_settled_split(list, &s);
  *   printf("loaded %zu of %zu, %zu failed\n", s.nfulfilled, list->count,
  *          s.nrejected);
+ * @endcode
  * Errors: UV_EINVAL (NULL list or out, NULL items with a count),
  * UV_ENOMEM (*out is then empty). */
 UVP_EXTERN int uvp_settled_split(const uvp_settled_list_t *list,
                                  uvp_split_t *out);
-/* Free what uvp_settled_split allocated and empty *split (a second call, or
+/** Free what uvp_settled_split allocated and empty *split (a second call, or
  * one on the empty split a failed uvp_settled_split leaves, frees nothing).
  * NULL is a no-op. */
 UVP_EXTERN void uvp_split_free(uvp_split_t *split);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Fibers: async functions and await                                         */
 /* ------------------------------------------------------------------------ */
 
-/* A fiber is a function running on a stack of its own, inside the loop you
+/** @defgroup fibers Fibers: async functions and await
+ *
+ * A fiber is a function running on a stack of its own, inside the loop you
  * run, that can wait for a promise without blocking the loop: the C form of
  * a JavaScript async function.  Every fiber is a promise.
  *
+ * @code
  *   static uvp_ret_t load_all(void *arg) {
  *     uvp_promise_t *all;
  *     uvp_promise_all_settled(ctx, loaders, n, &all);
@@ -1332,6 +1505,7 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *     return uvp_ret_value(NULL, NULL);
  *   }
  *   uvp_fiber_spawn(ctx, load_all, NULL, NULL, &done);
+ * @endcode
  *
  * Scheduling.  A fiber starts from the run queue, like a handler, never
  * inside uvp_fiber_spawn (a loop spawning a thousand fibers spawns them,
@@ -1380,7 +1554,7 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * many as its memory allows.  A million fibers each awaiting its own
  * uvp_delay take 4.3 GB in the default mode (a 4 KiB page of stack each,
  * and 512 bytes of page tables beside the resident set) and 0.86 GB in
- * the compact mode (896 bytes each); see README.  uvp_fiber_spawn fails with
+ * the compact mode (896 bytes each); see docs/guide-fibers.md.  uvp_fiber_spawn fails with
  * UV_ENOMEM when no stack can be mapped (the address space, RLIMIT_AS) or
  * a record allocated.  Pages are the kernel's to give as a fiber touches
  * them: a process that runs out of resident memory is ended by the
@@ -1480,32 +1654,36 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * was called, and what it sets stays its own across awaits: the loop's
  * code and other fibers never see it.  The exception flags
  * (fetestexcept) are not kept per fiber: test them before an await. */
+/** @{ */
 
-/* A fiber's body: returns how its promise settles, as a handler does
+/** A fiber's body: returns how its promise settles, as a handler does
  * (uvp_ret_value, uvp_ret_reject, uvp_ret_adopt; uvp_ret_pass fulfils with
  * NULL). */
 typedef uvp_ret_t (*uvp_fiber_fn)(void *arg);
 
+/** Options of uvp_fiber_spawn. */
 typedef struct uvp_fiber_opts_s {
-  size_t stack_size;    /* usable bytes (less than 16 KiB gives 16 KiB,
-                           rounded up to whole pages); 0: the context's
-                           default (uvp_ctx_set_fiber_stack).  Not 0: a
-                           stack of the fiber's own, and the default mode
-                           whatever the context's */
-  uvp_free_cb arg_free; /* destroy notifier for `arg`: runs once, on the
-                           loop thread, after fn returned, or when it will
-                           never run (cancelled or torn down before it
-                           started).  After fn it runs on the fiber, as
-                           its last act (its promise already settled):
-                           uvp_in_fiber() is true there, uvp_ctx_close
-                           fails with UVP_EINFIBER, and it must not
-                           await */
-  uint64_t deadline_ms; /* the fiber and what it starts must end within
-                           this, from the spawn (see "Deadlines"); 0: none
-                           of its own */
+  size_t stack_size;    /**< usable bytes (less than 16 KiB gives 16 KiB,
+                             rounded up to whole pages); 0: the context's
+                             default (uvp_ctx_set_fiber_stack).  Not 0: a
+                             stack of the fiber's own, and the default mode
+                             whatever the context's */
+  uvp_free_cb arg_free; /**< destroy notifier for `arg`: runs once, on the
+                             loop thread, after fn returned, or when it will
+                             never run (cancelled or torn down before it
+                             started).  After fn it runs on the fiber, as
+                             its last act (its promise already settled):
+                             uvp_in_fiber() is true there, uvp_ctx_close
+                             fails with UVP_EINFIBER, and it must not
+                             await */
+  uint64_t deadline_ms; /**< the fiber and what it starts must end within
+                             this, from the spawn (see "Deadlines"); 0: none
+                             of its own */
 } uvp_fiber_opts_t;
 
-/* Run fn(arg) on a new fiber of ctx; *out gets one reference to the
+/** @name uvp_fiber_spawn, uvp_fiber_spawn_at
+ * @{ */
+/** Run fn(arg) on a new fiber of ctx; *out gets one reference to the
  * fiber's promise, which settles as fn's result says.  Only the fiber
  * settles it: uvp_promise_resolve/reject on it return UVP_ESETTLED, and
  * uvp_promise_cancel cancels the fiber (see above).  `opts` may be NULL
@@ -1519,8 +1697,11 @@ UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                                   const uvp_fiber_opts_t *opts,
                                   uvp_promise_t **out, const char *file,
                                   int line);
+/** @} */
 
-/* Inside a fiber: suspend until p settles, then return 0 if it fulfilled
+/** @name uvp_await, uvp_await_at
+ * @{ */
+/** Inside a fiber: suspend until p settles, then return 0 if it fulfilled
  * or its (negative) rejection code; *out (may be NULL) gets the outcome.
  * Returns at once, without suspending: UV_EINVAL (NULL p),
  * UVP_ENOTFIBER (not called from a fiber: nothing can be waited for on
@@ -1532,8 +1713,11 @@ UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 #define uvp_await(...) uvp_await_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
                             const char *file, int line);
+/** @} */
 
-/* Inside a fiber: uvp_await, except that the fiber's cancellation neither
+/** @name uvp_await_shielded, uvp_await_shielded_at
+ * @{ */
+/** Inside a fiber: uvp_await, except that the fiber's cancellation neither
  * ends the wait nor cancels p: a cancelled fiber waits here for its own
  * cleanup (the join of a group it started, the close of a connection),
  * as under trio's shielded cancel scope, and so may keep the state its
@@ -1543,8 +1727,10 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
  * not a way to ignore a shutdown: uvp_ctx_close still resumes it with
  * UVP_ECLOSED.  To bound the wait, shield a timeout instead:
  *
+ * @code
  *   uvp_timeout(join, 5000, 0, &bounded);
  *   rc = uvp_await_shielded(bounded, NULL);   // UV_ETIMEDOUT after 5 s
+ * @endcode
  *
  * (the timeout then cancels the join, and so the group, if nothing else
  * waits for it).  Errors as uvp_await's, but never UV_ECANCELED. */
@@ -1552,11 +1738,12 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
   uvp_await_shielded_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
                                      const char *file, int line);
+/** @} */
 
-/* Whether the caller runs on a fiber (of any context). */
+/** Whether the caller runs on a fiber (of any context). */
 UVP_EXTERN int uvp_in_fiber(void);
 
-/* The default stack size of the context's fibers (usable bytes, rounded up
+/** The default stack size of the context's fibers (usable bytes, rounded up
  * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The
  * idle stacks the pool kept go back to the kernel.  Compact fibers get the
  * new size once none alive uses the old one's stack.  Errors: UV_EINVAL,
@@ -1564,20 +1751,30 @@ UVP_EXTERN int uvp_in_fiber(void);
  * makes their state). */
 UVP_EXTERN int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes);
 
-/* The mode of the fibers the context spawns from now on (see "Fibers",
+/** @name uvp_ctx_set_fiber_mode
+ * @{ */
+/** The mode of the fibers the context spawns from now on (see "Fibers",
  * Modes): UVP_FIBER_DEFAULT (each fiber's stack stays where it is; until
  * set) or UVP_FIBER_COMPACT (a parked fiber's frames are copied out of
  * the stack it runs on).  Fibers already spawned keep theirs.  Errors:
  * UV_EINVAL (NULL ctx, another mode), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM
  * (the context's first use of fibers makes their state). */
-enum { UVP_FIBER_DEFAULT = 0, UVP_FIBER_COMPACT = 1 };
+enum {
+  UVP_FIBER_DEFAULT = 0, /**< each fiber's stack stays where it is */
+  UVP_FIBER_COMPACT = 1  /**< a parked fiber's frames are copied out */
+};
 UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Scopes: request-scoped context slots                                      */
 /* ------------------------------------------------------------------------ */
 
-/* A scope is what the code of a handler, a fiber or a group member sees of
+/** @defgroup scopes Scopes: request-scoped context slots */
+/** @{ */
+
+/** A scope is what the code of a handler, a fiber or a group member sees of
  * where its work came from: UVP_SCOPE_SLOTS slots the program sets (a
  * request id, a logger) and the task group the work belongs to.  The
  * scope current when a handler is registered, a fiber spawned or a group
@@ -1590,7 +1787,7 @@ UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
  * else. */
 #define UVP_SCOPE_SLOTS 4
 
-/* Make slot `slot` of the current scope `value` (for the rest of the
+/** Make slot `slot` of the current scope `value` (for the rest of the
  * running handler or callback, or of the fiber, across its awaits, and
  * for everything registered from there): a new scope, so what captured
  * the old one keeps seeing it.
@@ -1599,21 +1796,24 @@ UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
  * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb does not run. */
 UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
                              uvp_free_cb free_cb);
-/* The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
+/** The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
  * out of range). */
 UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
-/* Make every slot of the current scope empty (e.g. at the top of a libuv
+/** Make every slot of the current scope empty (e.g. at the top of a libuv
  * callback that serves another request).  Inside a group's work the group
  * stays: what the code starts afterwards is still the group's (see "Task
  * groups").  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (inside
  * a group's work, where the emptied scope is a new one). */
 UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Deadlines                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* A deadline is a point in the loop's time (uv_now) that a scope carries
+/** @defgroup deadlines Deadlines
+ *
+ * A deadline is a point in the loop's time (uv_now) that a scope carries
  * to everything started under it, as slots are carried (see "Scopes"):
  * the handlers registered, fibers spawned and group members added there,
  * and what they start in turn, three levels down or thirty.  Work
@@ -1638,22 +1838,23 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * needs memory now and then (the deadline's list grows): work that starts
  * when there is none runs unwatched, to its end.  With no deadline set,
  * none of this costs anything measurable. */
+/** @{ */
 
-/* What uvp_deadline_left says when no deadline is set. */
+/** What uvp_deadline_left says when no deadline is set. */
 #define UVP_NO_DEADLINE UINT64_MAX
 
-/* Give the current scope a deadline `ms` milliseconds from now (for the
+/** Give the current scope a deadline `ms` milliseconds from now (for the
  * rest of the running handler or callback, or of the fiber across its
  * awaits, and for everything started from there; see above), unless it
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
  * UVP_ETHREAD, UV_ENOMEM. */
 UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
 
-/* Milliseconds until the current scope's deadline (0: passed), or
+/** Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
 UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
 
-/* For a library that produces promises of its own (a binding): p, pending,
+/** For a library that produces promises of its own (a binding): p, pending,
  * with a cancel hook that stops its work, is watched by the current
  * scope's deadline, as uvp's own operations are: when it passes, p rejects
  * with UV_ETIMEDOUT and its hook runs.  Nothing happens without a
@@ -1661,12 +1862,16 @@ UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
  * UVP_ESETTLED, UV_ENOMEM (not watched: p's work runs to its end unless
  * the caller stops it). */
 UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Task groups                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* A task group is a growing set of members taken in completion order,
+/** @defgroup groups Task groups */
+/** @{ */
+
+/** A task group is a growing set of members taken in completion order,
  * bounded, cancelled as a whole and joined: tokio's JoinSet, libdill's
  * bundles.  Members are promises (already running), fibers and start
  * callbacks (both started by the group, under its limit).  Members run in
@@ -1724,30 +1929,40 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * UVP_ETHREAD. */
 typedef struct uvp_group_s uvp_group_t;
 
-enum { UVP_GROUP_FAIL_FAST = 1, UVP_GROUP_DISCARD_SETTLED = 2 };
+/** Flags of uvp_group_opts_t (see above). */
+enum {
+  UVP_GROUP_FAIL_FAST = 1,      /**< the first failure cancels the rest */
+  UVP_GROUP_DISCARD_SETTLED = 2 /**< let go of members as they settle */
+};
 
+/** Options of uvp_group_new. */
 typedef struct uvp_group_opts_s {
-  size_t limit;         /* members running at once; 0: no limit */
-  int flags;            /* 0, or UVP_GROUP_* flags ORed */
-  uint64_t deadline_ms; /* the group's work must end within this, from
-                           uvp_group_new (see "Deadlines"); 0: none of its
-                           own */
+  size_t limit;         /**< members running at once; 0: no limit */
+  int flags;            /**< 0, or UVP_GROUP_* flags ORed */
+  uint64_t deadline_ms; /**< the group's work must end within this, from
+                             uvp_group_new (see "Deadlines"); 0: none of its
+                             own */
 } uvp_group_opts_t;
 
-/* A group (opts may be NULL).  The group is yours until
+/** @name uvp_group_new, uvp_group_new_at
+ * @{ */
+/** A group (opts may be NULL).  The group is yours until
  * uvp_group_release; its join promise is the group's (uvp_group_join
  * hands out references).  Errors also UV_EINVAL (an unknown flag),
  * UV_ENOMEM. */
 #define uvp_group_new(...) uvp_group_new_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                                 uvp_group_t **out, const char *file, int line);
+/** @} */
 
-/* Add a running promise (borrowed; the group takes a reference, which a
+/** Add a running promise (borrowed; the group takes a reference, which a
  * UVP_GROUP_DISCARD_SETTLED group drops as soon as it sees p settle).
  * Also UVP_EXCTX, UV_ECANCELED (the group was cancelled), UV_ENOMEM. */
 UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
 
-/* A fiber member, spawned (in the group's scope) when there is room under
+/** @name uvp_group_spawn, uvp_group_spawn_at
+ * @{ */
+/** A fiber member, spawned (in the group's scope) when there is room under
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
  * fiber never starts).  A fiber that cannot be spawned is a member that
  * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error arg_free
@@ -1756,13 +1971,14 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
 UVP_EXTERN int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
                                   const uvp_fiber_opts_t *opts,
                                   const char *file, int line);
+/** @} */
 
-/* Starts a member: store its promise in *out (one reference, which the
+/** Starts a member: store its promise in *out (one reference, which the
  * group takes) and return 0, or return a negative code (the member then
  * counts as rejected with it). */
 typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
 
-/* A member started by calling start(arg), in the group's scope, when there
+/** A member started by calling start(arg), in the group's scope, when there
  * is room under the limit: inside this call if there is room now, else
  * when a member settles (from the run queue) or uvp_group_set_limit makes
  * room.  arg_free (may be NULL) runs right after that call, or if it never
@@ -1771,7 +1987,9 @@ typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
 UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
                                void *arg, uvp_free_cb arg_free);
 
-/* The next member to settle, in completion order: *out gets one reference
+/** @name uvp_group_next, uvp_group_next_at
+ * @{ */
+/** The next member to settle, in completion order: *out gets one reference
  * to a promise that settles like that member (value shared).  Members that
  * settled before anyone asked wait for a next() in order; next() calls
  * made before any member settles are served in the order they were made.
@@ -1785,14 +2003,15 @@ UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
 #define uvp_group_next(...) uvp_group_next_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
                                  const char *file, int line);
+/** @} */
 
-/* Change the limit (0: none), see above. */
+/** Change the limit (0: none), see above. */
 UVP_EXTERN int uvp_group_set_limit(uvp_group_t *g, size_t limit);
 
-/* No more members (adding fails with UVP_ECLOSED); the join can settle. */
+/** No more members (adding fails with UVP_ECLOSED); the join can settle. */
 UVP_EXTERN int uvp_group_close(uvp_group_t *g);
 
-/* Cancel every running member (uvp_promise_cancel), in no set order, and
+/** Cancel every running member (uvp_promise_cancel), in no set order, and
  * drop the waiting ones (their notifiers run); nothing more can be added
  * (UV_ECANCELED).  A member is cancelled for everyone: one that other
  * code also consumes rejects for it too.  To keep such a promise out of
@@ -1805,27 +2024,30 @@ UVP_EXTERN int uvp_group_close(uvp_group_t *g);
  * cancelling the join itself rejects it, with UV_ECANCELED). */
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
-/* One reference to the group's join promise (see above).  Cancelling it
+/** One reference to the group's join promise (see above).  Cancelling it
  * cancels the group.  Only the group settles it, and next()'s promises:
  * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 
-/* Members running plus whether any wait to start (1 if so); 0 for NULL. */
+/** Members running plus whether any wait to start (1 if so); 0 for NULL. */
 UVP_EXTERN size_t uvp_group_size(const uvp_group_t *g);
 
-/* Give the group up: it is closed (members waiting for room still start),
+/** Give the group up: it is closed (members waiting for room still start),
  * settled members no next() took are dropped (next() promises already made
  * are still served; a UVP_GROUP_DISCARD_SETTLED group kept none), and its
  * memory goes once its members, their requests and handles, and its join
  * are done.  Loop thread, also after uvp_ctx_close (the group's other
  * calls then return UVP_ECLOSED); NULL is a no-op. */
 UVP_EXTERN void uvp_group_release(uvp_group_t *g);
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* libuv operations as promises: common rules                                */
 /* ------------------------------------------------------------------------ */
 
-/* Every wrapper below:
+/** @defgroup wrappers libuv operations as promises: common rules
+ *
+ * Every wrapper below:
  *  - runs on the loop thread and returns 0 with *out holding one reference
  *    to a promise that only uvp settles, or a negative code (UV_EINVAL,
  *    UV_ENOMEM, UVP_ECLOSED, or libuv's synchronous error) with nothing
@@ -1879,40 +2101,53 @@ UVP_EXTERN void uvp_group_release(uvp_group_t *g);
  * (test/test-cancel-safety.c shows each line by the first three).  "Queued"
  * means still waiting for a thread of the pool, "running" that a thread
  * has taken it. */
+/** @{ */
 
-/* Integer results (file descriptors, byte counts) travel in the value
+/** Integer results (file descriptors, byte counts) travel in the value
  * pointer. */
 #define UVP_INT(value) ((int64_t)(intptr_t)(value))
 
-/* A byte buffer owned by its promise; base[len] is a NUL byte. */
+/** A byte buffer owned by its promise; base[len] is a NUL byte. */
 typedef struct uvp_buf_s {
-  char *base;
-  size_t len;
+  char *base; /**< the bytes, NUL-terminated */
+  size_t len; /**< how many, the NUL excluded */
 } uvp_buf_t;
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Files (uv_fs_*) — thread pool                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Paths are copied by libuv during the call: they need not outlive it.
+/** @defgroup files Files (uv_fs_*) — thread pool
+ *
+ * Paths are copied by libuv during the call: they need not outlive it.
  * A NULL path is UV_EINVAL.  Every request below is one pool request but
  * read_file and write_file (one per step): cancelled queued, it never
  * runs; cancelled running, it runs to its end, as the lines say. */
+/** @{ */
 
-/* open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close).
+/** @name uvp_fs_open, uvp_fs_open_at
+ * @{ */
+/** open: value UVP_INT(v) is the uv_file; you close it (uvp_fs_close).
  * Cancelled: queued, nothing is opened or created; running, the open
  * completes (a file O_CREAT makes stays) and uvp closes the descriptor. */
 #define uvp_fs_open(...) uvp_fs_open_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags,
                               int mode, uvp_promise_t **out, const char *file,
                               int line);
-/* close: value NULL.
+/** @} */
+/** @name uvp_fs_close, uvp_fs_close_at
+ * @{ */
+/** close: value NULL.
  * Cancelled: queued, the descriptor stays open (yours: close it again);
  * running, it is closed. */
 #define uvp_fs_close(...) uvp_fs_close_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
-/* read / write `len` bytes at `offset` (-1: the current position); `buf` is
+/** @} */
+/** @name uvp_fs_read, uvp_fs_read_at, uvp_fs_write, uvp_fs_write_at
+ * @{ */
+/** read / write `len` bytes at `offset` (-1: the current position); `buf` is
  * borrowed (after a cancellation, until the request completes: see above).
  * Value UVP_INT(v): bytes transferred (0 at end of file).  A NULL buf with
  * len > 0, or len over UINT_MAX (what one libuv buffer holds), is
@@ -1928,7 +2163,10 @@ UVP_EXTERN int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
 UVP_EXTERN int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf,
                                size_t len, int64_t offset, uvp_promise_t **out,
                                const char *file, int line);
-/* stat / lstat / fstat: value is an owned uv_stat_t *.
+/** @} */
+/** @name uvp_fs_stat, uvp_fs_lstat, uvp_fs_fstat
+ * @{ */
+/** stat / lstat / fstat: value is an owned uv_stat_t *.
  * Cancelled: nothing is left (a running one's result is freed). */
 #define uvp_fs_stat(...) uvp_fs_stat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path,
@@ -1939,7 +2177,10 @@ UVP_EXTERN int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path,
 #define uvp_fs_fstat(...) uvp_fs_fstat_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                                const char *file, int line);
-/* unlink / mkdir / rmdir / rename: value NULL.
+/** @} */
+/** @name uvp_fs_unlink, uvp_fs_mkdir, uvp_fs_rmdir, uvp_fs_rename
+ * @{ */
+/** unlink / mkdir / rmdir / rename: value NULL.
  * Cancelled: queued, the file system is unchanged; running, the change is
  * made (the promise has rejected all the same). */
 #define uvp_fs_unlink(...) uvp_fs_unlink_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -1956,24 +2197,33 @@ UVP_EXTERN int uvp_fs_rmdir_at(uvp_ctx_t *ctx, const char *path,
 UVP_EXTERN int uvp_fs_rename_at(uvp_ctx_t *ctx, const char *path,
                                 const char *new_path, uvp_promise_t **out,
                                 const char *file, int line);
-/* scandir: value is an owned uvp_dirents_t * (names owned too), in the
+/** @} */
+/** @name uvp_dirents_t, uvp_fs_scandir, uvp_fs_scandir_at
+ * @{ */
+/** scandir: value is an owned uvp_dirents_t * (names owned too), in the
  * order libuv returns them.
  * Cancelled: nothing is left (a running one's list is freed). */
 typedef struct uvp_dirents_s {
-  size_t count;
-  uv_dirent_t *items;
+  size_t count;       /**< how many entries */
+  uv_dirent_t *items; /**< the entries */
 } uvp_dirents_t;
 #define uvp_fs_scandir(...) uvp_fs_scandir_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_scandir_at(uvp_ctx_t *ctx, const char *path,
                                  uvp_promise_t **out, const char *file,
                                  int line);
-/* realpath: value is an owned char *.
+/** @} */
+/** @name uvp_fs_realpath, uvp_fs_realpath_at
+ * @{ */
+/** realpath: value is an owned char *.
  * Cancelled: nothing is left (a running one's string is freed). */
 #define uvp_fs_realpath(...) uvp_fs_realpath_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
-/* readlink: value is an owned char *, the link's contents as stored
+/** @} */
+/** @name uvp_fs_readlink, uvp_fs_readlink_at
+ * @{ */
+/** readlink: value is an owned char *, the link's contents as stored
  * (not resolved: see realpath), NUL-terminated, the same type as
  * realpath's.  A path that is not a symbolic link rejects with UV_EINVAL
  * (readlink(2)'s answer).
@@ -1982,7 +2232,10 @@ UVP_EXTERN int uvp_fs_realpath_at(uvp_ctx_t *ctx, const char *path,
 UVP_EXTERN int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path,
                                   uvp_promise_t **out, const char *file,
                                   int line);
-/* fsync / fdatasync: flush the file's data (fsync: and its metadata) to
+/** @} */
+/** @name uvp_fs_fsync, uvp_fs_fsync_at, uvp_fs_fdatasync, uvp_fs_fdatasync_at
+ * @{ */
+/** fsync / fdatasync: flush the file's data (fsync: and its metadata) to
  * the device; value NULL.
  * Cancelled: queued, nothing is flushed; running, the flush completes. */
 #define uvp_fs_fsync(...) uvp_fs_fsync_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -1993,7 +2246,10 @@ UVP_EXTERN int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
 UVP_EXTERN int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd,
                                    uvp_promise_t **out, const char *file,
                                    int line);
-/* ftruncate: cut or extend (with zeros) the file to `offset` bytes; value
+/** @} */
+/** @name uvp_fs_ftruncate, uvp_fs_ftruncate_at
+ * @{ */
+/** ftruncate: cut or extend (with zeros) the file to `offset` bytes; value
  * NULL.  A negative offset is UV_EINVAL, returned at once with nothing
  * started (ftruncate(2) would reject it the same way).
  * Cancelled: queued, the size is unchanged; running, it is changed. */
@@ -2002,7 +2258,10 @@ UVP_EXTERN int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd,
 UVP_EXTERN int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
                                    uvp_promise_t **out, const char *file,
                                    int line);
-/* chmod / fchmod: set the permission bits to `mode` (as chmod(2): 0644,
+/** @} */
+/** @name uvp_fs_chmod, uvp_fs_chmod_at, uvp_fs_fchmod, uvp_fs_fchmod_at
+ * @{ */
+/** chmod / fchmod: set the permission bits to `mode` (as chmod(2): 0644,
  * ...; not masked by the umask); value NULL.
  * Cancelled: queued, the mode is unchanged; running, it is changed. */
 #define uvp_fs_chmod(...) uvp_fs_chmod_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2012,7 +2271,10 @@ UVP_EXTERN int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
 UVP_EXTERN int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode,
                                 uvp_promise_t **out, const char *file,
                                 int line);
-/* copyfile: copy `path`'s contents and permission bits to `new_path`,
+/** @} */
+/** @name uvp_fs_copyfile, uvp_fs_copyfile_at
+ * @{ */
+/** copyfile: copy `path`'s contents and permission bits to `new_path`,
  * which is replaced if it exists; value NULL.  `flags` is libuv's, passed
  * through: UV_FS_COPYFILE_EXCL (an existing new_path rejects with
  * UV_EEXIST), UV_FS_COPYFILE_FICLONE (a copy-on-write clone where the
@@ -2025,7 +2287,10 @@ UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
                                   const char *new_path, int flags,
                                   uvp_promise_t **out, const char *file,
                                   int line);
-/* read_file: open, read to the end, close; value is an owned uvp_buf_t *.
+/** @} */
+/** @name uvp_fs_read_file, uvp_fs_read_file_at
+ * @{ */
+/** read_file: open, read to the end, close; value is an owned uvp_buf_t *.
  * Files over `max` bytes (0: no limit) reject with UV_EFBIG; files whose
  * size stat does not know (/proc, pipes, devices) are read until end of
  * file or `max`.  A FIFO no one writes to holds a pool thread in open(2)
@@ -2040,7 +2305,10 @@ UVP_EXTERN int uvp_fs_copyfile_at(uvp_ctx_t *ctx, const char *path,
 UVP_EXTERN int uvp_fs_read_file_at(uvp_ctx_t *ctx, const char *path, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
-/* write_file: create or truncate (mode 0644), write all of `data`
+/** @} */
+/** @name uvp_fs_write_file, uvp_fs_write_file_at
+ * @{ */
+/** write_file: create or truncate (mode 0644), write all of `data`
  * (borrowed), close; value UVP_INT(v) is the byte count.
  * Cancelled: the step running completes, no later step starts, the
  * descriptor is closed: once the open has run, the file stays created and
@@ -2051,12 +2319,17 @@ UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
                                     const void *data, size_t len,
                                     uvp_promise_t **out, const char *file,
                                     int line);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* TCP (uv_tcp_*)                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* A connection: a uv_tcp_t that uvp owns, plus its pending operations.  You
+/** @defgroup tcp TCP (uv_tcp_*) */
+/** @{ */
+
+/** A connection: a uv_tcp_t that uvp owns, plus its pending operations.  You
  * own the uvp_tcp_t and must close it with uvp_tcp_close() — like a libuv
  * handle, before uv_loop_close().  At most one read is pending at a time;
  * writes queue in order.  Cancelling any operation of a connection (or its
@@ -2067,18 +2340,18 @@ UVP_EXTERN int uvp_fs_write_file_at(uvp_ctx_t *ctx, const char *path,
  * Operations on a connection whose handle is closed return UV_EBADF. */
 typedef struct uvp_tcp_s uvp_tcp_t;
 
-/* A new, unconnected connection.  Errors: UV_EINVAL, UV_ENOMEM,
+/** A new, unconnected connection.  Errors: UV_EINVAL, UV_ENOMEM,
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_tcp_new(uvp_ctx_t *ctx, uvp_tcp_t **out);
 
-/* Accept a pending connection of a listening `server` (call it from your
+/** Accept a pending connection of a listening `server` (call it from your
  * uv_connection_cb).  Errors: UV_EINVAL (NULL argument: the connection
  * stays pending), those of uv_accept (UV_EAGAIN: none pending), UV_ENOMEM,
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
                               uvp_tcp_t **out);
 
-/* Close: pending operations reject with UV_ECANCELED (watches too), and
+/** Close: pending operations reject with UV_ECANCELED (watches too), and
  * bytes a watch read ahead go; the memory is freed once libuv has closed
  * the handle and the last operation is done (run the loop), or inside
  * this call if nothing is left open (a cancelled operation had closed the
@@ -2089,7 +2362,9 @@ UVP_EXTERN int uvp_tcp_accept(uvp_ctx_t *ctx, uv_stream_t *server,
  * changes nothing, but `t` may already be freed memory. */
 UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
 
-/* Hand a connection over between task groups (see "Task groups").  A
+/** @name uvp_tcp_detach, uvp_tcp_attach
+ * @{ */
+/** Hand a connection over between task groups (see "Task groups").  A
  * connection belongs to the group whose work made or accepted it, and so
  * do the operations on it, whoever starts them: the group's join waits
  * until it is closed and its operations done.  One that outlives that
@@ -2104,21 +2379,27 @@ UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
  * UV_EINVAL (NULL), UV_EBADF (closed), UVP_ECLOSED, UVP_ETHREAD. */
 UVP_EXTERN int uvp_tcp_detach(uvp_tcp_t *t);
 UVP_EXTERN int uvp_tcp_attach(uvp_tcp_t *t);
+/** @} */
 
-/* The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
+/** The current handle, e.g. for uv_tcp_nodelay() or uv_tcp_getpeername();
  * NULL once closed.  Do not close it, read from it, or uv_ref/uv_unref it
  * yourself: uvp manages its reading and its reference (an idle connection
  * neither consumes bytes, unless watched: see uvp_tcp_closed, nor keeps
  * uv_run() going). */
 UVP_EXTERN uv_tcp_t *uvp_tcp_handle(uvp_tcp_t *t);
 
-/* connect to `addr` (copied during the call); value NULL. */
+/** @name uvp_tcp_connect, uvp_tcp_connect_at
+ * @{ */
+/** connect to `addr` (copied during the call); value NULL. */
 #define uvp_tcp_connect(...) uvp_tcp_connect_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
                                   uvp_promise_t **out, const char *file,
                                   int line);
+/** @} */
 
-/* Resolve host:port with getaddrinfo (thread pool), then try each address
+/** @name uvp_tcp_connect_host, uvp_tcp_connect_host_at
+ * @{ */
+/** Resolve host:port with getaddrinfo (thread pool), then try each address
  * in turn until one connects; rejects with the last address's error (or
  * the UV_EAI_* code of the lookup).  A literal IPv4 or IPv6 address
  * ("127.0.0.1", "::1") is connected to directly, with no lookup and no
@@ -2130,8 +2411,11 @@ UVP_EXTERN int uvp_tcp_connect_at(uvp_tcp_t *t, const struct sockaddr *addr,
 UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
                                        uvp_promise_t **out, const char *file,
                                        int line);
+/** @} */
 
-/* Write `len` bytes of `buf` (borrowed until the promise settles, or after
+/** @name uvp_tcp_write, uvp_tcp_write_at
+ * @{ */
+/** Write `len` bytes of `buf` (borrowed until the promise settles, or after
  * a cancellation until the connection's close has completed: see "borrowed"
  * above); value NULL once libuv has handed all of them to the kernel.
  * When nothing is queued ahead, the bytes go to the kernel inside the call
@@ -2146,7 +2430,10 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
 UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
                                 uvp_promise_t **out, const char *file,
                                 int line);
-/* The same, handing `buf` over: buf_free(buf) runs once, on the loop
+/** @} */
+/** @name uvp_tcp_write_full, uvp_tcp_write_full_at
+ * @{ */
+/** The same, handing `buf` over: buf_free(buf) runs once, on the loop
  * thread, when libuv is done with the bytes (all written, failed, or
  * dropped because the connection closed), whatever happens to the
  * promise; inside this call if the kernel took every byte at once.  On
@@ -2156,8 +2443,11 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
 UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
                                      uvp_free_cb buf_free, uvp_promise_t **out,
                                      const char *file, int line);
+/** @} */
 
-/* The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
+/** @name uvp_tcp_read, uvp_tcp_read_at
+ * @{ */
+/** The next chunk the peer sends (up to 64 KiB): value an owned uvp_buf_t *
  * of exactly the bytes that arrived.  Rejects with UV_EOF at end of
  * stream, or the error (UV_ECONNRESET, ...).  A second read while one is
  * pending returns UV_EBUSY.  Bytes a watch read ahead (uvp_tcp_closed)
@@ -2169,8 +2459,11 @@ UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
 #define uvp_tcp_read(...) uvp_tcp_read_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
                                const char *file, int line);
+/** @} */
 
-/* Everything until end of stream, or the first `max` bytes (0: no limit)
+/** @name uvp_tcp_read_all, uvp_tcp_read_all_at
+ * @{ */
+/** Everything until end of stream, or the first `max` bytes (0: no limit)
  * if the stream is longer: value an owned uvp_buf_t *.  Rejects with the
  * stream's error (a reset, ...), not UV_EOF.  UV_EBUSY while a read is
  * pending, as for uvp_tcp_read.  Bytes a watch read ahead begin the body
@@ -2182,8 +2475,11 @@ UVP_EXTERN int uvp_tcp_read_at(uvp_tcp_t *t, uvp_promise_t **out,
 UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
                                    uvp_promise_t **out, const char *file,
                                    int line);
+/** @} */
 
-/* A promise that the peer has closed the connection, for a program that
+/** @name uvp_tcp_closed, uvp_tcp_closed_at
+ * @{ */
+/** A promise that the peer has closed the connection, for a program that
  * is not reading: a server running a request races it against the work
  * (uvp_promise_race, uvp_promise_any) to stop once the client has gone.
  *
@@ -2232,20 +2528,30 @@ UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
 #define uvp_tcp_closed(...) uvp_tcp_closed_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out,
                                  const char *file, int line);
+/** @} */
 
-/* Shut the write side down after queued writes; value NULL.
+/** @name uvp_tcp_shutdown, uvp_tcp_shutdown_at
+ * @{ */
+/** Shut the write side down after queued writes; value NULL.
  * Cancelled: the connection is closed: the writes queued before it are
  * partly sent, as a cancelled write is, and no FIN follows them. */
 #define uvp_tcp_shutdown(...)                                                  \
   uvp_tcp_shutdown_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_shutdown_at(uvp_tcp_t *t, uvp_promise_t **out,
                                    const char *file, int line);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* DNS (uv_getaddrinfo) — thread pool                                        */
 /* ------------------------------------------------------------------------ */
 
-/* Resolve `node` and/or `service` (one may be NULL, not both) as
+/** @defgroup dns DNS (uv_getaddrinfo) — thread pool */
+/** @{ */
+
+/** @name uvp_getaddrinfo, uvp_getaddrinfo_at
+ * @{ */
+/** Resolve `node` and/or `service` (one may be NULL, not both) as
  * getaddrinfo(3) does; `hints` may be NULL.  libuv copies all three during
  * the call.  Value: an owned struct addrinfo * list (uv_freeaddrinfo runs
  * when the promise goes).  Rejects with libuv's UV_EAI_* code
@@ -2264,12 +2570,17 @@ UVP_EXTERN int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node,
                                   const struct addrinfo *hints,
                                   uvp_promise_t **out, const char *file,
                                   int line);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Work (uv_queue_work) — thread pool                                        */
 /* ------------------------------------------------------------------------ */
 
-/* A job.  Runs once on one of libuv's pool threads, never on the loop
+/** @defgroup work Work (uv_queue_work) — thread pool */
+/** @{ */
+
+/** A job.  Runs once on one of libuv's pool threads, never on the loop
  * thread: it may not touch the loop or call uvp functions, except
  * uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release() on
  * promises it holds a reference to (see "Threads").  Return 0 with the value
@@ -2279,7 +2590,9 @@ UVP_EXTERN int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node,
  * thread. */
 typedef int (*uvp_work_cb)(void *arg, void **result);
 
-/* Run work_cb(arg, &result) on the thread pool.  Value: the result, owned
+/** @name uvp_work, uvp_work_at
+ * @{ */
+/** Run work_cb(arg, &result) on the thread pool.  Value: the result, owned
  * (result_free, which may be NULL, runs on the loop thread when the promise
  * goes).  Rejects with work_cb's code (a positive one becomes UV_EINVAL).
  * Cancelling a job that has not started yet means it never runs; a job
@@ -2295,25 +2608,28 @@ typedef int (*uvp_work_cb)(void *arg, void **result);
 UVP_EXTERN int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                            uvp_free_cb result_free, uvp_promise_t **out,
                            const char *file, int line);
+/** @} */
 
-/* How a job ended, told once to its done callback. */
+/** How a job ended, told once to its done callback. */
 typedef enum {
-  UVP_WORK_SETTLED = 0,   /* it ran, and its outcome settled the promise */
-  UVP_WORK_CANCELLED = 1, /* cancelled while queued: it never ran */
-  UVP_WORK_CLOSED = 2,    /* the context was closed while it was queued: it
-                             never ran */
-  UVP_WORK_ABANDONED = 3  /* its promise was cancelled (or torn down) while
-                             it ran; it finished, and its result went to
-                             result_free */
+  UVP_WORK_SETTLED = 0,   /**< it ran, and its outcome settled the promise */
+  UVP_WORK_CANCELLED = 1, /**< cancelled while queued: it never ran */
+  UVP_WORK_CLOSED = 2,    /**< the context was closed while it was queued: it
+                               never ran */
+  UVP_WORK_ABANDONED = 3  /**< its promise was cancelled (or torn down) while
+                               it ran; it finished, and its result went to
+                               result_free */
 } uvp_work_end_t;
 
-/* Called once per job, on the loop thread, when the job's `arg` will never
+/** Called once per job, on the loop thread, when the job's `arg` will never
  * be touched by uvp again (the job has returned or will never run): free
  * the job's data here.  After uvp_ctx_close it still runs, when the loop
  * runs the request's callback. */
 typedef void (*uvp_work_done_cb)(void *arg, uvp_work_end_t end);
 
-/* uvp_work with a done callback (may be NULL).  The promise settles first;
+/** @name uvp_work_full, uvp_work_full_at
+ * @{ */
+/** uvp_work with a done callback (may be NULL).  The promise settles first;
  * its handlers run later, from the scheduler, so they may still see `arg`
  * only if done has not freed it: pass what the handlers need in the
  * job's result instead.  On error done does not run: arg is still yours. */
@@ -2322,40 +2638,47 @@ UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                                 uvp_work_done_cb done, uvp_free_cb result_free,
                                 uvp_promise_t **out, const char *file,
                                 int line);
+/** @} */
+/** @} */
 
 /* ------------------------------------------------------------------------ */
 /* Processes (uv_spawn)                                                      */
 /* ------------------------------------------------------------------------ */
 
-/* What to run.  Everything is read during the call only (stdin_data is
+/** @defgroup processes Processes (uv_spawn) */
+/** @{ */
+
+/** What to run.  Everything is read during the call only (stdin_data is
  * copied), so it may live on your stack. */
 typedef struct uvp_spawn_opts_s {
-  const char *file;       /* the program; looked up in PATH like execvp(3) */
-  char **args;            /* argv, NULL-terminated, args[0] the program's
-                             name; NULL: { file, NULL } */
-  char **env;             /* "NAME=value" strings, NULL-terminated; NULL:
-                             the parent's environment */
-  const char *cwd;        /* NULL: the parent's working directory */
-  const void *stdin_data; /* written to the child's stdin, which is then
-                             closed (the child need not read it all);
-                             NULL: stdin reads nothing, as from /dev/null */
-  size_t stdin_len;
-  size_t max_output; /* bytes kept per stream; 0: 16 MiB.  The rest is
-                        read and dropped, and `truncated` set */
-  int cancel_signal; /* sent on cancellation; 0: SIGTERM */
+  const char *file;       /**< the program; looked up in PATH like execvp(3) */
+  char **args;            /**< argv, NULL-terminated, args[0] the program's
+                               name; NULL: { file, NULL } */
+  char **env;             /**< "NAME=value" strings, NULL-terminated; NULL:
+                               the parent's environment */
+  const char *cwd;        /**< NULL: the parent's working directory */
+  const void *stdin_data; /**< written to the child's stdin, which is then
+                               closed (the child need not read it all);
+                               NULL: stdin reads nothing, as from /dev/null */
+  size_t stdin_len;       /**< bytes of stdin_data */
+  size_t max_output;      /**< bytes kept per stream; 0: 16 MiB.  The rest is
+                               read and dropped, and `truncated` set */
+  int cancel_signal;      /**< sent on cancellation; 0: SIGTERM */
 } uvp_spawn_opts_t;
 
-/* The value of uvp_spawn: one owned object (a single destructor frees the
+/** The value of uvp_spawn: one owned object (a single destructor frees the
  * buffers too). */
 typedef struct uvp_process_result_s {
-  int64_t exit_status; /* exit code; 0 if killed by a signal */
-  int term_signal;     /* the signal that killed it, else 0 */
-  uvp_buf_t out;       /* everything written to stdout (NUL-terminated) */
-  uvp_buf_t err;       /* everything written to stderr (NUL-terminated) */
-  int truncated;       /* non-zero if either stream exceeded max_output */
+  int64_t exit_status; /**< exit code; 0 if killed by a signal */
+  int term_signal;     /**< the signal that killed it, else 0 */
+  uvp_buf_t out;       /**< everything written to stdout (NUL-terminated) */
+  uvp_buf_t err;       /**< everything written to stderr (NUL-terminated) */
+  int truncated;       /**< non-zero if either stream exceeded max_output */
 } uvp_process_result_t;
 
-/* Start a child with stdout and stderr collected through pipes.  Fulfils
+/** @name uvp_spawn, uvp_spawn_at
+ * @{ */
+/** Start a child with stdout and stderr collected through pipes.  Fulfils
  * with an owned uvp_process_result_t * once the child has exited, both of
  * its output streams have reached end of file (in whichever order; a
  * grandchild that keeps them open keeps the promise pending) and every
@@ -2382,6 +2705,8 @@ typedef struct uvp_process_result_s {
 #define uvp_spawn(...) uvp_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
                             uvp_promise_t **out, const char *file, int line);
+/** @} */
+/** @} */
 
 #ifdef __cplusplus
 }
