@@ -241,6 +241,10 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * transfer is removed, until they end by themselves or uvp_curl_close;
  * they keep nothing alive.  And it loses that lookup's state, about
  * 1 KB, if the handle is performed again: clean it up instead.)
+ * Cancelled: a request partly or wholly sent may have reached the server
+ * and taken effect (a POST is not undone); the response's bytes not yet
+ * delivered are lost: the connection is closed, never reused (over
+ * HTTP/2 only the stream is reset); the easy handle is yours again.
  *
  * Deadlines: a transfer started under a deadline (uvp_deadline_set, a
  * fiber's or a group's deadline_ms) is watched by it, as uvp's own
@@ -250,7 +254,10 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * url" with its group, deadline and scope slots.
  *
  * While a transfer is in flight the binding keeps uv_run() going; its
- * sockets and timer do not otherwise.
+ * sockets and timer do not otherwise.  It also holds a virtual clock
+ * (uvp_clock_hold, UVP_CLOCK_AUTO) then, so a virtual timeout does not
+ * jump past an answer on its way; libcurl's own timeouts
+ * (CURLOPT_TIMEOUT_MS) stay on libcurl's real clock.
  * Errors: UV_EINVAL (NULL argument), UV_EBUSY (easy is already in a
  * transfer), UVP_ECLOSED (the context, or the binding, is closed),
  * UV_ENOMEM (also: the deadline could not watch it); then nothing started

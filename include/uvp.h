@@ -1547,26 +1547,24 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * uvp_ctx_close inside a fiber fails with UVP_EINFIBER: a fiber cannot free the
  * stack it runs on.
  *
- * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a
- * few large mappings that uvp maps as it needs them (each twice the last,
- * up to 64 MiB), not a mapping of its own: fibers take no entries of the
- * kernel's table of mappings (vm.max_map_count), and a process holds as
- * many as its memory allows.  A million fibers each awaiting its own
- * uvp_delay take 4.3 GB in the default mode (a 4 KiB page of stack each,
- * and 512 bytes of page tables beside the resident set) and 0.86 GB in
- * the compact mode (896 bytes each); see docs/guide-fibers.md.  uvp_fiber_spawn fails with
- * UV_ENOMEM when no stack can be mapped (the address space, RLIMIT_AS) or
- * a record allocated.  Pages are the kernel's to give as a fiber touches
- * them: a process that runs out of resident memory is ended by the
- * kernel's OOM killer, not told UV_ENOMEM, as with any memory touched on
- * demand.  Stacks are pooled per context and reused: up to 1024 returned
- * stacks (and 256 MiB of them) keep the pages their last fiber touched,
- * for the next fibers (uvp_ctx_stats counts them), so spawning, awaiting
- * and returning make no system call and allocate nothing once warm; a
- * stack returned beyond those gives its pages back (one madvise call).
- * Only the pages a fiber touches are resident (a fiber suspended a few
- * calls deep holds one 4 KiB page).  Do not run the loop (uv_run) from a
- * fiber.
+ * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a few
+ * large mappings that uvp maps as it needs them (each twice the last, up to 64
+ * MiB), not a mapping of its own: fibers take no entries of the kernel's table
+ * of mappings (vm.max_map_count), and a process holds as many as its memory
+ * allows.  A million fibers each awaiting its own uvp_delay take 4.3 GB in the
+ * default mode (a 4 KiB page of stack each, and 512 bytes of page tables beside
+ * the resident set) and 0.86 GB in the compact mode (896 bytes each); see
+ * docs/guide-fibers.md.  uvp_fiber_spawn fails with UV_ENOMEM when no stack can
+ * be mapped (the address space, RLIMIT_AS) or a record allocated.  Pages are
+ * the kernel's to give as a fiber touches them: a process that runs out of
+ * resident memory is ended by the kernel's OOM killer, not told UV_ENOMEM, as
+ * with any memory touched on demand.  Stacks are pooled per context and reused:
+ * up to 1024 returned stacks (and 256 MiB of them) keep the pages their last
+ * fiber touched, for the next fibers (uvp_ctx_stats counts them), so spawning,
+ * awaiting and returning make no system call and allocate nothing once warm; a
+ * stack returned beyond those gives its pages back (one madvise call).  Only
+ * the pages a fiber touches are resident (a fiber suspended a few calls deep
+ * holds one 4 KiB page).  Do not run the loop (uv_run) from a fiber.
  *
  * Overflow.  Below every stack lies a guard, and a fiber that runs off its
  * stack is stopped with a report on stderr naming where it was spawned
