@@ -9,7 +9,7 @@
  * tool is absent. */
 #include "curl-env.h"
 
-#include "uvp-curl.h"
+#include "response.h"
 
 /* Options of a test's own, set on every fetch. */
 typedef struct how_s {
@@ -55,16 +55,6 @@ static void fetch_all(fixture_t *f, uvp_curl_t *c, const char *u, how_t *h,
     run_until_settled(f, out[i]);
 }
 
-static const uvp_curl_response_t *ok(uvp_promise_t *p) {
-  if (uvp_promise_state(p) != UVP_FULFILLED) {
-    void *payload = NULL;
-    int code = uvp_promise_reason(p, &payload);
-    fail_msg("rejected: %s (%s)", uvp_curl_err_name(code),
-             payload ? ((uvp_curl_error_t *)payload)->message : "-");
-  }
-  return uvp_promise_value(p);
-}
-
 static void release_all(uvp_promise_t **p, int n) {
   for (int i = 0; i < n; i++)
     uvp_promise_release(p[i]);
@@ -92,7 +82,7 @@ static void test_http1(void **state) {
   for (int round = 0; round < 2; round++) {
     fetch_all(f, c, round ? tls : plain, &h, NULL, p, 30);
     for (int i = 0; i < 30; i++) {
-      const uvp_curl_response_t *r = ok(p[i]);
+      const uvp_curl_response_t *r = response_of(p[i]);
       assert_int_equal(r->status, 200);
       assert_string_equal(r->body.base, HELLO);
       long v = 0;
@@ -147,7 +137,7 @@ static void test_http2_multiplexed(void **state) {
   uvp_promise_t *p[60];
   fetch_all(f, c, hello, &h, NULL, p, 60);
   for (int i = 0; i < 60; i++) {
-    const uvp_curl_response_t *r = ok(p[i]);
+    const uvp_curl_response_t *r = response_of(p[i]);
     assert_int_equal(r->status, 200);
     assert_string_equal(r->body.base, HELLO);
     long v = 0;
@@ -178,8 +168,8 @@ static void test_http2_multiplexed(void **state) {
   assert_true(got > 0 && got < 4 * 1024 * 1024);
   fetch_all(f, c, hello, &h, NULL, p, 3);
   for (int i = 0; i < 3; i++) {
-    assert_int_equal(ok(q[i])->status, 200);
-    assert_int_equal(ok(p[i])->status, 200);
+    assert_int_equal(response_of(q[i])->status, 200);
+    assert_int_equal(response_of(p[i])->status, 200);
   }
   release_all(q, 3);
   release_all(p, 3);
@@ -218,13 +208,13 @@ static void test_proxy(void **state) {
   fetch_all(f, c, plain, &h, NULL, p, 2);
   fetch_all(f, c, tls, &h, NULL, p + 2, 2);
   for (int i = 0; i < 4; i++) {
-    const uvp_curl_response_t *r = ok(p[i]);
+    const uvp_curl_response_t *r = response_of(p[i]);
     assert_int_equal(r->status, 200);
     assert_string_equal(r->body.base, HELLO);
     assert_null(uvp_curl_response_header(r, "Proxy-agent"));
   }
   long v = 0;
-  curl_easy_getinfo(ok(p[2])->easy, CURLINFO_HTTP_VERSION, &v);
+  curl_easy_getinfo(response_of(p[2])->easy, CURLINFO_HTTP_VERSION, &v);
   assert_int_equal(v, CURL_HTTP_VERSION_2_0); /* end to end, in the tunnel */
   release_all(p, 4);
 
@@ -263,11 +253,12 @@ static void test_auth(void **state) {
   fetch_all(f, c, u, &none, NULL, p, 1);
   fetch_all(f, c, u, &wrong, NULL, p + 1, 1);
   fetch_all(f, c, u, &right, NULL, p + 2, 1);
-  assert_int_equal(ok(p[0])->status, 401);
-  assert_non_null(uvp_curl_response_header(ok(p[0]), "WWW-Authenticate"));
-  assert_int_equal(ok(p[1])->status, 401);
-  assert_int_equal(ok(p[2])->status, 200);
-  assert_string_equal(ok(p[2])->body.base, "secret\n");
+  assert_int_equal(response_of(p[0])->status, 401);
+  assert_non_null(
+      uvp_curl_response_header(response_of(p[0]), "WWW-Authenticate"));
+  assert_int_equal(response_of(p[1])->status, 401);
+  assert_int_equal(response_of(p[2])->status, 200);
+  assert_string_equal(response_of(p[2])->body.base, "secret\n");
   release_all(p, 3);
   close_curl(f, c);
   env_stop(f, &e);
@@ -287,7 +278,7 @@ static void test_compressed(void **state) {
   how_t gz = {.compressed = 1};
   uvp_promise_t *p[1];
   fetch_all(f, c, u, &gz, NULL, p, 1);
-  const uvp_curl_response_t *r = ok(p[0]);
+  const uvp_curl_response_t *r = response_of(p[0]);
   assert_string_equal(uvp_curl_response_header(r, "Content-Encoding"), "gzip");
   assert_int_equal(r->bytes, BIG_BYTES);
   curl_off_t wire = 0;

@@ -12,7 +12,7 @@
 #include "servers.h"
 
 #include "demo-server.h"
-#include "uvp-curl.h"
+#include "response.h"
 
 /* ---- scaffolding --------------------------------------------------------- */
 
@@ -48,16 +48,6 @@ static uvp_promise_t *fetch_wait(fixture_t *f, uvp_curl_t *c, const char *url,
   if (ms != NULL)
     *ms = (double)(uv_hrtime() - t0) / 1e6;
   return p;
-}
-
-static const uvp_curl_response_t *response_of(uvp_promise_t *p) {
-  if (uvp_promise_state(p) != UVP_FULFILLED) {
-    void *payload = NULL;
-    int code = uvp_promise_reason(p, &payload);
-    fail_msg("rejected: %s (%s)", uvp_curl_err_name(code),
-             payload ? ((uvp_curl_error_t *)payload)->message : "-");
-  }
-  return uvp_promise_value(p);
 }
 
 static void expect_rejection(uvp_promise_t *p, int code, const char *words) {
