@@ -54,6 +54,7 @@ typedef struct uvp__ctx_head_s {
                          what was padding, on the line every call reads */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
+  uint64_t vnow; /* the virtual clock's time, kept by clock.c */
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
@@ -76,10 +77,9 @@ static inline uint64_t uvp__loop_time(const uv_loop_t *loop) {
  * the loop's, or the virtual clock's (uvp_ctx_set_clock).  Read where a
  * promise is made: the field, not uv_now's call through the PLT, and one
  * test of a flag on the head's first line when the clock is off. */
-uint64_t uvp__vclock_now(const uvp_ctx_t *ctx);
 static inline uint64_t uvp__now(const uvp_ctx_t *ctx) {
   if (UVP__UNLIKELY(uvp__head(ctx)->vclock))
-    return uvp__vclock_now(ctx);
+    return uvp__head(ctx)->vnow;
   return uvp__loop_time(uvp__head(ctx)->loop);
 }
 
