@@ -28,7 +28,6 @@
 typedef struct vclock_s {
   uvp__ext_t ext; /* first */
   uvp_ctx_t *ctx;
-  uint64_t now;
   uint64_t seq;
   uvp__timer_t *root;
   size_t real; /* uvp's real work in flight */
@@ -46,10 +45,10 @@ static vclock_t *clock_of(const uvp_ctx_t *ctx) {
   return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_CLOCK], vclock_t, ext);
 }
 
-/* The head keeps a copy that uvp__now reads (sched.h), so that the core
- * asks nothing of this file. */
+/* The virtual time lives in the head (vnow), where uvp__now reads it
+ * (sched.h): the core asks nothing of this file. */
+static uint64_t now_of(const vclock_t *c) { return uvp__head(c->ctx)->vnow; }
 static void set_now(vclock_t *c, uint64_t now) {
-  c->now = now;
   uvp__head(c->ctx)->vnow = now;
 }
 
@@ -137,13 +136,13 @@ static void heap_remove(vclock_t *c, uvp__timer_t *t) {
 static void fire_due(vclock_t *c, uint64_t upto) {
   while (c->root != NULL && c->root->due <= upto) {
     uvp__timer_t *t = c->root;
-    if (t->due > c->now)
+    if (t->due > now_of(c))
       set_now(c, t->due);
     heap_remove(c, t);
     uv_timer_stop(&t->handle);
     t->cb(&t->handle);
   }
-  if (upto > c->now)
+  if (upto > now_of(c))
     set_now(c, upto);
 }
 
@@ -153,7 +152,7 @@ static void fire_due(vclock_t *c, uint64_t upto) {
  * the loop's next timer phase fires what is due, as it would a real one. */
 static void due_now(uv_timer_t *h) {
   vclock_t *c = ((uvp__timer_t *)(void *)h)->clock;
-  fire_due(c, c->now);
+  fire_due(c, now_of(c));
 }
 
 void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref) {
@@ -174,7 +173,7 @@ void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
   if (t->queued)
     heap_remove(c, t);
   t->cb = cb;
-  t->due = ms > UINT64_MAX - c->now ? UINT64_MAX : c->now + ms;
+  t->due = ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms;
   t->seq = c->seq++;
   heap_insert(c, t);
   (void)uv_timer_start(&t->handle, due_now, ms == 0 ? 0 : FAR, 0);
@@ -195,7 +194,7 @@ uint64_t uvp__timer_due_in(const uvp__timer_t *t) {
   const vclock_t *c = t->clock;
   if (c == NULL)
     return uv_timer_get_due_in(&t->handle);
-  return t->queued && t->due > c->now ? t->due - c->now : 0;
+  return t->queued && t->due > now_of(c) ? t->due - now_of(c) : 0;
 }
 
 /* ---- automatic advance --------------------------------------------------- */
@@ -206,7 +205,7 @@ static void pace_cb(uv_timer_t *h) { (void)h; }
 static void on_prepare(uv_prepare_t *h) {
   vclock_t *c = h->data;
   uv_loop_t *loop = h->loop;
-  uint64_t real_now = uv_now(loop), upto = c->now;
+  uint64_t real_now = uv_now(loop), upto = now_of(c);
   if (c->pacing && real_now > c->paced_at) {
     uint64_t waited = real_now - c->paced_at;
     upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
@@ -218,7 +217,7 @@ static void on_prepare(uv_prepare_t *h) {
     return; /* a timer's callback closed the context or changed the mode */
   if (c->pacing) {
     if (c->root != NULL)
-      (void)uv_timer_start(&c->pace, pace_cb, c->root->due - c->now, 0);
+      (void)uv_timer_start(&c->pace, pace_cb, c->root->due - now_of(c), 0);
     return;
   }
   if (c->root == NULL) {
@@ -326,7 +325,7 @@ int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms) {
   if (!uvp__head(ctx)->vclock)
     return UV_EINVAL;
   vclock_t *c = clock_of(ctx);
-  fire_due(c, ms > UINT64_MAX - c->now ? UINT64_MAX : c->now + ms);
+  fire_due(c, ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms);
   return 0;
 }
 

@@ -112,8 +112,7 @@ struct uvp_curl_s {
   unsigned depth;  /* calls into libcurl in progress */
   bool draining;
   bool closing;
-  bool clock_held; /* uvp_clock_hold taken: running > 0 */
-  size_t handles;  /* uv handles not yet closed */
+  size_t handles; /* uv handles not yet closed */
   xfer_t *dhead, *dtail;
   xfer_t *first, *last;
   xfer_t **buckets;
@@ -276,16 +275,15 @@ static void on_handle_closed(uv_handle_t *h) { handle_gone(h->data); }
 
 /* Transfers in the multi keep the loop alive, and hold a virtual clock
  * (UVP_CLOCK_AUTO) to the loop's pace: a reply on its way beats a virtual
- * timeout it would beat in real time. */
+ * timeout it would beat in real time.  Called as running goes from 0 to 1
+ * and back. */
 static void keep_set(uvp_curl_t *c) {
-  bool busy = c->stats.running > 0;
-  if (busy)
+  if (c->stats.running > 0) {
     uv_ref((uv_handle_t *)&c->keep);
-  else
+    (void)uvp_clock_hold(c->ctx);
+  } else {
     uv_unref((uv_handle_t *)&c->keep);
-  if (busy != c->clock_held) {
-    c->clock_held = busy;
-    (void)(busy ? uvp_clock_hold(c->ctx) : uvp_clock_unhold(c->ctx));
+    (void)uvp_clock_unhold(c->ctx);
   }
 }
 
@@ -342,8 +340,8 @@ static void xfer_link(uvp_curl_t *c, xfer_t *x) {
   else
     c->first = x;
   c->last = x;
-  c->stats.running++;
-  keep_set(c);
+  if (++c->stats.running == 1)
+    keep_set(c);
 }
 
 static void xfer_unlink(uvp_curl_t *c, xfer_t *x) {
@@ -359,8 +357,8 @@ static void xfer_unlink(uvp_curl_t *c, xfer_t *x) {
     x->next->prev = x->prev;
   else
     c->last = x->prev;
-  c->stats.running--;
-  keep_set(c);
+  if (--c->stats.running == 0)
+    keep_set(c);
 }
 
 /* ---- calls into libcurl -------------------------------------------------- */
