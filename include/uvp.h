@@ -2370,7 +2370,16 @@ UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
  * it no group's (the pool's own; the group's join no longer waits for it),
  * uvp_tcp_attach the current scope's group's (the work that takes it from
  * the pool: that group's join waits for it from then on; outside a group's
- * work, no group).  A server that accepts in its libuv connection
+ * work, no group).  While it is detached, the operations started on it
+ * are the pool's too: no deadline watches them, whichever scope starts
+ * them (a pool's read of an idle connection, started as a request's
+ * response ends, does not close it when that request's deadline passes);
+ * once attached, those started on it are watched by the current scope's
+ * deadline again, as any operation; one left pending from the detached
+ * time (the pool's read, which brings the next response) is watched only
+ * if asked (uvp_deadline_watch, in the attaching scope).  Operations
+ * already pending when it is detached keep the deadline they were started
+ * under.  A server that accepts in its libuv connection
  * callback, outside any group's work, and serves each connection in a
  * group's member has the member attach it first, or the join does not
  * wait for it.  Loop thread, before uvp_tcp_close().  Errors:

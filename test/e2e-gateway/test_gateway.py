@@ -650,6 +650,49 @@ def case_backend_closes_idle(gateway, fanout, argv_prefix=(), label="",
         be.kill()
 
 
+def case_pool_outlives_deadline(gateway, fanout):
+    """An idle backend connection stays in the pool until
+    --backend-idle-timeout, whatever the deadline (-t) of the request that
+    gave it back: that request's deadline (0.5 s) passes 1.5 s before the
+    next request, which still reuses it.  Backends /hang then /fast, on
+    one host:port: the first request's /fast connection goes back to the
+    pool; the second request's /hang takes it (its member starts first)
+    and is still stopped by its own deadline on it."""
+    be = Proc([fanout, "--serve", "0"], "backend (pool and deadline)")
+    base = "http://127.0.0.1:%d" % be.port
+    gw = Proc(gateway_argv(gateway, [base + "/hang", base + "/fast"], 500) +
+              ["-w", "1", "--backend-idle-timeout", "30000"],
+              "uvp-gateway (pool and deadline)")
+    try:
+        outcomes = []
+        for i in range(2):
+            if i == 1:
+                time.sleep(1.5)  # three times the request's deadline
+            t0 = time.monotonic()
+            st, h, body = get(gw.port)
+            doc = summary(body) if st == 200 else {}
+            errors = [b.get("error") or b.get("code")
+                      for b in doc.get("backends", [])]
+            outcomes.append((st, errors, round(time.monotonic() - t0, 2)))
+        check(all(o[1] == ["ETIMEDOUT", 200] and o[2] < 2.5
+                  for o in outcomes),
+              "pool and deadline: /hang ETIMEDOUT at the 0.5 s deadline, "
+              "/fast 200, twice (%s)" % outcomes)
+        st = backend_stats(be.port)
+        # /hang's and /fast's of the first request, /fast's of the second
+        # (its /hang took the pooled one), and this /stats one; 5 if the
+        # pooled connection had closed at the first request's deadline.
+        check(st.get("connections") == 4 and st.get("requests") == 5,
+              "pool and deadline: the idle connection outlived the 0.5 s "
+              "deadline of the request that pooled it and was reused 1.5 s "
+              "later (4 backend connections for 4 backend requests and "
+              "/stats: %s)" % st)
+        rc = gw.stop()
+        check(rc == 0, "pool and deadline: exit 0 (got %s)" % rc)
+    finally:
+        gw.kill()
+        be.kill()
+
 WRK_LUA = r"""
 -- Count every response that is not a 200 carrying the expected summary.
 local threads = {}
@@ -2038,6 +2081,20 @@ def main():
 
     backend = Proc([fanout, "--serve", "0"], "uvp-fanout --serve")
     base = "http://127.0.0.1:%d" % backend.port
+    # UVP_E2E_ONLY=name,name: only those cases (a developer's shortcut;
+    # meson runs them all).
+    only = [n for n in os.environ.get("UVP_E2E_ONLY", "").split(",") if n]
+    if only:
+        cases = {
+            "pool_outlives_deadline":
+                lambda: case_pool_outlives_deadline(gateway, fanout),
+        }
+        try:
+            for n in only:
+                cases[n]()
+        finally:
+            backend.kill()
+        return report()
     mixed = [base + "/fast", base + "/slow", base + "/missing",
              base + "/hang", "http://127.0.0.1:%d/" % refused_port()]
     fast = [base + "/fast", base + "/fast", base + "/missing"]
@@ -2096,6 +2153,7 @@ def main():
         case_big_responses(gateway)
         case_backend_reuse(gateway, fanout)
         case_backend_closes_idle(gateway, fanout)
+        case_pool_outlives_deadline(gateway, fanout)
 
         gwh = Proc(gateway_argv(gateway, mixed, 60000) + ["--traces"],
                    "uvp-gateway (hang)")
@@ -2170,6 +2228,10 @@ def main():
         for p in procs:
             p.kill()
 
+    return report()
+
+
+def report():
     if failures:
         print("\n%d check(s) failed:" % len(failures))
         for f in failures:
