@@ -1034,19 +1034,22 @@ static void usage(FILE *f) {
       "Under load: a client that does not read its answers is not read "
       "either\n"
       "once %d KiB of them wait unsent.  At the descriptor limit, idle\n"
-      "connections are closed to accept new ones (idle keep-alive first, "
-      "then\n"
-      "those waiting longest for a request).  After a burst, the memory it\n"
-      "used goes back to the system within %d s of the load falling to "
-      "half\n"
-      "its peak, and that of the backend connections it left idle within "
-      "%d s\n"
-      "of --backend-idle-timeout closing them; uvp's pools keep the "
-      "promise\n"
-      "and operation slabs the burst took (SIGUSR1 shows how much).\n",
+      "connections are closed to accept new ones: first those whose "
+      "answers\n"
+      "have not moved for %d ms (the client reads nothing; reset), then "
+      "idle\n"
+      "keep-alive ones, then those waiting longest for a request.  After a\n"
+      "burst, the memory it used goes back to the system within %d s of "
+      "the\n"
+      "load falling to half its peak, and that of the backend connections "
+      "it\n"
+      "left idle within %d s of --backend-idle-timeout closing them; uvp's\n"
+      "pools keep the promise and operation slabs the burst took (SIGUSR1\n"
+      "shows how much).\n",
       uv_available_parallelism(), HTTPD_HEADER_TIMEOUT_MS,
       HTTPD_KEEPALIVE_TIMEOUT_MS, HTTPD_SEND_TIMEOUT_MS,
-      HTTPD_MAX_OUTPUT / 1024, 2 * TRIM_MS / 1000, 2 * TRIM_MS / 1000);
+      HTTPD_MAX_OUTPUT / 1024, HTTPD_STALL_MS, 2 * TRIM_MS / 1000,
+      2 * TRIM_MS / 1000);
 }
 
 static int parse_uint(const char *s, unsigned long long max,
@@ -1231,6 +1234,7 @@ static void print_stats(const main_t *m) {
     t.accept_pauses += s->accept_pauses;
     t.idle_closed += s->idle_closed;
     t.waiting_closed += s->waiting_closed;
+    t.stalled_closed += s->stalled_closed;
     t.bodies_refused += s->bodies_refused;
     cancelled += m->workers[i].cancelled;
     capped += m->workers[i].bodies_capped;
@@ -1239,11 +1243,12 @@ static void print_stats(const main_t *m) {
           "uvp-gateway: %llu connections, %llu requests; timeouts: header "
           "%llu, keep-alive %llu, send %llu; accept paused %llu times; "
           "%llu requests cancelled (client gone); closed at the descriptor "
-          "limit: %llu idle keep-alive, %llu waiting for a request; over "
-          "--max-body: %llu backend bodies, %llu request bodies\n",
+          "limit: %llu idle keep-alive, %llu waiting for a request, %llu "
+          "not reading their answers; over --max-body: %llu backend bodies, "
+          "%llu request bodies\n",
           t.connections, t.requests, t.header_timeouts, t.keepalive_timeouts,
           t.send_timeouts, t.accept_pauses, cancelled, t.idle_closed,
-          t.waiting_closed, capped, t.bodies_refused);
+          t.waiting_closed, t.stalled_closed, capped, t.bodies_refused);
 }
 
 int main(int argc, char **argv) {

@@ -1003,13 +1003,14 @@ def gateway_stats(text):
     m = re.search(r"(\d+) connections, (\d+) requests; timeouts: header "
                   r"(\d+), keep-alive (\d+), send (\d+); accept paused (\d+)"
                   r".*closed at the descriptor limit: (\d+) idle keep-alive, "
-                  r"(\d+) waiting for a request; over --max-body: (\d+) "
-                  r"backend bodies, (\d+) request bodies", text)
+                  r"(\d+) waiting for a request, (\d+) not reading their "
+                  r"answers; over --max-body: (\d+) backend bodies, (\d+) "
+                  r"request bodies", text)
     if not m:
         return {}
     keys = ("connections", "requests", "header", "keepalive", "send",
-            "paused", "idle_closed", "waiting_closed", "backend_bodies",
-            "request_bodies")
+            "paused", "idle_closed", "waiting_closed", "stalled_closed",
+            "backend_bodies", "request_bodies")
     return dict(zip(keys, map(int, m.groups())))
 
 
@@ -1582,6 +1583,49 @@ def case_fd_shed(gateway, url):
         gw.kill()
 
 
+def case_fd_stalled(gateway):
+    """300 clients that pipeline requests and never read (a 4 KB receive
+    buffer), at ulimit -n 256, 2 workers, the gateway's defaults (the
+    60 s send timeout).  Once their answers have stopped moving for a
+    second, they count as idle at the descriptor limit: they are reset to
+    accept new clients, so a probe is served within a few seconds, not
+    after the send timeout.  The backend is a URL httpc refuses at once
+    (its 2 KB URL makes each answer 2 KB: a flooder is blocked after a
+    dozen), so the flood costs no backend connection."""
+    limit, clients, per = 256, 300, 200
+    bad = "ftp://127.0.0.1/" + "a" * 2000
+    gw = ulimit_gateway(gateway, limit, ["-b", bad, "-w", "2"],
+                        "uvp-gateway (ulimit -n %d, flood)" % limit)
+    fl = None
+    try:
+        fl = child(FLOODER, gw.port, clients, per)
+        check(child_line(fl, "READY", 60) == "READY %d %d"
+              % (clients, clients),
+              "stalled: %d clients pipelined %d requests each and read "
+              "nothing" % (clients, per))
+        time.sleep(1.0)
+        for i in range(3):
+            st, doc, t = timed_get(gw.port, timeout=8.0)
+            check(st == 200 and doc.get("failed") == 1 and t < 6.0,
+                  "stalled: probe %d served within 6 s, not after the 60 s "
+                  "send timeout (%s, %.3f s)" % (i + 1, st, t))
+        lines = [ln for ln in gw.stderr().splitlines()
+                 if "not reading their answers (none sent for 1000 ms)"
+                 in ln]
+        check(lines, "stalled: logged: %s" % lines[:1])
+        child_finish(fl)
+        fl = None
+        rc = gw.stop()
+        st = gateway_stats(gw.stderr())
+        check(rc == 0 and st.get("stalled_closed", 0) >= clients - limit
+              and st.get("send") == 0,
+              "stalled: exit 0, at least %d reset for room, none by the "
+              "send timeout (%s)" % (clients - limit, st))
+    finally:
+        if fl is not None:
+            child_finish(fl)
+        gw.kill()
+
 def case_fd_limit(gateway, url, hang_url):
     """RLIMIT_NOFILE 64, one worker.  As descriptors run out, idle
     keep-alive connections are closed first, the oldest first, then the
@@ -2088,6 +2132,11 @@ def main():
         cases = {
             "pool_outlives_deadline":
                 lambda: case_pool_outlives_deadline(gateway, fanout),
+            "fd_stalled": lambda: case_fd_stalled(gateway),
+            "fd_shed": lambda: case_fd_shed(gateway, base + "/fast"),
+            "fd_limit": lambda: case_fd_limit(gateway, base + "/fast",
+                                              base + "/hang"),
+            "flood": lambda: case_flood(gateway, base),
         }
         try:
             for n in only:
@@ -2145,6 +2194,7 @@ def main():
         case_send_timeout(gateway)
         case_fd_limit(gateway, base + "/fast", base + "/hang")
         case_fd_shed(gateway, base + "/fast")
+        case_fd_stalled(gateway)
         case_flood(gateway, base)
         case_memory(gateway, base)
         case_max_body(gateway, base)
