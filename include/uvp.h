@@ -503,9 +503,14 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
 /** Print every pending promise with its creation site and age, one per line
  * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * and every fiber, in the spirit of uv_print_active_handles().  Returns
- * how many promises and fibers it listed, or a negative code: UV_EINVAL
- * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
+ * and every fiber, in the spirit of uv_print_active_handles().  It never
+ * waits for its reader, as uvp_ctx_dump_tasks: to a pipe, a socket or a
+ * terminal, the dump is made in memory first, then written as far as it
+ * goes without waiting, the rest dropped and counted in a last line.
+ * Returns how many promises and fibers it listed, or a negative code:
+ * UV_EAGAIN (the output was cut short), UV_EINVAL (NULL ctx or stream),
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, write(2)'s error on such a
+ * descriptor (UV_EPIPE: its reader is gone). */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /** @name uvp_dump_write_cb, uvp_dump_opts_t, uvp_ctx_dump_tasks
@@ -530,14 +535,39 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * JSON), UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for,
  * then only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or
  * to write(write_arg, text, len) if set (a negative return stops the
- * output and is returned).  A line longer than 4 KiB is cut short (text:
+ * output and is returned; UV_EAGAIN cuts the dump short, see below).  A
+ * line longer than 4 KiB is cut short (text:
  * "..." at its end; JSON: "cut":true).  The summary walks every task, as
  * the full dump does, without writing them: 1 000 000 tasks take tens of
  * milliseconds (docs/internals.md).  Nothing is kept per promise for the
- * dump.  Loop thread.  Returns how many tasks there are, or UV_EINVAL
- * (NULL ctx or opts, neither stream nor write, unknown flags),
- * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
- * fwrite).  uvp_ctx_dump_pending stays as the older dump of every pending
+ * dump.  Loop thread.
+ *
+ * A dump never waits for its reader: one that cannot be written now is
+ * cut short, not waited for (a stalled log collector on a pipe must not
+ * stop the loop).  A stream on a regular file, a block device or memory
+ * (open_memstream) is written with fwrite as the lines come.  A stream
+ * on a pipe, a socket or a terminal is written by uvp on its descriptor,
+ * whole lines at a time, never waiting: a pipe only when poll() says it
+ * has room, at most PIPE_BUF bytes a write (which it then takes whole and
+ * unmixed with other writers' lines), a socket with MSG_DONTWAIT; the
+ * flags of its open file description (O_NONBLOCK, shared with other
+ * processes) are not changed, and a pipe whose reader is gone gives
+ * UV_EPIPE, not SIGPIPE.  What the stream itself still buffers goes
+ * first if it can without waiting, else the whole dump is dropped.  A
+ * write callback that returns UV_EAGAIN cuts the dump the same way.  Once
+ * cut, every later line is dropped too (the output has no hole in its
+ * middle), and one more line says how much, if it fits: "(uvp: dump cut
+ * short: N bytes, M lines not written: the output would block)", as JSON
+ * {"dropped_bytes":N,"dropped_lines":M} with UVP_DUMP_JSON (a pipe keeps
+ * room for it: it stops taking lines while two pages are still free).
+ * The walk still visits every task.
+ *
+ * Returns how many tasks there are; UV_EAGAIN if the output was cut short
+ * (some lines dropped); or UV_EINVAL (NULL ctx or opts, neither stream nor
+ * write, unknown flags), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's
+ * error (UV_EIO from fwrite, write(2)'s on a pipe, socket or terminal:
+ * UV_EPIPE..., or the callback's negative return; the output stops
+ * there).  uvp_ctx_dump_pending stays as the older dump of every pending
  * promise; this one says more. */
 enum {
   UVP_DUMP_JSON = 1,   /**< one JSON object a line */
