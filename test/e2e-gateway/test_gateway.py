@@ -1626,6 +1626,100 @@ def case_fd_stalled(gateway):
             child_finish(fl)
         gw.kill()
 
+def read_pipe(fd):
+    """What the pipe holds now (non-blocking read end)."""
+    out = b""
+    while True:
+        try:
+            d = os.read(fd, 65536)
+        except BlockingIOError:
+            return out
+        if not d:
+            return out
+        out += d
+
+
+def case_stalled_stderr(gateway, base):
+    """stderr a pipe nobody reads (a stalled log collector): SIGUSR1's
+    dumps fill it, and the gateway goes on as if nothing happened: the
+    workers still answer at once, what did not fit is dropped and counted
+    (said first once stderr takes text again), and SIGTERM still stops it,
+    exit 0, with the pipe full.  Before, the workers blocked in the write
+    of the dump, the main thread in its own, and only SIGKILL stopped
+    it."""
+    hang = [base + "/hang"] * 20
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    argv = gateway_argv(gateway, hang, 60000) + ["-w", "2", "--traces"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=wfd, text=True)
+    os.close(wfd)
+    clients = []
+    try:
+        line = p.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+        threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
+        # Fan-outs in flight, 20 hanging backend requests each: their
+        # tasks make each worker's dump tens of KB.
+        for i in range(16):
+            c = connect(port)
+            c.sendall(request("GET", "/stuck-%d" % i))
+            clients.append(c)
+        time.sleep(1.0)
+        for _ in range(3):
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
+
+        def answered_now():
+            t0 = time.monotonic()
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=3)
+                s.sendall(request("POST", "/", "Connection: close\r\n"))
+                st, h, body = Reader(s).response()
+                s.close()
+            except (EOFError, OSError, ValueError) as e:
+                return repr(e), time.monotonic() - t0
+            return st, time.monotonic() - t0
+        probes = [answered_now() for _ in range(6)]
+        check(all(st == 405 and t < 2.0 for st, t in probes),
+              "stalled stderr: after 3 SIGUSR1 dumps into a pipe nobody "
+              "reads, both workers still answer at once (%s)"
+              % [(st, round(t, 3)) for st, t in probes])
+        text = read_pipe(rfd).decode(errors="replace")
+        check(len(text) > 32768 and text.endswith("\n"),
+              "stalled stderr: the pipe was filled (%d bytes), with whole "
+              "lines" % len(text))
+        p.send_signal(signal.SIGUSR1)  # the pipe has room again
+        got = wait_for(lambda: read_pipe(rfd), 5)
+        first = (got or b"").decode(errors="replace").split("\n", 1)[0]
+        check(re.match(r"uvp-gateway: \d+ bytes \(\d+ lines\) of "
+                       r"diagnostics dropped: stderr would block$", first),
+              "stalled stderr: once it takes text again, a line says what "
+              "was dropped first: %r" % first[:200])
+        for _ in range(3):  # full again
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
+        for c in clients:  # a reset: the fan-outs are cancelled
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            c.close()
+        clients = []
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(15)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(rc == 0, "stalled stderr: SIGTERM stops it with stderr full, "
+              "exit 0 (got %s after %.1f s)" % (rc, time.monotonic() - t0))
+    finally:
+        for c in clients:
+            c.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(rfd)
+
 def case_fd_limit(gateway, url, hang_url):
     """RLIMIT_NOFILE 64, one worker.  As descriptors run out, idle
     keep-alive connections are closed first, the oldest first, then the
@@ -2133,6 +2227,7 @@ def main():
             "pool_outlives_deadline":
                 lambda: case_pool_outlives_deadline(gateway, fanout),
             "fd_stalled": lambda: case_fd_stalled(gateway),
+            "stalled_stderr": lambda: case_stalled_stderr(gateway, base),
             "fd_shed": lambda: case_fd_shed(gateway, base + "/fast"),
             "fd_limit": lambda: case_fd_limit(gateway, base + "/fast",
                                               base + "/hang"),
@@ -2195,6 +2290,7 @@ def main():
         case_fd_limit(gateway, base + "/fast", base + "/hang")
         case_fd_shed(gateway, base + "/fast")
         case_fd_stalled(gateway)
+        case_stalled_stderr(gateway, base)
         case_flood(gateway, base)
         case_memory(gateway, base)
         case_max_body(gateway, base)
