@@ -52,7 +52,9 @@
  * beyond that, connections are closed after their response, and an idle
  * one after --backend-idle-timeout.  A connection the backend closed while
  * idle costs one retry (see httpc.h).  While a request uses a connection it
- * is the request's group's (uvp_tcp_attach); idle, the pool's.
+ * is the request's group's (uvp_tcp_attach); idle, the pool's, under no
+ * request's deadline (uvp_tcp_detach): it stays until
+ * --backend-idle-timeout, however short -t is.
  *
  * HTTP is httpd's (examples/common/httpd.h: llhttp with strict checks of
  * its own, keep-alive, pipelined requests answered in order, the three
@@ -75,7 +77,9 @@
  * request with its async trace (--traces or UVP_TRACES=1; without, the
  * creation sites only), then its task dump (uvp_ctx_dump_tasks: each task,
  * what it waits for and since when, its group, the time left of its
- * deadline and its request id), to stderr.
+ * deadline and its request id), to stderr.  Nothing written to stderr is
+ * waited for (see diag_write): what a stalled reader's pipe cannot take
+ * now is dropped and counted.
  *
  * SIGINT/SIGTERM: each worker stops accepting, closes idle connections,
  * lets requests in flight finish (bounded by -t) and answers them with
@@ -1178,7 +1182,10 @@ static void usage(FILE *f) {
       "their\n"
       "pending backend requests' async traces, then its tasks: what each\n"
       "waits for and since when, its deadline and request id; then where\n"
-      "memory is.\n"
+      "memory is.  Nothing written to stderr is waited for: what a full\n"
+      "pipe cannot take now is dropped, and counted in the next line and "
+      "at\n"
+      "exit.\n"
       "\n"
       "Under load: a client that does not read its answers is not read "
       "either\n"
