@@ -650,7 +650,7 @@ def case_backend_closes_idle(gateway, fanout, argv_prefix=(), label="",
         be.kill()
 
 
-def case_pool_outlives_deadline(gateway, fanout):
+def case_pool_outlives_deadline(gateway, fanout, prefix=()):
     """An idle backend connection stays in the pool until
     --backend-idle-timeout, whatever the deadline (-t) of the request that
     gave it back: that request's deadline (0.5 s) passes 1.5 s before the
@@ -660,9 +660,10 @@ def case_pool_outlives_deadline(gateway, fanout):
     and is still stopped by its own deadline on it."""
     be = Proc([fanout, "--serve", "0"], "backend (pool and deadline)")
     base = "http://127.0.0.1:%d" % be.port
-    gw = Proc(gateway_argv(gateway, [base + "/hang", base + "/fast"], 500) +
+    gw = Proc(list(prefix) +
+              gateway_argv(gateway, [base + "/hang", base + "/fast"], 500) +
               ["-w", "1", "--backend-idle-timeout", "30000"],
-              "uvp-gateway (pool and deadline)")
+              "uvp-gateway (pool and deadline)", ready_timeout=120)
     try:
         outcomes = []
         for i in range(2):
@@ -687,8 +688,9 @@ def case_pool_outlives_deadline(gateway, fanout):
               "deadline of the request that pooled it and was reused 1.5 s "
               "later (4 backend connections for 4 backend requests and "
               "/stats: %s)" % st)
-        rc = gw.stop()
-        check(rc == 0, "pool and deadline: exit 0 (got %s)" % rc)
+        rc = gw.stop(timeout=120)
+        check(rc == 0, "pool and deadline: exit 0 (got %s) %s"
+              % (rc, gw.stderr()[-2000:] if rc else ""))
     finally:
         gw.kill()
         be.kill()
@@ -1639,7 +1641,7 @@ def read_pipe(fd):
         out += d
 
 
-def case_stalled_stderr(gateway, base):
+def case_stalled_stderr(gateway, base, prefix=()):
     """stderr a pipe nobody reads (a stalled log collector): SIGUSR1's
     dumps fill it, and the gateway goes on as if nothing happened: the
     workers still answer at once, what did not fit is dropped and counted
@@ -1650,7 +1652,8 @@ def case_stalled_stderr(gateway, base):
     hang = [base + "/hang"] * 20
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
-    argv = gateway_argv(gateway, hang, 60000) + ["-w", "2", "--traces"]
+    argv = (list(prefix) + gateway_argv(gateway, hang, 60000) +
+            ["-w", "2", "--traces"])
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=wfd, text=True)
     os.close(wfd)
     clients = []
@@ -1707,7 +1710,7 @@ def case_stalled_stderr(gateway, base):
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
         try:
-            rc = p.wait(15)
+            rc = p.wait(15 if not prefix else 120)
         except subprocess.TimeoutExpired:
             rc = None
         check(rc == 0, "stalled stderr: SIGTERM stops it with stderr full, "
@@ -2223,11 +2226,20 @@ def main():
     # meson runs them all).
     only = [n for n in os.environ.get("UVP_E2E_ONLY", "").split(",") if n]
     if only:
+        # UVP_E2E_ONLY_VALGRIND=1: those that take a prefix run the
+        # gateway under valgrind.
+        vgp = ()
+        if os.environ.get("UVP_E2E_ONLY_VALGRIND") == "1":
+            vgp = ("valgrind", "--quiet", "--error-exitcode=99",
+                   "--leak-check=full",
+                   "--show-leak-kinds=definite,indirect,possible",
+                   "--errors-for-leak-kinds=definite,indirect,possible")
         cases = {
             "pool_outlives_deadline":
-                lambda: case_pool_outlives_deadline(gateway, fanout),
+                lambda: case_pool_outlives_deadline(gateway, fanout, vgp),
             "fd_stalled": lambda: case_fd_stalled(gateway),
-            "stalled_stderr": lambda: case_stalled_stderr(gateway, base),
+            "stalled_stderr":
+                lambda: case_stalled_stderr(gateway, base, vgp),
             "fd_shed": lambda: case_fd_shed(gateway, base + "/fast"),
             "fd_limit": lambda: case_fd_limit(gateway, base + "/fast",
                                               base + "/hang"),
