@@ -549,9 +549,11 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * NAME, KIND and TARGET as in the JSON form below):
  * @verbatim
    TASK ["NAME"] ID at SITE, AGE ms old
-     (, waiting MS ms [at AWAIT] for KIND [TARGET] [(LEFT ms left)] | , STATE)
-     [; in GROUP [< GROUP]...] [; deadline in MS ms] [; slots N=VALUE[,
- N=VALUE]...]
+     (, waiting MS ms [at AWAIT] for KIND [TARGET] [(LEFT ms left)]
+      | , STATE)
+     [; in GROUP [< GROUP]...]
+     [; deadline in MS ms]
+     [; slots N=VALUE[, N=VALUE]...]
      [...]
    @endverbatim
  * on one line, e.g. `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms
