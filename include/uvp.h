@@ -804,7 +804,9 @@ UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
 /** Writes into buf (cap bytes, cap > 0) what a promise waits for, for the
  * task dump ("GET https://example.com/"), and returns its length; a
  * negative return says it failed, a length of cap or more that it was cut
- * short.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
+ * short.  The first min(length, cap - 1) bytes are shown, whether or not
+ * it wrote a NUL after them; whatever bytes they are, the dump stays well
+ * formed.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
 typedef int (*uvp_describe_cb)(void *arg, char *buf, size_t cap);
 
 /** uvp_promise_set_cancel_full for a promise a library produces (a binding:
