@@ -628,6 +628,50 @@ static void test_awaiting_a_named_fiber(void **state) {
   uvp_promise_release(outer);
 }
 
+/* Compact fibers (their records on the heap, their frames copied out):
+ * named alike, and their names freed with them, those that end and one
+ * that the context's close ends. */
+static uvp_ret_t numbered(void *arg) {
+  char name[16];
+  snprintf(name, sizeof(name), "c%d", (int)((uintptr_t)arg & 15));
+  assert_int_equal(uvp_fiber_set_name(name), 0);
+  uvp_promise_t *never = (uvp_promise_t *)((uintptr_t)arg & ~(uintptr_t)15);
+  (void)uvp_await(never, NULL);
+  return uvp_ret_pass();
+}
+
+static void test_names_compact(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_fiber_mode(f->ctx, UVP_FIBER_COMPACT), 0);
+  uvp_promise_t *never[2], *fp[4];
+  assert_int_equal(uvp_promise_new(f->ctx, &never[0]), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &never[1]), 0);
+  for (int i = 0; i < 4; i++) /* fiber 3 waits on never[1] */
+    assert_int_equal(
+        uvp_fiber_spawn(f->ctx, numbered,
+                        (void *)((uintptr_t)never[i == 3] + (uintptr_t)i), NULL,
+                        &fp[i]),
+        0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  static sink_t s;
+  s = (sink_t){0};
+  assert_int_equal(dump(f->ctx, &s, 0), 4);
+  for (int i = 0; i < 4; i++) {
+    char want[32];
+    snprintf(want, sizeof(want), "fiber \"c%d\" 0x", i);
+    assert_non_null(line_with(&s, want));
+  }
+  free(s.buf);
+  uvp_promise_resolve(never[0], NULL, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_promise_state(fp[i]), UVP_FULFILLED);
+  for (int i = 0; i < 4; i++)
+    uvp_promise_release(fp[i]);
+  uvp_promise_release(never[0]);
+  uvp_promise_release(never[1]); /* fiber 3 goes with the context */
+}
+
 /* ---- errors -------------------------------------------------------------- */
 
 static const char *const bad_names[] = {
@@ -779,6 +823,7 @@ int main(void) {
       QUIET_TEST(test_process_long_path),
       QUIET_TEST(test_names_in_traces_and_dumps),
       QUIET_TEST(test_awaiting_a_named_fiber),
+      QUIET_TEST(test_names_compact),
       QUIET_TEST(test_name_errors),
       cmocka_unit_test(test_names_allocation_failure),
   };
