@@ -103,6 +103,7 @@ struct uvp_group_s {
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
   uint16_t site;  /* where it was made: a failed start's, see start_lazy */
+  char *name;     /* uvp_group_set_name's copy, or NULL */
   bool closed, cancelled, released, pumping;
   bool walking;  /* cancel_all is walking the blocks */
   size_t holds;  /* libuv requests and handles of members, open */
@@ -181,6 +182,7 @@ static void maybe_free(uvp_group_t *g) {
     if (g->failure != NULL)
       uvp__unref(g->failure);
     uvp__free(g->waiters);
+    uvp__free(g->name);
     uvp__free(g);
   }
 }
@@ -224,7 +226,11 @@ static const uvp__owner_t *owner_describe(const uvp__owner_t *o, char *buf,
   const char *file;
   int line;
   uvp__site_get(g->site, &file, &line);
-  snprintf(buf, cap, "group at %s:%d", file != NULL ? file : "?", line);
+  if (g->name != NULL)
+    snprintf(buf, cap, "group \"%s\" at %s:%d", g->name,
+             file != NULL ? file : "?", line);
+  else
+    snprintf(buf, cap, "group at %s:%d", file != NULL ? file : "?", line);
   return g->parent != NULL && g->parent->ops == &owner_ops ? g->parent : NULL;
 }
 
@@ -772,6 +778,26 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     g->trace = g->join->trace = uvp__trace_intern(
         ctx, g->join->site, UVP__TK_GROUP, uvp__head(ctx)->trace);
   *out = g;
+  return 0;
+}
+
+int uvp_group_set_name(uvp_group_t *g, const char *name) {
+  int rc =
+      g == NULL || !uvp__name_ok(name) ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc == 0 && g->released)
+    rc = UVP_ECLOSED;
+  char *copy = NULL;
+  if (rc == 0 && name != NULL && (copy = uvp__name_dup(name)) == NULL)
+    rc = UV_ENOMEM;
+  if (rc != 0)
+    return rc;
+  uvp__free(g->name);
+  g->name = copy;
+  if (uvp__head(g->ctx)->traces) { /* the members started from now on */
+    g->trace = uvp__trace_named(g->trace, name);
+    if (g->joined != NULL)
+      g->joined->trace = g->trace;
+  }
   return 0;
 }
 

@@ -517,8 +517,8 @@ const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
   int n = box->describe != NULL ? box->describe(box->arg, buf, cap) : 0;
   if (n < 0)
     snprintf(buf, cap, "(its description failed: %d)", n);
-  else if (box->describe == NULL && cap > 0)
-    buf[0] = '\0';
+  else if (cap > 0) /* its length, whether or not it wrote a NUL */
+    buf[(size_t)n < cap ? (size_t)n : cap - 1] = '\0';
   return box->kind;
 }
 
