@@ -1539,7 +1539,13 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * UV_ECANCELED (after cancelling the awaited promise, when the fiber was
  * all that waited for it: uvp_promise_cancel's rule), and so does every
  * later await but uvp_await_shielded, which lets it wait for its cleanup.  Its
- * return value is then discarded.  uvp_ctx_close resumes every suspended fiber
+ * return value is then discarded.  (When the cancelled await was on a
+ * group's join that only this fiber consumed, the join is cut and the
+ * await returns once the group's members have ended: see "Task groups".)
+ * A fiber's promise is settled before the fiber has returned, so awaiting
+ * it does not tell that a cancelled child fiber has ended: children that
+ * share the parent's state belong in a group (uvp_group_spawn), whose join
+ * settles only once every member has returned, whatever cut it.  uvp_ctx_close resumes every suspended fiber
  * in turn with UVP_ECLOSED (every await then returns UVP_ECLOSED at once), lets
  * each run to its end, then frees the stacks: a fiber must return once it sees
  * UVP_ECLOSED (one that keeps looping keeps uvp_ctx_close from returning, as
