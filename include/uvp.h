@@ -1640,7 +1640,13 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * UV_ECANCELED (after cancelling the awaited promise, when the fiber was
  * all that waited for it: uvp_promise_cancel's rule), and so does every
  * later await but uvp_await_shielded, which lets it wait for its cleanup.  Its
- * return value is then discarded.  uvp_ctx_close resumes every suspended fiber
+ * return value is then discarded.  (When the cancelled await was on a
+ * group's join that only this fiber consumed, the join is cut and the
+ * await returns once the group's members have ended: see "Task groups".)
+ * A fiber's promise is settled before the fiber has returned, so awaiting
+ * it does not tell that a cancelled child fiber has ended: children that
+ * share the parent's state belong in a group (uvp_group_spawn), whose join
+ * settles only once every member has returned, whatever cut it.  uvp_ctx_close resumes every suspended fiber
  * in turn with UVP_ECLOSED (every await then returns UVP_ECLOSED at once), lets
  * each run to its end, then frees the stacks: a fiber must return once it sees
  * UVP_ECLOSED (one that keeps looping keeps uvp_ctx_close from returning, as
@@ -1824,15 +1830,19 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
  * code), also when the fiber was cancelled before the call or while it
  * waits; later plain awaits return UV_ECANCELED again.  The shield is
  * not a way to ignore a shutdown: uvp_ctx_close still resumes it with
- * UVP_ECLOSED.  To bound the wait, shield a timeout instead:
+ * UVP_ECLOSED.  A group's join, however it was cut, settles only once its
+ * members have ended (see "Task groups"): waiting for it is always safe.
+ * To bound a wait for anything else, shield a timeout instead:
  *
  * @code
- *   uvp_timeout(join, 5000, 0, &bounded);
+ *   uvp_timeout(p, 5000, 0, &bounded);
  *   rc = uvp_await_shielded(bounded, NULL);   // UV_ETIMEDOUT after 5 s
  * @endcode
  *
- * (the timeout then cancels the join, and so the group, if nothing else
- * waits for it).  Errors as uvp_await's, but never UV_ECANCELED. */
+ * (the timeout then cancels p if nothing else waits for it).  Work started
+ * in a fiber past its deadline is stopped at once: give cleanup a deadline
+ * of its own with uvp_deadline_shield.  Errors as uvp_await's, but never
+ * UV_ECANCELED. */
 #define uvp_await_shielded(...)                                                \
   uvp_await_shielded_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
@@ -1957,7 +1967,8 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * produced is released (a descriptor closed).  A fiber whose promise
  * passed its deadline goes on running to clean up: its awaits return
  * UV_ETIMEDOUT (uvp_await_shielded waits on, as after a cancellation).
- * A group's join rejects with UV_ETIMEDOUT and its members are cancelled.
+ * A group's join cancels its members and rejects with UV_ETIMEDOUT once
+ * every one of them has ended (see "Task groups", the structured rule).
  * Each piece of work takes the nearest of its own deadline and those it
  * was started under: a deadline set where one is already nearer changes
  * nothing.  Code that calls a server passes the budget on with
@@ -1966,7 +1977,24 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * another thread is, if the handler was registered under it.  Watching
  * needs memory now and then (the deadline's list grows): work that starts
  * when there is none runs unwatched, to its end.  With no deadline set,
- * none of this costs anything measurable. */
+ * none of this costs anything measurable.
+ *
+ * Cleanup past a deadline.  Work started under a deadline that has passed
+ * is stopped as it starts, and a nearer-wins uvp_deadline_set, a fiber's
+ * own deadline_ms or uvp_scope_clear (which keeps the deadline) cannot
+ * lift it.  Cleanup that must still run (writing "timed out" to a client,
+ * closing a session with the server) takes a deadline of its own with
+ * uvp_deadline_shield, as under trio's shielded CancelScope with a
+ * timeout or Go's context.WithoutCancel plus WithTimeout, and, in a fiber
+ * that was cut, awaits with uvp_await_shielded:
+ *
+ * @code
+ *   if (uvp_await(read, &o) == UV_ETIMEDOUT) {
+ *     uvp_deadline_shield(ctx, 500);        // cleanup gets 500 ms
+ *     uvp_tcp_write(conn, msg, len, &w);    // watched by the new deadline
+ *     uvp_await_shielded(w, NULL);          // 0, or UV_ETIMEDOUT at 500 ms
+ *   }
+ * @endcode */
 /** @{ */
 
 /** What uvp_deadline_left says when no deadline is set. */
@@ -1978,6 +2006,16 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
  * UVP_ETHREAD, UV_ENOMEM. */
 UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
+
+/** Give the current scope a deadline `ms` milliseconds from now in place
+ * of the one it carries, nearer, farther or passed (UVP_NO_DEADLINE: none
+ * at all): for cleanup after a cut (see "Cleanup past a deadline").  It
+ * holds as uvp_deadline_set's does, for the rest of the running handler or
+ * fiber and for everything started from there; work started before stays
+ * watched by the deadline it was started under.  Give cleanup a bound: a
+ * shield without one can outlive its caller's caller.  Errors: UV_EINVAL
+ * (NULL ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms);
 
 /** Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
@@ -2051,8 +2089,33 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * (and so is the first if the join was cancelled before: nothing carries
  * it then).
  *
+ * The structured rule (trio's: a scope ends only when everything it
+ * started has ended): a group's join settles only once every member has
+ * ended and everything they started is done, whatever cut it.  Cut, by
+ * uvp_promise_cancel on the join (or on what awaits it alone: a
+ * cancelled fiber's await, a race's loser, uvp_timeout), by its deadline
+ * (uvp_group_opts_t.deadline_ms, or one it was made under) or by its
+ * parent group's cancel, the join cancels the group, stays pending while
+ * the members wind down, then rejects with the cut's code (UV_ECANCELED,
+ * not reported; UV_ETIMEDOUT).  So a fiber can always wait for the
+ * children it started, and keep their state on its stack:
+ *
+ * @code
+ *   rc = uvp_await(join, NULL);          // cut: returns once they ended
+ *   if (rc != 0) {
+ *     uvp_group_cancel(g);                // (already so if the join was cut)
+ *     uvp_await_shielded(join, NULL);     // settled, or settles once they end
+ *   }
+ * @endcode
+ *
+ * A member that ignores its cancellation (a request the thread pool is
+ * already running, a fiber that goes on without awaiting) holds the join
+ * until it ends; a teardown (uvp_ctx_close) alone rejects the join at once,
+ * with UVP_ECLOSED.
+ *
  * Nesting: a group's join promise is a promise like any other: add it to
- * another group; cancelling it (or its parent group) cancels the group.
+ * another group; cancelling it (or its parent group) cancels the group,
+ * and the parent's member, that join, ends when the group has.
  * Errors common to every call: UV_EINVAL (NULL group or argument),
  * UVP_ECLOSED (the context, or for adding, the group is closed),
  * UVP_ETHREAD. */
@@ -2093,7 +2156,8 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
  * @{ */
 /** A fiber member, spawned (in the group's scope) when there is room under
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
- * fiber never starts).  A fiber that cannot be spawned is a member that
+ * fiber never starts; its deadline_ms runs from this call, while the
+ * member waits for room too).  A fiber that cannot be spawned is a member that
  * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error arg_free
  * does not run: arg is still yours. */
 #define uvp_group_spawn(...) uvp_group_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2162,11 +2226,13 @@ UVP_EXTERN int uvp_group_close(uvp_group_t *g);
  * member it returns cancelled at once.  The group still joins once
  * everything has wound down: the join then fulfils, as after
  * uvp_group_close, unless a UVP_GROUP_FAIL_FAST failure came first (only
- * cancelling the join itself rejects it, with UV_ECANCELED). */
+ * cutting the join itself rejects it: see the structured rule above). */
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
 /** One reference to the group's join promise (see above).  Cancelling it
- * cancels the group.  Only the group settles it, and next()'s promises:
+ * cancels the group, and the join rejects with UV_ECANCELED once every
+ * member has ended (uvp_promise_cancel returns 0 at once and the join is
+ * pending until then).  Only the group settles it, and next()'s promises:
  * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 

@@ -43,10 +43,11 @@ void uvp__describer_add(uvp_cancel_cb hook, uvp__describe_fn fn, bool own) {
 }
 
 static const describer_t *describer_of(const uvp_promise_t *p) {
-  if (!(p->flags & UVP__F_CANCEL))
+  uvp_cancel_cb hook = uvp__hook_of(p);
+  if (hook == NULL)
     return NULL;
   for (int i = 0; i < ndescribers; i++)
-    if (describers[i].hook == p->fn.cancel_cb)
+    if (describers[i].hook == hook)
       return &describers[i];
   return NULL;
 }
