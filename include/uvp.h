@@ -503,42 +503,47 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 
 /** Print every pending promise with its creation site and age, one per line
  * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * and every fiber, in the spirit of uv_print_active_handles().  It never
- * waits for its reader, as uvp_ctx_dump_tasks: to a pipe, a socket or a
- * terminal, the dump is made in memory first, then written as far as it
- * goes without waiting, the rest dropped and counted in a last line.
- * Returns how many promises and fibers it listed, or a negative code:
- * UV_EAGAIN (the output was cut short), UV_EINVAL (NULL ctx or stream),
- * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, write(2)'s error on such a
- * descriptor (UV_EPIPE: its reader is gone). */
+ * and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
+ * name if it has one: uvp_fiber_set_name), in the spirit of
+ * uv_print_active_handles().  It never waits for its reader, as
+ * uvp_ctx_dump_tasks: to a pipe, a socket or a terminal, the dump is made
+ * in memory first, then written as far as it goes without waiting, the
+ * rest dropped and counted in a last line.  Returns how many promises and
+ * fibers it listed, or a negative code: UV_EAGAIN (the output was cut
+ * short), UV_EINVAL (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM, write(2)'s error on such a descriptor (UV_EPIPE: its reader
+ * is gone). */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
+/** The version of the task dump's JSON lines (their `"v"` member). */
+#define UVP_DUMP_VERSION 1
 /** @name uvp_dump_write_cb, uvp_dump_opts_t, uvp_ctx_dump_tasks
  * @{ */
 /** The task dump: what a stuck program's tasks wait for, and since when
  * (Go's goroutine dump).  A task is a fiber, a group's member, or any other
  * pending promise something waits on (a handler, a combinator, a fiber, a
- * promise that follows it).  For each, one line says: the kind of task and
- * its promise's address; where it was spawned (a fiber) or created; its
- * age; what it waits for now: for a fiber, the await's site and the
- * awaited promise's description, for a promise its own: a uvp operation's
- * kind and target ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80",
- * "dns example.com", "timer" with the time left, "work", "process 1234
- * /bin/sleep"), a library's own (uvp_promise_set_cancel_described), the
- * promise it follows, or "program" (a promise the program settles); how
- * long it has waited (a fiber: since its await; a promise: since it was
- * made); its group and the group's parents; its deadline's time left; its
- * scope's slots, each through the formatter set for it
- * (uvp_ctx_set_slot_format), else as a pointer.
- * flags: UVP_DUMP_JSON (one JSON object a line; every string escaped by
- * JSON's rules, bytes 0x7f and up as `\u00XX`, so any bytes make valid
- * JSON), UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for,
- * then only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or
- * to write(write_arg, text, len) if set (a negative return stops the
- * output and is returned; UV_EAGAIN cuts the dump short, see below).  A
- * line longer than 4 KiB is cut short (text:
- * "..." at its end; JSON: "cut":true).  The summary walks every task, as
- * the full dump does, without writing them: 1 000 000 tasks take tens of
+ * promise that follows it).  For each, one line says: the kind of task,
+ * its name (a fiber named by uvp_fiber_set_name) and its promise's
+ * address; where it was spawned (a fiber) or created; its age; what it
+ * waits for now: for a fiber, the await's site and the awaited promise's
+ * description, for a promise its own: a uvp operation's kind and target
+ * ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80", "dns example.com",
+ * "timer" with the time left, "work", "process 1234 /bin/sleep"), a
+ * library's own (uvp_promise_set_cancel_described), the promise it
+ * follows, or "program" (a promise the program settles); how long it has
+ * waited (a fiber: since its await; a promise: since it was made); its
+ * group and the group's parents (named by uvp_group_set_name, if they
+ * were); its deadline's time left; its scope's slots, each through the
+ * formatter set for it (uvp_ctx_set_slot_format), else as a pointer.
+ *
+ * flags: UVP_DUMP_JSON (one JSON object a line, described below),
+ * UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for, then
+ * only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or to
+ * write(write_arg, text, len) if set (a negative return stops the output
+ * and is returned; UV_EAGAIN cuts the dump short, see below).  A line
+ * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
+ * `cut`).  The summary walks every task, as the
+ * full dump does, without writing them: 1 000 000 tasks take tens of
  * milliseconds (docs/internals.md).  Nothing is kept per promise for the
  * dump.  Loop thread.
  *
@@ -558,8 +563,9 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * cut, every later line is dropped too (the output has no hole in its
  * middle), and one more line says how much, if it fits: "(uvp: dump cut
  * short: N bytes, M lines not written: the output would block)", as JSON
- * {"dropped_bytes":N,"dropped_lines":M} with UVP_DUMP_JSON (a pipe keeps
- * room for it: it stops taking lines while two pages are still free).
+ * `{"v":1,"dropped_bytes":N,"dropped_lines":M}` with UVP_DUMP_JSON (a
+ * pipe keeps room for it: it stops taking lines while two pages are still
+ * free).
  * The walk still visits every task.
  *
  * Returns how many tasks there are; UV_EAGAIN if the output was cut short
@@ -568,7 +574,92 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * error (UV_EIO from fwrite, write(2)'s on a pipe, socket or terminal:
  * UV_EPIPE..., or the callback's negative return; the output stops
  * there).  uvp_ctx_dump_pending stays as the older dump of every pending
- * promise; this one says more. */
+ * promise; this one says more.
+ *
+ * <b>The text form</b>, a line per task (brackets: present only when so;
+ * NAME, KIND and TARGET as in the JSON form below):
+ * @verbatim
+   TASK ["NAME"] ID at SITE, AGE ms old
+     (, waiting MS ms [at AWAIT] for KIND [TARGET] [(LEFT ms left)]
+      | , STATE)
+     [; in GROUP [< GROUP]...]
+     [; deadline in MS ms]
+     [; slots N=VALUE[, N=VALUE]...]
+     [...]
+   @endverbatim
+ * on one line, e.g. `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms
+ * old, waiting 100 ms at app.c:22 for timer (29900 ms left); in group
+ * "fetchers" at app.c:40`; the summary's first line is `N tasks; by what
+ * they wait for: KIND COUNT[, KIND COUNT]...`.  The text form is for
+ * people: parse the JSON form.
+ *
+ * <b>The JSON form</b>: every line is one JSON object, standing alone (no
+ * header, no array around them: `jq`, `grep` and a line reader each take a
+ * line at a time).  Every string is escaped by JSON's rules (bytes 0x7f
+ * and up as `\u00XX`, a NUL byte as '?'), so any bytes make valid JSON.
+ * Each object's first member is `"v"`, the version of this schema, so
+ * that a line read alone (a summary's, one picked out by `grep`, one of
+ * several dumps concatenated) still says how to read it; it is
+ * UVP_DUMP_VERSION.  A version adds members without changing it (a reader
+ * ignores members it does not know); one that changes or removes a
+ * member's meaning or type, or when it is present, is a new version.  A
+ * task's object (version 1), its members in this order:
+ * - `v` (number): 1.
+ * - `task` (string): "fiber" (uvp_fiber_spawn, a group's fiber member),
+ *   "member" (a promise a group holds, not a fiber), "promise" (any other
+ *   pending promise something waits on).
+ * - `name` (string): only for a fiber named by uvp_fiber_set_name: its
+ *   name (1 to 63 printable ASCII bytes, no `"` nor backslash).
+ * - `id` (string): the address of the task's promise, `"0x55c0add7b7e0"`,
+ *   as uvp_ctx_dump_pending and the text form print it: the same task in
+ *   two dumps has the same id (an address may be reused once the task is
+ *   gone).
+ * - `site` (string): `"FILE:LINE"`, where the fiber was spawned or the
+ *   promise created (`"?:0"` when the site table was full).
+ * - `age_ms` (number, integer): milliseconds since the task's promise was
+ *   made, on the context's clock (uvp_ctx_set_clock).
+ * - `waiting_ms` (number, integer) and `waits_for` (object): present when
+ *   the task waits for something; `state` is present instead otherwise.
+ *   `waiting_ms`: since the fiber's await, or since the promise was made
+ *   (its `age_ms`).  `waits_for` has `kind` (string: "fs.stat" and every
+ *   `fs.<op>`, "tcp.connect", "tcp.read", "tcp.write", "dns", "timer",
+ *   "timeout", "work", "process", "group" (a group's join), "fiber" (a
+ *   fiber's promise), "promise" (the promise this one follows),
+ *   "program" (a promise only the program settles), "uvp" (one of uvp's
+ *   own), "operation", a library's kind (uvp_promise_set_cancel_described:
+ *   "HTTP"), or "fulfilled"/"rejected" (a fiber whose awaited promise has
+ *   settled, not yet resumed)), `target` (string, maybe empty: the path,
+ *   `fd N`, the peer `127.0.0.1:80`, the host, `1234 /bin/sleep` (the pid
+ *   and the program's path, its last 197 bytes after "..." when longer),
+ *   `"NAME" spawned at FILE:LINE` or `spawned at FILE:LINE` (a fiber),
+ *   `created at FILE:LINE` (a promise followed), a library's
+ *   description), and `left_ms` (number, integer, only for what has a time
+ *   limit: a timer's or a timeout's milliseconds left).
+ * - `await` (string): only for a fiber that waits: `"FILE:LINE"` of its
+ *   uvp_await.
+ * - `state` (string): present when the task waits for nothing: "not
+ *   started", "running", "cancelled, running", "ending" (a fiber).
+ * - `groups` (array of strings): present when the task is in a group, or
+ *   is an operation working for one: that group first, then each parent
+ *   (up to 8), each `"group at FILE:LINE"`, or `"group \"NAME\" at
+ *   FILE:LINE"` for a group named by uvp_group_set_name.
+ * - `deadline_left_ms` (number, integer, 0 or more): present when the
+ *   task's scope has a deadline: milliseconds left.
+ * - `slots` (object): present when a slot of the task's scope is set:
+ *   the slot's index as key (`"0"`), and as value (string) what its
+ *   formatter wrote (cut to 128 bytes, ending "..."), the pointer
+ *   (`"0x..."`) without one, or "(its format failed)".
+ * - `cut` (true): only when the line would have been longer than 4 KiB:
+ *   the object ends at its last whole member before that point, members
+ *   after it missing; it is still one valid object.
+ *
+ * With UVP_DUMP_SUMMARY the first line is `{"v":1,"tasks":N,"by_what":
+ * {KIND:COUNT,...}}`: `tasks` (number) counts every task, `by_what`
+ * (object) counts them by `waits_for.kind` (by `state` for those that
+ * wait for nothing), 64 keys at most, the rest under `"(other)"`; then
+ * the oldest tasks' objects, oldest first.  A dump cut short (see above)
+ * ends, if it fits, with `{"v":1,"dropped_bytes":N,"dropped_lines":M}`:
+ * the bytes and lines not written. */
 enum {
   UVP_DUMP_JSON = 1,   /**< one JSON object a line */
   UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
@@ -746,7 +837,9 @@ UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
 /** Writes into buf (cap bytes, cap > 0) what a promise waits for, for the
  * task dump ("GET https://example.com/"), and returns its length; a
  * negative return says it failed, a length of cap or more that it was cut
- * short.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
+ * short.  The first min(length, cap - 1) bytes are shown, whether or not
+ * it wrote a NUL after them; whatever bytes they are, the dump stays well
+ * formed.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
 typedef int (*uvp_describe_cb)(void *arg, char *buf, size_t cap);
 
 /** uvp_promise_set_cancel_full for a promise a library produces (a binding:
@@ -952,19 +1045,30 @@ UVP_EXTERN int uvp_ctx_set_traces(uvp_ctx_t *ctx, int on);
 
 /** One frame of a promise's trace (uvp_promise_trace). */
 typedef struct uvp_trace_frame_s {
-  const char *what; /**< "promise", "then", "await", "fiber" or "group" */
-  const char *file; /**< NULL if the site table was full */
-  int line;         /**< the site's line */
+  const char *what; /**< "promise", "then", "await", "fiber", "group", or
+                         "name": the name of the fiber or group of the
+                         frame after it (see uvp_promise_trace) */
+  const char *file; /**< NULL if the site table was full; for a "name"
+                         frame the name (static: it lives as long as the
+                         process) */
+  int line;         /**< the site's line; 0 for a "name" frame */
 } uvp_trace_frame_t;
 
 /** p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
  * returns count, the number of frames (0: no trace: traces were off when
  * p was created, or p is NULL, or frames is NULL with max > 0; frames
- * may be NULL with max 0, to count).  Any thread, while you hold p. */
+ * may be NULL with max 0, to count).  A fiber named by
+ * uvp_fiber_set_name, or a group by uvp_group_set_name, adds a frame
+ * {"name", NAME, 0} right before (newer than) its "fiber" or "group"
+ * frame in the traces of what is created after the name was set: {"await",
+ * "app.c", 22}, {"name", "fetch 3", 0}, {"fiber", "app.c", 12}.  Any
+ * thread, while you hold p. */
 UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
                                     uvp_trace_frame_t *frames, size_t max);
-/** Print p's trace to stream, a frame per line.  Errors: UV_EINVAL,
- * UV_ENOENT (p has no trace). */
+/** Print p's trace to stream, a frame per line (`await at app.c:22`); a
+ * "name" frame is printed with the frame it names (`fiber "fetch 3" at
+ * app.c:12`), as the unhandled-rejection report and uvp_ctx_dump_pending
+ * do.  Errors: UV_EINVAL, UV_ENOENT (p has no trace). */
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
 /** @} */
 
@@ -1569,13 +1673,19 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * UV_ECANCELED (after cancelling the awaited promise, when the fiber was
  * all that waited for it: uvp_promise_cancel's rule), and so does every
  * later await but uvp_await_shielded, which lets it wait for its cleanup.  Its
- * return value is then discarded.  uvp_ctx_close resumes every suspended fiber
- * in turn with UVP_ECLOSED (every await then returns UVP_ECLOSED at once), lets
- * each run to its end, then frees the stacks: a fiber must return once it sees
- * UVP_ECLOSED (one that keeps looping keeps uvp_ctx_close from returning, as
- * any endless loop would).  Fibers spawned but not started never start.
- * uvp_ctx_close inside a fiber fails with UVP_EINFIBER: a fiber cannot free the
- * stack it runs on.
+ * return value is then discarded.  (When the cancelled await was on a
+ * group's join that only this fiber consumed, the join is cut and the
+ * await returns once the group's members have ended: see "Task groups".)
+ * A fiber's promise is settled before the fiber has returned, so awaiting
+ * it does not tell that a cancelled child fiber has ended: children that
+ * share the parent's state belong in a group (uvp_group_spawn), whose join
+ * settles only once every member has returned, whatever cut it.  uvp_ctx_close
+ * resumes every suspended fiber in turn with UVP_ECLOSED (every await then
+ * returns UVP_ECLOSED at once), lets each run to its end, then frees the
+ * stacks: a fiber must return once it sees UVP_ECLOSED (one that keeps looping
+ * keeps uvp_ctx_close from returning, as any endless loop would).  Fibers
+ * spawned but not started never start. uvp_ctx_close inside a fiber fails with
+ * UVP_EINFIBER: a fiber cannot free the stack it runs on.
  *
  * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a few
  * large mappings that uvp maps as it needs them (each twice the last, up to 64
@@ -1753,15 +1863,19 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
  * code), also when the fiber was cancelled before the call or while it
  * waits; later plain awaits return UV_ECANCELED again.  The shield is
  * not a way to ignore a shutdown: uvp_ctx_close still resumes it with
- * UVP_ECLOSED.  To bound the wait, shield a timeout instead:
+ * UVP_ECLOSED.  A group's join, however it was cut, settles only once its
+ * members have ended (see "Task groups"): waiting for it is always safe.
+ * To bound a wait for anything else, shield a timeout instead:
  *
  * @code
- *   uvp_timeout(join, 5000, 0, &bounded);
+ *   uvp_timeout(p, 5000, 0, &bounded);
  *   rc = uvp_await_shielded(bounded, NULL);   // UV_ETIMEDOUT after 5 s
  * @endcode
  *
- * (the timeout then cancels the join, and so the group, if nothing else
- * waits for it).  Errors as uvp_await's, but never UV_ECANCELED. */
+ * (the timeout then cancels p if nothing else waits for it).  Work started
+ * in a fiber past its deadline is stopped at once: give cleanup a deadline
+ * of its own with uvp_deadline_shield.  Errors as uvp_await's, but never
+ * UV_ECANCELED. */
 #define uvp_await_shielded(...)                                                \
   uvp_await_shielded_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
@@ -1770,6 +1884,36 @@ UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
 
 /** Whether the caller runs on a fiber (of any context). */
 UVP_EXTERN int uvp_in_fiber(void);
+
+/** Names the calling fiber, for people reading about it: the task dump
+ * shows the name (uvp_ctx_dump_tasks: `"name"` in JSON, `fiber "NAME"` in
+ * text, and `"NAME" spawned at FILE:LINE` where another task waits for
+ * the fiber), so does uvp_ctx_dump_pending, and, with traces on, the
+ * async traces of what the fiber creates from then on (a `name` frame,
+ * see uvp_promise_trace).  Five fibers spawned by one line, awaiting
+ * through one helper, tell themselves apart so:
+ * @code
+ *   static uvp_ret_t fetch(void *arg) {
+ *     const char *url = arg;
+ *     char name[64];
+ *     snprintf(name, sizeof(name), "fetch %s", url);  // cut to 63 bytes
+ *     uvp_fiber_set_name(name);                        // copied
+ *     ...
+ * @endcode
+ * A name is 1 to 63 bytes of printable ASCII (0x20 to 0x7e) other than
+ * the double quote and the backslash (so that it shows as it is, quoted,
+ * in every form); NULL
+ * removes the fiber's name.  It is copied (an allocation of its length,
+ * made only when a name is set; an unnamed fiber costs nothing), replaces
+ * the previous one and is freed with the fiber.  For traces the name is
+ * also interned once per process, as sites are (a static table: 4095
+ * names, 64 KiB; past that, traces show no name, the dumps still do).
+ * Errors, checked in this order: UV_EINVAL (a name that is not one: empty,
+ * longer than 63 bytes, a byte outside that set), UVP_ENOTFIBER (not
+ * called from a fiber), UVP_ECLOSED (its context is closing: the fiber
+ * runs to its end in uvp_ctx_close), UV_ENOMEM; on error the fiber keeps
+ * the name it had. */
+UVP_EXTERN int uvp_fiber_set_name(const char *name);
 
 /** The default stack size of the context's fibers (usable bytes, rounded up
  * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The
@@ -1856,7 +2000,8 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * produced is released (a descriptor closed).  A fiber whose promise
  * passed its deadline goes on running to clean up: its awaits return
  * UV_ETIMEDOUT (uvp_await_shielded waits on, as after a cancellation).
- * A group's join rejects with UV_ETIMEDOUT and its members are cancelled.
+ * A group's join cancels its members and rejects with UV_ETIMEDOUT once
+ * every one of them has ended (see "Task groups", the structured rule).
  * Each piece of work takes the nearest of its own deadline and those it
  * was started under: a deadline set where one is already nearer changes
  * nothing.  Code that calls a server passes the budget on with
@@ -1865,7 +2010,24 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * another thread is, if the handler was registered under it.  Watching
  * needs memory now and then (the deadline's list grows): work that starts
  * when there is none runs unwatched, to its end.  With no deadline set,
- * none of this costs anything measurable. */
+ * none of this costs anything measurable.
+ *
+ * Cleanup past a deadline.  Work started under a deadline that has passed
+ * is stopped as it starts, and a nearer-wins uvp_deadline_set, a fiber's
+ * own deadline_ms or uvp_scope_clear (which keeps the deadline) cannot
+ * lift it.  Cleanup that must still run (writing "timed out" to a client,
+ * closing a session with the server) takes a deadline of its own with
+ * uvp_deadline_shield, as under trio's shielded CancelScope with a
+ * timeout or Go's context.WithoutCancel plus WithTimeout, and, in a fiber
+ * that was cut, awaits with uvp_await_shielded:
+ *
+ * @code
+ *   if (uvp_await(read, &o) == UV_ETIMEDOUT) {
+ *     uvp_deadline_shield(ctx, 500);        // cleanup gets 500 ms
+ *     uvp_tcp_write(conn, msg, len, &w);    // watched by the new deadline
+ *     uvp_await_shielded(w, NULL);          // 0, or UV_ETIMEDOUT at 500 ms
+ *   }
+ * @endcode */
 /** @{ */
 
 /** What uvp_deadline_left says when no deadline is set. */
@@ -1877,6 +2039,16 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
  * UVP_ETHREAD, UV_ENOMEM. */
 UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
+
+/** Give the current scope a deadline `ms` milliseconds from now in place
+ * of the one it carries, nearer, farther or passed (UVP_NO_DEADLINE: none
+ * at all): for cleanup after a cut (see "Cleanup past a deadline").  It
+ * holds as uvp_deadline_set's does, for the rest of the running handler or
+ * fiber and for everything started from there; work started before stays
+ * watched by the deadline it was started under.  Give cleanup a bound: a
+ * shield without one can outlive its caller's caller.  Errors: UV_EINVAL
+ * (NULL ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms);
 
 /** Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
@@ -1950,8 +2122,33 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * (and so is the first if the join was cancelled before: nothing carries
  * it then).
  *
+ * The structured rule (trio's: a scope ends only when everything it
+ * started has ended): a group's join settles only once every member has
+ * ended and everything they started is done, whatever cut it.  Cut, by
+ * uvp_promise_cancel on the join (or on what awaits it alone: a
+ * cancelled fiber's await, a race's loser, uvp_timeout), by its deadline
+ * (uvp_group_opts_t.deadline_ms, or one it was made under) or by its
+ * parent group's cancel, the join cancels the group, stays pending while
+ * the members wind down, then rejects with the cut's code (UV_ECANCELED,
+ * not reported; UV_ETIMEDOUT).  So a fiber can always wait for the
+ * children it started, and keep their state on its stack:
+ *
+ * @code
+ *   rc = uvp_await(join, NULL);          // cut: returns once they ended
+ *   if (rc != 0) {
+ *     uvp_group_cancel(g);                // (already so if the join was cut)
+ *     uvp_await_shielded(join, NULL);     // settled, or settles once they end
+ *   }
+ * @endcode
+ *
+ * A member that ignores its cancellation (a request the thread pool is
+ * already running, a fiber that goes on without awaiting) holds the join
+ * until it ends; a teardown (uvp_ctx_close) alone rejects the join at once,
+ * with UVP_ECLOSED.
+ *
  * Nesting: a group's join promise is a promise like any other: add it to
- * another group; cancelling it (or its parent group) cancels the group.
+ * another group; cancelling it (or its parent group) cancels the group,
+ * and the parent's member, that join, ends when the group has.
  * Errors common to every call: UV_EINVAL (NULL group or argument),
  * UVP_ECLOSED (the context, or for adding, the group is closed),
  * UVP_ETHREAD. */
@@ -1992,7 +2189,8 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
  * @{ */
 /** A fiber member, spawned (in the group's scope) when there is room under
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
- * fiber never starts).  A fiber that cannot be spawned is a member that
+ * fiber never starts; its deadline_ms runs from this call, while the
+ * member waits for room too).  A fiber that cannot be spawned is a member that
  * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error arg_free
  * does not run: arg is still yours. */
 #define uvp_group_spawn(...) uvp_group_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -2036,6 +2234,18 @@ UVP_EXTERN int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out,
 /** Change the limit (0: none), see above. */
 UVP_EXTERN int uvp_group_set_limit(uvp_group_t *g, size_t limit);
 
+/** Names the group: the task dump shows it in the groups of every task in
+ * or working for the group (`group "NAME" at FILE:LINE` instead of `group
+ * at FILE:LINE`), and, with traces on, the async traces of its join and of
+ * the members started from then on (a `name` frame, see
+ * uvp_promise_trace).  The name's rules, copy, cost and interning are
+ * uvp_fiber_set_name's (1 to 63 bytes of printable ASCII but the
+ * double quote and the backslash; NULL removes it); it is freed with the group.
+ * Errors, in this order: UV_EINVAL (NULL g, or a name that is not one),
+ * UVP_ECLOSED (the context is closed, or g was released), UVP_ETHREAD,
+ * UV_ENOMEM; on error the group keeps the name it had. */
+UVP_EXTERN int uvp_group_set_name(uvp_group_t *g, const char *name);
+
 /** No more members (adding fails with UVP_ECLOSED); the join can settle. */
 UVP_EXTERN int uvp_group_close(uvp_group_t *g);
 
@@ -2049,11 +2259,13 @@ UVP_EXTERN int uvp_group_close(uvp_group_t *g);
  * member it returns cancelled at once.  The group still joins once
  * everything has wound down: the join then fulfils, as after
  * uvp_group_close, unless a UVP_GROUP_FAIL_FAST failure came first (only
- * cancelling the join itself rejects it, with UV_ECANCELED). */
+ * cutting the join itself rejects it: see the structured rule above). */
 UVP_EXTERN int uvp_group_cancel(uvp_group_t *g);
 
 /** One reference to the group's join promise (see above).  Cancelling it
- * cancels the group.  Only the group settles it, and next()'s promises:
+ * cancels the group, and the join rejects with UV_ECANCELED once every
+ * member has ended (uvp_promise_cancel returns 0 at once and the join is
+ * pending until then).  Only the group settles it, and next()'s promises:
  * uvp_promise_resolve/reject/resolve_with on them return UVP_ESETTLED. */
 UVP_EXTERN int uvp_group_join(uvp_group_t *g, uvp_promise_t **out);
 

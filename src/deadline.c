@@ -112,13 +112,12 @@ static deadline_t *deadline_in(const uvp__scope_t *s) {
   return s != NULL && s->deadline != NULL ? deadline_of(s->deadline) : NULL;
 }
 
-uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
-                                uint64_t ms) {
+/* A scope like base with a deadline of its own `ms` from now (NULL: no
+ * memory). */
+static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
+                                 uint64_t ms) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
-  deadline_t *near = deadline_in(base);
-  if (near != NULL && near->at <= at)
-    return uvp__scope_ref(base);
   deadline_t *d = uvp__calloc(1, sizeof(*d));
   if (d == NULL)
     return NULL;
@@ -135,12 +134,41 @@ uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
   return s;
 }
 
+uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
+                                uint64_t ms) {
+  uint64_t now = uvp__now(ctx);
+  uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
+  deadline_t *near = deadline_in(base);
+  if (near != NULL && near->at <= at)
+    return uvp__scope_ref(base);
+  return scope_fresh(ctx, base, ms);
+}
+
 int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
   uvp__ctx_head_t *h = uvp__head(ctx);
   uvp__scope_t *s = uvp__scope_within(ctx, h->scope, ms);
+  if (s == NULL)
+    return UV_ENOMEM;
+  uvp__scope_unref(h->scope);
+  h->scope = s;
+  return 0;
+}
+
+int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  uvp__ctx_head_t *h = uvp__head(ctx);
+  if (ms == UVP_NO_DEADLINE && (h->scope == NULL || h->scope->deadline == NULL))
+    return 0;
+  /* Not nearest-wins: the deadline it replaces may have passed.  The work
+   * already watched by that one stays watched by it. */
+  uvp__scope_t *s = ms == UVP_NO_DEADLINE
+                        ? uvp__scope_with_deadline(h->scope, NULL)
+                        : scope_fresh(ctx, h->scope, ms);
   if (s == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(h->scope);

@@ -17,6 +17,9 @@
 #include "diag.h"
 #include "registry.h"
 
+#define UVP__STR2(x) #x
+#define UVP__STR(x) UVP__STR2(x)
+
 enum {
   MODE_STREAM,   /* fwrite: a regular file, a block device, no descriptor */
   MODE_CALLBACK, /* the program's write callback */
@@ -197,9 +200,11 @@ int uvp__diag_close(uvp__diag_t *w) {
   char note[160];
   int n = snprintf(
       note, sizeof(note),
-      w->json ? "%s{\"dropped_bytes\":%zu,\"dropped_lines\":%zu}\n"
-              : "%s(uvp: dump cut short: %zu bytes, %zu lines not written: "
-                "the output would block)\n",
+      w->json
+          ? "%s{\"v\":" UVP__STR(UVP_DUMP_VERSION) ",\"dropped_bytes\":%zu,"
+                                                   "\"dropped_lines\":%zu}\n"
+          : "%s(uvp: dump cut short: %zu bytes, %zu lines not written: "
+            "the output would block)\n",
       w->midline ? "\n" : "", w->dropped_bytes, w->dropped_lines);
   if (n > 0 && (size_t)n < sizeof(note)) {
     if (w->mode == MODE_CALLBACK) {

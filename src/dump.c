@@ -44,12 +44,37 @@ void uvp__describer_add(uvp_cancel_cb hook, uvp__describe_fn fn, bool own) {
 }
 
 static const describer_t *describer_of(const uvp_promise_t *p) {
-  if (!(p->flags & UVP__F_CANCEL))
+  uvp_cancel_cb hook = uvp__hook_of(p);
+  if (hook == NULL)
     return NULL;
   for (int i = 0; i < ndescribers; i++)
-    if (describers[i].hook == p->fn.cancel_cb)
+    if (describers[i].hook == hook)
       return &describers[i];
   return NULL;
+}
+
+/* ---- names of fibers and groups ------------------------------------------ */
+
+/* 1 to UVP__NAME_MAX bytes, printable ASCII but for '"' and '\\': shown as
+ * they are, quoted, in the text dump and the traces, and as they are in
+ * JSON strings. */
+bool uvp__name_ok(const char *name) {
+  if (name == NULL)
+    return true;
+  size_t n = 0;
+  for (; name[n] != '\0'; n++)
+    if (n == UVP__NAME_MAX || name[n] < 0x20 || name[n] > 0x7e ||
+        name[n] == '"' || name[n] == '\\')
+      return false;
+  return n > 0;
+}
+
+char *uvp__name_dup(const char *name) {
+  size_t n = strlen(name) + 1;
+  char *copy = uvp__malloc(n);
+  if (copy != NULL)
+    memcpy(copy, name, n);
+  return copy;
 }
 
 /* ---- per context: the slots' formatters ---------------------------------- */
@@ -118,7 +143,8 @@ struct uvp__dump_s {
   size_t noldest, cap;
   char line[LINE_MAX_BYTES];
   size_t len;
-  bool cut;         /* line too long: ends "..." */
+  size_t good;      /* JSON: the line up to its last whole member */
+  bool cut;         /* line too long: ends "..." (JSON: "cut":true) */
   uvp__diag_t sink; /* where the lines go, without waiting (diag.h) */
 };
 
@@ -128,7 +154,8 @@ static void out(uvp__dump_t *d, const char *s, size_t n) {
 
 /* Append to the line being made, cutting it short (not overflowing). */
 static void add(uvp__dump_t *d, const char *s, size_t n) {
-  size_t room = sizeof(d->line) - 8 - d->len; /* for "...\n" and '}' */
+  /* Room kept for the end: "...\n", or ",\"cut\":true}\n" after d->good. */
+  size_t room = sizeof(d->line) - 16 - d->len;
   if (n > room) {
     n = room;
     d->cut = true;
@@ -291,6 +318,32 @@ void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t) {
   keep_oldest(d, t, age);
 }
 
+/* JSON: the line so far is whole members; a line cut short is cut back to
+ * here (so it stays one valid object, the members after it missing). */
+static void whole(uvp__dump_t *d) {
+  if (!d->cut)
+    d->good = d->len;
+}
+
+/* The end of a line: "...", or JSON's "cut":true after the last whole
+ * member (closing first `close`: the object that member is in, if not the
+ * line's), then the newline; out.  add() left the room for it. */
+static void end_line(uvp__dump_t *d, const char *close) {
+  if (d->cut && d->json) {
+    size_t n = strlen(close); /* 0 or 1 */
+    d->len = d->good;
+    memcpy(d->line + d->len, close, n);
+    d->len += n;
+    memcpy(d->line + d->len, ",\"cut\":true}", 12);
+    d->len += 12;
+  } else if (d->cut) {
+    memcpy(d->line + d->len, "...", 3);
+    d->len += 3;
+  }
+  d->line[d->len++] = '\n';
+  out(d, d->line, d->len);
+}
+
 static void add_key(uvp__dump_t *d, const char *key, const char *text) {
   if (d->json)
     addf(d, ",\"%s\":", key);
@@ -336,15 +389,24 @@ static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
   }
   if (any && d->json)
     add(d, "}", 1);
+  whole(d);
 }
 
 static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   d->len = 0;
   d->cut = false;
   if (d->json) {
-    add(d, "{\"task\":", 8);
+    addf(d, "{\"v\":%d", UVP_DUMP_VERSION);
+    whole(d);
+    add(d, ",\"task\":", 8);
     add_cstr(d, t->kind);
+    if (t->name != NULL) {
+      add(d, ",\"name\":", 8);
+      add_cstr(d, t->name);
+    }
     addf(d, ",\"id\":\"%p\",\"site\":", (const void *)t->promise);
+  } else if (t->name != NULL) {
+    addf(d, "%s \"%s\" %p at ", t->kind, t->name, (const void *)t->promise);
   } else {
     addf(d, "%s %p at ", t->kind, (const void *)t->promise);
   }
@@ -356,6 +418,7 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
     addf(d, ",\"age_ms\":%llu", (unsigned long long)age);
   else
     addf(d, ", %llu ms old", (unsigned long long)age);
+  whole(d);
   const uvp__owner_t *work_of = NULL; /* the group an operation works for */
   if (t->waits != NULL) {
     uvp__what_t w;
@@ -372,9 +435,11 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
       if (w.left_ms >= 0)
         addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
       add(d, "}", 1);
+      whole(d);
       if (t->await_file != NULL) {
         add(d, ",\"await\":", 9);
         add_site(d, t->await_file, t->await_line);
+        whole(d);
       }
     } else {
       addf(d, ", waiting %llu ms", (unsigned long long)since);
@@ -394,6 +459,7 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   } else {
     add_key(d, "state", ", ");
     add_cstr(d, t->state);
+    whole(d);
   }
   /* Its group and the group's parents. */
   const uvp__scope_t *scope = t->scope;
@@ -419,6 +485,7 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
     }
     if (d->json)
       add(d, "]", 1);
+    whole(d);
   }
   int64_t left = uvp__deadline_left_in(scope);
   if (left >= 0) {
@@ -426,21 +493,13 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
       addf(d, ",\"deadline_left_ms\":%lld", (long long)left);
     else
       addf(d, "; deadline in %lld ms", (long long)left);
+    whole(d);
   }
   if (scope != NULL)
     add_slots(d, scope);
   if (d->json)
     add(d, "}", 1);
-  if (d->cut) {
-    if (d->json) { /* still one valid object: a flag at its end */
-      d->len--;
-      add(d, ",\"cut\":true}", 12);
-    } else {
-      add(d, "...", 3);
-    }
-  }
-  d->line[d->len++] = '\n';
-  out(d, d->line, d->len);
+  end_line(d, "");
 }
 
 /* ---- the walk over pending promises -------------------------------------- */
@@ -478,6 +537,7 @@ static bool promise_task(void *slot, void *arg) {
                    NULL,
                    0,
                    p,
+                   NULL,
                    NULL,
                    NULL};
   uvp__dump_task(d, &t);
@@ -519,12 +579,15 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
     d->len = 0;
     d->cut = false;
     if (d->json) {
-      addf(d, "{\"tasks\":%d,\"by_what\":{", d->count);
+      addf(d, "{\"v\":%d,\"tasks\":%d,\"by_what\":{", UVP_DUMP_VERSION,
+           d->count);
+      whole(d);
       for (int i = 0; i < d->nkinds; i++) {
         if (i > 0)
           add(d, ",", 1);
         add_cstr(d, d->kinds[i].kind);
         addf(d, ":%zu", d->kinds[i].n);
+        whole(d);
       }
       if (d->other != 0)
         addf(d, "%s\"(other)\":%zu", d->nkinds > 0 ? "," : "", d->other);
@@ -539,10 +602,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
       if (d->other != 0)
         addf(d, ", (other) %zu", d->other);
     }
-    if (d->cut)
-      add(d, "...", 3);
-    d->line[d->len++] = '\n';
-    out(d, d->line, d->len);
+    end_line(d, d->json ? "}" : "");
     for (size_t i = 0; i < d->noldest; i++)
       render(d, &d->oldest[i].t, d->oldest[i].age);
   }

@@ -39,7 +39,15 @@ typedef struct uvp__task_s {
   const uvp_promise_t *waits;       /* what it waits for, or NULL: */
   const char *state;                /* then what it does ("not started") */
   const struct uvp__scope_s *scope; /* its group, deadline, slots (or NULL) */
+  const char *name;                 /* a fiber's name, or NULL */
 } uvp__task_t;
+
+/* Names of fibers and groups (uvp_fiber_set_name, uvp_group_set_name):
+ * whether `name` is one (NULL is: no name), and a copy of one (NULL: no
+ * memory), for uvp__free. */
+#define UVP__NAME_MAX 63
+bool uvp__name_ok(const char *name);
+char *uvp__name_dup(const char *name);
 
 typedef struct uvp__dump_s uvp__dump_t;
 void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t);

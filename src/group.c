@@ -99,10 +99,14 @@ struct uvp_group_s {
   uvp_promise_t *joined;  /* the same, kept for uvp_group_join until the
                              group is released */
   uvp_promise_t *failure; /* FAIL_FAST: the member that failed first */
+  uvp__winddown_t wind;   /* the join's hook: cut, it waits for the end */
+  int cut;                /* what cut the join first (UV_ECANCELED or
+                             UV_ETIMEDOUT), or 0 */
   size_t limit;           /* 0: none */
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
   uint16_t site;  /* where it was made: a failed start's, see start_lazy */
+  char *name;     /* uvp_group_set_name's copy, or NULL */
   bool closed, cancelled, released, pumping;
   bool walking;  /* cancel_all is walking the blocks */
   size_t holds;  /* libuv requests and handles of members, open */
@@ -181,6 +185,7 @@ static void maybe_free(uvp_group_t *g) {
     if (g->failure != NULL)
       uvp__unref(g->failure);
     uvp__free(g->waiters);
+    uvp__free(g->name);
     uvp__free(g);
   }
 }
@@ -224,7 +229,11 @@ static const uvp__owner_t *owner_describe(const uvp__owner_t *o, char *buf,
   const char *file;
   int line;
   uvp__site_get(g->site, &file, &line);
-  snprintf(buf, cap, "group at %s:%d", file != NULL ? file : "?", line);
+  if (g->name != NULL)
+    snprintf(buf, cap, "group \"%s\" at %s:%d", g->name,
+             file != NULL ? file : "?", line);
+  else
+    snprintf(buf, cap, "group at %s:%d", file != NULL ? file : "?", line);
   return g->parent != NULL && g->parent->ops == &owner_ops ? g->parent : NULL;
 }
 
@@ -445,12 +454,17 @@ static void maybe_end(uvp_group_t *g) {
   g->parent = NULL;
   if (j != NULL) {
     if (uvp__is_pending(j)) {
-      if (uvp__closed(g->ctx))
+      if (uvp__closed(g->ctx)) {
         reject_closed(j);
-      else if (g->failure != NULL)
+      } else if (g->cut != 0) {
+        uvp__reject(j, g->cut, NULL, NULL);
+        if (g->cut == UV_ECANCELED)
+          j->flags |= UVP__F_QUIET; /* asked for: no news */
+      } else if (g->failure != NULL) {
         uvp__forward(j, g->failure);
-      else
+      } else {
         uvp__fulfill(j, NULL, NULL);
+      }
     }
     uvp__unref(j);
   }
@@ -510,7 +524,7 @@ static void discard_run(uvp__cell_owner_t *owner, size_t i,
     in->promise->flags |= UVP__F_HANDLED;
   } else if (in != NULL && in->status != 0 &&
              (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL &&
-             g->join != NULL) {
+             g->join != NULL && g->cut == 0) {
     failed = in->promise;
     failed->flags |= UVP__F_HANDLED;
   }
@@ -685,19 +699,25 @@ static void cancel_all(uvp_group_t *g) {
 
 /* ---- the API ------------------------------------------------------------- */
 
-/* The join promise was cancelled (or torn down): so is the group. */
+/* The join was cut (cancelled, or its deadline passed): so is the group,
+ * and the join, still pending, settles with the cut's code once every
+ * member has ended (maybe_end), so that whoever awaits it, shielded, can
+ * rely on nothing of the group's running any more.  Torn down, the join
+ * has been rejected already. */
 static void join_cancel(uvp_promise_t *join, void *arg) {
-  uvp_group_t *g = arg;
-  int why = uvp_promise_reason(join, NULL);
-  if (why == UV_ECANCELED || why == UV_ETIMEDOUT) { /* or its deadline */
+  uvp_group_t *g = UVP__CONTAINER_OF(arg, uvp_group_t, wind);
+  (void)join;
+  if (g->wind.code == UV_ECANCELED || g->wind.code == UV_ETIMEDOUT) {
+    if (g->cut == 0)
+      g->cut = g->wind.code;
     cancel_all(g); /* adding now says UV_ECANCELED, as after group_cancel */
   } else {
     drop_lazy(g); /* teardown: members are torn down with the context */
     g->closed = true;
+    uvp_promise_t *j = g->join;
+    g->join = NULL;
+    uvp__unref(j);
   }
-  uvp_promise_t *j = g->join;
-  g->join = NULL;
-  uvp__unref(j);
   maybe_end(g);
   maybe_free(g);
 }
@@ -705,14 +725,18 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
 /* The task dump: a group's join waits for its members; the line shows the
  * group (its parents, deadline and slots) as the one whose work it is. */
 static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const uvp_group_t *g = arg;
+  const uvp_group_t *g = UVP__CONTAINER_OF(arg, uvp_group_t, wind);
   (void)p;
   w->owner = &g->owner;
   snprintf(w->kind, sizeof(w->kind), "group");
-  snprintf(w->target, sizeof(w->target),
-           "%zu running, %s waiting to start, %zu requests and handles open%s",
-           g->nrunning, g->lazy_head != NULL ? "some" : "none", g->holds,
-           g->closed ? "" : ", open to more");
+  snprintf(
+      w->target, sizeof(w->target),
+      "%zu running, %s waiting to start, %zu requests and handles open%s%s",
+      g->nrunning, g->lazy_head != NULL ? "some" : "none", g->holds,
+      g->closed ? "" : ", open to more",
+      g->cut == UV_ETIMEDOUT   ? ", past its deadline"
+      : g->cut == UV_ECANCELED ? ", cancelled"
+                               : "");
 }
 
 static void describers(void) {
@@ -746,15 +770,16 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
   g->owner.ops = &owner_ops;
+  g->wind.hook = join_cancel;
   g->scope = uvp__scope_with_owner(uvp__head(ctx)->scope, &g->owner);
   if (g->scope != NULL && opts != NULL && opts->deadline_ms != 0) {
     uvp__scope_t *s = uvp__scope_within(ctx, g->scope, opts->deadline_ms);
     uvp__scope_unref(g->scope);
     g->scope = s;
   }
-  g->join = g->scope == NULL
-                ? NULL
-                : uvp__produced_new(ctx, file, line, join_cancel, g);
+  g->join = g->scope == NULL ? NULL
+                             : uvp__produced_new(ctx, file, line,
+                                                 uvp__winddown_hook, &g->wind);
   if (g->join == NULL) {
     /* Its hook finds g not released, so it cannot free g. */
     uvp__scope_unref(g->scope);
@@ -772,6 +797,26 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     g->trace = g->join->trace = uvp__trace_intern(
         ctx, g->join->site, UVP__TK_GROUP, uvp__head(ctx)->trace);
   *out = g;
+  return 0;
+}
+
+int uvp_group_set_name(uvp_group_t *g, const char *name) {
+  int rc =
+      g == NULL || !uvp__name_ok(name) ? UV_EINVAL : uvp__ctx_check(g->ctx);
+  if (rc == 0 && g->released)
+    rc = UVP_ECLOSED;
+  char *copy = NULL;
+  if (rc == 0 && name != NULL && (copy = uvp__name_dup(name)) == NULL)
+    rc = UV_ENOMEM;
+  if (rc != 0)
+    return rc;
+  uvp__free(g->name);
+  g->name = copy;
+  if (uvp__head(g->ctx)->traces) { /* the members started from now on */
+    g->trace = uvp__trace_named(g->trace, name);
+    if (g->joined != NULL)
+      g->joined->trace = g->trace;
+  }
   return 0;
 }
 
@@ -810,9 +855,11 @@ static uvp__scope_t *member_scope(uvp_group_t *g) {
   return uvp__scope_ref(g->scope);
 }
 
+/* opts: a fiber's (may be NULL); its deadline runs from now, while the
+ * member waits for room too, as a request's does. */
 static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
-                    void *arg, uvp_free_cb arg_free, size_t stack_size,
-                    const char *file, int line) {
+                    void *arg, const uvp_fiber_opts_t *opts, const char *file,
+                    int line) {
   int rc = check_open(g);
   if (rc == 0 && g->cancelled)
     rc = UV_ECANCELED;
@@ -820,12 +867,20 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
     return rc;
   lazy_t *z = uvp__malloc(sizeof(*z));
   uvp__scope_t *scope = z != NULL ? member_scope(g) : NULL;
+  if (scope != NULL && opts != NULL && opts->deadline_ms != 0) {
+    uvp__scope_t *s = uvp__scope_within(g->ctx, scope, opts->deadline_ms);
+    uvp__scope_unref(scope);
+    scope = s;
+  }
   if (scope == NULL) {
     uvp__free(z);
     return UV_ENOMEM;
   }
-  *z = (lazy_t){NULL,     NULL,  fn,         start, arg,
-                arg_free, scope, stack_size, file,  line};
+  *z = (lazy_t){NULL,  NULL,
+                fn,    start,
+                arg,   opts != NULL ? opts->arg_free : NULL,
+                scope, opts != NULL ? opts->stack_size : 0,
+                file,  line};
   if (g->lazy_tail != NULL)
     g->lazy_tail->next = z;
   else
@@ -845,15 +900,15 @@ int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
                        int line) {
   if (fn == NULL)
     return UV_EINVAL;
-  return add_lazy(g, fn, NULL, arg, opts != NULL ? opts->arg_free : NULL,
-                  opts != NULL ? opts->stack_size : 0, file, line);
+  return add_lazy(g, fn, NULL, arg, opts, file, line);
 }
 
 int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start, void *arg,
                     uvp_free_cb arg_free) {
   if (start == NULL)
     return UV_EINVAL;
-  return add_lazy(g, NULL, start, arg, arg_free, 0, NULL, 0);
+  uvp_fiber_opts_t o = {0, arg_free, 0};
+  return add_lazy(g, NULL, start, arg, &o, NULL, 0);
 }
 
 int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out, const char *file,

@@ -108,6 +108,10 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
     op_state_t *st = state_of(ctx);
     op = st != NULL ? uvp__pool_get(&st->slots) : NULL;
   } else {
+    /* The context's state all the same: making it registers the task
+     * dump's describer of operations (a process, the only one this big,
+     * was "uvp" in a program whose first operation it was). */
+    (void)state_of(ctx);
     op = uvp__malloc(size);
   }
   if (op == NULL)

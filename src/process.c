@@ -18,6 +18,9 @@
 #define FIRST_CAP 4096
 /* One read(2) at a time never needs more, and uv_buf_t is unsigned. */
 #define MAX_CHUNK ((size_t)1024 * 1024)
+/* The program's path as the task dump shows it: its last bytes, after
+ * "...", when longer (the end names the program). */
+#define PATH_SHOWN 200
 
 enum { S_IN, S_OUT, S_ERR };
 enum { INIT_PROC = 1u << 3 }; /* bits 0..2: pipes[S_*] initialised */
@@ -40,7 +43,8 @@ typedef struct procop_s {
    * pipes are still drained, so the child never blocks on a full pipe. */
   char scratch[4096];
   size_t in_len;
-  char in_data[]; /* the caller's stdin_data, copied */
+  const char *path; /* opts->file (or its end), for the task dump: after */
+  char in_data[];   /* the caller's stdin_data, copied */
 } procop_t;
 
 static void result_free(void *ptr) {
@@ -174,11 +178,11 @@ static void write_cb(uv_write_t *req, int status) {
 
 /* The promise settles in finish(), never through the operation layer's
  * queue. */
-/* The task dump: "process 1234". */
+/* The task dump: "process 1234 /bin/sleep". */
 static void proc_describe(const uvp__op_t *o, uvp__what_t *w) {
   const procop_t *op = UVP__CONTAINER_OF(o, procop_t, op);
   snprintf(w->kind, sizeof(w->kind), "process");
-  snprintf(w->target, sizeof(w->target), "%d%s", (int)op->proc.pid,
+  snprintf(w->target, sizeof(w->target), "%d %s%s", (int)op->proc.pid, op->path,
            op->exited ? " (exited; its output still open)" : "");
 }
 
@@ -290,13 +294,17 @@ int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
       opts->cancel_signal >= NSIG)
     return UV_EINVAL;
   size_t in_len = opts->stdin_len;
+  size_t path_len = strlen(opts->file);
+  size_t path_from = path_len > PATH_SHOWN ? path_len - (PATH_SHOWN - 3) : 0;
+  size_t shown = path_from != 0 ? PATH_SHOWN : path_len;
   uvp_process_result_t *res = NULL;
   int rc = uvp__ctx_check(ctx);
   if (rc == 0 && (res = result_new()) == NULL)
     rc = UV_ENOMEM;
-  procop_t *op = rc != 0 ? NULL
-                         : uvp__op_new(ctx, &proc_kind, sizeof(*op) + in_len,
-                                       out, file, line, &rc);
+  procop_t *op =
+      rc != 0 ? NULL
+              : uvp__op_new(ctx, &proc_kind, sizeof(*op) + in_len + shown + 1,
+                            out, file, line, &rc);
   if (op == NULL) {
     if (res != NULL)
       result_free(res);
@@ -311,6 +319,10 @@ int uvp_spawn_at(uvp_ctx_t *ctx, const uvp_spawn_opts_t *opts,
   op->in_len = in_len;
   if (in_len > 0)
     memcpy(op->in_data, opts->stdin_data, in_len);
+  char *path = op->in_data + in_len;
+  snprintf(path, shown + 1, "%s%s", path_from != 0 ? "..." : "",
+           opts->file + path_from);
+  op->path = path;
   rc = spawn(op, uvp__loop(ctx), opts);
   if (rc != 0)
     return spawn_abort(op, rc);

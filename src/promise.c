@@ -499,6 +499,12 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
     b.arg_free(b.arg);
 }
 
+void uvp__winddown_hook(uvp_promise_t *p, void *arg) {
+  uvp__winddown_t *w = arg;
+  w->code = p->code; /* rejected by cancel_with: its own code */
+  w->hook(p, w);
+}
+
 void uvp__box_drop(uvp_promise_t *p) {
   hook_box_t *box = p->value;
   p->flags &= (uint8_t)~UVP__F_CANCEL;
@@ -518,8 +524,8 @@ const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
   int n = box->describe != NULL ? box->describe(box->arg, buf, cap) : 0;
   if (n < 0)
     snprintf(buf, cap, "(its description failed: %d)", n);
-  else if (box->describe == NULL && cap > 0)
-    buf[0] = '\0';
+  else if (cap > 0) /* its length, whether or not it wrote a NUL */
+    buf[(size_t)n < cap ? (size_t)n : cap - 1] = '\0';
   return box->kind;
 }
 
@@ -581,6 +587,16 @@ uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx) { return ctx->epoch; }
 static void cancel_with(uvp_promise_t *p, int code) {
   uvp_cancel_cb hook = (p->flags & UVP__F_CANCEL) ? p->fn.cancel_cb : NULL;
   void *harg = p->value;
+  if (UVP__UNLIKELY(hook == uvp__winddown_hook) && code != UVP_ECLOSED) {
+    /* Cut, not settled: its producer settles it once its work has ended
+     * (a teardown settles it now, below). */
+    uvp__winddown_t *w = harg;
+    p->refs++;
+    w->code = code;
+    w->hook(p, w);
+    uvp__unref(p);
+    return;
+  }
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
   p->refs++;
   reject(p, code, NULL, NULL);

@@ -9,6 +9,8 @@
  * creating a promise takes no lock once its chains have been seen. */
 #include "trace.h"
 
+#include <string.h>
+
 #include "alloc.h"
 #include "promise.h"
 #include "registry.h"
@@ -72,6 +74,57 @@ static uint16_t intern_locked(uint16_t site, uvp__tkind_t kind,
   }
 }
 
+/* Names of fibers and groups (uvp__trace_named), interned as frames are:
+ * copied once into a static arena, never freed, never allocated (past its
+ * room, a chain shows no name).  A UVP__TK_NAME frame's site is an id
+ * here. */
+#define NAME_COUNT 4096               /* ids 1..NAME_COUNT-1; 0: none */
+#define NAME_BYTES (64 * 1024)        /* 1024 names of 63 bytes, at least */
+#define NAME_BUCKETS (2 * NAME_COUNT) /* open addressing */
+
+static char name_bytes[NAME_BYTES];
+static uint32_t name_at[NAME_COUNT]; /* offsets into name_bytes */
+static uint16_t name_buckets[NAME_BUCKETS];
+static unsigned nnames = 1;
+static size_t name_used;
+
+/* Under the process lock.  0: no room. */
+static uint16_t name_intern_locked(const char *name) {
+  size_t n = strlen(name);
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)name[i]) * 16777619u;
+  for (uint32_t b = h;; b++) {
+    uint16_t *slot = &name_buckets[b & (NAME_BUCKETS - 1)];
+    if (*slot == 0) {
+      if (nnames >= NAME_COUNT || n + 1 > NAME_BYTES - name_used)
+        return 0;
+      memcpy(name_bytes + name_used, name, n + 1);
+      name_at[nnames] = (uint32_t)name_used;
+      name_used += n + 1;
+      *slot = (uint16_t)nnames++;
+      return *slot;
+    }
+    if (strcmp(name_bytes + name_at[*slot], name) == 0)
+      return *slot;
+  }
+}
+
+uint16_t uvp__trace_named(uint16_t frame, const char *name) {
+  if (frame == 0 || !uvp__process_lock())
+    return frame;
+  if (frames[frame].kind == UVP__TK_NAME) /* named before: renamed */
+    frame = frames[frame].parent;
+  uint16_t id = frame;
+  if (name != NULL) {
+    uint16_t nid = name_intern_locked(name);
+    if (nid != 0)
+      id = intern_locked(nid, UVP__TK_NAME, frame);
+  }
+  uvp__process_unlock();
+  return id;
+}
+
 /* Per context while traces are on: the frames interned last, so that most
  * need no lock. */
 typedef struct trace_state_s {
@@ -128,8 +181,8 @@ int uvp__trace_set(uvp_ctx_t *ctx, bool on) {
 /* The frames of trace `id` (how many there are; the first `max` in out),
  * read under the lock: another thread may be interning meanwhile. */
 static size_t collect(uint16_t id, uvp_trace_frame_t *out, size_t max) {
-  static const char *const what[UVP__TK_COUNT] = {"promise", "then", "fiber",
-                                                  "await", "group"};
+  static const char *const what[UVP__TK_COUNT] = {"promise", "then",  "fiber",
+                                                  "await",   "group", "name"};
   frame_t f[TRACE_DEPTH + 1];
   size_t n = 0;
   if (id == 0 || !uvp__process_lock())
@@ -139,7 +192,12 @@ static size_t collect(uint16_t id, uvp_trace_frame_t *out, size_t max) {
   uvp__process_unlock();
   for (size_t i = 0; i < n && i < max; i++) {
     out[i].what = what[f[i].kind];
-    uvp__site_get(f[i].site, &out[i].file, &out[i].line);
+    if (f[i].kind == UVP__TK_NAME) { /* read-only once interned */
+      out[i].file = name_bytes + name_at[f[i].site];
+      out[i].line = 0;
+    } else {
+      uvp__site_get(f[i].site, &out[i].file, &out[i].line);
+    }
   }
   return n;
 }
@@ -147,9 +205,18 @@ static size_t collect(uint16_t id, uvp_trace_frame_t *out, size_t max) {
 void uvp__trace_print(FILE *stream, uint16_t trace, const char *indent) {
   uvp_trace_frame_t f[TRACE_DEPTH + 1];
   size_t n = collect(trace, f, TRACE_DEPTH + 1);
-  for (size_t i = 0; i < n; i++)
-    fprintf(stream, "%s%s at %s:%d\n", indent, f[i].what,
-            f[i].file != NULL ? f[i].file : "?", f[i].line);
+  for (size_t i = 0; i < n; i++) {
+    bool named = strcmp(f[i].what, "name") == 0;
+    if (named && i + 1 == n) { /* the chain stopped under it */
+      fprintf(stream, "%sname \"%s\"\n", indent, f[i].file);
+      continue;
+    }
+    const char *name = named ? f[i++].file : NULL;
+    fprintf(stream, "%s%s%s%s%s at %s:%d\n", indent, f[i].what,
+            name != NULL ? " \"" : "", name != NULL ? name : "",
+            name != NULL ? "\"" : "", f[i].file != NULL ? f[i].file : "?",
+            f[i].line);
+  }
 }
 
 /* ---- public ------------------------------------------------------------ */

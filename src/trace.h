@@ -22,6 +22,8 @@ typedef enum {
   UVP__TK_FIBER,   /* a fiber spawned while the parent frame ran */
   UVP__TK_AWAIT,   /* a fiber (the parent) resumed from an await here */
   UVP__TK_GROUP,   /* a task group created while the parent frame ran */
+  UVP__TK_NAME,    /* the name given to the fiber or group of the parent
+                      frame: its `site` is a name's id (uvp__trace_named) */
   UVP__TK_COUNT
 } uvp__tkind_t;
 
@@ -48,7 +50,16 @@ static inline uint16_t uvp__trace_enter(uvp_ctx_t *ctx, uint16_t frame) {
   return was;
 }
 
-/* Prints the frames of a trace, one per line, each after `indent`. */
+/* `frame` (a fiber's or a group's frame, or one naming it) named `name`
+ * (NULL: no name): a UVP__TK_NAME frame above it, in place of the one it
+ * had.  Names are interned once per process, like frames (a static table:
+ * never freed, bounded); past its room, or when `frame` is 0, `frame`
+ * without the name. */
+uint16_t uvp__trace_named(uint16_t frame, const char *name);
+
+/* Prints the frames of a trace, one per line, each after `indent`; a
+ * name's frame is printed with the frame it names: `fiber "NAME" at
+ * FILE:LINE`. */
 void uvp__trace_print(FILE *stream, uint16_t trace, const char *indent);
 
 /* Per context: on or off (off frees the cache). */

@@ -112,12 +112,13 @@ static void test_pipe_nobody_reads(void **state) {
     last--;
   unsigned long long bytes = 0, lines = 0;
   assert_int_equal(sscanf(last,
-                          "{\"dropped_bytes\":%llu,\"dropped_lines\":%llu}\n",
+                          "{\"v\":1,\"dropped_bytes\":%llu,"
+                          "\"dropped_lines\":%llu}\n",
                           &bytes, &lines),
                    2);
   int written = 0;
   for (char *s = text; s < last; s = strchr(s, '\n') + 1) {
-    assert_true(strncmp(s, "{\"task\":", 8) == 0);
+    assert_true(strncmp(s, "{\"v\":1,\"task\":", 14) == 0);
     assert_true(strchr(s, '\n')[-1] == '}');
     written++;
   }
