@@ -21,8 +21,15 @@ request with its async trace; the load test (wrk, 64 connections, two
 workers) with a disconnecting client process alongside, then descriptors
 back to their count and RSS steady from one run to the next; and the
 timeout, teardown and load-with-cancellations paths under valgrind.
+Issue 51: 300 clients that pipeline and never read at ulimit -n 256 (reset
+for room once their answers stop moving, probes served within seconds),
+stderr a pipe nobody reads through SIGUSR1 dumps (workers still serve,
+drops counted, SIGTERM still stops it), an idle backend connection
+outliving the deadline of the request that pooled it.
 Everything is on 127.0.0.1 and bounded in time; timing assertions are
 bounds with wide slack, never exact figures.
+UVP_E2E_ONLY=name,... runs only the cases named in main() (with
+UVP_E2E_ONLY_VALGRIND=1, those that take a prefix under valgrind).
 Standard library only: this script itself may run under valgrind in CI.
 """
 import json
