@@ -134,15 +134,15 @@ void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
     return; /* memory, a file: fwrite never waits for a reader */
   int fl = fcntl(fd, F_GETFL);
   w->fd = fd;
-  w->mode = fl >= 0 && (fl & O_NONBLOCK) ? MODE_NONBLOCK
-            : S_ISSOCK(st.st_mode)       ? MODE_SOCKET
-                                         : MODE_POLL;
+  /* A socket is sent to (MSG_NOSIGNAL) even when non-blocking: a write
+   * to one whose peer is gone would raise SIGPIPE. */
+  w->mode = S_ISSOCK(st.st_mode)           ? MODE_SOCKET
+            : fl >= 0 && (fl & O_NONBLOCK) ? MODE_NONBLOCK
+                                           : MODE_POLL;
 #if defined(F_GETPIPE_SZ)
   if (S_ISFIFO(st.st_mode))
     w->pipe_size = fcntl(fd, F_GETPIPE_SZ);
 #endif
-    /* What the stream holds of its own goes first, if it can without
-     * waiting: at most PIPE_BUF bytes to a descriptor that has room. */
 #if defined(HAVE_FPENDING)
   size_t pending = __fpending(stream);
 #else
@@ -150,6 +150,8 @@ void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
 #endif
   if (pending == 0)
     return;
+  /* What the stream holds of its own goes first, if it can without
+   * waiting: at most PIPE_BUF bytes to a descriptor that has room. */
   struct pollfd p = {.fd = fd, .events = POLLOUT};
   if (pending <= PIPE_BUF && poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) &&
       fflush(stream) == 0)

@@ -7,10 +7,11 @@
  * block device is written with fwrite, as before: it never blocks this
  * way.  Other descriptors (a pipe, a FIFO, a socket, a terminal) are
  * written directly, whole lines gathered up to PIPE_BUF bytes at a time:
- *  - already non-blocking (O_NONBLOCK on its open file description):
- *    write(2), EAGAIN cuts;
  *  - a socket: send(MSG_DONTWAIT | MSG_NOSIGNAL), per call: the
- *    description's flags, shared with other processes, are not touched;
+ *    description's flags, shared with other processes, are not touched
+ *    (and a peer gone is EPIPE, not SIGPIPE, non-blocking or not);
+ *  - already non-blocking (O_NONBLOCK on its open file description):
+ *    poll, then write(2), EAGAIN cuts;
  *  - else poll(POLLOUT, 0) first, not ready cuts, then write(2) of at most
  *    PIPE_BUF bytes, which a pipe that poll calls writable takes whole
  *    without waiting (and atomically: lines of other writers do not

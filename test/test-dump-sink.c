@@ -1,7 +1,8 @@
 /* Where the dumps write, when it cannot take them now (issue 51): a pipe
- * nobody reads (a stalled log collector on stderr), a socket nobody reads,
- * a pipe already non-blocking, a pipe whose reader is gone, a write
- * callback that says UV_EAGAIN.  Each dump returns at once (well under a
+ * nobody reads (a stalled log collector on stderr), a socket nobody reads
+ * or whose peer is gone, a pipe already non-blocking, a pipe whose reader
+ * is gone, a write callback that says UV_EAGAIN.  Each dump returns at
+ * once (well under a
  * second; a blocking write would hang the test until meson's timeout),
  * cut at a line's end, with a last line saying how much was dropped when
  * that fits, and returns UV_EAGAIN; the lines written plus those dropped
@@ -193,6 +194,24 @@ static void test_socket_nobody_reads(void **state) {
   free_tasks(&t, TASKS);
 }
 
+/* A socket whose peer is gone, non-blocking: EPIPE, not SIGPIPE. */
+static void test_socket_peer_gone(void **state) {
+  fixture_t *f = *state;
+  tasks_t *t = malloc(sizeof(*t));
+  make_tasks(f, t, 3);
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  assert_int_equal(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+  close(sv[1]);
+  void (*was)(int) = signal(SIGPIPE, SIG_DFL);
+  FILE *w = fdopen(sv[0], "w");
+  assert_int_equal(dump_timed(f, w, 0), UV_EPIPE);
+  fclose(w);
+  signal(SIGPIPE, was);
+  free_tasks(t, 3);
+  free(t);
+}
+
 /* A pipe already non-blocking (its flags are the program's: left so). */
 static void test_nonblocking_pipe(void **state) {
   fixture_t *f = *state;
@@ -290,6 +309,7 @@ int main(void) {
       QUIET_TEST(test_pipe_nobody_reads),
       QUIET_TEST(test_buffered_stream_first),
       QUIET_TEST(test_socket_nobody_reads),
+      QUIET_TEST(test_socket_peer_gone),
       QUIET_TEST(test_nonblocking_pipe),
       QUIET_TEST(test_flags_untouched),
       QUIET_TEST(test_reader_gone),
