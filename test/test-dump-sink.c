@@ -2,11 +2,11 @@
  * nobody reads (a stalled log collector on stderr), a socket nobody reads
  * or whose peer is gone, a pipe already non-blocking, a pipe whose reader
  * is gone, a write callback that says UV_EAGAIN.  Each dump returns at
- * once (well under a
- * second; a blocking write would hang the test until meson's timeout),
- * cut at a line's end, with a last line saying how much was dropped when
- * that fits, and returns UV_EAGAIN; the lines written plus those dropped
- * are every task.  A pipe with room gets the whole dump, and the count. */
+ * once (well under a second; a blocking write would hang the test until
+ * meson's timeout), cut at a line's end, with a last line saying how much
+ * was dropped when that fits, and returns UV_EAGAIN; the lines written
+ * plus those dropped are every task.  A pipe with room gets the whole
+ * dump, and the count. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
