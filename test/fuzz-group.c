@@ -165,7 +165,16 @@ enum { ST_PENDING, ST_FULFILLED, ST_REJECTED, ST_ERROR };
 /* What a start callback, or a cancel hook, does to its group first. */
 enum { A_NONE, A_NEXT, A_CLOSE, A_CANCEL, A_ADD, A_LIMIT, A_START, A_RELEASE };
 /* What a fiber does before it awaits: to its group, or a group of its own. */
-enum { FP_NONE, FP_SPAWN, FP_GROUP, FP_CLOSE, FP_CANCEL, FP_ADD, FP_NEXT };
+enum {
+  FP_NONE,
+  FP_SPAWN,
+  FP_GROUP,
+  FP_CLOSE,
+  FP_CANCEL,
+  FP_ADD,
+  FP_NEXT,
+  FP_CUT /* uvp_promise_cancel on its group's join: cut, it waits for us */
+};
 /* What it awaits: nothing, a promise the harness holds, what it made. */
 enum { AW_NONE, AW_TARGET, AW_OWN };
 
@@ -226,6 +235,8 @@ typedef struct mgroup_s {
   bool closed, cancelled, released, ff, walking, pumping, wound;
   bool discard;   /* UVP_GROUP_DISCARD_SETTLED */
   bool next_hook; /* a member's cancel hook calls next() */
+  int cut;        /* what cut its join first (UV_ECANCELED), or 0: the
+                     join then settles with it once the group wound down */
   int parent;     /* the group whose member made it, until it winds down */
   int jp;         /* its join */
   int room, full; /* its blocks (B) with a free cell, and without */
@@ -454,7 +465,10 @@ static void m_serve(mgroup_t *g) {
 }
 
 /* Closed (or cancelled), nothing running nor waiting, nothing held: the
- * join settles and the parent stops waiting, once. */
+ * join settles and the parent stops waiting, once.  The join says, first
+ * what cut it (uvp.h's structured rule: a cut join waited for this), then
+ * a FAIL_FAST failure, else it fulfils.  (A closed context comes first in
+ * uvp, UVP_ECLOSED; the model stops before uvp_ctx_close.) */
 static void m_maybe_end(mgroup_t *g) {
   m_serve(g);
   if (!m_ended(g) || g->nrunning != 0 || g->lh != g->lt || g->holds != 0 ||
@@ -463,8 +477,9 @@ static void m_maybe_end(mgroup_t *g) {
   g->wound = true;
   M.effects++;
   if (pending(g->jp))
-    m_settle(g->jp,
-             g->failure >= 0 ? P[g->failure].out : (mout_t){M_FULFILLED, 0});
+    m_settle(g->jp, g->cut != 0        ? (mout_t){M_REJECTED, g->cut}
+                    : g->failure >= 0 ? P[g->failure].out
+                                      : (mout_t){M_FULFILLED, 0});
   if (g->parent >= 0) {
     mgroup_t *parent = &M.g[g->parent];
     g->parent = -1;
@@ -709,16 +724,26 @@ static void m_fiber_cancelled(int fi) {
   m_enqueue(~fi);
 }
 
+/* uvp_promise_cancel.  A join is cut, not settled: its group is cancelled
+ * (cancelled, not closed: adding says UV_ECANCELED) and the join stays
+ * pending until the group has wound down (m_maybe_end), then rejects with
+ * the first cut's code; cut again, it returns 0, the group's members are
+ * walked again (a nested join among them, still pending, is cut again)
+ * and nothing else changes. */
 static int m_cancel(int pi) {
   if (!pending(pi))
     return UVP_ESETTLED;
-  m_settle(pi, (mout_t){M_REJECTED, UV_ECANCELED});
   mprom_t *p = &P[pi];
   if (p->kind == K_JOIN) {
     mgroup_t *g = &M.g[p->owner];
-    m_cancel_all(g); /* cancelled, not closed: adding says UV_ECANCELED */
+    if (g->cut == 0)
+      g->cut = UV_ECANCELED;
+    m_cancel_all(g);
     m_maybe_end(g);
-  } else if (p->kind == K_FIBER) {
+    return 0;
+  }
+  m_settle(pi, (mout_t){M_REJECTED, UV_ECANCELED});
+  if (p->kind == K_FIBER) {
     m_fiber_cancelled(p->owner);
   } else if (p->kind == K_HOOKED) {
     mhook_t *h = &M.h[p->owner];
@@ -775,6 +800,9 @@ static void m_fiber_run(int fi) {
       f->rc = m_add_fresh(f->group, &f->rc2);
     }
     break;
+  case FP_CUT: /* its own promise among those the cut cancels */
+    f->rc = m_cancel(g->jp);
+    break;
   }
   int t = f->aw == AW_TARGET ? f->target : f->aw == AW_OWN ? own : -1;
   if (t >= 0)
@@ -818,9 +846,11 @@ static void m_observe(int k) {
     m_cell_give(g, k); /* let go of at once */
   mout_t out = P[m->prom].out;
   /* Keeping no results, the group fails fast only while its join can
-   * carry the failure (it is not reported then). */
+   * carry the failure (it is not reported then): not once the join was
+   * cut, which it then rejects with, nor once it has settled. */
   if (g->ff && g->failure < 0 && out.st == M_REJECTED &&
-      out.value != UV_ECANCELED && (!g->discard || pending(g->jp))) {
+      out.value != UV_ECANCELED &&
+      (!g->discard || (pending(g->jp) && g->cut == 0))) {
     g->failure = m->prom;
     P[m->prom].observed = true;
     m_cancel_all(g);
@@ -1081,6 +1111,9 @@ static uvp_ret_t fiber_body(void *arg) {
       own = S.np;
       f->rc = s_add_fresh(gi);
     }
+    break;
+  case FP_CUT: /* the harness holds the join, released group or not */
+    f->rc = uvp_promise_cancel(S.p[S.jp[gi]]);
     break;
   }
   int t = f->aw == AW_TARGET ? f->target : f->aw == AW_OWN ? own : -1;
@@ -1475,7 +1508,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       int awk = aw % 3 == AW_TARGET && !ok ? AW_NONE : aw % 3;
       if (awk == AW_TARGET && !M.lost)
         P[target].awaited = true;
-      rc = s_spawn(gi, pre % 8 == 7 ? FP_NONE : pre % 8, awk, target,
+      rc = s_spawn(gi, pre % 8, awk, target,
                    (aw & 4) != 0);
       if (M.lost) { /* refused or not, s_spawn kept the count of arg_free */
         if (!refused(rc, -1))
@@ -1488,7 +1521,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       }
       check_rc2("spawn", rc,
-                m_spawn(gi, pre % 8 == 7 ? FP_NONE : pre % 8, awk, target,
+                m_spawn(gi, pre % 8, awk, target,
                         (aw & 4) != 0, &alt),
                 alt);
       break;
