@@ -477,7 +477,7 @@ static void m_maybe_end(mgroup_t *g) {
   g->wound = true;
   M.effects++;
   if (pending(g->jp))
-    m_settle(g->jp, g->cut != 0        ? (mout_t){M_REJECTED, g->cut}
+    m_settle(g->jp, g->cut != 0       ? (mout_t){M_REJECTED, g->cut}
                     : g->failure >= 0 ? P[g->failure].out
                                       : (mout_t){M_FULFILLED, 0});
   if (g->parent >= 0) {
@@ -1508,8 +1508,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       int awk = aw % 3 == AW_TARGET && !ok ? AW_NONE : aw % 3;
       if (awk == AW_TARGET && !M.lost)
         P[target].awaited = true;
-      rc = s_spawn(gi, pre % 8, awk, target,
-                   (aw & 4) != 0);
+      rc = s_spawn(gi, pre % 8, awk, target, (aw & 4) != 0);
       if (M.lost) { /* refused or not, s_spawn kept the count of arg_free */
         if (!refused(rc, -1))
           check_documented("spawn", rc, ADD_CODES);
@@ -1521,9 +1520,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       }
       check_rc2("spawn", rc,
-                m_spawn(gi, pre % 8, awk, target,
-                        (aw & 4) != 0, &alt),
-                alt);
+                m_spawn(gi, pre % 8, awk, target, (aw & 4) != 0, &alt), alt);
       break;
     }
     case 15: { /* a fresh promise member whose cancel hook acts on g */
