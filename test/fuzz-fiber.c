@@ -1,26 +1,29 @@
 /* libFuzzer harness for fibers: the input decodes into a sequence of top-level
- * operations — create a pending promise, spawn a fiber, resolve / reject /
- * cancel a promise (a fiber's own included), register a handler on one
- * (another consumer), one loop turn, set the scheduler's budget (1 to 3
- * handlers a drain, or a huge one), release the harness's reference to a
- * promise — and into a small program for each fiber, decoded when its spawn
- * is: a list of steps (await promise slot k, await an already settled promise,
- * resolve / reject / cancel slot k, spawn a nested fiber, return a value / a
- * rejection / pass, call uvp_ctx_close, which a fiber may not).  Fibers run
- * the same programs on uvp and on a small reference model of uvp.h's rules
- * written here.  Everything a fiber does is logged (its start, each step's
- * return code and each await's value, its end) in the order it happens; after
- * every loop turn the logs, the number of fibers alive and which arg_free
- * notifiers ran must agree, and after every operation the state and outcome of
- * every promise must (cancellation acts at once).  At the end, uvp_ctx_close
- * with whatever is still queued: every suspended fiber must see UVP_ECLOSED
- * from its await and from every later one and run to its end, every fiber not
- * started must never start (its arg_free runs all the same); every pending
- * promise is rejected with UVP_ECLOSED; every spawned fiber's arg_free has run
- * exactly once, never while its fiber runs; uv_loop_close returns 0, with
- * every allocation of uvp's freed (fuzz-helpers.h counts them).  No
- * cancellation and no UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan
- * (and ASan's fiber-switch annotations) catch the rest.
+ * operations — create a pending promise, spawn a fiber (or, once a group
+ * exists, a group's member fiber), resolve / reject / cancel a promise (a
+ * fiber's own or a group's join included), register a handler on one (another
+ * consumer), one loop turn, a task group operation (make one, up to MAXG, its
+ * join a slot; close it, uvp_group_cancel it, or cut its join), set the
+ * scheduler's budget (1 to 3 handlers a drain, or a huge one), release the
+ * harness's reference to a promise — and into a small program for each fiber,
+ * decoded when its spawn is: a list of steps (await promise slot k, shielded or
+ * not, await an already settled promise, resolve / reject / cancel slot k,
+ * spawn a nested fiber, or a member of a group, return a value / a rejection /
+ * pass, call uvp_ctx_close, which a fiber may not).  Fibers run the same
+ * programs on uvp and on a small reference model of uvp.h's rules written here.
+ * Everything a fiber does is logged (its start, each step's return code and
+ * each await's value, its end) in the order it happens; after every loop turn
+ * the logs, the number of fibers alive and which arg_free notifiers ran must
+ * agree, and after every operation the state and outcome of every promise must
+ * (cancellation acts at once).  At the end, uvp_ctx_close with whatever is
+ * still queued: every suspended fiber must see UVP_ECLOSED from its await and
+ * from every later one and run to its end, every fiber not started must never
+ * start (its arg_free runs all the same); every pending promise is rejected
+ * with UVP_ECLOSED; every spawned fiber's arg_free has run exactly once, never
+ * while its fiber runs; uv_loop_close returns 0, with every allocation of uvp's
+ * freed (fuzz-helpers.h counts them).  No cancellation and no UVP_ECLOSED is
+ * reported as unhandled.  ASan/UBSan/LSan (and ASan's fiber-switch annotations)
+ * catch the rest.
  *
  * The model is deliberately naive: promises in an array of slots, each with
  * its list of consumers (fibers awaiting it, handlers) in registration order,
@@ -42,30 +45,52 @@
  * and have no derived promise: only their presence as consumers matters, so the
  * model does not queue them.
  *
+ * Task groups (no limit, no flags, no next(), released after the close; so
+ * their members' cells are never reused and a cancel walks the members in the
+ * order they were spawned, as group.c's walk does).  A member fiber
+ * (uvp_group_spawn) is queued at once; its promise is no slot (the group alone
+ * consumes it): its settling queues the group's observation, a job of the FIFO
+ * like a wake, and its return (or its drop, cancelled before it started) ends
+ * the group's hold on it.  A group winds down once it is closed or cancelled,
+ * every member's settling observed and every member fiber returned: its join
+ * then settles, fulfilled (value NULL), or, if it was cut, rejected with
+ * UV_ECANCELED.  uvp_group_cancel cancels each pending member in walk order (a
+ * member's cancel is a fiber's, above).  Cutting the join -- uvp_promise_cancel
+ * on it, or the cancel of a fiber suspended on it as its only consumer -- does
+ * the same, but the join stays pending until the group has wound down (uvp.h's
+ * structured rule): so a fiber alone awaiting it stays suspended until then,
+ * its await then saying UV_ECANCELED; cut again, it returns 0 and walks the
+ * members again; torn down, it says UVP_ECLOSED like every pending promise.  A
+ * member that was cut may go on (a shielded await, another spawn into its
+ * group, which says UV_ECANCELED), and the join waits for it.  Adding to a
+ * closed group says UVP_ECLOSED, to a cancelled one UV_ECANCELED.
+ *
  * Left out or not compared, because uvp.h does not pin it down: how many loop
- * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until
- * uvp_ctx_stats says nothing is queued; the model drains its queue whole),
- * when the notifier of a fiber cancelled before its start runs (compared after
- * turns only), the order in which uvp_ctx_close resumes the suspended fibers
- * (the logs after the close are compared fiber by fiber), and which of
- * UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a promise, or of
- * UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a fiber the close
- * runs (both read as UVP_ECLOSED; uvp returns UVP_ECLOSED today).  Where uvp.h
- * says what happens but not exactly when, the model copies uvp's choice: a
- * cancelled suspended fiber's wake is queued by the cancellation itself
- * (directly, or through the rejection of the promise it alone awaited), behind
- * the wakes its promise's own rejection queued.  Not exercised: resolving a
- * fiber's promise by hand, adopting promises (uvp_ret_adopt), stack sizes,
- * task groups' fibers, other threads, timers and I/O.
+ * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until uvp_ctx_stats
+ * says nothing is queued; the model drains its queue whole), when the notifier
+ * of a fiber cancelled before its start runs (compared after turns only), the
+ * order in which uvp_ctx_close resumes the suspended fibers (the logs after the
+ * close are compared fiber by fiber), and which of UVP_ESETTLED and UVP_ECLOSED
+ * resolving or cancelling a promise, or of UVP_EINFIBER and UVP_ECLOSED
+ * uvp_ctx_close, returns in a fiber the close runs (both read as UVP_ECLOSED;
+ * uvp returns UVP_ECLOSED today).  Where uvp.h says what happens but not
+ * exactly when, the model copies uvp's choice: a cancelled suspended fiber's
+ * wake is queued by the cancellation itself (directly, or through the rejection
+ * of the promise it alone awaited), behind the wakes its promise's own
+ * rejection queued.  Not exercised: resolving a fiber's promise by hand,
+ * adopting promises (uvp_ret_adopt), stack sizes, groups' limits, flags, next()
+ * and other members than fibers (fuzz-group.c has them), groups made inside
+ * fibers, other threads, timers and I/O, so deadlines (a deadline's cut,
+ * UV_ETIMEDOUT, uvp_deadline_shield, uvp_group_spawn's deadline_ms) too.
  *
  * Allocation failure: an input may first arm it (fuzz-helpers.h).  A
- * promise_new, spawn or handler registration refused with UV_ENOMEM must
- * have changed nothing (a refused spawn's arg_free never runs); the model
- * skips it.  A failure met anywhere else (inside a fiber, in a loop turn)
- * loses the model: it stands still, the operations go on, and only what
- * holds in any case is checked: each call's code is one uvp.h documents,
- * the await's outcome matches its code, every spawned fiber's arg_free runs
- * exactly once and never while it runs, teardown frees everything.
+ * promise_new, group_new, spawn or handler registration refused with UV_ENOMEM
+ * must have changed nothing (a refused spawn's arg_free never runs); the model
+ * skips it.  A failure met anywhere else (inside a fiber, in a loop turn) loses
+ * the model: it stands still, the operations go on, and only what holds in any
+ * case is checked: each call's code is one uvp.h documents, the await's outcome
+ * matches its code, every spawned fiber's arg_free runs exactly once and never
+ * while it runs, teardown frees everything.
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
  * the seeds (libFuzzer adds what it finds to the directory it is given):
