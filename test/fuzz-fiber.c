@@ -1,26 +1,29 @@
 /* libFuzzer harness for fibers: the input decodes into a sequence of top-level
- * operations — create a pending promise, spawn a fiber, resolve / reject /
- * cancel a promise (a fiber's own included), register a handler on one
- * (another consumer), one loop turn, set the scheduler's budget (1 to 3
- * handlers a drain, or a huge one), release the harness's reference to a
- * promise — and into a small program for each fiber, decoded when its spawn
- * is: a list of steps (await promise slot k, await an already settled promise,
- * resolve / reject / cancel slot k, spawn a nested fiber, return a value / a
- * rejection / pass, call uvp_ctx_close, which a fiber may not).  Fibers run
- * the same programs on uvp and on a small reference model of uvp.h's rules
- * written here.  Everything a fiber does is logged (its start, each step's
- * return code and each await's value, its end) in the order it happens; after
- * every loop turn the logs, the number of fibers alive and which arg_free
- * notifiers ran must agree, and after every operation the state and outcome of
- * every promise must (cancellation acts at once).  At the end, uvp_ctx_close
- * with whatever is still queued: every suspended fiber must see UVP_ECLOSED
- * from its await and from every later one and run to its end, every fiber not
- * started must never start (its arg_free runs all the same); every pending
- * promise is rejected with UVP_ECLOSED; every spawned fiber's arg_free has run
- * exactly once, never while its fiber runs; uv_loop_close returns 0, with
- * every allocation of uvp's freed (fuzz-helpers.h counts them).  No
- * cancellation and no UVP_ECLOSED is reported as unhandled.  ASan/UBSan/LSan
- * (and ASan's fiber-switch annotations) catch the rest.
+ * operations — create a pending promise, spawn a fiber (or, once a group
+ * exists, a group's member fiber), resolve / reject / cancel a promise (a
+ * fiber's own or a group's join included), register a handler on one (another
+ * consumer), one loop turn, a task group operation (make one, up to MAXG, its
+ * join a slot; close it, uvp_group_cancel it, or cut its join), set the
+ * scheduler's budget (1 to 3 handlers a drain, or a huge one), release the
+ * harness's reference to a promise — and into a small program for each fiber,
+ * decoded when its spawn is: a list of steps (await promise slot k, shielded or
+ * not, await an already settled promise, resolve / reject / cancel slot k,
+ * spawn a nested fiber, or a member of a group, return a value / a rejection /
+ * pass, call uvp_ctx_close, which a fiber may not).  Fibers run the same
+ * programs on uvp and on a small reference model of uvp.h's rules written here.
+ * Everything a fiber does is logged (its start, each step's return code and
+ * each await's value, its end) in the order it happens; after every loop turn
+ * the logs, the number of fibers alive and which arg_free notifiers ran must
+ * agree, and after every operation the state and outcome of every promise must
+ * (cancellation acts at once).  At the end, uvp_ctx_close with whatever is
+ * still queued: every suspended fiber must see UVP_ECLOSED from its await and
+ * from every later one and run to its end, every fiber not started must never
+ * start (its arg_free runs all the same); every pending promise is rejected
+ * with UVP_ECLOSED; every spawned fiber's arg_free has run exactly once, never
+ * while its fiber runs; uv_loop_close returns 0, with every allocation of uvp's
+ * freed (fuzz-helpers.h counts them).  No cancellation and no UVP_ECLOSED is
+ * reported as unhandled.  ASan/UBSan/LSan (and ASan's fiber-switch annotations)
+ * catch the rest.
  *
  * The model is deliberately naive: promises in an array of slots, each with
  * its list of consumers (fibers awaiting it, handlers) in registration order,
@@ -42,30 +45,52 @@
  * and have no derived promise: only their presence as consumers matters, so the
  * model does not queue them.
  *
+ * Task groups (no limit, no flags, no next(), released after the close; so
+ * their members' cells are never reused and a cancel walks the members in the
+ * order they were spawned, as group.c's walk does).  A member fiber
+ * (uvp_group_spawn) is queued at once; its promise is no slot (the group alone
+ * consumes it): its settling queues the group's observation, a job of the FIFO
+ * like a wake, and its return (or its drop, cancelled before it started) ends
+ * the group's hold on it.  A group winds down once it is closed or cancelled,
+ * every member's settling observed and every member fiber returned: its join
+ * then settles, fulfilled (value NULL), or, if it was cut, rejected with
+ * UV_ECANCELED.  uvp_group_cancel cancels each pending member in walk order (a
+ * member's cancel is a fiber's, above).  Cutting the join -- uvp_promise_cancel
+ * on it, or the cancel of a fiber suspended on it as its only consumer -- does
+ * the same, but the join stays pending until the group has wound down (uvp.h's
+ * structured rule): so a fiber alone awaiting it stays suspended until then,
+ * its await then saying UV_ECANCELED; cut again, it returns 0 and walks the
+ * members again; torn down, it says UVP_ECLOSED like every pending promise.  A
+ * member that was cut may go on (a shielded await, another spawn into its
+ * group, which says UV_ECANCELED), and the join waits for it.  Adding to a
+ * closed group says UVP_ECLOSED, to a cancelled one UV_ECANCELED.
+ *
  * Left out or not compared, because uvp.h does not pin it down: how many loop
- * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until
- * uvp_ctx_stats says nothing is queued; the model drains its queue whole),
- * when the notifier of a fiber cancelled before its start runs (compared after
- * turns only), the order in which uvp_ctx_close resumes the suspended fibers
- * (the logs after the close are compared fiber by fiber), and which of
- * UVP_ESETTLED and UVP_ECLOSED resolving or cancelling a promise, or of
- * UVP_EINFIBER and UVP_ECLOSED uvp_ctx_close, returns in a fiber the close
- * runs (both read as UVP_ECLOSED; uvp returns UVP_ECLOSED today).  Where uvp.h
- * says what happens but not exactly when, the model copies uvp's choice: a
- * cancelled suspended fiber's wake is queued by the cancellation itself
- * (directly, or through the rejection of the promise it alone awaited), behind
- * the wakes its promise's own rejection queued.  Not exercised: resolving a
- * fiber's promise by hand, adopting promises (uvp_ret_adopt), stack sizes,
- * task groups' fibers, other threads, timers and I/O.
+ * turns the run queue takes (a turn here runs UV_RUN_NOWAIT until uvp_ctx_stats
+ * says nothing is queued; the model drains its queue whole), when the notifier
+ * of a fiber cancelled before its start runs (compared after turns only), the
+ * order in which uvp_ctx_close resumes the suspended fibers (the logs after the
+ * close are compared fiber by fiber), and which of UVP_ESETTLED and UVP_ECLOSED
+ * resolving or cancelling a promise, or of UVP_EINFIBER and UVP_ECLOSED
+ * uvp_ctx_close, returns in a fiber the close runs (both read as UVP_ECLOSED;
+ * uvp returns UVP_ECLOSED today).  Where uvp.h says what happens but not
+ * exactly when, the model copies uvp's choice: a cancelled suspended fiber's
+ * wake is queued by the cancellation itself (directly, or through the rejection
+ * of the promise it alone awaited), behind the wakes its promise's own
+ * rejection queued.  Not exercised: resolving a fiber's promise by hand,
+ * adopting promises (uvp_ret_adopt), stack sizes, groups' limits, flags, next()
+ * and other members than fibers (fuzz-group.c has them), groups made inside
+ * fibers, other threads, timers and I/O, so deadlines (a deadline's cut,
+ * UV_ETIMEDOUT, uvp_deadline_shield, uvp_group_spawn's deadline_ms) too.
  *
  * Allocation failure: an input may first arm it (fuzz-helpers.h).  A
- * promise_new, spawn or handler registration refused with UV_ENOMEM must
- * have changed nothing (a refused spawn's arg_free never runs); the model
- * skips it.  A failure met anywhere else (inside a fiber, in a loop turn)
- * loses the model: it stands still, the operations go on, and only what
- * holds in any case is checked: each call's code is one uvp.h documents,
- * the await's outcome matches its code, every spawned fiber's arg_free runs
- * exactly once and never while it runs, teardown frees everything.
+ * promise_new, group_new, spawn or handler registration refused with UV_ENOMEM
+ * must have changed nothing (a refused spawn's arg_free never runs); the model
+ * skips it.  A failure met anywhere else (inside a fiber, in a loop turn) loses
+ * the model: it stands still, the operations go on, and only what holds in any
+ * case is checked: each call's code is one uvp.h documents, the await's outcome
+ * matches its code, every spawned fiber's arg_free runs exactly once and never
+ * while it runs, teardown frees everything.
  *
  * Build: CC=clang meson setup build-fuzz -Dfuzz=true; run on a copy of
  * the seeds (libFuzzer adds what it finds to the directory it is given):
@@ -81,8 +106,9 @@
 
 #define MAXF 6    /* fibers (programs) */
 #define MAXP 10   /* plain promises, the two settled ones included */
+#define MAXG 2    /* task groups */
 #define MAXSTEP 6 /* steps per program */
-#define MAXSLOT (MAXP + MAXF)
+#define MAXSLOT (MAXP + MAXF + MAXG)
 #define MAXLOG 256 /* events: at most MAXF * (MAXSTEP + 2) */
 #define MAXQ 256   /* wakes queued in a run: one per resumption */
 #define MAXCONS 16 /* consumers of one promise (fibers and handlers) */
@@ -103,13 +129,17 @@ typedef enum {
   S_RESOLVE,       /* resolve / reject slot arg % nslots, unless a fiber's */
   S_REJECT,
   S_CANCEL, /* uvp_promise_cancel slot arg % nslots */
-  S_SPAWN,  /* spawn program `child` (if any slot is left) */
+  S_SPAWN,  /* spawn program `child` (if any slot is left); if arg &
+               MEMBER and a group exists, into group arg % ngroups */
   S_RETURN, /* arg % 3: a value, a rejection, pass */
   S_CLOSE   /* uvp_ctx_close: refused inside a fiber */
 } skind_t;
 
 /* An S_AWAIT with this bit in its arg is uvp_await_shielded. */
 #define SHIELD 0x80
+/* An S_SPAWN (or the spawn operation's byte) with this bit spawns the
+ * fiber as a member of a task group (uvp_group_spawn), once one exists. */
+#define MEMBER 0x80
 
 typedef struct step_s {
   skind_t kind;
@@ -165,16 +195,35 @@ typedef struct mout_s {
 typedef struct mslot_s {
   mout_t out;
   int fiber;         /* the fiber whose promise it is, or -1 */
+  int group;         /* the group whose join it is, or -1 */
   int cons[MAXCONS]; /* consumers of a pending promise, in order */
   int ncons;
 } mslot_t;
 
 enum { F_UNSPAWNED, F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
 
+/* A consumer (and a job in the run queue) that is group observing its
+ * member fiber j's promise settle: OBS + j. */
+#define OBS MAXF
+
+/* A task group: no limit, no flags, no next(), released only after the
+ * close, so its cells are never freed and reused: a cancel walks its
+ * members in the order they were spawned, as uvp does (group.c). */
+typedef struct mgroup_s {
+  bool closed, cancelled, wound, walking;
+  int cut;                   /* what cut its join first (UV_ECANCELED), or 0 */
+  int join;                  /* its slot */
+  int nrunning;              /* members whose settling it has not observed */
+  int holds;                 /* member fibers that have not returned */
+  int member[MAXF], nmember; /* fibers, in spawn (cell) order */
+} mgroup_t;
+
 typedef struct mfiber_s {
   int state;
-  int slot; /* its promise */
-  int pc;   /* the step it is suspended in */
+  int group; /* a member of this group (uvp_group_spawn), or -1 */
+  int slot;  /* its promise: a member's is no slot of the harness's but
+                MAXSLOT + i, consumed by its group only */
+  int pc;    /* the step it is suspended in */
   bool cancelled, freed;
   bool shielded; /* suspended in uvp_await_shielded */
   int waiting;   /* the slot it awaits, or -1 */
@@ -182,9 +231,11 @@ typedef struct mfiber_s {
 } mfiber_t;
 
 typedef struct model_s {
-  mslot_t slot[MAXSLOT];
+  mslot_t slot[MAXSLOT + MAXF];
   int nslots, nplain;
   mfiber_t f[MAXF];
+  mgroup_t g[MAXG];
+  int ng;
   int q[MAXQ], qh, qt;
   bool closed;
   log_t log;
@@ -205,7 +256,9 @@ static void m_settle(int k, mout_t out) {
   mslot_t *s = &M.slot[k];
   s->out = out;
   for (int c = 0; c < s->ncons; c++)
-    if (s->cons[c] != HANDLER) {
+    if (s->cons[c] >= OBS) {
+      m_enqueue(s->cons[c]); /* its group observes it */
+    } else if (s->cons[c] != HANDLER) {
       M.f[s->cons[c]].woken = out;
       m_enqueue(s->cons[c]);
     }
@@ -214,8 +267,43 @@ static void m_settle(int k, mout_t out) {
 
 static int m_new_slot(mout_t out, int fiber) {
   int k = M.nslots++;
-  M.slot[k] = (mslot_t){out, fiber, {0}, 0};
+  M.slot[k] = (mslot_t){out, fiber, -1, {0}, 0};
   return k;
+}
+
+/* Closed or cancelled, every member observed, every member fiber
+ * returned: the join settles, with what cut it if anything did (uvp.h's
+ * structured rule), else fulfilled (value NULL). */
+static void m_maybe_end(mgroup_t *g) {
+  if (!(g->closed || g->cancelled) || g->nrunning != 0 || g->holds != 0 ||
+      g->wound)
+    return;
+  g->wound = true;
+  if (m_pending(g->join))
+    m_settle(g->join, g->cut != 0 ? (mout_t){M_REJECTED, g->cut}
+                                  : (mout_t){M_FULFILLED, 0});
+}
+
+static int m_cancel(int k);
+
+/* uvp_group_cancel, or a cut: each member still pending cancelled, in
+ * cell order. */
+static void m_cancel_all(mgroup_t *g) {
+  g->cancelled = true;
+  if (g->walking)
+    return; /* a member's cancel cut the join: the walk goes on */
+  g->walking = true;
+  for (int m = 0; m < g->nmember; m++)
+    if (m_pending(M.f[g->member[m]].slot))
+      (void)m_cancel(M.f[g->member[m]].slot);
+  g->walking = false;
+}
+
+/* Its group observes member fiber j's promise settled. */
+static void m_observe(int j) {
+  mgroup_t *g = &M.g[M.f[j].group];
+  g->nrunning--;
+  m_maybe_end(g);
 }
 
 static int m_cancel(int k) {
@@ -223,6 +311,17 @@ static int m_cancel(int k) {
     return UVP_ECLOSED;
   if (!m_pending(k))
     return UVP_ESETTLED;
+  if (M.slot[k].group >= 0) {
+    /* A join is cut, not settled: its group is cancelled, and the join
+     * stays pending until the group has wound down, then rejects with
+     * the first cut's code.  Cut again: 0, the members walked again. */
+    mgroup_t *g = &M.g[M.slot[k].group];
+    if (g->cut == 0)
+      g->cut = UV_ECANCELED;
+    m_cancel_all(g);
+    m_maybe_end(g);
+    return 0;
+  }
   m_settle(k, (mout_t){M_REJECTED, UV_ECANCELED});
   int i = M.slot[k].fiber;
   if (i < 0)
@@ -236,7 +335,9 @@ static int m_cancel(int k) {
     return 0; /* a queued wake (or its next await) says UV_ECANCELED */
   mslot_t *q = &M.slot[f->waiting];
   if (q->ncons == 1 && q->cons[0] == i) {
-    (void)m_cancel(f->waiting); /* its rejection wakes the fiber */
+    /* Its rejection wakes the fiber; a join, cut, stays pending (and the
+     * fiber suspended) until its group has wound down. */
+    (void)m_cancel(f->waiting);
     return 0;
   }
   int c = 0;
@@ -250,7 +351,7 @@ static int m_cancel(int k) {
 }
 
 static int m_resolve(int k, bool fulfil) {
-  if (M.slot[k].fiber >= 0 || released[k])
+  if (M.slot[k].fiber >= 0 || M.slot[k].group >= 0 || released[k])
     return NOOP;
   if (M.closed)
     return UVP_ECLOSED;
@@ -264,10 +365,47 @@ static int m_resolve(int k, bool fulfil) {
 static int m_spawn(int j) {
   if (M.closed)
     return UVP_ECLOSED;
-  M.f[j] = (mfiber_t){.state = F_QUEUED, .waiting = -1};
+  M.f[j] = (mfiber_t){.state = F_QUEUED, .group = -1, .waiting = -1};
   M.f[j].slot = m_new_slot((mout_t){M_PENDING, 0}, j);
   m_enqueue(j);
   return 0;
+}
+
+/* uvp_group_spawn (no limit: it starts at once), the group observing its
+ * promise. */
+static int m_spawn_member(int j, int gi) {
+  mgroup_t *g = &M.g[gi];
+  if (M.closed || g->closed)
+    return UVP_ECLOSED;
+  if (g->cancelled)
+    return UV_ECANCELED;
+  M.f[j] = (mfiber_t){.state = F_QUEUED, .group = gi, .waiting = -1};
+  int k = M.f[j].slot = MAXSLOT + j;
+  M.slot[k] = (mslot_t){{M_PENDING, 0}, j, -1, {OBS + j}, 1};
+  g->holds++;
+  g->nrunning++;
+  g->member[g->nmember++] = j;
+  m_enqueue(j);
+  return 0;
+}
+
+static int m_new_group(void) {
+  int gi = M.ng++;
+  M.g[gi] = (mgroup_t){.join = m_new_slot((mout_t){M_PENDING, 0}, -1)};
+  M.slot[M.g[gi].join].group = gi;
+  return gi;
+}
+
+/* The fiber is done (returned, or never to start): a member's group stops
+ * waiting for it. */
+static void m_done(int i) {
+  mfiber_t *f = &M.f[i];
+  f->state = F_DONE;
+  f->freed = true;
+  if (f->group >= 0 && !M.closed) {
+    M.g[f->group].holds--;
+    m_maybe_end(&M.g[f->group]);
+  }
 }
 
 /* Fiber i ends returning `how` (an S_RETURN arg, or pass). */
@@ -278,8 +416,7 @@ static void m_end(int i, int how) {
     m_settle(f->slot, how == 0   ? (mout_t){M_FULFILLED, fvalue_of(i)}
                       : how == 1 ? (mout_t){M_REJECTED, fcode_of(i)}
                                  : (mout_t){M_FULFILLED, 0});
-  f->state = F_DONE;
-  f->freed = true;
+  m_done(i);
 }
 
 /* Run fiber i from step pc until it suspends or ends. */
@@ -324,7 +461,9 @@ static void m_run(int i, int pc) {
       rc = released[k] ? NOOP : m_cancel(k);
       break;
     case S_SPAWN:
-      if (st->child >= 0 && M.nslots < MAXSLOT) {
+      if (st->child >= 0 && (st->arg & MEMBER) && M.ng > 0) {
+        rc = m_spawn_member(st->child, st->arg % M.ng);
+      } else if (st->child >= 0 && M.nslots < MAXSLOT) {
         rc = m_spawn(st->child);
         v = rc == 0 ? M.nslots - 1 : -1;
       }
@@ -356,8 +495,7 @@ static void m_wake(int i) {
   mfiber_t *f = &M.f[i];
   if (f->state == F_QUEUED) {
     if (f->cancelled) { /* never runs */
-      f->state = F_DONE;
-      f->freed = true;
+      m_done(i);
       return;
     }
     log_push(&M.log, i, -1, 0, 0);
@@ -369,8 +507,13 @@ static void m_wake(int i) {
 }
 
 static void m_drain(void) {
-  while (M.qh < M.qt)
-    m_wake(M.q[M.qh++]);
+  while (M.qh < M.qt) {
+    int job = M.q[M.qh++];
+    if (job >= OBS)
+      m_observe(job - OBS);
+    else
+      m_wake(job);
+  }
   M.qh = M.qt = 0;
 }
 
@@ -380,8 +523,11 @@ static void m_drain(void) {
 static void m_close(void) {
   M.closed = true;
   M.log.closed_at = M.log.n;
-  for (int k = 0; k < M.nslots; k++)
-    if (m_pending(k)) {
+  for (int k = 0; k < MAXSLOT + MAXF; k++)
+    if ((k < M.nslots ||
+         (k >= MAXSLOT && M.f[k - MAXSLOT].state != F_UNSPAWNED &&
+          M.f[k - MAXSLOT].group >= 0)) &&
+        m_pending(k)) {
       M.slot[k].out = (mout_t){M_REJECTED, UVP_ECLOSED};
       M.slot[k].ncons = 0;
     }
@@ -409,8 +555,11 @@ typedef struct sut_s {
   uvp_ctx_t *ctx;
   bool closing;
   uvp_promise_t *slot[MAXSLOT]; /* our references */
-  int fiber_of[MAXSLOT];
+  int fiber_of[MAXSLOT];        /* -1: ours to settle (MAXF: a join) */
   int nslots;
+  uvp_group_t *g[MAXG];
+  int join[MAXG]; /* each group's join: its slot */
+  int ng;
   sfiber_t f[MAXF];
   log_t log;
 } sut_t;
@@ -426,6 +575,7 @@ static void s_arg_free(void *arg) {
 }
 
 static int s_spawn(int j);
+static int s_spawn_member(int j, int gi);
 
 static uvp_ret_t s_end(sfiber_t *f, int how) {
   log_push(&S.log, f->id, MAXSTEP, how, 0);
@@ -477,7 +627,9 @@ static uvp_ret_t body(void *arg) {
         rc = uvp_promise_cancel(S.slot[k]);
       break;
     case S_SPAWN:
-      if (st->child >= 0 && S.nslots < MAXSLOT) {
+      if (st->child >= 0 && (st->arg & MEMBER) && S.ng > 0) {
+        rc = s_spawn_member(st->child, st->arg % S.ng);
+      } else if (st->child >= 0 && S.nslots < MAXSLOT) {
         rc = s_spawn(st->child);
         v = rc == 0 ? S.nslots - 1 : -1;
       }
@@ -507,6 +659,29 @@ static int s_spawn(int j) {
     S.slot[S.nslots++] = p;
   }
   return rc;
+}
+
+/* The same program as a member of group gi: its promise is the group's. */
+static int s_spawn_member(int j, int gi) {
+  uvp_fiber_opts_t o = {.stack_size = 0, .arg_free = s_arg_free};
+  S.f[j] = (sfiber_t){.id = j};
+  int rc = uvp_group_spawn(S.g[gi], body, &S.f[j], &o);
+  S.f[j].spawned = rc == 0;
+  return rc;
+}
+
+/* A group and its join, in the next slot; refused (UV_ENOMEM), none. */
+static int s_new_group(void) {
+  uvp_promise_t *j;
+  int rc = uvp_group_new(S.ctx, NULL, &S.g[S.ng]);
+  if (rc != 0)
+    return rc;
+  if (uvp_group_join(S.g[S.ng], &j) != 0)
+    abort();
+  S.join[S.ng++] = S.nslots;
+  S.fiber_of[S.nslots] = MAXF; /* only its group settles it */
+  S.slot[S.nslots++] = j;      /* a reference of ours */
+  return 0;
 }
 
 /* ---- comparison ---------------------------------------------------------- */
@@ -624,6 +799,55 @@ static int decode_prog(void) {
   return j;
 }
 
+/* What uvp_group_spawn may return before the context is closed, UV_ENOMEM
+ * aside (uvp.h). */
+#define GROUP_ADD_CODES ((const int[]){0, UVP_ECLOSED, UV_ECANCELED, 1})
+
+/* n (0 to 14): a new group (up to MAXG), or to group n / 4 % ngroups:
+ * uvp_group_close, uvp_group_cancel, or cut its join (uvp_promise_cancel,
+ * as the cancel operation on its slot does). */
+static void group_op(int n, bool lost) {
+  int rc;
+  if (n % 4 == 0) {
+    if (S.ng == MAXG || S.nslots == MAXSLOT)
+      return;
+    rc = s_new_group();
+    if (fuzz_alloc_refused(rc))
+      return;
+    check_rc("group_new", rc, 0);
+    if (!lost)
+      (void)m_new_group();
+    return;
+  }
+  if (S.ng == 0)
+    return;
+  int gi = n / 4 % S.ng;
+  switch (n % 4) {
+  case 1:
+    check_rc("group_close", uvp_group_close(S.g[gi]), 0);
+    if (!lost) {
+      M.g[gi].closed = true;
+      m_maybe_end(&M.g[gi]);
+    }
+    break;
+  case 2:
+    check_rc("group_cancel", uvp_group_cancel(S.g[gi]), 0);
+    if (!lost) {
+      m_cancel_all(&M.g[gi]);
+      m_maybe_end(&M.g[gi]);
+    }
+    break;
+  default: {
+    int k = S.join[gi];
+    if (released[k])
+      return;
+    rc = uvp_promise_cancel(S.slot[k]);
+    check_rc_or("cut", rc, lost ? 0 : m_cancel(k), FUZZ_SETTLE_CODES);
+    break;
+  }
+  }
+}
+
 static uvp_ret_t pass_handler(void *arg, const uvp_outcome_t *o) {
   (void)arg;
   (void)o;
@@ -688,16 +912,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         m_new_slot((mout_t){M_PENDING, 0}, -1);
       break;
     }
-    case 1: { /* spawn a fiber; its program follows */
+    case 1: { /* spawn a fiber (a group's member if b says so); its
+                 program follows */
       int j = decode_prog();
       if (j < 0)
         break;
-      rc = s_spawn(j);
+      int gi = (b & MEMBER) && S.ng > 0 ? b % S.ng : -1;
+      rc = gi >= 0 ? s_spawn_member(j, gi) : s_spawn(j);
       if (fuzz_alloc_refused(rc))
         break; /* never spawned: its arg_free must not run (checked) */
-      check_rc("spawn", rc, 0);
-      if (!lost)
-        m_spawn(j);
+      if (gi < 0) {
+        check_rc("spawn", rc, 0);
+        if (!lost)
+          m_spawn(j);
+      } else {
+        check_rc_or("group spawn", rc, lost ? 0 : m_spawn_member(j, gi),
+                    GROUP_ADD_CODES);
+      }
       break;
     }
     case 2:   /* resolve */
@@ -724,8 +955,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (!lost && m_pending(k))
         M.slot[k].cons[M.slot[k].ncons++] = HANDLER;
       break;
-    case 6:
-      turn();
+    case 6: /* one turn; b 0xF1 to 0xFF: a group operation instead */
+      if (b > 0xF0)
+        group_op(b - 0xF1, lost);
+      else
+        turn();
       break;
     case 7: /* a small budget: drains end between fibers, hand-offs stop */
       check_rc("budget", uvp_ctx_set_budget(S.ctx, b % 4 ? b % 4 : 1u << 30),
@@ -763,6 +997,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (int k = 0; k < S.nslots; k++)
     if (!released[k])
       uvp_promise_release(S.slot[k]);
+  for (int gi = 0; gi < S.ng; gi++)
+    uvp_group_release(S.g[gi]);
   uv_run(&S.loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&S.loop) != 0)
     fail("uv_loop_close", 1, 0);

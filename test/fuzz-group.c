@@ -1,66 +1,73 @@
 /* libFuzzer harness for task groups: the input decodes into a sequence of
  * operations on up to MAXG groups -- create (limit 0..3, with or without
- * UVP_GROUP_FAIL_FAST, with or without UVP_GROUP_DISCARD_SETTLED), add a
- * fresh pending promise, add a promise the
- * harness holds (a member of another group, settled or not: one promise in
- * two groups; or an earlier group's join: nesting), add hundreds at once,
- * start a member through a start callback that first calls back into its
- * group (next, close, cancel, add, set_limit, start, release), spawn a
- * fiber member with a small program (spawn a fiber into its group, make a
- * group of its own -- whose parent its group is --, close or cancel its
- * group, add to it or ask next(); then await a promise, or what it made,
- * and return a value or a rejection), add a member whose cancel hook calls
- * back into its group (next, close, cancel, set_limit), resolve / reject /
- * cancel a promise (a join, a next() promise, many at once), next() (many
- * at once), set_limit, close, cancel, join, release, a free promise for
- * fibers to await, one loop turn -- which run both on uvp and on a small
- * reference model of uvp.h's rules written here.  After every loop turn
- * every promise the harness holds (members, next() promises, joins), what
- * each fiber's calls and await returned, which fibers ran and had their
- * arg_free run, and each group's size must agree with the model; every
- * call's return code, which start callbacks have run (in which order) and
- * had their arg_free run, and what the callbacks' and hooks' calls
- * returned, are checked after every operation (uvp.h pins those to the
- * call).  At the end every group still open is closed, the loop turns and
- * all is compared again; then uvp_ctx_close must leave every promise the
- * model still has pending rejected with UVP_ECLOSED, and uv_loop_close
- * must return 0, with every allocation of uvp's freed (fuzz-helpers.h
- * counts them).  Every start callback and fiber runs at most once, never
- * after its arg_free nor after uvp_ctx_close; every arg_free runs exactly
- * once by the end, a fiber's only once it has returned; no cancellation,
- * no teardown's UVP_ECLOSED and no next()'s UV_EOF is reported as
- * unhandled, and no promise twice; a member of a group keeping no results
- * is reported, by the end, exactly when it rejected (not with
- * UV_ECANCELED) and nothing observed it (no group keeping results, no
- * fiber's await, no join carrying it as a FAIL_FAST failure).
- * ASan/UBSan/LSan catch the rest.
- * Hundreds of members fill a group's small first block
- * and 256-cell blocks after it; taking some and adding more reuses their
- * cells, and a cancel walks every block (the model's too: see below).
+ * UVP_GROUP_FAIL_FAST, with or without UVP_GROUP_DISCARD_SETTLED), add a fresh
+ * pending promise, add a promise the harness holds (a member of another group,
+ * settled or not: one promise in two groups; or an earlier group's join:
+ * nesting), add hundreds at once, start a member through a start callback that
+ * first calls back into its group (next, close, cancel, add, set_limit, start,
+ * release), spawn a fiber member with a small program (spawn a fiber into its
+ * group, make a group of its own -- whose parent its group is --, close or
+ * cancel its group, cut its group's join, add to it or ask next(); then await a
+ * promise, or what it made, and return a value or a rejection), add a member
+ * whose cancel hook calls back into its group (next, close, cancel, set_limit),
+ * resolve / reject / cancel a promise (a join, which cuts it, a next() promise,
+ * many at once), next() (many at once), set_limit, close, cancel, join,
+ * release, a free promise for fibers to await, one loop turn -- which run both
+ * on uvp and on a small reference model of uvp.h's rules written here.  After
+ * every loop turn every promise the harness holds (members, next() promises,
+ * joins), what each fiber's calls and await returned, which fibers ran and had
+ * their arg_free run, and each group's size must agree with the model; every
+ * call's return code, which start callbacks have run (in which order) and had
+ * their arg_free run, and what the callbacks' and hooks' calls returned, are
+ * checked after every operation (uvp.h pins those to the call).  At the end
+ * every group still open is closed, the loop turns and all is compared again;
+ * then uvp_ctx_close must leave every promise the model still has pending
+ * rejected with UVP_ECLOSED, and uv_loop_close must return 0, with every
+ * allocation of uvp's freed (fuzz-helpers.h counts them).  Every start callback
+ * and fiber runs at most once, never after its arg_free nor after
+ * uvp_ctx_close; every arg_free runs exactly once by the end, a fiber's only
+ * once it has returned; no cancellation, no teardown's UVP_ECLOSED and no
+ * next()'s UV_EOF is reported as unhandled, and no promise twice; a member of a
+ * group keeping no results is reported, by the end, exactly when it rejected
+ * (not with UV_ECANCELED) and nothing observed it (no group keeping results, no
+ * fiber's await, no join carrying it as a FAIL_FAST failure: a join cut before
+ * the failure carries none).  ASan/UBSan/LSan catch the rest.  Hundreds of
+ * members fill a group's small first block and 256-cell blocks after it; taking
+ * some and adding more reuses their cells, and a cancel walks every block (the
+ * model's too: see below).
  *
  * The model is deliberately naive: promises in an array, each with its
  * reactions in registration order (groups' members, fibers awaiting it);
- * members, starts and fibers in plain arrays; per group FIFO arrays of
- * waiting starts and fibers, settled members and waiting next() calls;
- * and one FIFO of jobs standing for uvp's run queue: a settling promise
- * queues its reactions, a spawn queues the fiber's start, an await of a
- * settled promise queues the wake at once.  A job is a group observing a
- * member settle (that order is the completion order next() serves) or a
- * fiber starting or waking (fiber semantics as in fuzz-fiber.c: cancelling
- * a suspended fiber cancels the promise it awaits if it alone awaits it,
- * else takes it off and queues its wake).  A group winds down -- its join
- * settles, its parent stops waiting -- once it is closed or cancelled, no
- * member runs or waits, and no fiber member is still running and no group
- * its members made is still winding down (holds).  Cancelling a group
- * cancels each pending member by uvp_promise_cancel, as uvp.h says: a
- * member shared with another group is rejected for both.  Members fulfil
- * with their promise's index + 1 and reject with -(20000 + index), fibers
- * with 50000 + f / -(50000 + f), failed starts with -(40000 + z), so an
- * outcome tells which member it was.  A group keeping no results puts no
- * settled member in its FIFO, and refuses next() (UV_EINVAL: the slot
- * stays empty).  A start callback's member counts as
- * running from the call on (uvp.h: started inside that call), so the group
- * cannot end, nor next() say UV_EOF, while the callback runs.
+ * members, starts and fibers in plain arrays; per group FIFO arrays of waiting
+ * starts and fibers, settled members and waiting next() calls; and one FIFO of
+ * jobs standing for uvp's run queue: a settling promise queues its reactions, a
+ * spawn queues the fiber's start, an await of a settled promise queues the wake
+ * at once.  A job is a group observing a member settle (that order is the
+ * completion order next() serves) or a fiber starting or waking (fiber
+ * semantics as in fuzz-fiber.c: cancelling a suspended fiber cancels the
+ * promise it awaits if it alone awaits it, else takes it off and queues its
+ * wake).  A group winds down -- its join settles, its parent stops waiting --
+ * once it is closed or cancelled, no member runs or waits, and no fiber member
+ * is still running and no group its members made is still winding down (holds).
+ * Its join then rejects with what cut it, if anything did, else with the
+ * FAIL_FAST failure, if any, else fulfils.  uvp.h's structured rule: cancelling
+ * a pending join (uvp_promise_cancel on it, or the cancel of a fiber suspended
+ * on it as its only consumer, or of its parent group's members) cuts it: the
+ * group is cancelled as by uvp_group_cancel, but the join stays pending until
+ * the group has wound down, then rejects with UV_ECANCELED (quiet); cut again,
+ * it returns 0 and the members are walked again.  So a fiber alone awaiting a
+ * join stays suspended, cancelled, until the join's group has wound down (its
+ * await then says UV_ECANCELED; one awaiting its own group's join waits for
+ * uvp_ctx_close), and a cut join that is a parent's member keeps its parent
+ * from winding down until then.  Cancelling a group cancels each pending member
+ * by uvp_promise_cancel, as uvp.h says: a member shared with another group is
+ * rejected for both.  Members fulfil with their promise's index + 1 and reject
+ * with -(20000 + index), fibers with 50000 + f / -(50000 + f), failed starts
+ * with -(40000 + z), so an outcome tells which member it was.  A group keeping
+ * no results puts no settled member in its FIFO, and refuses next() (UV_EINVAL:
+ * the slot stays empty).  A start callback's member counts as running from the
+ * call on (uvp.h: started inside that call), so the group cannot end, nor
+ * next() say UV_EOF, while the callback runs.
  *
  * Not pinned by uvp.h, so not compared: the state of promises and the
  * group's size between loop turns (the model only says where things stand
@@ -70,44 +77,45 @@
  *
  * Cancel order.  uvp.h leaves open the order in which a cancel reaches the
  * running members; uvp's walk (group.c's cancel_all) follows its cells: the
- * blocks on the group's `room` list, then on `full`, each in cell order --
- * not the order of adding, once a freed cell was reused.  That order shows
- * where nothing below keeps it out: cancelling one member, a group's join,
- * can wind that group down and with it the group it held (its parent), whose
- * join, another member, is then fulfilled before the walk reaches it (walked
- * the other way, it is cancelled).  So the model copies uvp's choice: it
- * keeps each group's members in cells laid out as group.c lays them out
- * (mblock_t: a first block of 8 cells, 256 after it, each list pushed at the
- * head, the cell freed last taken first, a block given back once empty, none
- * moved during a walk) and walks them in that order; a change to group.c's
- * layout must be made here too (DEVELOPERS.md).  The restrictions and the
- * detection below predate that and stay, uvp.h pinning none of what they
- * keep out.  The harness avoids what would make the walk's order visible: a
- * hook's call back is one that commutes with the others' (no release, add or
- * start from a hook; in each group one hook at most calls next(), its
- * promise in a slot of its own); no next() promise is made a member or
- * awaited by a fiber (a walk could both serve and cancel it); a fiber awaits
- * no promise that is a member while pending (a walk of another group would
- * wake fibers in walk order) but the one it added to its own group (whose
- * walk cancels the fiber too), and a promise a fiber awaits, or one with a
- * hook, joins no other group.  What remains -- the jobs one walk queued (a
- * shared member's observation by another group, a cancelled fiber's wake,
- * the last member of the cancelled group) run in walk order, and two of them
- * have effects (start members, end a group, queue more); and two fibers of
- * one walk whose cancels spread to what each alone awaited (one can end a
- * group the other cancels, or the join the other awaits: the model sees a
- * spread that its own order made moot) -- the model detects: it stops
- * comparing that input (0.75 % of the corpus before the second rule), and
- * only what holds in any order is checked at the end (every arg_free once,
- * nothing left after uv_loop_close).  uvp's choices the model copies: a
- * FAIL_FAST failure cancels the group (adding afterwards returns
- * UV_ECANCELED), as uvp_group_cancel does; a member whose start callback
- * cancelled its own group is cancelled as soon as the callback returns it.
+ * blocks on the group's `room` list, then on `full`, each in cell order -- not
+ * the order of adding, once a freed cell was reused.  That order shows where
+ * nothing below keeps it out: cancelling one member, a group's join, can wind
+ * that group down and with it the group it held (its parent), whose join,
+ * another member, is then fulfilled before the walk reaches it (walked the
+ * other way, it is cut, and rejects with UV_ECANCELED when its group has wound
+ * down).  So the model copies uvp's choice: it keeps each group's members in
+ * cells laid out as group.c lays them out (mblock_t: a first block of 8 cells,
+ * 256 after it, each list pushed at the head, the cell freed last taken first,
+ * a block given back once empty, none moved during a walk) and walks them in
+ * that order; a change to group.c's layout must be made here too
+ * (DEVELOPERS.md).  The restrictions and the detection below predate that and
+ * stay, uvp.h pinning none of what they keep out.  The harness avoids what
+ * would make the walk's order visible: a hook's call back is one that commutes
+ * with the others' (no release, add or start from a hook; in each group one
+ * hook at most calls next(), its promise in a slot of its own); no next()
+ * promise is made a member or awaited by a fiber (a walk could both serve and
+ * cancel it); a fiber awaits no promise that is a member while pending (a walk
+ * of another group would wake fibers in walk order) but the one it added to its
+ * own group (whose walk cancels the fiber too), and a promise a fiber awaits,
+ * or one with a hook, joins no other group.  What remains -- the jobs one walk
+ * queued (a shared member's observation by another group, a cancelled fiber's
+ * wake, the last member of the cancelled group) run in walk order, and two of
+ * them have effects (start members, end a group, queue more); and two fibers of
+ * one walk whose cancels spread to what each alone awaited (one can end a group
+ * the other cancels, or the join the other awaits: the model sees a spread that
+ * its own order made moot) -- the model detects: it stops comparing that input
+ * (0.75 % of the corpus before the second rule), and only what holds in any
+ * order is checked at the end (every arg_free once, nothing left after
+ * uv_loop_close).  uvp's choices the model copies: a FAIL_FAST failure cancels
+ * the group (adding afterwards returns UV_ECANCELED), as uvp_group_cancel does;
+ * a member whose start callback cancelled its own group is cancelled as soon as
+ * the callback returns it.
  *
- * Left out: what members start in libuv (timers, requests, handles, whose
- * holds the join waits for), scope slots, groups made by start callbacks
- * or hooks, a start callback or fiber that tears the context down,
- * adopted or already settled fiber results, threads.
+ * Left out: what members start in libuv (timers, requests, handles, whose holds
+ * the join waits for), time (deadlines: a group's or a fiber member's
+ * deadline_ms, whose cut says UV_ETIMEDOUT, uvp_deadline_shield), scope slots,
+ * groups made by start callbacks or hooks, a start callback or fiber that tears
+ * the context down, adopted or already settled fiber results, threads.
  *
  * Allocation failure: an input may first arm it (fuzz-helpers.h).  A
  * group_new, add, start, spawn or next() refused with UV_ENOMEM must have
@@ -165,7 +173,16 @@ enum { ST_PENDING, ST_FULFILLED, ST_REJECTED, ST_ERROR };
 /* What a start callback, or a cancel hook, does to its group first. */
 enum { A_NONE, A_NEXT, A_CLOSE, A_CANCEL, A_ADD, A_LIMIT, A_START, A_RELEASE };
 /* What a fiber does before it awaits: to its group, or a group of its own. */
-enum { FP_NONE, FP_SPAWN, FP_GROUP, FP_CLOSE, FP_CANCEL, FP_ADD, FP_NEXT };
+enum {
+  FP_NONE,
+  FP_SPAWN,
+  FP_GROUP,
+  FP_CLOSE,
+  FP_CANCEL,
+  FP_ADD,
+  FP_NEXT,
+  FP_CUT /* uvp_promise_cancel on its group's join: cut, it waits for us */
+};
 /* What it awaits: nothing, a promise the harness holds, what it made. */
 enum { AW_NONE, AW_TARGET, AW_OWN };
 
@@ -226,6 +243,8 @@ typedef struct mgroup_s {
   bool closed, cancelled, released, ff, walking, pumping, wound;
   bool discard;   /* UVP_GROUP_DISCARD_SETTLED */
   bool next_hook; /* a member's cancel hook calls next() */
+  int cut;        /* what cut its join first (UV_ECANCELED), or 0: the
+                     join then settles with it once the group wound down */
   int parent;     /* the group whose member made it, until it winds down */
   int jp;         /* its join */
   int room, full; /* its blocks (B) with a free cell, and without */
@@ -454,7 +473,10 @@ static void m_serve(mgroup_t *g) {
 }
 
 /* Closed (or cancelled), nothing running nor waiting, nothing held: the
- * join settles and the parent stops waiting, once. */
+ * join settles and the parent stops waiting, once.  The join says, first
+ * what cut it (uvp.h's structured rule: a cut join waited for this), then
+ * a FAIL_FAST failure, else it fulfils.  (A closed context comes first in
+ * uvp, UVP_ECLOSED; the model stops before uvp_ctx_close.) */
 static void m_maybe_end(mgroup_t *g) {
   m_serve(g);
   if (!m_ended(g) || g->nrunning != 0 || g->lh != g->lt || g->holds != 0 ||
@@ -463,8 +485,9 @@ static void m_maybe_end(mgroup_t *g) {
   g->wound = true;
   M.effects++;
   if (pending(g->jp))
-    m_settle(g->jp,
-             g->failure >= 0 ? P[g->failure].out : (mout_t){M_FULFILLED, 0});
+    m_settle(g->jp, g->cut != 0       ? (mout_t){M_REJECTED, g->cut}
+                    : g->failure >= 0 ? P[g->failure].out
+                                      : (mout_t){M_FULFILLED, 0});
   if (g->parent >= 0) {
     mgroup_t *parent = &M.g[g->parent];
     g->parent = -1;
@@ -709,16 +732,26 @@ static void m_fiber_cancelled(int fi) {
   m_enqueue(~fi);
 }
 
+/* uvp_promise_cancel.  A join is cut, not settled: its group is cancelled
+ * (cancelled, not closed: adding says UV_ECANCELED) and the join stays
+ * pending until the group has wound down (m_maybe_end), then rejects with
+ * the first cut's code; cut again, it returns 0, the group's members are
+ * walked again (a nested join among them, still pending, is cut again)
+ * and nothing else changes. */
 static int m_cancel(int pi) {
   if (!pending(pi))
     return UVP_ESETTLED;
-  m_settle(pi, (mout_t){M_REJECTED, UV_ECANCELED});
   mprom_t *p = &P[pi];
   if (p->kind == K_JOIN) {
     mgroup_t *g = &M.g[p->owner];
-    m_cancel_all(g); /* cancelled, not closed: adding says UV_ECANCELED */
+    if (g->cut == 0)
+      g->cut = UV_ECANCELED;
+    m_cancel_all(g);
     m_maybe_end(g);
-  } else if (p->kind == K_FIBER) {
+    return 0;
+  }
+  m_settle(pi, (mout_t){M_REJECTED, UV_ECANCELED});
+  if (p->kind == K_FIBER) {
     m_fiber_cancelled(p->owner);
   } else if (p->kind == K_HOOKED) {
     mhook_t *h = &M.h[p->owner];
@@ -775,6 +808,9 @@ static void m_fiber_run(int fi) {
       f->rc = m_add_fresh(f->group, &f->rc2);
     }
     break;
+  case FP_CUT: /* its own promise among those the cut cancels */
+    f->rc = m_cancel(g->jp);
+    break;
   }
   int t = f->aw == AW_TARGET ? f->target : f->aw == AW_OWN ? own : -1;
   if (t >= 0)
@@ -818,9 +854,11 @@ static void m_observe(int k) {
     m_cell_give(g, k); /* let go of at once */
   mout_t out = P[m->prom].out;
   /* Keeping no results, the group fails fast only while its join can
-   * carry the failure (it is not reported then). */
+   * carry the failure (it is not reported then): not once the join was
+   * cut, which it then rejects with, nor once it has settled. */
   if (g->ff && g->failure < 0 && out.st == M_REJECTED &&
-      out.value != UV_ECANCELED && (!g->discard || pending(g->jp))) {
+      out.value != UV_ECANCELED &&
+      (!g->discard || (pending(g->jp) && g->cut == 0))) {
     g->failure = m->prom;
     P[m->prom].observed = true;
     m_cancel_all(g);
@@ -1081,6 +1119,9 @@ static uvp_ret_t fiber_body(void *arg) {
       own = S.np;
       f->rc = s_add_fresh(gi);
     }
+    break;
+  case FP_CUT: /* the harness holds the join, released group or not */
+    f->rc = uvp_promise_cancel(S.p[S.jp[gi]]);
     break;
   }
   int t = f->aw == AW_TARGET ? f->target : f->aw == AW_OWN ? own : -1;
@@ -1475,8 +1516,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       int awk = aw % 3 == AW_TARGET && !ok ? AW_NONE : aw % 3;
       if (awk == AW_TARGET && !M.lost)
         P[target].awaited = true;
-      rc = s_spawn(gi, pre % 8 == 7 ? FP_NONE : pre % 8, awk, target,
-                   (aw & 4) != 0);
+      rc = s_spawn(gi, pre % 8, awk, target, (aw & 4) != 0);
       if (M.lost) { /* refused or not, s_spawn kept the count of arg_free */
         if (!refused(rc, -1))
           check_documented("spawn", rc, ADD_CODES);
@@ -1488,9 +1528,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       }
       check_rc2("spawn", rc,
-                m_spawn(gi, pre % 8 == 7 ? FP_NONE : pre % 8, awk, target,
-                        (aw & 4) != 0, &alt),
-                alt);
+                m_spawn(gi, pre % 8, awk, target, (aw & 4) != 0, &alt), alt);
       break;
     }
     case 15: { /* a fresh promise member whose cancel hook acts on g */
