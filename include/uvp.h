@@ -505,9 +505,14 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
  * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
  * and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
  * name if it has one: uvp_fiber_set_name), in the spirit of
- * uv_print_active_handles().  Returns
- * how many promises and fibers it listed, or a negative code: UV_EINVAL
- * (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD. */
+ * uv_print_active_handles().  It never waits for its reader, as
+ * uvp_ctx_dump_tasks: to a pipe, a socket or a terminal, the dump is made
+ * in memory first, then written as far as it goes without waiting, the
+ * rest dropped and counted in a last line.  Returns how many promises and
+ * fibers it listed, or a negative code: UV_EAGAIN (the output was cut
+ * short), UV_EINVAL (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM, write(2)'s error on such a descriptor (UV_EPIPE: its reader
+ * is gone). */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /** The version of the task dump's JSON lines (their `"v"` member). */
@@ -535,14 +540,40 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for, then
  * only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or to
  * write(write_arg, text, len) if set (a negative return stops the output
- * and is returned).  A line longer than 4 KiB is cut short (text: "..."
- * at its end; JSON: see `cut`).  The summary walks every task, as the
+ * and is returned; UV_EAGAIN cuts the dump short, see below).  A line
+ * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
+ * `cut`).  The summary walks every task, as the
  * full dump does, without writing them: 1 000 000 tasks take tens of
  * milliseconds (docs/internals.md).  Nothing is kept per promise for the
- * dump.  Loop thread.  Returns how many tasks there are, or UV_EINVAL
- * (NULL ctx or opts, neither stream nor write, unknown flags),
- * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
- * fwrite).  uvp_ctx_dump_pending stays as the older dump of every pending
+ * dump.  Loop thread.
+ *
+ * A dump never waits for its reader: one that cannot be written now is
+ * cut short, not waited for (a stalled log collector on a pipe must not
+ * stop the loop).  A stream on a regular file, a block device or memory
+ * (open_memstream) is written with fwrite as the lines come.  A stream
+ * on a pipe, a socket or a terminal is written by uvp on its descriptor,
+ * whole lines at a time, never waiting: a pipe only when poll() says it
+ * has room, at most PIPE_BUF bytes a write (which it then takes whole and
+ * unmixed with other writers' lines), a socket with MSG_DONTWAIT; the
+ * flags of its open file description (O_NONBLOCK, shared with other
+ * processes) are not changed, and a pipe whose reader is gone gives
+ * UV_EPIPE, not SIGPIPE.  What the stream itself still buffers goes
+ * first if it can without waiting, else the whole dump is dropped.  A
+ * write callback that returns UV_EAGAIN cuts the dump the same way.  Once
+ * cut, every later line is dropped too (the output has no hole in its
+ * middle), and one more line says how much, if it fits: "(uvp: dump cut
+ * short: N bytes, M lines not written: the output would block)", as JSON
+ * `{"v":1,"dropped_bytes":N,"dropped_lines":M}` with UVP_DUMP_JSON (a
+ * pipe keeps room for it: it stops taking lines while two pages are still
+ * free).
+ * The walk still visits every task.
+ *
+ * Returns how many tasks there are; UV_EAGAIN if the output was cut short
+ * (some lines dropped); or UV_EINVAL (NULL ctx or opts, neither stream nor
+ * write, unknown flags), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's
+ * error (UV_EIO from fwrite, write(2)'s on a pipe, socket or terminal:
+ * UV_EPIPE..., or the callback's negative return; the output stops
+ * there).  uvp_ctx_dump_pending stays as the older dump of every pending
  * promise; this one says more.
  *
  * <b>The text form</b>, a line per task (brackets: present only when so;
@@ -626,7 +657,9 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * {KIND:COUNT,...}}`: `tasks` (number) counts every task, `by_what`
  * (object) counts them by `waits_for.kind` (by `state` for those that
  * wait for nothing), 64 keys at most, the rest under `"(other)"`; then
- * the oldest tasks' objects, oldest first. */
+ * the oldest tasks' objects, oldest first.  A dump cut short (see above)
+ * ends, if it fits, with `{"v":1,"dropped_bytes":N,"dropped_lines":M}`:
+ * the bytes and lines not written. */
 enum {
   UVP_DUMP_JSON = 1,   /**< one JSON object a line */
   UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
@@ -1646,13 +1679,13 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * A fiber's promise is settled before the fiber has returned, so awaiting
  * it does not tell that a cancelled child fiber has ended: children that
  * share the parent's state belong in a group (uvp_group_spawn), whose join
- * settles only once every member has returned, whatever cut it.  uvp_ctx_close resumes every suspended fiber
- * in turn with UVP_ECLOSED (every await then returns UVP_ECLOSED at once), lets
- * each run to its end, then frees the stacks: a fiber must return once it sees
- * UVP_ECLOSED (one that keeps looping keeps uvp_ctx_close from returning, as
- * any endless loop would).  Fibers spawned but not started never start.
- * uvp_ctx_close inside a fiber fails with UVP_EINFIBER: a fiber cannot free the
- * stack it runs on.
+ * settles only once every member has returned, whatever cut it.  uvp_ctx_close
+ * resumes every suspended fiber in turn with UVP_ECLOSED (every await then
+ * returns UVP_ECLOSED at once), lets each run to its end, then frees the
+ * stacks: a fiber must return once it sees UVP_ECLOSED (one that keeps looping
+ * keeps uvp_ctx_close from returning, as any endless loop would).  Fibers
+ * spawned but not started never start. uvp_ctx_close inside a fiber fails with
+ * UVP_EINFIBER: a fiber cannot free the stack it runs on.
  *
  * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a few
  * large mappings that uvp maps as it needs them (each twice the last, up to 64
@@ -2580,7 +2613,16 @@ UVP_EXTERN int uvp_tcp_close(uvp_tcp_t *t);
  * it no group's (the pool's own; the group's join no longer waits for it),
  * uvp_tcp_attach the current scope's group's (the work that takes it from
  * the pool: that group's join waits for it from then on; outside a group's
- * work, no group).  A server that accepts in its libuv connection
+ * work, no group).  While it is detached, the operations started on it
+ * are the pool's too: no deadline watches them, whichever scope starts
+ * them (a pool's read of an idle connection, started as a request's
+ * response ends, does not close it when that request's deadline passes);
+ * once attached, those started on it are watched by the current scope's
+ * deadline again, as any operation; one left pending from the detached
+ * time (the pool's read, which brings the next response) is watched only
+ * if asked (uvp_deadline_watch, in the attaching scope).  Operations
+ * already pending when it is detached keep the deadline they were started
+ * under.  A server that accepts in its libuv connection
  * callback, outside any group's work, and serves each connection in a
  * group's member has the member attach it first, or the join does not
  * wait for it.  Loop thread, before uvp_tcp_close().  Errors:

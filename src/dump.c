@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "deadline.h"
+#include "diag.h"
 #include "dump.h"
 #include "registry.h"
 
@@ -135,7 +136,6 @@ struct uvp__dump_s {
   uint64_t epoch; /* what promises' `born` counts from */
   bool json, summary;
   int count;
-  int failed; /* the sink's first error */
   kind_count_t kinds[KINDS];
   int nkinds;
   size_t other; /* tasks whose kind found no room in kinds[] */
@@ -143,20 +143,13 @@ struct uvp__dump_s {
   size_t noldest, cap;
   char line[LINE_MAX_BYTES];
   size_t len;
-  size_t good; /* JSON: the line up to its last whole member */
-  bool cut;    /* line too long: ends "..." (JSON: "cut":true) */
+  size_t good;      /* JSON: the line up to its last whole member */
+  bool cut;         /* line too long: ends "..." (JSON: "cut":true) */
+  uvp__diag_t sink; /* where the lines go, without waiting (diag.h) */
 };
 
 static void out(uvp__dump_t *d, const char *s, size_t n) {
-  if (d->failed != 0)
-    return;
-  if (d->o->write != NULL) {
-    int rc = d->o->write(d->o->write_arg, s, n);
-    if (rc < 0)
-      d->failed = rc;
-  } else if (fwrite(s, 1, n, d->o->stream) != n) {
-    d->failed = UV_EIO;
-  }
+  uvp__diag_out(&d->sink, s, n);
 }
 
 /* Append to the line being made, cutting it short (not overflowing). */
@@ -567,6 +560,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
   d->epoch = uvp__ctx_epoch(ctx);
   d->json = (opts->flags & UVP_DUMP_JSON) != 0;
   d->summary = (opts->flags & UVP_DUMP_SUMMARY) != 0;
+  uvp__diag_open(&d->sink, opts->stream, opts->write, opts->write_arg, d->json);
   if (d->summary) {
     d->cap = opts->oldest != 0 ? opts->oldest : 10;
     d->oldest = uvp__malloc(d->cap * sizeof(*d->oldest));
@@ -612,7 +606,8 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
     for (size_t i = 0; i < d->noldest; i++)
       render(d, &d->oldest[i].t, d->oldest[i].age);
   }
-  rc = d->failed != 0 ? d->failed : d->count;
+  int sunk = uvp__diag_close(&d->sink); /* UV_EAGAIN: cut short */
+  rc = sunk != 0 ? sunk : d->count;
   uvp__free(d->oldest);
   uvp__free(d);
   return rc;

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "diag.h"
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
 #endif
@@ -750,12 +751,40 @@ int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
   int rc = stream == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  dump_state_t st = {stream, uvp__now(ctx) - ctx->epoch, 0};
+  /* A stream that could make us wait (a pipe, a socket, a terminal) gets
+   * the dump rendered in memory first, then written without waiting
+   * (diag.h); a file, or memory, as it is made. */
+  uvp__diag_t *w = uvp__malloc(sizeof(*w));
+  if (w == NULL)
+    return UV_ENOMEM;
+  uvp__diag_open(w, stream, NULL, NULL, false);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = w->fd >= 0 ? open_memstream(&text, &len) : stream;
+  if (out == NULL) {
+    uvp__free(w);
+    return UV_ENOMEM;
+  }
+  dump_state_t st = {out, uvp__now(ctx) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
   for (int i = 0; i < UVP__EXT_COUNT; i++)
     if (ctx->h.ext[i] != NULL && ctx->h.ext[i]->dump != NULL)
-      ctx->h.ext[i]->dump(ctx->h.ext[i], stream, &st.count);
-  return st.count;
+      ctx->h.ext[i]->dump(ctx->h.ext[i], out, &st.count);
+  if (out != stream) {
+    if (fclose(out) == 0) {
+      for (size_t at = 0, end; at < len; at = end) { /* line by line */
+        const char *nl = memchr(text + at, '\n', len - at);
+        end = nl != NULL ? (size_t)(nl - text) + 1 : len;
+        uvp__diag_out(w, text + at, end - at);
+      }
+    } else {
+      rc = UV_ENOMEM;
+    }
+    free(text);
+  }
+  int sunk = uvp__diag_close(w); /* UV_EAGAIN: cut short */
+  uvp__free(w);
+  return rc != 0 ? rc : sunk != 0 ? sunk : st.count;
 }
 
 /* ---- for the layers above ------------------------------------------------ */

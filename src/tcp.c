@@ -59,6 +59,9 @@ struct uvp_tcp_s {
   /* kept != NULL || end != 0, below: what a read start tests, here on the
    * line it reads anyway. */
   bool ahead;
+  /* uvp_tcp_detach'ed (a pool's, idle): what is started on it is no
+   * deadline's (op_new), until uvp_tcp_attach. */
+  bool detached;
   uv_tcp_t inline_handle;
   /* Cold, after the handle so that the fields above keep their lines:
    * the watches, oldest first, and what their reads took ahead of the
@@ -300,8 +303,17 @@ static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
     *rc = UV_EBUSY; /* one read at a time */
   if (*rc != 0)
     return NULL;
+  /* A detached connection's work is its pool's, not the request's that
+   * happens to start it (a keep-alive pool's read, started as a response
+   * ends): no deadline of that scope watches it, or the pooled connection
+   * would close when that request's deadline passes. */
+  uvp__scope_t *was = NULL;
+  if (UVP__UNLIKELY(t->detached))
+    was = uvp__scope_enter(t->ctx, NULL);
   tcpop_t *op = uvp__op_new(t->ctx, kind == OP_WATCH ? &watch_kind : &tcp_kind,
                             sizeof(tcpop_t), out, file, line, rc);
+  if (UVP__UNLIKELY(t->detached))
+    uvp__scope_leave(t->ctx, was);
   if (op == NULL)
     return NULL;
   memset((char *)op + sizeof(op->op), 0, sizeof(*op) - sizeof(op->op));
@@ -350,6 +362,7 @@ static int tcp_reown(uvp_tcp_t *t, bool current) {
     rc = UV_EBADF;
   if (rc != 0)
     return rc;
+  t->detached = !current;
   uvp__owner_t *old = t->owner;
   uvp__owner_t *o = current ? uvp__scope_owner(t->ctx) : NULL;
   if (o == old)

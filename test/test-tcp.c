@@ -1448,6 +1448,37 @@ static void spin(fixture_t *f, int n) {
     uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
+/* A pool's connection idles under no deadline: what is started on it
+ * while it is detached is not watched by the deadline of the scope that
+ * starts it (the request that gave it back, whose deadline passes while
+ * it idles); attached again, its pending read is watched once asked. */
+static void test_detached_connection_outlives_deadline(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  assert_int_equal(uvp_deadline_set(f->ctx, 30), 0);
+  assert_int_equal(uvp_tcp_detach(c), 0);
+  uvp_promise_t *idle, *delay;
+  assert_int_equal(uvp_tcp_read(c, &idle), 0);
+  assert_int_equal(uvp_delay(f->ctx, 10000, NULL, NULL, 0, &delay), 0);
+  run_until_settled(f, delay);
+  assert_int_equal(uvp_promise_reason(delay, NULL), UV_ETIMEDOUT);
+  spin(f, 3);
+  assert_int_equal(uvp_promise_state(idle), UVP_PENDING);
+  /* Attached under the deadline, which has passed: the read is stopped
+   * once the program has it watched. */
+  assert_int_equal(uvp_tcp_attach(c), 0);
+  spin(f, 3);
+  assert_int_equal(uvp_promise_state(idle), UVP_PENDING);
+  assert_int_equal(uvp_deadline_watch(f->ctx, idle), 0);
+  run_until_settled(f, idle);
+  assert_int_equal(uvp_promise_reason(idle, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(idle);
+  uvp_promise_release(delay);
+  uvp_tcp_close(c);
+  uvp_tcp_close(pr.server);
+}
+
 static void test_connection_changes_groups(void **state) {
   fixture_t *f = *state;
   pair_t pr = {.ctx = f->ctx};
@@ -1986,6 +2017,7 @@ int main(void) {
       FIXTURE_TEST(test_handler_keeps_read),
       FIXTURE_TEST(test_cancel_after_hand_off_closes),
       FIXTURE_TEST(test_connection_changes_groups),
+      QUIET_TEST(test_detached_connection_outlives_deadline),
       FIXTURE_TEST(test_watch_sees_close_and_keeps_bytes),
       FIXTURE_TEST(test_watch_then_read_all_goes_on),
       FIXTURE_TEST(test_watch_then_read_all),

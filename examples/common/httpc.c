@@ -503,7 +503,9 @@ static void pool_unlink(conn_t *c) {
  * is that group's too.  The read pending since the connection went idle
  * has a handler registered in the scope of the request that gave it back:
  * a second one, registered here, takes over, and the first stands aside
- * (handlers run in the order they were registered). */
+ * (handlers run in the order they were registered).  That read was
+ * started while the connection was the pool's, under no deadline (see
+ * pool_put): from now on the taking request's deadline watches it. */
 static void conn_take(conn_t *c) {
   (void)uvp_tcp_attach(c->tcp); /* fails only on a closed connection */
   if (c->read != NULL && uvp_promise_on_full(c->read, UVP_ON_BOTH, conn_on_read,
@@ -511,6 +513,8 @@ static void conn_take(conn_t *c) {
     c->refs++;
     c->stale++;
   }
+  if (c->read != NULL) /* no memory: the request's group still stops it */
+    (void)uvp_deadline_watch(uvp_promise_ctx(c->read), c->read);
 }
 
 /* An idle connection for the target, or NULL: the most recently used, so
@@ -567,7 +571,10 @@ static int pool_put(httpc_pool_t *pool, conn_t *c, const httpc_url_t *u) {
   }
   /* The pool's from now on, not the task group's of the request that made
    * it (see conn_take).  Then watch for the server closing it: the read
-   * that will also bring the next response. */
+   * that will also bring the next response.  Started on a detached
+   * connection, that read is the pool's: the deadline of the request
+   * running now does not watch it (it would close the connection when
+   * that deadline passes, long before idle_timeout_ms). */
   if (uvp_tcp_detach(c->tcp) != 0 || conn_read(c) != 0)
     return -1;
   /* Over a cap, the least recently used goes: closest to the server's own

@@ -91,7 +91,7 @@ struct httpd_s {
   int fd_low, fd_limit;
   int shed_young; /* the last shed found only connections too young */
   /* Connections closed to make room, since the last line saying so. */
-  unsigned long long shed_idle, shed_waiting;
+  unsigned long long shed_idle, shed_waiting, shed_stalled;
   uint64_t shed_logged; /* when that line was (loop time, ms; 0: never) */
   /* One read buffer for every connection: the read callback runs right
    * after the allocation and keeps whatever it does not parse. */
@@ -171,7 +171,7 @@ static void httpd_log(httpd_t *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void httpd_log(httpd_t *s, const char *fmt, ...) {
-  char line[256];
+  char line[320];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(line, sizeof(line), fmt, ap);
@@ -1034,15 +1034,41 @@ static void accept_retry(uv_timer_t *t) {
 
 /* ---- shedding idle connections ------------------------------------------ */
 
-/* Whether `c` may be closed to make room for a new client: it is idle
- * between requests, or waits for a request (since its accept, or since a
- * first byte). */
-static int sheddable(const conn_t *c) {
-  return !c->closing && !c->ending && !conn_busy(c);
+/* What a connection is, for shedding: its answers have stopped moving
+ * (waiting in its queue with no write progress for stall_ms: a client
+ * that reads nothing, often one that pipelines requests), it is idle
+ * between requests, or it waits for a request (since its accept, or since
+ * a first byte); or it may not be closed for room. */
+enum { SHED_STALLED, SHED_IDLE, SHED_WAITING, SHED_NO };
+
+/* Whether c's answers have not moved for stall_ms.  Progress is seen when
+ * a write request completes (write_cb) or, for a large one, when its queue
+ * has shrunk since it was last looked at (here, as the timer does). */
+static int stalled(conn_t *c, uint64_t now) {
+  if (c->closing || c->in_flight || c->writes == 0)
+    return 0;
+  size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+  if (queued < c->send_mark) {
+    c->send_mark = queued;
+    c->send_since = now;
+    return 0;
+  }
+  const httpd_opts_t *o = &c->srv->opts;
+  return now - c->send_since >= (o->stall_ms ? o->stall_ms : HTTPD_STALL_MS);
 }
 
-static uint64_t shed_since(const conn_t *c) {
-  return c->in_head ? c->head_since : c->idle_since;
+static int shed_kind(conn_t *c, uint64_t now) {
+  if (stalled(c, now))
+    return SHED_STALLED;
+  if (c->closing || c->ending || conn_busy(c))
+    return SHED_NO;
+  return c->in_head ? SHED_WAITING : SHED_IDLE;
+}
+
+static uint64_t shed_since(const conn_t *c, int kind) {
+  return kind == SHED_STALLED ? c->send_since
+         : c->in_head         ? c->head_since
+                              : c->idle_since;
 }
 
 /* Bytes the kernel has received for `c` and httpd has not read yet: a
@@ -1057,12 +1083,20 @@ static int unread(const conn_t *c) {
   return n;
 }
 
-/* Idle keep-alive connections go before those waiting for a request, and
- * within each kind, the one that has waited longest. */
-static int shed_before(const conn_t *a, const conn_t *b) {
-  if (a->in_head != b->in_head)
-    return b->in_head;
-  return shed_since(a) < shed_since(b);
+/* A connection picked for shedding, and what it is. */
+typedef struct shed_pick_s {
+  conn_t *c;
+  int kind;
+} shed_pick_t;
+
+/* Stalled ones go first (a client that reads nothing holds a descriptor
+ * and the answers queued for it), then idle keep-alive ones, then those
+ * waiting for a request; within each kind, the one that has waited
+ * longest. */
+static int shed_before(const shed_pick_t *a, const shed_pick_t *b) {
+  if (a->kind != b->kind)
+    return a->kind < b->kind;
+  return shed_since(a->c, a->kind) < shed_since(b->c, b->kind);
 }
 
 /* accept failed for want of descriptors (`err`), or took one of the last
@@ -1072,41 +1106,54 @@ static int shed_before(const conn_t *a, const conn_t *b) {
  * were closed (their descriptors are free on return: uv_close closes a
  * stream's at once); 0 if none could be. */
 static size_t shed(httpd_t *s, int err, int fd) {
-  conn_t *pick[SHED_MAX];
+  shed_pick_t pick[SHED_MAX];
   size_t n = 0, candidates = 0;
+  uint64_t now = uv_now(s->loop);
   for (conn_t *c = s->conns; c != NULL; c = c->next) {
-    if (!sheddable(c))
+    shed_pick_t p = {c, shed_kind(c, now)};
+    if (p.kind == SHED_NO)
       continue;
     candidates++;
     /* pick[] keeps the SHED_MAX first in shedding order. */
     size_t i = n;
     if (n < SHED_MAX)
       n++;
-    else if (shed_before(c, pick[SHED_MAX - 1]))
+    else if (shed_before(&p, &pick[SHED_MAX - 1]))
       i = SHED_MAX - 1;
     else
       continue;
-    for (; i > 0 && shed_before(c, pick[i - 1]); i--)
+    for (; i > 0 && shed_before(&p, &pick[i - 1]); i--)
       pick[i] = pick[i - 1];
-    pick[i] = c;
+    pick[i] = p;
   }
   size_t want = candidates / 8, done = 0;
   want = want < SHED_MIN ? SHED_MIN : want > SHED_MAX ? SHED_MAX : want;
-  uint64_t now = uv_now(s->loop);
   s->shed_young = 0;
   for (size_t i = 0; i < n && done < want; i++) {
-    if (now - shed_since(pick[i]) < SHED_MIN_AGE_MS) {
+    conn_t *c = pick[i].c;
+    int kind = pick[i].kind;
+    if (kind == SHED_STALLED) {
+      /* Its pipelined requests wait unread in the kernel: not a sign of
+       * a client about to be served.  A reset: what the kernel holds for
+       * it goes too. */
+      s->shed_stalled++;
+      s->stats.stalled_closed++;
+      conn_close(c, 1);
+      done++;
+      continue;
+    }
+    if (now - shed_since(c, kind) < SHED_MIN_AGE_MS) {
       s->shed_young = 1;
       continue;
     }
-    if (unread(pick[i]) > 0)
+    if (unread(c) > 0)
       continue;
-    int waiting = pick[i]->in_head;
+    int waiting = kind == SHED_WAITING;
     s->shed_waiting += waiting;
     s->shed_idle += !waiting;
     s->stats.waiting_closed += waiting;
     s->stats.idle_closed += !waiting;
-    conn_close(pick[i], 0);
+    conn_close(c, 0);
     done++;
   }
   if (done > 0 &&
@@ -1117,12 +1164,19 @@ static size_t shed(httpd_t *s, int err, int fd) {
     else
       snprintf(why, sizeof(why), "descriptors running out (%d of %d)", fd + 1,
                s->fd_limit);
+    char stalled_too[96] = "";
+    if (s->shed_stalled > 0)
+      snprintf(stalled_too, sizeof(stalled_too),
+               "; and %llu not reading their answers (none sent for %llu ms)",
+               s->shed_stalled,
+               (unsigned long long)(s->opts.stall_ms ? s->opts.stall_ms
+                                                     : HTTPD_STALL_MS));
     httpd_log(s,
               "accept: %s with %zu connections open: closed %llu idle "
               "keep-alive and %llu waiting longest for a request to accept "
-              "new clients",
-              why, s->nconns, s->shed_idle, s->shed_waiting);
-    s->shed_idle = s->shed_waiting = 0;
+              "new clients%s",
+              why, s->nconns, s->shed_idle, s->shed_waiting, stalled_too);
+    s->shed_idle = s->shed_waiting = s->shed_stalled = 0;
     s->shed_logged = now != 0 ? now : 1;
   }
   return done;
@@ -1219,6 +1273,7 @@ void httpd_opts_init(httpd_opts_t *opts) {
   opts->keepalive_timeout_ms = HTTPD_KEEPALIVE_TIMEOUT_MS;
   opts->send_timeout_ms = HTTPD_SEND_TIMEOUT_MS;
   opts->max_output = HTTPD_MAX_OUTPUT;
+  opts->stall_ms = HTTPD_STALL_MS;
 }
 
 /* A listening socket made here rather than by uv_tcp_bind: SO_REUSEPORT

@@ -65,9 +65,12 @@
  * connections, those idle between requests (keep-alive) first, then those
  * waiting for a request (a silent client, one sending its head slowly),
  * each kind the longest waiting first, an eighth of them at a time (2 to
- * 32), and accepts again; a line says so (at most one a second), and
+ * 32), and accepts again.  A connection whose answers have stopped moving
+ * (waiting in its queue, no write progress for stall_ms: a client that
+ * pipelines requests and reads nothing) counts as idle too, and goes
+ * first, with a reset; a line says so (at most one a second), and
  * httpd_stats counts them.  When no connection is idle (every one has a
- * request in flight or an answer being written), or for memory, it logs
+ * request in flight or an answer still moving), or for memory, it logs
  * it once per burst, stops accepting (the clients wait in the backlog),
  * tries again when one of its connections closes, or after 500 ms, and
  * logs the burst's end once every client that waited is accepted.
@@ -93,6 +96,9 @@ typedef struct httpd_req_s httpd_req_t;
 #define HTTPD_SEND_TIMEOUT_MS 60000
 /* Answers not yet sent past which a connection stops reading (below). */
 #define HTTPD_MAX_OUTPUT (16 * 1024)
+/* Answers waiting and not moving for this long: at the descriptor limit,
+ * the connection may be closed for room, as an idle one (below). */
+#define HTTPD_STALL_MS 1000
 
 typedef struct httpd_opts_s {
   uint64_t header_timeout_ms;    /* 0: none */
@@ -104,9 +110,13 @@ typedef struct httpd_opts_s {
                                     read; 0: HTTPD_MAX_OUTPUT */
   uint64_t max_body;             /* request body bytes past which the request
                                     gets 413; 0: no limit */
-  int reuse_port;   /* SO_REUSEPORT: several servers (threads, processes)
-                       listen on one port, the kernel spreading clients */
-  int abort_on_eof; /* end of input aborts a request in flight */
+  uint64_t stall_ms; /* answers waiting in the queue with no write progress
+                        for this long: the client reads nothing, and at the
+                        descriptor limit its connection is closed for room
+                        as an idle one is; 0: HTTPD_STALL_MS */
+  int reuse_port;    /* SO_REUSEPORT: several servers (threads, processes)
+                        listen on one port, the kernel spreading clients */
+  int abort_on_eof;  /* end of input aborts a request in flight */
   /* Where httpd reports what a server must not keep silent about (accept
    * failing, then working again): one line, no newline.  NULL: stderr. */
   void (*log)(const char *line, void *arg);
@@ -167,9 +177,11 @@ typedef struct httpd_stats_s {
   unsigned long long send_timeouts;
   unsigned long long accept_pauses;
   /* Closed at the descriptor limit to accept new clients: idle between
-   * requests, and waiting for a request. */
+   * requests, waiting for a request, and not reading their answers (no
+   * write progress for stall_ms). */
   unsigned long long idle_closed;
   unsigned long long waiting_closed;
+  unsigned long long stalled_closed;
   unsigned long long bodies_refused; /* request bodies over max_body: 413 */
   size_t open;                       /* connections open now */
 } httpd_stats_t;

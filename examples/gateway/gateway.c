@@ -52,7 +52,9 @@
  * beyond that, connections are closed after their response, and an idle
  * one after --backend-idle-timeout.  A connection the backend closed while
  * idle costs one retry (see httpc.h).  While a request uses a connection it
- * is the request's group's (uvp_tcp_attach); idle, the pool's.
+ * is the request's group's (uvp_tcp_attach); idle, the pool's, under no
+ * request's deadline (uvp_tcp_detach): it stays until
+ * --backend-idle-timeout, however short -t is.
  *
  * HTTP is httpd's (examples/common/httpd.h: llhttp with strict checks of
  * its own, keep-alive, pipelined requests answered in order, the three
@@ -75,7 +77,9 @@
  * request with its async trace (--traces or UVP_TRACES=1; without, the
  * creation sites only), then its task dump (uvp_ctx_dump_tasks: each task,
  * what it waits for and since when, its group, the time left of its
- * deadline and its request id), to stderr.
+ * deadline and its request id), to stderr.  Nothing written to stderr is
+ * waited for (see diag_write): what a stalled reader's pipe cannot take
+ * now is dropped and counted.
  *
  * SIGINT/SIGTERM: each worker stops accepting, closes idle connections,
  * lets requests in flight finish (bounded by -t) and answers them with
@@ -86,7 +90,9 @@
  * each loop's own thread only. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <malloc.h> /* mallinfo2, malloc_trim: glibc's */
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -94,6 +100,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -340,6 +349,143 @@ struct fanout_s {
   call_t calls[]; /* one per backend */
 };
 
+/* ---- diagnostics: stderr, never waited for ------------------------------ */
+
+/* Log lines, SIGUSR1's dumps and the exit summary go to stderr, which may
+ * be a pipe to a log collector that stalls.  Nothing waits for it: a
+ * worker blocked in that write would serve nobody, and SIGTERM would no
+ * longer stop the gateway (issue 51).  What stderr cannot take now is
+ * dropped and counted; the next text that goes starts with a line saying
+ * how much, and the exit summary counts it all.  A regular file, a block
+ * device or /dev/null never makes a write wait: written whole.  A pipe or
+ * a terminal: poll(POLLOUT, 0), then at most PIPE_BUF bytes of whole
+ * lines, which a pipe with room takes whole without waiting and unmixed
+ * with other writers' (O_NONBLOCK is left alone: other processes share
+ * it); a socket: send(MSG_DONTWAIT).  One lock for every thread's lines:
+ * no worker takes the room another's poll saw, and lines never mix. */
+enum { DIAG_FILE, DIAG_POLL, DIAG_SOCKET };
+static struct {
+  uv_mutex_t lock;
+  int mode;
+  unsigned long long bytes, lines;         /* dropped since the note */
+  unsigned long long all_bytes, all_lines; /* dropped in all */
+} diag;
+
+static void diag_init(void) {
+  struct stat st;
+  uv_mutex_init(&diag.lock);
+  if (fstat(STDERR_FILENO, &st) != 0 || S_ISREG(st.st_mode) ||
+      S_ISBLK(st.st_mode) || (S_ISCHR(st.st_mode) && !isatty(STDERR_FILENO)))
+    diag.mode = DIAG_FILE;
+  else
+    diag.mode = S_ISSOCK(st.st_mode) ? DIAG_SOCKET : DIAG_POLL;
+}
+
+/* Write s (n bytes: at most PIPE_BUF, unless to a file) now: how many
+ * bytes went.  Under diag.lock. */
+static size_t diag_put(const char *s, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r;
+    if (diag.mode == DIAG_SOCKET) {
+      r = send(STDERR_FILENO, s + done, n - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else {
+      if (diag.mode == DIAG_POLL) {
+        struct pollfd p = {.fd = STDERR_FILENO, .events = POLLOUT};
+        int k = poll(&p, 1, 0);
+        if (k < 0 && errno == EINTR)
+          continue;
+        if (k != 1 || (p.revents & (POLLERR | POLLNVAL)) ||
+            !(p.revents & POLLOUT))
+          return done;
+      }
+      r = write(STDERR_FILENO, s + done, n - done);
+    }
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return done;
+    done += (size_t)r;
+    if (diag.mode != DIAG_FILE)
+      return done; /* one write per poll */
+  }
+  return done;
+}
+
+static void diag_drop(const char *s, size_t n, int midline) {
+  unsigned long long lines = midline;
+  for (const char *p = s; (p = memchr(p, '\n', n - (size_t)(p - s))) != NULL;
+       p++)
+    lines++;
+  diag.bytes += n;
+  diag.lines += lines;
+  diag.all_bytes += n;
+  diag.all_lines += lines;
+}
+
+/* Write text (whole lines), or drop what does not go now. */
+static void diag_write(const char *text, size_t len) {
+  uv_mutex_lock(&diag.lock);
+  if (diag.bytes > 0) {
+    char note[160];
+    int n = snprintf(note, sizeof(note),
+                     "uvp-gateway: %llu bytes (%llu lines) of diagnostics "
+                     "dropped: stderr would block\n",
+                     diag.bytes, diag.lines);
+    if (n > 0 && (size_t)n < sizeof(note) &&
+        diag_put(note, (size_t)n) == (size_t)n) {
+      diag.bytes = diag.lines = 0;
+    } else {
+      diag_drop(text, len, 0); /* still no room (a cut note: rare) */
+      uv_mutex_unlock(&diag.lock);
+      return;
+    }
+  }
+  for (size_t at = 0; at < len;) {
+    size_t n = len - at;
+    if (diag.mode != DIAG_FILE && n > PIPE_BUF) {
+      /* Whole lines, PIPE_BUF bytes at most (a longer line in pieces). */
+      const char *s = text + at, *nl = NULL;
+      for (const char *p = s; p < s + PIPE_BUF;) {
+        const char *q = memchr(p, '\n', (size_t)(s + PIPE_BUF - p));
+        if (q == NULL)
+          break;
+        nl = q;
+        p = q + 1;
+      }
+      n = nl != NULL ? (size_t)(nl - s) + 1 : PIPE_BUF;
+    }
+    size_t put = diag_put(text + at, n);
+    if (put < n) {
+      diag_drop(text + at + put, len - at - put,
+                put > 0 && text[at + put - 1] != '\n');
+      break;
+    }
+    at += n;
+  }
+  uv_mutex_unlock(&diag.lock);
+}
+
+static void diag_printf(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static void diag_printf(const char *fmt, ...) {
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  if (n > 0)
+    diag_write(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+/* Text made in a memory stream (`out`, over *text and *len), then
+ * written as above. */
+static void diag_memstream(FILE *out, char **text, size_t *len) {
+  if (fclose(out) == 0)
+    diag_write(*text, *len);
+  free(*text);
+}
+
 /* ---- logging ------------------------------------------------------------- */
 
 /* The id of the request the running code works for: the scope's. */
@@ -357,8 +503,8 @@ static void log_request(const worker_t *w, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  fprintf(stderr, "uvp-gateway: worker %u: request %s: %s\n", w->id,
-          request_id(w), msg);
+  diag_printf("uvp-gateway: worker %u: request %s: %s\n", w->id, request_id(w),
+              msg);
 }
 
 /* ---- responses ----------------------------------------------------------- */
@@ -718,11 +864,7 @@ static void dump_worker(worker_t *w) {
   fprintf(out, "uvp-gateway: worker %u: %d task%s\n", w->id, n,
           n == 1 ? "" : "s");
   print_worker_memory(w, out);
-  if (fclose(out) == 0) {
-    fwrite(text, 1, len, stderr);
-    fflush(stderr);
-  }
-  free(text);
+  diag_memstream(out, &text, &len); /* never waits: see diag_write */
 }
 
 /* ---- a worker ------------------------------------------------------------ */
@@ -748,7 +890,7 @@ static void free_backends(worker_t *w) {
 
 static void log_line(const char *line, void *arg) {
   worker_t *w = arg;
-  fprintf(stderr, "uvp-gateway: worker %u: %s\n", w->id, line);
+  diag_printf("uvp-gateway: worker %u: %s\n", w->id, line);
 }
 
 /* Every connection is closed and every fan-out has settled: uvp can go,
@@ -860,9 +1002,15 @@ static void worker_main(void *arg) {
   uv_run(&w->loop, UV_RUN_DEFAULT);
   int err = uv_loop_close(&w->loop);
   if (err < 0) {
-    fprintf(stderr, "uvp-gateway: worker %u: uv_loop_close: %s\n", w->id,
-            uv_strerror(err));
-    uv_print_all_handles(&w->loop, stderr);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (out != NULL) {
+      fprintf(out, "uvp-gateway: worker %u: uv_loop_close: %s\n", w->id,
+              uv_strerror(err));
+      uv_print_all_handles(&w->loop, out);
+      diag_memstream(out, &text, &len);
+    }
     m->failed = 1;
   }
   free_backends(w);
@@ -893,8 +1041,13 @@ static void stop_workers(main_t *m, int level) {
 static void on_sigusr1(uv_signal_t *s, int signum) {
   main_t *m = s->data;
   (void)signum;
-  print_process_memory(stderr);
-  fflush(stderr);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  if (out != NULL) {
+    print_process_memory(out);
+    diag_memstream(out, &text, &len);
+  }
   atomic_fetch_add(&m->dumps, 1);
   wake_workers(m);
 }
@@ -942,7 +1095,7 @@ static int start_workers(main_t *m, int port) {
     w->port = port;
     int err = uv_loop_init(&w->loop);
     if (err != 0) {
-      fprintf(stderr, "uvp-gateway: worker %u: %s\n", i, uv_strerror(err));
+      diag_printf("uvp-gateway: worker %u: %s\n", i, uv_strerror(err));
       stop_workers(m, 2);
       join_workers(m);
       return -1;
@@ -951,7 +1104,7 @@ static int start_workers(main_t *m, int port) {
     uv_mutex_init(&w->lock);
     err = uv_thread_create(&w->thread, worker_main, w);
     if (err != 0) {
-      fprintf(stderr, "uvp-gateway: worker %u: %s\n", i, uv_strerror(err));
+      diag_printf("uvp-gateway: worker %u: %s\n", i, uv_strerror(err));
       uv_sem_destroy(&w->ready);
       uv_mutex_destroy(&w->lock);
       uv_loop_close(&w->loop);
@@ -962,8 +1115,8 @@ static int start_workers(main_t *m, int port) {
     m->started++;
     uv_sem_wait(&w->ready);
     if (w->error != 0) {
-      fprintf(stderr, "uvp-gateway: worker %u: listen on 127.0.0.1:%d: %s\n", i,
-              port, uv_strerror(w->error));
+      diag_printf("uvp-gateway: worker %u: listen on 127.0.0.1:%d: %s\n", i,
+                  port, uv_strerror(w->error));
       stop_workers(m, 2);
       join_workers(m);
       return -1;
@@ -1029,24 +1182,30 @@ static void usage(FILE *f) {
       "their\n"
       "pending backend requests' async traces, then its tasks: what each\n"
       "waits for and since when, its deadline and request id; then where\n"
-      "memory is.\n"
+      "memory is.  Nothing written to stderr is waited for: what a full\n"
+      "pipe cannot take now is dropped, and counted in the next line and "
+      "at\n"
+      "exit.\n"
       "\n"
       "Under load: a client that does not read its answers is not read "
       "either\n"
       "once %d KiB of them wait unsent.  At the descriptor limit, idle\n"
-      "connections are closed to accept new ones (idle keep-alive first, "
-      "then\n"
-      "those waiting longest for a request).  After a burst, the memory it\n"
-      "used goes back to the system within %d s of the load falling to "
-      "half\n"
-      "its peak, and that of the backend connections it left idle within "
-      "%d s\n"
-      "of --backend-idle-timeout closing them; uvp's pools keep the "
-      "promise\n"
-      "and operation slabs the burst took (SIGUSR1 shows how much).\n",
+      "connections are closed to accept new ones: first those whose "
+      "answers\n"
+      "have not moved for %d ms (the client reads nothing; reset), then "
+      "idle\n"
+      "keep-alive ones, then those waiting longest for a request.  After a\n"
+      "burst, the memory it used goes back to the system within %d s of "
+      "the\n"
+      "load falling to half its peak, and that of the backend connections "
+      "it\n"
+      "left idle within %d s of --backend-idle-timeout closing them; uvp's\n"
+      "pools keep the promise and operation slabs the burst took (SIGUSR1\n"
+      "shows how much).\n",
       uv_available_parallelism(), HTTPD_HEADER_TIMEOUT_MS,
       HTTPD_KEEPALIVE_TIMEOUT_MS, HTTPD_SEND_TIMEOUT_MS,
-      HTTPD_MAX_OUTPUT / 1024, 2 * TRIM_MS / 1000, 2 * TRIM_MS / 1000);
+      HTTPD_MAX_OUTPUT / 1024, HTTPD_STALL_MS, 2 * TRIM_MS / 1000,
+      2 * TRIM_MS / 1000);
 }
 
 static int parse_uint(const char *s, unsigned long long max,
@@ -1219,10 +1378,9 @@ static void print_stats(const main_t *m) {
   for (unsigned i = 0; i < m->cfg.workers; i++) {
     const httpd_stats_t *s = &m->workers[i].stats;
     if (m->cfg.workers > 1)
-      fprintf(stderr,
-              "uvp-gateway: worker %u: %llu connections, %llu "
-              "requests\n",
-              i, s->connections, s->requests);
+      diag_printf("uvp-gateway: worker %u: %llu connections, %llu "
+                  "requests\n",
+                  i, s->connections, s->requests);
     t.connections += s->connections;
     t.requests += s->requests;
     t.header_timeouts += s->header_timeouts;
@@ -1231,19 +1389,29 @@ static void print_stats(const main_t *m) {
     t.accept_pauses += s->accept_pauses;
     t.idle_closed += s->idle_closed;
     t.waiting_closed += s->waiting_closed;
+    t.stalled_closed += s->stalled_closed;
     t.bodies_refused += s->bodies_refused;
     cancelled += m->workers[i].cancelled;
     capped += m->workers[i].bodies_capped;
   }
-  fprintf(stderr,
-          "uvp-gateway: %llu connections, %llu requests; timeouts: header "
-          "%llu, keep-alive %llu, send %llu; accept paused %llu times; "
-          "%llu requests cancelled (client gone); closed at the descriptor "
-          "limit: %llu idle keep-alive, %llu waiting for a request; over "
-          "--max-body: %llu backend bodies, %llu request bodies\n",
-          t.connections, t.requests, t.header_timeouts, t.keepalive_timeouts,
-          t.send_timeouts, t.accept_pauses, cancelled, t.idle_closed,
-          t.waiting_closed, capped, t.bodies_refused);
+  char dropped[128] = "";
+  uv_mutex_lock(&diag.lock);
+  if (diag.all_bytes > 0)
+    snprintf(dropped, sizeof(dropped),
+             "; stderr would block: %llu bytes (%llu lines) of diagnostics "
+             "dropped",
+             diag.all_bytes, diag.all_lines);
+  uv_mutex_unlock(&diag.lock);
+  diag_printf(
+      "uvp-gateway: %llu connections, %llu requests; timeouts: header "
+      "%llu, keep-alive %llu, send %llu; accept paused %llu times; "
+      "%llu requests cancelled (client gone); closed at the descriptor "
+      "limit: %llu idle keep-alive, %llu waiting for a request, %llu "
+      "not reading their answers; over --max-body: %llu backend bodies, "
+      "%llu request bodies%s\n",
+      t.connections, t.requests, t.header_timeouts, t.keepalive_timeouts,
+      t.send_timeouts, t.accept_pauses, cancelled, t.idle_closed,
+      t.waiting_closed, t.stalled_closed, capped, t.bodies_refused, dropped);
 }
 
 int main(int argc, char **argv) {
@@ -1261,6 +1429,7 @@ int main(int argc, char **argv) {
   /* A client that goes away while we write must be an EPIPE, not a
    * signal that kills the gateway. */
   signal(SIGPIPE, SIG_IGN);
+  diag_init();
 
   m.workers = calloc(m.cfg.workers, sizeof(*m.workers));
   int err = m.workers == NULL ? UV_ENOMEM : uv_loop_init(&m.loop);
@@ -1284,15 +1453,14 @@ int main(int argc, char **argv) {
     printf("listening on 127.0.0.1:%d\n", m.workers[0].port);
     fflush(stdout);
     const httpd_opts_t *o = &m.cfg.httpd;
-    fprintf(stderr,
-            "uvp-gateway: %u worker%s; timeouts (ms): request %llu, header "
-            "%llu, keep-alive %llu, send %llu; async traces %s\n",
-            m.cfg.workers, m.cfg.workers > 1 ? "s" : "",
-            (unsigned long long)m.cfg.timeout_ms,
-            (unsigned long long)o->header_timeout_ms,
-            (unsigned long long)o->keepalive_timeout_ms,
-            (unsigned long long)o->send_timeout_ms,
-            traces_on(&m.cfg) ? "on" : "off");
+    diag_printf("uvp-gateway: %u worker%s; timeouts (ms): request %llu, header "
+                "%llu, keep-alive %llu, send %llu; async traces %s\n",
+                m.cfg.workers, m.cfg.workers > 1 ? "s" : "",
+                (unsigned long long)m.cfg.timeout_ms,
+                (unsigned long long)o->header_timeout_ms,
+                (unsigned long long)o->keepalive_timeout_ms,
+                (unsigned long long)o->send_timeout_ms,
+                traces_on(&m.cfg) ? "on" : "off");
   } else {
     close_signals(&m);
   }
@@ -1301,12 +1469,19 @@ int main(int argc, char **argv) {
 
   err = uv_loop_close(&m.loop);
   if (err < 0) {
-    fprintf(stderr, "uvp-gateway: uv_loop_close: %s\n", uv_strerror(err));
-    uv_print_all_handles(&m.loop, stderr);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (out != NULL) {
+      fprintf(out, "uvp-gateway: uv_loop_close: %s\n", uv_strerror(err));
+      uv_print_all_handles(&m.loop, out);
+      diag_memstream(out, &text, &len);
+    }
   }
   if (started)
     print_stats(&m);
   free(m.workers);
   config_free(&m.cfg);
+  uv_mutex_destroy(&diag.lock);
   return !started || err < 0 || m.failed ? 1 : 0;
 }

@@ -21,8 +21,15 @@ request with its async trace; the load test (wrk, 64 connections, two
 workers) with a disconnecting client process alongside, then descriptors
 back to their count and RSS steady from one run to the next; and the
 timeout, teardown and load-with-cancellations paths under valgrind.
+Issue 51: 300 clients that pipeline and never read at ulimit -n 256 (reset
+for room once their answers stop moving, probes served within seconds),
+stderr a pipe nobody reads through SIGUSR1 dumps (workers still serve,
+drops counted, SIGTERM still stops it), an idle backend connection
+outliving the deadline of the request that pooled it.
 Everything is on 127.0.0.1 and bounded in time; timing assertions are
 bounds with wide slack, never exact figures.
+UVP_E2E_ONLY=name,... runs only the cases named in main() (with
+UVP_E2E_ONLY_VALGRIND=1, those that take a prefix under valgrind).
 Standard library only: this script itself may run under valgrind in CI.
 """
 import json
@@ -650,6 +657,51 @@ def case_backend_closes_idle(gateway, fanout, argv_prefix=(), label="",
         be.kill()
 
 
+def case_pool_outlives_deadline(gateway, fanout, prefix=()):
+    """An idle backend connection stays in the pool until
+    --backend-idle-timeout, whatever the deadline (-t) of the request that
+    gave it back: that request's deadline (0.5 s) passes 1.5 s before the
+    next request, which still reuses it.  Backends /hang then /fast, on
+    one host:port: the first request's /fast connection goes back to the
+    pool; the second request's /hang takes it (its member starts first)
+    and is still stopped by its own deadline on it."""
+    be = Proc([fanout, "--serve", "0"], "backend (pool and deadline)")
+    base = "http://127.0.0.1:%d" % be.port
+    gw = Proc(list(prefix) +
+              gateway_argv(gateway, [base + "/hang", base + "/fast"], 500) +
+              ["-w", "1", "--backend-idle-timeout", "30000"],
+              "uvp-gateway (pool and deadline)", ready_timeout=120)
+    try:
+        outcomes = []
+        for i in range(2):
+            if i == 1:
+                time.sleep(1.5)  # three times the request's deadline
+            t0 = time.monotonic()
+            st, h, body = get(gw.port)
+            doc = summary(body) if st == 200 else {}
+            errors = [b.get("error") or b.get("code")
+                      for b in doc.get("backends", [])]
+            outcomes.append((st, errors, round(time.monotonic() - t0, 2)))
+        check(all(o[1] == ["ETIMEDOUT", 200] and o[2] < 2.5
+                  for o in outcomes),
+              "pool and deadline: /hang ETIMEDOUT at the 0.5 s deadline, "
+              "/fast 200, twice (%s)" % outcomes)
+        st = backend_stats(be.port)
+        # /hang's and /fast's of the first request, /fast's of the second
+        # (its /hang took the pooled one), and this /stats one; 5 if the
+        # pooled connection had closed at the first request's deadline.
+        check(st.get("connections") == 4 and st.get("requests") == 5,
+              "pool and deadline: the idle connection outlived the 0.5 s "
+              "deadline of the request that pooled it and was reused 1.5 s "
+              "later (4 backend connections for 4 backend requests and "
+              "/stats: %s)" % st)
+        rc = gw.stop(timeout=120)
+        check(rc == 0, "pool and deadline: exit 0 (got %s) %s"
+              % (rc, gw.stderr()[-2000:] if rc else ""))
+    finally:
+        gw.kill()
+        be.kill()
+
 WRK_LUA = r"""
 -- Count every response that is not a 200 carrying the expected summary.
 local threads = {}
@@ -960,13 +1012,14 @@ def gateway_stats(text):
     m = re.search(r"(\d+) connections, (\d+) requests; timeouts: header "
                   r"(\d+), keep-alive (\d+), send (\d+); accept paused (\d+)"
                   r".*closed at the descriptor limit: (\d+) idle keep-alive, "
-                  r"(\d+) waiting for a request; over --max-body: (\d+) "
-                  r"backend bodies, (\d+) request bodies", text)
+                  r"(\d+) waiting for a request, (\d+) not reading their "
+                  r"answers; over --max-body: (\d+) backend bodies, (\d+) "
+                  r"request bodies", text)
     if not m:
         return {}
     keys = ("connections", "requests", "header", "keepalive", "send",
-            "paused", "idle_closed", "waiting_closed", "backend_bodies",
-            "request_bodies")
+            "paused", "idle_closed", "waiting_closed", "stalled_closed",
+            "backend_bodies", "request_bodies")
     return dict(zip(keys, map(int, m.groups())))
 
 
@@ -1539,6 +1592,144 @@ def case_fd_shed(gateway, url):
         gw.kill()
 
 
+def case_fd_stalled(gateway):
+    """300 clients that pipeline requests and never read (a 4 KB receive
+    buffer), at ulimit -n 256, 2 workers, the gateway's defaults (the
+    60 s send timeout).  Once their answers have stopped moving for a
+    second, they count as idle at the descriptor limit: they are reset to
+    accept new clients, so a probe is served within a few seconds, not
+    after the send timeout.  The backend is a URL httpc refuses at once
+    (its 2 KB URL makes each answer 2 KB: a flooder is blocked after a
+    dozen), so the flood costs no backend connection."""
+    limit, clients, per = 256, 300, 200
+    bad = "ftp://127.0.0.1/" + "a" * 2000
+    gw = ulimit_gateway(gateway, limit, ["-b", bad, "-w", "2"],
+                        "uvp-gateway (ulimit -n %d, flood)" % limit)
+    fl = None
+    try:
+        fl = child(FLOODER, gw.port, clients, per)
+        check(child_line(fl, "READY", 60) == "READY %d %d"
+              % (clients, clients),
+              "stalled: %d clients pipelined %d requests each and read "
+              "nothing" % (clients, per))
+        time.sleep(1.0)
+        for i in range(3):
+            st, doc, t = timed_get(gw.port, timeout=8.0)
+            check(st == 200 and doc.get("failed") == 1 and t < 6.0,
+                  "stalled: probe %d served within 6 s, not after the 60 s "
+                  "send timeout (%s, %.3f s)" % (i + 1, st, t))
+        lines = [ln for ln in gw.stderr().splitlines()
+                 if "not reading their answers (none sent for 1000 ms)"
+                 in ln]
+        check(lines, "stalled: logged: %s" % lines[:1])
+        child_finish(fl)
+        fl = None
+        rc = gw.stop()
+        st = gateway_stats(gw.stderr())
+        check(rc == 0 and st.get("stalled_closed", 0) >= clients - limit
+              and st.get("send") == 0,
+              "stalled: exit 0, at least %d reset for room, none by the "
+              "send timeout (%s)" % (clients - limit, st))
+    finally:
+        if fl is not None:
+            child_finish(fl)
+        gw.kill()
+
+def read_pipe(fd):
+    """What the pipe holds now (non-blocking read end)."""
+    out = b""
+    while True:
+        try:
+            d = os.read(fd, 65536)
+        except BlockingIOError:
+            return out
+        if not d:
+            return out
+        out += d
+
+
+def case_stalled_stderr(gateway, base, prefix=()):
+    """stderr a pipe nobody reads (a stalled log collector): SIGUSR1's
+    dumps fill it, and the gateway goes on as if nothing happened: the
+    workers still answer at once, what did not fit is dropped and counted
+    (said first once stderr takes text again), and SIGTERM still stops it,
+    exit 0, with the pipe full.  Before, the workers blocked in the write
+    of the dump, the main thread in its own, and only SIGKILL stopped
+    it."""
+    hang = [base + "/hang"] * 20
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    argv = (list(prefix) + gateway_argv(gateway, hang, 60000) +
+            ["-w", "2", "--traces"])
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=wfd, text=True)
+    os.close(wfd)
+    clients = []
+    try:
+        line = p.stdout.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", line).group(1))
+        threading.Thread(target=lambda: p.stdout.read(), daemon=True).start()
+        # Fan-outs in flight, 20 hanging backend requests each: their
+        # tasks make each worker's dump tens of KB.
+        for i in range(16):
+            c = connect(port)
+            c.sendall(request("GET", "/stuck-%d" % i))
+            clients.append(c)
+        time.sleep(1.0)
+        for _ in range(3):
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
+
+        def answered_now():
+            t0 = time.monotonic()
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=3)
+                s.sendall(request("POST", "/", "Connection: close\r\n"))
+                st, h, body = Reader(s).response()
+                s.close()
+            except (EOFError, OSError, ValueError) as e:
+                return repr(e), time.monotonic() - t0
+            return st, time.monotonic() - t0
+        probes = [answered_now() for _ in range(6)]
+        check(all(st == 405 and t < 2.0 for st, t in probes),
+              "stalled stderr: after 3 SIGUSR1 dumps into a pipe nobody "
+              "reads, both workers still answer at once (%s)"
+              % [(st, round(t, 3)) for st, t in probes])
+        text = read_pipe(rfd).decode(errors="replace")
+        check(len(text) > 32768 and text.endswith("\n"),
+              "stalled stderr: the pipe was filled (%d bytes), with whole "
+              "lines" % len(text))
+        p.send_signal(signal.SIGUSR1)  # the pipe has room again
+        got = wait_for(lambda: read_pipe(rfd), 5)
+        first = (got or b"").decode(errors="replace").split("\n", 1)[0]
+        check(re.match(r"uvp-gateway: \d+ bytes \(\d+ lines\) of "
+                       r"diagnostics dropped: stderr would block$", first),
+              "stalled stderr: once it takes text again, a line says what "
+              "was dropped first: %r" % first[:200])
+        for _ in range(3):  # full again
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
+        for c in clients:  # a reset: the fan-outs are cancelled
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack("ii", 1, 0))
+            c.close()
+        clients = []
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        try:
+            rc = p.wait(15 if not prefix else 120)
+        except subprocess.TimeoutExpired:
+            rc = None
+        check(rc == 0, "stalled stderr: SIGTERM stops it with stderr full, "
+              "exit 0 (got %s after %.1f s)" % (rc, time.monotonic() - t0))
+    finally:
+        for c in clients:
+            c.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(rfd)
+
 def case_fd_limit(gateway, url, hang_url):
     """RLIMIT_NOFILE 64, one worker.  As descriptors run out, idle
     keep-alive connections are closed first, the oldest first, then the
@@ -2038,6 +2229,35 @@ def main():
 
     backend = Proc([fanout, "--serve", "0"], "uvp-fanout --serve")
     base = "http://127.0.0.1:%d" % backend.port
+    # UVP_E2E_ONLY=name,name: only those cases (a developer's shortcut;
+    # meson runs them all).
+    only = [n for n in os.environ.get("UVP_E2E_ONLY", "").split(",") if n]
+    if only:
+        # UVP_E2E_ONLY_VALGRIND=1: those that take a prefix run the
+        # gateway under valgrind.
+        vgp = ()
+        if os.environ.get("UVP_E2E_ONLY_VALGRIND") == "1":
+            vgp = ("valgrind", "--quiet", "--error-exitcode=99",
+                   "--leak-check=full",
+                   "--show-leak-kinds=definite,indirect,possible",
+                   "--errors-for-leak-kinds=definite,indirect,possible")
+        cases = {
+            "pool_outlives_deadline":
+                lambda: case_pool_outlives_deadline(gateway, fanout, vgp),
+            "fd_stalled": lambda: case_fd_stalled(gateway),
+            "stalled_stderr":
+                lambda: case_stalled_stderr(gateway, base, vgp),
+            "fd_shed": lambda: case_fd_shed(gateway, base + "/fast"),
+            "fd_limit": lambda: case_fd_limit(gateway, base + "/fast",
+                                              base + "/hang"),
+            "flood": lambda: case_flood(gateway, base),
+        }
+        try:
+            for n in only:
+                cases[n]()
+        finally:
+            backend.kill()
+        return report()
     mixed = [base + "/fast", base + "/slow", base + "/missing",
              base + "/hang", "http://127.0.0.1:%d/" % refused_port()]
     fast = [base + "/fast", base + "/fast", base + "/missing"]
@@ -2088,6 +2308,8 @@ def main():
         case_send_timeout(gateway)
         case_fd_limit(gateway, base + "/fast", base + "/hang")
         case_fd_shed(gateway, base + "/fast")
+        case_fd_stalled(gateway)
+        case_stalled_stderr(gateway, base)
         case_flood(gateway, base)
         case_memory(gateway, base)
         case_max_body(gateway, base)
@@ -2096,6 +2318,7 @@ def main():
         case_big_responses(gateway)
         case_backend_reuse(gateway, fanout)
         case_backend_closes_idle(gateway, fanout)
+        case_pool_outlives_deadline(gateway, fanout)
 
         gwh = Proc(gateway_argv(gateway, mixed, 60000) + ["--traces"],
                    "uvp-gateway (hang)")
@@ -2170,6 +2393,10 @@ def main():
         for p in procs:
             p.kill()
 
+    return report()
+
+
+def report():
     if failures:
         print("\n%d check(s) failed:" % len(failures))
         for f in failures:
