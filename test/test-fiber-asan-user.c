@@ -15,7 +15,8 @@
  * child each: a buffer overflow in a compact fiber's body after it parked
  * and resumed is still reported (its frames' redzones went out and back
  * with them), and so is a read through a pointer into a parked compact
- * fiber's frames (use-after-poison).  Suite `fiber`. */
+ * fiber's frames or into the stack of a fiber that has returned
+ * (use-after-poison).  Suite `fiber`. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -256,6 +257,26 @@ static void parked_child(int fd) {
   _exit(5);
 }
 
+static uvp_ret_t returning_body(void *arg) {
+  volatile char local[8] = {42};
+  (void)arg;
+  leaked = local; /* used after the fiber returned: the contract forbids it */
+  return uvp_ret_pass();
+}
+
+static void returned_child(int fd) {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx = child_ctx(&loop);
+  uvp_promise_t *fp;
+  (void)fd;
+  if (uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_DEFAULT) != 0 ||
+      uvp_fiber_spawn(ctx, returning_body, NULL, NULL, &fp) != 0)
+    _exit(3);
+  uv_run(&loop, UV_RUN_DEFAULT); /* it returns, its stack goes to the pool */
+  fprintf(stderr, "read %d\n", leaked[0]);
+  _exit(5);
+}
+
 static void expect_report(void (*child)(int), const char *what) {
   static char err[65536];
   int fd;
@@ -289,6 +310,18 @@ static void test_parked_frame_reported(void **state) {
 #endif
 }
 
+static void test_returned_frame_reported(void **state) {
+  (void)state;
+#if !defined(T_ASAN)
+  SKIP_BECAUSE("not built with ASan: nothing poisons a pooled stack");
+#else
+  if (__asan_get_current_fake_stack() != NULL)
+    SKIP_BECAUSE("detect_stack_use_after_return: the fiber's locals were in "
+                 "ASan's fake stack, not in the stack uvp poisons");
+  expect_report(returned_child, "AddressSanitizer: use-after-poison");
+#endif
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_many_parked_compact),
@@ -297,6 +330,7 @@ int main(void) {
       FIXTURE_TEST(test_longjmp_compact),
       FIXTURE_TEST(test_overflow_after_await_reported),
       FIXTURE_TEST(test_parked_frame_reported),
+      FIXTURE_TEST(test_returned_frame_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
