@@ -479,10 +479,15 @@ size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top) {
  * with memcpy once in bounds: ASan checks what memcpy is given, from uvp's
  * code too, and the redzones of the program's frames are out of bounds. */
 #if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
-/* The shadow of [sp, sp + len), or NULL if its granules are not 8 bytes
- * (then the frames are copied without it, and left in bounds). */
+/* The shadow of [sp, sp + len), or NULL if its granules are not 8 bytes or
+ * the runtime does not say (then the frames are copied without it, and
+ * left in bounds). */
 static unsigned char *asan_shadow(const void *sp) {
   size_t scale, offset;
+#if !defined(UVP__FIBER_ASAN)
+  if (__asan_get_shadow_mapping == NULL) /* a runtime older than ours */
+    return NULL;
+#endif
   __asan_get_shadow_mapping(&scale, &offset);
   if (scale != 3)
     return NULL;
