@@ -11,9 +11,9 @@
  * connection does), resumed alternately for rounds, their locals checked
  * after every await, in the compact mode and the default one; a loopback
  * echo server with a fiber per connection and 300 clients that are fibers
- * too (50 under valgrind), in both modes; a fiber that
- * longjmps out of deep frames and then uses the stack they were on (ASan
- * must know which stack runs to clear their redzones).  Under ASan, in a
+ * too (50 under valgrind), in both modes; a fiber that longjmps out of
+ * deep frames and then uses the stack they were on (ASan must know which
+ * stack runs to clear their redzones).  Under ASan, in a
  * child each: a buffer overflow in a compact fiber's body after it parked
  * and resumed is still reported (its frames' redzones went out and back
  * with them), and so is a read through a pointer into a parked compact
