@@ -2175,8 +2175,8 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * A member that ignores its cancellation (a request the thread pool is
  * already running, a fiber that goes on without awaiting) holds the join
  * until it ends, and a member that awaits its own group's join waits
- * until the context is closed (the join waits for it); a teardown (uvp_ctx_close) alone rejects the join at once,
- * with UVP_ECLOSED.
+ * until the context is closed (the join waits for it); a teardown
+ * (uvp_ctx_close) alone rejects the join at once, with UVP_ECLOSED.
  *
  * Nesting: a group's join promise is a promise like any other: add it to
  * another group; cancelling it (or its parent group) cancels the group,
