@@ -158,6 +158,7 @@ static double lives(uvp__stack_pool_t *pool, int count) {
       exit(1);
     l.top = s->base + s->size;
     uvp__fiber_init(&l.ctx, s->base, s->size, l_entry, &l);
+    uvp__fiber_watch(&l.ctx, s); /* ASan learns its bounds */
     (void)uvp__fiber_switch(&l_main, &l.ctx, NULL);
     uvp__fiber_destroy(&l.ctx);
     uvp__stack_put(pool, s);
@@ -241,6 +242,7 @@ static void bench_memory(void) {
     if (uvp__stack_get(&pool, 0, &s[i]) != 0)
       exit(1);
     uvp__fiber_init(&c[i], s[i]->base, s[i]->size, m_entry, &c[i]);
+    uvp__fiber_watch(&c[i], s[i]);
     (void)uvp__fiber_switch(&m_main, &c[i], NULL);
   }
   after = bench_rss_bytes();

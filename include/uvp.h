@@ -1762,9 +1762,10 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  *    local kept where code reads it before the fiber resumes.  Pointers
  *    between the fiber's own frames stay valid (they go back to the same
  *    addresses), and so does anything written into its locals after the
- *    await returns (uvp_await's *out).  Under ASan each compact fiber has a
- *    stack of its own, which is poisoned while the fiber is parked: a use
- *    of a pointer into it is reported where it happens;
+ *    await returns (uvp_await's *out).  Under ASan (your program's or
+ *    uvp's, see Tools below) each compact fiber has a stack of its own, and
+ *    its frames are poisoned while it is parked: a use of a pointer into
+ *    them is reported where it happens;
  *  - each await copies: resuming a compact fiber costs a copy of its live
  *    bytes and of the last parked one's (a ping-pong of two compact fibers
  *    takes about twice the default's time per await; docs/internals.md 13
@@ -1791,7 +1792,37 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
  * the FPCR).  A fiber starts with those in effect where uvp_fiber_spawn
  * was called, and what it sets stays its own across awaits: the loop's
  * code and other fibers never see it.  The exception flags
- * (fetestexcept) are not kept per fiber: test them before an await. */
+ * (fetestexcept) are not kept per fiber: test them before an await.
+ *
+ * Tools.  A program built with AddressSanitizer (-fsanitize=address, gcc or
+ * clang) may link a release uvp, built without it (the shared library or
+ * the static one), in both modes; so may an ASan build of uvp.  uvp finds
+ * ASan's runtime in the process as it is loaded, and then:
+ *  - tells ASan of every switch between stacks, so that its reports, its
+ *    fake stacks (detect_stack_use_after_return) and what it clears at a
+ *    longjmp or a C++ throw out of frames know the stack a fiber runs on;
+ *  - gives each compact fiber a stack of its own (a parked one then holds
+ *    its stack's touched pages, as in the default mode, besides its copied
+ *    frames), copies its frames out as soon as it parks, with the redzones
+ *    ASan keeps around their locals (an overflow of a local after an await
+ *    is reported as one before it), and poisons those frames while it is
+ *    parked, so that a use of a pointer into them is reported
+ *    (use-after-poison);
+ *  - poisons a fiber's stack while it waits in the pool for the next
+ *    fiber, so that a use of a local of a fiber that has returned is
+ *    reported too.
+ * Without ASan in the process this costs a test of a pointer per switch.
+ * Limits: with detect_stack_use_after_return (off by default with gcc 12
+ * and clang 14, on with some newer runtimes) a fiber's address-taken
+ * locals live in ASan's fake stack, which uvp does not poison: a pointer
+ * to them is not reported while the fiber is parked.  LeakSanitizer does
+ * not read fiber stacks: a program that exits while default-mode fibers
+ * are suspended, without uvp_ctx_close (which runs every fiber to its
+ * end), gets memory that only their locals point to reported as leaked.
+ * A program built with ThreadSanitizer needs uvp built with it too
+ * (-Db_sanitize=thread): a release uvp does not tell TSan of fibers.
+ * Under valgrind, a uvp built where valgrind's headers are installed
+ * (Debian: the valgrind package) registers fiber stacks with it. */
 /** @{ */
 
 /** A fiber's body: returns how its promise settles, as a handler does
@@ -2144,8 +2175,8 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * A member that ignores its cancellation (a request the thread pool is
  * already running, a fiber that goes on without awaiting) holds the join
  * until it ends, and a member that awaits its own group's join waits
- * until the context is closed (the join waits for it); a teardown (uvp_ctx_close) alone rejects the join at once,
- * with UVP_ECLOSED.
+ * until the context is closed (the join waits for it); a teardown
+ * (uvp_ctx_close) alone rejects the join at once, with UVP_ECLOSED.
  *
  * Nesting: a group's join promise is a promise like any other: add it to
  * another group; cancelling it (or its parent group) cancels the group,

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE /* process_vm_readv */
 #endif
 #include "fiber-stack.h"
+#include "fiber-asan.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,17 +18,6 @@
 #include <unistd.h>
 
 #include <uv.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define UVP__STACK_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UVP__STACK_ASAN 1
-#endif
-#endif
-#if defined(UVP__STACK_ASAN)
-#include <sanitizer/asan_interface.h>
-#endif
 
 #if defined(__has_include)
 #if __has_include(<valgrind/memcheck.h>)
@@ -335,11 +325,11 @@ void uvp__stack_overrun(const uvp__stack_t *stack, const void *sp) {
 
 /* ---- the tools ----------------------------------------------------------- */
 
-/* The usable part of an idle stack is out of bounds for the tools. */
+/* The usable part of an idle stack is out of bounds for the tools: for
+ * ASan whenever its runtime is in the process (fiber-asan.h), a release uvp
+ * in a program built with ASan too. */
 static void mark_idle(uvp__stack_t *stack) {
-#if defined(UVP__STACK_ASAN)
-  ASAN_POISON_MEMORY_REGION(stack->base, stack->size);
-#endif
+  uvp__fiber_poison(stack->base, stack->size);
 #if defined(UVP__STACK_VALGRIND)
   (void)VALGRIND_MAKE_MEM_NOACCESS(stack->base, stack->size);
 #endif
@@ -348,9 +338,7 @@ static void mark_idle(uvp__stack_t *stack) {
 
 /* Usable again, contents undefined. */
 static void mark_live(uvp__stack_t *stack) {
-#if defined(UVP__STACK_ASAN)
-  ASAN_UNPOISON_MEMORY_REGION(stack->base, stack->size);
-#endif
+  uvp__fiber_unpoison(stack->base, stack->size);
 #if defined(UVP__STACK_VALGRIND)
   (void)VALGRIND_MAKE_MEM_UNDEFINED(stack->base, stack->size);
 #endif
@@ -441,11 +429,9 @@ static void free_chunk(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
   if (pool->carving == c)
     pool->carving = NULL;
   pool->chunks--;
-#if defined(UVP__STACK_ASAN)
   /* ASan keeps the shadow of unmapped memory: whatever is mapped here next
    * must not inherit the poison of an idle stack or a dead fiber's frames. */
-  ASAN_UNPOISON_MEMORY_REGION(c->map, c->map_len);
-#endif
+  uvp__fiber_unpoison(c->map, c->map_len);
   (void)munmap(c->map, c->map_len);
   atomic_fetch_sub(&page_guards, c->page_guards);
   free(c);

@@ -32,10 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(UVP__FIBER_ASAN)
-#include <sanitizer/asan_interface.h>
-#include <sanitizer/common_interface_defs.h>
-#endif
 #if defined(UVP__FIBER_TSAN)
 #include <sanitizer/tsan_interface.h>
 #endif
@@ -50,9 +46,15 @@
 #if defined(__GNUC__)
 #define HIDDEN __attribute__((visibility("hidden")))
 #define NORETURN __attribute__((noreturn))
+#define NOINLINE __attribute__((noinline))
+#define COLD __attribute__((cold))
+#define NO_ASAN __attribute__((no_sanitize_address))
 #else
 #define HIDDEN
 #define NORETURN
+#define NOINLINE
+#define COLD
+#define NO_ASAN
 #endif
 
 /* ---- the machine's part ------------------------------------------------- */
@@ -242,34 +244,53 @@ static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
 
 /* ---- the tools ---------------------------------------------------------- */
 
-/* Just before the jump.  `from_fake` NULL: `from` is exiting, so ASan may
- * free its fake stack. */
-static inline void tools_leave(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
-                               void **from_fake) {
-#if defined(UVP__FIBER_ASAN)
-  to->asan_from = from;
-  __sanitizer_start_switch_fiber(from_fake, to->asan_bottom, to->asan_size);
-#else
-  (void)from;
-  (void)from_fake;
+/* ASan (fiber-asan.h), when its runtime is in the process: each switch is
+ * announced with the bounds of the stack switched to, and the stack left
+ * keeps its fake stack (where the program's frames live with
+ * detect_stack_use_after_return) in a local of the switch's own frame on
+ * that stack: nothing of it is in the context, whose layout so does not
+ * depend on ASan.  A fiber's bounds are its watched stack's.  A thread's own
+ * context is only ever switched to from fibers entered from it (a fiber
+ * runs no loop): the bounds ASan reports as left when a fiber is entered
+ * from a thread's context are the ones to give back when a fiber switches
+ * to one. */
+#if defined(UVP__FIBER_ASAN_RT)
+static _Thread_local const void *asan_thread_bottom;
+static _Thread_local size_t asan_thread_size;
+static _Thread_local int asan_leaving_thread; /* the switch under way does */
+
+static void asan_leave(const uvp__fiber_ctx_t *from, const uvp__fiber_ctx_t *to,
+                       void **from_fake) {
+  const void *bottom = NULL;
+  size_t size = 0;
+  if (to->entry == NULL) {
+    bottom = asan_thread_bottom;
+    size = asan_thread_size;
+  } else if (to->stack != NULL) {
+    bottom = to->stack->base;
+    size = to->stack->size;
+  }
+  asan_leaving_thread = from->entry == NULL;
+  __sanitizer_start_switch_fiber(from_fake, bottom, size);
+}
+
+static void asan_arrive(void *fake) {
+  const void *bottom;
+  size_t size;
+  __sanitizer_finish_switch_fiber(fake, &bottom, &size);
+  if (asan_leaving_thread) {
+    asan_thread_bottom = bottom;
+    asan_thread_size = size;
+  }
+}
 #endif
+
+/* TSan: just before the jump. */
+static inline void tools_leave(uvp__fiber_ctx_t *to) {
 #if defined(UVP__FIBER_TSAN)
   __tsan_switch_to_fiber(to->tsan_fiber, 0);
 #else
   (void)to;
-#endif
-}
-
-/* Just after it, in `self`, the context now running.  ASan says what the
- * stack switched from was: that is how a thread's context, whose stack
- * nobody told us, learns its bounds before anything switches back to it. */
-static inline void tools_arrive(uvp__fiber_ctx_t *self) {
-#if defined(UVP__FIBER_ASAN)
-  __sanitizer_finish_switch_fiber(self->asan_fake,
-                                  &self->asan_from->asan_bottom,
-                                  &self->asan_from->asan_size);
-#else
-  (void)self;
 #endif
 }
 
@@ -294,7 +315,10 @@ static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 #endif
 
 NORETURN static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
-  tools_arrive(ctx);
+#if defined(UVP__FIBER_ASAN_RT)
+  if (uvp__fiber_asan())
+    asan_arrive(NULL); /* a fresh fiber: no fake stack yet */
+#endif
   ctx->entry(ctx->arg, msg);
   abort();
 }
@@ -307,12 +331,6 @@ static void boot_ucontext(void) {
 #endif
 
 static void tools_init(uvp__fiber_ctx_t *ctx) {
-#if defined(UVP__FIBER_ASAN)
-  ctx->asan_bottom = NULL;
-  ctx->asan_size = 0;
-  ctx->asan_fake = NULL;
-  ctx->asan_from = NULL;
-#endif
 #if defined(UVP__FIBER_TSAN)
   ctx->tsan_fiber = __tsan_get_current_fiber();
   ctx->tsan_owned = 0;
@@ -338,10 +356,6 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
   ctx->canary = NULL;
   ctx->stack = NULL;
   tools_init(ctx);
-#if defined(UVP__FIBER_ASAN)
-  ctx->asan_bottom = stack_base;
-  ctx->asan_size = size;
-#endif
 #if defined(UVP__FIBER_TSAN)
   ctx->tsan_fiber = __tsan_create_fiber(0);
   ctx->tsan_owned = 1;
@@ -388,24 +402,42 @@ check_stack(const uvp__fiber_ctx_t *ctx) {
     uvp__stack_overrun(ctx->stack, sp);
 }
 
+#if defined(UVP__FIBER_ASAN_RT)
+/* The switch with ASan told; `fake` stays in this frame, on from's stack,
+ * while from is suspended.  Not cold: gcc 12 then moves the test into
+ * uvp__fiber_switch's cold part with check_stack's call, and gives the
+ * switch a frame it sets up on every call. */
+static NOINLINE NO_ASAN void *switch_asan(uvp__fiber_ctx_t *from,
+                                          uvp__fiber_ctx_t *to, void *msg) {
+  void *fake = NULL;
+  asan_leave(from, to, &fake);
+  tools_leave(to);
+  msg = jump(from, to, msg);
+  asan_arrive(fake);
+  return msg;
+}
+#endif
+
 void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                         void *msg) {
   if (__builtin_expect(from->canary != NULL, 0))
     check_stack(from);
-#if defined(UVP__FIBER_ASAN)
-  tools_leave(from, to, &from->asan_fake);
-#else
-  tools_leave(from, to, NULL);
+#if defined(UVP__FIBER_ASAN_RT)
+  if (uvp__fiber_asan())
+    return switch_asan(from, to, msg);
 #endif
-  msg = jump(from, to, msg);
-  tools_arrive(from);
-  return msg;
+  tools_leave(to);
+  return jump(from, to, msg);
 }
 
 void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
   if (__builtin_expect(from->canary != NULL, 0))
     check_stack(from);
-  tools_leave(from, to, NULL);
+#if defined(UVP__FIBER_ASAN_RT)
+  if (uvp__fiber_asan())
+    asan_leave(from, to, NULL); /* NULL: ASan frees from's fake stack */
+#endif
+  tools_leave(to);
   (void)jump(from, to, msg);
   abort();
 }
@@ -438,11 +470,66 @@ size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top) {
   return (size_t)(top - (const char *)ctx->sp);
 }
 
+/* Under ASan (uvp__fiber_asan): the shadow of the frames, a byte per 8 of
+ * them, goes after them in the buffer.  It is read and written here
+ * directly (ASan's mapping: shadow = (addr >> scale) + offset), by code
+ * that ASan does not instrument, byte by byte in a loop the compiler
+ * cannot turn into a call of memcpy (which ASan intercepts, and which
+ * would check the shadow's own shadow).  The frames' bytes are copied
+ * with memcpy once in bounds: ASan checks what memcpy is given, from uvp's
+ * code too, and the redzones of the program's frames are out of bounds. */
+#if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
+/* The shadow of [sp, sp + len), or NULL if its granules are not 8 bytes or
+ * the runtime does not say (then the frames are copied without it, and
+ * left in bounds). */
+static unsigned char *asan_shadow(const void *sp) {
+  size_t scale, offset;
+#if !defined(UVP__FIBER_ASAN)
+  if (__asan_get_shadow_mapping == NULL) /* a runtime older than ours */
+    return NULL;
+#endif
+  __asan_get_shadow_mapping(&scale, &offset);
+  if (scale != 3)
+    return NULL;
+  return (unsigned char *)(((uintptr_t)sp >> 3) + offset);
+}
+
+static NO_ASAN void asan_copy_shadow(unsigned char *to,
+                                     const unsigned char *from, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    to[i] = from[i];
+    __asm__ __volatile__("" ::: "memory");
+  }
+}
+
+static COLD NOINLINE void save_asan(const void *sp, size_t len,
+                                    unsigned char *buf) {
+  unsigned char *shadow = asan_shadow(sp);
+  if (shadow != NULL)
+    asan_copy_shadow(buf + len, shadow, len / 8);
+  __asan_unpoison_memory_region(sp, len);
+  memcpy(buf, sp, len);
+  if (shadow != NULL)
+    asan_copy_shadow(shadow, buf + len, len / 8);
+}
+
+static COLD NOINLINE void restore_asan(void *sp, size_t len,
+                                       const unsigned char *buf) {
+  unsigned char *shadow = asan_shadow(sp);
+  __asan_unpoison_memory_region(sp, len);
+  memcpy(sp, buf, len);
+  if (shadow != NULL)
+    asan_copy_shadow(shadow, buf + len, len / 8);
+}
+#endif
+
 void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf) {
   size_t len = uvp__fiber_live(ctx, top);
-#if defined(UVP__FIBER_ASAN)
-  /* The frames' redzones are poisoned: a copy is no overflow. */
-  ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
+#if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
+  if (uvp__fiber_asan()) {
+    save_asan(ctx->sp, len, buf);
+    return;
+  }
 #endif
   memcpy(buf, ctx->sp, len);
 }
@@ -450,13 +537,16 @@ void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf) {
 void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
                         const void *buf) {
   size_t len = uvp__fiber_live(ctx, top);
-#if defined(UVP__FIBER_ASAN)
-  ASAN_UNPOISON_MEMORY_REGION(ctx->sp, len);
-#endif
 #if defined(UVP__FIBER_VALGRIND)
   /* Another fiber's frames came and went here since: for memcheck, the
    * part below its stack pointer is no-access until written again. */
   (void)VALGRIND_MAKE_MEM_UNDEFINED(ctx->sp, len);
+#endif
+#if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
+  if (uvp__fiber_asan()) {
+    restore_asan(ctx->sp, len, buf);
+    return;
+  }
 #endif
   memcpy(ctx->sp, buf, len);
 }

@@ -11,23 +11,26 @@
  * The tools are told here, so that nothing above has to know: ASan about
  * each switch of stacks, TSan about each fiber (a switch orders the two
  * fibers' accesses, as a handover on one thread does), valgrind about each
- * fiber's stack (else memcheck takes a switch for a huge stack frame). */
+ * fiber's stack (else memcheck takes a switch for a huge stack frame).
+ * ASan is told whenever its runtime is in the process (fiber-asan.h): in
+ * an ASan build of uvp, and in a release uvp linked into a program built
+ * with ASan; it learns a fiber's stack from uvp__fiber_watch (a fiber not
+ * watched is switched to as a stack of unknown bounds).  TSan only in a
+ * TSan build of uvp.  Nothing of a context's layout depends on ASan, so
+ * code built with it may share these structures with a uvp built
+ * without. */
 #ifndef UVP_FIBER_SWITCH_H
 #define UVP_FIBER_SWITCH_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UVP__FIBER_ASAN 1
-#endif
+#include "fiber-asan.h"
+
 #if defined(__SANITIZE_THREAD__)
 #define UVP__FIBER_TSAN 1
 #endif
 #if defined(__has_feature)
-#if __has_feature(address_sanitizer) && !defined(UVP__FIBER_ASAN)
-#define UVP__FIBER_ASAN 1
-#endif
 #if __has_feature(thread_sanitizer) && !defined(UVP__FIBER_TSAN)
 #define UVP__FIBER_TSAN 1
 #endif
@@ -69,12 +72,6 @@ struct uvp__fiber_ctx_s {
   ucontext_t uc;
   void *msg; /* passed by the switch to this context */
 #endif
-#if defined(UVP__FIBER_ASAN)
-  const void *asan_bottom; /* the stack's lowest byte (NULL: not yet known) */
-  size_t asan_size;
-  void *asan_fake;             /* ASan's fake stack, while suspended */
-  uvp__fiber_ctx_t *asan_from; /* who switched to this one last */
-#endif
 #if defined(UVP__FIBER_TSAN)
   void *tsan_fiber;
   int tsan_owned; /* created here, destroyed by uvp__fiber_destroy */
@@ -111,14 +108,21 @@ void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const struct uvp__stack_s *stack);
  * them back at the same addresses, after which the fiber may be resumed.
  * Pointers into those bytes stay valid only across a save and restore to
  * the same place, so a fiber's frames always go back where they were.
- * Under ASan the bytes are read whatever the frames' redzones say, and
- * restore leaves them addressable.  Not with the ucontext switch (the
- * saved stack pointer is in its ucontext_t): UVP__FIBER_CAN_COPY says
- * whether the build can. */
+ * buf must hold uvp__fiber_saved_size(live) bytes.  Under ASan (fiber-asan.h)
+ * that is a byte more per 8 of frames: save also keeps their shadow (the
+ * redzones of the program's frames, whose bytes it copies without ASan
+ * checking them), leaving the stack and its shadow as they were, and
+ * restore puts both back, so that the frames' redzones hold across the
+ * copy and nothing of the stack's last user's shadow stays.  Not with the
+ * ucontext switch (the saved stack pointer is in its ucontext_t):
+ * UVP__FIBER_CAN_COPY says whether the build can. */
 #if !defined(UVP__FIBER_UCONTEXT)
 #define UVP__FIBER_CAN_COPY 1
 #endif
 size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top);
+static inline size_t uvp__fiber_saved_size(size_t live) {
+  return uvp__fiber_asan() ? live + live / 8 : live;
+}
 /* The floating-point control state of the running context, as
  * uvp__fiber_init gives it to a fiber; and, between uvp__fiber_init and
  * the first switch to a fiber, the one it is to start with instead (a

@@ -38,18 +38,29 @@
  * another compact fiber needs the stack: a fiber resumed before anything
  * else runs there is not copied at all.  Under ASan each compact fiber has
  * a stack of its own instead, and its frames are copied out as soon as it
- * parks and the stack poisoned, so that a pointer into a parked fiber's
- * stack is reported where it is used; with the ucontext switch (no saved
+ * parks and their bytes poisoned, so that a pointer into a parked fiber's
+ * frames is reported where it is used; with the ucontext switch (no saved
  * stack pointer to copy from) each has a stack of its own and nothing is
- * copied.  Compact fibers never hand off to other fibers, nor others to
- * them: they switch through the loop's stack, which copies. */
-#if defined(UVP__FIBER_CAN_COPY) && !defined(UVP__FIBER_ASAN)
-#define COMPACT_SHARED 1 /* one stack per context, copied lazily */
+ * copied.  "Under ASan" is decided at run time (fiber-asan.h): a release
+ * uvp in a program built with ASan does the same as an ASan build of uvp,
+ * since the program's frames leave their redzones in ASan's shadow of the
+ * stack, which a shared stack would hand on to the next fiber.  Compact
+ * fibers never hand off to other fibers, nor others to them: they switch
+ * through the loop's stack, which copies. */
+static inline bool compact_shared(void) { /* one stack per context, lazily */
+#if defined(UVP__FIBER_CAN_COPY)
+  return !uvp__fiber_asan();
+#else
+  return false;
 #endif
-#if defined(UVP__FIBER_CAN_COPY) && defined(UVP__FIBER_ASAN)
-#define COMPACT_POISON 1 /* a stack each, copied out and poisoned at once */
-#include <sanitizer/asan_interface.h>
+}
+static inline bool compact_poison(void) { /* a stack each, copied at once */
+#if defined(UVP__FIBER_CAN_COPY)
+  return uvp__fiber_asan();
+#else
+  return false;
 #endif
+}
 
 typedef struct fiber_s fiber_t;
 
@@ -62,7 +73,7 @@ typedef struct fiber_state_s {
   fiber_t *all;          /* every fiber not finished, for teardown/dump */
   size_t count;
   int mode;                /* uvp_ctx_set_fiber_mode */
-  uvp__stack_t *run_stack; /* where compact fibers run (COMPACT_SHARED) */
+  uvp__stack_t *run_stack; /* where compact fibers run (compact_shared) */
   fiber_t *owner;          /* whose frames are on it, if anyone's */
   size_t on_run_stack;     /* compact fibers alive that use it */
   /* What an await uses of the stack below the frame of compact_reserve,
@@ -180,10 +191,8 @@ static void run(fiber_t *f) {
   uvp__head(ctx)->trace = was_trace;
   if (last->state == F_DONE)
     free_stack(last); /* its last switch is behind it */
-#if defined(COMPACT_POISON)
-  else if (last->compact)
+  else if (UVP__UNLIKELY(compact_poison()) && last->compact)
     compact_park(last);
-#endif
 }
 
 static void let_go_of_arg(fiber_t *f) {
@@ -308,23 +317,23 @@ static int compact_new(fiber_state_t *st, fiber_t **out) {
   if (f == NULL)
     return UV_ENOMEM;
   memset(f, 0, sizeof(*f));
-#if defined(COMPACT_SHARED)
-  if (st->run_stack == NULL) {
-    int rc = uvp__stack_get(&st->stacks, 0, &st->run_stack);
+  if (compact_shared()) {
+    if (st->run_stack == NULL) {
+      int rc = uvp__stack_get(&st->stacks, 0, &st->run_stack);
+      if (rc != 0) {
+        uvp__free(f);
+        return rc;
+      }
+    }
+    f->stack = st->run_stack;
+    st->on_run_stack++;
+  } else {
+    int rc = uvp__stack_get(&st->stacks, 0, &f->stack);
     if (rc != 0) {
       uvp__free(f);
       return rc;
     }
   }
-  f->stack = st->run_stack;
-  st->on_run_stack++;
-#else
-  int rc = uvp__stack_get(&st->stacks, 0, &f->stack);
-  if (rc != 0) {
-    uvp__free(f);
-    return rc;
-  }
-#endif
   f->st = st;
   f->compact = true;
 #if defined(UVP__FIBER_CAN_COPY)
@@ -341,11 +350,10 @@ static void compact_free(fiber_t *f) {
   if (st->owner == f)
     st->owner = NULL;
   uvp__free(f->saved);
-#if defined(COMPACT_SHARED)
-  st->on_run_stack--;
-#else
-  uvp__stack_put(&st->stacks, f->stack);
-#endif
+  if (compact_shared())
+    st->on_run_stack--;
+  else
+    uvp__stack_put(&st->stacks, f->stack);
   uvp__free(f);
 }
 
@@ -360,7 +368,7 @@ static UVP__NOINLINE int compact_reserve(fiber_t *f, bool shield) {
   size_t depth = (size_t)(compact_top(f) - (char *)__builtin_frame_address(0));
   uint32_t known = f->st->park_slack[shield];
   size_t slack = known != 0 ? known : 4096;
-  size_t need = (depth + slack + 15) & ~(size_t)15;
+  size_t need = (uvp__fiber_saved_size(depth + slack) + 15) & ~(size_t)15;
   f->await_depth = (uint32_t)depth;
   if (need <= f->saved_cap)
     return 0;
@@ -389,40 +397,39 @@ static void compact_park(fiber_t *f) {
   size_t below = len > f->await_depth ? len - f->await_depth : 0;
   if (below + 16 > st->park_slack[f->shielded])
     st->park_slack[f->shielded] = (uint32_t)(below + 16);
-  if (len > f->saved_cap) {
+  size_t need = uvp__fiber_saved_size(len); /* the frames (and shadow) */
+  if (need > f->saved_cap) {
     /* Only where frames vary in size (ASan's fake stacks): the fiber has
      * a stack of its own there, and stays on it unparked if there is no
      * memory for its frames. */
-    void *buf = uvp__realloc(f->saved, len);
+    void *buf = uvp__realloc(f->saved, need);
     if (buf == NULL) {
-#if defined(COMPACT_SHARED)
+      if (!compact_shared())
+        return;
       fprintf(stderr,
               "uvp: the frames of the compact fiber spawned at %s:%d (%zu "
               "bytes) outgrew the room taken for them (%u); aborting\n",
               f->file, f->line, len, (unsigned)f->saved_cap);
       abort();
-#else
-      return;
-#endif
     }
     f->saved = buf;
-    f->saved_cap = (uint32_t)len;
-  } else if (f->saved_cap > 4096 && f->saved_cap / 4 > len) {
+    f->saved_cap = (uint32_t)need;
+  } else if (f->saved_cap > 4096 && f->saved_cap / 4 > need) {
     /* Parked deep once, shallow now: give most of it back. */
-    void *buf = uvp__realloc(f->saved, (len + 15) & ~(size_t)15);
+    void *buf = uvp__realloc(f->saved, (need + 15) & ~(size_t)15);
     if (buf != NULL) {
       f->saved = buf;
-      f->saved_cap = (uint32_t)((len + 15) & ~(size_t)15);
+      f->saved_cap = (uint32_t)((need + 15) & ~(size_t)15);
     }
   }
   uvp__fiber_save(&f->fctx, top, f->saved);
   f->out = true;
   if (st->owner == f)
     st->owner = NULL;
-#if defined(COMPACT_POISON)
-  /* Nobody else runs here: any use of it while f is parked is a bug. */
-  ASAN_POISON_MEMORY_REGION(f->stack->base, f->stack->size);
-#endif
+  /* Nobody else runs here: any use of f's frames while it is parked is a
+   * bug (its stack below them is as its frames' returns left it). */
+  if (compact_poison())
+    uvp__fiber_poison(top - len, len);
 #else
   (void)f;
 #endif
@@ -433,20 +440,13 @@ static void compact_park(fiber_t *f) {
 static void compact_enter(fiber_t *f) {
   fiber_state_t *st = f->st;
   uvp__stack_t *stack = f->stack;
-#if defined(COMPACT_SHARED)
-  if (st->owner != f) {
+  if (compact_shared() && st->owner != f) {
     if (st->owner != NULL)
       compact_park(st->owner);
     st->owner = f;
   }
-#else
-  (void)st;
-#endif
   if (!f->started) {
     char *top = compact_top(f);
-#if defined(COMPACT_POISON)
-    ASAN_UNPOISON_MEMORY_REGION(stack->base, stack->size);
-#endif
     uvp__fiber_init(&f->fctx, stack->base, (size_t)(top - stack->base), entry,
                     f);
 #if defined(UVP__FIBER_CAN_COPY)
@@ -456,9 +456,7 @@ static void compact_enter(fiber_t *f) {
     f->started = true;
   } else if (f->out) {
 #if defined(UVP__FIBER_CAN_COPY)
-#if defined(COMPACT_POISON)
-    ASAN_UNPOISON_MEMORY_REGION(stack->base, stack->size);
-#endif
+    /* Its frames and their shadow, poisoned or another fiber's till now. */
     uvp__fiber_restore(&f->fctx, compact_top(f), f->saved);
 #endif
     f->out = false;

@@ -1016,6 +1016,7 @@ static void worker(void *arg) {
       return;
     uvp__fiber_init(&p[i].fib.ctx, p[i].fib.stack->base, p[i].fib.stack->size,
                     pp_entry, &p[i].fib);
+    uvp__fiber_watch(&p[i].fib.ctx, p[i].fib.stack);
   }
   for (uintptr_t v = 1; v <= 200; v++)
     for (int i = 0; i < 20; i++)
