@@ -42,6 +42,9 @@ from html.parser import HTMLParser
 html_dir = os.path.abspath(sys.argv[1])
 source_root = os.path.abspath(sys.argv[2] if len(sys.argv) > 2 else ".")
 findings = []
+# The source tree's absolute path as a path of its own (a tree at /src
+# must not match ../src/fiber.c).
+root_path = re.compile(r"(?<![\w.-])" + re.escape(source_root) + r"(?![\w.-])")
 
 
 def finding(where, what):
@@ -181,7 +184,7 @@ for name, p in pages.items():
                 % (n, squash(prose[max(0, i - 60):i + 40])))
     for m in set(MD_PATH.findall(text)):
         finding(name, "a source path in the text: %s" % m)
-    if source_root in text:
+    if root_path.search(text):
         finding(name, "the source tree's path %s in the text" % source_root)
     if re.search(r"\|\s*:?-{3,}:?\s*\|", prose):
         finding(name, "a Markdown table's |---| line shows as text")
