@@ -13,9 +13,8 @@ html.parser, as a browser shows it:
   hold) has no Doxygen command or escaped markup (`@code`, `@endcode`,
   `@section`, `@subsection`, `@ref`, `<tt>`, `<code>`, `<em>`; outside
   code, no other HTML tag either), no Markdown link left as text (`](`
-  outside code), and no path of the
-  machine the site was built on (SOURCE_ROOT's absolute path, or any
-  absolute path to a .md file);
+  outside code), and no path of the machine the site was built on
+  (SOURCE_ROOT's absolute path, or any absolute path to a .md file);
 * each Markdown table of a page's source is a table, in order, with as
   many rows and columns, and no table's separator line (`|---|`) shows;
 * each fenced code block of the source is a code fragment on the page,
@@ -30,8 +29,8 @@ html.parser, as a browser shows it:
   or a name there; a link out of the site (`../`, an absolute path,
   `file:`) is dead.  Links to the web are not fetched.
 
-Prints one line per finding and exits 1 if there is any, else prints a
-summary and exits 0."""
+Prints one line per finding, then a summary; exits 1 if there is any
+finding."""
 import glob
 import os
 import re
