@@ -609,7 +609,7 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *   "member" (a promise a group holds, not a fiber), "promise" (any other
  *   pending promise something waits on).
  * - `name` (string): only for a fiber named by uvp_fiber_set_name: its
- *   name (1 to 63 printable ASCII bytes, no `"` nor backslash).
+ *   name (1 to 63 printable ASCII bytes, no double quote nor backslash).
  * - `id` (string): the address of the task's promise, `"0x55c0add7b7e0"`,
  *   as uvp_ctx_dump_pending and the text form print it: the same task in
  *   two dumps has the same id (an address may be reused once the task is

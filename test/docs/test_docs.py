@@ -6,22 +6,37 @@
 A fenced block is tested when its info string says so (GitHub renders
 the block by its first word alone, so the marks do not show):
 
-  ```c program [file=PATH] [compile-only]
+  ```c program [compile-only]
       A complete C program.  It is compiled with cc -Wall -Wextra -Werror
       against the built library, through the pkg-config files of the
       uninstalled build (BUILD_ROOT/meson-uninstalled; uvp-curl's when it
       includes <uvp-curl.h>), then run with no arguments: it must exit 0.
-      file=PATH: the block must be SOURCE_ROOT/PATH verbatim (that file is
-      built by meson too).  compile-only: not run (it needs arguments or a
-      server; another test runs it).
-  ```sh run
+      compile-only: not run (it needs arguments or a server; another test
+      runs it).
+  ```sh run [staged] [needs=PROGRAM,...]
       Commands, run with bash -e in a fresh temporary directory that holds
       a symbolic link to each top-level entry of SOURCE_ROOT and one named
       build to BUILD_ROOT, so that examples/... and build/... resolve as
       from the source root while what the commands write stays in the
-      temporary directory.  pkg-config finds the uninstalled build and the
-      dynamic linker its libraries.  `bash .ci/example` and `bash .ci/test`
-      are never run (CI runs them anyway): a block holding one fails.
+      temporary directory; HOME is a directory in it too (a prefix under
+      $HOME stays there).  The environment is the test's own, as a user's
+      shell has it: pkg-config and the dynamic linker are not pointed at
+      the build.  `bash .ci/example` and `bash .ci/test` are never run (CI
+      runs them anyway): a block holding one fails.
+      staged: as after README's install route, in a staging directory
+      instead of /usr/local.  BUILD_ROOT is installed there first (meson
+      install --destdir), pkg-config finds it (copies of its .pc files
+      whose prefix is the staged one: not PKG_CONFIG_SYSROOT_DIR, which
+      CMake cannot take), the dynamic linker finds its libraries and PATH
+      its programs; DESTDIR is set, so that the block's own `meson
+      install -C build` goes there too, and `ldconfig` is a stand-in that
+      does nothing.  Skipped in a sanitized build, whose library programs
+      built without the sanitizer cannot load.
+      needs=PROGRAM,...: skipped unless each PROGRAM is on PATH (cmake is
+      installed by `.ci/setup ci`, not by README's commands).
+  ```LANG ... file=PATH ...
+      Any block, tested or not: it must be SOURCE_ROOT/PATH verbatim
+      (that file is built or used elsewhere: meson builds the C ones).
   ```text output
       What the program or commands of the nearest tested block above print
       on stdout, exactly (trailing blank space aside).
@@ -31,6 +46,7 @@ UVP_E2E_VALGRIND=1 and valgrind is installed.  SANITIZE is meson's
 b_sanitize: a sanitized library needs the programs built the same way.
 Exit 77 (skipped) when pkg-config cannot find the uninstalled build."""
 import glob
+import json
 import os
 import re
 import shlex
@@ -90,17 +106,17 @@ def scratch():
     return d
 
 
-def run(where, argv, cwd):
+def run(where, argv, cwd, run_env=None, timeout=120):
     """Runs argv in its own session; returns its stdout, or None."""
-    p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+    p = subprocess.Popen(argv, cwd=cwd, env=run_env or env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
     try:
-        out, err = p.communicate(timeout=120)
+        out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, 9)
         p.communicate()
-        fail(where, "%s: no exit within 120 s" % argv[0])
+        fail(where, "%s: no exit within %d s" % (argv[0], timeout))
         return None
     try:
         os.killpg(p.pid, 9)  # whatever it left running in the background
@@ -113,12 +129,16 @@ def run(where, argv, cwd):
     return out
 
 
-def program(where, words, body, d):
+def verbatim(where, words, body):
+    """file=PATH: the block must be SOURCE_ROOT/PATH verbatim."""
     opts = dict(w.split("=", 1) for w in words if "=" in w)
     if "file" in opts:
         path = os.path.join(source_root, opts["file"])
         if not os.path.exists(path) or open(path).read() != body:
             fail(where, "the block is not %s verbatim" % opts["file"])
+
+
+def program(where, words, body, d):
     pc = "uvp-curl" if "#include <uvp-curl.h>" in body else "uvp"
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", pc], env=env,
                            capture_output=True, text=True)
@@ -149,13 +169,68 @@ def program(where, words, body, d):
     return out
 
 
-def commands(where, body, d):
+def build_option(name):
+    """A builtin option of BUILD_ROOT (prefix, libdir)."""
+    opts = subprocess.run(["meson", "introspect", "--buildoptions",
+                           build_root], capture_output=True, text=True)
+    return next(o["value"] for o in json.loads(opts.stdout)
+                if o["name"] == name)
+
+
+def staged(where, d, cmd_env):
+    """Installs BUILD_ROOT under d/stage and points cmd_env at it; False
+    when that fails."""
+    stage = os.path.join(d, "stage")
+    prefix, libdir = build_option("prefix"), build_option("libdir")
+    libdir = os.path.join(prefix, libdir)  # libdir may be absolute
+    done = subprocess.run(["meson", "install", "-C", build_root,
+                           "--no-rebuild", "--destdir", stage],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        fail(where, "meson install --destdir failed:\n" + done.stdout
+             + done.stderr)
+        return False
+    pcdir = os.path.join(d, "pkgconfig")
+    os.mkdir(pcdir)
+    for pc in glob.glob(stage + libdir + "/pkgconfig/*.pc"):
+        text = re.sub(r"(?m)^prefix=.*$", "prefix=" + stage + prefix,
+                      open(pc).read())
+        open(os.path.join(pcdir, os.path.basename(pc)), "w").write(text)
+    stub = os.path.join(d, "stub")
+    os.mkdir(stub)
+    with open(os.path.join(stub, "ldconfig"), "w") as f:
+        f.write("#!/bin/sh\n# test_docs.py: the staged install is on "
+                "LD_LIBRARY_PATH instead\nexit 0\n")
+    os.chmod(os.path.join(stub, "ldconfig"), 0o755)
+    cmd_env.update(DESTDIR=stage, PKG_CONFIG_PATH=pcdir,
+                   LD_LIBRARY_PATH=stage + libdir,
+                   PATH=os.pathsep.join([stub, stage + prefix + "/bin",
+                                         cmd_env.get("PATH", "")]))
+    return True
+
+
+def commands(where, words, body, d):
     for never in NEVER:
         if never in body:
             fail(where, "`%s` is not for this test: leave the block unmarked"
                  % never)
             return None
-    out = run(where, ["bash", "-e", "-o", "pipefail", "-c", body], d)
+    opts = dict(w.split("=", 1) for w in words if "=" in w)
+    for prog in filter(None, opts.get("needs", "").split(",")):
+        if shutil.which(prog) is None:
+            print("skip %s: %s is not installed" % (where, prog))
+            return None
+    cmd_env = dict(os.environ)
+    cmd_env["HOME"] = os.path.join(d, "home")
+    os.mkdir(cmd_env["HOME"])
+    if "staged" in words:
+        if sanitize_flags:
+            print("skip %s: a sanitized build is not installed" % where)
+            return None
+        if not staged(where, d, cmd_env):
+            return None
+    out = run(where, ["bash", "-e", "-o", "pipefail", "-c", body], d,
+              cmd_env, timeout=300)
     if out is not None:
         print("ok %s: ran" % where)
     return out
@@ -170,6 +245,7 @@ for doc in docs:
     for line, words, body in blocks(doc):
         where = "%s:%d" % (name, line)
         kind = words[0] if words else ""
+        verbatim(where, words, body)
         if kind == "c" and "program" in words[1:]:
             d = scratch()
             try:
@@ -180,7 +256,7 @@ for doc in docs:
         elif kind in ("sh", "console") and "run" in words[1:]:
             d = scratch()
             try:
-                last = (where, commands(where, body, d))
+                last = (where, commands(where, words, body, d))
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             tested += 1
