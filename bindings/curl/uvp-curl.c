@@ -77,7 +77,8 @@ typedef struct fetch_s {
   size_t body_len, body_cap, bytes;
   char *hdr; /* the current response's headers: name NUL value NUL ... */
   size_t hdr_len, hdr_cap, nheaders;
-  size_t header_bytes; /* of the current response */
+  size_t header_bytes; /* of every response of the transfer (the cap's) */
+  bool in_head;        /* a response's head began and has not ended */
   struct curl_slist *req_headers;
 } fetch_t;
 
@@ -1053,13 +1054,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg) {
   xfer_t *x = arg;
   fetch_t *f = x->fetch;
   size_t n = size * nitems;
-  if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
-    /* A new response (after a redirect, a 1xx, a proxy's CONNECT): the
-     * headers kept are the final one's. */
-    f->hdr_len = 0;
-    f->nheaders = 0;
-    f->header_bytes = 0;
-  }
+  /* The cap counts every byte of every response's head the transfer
+   * reads: those of redirects, 1xx answers and a proxy's CONNECT answer
+   * too, so that no line resets it (a hostile server's lines beginning
+   * with "HTTP/" did, until libcurl's own 300 KB limit). */
   f->header_bytes += n;
   if (f->header_bytes > f->max_header)
     return refuse(x, UV_EMSGSIZE,
@@ -1067,10 +1065,21 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg) {
   size_t len = n;
   while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
     len--;
+  bool status = n >= 5 && memcmp(buf, "HTTP/", 5) == 0;
+  if (status && !f->in_head) {
+    /* A response's status line (after a redirect, a 1xx, a proxy's
+     * CONNECT answer): the headers kept are the final response's. */
+    f->in_head = true;
+    f->hdr_len = 0;
+    f->nheaders = 0;
+    return n;
+  }
+  if (len == 0)
+    f->in_head = false; /* the blank line: that head is whole */
   const char *colon = memchr(buf, ':', len);
-  if (len == 0 || colon == NULL || buf[0] == ' ' || buf[0] == '\t' ||
-      (n >= 5 && memcmp(buf, "HTTP/", 5) == 0))
-    return n; /* the status line, the blank line, an obsolete fold */
+  if (len == 0 || colon == NULL || buf[0] == ' ' || buf[0] == '\t' || status)
+    return n; /* the blank line, an obsolete fold, no header, a line
+                 beginning with HTTP/ inside a head (no header name) */
   size_t nlen = (size_t)(colon - buf);
   const char *v = colon + 1, *end = buf + len;
   while (v < end && (*v == ' ' || *v == '\t'))
