@@ -416,6 +416,54 @@ typedef struct uvp_curl_stats_s {
 /** Fill *out.  Errors: UV_EINVAL. */
 UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
 
+/** Default of uvp_curl_set_busy_limit: one second. */
+#define UVP_CURL_BUSY_LIMIT_DEFAULT 1000u
+
+/** The longest one call into libcurl may keep reading a connection, in
+ * milliseconds of real time (0: no limit); UVP_CURL_BUSY_LIMIT_DEFAULT
+ * until set.
+ *
+ * While the loop thread is inside libcurl nothing else of the loop runs:
+ * no deadline, no uvp_timeout, none of libcurl's own timeouts
+ * (CURLOPT_TIMEOUT_MS), no other transfer.  libcurl 7.88 (Debian 12's)
+ * can be kept there by a server: its HTTP/2 read loop reads until the
+ * socket is empty or the stream has data, so a server that sends nothing
+ * but control frames (WINDOW_UPDATE, PING) faster than the client parses
+ * them holds the call, and the loop, for as long as it goes on (the curl
+ * tool hangs the same way).  No option of libcurl's bounds that loop
+ * (CURLOPT_MAX_RECV_SPEED_LARGE counts body bytes, between calls;
+ * CURLOPT_BUFFERSIZE is not its buffer; CURLOPT_TIMEOUT_MS is checked
+ * after it), nghttp2's options are libcurl's to set, and no callback of
+ * the program's runs inside it.
+ *
+ * So the binding watches its calls into libcurl from a thread of its own
+ * (started with the first transfer, asleep while none is in flight,
+ * joined by uvp_curl_close).  When one call has run `ms` milliseconds
+ * and, over the next 20 ms, is still reading a TCP connection (64 KiB or
+ * more of it), the binding shuts that connection down (shutdown(2): the
+ * descriptor stays libcurl's); libcurl's read then fails once the bytes
+ * already received are read (at most the socket's receive buffer), the
+ * call returns, and the loop goes on.  Every transfer on that connection
+ * (HTTP/2 streams share one) rejects with UV_ETIMEDOUT, its payload
+ * keeping libcurl's code and saying "the binding ended the connection:
+ * one call into libcurl read it for N ms without returning".  Other
+ * connections are not touched: a call that takes long for another reason
+ * (a callback of the program's, a lookup's thread being joined) reads
+ * nothing and is let be.
+ *
+ * So a deadline (or a timeout) holds against such a server to within `ms`
+ * plus about a quarter of it (the watchdog looks that often) plus 20 ms
+ * and the time to read what was queued: with the default, about 1.3 s
+ * late at most when the flood begins as the deadline is set (measured:
+ * test-curl test_h2_flood, test-e2e-fanout-faults test_h2_flood).  A
+ * calls's work is bounded otherwise in libcurl 7.88 (100 reads of at most
+ * CURLOPT_BUFFERSIZE for HTTP/1, or up to the first data of the stream
+ * for HTTP/2): a well-behaved server never comes near a second.  Linux
+ * only (it reads TCP_INFO and FIONREAD); elsewhere this call sets the
+ * value and nothing watches.  Loop thread.  Errors: UV_EINVAL (NULL c, or
+ * closed). */
+UVP_CURL_EXTERN int uvp_curl_set_busy_limit(uvp_curl_t *c, uint64_t ms);
+
 /** Print every transfer in flight, one per line, as (the core's
  * uvp_ctx_dump_tasks says more: what waits on each, its group, deadline)
  *   HTTP GET https://example.org/ for 1234 ms (promise at app.c:12)

@@ -39,10 +39,36 @@
  * transfer's promise (uvp_deadline_watch), and when it passes the promise
  * rejects with UV_ETIMEDOUT and on_cancel takes the transfer out of the
  * multi, as any cancellation does.  (Not CURLOPT_TIMEOUT_MS: a deadline
- * is the scope's, shared with everything else the request started.) */
+ * is the scope's, shared with everything else the request started.)
+ *
+ * The busy limit (issue 51).  A deadline, libcurl's timeouts and every
+ * other handle of the loop wait while the loop thread is inside libcurl,
+ * and libcurl 7.88 can stay there as long as a server wants: its HTTP/2
+ * read loop (cf_h2_recv) reads until the socket is empty or the stream
+ * it serves has data, and a server sending only control frames
+ * (WINDOW_UPDATE, PING) faster than the client parses them keeps it from
+ * either; no option of libcurl's or nghttp2's bounds it, and no callback
+ * of the program's runs inside it.  So a watchdog thread (one per
+ * binding, started with the first transfer, asleep while none runs)
+ * watches the calls into libcurl: each curl_multi_socket_action notes its
+ * start (busy_gen odd, busy_since).  One that has run `busy_limit` ms
+ * has its connection found by what it reads: of the sockets libcurl asked
+ * the binding to watch (wd_fds, kept under wd_lock), the one whose bytes
+ * are consumed over the next 20 ms (TCP_INFO's bytes received less the
+ * growth of FIONREAD's queue: nothing else reads while the loop thread is
+ * inside libcurl).  The watchdog shuts that socket down (shutdown, never
+ * close: the descriptor stays libcurl's, and libcurl tells the binding
+ * before it closes one, CURL_POLL_REMOVE, which waits for wd_lock, so a
+ * descriptor number is never shut down after libcurl has reused it);
+ * libcurl's next recv on it then fails (the reset) or ends (EOF) once the
+ * bytes already queued are read, and the call returns.  The transfers of
+ * that connection fail, and finish() turns their libcurl error into
+ * UV_ETIMEDOUT (it knows them by the connection's ports and peer, kept in
+ * wd_kills).  Linux only (TCP_INFO, FIONREAD); elsewhere no watchdog. */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +76,15 @@
 #include <strings.h>
 
 #include "uvp-curl.h"
+
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#define UVP_CURL_WATCHDOG 1
+#endif
 
 typedef struct xfer_s xfer_t;
 typedef struct sock_s sock_t;
@@ -83,6 +118,24 @@ typedef struct fetch_s {
 } fetch_t;
 
 enum { X_ADDED = 0, X_ADD_PENDING, X_REMOVE_PENDING };
+
+/* A socket the watchdog may look at (one libcurl asked the binding to
+ * watch), and what it saw of it at its last look. */
+typedef struct wd_fd_s {
+  curl_socket_t fd;
+  bool sampled;
+  bool ended;        /* shut down by the watchdog */
+  uint64_t received; /* TCP_INFO tcpi_bytes_received */
+  int queued;        /* FIONREAD */
+} wd_fd_t;
+
+/* A connection the watchdog ended: its ends, to know its transfers by. */
+typedef struct wd_kill_s {
+  long local_port, peer_port;
+  char peer[64];
+} wd_kill_t;
+
+#define WD_KILLS 16
 
 struct xfer_s {
   uvp_curl_t *c;
@@ -121,6 +174,20 @@ struct uvp_curl_s {
   slot_t *slots;
   size_t nslots;
   uvp_curl_stats_t stats;
+  /* The busy limit's watchdog (see the top).  busy_gen and busy_since are
+   * written by the loop thread only; the rest after wd_started is shared,
+   * under wd_lock. */
+  _Atomic uint64_t busy_gen;   /* odd while inside curl_multi_socket_action */
+  _Atomic uint64_t busy_since; /* uv_hrtime() as that call began */
+  _Atomic uint64_t wd_kills_total;
+  uint64_t busy_limit_ms; /* 0: no watchdog */
+  bool wd_started, wd_stop, wd_active, wd_sleeping;
+  uv_thread_t wd_thread;
+  uv_mutex_t wd_lock;
+  uv_cond_t wd_cond;
+  wd_fd_t *wd_fds;
+  size_t wd_nfds, wd_cap;
+  wd_kill_t wd_kills[WD_KILLS];
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -260,6 +327,7 @@ static uvp_curl_error_t *error_new(CURLcode code, const char *msg) {
 /* ---- the binding's handles ----------------------------------------------- */
 
 static void binding_free(uvp_curl_t *c) {
+  free(c->wd_fds);
   free(c->buckets);
   free(c->slots);
   free(c);
@@ -278,6 +346,8 @@ static void on_handle_closed(uv_handle_t *h) { handle_gone(h->data); }
  * (UVP_CLOCK_AUTO) to the loop's pace: a reply on its way beats a virtual
  * timeout it would beat in real time.  Called as running goes from 0 to 1
  * and back. */
+static void wd_set_active(uvp_curl_t *c, bool active);
+
 static void keep_set(uvp_curl_t *c) {
   if (c->stats.running > 0) {
     uv_ref((uv_handle_t *)&c->keep);
@@ -286,6 +356,244 @@ static void keep_set(uvp_curl_t *c) {
     uv_unref((uv_handle_t *)&c->keep);
     (void)uvp_clock_unhold(c->ctx);
   }
+  wd_set_active(c, c->stats.running > 0);
+}
+
+/* ---- the busy limit's watchdog (see the top) ------------------------------
+ */
+
+#define WD_SAMPLE_MS 20
+#define WD_CONSUMED (64 * 1024) /* bytes read in WD_SAMPLE_MS: the one */
+
+#ifdef UVP_CURL_WATCHDOG
+/* What the kernel says of a TCP socket: bytes received so far, and how
+ * many of them nobody has read yet.  False for any other socket. */
+/* glibc's struct tcp_info stops before the fields Linux added in 4.1
+ * (<linux/tcp.h> has them, but clashes with <netinet/tcp.h>, which libuv
+ * includes): they follow it, the first at offset 104. */
+_Static_assert(sizeof(struct tcp_info) == 104, "glibc's tcp_info changed");
+typedef struct wd_tcp_info_s {
+  struct tcp_info glibc;
+  uint64_t pacing_rate, max_pacing_rate, bytes_acked;
+  uint64_t bytes_received; /* tcpi_bytes_received */
+} wd_tcp_info_t;
+
+static bool wd_read(curl_socket_t fd, uint64_t *received, int *queued) {
+  wd_tcp_info_t ti;
+  socklen_t len = sizeof(ti);
+  memset(&ti, 0, sizeof(ti));
+  if (ioctl(fd, FIONREAD, queued) != 0 ||
+      getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      len < offsetof(wd_tcp_info_t, bytes_received) + sizeof(uint64_t))
+    return false;
+  *received = ti.bytes_received;
+  return true;
+}
+
+static long port_of(const struct sockaddr_storage *a) {
+  if (a->ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)(const void *)a)->sin_port);
+  if (a->ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)(const void *)a)->sin6_port);
+  return -1;
+}
+
+/* End the connection of w (under wd_lock), noting its ends first. */
+static void wd_kill(uvp_curl_t *c, wd_fd_t *w) {
+  uint64_t n = atomic_load(&c->wd_kills_total);
+  wd_kill_t *k = &c->wd_kills[n % WD_KILLS];
+  struct sockaddr_storage a;
+  socklen_t alen = sizeof(a);
+  memset(k, 0, sizeof(*k));
+  k->local_port = k->peer_port = -1;
+  if (getsockname(w->fd, (struct sockaddr *)&a, &alen) == 0)
+    k->local_port = port_of(&a);
+  alen = sizeof(a);
+  if (getpeername(w->fd, (struct sockaddr *)&a, &alen) == 0) {
+    k->peer_port = port_of(&a);
+    const void *ip =
+        a.ss_family == AF_INET6
+            ? (const void *)&((struct sockaddr_in6 *)(void *)&a)->sin6_addr
+            : (const void *)&((struct sockaddr_in *)(void *)&a)->sin_addr;
+    if (inet_ntop(a.ss_family, ip, k->peer, sizeof(k->peer)) == NULL)
+      k->peer[0] = '\0';
+  }
+  (void)shutdown(w->fd, SHUT_RDWR);
+  atomic_store(&c->wd_kills_total, n + 1);
+}
+
+/* Both looks at every socket (under wd_lock): the first notes what the
+ * kernel says, the second, WD_SAMPLE_MS later and only if the same call
+ * into libcurl (gen) still runs, ends each socket that call has read
+ * WD_CONSUMED bytes of meanwhile.  A socket added since is not judged. */
+static void wd_look(uvp_curl_t *c, bool judge, uint64_t gen) {
+  for (size_t i = 0; i < c->wd_nfds; i++) {
+    wd_fd_t *w = &c->wd_fds[i];
+    uint64_t received;
+    int queued;
+    bool ok = wd_read(w->fd, &received, &queued);
+    if (!judge) {
+      w->sampled = ok;
+      w->received = received;
+      w->queued = queued;
+      continue;
+    }
+    if (!w->sampled || w->ended || !ok || received < w->received)
+      continue;
+    int64_t consumed = (int64_t)(received - w->received) -
+                       ((int64_t)queued - (int64_t)w->queued);
+    w->sampled = false;
+    if (consumed >= WD_CONSUMED && atomic_load(&c->busy_gen) == gen) {
+      wd_kill(c, w);
+      w->ended = true;
+    }
+  }
+}
+
+static void wd_main(void *arg) {
+  uvp_curl_t *c = arg;
+  uint64_t sampled = 0; /* the call whose sockets were looked at once */
+  uv_mutex_lock(&c->wd_lock);
+  while (!c->wd_stop) {
+    uint64_t limit = c->busy_limit_ms;
+    if (!c->wd_active || limit == 0) {
+      sampled = 0;
+      c->wd_sleeping = true;
+      uv_cond_wait(&c->wd_cond, &c->wd_lock);
+      c->wd_sleeping = false;
+      continue;
+    }
+    uint64_t gen = atomic_load(&c->busy_gen);
+    uint64_t since = atomic_load(&c->busy_since);
+    if (atomic_load(&c->busy_gen) != gen)
+      continue; /* a call began or ended meanwhile: look again */
+    uint64_t now = uv_hrtime(), limit_ns = limit * 1000000u, wait_ms;
+    if ((gen & 1) && now - since >= limit_ns) {
+      wd_look(c, sampled == gen, gen);
+      sampled = sampled == gen ? 0 : gen;
+      wait_ms = WD_SAMPLE_MS;
+    } else if (gen & 1) {
+      sampled = 0;
+      wait_ms = (since + limit_ns - now) / 1000000u + 1;
+    } else {
+      sampled = 0;
+      wait_ms = limit / 4 + 1;
+    }
+    (void)uv_cond_timedwait(&c->wd_cond, &c->wd_lock, wait_ms * 1000000u);
+  }
+  uv_mutex_unlock(&c->wd_lock);
+}
+#endif
+
+/* Transfers are in flight (or no longer): wake the watchdog, started with
+ * the first transfer, or let it sleep. */
+static void wd_set_active(uvp_curl_t *c, bool active) {
+#ifdef UVP_CURL_WATCHDOG
+  if (!c->wd_started) {
+    if (!active || c->busy_limit_ms == 0 || c->closing)
+      return;
+    if (uv_mutex_init(&c->wd_lock) != 0)
+      return;
+    if (uv_cond_init(&c->wd_cond) != 0) {
+      uv_mutex_destroy(&c->wd_lock);
+      return;
+    }
+    c->wd_stop = false;
+    c->wd_active = true;
+    if (uv_thread_create(&c->wd_thread, wd_main, c) != 0) {
+      uv_cond_destroy(&c->wd_cond);
+      uv_mutex_destroy(&c->wd_lock);
+      return; /* no watchdog: the busy limit does not hold */
+    }
+    c->wd_started = true;
+    return;
+  }
+  uv_mutex_lock(&c->wd_lock);
+  c->wd_active = active;
+  if (active && c->wd_sleeping)
+    uv_cond_signal(&c->wd_cond);
+  uv_mutex_unlock(&c->wd_lock);
+#else
+  (void)c;
+  (void)active;
+#endif
+}
+
+/* Stop the watchdog for good (uvp_curl_close). */
+static void wd_end(uvp_curl_t *c) {
+  c->busy_limit_ms = 0; /* and no new one */
+#ifdef UVP_CURL_WATCHDOG
+  if (!c->wd_started)
+    return;
+  uv_mutex_lock(&c->wd_lock);
+  c->wd_stop = true;
+  uv_cond_signal(&c->wd_cond);
+  uv_mutex_unlock(&c->wd_lock);
+  uv_thread_join(&c->wd_thread);
+  uv_cond_destroy(&c->wd_cond);
+  uv_mutex_destroy(&c->wd_lock);
+  c->wd_started = false;
+#endif
+}
+
+/* libcurl watches fd now, or no longer (before it closes it). */
+static int wd_fd_add(uvp_curl_t *c, curl_socket_t fd) {
+  int rc = 0;
+  if (c->wd_started)
+    uv_mutex_lock(&c->wd_lock);
+  if (c->wd_nfds == c->wd_cap) {
+    size_t n = c->wd_cap ? c->wd_cap * 2 : 16;
+    wd_fd_t *a = realloc(c->wd_fds, n * sizeof(*a));
+    if (a == NULL) {
+      rc = UV_ENOMEM;
+      goto out;
+    }
+    c->wd_fds = a;
+    c->wd_cap = n;
+  }
+  c->wd_fds[c->wd_nfds++] = (wd_fd_t){fd, false, false, 0, 0};
+out:
+  if (c->wd_started)
+    uv_mutex_unlock(&c->wd_lock);
+  return rc;
+}
+
+static void wd_fd_remove(uvp_curl_t *c, curl_socket_t fd) {
+  if (c->wd_started)
+    uv_mutex_lock(&c->wd_lock);
+  for (size_t i = 0; i < c->wd_nfds; i++)
+    if (c->wd_fds[i].fd == fd) {
+      c->wd_fds[i] = c->wd_fds[--c->wd_nfds];
+      break;
+    }
+  if (c->wd_started)
+    uv_mutex_unlock(&c->wd_lock);
+}
+
+/* Did the watchdog end the connection of this finished transfer? */
+static bool wd_ended(uvp_curl_t *c, CURL *easy) {
+  uint64_t n = atomic_load(&c->wd_kills_total);
+  long lport = -1, pport = -1;
+  char *ip = NULL;
+  if (n == 0 ||
+      curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &lport) != CURLE_OK ||
+      curl_easy_getinfo(easy, CURLINFO_PRIMARY_PORT, &pport) != CURLE_OK ||
+      curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK ||
+      ip == NULL || lport <= 0)
+    return false;
+  bool found = false;
+#ifdef UVP_CURL_WATCHDOG
+  if (c->wd_started)
+    uv_mutex_lock(&c->wd_lock);
+  for (uint64_t i = 0; i < n && i < WD_KILLS && !found; i++) {
+    const wd_kill_t *k = &c->wd_kills[(n - 1 - i) % WD_KILLS];
+    found = k->local_port == lport && k->peer_port == pport &&
+            strcmp(k->peer, ip) == 0;
+  }
+  if (c->wd_started)
+    uv_mutex_unlock(&c->wd_lock);
+#endif
+  return found;
 }
 
 /* ---- transfers by easy handle -------------------------------------------- */
@@ -452,6 +760,7 @@ static void xfer_abandon(uvp_curl_t *c, xfer_t *x) {
 }
 
 static void on_cancel(uvp_promise_t *p, void *arg);
+static void socket_action(uvp_curl_t *c, curl_socket_t fd, int flags);
 static int add_now(uvp_curl_t *c, xfer_t *x);
 static void finish(uvp_curl_t *c, xfer_t *x, CURLcode result);
 
@@ -476,9 +785,8 @@ static void drain(uvp_curl_t *c) {
       } else if (x->state == X_ADD_PENDING) {
         int rc = add_now(c, x);
         if (rc == 0) {
-          int running;
           enter(c);
-          curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+          socket_action(c, CURL_SOCKET_TIMEOUT, 0);
           c->depth--;
         } else { /* not added after all: the promise says why */
           uvp_promise_t *p = x->p;
@@ -508,10 +816,18 @@ static void drain(uvp_curl_t *c) {
 
 /* ---- the multi-socket glue ----------------------------------------------- */
 
-static void action(uvp_curl_t *c, curl_socket_t fd, int flags) {
+/* curl_multi_socket_action, its time watched by the busy limit. */
+static void socket_action(uvp_curl_t *c, curl_socket_t fd, int flags) {
   int running;
-  enter(c);
+  atomic_store_explicit(&c->busy_since, uv_hrtime(), memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->busy_gen, 1, memory_order_release);
   curl_multi_socket_action(c->multi, fd, flags, &running);
+  atomic_fetch_add_explicit(&c->busy_gen, 1, memory_order_release);
+}
+
+static void action(uvp_curl_t *c, curl_socket_t fd, int flags) {
+  enter(c);
+  socket_action(c, fd, flags);
   leave(c);
 }
 
@@ -607,6 +923,7 @@ static void on_sock_closed(uv_handle_t *h) {
 
 /* libcurl is done with s: stop watching it; its handle closes. */
 static void sock_drop(uvp_curl_t *c, sock_t *s) {
+  wd_fd_remove(c, s->fd);
   slot_t *slot = (size_t)s->fd < c->nslots ? &c->slots[s->fd] : NULL;
   if (slot != NULL && slot->cur == s)
     slot->cur = NULL;
@@ -660,6 +977,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     if (slot->cur != NULL) /* closed behind our back: never watched twice */
       sock_drop(c, slot->cur);
     slot->cur = s;
+    (void)wd_fd_add(c, fd); /* without it, only the busy limit misses it */
   }
   s->events = events;
   if (s->started || slot->closing == NULL) {
@@ -690,6 +1008,7 @@ int uvp_curl_new(uvp_ctx_t *ctx, uvp_curl_t **out) {
     return UV_ENOMEM;
   c->ctx = ctx;
   c->loop = loop;
+  c->busy_limit_ms = UVP_CURL_BUSY_LIMIT_DEFAULT;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     free(c);
     return UV_ENOMEM;
@@ -736,6 +1055,7 @@ int uvp_curl_close(uvp_curl_t *c) {
     return UV_EINVAL;
   if (c->depth > 0)
     return UV_EBUSY;
+  wd_end(c);
   /* Every transfer still in flight: out of the multi, then its promise
    * cancelled without our hook (its work is done here).  After
    * uvp_ctx_close none is left: the teardown ran the hooks. */
@@ -768,6 +1088,25 @@ int uvp_curl_close(uvp_curl_t *c) {
   curl_global_cleanup();
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->keep, on_handle_closed);
+  return 0;
+}
+
+int uvp_curl_set_busy_limit(uvp_curl_t *c, uint64_t ms) {
+  if (c == NULL || c->closing)
+    return UV_EINVAL;
+#ifdef UVP_CURL_WATCHDOG
+  if (c->wd_started) {
+    uv_mutex_lock(&c->wd_lock);
+    c->busy_limit_ms = ms;
+    if (c->wd_sleeping)
+      uv_cond_signal(&c->wd_cond);
+    uv_mutex_unlock(&c->wd_lock);
+    return 0;
+  }
+#endif
+  c->busy_limit_ms = ms;
+  if (c->stats.running > 0)
+    wd_set_active(c, true);
   return 0;
 }
 
@@ -970,7 +1309,16 @@ static void finish(uvp_curl_t *c, xfer_t *x, CURLcode result) {
       conns > 0)
     c->stats.connects += (uint64_t)conns;
   c->stats.finished++;
-  if (x->fail != 0) {
+  if (result != CURLE_OK && x->fail == 0 && wd_ended(c, x->easy)) {
+    char msg[2 * CURL_ERROR_SIZE];
+    snprintf(msg, sizeof(msg),
+             "the binding ended the connection: one call into libcurl read "
+             "it for %llu ms without returning (busy limit; libcurl said: "
+             "%s)",
+             (unsigned long long)c->busy_limit_ms,
+             x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(result));
+    uvp_promise_reject(x->p, UV_ETIMEDOUT, error_new(result, msg), free);
+  } else if (x->fail != 0) {
     const char *msg = x->fail_msg != NULL ? x->fail_msg : uvp_strerror(x->fail);
     uvp_promise_reject(x->p, x->fail, error_new(CURLE_WRITE_ERROR, msg), free);
   } else if (result != CURLE_OK) {
