@@ -10,10 +10,15 @@
  * bytes: the HTTP/2 connection preface (prior knowledge) or an HTTP/1.1
  * request asking for an Upgrade to h2c, which it grants (101).  Then it
  * sends an empty SETTINGS and the ACK of the client's, and then only
- * WINDOW_UPDATE frames on the connection (increment 1), or PING frames,
+ * WINDOW_UPDATE frames on the connection (increment 1), or PING frames
+ * each followed by a frame of an unknown type (64 bytes, which HTTP/2
+ * says to ignore: so that fewer than 1000 PINGs come in libcurl's 32 KiB
+ * reads, nghttp2's limit on the ACKs it queues, NGHTTP2_ERR_FLOODED),
  * reading and dropping what the client sends meanwhile (its PING ACKs),
- * until the client is gone or `secs` seconds have passed since the
- * listener was made.  Nothing of it touches the test's loop. */
+ * until the client is gone, a second passes with nothing sent or read (a
+ * client that gave up but kept the connection), or `secs` seconds have
+ * passed since the listener was made.  Nothing of it touches the test's loop.
+ */
 #ifndef UVP_TEST_CURL_H2_FLOOD_H
 #define UVP_TEST_CURL_H2_FLOOD_H
 
@@ -133,17 +138,22 @@ static void h2_flood_run(void *arg) {
   /* The flood: a block of whole frames, sent again and again from where
    * the last send stopped, so that the byte stream stays whole frames. */
   enum { FRAMES = 4096 };
-  static unsigned char block[FRAMES * 17];
+  static unsigned char block[FRAMES * (17 + 73)];
+  static const char pad[64];
   size_t flen = 0;
   for (int i = 0; i < FRAMES; i++) {
-    if (s->kind == FLOOD_PING)
+    if (s->kind == FLOOD_PING) {
       flen += h2_frame(block + flen, 6, 0, 0, "12345678", 8);
-    else
+      flen += h2_frame(block + flen, 0xb0, 0, 0, pad, sizeof(pad));
+    } else {
       flen += h2_frame(block + flen, 8, 0, 0, "\0\0\0\1", 4);
+    }
   }
-  uint64_t t0 = uv_hrtime();
+  uint64_t t0 = uv_hrtime(), moved = t0;
   size_t off = 0;
   while (h2_flood_left_ms(s) > 0) {
+    if (uv_hrtime() - moved > 1000000000u)
+      break; /* a second with nothing sent or read: the client is stuck */
     struct pollfd pf = {c, POLLIN | POLLOUT, 0};
     if (poll(&pf, 1, 100) < 0 && errno != EINTR)
       break;
@@ -153,12 +163,15 @@ static void h2_flood_run(void *arg) {
       ssize_t n = recv(c, in, sizeof(in), 0);
       if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
         break;
+      if (n > 0)
+        moved = uv_hrtime();
     }
     if (pf.revents & POLLOUT) {
       ssize_t n = send(c, block + off, flen - off, MSG_NOSIGNAL);
       if (n < 0 && errno != EAGAIN && errno != EINTR)
         break;
       if (n > 0) {
+        moved = uv_hrtime();
         s->flooded += (uint64_t)n;
         off = (off + (size_t)n) % flen;
       }

@@ -11,6 +11,8 @@
 
 #include "servers.h"
 
+#include "h2-flood.h"
+
 #include "demo-server.h"
 #include "response.h"
 
@@ -977,6 +979,118 @@ static void test_virtual_clock_in_a_row(void **state) {
   uv_run(&f->loop, UV_RUN_NOWAIT);
 }
 
+/* A hostile HTTP/2 server (h2-flood.h: nothing but WINDOW_UPDATE frames,
+ * or PING frames, as fast as it can, for 10 s) kept libcurl 7.88 inside
+ * one curl_multi_socket_action, and the loop with it, for as long as it
+ * flooded (issue 51): a deadline of 2.5 s ended the transfer after 10 s,
+ * and a transfer to a well-behaved server waited as long.  The binding's
+ * busy limit (1 s by default) ends the flooded connection: the transfer
+ * rejects with UV_ETIMEDOUT in about 1.1 s, the other one completes in
+ * time (as the loop gets control back), and the flood stops when the
+ * client is gone.  The same with PING frames, which the client answers.
+ * (PINGs alone, over 1000 in one of libcurl's reads, nghttp2 stops by
+ * itself: NGHTTP2_ERR_FLOODED, EPROTO.)  With the limit off (0) a
+ * WINDOW_UPDATE flood holds the call as long as the server floods (2 s
+ * here): nothing else bounds it. */
+static int h2_prior_knowledge(void *arg, CURL *e) {
+  (void)arg;
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+                   (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+  return 0;
+}
+
+static double ms_since(uint64_t t0) { return (double)(uv_hrtime() - t0) / 1e6; }
+
+static void h2_flood_round(fixture_t *f, uvp_curl_t *c, int kind, unsigned secs,
+                           double *flood_ms, double *ok_ms,
+                           uvp_promise_t **flooded) {
+  h2_flood_t fl;
+  assert_int_equal(h2_flood_start(&fl, kind, secs), 0);
+  thread_server_t good;
+  thread_server_start(&good, 300);
+  char *fu = url_of(fl.port, "/"), *gu = url_of(good.port, "/");
+  uvp_curl_fetch_opts_t o = {.setup = h2_prior_knowledge};
+  uvp_promise_t *pf, *pg;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_deadline_set(f->ctx, 2500), 0);
+  assert_int_equal(uvp_curl_fetch(c, fu, &o, &pf), 0);
+  assert_int_equal(uvp_curl_get(c, gu, &pg), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  assert_int_equal(uvp_promise_mark_handled(pf), 0);
+  run_until_settled(f, pg);
+  *ok_ms = ms_since(t0);
+  run_until_settled(f, pf);
+  *flood_ms = ms_since(t0);
+  h2_flood_join(&fl);
+  thread_server_join(&good);
+  void *payload = NULL;
+  int code = uvp_promise_state(pf) == UVP_REJECTED
+                 ? uvp_promise_reason(pf, &payload)
+                 : 0;
+  const uvp_curl_error_t *e = payload;
+  printf("%s flood: %s after %.1f ms (%s); the server flooded %.1f MB in "
+         "%.0f ms; the good one: %s after %.1f ms\n",
+         kind == FLOOD_PING ? "PING" : "WINDOW_UPDATE",
+         code != 0 ? uvp_curl_err_name(code) : "value", *flood_ms,
+         e != NULL ? e->message : "no payload: the deadline",
+         (double)fl.flooded / 1e6, fl.flood_ms,
+         uvp_promise_state(pg) == UVP_FULFILLED ? "200" : "rejected", *ok_ms);
+  assert_true(fl.connected);
+  assert_int_equal(uvp_promise_state(pg), UVP_FULFILLED);
+  assert_int_equal(response_of(pg)->status, 200);
+  uvp_promise_release(pg);
+  free(fu);
+  free(gu);
+  *flooded = pf;
+}
+
+/* (Each in a test of its own: the fixture's scope keeps its deadline.) */
+static void test_h2_flood_window_update(void **state) {
+  fixture_t *f = *state;
+  uvp_curl_t *c = curl_new(f);
+  double ms, ok_ms;
+  uvp_promise_t *p;
+  h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, 10, &ms, &ok_ms, &p);
+  expect_rejection(p, UV_ETIMEDOUT, "the binding ended the connection");
+  assert_true(ms < 2500 + 500);
+  assert_true(ok_ms < 2500);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_curl_set_busy_limit(NULL, 0), UV_EINVAL);
+  finish(f, c, NULL);
+}
+
+/* PING frames (among ignored ones, fewer than nghttp2's 1000 unanswered
+ * per read): the client answers each, the server reads the answers, and
+ * the call holds as with WINDOW_UPDATE. */
+static void test_h2_flood_ping(void **state) {
+  fixture_t *f = *state;
+  uvp_curl_t *c = curl_new(f);
+  double ms, ok_ms;
+  uvp_promise_t *p;
+  h2_flood_round(f, c, FLOOD_PING, 10, &ms, &ok_ms, &p);
+  expect_rejection(p, UV_ETIMEDOUT, "the binding ended the connection");
+  assert_true(ms < 2500 + 500);
+  assert_true(ok_ms < 2500);
+  uvp_promise_release(p);
+  finish(f, c, NULL);
+}
+
+/* The limit off: the call lasts as long as the flood, 2 s, and the other
+ * transfer waits as long. */
+static void test_h2_flood_no_limit(void **state) {
+  fixture_t *f = *state;
+  uvp_curl_t *c = curl_new(f);
+  assert_int_equal(uvp_curl_set_busy_limit(c, 0), 0);
+  double ms, ok_ms;
+  uvp_promise_t *p;
+  h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, 2, &ms, &ok_ms, &p);
+  assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
+  assert_true(ms >= 1500);
+  assert_true(ok_ms >= 1500);
+  uvp_promise_release(p);
+  finish(f, c, NULL);
+}
+
 static void test_all_settled(void **state) {
   fixture_t *f = *state;
   hostile_t s;
@@ -1406,6 +1520,9 @@ int main(void) {
       FIXTURE_TEST(test_timeout_and_race),
       FIXTURE_TEST(test_virtual_clock),
       FIXTURE_TEST(test_virtual_clock_in_a_row),
+      QUIET_TEST(test_h2_flood_window_update),
+      QUIET_TEST(test_h2_flood_ping),
+      QUIET_TEST(test_h2_flood_no_limit),
       FIXTURE_TEST(test_all_settled),
       FIXTURE_TEST(test_fiber),
       FIXTURE_TEST(test_group),

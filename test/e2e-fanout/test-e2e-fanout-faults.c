@@ -9,6 +9,8 @@
 
 #include "demo-server.h"
 
+#include "../curl/h2-flood.h"
+
 /* ---- heads: a server of endless response heads --------------------------- */
 
 /* Plain libuv on the test's loop; each connection reads one request and
@@ -347,6 +349,51 @@ static void test_header_cap(void **state) {
   free(rep);
 }
 
+/* A hostile HTTP/2 server (../curl/h2-flood.h: after the Upgrade to h2c,
+ * nothing but WINDOW_UPDATE frames, as fast as it can, for 10 s) kept
+ * uvp-fanout inside one call into libcurl for as long as it flooded
+ * (issue 51): -d 3000 ended the run after 10 s, and the other URLs waited
+ * as long.  The binding's busy limit ends the flooded connection after
+ * about a second: its row is ETIMEDOUT within the deadline, the other
+ * server's answers (heads_t's plain 200, which ignores the Upgrade; the
+ * demo server refuses one with 400) come in time, and the run ends when
+ * its last request does. */
+static void test_h2_flood(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  heads_t heads;
+  heads_start(&f->loop, &heads);
+  e.heads = &heads;
+  h2_flood_t fl;
+  assert_int_equal(h2_flood_start(&fl, FLOOD_WINDOW_UPDATE, 10), 0);
+  char flood[64], plain[64];
+  snprintf(flood, sizeof(flood), "http://127.0.0.1:%d/", fl.port);
+  snprintf(plain, sizeof(plain), "http://127.0.0.1:%d/plain", heads.port);
+  char *opts[] = {"--http2", "-c", "4", "-d", "3000", NULL};
+  char *urls[] = {strdup(flood), strdup(plain), url_fmt("%s?2", plain), NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  double ms = run_fanout(f, &e, NULL, opts, urls, rep);
+  h2_flood_join(&fl);
+  print_message(
+      "run %.1f ms; flood row %s after %.1f ms (%s); the server "
+      "flooded %.1f MB in %.0f ms\n",
+      ms, jstr(&rep->rows[0], "result"), jnum(&rep->rows[0], "latency_ms"),
+      jstr(&rep->rows[0], "message"), (double)fl.flooded / 1e6, fl.flood_ms);
+  assert_int_equal(rep->nrows, 3);
+  assert_true(fl.connected);
+  expect_error(&rep->rows[0], "ETIMEDOUT");
+  assert_true(jnum(&rep->rows[0], "latency_ms") < 3000 + 500);
+  for (int i = 1; i < 3; i++) {
+    expect_status(&rep->rows[i], 200, 2);
+    assert_true(jnum(&rep->rows[i], "latency_ms") < 3000);
+  }
+  assert_true(ms < 3000 + 1000);
+  free_urls(urls);
+  free(rep);
+}
+
 /* -f: blank lines and comments skipped, CRLF and blanks trimmed, order
  * kept, and URLs from the command line first. */
 static void test_url_file(void **state) {
@@ -519,6 +566,7 @@ int main(int argc, char **argv) {
       FIXTURE_TEST(test_url_file),        FIXTURE_TEST(test_many_few_slots),
       FIXTURE_TEST(test_huge_url_table),  FIXTURE_TEST(test_serve),
       FIXTURE_TEST(test_faults_valgrind), FIXTURE_TEST(test_header_cap),
+      FIXTURE_TEST(test_h2_flood),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
