@@ -1310,14 +1310,17 @@ static void finish(uvp_curl_t *c, xfer_t *x, CURLcode result) {
     c->stats.connects += (uint64_t)conns;
   c->stats.finished++;
   if (result != CURLE_OK && x->fail == 0 && wd_ended(c, x->easy)) {
-    char msg[2 * CURL_ERROR_SIZE];
-    snprintf(msg, sizeof(msg),
-             "the binding ended the connection: one call into libcurl read "
-             "it for %llu ms without returning (busy limit; libcurl said: "
-             "%s)",
-             (unsigned long long)c->busy_limit_ms,
-             x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(result));
-    uvp_promise_reject(x->p, UV_ETIMEDOUT, error_new(result, msg), free);
+    uvp_curl_error_t *e = malloc(sizeof(*e));
+    if (e != NULL) { /* (libcurl's words cut short: the whole fits) */
+      e->code = result;
+      snprintf(e->message, sizeof(e->message),
+               "the binding ended the connection: one call into libcurl "
+               "read it for %llu ms without returning (busy limit; libcurl "
+               "said: %.96s)",
+               (unsigned long long)c->busy_limit_ms,
+               x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(result));
+    }
+    uvp_promise_reject(x->p, UV_ETIMEDOUT, e, free);
   } else if (x->fail != 0) {
     const char *msg = x->fail_msg != NULL ? x->fail_msg : uvp_strerror(x->fail);
     uvp_promise_reject(x->p, x->fail, error_new(CURLE_WRITE_ERROR, msg), free);
