@@ -37,7 +37,10 @@
  * threads calls curl_global_init itself before starting them (the
  * bindings' calls then only count).  A binding belongs to its loop's
  * thread: its multi handle, easy handles and callbacks are only touched
- * there.
+ * there.  Each binding also has a watchdog thread of its own for the busy
+ * limit (uvp_curl_set_busy_limit; Linux), started with its first transfer
+ * and joined by uvp_curl_close: it never calls libcurl, uvp or libuv's
+ * loop, only reads its sockets' counters and may shut one down.
  * libcurl's threaded resolver (Debian's libcurl uses it; "AsynchDNS")
  * looks a host name up with getaddrinfo on a thread it starts for that
  * lookup, which tells the loop thread through a socket pair the binding
@@ -251,7 +254,11 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * operations are: when it passes the promise rejects with UV_ETIMEDOUT
  * and the transfer is removed as above.  In the core's task dump
  * (uvp_ctx_dump_tasks) a transfer something waits on shows as "HTTP GET
- * url" with its group, deadline and scope slots.
+ * url" with its group, deadline and scope slots.  A deadline or a
+ * timeout can only act while the loop runs, not while libcurl keeps the
+ * loop thread: against a server that floods HTTP/2 control frames it
+ * holds to within the busy limit (uvp_curl_set_busy_limit, 1 s by
+ * default), whose rejection is UV_ETIMEDOUT as well.
  *
  * While a transfer is in flight the binding keeps uv_run() going; its
  * sockets and timer do not otherwise.  It also holds a virtual clock
@@ -451,17 +458,20 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * (a callback of the program's, a lookup's thread being joined) reads
  * nothing and is let be.
  *
- * So a deadline (or a timeout) holds against such a server to within `ms`
- * plus about a quarter of it (the watchdog looks that often) plus 20 ms
- * and the time to read what was queued: with the default, about 1.3 s
- * late at most when the flood begins as the deadline is set (measured:
- * test-curl test_h2_flood, test-e2e-fanout-faults test_h2_flood).  A
- * calls's work is bounded otherwise in libcurl 7.88 (100 reads of at most
- * CURLOPT_BUFFERSIZE for HTTP/1, or up to the first data of the stream
- * for HTTP/2): a well-behaved server never comes near a second.  Linux
- * only (it reads TCP_INFO and FIONREAD); elsewhere this call sets the
- * value and nothing watches.  Loop thread.  Errors: UV_EINVAL (NULL c, or
- * closed). */
+ * So the loop is held at most `ms`, plus about a quarter of it (the
+ * watchdog looks that often), plus 20 ms, plus the time to read what was
+ * queued; a deadline or a timeout that fell due meanwhile acts then.
+ * With the default: about 1.03 s after the flood begins, 1.3 s at most
+ * (test-curl test_h2_flood_window_update and _ping, a deadline of 2.5 s;
+ * test-e2e-fanout-faults test_h2_flood, uvp-fanout -d 3000).  A PING
+ * flood dense enough to put over 1000 PINGs in one of libcurl's 32 KiB
+ * reads is refused by nghttp2 itself (NGHTTP2_ERR_FLOODED: UV_EPROTO at
+ * once).  A call's work is bounded otherwise in libcurl 7.88 (100 reads
+ * of at most CURLOPT_BUFFERSIZE for HTTP/1, up to the first data of the
+ * stream for HTTP/2): a well-behaved server never comes near a second.
+ * Linux only (it reads TCP_INFO and FIONREAD); elsewhere this call sets
+ * the value and nothing watches.  Loop thread.  Errors: UV_EINVAL (NULL
+ * c, or closed). */
 UVP_CURL_EXTERN int uvp_curl_set_busy_limit(uvp_curl_t *c, uint64_t ms);
 
 /** Print every transfer in flight, one per line, as (the core's
