@@ -351,14 +351,14 @@ typedef struct uvp_curl_fetch_opts_s {
   size_t max_body;            /**< decoded body bytes accepted; past them the
                                    transfer stops and rejects with UV_EFBIG.  0:
                                    UVP_CURL_MAX_BODY_DEFAULT */
-  size_t max_header;       /**< bytes of the response heads the transfer
-                                reads, all of them counted together: status
-                                lines, headers and blank lines, of the final
-                                response and of every one before it (1xx
-                                answers, redirects followed, a proxy's
-                                CONNECT answer); past them UV_EMSGSIZE.  A
-                                line beginning with "HTTP/" inside a head
-                                counts like any other.  0: 64 KiB */
+  size_t max_header;          /**< bytes of the response heads the transfer
+                                   reads, all of them counted together: status
+                                   lines, headers and blank lines, of the final
+                                   response and of every one before it (1xx
+                                   answers, redirects followed, a proxy's
+                                   CONNECT answer); past them UV_EMSGSIZE.  A
+                                   line beginning with "HTTP/" inside a head
+                                   counts like any other.  0: 64 KiB */
   uint64_t timeout_ms;     /**< the whole transfer, CURLOPT_TIMEOUT_MS; 0: none
                                 (libcurl's connect timeout, 300 s, still) */
   int flags;               /**< 0 or UVP_CURL_DISCARD_BODY */
