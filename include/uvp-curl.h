@@ -454,9 +454,12 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * (HTTP/2 streams share one) rejects with UV_ETIMEDOUT, its payload
  * keeping libcurl's code and saying "the binding ended the connection:
  * one call into libcurl read it for N ms without returning".  Other
- * connections are not touched: a call that takes long for another reason
- * (a callback of the program's, a lookup's thread being joined) reads
- * nothing and is let be.
+ * connections are not touched, and a call that takes long for another
+ * reason (a callback of the program's, a lookup's thread being joined)
+ * reads nothing, or little (under 64 KiB in those 20 ms), and is let be:
+ * a program whose own callbacks keep one call reading for over a second
+ * (a slow write callback with a large CURLOPT_BUFFERSIZE) raises the
+ * limit or sets 0.
  *
  * So the loop is held at most `ms`, plus about a quarter of it (the
  * watchdog looks that often), plus 20 ms, plus the time to read what was

@@ -455,7 +455,9 @@ static void wd_main(void *arg) {
   uint64_t sampled = 0; /* the call whose sockets were looked at once */
   uv_mutex_lock(&c->wd_lock);
   while (!c->wd_stop) {
-    uint64_t limit = c->busy_limit_ms;
+    /* (over 11 days is as good as none, and keeps the arithmetic whole) */
+    uint64_t limit =
+        c->busy_limit_ms > 1000000000u ? 1000000000u : c->busy_limit_ms;
     if (!c->wd_active || limit == 0) {
       sampled = 0;
       c->wd_sleeping = true;
@@ -521,10 +523,11 @@ static void wd_set_active(uvp_curl_t *c, bool active) {
 
 /* Stop the watchdog for good (uvp_curl_close). */
 static void wd_end(uvp_curl_t *c) {
-  c->busy_limit_ms = 0; /* and no new one */
 #ifdef UVP_CURL_WATCHDOG
-  if (!c->wd_started)
+  if (!c->wd_started) {
+    c->busy_limit_ms = 0; /* and no new one */
     return;
+  }
   uv_mutex_lock(&c->wd_lock);
   c->wd_stop = true;
   uv_cond_signal(&c->wd_cond);
@@ -534,6 +537,7 @@ static void wd_end(uvp_curl_t *c) {
   uv_mutex_destroy(&c->wd_lock);
   c->wd_started = false;
 #endif
+  c->busy_limit_ms = 0; /* and no new one */
 }
 
 /* libcurl watches fd now, or no longer (before it closes it). */
