@@ -265,9 +265,9 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * (uvp_clock_hold, UVP_CLOCK_AUTO) then, so a virtual timeout does not
  * jump past an answer on its way, and the virtual clock keeps to real
  * time over transfers made one after the other, each started as the
- * last one's promise settles, on one connection or several (within a
- * millisecond or two over six GETs of 300 ms each, each bounded by a
- * uvp_timeout of 350 ms: test-curl's test_virtual_clock_in_a_row);
+ * last one's promise settles, on one connection or several (the same
+ * milliseconds as uv_now over each of six GETs of 600 ms, each bounded by
+ * a uvp_timeout of 700 ms: test-curl's test_virtual_clock_in_a_row);
  * libcurl's own timeouts (CURLOPT_TIMEOUT_MS) stay on libcurl's real
  * clock.
  * Errors: UV_EINVAL (NULL argument), UV_EBUSY (easy is already in a
