@@ -446,8 +446,10 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * So the binding watches its calls into libcurl from a thread of its own
  * (started with the first transfer, asleep while none is in flight,
  * joined by uvp_curl_close).  When one call has run `ms` milliseconds
- * and, over the next 20 ms, is still reading a TCP connection (64 KiB or
- * more of it), the binding shuts that connection down (shutdown(2): the
+ * and goes on reading a TCP connection, 4 MiB of it since then and
+ * still 64 KiB every 20 ms (the watchdog looks that often; a call that
+ * is not flooded reads at most 3.2 MB in all with libcurl 7.88's
+ * default buffers), the binding shuts that connection down (shutdown(2): the
  * descriptor stays libcurl's); libcurl's read then fails once the bytes
  * already received are read (at most the socket's receive buffer), the
  * call returns, and the loop goes on.  Every transfer on that connection
@@ -456,14 +458,17 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * one call into libcurl read it for N ms without returning".  Other
  * connections are not touched, and a call that takes long for another
  * reason (a callback of the program's, a lookup's thread being joined)
- * reads nothing, or little (under 64 KiB in those 20 ms), and is let be:
- * a program whose own callbacks keep one call reading for over a second
- * (a slow write callback with a large CURLOPT_BUFFERSIZE) raises the
- * limit or sets 0.
+ * reads nothing, or less, and is let be (test-curl
+ * test_busy_limit_spares_slow_callback: a write callback that blocks
+ * 1.5 s); a program that sets a CURLOPT_BUFFERSIZE of megabytes and whose
+ * callbacks keep one call reading for over a second raises the limit or
+ * sets 0.
  *
  * So the loop is held at most `ms`, plus about a quarter of it (the
- * watchdog looks that often), plus 20 ms, plus the time to read what was
- * queued; a deadline or a timeout that fell due meanwhile acts then.
+ * watchdog looks that often while no call is overdue), plus the time to
+ * read 4 MiB of the flood (20 ms here; a second under valgrind), plus the
+ * time to read what was queued; a deadline or a timeout that fell due
+ * meanwhile acts then.
  * With the default: about 1.03 s after the flood begins, 1.3 s at most
  * (test-curl test_h2_flood_window_update and _ping, a deadline of 2.5 s;
  * test-e2e-fanout-faults test_h2_flood, uvp-fanout -d 3000).  A PING

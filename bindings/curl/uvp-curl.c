@@ -52,12 +52,14 @@
  * binding, started with the first transfer, asleep while none runs)
  * watches the calls into libcurl: each curl_multi_socket_action notes its
  * start (busy_gen odd, busy_since).  One that has run `busy_limit` ms
- * has its connection found by what it reads: of the sockets libcurl asked
- * the binding to watch (wd_fds, kept under wd_lock), the one whose bytes
- * are consumed over the next 20 ms (TCP_INFO's bytes received less the
- * growth of FIONREAD's queue: nothing else reads while the loop thread is
- * inside libcurl).  The watchdog shuts that socket down (shutdown, never
- * close: the descriptor stays libcurl's, and libcurl tells the binding
+ * has its connection found by what it reads, looked at every 20 ms: of
+ * the sockets libcurl asked the binding to watch (wd_fds, kept under
+ * wd_lock), the one whose bytes it goes on consuming (TCP_INFO's bytes
+ * received less the growth of FIONREAD's queue: nothing else reads while
+ * the loop thread is inside libcurl), 4 MiB since the limit passed and
+ * 64 KiB in the last 20 ms: more than a call that is not flooded reads in
+ * all (WD_ENOUGH says why).  The watchdog shuts that socket down (shutdown,
+ * never close: the descriptor stays libcurl's, and libcurl tells the binding
  * before it closes one, CURL_POLL_REMOVE, which waits for wd_lock, so a
  * descriptor number is never shut down after libcurl has reused it);
  * libcurl's next recv on it then fails (the reset) or ends (EOF) once the
@@ -127,6 +129,7 @@ typedef struct wd_fd_s {
   bool ended;        /* shut down by the watchdog */
   uint64_t received; /* TCP_INFO tcpi_bytes_received */
   int queued;        /* FIONREAD */
+  uint64_t read;     /* by the overdue call, since the limit passed */
 } wd_fd_t;
 
 /* A connection the watchdog ended: its ends, to know its transfers by. */
@@ -359,11 +362,18 @@ static void keep_set(uvp_curl_t *c) {
   wd_set_active(c, c->stats.running > 0);
 }
 
-/* ---- the busy limit's watchdog (see the top) ------------------------------
- */
+/* ---- the busy limit's watchdog (see the top) ---------------------------- */
 
+/* An overdue call is looked at every WD_SAMPLE_MS; a socket it has read
+ * WD_ENOUGH bytes of since it became overdue, and WD_STILL in the last
+ * look's time, is ended.  A call of libcurl 7.88 that is not flooded reads
+ * at most 100 times its buffer (16 KiB for HTTP/1, 32 KiB for HTTP/2:
+ * 3.2 MB) in all, so a slow callback of the program's followed by a
+ * burst of reading never reaches WD_ENOUGH; a flood does in a few looks
+ * (tens of ms; a second under valgrind). */
 #define WD_SAMPLE_MS 20
-#define WD_CONSUMED (64 * 1024) /* bytes read in WD_SAMPLE_MS: the one */
+#define WD_ENOUGH (4u * 1024 * 1024)
+#define WD_STILL (64 * 1024)
 
 #ifdef UVP_CURL_WATCHDOG
 /* What the kernel says of a TCP socket: bytes received so far, and how
@@ -422,31 +432,33 @@ static void wd_kill(uvp_curl_t *c, wd_fd_t *w) {
   atomic_store(&c->wd_kills_total, n + 1);
 }
 
-/* Both looks at every socket (under wd_lock): the first notes what the
- * kernel says, the second, WD_SAMPLE_MS later and only if the same call
- * into libcurl (gen) still runs, ends each socket that call has read
- * WD_CONSUMED bytes of meanwhile.  A socket added since is not judged. */
-static void wd_look(uvp_curl_t *c, bool judge, uint64_t gen) {
+/* A look at every socket (under wd_lock) while the call `gen` is
+ * overdue: what the kernel says now, and (`again`: the last look was at
+ * the same call) what the call has read since the last look: the bytes
+ * received less the growth of the queue.  A socket added since the last
+ * look is only noted. */
+static void wd_look(uvp_curl_t *c, bool again, uint64_t gen) {
   for (size_t i = 0; i < c->wd_nfds; i++) {
     wd_fd_t *w = &c->wd_fds[i];
-    uint64_t received;
-    int queued;
+    uint64_t received = 0;
+    int queued = 0;
     bool ok = wd_read(w->fd, &received, &queued);
-    if (!judge) {
-      w->sampled = ok;
-      w->received = received;
-      w->queued = queued;
-      continue;
+    if (!again) {
+      w->read = 0;
+    } else if (w->sampled && ok && !w->ended && received >= w->received) {
+      int64_t read = (int64_t)(received - w->received) -
+                     ((int64_t)queued - (int64_t)w->queued);
+      if (read > 0)
+        w->read += (uint64_t)read;
+      if (read >= WD_STILL && w->read >= WD_ENOUGH &&
+          atomic_load(&c->busy_gen) == gen) {
+        wd_kill(c, w);
+        w->ended = true;
+      }
     }
-    if (!w->sampled || w->ended || !ok || received < w->received)
-      continue;
-    int64_t consumed = (int64_t)(received - w->received) -
-                       ((int64_t)queued - (int64_t)w->queued);
-    w->sampled = false;
-    if (consumed >= WD_CONSUMED && atomic_load(&c->busy_gen) == gen) {
-      wd_kill(c, w);
-      w->ended = true;
-    }
+    w->sampled = ok;
+    w->received = received;
+    w->queued = queued;
   }
 }
 
@@ -472,7 +484,7 @@ static void wd_main(void *arg) {
     uint64_t now = uv_hrtime(), limit_ns = limit * 1000000u, wait_ms;
     if ((gen & 1) && now - since >= limit_ns) {
       wd_look(c, sampled == gen, gen);
-      sampled = sampled == gen ? 0 : gen;
+      sampled = gen;
       wait_ms = WD_SAMPLE_MS;
     } else if (gen & 1) {
       sampled = 0;
@@ -555,7 +567,7 @@ static int wd_fd_add(uvp_curl_t *c, curl_socket_t fd) {
     c->wd_fds = a;
     c->wd_cap = n;
   }
-  c->wd_fds[c->wd_nfds++] = (wd_fd_t){fd, false, false, 0, 0};
+  c->wd_fds[c->wd_nfds++] = (wd_fd_t){fd, false, false, 0, 0, 0};
 out:
   if (c->wd_started)
     uv_mutex_unlock(&c->wd_lock);

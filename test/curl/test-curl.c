@@ -1053,6 +1053,46 @@ static void h2_flood_round(fixture_t *f, uvp_curl_t *c, int kind, unsigned secs,
   *flooded = pf;
 }
 
+/* A call into libcurl that takes long without reading much is not the
+ * busy limit's: a write callback of the program's blocks 1.5 s on an
+ * endless body (its first chunk), then reads on, and stops the transfer
+ * itself after 1 MB: the rejection is its own (UV_EIO), not the binding's
+ * (UV_ETIMEDOUT, had the watchdog ended the connection). */
+static size_t slow_write(char *ptr, size_t size, size_t n, void *arg) {
+  sink_t *s = arg;
+  (void)ptr;
+  if (s->calls++ == 0)
+    usleep(1500 * 1000);
+  s->bytes += size * n;
+  return s->bytes > 1000000 ? 0 : size * n;
+}
+
+static void test_busy_limit_spares_slow_callback(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/endless");
+  sink_t sink = {0, 0};
+  CURL *e = curl_easy_init();
+  curl_easy_setopt(e, CURLOPT_URL, u);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, slow_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink);
+  uvp_promise_t *p;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_curl_perform(c, e, &p), 0);
+  assert_int_equal(uvp_promise_mark_handled(p), 0);
+  run_until_settled(f, p);
+  assert_true(ms_since(t0) >= 1400);
+  expect_rejection(p, UV_EIO, NULL);
+  assert_true(sink.bytes > 1000000);
+  uvp_promise_release(p);
+  curl_easy_cleanup(e);
+  free(u);
+  wait_client_closed(f, &s, 1);
+  finish(f, c, &s);
+}
+
 /* (Each in a test of its own: the fixture's scope keeps its deadline.) */
 static void test_h2_flood_window_update(void **state) {
   fixture_t *f = *state;
@@ -1532,6 +1572,7 @@ int main(void) {
       QUIET_TEST(test_h2_flood_window_update),
       QUIET_TEST(test_h2_flood_ping),
       QUIET_TEST(test_h2_flood_no_limit),
+      FIXTURE_TEST(test_busy_limit_spares_slow_callback),
       FIXTURE_TEST(test_all_settled),
       FIXTURE_TEST(test_fiber),
       FIXTURE_TEST(test_group),
