@@ -448,9 +448,9 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * joined by uvp_curl_close).  When one call has run `ms` milliseconds
  * and goes on reading a TCP connection, 4 MiB of it since then and
  * still 64 KiB every 20 ms (the watchdog looks that often; a call that
- * is not flooded reads at most 3.2 MB in all with libcurl 7.88's
- * default buffers), the binding shuts that connection down (shutdown(2): the
- * descriptor stays libcurl's); libcurl's read then fails once the bytes
+ * is not flooded reads at most 3.2 MB per transfer it serves with libcurl
+ * 7.88's default buffers), the binding shuts that connection down (shutdown(2):
+ * the descriptor stays libcurl's); libcurl's read then fails once the bytes
  * already received are read (at most the socket's receive buffer), the
  * call returns, and the loop goes on.  Every transfer on that connection
  * (HTTP/2 streams share one) rejects with UV_ETIMEDOUT, its payload
@@ -460,9 +460,12 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * reason (a callback of the program's, a lookup's thread being joined)
  * reads nothing, or less, and is let be (test-curl
  * test_busy_limit_spares_slow_callback: a write callback that blocks
- * 1.5 s); a program that sets a CURLOPT_BUFFERSIZE of megabytes and whose
- * callbacks keep one call reading for over a second raises the limit or
- * sets 0.
+ * 1.5 s).  What the binding cannot tell from a flood is one call that
+ * really reads that much for that long: dozens of HTTP/2 streams of one
+ * connection downloading at once faster than the program takes the
+ * bytes, or a CURLOPT_BUFFERSIZE of megabytes with callbacks slow enough
+ * to keep one call going for a second; such a program raises the limit
+ * or sets 0.
  *
  * So the loop is held at most `ms`, plus about a quarter of it (the
  * watchdog looks that often while no call is overdue), plus the time to

@@ -367,10 +367,13 @@ static void keep_set(uvp_curl_t *c) {
 /* An overdue call is looked at every WD_SAMPLE_MS; a socket it has read
  * WD_ENOUGH bytes of since it became overdue, and WD_STILL in the last
  * look's time, is ended.  A call of libcurl 7.88 that is not flooded reads
- * at most 100 times its buffer (16 KiB for HTTP/1, 32 KiB for HTTP/2:
- * 3.2 MB) in all, so a slow callback of the program's followed by a
- * burst of reading never reaches WD_ENOUGH; a flood does in a few looks
- * (tens of ms; a second under valgrind). */
+ * at most 100 times its buffer per transfer it serves (16 KiB for HTTP/1,
+ * 32 KiB for HTTP/2: 3.2 MB), so a slow callback of the program's
+ * followed by a burst of reading does not reach WD_ENOUGH; a flood does
+ * in a few looks (tens of ms; a second under valgrind).  What it cannot
+ * tell from a flood: one call that reads for over a second, and over
+ * WD_ENOUGH, for many HTTP/2 streams of one connection at once, or with a
+ * CURLOPT_BUFFERSIZE of megabytes (uvp-curl.h says so). */
 #define WD_SAMPLE_MS 20
 #define WD_ENOUGH (4u * 1024 * 1024)
 #define WD_STILL (64 * 1024)
