@@ -467,13 +467,16 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * to keep one call going for a second; such a program raises the limit
  * or sets 0.
  *
- * So the loop is held at most `ms`, plus about a quarter of it (the
- * watchdog looks that often while no call is overdue), plus the time to
- * read 4 MiB of the flood (20 ms here; a second under valgrind), plus the
- * time to read what was queued; a deadline or a timeout that fell due
- * meanwhile acts then.
- * With the default: about 1.03 s after the flood begins, 1.3 s at most
- * (test-curl test_h2_flood_window_update and _ping, a deadline of 2.5 s;
+ * So one call holds the loop at most `ms`, plus the looks it takes to see
+ * 4 MiB of the flood read (one or two here, 20 ms each; a second under
+ * valgrind), plus the time to read what was already queued; a deadline
+ * or a timeout that fell due meanwhile acts as the call returns.  A flood
+ * the client catches up with now and then returns from its calls by
+ * itself, and the loop, its deadlines and timeouts run between them.
+ * With the default the flooded transfer ends about 1.03 s after the flood
+ * begins, or later (2.2-2.4 s in a few loaded runs) when calls returned
+ * first: within the deadline in every run here (test-curl
+ * test_h2_flood_window_update and _ping, a deadline of 2.5 s;
  * test-e2e-fanout-faults test_h2_flood, uvp-fanout -d 3000).  A PING
  * flood dense enough to put over 1000 PINGs in one of libcurl's 32 KiB
  * reads is refused by nghttp2 itself (NGHTTP2_ERR_FLOODED: UV_EPROTO at
