@@ -1015,11 +1015,14 @@ static int h2_prior_knowledge(void *arg, CURL *e) {
   return 0;
 }
 
-/* The deadline, and what the flooded transfer may take past it (under
+/* The deadline, and what the flooded transfer may take past it: the
+ * deadline acts when the loop has control, and one call may hold it for
+ * the busy limit (1 s) and a little more, so a flood the client catches
+ * up with now and then can end by the deadline up to that late.  (Under
  * valgrind the flood is read ten times slower: 4 MiB of it take a
- * second). */
+ * second.) */
 #define FLOOD_DEADLINE (RUNNING_ON_VALGRIND ? 6000 : 2500)
-#define FLOOD_SLACK (RUNNING_ON_VALGRIND ? 1500 : 500)
+#define FLOOD_SLACK (RUNNING_ON_VALGRIND ? 2500 : 1500)
 
 static double ms_since(uint64_t t0) { return (double)(uv_hrtime() - t0) / 1e6; }
 

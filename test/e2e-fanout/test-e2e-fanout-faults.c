@@ -383,13 +383,15 @@ static void test_h2_flood(void **state) {
       jstr(&rep->rows[0], "message"), (double)fl.flooded / 1e6, fl.flood_ms);
   assert_int_equal(rep->nrows, 3);
   assert_true(fl.connected);
+  /* Ended by the busy limit, or (a flood the client caught up with now
+   * and then) by the deadline as a call returned: 1 s late at most. */
   expect_error(&rep->rows[0], "ETIMEDOUT");
-  assert_true(jnum(&rep->rows[0], "latency_ms") < 3000 + 500);
+  assert_true(jnum(&rep->rows[0], "latency_ms") < 3000 + 1500);
   for (int i = 1; i < 3; i++) {
     expect_status(&rep->rows[i], 200, 2);
     assert_true(jnum(&rep->rows[i], "latency_ms") < 3000);
   }
-  assert_true(ms < 3000 + 1000);
+  assert_true(ms < 3000 + 2000);
   free_urls(urls);
   free(rep);
 }
