@@ -37,7 +37,10 @@
  * threads calls curl_global_init itself before starting them (the
  * bindings' calls then only count).  A binding belongs to its loop's
  * thread: its multi handle, easy handles and callbacks are only touched
- * there.
+ * there.  Each binding also has a watchdog thread of its own for the busy
+ * limit (uvp_curl_set_busy_limit; Linux), started with its first transfer
+ * and joined by uvp_curl_close: it never calls libcurl, uvp or libuv's
+ * loop, only reads its sockets' counters and may shut one down.
  * libcurl's threaded resolver (Debian's libcurl uses it; "AsynchDNS")
  * looks a host name up with getaddrinfo on a thread it starts for that
  * lookup, which tells the loop thread through a socket pair the binding
@@ -251,13 +254,22 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * operations are: when it passes the promise rejects with UV_ETIMEDOUT
  * and the transfer is removed as above.  In the core's task dump
  * (uvp_ctx_dump_tasks) a transfer something waits on shows as "HTTP GET
- * url" with its group, deadline and scope slots.
+ * url" with its group, deadline and scope slots.  A deadline or a
+ * timeout can only act while the loop runs, not while libcurl keeps the
+ * loop thread: against a server that floods HTTP/2 control frames it
+ * holds to within the busy limit (uvp_curl_set_busy_limit, 1 s by
+ * default), whose rejection is UV_ETIMEDOUT as well.
  *
  * While a transfer is in flight the binding keeps uv_run() going; its
  * sockets and timer do not otherwise.  It also holds a virtual clock
  * (uvp_clock_hold, UVP_CLOCK_AUTO) then, so a virtual timeout does not
- * jump past an answer on its way; libcurl's own timeouts
- * (CURLOPT_TIMEOUT_MS) stay on libcurl's real clock.
+ * jump past an answer on its way, and the virtual clock keeps to real
+ * time over transfers made one after the other, each started as the
+ * last one's promise settles, on one connection or several (the same
+ * milliseconds as uv_now over each of six GETs of 600 ms, each bounded by
+ * a uvp_timeout of 700 ms: test-curl's test_virtual_clock_in_a_row);
+ * libcurl's own timeouts (CURLOPT_TIMEOUT_MS) stay on libcurl's real
+ * clock.
  * Errors: UV_EINVAL (NULL argument), UV_EBUSY (easy is already in a
  * transfer), UVP_ECLOSED (the context, or the binding, is closed),
  * UV_ENOMEM (also: the deadline could not watch it); then nothing started
@@ -339,8 +351,14 @@ typedef struct uvp_curl_fetch_opts_s {
   size_t max_body;            /**< decoded body bytes accepted; past them the
                                    transfer stops and rejects with UV_EFBIG.  0:
                                    UVP_CURL_MAX_BODY_DEFAULT */
-  size_t max_header;       /**< bytes of one response's status line and headers;
-                                past them UV_EMSGSIZE.  0: 64 KiB */
+  size_t max_header;          /**< bytes of the response heads the transfer
+                                   reads, all of them counted together: status
+                                   lines, headers and blank lines, of the final
+                                   response and of every one before it (1xx
+                                   answers, redirects followed, a proxy's
+                                   CONNECT answer); past them UV_EMSGSIZE.  A
+                                   line beginning with "HTTP/" inside a head
+                                   counts like any other.  0: 64 KiB */
   uint64_t timeout_ms;     /**< the whole transfer, CURLOPT_TIMEOUT_MS; 0: none
                                 (libcurl's connect timeout, 300 s, still) */
   int flags;               /**< 0 or UVP_CURL_DISCARD_BODY */
@@ -404,6 +422,71 @@ typedef struct uvp_curl_stats_s {
 
 /** Fill *out.  Errors: UV_EINVAL. */
 UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
+
+/** Default of uvp_curl_set_busy_limit: one second. */
+#define UVP_CURL_BUSY_LIMIT_DEFAULT 1000u
+
+/** The longest one call into libcurl may keep reading a connection, in
+ * milliseconds of real time (0: no limit); UVP_CURL_BUSY_LIMIT_DEFAULT
+ * until set.
+ *
+ * While the loop thread is inside libcurl nothing else of the loop runs:
+ * no deadline, no uvp_timeout, none of libcurl's own timeouts
+ * (CURLOPT_TIMEOUT_MS), no other transfer.  libcurl 7.88 (Debian 12's)
+ * can be kept there by a server: its HTTP/2 read loop reads until the
+ * socket is empty or the stream has data, so a server that sends nothing
+ * but control frames (WINDOW_UPDATE, PING) faster than the client parses
+ * them holds the call, and the loop, for as long as it goes on (the curl
+ * tool hangs the same way).  No option of libcurl's bounds that loop
+ * (CURLOPT_MAX_RECV_SPEED_LARGE counts body bytes, between calls;
+ * CURLOPT_BUFFERSIZE is not its buffer; CURLOPT_TIMEOUT_MS is checked
+ * after it), nghttp2's options are libcurl's to set, and no callback of
+ * the program's runs inside it.
+ *
+ * So the binding watches its calls into libcurl from a thread of its own
+ * (started with the first transfer, asleep while none is in flight,
+ * joined by uvp_curl_close).  When one call has run `ms` milliseconds
+ * and goes on reading a TCP connection, 4 MiB of it since then and
+ * still 64 KiB every 20 ms (the watchdog looks that often; a call that
+ * is not flooded reads at most 3.2 MB per transfer it serves with libcurl
+ * 7.88's default buffers), the binding shuts that connection down (shutdown(2):
+ * the descriptor stays libcurl's); libcurl's read then fails once the bytes
+ * already received are read (at most the socket's receive buffer), the
+ * call returns, and the loop goes on.  Every transfer on that connection
+ * (HTTP/2 streams share one) rejects with UV_ETIMEDOUT, its payload
+ * keeping libcurl's code and saying "the binding ended the connection:
+ * one call into libcurl read it for N ms without returning".  Other
+ * connections are not touched, and a call that takes long for another
+ * reason (a callback of the program's, a lookup's thread being joined)
+ * reads nothing, or less, and is let be (test-curl
+ * test_busy_limit_spares_slow_callback: a write callback that blocks
+ * 1.5 s).  What the binding cannot tell from a flood is one call that
+ * really reads that much for that long: dozens of HTTP/2 streams of one
+ * connection downloading at once faster than the program takes the
+ * bytes, or a CURLOPT_BUFFERSIZE of megabytes with callbacks slow enough
+ * to keep one call going for a second; such a program raises the limit
+ * or sets 0.
+ *
+ * So one call holds the loop at most `ms`, plus the looks it takes to see
+ * 4 MiB of the flood read (one or two here, 20 ms each; a second under
+ * valgrind), plus the time to read what was already queued; a deadline
+ * or a timeout that fell due meanwhile acts as the call returns.  A flood
+ * the client catches up with now and then returns from its calls by
+ * itself, and the loop, its deadlines and timeouts run between them.
+ * With the default the flooded transfer ends about 1.03 s after the flood
+ * begins, or later (2.2-2.4 s in a few loaded runs) when calls returned
+ * first: within the deadline in every run here (test-curl
+ * test_h2_flood_window_update and _ping, a deadline of 2.5 s;
+ * test-e2e-fanout-faults test_h2_flood, uvp-fanout -d 3000).  A PING
+ * flood dense enough to put over 1000 PINGs in one of libcurl's 32 KiB
+ * reads is refused by nghttp2 itself (NGHTTP2_ERR_FLOODED: UV_EPROTO at
+ * once).  A call's work is bounded otherwise in libcurl 7.88 (100 reads
+ * of at most CURLOPT_BUFFERSIZE for HTTP/1, up to the first data of the
+ * stream for HTTP/2): a well-behaved server never comes near a second.
+ * Linux only (it reads TCP_INFO and FIONREAD); elsewhere this call sets
+ * the value and nothing watches.  Loop thread.  Errors: UV_EINVAL (NULL
+ * c, or closed). */
+UVP_CURL_EXTERN int uvp_curl_set_busy_limit(uvp_curl_t *c, uint64_t ms);
 
 /** Print every transfer in flight, one per line, as (the core's
  * uvp_ctx_dump_tasks says more: what waits on each, its group, deadline)

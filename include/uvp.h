@@ -1284,7 +1284,12 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  *                      timeout it would beat in real time (a clock that
  *                      jumped would time it out spuriously), and work
  *                      that never completes still times out after the
- *                      timeout's length of real time.  A retry schedule
+ *                      timeout's length of real time.  At that pace the
+ *                      time read or counted from just after a wait (in
+ *                      the callback of what ended it, or in the
+ *                      handlers and fibers that run next) includes the
+ *                      wait: a timeout started there counts from the
+ *                      present, not from before the wait.  A retry schedule
  *                      of 60 s against a server that refuses at once
  *                      takes milliseconds.  Work the program runs itself
  *                      (its own sockets, threads settling promises) is

@@ -146,6 +146,29 @@ static void fire_due(vclock_t *c, uint64_t upto) {
     set_now(c, upto);
 }
 
+/* While the clock runs at the loop's pace, the real time that has passed
+ * since the last prepare phase is virtual time too, but the prepare phase
+ * only counts it on the loop's next turn: code that runs in between (the
+ * I/O callbacks of the poll that just returned, the reactions the check
+ * phase drains) would read the time as it was before the poll, and a
+ * timer it starts would count from then, early by as long as the poll
+ * waited.  So it is counted here first, up to the next timer due (which
+ * the prepare phase fires, in order, as before): the time not counted yet
+ * (paced_at) moves on by what was. */
+static void catch_up(vclock_t *c) {
+  if (!c->automatic || !c->pacing)
+    return;
+  uint64_t real_now = uv_now(uvp__loop(c->ctx)), now = now_of(c);
+  if (real_now <= c->paced_at)
+    return;
+  uint64_t waited = real_now - c->paced_at;
+  uint64_t upto = waited > UINT64_MAX - now ? UINT64_MAX : now + waited;
+  if (c->root != NULL && c->root->due < upto)
+    upto = c->root->due > now ? c->root->due : now;
+  set_now(c, upto);
+  c->paced_at += upto - now;
+}
+
 /* ---- timers -------------------------------------------------------------- */
 
 /* A virtual timer started at 0 ms, or restarted once its time had come:
@@ -172,6 +195,7 @@ void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
   }
   if (t->queued)
     heap_remove(c, t);
+  catch_up(c);
   t->cb = cb;
   t->due = ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms;
   t->seq = c->seq++;
@@ -191,9 +215,10 @@ void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb) {
 }
 
 uint64_t uvp__timer_due_in(const uvp__timer_t *t) {
-  const vclock_t *c = t->clock;
+  vclock_t *c = t->clock;
   if (c == NULL)
     return uv_timer_get_due_in(&t->handle);
+  catch_up(c);
   return t->queued && t->due > now_of(c) ? t->due - now_of(c) : 0;
 }
 
@@ -325,12 +350,17 @@ int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms) {
   if (!uvp__head(ctx)->vclock)
     return UV_EINVAL;
   vclock_t *c = clock_of(ctx);
+  catch_up(c);
   fire_due(c, ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms);
   return 0;
 }
 
 uint64_t uvp_clock_now(const uvp_ctx_t *ctx) {
-  return ctx != NULL ? uvp__now(ctx) : 0;
+  if (ctx == NULL)
+    return 0;
+  if (uvp__head(ctx)->vclock)
+    catch_up(clock_of(ctx));
+  return uvp__now(ctx);
 }
 
 int uvp_clock_hold(uvp_ctx_t *ctx) {

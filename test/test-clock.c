@@ -435,6 +435,53 @@ static void test_hold_for_own_work(void **state) {
   assert_int_equal(uvp_clock_unhold(ctx), UVP_ECLOSED);
 }
 
+/* Time read just after a wait counts the wait (issue 51).  The clock is
+ * held for 300 ms of the program's own work, a uv_timer_t: nothing else
+ * wakes the loop.  In the timer's callback, before the loop's next
+ * prepare phase, uvp_clock_now has moved as much as real time, and a
+ * 100 ms delay started there (the clock still held) fires 100 ms later in
+ * real time too, not at once (it used to count from the time before the
+ * wait, 0 ms virtual). */
+typedef struct after_wait_s {
+  uvp_ctx_t *ctx;
+  uint64_t r0, v0;
+  double real_ms, virt_ms;
+  uint64_t fired_at; /* uv_hrtime() in the callback */
+  uvp_promise_t *delay;
+} after_wait_t;
+
+static void after_wait_cb(uv_timer_t *t) {
+  after_wait_t *a = t->data;
+  a->fired_at = uv_hrtime();
+  a->real_ms = (double)(a->fired_at - a->r0) / 1e6;
+  a->virt_ms = (double)(uvp_clock_now(a->ctx) - a->v0);
+  assert_int_equal(uvp_delay(a->ctx, 100, NULL, NULL, 0, &a->delay), 0);
+}
+
+static void test_time_after_a_wait(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_AUTO), 0);
+  after_wait_t a = {f->ctx, uv_hrtime(), uvp_clock_now(f->ctx), 0, 0, 0, NULL};
+  uv_timer_t timer;
+  assert_int_equal(uv_timer_init(&f->loop, &timer), 0);
+  timer.data = &a;
+  assert_int_equal(uvp_clock_hold(f->ctx), 0);
+  assert_int_equal(uv_timer_start(&timer, after_wait_cb, 300, 0), 0);
+  while (a.delay == NULL)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  run_until_settled(f, a.delay); /* held still: at the loop's pace */
+  double delay_ms = (double)(uv_hrtime() - a.fired_at) / 1e6;
+  assert_int_equal(uvp_clock_unhold(f->ctx), 0);
+  print_message("callback at %.1f ms real, %.0f ms virtual; the 100 ms delay "
+                "it started fired %.1f ms later\n",
+                a.real_ms, a.virt_ms, delay_ms);
+  assert_true(a.virt_ms >= a.real_ms - 3 && a.virt_ms <= a.real_ms + 3);
+  assert_true(delay_ms >= 90);
+  uvp_promise_release(a.delay);
+  uv_close((uv_handle_t *)&timer, NULL);
+  run_loop(f);
+}
+
 /* ---- deadlines and the dump ---------------------------------------------- */
 
 static int start_long_delay(void *arg, uvp_promise_t **out) {
@@ -585,6 +632,7 @@ int main(void) {
       QUIET_TEST(test_real_reply_beats_virtual_timeout),
       QUIET_TEST(test_silent_server_times_out_in_real_time),
       QUIET_TEST(test_hold_for_own_work),
+      QUIET_TEST(test_time_after_a_wait),
       QUIET_TEST(test_host_timer_is_not_virtual),
       QUIET_TEST(test_deadline_and_dump_on_virtual_time),
       QUIET_TEST(test_deadline_left_virtual),

@@ -39,10 +39,38 @@
  * transfer's promise (uvp_deadline_watch), and when it passes the promise
  * rejects with UV_ETIMEDOUT and on_cancel takes the transfer out of the
  * multi, as any cancellation does.  (Not CURLOPT_TIMEOUT_MS: a deadline
- * is the scope's, shared with everything else the request started.) */
+ * is the scope's, shared with everything else the request started.)
+ *
+ * The busy limit (issue 51).  A deadline, libcurl's timeouts and every
+ * other handle of the loop wait while the loop thread is inside libcurl,
+ * and libcurl 7.88 can stay there as long as a server wants: its HTTP/2
+ * read loop (cf_h2_recv) reads until the socket is empty or the stream
+ * it serves has data, and a server sending only control frames
+ * (WINDOW_UPDATE, PING) faster than the client parses them keeps it from
+ * either; no option of libcurl's or nghttp2's bounds it, and no callback
+ * of the program's runs inside it.  So a watchdog thread (one per
+ * binding, started with the first transfer, asleep while none runs)
+ * watches the calls into libcurl: each curl_multi_socket_action notes its
+ * start (busy_gen odd, busy_since).  One that has run `busy_limit` ms
+ * has its connection found by what it reads, looked at every 20 ms: of
+ * the sockets libcurl asked the binding to watch (wd_fds, kept under
+ * wd_lock), the one whose bytes it goes on consuming (TCP_INFO's bytes
+ * received less the growth of FIONREAD's queue: nothing else reads while
+ * the loop thread is inside libcurl), 4 MiB since the limit passed and
+ * 64 KiB in the last 20 ms: more than a call that is not flooded reads in
+ * all (WD_ENOUGH says why).  The watchdog shuts that socket down (shutdown,
+ * never close: the descriptor stays libcurl's, and libcurl tells the binding
+ * before it closes one, CURL_POLL_REMOVE, which waits for wd_lock, so a
+ * descriptor number is never shut down after libcurl has reused it);
+ * libcurl's next recv on it then fails (the reset) or ends (EOF) once the
+ * bytes already queued are read, and the call returns.  The transfers of
+ * that connection fail, and finish() turns their libcurl error into
+ * UV_ETIMEDOUT (it knows them by the connection's ports and peer, kept in
+ * wd_kills).  Linux only (TCP_INFO, FIONREAD); elsewhere no watchdog. */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +78,15 @@
 #include <strings.h>
 
 #include "uvp-curl.h"
+
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
+#define UVP_CURL_WATCHDOG 1
+#endif
 
 typedef struct xfer_s xfer_t;
 typedef struct sock_s sock_t;
@@ -77,11 +114,31 @@ typedef struct fetch_s {
   size_t body_len, body_cap, bytes;
   char *hdr; /* the current response's headers: name NUL value NUL ... */
   size_t hdr_len, hdr_cap, nheaders;
-  size_t header_bytes; /* of the current response */
+  size_t header_bytes; /* of every response of the transfer (the cap's) */
+  bool in_head;        /* a response's head began and has not ended */
   struct curl_slist *req_headers;
 } fetch_t;
 
 enum { X_ADDED = 0, X_ADD_PENDING, X_REMOVE_PENDING };
+
+/* A socket the watchdog may look at (one libcurl asked the binding to
+ * watch), and what it saw of it at its last look. */
+typedef struct wd_fd_s {
+  curl_socket_t fd;
+  bool sampled;
+  bool ended;        /* shut down by the watchdog */
+  uint64_t received; /* TCP_INFO tcpi_bytes_received */
+  int queued;        /* FIONREAD */
+  uint64_t read;     /* by the overdue call, since the limit passed */
+} wd_fd_t;
+
+/* A connection the watchdog ended: its ends, to know its transfers by. */
+typedef struct wd_kill_s {
+  long local_port, peer_port;
+  char peer[64];
+} wd_kill_t;
+
+#define WD_KILLS 16
 
 struct xfer_s {
   uvp_curl_t *c;
@@ -120,6 +177,20 @@ struct uvp_curl_s {
   slot_t *slots;
   size_t nslots;
   uvp_curl_stats_t stats;
+  /* The busy limit's watchdog (see the top).  busy_gen and busy_since are
+   * written by the loop thread only; the rest after wd_started is shared,
+   * under wd_lock. */
+  _Atomic uint64_t busy_gen;   /* odd while inside curl_multi_socket_action */
+  _Atomic uint64_t busy_since; /* uv_hrtime() as that call began */
+  _Atomic uint64_t wd_kills_total;
+  uint64_t busy_limit_ms; /* 0: no watchdog */
+  bool wd_started, wd_stop, wd_active, wd_sleeping;
+  uv_thread_t wd_thread;
+  uv_mutex_t wd_lock;
+  uv_cond_t wd_cond;
+  wd_fd_t *wd_fds;
+  size_t wd_nfds, wd_cap;
+  wd_kill_t wd_kills[WD_KILLS];
 };
 
 /* ---- errors -------------------------------------------------------------- */
@@ -259,6 +330,7 @@ static uvp_curl_error_t *error_new(CURLcode code, const char *msg) {
 /* ---- the binding's handles ----------------------------------------------- */
 
 static void binding_free(uvp_curl_t *c) {
+  free(c->wd_fds);
   free(c->buckets);
   free(c->slots);
   free(c);
@@ -277,6 +349,8 @@ static void on_handle_closed(uv_handle_t *h) { handle_gone(h->data); }
  * (UVP_CLOCK_AUTO) to the loop's pace: a reply on its way beats a virtual
  * timeout it would beat in real time.  Called as running goes from 0 to 1
  * and back. */
+static void wd_set_active(uvp_curl_t *c, bool active);
+
 static void keep_set(uvp_curl_t *c) {
   if (c->stats.running > 0) {
     uv_ref((uv_handle_t *)&c->keep);
@@ -285,6 +359,260 @@ static void keep_set(uvp_curl_t *c) {
     uv_unref((uv_handle_t *)&c->keep);
     (void)uvp_clock_unhold(c->ctx);
   }
+  wd_set_active(c, c->stats.running > 0);
+}
+
+/* ---- the busy limit's watchdog (see the top) ---------------------------- */
+
+/* An overdue call is looked at every WD_SAMPLE_MS; a socket it has read
+ * WD_ENOUGH bytes of since it became overdue, and WD_STILL in the last
+ * look's time, is ended.  A call of libcurl 7.88 that is not flooded reads
+ * at most 100 times its buffer per transfer it serves (16 KiB for HTTP/1,
+ * 32 KiB for HTTP/2: 3.2 MB), so a slow callback of the program's
+ * followed by a burst of reading does not reach WD_ENOUGH; a flood does
+ * in a few looks (tens of ms; a second under valgrind).  What it cannot
+ * tell from a flood: one call that reads for over a second, and over
+ * WD_ENOUGH, for many HTTP/2 streams of one connection at once, or with a
+ * CURLOPT_BUFFERSIZE of megabytes (uvp-curl.h says so). */
+#define WD_SAMPLE_MS 20
+#define WD_ENOUGH (4u * 1024 * 1024)
+#define WD_STILL (64 * 1024)
+
+#ifdef UVP_CURL_WATCHDOG
+/* What the kernel says of a TCP socket: bytes received so far, and how
+ * many of them nobody has read yet.  False for any other socket. */
+/* glibc's struct tcp_info stops before the fields Linux added in 4.1
+ * (<linux/tcp.h> has them, but clashes with <netinet/tcp.h>, which libuv
+ * includes): they follow it, the first at offset 104. */
+_Static_assert(sizeof(struct tcp_info) == 104, "glibc's tcp_info changed");
+typedef struct wd_tcp_info_s {
+  struct tcp_info glibc;
+  uint64_t pacing_rate, max_pacing_rate, bytes_acked;
+  uint64_t bytes_received; /* tcpi_bytes_received */
+} wd_tcp_info_t;
+
+static bool wd_read(curl_socket_t fd, uint64_t *received, int *queued) {
+  wd_tcp_info_t ti;
+  socklen_t len = sizeof(ti);
+  memset(&ti, 0, sizeof(ti));
+  if (ioctl(fd, FIONREAD, queued) != 0 ||
+      getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+      len < offsetof(wd_tcp_info_t, bytes_received) + sizeof(uint64_t))
+    return false;
+  *received = ti.bytes_received;
+  return true;
+}
+
+static long port_of(const struct sockaddr_storage *a) {
+  if (a->ss_family == AF_INET)
+    return ntohs(((const struct sockaddr_in *)(const void *)a)->sin_port);
+  if (a->ss_family == AF_INET6)
+    return ntohs(((const struct sockaddr_in6 *)(const void *)a)->sin6_port);
+  return -1;
+}
+
+/* End the connection of w (under wd_lock), noting its ends first. */
+static void wd_kill(uvp_curl_t *c, wd_fd_t *w) {
+  uint64_t n = atomic_load(&c->wd_kills_total);
+  wd_kill_t *k = &c->wd_kills[n % WD_KILLS];
+  struct sockaddr_storage a;
+  socklen_t alen = sizeof(a);
+  memset(k, 0, sizeof(*k));
+  k->local_port = k->peer_port = -1;
+  if (getsockname(w->fd, (struct sockaddr *)&a, &alen) == 0)
+    k->local_port = port_of(&a);
+  alen = sizeof(a);
+  if (getpeername(w->fd, (struct sockaddr *)&a, &alen) == 0) {
+    k->peer_port = port_of(&a);
+    const void *ip =
+        a.ss_family == AF_INET6
+            ? (const void *)&((struct sockaddr_in6 *)(void *)&a)->sin6_addr
+            : (const void *)&((struct sockaddr_in *)(void *)&a)->sin_addr;
+    if (inet_ntop(a.ss_family, ip, k->peer, sizeof(k->peer)) == NULL)
+      k->peer[0] = '\0';
+  }
+  (void)shutdown(w->fd, SHUT_RDWR);
+  atomic_store(&c->wd_kills_total, n + 1);
+}
+
+/* A look at every socket (under wd_lock) while the call `gen` is
+ * overdue: what the kernel says now, and (`again`: the last look was at
+ * the same call) what the call has read since the last look: the bytes
+ * received less the growth of the queue.  A socket added since the last
+ * look is only noted. */
+static void wd_look(uvp_curl_t *c, bool again, uint64_t gen) {
+  for (size_t i = 0; i < c->wd_nfds; i++) {
+    wd_fd_t *w = &c->wd_fds[i];
+    uint64_t received = 0;
+    int queued = 0;
+    bool ok = wd_read(w->fd, &received, &queued);
+    if (!again) {
+      w->read = 0;
+    } else if (w->sampled && ok && !w->ended && received >= w->received) {
+      int64_t read = (int64_t)(received - w->received) -
+                     ((int64_t)queued - (int64_t)w->queued);
+      if (read > 0)
+        w->read += (uint64_t)read;
+      if (read >= WD_STILL && w->read >= WD_ENOUGH &&
+          atomic_load(&c->busy_gen) == gen) {
+        wd_kill(c, w);
+        w->ended = true;
+      }
+    }
+    w->sampled = ok;
+    w->received = received;
+    w->queued = queued;
+  }
+}
+
+static void wd_main(void *arg) {
+  uvp_curl_t *c = arg;
+  uint64_t sampled = 0; /* the call whose sockets were looked at once */
+  uv_mutex_lock(&c->wd_lock);
+  while (!c->wd_stop) {
+    /* (over 11 days is as good as none, and keeps the arithmetic whole) */
+    uint64_t limit =
+        c->busy_limit_ms > 1000000000u ? 1000000000u : c->busy_limit_ms;
+    if (!c->wd_active || limit == 0) {
+      sampled = 0;
+      c->wd_sleeping = true;
+      uv_cond_wait(&c->wd_cond, &c->wd_lock);
+      c->wd_sleeping = false;
+      continue;
+    }
+    uint64_t gen = atomic_load(&c->busy_gen);
+    uint64_t since = atomic_load(&c->busy_since);
+    if (atomic_load(&c->busy_gen) != gen)
+      continue; /* a call began or ended meanwhile: look again */
+    uint64_t now = uv_hrtime(), limit_ns = limit * 1000000u, wait_ms;
+    if ((gen & 1) && now - since >= limit_ns) {
+      wd_look(c, sampled == gen, gen);
+      sampled = gen;
+      wait_ms = WD_SAMPLE_MS;
+    } else if (gen & 1) {
+      sampled = 0;
+      wait_ms = (since + limit_ns - now) / 1000000u + 1;
+    } else {
+      sampled = 0;
+      wait_ms = limit / 4 + 1;
+    }
+    (void)uv_cond_timedwait(&c->wd_cond, &c->wd_lock, wait_ms * 1000000u);
+  }
+  uv_mutex_unlock(&c->wd_lock);
+}
+#endif
+
+/* Transfers are in flight (or no longer): wake the watchdog, started with
+ * the first transfer, or let it sleep. */
+static void wd_set_active(uvp_curl_t *c, bool active) {
+#ifdef UVP_CURL_WATCHDOG
+  if (!c->wd_started) {
+    if (!active || c->busy_limit_ms == 0 || c->closing)
+      return;
+    if (uv_mutex_init(&c->wd_lock) != 0)
+      return;
+    if (uv_cond_init(&c->wd_cond) != 0) {
+      uv_mutex_destroy(&c->wd_lock);
+      return;
+    }
+    c->wd_stop = false;
+    c->wd_active = true;
+    if (uv_thread_create(&c->wd_thread, wd_main, c) != 0) {
+      uv_cond_destroy(&c->wd_cond);
+      uv_mutex_destroy(&c->wd_lock);
+      return; /* no watchdog: the busy limit does not hold */
+    }
+    c->wd_started = true;
+    return;
+  }
+  uv_mutex_lock(&c->wd_lock);
+  c->wd_active = active;
+  if (active && c->wd_sleeping)
+    uv_cond_signal(&c->wd_cond);
+  uv_mutex_unlock(&c->wd_lock);
+#else
+  (void)c;
+  (void)active;
+#endif
+}
+
+/* Stop the watchdog for good (uvp_curl_close). */
+static void wd_end(uvp_curl_t *c) {
+#ifdef UVP_CURL_WATCHDOG
+  if (!c->wd_started) {
+    c->busy_limit_ms = 0; /* and no new one */
+    return;
+  }
+  uv_mutex_lock(&c->wd_lock);
+  c->wd_stop = true;
+  uv_cond_signal(&c->wd_cond);
+  uv_mutex_unlock(&c->wd_lock);
+  uv_thread_join(&c->wd_thread);
+  uv_cond_destroy(&c->wd_cond);
+  uv_mutex_destroy(&c->wd_lock);
+  c->wd_started = false;
+#endif
+  c->busy_limit_ms = 0; /* and no new one */
+}
+
+/* libcurl watches fd now, or no longer (before it closes it). */
+static int wd_fd_add(uvp_curl_t *c, curl_socket_t fd) {
+  int rc = 0;
+  if (c->wd_started)
+    uv_mutex_lock(&c->wd_lock);
+  if (c->wd_nfds == c->wd_cap) {
+    size_t n = c->wd_cap ? c->wd_cap * 2 : 16;
+    wd_fd_t *a = realloc(c->wd_fds, n * sizeof(*a));
+    if (a == NULL) {
+      rc = UV_ENOMEM;
+      goto out;
+    }
+    c->wd_fds = a;
+    c->wd_cap = n;
+  }
+  c->wd_fds[c->wd_nfds++] = (wd_fd_t){fd, false, false, 0, 0, 0};
+out:
+  if (c->wd_started)
+    uv_mutex_unlock(&c->wd_lock);
+  return rc;
+}
+
+static void wd_fd_remove(uvp_curl_t *c, curl_socket_t fd) {
+  if (c->wd_started)
+    uv_mutex_lock(&c->wd_lock);
+  for (size_t i = 0; i < c->wd_nfds; i++)
+    if (c->wd_fds[i].fd == fd) {
+      c->wd_fds[i] = c->wd_fds[--c->wd_nfds];
+      break;
+    }
+  if (c->wd_started)
+    uv_mutex_unlock(&c->wd_lock);
+}
+
+/* Did the watchdog end the connection of this finished transfer? */
+static bool wd_ended(uvp_curl_t *c, CURL *easy) {
+  uint64_t n = atomic_load(&c->wd_kills_total);
+  long lport = -1, pport = -1;
+  char *ip = NULL;
+  if (n == 0 ||
+      curl_easy_getinfo(easy, CURLINFO_LOCAL_PORT, &lport) != CURLE_OK ||
+      curl_easy_getinfo(easy, CURLINFO_PRIMARY_PORT, &pport) != CURLE_OK ||
+      curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) != CURLE_OK ||
+      ip == NULL || lport <= 0)
+    return false;
+  bool found = false;
+#ifdef UVP_CURL_WATCHDOG
+  if (c->wd_started)
+    uv_mutex_lock(&c->wd_lock);
+  for (uint64_t i = 0; i < n && i < WD_KILLS && !found; i++) {
+    const wd_kill_t *k = &c->wd_kills[(n - 1 - i) % WD_KILLS];
+    found = k->local_port == lport && k->peer_port == pport &&
+            strcmp(k->peer, ip) == 0;
+  }
+  if (c->wd_started)
+    uv_mutex_unlock(&c->wd_lock);
+#endif
+  return found;
 }
 
 /* ---- transfers by easy handle -------------------------------------------- */
@@ -451,6 +779,7 @@ static void xfer_abandon(uvp_curl_t *c, xfer_t *x) {
 }
 
 static void on_cancel(uvp_promise_t *p, void *arg);
+static void socket_action(uvp_curl_t *c, curl_socket_t fd, int flags);
 static int add_now(uvp_curl_t *c, xfer_t *x);
 static void finish(uvp_curl_t *c, xfer_t *x, CURLcode result);
 
@@ -475,9 +804,8 @@ static void drain(uvp_curl_t *c) {
       } else if (x->state == X_ADD_PENDING) {
         int rc = add_now(c, x);
         if (rc == 0) {
-          int running;
           enter(c);
-          curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+          socket_action(c, CURL_SOCKET_TIMEOUT, 0);
           c->depth--;
         } else { /* not added after all: the promise says why */
           uvp_promise_t *p = x->p;
@@ -507,10 +835,18 @@ static void drain(uvp_curl_t *c) {
 
 /* ---- the multi-socket glue ----------------------------------------------- */
 
-static void action(uvp_curl_t *c, curl_socket_t fd, int flags) {
+/* curl_multi_socket_action, its time watched by the busy limit. */
+static void socket_action(uvp_curl_t *c, curl_socket_t fd, int flags) {
   int running;
-  enter(c);
+  atomic_store_explicit(&c->busy_since, uv_hrtime(), memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->busy_gen, 1, memory_order_release);
   curl_multi_socket_action(c->multi, fd, flags, &running);
+  atomic_fetch_add_explicit(&c->busy_gen, 1, memory_order_release);
+}
+
+static void action(uvp_curl_t *c, curl_socket_t fd, int flags) {
+  enter(c);
+  socket_action(c, fd, flags);
   leave(c);
 }
 
@@ -606,6 +942,7 @@ static void on_sock_closed(uv_handle_t *h) {
 
 /* libcurl is done with s: stop watching it; its handle closes. */
 static void sock_drop(uvp_curl_t *c, sock_t *s) {
+  wd_fd_remove(c, s->fd);
   slot_t *slot = (size_t)s->fd < c->nslots ? &c->slots[s->fd] : NULL;
   if (slot != NULL && slot->cur == s)
     slot->cur = NULL;
@@ -659,6 +996,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
     if (slot->cur != NULL) /* closed behind our back: never watched twice */
       sock_drop(c, slot->cur);
     slot->cur = s;
+    (void)wd_fd_add(c, fd); /* without it, only the busy limit misses it */
   }
   s->events = events;
   if (s->started || slot->closing == NULL) {
@@ -689,6 +1027,7 @@ int uvp_curl_new(uvp_ctx_t *ctx, uvp_curl_t **out) {
     return UV_ENOMEM;
   c->ctx = ctx;
   c->loop = loop;
+  c->busy_limit_ms = UVP_CURL_BUSY_LIMIT_DEFAULT;
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
     free(c);
     return UV_ENOMEM;
@@ -735,6 +1074,7 @@ int uvp_curl_close(uvp_curl_t *c) {
     return UV_EINVAL;
   if (c->depth > 0)
     return UV_EBUSY;
+  wd_end(c);
   /* Every transfer still in flight: out of the multi, then its promise
    * cancelled without our hook (its work is done here).  After
    * uvp_ctx_close none is left: the teardown ran the hooks. */
@@ -767,6 +1107,25 @@ int uvp_curl_close(uvp_curl_t *c) {
   curl_global_cleanup();
   uv_close((uv_handle_t *)&c->timer, on_handle_closed);
   uv_close((uv_handle_t *)&c->keep, on_handle_closed);
+  return 0;
+}
+
+int uvp_curl_set_busy_limit(uvp_curl_t *c, uint64_t ms) {
+  if (c == NULL || c->closing)
+    return UV_EINVAL;
+#ifdef UVP_CURL_WATCHDOG
+  if (c->wd_started) {
+    uv_mutex_lock(&c->wd_lock);
+    c->busy_limit_ms = ms;
+    if (c->wd_sleeping)
+      uv_cond_signal(&c->wd_cond);
+    uv_mutex_unlock(&c->wd_lock);
+    return 0;
+  }
+#endif
+  c->busy_limit_ms = ms;
+  if (c->stats.running > 0)
+    wd_set_active(c, true);
   return 0;
 }
 
@@ -969,7 +1328,19 @@ static void finish(uvp_curl_t *c, xfer_t *x, CURLcode result) {
       conns > 0)
     c->stats.connects += (uint64_t)conns;
   c->stats.finished++;
-  if (x->fail != 0) {
+  if (result != CURLE_OK && x->fail == 0 && wd_ended(c, x->easy)) {
+    uvp_curl_error_t *e = malloc(sizeof(*e));
+    if (e != NULL) { /* (libcurl's words cut short: the whole fits) */
+      e->code = result;
+      snprintf(e->message, sizeof(e->message),
+               "the binding ended the connection: one call into libcurl "
+               "read it for %llu ms without returning (busy limit; libcurl "
+               "said: %.96s)",
+               (unsigned long long)c->busy_limit_ms,
+               x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(result));
+    }
+    uvp_promise_reject(x->p, UV_ETIMEDOUT, e, free);
+  } else if (x->fail != 0) {
     const char *msg = x->fail_msg != NULL ? x->fail_msg : uvp_strerror(x->fail);
     uvp_promise_reject(x->p, x->fail, error_new(CURLE_WRITE_ERROR, msg), free);
   } else if (result != CURLE_OK) {
@@ -1053,13 +1424,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg) {
   xfer_t *x = arg;
   fetch_t *f = x->fetch;
   size_t n = size * nitems;
-  if (n >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
-    /* A new response (after a redirect, a 1xx, a proxy's CONNECT): the
-     * headers kept are the final one's. */
-    f->hdr_len = 0;
-    f->nheaders = 0;
-    f->header_bytes = 0;
-  }
+  /* The cap counts every byte of every response's head the transfer
+   * reads: those of redirects, 1xx answers and a proxy's CONNECT answer
+   * too, so that no line resets it (a hostile server's lines beginning
+   * with "HTTP/" did, until libcurl's own 300 KB limit). */
   f->header_bytes += n;
   if (f->header_bytes > f->max_header)
     return refuse(x, UV_EMSGSIZE,
@@ -1067,10 +1435,21 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg) {
   size_t len = n;
   while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
     len--;
+  bool status = n >= 5 && memcmp(buf, "HTTP/", 5) == 0;
+  if (status && !f->in_head) {
+    /* A response's status line (after a redirect, a 1xx, a proxy's
+     * CONNECT answer): the headers kept are the final response's. */
+    f->in_head = true;
+    f->hdr_len = 0;
+    f->nheaders = 0;
+    return n;
+  }
+  if (len == 0)
+    f->in_head = false; /* the blank line: that head is whole */
   const char *colon = memchr(buf, ':', len);
-  if (len == 0 || colon == NULL || buf[0] == ' ' || buf[0] == '\t' ||
-      (n >= 5 && memcmp(buf, "HTTP/", 5) == 0))
-    return n; /* the status line, the blank line, an obsolete fold */
+  if (len == 0 || colon == NULL || buf[0] == ' ' || buf[0] == '\t' || status)
+    return n; /* the blank line, an obsolete fold, no header, a line
+                 beginning with HTTP/ inside a head (no header name) */
   size_t nlen = (size_t)(colon - buf);
   const char *v = colon + 1, *end = buf + len;
   while (v < end && (*v == ' ' || *v == '\t'))

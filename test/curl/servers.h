@@ -30,6 +30,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -420,11 +421,16 @@ static void backlog_full_stop(backlog_full_t *b) {
 /* ---- a server on a thread of its own ----------------------------------- */
 
 /* One connection on a plain thread, outside the test's loop: it reads a
- * request and answers "late\n" after `delay_ms`.  Nothing of it keeps the
- * loop alive: only what the client has in flight does. */
+ * request and answers "late\n" after `delay_ms`, `requests` times on the
+ * same connection (keep-alive; the last answer says Connection: close),
+ * then closes it.  Nothing of it keeps the loop alive: only what the
+ * client has in flight does, and nothing of it wakes the loop but the
+ * answers.  A client silent for 10 s ends it. */
 typedef struct thread_server_s {
   int fd, port;
   unsigned delay_ms;
+  int requests;
+  int answered;
   uv_thread_t tid;
 } thread_server_t;
 
@@ -433,26 +439,41 @@ static void thread_server_run(void *arg) {
   int c = accept(t->fd, NULL, NULL);
   if (c < 0)
     return;
-  char buf[4096];
+  struct timeval tv = {10, 0};
+  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buf[4096] = "";
   size_t len = 0;
-  while (len < sizeof(buf) - 1) {
-    ssize_t n = read(c, buf + len, sizeof(buf) - 1 - len);
-    if (n <= 0)
+  while (t->answered < t->requests) {
+    char *end;
+    while ((end = strstr(buf, "\r\n\r\n")) == NULL) {
+      if (len >= sizeof(buf) - 1)
+        goto out;
+      ssize_t n = read(c, buf + len, sizeof(buf) - 1 - len);
+      if (n <= 0)
+        goto out;
+      len += (size_t)n;
+      buf[len] = '\0';
+    }
+    size_t used = (size_t)(end + 4 - buf);
+    memmove(buf, buf + used, len - used + 1);
+    len -= used;
+    usleep(t->delay_ms * 1000);
+    bool last = ++t->answered == t->requests;
+    char answer[128];
+    int n = snprintf(answer, sizeof(answer),
+                     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n%s\r\nlate\n",
+                     last ? "Connection: close\r\n" : "");
+    if (write(c, answer, (size_t)n) < 0) {
+      perror("thread server");
       break;
-    len += (size_t)n;
-    buf[len] = '\0';
-    if (strstr(buf, "\r\n\r\n") != NULL)
-      break;
+    }
   }
-  usleep(t->delay_ms * 1000);
-  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
-                               "Connection: close\r\n\r\nlate\n";
-  if (write(c, answer, sizeof(answer) - 1) < 0)
-    perror("thread server");
+out:
   close(c);
 }
 
-static void thread_server_start(thread_server_t *t, unsigned delay_ms) {
+static void thread_server_start_n(thread_server_t *t, unsigned delay_ms,
+                                  int requests) {
   struct sockaddr_in a;
   memset(&a, 0, sizeof(a));
   a.sin_family = AF_INET;
@@ -465,7 +486,13 @@ static void thread_server_start(thread_server_t *t, unsigned delay_ms) {
   assert_int_equal(getsockname(t->fd, (struct sockaddr *)&a, &alen), 0);
   t->port = ntohs(a.sin_port);
   t->delay_ms = delay_ms;
+  t->requests = requests;
+  t->answered = 0;
   assert_int_equal(uv_thread_create(&t->tid, thread_server_run, t), 0);
+}
+
+static void thread_server_start(thread_server_t *t, unsigned delay_ms) {
+  thread_server_start_n(t, delay_ms, 1);
 }
 
 static void thread_server_join(thread_server_t *t) {

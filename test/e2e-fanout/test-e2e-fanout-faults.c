@@ -3,19 +3,133 @@
  * test's loop while the child runs) and a refused port: each fault gives
  * its own error, the tool exits 0, the deadline splits late requests into
  * ETIMEDOUT and ECANCELED, and a run under valgrind leaks nothing.  Also
- * -f input, the table's width next to a huge URL, and --serve. */
+ * -f input, the table's width next to a huge URL, --serve, and the header
+ * cap against a server whose heads never end (heads_t, below). */
 #include "e2e.h"
 
 #include "demo-server.h"
 
+#include "../curl/h2-flood.h"
+
+/* ---- heads: a server of endless response heads --------------------------- */
+
+/* Plain libuv on the test's loop; each connection reads one request and
+ * answers by its path, then closes:
+ *   /http-lines     a 200 whose head has 200 lines "HTTP/1.1 200 X-Pad:
+ *                   <1000 bytes>" (205 KB: under libcurl's own 300 KB
+ *                   limit, over uvp-fanout's 64 KiB), then a body "ok"
+ *   /informational  4000 answers "HTTP/1.1 100 Continue" (100 KB of
+ *                   heads), then a 200 with a body "ok"
+ *   anything else   a 200 with a body "ok" and a small head */
+typedef struct heads_conn_s {
+  uv_tcp_t tcp;
+  uv_write_t w;
+  char req[4096];
+  size_t len;
+  char *answer;
+} heads_conn_t;
+
+typedef struct heads_s {
+  uv_tcp_t listener;
+  int port;
+} heads_t;
+
+static void heads_conn_closed(uv_handle_t *h) {
+  heads_conn_t *c = h->data;
+  free(c->answer);
+  free(c);
+}
+
+static void heads_written(uv_write_t *w, int status) {
+  (void)status;
+  uv_close((uv_handle_t *)w->handle, heads_conn_closed);
+}
+
+static void heads_alloc(uv_handle_t *h, size_t size, uv_buf_t *b) {
+  heads_conn_t *c = h->data;
+  (void)size;
+  *b = uv_buf_init(c->req + c->len, (unsigned)(sizeof(c->req) - 1 - c->len));
+}
+
+static void heads_answer(heads_conn_t *c) {
+  static const char tail[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                             "Connection: close\r\n\r\nok";
+  size_t cap = 300 * 1024, n = 0;
+  char *a = malloc(cap);
+  assert_non_null(a);
+  if (strncmp(c->req, "GET /http-lines ", 16) == 0) {
+    n += (size_t)sprintf(a, "HTTP/1.1 200 OK\r\n");
+    for (int i = 0; i < 200; i++) {
+      n += (size_t)sprintf(a + n, "HTTP/1.1 200 X-Pad: ");
+      memset(a + n, 'p', 1000);
+      n += 1000;
+      n += (size_t)sprintf(a + n, "\r\n");
+    }
+    n += (size_t)sprintf(a + n, "Content-Length: 2\r\n"
+                                "Connection: close\r\n\r\nok");
+  } else if (strncmp(c->req, "GET /informational ", 19) == 0) {
+    for (int i = 0; i < 4000; i++)
+      n += (size_t)sprintf(a + n, "HTTP/1.1 100 Continue\r\n\r\n");
+    n += (size_t)sprintf(a + n, "%s", tail);
+  } else {
+    n += (size_t)sprintf(a, "%s", tail);
+  }
+  assert_true(n < cap);
+  c->answer = a;
+  uv_buf_t b = uv_buf_init(a, (unsigned)n);
+  if (uv_write(&c->w, (uv_stream_t *)&c->tcp, &b, 1, heads_written) != 0)
+    uv_close((uv_handle_t *)&c->tcp, heads_conn_closed);
+}
+
+static void heads_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+  heads_conn_t *c = st->data;
+  (void)b;
+  if (n < 0) {
+    uv_close((uv_handle_t *)st, heads_conn_closed);
+    return;
+  }
+  c->len += (size_t)n;
+  c->req[c->len] = '\0';
+  if (strstr(c->req, "\r\n\r\n") != NULL) {
+    uv_read_stop(st);
+    heads_answer(c);
+  } else if (c->len >= sizeof(c->req) - 1) {
+    uv_close((uv_handle_t *)st, heads_conn_closed);
+  }
+}
+
+static void heads_accept(uv_stream_t *l, int status) {
+  if (status < 0)
+    return;
+  heads_conn_t *c = calloc(1, sizeof(*c));
+  assert_non_null(c);
+  assert_int_equal(uv_tcp_init(l->loop, &c->tcp), 0);
+  c->tcp.data = c;
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, heads_conn_closed);
+    return;
+  }
+  uv_read_start((uv_stream_t *)&c->tcp, heads_alloc, heads_read);
+}
+
+static void heads_start(uv_loop_t *loop, heads_t *h) {
+  struct sockaddr_storage to;
+  listen_loopback(loop, &h->listener, 16, heads_accept, h, &to);
+  h->port = ntohs(((struct sockaddr_in *)&to)->sin_port);
+}
+
+/* ---- the demo server, and the tests -------------------------------------- */
+
 typedef struct env_s {
   demo_server_t *server;
+  heads_t *heads;   /* if started: closed with the demo server */
   char base[64];    /* http://127.0.0.1:PORT */
   char port[8];     /* PORT */
   char refused[64]; /* http://127.0.0.1:REFUSED/ */
 } env_t;
 
 static void env_start(fixture_t *f, env_t *e) {
+  e->heads = NULL;
   assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &e->server), 0);
   snprintf(e->base, sizeof(e->base), "http://127.0.0.1:%d",
            demo_server_port(e->server));
@@ -28,6 +142,8 @@ static void env_start(fixture_t *f, env_t *e) {
 static void env_stop(void *arg) {
   env_t *e = arg;
   demo_server_stop(e->server, NULL, NULL);
+  if (e->heads != NULL)
+    uv_close((uv_handle_t *)&e->heads->listener, NULL);
 }
 
 static char *url(const env_t *e, const char *path) {
@@ -197,6 +313,85 @@ static void test_deadline(void **state) {
   expect_error(&rep->rows[2], "ECANCELED");
   assert_non_null(strstr(jstr(&rep->rows[1], "message"), "deadline"));
   assert_true(ms >= 350 && ms < 10000);
+  free_urls(urls);
+  free(rep);
+}
+
+/* The header cap (64 KiB, EMSGSIZE) counts every byte of every head a
+ * transfer reads: a head of lines beginning with "HTTP/" (issue 51: each
+ * reset the count, and only libcurl's 300 KB limit stopped them), and
+ * heads of 1xx answers before the final one.  A plain answer from the
+ * same server still succeeds. */
+static void test_header_cap(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  heads_t heads;
+  heads_start(&f->loop, &heads);
+  e.heads = &heads;
+  char base[64];
+  snprintf(base, sizeof(base), "http://127.0.0.1:%d", heads.port);
+  char *opts[] = {"-c", "3", "-t", "5000", NULL};
+  char *urls[] = {url_fmt("%s/http-lines", base),
+                  url_fmt("%s/informational", base), url_fmt("%s/plain", base),
+                  NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  run_fanout(f, &e, NULL, opts, urls, rep);
+  assert_int_equal(rep->nrows, 3);
+  for (int i = 0; i < 2; i++) {
+    expect_error(&rep->rows[i], "EMSGSIZE");
+    assert_non_null(strstr(jstr(&rep->rows[i], "message"),
+                           "response header larger than 65536 bytes"));
+  }
+  expect_status(&rep->rows[2], 200, 2);
+  free_urls(urls);
+  free(rep);
+}
+
+/* A hostile HTTP/2 server (../curl/h2-flood.h: after the Upgrade to h2c,
+ * nothing but WINDOW_UPDATE frames, as fast as it can, for 10 s) kept
+ * uvp-fanout inside one call into libcurl for as long as it flooded
+ * (issue 51): -d 3000 ended the run after 10 s, and the other URLs waited
+ * as long.  The binding's busy limit ends the flooded connection after
+ * about a second: its row is ETIMEDOUT within the deadline, the other
+ * server's answers (heads_t's plain 200, which ignores the Upgrade; the
+ * demo server refuses one with 400) come in time, and the run ends when
+ * its last request does. */
+static void test_h2_flood(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  heads_t heads;
+  heads_start(&f->loop, &heads);
+  e.heads = &heads;
+  h2_flood_t fl;
+  assert_int_equal(h2_flood_start(&fl, FLOOD_WINDOW_UPDATE, 10), 0);
+  char flood[64], plain[64];
+  snprintf(flood, sizeof(flood), "http://127.0.0.1:%d/", fl.port);
+  snprintf(plain, sizeof(plain), "http://127.0.0.1:%d/plain", heads.port);
+  char *opts[] = {"--http2", "-c", "4", "-d", "3000", NULL};
+  char *urls[] = {strdup(flood), strdup(plain), url_fmt("%s?2", plain), NULL};
+  report_t *rep = malloc(sizeof(*rep));
+  assert_non_null(rep);
+  double ms = run_fanout(f, &e, NULL, opts, urls, rep);
+  h2_flood_join(&fl);
+  print_message(
+      "run %.1f ms; flood row %s after %.1f ms (%s); the server "
+      "flooded %.1f MB in %.0f ms\n",
+      ms, jstr(&rep->rows[0], "result"), jnum(&rep->rows[0], "latency_ms"),
+      jstr(&rep->rows[0], "message"), (double)fl.flooded / 1e6, fl.flood_ms);
+  assert_int_equal(rep->nrows, 3);
+  assert_true(fl.connected);
+  /* Ended by the busy limit, or (a flood the client caught up with now
+   * and then) by the deadline as a call returned: 1 s late at most. */
+  expect_error(&rep->rows[0], "ETIMEDOUT");
+  assert_true(jnum(&rep->rows[0], "latency_ms") < 3000 + 1500);
+  for (int i = 1; i < 3; i++) {
+    expect_status(&rep->rows[i], 200, 2);
+    assert_true(jnum(&rep->rows[i], "latency_ms") < 3000);
+  }
+  assert_true(ms < 3000 + 2000);
   free_urls(urls);
   free(rep);
 }
@@ -372,7 +567,8 @@ int main(int argc, char **argv) {
       FIXTURE_TEST(test_faults),          FIXTURE_TEST(test_deadline),
       FIXTURE_TEST(test_url_file),        FIXTURE_TEST(test_many_few_slots),
       FIXTURE_TEST(test_huge_url_table),  FIXTURE_TEST(test_serve),
-      FIXTURE_TEST(test_faults_valgrind),
+      FIXTURE_TEST(test_faults_valgrind), FIXTURE_TEST(test_header_cap),
+      FIXTURE_TEST(test_h2_flood),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
