@@ -360,9 +360,55 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * changes nothing.  (The handles of uvp's timers, connections and
  * processes must not be closed that way: close the context, and your
  * uvp_tcp_t, first.)
+ * "Run the loop once more" holds for a host that runs UV_RUN_DEFAULT: a
+ * request uvp started that is still running in libuv's thread pool keeps
+ * the loop going until it completes.  A host with a teardown protocol of
+ * its own (Node's worker threads) uses uvp_ctx_close_full to learn when
+ * uvp is done with the loop.
  * Errors: UV_EINVAL (NULL), UVP_ETHREAD, UVP_ECLOSED (see above),
  * UVP_EINFIBER (called on a fiber: see "Fibers"), UV_EBUSY (see above). */
 UVP_EXTERN int uvp_ctx_close(uvp_ctx_t *ctx);
+
+/** What uvp_ctx_close_full calls once uvp has nothing left in the loop.
+ * `ctx` is the closed context, borrowed: valid memory during the call,
+ * where it answers as after uvp_ctx_close (uvp_ctx_loop, uvp_ctx_stats;
+ * other calls UVP_ECLOSED); once the callback returns it may be freed
+ * at any time (as after uvp_ctx_close, if no promise of it is held). */
+typedef void (*uvp_ctx_closed_cb)(uvp_ctx_t *ctx, void *arg);
+
+/** uvp_ctx_close, and a notification when it is over in the loop: as
+ * uv_close's close callback for a handle, `closed_cb(ctx, arg)` is called
+ * once the last handle uvp opened in the loop has run its close callback
+ * and the last request it started there has completed, whether its
+ * promise is still pending or was already rejected (a file read running
+ * in libuv's thread pool, which nothing can stop, rejected with
+ * UVP_ECLOSED by the teardown, still counts until the pool hands it
+ * back; so do a child process's handles, a timer's and, if you have not
+ * closed it yet, your uvp_tcp_t's: uvp_tcp_close works after the
+ * teardown).  From then on uv_loop_close() returns 0 as far as uvp is
+ * concerned, with no need to run the loop again.
+ *
+ * Everything else is as uvp_ctx_close, including its errors and the
+ * context's memory.  The callback:
+ *  - is called exactly once if this returns 0, and never otherwise;
+ *  - runs on the loop thread, from a libuv callback inside uv_run (a
+ *    close callback or a request's callback), never inside this call,
+ *    even when nothing is left in flight: the loop must be run (in any
+ *    mode) for it to be called;
+ *  - may call anything but uv_loop_close() on that loop (libuv forbids it
+ *    inside uv_run): stop the loop, close handles of its own, free
+ *    `arg`, tell the host it is done (Node-API's
+ *    napi_remove_async_cleanup_hook; see docs/guide-embedding.md).
+ * `arg` is yours: uvp only passes it on.  A program that never runs the
+ * loop again after this call never gets the callback (nor frees the
+ * context's memory).
+ * Errors: UV_EINVAL (NULL ctx or closed_cb), and those of uvp_ctx_close:
+ * UVP_ETHREAD, UVP_ECLOSED (a second close, with either call: the
+ * callback of the first stays the only one), UVP_EINFIBER, UV_EBUSY (the
+ * program closed uvp's handles with uv_walk and has not run their close
+ * callbacks yet: nothing changed, run the loop and call again). */
+UVP_EXTERN int uvp_ctx_close_full(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
+                                  void *arg);
 
 /** The loop ctx was created over (NULL for NULL); also after
  * uvp_ctx_close, while the context's memory lives. */

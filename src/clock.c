@@ -185,6 +185,8 @@ void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref) {
     uv_unref((uv_handle_t *)&t->handle);
   t->clock = uvp__head(ctx)->vclock ? clock_of(ctx) : NULL;
   t->queued = false;
+  t->ctx = ctx;
+  uvp__loop_work_begin(ctx);
 }
 
 void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
@@ -209,9 +211,18 @@ void uvp__timer_stop(uvp__timer_t *t) {
   uv_timer_stop(&t->handle);
 }
 
+static void timer_closed(uv_handle_t *h) {
+  uvp__timer_t *t = (uvp__timer_t *)(void *)h;
+  uvp_ctx_t *ctx = t->ctx;
+  if (t->closed != NULL)
+    t->closed(h); /* may free t */
+  uvp__loop_work_end(ctx);
+}
+
 void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb) {
   uvp__timer_stop(t);
-  uv_close((uv_handle_t *)&t->handle, close_cb);
+  t->closed = close_cb;
+  uv_close((uv_handle_t *)&t->handle, timer_closed);
 }
 
 uint64_t uvp__timer_due_in(const uvp__timer_t *t) {
@@ -264,8 +275,9 @@ static void on_prepare(uv_prepare_t *h) {
 
 static void handle_closed(uv_handle_t *h) {
   vclock_t *c = h->data;
-  if (--c->open == 0)
-    uvp__drop(c->ctx); /* may free the context, and c with it */
+  uvp_ctx_t *ctx = c->ctx;
+  c->open--;
+  uvp__loop_work_end(ctx); /* may free the context, and c with it */
 }
 
 static void clock_close(uvp__ext_t *ext) {
@@ -325,7 +337,9 @@ int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode) {
     uv_unref((uv_handle_t *)&c->pace);
     c->handles = true;
     c->open = 2;
-    uvp__hold(ctx); /* until both have closed: they are in c */
+    /* Until both have closed (they are in c, which the context keeps). */
+    uvp__loop_work_begin(ctx);
+    uvp__loop_work_begin(ctx);
   }
   if (virt && !h->vclock) {
     set_now(c, uv_now(h->loop));

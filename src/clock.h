@@ -27,6 +27,10 @@ struct uvp__timer_s {
   uint64_t seq; /* order of starts: equal due times fire in start order */
   uvp__timer_t *child, *next, *prev; /* pairing heap links */
   bool queued;
+  /* uvp__timer_close's: the caller's close callback, and the context whose
+   * work in the loop the timer counts as until it has run */
+  uv_close_cb closed;
+  uvp_ctx_t *ctx;
 };
 
 /* uv_timer_init on ctx's loop, on ctx's clock as it is now; data as given.
@@ -35,7 +39,8 @@ void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref);
 /* Start (or restart) it to call cb(&t->handle) `ms` from now. */
 void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms);
 void uvp__timer_stop(uvp__timer_t *t);
-/* Stop and uv_close it (close_cb as for uv_close). */
+/* Stop and uv_close it (close_cb as for uv_close, may free t).  The only
+ * way to close one: it counts as uvp's work in the loop until closed. */
 void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb);
 /* Milliseconds until it fires on its clock (0: due, or stopped). */
 uint64_t uvp__timer_due_in(const uvp__timer_t *t);

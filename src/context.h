@@ -74,13 +74,21 @@ struct uvp_ctx_s {
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
   uv_check_t check; /* unref'd: drains right after I/O callbacks */
   uv_async_t async; /* unref'd: wake-up for messages from other threads */
-  int handles_open;
+  /* uvp's work in the loop: the three handles above and every libuv
+   * request or handle a layer started (uvp__loop_work_begin, sched.h), until
+   * libuv is done with it.  The loop thread's; after uvp_ctx_close it
+   * changes under mu.  (In the slot of an int and its padding: the fields
+   * after it keep their places.) */
+  size_t loop_work;
 
   /* cross-thread; recursive so destructors may release under it */
   uv_mutex_t mu;
   int mu_depth;
   uvp__msg_t *mhead;
   uvp__msg_t *mtail;
+  /* uvp_ctx_close_full's callback, called once loop_work reaches 0 */
+  uvp_ctx_closed_cb closed_cb;
+  void *closed_arg;
 };
 
 /* uv_stop()'s flag.  libuv 1.44 has no getter for it: the field is in uv.h's

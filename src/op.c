@@ -119,6 +119,8 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->ctx = ctx;
   op->kind = kind;
   op->size = (uint32_t)size;
+  op->in_loop = true;
+  uvp__loop_work_begin(ctx);
   op->owner = kind->object_owned ? NULL : uvp__work_begin(ctx);
   op->real = UVP__UNLIKELY(uvp__head(ctx)->vclock) && !kind->idle;
   if (UVP__UNLIKELY(op->real))
@@ -176,6 +178,8 @@ static void op_complete(void *arg, const uvp_outcome_t *in) {
 
 void uvp__op_complete_later(uvp__op_t *op) {
   libuv_done(op);
+  op->in_loop = false;
+  uvp__loop_work_end(op->ctx); /* the queue holds the promise, so the context */
   uvp_promise_t *p = op->p;
   op->p = NULL;
   op->done.r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
@@ -186,9 +190,8 @@ void uvp__op_complete_later(uvp__op_t *op) {
   UVP__PREFETCH_W(p);
 }
 
-void uvp__op_free(uvp__op_t *op) {
-  uvp_ctx_t *ctx = op->ctx;
-  libuv_done(op);
+/* The memory goes back. */
+static void op_memory_free(uvp_ctx_t *ctx, uvp__op_t *op) {
   if (op->size > UVP__OP_SLOT) {
     uvp__free(op);
     return;
@@ -204,6 +207,18 @@ void uvp__op_free(uvp__op_t *op) {
   uvp__lock(ctx);
   uvp__pool_put(&st->slots, op);
   uvp__unlock(ctx);
+}
+
+void uvp__op_free(uvp__op_t *op) {
+  uvp_ctx_t *ctx = op->ctx;
+  libuv_done(op);
+  bool in_loop = op->in_loop; /* false when freed on another thread (a
+                                 stat's value): complete_later ended it */
+  op_memory_free(ctx, op);
+  /* Last: at teardown the end of uvp's last work in the loop calls the
+   * close callback and may free the context. */
+  if (in_loop)
+    uvp__loop_work_end(ctx);
 }
 
 void uvp__op_finish(uvp__op_t *op) {

@@ -61,8 +61,10 @@ struct uvp__op_s {
                                  is done (uvp__work_begin), unless
                                  kind->object_owned */
   uint32_t size;              /* bytes, for uvp__op_finish */
-  bool real; /* counted as real work by the virtual clock until libuv is
-                done (in what was padding) */
+  bool real;    /* counted as real work by the virtual clock until libuv is
+                   done (in what was padding) */
+  bool in_loop; /* counted as uvp's work in the loop (uvp__loop_work_begin)
+                   until libuv is done (padding too) */
 };
 
 /* A new operation of `size` bytes with its promise (the header is filled

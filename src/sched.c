@@ -237,13 +237,48 @@ void uvp__lock(uvp_ctx_t *ctx) {
 void uvp__unlock(uvp_ctx_t *ctx) {
   /* A closed context dies with its last promise and its last handle. */
   bool dead = --ctx->mu_depth == 0 && ctx->h.closed && ctx->live == 0 &&
-              ctx->holds == 0 && ctx->handles_open == 0;
+              ctx->holds == 0 && ctx->loop_work == 0;
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
 }
 
 void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
+
+/* ---- uvp's work in the loop ---------------------------------------------- */
+
+void uvp__loop_work_begin(uvp_ctx_t *ctx) {
+  if (UVP__LIKELY(!ctx->h.closed)) {
+    ctx->loop_work++;
+    return;
+  }
+  uvp__lock(ctx); /* after the teardown other threads read it (uvp__unlock) */
+  ctx->loop_work++;
+  uvp__unlock(ctx);
+}
+
+/* After uvp_ctx_close: the last end calls the close callback first, while
+ * the count still keeps the context, then lets the context go under the
+ * lock (other threads may be releasing the last promises). */
+static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx) {
+  if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {
+    uvp_ctx_closed_cb cb = ctx->closed_cb;
+    void *arg = ctx->closed_arg;
+    ctx->closed_cb = NULL;
+    ctx->closed_arg = NULL;
+    cb(ctx, arg);
+  }
+  uvp__lock(ctx);
+  ctx->loop_work--;
+  uvp__unlock(ctx); /* may free the context */
+}
+
+void uvp__loop_work_end(uvp_ctx_t *ctx) {
+  if (UVP__LIKELY(!ctx->h.closed))
+    ctx->loop_work--;
+  else
+    loop_work_end_closed(ctx);
+}
 
 void uvp__drop(uvp_ctx_t *ctx) {
   uvp__lock(ctx);
@@ -413,7 +448,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   uv_unref((uv_handle_t *)&ctx->check);
   uv_unref((uv_handle_t *)&ctx->async);
   uv_check_start(&ctx->check, check_cb);
-  ctx->handles_open = 3;
+  ctx->loop_work = 3;
   *out = ctx;
   return 0;
 }
@@ -578,12 +613,7 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   return 0;
 }
 
-static void handle_closed(uv_handle_t *h) {
-  uvp_ctx_t *ctx = h->data;
-  uvp__lock(ctx);
-  ctx->handles_open--;
-  uvp__unlock(ctx);
-}
+static void handle_closed(uv_handle_t *h) { uvp__loop_work_end(h->data); }
 
 /* Drop every queued reaction and completion (reactions first, as the
  * drain would have run them), and whatever dropping them queues. */
@@ -622,7 +652,8 @@ static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
   return closed;
 }
 
-int uvp_ctx_close(uvp_ctx_t *ctx) {
+static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
+                     void *closed_arg) {
   /* A second close may come once the context is freed: look it up first,
    * without reading it. */
   if (ctx != NULL && !uvp__registry_has(ctx))
@@ -637,6 +668,11 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   int by_host = count_closed_by_host(ctx, hs);
   if (by_host < 0)
     return by_host;
+  /* Nothing below can bring loop_work to 0 before the end of this call:
+   * the three handles count until their close callbacks (or the
+   * subtraction at the end for those the host closed). */
+  ctx->closed_cb = closed_cb;
+  ctx->closed_arg = closed_arg;
   /* Held across the whole sweep: from `closed` on, other threads change
    * references only under this lock. */
   uvp__lock(ctx);
@@ -686,8 +722,26 @@ int uvp_ctx_close(uvp_ctx_t *ctx) {
   drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
   if (by_host != 0) { /* last: with them the context may be freed now */
     uvp__lock(ctx);
-    ctx->handles_open -= by_host;
+    ctx->loop_work -= (size_t)by_host;
+    if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
+      /* Nothing of uvp's is left in the loop to call the callback from,
+       * and it never runs inside this call: the idle handle (its close
+       * has completed, so its memory is ours again) is opened and closed
+       * at once, and its close callback calls it. */
+      uv_idle_init(ctx->h.loop, &ctx->idle);
+      ctx->idle.data = ctx;
+      ctx->loop_work++;
+      uv_close((uv_handle_t *)&ctx->idle, handle_closed);
+    }
     uvp__unlock(ctx);
   }
   return 0;
+}
+
+int uvp_ctx_close(uvp_ctx_t *ctx) { return ctx_close(ctx, NULL, NULL); }
+
+int uvp_ctx_close_full(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb, void *arg) {
+  if (closed_cb == NULL)
+    return UV_EINVAL;
+  return ctx_close(ctx, closed_cb, arg);
 }

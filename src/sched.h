@@ -138,6 +138,18 @@ void uvp__unlock(uvp_ctx_t *ctx);
 void uvp__hold(uvp_ctx_t *ctx);
 void uvp__drop(uvp_ctx_t *ctx);
 
+/* The one door of uvp's work in the loop: every libuv request and handle
+ * uvp starts (an operation's request, a connection's handle, a timer, the
+ * context's own handles) is counted from its start until libuv is done
+ * with it (its callback, or its handle's close callback, has run).  A
+ * closed context is freed only once the count is 0, and
+ * uvp_ctx_close_full's callback runs when it reaches 0, from inside the
+ * end that brings it there: call the end last, after the object's own
+ * cleanup, since it may free the context.  Loop thread only; a plain
+ * increment (the end tests `closed` too) with no allocation. */
+void uvp__loop_work_begin(uvp_ctx_t *ctx);
+void uvp__loop_work_end(uvp_ctx_t *ctx);
+
 /* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
  * operation's promise, which the queue now holds) runs with
  * uvp__run_completion once no reaction is queued. */

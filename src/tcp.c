@@ -118,12 +118,14 @@ static void maybe_free(uvp_tcp_t *t) {
 
 static void handle_closed(uv_handle_t *h) {
   uvp_tcp_t *t = h->data;
+  uvp_ctx_t *ctx = t->ctx;
   if (h == (uv_handle_t *)&t->inline_handle)
     t->inline_busy = false;
   else
     uvp__free(h);
   t->handles_open--;
   maybe_free(t);
+  uvp__loop_work_end(ctx); /* last: may free the context */
 }
 
 static int open_handle(uvp_tcp_t *t) {
@@ -141,6 +143,7 @@ static int open_handle(uvp_tcp_t *t) {
   h->data = t;
   t->handle = h;
   t->handles_open++;
+  uvp__loop_work_begin(t->ctx);
   t->reading = false;
   return 0;
 }

@@ -53,7 +53,7 @@ static void delay_fire(uv_timer_t *t) {
   d->p = NULL;
   uvp__fulfill(p, d->value, d->free_cb);
   uvp__unref(p);
-  uv_close((uv_handle_t *)t, delay_closed);
+  uvp__timer_close(&d->t.timer, delay_closed);
 }
 
 static void delay_cancel(uvp_promise_t *p, void *arg) {

@@ -58,9 +58,17 @@ static void work_after(uv_work_t *req, int status) {
                    op->result_free);
   uvp_work_done_cb done = op->done;
   void *arg = op->arg;
+  if (done == NULL) {
+    uvp__op_finish(&op->op);
+    return;
+  }
+  /* The done callback is the end of the request: uvp_ctx_close_full's
+   * callback comes after it, and the context stays until it has run. */
+  uvp_ctx_t *ctx = op->op.ctx;
+  uvp__loop_work_begin(ctx);
   uvp__op_finish(&op->op);
-  if (done != NULL)
-    done(arg, end);
+  done(arg, end);
+  uvp__loop_work_end(ctx);
 }
 
 int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
