@@ -42,6 +42,8 @@
 enum { EXIT_USAGE = 2 };
 
 #define DEFAULT_CONCURRENCY 64
+/* Streams per HTTP/2 connection (libcurl's default, CURLMOPT_MAX_CONCURRENT_STREAMS). */
+#define H2_STREAMS 100
 /* curl has no total timeout and a 300 s connect timeout by default: a
  * server that never answers would hold a fan-out forever.  These end
  * such a request and leave a slow one room. */
@@ -1041,6 +1043,19 @@ int main(int argc, char **argv) {
      * host: as many cached as there are slots, none kept past the run. */
     CURLM *m = uvp_curl_multi(r.curl);
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)concurrency);
+    if (http2) {
+      /* PIPEWAIT alone does not hold a transfer back once a host's first
+       * connection multiplexes: libcurl 7.88 then opens a connection for
+       * each transfer that finds the open ones full (ConnectionExists
+       * waits for a connection still being set up only before the host is
+       * known to multiplex), up to one per request past the first 100.
+       * At most as many connections per host as -c needs at
+       * H2_STREAMS streams each; a transfer past them waits for a stream
+       * (libcurl's pending queue). */
+      curl_multi_setopt(m, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)H2_STREAMS);
+      curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS,
+                        (long)((concurrency + H2_STREAMS - 1) / H2_STREAMS));
+    }
   }
   if (rc == 0 && isatty(STDERR_FILENO) &&
       uv_timer_init(&loop, &r.progress_timer) == 0) {
