@@ -42,7 +42,8 @@
 enum { EXIT_USAGE = 2 };
 
 #define DEFAULT_CONCURRENCY 64
-/* Streams per HTTP/2 connection (libcurl's default, CURLMOPT_MAX_CONCURRENT_STREAMS). */
+/* Streams per HTTP/2 connection (libcurl's default,
+ * CURLMOPT_MAX_CONCURRENT_STREAMS). */
 #define H2_STREAMS 100
 /* curl has no total timeout and a 300 s connect timeout by default: a
  * server that never answers would hold a fan-out forever.  These end
@@ -104,6 +105,7 @@ typedef struct run_s {
   row_t *rows;
   size_t n;
   http_t http;
+  int h2_capped; /* --http2: connections per host capped (see main) */
   unsigned retries;
   uint64_t deadline_ms; /* 0: none */
   uint64_t deadline_at; /* on the loop's clock */
@@ -519,6 +521,18 @@ static uvp_ret_t record_attempt(void *arg, const uvp_outcome_t *in) {
     curl_easy_getinfo(res->easy, CURLINFO_TOTAL_TIME_T, &us);
     curl_easy_getinfo(res->easy, CURLINFO_REDIRECT_COUNT, &redirects);
     curl_easy_getinfo(res->easy, CURLINFO_EFFECTIVE_URL, &url);
+    /* A server that answered HTTP/1.x (no h2 by ALPN or Upgrade) has one
+     * request per connection: lift the per-host cap for the rest of the
+     * run (for every host: libcurl's cap is the multi handle's). */
+    long version = 0;
+    if (row->run->h2_capped &&
+        curl_easy_getinfo(res->easy, CURLINFO_HTTP_VERSION, &version) ==
+            CURLE_OK &&
+        version != CURL_HTTP_VERSION_2_0 && version != CURL_HTTP_VERSION_3) {
+      curl_multi_setopt(uvp_curl_multi(row->run->curl),
+                        CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+      row->run->h2_capped = 0;
+    }
     row->error = 0;
     row->status = (int)res->status;
     row->bytes = res->bytes;
@@ -1051,10 +1065,12 @@ int main(int argc, char **argv) {
        * known to multiplex), up to one per request past the first 100.
        * At most as many connections per host as -c needs at
        * H2_STREAMS streams each; a transfer past them waits for a stream
-       * (libcurl's pending queue). */
+       * (libcurl's pending queue).  A host answering HTTP/1.x lifts the
+       * cap (record_attempt). */
       curl_multi_setopt(m, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)H2_STREAMS);
       curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS,
                         (long)((concurrency + H2_STREAMS - 1) / H2_STREAMS));
+      r.h2_capped = 1;
     }
   }
   if (rc == 0 && isatty(STDERR_FILENO) &&
