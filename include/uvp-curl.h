@@ -193,7 +193,16 @@ UVP_CURL_EXTERN int uvp_curl_close(uvp_curl_t *c);
  * CURLMOPT_SOCKETFUNCTION, _SOCKETDATA, _TIMERFUNCTION and _TIMERDATA.
  * Do not add or remove easy handles on it yourself, nor call
  * curl_multi_perform/_socket_action/_cleanup.  NULL for NULL, and once
- * closed. */
+ * closed.
+ *
+ * HTTP/2: libcurl 7.88 opens a new connection for each transfer that finds
+ * a host's connections at their stream limit (CURLMOPT_MAX_CONCURRENT_STREAMS,
+ * 100 by default), CURLOPT_PIPEWAIT or not (it waits only for the host's
+ * first connection).  For N requests in flight to a host over one
+ * connection per 100 streams, set CURLMOPT_MAX_HOST_CONNECTIONS to
+ * N / 100 rounded up (a transfer past it waits for a stream), and lift it
+ * (0) for a host that answers HTTP/1.x: uvp-fanout --http2 does both
+ * (docs/guide-curl.md). */
 UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
 /** @} */
 

@@ -42,6 +42,9 @@
 enum { EXIT_USAGE = 2 };
 
 #define DEFAULT_CONCURRENCY 64
+/* Streams per HTTP/2 connection (libcurl's default,
+ * CURLMOPT_MAX_CONCURRENT_STREAMS). */
+#define H2_STREAMS 100
 /* curl has no total timeout and a 300 s connect timeout by default: a
  * server that never answers would hold a fan-out forever.  These end
  * such a request and leave a slow one room. */
@@ -102,6 +105,7 @@ typedef struct run_s {
   row_t *rows;
   size_t n;
   http_t http;
+  int h2_capped; /* --http2: connections per host capped (see main) */
   unsigned retries;
   uint64_t deadline_ms; /* 0: none */
   uint64_t deadline_at; /* on the loop's clock */
@@ -159,8 +163,10 @@ static void usage(FILE *f, const char *prog) {
           "              do not verify https:// servers' certificates\n"
           "  --http2     HTTP/2 (https:// by ALPN, http:// by an Upgrade to\n"
           "              h2c): requests to a host share a connection, up to\n"
-          "              100 streams each (libcurl opens more connections\n"
-          "              past that); default HTTP/1.1\n"
+          "              100 streams each, at most -c/100 (rounded up)\n"
+          "              connections per host, a request past them waiting\n"
+          "              for a stream (no cap once a host answers\n"
+          "              HTTP/1.x); default HTTP/1.1\n"
           "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
           "              through this proxy (http:// by default; https://\n"
           "              URLs through a CONNECT tunnel)\n"
@@ -517,6 +523,18 @@ static uvp_ret_t record_attempt(void *arg, const uvp_outcome_t *in) {
     curl_easy_getinfo(res->easy, CURLINFO_TOTAL_TIME_T, &us);
     curl_easy_getinfo(res->easy, CURLINFO_REDIRECT_COUNT, &redirects);
     curl_easy_getinfo(res->easy, CURLINFO_EFFECTIVE_URL, &url);
+    /* A server that answered HTTP/1.x (no h2 by ALPN or Upgrade) has one
+     * request per connection: lift the per-host cap for the rest of the
+     * run (for every host: libcurl's cap is the multi handle's). */
+    long version = 0;
+    if (row->run->h2_capped &&
+        curl_easy_getinfo(res->easy, CURLINFO_HTTP_VERSION, &version) ==
+            CURLE_OK &&
+        version != CURL_HTTP_VERSION_2_0 && version != CURL_HTTP_VERSION_3) {
+      curl_multi_setopt(uvp_curl_multi(row->run->curl),
+                        CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
+      row->run->h2_capped = 0;
+    }
     row->error = 0;
     row->status = (int)res->status;
     row->bytes = res->bytes;
@@ -1041,6 +1059,21 @@ int main(int argc, char **argv) {
      * host: as many cached as there are slots, none kept past the run. */
     CURLM *m = uvp_curl_multi(r.curl);
     curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)concurrency);
+    if (http2) {
+      /* PIPEWAIT alone does not hold a transfer back once a host's first
+       * connection multiplexes: libcurl 7.88 then opens a connection for
+       * each transfer that finds the open ones full (ConnectionExists
+       * waits for a connection still being set up only before the host is
+       * known to multiplex), up to one per request past the first 100.
+       * At most as many connections per host as -c needs at
+       * H2_STREAMS streams each; a transfer past them waits for a stream
+       * (libcurl's pending queue).  A host answering HTTP/1.x lifts the
+       * cap (record_attempt). */
+      curl_multi_setopt(m, CURLMOPT_MAX_CONCURRENT_STREAMS, (long)H2_STREAMS);
+      curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS,
+                        (long)((concurrency + H2_STREAMS - 1) / H2_STREAMS));
+      r.h2_capped = 1;
+    }
   }
   if (rc == 0 && isatty(STDERR_FILENO) &&
       uv_timer_init(&loop, &r.progress_timer) == 0) {

@@ -1,8 +1,8 @@
 /* uvp-fanout's libcurl flags against nginx and tinyproxy started by the
  * test (test/curl/curl-env.h): --http2 (HTTP/2 over TLS, requests
- * multiplexed on one connection), -x/--proxy (plain and CONNECT), -u
- * user:password, --compressed (and --max-filesize counting the decoded
- * body); what the tool did is checked in nginx's log too.  Exits 77
+ * multiplexed on one connection, 250 in flight on 3), -x/--proxy (plain and
+ * CONNECT), -u user:password, --compressed (and --max-filesize counting the
+ * decoded body); what the tool did is checked in nginx's log too.  Exits 77
  * (skipped) when nginx, tinyproxy or the openssl tool is absent. */
 #include "../curl/curl-env.h"
 
@@ -106,6 +106,64 @@ static void test_http2(void **state) {
   nginx_cleanup(&e.n);
 }
 
+#define NMANY 1000
+
+/* uvp-fanout ARGS... -f FILE, FILE listing NMANY URLs of `path` on `port`
+ * over https://, under ARGS; exit 0 (the report is too long for
+ * parse_report: nginx's log says what was answered). */
+static void run_many(fixture_t *f, env_t *e, int port, const char *path,
+                     char **args) {
+  char file[128];
+  snprintf(file, sizeof(file), "%s/many-%d.txt", e->n.dir, port);
+  FILE *fp = fopen(file, "w");
+  assert_non_null(fp);
+  for (int i = 0; i < NMANY; i++)
+    fprintf(fp, "https://127.0.0.1:%d%s?i=%d\n", port, path, i);
+  assert_int_equal(fclose(fp), 0);
+  char *argv[15];
+  int n = 0;
+  for (; *args != NULL; args++)
+    argv[n++] = *args;
+  argv[n++] = "-f";
+  argv[n++] = file;
+  argv[n] = NULL;
+  assert_int_equal(exit_of(f, argv), 0);
+}
+
+/* --http2, 1000 requests with 250 in flight to one host: 3 connections at
+ * 100 streams each, not one per request that finds them full (libcurl
+ * 7.88 with CURLOPT_PIPEWAIT alone: those queued before the host's first
+ * connection multiplexed are released one at a time and may all fit on
+ * it, but each started once it does, with 100 streams busy, opened a
+ * connection of its own: issue 57).  Against an HTTP/1.1 server every
+ * request is answered too. */
+static void test_http2_stream_limit(void **state) {
+  fixture_t *f = *state;
+  env_t e;
+  env_start(f, &e);
+  char *ca = cafile();
+  char *args[] = {"-c", "250", "--cacert", ca, "--http2", NULL};
+  run_many(f, &e, e.tls2, "/hello.txt", args);
+  run_many(f, &e, e.tls1, "/hello.txt", args);
+  env_stop(f, &e);
+  int conns = 0;
+  assert_int_equal(via_log(&e, e.tls2, "/hello.txt", " 200 HTTP/2.0", &conns),
+                   NMANY);
+  print_message("HTTP/2: %d requests on %d connections\n", NMANY, conns);
+  assert_true(conns >= 1 && conns <= 3);
+  /* Every request answered over HTTP/1.1 too, on more than the cap's 3
+   * connections: it is lifted after the first answer (the requests queued
+   * until then are released one per transfer or connection done, at
+   * libcurl's pace; those started after it open connections at once). */
+  int h1conns = 0;
+  assert_int_equal(via_log(&e, e.tls1, "/hello.txt", " 200 HTTP/1.1", &h1conns),
+                   NMANY);
+  print_message("HTTP/1.1: %d requests on %d connections\n", NMANY, h1conns);
+  assert_true(h1conns > 3);
+  free(ca);
+  nginx_cleanup(&e.n);
+}
+
 /* -x: plain requests through tinyproxy (nginx sees its Via) and a CONNECT
  * tunnel for https://; -u: Basic authentication. */
 static void test_proxy_and_user(void **state) {
@@ -206,6 +264,7 @@ int main(int argc, char **argv) {
   nginx_make_certs(&certs);
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_http2),
+      FIXTURE_TEST(test_http2_stream_limit),
       FIXTURE_TEST(test_proxy_and_user),
       FIXTURE_TEST(test_compressed),
   };
