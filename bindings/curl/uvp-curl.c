@@ -419,9 +419,13 @@ static void wd_kill(uvp_curl_t *c, wd_fd_t *w) {
   socklen_t alen = sizeof(a);
   memset(k, 0, sizeof(*k));
   k->local_port = k->peer_port = -1;
+  /* Cleared before each call: a family the kernel leaves unset reads as
+   * AF_UNSPEC, not as garbage (scan-build's finding). */
+  memset(&a, 0, sizeof(a));
   if (getsockname(w->fd, (struct sockaddr *)&a, &alen) == 0)
     k->local_port = port_of(&a);
   alen = sizeof(a);
+  memset(&a, 0, sizeof(a));
   if (getpeername(w->fd, (struct sockaddr *)&a, &alen) == 0) {
     k->peer_port = port_of(&a);
     const void *ip =
