@@ -7,14 +7,14 @@
  * holds the model below and includes the area headers of include/uvp/,
  * each one module of the reference, in this order:
  * @verbatim
- *   uvp/base.h     version, error codes, allocation, shared types, context
- *   uvp/promise.h  settlement, reactions, inspection, combinators,
- *                  fan-out, sequential steps and retry
- *   uvp/time.h     delays, timeouts, the context's clock
- *   uvp/fiber.h    fibers: async functions and await
- *   uvp/group.h    scopes, deadlines, task groups
- *   uvp/io.h       libuv operations: files, TCP, DNS, work, processes
- *   uvp/debug.h    task dumps, async traces, counters
+ *   uvp/common.h    version, error codes, allocation, shared types, context
+ *   uvp/promises.h  settlement, reactions, inspection, combinators,
+ *                   fan-out, sequential steps and retry
+ *   uvp/time.h      delays, timeouts, the context's clock
+ *   uvp/fibers.h    fibers: async functions and await
+ *   uvp/groups.h    scopes, deadlines, task groups
+ *   uvp/io.h        libuv operations: files, TCP, DNS, work, processes
+ *   uvp/debug.h     task dumps, async traces, counters
  * @endverbatim
  * Include uvp.h; an area header alone also compiles (each includes what
  * it needs), for a file that uses one area only.
@@ -116,11 +116,11 @@
 
 /* The areas in order (clang-format would sort them). */
 /* clang-format off */
-#include "uvp/base.h"
-#include "uvp/promise.h"
+#include "uvp/common.h"
+#include "uvp/promises.h"
 #include "uvp/time.h"
-#include "uvp/fiber.h"
-#include "uvp/group.h"
+#include "uvp/fibers.h"
+#include "uvp/groups.h"
 #include "uvp/io.h"
 #include "uvp/debug.h"
 /* clang-format on */

@@ -8,7 +8,7 @@
 #ifndef UVP_H_DEBUG
 #define UVP_H_DEBUG
 
-#include "base.h"
+#include "common.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -9,7 +9,7 @@
 #ifndef UVP_H_IO
 #define UVP_H_IO
 
-#include "base.h"
+#include "common.h"
 
 #ifdef __cplusplus
 extern "C" {

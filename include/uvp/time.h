@@ -8,7 +8,7 @@
 #ifndef UVP_H_TIME
 #define UVP_H_TIME
 
-#include "base.h"
+#include "common.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -5,11 +5,11 @@
  * every area header in order (this one alone also compiles).  The
  * model that holds across the areas is at the top of uvp.h.
  */
-#ifndef UVP_H_GROUP
-#define UVP_H_GROUP
+#ifndef UVP_H_GROUPS
+#define UVP_H_GROUPS
 
-#include "base.h"
-#include "fiber.h"
+#include "common.h"
+#include "fibers.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -349,4 +349,4 @@ UVP_EXTERN void uvp_group_release(uvp_group_t *g);
 #ifdef __cplusplus
 }
 #endif
-#endif /* UVP_H_GROUP */
+#endif /* UVP_H_GROUPS */

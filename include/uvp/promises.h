@@ -6,10 +6,10 @@
  * every area header in order (this one alone also compiles).  The
  * model that holds across the areas is at the top of uvp.h.
  */
-#ifndef UVP_H_PROMISE
-#define UVP_H_PROMISE
+#ifndef UVP_H_PROMISES
+#define UVP_H_PROMISES
 
-#include "base.h"
+#include "common.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -682,4 +682,4 @@ UVP_EXTERN void uvp_split_free(uvp_split_t *split);
 #ifdef __cplusplus
 }
 #endif
-#endif /* UVP_H_PROMISE */
+#endif /* UVP_H_PROMISES */

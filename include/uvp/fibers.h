@@ -5,10 +5,10 @@
  * every area header in order (this one alone also compiles).  The
  * model that holds across the areas is at the top of uvp.h.
  */
-#ifndef UVP_H_FIBER
-#define UVP_H_FIBER
+#ifndef UVP_H_FIBERS
+#define UVP_H_FIBERS
 
-#include "base.h"
+#include "common.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -366,4 +366,4 @@ UVP_EXTERN int uvp_ctx_set_fiber_mode(uvp_ctx_t *ctx, int mode);
 #ifdef __cplusplus
 }
 #endif
-#endif /* UVP_H_FIBER */
+#endif /* UVP_H_FIBERS */

@@ -7,8 +7,8 @@
  * model that holds across the areas is at the top of uvp.h.
  * Everything else in uvp builds on this: the other area headers include it.
  */
-#ifndef UVP_H_BASE
-#define UVP_H_BASE
+#ifndef UVP_H_COMMON
+#define UVP_H_COMMON
 
 #include <stddef.h>
 #include <stdint.h>
@@ -446,4 +446,4 @@ UVP_EXTERN void *uvp_ctx_data(const uvp_ctx_t *ctx);
 #ifdef __cplusplus
 }
 #endif
-#endif /* UVP_H_BASE */
+#endif /* UVP_H_COMMON */
