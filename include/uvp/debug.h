@@ -1,0 +1,300 @@
+/** @file
+ * Debugging: the task dumps, async traces and the context's counters.
+ *
+ * Part of uvp's public API: a program includes uvp.h, which includes
+ * every area header in order (this one alone also compiles).  The
+ * model that holds across the areas is at the top of uvp.h.
+ */
+#ifndef UVP_H_DEBUG
+#define UVP_H_DEBUG
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup debug Debugging: task dumps, async traces, counters
+ *
+ * What a program can ask uvp about itself while it runs: the pending
+ * promises and the tasks waiting (uvp_ctx_dump_pending, uvp_ctx_dump_tasks,
+ * with scope slots shown through uvp_ctx_set_slot_format), how each
+ * promise came to be created (uvp_ctx_set_traces, uvp_promise_trace) and
+ * the context's counters (uvp_ctx_stats).  docs/guide-troubleshooting.md
+ * shows them at work. */
+/** @{ */
+
+/** Print every pending promise with its creation site and age, one per line
+ * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
+ * and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
+ * name if it has one: uvp_fiber_set_name), in the spirit of
+ * uv_print_active_handles().  It never waits for its reader, as
+ * uvp_ctx_dump_tasks: to a pipe, a socket or a terminal, the dump is made
+ * in memory first, then written as far as it goes without waiting, the
+ * rest dropped and counted in a last line.  Returns how many promises and
+ * fibers it listed, or a negative code: UV_EAGAIN (the output was cut
+ * short), UV_EINVAL (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM, write(2)'s error on such a descriptor (UV_EPIPE: its reader
+ * is gone). */
+UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
+
+/** The version of the task dump's JSON lines (their `"v"` member). */
+#define UVP_DUMP_VERSION 1
+/** @name uvp_dump_write_cb, uvp_dump_opts_t, uvp_ctx_dump_tasks
+ * @{ */
+/** The task dump: what a stuck program's tasks wait for, and since when
+ * (Go's goroutine dump).  A task is a fiber, a group's member, or any other
+ * pending promise something waits on (a handler, a combinator, a fiber, a
+ * promise that follows it).  For each, one line says: the kind of task,
+ * its name (a fiber named by uvp_fiber_set_name) and its promise's
+ * address; where it was spawned (a fiber) or created; its age; what it
+ * waits for now: for a fiber, the await's site and the awaited promise's
+ * description, for a promise its own: a uvp operation's kind and target
+ * ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80", "dns example.com",
+ * "timer" with the time left, "work", "process 1234 /bin/sleep"), a
+ * library's own (uvp_promise_set_cancel_described), the promise it
+ * follows, or "program" (a promise the program settles); how long it has
+ * waited (a fiber: since its await; a promise: since it was made); its
+ * group and the group's parents (named by uvp_group_set_name, if they
+ * were); its deadline's time left; its scope's slots, each through the
+ * formatter set for it (uvp_ctx_set_slot_format), else as a pointer.
+ *
+ * flags: UVP_DUMP_JSON (one JSON object a line, described below),
+ * UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for, then
+ * only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or to
+ * write(write_arg, text, len) if set (a negative return stops the output
+ * and is returned; UV_EAGAIN cuts the dump short, see below).  A line
+ * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
+ * `cut`).  The summary walks every task, as the
+ * full dump does, without writing them: 1 000 000 tasks take tens of
+ * milliseconds (docs/internals.md).  Nothing is kept per promise for the
+ * dump.  Loop thread.
+ *
+ * A dump never waits for its reader: one that cannot be written now is
+ * cut short, not waited for (a stalled log collector on a pipe must not
+ * stop the loop).  A stream on a regular file, a block device or memory
+ * (open_memstream) is written with fwrite as the lines come.  A stream
+ * on a pipe, a socket or a terminal is written by uvp on its descriptor,
+ * whole lines at a time, never waiting: a pipe only when poll() says it
+ * has room, at most PIPE_BUF bytes a write (which it then takes whole and
+ * unmixed with other writers' lines), a socket with MSG_DONTWAIT; the
+ * flags of its open file description (O_NONBLOCK, shared with other
+ * processes) are not changed, and a pipe whose reader is gone gives
+ * UV_EPIPE, not SIGPIPE.  What the stream itself still buffers goes
+ * first if it can without waiting, else the whole dump is dropped.  A
+ * write callback that returns UV_EAGAIN cuts the dump the same way.  Once
+ * cut, every later line is dropped too (the output has no hole in its
+ * middle), and one more line says how much, if it fits: "(uvp: dump cut
+ * short: N bytes, M lines not written: the output would block)", as JSON
+ * `{"v":1,"dropped_bytes":N,"dropped_lines":M}` with UVP_DUMP_JSON (a
+ * pipe keeps room for it: it stops taking lines while two pages are still
+ * free).
+ * The walk still visits every task.
+ *
+ * Returns how many tasks there are; UV_EAGAIN if the output was cut short
+ * (some lines dropped); or UV_EINVAL (NULL ctx or opts, neither stream nor
+ * write, unknown flags), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's
+ * error (UV_EIO from fwrite, write(2)'s on a pipe, socket or terminal:
+ * UV_EPIPE..., or the callback's negative return; the output stops
+ * there).  uvp_ctx_dump_pending stays as the older dump of every pending
+ * promise; this one says more.
+ *
+ * <b>The text form</b>, a line per task (brackets: present only when so;
+ * NAME, KIND and TARGET as in the JSON form below):
+ * @verbatim
+   TASK ["NAME"] ID at SITE, AGE ms old
+     (, waiting MS ms [at AWAIT] for KIND [TARGET] [(LEFT ms left)]
+      | , STATE)
+     [; in GROUP [< GROUP]...]
+     [; deadline in MS ms]
+     [; slots N=VALUE[, N=VALUE]...]
+     [...]
+   @endverbatim
+ * on one line, e.g. `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms
+ * old, waiting 100 ms at app.c:22 for timer (29900 ms left); in group
+ * "fetchers" at app.c:40`; the summary's first line is `N tasks; by what
+ * they wait for: KIND COUNT[, KIND COUNT]...`.  The text form is for
+ * people: parse the JSON form.
+ *
+ * <b>The JSON form</b>: every line is one JSON object, standing alone (no
+ * header, no array around them: `jq`, `grep` and a line reader each take a
+ * line at a time).  Every string is escaped by JSON's rules (bytes 0x7f
+ * and up as `\u00XX`, a NUL byte as '?'), so any bytes make valid JSON.
+ * Each object's first member is `"v"`, the version of this schema, so
+ * that a line read alone (a summary's, one picked out by `grep`, one of
+ * several dumps concatenated) still says how to read it; it is
+ * UVP_DUMP_VERSION.  A version adds members without changing it (a reader
+ * ignores members it does not know); one that changes or removes a
+ * member's meaning or type, or when it is present, is a new version.  A
+ * task's object (version 1), its members in this order:
+ * - `v` (number): 1.
+ * - `task` (string): "fiber" (uvp_fiber_spawn, a group's fiber member),
+ *   "member" (a promise a group holds, not a fiber), "promise" (any other
+ *   pending promise something waits on).
+ * - `name` (string): only for a fiber named by uvp_fiber_set_name: its
+ *   name (1 to 63 printable ASCII bytes, no double quote nor backslash).
+ * - `id` (string): the address of the task's promise, `"0x55c0add7b7e0"`,
+ *   as uvp_ctx_dump_pending and the text form print it: the same task in
+ *   two dumps has the same id (an address may be reused once the task is
+ *   gone).
+ * - `site` (string): `"FILE:LINE"`, where the fiber was spawned or the
+ *   promise created (`"?:0"` when the site table was full).
+ * - `age_ms` (number, integer): milliseconds since the task's promise was
+ *   made, on the context's clock (uvp_ctx_set_clock).
+ * - `waiting_ms` (number, integer) and `waits_for` (object): present when
+ *   the task waits for something; `state` is present instead otherwise.
+ *   `waiting_ms`: since the fiber's await, or since the promise was made
+ *   (its `age_ms`).  `waits_for` has `kind` (string: "fs.stat" and every
+ *   `fs.<op>`, "tcp.connect", "tcp.read", "tcp.write", "dns", "timer",
+ *   "timeout", "work", "process", "group" (a group's join), "fiber" (a
+ *   fiber's promise), "promise" (the promise this one follows),
+ *   "program" (a promise only the program settles), "uvp" (one of uvp's
+ *   own), "operation", a library's kind (uvp_promise_set_cancel_described:
+ *   "HTTP"), or "fulfilled"/"rejected" (a fiber whose awaited promise has
+ *   settled, not yet resumed)), `target` (string, maybe empty: the path,
+ *   `fd N`, the peer `127.0.0.1:80`, the host, `1234 /bin/sleep` (the pid
+ *   and the program's path, its last 197 bytes after "..." when longer),
+ *   `"NAME" spawned at FILE:LINE` or `spawned at FILE:LINE` (a fiber),
+ *   `created at FILE:LINE` (a promise followed), a library's
+ *   description), and `left_ms` (number, integer, only for what has a time
+ *   limit: a timer's or a timeout's milliseconds left).
+ * - `await` (string): only for a fiber that waits: `"FILE:LINE"` of its
+ *   uvp_await.
+ * - `state` (string): present when the task waits for nothing: "not
+ *   started", "running", "cancelled, running", "ending" (a fiber).
+ * - `groups` (array of strings): present when the task is in a group, or
+ *   is an operation working for one: that group first, then each parent
+ *   (up to 8), each `"group at FILE:LINE"`, or `"group \"NAME\" at
+ *   FILE:LINE"` for a group named by uvp_group_set_name.
+ * - `deadline_left_ms` (number, integer, 0 or more): present when the
+ *   task's scope has a deadline: milliseconds left.
+ * - `slots` (object): present when a slot of the task's scope is set:
+ *   the slot's index as key (`"0"`), and as value (string) what its
+ *   formatter wrote (cut to 128 bytes, ending "..."), the pointer
+ *   (`"0x..."`) without one, or "(its format failed)".
+ * - `cut` (true): only when the line would have been longer than 4 KiB:
+ *   the object ends at its last whole member before that point, members
+ *   after it missing; it is still one valid object.
+ *
+ * With UVP_DUMP_SUMMARY the first line is `{"v":1,"tasks":N,"by_what":
+ * {KIND:COUNT,...}}`: `tasks` (number) counts every task, `by_what`
+ * (object) counts them by `waits_for.kind` (by `state` for those that
+ * wait for nothing), 64 keys at most, the rest under `"(other)"`; then
+ * the oldest tasks' objects, oldest first.  A dump cut short (see above)
+ * ends, if it fits, with `{"v":1,"dropped_bytes":N,"dropped_lines":M}`:
+ * the bytes and lines not written. */
+enum {
+  UVP_DUMP_JSON = 1,   /**< one JSON object a line */
+  UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
+};
+typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
+/** Options of uvp_ctx_dump_tasks. */
+typedef struct uvp_dump_opts_s {
+  int flags;               /**< 0, or UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed */
+  FILE *stream;            /**< where the lines go */
+  uvp_dump_write_cb write; /**< instead of stream, if not NULL */
+  void *write_arg;         /**< write's first argument */
+  size_t oldest; /**< with UVP_DUMP_SUMMARY: how many to list; 0: 10 */
+} uvp_dump_opts_t;
+UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
+/** @} */
+
+/** Renders slot `value` for the task dump into buf (cap bytes) and returns
+ * the length written: negative says it failed ("(its format failed)" is
+ * shown), cap or more that it was cut short (the first cap bytes are shown,
+ * ending "...").  Whatever bytes it writes, the dump stays well formed. */
+typedef int (*uvp_slot_format_cb)(void *value, char *buf, size_t cap);
+/** How the task dump shows scope slot `slot` (NULL: as a pointer).
+ * Errors: UV_EINVAL (NULL ctx, slot out of range), UVP_ECLOSED,
+ * UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_ctx_set_slot_format(uvp_ctx_t *ctx, unsigned int slot,
+                                       uvp_slot_format_cb format);
+
+/** Counters for tests and monitoring. */
+typedef struct uvp_ctx_stats_s {
+  size_t live;            /**< promises allocated and not yet freed */
+  size_t pending;         /**< of which pending */
+  size_t queued;          /**< handlers waiting to run, and finished file
+                               operations waiting to settle their promises */
+  size_t slab_bytes;      /**< bytes held in promise/reaction/operation/group
+                               member slabs, the run queue and the spare
+                               combinator block (see uvp_promise_all) */
+  size_t slab_idle_bytes; /**< of slab_bytes, what no live object uses (what
+                               uvp_ctx_trim may give back, in whole slabs) */
+  size_t slab_allocs;     /**< times a slab was obtained from the allocator */
+  size_t site_misses;  /**< creation sites looked up in the process-wide table
+                            (under a lock) because the context's cache did not
+                            hold them; the cache holds the sites of one
+                            function, so this stops growing once a program's
+                            hot paths have run */
+  size_t fibers;       /**< fibers spawned and not yet finished */
+  size_t fiber_stacks; /**< idle stacks kept warm for the next fibers (see
+                            "Fibers", Stacks) ... */
+  size_t fiber_stack_bytes; /**< ... and the address space they take, guard
+                                 pages included (only pages a fiber touched
+                                 are resident) */
+} uvp_ctx_stats_t;
+/** Fill *out.  Loop thread; also after uvp_ctx_close, while the context's
+ * memory lives (promises still held: see uvp_ctx_close), to count what is
+ * left.  Errors: UV_EINVAL (NULL ctx or out), UVP_ETHREAD. */
+UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
+
+/** Async stack traces.  With traces on, a promise also names how the
+ * program got to creating it, as a chain of frames, newest first:
+ * @verbatim
+ *   promise at app.c:40   created here, while the frame below ran
+ *   then at app.c:31      a then()/catch()/finally() of the promise below
+ *   await at app.c:22     a fiber that resumed from an await here
+ *   fiber at app.c:12     a fiber spawned here (its promise's frame)
+ *   group at app.c:8      a task group created here, starting a member
+ * @endverbatim
+ * A then()'s promise follows the promise it was called on; anything else
+ * created inside a handler follows that handler's then() (or the promise
+ * it observes), inside a fiber the fiber's last await (or its spawn),
+ * inside a group's member start the group; in your own libuv callbacks,
+ * the chain starts there.  The unhandled-rejection report and
+ * uvp_ctx_dump_pending print the chain under each promise.
+ * Cost: none per promise (the trace takes two bytes the promise had
+ * spare); with traces on, a lookup in a per-context cache per promise
+ * created (docs/internals.md has the figure).  Frames are interned once
+ * per process (16 383 of them; past that, chains stop growing); a frame
+ * that repeats one of the four below it is not added again and a chain
+ * stops at 48 frames, so a loop or a recursion shows once.
+ * Off by default; on for every context when the environment has
+ * UVP_TRACES=1 at uvp_ctx_new.  Turning traces on affects promises created
+ * from then on.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_ctx_set_traces(uvp_ctx_t *ctx, int on);
+
+/** One frame of a promise's trace (uvp_promise_trace). */
+typedef struct uvp_trace_frame_s {
+  const char *what; /**< "promise", "then", "await", "fiber", "group", or
+                         "name": the name of the fiber or group of the
+                         frame after it (see uvp_promise_trace) */
+  const char *file; /**< NULL if the site table was full; for a "name"
+                         frame the name (static: it lives as long as the
+                         process) */
+  int line;         /**< the site's line; 0 for a "name" frame */
+} uvp_trace_frame_t;
+
+/** p's trace: fills frames[0 .. min(count, max) - 1], newest first, and
+ * returns count, the number of frames (0: no trace: traces were off when
+ * p was created, or p is NULL, or frames is NULL with max > 0; frames
+ * may be NULL with max 0, to count).  A fiber named by
+ * uvp_fiber_set_name, or a group by uvp_group_set_name, adds a frame
+ * {"name", NAME, 0} right before (newer than) its "fiber" or "group"
+ * frame in the traces of what is created after the name was set: {"await",
+ * "app.c", 22}, {"name", "fetch 3", 0}, {"fiber", "app.c", 12}.  Any
+ * thread, while you hold p. */
+UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
+                                    uvp_trace_frame_t *frames, size_t max);
+/** Print p's trace to stream, a frame per line (`await at app.c:22`); a
+ * "name" frame is printed with the frame it names (`fiber "fetch 3" at
+ * app.c:12`), as the unhandled-rejection report and uvp_ctx_dump_pending
+ * do.  Errors: UV_EINVAL, UV_ENOENT (p has no trace). */
+UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UVP_H_DEBUG */
