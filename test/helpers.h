@@ -206,6 +206,25 @@ static inline void run_until_settled(fixture_t *f, const uvp_promise_t *p) {
   loop_run_until(&f->loop, promise_is_settled, (void *)p);
 }
 
+static inline void settle_tick(uv_timer_t *t) { (void)t; }
+
+/* Run the loop until p has settled, 10 s at most, with a ticking timer
+ * keeping it going: for work that holds no handle of its own (a deadline's
+ * timer is unreferenced; a fiber awaiting a promise nobody settles holds
+ * nothing). */
+static inline void settle_ticking(fixture_t *f, uvp_promise_t *p) {
+  uv_timer_t t;
+  uv_timer_init(&f->loop, &t);
+  uv_timer_start(&t, settle_tick, 5, 5);
+  uint64_t t0 = uv_hrtime();
+  while (uvp_promise_state(p) == UVP_PENDING &&
+         uv_hrtime() - t0 < 10000000000ull)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
+}
+
 /* Run fn(arg) on a thread of its own and wait for it to end: a foreign
  * thread making loop-thread-only calls, refused with UVP_ETHREAD once
  * uvp_ctx_set_checks(ctx, UVP_CHECK_THREAD) is on.  fn records what it

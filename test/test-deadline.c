@@ -14,25 +14,6 @@
 
 #include "fs-helpers.h"
 
-static void tick(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until *p has settled, 10 s at most.  A ticking timer keeps
- * it going: a deadline's own timer does not (the work it watches does,
- * and some of it here, a fiber awaiting a promise nobody settles, holds no
- * handle). */
-static void settle(fixture_t *f, uvp_promise_t *p) {
-  uv_timer_t t;
-  uv_timer_init(&f->loop, &t);
-  uv_timer_start(&t, tick, 5, 5);
-  uint64_t t0 = uv_hrtime();
-  while (uvp_promise_state(p) == UVP_PENDING &&
-         uv_hrtime() - t0 < 10000000000ull)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&f->loop, UV_RUN_NOWAIT);
-  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
-}
-
 /* ---- what is left -------------------------------------------------------- */
 
 static void test_left_and_nesting(void **state) {
@@ -155,9 +136,9 @@ static void test_group_deadline_read_queued(void **state) {
   uvp_promise_t *join, *next;
   assert_int_equal(uvp_group_join(g, &join), 0);
   assert_int_equal(uvp_group_next(g, &next), 0);
-  settle(f, join);
+  settle_ticking(f, join);
   assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
-  settle(f, next);
+  settle_ticking(f, next);
   assert_int_equal(uvp_promise_reason(next, NULL), UV_ETIMEDOUT);
   unblock_pool();
   run_loop(f);
@@ -184,7 +165,7 @@ static void test_group_deadline_read_running(void **state) {
   assert_int_equal(uvp_group_join(g, &join), 0);
   assert_int_equal(uvp_group_next(g, &next), 0);
   uint64_t t0 = uv_hrtime();
-  settle(f, next); /* the open still blocks: nothing opened it */
+  settle_ticking(f, next); /* the open still blocks: nothing opened it */
   assert_int_equal(uvp_promise_reason(next, NULL), UV_ETIMEDOUT);
   /* The join, cut by the deadline as uvp_promise_cancel would, waits on:
    * the open goes on in the pool, and the group's work is not over. */
@@ -192,7 +173,7 @@ static void test_group_deadline_read_running(void **state) {
   assert_true((uv_hrtime() - t0) / 1000000 < 2000);
   assert_int_equal(count_fds(), fds);
   int wfd = writer_for_blocked_reader(at("fifo")); /* the open completes */
-  settle(f, join);
+  settle_ticking(f, join);
   assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
   run_loop(f);
   assert_int_equal(close(wfd), 0);
@@ -304,8 +285,8 @@ static void test_group_deadline_three_levels_down(void **state) {
   while (d.connect == NULL && uv_hrtime() - t0 < 5000000000ull)
     uv_run(&f->loop, UV_RUN_ONCE);
   assert_int_equal(d.level3, 1);
-  settle(f, d.connect);
-  settle(f, d.child);
+  settle_ticking(f, d.connect);
+  settle_ticking(f, d.child);
   uint64_t ms = (uv_hrtime() - t0) / 1000000;
   assert_int_equal(uvp_promise_reason(d.connect, NULL), UV_ETIMEDOUT);
   assert_int_equal(uvp_promise_reason(d.child, NULL), UV_ETIMEDOUT);
@@ -318,7 +299,7 @@ static void test_group_deadline_three_levels_down(void **state) {
     (void)uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(uvp_promise_state(join), UVP_PENDING);
   assert_int_equal(uvp_tcp_close(d.tcp), 0);
-  settle(f, join);
+  settle_ticking(f, join);
   assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
   run_loop(f); /* the child exits on its signal: its handle closes */
   uvp_promise_release(d.connect);
@@ -362,7 +343,7 @@ static void test_fiber_deadline(void **state) {
   uvp_promise_t *fp;
   assert_int_equal(uvp_fiber_spawn(f->ctx, own_body, &o, &fo, &fp), 0);
   assert_true(uvp_deadline_left(f->ctx) == UVP_NO_DEADLINE); /* its own */
-  settle(f, fp);
+  settle_ticking(f, fp);
   run_loop(f);
   assert_true(o.left <= 30);
   assert_int_equal(o.rc1, UV_ETIMEDOUT);
@@ -428,7 +409,7 @@ static void test_library_promise_watched(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &settled), 0);
   assert_int_equal(uvp_promise_resolve(settled, NULL, NULL), 0);
   assert_int_equal(uvp_deadline_watch(f->ctx, settled), UVP_ESETTLED);
-  settle(f, timed);
+  settle_ticking(f, timed);
   assert_int_equal(uvp_promise_reason(timed, NULL), UV_ETIMEDOUT);
   assert_int_equal(stopped, 1);
   assert_int_equal(uvp_promise_state(free_run), UVP_PENDING);

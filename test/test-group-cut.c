@@ -15,24 +15,6 @@
 
 enum { MEMBERS = 4 };
 
-static void tick(uv_timer_t *t) { (void)t; }
-
-/* Runs the loop until p has settled, 10 s at most.  A ticking timer keeps
- * it going: a deadline's own timer does not, and a fiber awaiting a
- * promise nobody settles holds no handle. */
-static void settle(fixture_t *f, uvp_promise_t *p) {
-  uv_timer_t t;
-  uv_timer_init(&f->loop, &t);
-  uv_timer_start(&t, tick, 5, 5);
-  uint64_t t0 = uv_hrtime();
-  while (uvp_promise_state(p) == UVP_PENDING &&
-         uv_hrtime() - t0 < 10000000000ull)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&f->loop, UV_RUN_NOWAIT);
-  assert_int_not_equal(uvp_promise_state(p), UVP_PENDING);
-}
-
 typedef struct frame_s frame_t;
 
 typedef struct member_s {
@@ -133,7 +115,7 @@ static void run_cell(fixture_t *f, bool by_deadline, bool second_consumer) {
   assert_int_equal(uvp_promise_state(fp), UVP_PENDING);
   if (!by_deadline)
     assert_int_equal(uvp_promise_cancel(fp), 0);
-  settle(f, fp);
+  settle_ticking(f, fp);
   run_loop(f); /* the parent returns */
   int cut = by_deadline ? UV_ETIMEDOUT : UV_ECANCELED;
   /* The join is cut when the parent's await was its only consumer, or by
@@ -176,22 +158,30 @@ static void test_deadline_two_consumers(void **state) {
   run_cell(*state, true, true);
 }
 
+/* A group of one member, parked, whose join is then cancelled: still
+ * pending (the member cleans up first). */
+static uvp_promise_t *cut_one_member_group(fixture_t *f, frame_t *frame,
+                                           uvp_group_t **g) {
+  memset(frame, 0, sizeof(*frame));
+  assert_int_equal(uvp_group_new(f->ctx, NULL, g), 0);
+  frame->m[0] = (member_t){f->ctx, frame, 0};
+  assert_int_equal(uvp_group_spawn(*g, member_body, &frame->m[0], NULL), 0);
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_join(*g, &join), 0);
+  for (int k = 0; k < 3; k++)
+    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_cancel(join), 0);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+  return join;
+}
+
 /* Cancelling the join itself: uvp_promise_cancel returns 0 at once, the
  * join stays pending while a member cleans up, then rejects. */
 static void test_join_cancel_waits(void **state) {
   fixture_t *f = *state;
   static frame_t frame;
-  memset(&frame, 0, sizeof(frame));
   uvp_group_t *g;
-  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
-  frame.m[0] = (member_t){f->ctx, &frame, 0};
-  assert_int_equal(uvp_group_spawn(g, member_body, &frame.m[0], NULL), 0);
-  uvp_promise_t *join;
-  assert_int_equal(uvp_group_join(g, &join), 0);
-  for (int k = 0; k < 3; k++)
-    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
-  assert_int_equal(uvp_promise_cancel(join), 0);
-  assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+  uvp_promise_t *join = cut_one_member_group(f, &frame, &g);
   assert_int_equal(uvp_promise_cancel(join), 0); /* again: no change */
   assert_int_equal(uvp_group_size(g), 1);
   run_until_settled(f, join);
@@ -208,17 +198,8 @@ static void test_join_cancel_waits(void **state) {
 static void test_cut_join_torn_down(void **state) {
   fixture_t *f = *state;
   static frame_t frame;
-  memset(&frame, 0, sizeof(frame));
   uvp_group_t *g;
-  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
-  frame.m[0] = (member_t){f->ctx, &frame, 0};
-  assert_int_equal(uvp_group_spawn(g, member_body, &frame.m[0], NULL), 0);
-  uvp_promise_t *join;
-  assert_int_equal(uvp_group_join(g, &join), 0);
-  for (int k = 0; k < 3; k++)
-    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
-  assert_int_equal(uvp_promise_cancel(join), 0);
-  assert_int_equal(uvp_promise_state(join), UVP_PENDING);
+  uvp_promise_t *join = cut_one_member_group(f, &frame, &g);
   (void)close_ctx(f);
   assert_int_equal(uvp_promise_reason(join, NULL), UVP_ECLOSED);
   uvp_promise_release(join);
@@ -296,7 +277,7 @@ static void test_cleanup_past_deadline(void **state) {
   uvp_fiber_opts_t fo = {0, NULL, 20};
   uvp_promise_t *fp;
   assert_int_equal(uvp_fiber_spawn(f->ctx, shield_body, &s, &fo, &fp), 0);
-  settle(f, fp);
+  settle_ticking(f, fp);
   run_loop(f);
   assert_int_equal(s.rc_cut, UV_ETIMEDOUT);
   assert_int_equal(s.rc_plain, UV_ETIMEDOUT);
