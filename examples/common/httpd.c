@@ -72,7 +72,8 @@ struct httpd_s {
   int fd;             /* the listening socket */
   uv_poll_t listener; /* readable: clients to accept */
   uv_timer_t retry;   /* accept again, after it failed for descriptors */
-  int handles;        /* listener and retry, until both are closed */
+  uv_timer_t note;    /* says what was shed while the line was held */
+  int handles;        /* listener, retry and note, until all are closed */
   int paused;         /* accept failed; clients may still wait */
   uint64_t paused_at;
   size_t accepted_paused; /* ... and accepted since */
@@ -93,6 +94,7 @@ struct httpd_s {
   /* Connections closed to make room, since the last line saying so. */
   unsigned long long shed_idle, shed_waiting, shed_stalled;
   uint64_t shed_logged; /* when that line was (loop time, ms; 0: never) */
+  char shed_why[64];    /* why the last shed was, for the held line */
   /* One read buffer for every connection: the read callback runs right
    * after the allocation and keeps whatever it does not parse. */
   char slab[MAX_PENDING];
@@ -1099,6 +1101,31 @@ static int shed_before(const shed_pick_t *a, const shed_pick_t *b) {
   return shed_since(a->c, a->kind) < shed_since(b->c, b->kind);
 }
 
+/* The line saying what was closed for room since the last one. */
+static void shed_log(httpd_t *s) {
+  if (s->shed_idle + s->shed_waiting + s->shed_stalled == 0)
+    return;
+  char stalled_too[96] = "";
+  if (s->shed_stalled > 0)
+    snprintf(stalled_too, sizeof(stalled_too),
+             "; and %llu not reading their answers (none sent for %llu ms)",
+             s->shed_stalled,
+             (unsigned long long)(s->opts.stall_ms ? s->opts.stall_ms
+                                                   : HTTPD_STALL_MS));
+  httpd_log(s,
+            "accept: %s with %zu connections open: closed %llu idle "
+            "keep-alive and %llu waiting longest for a request to accept "
+            "new clients%s",
+            s->shed_why, s->nconns, s->shed_idle, s->shed_waiting,
+            stalled_too);
+  s->shed_idle = s->shed_waiting = s->shed_stalled = 0;
+  uint64_t now = uv_now(s->loop);
+  s->shed_logged = now != 0 ? now : 1;
+  uv_timer_stop(&s->note);
+}
+
+static void shed_note(uv_timer_t *t) { shed_log(t->data); }
+
 /* accept failed for want of descriptors (`err`), or took one of the last
  * (err 0, `fd` the one it took): close idle connections, as nginx closes
  * its reusable ones, so that new clients are accepted, and served, rather
@@ -1156,29 +1183,21 @@ static size_t shed(httpd_t *s, int err, int fd) {
     conn_close(c, 0);
     done++;
   }
-  if (done > 0 &&
-      (s->shed_logged == 0 || now - s->shed_logged >= SHED_LOG_MS)) {
-    char why[64];
-    if (err != 0)
-      snprintf(why, sizeof(why), "%s (%s)", uv_err_name(err), uv_strerror(err));
-    else
-      snprintf(why, sizeof(why), "descriptors running out (%d of %d)", fd + 1,
-               s->fd_limit);
-    char stalled_too[96] = "";
-    if (s->shed_stalled > 0)
-      snprintf(stalled_too, sizeof(stalled_too),
-               "; and %llu not reading their answers (none sent for %llu ms)",
-               s->shed_stalled,
-               (unsigned long long)(s->opts.stall_ms ? s->opts.stall_ms
-                                                     : HTTPD_STALL_MS));
-    httpd_log(s,
-              "accept: %s with %zu connections open: closed %llu idle "
-              "keep-alive and %llu waiting longest for a request to accept "
-              "new clients%s",
-              why, s->nconns, s->shed_idle, s->shed_waiting, stalled_too);
-    s->shed_idle = s->shed_waiting = s->shed_stalled = 0;
-    s->shed_logged = now != 0 ? now : 1;
-  }
+  if (done == 0)
+    return 0;
+  if (err != 0)
+    snprintf(s->shed_why, sizeof(s->shed_why), "%s (%s)", uv_err_name(err),
+             uv_strerror(err));
+  else
+    snprintf(s->shed_why, sizeof(s->shed_why),
+             "descriptors running out (%d of %d)", fd + 1, s->fd_limit);
+  if (s->shed_logged == 0 || now - s->shed_logged >= SHED_LOG_MS)
+    shed_log(s);
+  else if (!uv_is_active((uv_handle_t *)&s->note) && !s->stopping)
+    /* Held for the rate limit, not lost: if no shed comes after it to
+     * carry the counts, the timer does. */
+    uv_timer_start(&s->note, shed_note, s->shed_logged + SHED_LOG_MS - now,
+                   0);
   return done;
 }
 
@@ -1355,8 +1374,9 @@ int httpd_start(uv_loop_t *loop, const char *ip, int port,
     return rc;
   }
   uv_timer_init(loop, &s->retry);
-  s->listener.data = s->retry.data = s;
-  s->handles = 2;
+  uv_timer_init(loop, &s->note);
+  s->listener.data = s->retry.data = s->note.data = s;
+  s->handles = 3;
   rc = uv_poll_start(&s->listener, UV_READABLE, on_acceptable);
   if (rc != 0) {
     httpd_stop(s, 0, NULL, NULL);
@@ -1376,6 +1396,8 @@ void httpd_stop(httpd_t *s, int drain, void (*done)(void *), void *arg) {
     s->done_arg = arg;
     uv_close((uv_handle_t *)&s->listener, server_handle_closed);
     uv_close((uv_handle_t *)&s->retry, server_handle_closed);
+    shed_log(s); /* what the note timer held */
+    uv_close((uv_handle_t *)&s->note, server_handle_closed);
   }
   if (s->stopping != 2)
     s->stopping = drain ? 1 : 2;
