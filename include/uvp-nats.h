@@ -262,12 +262,21 @@ UVP_NATS_EXTERN int uvp_nats_publish(uvp_nats_t *nc, const char *subject,
                                      const char *reply, const void *data,
                                      size_t len, const char *const *headers);
 
+enum {
+  /** Do not hold a virtual clock (uvp_clock_hold) while the request is in
+   * flight: under UVP_CLOCK_AUTO the clock may then jump to the next timer
+   * or deadline while the reply is on its way (a simulation that wants
+   * virtual time to run ahead of the network). */
+  UVP_NATS_REQUEST_NO_HOLD = 1
+};
+
 /** Options of uvp_nats_request. */
 typedef struct uvp_nats_request_opts_s {
   uint64_t timeout_ms;        /**< the request ends after this (0: 30 s
                                    unless the scope's deadline is nearer) */
   const char *const *headers; /**< "Name: value" strings, NULL-terminated
                                    (copied); NULL: none */
+  int flags;                  /**< 0 or UVP_NATS_REQUEST_NO_HOLD */
 } uvp_nats_request_opts_t;
 
 /** @name uvp_nats_request, uvp_nats_request_at
@@ -300,8 +309,9 @@ typedef struct uvp_nats_request_opts_s {
  * Cancel-safe: cancelling rejects at once and drops the request's entry
  * (the inbox is shared: no UNSUB is sent); what was published stays
  * published.  While a request is in flight the binding keeps uv_run()
- * going and holds a virtual clock (uvp_clock_hold, UVP_CLOCK_AUTO), so a
- * virtual deadline does not jump past a reply on its way.  opts.timeout_ms
+ * going and holds a virtual clock (uvp_clock_hold, UVP_CLOCK_AUTO; unless
+ * UVP_NATS_REQUEST_NO_HOLD), so a virtual deadline does not jump past a
+ * reply on its way.  opts.timeout_ms
  * runs on the loop's real clock (uv_now); the scope's deadline on uvp's.
  * In the task dump a request shows as "NATS request <subject> #<id>".
  * Errors, at once with nothing sent: those of uvp_nats_publish (a

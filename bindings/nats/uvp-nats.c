@@ -85,6 +85,7 @@ struct req_s {
   req_t *prev, *next;  /* every request, oldest first */
   req_t *tprev, *tnext; /* by expiry */
   bool setup;          /* uvp_nats_request has not returned yet */
+  bool hold;           /* counted in holding (the virtual clock) */
   bool cancelled;
   const char *file;
   int line;
@@ -152,7 +153,8 @@ struct uvp_nats_s {
   req_t *first, *last, *tfirst, *tlast;
   uint64_t next_id;
   size_t waiting; /* what keeps uv_run going: requests, waits, jobs */
-  bool held;      /* the virtual clock */
+  size_t holding; /* requests that hold the virtual clock */
+  bool held;      /* uvp_clock_hold is in force */
   uvp_nats_sub_t *subs;
   size_t draining;
   /* teardown */
@@ -261,7 +263,7 @@ static void keep_set(uvp_nats_t *b) {
     uv_ref((uv_handle_t *)&b->async);
   else
     uv_unref((uv_handle_t *)&b->async);
-  bool hold = b->stats.in_flight > 0;
+  bool hold = b->holding > 0;
   if (hold != b->held) {
     b->held = hold;
     if (hold)
@@ -581,6 +583,7 @@ static void req_link(uvp_nats_t *b, req_t *r) {
   else
     b->tfirst = r;
   b->stats.in_flight++;
+  b->holding += r->hold;
   if (b->tfirst == r)
     timer_arm(b);
   waiting_add(b, 1);
@@ -609,6 +612,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
   else
     b->tlast = r->tprev;
   b->stats.in_flight--;
+  b->holding -= r->hold;
   if (was_first)
     timer_arm(b);
   waiting_add(b, -1);
@@ -819,6 +823,7 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   r->setup = false;
   r->start_ms = uv_now(b->loop);
   r->expire_ms = r->start_ms + timeout;
+  r->hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
   req_link(b, r);
   b->stats.requests++;
   *out = uvp_promise_retain(r->p);
