@@ -395,6 +395,121 @@ UVP_NATS_EXTERN int uvp_nats_drain_at(uvp_nats_sub_t *sub, uvp_promise_t **out,
 /** @} */
 
 /* ------------------------------------------------------------------------ */
+/* Serving: a worker in the library                                         */
+/* ------------------------------------------------------------------------ */
+
+/** @defgroup nats_serve Serving
+ * @ingroup nats */
+/** @{ */
+
+/** A service: see uvp_nats_serve. */
+typedef struct uvp_nats_svc_s uvp_nats_svc_t;
+
+/** The header of a reply whose handler failed: the code's name
+ * ("ETIMEDOUT", uvp_nats_err_name); the body is its message. */
+#define UVP_NATS_ERROR_HEADER "Uvp-Error"
+/** The header every reply of a service carries: "<host>:<pid>" (or
+ * uvp_nats_serve_opts_t's worker). */
+#define UVP_NATS_WORKER_HEADER "Uvp-Worker"
+/** The longest Uvp-Timeout-Ms a service accepts: a day. */
+#define UVP_NATS_TIMEOUT_MAX 86400000u
+
+/** A request being served: the argument of the fiber or start callback,
+ * valid until the member it starts has settled. */
+typedef struct uvp_nats_served_s {
+  natsMsg *msg;        /**< the request (borrowed): data, headers, reply */
+  uvp_nats_svc_t *svc; /**< the service */
+  void *arg;           /**< uvp_nats_serve_opts_t's arg */
+  uint64_t timeout_ms; /**< what Uvp-Timeout-Ms said (or the default) */
+  uint64_t deadline_ms; /**< the deadline the member got: timeout_ms less
+                             the margin and the time it waited to start */
+} uvp_nats_served_t;
+
+/** Starts serving a request: store the promise in *out (one reference, the
+ * service's) and return 0, or return a negative code (replied as a
+ * failure). */
+typedef int (*uvp_nats_serve_start_cb)(uvp_nats_served_t *req,
+                                       uvp_promise_t **out);
+
+/** Options of uvp_nats_serve. */
+typedef struct uvp_nats_serve_opts_s {
+  uvp_fiber_fn fiber;    /**< each request runs as a fiber, fiber(req) with a
+                              uvp_nats_served_t *, spawned with the context's
+                              fiber mode (uvp_ctx_set_fiber_mode: compact
+                              fibers suit thousands of requests) */
+  uvp_nats_serve_start_cb start; /**< or start(req, &p), if fiber is NULL */
+  void *arg;             /**< the served struct's arg */
+  size_t limit;          /**< requests served at once; 0: no limit */
+  uint64_t margin_ms;    /**< taken off Uvp-Timeout-Ms for the way back; 0:
+                              10 ms */
+  uint64_t default_timeout_ms; /**< without Uvp-Timeout-Ms; 0: 30 s */
+  const char *worker;    /**< Uvp-Worker's value (copied); NULL: host:pid */
+} uvp_nats_serve_opts_t;
+
+/** Counters of a service (uvp_nats_serve_stats). */
+typedef struct uvp_nats_serve_stats_s {
+  uint64_t received; /**< requests taken from the subscription */
+  uint64_t served;   /**< started (fiber spawned, start called) */
+  uint64_t replied;  /**< replies sent, with a value or Uvp-Error */
+  uint64_t failed;   /**< of those, Uvp-Error replies of failed members */
+  uint64_t expired;  /**< dropped unserved: the deadline passed while they
+                          waited under the limit (no reply) */
+  uint64_t bad;      /**< answered Uvp-Error EPROTO (a bad Uvp-Timeout-Ms)
+                          or ETIMEDOUT (Uvp-Timeout-Ms: 0), unserved */
+  uint64_t no_reply; /**< served, but the request had no reply subject */
+} uvp_nats_serve_stats_t;
+
+/** Serve `subject` in queue group `queue` (NULL: none; the server spreads
+ * requests over the group's members).  Each request that arrives is a
+ * member of a UVP_GROUP_DISCARD_SETTLED group (to supervise and drain,
+ * keeping nothing per finished request): a fiber (opts->fiber) or a start
+ * callback's promise (opts->start), under a deadline of the request's
+ * Uvp-Timeout-Ms less opts->margin_ms, counted from its arrival
+ * (opts->default_timeout_ms without the header), so every operation it
+ * starts (a uvp-curl transfer, a nested uvp_nats_request, whose header
+ * then carries what is left) ends when the caller stops waiting.
+ *   The member's value is the reply's body: a NUL-terminated string (the
+ *   bytes before the NUL are sent; NULL: an empty body).
+ *   A rejection replies with Uvp-Error: <code's name> and its message as
+ *   the body.  Every reply carries Uvp-Worker.
+ *   Uvp-Timeout-Ms not a decimal number, or over UVP_NATS_TIMEOUT_MAX:
+ *   replied Uvp-Error: EPROTO, unserved; "0": Uvp-Error: ETIMEDOUT.
+ *   No reply subject: served, no reply, counted.
+ *   opts->limit bounds the requests served at once; NATS pushes the others
+ *   anyway, and they wait in the group's queue with their deadlines
+ *   running: one whose deadline passed before it started is dropped
+ *   unserved (its caller has given up) and counted.
+ * The service keeps uv_run() going until it is drained or its connection
+ * closed (uvp_nats_close cancels its members, UV_ECANCELED: their replies
+ * are not sent).  *out is the connection's until then.  Errors: UV_EINVAL
+ * (NULL, neither fiber nor start, a bad subject or queue), UVP_ECLOSED,
+ * UV_ENOMEM, a mapped nats.c code. */
+UVP_NATS_EXTERN int uvp_nats_serve(uvp_nats_t *nc, const char *subject,
+                                   const char *queue,
+                                   const uvp_nats_serve_opts_t *opts,
+                                   uvp_nats_svc_t **out);
+
+/** @name uvp_nats_serve_drain, uvp_nats_serve_drain_at
+ * @{ */
+/** Stop taking requests (natsSubscription_Drain: UNSUB; what the server
+ * had already sent still arrives and is served), wait for every member to
+ * have replied, and fulfil (value NULL); the service is freed then.  For
+ * SIGTERM: drain, then uvp_nats_close.  Cancel-safe: cancelling stops the
+ * wait, not the drain.  Errors: UV_EINVAL, UV_EALREADY, UVP_ECLOSED,
+ * UV_ENOMEM. */
+#define uvp_nats_serve_drain(...)                                              \
+  uvp_nats_serve_drain_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc,
+                                            uvp_promise_t **out,
+                                            const char *file, int line);
+/** @} */
+
+/** Fill *out.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_serve_stats(const uvp_nats_svc_t *svc,
+                                         uvp_nats_serve_stats_t *out);
+/** @} */
+
+/* ------------------------------------------------------------------------ */
 /* Inspection                                                               */
 /* ------------------------------------------------------------------------ */
 

@@ -43,6 +43,7 @@
  * from the tail: with one timeout for all, that is O(1)); the scope's
  * deadline watches its promise (uvp_deadline_watch). */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,6 +74,7 @@ typedef struct ev_s {
 typedef struct poll_s {
   uv_poll_t h;
   uvp_nats_t *b;
+  int fd; /* our duplicate of nats.c's socket */
 } poll_t;
 
 typedef struct req_s req_t;
@@ -109,7 +111,19 @@ struct uvp_nats_sub_s {
   uvp_promise_t *drain_p;
   bool draining;
   int64_t dropped; /* natsSubscription_GetDropped, as last counted */
+  uvp_nats_svc_t *svc; /* a service's: messages go to it, not to waits */
   uvp_nats_sub_t *prev, *next;
+};
+
+struct uvp_nats_svc_s {
+  uvp_nats_t *b;
+  uvp_nats_sub_t *sub; /* NULL once drained or closed */
+  uvp_group_t *g;
+  uvp_nats_serve_opts_t o;
+  char worker[300];
+  uvp_promise_t *drain_p;
+  bool closed; /* the connection is closing: no more replies */
+  uvp_nats_serve_stats_t stats;
 };
 
 /* A blocking nats.c call run on the thread pool for a promise. */
@@ -157,6 +171,7 @@ struct uvp_nats_s {
   bool held;      /* uvp_clock_hold is in force */
   uvp_nats_sub_t *subs;
   size_t draining;
+  size_t svcs; /* services whose group has not joined yet */
   /* teardown */
   job_t connect_job, close_job;
   size_t jobs;         /* flush jobs running */
@@ -292,13 +307,27 @@ static int poll_update(uvp_nats_t *b) {
   return uv_poll_stop(&b->poll->h);
 }
 
+/* The loop polls a duplicate of nats.c's socket, never nats.c's own
+ * descriptor: nats.c closes its socket on its own thread right after
+ * asking (through the queue) to stop polling it, and libuv applies a
+ * poll's epoll change only at the loop's next turn, aborting when
+ * epoll_ctl fails with EBADF (nats-io/nats.c#814's window).  The
+ * duplicate keeps the socket open until the poll handle's close
+ * callback closes it. */
 static int poll_open(uvp_nats_t *b) {
   poll_t *p = malloc(sizeof(*p));
   if (p == NULL)
     return UV_ENOMEM;
-  int rc = uv_poll_init_socket(b->loop, &p->h, b->fd);
-  if (rc != 0) {
+  p->fd = fcntl(b->fd, F_DUPFD_CLOEXEC, 0);
+  if (p->fd < 0) {
+    int rc = uv_translate_sys_error(errno);
     free(p); /* a socket nats.c closed already: its next attach comes */
+    return rc;
+  }
+  int rc = uv_poll_init_socket(b->loop, &p->h, p->fd);
+  if (rc != 0) {
+    close(p->fd);
+    free(p);
     return rc;
   }
   p->b = b;
@@ -313,6 +342,7 @@ static int poll_open(uvp_nats_t *b) {
 static void on_poll_closed(uv_handle_t *h) {
   poll_t *p = h->data;
   uvp_nats_t *b = p->b;
+  close(p->fd);
   free(p);
   b->handles--;
   b->poll_closing = false;
@@ -919,6 +949,14 @@ static void count_dropped(uvp_nats_t *b) {
 
 static void sub_free(uvp_nats_sub_t *s, int rc) {
   uvp_nats_t *b = s->b;
+  if (s->svc != NULL) {
+    s->svc->sub = NULL;
+    s->svc->closed = rc != 0;
+    if (rc != 0) { /* the connection closes: members are cut, unreplied */
+      uvp_group_cancel(s->svc->g);
+      uvp_group_close(s->svc->g);
+    }
+  }
   while (s->wfirst != NULL)
     wait_end(s, rc, NULL);
   if (s->prev != NULL)
@@ -954,8 +992,11 @@ static void sub_free(uvp_nats_sub_t *s, int rc) {
  * whether the drain is complete (only natsSubscription_NextMsg with a
  * timeout says so: it waits at most 1 ms, and not at all once nats.c's
  * drain thread has flushed the UNSUB).  False if s was freed. */
+static void svc_accept(uvp_nats_svc_t *svc, natsMsg *m);
+static void svc_drained(uvp_nats_svc_t *svc);
+
 static bool sub_poll(uvp_nats_sub_t *s) {
-  while (s->wfirst != NULL) {
+  while (s->wfirst != NULL || s->svc != NULL) {
     natsMsg *m = s->held;
     s->held = NULL;
     natsStatus st = m != NULL ? NATS_OK : natsSubscription_NextMsg(&m, s->sub, 0);
@@ -963,7 +1004,10 @@ static bool sub_poll(uvp_nats_sub_t *s) {
       continue; /* counted by the error handler's event */
     if (st != NATS_OK)
       break;
-    wait_end(s, 0, m);
+    if (s->svc != NULL)
+      svc_accept(s->svc, m);
+    else
+      wait_end(s, 0, m);
   }
   if (!s->draining || s->held != NULL)
     return true;
@@ -978,6 +1022,10 @@ static bool sub_poll(uvp_nats_sub_t *s) {
   }
   if (natsSubscription_IsValid(s->sub))
     return true;
+  if (s->svc != NULL) {
+    svc_drained(s->svc); /* frees s */
+    return false;
+  }
   while (s->wfirst != NULL)
     wait_end(s, UV_EOF, NULL);
   sub_free(s, 0);
@@ -987,7 +1035,7 @@ static bool sub_poll(uvp_nats_sub_t *s) {
 static void poll_subs(uvp_nats_t *b) {
   for (uvp_nats_sub_t *s = b->subs, *next; s != NULL; s = next) {
     next = s->next;
-    if (s->wfirst != NULL || s->draining)
+    if (s->wfirst != NULL || s->draining || s->svc != NULL)
       (void)sub_poll(s);
   }
 }
@@ -1183,6 +1231,8 @@ static void maybe_finish(uvp_nats_t *b) {
     return;
   if (b->conn != NULL && !b->got_closed) /* its thread still has b */
     return;
+  if (b->svcs > 0) /* their members' replies look at b */
+    return;
   b->finished = true;
   ev_drain(b); /* nothing of ours is left in it: messages, late events */
   natsSubscription_Destroy(b->inbox_sub);
@@ -1201,6 +1251,7 @@ static void close_work(uv_work_t *w) {
   job_t *j = w->data;
   if (j->b->conn != NULL)
     natsConnection_Close(j->b->conn);
+  nats_ReleaseThreadMemory(); /* see connect_work */
 }
 
 static void close_after(uv_work_t *w, int status) {
@@ -1239,11 +1290,21 @@ int uvp_nats_close(uvp_nats_t *b) {
   return 0;
 }
 
+static void connect_more(job_t *j, natsConnection *conn, natsStatus s);
+
 static void connect_work(uv_work_t *w) {
   job_t *j = w->data;
   uvp_nats_t *b = j->b;
   natsConnection *conn = NULL;
   natsStatus s = natsConnection_Connect(&conn, b->opts);
+  connect_more(j, conn, s);
+  /* nats.c keeps an error record per thread that calls it, freed when
+   * the thread exits: libuv's pool threads never do */
+  nats_ReleaseThreadMemory();
+}
+
+static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
+  uvp_nats_t *b = j->b;
   if (s != NATS_OK) {
     j->rc = uvp_nats_code(s);
     return;
@@ -1421,6 +1482,7 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
 static void flush_work(uv_work_t *w) {
   job_t *j = w->data;
   j->s = natsConnection_FlushTimeout(j->b->conn, j->timeout_ms);
+  nats_ReleaseThreadMemory(); /* see connect_work */
 }
 
 static void flush_after(uv_work_t *w, int status) {
@@ -1486,5 +1548,283 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
   waiting_add(b, 1);
   *out = uvp_promise_retain(j->p);
   (void)uvp_deadline_watch(b->ctx, j->p);
+  return 0;
+}
+
+/* ---- serving ------------------------------------------------------------- *
+ * A service is a synchronous subscription whose messages sub_poll hands to
+ * svc_accept instead of to waits, and a UVP_GROUP_DISCARD_SETTLED group:
+ * each request is a member started by svc_start when the limit has room,
+ * which spawns the program's fiber (or calls its start) under the
+ * request's deadline; a handler on it (svc_replied) publishes the reply.
+ * The served_t of a request is freed by that handler's destroy notifier,
+ * or by the group's (sv_unstarted) if it never started.  The service
+ * itself goes with its group's join (svc_join_free), which the
+ * connection's teardown waits for (b->svcs). */
+typedef struct served_s {
+  uvp_nats_served_t pub;
+  uint64_t arrived;
+  bool started;
+} served_t;
+
+static void sv_free(void *arg) {
+  served_t *sv = arg;
+  natsMsg_Destroy(sv->pub.msg);
+  free(sv);
+}
+
+/* Reply to req with body, or, for rc < 0, with Uvp-Error. */
+static void svc_reply(uvp_nats_svc_t *svc, natsMsg *req, int rc,
+                      const char *body) {
+  const char *reply = natsMsg_GetReply(req);
+  if (svc->closed || svc->b->state != S_OPEN)
+    return;
+  if (reply == NULL || *reply == '\0') {
+    svc->stats.no_reply++;
+    return;
+  }
+  char worker[320], err[64];
+  snprintf(worker, sizeof(worker), UVP_NATS_WORKER_HEADER ": %s", svc->worker);
+  const char *hdrs[3] = {worker, NULL, NULL};
+  if (rc < 0) {
+    snprintf(err, sizeof(err), UVP_NATS_ERROR_HEADER ": %s",
+             uvp_nats_err_name(rc));
+    hdrs[1] = err;
+    body = uvp_nats_strerror(rc);
+  }
+  size_t len = body != NULL ? strlen(body) : 0;
+  if (publish_msg(svc->b, reply, NULL, body, len, UINT64_MAX, hdrs) == 0)
+    svc->stats.replied++;
+}
+
+static uvp_ret_t svc_replied(void *arg, const uvp_outcome_t *in) {
+  served_t *sv = arg;
+  uvp_nats_svc_t *svc = sv->pub.svc;
+  if (in->status < 0)
+    svc->stats.failed++;
+  svc_reply(svc, sv->pub.msg, in->status, in->status == 0 ? in->value : NULL);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* A member that is done at once (expired, or failed to start). */
+static int settled_member(uvp_nats_svc_t *svc, uvp_promise_t **out) {
+  int rc = uvp_promise_new(svc->b->ctx, out);
+  if (rc == 0)
+    uvp_promise_resolve(*out, NULL, NULL);
+  return rc;
+}
+
+static int svc_start(void *arg, uvp_promise_t **out) {
+  served_t *sv = arg;
+  uvp_nats_svc_t *svc = sv->pub.svc;
+  uvp_ctx_t *ctx = svc->b->ctx;
+  sv->started = true;
+  uint64_t waited = uv_now(svc->b->loop) - sv->arrived;
+  uint64_t spent = waited + svc->o.margin_ms;
+  if (spent >= sv->pub.timeout_ms) { /* its caller has given up */
+    svc->stats.expired++;
+    sv_free(sv);
+    return settled_member(svc, out);
+  }
+  sv->pub.deadline_ms = sv->pub.timeout_ms - spent;
+  uvp_promise_t *p = NULL;
+  int rc;
+  if (svc->o.fiber != NULL) {
+    uvp_fiber_opts_t fo = {.deadline_ms = sv->pub.deadline_ms};
+    rc = uvp_fiber_spawn(ctx, svc->o.fiber, &sv->pub, &fo, &p);
+  } else {
+    rc = uvp_deadline_set(ctx, sv->pub.deadline_ms);
+    if (rc == 0)
+      rc = svc->o.start(&sv->pub, &p);
+  }
+  svc->stats.served++;
+  uvp_promise_t *d = NULL;
+  if (rc == 0)
+    rc = uvp_promise_on_full(p, UVP_ON_BOTH, svc_replied, sv, sv_free, &d);
+  if (p != NULL)
+    uvp_promise_release(p);
+  if (rc != 0) {
+    svc->stats.failed++;
+    svc_reply(svc, sv->pub.msg, rc, NULL);
+    sv_free(sv);
+    return settled_member(svc, out);
+  }
+  *out = d;
+  return 0;
+}
+
+static void sv_unstarted(void *arg) {
+  served_t *sv = arg;
+  if (!sv->started) { /* cancelled or torn down while it waited */
+    sv->pub.svc->stats.expired++;
+    sv_free(sv);
+  }
+}
+
+/* Uvp-Timeout-Ms: absent (the default), or a decimal number of
+ * milliseconds up to UVP_NATS_TIMEOUT_MAX; -1 for anything else. */
+static int64_t timeout_of(const uvp_nats_svc_t *svc, natsMsg *m) {
+  const char *v = uvp_nats_msg_header(m, UVP_NATS_TIMEOUT_HEADER);
+  if (v == NULL)
+    return (int64_t)svc->o.default_timeout_ms;
+  uint64_t t = 0;
+  if (*v == '\0')
+    return -1;
+  for (const char *c = v; *c != '\0'; c++) {
+    if (*c < '0' || *c > '9' || c - v > 9)
+      return -1;
+    t = t * 10 + (uint64_t)(*c - '0');
+  }
+  return t > UVP_NATS_TIMEOUT_MAX ? -1 : (int64_t)t;
+}
+
+static void svc_accept(uvp_nats_svc_t *svc, natsMsg *m) {
+  svc->stats.received++;
+  int64_t t = timeout_of(svc, m);
+  if (t <= 0) {
+    svc->stats.bad++;
+    svc_reply(svc, m, t < 0 ? UV_EPROTO : UV_ETIMEDOUT, NULL);
+    natsMsg_Destroy(m);
+    return;
+  }
+  served_t *sv = calloc(1, sizeof(*sv));
+  if (sv == NULL) {
+    natsMsg_Destroy(m); /* its caller times out */
+    return;
+  }
+  sv->pub = (uvp_nats_served_t){m, svc, svc->o.arg, (uint64_t)t, 0};
+  sv->arrived = uv_now(svc->b->loop);
+  if (uvp_group_start(svc->g, svc_start, sv, sv_unstarted) != 0)
+    sv_free(sv);
+}
+
+static uvp_ret_t svc_joined(void *arg, const uvp_outcome_t *in) {
+  uvp_nats_svc_t *svc = arg;
+  (void)in;
+  if (svc->drain_p != NULL) {
+    uvp_promise_t *p = svc->drain_p;
+    svc->drain_p = NULL;
+    uvp_promise_resolve(p, NULL, NULL);
+    uvp_promise_release(p);
+  }
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void svc_join_free(void *arg) {
+  uvp_nats_svc_t *svc = arg;
+  uvp_nats_t *b = svc->b;
+  if (svc->drain_p != NULL) { /* torn down */
+    uvp_promise_reject(svc->drain_p, UVP_ECLOSED, NULL, NULL);
+    uvp_promise_release(svc->drain_p);
+  }
+  uvp_group_release(svc->g);
+  free(svc);
+  b->svcs--;
+  waiting_add(b, -1);
+  maybe_finish(b);
+}
+
+/* The subscription is drained: no more members; the join ends it. */
+static void svc_drained(uvp_nats_svc_t *svc) {
+  uvp_nats_sub_t *s = svc->sub;
+  s->svc = NULL;
+  svc->sub = NULL;
+  sub_free(s, 0);
+  uvp_group_close(svc->g);
+}
+
+static int svc_new(uvp_nats_t *b, const uvp_nats_serve_opts_t *o,
+                   uvp_nats_svc_t **out) {
+  uvp_nats_svc_t *svc = calloc(1, sizeof(*svc));
+  if (svc == NULL)
+    return UV_ENOMEM;
+  svc->b = b;
+  svc->o = *o;
+  if (svc->o.margin_ms == 0)
+    svc->o.margin_ms = 10;
+  if (svc->o.default_timeout_ms == 0)
+    svc->o.default_timeout_ms = UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
+  if (o->worker != NULL) {
+    snprintf(svc->worker, sizeof(svc->worker), "%s", o->worker);
+  } else {
+    char host[256] = "localhost";
+    (void)gethostname(host, sizeof(host) - 1);
+    snprintf(svc->worker, sizeof(svc->worker), "%s:%ld", host,
+             (long)getpid());
+  }
+  uvp_group_opts_t go = {.limit = o->limit,
+                         .flags = UVP_GROUP_DISCARD_SETTLED};
+  uvp_promise_t *join = NULL, *d = NULL;
+  int rc = uvp_group_new(b->ctx, &go, &svc->g);
+  if (rc == 0 && (rc = uvp_group_join(svc->g, &join)) == 0) {
+    rc = uvp_promise_on_full(join, UVP_ON_BOTH, svc_joined, svc,
+                             svc_join_free, &d);
+    uvp_promise_release(join);
+  }
+  if (rc != 0) {
+    if (svc->g != NULL)
+      uvp_group_release(svc->g);
+    free(svc);
+    return rc;
+  }
+  uvp_promise_mark_handled(d);
+  uvp_promise_release(d);
+  b->svcs++;
+  waiting_add(b, 1);
+  *out = svc;
+  return 0;
+}
+
+int uvp_nats_serve(uvp_nats_t *b, const char *subject, const char *queue,
+                   const uvp_nats_serve_opts_t *o, uvp_nats_svc_t **out) {
+  if (b == NULL || o == NULL || out == NULL ||
+      (o->fiber == NULL && o->start == NULL))
+    return UV_EINVAL;
+  uvp_nats_sub_t *s;
+  int rc = uvp_nats_subscribe(b, subject, queue, &s);
+  if (rc != 0)
+    return rc;
+  uvp_nats_svc_t *svc;
+  if ((rc = svc_new(b, o, &svc)) != 0) {
+    uvp_nats_unsubscribe(s);
+    return rc;
+  }
+  svc->sub = s;
+  s->svc = svc;
+  *out = svc;
+  return 0;
+}
+
+int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc, uvp_promise_t **out,
+                            const char *file, int line) {
+  if (svc == NULL || out == NULL)
+    return UV_EINVAL;
+  if (svc->drain_p != NULL || svc->sub == NULL || svc->sub->draining)
+    return svc->closed ? UVP_ECLOSED : UV_EALREADY;
+  uvp_nats_t *b = svc->b;
+  if (b->state != S_OPEN)
+    return UVP_ECLOSED;
+  uvp_promise_t *p;
+  int rc = uvp_promise_new_at(b->ctx, &p, file, line);
+  if (rc != 0)
+    return rc;
+  natsStatus st = natsSubscription_Drain(svc->sub->sub);
+  if (st != NATS_OK) {
+    uvp_promise_release(p);
+    return uvp_nats_code(st);
+  }
+  svc->sub->draining = true;
+  if (b->draining++ == 0)
+    uv_timer_start(&b->drain_timer, on_drain_timer, 10, 10);
+  svc->drain_p = p;
+  *out = uvp_promise_retain(p);
+  return 0;
+}
+
+int uvp_nats_serve_stats(const uvp_nats_svc_t *svc,
+                         uvp_nats_serve_stats_t *out) {
+  if (svc == NULL || out == NULL)
+    return UV_EINVAL;
+  *out = svc->stats;
   return 0;
 }
