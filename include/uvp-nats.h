@@ -289,6 +289,11 @@ typedef struct uvp_nats_request_opts_s {
  * reference to a promise that fulfils with the reply, a natsMsg * the
  * promise owns (natsMsg_Destroy is its destructor: subject, data and
  * headers, read with natsMsg_GetData, natsMsgHeader_Get...), or rejects:
+ *   the code Uvp-Error names  the reply says the serving side failed
+ *                           (uvp_nats_serve: its handler's code; a name
+ *                           this library does not know: UV_EPROTO); the
+ *                           payload is the reply (natsMsg *, owned: its
+ *                           Uvp-Worker header and its body, the message)
  *   UVP_NATS_ENORESPONDERS  nobody subscribed to the subject when the
  *                           request reached the server (its 503 status
  *                           message), at once

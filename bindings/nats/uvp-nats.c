@@ -245,6 +245,23 @@ int uvp_nats_code(natsStatus s) {
   }
 }
 
+/* The code a name from uvp_nats_err_name stands for (a reply's
+ * Uvp-Error): libuv's, uvp's and the binding's; UV_EPROTO if unknown. */
+static int code_of_name(const char *name) {
+#define XX(code, msg)                                                          \
+  if (strcmp(name, #code) == 0)                                                \
+    return UV_##code;
+  UV_ERRNO_MAP(XX)
+#undef XX
+#define XX(n, val, msg)                                                        \
+  if (strcmp(name, #n) == 0)                                                   \
+    return val;
+  UVP_ERRNO_MAP(XX)
+  UVP_NATS_ERRNO_MAP(XX)
+#undef XX
+  return UV_EPROTO;
+}
+
 /* A subject: tokens of printable characters but space, none empty; with
  * `wild`, "*" and ">" tokens too (">" last). */
 static bool subject_ok(const char *s, bool wild) {
@@ -711,6 +728,15 @@ static void on_reply(uvp_nats_t *b, natsMsg *m) {
     return;
   }
   b->stats.replies++;
+  const char *err = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
+  if (err != NULL) { /* the worker's handler failed: that code */
+    req_unlink(b, r);
+    uvp_promise_t *p = r->p;
+    free(r);
+    uvp_promise_reject(p, code_of_name(err), m, msg_free);
+    uvp_promise_release(p);
+    return;
+  }
   req_end(b, r, 0, m);
 }
 

@@ -787,6 +787,355 @@ static void test_server_frozen(void **state) {
   server_away(*state, 1);
 }
 
+/* ---- serving (uvp_nats_serve) -------------------------------------------- */
+
+typedef struct svc_case_s {
+  uvp_ctx_t *ctx; /* the service's own */
+  uvp_nats_t *nc;
+  uvp_nats_svc_t *svc;
+} svc_case_t;
+
+static uvp_ret_t svc_fiber(void *arg) {
+  uvp_nats_served_t *req = arg;
+  svc_case_t *c = req->arg;
+  const char *body = natsMsg_GetData(req->msg);
+  if (strncmp(body, "sleep:", 6) == 0) {
+    uvp_promise_t *d;
+    uvp_delay(c->ctx, strtoull(body + 6, NULL, 10), NULL, NULL, 0, &d);
+    int rc = uvp_await(d, NULL);
+    uvp_promise_release(d);
+    if (rc != 0)
+      return uvp_ret_reject(rc, NULL, NULL);
+  }
+  if (strcmp(body, "fail") == 0)
+    return uvp_ret_reject(UV_EIO, NULL, NULL);
+  if (strcmp(body, "left") == 0) { /* the deadline it was given */
+    char *out = malloc(64);
+    snprintf(out, 64, "%" PRIu64 " %" PRIu64, req->timeout_ms,
+             uvp_deadline_left(c->ctx));
+    return uvp_ret_value(out, free);
+  }
+  return uvp_ret_value("served", NULL);
+}
+
+static int svc_start_cb(uvp_nats_served_t *req, uvp_promise_t **out) {
+  svc_case_t *c = req->arg;
+  return uvp_delay(c->ctx, 10, "started", NULL, 0, out);
+}
+
+static void svc_case_start(fixture_t *f, svc_case_t *c, const nats_server_t *s,
+                           const uvp_nats_serve_opts_t *o) {
+  assert_int_equal(uvp_ctx_new(&f->loop, &c->ctx), 0);
+  c->nc = connect_opts(f, c->ctx, s->url, NULL, 0);
+  uvp_nats_serve_opts_t so = *o;
+  so.arg = c;
+  assert_int_equal(uvp_nats_serve(c->nc, "svc.*", "workers", &so, &c->svc), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(c->nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+}
+
+static void svc_case_stop(fixture_t *f, svc_case_t *c) {
+  assert_int_equal(uvp_nats_close(c->nc), 0);
+  assert_true(fixture_drain(f, 20000));
+  assert_int_equal(uvp_ctx_close(c->ctx), 0);
+}
+
+/* A request's reply, sent by hand with `headers` to a subject the test
+ * subscribes to: the raw reply, to read Uvp-Error. */
+static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
+                            const char *body, const char *const *headers,
+                            uvp_promise_t **keep) {
+  assert_int_equal(
+      uvp_nats_publish(nc, "svc.raw", "raw.reply", body, strlen(body) + 1,
+                       headers),
+      0);
+  assert_int_equal(uvp_nats_next(sub, keep), 0);
+  run_until_settled(f, *keep);
+  assert_int_equal(uvp_promise_state(*keep), UVP_FULFILLED);
+  return uvp_promise_value(*keep);
+}
+
+static void test_serve(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  svc_case_t c = {0};
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .margin_ms = 20};
+  svc_case_start(f, &c, &s, &o);
+  uvp_nats_t *nc = connect_to(f, &s);
+
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "hello", 6, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  natsMsg *m = uvp_promise_value(p);
+  assert_memory_equal(natsMsg_GetData(m), "served", 6);
+  const char *worker = uvp_nats_msg_header(m, UVP_NATS_WORKER_HEADER);
+  char want[32];
+  snprintf(want, sizeof(want), ":%ld", (long)getpid());
+  assert_non_null(worker);
+  assert_non_null(strstr(worker, want));
+  assert_null(uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER));
+  uvp_promise_release(p);
+
+  /* the deadline the fiber got: the header less the margin */
+  uvp_nats_request_opts_t ro = {.timeout_ms = 3000};
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "left", 5, &ro, &p), 0);
+  run_until_settled(f, p);
+  unsigned long hdr = 0, left = 0;
+  assert_int_equal(sscanf(body(p), "%lu %lu", &hdr, &left), 2);
+  print_message("Uvp-Timeout-Ms %lu, the fiber's deadline in %lu ms\n", hdr,
+                left);
+  assert_true(hdr <= 3000 && hdr > 2000);
+  assert_true(left <= hdr - 20 && left > hdr - 1000);
+  uvp_promise_release(p);
+
+  /* a failing handler: Uvp-Error and its message */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "fail", 5, NULL, &p), 0);
+  run_until_settled(f, p);
+  void *payload = NULL;
+  assert_int_equal(uvp_promise_reason(p, &payload), UV_EIO);
+  m = payload;
+  assert_non_null(uvp_nats_msg_header(m, UVP_NATS_WORKER_HEADER));
+  assert_string_equal(uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER), "EIO");
+  assert_memory_equal(natsMsg_GetData(m), "i/o error", 9);
+  uvp_promise_release(p);
+
+  /* bad Uvp-Timeout-Ms: answered, unserved */
+  uvp_nats_sub_t *raw;
+  assert_int_equal(uvp_nats_subscribe(nc, "raw.reply", NULL, &raw), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  struct {
+    const char *hdr, *err;
+  } bad[] = {{"Uvp-Timeout-Ms: abc", "EPROTO"},
+             {"Uvp-Timeout-Ms: -5", "EPROTO"},
+             {"Uvp-Timeout-Ms: 86400001", "EPROTO"},
+             {"Uvp-Timeout-Ms: 0", "ETIMEDOUT"},
+             {"Other: x", NULL}}; /* absent: the default, served */
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *h[] = {bad[i].hdr, NULL};
+    m = raw_request(f, nc, raw, "x", h, &p);
+    const char *e = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
+    if (bad[i].err == NULL)
+      assert_null(e);
+    else
+      assert_string_equal(e, bad[i].err);
+    uvp_promise_release(p);
+  }
+  /* no reply subject: served, counted */
+  assert_int_equal(uvp_nats_publish(nc, "svc.a", NULL, "x", 2, NULL), 0);
+  uvp_nats_serve_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_serve_stats(c.svc, &st);
+  } while (st.no_reply == 0 && uv_hrtime() - t0 < 10000000000ull);
+  assert_int_equal(st.no_reply, 1);
+  assert_int_equal(st.bad, 4);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.received, 9);
+  assert_int_equal(st.served, 5);
+  assert_int_equal(uvp_nats_unsubscribe(raw), 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  svc_case_stop(f, &c);
+  nats_server_kill(&s);
+}
+
+/* opts.limit 1, requests of 300 ms with a 400 ms timeout: the second waits
+ * and is served too late for its caller, the third's deadline passes while
+ * it waits: dropped unserved, counted.  Then a start callback. */
+static void test_serve_limit_and_start(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  svc_case_t c = {0};
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &c, &s, &o);
+  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_promise_t *ps[3];
+  for (int i = 0; i < 3; i++) {
+    uvp_nats_request_opts_t ro = {.timeout_ms = 400};
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.a", "sleep:300", 10, &ro, &ps[i]), 0);
+  }
+  run_until_all_settled(f, ps, 3);
+  assert_int_equal(uvp_promise_state(ps[0]), UVP_FULFILLED);
+  assert_int_equal(reason(ps[1]), UV_ETIMEDOUT);
+  assert_int_equal(reason(ps[2]), UV_ETIMEDOUT);
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(ps[i]);
+  uvp_nats_serve_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_serve_stats(c.svc, &st);
+  } while (st.expired + st.replied < 3 && uv_hrtime() - t0 < 10000000000ull);
+  print_message("served %" PRIu64 ", replied %" PRIu64 ", expired %" PRIu64
+                "\n",
+                st.served, st.replied, st.expired);
+  assert_true(st.expired >= 1);
+  assert_int_equal(st.served + st.expired, 3);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  svc_case_stop(f, &c);
+
+  /* a start callback's promise: its value is the reply */
+  svc_case_t c2 = {0};
+  uvp_nats_serve_opts_t o2 = {.start = svc_start_cb};
+  svc_case_start(f, &c2, &s, &o2);
+  nc = connect_to(f, &s);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_request(nc, "svc.b", "x", 2, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_memory_equal(body(p), "started", 7);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  svc_case_stop(f, &c2);
+  nats_server_kill(&s);
+}
+
+/* ---- worker processes: SIGKILL and SIGTERM mid-run ----------------------- */
+
+typedef struct proc_s {
+  pid_t pid;
+} proc_t;
+
+/* Start test/nats/nats-worker and wait for its "ready" line. */
+static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
+  const char *bin = getenv("UVP_NATS_WORKER");
+  assert_non_null(bin);
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    execl(bin, bin, s->url, "svc.*", "workers", limit, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  char line[16] = {0};
+  ssize_t n = read(fds[0], line, sizeof(line) - 1); /* blocks until ready */
+  close(fds[0]);
+  if (n < 5 || strncmp(line, "ready", 5) != 0)
+    fail_msg("nats-worker did not start: '%s'", line);
+  w->pid = pid;
+}
+
+static int proc_wait(proc_t *w) {
+  int st = 0;
+  assert_int_equal(waitpid(w->pid, &st, 0), w->pid);
+  return st;
+}
+
+typedef struct killer_s {
+  uvp_ctx_t *ctx;
+  proc_t *w;
+  int sig;
+} killer_t;
+
+static uvp_ret_t killer_fiber(void *arg) {
+  killer_t *k = arg;
+  uvp_promise_t *d;
+  uvp_delay(k->ctx, 100, NULL, NULL, 0, &d);
+  uvp_await(d, NULL);
+  uvp_promise_release(d);
+  kill(k->w->pid, k->sig);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Two workers, 100 requests of 300 ms (a deadline of 1.5 s): one worker is
+ * sent `sig` 100 ms in.  SIGKILL: its requests time out, the other's are
+ * answered, each request exactly one record.  SIGTERM: it drains, every
+ * request is answered, and it exits 0. */
+static void workers_signal(fixture_t *f, int sig) {
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  proc_t a, b;
+  proc_start(&a, &s, "0");
+  proc_start(&b, &s, "0");
+  uvp_nats_t *nc = connect_to(f, &s);
+  enum { N = 100 };
+  uvp_promise_t *ps[N], *fp, *all;
+  for (int i = 0; i < N; i++) {
+    uvp_nats_request_opts_t ro = {.timeout_ms = 1500};
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.work", "sleep:300", 10, &ro, &ps[i]), 0);
+  }
+  assert_int_equal(uvp_promise_all_settled(f->ctx, ps, N, &all), 0);
+  killer_t k = {f->ctx, &a, sig};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, killer_fiber, &k, NULL, &fp), 0);
+  uint64_t t0 = uv_hrtime();
+  run_until_settled(f, all);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  int ok = 0, timedout = 0;
+  char wa[32], wb[32];
+  snprintf(wa, sizeof(wa), ":%ld", (long)a.pid);
+  snprintf(wb, sizeof(wb), ":%ld", (long)b.pid);
+  int by_a = 0, by_b = 0;
+  for (int i = 0; i < N; i++) {
+    if (uvp_promise_state(ps[i]) == UVP_FULFILLED) {
+      ok++;
+      const char *w = uvp_nats_msg_header(uvp_promise_value(ps[i]),
+                                          UVP_NATS_WORKER_HEADER);
+      assert_non_null(w);
+      by_a += strstr(w, wa) != NULL;
+      by_b += strstr(w, wb) != NULL;
+    } else {
+      assert_int_equal(reason(ps[i]), UV_ETIMEDOUT);
+      timedout++;
+    }
+    uvp_promise_release(ps[i]);
+  }
+  uvp_promise_release(all);
+  run_until_settled(f, fp);
+  uvp_promise_release(fp);
+  print_message("%s: %d answered (%d by the signalled worker, %d by the "
+                "other), %d timed out, in %.0f ms\n",
+                sig == SIGKILL ? "SIGKILL" : "SIGTERM", ok, by_a, by_b,
+                timedout, ms);
+  assert_int_equal(ok + timedout, N);
+  assert_int_equal(by_a + by_b, ok);
+  int st = proc_wait(&a);
+  if (sig == SIGKILL) {
+    assert_true(WIFSIGNALED(st));
+    assert_true(timedout > 0 && by_b > 0);
+  } else {
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0); /* drained, uv_loop_close 0 */
+    assert_int_equal(ok, N);
+  }
+  uvp_nats_stats_t ns;
+  uvp_nats_stats(nc, &ns);
+  assert_int_equal(ns.in_flight, 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+  kill(b.pid, SIGTERM);
+  st = proc_wait(&b);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  nats_server_kill(&s);
+}
+
+static void test_worker_killed(void **state) {
+  NEED_SERVER();
+  workers_signal(*state, SIGKILL);
+}
+
+static void test_worker_drained(void **state) {
+  NEED_SERVER();
+  workers_signal(*state, SIGTERM);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -802,6 +1151,10 @@ int main(void) {
       QUIET_TEST(test_subscribe),
       QUIET_TEST(test_server_restarted),
       QUIET_TEST(test_server_frozen),
+      QUIET_TEST(test_serve),
+      QUIET_TEST(test_serve_limit_and_start),
+      QUIET_TEST(test_worker_killed),
+      QUIET_TEST(test_worker_drained),
   };
   if (getenv("UVP_TEST_FILTER") != NULL) /* one test: UVP_TEST_FILTER=name */
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
