@@ -1590,7 +1590,8 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
 typedef struct served_s {
   uvp_nats_served_t pub;
   uint64_t arrived;
-  bool started;
+  bool started; /* svc_start ran for it */
+  bool handed;  /* svc_replied's destroy notifier frees it */
 } served_t;
 
 static void sv_free(void *arg) {
@@ -1649,8 +1650,7 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   uint64_t spent = waited + svc->o.margin_ms;
   if (spent >= sv->pub.timeout_ms) { /* its caller has given up */
     svc->stats.expired++;
-    sv_free(sv);
-    return settled_member(svc, out);
+    return settled_member(svc, out); /* sv_unstarted frees sv */
   }
   sv->pub.deadline_ms = sv->pub.timeout_ms - spent;
   uvp_promise_t *p = NULL;
@@ -1672,19 +1672,23 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   if (rc != 0) {
     svc->stats.failed++;
     svc_reply(svc, sv->pub.msg, rc, NULL);
-    sv_free(sv);
-    return settled_member(svc, out);
+    return settled_member(svc, out); /* sv_unstarted frees sv */
   }
+  sv->handed = true;
   *out = d;
   return 0;
 }
 
+/* The group's destroy notifier for a request's served_t: runs right
+ * after svc_start, or when the request never starts (cancelled or torn
+ * down while it waited: counted as expired). */
 static void sv_unstarted(void *arg) {
   served_t *sv = arg;
-  if (!sv->started) { /* cancelled or torn down while it waited */
+  if (sv->handed)
+    return;
+  if (!sv->started)
     sv->pub.svc->stats.expired++;
-    sv_free(sv);
-  }
+  sv_free(sv);
 }
 
 /* Uvp-Timeout-Ms: absent (the default), or a decimal number of
