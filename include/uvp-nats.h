@@ -169,7 +169,7 @@ typedef struct uvp_nats_connect_opts_s {
                              call; the binding then sets its event loop,
                              SendAsap, its callbacks and url (if set) on
                              the clone.  NULL: nats.c's defaults */
-  int flags;            /**< UVP_NATS_NO_SEND_ASAP, UVP_NATS_FAIL_ON_DISCONNECT */
+  int flags; /**< UVP_NATS_NO_SEND_ASAP, UVP_NATS_FAIL_ON_DISCONNECT */
   uvp_nats_event_cb on_event; /**< optional */
   void *arg;                  /**< on_event's first argument */
 } uvp_nats_connect_opts_t;
@@ -189,7 +189,8 @@ typedef struct uvp_nats_connect_opts_s {
  * and the connection it makes is closed and freed by the binding.  `opts`
  * may be NULL.  Errors: UV_EINVAL (NULL ctx or out), UVP_ECLOSED,
  * UV_ENOMEM; nothing started then. */
-#define uvp_nats_connect(...) uvp_nats_connect_at(__VA_ARGS__, __FILE__, __LINE__)
+#define uvp_nats_connect(...)                                                  \
+  uvp_nats_connect_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
                                         const uvp_nats_connect_opts_t *opts,
                                         uvp_promise_t **out, const char *file,
@@ -358,8 +359,7 @@ typedef struct uvp_nats_sub_s uvp_nats_sub_t;
  * subject or queue with a space or an empty token), UVP_ECLOSED, UV_ENOMEM,
  * or a mapped nats.c code. */
 UVP_NATS_EXTERN int uvp_nats_subscribe(uvp_nats_t *nc, const char *subject,
-                                       const char *queue,
-                                       uvp_nats_sub_t **out);
+                                       const char *queue, uvp_nats_sub_t **out);
 
 /** @name uvp_nats_next, uvp_nats_next_at
  * @{ */
@@ -422,10 +422,10 @@ typedef struct uvp_nats_svc_s uvp_nats_svc_t;
 /** A request being served: the argument of the fiber or start callback,
  * valid until the member it starts has settled. */
 typedef struct uvp_nats_served_s {
-  natsMsg *msg;        /**< the request (borrowed): data, headers, reply */
-  uvp_nats_svc_t *svc; /**< the service */
-  void *arg;           /**< uvp_nats_serve_opts_t's arg */
-  uint64_t timeout_ms; /**< what Uvp-Timeout-Ms said (or the default) */
+  natsMsg *msg;         /**< the request (borrowed): data, headers, reply */
+  uvp_nats_svc_t *svc;  /**< the service */
+  void *arg;            /**< uvp_nats_serve_opts_t's arg */
+  uint64_t timeout_ms;  /**< what Uvp-Timeout-Ms said (or the default) */
   uint64_t deadline_ms; /**< the deadline the member got: timeout_ms less
                              the margin and the time it waited to start */
 } uvp_nats_served_t;
@@ -438,17 +438,17 @@ typedef int (*uvp_nats_serve_start_cb)(uvp_nats_served_t *req,
 
 /** Options of uvp_nats_serve. */
 typedef struct uvp_nats_serve_opts_s {
-  uvp_fiber_fn fiber;    /**< each request runs as a fiber, fiber(req) with a
-                              uvp_nats_served_t *, spawned with the context's
-                              fiber mode (uvp_ctx_set_fiber_mode: compact
-                              fibers suit thousands of requests) */
+  uvp_fiber_fn fiber; /**< each request runs as a fiber, fiber(req) with a
+                           uvp_nats_served_t *, spawned with the context's
+                           fiber mode (uvp_ctx_set_fiber_mode: compact
+                           fibers suit thousands of requests) */
   uvp_nats_serve_start_cb start; /**< or start(req, &p), if fiber is NULL */
-  void *arg;             /**< the served struct's arg */
-  size_t limit;          /**< requests served at once; 0: no limit */
-  uint64_t margin_ms;    /**< taken off Uvp-Timeout-Ms for the way back; 0:
-                              10 ms */
+  void *arg;                     /**< the served struct's arg */
+  size_t limit;                  /**< requests served at once; 0: no limit */
+  uint64_t margin_ms; /**< taken off Uvp-Timeout-Ms for the way back; 0:
+                           10 ms */
   uint64_t default_timeout_ms; /**< without Uvp-Timeout-Ms; 0: 30 s */
-  const char *worker;    /**< Uvp-Worker's value (copied); NULL: host:pid */
+  const char *worker; /**< Uvp-Worker's value (copied); NULL: host:pid */
 } uvp_nats_serve_opts_t;
 
 /** Counters of a service (uvp_nats_serve_stats). */
@@ -543,8 +543,7 @@ typedef struct uvp_nats_stats_s {
 } uvp_nats_stats_t;
 
 /** Fill *out.  Errors: UV_EINVAL. */
-UVP_NATS_EXTERN int uvp_nats_stats(const uvp_nats_t *nc,
-                                   uvp_nats_stats_t *out);
+UVP_NATS_EXTERN int uvp_nats_stats(const uvp_nats_t *nc, uvp_nats_stats_t *out);
 
 /** Print every request in flight, oldest first, one a line:
  *   NATS request fan.work #12 for 102 ms (promise at app.c:40)

@@ -83,11 +83,11 @@ struct req_s {
   uvp_promise_t *p; /* ours */
   uint64_t id;
   uint64_t start_ms, expire_ms;
-  req_t *hnext;        /* hash chain */
-  req_t *prev, *next;  /* every request, oldest first */
+  req_t *hnext;         /* hash chain */
+  req_t *prev, *next;   /* every request, oldest first */
   req_t *tprev, *tnext; /* by expiry */
-  bool setup;          /* uvp_nats_request has not returned yet */
-  bool hold;           /* counted in holding (the virtual clock) */
+  bool setup;           /* uvp_nats_request has not returned yet */
+  bool hold;            /* counted in holding (the virtual clock) */
   bool cancelled;
   const char *file;
   int line;
@@ -110,7 +110,7 @@ struct uvp_nats_sub_s {
   natsMsg *held; /* taken from nats.c while draining, for the next wait */
   uvp_promise_t *drain_p;
   bool draining;
-  int64_t dropped; /* natsSubscription_GetDropped, as last counted */
+  int64_t dropped;     /* natsSubscription_GetDropped, as last counted */
   uvp_nats_svc_t *svc; /* a service's: messages go to it, not to waits */
   uvp_nats_sub_t *prev, *next;
 };
@@ -174,10 +174,10 @@ struct uvp_nats_s {
   size_t svcs; /* services whose group has not joined yet */
   /* teardown */
   job_t connect_job, close_job;
-  size_t jobs;         /* flush jobs running */
-  bool connect_done;   /* the connect job returned */
+  size_t jobs;       /* flush jobs running */
+  bool connect_done; /* the connect job returned */
   bool close_started, close_done, got_closed, inbox_done, finished;
-  unsigned handles;    /* libuv handles not yet closed */
+  unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;
 };
 
@@ -792,8 +792,7 @@ static int publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
                        const void *data, size_t len, uint64_t timeout_ms,
                        const char *const *headers) {
   if (!subject_ok(subject, false) ||
-      (reply != NULL && !subject_ok(reply, false)) ||
-      (data == NULL && len > 0))
+      (reply != NULL && !subject_ok(reply, false)) || (data == NULL && len > 0))
     return UV_EINVAL;
   if (b->state != S_OPEN)
     return UVP_ECLOSED;
@@ -810,8 +809,7 @@ static int publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
 }
 
 int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,
-                     const void *data, size_t len,
-                     const char *const *headers) {
+                     const void *data, size_t len, const char *const *headers) {
   if (nc == NULL)
     return UV_EINVAL;
   return publish_msg(nc, subject, reply, data, len, UINT64_MAX, headers);
@@ -868,8 +866,9 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   uint64_t left = uvp_deadline_left(b->ctx);
   char reply[160];
   snprintf(reply, sizeof(reply), "%s.%" PRIu64, b->inbox, r->id);
-  rc = publish_msg(b, subject, reply, data, len, left < timeout ? left : timeout,
-                   opts != NULL ? opts->headers : NULL);
+  rc =
+      publish_msg(b, subject, reply, data, len, left < timeout ? left : timeout,
+                  opts != NULL ? opts->headers : NULL);
   if (rc != 0) {
     uvp_promise_set_cancel(r->p, NULL, NULL);
     uvp_promise_release(r->p);
@@ -888,7 +887,8 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
 
 const char *uvp_nats_msg_header(natsMsg *msg, const char *name) {
   const char *v = NULL;
-  if (msg == NULL || name == NULL || natsMsgHeader_Get(msg, name, &v) != NATS_OK)
+  if (msg == NULL || name == NULL ||
+      natsMsgHeader_Get(msg, name, &v) != NATS_OK)
     return NULL;
   return v;
 }
@@ -899,8 +899,9 @@ int uvp_nats_dump(uvp_nats_t *b, FILE *stream) {
   int n = 0;
   uint64_t now = uv_now(b->loop);
   for (req_t *r = b->first; r != NULL; r = r->next, n++)
-    fprintf(stream, "NATS request %s #%" PRIu64 " for %" PRIu64
-                    " ms (promise at %s:%d)\n",
+    fprintf(stream,
+            "NATS request %s #%" PRIu64 " for %" PRIu64
+            " ms (promise at %s:%d)\n",
             r->subject, r->id, now - r->start_ms,
             r->file != NULL ? r->file : "?", r->line);
   return n;
@@ -1025,7 +1026,8 @@ static bool sub_poll(uvp_nats_sub_t *s) {
   while (s->wfirst != NULL || s->svc != NULL) {
     natsMsg *m = s->held;
     s->held = NULL;
-    natsStatus st = m != NULL ? NATS_OK : natsSubscription_NextMsg(&m, s->sub, 0);
+    natsStatus st =
+        m != NULL ? NATS_OK : natsSubscription_NextMsg(&m, s->sub, 0);
     if (st == NATS_SLOW_CONSUMER)
       continue; /* counted by the error handler's event */
     if (st != NATS_OK)
@@ -1115,8 +1117,8 @@ int uvp_nats_next_at(uvp_nats_sub_t *s, uvp_promise_t **out, const char *file,
   w->setup = true;
   int rc = uvp_promise_new_at(s->b->ctx, &w->p, file, line);
   if (rc == 0)
-    rc = uvp_promise_set_cancel_described(w->p, on_wait_cancel, w, NULL,
-                                          "NATS", wait_describe);
+    rc = uvp_promise_set_cancel_described(w->p, on_wait_cancel, w, NULL, "NATS",
+                                          wait_describe);
   if (rc == 0 && (rc = uvp_deadline_watch(s->b->ctx, w->p)) != 0)
     uvp_promise_set_cancel(w->p, NULL, NULL);
   if (rc != 0) {
@@ -1223,8 +1225,7 @@ static void on_conn_event(uvp_nats_t *b, int event) {
     count_dropped(b);
     break;
   }
-  if (b->on_event != NULL && b->state != S_CLOSING &&
-      b->state != S_CONNECTING)
+  if (b->on_event != NULL && b->state != S_CLOSING && b->state != S_CONNECTING)
     b->on_event(b->arg, b, (uvp_nats_event_t)event);
   maybe_finish(b);
 }
@@ -1779,16 +1780,14 @@ static int svc_new(uvp_nats_t *b, const uvp_nats_serve_opts_t *o,
   } else {
     char host[256] = "localhost";
     (void)gethostname(host, sizeof(host) - 1);
-    snprintf(svc->worker, sizeof(svc->worker), "%s:%ld", host,
-             (long)getpid());
+    snprintf(svc->worker, sizeof(svc->worker), "%s:%ld", host, (long)getpid());
   }
-  uvp_group_opts_t go = {.limit = o->limit,
-                         .flags = UVP_GROUP_DISCARD_SETTLED};
+  uvp_group_opts_t go = {.limit = o->limit, .flags = UVP_GROUP_DISCARD_SETTLED};
   uvp_promise_t *join = NULL, *d = NULL;
   int rc = uvp_group_new(b->ctx, &go, &svc->g);
   if (rc == 0 && (rc = uvp_group_join(svc->g, &join)) == 0) {
-    rc = uvp_promise_on_full(join, UVP_ON_BOTH, svc_joined, svc,
-                             svc_join_free, &d);
+    rc = uvp_promise_on_full(join, UVP_ON_BOTH, svc_joined, svc, svc_join_free,
+                             &d);
     uvp_promise_release(join);
   }
   if (rc != 0) {

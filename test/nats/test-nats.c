@@ -90,9 +90,9 @@ static uvp_ret_t serve_one(void *arg) {
   snprintf(out, sizeof(out), "hdr=%s", hdr != NULL ? hdr : "none");
   if (strncmp(data, "sleep:", 6) == 0) {
     uvp_promise_t *d;
-    assert_int_equal(uvp_delay(j->w->ctx, strtoull(data + 6, NULL, 10), NULL,
-                               NULL, 0, &d),
-                     0);
+    assert_int_equal(
+        uvp_delay(j->w->ctx, strtoull(data + 6, NULL, 10), NULL, NULL, 0, &d),
+        0);
     uvp_await(d, NULL);
     uvp_promise_release(d);
   } else if (strcmp(data, "nest") == 0 && hdr != NULL && !j->w->closed) {
@@ -138,8 +138,7 @@ static void worker_start(fixture_t *f, worker_t *w, const nats_server_t *s,
   assert_int_equal(uvp_ctx_new(&f->loop, &w->ctx), 0);
   w->nc = connect_opts(f, w->ctx, s->url, o, 0);
   assert_int_equal(uvp_nats_subscribe(w->nc, "svc.*", "workers", &w->sub), 0);
-  assert_int_equal(uvp_fiber_spawn(w->ctx, worker_main, w, NULL, &w->fiber),
-                   0);
+  assert_int_equal(uvp_fiber_spawn(w->ctx, worker_main, w, NULL, &w->fiber), 0);
   uvp_promise_t *fl; /* the SUB has reached the server */
   assert_int_equal(uvp_nats_flush(w->nc, &fl), 0);
   run_until_settled(f, fl);
@@ -558,8 +557,8 @@ static void test_bad_input(void **state) {
   nats_server_start(&s);
   uvp_nats_t *nc = connect_to(f, &s);
   uvp_promise_t *p;
-  const char *bad[] = {"", "a b", "a..b", ".a", "a.", "a\tb", "a.*", "a.>",
-                       "*", ">"};
+  const char *bad[] = {"",     "a b", "a..b", ".a", "a.",
+                       "a\tb", "a.*", "a.>",  "*",  ">"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     assert_int_equal(uvp_nats_publish(nc, bad[i], NULL, "x", 1, NULL),
                      UV_EINVAL);
@@ -733,8 +732,8 @@ static void server_away(fixture_t *f, int mode) {
   for (int i = 0; i < N; i++) {
     uvp_nats_request_opts_t o = {.timeout_ms = 4000};
     assert_int_equal(uvp_nats_request(nc, "svc.echo",
-                                      mode == 0 ? "sleep:800" : "sleep:200",
-                                      10, &o, &ps[i]),
+                                      mode == 0 ? "sleep:800" : "sleep:200", 10,
+                                      &o, &ps[i]),
                      0);
   }
   restart_t r = {&s, f->ctx, mode};
@@ -848,10 +847,9 @@ static void svc_case_stop(fixture_t *f, svc_case_t *c) {
 static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
                             const char *body, const char *const *headers,
                             uvp_promise_t **keep) {
-  assert_int_equal(
-      uvp_nats_publish(nc, "svc.raw", "raw.reply", body, strlen(body) + 1,
-                       headers),
-      0);
+  assert_int_equal(uvp_nats_publish(nc, "svc.raw", "raw.reply", body,
+                                    strlen(body) + 1, headers),
+                   0);
   assert_int_equal(uvp_nats_next(sub, keep), 0);
   run_until_settled(f, *keep);
   assert_int_equal(uvp_promise_state(*keep), UVP_FULFILLED);
@@ -1086,8 +1084,8 @@ static void workers_signal(fixture_t *f, int sig) {
   for (int i = 0; i < N; i++) {
     if (uvp_promise_state(ps[i]) == UVP_FULFILLED) {
       ok++;
-      const char *w = uvp_nats_msg_header(uvp_promise_value(ps[i]),
-                                          UVP_NATS_WORKER_HEADER);
+      const char *w =
+          uvp_nats_msg_header(uvp_promise_value(ps[i]), UVP_NATS_WORKER_HEADER);
       assert_non_null(w);
       by_a += strstr(w, wa) != NULL;
       by_b += strstr(w, wb) != NULL;
