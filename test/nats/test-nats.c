@@ -786,6 +786,73 @@ static void test_server_frozen(void **state) {
   server_away(*state, 1);
 }
 
+/* UVP_NATS_FAIL_ON_DISCONNECT: requests in flight reject at once with
+ * UVP_NATS_EDISCONNECTED when the server goes; a connection whose
+ * reconnect attempts run out is closed for good: UVP_ECLOSED, and its
+ * event handler hears UVP_NATS_CLOSED. */
+static int events_seen[8];
+
+static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t ev) {
+  (void)arg;
+  (void)nc;
+  events_seen[ev]++;
+}
+
+static void test_disconnect_and_closed(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, quick_reconnect(0));
+  memset(events_seen, 0, sizeof(events_seen));
+  uvp_promise_t *cp;
+  natsOptions *once = quick_reconnect(0);
+  natsOptions_SetMaxReconnect(once, 1);
+  uvp_nats_connect_opts_t co = {.url = s.url,
+                                .options = once,
+                                .flags = UVP_NATS_FAIL_ON_DISCONNECT,
+                                .on_event = on_event};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
+  run_until_settled(f, cp);
+  uvp_nats_t *nc = uvp_promise_value(cp);
+  assert_non_null(nc);
+  uvp_promise_release(cp);
+  enum { N = 10 };
+  uvp_promise_t *ps[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.echo", "sleep:3000", 11, NULL, &ps[i]), 0);
+  uvp_nats_sub_t *sub;
+  uvp_promise_t *nx;
+  assert_int_equal(uvp_nats_subscribe(nc, "quiet", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &nx), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  uint64_t t0 = uv_hrtime();
+  nats_server_kill(&s);
+  run_until_all_settled(f, ps, N);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(reason(ps[i]), UVP_NATS_EDISCONNECTED);
+    uvp_promise_release(ps[i]);
+  }
+  print_message("%d requests UVP_NATS_EDISCONNECTED %.1f ms after the kill\n",
+                N, ms);
+  assert_true(ms < 2500);   /* at once, not at 3 s */
+  run_until_settled(f, nx); /* one reconnect attempt, then closed */
+  assert_int_equal(reason(nx), UVP_ECLOSED);
+  uvp_promise_release(nx);
+  assert_true(events_seen[UVP_NATS_DISCONNECTED] >= 1);
+  assert_int_equal(events_seen[UVP_NATS_CLOSED], 1);
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, NULL, &cp),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+}
+
 /* ---- serving (uvp_nats_serve) -------------------------------------------- */
 
 typedef struct svc_case_s {
@@ -1149,6 +1216,7 @@ int main(void) {
       QUIET_TEST(test_subscribe),
       QUIET_TEST(test_server_restarted),
       QUIET_TEST(test_server_frozen),
+      QUIET_TEST(test_disconnect_and_closed),
       QUIET_TEST(test_serve),
       QUIET_TEST(test_serve_limit_and_start),
       QUIET_TEST(test_worker_killed),
