@@ -165,10 +165,11 @@ typedef struct uvp_nats_connect_opts_s {
                              comma-separated list is several servers */
   natsOptions *options; /**< optional: the program's nats.c options
                              (reconnect wait and attempts, PING interval,
-                             TLS, credentials, name...), cloned during the
-                             call; the binding then sets its event loop,
+                             TLS, credentials, name...), handed over: the
+                             binding owns it from the call on (destroys it,
+                             on error too) and sets its event loop,
                              SendAsap, its callbacks and url (if set) on
-                             the clone.  NULL: nats.c's defaults */
+                             it.  NULL: nats.c's defaults */
   int flags; /**< UVP_NATS_NO_SEND_ASAP, UVP_NATS_FAIL_ON_DISCONNECT */
   uvp_nats_event_cb on_event; /**< optional */
   void *arg;                  /**< on_event's first argument */
@@ -187,8 +188,11 @@ typedef struct uvp_nats_connect_opts_s {
  * Cancel-safe: cancelling (or the scope's deadline, or uvp_ctx_close)
  * rejects at once; the connect already running goes on on its pool thread
  * and the connection it makes is closed and freed by the binding.  `opts`
- * may be NULL.  Errors: UV_EINVAL (NULL ctx or out), UVP_ECLOSED,
- * UV_ENOMEM; nothing started then. */
+ * may be NULL.  Threads: nats.c's connect runs on a pool thread, and its
+ * attach reaches the loop through the queue; the promise settles on the
+ * loop thread.  Errors: UV_EINVAL (NULL ctx or out), UVP_ECLOSED,
+ * UV_ENOMEM; nothing started then (`opts->options` is destroyed on every
+ * error: it is the binding's from the call on). */
 #define uvp_nats_connect(...)                                                  \
   uvp_nats_connect_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
@@ -209,7 +213,11 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
  * uv_loop_close(), as for a libuv handle.  Subscriptions of this
  * connection are freed with it (do not use them after).  Any time on
  * the loop thread, before or after uvp_ctx_close, but not from inside
- * uvp_nats_event_cb.  Errors: UV_EINVAL (NULL, or already closing). */
+ * uvp_nats_event_cb.  Not a promise: nothing to cancel.  Threads:
+ * natsConnection_Close runs on a pool thread, nats.c's detach and closed
+ * callback (its asynchronous thread) and the inbox's last word (its
+ * delivery thread) reach the loop through the queue.  Errors: UV_EINVAL
+ * (NULL, already closing, or still connecting). */
 UVP_NATS_EXTERN int uvp_nats_close(uvp_nats_t *nc);
 
 /** nats.c's connection, for the calls the binding does not wrap
@@ -223,7 +231,8 @@ UVP_NATS_EXTERN natsConnection *uvp_nats_connection(const uvp_nats_t *nc);
  * @{ */
 /** Fulfils (value NULL) when the server has answered a PING sent after
  * everything published so far: natsConnection_FlushTimeout on the thread
- * pool while the loop reads the PONG.  Its timeout is the scope's deadline
+ * pool (the only thread nats.c blocks) while the loop reads the PONG.  Its
+ * timeout is the scope's deadline
  * if any, else 30 s.  Rejects with UV_ETIMEDOUT, UVP_ECLOSED,
  * UVP_NATS_EDISCONNECTED.  Cancel-safe: rejects at once, the flush on its
  * pool thread runs to its end.  Errors: UV_EINVAL, UVP_ECLOSED (the
@@ -258,7 +267,9 @@ UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
  * wildcard token "*" or ">" in subject or reply, a header without ':'),
  * UV_EMSGSIZE (len over the server's max payload,
  * natsConnection_GetMaxPayload, 1 MB by default), UV_ENOBUFS (the
- * reconnect buffer is full), UVP_ECLOSED (closing or closed), UV_ENOMEM. */
+ * reconnect buffer is full), UVP_ECLOSED (closing or closed), UV_ENOMEM.
+ * Not a promise: nothing to cancel.  Threads: the loop thread; nats.c
+ * asks, from inside the call, to poll for writing (applied at once). */
 UVP_NATS_EXTERN int uvp_nats_publish(uvp_nats_t *nc, const char *subject,
                                      const char *reply, const void *data,
                                      size_t len, const char *const *headers);
@@ -320,6 +331,10 @@ typedef struct uvp_nats_request_opts_s {
  * reply on its way.  opts.timeout_ms
  * runs on the loop's real clock (uv_now); the scope's deadline on uvp's.
  * In the task dump a request shows as "NATS request <subject> #<id>".
+ * Threads: the reply comes on the inbox's delivery thread (nats.c's) and
+ * reaches the loop through the queue; a no-responders status the same
+ * way; the timeout is a loop timer.  Everything settles on the loop
+ * thread.
  * Errors, at once with nothing sent: those of uvp_nats_publish (a
  * wildcard in subject is UV_EINVAL), UV_EINVAL (NULL out), UV_ENOMEM. */
 #define uvp_nats_request(...)                                                  \
@@ -355,9 +370,11 @@ typedef struct uvp_nats_sub_s uvp_nats_sub_t;
  * messages, counted (uvp_nats_stats' dropped) and told to on_event as
  * UVP_NATS_SLOW_CONSUMER.  *out is yours until uvp_nats_unsubscribe, a
  * completed drain, or uvp_nats_close.  A subscription keeps uv_run()
- * going only while a uvp_nats_next waits.  Errors: UV_EINVAL (NULL, a
- * subject or queue with a space or an empty token), UVP_ECLOSED, UV_ENOMEM,
- * or a mapped nats.c code. */
+ * going only while a uvp_nats_next waits.  Not a promise: nothing to
+ * cancel.  Threads: none of nats.c's calls the binding for it; the
+ * loop's read event puts its messages in nats.c's list.  Errors: UV_EINVAL
+ * (NULL, a subject or queue with a space or an empty token), UVP_ECLOSED,
+ * UV_ENOMEM, or a mapped nats.c code. */
 UVP_NATS_EXTERN int uvp_nats_subscribe(uvp_nats_t *nc, const char *subject,
                                        const char *queue, uvp_nats_sub_t **out);
 
@@ -372,14 +389,16 @@ UVP_NATS_EXTERN int uvp_nats_subscribe(uvp_nats_t *nc, const char *subject,
  * scope's deadline).  Cancel-safe: cancelling stops only that wait; no
  * message is lost (a message is taken from nats.c only for a wait that is
  * still pending).  In the task dump: "NATS next <subject> [queue <q>]".
- * Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM. */
+ * Threads: the loop thread only (the subscription is polled after each
+ * read).  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM. */
 #define uvp_nats_next(...) uvp_nats_next_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_next_at(uvp_nats_sub_t *sub, uvp_promise_t **out,
                                      const char *file, int line);
 /** @} */
 
 /** Unsubscribe (UNSUB) and free: its waits reject with UV_ECANCELED, the
- * messages nats.c held for it are dropped.  Errors: UV_EINVAL. */
+ * messages nats.c held for it are dropped.  Not a promise: nothing to
+ * cancel.  Loop thread.  Errors: UV_EINVAL. */
 UVP_NATS_EXTERN int uvp_nats_unsubscribe(uvp_nats_sub_t *sub);
 
 /** @name uvp_nats_drain, uvp_nats_drain_at
@@ -391,8 +410,10 @@ UVP_NATS_EXTERN int uvp_nats_unsubscribe(uvp_nats_sub_t *sub);
  * nats.c completes a synchronous subscription's drain only inside
  * natsSubscription_NextMsg, so while draining the binding polls it every
  * 10 ms on a timer, which may wait there up to 1 ms.  Cancel-safe:
- * cancelling stops the wait, not the drain.  Errors: UV_EINVAL,
- * UV_EALREADY (draining), UVP_ECLOSED, UV_ENOMEM. */
+ * cancelling stops the wait, not the drain.  Threads: nats.c's drain
+ * thread flushes the UNSUB (the loop reads the PONG); completion is seen
+ * on the loop.  Errors: UV_EINVAL, UV_EALREADY (draining), UVP_ECLOSED,
+ * UV_ENOMEM. */
 #define uvp_nats_drain(...) uvp_nats_drain_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_drain_at(uvp_nats_sub_t *sub, uvp_promise_t **out,
                                       const char *file, int line);
@@ -488,7 +509,10 @@ typedef struct uvp_nats_serve_stats_s {
  * closed (uvp_nats_close cancels its members, UV_ECANCELED: their replies
  * are not sent).  *out is the connection's until then.  Errors: UV_EINVAL
  * (NULL, neither fiber nor start, a bad subject or queue), UVP_ECLOSED,
- * UV_ENOMEM, a mapped nats.c code. */
+ * UV_ENOMEM, a mapped nats.c code.  Not a promise: stop it with
+ * uvp_nats_serve_drain or uvp_nats_close.  Threads: as a subscription's
+ * (no thread of nats.c's calls it); fibers, handlers and replies all run
+ * on the loop thread. */
 UVP_NATS_EXTERN int uvp_nats_serve(uvp_nats_t *nc, const char *subject,
                                    const char *queue,
                                    const uvp_nats_serve_opts_t *opts,
@@ -500,8 +524,8 @@ UVP_NATS_EXTERN int uvp_nats_serve(uvp_nats_t *nc, const char *subject,
  * had already sent still arrives and is served), wait for every member to
  * have replied, and fulfil (value NULL); the service is freed then.  For
  * SIGTERM: drain, then uvp_nats_close.  Cancel-safe: cancelling stops the
- * wait, not the drain.  Errors: UV_EINVAL, UV_EALREADY, UVP_ECLOSED,
- * UV_ENOMEM. */
+ * wait, not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,
+ * UV_EALREADY, UVP_ECLOSED, UV_ENOMEM. */
 #define uvp_nats_serve_drain(...)                                              \
   uvp_nats_serve_drain_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc,
@@ -509,7 +533,7 @@ UVP_NATS_EXTERN int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc,
                                             const char *file, int line);
 /** @} */
 
-/** Fill *out.  Errors: UV_EINVAL. */
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
 UVP_NATS_EXTERN int uvp_nats_serve_stats(const uvp_nats_svc_t *svc,
                                          uvp_nats_serve_stats_t *out);
 /** @} */
@@ -542,12 +566,12 @@ typedef struct uvp_nats_stats_s {
   uint64_t polls;         /**< poll handles started (one per socket) */
 } uvp_nats_stats_t;
 
-/** Fill *out.  Errors: UV_EINVAL. */
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
 UVP_NATS_EXTERN int uvp_nats_stats(const uvp_nats_t *nc, uvp_nats_stats_t *out);
 
 /** Print every request in flight, oldest first, one a line:
  *   NATS request fan.work #12 for 102 ms (promise at app.c:40)
- * Returns how many, or UV_EINVAL. */
+ * Loop thread.  Returns how many, or UV_EINVAL. */
 UVP_NATS_EXTERN int uvp_nats_dump(uvp_nats_t *nc, FILE *stream);
 /** @} */
 
