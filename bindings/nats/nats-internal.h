@@ -98,6 +98,7 @@ typedef struct job_s {
   int64_t timeout_ms;
   natsStatus s;
   int rc;
+  natsConnection *conn; /* the connect job's, for the loop to take */
 } job_t;
 
 enum { S_CONNECTING, S_OPEN, S_DEAD, S_CLOSING };

@@ -554,7 +554,8 @@ static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
     j->rc = uvp_nats_code(s);
     return;
   }
-  b->conn = conn; /* the loop reads it once this job is done */
+  j->conn = conn; /* the loop takes it in connect_after: b->conn is the
+                     loop's (the attach, queued meanwhile, sets it too) */
   if (natsConnection_HasHeaderSupport(conn) != NATS_OK) {
     j->rc = UV_ENOTSUP;
     return;
@@ -584,8 +585,10 @@ static void connect_after(uv_work_t *w, int status) {
   (void)status;
   b->connect_done = true;
   uvp_promise_t *p = j->p;
+  ev_drain(b); /* the attach first: it names the connection too */
+  if (b->conn == NULL)
+    b->conn = j->conn;
   j->p = NULL;
-  ev_drain(b); /* the attach, and the inbox's SUB */
   if (j->rc == 0 && p != NULL) {
     b->state = S_OPEN;
     uvp_nats__waiting_add(b, -1);
