@@ -607,6 +607,63 @@ static void test_bad_input(void **state) {
   assert_true(fixture_drain(f, 10000));
 }
 
+/* A server without headers (before 2.2): Debian has none to run, so a
+ * thread plays one for the handshake only: INFO without "headers", then
+ * PONG to the client's PING, then it waits for the client to go. */
+typedef struct old_server_s {
+  int listen_fd, port;
+} old_server_t;
+
+static void old_server_run(void *arg) {
+  old_server_t *o = arg;
+  int fd = accept(o->listen_fd, NULL, NULL);
+  if (fd < 0)
+    return;
+  const char *info = "INFO {\"server_id\":\"old\",\"version\":\"2.1.0\","
+                     "\"proto\":1,\"max_payload\":1048576}\r\n";
+  (void)!write(fd, info, strlen(info));
+  char buf[4096];
+  size_t have = 0;
+  ssize_t n;
+  bool ponged = false;
+  while ((n = read(fd, buf + have, sizeof(buf) - 1 - have)) > 0) {
+    have += (size_t)n;
+    buf[have] = '\0';
+    if (!ponged && strstr(buf, "PING\r\n") != NULL) {
+      (void)!write(fd, "PONG\r\n", 6);
+      ponged = true;
+    }
+    if (have > sizeof(buf) / 2)
+      have = 0;
+  }
+  close(fd);
+}
+
+static void test_server_without_headers(void **state) {
+  fixture_t *f = *state;
+  old_server_t o;
+  o.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(o.listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  assert_int_equal(getsockname(o.listen_fd, (struct sockaddr *)&a, &len), 0);
+  assert_int_equal(listen(o.listen_fd, 1), 0);
+  uv_thread_t t;
+  assert_int_equal(uv_thread_create(&t, old_server_run, &o), 0);
+  char url[64];
+  snprintf(url, sizeof(url), "nats://127.0.0.1:%d", ntohs(a.sin_port));
+  uvp_nats_connect_opts_t co = {.url = url};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(reason(p), UV_ENOTSUP);
+  uvp_promise_release(p);
+  assert_true(fixture_drain(f, 10000)); /* closed: the thread's read ends */
+  assert_int_equal(uv_thread_join(&t), 0);
+  close(o.listen_fd);
+}
+
 /* ---- subscriptions ------------------------------------------------------- */
 
 static void test_subscribe(void **state) {
@@ -1213,6 +1270,7 @@ int main(void) {
       QUIET_TEST(test_virtual_clock),
       QUIET_TEST(test_teardown_in_flight),
       QUIET_TEST(test_bad_input),
+      QUIET_TEST(test_server_without_headers),
       QUIET_TEST(test_subscribe),
       QUIET_TEST(test_server_restarted),
       QUIET_TEST(test_server_frozen),
