@@ -363,6 +363,7 @@ int uvp_nats_stats(const uvp_nats_t *b, uvp_nats_stats_t *out) {
   if (b == NULL || out == NULL)
     return UV_EINVAL;
   *out = b->stats;
+  out->dropped = uvp_nats__dropped(b);
   return 0;
 }
 

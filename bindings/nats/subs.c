@@ -51,18 +51,38 @@ static void wait_end(uvp_nats_sub_t *s, int rc, natsMsg *msg) {
   uvp_promise_release(p);
 }
 
+/* Messages nats.c dropped for s since the binding last counted them
+ * (natsSubscription_GetDropped keeps counting while it drops, but its
+ * error handler speaks once a slow spell). */
+static uint64_t dropped_since(const uvp_nats_sub_t *s) {
+  int64_t d = 0;
+  if (natsSubscription_GetDropped(s->sub, &d) != NATS_OK || d <= s->dropped)
+    return 0;
+  return (uint64_t)(d - s->dropped);
+}
+
+/* uvp_nats_stats' dropped: those counted, and those not yet. */
+uint64_t uvp_nats__dropped(const uvp_nats_t *b) {
+  uint64_t n = b->stats.dropped;
+  for (const uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
+    n += dropped_since(s);
+  return n;
+}
+
+static void count_one(uvp_nats_sub_t *s) {
+  uint64_t d = dropped_since(s);
+  s->b->stats.dropped += d;
+  s->dropped += (int64_t)d;
+}
+
 void uvp_nats__count_dropped(uvp_nats_t *b) {
-  for (uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next) {
-    int64_t d = 0;
-    if (natsSubscription_GetDropped(s->sub, &d) == NATS_OK && d > s->dropped) {
-      b->stats.dropped += (uint64_t)(d - s->dropped);
-      s->dropped = d;
-    }
-  }
+  for (uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
+    count_one(s);
 }
 
 void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc) {
   uvp_nats_t *b = s->b;
+  count_one(s);
   if (s->svc != NULL) {
     s->svc->sub = NULL;
     s->svc->closed = rc != 0;

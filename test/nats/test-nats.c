@@ -737,6 +737,76 @@ static void test_subscribe(void **state) {
   nats_server_kill(&s);
 }
 
+static int events_seen[8];
+
+static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t ev) {
+  (void)arg;
+  (void)nc;
+  events_seen[ev]++;
+}
+
+/* A flood past a subscription's pending limits (nats.c's 65 536
+ * messages): nats.c drops the rest and says NATS_SLOW_CONSUMER on its
+ * asynchronous thread; the binding counts the dropped messages and tells
+ * on_event, and what was kept is still handed out, in order. */
+static void test_slow_consumer(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  memset(events_seen, 0, sizeof(events_seen));
+  uvp_promise_t *cp;
+  uvp_nats_connect_opts_t co = {.url = s.url, .on_event = on_event};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
+  run_until_settled(f, cp);
+  uvp_nats_t *b = uvp_promise_value(cp);
+  assert_non_null(b);
+  uvp_promise_release(cp);
+  uvp_nats_t *a = connect_to(f, &s);
+  uvp_nats_sub_t *sub;
+  assert_int_equal(uvp_nats_subscribe(b, "flood", NULL, &sub), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(b, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  enum { N = 70000 };
+  for (int i = 0; i < N; i++) {
+    char m[16];
+    int len = snprintf(m, sizeof(m), "%d", i) + 1;
+    assert_int_equal(uvp_nats_publish(a, "flood", NULL, m, (size_t)len, NULL),
+                     0);
+  }
+  assert_int_equal(uvp_nats_flush(a, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  uvp_nats_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  uv_timer_t tick; /* nothing waits on the subscription: keep the loop
+                      reading (its poll handle is unreferenced) */
+  uv_timer_init(&f->loop, &tick);
+  uv_timer_start(&tick, settle_tick, 5, 5);
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_stats(b, &st);
+  } while (
+      (st.dropped < N - 65536 || events_seen[UVP_NATS_SLOW_CONSUMER] == 0) &&
+      uv_hrtime() - t0 < 30000000000ull);
+  print_message("%d published, %" PRIu64 " dropped by nats.c, %d slow-consumer "
+                "events\n",
+                N, st.dropped, events_seen[UVP_NATS_SLOW_CONSUMER]);
+  uv_close((uv_handle_t *)&tick, NULL);
+  assert_int_equal(st.dropped, N - 65536); /* all it could not keep */
+  assert_true(events_seen[UVP_NATS_SLOW_CONSUMER] >= 1);
+  uvp_promise_t *first;
+  assert_int_equal(uvp_nats_next(sub, &first), 0);
+  run_until_settled(f, first);
+  assert_string_equal(body(first), "0"); /* the oldest kept */
+  uvp_promise_release(first);
+  assert_int_equal(uvp_nats_close(a), 0);
+  close_and_run(f, b);
+  nats_server_kill(&s);
+}
+
 /* ---- a server that goes away --------------------------------------------- */
 
 static natsOptions *quick_reconnect(int ping_ms) {
@@ -847,13 +917,6 @@ static void test_server_frozen(void **state) {
  * UVP_NATS_EDISCONNECTED when the server goes; a connection whose
  * reconnect attempts run out is closed for good: UVP_ECLOSED, and its
  * event handler hears UVP_NATS_CLOSED. */
-static int events_seen[8];
-
-static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t ev) {
-  (void)arg;
-  (void)nc;
-  events_seen[ev]++;
-}
 
 static void test_disconnect_and_closed(void **state) {
   fixture_t *f = *state;
@@ -1275,6 +1338,7 @@ int main(void) {
       QUIET_TEST(test_server_restarted),
       QUIET_TEST(test_server_frozen),
       QUIET_TEST(test_disconnect_and_closed),
+      QUIET_TEST(test_slow_consumer),
       QUIET_TEST(test_serve),
       QUIET_TEST(test_serve_limit_and_start),
       QUIET_TEST(test_worker_killed),
