@@ -664,6 +664,23 @@ static void test_server_without_headers(void **state) {
   close(o.listen_fd);
 }
 
+/* A connect cancelled while nats.c connects on its pool thread: rejected
+ * at once; the connection it makes is closed and freed by the binding. */
+static void test_connect_cancelled(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  uvp_nats_connect_opts_t co = {.url = s.url};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(reason(p), UV_ECANCELED);
+  uvp_promise_release(p);
+  assert_true(fixture_drain(f, 10000)); /* connected, closed, freed */
+  nats_server_kill(&s);
+}
+
 /* ---- subscriptions ------------------------------------------------------- */
 
 static void test_subscribe(void **state) {
@@ -1334,6 +1351,7 @@ int main(void) {
       QUIET_TEST(test_teardown_in_flight),
       QUIET_TEST(test_bad_input),
       QUIET_TEST(test_server_without_headers),
+      QUIET_TEST(test_connect_cancelled),
       QUIET_TEST(test_subscribe),
       QUIET_TEST(test_server_restarted),
       QUIET_TEST(test_server_frozen),
