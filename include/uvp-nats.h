@@ -6,7 +6,7 @@
  * pkg-config name uvp-nats), built when libnats >= 3.4 is found (Debian:
  * libnats-dev).  It drives each connection with nats.c's event-loop
  * interface (natsOptions_SetEventLoop) through four callbacks of its own,
- * not nats.c's shipped adapters/libuv.h (docs/internals.md §19 says why).
+ * not nats.c's shipped adapters/libuv.h (docs/internals.md §21 says why).
  *
  * @code
  *   uvp_nats_connect(ctx, &(uvp_nats_connect_opts_t){.url = url}, &cp);
