@@ -544,13 +544,22 @@ static bool promise_task(void *slot, void *arg) {
   return true;
 }
 
+int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
+  uvp_dump_opts_t o = {.flags = UVP_DUMP_PROMISES, .stream = stream};
+  return uvp_ctx_dump_tasks(ctx, &o);
+}
+
 int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
+  const int known = UVP_DUMP_JSON | UVP_DUMP_SUMMARY | UVP_DUMP_PROMISES;
   if (opts == NULL || (opts->stream == NULL && opts->write == NULL) ||
-      (opts->flags & ~(UVP_DUMP_JSON | UVP_DUMP_SUMMARY)) != 0)
+      (opts->flags & ~known) != 0 ||
+      ((opts->flags & UVP_DUMP_PROMISES) && opts->flags != UVP_DUMP_PROMISES))
     return UV_EINVAL;
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+  if (opts->flags & UVP_DUMP_PROMISES)
+    return uvp__dump_promises(ctx, opts->stream, opts->write, opts->write_arg);
   uvp__dump_t *d = uvp__calloc(1, sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;

@@ -747,24 +747,24 @@ static bool dump_one(void *slot, void *arg) {
   return true;
 }
 
-int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
-  int rc = stream == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
-  if (rc != 0)
-    return rc;
-  /* A stream that could make us wait (a pipe, a socket, a terminal) gets
-   * the dump rendered in memory first, then written without waiting
-   * (diag.h); a file, or memory, as it is made. */
+int uvp__dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
+                       void *arg) {
+  /* A stream that could make us wait (a pipe, a socket, a terminal), or a
+   * write callback, gets the dump rendered in memory first, then written
+   * without waiting (diag.h); a file, or memory, as it is made. */
   uvp__diag_t *w = uvp__malloc(sizeof(*w));
   if (w == NULL)
     return UV_ENOMEM;
-  uvp__diag_open(w, stream, NULL, NULL, false);
+  uvp__diag_open(w, stream, write, arg, false);
   char *text = NULL;
   size_t len = 0;
-  FILE *out = w->fd >= 0 ? open_memstream(&text, &len) : stream;
+  FILE *out =
+      w->fd >= 0 || write != NULL ? open_memstream(&text, &len) : stream;
   if (out == NULL) {
     uvp__free(w);
     return UV_ENOMEM;
   }
+  int rc = 0;
   dump_state_t st = {out, uvp__now(ctx) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
   for (int i = 0; i < UVP__EXT_COUNT; i++)

@@ -21,7 +21,7 @@ struct uvp__ext_s {
   void (*destroy)(uvp__ext_t *ext);
   /* adds the layer's figures to uvp_ctx_stats' */
   void (*stats)(const uvp__ext_t *ext, uvp_ctx_stats_t *out);
-  /* adds lines to uvp_ctx_dump_pending's, counting them (may be NULL) */
+  /* adds lines to UVP_DUMP_PROMISES's listing, counting them (may be NULL) */
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
   /* gives back what uvp_ctx_trim asks of it (may be NULL) */
   void (*trim)(uvp__ext_t *ext);

@@ -17,26 +17,12 @@ extern "C" {
 /** @defgroup debug Debugging: task dumps, async traces, counters
  *
  * What a program can ask uvp about itself while it runs: the pending
- * promises and the tasks waiting (uvp_ctx_dump_pending, uvp_ctx_dump_tasks,
- * with scope slots shown through uvp_ctx_set_slot_format), how each
+ * promises and the tasks waiting (uvp_ctx_dump_tasks, with scope slots shown
+ * through uvp_ctx_set_slot_format), how each
  * promise came to be created (uvp_ctx_set_traces, uvp_promise_trace) and
  * the context's counters (uvp_ctx_stats).  docs/guide-troubleshooting.md
  * shows them at work. */
 /** @{ */
-
-/** Print every pending promise with its creation site and age, one per line
- * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
- * name if it has one: uvp_fiber_set_name), in the spirit of
- * uv_print_active_handles().  It never waits for its reader, as
- * uvp_ctx_dump_tasks: to a pipe, a socket or a terminal, the dump is made
- * in memory first, then written as far as it goes without waiting, the
- * rest dropped and counted in a last line.  Returns how many promises and
- * fibers it listed, or a negative code: UV_EAGAIN (the output was cut
- * short), UV_EINVAL (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD,
- * UV_ENOMEM, write(2)'s error on such a descriptor (UV_EPIPE: its reader
- * is gone). */
-UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /** The version of the task dump's JSON lines (their `"v"` member). */
 #define UVP_DUMP_VERSION 1
@@ -61,7 +47,14 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *
  * flags: UVP_DUMP_JSON (one JSON object a line, described below),
  * UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for, then
- * only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or to
+ * only the `oldest` oldest tasks, 10 if 0), or, alone, UVP_DUMP_PROMISES:
+ * instead of the tasks, every pending promise with its creation site and
+ * age, one per line (then its async trace, indented, if it has one: see
+ * uvp_ctx_set_traces), and every fiber (`[fiber] ADDRESS "NAME" spawned at
+ * FILE:LINE ...`), in the spirit of uv_print_active_handles(): the
+ * listing of the promises nothing waits on too, which the task dump
+ * leaves out (a leak's suspects).  It returns how many promises and
+ * fibers it listed.  Lines go to `stream`, or to
  * write(write_arg, text, len) if set (a negative return stops the output
  * and is returned; UV_EAGAIN cuts the dump short, see below).  A line
  * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
@@ -93,11 +86,10 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *
  * Returns how many tasks there are; UV_EAGAIN if the output was cut short
  * (some lines dropped); or UV_EINVAL (NULL ctx or opts, neither stream nor
- * write, unknown flags), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's
- * error (UV_EIO from fwrite, write(2)'s on a pipe, socket or terminal:
- * UV_EPIPE..., or the callback's negative return; the output stops
- * there).  uvp_ctx_dump_pending stays as the older dump of every pending
- * promise; this one says more.
+ * write, unknown flags, UVP_DUMP_PROMISES with another flag),
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
+ * fwrite, write(2)'s on a pipe, socket or terminal: UV_EPIPE..., or the
+ * callback's negative return; the output stops there).
  *
  * <b>The text form</b>, a line per task (brackets: present only when so;
  * NAME, KIND and TARGET as in the JSON form below):
@@ -184,13 +176,15 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * ends, if it fits, with `{"v":1,"dropped_bytes":N,"dropped_lines":M}`:
  * the bytes and lines not written. */
 enum {
-  UVP_DUMP_JSON = 1,   /**< one JSON object a line */
-  UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
+  UVP_DUMP_JSON = 1,    /**< one JSON object a line */
+  UVP_DUMP_SUMMARY = 2, /**< counts, then the `oldest` oldest tasks */
+  UVP_DUMP_PROMISES = 4 /**< alone: every pending promise and fiber */
 };
 typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
 /** Options of uvp_ctx_dump_tasks. */
 typedef struct uvp_dump_opts_s {
-  int flags;               /**< 0, or UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed */
+  int flags;               /**< 0, UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed, or
+                                UVP_DUMP_PROMISES */
   FILE *stream;            /**< where the lines go */
   uvp_dump_write_cb write; /**< instead of stream, if not NULL */
   void *write_arg;         /**< write's first argument */
@@ -198,6 +192,11 @@ typedef struct uvp_dump_opts_s {
 } uvp_dump_opts_t;
 UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
 /** @} */
+
+/** Deprecated (0.2.1; goes at the next soname): uvp_ctx_dump_tasks with
+ * the flag UVP_DUMP_PROMISES to `stream`, which it calls, with its returns
+ * and errors. */
+UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /** Renders slot `value` for the task dump into buf (cap bytes) and returns
  * the length written: negative says it failed ("(its format failed)" is
