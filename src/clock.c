@@ -30,7 +30,6 @@ typedef struct vclock_s {
   uvp_ctx_t *ctx;
   uint64_t seq;
   uvp__timer_t *root;
-  size_t real; /* uvp's real work in flight */
   size_t held; /* the program's: uvp_clock_hold less uvp_clock_unhold */
   bool automatic;
   bool pacing; /* real work was in flight at the last prepare phase */
@@ -50,10 +49,6 @@ static vclock_t *clock_of(const uvp_ctx_t *ctx) {
 static uint64_t now_of(const vclock_t *c) { return uvp__head(c->ctx)->vnow; }
 static void set_now(vclock_t *c, uint64_t now) {
   uvp__head(c->ctx)->vnow = now;
-}
-
-void uvp__clock_real(uvp_ctx_t *ctx, int delta) {
-  clock_of(ctx)->real += (size_t)(ptrdiff_t)delta;
 }
 
 /* ---- the heap ------------------------------------------------------------ */
@@ -247,7 +242,7 @@ static void on_prepare(uv_prepare_t *h) {
     upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
   }
   c->paced_at = real_now;
-  c->pacing = c->real != 0 || c->held != 0;
+  c->pacing = uvp__head(c->ctx)->real_work != 0 || c->held != 0;
   fire_due(c, upto);
   if (uvp__closed(c->ctx) || !c->automatic)
     return; /* a timer's callback closed the context or changed the mode */
@@ -277,7 +272,7 @@ static void handle_closed(uv_handle_t *h) {
   vclock_t *c = h->data;
   uvp_ctx_t *ctx = c->ctx;
   c->open--;
-  uvp__loop_work_end(ctx); /* may free the context, and c with it */
+  uvp__loop_handle_end(ctx); /* may free the context, and c with it */
 }
 
 static void clock_close(uvp__ext_t *ext) {
@@ -338,12 +333,11 @@ int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode) {
     c->handles = true;
     c->open = 2;
     /* Until both have closed (they are in c, which the context keeps). */
-    uvp__loop_work_begin(ctx);
-    uvp__loop_work_begin(ctx);
+    uvp__loop_handle_begin(ctx);
+    uvp__loop_handle_begin(ctx);
   }
   if (virt && !h->vclock) {
     set_now(c, uv_now(h->loop));
-    c->real = 0;
   }
   c->automatic = mode == UVP_CLOCK_AUTO;
   c->pacing = false;

@@ -10,8 +10,8 @@
  * fires in real time), or at 0 when its virtual time has come already,
  * and the clock calls the callback when virtual time reaches it.
  *
- * The clock also counts uvp's real work in flight (operations, children):
- * while any is, automatic advance does not jump (see clock.c). */
+ * While real work is in flight (the context's head counts it: sched.h),
+ * automatic advance does not jump (see clock.c). */
 #ifndef UVP_CLOCK_H
 #define UVP_CLOCK_H
 
@@ -44,9 +44,5 @@ void uvp__timer_stop(uvp__timer_t *t);
 void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb);
 /* Milliseconds until it fires on its clock (0: due, or stopped). */
 uint64_t uvp__timer_due_in(const uvp__timer_t *t);
-
-/* Real work of uvp begins or ends (an operation's libuv request or handle,
- * a child): only called while ctx's clock is virtual (head->vclock). */
-void uvp__clock_real(uvp_ctx_t *ctx, int delta);
 
 #endif

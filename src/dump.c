@@ -243,7 +243,8 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
              file != NULL ? file : "?", line);
     return;
   }
-  const char *kind = uvp__hook_describe(p, w->target, sizeof(w->target));
+  const char *kind =
+      uvp__hook_describe(p, w->target, sizeof(w->target), &w->owner);
   if (kind != NULL) {
     snprintf(w->kind, sizeof(w->kind), "%s", kind);
     return;

@@ -452,6 +452,11 @@ static void maybe_end(uvp_group_t *g) {
   uvp__owner_t *parent = g->parent;
   g->join = NULL;
   g->parent = NULL;
+  /* The deadline passed while the group's work still ran: it did not end
+   * in time, though the deadline may have cut that work (a binding's,
+   * which ends at once) before reaching the join. */
+  if (g->cut == 0 && j != NULL && uvp__deadline_left_in(g->scope) == 0)
+    g->cut = UV_ETIMEDOUT;
   if (j != NULL) {
     if (uvp__is_pending(j)) {
       if (uvp__closed(g->ctx)) {

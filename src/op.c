@@ -2,7 +2,6 @@
  * wrapped libuv operation shares. */
 #include <string.h>
 
-#include "clock.h"
 #include "op.h"
 #include "scope.h"
 
@@ -84,7 +83,7 @@ static void libuv_done(uvp__op_t *op) {
   uvp__work_end(o);
   if (UVP__UNLIKELY(op->real)) {
     op->real = false;
-    uvp__clock_real(op->ctx, -1);
+    uvp__head(op->ctx)->real_work--;
   }
 }
 
@@ -124,7 +123,7 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->owner = kind->object_owned ? NULL : uvp__work_begin(ctx);
   op->real = UVP__UNLIKELY(uvp__head(ctx)->vclock) && !kind->idle;
   if (UVP__UNLIKELY(op->real))
-    uvp__clock_real(ctx, 1);
+    uvp__head(ctx)->real_work++;
   if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
     uvp__op_free(op);
     return NULL;

@@ -489,6 +489,7 @@ typedef struct {
   uvp_free_cb arg_free; /* may be NULL */
   const char *kind;     /* NULL: nothing to say */
   uvp_describe_cb describe;
+  const struct uvp__owner_s *owner; /* whose work it is (the dump's group) */
 } hook_box_t;
 
 void uvp__box_hook(uvp_promise_t *p, void *box) {
@@ -505,6 +506,11 @@ void uvp__winddown_hook(uvp_promise_t *p, void *arg) {
   w->hook(p, w);
 }
 
+void uvp__hook_set_owner(uvp_promise_t *p, const struct uvp__owner_s *owner) {
+  if ((p->flags & UVP__F_CANCEL) && p->fn.cancel_cb == uvp__box_hook)
+    ((hook_box_t *)p->value)->owner = owner;
+}
+
 void uvp__box_drop(uvp_promise_t *p) {
   hook_box_t *box = p->value;
   p->flags &= (uint8_t)~UVP__F_CANCEL;
@@ -515,12 +521,14 @@ void uvp__box_drop(uvp_promise_t *p) {
   uvp__free(box);
 }
 
-const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap,
+                               const struct uvp__owner_s **owner) {
   if (!(p->flags & UVP__F_CANCEL) || p->fn.cancel_cb != uvp__box_hook)
     return NULL;
   const hook_box_t *box = p->value;
   if (box->kind == NULL)
     return NULL;
+  *owner = box->owner;
   int n = box->describe != NULL ? box->describe(box->arg, buf, cap) : 0;
   if (n < 0)
     snprintf(buf, cap, "(its description failed: %d)", n);
@@ -542,7 +550,7 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
     hook_box_t *box = uvp__malloc(sizeof(*box));
     if (box == NULL)
       return UV_ENOMEM;
-    *box = (hook_box_t){cb, arg, arg_free, kind, describe};
+    *box = (hook_box_t){cb, arg, arg_free, kind, describe, NULL};
     harg = box;
     cb = uvp__box_hook;
   }

@@ -134,7 +134,11 @@ void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
 void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
                         void *arg);
 uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx);
-const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap);
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap,
+                               const struct uvp__owner_s **owner);
+/* The owner whose work p's described hook stands for (a binding's record
+ * started in a group's member: uvp_inflight_start), for the dump. */
+void uvp__hook_set_owner(uvp_promise_t *p, const struct uvp__owner_s *owner);
 /* The task dump's UVP_DUMP_PROMISES listing: every pending promise (site,
  * age, async trace) and what the layers' dump hooks add (fibers), to
  * `stream` or `write` (diag.h: never waiting).  Returns how many it listed,

@@ -247,37 +247,54 @@ void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
 
 /* ---- uvp's work in the loop ---------------------------------------------- */
 
-void uvp__loop_work_begin(uvp_ctx_t *ctx) {
+static void loop_count(uvp_ctx_t *ctx, size_t work) {
   if (UVP__LIKELY(!ctx->h.closed)) {
     ctx->loop_work++;
+    ctx->inflight += work;
     return;
   }
   uvp__lock(ctx); /* after the teardown other threads read it (uvp__unlock) */
   ctx->loop_work++;
+  ctx->inflight += work;
   uvp__unlock(ctx);
 }
+
+void uvp__loop_work_begin(uvp_ctx_t *ctx) { loop_count(ctx, 1); }
+void uvp__loop_handle_begin(uvp_ctx_t *ctx) { loop_count(ctx, 0); }
 
 /* After uvp_ctx_close: the last end calls the close callback first, while
  * the count still keeps the context, then lets the context go under the
  * lock (other threads may be releasing the last promises). */
-static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx) {
+static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {
     uvp_ctx_closed_cb cb = ctx->closed_cb;
     void *arg = ctx->closed_arg;
     ctx->closed_cb = NULL;
     ctx->closed_arg = NULL;
+    ctx->inflight -= work; /* 0 for the callback to read */
+    work = 0;
     cb(ctx, arg);
   }
   uvp__lock(ctx);
   ctx->loop_work--;
+  ctx->inflight -= work;
   uvp__unlock(ctx); /* may free the context */
 }
 
-void uvp__loop_work_end(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(!ctx->h.closed))
+static void loop_uncount(uvp_ctx_t *ctx, size_t work) {
+  if (UVP__LIKELY(!ctx->h.closed)) {
     ctx->loop_work--;
-  else
-    loop_work_end_closed(ctx);
+    ctx->inflight -= work;
+  } else {
+    loop_work_end_closed(ctx, work);
+  }
+}
+
+void uvp__loop_work_end(uvp_ctx_t *ctx) { loop_uncount(ctx, 1); }
+void uvp__loop_handle_end(uvp_ctx_t *ctx) { loop_uncount(ctx, 0); }
+
+size_t uvp_ctx_inflight(const uvp_ctx_t *ctx) {
+  return ctx != NULL ? ctx->inflight : 0;
 }
 
 void uvp__drop(uvp_ctx_t *ctx) {
@@ -613,7 +630,7 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   return 0;
 }
 
-static void handle_closed(uv_handle_t *h) { uvp__loop_work_end(h->data); }
+static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
 
 /* Drop every queued reaction and completion (reactions first, as the
  * drain would have run them), and whatever dropping them queues. */

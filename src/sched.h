@@ -55,6 +55,11 @@ typedef struct uvp__ctx_head_s {
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
   uint64_t vnow; /* the virtual clock's time, kept by clock.c */
+  /* Real work in flight, counted only while vclock is set (the mode does
+   * not change while work lives): operations' requests and handles, and
+   * bindings' work (uvp_inflight_start).  Read by clock.c: automatic
+   * advance does not jump while any is. */
+  size_t real_work;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
@@ -149,6 +154,11 @@ void uvp__drop(uvp_ctx_t *ctx);
  * increment (the end tests `closed` too) with no allocation. */
 void uvp__loop_work_begin(uvp_ctx_t *ctx);
 void uvp__loop_work_end(uvp_ctx_t *ctx);
+/* The same for a handle of uvp's own that is no work of the program's (the
+ * context's three, the virtual clock's two): the context waits for its
+ * close, uvp_ctx_inflight does not count it. */
+void uvp__loop_handle_begin(uvp_ctx_t *ctx);
+void uvp__loop_handle_end(uvp_ctx_t *ctx);
 
 /* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
  * operation's promise, which the queue now holds) runs with

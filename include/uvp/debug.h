@@ -38,7 +38,7 @@ extern "C" {
  * description, for a promise its own: a uvp operation's kind and target
  * ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80", "dns example.com",
  * "timer" with the time left, "work", "process 1234 /bin/sleep"), a
- * library's own (uvp_promise_set_cancel_described), the promise it
+ * library's own (uvp_inflight_start's class), the promise it
  * follows, or "program" (a promise the program settles); how long it has
  * waited (a fiber: since its await; a promise: since it was made); its
  * group and the group's parents (named by uvp_group_set_name, if they
@@ -141,7 +141,7 @@ extern "C" {
  *   "timeout", "work", "process", "group" (a group's join), "fiber" (a
  *   fiber's promise), "promise" (the promise this one follows),
  *   "program" (a promise only the program settles), "uvp" (one of uvp's
- *   own), "operation", a library's kind (uvp_promise_set_cancel_described:
+ *   own), "operation", a library's kind (uvp_inflight_start's class:
  *   "HTTP"), or "fulfilled"/"rejected" (a fiber whose awaited promise has
  *   settled, not yet resumed)), `target` (string, maybe empty: the path,
  *   `fd N`, the peer `127.0.0.1:80`, the host, `1234 /bin/sleep` (the pid
