@@ -41,7 +41,7 @@ typedef struct vclock_s {
 } vclock_t;
 
 static vclock_t *clock_of(const uvp_ctx_t *ctx) {
-  return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_CLOCK], vclock_t, ext);
+  return UVP__EXT_OF(ctx, UVP__EXT_CLOCK, vclock_t);
 }
 
 /* The virtual time lives in the head (vnow), where uvp__now reads it
@@ -310,18 +310,16 @@ int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode) {
     if (st.live != 0 || (h->scope != NULL && h->scope->deadline != NULL))
       return UV_EBUSY;
   }
-  vclock_t *c = h->ext[UVP__EXT_CLOCK] != NULL ? clock_of(ctx) : NULL;
+  static const uvp__ext_t hooks = {
+      .close = clock_close, .destroy = clock_destroy, .stats = clock_stats};
+  vclock_t *c = clock_of(ctx);
   if (c == NULL && !virt)
     return 0;
   if (c == NULL) {
-    c = uvp__calloc(1, sizeof(*c));
+    c = UVP__EXT_MAKE(ctx, UVP__EXT_CLOCK, vclock_t, &hooks);
     if (c == NULL)
       return UV_ENOMEM;
-    c->ext.close = clock_close;
-    c->ext.destroy = clock_destroy;
-    c->ext.stats = clock_stats;
     c->ctx = ctx;
-    h->ext[UVP__EXT_CLOCK] = &c->ext;
   }
   if (mode == UVP_CLOCK_AUTO && !c->handles) {
     /* Neither keeps the loop alive: the timers do, as on the real clock. */

@@ -98,17 +98,13 @@ int uvp_ctx_set_slot_format(uvp_ctx_t *ctx, unsigned int slot,
   int rc = slot >= UVP_SCOPE_SLOTS ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  uvp__ctx_head_t *h = uvp__head(ctx);
-  if (h->ext[UVP__EXT_DUMP] == NULL) {
-    dump_state_t *st = uvp__calloc(1, sizeof(*st));
-    if (st == NULL)
-      return UV_ENOMEM;
-    st->ext.destroy = state_destroy;
-    st->ext.stats = state_stats;
-    h->ext[UVP__EXT_DUMP] = &st->ext;
-  }
-  UVP__CONTAINER_OF(h->ext[UVP__EXT_DUMP], dump_state_t, ext)->format[slot] =
-      format;
+  static const uvp__ext_t hooks = {.destroy = state_destroy,
+                                   .stats = state_stats};
+  dump_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_DUMP, dump_state_t);
+  if (st == NULL &&
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_DUMP, dump_state_t, &hooks)) == NULL)
+    return UV_ENOMEM;
+  st->format[slot] = format;
   return 0;
 }
 
@@ -354,9 +350,7 @@ static void add_key(uvp__dump_t *d, const char *key, const char *text) {
 
 /* The slots of scope s, each through its formatter. */
 static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
-  const uvp__ext_t *ext = uvp__head(d->ctx)->ext[UVP__EXT_DUMP];
-  const dump_state_t *st =
-      ext != NULL ? UVP__CONTAINER_OF(ext, dump_state_t, ext) : NULL;
+  const dump_state_t *st = UVP__EXT_OF(d->ctx, UVP__EXT_DUMP, dump_state_t);
   bool any = false;
   for (unsigned i = 0; i < UVP_SCOPE_SLOTS; i++) {
     void *v = uvp__scope_slot(s, i);

@@ -794,25 +794,24 @@ static void fiber_trim(uvp__ext_t *ext) {
   uvp__stack_pool_trim(&UVP__CONTAINER_OF(ext, fiber_state_t, ext)->stacks, 0);
 }
 
+static const uvp__ext_t state_hooks = {.close = fiber_close,
+                                       .dump = fiber_dump,
+                                       .destroy = fiber_destroy,
+                                       .stats = fiber_stats,
+                                       .trim = fiber_trim,
+                                       .tasks = fiber_tasks};
+
 static fiber_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_FIBERS] != NULL))
-    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_FIBERS],
-                             fiber_state_t, ext);
-  fiber_state_t *st = uvp__calloc(1, sizeof(*st));
-  if (st == NULL)
-    return NULL;
-  st->ext.close = fiber_close;
-  st->ext.dump = fiber_dump;
-  st->ext.destroy = fiber_destroy;
-  st->ext.stats = fiber_stats;
-  st->ext.trim = fiber_trim;
-  st->ext.tasks = fiber_tasks;
+  fiber_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_FIBERS, fiber_state_t);
+  if (UVP__LIKELY(st != NULL) ||
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_FIBERS, fiber_state_t, &state_hooks)) ==
+          NULL)
+    return st;
   uv_once(&describers_once, describers);
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);
   uvp__fiber_thread_init(&st->loop);
-  uvp__head(ctx)->ext[UVP__EXT_FIBERS] = &st->ext;
   return st;
 }
 

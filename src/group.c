@@ -157,19 +157,17 @@ static void state_trim(uvp__ext_t *ext) {
 }
 
 /* NULL only if there was none and no memory to make it. */
+static const uvp__ext_t state_hooks = {
+    .destroy = state_destroy, .stats = state_stats, .trim = state_trim};
+
 static group_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_GROUPS] != NULL))
-    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_GROUPS],
-                             group_state_t, ext);
-  group_state_t *st = uvp__calloc(1, sizeof(*st));
-  if (st == NULL)
-    return NULL;
-  st->ext.destroy = state_destroy;
-  st->ext.stats = state_stats;
-  st->ext.trim = state_trim;
+  group_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_GROUPS, group_state_t);
+  if (UVP__LIKELY(st != NULL) ||
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_GROUPS, group_state_t, &state_hooks)) ==
+          NULL)
+    return st;
   uvp__pool_init(&st->small, BLOCK_BYTES(SMALL_CELLS));
   uvp__pool_init(&st->large, BLOCK_BYTES(LARGE_CELLS));
-  uvp__head(ctx)->ext[UVP__EXT_GROUPS] = &st->ext;
   return st;
 }
 

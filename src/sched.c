@@ -243,6 +243,17 @@ void uvp__unlock(uvp_ctx_t *ctx) {
     ctx_free(ctx);
 }
 
+void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
+                    const uvp__ext_t *hooks) {
+  char *st = uvp__calloc(1, size);
+  if (st == NULL)
+    return NULL;
+  uvp__ext_t *e = (uvp__ext_t *)(void *)(st + offset);
+  *e = *hooks;
+  ctx->h.ext[slot] = e;
+  return st;
+}
+
 void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
 
 /* ---- uvp's work in the loop ---------------------------------------------- */

@@ -38,6 +38,18 @@ enum {
   UVP__EXT_CLOCK,
   UVP__EXT_COUNT
 };
+/* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
+ * UVP__EXT_OF(ctx, slot, type) is ctx's, or NULL until it is made;
+ * UVP__EXT_MAKE(ctx, slot, type, &hooks) makes it (zeroed, its ext a copy
+ * of hooks) and puts it in the slot, or returns NULL without memory; the
+ * layer then initialises the rest. */
+#define UVP__EXT_OF(ctx, slot, type)                                           \
+  ((type *)uvp__ext_of((ctx), (slot), offsetof(type, ext)))
+#define UVP__EXT_MAKE(ctx, slot, type, hooks)                                  \
+  ((type *)uvp__ext_make((ctx), (slot), sizeof(type), offsetof(type, ext),     \
+                         (hooks)))
+void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
+                    const uvp__ext_t *hooks);
 
 /* What every layer reads of a context, first in it: the loop, the thread
  * check, the current scope and trace frame, the layers' state.  Read and
@@ -64,6 +76,10 @@ typedef struct uvp__ctx_head_s {
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
   return (uvp__ctx_head_t *)(void *)ctx;
+}
+static inline void *uvp__ext_of(const uvp_ctx_t *ctx, int slot, size_t offset) {
+  uvp__ext_t *e = uvp__head(ctx)->ext[slot];
+  return e != NULL ? (void *)((char *)e - offset) : NULL;
 }
 static inline uv_loop_t *uvp__loop(const uvp_ctx_t *ctx) {
   return uvp__head(ctx)->loop;
