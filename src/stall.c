@@ -70,8 +70,8 @@ typedef struct stall_state_s {
 static const char *const phase_text[UVP__PH_COUNT + 1] = {
     "since the stall detector was turned on",
     "after uvp's idle callback: the program's idle or prepare callbacks",
-    "after uvp's check callback: the program's check, close, timer, pending "
-    "or idle callbacks, or code outside uv_run",
+    ("after uvp's check callback: the program's check, close, timer, "
+     "pending or idle callbacks, or code outside uv_run"),
     "waiting in poll",
     "in the I/O callbacks after poll: the program's or a binding's"};
 #define PH_IO UVP__PH_COUNT /* reported only, never published */
@@ -217,6 +217,12 @@ static unsigned bucket_of(uint64_t us) {
   return b < UVP_STALL_BUCKETS ? b : UVP_STALL_BUCKETS - 1;
 }
 
+/* Time outside uvp that is no stall: waiting in poll, and the program's
+ * own code from turning the detector on to the loop's first turn. */
+static bool quiet_phase(int ph) {
+  return ph == UVP__PH_POLL || ph == UVP__PH_SETUP;
+}
+
 /* The slice open now ends at `now`. */
 static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
   uint64_t ns = now - st->start;
@@ -228,7 +234,7 @@ static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
       atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
   }
   if (UVP__UNLIKELY(ns >= st->thr_ns) &&
-      (st->cur.kind != UVP_STALL_OUTSIDE || report_phase != UVP__PH_POLL)) {
+      (st->cur.kind != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
     add_relaxed(&st->stalls, 1);
     report_ended(st, report_phase, ns);
   }
@@ -347,7 +353,7 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb,
     return; /* it moved on meanwhile: not stuck */
   uint64_t now = uv_hrtime();
   if (now < start || now - start < thr_ns ||
-      (kind == UVP_STALL_OUTSIDE && phase >= UVP__PH_POLL))
+      (kind == UVP_STALL_OUTSIDE && quiet_phase(phase)))
     return;
   *seen = s1;
   char desc[512], text[TEXT_MAX + 2];
