@@ -319,10 +319,13 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * Default report (cb NULL): one line each on stderr, written as the dumps
  * are (never waiting: a full pipe drops it), for example
  *
- *     uvp: stall: handler of promise created at app.c:31 ran 212 ms;
+ *     uvp: stall: handler of the promise made at app.c:31 ran 212 ms;
  *     trace: then at app.c:31 <- fiber at app.c:12; slots 0=req-7
  *
- * (one line).  What it can tell of time outside uvp: the time between
+ * (one line; the watchdog's says `has been running for 60 ms (still
+ * running)` instead of `ran 212 ms`, and has no slots).  The time from
+ * turning the detector on to the loop's first pass through uvp is not
+ * timed.  What it can tell of time outside uvp: the time between
  * uvp's check callback (after poll) and its prepare callback (before the
  * next poll) is "timers, idle, pending or closing callbacks" (the
  * program's timers run there) or code outside uv_run; the time between
@@ -391,7 +394,7 @@ typedef struct uvp_stall_stats_s {
   uint64_t slices;  /**< slices of uvp's timed (handlers, fibers, uvp's
                          callbacks) */
   uint64_t stalls;  /**< of those and of the time outside uvp, how many
-                         ran past the threshold (each counted once) */
+                         ran past the threshold, counted when they end */
   uint64_t max_us;  /**< the longest slice of uvp's, microseconds */
   /** buckets[0]: slices under 1 us; buckets[i] (0 < i < last): from
    * 2^(i-1) us to under 2^i us; the last: 2^(UVP_STALL_BUCKETS - 2) us
@@ -399,9 +402,11 @@ typedef struct uvp_stall_stats_s {
   uint64_t buckets[UVP_STALL_BUCKETS];
 } uvp_stall_stats_t;
 
-/** Fill *out (zeros if the detector was never on).  Any thread, at any
- * time while ctx is open: each figure is read atomically, though not
- * all of them at one instant.  Errors: UV_EINVAL (NULL), UVP_ECLOSED. */
+/** Fill *out (zeros if the detector was never on; what it counted stays
+ * when it is turned off).  Any thread, at any time while ctx is open,
+ * once the loop thread's first uvp_ctx_set_stall has returned (ordered
+ * by the program): each figure is read atomically, though not all of
+ * them at one instant.  Errors: UV_EINVAL (NULL ctx or out). */
 UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
                                    uvp_stall_stats_t *out);
 /** @} */
