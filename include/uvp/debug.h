@@ -294,7 +294,8 @@ UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
 /** @} */
 
-/** @defgroup stall Stall detector (issue 54, point 2)
+/** @defgroup stall Stall detector: what holds the loop
+ * @ingroup debug
  * @{
  *
  * Opt-in per context: uvp times every slice of work it runs on the loop
@@ -356,10 +357,10 @@ typedef struct uvp_stall_s {
   const char *file; /**< handler: the creation site of its derived
                          promise (or of its source for uvp_promise_on
                          with no derived promise); fiber: its spawn site */
-  int line;
+  int line;         /**< file's line */
   const char *await_file; /**< fiber: the await it resumed from (NULL at
                                its first slice) */
-  int await_line;
+  int await_line;   /**< await_file's line */
   const char *name;  /**< fiber: its name (uvp_fiber_set_name); NULL when
                           running = 1 */
   const char *phase; /**< UVP_STALL_UVP: which callback ("async"...);
@@ -388,6 +389,7 @@ typedef void (*uvp_stall_cb)(void *arg, const uvp_stall_t *stall);
 UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
                                  uvp_stall_cb cb, void *arg);
 
+/** How many buckets uvp_stall_stats_t's histogram has. */
 #define UVP_STALL_BUCKETS 24
 /** Slice lengths since the detector was first turned on for the context. */
 typedef struct uvp_stall_stats_s {
