@@ -12,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "diag.h"
@@ -50,8 +51,15 @@ typedef struct stall_state_s {
   uint64_t thr_ns;
   uvp_stall_cb cb;
   void *arg;
-  uvp__slice_t cur; /* cur.scope: a reference; cur.name: name_buf */
-  int phase;        /* cur.kind == UVP_STALL_OUTSIDE */
+  /* The slice open now: its kind, the reference it holds on its scope,
+   * and its fiber's name (a copy in name_buf); the rest of it is in the
+   * published words, which the loop thread alone writes. */
+  struct {
+    int kind;
+    struct uvp__scope_s *scope;
+    const char *name;
+  } cur;
+  int phase; /* cur.kind == UVP_STALL_OUTSIDE */
   uint64_t start;
   char name_buf[NAME_BUF];
   pub_t pub;
@@ -162,11 +170,30 @@ static void deliver(uvp_stall_cb cb, void *arg, uvp_stall_t *rec, char *text,
   (void)uvp__diag_close(&w);
 }
 
-/* The loop thread: the slice `cur` ran `ns`, past the threshold. */
-static void report_ended(stall_state_t *st, int phase, uint64_t ns) {
+/* The slice open now, as published (the loop thread reads back its own
+ * words). */
+static uvp__slice_t published(const stall_state_t *st) {
+  const pub_t *p = &st->pub;
+  uvp__slice_t c = {
+      atomic_load_explicit(&p->kind, memory_order_relaxed),
+      (uint16_t)atomic_load_explicit(&p->site, memory_order_relaxed),
+      (uint16_t)atomic_load_explicit(&p->trace, memory_order_relaxed),
+      atomic_load_explicit(&p->file, memory_order_relaxed),
+      atomic_load_explicit(&p->line, memory_order_relaxed),
+      atomic_load_explicit(&p->await_file, memory_order_relaxed),
+      atomic_load_explicit(&p->await_line, memory_order_relaxed),
+      st->cur.name,
+      st->cur.scope,
+      atomic_load_explicit(&p->what, memory_order_relaxed)};
+  return c;
+}
+
+/* The loop thread: the slice open now ran `ns`, past the threshold. */
+static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
+                                       uint64_t ns) {
   char text[TEXT_MAX + 2];
   char what[512];
-  const uvp__slice_t *c = &st->cur;
+  const uvp__slice_t cs = published(st), *c = &cs;
   describe(what, sizeof(what), c->kind, phase, c->site, c->file, c->line,
            c->await_file, c->await_line, c->name, c->what);
   uint64_t ms = ns / 1000000;
@@ -190,27 +217,27 @@ static void report_ended(stall_state_t *st, int phase, uint64_t ns) {
 
 /* ---- the loop thread's marks --------------------------------------------- */
 
-static void publish(stall_state_t *st) {
+/* Publish slice s, begun at st->start (the loop thread). */
+static UVP__ALWAYS_INLINE void publish(stall_state_t *st,
+                                       const uvp__slice_t *c) {
   pub_t *p = &st->pub;
   unsigned s = atomic_load_explicit(&p->seq, memory_order_relaxed);
   atomic_store_explicit(&p->seq, s + 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_release);
   atomic_store_explicit(&p->start, st->start, memory_order_relaxed);
-  atomic_store_explicit(&p->kind, st->cur.kind, memory_order_relaxed);
+  atomic_store_explicit(&p->kind, c->kind, memory_order_relaxed);
   atomic_store_explicit(&p->phase, st->phase, memory_order_relaxed);
-  atomic_store_explicit(&p->site, st->cur.site, memory_order_relaxed);
-  atomic_store_explicit(&p->trace, st->cur.trace, memory_order_relaxed);
-  atomic_store_explicit(&p->file, st->cur.file, memory_order_relaxed);
-  atomic_store_explicit(&p->line, st->cur.line, memory_order_relaxed);
-  atomic_store_explicit(&p->await_file, st->cur.await_file,
-                        memory_order_relaxed);
-  atomic_store_explicit(&p->await_line, st->cur.await_line,
-                        memory_order_relaxed);
-  atomic_store_explicit(&p->what, st->cur.what, memory_order_relaxed);
+  atomic_store_explicit(&p->site, c->site, memory_order_relaxed);
+  atomic_store_explicit(&p->trace, c->trace, memory_order_relaxed);
+  atomic_store_explicit(&p->file, c->file, memory_order_relaxed);
+  atomic_store_explicit(&p->line, c->line, memory_order_relaxed);
+  atomic_store_explicit(&p->await_file, c->await_file, memory_order_relaxed);
+  atomic_store_explicit(&p->await_line, c->await_line, memory_order_relaxed);
+  atomic_store_explicit(&p->what, c->what, memory_order_relaxed);
   atomic_store_explicit(&p->seq, s + 2, memory_order_release);
 }
 
-static unsigned bucket_of(uint64_t us) {
+static UVP__ALWAYS_INLINE unsigned bucket_of(uint64_t us) {
   if (us == 0)
     return 0;
   unsigned b = 64u - (unsigned)__builtin_clzll(us);
@@ -224,13 +251,15 @@ static bool quiet_phase(int ph) {
 }
 
 /* The slice open now ends at `now`. */
-static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
+static UVP__ALWAYS_INLINE void end_slice(stall_state_t *st, uint64_t now,
+                                         int report_phase) {
   uint64_t ns = now - st->start;
   if (st->cur.kind != UVP_STALL_OUTSIDE) {
     uint64_t us = ns / 1000;
     add_relaxed(&st->slices, 1);
     add_relaxed(&st->buckets[bucket_of(us)], 1);
-    if (us > atomic_load_explicit(&st->max_us, memory_order_relaxed))
+    if (UVP__UNLIKELY(us >
+                      atomic_load_explicit(&st->max_us, memory_order_relaxed)))
       atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
   }
   if (UVP__UNLIKELY(ns >= st->thr_ns) &&
@@ -238,21 +267,16 @@ static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
     add_relaxed(&st->stalls, 1);
     report_ended(st, report_phase, ns);
   }
-  if (UVP__UNLIKELY(st->cur.scope != NULL)) {
-    uvp__scope_unref(st->cur.scope);
-    st->cur.scope = NULL;
-  }
 }
 
-/* cur becomes *s (the scope referenced, the name copied). */
-static void take(stall_state_t *st, const uvp__slice_t *s) {
+/* What cur holds of s beyond the published words: a reference on its
+ * scope, a copy of its fiber's name. */
+static UVP__NOINLINE void take_slow(stall_state_t *st, const uvp__slice_t *s) {
   struct uvp__scope_s *old = st->cur.scope;
-  st->cur = *s;
-  if (UVP__UNLIKELY(s->scope != NULL))
-    st->cur.scope = uvp__scope_ref(s->scope);
-  if (UVP__UNLIKELY(old != NULL))
-    uvp__scope_unref(old);
-  if (UVP__UNLIKELY(s->name != NULL)) {
+  st->cur.scope = s->scope != NULL ? uvp__scope_ref(s->scope) : NULL;
+  uvp__scope_unref(old);
+  st->cur.name = NULL;
+  if (s->name != NULL) {
     size_t n = strnlen(s->name, NAME_BUF - 1);
     memcpy(st->name_buf, s->name, n);
     st->name_buf[n] = '\0';
@@ -260,18 +284,35 @@ static void take(stall_state_t *st, const uvp__slice_t *s) {
   }
 }
 
+/* cur becomes s. */
+static UVP__ALWAYS_INLINE void take(stall_state_t *st, const uvp__slice_t *s) {
+  st->cur.kind = s->kind;
+  if (UVP__UNLIKELY((s->scope != NULL) | (s->name != NULL) |
+                    (st->cur.scope != NULL) | (st->cur.name != NULL)))
+    take_slow(st, s);
+}
+
+/* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls:
+ * a mark is on the path of every slice (docs/internals.md §19). */
+static UVP__ALWAYS_INLINE uint64_t now_ns(void) {
+  struct timespec t;
+  if (UVP__UNLIKELY(clock_gettime(CLOCK_MONOTONIC, &t) != 0))
+    return uv_hrtime();
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
   stall_state_t *st = state_of(ctx);
   if (!clock && st->cur.kind != UVP_STALL_OUTSIDE) {
     take(st, s); /* the same slice, now known better */
-    publish(st);
+    publish(st, s);
     return;
   }
-  uint64_t now = uv_hrtime();
+  uint64_t now = now_ns();
   end_slice(st, now, st->phase);
   take(st, s);
   st->start = now;
-  publish(st);
+  publish(st, s);
 }
 
 void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
@@ -291,7 +332,7 @@ static void begin_outside(stall_state_t *st, uint64_t now, int ph) {
   take(st, &s);
   st->phase = ph;
   st->start = now;
-  publish(st);
+  publish(st, &s);
 }
 
 static void outside_at(stall_state_t *st, uint64_t now, int ph) {
@@ -300,12 +341,12 @@ static void outside_at(stall_state_t *st, uint64_t now, int ph) {
 }
 
 void uvp__stall_outside(uvp_ctx_t *ctx, int ph) {
-  outside_at(state_of(ctx), uv_hrtime(), ph);
+  outside_at(state_of(ctx), now_ns(), ph);
 }
 
 void uvp__stall_check(uvp_ctx_t *ctx) {
   stall_state_t *st = state_of(ctx);
-  uint64_t now = uv_hrtime();
+  uint64_t now = now_ns();
   int ph = st->phase;
   if (st->cur.kind == UVP_STALL_OUTSIDE && ph == UVP__PH_POLL) {
     /* The loop's time is the poll's return (ms): what came after it, up
@@ -321,11 +362,11 @@ void uvp__stall_check(uvp_ctx_t *ctx) {
                     "check"};
   take(st, &s);
   st->start = now;
-  publish(st);
+  publish(st, &s);
 }
 
 static void prepare_cb(uv_prepare_t *h) {
-  outside_at(state_of(h->data), uv_hrtime(), UVP__PH_POLL);
+  outside_at(state_of(h->data), now_ns(), UVP__PH_POLL);
 }
 
 /* ---- the watchdog -------------------------------------------------------- */
@@ -351,7 +392,7 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb,
   atomic_thread_fence(memory_order_acquire);
   if (atomic_load_explicit(&p->seq, memory_order_relaxed) != s1)
     return; /* it moved on meanwhile: not stuck */
-  uint64_t now = uv_hrtime();
+  uint64_t now = now_ns();
   if (now < start || now - start < thr_ns ||
       (kind == UVP_STALL_OUTSIDE && quiet_phase(phase)))
     return;
@@ -506,7 +547,7 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   open_prepare(st);
   if (!uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_start(&st->prepare, prepare_cb);
-  begin_outside(st, uv_hrtime(), UVP__PH_SETUP);
+  begin_outside(st, now_ns(), UVP__PH_SETUP);
   uvp__head(ctx)->stall = true;
   return 0;
 }
