@@ -320,6 +320,27 @@ static void test_errors(void **state) {
   (void)ctx; /* freed by the teardown's loop run: not called again */
 }
 
+/* ---- a host that closes every handle ------------------------------------- */
+
+static void close_each(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* The detector's prepare handle is one of uvp's in the loop: a program
+ * that closes every handle with uv_walk before uvp_ctx_close closes it
+ * too, and the context still goes (its loop closes). */
+static void test_host_closes_every_handle(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uv_walk(&f->loop, close_each, NULL);
+  assert_int_equal(uvp_ctx_close(f->ctx), UV_EBUSY); /* closes pending */
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  close_ctx(f);
+}
+
 /* ---- the default line ---------------------------------------------------- */
 
 static void test_default_line(void **state) {
@@ -370,6 +391,7 @@ int main(void) {
       STALL_TEST(test_fiber),
       STALL_TEST(test_host_timer),
       STALL_TEST(test_default_line),
+      STALL_TEST(test_host_closes_every_handle),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   uv_mutex_destroy(&mu);
