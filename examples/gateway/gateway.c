@@ -829,7 +829,9 @@ static int format_request_id(void *value, char *buf, size_t cap) {
 static void print_worker_stalls(worker_t *w, FILE *out) {
   uvp_stall_stats_t st;
   if (uvp_ctx_stall_stats(w->ctx, &st) != 0 || st.slices == 0) {
-    fprintf(out, "uvp-gateway: worker %u: slices: none timed (--stall)\n",
+    fprintf(out,
+            "uvp-gateway: worker %u: slices: none timed (yet, or no "
+            "--stall)\n",
             w->id);
     return;
   }
