@@ -64,7 +64,8 @@ typedef struct stall_state_s {
   char name_buf[NAME_BUF];
   pub_t pub;
   /* The histogram: written by the loop thread only, read by any. */
-  _Atomic uint64_t slices, stalls, max_us, buckets[UVP_STALL_BUCKETS];
+  /* (how many slices: the buckets' sum, when asked) */
+  _Atomic uint64_t stalls, max_us, buckets[UVP_STALL_BUCKETS];
   /* The watchdog's, under wmu. */
   uv_mutex_t wmu;
   uv_cond_t wcv;
@@ -256,7 +257,6 @@ static UVP__ALWAYS_INLINE void end_slice(stall_state_t *st, uint64_t now,
   uint64_t ns = now - st->start;
   if (st->cur.kind != UVP_STALL_OUTSIDE) {
     uint64_t us = ns / 1000;
-    add_relaxed(&st->slices, 1);
     add_relaxed(&st->buckets[bucket_of(us)], 1);
     if (UVP__UNLIKELY(us >
                       atomic_load_explicit(&st->max_us, memory_order_relaxed)))
@@ -301,8 +301,10 @@ static UVP__ALWAYS_INLINE uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
-  stall_state_t *st = state_of(ctx);
+/* Inline in both entries, so that a reaction's slice, whose description
+ * is mostly constants, is stored without a copy in between. */
+static UVP__ALWAYS_INLINE void mark(stall_state_t *st, const uvp__slice_t *s,
+                                    bool clock) {
   if (!clock && st->cur.kind != UVP_STALL_OUTSIDE) {
     take(st, s); /* the same slice, now known better */
     publish(st, s);
@@ -315,6 +317,10 @@ void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
   publish(st, s);
 }
 
+void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
+  mark(state_of(ctx), s, clock);
+}
+
 void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
   const uvp_promise_t *p =
       uvp__rkind(r) == UVP__RK_CELL
@@ -322,7 +328,7 @@ void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
           : (const uvp_promise_t *)uvp__rtarget(r);
   uvp__slice_t s = {UVP_STALL_HANDLER, p->site, p->trace, NULL, 0, NULL, 0,
                     NULL, uvp__reaction_scope(r), NULL};
-  uvp__stall_mark(ctx, &s, true);
+  mark(state_of(ctx), &s, true);
 }
 
 /* Outside uvp from `now`, in phase ph. */
@@ -559,11 +565,12 @@ int uvp_ctx_stall_stats(const uvp_ctx_t *ctx, uvp_stall_stats_t *out) {
   const stall_state_t *st = state_of(ctx);
   if (st == NULL)
     return 0;
-  out->slices = atomic_load_explicit(&st->slices, memory_order_relaxed);
   out->stalls = atomic_load_explicit(&st->stalls, memory_order_relaxed);
   out->max_us = atomic_load_explicit(&st->max_us, memory_order_relaxed);
-  for (int i = 0; i < UVP_STALL_BUCKETS; i++)
+  for (int i = 0; i < UVP_STALL_BUCKETS; i++) {
     out->buckets[i] =
         atomic_load_explicit(&st->buckets[i], memory_order_relaxed);
+    out->slices += out->buckets[i];
+  }
   return 0;
 }
