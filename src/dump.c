@@ -387,6 +387,37 @@ static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
   whole(d);
 }
 
+size_t uvp__slots_text(uvp_ctx_t *ctx, const uvp__scope_t *s, char *buf,
+                       size_t cap) {
+  const uvp__ext_t *ext = uvp__head(ctx)->ext[UVP__EXT_DUMP];
+  const dump_state_t *st =
+      ext != NULL ? UVP__CONTAINER_OF(ext, dump_state_t, ext) : NULL;
+  size_t len = 0;
+  for (unsigned i = 0; s != NULL && i < UVP_SCOPE_SLOTS && len + 1 < cap;
+       i++) {
+    void *v = uvp__scope_slot(s, i);
+    if (v == NULL)
+      continue;
+    char val[SLOT_VALUE_MAX + 1];
+    memset(val, 0, sizeof(val));
+    int n = -1;
+    if (st != NULL && st->format[i] != NULL)
+      n = st->format[i](v, val, SLOT_VALUE_MAX);
+    bool formatted = st != NULL && st->format[i] != NULL;
+    if (!formatted)
+      snprintf(val, sizeof(val), "%p", v);
+    else if (n < 0)
+      snprintf(val, sizeof(val), "(its format failed)");
+    val[SLOT_VALUE_MAX] = '\0';
+    int k = snprintf(buf + len, cap - len, "%s%u=%s",
+                     len == 0 ? "; slots " : ", ", i, val);
+    if (k < 0)
+      break;
+    len = (size_t)k < cap - len ? len + (size_t)k : cap - 1;
+  }
+  return len;
+}
+
 static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   d->len = 0;
   d->cut = false;

@@ -26,6 +26,7 @@
 #include "fiber-stack.h"
 #include "fiber-switch.h"
 #include "site.h"
+#include "stall.h"
 #include "trace.h"
 
 #define MIN_STACK (16u * 1024u)
@@ -173,6 +174,15 @@ static void enter(fiber_t *f) {
 static void compact_enter(fiber_t *f);
 static void compact_park(fiber_t *f);
 
+/* With the stall detector on, f's slice begins (stall.h): clock false
+ * when the drain has just begun timing the wake that runs it. */
+static UVP__NOINLINE void stall_slice(fiber_t *f, bool clock) {
+  uvp__slice_t s = {UVP_STALL_FIBER, 0,       f->trace,      f->file,
+                    f->line,         f->await_file, f->await_line, f->name,
+                    f->scope,        NULL};
+  uvp__stall_mark(f->st->ctx, &s, clock);
+}
+
 /* Switch from the loop's stack to f.  Returns when a fiber switches back
  * to the loop: f, or one that f (or a fiber after it) handed off to. */
 static void run(fiber_t *f) {
@@ -181,6 +191,8 @@ static void run(fiber_t *f) {
   uvp__scope_t *was = uvp__head(ctx)->scope;
   uint16_t was_trace = uvp__head(ctx)->trace;
   enter(f);
+  if (UVP__UNLIKELY(uvp__head(ctx)->stall))
+    stall_slice(f, false);
   if (UVP__UNLIKELY(f->compact))
     compact_enter(f);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
@@ -580,6 +592,8 @@ static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out) {
   f->state = F_SUSPENDED;
   f->scope = uvp__head(st->ctx)->scope;
   fiber_t *next = handoff(st, f);
+  if (next != NULL && UVP__UNLIKELY(uvp__head(st->ctx)->stall))
+    stall_slice(next, true);
   if (next == f) {
     enter(f); /* its own wake was next: the drain would resume it at once */
   } else if (next != NULL) {

@@ -221,4 +221,8 @@ int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
 void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
 
+/* The scope a queued user handler will run in (NULL: none, or not a
+ * user's handler), for the stall detector's report. */
+struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r);
+
 #endif

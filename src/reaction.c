@@ -88,6 +88,14 @@ static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
   return out;
 }
 
+struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
+    return NULL;
+  const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
+  return h->cb.then == boxed ? ((const hbox_t *)h->arg)->scope : NULL;
+}
+
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__rkind_t kind = uvp__rkind(r);

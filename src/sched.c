@@ -18,6 +18,7 @@
 
 #include "context.h"
 #include "scope.h"
+#include "stall.h"
 #include "trace.h"
 
 #define UVP__DEFAULT_BUDGET 1024
@@ -144,13 +145,18 @@ static void drain(uvp_ctx_t *ctx) {
       overdue -= overdue != 0;
       ran_completion = true;
       ctx->q.budget_end--; /* rhead stays */
-      uvp__run_completion(ctx, completion_pop(ctx));
+      uvp__reaction_t *c = completion_pop(ctx);
+      if (UVP__UNLIKELY(ctx->h.stall))
+        uvp__stall_reaction(ctx, c);
+      uvp__run_completion(ctx, c);
       if (ctx->h.closed)
         return;
       continue;
     }
     uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
+    if (UVP__UNLIKELY(ctx->h.stall))
+      uvp__stall_reaction(ctx, r);
     uvp__run_reaction(ctx, r);
     if (ctx->h.closed)
       return;
@@ -163,7 +169,12 @@ static void drain(uvp_ctx_t *ctx) {
   }
 }
 
-static void idle_cb(uv_idle_t *h) { drain(h->data); }
+static void idle_cb(uv_idle_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  drain(ctx);
+  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+    uvp__stall_outside(ctx, UVP__PH_AFTER_IDLE);
+}
 static void read_mail(uvp_ctx_t *ctx);
 /* Mail is read here too, not only when the async handle's turn comes.  A
  * thread that settles and then tells the loop it is done through a handle
@@ -177,10 +188,14 @@ static void read_mail(uvp_ctx_t *ctx);
  * program's handle in its callback never loses a message. */
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
+  if (UVP__UNLIKELY(ctx->h.stall))
+    uvp__stall_check(ctx);
   if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
     read_mail(ctx);
   if (ctx->q.queued != 0)
     drain(ctx);
+  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+    uvp__stall_outside(ctx, UVP__PH_AFTER_CHECK);
 }
 
 /* Queue work exists: make the next poll non-blocking and keep the loop
@@ -365,7 +380,19 @@ static void read_mail(uvp_ctx_t *ctx) {
 
 void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
 
-static void async_cb(uv_async_t *h) { read_mail(h->data); }
+/* The stall detector times it as uvp's own callback; it runs among the
+ * I/O callbacks, so the time after it is the poll's again. */
+static void async_cb(uv_async_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  if (UVP__UNLIKELY(ctx->h.stall)) {
+    uvp__slice_t s = {UVP_STALL_UVP, 0, 0, NULL, 0, NULL, 0, NULL, NULL,
+                      "async (messages from other threads)"};
+    uvp__stall_mark(ctx, &s, true);
+  }
+  read_mail(ctx);
+  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+    uvp__stall_outside(ctx, UVP__PH_POLL);
+}
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb) {
@@ -666,9 +693,9 @@ static void find_handle(uv_handle_t *h, void *arg) {
  * the list is closing with the program's callback, which is all that
  * says when libuv is done with the context's memory: the caller must run
  * the loop first (UV_EBUSY). */
-static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
+static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   int closed = 0;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < nh; i++) {
     if (!uv_is_closing(hs[i]))
       continue;
     uv_handle_t *want[2] = {hs[i], NULL};
@@ -691,9 +718,11 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
     rc = uvp__close_refused;
   if (rc != 0)
     return rc;
-  uv_handle_t *hs[3] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
-                        (uv_handle_t *)&ctx->async};
-  int by_host = count_closed_by_host(ctx, hs);
+  /* The context's handles, and the stall detector's once it was on. */
+  uv_handle_t *hs[4] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
+                        (uv_handle_t *)&ctx->async, uvp__stall_handle(ctx)};
+  int nh = hs[3] != NULL ? 4 : 3;
+  int by_host = count_closed_by_host(ctx, hs, nh);
   if (by_host < 0)
     return by_host;
   /* Nothing below can bring loop_work to 0 before the end of this call:
@@ -733,7 +762,7 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
    * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
   retire_unhandled(ctx);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < nh; i++)
     if (!uv_is_closing(hs[i]))
       uv_close(hs[i], handle_closed);
   uvp__unlock(ctx);

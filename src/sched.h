@@ -36,6 +36,7 @@ enum {
   UVP__EXT_TRACES,
   UVP__EXT_DUMP,
   UVP__EXT_CLOCK,
+  UVP__EXT_STALL, /* the stall detector (stall.h) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
@@ -64,6 +65,8 @@ typedef struct uvp__ctx_head_s {
   uint16_t trace;     /* the frame of the code running now */
   bool vclock;        /* uvp's time is the virtual clock's (clock.h); in
                          what was padding, on the line every call reads */
+  bool stall;         /* the stall detector is on (stall.h): in the last
+                         byte of padding before `scope` */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
   uint64_t vnow; /* the virtual clock's time, kept by clock.c */

@@ -198,6 +198,11 @@ static size_t collect(uint16_t id, uvp_trace_frame_t *out, size_t max) {
   return n;
 }
 
+size_t uvp__trace_collect(uint16_t trace, uvp_trace_frame_t *out,
+                          size_t max) {
+  return collect(trace, out, max);
+}
+
 void uvp__trace_print(FILE *stream, uint16_t trace, const char *indent) {
   uvp_trace_frame_t f[TRACE_DEPTH + 1];
   size_t n = collect(trace, f, TRACE_DEPTH + 1);

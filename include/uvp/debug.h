@@ -293,6 +293,125 @@ UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
 /** @} */
 
+/** @defgroup stall Stall detector: what holds the loop
+ * @ingroup debug
+ * @{
+ *
+ * Opt-in per context: uvp times every slice of work it runs on the loop
+ * thread and reports each one that holds the loop longer than a
+ * threshold.  A slice is one reaction handler (then/catch/finally/on, a
+ * combinator's input, a completion of uvp's own operations), one fiber
+ * slice (from its resumption to its next park or its end), or one of
+ * uvp's own libuv callbacks (the mail from other threads).  Time the loop
+ * thread spends outside uvp's work (the program's own callbacks, code
+ * between loop turns) is timed too, between uvp's own handles, and
+ * reported as "outside uvp" with the loop phase it was in.
+ *
+ * Each stall is reported twice at most:
+ *  - while it still runs, by the context's watchdog thread, once it has
+ *    run past the threshold (it looks every threshold/4, at least every
+ *    millisecond): `running = 1`, `ms` so far, on the watchdog thread.
+ *    It knows only what uvp keeps current for it (kind, sites, trace):
+ *    no slots, no fiber name; nothing is read from the loop thread's
+ *    stack and no signal is sent;
+ *  - when it ends, by the loop thread: `running = 0`, its whole length,
+ *    its async trace and its scope's slots.
+ * Default report (cb NULL): one line each on stderr, written as the dumps
+ * are (never waiting: a full pipe drops it), for example
+ *
+ *     uvp: stall: handler of the promise made at app.c:31 ran 212 ms;
+ *     trace: then at app.c:31 <- fiber at app.c:12; slots 0=req-7
+ *
+ * (one line; the watchdog's says `has been running for 60 ms (still
+ * running)` instead of `ran 212 ms`, and has no slots).  The time from
+ * turning the detector on to the loop's first pass through uvp is not
+ * timed.  What it can tell of time outside uvp: the time between
+ * uvp's check callback (after poll) and its prepare callback (before the
+ * next poll) is "timers, idle, pending or closing callbacks" (the
+ * program's timers run there) or code outside uv_run; the time between
+ * the poll's return (the loop's time) and uvp's check callback is "I/O
+ * callbacks after poll" (the program's, or a binding's), reported only
+ * when it ends (the watchdog cannot tell it from waiting in poll, which is
+ * never a stall).  Between two uv_run calls the loop is not running: that
+ * counts as outside uvp too, and a program that leaves the loop for
+ * longer than the threshold with the detector on gets a report of it.
+ * Which of the program's callbacks it was, uvp cannot know. */
+
+/** What ran. */
+enum {
+  UVP_STALL_HANDLER = 1, /**< a reaction handler or combinator input */
+  UVP_STALL_FIBER,       /**< a fiber's slice */
+  UVP_STALL_UVP,         /**< one of uvp's own libuv callbacks */
+  UVP_STALL_OUTSIDE      /**< none of uvp's: see `phase` */
+};
+
+/** One stall, as the callback of uvp_ctx_set_stall receives it.  Valid
+ * during the call only (copy what you keep); every string is NULL when
+ * unknown. */
+typedef struct uvp_stall_s {
+  int kind;      /**< UVP_STALL_* */
+  int running;   /**< 1: found by the watchdog while it still runs
+                      (`ms` so far); 0: ended (`ms` its length) */
+  uint64_t ms;   /**< how long, in milliseconds */
+  const char *file; /**< handler: the creation site of its derived
+                         promise (or of its source for uvp_promise_on
+                         with no derived promise); fiber: its spawn site */
+  int line;         /**< file's line */
+  const char *await_file; /**< fiber: the await it resumed from (NULL at
+                               its first slice) */
+  int await_line;   /**< await_file's line */
+  const char *name;  /**< fiber: its name (uvp_fiber_set_name); NULL when
+                          running = 1 */
+  const char *phase; /**< UVP_STALL_UVP: which callback ("async"...);
+                          UVP_STALL_OUTSIDE: the loop phase */
+  const char *text;  /**< the whole report as the default line says it
+                          (no newline): trace and slots included */
+} uvp_stall_t;
+
+/** Called for each stall report, instead of the line on stderr: on the
+ * loop thread when the stall has ended (running = 0), on the context's
+ * watchdog thread while it runs (running = 1).  It must not call uvp on
+ * the watchdog thread, and should return quickly: uvp_ctx_set_stall(ctx,
+ * 0, ...) and uvp_ctx_close wait for a call running there. */
+typedef void (*uvp_stall_cb)(void *arg, const uvp_stall_t *stall);
+
+/** Turn the stall detector on for ctx with `threshold_ms` (0: off), or
+ * change its threshold or callback (NULL: the line on stderr).  On, ctx
+ * has a watchdog thread of its own (one per context: a context is one
+ * loop; it sleeps on a condition variable between looks, every
+ * threshold/4 ms, at least 1, at most 250), and an unref'd uv_prepare_t
+ * of its own in the loop from then on (it keeps nothing alive and is
+ * closed by uvp_ctx_close).  Off, no thread exists and every slice
+ * costs one predictable branch.  Turning it off joins the thread.  Loop
+ * thread.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM, or uv_thread_create's error (then it stays off). */
+UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
+                                 uvp_stall_cb cb, void *arg);
+
+/** How many buckets uvp_stall_stats_t's histogram has. */
+#define UVP_STALL_BUCKETS 24
+/** Slice lengths since the detector was first turned on for the context. */
+typedef struct uvp_stall_stats_s {
+  uint64_t slices;  /**< slices of uvp's timed (handlers, fibers, uvp's
+                         callbacks) */
+  uint64_t stalls;  /**< of those and of the time outside uvp, how many
+                         ran past the threshold, counted when they end */
+  uint64_t max_us;  /**< the longest slice of uvp's, microseconds */
+  /** buckets[0]: slices under 1 us; buckets[i] (0 < i < last): from
+   * 2^(i-1) us to under 2^i us; the last: 2^(UVP_STALL_BUCKETS - 2) us
+   * (about 4.2 s) and longer. */
+  uint64_t buckets[UVP_STALL_BUCKETS];
+} uvp_stall_stats_t;
+
+/** Fill *out (zeros if the detector was never on; what it counted stays
+ * when it is turned off).  Any thread, at any time while ctx is open,
+ * once the loop thread's first uvp_ctx_set_stall has returned (ordered
+ * by the program): each figure is read atomically, though not all of
+ * them at one instant.  Errors: UV_EINVAL (NULL ctx or out). */
+UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
+                                   uvp_stall_stats_t *out);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

@@ -970,6 +970,13 @@ def case_stuck_and_cancelled(gw, backend_port, urls):
     check(ok, "SIGUSR1: then the task dump: the member waits for HTTP GET "
           "%s, its read for the backend, in the request's group with its "
           "deadline and id%s" % (urls[3], "" if ok else ": " + text[-3000:]))
+    # Beside it, the stall detector's histogram (--stall): every slice the
+    # worker ran so far was timed, none held the loop 30 s.
+    hist = re.search(r"worker \d+: slices: (\d+) timed, 0 stalls, longest "
+                     r"\d+ us:( <\d+us \d+)+\n", text)
+    check(hist is not None and int(hist.group(1)) > 0,
+          "SIGUSR1: the slices' histogram beside the task dump: %s"
+          % (hist.group(0).strip() if hist else text[-2000:]))
 
     t0 = time.monotonic()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -2333,7 +2340,8 @@ def main():
         case_backend_closes_idle(gateway, fanout)
         case_pool_outlives_deadline(gateway, fanout)
 
-        gwh = Proc(gateway_argv(gateway, mixed, 60000) + ["--traces"],
+        gwh = Proc(gateway_argv(gateway, mixed, 60000)
+                   + ["--traces", "--stall", "30000"],
                    "uvp-gateway (hang)")
         procs.append(gwh)
         case_stuck_and_cancelled(gwh, backend.port, mixed)
