@@ -10,10 +10,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -37,6 +39,19 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
+/* process_madvise on the calling process without a pidfd (Linux 6.15;
+ * 6.13 takes any advice for the process itself). */
+#if !defined(PIDFD_SELF)
+#define PIDFD_SELF (-10000)
+#endif
+/* Ranges advised per system call (IOV_MAX is 1024; this keeps the vector
+ * at 1 KiB on the caller's stack, which may be a fiber's). */
+#define ADVISE_BATCH 64u
+/* Stacks demoted (warm beyond the pool's caps) whose pages are given back
+ * together, in one process_madvise: a stack's pages are not given back one
+ * system call at a time as it is demoted. */
+#define RELEASE_BATCH 256u
+
 /* Bytes at the top of a slot that are not part of its stack: where the
  * canary of the slot above lives. */
 #define TOP_RESERVE 16u
@@ -54,6 +69,7 @@ enum { S_LIVE, S_WARM, S_RELEASED, S_ORPHAN };
 
 struct uvp__stack_chunk_s {
   char *map; /* the mapping: a lead page, then the slots */
+  bool markers; /* every slot's guard page has its marker (map_chunk) */
   size_t map_len;
   size_t slot_len;
   size_t nslots, carved; /* slots [0, carved) have been handed out once */
@@ -141,6 +157,40 @@ static size_t page_guard_budget(void) {
   max = count > 0 ? (size_t)count / 4 : 0;
   atomic_store(&page_guards_max, max);
   return max;
+}
+
+/* The same advice for n ranges, in as few system calls as the kernel
+ * allows: process_madvise on the process itself (Linux 6.13 takes any
+ * advice for it), else one madvise each, which is also what a kernel that
+ * refuses the call gets from then on.  Returns 0 if every range was
+ * advised. */
+static atomic_int advise_vector = 1; /* process_madvise still worth a try */
+
+static int advise_each(const struct iovec *iov, size_t n, int advice) {
+  int rc = 0;
+  for (size_t i = 0; i < n; i++)
+    if (madvise(iov[i].iov_base, iov[i].iov_len, advice) != 0)
+      rc = -1;
+  return rc;
+}
+
+static int advise_many(const struct iovec *iov, size_t n, int advice) {
+#if defined(SYS_process_madvise)
+  if (n > 1 && atomic_load_explicit(&advise_vector, memory_order_relaxed)) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+      total += iov[i].iov_len;
+    long done = syscall(SYS_process_madvise, PIDFD_SELF, iov, n, advice, 0);
+    if (done >= 0 && (size_t)done == total)
+      return 0;
+    if (done < 0 && (errno == ENOSYS || errno == EBADF || errno == EINVAL ||
+                     errno == EPERM || errno == ESRCH))
+      atomic_store_explicit(&advise_vector, 0, memory_order_relaxed);
+    /* Or advised in part: both pieces of advice used here may be given
+     * twice. */
+  }
+#endif
+  return advise_each(iov, n, advice);
 }
 
 /* ---- the fault handler --------------------------------------------------- */
@@ -400,21 +450,63 @@ static void write_canary(uvp__stack_t *s) {
   s->canary[1] = uvp__stack_canary_value(s->canary + 1);
 }
 
-/* Gives the pages of a slot's stack back to the kernel (its guard stays:
- * markers and PROT_NONE survive MADV_DONTNEED), and with them the canary
- * of the slot above, written again if that one is in use. */
-static void release_pages(const uvp__stack_pool_t *pool, uvp__stack_t *s) {
+/* The canary of the slot above s, in s's top page, went with s's pages:
+ * written again if that stack is in use. */
+static void rewrite_canary_above(uvp__stack_t *s) {
   uvp__stack_chunk_t *c = s->chunk;
-  (void)madvise(s->base, c->slot_len - pool->page, MADV_DONTNEED);
   size_t i = (size_t)(s - c->slots);
   if (i + 1 < c->carved && c->slots[i + 1].state == S_LIVE &&
       c->slots[i + 1].canary != NULL)
     write_canary(&c->slots[i + 1]);
 }
 
+/* Gives the pages of a slot's stack back to the kernel (its guard stays:
+ * markers and PROT_NONE survive MADV_DONTNEED), and with them the canary
+ * of the slot above, written again if that one is in use. */
+static void release_pages(const uvp__stack_pool_t *pool, uvp__stack_t *s) {
+  uvp__stack_chunk_t *c = s->chunk;
+  (void)madvise(s->base, c->slot_len - pool->page, MADV_DONTNEED);
+  rewrite_canary_above(s);
+}
+
+/* Gives back the pages of every released stack that still has them
+ * (dirty: demoted since the last flush), RELEASE_BATCH or so at a time
+ * in one system call each.  Demoting pushes on the released list's head
+ * and handing out takes from it, so the dirty ones come first. */
+static void flush_released(uvp__stack_pool_t *pool) {
+  struct iovec iov[ADVISE_BATCH];
+  uvp__stack_t *batch[ADVISE_BATCH];
+  uvp__stack_t *s = pool->released;
+  while (pool->dirty > 0 && s != NULL) {
+    size_t n = 0;
+    for (; s != NULL && n < ADVISE_BATCH && n < pool->dirty; s = s->next)
+      if (s->dirty) {
+        iov[n].iov_base = s->base;
+        iov[n].iov_len = s->chunk->slot_len - pool->page;
+        batch[n++] = s;
+      }
+    (void)advise_many(iov, n, MADV_DONTNEED);
+    for (size_t i = 0; i < n; i++) {
+      batch[i]->dirty = 0;
+      rewrite_canary_above(batch[i]);
+    }
+    pool->dirty -= n;
+  }
+}
+
+/* A released slot leaves the list (handed out, forgotten, unmapped): if
+ * its pages were still to be given back, they no longer are. */
+static void undirty(uvp__stack_pool_t *pool, uvp__stack_t *s) {
+  if (s->dirty) {
+    s->dirty = 0;
+    pool->dirty--;
+  }
+}
+
 static void free_chunk(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
   for (size_t i = 0; i < c->carved && c->released > 0; i++)
     if (c->slots[i].state == S_RELEASED) {
+      undirty(pool, &c->slots[i]);
       unlink_slot(&pool->released, NULL, &c->slots[i]);
       c->released--;
       pool->idle_count--;
@@ -512,6 +604,25 @@ static unsigned char guard_slot(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c,
   return UVP__GUARD_CANARY;
 }
 
+/* Every slot's guard page of a fresh chunk gets its marker at once: a
+ * system call per ADVISE_BATCH slots, not one per stack carved.  false:
+ * some did not (the kernel refuses process_madvise and a madvise failed),
+ * and the slots get their guards one by one as they are carved. */
+static bool install_markers(const uvp__stack_pool_t *pool,
+                            const uvp__stack_chunk_t *c) {
+  struct iovec iov[ADVISE_BATCH];
+  for (size_t i = 0; i < c->nslots;) {
+    size_t n = 0;
+    for (; i < c->nslots && n < ADVISE_BATCH; i++, n++) {
+      iov[n].iov_base = c->map + pool->page + i * c->slot_len;
+      iov[n].iov_len = pool->page;
+    }
+    if (advise_many(iov, n, MADV_GUARD_INSTALL) != 0)
+      return false;
+  }
+  return true;
+}
+
 /* A fresh slot of slot_len bytes: from the chunk being carved when it is
  * of the pool's size, else from a new chunk. */
 static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
@@ -527,6 +638,8 @@ static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
     c = map_chunk(pool, slot_len, n);
     if (c == NULL)
       return NULL;
+    if (pool_guards(pool) == UVP__GUARDS_AUTO)
+      c->markers = install_markers(pool, c);
     if (pooled) {
       pool->carving = c;
       if (pool->next_slots < max)
@@ -540,7 +653,7 @@ static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
   s->base = start + pool->page;
   s->size = slot_len - pool->page - TOP_RESERVE -
             (size_t)(s - c->slots) % STAGGER_STEPS * STAGGER_STEP;
-  s->guard = guard_slot(pool, c, start);
+  s->guard = c->markers ? UVP__GUARD_MARKER : guard_slot(pool, c, start);
   s->canary = s->guard == UVP__GUARD_CANARY
                   ? (uint64_t *)(void *)(start - TOP_RESERVE)
                   : NULL;
@@ -562,6 +675,7 @@ static void take_idle(uvp__stack_pool_t *pool, uvp__stack_t *s) {
     pool->warm_bytes -= c->slot_len;
     c->warm--;
   } else {
+    undirty(pool, s); /* its pages are used again: no need to drop them */
     unlink_slot(&pool->released, NULL, s);
     c->released--;
   }
@@ -610,11 +724,14 @@ static void demote(uvp__stack_pool_t *pool, uvp__stack_t *s) {
   pool->warm_count--;
   pool->warm_bytes -= c->slot_len;
   c->warm--;
-  release_pages(pool, s);
   s->state = S_RELEASED;
+  s->dirty = 1; /* its pages go with the next flush, or with its chunk */
+  pool->dirty++;
   push(&pool->released, NULL, s);
   c->released++;
   maybe_free_chunk(pool, c);
+  if (pool->dirty >= RELEASE_BATCH)
+    flush_released(pool);
 }
 
 void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
@@ -651,14 +768,17 @@ void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
 void uvp__stack_pool_trim(uvp__stack_pool_t *pool, size_t keep) {
   while (pool->warm_tail != NULL && pool->warm_count > keep)
     demote(pool, pool->warm_tail);
+  flush_released(pool);
 }
 
 /* Forgets every released slot (they are not handed out again; each chunk
  * goes with its last stack in use). */
 static void forget_released(uvp__stack_pool_t *pool) {
   uvp__stack_t *s;
+  flush_released(pool);
   while ((s = pool->released) != NULL) {
     uvp__stack_chunk_t *c = s->chunk;
+    undirty(pool, s); /* flushed first, if its chunk stays */
     unlink_slot(&pool->released, NULL, s);
     s->state = S_ORPHAN;
     c->released--;

@@ -122,6 +122,7 @@ struct uvp__stack_s {
   unsigned char guard; /* UVP__GUARD_* */
   /* Private to fiber-stack.c. */
   unsigned char state; /* live, warm, released, orphan */
+  unsigned char dirty; /* released, its pages not given back yet */
   uvp__stack_t *prev, *next;
   uvp__stack_chunk_t *chunk;
 };
@@ -153,6 +154,7 @@ typedef struct uvp__stack_pool_s {
   /* Private. */
   uvp__stack_t *warm, *warm_tail; /* most recently put back first */
   uvp__stack_t *released;
+  size_t dirty; /* released stacks whose pages are still to go */
   uvp__stack_chunk_t *chunk_list, *carving;
   size_t next_slots; /* slots of the next chunk */
   size_t page;

@@ -480,6 +480,13 @@ static void test_pool_reuse_and_caps(void **state) {
   uvp__stack_put(&pool, c);
   assert_int_equal(pool.idle_count, 2);
   assert_int_equal(pool.warm_count, 1);
+  /* A demoted stack's pages go with the next batch (or a trim), not one
+   * system call each as it comes back. */
+  assert_int_equal(pool.dirty, 1);
+  assert_true(resident_pages(b->base, b->size) >= b->size / page);
+  uvp__stack_pool_trim(&pool, 1);
+  assert_int_equal(pool.dirty, 0);
+  assert_int_equal(pool.warm_count, 1);
   assert_int_equal(resident_pages(b->base, b->size), 0);
   assert_true(resident_pages(c->base, c->size) >= c->size / page);
   assert_true(proc_guarded(b->base - 1)); /* the guard stays */
@@ -496,6 +503,7 @@ static void test_pool_reuse_and_caps(void **state) {
   uvp__stack_put(&pool, c);
   assert_int_equal(pool.idle_count, 2);
   assert_int_equal(pool.warm_count, 1);
+  uvp__stack_pool_trim(&pool, 1);
   assert_int_equal(resident_pages(b->base, b->size), 0);
   /* trim keeps the warmest. */
   pool.max_idle_bytes = 4 * bytes;
