@@ -93,6 +93,9 @@
 #define UVP__STACK_DEFAULT_MAX_IDLE_BYTES (256u * 1024u * 1024u)
 /* keep_warm's value for "never release pages of a warm stack". */
 #define UVP__STACK_KEEP_ALL ((size_t)-1)
+/* Stacks released (warm beyond the caps) whose pages are given back
+ * together, in one system call (process_madvise): not one each. */
+#define UVP__STACK_RELEASE_BATCH 256u
 /* The largest chunk mapped, and the slots of the first. */
 #define UVP__STACK_CHUNK_MAX (64u * 1024u * 1024u)
 #define UVP__STACK_CHUNK_FIRST 8u
@@ -121,9 +124,8 @@ struct uvp__stack_s {
   int line;
   unsigned char guard; /* UVP__GUARD_* */
   /* Private to fiber-stack.c. */
-  unsigned char state; /* live, warm, released, orphan */
-  unsigned char dirty; /* released, its pages not given back yet */
-  uvp__stack_t *prev, *next;
+  uint32_t dirty_at; /* its index in dirty_slots, while it is there */
+  uvp__stack_t *prev, *next; /* the warm list */
   uvp__stack_chunk_t *chunk;
 };
 
@@ -153,8 +155,11 @@ typedef struct uvp__stack_pool_s {
   size_t guard_counts[4]; /* stacks carved, by guard (UVP__GUARD_*) */
   /* Private. */
   uvp__stack_t *warm, *warm_tail; /* most recently put back first */
-  uvp__stack_t *released;
-  size_t dirty; /* released stacks whose pages are still to go */
+  uvp__stack_chunk_t *released; /* chunks with released slots */
+  /* Released stacks whose pages are still to be given back, all at once
+   * when there are UVP__STACK_RELEASE_BATCH of them. */
+  size_t dirty;
+  uvp__stack_t *dirty_slots[UVP__STACK_RELEASE_BATCH];
   uvp__stack_chunk_t *chunk_list, *carving;
   size_t next_slots; /* slots of the next chunk */
   size_t page;
