@@ -51,18 +51,25 @@
 /* Bytes at the top of a slot that are not part of its stack: where the
  * canary of the slot above lives. */
 #define TOP_RESERVE 16u
-/* The tops of consecutive slots are staggered by 64 bytes, over 8 steps
- * (at most 448 bytes, within the top page).  Every stack's first frames
- * and its fiber's record would otherwise sit at the same offset in a page,
- * so in the same few sets of every cache indexed by the low address bits:
- * 1000 fibers spawned and run in a round (bench/fiber-spawn) took 190 ns
- * each with the tops aligned and 88-110 with them staggered over 32 steps
- * (1984 bytes).  32 steps made a fiber parked 8 calls deep
- * (bench/fiber-memory) cross into a second page in 20 slots of 32: 6.6 KB
- * a parked fiber instead of 4.2 (docs/internals.md 13.8). */
+/* The tops of consecutive slots are staggered by 64 bytes.  Every stack's
+ * first frames and its fiber's record would otherwise sit at the same
+ * offset in a page, so in the same few sets of every cache indexed by the
+ * low address bits: 1000 fibers spawned and run in a round
+ * (bench/fiber-spawn) took 190 ns each with the tops aligned, 88-110 with
+ * them staggered over 32 steps (at most 1984 bytes), about 210 over 8.  But
+ * 32 steps make a fiber parked 8 calls deep (bench/fiber-memory) cross
+ * into a second page in 20 slots of 32: 6.6 KB a parked fiber instead of
+ * 4.2.  So a slot handed out fresh (carved, or released: its pages to be
+ * faulted in) is staggered over 8 steps (at most 448 bytes), where such a
+ * fiber still fits its one page, and a warm one, handed out again with
+ * its pages, over 32: the fibers that cycle through warm stacks are the
+ * ones whose records evict each other, and a warm stack's pages are the
+ * pool's already (docs/internals.md 13.8).  A slot has room for the
+ * widest. */
 #define STAGGER_STEP 64u
-#define STAGGER_STEPS 8u
-#define STAGGER_MAX (STAGGER_STEP * (STAGGER_STEPS - 1))
+#define STAGGER_NARROW 8u
+#define STAGGER_WIDE 32u
+#define STAGGER_MAX (STAGGER_STEP * (STAGGER_WIDE - 1))
 /* A slot's descriptor, at its top, below the canary of the slot above. */
 #define DESC_LEN ((sizeof(uvp__stack_t) + 15u) & ~(size_t)15u)
 
@@ -71,7 +78,8 @@
 enum { S_FRESH, S_LIVE, S_WARM, S_RELEASED, S_ORPHAN };
 #define META_STATE 0x07u
 #define META_DIRTY 0x08u
-#define META_GUARD_SHIFT 4
+#define META_GUARD_SHIFT 4 /* two bits */
+#define META_WIDE 0x40u    /* staggered over STAGGER_WIDE steps */
 
 /* What the pool keeps of a chunk on the heap: a byte a slot (its state,
  * guard and whether its pages are still to be given back), whatever
@@ -416,15 +424,21 @@ static char *slot_start(const uvp__stack_pool_t *pool,
   return c->map + pool->page + i * c->slot_len;
 }
 
+/* The bytes between slot i's stack (its descriptor) and its top. */
+static size_t stagger_of(const uvp__stack_chunk_t *c, size_t i) {
+  size_t steps = (c->meta[i] & META_WIDE) != 0 ? STAGGER_WIDE : STAGGER_NARROW;
+  return i % steps * STAGGER_STEP;
+}
+
 static uvp__stack_t *desc_of(const uvp__stack_pool_t *pool,
                              const uvp__stack_chunk_t *c, size_t i) {
   return (uvp__stack_t *)(void *)(slot_start(pool, c, i) + c->slot_len -
-                                  TOP_RESERVE - DESC_LEN);
+                                  TOP_RESERVE - DESC_LEN - stagger_of(c, i));
 }
 
 static size_t index_of(const uvp__stack_pool_t *pool, const uvp__stack_t *s) {
-  const uvp__stack_chunk_t *c = s->chunk;
-  return (size_t)((const char *)s - (c->map + pool->page)) / c->slot_len;
+  (void)pool;
+  return s->slot;
 }
 
 static unsigned state_at(const uvp__stack_chunk_t *c, size_t i) {
@@ -443,9 +457,9 @@ static uvp__stack_t *init_desc(const uvp__stack_pool_t *pool,
   char *start = slot_start(pool, c, i);
   memset(s, 0, sizeof(*s));
   s->chunk = c;
+  s->slot = (uint32_t)i;
   s->base = start + pool->page;
-  s->size = c->slot_len - pool->page - TOP_RESERVE - DESC_LEN -
-            i % STAGGER_STEPS * STAGGER_STEP;
+  s->size = (size_t)((char *)s - s->base);
   s->guard = (unsigned char)(c->meta[i] >> META_GUARD_SHIFT);
   s->canary = s->guard == UVP__GUARD_CANARY
                   ? (uint64_t *)(void *)(start - TOP_RESERVE)
@@ -777,24 +791,35 @@ static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
 static uvp__stack_t *take_idle(uvp__stack_pool_t *pool) {
   uvp__stack_t *s = pool->warm;
   uvp__stack_chunk_t *c;
+  size_t i;
   if (s != NULL) {
     c = s->chunk;
+    i = index_of(pool, s);
     unlink_slot(&pool->warm, &pool->warm_tail, s);
     pool->warm_count--;
     pool->warm_bytes -= c->slot_len;
     c->warm--;
+    if ((c->meta[i] & META_WIDE) != 0)
+      goto out; /* its descriptor stays as it is */
+    /* Staggered wide from now on: its descriptor moves down into what was
+     * its stack. */
+    mark_live(s);
+    c->meta[i] |= META_WIDE;
   } else if (pool->dirty > 0) {
     /* Released, its pages still there: used again, not dropped. */
     c = pool->dirty_slots[pool->dirty - 1]->chunk;
-    size_t i = index_of(pool, pool->dirty_slots[pool->dirty - 1]);
+    i = index_of(pool, pool->dirty_slots[pool->dirty - 1]);
     undirty(pool, c, i);
     rel_take(pool, c);
-    s = init_desc(pool, c, i);
   } else if ((c = pool->released) != NULL) {
-    s = init_desc(pool, c, rel_pop(pool, c));
+    i = rel_pop(pool, c);
   } else {
     return NULL;
   }
+  if (s == NULL) /* released: handed out as a fresh one */
+    c->meta[i] &= (unsigned char)~META_WIDE;
+  s = init_desc(pool, c, i);
+out:
   pool->idle_count--;
   pool->idle_bytes -= c->slot_len;
   /* a released slot's canary went with its pages, or the slot below's */

@@ -125,6 +125,7 @@ struct uvp__stack_s {
   unsigned char guard; /* UVP__GUARD_* */
   /* Private to fiber-stack.c. */
   uint32_t dirty_at; /* its index in dirty_slots, while it is there */
+  uint32_t slot;     /* its index in its chunk */
   uvp__stack_t *prev, *next; /* the warm list */
   uvp__stack_chunk_t *chunk;
 };
