@@ -17,7 +17,10 @@
  * difference per task, VmPTE and the resident set once every task waits
  * and its growth per task (waiting_bytes_per_task: the tasks alone,
  * without the join's share),
- * the time to start them all (until every one waits) and the whole run's.
+ * the time to start them all (until every one waits), the whole run's,
+ * and how late the run ended: its end less MS after the last task began
+ * to wait (late_ms: firing the timers, resuming and ending the tasks, the
+ * join, giving stacks back).
  * The guard of the fibers' stacks is the process's (UVP_FIBER_GUARD=
  * fallback forces the fallback).
  * Usage: million fiber|compact|promise|delay [N] [MS]
@@ -157,11 +160,12 @@ int main(int argc, char **argv) {
   long hwm = status_kb("VmHWM");
   printf("uvp million kind=%s n=%zu ms=%llu ok=%d rss0_kb=%ld peak_kb=%ld "
          "bytes_per_task=%.0f waiting_rss_kb=%ld waiting_bytes_per_task=%.0f "
-         "pte_kb=%ld start_ms=%.0f wall_ms=%.0f\n",
+         "pte_kb=%ld start_ms=%.0f wall_ms=%.0f late_ms=%.0f\n",
          kind, n, (unsigned long long)ms, bad == 0, rss0, hwm,
          (double)(hwm - rss0) * 1024.0 / (double)n, rss_waiting,
          (double)(rss_waiting - rss0) * 1024.0 / (double)n, pte,
-         (double)(t1 - t0) / 1e6, (double)(t2 - t0) / 1e6);
+         (double)(t1 - t0) / 1e6, (double)(t2 - t0) / 1e6,
+         (double)(t2 - t1) / 1e6 - (double)ms);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

@@ -786,42 +786,55 @@ static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
 
 /* ---- get and put --------------------------------------------------------- */
 
-/* The warmest idle stack of the pool's size, else a released one, taken
- * off its list; NULL if there is none. */
-static uvp__stack_t *take_idle(uvp__stack_pool_t *pool) {
+/* The warmest idle stack, taken off the warm list.  Staggered wide from
+ * its first time warm: its descriptor moves down into what was its stack
+ * then, and stays from there on. */
+static uvp__stack_t *take_warm(uvp__stack_pool_t *pool) {
   uvp__stack_t *s = pool->warm;
+  uvp__stack_chunk_t *c = s->chunk;
+  size_t i = index_of(pool, s);
+  unlink_slot(&pool->warm, &pool->warm_tail, s);
+  pool->warm_count--;
+  pool->warm_bytes -= c->slot_len;
+  c->warm--;
+  if ((c->meta[i] & META_WIDE) == 0) {
+    mark_live(s); /* the descriptor's new place is in bounds */
+    c->meta[i] |= META_WIDE;
+    s = init_desc(pool, c, i);
+  }
+  return s;
+}
+
+/* A released stack, handed out as a fresh one (staggered narrow): one whose
+ * pages are still there first (used again, not dropped). */
+static uvp__stack_t *take_released(uvp__stack_pool_t *pool) {
   uvp__stack_chunk_t *c;
   size_t i;
-  if (s != NULL) {
-    c = s->chunk;
-    i = index_of(pool, s);
-    unlink_slot(&pool->warm, &pool->warm_tail, s);
-    pool->warm_count--;
-    pool->warm_bytes -= c->slot_len;
-    c->warm--;
-    if ((c->meta[i] & META_WIDE) != 0)
-      goto out; /* its descriptor stays as it is */
-    /* Staggered wide from now on: its descriptor moves down into what was
-     * its stack. */
-    mark_live(s);
-    c->meta[i] |= META_WIDE;
-  } else if (pool->dirty > 0) {
-    /* Released, its pages still there: used again, not dropped. */
+  if (pool->dirty > 0) {
     c = pool->dirty_slots[pool->dirty - 1]->chunk;
     i = index_of(pool, pool->dirty_slots[pool->dirty - 1]);
     undirty(pool, c, i);
     rel_take(pool, c);
-  } else if ((c = pool->released) != NULL) {
-    i = rel_pop(pool, c);
   } else {
-    return NULL;
+    c = pool->released;
+    i = rel_pop(pool, c);
   }
-  if (s == NULL) /* released: handed out as a fresh one */
-    c->meta[i] &= (unsigned char)~META_WIDE;
-  s = init_desc(pool, c, i);
-out:
+  c->meta[i] &= (unsigned char)~META_WIDE;
+  return init_desc(pool, c, i);
+}
+
+/* The warmest idle stack of the pool's size, else a released one; NULL if
+ * there is none. */
+static uvp__stack_t *take_idle(uvp__stack_pool_t *pool) {
+  uvp__stack_t *s;
+  if (pool->warm != NULL)
+    s = take_warm(pool);
+  else if (pool->released != NULL)
+    s = take_released(pool);
+  else
+    return NULL;
   pool->idle_count--;
-  pool->idle_bytes -= c->slot_len;
+  pool->idle_bytes -= s->chunk->slot_len;
   /* a released slot's canary went with its pages, or the slot below's */
   mark_live(s);
   return s;
