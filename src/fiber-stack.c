@@ -88,14 +88,14 @@ enum { S_FRESH, S_LIVE, S_WARM, S_RELEASED, S_ORPHAN };
  * (live, warm, released but not yet given back) and is written afresh
  * whenever the slot is handed out. */
 struct uvp__stack_chunk_s {
-  char *map; /* the mapping: a lead page, then the slots */
+  char *map;    /* the mapping: a lead page, then the slots */
   bool markers; /* every slot's guard page has its marker (install_markers) */
   size_t map_len;
   size_t slot_len;
   size_t nslots, carved; /* slots [0, carved) have been handed out once */
   size_t live, warm, released;
   size_t page_guards; /* slots guarded by mprotect: the budget's share */
-  size_t rel_scan; /* no slot below this one is released */
+  size_t rel_scan;    /* no slot below this one is released */
   uvp__stack_chunk_t *prev, *next;   /* the pool's chunks */
   uvp__stack_chunk_t *rprev, *rnext; /* the pool's chunks with released */
   unsigned char meta[];              /* per slot */
@@ -417,7 +417,7 @@ static void mark_live(uvp__stack_t *stack) {
   (void)stack;
 }
 
-/* ---- slots ---------------------------------------------------------------- */
+/* ---- slots --------------------------------------------------------------- */
 
 static char *slot_start(const uvp__stack_pool_t *pool,
                         const uvp__stack_chunk_t *c, size_t i) {
@@ -494,8 +494,7 @@ static void unlink_slot(uvp__stack_t **head, uvp__stack_t **tail,
 /* The released slots: the chunks that have any, and in each the slots
  * whose state says so (nothing of a released slot's own memory can hold a
  * link: its pages may be gone). */
-static void rel_push(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c,
-                     size_t i) {
+static void rel_push(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c, size_t i) {
   if (i < c->rel_scan)
     c->rel_scan = i;
   if (c->released++ == 0) {
@@ -578,8 +577,8 @@ static void rewrite_canary_above(const uvp__stack_pool_t *pool,
 /* Gives the pages of a slot's stack back to the kernel at once (its guard
  * stays: markers and PROT_NONE survive MADV_DONTNEED), its descriptor and
  * the canary of the slot above with them. */
-static void release_pages(const uvp__stack_pool_t *pool,
-                          uvp__stack_chunk_t *c, size_t i) {
+static void release_pages(const uvp__stack_pool_t *pool, uvp__stack_chunk_t *c,
+                          size_t i) {
   (void)madvise(slot_start(pool, c, i) + pool->page, c->slot_len - pool->page,
                 MADV_DONTNEED);
   rewrite_canary_above(pool, c, i);
