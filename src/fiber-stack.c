@@ -196,9 +196,20 @@ static int advise_each(const struct iovec *iov, size_t n, int advice) {
   return rc;
 }
 
+/* valgrind 3.19 does not know process_madvise (440): it answers ENOSYS,
+ * but warns on stderr, which a program run under it may not want. */
+static bool under_valgrind(void) {
+#if defined(UVP__STACK_VALGRIND)
+  return RUNNING_ON_VALGRIND != 0;
+#else
+  return false;
+#endif
+}
+
 static int advise_many(const struct iovec *iov, size_t n, int advice) {
 #if defined(SYS_process_madvise)
-  if (n > 1 && atomic_load_explicit(&advise_vector, memory_order_relaxed)) {
+  if (n > 1 && atomic_load_explicit(&advise_vector, memory_order_relaxed) &&
+      !under_valgrind()) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
       total += iov[i].iov_len;
