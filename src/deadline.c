@@ -118,7 +118,8 @@ static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
                                  uint64_t ms) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
-  deadline_t *d = uvp__calloc(1, sizeof(*d));
+  /* The timer's virtual-clock part after d, with the clock on (clock.h). */
+  deadline_t *d = uvp__calloc(1, sizeof(*d) + uvp__timer_extra(ctx));
   if (d == NULL)
     return NULL;
   d->carried.ops = &deadline_ops;
@@ -129,7 +130,7 @@ static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
     uvp__free(d);
     return NULL;
   }
-  uvp__timer_init(ctx, &d->timer, d, true);
+  uvp__timer_init(ctx, &d->timer, d, true, d + 1);
   uvp__timer_start(&d->timer, on_time, at - now);
   return s;
 }
