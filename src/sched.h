@@ -55,6 +55,9 @@ typedef struct uvp__ctx_head_s {
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
   uint64_t vnow; /* the virtual clock's time, kept by clock.c */
+  /* The cause of the cancellation running now (cause.h), or NULL: what it
+   * cuts takes it.  Read only when a cancellation rejects a promise. */
+  struct uvp__cause_s *cause;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
