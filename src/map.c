@@ -68,6 +68,7 @@ static void fail_fast(map_t *m, uvp_promise_t *failed, int code) {
   int line = 0, pline = 0;
   uvp__site_get(m->f.result->site, &file, &line);
   if (failed != NULL) {
+    code = failed->code;
     uvp__site_get(failed->site, &pfile, &pline);
     uvp__forward(m->f.result, failed);
   } else {
