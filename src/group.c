@@ -744,6 +744,7 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
     if (g->cut == 0) {
       g->cut = g->wind.code;
       g->cut_cause = uvp__cause_ref(c);
+      g->wind.cause = c; /* uvp_ctx_dump_pending says it */
     }
     cancel_all(g, c); /* adding now says UV_ECANCELED, as after
                          group_cancel */
@@ -765,14 +766,24 @@ static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
   (void)p;
   w->owner = &g->owner;
   snprintf(w->kind, sizeof(w->kind), "group");
+  char why[160] = "";
+  if (g->cut_cause != NULL) {
+    why[0] = ' ';
+    why[1] = '(';
+    int n = uvp_cause_format(&g->cut_cause->pub, why + 2, sizeof(why) - 3);
+    size_t at = n < 0 ? 2 : strlen(why);
+    why[at] = ')';
+    why[at + 1] = '\0';
+  }
   snprintf(
       w->target, sizeof(w->target),
-      "%zu running, %s waiting to start, %zu requests and handles open%s%s",
+      "%zu running, %s waiting to start, %zu requests and handles open%s%s%s",
       g->nrunning, g->lazy_head != NULL ? "some" : "none", g->holds,
       g->closed ? "" : ", open to more",
       g->cut == UV_ETIMEDOUT   ? ", past its deadline"
       : g->cut == UV_ECANCELED ? ", cancelled"
-                               : "");
+                               : "",
+      why);
 }
 
 static void describers(void) {

@@ -824,6 +824,14 @@ static bool dump_one(void *slot, void *arg) {
   fprintf(st->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
           (void *)p, file != NULL ? file : "?", line,
           (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
+  if ((p->flags & UVP__F_CANCEL) && p->fn.cancel_cb == uvp__winddown_hook &&
+      ((const uvp__winddown_t *)p->value)->cause != NULL) {
+    /* Cut, and waiting for its work to wind down (a group's join). */
+    char why[256];
+    (void)uvp_cause_format(
+        &((const uvp__winddown_t *)p->value)->cause->pub, why, sizeof(why));
+    fprintf(st->stream, "    cut: %s\n", why);
+  }
   if (p->trace != 0)
     uvp__trace_print(st->stream, p->trace, "    ");
   st->count++;

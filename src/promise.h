@@ -105,6 +105,9 @@ uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
 typedef struct uvp__winddown_s {
   uvp_cancel_cb hook;
   int code;
+  /* The first cut's cause, kept by the producer while p is pending (for
+   * uvp_ctx_dump_pending), or NULL. */
+  const struct uvp__cause_s *cause;
 } uvp__winddown_t;
 void uvp__winddown_hook(uvp_promise_t *p, void *w);
 /* The hook p's producer gave (w->hook for a winddown producer), and its

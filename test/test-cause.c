@@ -9,6 +9,8 @@
  * counted), and uvp_cause_format's lines.  Deadlines run on the virtual
  * clock (UVP_CLOCK_AUTO): no test waits.
  * Every test ends with uv_loop_close() == 0 (the fixture). */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "helpers.h"
@@ -363,6 +365,77 @@ static void test_fiber_await(void **state) {
   run_loop(f);
 }
 
+/* A member cut by its group's deadline, still running: the task dump
+ * names the cut (text and JSON), and uvp_ctx_dump_pending says the join
+ * waiting for it was cut and by what. */
+typedef struct {
+  uvp_ctx_t *ctx;
+  char *tasks, *json, *pending;
+} dumper_t;
+
+static char *dump_to_string(uvp_ctx_t *ctx, int flags) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  assert_non_null(m);
+  if (flags < 0) {
+    assert_true(uvp_ctx_dump_pending(ctx, m) > 0);
+  } else {
+    uvp_dump_opts_t o = {flags, m, NULL, NULL, 0};
+    assert_true(uvp_ctx_dump_tasks(ctx, &o) > 0);
+  }
+  assert_int_equal(fclose(m), 0);
+  return text;
+}
+
+static uvp_ret_t cut_member(void *arg) {
+  dumper_t *d = arg;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_delay(d->ctx, 5000, NULL, NULL, 0, &p), 0);
+  assert_int_equal(uvp_await(p, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(p);
+  d->tasks = dump_to_string(d->ctx, 0);
+  d->json = dump_to_string(d->ctx, UVP_DUMP_JSON);
+  d->pending = dump_to_string(d->ctx, -1);
+  return uvp_ret_pass();
+}
+
+static void test_dumps(void **state) {
+  fixture_t *f = *state;
+  auto_clock(f);
+  static dumper_t d;
+  d = (dumper_t){f->ctx, NULL, NULL, NULL};
+  uvp_group_t *g;
+  uvp_group_opts_t o = {0, 0, 20};
+  int line = __LINE__ + 1;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  assert_int_equal(uvp_group_spawn(g, cut_member, &d, NULL), 0);
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  run_until_settled(f, join);
+  char want[256];
+  snprintf(want, sizeof(want), "; cancelled: deadline 20 ms set at %s:%d",
+           __FILE__, line);
+  assert_non_null(d.tasks);
+  if (strstr(d.tasks, want) == NULL)
+    fail_msg("no \"%s\" in the task dump:\n%s", want, d.tasks);
+  snprintf(want, sizeof(want), "\"cause\":\"deadline 20 ms set at %s:%d\"",
+           __FILE__, line);
+  if (strstr(d.json, want) == NULL)
+    fail_msg("no %s in the JSON dump:\n%s", want, d.json);
+  snprintf(want, sizeof(want), "    cut: deadline 20 ms set at %s:%d\n",
+           __FILE__, line);
+  if (strstr(d.pending, want) == NULL)
+    fail_msg("no \"%s\" in the pending dump:\n%s", want, d.pending);
+  free(d.tasks);
+  free(d.json);
+  free(d.pending);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  run_loop(f);
+}
+
 /* ---- combinators and maps ------------------------------------------------ */
 
 static void test_losers(void **state) {
@@ -538,6 +611,7 @@ int main(void) {
       QUIET_TEST(test_group_sibling),
       QUIET_TEST(test_group_join_deadline),
       QUIET_TEST(test_fiber_await),
+      QUIET_TEST(test_dumps),
       FIXTURE_TEST(test_losers),
       FIXTURE_TEST(test_combinator_cancelled),
       QUIET_TEST(test_map_sibling),

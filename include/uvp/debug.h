@@ -25,8 +25,9 @@ extern "C" {
 /** @{ */
 
 /** Print every pending promise with its creation site and age, one per line
- * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
+ * (then its async trace, indented, if it has one: see uvp_ctx_set_traces;
+ * a promise cut but still winding down, a group's join, is followed by
+ * `    cut: CAUSE`, as uvp_cause_format writes it), and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
  * name if it has one: uvp_fiber_set_name), in the spirit of
  * uv_print_active_handles().  It never waits for its reader, as
  * uvp_ctx_dump_tasks: to a pipe, a socket or a terminal, the dump is made
@@ -162,6 +163,10 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *   uvp_await.
  * - `state` (string): present when the task waits for nothing: "not
  *   started", "running", "cancelled, running", "ending" (a fiber).
+ * - `cause` (string): present when the task's promise was cancelled while
+ *   the task still runs (a fiber cleaning up): who cut it, as
+ *   uvp_cause_format writes it ("deadline 2000 ms set at main.c:88").  In
+ *   the text form: `; cancelled: ...` after what it waits for.
  * - `groups` (array of strings): present when the task is in a group, or
  *   is an operation working for one: that group first, then each parent
  *   (up to 8), each `"group at FILE:LINE"`, or `"group \"NAME\" at
