@@ -175,7 +175,8 @@ typedef enum uvp_cause_kind_e {
   UVP_CAUSE_PROGRAM = 0,
   /** A deadline passed: file:line where it was set (uvp_deadline_set,
    * uvp_deadline_shield, a group's or a fiber's deadline_ms: where the
-   * group or fiber was made), `ms` its length. */
+   * group or fiber was made; uvp_timeout: where it was called, for its
+   * result and the input it gives up on), `ms` its length. */
   UVP_CAUSE_DEADLINE = 1,
   /** uvp_group_cancel: file:line where the group was made, `message` its
    * name (uvp_group_set_name) or NULL. */
