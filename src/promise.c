@@ -526,7 +526,8 @@ void uvp__box_drop(uvp_promise_t *p) {
 }
 
 const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
-  if (!(p->flags & UVP__F_CANCEL) || p->fn.cancel_cb != uvp__box_hook)
+  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
+      p->fn.cancel_cb != uvp__box_hook)
     return NULL;
   const hook_box_t *box = p->value;
   if (box->kind == NULL)
@@ -607,10 +608,11 @@ void uvp__reject_cause(uvp_promise_t *p, int code, uvp__cause_t *c) {
 
 /* The cause a cancellation with `code` gives now (cause.h). */
 static uvp__cause_t *cause_now(const uvp_ctx_t *ctx, int code) {
+  if (code == UVP_ECLOSED && uvp__closed(ctx)) /* a teardown, even one a
+                                                 hook started */
+    return &uvp__cause_closed;
   uvp__cause_t *c = uvp__head(ctx)->cause;
-  if (UVP__LIKELY(c == NULL))
-    c = code == UVP_ECLOSED ? &uvp__cause_closed : &uvp__cause_program;
-  return c;
+  return c != NULL ? c : &uvp__cause_program;
 }
 
 /* Reject a pending promise and run its cancel hook, if any, with the

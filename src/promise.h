@@ -113,7 +113,8 @@ void uvp__winddown_hook(uvp_promise_t *p, void *w);
 /* The hook p's producer gave (w->hook for a winddown producer), and its
  * argument; NULL if p has none. */
 static inline uvp_cancel_cb uvp__hook_of(const uvp_promise_t *p) {
-  if (!(p->flags & UVP__F_CANCEL))
+  /* Settled, the bit is UVP__F_CAUSE. */
+  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL))
     return NULL;
   if (p->fn.cancel_cb == uvp__winddown_hook)
     return ((const uvp__winddown_t *)p->value)->hook;
