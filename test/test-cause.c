@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -579,6 +580,43 @@ static void test_unhandled(void **state) {
   assert_non_null(reported);
 }
 
+/* The default report, on stderr, says the cause on a line of its own. */
+static void test_unhandled_stderr(void **state) {
+  fixture_t *f = *state;
+  FILE *tmp = tmpfile();
+  assert_non_null(tmp);
+  fflush(stderr);
+  int saved = dup(STDERR_FILENO);
+  assert_true(saved >= 0);
+  assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  int line = __LINE__ + 1;
+  assert_int_equal(uvp_deadline_set(f->ctx, 7), 0);
+  uvp_promise_t *d;
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &d), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  settle_ticking(f, d);
+  uvp_promise_release(d); /* rejected UV_ETIMEDOUT, unobserved: reported */
+  uvp_promise_release(p);
+  fflush(stderr);
+  assert_true(dup2(saved, STDERR_FILENO) >= 0);
+  close(saved);
+  char text[1024] = "";
+  rewind(tmp);
+  size_t n = fread(text, 1, sizeof(text) - 1, tmp);
+  text[n] = '\0';
+  fclose(tmp);
+  char want[256];
+  snprintf(want, sizeof(want),
+           "uvp: unhandled rejection ETIMEDOUT (connection timed out) of "
+           "promise created at %s:%d\n    cancelled: deadline 7 ms set at "
+           "%s:%d\n",
+           __FILE__, line + 2, __FILE__, line);
+  if (strstr(text, want) == NULL)
+    fail_msg("want:\n%s\ngot:\n%s", want, text);
+}
+
 /* ---- uvp_cause_format ---------------------------------------------------- */
 
 static void test_format(void **state) {
@@ -617,6 +655,7 @@ int main(void) {
       QUIET_TEST(test_map_sibling),
       FIXTURE_TEST(test_ctx_close),
       FIXTURE_TEST(test_unhandled),
+      FIXTURE_TEST(test_unhandled_stderr),
       cmocka_unit_test(test_format),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
