@@ -167,15 +167,16 @@ static void destroy(uvp_promise_t *p) {
     ctx->pending--;
     forget_hook(p); /* a boxed argument is let go */
     uvp__drop_reactions(ctx, p);
-  } else if (p->flags & (UVP__F_FORWARD | UVP__F_CAUSE)) {
-    /* One test for both, so that a value's destructor costs what it did
-     * before causes (a settled promise has at most one of the two). */
-    if (p->flags & UVP__F_FORWARD)
-      uvp__unref_open(p->link);
-    else
-      uvp__cause_unref(p->fn.cause); /* its payload is NULL */
+  } else if (p->flags & UVP__F_FORWARD) {
+    uvp__unref_open(p->link);
   } else if (p->fn.free_cb != NULL) {
-    p->fn.free_cb(p->value);
+    /* Tested here, not before: a promise without a destructor (most, and
+     * every forwarder) pays nothing for causes; one whose destructor runs
+     * pays a test of a flag already loaded. */
+    if (UVP__UNLIKELY(p->flags & UVP__F_CAUSE))
+      uvp__cause_unref(p->fn.cause); /* its payload is NULL */
+    else
+      p->fn.free_cb(p->value);
   }
   p->state = UVP__S_FREE;
   /* A release too many then reaches 0, off the fast path, and is caught

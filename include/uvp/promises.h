@@ -248,7 +248,8 @@ UVP_EXTERN int uvp_promise_cancel_binding(uvp_promise_t *p, int code,
  * travels as the rejection does: a promise that follows p or passes its
  * rejection on (then, catch, finally, adoption, race, all) answers p's.
  * An allSettled or map record's cause is its input's:
- * uvp_promise_cause(list->items[i].promise); a handler's is
+ * uvp_promise_cause(list->items[i].promise) (a map's item never started
+ * has no promise: its record says UV_ECANCELED and no cause); a handler's is
  * uvp_promise_cause(in->promise); a fiber's await of q, q's.  Asking costs
  * a few loads and allocates nothing.  Thread: as uvp_promise_reason (the
  * loop thread, or any thread once p is settled and you hold it). */
