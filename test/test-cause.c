@@ -437,6 +437,54 @@ static void test_dumps(void **state) {
   run_loop(f);
 }
 
+/* Any code given to uvp_promise_cancel_with is a cancellation to what uvp
+ * produces: a fiber's await says UV_ECANCELED; a group's join, cut, waits
+ * for its members and settles with UV_ECANCELED and the cause. */
+static uvp_ret_t await_forever(void *arg) {
+  awaiter_t *w = arg;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(w->ctx, &p), 0);
+  w->code = uvp_await(p, NULL);
+  w->cause = uvp_promise_cause(p); /* p was its await's sole consumer */
+  uvp_promise_release(p);
+  return uvp_ret_pass();
+}
+
+static void test_other_codes(void **state) {
+  fixture_t *f = *state;
+  static awaiter_t w;
+  w = (awaiter_t){f->ctx, 0, NULL, 0};
+  static int data;
+  uvp_promise_t *fp;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, await_forever, &w, NULL, &fp), 0);
+  run_loop(f); /* the fiber waits */
+  assert_int_equal(uvp_promise_cancel_with(fp, UV_EIO, &data, NULL), 0);
+  assert_int_equal(uvp_promise_reason(fp, NULL), UV_EIO);
+  run_loop(f);
+  assert_int_equal(w.code, UV_ECANCELED);
+  assert_non_null(w.cause);
+  assert_ptr_equal(w.cause, uvp_promise_cause(fp));
+  uvp_promise_release(fp);
+
+  uvp_group_t *g;
+  uvp_promise_t *m, *join;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &m), 0);
+  assert_int_equal(uvp_group_add(g, m), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_promise_cancel_with(join, UV_EIO, &data, NULL), 0);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ECANCELED);
+  const uvp_cause_t *c = uvp_promise_cause(join);
+  assert_non_null(c);
+  assert_ptr_equal(c->data, &data);
+  assert_ptr_equal(uvp_promise_cause(m), c); /* the member, cut with it */
+  uvp_promise_release(join);
+  uvp_promise_release(m);
+  uvp_group_release(g);
+  run_loop(f);
+}
+
 /* ---- combinators and maps ------------------------------------------------ */
 
 static void test_losers(void **state) {
@@ -650,6 +698,7 @@ int main(void) {
       QUIET_TEST(test_group_join_deadline),
       QUIET_TEST(test_fiber_await),
       QUIET_TEST(test_dumps),
+      QUIET_TEST(test_other_codes),
       FIXTURE_TEST(test_losers),
       FIXTURE_TEST(test_combinator_cancelled),
       QUIET_TEST(test_map_sibling),

@@ -224,7 +224,11 @@ typedef struct uvp_cause_s {
  * kind UVP_CAUSE_PROGRAM whose `data` is `cause` (may be NULL).  What the
  * cancellation reaches (the chain p follows, by uvp_promise_cancel's rule,
  * and whatever its cancel hooks cancel) is rejected with UV_ECANCELED and
- * the same cause.  On success uvp owns `cause`: cause_free(cause) (may be
+ * the same cause.  Promises uvp produces read any code as a cancellation
+ * (a fiber's awaits then say UV_ECANCELED, or UV_ETIMEDOUT for that code);
+ * a group's join, which settles only once its members have ended, then
+ * settles with UV_ECANCELED (UV_ETIMEDOUT for that code) and the cause.
+ * On success uvp owns `cause`: cause_free(cause) (may be
  * NULL) runs once, when the last promise holding the cause is freed, on
  * the thread that frees it (the loop thread while the context is open).
  * Errors (nothing happens, cause is still yours): UV_EINVAL (NULL p, code
