@@ -29,7 +29,7 @@ uvp__cause_t *uvp__cause_new(const uvp_cause_t *proto, uvp_free_cb data_free) {
   c->refs = 1;
   c->data_free = data_free;
   if (len != 0)
-    c->pub.message = memcpy(c->text, proto->message, len);
+    c->pub.message = memcpy(c + 1, proto->message, len);
   return c;
 }
 

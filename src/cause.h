@@ -21,8 +21,7 @@
 typedef struct uvp__cause_s {
   uvp_cause_t pub; /* first: what uvp_promise_cause returns */
   uint32_t refs;   /* 0: static, never freed */
-  uvp_free_cb data_free;
-  char text[]; /* pub.message's copy, when it has one */
+  uvp_free_cb data_free; /* pub.message's copy follows, when it has one */
 } uvp__cause_t;
 
 /* Static causes: uvp_promise_cancel's and uvp_ctx_close's. */
