@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cause.h"
 #include "deadline.h"
 #include "diag.h"
 #include "dump.h"
@@ -485,6 +486,15 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   } else {
     add_key(d, "state", ", ");
     add_cstr(d, t->state);
+    whole(d);
+  }
+  /* Cancelled while it still runs (a fiber cleaning up): who cut it. */
+  const uvp__cause_t *cause = uvp__cause_of(t->promise);
+  if (cause != NULL) {
+    char why[256];
+    (void)uvp_cause_format(&cause->pub, why, sizeof(why));
+    add_key(d, "cause", "; cancelled: ");
+    add_cstr(d, why);
     whole(d);
   }
   /* Its group and the group's parents. */

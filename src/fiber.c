@@ -294,8 +294,9 @@ static int cancel_code(const fiber_t *f) {
 static void on_cancel(uvp_promise_t *p, void *arg) {
   fiber_t *f = arg;
   int code = uvp_promise_reason(p, NULL);
-  if (code != UV_ECANCELED && code != UV_ETIMEDOUT)
-    return;
+  if (code == UVP_ECLOSED)
+    return; /* torn down: fiber_close resumes it.  Any other code is a
+               cancellation (uvp_promise_cancel_with may give any) */
   f->cancelled = true;
   f->timed_out = code == UV_ETIMEDOUT;
   if (f->shielded)
@@ -480,11 +481,12 @@ static void compact_enter(fiber_t *f) {
 /* The scope a fiber spawned now runs in: the current one, or one with its
  * own deadline (NULL: no memory). */
 static bool fiber_scope(uvp_ctx_t *ctx, const uvp_fiber_opts_t *opts,
-                        uvp__scope_t **out) {
+                        uvp__scope_t **out, const char *file, int line) {
   *out = uvp__scope_capture(ctx);
   if (opts == NULL || opts->deadline_ms == 0)
     return true;
-  uvp__scope_t *s = uvp__scope_within(ctx, *out, opts->deadline_ms);
+  uvp__scope_t *s =
+      uvp__scope_within(ctx, *out, opts->deadline_ms, file, line);
   uvp__scope_unref(*out);
   *out = s;
   return s != NULL;
@@ -500,7 +502,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   if (st == NULL)
     return UV_ENOMEM;
   uvp__scope_t *scope;
-  if (!fiber_scope(ctx, opts, &scope))
+  if (!fiber_scope(ctx, opts, &scope, file, line))
     return UV_ENOMEM;
   size_t size = opts != NULL ? opts->stack_size : 0;
   /* And room for the fiber's record, saturating: a size near SIZE_MAX

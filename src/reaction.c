@@ -278,12 +278,13 @@ void uvp__stop_waiting(uvp_promise_t *d) {
 static void report_lost(uvp_promise_t *src, int code, void *payload,
                         bool passed) {
   uvp_promise_t tmp = *src;
-  if (!passed) /* a new rejection, not src's quiet one passed on */
-    tmp.flags &= (uint8_t)~UVP__F_QUIET;
+  if (!passed) { /* a new rejection, not src's quiet one passed on */
+    tmp.flags &= (uint8_t) ~(UVP__F_QUIET | UVP__F_CAUSE | UVP__F_FORWARD);
+    tmp.fn.free_cb = NULL;
+  } /* else src's cause, if any, is the rejection's (never freed here) */
   tmp.state = UVP__S_REJECTED;
   tmp.code = code;
   tmp.value = payload;
-  tmp.fn.free_cb = NULL;
   tmp.refs = 1;
   uvp__report_unhandled(&tmp);
 }

@@ -75,6 +75,9 @@ typedef struct uvp__ctx_head_s {
    * bindings' work (uvp_inflight_start).  Read by clock.c: automatic
    * advance does not jump while any is. */
   size_t real_work;
+  /* The cause of the cancellation running now (cause.h), or NULL: what it
+   * cuts takes it.  Read only when a cancellation rejects a promise. */
+  struct uvp__cause_s *cause;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {

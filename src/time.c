@@ -4,6 +4,7 @@
  * of uvp.h's "Time"). */
 #include <stdio.h>
 
+#include "cause.h"
 #include "clock.h"
 #include "dump.h"
 
@@ -107,6 +108,7 @@ typedef struct {
   uvp_promise_t *result;
   int refs;
   int flags;
+  uint64_t ms; /* for its cause */
 } tmo_t;
 
 static void tmo_settled(void *arg, const uvp_outcome_t *in);
@@ -155,8 +157,20 @@ static void tmo_fire(uv_timer_t *h) {
      * reaction is still queued behind the timer phase. */
     uvp__forward(r, t->src);
   } else {
-    uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
+    /* A deadline of the timeout's own: the result, and the input it gives
+     * up on, say which (cause.h). */
+    const char *file;
+    int line;
+    uvp__site_get(r->site, &file, &line);
+    uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE, .file = file,
+                         .line = line, .ms = t->ms};
+    uvp__cause_t *c = uvp__cause_new(&proto, NULL);
+    uvp__reject_cause(r, UV_ETIMEDOUT, c);
+    uvp_ctx_t *ctx = uvp__promise_ctx(r);
+    uvp__cause_t *outer = uvp__cause_enter(ctx, c);
     cancel_input(t);
+    uvp__cause_leave(ctx, outer);
+    uvp__cause_unref(c);
   }
   uvp__unref(r);
   tmo_unref(t);
@@ -210,6 +224,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   t->src = uvp_promise_retain(p);
   t->refs = 2; /* timer, reaction */
   t->flags = flags;
+  t->ms = ms;
   uvp__scope_watch(ctx, t->result);
   *out = t->result;
   return 0;

@@ -774,13 +774,15 @@ static void xfer_drop(uvp_curl_t *c, xfer_t *x) {
 }
 
 /* A transfer out of the multi (or never in it) at uvp_curl_close: its
- * promise is cancelled, if still pending, without the hook. */
+ * promise is cancelled, if still pending, without the hook, saying why
+ * (uvp_promise_cause). */
 static void xfer_abandon(uvp_curl_t *c, xfer_t *x) {
   uvp_promise_t *p = x->p;
   c->stats.cancelled++;
   xfer_free(x);
   uvp_promise_set_cancel(p, NULL, NULL);
-  uvp_promise_cancel(p);
+  uvp_promise_cancel_binding(p, UV_ECANCELED,
+                             "uvp_curl_close: the client was closed");
   uvp_promise_release(p);
 }
 

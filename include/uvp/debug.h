@@ -50,7 +50,9 @@ extern "C" {
  * only the `oldest` oldest tasks, 10 if 0), or, alone, UVP_DUMP_PROMISES:
  * instead of the tasks, every pending promise with its creation site and
  * age, one per line (then its async trace, indented, if it has one: see
- * uvp_ctx_set_traces), and every fiber (`[fiber] ADDRESS "NAME" spawned at
+ * uvp_ctx_set_traces; a promise cut but still winding down, a group's
+ * join, is followed by `    cut: CAUSE`, as uvp_cause_format writes it),
+ * and every fiber (`[fiber] ADDRESS "NAME" spawned at
  * FILE:LINE ...`), in the spirit of uv_print_active_handles(): the
  * listing of the promises nothing waits on too, which the task dump
  * leaves out (a leak's suspects).  It returns how many promises and
@@ -154,6 +156,10 @@ extern "C" {
  *   uvp_await.
  * - `state` (string): present when the task waits for nothing: "not
  *   started", "running", "cancelled, running", "ending" (a fiber).
+ * - `cause` (string): present when the task's promise was cancelled while
+ *   the task still runs (a fiber cleaning up): who cut it, as
+ *   uvp_cause_format writes it ("deadline 2000 ms set at main.c:88").  In
+ *   the text form: `; cancelled: ...` after what it waits for.
  * - `groups` (array of strings): present when the task is in a group, or
  *   is an operation working for one: that group first, then each parent
  *   (up to 8), each `"group at FILE:LINE"`, or `"group \"NAME\" at

@@ -105,8 +105,13 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * rest of the running handler or callback, or of the fiber across its
  * awaits, and for everything started from there; see above), unless it
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
- * UVP_ETHREAD, UV_ENOMEM. */
-UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
+ * UVP_ETHREAD, UV_ENOMEM.  What it cuts says so (uvp_promise_cause: a
+ * UVP_CAUSE_DEADLINE naming the call's file:line and `ms`); the _at form
+ * takes the site, the plain one is a macro giving the caller's. */
+#define uvp_deadline_set(ctx, ms)                                              \
+  uvp_deadline_set_at((ctx), (ms), __FILE__, __LINE__)
+UVP_EXTERN int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms,
+                                   const char *file, int line);
 
 /** Give the current scope a deadline `ms` milliseconds from now in place
  * of the one it carries, nearer, farther or passed (UVP_NO_DEADLINE: none
@@ -115,8 +120,12 @@ UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
  * fiber and for everything started from there; work started before stays
  * watched by the deadline it was started under.  Give cleanup a bound: a
  * shield without one can outlive its caller's caller.  Errors: UV_EINVAL
- * (NULL ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
-UVP_EXTERN int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms);
+ * (NULL ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM.  Its cause names the
+ * call's site, as uvp_deadline_set's. */
+#define uvp_deadline_shield(ctx, ms)                                           \
+  uvp_deadline_shield_at((ctx), (ms), __FILE__, __LINE__)
+UVP_EXTERN int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms,
+                                      const char *file, int line);
 
 /** Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
