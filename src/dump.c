@@ -394,8 +394,7 @@ size_t uvp__slots_text(uvp_ctx_t *ctx, const uvp__scope_t *s, char *buf,
   const dump_state_t *st =
       ext != NULL ? UVP__CONTAINER_OF(ext, dump_state_t, ext) : NULL;
   size_t len = 0;
-  for (unsigned i = 0; s != NULL && i < UVP_SCOPE_SLOTS && len + 1 < cap;
-       i++) {
+  for (unsigned i = 0; s != NULL && i < UVP_SCOPE_SLOTS && len + 1 < cap; i++) {
     void *v = uvp__scope_slot(s, i);
     if (v == NULL)
       continue;
@@ -419,9 +418,8 @@ size_t uvp__slots_text(uvp_ctx_t *ctx, const uvp__scope_t *s, char *buf,
   return len;
 }
 
-static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
-  d->len = 0;
-  d->cut = false;
+/* The line's head: the task, its name, id, site and age. */
+static void render_head(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   if (d->json) {
     addf(d, "{\"v\":%d", UVP_DUMP_VERSION);
     whole(d);
@@ -446,48 +444,84 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   else
     addf(d, ", %llu ms old", (unsigned long long)age);
   whole(d);
-  const uvp__owner_t *work_of = NULL; /* the group an operation works for */
-  if (t->waits != NULL) {
-    uvp__what_t w;
-    what_of(d, t->waits, &w);
-    if (t->waits == t->promise)
-      work_of = w.owner;
-    uint64_t since = d->now > t->since ? d->now - t->since : 0;
-    if (d->json) {
-      addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
-           (unsigned long long)since);
-      add_cstr(d, w.kind);
-      add(d, ",\"target\":", 10);
-      add_cstr(d, w.target);
-      if (w.left_ms >= 0)
-        addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
-      add(d, "}", 1);
-      whole(d);
-      if (t->await_file != NULL) {
-        add(d, ",\"await\":", 9);
-        add_site(d, t->await_file, t->await_line);
-        whole(d);
-      }
-    } else {
-      addf(d, ", waiting %llu ms", (unsigned long long)since);
-      if (t->await_file != NULL) {
-        add(d, " at ", 4);
-        add_site(d, t->await_file, t->await_line);
-      }
-      add(d, " for ", 5);
-      add_cstr(d, w.kind);
-      if (w.target[0] != '\0') {
-        add(d, " ", 1);
-        add_cstr(d, w.target);
-      }
-      if (w.left_ms >= 0)
-        addf(d, " (%lld ms left)", (long long)w.left_ms);
-    }
-  } else {
+}
+
+/* What t waits for and since when (or its state); returns the group an
+ * operation works for, when t is that operation. */
+static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
+  if (t->waits == NULL) {
     add_key(d, "state", ", ");
     add_cstr(d, t->state);
     whole(d);
+    return NULL;
   }
+  uvp__what_t w;
+  what_of(d, t->waits, &w);
+  uint64_t since = d->now > t->since ? d->now - t->since : 0;
+  if (d->json) {
+    addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
+         (unsigned long long)since);
+    add_cstr(d, w.kind);
+    add(d, ",\"target\":", 10);
+    add_cstr(d, w.target);
+    if (w.left_ms >= 0)
+      addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
+    add(d, "}", 1);
+    whole(d);
+    if (t->await_file != NULL) {
+      add(d, ",\"await\":", 9);
+      add_site(d, t->await_file, t->await_line);
+      whole(d);
+    }
+  } else {
+    addf(d, ", waiting %llu ms", (unsigned long long)since);
+    if (t->await_file != NULL) {
+      add(d, " at ", 4);
+      add_site(d, t->await_file, t->await_line);
+    }
+    add(d, " for ", 5);
+    add_cstr(d, w.kind);
+    if (w.target[0] != '\0') {
+      add(d, " ", 1);
+      add_cstr(d, w.target);
+    }
+    if (w.left_ms >= 0)
+      addf(d, " (%lld ms left)", (long long)w.left_ms);
+  }
+  return t->waits == t->promise ? w.owner : NULL;
+}
+
+/* Group g and its parents; returns the scope to show (t's, or, for a
+ * member, the group's). */
+static const uvp__scope_t *render_groups(uvp__dump_t *d, const uvp__owner_t *g,
+                                         const uvp__scope_t *scope) {
+  if (g == NULL || g->ops->describe == NULL)
+    return scope;
+  add_key(d, "groups", "; in ");
+  if (d->json)
+    add(d, "[", 1);
+  for (int depth = 0; g != NULL && depth < 8; depth++) {
+    char buf[320];
+    const uvp__scope_t *gs = NULL;
+    const uvp__owner_t *up = g->ops->describe(g, buf, sizeof(buf), &gs);
+    if (scope == NULL)
+      scope = gs; /* a member's: the group's */
+    if (depth > 0)
+      add(d, d->json ? "," : " < ", d->json ? 1 : 3);
+    add_cstr(d, buf);
+    g = up;
+  }
+  if (d->json)
+    add(d, "]", 1);
+  whole(d);
+  return scope;
+}
+
+static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
+  d->len = 0;
+  d->cut = false;
+  render_head(d, t, age);
+  const uvp__owner_t *work_of = render_wait(d, t);
   /* Cancelled while it still runs (a fiber cleaning up): who cut it. */
   const uvp__cause_t *cause = uvp__cause_of(t->promise);
   if (cause != NULL) {
@@ -497,32 +531,11 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
     add_cstr(d, why);
     whole(d);
   }
-  /* Its group and the group's parents. */
-  const uvp__scope_t *scope = t->scope;
   /* A member: its group; else an operation: the group it works for. */
   const uvp__owner_t *g =
       t->scope != NULL ? t->scope->owner : group_of(t->promise);
-  if (g == NULL)
-    g = work_of;
-  if (g != NULL && g->ops->describe != NULL) {
-    add_key(d, "groups", "; in ");
-    if (d->json)
-      add(d, "[", 1);
-    for (int depth = 0; g != NULL && depth < 8; depth++) {
-      char buf[320];
-      const uvp__scope_t *gs = NULL;
-      const uvp__owner_t *up = g->ops->describe(g, buf, sizeof(buf), &gs);
-      if (scope == NULL)
-        scope = gs; /* a member's: the group's */
-      if (depth > 0)
-        add(d, d->json ? "," : " < ", d->json ? 1 : 3);
-      add_cstr(d, buf);
-      g = up;
-    }
-    if (d->json)
-      add(d, "]", 1);
-    whole(d);
-  }
+  const uvp__scope_t *scope =
+      render_groups(d, g != NULL ? g : work_of, t->scope);
   int64_t left = uvp__deadline_left_in(scope);
   if (left >= 0) {
     if (d->json)

@@ -177,9 +177,9 @@ static void compact_park(fiber_t *f);
 /* With the stall detector on, f's slice begins (stall.h): clock false
  * when the drain has just begun timing the wake that runs it. */
 static UVP__NOINLINE void stall_slice(fiber_t *f, bool clock) {
-  uvp__slice_t s = {UVP_STALL_FIBER, 0,       f->trace,      f->file,
-                    f->line,         f->await_file, f->await_line, f->name,
-                    f->scope,        NULL};
+  uvp__slice_t s = {
+      UVP_STALL_FIBER, 0,       f->trace, f->file, f->line, f->await_file,
+      f->await_line,   f->name, f->scope, NULL};
   uvp__stall_mark(f->st->ctx, &s, clock);
 }
 
@@ -485,11 +485,65 @@ static bool fiber_scope(uvp_ctx_t *ctx, const uvp_fiber_opts_t *opts,
   *out = uvp__scope_capture(ctx);
   if (opts == NULL || opts->deadline_ms == 0)
     return true;
-  uvp__scope_t *s =
-      uvp__scope_within(ctx, *out, opts->deadline_ms, file, line);
+  uvp__scope_t *s = uvp__scope_within(ctx, *out, opts->deadline_ms, file, line);
   uvp__scope_unref(*out);
   *out = s;
   return s != NULL;
+}
+
+/* A fiber's record and stack: compact (the context's way, and no stack
+ * size asked for), else a stack of its own with the record at its top.
+ * *top is that record's address (0: compact). */
+static int fiber_alloc(fiber_state_t *st, size_t size, const char *file,
+                       int line, fiber_t **out, uintptr_t *top) {
+  *top = 0;
+  if (UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0)
+    return compact_new(st, out);
+  uvp__stack_t *stack;
+  int rc = uvp__stack_get(&st->stacks, size, &stack);
+  if (rc != 0)
+    return rc;
+  /* The fiber's record at the top of its stack, 16-byte aligned below. */
+  *top =
+      ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) & ~(uintptr_t)15;
+  fiber_t *f = (fiber_t *)*top;
+  memset(f, 0, sizeof(*f));
+  f->stack = stack;
+  stack->file = file; /* the overflow reports name the fiber so */
+  stack->line = line;
+  *out = f;
+  return 0;
+}
+
+/* The stack size asked for, with room for the fiber's record, saturating:
+ * a size near SIZE_MAX must fail to map (UV_ENOMEM), not wrap round to a
+ * tiny stack.  0: the default. */
+static size_t fiber_stack_size(const uvp_fiber_opts_t *opts) {
+  size_t size = opts != NULL ? opts->stack_size : 0;
+  if (size == 0)
+    return 0;
+  if (size < MIN_STACK)
+    size = MIN_STACK;
+  return size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
+}
+
+/* Its context of execution: a compact one's is made as it first runs,
+ * except where nothing is copied (a stack of its own, then). */
+static void fiber_context(fiber_t *f, uintptr_t top) {
+  uvp__stack_t *stack = f->stack;
+  if (!f->compact) {
+    uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
+                    f);
+    uvp__fiber_watch(&f->fctx, stack);
+    return;
+  }
+#if !defined(UVP__FIBER_CAN_COPY)
+  char *ctop = compact_top(f);
+  uvp__fiber_init(&f->fctx, stack->base, (size_t)(ctop - stack->base), entry,
+                  f);
+  uvp__fiber_watch(&f->fctx, stack);
+  f->started = true;
+#endif
 }
 
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
@@ -504,52 +558,23 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   uvp__scope_t *scope;
   if (!fiber_scope(ctx, opts, &scope, file, line))
     return UV_ENOMEM;
-  size_t size = opts != NULL ? opts->stack_size : 0;
-  /* And room for the fiber's record, saturating: a size near SIZE_MAX
-   * must fail to map (UV_ENOMEM), not wrap round to a tiny stack. */
-  if (size != 0) {
-    if (size < MIN_STACK)
-      size = MIN_STACK;
-    size =
-        size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
-  }
-  uvp__stack_t *stack;
   fiber_t *f;
-  uintptr_t top = 0;
-  /* A stack size of its own: a stack of its own, whatever the mode. */
-  bool compact = UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0;
-  if (compact) {
-    rc = compact_new(st, &f);
-    if (rc != 0) {
-      uvp__scope_unref(scope);
-      return rc;
-    }
-    stack = f->stack;
-  } else {
-    rc = uvp__stack_get(&st->stacks, size, &stack);
-    if (rc != 0) {
-      uvp__scope_unref(scope);
-      return rc;
-    }
-    /* The fiber's record at the top of its stack, 16-byte aligned below. */
-    top = ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) &
-          ~(uintptr_t)15;
-    f = (fiber_t *)top;
-    memset(f, 0, sizeof(*f));
-    stack->file = file; /* the overflow reports name the fiber so */
-    stack->line = line;
+  uintptr_t top;
+  rc = fiber_alloc(st, fiber_stack_size(opts), file, line, &f, &top);
+  if (rc != 0) {
+    uvp__scope_unref(scope);
+    return rc;
   }
   f->st = st;
   f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
   if (f->p == NULL) {
-    if (compact)
+    if (f->compact)
       compact_free(f);
     else
-      uvp__stack_put(&st->stacks, stack);
+      uvp__stack_put(&st->stacks, f->stack);
     uvp__scope_unref(scope);
     return UV_ENOMEM;
   }
-  f->stack = stack;
   f->fn = fn;
   f->arg = arg;
   f->arg_free = opts != NULL ? opts->arg_free : NULL;
@@ -561,20 +586,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER,
                                     uvp__head(ctx)->trace);
   f->trace = f->p->trace;
-  if (!compact) { /* a compact one's context is made as it first runs */
-    uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
-                    f);
-    uvp__fiber_watch(&f->fctx, stack);
-  }
-#if !defined(UVP__FIBER_CAN_COPY)
-  else { /* ... except where nothing is copied: a stack of its own */
-    char *ctop = compact_top(f);
-    uvp__fiber_init(&f->fctx, stack->base, (size_t)(ctop - stack->base), entry,
-                    f);
-    uvp__fiber_watch(&f->fctx, stack);
-    f->started = true;
-  }
-#endif
+  fiber_context(f, top);
   f->next = st->all;
   if (st->all != NULL)
     st->all->prev = f;

@@ -385,8 +385,9 @@ void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
 static void async_cb(uv_async_t *h) {
   uvp_ctx_t *ctx = h->data;
   if (UVP__UNLIKELY(ctx->h.stall)) {
-    uvp__slice_t s = {UVP_STALL_UVP, 0, 0, NULL, 0, NULL, 0, NULL, NULL,
-                      "async (messages from other threads)"};
+    uvp__slice_t s = {
+        UVP_STALL_UVP, 0, 0,    NULL, 0,
+        NULL,          0, NULL, NULL, "async (messages from other threads)"};
     uvp__stall_mark(ctx, &s, true);
   }
   read_mail(ctx);
@@ -707,31 +708,11 @@ static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   return closed;
 }
 
-static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
-                     void *closed_arg) {
-  /* A second close may come once the context is freed: look it up first,
-   * without reading it. */
-  if (ctx != NULL && !uvp__registry_has(ctx))
-    return UVP_ECLOSED;
-  int rc = uvp__ctx_check(ctx);
-  if (rc == 0)
-    rc = uvp__close_refused;
-  if (rc != 0)
-    return rc;
-  /* The context's handles, and the stall detector's once it was on. */
-  uv_handle_t *hs[4] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
-                        (uv_handle_t *)&ctx->async, uvp__stall_handle(ctx)};
-  int nh = hs[3] != NULL ? 4 : 3;
-  int by_host = count_closed_by_host(ctx, hs, nh);
-  if (by_host < 0)
-    return by_host;
-  /* Nothing below can bring loop_work to 0 before the end of this call:
-   * the three handles count until their close callbacks (or the
-   * subtraction at the end for those the host closed). */
-  ctx->closed_cb = closed_cb;
-  ctx->closed_arg = closed_arg;
-  /* Held across the whole sweep: from `closed` on, other threads change
-   * references only under this lock. */
+/* The teardown under the lock (held across the whole sweep: from `closed`
+ * on, other threads change references only under it): every promise
+ * rejected and its hook run, what that queues dropped, the handles
+ * closing. */
+static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   uvp__lock(ctx);
   ctx->h.closed = true;
   ctx->h.guarded = true;
@@ -766,6 +747,50 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
     if (!uv_is_closing(hs[i]))
       uv_close(hs[i], handle_closed);
   uvp__unlock(ctx);
+}
+
+/* The host closed some of the handles itself (by_host of them): their
+ * count goes now, last, since the context may be freed with it. */
+static void closed_by_host(uvp_ctx_t *ctx, int by_host) {
+  uvp__lock(ctx);
+  ctx->loop_work -= (size_t)by_host;
+  if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
+    /* Nothing of uvp's is left in the loop to call the callback from,
+     * and it never runs inside this call: the idle handle (its close
+     * has completed, so its memory is ours again) is opened and closed
+     * at once, and its close callback calls it. */
+    uv_idle_init(ctx->h.loop, &ctx->idle);
+    ctx->idle.data = ctx;
+    ctx->loop_work++;
+    uv_close((uv_handle_t *)&ctx->idle, handle_closed);
+  }
+  uvp__unlock(ctx);
+}
+
+static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
+                     void *closed_arg) {
+  /* A second close may come once the context is freed: look it up first,
+   * without reading it. */
+  if (ctx != NULL && !uvp__registry_has(ctx))
+    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0)
+    rc = uvp__close_refused;
+  if (rc != 0)
+    return rc;
+  /* The context's handles, and the stall detector's once it was on. */
+  uv_handle_t *hs[4] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
+                        (uv_handle_t *)&ctx->async, uvp__stall_handle(ctx)};
+  int nh = hs[3] != NULL ? 4 : 3;
+  int by_host = count_closed_by_host(ctx, hs, nh);
+  if (by_host < 0)
+    return by_host;
+  /* Nothing below can bring loop_work to 0 before the end of this call:
+   * the three handles count until their close callbacks (or the
+   * subtraction at the end for those the host closed). */
+  ctx->closed_cb = closed_cb;
+  ctx->closed_arg = closed_arg;
+  sweep_closed(ctx, hs, nh);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,
    * another owner of a lock it would find held.  The handles are closing:
@@ -777,21 +802,8 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   uvp__scope_unref(ctx->h.scope);
   ctx->h.scope = NULL;
   drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
-  if (by_host != 0) { /* last: with them the context may be freed now */
-    uvp__lock(ctx);
-    ctx->loop_work -= (size_t)by_host;
-    if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
-      /* Nothing of uvp's is left in the loop to call the callback from,
-       * and it never runs inside this call: the idle handle (its close
-       * has completed, so its memory is ours again) is opened and closed
-       * at once, and its close callback calls it. */
-      uv_idle_init(ctx->h.loop, &ctx->idle);
-      ctx->idle.data = ctx;
-      ctx->loop_work++;
-      uv_close((uv_handle_t *)&ctx->idle, handle_closed);
-    }
-    uvp__unlock(ctx);
-  }
+  if (by_host != 0) /* last: with them the context may be freed now */
+    closed_by_host(ctx, by_host);
   return 0;
 }
 

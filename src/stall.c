@@ -86,8 +86,7 @@ static const char *const phase_text[UVP__PH_COUNT + 1] = {
 #define PH_IO UVP__PH_COUNT /* reported only, never published */
 
 static stall_state_t *state_of(const uvp_ctx_t *ctx) {
-  uvp__ext_t *e = uvp__head(ctx)->ext[UVP__EXT_STALL];
-  return e != NULL ? UVP__CONTAINER_OF(e, stall_state_t, ext) : NULL;
+  return UVP__EXT_OF(ctx, UVP__EXT_STALL, stall_state_t);
 }
 
 static inline void add_relaxed(_Atomic uint64_t *a, uint64_t n) {
@@ -110,10 +109,10 @@ static void describe(char *buf, size_t cap, int kind, int phase, uint16_t site,
              sf != NULL ? sf : "?", sl);
     break;
   case UVP_STALL_FIBER: {
-    int n = snprintf(buf, cap, "fiber %s%s%sspawned at %s:%d",
-                     name != NULL ? "\"" : "", name != NULL ? name : "",
-                     name != NULL ? "\" " : "", file != NULL ? file : "?",
-                     line);
+    int n =
+        snprintf(buf, cap, "fiber %s%s%sspawned at %s:%d",
+                 name != NULL ? "\"" : "", name != NULL ? name : "",
+                 name != NULL ? "\" " : "", file != NULL ? file : "?", line);
     if (await_file != NULL && n > 0 && (size_t)n < cap)
       snprintf(buf + n, cap - (size_t)n, ", resumed from the await at %s:%d",
                await_file, await_line);
@@ -136,11 +135,11 @@ static void add_trace(char *buf, size_t cap, size_t *len, uint16_t trace) {
   for (size_t i = 0; i < n && i < 8 && *len < cap; i++) {
     bool named = strcmp(f[i].what, "name") == 0 && i + 1 < n && i + 1 < 8;
     const char *name = named ? f[i++].file : NULL;
-    int k = snprintf(buf + *len, cap - *len, "%s%s%s%s%s at %s:%d",
-                     i == 0 || (named && i == 1) ? "; trace: " : " <- ",
-                     f[i].what, named ? " \"" : "", named ? name : "",
-                     named ? "\"" : "", f[i].file != NULL ? f[i].file : "?",
-                     f[i].line);
+    int k =
+        snprintf(buf + *len, cap - *len, "%s%s%s%s%s at %s:%d",
+                 i == 0 || (named && i == 1) ? "; trace: " : " <- ", f[i].what,
+                 named ? " \"" : "", named ? name : "", named ? "\"" : "",
+                 f[i].file != NULL ? f[i].file : "?", f[i].line);
     if (k > 0)
       *len += (size_t)k;
   }
@@ -205,9 +204,15 @@ static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
     add_trace(text, TEXT_MAX, &len, c->trace);
     len += uvp__slots_text(st->ctx, c->scope, text + len, TEXT_MAX - len);
   }
-  uvp_stall_t rec = {c->kind, 0, ms, c->file, c->line, c->await_file,
-                     c->await_line, c->name,
-                     c->kind == UVP_STALL_UVP ? c->what
+  uvp_stall_t rec = {c->kind,
+                     0,
+                     ms,
+                     c->file,
+                     c->line,
+                     c->await_file,
+                     c->await_line,
+                     c->name,
+                     c->kind == UVP_STALL_UVP       ? c->what
                      : c->kind == UVP_STALL_OUTSIDE ? phase_text[phase]
                                                     : NULL,
                      NULL};
@@ -322,19 +327,19 @@ void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
 }
 
 void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
-  const uvp_promise_t *p =
-      uvp__rkind(r) == UVP__RK_CELL
-          ? ((const uvp__cell_t *)(const void *)r)->source
-          : (const uvp_promise_t *)uvp__rtarget(r);
-  uvp__slice_t s = {UVP_STALL_HANDLER, p->site, p->trace, NULL, 0, NULL, 0,
-                    NULL, uvp__reaction_scope(r), NULL};
+  const uvp_promise_t *p = uvp__rkind(r) == UVP__RK_CELL
+                               ? ((const uvp__cell_t *)(const void *)r)->source
+                               : (const uvp_promise_t *)uvp__rtarget(r);
+  uvp__slice_t s = {
+      UVP_STALL_HANDLER,      p->site, p->trace, NULL, 0, NULL, 0, NULL,
+      uvp__reaction_scope(r), NULL};
   mark(state_of(ctx), &s, true);
 }
 
 /* Outside uvp from `now`, in phase ph. */
 static void begin_outside(stall_state_t *st, uint64_t now, int ph) {
-  uvp__slice_t s = {UVP_STALL_OUTSIDE, 0, 0, NULL, 0, NULL, 0, NULL, NULL,
-                    NULL};
+  uvp__slice_t s = {
+      UVP_STALL_OUTSIDE, 0, 0, NULL, 0, NULL, 0, NULL, NULL, NULL};
   take(st, &s);
   st->phase = ph;
   st->start = now;
@@ -364,8 +369,7 @@ void uvp__stall_check(uvp_ctx_t *ctx) {
       ph = PH_IO;
   }
   end_slice(st, now, ph);
-  uvp__slice_t s = {UVP_STALL_UVP, 0, 0, NULL, 0, NULL, 0, NULL, NULL,
-                    "check"};
+  uvp__slice_t s = {UVP_STALL_UVP, 0, 0, NULL, 0, NULL, 0, NULL, NULL, "check"};
   take(st, &s);
   st->start = now;
   publish(st, &s);
@@ -379,8 +383,8 @@ static void prepare_cb(uv_prepare_t *h) {
 
 /* One look at the loop thread: reports a slice past the threshold that it
  * has not reported yet (*seen: the sequence of the last one reported). */
-static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb,
-                 void *arg, unsigned *seen) {
+static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
+                 unsigned *seen) {
   pub_t *p = &st->pub;
   unsigned s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
   if ((s1 & 1u) != 0 || s1 == *seen)
@@ -414,7 +418,14 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb,
   size_t len = k > 0 ? ((size_t)k < TEXT_MAX ? (size_t)k : TEXT_MAX - 1) : 0;
   if (kind != UVP_STALL_OUTSIDE)
     add_trace(text, TEXT_MAX, &len, (uint16_t)trace);
-  uvp_stall_t rec = {kind, 1, ms, file, line, af, al, NULL,
+  uvp_stall_t rec = {kind,
+                     1,
+                     ms,
+                     file,
+                     line,
+                     af,
+                     al,
+                     NULL,
                      kind == UVP_STALL_UVP       ? what
                      : kind == UVP_STALL_OUTSIDE ? phase_text[phase]
                                                  : NULL,
@@ -482,24 +493,21 @@ static void stall_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
 }
 
 static stall_state_t *state_new(uvp_ctx_t *ctx) {
-  stall_state_t *st = uvp__calloc(1, sizeof(*st));
+  static const uvp__ext_t hooks = {
+      .close = stall_close, .destroy = stall_destroy, .stats = stall_stats};
+  stall_state_t *st = UVP__EXT_MAKE(ctx, UVP__EXT_STALL, stall_state_t, &hooks);
   if (st == NULL)
     return NULL;
-  if (uv_mutex_init(&st->wmu) != 0) {
-    uvp__free(st);
-    return NULL;
-  }
-  if (uv_cond_init(&st->wcv) != 0) {
-    uv_mutex_destroy(&st->wmu);
+  bool mu = uv_mutex_init(&st->wmu) == 0;
+  if (!mu || uv_cond_init(&st->wcv) != 0) {
+    if (mu)
+      uv_mutex_destroy(&st->wmu);
+    uvp__head(ctx)->ext[UVP__EXT_STALL] = NULL; /* as if never made */
     uvp__free(st);
     return NULL;
   }
   st->ctx = ctx;
-  st->ext.close = stall_close;
-  st->ext.destroy = stall_destroy;
-  st->ext.stats = stall_stats;
   st->cur.kind = UVP_STALL_OUTSIDE;
-  uvp__head(ctx)->ext[UVP__EXT_STALL] = &st->ext;
   return st;
 }
 
@@ -511,7 +519,7 @@ static void open_prepare(stall_state_t *st) {
   uv_prepare_init(uvp__loop(st->ctx), &st->prepare);
   st->prepare.data = st->ctx; /* uvp_ctx_close's handle_closed reads it */
   uv_unref((uv_handle_t *)&st->prepare);
-  uvp__loop_work_begin(st->ctx);
+  uvp__loop_handle_begin(st->ctx);
   st->prepare_open = true;
 }
 

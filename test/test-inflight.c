@@ -306,6 +306,26 @@ static void test_clock_not_held_by_idle_work(void **state) {
   run_paced(*state, &idle_class, UV_ETIMEDOUT);
 }
 
+/* uvp's own handles (the context's, the virtual clock's, the stall
+ * detector's) are no work: the count is 0 with all of them open. */
+static void test_count_is_work_only(void **state) {
+  fixture_t *f = *state;
+  static job_t j;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 1000, NULL, NULL), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+  assert_int_equal(job_start(f->ctx, &j, 10, &p), 0);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 1);
+  run_until_settled(f, p);
+  run_loop(f);
+  assert_int_equal(j.ended, 1);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  uvp_promise_release(p);
+}
+
 /* ---- errors -------------------------------------------------------------- */
 
 static void no_hook(uvp_promise_t *p, void *arg) {
@@ -393,6 +413,7 @@ int main(void) {
                         fixture_teardown),
       FIXTURE_TEST_WITH(test_clock_not_held_by_idle_work, auto_quiet_setup,
                         fixture_teardown),
+      FIXTURE_TEST_WITH(test_count_is_work_only, auto_setup, fixture_teardown),
       QUIET_TEST(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
