@@ -5,13 +5,26 @@
  * the program drains after each wave (where core-waves runs the loop): the
  * callback's return value resolves the derived promise.  Promises come
  * from a free list (default) or from malloc (--malloc).
- * Usage: core-waves-floor [N] [--wave=W] [--rounds=R] [--malloc]
- *   as core-waves; prints the same fields (impl=floor or floor-malloc). */
+ * Built twice: core-waves-floor, where the compiler inlines the promise's
+ * five functions into the program's loops, and core-waves-floor-api
+ * (FLOOR_API defined), where each is a call, as a library's functions are
+ * to the program that calls them: the floor for a promise behind an API.
+ * Usage: core-waves-floor[-api] [N] [--wave=W] [--rounds=R] [--malloc]
+ *   as core-waves; prints the same fields (impl=floor or floor-malloc, or
+ *   api-floor and api-floor-malloc). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core-common.h"
+
+#ifdef FLOOR_API
+#define FLOOR_FN __attribute__((noinline)) static
+#define FLOOR_IMPL "api-floor"
+#else
+#define FLOOR_FN static
+#define FLOOR_IMPL "floor"
+#endif
 
 typedef uintptr_t (*fp_cb)(void *arg, uintptr_t value);
 typedef struct fp_s fp_t;
@@ -30,7 +43,7 @@ static int use_malloc;
 static fp_t *free_list;
 static fp_t *head, *tail; /* resolved promises whose callback is due */
 
-static fp_t *fp_alloc(void) {
+FLOOR_FN fp_t *fp_alloc(void) {
   fp_t *p;
   if (!use_malloc && free_list != NULL) {
     p = free_list;
@@ -46,7 +59,7 @@ static fp_t *fp_alloc(void) {
   return p;
 }
 
-static void fp_unref(fp_t *p) {
+FLOOR_FN void fp_unref(fp_t *p) {
   while (p != NULL && --p->refs == 0) {
     fp_t *d = p->derived;
     if (use_malloc) {
@@ -61,7 +74,7 @@ static void fp_unref(fp_t *p) {
 
 /* One callback per promise; returns the derived promise (the caller's
  * reference), or NULL. */
-static fp_t *fp_then(fp_t *p, fp_cb cb, void *arg) {
+FLOOR_FN fp_t *fp_then(fp_t *p, fp_cb cb, void *arg) {
   fp_t *d;
   if (p->cb != NULL || (d = fp_alloc()) == NULL)
     return NULL;
@@ -72,7 +85,7 @@ static fp_t *fp_then(fp_t *p, fp_cb cb, void *arg) {
   return d;
 }
 
-static void fp_resolve(fp_t *p, uintptr_t value) {
+FLOOR_FN void fp_resolve(fp_t *p, uintptr_t value) {
   if (p->state != FP_PENDING)
     return;
   p->state = FP_FULFILLED;
@@ -88,7 +101,7 @@ static void fp_resolve(fp_t *p, uintptr_t value) {
   tail = p;
 }
 
-static void fp_drain(void) {
+FLOOR_FN void fp_drain(void) {
   while (head != NULL) {
     fp_t *p = head, *d = p->derived;
     head = p->next;
@@ -178,7 +191,7 @@ int main(int argc, char **argv) {
    * glibc consolidate its fast bins, a count of instructions that moves by
    * tens of thousands from run to run (bench/ab-instr). */
   printf("name=waves impl=%s n=%u wave=%u ok=%d",
-         use_malloc ? "floor-malloc" : "floor", w.n, w.wave, ok);
+         use_malloc ? FLOOR_IMPL "-malloc" : FLOOR_IMPL, w.n, w.wave, ok);
   bench_print_rounds(ns, rounds, w.n, cold_rss_kb);
   return ok ? 0 : 1;
 }

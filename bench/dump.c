@@ -6,12 +6,14 @@
  *           program settles, with a handler; uvp_delay promises with a
  *           handler; members of one group (promises the program settles);
  *   delays  N uvp_delay promises with a handler each (the figure the
- *           issue started from: uvp_ctx_dump_pending's over a million).
+ *           issue started from: the pending listing's over a million).
  *
- * For each mode (summary; full text; full JSON lines; and the older
- * uvp_ctx_dump_pending) the output goes to /dev/null through a FILE * (as
- * a program would write it), and the line prints the median, min and max
- * of the rounds in ms, with the full modes' rate in tasks and MB a second.
+ * For each mode (summary; full text; full JSON lines; and the listing of
+ * every pending promise, UVP_DUMP_PROMISES) the output goes to /dev/null
+ * through a FILE * (as a program would write it), and the line prints the
+ * median, min and max of the rounds in ms, with the full modes' rate in
+ * tasks and MB a second.
+ *
  * Usage: dump [mixed|delays] [N] [R]   (defaults mixed, 1000000, 5) */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +52,7 @@ static int count_bytes(void *arg, const char *text, size_t len) {
 
 typedef struct mode_s {
   const char *name;
-  int flags; /* -1: uvp_ctx_dump_pending */
+  int flags;
 } mode_t_;
 
 int main(int argc, char **argv) {
@@ -111,7 +113,7 @@ int main(int argc, char **argv) {
   static const mode_t_ modes[] = {{"summary", UVP_DUMP_SUMMARY},
                                   {"full text", 0},
                                   {"full JSON", UVP_DUMP_JSON},
-                                  {"dump_pending", -1}};
+                                  {"promises", UVP_DUMP_PROMISES}};
   printf("dump %s: %u tasks (set up in %.0f ms), %d rounds each\n",
          delays ? "delays" : "mixed", n, setup_ms, rounds);
   for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
@@ -119,13 +121,11 @@ int main(int argc, char **argv) {
     int tasks = 0;
     for (int r = 0; r < rounds; r++) {
       bytes = 0;
-      uvp_dump_opts_t o = {modes[m].flags < 0 ? 0 : modes[m].flags, null, NULL,
-                           NULL, 0};
+      uvp_dump_opts_t o = {modes[m].flags, null, NULL, NULL, 0};
       if (modes[m].flags == 0 || modes[m].flags == UVP_DUMP_JSON)
         o.write = count_bytes;
       uint64_t s = uv_hrtime();
-      tasks = modes[m].flags < 0 ? uvp_ctx_dump_pending(ctx, null)
-                                 : uvp_ctx_dump_tasks(ctx, &o);
+      tasks = uvp_ctx_dump_tasks(ctx, &o);
       ms[r] = (double)(uv_hrtime() - s) / 1e6;
       if (tasks < 0) {
         fprintf(stderr, "dump: %s: %s\n", modes[m].name, uvp_strerror(tasks));

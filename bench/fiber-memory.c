@@ -2,9 +2,15 @@
  * size, each suspended DEPTH calls deep with LOCALS bytes of locals per
  * call (a handler walking a parser, say), all awaiting one pending promise.
  * Reports the growth of the resident set over the N fibers, per fiber
- * (stack pages, the fiber's record and its promise), and the resident
- * bytes of one fiber's stack mapping (mincore).
- * Usage: fiber-memory [N] [DEPTH]   (defaults 10000 and 8; LOCALS is 320) */
+ * (stack pages, the fiber's record and its promise, the pool's byte for
+ * its slot), the resident bytes of one fiber's own stack (mincore over the
+ * 256 KiB below its frames and the page above them: the stack's slot, not
+ * its neighbours'), and the length of the mapping that holds that stack
+ * (with the kernel's guard markers, a chunk of several stacks: one mapping
+ * for them all, so its resident bytes are not one stack's).
+ * Usage: fiber-memory [N] [DEPTH]   (defaults 10000 and 8; LOCALS is 320)
+ * e.g. `build-bench/bench/fiber-memory 10000 8` (issue 57: at most 4 164
+ * bytes a fiber, one resident page a stack; docs/internals.md 13.8). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,25 +26,34 @@ static uvp_promise_t *gate;
 static size_t depth, suspended, bad;
 static void *first_frame;
 
-/* Resident bytes of the mapping holding addr (/proc/self/maps, mincore). */
-static size_t resident_mapping(const void *addr, size_t *len) {
+/* The length of the mapping holding addr (/proc/self/maps). */
+static size_t mapping_len(const void *addr) {
   FILE *f = fopen("/proc/self/maps", "r");
   unsigned long lo, hi;
-  size_t page = (size_t)sysconf(_SC_PAGESIZE), r = 0;
+  size_t len = 0;
   if (f == NULL)
     exit(1);
-  while (fscanf(f, "%lx-%lx%*[^\n]", &lo, &hi) == 2) {
-    if ((uintptr_t)addr < lo || (uintptr_t)addr >= hi)
-      continue;
-    long pages = bench_resident_pages((void *)lo, hi - lo);
-    if (pages < 0)
-      exit(1);
-    r = (size_t)pages;
-    *len = hi - lo;
-    break;
-  }
+  while (fscanf(f, "%lx-%lx%*[^\n]", &lo, &hi) == 2)
+    if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
+      len = hi - lo;
+      break;
+    }
   fclose(f);
-  return r * page;
+  return len;
+}
+
+/* Resident bytes of the stack whose deepest recorded frame is at addr: the
+ * 256 KiB below the page above addr's (the fiber's frames reach at most a
+ * page above addr at this depth; above its stack's top is the next slot's
+ * guard page, below its base its own). */
+static size_t resident_stack(const void *addr) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  uintptr_t hi = ((uintptr_t)addr & ~(uintptr_t)(page - 1)) + 2 * page;
+  size_t len = 256u * 1024u;
+  long pages = bench_resident_pages((void *)(hi - len), len);
+  if (pages < 0)
+    exit(1);
+  return (size_t)pages * page;
 }
 
 static __attribute__((noinline)) int descend(size_t level) {
@@ -84,7 +99,8 @@ int main(int argc, char **argv) {
       return 1;
   uv_run(&loop, UV_RUN_DEFAULT); /* until every fiber is suspended */
   long long rss1 = bench_rss_bytes();
-  size_t map_len = 0, stack_res = resident_mapping(first_frame, &map_len);
+  size_t map_len = mapping_len(first_frame);
+  size_t stack_res = resident_stack(first_frame);
   if (rss0 < 0 || rss1 < 0)
     return 1;
   uvp_ctx_stats_t s;

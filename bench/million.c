@@ -6,16 +6,26 @@
  *   compact  the same with the context in the compact fiber mode
  *            (uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_COMPACT));
  *   promise  N uvp_delay(MS) promises, each with a handler (the task's
- *            continuation) whose promise is the task's, joined likewise.
+ *            continuation) whose promise is the task's, joined likewise;
+ *   delay    N uvp_delay(MS) promises, the tasks themselves (the
+ *            million-delays run: what a timer costs, issue 57), joined
+ *            likewise.
  *
  * bench/million.js is the same in Node.  Prints one line: the resident set
  * before the tasks (after one task of the kind ran, so that the context's
  * first slabs and stacks exist), the peak (VmHWM) at the end, their
- * difference per task, VmPTE and the resident set once every task waits,
- * the time to start them all (until every one waits) and the whole run's.
+ * difference per task, VmPTE and the resident set once every task waits
+ * and its growth per task (waiting_bytes_per_task: the tasks alone,
+ * without the join's share),
+ * the time to start them all (until every one waits), the whole run's,
+ * and how late the run ended: its end less MS after the last task began
+ * to wait (late_ms: firing the timers, resuming and ending the tasks, the
+ * join, giving stacks back).
  * The guard of the fibers' stacks is the process's (UVP_FIBER_GUARD=
  * fallback forces the fallback).
- * Usage: million fiber|compact|promise [N] [MS]   (defaults 1000000, 10000) */
+ * Usage: million fiber|compact|promise|delay [N] [MS]
+ *   (defaults 1000000, 10000), e.g. `build-bench/bench/million delay
+ *   1000000 2000` for the million-delays figure (docs/internals.md 13.10). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +79,8 @@ static uvp_ret_t continuation(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_pass();
 }
 
+static int delays; /* kind delay */
+
 static int start(int fibers, uvp_promise_t **out) {
   if (fibers)
     return uvp_fiber_spawn(ctx, task, NULL, NULL, out);
@@ -76,6 +88,12 @@ static int start(int fibers, uvp_promise_t **out) {
   int rc = uvp_delay(ctx, ms, NULL, NULL, 0, &d);
   if (rc != 0)
     return rc;
+  if (delays) {
+    *out = d;
+    waiting++;
+    done++; /* the join being fulfilled says that it settled */
+    return 0;
+  }
   rc = uvp_promise_then(d, continuation, NULL, out);
   uvp_promise_release(d);
   waiting += rc == 0;
@@ -86,12 +104,14 @@ int main(int argc, char **argv) {
   const char *kind = argc > 1 ? argv[1] : "fiber";
   size_t n = argc > 2 ? strtoul(argv[2], NULL, 10) : 1000000;
   ms = argc > 3 ? strtoull(argv[3], NULL, 10) : 10000;
-  int fibers = strcmp(kind, "promise") != 0;
+  delays = strcmp(kind, "delay") == 0;
+  int fibers = strcmp(kind, "promise") != 0 && !delays;
   uv_loop_t loop;
   uvp_promise_t *warm, *all;
   if (n == 0 ||
       (fibers && strcmp(kind, "fiber") != 0 && strcmp(kind, "compact") != 0)) {
-    fprintf(stderr, "usage: %s fiber|compact|promise [N] [MS]\n", argv[0]);
+    fprintf(stderr, "usage: %s fiber|compact|promise|delay [N] [MS]\n",
+            argv[0]);
     return 2;
   }
   uv_loop_init(&loop);
@@ -139,11 +159,13 @@ int main(int argc, char **argv) {
   uvp_promise_release(all);
   long hwm = status_kb("VmHWM");
   printf("uvp million kind=%s n=%zu ms=%llu ok=%d rss0_kb=%ld peak_kb=%ld "
-         "bytes_per_task=%.0f waiting_rss_kb=%ld pte_kb=%ld start_ms=%.0f "
-         "wall_ms=%.0f\n",
+         "bytes_per_task=%.0f waiting_rss_kb=%ld waiting_bytes_per_task=%.0f "
+         "pte_kb=%ld start_ms=%.0f wall_ms=%.0f late_ms=%.0f\n",
          kind, n, (unsigned long long)ms, bad == 0, rss0, hwm,
-         (double)(hwm - rss0) * 1024.0 / (double)n, rss_waiting, pte,
-         (double)(t1 - t0) / 1e6, (double)(t2 - t0) / 1e6);
+         (double)(hwm - rss0) * 1024.0 / (double)n, rss_waiting,
+         (double)(rss_waiting - rss0) * 1024.0 / (double)n, pte,
+         (double)(t1 - t0) / 1e6, (double)(t2 - t0) / 1e6,
+         (double)(t2 - t1) / 1e6 - (double)ms);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

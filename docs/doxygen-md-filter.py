@@ -13,8 +13,9 @@ link.  Line for line, so that Doxygen's warnings keep their line numbers.
   becomes a link to that header's page (`@ref uvp.h`): Doxygen would
   keep the relative path, which leads out of the site.
 * A link to another file of the repository that is not a page of the
-  site (`[LICENSE](LICENSE)`) becomes its text: Doxygen would show the
-  Markdown as it is.
+  site (`[LICENSE](LICENSE)`, `[internals](internals.md)`: the pages are
+  the Markdown files of the Doxyfile's INPUT less its EXCLUDE) becomes its
+  text: Doxygen would show the Markdown as it is, or a dead link.
 
 Fenced code blocks are left alone.  test/docs/check_site.py checks the
 site that comes out."""
@@ -22,11 +23,38 @@ import os
 import re
 import sys
 
-path = sys.argv[1]
-here = os.path.dirname(os.path.abspath(path))
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def site_pages(source_root=root):
+    """The Markdown files that are pages of the site (absolute paths), and
+    the main page's path relative to source_root: docs/Doxyfile's INPUT
+    (its directories by *.md) less its EXCLUDE."""
+    conf = open(os.path.join(source_root, "docs", "Doxyfile")).read()
+    conf = conf.replace("\\\n", " ")
+
+    def words(key):
+        m = re.search(r"^%s\s*=(.*)$" % key, conf, re.M)
+        return m.group(1).split() if m else []
+    out = set()
+    for w in words("INPUT"):
+        full = os.path.join(source_root, w)
+        if os.path.isdir(full):
+            out |= {os.path.join(full, f) for f in os.listdir(full)
+                    if f.endswith(".md")}
+        elif w.endswith(".md"):
+            out.add(full)
+    out -= {os.path.join(source_root, w) for w in words("EXCLUDE")}
+    main = words("USE_MDFILE_AS_MAINPAGE")
+    return {os.path.normpath(p) for p in out}, main[0] if main else None
 LINK = re.compile(r"(?<!!)\[((?:[^\[\]`]|`[^`]*`)+)\]\(([^()\s]+)\)")
 FENCE = re.compile(r"^\s*(```+|~~~+)")
+
+
+# Set by the command line; test/docs/check_site.py imports site_pages only.
+path = sys.argv[1] if __name__ == "__main__" else None
+here = os.path.dirname(os.path.abspath(path)) if path else root
+pages = site_pages()[0] if path else set()
 
 
 def link(m):
@@ -34,7 +62,7 @@ def link(m):
     if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
         return m.group(0)  # the web, or an anchor of the page
     file = os.path.normpath(os.path.join(here, target.split("#")[0]))
-    if file.endswith(".md") or not os.path.isfile(file):
+    if file in pages or not os.path.isfile(file):
         return m.group(0)  # a page: Doxygen links it
     rel = os.path.relpath(file, root)
     if rel.startswith("include" + os.sep):
@@ -42,17 +70,23 @@ def link(m):
     return text
 
 
-out, fence = [], None
-for line in open(path, encoding="utf-8"):
-    m = FENCE.match(line)
-    if fence is None and m:
-        fence = m.group(1)
-    elif fence is not None:
-        if m and m.group(1) == fence and line.strip() == fence:
-            fence = None
-    elif line.lstrip(" ").startswith("#") and re.match(r"^ {0,3}#{1,6} ", line):
-        line = line.replace("`", "")
-    else:
-        line = LINK.sub(link, line)
-    out.append(line)
-sys.stdout.write("".join(out))
+def main():
+    out, fence = [], None
+    for line in open(path, encoding="utf-8"):
+        m = FENCE.match(line)
+        if fence is None and m:
+            fence = m.group(1)
+        elif fence is not None:
+            if m and m.group(1) == fence and line.strip() == fence:
+                fence = None
+        elif line.lstrip(" ").startswith("#") and re.match(r"^ {0,3}#{1,6} ",
+                                                           line):
+            line = line.replace("`", "")
+        else:
+            line = LINK.sub(link, line)
+        out.append(line)
+    sys.stdout.write("".join(out))
+
+
+if __name__ == "__main__":
+    main()

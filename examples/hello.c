@@ -67,7 +67,8 @@ int main(void) {
   uv_timer_start(&t, on_timer, 50, 0);
 
   printf("pending before the loop runs:\n");
-  uvp_ctx_dump_pending(ctx, stdout);
+  uvp_dump_opts_t dump = {.flags = UVP_DUMP_PROMISES, .stream = stdout};
+  uvp_ctx_dump_tasks(ctx, &dump);
 
   uv_run(&loop, UV_RUN_DEFAULT);
   printf("result: %ld\n", (long)(intptr_t)uvp_promise_value(d));

@@ -36,6 +36,12 @@
  *               uvp_strerror) plus an optional payload pointer with its own
  *               destructor, owned like a value.
  *
+ *  - A rejection a cancellation made (uvp_promise_cancel, a deadline, a
+ *    group's cancel or fail-fast, a race's losers, uvp_ctx_close) also says
+ *    who cut it: uvp_promise_cause(p), e.g. "deadline 2000 ms set at
+ *    main.c:37" (uvp_cause_format; docs/guide-troubleshooting.md, "Why was
+ *    this cancelled?", runs an example).  It travels with the rejection.
+ *
  *  - Ownership is reference counting.  Every function that hands you a
  *    promise (`uvp_promise_t **out`) gives you one reference; you drop it
  *    with uvp_promise_release().  Functions that take a promise argument

@@ -14,10 +14,14 @@
  *    that never completes still times out, after the timeout's length in
  *    real time.
  * The timers are uvp__timer_t (clock.h), ordered by (due, start order) in
- * a pairing heap threaded through them: starting one allocates nothing
- * and cannot fail.  With the clock off none of this exists: a context
+ * a pairing heap threaded through their clock parts (uvp__vtimer_t, which
+ * each timer's owner allocates with itself while the clock is on):
+ * starting one allocates nothing and cannot fail.  With the clock off
+ * none of this exists, not even in the timers: a context
  * pays one flag test where a promise is made (uvp__now) and one where an
  * operation begins and ends (op.c). */
+#include <string.h>
+
 #include "clock.h"
 #include "scope.h"
 
@@ -25,12 +29,24 @@
  * like the timer it stands for, never reached in real time. */
 #define FAR UINT64_MAX
 
+/* A timer's part on the virtual clock: its due time and its place in the
+ * clock's heap, in memory its owner allocated after itself
+ * (uvp__timer_extra), only while the clock is on. */
+struct uvp__vtimer_s {
+  struct vclock_s *clock; /* the clock it was made on */
+  uvp__timer_t *timer;
+  uv_timer_cb cb;
+  uint64_t due; /* virtual time at which it fires */
+  uint64_t seq; /* order of starts: equal due times fire in start order */
+  uvp__vtimer_t *child, *next, *prev; /* pairing heap links */
+  bool queued;
+};
+
 typedef struct vclock_s {
   uvp__ext_t ext; /* first */
   uvp_ctx_t *ctx;
   uint64_t seq;
-  uvp__timer_t *root;
-  size_t real; /* uvp's real work in flight */
+  uvp__vtimer_t *root;
   size_t held; /* the program's: uvp_clock_hold less uvp_clock_unhold */
   bool automatic;
   bool pacing; /* real work was in flight at the last prepare phase */
@@ -42,7 +58,7 @@ typedef struct vclock_s {
 } vclock_t;
 
 static vclock_t *clock_of(const uvp_ctx_t *ctx) {
-  return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_CLOCK], vclock_t, ext);
+  return UVP__EXT_OF(ctx, UVP__EXT_CLOCK, vclock_t);
 }
 
 /* The virtual time lives in the head (vnow), where uvp__now reads it
@@ -52,27 +68,23 @@ static void set_now(vclock_t *c, uint64_t now) {
   uvp__head(c->ctx)->vnow = now;
 }
 
-void uvp__clock_real(uvp_ctx_t *ctx, int delta) {
-  clock_of(ctx)->real += (size_t)(ptrdiff_t)delta;
-}
-
 /* ---- the heap ------------------------------------------------------------ */
 
 /* A total order: which of two timers due together fires first does not
  * depend on the heap's shape. */
-static bool before(const uvp__timer_t *a, const uvp__timer_t *b) {
+static bool before(const uvp__vtimer_t *a, const uvp__vtimer_t *b) {
   return a->due < b->due || (a->due == b->due && a->seq < b->seq);
 }
 
 /* Two roots (or NULL) into one.  A first child's prev is its parent, any
  * other child's its elder sibling. */
-static uvp__timer_t *meld(uvp__timer_t *a, uvp__timer_t *b) {
+static uvp__vtimer_t *meld(uvp__vtimer_t *a, uvp__vtimer_t *b) {
   if (a == NULL)
     return b;
   if (b == NULL)
     return a;
   if (before(b, a)) {
-    uvp__timer_t *x = a;
+    uvp__vtimer_t *x = a;
     a = b;
     b = x;
   }
@@ -86,21 +98,21 @@ static uvp__timer_t *meld(uvp__timer_t *a, uvp__timer_t *b) {
 
 /* Siblings (first, linked by next) into one root: pairs left to right,
  * then the pairs from the last one back. */
-static uvp__timer_t *combine(uvp__timer_t *first) {
-  uvp__timer_t *pairs = NULL;
+static uvp__vtimer_t *combine(uvp__vtimer_t *first) {
+  uvp__vtimer_t *pairs = NULL;
   while (first != NULL) {
-    uvp__timer_t *a = first, *b = a->next;
+    uvp__vtimer_t *a = first, *b = a->next;
     first = b != NULL ? b->next : NULL;
     a->next = a->prev = NULL;
     if (b != NULL)
       b->next = b->prev = NULL;
-    uvp__timer_t *m = meld(a, b);
+    uvp__vtimer_t *m = meld(a, b);
     m->next = pairs;
     pairs = m;
   }
-  uvp__timer_t *root = NULL;
+  uvp__vtimer_t *root = NULL;
   while (pairs != NULL) {
-    uvp__timer_t *n = pairs->next;
+    uvp__vtimer_t *n = pairs->next;
     pairs->next = NULL;
     root = meld(root, pairs);
     pairs = n;
@@ -108,13 +120,13 @@ static uvp__timer_t *combine(uvp__timer_t *first) {
   return root;
 }
 
-static void heap_insert(vclock_t *c, uvp__timer_t *t) {
+static void heap_insert(vclock_t *c, uvp__vtimer_t *t) {
   t->child = t->next = t->prev = NULL;
   t->queued = true;
   c->root = meld(c->root, t);
 }
 
-static void heap_remove(vclock_t *c, uvp__timer_t *t) {
+static void heap_remove(vclock_t *c, uvp__vtimer_t *t) {
   if (t == c->root) {
     c->root = combine(t->child);
   } else {
@@ -135,12 +147,12 @@ static void heap_remove(vclock_t *c, uvp__timer_t *t) {
  * timers those start fire too if due by `upto`, as libuv's do. */
 static void fire_due(vclock_t *c, uint64_t upto) {
   while (c->root != NULL && c->root->due <= upto) {
-    uvp__timer_t *t = c->root;
-    if (t->due > now_of(c))
-      set_now(c, t->due);
-    heap_remove(c, t);
-    uv_timer_stop(&t->handle);
-    t->cb(&t->handle);
+    uvp__vtimer_t *v = c->root;
+    if (v->due > now_of(c))
+      set_now(c, v->due);
+    heap_remove(c, v);
+    uv_timer_stop(&v->timer->handle);
+    v->cb(&v->timer->handle);
   }
   if (upto > now_of(c))
     set_now(c, upto);
@@ -174,63 +186,82 @@ static void catch_up(vclock_t *c) {
 /* A virtual timer started at 0 ms, or restarted once its time had come:
  * the loop's next timer phase fires what is due, as it would a real one. */
 static void due_now(uv_timer_t *h) {
-  vclock_t *c = ((uvp__timer_t *)(void *)h)->clock;
+  vclock_t *c = ((uvp__timer_t *)(void *)h)->u.v->clock;
   fire_due(c, now_of(c));
 }
 
-void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref) {
+size_t uvp__timer_extra(const uvp_ctx_t *ctx) {
+  return uvp__head(ctx)->vclock ? sizeof(uvp__vtimer_t) : 0;
+}
+
+void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref,
+                     void *extra) {
   (void)uv_timer_init(uvp__loop(ctx), &t->handle);
   t->handle.data = data;
   if (unref)
     uv_unref((uv_handle_t *)&t->handle);
-  t->clock = uvp__head(ctx)->vclock ? clock_of(ctx) : NULL;
-  t->queued = false;
+  t->u.v = NULL;
+  if (uvp__head(ctx)->vclock) {
+    uvp__vtimer_t *v = extra;
+    memset(v, 0, sizeof(*v));
+    v->clock = clock_of(ctx);
+    v->timer = t;
+    t->u.v = v;
+  }
   t->ctx = ctx;
   uvp__loop_work_begin(ctx);
 }
 
 void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
-  vclock_t *c = t->clock;
-  if (c == NULL) {
+  uvp__vtimer_t *v = t->u.v;
+  if (v == NULL) {
     (void)uv_timer_start(&t->handle, cb, ms, 0);
     return;
   }
-  if (t->queued)
-    heap_remove(c, t);
+  vclock_t *c = v->clock;
+  if (v->queued)
+    heap_remove(c, v);
   catch_up(c);
-  t->cb = cb;
-  t->due = ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms;
-  t->seq = c->seq++;
-  heap_insert(c, t);
+  v->cb = cb;
+  v->due = ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms;
+  v->seq = c->seq++;
+  heap_insert(c, v);
   (void)uv_timer_start(&t->handle, due_now, ms == 0 ? 0 : FAR, 0);
 }
 
 void uvp__timer_stop(uvp__timer_t *t) {
-  if (t->clock != NULL && t->queued)
-    heap_remove(t->clock, t);
+  /* Once closing, u holds the close callback, and the timer was stopped
+   * by uvp__timer_close. */
+  if (uv_is_closing((uv_handle_t *)&t->handle))
+    return;
+  if (t->u.v != NULL && t->u.v->queued)
+    heap_remove(t->u.v->clock, t->u.v);
   uv_timer_stop(&t->handle);
 }
 
 static void timer_closed(uv_handle_t *h) {
   uvp__timer_t *t = (uvp__timer_t *)(void *)h;
   uvp_ctx_t *ctx = t->ctx;
-  if (t->closed != NULL)
-    t->closed(h); /* may free t */
+  if (t->u.closed != NULL)
+    t->u.closed(h); /* may free t */
   uvp__loop_work_end(ctx);
 }
 
 void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb) {
   uvp__timer_stop(t);
-  t->closed = close_cb;
+  t->u.closed = close_cb;
   uv_close((uv_handle_t *)&t->handle, timer_closed);
 }
 
 uint64_t uvp__timer_due_in(const uvp__timer_t *t) {
-  vclock_t *c = t->clock;
-  if (c == NULL)
+  if (uv_is_closing((const uv_handle_t *)&t->handle))
+    return 0;
+  const uvp__vtimer_t *v = t->u.v;
+  if (v == NULL)
     return uv_timer_get_due_in(&t->handle);
+  vclock_t *c = v->clock;
   catch_up(c);
-  return t->queued && t->due > now_of(c) ? t->due - now_of(c) : 0;
+  return v->queued && v->due > now_of(c) ? v->due - now_of(c) : 0;
 }
 
 /* ---- automatic advance --------------------------------------------------- */
@@ -247,7 +278,7 @@ static void on_prepare(uv_prepare_t *h) {
     upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
   }
   c->paced_at = real_now;
-  c->pacing = c->real != 0 || c->held != 0;
+  c->pacing = uvp__head(c->ctx)->real_work != 0 || c->held != 0;
   fire_due(c, upto);
   if (uvp__closed(c->ctx) || !c->automatic)
     return; /* a timer's callback closed the context or changed the mode */
@@ -277,7 +308,7 @@ static void handle_closed(uv_handle_t *h) {
   vclock_t *c = h->data;
   uvp_ctx_t *ctx = c->ctx;
   c->open--;
-  uvp__loop_work_end(ctx); /* may free the context, and c with it */
+  uvp__loop_handle_end(ctx); /* may free the context, and c with it */
 }
 
 static void clock_close(uvp__ext_t *ext) {
@@ -315,18 +346,16 @@ int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode) {
     if (st.live != 0 || (h->scope != NULL && h->scope->deadline != NULL))
       return UV_EBUSY;
   }
-  vclock_t *c = h->ext[UVP__EXT_CLOCK] != NULL ? clock_of(ctx) : NULL;
+  static const uvp__ext_t hooks = {
+      .close = clock_close, .destroy = clock_destroy, .stats = clock_stats};
+  vclock_t *c = clock_of(ctx);
   if (c == NULL && !virt)
     return 0;
   if (c == NULL) {
-    c = uvp__calloc(1, sizeof(*c));
+    c = UVP__EXT_MAKE(ctx, UVP__EXT_CLOCK, vclock_t, &hooks);
     if (c == NULL)
       return UV_ENOMEM;
-    c->ext.close = clock_close;
-    c->ext.destroy = clock_destroy;
-    c->ext.stats = clock_stats;
     c->ctx = ctx;
-    h->ext[UVP__EXT_CLOCK] = &c->ext;
   }
   if (mode == UVP_CLOCK_AUTO && !c->handles) {
     /* Neither keeps the loop alive: the timers do, as on the real clock. */
@@ -338,12 +367,11 @@ int uvp_ctx_set_clock(uvp_ctx_t *ctx, int mode) {
     c->handles = true;
     c->open = 2;
     /* Until both have closed (they are in c, which the context keeps). */
-    uvp__loop_work_begin(ctx);
-    uvp__loop_work_begin(ctx);
+    uvp__loop_handle_begin(ctx);
+    uvp__loop_handle_begin(ctx);
   }
   if (virt && !h->vclock) {
     set_now(c, uv_now(h->loop));
-    c->real = 0;
   }
   c->automatic = mode == UVP_CLOCK_AUTO;
   c->pacing = false;

@@ -10,32 +10,40 @@
  * fires in real time), or at 0 when its virtual time has come already,
  * and the clock calls the callback when virtual time reaches it.
  *
- * The clock also counts uvp's real work in flight (operations, children):
- * while any is, automatic advance does not jump (see clock.c). */
+ * While real work is in flight (the context's head counts it: sched.h),
+ * automatic advance does not jump (see clock.c). */
 #ifndef UVP_CLOCK_H
 #define UVP_CLOCK_H
 
 #include "sched.h"
 
 typedef struct uvp__timer_s uvp__timer_t;
+typedef struct uvp__vtimer_s uvp__vtimer_t; /* the virtual clock's part */
 struct uvp__timer_s {
   uv_timer_t handle; /* first; its data is the owner's */
-  /* The virtual clock's part, unused on the loop's clock. */
-  void *clock; /* the clock it was made on; NULL: the loop's */
-  uv_timer_cb cb;
-  uint64_t due; /* virtual time at which it fires */
-  uint64_t seq; /* order of starts: equal due times fire in start order */
-  uvp__timer_t *child, *next, *prev; /* pairing heap links */
-  bool queued;
-  /* uvp__timer_close's: the caller's close callback, and the context whose
-   * work in the loop the timer counts as until it has run */
-  uv_close_cb closed;
+  /* Until uvp__timer_close: the virtual clock's part, NULL on the loop's
+   * clock.  From then on (uv_is_closing): the caller's close callback.
+   * Nothing of the virtual clock is in the timer itself: a program that
+   * never turns the clock on does not pay for it in every timer. */
+  union {
+    uvp__vtimer_t *v;
+    uv_close_cb closed;
+  } u;
+  /* The context whose work in the loop the timer counts as until its
+   * close has run. */
   uvp_ctx_t *ctx;
 };
 
+/* The bytes the owner of a timer made now on ctx's clock allocates for
+ * the clock's part (0 while the clock is the loop's), to give to
+ * uvp__timer_init; aligned as a pointer is, so `owner + 1` serves. */
+size_t uvp__timer_extra(const uvp_ctx_t *ctx);
 /* uv_timer_init on ctx's loop, on ctx's clock as it is now; data as given.
- * `unref`: the timer does not keep the loop alive.  Cannot fail. */
-void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref);
+ * `unref`: the timer does not keep the loop alive.  `extra`:
+ * uvp__timer_extra(ctx) bytes that live as long as the timer (NULL if
+ * that is 0).  Cannot fail. */
+void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref,
+                     void *extra);
 /* Start (or restart) it to call cb(&t->handle) `ms` from now. */
 void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms);
 void uvp__timer_stop(uvp__timer_t *t);
@@ -44,9 +52,5 @@ void uvp__timer_stop(uvp__timer_t *t);
 void uvp__timer_close(uvp__timer_t *t, uv_close_cb close_cb);
 /* Milliseconds until it fires on its clock (0: due, or stopped). */
 uint64_t uvp__timer_due_in(const uvp__timer_t *t);
-
-/* Real work of uvp begins or ends (an operation's libuv request or handle,
- * a child): only called while ctx's clock is virtual (head->vclock). */
-void uvp__clock_real(uvp_ctx_t *ctx, int delta);
 
 #endif

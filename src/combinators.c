@@ -12,6 +12,7 @@
  * Lifetime: see uvp__fanin_t. */
 #include <string.h>
 
+#include "cause.h"
 #include "settled.h"
 
 enum { K_ALL, K_SETTLED, K_RACE, K_ANY };
@@ -45,16 +46,35 @@ static void cancel_pending_inputs(combo_t *c, bool every) {
 }
 
 /* The result has just been settled: drop what the combo holds for it.
- * `early`: it was decided by one input (race, all's first rejection, any's
+ * Early (winner not NULL): it was decided by one input (race, all's first rejection, any's
  * first fulfilment) and forwards that input's outcome, so other inputs may
  * still be pending and the share goes now; otherwise every input has
  * settled and the result's view, in the block, keeps the share. */
-static void finish(combo_t *c, bool early) {
+/* UVP_CANCEL_LOSERS: cancel the inputs still pending, saying the race
+ * was decided by `winner` (cause.h). */
+static void cancel_losers(combo_t *c, const uvp_promise_t *winner) {
+  const char *file, *pfile;
+  int line, pline;
+  uvp__site_get(c->f.result->site, &file, &line);
+  uvp__site_get(winner->site, &pfile, &pline);
+  uvp_cause_t proto = {.kind = UVP_CAUSE_LOSER,
+                       .peer_code = uvp_promise_reason(winner, NULL),
+                       .file = file, .line = line, .peer_file = pfile,
+                       .peer_line = pline};
+  uvp__cause_t *cause = uvp__cause_new(&proto, NULL);
+  uvp__cause_t *outer = uvp__cause_enter(c->f.ctx, cause);
+  cancel_pending_inputs(c, true);
+  uvp__cause_leave(c->f.ctx, outer);
+  uvp__cause_unref(cause);
+}
+
+static void finish(combo_t *c, const uvp_promise_t *winner) {
+  bool early = winner != NULL;
   c->done = true;
   c->f.attached++;
   if (early) {
     if (c->flags & UVP_CANCEL_LOSERS)
-      cancel_pending_inputs(c, true);
+      cancel_losers(c, winner);
     uvp__fanin_detach(&c->f);
     uvp__fanin_release_share(&c->f);
   }
@@ -67,12 +87,12 @@ static void settle_with_view(combo_t *c, bool reject) {
     uvp__reject(c->f.result, UVP_EAGGREGATE, &c->view, view_free);
   else
     uvp__fulfill(c->f.result, &c->view, view_free);
-  finish(c, false);
+  finish(c, NULL);
 }
 
 static void settle_like(combo_t *c, uvp_promise_t *input) {
   uvp__forward(c->f.result, input);
-  finish(c, true);
+  finish(c, input);
 }
 
 /* Input i settled as `in`; returns whether the result is now decided. */

@@ -80,6 +80,9 @@ struct uvp_ctx_s {
    * changes under mu.  (In the slot of an int and its padding: the fields
    * after it keep their places.) */
   size_t loop_work;
+  /* Of loop_work, what is work (uvp_ctx_inflight): not the handles of
+   * uvp's own (uvp__loop_handle_begin).  Changed as loop_work is. */
+  size_t inflight;
 
   /* cross-thread; recursive so destructors may release under it */
   uv_mutex_t mu;

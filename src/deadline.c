@@ -8,6 +8,7 @@
  * A deadline lives while a scope names it; its timer is unreferenced (the
  * work keeps the loop alive, not its deadline). */
 #include "deadline.h"
+#include "cause.h"
 #include "clock.h"
 
 typedef struct deadline_s {
@@ -17,6 +18,9 @@ typedef struct deadline_s {
   uint32_t scopes; /* naming it */
   bool passed;
   bool closing;
+  const char *file; /* where it was set, and its length: its cause */
+  int line;
+  uint64_t ms;
   uvp__timer_t timer;
   /* The promises of the work watched, newest last, each a reference.
    * Settled ones go when the list would grow (compact). */
@@ -31,11 +35,24 @@ static deadline_t *deadline_of(uvp__owner_t *o) {
 /* Stop what is still pending, newest first: the innermost work goes
  * before what waits for it (a group's members before its join). */
 static void expire(deadline_t *d) {
+  uvp__cause_t *c = NULL; /* made once, at the first cut, shared */
+  uvp__cause_t *outer = NULL;
   while (d->n > 0) {
     uvp_promise_t *p = d->watched[--d->n];
-    if (uvp__is_pending(p))
+    if (uvp__is_pending(p)) {
+      if (c == NULL) {
+        uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE, .file = d->file,
+                             .line = d->line, .ms = d->ms};
+        c = uvp__cause_new(&proto, NULL);
+        outer = uvp__cause_enter(d->ctx, c);
+      }
       uvp__cancel_with(p, UV_ETIMEDOUT);
+    }
     uvp__unref(p);
+  }
+  if (c != NULL) {
+    uvp__cause_leave(d->ctx, outer);
+    uvp__cause_unref(c);
   }
 }
 
@@ -115,41 +132,58 @@ static deadline_t *deadline_in(const uvp__scope_t *s) {
 /* A scope like base with a deadline of its own `ms` from now (NULL: no
  * memory). */
 static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
-                                 uint64_t ms) {
+                                 uint64_t ms, const char *file, int line) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
-  deadline_t *d = uvp__calloc(1, sizeof(*d));
+  /* The timer's virtual-clock part after d, with the clock on (clock.h). */
+  deadline_t *d = uvp__calloc(1, sizeof(*d) + uvp__timer_extra(ctx));
   if (d == NULL)
     return NULL;
   d->carried.ops = &deadline_ops;
   d->ctx = ctx;
   d->at = at;
+  d->file = file;
+  d->line = line;
+  d->ms = ms;
   uvp__scope_t *s = uvp__scope_with_deadline(base, &d->carried);
   if (s == NULL) {
     uvp__free(d);
     return NULL;
   }
-  uvp__timer_init(ctx, &d->timer, d, true);
+  uvp__timer_init(ctx, &d->timer, d, true, d + 1);
   uvp__timer_start(&d->timer, on_time, at - now);
   return s;
 }
 
 uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
-                                uint64_t ms) {
+                                uint64_t ms, const char *file, int line) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   deadline_t *near = deadline_in(base);
   if (near != NULL && near->at <= at)
     return uvp__scope_ref(base);
-  return scope_fresh(ctx, base, ms);
+  return scope_fresh(ctx, base, ms, file, line);
 }
 
+/* The plain symbols, for programs built before the _at forms. */
+#undef uvp_deadline_set
+#undef uvp_deadline_shield
+UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
+UVP_EXTERN int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms);
 int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms) {
+  return uvp_deadline_set_at(ctx, ms, NULL, 0);
+}
+int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms) {
+  return uvp_deadline_shield_at(ctx, ms, NULL, 0);
+}
+
+int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms, const char *file,
+                        int line) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
   uvp__ctx_head_t *h = uvp__head(ctx);
-  uvp__scope_t *s = uvp__scope_within(ctx, h->scope, ms);
+  uvp__scope_t *s = uvp__scope_within(ctx, h->scope, ms, file, line);
   if (s == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(h->scope);
@@ -157,7 +191,8 @@ int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms) {
   return 0;
 }
 
-int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms) {
+int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms, const char *file,
+                           int line) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
@@ -168,7 +203,7 @@ int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms) {
    * already watched by that one stays watched by it. */
   uvp__scope_t *s = ms == UVP_NO_DEADLINE
                         ? uvp__scope_with_deadline(h->scope, NULL)
-                        : scope_fresh(ctx, h->scope, ms);
+                        : scope_fresh(ctx, h->scope, ms, file, line);
   if (s == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(h->scope);

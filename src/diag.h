@@ -1,4 +1,4 @@
-/* Private to src/: where the dumps (uvp_ctx_dump_tasks, uvp_ctx_dump_pending)
+/* Private to src/: where the dumps (uvp_ctx_dump_tasks, its UVP_DUMP_PROMISES)
  * write, without ever waiting.  A dump is a diagnostic: one that cannot be
  * written now (stderr is a pipe nobody reads, a stopped terminal) is cut
  * short, never waited for, and says so.

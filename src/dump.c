@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cause.h"
 #include "deadline.h"
 #include "diag.h"
 #include "dump.h"
@@ -98,17 +99,13 @@ int uvp_ctx_set_slot_format(uvp_ctx_t *ctx, unsigned int slot,
   int rc = slot >= UVP_SCOPE_SLOTS ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  uvp__ctx_head_t *h = uvp__head(ctx);
-  if (h->ext[UVP__EXT_DUMP] == NULL) {
-    dump_state_t *st = uvp__calloc(1, sizeof(*st));
-    if (st == NULL)
-      return UV_ENOMEM;
-    st->ext.destroy = state_destroy;
-    st->ext.stats = state_stats;
-    h->ext[UVP__EXT_DUMP] = &st->ext;
-  }
-  UVP__CONTAINER_OF(h->ext[UVP__EXT_DUMP], dump_state_t, ext)->format[slot] =
-      format;
+  static const uvp__ext_t hooks = {.destroy = state_destroy,
+                                   .stats = state_stats};
+  dump_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_DUMP, dump_state_t);
+  if (st == NULL &&
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_DUMP, dump_state_t, &hooks)) == NULL)
+    return UV_ENOMEM;
+  st->format[slot] = format;
   return 0;
 }
 
@@ -243,7 +240,8 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
              file != NULL ? file : "?", line);
     return;
   }
-  const char *kind = uvp__hook_describe(p, w->target, sizeof(w->target));
+  const char *kind =
+      uvp__hook_describe(p, w->target, sizeof(w->target), &w->owner);
   if (kind != NULL) {
     snprintf(w->kind, sizeof(w->kind), "%s", kind);
     return;
@@ -353,9 +351,7 @@ static void add_key(uvp__dump_t *d, const char *key, const char *text) {
 
 /* The slots of scope s, each through its formatter. */
 static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
-  const uvp__ext_t *ext = uvp__head(d->ctx)->ext[UVP__EXT_DUMP];
-  const dump_state_t *st =
-      ext != NULL ? UVP__CONTAINER_OF(ext, dump_state_t, ext) : NULL;
+  const dump_state_t *st = UVP__EXT_OF(d->ctx, UVP__EXT_DUMP, dump_state_t);
   bool any = false;
   for (unsigned i = 0; i < UVP_SCOPE_SLOTS; i++) {
     void *v = uvp__scope_slot(s, i);
@@ -392,9 +388,38 @@ static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
   whole(d);
 }
 
-static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
-  d->len = 0;
-  d->cut = false;
+size_t uvp__slots_text(uvp_ctx_t *ctx, const uvp__scope_t *s, char *buf,
+                       size_t cap) {
+  const uvp__ext_t *ext = uvp__head(ctx)->ext[UVP__EXT_DUMP];
+  const dump_state_t *st =
+      ext != NULL ? UVP__CONTAINER_OF(ext, dump_state_t, ext) : NULL;
+  size_t len = 0;
+  for (unsigned i = 0; s != NULL && i < UVP_SCOPE_SLOTS && len + 1 < cap; i++) {
+    void *v = uvp__scope_slot(s, i);
+    if (v == NULL)
+      continue;
+    char val[SLOT_VALUE_MAX + 1];
+    memset(val, 0, sizeof(val));
+    int n = -1;
+    if (st != NULL && st->format[i] != NULL)
+      n = st->format[i](v, val, SLOT_VALUE_MAX);
+    bool formatted = st != NULL && st->format[i] != NULL;
+    if (!formatted)
+      snprintf(val, sizeof(val), "%p", v);
+    else if (n < 0)
+      snprintf(val, sizeof(val), "(its format failed)");
+    val[SLOT_VALUE_MAX] = '\0';
+    int k = snprintf(buf + len, cap - len, "%s%u=%s",
+                     len == 0 ? "; slots " : ", ", i, val);
+    if (k < 0)
+      break;
+    len = (size_t)k < cap - len ? len + (size_t)k : cap - 1;
+  }
+  return len;
+}
+
+/* The line's head: the task, its name, id, site and age. */
+static void render_head(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   if (d->json) {
     addf(d, "{\"v\":%d", UVP_DUMP_VERSION);
     whole(d);
@@ -419,74 +444,98 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   else
     addf(d, ", %llu ms old", (unsigned long long)age);
   whole(d);
-  const uvp__owner_t *work_of = NULL; /* the group an operation works for */
-  if (t->waits != NULL) {
-    uvp__what_t w;
-    what_of(d, t->waits, &w);
-    if (t->waits == t->promise)
-      work_of = w.owner;
-    uint64_t since = d->now > t->since ? d->now - t->since : 0;
-    if (d->json) {
-      addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
-           (unsigned long long)since);
-      add_cstr(d, w.kind);
-      add(d, ",\"target\":", 10);
-      add_cstr(d, w.target);
-      if (w.left_ms >= 0)
-        addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
-      add(d, "}", 1);
-      whole(d);
-      if (t->await_file != NULL) {
-        add(d, ",\"await\":", 9);
-        add_site(d, t->await_file, t->await_line);
-        whole(d);
-      }
-    } else {
-      addf(d, ", waiting %llu ms", (unsigned long long)since);
-      if (t->await_file != NULL) {
-        add(d, " at ", 4);
-        add_site(d, t->await_file, t->await_line);
-      }
-      add(d, " for ", 5);
-      add_cstr(d, w.kind);
-      if (w.target[0] != '\0') {
-        add(d, " ", 1);
-        add_cstr(d, w.target);
-      }
-      if (w.left_ms >= 0)
-        addf(d, " (%lld ms left)", (long long)w.left_ms);
-    }
-  } else {
+}
+
+/* What t waits for and since when (or its state); returns the group an
+ * operation works for, when t is that operation. */
+static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
+  if (t->waits == NULL) {
     add_key(d, "state", ", ");
     add_cstr(d, t->state);
     whole(d);
+    return NULL;
   }
-  /* Its group and the group's parents. */
-  const uvp__scope_t *scope = t->scope;
+  uvp__what_t w;
+  what_of(d, t->waits, &w);
+  uint64_t since = d->now > t->since ? d->now - t->since : 0;
+  if (d->json) {
+    addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
+         (unsigned long long)since);
+    add_cstr(d, w.kind);
+    add(d, ",\"target\":", 10);
+    add_cstr(d, w.target);
+    if (w.left_ms >= 0)
+      addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
+    add(d, "}", 1);
+    whole(d);
+    if (t->await_file != NULL) {
+      add(d, ",\"await\":", 9);
+      add_site(d, t->await_file, t->await_line);
+      whole(d);
+    }
+  } else {
+    addf(d, ", waiting %llu ms", (unsigned long long)since);
+    if (t->await_file != NULL) {
+      add(d, " at ", 4);
+      add_site(d, t->await_file, t->await_line);
+    }
+    add(d, " for ", 5);
+    add_cstr(d, w.kind);
+    if (w.target[0] != '\0') {
+      add(d, " ", 1);
+      add_cstr(d, w.target);
+    }
+    if (w.left_ms >= 0)
+      addf(d, " (%lld ms left)", (long long)w.left_ms);
+  }
+  return t->waits == t->promise ? w.owner : NULL;
+}
+
+/* Group g and its parents; returns the scope to show (t's, or, for a
+ * member, the group's). */
+static const uvp__scope_t *render_groups(uvp__dump_t *d, const uvp__owner_t *g,
+                                         const uvp__scope_t *scope) {
+  if (g == NULL || g->ops->describe == NULL)
+    return scope;
+  add_key(d, "groups", "; in ");
+  if (d->json)
+    add(d, "[", 1);
+  for (int depth = 0; g != NULL && depth < 8; depth++) {
+    char buf[320];
+    const uvp__scope_t *gs = NULL;
+    const uvp__owner_t *up = g->ops->describe(g, buf, sizeof(buf), &gs);
+    if (scope == NULL)
+      scope = gs; /* a member's: the group's */
+    if (depth > 0)
+      add(d, d->json ? "," : " < ", d->json ? 1 : 3);
+    add_cstr(d, buf);
+    g = up;
+  }
+  if (d->json)
+    add(d, "]", 1);
+  whole(d);
+  return scope;
+}
+
+static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
+  d->len = 0;
+  d->cut = false;
+  render_head(d, t, age);
+  const uvp__owner_t *work_of = render_wait(d, t);
+  /* Cancelled while it still runs (a fiber cleaning up): who cut it. */
+  const uvp__cause_t *cause = uvp__cause_of(t->promise);
+  if (cause != NULL) {
+    char why[256];
+    (void)uvp_cause_format(&cause->pub, why, sizeof(why));
+    add_key(d, "cause", "; cancelled: ");
+    add_cstr(d, why);
+    whole(d);
+  }
   /* A member: its group; else an operation: the group it works for. */
   const uvp__owner_t *g =
       t->scope != NULL ? t->scope->owner : group_of(t->promise);
-  if (g == NULL)
-    g = work_of;
-  if (g != NULL && g->ops->describe != NULL) {
-    add_key(d, "groups", "; in ");
-    if (d->json)
-      add(d, "[", 1);
-    for (int depth = 0; g != NULL && depth < 8; depth++) {
-      char buf[320];
-      const uvp__scope_t *gs = NULL;
-      const uvp__owner_t *up = g->ops->describe(g, buf, sizeof(buf), &gs);
-      if (scope == NULL)
-        scope = gs; /* a member's: the group's */
-      if (depth > 0)
-        add(d, d->json ? "," : " < ", d->json ? 1 : 3);
-      add_cstr(d, buf);
-      g = up;
-    }
-    if (d->json)
-      add(d, "]", 1);
-    whole(d);
-  }
+  const uvp__scope_t *scope =
+      render_groups(d, g != NULL ? g : work_of, t->scope);
   int64_t left = uvp__deadline_left_in(scope);
   if (left >= 0) {
     if (d->json)
@@ -544,13 +593,22 @@ static bool promise_task(void *slot, void *arg) {
   return true;
 }
 
+int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
+  uvp_dump_opts_t o = {.flags = UVP_DUMP_PROMISES, .stream = stream};
+  return uvp_ctx_dump_tasks(ctx, &o);
+}
+
 int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
+  const int known = UVP_DUMP_JSON | UVP_DUMP_SUMMARY | UVP_DUMP_PROMISES;
   if (opts == NULL || (opts->stream == NULL && opts->write == NULL) ||
-      (opts->flags & ~(UVP_DUMP_JSON | UVP_DUMP_SUMMARY)) != 0)
+      (opts->flags & ~known) != 0 ||
+      ((opts->flags & UVP_DUMP_PROMISES) && opts->flags != UVP_DUMP_PROMISES))
     return UV_EINVAL;
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+  if (opts->flags & UVP_DUMP_PROMISES)
+    return uvp__dump_promises(ctx, opts->stream, opts->write, opts->write_arg);
   uvp__dump_t *d = uvp__calloc(1, sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;

@@ -49,6 +49,12 @@ typedef struct uvp__task_s {
 bool uvp__name_ok(const char *name);
 char *uvp__name_dup(const char *name);
 
+/* "; slots 0=VALUE, 1=VALUE" for scope s (each through its formatter, as
+ * the task dump shows them) into buf, cap bytes; returns its length (0:
+ * no slot set).  Loop thread (the stall detector's reports). */
+size_t uvp__slots_text(uvp_ctx_t *ctx, const uvp__scope_t *s, char *buf,
+                       size_t cap);
+
 typedef struct uvp__dump_s uvp__dump_t;
 void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t);
 

@@ -10,10 +10,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -37,30 +39,66 @@
 #define MADV_GUARD_INSTALL 102
 #endif
 
+/* process_madvise on the calling process without a pidfd (Linux 6.15;
+ * 6.13 takes any advice for the process itself). */
+#if !defined(PIDFD_SELF)
+#define PIDFD_SELF (-10000)
+#endif
+/* Ranges advised per system call (IOV_MAX is 1024; this keeps the vector
+ * at 1 KiB on the caller's stack, which may be a fiber's). */
+#define ADVISE_BATCH 64u
+
 /* Bytes at the top of a slot that are not part of its stack: where the
  * canary of the slot above lives. */
 #define TOP_RESERVE 16u
-/* The tops of consecutive slots are staggered by 64 bytes, over 32 steps
- * (at most 1984 bytes, within the top page).  Every stack's first frames
- * and its fiber's record would otherwise sit at the same offset in a page,
- * so in the same few sets of every cache indexed by the low address bits:
- * 1000 fibers spawned and run in a round (bench/fiber-spawn) took 190 ns
- * each with the tops aligned and 88-110 with them staggered. */
+/* The tops of consecutive slots are staggered by 64 bytes.  Every stack's
+ * first frames and its fiber's record would otherwise sit at the same
+ * offset in a page, so in the same few sets of every cache indexed by the
+ * low address bits: 1000 fibers spawned and run in a round
+ * (bench/fiber-spawn) took 190 ns each with the tops aligned, 88-110 with
+ * them staggered over 32 steps (at most 1984 bytes), about 210 over 8.  But
+ * 32 steps make a fiber parked 8 calls deep (bench/fiber-memory) cross
+ * into a second page in 20 slots of 32: 6.6 KB a parked fiber instead of
+ * 4.2.  So a slot handed out fresh (carved, or released: its pages to be
+ * faulted in) is staggered over 8 steps (at most 448 bytes), where such a
+ * fiber still fits its one page, and a warm one, handed out again with
+ * its pages, over 32: the fibers that cycle through warm stacks are the
+ * ones whose records evict each other, and a warm stack's pages are the
+ * pool's already (docs/internals.md 13.8).  A slot has room for the
+ * widest. */
 #define STAGGER_STEP 64u
-#define STAGGER_STEPS 32u
-#define STAGGER_MAX (STAGGER_STEP * (STAGGER_STEPS - 1))
+#define STAGGER_NARROW 8u
+#define STAGGER_WIDE 32u
+#define STAGGER_MAX (STAGGER_STEP * (STAGGER_WIDE - 1))
+/* A slot's descriptor, at its top, below the canary of the slot above. */
+#define DESC_LEN ((sizeof(uvp__stack_t) + 15u) & ~(size_t)15u)
 
-enum { S_LIVE, S_WARM, S_RELEASED, S_ORPHAN };
+/* A slot's state, in its byte of the chunk's meta (with its guard, and
+ * whether its pages are still to be given back). */
+enum { S_FRESH, S_LIVE, S_WARM, S_RELEASED, S_ORPHAN };
+#define META_STATE 0x07u
+#define META_DIRTY 0x08u
+#define META_GUARD_SHIFT 4 /* two bits */
+#define META_WIDE 0x40u    /* staggered over STAGGER_WIDE steps */
 
+/* What the pool keeps of a chunk on the heap: a byte a slot (its state,
+ * guard and whether its pages are still to be given back), whatever
+ * became of the slot's pages.  A slot's descriptor (uvp__stack_t) is in
+ * the slot's top page, above its stack: it lives while the slot's pages do
+ * (live, warm, released but not yet given back) and is written afresh
+ * whenever the slot is handed out. */
 struct uvp__stack_chunk_s {
-  char *map; /* the mapping: a lead page, then the slots */
+  char *map;    /* the mapping: a lead page, then the slots */
+  bool markers; /* every slot's guard page has its marker (install_markers) */
   size_t map_len;
   size_t slot_len;
   size_t nslots, carved; /* slots [0, carved) have been handed out once */
   size_t live, warm, released;
   size_t page_guards; /* slots guarded by mprotect: the budget's share */
-  uvp__stack_chunk_t *prev, *next;
-  uvp__stack_t slots[];
+  size_t rel_scan;    /* no slot below this one is released */
+  uvp__stack_chunk_t *prev, *next;   /* the pool's chunks */
+  uvp__stack_chunk_t *rprev, *rnext; /* the pool's chunks with released */
+  unsigned char meta[];              /* per slot */
 };
 
 /* ---- the process's guards ------------------------------------------------ */
@@ -141,6 +179,51 @@ static size_t page_guard_budget(void) {
   max = count > 0 ? (size_t)count / 4 : 0;
   atomic_store(&page_guards_max, max);
   return max;
+}
+
+/* The same advice for n ranges, in as few system calls as the kernel
+ * allows: process_madvise on the process itself (Linux 6.13 takes any
+ * advice for it), else one madvise each, which is also what a kernel that
+ * refuses the call gets from then on.  Returns 0 if every range was
+ * advised. */
+static atomic_int advise_vector = 1; /* process_madvise still worth a try */
+
+static int advise_each(const struct iovec *iov, size_t n, int advice) {
+  int rc = 0;
+  for (size_t i = 0; i < n; i++)
+    if (madvise(iov[i].iov_base, iov[i].iov_len, advice) != 0)
+      rc = -1;
+  return rc;
+}
+
+/* valgrind 3.19 does not know process_madvise (440): it answers ENOSYS,
+ * but warns on stderr, which a program run under it may not want. */
+static bool under_valgrind(void) {
+#if defined(UVP__STACK_VALGRIND)
+  return RUNNING_ON_VALGRIND != 0;
+#else
+  return false;
+#endif
+}
+
+static int advise_many(const struct iovec *iov, size_t n, int advice) {
+#if defined(SYS_process_madvise)
+  if (n > 1 && atomic_load_explicit(&advise_vector, memory_order_relaxed) &&
+      !under_valgrind()) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+      total += iov[i].iov_len;
+    long done = syscall(SYS_process_madvise, PIDFD_SELF, iov, n, advice, 0);
+    if (done >= 0 && (size_t)done == total)
+      return 0;
+    if (done < 0 && (errno == ENOSYS || errno == EBADF || errno == EINVAL ||
+                     errno == EPERM || errno == ESRCH))
+      atomic_store_explicit(&advise_vector, 0, memory_order_relaxed);
+    /* Or advised in part: both pieces of advice used here may be given
+     * twice. */
+  }
+#endif
+  return advise_each(iov, n, advice);
 }
 
 /* ---- the fault handler --------------------------------------------------- */
@@ -345,8 +428,57 @@ static void mark_live(uvp__stack_t *stack) {
   (void)stack;
 }
 
-/* ---- lists --------------------------------------------------------------- */
+/* ---- slots --------------------------------------------------------------- */
 
+static char *slot_start(const uvp__stack_pool_t *pool,
+                        const uvp__stack_chunk_t *c, size_t i) {
+  return c->map + pool->page + i * c->slot_len;
+}
+
+/* The bytes between slot i's stack (its descriptor) and its top. */
+static size_t stagger_of(const uvp__stack_chunk_t *c, size_t i) {
+  size_t steps = (c->meta[i] & META_WIDE) != 0 ? STAGGER_WIDE : STAGGER_NARROW;
+  return i % steps * STAGGER_STEP;
+}
+
+static uvp__stack_t *desc_of(const uvp__stack_pool_t *pool,
+                             const uvp__stack_chunk_t *c, size_t i) {
+  return (uvp__stack_t *)(void *)(slot_start(pool, c, i) + c->slot_len -
+                                  TOP_RESERVE - DESC_LEN - stagger_of(c, i));
+}
+
+static size_t index_of(const uvp__stack_pool_t *pool, const uvp__stack_t *s) {
+  (void)pool;
+  return s->slot;
+}
+
+static unsigned state_at(const uvp__stack_chunk_t *c, size_t i) {
+  return c->meta[i] & META_STATE;
+}
+
+static void set_state(uvp__stack_chunk_t *c, size_t i, unsigned state) {
+  c->meta[i] = (unsigned char)((c->meta[i] & ~META_STATE) | state);
+}
+
+/* The descriptor of slot i, written afresh (its pages may have been given
+ * back since it was last handed out). */
+static uvp__stack_t *init_desc(const uvp__stack_pool_t *pool,
+                               uvp__stack_chunk_t *c, size_t i) {
+  uvp__stack_t *s = desc_of(pool, c, i);
+  char *start = slot_start(pool, c, i);
+  memset(s, 0, sizeof(*s));
+  s->chunk = c;
+  s->slot = (uint32_t)i;
+  s->base = start + pool->page;
+  s->size = (size_t)((char *)s - s->base);
+  s->guard = (unsigned char)(c->meta[i] >> META_GUARD_SHIFT);
+  s->canary = s->guard == UVP__GUARD_CANARY
+                  ? (uint64_t *)(void *)(start - TOP_RESERVE)
+                  : NULL;
+  return s;
+}
+
+/* The warm list, through the descriptors (a warm slot's pages stay). */
 static void push(uvp__stack_t **head, uvp__stack_t **tail, uvp__stack_t *s) {
   s->prev = NULL;
   s->next = *head;
@@ -370,6 +502,47 @@ static void unlink_slot(uvp__stack_t **head, uvp__stack_t **tail,
   s->prev = s->next = NULL;
 }
 
+/* The released slots: the chunks that have any, and in each the slots
+ * whose state says so (nothing of a released slot's own memory can hold a
+ * link: its pages may be gone). */
+static void rel_push(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c, size_t i) {
+  if (i < c->rel_scan)
+    c->rel_scan = i;
+  if (c->released++ == 0) {
+    c->rprev = NULL;
+    c->rnext = pool->released;
+    if (c->rnext != NULL)
+      c->rnext->rprev = c;
+    pool->released = c;
+  }
+}
+
+static void rel_unlink_chunk(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
+  if (c->rprev != NULL)
+    c->rprev->rnext = c->rnext;
+  else
+    pool->released = c->rnext;
+  if (c->rnext != NULL)
+    c->rnext->rprev = c->rprev;
+  c->rprev = c->rnext = NULL;
+}
+
+/* Slot i of c, released, is no longer (its state is the caller's). */
+static void rel_take(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
+  if (--c->released == 0)
+    rel_unlink_chunk(pool, c);
+}
+
+/* The lowest released slot of c, taken. */
+static size_t rel_pop(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
+  size_t i = c->rel_scan;
+  while (state_at(c, i) != S_RELEASED)
+    i++;
+  c->rel_scan = i + 1;
+  rel_take(pool, c);
+  return i;
+}
+
 /* ---- chunks -------------------------------------------------------------- */
 
 void uvp__stack_pool_init(uvp__stack_pool_t *pool, size_t size) {
@@ -383,15 +556,16 @@ void uvp__stack_pool_init(uvp__stack_pool_t *pool, size_t size) {
   pool->next_slots = UVP__STACK_CHUNK_FIRST;
 }
 
-/* The slot for a stack of `size` bytes: a guard page, then `size` and the
- * stagger rounded up to whole pages.  0 if that does not fit in a size_t. */
+/* The slot for a stack of `size` bytes: a guard page, then `size`, the
+ * stagger and the descriptor rounded up to whole pages.  0 if that does
+ * not fit in a size_t. */
 static size_t slot_len_for(const uvp__stack_pool_t *pool, size_t size) {
   size_t page = pool->page;
   if (size > SIZE_MAX / 4)
     return 0;
   if (size < 256)
     size = 256;
-  size += STAGGER_MAX;
+  size += STAGGER_MAX + DESC_LEN;
   return page + ((size + page - 1) & ~(page - 1));
 }
 
@@ -400,26 +574,79 @@ static void write_canary(uvp__stack_t *s) {
   s->canary[1] = uvp__stack_canary_value(s->canary + 1);
 }
 
-/* Gives the pages of a slot's stack back to the kernel (its guard stays:
- * markers and PROT_NONE survive MADV_DONTNEED), and with them the canary
- * of the slot above, written again if that one is in use. */
-static void release_pages(const uvp__stack_pool_t *pool, uvp__stack_t *s) {
-  uvp__stack_chunk_t *c = s->chunk;
-  (void)madvise(s->base, c->slot_len - pool->page, MADV_DONTNEED);
-  size_t i = (size_t)(s - c->slots);
-  if (i + 1 < c->carved && c->slots[i + 1].state == S_LIVE &&
-      c->slots[i + 1].canary != NULL)
-    write_canary(&c->slots[i + 1]);
+/* The canary of the slot above slot i, in i's top page, went with i's
+ * pages: written again if that stack is in use. */
+static void rewrite_canary_above(const uvp__stack_pool_t *pool,
+                                 uvp__stack_chunk_t *c, size_t i) {
+  if (i + 1 < c->carved && state_at(c, i + 1) == S_LIVE) {
+    uvp__stack_t *above = desc_of(pool, c, i + 1);
+    if (above->canary != NULL)
+      write_canary(above);
+  }
+}
+
+/* Gives the pages of a slot's stack back to the kernel at once (its guard
+ * stays: markers and PROT_NONE survive MADV_DONTNEED), its descriptor and
+ * the canary of the slot above with them. */
+static void release_pages(const uvp__stack_pool_t *pool, uvp__stack_chunk_t *c,
+                          size_t i) {
+  (void)madvise(slot_start(pool, c, i) + pool->page, c->slot_len - pool->page,
+                MADV_DONTNEED);
+  rewrite_canary_above(pool, c, i);
+}
+
+/* Gives back the pages of every released stack that still has them
+ * (dirty: demoted since the last flush), ADVISE_BATCH ranges a system
+ * call.  Their descriptors go with them: what is needed afterwards is read
+ * first. */
+static void flush_released(uvp__stack_pool_t *pool) {
+  struct iovec iov[ADVISE_BATCH];
+  uvp__stack_chunk_t *cs[ADVISE_BATCH];
+  size_t is[ADVISE_BATCH];
+  while (pool->dirty > 0) {
+    size_t n = 0;
+    while (pool->dirty > 0 && n < ADVISE_BATCH) {
+      uvp__stack_t *s = pool->dirty_slots[--pool->dirty];
+      cs[n] = s->chunk;
+      is[n] = index_of(pool, s);
+      cs[n]->meta[is[n]] &= (unsigned char)~META_DIRTY;
+      iov[n].iov_base = s->base;
+      iov[n].iov_len = cs[n]->slot_len - pool->page;
+      n++;
+    }
+    (void)advise_many(iov, n, MADV_DONTNEED);
+    for (size_t k = 0; k < n; k++)
+      rewrite_canary_above(pool, cs[k], is[k]);
+  }
+}
+
+/* Released slot i leaves the dirty set (handed out again, forgotten,
+ * unmapped): its pages need not be given back, or go with the chunk.  Its
+ * descriptor is still there, since its pages are. */
+static void undirty(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c, size_t i) {
+  if ((c->meta[i] & META_DIRTY) == 0)
+    return;
+  uvp__stack_t *s = desc_of(pool, c, i);
+  uvp__stack_t *last = pool->dirty_slots[--pool->dirty];
+  pool->dirty_slots[s->dirty_at] = last;
+  last->dirty_at = s->dirty_at;
+  c->meta[i] &= (unsigned char)~META_DIRTY;
+}
+
+/* Every released slot of c is forgotten (state: orphan or, as c goes,
+ * nothing). */
+static void drop_released(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
+  while (c->released > 0) {
+    size_t i = rel_pop(pool, c);
+    undirty(pool, c, i);
+    set_state(c, i, S_ORPHAN);
+    pool->idle_count--;
+    pool->idle_bytes -= c->slot_len;
+  }
 }
 
 static void free_chunk(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c) {
-  for (size_t i = 0; i < c->carved && c->released > 0; i++)
-    if (c->slots[i].state == S_RELEASED) {
-      unlink_slot(&pool->released, NULL, &c->slots[i]);
-      c->released--;
-      pool->idle_count--;
-      pool->idle_bytes -= c->slot_len;
-    }
+  drop_released(pool, c);
   if (c->prev != NULL)
     c->prev->next = c->next;
   else
@@ -452,8 +679,7 @@ static uvp__stack_chunk_t *map_chunk(uvp__stack_pool_t *pool, size_t slot_len,
         mmap(NULL, len, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
     if (map != MAP_FAILED) {
-      uvp__stack_chunk_t *c =
-          malloc(sizeof(*c) + nslots * sizeof(uvp__stack_t));
+      uvp__stack_chunk_t *c = malloc(sizeof(*c) + nslots);
       if (c == NULL) {
         (void)munmap(map, len);
         return NULL;
@@ -461,7 +687,7 @@ static uvp__stack_chunk_t *map_chunk(uvp__stack_pool_t *pool, size_t slot_len,
       /* A huge page under a stack would make a touch of 4 KiB cost 2 MiB
        * (kernels before 6.7 do not infer this from MAP_STACK). */
       (void)madvise(map, len, MADV_NOHUGEPAGE);
-      memset(c, 0, sizeof(*c));
+      memset(c, 0, sizeof(*c) + nslots);
       c->map = map;
       c->map_len = len;
       c->slot_len = slot_len;
@@ -512,6 +738,25 @@ static unsigned char guard_slot(uvp__stack_pool_t *pool, uvp__stack_chunk_t *c,
   return UVP__GUARD_CANARY;
 }
 
+/* Every slot's guard page of a fresh chunk gets its marker at once: a
+ * system call per ADVISE_BATCH slots, not one per stack carved.  false:
+ * some did not (the kernel refuses process_madvise and a madvise failed),
+ * and the slots get their guards one by one as they are carved. */
+static bool install_markers(const uvp__stack_pool_t *pool,
+                            const uvp__stack_chunk_t *c) {
+  struct iovec iov[ADVISE_BATCH];
+  for (size_t i = 0; i < c->nslots;) {
+    size_t n = 0;
+    for (; i < c->nslots && n < ADVISE_BATCH; i++, n++) {
+      iov[n].iov_base = c->map + pool->page + i * c->slot_len;
+      iov[n].iov_len = pool->page;
+    }
+    if (advise_many(iov, n, MADV_GUARD_INSTALL) != 0)
+      return false;
+  }
+  return true;
+}
+
 /* A fresh slot of slot_len bytes: from the chunk being carved when it is
  * of the pool's size, else from a new chunk. */
 static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
@@ -527,25 +772,22 @@ static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
     c = map_chunk(pool, slot_len, n);
     if (c == NULL)
       return NULL;
+    if (pool_guards(pool) == UVP__GUARDS_AUTO)
+      c->markers = install_markers(pool, c);
     if (pooled) {
       pool->carving = c;
       if (pool->next_slots < max)
         pool->next_slots *= 2;
     }
   }
-  uvp__stack_t *s = &c->slots[c->carved++];
-  char *start = c->map + pool->page + (size_t)(s - c->slots) * slot_len;
-  memset(s, 0, sizeof(*s));
-  s->chunk = c;
-  s->base = start + pool->page;
-  s->size = slot_len - pool->page - TOP_RESERVE -
-            (size_t)(s - c->slots) % STAGGER_STEPS * STAGGER_STEP;
-  s->guard = guard_slot(pool, c, start);
-  s->canary = s->guard == UVP__GUARD_CANARY
-                  ? (uint64_t *)(void *)(start - TOP_RESERVE)
-                  : NULL;
-  pool->guard_counts[s->guard]++;
-  if (s->guard != UVP__GUARD_CANARY && c->carved == 1) {
+  size_t i = c->carved++;
+  unsigned char guard = c->markers
+                            ? UVP__GUARD_MARKER
+                            : guard_slot(pool, c, slot_start(pool, c, i));
+  c->meta[i] = (unsigned char)(guard << META_GUARD_SHIFT);
+  uvp__stack_t *s = init_desc(pool, c, i);
+  pool->guard_counts[guard]++;
+  if (guard != UVP__GUARD_CANARY && c->carved == 1) {
     ensure_altstack();
     ensure_handler();
   }
@@ -554,19 +796,58 @@ static uvp__stack_t *carve(uvp__stack_pool_t *pool, size_t slot_len,
 
 /* ---- get and put --------------------------------------------------------- */
 
-static void take_idle(uvp__stack_pool_t *pool, uvp__stack_t *s) {
+/* The warmest idle stack, taken off the warm list.  Staggered wide from
+ * its first time warm: its descriptor moves down into what was its stack
+ * then, and stays from there on. */
+static uvp__stack_t *take_warm(uvp__stack_pool_t *pool) {
+  uvp__stack_t *s = pool->warm;
   uvp__stack_chunk_t *c = s->chunk;
-  if (s->state == S_WARM) {
-    unlink_slot(&pool->warm, &pool->warm_tail, s);
-    pool->warm_count--;
-    pool->warm_bytes -= c->slot_len;
-    c->warm--;
-  } else {
-    unlink_slot(&pool->released, NULL, s);
-    c->released--;
+  size_t i = index_of(pool, s);
+  unlink_slot(&pool->warm, &pool->warm_tail, s);
+  pool->warm_count--;
+  pool->warm_bytes -= c->slot_len;
+  c->warm--;
+  if ((c->meta[i] & META_WIDE) == 0) {
+    mark_live(s); /* the descriptor's new place is in bounds */
+    c->meta[i] |= META_WIDE;
+    s = init_desc(pool, c, i);
   }
+  return s;
+}
+
+/* A released stack, handed out as a fresh one (staggered narrow): one whose
+ * pages are still there first (used again, not dropped). */
+static uvp__stack_t *take_released(uvp__stack_pool_t *pool) {
+  uvp__stack_chunk_t *c;
+  size_t i;
+  if (pool->dirty > 0) {
+    c = pool->dirty_slots[pool->dirty - 1]->chunk;
+    i = index_of(pool, pool->dirty_slots[pool->dirty - 1]);
+    undirty(pool, c, i);
+    rel_take(pool, c);
+  } else {
+    c = pool->released;
+    i = rel_pop(pool, c);
+  }
+  c->meta[i] &= (unsigned char)~META_WIDE;
+  return init_desc(pool, c, i);
+}
+
+/* The warmest idle stack of the pool's size, else a released one; NULL if
+ * there is none. */
+static uvp__stack_t *take_idle(uvp__stack_pool_t *pool) {
+  uvp__stack_t *s;
+  if (pool->warm != NULL)
+    s = take_warm(pool);
+  else if (pool->released != NULL)
+    s = take_released(pool);
+  else
+    return NULL;
   pool->idle_count--;
-  pool->idle_bytes -= c->slot_len;
+  pool->idle_bytes -= s->chunk->slot_len;
+  /* a released slot's canary went with its pages, or the slot below's */
+  mark_live(s);
+  return s;
 }
 
 int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out) {
@@ -577,20 +858,14 @@ int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out) {
 
   if (slot_len == 0)
     return UV_ENOMEM;
-  if (pooled && pool->warm != NULL)
-    s = pool->warm;
-  else if (pooled && pool->released != NULL)
-    s = pool->released;
-  if (s != NULL) {
-    take_idle(pool, s);
-    /* a released slot's canary went with its pages, or the slot below's */
-    mark_live(s);
-  } else {
+  if (pooled)
+    s = take_idle(pool);
+  if (s == NULL) {
     s = carve(pool, slot_len, pooled);
     if (s == NULL)
       return UV_ENOMEM;
   }
-  s->state = S_LIVE;
+  set_state(s->chunk, index_of(pool, s), S_LIVE);
   s->chunk->live++;
   s->file = NULL;
   s->line = 0;
@@ -603,18 +878,24 @@ int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out) {
   return 0;
 }
 
-/* A warm stack (the least recently returned) gives its pages back. */
+/* A warm stack (the least recently returned) is released: its pages go
+ * with the next flush (RELEASE_BATCH of them a system call), or with its
+ * chunk if that goes first, or not at all if it is handed out before. */
 static void demote(uvp__stack_pool_t *pool, uvp__stack_t *s) {
   uvp__stack_chunk_t *c = s->chunk;
+  size_t i = index_of(pool, s);
   unlink_slot(&pool->warm, &pool->warm_tail, s);
   pool->warm_count--;
   pool->warm_bytes -= c->slot_len;
   c->warm--;
-  release_pages(pool, s);
-  s->state = S_RELEASED;
-  push(&pool->released, NULL, s);
-  c->released++;
+  set_state(c, i, S_RELEASED);
+  c->meta[i] |= META_DIRTY;
+  s->dirty_at = (uint32_t)pool->dirty;
+  pool->dirty_slots[pool->dirty++] = s;
+  rel_push(pool, c, i);
   maybe_free_chunk(pool, c);
+  if (pool->dirty == UVP__STACK_RELEASE_BATCH)
+    flush_released(pool);
 }
 
 void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
@@ -625,7 +906,7 @@ void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
   c->live--;
   mark_idle(stack);
   if (pool->closed || slot_len != slot_len_for(pool, pool->size)) {
-    stack->state = S_ORPHAN;
+    set_state(c, index_of(pool, stack), S_ORPHAN);
     maybe_free_chunk(pool, c);
     return;
   }
@@ -635,7 +916,7 @@ void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
     if (end > (uintptr_t)stack->base)
       (void)madvise(stack->base, end - (uintptr_t)stack->base, MADV_DONTNEED);
   }
-  stack->state = S_WARM;
+  set_state(c, index_of(pool, stack), S_WARM);
   push(&pool->warm, &pool->warm_tail, stack);
   pool->warm_count++;
   pool->warm_bytes += slot_len;
@@ -651,20 +932,15 @@ void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack) {
 void uvp__stack_pool_trim(uvp__stack_pool_t *pool, size_t keep) {
   while (pool->warm_tail != NULL && pool->warm_count > keep)
     demote(pool, pool->warm_tail);
+  flush_released(pool);
 }
 
 /* Forgets every released slot (they are not handed out again; each chunk
- * goes with its last stack in use). */
+ * goes with its last stack in use); their pages are given back first. */
 static void forget_released(uvp__stack_pool_t *pool) {
-  uvp__stack_t *s;
-  while ((s = pool->released) != NULL) {
-    uvp__stack_chunk_t *c = s->chunk;
-    unlink_slot(&pool->released, NULL, s);
-    s->state = S_ORPHAN;
-    c->released--;
-    pool->idle_count--;
-    pool->idle_bytes -= c->slot_len;
-  }
+  flush_released(pool);
+  while (pool->released != NULL)
+    drop_released(pool, pool->released);
 }
 
 void uvp__stack_pool_resize(uvp__stack_pool_t *pool, size_t size) {
@@ -673,15 +949,16 @@ void uvp__stack_pool_resize(uvp__stack_pool_t *pool, size_t size) {
    * stays (a stack of it still in use): an unmapped chunk takes them. */
   while ((s = pool->warm) != NULL) {
     uvp__stack_chunk_t *c = s->chunk;
+    size_t i = index_of(pool, s);
     unlink_slot(&pool->warm, &pool->warm_tail, s);
     pool->warm_count--;
     pool->warm_bytes -= c->slot_len;
     pool->idle_count--;
     pool->idle_bytes -= c->slot_len;
     c->warm--;
+    set_state(c, i, S_ORPHAN);
     if (c->live > 0)
-      release_pages(pool, s);
-    s->state = S_ORPHAN;
+      release_pages(pool, c, i);
   }
   forget_released(pool);
   pool->size = size != 0 ? size : UVP__STACK_DEFAULT_SIZE;

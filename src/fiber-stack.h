@@ -10,20 +10,26 @@
  *
  *   low                                                             high
  *   [ lead page ][ slot 0 ][ slot 1 ] ...
- *   slot:  [ guard page ][ usable stack ......... ][ stagger ][ 16 bytes ]
- *                         ^ base                  ^ base + size
+ *   slot: [ guard page ][ usable stack ...... ][ descriptor ][ stagger ][ 16 ]
+ *                        ^ base               ^ base + size
  *
- * The stagger is (slot index mod 32) * 64 bytes: the tops of consecutive
+ * The descriptor (uvp__stack_t) sits just above the stack, in its top page,
+ * where the fiber's record and first frames are: it costs no page of its
+ * own.  The stagger is (slot index mod 8) * 64 bytes for a slot handed out
+ * fresh, (mod 32) for a warm one handed out again: the tops of consecutive
  * stacks, where fibers keep their records and first frames, fall in
- * different cache sets (docs/internals.md 13.8).  A slot has a page more
- * than the stack's size for it.
+ * different cache sets, and a fiber parked a few calls deep on a fresh
+ * stack still fits the one page it faults in (docs/internals.md 13.8).  A
+ * slot has a page more than the stack's size for it.
  *
  * Below each stack, one of three guards, chosen per slot when it is first
  * carved:
  *
- *   marker  the guard page holds a guard marker (madvise
- *           MADV_GUARD_INSTALL, Linux 6.13): any access faults, and the
- *           chunk stays one mapping.  Used when a probe shows that the
+ *   marker  the guard page holds a guard marker (MADV_GUARD_INSTALL,
+ *           Linux 6.13): any access faults, and the chunk stays one
+ *           mapping.  Installed for every slot of a chunk as the chunk is
+ *           mapped (process_madvise, 64 slots a call).  Used when a probe
+ *           shows that the
  *           kernel installs them (by their effect: process_vm_readv of a
  *           guard page fails with EFAULT; qemu-user answers 0 to the madvise
  *           and installs nothing, Linux before 6.13 answers EINVAL).
@@ -45,14 +51,19 @@
  * reported by a SIGSEGV handler that names the fiber's spawn site and then
  * hands the fault on (see uvp__stack_set_running_hook).
  *
- * A slot's descriptor (uvp__stack_t) lives in its chunk's record, on the
- * heap, not in the slot: an idle slot's pages can be given back whole.
- * Getting a stack from the pool and putting it back neither allocates nor
- * makes a system call while the pool holds idle stacks with pages
- * ("warm"); beyond its caps, a returned stack's pages are given back to
- * the kernel (MADV_DONTNEED; the guard stays) and the slot stays in the
- * chunk ("released"), to be handed out before a fresh one is carved.  A
- * chunk whose slots are all released or never carved is unmapped.
+ * What must outlive a slot's pages (its state, guard and stagger) is a
+ * byte in its chunk's record on the heap; the descriptor goes with the
+ * pages and is written afresh whenever the slot is handed out, so a
+ * stack's descriptor is valid while the stack is handed out or warm, not
+ * after it is released.  Getting a stack from the pool and putting it
+ * back neither allocates nor makes a system call while the pool holds
+ * idle stacks with pages ("warm"); beyond its caps, a returned stack is
+ * released: the slot stays in the chunk, to be handed out before a fresh
+ * one is carved, and its pages are given back to the kernel
+ * (MADV_DONTNEED; the guard stays) with UVP__STACK_RELEASE_BATCH others in
+ * one system call, or with its chunk, or not at all if it is handed out
+ * first.  A chunk whose slots are all released or never carved is
+ * unmapped.
  *
  * A pool belongs to one owner (a context, on its loop thread): nothing in
  * it is locked.  Warm stacks come back most recently used first, because
@@ -93,6 +104,9 @@
 #define UVP__STACK_DEFAULT_MAX_IDLE_BYTES (256u * 1024u * 1024u)
 /* keep_warm's value for "never release pages of a warm stack". */
 #define UVP__STACK_KEEP_ALL ((size_t)-1)
+/* Stacks released (warm beyond the caps) whose pages are given back
+ * together, in one system call (process_madvise): not one each. */
+#define UVP__STACK_RELEASE_BATCH 256u
 /* The largest chunk mapped, and the slots of the first. */
 #define UVP__STACK_CHUNK_MAX (64u * 1024u * 1024u)
 #define UVP__STACK_CHUNK_FIRST 8u
@@ -121,8 +135,9 @@ struct uvp__stack_s {
   int line;
   unsigned char guard; /* UVP__GUARD_* */
   /* Private to fiber-stack.c. */
-  unsigned char state; /* live, warm, released, orphan */
-  uvp__stack_t *prev, *next;
+  uint32_t dirty_at;         /* its index in dirty_slots, while it is there */
+  uint32_t slot;             /* its index in its chunk */
+  uvp__stack_t *prev, *next; /* the warm list */
   uvp__stack_chunk_t *chunk;
 };
 
@@ -152,7 +167,11 @@ typedef struct uvp__stack_pool_s {
   size_t guard_counts[4]; /* stacks carved, by guard (UVP__GUARD_*) */
   /* Private. */
   uvp__stack_t *warm, *warm_tail; /* most recently put back first */
-  uvp__stack_t *released;
+  uvp__stack_chunk_t *released;   /* chunks with released slots */
+  /* Released stacks whose pages are still to be given back, all at once
+   * when there are UVP__STACK_RELEASE_BATCH of them. */
+  size_t dirty;
+  uvp__stack_t *dirty_slots[UVP__STACK_RELEASE_BATCH];
   uvp__stack_chunk_t *chunk_list, *carving;
   size_t next_slots; /* slots of the next chunk */
   size_t page;
@@ -171,8 +190,8 @@ void uvp__stack_pool_init(uvp__stack_pool_t *pool, size_t size);
 void uvp__stack_pool_close(uvp__stack_pool_t *pool);
 
 /* Keeps the `keep` most recently returned warm stacks; the pages of every
- * other idle stack are given back, and chunks left without a stack in use
- * or warm are unmapped. */
+ * other idle stack are given back now, and chunks left without a stack in
+ * use or warm are unmapped. */
 void uvp__stack_pool_trim(uvp__stack_pool_t *pool, size_t keep);
 
 /* Sets the pool's stack size (0: the default) and forgets its idle stacks:
@@ -188,8 +207,10 @@ void uvp__stack_pool_resize(uvp__stack_pool_t *pool, size_t size);
 int uvp__stack_get(uvp__stack_pool_t *pool, size_t size, uvp__stack_t **out);
 
 /* Gives a stack from uvp__stack_get back: kept warm if it has the pool's
- * size and the caps allow, else its pages are given back.  No fiber may be
- * running or suspended on it. */
+ * size and the caps allow, else released (its pages are given back with
+ * the next batch; uvp__stack_pool_trim gives them back at once).  No fiber
+ * may be running or suspended on it.  Its descriptor (*stack) stays valid
+ * while it is warm, and goes with its pages once released. */
 void uvp__stack_put(uvp__stack_pool_t *pool, uvp__stack_t *stack);
 
 /* The value each of the two words of a canary at `where` holds while its

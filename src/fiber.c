@@ -26,6 +26,7 @@
 #include "fiber-stack.h"
 #include "fiber-switch.h"
 #include "site.h"
+#include "stall.h"
 #include "trace.h"
 
 #define MIN_STACK (16u * 1024u)
@@ -173,6 +174,15 @@ static void enter(fiber_t *f) {
 static void compact_enter(fiber_t *f);
 static void compact_park(fiber_t *f);
 
+/* With the stall detector on, f's slice begins (stall.h): clock false
+ * when the drain has just begun timing the wake that runs it. */
+static UVP__NOINLINE void stall_slice(fiber_t *f, bool clock) {
+  uvp__slice_t s = {
+      UVP_STALL_FIBER, 0,       f->trace, f->file, f->line, f->await_file,
+      f->await_line,   f->name, f->scope, NULL};
+  uvp__stall_mark(f->st->ctx, &s, clock);
+}
+
 /* Switch from the loop's stack to f.  Returns when a fiber switches back
  * to the loop: f, or one that f (or a fiber after it) handed off to. */
 static void run(fiber_t *f) {
@@ -181,6 +191,8 @@ static void run(fiber_t *f) {
   uvp__scope_t *was = uvp__head(ctx)->scope;
   uint16_t was_trace = uvp__head(ctx)->trace;
   enter(f);
+  if (UVP__UNLIKELY(uvp__head(ctx)->stall))
+    stall_slice(f, false);
   if (UVP__UNLIKELY(f->compact))
     compact_enter(f);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
@@ -282,8 +294,9 @@ static int cancel_code(const fiber_t *f) {
 static void on_cancel(uvp_promise_t *p, void *arg) {
   fiber_t *f = arg;
   int code = uvp_promise_reason(p, NULL);
-  if (code != UV_ECANCELED && code != UV_ETIMEDOUT)
-    return;
+  if (code == UVP_ECLOSED)
+    return; /* torn down: fiber_close resumes it.  Any other code is a
+               cancellation (uvp_promise_cancel_with may give any) */
   f->cancelled = true;
   f->timed_out = code == UV_ETIMEDOUT;
   if (f->shielded)
@@ -468,14 +481,69 @@ static void compact_enter(fiber_t *f) {
 /* The scope a fiber spawned now runs in: the current one, or one with its
  * own deadline (NULL: no memory). */
 static bool fiber_scope(uvp_ctx_t *ctx, const uvp_fiber_opts_t *opts,
-                        uvp__scope_t **out) {
+                        uvp__scope_t **out, const char *file, int line) {
   *out = uvp__scope_capture(ctx);
   if (opts == NULL || opts->deadline_ms == 0)
     return true;
-  uvp__scope_t *s = uvp__scope_within(ctx, *out, opts->deadline_ms);
+  uvp__scope_t *s = uvp__scope_within(ctx, *out, opts->deadline_ms, file, line);
   uvp__scope_unref(*out);
   *out = s;
   return s != NULL;
+}
+
+/* A fiber's record and stack: compact (the context's way, and no stack
+ * size asked for), else a stack of its own with the record at its top.
+ * *top is that record's address (0: compact). */
+static int fiber_alloc(fiber_state_t *st, size_t size, const char *file,
+                       int line, fiber_t **out, uintptr_t *top) {
+  *top = 0;
+  if (UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0)
+    return compact_new(st, out);
+  uvp__stack_t *stack;
+  int rc = uvp__stack_get(&st->stacks, size, &stack);
+  if (rc != 0)
+    return rc;
+  /* The fiber's record at the top of its stack, 16-byte aligned below. */
+  *top =
+      ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) & ~(uintptr_t)15;
+  fiber_t *f = (fiber_t *)*top;
+  memset(f, 0, sizeof(*f));
+  f->stack = stack;
+  stack->file = file; /* the overflow reports name the fiber so */
+  stack->line = line;
+  *out = f;
+  return 0;
+}
+
+/* The stack size asked for, with room for the fiber's record, saturating:
+ * a size near SIZE_MAX must fail to map (UV_ENOMEM), not wrap round to a
+ * tiny stack.  0: the default. */
+static size_t fiber_stack_size(const uvp_fiber_opts_t *opts) {
+  size_t size = opts != NULL ? opts->stack_size : 0;
+  if (size == 0)
+    return 0;
+  if (size < MIN_STACK)
+    size = MIN_STACK;
+  return size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
+}
+
+/* Its context of execution: a compact one's is made as it first runs,
+ * except where nothing is copied (a stack of its own, then). */
+static void fiber_context(fiber_t *f, uintptr_t top) {
+  uvp__stack_t *stack = f->stack;
+  if (!f->compact) {
+    uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
+                    f);
+    uvp__fiber_watch(&f->fctx, stack);
+    return;
+  }
+#if !defined(UVP__FIBER_CAN_COPY)
+  char *ctop = compact_top(f);
+  uvp__fiber_init(&f->fctx, stack->base, (size_t)(ctop - stack->base), entry,
+                  f);
+  uvp__fiber_watch(&f->fctx, stack);
+  f->started = true;
+#endif
 }
 
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
@@ -488,54 +556,25 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   if (st == NULL)
     return UV_ENOMEM;
   uvp__scope_t *scope;
-  if (!fiber_scope(ctx, opts, &scope))
+  if (!fiber_scope(ctx, opts, &scope, file, line))
     return UV_ENOMEM;
-  size_t size = opts != NULL ? opts->stack_size : 0;
-  /* And room for the fiber's record, saturating: a size near SIZE_MAX
-   * must fail to map (UV_ENOMEM), not wrap round to a tiny stack. */
-  if (size != 0) {
-    if (size < MIN_STACK)
-      size = MIN_STACK;
-    size =
-        size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
-  }
-  uvp__stack_t *stack;
   fiber_t *f;
-  uintptr_t top = 0;
-  /* A stack size of its own: a stack of its own, whatever the mode. */
-  bool compact = UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0;
-  if (compact) {
-    rc = compact_new(st, &f);
-    if (rc != 0) {
-      uvp__scope_unref(scope);
-      return rc;
-    }
-    stack = f->stack;
-  } else {
-    rc = uvp__stack_get(&st->stacks, size, &stack);
-    if (rc != 0) {
-      uvp__scope_unref(scope);
-      return rc;
-    }
-    /* The fiber's record at the top of its stack, 16-byte aligned below. */
-    top = ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) &
-          ~(uintptr_t)15;
-    f = (fiber_t *)top;
-    memset(f, 0, sizeof(*f));
-    stack->file = file; /* the overflow reports name the fiber so */
-    stack->line = line;
+  uintptr_t top;
+  rc = fiber_alloc(st, fiber_stack_size(opts), file, line, &f, &top);
+  if (rc != 0) {
+    uvp__scope_unref(scope);
+    return rc;
   }
   f->st = st;
   f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
   if (f->p == NULL) {
-    if (compact)
+    if (f->compact)
       compact_free(f);
     else
-      uvp__stack_put(&st->stacks, stack);
+      uvp__stack_put(&st->stacks, f->stack);
     uvp__scope_unref(scope);
     return UV_ENOMEM;
   }
-  f->stack = stack;
   f->fn = fn;
   f->arg = arg;
   f->arg_free = opts != NULL ? opts->arg_free : NULL;
@@ -547,20 +586,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     f->p->trace = uvp__trace_intern(ctx, f->p->site, UVP__TK_FIBER,
                                     uvp__head(ctx)->trace);
   f->trace = f->p->trace;
-  if (!compact) { /* a compact one's context is made as it first runs */
-    uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
-                    f);
-    uvp__fiber_watch(&f->fctx, stack);
-  }
-#if !defined(UVP__FIBER_CAN_COPY)
-  else { /* ... except where nothing is copied: a stack of its own */
-    char *ctop = compact_top(f);
-    uvp__fiber_init(&f->fctx, stack->base, (size_t)(ctop - stack->base), entry,
-                    f);
-    uvp__fiber_watch(&f->fctx, stack);
-    f->started = true;
-  }
-#endif
+  fiber_context(f, top);
   f->next = st->all;
   if (st->all != NULL)
     st->all->prev = f;
@@ -580,6 +606,8 @@ static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out) {
   f->state = F_SUSPENDED;
   f->scope = uvp__head(st->ctx)->scope;
   fiber_t *next = handoff(st, f);
+  if (next != NULL && UVP__UNLIKELY(uvp__head(st->ctx)->stall))
+    stall_slice(next, true);
   if (next == f) {
     enter(f); /* its own wake was next: the drain would resume it at once */
   } else if (next != NULL) {
@@ -794,25 +822,24 @@ static void fiber_trim(uvp__ext_t *ext) {
   uvp__stack_pool_trim(&UVP__CONTAINER_OF(ext, fiber_state_t, ext)->stacks, 0);
 }
 
+static const uvp__ext_t state_hooks = {.close = fiber_close,
+                                       .dump = fiber_dump,
+                                       .destroy = fiber_destroy,
+                                       .stats = fiber_stats,
+                                       .trim = fiber_trim,
+                                       .tasks = fiber_tasks};
+
 static fiber_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_FIBERS] != NULL))
-    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_FIBERS],
-                             fiber_state_t, ext);
-  fiber_state_t *st = uvp__calloc(1, sizeof(*st));
-  if (st == NULL)
-    return NULL;
-  st->ext.close = fiber_close;
-  st->ext.dump = fiber_dump;
-  st->ext.destroy = fiber_destroy;
-  st->ext.stats = fiber_stats;
-  st->ext.trim = fiber_trim;
-  st->ext.tasks = fiber_tasks;
+  fiber_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_FIBERS, fiber_state_t);
+  if (UVP__LIKELY(st != NULL) ||
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_FIBERS, fiber_state_t, &state_hooks)) ==
+          NULL)
+    return st;
   uv_once(&describers_once, describers);
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);
   uvp__fiber_thread_init(&st->loop);
-  uvp__head(ctx)->ext[UVP__EXT_FIBERS] = &st->ext;
   return st;
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cause.h"
 #include "deadline.h"
 #include "dump.h"
 #include "trace.h"
@@ -102,6 +103,9 @@ struct uvp_group_s {
   uvp__winddown_t wind;   /* the join's hook: cut, it waits for the end */
   int cut;                /* what cut the join first (UV_ECANCELED or
                              UV_ETIMEDOUT), or 0 */
+  uvp__cause_t *cut_cause; /* and its cause (a reference), or NULL */
+  uvp__cause_t *cause;     /* what cancelled the members first (a
+                              reference), or NULL (cause.h) */
   size_t limit;           /* 0: none */
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
@@ -157,19 +161,17 @@ static void state_trim(uvp__ext_t *ext) {
 }
 
 /* NULL only if there was none and no memory to make it. */
+static const uvp__ext_t state_hooks = {
+    .destroy = state_destroy, .stats = state_stats, .trim = state_trim};
+
 static group_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_GROUPS] != NULL))
-    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_GROUPS],
-                             group_state_t, ext);
-  group_state_t *st = uvp__calloc(1, sizeof(*st));
-  if (st == NULL)
-    return NULL;
-  st->ext.destroy = state_destroy;
-  st->ext.stats = state_stats;
-  st->ext.trim = state_trim;
+  group_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_GROUPS, group_state_t);
+  if (UVP__LIKELY(st != NULL) ||
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_GROUPS, group_state_t, &state_hooks)) ==
+          NULL)
+    return st;
   uvp__pool_init(&st->small, BLOCK_BYTES(SMALL_CELLS));
   uvp__pool_init(&st->large, BLOCK_BYTES(LARGE_CELLS));
-  uvp__head(ctx)->ext[UVP__EXT_GROUPS] = &st->ext;
   return st;
 }
 
@@ -184,6 +186,10 @@ static void maybe_free(uvp_group_t *g) {
     UVP__CHECK(g->room == NULL && g->full == NULL); /* every cell free */
     if (g->failure != NULL)
       uvp__unref(g->failure);
+    if (g->cut_cause != NULL)
+      uvp__cause_unref(g->cut_cause);
+    if (g->cause != NULL)
+      uvp__cause_unref(g->cause);
     uvp__free(g->waiters);
     uvp__free(g->name);
     uvp__free(g);
@@ -400,7 +406,7 @@ static bool exhausted(const uvp_group_t *g) {
  * at uvp_ctx_close (whichever of them its sweep reaches first). */
 static void reject_closed(uvp_promise_t *p) {
   p->flags |= UVP__F_HANDLED;
-  uvp__reject(p, UVP_ECLOSED, NULL, NULL);
+  uvp__reject_cause(p, UVP_ECLOSED, &uvp__cause_closed);
 }
 
 /* UV_EOF ends an iteration as JavaScript's {done: true} does: no failure,
@@ -452,12 +458,25 @@ static void maybe_end(uvp_group_t *g) {
   uvp__owner_t *parent = g->parent;
   g->join = NULL;
   g->parent = NULL;
+  /* The deadline passed while the group's work still ran: it did not end
+   * in time, though the deadline may have cut that work (a binding's,
+   * which ends at once) before reaching the join. */
+  if (g->cut == 0 && j != NULL && uvp__deadline_left_in(g->scope) == 0) {
+    /* Inside the deadline's expiry, its cause is current; else (the end
+     * came later) the deadline's fallback. */
+    uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE};
+    uvp__cause_t *c = uvp__head(g->ctx)->cause;
+    g->cut = UV_ETIMEDOUT;
+    g->cut_cause = c != NULL && c->pub.kind == UVP_CAUSE_DEADLINE
+                       ? uvp__cause_ref(c)
+                       : uvp__cause_new(&proto, NULL);
+  }
   if (j != NULL) {
     if (uvp__is_pending(j)) {
       if (uvp__closed(g->ctx)) {
         reject_closed(j);
       } else if (g->cut != 0) {
-        uvp__reject(j, g->cut, NULL, NULL);
+        uvp__reject_cause(j, g->cut, g->cut_cause);
         if (g->cut == UV_ECANCELED)
           j->flags |= UVP__F_QUIET; /* asked for: no news */
       } else if (g->failure != NULL) {
@@ -474,7 +493,23 @@ static void maybe_end(uvp_group_t *g) {
 /* ---- members ------------------------------------------------------------- */
 
 static void pump(uvp_group_t *g);
-static void cancel_all(uvp_group_t *g);
+static void cancel_all(uvp_group_t *g, uvp__cause_t *c);
+
+/* FAIL_FAST: member p failed first (a reference handed over): every other
+ * is cancelled, saying which and how (cause.h). */
+static void fail_fast(uvp_group_t *g, uvp_promise_t *p) {
+  g->failure = p;
+  const char *file, *pfile;
+  int line, pline;
+  uvp__site_get(g->site, &file, &line);
+  uvp__site_get(p->site, &pfile, &pline);
+  uvp_cause_t proto = {.kind = UVP_CAUSE_SIBLING, .peer_code = p->code,
+                       .file = file, .line = line, .peer_file = pfile,
+                       .peer_line = pline};
+  uvp__cause_t *c = uvp__cause_new(&proto, NULL);
+  cancel_all(g, c);
+  uvp__cause_unref(c);
+}
 
 /* Cell i of a block saw its member settle (in == NULL: the cell was
  * dropped at teardown). */
@@ -496,8 +531,7 @@ static void member_run(uvp__cell_owner_t *owner, size_t i,
     if (in->status != 0 && in->status != UV_ECANCELED &&
         (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL) {
       uvp__retain_local(in->promise); /* run by the drain: ctx open */
-      g->failure = in->promise;
-      cancel_all(g);
+      fail_fast(g, in->promise);
     }
   }
   pump(g);
@@ -531,8 +565,7 @@ static void discard_run(uvp__cell_owner_t *owner, size_t i,
   member_free(g, c);
   if (failed != NULL) {
     uvp__retain_local(failed); /* run by the drain: ctx open */
-    g->failure = failed;
-    cancel_all(g);
+    fail_fast(g, failed);
   }
   pump(g);
   maybe_end(g);
@@ -635,8 +668,11 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
    * cancelled as every running member was, rather than left running in a
    * cancelled group.  (A fiber starts from the run queue, never in here.)
    * pump's `pumping` keeps g while the cancel runs hooks. */
-  if (g->cancelled && uvp__is_pending(p))
+  if (g->cancelled && uvp__is_pending(p)) {
+    uvp__cause_t *outer = uvp__cause_enter(ctx, g->cause);
     (void)uvp_promise_cancel(p);
+    uvp__cause_leave(ctx, outer);
+  }
 }
 
 /* Start queued members while there is room under the limit. */
@@ -680,12 +716,15 @@ static void drop_lazy(uvp_group_t *g) {
  * blocks stay where they are until the walk is over.  After a teardown
  * the walk stops.  (Walking a list from its head again after each cancel
  * took n^2/2 steps: 1 s for 40 000 members.) */
-static void cancel_all(uvp_group_t *g) {
+static void cancel_all(uvp_group_t *g, uvp__cause_t *c) {
   g->cancelled = true;
+  if (g->cause == NULL)
+    g->cause = uvp__cause_ref(c);
   drop_lazy(g);
   if (g->walking)
     return; /* a hook of the walk's cancels cancels the group: it goes on */
   g->walking = true;
+  uvp__cause_t *outer = uvp__cause_enter(g->ctx, c);
   for (int l = 0; l < 2; l++)
     for (block_t *b = l == 0 ? g->room : g->full; b != NULL; b = b->next)
       for (uint32_t i = 0; i < b->used && !uvp__closed(g->ctx); i++) {
@@ -693,6 +732,7 @@ static void cancel_all(uvp_group_t *g) {
         if (p != NULL && uvp__is_pending(p))
           (void)uvp_promise_cancel(p);
       }
+  uvp__cause_leave(g->ctx, outer);
   g->walking = false;
   blocks_tidy(g);
 }
@@ -708,9 +748,17 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
   uvp_group_t *g = UVP__CONTAINER_OF(arg, uvp_group_t, wind);
   (void)join;
   if (g->wind.code == UV_ECANCELED || g->wind.code == UV_ETIMEDOUT) {
-    if (g->cut == 0)
+    /* Run inside the cut's cancellation: its cause is current. */
+    uvp__cause_t *c = uvp__head(g->ctx)->cause;
+    if (c == NULL)
+      c = &uvp__cause_program;
+    if (g->cut == 0) {
       g->cut = g->wind.code;
-    cancel_all(g); /* adding now says UV_ECANCELED, as after group_cancel */
+      g->cut_cause = uvp__cause_ref(c);
+      g->wind.cause = c; /* uvp_ctx_dump_pending says it */
+    }
+    cancel_all(g, c); /* adding now says UV_ECANCELED, as after
+                         group_cancel */
   } else {
     drop_lazy(g); /* teardown: members are torn down with the context */
     g->closed = true;
@@ -729,14 +777,24 @@ static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
   (void)p;
   w->owner = &g->owner;
   snprintf(w->kind, sizeof(w->kind), "group");
+  char why[160] = "";
+  if (g->cut_cause != NULL) {
+    why[0] = ' ';
+    why[1] = '(';
+    int n = uvp_cause_format(&g->cut_cause->pub, why + 2, sizeof(why) - 3);
+    size_t at = n < 0 ? 2 : strlen(why);
+    why[at] = ')';
+    why[at + 1] = '\0';
+  }
   snprintf(
       w->target, sizeof(w->target),
-      "%zu running, %s waiting to start, %zu requests and handles open%s%s",
+      "%zu running, %s waiting to start, %zu requests and handles open%s%s%s",
       g->nrunning, g->lazy_head != NULL ? "some" : "none", g->holds,
       g->closed ? "" : ", open to more",
       g->cut == UV_ETIMEDOUT   ? ", past its deadline"
       : g->cut == UV_ECANCELED ? ", cancelled"
-                               : "");
+                               : "",
+      why);
 }
 
 static void describers(void) {
@@ -773,7 +831,8 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->wind.hook = join_cancel;
   g->scope = uvp__scope_with_owner(uvp__head(ctx)->scope, &g->owner);
   if (g->scope != NULL && opts != NULL && opts->deadline_ms != 0) {
-    uvp__scope_t *s = uvp__scope_within(ctx, g->scope, opts->deadline_ms);
+    uvp__scope_t *s =
+        uvp__scope_within(ctx, g->scope, opts->deadline_ms, file, line);
     uvp__scope_unref(g->scope);
     g->scope = s;
   }
@@ -868,7 +927,8 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
   lazy_t *z = uvp__malloc(sizeof(*z));
   uvp__scope_t *scope = z != NULL ? member_scope(g) : NULL;
   if (scope != NULL && opts != NULL && opts->deadline_ms != 0) {
-    uvp__scope_t *s = uvp__scope_within(g->ctx, scope, opts->deadline_ms);
+    uvp__scope_t *s =
+        uvp__scope_within(g->ctx, scope, opts->deadline_ms, file, line);
     uvp__scope_unref(scope);
     scope = s;
   }
@@ -966,7 +1026,14 @@ int uvp_group_close(uvp_group_t *g) {
 int uvp_group_cancel(uvp_group_t *g) {
   int rc = g == NULL ? UV_EINVAL : uvp__ctx_check(g->ctx);
   if (rc == 0) {
-    cancel_all(g);
+    const char *file;
+    int line;
+    uvp__site_get(g->site, &file, &line);
+    uvp_cause_t proto = {.kind = UVP_CAUSE_GROUP, .file = file,
+                         .line = line, .message = g->name};
+    uvp__cause_t *c = uvp__cause_new(&proto, NULL);
+    cancel_all(g, c);
+    uvp__cause_unref(c);
     maybe_end(g);
     maybe_free(g); /* a hook of a cancel may have released it */
   }

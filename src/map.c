@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cause.h"
 #include "settled.h"
 
 typedef struct map_s {
@@ -63,11 +64,25 @@ static void cancel_inflight(map_t *m) {
  * cancel what is in flight. */
 static void fail_fast(map_t *m, uvp_promise_t *failed, int code) {
   m->done = true;
-  if (failed != NULL)
+  const char *file = NULL, *pfile = NULL;
+  int line = 0, pline = 0;
+  uvp__site_get(m->f.result->site, &file, &line);
+  if (failed != NULL) {
+    code = failed->code;
+    uvp__site_get(failed->site, &pfile, &pline);
     uvp__forward(m->f.result, failed);
-  else
+  } else {
     uvp__reject(m->f.result, code, NULL, NULL);
+  }
+  /* What is in flight is cut by the failure, and says so (cause.h). */
+  uvp_cause_t proto = {.kind = UVP_CAUSE_SIBLING, .peer_code = code,
+                       .file = file, .line = line, .peer_file = pfile,
+                       .peer_line = pline, .message = "map"};
+  uvp__cause_t *c = uvp__cause_new(&proto, NULL);
+  uvp__cause_t *outer = uvp__cause_enter(m->f.ctx, c);
   cancel_inflight(m);
+  uvp__cause_leave(m->f.ctx, outer);
+  uvp__cause_unref(c);
   uvp__fanin_release_share(&m->f);
   uvp__fanin_drop_result(&m->f);
 }

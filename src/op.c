@@ -2,7 +2,6 @@
  * wrapped libuv operation shares. */
 #include <string.h>
 
-#include "clock.h"
 #include "op.h"
 #include "scope.h"
 
@@ -44,19 +43,16 @@ static void op_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
     snprintf(w->kind, sizeof(w->kind), "operation");
 }
 
+static const uvp__ext_t state_hooks = {
+    .destroy = state_destroy, .stats = state_stats, .trim = state_trim};
+
 static op_state_t *state_of(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(uvp__head(ctx)->ext[UVP__EXT_OPS] != NULL))
-    return UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_OPS], op_state_t,
-                             ext);
-  op_state_t *st = uvp__calloc(1, sizeof(*st));
-  if (st == NULL)
-    return NULL;
-  st->ext.destroy = state_destroy;
-  st->ext.stats = state_stats;
-  st->ext.trim = state_trim;
+  op_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_OPS, op_state_t);
+  if (UVP__LIKELY(st != NULL) ||
+      (st = UVP__EXT_MAKE(ctx, UVP__EXT_OPS, op_state_t, &state_hooks)) == NULL)
+    return st;
   uvp__pool_init(&st->slots, UVP__OP_SLOT);
   uvp__describer_add(op_cancel, op_describe, false);
-  uvp__head(ctx)->ext[UVP__EXT_OPS] = &st->ext;
   return st;
 }
 
@@ -84,7 +80,7 @@ static void libuv_done(uvp__op_t *op) {
   uvp__work_end(o);
   if (UVP__UNLIKELY(op->real)) {
     op->real = false;
-    uvp__clock_real(op->ctx, -1);
+    uvp__head(op->ctx)->real_work--;
   }
 }
 
@@ -124,7 +120,7 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->owner = kind->object_owned ? NULL : uvp__work_begin(ctx);
   op->real = UVP__UNLIKELY(uvp__head(ctx)->vclock) && !kind->idle;
   if (UVP__UNLIKELY(op->real))
-    uvp__clock_real(ctx, 1);
+    uvp__head(ctx)->real_work++;
   if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
     uvp__op_free(op);
     return NULL;
@@ -196,8 +192,7 @@ static void op_memory_free(uvp_ctx_t *ctx, uvp__op_t *op) {
     uvp__free(op);
     return;
   }
-  op_state_t *st =
-      UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_OPS], op_state_t, ext);
+  op_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_OPS, op_state_t);
   /* After teardown a slot may come back from a value's destructor running
    * on another thread (a stat's result is its operation's memory). */
   if (UVP__LIKELY(!uvp__closed(ctx))) {

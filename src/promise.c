@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cause.h"
 #include "core.h"
 #include "diag.h"
 #if defined(UVP_HAVE_VALGRIND)
@@ -82,6 +83,12 @@ void uvp__report_unhandled(uvp_promise_t *p) {
           "uvp: unhandled rejection %s (%s) of promise created at %s:%d\n",
           uvp_err_name(p->code), uvp_strerror(p->code),
           file != NULL ? file : "?", line);
+  const uvp_cause_t *cause = uvp_promise_cause(p);
+  if (cause != NULL) {
+    char why[256];
+    (void)uvp_cause_format(cause, why, sizeof(why));
+    fprintf(stderr, "    cancelled: %s\n", why);
+  }
   if (p->trace != 0)
     uvp__trace_print(stderr, p->trace, "    ");
 }
@@ -163,7 +170,13 @@ static void destroy(uvp_promise_t *p) {
   } else if (p->flags & UVP__F_FORWARD) {
     uvp__unref_open(p->link);
   } else if (p->fn.free_cb != NULL) {
-    p->fn.free_cb(p->value);
+    /* Tested here, not before: a promise without a destructor (most, and
+     * every forwarder) pays nothing for causes; one whose destructor runs
+     * pays a test of a flag already loaded. */
+    if (UVP__UNLIKELY(p->flags & UVP__F_CAUSE))
+      uvp__cause_unref(p->fn.cause); /* its payload is NULL */
+    else
+      p->fn.free_cb(p->value);
   }
   p->state = UVP__S_FREE;
   /* A release too many then reaches 0, off the fast path, and is caught
@@ -489,6 +502,7 @@ typedef struct {
   uvp_free_cb arg_free; /* may be NULL */
   const char *kind;     /* NULL: nothing to say */
   uvp_describe_cb describe;
+  const struct uvp__owner_s *owner; /* whose work it is (the dump's group) */
 } hook_box_t;
 
 void uvp__box_hook(uvp_promise_t *p, void *box) {
@@ -505,6 +519,11 @@ void uvp__winddown_hook(uvp_promise_t *p, void *arg) {
   w->hook(p, w);
 }
 
+void uvp__hook_set_owner(uvp_promise_t *p, const struct uvp__owner_s *owner) {
+  if ((p->flags & UVP__F_CANCEL) && p->fn.cancel_cb == uvp__box_hook)
+    ((hook_box_t *)p->value)->owner = owner;
+}
+
 void uvp__box_drop(uvp_promise_t *p) {
   hook_box_t *box = p->value;
   p->flags &= (uint8_t)~UVP__F_CANCEL;
@@ -515,12 +534,15 @@ void uvp__box_drop(uvp_promise_t *p) {
   uvp__free(box);
 }
 
-const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
-  if (!(p->flags & UVP__F_CANCEL) || p->fn.cancel_cb != uvp__box_hook)
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap,
+                               const struct uvp__owner_s **owner) {
+  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
+      p->fn.cancel_cb != uvp__box_hook)
     return NULL;
   const hook_box_t *box = p->value;
   if (box->kind == NULL)
     return NULL;
+  *owner = box->owner;
   int n = box->describe != NULL ? box->describe(box->arg, buf, cap) : 0;
   if (n < 0)
     snprintf(buf, cap, "(its description failed: %d)", n);
@@ -542,7 +564,7 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
     hook_box_t *box = uvp__malloc(sizeof(*box));
     if (box == NULL)
       return UV_ENOMEM;
-    *box = (hook_box_t){cb, arg, arg_free, kind, describe};
+    *box = (hook_box_t){cb, arg, arg_free, kind, describe, NULL};
     harg = box;
     cb = uvp__box_hook;
   }
@@ -581,36 +603,110 @@ void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
 
 uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx) { return ctx->epoch; }
 
-/* Reject a pending promise and run its cancel hook, if any.  A promise
- * rejected with UV_ECANCELED is one the program, or a consumer acting for
- * it, asked to stop: it is never reported as unhandled. */
+/* Reject settled-to-be p with `code` and cause c (a new reference). */
+static void reject_cause(uvp_promise_t *p, int code, uvp__cause_t *c) {
+  reject(p, code, NULL, NULL);
+  /* After the settle, which clears the bit (UVP__F_CANCEL while pending):
+   * the reactions it queued have not run yet. */
+  p->fn.cause = uvp__cause_ref(c);
+  p->flags |= UVP__F_CAUSE;
+}
+
+void uvp__reject_cause(uvp_promise_t *p, int code, uvp__cause_t *c) {
+  forget_hook(p);
+  reject_cause(p, code, c);
+}
+
+/* The cause a cancellation with `code` gives now (cause.h). */
+static uvp__cause_t *cause_now(const uvp_ctx_t *ctx, int code) {
+  if (code == UVP_ECLOSED && uvp__closed(ctx)) /* a teardown, even one a
+                                                 hook started */
+    return &uvp__cause_closed;
+  uvp__cause_t *c = uvp__head(ctx)->cause;
+  return c != NULL ? c : &uvp__cause_program;
+}
+
+/* Reject a pending promise and run its cancel hook, if any, with the
+ * cause of the cancellation running (cause.h), which whatever the hook
+ * cancels takes too.  A promise rejected with UV_ECANCELED is one the
+ * program, or a consumer acting for it, asked to stop: it is never
+ * reported as unhandled. */
 static void cancel_with(uvp_promise_t *p, int code) {
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   uvp_cancel_cb hook = (p->flags & UVP__F_CANCEL) ? p->fn.cancel_cb : NULL;
   void *harg = p->value;
+  uvp__cause_t *c = cause_now(ctx, code);
+  uvp__cause_t *outer = uvp__cause_enter(ctx, c);
   if (UVP__UNLIKELY(hook == uvp__winddown_hook) && code != UVP_ECLOSED) {
     /* Cut, not settled: its producer settles it once its work has ended
      * (a teardown settles it now, below). */
     uvp__winddown_t *w = harg;
     p->refs++;
-    w->code = code;
+    /* A producer that winds down knows two cuts (uvp_promise_cancel_with
+     * may give any code): a deadline's, and every other. */
+    w->code = code == UV_ETIMEDOUT ? code : UV_ECANCELED;
     w->hook(p, w);
+    uvp__cause_leave(ctx, outer);
     uvp__unref(p);
     return;
   }
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
   p->refs++;
-  reject(p, code, NULL, NULL);
+  reject_cause(p, code, c);
   if (code == UV_ECANCELED)
     p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
+  uvp__cause_leave(ctx, outer);
   uvp__unref(p);
 }
 
+/* uvp_promise_cancel with `code` for p itself. */
+static void cancel_chain(uvp_promise_t *p, int code);
+
 int uvp_promise_cancel(uvp_promise_t *p) {
   int rc = check_pending(p);
+  if (rc == 0)
+    cancel_chain(p, UV_ECANCELED);
+  return rc;
+}
+
+/* uvp_promise_cancel_with and _binding: c (taken) for what it cuts. */
+static int cancel_caused(uvp_promise_t *p, int code, uvp__cause_t *c) {
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  uvp__cause_t *outer = uvp__cause_enter(ctx, c);
+  cancel_chain(p, code);
+  uvp__cause_leave(ctx, outer);
+  uvp__cause_unref(c);
+  return 0;
+}
+
+int uvp_promise_cancel_with(uvp_promise_t *p, int code, void *cause,
+                            uvp_free_cb cause_free) {
+  int rc = code >= 0 ? UV_EINVAL : check_pending(p);
   if (rc != 0)
     return rc;
+  uvp_cause_t proto = {.kind = UVP_CAUSE_PROGRAM, .data = cause};
+  return cancel_caused(p, code, uvp__cause_new(&proto, cause_free));
+}
+
+int uvp_promise_cancel_binding(uvp_promise_t *p, int code,
+                               const char *message) {
+  int rc = code >= 0 || message == NULL ? UV_EINVAL : check_pending(p);
+  if (rc != 0)
+    return rc;
+  uvp_cause_t proto = {.kind = UVP_CAUSE_BINDING, .message = message};
+  return cancel_caused(p, code, uvp__cause_new(&proto, NULL));
+}
+
+const uvp_cause_t *uvp_promise_cause(const uvp_promise_t *p) {
+  if (p == NULL || is_freed(p))
+    return NULL;
+  uvp__cause_t *c = uvp__cause_of(p);
+  return c != NULL ? &c->pub : NULL;
+}
+
+static void cancel_chain(uvp_promise_t *p, int code) {
   /* Cancellation travels up through what p follows while each is pending
    * and p's chain is its only consumer (Bluebird's rule): a timeout on
    * then(connect, send_and_read) then reaches the read itself. */
@@ -622,7 +718,8 @@ int uvp_promise_cancel(uvp_promise_t *p) {
       up = uvp_promise_retain(p->link);
     if (waits)
       uvp__stop_waiting(p);
-    cancel_with(p, UV_ECANCELED);
+    cancel_with(p, code);
+    code = UV_ECANCELED; /* what p's cancellation reaches */
     if (held != NULL)
       uvp__unref(held);
     held = up;
@@ -630,7 +727,6 @@ int uvp_promise_cancel(uvp_promise_t *p) {
   }
   if (held != NULL)
     uvp__unref(held);
-  return 0;
 }
 
 /* ---- creation ------------------------------------------------------------ */
@@ -741,30 +837,38 @@ static bool dump_one(void *slot, void *arg) {
   fprintf(st->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
           (void *)p, file != NULL ? file : "?", line,
           (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
+  if ((p->flags & UVP__F_CANCEL) && p->fn.cancel_cb == uvp__winddown_hook &&
+      ((const uvp__winddown_t *)p->value)->cause != NULL) {
+    /* Cut, and waiting for its work to wind down (a group's join). */
+    char why[256];
+    (void)uvp_cause_format(
+        &((const uvp__winddown_t *)p->value)->cause->pub, why, sizeof(why));
+    fprintf(st->stream, "    cut: %s\n", why);
+  }
   if (p->trace != 0)
     uvp__trace_print(st->stream, p->trace, "    ");
   st->count++;
   return true;
 }
 
-int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
-  int rc = stream == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
-  if (rc != 0)
-    return rc;
-  /* A stream that could make us wait (a pipe, a socket, a terminal) gets
-   * the dump rendered in memory first, then written without waiting
-   * (diag.h); a file, or memory, as it is made. */
+int uvp__dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
+                       void *arg) {
+  /* A stream that could make us wait (a pipe, a socket, a terminal), or a
+   * write callback, gets the dump rendered in memory first, then written
+   * without waiting (diag.h); a file, or memory, as it is made. */
   uvp__diag_t *w = uvp__malloc(sizeof(*w));
   if (w == NULL)
     return UV_ENOMEM;
-  uvp__diag_open(w, stream, NULL, NULL, false);
+  uvp__diag_open(w, stream, write, arg, false);
   char *text = NULL;
   size_t len = 0;
-  FILE *out = w->fd >= 0 ? open_memstream(&text, &len) : stream;
+  FILE *out =
+      w->fd >= 0 || write != NULL ? open_memstream(&text, &len) : stream;
   if (out == NULL) {
     uvp__free(w);
     return UV_ENOMEM;
   }
+  int rc = 0;
   dump_state_t st = {out, uvp__now(ctx) - ctx->epoch, 0};
   uvp__pool_each(&ctx->promises, dump_one, &st);
   for (int i = 0; i < UVP__EXT_COUNT; i++)
@@ -816,6 +920,7 @@ uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
 }
 
 void uvp__produced_forget(uvp_promise_t *p) {
+  UVP__CHECK(uvp__is_pending(p)); /* settled, the bit is UVP__F_CAUSE */
   forget_hook(p);
   p->flags &= (uint8_t) ~(UVP__F_CANCEL | UVP__F_MOVABLE);
 }

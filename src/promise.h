@@ -21,6 +21,8 @@ enum {
   UVP__F_WAITING = 2u,  /* pending, and `link` is what it waits for */
   UVP__F_FORWARD = 4u,  /* settled; `link` is the promise owning the value */
   UVP__F_CANCEL = 8u,   /* pending; value/fn hold a cancel hook */
+  UVP__F_CAUSE = 8u,    /* settled, the same bit: rejected by a cancellation
+                           whose cause (a reference) is fn.cause */
   UVP__F_MOVABLE = 16u, /* pending; its producer may be handed on (take_over) */
   UVP__F_OWNED = 32u,   /* settled only by the library (combinators, timers) */
   UVP__F_MANY = 64u,    /* pending with more than one reaction */
@@ -42,6 +44,7 @@ struct uvp_promise_s {
   union {
     uvp_free_cb free_cb;
     uvp_cancel_cb cancel_cb;
+    struct uvp__cause_s *cause; /* UVP__F_CAUSE: the payload is NULL */
   } fn;
   uvp_promise_t *link; /* see UVP__F_WAITING / _FORWARD */
   union {
@@ -102,12 +105,16 @@ uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
 typedef struct uvp__winddown_s {
   uvp_cancel_cb hook;
   int code;
+  /* The first cut's cause, kept by the producer while p is pending (for
+   * uvp_ctx_dump_pending), or NULL. */
+  const struct uvp__cause_s *cause;
 } uvp__winddown_t;
 void uvp__winddown_hook(uvp_promise_t *p, void *w);
 /* The hook p's producer gave (w->hook for a winddown producer), and its
  * argument; NULL if p has none. */
 static inline uvp_cancel_cb uvp__hook_of(const uvp_promise_t *p) {
-  if (!(p->flags & UVP__F_CANCEL))
+  /* Settled, the bit is UVP__F_CAUSE. */
+  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL))
     return NULL;
   if (p->fn.cancel_cb == uvp__winddown_hook)
     return ((const uvp__winddown_t *)p->value)->hook;
@@ -134,11 +141,32 @@ void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
 void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
                         void *arg);
 uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx);
-const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap);
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap,
+                               const struct uvp__owner_s **owner);
+/* The owner whose work p's described hook stands for (a binding's record
+ * started in a group's member: uvp_inflight_start), for the dump. */
+void uvp__hook_set_owner(uvp_promise_t *p, const struct uvp__owner_s *owner);
+/* The task dump's UVP_DUMP_PROMISES listing: every pending promise (site,
+ * age, async trace) and what the layers' dump hooks add (fibers), to
+ * `stream` or `write` (diag.h: never waiting).  Returns how many it listed,
+ * or UV_EAGAIN (cut short), UV_ENOMEM, the sink's error. */
+int uvp__dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
+                       void *arg);
 
 /* Reject pending p with `code` and run its cancel hook, as
- * uvp_promise_cancel does for p alone (a deadline's UV_ETIMEDOUT). */
+ * uvp_promise_cancel does for p alone (a deadline's UV_ETIMEDOUT), with
+ * the cause of the cancellation running (cause.h; none: the program's). */
 void uvp__cancel_with(uvp_promise_t *p, int code);
+/* Reject pending p, which uvp produces, with `code` and cause c (a new
+ * reference is taken): a cut that settles later (a group's join). */
+void uvp__reject_cause(uvp_promise_t *p, int code, struct uvp__cause_s *c);
+/* The cause p's rejection carries (uvp_promise_cause), or NULL. */
+static inline struct uvp__cause_s *uvp__cause_of(const uvp_promise_t *p) {
+  if (p->state != UVP__S_REJECTED)
+    return NULL;
+  const uvp_promise_t *o = (p->flags & UVP__F_FORWARD) ? p->link : p;
+  return (o->flags & UVP__F_CAUSE) ? o->fn.cause : NULL;
+}
 
 /* ---- releases ------------------------------------------------------------
  * uvp_promise_release (uvp.h) is the public entry, from any thread: off the
@@ -210,5 +238,9 @@ int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
  * context. */
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
 void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
+
+/* The scope a queued user handler will run in (NULL: none, or not a
+ * user's handler), for the stall detector's report. */
+struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r);
 
 #endif

@@ -88,6 +88,14 @@ static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
   return out;
 }
 
+struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
+    return NULL;
+  const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
+  return h->cb.then == boxed ? ((const hbox_t *)h->arg)->scope : NULL;
+}
+
 /* Drop a reaction that will never run.  A queued one also held its source. */
 void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__rkind_t kind = uvp__rkind(r);
@@ -270,12 +278,13 @@ void uvp__stop_waiting(uvp_promise_t *d) {
 static void report_lost(uvp_promise_t *src, int code, void *payload,
                         bool passed) {
   uvp_promise_t tmp = *src;
-  if (!passed) /* a new rejection, not src's quiet one passed on */
-    tmp.flags &= (uint8_t)~UVP__F_QUIET;
+  if (!passed) { /* a new rejection, not src's quiet one passed on */
+    tmp.flags &= (uint8_t) ~(UVP__F_QUIET | UVP__F_CAUSE | UVP__F_FORWARD);
+    tmp.fn.free_cb = NULL;
+  } /* else src's cause, if any, is the rejection's (never freed here) */
   tmp.state = UVP__S_REJECTED;
   tmp.code = code;
   tmp.value = payload;
-  tmp.fn.free_cb = NULL;
   tmp.refs = 1;
   uvp__report_unhandled(&tmp);
 }

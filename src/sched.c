@@ -18,6 +18,7 @@
 
 #include "context.h"
 #include "scope.h"
+#include "stall.h"
 #include "trace.h"
 
 #define UVP__DEFAULT_BUDGET 1024
@@ -144,13 +145,18 @@ static void drain(uvp_ctx_t *ctx) {
       overdue -= overdue != 0;
       ran_completion = true;
       ctx->q.budget_end--; /* rhead stays */
-      uvp__run_completion(ctx, completion_pop(ctx));
+      uvp__reaction_t *c = completion_pop(ctx);
+      if (UVP__UNLIKELY(ctx->h.stall))
+        uvp__stall_reaction(ctx, c);
+      uvp__run_completion(ctx, c);
       if (ctx->h.closed)
         return;
       continue;
     }
     uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
+    if (UVP__UNLIKELY(ctx->h.stall))
+      uvp__stall_reaction(ctx, r);
     uvp__run_reaction(ctx, r);
     if (ctx->h.closed)
       return;
@@ -163,7 +169,12 @@ static void drain(uvp_ctx_t *ctx) {
   }
 }
 
-static void idle_cb(uv_idle_t *h) { drain(h->data); }
+static void idle_cb(uv_idle_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  drain(ctx);
+  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+    uvp__stall_outside(ctx, UVP__PH_AFTER_IDLE);
+}
 static void read_mail(uvp_ctx_t *ctx);
 /* Mail is read here too, not only when the async handle's turn comes.  A
  * thread that settles and then tells the loop it is done through a handle
@@ -177,10 +188,14 @@ static void read_mail(uvp_ctx_t *ctx);
  * program's handle in its callback never loses a message. */
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
+  if (UVP__UNLIKELY(ctx->h.stall))
+    uvp__stall_check(ctx);
   if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
     read_mail(ctx);
   if (ctx->q.queued != 0)
     drain(ctx);
+  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+    uvp__stall_outside(ctx, UVP__PH_AFTER_CHECK);
 }
 
 /* Queue work exists: make the next poll non-blocking and keep the loop
@@ -243,41 +258,69 @@ void uvp__unlock(uvp_ctx_t *ctx) {
     ctx_free(ctx);
 }
 
+void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
+                    const uvp__ext_t *hooks) {
+  char *st = uvp__calloc(1, size);
+  if (st == NULL)
+    return NULL;
+  uvp__ext_t *e = (uvp__ext_t *)(void *)(st + offset);
+  *e = *hooks;
+  ctx->h.ext[slot] = e;
+  return st;
+}
+
 void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
 
 /* ---- uvp's work in the loop ---------------------------------------------- */
 
-void uvp__loop_work_begin(uvp_ctx_t *ctx) {
+static void loop_count(uvp_ctx_t *ctx, size_t work) {
   if (UVP__LIKELY(!ctx->h.closed)) {
     ctx->loop_work++;
+    ctx->inflight += work;
     return;
   }
   uvp__lock(ctx); /* after the teardown other threads read it (uvp__unlock) */
   ctx->loop_work++;
+  ctx->inflight += work;
   uvp__unlock(ctx);
 }
+
+void uvp__loop_work_begin(uvp_ctx_t *ctx) { loop_count(ctx, 1); }
+void uvp__loop_handle_begin(uvp_ctx_t *ctx) { loop_count(ctx, 0); }
 
 /* After uvp_ctx_close: the last end calls the close callback first, while
  * the count still keeps the context, then lets the context go under the
  * lock (other threads may be releasing the last promises). */
-static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx) {
+static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {
     uvp_ctx_closed_cb cb = ctx->closed_cb;
     void *arg = ctx->closed_arg;
     ctx->closed_cb = NULL;
     ctx->closed_arg = NULL;
+    ctx->inflight -= work; /* 0 for the callback to read */
+    work = 0;
     cb(ctx, arg);
   }
   uvp__lock(ctx);
   ctx->loop_work--;
+  ctx->inflight -= work;
   uvp__unlock(ctx); /* may free the context */
 }
 
-void uvp__loop_work_end(uvp_ctx_t *ctx) {
-  if (UVP__LIKELY(!ctx->h.closed))
+static void loop_uncount(uvp_ctx_t *ctx, size_t work) {
+  if (UVP__LIKELY(!ctx->h.closed)) {
     ctx->loop_work--;
-  else
-    loop_work_end_closed(ctx);
+    ctx->inflight -= work;
+  } else {
+    loop_work_end_closed(ctx, work);
+  }
+}
+
+void uvp__loop_work_end(uvp_ctx_t *ctx) { loop_uncount(ctx, 1); }
+void uvp__loop_handle_end(uvp_ctx_t *ctx) { loop_uncount(ctx, 0); }
+
+size_t uvp_ctx_inflight(const uvp_ctx_t *ctx) {
+  return ctx != NULL ? ctx->inflight : 0;
 }
 
 void uvp__drop(uvp_ctx_t *ctx) {
@@ -337,7 +380,20 @@ static void read_mail(uvp_ctx_t *ctx) {
 
 void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
 
-static void async_cb(uv_async_t *h) { read_mail(h->data); }
+/* The stall detector times it as uvp's own callback; it runs among the
+ * I/O callbacks, so the time after it is the poll's again. */
+static void async_cb(uv_async_t *h) {
+  uvp_ctx_t *ctx = h->data;
+  if (UVP__UNLIKELY(ctx->h.stall)) {
+    uvp__slice_t s = {
+        UVP_STALL_UVP, 0, 0,    NULL, 0,
+        NULL,          0, NULL, NULL, "async (messages from other threads)"};
+    uvp__stall_mark(ctx, &s, true);
+  }
+  read_mail(ctx);
+  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+    uvp__stall_outside(ctx, UVP__PH_POLL);
+}
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb) {
@@ -613,7 +669,7 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   return 0;
 }
 
-static void handle_closed(uv_handle_t *h) { uvp__loop_work_end(h->data); }
+static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
 
 /* Drop every queued reaction and completion (reactions first, as the
  * drain would have run them), and whatever dropping them queues. */
@@ -638,9 +694,9 @@ static void find_handle(uv_handle_t *h, void *arg) {
  * the list is closing with the program's callback, which is all that
  * says when libuv is done with the context's memory: the caller must run
  * the loop first (UV_EBUSY). */
-static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
+static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   int closed = 0;
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < nh; i++) {
     if (!uv_is_closing(hs[i]))
       continue;
     uv_handle_t *want[2] = {hs[i], NULL};
@@ -652,29 +708,11 @@ static int count_closed_by_host(uvp_ctx_t *ctx, uv_handle_t **hs) {
   return closed;
 }
 
-static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
-                     void *closed_arg) {
-  /* A second close may come once the context is freed: look it up first,
-   * without reading it. */
-  if (ctx != NULL && !uvp__registry_has(ctx))
-    return UVP_ECLOSED;
-  int rc = uvp__ctx_check(ctx);
-  if (rc == 0)
-    rc = uvp__close_refused;
-  if (rc != 0)
-    return rc;
-  uv_handle_t *hs[3] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
-                        (uv_handle_t *)&ctx->async};
-  int by_host = count_closed_by_host(ctx, hs);
-  if (by_host < 0)
-    return by_host;
-  /* Nothing below can bring loop_work to 0 before the end of this call:
-   * the three handles count until their close callbacks (or the
-   * subtraction at the end for those the host closed). */
-  ctx->closed_cb = closed_cb;
-  ctx->closed_arg = closed_arg;
-  /* Held across the whole sweep: from `closed` on, other threads change
-   * references only under this lock. */
+/* The teardown under the lock (held across the whole sweep: from `closed`
+ * on, other threads change references only under it): every promise
+ * rejected and its hook run, what that queues dropped, the handles
+ * closing. */
+static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   uvp__lock(ctx);
   ctx->h.closed = true;
   ctx->h.guarded = true;
@@ -705,10 +743,54 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
    * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
   retire_unhandled(ctx);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < nh; i++)
     if (!uv_is_closing(hs[i]))
       uv_close(hs[i], handle_closed);
   uvp__unlock(ctx);
+}
+
+/* The host closed some of the handles itself (by_host of them): their
+ * count goes now, last, since the context may be freed with it. */
+static void closed_by_host(uvp_ctx_t *ctx, int by_host) {
+  uvp__lock(ctx);
+  ctx->loop_work -= (size_t)by_host;
+  if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
+    /* Nothing of uvp's is left in the loop to call the callback from,
+     * and it never runs inside this call: the idle handle (its close
+     * has completed, so its memory is ours again) is opened and closed
+     * at once, and its close callback calls it. */
+    uv_idle_init(ctx->h.loop, &ctx->idle);
+    ctx->idle.data = ctx;
+    ctx->loop_work++;
+    uv_close((uv_handle_t *)&ctx->idle, handle_closed);
+  }
+  uvp__unlock(ctx);
+}
+
+static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
+                     void *closed_arg) {
+  /* A second close may come once the context is freed: look it up first,
+   * without reading it. */
+  if (ctx != NULL && !uvp__registry_has(ctx))
+    return UVP_ECLOSED;
+  int rc = uvp__ctx_check(ctx);
+  if (rc == 0)
+    rc = uvp__close_refused;
+  if (rc != 0)
+    return rc;
+  /* The context's handles, and the stall detector's once it was on. */
+  uv_handle_t *hs[4] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
+                        (uv_handle_t *)&ctx->async, uvp__stall_handle(ctx)};
+  int nh = hs[3] != NULL ? 4 : 3;
+  int by_host = count_closed_by_host(ctx, hs, nh);
+  if (by_host < 0)
+    return by_host;
+  /* Nothing below can bring loop_work to 0 before the end of this call:
+   * the three handles count until their close callbacks (or the
+   * subtraction at the end for those the host closed). */
+  ctx->closed_cb = closed_cb;
+  ctx->closed_arg = closed_arg;
+  sweep_closed(ctx, hs, nh);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,
    * another owner of a lock it would find held.  The handles are closing:
@@ -720,21 +802,8 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   uvp__scope_unref(ctx->h.scope);
   ctx->h.scope = NULL;
   drop_arg(&ctx->data, &ctx->data_free); /* the fibers may have used it */
-  if (by_host != 0) { /* last: with them the context may be freed now */
-    uvp__lock(ctx);
-    ctx->loop_work -= (size_t)by_host;
-    if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
-      /* Nothing of uvp's is left in the loop to call the callback from,
-       * and it never runs inside this call: the idle handle (its close
-       * has completed, so its memory is ours again) is opened and closed
-       * at once, and its close callback calls it. */
-      uv_idle_init(ctx->h.loop, &ctx->idle);
-      ctx->idle.data = ctx;
-      ctx->loop_work++;
-      uv_close((uv_handle_t *)&ctx->idle, handle_closed);
-    }
-    uvp__unlock(ctx);
-  }
+  if (by_host != 0) /* last: with them the context may be freed now */
+    closed_by_host(ctx, by_host);
   return 0;
 }
 

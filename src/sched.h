@@ -21,7 +21,7 @@ struct uvp__ext_s {
   void (*destroy)(uvp__ext_t *ext);
   /* adds the layer's figures to uvp_ctx_stats' */
   void (*stats)(const uvp__ext_t *ext, uvp_ctx_stats_t *out);
-  /* adds lines to uvp_ctx_dump_pending's, counting them (may be NULL) */
+  /* adds lines to UVP_DUMP_PROMISES's listing, counting them (may be NULL) */
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
   /* gives back what uvp_ctx_trim asks of it (may be NULL) */
   void (*trim)(uvp__ext_t *ext);
@@ -36,8 +36,21 @@ enum {
   UVP__EXT_TRACES,
   UVP__EXT_DUMP,
   UVP__EXT_CLOCK,
+  UVP__EXT_STALL, /* the stall detector (stall.h) */
   UVP__EXT_COUNT
 };
+/* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
+ * UVP__EXT_OF(ctx, slot, type) is ctx's, or NULL until it is made;
+ * UVP__EXT_MAKE(ctx, slot, type, &hooks) makes it (zeroed, its ext a copy
+ * of hooks) and puts it in the slot, or returns NULL without memory; the
+ * layer then initialises the rest. */
+#define UVP__EXT_OF(ctx, slot, type)                                           \
+  ((type *)uvp__ext_of((ctx), (slot), offsetof(type, ext)))
+#define UVP__EXT_MAKE(ctx, slot, type, hooks)                                  \
+  ((type *)uvp__ext_make((ctx), (slot), sizeof(type), offsetof(type, ext),     \
+                         (hooks)))
+void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
+                    const uvp__ext_t *hooks);
 
 /* What every layer reads of a context, first in it: the loop, the thread
  * check, the current scope and trace frame, the layers' state.  Read and
@@ -52,13 +65,27 @@ typedef struct uvp__ctx_head_s {
   uint16_t trace;     /* the frame of the code running now */
   bool vclock;        /* uvp's time is the virtual clock's (clock.h); in
                          what was padding, on the line every call reads */
+  bool stall;         /* the stall detector is on (stall.h): in the last
+                         byte of padding before `scope` */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
   uint64_t vnow; /* the virtual clock's time, kept by clock.c */
+  /* Real work in flight, counted only while vclock is set (the mode does
+   * not change while work lives): operations' requests and handles, and
+   * bindings' work (uvp_inflight_start).  Read by clock.c: automatic
+   * advance does not jump while any is. */
+  size_t real_work;
+  /* The cause of the cancellation running now (cause.h), or NULL: what it
+   * cuts takes it.  Read only when a cancellation rejects a promise. */
+  struct uvp__cause_s *cause;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
   return (uvp__ctx_head_t *)(void *)ctx;
+}
+static inline void *uvp__ext_of(const uvp_ctx_t *ctx, int slot, size_t offset) {
+  uvp__ext_t *e = uvp__head(ctx)->ext[slot];
+  return e != NULL ? (void *)((char *)e - offset) : NULL;
 }
 static inline uv_loop_t *uvp__loop(const uvp_ctx_t *ctx) {
   return uvp__head(ctx)->loop;
@@ -149,6 +176,11 @@ void uvp__drop(uvp_ctx_t *ctx);
  * increment (the end tests `closed` too) with no allocation. */
 void uvp__loop_work_begin(uvp_ctx_t *ctx);
 void uvp__loop_work_end(uvp_ctx_t *ctx);
+/* The same for a handle of uvp's own that is no work of the program's (the
+ * context's three, the virtual clock's two): the context waits for its
+ * close, uvp_ctx_inflight does not count it. */
+void uvp__loop_handle_begin(uvp_ctx_t *ctx);
+void uvp__loop_handle_end(uvp_ctx_t *ctx);
 
 /* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
  * operation's promise, which the queue now holds) runs with

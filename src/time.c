@@ -4,6 +4,7 @@
  * of uvp.h's "Time"). */
 #include <stdio.h>
 
+#include "cause.h"
 #include "clock.h"
 #include "dump.h"
 
@@ -15,10 +16,11 @@ typedef struct {
 } timed_t;
 
 /* uv_timer_init and uv_timer_start cannot fail for a live loop and a
- * non-NULL callback. */
+ * non-NULL callback.  `extra`: uvp__timer_extra(ctx) bytes allocated with
+ * the owner, after it. */
 static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
-                        uint64_t ms, int flags) {
-  uvp__timer_init(ctx, &t->timer, data, (flags & UVP_UNREF) != 0);
+                        uint64_t ms, int flags, void *extra) {
+  uvp__timer_init(ctx, &t->timer, data, (flags & UVP_UNREF) != 0, extra);
   uvp__timer_start(&t->timer, cb, ms);
   t->owner = uvp__work_begin(ctx);
 }
@@ -78,7 +80,9 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
   if (rc != 0)
     return rc;
   uv_once(&describers_once, describers);
-  delay_t *d = uvp__malloc(sizeof(*d));
+  /* The virtual clock's part of the timer after d, only with the clock on
+   * (clock.h). */
+  delay_t *d = uvp__malloc(sizeof(*d) + uvp__timer_extra(ctx));
   if (d == NULL)
     return UV_ENOMEM;
   d->p = uvp__produced_new(ctx, file, line, delay_cancel, d);
@@ -88,7 +92,7 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
   }
   d->value = value;
   d->free_cb = free_cb;
-  start_timer(ctx, &d->t, d, delay_fire, ms, flags);
+  start_timer(ctx, &d->t, d, delay_fire, ms, flags, d + 1);
   uvp__scope_watch(ctx, d->p);
   *out = d->p;
   return 0;
@@ -104,6 +108,7 @@ typedef struct {
   uvp_promise_t *result;
   int refs;
   int flags;
+  uint64_t ms; /* for its cause */
 } tmo_t;
 
 static void tmo_settled(void *arg, const uvp_outcome_t *in);
@@ -152,8 +157,20 @@ static void tmo_fire(uv_timer_t *h) {
      * reaction is still queued behind the timer phase. */
     uvp__forward(r, t->src);
   } else {
-    uvp__reject(r, UV_ETIMEDOUT, NULL, NULL);
+    /* A deadline of the timeout's own: the result, and the input it gives
+     * up on, say which (cause.h). */
+    const char *file;
+    int line;
+    uvp__site_get(r->site, &file, &line);
+    uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE, .file = file,
+                         .line = line, .ms = t->ms};
+    uvp__cause_t *c = uvp__cause_new(&proto, NULL);
+    uvp__reject_cause(r, UV_ETIMEDOUT, c);
+    uvp_ctx_t *ctx = uvp__promise_ctx(r);
+    uvp__cause_t *outer = uvp__cause_enter(ctx, c);
     cancel_input(t);
+    uvp__cause_leave(ctx, outer);
+    uvp__cause_unref(c);
   }
   uvp__unref(r);
   tmo_unref(t);
@@ -193,7 +210,7 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   if (rc != 0)
     return rc;
   uv_once(&describers_once, describers);
-  tmo_t *t = uvp__malloc(sizeof(*t));
+  tmo_t *t = uvp__malloc(sizeof(*t) + uvp__timer_extra(ctx));
   if (t == NULL)
     return UV_ENOMEM;
   t->result = uvp__produced_new(ctx, file, line, tmo_cancel, t);
@@ -203,10 +220,11 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
     uvp__free(t);
     return UV_ENOMEM;
   }
-  start_timer(ctx, &t->t, t, tmo_fire, ms, flags);
+  start_timer(ctx, &t->t, t, tmo_fire, ms, flags, t + 1);
   t->src = uvp_promise_retain(p);
   t->refs = 2; /* timer, reaction */
   t->flags = flags;
+  t->ms = ms;
   uvp__scope_watch(ctx, t->result);
   *out = t->result;
   return 0;

@@ -146,8 +146,7 @@ uint16_t uvp__trace_intern(uvp_ctx_t *ctx, uint16_t site, uvp__tkind_t kind,
   if (site == 0) /* the site table is full: nothing to name */
     return parent;
   uint64_t key = key_of(site, kind, parent);
-  trace_state_t *st = UVP__CONTAINER_OF(uvp__head(ctx)->ext[UVP__EXT_TRACES],
-                                        trace_state_t, ext);
+  trace_state_t *st = UVP__EXT_OF(ctx, UVP__EXT_TRACES, trace_state_t);
   uint64_t *entry = &st->cache[key_hash(key) & (CACHE_SIZE - 1)];
   if (UVP__LIKELY(*entry >> 16 == key))
     return (uint16_t)*entry;
@@ -160,15 +159,12 @@ uint16_t uvp__trace_intern(uvp_ctx_t *ctx, uint16_t site, uvp__tkind_t kind,
 }
 
 int uvp__trace_set(uvp_ctx_t *ctx, bool on) {
+  static const uvp__ext_t hooks = {.destroy = state_destroy,
+                                   .stats = state_stats};
   uvp__ctx_head_t *h = uvp__head(ctx);
-  if (on && h->ext[UVP__EXT_TRACES] == NULL) {
-    trace_state_t *st = uvp__calloc(1, sizeof(*st));
-    if (st == NULL)
-      return UV_ENOMEM;
-    st->ext.destroy = state_destroy;
-    st->ext.stats = state_stats;
-    h->ext[UVP__EXT_TRACES] = &st->ext;
-  }
+  if (on && h->ext[UVP__EXT_TRACES] == NULL &&
+      UVP__EXT_MAKE(ctx, UVP__EXT_TRACES, trace_state_t, &hooks) == NULL)
+    return UV_ENOMEM;
   if (!on && h->ext[UVP__EXT_TRACES] != NULL) {
     h->ext[UVP__EXT_TRACES]->destroy(h->ext[UVP__EXT_TRACES]);
     h->ext[UVP__EXT_TRACES] = NULL;
@@ -200,6 +196,11 @@ static size_t collect(uint16_t id, uvp_trace_frame_t *out, size_t max) {
     }
   }
   return n;
+}
+
+size_t uvp__trace_collect(uint16_t trace, uvp_trace_frame_t *out,
+                          size_t max) {
+  return collect(trace, out, max);
 }
 
 void uvp__trace_print(FILE *stream, uint16_t trace, const char *indent) {

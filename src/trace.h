@@ -62,6 +62,10 @@ uint16_t uvp__trace_named(uint16_t frame, const char *name);
  * FILE:LINE`. */
 void uvp__trace_print(FILE *stream, uint16_t trace, const char *indent);
 
+/* The frames of a trace, as uvp_promise_trace gives them: any thread
+ * (the stall detector's watchdog reads them). */
+size_t uvp__trace_collect(uint16_t trace, uvp_trace_frame_t *out, size_t max);
+
 /* Per context: on or off (off frees the cache). */
 int uvp__trace_set(uvp_ctx_t *ctx, bool on);
 

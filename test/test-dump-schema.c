@@ -117,12 +117,12 @@ static json_t *check_task_line(const char *line) {
       "\"v\":",          "\"task\":",      "\"name\":",
       "\"id\":",         "\"site\":",      "\"age_ms\":",
       "\"waiting_ms\":", "\"waits_for\":", "\"await\":",
-      "\"state\":",      "\"groups\":",    "\"deadline_left_ms\":",
-      "\"slots\":",      "\"cut\":",       NULL};
+      "\"state\":",      "\"cause\":",     "\"groups\":",
+      "\"deadline_left_ms\":", "\"slots\":", "\"cut\":",   NULL};
   static const char *const members[] = {
       "v",          "task",      "name",  "id",    "site",   "age_ms",
-      "waiting_ms", "waits_for", "await", "state", "groups", "deadline_left_ms",
-      "slots",      "cut",       NULL};
+      "waiting_ms", "waits_for", "await", "state", "cause", "groups",
+      "deadline_left_ms", "slots", "cut", NULL};
   static const char *const tasks[] = {"fiber", "member", "promise", NULL};
   static const char *const states[] = {"not started", "running",
                                        "cancelled, running", "ending", NULL};
@@ -202,6 +202,10 @@ static json_t *check_task_line(const char *line) {
         fail_msg("groups[%zu]: %s", i, line);
     }
   }
+  json_t *cause = json_object_get(o, "cause");
+  if (cause != NULL &&
+      (!json_is_string(cause) || json_string_length(cause) == 0))
+    fail_msg("cause: %s", line);
   if (json_object_get(o, "deadline_left_ms") != NULL)
     expect_uint(o, "deadline_left_ms", line);
   json_t *slots = json_object_get(o, "slots");

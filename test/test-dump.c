@@ -4,7 +4,8 @@
  * what uvp's operations say they wait for (a file, a connection's peer,
  * the thread pool, a process, a timeout, a group, a library's own
  * description); slot formatters that fail or write garbage and too much;
- * a sink that fails; bad arguments. */
+ * a sink that fails; the listing of every pending promise
+ * (UVP_DUMP_PROMISES); bad arguments. */
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -475,6 +476,48 @@ static void test_slot_formatters(void **state) {
   uvp_promise_release(fp);
 }
 
+/* UVP_DUMP_PROMISES: every pending promise, the ones nothing waits on too
+ * (which the task dump leaves out), through the same sinks; the deprecated
+ * uvp_ctx_dump_pending prints the same text. */
+static void test_promises_listing(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *lone, *held, *derived;
+  assert_int_equal(uvp_promise_new(f->ctx, &lone), 0);
+  int lone_line = __LINE__ - 1;
+  assert_int_equal(uvp_promise_new(f->ctx, &held), 0);
+  assert_int_equal(uvp_promise_then(held, ignore, NULL, &derived), 0);
+  sink_t s = {0};
+  /* Tasks: only what something waits on (held, by its then). */
+  int tasks = dump_into(f, &s, 0, 0);
+  char site[64];
+  snprintf(site, sizeof(site), "test-dump.c:%d", lone_line);
+  assert_null(strstr(s.buf, site));
+  /* Promises: all three pending ones. */
+  assert_int_equal(dump_into(f, &s, UVP_DUMP_PROMISES, 0), 3);
+  assert_true(tasks < 3);
+  assert_non_null(strstr(s.buf, site));
+  assert_int_equal(count_lines(s.buf), 3);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *mem = open_memstream(&text, &len);
+  assert_non_null(mem);
+  assert_int_equal(uvp_ctx_dump_pending(f->ctx, mem), 3);
+  assert_int_equal(fclose(mem), 0);
+  assert_string_equal(text, s.buf);
+  free(text);
+  /* Alone, or not at all; a failing sink's error comes back. */
+  assert_int_equal(dump_into(f, &s, UVP_DUMP_PROMISES | UVP_DUMP_JSON, 0),
+                   UV_EINVAL);
+  assert_int_equal(dump_into(f, &s, UVP_DUMP_PROMISES | UVP_DUMP_SUMMARY, 0),
+                   UV_EINVAL);
+  s.fail = UV_ENOSPC;
+  assert_int_equal(dump_into(f, &s, UVP_DUMP_PROMISES, 0), UV_ENOSPC);
+  free(s.buf);
+  uvp_promise_release(derived);
+  uvp_promise_release(held);
+  uvp_promise_release(lone);
+}
+
 static void test_bad_arguments(void **state) {
   fixture_t *f = *state;
   uvp_dump_opts_t none = {0, NULL, NULL, NULL, 0};
@@ -494,7 +537,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       QUIET_TEST(test_many_tasks),        FS_TEST(test_operations_described),
       FS_TEST(test_work_shows_its_group), QUIET_TEST(test_slot_formatters),
-      FIXTURE_TEST(test_bad_arguments),
+      QUIET_TEST(test_promises_listing),  FIXTURE_TEST(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -475,28 +475,53 @@ static void test_pool_reuse_and_caps(void **state) {
    * stays in its chunk, handed out before a fresh slot is carved ... */
   memset(b->base, 0x5a, b->size);
   memset(c->base, 0x5a, c->size);
+  /* A released stack's descriptor is in its top page, and goes with its
+   * pages: what the test reads of b afterwards is kept here. */
+  char *b_base = b->base;
+  size_t b_size = b->size;
   pool.max_idle = 1;
   uvp__stack_put(&pool, b);
   uvp__stack_put(&pool, c);
   assert_int_equal(pool.idle_count, 2);
   assert_int_equal(pool.warm_count, 1);
-  assert_int_equal(resident_pages(b->base, b->size), 0);
+  /* A demoted stack's pages go with the next batch (or a trim), not one
+   * system call each as it comes back. */
+  assert_int_equal(pool.dirty, 1);
+  assert_true(resident_pages(b_base, b_size) >= b_size / page);
+  uvp__stack_pool_trim(&pool, 1);
+  assert_int_equal(pool.dirty, 0);
+  assert_int_equal(pool.warm_count, 1);
+  assert_int_equal(resident_pages(b_base, b_size), 0);
   assert_true(resident_pages(c->base, c->size) >= c->size / page);
-  assert_true(proc_guarded(b->base - 1)); /* the guard stays */
+  assert_true(proc_guarded(b_base - 1)); /* the guard stays */
   assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
   assert_ptr_equal(a, c);
   assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
-  assert_ptr_equal(a, b);
+  assert_ptr_equal(a, b); /* its descriptor written again, in place */
+  assert_ptr_equal(b->base, b_base);
+  assert_int_equal(b->size, b_size);
   if (!RUNNING_ON_VALGRIND)
     assert_int_equal(b->base[0], 0); /* fresh pages */
+  /* A released stack handed out before the flush keeps its pages: no
+   * system call either way. */
+  memset(b->base, 0x5a, b->size);
+  uvp__stack_put(&pool, b);
+  uvp__stack_put(&pool, a == b ? c : a);
+  assert_int_equal(pool.dirty, 1);
+  assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
+  assert_int_equal(uvp__stack_get(&pool, 0, &b), 0);
+  assert_int_equal(pool.dirty, 0);
+  assert_true(resident_pages(b->base, b->size) >= b->size / page);
   /* ... or by bytes. */
   pool.max_idle = 10;
   pool.max_idle_bytes = a->size + a->size / 2;
+  b_base = b->base;
   uvp__stack_put(&pool, b);
   uvp__stack_put(&pool, c);
   assert_int_equal(pool.idle_count, 2);
   assert_int_equal(pool.warm_count, 1);
-  assert_int_equal(resident_pages(b->base, b->size), 0);
+  uvp__stack_pool_trim(&pool, 1);
+  assert_int_equal(resident_pages(b_base, b_size), 0);
   /* trim keeps the warmest. */
   pool.max_idle_bytes = 4 * bytes;
   assert_int_equal(uvp__stack_get(&pool, 0, &a), 0);
@@ -565,6 +590,50 @@ static void test_pool_chunks(void **state) {
   assert_int_equal(pool.idle_count, 0);
   assert_int_equal(pool.chunks, 0);
   uvp__stack_pool_close(&pool);
+}
+
+/* Issue 57: a fresh stack's top is at most 448 bytes below its page's end
+ * (a fiber with 3.5 KB of frames and record stays in the page it faults
+ * in); a warm one handed out again is staggered over 32 lines (its top at
+ * 32 offsets of a page, for the caches); with markers, a chunk's guards
+ * are in place before its slots are carved (installed at once). */
+static void test_pool_stagger(void **state) {
+  (void)state;
+  enum { N = 64 };
+  uvp__stack_pool_t pool;
+  uvp__stack_t *s[N];
+  size_t page = page_size(), offsets[N];
+  uvp__stack_pool_init(&pool, 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(uvp__stack_get(&pool, 0, &s[i]), 0);
+    uintptr_t top = (uintptr_t)(s[i]->base + s[i]->size);
+    size_t room = page - top % page;
+    assert_true(top % page == 0 || room <= 448 + 128); /* desc + canary */
+    assert_int_equal((top - 3500) / page, (top - 1) / page);
+  }
+  if (uvp__stack_markers() && !RUNNING_ON_VALGRIND) {
+    /* slot 1 of the second chunk (16 slots) is not carved: guarded yet */
+    size_t slot = (size_t)(s[9]->base - s[8]->base);
+    assert_true(proc_guarded(s[N - 1]->base + slot - 1));
+  }
+  for (int i = 0; i < N; i++)
+    uvp__stack_put(&pool, s[i]);
+  /* Warm, most recently returned first: the same stacks, staggered wide. */
+  size_t distinct = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(uvp__stack_get(&pool, 0, &s[i]), 0);
+    offsets[i] = (uintptr_t)(s[i]->base + s[i]->size) % page;
+    bool seen = false;
+    for (int j = 0; j < i; j++)
+      seen = seen || offsets[j] == offsets[i];
+    distinct += !seen;
+    memset(s[i]->base, 0x5a, s[i]->size); /* every byte still usable */
+  }
+  assert_int_equal(distinct, 32);
+  for (int i = 0; i < N; i++)
+    uvp__stack_put(&pool, s[i]);
+  uvp__stack_pool_close(&pool);
+  assert_int_equal(pool.chunks, 0);
 }
 
 /* Only touched pages are resident, and keep_warm gives back the rest. */
@@ -1051,6 +1120,7 @@ int main(void) {
       cmocka_unit_test(test_many_suspended),
       cmocka_unit_test(test_pool_reuse_and_caps),
       cmocka_unit_test(test_pool_chunks),
+      cmocka_unit_test(test_pool_stagger),
       cmocka_unit_test(test_resident_pages),
       cmocka_unit_test(test_enomem_absurd_size),
       cmocka_unit_test(test_no_map_wall),

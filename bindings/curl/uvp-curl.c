@@ -31,15 +31,17 @@
  * cancelled); the binding when uvp_curl_close has closed everything and
  * the last close callback has run (`handles` counts the open ones).
  *
- * The task dump and deadlines.  transfer_target() is the one place that
- * names a transfer ("GET url"): the core's task dump asks it through the
- * promise's described cancel hook (kind "HTTP"), and uvp_curl_dump prints
- * it.  start() is the one place every transfer goes through before
- * libcurl sees it: there the scope's deadline, if any, watches the
- * transfer's promise (uvp_deadline_watch), and when it passes the promise
- * rejects with UV_ETIMEDOUT and on_cancel takes the transfer out of the
- * multi, as any cancellation does.  (Not CURLOPT_TIMEOUT_MS: a deadline
- * is the scope's, shared with everything else the request started.)
+ * Work in flight.  start() is the one place every transfer goes through
+ * before libcurl sees it, and xfer_free() the one it leaves by: there the
+ * transfer's record (uvp_inflight_t, class xfer_class) starts and ends.
+ * Between the two the transfer is its scope's work (a group's join waits
+ * for it), the scope's deadline watches its promise (when it passes the
+ * promise rejects with UV_ETIMEDOUT and on_cancel takes the transfer out
+ * of the multi, as any cancellation does; not CURLOPT_TIMEOUT_MS: a
+ * deadline is the scope's, shared with everything else the request
+ * started), the virtual clock keeps the loop's pace, and the task dump
+ * names it through transfer_target() ("GET url", kind "HTTP"), the one
+ * place that does, which uvp_curl_dump prints too.
  *
  * The busy limit (issue 51).  A deadline, libcurl's timeouts and every
  * other handle of the loop wait while the loop thread is inside libcurl,
@@ -144,6 +146,7 @@ struct xfer_s {
   uvp_curl_t *c;
   CURL *easy;
   uvp_promise_t *p;    /* ours */
+  uvp_inflight_t w;    /* the transfer as work in flight (see the top) */
   xfer_t *hnext;       /* hash chain */
   xfer_t *prev, *next; /* every transfer, oldest first */
   xfer_t *dnext;       /* the deferred queue */
@@ -345,20 +348,16 @@ static void handle_gone(uvp_curl_t *c) {
 
 static void on_handle_closed(uv_handle_t *h) { handle_gone(h->data); }
 
-/* Transfers in the multi keep the loop alive, and hold a virtual clock
- * (UVP_CLOCK_AUTO) to the loop's pace: a reply on its way beats a virtual
- * timeout it would beat in real time.  Called as running goes from 0 to 1
- * and back. */
+/* Transfers in the multi keep the loop alive (each holds a virtual clock
+ * to the loop's pace through its record).  Called as running goes from 0
+ * to 1 and back. */
 static void wd_set_active(uvp_curl_t *c, bool active);
 
 static void keep_set(uvp_curl_t *c) {
-  if (c->stats.running > 0) {
+  if (c->stats.running > 0)
     uv_ref((uv_handle_t *)&c->keep);
-    (void)uvp_clock_hold(c->ctx);
-  } else {
+  else
     uv_unref((uv_handle_t *)&c->keep);
-    (void)uvp_clock_unhold(c->ctx);
-  }
   wd_set_active(c, c->stats.running > 0);
 }
 
@@ -743,7 +742,10 @@ static void fetch_free(fetch_t *f) {
   free(f);
 }
 
+/* Every transfer ends here, started or not: its record ends first (its
+ * group may settle its join; the context's count drops). */
 static void xfer_free(xfer_t *x) {
+  uvp_inflight_end(&x->w);
   if (x->fetch != NULL) {
     curl_easy_cleanup(x->easy); /* the binding's own handle */
     fetch_free(x->fetch);
@@ -772,17 +774,19 @@ static void xfer_drop(uvp_curl_t *c, xfer_t *x) {
 }
 
 /* A transfer out of the multi (or never in it) at uvp_curl_close: its
- * promise is cancelled, if still pending, without the hook. */
+ * promise is cancelled, if still pending, without the hook, saying why
+ * (uvp_promise_cause). */
 static void xfer_abandon(uvp_curl_t *c, xfer_t *x) {
   uvp_promise_t *p = x->p;
   c->stats.cancelled++;
   xfer_free(x);
   uvp_promise_set_cancel(p, NULL, NULL);
-  uvp_promise_cancel(p);
+  uvp_promise_cancel_binding(p, UV_ECANCELED,
+                             "uvp_curl_close: the client was closed");
   uvp_promise_release(p);
 }
 
-static void on_cancel(uvp_promise_t *p, void *arg);
+static void on_cancel(uvp_inflight_t *w, int code);
 static void socket_action(uvp_curl_t *c, curl_socket_t fd, int flags);
 static int add_now(uvp_curl_t *c, xfer_t *x);
 static void finish(uvp_curl_t *c, xfer_t *x, CURLcode result);
@@ -1152,9 +1156,11 @@ static int transfer_target(const xfer_t *x, char *buf, size_t len) {
                   url != NULL && *url != '\0' ? url : "(URL not read yet)");
 }
 
-static int describe(void *arg, char *buf, size_t cap) {
-  return transfer_target(arg, buf, cap);
+static int describe(uvp_inflight_t *w, char *buf, size_t cap) {
+  return transfer_target(w->data, buf, cap);
 }
+
+static const uvp_inflight_class_t xfer_class = {"HTTP", on_cancel, describe, 0};
 
 int uvp_curl_dump(uvp_curl_t *c, FILE *stream) {
   if (c == NULL || stream == NULL)
@@ -1171,10 +1177,10 @@ int uvp_curl_dump(uvp_curl_t *c, FILE *stream) {
   return n;
 }
 
-static void on_cancel(uvp_promise_t *p, void *arg) {
-  xfer_t *x = arg;
+static void on_cancel(uvp_inflight_t *w, int code) {
+  xfer_t *x = w->data;
   uvp_curl_t *c = x->c;
-  (void)p;
+  (void)code;
   x->cancelled = true;
   if (x->queued)
     return; /* the queue drops it */
@@ -1211,17 +1217,15 @@ static int add_now(uvp_curl_t *c, xfer_t *x) {
   return 0;
 }
 
-/* Every transfer, perform's and fetch's, starts here, watched by the
- * scope's deadline if it has one. */
+/* Every transfer, perform's and fetch's, starts here: its record starts
+ * (see the top).  On an error the caller frees x, which ends it. */
 static int start(uvp_curl_t *c, xfer_t *x, uvp_promise_t **out) {
   int rc = uvp_promise_new_at(c->ctx, &x->p, x->file, x->line);
-  if (rc == 0)
-    rc = uvp_promise_set_cancel_described(x->p, on_cancel, x, NULL, "HTTP",
-                                          describe);
-  if (rc == 0 && (rc = uvp_deadline_watch(c->ctx, x->p)) != 0)
-    uvp_promise_set_cancel(x->p, NULL, NULL);
-  if (rc != 0) {
-    uvp_promise_release(x->p); /* pending, its hook gone: nothing runs */
+  if (rc != 0)
+    return rc;
+  x->w.data = x;
+  if ((rc = uvp_inflight_start(c->ctx, &x->w, x->p, &xfer_class)) != 0) {
+    uvp_promise_release(x->p); /* pending, no hook: nothing runs */
     x->p = NULL;
     return rc;
   }
@@ -1229,7 +1233,7 @@ static int start(uvp_curl_t *c, xfer_t *x, uvp_promise_t **out) {
     x->state = X_ADD_PENDING;
     defer(c, x);
   } else if ((rc = add_now(c, x)) != 0) {
-    uvp_promise_set_cancel(x->p, NULL, NULL);
+    uvp_inflight_end(&x->w); /* its hook goes with it */
     uvp_promise_release(x->p);
     x->p = NULL;
     return rc;

@@ -19,6 +19,9 @@
  * each of its endpoints (plus a refused port and an https:// URL on the
  * plain-HTTP demo): one command shows every kind of outcome.
  *
+ * A row a cancellation ended (the -d deadline) shows who cut it, its
+ * cause (uvp_promise_cause of its record, uvp_cause_format's words).
+ *
  * Exit status: 0 the run completed (whatever the URLs answered), 1 the run
  * could not happen (a file unreadable, the server not started, a CA file
  * unreadable, out of memory), 2 usage error. */
@@ -424,6 +427,10 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
     if (row->attempts > 1)
       retried++;
     const char *why = answered ? NULL : row_why(r, row, error);
+    /* Who cut it, when a cancellation did (a deadline): the cause column. */
+    char cause[256] = "";
+    (void)uvp_cause_format(uvp_promise_cause(list->items[i].promise), cause,
+                           sizeof(cause));
 
     if (r->json) {
       json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1),
@@ -434,6 +441,8 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
       } else {
         json_object_set_new(o, "error", json_string(result));
         json_object_set_new(o, "message", json_string(why));
+        if (cause[0] != '\0')
+          json_object_set_new(o, "cause", json_string(cause));
       }
       json_object_set_new(o, "bytes",
                           json_integer(answered ? (json_int_t)row->bytes : 0));
@@ -450,6 +459,8 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
         printf("%9zu %8.1f ms", row->bytes, ms_of_us(us));
       else /* the reason, in words, after the columns */
         printf("%9s %8.1f ms  %s", "-", ms_of_us(us), why);
+      if (cause[0] != '\0')
+        printf("  (cause: %s)", cause);
       if (row->attempts > 1)
         printf("  (%u attempts)", row->attempts);
       if (row->redirects > 0)
@@ -631,9 +642,12 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
                              .flags = UVP_CURL_DISCARD_BODY,
                              .setup = setup_easy,
                              .setup_arg = &r->http};
+  uint64_t left = 0; /* of the deadline (-d), if any */
   if (r->deadline_ms != 0) {
     /* The deadline is one clock for every request: a request starting
-     * late only gets what is left of it. */
+     * late only gets what is left of it.  It is a uvp deadline around the
+     * transfer (the binding watches its promise with it), so a request it
+     * cuts says so: its cause (uvp_promise_cause), the report's cause. */
     uint64_t now = uv_now(r->loop);
     if (now >= r->deadline_at) {
       row->error = UV_ETIMEDOUT;
@@ -641,9 +655,7 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
       row->reason = strdup("deadline (-d) passed before this retry");
       return UV_ETIMEDOUT;
     }
-    uint64_t left = r->deadline_at - now;
-    if (o.timeout_ms == 0 || left < o.timeout_ms)
-      o.timeout_ms = left;
+    left = r->deadline_at - now;
   }
   row->attempts = n + 1;
   const char *bad = url_problem(row->url);
@@ -654,11 +666,19 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
     return UV_EINVAL;
   }
   uvp_promise_t *p, *recorded;
-  int rc = uvp_curl_fetch(r->curl, row->url, &o, &p);
-  if (rc != 0)
-    return rc;
-  rc = uvp_promise_on(p, UVP_ON_BOTH, record_attempt, row, &recorded);
-  uvp_promise_release(p);
+  int rc = left != 0 ? uvp_deadline_set(r->ctx, left) : 0;
+  if (rc == 0)
+    rc = uvp_curl_fetch(r->curl, row->url, &o, &p);
+  if (rc == 0) {
+    rc = uvp_promise_on(p, UVP_ON_BOTH, record_attempt, row, &recorded);
+    uvp_promise_release(p);
+  }
+  /* The rest of the callback that called us (the next row's start, the
+   * report) runs without the deadline; the handler just registered holds
+   * it (a deadline lives while a scope names it) until the transfer
+   * ends. */
+  if (left != 0)
+    (void)uvp_deadline_shield(r->ctx, UVP_NO_DEADLINE);
   if (rc == 0)
     *out = recorded;
   return rc;

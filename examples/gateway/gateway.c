@@ -279,6 +279,7 @@ typedef struct config_s {
   httpd_opts_t httpd;       /* log and log_arg are each worker's */
   unsigned workers;
   int traces; /* --traces */
+  uint64_t stall_ms; /* --stall: uvp's stall detector; 0: off */
 } config_t;
 
 typedef struct main_s main_t;
@@ -823,6 +824,37 @@ static int format_request_id(void *value, char *buf, size_t cap) {
   return snprintf(buf, cap, "%s", (const char *)value);
 }
 
+/* The stall detector's histogram (--stall): how long the loop's slices
+ * ran, in powers of two of microseconds, the empty buckets left out. */
+static void print_worker_stalls(worker_t *w, FILE *out) {
+  uvp_stall_stats_t st;
+  if (uvp_ctx_stall_stats(w->ctx, &st) != 0 || st.slices == 0) {
+    fprintf(out,
+            "uvp-gateway: worker %u: slices: none timed (yet, or no "
+            "--stall)\n",
+            w->id);
+    return;
+  }
+  fprintf(out,
+          "uvp-gateway: worker %u: slices: %llu timed, %llu stalls, "
+          "longest %llu us:",
+          w->id, (unsigned long long)st.slices,
+          (unsigned long long)st.stalls, (unsigned long long)st.max_us);
+  for (int i = 0; i < UVP_STALL_BUCKETS; i++) {
+    if (st.buckets[i] == 0)
+      continue;
+    if (i == 0)
+      fprintf(out, " <1us %llu", (unsigned long long)st.buckets[i]);
+    else if (i == UVP_STALL_BUCKETS - 1)
+      fprintf(out, " >=%lluus %llu", 1ull << (i - 1),
+              (unsigned long long)st.buckets[i]);
+    else
+      fprintf(out, " <%lluus %llu", 1ull << i,
+              (unsigned long long)st.buckets[i]);
+  }
+  fprintf(out, "\n");
+}
+
 /* Print the worker's requests in flight, each pending backend request with
  * its async trace, then its tasks (uvp_ctx_dump_tasks), as one write: the
  * workers' dumps do not interleave. */
@@ -863,6 +895,7 @@ static void dump_worker(worker_t *w) {
   int n = uvp_ctx_dump_tasks(w->ctx, &dump);
   fprintf(out, "uvp-gateway: worker %u: %d task%s\n", w->id, n,
           n == 1 ? "" : "s");
+  print_worker_stalls(w, out);
   print_worker_memory(w, out);
   diag_memstream(out, &text, &len); /* never waits: see diag_write */
 }
@@ -951,6 +984,8 @@ static int worker_init(worker_t *w) {
     err = uvp_ctx_set_slot_format(w->ctx, SLOT_REQUEST_ID, format_request_id);
   if (err == 0 && cfg->traces)
     err = uvp_ctx_set_traces(w->ctx, 1);
+  if (err == 0 && cfg->stall_ms != 0)
+    err = uvp_ctx_set_stall(w->ctx, cfg->stall_ms, NULL, NULL);
   httpc_pool_opts_t po = {POOL_MAX_IDLE, 0, cfg->backend_idle_ms};
   if (err == 0)
     err = httpc_pool_new_with(w->ctx, &po, &w->opts.pool);
@@ -1173,6 +1208,11 @@ static void usage(FILE *f) {
       "                      a longer request body is refused with 413\n"
       "  --traces            async stack traces (also UVP_TRACES=1), for\n"
       "                      SIGUSR1's list\n"
+      "  --stall MS          report on stderr each handler, fiber slice or\n"
+      "                      callback that holds a worker's loop MS or "
+      "longer\n"
+      "                      (uvp_ctx_set_stall; default 0: off); SIGUSR1\n"
+      "                      prints the histogram of slice lengths\n"
       "  -h, --help          this text\n"
       "\n"
       "Client timeouts of 0 are off.  SIGINT/SIGTERM drain (requests in "
@@ -1285,7 +1325,8 @@ enum {
   OPT_SEND,
   OPT_BACKEND_IDLE,
   OPT_MAX_BODY,
-  OPT_TRACES
+  OPT_TRACES,
+  OPT_STALL
 };
 
 /* --traces, or UVP_TRACES=1 (which uvp reads itself at uvp_ctx_new). */
@@ -1309,6 +1350,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"backend-idle-timeout", required_argument, NULL, OPT_BACKEND_IDLE},
       {"max-body", required_argument, NULL, OPT_MAX_BODY},
       {"traces", no_argument, NULL, OPT_TRACES},
+      {"stall", required_argument, NULL, OPT_STALL},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   const unsigned long long day = 24ULL * 3600 * 1000;
@@ -1360,6 +1402,10 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       break;
     case OPT_TRACES:
       cfg->traces = 1;
+      break;
+    case OPT_STALL:
+      rc = parse_uint(optarg, day, &v);
+      cfg->stall_ms = v;
       break;
     case 'h':
       return 1;

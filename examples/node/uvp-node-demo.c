@@ -123,9 +123,16 @@ static napi_value read_file(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  CHECK(napi_get_value_string_utf8(env, argv[0], c->path, len + 1, &len));
   c->a = a;
-  CHECK(napi_create_promise(env, &c->deferred, &promise));
+  /* A worker being terminated runs no more JavaScript, and these calls
+   * then fail (a pending termination): nothing is started, and the caller,
+   * who is going away, gets nothing back. */
+  if (napi_get_value_string_utf8(env, argv[0], c->path, len + 1, &len) !=
+          napi_ok ||
+      napi_create_promise(env, &c->deferred, &promise) != napi_ok) {
+    free(c);
+    return NULL;
+  }
   int rc = uvp_fiber_spawn(a->ctx, read_body, c, NULL, &c->fiber);
   if (rc == 0)
     rc = uvp_promise_on_full(c->fiber, UVP_ON_BOTH, settle_js, c, call_free,
@@ -133,10 +140,10 @@ static napi_value read_file(napi_env env, napi_callback_info info) {
   if (rc != 0) {
     napi_value msg, err;
     uvp_promise_release(c->fiber); /* NULL if the spawn failed */
-    CHECK(
-        napi_create_string_utf8(env, uvp_strerror(rc), NAPI_AUTO_LENGTH, &msg));
-    CHECK(napi_create_error(env, NULL, msg, &err));
-    CHECK(napi_reject_deferred(env, c->deferred, err));
+    if (napi_create_string_utf8(env, uvp_strerror(rc), NAPI_AUTO_LENGTH,
+                                &msg) == napi_ok &&
+        napi_create_error(env, NULL, msg, &err) == napi_ok)
+      (void)napi_reject_deferred(env, c->deferred, err);
     free(c);
   }
   return promise;

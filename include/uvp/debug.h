@@ -17,26 +17,12 @@ extern "C" {
 /** @defgroup debug Debugging: task dumps, async traces, counters
  *
  * What a program can ask uvp about itself while it runs: the pending
- * promises and the tasks waiting (uvp_ctx_dump_pending, uvp_ctx_dump_tasks,
- * with scope slots shown through uvp_ctx_set_slot_format), how each
+ * promises and the tasks waiting (uvp_ctx_dump_tasks, with scope slots shown
+ * through uvp_ctx_set_slot_format), how each
  * promise came to be created (uvp_ctx_set_traces, uvp_promise_trace) and
  * the context's counters (uvp_ctx_stats).  docs/guide-troubleshooting.md
  * shows them at work. */
 /** @{ */
-
-/** Print every pending promise with its creation site and age, one per line
- * (then its async trace, indented, if it has one: see uvp_ctx_set_traces),
- * and every fiber (`[fiber] ADDRESS "NAME" spawned at FILE:LINE ...`, the
- * name if it has one: uvp_fiber_set_name), in the spirit of
- * uv_print_active_handles().  It never waits for its reader, as
- * uvp_ctx_dump_tasks: to a pipe, a socket or a terminal, the dump is made
- * in memory first, then written as far as it goes without waiting, the
- * rest dropped and counted in a last line.  Returns how many promises and
- * fibers it listed, or a negative code: UV_EAGAIN (the output was cut
- * short), UV_EINVAL (NULL ctx or stream), UVP_ECLOSED, UVP_ETHREAD,
- * UV_ENOMEM, write(2)'s error on such a descriptor (UV_EPIPE: its reader
- * is gone). */
-UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /** The version of the task dump's JSON lines (their `"v"` member). */
 #define UVP_DUMP_VERSION 1
@@ -52,7 +38,7 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * description, for a promise its own: a uvp operation's kind and target
  * ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80", "dns example.com",
  * "timer" with the time left, "work", "process 1234 /bin/sleep"), a
- * library's own (uvp_promise_set_cancel_described), the promise it
+ * library's own (uvp_inflight_start's class), the promise it
  * follows, or "program" (a promise the program settles); how long it has
  * waited (a fiber: since its await; a promise: since it was made); its
  * group and the group's parents (named by uvp_group_set_name, if they
@@ -61,7 +47,16 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *
  * flags: UVP_DUMP_JSON (one JSON object a line, described below),
  * UVP_DUMP_SUMMARY (one line of counts by what the tasks wait for, then
- * only the `oldest` oldest tasks, 10 if 0).  Lines go to `stream`, or to
+ * only the `oldest` oldest tasks, 10 if 0), or, alone, UVP_DUMP_PROMISES:
+ * instead of the tasks, every pending promise with its creation site and
+ * age, one per line (then its async trace, indented, if it has one: see
+ * uvp_ctx_set_traces; a promise cut but still winding down, a group's
+ * join, is followed by `    cut: CAUSE`, as uvp_cause_format writes it),
+ * and every fiber (`[fiber] ADDRESS "NAME" spawned at
+ * FILE:LINE ...`), in the spirit of uv_print_active_handles(): the
+ * listing of the promises nothing waits on too, which the task dump
+ * leaves out (a leak's suspects).  It returns how many promises and
+ * fibers it listed.  Lines go to `stream`, or to
  * write(write_arg, text, len) if set (a negative return stops the output
  * and is returned; UV_EAGAIN cuts the dump short, see below).  A line
  * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
@@ -93,11 +88,10 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *
  * Returns how many tasks there are; UV_EAGAIN if the output was cut short
  * (some lines dropped); or UV_EINVAL (NULL ctx or opts, neither stream nor
- * write, unknown flags), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's
- * error (UV_EIO from fwrite, write(2)'s on a pipe, socket or terminal:
- * UV_EPIPE..., or the callback's negative return; the output stops
- * there).  uvp_ctx_dump_pending stays as the older dump of every pending
- * promise; this one says more.
+ * write, unknown flags, UVP_DUMP_PROMISES with another flag),
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, the sink's error (UV_EIO from
+ * fwrite, write(2)'s on a pipe, socket or terminal: UV_EPIPE..., or the
+ * callback's negative return; the output stops there).
  *
  * <b>The text form</b>, a line per task (brackets: present only when so;
  * NAME, KIND and TARGET as in the JSON form below):
@@ -149,7 +143,7 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *   "timeout", "work", "process", "group" (a group's join), "fiber" (a
  *   fiber's promise), "promise" (the promise this one follows),
  *   "program" (a promise only the program settles), "uvp" (one of uvp's
- *   own), "operation", a library's kind (uvp_promise_set_cancel_described:
+ *   own), "operation", a library's kind (uvp_inflight_start's class:
  *   "HTTP"), or "fulfilled"/"rejected" (a fiber whose awaited promise has
  *   settled, not yet resumed)), `target` (string, maybe empty: the path,
  *   `fd N`, the peer `127.0.0.1:80`, the host, `1234 /bin/sleep` (the pid
@@ -162,6 +156,10 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  *   uvp_await.
  * - `state` (string): present when the task waits for nothing: "not
  *   started", "running", "cancelled, running", "ending" (a fiber).
+ * - `cause` (string): present when the task's promise was cancelled while
+ *   the task still runs (a fiber cleaning up): who cut it, as
+ *   uvp_cause_format writes it ("deadline 2000 ms set at main.c:88").  In
+ *   the text form: `; cancelled: ...` after what it waits for.
  * - `groups` (array of strings): present when the task is in a group, or
  *   is an operation working for one: that group first, then each parent
  *   (up to 8), each `"group at FILE:LINE"`, or `"group \"NAME\" at
@@ -184,13 +182,15 @@ UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
  * ends, if it fits, with `{"v":1,"dropped_bytes":N,"dropped_lines":M}`:
  * the bytes and lines not written. */
 enum {
-  UVP_DUMP_JSON = 1,   /**< one JSON object a line */
-  UVP_DUMP_SUMMARY = 2 /**< counts, then the `oldest` oldest tasks */
+  UVP_DUMP_JSON = 1,    /**< one JSON object a line */
+  UVP_DUMP_SUMMARY = 2, /**< counts, then the `oldest` oldest tasks */
+  UVP_DUMP_PROMISES = 4 /**< alone: every pending promise and fiber */
 };
 typedef int (*uvp_dump_write_cb)(void *arg, const char *text, size_t len);
 /** Options of uvp_ctx_dump_tasks. */
 typedef struct uvp_dump_opts_s {
-  int flags;               /**< 0, or UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed */
+  int flags;               /**< 0, UVP_DUMP_JSON, UVP_DUMP_SUMMARY ORed, or
+                                UVP_DUMP_PROMISES */
   FILE *stream;            /**< where the lines go */
   uvp_dump_write_cb write; /**< instead of stream, if not NULL */
   void *write_arg;         /**< write's first argument */
@@ -198,6 +198,11 @@ typedef struct uvp_dump_opts_s {
 } uvp_dump_opts_t;
 UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
 /** @} */
+
+/** Deprecated (0.2.1; goes at the next soname): uvp_ctx_dump_tasks with
+ * the flag UVP_DUMP_PROMISES to `stream`, which it calls, with its returns
+ * and errors. */
+UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);
 
 /** Renders slot `value` for the task dump into buf (cap bytes) and returns
  * the length written: negative says it failed ("(its format failed)" is
@@ -292,6 +297,125 @@ UVP_EXTERN size_t uvp_promise_trace(const uvp_promise_t *p,
  * app.c:12`), as the unhandled-rejection report and uvp_ctx_dump_pending
  * do.  Errors: UV_EINVAL, UV_ENOENT (p has no trace). */
 UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
+/** @} */
+
+/** @defgroup stall Stall detector: what holds the loop
+ * @ingroup debug
+ * @{
+ *
+ * Opt-in per context: uvp times every slice of work it runs on the loop
+ * thread and reports each one that holds the loop longer than a
+ * threshold.  A slice is one reaction handler (then/catch/finally/on, a
+ * combinator's input, a completion of uvp's own operations), one fiber
+ * slice (from its resumption to its next park or its end), or one of
+ * uvp's own libuv callbacks (the mail from other threads).  Time the loop
+ * thread spends outside uvp's work (the program's own callbacks, code
+ * between loop turns) is timed too, between uvp's own handles, and
+ * reported as "outside uvp" with the loop phase it was in.
+ *
+ * Each stall is reported twice at most:
+ *  - while it still runs, by the context's watchdog thread, once it has
+ *    run past the threshold (it looks every threshold/4, at least every
+ *    millisecond): `running = 1`, `ms` so far, on the watchdog thread.
+ *    It knows only what uvp keeps current for it (kind, sites, trace):
+ *    no slots, no fiber name; nothing is read from the loop thread's
+ *    stack and no signal is sent;
+ *  - when it ends, by the loop thread: `running = 0`, its whole length,
+ *    its async trace and its scope's slots.
+ * Default report (cb NULL): one line each on stderr, written as the dumps
+ * are (never waiting: a full pipe drops it), for example
+ *
+ *     uvp: stall: handler of the promise made at app.c:31 ran 212 ms;
+ *     trace: then at app.c:31 <- fiber at app.c:12; slots 0=req-7
+ *
+ * (one line; the watchdog's says `has been running for 60 ms (still
+ * running)` instead of `ran 212 ms`, and has no slots).  The time from
+ * turning the detector on to the loop's first pass through uvp is not
+ * timed.  What it can tell of time outside uvp: the time between
+ * uvp's check callback (after poll) and its prepare callback (before the
+ * next poll) is "timers, idle, pending or closing callbacks" (the
+ * program's timers run there) or code outside uv_run; the time between
+ * the poll's return (the loop's time) and uvp's check callback is "I/O
+ * callbacks after poll" (the program's, or a binding's), reported only
+ * when it ends (the watchdog cannot tell it from waiting in poll, which is
+ * never a stall).  Between two uv_run calls the loop is not running: that
+ * counts as outside uvp too, and a program that leaves the loop for
+ * longer than the threshold with the detector on gets a report of it.
+ * Which of the program's callbacks it was, uvp cannot know. */
+
+/** What ran. */
+enum {
+  UVP_STALL_HANDLER = 1, /**< a reaction handler or combinator input */
+  UVP_STALL_FIBER,       /**< a fiber's slice */
+  UVP_STALL_UVP,         /**< one of uvp's own libuv callbacks */
+  UVP_STALL_OUTSIDE      /**< none of uvp's: see `phase` */
+};
+
+/** One stall, as the callback of uvp_ctx_set_stall receives it.  Valid
+ * during the call only (copy what you keep); every string is NULL when
+ * unknown. */
+typedef struct uvp_stall_s {
+  int kind;      /**< UVP_STALL_* */
+  int running;   /**< 1: found by the watchdog while it still runs
+                      (`ms` so far); 0: ended (`ms` its length) */
+  uint64_t ms;   /**< how long, in milliseconds */
+  const char *file; /**< handler: the creation site of its derived
+                         promise (or of its source for uvp_promise_on
+                         with no derived promise); fiber: its spawn site */
+  int line;         /**< file's line */
+  const char *await_file; /**< fiber: the await it resumed from (NULL at
+                               its first slice) */
+  int await_line;   /**< await_file's line */
+  const char *name;  /**< fiber: its name (uvp_fiber_set_name); NULL when
+                          running = 1 */
+  const char *phase; /**< UVP_STALL_UVP: which callback ("async"...);
+                          UVP_STALL_OUTSIDE: the loop phase */
+  const char *text;  /**< the whole report as the default line says it
+                          (no newline): trace and slots included */
+} uvp_stall_t;
+
+/** Called for each stall report, instead of the line on stderr: on the
+ * loop thread when the stall has ended (running = 0), on the context's
+ * watchdog thread while it runs (running = 1).  It must not call uvp on
+ * the watchdog thread, and should return quickly: uvp_ctx_set_stall(ctx,
+ * 0, ...) and uvp_ctx_close wait for a call running there. */
+typedef void (*uvp_stall_cb)(void *arg, const uvp_stall_t *stall);
+
+/** Turn the stall detector on for ctx with `threshold_ms` (0: off), or
+ * change its threshold or callback (NULL: the line on stderr).  On, ctx
+ * has a watchdog thread of its own (one per context: a context is one
+ * loop; it sleeps on a condition variable between looks, every
+ * threshold/4 ms, at least 1, at most 250), and an unref'd uv_prepare_t
+ * of its own in the loop from then on (it keeps nothing alive and is
+ * closed by uvp_ctx_close).  Off, no thread exists and every slice
+ * costs one predictable branch.  Turning it off joins the thread.  Loop
+ * thread.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED, UVP_ETHREAD,
+ * UV_ENOMEM, or uv_thread_create's error (then it stays off). */
+UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
+                                 uvp_stall_cb cb, void *arg);
+
+/** How many buckets uvp_stall_stats_t's histogram has. */
+#define UVP_STALL_BUCKETS 24
+/** Slice lengths since the detector was first turned on for the context. */
+typedef struct uvp_stall_stats_s {
+  uint64_t slices;  /**< slices of uvp's timed (handlers, fibers, uvp's
+                         callbacks) */
+  uint64_t stalls;  /**< of those and of the time outside uvp, how many
+                         ran past the threshold, counted when they end */
+  uint64_t max_us;  /**< the longest slice of uvp's, microseconds */
+  /** buckets[0]: slices under 1 us; buckets[i] (0 < i < last): from
+   * 2^(i-1) us to under 2^i us; the last: 2^(UVP_STALL_BUCKETS - 2) us
+   * (about 4.2 s) and longer. */
+  uint64_t buckets[UVP_STALL_BUCKETS];
+} uvp_stall_stats_t;
+
+/** Fill *out (zeros if the detector was never on; what it counted stays
+ * when it is turned off).  Any thread, at any time while ctx is open,
+ * once the loop thread's first uvp_ctx_set_stall has returned (ordered
+ * by the program): each figure is read atomically, though not all of
+ * them at one instant.  Errors: UV_EINVAL (NULL ctx or out). */
+UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
+                                   uvp_stall_stats_t *out);
 /** @} */
 
 #ifdef __cplusplus

@@ -105,8 +105,13 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
  * rest of the running handler or callback, or of the fiber across its
  * awaits, and for everything started from there; see above), unless it
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
- * UVP_ETHREAD, UV_ENOMEM. */
-UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
+ * UVP_ETHREAD, UV_ENOMEM.  What it cuts says so (uvp_promise_cause: a
+ * UVP_CAUSE_DEADLINE naming the call's file:line and `ms`); the _at form
+ * takes the site, the plain one is a macro giving the caller's. */
+#define uvp_deadline_set(ctx, ms)                                              \
+  uvp_deadline_set_at((ctx), (ms), __FILE__, __LINE__)
+UVP_EXTERN int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms,
+                                   const char *file, int line);
 
 /** Give the current scope a deadline `ms` milliseconds from now in place
  * of the one it carries, nearer, farther or passed (UVP_NO_DEADLINE: none
@@ -115,21 +120,129 @@ UVP_EXTERN int uvp_deadline_set(uvp_ctx_t *ctx, uint64_t ms);
  * fiber and for everything started from there; work started before stays
  * watched by the deadline it was started under.  Give cleanup a bound: a
  * shield without one can outlive its caller's caller.  Errors: UV_EINVAL
- * (NULL ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
-UVP_EXTERN int uvp_deadline_shield(uvp_ctx_t *ctx, uint64_t ms);
+ * (NULL ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM.  Its cause names the
+ * call's site, as uvp_deadline_set's. */
+#define uvp_deadline_shield(ctx, ms)                                           \
+  uvp_deadline_shield_at((ctx), (ms), __FILE__, __LINE__)
+UVP_EXTERN int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms,
+                                      const char *file, int line);
 
 /** Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
 UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
 
-/** For a library that produces promises of its own (a binding): p, pending,
- * with a cancel hook that stops its work, is watched by the current
+/** Deprecated (0.2.1; goes at the next soname): uvp_inflight_start does
+ * this and the rest.  For a library that produces promises of its own (a
+ * binding): p, pending, with a cancel hook that stops its work, is watched
+ * by the current
  * scope's deadline, as uvp's own operations are: when it passes, p rejects
  * with UV_ETIMEDOUT and its hook runs.  Nothing happens without a
  * deadline.  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UVP_EXCTX,
  * UVP_ESETTLED, UV_ENOMEM (not watched: p's work runs to its end unless
  * the caller stops it). */
 UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
+/** @} */
+
+/** @defgroup inflight Work in flight: the door for bindings
+ *
+ * A library that produces promises of its own (a binding: an HTTP
+ * transfer, a broker's request) tells uvp when a piece of its work starts
+ * and when it ends, through one record, uvp_inflight_t, embedded where the
+ * work lives.  Between uvp_inflight_start and uvp_inflight_end the work is
+ * treated as uvp's own operations are:
+ *  - its scope's owner waits for it: started in a group's member, it is
+ *    that group's work, and the group's join settles only after it has
+ *    ended (see "Task groups");
+ *  - the scope's deadline watches its promise: when it passes, the promise
+ *    rejects with UV_ETIMEDOUT and the class's cancel runs;
+ *  - a cancellation (uvp_promise_cancel, a group's cancel, UVP_CANCEL_LOSERS)
+ *    rejects the promise and runs cancel; so does uvp_ctx_close, with
+ *    UVP_ECLOSED;
+ *  - the virtual clock (UVP_CLOCK_AUTO) keeps the loop's pace while it is
+ *    in flight, as for a wrapper's request, unless the class says it is
+ *    idle (UVP_INFLIGHT_IDLE: a wait that may never end, such as a
+ *    subscription's next message);
+ *  - the task dump shows the promise as the class's kind, with what its
+ *    describe writes, its age, group and deadline;
+ *  - it counts as uvp's work in the loop: uvp_ctx_inflight counts it, and
+ *    uvp_ctx_close_full's callback waits for its end.
+ *
+ * One call at the start and one at the end replace what a binding
+ * otherwise does in four (a described cancel hook, a deadline watch, a
+ * clock hold, and nothing for its group: that one had no public call).
+ * Loop thread only; the class's functions run on the loop thread, from
+ * the call that cuts the promise (never inside uvp_inflight_start). */
+/** @{ */
+
+typedef struct uvp_inflight_s uvp_inflight_t;
+
+/** Flags of uvp_inflight_class_t. */
+enum {
+  /** Not real work: it may wait forever for something outside (a message
+   * nobody has sent yet).  The virtual clock may jump past it; everything
+   * else holds. */
+  UVP_INFLIGHT_IDLE = 1
+};
+
+/** What a kind of work is: const, one per kind, living as long as any of
+ * its records. */
+typedef struct uvp_inflight_class_s {
+  /** What the task dump calls it ("HTTP"): a string as long-lived. */
+  const char *kind;
+  /** The promise was cut while pending: it has rejected with `code`
+   * already (UV_ECANCELED, UV_ETIMEDOUT, UVP_ECLOSED...).  Stop the work;
+   * call uvp_inflight_end once it has stopped, now or later.  Required. */
+  void (*cancel)(uvp_inflight_t *w, int code);
+  /** Writes what the work waits for into buf, as uvp_describe_cb does
+   * ("GET https://example.com/"), for the task dump; may be NULL. */
+  int (*describe)(uvp_inflight_t *w, char *buf, size_t cap);
+  /** 0, or UVP_INFLIGHT_IDLE. */
+  int flags;
+} uvp_inflight_class_t;
+
+/** The record: the caller's memory (embedded in its own object), valid
+ * from uvp_inflight_start to uvp_inflight_end.  Zero it before its first
+ * use (uvp_inflight_end on a zeroed record that never started does
+ * nothing); a record that has ended may start again.  Only `data` is the
+ * caller's to use; the rest is uvp's. */
+struct uvp_inflight_s {
+  void *data; /**< the caller's: what cancel and describe need */
+  const uvp_inflight_class_t *cls_;
+  uvp_ctx_t *ctx_;
+  uvp_promise_t *p_;
+  void *owner_;
+  int state_;
+};
+
+/** Work starts: p (pending, created by the caller with uvp_promise_new on
+ * ctx, with no cancel hook) stands for it until uvp_inflight_end.  uvp
+ * takes a reference to p for that time, sets p's cancel hook to the
+ * class's cancel, and starts everything listed above.  The caller settles
+ * p when the work has an outcome, as with any promise it made, then ends
+ * the record.  Loop thread.  Errors, none of which leaves anything
+ * started: UV_EINVAL (a NULL argument, a class without kind or cancel, an
+ * unknown flag, a record already started), UVP_ECLOSED, UVP_ETHREAD,
+ * UVP_EXCTX (p is another context's), UVP_ESETTLED (p has settled),
+ * UV_EBUSY (p has a cancel hook already, or uvp settles it), UV_ENOMEM. */
+UVP_EXTERN int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w,
+                                  uvp_promise_t *p,
+                                  const uvp_inflight_class_t *cls);
+
+/** The work has ended (finished, failed, or stopped after cancel): its
+ * group is told (its join may settle now), the clock and the counts let
+ * go, and uvp's reference to p drops.  If p is still pending it stays
+ * so, its cancel hook removed: settle it too.  Called once per start;
+ * a record not started, or ended already, is left alone.  Loop thread;
+ * also after uvp_ctx_close, until which the context stays for it. */
+UVP_EXTERN void uvp_inflight_end(uvp_inflight_t *w);
+
+/** How much of uvp's work is in the loop now: operations whose libuv
+ * request or handle is open, TCP connections, timers (delays, timeouts,
+ * deadlines), bindings' records between uvp_inflight_start and
+ * uvp_inflight_end.  0 once everything has ended: after uvp_ctx_close,
+ * that is when uvp_ctx_close_full's callback runs.  0 for NULL.  Loop
+ * thread, or any thread after uvp_ctx_close while the context lives. */
+UVP_EXTERN size_t uvp_ctx_inflight(const uvp_ctx_t *ctx);
 /** @} */
 
 /** @defgroup groups Task groups */

@@ -136,8 +136,10 @@ UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
  * formed.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
 typedef int (*uvp_describe_cb)(void *arg, char *buf, size_t cap);
 
-/** uvp_promise_set_cancel_full for a promise a library produces (a binding:
- * an HTTP transfer), which also says what p waits for while pending: in
+/** Deprecated (0.2.1; goes at the next soname): uvp_inflight_start does
+ * this and the rest.  uvp_promise_set_cancel_full for a promise a library
+ * produces (a binding: an HTTP transfer), which also says what p waits for
+ * while pending: in
  * the task dump it shows as `kind` (a string that lives as long as p:
  * "HTTP") and what describe(arg, ...) writes (may be NULL: nothing).  For
  * deadlines, see uvp_deadline_watch.  Errors as uvp_promise_set_cancel_full,
@@ -165,6 +167,110 @@ UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
  * Errors: UV_EINVAL, UVP_ESETTLED (already settled: nothing happens),
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
+
+/* ---- causes (issue 54: why was this cancelled) ------------------------- */
+
+/** Who cut a promise: uvp_cause_t's kind. */
+typedef enum uvp_cause_kind_e {
+  /** uvp_promise_cancel ("cancelled by the program") or
+   * uvp_promise_cancel_with (`data` is the program's cause). */
+  UVP_CAUSE_PROGRAM = 0,
+  /** A deadline passed: file:line where it was set (uvp_deadline_set,
+   * uvp_deadline_shield, a group's or a fiber's deadline_ms: where the
+   * group or fiber was made; uvp_timeout: where it was called, for its
+   * result and the input it gives up on), `ms` its length. */
+  UVP_CAUSE_DEADLINE = 1,
+  /** uvp_group_cancel: file:line where the group was made, `message` its
+   * name (uvp_group_set_name) or NULL. */
+  UVP_CAUSE_GROUP = 2,
+  /** A member of a UVP_GROUP_FAIL_FAST group (or an item of a
+   * UVP_MAP_FAIL_FAST map) failed: file:line where the group or map was
+   * made, peer_file:peer_line where the failed member's promise was
+   * created, peer_code its rejection code; `message` is "map" for a map's
+   * item, else NULL. */
+  UVP_CAUSE_SIBLING = 3,
+  /** A combinator given UVP_CANCEL_LOSERS was decided by another input:
+   * file:line where the combinator was called, peer_file:peer_line where
+   * the input that decided it was created, peer_code its code (0: it
+   * fulfilled). */
+  UVP_CAUSE_LOSER = 4,
+  /** uvp_ctx_close tore the context down (the code is UVP_ECLOSED). */
+  UVP_CAUSE_CLOSE = 5,
+  /** A binding's own reason (uvp_promise_cancel_binding): `message`. */
+  UVP_CAUSE_BINDING = 6
+} uvp_cause_kind_t;
+
+/** Why a promise was rejected by a cancellation (Go's context.Cause).
+ * Read-only, owned by uvp: valid while you hold a reference to a promise
+ * it was read from (uvp_promise_cause), and shared by every promise the
+ * one cancellation cut (the members of a group, the chain above a
+ * cancelled promise, what a deadline watched).  Strings live as long as
+ * the record; the fields a kind does not use are NULL or 0. */
+typedef struct uvp_cause_s {
+  uvp_cause_kind_t kind;
+  int peer_code;         /**< SIBLING, LOSER: the deciding input's code */
+  const char *file;      /**< where it began (see the kinds), or NULL */
+  int line;              /**< its line, or 0 */
+  uint64_t ms;           /**< DEADLINE: its length in milliseconds */
+  const char *peer_file; /**< SIBLING, LOSER: where the deciding input's
+                              promise was created, or NULL */
+  int peer_line;         /**< its line, or 0 */
+  const char *message;   /**< GROUP: its name; BINDING: its reason;
+                              SIBLING: "map" or NULL */
+  void *data; /**< PROGRAM: uvp_promise_cancel_with's `cause`, or NULL */
+} uvp_cause_t;
+
+/** Cancel p as uvp_promise_cancel does, rejecting it with `code` (< 0;
+ * UV_ECANCELED is the usual one: any other, UV_ETIMEDOUT say, is reported
+ * as unhandled if nothing observes it, as a rejection is) and a cause of
+ * kind UVP_CAUSE_PROGRAM whose `data` is `cause` (may be NULL).  What the
+ * cancellation reaches (the chain p follows, by uvp_promise_cancel's rule,
+ * and whatever its cancel hooks cancel) is rejected with UV_ECANCELED and
+ * the same cause.  Promises uvp produces read any code as a cancellation
+ * (a fiber's awaits then say UV_ECANCELED, or UV_ETIMEDOUT for that code);
+ * a group's join, which settles only once its members have ended, then
+ * settles with UV_ECANCELED (UV_ETIMEDOUT for that code) and the cause.
+ * On success uvp owns `cause`: cause_free(cause) (may be
+ * NULL) runs once, when the last promise holding the cause is freed, on
+ * the thread that frees it (the loop thread while the context is open).
+ * Errors (nothing happens, cause is still yours): UV_EINVAL (NULL p, code
+ * >= 0), UVP_ESETTLED, UVP_ECLOSED, UVP_ETHREAD.  The cause takes one
+ * small allocation; without memory p is still cancelled, with the cause
+ * uvp_promise_cancel gives, and cause_free runs at once. */
+UVP_EXTERN int uvp_promise_cancel_with(uvp_promise_t *p, int code, void *cause,
+                                       uvp_free_cb cause_free);
+
+/** For a binding (a library over uvp): cancel p with its own reason, a
+ * cause of kind UVP_CAUSE_BINDING whose `message` is a copy of `message`
+ * ("uvp_curl_close: the client was closed").  Otherwise as
+ * uvp_promise_cancel_with; UV_EINVAL also for a NULL message. */
+UVP_EXTERN int uvp_promise_cancel_binding(uvp_promise_t *p, int code,
+                                          const char *message);
+
+/** The cause of p's rejection if a cancellation rejected it, NULL if p is
+ * pending, fulfilled, or rejected by anything else (a handler's
+ * uvp_ret_reject, uvp_promise_reject, an operation's error, a FAIL_FAST
+ * group's join, which forwards the member's own failure).  The cause
+ * travels as the rejection does: a promise that follows p or passes its
+ * rejection on (then, catch, finally, adoption, race, all) answers p's.
+ * An allSettled or map record's cause is its input's:
+ * uvp_promise_cause(list->items[i].promise) (a map's item never started
+ * has no promise: its record says UV_ECANCELED and no cause); a handler's is
+ * uvp_promise_cause(in->promise); a fiber's await of q, q's.  Asking costs
+ * a few loads and allocates nothing.  Thread: as uvp_promise_reason (the
+ * loop thread, or any thread once p is settled and you hold it). */
+UVP_EXTERN const uvp_cause_t *uvp_promise_cause(const uvp_promise_t *p);
+
+/** One line of text saying what c says, as the unhandled-rejection report,
+ * the dumps and uvp-fanout show it: "deadline 2000 ms set at main.c:88",
+ * "sibling created at main.c:50 failed: ECONNREFUSED (group made at
+ * main.c:40)", "group made at main.c:40 cancelled", "lost a race decided
+ * at main.c:60 (by the input created at main.c:55)", "context closed
+ * (uvp_ctx_close)", "cancelled by the program", or a binding's message.
+ * snprintf's contract: writes at most cap bytes with a NUL (buf may be
+ * NULL if cap is 0) and returns the length the whole line needs; a NULL c
+ * writes "" and returns 0.  Any thread. */
+UVP_EXTERN int uvp_cause_format(const uvp_cause_t *c, char *buf, size_t cap);
 /** @} */
 
 /** @defgroup reactions Promises: reactions */

@@ -116,7 +116,8 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  *                      (its own sockets, threads settling promises) is
  *                      not seen, and the clock may jump while it is under
  *                      way, unless the program holds the clock for it
- *                      (uvp_clock_hold; uvp-curl's transfers do).
+ *                      (uvp_clock_hold; a binding's work does through
+ *                      uvp_inflight_start, uvp-curl's transfers too).
  * @endverbatim
  * Timers fire in order of due time, those due together in the order they
  * were started, the same order every run; what their promises' handlers
@@ -154,10 +155,10 @@ UVP_EXTERN int uvp_clock_advance(uvp_ctx_t *ctx, uint64_t ms);
 /** @name uvp_clock_hold, uvp_clock_unhold
  * @{ */
 /** Real work that uvp does not start itself is in flight: a request of
- * the program's own over its own sockets, or a binding's (uvp-curl holds
- * the clock for each transfer it runs).  While any hold is taken,
- * UVP_CLOCK_AUTO does not jump but runs at the loop's pace, as it does
- * while a wrapper's request is in flight, so that the reply beats a
+ * the program's own over its own sockets (a binding's work holds the
+ * clock through uvp_inflight_start, which replaces these two for it).  While
+ * any hold is taken, UVP_CLOCK_AUTO does not jump but runs at the loop's pace,
+ * as it does while a wrapper's request is in flight, so that the reply beats a
  * virtual timeout it would beat in real time.  Each uvp_clock_hold is
  * undone by one uvp_clock_unhold when the work ends (completed, failed or
  * cancelled).  On the real clock both count nothing and return 0: take

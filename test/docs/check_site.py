@@ -223,20 +223,21 @@ TABLE_SEP = re.compile(r"^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)+\|?\s*$")
 LINK = re.compile(r"(?<!!)\[((?:[^\[\]`]|`[^`]*`)+)\]\(([^()\s]*)\)")
 
 
+def load_filter():
+    """docs/doxygen-md-filter.py as a module: which files are pages is its
+    rule (INPUT less EXCLUDE), and the site's."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "md_filter", os.path.join(source_root, "docs", "doxygen-md-filter.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def inputs():
-    """The Markdown files of docs/Doxyfile's INPUT, and the main page."""
-    conf = open(os.path.join(source_root, "docs", "Doxyfile")).read()
-    conf = conf.replace("\\\n", " ")
-    mainpage = re.search(r"^USE_MDFILE_AS_MAINPAGE\s*=\s*(\S+)", conf, re.M)
-    words = re.search(r"^INPUT\s*=(.*)$", conf, re.M).group(1).split()
-    found = []
-    for w in words:
-        full = os.path.join(source_root, w)
-        if os.path.isdir(full):
-            found += sorted(glob.glob(os.path.join(full, "*.md")))
-        elif w.endswith(".md"):
-            found.append(full)
-    return found, mainpage.group(1) if mainpage else None
+    """The Markdown files that are pages (sorted), and the main page."""
+    found, mainpage = load_filter().site_pages(source_root)
+    return sorted(found), mainpage
 
 
 def page_of(rel, mainpage):
@@ -262,6 +263,11 @@ def table_shapes(text):
 
 
 sources, mainpage = inputs()
+# Pages for people changing uvp stay out of the site (docs/Doxyfile's
+# EXCLUDE, and DEVELOPERS.md, which INPUT does not name).
+for rel in ("docs/internals.md", "DEVELOPERS.md"):
+    if page_of(rel, mainpage) in pages:
+        finding(rel, "is a page of the site: it is for developers")
 tables = fragments = links = 0
 for src in sources:
     rel = os.path.relpath(src, source_root)
@@ -324,7 +330,8 @@ for src in sources:
         text, target = m.group(1), m.group(2)
         path = target.split("#")[0]
         resolved = os.path.normpath(os.path.join(base, path)) if path else ""
-        held = (WEB.match(target) or resolved.endswith(".md")
+        held = (WEB.match(target)
+                or os.path.join(source_root, resolved) in sources
                 or resolved.startswith("include" + os.sep) or not path)
         if not held:
             continue  # a file the site does not have: shown as its text

@@ -312,6 +312,15 @@ static void test_deadline(void **state) {
   expect_error(&rep->rows[1], "ECANCELED");
   expect_error(&rep->rows[2], "ECANCELED");
   assert_non_null(strstr(jstr(&rep->rows[1], "message"), "deadline"));
+  /* The one the deadline cut says so, and where it was set (the cause
+   * column, issue 54); the ones never started were cut by nothing. */
+  const char *cause = jstr(&rep->rows[0], "cause");
+  if (strncmp(cause, "deadline ", 9) != 0 || strstr(cause, " ms set at ") ==
+                                                 NULL ||
+      strstr(cause, "main.c:") == NULL)
+    fail_msg("row 1's cause: %s", cause);
+  assert_null(jfind(&rep->rows[1], "cause"));
+  assert_null(jfind(&rep->rows[2], "cause"));
   assert_true(ms >= 350 && ms < 10000);
   free_urls(urls);
   free(rep);

@@ -824,7 +824,8 @@ def case_load(gw, expect, backend_port, idle_s, duration=4):
     pool's idle backend connections have expired (--backend-idle-timeout
     idle_s), the open descriptors are back to the count before the load,
     and RSS after the second run (and the trim that follows it) is within
-    5 % of RSS after the first."""
+    5 % of RSS after the first, or, if not, a third run does not grow it by
+    half as much again."""
     if not shutil.which("wrk"):
         print("skip    wrk load test: wrk not installed")
         return
@@ -838,7 +839,12 @@ def case_load(gw, expect, backend_port, idle_s, duration=4):
     before = backend_stats(backend_port)
     cut_before = cut_short(gw.stderr())
     rss, checked = [], 0
-    for run in (1, 2):
+    for run in (1, 2, 3):
+        # A third run only when the second grew past 5 %: a leak grows by
+        # as much again, a heap's top left higher by one run's peak does
+        # not (CI saw 6176 kB then 6508 kB, 5.4 %, on a loaded machine).
+        if run == 3 and rss[1] <= 1.05 * rss[0]:
+            break
         label = "load run %d (wrk -c64, disconnecting clients)" % run
         aborter = start_aborter(gw.port, duration)
         held, n = run_wrk(gw, expect, label, duration)
@@ -881,9 +887,16 @@ def case_load(gw, expect, backend_port, idle_s, duration=4):
         print("skip    load: RSS comparison in a sanitizer build "
               "(%d kB, %d kB)" % tuple(rss))
         return
-    check(abs(rss[1] - rss[0]) <= 0.05 * rss[0],
-          "load: RSS after the second run within 5 %% of the first "
-          "(%d kB, %d kB)" % tuple(rss))
+    if len(rss) == 2:
+        check(abs(rss[1] - rss[0]) <= 0.05 * rss[0],
+              "load: RSS after the second run within 5 %% of the first "
+              "(%d kB, %d kB)" % tuple(rss))
+    else:
+        grew = rss[1] - rss[0]
+        check(rss[2] - rss[1] <= grew / 2,
+              "load: RSS not growing run after run (%d kB, %d kB, %d kB: "
+              "the third grew by less than half the second's growth)"
+              % tuple(rss))
 
 
 def cancelled_count(text):
@@ -970,6 +983,13 @@ def case_stuck_and_cancelled(gw, backend_port, urls):
     check(ok, "SIGUSR1: then the task dump: the member waits for HTTP GET "
           "%s, its read for the backend, in the request's group with its "
           "deadline and id%s" % (urls[3], "" if ok else ": " + text[-3000:]))
+    # Beside it, the stall detector's histogram (--stall): every slice the
+    # worker ran so far was timed, none held the loop 30 s.
+    hist = re.search(r"worker \d+: slices: (\d+) timed, 0 stalls, longest "
+                     r"\d+ us:( <\d+us \d+)+\n", text)
+    check(hist is not None and int(hist.group(1)) > 0,
+          "SIGUSR1: the slices' histogram beside the task dump: %s"
+          % (hist.group(0).strip() if hist else text[-2000:]))
 
     t0 = time.monotonic()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -2333,7 +2353,8 @@ def main():
         case_backend_closes_idle(gateway, fanout)
         case_pool_outlives_deadline(gateway, fanout)
 
-        gwh = Proc(gateway_argv(gateway, mixed, 60000) + ["--traces"],
+        gwh = Proc(gateway_argv(gateway, mixed, 60000)
+                   + ["--traces", "--stall", "30000"],
                    "uvp-gateway (hang)")
         procs.append(gwh)
         case_stuck_and_cancelled(gwh, backend.port, mixed)

@@ -1,0 +1,53 @@
+/* Private to src/: the causes of cancellations (uvp_cause_t, uvp.h).
+ *
+ * A cause is made once per cancellation that has one to tell (a deadline
+ * passing, a group's cancel, a FAIL_FAST failure, a decided race with
+ * UVP_CANCEL_LOSERS, uvp_promise_cancel_with): one allocation, counted,
+ * shared by every promise it cuts.  Those that say nothing particular
+ * (uvp_promise_cancel, uvp_ctx_close) are static and never counted, so a
+ * plain cancel allocates nothing; so is a fallback of each kind, used when
+ * there is no memory for the details.
+ *
+ * Where a cut promise keeps it: promise.h (UVP__F_CAUSE).  How it reaches
+ * what a cancellation cuts: the context's `cause` (sched.h's head) names
+ * the cause of the cancellation running now; every promise rejected by a
+ * cancellation while it is set takes it, so a cancel hook, a combinator or
+ * a group cancelling more on the way is covered without being told. */
+#ifndef UVP_CAUSE_H
+#define UVP_CAUSE_H
+
+#include "sched.h"
+
+typedef struct uvp__cause_s {
+  uvp_cause_t pub; /* first: what uvp_promise_cause returns */
+  uint32_t refs;   /* 0: static, never freed */
+  uvp_free_cb data_free; /* pub.message's copy follows, when it has one */
+} uvp__cause_t;
+
+/* Static causes: uvp_promise_cancel's and uvp_ctx_close's. */
+extern uvp__cause_t uvp__cause_program;
+extern uvp__cause_t uvp__cause_closed;
+
+/* A counted cause like `proto` (message copied, may be NULL), one
+ * reference; with no memory, the static fallback of its kind (then
+ * data_free(data) runs at once, if given: nothing could keep it). */
+uvp__cause_t *uvp__cause_new(const uvp_cause_t *proto, uvp_free_cb data_free);
+
+static inline uvp__cause_t *uvp__cause_ref(uvp__cause_t *c) {
+  if (c->refs != 0)
+    c->refs++;
+  return c;
+}
+void uvp__cause_unref(uvp__cause_t *c);
+
+/* Run a cancellation with cause c (not taken): what it cuts takes c. */
+static inline uvp__cause_t *uvp__cause_enter(uvp_ctx_t *ctx, uvp__cause_t *c) {
+  uvp__cause_t *outer = uvp__head(ctx)->cause;
+  uvp__head(ctx)->cause = c;
+  return outer;
+}
+static inline void uvp__cause_leave(uvp_ctx_t *ctx, uvp__cause_t *outer) {
+  uvp__head(ctx)->cause = outer;
+}
+
+#endif

@@ -1,0 +1,584 @@
+/* The stall detector (see stall.h; the contract is in uvp/debug.h, how it
+ * works in docs/internals.md).
+ *
+ * The loop thread keeps the slice it runs now in `cur` (its own) and in
+ * the published words (`pub`), which the watchdog thread reads as a
+ * sequence lock: the sequence is odd while the words change, and a
+ * reading that saw it change is thrown away.  Every word is an atomic
+ * read and written relaxed, so nothing the two threads share is a plain
+ * access: the watchdog never dereferences what the loop thread owns (a
+ * scope, a fiber's name), only literals (sites' files) and the
+ * process-wide tables of sites and traces, under their lock. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "alloc.h"
+#include "diag.h"
+#include "dump.h"
+#include "promise.h"
+#include "scope.h"
+#include "stall.h"
+#include "trace.h"
+
+#define TEXT_MAX 1024
+#define NAME_BUF (UVP__NAME_MAX + 1)
+
+typedef _Atomic(const char *) atomic_cstr;
+
+/* The slice the loop thread runs now, as the watchdog reads it. */
+typedef struct pub_s {
+  atomic_uint seq;
+  _Atomic uint64_t start;
+  atomic_int kind;
+  atomic_int phase;
+  atomic_uint site;
+  atomic_uint trace;
+  atomic_cstr file;
+  atomic_int line;
+  atomic_cstr await_file;
+  atomic_int await_line;
+  atomic_cstr what;
+} pub_t;
+
+typedef struct stall_state_s {
+  uvp__ext_t ext;
+  uvp_ctx_t *ctx;
+  uv_prepare_t prepare;
+  bool prepare_open;
+  /* The loop thread's. */
+  uint64_t thr_ns;
+  uvp_stall_cb cb;
+  void *arg;
+  /* The slice open now: its kind, the reference it holds on its scope,
+   * and its fiber's name (a copy in name_buf); the rest of it is in the
+   * published words, which the loop thread alone writes. */
+  struct {
+    int kind;
+    struct uvp__scope_s *scope;
+    const char *name;
+  } cur;
+  int phase; /* cur.kind == UVP_STALL_OUTSIDE */
+  uint64_t start;
+  char name_buf[NAME_BUF];
+  pub_t pub;
+  /* The histogram: written by the loop thread only, read by any. */
+  /* (how many slices: the buckets' sum, when asked) */
+  _Atomic uint64_t stalls, max_us, buckets[UVP_STALL_BUCKETS];
+  /* The watchdog's, under wmu. */
+  uv_mutex_t wmu;
+  uv_cond_t wcv;
+  uv_thread_t thread;
+  bool running, stop;
+  uint64_t w_thr_ns;
+  uvp_stall_cb w_cb;
+  void *w_arg;
+} stall_state_t;
+
+static const char *const phase_text[UVP__PH_COUNT + 1] = {
+    "since the stall detector was turned on",
+    "after uvp's idle callback: the program's idle or prepare callbacks",
+    ("after uvp's check callback: the program's check, close, timer, "
+     "pending or idle callbacks, or code outside uv_run"),
+    "waiting in poll",
+    "in the I/O callbacks after poll: the program's or a binding's"};
+#define PH_IO UVP__PH_COUNT /* reported only, never published */
+
+static stall_state_t *state_of(const uvp_ctx_t *ctx) {
+  return UVP__EXT_OF(ctx, UVP__EXT_STALL, stall_state_t);
+}
+
+static inline void add_relaxed(_Atomic uint64_t *a, uint64_t n) {
+  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + n,
+                        memory_order_relaxed);
+}
+
+/* ---- the report ---------------------------------------------------------- */
+
+/* What ran, into buf: "handler of the promise made at F:L", ... */
+static void describe(char *buf, size_t cap, int kind, int phase, uint16_t site,
+                     const char *file, int line, const char *await_file,
+                     int await_line, const char *name, const char *what) {
+  const char *sf = NULL;
+  int sl = 0;
+  switch (kind) {
+  case UVP_STALL_HANDLER:
+    uvp__site_get(site, &sf, &sl);
+    snprintf(buf, cap, "handler of the promise made at %s:%d",
+             sf != NULL ? sf : "?", sl);
+    break;
+  case UVP_STALL_FIBER: {
+    int n =
+        snprintf(buf, cap, "fiber %s%s%sspawned at %s:%d",
+                 name != NULL ? "\"" : "", name != NULL ? name : "",
+                 name != NULL ? "\" " : "", file != NULL ? file : "?", line);
+    if (await_file != NULL && n > 0 && (size_t)n < cap)
+      snprintf(buf + n, cap - (size_t)n, ", resumed from the await at %s:%d",
+               await_file, await_line);
+    else if (n > 0 && (size_t)n < cap)
+      snprintf(buf + n, cap - (size_t)n, ", at its start");
+    break;
+  }
+  case UVP_STALL_UVP:
+    snprintf(buf, cap, "uvp's %s callback", what != NULL ? what : "?");
+    break;
+  default:
+    snprintf(buf, cap, "outside uvp (%s)", phase_text[phase]);
+  }
+}
+
+/* "; trace: then at a.c:3 <- fiber at a.c:1" appended at buf + *len. */
+static void add_trace(char *buf, size_t cap, size_t *len, uint16_t trace) {
+  uvp_trace_frame_t f[8];
+  size_t n = uvp__trace_collect(trace, f, 8);
+  for (size_t i = 0; i < n && i < 8 && *len < cap; i++) {
+    bool named = strcmp(f[i].what, "name") == 0 && i + 1 < n && i + 1 < 8;
+    const char *name = named ? f[i++].file : NULL;
+    int k =
+        snprintf(buf + *len, cap - *len, "%s%s%s%s%s at %s:%d",
+                 i == 0 || (named && i == 1) ? "; trace: " : " <- ", f[i].what,
+                 named ? " \"" : "", named ? name : "", named ? "\"" : "",
+                 f[i].file != NULL ? f[i].file : "?", f[i].line);
+    if (k > 0)
+      *len += (size_t)k;
+  }
+  if (n > 8 && *len < cap) {
+    int k = snprintf(buf + *len, cap - *len, " <- ...");
+    if (k > 0)
+      *len += (size_t)k;
+  }
+  if (*len >= cap)
+    *len = cap - 1;
+}
+
+/* Hand the report to the program's callback, or write it on stderr as the
+ * dumps write (never waiting). */
+static void deliver(uvp_stall_cb cb, void *arg, uvp_stall_t *rec, char *text,
+                    size_t len) {
+  text[len] = '\0';
+  rec->text = text;
+  if (cb != NULL) {
+    cb(arg, rec);
+    return;
+  }
+  uvp__diag_t w;
+  uvp__diag_open(&w, stderr, NULL, NULL, false);
+  text[len] = '\n';
+  uvp__diag_out(&w, text, len + 1);
+  text[len] = '\0';
+  (void)uvp__diag_close(&w);
+}
+
+/* The slice open now, as published (the loop thread reads back its own
+ * words). */
+static uvp__slice_t published(const stall_state_t *st) {
+  const pub_t *p = &st->pub;
+  uvp__slice_t c = {
+      atomic_load_explicit(&p->kind, memory_order_relaxed),
+      (uint16_t)atomic_load_explicit(&p->site, memory_order_relaxed),
+      (uint16_t)atomic_load_explicit(&p->trace, memory_order_relaxed),
+      atomic_load_explicit(&p->file, memory_order_relaxed),
+      atomic_load_explicit(&p->line, memory_order_relaxed),
+      atomic_load_explicit(&p->await_file, memory_order_relaxed),
+      atomic_load_explicit(&p->await_line, memory_order_relaxed),
+      st->cur.name,
+      st->cur.scope,
+      atomic_load_explicit(&p->what, memory_order_relaxed)};
+  return c;
+}
+
+/* The loop thread: the slice open now ran `ns`, past the threshold. */
+static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
+                                       uint64_t ns) {
+  char text[TEXT_MAX + 2];
+  char what[512];
+  const uvp__slice_t cs = published(st), *c = &cs;
+  describe(what, sizeof(what), c->kind, phase, c->site, c->file, c->line,
+           c->await_file, c->await_line, c->name, c->what);
+  uint64_t ms = ns / 1000000;
+  int k = snprintf(text, TEXT_MAX, "uvp: stall: %s ran %llu ms", what,
+                   (unsigned long long)ms);
+  size_t len = k > 0 ? ((size_t)k < TEXT_MAX ? (size_t)k : TEXT_MAX - 1) : 0;
+  if (c->kind != UVP_STALL_OUTSIDE) {
+    add_trace(text, TEXT_MAX, &len, c->trace);
+    len += uvp__slots_text(st->ctx, c->scope, text + len, TEXT_MAX - len);
+  }
+  uvp_stall_t rec = {c->kind,
+                     0,
+                     ms,
+                     c->file,
+                     c->line,
+                     c->await_file,
+                     c->await_line,
+                     c->name,
+                     c->kind == UVP_STALL_UVP       ? c->what
+                     : c->kind == UVP_STALL_OUTSIDE ? phase_text[phase]
+                                                    : NULL,
+                     NULL};
+  if (c->kind == UVP_STALL_HANDLER)
+    uvp__site_get(c->site, &rec.file, &rec.line);
+  deliver(st->cb, st->arg, &rec, text, len);
+}
+
+/* ---- the loop thread's marks --------------------------------------------- */
+
+/* Publish slice s, begun at st->start (the loop thread). */
+static UVP__ALWAYS_INLINE void publish(stall_state_t *st,
+                                       const uvp__slice_t *c) {
+  pub_t *p = &st->pub;
+  unsigned s = atomic_load_explicit(&p->seq, memory_order_relaxed);
+  atomic_store_explicit(&p->seq, s + 1, memory_order_relaxed);
+  atomic_thread_fence(memory_order_release);
+  atomic_store_explicit(&p->start, st->start, memory_order_relaxed);
+  atomic_store_explicit(&p->kind, c->kind, memory_order_relaxed);
+  atomic_store_explicit(&p->phase, st->phase, memory_order_relaxed);
+  atomic_store_explicit(&p->site, c->site, memory_order_relaxed);
+  atomic_store_explicit(&p->trace, c->trace, memory_order_relaxed);
+  atomic_store_explicit(&p->file, c->file, memory_order_relaxed);
+  atomic_store_explicit(&p->line, c->line, memory_order_relaxed);
+  atomic_store_explicit(&p->await_file, c->await_file, memory_order_relaxed);
+  atomic_store_explicit(&p->await_line, c->await_line, memory_order_relaxed);
+  atomic_store_explicit(&p->what, c->what, memory_order_relaxed);
+  atomic_store_explicit(&p->seq, s + 2, memory_order_release);
+}
+
+static UVP__ALWAYS_INLINE unsigned bucket_of(uint64_t us) {
+  if (us == 0)
+    return 0;
+  unsigned b = 64u - (unsigned)__builtin_clzll(us);
+  return b < UVP_STALL_BUCKETS ? b : UVP_STALL_BUCKETS - 1;
+}
+
+/* Time outside uvp that is no stall: waiting in poll, and the program's
+ * own code from turning the detector on to the loop's first turn. */
+static bool quiet_phase(int ph) {
+  return ph == UVP__PH_POLL || ph == UVP__PH_SETUP;
+}
+
+/* The slice open now ends at `now`. */
+static UVP__ALWAYS_INLINE void end_slice(stall_state_t *st, uint64_t now,
+                                         int report_phase) {
+  uint64_t ns = now - st->start;
+  if (st->cur.kind != UVP_STALL_OUTSIDE) {
+    uint64_t us = ns / 1000;
+    add_relaxed(&st->buckets[bucket_of(us)], 1);
+    if (UVP__UNLIKELY(us >
+                      atomic_load_explicit(&st->max_us, memory_order_relaxed)))
+      atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
+  }
+  if (UVP__UNLIKELY(ns >= st->thr_ns) &&
+      (st->cur.kind != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
+    add_relaxed(&st->stalls, 1);
+    report_ended(st, report_phase, ns);
+  }
+}
+
+/* What cur holds of s beyond the published words: a reference on its
+ * scope, a copy of its fiber's name. */
+static UVP__NOINLINE void take_slow(stall_state_t *st, const uvp__slice_t *s) {
+  struct uvp__scope_s *old = st->cur.scope;
+  st->cur.scope = s->scope != NULL ? uvp__scope_ref(s->scope) : NULL;
+  uvp__scope_unref(old);
+  st->cur.name = NULL;
+  if (s->name != NULL) {
+    size_t n = strnlen(s->name, NAME_BUF - 1);
+    memcpy(st->name_buf, s->name, n);
+    st->name_buf[n] = '\0';
+    st->cur.name = st->name_buf;
+  }
+}
+
+/* cur becomes s. */
+static UVP__ALWAYS_INLINE void take(stall_state_t *st, const uvp__slice_t *s) {
+  st->cur.kind = s->kind;
+  if (UVP__UNLIKELY((s->scope != NULL) | (s->name != NULL) |
+                    (st->cur.scope != NULL) | (st->cur.name != NULL)))
+    take_slow(st, s);
+}
+
+/* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls:
+ * a mark is on the path of every slice (docs/internals.md §19). */
+static UVP__ALWAYS_INLINE uint64_t now_ns(void) {
+  struct timespec t;
+  if (UVP__UNLIKELY(clock_gettime(CLOCK_MONOTONIC, &t) != 0))
+    return uv_hrtime();
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Inline in both entries, so that a reaction's slice, whose description
+ * is mostly constants, is stored without a copy in between. */
+static UVP__ALWAYS_INLINE void mark(stall_state_t *st, const uvp__slice_t *s,
+                                    bool clock) {
+  if (!clock && st->cur.kind != UVP_STALL_OUTSIDE) {
+    take(st, s); /* the same slice, now known better */
+    publish(st, s);
+    return;
+  }
+  uint64_t now = now_ns();
+  end_slice(st, now, st->phase);
+  take(st, s);
+  st->start = now;
+  publish(st, s);
+}
+
+void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
+  mark(state_of(ctx), s, clock);
+}
+
+void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
+  const uvp_promise_t *p = uvp__rkind(r) == UVP__RK_CELL
+                               ? ((const uvp__cell_t *)(const void *)r)->source
+                               : (const uvp_promise_t *)uvp__rtarget(r);
+  uvp__slice_t s = {
+      UVP_STALL_HANDLER,      p->site, p->trace, NULL, 0, NULL, 0, NULL,
+      uvp__reaction_scope(r), NULL};
+  mark(state_of(ctx), &s, true);
+}
+
+/* Outside uvp from `now`, in phase ph. */
+static void begin_outside(stall_state_t *st, uint64_t now, int ph) {
+  uvp__slice_t s = {
+      UVP_STALL_OUTSIDE, 0, 0, NULL, 0, NULL, 0, NULL, NULL, NULL};
+  take(st, &s);
+  st->phase = ph;
+  st->start = now;
+  publish(st, &s);
+}
+
+static void outside_at(stall_state_t *st, uint64_t now, int ph) {
+  end_slice(st, now, st->phase);
+  begin_outside(st, now, ph);
+}
+
+void uvp__stall_outside(uvp_ctx_t *ctx, int ph) {
+  outside_at(state_of(ctx), now_ns(), ph);
+}
+
+void uvp__stall_check(uvp_ctx_t *ctx) {
+  stall_state_t *st = state_of(ctx);
+  uint64_t now = now_ns();
+  int ph = st->phase;
+  if (st->cur.kind == UVP_STALL_OUTSIDE && ph == UVP__PH_POLL) {
+    /* The loop's time is the poll's return (ms): what came after it, up
+     * to here, was the I/O callbacks'.  (The poll's wait is no stall.) */
+    uint64_t back = uv_now(uvp__loop(ctx)) * 1000000u;
+    if (back > st->start && back < now)
+      st->start = back;
+    if (now - st->start >= st->thr_ns)
+      ph = PH_IO;
+  }
+  end_slice(st, now, ph);
+  uvp__slice_t s = {UVP_STALL_UVP, 0, 0, NULL, 0, NULL, 0, NULL, NULL, "check"};
+  take(st, &s);
+  st->start = now;
+  publish(st, &s);
+}
+
+static void prepare_cb(uv_prepare_t *h) {
+  outside_at(state_of(h->data), now_ns(), UVP__PH_POLL);
+}
+
+/* ---- the watchdog -------------------------------------------------------- */
+
+/* One look at the loop thread: reports a slice past the threshold that it
+ * has not reported yet (*seen: the sequence of the last one reported). */
+static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
+                 unsigned *seen) {
+  pub_t *p = &st->pub;
+  unsigned s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
+  if ((s1 & 1u) != 0 || s1 == *seen)
+    return;
+  uint64_t start = atomic_load_explicit(&p->start, memory_order_relaxed);
+  int kind = atomic_load_explicit(&p->kind, memory_order_relaxed);
+  int phase = atomic_load_explicit(&p->phase, memory_order_relaxed);
+  unsigned site = atomic_load_explicit(&p->site, memory_order_relaxed);
+  unsigned trace = atomic_load_explicit(&p->trace, memory_order_relaxed);
+  const char *file = atomic_load_explicit(&p->file, memory_order_relaxed);
+  int line = atomic_load_explicit(&p->line, memory_order_relaxed);
+  const char *af = atomic_load_explicit(&p->await_file, memory_order_relaxed);
+  int al = atomic_load_explicit(&p->await_line, memory_order_relaxed);
+  const char *what = atomic_load_explicit(&p->what, memory_order_relaxed);
+  atomic_thread_fence(memory_order_acquire);
+  if (atomic_load_explicit(&p->seq, memory_order_relaxed) != s1)
+    return; /* it moved on meanwhile: not stuck */
+  uint64_t now = now_ns();
+  if (now < start || now - start < thr_ns ||
+      (kind == UVP_STALL_OUTSIDE && quiet_phase(phase)))
+    return;
+  *seen = s1;
+  char desc[512], text[TEXT_MAX + 2];
+  describe(desc, sizeof(desc), kind, phase, (uint16_t)site, file, line, af, al,
+           NULL, what);
+  uint64_t ms = (now - start) / 1000000;
+  int k = snprintf(text, TEXT_MAX,
+                   "uvp: stall: %s has been running for %llu ms (still "
+                   "running)",
+                   desc, (unsigned long long)ms);
+  size_t len = k > 0 ? ((size_t)k < TEXT_MAX ? (size_t)k : TEXT_MAX - 1) : 0;
+  if (kind != UVP_STALL_OUTSIDE)
+    add_trace(text, TEXT_MAX, &len, (uint16_t)trace);
+  uvp_stall_t rec = {kind,
+                     1,
+                     ms,
+                     file,
+                     line,
+                     af,
+                     al,
+                     NULL,
+                     kind == UVP_STALL_UVP       ? what
+                     : kind == UVP_STALL_OUTSIDE ? phase_text[phase]
+                                                 : NULL,
+                     NULL};
+  if (kind == UVP_STALL_HANDLER)
+    uvp__site_get((uint16_t)site, &rec.file, &rec.line);
+  deliver(cb, arg, &rec, text, len);
+}
+
+static uint64_t period_ns(uint64_t thr_ns) {
+  uint64_t p = thr_ns / 4;
+  return p < 1000000u ? 1000000u : p > 250000000u ? 250000000u : p;
+}
+
+static void watchdog(void *arg) {
+  stall_state_t *st = arg;
+  unsigned seen = 0;
+  uv_mutex_lock(&st->wmu);
+  while (!st->stop) {
+    (void)uv_cond_timedwait(&st->wcv, &st->wmu, period_ns(st->w_thr_ns));
+    if (st->stop)
+      break;
+    /* Under wmu: a change of callback waits for this look to end. */
+    look(st, st->w_thr_ns, st->w_cb, st->w_arg, &seen);
+  }
+  uv_mutex_unlock(&st->wmu);
+}
+
+static void watchdog_stop(stall_state_t *st) {
+  if (!st->running)
+    return;
+  uv_mutex_lock(&st->wmu);
+  st->stop = true;
+  uv_cond_signal(&st->wcv);
+  uv_mutex_unlock(&st->wmu);
+  (void)uv_thread_join(&st->thread);
+  st->running = false;
+}
+
+/* ---- per context --------------------------------------------------------- */
+
+static void turn_off(stall_state_t *st) {
+  watchdog_stop(st);
+  uvp__head(st->ctx)->stall = false;
+  if (st->prepare_open && !uv_is_closing((uv_handle_t *)&st->prepare))
+    uv_prepare_stop(&st->prepare);
+  uvp__scope_unref(st->cur.scope);
+  st->cur.scope = NULL;
+}
+
+static void stall_close(uvp__ext_t *ext) {
+  turn_off(UVP__CONTAINER_OF(ext, stall_state_t, ext));
+}
+
+static void stall_destroy(uvp__ext_t *ext) {
+  stall_state_t *st = UVP__CONTAINER_OF(ext, stall_state_t, ext);
+  uv_cond_destroy(&st->wcv);
+  uv_mutex_destroy(&st->wmu);
+  uvp__free(st);
+}
+
+static void stall_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
+  (void)ext;
+  (void)out;
+}
+
+static stall_state_t *state_new(uvp_ctx_t *ctx) {
+  static const uvp__ext_t hooks = {
+      .close = stall_close, .destroy = stall_destroy, .stats = stall_stats};
+  stall_state_t *st = UVP__EXT_MAKE(ctx, UVP__EXT_STALL, stall_state_t, &hooks);
+  if (st == NULL)
+    return NULL;
+  bool mu = uv_mutex_init(&st->wmu) == 0;
+  if (!mu || uv_cond_init(&st->wcv) != 0) {
+    if (mu)
+      uv_mutex_destroy(&st->wmu);
+    uvp__head(ctx)->ext[UVP__EXT_STALL] = NULL; /* as if never made */
+    uvp__free(st);
+    return NULL;
+  }
+  st->ctx = ctx;
+  st->cur.kind = UVP_STALL_OUTSIDE;
+  return st;
+}
+
+/* The prepare handle, opened once: counted as uvp's work in the loop, and
+ * closed by uvp_ctx_close with the context's own handles. */
+static void open_prepare(stall_state_t *st) {
+  if (st->prepare_open)
+    return;
+  uv_prepare_init(uvp__loop(st->ctx), &st->prepare);
+  st->prepare.data = st->ctx; /* uvp_ctx_close's handle_closed reads it */
+  uv_unref((uv_handle_t *)&st->prepare);
+  uvp__loop_handle_begin(st->ctx);
+  st->prepare_open = true;
+}
+
+uv_handle_t *uvp__stall_handle(uvp_ctx_t *ctx) {
+  stall_state_t *st = state_of(ctx);
+  return st != NULL && st->prepare_open ? (uv_handle_t *)&st->prepare : NULL;
+}
+
+int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
+                      void *arg) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  stall_state_t *st = state_of(ctx);
+  if (threshold_ms == 0) {
+    if (st != NULL)
+      turn_off(st);
+    return 0;
+  }
+  if (threshold_ms > UINT64_MAX / 1000000u)
+    threshold_ms = UINT64_MAX / 1000000u;
+  if (st == NULL && (st = state_new(ctx)) == NULL)
+    return UV_ENOMEM;
+  uv_mutex_lock(&st->wmu);
+  st->w_thr_ns = threshold_ms * 1000000u;
+  st->w_cb = cb;
+  st->w_arg = arg;
+  uv_mutex_unlock(&st->wmu);
+  st->thr_ns = threshold_ms * 1000000u;
+  st->cb = cb;
+  st->arg = arg;
+  if (st->running)
+    return 0;
+  st->stop = false;
+  rc = uv_thread_create(&st->thread, watchdog, st);
+  if (rc != 0)
+    return rc;
+  st->running = true;
+  open_prepare(st);
+  if (!uv_is_closing((uv_handle_t *)&st->prepare))
+    uv_prepare_start(&st->prepare, prepare_cb);
+  begin_outside(st, now_ns(), UVP__PH_SETUP);
+  uvp__head(ctx)->stall = true;
+  return 0;
+}
+
+int uvp_ctx_stall_stats(const uvp_ctx_t *ctx, uvp_stall_stats_t *out) {
+  if (ctx == NULL || out == NULL)
+    return UV_EINVAL;
+  memset(out, 0, sizeof(*out));
+  const stall_state_t *st = state_of(ctx);
+  if (st == NULL)
+    return 0;
+  out->stalls = atomic_load_explicit(&st->stalls, memory_order_relaxed);
+  out->max_us = atomic_load_explicit(&st->max_us, memory_order_relaxed);
+  for (int i = 0; i < UVP_STALL_BUCKETS; i++) {
+    out->buckets[i] =
+        atomic_load_explicit(&st->buckets[i], memory_order_relaxed);
+    out->slices += out->buckets[i];
+  }
+  return 0;
+}

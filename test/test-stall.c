@@ -1,0 +1,399 @@
+/* The stall detector (uvp_ctx_set_stall): a handler, a fiber's slice and
+ * the program's own timer callback that hold the loop are each reported
+ * while they run (by the watchdog thread) and when they end (by the loop
+ * thread), naming what ran; a loop that only waits in poll is never
+ * reported; off, there is no thread.  Timing bounds are wide: the machine
+ * running the tests may be loaded (and valgrind serialises threads). */
+#include <dirent.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "helpers.h"
+
+#define THRESHOLD_MS 50
+#define SPIN_MS 200
+/* How late the watchdog's report may come after the threshold: its period
+ * is a quarter of the threshold; the rest is the machine's load. */
+#define LATE_MS (RUNNING_ON_VALGRIND ? 5000 : 1500)
+
+typedef struct {
+  uvp_stall_t rec;
+  char file[64], await_file[64], name[64], phase[256], text[1100];
+  uint64_t at; /* uv_hrtime when it came */
+  bool loop_thread;
+} seen_t;
+
+static uv_mutex_t mu;
+static seen_t seen[16];
+static int nseen;
+static atomic_int nrunning; /* reports with running = 1 so far */
+static uv_thread_t loop_thread;
+
+static void copy(char *dst, size_t cap, const char *src) {
+  snprintf(dst, cap, "%s", src != NULL ? src : "");
+}
+
+static void record(void *arg, const uvp_stall_t *s) {
+  (void)arg;
+  uv_thread_t self = uv_thread_self();
+  uv_mutex_lock(&mu);
+  if (nseen < 16) {
+    seen_t *e = &seen[nseen++];
+    e->rec = *s;
+    e->at = uv_hrtime();
+    e->loop_thread = uv_thread_equal(&self, &loop_thread);
+    copy(e->file, sizeof(e->file), s->file);
+    copy(e->await_file, sizeof(e->await_file), s->await_file);
+    copy(e->name, sizeof(e->name), s->name);
+    copy(e->phase, sizeof(e->phase), s->phase);
+    copy(e->text, sizeof(e->text), s->text);
+  }
+  uv_mutex_unlock(&mu);
+  if (s->running)
+    atomic_fetch_add(&nrunning, 1);
+}
+
+static int stall_setup(void **state) {
+  fixture_setup(state);
+  uv_mutex_lock(&mu);
+  nseen = 0;
+  uv_mutex_unlock(&mu);
+  atomic_store(&nrunning, 0);
+  loop_thread = uv_thread_self();
+  return 0;
+}
+#define STALL_TEST(fn) FIXTURE_TEST_WITH(fn, stall_setup, fixture_teardown)
+
+/* Spin for at least `ms`, and on until the watchdog has reported (at most
+ * 10 s): returns when it began.  *live_after: ms from the start to the
+ * watchdog's report, as seen from here. */
+static uint64_t spin(uint64_t ms, uint64_t *live_after) {
+  uint64_t t0 = uv_hrtime(), now;
+  *live_after = UINT64_MAX;
+  do {
+    now = uv_hrtime();
+    if (*live_after == UINT64_MAX && atomic_load(&nrunning) > 0)
+      *live_after = (now - t0) / 1000000;
+  } while (now - t0 < ms * 1000000 ||
+           (*live_after == UINT64_MAX && now - t0 < 10000000000u));
+  return t0;
+}
+
+/* The one report of `running` of kind `kind` (fails if none, or two). */
+static seen_t *one(int kind, int running) {
+  seen_t *found = NULL;
+  uv_mutex_lock(&mu);
+  for (int i = 0; i < nseen; i++)
+    if (seen[i].rec.kind == kind && seen[i].rec.running == running) {
+      if (found != NULL)
+        fail_msg("two reports of kind %d running %d: %s / %s", kind, running,
+                 found->text, seen[i].text);
+      found = &seen[i];
+    }
+  uv_mutex_unlock(&mu);
+  if (found == NULL) {
+    for (int i = 0; i < nseen; i++)
+      fprintf(stderr, "seen: %s\n", seen[i].text);
+    fail_msg("no report of kind %d running %d", kind, running);
+  }
+  return found;
+}
+
+static int threads_now(void) {
+  DIR *d = opendir("/proc/self/task");
+  if (d == NULL)
+    return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+/* ---- a handler ----------------------------------------------------------- */
+
+static uint64_t live_after;
+static int then_line;
+
+static uvp_ret_t spin_handler(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  spin(SPIN_MS, &live_after);
+  return uvp_ret_pass();
+}
+
+static int format_req(void *value, char *buf, size_t cap) {
+  return snprintf(buf, cap, "%s", (const char *)value);
+}
+
+static void test_handler(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_traces(f->ctx, 1), 0);
+  assert_int_equal(uvp_ctx_set_slot_format(f->ctx, 0, format_req), 0);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  assert_int_equal(uvp_scope_set(f->ctx, 0, "req-7", NULL), 0);
+  uvp_promise_t *p, *d;
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  then_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_then(p, spin_handler, NULL, &d), 0);
+  assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  run_until_settled(f, d);
+  /* Found while it ran, soon after the threshold, on the watchdog. */
+  assert_true(live_after != UINT64_MAX);
+  assert_true(live_after >= THRESHOLD_MS);
+  assert_true(live_after <= THRESHOLD_MS + LATE_MS);
+  seen_t *live = one(UVP_STALL_HANDLER, 1);
+  assert_false(live->loop_thread);
+  assert_string_equal(live->file, __FILE__);
+  assert_int_equal(live->rec.line, then_line);
+  assert_true(live->rec.ms >= THRESHOLD_MS);
+  assert_non_null(strstr(live->text, "still running"));
+  /* And when it ended, on the loop thread: its length, trace and slots. */
+  seen_t *end = one(UVP_STALL_HANDLER, 0);
+  assert_true(end->loop_thread);
+  assert_string_equal(end->file, __FILE__);
+  assert_int_equal(end->rec.line, then_line);
+  assert_true(end->rec.ms >= SPIN_MS);
+  char want[128];
+  snprintf(want, sizeof(want), "trace: then at %s:%d", __FILE__, then_line);
+  assert_non_null(strstr(end->text, want));
+  assert_non_null(strstr(end->text, "; slots 0=req-7"));
+  uvp_stall_stats_t st;
+  assert_int_equal(uvp_ctx_stall_stats(f->ctx, &st), 0);
+  assert_true(st.slices >= 1);
+  assert_true(st.stalls >= 1);
+  assert_true(st.max_us >= SPIN_MS * 1000);
+  uint64_t sum = 0;
+  for (int i = 0; i < UVP_STALL_BUCKETS; i++)
+    sum += st.buckets[i];
+  assert_int_equal(sum, st.slices);
+  assert_true(st.buckets[18] + st.buckets[19] + st.buckets[20] +
+                  st.buckets[21] + st.buckets[22] + st.buckets[23] >=
+              1); /* 200 ms: 2^17 us and up */
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+}
+
+/* ---- a fiber's slice ----------------------------------------------------- */
+
+static int await_line;
+
+static uvp_ret_t spin_fiber(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  assert_int_equal(uvp_fiber_set_name("spinner"), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_resolved(ctx, NULL, NULL, &p), 0);
+  await_line = __LINE__ + 1;
+  assert_int_equal(uvp_await(p, NULL), 0);
+  uvp_promise_release(p);
+  spin(SPIN_MS, &live_after);
+  return uvp_ret_pass();
+}
+
+static void test_fiber(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  uvp_promise_t *p;
+  int spawn_line = __LINE__ + 1;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, spin_fiber, f->ctx, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_true(live_after != UINT64_MAX);
+  assert_true(live_after <= THRESHOLD_MS + LATE_MS);
+  seen_t *live = one(UVP_STALL_FIBER, 1);
+  assert_false(live->loop_thread);
+  assert_string_equal(live->file, __FILE__);
+  assert_int_equal(live->rec.line, spawn_line);
+  assert_string_equal(live->await_file, __FILE__);
+  assert_int_equal(live->rec.await_line, await_line);
+  seen_t *end = one(UVP_STALL_FIBER, 0);
+  assert_true(end->loop_thread);
+  assert_int_equal(end->rec.line, spawn_line);
+  assert_int_equal(end->rec.await_line, await_line);
+  assert_string_equal(end->name, "spinner");
+  assert_true(end->rec.ms >= SPIN_MS);
+  assert_non_null(strstr(end->text, "fiber \"spinner\" spawned at"));
+  uvp_promise_release(p);
+}
+
+/* ---- the program's own timer callback ------------------------------------ */
+
+static void spin_timer(uv_timer_t *t) {
+  spin(SPIN_MS, &live_after);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_host_timer(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  assert_int_equal(uv_timer_start(&t, spin_timer, 5, 0), 0);
+  run_loop(f);
+  assert_true(live_after != UINT64_MAX);
+  assert_true(live_after <= THRESHOLD_MS + LATE_MS);
+  seen_t *live = one(UVP_STALL_OUTSIDE, 1);
+  assert_false(live->loop_thread);
+  assert_non_null(strstr(live->phase, "after uvp's check callback"));
+  assert_non_null(strstr(live->phase, "timer"));
+  seen_t *end = one(UVP_STALL_OUTSIDE, 0);
+  assert_true(end->loop_thread);
+  assert_true(end->rec.ms >= SPIN_MS);
+  assert_non_null(strstr(end->text, "uvp: stall: outside uvp (after uvp's "
+                                    "check callback"));
+}
+
+/* ---- waiting is no stall ------------------------------------------------- */
+
+static void quiet_timer(uv_timer_t *t) { uv_close((uv_handle_t *)t, NULL); }
+
+static uvp_ret_t nothing(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_pass();
+}
+
+static void test_waiting_in_poll(void **state) {
+  fixture_t *f = *state;
+  uint64_t thr = RUNNING_ON_VALGRIND ? 400 : 2 * THRESHOLD_MS;
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, thr, record, NULL), 0);
+  uvp_promise_t *d, *p;
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  assert_int_equal(uvp_promise_then(p, nothing, NULL, &d), 0);
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  assert_int_equal(uv_timer_start(&t, quiet_timer, 8 * thr, 0), 0);
+  run_loop(f); /* waits in epoll for 8 thresholds */
+  uv_mutex_lock(&mu);
+  int n = nseen;
+  for (int i = 0; i < n; i++)
+    fprintf(stderr, "unexpected: %s\n", seen[i].text);
+  uv_mutex_unlock(&mu);
+  assert_int_equal(n, 0);
+  uvp_stall_stats_t st;
+  assert_int_equal(uvp_ctx_stall_stats(f->ctx, &st), 0);
+  assert_true(st.slices >= 1); /* the handler, uvp's check callbacks */
+  assert_int_equal(st.stalls, 0);
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+}
+
+/* ---- off ----------------------------------------------------------------- */
+
+static void test_off_means_no_thread(void **state) {
+  fixture_t *f = *state;
+  uvp_stall_stats_t st;
+  assert_int_equal(uvp_ctx_stall_stats(f->ctx, &st), 0);
+  assert_int_equal(st.slices, 0);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  /* Counted after one thread has come and gone: a sanitizer's runtime
+   * may start a thread of its own at the first thread created. */
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  int base = threads_now();
+  if (base < 0)
+    skip();
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  assert_int_equal(threads_now(), base + 1);
+  /* A second call changes it and starts nothing more. */
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 2 * THRESHOLD_MS, NULL, NULL), 0);
+  assert_int_equal(threads_now(), base + 1);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  assert_int_equal(threads_now(), base);
+  /* On again, then closed with it on: the close ends the thread. */
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  assert_int_equal(threads_now(), base + 1);
+  close_ctx(f);
+  assert_int_equal(threads_now(), base);
+}
+
+static void test_errors(void **state) {
+  fixture_t *f = *state;
+  uvp_stall_stats_t st;
+  assert_int_equal(uvp_ctx_set_stall(NULL, 10, NULL, NULL), UV_EINVAL);
+  assert_int_equal(uvp_ctx_stall_stats(NULL, &st), UV_EINVAL);
+  assert_int_equal(uvp_ctx_stall_stats(f->ctx, NULL), UV_EINVAL);
+  uvp_ctx_t *ctx = close_ctx(f);
+  (void)ctx; /* freed by the teardown's loop run: not called again */
+}
+
+/* ---- a host that closes every handle ------------------------------------- */
+
+static void close_each(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* The detector's prepare handle is one of uvp's in the loop: a program
+ * that closes every handle with uv_walk before uvp_ctx_close closes it
+ * too, and the context still goes (its loop closes). */
+static void test_host_closes_every_handle(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, record, NULL), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uv_walk(&f->loop, close_each, NULL);
+  assert_int_equal(uvp_ctx_close(f->ctx), UV_EBUSY); /* closes pending */
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  close_ctx(f);
+}
+
+/* ---- the default line ---------------------------------------------------- */
+
+static void test_default_line(void **state) {
+  fixture_t *f = *state;
+  char path[] = "/tmp/uvp-stall-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  fflush(stderr);
+  int saved = dup(2);
+  assert_true(dup2(fd, 2) == 2);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, THRESHOLD_MS, NULL, NULL), 0);
+  uvp_promise_t *d, *p;
+  assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &p), 0);
+  then_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_then(p, spin_handler, NULL, &d), 0);
+  run_until_settled(f, d);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  char buf[4096];
+  ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+  close(fd);
+  unlink(path);
+  assert_true(n > 0);
+  buf[n] = '\0';
+  char want[160];
+  snprintf(want, sizeof(want),
+           "uvp: stall: handler of the promise made at %s:%d ran ", __FILE__,
+           then_line);
+  assert_non_null(strstr(buf, want));
+  snprintf(want, sizeof(want),
+           "uvp: stall: handler of the promise made at %s:%d has been "
+           "running for ",
+           __FILE__, then_line);
+  assert_non_null(strstr(buf, want));
+  uvp_promise_release(p);
+  uvp_promise_release(d);
+}
+
+int main(void) {
+  uv_mutex_init(&mu);
+  const struct CMUnitTest tests[] = {
+      STALL_TEST(test_errors),
+      STALL_TEST(test_off_means_no_thread),
+      STALL_TEST(test_waiting_in_poll),
+      STALL_TEST(test_handler),
+      STALL_TEST(test_fiber),
+      STALL_TEST(test_host_timer),
+      STALL_TEST(test_default_line),
+      STALL_TEST(test_host_closes_every_handle),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  uv_mutex_destroy(&mu);
+  return rc;
+}
