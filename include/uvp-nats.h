@@ -275,7 +275,8 @@ UVP_NATS_EXTERN int uvp_nats_publish(uvp_nats_t *nc, const char *subject,
                                      size_t len, const char *const *headers);
 
 enum {
-  /** Do not hold a virtual clock (uvp_clock_hold) while the request is in
+  /** Do not hold the virtual clock (its work in flight is "idle",
+   * UVP_INFLIGHT_IDLE) while the request is in
    * flight: under UVP_CLOCK_AUTO the clock may then jump to the next timer
    * or deadline while the reply is on its way (a simulation that wants
    * virtual time to run ahead of the network). */
@@ -310,33 +311,29 @@ typedef struct uvp_nats_request_opts_s {
  *                           request reached the server (its 503 status
  *                           message), at once
  *   UV_ETIMEDOUT            the timeout, or the scope's deadline
- *                           (uvp_deadline_watch), passed first: the worker
- *                           that took it may have died, or be slow
- *   UV_ECANCELED            cancelled, or uvp_nats_close
- *   UVP_NATS_EDISCONNECTED  the connection dropped, with
- *                           UVP_NATS_FAIL_ON_DISCONNECT
- *   UVP_ECLOSED             the connection closed for good, or
- *                           uvp_ctx_close
- * Without UVP_NATS_FAIL_ON_DISCONNECT a request stays across a reconnect
- * until its timeout: its reply may still come, as the inbox subscription
- * is sent again.  A reply that finds no request (late, after any of these;
- * duplicate; not ours) is dropped and counted (uvp_nats_stats' late).
- * Core NATS delivers a request at most once: a caller that sends a timed
- * out request again may have it served twice.
- * Cancel-safe: cancelling rejects at once and drops the request's entry
- * (the inbox is shared: no UNSUB is sent); what was published stays
- * published.  While a request is in flight the binding keeps uv_run()
- * going and holds a virtual clock (uvp_clock_hold, UVP_CLOCK_AUTO; unless
- * UVP_NATS_REQUEST_NO_HOLD), so a virtual deadline does not jump past a
- * reply on its way.  opts.timeout_ms
- * runs on the loop's real clock (uv_now); the scope's deadline on uvp's.
- * In the task dump a request shows as "NATS request <subject> #<id>".
- * Threads: the reply comes on the inbox's delivery thread (nats.c's) and
- * reaches the loop through the queue; a no-responders status the same
- * way; the timeout is a loop timer.  Everything settles on the loop
- * thread.
- * Errors, at once with nothing sent: those of uvp_nats_publish (a
- * wildcard in subject is UV_EINVAL), UV_EINVAL (NULL out), UV_ENOMEM. */
+ *                           (its work in flight, uvp_inflight_start), passed
+ * first: the worker that took it may have died, or be slow UV_ECANCELED
+ * cancelled, or uvp_nats_close UVP_NATS_EDISCONNECTED  the connection dropped,
+ * with UVP_NATS_FAIL_ON_DISCONNECT UVP_ECLOSED             the connection
+ * closed for good, or uvp_ctx_close Without UVP_NATS_FAIL_ON_DISCONNECT a
+ * request stays across a reconnect until its timeout: its reply may still come,
+ * as the inbox subscription is sent again.  A reply that finds no request
+ * (late, after any of these; duplicate; not ours) is dropped and counted
+ * (uvp_nats_stats' late). Core NATS delivers a request at most once: a caller
+ * that sends a timed out request again may have it served twice. Cancel-safe:
+ * cancelling rejects at once and drops the request's entry (the inbox is
+ * shared: no UNSUB is sent); what was published stays published.  While a
+ * request is in flight the binding keeps uv_run() going and, as work in flight
+ * (uvp_inflight_start: also its group waits for it), holds the virtual clock
+ * (UVP_CLOCK_AUTO; unless UVP_NATS_REQUEST_NO_HOLD), so a virtual deadline does
+ * not jump past a reply on its way.  opts.timeout_ms runs on the loop's real
+ * clock (uv_now); the scope's deadline on uvp's. In the task dump a request
+ * shows as "NATS request <subject> #<id>". Threads: the reply comes on the
+ * inbox's delivery thread (nats.c's) and reaches the loop through the queue; a
+ * no-responders status the same way; the timeout is a loop timer.  Everything
+ * settles on the loop thread. Errors, at once with nothing sent: those of
+ * uvp_nats_publish (a wildcard in subject is UV_EINVAL), UV_EINVAL (NULL out),
+ * UV_ENOMEM. */
 #define uvp_nats_request(...)                                                  \
   uvp_nats_request_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_request_at(uvp_nats_t *nc, const char *subject,

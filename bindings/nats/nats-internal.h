@@ -50,9 +50,7 @@ struct req_s {
   req_t *hnext;         /* hash chain */
   req_t *prev, *next;   /* every request, oldest first */
   req_t *tprev, *tnext; /* by expiry */
-  bool setup;           /* uvp_nats_request has not returned yet */
-  bool hold;            /* counted in holding (the virtual clock) */
-  bool cancelled;
+  uvp_inflight_t w;     /* its work in flight (data: the request) */
   const char *file;
   int line;
   char subject[];
@@ -63,7 +61,7 @@ struct waiter_s {
   uvp_nats_sub_t *s;
   uvp_promise_t *p; /* ours */
   waiter_t *prev, *next;
-  bool setup, cancelled;
+  uvp_inflight_t w; /* its work in flight (data: the wait) */
 };
 
 struct uvp_nats_sub_s {
@@ -94,7 +92,9 @@ struct uvp_nats_svc_s {
 typedef struct job_s {
   uv_work_t w;
   uvp_nats_t *b;
-  uvp_promise_t *p; /* NULL once cancelled */
+  uvp_promise_t *p;  /* NULL once cancelled */
+  uvp_inflight_t fl; /* the promise's work in flight (data: the job) */
+  bool cut;          /* p was cut (cancel, deadline): the job runs on */
   int64_t timeout_ms;
   natsStatus s;
   int rc;
@@ -132,8 +132,6 @@ struct uvp_nats_s {
   req_t *first, *last, *tfirst, *tlast;
   uint64_t next_id;
   size_t waiting; /* what keeps uv_run going: requests, waits, jobs */
-  size_t holding; /* requests that hold the virtual clock */
-  bool held;      /* uvp_clock_hold is in force */
   uvp_nats_sub_t *subs;
   size_t draining;
   size_t svcs; /* services whose group has not joined yet */

@@ -80,7 +80,6 @@ static void req_link(uvp_nats_t *b, req_t *r) {
   else
     b->tfirst = r;
   b->stats.in_flight++;
-  b->holding += r->hold;
   if (b->tfirst == r)
     timer_arm(b);
   uvp_nats__waiting_add(b, 1);
@@ -109,21 +108,22 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
   else
     b->tlast = r->tprev;
   b->stats.in_flight--;
-  b->holding -= r->hold;
   if (was_first)
     timer_arm(b);
   uvp_nats__waiting_add(b, -1);
 }
 
-/* Settle r's promise (rc 0: with msg) and let it go. */
+/* Settle r's promise (rc 0: with msg as its value; else msg, if any, is
+ * the rejection's payload), end its work in flight, and let it go. */
 static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
   req_unlink(b, r);
   uvp_promise_t *p = r->p;
-  free(r);
   if (rc == 0)
     uvp_promise_resolve(p, msg, uvp_nats__msg_free);
   else
-    uvp_promise_reject(p, rc, NULL, NULL);
+    uvp_promise_reject(p, rc, msg, msg != NULL ? uvp_nats__msg_free : NULL);
+  uvp_inflight_end(&r->w);
+  free(r);
   uvp_promise_release(p); /* may run the program's code: r is gone */
 }
 
@@ -136,24 +136,33 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-static void on_req_cancel(uvp_promise_t *p, void *arg) {
-  req_t *r = arg;
-  (void)p;
-  r->cancelled = true;
-  if (r->setup)
-    return; /* uvp_nats_request sees it */
+/* The promise was cut (cancel, deadline, uvp_ctx_close): it has
+ * rejected; drop the entry (the inbox is shared: no UNSUB). */
+static void on_req_cancel(uvp_inflight_t *w, int code) {
+  req_t *r = w->data;
   uvp_nats_t *b = r->b;
+  uvp_promise_t *p = r->p;
+  (void)code;
   req_unlink(b, r);
   b->stats.cancelled++;
+  uvp_inflight_end(&r->w);
   free(r);
   uvp_promise_release(p);
 }
 
 /* The one place a request is named: the task dump and uvp_nats_dump. */
-static int req_describe(void *arg, char *buf, size_t cap) {
-  const req_t *r = arg;
+static int req_describe(uvp_inflight_t *w, char *buf, size_t cap) {
+  const req_t *r = w->data;
   return snprintf(buf, cap, "request %s #%" PRIu64, r->subject, r->id);
 }
+
+/* A request is work in flight (uvp_inflight_start: the scope's deadline,
+ * its group, the task dump, uvp_ctx_close), holding a virtual clock to
+ * the loop's pace unless UVP_NATS_REQUEST_NO_HOLD (then "idle"). */
+static const uvp_inflight_class_t req_class = {"NATS", on_req_cancel,
+                                               req_describe, 0};
+static const uvp_inflight_class_t req_class_nohold = {
+    "NATS", on_req_cancel, req_describe, UVP_INFLIGHT_IDLE};
 
 void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m) {
   const char *subj = natsMsg_GetSubject(m);
@@ -180,11 +189,7 @@ void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m) {
   b->stats.replies++;
   const char *err = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
   if (err != NULL) { /* the worker's handler failed: that code */
-    req_unlink(b, r);
-    uvp_promise_t *p = r->p;
-    free(r);
-    uvp_promise_reject(p, uvp_nats__code_of_name(err), m, uvp_nats__msg_free);
-    uvp_promise_release(p);
+    req_end(b, r, uvp_nats__code_of_name(err), m);
     return;
   }
   req_end(b, r, 0, m);
@@ -267,7 +272,7 @@ int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,
                                headers);
 }
 
-/* A new request, its promise hooked and watched by the scope's deadline. */
+/* A new request and its promise, not started yet. */
 static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
                    const char *file, int line) {
   size_t n = strlen(subject);
@@ -279,16 +284,9 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   r->id = ++b->next_id;
   r->file = file;
   r->line = line;
-  r->setup = true;
+  r->w.data = r;
   int rc = uvp_promise_new_at(b->ctx, &r->p, file, line);
-  if (rc == 0)
-    rc = uvp_promise_set_cancel_described(r->p, on_req_cancel, r, NULL, "NATS",
-                                          req_describe);
-  if (rc == 0 && (rc = uvp_deadline_watch(b->ctx, r->p)) != 0)
-    uvp_promise_set_cancel(r->p, NULL, NULL);
   if (rc != 0) {
-    if (r->p != NULL)
-      uvp_promise_release(r->p); /* pending, its hook gone: nothing runs */
     free(r);
     return rc;
   }
@@ -307,30 +305,28 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   req_t *r;
   if (rc != 0 || (rc = req_new(b, subject, &r, file, line)) != 0)
     return rc;
-  if (r->cancelled) { /* the scope's deadline has passed: nothing sent */
-    *out = r->p;
-    free(r);
-    return 0;
-  }
   uint64_t timeout = opts != NULL && opts->timeout_ms > 0
                          ? opts->timeout_ms
                          : UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
   uint64_t left = uvp_deadline_left(b->ctx);
   char reply[160];
   snprintf(reply, sizeof(reply), "%s.%" PRIu64, b->inbox, r->id);
-  rc = uvp_nats__publish_msg(b, subject, reply, data, len,
-                             left < timeout ? left : timeout,
-                             opts != NULL ? opts->headers : NULL);
+  bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
+  rc = uvp_inflight_start(b->ctx, &r->w, r->p,
+                          hold ? &req_class : &req_class_nohold);
+  /* a passed deadline cuts it once started: nothing is sent then */
+  if (rc == 0 && left > 0)
+    rc = uvp_nats__publish_msg(b, subject, reply, data, len,
+                               left < timeout ? left : timeout,
+                               opts != NULL ? opts->headers : NULL);
   if (rc != 0) {
-    uvp_promise_set_cancel(r->p, NULL, NULL);
+    uvp_inflight_end(&r->w); /* a record not started: nothing */
     uvp_promise_release(r->p);
     free(r);
     return rc;
   }
-  r->setup = false;
   r->start_ms = uv_now(b->loop);
-  r->expire_ms = r->start_ms + timeout;
-  r->hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
+  r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
   req_link(b, r);
   b->stats.requests++;
   *out = uvp_promise_retain(r->p);

@@ -7,11 +7,12 @@
 
 /* ---- subscriptions ------------------------------------------------------- */
 
-static void on_wait_cancel(uvp_promise_t *p, void *arg) {
-  waiter_t *w = arg;
-  w->cancelled = true;
-  if (w->setup)
-    return;
+/* A wait was cut (cancel, deadline, uvp_ctx_close): only that wait goes;
+ * no message was taken for it. */
+static void on_wait_cancel(uvp_inflight_t *fl, int code) {
+  waiter_t *w = fl->data;
+  uvp_promise_t *p = w->p;
+  (void)code;
   uvp_nats_sub_t *s = w->s;
   if (w->prev != NULL)
     w->prev->next = w->next;
@@ -21,17 +22,24 @@ static void on_wait_cancel(uvp_promise_t *p, void *arg) {
     w->next->prev = w->prev;
   else
     s->wlast = w->prev;
+  uvp_inflight_end(&w->w);
   free(w);
   uvp_nats__waiting_add(s->b, -1);
   uvp_promise_release(p);
 }
 
-static int wait_describe(void *arg, char *buf, size_t cap) {
-  const uvp_nats_sub_t *s = ((const waiter_t *)arg)->s;
+static int wait_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
+  const uvp_nats_sub_t *s = ((const waiter_t *)fl->data)->s;
   if (s->queue != NULL)
     return snprintf(buf, cap, "next %s [queue %s]", s->subject, s->queue);
   return snprintf(buf, cap, "next %s", s->subject);
 }
+
+/* A wait for the next message is work in flight that may never end (a
+ * message nobody has sent yet): "idle", so the virtual clock may jump past
+ * it; the scope's deadline, its group and the task dump still hold. */
+static const uvp_inflight_class_t wait_class = {
+    "NATS", on_wait_cancel, wait_describe, UVP_INFLIGHT_IDLE};
 
 /* The oldest wait of s ends (rc 0: with msg). */
 static void wait_end(uvp_nats_sub_t *s, int rc, natsMsg *msg) {
@@ -42,12 +50,13 @@ static void wait_end(uvp_nats_sub_t *s, int rc, natsMsg *msg) {
   else
     s->wlast = NULL;
   uvp_promise_t *p = w->p;
-  free(w);
   uvp_nats__waiting_add(s->b, -1);
   if (rc == 0)
     uvp_promise_resolve(p, msg, uvp_nats__msg_free);
   else
     uvp_promise_reject(p, rc, NULL, NULL);
+  uvp_inflight_end(&w->w);
+  free(w);
   uvp_promise_release(p);
 }
 
@@ -219,26 +228,16 @@ int uvp_nats_next_at(uvp_nats_sub_t *s, uvp_promise_t **out, const char *file,
   if (w == NULL)
     return UV_ENOMEM;
   w->s = s;
-  w->setup = true;
+  w->w.data = w;
   int rc = uvp_promise_new_at(s->b->ctx, &w->p, file, line);
-  if (rc == 0)
-    rc = uvp_promise_set_cancel_described(w->p, on_wait_cancel, w, NULL, "NATS",
-                                          wait_describe);
-  if (rc == 0 && (rc = uvp_deadline_watch(s->b->ctx, w->p)) != 0)
-    uvp_promise_set_cancel(w->p, NULL, NULL);
+  if (rc == 0 &&
+      (rc = uvp_inflight_start(s->b->ctx, &w->w, w->p, &wait_class)) != 0)
+    uvp_promise_release(w->p);
   if (rc != 0) {
-    if (w->p != NULL)
-      uvp_promise_release(w->p);
     free(w);
     return rc;
   }
   *out = uvp_promise_retain(w->p);
-  w->setup = false;
-  if (w->cancelled) { /* the deadline had passed */
-    uvp_promise_release(w->p);
-    free(w);
-    return 0;
-  }
   w->prev = s->wlast;
   if (s->wlast != NULL)
     s->wlast->next = w;

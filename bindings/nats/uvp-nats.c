@@ -41,7 +41,10 @@
  * found by id in a hash when its reply comes.  A request's own timeout
  * runs on one timer per connection over a list sorted by expiry (inserted
  * from the tail: with one timeout for all, that is O(1)); the scope's
- * deadline watches its promise (uvp_deadline_watch).
+ * deadline watches its promise (through uvp_inflight_start: each
+ * request, next, connect and flush is a record of work in flight, which
+ * also holds the virtual clock, tells its group, and names it in the task
+ * dump).
  *
  * Files: this one (errors, the loop's side: keeping it going, the socket,
  * the queue, connection events, connect, flush, close), requests.c
@@ -156,21 +159,13 @@ bool uvp_nats__subject_ok(const char *s, bool wild) {
 
 /* ---- keeping the loop going ---------------------------------------------- */
 
-/* Something waits: the async keeps uv_run() going, and requests hold a
- * virtual clock to the loop's pace (uvp_clock_hold). */
+/* Something waits: the async keeps uv_run() going.  (The virtual clock
+ * is held by each request's record of work in flight: uvp_inflight_start.) */
 static void keep_set(uvp_nats_t *b) {
   if (b->waiting > 0 || (b->close_started && !b->finished))
     uv_ref((uv_handle_t *)&b->async);
   else
     uv_unref((uv_handle_t *)&b->async);
-  bool hold = b->holding > 0;
-  if (hold != b->held) {
-    b->held = hold;
-    if (hold)
-      (void)uvp_clock_hold(b->ctx);
-    else
-      (void)uvp_clock_unhold(b->ctx);
-  }
 }
 
 void uvp_nats__waiting_add(uvp_nats_t *b, int d) {
@@ -589,32 +584,33 @@ static void connect_after(uv_work_t *w, int status) {
   if (b->conn == NULL)
     b->conn = j->conn;
   j->p = NULL;
-  if (j->rc == 0 && p != NULL) {
-    b->state = S_OPEN;
-    uvp_nats__waiting_add(b, -1);
-    uvp_promise_resolve(p, b, NULL);
-    uvp_promise_release(p);
-    return;
-  }
   uvp_nats__waiting_add(b, -1);
   b->state = S_OPEN;
-  close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
-  if (p != NULL) {
+  if (j->rc == 0 && !j->cut)
+    uvp_promise_resolve(p, b, NULL);
+  else
+    close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
+  if (j->rc != 0 && !j->cut)
     uvp_promise_reject(p, j->rc, NULL, NULL);
-    uvp_promise_release(p);
-  }
-}
-
-static void on_connect_cancel(uvp_promise_t *p, void *arg) {
-  job_t *j = arg;
-  j->p = NULL; /* connect_after closes what it makes */
+  uvp_inflight_end(&j->fl); /* the job has stopped */
   uvp_promise_release(p);
 }
 
-static int connect_describe(void *arg, char *buf, size_t cap) {
-  (void)arg;
+/* The connect's promise was cut: it has rejected; the job runs on and
+ * connect_after closes what it makes. */
+static void on_connect_cancel(uvp_inflight_t *fl, int code) {
+  job_t *j = fl->data;
+  (void)code;
+  j->cut = true;
+}
+
+static int connect_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
+  (void)fl;
   return snprintf(buf, cap, "connect");
 }
+
+static const uvp_inflight_class_t connect_class = {"NATS", on_connect_cancel,
+                                                   connect_describe, 0};
 
 /* The options the connection runs with: the program's (handed over) or
  * nats.c's defaults, with the binding's event loop and callbacks. */
@@ -693,28 +689,21 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   b->connect_job.b = b;
   b->connect_job.p = p;
   b->connect_job.w.data = &b->connect_job;
+  b->connect_job.fl.data = &b->connect_job;
   if ((rc = options_make(b, o)) != 0 ||
-      (rc = uvp_promise_set_cancel_described(p, on_connect_cancel,
-                                             &b->connect_job, NULL, "NATS",
-                                             connect_describe)) != 0 ||
-      (rc = uvp_deadline_watch(ctx, p)) != 0 || (rc = handles_init(b)) != 0) {
-    uvp_promise_set_cancel(p, NULL, NULL);
+      (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
+          0 ||
+      (rc = handles_init(b)) != 0) {
+    uvp_inflight_end(&b->connect_job.fl); /* not started: nothing */
     uvp_promise_release(p);
     binding_free_early(b);
     return rc;
   }
   *out = uvp_promise_retain(p);
-  if (b->connect_job.p == NULL) { /* the deadline had passed */
-    b->connect_done = true;
-    b->state = S_CLOSING;
-    b->close_started = b->close_done = true;
-    uvp_nats__maybe_finish(b);
-    return 0;
-  }
   if ((rc = uv_queue_work(b->loop, &b->connect_job.w, connect_work,
                           connect_after)) != 0) {
     uvp_promise_release(*out);
-    uvp_promise_set_cancel(p, NULL, NULL);
+    uvp_inflight_end(&b->connect_job.fl);
     uvp_promise_release(p);
     b->connect_done = true;
     b->state = S_CLOSING;
@@ -739,30 +728,34 @@ static void flush_after(uv_work_t *w, int status) {
   uvp_nats_t *b = j->b;
   (void)status;
   b->jobs--;
-  if (j->p != NULL) {
-    uvp_promise_t *p = j->p;
+  if (!j->cut) {
     uvp_nats__waiting_add(b, -1);
     if (j->s == NATS_OK)
-      uvp_promise_resolve(p, NULL, NULL);
+      uvp_promise_resolve(j->p, NULL, NULL);
     else
-      uvp_promise_reject(p, uvp_nats_code(j->s), NULL, NULL);
-    uvp_promise_release(p);
+      uvp_promise_reject(j->p, uvp_nats_code(j->s), NULL, NULL);
   }
+  uvp_inflight_end(&j->fl); /* the job has stopped */
+  uvp_promise_release(j->p);
   free(j);
   uvp_nats__maybe_finish(b);
 }
 
-static void on_flush_cancel(uvp_promise_t *p, void *arg) {
-  job_t *j = arg;
-  j->p = NULL;
+/* The flush's promise was cut: it has rejected; the job runs on. */
+static void on_flush_cancel(uvp_inflight_t *fl, int code) {
+  job_t *j = fl->data;
+  (void)code;
+  j->cut = true;
   uvp_nats__waiting_add(j->b, -1);
-  uvp_promise_release(p);
 }
 
-static int flush_describe(void *arg, char *buf, size_t cap) {
-  (void)arg;
+static int flush_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
+  (void)fl;
   return snprintf(buf, cap, "flush");
 }
+
+static const uvp_inflight_class_t flush_class = {"NATS", on_flush_cancel,
+                                                 flush_describe, 0};
 
 int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
                       int line) {
@@ -776,26 +769,24 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
   uint64_t left = uvp_deadline_left(b->ctx);
   j->b = b;
   j->w.data = j;
+  j->fl.data = j;
   j->timeout_ms = left < UVP_NATS_REQUEST_TIMEOUT_DEFAULT
                       ? (int64_t)(left > 0 ? left : 1)
                       : (int64_t)UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
   int rc = uvp_promise_new_at(b->ctx, &j->p, file, line);
   if (rc == 0)
-    rc = uvp_promise_set_cancel_described(j->p, on_flush_cancel, j, NULL,
-                                          "NATS", flush_describe);
+    rc = uvp_inflight_start(b->ctx, &j->fl, j->p, &flush_class);
   if (rc == 0)
     rc = uv_queue_work(b->loop, &j->w, flush_work, flush_after);
   if (rc != 0) {
-    if (j->p != NULL) {
-      uvp_promise_set_cancel(j->p, NULL, NULL);
+    uvp_inflight_end(&j->fl);
+    if (j->p != NULL)
       uvp_promise_release(j->p);
-    }
     free(j);
     return rc;
   }
   b->jobs++;
   uvp_nats__waiting_add(b, 1);
   *out = uvp_promise_retain(j->p);
-  (void)uvp_deadline_watch(b->ctx, j->p);
   return 0;
 }
