@@ -36,7 +36,7 @@
  *    with UVP_NATS_NO_SEND_ASAP, a reconnect thread while reconnecting and a
  *    drain thread while a subscription drains.
  *  - Each connection has one asynchronous subscription, its reply inbox
- *    (`_INBOX.<random>.*`), and so one delivery thread.  Subscriptions made
+ *    (`_INBOX.RANDOM.*`), and so one delivery thread.  Subscriptions made
  *    with uvp_nats_subscribe are synchronous: no thread; they are polled
  *    on the loop after each read.
  *  - uvp_nats_connect, uvp_nats_flush and uvp_nats_close run nats.c's
@@ -96,10 +96,13 @@ typedef enum {
       UVP_NATS_ERRNO_MAX_ = -33000
 } uvp_nats_errno_t;
 
+/** @name uvp_nats_strerror, uvp_nats_err_name
+ * @{ */
 /** Message / symbolic name ("ENORESPONDERS", "ETIMEDOUT") of a binding code
  * or of any code uvp_strerror / uvp_err_name know.  Never NULL. */
 UVP_NATS_EXTERN const char *uvp_nats_strerror(int code);
 UVP_NATS_EXTERN const char *uvp_nats_err_name(int code);
+/** @} */
 
 /** The code for a natsStatus: NATS_OK 0; NATS_NO_SERVER (nobody listens)
  * UV_ECONNREFUSED; NATS_TIMEOUT UV_ETIMEDOUT; NATS_NO_MEMORY UV_ENOMEM;
@@ -295,7 +298,7 @@ typedef struct uvp_nats_request_opts_s {
 /** @name uvp_nats_request, uvp_nats_request_at
  * @{ */
 /** Send a request: publish `len` bytes of `data` on `subject` with the
- * reply subject `<inbox>.<id>` (the connection's one wildcard inbox
+ * reply subject `INBOX.ID` (the connection's one wildcard inbox
  * subscription; replies are matched by id on the loop) and the header
  * Uvp-Timeout-Ms: the smaller of the request's timeout (opts.timeout_ms,
  * else 30 s) and uvp_deadline_left(), in milliseconds.  *out gets one
@@ -328,7 +331,7 @@ typedef struct uvp_nats_request_opts_s {
  * (UVP_CLOCK_AUTO; unless UVP_NATS_REQUEST_NO_HOLD), so a virtual deadline does
  * not jump past a reply on its way.  opts.timeout_ms runs on the loop's real
  * clock (uv_now); the scope's deadline on uvp's. In the task dump a request
- * shows as "NATS request <subject> #<id>". Threads: the reply comes on the
+ * shows as "NATS request SUBJECT #ID". Threads: the reply comes on the
  * inbox's delivery thread (nats.c's) and reaches the loop through the queue; a
  * no-responders status the same way; the timeout is a loop timer.  Everything
  * settles on the loop thread. Errors, at once with nothing sent: those of
@@ -385,7 +388,7 @@ UVP_NATS_EXTERN int uvp_nats_subscribe(uvp_nats_t *nc, const char *subject,
  * (the subscription was drained and is empty), or UV_ETIMEDOUT (the
  * scope's deadline).  Cancel-safe: cancelling stops only that wait; no
  * message is lost (a message is taken from nats.c only for a wait that is
- * still pending).  In the task dump: "NATS next <subject> [queue <q>]".
+ * still pending).  In the task dump: "NATS next SUBJECT [queue QUEUE]".
  * Threads: the loop thread only (the subscription is polled after each
  * read).  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM. */
 #define uvp_nats_next(...) uvp_nats_next_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -431,7 +434,7 @@ typedef struct uvp_nats_svc_s uvp_nats_svc_t;
 /** The header of a reply whose handler failed: the code's name
  * ("ETIMEDOUT", uvp_nats_err_name); the body is its message. */
 #define UVP_NATS_ERROR_HEADER "Uvp-Error"
-/** The header every reply of a service carries: "<host>:<pid>" (or
+/** The header every reply of a service carries: "HOST:PID" (or
  * uvp_nats_serve_opts_t's worker). */
 #define UVP_NATS_WORKER_HEADER "Uvp-Worker"
 /** The longest Uvp-Timeout-Ms a service accepts: a day. */
