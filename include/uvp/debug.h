@@ -355,23 +355,23 @@ enum {
  * during the call only (copy what you keep); every string is NULL when
  * unknown. */
 typedef struct uvp_stall_s {
-  int kind;      /**< UVP_STALL_* */
-  int running;   /**< 1: found by the watchdog while it still runs
-                      (`ms` so far); 0: ended (`ms` its length) */
-  uint64_t ms;   /**< how long, in milliseconds */
-  const char *file; /**< handler: the creation site of its derived
-                         promise (or of its source for uvp_promise_on
-                         with no derived promise); fiber: its spawn site */
-  int line;         /**< file's line */
+  int kind;               /**< UVP_STALL_* */
+  int running;            /**< 1: found by the watchdog while it still runs
+                               (`ms` so far); 0: ended (`ms` its length) */
+  uint64_t ms;            /**< how long, in milliseconds */
+  const char *file;       /**< handler: the creation site of its derived
+                               promise (or of its source for uvp_promise_on
+                               with no derived promise); fiber: its spawn site */
+  int line;               /**< file's line */
   const char *await_file; /**< fiber: the await it resumed from (NULL at
                                its first slice) */
-  int await_line;   /**< await_file's line */
-  const char *name;  /**< fiber: its name (uvp_fiber_set_name); NULL when
-                          running = 1 */
-  const char *phase; /**< UVP_STALL_UVP: which callback ("async"...);
-                          UVP_STALL_OUTSIDE: the loop phase */
-  const char *text;  /**< the whole report as the default line says it
-                          (no newline): trace and slots included */
+  int await_line;         /**< await_file's line */
+  const char *name;       /**< fiber: its name (uvp_fiber_set_name); NULL when
+                               running = 1 */
+  const char *phase;      /**< UVP_STALL_UVP: which callback ("async"...);
+                               UVP_STALL_OUTSIDE: the loop phase */
+  const char *text;       /**< the whole report as the default line says it
+                               (no newline): trace and slots included */
 } uvp_stall_t;
 
 /** Called for each stall report, instead of the line on stderr: on the
@@ -398,11 +398,11 @@ UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
 #define UVP_STALL_BUCKETS 24
 /** Slice lengths since the detector was first turned on for the context. */
 typedef struct uvp_stall_stats_s {
-  uint64_t slices;  /**< slices of uvp's timed (handlers, fibers, uvp's
-                         callbacks) */
-  uint64_t stalls;  /**< of those and of the time outside uvp, how many
-                         ran past the threshold, counted when they end */
-  uint64_t max_us;  /**< the longest slice of uvp's, microseconds */
+  uint64_t slices; /**< slices of uvp's timed (handlers, fibers, uvp's
+                        callbacks) */
+  uint64_t stalls; /**< of those and of the time outside uvp, how many
+                        ran past the threshold, counted when they end */
+  uint64_t max_us; /**< the longest slice of uvp's, microseconds */
   /** buckets[0]: slices under 1 us; buckets[i] (0 < i < last): from
    * 2^(i-1) us to under 2^i us; the last: 2^(UVP_STALL_BUCKETS - 2) us
    * (about 4.2 s) and longer. */

@@ -190,8 +190,8 @@ typedef enum uvp_cause_kind_e {
    * item, else NULL. */
   UVP_CAUSE_SIBLING = 3,
   /** A combinator given UVP_CANCEL_LOSERS was decided by another input:
-   * `file`:`line` where the combinator was called, `peer_file`:`peer_line` where
-   * the input that decided it was created, peer_code its code (0: it
+   * `file`:`line` where the combinator was called, `peer_file`:`peer_line`
+   * where the input that decided it was created, peer_code its code (0: it
    * fulfilled). */
   UVP_CAUSE_LOSER = 4,
   /** uvp_ctx_close tore the context down (the code is UVP_ECLOSED). */
