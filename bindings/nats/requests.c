@@ -210,10 +210,12 @@ static int msg_make(natsMsg **out, const char *subject, const char *reply,
                     const char *const *headers) {
   if (len > INT32_MAX)
     return UV_EMSGSIZE;
-  natsMsg *m;
+  natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
-  if (s != NATS_OK)
-    return uvp_nats_code(s);
+  if (s != NATS_OK || m == NULL) {
+    int rc = uvp_nats_code(s);
+    return rc != 0 ? rc : UV_ENOMEM;
+  }
   if (timeout_ms != UINT64_MAX) {
     char v[24];
     snprintf(v, sizeof(v), "%" PRIu64, timeout_ms);
@@ -255,7 +257,7 @@ int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
   int64_t max = natsConnection_GetMaxPayload(b->conn);
   if (max > 0 && len > (uint64_t)max)
     return UV_EMSGSIZE;
-  natsMsg *m;
+  natsMsg *m = NULL;
   int rc = msg_make(&m, subject, reply, data, len, timeout_ms, headers);
   if (rc != 0)
     return rc;
