@@ -387,9 +387,10 @@ static UVP__ALWAYS_INLINE void mark(stall_state_t *st, const uvp__slice_t *s,
     publish(st, s, false);
     return;
   }
-  if (UVP__UNLIKELY(st->timed | (--st->countdown == 0) |
-                    (atomic_load_explicit(&st->flag, memory_order_relaxed) !=
-                     0))) {
+  bool due = --st->countdown == 0;
+  if (UVP__UNLIKELY(st->timed || due ||
+                    atomic_load_explicit(&st->flag, memory_order_relaxed) !=
+                        0)) {
     clocked_mark(st, s);
     return;
   }
