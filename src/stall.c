@@ -70,7 +70,7 @@ typedef struct stall_state_s {
     struct uvp__scope_s *scope;
     const char *name;
   } cur;
-  int phase; /* cur.kind == UVP_STALL_OUTSIDE */
+  int phase;      /* cur.kind == UVP_STALL_OUTSIDE */
   uint64_t start; /* the last clock read: cur's start if timed */
   bool timed;     /* cur's start was read to time it: its end is read */
   unsigned countdown, rng; /* marks to the next sampled one */
@@ -516,7 +516,8 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
   if ((s1 & 1u) != 0)
     return;
   uint64_t start = atomic_load_explicit(&p->start, memory_order_relaxed);
-  unsigned start_seq = atomic_load_explicit(&p->start_seq, memory_order_relaxed);
+  unsigned start_seq =
+      atomic_load_explicit(&p->start_seq, memory_order_relaxed);
   int kind = atomic_load_explicit(&p->kind, memory_order_relaxed);
   int phase = atomic_load_explicit(&p->phase, memory_order_relaxed);
   unsigned site = atomic_load_explicit(&p->site, memory_order_relaxed);

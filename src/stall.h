@@ -27,16 +27,16 @@ enum {
 
 /* One slice, as its layer describes it. */
 typedef struct uvp__slice_s {
-  int kind;              /* UVP_STALL_* */
-  uint16_t site;         /* a handler's: its promise's site id */
-  uint16_t trace;        /* its async trace, or 0 */
-  const char *file;      /* a fiber's spawn site (a literal) */
+  int kind;         /* UVP_STALL_* */
+  uint16_t site;    /* a handler's: its promise's site id */
+  uint16_t trace;   /* its async trace, or 0 */
+  const char *file; /* a fiber's spawn site (a literal) */
   int line;
   const char *await_file; /* a fiber's last await (a literal), or NULL */
   int await_line;
-  const char *name;             /* a fiber's name, or NULL */
-  struct uvp__scope_s *scope;   /* what it runs in, or NULL */
-  const char *what;             /* UVP_STALL_UVP: which callback */
+  const char *name;           /* a fiber's name, or NULL */
+  struct uvp__scope_s *scope; /* what it runs in, or NULL */
+  const char *what;           /* UVP_STALL_UVP: which callback */
 } uvp__slice_t;
 
 /* A slice of s's kind begins now.  clock false: the slice open now (the

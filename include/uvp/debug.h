@@ -321,15 +321,17 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  *    It knows only what uvp keeps current for it (kind, sites, trace):
  *    no slots, no fiber name; nothing is read from the loop thread's
  *    stack and no signal is sent;
- *  - when it ends, by the loop thread: `running = 0`, its whole length,
- *    its async trace and its scope's slots.
+ *  - when it ends, by the loop thread: `running = 0`, its length, its
+ *    async trace and its scope's slots.
  * uvp does not read the clock at every slice's start (only at about one
- * slice in 64, and at its own callbacks): the watchdog times the others
- * from its looks.  So a slice whose start was not read is reported once
- * the watchdog has seen it run the threshold, and one that ran past the
- * threshold by less than a look's period (threshold/4) may not be; its
- * length when it ends is counted from the watchdog's last look before
- * it began: at most a period more than it ran.
+ * slice in 64, and in its check, idle and prepare callbacks, once a
+ * loop turn; the time outside uvp is always timed): the watchdog times
+ * the others from its looks.  So a slice whose start was not read is
+ * reported once the watchdog has seen it run the threshold, and one
+ * that ran past the threshold by less than a look's period
+ * (threshold/4) may not be; its length when it ends is counted from the
+ * watchdog's last look before it began: at most a period more than it
+ * ran.
  * Default report (cb NULL): one line each on stderr, written as the dumps
  * are (never waiting: a full pipe drops it), for example
  *
@@ -363,23 +365,23 @@ enum {
  * during the call only (copy what you keep); every string is NULL when
  * unknown. */
 typedef struct uvp_stall_s {
-  int kind;      /**< UVP_STALL_* */
-  int running;   /**< 1: found by the watchdog while it still runs
-                      (`ms` so far); 0: ended (`ms` its length) */
-  uint64_t ms;   /**< how long, in milliseconds */
-  const char *file; /**< handler: the creation site of its derived
-                         promise (or of its source for uvp_promise_on
-                         with no derived promise); fiber: its spawn site */
-  int line;         /**< file's line */
+  int kind;               /**< UVP_STALL_* */
+  int running;            /**< 1: found by the watchdog while it still runs
+                               (`ms` so far); 0: ended (`ms` its length) */
+  uint64_t ms;            /**< how long, in milliseconds */
+  const char *file;       /**< handler: the creation site of its derived
+                               promise (or of its source for uvp_promise_on
+                               with no derived promise); fiber: its spawn site */
+  int line;               /**< file's line */
   const char *await_file; /**< fiber: the await it resumed from (NULL at
                                its first slice) */
-  int await_line;   /**< await_file's line */
-  const char *name;  /**< fiber: its name (uvp_fiber_set_name); NULL when
-                          running = 1 */
-  const char *phase; /**< UVP_STALL_UVP: which callback ("async"...);
-                          UVP_STALL_OUTSIDE: the loop phase */
-  const char *text;  /**< the whole report as the default line says it
-                          (no newline): trace and slots included */
+  int await_line;         /**< await_file's line */
+  const char *name;       /**< fiber: its name (uvp_fiber_set_name); NULL when
+                               running = 1 */
+  const char *phase;      /**< UVP_STALL_UVP: which callback ("async"...);
+                               UVP_STALL_OUTSIDE: the loop phase */
+  const char *text;       /**< the whole report as the default line says it
+                               (no newline): trace and slots included */
 } uvp_stall_t;
 
 /** Called for each stall report, instead of the line on stderr: on the
@@ -407,15 +409,15 @@ UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
 /** Slice lengths since the detector was first turned on for the context:
  * a sample of them, and every stall. */
 typedef struct uvp_stall_stats_s {
-  uint64_t slices;  /**< slices of uvp's timed (handlers, fibers, uvp's
-                         callbacks): the histogram is a sample, about one
-                         slice in 64 and each of uvp's check callbacks,
-                         plus each slice reported as a stall */
-  uint64_t stalls;  /**< of uvp's slices and of the time outside uvp, how
-                         many were reported as stalls (each one, counted
-                         when it ends) */
-  uint64_t max_us;  /**< the longest slice of uvp's timed, microseconds
-                         (every stall is timed) */
+  uint64_t slices; /**< slices of uvp's timed (handlers, fibers, uvp's
+                        callbacks): the histogram is a sample, about one
+                        slice in 64 and each of uvp's check callbacks,
+                        plus each slice reported as a stall */
+  uint64_t stalls; /**< of uvp's slices and of the time outside uvp, how
+                        many were found past the threshold (each counted
+                        once, when it ends) */
+  uint64_t max_us; /**< the longest slice of uvp's timed, microseconds
+                        (every stall is timed) */
   /** buckets[0]: slices under 1 us; buckets[i] (0 < i < last): from
    * 2^(i-1) us to under 2^i us; the last: 2^(UVP_STALL_BUCKETS - 2) us
    * (about 4.2 s) and longer. */
