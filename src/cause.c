@@ -5,7 +5,8 @@
 
 #include "cause.h"
 
-#define STATIC_CAUSE(k) {.pub = {.kind = (k)}, .refs = 0}
+#define STATIC_CAUSE(k)                                                        \
+  { .pub = {.kind = (k)}, .refs = 0 }
 
 uvp__cause_t uvp__cause_program = STATIC_CAUSE(UVP_CAUSE_PROGRAM);
 uvp__cause_t uvp__cause_closed = STATIC_CAUSE(UVP_CAUSE_CLOSE);
@@ -67,15 +68,18 @@ int uvp_cause_format(const uvp_cause_t *c, char *buf, size_t cap) {
   case UVP_CAUSE_SIBLING:
     if (c->file == NULL)
       return snprintf(buf, cap, "a sibling failed");
-    return snprintf(buf, cap, "sibling created at %s:%d failed: %s (%s made "
-                    "at %s:%d)", pf, c->peer_line, uvp_err_name(c->peer_code),
+    return snprintf(buf, cap,
+                    "sibling created at %s:%d failed: %s (%s made "
+                    "at %s:%d)",
+                    pf, c->peer_line, uvp_err_name(c->peer_code),
                     c->message != NULL ? c->message : "group", f, c->line);
   case UVP_CAUSE_LOSER:
     if (c->file == NULL)
       return snprintf(buf, cap, "lost a race");
     return snprintf(buf, cap,
                     "lost a race decided at %s:%d (by the input created at "
-                    "%s:%d)", f, c->line, pf, c->peer_line);
+                    "%s:%d)",
+                    f, c->line, pf, c->peer_line);
   case UVP_CAUSE_CLOSE:
     return snprintf(buf, cap, "context closed (uvp_ctx_close)");
   case UVP_CAUSE_BINDING:

@@ -19,8 +19,8 @@
 #include "sched.h"
 
 typedef struct uvp__cause_s {
-  uvp_cause_t pub; /* first: what uvp_promise_cause returns */
-  uint32_t refs;   /* 0: static, never freed */
+  uvp_cause_t pub;       /* first: what uvp_promise_cause returns */
+  uint32_t refs;         /* 0: static, never freed */
   uvp_free_cb data_free; /* pub.message's copy follows, when it has one */
 } uvp__cause_t;
 

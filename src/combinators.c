@@ -46,10 +46,10 @@ static void cancel_pending_inputs(combo_t *c, bool every) {
 }
 
 /* The result has just been settled: drop what the combo holds for it.
- * Early (winner not NULL): it was decided by one input (race, all's first rejection, any's
- * first fulfilment) and forwards that input's outcome, so other inputs may
- * still be pending and the share goes now; otherwise every input has
- * settled and the result's view, in the block, keeps the share. */
+ * Early (winner not NULL): it was decided by one input (race, all's first
+ * rejection, any's first fulfilment) and forwards that input's outcome, so
+ * other inputs may still be pending and the share goes now; otherwise every
+ * input has settled and the result's view, in the block, keeps the share. */
 /* UVP_CANCEL_LOSERS: cancel the inputs still pending, saying the race
  * was decided by `winner` (cause.h). */
 static void cancel_losers(combo_t *c, const uvp_promise_t *winner) {
@@ -59,7 +59,9 @@ static void cancel_losers(combo_t *c, const uvp_promise_t *winner) {
   uvp__site_get(winner->site, &pfile, &pline);
   uvp_cause_t proto = {.kind = UVP_CAUSE_LOSER,
                        .peer_code = uvp_promise_reason(winner, NULL),
-                       .file = file, .line = line, .peer_file = pfile,
+                       .file = file,
+                       .line = line,
+                       .peer_file = pfile,
                        .peer_line = pline};
   uvp__cause_t *cause = uvp__cause_new(&proto, NULL);
   uvp__cause_t *outer = uvp__cause_enter(c->f.ctx, cause);

@@ -41,8 +41,10 @@ static void expire(deadline_t *d) {
     uvp_promise_t *p = d->watched[--d->n];
     if (uvp__is_pending(p)) {
       if (c == NULL) {
-        uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE, .file = d->file,
-                             .line = d->line, .ms = d->ms};
+        uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE,
+                             .file = d->file,
+                             .line = d->line,
+                             .ms = d->ms};
         c = uvp__cause_new(&proto, NULL);
         outer = uvp__cause_enter(d->ctx, c);
       }
@@ -155,8 +157,8 @@ static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
   return s;
 }
 
-uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base,
-                                uint64_t ms, const char *file, int line) {
+uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
+                                const char *file, int line) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   deadline_t *near = deadline_in(base);

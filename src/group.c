@@ -92,21 +92,21 @@ struct lazy_s {
 struct uvp_group_s {
   uvp__owner_t owner; /* what its scopes name; first */
   uvp_ctx_t *ctx;
-  uvp__owner_t *parent;   /* of the scope it was made in (a group): this
-                             group is its work until it has wound down */
-  uvp__scope_t *scope;    /* names this group, with the slots it was made
-                             in: what members added with those run in */
-  uvp_promise_t *join;    /* produced; our reference while undecided */
-  uvp_promise_t *joined;  /* the same, kept for uvp_group_join until the
-                             group is released */
-  uvp_promise_t *failure; /* FAIL_FAST: the member that failed first */
-  uvp__winddown_t wind;   /* the join's hook: cut, it waits for the end */
-  int cut;                /* what cut the join first (UV_ECANCELED or
-                             UV_ETIMEDOUT), or 0 */
+  uvp__owner_t *parent;    /* of the scope it was made in (a group): this
+                              group is its work until it has wound down */
+  uvp__scope_t *scope;     /* names this group, with the slots it was made
+                              in: what members added with those run in */
+  uvp_promise_t *join;     /* produced; our reference while undecided */
+  uvp_promise_t *joined;   /* the same, kept for uvp_group_join until the
+                              group is released */
+  uvp_promise_t *failure;  /* FAIL_FAST: the member that failed first */
+  uvp__winddown_t wind;    /* the join's hook: cut, it waits for the end */
+  int cut;                 /* what cut the join first (UV_ECANCELED or
+                              UV_ETIMEDOUT), or 0 */
   uvp__cause_t *cut_cause; /* and its cause (a reference), or NULL */
   uvp__cause_t *cause;     /* what cancelled the members first (a
                               reference), or NULL (cause.h) */
-  size_t limit;           /* 0: none */
+  size_t limit;            /* 0: none */
   int flags;
   uint16_t trace; /* the frame members start in (trace.h) */
   uint16_t site;  /* where it was made: a failed start's, see start_lazy */
@@ -503,8 +503,11 @@ static void fail_fast(uvp_group_t *g, uvp_promise_t *p) {
   int line, pline;
   uvp__site_get(g->site, &file, &line);
   uvp__site_get(p->site, &pfile, &pline);
-  uvp_cause_t proto = {.kind = UVP_CAUSE_SIBLING, .peer_code = p->code,
-                       .file = file, .line = line, .peer_file = pfile,
+  uvp_cause_t proto = {.kind = UVP_CAUSE_SIBLING,
+                       .peer_code = p->code,
+                       .file = file,
+                       .line = line,
+                       .peer_file = pfile,
                        .peer_line = pline};
   uvp__cause_t *c = uvp__cause_new(&proto, NULL);
   cancel_all(g, c);
@@ -1029,8 +1032,10 @@ int uvp_group_cancel(uvp_group_t *g) {
     const char *file;
     int line;
     uvp__site_get(g->site, &file, &line);
-    uvp_cause_t proto = {.kind = UVP_CAUSE_GROUP, .file = file,
-                         .line = line, .message = g->name};
+    uvp_cause_t proto = {.kind = UVP_CAUSE_GROUP,
+                         .file = file,
+                         .line = line,
+                         .message = g->name};
     uvp__cause_t *c = uvp__cause_new(&proto, NULL);
     cancel_all(g, c);
     uvp__cause_unref(c);

@@ -75,9 +75,13 @@ static void fail_fast(map_t *m, uvp_promise_t *failed, int code) {
     uvp__reject(m->f.result, code, NULL, NULL);
   }
   /* What is in flight is cut by the failure, and says so (cause.h). */
-  uvp_cause_t proto = {.kind = UVP_CAUSE_SIBLING, .peer_code = code,
-                       .file = file, .line = line, .peer_file = pfile,
-                       .peer_line = pline, .message = "map"};
+  uvp_cause_t proto = {.kind = UVP_CAUSE_SIBLING,
+                       .peer_code = code,
+                       .file = file,
+                       .line = line,
+                       .peer_file = pfile,
+                       .peer_line = pline,
+                       .message = "map"};
   uvp__cause_t *c = uvp__cause_new(&proto, NULL);
   uvp__cause_t *outer = uvp__cause_enter(m->f.ctx, c);
   cancel_inflight(m);

@@ -841,8 +841,8 @@ static bool dump_one(void *slot, void *arg) {
       ((const uvp__winddown_t *)p->value)->cause != NULL) {
     /* Cut, and waiting for its work to wind down (a group's join). */
     char why[256];
-    (void)uvp_cause_format(
-        &((const uvp__winddown_t *)p->value)->cause->pub, why, sizeof(why));
+    (void)uvp_cause_format(&((const uvp__winddown_t *)p->value)->cause->pub,
+                           why, sizeof(why));
     fprintf(st->stream, "    cut: %s\n", why);
   }
   if (p->trace != 0)

@@ -162,8 +162,8 @@ static void tmo_fire(uv_timer_t *h) {
     const char *file;
     int line;
     uvp__site_get(r->site, &file, &line);
-    uvp_cause_t proto = {.kind = UVP_CAUSE_DEADLINE, .file = file,
-                         .line = line, .ms = t->ms};
+    uvp_cause_t proto = {
+        .kind = UVP_CAUSE_DEADLINE, .file = file, .line = line, .ms = t->ms};
     uvp__cause_t *c = uvp__cause_new(&proto, NULL);
     uvp__reject_cause(r, UV_ETIMEDOUT, c);
     uvp_ctx_t *ctx = uvp__promise_ctx(r);

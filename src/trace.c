@@ -198,8 +198,7 @@ static size_t collect(uint16_t id, uvp_trace_frame_t *out, size_t max) {
   return n;
 }
 
-size_t uvp__trace_collect(uint16_t trace, uvp_trace_frame_t *out,
-                          size_t max) {
+size_t uvp__trace_collect(uint16_t trace, uvp_trace_frame_t *out, size_t max) {
   return collect(trace, out, max);
 }
 

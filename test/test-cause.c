@@ -103,8 +103,7 @@ static void test_program_with(void **state) {
   const uvp_cause_t *seen = NULL;
   assert_int_equal(uvp_promise_then(d, pass, NULL, &pass_on), 0);
   assert_int_equal(uvp_promise_catch(pass_on, see_cause, &seen, &caught), 0);
-  assert_int_equal(uvp_promise_cancel_with(d, UV_ETIMEDOUT, &freed,
-                                           count_free),
+  assert_int_equal(uvp_promise_cancel_with(d, UV_ETIMEDOUT, &freed, count_free),
                    0);
   assert_int_equal(uvp_promise_cancel_with(d, UV_ECANCELED, NULL, NULL),
                    UVP_ESETTLED);
@@ -526,8 +525,7 @@ static void test_combinator_cancelled(void **state) {
   uvp_promise_t *in[] = {a, b};
   assert_int_equal(uvp_promise_all(f->ctx, in, 2, 0, &all), 0);
   static int data;
-  assert_int_equal(uvp_promise_cancel_with(all, UV_ECANCELED, &data, NULL),
-                   0);
+  assert_int_equal(uvp_promise_cancel_with(all, UV_ECANCELED, &data, NULL), 0);
   const uvp_cause_t *c = uvp_promise_cause(all);
   assert_ptr_equal(c->data, &data);
   assert_ptr_equal(uvp_promise_cause(a), c);
@@ -673,8 +671,8 @@ static void test_format(void **state) {
   char buf[8] = "xxxxxxx";
   assert_int_equal(uvp_cause_format(NULL, buf, sizeof(buf)), 0);
   assert_string_equal(buf, "");
-  uvp_cause_t c = {.kind = UVP_CAUSE_DEADLINE, .file = "main.c",
-                   .line = 88, .ms = 2000};
+  uvp_cause_t c = {
+      .kind = UVP_CAUSE_DEADLINE, .file = "main.c", .line = 88, .ms = 2000};
   int n = uvp_cause_format(&c, buf, sizeof(buf));
   assert_int_equal(n, (int)strlen("deadline 2000 ms set at main.c:88"));
   assert_string_equal(buf, "deadlin"); /* cut short, NUL-terminated */

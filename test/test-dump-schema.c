@@ -113,16 +113,38 @@ static void expect_uint(json_t *o, const char *key, const char *line) {
 /* A task's object against the schema of version 1: the members it may
  * have, in order, each of its type, present when documented. */
 static json_t *check_task_line(const char *line) {
-  static const char *const order[] = {
-      "\"v\":",          "\"task\":",      "\"name\":",
-      "\"id\":",         "\"site\":",      "\"age_ms\":",
-      "\"waiting_ms\":", "\"waits_for\":", "\"await\":",
-      "\"state\":",      "\"cause\":",     "\"groups\":",
-      "\"deadline_left_ms\":", "\"slots\":", "\"cut\":",   NULL};
-  static const char *const members[] = {
-      "v",          "task",      "name",  "id",    "site",   "age_ms",
-      "waiting_ms", "waits_for", "await", "state", "cause", "groups",
-      "deadline_left_ms", "slots", "cut", NULL};
+  static const char *const order[] = {"\"v\":",
+                                      "\"task\":",
+                                      "\"name\":",
+                                      "\"id\":",
+                                      "\"site\":",
+                                      "\"age_ms\":",
+                                      "\"waiting_ms\":",
+                                      "\"waits_for\":",
+                                      "\"await\":",
+                                      "\"state\":",
+                                      "\"cause\":",
+                                      "\"groups\":",
+                                      "\"deadline_left_ms\":",
+                                      "\"slots\":",
+                                      "\"cut\":",
+                                      NULL};
+  static const char *const members[] = {"v",
+                                        "task",
+                                        "name",
+                                        "id",
+                                        "site",
+                                        "age_ms",
+                                        "waiting_ms",
+                                        "waits_for",
+                                        "await",
+                                        "state",
+                                        "cause",
+                                        "groups",
+                                        "deadline_left_ms",
+                                        "slots",
+                                        "cut",
+                                        NULL};
   static const char *const tasks[] = {"fiber", "member", "promise", NULL};
   static const char *const states[] = {"not started", "running",
                                        "cancelled, running", "ending", NULL};

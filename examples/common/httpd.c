@@ -1116,8 +1116,7 @@ static void shed_log(httpd_t *s) {
             "accept: %s with %zu connections open: closed %llu idle "
             "keep-alive and %llu waiting longest for a request to accept "
             "new clients%s",
-            s->shed_why, s->nconns, s->shed_idle, s->shed_waiting,
-            stalled_too);
+            s->shed_why, s->nconns, s->shed_idle, s->shed_waiting, stalled_too);
   s->shed_idle = s->shed_waiting = s->shed_stalled = 0;
   uint64_t now = uv_now(s->loop);
   s->shed_logged = now != 0 ? now : 1;
@@ -1196,8 +1195,7 @@ static size_t shed(httpd_t *s, int err, int fd) {
   else if (!uv_is_active((uv_handle_t *)&s->note) && !s->stopping)
     /* Held for the rate limit, not lost: if no shed comes after it to
      * carry the counts, the timer does. */
-    uv_timer_start(&s->note, shed_note, s->shed_logged + SHED_LOG_MS - now,
-                   0);
+    uv_timer_start(&s->note, shed_note, s->shed_logged + SHED_LOG_MS - now, 0);
   return done;
 }
 

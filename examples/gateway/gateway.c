@@ -278,7 +278,7 @@ typedef struct config_s {
   uint64_t max_body;        /* backend responses' and requests'; 0: none */
   httpd_opts_t httpd;       /* log and log_arg are each worker's */
   unsigned workers;
-  int traces; /* --traces */
+  int traces;        /* --traces */
   uint64_t stall_ms; /* --stall: uvp's stall detector; 0: off */
 } config_t;
 
@@ -838,8 +838,8 @@ static void print_worker_stalls(worker_t *w, FILE *out) {
   fprintf(out,
           "uvp-gateway: worker %u: slices: %llu timed, %llu stalls, "
           "longest %llu us:",
-          w->id, (unsigned long long)st.slices,
-          (unsigned long long)st.stalls, (unsigned long long)st.max_us);
+          w->id, (unsigned long long)st.slices, (unsigned long long)st.stalls,
+          (unsigned long long)st.max_us);
   for (int i = 0; i < UVP_STALL_BUCKETS; i++) {
     if (st.buckets[i] == 0)
       continue;

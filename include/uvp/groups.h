@@ -101,18 +101,23 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
 /** What uvp_deadline_left says when no deadline is set. */
 #define UVP_NO_DEADLINE UINT64_MAX
 
+/** @name uvp_deadline_set, uvp_deadline_set_at
+ * @{ */
 /** Give the current scope a deadline `ms` milliseconds from now (for the
  * rest of the running handler or callback, or of the fiber across its
  * awaits, and for everything started from there; see above), unless it
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
  * UVP_ETHREAD, UV_ENOMEM.  What it cuts says so (uvp_promise_cause: a
- * UVP_CAUSE_DEADLINE naming the call's file:line and `ms`); the _at form
+ * UVP_CAUSE_DEADLINE naming the call's `file`:`line` and `ms`); the _at form
  * takes the site, the plain one is a macro giving the caller's. */
 #define uvp_deadline_set(ctx, ms)                                              \
   uvp_deadline_set_at((ctx), (ms), __FILE__, __LINE__)
 UVP_EXTERN int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms,
                                    const char *file, int line);
+/** @} */
 
+/** @name uvp_deadline_shield, uvp_deadline_shield_at
+ * @{ */
 /** Give the current scope a deadline `ms` milliseconds from now in place
  * of the one it carries, nearer, farther or passed (UVP_NO_DEADLINE: none
  * at all): for cleanup after a cut (see "Cleanup past a deadline").  It
@@ -126,6 +131,7 @@ UVP_EXTERN int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms,
   uvp_deadline_shield_at((ctx), (ms), __FILE__, __LINE__)
 UVP_EXTERN int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms,
                                       const char *file, int line);
+/** @} */
 
 /** Milliseconds until the current scope's deadline (0: passed), or
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
@@ -174,6 +180,7 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * the call that cuts the promise (never inside uvp_inflight_start). */
 /** @{ */
 
+/** A piece of a binding's work in flight: the record below. */
 typedef struct uvp_inflight_s uvp_inflight_t;
 
 /** Flags of uvp_inflight_class_t. */

@@ -175,23 +175,23 @@ typedef enum uvp_cause_kind_e {
   /** uvp_promise_cancel ("cancelled by the program") or
    * uvp_promise_cancel_with (`data` is the program's cause). */
   UVP_CAUSE_PROGRAM = 0,
-  /** A deadline passed: file:line where it was set (uvp_deadline_set,
+  /** A deadline passed: `file`:`line` where it was set (uvp_deadline_set,
    * uvp_deadline_shield, a group's or a fiber's deadline_ms: where the
    * group or fiber was made; uvp_timeout: where it was called, for its
    * result and the input it gives up on), `ms` its length. */
   UVP_CAUSE_DEADLINE = 1,
-  /** uvp_group_cancel: file:line where the group was made, `message` its
+  /** uvp_group_cancel: `file`:`line` where the group was made, `message` its
    * name (uvp_group_set_name) or NULL. */
   UVP_CAUSE_GROUP = 2,
   /** A member of a UVP_GROUP_FAIL_FAST group (or an item of a
-   * UVP_MAP_FAIL_FAST map) failed: file:line where the group or map was
-   * made, peer_file:peer_line where the failed member's promise was
+   * UVP_MAP_FAIL_FAST map) failed: `file`:`line` where the group or map was
+   * made, `peer_file`:`peer_line` where the failed member's promise was
    * created, peer_code its rejection code; `message` is "map" for a map's
    * item, else NULL. */
   UVP_CAUSE_SIBLING = 3,
   /** A combinator given UVP_CANCEL_LOSERS was decided by another input:
-   * file:line where the combinator was called, peer_file:peer_line where
-   * the input that decided it was created, peer_code its code (0: it
+   * `file`:`line` where the combinator was called, `peer_file`:`peer_line`
+   * where the input that decided it was created, peer_code its code (0: it
    * fulfilled). */
   UVP_CAUSE_LOSER = 4,
   /** uvp_ctx_close tore the context down (the code is UVP_ECLOSED). */
@@ -207,7 +207,7 @@ typedef enum uvp_cause_kind_e {
  * cancelled promise, what a deadline watched).  Strings live as long as
  * the record; the fields a kind does not use are NULL or 0. */
 typedef struct uvp_cause_s {
-  uvp_cause_kind_t kind;
+  uvp_cause_kind_t kind; /**< who cut it (the kinds above) */
   int peer_code;         /**< SIBLING, LOSER: the deciding input's code */
   const char *file;      /**< where it began (see the kinds), or NULL */
   int line;              /**< its line, or 0 */

@@ -10,7 +10,7 @@ the block by its first word alone, so the marks do not show):
       A complete C program.  It is compiled with cc -Wall -Wextra -Werror
       against the built library, through the pkg-config files of the
       uninstalled build (BUILD_ROOT/meson-uninstalled; uvp-curl's when it
-      includes <uvp-curl.h>), then run with no arguments: it must exit 0.
+      includes <uvp-curl.h>, uvp-nats's for <uvp-nats.h>), then run with no arguments: it must exit 0.
       compile-only: not run (it needs arguments or a server; another test
       runs it).
   ```sh run [staged] [needs=PROGRAM,...]
@@ -78,7 +78,8 @@ def blocks(path):
 env = dict(os.environ)
 env["PKG_CONFIG_PATH"] = os.path.join(build_root, "meson-uninstalled")
 env["LD_LIBRARY_PATH"] = os.pathsep.join(
-    [build_root, os.path.join(build_root, "bindings", "curl")] +
+    [build_root, os.path.join(build_root, "bindings", "curl"),
+     os.path.join(build_root, "bindings", "nats")] +
     ([env["LD_LIBRARY_PATH"]] if env.get("LD_LIBRARY_PATH") else []))
 env.pop("UVP_TRACES", None)
 if subprocess.run(["pkg-config", "--exists", "uvp"], env=env).returncode:
@@ -139,7 +140,8 @@ def verbatim(where, words, body):
 
 
 def program(where, words, body, d):
-    pc = "uvp-curl" if "#include <uvp-curl.h>" in body else "uvp"
+    pc = ("uvp-curl" if "#include <uvp-curl.h>" in body else
+          "uvp-nats" if "#include <uvp-nats.h>" in body else "uvp")
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", pc], env=env,
                            capture_output=True, text=True)
     if flags.returncode != 0:

@@ -315,9 +315,8 @@ static void test_deadline(void **state) {
   /* The one the deadline cut says so, and where it was set (the cause
    * column, issue 54); the ones never started were cut by nothing. */
   const char *cause = jstr(&rep->rows[0], "cause");
-  if (strncmp(cause, "deadline ", 9) != 0 || strstr(cause, " ms set at ") ==
-                                                 NULL ||
-      strstr(cause, "main.c:") == NULL)
+  if (strncmp(cause, "deadline ", 9) != 0 ||
+      strstr(cause, " ms set at ") == NULL || strstr(cause, "main.c:") == NULL)
     fail_msg("row 1's cause: %s", cause);
   assert_null(jfind(&rep->rows[1], "cause"));
   assert_null(jfind(&rep->rows[2], "cause"));

@@ -884,8 +884,8 @@ def case_load(gw, expect, backend_port, idle_s, duration=4):
     # to 256 MB), filling it run after run: RSS says nothing about the
     # gateway there.  The plain builds check it.
     if os.environ.get("UVP_E2E_SANITIZED", "0") == "1":
-        print("skip    load: RSS comparison in a sanitizer build "
-              "(%d kB, %d kB)" % tuple(rss))
+        print("skip    load: RSS comparison in a sanitizer build (%s kB)"
+              % ", ".join(str(r) for r in rss))
         return
     if len(rss) == 2:
         check(abs(rss[1] - rss[0]) <= 0.05 * rss[0],

@@ -1,0 +1,112 @@
+/* The NATS benchmark's coordinator (bench/run-nats): against workers
+ * serving "jobs" (examples/nats/worker.c, which answer at once).
+ *   nats-coord URL rt N      N requests one at a time: the median round
+ *                            trip, over the last N - N/10 (the first tenth
+ *                            warms up)
+ *   nats-coord URL burst N   N requests at once, awaited with allSettled
+ * One line of key=value: rt_us= or wall_ms=, ok=, cpu_ms= (user + system
+ * of the whole process), rss_kb= (peak), threads= (after connecting). */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <uvp-nats.h>
+
+static void settle(uv_loop_t *loop, uvp_promise_t *p) {
+  while (uvp_promise_state(p) == UVP_PENDING)
+    uv_run(loop, UV_RUN_ONCE);
+}
+
+static int cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int threads(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/task");
+  for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;)
+    n += e->d_name[0] != '.';
+  if (d != NULL)
+    closedir(d);
+  return n;
+}
+
+static size_t run_rt(uv_loop_t *loop, uvp_nats_t *nc, size_t n, double *out) {
+  double *t = calloc(n, sizeof(*t));
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++) {
+    uvp_promise_t *p;
+    uint64_t t0 = uv_hrtime();
+    if (uvp_nats_request(nc, "jobs", "x", 2, NULL, &p) != 0)
+      break;
+    settle(loop, p);
+    t[i] = (double)(uv_hrtime() - t0) / 1e3;
+    ok += uvp_promise_state(p) == UVP_FULFILLED;
+    uvp_promise_release(p);
+  }
+  size_t skip = n / 10;
+  qsort(t + skip, n - skip, sizeof(*t), cmp);
+  *out = t[skip + (n - skip) / 2];
+  free(t);
+  return ok;
+}
+
+static size_t run_burst(uvp_ctx_t *ctx, uv_loop_t *loop, uvp_nats_t *nc,
+                        size_t n, double *out) {
+  uvp_promise_t **ps = calloc(n, sizeof(*ps)), *all;
+  uvp_nats_request_opts_t ro = {.timeout_ms = 60000};
+  uint64_t t0 = uv_hrtime();
+  for (size_t i = 0; i < n; i++)
+    if (uvp_nats_request(nc, "jobs", "x", 2, &ro, &ps[i]) != 0)
+      return 0;
+  uvp_promise_all_settled(ctx, ps, n, &all);
+  settle(loop, all);
+  *out = (double)(uv_hrtime() - t0) / 1e6;
+  size_t ok = 0;
+  const uvp_settled_list_t *l = uvp_promise_value(all);
+  for (size_t i = 0; i < n; i++) {
+    ok += l->items[i].status == 0;
+    uvp_promise_release(ps[i]);
+  }
+  uvp_promise_release(all);
+  free(ps);
+  return ok;
+}
+
+int main(int argc, char **argv) {
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  uvp_promise_t *c;
+  if (argc != 4 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx))
+    return 2;
+  size_t n = strtoul(argv[3], NULL, 10);
+  uvp_nats_connect_opts_t o = {.url = argv[1]};
+  if (uvp_nats_connect(ctx, &o, &c) != 0)
+    return 1;
+  settle(&loop, c);
+  uvp_nats_t *nc = uvp_promise_value(c);
+  if (nc == NULL) {
+    fprintf(stderr, "connect: %s\n",
+            uvp_nats_err_name(uvp_promise_reason(c, NULL)));
+    return 1;
+  }
+  int nthreads = threads();
+  double v = 0;
+  size_t ok = strcmp(argv[2], "rt") == 0 ? run_rt(&loop, nc, n, &v)
+                                         : run_burst(ctx, &loop, nc, n, &v);
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f rss_kb=%ld threads=%d\n", argv[2],
+         strcmp(argv[2], "rt") == 0 ? "rt_us" : "wall_ms", v, ok, n, cpu,
+         ru.ru_maxrss, nthreads);
+  uvp_promise_release(c);
+  uvp_nats_close(nc);
+  uvp_ctx_close(ctx);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  nats_CloseAndWait(0);
+  return uv_loop_close(&loop) != 0 || ok != n;
+}

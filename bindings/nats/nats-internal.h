@@ -1,0 +1,167 @@
+/* The NATS binding's own declarations, shared by its files (not
+ * installed): the binding's objects and the functions one file of it
+ * calls in another, all named uvp_nats__*: never exported (the library
+ * is built with hidden visibility), and out of a program's way when it
+ * links the static library.  uvp-nats.c's opening comment is the design. */
+#ifndef UVP_NATS_INTERNAL_H
+#define UVP_NATS_INTERNAL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "uvp-nats.h"
+
+enum {
+  EV_ATTACH,
+  EV_READ,
+  EV_WRITE,
+  EV_DETACH,
+  EV_MSG,
+  EV_CONN,
+  EV_INBOX_DONE
+};
+
+typedef struct ev_s {
+  struct ev_s *next;
+  int type;
+  int arg; /* add (READ, WRITE), the socket (ATTACH), the event (CONN) */
+  natsConnection *conn; /* ATTACH */
+  natsMsg *msg;         /* MSG */
+} ev_t;
+
+typedef struct poll_s {
+  uv_poll_t h;
+  uvp_nats_t *b;
+  int fd; /* our duplicate of nats.c's socket */
+} poll_t;
+
+typedef struct req_s req_t;
+struct req_s {
+  uvp_nats_t *b;
+  uvp_promise_t *p; /* ours */
+  uint64_t id;
+  uint64_t start_ms, expire_ms;
+  req_t *hnext;         /* hash chain */
+  req_t *prev, *next;   /* every request, oldest first */
+  req_t *tprev, *tnext; /* by expiry */
+  uvp_inflight_t w;     /* its work in flight (data: the request) */
+  const char *file;
+  int line;
+  char subject[];
+};
+
+typedef struct waiter_s waiter_t;
+struct waiter_s {
+  uvp_nats_sub_t *s;
+  uvp_promise_t *p; /* ours */
+  waiter_t *prev, *next;
+  uvp_inflight_t w; /* its work in flight (data: the wait) */
+};
+
+struct uvp_nats_sub_s {
+  uvp_nats_t *b;
+  natsSubscription *sub;
+  char *subject, *queue;
+  waiter_t *wfirst, *wlast;
+  natsMsg *held; /* taken from nats.c while draining, for the next wait */
+  uvp_promise_t *drain_p;
+  bool draining;
+  int64_t dropped;     /* natsSubscription_GetDropped, as last counted */
+  uvp_nats_svc_t *svc; /* a service's: messages go to it, not to waits */
+  uvp_nats_sub_t *prev, *next;
+};
+
+struct uvp_nats_svc_s {
+  uvp_nats_t *b;
+  uvp_nats_sub_t *sub; /* NULL once drained or closed */
+  uvp_group_t *g;
+  uvp_nats_serve_opts_t o;
+  char worker[300];
+  uvp_promise_t *drain_p;
+  bool closed; /* the connection is closing: no more replies */
+  uvp_nats_serve_stats_t stats;
+};
+
+/* A blocking nats.c call run on the thread pool for a promise. */
+typedef struct job_s {
+  uv_work_t w;
+  uvp_nats_t *b;
+  uvp_promise_t *p;  /* NULL once cancelled */
+  uvp_inflight_t fl; /* the promise's work in flight (data: the job) */
+  bool cut;          /* p was cut (cancel, deadline): the job runs on */
+  int64_t timeout_ms;
+  natsStatus s;
+  int rc;
+  natsConnection *conn; /* the connect job's, for the loop to take */
+} job_t;
+
+enum { S_CONNECTING, S_OPEN, S_DEAD, S_CLOSING };
+
+struct uvp_nats_s {
+  uvp_ctx_t *ctx;
+  uv_loop_t *loop;
+  uv_thread_t loop_thread;
+  natsOptions *opts;
+  natsConnection *conn;
+  natsSubscription *inbox_sub;
+  char inbox[128]; /* "_INBOX.<nuid>" */
+  size_t inbox_len;
+  int flags;
+  uvp_nats_event_cb on_event;
+  void *arg;
+  int state;
+  /* the queue from nats.c's threads (lock) */
+  uv_mutex_t lock;
+  uv_async_t async;
+  ev_t *qhead, *qtail, *qfree;
+  /* the socket */
+  poll_t *poll;
+  bool poll_closing, attached;
+  int fd, events;
+  unsigned in_nats; /* inside natsConnection_Process*Event */
+  /* requests */
+  uv_timer_t timer, drain_timer;
+  req_t **buckets;
+  size_t nbuckets;
+  req_t *first, *last, *tfirst, *tlast;
+  uint64_t next_id;
+  size_t waiting; /* what keeps uv_run going: requests, waits, jobs */
+  uvp_nats_sub_t *subs;
+  size_t draining;
+  size_t svcs; /* services whose group has not joined yet */
+  /* teardown */
+  job_t connect_job, close_job;
+  size_t jobs;       /* flush jobs running */
+  bool connect_done; /* the connect job returned */
+  bool close_started, close_done, got_closed, inbox_done, finished;
+  unsigned handles; /* libuv handles not yet closed */
+  uvp_nats_stats_t stats;
+};
+
+void uvp_nats__msg_free(void *m);
+bool uvp_nats__subject_ok(const char *s, bool wild);
+void uvp_nats__waiting_add(uvp_nats_t *b, int d);
+void uvp_nats__maybe_finish(uvp_nats_t *b);
+void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m);
+void uvp_nats__reqs_fail(uvp_nats_t *b, int rc);
+int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
+                          const void *data, size_t len, uint64_t timeout_ms,
+                          const char *const *headers);
+void uvp_nats__poll_subs(uvp_nats_t *b);
+void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc);
+void uvp_nats__subs_fail(uvp_nats_t *b, int rc);
+void uvp_nats__count_dropped(uvp_nats_t *b);
+uint64_t uvp_nats__dropped(const uvp_nats_t *b);
+void uvp_nats__on_drain_timer(uv_timer_t *t);
+void uvp_nats__svc_accept(uvp_nats_svc_t *svc, natsMsg *m);
+void uvp_nats__svc_drained(uvp_nats_svc_t *svc);
+int uvp_nats__code_of_name(const char *name);
+void uvp_nats__on_conn_event(uvp_nats_t *b, int event);
+
+#endif

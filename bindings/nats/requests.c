@@ -1,0 +1,368 @@
+/* uvp-nats: requests and publishes (uvp-nats.c says how it fits). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nats-internal.h"
+
+/* ---- requests ------------------------------------------------------------ */
+
+static size_t req_bucket(const uvp_nats_t *b, uint64_t id) {
+  return (size_t)(id * 0x9E3779B97F4A7C15ull >> 32) & (b->nbuckets - 1);
+}
+
+static req_t *req_find(const uvp_nats_t *b, uint64_t id) {
+  if (b->nbuckets == 0)
+    return NULL;
+  for (req_t *r = b->buckets[req_bucket(b, id)]; r != NULL; r = r->hnext)
+    if (r->id == id)
+      return r;
+  return NULL;
+}
+
+/* Room for one more in the hash (grown to twice the requests in flight). */
+static int req_room(uvp_nats_t *b) {
+  if (b->stats.in_flight + 1 <= b->nbuckets / 2)
+    return 0;
+  size_t n = b->nbuckets ? b->nbuckets * 2 : 64;
+  req_t **nb = calloc(n, sizeof(*nb));
+  if (nb == NULL)
+    return UV_ENOMEM;
+  req_t **old = b->buckets;
+  size_t oldn = b->nbuckets;
+  b->buckets = nb;
+  b->nbuckets = n;
+  for (size_t i = 0; i < oldn; i++)
+    for (req_t *r = old[i], *next; r != NULL; r = next) {
+      next = r->hnext;
+      size_t k = req_bucket(b, r->id);
+      r->hnext = nb[k];
+      nb[k] = r;
+    }
+  free(old);
+  return 0;
+}
+
+static void on_timer(uv_timer_t *t);
+
+static void timer_arm(uvp_nats_t *b) {
+  if (b->tfirst == NULL) {
+    uv_timer_stop(&b->timer);
+    return;
+  }
+  uint64_t now = uv_now(b->loop);
+  uint64_t at = b->tfirst->expire_ms;
+  uv_timer_start(&b->timer, on_timer, at > now ? at - now : 0, 0);
+}
+
+static void req_link(uvp_nats_t *b, req_t *r) {
+  size_t k = req_bucket(b, r->id);
+  r->hnext = b->buckets[k];
+  b->buckets[k] = r;
+  r->prev = b->last;
+  if (b->last != NULL)
+    b->last->next = r;
+  else
+    b->first = r;
+  b->last = r;
+  req_t *t = b->tlast; /* sorted by expiry, from the tail */
+  while (t != NULL && t->expire_ms > r->expire_ms)
+    t = t->tprev;
+  r->tprev = t;
+  r->tnext = t != NULL ? t->tnext : b->tfirst;
+  if (r->tnext != NULL)
+    r->tnext->tprev = r;
+  else
+    b->tlast = r;
+  if (t != NULL)
+    t->tnext = r;
+  else
+    b->tfirst = r;
+  b->stats.in_flight++;
+  if (b->tfirst == r)
+    timer_arm(b);
+  uvp_nats__waiting_add(b, 1);
+}
+
+static void req_unlink(uvp_nats_t *b, req_t *r) {
+  req_t **pp = &b->buckets[req_bucket(b, r->id)];
+  while (*pp != r)
+    pp = &(*pp)->hnext;
+  *pp = r->hnext;
+  if (r->prev != NULL)
+    r->prev->next = r->next;
+  else
+    b->first = r->next;
+  if (r->next != NULL)
+    r->next->prev = r->prev;
+  else
+    b->last = r->prev;
+  bool was_first = b->tfirst == r;
+  if (r->tprev != NULL)
+    r->tprev->tnext = r->tnext;
+  else
+    b->tfirst = r->tnext;
+  if (r->tnext != NULL)
+    r->tnext->tprev = r->tprev;
+  else
+    b->tlast = r->tprev;
+  b->stats.in_flight--;
+  if (was_first)
+    timer_arm(b);
+  uvp_nats__waiting_add(b, -1);
+}
+
+/* Settle r's promise (rc 0: with msg as its value; else msg, if any, is
+ * the rejection's payload), end its work in flight, and let it go. */
+static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
+  req_unlink(b, r);
+  uvp_promise_t *p = r->p;
+  if (rc == 0)
+    uvp_promise_resolve(p, msg, uvp_nats__msg_free);
+  else
+    uvp_promise_reject(p, rc, msg, msg != NULL ? uvp_nats__msg_free : NULL);
+  uvp_inflight_end(&r->w);
+  free(r);
+  uvp_promise_release(p); /* may run the program's code: r is gone */
+}
+
+static void on_timer(uv_timer_t *t) {
+  uvp_nats_t *b = t->data;
+  uint64_t now = uv_now(b->loop);
+  while (b->tfirst != NULL && b->tfirst->expire_ms <= now) {
+    b->stats.timeouts++;
+    req_end(b, b->tfirst, UV_ETIMEDOUT, NULL);
+  }
+}
+
+/* The promise was cut (cancel, deadline, uvp_ctx_close): it has
+ * rejected; drop the entry (the inbox is shared: no UNSUB). */
+static void on_req_cancel(uvp_inflight_t *w, int code) {
+  req_t *r = w->data;
+  uvp_nats_t *b = r->b;
+  uvp_promise_t *p = r->p;
+  (void)code;
+  req_unlink(b, r);
+  b->stats.cancelled++;
+  uvp_inflight_end(&r->w);
+  free(r);
+  uvp_promise_release(p);
+}
+
+/* The one place a request is named: the task dump and uvp_nats_dump. */
+static int req_describe(uvp_inflight_t *w, char *buf, size_t cap) {
+  const req_t *r = w->data;
+  return snprintf(buf, cap, "request %s #%" PRIu64, r->subject, r->id);
+}
+
+/* A request is work in flight (uvp_inflight_start: the scope's deadline,
+ * its group, the task dump, uvp_ctx_close), holding a virtual clock to
+ * the loop's pace unless UVP_NATS_REQUEST_NO_HOLD (then "idle"). */
+static const uvp_inflight_class_t req_class = {"NATS", on_req_cancel,
+                                               req_describe, 0};
+static const uvp_inflight_class_t req_class_nohold = {
+    "NATS", on_req_cancel, req_describe, UVP_INFLIGHT_IDLE};
+
+void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m) {
+  const char *subj = natsMsg_GetSubject(m);
+  req_t *r = NULL;
+  if (subj != NULL && strncmp(subj, b->inbox, b->inbox_len) == 0 &&
+      subj[b->inbox_len] == '.') {
+    char *end;
+    errno = 0;
+    uint64_t id = strtoull(subj + b->inbox_len + 1, &end, 10);
+    if (errno == 0 && *end == '\0')
+      r = req_find(b, id);
+  }
+  if (r == NULL) {
+    b->stats.late++;
+    natsMsg_Destroy(m);
+    return;
+  }
+  if (natsMsg_IsNoResponders(m)) {
+    natsMsg_Destroy(m);
+    b->stats.no_responders++;
+    req_end(b, r, UVP_NATS_ENORESPONDERS, NULL);
+    return;
+  }
+  b->stats.replies++;
+  const char *err = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
+  if (err != NULL) { /* the worker's handler failed: that code */
+    req_end(b, r, uvp_nats__code_of_name(err), m);
+    return;
+  }
+  req_end(b, r, 0, m);
+}
+
+/* Every request in flight ends with rc (no more replies will come). */
+void uvp_nats__reqs_fail(uvp_nats_t *b, int rc) {
+  while (b->first != NULL) {
+    b->stats.cancelled++;
+    req_end(b, b->first, rc, NULL);
+  }
+}
+
+/* A message with subject, reply, data and the headers: the Uvp-Timeout-Ms
+ * one (timeout_ms, unless UINT64_MAX) and the program's. */
+static int msg_make(natsMsg **out, const char *subject, const char *reply,
+                    const void *data, size_t len, uint64_t timeout_ms,
+                    const char *const *headers) {
+  if (len > INT32_MAX)
+    return UV_EMSGSIZE;
+  natsMsg *m;
+  natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
+  if (s != NATS_OK)
+    return uvp_nats_code(s);
+  if (timeout_ms != UINT64_MAX) {
+    char v[24];
+    snprintf(v, sizeof(v), "%" PRIu64, timeout_ms);
+    s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
+  }
+  for (size_t i = 0; s == NATS_OK && headers != NULL && headers[i]; i++) {
+    const char *colon = strchr(headers[i], ':');
+    size_t n = colon != NULL ? (size_t)(colon - headers[i]) : 0;
+    char name[256];
+    if (n == 0 || n >= sizeof(name)) {
+      natsMsg_Destroy(m);
+      return UV_EINVAL;
+    }
+    memcpy(name, headers[i], n);
+    name[n] = '\0';
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+      v++;
+    s = natsMsgHeader_Add(m, name, v);
+  }
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    return uvp_nats_code(s);
+  }
+  *out = m;
+  return 0;
+}
+
+/* Checks common to a publish and a request; then nats.c publishes. */
+int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
+                          const void *data, size_t len, uint64_t timeout_ms,
+                          const char *const *headers) {
+  if (!uvp_nats__subject_ok(subject, false) ||
+      (reply != NULL && !uvp_nats__subject_ok(reply, false)) ||
+      (data == NULL && len > 0))
+    return UV_EINVAL;
+  if (b->state != S_OPEN)
+    return UVP_ECLOSED;
+  int64_t max = natsConnection_GetMaxPayload(b->conn);
+  if (max > 0 && len > (uint64_t)max)
+    return UV_EMSGSIZE;
+  natsMsg *m;
+  int rc = msg_make(&m, subject, reply, data, len, timeout_ms, headers);
+  if (rc != 0)
+    return rc;
+  natsStatus s = natsConnection_PublishMsg(b->conn, m);
+  natsMsg_Destroy(m);
+  return uvp_nats_code(s);
+}
+
+int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,
+                     const void *data, size_t len, const char *const *headers) {
+  if (nc == NULL)
+    return UV_EINVAL;
+  return uvp_nats__publish_msg(nc, subject, reply, data, len, UINT64_MAX,
+                               headers);
+}
+
+/* A new request and its promise, not started yet. */
+static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
+                   const char *file, int line) {
+  size_t n = strlen(subject);
+  req_t *r = calloc(1, sizeof(*r) + n + 1);
+  if (r == NULL)
+    return UV_ENOMEM;
+  memcpy(r->subject, subject, n + 1);
+  r->b = b;
+  r->id = ++b->next_id;
+  r->file = file;
+  r->line = line;
+  r->w.data = r;
+  int rc = uvp_promise_new_at(b->ctx, &r->p, file, line);
+  if (rc != 0) {
+    free(r);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
+                        size_t len, const uvp_nats_request_opts_t *opts,
+                        uvp_promise_t **out, const char *file, int line) {
+  if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, false))
+    return UV_EINVAL;
+  if (b->state != S_OPEN)
+    return UVP_ECLOSED;
+  int rc = req_room(b);
+  req_t *r;
+  if (rc != 0 || (rc = req_new(b, subject, &r, file, line)) != 0)
+    return rc;
+  uint64_t timeout = opts != NULL && opts->timeout_ms > 0
+                         ? opts->timeout_ms
+                         : UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
+  uint64_t left = uvp_deadline_left(b->ctx);
+  char reply[160];
+  snprintf(reply, sizeof(reply), "%s.%" PRIu64, b->inbox, r->id);
+  bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
+  rc = uvp_inflight_start(b->ctx, &r->w, r->p,
+                          hold ? &req_class : &req_class_nohold);
+  /* a passed deadline cuts it once started: nothing is sent then */
+  if (rc == 0 && left > 0)
+    rc = uvp_nats__publish_msg(b, subject, reply, data, len,
+                               left < timeout ? left : timeout,
+                               opts != NULL ? opts->headers : NULL);
+  if (rc != 0) {
+    uvp_inflight_end(&r->w); /* a record not started: nothing */
+    uvp_promise_release(r->p);
+    free(r);
+    return rc;
+  }
+  r->start_ms = uv_now(b->loop);
+  r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
+  req_link(b, r);
+  b->stats.requests++;
+  *out = uvp_promise_retain(r->p);
+  return 0;
+}
+
+const char *uvp_nats_msg_header(natsMsg *msg, const char *name) {
+  const char *v = NULL;
+  if (msg == NULL || name == NULL ||
+      natsMsgHeader_Get(msg, name, &v) != NATS_OK)
+    return NULL;
+  return v;
+}
+
+int uvp_nats_dump(uvp_nats_t *b, FILE *stream) {
+  if (b == NULL || stream == NULL)
+    return UV_EINVAL;
+  int n = 0;
+  uint64_t now = uv_now(b->loop);
+  for (req_t *r = b->first; r != NULL; r = r->next, n++)
+    fprintf(stream,
+            "NATS request %s #%" PRIu64 " for %" PRIu64
+            " ms (promise at %s:%d)\n",
+            r->subject, r->id, now - r->start_ms,
+            r->file != NULL ? r->file : "?", r->line);
+  return n;
+}
+
+int uvp_nats_stats(const uvp_nats_t *b, uvp_nats_stats_t *out) {
+  if (b == NULL || out == NULL)
+    return UV_EINVAL;
+  *out = b->stats;
+  out->dropped = uvp_nats__dropped(b);
+  return 0;
+}
+
+natsConnection *uvp_nats_connection(const uvp_nats_t *b) {
+  return b != NULL ? b->conn : NULL;
+}

@@ -1,0 +1,792 @@
+/* uvp-nats: nats.c connections on a uvp context's loop.
+ *
+ * One binding object (uvp_nats_t) per connection holds nats.c's
+ * natsConnection, the poll handle of its socket, a uv_timer_t for the
+ * requests' timeouts, a uv_timer_t that polls draining subscriptions, and
+ * a uv_async_t with a locked queue: the one way in from nats.c's threads.
+ *
+ * The event loop.  nats.c calls four callbacks (attach, read, write,
+ * detach: natsOptions_SetEventLoop) from whichever thread is at work: the
+ * pool thread connecting or closing, its reconnect thread, its timer
+ * thread (PINGs), or the loop thread itself, inside a read event or a
+ * publish; it holds its connection lock meanwhile, so they come one at a
+ * time, in its order.  On the loop thread with nothing queued they act at
+ * once (ev_post); otherwise they are queued in order and the async wakes
+ * the loop, which applies them (ev_drain).  The inbox's replies (nats.c's
+ * delivery thread) and the connection's events (its asynchronous-callback
+ * thread) come the same way.  The async is referenced only while
+ * something waits (a request, a next, a flush, a drain) or while the
+ * connection closes; the poll handles and timers never are.
+ *
+ * Sockets.  nats.c closes a socket itself, maybe on another thread,
+ * before the loop stops polling it, and a reconnect's socket may get the
+ * same descriptor.  In libuv 1.44 closing the old handle removes the
+ * descriptor from epoll, taking a new registration on it along; so a new
+ * attach closes the old handle and starts the new one in its close
+ * callback (on_poll_closed), and no handle is closed twice (b->poll is
+ * cleared as it is closed).
+ *
+ * Lifetimes.  uvp_nats_close runs natsConnection_Close on the pool (on
+ * the loop it would wait up to 500 ms for a PONG only the loop can read).
+ * natsConnection_Destroy waits (maybe_finish) until: that job returned,
+ * the loop applied the detach and the poll handle's close callback ran
+ * (destroying the connection inside natsConnection_ProcessReadEvent is
+ * nats.c#888's crash), nats.c's closed callback came (its asynchronous
+ * thread holds our pointer until then) and the inbox's delivery thread
+ * said it is done (natsSubscription_SetOnCompleteCB).  The binding's
+ * memory goes with the last of its handles' close callbacks.
+ *
+ * Requests.  One wildcard inbox subscription per connection,
+ * "<inbox>.*"; request #id is published with reply "<inbox>.<id>" and
+ * found by id in a hash when its reply comes.  A request's own timeout
+ * runs on one timer per connection over a list sorted by expiry (inserted
+ * from the tail: with one timeout for all, that is O(1)); the scope's
+ * deadline watches its promise (through uvp_inflight_start: each
+ * request, next, connect and flush is a record of work in flight, which
+ * also holds the virtual clock, tells its group, and names it in the task
+ * dump).
+ *
+ * Files: this one (errors, the loop's side: keeping it going, the socket,
+ * the queue, connection events, connect, flush, close), requests.c
+ * (publish, requests, their inbox and timer), subs.c (subscriptions),
+ * serve.c (uvp_nats_serve); nats-internal.h declares what they share. */
+#include "nats-internal.h"
+
+void uvp_nats__msg_free(void *m) { natsMsg_Destroy(m); }
+
+/* ---- errors -------------------------------------------------------------- */
+
+const char *uvp_nats_strerror(int code) {
+  switch (code) {
+#define XX(name, val, msg)                                                     \
+  case val:                                                                    \
+    return msg;
+    UVP_NATS_ERRNO_MAP(XX)
+#undef XX
+  default:
+    return uvp_strerror(code);
+  }
+}
+
+const char *uvp_nats_err_name(int code) {
+  switch (code) {
+#define XX(name, val, msg)                                                     \
+  case val:                                                                    \
+    return #name;
+    UVP_NATS_ERRNO_MAP(XX)
+#undef XX
+  default:
+    return uvp_err_name(code);
+  }
+}
+
+int uvp_nats_code(natsStatus s) {
+  switch (s) {
+  case NATS_OK:
+    return 0;
+  case NATS_NO_SERVER:
+    return UV_ECONNREFUSED;
+  case NATS_TIMEOUT:
+    return UV_ETIMEDOUT;
+  case NATS_NO_MEMORY:
+    return UV_ENOMEM;
+  case NATS_INVALID_ARG:
+  case NATS_INVALID_SUBJECT:
+  case NATS_INVALID_SUBSCRIPTION:
+    return UV_EINVAL;
+  case NATS_MAX_PAYLOAD:
+    return UV_EMSGSIZE;
+  case NATS_INSUFFICIENT_BUFFER:
+    return UV_ENOBUFS;
+  case NATS_CONNECTION_CLOSED:
+    return UVP_ECLOSED;
+  case NATS_CONNECTION_DISCONNECTED:
+    return UVP_NATS_EDISCONNECTED;
+  case NATS_NO_RESPONDERS:
+    return UVP_NATS_ENORESPONDERS;
+  case NATS_NOT_PERMITTED:
+    return UV_EACCES;
+  case NATS_NO_SERVER_SUPPORT:
+    return UV_ENOTSUP;
+  case NATS_SSL_ERROR:
+  case NATS_PROTOCOL_ERROR:
+    return UV_EPROTO;
+  default:
+    return UVP_NATS_ENATS;
+  }
+}
+
+/* The code a name from uvp_nats_err_name stands for (a reply's
+ * Uvp-Error): libuv's, uvp's and the binding's; UV_EPROTO if unknown. */
+int uvp_nats__code_of_name(const char *name) {
+#define XX(code, msg)                                                          \
+  if (strcmp(name, #code) == 0)                                                \
+    return UV_##code;
+  UV_ERRNO_MAP(XX)
+#undef XX
+#define XX(n, val, msg)                                                        \
+  if (strcmp(name, #n) == 0)                                                   \
+    return val;
+  UVP_ERRNO_MAP(XX)
+  UVP_NATS_ERRNO_MAP(XX)
+#undef XX
+  return UV_EPROTO;
+}
+
+/* A subject: tokens of printable characters but space, none empty; with
+ * `wild`, "*" and ">" tokens too (">" last). */
+bool uvp_nats__subject_ok(const char *s, bool wild) {
+  if (s == NULL || *s == '\0')
+    return false;
+  const char *tok = s;
+  for (const char *c = s;; c++) {
+    if (*c == '.' || *c == '\0') {
+      size_t n = (size_t)(c - tok);
+      if (n == 0)
+        return false;
+      if (n == 1 && (*tok == '*' || *tok == '>')) {
+        if (!wild || (*tok == '>' && *c != '\0'))
+          return false;
+      }
+      if (*c == '\0')
+        return true;
+      tok = c + 1;
+    } else if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+      return false;
+    }
+  }
+}
+
+/* ---- keeping the loop going ---------------------------------------------- */
+
+/* Something waits: the async keeps uv_run() going.  (The virtual clock
+ * is held by each request's record of work in flight: uvp_inflight_start.) */
+static void keep_set(uvp_nats_t *b) {
+  if (b->waiting > 0 || (b->close_started && !b->finished))
+    uv_ref((uv_handle_t *)&b->async);
+  else
+    uv_unref((uv_handle_t *)&b->async);
+}
+
+void uvp_nats__waiting_add(uvp_nats_t *b, int d) {
+  b->waiting = (size_t)((ptrdiff_t)b->waiting + d);
+  keep_set(b);
+}
+
+/* ---- the socket ---------------------------------------------------------- */
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static int poll_update(uvp_nats_t *b) {
+  if (b->poll == NULL)
+    return 0;
+  if (b->events != 0)
+    return uv_poll_start(&b->poll->h, b->events, on_poll);
+  return uv_poll_stop(&b->poll->h);
+}
+
+/* The loop polls a duplicate of nats.c's socket, never nats.c's own
+ * descriptor: nats.c closes its socket on its own thread right after
+ * asking (through the queue) to stop polling it, and libuv applies a
+ * poll's epoll change only at the loop's next turn, aborting when
+ * epoll_ctl fails with EBADF (nats-io/nats.c#814's window).  The
+ * duplicate keeps the socket open until the poll handle's close
+ * callback closes it. */
+static int poll_open(uvp_nats_t *b) {
+  poll_t *p = malloc(sizeof(*p));
+  if (p == NULL)
+    return UV_ENOMEM;
+  p->fd = fcntl(b->fd, F_DUPFD_CLOEXEC, 0);
+  if (p->fd < 0) {
+    int rc = uv_translate_sys_error(errno);
+    free(p); /* a socket nats.c closed already: its next attach comes */
+    return rc;
+  }
+  int rc = uv_poll_init_socket(b->loop, &p->h, p->fd);
+  if (rc != 0) {
+    close(p->fd);
+    free(p);
+    return rc;
+  }
+  p->b = b;
+  p->h.data = p;
+  uv_unref((uv_handle_t *)&p->h);
+  b->handles++;
+  b->poll = p;
+  b->stats.polls++;
+  return poll_update(b);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  poll_t *p = h->data;
+  uvp_nats_t *b = p->b;
+  close(p->fd);
+  free(p);
+  b->handles--;
+  b->poll_closing = false;
+  if (b->attached && b->poll == NULL && b->fd >= 0)
+    (void)poll_open(b); /* the attach that came meanwhile */
+  uvp_nats__maybe_finish(b);
+}
+
+static void poll_close(uvp_nats_t *b) {
+  if (b->poll == NULL)
+    return;
+  uv_close((uv_handle_t *)&b->poll->h, on_poll_closed);
+  b->poll = NULL;
+  b->poll_closing = true;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  poll_t *p = h->data;
+  uvp_nats_t *b = p->b;
+  b->in_nats++;
+  if (status < 0 || (events & UV_READABLE))
+    natsConnection_ProcessReadEvent(b->conn); /* an error reconnects */
+  if (b->poll == p && status == 0 && (events & UV_WRITABLE))
+    natsConnection_ProcessWriteEvent(b->conn);
+  b->in_nats--;
+  uvp_nats__poll_subs(b);
+}
+
+/* ---- the event loop's callbacks and the queue ---------------------------- */
+
+static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
+  int rc = 0;
+  switch (ev->type) {
+  case EV_ATTACH:
+    if (b->conn == NULL)
+      b->conn = ev->conn;
+    b->attached = true;
+    b->fd = ev->arg;
+    b->events = UV_READABLE;
+    poll_close(b);
+    if (!b->poll_closing)
+      rc = poll_open(b);
+    break;
+  case EV_READ:
+  case EV_WRITE: {
+    int bit = ev->type == EV_READ ? UV_READABLE : UV_WRITABLE;
+    b->events = ev->arg ? (b->events | bit) : (b->events & ~bit);
+    rc = poll_update(b);
+    break;
+  }
+  case EV_DETACH:
+    b->attached = false;
+    b->fd = -1;
+    b->events = 0;
+    poll_close(b);
+    uvp_nats__maybe_finish(b);
+    break;
+  case EV_MSG:
+    uvp_nats__on_reply(b, ev->msg);
+    break;
+  case EV_CONN:
+    uvp_nats__on_conn_event(b, ev->arg);
+    break;
+  case EV_INBOX_DONE:
+    b->inbox_done = true;
+    uvp_nats__maybe_finish(b);
+    break;
+  }
+  return rc == 0 ? NATS_OK : NATS_ERR;
+}
+
+static bool on_loop(const uvp_nats_t *b) {
+  uv_thread_t self = uv_thread_self();
+  return uv_thread_equal(&self, &b->loop_thread) != 0;
+}
+
+/* Apply at once on the loop thread with nothing queued before it (an
+ * event-loop call, made under nats.c's connection lock); otherwise queue
+ * it, in order, and wake the loop.  The async is sent under the lock, so
+ * once the loop has taken an event from the queue the thread that sent it
+ * has left the binding's memory (uvp_nats__maybe_finish relies on it). */
+static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
+                          natsConnection *conn, natsMsg *msg) {
+  ev_t local = {NULL, type, arg, conn, msg};
+  uv_mutex_lock(&b->lock);
+  if (type <= EV_DETACH && b->qhead == NULL && on_loop(b)) {
+    uv_mutex_unlock(&b->lock);
+    b->stats.direct_events++;
+    return ev_apply(b, &local);
+  }
+  ev_t *ev = b->qfree;
+  if (ev != NULL)
+    b->qfree = ev->next;
+  else if ((ev = malloc(sizeof(*ev))) == NULL) {
+    uv_mutex_unlock(&b->lock);
+    return NATS_NO_MEMORY;
+  }
+  *ev = local;
+  if (b->qtail != NULL)
+    b->qtail->next = ev;
+  else
+    b->qhead = ev;
+  b->qtail = ev;
+  uv_async_send(&b->async);
+  uv_mutex_unlock(&b->lock);
+  return NATS_OK;
+}
+
+/* One event at a time: what an event's handling does on the loop (a
+ * publish's write) may go directly only once nothing is queued. */
+static void ev_drain(uvp_nats_t *b) {
+  for (;;) {
+    uv_mutex_lock(&b->lock);
+    ev_t *ev = b->qhead;
+    if (ev == NULL) {
+      uv_mutex_unlock(&b->lock);
+      return;
+    }
+    ev_t copy = *ev;
+    b->qhead = ev->next;
+    if (b->qhead == NULL)
+      b->qtail = NULL;
+    ev->next = b->qfree;
+    b->qfree = ev;
+    uv_mutex_unlock(&b->lock);
+    if (copy.type <= EV_DETACH)
+      b->stats.queued_events++;
+    (void)ev_apply(b, &copy); /* a failed attach: a socket nats.c closed
+                                 already; its next attach comes */
+  }
+}
+
+static void on_async(uv_async_t *a) {
+  uvp_nats_t *b = a->data;
+  ev_drain(b);
+  uvp_nats__poll_subs(b);
+}
+
+static natsStatus el_attach(void **user, void *loop, natsConnection *nc,
+                            natsSock fd) {
+  *user = loop;
+  return ev_post(loop, EV_ATTACH, (int)fd, nc, NULL);
+}
+
+static natsStatus el_read(void *user, bool add) {
+  return ev_post(user, EV_READ, add, NULL, NULL);
+}
+
+static natsStatus el_write(void *user, bool add) {
+  return ev_post(user, EV_WRITE, add, NULL, NULL);
+}
+
+static natsStatus el_detach(void *user) {
+  return ev_post(user, EV_DETACH, 0, NULL, NULL);
+}
+
+/* nats.c's delivery thread (the inbox) and asynchronous-callback thread
+ * (connection events). */
+static void inbox_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                     void *closure) {
+  (void)nc;
+  (void)sub;
+  if (ev_post(closure, EV_MSG, 0, NULL, msg) != NATS_OK)
+    natsMsg_Destroy(msg); /* no memory: the request times out */
+}
+
+static void inbox_done_cb(void *closure) {
+  (void)ev_post(closure, EV_INBOX_DONE, 0, NULL, NULL);
+}
+
+static void disconnected_cb(natsConnection *nc, void *closure) {
+  (void)nc;
+  (void)ev_post(closure, EV_CONN, UVP_NATS_DISCONNECTED, NULL, NULL);
+}
+
+static void reconnected_cb(natsConnection *nc, void *closure) {
+  (void)nc;
+  (void)ev_post(closure, EV_CONN, UVP_NATS_RECONNECTED, NULL, NULL);
+}
+
+static void closed_cb(natsConnection *nc, void *closure) {
+  (void)nc;
+  (void)ev_post(closure, EV_CONN, UVP_NATS_CLOSED, NULL, NULL);
+}
+
+static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
+                     void *closure) {
+  (void)nc;
+  (void)sub;
+  if (err == NATS_SLOW_CONSUMER)
+    (void)ev_post(closure, EV_CONN, UVP_NATS_SLOW_CONSUMER, NULL, NULL);
+}
+
+/* ---- connection events --------------------------------------------------- */
+
+void uvp_nats__on_conn_event(uvp_nats_t *b, int event) {
+  switch (event) {
+  case UVP_NATS_DISCONNECTED:
+    b->stats.disconnects++;
+    if ((b->flags & UVP_NATS_FAIL_ON_DISCONNECT) && b->state == S_OPEN)
+      uvp_nats__reqs_fail(b, UVP_NATS_EDISCONNECTED);
+    break;
+  case UVP_NATS_RECONNECTED:
+    b->stats.reconnects++;
+    break;
+  case UVP_NATS_CLOSED:
+    b->got_closed = true;
+    if (b->state == S_OPEN) { /* nats.c gave up: closed for good */
+      b->state = S_DEAD;
+      uvp_nats__reqs_fail(b, UVP_ECLOSED);
+      uvp_nats__subs_fail(b, UVP_ECLOSED);
+    }
+    break;
+  case UVP_NATS_SLOW_CONSUMER:
+    uvp_nats__count_dropped(b);
+    break;
+  }
+  if (b->on_event != NULL && b->state != S_CLOSING && b->state != S_CONNECTING)
+    b->on_event(b->arg, b, (uvp_nats_event_t)event);
+  uvp_nats__maybe_finish(b);
+}
+
+/* ---- connect, flush, close ----------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  uvp_nats_t *b = h->data;
+  if (--b->handles > 0)
+    return;
+  for (ev_t *ev = b->qfree, *next; ev != NULL; ev = next) {
+    next = ev->next;
+    free(ev);
+  }
+  uv_mutex_destroy(&b->lock);
+  free(b->buckets);
+  free(b);
+}
+
+/* natsConnection_Destroy once nothing of nats.c's can reach the binding
+ * any more (see the top); then the handles close and the memory goes. */
+void uvp_nats__maybe_finish(uvp_nats_t *b) {
+  if (b->finished || !b->connect_done || b->in_nats > 0)
+    return;
+  if (b->state != S_CLOSING || !b->close_done || b->jobs > 0)
+    return;
+  if (b->attached || b->poll != NULL || b->poll_closing)
+    return;
+  if (b->inbox_sub != NULL && !b->inbox_done)
+    return;
+  if (b->conn != NULL && !b->got_closed) /* its thread still has b */
+    return;
+  if (b->svcs > 0) /* their members' replies look at b */
+    return;
+  b->finished = true;
+  ev_drain(b); /* nothing of ours is left in it: messages, late events */
+  natsSubscription_Destroy(b->inbox_sub);
+  natsConnection_Destroy(b->conn);
+  natsOptions_Destroy(b->opts);
+  b->inbox_sub = NULL;
+  b->conn = NULL;
+  b->opts = NULL;
+  keep_set(b);
+  uv_close((uv_handle_t *)&b->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&b->drain_timer, on_handle_closed);
+  uv_close((uv_handle_t *)&b->async, on_handle_closed);
+}
+
+static void close_work(uv_work_t *w) {
+  job_t *j = w->data;
+  if (j->b->conn != NULL)
+    natsConnection_Close(j->b->conn);
+  nats_ReleaseThreadMemory(); /* see connect_work */
+}
+
+static void close_after(uv_work_t *w, int status) {
+  job_t *j = w->data;
+  uvp_nats_t *b = j->b;
+  (void)status;
+  b->close_done = true;
+  ev_drain(b); /* the detach, queued by the pool thread */
+  uvp_nats__maybe_finish(b);
+}
+
+/* Start the end: everything waiting rejects with rc, subscriptions go, and
+ * natsConnection_Close runs on the pool. */
+static void close_start(uvp_nats_t *b, int rc) {
+  b->state = S_CLOSING;
+  b->close_started = true;
+  uvp_nats__reqs_fail(b, rc);
+  while (b->subs != NULL) {
+    if (b->conn != NULL)
+      (void)natsSubscription_Unsubscribe(b->subs->sub);
+    uvp_nats__sub_free(b->subs, rc);
+  }
+  keep_set(b);
+  b->close_job.b = b;
+  b->close_job.w.data = &b->close_job;
+  if (uv_queue_work(b->loop, &b->close_job.w, close_work, close_after) != 0) {
+    close_work(&b->close_job.w); /* cannot happen with a live loop */
+    close_after(&b->close_job.w, 0);
+  }
+}
+
+int uvp_nats_close(uvp_nats_t *b) {
+  if (b == NULL || b->state == S_CLOSING || b->state == S_CONNECTING)
+    return UV_EINVAL;
+  close_start(b, UV_ECANCELED);
+  return 0;
+}
+
+static void connect_more(job_t *j, natsConnection *conn, natsStatus s);
+
+static void connect_work(uv_work_t *w) {
+  job_t *j = w->data;
+  uvp_nats_t *b = j->b;
+  natsConnection *conn = NULL;
+  natsStatus s = natsConnection_Connect(&conn, b->opts);
+  connect_more(j, conn, s);
+  /* nats.c keeps an error record per thread that calls it, freed when
+   * the thread exits: libuv's pool threads never do */
+  nats_ReleaseThreadMemory();
+}
+
+static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
+  uvp_nats_t *b = j->b;
+  if (s != NATS_OK) {
+    j->rc = uvp_nats_code(s);
+    return;
+  }
+  j->conn = conn; /* the loop takes it in connect_after: b->conn is the
+                     loop's (the attach, queued meanwhile, sets it too) */
+  if (natsConnection_HasHeaderSupport(conn) != NATS_OK) {
+    j->rc = UV_ENOTSUP;
+    return;
+  }
+  char *inbox = NULL;
+  s = natsInbox_Create(&inbox);
+  if (s == NATS_OK && strlen(inbox) + 3 > sizeof(b->inbox))
+    s = NATS_ERR;
+  if (s == NATS_OK) {
+    char wild[sizeof(b->inbox) + 2];
+    snprintf(b->inbox, sizeof(b->inbox), "%s", inbox);
+    b->inbox_len = strlen(b->inbox);
+    snprintf(wild, sizeof(wild), "%s.*", b->inbox);
+    s = natsConnection_Subscribe(&b->inbox_sub, conn, wild, inbox_cb, b);
+  }
+  natsInbox_Destroy(inbox);
+  if (s == NATS_OK)
+    s = natsSubscription_SetOnCompleteCB(b->inbox_sub, inbox_done_cb, b);
+  if (s == NATS_OK) /* replies are taken at once: no limit to trip */
+    s = natsSubscription_SetPendingLimits(b->inbox_sub, -1, -1);
+  j->rc = uvp_nats_code(s);
+}
+
+static void connect_after(uv_work_t *w, int status) {
+  job_t *j = w->data;
+  uvp_nats_t *b = j->b;
+  (void)status;
+  b->connect_done = true;
+  uvp_promise_t *p = j->p;
+  ev_drain(b); /* the attach first: it names the connection too */
+  if (b->conn == NULL)
+    b->conn = j->conn;
+  j->p = NULL;
+  uvp_nats__waiting_add(b, -1);
+  b->state = S_OPEN;
+  if (j->rc == 0 && !j->cut)
+    uvp_promise_resolve(p, b, NULL);
+  else
+    close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
+  if (j->rc != 0 && !j->cut)
+    uvp_promise_reject(p, j->rc, NULL, NULL);
+  uvp_inflight_end(&j->fl); /* the job has stopped */
+  uvp_promise_release(p);
+}
+
+/* The connect's promise was cut: it has rejected; the job runs on and
+ * connect_after closes what it makes. */
+static void on_connect_cancel(uvp_inflight_t *fl, int code) {
+  job_t *j = fl->data;
+  (void)code;
+  j->cut = true;
+}
+
+static int connect_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
+  (void)fl;
+  return snprintf(buf, cap, "connect");
+}
+
+static const uvp_inflight_class_t connect_class = {"NATS", on_connect_cancel,
+                                                   connect_describe, 0};
+
+/* The options the connection runs with: the program's (handed over) or
+ * nats.c's defaults, with the binding's event loop and callbacks. */
+static int options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o) {
+  natsStatus s = NATS_OK;
+  if (o != NULL && o->options != NULL)
+    b->opts = o->options;
+  else
+    s = natsOptions_Create(&b->opts);
+  if (s == NATS_OK && o != NULL && o->url != NULL)
+    s = natsOptions_SetURL(b->opts, o->url);
+  if (s == NATS_OK)
+    s = natsOptions_SetEventLoop(b->opts, b, el_attach, el_read, el_write,
+                                 el_detach);
+  if (s == NATS_OK)
+    s = natsOptions_SetSendAsap(b->opts, !(b->flags & UVP_NATS_NO_SEND_ASAP));
+  if (s == NATS_OK)
+    s = natsOptions_SetDisconnectedCB(b->opts, disconnected_cb, b);
+  if (s == NATS_OK)
+    s = natsOptions_SetReconnectedCB(b->opts, reconnected_cb, b);
+  if (s == NATS_OK)
+    s = natsOptions_SetClosedCB(b->opts, closed_cb, b);
+  if (s == NATS_OK)
+    s = natsOptions_SetErrorHandler(b->opts, error_cb, b);
+  return uvp_nats_code(s);
+}
+
+static void binding_free_early(uvp_nats_t *b) {
+  natsOptions_Destroy(b->opts);
+  uv_mutex_destroy(&b->lock);
+  free(b);
+}
+
+/* The binding's three handles (closed, and b freed, by uvp_nats__maybe_finish).
+ */
+static int handles_init(uvp_nats_t *b) {
+  int rc = uv_async_init(b->loop, &b->async, on_async);
+  if (rc != 0)
+    return rc;
+  b->async.data = b;
+  uv_unref((uv_handle_t *)&b->async);
+  uv_timer_init(b->loop, &b->timer);
+  uv_timer_init(b->loop, &b->drain_timer);
+  b->timer.data = b->drain_timer.data = b;
+  uv_unref((uv_handle_t *)&b->timer);
+  uv_unref((uv_handle_t *)&b->drain_timer);
+  b->handles = 3;
+  return 0;
+}
+
+int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                        uvp_promise_t **out, const char *file, int line) {
+  if (ctx == NULL || out == NULL) {
+    if (o != NULL)
+      natsOptions_Destroy(o->options);
+    return UV_EINVAL;
+  }
+  uvp_promise_t *p;
+  int rc = uvp_promise_new_at(ctx, &p, file, line);
+  uvp_nats_t *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
+  if (b == NULL || uv_mutex_init(&b->lock) != 0) {
+    if (o != NULL)
+      natsOptions_Destroy(o->options);
+    if (p != NULL && rc == 0)
+      uvp_promise_release(p);
+    free(b);
+    return rc != 0 ? rc : UV_ENOMEM;
+  }
+  b->ctx = ctx;
+  b->loop = uvp_ctx_loop(ctx);
+  b->loop_thread = uv_thread_self();
+  b->fd = -1;
+  b->flags = o != NULL ? o->flags : 0;
+  b->on_event = o != NULL ? o->on_event : NULL;
+  b->arg = o != NULL ? o->arg : NULL;
+  b->connect_job.b = b;
+  b->connect_job.p = p;
+  b->connect_job.w.data = &b->connect_job;
+  b->connect_job.fl.data = &b->connect_job;
+  if ((rc = options_make(b, o)) != 0 ||
+      (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
+          0 ||
+      (rc = handles_init(b)) != 0) {
+    uvp_inflight_end(&b->connect_job.fl); /* not started: nothing */
+    uvp_promise_release(p);
+    binding_free_early(b);
+    return rc;
+  }
+  *out = uvp_promise_retain(p);
+  if ((rc = uv_queue_work(b->loop, &b->connect_job.w, connect_work,
+                          connect_after)) != 0) {
+    uvp_promise_release(*out);
+    uvp_inflight_end(&b->connect_job.fl);
+    uvp_promise_release(p);
+    b->connect_done = true;
+    b->state = S_CLOSING;
+    b->close_started = b->close_done = true;
+    uvp_nats__maybe_finish(b);
+    return rc;
+  }
+  uvp_nats__waiting_add(b, 1);
+  return 0;
+}
+
+/* ---- flush --------------------------------------------------------------- */
+
+static void flush_work(uv_work_t *w) {
+  job_t *j = w->data;
+  j->s = natsConnection_FlushTimeout(j->b->conn, j->timeout_ms);
+  nats_ReleaseThreadMemory(); /* see connect_work */
+}
+
+static void flush_after(uv_work_t *w, int status) {
+  job_t *j = w->data;
+  uvp_nats_t *b = j->b;
+  (void)status;
+  b->jobs--;
+  if (!j->cut) {
+    uvp_nats__waiting_add(b, -1);
+    if (j->s == NATS_OK)
+      uvp_promise_resolve(j->p, NULL, NULL);
+    else
+      uvp_promise_reject(j->p, uvp_nats_code(j->s), NULL, NULL);
+  }
+  uvp_inflight_end(&j->fl); /* the job has stopped */
+  uvp_promise_release(j->p);
+  free(j);
+  uvp_nats__maybe_finish(b);
+}
+
+/* The flush's promise was cut: it has rejected; the job runs on. */
+static void on_flush_cancel(uvp_inflight_t *fl, int code) {
+  job_t *j = fl->data;
+  (void)code;
+  j->cut = true;
+  uvp_nats__waiting_add(j->b, -1);
+}
+
+static int flush_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
+  (void)fl;
+  return snprintf(buf, cap, "flush");
+}
+
+static const uvp_inflight_class_t flush_class = {"NATS", on_flush_cancel,
+                                                 flush_describe, 0};
+
+int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
+                      int line) {
+  if (b == NULL || out == NULL)
+    return UV_EINVAL;
+  if (b->state != S_OPEN)
+    return UVP_ECLOSED;
+  job_t *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return UV_ENOMEM;
+  uint64_t left = uvp_deadline_left(b->ctx);
+  j->b = b;
+  j->w.data = j;
+  j->fl.data = j;
+  j->timeout_ms = left < UVP_NATS_REQUEST_TIMEOUT_DEFAULT
+                      ? (int64_t)(left > 0 ? left : 1)
+                      : (int64_t)UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
+  int rc = uvp_promise_new_at(b->ctx, &j->p, file, line);
+  if (rc == 0)
+    rc = uvp_inflight_start(b->ctx, &j->fl, j->p, &flush_class);
+  if (rc == 0)
+    rc = uv_queue_work(b->loop, &j->w, flush_work, flush_after);
+  if (rc != 0) {
+    uvp_inflight_end(&j->fl);
+    if (j->p != NULL)
+      uvp_promise_release(j->p);
+    free(j);
+    return rc;
+  }
+  b->jobs++;
+  uvp_nats__waiting_add(b, 1);
+  *out = uvp_promise_retain(j->p);
+  return 0;
+}

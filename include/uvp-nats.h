@@ -1,0 +1,581 @@
+/** @file
+ * uvp-nats — NATS requests, publishes and subscriptions as uvp promises,
+ * through nats.c (libnats) on the context's own loop.
+ *
+ * A binding, not part of uvp's core: a library of its own (libuvp-nats,
+ * pkg-config name uvp-nats), built when libnats >= 3.4 is found (Debian:
+ * libnats-dev).  It drives each connection with nats.c's event-loop
+ * interface (natsOptions_SetEventLoop) through four callbacks of its own,
+ * not nats.c's shipped adapters/libuv.h (docs/internals.md §21 says why).
+ *
+ * @code
+ *   uvp_nats_connect(ctx, &(uvp_nats_connect_opts_t){.url = url}, &cp);
+ *   ...  // cp fulfils with a uvp_nats_t * (yours: uvp_nats_close it)
+ *   uvp_nats_request(nc, "fan.work", "hi", 2, NULL, &p);
+ *   ...  // p fulfils with the reply, a natsMsg * the promise owns
+ *   uvp_nats_close(nc);                 // then run the loop
+ *   nats_CloseAndWait(0);               // after the last connection
+ * @endcode
+ *
+ * Everything here is called on the context's loop thread, as uvp's
+ * wrappers are, and every promise settles there.  The rules of uvp.h for
+ * wrappers hold (a promise only the binding settles, cancellation,
+ * teardown, keeping uv_run() going only while something waits), with what
+ * this header adds.
+ *
+ * Threads.  nats.c works on threads of its own, and calls the binding from
+ * them; the binding never calls the program from them.
+ *  - nats_Open (called by the first uvp_nats_connect; the program may call
+ *    it first) starts three threads for the process: timers (PINGs, the
+ *    reconnect wait), asynchronous callbacks (disconnected, reconnected,
+ *    closed, errors) and garbage collection.  They live until
+ *    nats_CloseAndWait, which the program calls after its last
+ *    connection is closed (as curl_global_cleanup for libcurl), with no
+ *    loop thread inside nats.c then.
+ *  - A connection starts none (SendAsap, the default), one flusher thread
+ *    with UVP_NATS_NO_SEND_ASAP, a reconnect thread while reconnecting and a
+ *    drain thread while a subscription drains.
+ *  - Each connection has one asynchronous subscription, its reply inbox
+ *    (`_INBOX.RANDOM.*`), and so one delivery thread.  Subscriptions made
+ *    with uvp_nats_subscribe are synchronous: no thread; they are polled
+ *    on the loop after each read.
+ *  - uvp_nats_connect, uvp_nats_flush and uvp_nats_close run nats.c's
+ *    blocking calls on libuv's thread pool (one pool thread for the call's
+ *    length), so the loop is never blocked by them.
+ *  - nats.c calls the binding's event-loop callbacks (attach, read, write,
+ *    detach) from whichever of these threads is at work: the pool thread
+ *    connecting or closing, the reconnect thread, the timer thread that
+ *    sends PINGs, and the loop thread itself (inside a read or a publish).
+ *    On the loop thread with nothing queued they act at once; otherwise
+ *    they go, in order, through one locked queue and one uv_async_t per
+ *    connection, which is unreferenced while nothing waits.  The inbox's
+ *    replies and the connection's events reach the loop the same way.
+ *
+ * Errors.  Calls return 0 or a negative code: libuv's, uvp's, or the
+ * binding's own below (UVP_NATS_ENORESPONDERS, ...); uvp_nats_strerror
+ * and uvp_nats_err_name know them all.  nats.c's natsStatus values are
+ * mapped (uvp_nats_code). */
+#ifndef UVP_NATS_H
+#define UVP_NATS_H
+
+#include <nats/nats.h>
+#include <stdio.h>
+#include <uvp.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define UVP_NATS_EXTERN __declspec(dllexport)
+#elif defined(__GNUC__)
+#define UVP_NATS_EXTERN __attribute__((visibility("default")))
+#else
+#define UVP_NATS_EXTERN
+#endif
+
+/** @defgroup nats uvp-nats
+ * NATS requests and subscriptions as uvp promises: see uvp-nats.h. */
+
+/** @defgroup nats_errors Error codes
+ * @ingroup nats */
+/** @{ */
+
+/** The binding's own codes, below uvp's (-30001...), uvp-curl's (-32001...)
+ * and libuv's. */
+#define UVP_NATS_ERRNO_MAP(XX)                                                 \
+  XX(ENORESPONDERS, -33001, "no responders for the request's subject")         \
+  XX(EDISCONNECTED, -33002, "the connection to the NATS server dropped")       \
+  XX(ENATS, -33003, "NATS error")
+
+/** The codes of UVP_NATS_ERRNO_MAP as constants: UVP_NATS_ENORESPONDERS... */
+typedef enum {
+#define XX(name, val, msg) UVP_NATS_##name = (val),
+  UVP_NATS_ERRNO_MAP(XX)
+#undef XX
+      UVP_NATS_ERRNO_MAX_ = -33000
+} uvp_nats_errno_t;
+
+/** @name uvp_nats_strerror, uvp_nats_err_name
+ * @{ */
+/** Message / symbolic name ("ENORESPONDERS", "ETIMEDOUT") of a binding code
+ * or of any code uvp_strerror / uvp_err_name know.  Never NULL. */
+UVP_NATS_EXTERN const char *uvp_nats_strerror(int code);
+UVP_NATS_EXTERN const char *uvp_nats_err_name(int code);
+/** @} */
+
+/** The code for a natsStatus: NATS_OK 0; NATS_NO_SERVER (nobody listens)
+ * UV_ECONNREFUSED; NATS_TIMEOUT UV_ETIMEDOUT; NATS_NO_MEMORY UV_ENOMEM;
+ * NATS_INVALID_ARG, NATS_INVALID_SUBJECT UV_EINVAL; NATS_MAX_PAYLOAD
+ * UV_EMSGSIZE; NATS_INSUFFICIENT_BUFFER (the reconnect buffer is full)
+ * UV_ENOBUFS; NATS_CONNECTION_CLOSED UVP_ECLOSED;
+ * NATS_CONNECTION_DISCONNECTED UVP_NATS_EDISCONNECTED; NATS_NO_RESPONDERS
+ * UVP_NATS_ENORESPONDERS; NATS_NOT_PERMITTED UV_EACCES;
+ * NATS_HEADERS_NOT_SUPPORTED, NATS_NO_SERVER_SUPPORT UV_ENOTSUP;
+ * NATS_SSL_ERROR, NATS_PROTOCOL_ERROR UV_EPROTO; anything else
+ * UVP_NATS_ENATS. */
+UVP_NATS_EXTERN int uvp_nats_code(natsStatus s);
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                              */
+/* ------------------------------------------------------------------------ */
+
+/** @defgroup nats_conn Connections
+ * @ingroup nats */
+/** @{ */
+
+/** A connection: see uvp_nats_connect. */
+typedef struct uvp_nats_s uvp_nats_t;
+
+enum {
+  /** Leave nats.c's flusher on (natsOptions_SetSendAsap(false)): every
+   * publish then waits up to 1 ms for more to send with it, on the
+   * flusher's thread (better under a burst of thousands, a millisecond
+   * more per round trip otherwise).  Default: off, the loop writes what a
+   * loop turn published in its own write event. */
+  UVP_NATS_NO_SEND_ASAP = 1,
+  /** When the connection drops, reject every request in flight at once
+   * with UVP_NATS_EDISCONNECTED (for a caller that retries), instead of
+   * leaving them to their timeouts across nats.c's reconnect. */
+  UVP_NATS_FAIL_ON_DISCONNECT = 2
+};
+
+/** What happened to a connection (uvp_nats_event_cb). */
+typedef enum {
+  UVP_NATS_DISCONNECTED = 1, /**< the socket dropped; nats.c reconnects */
+  UVP_NATS_RECONNECTED = 2,  /**< connected again; the inbox and the
+                                  subscriptions were sent again */
+  UVP_NATS_CLOSED = 3,       /**< closed for good (reconnect attempts used
+                                  up): everything waiting rejected with
+                                  UVP_ECLOSED; uvp_nats_close it still */
+  UVP_NATS_SLOW_CONSUMER = 4 /**< a subscription's pending limits were
+                                  passed: nats.c dropped messages (counted
+                                  in uvp_nats_stats' dropped) */
+} uvp_nats_event_t;
+
+/** Told of a connection's events, on the loop thread (nats.c reports them
+ * on its asynchronous-callback thread; the binding passes them on through
+ * its queue).  It may call any uvp and uvp_nats function except
+ * uvp_nats_close of this connection (defer that to a promise's
+ * handler). */
+typedef void (*uvp_nats_event_cb)(void *arg, uvp_nats_t *nc,
+                                  uvp_nats_event_t event);
+
+/** Options of uvp_nats_connect. */
+typedef struct uvp_nats_connect_opts_s {
+  const char *url;      /**< "nats://127.0.0.1:4222" (NULL: that); a
+                             comma-separated list is several servers */
+  natsOptions *options; /**< optional: the program's nats.c options
+                             (reconnect wait and attempts, PING interval,
+                             TLS, credentials, name...), handed over: the
+                             binding owns it from the call on (destroys it,
+                             on error too) and sets its event loop,
+                             SendAsap, its callbacks and url (if set) on
+                             it.  NULL: nats.c's defaults */
+  int flags; /**< UVP_NATS_NO_SEND_ASAP, UVP_NATS_FAIL_ON_DISCONNECT */
+  uvp_nats_event_cb on_event; /**< optional */
+  void *arg;                  /**< on_event's first argument */
+} uvp_nats_connect_opts_t;
+
+/** @name uvp_nats_connect, uvp_nats_connect_at
+ * @{ */
+/** Connect to a NATS server: natsConnection_Connect runs on the thread
+ * pool (it blocks until the server's PONG), the loop goes on.  *out gets
+ * one reference to a promise that fulfils with the connection, a
+ * uvp_nats_t * that is the program's from then on (no destructor: give it
+ * to uvp_nats_close).  Rejects with UV_ECONNREFUSED (no server answered,
+ * after nats.c's attempts), UV_ENOTSUP (the server has no headers, before
+ * 2.2: deadlines and no-responders need them), UV_ETIMEDOUT, UV_EINVAL (a
+ * URL nats.c refuses), UV_ENOMEM or another mapped code (uvp_nats_code).
+ * Cancel-safe: cancelling (or the scope's deadline, or uvp_ctx_close)
+ * rejects at once; the connect already running goes on on its pool thread
+ * and the connection it makes is closed and freed by the binding.  `opts`
+ * may be NULL.  Threads: nats.c's connect runs on a pool thread, and its
+ * attach reaches the loop through the queue; the promise settles on the
+ * loop thread.  Errors: UV_EINVAL (NULL ctx or out), UVP_ECLOSED,
+ * UV_ENOMEM; nothing started then (`opts->options` is destroyed on every
+ * error: it is the binding's from the call on). */
+#define uvp_nats_connect(...)                                                  \
+  uvp_nats_connect_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
+                                        const uvp_nats_connect_opts_t *opts,
+                                        uvp_promise_t **out, const char *file,
+                                        int line);
+/** @} */
+
+/** Close: reject every request in flight and every subscription's waits
+ * with UV_ECANCELED, unsubscribe, and run natsConnection_Close on the
+ * thread pool (on the loop thread it would stall the loop for up to
+ * 500 ms: it flushes, and waits for a PONG only the loop can read).
+ * nats.c's detach then reaches the loop through the queue;
+ * natsConnection_Destroy runs only once the loop has applied it and
+ * closed the poll handle, and nats.c's closed callback and the inbox's
+ * delivery thread have said their last.  The connection's memory goes
+ * once the loop has run its close callbacks: run the loop before
+ * uv_loop_close(), as for a libuv handle.  Subscriptions of this
+ * connection are freed with it (do not use them after).  Any time on
+ * the loop thread, before or after uvp_ctx_close, but not from inside
+ * uvp_nats_event_cb.  Not a promise: nothing to cancel.  Threads:
+ * natsConnection_Close runs on a pool thread, nats.c's detach and closed
+ * callback (its asynchronous thread) and the inbox's last word (its
+ * delivery thread) reach the loop through the queue.  Errors: UV_EINVAL
+ * (NULL, already closing, or still connecting). */
+UVP_NATS_EXTERN int uvp_nats_close(uvp_nats_t *nc);
+
+/** nats.c's connection, for the calls the binding does not wrap
+ * (natsConnection_GetConnectedUrl, _GetServerId, _GetRTT is not one:
+ * it blocks).  Do not close, destroy or drain it, nor call its blocking
+ * calls (natsConnection_Request, _Flush, _FlushTimeout) on the loop
+ * thread: they stall the loop for their whole timeout.  NULL for NULL. */
+UVP_NATS_EXTERN natsConnection *uvp_nats_connection(const uvp_nats_t *nc);
+
+/** @name uvp_nats_flush, uvp_nats_flush_at
+ * @{ */
+/** Fulfils (value NULL) when the server has answered a PING sent after
+ * everything published so far: natsConnection_FlushTimeout on the thread
+ * pool (the only thread nats.c blocks) while the loop reads the PONG.  Its
+ * timeout is the scope's deadline
+ * if any, else 30 s.  Rejects with UV_ETIMEDOUT, UVP_ECLOSED,
+ * UVP_NATS_EDISCONNECTED.  Cancel-safe: rejects at once, the flush on its
+ * pool thread runs to its end.  Errors: UV_EINVAL, UVP_ECLOSED (the
+ * connection is closing), UV_ENOMEM. */
+#define uvp_nats_flush(...) uvp_nats_flush_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
+                                      const char *file, int line);
+/** @} */
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Publish and request                                                      */
+/* ------------------------------------------------------------------------ */
+
+/** @defgroup nats_pub Publish and request
+ * @ingroup nats */
+/** @{ */
+
+/** The header a request carries: the milliseconds its caller still waits,
+ * relative (two machines' clocks differ), as gRPC's grpc-timeout. */
+#define UVP_NATS_TIMEOUT_HEADER "Uvp-Timeout-Ms"
+/** A request's timeout without opts.timeout_ms nor a deadline: 30 s. */
+#define UVP_NATS_REQUEST_TIMEOUT_DEFAULT 30000u
+
+/** Publish `len` bytes of `data` on `subject`, with reply subject `reply`
+ * (NULL: none) and `headers` ("Name: value" strings, NULL-terminated; NULL:
+ * none), all copied.  Core NATS publishing is fire and forget: 0 says nats.c
+ * took it (the loop writes it in its next write event; while reconnecting
+ * it goes to nats.c's reconnect buffer), not that anyone got it.
+ * Errors, at once and with nothing sent: UV_EINVAL (NULL nc or subject, a
+ * subject with a space, a control character or an empty token, a
+ * wildcard token "*" or ">" in subject or reply, a header without ':'),
+ * UV_EMSGSIZE (len over the server's max payload,
+ * natsConnection_GetMaxPayload, 1 MB by default), UV_ENOBUFS (the
+ * reconnect buffer is full), UVP_ECLOSED (closing or closed), UV_ENOMEM.
+ * Not a promise: nothing to cancel.  Threads: the loop thread; nats.c
+ * asks, from inside the call, to poll for writing (applied at once). */
+UVP_NATS_EXTERN int uvp_nats_publish(uvp_nats_t *nc, const char *subject,
+                                     const char *reply, const void *data,
+                                     size_t len, const char *const *headers);
+
+enum {
+  /** Do not hold the virtual clock (its work in flight is "idle",
+   * UVP_INFLIGHT_IDLE) while the request is in
+   * flight: under UVP_CLOCK_AUTO the clock may then jump to the next timer
+   * or deadline while the reply is on its way (a simulation that wants
+   * virtual time to run ahead of the network). */
+  UVP_NATS_REQUEST_NO_HOLD = 1
+};
+
+/** Options of uvp_nats_request. */
+typedef struct uvp_nats_request_opts_s {
+  uint64_t timeout_ms;        /**< the request ends after this (0: 30 s
+                                   unless the scope's deadline is nearer) */
+  const char *const *headers; /**< "Name: value" strings, NULL-terminated
+                                   (copied); NULL: none */
+  int flags;                  /**< 0 or UVP_NATS_REQUEST_NO_HOLD */
+} uvp_nats_request_opts_t;
+
+/** @name uvp_nats_request, uvp_nats_request_at
+ * @{ */
+/** Send a request: publish `len` bytes of `data` on `subject` with the
+ * reply subject `INBOX.ID` (the connection's one wildcard inbox
+ * subscription; replies are matched by id on the loop) and the header
+ * Uvp-Timeout-Ms: the smaller of the request's timeout (opts.timeout_ms,
+ * else 30 s) and uvp_deadline_left(), in milliseconds.  *out gets one
+ * reference to a promise that fulfils with the reply, a natsMsg * the
+ * promise owns (natsMsg_Destroy is its destructor: subject, data and
+ * headers, read with natsMsg_GetData, natsMsgHeader_Get...), or rejects:
+ *   the code Uvp-Error names  the reply says the serving side failed
+ *                           (uvp_nats_serve: its handler's code; a name
+ *                           this library does not know: UV_EPROTO); the
+ *                           payload is the reply (natsMsg *, owned: its
+ *                           Uvp-Worker header and its body, the message)
+ *   UVP_NATS_ENORESPONDERS  nobody subscribed to the subject when the
+ *                           request reached the server (its 503 status
+ *                           message), at once
+ *   UV_ETIMEDOUT            the timeout, or the scope's deadline
+ *                           (its work in flight, uvp_inflight_start), passed
+ * first: the worker that took it may have died, or be slow UV_ECANCELED
+ * cancelled, or uvp_nats_close UVP_NATS_EDISCONNECTED  the connection dropped,
+ * with UVP_NATS_FAIL_ON_DISCONNECT UVP_ECLOSED             the connection
+ * closed for good, or uvp_ctx_close Without UVP_NATS_FAIL_ON_DISCONNECT a
+ * request stays across a reconnect until its timeout: its reply may still come,
+ * as the inbox subscription is sent again.  A reply that finds no request
+ * (late, after any of these; duplicate; not ours) is dropped and counted
+ * (uvp_nats_stats' late). Core NATS delivers a request at most once: a caller
+ * that sends a timed out request again may have it served twice. Cancel-safe:
+ * cancelling rejects at once and drops the request's entry (the inbox is
+ * shared: no UNSUB is sent); what was published stays published.  While a
+ * request is in flight the binding keeps uv_run() going and, as work in flight
+ * (uvp_inflight_start: also its group waits for it), holds the virtual clock
+ * (UVP_CLOCK_AUTO; unless UVP_NATS_REQUEST_NO_HOLD), so a virtual deadline does
+ * not jump past a reply on its way.  opts.timeout_ms runs on the loop's real
+ * clock (uv_now); the scope's deadline on uvp's. In the task dump a request
+ * shows as "NATS request SUBJECT #ID". Threads: the reply comes on the
+ * inbox's delivery thread (nats.c's) and reaches the loop through the queue; a
+ * no-responders status the same way; the timeout is a loop timer.  Everything
+ * settles on the loop thread. Errors, at once with nothing sent: those of
+ * uvp_nats_publish (a wildcard in subject is UV_EINVAL), UV_EINVAL (NULL out),
+ * UV_ENOMEM. */
+#define uvp_nats_request(...)                                                  \
+  uvp_nats_request_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_request_at(uvp_nats_t *nc, const char *subject,
+                                        const void *data, size_t len,
+                                        const uvp_nats_request_opts_t *opts,
+                                        uvp_promise_t **out, const char *file,
+                                        int line);
+/** @} */
+
+/** The value of header `name` of `msg` (natsMsgHeader_Get's, borrowed from
+ * msg), or NULL. */
+UVP_NATS_EXTERN const char *uvp_nats_msg_header(natsMsg *msg, const char *name);
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Subscriptions                                                            */
+/* ------------------------------------------------------------------------ */
+
+/** @defgroup nats_sub Subscriptions
+ * @ingroup nats */
+/** @{ */
+
+/** A subscription: see uvp_nats_subscribe. */
+typedef struct uvp_nats_sub_s uvp_nats_sub_t;
+
+/** Subscribe to `subject` (wildcards allowed), in queue group `queue` (NULL:
+ * none; the server gives each message to one member of the group).  A
+ * synchronous nats.c subscription, polled on the loop after each read: no
+ * thread.  Its pending limits (natsSubscription_SetPendingLimits, 65 536
+ * messages or 64 MB by default) stay nats.c's: past them nats.c drops
+ * messages, counted (uvp_nats_stats' dropped) and told to on_event as
+ * UVP_NATS_SLOW_CONSUMER.  *out is yours until uvp_nats_unsubscribe, a
+ * completed drain, or uvp_nats_close.  A subscription keeps uv_run()
+ * going only while a uvp_nats_next waits.  Not a promise: nothing to
+ * cancel.  Threads: none of nats.c's calls the binding for it; the
+ * loop's read event puts its messages in nats.c's list.  Errors: UV_EINVAL
+ * (NULL, a subject or queue with a space or an empty token), UVP_ECLOSED,
+ * UV_ENOMEM, or a mapped nats.c code. */
+UVP_NATS_EXTERN int uvp_nats_subscribe(uvp_nats_t *nc, const char *subject,
+                                       const char *queue, uvp_nats_sub_t **out);
+
+/** @name uvp_nats_next, uvp_nats_next_at
+ * @{ */
+/** The next message, in arrival order, as uvp_group_next hands out
+ * members: *out gets one reference to a promise that fulfils with a
+ * natsMsg * it owns.  Several waits are served in the order they were
+ * made.  Rejects with UV_ECANCELED (uvp_nats_unsubscribe, uvp_nats_close),
+ * UVP_ECLOSED (the connection closed for good; uvp_ctx_close), UV_EOF
+ * (the subscription was drained and is empty), or UV_ETIMEDOUT (the
+ * scope's deadline).  Cancel-safe: cancelling stops only that wait; no
+ * message is lost (a message is taken from nats.c only for a wait that is
+ * still pending).  In the task dump: "NATS next SUBJECT [queue QUEUE]".
+ * Threads: the loop thread only (the subscription is polled after each
+ * read).  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_next(...) uvp_nats_next_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_next_at(uvp_nats_sub_t *sub, uvp_promise_t **out,
+                                     const char *file, int line);
+/** @} */
+
+/** Unsubscribe (UNSUB) and free: its waits reject with UV_ECANCELED, the
+ * messages nats.c held for it are dropped.  Not a promise: nothing to
+ * cancel.  Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_unsubscribe(uvp_nats_sub_t *sub);
+
+/** @name uvp_nats_drain, uvp_nats_drain_at
+ * @{ */
+/** Drain (natsSubscription_Drain: UNSUB, then what the server had already
+ * sent still arrives and is handed out by uvp_nats_next): *out fulfils
+ * (value NULL) once the subscription is empty, and the subscription is then
+ * freed (its later waits reject with UV_EOF before; do not use it after).
+ * nats.c completes a synchronous subscription's drain only inside
+ * natsSubscription_NextMsg, so while draining the binding polls it every
+ * 10 ms on a timer, which may wait there up to 1 ms.  Cancel-safe:
+ * cancelling stops the wait, not the drain.  Threads: nats.c's drain
+ * thread flushes the UNSUB (the loop reads the PONG); completion is seen
+ * on the loop.  Errors: UV_EINVAL, UV_EALREADY (draining), UVP_ECLOSED,
+ * UV_ENOMEM. */
+#define uvp_nats_drain(...) uvp_nats_drain_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_drain_at(uvp_nats_sub_t *sub, uvp_promise_t **out,
+                                      const char *file, int line);
+/** @} */
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Serving: a worker in the library                                         */
+/* ------------------------------------------------------------------------ */
+
+/** @defgroup nats_serve Serving
+ * @ingroup nats */
+/** @{ */
+
+/** A service: see uvp_nats_serve. */
+typedef struct uvp_nats_svc_s uvp_nats_svc_t;
+
+/** The header of a reply whose handler failed: the code's name
+ * ("ETIMEDOUT", uvp_nats_err_name); the body is its message. */
+#define UVP_NATS_ERROR_HEADER "Uvp-Error"
+/** The header every reply of a service carries: "HOST:PID" (or
+ * uvp_nats_serve_opts_t's worker). */
+#define UVP_NATS_WORKER_HEADER "Uvp-Worker"
+/** The longest Uvp-Timeout-Ms a service accepts: a day. */
+#define UVP_NATS_TIMEOUT_MAX 86400000u
+
+/** A request being served: the argument of the fiber or start callback,
+ * valid until the member it starts has settled. */
+typedef struct uvp_nats_served_s {
+  natsMsg *msg;         /**< the request (borrowed): data, headers, reply */
+  uvp_nats_svc_t *svc;  /**< the service */
+  void *arg;            /**< uvp_nats_serve_opts_t's arg */
+  uint64_t timeout_ms;  /**< what Uvp-Timeout-Ms said (or the default) */
+  uint64_t deadline_ms; /**< the deadline the member got: timeout_ms less
+                             the margin and the time it waited to start */
+} uvp_nats_served_t;
+
+/** Starts serving a request: store the promise in *out (one reference, the
+ * service's) and return 0, or return a negative code (replied as a
+ * failure). */
+typedef int (*uvp_nats_serve_start_cb)(uvp_nats_served_t *req,
+                                       uvp_promise_t **out);
+
+/** Options of uvp_nats_serve. */
+typedef struct uvp_nats_serve_opts_s {
+  uvp_fiber_fn fiber; /**< each request runs as a fiber, fiber(req) with a
+                           uvp_nats_served_t *, spawned with the context's
+                           fiber mode (uvp_ctx_set_fiber_mode: compact
+                           fibers suit thousands of requests) */
+  uvp_nats_serve_start_cb start; /**< or start(req, &p), if fiber is NULL */
+  void *arg;                     /**< the served struct's arg */
+  size_t limit;                  /**< requests served at once; 0: no limit */
+  uint64_t margin_ms; /**< taken off Uvp-Timeout-Ms for the way back; 0:
+                           10 ms */
+  uint64_t default_timeout_ms; /**< without Uvp-Timeout-Ms; 0: 30 s */
+  const char *worker; /**< Uvp-Worker's value (copied); NULL: host:pid */
+} uvp_nats_serve_opts_t;
+
+/** Counters of a service (uvp_nats_serve_stats). */
+typedef struct uvp_nats_serve_stats_s {
+  uint64_t received; /**< requests taken from the subscription */
+  uint64_t served;   /**< started (fiber spawned, start called) */
+  uint64_t replied;  /**< replies sent, with a value or Uvp-Error */
+  uint64_t failed;   /**< of those, Uvp-Error replies of failed members */
+  uint64_t expired;  /**< dropped unserved: the deadline passed while they
+                          waited under the limit (no reply) */
+  uint64_t bad;      /**< answered Uvp-Error EPROTO (a bad Uvp-Timeout-Ms)
+                          or ETIMEDOUT (Uvp-Timeout-Ms: 0), unserved */
+  uint64_t no_reply; /**< served, but the request had no reply subject */
+} uvp_nats_serve_stats_t;
+
+/** Serve `subject` in queue group `queue` (NULL: none; the server spreads
+ * requests over the group's members).  Each request that arrives is a
+ * member of a UVP_GROUP_DISCARD_SETTLED group (to supervise and drain,
+ * keeping nothing per finished request): a fiber (opts->fiber) or a start
+ * callback's promise (opts->start), under a deadline of the request's
+ * Uvp-Timeout-Ms less opts->margin_ms, counted from its arrival
+ * (opts->default_timeout_ms without the header), so every operation it
+ * starts (a uvp-curl transfer, a nested uvp_nats_request, whose header
+ * then carries what is left) ends when the caller stops waiting.
+ *   The member's value is the reply's body: a NUL-terminated string (the
+ *   bytes before the NUL are sent; NULL: an empty body).
+ *   A rejection replies with Uvp-Error: <code's name> and its message as
+ *   the body.  Every reply carries Uvp-Worker.
+ *   Uvp-Timeout-Ms not a decimal number, or over UVP_NATS_TIMEOUT_MAX:
+ *   replied Uvp-Error: EPROTO, unserved; "0": Uvp-Error: ETIMEDOUT.
+ *   No reply subject: served, no reply, counted.
+ *   opts->limit bounds the requests served at once; NATS pushes the others
+ *   anyway, and they wait in the group's queue with their deadlines
+ *   running: one whose deadline passed before it started is dropped
+ *   unserved (its caller has given up) and counted.
+ * The service keeps uv_run() going until it is drained or its connection
+ * closed (uvp_nats_close cancels its members, UV_ECANCELED: their replies
+ * are not sent).  *out is the connection's until then.  Errors: UV_EINVAL
+ * (NULL, neither fiber nor start, a bad subject or queue), UVP_ECLOSED,
+ * UV_ENOMEM, a mapped nats.c code.  Not a promise: stop it with
+ * uvp_nats_serve_drain or uvp_nats_close.  Threads: as a subscription's
+ * (no thread of nats.c's calls it); fibers, handlers and replies all run
+ * on the loop thread. */
+UVP_NATS_EXTERN int uvp_nats_serve(uvp_nats_t *nc, const char *subject,
+                                   const char *queue,
+                                   const uvp_nats_serve_opts_t *opts,
+                                   uvp_nats_svc_t **out);
+
+/** @name uvp_nats_serve_drain, uvp_nats_serve_drain_at
+ * @{ */
+/** Stop taking requests (natsSubscription_Drain: UNSUB; what the server
+ * had already sent still arrives and is served), wait for every member to
+ * have replied, and fulfil (value NULL); the service is freed then.  For
+ * SIGTERM: drain, then uvp_nats_close.  Cancel-safe: cancelling stops the
+ * wait, not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,
+ * UV_EALREADY, UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_serve_drain(...)                                              \
+  uvp_nats_serve_drain_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc,
+                                            uvp_promise_t **out,
+                                            const char *file, int line);
+/** @} */
+
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_serve_stats(const uvp_nats_svc_t *svc,
+                                         uvp_nats_serve_stats_t *out);
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Inspection                                                               */
+/* ------------------------------------------------------------------------ */
+
+/** @defgroup nats_inspection Inspection
+ * @ingroup nats */
+/** @{ */
+
+/** Counters of a connection (uvp_nats_stats). */
+typedef struct uvp_nats_stats_s {
+  size_t in_flight;       /**< requests waiting for their reply */
+  uint64_t requests;      /**< requests published */
+  uint64_t replies;       /**< replies matched to a request */
+  uint64_t no_responders; /**< requests rejected UVP_NATS_ENORESPONDERS */
+  uint64_t timeouts;      /**< requests ended by their own timeout */
+  uint64_t cancelled;     /**< requests cancelled (deadline, cancel,
+                               teardown, disconnect) */
+  uint64_t late;          /**< replies that found no request: dropped */
+  uint64_t dropped;       /**< messages nats.c dropped for slow consumers */
+  uint64_t queued_events; /**< event-loop calls from nats.c's other threads,
+                               applied through the queue */
+  uint64_t direct_events; /**< those made on the loop thread, applied at
+                               once */
+  uint64_t disconnects;   /**< times the connection dropped */
+  uint64_t reconnects;    /**< times it came back */
+  uint64_t polls;         /**< poll handles started (one per socket) */
+} uvp_nats_stats_t;
+
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_stats(const uvp_nats_t *nc, uvp_nats_stats_t *out);
+
+/** Print every request in flight, oldest first, one a line:
+ *   NATS request fan.work #12 for 102 ms (promise at app.c:40)
+ * Loop thread.  Returns how many, or UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_dump(uvp_nats_t *nc, FILE *stream);
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UVP_NATS_H */

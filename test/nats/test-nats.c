@@ -1,0 +1,1371 @@
+/* The NATS binding against a real nats-server (nats-env.h) that each test
+ * starts on a port of its own: requests answered by a worker (a second
+ * connection, on a context of its own on the same loop, serving with
+ * fibers), no responders, timeouts, the deadline carried in
+ * Uvp-Timeout-Ms to a nested request, cancellation, late replies, the
+ * task dump, the virtual clock with and without the hold, teardown with
+ * requests in flight, bad input, subscriptions (next, unsubscribe,
+ * drain), the server killed and started again, and the server frozen
+ * (SIGSTOP) past a short PING interval.  Every test ends with
+ * uv_loop_close() == 0 (the fixture's teardown). */
+#include <inttypes.h>
+
+#include "nats-env.h"
+
+#include "uvp-nats.h"
+
+/* ---- scaffolding --------------------------------------------------------- */
+
+static uvp_nats_t *connect_opts(fixture_t *f, uvp_ctx_t *ctx, const char *url,
+                                natsOptions *o, int flags) {
+  uvp_promise_t *p;
+  uvp_nats_connect_opts_t co = {.url = url, .options = o, .flags = flags};
+  assert_int_equal(uvp_nats_connect(ctx, &co, &p), 0);
+  run_until_settled(f, p);
+  if (uvp_promise_state(p) != UVP_FULFILLED)
+    fail_msg("connect: %s", uvp_nats_err_name(uvp_promise_reason(p, NULL)));
+  uvp_nats_t *nc = uvp_promise_value(p);
+  uvp_promise_release(p);
+  return nc;
+}
+
+static uvp_nats_t *connect_to(fixture_t *f, const nats_server_t *s) {
+  return connect_opts(f, f->ctx, s->url, NULL, 0);
+}
+
+/* Close nc and run the loop until its memory is gone: nothing else of the
+ * test's may keep the loop going then. */
+static void close_and_run(fixture_t *f, uvp_nats_t *nc) {
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+}
+
+static int reason(uvp_promise_t *p) { return uvp_promise_reason(p, NULL); }
+
+static const char *body(uvp_promise_t *p) {
+  natsMsg *m = uvp_promise_value(p);
+  assert_non_null(m);
+  return natsMsg_GetData(m);
+}
+
+static void run_until_all_settled(fixture_t *f, uvp_promise_t **ps, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    run_until_settled(f, ps[i]);
+}
+
+/* ---- the worker: a connection of its own serving "svc.*" ----------------- *
+ * On a context of its own (real clock, whatever the test's), on the same
+ * loop.  Each message is served by a fiber; the body says what to do:
+ *   "sleep:N"  wait N ms (real), then answer
+ *   "nest"     make a request to svc.echo under the deadline the header
+ *              gives, less 10 ms, and answer with both headers
+ *   anything   answer at once
+ * The answer is "hdr=<Uvp-Timeout-Ms>" (or "hdr=<outer> nested=<inner>"). */
+typedef struct worker_s {
+  uvp_ctx_t *ctx;
+  uvp_nats_t *nc;
+  uvp_nats_sub_t *sub;
+  uvp_promise_t *fiber;
+  int served;
+  bool closed; /* its connection is closed: handlers must not touch it */
+} worker_t;
+
+typedef struct job_s {
+  worker_t *w;
+  uvp_promise_t *msgp;
+} job_t;
+
+static void job_free(void *arg) {
+  job_t *j = arg;
+  uvp_promise_release(j->msgp);
+  free(j);
+}
+
+static uvp_ret_t serve_one(void *arg) {
+  job_t *j = arg;
+  natsMsg *m = uvp_promise_value(j->msgp);
+  const char *hdr = uvp_nats_msg_header(m, UVP_NATS_TIMEOUT_HEADER);
+  const char *data = natsMsg_GetData(m);
+  char out[256];
+  snprintf(out, sizeof(out), "hdr=%s", hdr != NULL ? hdr : "none");
+  if (strncmp(data, "sleep:", 6) == 0) {
+    uvp_promise_t *d;
+    assert_int_equal(
+        uvp_delay(j->w->ctx, strtoull(data + 6, NULL, 10), NULL, NULL, 0, &d),
+        0);
+    uvp_await(d, NULL);
+    uvp_promise_release(d);
+  } else if (strcmp(data, "nest") == 0 && hdr != NULL && !j->w->closed) {
+    uvp_deadline_set(j->w->ctx, strtoull(hdr, NULL, 10) - 10);
+    uvp_promise_t *p;
+    assert_int_equal(uvp_nats_request(j->w->nc, "svc.echo", "x", 1, NULL, &p),
+                     0);
+    if (uvp_await(p, NULL) == 0)
+      snprintf(out, sizeof(out), "hdr=%s nested=%s", hdr, body(p));
+    uvp_promise_release(p);
+  }
+  const char *reply = natsMsg_GetReply(m);
+  if (reply != NULL && !j->w->closed)
+    (void)uvp_nats_publish(j->w->nc, reply, NULL, out, strlen(out) + 1, NULL);
+  j->w->served++;
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t worker_main(void *arg) {
+  worker_t *w = arg;
+  for (;;) {
+    uvp_promise_t *p, *f;
+    if (uvp_nats_next(w->sub, &p) != 0)
+      break;
+    if (uvp_await(p, NULL) != 0) {
+      uvp_promise_release(p);
+      break;
+    }
+    job_t *j = malloc(sizeof(*j));
+    assert_non_null(j);
+    *j = (job_t){w, p};
+    uvp_fiber_opts_t o = {.arg_free = job_free};
+    assert_int_equal(uvp_fiber_spawn(w->ctx, serve_one, j, &o, &f), 0);
+    uvp_promise_mark_handled(f);
+    uvp_promise_release(f);
+  }
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void worker_start(fixture_t *f, worker_t *w, const nats_server_t *s,
+                         natsOptions *o) {
+  memset(w, 0, sizeof(*w));
+  assert_int_equal(uvp_ctx_new(&f->loop, &w->ctx), 0);
+  w->nc = connect_opts(f, w->ctx, s->url, o, 0);
+  assert_int_equal(uvp_nats_subscribe(w->nc, "svc.*", "workers", &w->sub), 0);
+  assert_int_equal(uvp_fiber_spawn(w->ctx, worker_main, w, NULL, &w->fiber), 0);
+  uvp_promise_t *fl; /* the SUB has reached the server */
+  assert_int_equal(uvp_nats_flush(w->nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+}
+
+static void worker_stop(fixture_t *f, worker_t *w) {
+  w->closed = true;
+  assert_int_equal(uvp_nats_close(w->nc), 0);
+  assert_true(fixture_drain(f, 20000));
+  assert_int_not_equal(uvp_promise_state(w->fiber), UVP_PENDING);
+  uvp_promise_release(w->fiber);
+  assert_int_equal(uvp_ctx_close(w->ctx), 0);
+}
+
+#define NEED_SERVER()                                                          \
+  do {                                                                         \
+    if (!nats_server_available())                                              \
+      SKIP_BECAUSE("nats-server is not installed (UVP_NATS_SERVER)");          \
+  } while (0)
+
+/* ---- requests ------------------------------------------------------------ */
+
+static void test_request(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  uvp_nats_t *nc = connect_to(f, &s);
+
+  uvp_promise_t *p;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "hi", 2, NULL, &p), 0);
+  run_until_settled(f, p);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  /* 30 s by default, less what the way there took */
+  unsigned long hdr = strtoul(body(p) + 4, NULL, 10);
+  assert_true(hdr <= 30000 && hdr > 25000);
+  natsMsg *m = uvp_promise_value(p);
+  assert_non_null(strstr(natsMsg_GetSubject(m), "_INBOX."));
+  uvp_promise_release(p);
+  print_message("one round trip: %.3f ms\n", ms);
+
+  /* 200 at once, each matched to its own reply */
+  enum { N = 200 };
+  uvp_promise_t *ps[N];
+  for (int i = 0; i < N; i++) {
+    uvp_nats_request_opts_t o = {.timeout_ms = 5000};
+    assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, &o, &ps[i]), 0);
+  }
+  run_until_all_settled(f, ps, N);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(uvp_promise_state(ps[i]), UVP_FULFILLED);
+    unsigned long h = strtoul(body(ps[i]) + 4, NULL, 10);
+    assert_true(h <= 5000 && h > 1000);
+    uvp_promise_release(ps[i]);
+  }
+  uvp_nats_stats_t st;
+  assert_int_equal(uvp_nats_stats(nc, &st), 0);
+  assert_int_equal(st.requests, N + 1);
+  assert_int_equal(st.replies, N + 1);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(st.late, 0);
+  assert_int_equal(st.polls, 1);
+  assert_int_equal(w.served, N + 1);
+
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+static void test_no_responders(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  uvp_nats_t *nc = connect_to(f, &s);
+  enum { N = 100 };
+  uvp_promise_t *ps[N];
+  uint64_t t0 = uv_hrtime();
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_nats_request(nc, "nobody.here", "x", 1, NULL, &ps[i]),
+                     0);
+  run_until_all_settled(f, ps, N);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(reason(ps[i]), UVP_NATS_ENORESPONDERS);
+    uvp_promise_release(ps[i]);
+  }
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.no_responders, N);
+  assert_int_equal(st.in_flight, 0);
+  print_message("%d no-responders in %.1f ms\n", N, ms);
+  assert_true(ms < 5000); /* at once, not at the 30 s timeout */
+  close_and_run(f, nc);
+  nats_server_kill(&s);
+}
+
+/* A timeout, then the worker's reply to it comes and is counted late. */
+static void test_timeout_and_late_reply(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_promise_t *p;
+  uvp_nats_request_opts_t o = {.timeout_ms = 100};
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "sleep:400", 10, &o, &p),
+                   0);
+  run_until_settled(f, p);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_int_equal(reason(p), UV_ETIMEDOUT);
+  assert_true(ms >= 99 && ms < 400);
+  uvp_promise_release(p);
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.timeouts, 1);
+  assert_int_equal(st.in_flight, 0);
+  /* the reply arrives later: dropped, counted */
+  while (st.late == 0 && uv_hrtime() - t0 < 10000000000ull) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_stats(nc, &st);
+  }
+  assert_int_equal(st.late, 1);
+  assert_int_equal(st.replies, 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+/* The deadline travels: the caller's scope deadline (2 s) is the header,
+ * and the worker's nested request carries what is left of it, less the
+ * margin. */
+typedef struct deadline_case_s {
+  uvp_nats_t *nc;
+  uvp_ctx_t *ctx;
+  int rc;
+  char out[256];
+  double ms;
+} deadline_case_t;
+
+static uvp_ret_t deadline_fiber(void *arg) {
+  deadline_case_t *c = arg;
+  uvp_deadline_set(c->ctx, 2000);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_request(c->nc, "svc.nest", "nest", 5, NULL, &p), 0);
+  c->rc = uvp_await(p, NULL);
+  if (c->rc == 0)
+    snprintf(c->out, sizeof(c->out), "%s", body(p));
+  uvp_promise_release(p);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t deadline_cut_fiber(void *arg) {
+  deadline_case_t *c = arg;
+  uvp_deadline_set(c->ctx, 150);
+  uvp_promise_t *p;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(
+      uvp_nats_request(c->nc, "svc.echo", "sleep:2000", 11, NULL, &p), 0);
+  c->rc = uvp_await(p, NULL);
+  c->ms = (double)(uv_hrtime() - t0) / 1e6;
+  uvp_promise_release(p);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_deadline(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  uvp_nats_t *nc = connect_to(f, &s);
+  deadline_case_t c = {.nc = nc, .ctx = f->ctx, .rc = 1};
+  uvp_promise_t *fp;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, deadline_fiber, &c, NULL, &fp), 0);
+  run_until_settled(f, fp);
+  uvp_promise_release(fp);
+  assert_int_equal(c.rc, 0);
+  unsigned long outer = 0, inner = 0;
+  assert_int_equal(sscanf(c.out, "hdr=%lu nested=hdr=%lu", &outer, &inner), 2);
+  print_message("outer header %lu ms, nested %lu ms\n", outer, inner);
+  assert_true(outer <= 2000 && outer > 1000);
+  assert_true(inner <= outer - 10 && inner > 500);
+
+  /* a deadline that passes first rejects with UV_ETIMEDOUT */
+  c.rc = 1;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, deadline_cut_fiber, &c, NULL, &fp),
+                   0);
+  run_until_settled(f, fp);
+  uvp_promise_release(fp);
+  assert_int_equal(c.rc, UV_ETIMEDOUT);
+  assert_true(c.ms >= 140 && c.ms < 1900);
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+static void test_cancel(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "sleep:200", 10, NULL, &p),
+                   0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(reason(p), UV_ECANCELED);
+  uvp_promise_release(p);
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(st.cancelled, 1);
+  uint64_t t0 = uv_hrtime();
+  while (st.late == 0 && uv_hrtime() - t0 < 10000000000ull) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_stats(nc, &st);
+  }
+  assert_int_equal(st.late, 1); /* its reply found no entry */
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+/* The task dump names a request "NATS request <subject> #<id>". */
+static void test_dump(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_promise_t *p[2];
+  assert_int_equal(
+      uvp_nats_request(nc, "svc.echo", "sleep:300", 10, NULL, &p[0]), 0);
+  assert_int_equal(
+      uvp_nats_request(nc, "svc.other", "sleep:300", 10, NULL, &p[1]), 0);
+  /* in a group with a deadline: the dump names group and deadline too */
+  uvp_group_t *g;
+  uvp_group_opts_t go = {.deadline_ms = 5000};
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_group_add(g, p[i]), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream(&buf, &len);
+  assert_non_null(fp);
+  uvp_dump_opts_t o = {.stream = fp};
+  assert_int_equal(uvp_ctx_dump_tasks(f->ctx, &o), 2);
+  assert_int_equal(uvp_nats_dump(nc, fp), 2);
+  fclose(fp);
+  print_message("%s", buf);
+  assert_non_null(strstr(buf, "for NATS request svc.echo #1; in group at "));
+  assert_non_null(strstr(buf, "for NATS request svc.other #2; in group at "));
+  assert_non_null(strstr(buf, "NATS request svc.echo #1 for "));
+  assert_non_null(strstr(buf, "(promise at "));
+  assert_non_null(strstr(buf, "test-nats.c"));
+  free(buf);
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  run_until_all_settled(f, p, 2);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uvp_promise_state(p[i]), UVP_FULFILLED);
+    uvp_promise_release(p[i]);
+  }
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+/* UVP_CLOCK_AUTO, a virtual deadline of 5 s, a worker answering in 100 ms
+ * of real time (its own context, real clock): with the hold every request
+ * is answered; without it the clock jumps to the deadline at once. */
+typedef struct vclock_case_s {
+  uvp_nats_t *nc;
+  uvp_ctx_t *ctx;
+  int flags;
+  int ok, timedout;
+} vclock_case_t;
+
+static uvp_ret_t vclock_fiber(void *arg) {
+  vclock_case_t *c = arg;
+  uvp_deadline_set(c->ctx, 5000);
+  enum { N = 20 };
+  uvp_promise_t *ps[N];
+  uvp_nats_request_opts_t o = {.flags = c->flags};
+  for (int i = 0; i < N; i++)
+    assert_int_equal(
+        uvp_nats_request(c->nc, "svc.echo", "sleep:100", 10, &o, &ps[i]), 0);
+  for (int i = 0; i < N; i++) {
+    int rc = uvp_await(ps[i], NULL);
+    c->ok += rc == 0;
+    c->timedout += rc == UV_ETIMEDOUT;
+    uvp_promise_release(ps[i]);
+  }
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_virtual_clock(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  uvp_nats_t *nc = connect_to(f, &s);
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_AUTO), 0);
+  for (int round = 0; round < 2; round++) {
+    vclock_case_t c = {.nc = nc, .ctx = f->ctx};
+    c.flags = round == 0 ? 0 : UVP_NATS_REQUEST_NO_HOLD;
+    uvp_promise_t *fp;
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(uvp_fiber_spawn(f->ctx, vclock_fiber, &c, NULL, &fp), 0);
+    settle_ticking(f, fp);
+    double ms = (double)(uv_hrtime() - t0) / 1e6;
+    uvp_promise_release(fp);
+    print_message("%s: %d answered, %d timed out, in %.1f ms\n",
+                  round == 0 ? "held" : "not held", c.ok, c.timedout, ms);
+    if (round == 0) {
+      assert_int_equal(c.ok, 20);
+    } else {
+      assert_int_equal(c.timedout, 20);
+      assert_true(ms < 90); /* before any answer could come */
+    }
+  }
+  /* the unanswered ones' replies come late */
+  uvp_nats_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_stats(nc, &st);
+  } while (st.late < 20 && uv_hrtime() - t0 < 10000000000ull);
+  assert_int_equal(st.late, 20);
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_REAL), 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+/* Closing with 50 requests in flight: each rejects UV_ECANCELED at once,
+ * the loop ends, and uv_loop_close() == 0 (the teardown).  Then the same
+ * with uvp_ctx_close first (UVP_ECLOSED), the connection closed after. */
+static void test_teardown_in_flight(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, NULL);
+  enum { N = 50 };
+  uvp_promise_t *ps[N];
+  uvp_nats_t *nc = connect_to(f, &s);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.echo", "sleep:1000", 11, NULL, &ps[i]), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_int_equal(uvp_nats_close(nc), UV_EINVAL); /* closing already */
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(reason(ps[i]), UV_ECANCELED);
+    uvp_promise_release(ps[i]);
+  }
+  (void)t0;
+
+  nc = connect_to(f, &s);
+  uvp_nats_sub_t *sub;
+  uvp_promise_t *nx;
+  assert_int_equal(uvp_nats_subscribe(nc, "idle.subject", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &nx), 0);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.echo", "sleep:1000", 11, NULL, &ps[i]), 0);
+  uvp_ctx_t *ctx = close_ctx(f);
+  (void)ctx;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(reason(ps[i]), UVP_ECLOSED);
+    uvp_promise_release(ps[i]);
+  }
+  assert_int_equal(reason(nx), UVP_ECLOSED);
+  uvp_promise_release(nx);
+  assert_int_equal(uvp_nats_close(nc), 0); /* after the context: allowed */
+  worker_stop(f, &w);                      /* runs the loop to its end */
+  nats_server_kill(&s);
+}
+
+/* ---- bad input (issue 53, point 5) --------------------------------------- */
+
+static void test_bad_input(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_promise_t *p;
+  const char *bad[] = {"",     "a b", "a..b", ".a", "a.",
+                       "a\tb", "a.*", "a.>",  "*",  ">"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    assert_int_equal(uvp_nats_publish(nc, bad[i], NULL, "x", 1, NULL),
+                     UV_EINVAL);
+    assert_int_equal(uvp_nats_request(nc, bad[i], "x", 1, NULL, &p), UV_EINVAL);
+  }
+  assert_int_equal(uvp_nats_publish(nc, "ok", "bad reply", "x", 1, NULL),
+                   UV_EINVAL);
+  const char *nocolon[] = {"NoColon", NULL};
+  assert_int_equal(uvp_nats_publish(nc, "ok", NULL, "x", 1, nocolon),
+                   UV_EINVAL);
+  uvp_nats_sub_t *sub;
+  assert_int_equal(uvp_nats_subscribe(nc, "a..b", NULL, &sub), UV_EINVAL);
+  assert_int_equal(uvp_nats_subscribe(nc, "a.>.b", NULL, &sub), UV_EINVAL);
+  assert_int_equal(uvp_nats_subscribe(nc, "ok", "bad queue", &sub), UV_EINVAL);
+  /* over the server's max payload (1 MB by default): nothing sent */
+  int64_t max = natsConnection_GetMaxPayload(uvp_nats_connection(nc));
+  assert_true(max > 0);
+  char *big = calloc(1, (size_t)max + 1);
+  assert_non_null(big);
+  assert_int_equal(uvp_nats_publish(nc, "ok", NULL, big, (size_t)max + 1, NULL),
+                   UV_EMSGSIZE);
+  assert_int_equal(
+      uvp_nats_request(nc, "svc.x", big, (size_t)max + 1, NULL, &p),
+      UV_EMSGSIZE);
+  free(big);
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.requests, 0);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(uvp_nats_close(NULL), UV_EINVAL);
+  assert_int_equal(uvp_nats_stats(NULL, &st), UV_EINVAL);
+  assert_string_equal(uvp_nats_err_name(UVP_NATS_ENORESPONDERS),
+                      "ENORESPONDERS");
+  assert_string_equal(uvp_nats_err_name(UV_ETIMEDOUT), "ETIMEDOUT");
+  close_and_run(f, nc);
+  nats_server_kill(&s);
+
+  /* nobody listens: UV_ECONNREFUSED, and nothing left behind */
+  char url[64];
+  snprintf(url, sizeof(url), "nats://127.0.0.1:%d", nats_free_port());
+  uvp_nats_connect_opts_t co = {.url = url};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(reason(p), UV_ECONNREFUSED);
+  uvp_promise_release(p);
+  assert_true(fixture_drain(f, 10000));
+}
+
+/* A server without headers (before 2.2): Debian has none to run, so a
+ * thread plays one for the handshake only: INFO without "headers", then
+ * PONG to the client's PING, then it waits for the client to go. */
+typedef struct old_server_s {
+  int listen_fd, port;
+} old_server_t;
+
+static void old_server_run(void *arg) {
+  old_server_t *o = arg;
+  int fd = accept(o->listen_fd, NULL, NULL);
+  if (fd < 0)
+    return;
+  const char *info = "INFO {\"server_id\":\"old\",\"version\":\"2.1.0\","
+                     "\"proto\":1,\"max_payload\":1048576}\r\n";
+  (void)!write(fd, info, strlen(info));
+  char buf[4096];
+  size_t have = 0;
+  ssize_t n;
+  bool ponged = false;
+  while ((n = read(fd, buf + have, sizeof(buf) - 1 - have)) > 0) {
+    have += (size_t)n;
+    buf[have] = '\0';
+    if (!ponged && strstr(buf, "PING\r\n") != NULL) {
+      (void)!write(fd, "PONG\r\n", 6);
+      ponged = true;
+    }
+    if (have > sizeof(buf) / 2)
+      have = 0;
+  }
+  close(fd);
+}
+
+static void test_server_without_headers(void **state) {
+  fixture_t *f = *state;
+  old_server_t o;
+  o.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_int_equal(bind(o.listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  assert_int_equal(getsockname(o.listen_fd, (struct sockaddr *)&a, &len), 0);
+  assert_int_equal(listen(o.listen_fd, 1), 0);
+  uv_thread_t t;
+  assert_int_equal(uv_thread_create(&t, old_server_run, &o), 0);
+  char url[64];
+  snprintf(url, sizeof(url), "nats://127.0.0.1:%d", ntohs(a.sin_port));
+  uvp_nats_connect_opts_t co = {.url = url};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(reason(p), UV_ENOTSUP);
+  uvp_promise_release(p);
+  assert_true(fixture_drain(f, 10000)); /* closed: the thread's read ends */
+  assert_int_equal(uv_thread_join(&t), 0);
+  close(o.listen_fd);
+}
+
+/* A connect cancelled while nats.c connects on its pool thread: rejected
+ * at once; the connection it makes is closed and freed by the binding. */
+static void test_connect_cancelled(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  uvp_nats_connect_opts_t co = {.url = s.url};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(reason(p), UV_ECANCELED);
+  uvp_promise_release(p);
+  assert_true(fixture_drain(f, 10000)); /* connected, closed, freed */
+  nats_server_kill(&s);
+}
+
+/* ---- subscriptions ------------------------------------------------------- */
+
+static void test_subscribe(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  uvp_nats_t *a = connect_to(f, &s), *b = connect_to(f, &s);
+  uvp_nats_sub_t *sub;
+  assert_int_equal(uvp_nats_subscribe(b, "ev.>", "q", &sub), 0);
+  uvp_promise_t *fl, *n[3];
+  assert_int_equal(uvp_nats_flush(b, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_nats_next(sub, &n[i]), 0);
+  /* the second wait cancelled: the others get messages 1 and 2, in order */
+  assert_int_equal(uvp_promise_cancel(n[1]), 0);
+  uvp_group_t *g; /* a task waiting on the next: the dump names it */
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
+  assert_int_equal(uvp_group_add(g, n[0]), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream(&buf, &len);
+  uvp_dump_opts_t o = {.stream = fp};
+  assert_int_equal(uvp_ctx_dump_tasks(f->ctx, &o), 1);
+  fclose(fp);
+  print_message("%s", buf);
+  assert_non_null(strstr(buf, "for NATS next ev.> [queue q]"));
+  free(buf);
+  uvp_group_close(g);
+  uvp_group_release(g);
+  for (int i = 1; i <= 4; i++) {
+    char m[8];
+    snprintf(m, sizeof(m), "m%d", i);
+    assert_int_equal(uvp_nats_publish(a, "ev.x.y", NULL, m, 3, NULL), 0);
+  }
+  run_until_settled(f, n[0]);
+  run_until_settled(f, n[2]);
+  assert_string_equal(body(n[0]), "m1");
+  assert_string_equal(body(n[2]), "m2");
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(n[i]);
+  /* drain: m3 and m4 are still handed out, then it completes */
+  uvp_promise_t *d, *m3, *m4, *after;
+  assert_int_equal(uvp_nats_drain(sub, &d), 0);
+  assert_int_equal(uvp_nats_drain(sub, &fl), UV_EALREADY);
+  assert_int_equal(uvp_nats_next(sub, &m3), 0);
+  assert_int_equal(uvp_nats_next(sub, &m4), 0);
+  run_until_settled(f, m4);
+  assert_string_equal(body(m3), "m3");
+  assert_string_equal(body(m4), "m4");
+  assert_int_equal(uvp_nats_next(sub, &after), 0);
+  run_until_settled(f, d);
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  assert_int_equal(reason(after), UV_EOF);
+  uvp_promise_release(d);
+  uvp_promise_release(m3);
+  uvp_promise_release(m4);
+  uvp_promise_release(after);
+
+  /* unsubscribe: a wait rejects UV_ECANCELED */
+  assert_int_equal(uvp_nats_subscribe(b, "other", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &n[0]), 0);
+  assert_int_equal(uvp_nats_unsubscribe(sub), 0);
+  assert_int_equal(reason(n[0]), UV_ECANCELED);
+  uvp_promise_release(n[0]);
+  close_and_run(f, a);
+  close_and_run(f, b);
+  nats_server_kill(&s);
+}
+
+static int events_seen[8];
+
+static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t ev) {
+  (void)arg;
+  (void)nc;
+  events_seen[ev]++;
+}
+
+/* A flood past a subscription's pending limits (nats.c's 65 536
+ * messages): nats.c drops the rest and says NATS_SLOW_CONSUMER on its
+ * asynchronous thread; the binding counts the dropped messages and tells
+ * on_event, and what was kept is still handed out, in order. */
+static void test_slow_consumer(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  memset(events_seen, 0, sizeof(events_seen));
+  uvp_promise_t *cp;
+  uvp_nats_connect_opts_t co = {.url = s.url, .on_event = on_event};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
+  run_until_settled(f, cp);
+  uvp_nats_t *b = uvp_promise_value(cp);
+  assert_non_null(b);
+  uvp_promise_release(cp);
+  uvp_nats_t *a = connect_to(f, &s);
+  uvp_nats_sub_t *sub;
+  assert_int_equal(uvp_nats_subscribe(b, "flood", NULL, &sub), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(b, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  enum { N = 70000 };
+  for (int i = 0; i < N; i++) {
+    char m[16];
+    int len = snprintf(m, sizeof(m), "%d", i) + 1;
+    assert_int_equal(uvp_nats_publish(a, "flood", NULL, m, (size_t)len, NULL),
+                     0);
+  }
+  assert_int_equal(uvp_nats_flush(a, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  uvp_nats_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  uv_timer_t tick; /* nothing waits on the subscription: keep the loop
+                      reading (its poll handle is unreferenced) */
+  uv_timer_init(&f->loop, &tick);
+  uv_timer_start(&tick, settle_tick, 5, 5);
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_stats(b, &st);
+  } while (
+      (st.dropped < N - 65536 || events_seen[UVP_NATS_SLOW_CONSUMER] == 0) &&
+      uv_hrtime() - t0 < 30000000000ull);
+  print_message("%d published, %" PRIu64 " dropped by nats.c, %d slow-consumer "
+                "events\n",
+                N, st.dropped, events_seen[UVP_NATS_SLOW_CONSUMER]);
+  uv_close((uv_handle_t *)&tick, NULL);
+  assert_int_equal(st.dropped, N - 65536); /* all it could not keep */
+  assert_true(events_seen[UVP_NATS_SLOW_CONSUMER] >= 1);
+  uvp_promise_t *first;
+  assert_int_equal(uvp_nats_next(sub, &first), 0);
+  run_until_settled(f, first);
+  assert_string_equal(body(first), "0"); /* the oldest kept */
+  uvp_promise_release(first);
+  assert_int_equal(uvp_nats_close(a), 0);
+  close_and_run(f, b);
+  nats_server_kill(&s);
+}
+
+/* ---- a server that goes away --------------------------------------------- */
+
+static natsOptions *quick_reconnect(int ping_ms) {
+  natsOptions *o;
+  assert_int_equal(natsOptions_Create(&o), NATS_OK);
+  natsOptions_SetReconnectWait(o, 100);
+  natsOptions_SetMaxReconnect(o, 100);
+  if (ping_ms > 0) {
+    natsOptions_SetPingInterval(o, ping_ms);
+    natsOptions_SetMaxPingsOut(o, 2);
+  }
+  return o;
+}
+
+typedef struct restart_s {
+  nats_server_t *s;
+  uvp_ctx_t *ctx;
+  int mode; /* 0: kill and start again; 1: SIGSTOP, then SIGCONT */
+} restart_t;
+
+static uvp_ret_t restart_fiber(void *arg) {
+  restart_t *r = arg;
+  uvp_promise_t *d;
+  uvp_delay(r->ctx, 50, NULL, NULL, 0, &d);
+  uvp_await(d, NULL);
+  uvp_promise_release(d);
+  if (r->mode == 0)
+    nats_server_kill(r->s);
+  else
+    kill(r->s->pid, SIGSTOP);
+  uvp_delay(r->ctx, r->mode == 0 ? 300 : 1500, NULL, NULL, 0, &d);
+  uvp_await(d, NULL);
+  uvp_promise_release(d);
+  if (r->mode == 0)
+    nats_server_start(r->s); /* the same port */
+  else
+    kill(r->s->pid, SIGCONT);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void server_away(fixture_t *f, int mode) {
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, quick_reconnect(mode == 1 ? 200 : 0));
+  uvp_nats_t *nc =
+      connect_opts(f, f->ctx, s.url, quick_reconnect(mode == 1 ? 200 : 0), 0);
+  enum { N = 50 };
+  uvp_promise_t *ps[N], *fp;
+  for (int i = 0; i < N; i++) {
+    uvp_nats_request_opts_t o = {.timeout_ms = 4000};
+    assert_int_equal(uvp_nats_request(nc, "svc.echo",
+                                      mode == 0 ? "sleep:800" : "sleep:200", 10,
+                                      &o, &ps[i]),
+                     0);
+  }
+  restart_t r = {&s, f->ctx, mode};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, restart_fiber, &r, NULL, &fp), 0);
+  uint64_t t0 = uv_hrtime();
+  run_until_all_settled(f, ps, N);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  int ok = 0, timedout = 0;
+  for (int i = 0; i < N; i++) {
+    int rc = reason(ps[i]);
+    ok += uvp_promise_state(ps[i]) == UVP_FULFILLED;
+    timedout += rc == UV_ETIMEDOUT;
+    uvp_promise_release(ps[i]);
+  }
+  run_until_settled(f, fp);
+  uvp_promise_release(fp);
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  print_message("%s: %d answered, %d timed out in %.0f ms; %" PRIu64
+                " disconnects, %" PRIu64 " reconnects, %" PRIu64
+                " polls, %" PRIu64 " events queued from nats.c's threads\n",
+                mode == 0 ? "restarted" : "frozen", ok, timedout, ms,
+                st.disconnects, st.reconnects, st.polls, st.queued_events);
+  assert_int_equal(ok + timedout, N); /* every request ended, once */
+  assert_int_equal(st.in_flight, 0);
+  /* and once it is back, requests are answered again */
+  uvp_promise_t *p;
+  for (int tries = 0; tries < 100; tries++) {
+    uvp_nats_request_opts_t o = {.timeout_ms = 1000};
+    assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, &o, &p), 0);
+    run_until_settled(f, p);
+    bool done = uvp_promise_state(p) == UVP_FULFILLED;
+    uvp_promise_release(p);
+    if (done)
+      break;
+    assert_true(tries < 99);
+  }
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+  nats_server_kill(&s);
+}
+
+static void test_server_restarted(void **state) {
+  NEED_SERVER();
+  server_away(*state, 0);
+}
+
+static void test_server_frozen(void **state) {
+  NEED_SERVER();
+  server_away(*state, 1);
+}
+
+/* UVP_NATS_FAIL_ON_DISCONNECT: requests in flight reject at once with
+ * UVP_NATS_EDISCONNECTED when the server goes; a connection whose
+ * reconnect attempts run out is closed for good: UVP_ECLOSED, and its
+ * event handler hears UVP_NATS_CLOSED. */
+
+static void test_disconnect_and_closed(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  worker_t w;
+  worker_start(f, &w, &s, quick_reconnect(0));
+  memset(events_seen, 0, sizeof(events_seen));
+  uvp_promise_t *cp;
+  natsOptions *once = quick_reconnect(0);
+  natsOptions_SetMaxReconnect(once, 1);
+  uvp_nats_connect_opts_t co = {.url = s.url,
+                                .options = once,
+                                .flags = UVP_NATS_FAIL_ON_DISCONNECT,
+                                .on_event = on_event};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
+  run_until_settled(f, cp);
+  uvp_nats_t *nc = uvp_promise_value(cp);
+  assert_non_null(nc);
+  uvp_promise_release(cp);
+  enum { N = 10 };
+  uvp_promise_t *ps[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.echo", "sleep:3000", 11, NULL, &ps[i]), 0);
+  uvp_nats_sub_t *sub;
+  uvp_promise_t *nx;
+  assert_int_equal(uvp_nats_subscribe(nc, "quiet", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &nx), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  uint64_t t0 = uv_hrtime();
+  nats_server_kill(&s);
+  run_until_all_settled(f, ps, N);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(reason(ps[i]), UVP_NATS_EDISCONNECTED);
+    uvp_promise_release(ps[i]);
+  }
+  print_message("%d requests UVP_NATS_EDISCONNECTED %.1f ms after the kill\n",
+                N, ms);
+  assert_true(ms < 2500);   /* at once, not at 3 s */
+  run_until_settled(f, nx); /* one reconnect attempt, then closed */
+  assert_int_equal(reason(nx), UVP_ECLOSED);
+  uvp_promise_release(nx);
+  assert_true(events_seen[UVP_NATS_DISCONNECTED] >= 1);
+  assert_int_equal(events_seen[UVP_NATS_CLOSED], 1);
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, NULL, &cp),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  worker_stop(f, &w);
+}
+
+/* ---- serving (uvp_nats_serve) -------------------------------------------- */
+
+typedef struct svc_case_s {
+  uvp_ctx_t *ctx; /* the service's own */
+  uvp_nats_t *nc;
+  uvp_nats_svc_t *svc;
+} svc_case_t;
+
+static uvp_ret_t svc_fiber(void *arg) {
+  uvp_nats_served_t *req = arg;
+  svc_case_t *c = req->arg;
+  const char *body = natsMsg_GetData(req->msg);
+  if (strncmp(body, "sleep:", 6) == 0) {
+    uvp_promise_t *d;
+    uvp_delay(c->ctx, strtoull(body + 6, NULL, 10), NULL, NULL, 0, &d);
+    int rc = uvp_await(d, NULL);
+    uvp_promise_release(d);
+    if (rc != 0)
+      return uvp_ret_reject(rc, NULL, NULL);
+  }
+  if (strcmp(body, "fail") == 0)
+    return uvp_ret_reject(UV_EIO, NULL, NULL);
+  if (strcmp(body, "left") == 0) { /* the deadline it was given */
+    char *out = malloc(64);
+    snprintf(out, 64, "%" PRIu64 " %" PRIu64, req->timeout_ms,
+             uvp_deadline_left(c->ctx));
+    return uvp_ret_value(out, free);
+  }
+  return uvp_ret_value("served", NULL);
+}
+
+static int svc_start_cb(uvp_nats_served_t *req, uvp_promise_t **out) {
+  svc_case_t *c = req->arg;
+  return uvp_delay(c->ctx, 10, "started", NULL, 0, out);
+}
+
+static void svc_case_start(fixture_t *f, svc_case_t *c, const nats_server_t *s,
+                           const uvp_nats_serve_opts_t *o) {
+  assert_int_equal(uvp_ctx_new(&f->loop, &c->ctx), 0);
+  c->nc = connect_opts(f, c->ctx, s->url, NULL, 0);
+  uvp_nats_serve_opts_t so = *o;
+  so.arg = c;
+  assert_int_equal(uvp_nats_serve(c->nc, "svc.*", "workers", &so, &c->svc), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(c->nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+}
+
+static void svc_case_stop(fixture_t *f, svc_case_t *c) {
+  assert_int_equal(uvp_nats_close(c->nc), 0);
+  assert_true(fixture_drain(f, 20000));
+  assert_int_equal(uvp_ctx_close(c->ctx), 0);
+}
+
+/* A request's reply, sent by hand with `headers` to a subject the test
+ * subscribes to: the raw reply, to read Uvp-Error. */
+static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
+                            const char *body, const char *const *headers,
+                            uvp_promise_t **keep) {
+  assert_int_equal(uvp_nats_publish(nc, "svc.raw", "raw.reply", body,
+                                    strlen(body) + 1, headers),
+                   0);
+  assert_int_equal(uvp_nats_next(sub, keep), 0);
+  run_until_settled(f, *keep);
+  assert_int_equal(uvp_promise_state(*keep), UVP_FULFILLED);
+  return uvp_promise_value(*keep);
+}
+
+static void test_serve(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  svc_case_t c = {0};
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .margin_ms = 20};
+  svc_case_start(f, &c, &s, &o);
+  uvp_nats_t *nc = connect_to(f, &s);
+
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "hello", 6, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  natsMsg *m = uvp_promise_value(p);
+  assert_memory_equal(natsMsg_GetData(m), "served", 6);
+  const char *worker = uvp_nats_msg_header(m, UVP_NATS_WORKER_HEADER);
+  char want[32];
+  snprintf(want, sizeof(want), ":%ld", (long)getpid());
+  assert_non_null(worker);
+  assert_non_null(strstr(worker, want));
+  assert_null(uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER));
+  uvp_promise_release(p);
+
+  /* the deadline the fiber got: the header less the margin */
+  uvp_nats_request_opts_t ro = {.timeout_ms = 3000};
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "left", 5, &ro, &p), 0);
+  run_until_settled(f, p);
+  unsigned long hdr = 0, left = 0;
+  assert_int_equal(sscanf(body(p), "%lu %lu", &hdr, &left), 2);
+  print_message("Uvp-Timeout-Ms %lu, the fiber's deadline in %lu ms\n", hdr,
+                left);
+  assert_true(hdr <= 3000 && hdr > 2000);
+  assert_true(left <= hdr - 20 && left > hdr - 1000);
+  uvp_promise_release(p);
+
+  /* a failing handler: Uvp-Error and its message */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "fail", 5, NULL, &p), 0);
+  run_until_settled(f, p);
+  void *payload = NULL;
+  assert_int_equal(uvp_promise_reason(p, &payload), UV_EIO);
+  m = payload;
+  assert_non_null(uvp_nats_msg_header(m, UVP_NATS_WORKER_HEADER));
+  assert_string_equal(uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER), "EIO");
+  assert_memory_equal(natsMsg_GetData(m), "i/o error", 9);
+  uvp_promise_release(p);
+
+  /* bad Uvp-Timeout-Ms: answered, unserved */
+  uvp_nats_sub_t *raw;
+  assert_int_equal(uvp_nats_subscribe(nc, "raw.reply", NULL, &raw), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  uvp_promise_release(fl);
+  struct {
+    const char *hdr, *err;
+  } bad[] = {{"Uvp-Timeout-Ms: abc", "EPROTO"},
+             {"Uvp-Timeout-Ms: -5", "EPROTO"},
+             {"Uvp-Timeout-Ms: 86400001", "EPROTO"},
+             {"Uvp-Timeout-Ms: 0", "ETIMEDOUT"},
+             {"Other: x", NULL}}; /* absent: the default, served */
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *h[] = {bad[i].hdr, NULL};
+    m = raw_request(f, nc, raw, "x", h, &p);
+    const char *e = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
+    if (bad[i].err == NULL)
+      assert_null(e);
+    else
+      assert_string_equal(e, bad[i].err);
+    uvp_promise_release(p);
+  }
+  /* no reply subject: served, counted */
+  assert_int_equal(uvp_nats_publish(nc, "svc.a", NULL, "x", 2, NULL), 0);
+  uvp_nats_serve_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_serve_stats(c.svc, &st);
+  } while (st.no_reply == 0 && uv_hrtime() - t0 < 10000000000ull);
+  assert_int_equal(st.no_reply, 1);
+  assert_int_equal(st.bad, 4);
+  assert_int_equal(st.failed, 1);
+  assert_int_equal(st.received, 9);
+  assert_int_equal(st.served, 5);
+  assert_int_equal(uvp_nats_unsubscribe(raw), 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  svc_case_stop(f, &c);
+  nats_server_kill(&s);
+}
+
+/* opts.limit 1, requests of 300 ms with a 400 ms timeout: the second waits
+ * and is served too late for its caller, the third's deadline passes while
+ * it waits: dropped unserved, counted.  Then a start callback. */
+static void test_serve_limit_and_start(void **state) {
+  fixture_t *f = *state;
+  NEED_SERVER();
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  svc_case_t c = {0};
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &c, &s, &o);
+  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_promise_t *ps[3];
+  for (int i = 0; i < 3; i++) {
+    uvp_nats_request_opts_t ro = {.timeout_ms = 400};
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.a", "sleep:300", 10, &ro, &ps[i]), 0);
+  }
+  run_until_all_settled(f, ps, 3);
+  assert_int_equal(uvp_promise_state(ps[0]), UVP_FULFILLED);
+  assert_int_equal(reason(ps[1]), UV_ETIMEDOUT);
+  assert_int_equal(reason(ps[2]), UV_ETIMEDOUT);
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(ps[i]);
+  uvp_nats_serve_stats_t st;
+  uint64_t t0 = uv_hrtime();
+  do {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    uvp_nats_serve_stats(c.svc, &st);
+  } while (st.expired + st.replied < 3 && uv_hrtime() - t0 < 10000000000ull);
+  print_message("served %" PRIu64 ", replied %" PRIu64 ", expired %" PRIu64
+                "\n",
+                st.served, st.replied, st.expired);
+  assert_true(st.expired >= 1);
+  assert_int_equal(st.served + st.expired, 3);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  svc_case_stop(f, &c);
+
+  /* a start callback's promise: its value is the reply */
+  svc_case_t c2 = {0};
+  uvp_nats_serve_opts_t o2 = {.start = svc_start_cb};
+  svc_case_start(f, &c2, &s, &o2);
+  nc = connect_to(f, &s);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_request(nc, "svc.b", "x", 2, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_memory_equal(body(p), "started", 7);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  svc_case_stop(f, &c2);
+  nats_server_kill(&s);
+}
+
+/* ---- worker processes: SIGKILL and SIGTERM mid-run ----------------------- */
+
+typedef struct proc_s {
+  pid_t pid;
+} proc_t;
+
+/* Start test/nats/nats-worker and wait for its "ready" line. */
+static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
+  const char *bin = getenv("UVP_NATS_WORKER");
+  assert_non_null(bin);
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    execl(bin, bin, s->url, "svc.*", "workers", limit, (char *)NULL);
+    _exit(127);
+  }
+  close(fds[1]);
+  char line[16] = {0};
+  ssize_t n = read(fds[0], line, sizeof(line) - 1); /* blocks until ready */
+  close(fds[0]);
+  if (n < 5 || strncmp(line, "ready", 5) != 0)
+    fail_msg("nats-worker did not start: '%s'", line);
+  w->pid = pid;
+}
+
+static int proc_wait(proc_t *w) {
+  int st = 0;
+  assert_int_equal(waitpid(w->pid, &st, 0), w->pid);
+  return st;
+}
+
+typedef struct killer_s {
+  uvp_ctx_t *ctx;
+  proc_t *w;
+  int sig;
+} killer_t;
+
+static uvp_ret_t killer_fiber(void *arg) {
+  killer_t *k = arg;
+  uvp_promise_t *d;
+  uvp_delay(k->ctx, 100, NULL, NULL, 0, &d);
+  uvp_await(d, NULL);
+  uvp_promise_release(d);
+  kill(k->w->pid, k->sig);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Two workers, 100 requests of 300 ms (a deadline of 1.5 s): one worker is
+ * sent `sig` 100 ms in.  SIGKILL: its requests time out, the other's are
+ * answered, each request exactly one record.  SIGTERM: it drains, every
+ * request is answered, and it exits 0. */
+static void workers_signal(fixture_t *f, int sig) {
+  nats_server_t s = {0};
+  nats_server_start(&s);
+  proc_t a, b;
+  proc_start(&a, &s, "0");
+  proc_start(&b, &s, "0");
+  uvp_nats_t *nc = connect_to(f, &s);
+  enum { N = 100 };
+  uvp_promise_t *ps[N], *fp, *all;
+  for (int i = 0; i < N; i++) {
+    uvp_nats_request_opts_t ro = {.timeout_ms = 1500};
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.work", "sleep:300", 10, &ro, &ps[i]), 0);
+  }
+  assert_int_equal(uvp_promise_all_settled(f->ctx, ps, N, &all), 0);
+  killer_t k = {f->ctx, &a, sig};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, killer_fiber, &k, NULL, &fp), 0);
+  uint64_t t0 = uv_hrtime();
+  run_until_settled(f, all);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  int ok = 0, timedout = 0;
+  char wa[32], wb[32];
+  snprintf(wa, sizeof(wa), ":%ld", (long)a.pid);
+  snprintf(wb, sizeof(wb), ":%ld", (long)b.pid);
+  int by_a = 0, by_b = 0;
+  for (int i = 0; i < N; i++) {
+    if (uvp_promise_state(ps[i]) == UVP_FULFILLED) {
+      ok++;
+      const char *w =
+          uvp_nats_msg_header(uvp_promise_value(ps[i]), UVP_NATS_WORKER_HEADER);
+      assert_non_null(w);
+      by_a += strstr(w, wa) != NULL;
+      by_b += strstr(w, wb) != NULL;
+    } else {
+      assert_int_equal(reason(ps[i]), UV_ETIMEDOUT);
+      timedout++;
+    }
+    uvp_promise_release(ps[i]);
+  }
+  uvp_promise_release(all);
+  run_until_settled(f, fp);
+  uvp_promise_release(fp);
+  print_message("%s: %d answered (%d by the signalled worker, %d by the "
+                "other), %d timed out, in %.0f ms\n",
+                sig == SIGKILL ? "SIGKILL" : "SIGTERM", ok, by_a, by_b,
+                timedout, ms);
+  assert_int_equal(ok + timedout, N);
+  assert_int_equal(by_a + by_b, ok);
+  int st = proc_wait(&a);
+  if (sig == SIGKILL) {
+    assert_true(WIFSIGNALED(st));
+    assert_true(timedout > 0 && by_b > 0);
+  } else {
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0); /* drained, uv_loop_close 0 */
+    assert_int_equal(ok, N);
+  }
+  uvp_nats_stats_t ns;
+  uvp_nats_stats(nc, &ns);
+  assert_int_equal(ns.in_flight, 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+  kill(b.pid, SIGTERM);
+  st = proc_wait(&b);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  nats_server_kill(&s);
+}
+
+static void test_worker_killed(void **state) {
+  NEED_SERVER();
+  workers_signal(*state, SIGKILL);
+}
+
+static void test_worker_drained(void **state) {
+  NEED_SERVER();
+  workers_signal(*state, SIGTERM);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      QUIET_TEST(test_request),
+      QUIET_TEST(test_no_responders),
+      QUIET_TEST(test_timeout_and_late_reply),
+      QUIET_TEST(test_deadline),
+      QUIET_TEST(test_cancel),
+      QUIET_TEST(test_dump),
+      QUIET_TEST(test_virtual_clock),
+      QUIET_TEST(test_teardown_in_flight),
+      QUIET_TEST(test_bad_input),
+      QUIET_TEST(test_server_without_headers),
+      QUIET_TEST(test_connect_cancelled),
+      QUIET_TEST(test_subscribe),
+      QUIET_TEST(test_server_restarted),
+      QUIET_TEST(test_server_frozen),
+      QUIET_TEST(test_disconnect_and_closed),
+      QUIET_TEST(test_slow_consumer),
+      QUIET_TEST(test_serve),
+      QUIET_TEST(test_serve_limit_and_start),
+      QUIET_TEST(test_worker_killed),
+      QUIET_TEST(test_worker_drained),
+  };
+  if (getenv("UVP_TEST_FILTER") != NULL) /* one test: UVP_TEST_FILTER=name */
+    cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  /* nats.c's process-wide threads and memory (nats-env.h says why here) */
+  nats_CloseAndWait(0);
+  return rc;
+}
