@@ -4,7 +4,12 @@
  * The loop thread keeps the slice it runs now in `cur` (its own) and in
  * the published words (`pub`), which the watchdog thread reads as a
  * sequence lock: the sequence is odd while the words change, and a
- * reading that saw it change is thrown away.  Every word is an atomic
+ * reading that saw it change is thrown away.  A slice's mark reads no
+ * clock: the even sequence names the slice, and the watchdog times it
+ * by its own looks.  The loop thread reads the clock at its turn's marks
+ * (idle, prepare, check), at about one slice's mark in SAMPLE (to time
+ * that slice for the histogram), and at the end of a slice the watchdog
+ * has flagged as stalled.  Every word is an atomic
  * read and written relaxed, so nothing the two threads share is a plain
  * access: the watchdog never dereferences what the loop thread owns (a
  * scope, a fiber's name), only literals (sites' files) and the
@@ -24,13 +29,19 @@
 
 #define TEXT_MAX 1024
 #define NAME_BUF (UVP__NAME_MAX + 1)
+/* One slice's mark in SAMPLE (on average) is timed for the histogram. */
+#define SAMPLE 64
 
 typedef _Atomic(const char *) atomic_cstr;
 
 /* The slice the loop thread runs now, as the watchdog reads it. */
 typedef struct pub_s {
   atomic_uint seq;
+  /* The loop thread's last clock read, at or before this slice's mark,
+   * and the sequence of the slice it began (start_seq == seq: the
+   * slice's start exactly). */
   _Atomic uint64_t start;
+  atomic_uint start_seq;
   atomic_int kind;
   atomic_int phase;
   atomic_uint site;
@@ -59,13 +70,20 @@ typedef struct stall_state_s {
     struct uvp__scope_s *scope;
     const char *name;
   } cur;
-  int phase; /* cur.kind == UVP_STALL_OUTSIDE */
-  uint64_t start;
+  int phase;      /* cur.kind == UVP_STALL_OUTSIDE */
+  uint64_t start; /* the last clock read: cur's start if timed */
+  bool timed;     /* cur's start was read to time it: its end is read */
+  unsigned countdown, rng; /* marks to the next sampled one */
   char name_buf[NAME_BUF];
   pub_t pub;
   /* The histogram: written by the loop thread only, read by any. */
   /* (how many slices: the buckets' sum, when asked) */
   _Atomic uint64_t stalls, max_us, buckets[UVP_STALL_BUCKETS];
+  /* The watchdog's word to the loop thread: the slice of sequence
+   * flag - 1 has run past the threshold, from flag_lb at the latest
+   * (0: none).  The loop thread reads the clock when it ends. */
+  atomic_uint flag;
+  _Atomic uint64_t flag_lb;
   /* The watchdog's, under wmu. */
   uv_mutex_t wmu;
   uv_cond_t wcv;
@@ -223,14 +241,18 @@ static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
 
 /* ---- the loop thread's marks --------------------------------------------- */
 
-/* Publish slice s, begun at st->start (the loop thread). */
-static UVP__ALWAYS_INLINE void publish(stall_state_t *st,
-                                       const uvp__slice_t *c) {
+/* Publish slice s (the loop thread); with_start: its start was read, at
+ * st->start. */
+static UVP__ALWAYS_INLINE void publish(stall_state_t *st, const uvp__slice_t *c,
+                                       bool with_start) {
   pub_t *p = &st->pub;
   unsigned s = atomic_load_explicit(&p->seq, memory_order_relaxed);
   atomic_store_explicit(&p->seq, s + 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_release);
-  atomic_store_explicit(&p->start, st->start, memory_order_relaxed);
+  if (with_start) {
+    atomic_store_explicit(&p->start, st->start, memory_order_relaxed);
+    atomic_store_explicit(&p->start_seq, s + 2, memory_order_relaxed);
+  }
   atomic_store_explicit(&p->kind, c->kind, memory_order_relaxed);
   atomic_store_explicit(&p->phase, st->phase, memory_order_relaxed);
   atomic_store_explicit(&p->site, c->site, memory_order_relaxed);
@@ -243,7 +265,7 @@ static UVP__ALWAYS_INLINE void publish(stall_state_t *st,
   atomic_store_explicit(&p->seq, s + 2, memory_order_release);
 }
 
-static UVP__ALWAYS_INLINE unsigned bucket_of(uint64_t us) {
+static unsigned bucket_of(uint64_t us) {
   if (us == 0)
     return 0;
   unsigned b = 64u - (unsigned)__builtin_clzll(us);
@@ -256,15 +278,43 @@ static bool quiet_phase(int ph) {
   return ph == UVP__PH_POLL || ph == UVP__PH_SETUP;
 }
 
-/* The slice open now ends at `now`. */
-static UVP__ALWAYS_INLINE void end_slice(stall_state_t *st, uint64_t now,
-                                         int report_phase) {
-  uint64_t ns = now - st->start;
+/* How long the slice open now ran, ending at `now`: exactly if it was
+ * timed, else from the watchdog's bound on its start if the watchdog
+ * flagged it; false: neither (a slice not looked at). */
+static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns) {
+  unsigned f = atomic_load_explicit(&st->flag, memory_order_acquire);
+  unsigned seq = atomic_load_explicit(&st->pub.seq, memory_order_relaxed);
+  bool flagged = f != 0 && f == seq + 1;
+  uint64_t from = st->start;
+  if (f != 0) {
+    if (flagged) {
+      uint64_t lb = atomic_load_explicit(&st->flag_lb, memory_order_relaxed);
+      from = lb > from ? lb : from;
+    } else {
+      /* Flagged just as it ended (the watchdog's flag came after its
+       * mark): it ran past the threshold, its end was not seen. */
+      add_relaxed(&st->stalls, 1);
+    }
+    atomic_store_explicit(&st->flag, 0, memory_order_relaxed);
+  }
+  if (st->timed)
+    from = st->start;
+  else if (!flagged)
+    return false;
+  *ns = now > from ? now - from : 0;
+  return true;
+}
+
+/* The slice open now ends at `now`: into the histogram if timed or
+ * flagged, reported if it ran past the threshold. */
+static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
+  uint64_t ns;
+  if (!slice_length(st, now, &ns))
+    return;
   if (st->cur.kind != UVP_STALL_OUTSIDE) {
     uint64_t us = ns / 1000;
     add_relaxed(&st->buckets[bucket_of(us)], 1);
-    if (UVP__UNLIKELY(us >
-                      atomic_load_explicit(&st->max_us, memory_order_relaxed)))
+    if (us > atomic_load_explicit(&st->max_us, memory_order_relaxed))
       atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
   }
   if (UVP__UNLIKELY(ns >= st->thr_ns) &&
@@ -297,29 +347,55 @@ static UVP__ALWAYS_INLINE void take(stall_state_t *st, const uvp__slice_t *s) {
     take_slow(st, s);
 }
 
-/* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls:
- * a mark is on the path of every slice (docs/internals.md §19). */
-static UVP__ALWAYS_INLINE uint64_t now_ns(void) {
+/* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls. */
+static uint64_t now_ns(void) {
   struct timespec t;
   if (UVP__UNLIKELY(clock_gettime(CLOCK_MONOTONIC, &t) != 0))
     return uv_hrtime();
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Inline in both entries, so that a reaction's slice, whose description
- * is mostly constants, is stored without a copy in between. */
-static UVP__ALWAYS_INLINE void mark(stall_state_t *st, const uvp__slice_t *s,
-                                    bool clock) {
-  if (!clock && st->cur.kind != UVP_STALL_OUTSIDE) {
-    take(st, s); /* the same slice, now known better */
-    publish(st, s);
-    return;
-  }
+/* The next sampled mark: 32 to 95 marks on (64 on average), drawn so
+ * that a ping-pong of two fibers is not always sampled on the same. */
+static void next_sample(stall_state_t *st) {
+  st->rng = st->rng * 1103515245u + 12345u;
+  st->countdown = SAMPLE / 2 + ((st->rng >> 16) & (SAMPLE - 1));
+}
+
+/* A mark that reads the clock: the slice open now was timed or flagged,
+ * or the new one is sampled. */
+static UVP__NOINLINE void clocked_mark(stall_state_t *st,
+                                       const uvp__slice_t *s) {
   uint64_t now = now_ns();
   end_slice(st, now, st->phase);
   take(st, s);
   st->start = now;
-  publish(st, s);
+  st->timed = st->countdown == 0;
+  if (st->timed)
+    next_sample(st);
+  publish(st, s, true);
+}
+
+/* Inline in both entries, so that a reaction's slice, whose description
+ * is mostly constants, is stored without a copy in between.  Most marks
+ * read no clock: the slice before it was neither timed nor flagged by
+ * the watchdog, and this one is not sampled. */
+static UVP__ALWAYS_INLINE void mark(stall_state_t *st, const uvp__slice_t *s,
+                                    bool clock) {
+  if (!clock && st->cur.kind != UVP_STALL_OUTSIDE) {
+    take(st, s); /* the same slice, now known better */
+    publish(st, s, false);
+    return;
+  }
+  bool due = --st->countdown == 0;
+  if (UVP__UNLIKELY(st->timed || due ||
+                    atomic_load_explicit(&st->flag, memory_order_relaxed) !=
+                        0)) {
+    clocked_mark(st, s);
+    return;
+  }
+  take(st, s);
+  publish(st, s, false);
 }
 
 void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
@@ -336,14 +412,22 @@ void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
   mark(state_of(ctx), &s, true);
 }
 
-/* Outside uvp from `now`, in phase ph. */
+/* A timed slice begins at `now`: s. */
+static void begin_timed(stall_state_t *st, uint64_t now,
+                        const uvp__slice_t *s) {
+  take(st, s);
+  st->start = now;
+  st->timed = true;
+  publish(st, s, true);
+}
+
+/* Outside uvp from `now`, in phase ph (always timed: the loop's turns,
+ * not its slices). */
 static void begin_outside(stall_state_t *st, uint64_t now, int ph) {
   uvp__slice_t s = {
       UVP_STALL_OUTSIDE, 0, 0, NULL, 0, NULL, 0, NULL, NULL, NULL};
-  take(st, &s);
   st->phase = ph;
-  st->start = now;
-  publish(st, &s);
+  begin_timed(st, now, &s);
 }
 
 static void outside_at(stall_state_t *st, uint64_t now, int ph) {
@@ -370,9 +454,7 @@ void uvp__stall_check(uvp_ctx_t *ctx) {
   }
   end_slice(st, now, ph);
   uvp__slice_t s = {UVP_STALL_UVP, 0, 0, NULL, 0, NULL, 0, NULL, NULL, "check"};
-  take(st, &s);
-  st->start = now;
-  publish(st, &s);
+  begin_timed(st, now, &s);
 }
 
 static void prepare_cb(uv_prepare_t *h) {
@@ -381,36 +463,23 @@ static void prepare_cb(uv_prepare_t *h) {
 
 /* ---- the watchdog -------------------------------------------------------- */
 
-/* One look at the loop thread: reports a slice past the threshold that it
- * has not reported yet (*seen: the sequence of the last one reported). */
-static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
-                 unsigned *seen) {
-  pub_t *p = &st->pub;
-  unsigned s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
-  if ((s1 & 1u) != 0 || s1 == *seen)
-    return;
-  uint64_t start = atomic_load_explicit(&p->start, memory_order_relaxed);
-  int kind = atomic_load_explicit(&p->kind, memory_order_relaxed);
-  int phase = atomic_load_explicit(&p->phase, memory_order_relaxed);
-  unsigned site = atomic_load_explicit(&p->site, memory_order_relaxed);
-  unsigned trace = atomic_load_explicit(&p->trace, memory_order_relaxed);
-  const char *file = atomic_load_explicit(&p->file, memory_order_relaxed);
-  int line = atomic_load_explicit(&p->line, memory_order_relaxed);
-  const char *af = atomic_load_explicit(&p->await_file, memory_order_relaxed);
-  int al = atomic_load_explicit(&p->await_line, memory_order_relaxed);
-  const char *what = atomic_load_explicit(&p->what, memory_order_relaxed);
-  atomic_thread_fence(memory_order_acquire);
-  if (atomic_load_explicit(&p->seq, memory_order_relaxed) != s1)
-    return; /* it moved on meanwhile: not stuck */
-  uint64_t now = now_ns();
-  if (now < start || now - start < thr_ns ||
-      (kind == UVP_STALL_OUTSIDE && quiet_phase(phase)))
-    return;
-  *seen = s1;
+/* What the watchdog knows of the loop thread's slices between looks. */
+typedef struct looks_s {
+  unsigned seq;      /* the slice seen at the last look */
+  unsigned reported; /* the last slice reported (0: none; never a slice) */
+  uint64_t first;    /* when `seq` was first seen: it had begun by then */
+  uint64_t lb;       /* a look before it that saw another: it began after */
+  uint64_t clear;    /* the last look that saw a slice at rest */
+} looks_t;
+
+/* The live report of a slice of `kind`..., running for ms so far. */
+static void report_live(uvp_stall_cb cb, void *arg, int kind, int phase,
+                        unsigned site, unsigned trace, const char *file,
+                        int line, const char *af, int al, const char *what,
+                        uint64_t ms) {
   char desc[512], text[TEXT_MAX + 2];
   describe(desc, sizeof(desc), kind, phase, (uint16_t)site, file, line, af, al,
            NULL, what);
-  uint64_t ms = (now - start) / 1000000;
   int k = snprintf(text, TEXT_MAX,
                    "uvp: stall: %s has been running for %llu ms (still "
                    "running)",
@@ -435,6 +504,52 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
   deliver(cb, arg, &rec, text, len);
 }
 
+/* One look at the loop thread: a slice it has seen run past the
+ * threshold (from its start when the loop thread read it, else from the
+ * first look that saw it) and has not reported yet is flagged for the
+ * loop thread, then reported. */
+static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
+                 looks_t *w) {
+  pub_t *p = &st->pub;
+  uint64_t t0 = now_ns();
+  unsigned s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
+  if ((s1 & 1u) != 0)
+    return;
+  uint64_t start = atomic_load_explicit(&p->start, memory_order_relaxed);
+  unsigned start_seq =
+      atomic_load_explicit(&p->start_seq, memory_order_relaxed);
+  int kind = atomic_load_explicit(&p->kind, memory_order_relaxed);
+  int phase = atomic_load_explicit(&p->phase, memory_order_relaxed);
+  unsigned site = atomic_load_explicit(&p->site, memory_order_relaxed);
+  unsigned trace = atomic_load_explicit(&p->trace, memory_order_relaxed);
+  const char *file = atomic_load_explicit(&p->file, memory_order_relaxed);
+  int line = atomic_load_explicit(&p->line, memory_order_relaxed);
+  const char *af = atomic_load_explicit(&p->await_file, memory_order_relaxed);
+  int al = atomic_load_explicit(&p->await_line, memory_order_relaxed);
+  const char *what = atomic_load_explicit(&p->what, memory_order_relaxed);
+  atomic_thread_fence(memory_order_acquire);
+  if (atomic_load_explicit(&p->seq, memory_order_relaxed) != s1)
+    return; /* it moved on meanwhile: not stuck */
+  uint64_t t1 = now_ns();
+  if (s1 != w->seq) {
+    w->seq = s1;
+    w->lb = w->clear;
+    w->first = t1;
+  }
+  w->clear = t0;
+  bool exact = start_seq == s1;
+  uint64_t from = exact || start > w->lb ? start : w->lb;
+  uint64_t ran = exact ? t1 - start : t1 - w->first; /* at least */
+  if (s1 == w->reported || t1 < start || ran < thr_ns ||
+      (kind == UVP_STALL_OUTSIDE && quiet_phase(phase)))
+    return;
+  w->reported = s1;
+  atomic_store_explicit(&st->flag_lb, from, memory_order_relaxed);
+  atomic_store_explicit(&st->flag, s1 + 1, memory_order_release);
+  report_live(cb, arg, kind, phase, site, trace, file, line, af, al, what,
+              (t1 - from) / 1000000);
+}
+
 static uint64_t period_ns(uint64_t thr_ns) {
   uint64_t p = thr_ns / 4;
   return p < 1000000u ? 1000000u : p > 250000000u ? 250000000u : p;
@@ -442,14 +557,14 @@ static uint64_t period_ns(uint64_t thr_ns) {
 
 static void watchdog(void *arg) {
   stall_state_t *st = arg;
-  unsigned seen = 0;
+  looks_t w = {0, 0, 0, 0, 0};
   uv_mutex_lock(&st->wmu);
   while (!st->stop) {
     (void)uv_cond_timedwait(&st->wcv, &st->wmu, period_ns(st->w_thr_ns));
     if (st->stop)
       break;
     /* Under wmu: a change of callback waits for this look to end. */
-    look(st, st->w_thr_ns, st->w_cb, st->w_arg, &seen);
+    look(st, st->w_thr_ns, st->w_cb, st->w_arg, &w);
   }
   uv_mutex_unlock(&st->wmu);
 }
@@ -508,6 +623,8 @@ static stall_state_t *state_new(uvp_ctx_t *ctx) {
   }
   st->ctx = ctx;
   st->cur.kind = UVP_STALL_OUTSIDE;
+  st->rng = 1;
+  next_sample(st);
   return st;
 }
 
@@ -554,6 +671,7 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   if (st->running)
     return 0;
   st->stop = false;
+  atomic_store_explicit(&st->flag, 0, memory_order_relaxed);
   rc = uv_thread_create(&st->thread, watchdog, st);
   if (rc != 0)
     return rc;

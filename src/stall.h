@@ -4,10 +4,11 @@
  * The loop thread marks where each slice of its time begins: a reaction
  * (the drain), a fiber's slice (its resumption), one of uvp's callbacks,
  * or time outside uvp (after a drain, from uvp's prepare to its check).
- * A mark reads the clock once: it ends the slice before it (timed,
- * counted, reported if it ran past the threshold) and publishes the new
- * one in words the watchdog thread reads.  All of it behind the head's
- * `stall` flag: off, a slice costs the test of that flag. */
+ * A mark publishes the new slice in words the watchdog thread reads, and
+ * reads the clock only to end a slice that was timed (about one in 64)
+ * or that the watchdog flagged as stalled (then reported), and at the
+ * loop's turns.  All of it behind the head's `stall` flag: off, a slice
+ * costs the test of that flag. */
 #ifndef UVP_STALL_H
 #define UVP_STALL_H
 
@@ -39,8 +40,7 @@ typedef struct uvp__slice_s {
 } uvp__slice_t;
 
 /* A slice of s's kind begins now.  clock false: the slice open now (the
- * drain's run of a fiber's wake) becomes this one, from the same start,
- * without reading the clock. */
+ * drain's run of a fiber's wake) becomes this one, from the same start. */
 void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock);
 /* The reaction r is about to run (the drain). */
 void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r);

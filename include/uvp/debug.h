@@ -303,7 +303,7 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * @ingroup debug
  * @{
  *
- * Opt-in per context: uvp times every slice of work it runs on the loop
+ * Opt-in per context: uvp watches every slice of work it runs on the loop
  * thread and reports each one that holds the loop longer than a
  * threshold.  A slice is one reaction handler (then/catch/finally/on, a
  * combinator's input, a completion of uvp's own operations), one fiber
@@ -315,13 +315,23 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  *
  * Each stall is reported twice at most:
  *  - while it still runs, by the context's watchdog thread, once it has
- *    run past the threshold (it looks every threshold/4, at least every
- *    millisecond): `running = 1`, `ms` so far, on the watchdog thread.
+ *    seen it run past the threshold (it looks every threshold/4, at least
+ *    every millisecond): `running = 1`, `ms` so far, on the watchdog
+ *    thread.
  *    It knows only what uvp keeps current for it (kind, sites, trace):
  *    no slots, no fiber name; nothing is read from the loop thread's
  *    stack and no signal is sent;
- *  - when it ends, by the loop thread: `running = 0`, its whole length,
- *    its async trace and its scope's slots.
+ *  - when it ends, by the loop thread: `running = 0`, its length, its
+ *    async trace and its scope's slots.
+ * uvp does not read the clock at every slice's start (only at about one
+ * slice in 64, and in its check, idle and prepare callbacks, once a
+ * loop turn; the time outside uvp is always timed): the watchdog times
+ * the others from its looks.  So a slice whose start was not read is
+ * reported once the watchdog has seen it run the threshold, and one
+ * that ran past the threshold by less than a look's period
+ * (threshold/4) may not be; its length when it ends is counted from the
+ * watchdog's last look before it began: at most a period more than it
+ * ran.
  * Default report (cb NULL): one line each on stderr, written as the dumps
  * are (never waiting: a full pipe drops it), for example
  *
@@ -396,13 +406,18 @@ UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
 
 /** How many buckets uvp_stall_stats_t's histogram has. */
 #define UVP_STALL_BUCKETS 24
-/** Slice lengths since the detector was first turned on for the context. */
+/** Slice lengths since the detector was first turned on for the context:
+ * a sample of them, and every stall. */
 typedef struct uvp_stall_stats_s {
   uint64_t slices; /**< slices of uvp's timed (handlers, fibers, uvp's
-                        callbacks) */
-  uint64_t stalls; /**< of those and of the time outside uvp, how many
-                        ran past the threshold, counted when they end */
-  uint64_t max_us; /**< the longest slice of uvp's, microseconds */
+                        callbacks): the histogram is a sample, about one
+                        slice in 64 and each of uvp's check callbacks,
+                        plus each slice reported as a stall */
+  uint64_t stalls; /**< of uvp's slices and of the time outside uvp, how
+                        many were found past the threshold (each counted
+                        once, when it ends) */
+  uint64_t max_us; /**< the longest slice of uvp's timed, microseconds
+                        (every stall is timed) */
   /** buckets[0]: slices under 1 us; buckets[i] (0 < i < last): from
    * 2^(i-1) us to under 2^i us; the last: 2^(UVP_STALL_BUCKETS - 2) us
    * (about 4.2 s) and longer. */

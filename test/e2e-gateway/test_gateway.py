@@ -983,8 +983,9 @@ def case_stuck_and_cancelled(gw, backend_port, urls):
     check(ok, "SIGUSR1: then the task dump: the member waits for HTTP GET "
           "%s, its read for the backend, in the request's group with its "
           "deadline and id%s" % (urls[3], "" if ok else ": " + text[-3000:]))
-    # Beside it, the stall detector's histogram (--stall): every slice the
-    # worker ran so far was timed, none held the loop 30 s.
+    # Beside it, the stall detector's histogram (--stall): a sample of the
+    # slices the worker ran so far (and its check callbacks), none held
+    # the loop 30 s.
     hist = re.search(r"worker \d+: slices: (\d+) timed, 0 stalls, longest "
                      r"\d+ us:( <\d+us \d+)+\n", text)
     check(hist is not None and int(hist.group(1)) > 0,
