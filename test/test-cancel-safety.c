@@ -763,8 +763,8 @@ static void test_process_killed_or_left_running(void **state) {
 
     /* Ignoring it: left running until it exits on its own. */
     snprintf(pr.script, sizeof(pr.script),
-             "trap '' TERM; echo $$ > %s.tmp && mv %s.tmp %s; sleep 2",
-             pidfile, pidfile, pidfile);
+             "trap '' TERM; echo $$ > %s.tmp && mv %s.tmp %s; sleep 2", pidfile,
+             pidfile, pidfile);
     begin(f, &fl, by, s_spawn, NULL);
     pid = pid_from(pidfile);
     cancel(&fl);
