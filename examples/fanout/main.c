@@ -798,7 +798,8 @@ static uvp_ret_t on_done(void *arg, const uvp_outcome_t *in) {
   if (in->status == 0) {
     fanout_report(r, in->value);
   } else {
-    fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(in->status));
+    if (!r->nats_mode) /* nats-coord.c said why */
+      fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(in->status));
     r->exit_code = 1;
   }
   /* The demo server and libcurl's cached connections are all that would
@@ -1213,8 +1214,8 @@ int main(int argc, char **argv) {
 #endif
       rc = uvp_promise_map(r.ctx, r.n, start_item, &r, &mo, &all);
   }
-  if (rc == 0)
-    rc = uvp_promise_then(all, on_done, &r, NULL);
+  if (rc == 0) /* --nats: a failed connect rejects it */
+    rc = uvp_promise_on(all, UVP_ON_BOTH, on_done, &r, NULL);
   if (rc != 0) {
     if (!explained)
       fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(rc));

@@ -1,0 +1,66 @@
+#!/bin/bash
+# uvp-fanout --nats end to end: a nats-server of its own on a free port on
+# 127.0.0.1 (never 4222), the demo server (uvp-fanout --serve), workers,
+# and a coordinator fetching 200 URLs of /slow (300 ms each) while one
+# worker is killed with kill -9, then while one is drained with SIGTERM:
+# every URL reported exactly once, all 200, the others' rows named.
+# Children are killed by PID only.  Usage: test-e2e-fanout-nats.sh FANOUT
+# NATS_SERVER.
+set -u
+FANOUT=$1
+NATS=$2
+T=$(mktemp -d)
+PIDS=""
+cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+# until FILE has a line matching RE (10 s at most)
+wait_line() {
+  i=0
+  while ! grep -q "$2" "$1" 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && fail "no '$2' in $1"; sleep 0.02
+  done
+}
+port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+"$NATS" -a 127.0.0.1 -p "$port" >"$T/ns.log" 2>&1 & PIDS="$PIDS $!"
+i=0
+until (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
+  i=$((i + 1)); [ $i -gt 500 ] && fail "nats-server did not listen"; sleep 0.02
+done 2>/dev/null
+URL=nats://127.0.0.1:$port
+"$FANOUT" --serve 0 >"$T/demo" & PIDS="$PIDS $!"
+wait_line "$T/demo" listening
+DP=$(sed 's/.*://' "$T/demo")
+: >"$T/urls"
+n=0; while [ $n -lt 200 ]; do echo "http://127.0.0.1:$DP/slow?$n" >>"$T/urls"; n=$((n + 1)); done
+
+run() { # $1: the signal for worker w1 mid-run
+  for w in w1 w2 w3; do
+    "$FANOUT" --nats "$URL" --worker -c 8 --name "$w" >"$T/$w" 2>&1 &
+    eval "pid_$w=$!"; PIDS="$PIDS $!"
+  done
+  for w in w1 w2 w3; do wait_line "$T/$w" serving; done
+  timeout 120 "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
+  coord=$!
+  sleep 1 # mid-run: 200 x 300 ms over 24 in flight takes 2.5 s
+  kill "-$1" "$pid_w1"
+  wait $coord || fail "coordinator exited $?"
+  if [ "$1" = TERM ]; then wait "$pid_w1" || fail "w1 drained, exited $?"; fi
+  kill -TERM "$pid_w2" "$pid_w3"
+  wait "$pid_w2" || fail "w2 exited $?"
+  wait "$pid_w3" || fail "w3 exited $?"
+  rows=$(grep -c '"n":' "$T/out")
+  [ "$rows" -eq 200 ] || fail "$1: $rows rows, not 200"
+  ok=$(grep -c '"status":200' "$T/out")
+  [ "$ok" -eq 200 ] || { grep -v '"status":200' "$T/out" | head; fail "$1: $ok of 200 answered 200"; }
+  # each URL once, in input order
+  n=1; while [ $n -le 200 ]; do
+    [ "$(grep -c "\"n\":$n,\"url\":\"http://127.0.0.1:$DP/slow?$((n - 1))\"" "$T/out")" -eq 1 ] || fail "$1: row $n"
+    n=$((n + 1))
+  done
+  for w in w2 w3; do grep -q "\"worker\":\"$w\"" "$T/out" || fail "$1: no row by $w"; done
+  grep -q '"summary":true,"urls":200,"succeeded":200' "$T/out" || fail "$1: summary"
+  echo "ok - $1: 200 URLs once each; $(grep -c '"worker":"w1"' "$T/out") by w1"
+}
+run KILL
+run TERM
