@@ -22,7 +22,7 @@ wait_line() {
   done
 }
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-"$NATS" -a 127.0.0.1 -p "$port" >"$T/ns.log" 2>&1 & PIDS="$PIDS $!"
+"$NATS" -a 127.0.0.1 -p "$port" >"$T/ns.log" 2>&1 & PIDS="$PIDS $!"; nspid=$!
 i=0
 until (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
   i=$((i + 1)); [ $i -gt 500 ] && fail "nats-server did not listen"; sleep 0.02
@@ -64,3 +64,48 @@ run() { # $1: the signal for worker w1 mid-run
 }
 run KILL
 run TERM
+
+# A worker that answers garbage (raw NATS protocol, python3): its rows are
+# EPROTO naming it, the others 200; every URL once.
+cat >"$T/garbage.py" <<'PY'
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+f.readline()  # INFO
+s.sendall(b'CONNECT {"verbose":false,"headers":true,"no_responders":true,"protocol":1}\r\n'
+          b"SUB uvp-fanout.fetch uvp-fanout 1\r\nPING\r\n")
+print("serving as garbage", flush=True)
+while True:
+    line = f.readline()
+    if not line:
+        break
+    w = line.split()
+    if w[0] == b"PING":
+        s.sendall(b"PONG\r\n")
+    elif w[0] in (b"MSG", b"HMSG"):
+        f.read(int(w[-1]) + 2)
+        s.sendall(b"PUB %s 9\r\nnot json!\r\n" % w[3])
+PY
+python3 "$T/garbage.py" "$port" >"$T/garbage" 2>&1 & PIDS="$PIDS $!"; gpid=$!
+"$FANOUT" --nats "$URL" --worker -c 8 --name good >"$T/good" 2>&1 & PIDS="$PIDS $!"; good=$!
+wait_line "$T/garbage" serving; wait_line "$T/good" serving
+timeout 120 "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" || fail "garbage: coordinator exited $?"
+kill -9 $gpid
+[ "$(grep -c '"n":' "$T/out")" -eq 200 ] || fail "garbage: rows"
+bad=$(grep -c '"error":"EPROTO".*"worker":"?"' "$T/out")
+ok=$(grep -c '"status":200.*"worker":"good"' "$T/out")
+[ $((bad + ok)) -eq 200 ] && [ "$bad" -gt 0 ] || fail "garbage: $bad EPROTO + $ok ok"
+echo "ok - garbage: $bad EPROTO, $ok answered"
+
+# The server killed and started again on its port mid-run: every URL
+# reported once (sent again after the reconnect), nothing hangs.
+timeout 120 "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
+coord=$!
+sleep 0.8
+kill -9 "$nspid"; wait "$nspid" 2>/dev/null
+sleep 0.5
+"$NATS" -a 127.0.0.1 -p "$port" >"$T/ns2.log" 2>&1 & PIDS="$PIDS $!"
+wait $coord || fail "restart: coordinator exited $?"
+[ "$(grep -c '"n":' "$T/out")" -eq 200 ] || fail "restart: rows"
+echo "ok - restart: 200 rows, $(grep -c '"status":200' "$T/out") answered 200"
+kill -TERM $good; wait $good || fail "good exited $?"
