@@ -88,7 +88,14 @@ struct fiber_s {
   uvp__fiber_ctx_t fctx;
   uvp__stack_t *stack;
   fiber_state_t *st;
-  uvp_promise_t *p; /* the fiber's promise: the fiber's reference */
+  union {
+    /* Its record of work (work-door.h), which tells nobody anything: a
+     * fiber is its group's member, no request, and its awaits are what
+     * counts as work.  So nothing is ever done with it. */
+    uvp__work_t work;
+    uvp_promise_t *p; /* = work.p: the fiber's promise, the fiber's
+                         reference */
+  };
   uvp_fiber_fn fn;
   void *arg;
   uvp_free_cb arg_free;
@@ -114,15 +121,19 @@ struct fiber_s {
   uint32_t await_depth; /* bytes of stack above its last await's frame */
   void *saved;
   uint64_t fp; /* the floating-point control state it starts with */
-  /* Last, where it adds 8 bytes and no padding (264: a compact record is
-   * still a 272-byte malloc chunk). */
+  /* Last, where it adds 8 bytes and no padding (280, with the 24-byte
+   * record of work: a compact record is a 288-byte malloc chunk). */
   char *name; /* uvp_fiber_set_name's copy, or NULL */
 };
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
 static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d);
-static void describers(void);
-static uv_once_t describers_once = UV_ONCE_INIT;
+static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code);
+static void fiber_describe(const uvp__work_t *w, uvp__what_t *out);
+static const uvp__work_class_t fiber_class = {
+    on_cancel, fiber_describe, "fiber",
+    UVP__WORK_IDLE | UVP__WORK_UNOWNED | UVP__WORK_TASK |
+        UVP__WORK_NOT_IN_LOOP};
 
 /* What a cancelled fiber's awaits say. */
 static int cancel_code(const fiber_t *f);
@@ -291,9 +302,9 @@ static int cancel_code(const fiber_t *f) {
   return f->timed_out ? UV_ETIMEDOUT : UV_ECANCELED;
 }
 
-static void on_cancel(uvp_promise_t *p, void *arg) {
-  fiber_t *f = arg;
-  int code = uvp_promise_reason(p, NULL);
+static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
+  fiber_t *f = UVP__CONTAINER_OF(w, fiber_t, work);
+  (void)p;
   if (code == UVP_ECLOSED)
     return; /* torn down: fiber_close resumes it.  Any other code is a
                cancellation (uvp_promise_cancel_with may give any) */
@@ -566,8 +577,9 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     return rc;
   }
   f->st = st;
-  f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
-  if (f->p == NULL) {
+  /* Watched by its own scope's deadline, which may be its own. */
+  if (uvp__work_start_in(ctx, scope, &f->work, &fiber_class, file, line) !=
+      0) {
     if (f->compact)
       compact_free(f);
     else
@@ -594,7 +606,6 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   st->count++;
   *out = f->p;
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
-  uvp__watch_in(scope, f->p);
   return 0;
 }
 
@@ -781,20 +792,14 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
 
 /* A fiber's promise, awaited by another task, is the fiber: "fiber spawned
  * at file:line".  Listed as a task of its own. */
-static void fiber_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const fiber_t *f = arg;
-  (void)p;
-  snprintf(w->kind, sizeof(w->kind), "fiber");
+static void fiber_describe(const uvp__work_t *work, uvp__what_t *w) {
+  const fiber_t *f = UVP__CONTAINER_OF(work, fiber_t, work);
   if (f->name != NULL)
     snprintf(w->target, sizeof(w->target), "\"%s\" spawned at %s:%d", f->name,
              f->file != NULL ? f->file : "?", f->line);
   else
     snprintf(w->target, sizeof(w->target), "spawned at %s:%d",
              f->file != NULL ? f->file : "?", f->line);
-}
-
-static void describers(void) {
-  uvp__describer_add(on_cancel, fiber_describe, true);
 }
 
 static void fiber_destroy(uvp__ext_t *ext) {
@@ -835,7 +840,6 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
       (st = UVP__EXT_MAKE(ctx, UVP__EXT_FIBERS, fiber_state_t, &state_hooks)) ==
           NULL)
     return st;
-  uv_once(&describers_once, describers);
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);
