@@ -6,7 +6,7 @@
 
 #include "cause.h"
 #include "clock.h"
-#include "dump.h"
+#include "work-door.h"
 
 /* First in a delay's and a timeout's state: its record of work (started
  * with the promise, done when the timer is closed; the timer counts as
