@@ -225,6 +225,14 @@ static void let_go_of_arg(fiber_t *f) {
     arg_free(f->arg);
 }
 
+/* The fiber is going while its promise may still be pending (teardown):
+ * the sweep rejects it later, and its hook must not reach the fiber's
+ * record, gone with its stack. */
+static void forget_fiber(uvp_promise_t *p) {
+  if (uvp__is_pending(p))
+    uvp__produced_forget(p);
+}
+
 /* The fiber's own stack: run the body, settle, switch away for good. */
 static void entry(void *arg, void *msg) {
   fiber_t *f = arg;
@@ -232,6 +240,7 @@ static void entry(void *arg, void *msg) {
   uvp_ret_t ret = f->fn(f->arg);
   uvp_promise_t *p = f->p;
   uvp__settle_ret(p, &ret); /* or let go of ret: p cancelled, or teardown */
+  forget_fiber(p);
   let_go_of_arg(f);
   unlink_fiber(f);
   f->state = F_DONE;
@@ -248,6 +257,7 @@ static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
     if (in == NULL || uvp__closed(f->st->ctx) ||
         f->cancelled) { /* never runs */
       uvp_promise_t *p = f->p;
+      forget_fiber(p);
       let_go_of_arg(f);
       unlink_fiber(f);
       f->state = F_DONE;
