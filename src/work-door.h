@@ -107,18 +107,57 @@ static inline uvp__work_t *uvp__work_of(const uvp_promise_t *p) {
              : NULL;
 }
 
+/* What start and attach tell (below). */
+static UVP__ALWAYS_INLINE void uvp__work_begin_(uvp_ctx_t *ctx,
+                                                 uvp__work_t *w,
+                                                 unsigned flags) {
+  uintptr_t told = 0;
+  if (!(flags & UVP__WORK_NOT_IN_LOOP)) {
+    uvp__loop_work_begin(ctx);
+    told = UVP__TOLD_LOOP;
+  }
+  if (!(flags & UVP__WORK_UNOWNED))
+    told |= (uintptr_t)uvp__work_begin(ctx);
+  if (UVP__UNLIKELY(uvp__head(ctx)->vclock) && !(flags & UVP__WORK_IDLE)) {
+    uvp__head(ctx)->real_work++;
+    told |= UVP__TOLD_REAL;
+  }
+  w->told = told;
+}
+
 /* Work starts under the current scope: w->p is its new promise (two
  * references, the caller's and the producer's, as uvp__produced_new), and
  * everything above is told.  The deadline of scope `watch` watches it
  * (uvp__work_start: the current scope's; not watched if that fails, for
  * want of memory: the work runs to its end).  0, or UV_ENOMEM (no
- * promise: nothing started). */
-int uvp__work_start_in(uvp_ctx_t *ctx, const uvp__scope_t *watch,
-                       uvp__work_t *w, const uvp__work_class_t *cls,
-                       const char *file, int line);
-static inline int uvp__work_start(uvp_ctx_t *ctx, uvp__work_t *w,
-                                  const uvp__work_class_t *cls,
-                                  const char *file, int line) {
+ * promise: nothing started).  Inline: the class is a constant where most
+ * producers call it, and its flags fold away (a fiber's spawn tells
+ * nobody anything). */
+static UVP__ALWAYS_INLINE int
+uvp__work_start_in(uvp_ctx_t *ctx, const uvp__scope_t *watch, uvp__work_t *w,
+                   const uvp__work_class_t *cls, const char *file, int line) {
+  w->cls = cls;
+  uvp_promise_t *p;
+  if (cls->flags & UVP__WORK_MOVABLE) {
+    p = uvp__movable_new(ctx, file, line, uvp__work_hook, &w->p);
+  } else {
+    p = uvp__produced_new(ctx, file, line, uvp__work_hook, w);
+    w->p = p;
+  }
+  if (UVP__UNLIKELY(p == NULL)) {
+    w->p = NULL;
+    w->told = 0; /* done before a start tells nothing */
+    return UV_ENOMEM;
+  }
+  uvp__work_begin_(ctx, w, cls->flags);
+  /* A deadline stops work from the loop, never inside this call: the
+   * producer starts its work first. */
+  (void)uvp__watch_in(watch, p);
+  return 0;
+}
+static UVP__ALWAYS_INLINE int uvp__work_start(uvp_ctx_t *ctx, uvp__work_t *w,
+                                              const uvp__work_class_t *cls,
+                                              const char *file, int line) {
   return uvp__work_start_in(ctx, uvp__head(ctx)->scope, w, cls, file, line);
 }
 /* The same for p, pending, made by someone else (a binding's, through
