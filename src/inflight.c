@@ -85,7 +85,6 @@ int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w, uvp_promise_t *p,
                         &classes[(cls->flags & UVP_INFLIGHT_IDLE) ? 1 : 0]);
   if (rc != 0)
     return rc;
-  w->ctx_ = ctx;
   uvp__retain_local(p);
   w->state_ = W_STARTED;
   return 0;
@@ -94,9 +93,9 @@ int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w, uvp_promise_t *p,
 void uvp_inflight_end(uvp_inflight_t *w) {
   if (w == NULL || w->state_ != W_STARTED)
     return;
-  uvp_ctx_t *ctx = w->ctx_;
   uvp__work_t *work = work_of(w);
-  uvp_promise_t *p = work->p;
+  uvp_promise_t *p = work->p; /* our reference: its context lives */
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   w->state_ = W_ENDED;
   work->p = NULL;
   if (uvp__work_of(p) == work) { /* pending, its hook ours */

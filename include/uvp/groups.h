@@ -215,7 +215,6 @@ typedef struct uvp_inflight_class_s {
 struct uvp_inflight_s {
   void *data; /**< the caller's: what cancel and describe need */
   const uvp_inflight_class_t *cls_;
-  uvp_ctx_t *ctx_;
   void *work_[3]; /* uvp's record of the work */
   int state_;
 };
