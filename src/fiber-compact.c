@@ -1,6 +1,6 @@
 /* The compact mode of fibers (uvp_ctx_set_fiber_mode): a fiber's record is
  * on the heap, and while it is parked its live frames are copied out of the
- * stack it runs on, into a buffer of their size (fiber.h has the
+ * stack it runs on, into a buffer of their size (fiber-compact.h has the
  * interface; docs/internals.md 13.9 the figures).
  *
  * Three builds of it, chosen here and nowhere else:
@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "fiber.h"
+#include "fiber-compact.h"
 
 /* One stack per context, got with its first compact fiber. */
 static bool shared(void) {

@@ -23,15 +23,16 @@
 #include "alloc.h"
 #include "deadline.h"
 #include "dump.h"
-#include "fiber.h"
+#include "fiber-compact.h"
 #include "site.h"
 #include "stall.h"
 #include "trace.h"
 
 #define MIN_STACK (16u * 1024u)
 
-/* fiber.h: the record and the state, shared with the compact mode
- * (fiber-compact.c), which fiber.c calls the same way in every build. */
+/* The record and the state are in fiber-compact.h, which the compact mode
+ * (fiber-compact.c) reads too; fiber.c calls that mode the same way in
+ * every build. */
 typedef uvp__fiber_t fiber_t;
 typedef uvp__fiber_state_t fiber_state_t;
 

@@ -1,20 +1,24 @@
-/* A fiber's record and a context's fiber state, and the compact mode's
- * interface.  Private to fiber.c, which owns both structures, and
- * fiber-compact.c, which keeps a compact fiber's frames (the fields marked
- * "the compact mode's") and reads the rest to do so: the stack, the
- * context of execution, the await's entry and the spawn site.
+/* The compact mode of fibers: its interface, and what it reads of fiber.c.
+ * Private to fiber.c and fiber-compact.c.
  *
  * The compact mode (uvp_ctx_set_fiber_mode): a fiber's record is on the
  * heap, and while it is parked its live frames may be copied out of the
  * stack it runs on, into a buffer of their size.  How (one stack per
  * context whose frames are copied when another compact fiber needs it; a
- * stack each copied out at once and poisoned under ASan; a stack each and
- * nothing copied with the ucontext switch) is fiber-compact.c's business:
- * fiber.c calls the functions below the same way in every build.  Compact
- * fibers never hand off to other fibers, nor others to them: they switch
- * through the loop's stack, where the copy runs. */
-#ifndef UVP_FIBER_H
-#define UVP_FIBER_H
+ * stack each, copied out at once and poisoned, under ASan; a stack each
+ * and nothing copied with the ucontext switch) is fiber-compact.c's
+ * business: fiber.c calls the functions below the same way in every
+ * build.  Compact fibers never hand off to other fibers, nor others to
+ * them: they switch through the loop's stack, where the copy runs.
+ *
+ * A fiber's record and a context's fiber state are fiber.c's; they are
+ * defined here, below it, because the compact mode keeps the fields
+ * marked "the compact mode's" and reads the stack, the context of
+ * execution, the await's entry and the spawn site.  So fiber-compact.c
+ * needs nothing of fiber.c (the fiber's entry is passed in), and fiber.c
+ * depends on it, not the other way round. */
+#ifndef UVP_FIBER_COMPACT_H
+#define UVP_FIBER_COMPACT_H
 
 #include <stdbool.h>
 #include <stdint.h>
