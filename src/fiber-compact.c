@@ -27,35 +27,23 @@
 #include "alloc.h"
 #include "fiber-compact.h"
 
+#if defined(UVP__FIBER_CAN_COPY)
 /* One stack per context, got with its first compact fiber. */
-static bool shared(void) {
-#if defined(UVP__FIBER_CAN_COPY)
-  return !uvp__fiber_asan();
-#else
-  return false;
-#endif
-}
-
+static bool shared(void) { return !uvp__fiber_asan(); }
 /* A stack each, copied out and poisoned as soon as the fiber parks. */
-static bool poisoned(void) {
-#if defined(UVP__FIBER_CAN_COPY)
-  return uvp__fiber_asan();
+static bool poisoned(void) { return uvp__fiber_asan(); }
 #else
-  return false;
+static bool shared(void) { return false; }
+static bool poisoned(void) { return false; }
 #endif
-}
 
-/* The top of f's stack, as its context was made with. */
-static char *top_of(const uvp__fiber_t *f) {
-  return (char *)(((uintptr_t)f->stack->base + f->stack->size) &
-                  ~(uintptr_t)15);
-}
-
-/* f's context, on its stack up to top_of(f). */
+/* f's context, on its stack up to uvp__compact_top(f), to run
+ * entry(f, msg). */
 static void make_context(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
   uvp__stack_t *stack = f->stack;
-  uvp__fiber_init(&f->fctx, stack->base, (size_t)(top_of(f) - stack->base),
-                  entry, f);
+  uvp__fiber_init(&f->fctx, stack->base,
+                  (size_t)(uvp__compact_top(f) - stack->base), entry, f);
+  uvp__fiber_watch(&f->fctx, stack);
   f->started = true;
 }
 
@@ -82,27 +70,12 @@ int uvp__compact_new(uvp__fiber_state_t *st, uvp__fiber_t **out) {
       return rc;
     }
   }
+  /* uvp__compact_unpark tells the shared build so. */
+  UVP__CHECK(shared() == (f->stack == st->run_stack));
   f->st = st;
   f->compact = true;
-#if defined(UVP__FIBER_CAN_COPY)
-  /* Its context is made at its first run: it starts with the modes of
-   * its spawn all the same. */
-  f->fp = uvp__fiber_fp_control();
-#endif
   *out = f;
   return 0;
-}
-
-void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
-#if defined(UVP__FIBER_CAN_COPY)
-  (void)f; /* made at its first run (uvp__compact_unpark) */
-  (void)entry;
-#else
-  /* Nothing is copied, so nothing is gained by waiting; and the context
-   * made now has the floating-point modes of its spawn. */
-  make_context(f, entry);
-  uvp__fiber_watch(&f->fctx, f->stack);
-#endif
 }
 
 void uvp__compact_free(uvp__fiber_t *f) {
@@ -117,6 +90,29 @@ void uvp__compact_free(uvp__fiber_t *f) {
   uvp__free(f);
 }
 
+void uvp__compact_put_stack(uvp__fiber_state_t *st) {
+  if (st->run_stack != NULL && st->on_run_stack == 0) {
+    uvp__stack_put(&st->stacks, st->run_stack);
+    st->run_stack = NULL;
+    st->owner = NULL;
+  }
+}
+
+#if defined(UVP__FIBER_CAN_COPY)
+/* ---- where frames are copied --------------------------------------------- */
+
+/* Its context is made at its first run: it starts with the floating-point
+ * modes of its spawn all the same. */
+void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
+  (void)entry;
+  f->fp = uvp__fiber_fp_control();
+}
+
+void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
+  make_context(f, entry);
+  uvp__fiber_set_fp_control(&f->fctx, f->fp);
+}
+
 /* Room for f's frames before it parks, so that parking does not fail: the
  * stack above this function's frame, and what the await uses below it.
  * That is a constant of the build for each entry (the frames of the switch
@@ -124,8 +120,8 @@ void uvp__compact_free(uvp__fiber_t *f) {
  * under ASan, whose fake stacks vary it: measured at the first park, 4 KiB
  * until then. */
 UVP__NOINLINE int uvp__compact_reserve(uvp__fiber_t *f, bool shield) {
-#if defined(UVP__FIBER_CAN_COPY)
-  size_t depth = (size_t)(top_of(f) - (char *)__builtin_frame_address(0));
+  size_t depth =
+      (size_t)(uvp__compact_top(f) - (char *)__builtin_frame_address(0));
   uint32_t known = f->st->park_slack[shield];
   size_t slack = known != 0 ? known : 4096;
   size_t need = (uvp__fiber_saved_size(depth + slack) + 15) & ~(size_t)15;
@@ -139,10 +135,6 @@ UVP__NOINLINE int uvp__compact_reserve(uvp__fiber_t *f, bool shield) {
     return UV_ENOMEM;
   f->saved = buf;
   f->saved_cap = (uint32_t)need;
-#else
-  (void)f;
-  (void)shield;
-#endif
   return 0;
 }
 
@@ -180,9 +172,8 @@ static bool room_to_park(uvp__fiber_t *f, size_t need, size_t len) {
 /* f's frames leave its stack, into f->saved (the loop's stack is running:
  * f is suspended, in an await). */
 void uvp__compact_park(uvp__fiber_t *f) {
-#if defined(UVP__FIBER_CAN_COPY)
   uvp__fiber_state_t *st = f->st;
-  char *top = top_of(f);
+  char *top = uvp__compact_top(f);
   size_t len = uvp__fiber_live(&f->fctx, top);
   /* What this await used below its reserve: the next ones' reserve. */
   size_t below = len > f->await_depth ? len - f->await_depth : 0;
@@ -199,40 +190,28 @@ void uvp__compact_park(uvp__fiber_t *f) {
    * bug (its stack below them is as its frames' returns left it). */
   if (poisoned())
     uvp__fiber_poison(top - len, len);
+}
 #else
-  (void)f;
-#endif
+/* ---- the ucontext switch: a stack each, nothing copied ------------------- */
+
+/* Nothing is gained by waiting: its context is made now, with the
+ * floating-point modes of its spawn. */
+void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
+  make_context(f, entry);
 }
 
-void uvp__compact_unpark(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
-  uvp__fiber_state_t *st = f->st;
-  uvp__stack_t *stack = f->stack;
-  if (shared() && st->owner != f) {
-    if (st->owner != NULL)
-      uvp__compact_park(st->owner);
-    st->owner = f;
-  }
-  if (!f->started) {
-    make_context(f, entry);
-#if defined(UVP__FIBER_CAN_COPY)
-    uvp__fiber_set_fp_control(&f->fctx, f->fp);
-#endif
-    uvp__fiber_watch(&f->fctx, stack);
-  } else if (f->out) {
-#if defined(UVP__FIBER_CAN_COPY)
-    /* Its frames and their shadow, poisoned or another fiber's till now. */
-    uvp__fiber_restore(&f->fctx, top_of(f), f->saved);
-#endif
-    f->out = false;
-  }
-  stack->file = f->file; /* the overflow reports name the fiber so */
-  stack->line = f->line;
+void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
+  (void)f; /* never: its context was made at its spawn */
+  (void)entry;
 }
 
-void uvp__compact_put_stack(uvp__fiber_state_t *st) {
-  if (st->run_stack != NULL && st->on_run_stack == 0) {
-    uvp__stack_put(&st->stacks, st->run_stack);
-    st->run_stack = NULL;
-    st->owner = NULL;
-  }
+int uvp__compact_reserve(uvp__fiber_t *f, bool shield) {
+  (void)f; /* nothing will be copied */
+  (void)shield;
+  return 0;
 }
+
+void uvp__compact_park(uvp__fiber_t *f) {
+  (void)f; /* never: poisoned() and shared() are false */
+}
+#endif
