@@ -119,7 +119,7 @@ static void run(fiber_t *f) {
   if (last->state == F_DONE)
     free_stack(last); /* its last switch is behind it */
   else if (UVP__UNLIKELY(st->park_at_once) && last->compact)
-    uvp__compact_park(last);
+    uvp__compact_park(last); /* under ASan: poisoned while it waits */
 }
 
 static void let_go_of_arg(fiber_t *f) {
@@ -279,8 +279,8 @@ static size_t fiber_stack_size(const uvp_fiber_opts_t *opts) {
   return size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
 }
 
-/* Its context of execution, below its record (a compact one's: as the
- * compact mode decides, at its spawn or its first run). */
+/* Its context of execution: on its stack, below its record; a compact
+ * one's as the compact mode decides (at its spawn or its first run). */
 static void fiber_context(fiber_t *f, uintptr_t top) {
   uvp__stack_t *stack = f->stack;
   if (UVP__UNLIKELY(f->compact)) {
