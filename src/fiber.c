@@ -193,7 +193,7 @@ static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
     stall_slice_slow(f, clock);
     return;
   }
-  unsigned s = uvp__stall_open(h, UVP_STALL_FIBER);
+  unsigned s = uvp__stall_open(h);
   uvp__stall_fiber_words(h, f->trace, f->file, f->line, f->await_file,
                          f->await_line);
   uvp__stall_close(h, s);

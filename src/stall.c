@@ -41,11 +41,13 @@ typedef struct stall_state_s {
   uint64_t thr_ns;
   uvp_stall_cb cb;
   void *arg;
-  int phase;      /* h.kind == UVP_STALL_OUTSIDE */
+  int phase;      /* the open slice's, if UVP_STALL_OUTSIDE */
   uint64_t start; /* the last clock read: the open slice's start if timed */
   bool timed;     /* the open slice's start was read to time it: its end
-                   * is read (h.countdown is 1 meanwhile) */
-  unsigned rest;  /* while timed: the marks to the next sampled one */
+                   * is read */
+  bool forced;    /* h.countdown is 1 for the open slice's end (timed, or
+                   * holding a scope or name) ... */
+  unsigned rest;  /* ... and this is the marks to the next sampled one */
   unsigned rng;
   char name_buf[NAME_BUF];
   /* The histogram: written by the loop thread only, read by any. */
@@ -77,6 +79,12 @@ static const char *const phase_text[UVP__PH_COUNT + 1] = {
 
 static stall_state_t *state_of(const uvp_ctx_t *ctx) {
   return (stall_state_t *)uvp__stall_hot(ctx); /* h is first */
+}
+
+/* The kind of the slice open now (the loop thread reads its own word). */
+static int cur_kind(const stall_state_t *st) {
+  return (int)(atomic_load_explicit(&st->h.pub.word, memory_order_relaxed) &
+               0xff);
 }
 
 static inline void add_relaxed(_Atomic uint64_t *a, uint64_t n) {
@@ -295,14 +303,14 @@ static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
   uint64_t ns;
   if (!slice_length(st, now, &ns))
     return;
-  if (st->h.kind != UVP_STALL_OUTSIDE) {
+  if (cur_kind(st) != UVP_STALL_OUTSIDE) {
     uint64_t us = ns / 1000;
     add_relaxed(&st->buckets[bucket_of(us)], 1);
     if (us > atomic_load_explicit(&st->max_us, memory_order_relaxed))
       atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
   }
   if (UVP__UNLIKELY(ns >= st->thr_ns) &&
-      (st->h.kind != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
+      (cur_kind(st) != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
     add_relaxed(&st->stalls, 1);
     report_ended(st, report_phase, ns);
   }
@@ -325,7 +333,6 @@ static UVP__NOINLINE void take_slow(stall_state_t *st, const uvp__slice_t *s) {
 
 /* cur becomes s. */
 static UVP__ALWAYS_INLINE void take(stall_state_t *st, const uvp__slice_t *s) {
-  st->h.kind = s->kind;
   if (UVP__UNLIKELY((s->scope != NULL) | (s->name != NULL) |
                     (st->h.scope != NULL) | (st->h.name != NULL)))
     take_slow(st, s);
@@ -339,67 +346,83 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+static unsigned countdown(const stall_state_t *st) {
+  return atomic_load_explicit(&st->h.countdown, memory_order_relaxed);
+}
+static void set_countdown(stall_state_t *st, unsigned n) {
+  atomic_store_explicit(&st->h.countdown, n, memory_order_relaxed);
+}
+
 /* The next sampled mark: 32 to 95 marks on (64 on average), drawn so
  * that a ping-pong of two fibers is not always sampled on the same. */
 static void next_sample(stall_state_t *st) {
   st->rng = st->rng * 1103515245u + 12345u;
-  st->h.countdown = SAMPLE / 2 + ((st->rng >> 16) & (SAMPLE - 1));
+  set_countdown(st, SAMPLE / 2 + ((st->rng >> 16) & (SAMPLE - 1)));
 }
 
-/* The slice beginning is timed: the next mark reads the clock (one
- * countdown serves both the sampling and the timed slice's end). */
-static void set_timed(stall_state_t *st) {
-  if (st->timed)
+/* After a mark: if the slice open now needs its end seen (timed, or it
+ * holds a scope or a name), the next mark takes the slow way (one
+ * countdown serves both that and the sampling). */
+static void after_mark(stall_state_t *st) {
+  if (!st->timed && st->h.scope == NULL && st->h.name == NULL)
     return;
-  st->rest = st->h.countdown != 0 ? st->h.countdown : 1;
-  st->h.countdown = 1;
-  st->timed = true;
+  if (!st->forced) {
+    unsigned c = countdown(st);
+    st->rest = c != 0 ? c : 1;
+    st->forced = true;
+  }
+  set_countdown(st, 1);
 }
 
 /* A mark that reads the clock: the slice open now was timed or flagged,
- * or the new one is sampled (the countdown at 0). */
-static UVP__NOINLINE void clocked_mark(stall_state_t *st,
-                                       const uvp__slice_t *s) {
+ * or the new one is sampled. */
+static UVP__NOINLINE void clocked_mark(stall_state_t *st, const uvp__slice_t *s,
+                                       bool sample) {
   uint64_t now = now_ns();
   end_slice(st, now, st->phase);
   take(st, s);
   st->start = now;
-  if (st->timed) {
-    st->h.countdown = st->rest;
-    st->timed = false;
-  }
-  if (st->h.countdown == 0) {
+  st->timed = sample;
+  if (sample)
     next_sample(st);
-    set_timed(st);
-  }
   publish(st, s, true);
 }
 
 /* A mark whose countdown was counted (clock) or is not (!clock: the
  * slice open now, the drain's run of a fiber's wake, becomes this one).
  * Most marks take uvp__stall_quick's way instead: this one reads the
- * clock only if the countdown ran out or the watchdog flagged. */
+ * clock only if the open slice was timed or flagged or a sample is due. */
 static void mark_counted(stall_state_t *st, const uvp__slice_t *s,
                          bool clock) {
-  if (!clock && st->h.kind != UVP_STALL_OUTSIDE) {
+  if (!clock && cur_kind(st) != UVP_STALL_OUTSIDE) {
     take(st, s); /* the same slice, now known better */
     publish(st, s, false);
+    after_mark(st);
     return;
   }
-  if (st->h.countdown == 0 ||
+  bool sample = false;
+  if (countdown(st) == 0) {
+    if (st->forced)
+      set_countdown(st, st->rest);
+    else
+      sample = true; /* (or the watchdog's 1: a sample more) */
+    st->forced = false;
+  }
+  if (sample || st->timed ||
       atomic_load_explicit(&st->h.flag, memory_order_relaxed) != 0) {
-    clocked_mark(st, s);
-    return;
+    clocked_mark(st, s, sample);
+  } else {
+    take(st, s);
+    publish(st, s, false);
   }
-  take(st, s);
-  publish(st, s, false);
+  after_mark(st);
 }
 
 void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
   stall_state_t *st = state_of(ctx);
-  if (clock || st->h.kind == UVP_STALL_OUTSIDE) {
+  if (clock || cur_kind(st) == UVP_STALL_OUTSIDE) {
     clock = true;
-    st->h.countdown--;
+    set_countdown(st, countdown(st) - 1);
   }
   mark_counted(st, s, clock);
 }
@@ -421,8 +444,9 @@ static void begin_timed(stall_state_t *st, uint64_t now,
                         const uvp__slice_t *s) {
   take(st, s);
   st->start = now;
-  set_timed(st);
+  st->timed = true;
   publish(st, s, true);
+  after_mark(st);
 }
 
 /* Outside uvp from `now`, in phase ph (always timed: the loop's turns,
@@ -447,7 +471,7 @@ void uvp__stall_check(uvp_ctx_t *ctx) {
   stall_state_t *st = state_of(ctx);
   uint64_t now = now_ns();
   int ph = st->phase;
-  if (st->h.kind == UVP_STALL_OUTSIDE && ph == UVP__PH_POLL) {
+  if (cur_kind(st) == UVP_STALL_OUTSIDE && ph == UVP__PH_POLL) {
     /* The loop's time is the poll's return (ms): what came after it, up
      * to here, was the I/O callbacks'.  (The poll's wait is no stall.) */
     uint64_t back = uv_now(uvp__loop(ctx)) * 1000000u;
@@ -544,6 +568,10 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
   w->reported = s1;
   atomic_store_explicit(&st->flag_lb, from, memory_order_relaxed);
   atomic_store_explicit(&st->h.flag, s1 + 1, memory_order_release);
+  /* The loop thread's next mark looks at the flag (its countdown store
+   * may overwrite this one only while it marks, past the flagged slice:
+   * then the flag waits for the next sample, counted as a late flag). */
+  atomic_store_explicit(&st->h.countdown, 1, memory_order_relaxed);
   report_live(cb, arg, kind, phase, c.site, c.trace, c.file, c.line,
               c.await_file, c.await_line, c.what, (t1 - from) / 1000000);
 }
@@ -621,7 +649,8 @@ static stall_state_t *state_new(uvp_ctx_t *ctx) {
     return NULL;
   }
   st->ctx = ctx;
-  st->h.kind = UVP_STALL_OUTSIDE;
+  atomic_store_explicit(&st->h.pub.word, UVP__STALL_W(UVP_STALL_OUTSIDE, 0, 0),
+                        memory_order_relaxed);
   st->rng = 1;
   next_sample(st);
   return st;

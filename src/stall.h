@@ -67,10 +67,13 @@ typedef struct uvp__stall_pub_s {
  * the usual mark is inline where it happens. */
 typedef struct uvp__stall_hot_s {
   uvp__ext_t ext;
-  /* The loop thread's: marks to the next one that reads the clock (the
-   * sampled one, or the end of the slice open now when it is timed). */
-  unsigned countdown;
-  int kind;                   /* the slice open now: its kind, */
+  /* Marks to the next one that takes stall.c's way: the sampled one, or
+   * the next at all (1) when the slice open now is timed, holds a scope
+   * or a name, or the watchdog flagged it (the watchdog stores 1 after
+   * its flag).  Written by the loop thread, and by the watchdog once a
+   * stall. */
+  atomic_uint countdown;
+  /* The slice open now (its kind is the published word's): */
   struct uvp__scope_s *scope; /* a reference on its scope, */
   const char *name;           /* a copy of its fiber's name */
   /* The watchdog's word to the loop thread (stall.c's slice_length). */
@@ -82,24 +85,21 @@ static inline uvp__stall_hot_t *uvp__stall_hot(const uvp_ctx_t *ctx) {
   return UVP__EXT_OF(ctx, UVP__EXT_STALL, uvp__stall_hot_t);
 }
 
-/* The usual mark (the loop thread's): true when it needs no clock read
- * (no sample due, no timed slice ending, no flag from the watchdog) and
- * no reference or name moves (extra: the new slice's scope | name).
- * False: the caller takes uvp__stall_mark's way. */
+/* The usual mark (the loop thread's): true when the countdown says the
+ * slice open now needs nothing at its end (no clock read, no reference or
+ * name to let go of) and no sample is due, and the new slice has no
+ * scope or name to hold (extra: its scope | name).  False: the caller
+ * takes uvp__stall_mark_counted's way. */
 static UVP__ALWAYS_INLINE bool uvp__stall_quick(uvp__stall_hot_t *h,
                                                 uintptr_t extra) {
-  unsigned c = h->countdown - 1;
-  h->countdown = c;
-  return ((c == 0) | (atomic_load_explicit(&h->flag, memory_order_relaxed) !=
-                      0) |
-          ((extra | (uintptr_t)h->scope | (uintptr_t)h->name) != 0)) == 0;
+  unsigned c = atomic_load_explicit(&h->countdown, memory_order_relaxed) - 1;
+  atomic_store_explicit(&h->countdown, c, memory_order_relaxed);
+  return UVP__LIKELY(c != 0) && UVP__LIKELY(extra == 0);
 }
 
 /* Publish a slice of kind `kind` (after uvp__stall_quick said yes). */
-static UVP__ALWAYS_INLINE unsigned uvp__stall_open(uvp__stall_hot_t *h,
-                                                  int kind) {
+static UVP__ALWAYS_INLINE unsigned uvp__stall_open(uvp__stall_hot_t *h) {
   unsigned s = atomic_load_explicit(&h->pub.seq, memory_order_relaxed);
-  h->kind = kind;
   atomic_store_explicit(&h->pub.seq, s + 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_release);
   return s + 2;
@@ -149,7 +149,7 @@ static UVP__ALWAYS_INLINE void uvp__stall_reaction(uvp_ctx_t *ctx,
     return;
   }
   const uvp_promise_t *p = uvp__stall_source(r);
-  unsigned s = uvp__stall_open(h, UVP_STALL_HANDLER);
+  unsigned s = uvp__stall_open(h);
   atomic_store_explicit(&h->pub.word,
                         UVP__STALL_W(UVP_STALL_HANDLER, p->trace, p->site),
                         memory_order_relaxed);
