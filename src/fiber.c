@@ -188,8 +188,8 @@ static UVP__NOINLINE void stall_slice_slow(fiber_t *f, bool counted) {
 }
 static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
   uvp__stall_hot_t *h = uvp__stall_hot(f->st->ctx);
-  if (!clock || UVP__UNLIKELY(!uvp__stall_quick(
-                    h, (uintptr_t)f->scope | (uintptr_t)f->name))) {
+  if (!clock || UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)f->scope |
+                                                       (uintptr_t)f->name))) {
     stall_slice_slow(f, clock);
     return;
   }

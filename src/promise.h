@@ -262,8 +262,7 @@ uvp__reaction_scope(const uvp__reaction_t *r) {
   if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
     return NULL;
   const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
-  return h->cb.then == uvp__boxed ? ((const uvp__hbox_t *)h->arg)->scope
-                                  : NULL;
+  return h->cb.then == uvp__boxed ? ((const uvp__hbox_t *)h->arg)->scope : NULL;
 }
 
 #endif

@@ -172,8 +172,16 @@ static void deliver(uvp_stall_cb cb, void *arg, uvp_stall_t *rec, char *text,
  * kind does not use may be another slice's, and are left out. */
 static uvp__slice_t read_pub(const uvp__stall_pub_t *p, int *phase) {
   uint64_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
-  uvp__slice_t c = {(int)(w & 0xff), (uint16_t)(w >> 24), (uint16_t)(w >> 8),
-                    NULL, 0, NULL, 0, NULL, NULL, NULL};
+  uvp__slice_t c = {(int)(w & 0xff),
+                    (uint16_t)(w >> 24),
+                    (uint16_t)(w >> 8),
+                    NULL,
+                    0,
+                    NULL,
+                    0,
+                    NULL,
+                    NULL,
+                    NULL};
   if (c.kind == UVP_STALL_FIBER) {
     uint64_t lines = atomic_load_explicit(&p->lines, memory_order_relaxed);
     c.file = atomic_load_explicit(&p->file, memory_order_relaxed);
@@ -249,10 +257,9 @@ static UVP__ALWAYS_INLINE void publish(stall_state_t *st, const uvp__slice_t *c,
   atomic_store_explicit(&p->phase, st->phase, memory_order_relaxed);
   atomic_store_explicit(&p->file, c->file, memory_order_relaxed);
   atomic_store_explicit(&p->await_file, c->await_file, memory_order_relaxed);
-  atomic_store_explicit(&p->lines,
-                        (uint64_t)(uint32_t)c->line << 32 |
-                            (uint32_t)c->await_line,
-                        memory_order_relaxed);
+  atomic_store_explicit(
+      &p->lines, (uint64_t)(uint32_t)c->line << 32 | (uint32_t)c->await_line,
+      memory_order_relaxed);
   atomic_store_explicit(&p->what, c->what, memory_order_relaxed);
   atomic_store_explicit(&p->seq, s + 2, memory_order_release);
 }
@@ -392,8 +399,7 @@ static UVP__NOINLINE void clocked_mark(stall_state_t *st, const uvp__slice_t *s,
  * slice open now, the drain's run of a fiber's wake, becomes this one).
  * Most marks take uvp__stall_quick's way instead: this one reads the
  * clock only if the open slice was timed or flagged or a sample is due. */
-static void mark_counted(stall_state_t *st, const uvp__slice_t *s,
-                         bool clock) {
+static void mark_counted(stall_state_t *st, const uvp__slice_t *s, bool clock) {
   if (!clock && cur_kind(st) != UVP_STALL_OUTSIDE) {
     take(st, s); /* the same slice, now known better */
     publish(st, s, false);

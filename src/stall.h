@@ -60,8 +60,7 @@ typedef struct uvp__stall_pub_s {
 } uvp__stall_pub_t;
 
 #define UVP__STALL_W(kind, trace, site)                                        \
-  ((uint64_t)(unsigned)(kind) | (uint64_t)(trace) << 8 |                        \
-   (uint64_t)(site) << 24)
+  ((uint64_t)(unsigned)(kind) | (uint64_t)(trace) << 8 | (uint64_t)(site) << 24)
 
 /* What a mark touches, first in the detector's state (stall.c), so that
  * the usual mark is inline where it happens. */
@@ -105,14 +104,12 @@ static UVP__ALWAYS_INLINE unsigned uvp__stall_open(uvp__stall_hot_t *h) {
   return s + 2;
 }
 static UVP__ALWAYS_INLINE void uvp__stall_close(uvp__stall_hot_t *h,
-                                               unsigned s) {
+                                                unsigned s) {
   atomic_store_explicit(&h->pub.seq, s, memory_order_release);
 }
-static UVP__ALWAYS_INLINE void uvp__stall_fiber_words(uvp__stall_hot_t *h,
-                                                     uint16_t trace,
-                                                     const char *file, int line,
-                                                     const char *await_file,
-                                                     int await_line) {
+static UVP__ALWAYS_INLINE void
+uvp__stall_fiber_words(uvp__stall_hot_t *h, uint16_t trace, const char *file,
+                       int line, const char *await_file, int await_line) {
   atomic_store_explicit(&h->pub.word, UVP__STALL_W(UVP_STALL_FIBER, trace, 0),
                         memory_order_relaxed);
   atomic_store_explicit(&h->pub.file, file, memory_order_relaxed);
@@ -141,10 +138,9 @@ uvp__stall_source(const uvp__reaction_t *r) {
 
 /* The reaction r is about to run (the drain). */
 static UVP__ALWAYS_INLINE void uvp__stall_reaction(uvp_ctx_t *ctx,
-                                                  const uvp__reaction_t *r) {
+                                                   const uvp__reaction_t *r) {
   uvp__stall_hot_t *h = uvp__stall_hot(ctx);
-  if (UVP__UNLIKELY(
-          !uvp__stall_quick(h, (uintptr_t)uvp__reaction_scope(r)))) {
+  if (UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)uvp__reaction_scope(r)))) {
     uvp__stall_reaction_slow(ctx, r);
     return;
   }

@@ -343,9 +343,7 @@ static void test_shield_none_keeps_watched(void **state) {
   shield_over(*state, UVP_NO_DEADLINE);
 }
 
-static void test_shield_keeps_watched(void **state) {
-  shield_over(*state, 80);
-}
+static void test_shield_keeps_watched(void **state) { shield_over(*state, 80); }
 
 /* The same for a nearer deadline set in the scope's place: the work
  * started under the farther one is still cut by it. */
