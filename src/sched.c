@@ -121,6 +121,13 @@ static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
     UVP__PREFETCH(first_read(q->ring[(q->rhead + (ahead > 2 ? 2 : 0)) & mask]));
 }
 
+/* The stall detector's mark of r, out of the drain's loop (stall.h's
+ * usual mark is inline here): the loop's own code stays as it is off. */
+static UVP__NOINLINE void stall_reaction(uvp_ctx_t *ctx,
+                                         const uvp__reaction_t *r) {
+  uvp__stall_reaction(ctx, r);
+}
+
 static void drain(uvp_ctx_t *ctx) {
   uv_loop_t *loop = ctx->h.loop;
   /* Completions (wrappers' finished operations) run when no reaction is
@@ -147,7 +154,7 @@ static void drain(uvp_ctx_t *ctx) {
       ctx->q.budget_end--; /* rhead stays */
       uvp__reaction_t *c = completion_pop(ctx);
       if (UVP__UNLIKELY(ctx->h.stall))
-        uvp__stall_reaction(ctx, c);
+        stall_reaction(ctx, c);
       uvp__run_completion(ctx, c);
       if (ctx->h.closed)
         return;
@@ -156,7 +163,7 @@ static void drain(uvp_ctx_t *ctx) {
     uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
     if (UVP__UNLIKELY(ctx->h.stall))
-      uvp__stall_reaction(ctx, r);
+      stall_reaction(ctx, r);
     uvp__run_reaction(ctx, r);
     if (ctx->h.closed)
       return;
