@@ -437,12 +437,36 @@ void uvp__stall_mark_counted(uvp_ctx_t *ctx, const uvp__slice_t *s) {
   mark_counted(state_of(ctx), s, true);
 }
 
-void uvp__stall_reaction_slow(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
-  const uvp_promise_t *p = uvp__stall_source(r);
+/* The promise whose site and trace name reaction r. */
+static UVP__ALWAYS_INLINE const uvp_promise_t *
+stall_source(const uvp__reaction_t *r) {
+  return uvp__rkind(r) == UVP__RK_CELL
+             ? ((const uvp__cell_t *)(const void *)r)->source
+             : (const uvp_promise_t *)uvp__rtarget(r);
+}
+
+static UVP__NOINLINE void reaction_slow(uvp_ctx_t *ctx,
+                                        const uvp__reaction_t *r) {
+  const uvp_promise_t *p = stall_source(r);
   uvp__slice_t s = {
       UVP_STALL_HANDLER,      p->site, p->trace, NULL, 0, NULL, 0, NULL,
       uvp__reaction_scope(r), NULL};
   mark_counted(state_of(ctx), &s, true);
+}
+
+/* The drain's mark of r: the usual one stores a word. */
+static void mark_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
+  uvp__stall_hot_t *h = uvp__stall_hot(ctx);
+  if (UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)uvp__reaction_scope(r)))) {
+    reaction_slow(ctx, r);
+    return;
+  }
+  const uvp_promise_t *p = stall_source(r);
+  unsigned s = uvp__stall_open(h);
+  atomic_store_explicit(&h->pub.word,
+                        UVP__STALL_W(UVP_STALL_HANDLER, p->trace, p->site),
+                        memory_order_relaxed);
+  uvp__stall_close(h, s);
 }
 
 /* A timed slice begins at `now`: s. */
@@ -469,11 +493,11 @@ static void outside_at(stall_state_t *st, uint64_t now, int ph) {
   begin_outside(st, now, ph);
 }
 
-void uvp__stall_outside(uvp_ctx_t *ctx, int ph) {
+static void mark_outside(uvp_ctx_t *ctx, int ph) {
   outside_at(state_of(ctx), now_ns(), ph);
 }
 
-void uvp__stall_check(uvp_ctx_t *ctx) {
+static void mark_check(uvp_ctx_t *ctx) {
   stall_state_t *st = state_of(ctx);
   uint64_t now = now_ns();
   int ph = st->phase;
@@ -674,10 +698,21 @@ static void open_prepare(stall_state_t *st) {
   st->prepare_open = true;
 }
 
-uv_handle_t *uvp__stall_handle(uvp_ctx_t *ctx) {
+static uv_handle_t *stall_handle(uvp_ctx_t *ctx) {
   stall_state_t *st = state_of(ctx);
   return st != NULL && st->prepare_open ? (uv_handle_t *)&st->prepare : NULL;
 }
+
+/* uvp's own callback, timed: it runs among the I/O callbacks. */
+static void mark_async(uvp_ctx_t *ctx) {
+  uvp__slice_t s = {
+      UVP_STALL_UVP, 0, 0,    NULL, 0,
+      NULL,          0, NULL, NULL, "async (messages from other threads)"};
+  uvp__stall_mark(ctx, &s, true);
+}
+
+static const uvp__stall_marks_t marks = {mark_reaction, mark_outside,
+                                         mark_check, mark_async, stall_handle};
 
 int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
                       void *arg) {
@@ -714,6 +749,7 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   if (!uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_start(&st->prepare, prepare_cb);
   begin_outside(st, now_ns(), UVP__PH_SETUP);
+  uvp__head(ctx)->stall_marks = &marks;
   uvp__head(ctx)->stall = true;
   return 0;
 }

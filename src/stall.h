@@ -18,15 +18,6 @@
 
 struct uvp__scope_s;
 
-/* Where the loop thread is, outside uvp's slices. */
-enum {
-  UVP__PH_SETUP,       /* the detector was just turned on */
-  UVP__PH_AFTER_IDLE,  /* after uvp's idle callback, before its prepare */
-  UVP__PH_AFTER_CHECK, /* after uvp's check callback, before its prepare */
-  UVP__PH_POLL,        /* from uvp's prepare to its check: may be waiting */
-  UVP__PH_COUNT
-};
-
 /* One slice, as its layer describes it. */
 typedef struct uvp__slice_s {
   int kind;         /* UVP_STALL_* */
@@ -125,40 +116,5 @@ void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock);
 /* uvp__stall_mark(ctx, s, true) after uvp__stall_quick said no (which
  * counted the mark). */
 void uvp__stall_mark_counted(uvp_ctx_t *ctx, const uvp__slice_t *s);
-/* The reaction r is about to run (the drain), the way that is not inline. */
-void uvp__stall_reaction_slow(uvp_ctx_t *ctx, const uvp__reaction_t *r);
-
-/* The promise whose site and trace name reaction r. */
-static UVP__ALWAYS_INLINE const uvp_promise_t *
-uvp__stall_source(const uvp__reaction_t *r) {
-  return uvp__rkind(r) == UVP__RK_CELL
-             ? ((const uvp__cell_t *)(const void *)r)->source
-             : (const uvp_promise_t *)uvp__rtarget(r);
-}
-
-/* The reaction r is about to run (the drain). */
-static UVP__ALWAYS_INLINE void uvp__stall_reaction(uvp_ctx_t *ctx,
-                                                   const uvp__reaction_t *r) {
-  uvp__stall_hot_t *h = uvp__stall_hot(ctx);
-  if (UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)uvp__reaction_scope(r)))) {
-    uvp__stall_reaction_slow(ctx, r);
-    return;
-  }
-  const uvp_promise_t *p = uvp__stall_source(r);
-  unsigned s = uvp__stall_open(h);
-  atomic_store_explicit(&h->pub.word,
-                        UVP__STALL_W(UVP_STALL_HANDLER, p->trace, p->site),
-                        memory_order_relaxed);
-  uvp__stall_close(h, s);
-}
-/* The loop thread leaves uvp's work for the phase `ph`. */
-void uvp__stall_outside(uvp_ctx_t *ctx, int ph);
-/* uvp's check callback begins: the time since the poll returned was the
- * I/O callbacks'. */
-void uvp__stall_check(uvp_ctx_t *ctx);
-
-/* The prepare handle of the detector, for uvp_ctx_close (NULL: it was
- * never on). */
-uv_handle_t *uvp__stall_handle(uvp_ctx_t *ctx);
 
 #endif
