@@ -94,12 +94,28 @@ static void enter(fiber_t *f) {
 }
 
 /* With the stall detector on, f's slice begins (stall.h): clock false
- * when the drain has just begun timing the wake that runs it. */
-static UVP__NOINLINE void stall_slice(fiber_t *f, bool clock) {
+ * when the drain has just begun timing the wake that runs it.  Inline:
+ * most marks store f's words and nothing else. */
+static UVP__NOINLINE void stall_slice_slow(fiber_t *f, bool counted) {
   uvp__slice_t s = {
       UVP_STALL_FIBER, 0,       f->trace, f->file, f->line, f->await_file,
       f->await_line,   f->name, f->scope, NULL};
-  uvp__stall_mark(f->st->ctx, &s, clock);
+  if (counted)
+    uvp__stall_mark_counted(f->st->ctx, &s);
+  else
+    uvp__stall_mark(f->st->ctx, &s, false);
+}
+static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
+  uvp__stall_hot_t *h = uvp__stall_hot(f->st->ctx);
+  if (!clock || UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)f->scope |
+                                                       (uintptr_t)f->name))) {
+    stall_slice_slow(f, clock);
+    return;
+  }
+  unsigned s = uvp__stall_open(h);
+  uvp__stall_fiber_words(h, f->trace, f->file, f->line, f->await_file,
+                         f->await_line);
+  uvp__stall_close(h, s);
 }
 
 /* Switch from the loop's stack to f.  Returns when a fiber switches back

@@ -207,8 +207,30 @@ int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
 void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
 
+/* A user's handler with a destroy notifier or a scope (see
+ * uvp__handler_t): its cb is uvp__boxed, its arg the box, from the
+ * reaction pool. */
+typedef struct uvp__hbox_s {
+  uvp_then_cb cb;
+  void *arg;
+  uvp_free_cb arg_free;       /* NULL: none */
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
+} uvp__hbox_t;
+_Static_assert(sizeof(uvp__hbox_t) <= sizeof(uvp__handler_t),
+               "a box takes a reaction slot");
+/* The marker: a box is always opened before its handler runs. */
+uvp_ret_t uvp__boxed(void *arg, const uvp_outcome_t *in);
+
 /* The scope a queued user handler will run in (NULL: none, or not a
- * user's handler), for the stall detector's report. */
-struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r);
+ * user's handler), for the stall detector's report: inline, for the
+ * drain's mark of each reaction. */
+static inline struct uvp__scope_s *
+uvp__reaction_scope(const uvp__reaction_t *r) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
+    return NULL;
+  const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
+  return h->cb.then == uvp__boxed ? ((const uvp__hbox_t *)h->arg)->scope : NULL;
+}
 
 #endif

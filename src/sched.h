@@ -52,6 +52,32 @@ enum {
 void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
                     const uvp__ext_t *hooks);
 
+/* The stall detector (stall.c) marks the loop thread's slices from the
+ * scheduler's callbacks through this table, which it installs when it is
+ * first turned on: the scheduler stays below the detector and names none
+ * of its functions.  Where the loop thread is, outside uvp's slices: */
+enum {
+  UVP__PH_SETUP,       /* the detector was just turned on */
+  UVP__PH_AFTER_IDLE,  /* after uvp's idle callback, before its prepare */
+  UVP__PH_AFTER_CHECK, /* after uvp's check callback, before its prepare */
+  UVP__PH_POLL,        /* from uvp's prepare to its check: may be waiting */
+  UVP__PH_COUNT
+};
+struct uvp__reaction_s;
+typedef struct uvp__stall_marks_s {
+  /* The reaction r is about to run (the drain). */
+  void (*reaction)(uvp_ctx_t *ctx, const struct uvp__reaction_s *r);
+  /* The loop thread leaves uvp's work for the phase `ph`. */
+  void (*outside)(uvp_ctx_t *ctx, int ph);
+  /* uvp's check callback begins: the time since the poll returned was the
+   * I/O callbacks'. */
+  void (*check)(uvp_ctx_t *ctx);
+  /* uvp's async callback begins (mail from other threads). */
+  void (*async)(uvp_ctx_t *ctx);
+  /* The detector's prepare handle, for uvp_ctx_close (NULL: not open). */
+  uv_handle_t *(*handle)(uvp_ctx_t *ctx);
+} uvp__stall_marks_t;
+
 /* What every layer reads of a context, first in it: the loop, the thread
  * check, the current scope and trace frame, the layers' state.  Read and
  * written through uvp__head(ctx) (a context begins with its head). */
@@ -78,6 +104,10 @@ typedef struct uvp__ctx_head_s {
   /* The cause of the cancellation running now (cause.h), or NULL: what it
    * cuts takes it.  Read only when a cancellation rejects a promise. */
   struct uvp__cause_s *cause;
+  /* The stall detector's marks, set when it is first turned on (NULL
+   * until then) and kept: read only while `stall` is set, and by
+   * uvp_ctx_close for its handle. */
+  const struct uvp__stall_marks_s *stall_marks;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
