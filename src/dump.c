@@ -1,9 +1,9 @@
 /* The task dump (uvp_ctx_dump_tasks): every fiber, every group member and
  * every other pending promise something waits on, with what each waits
  * for.  The layers tell it about their tasks (the `tasks` hook of their
- * per-context state) and how their promises are described (a table of
- * describers keyed by cancel hook); the rest comes from a walk over the
- * promise pool.  A summary counts the tasks by what they wait for and
+ * per-context state); a promise uvp's work produces says what it waits for
+ * through its record's class (work-door.h); the rest comes from a walk
+ * over the promise pool.  A summary counts the tasks by what they wait for and
  * lists the oldest; a full dump streams one line per task, as text or as
  * JSON lines.  Nothing is kept per promise for it: it reads what is
  * there. */
@@ -17,42 +17,6 @@
 #include "diag.h"
 #include "dump.h"
 #include "registry.h"
-
-/* ---- describers ---------------------------------------------------------- */
-
-#define DESCRIBERS 32
-
-typedef struct describer_s {
-  uvp_cancel_cb hook;
-  uvp__describe_fn fn;
-  bool own;
-} describer_t;
-
-static describer_t describers[DESCRIBERS];
-static int ndescribers; /* written under the process lock */
-
-void uvp__describer_add(uvp_cancel_cb hook, uvp__describe_fn fn, bool own) {
-  if (!uvp__process_lock())
-    return;
-  int i = 0;
-  while (i < ndescribers && describers[i].hook != hook)
-    i++;
-  if (i == ndescribers && i < DESCRIBERS) {
-    describers[i] = (describer_t){hook, fn, own};
-    ndescribers++;
-  }
-  uvp__process_unlock();
-}
-
-static const describer_t *describer_of(const uvp_promise_t *p) {
-  uvp_cancel_cb hook = uvp__hook_of(p);
-  if (hook == NULL)
-    return NULL;
-  for (int i = 0; i < ndescribers; i++)
-    if (describers[i].hook == hook)
-      return &describers[i];
-  return NULL;
-}
 
 /* ---- names of fibers and groups ------------------------------------------ */
 
@@ -225,6 +189,7 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
   w->kind[0] = w->target[0] = '\0';
   w->left_ms = -1;
   w->owner = NULL;
+  w->cut = NULL;
   (void)d;
   if (p->state != UVP__S_PENDING) {
     snprintf(w->kind, sizeof(w->kind), "%s",
@@ -240,15 +205,15 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
              file != NULL ? file : "?", line);
     return;
   }
-  const char *kind =
-      uvp__hook_describe(p, w->target, sizeof(w->target), &w->owner);
-  if (kind != NULL) {
-    snprintf(w->kind, sizeof(w->kind), "%s", kind);
+  const uvp__work_t *work = uvp__work_of(p);
+  if (work != NULL) {
+    snprintf(w->kind, sizeof(w->kind), "%s", work->cls->kind);
+    work->cls->describe(work, w);
     return;
   }
-  const describer_t *ds = describer_of(p);
-  if (ds != NULL) {
-    ds->fn(p, p->value, w);
+  const char *kind = uvp__hook_describe(p, w->target, sizeof(w->target));
+  if (kind != NULL) {
+    snprintf(w->kind, sizeof(w->kind), "%s", kind);
     return;
   }
   snprintf(w->kind, sizeof(w->kind), "%s",
@@ -572,8 +537,8 @@ static bool promise_task(void *slot, void *arg) {
     return false;
   if (p->refs == 0 || p->state != UVP__S_PENDING || p->reactions == NULL)
     return true; /* being freed, settled, or nothing waits on it */
-  const describer_t *ds = describer_of(p);
-  if (ds != NULL && ds->own)
+  const uvp__work_t *work = uvp__work_of(p);
+  if (work != NULL && (work->cls->flags & UVP__WORK_TASK))
     return true; /* a fiber's: its layer lists it */
   if (!waited_by_other(p))
     return true; /* a fiber's await, a timeout: the task waiting says it */

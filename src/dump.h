@@ -1,30 +1,11 @@
 /* Private to src/: the task dump (dump.c, uvp_ctx_dump_tasks).  What the
- * layers tell it: each task they keep (fibers, groups' members), and how
- * the promises they produce are described (what they wait for). */
+ * layers tell it: each task they keep (fibers, groups' members).  How the
+ * promises they produce are described is their work's class
+ * (work-door.h). */
 #ifndef UVP_DUMP_H
 #define UVP_DUMP_H
 
-#include "scope.h"
-
-/* What a pending promise waits for: a kind ("fs.read_file", "timer") and a
- * target ("/etc/hosts"), for a timer the time left (else -1), and who waits
- * for the work to end (an operation's group: its chain, deadline and slots
- * are shown; NULL: none known, as nothing is kept per promise). */
-typedef struct uvp__what_s {
-  char kind[32];
-  char target[256];
-  int64_t left_ms;
-  const struct uvp__owner_s *owner;
-} uvp__what_t;
-
-/* How a producer describes its promise p, given the argument of the cancel
- * hook it gave uvp__produced_new (p->value while p is pending). */
-typedef void (*uvp__describe_fn)(const uvp_promise_t *p, void *hook_arg,
-                                 uvp__what_t *out);
-/* Register fn for the promises whose cancel hook is `hook` (once per
- * producer, any time, any thread; idempotent).  `own`: such a promise is a
- * task listed by its layer (a fiber's), not again as a promise. */
-void uvp__describer_add(uvp_cancel_cb hook, uvp__describe_fn fn, bool own);
+#include "work-door.h"
 
 /* One task, as its layer tells the dump. */
 typedef struct uvp__task_s {

@@ -25,7 +25,7 @@
 
 #include "fiber-stack.h"
 #include "fiber-switch.h"
-#include "scope.h"
+#include "work-door.h"
 
 typedef struct uvp__fiber_s uvp__fiber_t;
 
@@ -53,7 +53,14 @@ struct uvp__fiber_s {
   uvp__fiber_ctx_t fctx;
   uvp__stack_t *stack;
   uvp__fiber_state_t *st;
-  uvp_promise_t *p; /* the fiber's promise: the fiber's reference */
+  union {
+    /* Its record of work (work-door.h), which tells nobody anything: a
+     * fiber is its group's member, no request, and its awaits are what
+     * counts as work.  So nothing is ever done with it. */
+    uvp__work_t work;
+    uvp_promise_t *p; /* = work.p: the fiber's promise, the fiber's
+                         reference */
+  };
   uvp_fiber_fn fn;
   void *arg;
   uvp_free_cb arg_free;
@@ -79,8 +86,8 @@ struct uvp__fiber_s {
   uint32_t await_depth; /* bytes of stack above its last await's frame */
   void *saved;
   uint64_t fp; /* the floating-point control state it starts with */
-  /* Last, where it adds 8 bytes and no padding (264: a compact record is
-   * still a 272-byte malloc chunk). */
+  /* Last, where it adds 8 bytes and no padding (280, with the 24-byte
+   * record of work: a compact record is a 288-byte malloc chunk). */
   char *name; /* uvp_fiber_set_name's copy, or NULL */
 };
 

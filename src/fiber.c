@@ -40,8 +40,12 @@ enum { F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
 static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d);
-static void describers(void);
-static uv_once_t describers_once = UV_ONCE_INIT;
+static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code);
+static void fiber_describe(const uvp__work_t *w, uvp__what_t *out);
+static const uvp__work_class_t fiber_class = {
+    on_cancel, fiber_describe, "fiber",
+    UVP__WORK_IDLE | UVP__WORK_UNOWNED | UVP__WORK_TASK |
+        UVP__WORK_NOT_IN_LOOP};
 
 /* What a cancelled fiber's awaits say. */
 static int cancel_code(const fiber_t *f);
@@ -145,6 +149,14 @@ static void let_go_of_arg(fiber_t *f) {
     arg_free(f->arg);
 }
 
+/* The fiber is going while its promise may still be pending (teardown):
+ * the sweep rejects it later, and its hook must not reach the fiber's
+ * record, gone with its stack. */
+static void forget_fiber(uvp_promise_t *p) {
+  if (uvp__is_pending(p))
+    uvp__produced_forget(p);
+}
+
 /* The fiber's own stack: run the body, settle, switch away for good. */
 static void entry(void *arg, void *msg) {
   fiber_t *f = arg;
@@ -152,6 +164,7 @@ static void entry(void *arg, void *msg) {
   uvp_ret_t ret = f->fn(f->arg);
   uvp_promise_t *p = f->p;
   uvp__settle_ret(p, &ret); /* or let go of ret: p cancelled, or teardown */
+  forget_fiber(p);
   let_go_of_arg(f);
   unlink_fiber(f);
   f->state = F_DONE;
@@ -168,6 +181,7 @@ static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
     if (in == NULL || uvp__closed(f->st->ctx) ||
         f->cancelled) { /* never runs */
       uvp_promise_t *p = f->p;
+      forget_fiber(p);
       let_go_of_arg(f);
       unlink_fiber(f);
       f->state = F_DONE;
@@ -222,9 +236,9 @@ static int cancel_code(const fiber_t *f) {
   return f->timed_out ? UV_ETIMEDOUT : UV_ECANCELED;
 }
 
-static void on_cancel(uvp_promise_t *p, void *arg) {
-  fiber_t *f = arg;
-  int code = uvp_promise_reason(p, NULL);
+static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
+  fiber_t *f = UVP__CONTAINER_OF(w, fiber_t, work);
+  (void)p;
   if (code == UVP_ECLOSED)
     return; /* torn down: fiber_close resumes it.  Any other code is a
                cancellation (uvp_promise_cancel_with may give any) */
@@ -328,8 +342,9 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     return rc;
   }
   f->st = st;
-  f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
-  if (f->p == NULL) {
+  /* Watched by its own scope's deadline, which may be its own. */
+  if (uvp__work_start_in(ctx, scope, &f->work, &fiber_class, file, line) !=
+      0) {
     if (f->compact)
       uvp__compact_free(f);
     else
@@ -356,7 +371,6 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   st->count++;
   *out = f->p;
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
-  uvp__watch_in(scope, f->p);
   return 0;
 }
 
@@ -534,20 +548,14 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
 
 /* A fiber's promise, awaited by another task, is the fiber: "fiber spawned
  * at file:line".  Listed as a task of its own. */
-static void fiber_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const fiber_t *f = arg;
-  (void)p;
-  snprintf(w->kind, sizeof(w->kind), "fiber");
+static void fiber_describe(const uvp__work_t *work, uvp__what_t *w) {
+  const fiber_t *f = UVP__CONTAINER_OF(work, fiber_t, work);
   if (f->name != NULL)
     snprintf(w->target, sizeof(w->target), "\"%s\" spawned at %s:%d", f->name,
              f->file != NULL ? f->file : "?", f->line);
   else
     snprintf(w->target, sizeof(w->target), "spawned at %s:%d",
              f->file != NULL ? f->file : "?", f->line);
-}
-
-static void describers(void) {
-  uvp__describer_add(on_cancel, fiber_describe, true);
 }
 
 static void fiber_destroy(uvp__ext_t *ext) {
@@ -588,7 +596,6 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
       (st = UVP__EXT_MAKE(ctx, UVP__EXT_FIBERS, fiber_state_t, &state_hooks)) ==
           NULL)
     return st;
-  uv_once(&describers_once, describers);
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);
