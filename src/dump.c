@@ -20,28 +20,6 @@
 
 /* ---- names of fibers and groups ------------------------------------------ */
 
-/* 1 to UVP__NAME_MAX bytes, printable ASCII but for '"' and '\\': shown as
- * they are, quoted, in the text dump and the traces, and as they are in
- * JSON strings. */
-bool uvp__name_ok(const char *name) {
-  if (name == NULL)
-    return true;
-  size_t n = 0;
-  for (; name[n] != '\0'; n++)
-    if (n == UVP__NAME_MAX || name[n] < 0x20 || name[n] > 0x7e ||
-        name[n] == '"' || name[n] == '\\')
-      return false;
-  return n > 0;
-}
-
-char *uvp__name_dup(const char *name) {
-  size_t n = strlen(name) + 1;
-  char *copy = uvp__malloc(n);
-  if (copy != NULL)
-    memcpy(copy, name, n);
-  return copy;
-}
-
 /* ---- per context: the slots' formatters ---------------------------------- */
 
 typedef struct dump_state_s {
@@ -91,6 +69,7 @@ typedef struct kept_s {
 } kept_t;
 
 struct uvp__dump_s {
+  uvp__task_sink_t tasks; /* first: the layers' hooks tell tasks to it */
   uvp_ctx_t *ctx;
   const uvp_dump_opts_t *o;
   uint64_t now;   /* uvp__now */
@@ -266,7 +245,7 @@ static void keep_oldest(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   d->oldest[i] = (kept_t){*t, age};
 }
 
-void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t) {
+static void dump_task(uvp__dump_t *d, const uvp__task_t *t) {
   uint64_t born = d->epoch + t->promise->born;
   uint64_t age = d->now > born ? d->now - born : 0;
   d->count++;
@@ -279,6 +258,10 @@ void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t) {
     what_of(d, t->waits, &w);
   count_kind(d, t->waits != NULL ? w.kind : t->state);
   keep_oldest(d, t, age);
+}
+
+static void sink_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
+  dump_task(UVP__CONTAINER_OF(sink, uvp__dump_t, tasks), t);
 }
 
 /* JSON: the line so far is whole members; a line cut short is cut back to
@@ -554,7 +537,7 @@ static bool promise_task(void *slot, void *arg) {
                    NULL,
                    NULL,
                    NULL};
-  uvp__dump_task(d, &t);
+  dump_task(d, &t);
   return true;
 }
 
@@ -577,6 +560,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
   uvp__dump_t *d = uvp__calloc(1, sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;
+  d->tasks.task = sink_task;
   d->ctx = ctx;
   d->o = opts;
   d->now = uvp__now(ctx);
@@ -595,7 +579,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
   for (int i = 0; i < UVP__EXT_COUNT; i++) {
     uvp__ext_t *ext = uvp__head(ctx)->ext[i];
     if (ext != NULL && ext->tasks != NULL)
-      ext->tasks(ext, d);
+      ext->tasks(ext, &d->tasks);
   }
   uvp__promises_each(ctx, promise_task, d);
   if (d->summary) {

@@ -22,7 +22,6 @@
 
 #include "alloc.h"
 #include "deadline.h"
-#include "dump.h"
 #include "fiber-compact.h"
 #include "site.h"
 #include "stall.h"
@@ -39,7 +38,7 @@ typedef uvp__fiber_state_t fiber_state_t;
 enum { F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
 
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
-static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d);
+static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink);
 static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code);
 static void fiber_describe(const uvp__work_t *w, uvp__what_t *out);
 static const uvp__work_class_t fiber_class = {
@@ -343,8 +342,7 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   }
   f->st = st;
   /* Watched by its own scope's deadline, which may be its own. */
-  if (uvp__work_start_in(ctx, scope, &f->work, &fiber_class, file, line) !=
-      0) {
+  if (uvp__work_start_in(ctx, scope, &f->work, &fiber_class, file, line) != 0) {
     if (f->compact)
       uvp__compact_free(f);
     else
@@ -524,7 +522,7 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
 /* ---- the task dump --------------------------------------------------------
  */
 
-static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
+static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     bool waits = f->state == F_SUSPENDED && f->waiting != NULL;
@@ -542,7 +540,7 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
                                           : "running",
                      f->scope,
                      f->name};
-    uvp__dump_task(d, &t);
+    sink->task(sink, &t);
   }
 }
 

@@ -15,8 +15,8 @@
 
 #include "cause.h"
 #include "deadline.h"
-#include "dump.h"
 #include "trace.h"
+#include "work-door.h"
 
 /* A member is a cell (reaction.h): the reaction that observes its promise
  * and the promise (our reference), 24 bytes, in a block of cells the group
@@ -183,8 +183,7 @@ static void maybe_end(uvp_group_t *g);
 static void maybe_free(uvp_group_t *g) {
   if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
       g->join == NULL && g->lazy_head == NULL && g->whead == g->wtail &&
-      g->done_head == NULL && !g->pumping && !g->walking &&
-      g->work.told == 0) {
+      g->done_head == NULL && !g->pumping && !g->walking && g->work.told == 0) {
     UVP__CHECK(g->room == NULL && g->full == NULL); /* every cell free */
     if (g->failure != NULL)
       uvp__unref(g->failure);
@@ -842,7 +841,7 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
    * work of another group (a member, or what one started), it is that
    * group's work, as its requests are. */
   if (g->scope == NULL || uvp__work_start_in(ctx, g->scope, &g->work,
-                                              &join_class, file, line) != 0) {
+                                             &join_class, file, line) != 0) {
     /* Its hook finds g not released, so it cannot free g. */
     uvp__scope_unref(g->scope);
     uvp__free(w);

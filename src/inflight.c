@@ -43,12 +43,12 @@ static void on_describe(const uvp__work_t *work, uvp__what_t *what) {
     return;
   int n = w->cls_->describe(w, what->target, sizeof(what->target));
   if (n < 0)
-    snprintf(what->target, sizeof(what->target),
-             "(its description failed: %d)", n);
+    snprintf(what->target, sizeof(what->target), "(its description failed: %d)",
+             n);
   else /* its length, whether or not it wrote a NUL */
-    what->target[(size_t)n < sizeof(what->target)
-                     ? (size_t)n
-                     : sizeof(what->target) - 1] = '\0';
+    what->target[(size_t)n < sizeof(what->target) ? (size_t)n
+                                                  : sizeof(what->target) - 1] =
+        '\0';
 }
 
 /* By UVP_INFLIGHT_IDLE. */

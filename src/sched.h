@@ -14,7 +14,7 @@
  * slots and its wrappers' data, the fibers): created on first use,
  * destroyed with the context.  The core never looks inside. */
 typedef struct uvp__ext_s uvp__ext_t;
-struct uvp__dump_s;
+typedef struct uvp__task_sink_s uvp__task_sink_t; /* work-door.h */
 struct uvp__ext_s {
   /* uvp_ctx_close, after every promise's teardown (may be NULL) */
   void (*close)(uvp__ext_t *ext);
@@ -25,9 +25,9 @@ struct uvp__ext_s {
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
   /* gives back what uvp_ctx_trim asks of it (may be NULL) */
   void (*trim)(uvp__ext_t *ext);
-  /* tells uvp_ctx_dump_tasks about each task it keeps (dump.h; may be
-   * NULL) */
-  void (*tasks)(uvp__ext_t *ext, struct uvp__dump_s *d);
+  /* tells uvp_ctx_dump_tasks about each task it keeps, through the sink
+   * (work-door.h; may be NULL) */
+  void (*tasks)(uvp__ext_t *ext, uvp__task_sink_t *sink);
 };
 enum {
   UVP__EXT_OPS,

@@ -1,7 +1,9 @@
 /* The door of uvp's work (work-door.h): attach, and the dispatcher every
  * such promise's cancel hook is (start is inline). */
 #include <stddef.h>
+#include <string.h>
 
+#include "alloc.h"
 #include "work-door.h"
 
 _Static_assert(offsetof(uvp__work_t, p) == 0,
@@ -26,4 +28,26 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
   p->flags |= UVP__F_CANCEL;
   uvp__work_begin_(ctx, w, cls->flags);
   return 0;
+}
+
+/* 1 to UVP__NAME_MAX bytes, printable ASCII but for '"' and '\\': shown as
+ * they are, quoted, in the text dump and the traces, and as they are in
+ * JSON strings. */
+bool uvp__name_ok(const char *name) {
+  if (name == NULL)
+    return true;
+  size_t n = 0;
+  for (; name[n] != '\0'; n++)
+    if (n == UVP__NAME_MAX || name[n] < 0x20 || name[n] > 0x7e ||
+        name[n] == '"' || name[n] == '\\')
+      return false;
+  return n > 0;
+}
+
+char *uvp__name_dup(const char *name) {
+  size_t n = strlen(name) + 1;
+  char *copy = uvp__malloc(n);
+  if (copy != NULL)
+    memcpy(copy, name, n);
+  return copy;
 }

@@ -108,9 +108,8 @@ static inline uvp__work_t *uvp__work_of(const uvp_promise_t *p) {
 }
 
 /* What start and attach tell (below). */
-static UVP__ALWAYS_INLINE void uvp__work_begin_(uvp_ctx_t *ctx,
-                                                 uvp__work_t *w,
-                                                 unsigned flags) {
+static UVP__ALWAYS_INLINE void uvp__work_begin_(uvp_ctx_t *ctx, uvp__work_t *w,
+                                                unsigned flags) {
   uintptr_t told = 0;
   if (!(flags & UVP__WORK_NOT_IN_LOOP)) {
     uvp__loop_work_begin(ctx);
@@ -187,5 +186,33 @@ static inline void uvp__work_done(uvp_ctx_t *ctx, uvp__work_t *w) {
   if (uvp__work_done_but_loop(ctx, w))
     uvp__loop_work_end(ctx);
 }
+
+/* One task, as its layer tells the task dump (a fiber; the dump finds
+ * groups' members itself). */
+typedef struct uvp__task_s {
+  const char *kind;             /* "fiber", "member" */
+  const uvp_promise_t *promise; /* its promise: its id and creation site */
+  const char *file;             /* where it was spawned (NULL: the
+                                   promise's site) ... */
+  int line;                     /* ... */
+  uint64_t since;               /* loop time it began to wait */
+  const char *await_file;       /* a fiber's await, or NULL */
+  int await_line;
+  const uvp_promise_t *waits;       /* what it waits for, or NULL: */
+  const char *state;                /* then what it does ("not started") */
+  const struct uvp__scope_s *scope; /* its group, deadline, slots (or NULL) */
+  const char *name;                 /* a fiber's name, or NULL */
+} uvp__task_t;
+/* Where a layer's `tasks` hook (sched.h's uvp__ext_t) tells its tasks. */
+struct uvp__task_sink_s {
+  void (*task)(uvp__task_sink_t *sink, const uvp__task_t *t);
+};
+
+/* Names of fibers and groups (uvp_fiber_set_name, uvp_group_set_name):
+ * whether `name` is one (NULL is: no name), and a copy of one (NULL: no
+ * memory), for uvp__free. */
+#define UVP__NAME_MAX 63
+bool uvp__name_ok(const char *name);
+char *uvp__name_dup(const char *name);
 
 #endif
