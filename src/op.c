@@ -51,7 +51,7 @@ static void op_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
 
 /* The operations' classes, by kind->idle and kind->object_owned. */
 #define OP_CLASS(flags)                                                        \
-  {op_cancel, op_describe, "operation", UVP__WORK_MOVABLE | (flags)}
+  { op_cancel, op_describe, "operation", UVP__WORK_MOVABLE | (flags) }
 static const uvp__work_class_t op_classes[4] = {
     OP_CLASS(0), OP_CLASS(UVP__WORK_IDLE), OP_CLASS(UVP__WORK_UNOWNED),
     OP_CLASS(UVP__WORK_IDLE | UVP__WORK_UNOWNED)};

@@ -35,14 +35,12 @@ static bool timer_flags_ok(int flags, int more) {
 }
 
 /* From the timer's close callback. */
-static void timer_closed(timed_t *t) {
-  uvp__work_done(t->timer.ctx, &t->work);
-}
+static void timer_closed(timed_t *t) { uvp__work_done(t->timer.ctx, &t->work); }
 
 /* ---- delay --------------------------------------------------------------- */
 
 typedef struct {
-  timed_t t;        /* first */
+  timed_t t; /* first */
   void *value;
   uvp_free_cb free_cb;
 } delay_t;
@@ -116,9 +114,9 @@ typedef struct {
 static void tmo_settled(void *arg, const uvp_outcome_t *in);
 static void tmo_cancel(uvp__work_t *w, uvp_promise_t *result, int why);
 static void tmo_describe(const uvp__work_t *work, uvp__what_t *w);
-static const uvp__work_class_t tmo_class = {
-    tmo_cancel, tmo_describe, "timeout",
-    UVP__WORK_IDLE | UVP__WORK_NOT_IN_LOOP};
+static const uvp__work_class_t tmo_class = {tmo_cancel, tmo_describe, "timeout",
+                                            UVP__WORK_IDLE |
+                                                UVP__WORK_NOT_IN_LOOP};
 
 /* The timeout gave up on src: stop it too if nothing else waits for it (a
  * timed-out request really stops), or always with UVP_CANCEL_INPUT;
