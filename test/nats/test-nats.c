@@ -891,6 +891,16 @@ static natsOptions *quick_reconnect(int ping_ms) {
   return o;
 }
 
+/* Sleep ms in the running fiber: what uvp_await of a delay gives (0, or
+ * the cut's code). */
+static int fiber_sleep(uvp_ctx_t *ctx, uint64_t ms) {
+  uvp_promise_t *d;
+  assert_int_equal(uvp_delay(ctx, ms, NULL, NULL, 0, &d), 0);
+  int rc = uvp_await(d, NULL);
+  uvp_promise_release(d);
+  return rc;
+}
+
 typedef struct restart_s {
   nats_server_t *s;
   uvp_ctx_t *ctx;
@@ -899,17 +909,12 @@ typedef struct restart_s {
 
 static uvp_ret_t restart_fiber(void *arg) {
   restart_t *r = arg;
-  uvp_promise_t *d;
-  uvp_delay(r->ctx, 50, NULL, NULL, 0, &d);
-  uvp_await(d, NULL);
-  uvp_promise_release(d);
+  (void)fiber_sleep(r->ctx, 50);
   if (r->mode == 0)
     nats_server_kill(r->s);
   else
     kill(r->s->pid, SIGSTOP);
-  uvp_delay(r->ctx, r->mode == 0 ? 300 : 1500, NULL, NULL, 0, &d);
-  uvp_await(d, NULL);
-  uvp_promise_release(d);
+  (void)fiber_sleep(r->ctx, r->mode == 0 ? 300 : 1500);
   if (r->mode == 0)
     nats_server_start(r->s); /* the same port */
   else
@@ -1132,10 +1137,7 @@ static uvp_ret_t svc_fiber(void *arg) {
   svc_case_t *c = req->arg;
   const char *body = natsMsg_GetData(req->msg);
   if (strncmp(body, "sleep:", 6) == 0) {
-    uvp_promise_t *d;
-    uvp_delay(c->ctx, strtoull(body + 6, NULL, 10), NULL, NULL, 0, &d);
-    int rc = uvp_await(d, NULL);
-    uvp_promise_release(d);
+    int rc = fiber_sleep(c->ctx, strtoull(body + 6, NULL, 10));
     if (rc != 0)
       return uvp_ret_reject(rc, NULL, NULL);
   }
@@ -1340,10 +1342,7 @@ typedef struct killer_s {
 
 static uvp_ret_t killer_fiber(void *arg) {
   killer_t *k = arg;
-  uvp_promise_t *d;
-  uvp_delay(k->ctx, 100, NULL, NULL, 0, &d);
-  uvp_await(d, NULL);
-  uvp_promise_release(d);
+  (void)fiber_sleep(k->ctx, 100);
   kill(k->w->pid, k->sig);
   return uvp_ret_value(NULL, NULL);
 }
