@@ -120,6 +120,7 @@ struct uvp_nats_s {
   uv_mutex_t lock;
   uv_async_t async;
   ev_t *qhead, *qtail, *qfree;
+  bool write_wanted; /* nats.c's last write request, queued or not */
   /* the socket */
   poll_t *poll;
   bool poll_closing, attached;
