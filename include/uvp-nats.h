@@ -268,8 +268,8 @@ UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
  * Errors, at once and with nothing sent: UV_EINVAL (NULL nc or subject, a
  * subject with a space, a control character or an empty token, a
  * wildcard token "*" or ">" in subject or reply, a header without ':'),
- * UV_EMSGSIZE (len over the server's max payload,
- * natsConnection_GetMaxPayload, 1 MB by default), UV_ENOBUFS (the
+ * UV_EMSGSIZE (len, or len with the headers, over the server's max
+ * payload, natsConnection_GetMaxPayload, 1 MB by default), UV_ENOBUFS (the
  * reconnect buffer is full), UVP_ECLOSED (closing or closed), UV_ENOMEM.
  * Not a promise: nothing to cancel.  Threads: the loop thread; nats.c
  * asks, from inside the call, to poll for writing (applied at once). */

@@ -42,6 +42,14 @@
  *    main.c:37" (uvp_cause_format; docs/guide-troubleshooting.md, "Why was
  *    this cancelled?", runs an example).  It travels with the rejection.
  *
+ *  - A handler or fiber slice that holds the loop says so, with
+ *    uvp_ctx_set_stall on: reported by a watchdog thread while it runs,
+ *    and by the loop thread when it ends, e.g. (N: its length in ms)
+ *    `uvp: stall: handler of the promise made at app.c:62 ran N ms;
+ *    trace: then at app.c:62 <- promise at app.c:61; slots 0=req-7`
+ *    (docs/guide-troubleshooting.md, "What is holding my loop?", runs
+ *    it).  Off, it costs a test of a flag per slice.
+ *
  *  - Ownership is reference counting.  Every function that hands you a
  *    promise (`uvp_promise_t **out`) gives you one reference; you drop it
  *    with uvp_promise_release().  Functions that take a promise argument

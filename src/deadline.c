@@ -22,6 +22,10 @@ typedef struct deadline_s {
   int line;
   uint64_t ms;
   uvp__timer_t timer;
+  /* The deadline it took the place of in the running code's scope
+   * (uvp_deadline_set, uvp_deadline_shield), held while this one lives:
+   * the work that one watches stays watched by it.  NULL: none. */
+  uvp__owner_t *outer;
   /* The promises of the work watched, newest last, each a reference.
    * Settled ones go when the list would grow (compact). */
   uvp_promise_t **watched;
@@ -120,7 +124,11 @@ static void scope_gone(uvp__owner_t *o) {
    * work goes on without a deadline. */
   while (d->n > 0)
     uvp__unref(d->watched[--d->n]);
+  uvp__owner_t *outer = d->outer;
+  d->outer = NULL;
   uvp__timer_close(&d->timer, timer_closed);
+  if (outer != NULL)
+    outer->ops->scope_gone(outer);
 }
 
 static const uvp__owner_ops_t deadline_ops = {NULL,       NULL,       watch,
@@ -131,10 +139,20 @@ static deadline_t *deadline_in(const uvp__scope_t *s) {
   return s != NULL && s->deadline != NULL ? deadline_of(s->deadline) : NULL;
 }
 
+/* The deadline base carries, or the one it holds for a shield with none:
+ * what a deadline taking its place in the running code's scope holds. */
+static uvp__owner_t *replaced_in(const uvp__scope_t *base) {
+  if (base == NULL)
+    return NULL;
+  return base->deadline != NULL ? base->deadline : base->held;
+}
+
 /* A scope like base with a deadline of its own `ms` from now (NULL: no
- * memory). */
+ * memory).  hold: it takes base's place where the code runs (not a new
+ * fiber's or group's), so its deadline holds the one base carries. */
 static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
-                                 uint64_t ms, const char *file, int line) {
+                                 uint64_t ms, const char *file, int line,
+                                 bool hold) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   /* The timer's virtual-clock part after d, with the clock on (clock.h). */
@@ -147,24 +165,31 @@ static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
   d->file = file;
   d->line = line;
   d->ms = ms;
-  uvp__scope_t *s = uvp__scope_with_deadline(base, &d->carried);
+  uvp__scope_t *s = uvp__scope_with_deadline(base, &d->carried, NULL);
   if (s == NULL) {
     uvp__free(d);
     return NULL;
   }
+  if (hold && (d->outer = replaced_in(base)) != NULL)
+    d->outer->ops->scope_made(d->outer);
   uvp__timer_init(ctx, &d->timer, d, true, d + 1);
   uvp__timer_start(&d->timer, on_time, at - now);
   return s;
 }
 
-uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
-                                const char *file, int line) {
+static uvp__scope_t *within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
+                            const char *file, int line, bool hold) {
   uint64_t now = uvp__now(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   deadline_t *near = deadline_in(base);
   if (near != NULL && near->at <= at)
     return uvp__scope_ref(base);
-  return scope_fresh(ctx, base, ms, file, line);
+  return scope_fresh(ctx, base, ms, file, line, hold);
+}
+
+uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
+                                const char *file, int line) {
+  return within(ctx, base, ms, file, line, false);
 }
 
 /* The plain symbols, for programs built before the _at forms. */
@@ -185,7 +210,7 @@ int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms, const char *file,
   if (rc != 0)
     return rc;
   uvp__ctx_head_t *h = uvp__head(ctx);
-  uvp__scope_t *s = uvp__scope_within(ctx, h->scope, ms, file, line);
+  uvp__scope_t *s = within(ctx, h->scope, ms, file, line, true);
   if (s == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(h->scope);
@@ -202,10 +227,12 @@ int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms, const char *file,
   if (ms == UVP_NO_DEADLINE && (h->scope == NULL || h->scope->deadline == NULL))
     return 0;
   /* Not nearest-wins: the deadline it replaces may have passed.  The work
-   * already watched by that one stays watched by it. */
-  uvp__scope_t *s = ms == UVP_NO_DEADLINE
-                        ? uvp__scope_with_deadline(h->scope, NULL)
-                        : scope_fresh(ctx, h->scope, ms, file, line);
+   * already watched by that one stays watched by it: the new scope (with
+   * none) or its deadline holds it. */
+  uvp__scope_t *s =
+      ms == UVP_NO_DEADLINE
+          ? uvp__scope_with_deadline(h->scope, NULL, replaced_in(h->scope))
+          : scope_fresh(ctx, h->scope, ms, file, line, true);
   if (s == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(h->scope);

@@ -1,9 +1,9 @@
 /* The task dump (uvp_ctx_dump_tasks): every fiber, every group member and
  * every other pending promise something waits on, with what each waits
  * for.  The layers tell it about their tasks (the `tasks` hook of their
- * per-context state) and how their promises are described (a table of
- * describers keyed by cancel hook); the rest comes from a walk over the
- * promise pool.  A summary counts the tasks by what they wait for and
+ * per-context state); a promise uvp's work produces says what it waits for
+ * through its record's class (work-door.h); the rest comes from a walk
+ * over the promise pool.  A summary counts the tasks by what they wait for and
  * lists the oldest; a full dump streams one line per task, as text or as
  * JSON lines.  Nothing is kept per promise for it: it reads what is
  * there. */
@@ -18,65 +18,7 @@
 #include "dump.h"
 #include "registry.h"
 
-/* ---- describers ---------------------------------------------------------- */
-
-#define DESCRIBERS 32
-
-typedef struct describer_s {
-  uvp_cancel_cb hook;
-  uvp__describe_fn fn;
-  bool own;
-} describer_t;
-
-static describer_t describers[DESCRIBERS];
-static int ndescribers; /* written under the process lock */
-
-void uvp__describer_add(uvp_cancel_cb hook, uvp__describe_fn fn, bool own) {
-  if (!uvp__process_lock())
-    return;
-  int i = 0;
-  while (i < ndescribers && describers[i].hook != hook)
-    i++;
-  if (i == ndescribers && i < DESCRIBERS) {
-    describers[i] = (describer_t){hook, fn, own};
-    ndescribers++;
-  }
-  uvp__process_unlock();
-}
-
-static const describer_t *describer_of(const uvp_promise_t *p) {
-  uvp_cancel_cb hook = uvp__hook_of(p);
-  if (hook == NULL)
-    return NULL;
-  for (int i = 0; i < ndescribers; i++)
-    if (describers[i].hook == hook)
-      return &describers[i];
-  return NULL;
-}
-
 /* ---- names of fibers and groups ------------------------------------------ */
-
-/* 1 to UVP__NAME_MAX bytes, printable ASCII but for '"' and '\\': shown as
- * they are, quoted, in the text dump and the traces, and as they are in
- * JSON strings. */
-bool uvp__name_ok(const char *name) {
-  if (name == NULL)
-    return true;
-  size_t n = 0;
-  for (; name[n] != '\0'; n++)
-    if (n == UVP__NAME_MAX || name[n] < 0x20 || name[n] > 0x7e ||
-        name[n] == '"' || name[n] == '\\')
-      return false;
-  return n > 0;
-}
-
-char *uvp__name_dup(const char *name) {
-  size_t n = strlen(name) + 1;
-  char *copy = uvp__malloc(n);
-  if (copy != NULL)
-    memcpy(copy, name, n);
-  return copy;
-}
 
 /* ---- per context: the slots' formatters ---------------------------------- */
 
@@ -127,6 +69,7 @@ typedef struct kept_s {
 } kept_t;
 
 struct uvp__dump_s {
+  uvp__task_sink_t tasks; /* first: the layers' hooks tell tasks to it */
   uvp_ctx_t *ctx;
   const uvp_dump_opts_t *o;
   uint64_t now;   /* uvp__now */
@@ -225,6 +168,7 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
   w->kind[0] = w->target[0] = '\0';
   w->left_ms = -1;
   w->owner = NULL;
+  w->cut = NULL;
   (void)d;
   if (p->state != UVP__S_PENDING) {
     snprintf(w->kind, sizeof(w->kind), "%s",
@@ -240,15 +184,15 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
              file != NULL ? file : "?", line);
     return;
   }
-  const char *kind =
-      uvp__hook_describe(p, w->target, sizeof(w->target), &w->owner);
-  if (kind != NULL) {
-    snprintf(w->kind, sizeof(w->kind), "%s", kind);
+  const uvp__work_t *work = uvp__work_of(p);
+  if (work != NULL) {
+    snprintf(w->kind, sizeof(w->kind), "%s", work->cls->kind);
+    work->cls->describe(work, w);
     return;
   }
-  const describer_t *ds = describer_of(p);
-  if (ds != NULL) {
-    ds->fn(p, p->value, w);
+  const char *kind = uvp__hook_describe(p, w->target, sizeof(w->target));
+  if (kind != NULL) {
+    snprintf(w->kind, sizeof(w->kind), "%s", kind);
     return;
   }
   snprintf(w->kind, sizeof(w->kind), "%s",
@@ -301,7 +245,7 @@ static void keep_oldest(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   d->oldest[i] = (kept_t){*t, age};
 }
 
-void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t) {
+static void dump_task(uvp__dump_t *d, const uvp__task_t *t) {
   uint64_t born = d->epoch + t->promise->born;
   uint64_t age = d->now > born ? d->now - born : 0;
   d->count++;
@@ -314,6 +258,10 @@ void uvp__dump_task(uvp__dump_t *d, const uvp__task_t *t) {
     what_of(d, t->waits, &w);
   count_kind(d, t->waits != NULL ? w.kind : t->state);
   keep_oldest(d, t, age);
+}
+
+static void sink_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
+  dump_task(UVP__CONTAINER_OF(sink, uvp__dump_t, tasks), t);
 }
 
 /* JSON: the line so far is whole members; a line cut short is cut back to
@@ -572,8 +520,8 @@ static bool promise_task(void *slot, void *arg) {
     return false;
   if (p->refs == 0 || p->state != UVP__S_PENDING || p->reactions == NULL)
     return true; /* being freed, settled, or nothing waits on it */
-  const describer_t *ds = describer_of(p);
-  if (ds != NULL && ds->own)
+  const uvp__work_t *work = uvp__work_of(p);
+  if (work != NULL && (work->cls->flags & UVP__WORK_TASK))
     return true; /* a fiber's: its layer lists it */
   if (!waited_by_other(p))
     return true; /* a fiber's await, a timeout: the task waiting says it */
@@ -589,7 +537,7 @@ static bool promise_task(void *slot, void *arg) {
                    NULL,
                    NULL,
                    NULL};
-  uvp__dump_task(d, &t);
+  dump_task(d, &t);
   return true;
 }
 
@@ -612,6 +560,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
   uvp__dump_t *d = uvp__calloc(1, sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;
+  d->tasks.task = sink_task;
   d->ctx = ctx;
   d->o = opts;
   d->now = uvp__now(ctx);
@@ -630,7 +579,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
   for (int i = 0; i < UVP__EXT_COUNT; i++) {
     uvp__ext_t *ext = uvp__head(ctx)->ext[i];
     if (ext != NULL && ext->tasks != NULL)
-      ext->tasks(ext, d);
+      ext->tasks(ext, &d->tasks);
   }
   uvp__promises_each(ctx, promise_task, d);
   if (d->summary) {

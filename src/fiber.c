@@ -22,107 +22,29 @@
 
 #include "alloc.h"
 #include "deadline.h"
-#include "dump.h"
-#include "fiber-stack.h"
-#include "fiber-switch.h"
+#include "fiber-compact.h"
 #include "site.h"
 #include "stall.h"
 #include "trace.h"
 
 #define MIN_STACK (16u * 1024u)
 
-/* The compact mode (uvp_ctx_set_fiber_mode): a fiber's record is on the
- * heap, and while it is parked its live frames are copied out of the
- * stack it runs on, into a buffer of their size.  Compact fibers run on
- * one stack per context, at the same addresses each (so pointers between
- * their frames hold), and a parked one's frames are copied out only when
- * another compact fiber needs the stack: a fiber resumed before anything
- * else runs there is not copied at all.  Under ASan each compact fiber has
- * a stack of its own instead, and its frames are copied out as soon as it
- * parks and their bytes poisoned, so that a pointer into a parked fiber's
- * frames is reported where it is used; with the ucontext switch (no saved
- * stack pointer to copy from) each has a stack of its own and nothing is
- * copied.  "Under ASan" is decided at run time (fiber-asan.h): a release
- * uvp in a program built with ASan does the same as an ASan build of uvp,
- * since the program's frames leave their redzones in ASan's shadow of the
- * stack, which a shared stack would hand on to the next fiber.  Compact
- * fibers never hand off to other fibers, nor others to them: they switch
- * through the loop's stack, which copies. */
-static inline bool compact_shared(void) { /* one stack per context, lazily */
-#if defined(UVP__FIBER_CAN_COPY)
-  return !uvp__fiber_asan();
-#else
-  return false;
-#endif
-}
-static inline bool compact_poison(void) { /* a stack each, copied at once */
-#if defined(UVP__FIBER_CAN_COPY)
-  return uvp__fiber_asan();
-#else
-  return false;
-#endif
-}
-
-typedef struct fiber_s fiber_t;
-
-/* Per context. */
-typedef struct fiber_state_s {
-  uvp__ext_t ext;
-  uvp_ctx_t *ctx;
-  uvp__stack_pool_t stacks;
-  uvp__fiber_ctx_t loop; /* the loop thread's own, while a fiber runs */
-  fiber_t *all;          /* every fiber not finished, for teardown/dump */
-  size_t count;
-  int mode;                /* uvp_ctx_set_fiber_mode */
-  uvp__stack_t *run_stack; /* where compact fibers run (compact_shared) */
-  fiber_t *owner;          /* whose frames are on it, if anyone's */
-  size_t on_run_stack;     /* compact fibers alive that use it */
-  /* What an await uses of the stack below the frame of compact_reserve,
-   * by entry (uvp_await, uvp_await_shielded): 0 until measured. */
-  uint32_t park_slack[2];
-} fiber_state_t;
+/* The record and the state are in fiber-compact.h, which the compact mode
+ * (fiber-compact.c) reads too; fiber.c calls that mode the same way in
+ * every build. */
+typedef uvp__fiber_t fiber_t;
+typedef uvp__fiber_state_t fiber_state_t;
 
 enum { F_QUEUED, F_RUNNING, F_SUSPENDED, F_DONE };
 
-struct fiber_s {
-  uvp__fiber_ctx_t fctx;
-  uvp__stack_t *stack;
-  fiber_state_t *st;
-  uvp_promise_t *p; /* the fiber's promise: the fiber's reference */
-  uvp_fiber_fn fn;
-  void *arg;
-  uvp_free_cb arg_free;
-  int state;
-  bool cancelled;         /* its promise was cancelled: awaits say so */
-  bool timed_out;         /* ... by its deadline: they say UV_ETIMEDOUT */
-  bool shielded;          /* in uvp_await_shielded: cancelling waits too */
-  uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
-  uvp_outcome_t woken;    /* what the wake delivered */
-  uvp__handler_t wake;
-  fiber_t *prev, *next;   /* in st->all */
-  const char *file;       /* where it was spawned ... */
-  const char *await_file; /* ... and where it waits */
-  int line, await_line;
-  uint64_t await_at;   /* loop time it began to wait (the task dump) */
-  uvp__scope_t *scope; /* what it runs in (a reference), between runs */
-  uint16_t trace;      /* its frame: its spawn, or the await it last left */
-  /* The compact mode's. */
-  bool compact;
-  bool started; /* its context made on its stack (at its first run) */
-  bool out;     /* its live frames are in `saved`, not on its stack */
-  uint32_t saved_cap;
-  uint32_t await_depth; /* bytes of stack above its last await's frame */
-  void *saved;
-  uint64_t fp; /* the floating-point control state it starts with */
-  /* Last, where it adds 8 bytes and no padding (264: a compact record is
-   * still a 272-byte malloc chunk). */
-  char *name; /* uvp_fiber_set_name's copy, or NULL */
-};
-
 static fiber_state_t *state_of(uvp_ctx_t *ctx);
-static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d);
-static void describers(void);
-static uv_once_t describers_once = UV_ONCE_INIT;
+static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink);
+static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code);
+static void fiber_describe(const uvp__work_t *w, uvp__what_t *out);
+static const uvp__work_class_t fiber_class = {
+    on_cancel, fiber_describe, "fiber",
+    UVP__WORK_IDLE | UVP__WORK_UNOWNED | UVP__WORK_TASK |
+        UVP__WORK_NOT_IN_LOOP};
 
 /* What a cancelled fiber's awaits say. */
 static int cancel_code(const fiber_t *f);
@@ -141,7 +63,6 @@ static void unlink_fiber(fiber_t *f) {
   st->count--;
 }
 
-static void compact_free(fiber_t *f);
 static void entry(void *arg, void *msg);
 
 /* f has returned, or will never start: nothing switches to or from its
@@ -156,7 +77,7 @@ static void free_stack(fiber_t *f) {
   uvp__scope_unref(f->scope);
   uvp__fiber_destroy(&f->fctx);
   if (UVP__UNLIKELY(f->compact)) {
-    compact_free(f);
+    uvp__compact_free(f);
     return;
   }
   uvp__stack_put(&st->stacks, stack);
@@ -171,16 +92,29 @@ static void enter(fiber_t *f) {
   uvp__head(f->st->ctx)->trace = f->trace;
 }
 
-static void compact_enter(fiber_t *f);
-static void compact_park(fiber_t *f);
-
 /* With the stall detector on, f's slice begins (stall.h): clock false
- * when the drain has just begun timing the wake that runs it. */
-static UVP__NOINLINE void stall_slice(fiber_t *f, bool clock) {
+ * when the drain has just begun timing the wake that runs it.  Inline:
+ * most marks store f's words and nothing else. */
+static UVP__NOINLINE void stall_slice_slow(fiber_t *f, bool counted) {
   uvp__slice_t s = {
       UVP_STALL_FIBER, 0,       f->trace, f->file, f->line, f->await_file,
       f->await_line,   f->name, f->scope, NULL};
-  uvp__stall_mark(f->st->ctx, &s, clock);
+  if (counted)
+    uvp__stall_mark_counted(f->st->ctx, &s);
+  else
+    uvp__stall_mark(f->st->ctx, &s, false);
+}
+static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
+  uvp__stall_hot_t *h = uvp__stall_hot(f->st->ctx);
+  if (!clock || UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)f->scope |
+                                                       (uintptr_t)f->name))) {
+    stall_slice_slow(f, clock);
+    return;
+  }
+  unsigned s = uvp__stall_open(h);
+  uvp__stall_fiber_words(h, f->trace, f->file, f->line, f->await_file,
+                         f->await_line);
+  uvp__stall_close(h, s);
 }
 
 /* Switch from the loop's stack to f.  Returns when a fiber switches back
@@ -194,7 +128,7 @@ static void run(fiber_t *f) {
   if (UVP__UNLIKELY(uvp__head(ctx)->stall))
     stall_slice(f, false);
   if (UVP__UNLIKELY(f->compact))
-    compact_enter(f);
+    uvp__compact_unpark(f, entry);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
   /* It saved its scope (a reference) in last->scope as it left. */
   uvp__fiber_current = NULL;
@@ -203,8 +137,8 @@ static void run(fiber_t *f) {
   uvp__head(ctx)->trace = was_trace;
   if (last->state == F_DONE)
     free_stack(last); /* its last switch is behind it */
-  else if (UVP__UNLIKELY(compact_poison()) && last->compact)
-    compact_park(last);
+  else if (UVP__UNLIKELY(st->park_at_once) && last->compact)
+    uvp__compact_park(last); /* under ASan: poisoned while it waits */
 }
 
 static void let_go_of_arg(fiber_t *f) {
@@ -214,6 +148,14 @@ static void let_go_of_arg(fiber_t *f) {
     arg_free(f->arg);
 }
 
+/* The fiber is going while its promise may still be pending (teardown):
+ * the sweep rejects it later, and its hook must not reach the fiber's
+ * record, gone with its stack. */
+static void forget_fiber(uvp_promise_t *p) {
+  if (uvp__is_pending(p))
+    uvp__produced_forget(p);
+}
+
 /* The fiber's own stack: run the body, settle, switch away for good. */
 static void entry(void *arg, void *msg) {
   fiber_t *f = arg;
@@ -221,6 +163,7 @@ static void entry(void *arg, void *msg) {
   uvp_ret_t ret = f->fn(f->arg);
   uvp_promise_t *p = f->p;
   uvp__settle_ret(p, &ret); /* or let go of ret: p cancelled, or teardown */
+  forget_fiber(p);
   let_go_of_arg(f);
   unlink_fiber(f);
   f->state = F_DONE;
@@ -237,6 +180,7 @@ static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
     if (in == NULL || uvp__closed(f->st->ctx) ||
         f->cancelled) { /* never runs */
       uvp_promise_t *p = f->p;
+      forget_fiber(p);
       let_go_of_arg(f);
       unlink_fiber(f);
       f->state = F_DONE;
@@ -291,9 +235,9 @@ static int cancel_code(const fiber_t *f) {
   return f->timed_out ? UV_ETIMEDOUT : UV_ECANCELED;
 }
 
-static void on_cancel(uvp_promise_t *p, void *arg) {
-  fiber_t *f = arg;
-  int code = uvp_promise_reason(p, NULL);
+static void on_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
+  fiber_t *f = UVP__CONTAINER_OF(w, fiber_t, work);
+  (void)p;
   if (code == UVP_ECLOSED)
     return; /* torn down: fiber_close resumes it.  Any other code is a
                cancellation (uvp_promise_cancel_with may give any) */
@@ -313,169 +257,6 @@ static void on_cancel(uvp_promise_t *p, void *arg) {
   }
   (void)uvp__unobserve(q, &f->wake.r);
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
-}
-
-/* ---- the compact mode ---------------------------------------------------- */
-
-/* The top of f's stack, as its context was made with. */
-static char *compact_top(const fiber_t *f) {
-  return (char *)(((uintptr_t)f->stack->base + f->stack->size) &
-                  ~(uintptr_t)15);
-}
-
-/* A compact fiber's record, on the heap, and its stack: the context's run
- * stack, or one of its own. */
-static int compact_new(fiber_state_t *st, fiber_t **out) {
-  fiber_t *f = uvp__malloc(sizeof(*f));
-  if (f == NULL)
-    return UV_ENOMEM;
-  memset(f, 0, sizeof(*f));
-  if (compact_shared()) {
-    if (st->run_stack == NULL) {
-      int rc = uvp__stack_get(&st->stacks, 0, &st->run_stack);
-      if (rc != 0) {
-        uvp__free(f);
-        return rc;
-      }
-    }
-    f->stack = st->run_stack;
-    st->on_run_stack++;
-  } else {
-    int rc = uvp__stack_get(&st->stacks, 0, &f->stack);
-    if (rc != 0) {
-      uvp__free(f);
-      return rc;
-    }
-  }
-  f->st = st;
-  f->compact = true;
-#if defined(UVP__FIBER_CAN_COPY)
-  /* Its context is made at its first run: it starts with the modes of
-   * its spawn all the same. */
-  f->fp = uvp__fiber_fp_control();
-#endif
-  *out = f;
-  return 0;
-}
-
-static void compact_free(fiber_t *f) {
-  fiber_state_t *st = f->st;
-  if (st->owner == f)
-    st->owner = NULL;
-  uvp__free(f->saved);
-  if (compact_shared())
-    st->on_run_stack--;
-  else
-    uvp__stack_put(&st->stacks, f->stack);
-  uvp__free(f);
-}
-
-/* Room for f's frames before it parks, so that parking does not fail: the
- * stack above this function's frame, and what the await uses below it.
- * That is a constant of the build for each entry (the frames of the switch
- * and of whatever of the await is not inlined, beside this one's), except
- * under ASan, whose fake stacks vary it: measured at the first park, 4 KiB
- * until then.  An await that cannot get it fails with UV_ENOMEM. */
-static UVP__NOINLINE int compact_reserve(fiber_t *f, bool shield) {
-#if defined(UVP__FIBER_CAN_COPY)
-  size_t depth = (size_t)(compact_top(f) - (char *)__builtin_frame_address(0));
-  uint32_t known = f->st->park_slack[shield];
-  size_t slack = known != 0 ? known : 4096;
-  size_t need = (uvp__fiber_saved_size(depth + slack) + 15) & ~(size_t)15;
-  f->await_depth = (uint32_t)depth;
-  if (need <= f->saved_cap)
-    return 0;
-  if (need > UINT32_MAX)
-    return UV_ENOMEM;
-  void *buf = uvp__realloc(f->saved, need);
-  if (buf == NULL)
-    return UV_ENOMEM;
-  f->saved = buf;
-  f->saved_cap = (uint32_t)need;
-#else
-  (void)f;
-  (void)shield;
-#endif
-  return 0;
-}
-
-/* f's frames leave its stack, into f->saved (the loop's stack is running:
- * f is suspended). */
-static void compact_park(fiber_t *f) {
-#if defined(UVP__FIBER_CAN_COPY)
-  fiber_state_t *st = f->st;
-  char *top = compact_top(f);
-  size_t len = uvp__fiber_live(&f->fctx, top);
-  /* What this await used below its reserve: the next ones' reserve. */
-  size_t below = len > f->await_depth ? len - f->await_depth : 0;
-  if (below + 16 > st->park_slack[f->shielded])
-    st->park_slack[f->shielded] = (uint32_t)(below + 16);
-  size_t need = uvp__fiber_saved_size(len); /* the frames (and shadow) */
-  if (need > f->saved_cap) {
-    /* Only where frames vary in size (ASan's fake stacks): the fiber has
-     * a stack of its own there, and stays on it unparked if there is no
-     * memory for its frames. */
-    void *buf = uvp__realloc(f->saved, need);
-    if (buf == NULL) {
-      if (!compact_shared())
-        return;
-      fprintf(stderr,
-              "uvp: the frames of the compact fiber spawned at %s:%d (%zu "
-              "bytes) outgrew the room taken for them (%u); aborting\n",
-              f->file, f->line, len, (unsigned)f->saved_cap);
-      abort();
-    }
-    f->saved = buf;
-    f->saved_cap = (uint32_t)need;
-  } else if (f->saved_cap > 4096 && f->saved_cap / 4 > need) {
-    /* Parked deep once, shallow now: give most of it back. */
-    void *buf = uvp__realloc(f->saved, (need + 15) & ~(size_t)15);
-    if (buf != NULL) {
-      f->saved = buf;
-      f->saved_cap = (uint32_t)((need + 15) & ~(size_t)15);
-    }
-  }
-  uvp__fiber_save(&f->fctx, top, f->saved);
-  f->out = true;
-  if (st->owner == f)
-    st->owner = NULL;
-  /* Nobody else runs here: any use of f's frames while it is parked is a
-   * bug (its stack below them is as its frames' returns left it). */
-  if (compact_poison())
-    uvp__fiber_poison(top - len, len);
-#else
-  (void)f;
-#endif
-}
-
-/* Before f runs: its frames back on its stack (the current owner's out of
- * the way first), or its context made there at its first run. */
-static void compact_enter(fiber_t *f) {
-  fiber_state_t *st = f->st;
-  uvp__stack_t *stack = f->stack;
-  if (compact_shared() && st->owner != f) {
-    if (st->owner != NULL)
-      compact_park(st->owner);
-    st->owner = f;
-  }
-  if (!f->started) {
-    char *top = compact_top(f);
-    uvp__fiber_init(&f->fctx, stack->base, (size_t)(top - stack->base), entry,
-                    f);
-#if defined(UVP__FIBER_CAN_COPY)
-    uvp__fiber_set_fp_control(&f->fctx, f->fp);
-#endif
-    uvp__fiber_watch(&f->fctx, stack);
-    f->started = true;
-  } else if (f->out) {
-#if defined(UVP__FIBER_CAN_COPY)
-    /* Its frames and their shadow, poisoned or another fiber's till now. */
-    uvp__fiber_restore(&f->fctx, compact_top(f), f->saved);
-#endif
-    f->out = false;
-  }
-  stack->file = f->file; /* the overflow reports name the fiber so */
-  stack->line = f->line;
 }
 
 /* The scope a fiber spawned now runs in: the current one, or one with its
@@ -498,7 +279,7 @@ static int fiber_alloc(fiber_state_t *st, size_t size, const char *file,
                        int line, fiber_t **out, uintptr_t *top) {
   *top = 0;
   if (UVP__UNLIKELY(st->mode == UVP_FIBER_COMPACT) && size == 0)
-    return compact_new(st, out);
+    return uvp__compact_new(st, out);
   uvp__stack_t *stack;
   int rc = uvp__stack_get(&st->stacks, size, &stack);
   if (rc != 0)
@@ -527,23 +308,17 @@ static size_t fiber_stack_size(const uvp_fiber_opts_t *opts) {
   return size > SIZE_MAX - sizeof(fiber_t) ? SIZE_MAX : size + sizeof(fiber_t);
 }
 
-/* Its context of execution: a compact one's is made as it first runs,
- * except where nothing is copied (a stack of its own, then). */
+/* Its context of execution: on its stack, below its record; a compact
+ * one's as the compact mode decides (at its spawn or its first run). */
 static void fiber_context(fiber_t *f, uintptr_t top) {
   uvp__stack_t *stack = f->stack;
-  if (!f->compact) {
-    uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
-                    f);
-    uvp__fiber_watch(&f->fctx, stack);
+  if (UVP__UNLIKELY(f->compact)) {
+    uvp__compact_spawned(f, entry);
     return;
   }
-#if !defined(UVP__FIBER_CAN_COPY)
-  char *ctop = compact_top(f);
-  uvp__fiber_init(&f->fctx, stack->base, (size_t)(ctop - stack->base), entry,
+  uvp__fiber_init(&f->fctx, stack->base, top - (uintptr_t)stack->base, entry,
                   f);
   uvp__fiber_watch(&f->fctx, stack);
-  f->started = true;
-#endif
 }
 
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
@@ -566,10 +341,10 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     return rc;
   }
   f->st = st;
-  f->p = uvp__produced_new(ctx, file, line, on_cancel, f);
-  if (f->p == NULL) {
+  /* Watched by its own scope's deadline, which may be its own. */
+  if (uvp__work_start_in(ctx, scope, &f->work, &fiber_class, file, line) != 0) {
     if (f->compact)
-      compact_free(f);
+      uvp__compact_free(f);
     else
       uvp__stack_put(&st->stacks, f->stack);
     uvp__scope_unref(scope);
@@ -594,7 +369,6 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   st->count++;
   *out = f->p;
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
-  uvp__watch_in(scope, f->p);
   return 0;
 }
 
@@ -645,7 +419,7 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
       *out = (uvp_outcome_t){rc, NULL, p};
     return rc;
   }
-  if (UVP__UNLIKELY(f->compact) && compact_reserve(f, shield) != 0) {
+  if (UVP__UNLIKELY(f->compact) && uvp__compact_reserve(f, shield) != 0) {
     if (out != NULL)
       *out = (uvp_outcome_t){UV_ENOMEM, NULL, p};
     return UV_ENOMEM;
@@ -707,15 +481,6 @@ int uvp_fiber_set_name(const char *name) {
 
 /* ---- per context -------------------------------------------------------- */
 
-/* The compact fibers' stack goes back once none of them uses it. */
-static void put_run_stack(fiber_state_t *st) {
-  if (st->run_stack != NULL && st->on_run_stack == 0) {
-    uvp__stack_put(&st->stacks, st->run_stack);
-    st->run_stack = NULL;
-    st->owner = NULL;
-  }
-}
-
 /* Teardown (the sweep has rejected every pending promise, the fibers' own
  * included): each suspended fiber runs to its end, every await returning
  * UVP_ECLOSED at once. */
@@ -728,7 +493,7 @@ static void fiber_close(uvp__ext_t *ext) {
     f->woken = (uvp_outcome_t){UVP_ECLOSED, NULL, f->waiting};
     run(f);
   }
-  put_run_stack(st);
+  uvp__compact_put_stack(st);
   uvp__stack_pool_close(&st->stacks);
 }
 
@@ -757,7 +522,7 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
 /* ---- the task dump --------------------------------------------------------
  */
 
-static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
+static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     bool waits = f->state == F_SUSPENDED && f->waiting != NULL;
@@ -775,16 +540,14 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__dump_t *d) {
                                           : "running",
                      f->scope,
                      f->name};
-    uvp__dump_task(d, &t);
+    sink->task(sink, &t);
   }
 }
 
 /* A fiber's promise, awaited by another task, is the fiber: "fiber spawned
  * at file:line".  Listed as a task of its own. */
-static void fiber_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const fiber_t *f = arg;
-  (void)p;
-  snprintf(w->kind, sizeof(w->kind), "fiber");
+static void fiber_describe(const uvp__work_t *work, uvp__what_t *w) {
+  const fiber_t *f = UVP__CONTAINER_OF(work, fiber_t, work);
   if (f->name != NULL)
     snprintf(w->target, sizeof(w->target), "\"%s\" spawned at %s:%d", f->name,
              f->file != NULL ? f->file : "?", f->line);
@@ -793,13 +556,9 @@ static void fiber_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
              f->file != NULL ? f->file : "?", f->line);
 }
 
-static void describers(void) {
-  uvp__describer_add(on_cancel, fiber_describe, true);
-}
-
 static void fiber_destroy(uvp__ext_t *ext) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
-  put_run_stack(st);
+  uvp__compact_put_stack(st);
   uvp__stack_pool_close(&st->stacks);
   uvp__fiber_destroy(&st->loop);
   uvp__free(st);
@@ -835,7 +594,6 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
       (st = UVP__EXT_MAKE(ctx, UVP__EXT_FIBERS, fiber_state_t, &state_hooks)) ==
           NULL)
     return st;
-  uv_once(&describers_once, describers);
   st->ctx = ctx;
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);
@@ -850,7 +608,8 @@ int uvp_ctx_set_fiber_stack(uvp_ctx_t *ctx, size_t bytes) {
   fiber_state_t *st = state_of(ctx);
   if (st == NULL)
     return UV_ENOMEM;
-  put_run_stack(st); /* compact fibers spawned from now on: the new size */
+  /* Compact fibers spawned from now on: a shared stack of the new size. */
+  uvp__compact_put_stack(st);
   uvp__stack_pool_resize(&st->stacks, bytes < MIN_STACK ? MIN_STACK : bytes);
   return 0;
 }

@@ -15,8 +15,8 @@
 
 #include "cause.h"
 #include "deadline.h"
-#include "dump.h"
 #include "trace.h"
+#include "work-door.h"
 
 /* A member is a cell (reaction.h): the reaction that observes its promise
  * and the promise (our reference), 24 bytes, in a block of cells the group
@@ -92,15 +92,16 @@ struct lazy_s {
 struct uvp_group_s {
   uvp__owner_t owner; /* what its scopes name; first */
   uvp_ctx_t *ctx;
-  uvp__owner_t *parent;    /* of the scope it was made in (a group): this
-                              group is its work until it has wound down */
+  /* The join's record of work (work-door.h): its owner is that of the
+   * scope the group was made in (a group): this group is its work until
+   * it has wound down.  Cut, the join waits for that (WINDDOWN). */
+  uvp__work_t work;
   uvp__scope_t *scope;     /* names this group, with the slots it was made
                               in: what members added with those run in */
   uvp_promise_t *join;     /* produced; our reference while undecided */
   uvp_promise_t *joined;   /* the same, kept for uvp_group_join until the
                               group is released */
   uvp_promise_t *failure;  /* FAIL_FAST: the member that failed first */
-  uvp__winddown_t wind;    /* the join's hook: cut, it waits for the end */
   int cut;                 /* what cut the join first (UV_ECANCELED or
                               UV_ETIMEDOUT), or 0 */
   uvp__cause_t *cut_cause; /* and its cause (a reference), or NULL */
@@ -182,7 +183,7 @@ static void maybe_end(uvp_group_t *g);
 static void maybe_free(uvp_group_t *g) {
   if (g->released && g->scopes == 0 && g->holds == 0 && g->nrunning == 0 &&
       g->join == NULL && g->lazy_head == NULL && g->whead == g->wtail &&
-      g->done_head == NULL && !g->pumping && !g->walking && g->parent == NULL) {
+      g->done_head == NULL && !g->pumping && !g->walking && g->work.told == 0) {
     UVP__CHECK(g->room == NULL && g->full == NULL); /* every cell free */
     if (g->failure != NULL)
       uvp__unref(g->failure);
@@ -240,7 +241,8 @@ static const uvp__owner_t *owner_describe(const uvp__owner_t *o, char *buf,
              file != NULL ? file : "?", line);
   else
     snprintf(buf, cap, "group at %s:%d", file != NULL ? file : "?", line);
-  return g->parent != NULL && g->parent->ops == &owner_ops ? g->parent : NULL;
+  const uvp__owner_t *parent = uvp__work_owner(&g->work);
+  return parent != NULL && parent->ops == &owner_ops ? parent : NULL;
 }
 
 /* ---- blocks of cells ----------------------------------------------------- */
@@ -455,9 +457,10 @@ static void maybe_end(uvp_group_t *g) {
   if (!ended(g) || g->nrunning != 0 || g->lazy_head != NULL || g->holds != 0)
     return;
   uvp_promise_t *j = g->join;
-  uvp__owner_t *parent = g->parent;
+  uvp__work_t work = g->work; /* done below, once the join has settled */
+  uvp_ctx_t *ctx = g->ctx;
   g->join = NULL;
-  g->parent = NULL;
+  g->work.told = 0;
   /* The deadline passed while the group's work still ran: it did not end
    * in time, though the deadline may have cut that work (a binding's,
    * which ends at once) before reaching the join. */
@@ -487,7 +490,7 @@ static void maybe_end(uvp_group_t *g) {
     }
     uvp__unref(j);
   }
-  uvp__work_end(parent);
+  uvp__work_done(ctx, &work);
 }
 
 /* ---- members ------------------------------------------------------------- */
@@ -747,18 +750,17 @@ static void cancel_all(uvp_group_t *g, uvp__cause_t *c) {
  * member has ended (maybe_end), so that whoever awaits it, shielded, can
  * rely on nothing of the group's running any more.  Torn down, the join
  * has been rejected already. */
-static void join_cancel(uvp_promise_t *join, void *arg) {
-  uvp_group_t *g = UVP__CONTAINER_OF(arg, uvp_group_t, wind);
+static void join_cancel(uvp__work_t *w, uvp_promise_t *join, int code) {
+  uvp_group_t *g = UVP__CONTAINER_OF(w, uvp_group_t, work);
   (void)join;
-  if (g->wind.code == UV_ECANCELED || g->wind.code == UV_ETIMEDOUT) {
+  if (code == UV_ECANCELED || code == UV_ETIMEDOUT) {
     /* Run inside the cut's cancellation: its cause is current. */
     uvp__cause_t *c = uvp__head(g->ctx)->cause;
     if (c == NULL)
       c = &uvp__cause_program;
     if (g->cut == 0) {
-      g->cut = g->wind.code;
-      g->cut_cause = uvp__cause_ref(c);
-      g->wind.cause = c; /* uvp_ctx_dump_pending says it */
+      g->cut = code;
+      g->cut_cause = uvp__cause_ref(c); /* the dump says it */
     }
     cancel_all(g, c); /* adding now says UV_ECANCELED, as after
                          group_cancel */
@@ -775,11 +777,10 @@ static void join_cancel(uvp_promise_t *join, void *arg) {
 
 /* The task dump: a group's join waits for its members; the line shows the
  * group (its parents, deadline and slots) as the one whose work it is. */
-static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const uvp_group_t *g = UVP__CONTAINER_OF(arg, uvp_group_t, wind);
-  (void)p;
+static void join_describe(const uvp__work_t *work, uvp__what_t *w) {
+  const uvp_group_t *g = UVP__CONTAINER_OF(work, uvp_group_t, work);
   w->owner = &g->owner;
-  snprintf(w->kind, sizeof(w->kind), "group");
+  w->cut = g->cut_cause;
   char why[160] = "";
   if (g->cut_cause != NULL) {
     why[0] = ' ';
@@ -800,10 +801,9 @@ static void join_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
       why);
 }
 
-static void describers(void) {
-  uvp__describer_add(join_cancel, join_describe, false);
-}
-static uv_once_t describers_once = UV_ONCE_INIT;
+static const uvp__work_class_t join_class = {
+    join_cancel, join_describe, "group",
+    UVP__WORK_IDLE | UVP__WORK_WINDDOWN | UVP__WORK_NOT_IN_LOOP};
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
@@ -813,7 +813,6 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  uv_once(&describers_once, describers);
   /* next()'s waiters: a ring of 16 to begin with, none in a group that
    * keeps no results (next() is refused). */
   size_t wcap =
@@ -831,7 +830,6 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   g->limit = opts != NULL ? opts->limit : 0;
   g->flags = opts != NULL ? opts->flags : 0;
   g->owner.ops = &owner_ops;
-  g->wind.hook = join_cancel;
   g->scope = uvp__scope_with_owner(uvp__head(ctx)->scope, &g->owner);
   if (g->scope != NULL && opts != NULL && opts->deadline_ms != 0) {
     uvp__scope_t *s =
@@ -839,22 +837,19 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
     uvp__scope_unref(g->scope);
     g->scope = s;
   }
-  g->join = g->scope == NULL ? NULL
-                             : uvp__produced_new(ctx, file, line,
-                                                 uvp__winddown_hook, &g->wind);
-  if (g->join == NULL) {
+  /* Watched by the group's own deadline, which ends the group; made by
+   * work of another group (a member, or what one started), it is that
+   * group's work, as its requests are. */
+  if (g->scope == NULL || uvp__work_start_in(ctx, g->scope, &g->work,
+                                             &join_class, file, line) != 0) {
     /* Its hook finds g not released, so it cannot free g. */
     uvp__scope_unref(g->scope);
     uvp__free(w);
     uvp__free(g);
     return UV_ENOMEM;
   }
-  g->joined = g->join; /* the second reference */
+  g->join = g->joined = g->work.p; /* the two references */
   g->site = g->join->site;
-  uvp__watch_in(g->scope, g->join); /* its deadline ends the group */
-  /* Made by work of another group (a member, or what one started): that
-   * group waits for this one as for its requests. */
-  g->parent = uvp__work_begin(ctx);
   if (uvp__head(ctx)->traces)
     g->trace = g->join->trace = uvp__trace_intern(
         ctx, g->join->site, UVP__TK_GROUP, uvp__head(ctx)->trace);

@@ -1,29 +1,60 @@
 /* The door for bindings' work in flight (uvp_inflight_t, include/uvp/groups.h):
- * one record whose start and end do what uvp's own operations do around
- * their libuv requests (op.c): the scope's owner counts the work, the
- * scope's deadline watches the promise, the virtual clock keeps the loop's
- * pace, the context counts it as work in the loop, and the promise's cancel
- * hook is described for the task dump.
+ * the public face of uvp's own door (work-door.h).  The record embeds a
+ * uvp__work_t, whose class forwards a cut to the public class's cancel and
+ * the task dump's question to its kind and describe; so the binding's work
+ * is told to its scope's owner, deadline, the virtual clock and the
+ * context's count exactly as an operation's is, and the dump finds it,
+ * with its group, through the promise's record.
  *
- * The promise's hook is the class's cancel through a box (promise.c's
- * described hook); the record is the box's argument.  The record keeps a
- * reference to the promise from start to end, so the end can tell whether
- * it is still pending and take its hook back: a hook left behind would
- * call into a record its owner has freed. */
-#include "promise.h"
-#include "scope.h"
+ * The record keeps a reference to the promise from start to end, so the
+ * end can tell whether it is still pending and take its hook back: a hook
+ * left behind would call into a record its owner has freed. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "work-door.h"
 
 enum { W_IDLE = 0, W_STARTED = 1, W_ENDED = 2 };
 
-static void on_cancel(uvp_promise_t *p, void *arg) {
-  uvp_inflight_t *w = arg;
-  w->cls_->cancel(w, p->state == UVP__S_REJECTED ? p->code : UV_ECANCELED);
+_Static_assert(sizeof(((uvp_inflight_t *)0)->work_) >= sizeof(uvp__work_t),
+               "uvp_inflight_t holds a record of work");
+_Static_assert(_Alignof(uvp_inflight_t) >= _Alignof(uvp__work_t),
+               "... aligned");
+
+static uvp__work_t *work_of(uvp_inflight_t *w) {
+  return (uvp__work_t *)(void *)w->work_;
+}
+static uvp_inflight_t *inflight_of(const uvp__work_t *work) {
+  return (uvp_inflight_t *)(void *)((char *)(uintptr_t)work -
+                                    offsetof(uvp_inflight_t, work_));
 }
 
-static int on_describe(void *arg, char *buf, size_t cap) {
-  uvp_inflight_t *w = arg;
-  return w->cls_->describe(w, buf, cap);
+static void on_cancel(uvp__work_t *work, uvp_promise_t *p, int code) {
+  uvp_inflight_t *w = inflight_of(work);
+  (void)p;
+  w->cls_->cancel(w, code);
 }
+
+static void on_describe(const uvp__work_t *work, uvp__what_t *what) {
+  uvp_inflight_t *w = inflight_of(work);
+  snprintf(what->kind, sizeof(what->kind), "%s", w->cls_->kind);
+  what->owner = uvp__work_owner(work);
+  if (w->cls_->describe == NULL)
+    return;
+  int n = w->cls_->describe(w, what->target, sizeof(what->target));
+  if (n < 0)
+    snprintf(what->target, sizeof(what->target), "(its description failed: %d)",
+             n);
+  else /* its length, whether or not it wrote a NUL */
+    what->target[(size_t)n < sizeof(what->target) ? (size_t)n
+                                                  : sizeof(what->target) - 1] =
+        '\0';
+}
+
+/* By UVP_INFLIGHT_IDLE. */
+static const uvp__work_class_t classes[2] = {
+    {on_cancel, on_describe, "binding", 0},
+    {on_cancel, on_describe, "binding", UVP__WORK_IDLE}};
 
 static int check_start(uvp_ctx_t *ctx, const uvp_inflight_t *w,
                        const uvp_promise_t *p,
@@ -50,40 +81,30 @@ int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w, uvp_promise_t *p,
   if (rc != 0)
     return rc;
   w->cls_ = cls;
-  rc = uvp_promise_set_cancel_described(p, on_cancel, w, NULL, cls->kind,
-                                        cls->describe != NULL ? on_describe
-                                                              : NULL);
-  if (rc == 0 && (rc = uvp__scope_watch(ctx, p)) != 0)
-    (void)uvp_promise_set_cancel(p, NULL, NULL);
+  rc = uvp__work_attach(ctx, work_of(w), p,
+                        &classes[(cls->flags & UVP_INFLIGHT_IDLE) ? 1 : 0]);
   if (rc != 0)
     return rc;
-  w->ctx_ = ctx;
-  w->p_ = uvp_promise_retain(p);
-  w->owner_ = uvp__work_begin(ctx);
-  uvp__hook_set_owner(p, w->owner_);
+  uvp__retain_local(p);
   w->state_ = W_STARTED;
-  if (UVP__UNLIKELY(uvp__head(ctx)->vclock) &&
-      !(cls->flags & UVP_INFLIGHT_IDLE))
-    uvp__head(ctx)->real_work++;
-  uvp__loop_work_begin(ctx);
   return 0;
 }
 
 void uvp_inflight_end(uvp_inflight_t *w) {
   if (w == NULL || w->state_ != W_STARTED)
     return;
-  uvp_ctx_t *ctx = w->ctx_;
-  uvp_promise_t *p = w->p_;
+  uvp__work_t *work = work_of(w);
+  uvp_promise_t *p = work->p; /* our reference: its context lives */
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   w->state_ = W_ENDED;
-  w->p_ = NULL;
-  if (uvp__is_pending(p))
-    (void)uvp_promise_set_cancel(p, NULL, NULL);
-  if (UVP__UNLIKELY(uvp__head(ctx)->vclock) &&
-      !(w->cls_->flags & UVP_INFLIGHT_IDLE))
-    uvp__head(ctx)->real_work--;
-  uvp__owner_t *o = w->owner_;
-  w->owner_ = NULL;
-  uvp__work_end(o); /* may settle a group's join */
+  work->p = NULL;
+  if (uvp__work_of(p) == work) { /* pending, its hook ours */
+    p->flags &= (uint8_t)~UVP__F_CANCEL;
+    p->value = NULL;
+    p->fn.cancel_cb = NULL;
+  }
+  bool in_loop = uvp__work_done_but_loop(ctx, work); /* may settle a join */
   uvp_promise_release(p);
-  uvp__loop_work_end(ctx); /* last: may free a closed context */
+  if (in_loop)
+    uvp__loop_work_end(ctx); /* last: may free a closed context */
 }

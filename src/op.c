@@ -32,16 +32,29 @@ static void state_trim(uvp__ext_t *ext) {
 }
 
 /* The task dump: an operation's promise says what the operation is. */
-static void op_cancel(uvp_promise_t *p, void *arg);
-static void op_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const uvp__op_t *op = UVP__CONTAINER_OF(arg, uvp__op_t, p);
-  (void)p;
-  w->owner = op->owner;
+static void op_describe(const uvp__work_t *w, uvp__what_t *what) {
+  const uvp__op_t *op = UVP__CONTAINER_OF(w, uvp__op_t, work);
+  what->owner = uvp__work_owner(w);
   if (op->kind->describe != NULL)
-    op->kind->describe(op, w);
-  else
-    snprintf(w->kind, sizeof(w->kind), "operation");
+    op->kind->describe(op, what);
 }
+
+/* The promise's cancel hook (the promise may have moved: see
+ * uvp__movable_new). */
+static void op_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
+  uvp__op_t *op = UVP__CONTAINER_OF(w, uvp__op_t, work);
+  (void)p;
+  (void)code;
+  if (op->p != NULL) /* else finished, its completion queued */
+    op->kind->cancel(op);
+}
+
+/* The operations' classes, by kind->idle and kind->object_owned. */
+#define OP_CLASS(flags)                                                        \
+  { op_cancel, op_describe, "operation", UVP__WORK_MOVABLE | (flags) }
+static const uvp__work_class_t op_classes[4] = {
+    OP_CLASS(0), OP_CLASS(UVP__WORK_IDLE), OP_CLASS(UVP__WORK_UNOWNED),
+    OP_CLASS(UVP__WORK_IDLE | UVP__WORK_UNOWNED)};
 
 static const uvp__ext_t state_hooks = {
     .destroy = state_destroy, .stats = state_stats, .trim = state_trim};
@@ -52,7 +65,6 @@ static op_state_t *state_of(uvp_ctx_t *ctx) {
       (st = UVP__EXT_MAKE(ctx, UVP__EXT_OPS, op_state_t, &state_hooks)) == NULL)
     return st;
   uvp__pool_init(&st->slots, UVP__OP_SLOT);
-  uvp__describer_add(op_cancel, op_describe, false);
   return st;
 }
 
@@ -73,26 +85,6 @@ int uvp_ctx_reserve_ops(uvp_ctx_t *ctx, size_t ops) {
   return st != NULL ? uvp__pool_reserve(&st->slots, ops, NULL) : UV_ENOMEM;
 }
 
-/* libuv is done with the operation's request: its owner stops waiting. */
-static void libuv_done(uvp__op_t *op) {
-  uvp__owner_t *o = op->owner;
-  op->owner = NULL;
-  uvp__work_end(o);
-  if (UVP__UNLIKELY(op->real)) {
-    op->real = false;
-    uvp__head(op->ctx)->real_work--;
-  }
-}
-
-/* The promise's cancel hook; its argument is &op->p (see
- * uvp__movable_new). */
-static void op_cancel(uvp_promise_t *p, void *arg) {
-  uvp__op_t *op = UVP__CONTAINER_OF(arg, uvp__op_t, p);
-  (void)p;
-  if (op->p != NULL) /* else finished, its completion queued */
-    op->kind->cancel(op);
-}
-
 void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
                   uvp_promise_t **out, const char *file, int line, int *rc) {
   *rc = out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
@@ -104,10 +96,6 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
     op_state_t *st = state_of(ctx);
     op = st != NULL ? uvp__pool_get(&st->slots) : NULL;
   } else {
-    /* The context's state all the same: making it registers the task
-     * dump's describer of operations (a process, the only one this big,
-     * was "uvp" in a program whose first operation it was). */
-    (void)state_of(ctx);
     op = uvp__malloc(size);
   }
   if (op == NULL)
@@ -115,19 +103,18 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
   op->ctx = ctx;
   op->kind = kind;
   op->size = (uint32_t)size;
-  op->in_loop = true;
-  uvp__loop_work_begin(ctx);
-  op->owner = kind->object_owned ? NULL : uvp__work_begin(ctx);
-  op->real = UVP__UNLIKELY(uvp__head(ctx)->vclock) && !kind->idle;
-  if (UVP__UNLIKELY(op->real))
-    uvp__head(ctx)->real_work++;
-  if (uvp__movable_new(ctx, file, line, op_cancel, &op->p) == NULL) {
-    uvp__op_free(op);
+  /* The common class a constant, so that the door's tests fold. */
+  int started =
+      UVP__LIKELY(!kind->idle && !kind->object_owned)
+          ? uvp__work_start(ctx, &op->work, &op_classes[0], file, line)
+          : uvp__work_start(ctx, &op->work,
+                            &op_classes[(kind->idle ? 1 : 0) |
+                                        (kind->object_owned ? 2 : 0)],
+                            file, line);
+  if (started != 0) {
+    uvp__op_free(op); /* nothing started */
     return NULL;
   }
-  /* A deadline stops work from the loop, never inside this call: the
-   * wrapper starts the request first. */
-  uvp__scope_watch(ctx, op->p);
   *rc = 0;
   return op;
 }
@@ -173,9 +160,9 @@ static void op_complete(void *arg, const uvp_outcome_t *in) {
 }
 
 void uvp__op_complete_later(uvp__op_t *op) {
-  libuv_done(op);
-  op->in_loop = false;
-  uvp__loop_work_end(op->ctx); /* the queue holds the promise, so the context */
+  /* libuv is done with the request; the queue holds the promise, so the
+   * context. */
+  uvp__work_done(op->ctx, &op->work);
   uvp_promise_t *p = op->p;
   op->p = NULL;
   op->done.r.target = uvp__rtag(p, UVP__RK_NOTIFY_EMBEDDED);
@@ -206,9 +193,9 @@ static void op_memory_free(uvp_ctx_t *ctx, uvp__op_t *op) {
 
 void uvp__op_free(uvp__op_t *op) {
   uvp_ctx_t *ctx = op->ctx;
-  libuv_done(op);
-  bool in_loop = op->in_loop; /* false when freed on another thread (a
-                                 stat's value): complete_later ended it */
+  /* Nothing left to end when freed on another thread (a stat's value):
+   * complete_later did it. */
+  bool in_loop = uvp__work_done_but_loop(ctx, &op->work);
   op_memory_free(ctx, op);
   /* Last: at teardown the end of uvp's last work in the loop calls the
    * close callback and may free the context. */

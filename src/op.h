@@ -18,7 +18,7 @@
 #ifndef UVP_OP_H
 #define UVP_OP_H
 
-#include "dump.h"
+#include "work-door.h"
 
 /* Operations up to this size take a slot of a per-context pool, so that a
  * steady stream of I/O does not call malloc; larger ones are allocated. */
@@ -52,19 +52,18 @@ typedef struct uvp__op_kind_s {
 } uvp__op_kind_t;
 
 struct uvp__op_s {
-  uvp_promise_t *p; /* the promise it settles; NULL once complete_later */
-  uvp_ctx_t *ctx;   /* the slot's owner, also once p is being destroyed */
+  union {
+    /* Its record of work (work-door.h): started with the operation, done
+     * when libuv is done with its request. */
+    uvp__work_t work;
+    uvp_promise_t *p; /* = work.p: the promise it settles; NULL once
+                         complete_later */
+  };
+  uvp_ctx_t *ctx; /* the slot's owner, also once p is being destroyed */
   const uvp__op_kind_t *kind;
   /* The queued completion: on the line a completion reads anyway. */
   uvp__handler_t done;
-  struct uvp__owner_s *owner; /* of the scope it started in, told until libuv
-                                 is done (uvp__work_begin), unless
-                                 kind->object_owned */
-  uint32_t size;              /* bytes, for uvp__op_finish */
-  bool real;    /* counted as real work by the virtual clock until libuv is
-                   done (in what was padding) */
-  bool in_loop; /* counted as uvp's work in the loop (uvp__loop_work_begin)
-                   until libuv is done (padding too) */
+  uint32_t size; /* bytes, for uvp__op_finish */
 };
 
 /* A new operation of `size` bytes with its promise (the header is filled

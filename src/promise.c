@@ -30,6 +30,7 @@
 #include "cause.h"
 #include "core.h"
 #include "diag.h"
+#include "work-door.h"
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
 #endif
@@ -502,7 +503,6 @@ typedef struct {
   uvp_free_cb arg_free; /* may be NULL */
   const char *kind;     /* NULL: nothing to say */
   uvp_describe_cb describe;
-  const struct uvp__owner_s *owner; /* whose work it is (the dump's group) */
 } hook_box_t;
 
 void uvp__box_hook(uvp_promise_t *p, void *box) {
@@ -511,17 +511,6 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
   b.cb(p, b.arg);
   if (b.arg_free != NULL)
     b.arg_free(b.arg);
-}
-
-void uvp__winddown_hook(uvp_promise_t *p, void *arg) {
-  uvp__winddown_t *w = arg;
-  w->code = p->code; /* rejected by cancel_with: its own code */
-  w->hook(p, w);
-}
-
-void uvp__hook_set_owner(uvp_promise_t *p, const struct uvp__owner_s *owner) {
-  if ((p->flags & UVP__F_CANCEL) && p->fn.cancel_cb == uvp__box_hook)
-    ((hook_box_t *)p->value)->owner = owner;
 }
 
 void uvp__box_drop(uvp_promise_t *p) {
@@ -534,15 +523,13 @@ void uvp__box_drop(uvp_promise_t *p) {
   uvp__free(box);
 }
 
-const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap,
-                               const struct uvp__owner_s **owner) {
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap) {
   if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
       p->fn.cancel_cb != uvp__box_hook)
     return NULL;
   const hook_box_t *box = p->value;
   if (box->kind == NULL)
     return NULL;
-  *owner = box->owner;
   int n = box->describe != NULL ? box->describe(box->arg, buf, cap) : 0;
   if (n < 0)
     snprintf(buf, cap, "(its description failed: %d)", n);
@@ -564,7 +551,7 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
     hook_box_t *box = uvp__malloc(sizeof(*box));
     if (box == NULL)
       return UV_ENOMEM;
-    *box = (hook_box_t){cb, arg, arg_free, kind, describe, NULL};
+    *box = (hook_box_t){cb, arg, arg_free, kind, describe};
     harg = box;
     cb = uvp__box_hook;
   }
@@ -637,15 +624,15 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
-  if (UVP__UNLIKELY(hook == uvp__winddown_hook) && code != UVP_ECLOSED) {
+  if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED &&
+      (((uvp__work_t *)harg)->cls->flags & UVP__WORK_WINDDOWN)) {
     /* Cut, not settled: its producer settles it once its work has ended
      * (a teardown settles it now, below). */
-    uvp__winddown_t *w = harg;
+    uvp__work_t *w = harg;
     p->refs++;
     /* A producer that winds down knows two cuts (uvp_promise_cancel_with
      * may give any code): a deadline's, and every other. */
-    w->code = code == UV_ETIMEDOUT ? code : UV_ECANCELED;
-    w->hook(p, w);
+    w->cls->cancel(w, p, code == UV_ETIMEDOUT ? code : UV_ECANCELED);
     uvp__cause_leave(ctx, outer);
     uvp__unref(p);
     return;
@@ -823,6 +810,17 @@ typedef struct {
   int count;
 } dump_state_t;
 
+/* Cut, and waiting for its work to wind down (a group's join): why. */
+static void print_cut(FILE *stream, const uvp__work_t *w) {
+  uvp__what_t what = {.left_ms = -1};
+  w->cls->describe(w, &what);
+  if (what.cut == NULL)
+    return;
+  char why[256];
+  (void)uvp_cause_format(&what.cut->pub, why, sizeof(why));
+  fprintf(stream, "    cut: %s\n", why);
+}
+
 static bool dump_one(void *slot, void *arg) {
   uvp_promise_t *p = slot;
   dump_state_t *st = arg;
@@ -837,14 +835,9 @@ static bool dump_one(void *slot, void *arg) {
   fprintf(st->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
           (void *)p, file != NULL ? file : "?", line,
           (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
-  if ((p->flags & UVP__F_CANCEL) && p->fn.cancel_cb == uvp__winddown_hook &&
-      ((const uvp__winddown_t *)p->value)->cause != NULL) {
-    /* Cut, and waiting for its work to wind down (a group's join). */
-    char why[256];
-    (void)uvp_cause_format(&((const uvp__winddown_t *)p->value)->cause->pub,
-                           why, sizeof(why));
-    fprintf(st->stream, "    cut: %s\n", why);
-  }
+  const uvp__work_t *w = uvp__work_of(p);
+  if (w != NULL && (w->cls->flags & UVP__WORK_WINDDOWN))
+    print_cut(st->stream, w);
   if (p->trace != 0)
     uvp__trace_print(st->stream, p->trace, "    ");
   st->count++;

@@ -93,34 +93,6 @@ uvp_promise_t *uvp__produced_new(uvp_ctx_t *ctx, const char *file, int line,
  * once it may no longer be moved. */
 uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
                                 uvp_cancel_cb hook, uvp_promise_t **slot);
-/* A producer whose promise, once cut, settles only when its work has
- * wound down (a group's join: trio's rule that a scope ends only when
- * everything it started has ended).  Its hook is uvp__winddown_hook, with
- * w as the argument.  Cut by a cancellation or a deadline (code
- * UV_ECANCELED or UV_ETIMEDOUT), the promise stays pending and
- * w->hook(p, w) runs with w->code set, again at every later cut; the
- * producer settles p once its work has ended.  Torn down, p rejects with
- * UVP_ECLOSED at once, as every promise does, and then the hook runs with
- * that code.  w->hook is also what the task dump knows the producer by. */
-typedef struct uvp__winddown_s {
-  uvp_cancel_cb hook;
-  int code;
-  /* The first cut's cause, kept by the producer while p is pending (for
-   * uvp_ctx_dump_pending), or NULL. */
-  const struct uvp__cause_s *cause;
-} uvp__winddown_t;
-void uvp__winddown_hook(uvp_promise_t *p, void *w);
-/* The hook p's producer gave (w->hook for a winddown producer), and its
- * argument; NULL if p has none. */
-static inline uvp_cancel_cb uvp__hook_of(const uvp_promise_t *p) {
-  /* Settled, the bit is UVP__F_CAUSE. */
-  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL))
-    return NULL;
-  if (p->fn.cancel_cb == uvp__winddown_hook)
-    return ((const uvp__winddown_t *)p->value)->hook;
-  return p->fn.cancel_cb;
-}
-
 /* The producer never started: p was never handed out.  Its hook is dropped
  * and both references go. */
 void uvp__produced_abort(uvp_promise_t *p);
@@ -141,11 +113,7 @@ void uvp__forward(uvp_promise_t *p, uvp_promise_t *src);
 void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
                         void *arg);
 uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx);
-const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap,
-                               const struct uvp__owner_s **owner);
-/* The owner whose work p's described hook stands for (a binding's record
- * started in a group's member: uvp_inflight_start), for the dump. */
-void uvp__hook_set_owner(uvp_promise_t *p, const struct uvp__owner_s *owner);
+const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap);
 /* The task dump's UVP_DUMP_PROMISES listing: every pending promise (site,
  * age, async trace) and what the layers' dump hooks add (fibers), to
  * `stream` or `write` (diag.h: never waiting).  Returns how many it listed,
@@ -239,8 +207,30 @@ int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
 void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
 
+/* A user's handler with a destroy notifier or a scope (see
+ * uvp__handler_t): its cb is uvp__boxed, its arg the box, from the
+ * reaction pool. */
+typedef struct uvp__hbox_s {
+  uvp_then_cb cb;
+  void *arg;
+  uvp_free_cb arg_free;       /* NULL: none */
+  struct uvp__scope_s *scope; /* a reference; NULL: none */
+} uvp__hbox_t;
+_Static_assert(sizeof(uvp__hbox_t) <= sizeof(uvp__handler_t),
+               "a box takes a reaction slot");
+/* The marker: a box is always opened before its handler runs. */
+uvp_ret_t uvp__boxed(void *arg, const uvp_outcome_t *in);
+
 /* The scope a queued user handler will run in (NULL: none, or not a
- * user's handler), for the stall detector's report. */
-struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r);
+ * user's handler), for the stall detector's report: inline, for the
+ * drain's mark of each reaction. */
+static inline struct uvp__scope_s *
+uvp__reaction_scope(const uvp__reaction_t *r) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
+    return NULL;
+  const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
+  return h->cb.then == uvp__boxed ? ((const uvp__hbox_t *)h->arg)->scope : NULL;
+}
 
 #endif

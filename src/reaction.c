@@ -29,19 +29,10 @@ static inline bool rk_wants(uvp__rkind_t k, bool ok) {
   return (mask & (ok ? UVP_ON_FULFILLED : UVP_ON_REJECTED)) != 0;
 }
 
-/* A user's handler with a destroy notifier or a scope (see uvp__handler_t):
- * its cb is `boxed`, its arg the box, from the reaction pool. */
-typedef struct hbox_s {
-  uvp_then_cb cb;
-  void *arg;
-  uvp_free_cb arg_free;       /* NULL: none */
-  struct uvp__scope_s *scope; /* a reference; NULL: none */
-} hbox_t;
-_Static_assert(sizeof(hbox_t) <= sizeof(uvp__handler_t),
-               "a box takes a reaction slot");
+typedef uvp__hbox_t hbox_t;
 
 /* The marker: a box is always opened before its handler runs. */
-static uvp_ret_t boxed(void *arg, const uvp_outcome_t *in) {
+uvp_ret_t uvp__boxed(void *arg, const uvp_outcome_t *in) {
   (void)arg;
   (void)in;
   UVP__CHECK(!"a boxed handler is opened before it runs");
@@ -56,7 +47,7 @@ static bool box_handler(uvp_ctx_t *ctx, uvp__handler_t *h,
   if (b == NULL)
     return false;
   *b = (hbox_t){h->cb.then, h->arg, arg_free, uvp__scope_capture(ctx)};
-  h->cb.then = boxed;
+  h->cb.then = uvp__boxed;
   h->arg = b;
   return true;
 }
@@ -81,19 +72,11 @@ static inline uvp__handler_t *handler_new(uvp_ctx_t *ctx, uvp__rkind_t kind,
 /* h's callback, argument, notifier and scope (the caller runs the
  * notifier and holds the scope's reference); a box goes back. */
 static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
-  if (UVP__LIKELY(h->cb.then != boxed))
+  if (UVP__LIKELY(h->cb.then != uvp__boxed))
     return (hbox_t){h->cb.then, h->arg, NULL, NULL};
   hbox_t *b = h->arg, out = *b;
   uvp__pool_put(&ctx->reactions, b);
   return out;
-}
-
-struct uvp__scope_s *uvp__reaction_scope(const uvp__reaction_t *r) {
-  uvp__rkind_t kind = uvp__rkind(r);
-  if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
-    return NULL;
-  const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
-  return h->cb.then == boxed ? ((const hbox_t *)h->arg)->scope : NULL;
 }
 
 /* Drop a reaction that will never run.  A queued one also held its source. */

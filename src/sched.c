@@ -18,7 +18,6 @@
 
 #include "context.h"
 #include "scope.h"
-#include "stall.h"
 #include "trace.h"
 
 #define UVP__DEFAULT_BUDGET 1024
@@ -121,6 +120,13 @@ static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
     UVP__PREFETCH(first_read(q->ring[(q->rhead + (ahead > 2 ? 2 : 0)) & mask]));
 }
 
+/* The stall detector's mark of r, out of the drain's loop: the loop's
+ * own code stays as it is off. */
+static UVP__NOINLINE void stall_reaction(uvp_ctx_t *ctx,
+                                         const uvp__reaction_t *r) {
+  ctx->h.stall_marks->reaction(ctx, r);
+}
+
 static void drain(uvp_ctx_t *ctx) {
   uv_loop_t *loop = ctx->h.loop;
   /* Completions (wrappers' finished operations) run when no reaction is
@@ -147,7 +153,7 @@ static void drain(uvp_ctx_t *ctx) {
       ctx->q.budget_end--; /* rhead stays */
       uvp__reaction_t *c = completion_pop(ctx);
       if (UVP__UNLIKELY(ctx->h.stall))
-        uvp__stall_reaction(ctx, c);
+        stall_reaction(ctx, c);
       uvp__run_completion(ctx, c);
       if (ctx->h.closed)
         return;
@@ -156,7 +162,7 @@ static void drain(uvp_ctx_t *ctx) {
     uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
     if (UVP__UNLIKELY(ctx->h.stall))
-      uvp__stall_reaction(ctx, r);
+      stall_reaction(ctx, r);
     uvp__run_reaction(ctx, r);
     if (ctx->h.closed)
       return;
@@ -173,7 +179,7 @@ static void idle_cb(uv_idle_t *h) {
   uvp_ctx_t *ctx = h->data;
   drain(ctx);
   if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
-    uvp__stall_outside(ctx, UVP__PH_AFTER_IDLE);
+    ctx->h.stall_marks->outside(ctx, UVP__PH_AFTER_IDLE);
 }
 static void read_mail(uvp_ctx_t *ctx);
 /* Mail is read here too, not only when the async handle's turn comes.  A
@@ -189,13 +195,13 @@ static void read_mail(uvp_ctx_t *ctx);
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
   if (UVP__UNLIKELY(ctx->h.stall))
-    uvp__stall_check(ctx);
+    ctx->h.stall_marks->check(ctx);
   if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
     read_mail(ctx);
   if (ctx->q.queued != 0)
     drain(ctx);
   if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
-    uvp__stall_outside(ctx, UVP__PH_AFTER_CHECK);
+    ctx->h.stall_marks->outside(ctx, UVP__PH_AFTER_CHECK);
 }
 
 /* Queue work exists: make the next poll non-blocking and keep the loop
@@ -384,15 +390,11 @@ void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
  * I/O callbacks, so the time after it is the poll's again. */
 static void async_cb(uv_async_t *h) {
   uvp_ctx_t *ctx = h->data;
-  if (UVP__UNLIKELY(ctx->h.stall)) {
-    uvp__slice_t s = {
-        UVP_STALL_UVP, 0, 0,    NULL, 0,
-        NULL,          0, NULL, NULL, "async (messages from other threads)"};
-    uvp__stall_mark(ctx, &s, true);
-  }
+  if (UVP__UNLIKELY(ctx->h.stall))
+    ctx->h.stall_marks->async(ctx);
   read_mail(ctx);
   if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
-    uvp__stall_outside(ctx, UVP__PH_POLL);
+    ctx->h.stall_marks->outside(ctx, UVP__PH_POLL);
 }
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
@@ -779,8 +781,10 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   if (rc != 0)
     return rc;
   /* The context's handles, and the stall detector's once it was on. */
-  uv_handle_t *hs[4] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
-                        (uv_handle_t *)&ctx->async, uvp__stall_handle(ctx)};
+  uv_handle_t *hs[4] = {
+      (uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
+      (uv_handle_t *)&ctx->async,
+      ctx->h.stall_marks != NULL ? ctx->h.stall_marks->handle(ctx) : NULL};
   int nh = hs[3] != NULL ? 4 : 3;
   int by_host = count_closed_by_host(ctx, hs, nh);
   if (by_host < 0)

@@ -14,7 +14,7 @@
  * slots and its wrappers' data, the fibers): created on first use,
  * destroyed with the context.  The core never looks inside. */
 typedef struct uvp__ext_s uvp__ext_t;
-struct uvp__dump_s;
+typedef struct uvp__task_sink_s uvp__task_sink_t; /* work-door.h */
 struct uvp__ext_s {
   /* uvp_ctx_close, after every promise's teardown (may be NULL) */
   void (*close)(uvp__ext_t *ext);
@@ -25,9 +25,9 @@ struct uvp__ext_s {
   void (*dump)(uvp__ext_t *ext, FILE *stream, int *count);
   /* gives back what uvp_ctx_trim asks of it (may be NULL) */
   void (*trim)(uvp__ext_t *ext);
-  /* tells uvp_ctx_dump_tasks about each task it keeps (dump.h; may be
-   * NULL) */
-  void (*tasks)(uvp__ext_t *ext, struct uvp__dump_s *d);
+  /* tells uvp_ctx_dump_tasks about each task it keeps, through the sink
+   * (work-door.h; may be NULL) */
+  void (*tasks)(uvp__ext_t *ext, uvp__task_sink_t *sink);
 };
 enum {
   UVP__EXT_OPS,
@@ -51,6 +51,32 @@ enum {
                          (hooks)))
 void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
                     const uvp__ext_t *hooks);
+
+/* The stall detector (stall.c) marks the loop thread's slices from the
+ * scheduler's callbacks through this table, which it installs when it is
+ * first turned on: the scheduler stays below the detector and names none
+ * of its functions.  Where the loop thread is, outside uvp's slices: */
+enum {
+  UVP__PH_SETUP,       /* the detector was just turned on */
+  UVP__PH_AFTER_IDLE,  /* after uvp's idle callback, before its prepare */
+  UVP__PH_AFTER_CHECK, /* after uvp's check callback, before its prepare */
+  UVP__PH_POLL,        /* from uvp's prepare to its check: may be waiting */
+  UVP__PH_COUNT
+};
+struct uvp__reaction_s;
+typedef struct uvp__stall_marks_s {
+  /* The reaction r is about to run (the drain). */
+  void (*reaction)(uvp_ctx_t *ctx, const struct uvp__reaction_s *r);
+  /* The loop thread leaves uvp's work for the phase `ph`. */
+  void (*outside)(uvp_ctx_t *ctx, int ph);
+  /* uvp's check callback begins: the time since the poll returned was the
+   * I/O callbacks'. */
+  void (*check)(uvp_ctx_t *ctx);
+  /* uvp's async callback begins (mail from other threads). */
+  void (*async)(uvp_ctx_t *ctx);
+  /* The detector's prepare handle, for uvp_ctx_close (NULL: not open). */
+  uv_handle_t *(*handle)(uvp_ctx_t *ctx);
+} uvp__stall_marks_t;
 
 /* What every layer reads of a context, first in it: the loop, the thread
  * check, the current scope and trace frame, the layers' state.  Read and
@@ -78,6 +104,10 @@ typedef struct uvp__ctx_head_s {
   /* The cause of the cancellation running now (cause.h), or NULL: what it
    * cuts takes it.  Read only when a cancellation rejects a promise. */
   struct uvp__cause_s *cause;
+  /* The stall detector's marks, set when it is first turned on (NULL
+   * until then) and kept: read only while `stall` is set, and by
+   * uvp_ctx_close for its handle. */
+  const struct uvp__stall_marks_s *stall_marks;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {

@@ -34,17 +34,19 @@ void uvp__scope_unref(uvp__scope_t *s) {
     return;
   for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
     slotval_unref(s->slots[i]);
-  uvp__owner_t *o = s->owner, *d = s->deadline;
+  uvp__owner_t *o = s->owner, *d = s->deadline, *held = s->held;
   uvp__free(s);
   if (d != NULL)
     d->ops->scope_gone(d);
+  if (held != NULL)
+    held->ops->scope_gone(held);
   if (o != NULL)
     o->ops->scope_gone(o); /* last: it may free the owner */
 }
 
-/* A scope with base's slots, `owner` and `deadline`, each held. */
+/* A scope with base's slots, `owner`, `deadline` and `held`, each held. */
 static uvp__scope_t *scope_new(const uvp__scope_t *base, uvp__owner_t *owner,
-                               uvp__owner_t *deadline) {
+                               uvp__owner_t *deadline, uvp__owner_t *held) {
   uvp__scope_t *s = uvp__calloc(1, sizeof(*s));
   if (s == NULL)
     return NULL;
@@ -59,16 +61,26 @@ static uvp__scope_t *scope_new(const uvp__scope_t *base, uvp__owner_t *owner,
   s->deadline = deadline;
   if (deadline != NULL)
     deadline->ops->scope_made(deadline);
+  s->held = held;
+  if (held != NULL)
+    held->ops->scope_made(held);
   return s;
 }
 
+/* What base holds (see scope.h), which a scope keeping its deadline keeps. */
+static uvp__owner_t *held_of(const uvp__scope_t *base) {
+  return base != NULL ? base->held : NULL;
+}
+
 uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner) {
-  return scope_new(base, owner, base != NULL ? base->deadline : NULL);
+  return scope_new(base, owner, base != NULL ? base->deadline : NULL,
+                   held_of(base));
 }
 
 uvp__scope_t *uvp__scope_with_deadline(uvp__scope_t *base,
-                                       uvp__owner_t *deadline) {
-  return scope_new(base, base != NULL ? base->owner : NULL, deadline);
+                                       uvp__owner_t *deadline,
+                                       uvp__owner_t *held) {
+  return scope_new(base, base != NULL ? base->owner : NULL, deadline, held);
 }
 
 int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
@@ -85,7 +97,8 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
   }
   uvp__scope_t *s = scope_new(
       uvp__head(ctx)->scope, uvp__scope_owner(ctx),
-      uvp__head(ctx)->scope != NULL ? uvp__head(ctx)->scope->deadline : NULL);
+      uvp__head(ctx)->scope != NULL ? uvp__head(ctx)->scope->deadline : NULL,
+      held_of(uvp__head(ctx)->scope));
   if (s == NULL) {
     uvp__free(v);
     return UV_ENOMEM;
@@ -113,8 +126,9 @@ int uvp_scope_clear(uvp_ctx_t *ctx) {
    * the loop, and under the deadline it was given. */
   uvp__owner_t *o = uvp__scope_owner(ctx);
   uvp__scope_t *cur = uvp__head(ctx)->scope, *s = NULL;
-  uvp__owner_t *d = cur != NULL ? cur->deadline : NULL;
-  if ((o != NULL || d != NULL) && (s = scope_new(NULL, o, d)) == NULL)
+  uvp__owner_t *d = cur != NULL ? cur->deadline : NULL, *held = held_of(cur);
+  if ((o != NULL || d != NULL || held != NULL) &&
+      (s = scope_new(NULL, o, d, held)) == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(uvp__head(ctx)->scope);
   uvp__head(ctx)->scope = s;

@@ -49,6 +49,9 @@ struct uvp__scope_s {
   uvp__slotval_t *slots[UVP_SCOPE_SLOTS];
   uvp__owner_t *owner;    /* what the work run under it belongs to, or NULL */
   uvp__owner_t *deadline; /* when it must end (deadline.c), or NULL */
+  /* A deadline a shield with none (UVP_NO_DEADLINE) took the place of:
+   * held, so that the work it watches stays watched (deadline.c). */
+  uvp__owner_t *held;
 };
 
 uvp__scope_t *uvp__scope_ref(uvp__scope_t *s);
@@ -56,11 +59,12 @@ uvp__scope_t *uvp__scope_ref(uvp__scope_t *s);
 void *uvp__scope_slot(const uvp__scope_t *s, unsigned i);
 void uvp__scope_unref(uvp__scope_t *s); /* s may be NULL */
 
-/* A scope like `base` (may be NULL) but for `owner` (or with `deadline`).
- * NULL: no memory. */
+/* A scope like `base` (may be NULL) but for `owner` (or with `deadline`,
+ * holding `held`: see above).  NULL: no memory. */
 uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner);
 uvp__scope_t *uvp__scope_with_deadline(uvp__scope_t *base,
-                                       uvp__owner_t *deadline);
+                                       uvp__owner_t *deadline,
+                                       uvp__owner_t *held);
 
 /* The head's scope holds a reference to the current scope.  Capture it: */
 static inline uvp__scope_t *uvp__scope_capture(const uvp_ctx_t *ctx) {

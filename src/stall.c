@@ -32,29 +32,8 @@
 /* One slice's mark in SAMPLE (on average) is timed for the histogram. */
 #define SAMPLE 64
 
-typedef _Atomic(const char *) atomic_cstr;
-
-/* The slice the loop thread runs now, as the watchdog reads it. */
-typedef struct pub_s {
-  atomic_uint seq;
-  /* The loop thread's last clock read, at or before this slice's mark,
-   * and the sequence of the slice it began (start_seq == seq: the
-   * slice's start exactly). */
-  _Atomic uint64_t start;
-  atomic_uint start_seq;
-  atomic_int kind;
-  atomic_int phase;
-  atomic_uint site;
-  atomic_uint trace;
-  atomic_cstr file;
-  atomic_int line;
-  atomic_cstr await_file;
-  atomic_int await_line;
-  atomic_cstr what;
-} pub_t;
-
 typedef struct stall_state_s {
-  uvp__ext_t ext;
+  uvp__stall_hot_t h; /* first: the marks inline elsewhere read it */
   uvp_ctx_t *ctx;
   uv_prepare_t prepare;
   bool prepare_open;
@@ -62,27 +41,22 @@ typedef struct stall_state_s {
   uint64_t thr_ns;
   uvp_stall_cb cb;
   void *arg;
-  /* The slice open now: its kind, the reference it holds on its scope,
-   * and its fiber's name (a copy in name_buf); the rest of it is in the
-   * published words, which the loop thread alone writes. */
-  struct {
-    int kind;
-    struct uvp__scope_s *scope;
-    const char *name;
-  } cur;
-  int phase;      /* cur.kind == UVP_STALL_OUTSIDE */
-  uint64_t start; /* the last clock read: cur's start if timed */
-  bool timed;     /* cur's start was read to time it: its end is read */
-  unsigned countdown, rng; /* marks to the next sampled one */
+  int phase;      /* the open slice's, if UVP_STALL_OUTSIDE */
+  uint64_t start; /* the last clock read: the open slice's start if timed */
+  bool timed;     /* the open slice's start was read to time it: its end
+                   * is read */
+  bool forced;    /* h.countdown is 1 for the open slice's end (timed, or
+                   * holding a scope or name) ... */
+  unsigned rest;  /* ... and this is the marks to the next sampled one */
+  unsigned rng;
   char name_buf[NAME_BUF];
-  pub_t pub;
   /* The histogram: written by the loop thread only, read by any. */
   /* (how many slices: the buckets' sum, when asked) */
   _Atomic uint64_t stalls, max_us, buckets[UVP_STALL_BUCKETS];
-  /* The watchdog's word to the loop thread: the slice of sequence
-   * flag - 1 has run past the threshold, from flag_lb at the latest
-   * (0: none).  The loop thread reads the clock when it ends. */
-  atomic_uint flag;
+  /* With h.flag, the watchdog's word to the loop thread: the slice of
+   * sequence flag - 1 has run past the threshold, from flag_lb at the
+   * latest (flag 0: none).  The loop thread reads the clock when it
+   * ends. */
   _Atomic uint64_t flag_lb;
   /* The watchdog's, under wmu. */
   uv_mutex_t wmu;
@@ -104,7 +78,13 @@ static const char *const phase_text[UVP__PH_COUNT + 1] = {
 #define PH_IO UVP__PH_COUNT /* reported only, never published */
 
 static stall_state_t *state_of(const uvp_ctx_t *ctx) {
-  return UVP__EXT_OF(ctx, UVP__EXT_STALL, stall_state_t);
+  return (stall_state_t *)uvp__stall_hot(ctx); /* h is first */
+}
+
+/* The kind of the slice open now (the loop thread reads its own word). */
+static int cur_kind(const stall_state_t *st) {
+  return (int)(atomic_load_explicit(&st->h.pub.word, memory_order_relaxed) &
+               0xff);
 }
 
 static inline void add_relaxed(_Atomic uint64_t *a, uint64_t n) {
@@ -188,21 +168,40 @@ static void deliver(uvp_stall_cb cb, void *arg, uvp_stall_t *rec, char *text,
   (void)uvp__diag_close(&w);
 }
 
+/* The published words, as a slice (name and scope NULL): the words its
+ * kind does not use may be another slice's, and are left out. */
+static uvp__slice_t read_pub(const uvp__stall_pub_t *p, int *phase) {
+  uint64_t w = atomic_load_explicit(&p->word, memory_order_relaxed);
+  uvp__slice_t c = {(int)(w & 0xff),
+                    (uint16_t)(w >> 24),
+                    (uint16_t)(w >> 8),
+                    NULL,
+                    0,
+                    NULL,
+                    0,
+                    NULL,
+                    NULL,
+                    NULL};
+  if (c.kind == UVP_STALL_FIBER) {
+    uint64_t lines = atomic_load_explicit(&p->lines, memory_order_relaxed);
+    c.file = atomic_load_explicit(&p->file, memory_order_relaxed);
+    c.await_file = atomic_load_explicit(&p->await_file, memory_order_relaxed);
+    c.line = (int)(uint32_t)(lines >> 32);
+    c.await_line = (int)(uint32_t)lines;
+  } else if (c.kind == UVP_STALL_UVP) {
+    c.what = atomic_load_explicit(&p->what, memory_order_relaxed);
+  }
+  *phase = atomic_load_explicit(&p->phase, memory_order_relaxed);
+  return c;
+}
+
 /* The slice open now, as published (the loop thread reads back its own
  * words). */
 static uvp__slice_t published(const stall_state_t *st) {
-  const pub_t *p = &st->pub;
-  uvp__slice_t c = {
-      atomic_load_explicit(&p->kind, memory_order_relaxed),
-      (uint16_t)atomic_load_explicit(&p->site, memory_order_relaxed),
-      (uint16_t)atomic_load_explicit(&p->trace, memory_order_relaxed),
-      atomic_load_explicit(&p->file, memory_order_relaxed),
-      atomic_load_explicit(&p->line, memory_order_relaxed),
-      atomic_load_explicit(&p->await_file, memory_order_relaxed),
-      atomic_load_explicit(&p->await_line, memory_order_relaxed),
-      st->cur.name,
-      st->cur.scope,
-      atomic_load_explicit(&p->what, memory_order_relaxed)};
+  int phase;
+  uvp__slice_t c = read_pub(&st->h.pub, &phase);
+  c.name = st->h.name;
+  c.scope = st->h.scope;
   return c;
 }
 
@@ -245,7 +244,7 @@ static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
  * st->start. */
 static UVP__ALWAYS_INLINE void publish(stall_state_t *st, const uvp__slice_t *c,
                                        bool with_start) {
-  pub_t *p = &st->pub;
+  uvp__stall_pub_t *p = &st->h.pub;
   unsigned s = atomic_load_explicit(&p->seq, memory_order_relaxed);
   atomic_store_explicit(&p->seq, s + 1, memory_order_relaxed);
   atomic_thread_fence(memory_order_release);
@@ -253,14 +252,14 @@ static UVP__ALWAYS_INLINE void publish(stall_state_t *st, const uvp__slice_t *c,
     atomic_store_explicit(&p->start, st->start, memory_order_relaxed);
     atomic_store_explicit(&p->start_seq, s + 2, memory_order_relaxed);
   }
-  atomic_store_explicit(&p->kind, c->kind, memory_order_relaxed);
+  atomic_store_explicit(&p->word, UVP__STALL_W(c->kind, c->trace, c->site),
+                        memory_order_relaxed);
   atomic_store_explicit(&p->phase, st->phase, memory_order_relaxed);
-  atomic_store_explicit(&p->site, c->site, memory_order_relaxed);
-  atomic_store_explicit(&p->trace, c->trace, memory_order_relaxed);
   atomic_store_explicit(&p->file, c->file, memory_order_relaxed);
-  atomic_store_explicit(&p->line, c->line, memory_order_relaxed);
   atomic_store_explicit(&p->await_file, c->await_file, memory_order_relaxed);
-  atomic_store_explicit(&p->await_line, c->await_line, memory_order_relaxed);
+  atomic_store_explicit(
+      &p->lines, (uint64_t)(uint32_t)c->line << 32 | (uint32_t)c->await_line,
+      memory_order_relaxed);
   atomic_store_explicit(&p->what, c->what, memory_order_relaxed);
   atomic_store_explicit(&p->seq, s + 2, memory_order_release);
 }
@@ -282,8 +281,8 @@ static bool quiet_phase(int ph) {
  * timed, else from the watchdog's bound on its start if the watchdog
  * flagged it; false: neither (a slice not looked at). */
 static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns) {
-  unsigned f = atomic_load_explicit(&st->flag, memory_order_acquire);
-  unsigned seq = atomic_load_explicit(&st->pub.seq, memory_order_relaxed);
+  unsigned f = atomic_load_explicit(&st->h.flag, memory_order_acquire);
+  unsigned seq = atomic_load_explicit(&st->h.pub.seq, memory_order_relaxed);
   bool flagged = f != 0 && f == seq + 1;
   uint64_t from = st->start;
   if (f != 0) {
@@ -295,7 +294,7 @@ static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns) {
        * mark): it ran past the threshold, its end was not seen. */
       add_relaxed(&st->stalls, 1);
     }
-    atomic_store_explicit(&st->flag, 0, memory_order_relaxed);
+    atomic_store_explicit(&st->h.flag, 0, memory_order_relaxed);
   }
   if (st->timed)
     from = st->start;
@@ -311,14 +310,14 @@ static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
   uint64_t ns;
   if (!slice_length(st, now, &ns))
     return;
-  if (st->cur.kind != UVP_STALL_OUTSIDE) {
+  if (cur_kind(st) != UVP_STALL_OUTSIDE) {
     uint64_t us = ns / 1000;
     add_relaxed(&st->buckets[bucket_of(us)], 1);
     if (us > atomic_load_explicit(&st->max_us, memory_order_relaxed))
       atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
   }
   if (UVP__UNLIKELY(ns >= st->thr_ns) &&
-      (st->cur.kind != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
+      (cur_kind(st) != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
     add_relaxed(&st->stalls, 1);
     report_ended(st, report_phase, ns);
   }
@@ -327,23 +326,22 @@ static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
 /* What cur holds of s beyond the published words: a reference on its
  * scope, a copy of its fiber's name. */
 static UVP__NOINLINE void take_slow(stall_state_t *st, const uvp__slice_t *s) {
-  struct uvp__scope_s *old = st->cur.scope;
-  st->cur.scope = s->scope != NULL ? uvp__scope_ref(s->scope) : NULL;
+  struct uvp__scope_s *old = st->h.scope;
+  st->h.scope = s->scope != NULL ? uvp__scope_ref(s->scope) : NULL;
   uvp__scope_unref(old);
-  st->cur.name = NULL;
+  st->h.name = NULL;
   if (s->name != NULL) {
     size_t n = strnlen(s->name, NAME_BUF - 1);
     memcpy(st->name_buf, s->name, n);
     st->name_buf[n] = '\0';
-    st->cur.name = st->name_buf;
+    st->h.name = st->name_buf;
   }
 }
 
 /* cur becomes s. */
 static UVP__ALWAYS_INLINE void take(stall_state_t *st, const uvp__slice_t *s) {
-  st->cur.kind = s->kind;
   if (UVP__UNLIKELY((s->scope != NULL) | (s->name != NULL) |
-                    (st->cur.scope != NULL) | (st->cur.name != NULL)))
+                    (st->h.scope != NULL) | (st->h.name != NULL)))
     take_slow(st, s);
 }
 
@@ -355,61 +353,120 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+static unsigned countdown(const stall_state_t *st) {
+  return atomic_load_explicit(&st->h.countdown, memory_order_relaxed);
+}
+static void set_countdown(stall_state_t *st, unsigned n) {
+  atomic_store_explicit(&st->h.countdown, n, memory_order_relaxed);
+}
+
 /* The next sampled mark: 32 to 95 marks on (64 on average), drawn so
  * that a ping-pong of two fibers is not always sampled on the same. */
 static void next_sample(stall_state_t *st) {
   st->rng = st->rng * 1103515245u + 12345u;
-  st->countdown = SAMPLE / 2 + ((st->rng >> 16) & (SAMPLE - 1));
+  set_countdown(st, SAMPLE / 2 + ((st->rng >> 16) & (SAMPLE - 1)));
+}
+
+/* After a mark: if the slice open now needs its end seen (timed, or it
+ * holds a scope or a name), the next mark takes the slow way (one
+ * countdown serves both that and the sampling). */
+static void after_mark(stall_state_t *st) {
+  if (!st->timed && st->h.scope == NULL && st->h.name == NULL)
+    return;
+  if (!st->forced) {
+    unsigned c = countdown(st);
+    st->rest = c != 0 ? c : 1;
+    st->forced = true;
+  }
+  set_countdown(st, 1);
 }
 
 /* A mark that reads the clock: the slice open now was timed or flagged,
  * or the new one is sampled. */
-static UVP__NOINLINE void clocked_mark(stall_state_t *st,
-                                       const uvp__slice_t *s) {
+static UVP__NOINLINE void clocked_mark(stall_state_t *st, const uvp__slice_t *s,
+                                       bool sample) {
   uint64_t now = now_ns();
   end_slice(st, now, st->phase);
   take(st, s);
   st->start = now;
-  st->timed = st->countdown == 0;
-  if (st->timed)
+  st->timed = sample;
+  if (sample)
     next_sample(st);
   publish(st, s, true);
 }
 
-/* Inline in both entries, so that a reaction's slice, whose description
- * is mostly constants, is stored without a copy in between.  Most marks
- * read no clock: the slice before it was neither timed nor flagged by
- * the watchdog, and this one is not sampled. */
-static UVP__ALWAYS_INLINE void mark(stall_state_t *st, const uvp__slice_t *s,
-                                    bool clock) {
-  if (!clock && st->cur.kind != UVP_STALL_OUTSIDE) {
+/* A mark whose countdown was counted (clock) or is not (!clock: the
+ * slice open now, the drain's run of a fiber's wake, becomes this one).
+ * Most marks take uvp__stall_quick's way instead: this one reads the
+ * clock only if the open slice was timed or flagged or a sample is due. */
+static void mark_counted(stall_state_t *st, const uvp__slice_t *s, bool clock) {
+  if (!clock && cur_kind(st) != UVP_STALL_OUTSIDE) {
     take(st, s); /* the same slice, now known better */
     publish(st, s, false);
+    after_mark(st);
     return;
   }
-  bool due = --st->countdown == 0;
-  if (UVP__UNLIKELY(st->timed || due ||
-                    atomic_load_explicit(&st->flag, memory_order_relaxed) !=
-                        0)) {
-    clocked_mark(st, s);
-    return;
+  bool sample = false;
+  if (countdown(st) == 0) {
+    if (st->forced)
+      set_countdown(st, st->rest);
+    else
+      sample = true; /* (or the watchdog's 1: a sample more) */
+    st->forced = false;
   }
-  take(st, s);
-  publish(st, s, false);
+  if (sample || st->timed ||
+      atomic_load_explicit(&st->h.flag, memory_order_relaxed) != 0) {
+    clocked_mark(st, s, sample);
+  } else {
+    take(st, s);
+    publish(st, s, false);
+  }
+  after_mark(st);
 }
 
 void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock) {
-  mark(state_of(ctx), s, clock);
+  stall_state_t *st = state_of(ctx);
+  if (clock || cur_kind(st) == UVP_STALL_OUTSIDE) {
+    clock = true;
+    set_countdown(st, countdown(st) - 1);
+  }
+  mark_counted(st, s, clock);
 }
 
-void uvp__stall_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
-  const uvp_promise_t *p = uvp__rkind(r) == UVP__RK_CELL
-                               ? ((const uvp__cell_t *)(const void *)r)->source
-                               : (const uvp_promise_t *)uvp__rtarget(r);
+void uvp__stall_mark_counted(uvp_ctx_t *ctx, const uvp__slice_t *s) {
+  mark_counted(state_of(ctx), s, true);
+}
+
+/* The promise whose site and trace name reaction r. */
+static UVP__ALWAYS_INLINE const uvp_promise_t *
+stall_source(const uvp__reaction_t *r) {
+  return uvp__rkind(r) == UVP__RK_CELL
+             ? ((const uvp__cell_t *)(const void *)r)->source
+             : (const uvp_promise_t *)uvp__rtarget(r);
+}
+
+static UVP__NOINLINE void reaction_slow(uvp_ctx_t *ctx,
+                                        const uvp__reaction_t *r) {
+  const uvp_promise_t *p = stall_source(r);
   uvp__slice_t s = {
       UVP_STALL_HANDLER,      p->site, p->trace, NULL, 0, NULL, 0, NULL,
       uvp__reaction_scope(r), NULL};
-  mark(state_of(ctx), &s, true);
+  mark_counted(state_of(ctx), &s, true);
+}
+
+/* The drain's mark of r: the usual one stores a word. */
+static void mark_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
+  uvp__stall_hot_t *h = uvp__stall_hot(ctx);
+  if (UVP__UNLIKELY(!uvp__stall_quick(h, (uintptr_t)uvp__reaction_scope(r)))) {
+    reaction_slow(ctx, r);
+    return;
+  }
+  const uvp_promise_t *p = stall_source(r);
+  unsigned s = uvp__stall_open(h);
+  atomic_store_explicit(&h->pub.word,
+                        UVP__STALL_W(UVP_STALL_HANDLER, p->trace, p->site),
+                        memory_order_relaxed);
+  uvp__stall_close(h, s);
 }
 
 /* A timed slice begins at `now`: s. */
@@ -419,6 +476,7 @@ static void begin_timed(stall_state_t *st, uint64_t now,
   st->start = now;
   st->timed = true;
   publish(st, s, true);
+  after_mark(st);
 }
 
 /* Outside uvp from `now`, in phase ph (always timed: the loop's turns,
@@ -435,15 +493,15 @@ static void outside_at(stall_state_t *st, uint64_t now, int ph) {
   begin_outside(st, now, ph);
 }
 
-void uvp__stall_outside(uvp_ctx_t *ctx, int ph) {
+static void mark_outside(uvp_ctx_t *ctx, int ph) {
   outside_at(state_of(ctx), now_ns(), ph);
 }
 
-void uvp__stall_check(uvp_ctx_t *ctx) {
+static void mark_check(uvp_ctx_t *ctx) {
   stall_state_t *st = state_of(ctx);
   uint64_t now = now_ns();
   int ph = st->phase;
-  if (st->cur.kind == UVP_STALL_OUTSIDE && ph == UVP__PH_POLL) {
+  if (cur_kind(st) == UVP_STALL_OUTSIDE && ph == UVP__PH_POLL) {
     /* The loop's time is the poll's return (ms): what came after it, up
      * to here, was the I/O callbacks'.  (The poll's wait is no stall.) */
     uint64_t back = uv_now(uvp__loop(ctx)) * 1000000u;
@@ -510,7 +568,7 @@ static void report_live(uvp_stall_cb cb, void *arg, int kind, int phase,
  * loop thread, then reported. */
 static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
                  looks_t *w) {
-  pub_t *p = &st->pub;
+  uvp__stall_pub_t *p = &st->h.pub;
   uint64_t t0 = now_ns();
   unsigned s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
   if ((s1 & 1u) != 0)
@@ -518,15 +576,9 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
   uint64_t start = atomic_load_explicit(&p->start, memory_order_relaxed);
   unsigned start_seq =
       atomic_load_explicit(&p->start_seq, memory_order_relaxed);
-  int kind = atomic_load_explicit(&p->kind, memory_order_relaxed);
-  int phase = atomic_load_explicit(&p->phase, memory_order_relaxed);
-  unsigned site = atomic_load_explicit(&p->site, memory_order_relaxed);
-  unsigned trace = atomic_load_explicit(&p->trace, memory_order_relaxed);
-  const char *file = atomic_load_explicit(&p->file, memory_order_relaxed);
-  int line = atomic_load_explicit(&p->line, memory_order_relaxed);
-  const char *af = atomic_load_explicit(&p->await_file, memory_order_relaxed);
-  int al = atomic_load_explicit(&p->await_line, memory_order_relaxed);
-  const char *what = atomic_load_explicit(&p->what, memory_order_relaxed);
+  int phase;
+  const uvp__slice_t c = read_pub(p, &phase);
+  int kind = c.kind;
   atomic_thread_fence(memory_order_acquire);
   if (atomic_load_explicit(&p->seq, memory_order_relaxed) != s1)
     return; /* it moved on meanwhile: not stuck */
@@ -545,9 +597,13 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
     return;
   w->reported = s1;
   atomic_store_explicit(&st->flag_lb, from, memory_order_relaxed);
-  atomic_store_explicit(&st->flag, s1 + 1, memory_order_release);
-  report_live(cb, arg, kind, phase, site, trace, file, line, af, al, what,
-              (t1 - from) / 1000000);
+  atomic_store_explicit(&st->h.flag, s1 + 1, memory_order_release);
+  /* The loop thread's next mark looks at the flag (its countdown store
+   * may overwrite this one only while it marks, past the flagged slice:
+   * then the flag waits for the next sample, counted as a late flag). */
+  atomic_store_explicit(&st->h.countdown, 1, memory_order_relaxed);
+  report_live(cb, arg, kind, phase, c.site, c.trace, c.file, c.line,
+              c.await_file, c.await_line, c.what, (t1 - from) / 1000000);
 }
 
 static uint64_t period_ns(uint64_t thr_ns) {
@@ -587,16 +643,16 @@ static void turn_off(stall_state_t *st) {
   uvp__head(st->ctx)->stall = false;
   if (st->prepare_open && !uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_stop(&st->prepare);
-  uvp__scope_unref(st->cur.scope);
-  st->cur.scope = NULL;
+  uvp__scope_unref(st->h.scope);
+  st->h.scope = NULL;
 }
 
 static void stall_close(uvp__ext_t *ext) {
-  turn_off(UVP__CONTAINER_OF(ext, stall_state_t, ext));
+  turn_off(UVP__CONTAINER_OF(ext, stall_state_t, h.ext));
 }
 
 static void stall_destroy(uvp__ext_t *ext) {
-  stall_state_t *st = UVP__CONTAINER_OF(ext, stall_state_t, ext);
+  stall_state_t *st = UVP__CONTAINER_OF(ext, stall_state_t, h.ext);
   uv_cond_destroy(&st->wcv);
   uv_mutex_destroy(&st->wmu);
   uvp__free(st);
@@ -610,7 +666,8 @@ static void stall_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
 static stall_state_t *state_new(uvp_ctx_t *ctx) {
   static const uvp__ext_t hooks = {
       .close = stall_close, .destroy = stall_destroy, .stats = stall_stats};
-  stall_state_t *st = UVP__EXT_MAKE(ctx, UVP__EXT_STALL, stall_state_t, &hooks);
+  stall_state_t *st = uvp__ext_make(ctx, UVP__EXT_STALL, sizeof(stall_state_t),
+                                    offsetof(stall_state_t, h.ext), &hooks);
   if (st == NULL)
     return NULL;
   bool mu = uv_mutex_init(&st->wmu) == 0;
@@ -622,7 +679,8 @@ static stall_state_t *state_new(uvp_ctx_t *ctx) {
     return NULL;
   }
   st->ctx = ctx;
-  st->cur.kind = UVP_STALL_OUTSIDE;
+  atomic_store_explicit(&st->h.pub.word, UVP__STALL_W(UVP_STALL_OUTSIDE, 0, 0),
+                        memory_order_relaxed);
   st->rng = 1;
   next_sample(st);
   return st;
@@ -640,10 +698,21 @@ static void open_prepare(stall_state_t *st) {
   st->prepare_open = true;
 }
 
-uv_handle_t *uvp__stall_handle(uvp_ctx_t *ctx) {
+static uv_handle_t *stall_handle(uvp_ctx_t *ctx) {
   stall_state_t *st = state_of(ctx);
   return st != NULL && st->prepare_open ? (uv_handle_t *)&st->prepare : NULL;
 }
+
+/* uvp's own callback, timed: it runs among the I/O callbacks. */
+static void mark_async(uvp_ctx_t *ctx) {
+  uvp__slice_t s = {
+      UVP_STALL_UVP, 0, 0,    NULL, 0,
+      NULL,          0, NULL, NULL, "async (messages from other threads)"};
+  uvp__stall_mark(ctx, &s, true);
+}
+
+static const uvp__stall_marks_t marks = {mark_reaction, mark_outside,
+                                         mark_check, mark_async, stall_handle};
 
 int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
                       void *arg) {
@@ -671,7 +740,7 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   if (st->running)
     return 0;
   st->stop = false;
-  atomic_store_explicit(&st->flag, 0, memory_order_relaxed);
+  atomic_store_explicit(&st->h.flag, 0, memory_order_relaxed);
   rc = uv_thread_create(&st->thread, watchdog, st);
   if (rc != 0)
     return rc;
@@ -680,6 +749,7 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   if (!uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_start(&st->prepare, prepare_cb);
   begin_outside(st, now_ns(), UVP__PH_SETUP);
+  uvp__head(ctx)->stall_marks = &marks;
   uvp__head(ctx)->stall = true;
   return 0;
 }

@@ -6,13 +6,17 @@
 
 #include "cause.h"
 #include "clock.h"
-#include "dump.h"
+#include "work-door.h"
 
-/* First in a delay's and a timeout's state: the timer, and the owner of the
- * scope it was started in, told until the timer is closed. */
+/* First in a delay's and a timeout's state: its record of work (started
+ * with the promise, done when the timer is closed; the timer counts as
+ * work in the loop itself, and a timer is no real work for the virtual
+ * clock, which jumps to it) and the timer. */
 typedef struct {
+  uvp__work_t work; /* work.p: the timer's reference to its promise, until
+                       it fires or is cancelled (delay), until decided
+                       (timeout) */
   uvp__timer_t timer;
-  uvp__owner_t *owner;
 } timed_t;
 
 /* uv_timer_init and uv_timer_start cannot fail for a live loop and a
@@ -22,7 +26,6 @@ static void start_timer(uvp_ctx_t *ctx, timed_t *t, void *data, uv_timer_cb cb,
                         uint64_t ms, int flags, void *extra) {
   uvp__timer_init(ctx, &t->timer, data, (flags & UVP_UNREF) != 0, extra);
   uvp__timer_start(&t->timer, cb, ms);
-  t->owner = uvp__work_begin(ctx);
 }
 
 /* Known flags only, and not both ways of keeping the loop. */
@@ -32,13 +35,12 @@ static bool timer_flags_ok(int flags, int more) {
 }
 
 /* From the timer's close callback. */
-static void timer_closed(timed_t *t) { uvp__work_end(t->owner); }
+static void timer_closed(timed_t *t) { uvp__work_done(t->timer.ctx, &t->work); }
 
 /* ---- delay --------------------------------------------------------------- */
 
 typedef struct {
-  timed_t t;        /* first */
-  uvp_promise_t *p; /* the timer's reference, until it fires or is cancelled */
+  timed_t t; /* first */
   void *value;
   uvp_free_cb free_cb;
 } delay_t;
@@ -51,27 +53,29 @@ static void delay_closed(uv_handle_t *h) {
 
 static void delay_fire(uv_timer_t *t) {
   delay_t *d = t->data;
-  uvp_promise_t *p = d->p;
-  d->p = NULL;
+  uvp_promise_t *p = d->t.work.p;
+  d->t.work.p = NULL;
   uvp__fulfill(p, d->value, d->free_cb);
   uvp__unref(p);
   uvp__timer_close(&d->t.timer, delay_closed);
 }
 
-static void delay_cancel(uvp_promise_t *p, void *arg) {
-  delay_t *d = arg;
+static void delay_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
+  delay_t *d = UVP__CONTAINER_OF(w, delay_t, t.work);
   (void)p;
+  (void)code;
   if (d->free_cb != NULL)
     d->free_cb(d->value);
-  uvp_promise_t *mine = d->p;
-  d->p = NULL;
+  uvp_promise_t *mine = d->t.work.p;
+  d->t.work.p = NULL;
   uvp__timer_close(&d->t.timer, delay_closed);
   uvp__unref(mine);
 }
 
-/* The task dump: how delays and timeouts say what they wait for. */
-static void describers(void);
-static uv_once_t describers_once = UV_ONCE_INIT;
+static void delay_describe(const uvp__work_t *w, uvp__what_t *what);
+static const uvp__work_class_t delay_class = {
+    delay_cancel, delay_describe, "timer",
+    UVP__WORK_IDLE | UVP__WORK_NOT_IN_LOOP};
 
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
                  int flags, uvp_promise_t **out, const char *file, int line) {
@@ -79,39 +83,40 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
                                                     : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  uv_once(&describers_once, describers);
   /* The virtual clock's part of the timer after d, only with the clock on
    * (clock.h). */
   delay_t *d = uvp__malloc(sizeof(*d) + uvp__timer_extra(ctx));
   if (d == NULL)
     return UV_ENOMEM;
-  d->p = uvp__produced_new(ctx, file, line, delay_cancel, d);
-  if (d->p == NULL) {
+  if (uvp__work_start(ctx, &d->t.work, &delay_class, file, line) != 0) {
     uvp__free(d);
     return UV_ENOMEM;
   }
   d->value = value;
   d->free_cb = free_cb;
   start_timer(ctx, &d->t, d, delay_fire, ms, flags, d + 1);
-  uvp__scope_watch(ctx, d->p);
-  *out = d->p;
+  *out = d->t.work.p;
   return 0;
 }
 
 /* ---- timeout ------------------------------------------------------------- */
 
 /* Shared by the timer (until closed) and the reaction on src (until run or
- * dropped); `result` is referenced while undecided. */
+ * dropped); its promise, t.work.p, is referenced while undecided. */
 typedef struct {
   timed_t t; /* first */
   uvp_promise_t *src;
-  uvp_promise_t *result;
   int refs;
   int flags;
   uint64_t ms; /* for its cause */
 } tmo_t;
 
 static void tmo_settled(void *arg, const uvp_outcome_t *in);
+static void tmo_cancel(uvp__work_t *w, uvp_promise_t *result, int why);
+static void tmo_describe(const uvp__work_t *work, uvp__what_t *w);
+static const uvp__work_class_t tmo_class = {tmo_cancel, tmo_describe, "timeout",
+                                            UVP__WORK_IDLE |
+                                                UVP__WORK_NOT_IN_LOOP};
 
 /* The timeout gave up on src: stop it too if nothing else waits for it (a
  * timed-out request really stops), or always with UVP_CANCEL_INPUT;
@@ -140,8 +145,8 @@ static void tmo_stop(tmo_t *t) {
 }
 
 static uvp_promise_t *tmo_take_result(tmo_t *t) {
-  uvp_promise_t *r = t->result;
-  t->result = NULL;
+  uvp_promise_t *r = t->t.work.p;
+  t->t.work.p = NULL;
   return r;
 }
 
@@ -178,7 +183,7 @@ static void tmo_fire(uv_timer_t *h) {
 
 static void tmo_settled(void *arg, const uvp_outcome_t *in) {
   tmo_t *t = arg;
-  if (in != NULL && t->result != NULL) {
+  if (in != NULL && t->t.work.p != NULL) {
     uvp_promise_t *r = tmo_take_result(t);
     uvp__forward(r, in->promise);
     tmo_stop(t);
@@ -187,14 +192,14 @@ static void tmo_settled(void *arg, const uvp_outcome_t *in) {
   tmo_unref(t);
 }
 
-static void tmo_cancel(uvp_promise_t *result, void *arg) {
-  tmo_t *t = arg;
+static void tmo_cancel(uvp__work_t *w, uvp_promise_t *result, int why) {
+  tmo_t *t = UVP__CONTAINER_OF(w, tmo_t, t.work);
+  (void)result;
   uvp_promise_t *r = tmo_take_result(t);
   t->refs++;
   tmo_stop(t);
   /* Cancelled, or its deadline passed: the input stops by the same rule.
    * Not at teardown (UVP_ECLOSED), which tears the input down itself. */
-  int why = uvp_promise_reason(result, NULL);
   if (why == UV_ECANCELED || why == UV_ETIMEDOUT)
     cancel_input(t);
   uvp__unref(r);
@@ -209,14 +214,16 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  uv_once(&describers_once, describers);
   tmo_t *t = uvp__malloc(sizeof(*t) + uvp__timer_extra(ctx));
   if (t == NULL)
     return UV_ENOMEM;
-  t->result = uvp__produced_new(ctx, file, line, tmo_cancel, t);
-  if (t->result == NULL || uvp__observe(p, tmo_settled, t) != 0) {
-    if (t->result != NULL)
-      uvp__produced_abort(t->result);
+  if (uvp__work_start(ctx, &t->t.work, &tmo_class, file, line) != 0) {
+    uvp__free(t);
+    return UV_ENOMEM;
+  }
+  if (uvp__observe(p, tmo_settled, t) != 0) {
+    uvp__work_done(ctx, &t->t.work);
+    uvp__produced_abort(t->t.work.p);
     uvp__free(t);
     return UV_ENOMEM;
   }
@@ -225,35 +232,25 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
   t->refs = 2; /* timer, reaction */
   t->flags = flags;
   t->ms = ms;
-  uvp__scope_watch(ctx, t->result);
-  *out = t->result;
+  *out = t->t.work.p;
   return 0;
 }
 
 /* ---- the task dump ------------------------------------------------------- */
 
-static void delay_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const delay_t *d = arg;
-  (void)p;
-  snprintf(w->kind, sizeof(w->kind), "timer");
+static void delay_describe(const uvp__work_t *work, uvp__what_t *w) {
+  const delay_t *d = UVP__CONTAINER_OF(work, delay_t, t.work);
   w->left_ms = (int64_t)uvp__timer_due_in(&d->t.timer);
 }
 
-static void tmo_describe(const uvp_promise_t *p, void *arg, uvp__what_t *w) {
-  const tmo_t *t = arg;
-  (void)p;
+static void tmo_describe(const uvp__work_t *work, uvp__what_t *w) {
+  const tmo_t *t = UVP__CONTAINER_OF(work, tmo_t, t.work);
   const char *file;
   int line;
   uvp__site_get(t->src->site, &file, &line);
-  snprintf(w->kind, sizeof(w->kind), "timeout");
   snprintf(w->target, sizeof(w->target), "on a promise created at %s:%d",
            file != NULL ? file : "?", line);
   w->left_ms = uv_is_closing((const uv_handle_t *)&t->t.timer.handle)
                    ? 0
                    : (int64_t)uvp__timer_due_in(&t->t.timer);
-}
-
-static void describers(void) {
-  uvp__describer_add(delay_cancel, delay_describe, false);
-  uvp__describer_add(tmo_cancel, tmo_describe, false);
 }

@@ -309,6 +309,61 @@ static void test_group_deadline_three_levels_down(void **state) {
   full_listener_close(&l);
 }
 
+/* ---- a shield over work already watched ---------------------------------- */
+
+/* Work started under a deadline stays watched by it after a shield takes
+ * its place (uvp/groups.h), with a deadline of the shield's own or none
+ * (UVP_NO_DEADLINE): the delay started before is cut at 40 ms, the one
+ * started inside the shield runs to its end (none) or is cut by the
+ * shield's deadline. */
+static void shield_over(fixture_t *f, uint64_t shield_ms) {
+  assert_int_equal(uvp_deadline_set(f->ctx, 40), 0);
+  uvp_promise_t *before, *inside;
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &before), 0);
+  assert_int_equal(uvp_deadline_shield(f->ctx, shield_ms), 0);
+  if (shield_ms == UVP_NO_DEADLINE)
+    assert_true(uvp_deadline_left(f->ctx) == UVP_NO_DEADLINE);
+  else
+    assert_true(uvp_deadline_left(f->ctx) <= shield_ms);
+  assert_int_equal(uvp_delay(f->ctx, 150, NULL, NULL, 0, &inside), 0);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f);
+  assert_true((uv_hrtime() - t0) / 1000000 < 2500); /* not the 5 s */
+  assert_int_equal(uvp_promise_reason(before, NULL), UV_ETIMEDOUT);
+  if (shield_ms == UVP_NO_DEADLINE)
+    assert_int_equal(uvp_promise_state(inside), UVP_FULFILLED);
+  else
+    assert_int_equal(uvp_promise_reason(inside, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(before);
+  uvp_promise_release(inside);
+  (void)close_ctx(f);
+}
+
+static void test_shield_none_keeps_watched(void **state) {
+  shield_over(*state, UVP_NO_DEADLINE);
+}
+
+static void test_shield_keeps_watched(void **state) { shield_over(*state, 80); }
+
+/* The same for a nearer deadline set in the scope's place: the work
+ * started under the farther one is still cut by it. */
+static void test_nearer_keeps_watched(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_deadline_set(f->ctx, 300), 0);
+  uvp_promise_t *before, *inside;
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &before), 0);
+  assert_int_equal(uvp_deadline_set(f->ctx, 40), 0);
+  assert_int_equal(uvp_delay(f->ctx, 5000, NULL, NULL, 0, &inside), 0);
+  uint64_t t0 = uv_hrtime();
+  run_loop(f);
+  assert_true((uv_hrtime() - t0) / 1000000 < 2500); /* not the 5 s */
+  assert_int_equal(uvp_promise_reason(before, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_reason(inside, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(before);
+  uvp_promise_release(inside);
+  (void)close_ctx(f);
+}
+
 /* ---- a fiber's own deadline ---------------------------------------------- */
 
 typedef struct own_s {
@@ -430,6 +485,9 @@ int main(void) {
       FS_TEST(test_group_deadline_read_queued),
       FS_TEST(test_group_deadline_read_running),
       QUIET_TEST(test_group_deadline_three_levels_down),
+      QUIET_TEST(test_shield_none_keeps_watched),
+      QUIET_TEST(test_shield_keeps_watched),
+      QUIET_TEST(test_nearer_keeps_watched),
       QUIET_TEST(test_fiber_deadline),
       QUIET_TEST(test_library_promise_watched),
       FIXTURE_TEST(test_teardown_with_deadlines),

@@ -1465,15 +1465,18 @@ static uvp_ret_t overflow_body(void *arg) {
 }
 
 /* Writes frames down to `depth` bytes below top, and returns. */
-/* Not instrumented: ASan would report the frames landing in the stack
- * below (its redzones), before the canary could. */
+/* Writes every byte from here down to `depth` below top, as one block:
+ * frames of a recursion leave gaps (padding) that the canary could fall
+ * into, depending on where the stack's top is.  Not instrumented: ASan
+ * would report the writes landing in the stack below (its redzones),
+ * before the canary could. */
 static NOINLINE NO_ASAN int overrun_to(char *top, size_t depth) {
-  volatile char buf[256];
-  for (int i = 0; i < 256; i++)
+  size_t used = (size_t)(top - (char *)__builtin_frame_address(0));
+  size_t n = depth > used ? depth - used : 1;
+  volatile char *buf = __builtin_alloca(n);
+  for (size_t i = 0; i < n; i++)
     buf[i] = (char)i;
-  if ((size_t)(top - (char *)__builtin_frame_address(0)) < depth)
-    (void)overrun_to(top, depth);
-  return buf[0] + buf[255];
+  return buf[0] + buf[n - 1];
 }
 
 static uvp_promise_t *overrun_gate;

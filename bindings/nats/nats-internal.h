@@ -120,6 +120,7 @@ struct uvp_nats_s {
   uv_mutex_t lock;
   uv_async_t async;
   ev_t *qhead, *qtail, *qfree;
+  bool write_wanted; /* nats.c's last write request, queued or not */
   /* the socket */
   poll_t *poll;
   bool poll_closing, attached;
@@ -159,6 +160,8 @@ void uvp_nats__subs_fail(uvp_nats_t *b, int rc);
 void uvp_nats__count_dropped(uvp_nats_t *b);
 uint64_t uvp_nats__dropped(const uvp_nats_t *b);
 void uvp_nats__on_drain_timer(uv_timer_t *t);
+int uvp_nats__drain_start(uvp_nats_sub_t *s, uvp_cancel_cb cancel,
+                          uvp_promise_t **p, const char *file, int line);
 void uvp_nats__svc_accept(uvp_nats_svc_t *svc, natsMsg *m);
 void uvp_nats__svc_drained(uvp_nats_svc_t *svc);
 int uvp_nats__code_of_name(const char *name);

@@ -259,21 +259,10 @@ int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc, uvp_promise_t **out,
     return UV_EINVAL;
   if (svc->drain_p != NULL || svc->sub == NULL || svc->sub->draining)
     return svc->closed ? UVP_ECLOSED : UV_EALREADY;
-  uvp_nats_t *b = svc->b;
-  if (b->state != S_OPEN)
-    return UVP_ECLOSED;
-  uvp_promise_t *p;
-  int rc = uvp_promise_new_at(b->ctx, &p, file, line);
+  uvp_promise_t *p = NULL; /* the service keeps uv_run() going: no hook */
+  int rc = uvp_nats__drain_start(svc->sub, NULL, &p, file, line);
   if (rc != 0)
     return rc;
-  natsStatus st = natsSubscription_Drain(svc->sub->sub);
-  if (st != NATS_OK) {
-    uvp_promise_release(p);
-    return uvp_nats_code(st);
-  }
-  svc->sub->draining = true;
-  if (b->draining++ == 0)
-    uv_timer_start(&b->drain_timer, uvp_nats__on_drain_timer, 10, 10);
   svc->drain_p = p;
   *out = uvp_promise_retain(p);
   return 0;

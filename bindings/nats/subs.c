@@ -267,34 +267,46 @@ static void on_drain_cancel(uvp_promise_t *p, void *arg) {
   }
 }
 
+/* The drain of a subscription and of a service alike: the promise (with
+ * `cancel` as its hook, if any), nats.c's drain, and the timer that
+ * completes it (uvp_nats_drain says why a timer).  The caller keeps *p. */
+int uvp_nats__drain_start(uvp_nats_sub_t *s, uvp_cancel_cb cancel,
+                          uvp_promise_t **p, const char *file, int line) {
+  uvp_nats_t *b = s->b;
+  if (b->state != S_OPEN)
+    return UVP_ECLOSED;
+  int rc = uvp_promise_new_at(b->ctx, p, file, line);
+  if (rc == 0 && cancel != NULL)
+    rc = uvp_promise_set_cancel(*p, cancel, s);
+  natsStatus st = rc == 0 ? natsSubscription_Drain(s->sub) : NATS_OK;
+  if (rc == 0 && st != NATS_OK)
+    rc = uvp_nats_code(st);
+  if (rc != 0) {
+    if (*p != NULL) {
+      uvp_promise_set_cancel(*p, NULL, NULL);
+      uvp_promise_release(*p);
+      *p = NULL;
+    }
+    return rc;
+  }
+  s->draining = true;
+  if (b->draining++ == 0)
+    uv_timer_start(&b->drain_timer, uvp_nats__on_drain_timer, 10, 10);
+  return 0;
+}
+
 int uvp_nats_drain_at(uvp_nats_sub_t *s, uvp_promise_t **out, const char *file,
                       int line) {
   if (s == NULL || out == NULL)
     return UV_EINVAL;
   if (s->draining)
     return UV_EALREADY;
-  uvp_nats_t *b = s->b;
-  if (b->state != S_OPEN)
-    return UVP_ECLOSED;
-  uvp_promise_t *p;
-  int rc = uvp_promise_new_at(b->ctx, &p, file, line);
+  uvp_promise_t *p = NULL;
+  int rc = uvp_nats__drain_start(s, on_drain_cancel, &p, file, line);
   if (rc != 0)
     return rc;
-  if ((rc = uvp_promise_set_cancel(p, on_drain_cancel, s)) != 0) {
-    uvp_promise_release(p);
-    return rc;
-  }
-  natsStatus st = natsSubscription_Drain(s->sub);
-  if (st != NATS_OK) {
-    uvp_promise_set_cancel(p, NULL, NULL);
-    uvp_promise_release(p);
-    return uvp_nats_code(st);
-  }
-  s->draining = true;
   s->drain_p = p;
-  uvp_nats__waiting_add(b, 1);
-  if (b->draining++ == 0)
-    uv_timer_start(&b->drain_timer, uvp_nats__on_drain_timer, 10, 10);
+  uvp_nats__waiting_add(s->b, 1);
   *out = uvp_promise_retain(p);
   return 0;
 }

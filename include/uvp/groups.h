@@ -215,9 +215,7 @@ typedef struct uvp_inflight_class_s {
 struct uvp_inflight_s {
   void *data; /**< the caller's: what cancel and describe need */
   const uvp_inflight_class_t *cls_;
-  uvp_ctx_t *ctx_;
-  uvp_promise_t *p_;
-  void *owner_;
+  void *work_[3]; /* uvp's record of the work */
   int state_;
 };
 

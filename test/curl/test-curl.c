@@ -1126,6 +1126,26 @@ static void test_busy_limit_spares_slow_callback(void **state) {
   finish(f, c, &s);
 }
 
+/* The busy limit's cut.  Under valgrind, which runs one of the process's
+ * threads at a time, the client now and then reads the whole socket while
+ * the flooding thread waits for its turn, so a call into libcurl returns
+ * before the limit and the flood may last until the deadline (CI on
+ * f422126: ETIMEDOUT by the deadline after 6.5 s, 47.8 MB read): there the
+ * deadline's cut, on time, is accepted too.  The plain, ASan and clang
+ * runs, where the server floods in parallel, keep the busy limit's. */
+static void expect_flood_cut(uvp_promise_t *p) {
+  void *payload = NULL;
+  if (RUNNING_ON_VALGRIND && uvp_promise_state(p) == UVP_REJECTED &&
+      uvp_promise_reason(p, &payload) == UV_ETIMEDOUT && payload == NULL) {
+    const uvp_cause_t *why = uvp_promise_cause(p);
+    assert_non_null(why);
+    assert_int_equal(why->kind, UVP_CAUSE_DEADLINE);
+    assert_int_equal(why->ms, FLOOD_DEADLINE);
+    return;
+  }
+  expect_rejection(p, UV_ETIMEDOUT, "the binding ended the connection");
+}
+
 /* (Each in a test of its own: the fixture's scope keeps its deadline.) */
 static void test_h2_flood_window_update(void **state) {
   fixture_t *f = *state;
@@ -1133,7 +1153,7 @@ static void test_h2_flood_window_update(void **state) {
   double ms, ok_ms;
   uvp_promise_t *p;
   h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, 10, &ms, &ok_ms, &p);
-  expect_rejection(p, UV_ETIMEDOUT, "the binding ended the connection");
+  expect_flood_cut(p);
   assert_true(ms < FLOOD_DEADLINE + FLOOD_SLACK);
   assert_true(ok_ms < FLOOD_DEADLINE);
   uvp_promise_release(p);
@@ -1150,7 +1170,7 @@ static void test_h2_flood_ping(void **state) {
   double ms, ok_ms;
   uvp_promise_t *p;
   h2_flood_round(f, c, FLOOD_PING, 10, &ms, &ok_ms, &p);
-  expect_rejection(p, UV_ETIMEDOUT, "the binding ended the connection");
+  expect_flood_cut(p);
   assert_true(ms < FLOOD_DEADLINE + FLOOD_SLACK);
   assert_true(ok_ms < FLOOD_DEADLINE);
   uvp_promise_release(p);

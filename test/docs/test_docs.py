@@ -41,6 +41,10 @@ the block by its first word alone, so the marks do not show):
       What the program or commands of the nearest tested block above print
       on stdout, exactly (trailing blank space aside).
 
+A quote of a report in include/uvp.h's comments, in backquotes and
+beginning `uvp: ` (wrapped over comment lines as need be), must be part
+of a line that a tested block of the guides printed.
+
 Each program is run again under valgrind (no error, no leak) when
 UVP_E2E_VALGRIND=1 and valgrind is installed.  SANITIZE is meson's
 b_sanitize: a sanitized library needs the programs built the same way.
@@ -241,6 +245,7 @@ def commands(where, words, body, d):
 docs = [os.path.join(source_root, "README.md")] + sorted(
     glob.glob(os.path.join(source_root, "docs", "guide-*.md")))
 tested = 0
+printed = []  # the lines of every output block as shown
 for doc in docs:
     name = os.path.relpath(doc, source_root)
     last = None  # (where, stdout) of the last tested block
@@ -273,6 +278,20 @@ for doc in docs:
                          % (last[0], "\n".join(got), "\n".join(want)))
                 else:
                     print("ok %s: output as shown" % where)
+                    printed.extend(got)
             last = None
+
+# The header's quotes of the guides' output (see the docstring).
+header = os.path.join(source_root, "include", "uvp.h")
+flat = " ".join(re.sub(r"^\s*(/\*\*?|\*/|\*)?", "", l).strip()
+                for l in open(header).read().splitlines())
+for quote in re.findall(r"`(uvp: [^`]*)`", flat):
+    where = "include/uvp.h: `%s`" % quote
+    if not printed:
+        print("skipped %s: no output block was compared" % where)
+    elif any(quote in line for line in printed):
+        print("ok %s: printed by a guide's program" % where)
+    else:
+        fail(where, "no guide's tested block printed it")
 print("%d blocks tested, %d failures" % (tested, len(failures)))
 sys.exit(1 if failures or tested == 0 else 0)

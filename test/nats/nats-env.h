@@ -3,7 +3,8 @@
  * not run here and must not be relied on), waited for until the port
  * accepts (2.9.10 listens within 0.1 s: a poll every 10 ms, up to 10 s,
  * never a fixed sleep), stopped, frozen (SIGSTOP) and thawed by the
- * test.  The server's path comes from meson (UVP_NATS_SERVER). */
+ * test.  The server's path comes from meson (UVP_NATS_SERVER).  A server
+ * may be given a config file (nats_server_config: max_payload...). */
 #ifndef NATS_ENV_H
 #define NATS_ENV_H
 
@@ -12,6 +13,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,7 +25,21 @@ typedef struct nats_server_s {
   int port;
   pid_t pid;
   char url[64];
+  char conf[64]; /* its config file (nats-server -c), "" if none */
 } nats_server_t;
+
+/* The next nats_server_start of s runs with a config file of `text`
+ * (nats-server's format, "max_payload: 1024\n"), in a temporary file that
+ * is removed once the server has read it (when it listens): a start after
+ * that (a restart) runs without it. */
+static inline void nats_server_config(nats_server_t *s, const char *text) {
+  snprintf(s->conf, sizeof(s->conf), "/tmp/uvp-nats-XXXXXX");
+  int fd = mkstemp(s->conf);
+  assert_true(fd >= 0);
+  size_t len = strlen(text);
+  assert_int_equal(write(fd, text, len), (ssize_t)len);
+  close(fd);
+}
 
 /* A port on 127.0.0.1 nothing listens on right now (the kernel's pick). */
 static inline int nats_free_port(void) {
@@ -64,13 +80,21 @@ static inline void nats_server_start(nats_server_t *s) {
     int null = open("/dev/null", O_RDWR);
     dup2(null, 1);
     dup2(null, 2);
-    execlp(bin, bin, "-a", "127.0.0.1", "-p", port, (char *)NULL);
+    if (s->conf[0] != '\0')
+      execlp(bin, bin, "-c", s->conf, "-a", "127.0.0.1", "-p", port,
+             (char *)NULL);
+    else
+      execlp(bin, bin, "-a", "127.0.0.1", "-p", port, (char *)NULL);
     _exit(127);
   }
   s->pid = pid;
   for (int i = 0; i < 1000; i++) { /* 10 s */
-    if (nats_port_open(s->port))
+    if (nats_port_open(s->port)) {
+      if (s->conf[0] != '\0')
+        unlink(s->conf);
+      s->conf[0] = '\0';
       return;
+    }
     int st;
     if (waitpid(pid, &st, WNOHANG) == pid)
       fail_msg("nats-server exited (status %d) before listening", st);

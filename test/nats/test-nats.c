@@ -6,8 +6,12 @@
  * task dump, the virtual clock with and without the hold, teardown with
  * requests in flight, bad input, subscriptions (next, unsubscribe,
  * drain), the server killed and started again, and the server frozen
- * (SIGSTOP) past a short PING interval.  Every test ends with
- * uv_loop_close() == 0 (the fixture's teardown). */
+ * (SIGSTOP) past a short PING interval, a server's max_payload and a full
+ * reconnect buffer.  One server serves the group (started by the group's
+ * setup); a case that stops, freezes or configures its server starts one
+ * of its own.  The fixture (NATS_TEST) connects, starts the worker and
+ * tears them down, so a case states only what it tests; every case ends
+ * with uv_loop_close() == 0 (fixture_teardown). */
 #include <inttypes.h>
 
 #include "nats-env.h"
@@ -35,10 +39,7 @@ static uvp_nats_t *connect_to(fixture_t *f, const nats_server_t *s) {
 
 /* Close nc and run the loop until its memory is gone: nothing else of the
  * test's may keep the loop going then. */
-static void close_and_run(fixture_t *f, uvp_nats_t *nc) {
-  assert_int_equal(uvp_nats_close(nc), 0);
-  assert_true(fixture_drain(f, 10000));
-}
+static void close_and_run(fixture_t *f, uvp_nats_t *nc);
 
 static int reason(uvp_promise_t *p) { return uvp_promise_reason(p, NULL); }
 
@@ -153,24 +154,149 @@ static void worker_stop(fixture_t *f, worker_t *w) {
   assert_int_not_equal(uvp_promise_state(w->fiber), UVP_PENDING);
   uvp_promise_release(w->fiber);
   assert_int_equal(uvp_ctx_close(w->ctx), 0);
+  w->ctx = NULL;
 }
 
-#define NEED_SERVER()                                                          \
-  do {                                                                         \
-    if (!nats_server_available())                                              \
-      SKIP_BECAUSE("nats-server is not installed (UVP_NATS_SERVER)");          \
-  } while (0)
+/* ---- a service on a context of its own (uvp_nats_serve) ----------------- */
+
+typedef struct svc_case_s {
+  uvp_ctx_t *ctx; /* the service's own; NULL: not started */
+  uvp_nats_t *nc;
+  uvp_nats_svc_t *svc;
+} svc_case_t;
+
+static void svc_case_start(fixture_t *f, svc_case_t *c, const nats_server_t *s,
+                           const uvp_nats_serve_opts_t *o) {
+  assert_int_equal(uvp_ctx_new(&f->loop, &c->ctx), 0);
+  c->nc = connect_opts(f, c->ctx, s->url, NULL, 0);
+  uvp_nats_serve_opts_t so = *o;
+  so.arg = c;
+  assert_int_equal(uvp_nats_serve(c->nc, "svc.*", "workers", &so, &c->svc), 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(c->nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+}
+
+static void svc_case_stop(fixture_t *f, svc_case_t *c) {
+  assert_int_equal(uvp_nats_close(c->nc), 0);
+  assert_true(fixture_drain(f, 20000));
+  assert_int_equal(uvp_ctx_close(c->ctx), 0);
+  c->ctx = NULL;
+}
+
+/* ---- the fixture --------------------------------------------------------- *
+ * The group's server, and what a case has running besides the fixture's
+ * loop and context: its server (the group's, or one of its own), its
+ * connection (T.nc), the worker, a service.  The teardown closes what is
+ * still open, in that order, runs the loop until it is all gone, kills a
+ * server of the case's own, and then is fixture_teardown.  After a failed
+ * assertion only the server is killed: the loop is abandoned as
+ * fixture_teardown says. */
+static nats_server_t group_server;
+
+typedef struct nats_case_s {
+  nats_server_t *s;  /* the case's server: &group_server, or &own */
+  nats_server_t own; /* a server of the case's own (pid 0: none) */
+  uvp_nats_t *nc;    /* the case's connection (NULL: none, or closed) */
+  worker_t w;        /* the worker (w.ctx NULL: not running) */
+  svc_case_t svc;    /* a service (svc.ctx NULL: not running) */
+} nats_case_t;
+
+static nats_case_t T;
+
+static void close_and_run(fixture_t *f, uvp_nats_t *nc) {
+  if (nc == T.nc)
+    T.nc = NULL;
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  if (nats_server_available())
+    nats_server_start(&group_server);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  nats_server_kill(&group_server);
+  return 0;
+}
+
+/* The case's fixture: the loop, a quiet context, the group's server. */
+static int setup_server(void **state) {
+  fixture_setup_quiet(state);
+  memset(&T, 0, sizeof(T));
+  T.s = &group_server;
+  return 0;
+}
+
+/* ... and a connection to it, T.nc. */
+static int setup_conn(void **state) {
+  setup_server(state);
+  if (nats_server_available())
+    T.nc = connect_to(*state, T.s);
+  return 0;
+}
+
+/* ... and the worker serving svc.* first. */
+static int setup_worker(void **state) {
+  setup_server(state);
+  if (nats_server_available()) {
+    worker_start(*state, &T.w, T.s, NULL);
+    T.nc = connect_to(*state, T.s);
+  }
+  return 0;
+}
+
+/* A server of the case's own, that the case may stop or freeze; nothing
+ * connected. */
+static int setup_own_server(void **state) {
+  setup_server(state);
+  T.s = &T.own;
+  if (nats_server_available())
+    nats_server_start(&T.own);
+  return 0;
+}
+
+static int nats_teardown(void **state) {
+  fixture_t *f = *state;
+  if (f->returned && !fixture_skipped) {
+    if (T.nc != NULL)
+      assert_int_equal(uvp_nats_close(T.nc), 0);
+    if (T.w.ctx != NULL)
+      worker_stop(f, &T.w);
+    if (T.svc.ctx != NULL)
+      svc_case_stop(f, &T.svc);
+    assert_true(fixture_drain(f, 10000));
+  }
+  nats_server_kill(&T.own);
+  return fixture_teardown(state);
+}
+
+/* Runs the case, or skips it without nats-server. */
+static void nats_run(void **state) {
+  if (!nats_server_available())
+    SKIP_BECAUSE("nats-server is not installed (UVP_NATS_SERVER)");
+  fixture_run(state);
+}
+
+#define NATS_TEST(fn, setup)                                                   \
+  {                                                                            \
+    .name = #fn, .test_func = nats_run, .setup_func = (setup),                 \
+    .teardown_func = nats_teardown, .initial_state = &(fixture_fn_t) {         \
+      .test = (fn)                                                             \
+    }                                                                          \
+  }
 
 /* ---- requests ------------------------------------------------------------ */
 
 static void test_request(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
 
   uvp_promise_t *p;
   uint64_t t0 = uv_hrtime();
@@ -207,19 +333,48 @@ static void test_request(void **state) {
   assert_int_equal(st.in_flight, 0);
   assert_int_equal(st.late, 0);
   assert_int_equal(st.polls, 1);
-  assert_int_equal(w.served, N + 1);
+  assert_int_equal(T.w.served, N + 1);
+}
 
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
+/* Requests kept 192 in flight, each new one published from the loop as a
+ * reply comes in, while nats.c's delivery thread queues the next replies:
+ * nats.c's requests to stop polling for writing then wait in the queue
+ * behind them.  nats.c 3.4.1 took the write event that came meanwhile,
+ * with nothing to write, for a closed socket, and dropped the connection
+ * every 150 ms or so (uvp-fanout --nats, 10 000 URLs); none may drop. */
+static int burst_start(void *arg, size_t index, uvp_promise_t **out) {
+  (void)index;
+  uvp_nats_request_opts_t o = {.timeout_ms = 4000};
+  return uvp_nats_request(arg, "svc.echo", "x", 1, &o, out);
+}
+
+static void test_burst_keeps_connection(void **state) {
+  fixture_t *f = *state;
+  const size_t n = RUNNING_ON_VALGRIND ? 3000 : 10000;
+  uvp_map_opts_t mo = {.limit = 192};
+  uvp_promise_t *all;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_map(f->ctx, n, burst_start, T.nc, &mo, &all), 0);
+  run_until_settled(f, all);
+  assert_int_equal(uvp_promise_state(all), UVP_FULFILLED);
+  const uvp_settled_list_t *l = uvp_promise_value(all);
+  size_t ok = l->fulfilled;
+  assert_int_equal(l->count, n);
+  uvp_nats_stats_t st;
+  assert_int_equal(uvp_nats_stats(T.nc, &st), 0);
+  print_message("%zu requests, 192 in flight: %zu answered in %.0f ms, %llu "
+                "disconnects\n",
+                n, ok, (double)(uv_hrtime() - t0) / 1e6,
+                (unsigned long long)st.disconnects);
+  assert_int_equal(st.disconnects, 0);
+  assert_int_equal(ok, n);
+  assert_int_equal(st.replies, n);
+  uvp_promise_release(all);
 }
 
 static void test_no_responders(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   enum { N = 100 };
   uvp_promise_t *ps[N];
   uint64_t t0 = uv_hrtime();
@@ -238,19 +393,12 @@ static void test_no_responders(void **state) {
   assert_int_equal(st.in_flight, 0);
   print_message("%d no-responders in %.1f ms\n", N, ms);
   assert_true(ms < 5000); /* at once, not at the 30 s timeout */
-  close_and_run(f, nc);
-  nats_server_kill(&s);
 }
 
 /* A timeout, then the worker's reply to it comes and is counted late. */
 static void test_timeout_and_late_reply(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   uvp_promise_t *p;
   uvp_nats_request_opts_t o = {.timeout_ms = 100};
   uint64_t t0 = uv_hrtime();
@@ -272,9 +420,6 @@ static void test_timeout_and_late_reply(void **state) {
   }
   assert_int_equal(st.late, 1);
   assert_int_equal(st.replies, 0);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
 }
 
 /* The deadline travels: the caller's scope deadline (2 s) is the header,
@@ -315,12 +460,7 @@ static uvp_ret_t deadline_cut_fiber(void *arg) {
 
 static void test_deadline(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   deadline_case_t c = {.nc = nc, .ctx = f->ctx, .rc = 1};
   uvp_promise_t *fp;
   assert_int_equal(uvp_fiber_spawn(f->ctx, deadline_fiber, &c, NULL, &fp), 0);
@@ -345,19 +485,11 @@ static void test_deadline(void **state) {
   uvp_nats_stats(nc, &st);
   assert_int_equal(st.in_flight, 0);
   assert_int_equal(st.cancelled, 1);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
 }
 
 static void test_cancel(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   uvp_promise_t *p;
   assert_int_equal(uvp_nats_request(nc, "svc.echo", "sleep:200", 10, NULL, &p),
                    0);
@@ -375,20 +507,12 @@ static void test_cancel(void **state) {
     uvp_nats_stats(nc, &st);
   }
   assert_int_equal(st.late, 1); /* its reply found no entry */
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
 }
 
 /* The task dump names a request "NATS request <subject> #<id>". */
 static void test_dump(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   uvp_promise_t *p[2];
   assert_int_equal(
       uvp_nats_request(nc, "svc.echo", "sleep:300", 10, NULL, &p[0]), 0);
@@ -427,9 +551,6 @@ static void test_dump(void **state) {
     assert_int_equal(uvp_promise_state(p[i]), UVP_FULFILLED);
     uvp_promise_release(p[i]);
   }
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
 }
 
 /* UVP_CLOCK_AUTO, a virtual deadline of 5 s, a worker answering in 100 ms
@@ -462,12 +583,7 @@ static uvp_ret_t vclock_fiber(void *arg) {
 
 static void test_virtual_clock(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_AUTO), 0);
   for (int round = 0; round < 2; round++) {
     vclock_case_t c = {.nc = nc, .ctx = f->ctx};
@@ -496,9 +612,6 @@ static void test_virtual_clock(void **state) {
   } while (st.late < 20 && uv_hrtime() - t0 < 10000000000ull);
   assert_int_equal(st.late, 20);
   assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_REAL), 0);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
 }
 
 /* Closing with 50 requests in flight: each rejects UV_ECANCELED at once,
@@ -506,14 +619,10 @@ static void test_virtual_clock(void **state) {
  * with uvp_ctx_close first (UVP_ECLOSED), the connection closed after. */
 static void test_teardown_in_flight(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, NULL);
   enum { N = 50 };
   uvp_promise_t *ps[N];
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
+  T.nc = NULL; /* the case closes it */
   for (int i = 0; i < N; i++)
     assert_int_equal(
         uvp_nats_request(nc, "svc.echo", "sleep:1000", 11, NULL, &ps[i]), 0);
@@ -527,7 +636,7 @@ static void test_teardown_in_flight(void **state) {
   }
   (void)t0;
 
-  nc = connect_to(f, &s);
+  nc = connect_to(f, T.s);
   uvp_nats_sub_t *sub;
   uvp_promise_t *nx;
   assert_int_equal(uvp_nats_subscribe(nc, "idle.subject", NULL, &sub), 0);
@@ -544,18 +653,13 @@ static void test_teardown_in_flight(void **state) {
   assert_int_equal(reason(nx), UVP_ECLOSED);
   uvp_promise_release(nx);
   assert_int_equal(uvp_nats_close(nc), 0); /* after the context: allowed */
-  worker_stop(f, &w);                      /* runs the loop to its end */
-  nats_server_kill(&s);
 }
 
 /* ---- bad input (issue 53, point 5) --------------------------------------- */
 
 static void test_bad_input(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  uvp_nats_t *nc = connect_to(f, &s);
+  uvp_nats_t *nc = T.nc;
   uvp_promise_t *p;
   const char *bad[] = {"",     "a b", "a..b", ".a", "a.",
                        "a\tb", "a.*", "a.>",  "*",  ">"};
@@ -594,7 +698,6 @@ static void test_bad_input(void **state) {
                       "ENORESPONDERS");
   assert_string_equal(uvp_nats_err_name(UV_ETIMEDOUT), "ETIMEDOUT");
   close_and_run(f, nc);
-  nats_server_kill(&s);
 
   /* nobody listens: UV_ECONNREFUSED, and nothing left behind */
   char url[64];
@@ -668,27 +771,20 @@ static void test_server_without_headers(void **state) {
  * at once; the connection it makes is closed and freed by the binding. */
 static void test_connect_cancelled(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  uvp_nats_connect_opts_t co = {.url = s.url};
+  uvp_nats_connect_opts_t co = {.url = T.s->url};
   uvp_promise_t *p;
   assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
   assert_int_equal(uvp_promise_cancel(p), 0);
   assert_int_equal(reason(p), UV_ECANCELED);
   uvp_promise_release(p);
   assert_true(fixture_drain(f, 10000)); /* connected, closed, freed */
-  nats_server_kill(&s);
 }
 
 /* ---- subscriptions ------------------------------------------------------- */
 
 static void test_subscribe(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  uvp_nats_t *a = connect_to(f, &s), *b = connect_to(f, &s);
+  uvp_nats_t *a = T.nc, *b = connect_to(f, T.s);
   uvp_nats_sub_t *sub;
   assert_int_equal(uvp_nats_subscribe(b, "ev.>", "q", &sub), 0);
   uvp_promise_t *fl, *n[3];
@@ -749,9 +845,7 @@ static void test_subscribe(void **state) {
   assert_int_equal(uvp_nats_unsubscribe(sub), 0);
   assert_int_equal(reason(n[0]), UV_ECANCELED);
   uvp_promise_release(n[0]);
-  close_and_run(f, a);
   close_and_run(f, b);
-  nats_server_kill(&s);
 }
 
 static int events_seen[8];
@@ -768,18 +862,15 @@ static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t ev) {
  * on_event, and what was kept is still handed out, in order. */
 static void test_slow_consumer(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
   memset(events_seen, 0, sizeof(events_seen));
   uvp_promise_t *cp;
-  uvp_nats_connect_opts_t co = {.url = s.url, .on_event = on_event};
+  uvp_nats_connect_opts_t co = {.url = T.s->url, .on_event = on_event};
   assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
   run_until_settled(f, cp);
   uvp_nats_t *b = uvp_promise_value(cp);
   assert_non_null(b);
   uvp_promise_release(cp);
-  uvp_nats_t *a = connect_to(f, &s);
+  uvp_nats_t *a = T.nc;
   uvp_nats_sub_t *sub;
   assert_int_equal(uvp_nats_subscribe(b, "flood", NULL, &sub), 0);
   uvp_promise_t *fl;
@@ -819,9 +910,7 @@ static void test_slow_consumer(void **state) {
   run_until_settled(f, first);
   assert_string_equal(body(first), "0"); /* the oldest kept */
   uvp_promise_release(first);
-  assert_int_equal(uvp_nats_close(a), 0);
   close_and_run(f, b);
-  nats_server_kill(&s);
 }
 
 /* ---- a server that goes away --------------------------------------------- */
@@ -838,6 +927,16 @@ static natsOptions *quick_reconnect(int ping_ms) {
   return o;
 }
 
+/* Sleep ms in the running fiber: what uvp_await of a delay gives (0, or
+ * the cut's code). */
+static int fiber_sleep(uvp_ctx_t *ctx, uint64_t ms) {
+  uvp_promise_t *d;
+  assert_int_equal(uvp_delay(ctx, ms, NULL, NULL, 0, &d), 0);
+  int rc = uvp_await(d, NULL);
+  uvp_promise_release(d);
+  return rc;
+}
+
 typedef struct restart_s {
   nats_server_t *s;
   uvp_ctx_t *ctx;
@@ -846,17 +945,12 @@ typedef struct restart_s {
 
 static uvp_ret_t restart_fiber(void *arg) {
   restart_t *r = arg;
-  uvp_promise_t *d;
-  uvp_delay(r->ctx, 50, NULL, NULL, 0, &d);
-  uvp_await(d, NULL);
-  uvp_promise_release(d);
+  (void)fiber_sleep(r->ctx, 50);
   if (r->mode == 0)
     nats_server_kill(r->s);
   else
     kill(r->s->pid, SIGSTOP);
-  uvp_delay(r->ctx, r->mode == 0 ? 300 : 1500, NULL, NULL, 0, &d);
-  uvp_await(d, NULL);
-  uvp_promise_release(d);
+  (void)fiber_sleep(r->ctx, r->mode == 0 ? 300 : 1500);
   if (r->mode == 0)
     nats_server_start(r->s); /* the same port */
   else
@@ -864,13 +958,11 @@ static uvp_ret_t restart_fiber(void *arg) {
   return uvp_ret_value(NULL, NULL);
 }
 
+/* On a server of the case's own (setup_own_server). */
 static void server_away(fixture_t *f, int mode) {
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, quick_reconnect(mode == 1 ? 200 : 0));
-  uvp_nats_t *nc =
-      connect_opts(f, f->ctx, s.url, quick_reconnect(mode == 1 ? 200 : 0), 0);
+  worker_start(f, &T.w, T.s, quick_reconnect(mode == 1 ? 200 : 0));
+  uvp_nats_t *nc = T.nc = connect_opts(f, f->ctx, T.s->url,
+                                       quick_reconnect(mode == 1 ? 200 : 0), 0);
   enum { N = 50 };
   uvp_promise_t *ps[N], *fp;
   for (int i = 0; i < N; i++) {
@@ -880,7 +972,7 @@ static void server_away(fixture_t *f, int mode) {
                                       &o, &ps[i]),
                      0);
   }
-  restart_t r = {&s, f->ctx, mode};
+  restart_t r = {T.s, f->ctx, mode};
   assert_int_equal(uvp_fiber_spawn(f->ctx, restart_fiber, &r, NULL, &fp), 0);
   uint64_t t0 = uv_hrtime();
   run_until_all_settled(f, ps, N);
@@ -915,20 +1007,11 @@ static void server_away(fixture_t *f, int mode) {
       break;
     assert_true(tries < 99);
   }
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
-  nats_server_kill(&s);
 }
 
-static void test_server_restarted(void **state) {
-  NEED_SERVER();
-  server_away(*state, 0);
-}
+static void test_server_restarted(void **state) { server_away(*state, 0); }
 
-static void test_server_frozen(void **state) {
-  NEED_SERVER();
-  server_away(*state, 1);
-}
+static void test_server_frozen(void **state) { server_away(*state, 1); }
 
 /* UVP_NATS_FAIL_ON_DISCONNECT: requests in flight reject at once with
  * UVP_NATS_EDISCONNECTED when the server goes; a connection whose
@@ -937,22 +1020,18 @@ static void test_server_frozen(void **state) {
 
 static void test_disconnect_and_closed(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  worker_t w;
-  worker_start(f, &w, &s, quick_reconnect(0));
+  worker_start(f, &T.w, T.s, quick_reconnect(0));
   memset(events_seen, 0, sizeof(events_seen));
   uvp_promise_t *cp;
   natsOptions *once = quick_reconnect(0);
   natsOptions_SetMaxReconnect(once, 1);
-  uvp_nats_connect_opts_t co = {.url = s.url,
+  uvp_nats_connect_opts_t co = {.url = T.s->url,
                                 .options = once,
                                 .flags = UVP_NATS_FAIL_ON_DISCONNECT,
                                 .on_event = on_event};
   assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
   run_until_settled(f, cp);
-  uvp_nats_t *nc = uvp_promise_value(cp);
+  uvp_nats_t *nc = T.nc = uvp_promise_value(cp);
   assert_non_null(nc);
   uvp_promise_release(cp);
   enum { N = 10 };
@@ -969,7 +1048,7 @@ static void test_disconnect_and_closed(void **state) {
   run_until_settled(f, fl);
   uvp_promise_release(fl);
   uint64_t t0 = uv_hrtime();
-  nats_server_kill(&s);
+  nats_server_kill(T.s);
   run_until_all_settled(f, ps, N);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
   for (int i = 0; i < N; i++) {
@@ -986,27 +1065,115 @@ static void test_disconnect_and_closed(void **state) {
   assert_int_equal(events_seen[UVP_NATS_CLOSED], 1);
   assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, NULL, &cp),
                    UVP_ECLOSED);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  worker_stop(f, &w);
+}
+
+/* ---- a server's limits: max_payload, the reconnect buffer ---------------- */
+
+/* A server of the case's own whose config says max_payload: 1024. */
+static int setup_small_server(void **state) {
+  setup_server(state);
+  T.s = &T.own;
+  if (nats_server_available()) {
+    nats_server_config(&T.own, "max_payload: 1024\n");
+    nats_server_start(&T.own);
+  }
+  return 0;
+}
+
+static uvp_nats_t *nc_of_stats; /* the connection disconnected() watches */
+
+static bool disconnected(void *arg) {
+  (void)arg;
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc_of_stats, &st);
+  return st.disconnects > 0;
+}
+
+/* Publishes and requests over the server's max_payload (1 KiB from its
+ * config) are UV_EMSGSIZE with nothing sent, and the connection goes on:
+ * 1 KiB exactly is delivered.  Then the server goes: publishes are held in
+ * nats.c's reconnect buffer (4 KiB here) until one does not fit,
+ * UV_ENOBUFS (a request too, with nothing left in flight); the server
+ * comes back (on the same port) and what was held is delivered, in order,
+ * and the connection goes on. */
+static void test_max_payload_and_reconnect_buffer(void **state) {
+  fixture_t *f = *state;
+  natsOptions *o = quick_reconnect(0);
+  natsOptions_SetReconnectBufSize(o, 4096);
+  uvp_nats_t *nc = T.nc = connect_opts(f, f->ctx, T.s->url, o, 0);
+  assert_int_equal(natsConnection_GetMaxPayload(uvp_nats_connection(nc)), 1024);
+  uvp_nats_sub_t *sub;
+  uvp_promise_t *p, *fl;
+  assert_int_equal(uvp_nats_subscribe(nc, "big", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+  static char data[2048];
+  memset(data, 'd', sizeof(data));
+  assert_int_equal(uvp_nats_publish(nc, "big", NULL, data, 1025, NULL),
+                   UV_EMSGSIZE);
+  assert_int_equal(uvp_nats_request(nc, "big", data, 1025, NULL, &p),
+                   UV_EMSGSIZE);
+  assert_int_equal(uvp_nats_publish(nc, "big", NULL, data, 1024, NULL), 0);
+  assert_int_equal(uvp_nats_next(sub, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_int_equal(natsMsg_GetDataLength(uvp_promise_value(p)), 1024);
+  uvp_promise_release(p);
+  uvp_nats_stats_t st;
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.requests, 0);
+
+  nats_server_kill(T.s);
+  nc_of_stats = nc;
+  uv_timer_t tick; /* nothing waits: keep the loop turning */
+  uv_timer_init(&f->loop, &tick);
+  uv_timer_start(&tick, settle_tick, 5, 5);
+  run_until_true(f, disconnected, NULL);
+  int held = 0, rc = 0;
+  for (int i = 0; i < 10 && rc == 0; i++) {
+    char m[1000];
+    memset(m, '0' + i, sizeof(m));
+    rc = uvp_nats_publish(nc, "big", NULL, m, sizeof(m), NULL);
+    held += rc == 0;
+  }
+  print_message("%d publishes of 1000 bytes held, then %s\n", held,
+                uvp_nats_err_name(rc));
+  assert_int_equal(rc, UV_ENOBUFS);
+  assert_true(held >= 1 && held <= 5); /* 4096 bytes, give or take one */
+  assert_int_equal(uvp_nats_request(nc, "big", data, 100, NULL, &p),
+                   UV_ENOBUFS);
+  uvp_nats_stats(nc, &st);
+  assert_int_equal(st.in_flight, 0);
+  nats_server_start(T.s); /* the same port, without the config now */
+  for (int i = 0; i < held; i++) {
+    assert_int_equal(uvp_nats_next(sub, &p), 0);
+    run_until_settled(f, p);
+    assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+    natsMsg *m = uvp_promise_value(p);
+    assert_int_equal(natsMsg_GetDataLength(m), 1000);
+    assert_int_equal(natsMsg_GetData(m)[0], '0' + i);
+    uvp_promise_release(p);
+  }
+  uv_close((uv_handle_t *)&tick, NULL);
+  assert_int_equal(uvp_nats_publish(nc, "big", NULL, "after", 6, NULL), 0);
+  assert_int_equal(uvp_nats_next(sub, &p), 0);
+  run_until_settled(f, p);
+  assert_string_equal(body(p), "after");
+  uvp_promise_release(p);
+  uvp_nats_stats(nc, &st);
+  assert_true(st.reconnects >= 1);
 }
 
 /* ---- serving (uvp_nats_serve) -------------------------------------------- */
-
-typedef struct svc_case_s {
-  uvp_ctx_t *ctx; /* the service's own */
-  uvp_nats_t *nc;
-  uvp_nats_svc_t *svc;
-} svc_case_t;
 
 static uvp_ret_t svc_fiber(void *arg) {
   uvp_nats_served_t *req = arg;
   svc_case_t *c = req->arg;
   const char *body = natsMsg_GetData(req->msg);
   if (strncmp(body, "sleep:", 6) == 0) {
-    uvp_promise_t *d;
-    uvp_delay(c->ctx, strtoull(body + 6, NULL, 10), NULL, NULL, 0, &d);
-    int rc = uvp_await(d, NULL);
-    uvp_promise_release(d);
+    int rc = fiber_sleep(c->ctx, strtoull(body + 6, NULL, 10));
     if (rc != 0)
       return uvp_ret_reject(rc, NULL, NULL);
   }
@@ -1026,26 +1193,6 @@ static int svc_start_cb(uvp_nats_served_t *req, uvp_promise_t **out) {
   return uvp_delay(c->ctx, 10, "started", NULL, 0, out);
 }
 
-static void svc_case_start(fixture_t *f, svc_case_t *c, const nats_server_t *s,
-                           const uvp_nats_serve_opts_t *o) {
-  assert_int_equal(uvp_ctx_new(&f->loop, &c->ctx), 0);
-  c->nc = connect_opts(f, c->ctx, s->url, NULL, 0);
-  uvp_nats_serve_opts_t so = *o;
-  so.arg = c;
-  assert_int_equal(uvp_nats_serve(c->nc, "svc.*", "workers", &so, &c->svc), 0);
-  uvp_promise_t *fl;
-  assert_int_equal(uvp_nats_flush(c->nc, &fl), 0);
-  run_until_settled(f, fl);
-  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
-  uvp_promise_release(fl);
-}
-
-static void svc_case_stop(fixture_t *f, svc_case_t *c) {
-  assert_int_equal(uvp_nats_close(c->nc), 0);
-  assert_true(fixture_drain(f, 20000));
-  assert_int_equal(uvp_ctx_close(c->ctx), 0);
-}
-
 /* A request's reply, sent by hand with `headers` to a subject the test
  * subscribes to: the raw reply, to read Uvp-Error. */
 static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
@@ -1062,13 +1209,9 @@ static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
 
 static void test_serve(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  svc_case_t c = {0};
   uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .margin_ms = 20};
-  svc_case_start(f, &c, &s, &o);
-  uvp_nats_t *nc = connect_to(f, &s);
+  svc_case_start(f, &T.svc, T.s, &o);
+  uvp_nats_t *nc = T.nc;
 
   uvp_promise_t *p;
   assert_int_equal(uvp_nats_request(nc, "svc.a", "hello", 6, NULL, &p), 0);
@@ -1137,7 +1280,7 @@ static void test_serve(void **state) {
   uint64_t t0 = uv_hrtime();
   do {
     uv_run(&f->loop, UV_RUN_ONCE);
-    uvp_nats_serve_stats(c.svc, &st);
+    uvp_nats_serve_stats(T.svc.svc, &st);
   } while (st.no_reply == 0 && uv_hrtime() - t0 < 10000000000ull);
   assert_int_equal(st.no_reply, 1);
   assert_int_equal(st.bad, 4);
@@ -1145,9 +1288,6 @@ static void test_serve(void **state) {
   assert_int_equal(st.received, 9);
   assert_int_equal(st.served, 5);
   assert_int_equal(uvp_nats_unsubscribe(raw), 0);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  svc_case_stop(f, &c);
-  nats_server_kill(&s);
 }
 
 /* opts.limit 1, requests of 300 ms with a 400 ms timeout: the second waits
@@ -1155,13 +1295,9 @@ static void test_serve(void **state) {
  * it waits: dropped unserved, counted.  Then a start callback. */
 static void test_serve_limit_and_start(void **state) {
   fixture_t *f = *state;
-  NEED_SERVER();
-  nats_server_t s = {0};
-  nats_server_start(&s);
-  svc_case_t c = {0};
   uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
-  svc_case_start(f, &c, &s, &o);
-  uvp_nats_t *nc = connect_to(f, &s);
+  svc_case_start(f, &T.svc, T.s, &o);
+  uvp_nats_t *nc = T.nc;
   uvp_promise_t *ps[3];
   for (int i = 0; i < 3; i++) {
     uvp_nats_request_opts_t ro = {.timeout_ms = 400};
@@ -1178,30 +1314,24 @@ static void test_serve_limit_and_start(void **state) {
   uint64_t t0 = uv_hrtime();
   do {
     uv_run(&f->loop, UV_RUN_ONCE);
-    uvp_nats_serve_stats(c.svc, &st);
+    uvp_nats_serve_stats(T.svc.svc, &st);
   } while (st.expired + st.replied < 3 && uv_hrtime() - t0 < 10000000000ull);
   print_message("served %" PRIu64 ", replied %" PRIu64 ", expired %" PRIu64
                 "\n",
                 st.served, st.replied, st.expired);
   assert_true(st.expired >= 1);
   assert_int_equal(st.served + st.expired, 3);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  svc_case_stop(f, &c);
+  svc_case_stop(f, &T.svc);
 
   /* a start callback's promise: its value is the reply */
-  svc_case_t c2 = {0};
   uvp_nats_serve_opts_t o2 = {.start = svc_start_cb};
-  svc_case_start(f, &c2, &s, &o2);
-  nc = connect_to(f, &s);
+  svc_case_start(f, &T.svc, T.s, &o2);
   uvp_promise_t *p;
   assert_int_equal(uvp_nats_request(nc, "svc.b", "x", 2, NULL, &p), 0);
   run_until_settled(f, p);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   assert_memory_equal(body(p), "started", 7);
   uvp_promise_release(p);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  svc_case_stop(f, &c2);
-  nats_server_kill(&s);
 }
 
 /* ---- worker processes: SIGKILL and SIGTERM mid-run ----------------------- */
@@ -1248,10 +1378,7 @@ typedef struct killer_s {
 
 static uvp_ret_t killer_fiber(void *arg) {
   killer_t *k = arg;
-  uvp_promise_t *d;
-  uvp_delay(k->ctx, 100, NULL, NULL, 0, &d);
-  uvp_await(d, NULL);
-  uvp_promise_release(d);
+  (void)fiber_sleep(k->ctx, 100);
   kill(k->w->pid, k->sig);
   return uvp_ret_value(NULL, NULL);
 }
@@ -1261,12 +1388,10 @@ static uvp_ret_t killer_fiber(void *arg) {
  * answered, each request exactly one record.  SIGTERM: it drains, every
  * request is answered, and it exits 0. */
 static void workers_signal(fixture_t *f, int sig) {
-  nats_server_t s = {0};
-  nats_server_start(&s);
   proc_t a, b;
-  proc_start(&a, &s, "0");
-  proc_start(&b, &s, "0");
-  uvp_nats_t *nc = connect_to(f, &s);
+  proc_start(&a, T.s, "0");
+  proc_start(&b, T.s, "0");
+  uvp_nats_t *nc = T.nc;
   enum { N = 100 };
   uvp_promise_t *ps[N], *fp, *all;
   for (int i = 0; i < N; i++) {
@@ -1320,52 +1445,50 @@ static void workers_signal(fixture_t *f, int sig) {
   uvp_nats_stats_t ns;
   uvp_nats_stats(nc, &ns);
   assert_int_equal(ns.in_flight, 0);
-  assert_int_equal(uvp_nats_close(nc), 0);
-  assert_true(fixture_drain(f, 10000));
   kill(b.pid, SIGTERM);
   st = proc_wait(&b);
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  nats_server_kill(&s);
 }
 
 static void test_worker_killed(void **state) {
-  NEED_SERVER();
   workers_signal(*state, SIGKILL);
 }
 
 static void test_worker_drained(void **state) {
-  NEED_SERVER();
   workers_signal(*state, SIGTERM);
 }
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      QUIET_TEST(test_request),
-      QUIET_TEST(test_no_responders),
-      QUIET_TEST(test_timeout_and_late_reply),
-      QUIET_TEST(test_deadline),
-      QUIET_TEST(test_cancel),
-      QUIET_TEST(test_dump),
-      QUIET_TEST(test_virtual_clock),
-      QUIET_TEST(test_teardown_in_flight),
-      QUIET_TEST(test_bad_input),
+      NATS_TEST(test_request, setup_worker),
+      NATS_TEST(test_burst_keeps_connection, setup_worker),
+      NATS_TEST(test_no_responders, setup_conn),
+      NATS_TEST(test_timeout_and_late_reply, setup_worker),
+      NATS_TEST(test_deadline, setup_worker),
+      NATS_TEST(test_cancel, setup_worker),
+      NATS_TEST(test_dump, setup_worker),
+      NATS_TEST(test_virtual_clock, setup_worker),
+      NATS_TEST(test_teardown_in_flight, setup_worker),
+      NATS_TEST(test_bad_input, setup_conn),
       QUIET_TEST(test_server_without_headers),
-      QUIET_TEST(test_connect_cancelled),
-      QUIET_TEST(test_subscribe),
-      QUIET_TEST(test_server_restarted),
-      QUIET_TEST(test_server_frozen),
-      QUIET_TEST(test_disconnect_and_closed),
-      QUIET_TEST(test_slow_consumer),
-      QUIET_TEST(test_serve),
-      QUIET_TEST(test_serve_limit_and_start),
-      QUIET_TEST(test_worker_killed),
-      QUIET_TEST(test_worker_drained),
+      NATS_TEST(test_connect_cancelled, setup_server),
+      NATS_TEST(test_subscribe, setup_conn),
+      NATS_TEST(test_server_restarted, setup_own_server),
+      NATS_TEST(test_server_frozen, setup_own_server),
+      NATS_TEST(test_disconnect_and_closed, setup_own_server),
+      NATS_TEST(test_slow_consumer, setup_conn),
+      NATS_TEST(test_max_payload_and_reconnect_buffer, setup_small_server),
+      NATS_TEST(test_serve, setup_conn),
+      NATS_TEST(test_serve_limit_and_start, setup_conn),
+      NATS_TEST(test_worker_killed, setup_conn),
+      NATS_TEST(test_worker_drained, setup_conn),
   };
   if (getenv("UVP_TEST_FILTER") != NULL) /* one test: UVP_TEST_FILTER=name */
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  /* nats.c's process-wide threads and memory (nats-env.h says why here) */
-  nats_CloseAndWait(0);
+  int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+  /* nats.c's process-wide threads and memory (nats-env.h says why here);
+   * a failed case abandoned its connections: then not for ever */
+  nats_CloseAndWait(rc == 0 ? 0 : 2000);
   return rc;
 }

@@ -1,0 +1,163 @@
+/* The compact mode of fibers: its interface, and what it reads of fiber.c.
+ * Private to fiber.c and fiber-compact.c.
+ *
+ * The compact mode (uvp_ctx_set_fiber_mode): a fiber's record is on the
+ * heap, and while it is parked its live frames may be copied out of the
+ * stack it runs on, into a buffer of their size.  How (one stack per
+ * context whose frames are copied when another compact fiber needs it; a
+ * stack each, copied out at once and poisoned, under ASan; a stack each
+ * and nothing copied with the ucontext switch) is fiber-compact.c's
+ * business: fiber.c calls the functions below the same way in every
+ * build.  Compact fibers never hand off to other fibers, nor others to
+ * them: they switch through the loop's stack, where the copy runs.
+ *
+ * A fiber's record and a context's fiber state are fiber.c's; they are
+ * defined here, below it, because the compact mode keeps the fields
+ * marked "the compact mode's" and reads the stack, the context of
+ * execution, the await's entry and the spawn site.  So fiber-compact.c
+ * needs nothing of fiber.c (the fiber's entry is passed in), and fiber.c
+ * depends on it, not the other way round. */
+#ifndef UVP_FIBER_COMPACT_H
+#define UVP_FIBER_COMPACT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fiber-stack.h"
+#include "fiber-switch.h"
+#include "work-door.h"
+
+typedef struct uvp__fiber_s uvp__fiber_t;
+
+/* Per context. */
+typedef struct uvp__fiber_state_s {
+  uvp__ext_t ext;
+  uvp_ctx_t *ctx;
+  uvp__stack_pool_t stacks;
+  uvp__fiber_ctx_t loop; /* the loop thread's own, while a fiber runs */
+  uvp__fiber_t *all;     /* every fiber not finished, for teardown/dump */
+  size_t count;
+  int mode; /* uvp_ctx_set_fiber_mode */
+  /* The compact mode's. */
+  bool park_at_once;       /* compact frames leave as they park (set by _new) */
+  uvp__stack_t *run_stack; /* where compact fibers run, if they share one */
+  uvp__fiber_t *owner;     /* whose frames are on it, if anyone's */
+  size_t on_run_stack;     /* compact fibers alive that use it */
+  /* What an await uses of the stack below the frame of
+   * uvp__compact_reserve, by entry (uvp_await, uvp_await_shielded): 0
+   * until measured. */
+  uint32_t park_slack[2];
+} uvp__fiber_state_t;
+
+struct uvp__fiber_s {
+  uvp__fiber_ctx_t fctx;
+  uvp__stack_t *stack;
+  uvp__fiber_state_t *st;
+  union {
+    /* Its record of work (work-door.h), which tells nobody anything: a
+     * fiber is its group's member, no request, and its awaits are what
+     * counts as work.  So nothing is ever done with it. */
+    uvp__work_t work;
+    uvp_promise_t *p; /* = work.p: the fiber's promise, the fiber's
+                         reference */
+  };
+  uvp_fiber_fn fn;
+  void *arg;
+  uvp_free_cb arg_free;
+  int state;
+  bool cancelled;         /* its promise was cancelled: awaits say so */
+  bool timed_out;         /* ... by its deadline: they say UV_ETIMEDOUT */
+  bool shielded;          /* in uvp_await_shielded: cancelling waits too */
+  uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
+  uvp_outcome_t woken;    /* what the wake delivered */
+  uvp__handler_t wake;
+  uvp__fiber_t *prev, *next; /* in st->all */
+  const char *file;          /* where it was spawned ... */
+  const char *await_file;    /* ... and where it waits */
+  int line, await_line;
+  uint64_t await_at;   /* loop time it began to wait (the task dump) */
+  uvp__scope_t *scope; /* what it runs in (a reference), between runs */
+  uint16_t trace;      /* its frame: its spawn, or the await it last left */
+  /* The compact mode's. */
+  bool compact;
+  bool started; /* its context made on its stack (at its first run) */
+  bool out;     /* its live frames are in `saved`, not on its stack */
+  uint32_t saved_cap;
+  uint32_t await_depth; /* bytes of stack above its last await's frame */
+  void *saved;
+  uint64_t fp; /* the floating-point control state it starts with */
+  /* Last, where it adds 8 bytes and no padding (280, with the 24-byte
+   * record of work: a compact record is a 288-byte malloc chunk). */
+  char *name; /* uvp_fiber_set_name's copy, or NULL */
+};
+
+/* ---- the compact mode (fiber-compact.c) ---------------------------------- */
+
+/* A compact fiber's record, zeroed but for its stack, state and `compact`,
+ * on the heap, and its stack: the context's run stack (got with the first
+ * compact fiber) or one of its own.  0, or UV_ENOMEM (no record, no stack;
+ * nothing to undo). */
+int uvp__compact_new(uvp__fiber_state_t *st, uvp__fiber_t **out);
+
+/* f is spawned (its fields set): the floating-point modes it is to start
+ * with are taken now, or, where nothing is copied, its context is made now
+ * to run entry(f, msg) on its stack. */
+void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry);
+
+/* Gives back what uvp__compact_new took (after uvp__fiber_destroy, if its
+ * context was made), the record with it. */
+void uvp__compact_free(uvp__fiber_t *f);
+
+/* Before the running compact fiber f awaits (shield: the shielded await):
+ * the room its frames will need when it parks, so that parking cannot
+ * fail.  0, or UV_ENOMEM: the await must fail.  Measures the stack from
+ * its own frame, so it is never inlined (the call is its measure). */
+int uvp__compact_reserve(uvp__fiber_t *f, bool shield);
+
+/* Compact fiber f has switched back to the loop's stack, suspended: its
+ * frames leave the stack now (done when st->park_at_once says so; else
+ * only when another compact fiber needs the stack, by unpark). */
+void uvp__compact_park(uvp__fiber_t *f);
+
+/* The top of f's stack, as its context was made with. */
+static inline char *uvp__compact_top(const uvp__fiber_t *f) {
+  return (char *)(((uintptr_t)f->stack->base + f->stack->size) &
+                  ~(uintptr_t)15);
+}
+
+/* f's context made on its stack at its first run, to run entry(f, msg)
+ * (uvp__compact_unpark's, once per fiber). */
+void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry);
+
+/* Before the loop's stack switches to compact fiber f: its frames back on
+ * its stack (the fiber whose frames are there copied out of the way
+ * first), or its context made there at its first run.  Inline, the same
+ * in every build: run() is the compact ping-pong's hot path, and a call
+ * here cost it 0.6 % more instructions (7 an await).  f's stack is the
+ * context's run stack exactly where compact fibers share one (the shared
+ * build, uvp__compact_new); f is out only where frames are copied. */
+static UVP__ALWAYS_INLINE void uvp__compact_unpark(uvp__fiber_t *f,
+                                                   uvp__fiber_entry_t entry) {
+  uvp__fiber_state_t *st = f->st;
+  uvp__stack_t *stack = f->stack;
+  if (stack == st->run_stack && st->owner != f) {
+    if (st->owner != NULL)
+      uvp__compact_park(st->owner);
+    st->owner = f;
+  }
+  if (UVP__UNLIKELY(!f->started)) {
+    uvp__compact_start(f, entry);
+  } else if (f->out) {
+    /* Its frames and their shadow, poisoned or another fiber's till now. */
+    uvp__fiber_restore(&f->fctx, uvp__compact_top(f), f->saved);
+    f->out = false;
+  }
+  stack->file = f->file; /* the overflow reports name the fiber so */
+  stack->line = f->line;
+}
+
+/* The compact fibers' shared stack goes back to the pool once none of them
+ * uses it (before the pool's size changes, and at teardown). */
+void uvp__compact_put_stack(uvp__fiber_state_t *st);
+
+#endif
