@@ -262,9 +262,6 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   poll_t *p = h->data;
   uvp_nats_t *b = p->b;
   b->in_nats++;
-  if (status < 0 && getenv("UVP_NATS_DEBUG") != NULL)
-    fprintf(stderr, "uvp-nats: poll status %d (%s) events %d\n", status,
-            uv_err_name(status), events);
   if (status < 0 || (events & UV_READABLE))
     natsConnection_ProcessReadEvent(b->conn); /* an error reconnects */
   if (b->poll == p && status == 0 && (events & UV_WRITABLE))
@@ -277,8 +274,6 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 
 static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   int rc = 0;
-  if (getenv("UVP_NATS_DEBUG") != NULL && ev->type != EV_MSG)
-    fprintf(stderr, "uvp-nats: ev %d arg %d\n", (int)ev->type, (int)ev->arg);
   switch (ev->type) {
   case EV_ATTACH:
     if (b->conn == NULL)
