@@ -415,12 +415,7 @@ static void inbox_done_cb(void *closure) {
 }
 
 static void disconnected_cb(natsConnection *nc, void *closure) {
-  if (getenv("UVP_NATS_DEBUG") != NULL) {
-    const char *text = NULL;
-    natsStatus st = natsConnection_GetLastError(nc, &text);
-    fprintf(stderr, "uvp-nats: disconnected: %d %s\n", (int)st,
-            text != NULL ? text : "");
-  }
+  (void)nc;
   (void)ev_post(closure, EV_CONN, UVP_NATS_DISCONNECTED, NULL, NULL);
 }
 
