@@ -80,6 +80,7 @@ typedef struct run_s {
    * `nats` is nats-coord.c's state, ended by nats_end after the report. */
   int nats_mode;
   uint64_t late;
+  uint64_t disconnects; /* --nats: times the connection dropped */
   void *nats;
   void (*nats_before_report)(struct run_s *r);
   void (*nats_end)(struct run_s *r);

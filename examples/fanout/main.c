@@ -69,109 +69,111 @@
 #define PROGRESS_EVERY_MS 250
 
 static void usage(FILE *f, const char *prog) {
-  fprintf(f,
-          "usage: %s [options] [URL...]\n"
-          "       %s --serve [PORT]\n"
-          "\n"
-          "Fetch every http:// or https:// URL concurrently and report each\n"
-          "outcome: one row per URL in input order (HTTP status, or the\n"
-          "error's name and why), bytes and latency, then a summary with\n"
-          "p50/p90/p99 latency.  Connections are reused per host (HTTP is\n"
-          "libcurl's, on uvp's loop: options are curl's).  Without\n"
-          "URLs, starts a demo server on 127.0.0.1 and fetches each of its\n"
-          "endpoints, to show every kind of outcome.\n"
-          "\n"
-          "  -c N        at most N requests in flight (default %d)\n"
-          "  --connect-timeout SECONDS\n"
-          "              TCP connect and TLS handshake of each connection\n"
-          "              (default %d; fractions allowed)\n"
-          "  -m, --max-time SECONDS\n"
-          "              per request, redirects included: ETIMEDOUT after\n"
-          "              that long (default %d; %d ms in the demo)\n"
-          "  -t MS       the same in milliseconds\n"
-          "  -d MS       overall deadline: requests still in flight after MS\n"
-          "              ms end as ETIMEDOUT, those not started yet as\n"
-          "              ECANCELED\n"
-          "  --retry N   retry a request up to N times after a transport\n"
-          "              error (refused, reset, timeout, cut short) or a 5xx,\n"
-          "              waiting %d ms, then twice as long each time (at most\n"
-          "              %d ms), with jitter (default 0)\n"
-          "  -L, --location\n"
-          "              follow redirects (301, 302, 303, 307, 308)\n"
-          "  --max-redirs N\n"
-          "              with -L, at most N redirects (default %d): more is\n"
-          "              ELOOP\n"
-          "  --cacert FILE\n"
-          "              verify https:// servers with the CAs in FILE (PEM)\n"
-          "              instead of the system's store\n"
-          "  -k, --insecure\n"
-          "              do not verify https:// servers' certificates\n"
-          "  --http2     HTTP/2 (https:// by ALPN, http:// by an Upgrade to\n"
-          "              h2c): requests to a host share a connection, up to\n"
-          "              100 streams each, at most -c/100 (rounded up)\n"
-          "              connections per host, a request past them waiting\n"
-          "              for a stream (no cap once a host answers\n"
-          "              HTTP/1.x); default HTTP/1.1\n"
-          "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
-          "              through this proxy (http:// by default; https://\n"
-          "              URLs through a CONNECT tunnel)\n"
-          "  -u, --user USER:PASSWORD\n"
-          "              server authentication (Basic)\n"
-          "  --compressed\n"
-          "              ask for a compressed response (gzip, deflate, br,\n"
-          "              zstd) and decode it: bytes and --max-filesize count\n"
-          "              the decoded body\n"
-          "  --max-filesize BYTES\n"
-          "              longest body accepted (K, M, G suffixes; default\n"
-          "              100M): EFBIG past it, whether or not the server\n"
-          "              announced the size.  Headers: 64 KiB over all the\n"
-          "              responses of a request, 1xx and redirects\n"
-          "              included (EMSGSIZE)\n"
-          "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
-          "              blank lines and lines starting with # skipped)\n"
-          "  --json      JSON lines: one object per URL, then a summary\n"
-          "  --serve [PORT]\n"
-          "              run only the demo server on 127.0.0.1:PORT (default\n"
-          "              0: any free port), print 'listening on "
-          "127.0.0.1:PORT'\n"
-          "              and serve until SIGINT or SIGTERM\n"
-          "  --nats URL  across machines, through the NATS server at URL\n"
-          "              (nats://HOST:PORT): each URL is one request on\n"
-          "              uvp-fanout.fetch, {\"v\":1,\"id\":N,\"url\":...,\n"
-          "              \"opts\":{curl's options, --retry}}, answered by a\n"
-          "              worker {\"v\":1,\"id\":N,\"worker\":...,\"status\":...,\n"
-          "              \"error\":...,\"message\":...,\"bytes\":...,\n"
-          "              \"latency_us\":...,\"attempts\":...}; the report gains\n"
-          "              a WORKER column (\"worker\" and \"sends\" in --json).\n"
-          "              -d travels as Uvp-Timeout-Ms; a request waits -m\n"
-          "              per attempt (--retry) plus 1 s.  A reply that does\n"
-          "              not parse is EPROTO, naming its worker\n"
-          "  --worker    with --nats: serve uvp-fanout.fetch in queue group\n"
-          "              uvp-fanout, at most -c fetches at once; SIGTERM or\n"
-          "              SIGINT drains (answers what it took) and exits 0\n"
-          "  --name NAME with --worker: the worker's name (default\n"
-          "              HOST:PID)\n"
-          "  --nats-retry N\n"
-          "              send a URL again (a new request) after a timeout, no\n"
-          "              responders or a lost connection, at most N times\n"
-          "              while -d allows (default 2); later replies to the\n"
-          "              old request are dropped and counted\n"
-          "  -h, --help  this text\n"
-          "\n"
-          "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
-          "HTTP errors, anything else (refused, reset, timeout, malformed\n"
-          "response, ETLS: a certificate expired, signed by an unknown CA or\n"
-          "for another host, a failed handshake) a transport error.\n"
-          "Latency percentiles are over the URLs that answered with any\n"
-          "status.  On a terminal, stderr shows a progress line while a run\n"
-          "takes longer than %d ms.\n"
-          "\n"
-          "Exit status: 0 the run completed, even if URLs failed; 1 it could\n"
-          "not run (unreadable file, server not started, CA file unreadable,\n"
-          "out of memory); 2 usage error.\n",
-          prog, prog, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
-          DEFAULT_TIMEOUT_MS / 1000, DEMO_TIMEOUT_MS, RETRY_BASE_MS,
-          RETRY_MAX_MS, DEFAULT_MAX_REDIRS, PROGRESS_AFTER_MS);
+  fprintf(
+      f,
+      "usage: %s [options] [URL...]\n"
+      "       %s --serve [PORT]\n"
+      "\n"
+      "Fetch every http:// or https:// URL concurrently and report each\n"
+      "outcome: one row per URL in input order (HTTP status, or the\n"
+      "error's name and why), bytes and latency, then a summary with\n"
+      "p50/p90/p99 latency.  Connections are reused per host (HTTP is\n"
+      "libcurl's, on uvp's loop: options are curl's).  Without\n"
+      "URLs, starts a demo server on 127.0.0.1 and fetches each of its\n"
+      "endpoints, to show every kind of outcome.\n"
+      "\n"
+      "  -c N        at most N requests in flight (default %d)\n"
+      "  --connect-timeout SECONDS\n"
+      "              TCP connect and TLS handshake of each connection\n"
+      "              (default %d; fractions allowed)\n"
+      "  -m, --max-time SECONDS\n"
+      "              per request, redirects included: ETIMEDOUT after\n"
+      "              that long (default %d; %d ms in the demo)\n"
+      "  -t MS       the same in milliseconds\n"
+      "  -d MS       overall deadline: requests still in flight after MS\n"
+      "              ms end as ETIMEDOUT, those not started yet as\n"
+      "              ECANCELED\n"
+      "  --retry N   retry a request up to N times after a transport\n"
+      "              error (refused, reset, timeout, cut short) or a 5xx,\n"
+      "              waiting %d ms, then twice as long each time (at most\n"
+      "              %d ms), with jitter (default 0)\n"
+      "  -L, --location\n"
+      "              follow redirects (301, 302, 303, 307, 308)\n"
+      "  --max-redirs N\n"
+      "              with -L, at most N redirects (default %d): more is\n"
+      "              ELOOP\n"
+      "  --cacert FILE\n"
+      "              verify https:// servers with the CAs in FILE (PEM)\n"
+      "              instead of the system's store\n"
+      "  -k, --insecure\n"
+      "              do not verify https:// servers' certificates\n"
+      "  --http2     HTTP/2 (https:// by ALPN, http:// by an Upgrade to\n"
+      "              h2c): requests to a host share a connection, up to\n"
+      "              100 streams each, at most -c/100 (rounded up)\n"
+      "              connections per host, a request past them waiting\n"
+      "              for a stream (no cap once a host answers\n"
+      "              HTTP/1.x); default HTTP/1.1\n"
+      "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
+      "              through this proxy (http:// by default; https://\n"
+      "              URLs through a CONNECT tunnel)\n"
+      "  -u, --user USER:PASSWORD\n"
+      "              server authentication (Basic)\n"
+      "  --compressed\n"
+      "              ask for a compressed response (gzip, deflate, br,\n"
+      "              zstd) and decode it: bytes and --max-filesize count\n"
+      "              the decoded body\n"
+      "  --max-filesize BYTES\n"
+      "              longest body accepted (K, M, G suffixes; default\n"
+      "              100M): EFBIG past it, whether or not the server\n"
+      "              announced the size.  Headers: 64 KiB over all the\n"
+      "              responses of a request, 1xx and redirects\n"
+      "              included (EMSGSIZE)\n"
+      "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
+      "              blank lines and lines starting with # skipped)\n"
+      "  --json      JSON lines: one object per URL, then a summary\n"
+      "  --serve [PORT]\n"
+      "              run only the demo server on 127.0.0.1:PORT (default\n"
+      "              0: any free port), print 'listening on "
+      "127.0.0.1:PORT'\n"
+      "              and serve until SIGINT or SIGTERM\n"
+      "  --nats URL  across machines, through the NATS server at URL\n"
+      "              (nats://HOST:PORT): each URL is one request on\n"
+      "              uvp-fanout.fetch, {\"v\":1,\"id\":N,\"url\":...,\n"
+      "              \"opts\":{curl's options, --retry}}, answered by a\n"
+      "              worker {\"v\":1,\"id\":N,\"worker\":...,\"status\":...,\n"
+      "              \"error\":...,\"message\":...,\"bytes\":...,\n"
+      "              \"latency_us\":...,\"attempts\":...}; the report gains\n"
+      "              a WORKER column (\"worker\" and \"sends\" in --json;\n"
+      "              the summary: \"late_replies\" and \"disconnects\").\n"
+      "              -d travels as Uvp-Timeout-Ms; a request waits -m\n"
+      "              per attempt (--retry) plus 1 s.  A reply that does\n"
+      "              not parse is EPROTO, naming its worker\n"
+      "  --worker    with --nats: serve uvp-fanout.fetch in queue group\n"
+      "              uvp-fanout, at most -c fetches at once; SIGTERM or\n"
+      "              SIGINT drains (answers what it took) and exits 0\n"
+      "  --name NAME with --worker: the worker's name (default\n"
+      "              HOST:PID)\n"
+      "  --nats-retry N\n"
+      "              send a URL again (a new request) after a timeout, no\n"
+      "              responders or a lost connection, at most N times\n"
+      "              while -d allows (default 2); later replies to the\n"
+      "              old request are dropped and counted\n"
+      "  -h, --help  this text\n"
+      "\n"
+      "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
+      "HTTP errors, anything else (refused, reset, timeout, malformed\n"
+      "response, ETLS: a certificate expired, signed by an unknown CA or\n"
+      "for another host, a failed handshake) a transport error.\n"
+      "Latency percentiles are over the URLs that answered with any\n"
+      "status.  On a terminal, stderr shows a progress line while a run\n"
+      "takes longer than %d ms.\n"
+      "\n"
+      "Exit status: 0 the run completed, even if URLs failed; 1 it could\n"
+      "not run (unreadable file, server not started, CA file unreadable,\n"
+      "out of memory); 2 usage error.\n",
+      prog, prog, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+      DEFAULT_TIMEOUT_MS / 1000, DEMO_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS,
+      DEFAULT_MAX_REDIRS, PROGRESS_AFTER_MS);
 }
 
 /* ---- input --------------------------------------------------------------- */
@@ -419,9 +421,8 @@ static void report_json_row(const run_t *r, size_t i, const row_t *row,
     json_object_set_new(o, "final_url", json_url(row->final_url));
   }
   if (r->nats_mode) {
-    json_object_set_new(o, "worker", row->worker != NULL
-                                         ? json_url(row->worker)
-                                         : json_null());
+    json_object_set_new(
+        o, "worker", row->worker != NULL ? json_url(row->worker) : json_null());
     json_object_set_new(o, "sends", json_integer(row->sends));
   }
   json_line(o);
@@ -445,8 +446,7 @@ static void report_text_row(const run_t *r, size_t i, const row_t *row,
   if (r->nats_mode && row->sends > 1)
     printf("  (%u requests)", row->sends);
   if (row->redirects > 0)
-    printf("  (%u redirect%s)", row->redirects,
-           row->redirects == 1 ? "" : "s");
+    printf("  (%u redirect%s)", row->redirects, row->redirects == 1 ? "" : "s");
   putchar('\n');
 }
 
@@ -503,8 +503,7 @@ void fanout_report(run_t *r, const uvp_settled_list_t *list) {
   for (size_t i = 0; i < list->count; i++) {
     const row_t *row = &r->rows[i];
     cells_t c;
-    report_cells(r, row, &list->items[i], row_error(row, &list->items[i]),
-                 &c);
+    report_cells(r, row, &list->items[i], row_error(row, &list->items[i]), &c);
     if (c.answered) {
       if (lat != NULL)
         lat[nlat++] = c.us;
@@ -540,20 +539,23 @@ static void report_summary(const run_t *r, size_t count, size_t ok,
   }
   size_t failed = http_err + transport_err;
   if (r->json) {
-    json_t *o = json_pack(
-        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
-        (json_int_t)count, "succeeded", (json_int_t)ok, "failed",
-        (json_int_t)failed, "http_errors", (json_int_t)http_err,
-        "transport_errors", (json_int_t)transport_err, "responses",
-        (json_int_t)nlat, "retried", (json_int_t)retried, "elapsed_ms",
-        ms_of_us(elapsed_us));
+    json_t *o =
+        json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
+                  (json_int_t)count, "succeeded", (json_int_t)ok, "failed",
+                  (json_int_t)failed, "http_errors", (json_int_t)http_err,
+                  "transport_errors", (json_int_t)transport_err, "responses",
+                  (json_int_t)nlat, "retried", (json_int_t)retried,
+                  "elapsed_ms", ms_of_us(elapsed_us));
     const char *names[] = {"p50_ms", "p90_ms", "p99_ms"};
     uint64_t ps[] = {p50, p90, p99};
     for (int k = 0; k < 3; k++)
       json_object_set_new(o, names[k],
                           nlat > 0 ? json_real(ms_of_us(ps[k])) : json_null());
-    if (r->nats_mode)
+    if (r->nats_mode) {
       json_object_set_new(o, "late_replies", json_integer((json_int_t)r->late));
+      json_object_set_new(o, "disconnects",
+                          json_integer((json_int_t)r->disconnects));
+    }
     json_line(o);
   } else {
     printf("\n%zu URLs in %.2f s: %zu succeeded, %zu failed (%zu HTTP "
@@ -1227,7 +1229,8 @@ int main(int argc, char **argv) {
     r.start_ns = uv_hrtime();
     uv_update_time(&loop);
     r.deadline_at = uv_now(&loop) + deadline_ms;
-    uvp_map_opts_t mo = {.limit = (size_t)concurrency, .on_settle = fanout_on_item};
+    uvp_map_opts_t mo = {.limit = (size_t)concurrency,
+                         .on_settle = fanout_on_item};
 #ifdef FANOUT_NATS
     if (nats.url != NULL)
       rc = fanout_nats_coord(&r, &nats, &all);

@@ -151,8 +151,8 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
     row->attempts = row->attempts > 0 ? row->attempts : 1;
     row_set(row, &row->worker, hdr != NULL ? hdr : "?");
     row_set(row, &row->error_name, name);
-    char *why = strndup(natsMsg_GetData(msg),
-                        (size_t)natsMsg_GetDataLength(msg));
+    char *why =
+        strndup(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
     row_set(row, &row->reason, why != NULL && *why != '\0' ? why : NULL);
     free(why);
     return uvp_ret_value(NULL, NULL);
@@ -274,8 +274,10 @@ static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
 static void before_report(run_t *r) {
   coord_t *co = r->nats;
   uvp_nats_stats_t st;
-  if (co->nc != NULL && uvp_nats_stats(co->nc, &st) == 0)
+  if (co->nc != NULL && uvp_nats_stats(co->nc, &st) == 0) {
     r->late = st.late;
+    r->disconnects = st.disconnects;
+  }
 }
 
 static void coord_end(run_t *r) {
@@ -304,13 +306,13 @@ static uint64_t request_timeout(const run_t *r) {
 
 static json_t *request_opts(const run_t *r) {
   const http_t *h = &r->http;
-  json_t *o = json_pack(
-      "{s:I,s:I,s:I,s:b,s:I,s:b,s:b,s:b,s:I}", "timeout_ms",
-      (json_int_t)h->timeout_ms, "connect_timeout_ms",
-      (json_int_t)h->connect_timeout_ms, "max_filesize",
-      (json_int_t)h->max_body, "location", h->follow, "max_redirs",
-      (json_int_t)h->max_redirects, "insecure", h->insecure, "http2",
-      h->http2, "compressed", h->compressed, "retry", (json_int_t)r->retries);
+  json_t *o = json_pack("{s:I,s:I,s:I,s:b,s:I,s:b,s:b,s:b,s:I}", "timeout_ms",
+                        (json_int_t)h->timeout_ms, "connect_timeout_ms",
+                        (json_int_t)h->connect_timeout_ms, "max_filesize",
+                        (json_int_t)h->max_body, "location", h->follow,
+                        "max_redirs", (json_int_t)h->max_redirects, "insecure",
+                        h->insecure, "http2", h->http2, "compressed",
+                        h->compressed, "retry", (json_int_t)r->retries);
   if (o != NULL && h->proxy != NULL)
     json_object_set_new(o, "proxy", json_string(h->proxy));
   if (o != NULL && h->userpwd != NULL)

@@ -59,11 +59,10 @@ static char *reply_dump(json_t *o) {
 static char *reply_json(const worker_t *w, json_t *id, int status,
                         const char *error, const char *message, size_t bytes,
                         uint64_t us, unsigned attempts) {
-  json_t *o = json_pack("{s:i,s:o,s:s,s:i,s:I,s:I,s:I}", "v",
-                        NATS_PROTOCOL_VERSION, "id", id, "worker", w->name,
-                        "status", status, "bytes", (json_int_t)bytes,
-                        "latency_us", (json_int_t)us, "attempts",
-                        (json_int_t)attempts);
+  json_t *o = json_pack(
+      "{s:i,s:o,s:s,s:i,s:I,s:I,s:I}", "v", NATS_PROTOCOL_VERSION, "id", id,
+      "worker", w->name, "status", status, "bytes", (json_int_t)bytes,
+      "latency_us", (json_int_t)us, "attempts", (json_int_t)attempts);
   if (o != NULL) {
     json_object_set_new(o, "error",
                         error != NULL ? json_string(error) : json_null());
@@ -85,10 +84,10 @@ static uvp_ret_t job_done(void *arg, const uvp_outcome_t *in) {
   const char *why = NULL;
   if (error != 0)
     why = row->reason != NULL ? row->reason : uvp_curl_strerror(error);
-  char *body = reply_json(j->w, json_integer(j->id), error != 0 ? 0 : row->status,
-                          error != 0 ? fanout_err_name(error) : NULL, why,
-                          error != 0 ? 0 : row->bytes, row->latency_us,
-                          row->attempts);
+  char *body =
+      reply_json(j->w, json_integer(j->id), error != 0 ? 0 : row->status,
+                 error != 0 ? fanout_err_name(error) : NULL, why,
+                 error != 0 ? 0 : row->bytes, row->latency_us, row->attempts);
   if (body == NULL)
     return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
   return uvp_ret_value(body, free);
@@ -247,7 +246,18 @@ static void on_signal(uv_signal_t *h, int signum) {
   (void)signum;
   signals_close(w);
   uvp_promise_t *d;
-  if (w->svc == NULL || uvp_nats_serve_drain(w->svc, &d) != 0)
+  if (w->svc == NULL)
+    return;
+  /* What it did, for its operator (the service is freed by the drain). */
+  uvp_nats_serve_stats_t st;
+  if (uvp_nats_serve_stats(w->svc, &st) == 0)
+    printf("draining %s: received %llu, replied %llu (%llu failed), %llu "
+           "expired unserved\n",
+           w->name, (unsigned long long)st.received,
+           (unsigned long long)st.replied, (unsigned long long)st.failed,
+           (unsigned long long)st.expired);
+  fflush(stdout);
+  if (uvp_nats_serve_drain(w->svc, &d) != 0)
     return;
   (void)uvp_promise_on(d, UVP_ON_BOTH, on_drained, w, &w->drain);
   uvp_promise_release(d);

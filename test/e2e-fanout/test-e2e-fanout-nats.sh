@@ -3,7 +3,9 @@
 # 127.0.0.1 (never 4222), the demo server (uvp-fanout --serve), workers,
 # and a coordinator fetching 200 URLs of /slow (300 ms each) while one
 # worker is killed with kill -9, then while one is drained with SIGTERM:
-# every URL reported exactly once, all 200, the others' rows named.
+# every URL reported exactly once, all 200, the others' rows named; a
+# worker answering garbage; the server killed and started again, and
+# frozen with SIGSTOP; a slow worker beside a quick one.
 # Children are killed by PID only.  Usage: test-e2e-fanout-nats.sh FANOUT
 # NATS_SERVER.
 set -u
@@ -13,7 +15,7 @@ T=$(mktemp -d)
 PIDS=""
 cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; tail -5 "$T"/ns*.log; exit 1; }
+fail() { echo "FAIL: $*"; for l in "$T"/ns*.log; do tail -n 5 "$l"; done; tail -n 3 "$T/out"; exit 1; }
 # until FILE has a line matching RE (10 s at most)
 wait_line() {
   i=0
@@ -59,7 +61,7 @@ run() { # $1: the signal for worker w1 mid-run
     eval "pid_$w=$!"; PIDS="$PIDS $!"
   done
   for w in w1 w2 w3; do wait_line "$T/$w" serving; done
-  timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --nats-retry 10 --json -f "$T/urls" >"$T/out" &
+  timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
   coord=$!
   wait_requests 30 # mid-run: 200 x 300 ms over 24 in flight
   kill "-$1" "$pid_w1"
@@ -108,7 +110,7 @@ PY
 python3 "$T/garbage.py" "$port" >"$T/garbage" 2>&1 & PIDS="$PIDS $!"; gpid=$!
 "$FANOUT" --nats "$URL" --worker -c 8 --name good >"$T/good" 2>&1 & PIDS="$PIDS $!"; good=$!
 wait_line "$T/garbage" serving; wait_line "$T/good" serving
-timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --nats-retry 10 --json -f "$T/urls" >"$T/out" || fail "garbage: coordinator exited $?"
+timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" || fail "garbage: coordinator exited $?"
 kill -9 $gpid
 [ "$(grep -c '"n":' "$T/out")" -eq 200 ] || fail "garbage: rows"
 bad=$(grep -c '"error":"EPROTO".*"worker":"?"' "$T/out")
@@ -118,13 +120,72 @@ echo "ok - garbage: $bad EPROTO, $ok answered"
 
 # The server killed and started again on its port mid-run: every URL
 # reported once (sent again after the reconnect), nothing hangs.
-timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --nats-retry 10 --json -f "$T/urls" >"$T/out" &
+timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
 coord=$!
 wait_requests 30
 kill -9 "$nspid"; wait "$nspid" 2>/dev/null
 sleep 0.5
-"$NATS" -a 127.0.0.1 -p "$port" >"$T/ns2.log" 2>&1 & PIDS="$PIDS $!"
+"$NATS" -a 127.0.0.1 -p "$port" >"$T/ns2.log" 2>&1 & PIDS="$PIDS $!"; nspid=$!
 wait $coord || fail "restart: coordinator exited $?"
 [ "$(grep -c '"n":' "$T/out")" -eq 200 ] || fail "restart: rows"
 echo "ok - restart: 200 rows, $(grep -c '"status":200' "$T/out") answered 200"
 kill -TERM $good; wait $good || fail "good exited $?"
+
+# each of the first $1 URLs reported once, in input order ($2: the case)
+once_each() {
+  [ "$(grep -c '"n":' "$T/out")" -eq "$1" ] || fail "$2: $(grep -c '"n":' "$T/out") rows, not $1"
+  n=1; while [ $n -le "$1" ]; do
+    [ "$(grep -c "\"n\":$n,\"url\":\"http://127.0.0.1:$DP/slow?$((n - 1))\"" "$T/out")" -eq 1 ] || fail "$2: row $n"
+    n=$((n + 1))
+  done
+}
+# uvp-fanout's exit: 0 all answered, 1 some failed; anything else (a
+# crash, valgrind's 99, timeout's 124) fails the case
+exit_ok() { [ "$1" -eq 0 ] || [ "$1" -eq 1 ] || fail "$2: coordinator exited $1"; }
+
+# The server frozen with SIGSTOP past the PING interval (200 ms, 2 out:
+# every client's connection goes stale and is dropped on its side), then
+# SIGCONT 1.5 s later: no crash, every URL reported once.
+export UVP_FANOUT_NATS_PING_MS=200
+for w in f1 f2; do
+  "$FANOUT" --nats "$URL" --worker -c 8 --name "$w" >"$T/$w" 2>&1 &
+  eval "pid_$w=$!"; PIDS="$PIDS $!"
+done
+for w in f1 f2; do wait_line "$T/$w" serving; done
+timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
+coord=$!
+wait_requests 30
+kill -STOP "$nspid"; sleep 1.5; kill -CONT "$nspid"
+wait $coord; exit_ok $? frozen
+once_each 200 frozen
+drops=$(sed -n 's/.*"disconnects":\([0-9]*\).*/\1/p' "$T/out")
+[ "${drops:-0}" -ge 1 ] || fail "frozen: the coordinator's connection never went stale"
+echo "ok - frozen: 200 rows, $(grep -c '"status":200' "$T/out") answered 200; the coordinator's connection dropped $drops time(s)"
+kill -TERM "$pid_f1" "$pid_f2"
+wait "$pid_f1" || fail "f1 exited $?"
+wait "$pid_f2" || fail "f2 exited $?"
+unset UVP_FANOUT_NATS_PING_MS
+
+# A slow worker beside a quick one: it serves one request at a time
+# (-c 1, 300 ms each), so the requests the queue group gives it wait, and
+# those past the coordinator's wait (-m 1: 2 s) time out there, are sent
+# again (mostly to the quick one), and the slow worker's replies that come
+# later are dropped as late: each URL once, each row 200 or ETIMEDOUT.
+head -60 "$T/urls" >"$T/urls60"
+"$FANOUT" --nats "$URL" --worker -c 1 --name slow >"$T/slow" 2>&1 & PIDS="$PIDS $!"; slow=$!
+"$FANOUT" --nats "$URL" --worker -c 8 --name quick >"$T/quick" 2>&1 & PIDS="$PIDS $!"; quick=$!
+wait_line "$T/slow" serving; wait_line "$T/quick" serving
+timeout 200 $VG "$FANOUT" --nats "$URL" -c 30 -m 1 --json -f "$T/urls60" >"$T/out"
+exit_ok $? slow
+once_each 60 slow
+ok=$(grep -c '"status":200' "$T/out"); to=$(grep -c '"error":"ETIMEDOUT"' "$T/out")
+[ $((ok + to)) -eq 60 ] || fail "slow: $ok answered + $to ETIMEDOUT, not 60"
+grep -q '"status":200.*"worker":"quick"' "$T/out" || fail "slow: none by quick"
+kill -TERM $slow $quick
+wait $slow || fail "slow exited $?"
+wait $quick || fail "quick exited $?"
+# the slow one took more than it answered in time: what it replied to
+# after the coordinator's wait, or dropped unserved past the deadline
+got=$(sed -n 's/^draining slow: received \([0-9]*\),.*/\1/p' "$T/slow")
+[ "${got:-0}" -gt "$(grep -c '"worker":"slow"' "$T/out")" ] || fail "slow: received ${got:-?}, nothing too late"
+echo "ok - slow: $ok answered ($(grep -c '"worker":"slow"' "$T/out") by slow, which received $got), $to ETIMEDOUT; $(sed -n 's/^draining slow: //p' "$T/slow")"
