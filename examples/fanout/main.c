@@ -38,11 +38,11 @@
 #include <jansson.h>
 
 #include "demo-server.h"
+#include "fanout.h"
 #include "retry.h"
-#include "uvp-curl.h"
-#include "uvp.h"
-
-enum { EXIT_USAGE = 2 };
+#ifdef FANOUT_NATS
+#include "uvp-nats.h"
+#endif
 
 #define DEFAULT_CONCURRENCY 64
 /* Streams per HTTP/2 connection (libcurl's default,
@@ -68,147 +68,112 @@ enum { EXIT_USAGE = 2 };
 #define PROGRESS_AFTER_MS 500
 #define PROGRESS_EVERY_MS 250
 
-struct run_s;
-
-typedef struct row_s {
-  struct run_s *run;
-  char *url;
-  uint64_t start_ns;
-  uint64_t end_ns;
-  /* The last attempt's outcome. */
-  unsigned attempts;
-  int status;   /* HTTP status, 0 if none */
-  int error;    /* its rejection code, 0 if a response */
-  char *reason; /* the error's message, libcurl's or the binding's (owned) */
-  size_t bytes;
-  uint64_t latency_us;
-  unsigned redirects;
-  char *final_url; /* after redirects (owned) */
-} row_t;
-
-/* How every request is made: curl's options, as given. */
-typedef struct http_s {
-  uint64_t timeout_ms, connect_timeout_ms, max_body;
-  int follow;
-  long max_redirects;
-  const char *cafile; /* --cacert, else SSL_CERT_FILE */
-  const char *capath; /* SSL_CERT_DIR (not with --cacert) */
-  int system_capath;  /* neither: libcurl's CA directory, if it has one */
-  int insecure;
-  int http2;
-  const char *proxy;   /* -x */
-  const char *userpwd; /* -u */
-  int compressed;
-} http_t;
-
-typedef struct run_s {
-  uv_loop_t *loop;
-  uvp_ctx_t *ctx;
-  uvp_curl_t *curl;
-  row_t *rows;
-  size_t n;
-  http_t http;
-  int h2_capped; /* --http2: connections per host capped (see main) */
-  unsigned retries;
-  uint64_t deadline_ms; /* 0: none */
-  uint64_t deadline_at; /* on the loop's clock */
-  uint64_t start_ns;
-  int json;
-  /* live progress, only when stderr is a terminal */
-  int progress;
-  int progress_shown;
-  char progress_text[96]; /* what the line shows now */
-  uv_timer_t progress_timer;
-  size_t started;
-  size_t settled;
-  size_t failed;
-  demo_server_t *server; /* the embedded demo, if any */
-  int exit_code;
-} run_t;
-
 static void usage(FILE *f, const char *prog) {
-  fprintf(f,
-          "usage: %s [options] [URL...]\n"
-          "       %s --serve [PORT]\n"
-          "\n"
-          "Fetch every http:// or https:// URL concurrently and report each\n"
-          "outcome: one row per URL in input order (HTTP status, or the\n"
-          "error's name and why), bytes and latency, then a summary with\n"
-          "p50/p90/p99 latency.  Connections are reused per host (HTTP is\n"
-          "libcurl's, on uvp's loop: options are curl's).  Without\n"
-          "URLs, starts a demo server on 127.0.0.1 and fetches each of its\n"
-          "endpoints, to show every kind of outcome.\n"
-          "\n"
-          "  -c N        at most N requests in flight (default %d)\n"
-          "  --connect-timeout SECONDS\n"
-          "              TCP connect and TLS handshake of each connection\n"
-          "              (default %d; fractions allowed)\n"
-          "  -m, --max-time SECONDS\n"
-          "              per request, redirects included: ETIMEDOUT after\n"
-          "              that long (default %d; %d ms in the demo)\n"
-          "  -t MS       the same in milliseconds\n"
-          "  -d MS       overall deadline: requests still in flight after MS\n"
-          "              ms end as ETIMEDOUT, those not started yet as\n"
-          "              ECANCELED\n"
-          "  --retry N   retry a request up to N times after a transport\n"
-          "              error (refused, reset, timeout, cut short) or a 5xx,\n"
-          "              waiting %d ms, then twice as long each time (at most\n"
-          "              %d ms), with jitter (default 0)\n"
-          "  -L, --location\n"
-          "              follow redirects (301, 302, 303, 307, 308)\n"
-          "  --max-redirs N\n"
-          "              with -L, at most N redirects (default %d): more is\n"
-          "              ELOOP\n"
-          "  --cacert FILE\n"
-          "              verify https:// servers with the CAs in FILE (PEM)\n"
-          "              instead of the system's store\n"
-          "  -k, --insecure\n"
-          "              do not verify https:// servers' certificates\n"
-          "  --http2     HTTP/2 (https:// by ALPN, http:// by an Upgrade to\n"
-          "              h2c): requests to a host share a connection, up to\n"
-          "              100 streams each, at most -c/100 (rounded up)\n"
-          "              connections per host, a request past them waiting\n"
-          "              for a stream (no cap once a host answers\n"
-          "              HTTP/1.x); default HTTP/1.1\n"
-          "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
-          "              through this proxy (http:// by default; https://\n"
-          "              URLs through a CONNECT tunnel)\n"
-          "  -u, --user USER:PASSWORD\n"
-          "              server authentication (Basic)\n"
-          "  --compressed\n"
-          "              ask for a compressed response (gzip, deflate, br,\n"
-          "              zstd) and decode it: bytes and --max-filesize count\n"
-          "              the decoded body\n"
-          "  --max-filesize BYTES\n"
-          "              longest body accepted (K, M, G suffixes; default\n"
-          "              100M): EFBIG past it, whether or not the server\n"
-          "              announced the size.  Headers: 64 KiB over all the\n"
-          "              responses of a request, 1xx and redirects\n"
-          "              included (EMSGSIZE)\n"
-          "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
-          "              blank lines and lines starting with # skipped)\n"
-          "  --json      JSON lines: one object per URL, then a summary\n"
-          "  --serve [PORT]\n"
-          "              run only the demo server on 127.0.0.1:PORT (default\n"
-          "              0: any free port), print 'listening on "
-          "127.0.0.1:PORT'\n"
-          "              and serve until SIGINT or SIGTERM\n"
-          "  -h, --help  this text\n"
-          "\n"
-          "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
-          "HTTP errors, anything else (refused, reset, timeout, malformed\n"
-          "response, ETLS: a certificate expired, signed by an unknown CA or\n"
-          "for another host, a failed handshake) a transport error.\n"
-          "Latency percentiles are over the URLs that answered with any\n"
-          "status.  On a terminal, stderr shows a progress line while a run\n"
-          "takes longer than %d ms.\n"
-          "\n"
-          "Exit status: 0 the run completed, even if URLs failed; 1 it could\n"
-          "not run (unreadable file, server not started, CA file unreadable,\n"
-          "out of memory); 2 usage error.\n",
-          prog, prog, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
-          DEFAULT_TIMEOUT_MS / 1000, DEMO_TIMEOUT_MS, RETRY_BASE_MS,
-          RETRY_MAX_MS, DEFAULT_MAX_REDIRS, PROGRESS_AFTER_MS);
+  fprintf(
+      f,
+      "usage: %s [options] [URL...]\n"
+      "       %s --serve [PORT]\n"
+      "\n"
+      "Fetch every http:// or https:// URL concurrently and report each\n"
+      "outcome: one row per URL in input order (HTTP status, or the\n"
+      "error's name and why), bytes and latency, then a summary with\n"
+      "p50/p90/p99 latency.  Connections are reused per host (HTTP is\n"
+      "libcurl's, on uvp's loop: options are curl's).  Without\n"
+      "URLs, starts a demo server on 127.0.0.1 and fetches each of its\n"
+      "endpoints, to show every kind of outcome.\n"
+      "\n"
+      "  -c N        at most N requests in flight (default %d)\n"
+      "  --connect-timeout SECONDS\n"
+      "              TCP connect and TLS handshake of each connection\n"
+      "              (default %d; fractions allowed)\n"
+      "  -m, --max-time SECONDS\n"
+      "              per request, redirects included: ETIMEDOUT after\n"
+      "              that long (default %d; %d ms in the demo)\n"
+      "  -t MS       the same in milliseconds\n"
+      "  -d MS       overall deadline: requests still in flight after MS\n"
+      "              ms end as ETIMEDOUT, those not started yet as\n"
+      "              ECANCELED\n"
+      "  --retry N   retry a request up to N times after a transport\n"
+      "              error (refused, reset, timeout, cut short) or a 5xx,\n"
+      "              waiting %d ms, then twice as long each time (at most\n"
+      "              %d ms), with jitter (default 0)\n"
+      "  -L, --location\n"
+      "              follow redirects (301, 302, 303, 307, 308)\n"
+      "  --max-redirs N\n"
+      "              with -L, at most N redirects (default %d): more is\n"
+      "              ELOOP\n"
+      "  --cacert FILE\n"
+      "              verify https:// servers with the CAs in FILE (PEM)\n"
+      "              instead of the system's store\n"
+      "  -k, --insecure\n"
+      "              do not verify https:// servers' certificates\n"
+      "  --http2     HTTP/2 (https:// by ALPN, http:// by an Upgrade to\n"
+      "              h2c): requests to a host share a connection, up to\n"
+      "              100 streams each, at most -c/100 (rounded up)\n"
+      "              connections per host, a request past them waiting\n"
+      "              for a stream (no cap once a host answers\n"
+      "              HTTP/1.x); default HTTP/1.1\n"
+      "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
+      "              through this proxy (http:// by default; https://\n"
+      "              URLs through a CONNECT tunnel)\n"
+      "  -u, --user USER:PASSWORD\n"
+      "              server authentication (Basic)\n"
+      "  --compressed\n"
+      "              ask for a compressed response (gzip, deflate, br,\n"
+      "              zstd) and decode it: bytes and --max-filesize count\n"
+      "              the decoded body\n"
+      "  --max-filesize BYTES\n"
+      "              longest body accepted (K, M, G suffixes; default\n"
+      "              100M): EFBIG past it, whether or not the server\n"
+      "              announced the size.  Headers: 64 KiB over all the\n"
+      "              responses of a request, 1xx and redirects\n"
+      "              included (EMSGSIZE)\n"
+      "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
+      "              blank lines and lines starting with # skipped)\n"
+      "  --json      JSON lines: one object per URL, then a summary\n"
+      "  --serve [PORT]\n"
+      "              run only the demo server on 127.0.0.1:PORT (default\n"
+      "              0: any free port), print 'listening on "
+      "127.0.0.1:PORT'\n"
+      "              and serve until SIGINT or SIGTERM\n"
+      "  --nats URL  across machines, through the NATS server at URL\n"
+      "              (nats://HOST:PORT): each URL is one request on\n"
+      "              uvp-fanout.fetch, {\"v\":1,\"id\":N,\"url\":...,\n"
+      "              \"opts\":{curl's options, --retry}}, answered by a\n"
+      "              worker {\"v\":1,\"id\":N,\"worker\":...,\"status\":...,\n"
+      "              \"error\":...,\"message\":...,\"bytes\":...,\n"
+      "              \"latency_us\":...,\"attempts\":...}; the report gains\n"
+      "              a WORKER column (\"worker\" and \"sends\" in --json;\n"
+      "              the summary: \"late_replies\" and \"disconnects\").\n"
+      "              -d travels as Uvp-Timeout-Ms; a request waits -m\n"
+      "              per attempt (--retry) plus 1 s.  A reply that does\n"
+      "              not parse is EPROTO, naming its worker\n"
+      "  --worker    with --nats: serve uvp-fanout.fetch in queue group\n"
+      "              uvp-fanout, at most -c fetches at once; SIGTERM or\n"
+      "              SIGINT drains (answers what it took) and exits 0\n"
+      "  --name NAME with --worker: the worker's name (default\n"
+      "              HOST:PID)\n"
+      "  --nats-retry N\n"
+      "              send a URL again (a new request) after a timeout, no\n"
+      "              responders or a lost connection, at most N times\n"
+      "              while -d allows (default 2); later replies to the\n"
+      "              old request are dropped and counted\n"
+      "  -h, --help  this text\n"
+      "\n"
+      "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
+      "HTTP errors, anything else (refused, reset, timeout, malformed\n"
+      "response, ETLS: a certificate expired, signed by an unknown CA or\n"
+      "for another host, a failed handshake) a transport error.\n"
+      "Latency percentiles are over the URLs that answered with any\n"
+      "status.  On a terminal, stderr shows a progress line while a run\n"
+      "takes longer than %d ms.\n"
+      "\n"
+      "Exit status: 0 the run completed, even if URLs failed; 1 it could\n"
+      "not run (unreadable file, server not started, CA file unreadable,\n"
+      "out of memory); 2 usage error.\n",
+      prog, prog, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+      DEFAULT_TIMEOUT_MS / 1000, DEMO_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS,
+      DEFAULT_MAX_REDIRS, PROGRESS_AFTER_MS);
 }
 
 /* ---- input --------------------------------------------------------------- */
@@ -331,6 +296,38 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
+/* ---- error names --------------------------------------------------------- */
+
+const char *fanout_err_name(int code) {
+#ifdef FANOUT_NATS
+  if (code <= UVP_NATS_ENORESPONDERS && code > UVP_NATS_ERRNO_MAX_ - 100)
+    return uvp_nats_err_name(code);
+#endif
+  return uvp_curl_err_name(code);
+}
+
+static const char *fanout_strerror(int code) {
+#ifdef FANOUT_NATS
+  if (code <= UVP_NATS_ENORESPONDERS && code > UVP_NATS_ERRNO_MAX_ - 100)
+    return uvp_nats_strerror(code);
+#endif
+  return uvp_curl_strerror(code);
+}
+
+/* The code a worker's error name stands for, on this machine (libuv's
+ * codes are errno values, which differ between systems: names travel,
+ * numbers do not).  A linear search over every range a name can come
+ * from: only failed rows ask. */
+int fanout_err_code(const char *name) {
+  static const int ranges[][2] = {
+      {-1, -4200}, {-30001, -30100}, {-32001, -32100}, {-33001, -33100}};
+  for (size_t k = 0; k < sizeof(ranges) / sizeof(*ranges); k++)
+    for (int c = ranges[k][0]; c >= ranges[k][1]; c--)
+      if (strcmp(fanout_err_name(c), name) == 0)
+        return c;
+  return 0;
+}
+
 /* ---- the report ---------------------------------------------------------- */
 
 static double ms_of_us(uint64_t us) { return (double)us / 1000.0; }
@@ -350,7 +347,9 @@ static uint64_t row_latency_us(const row_t *row) {
 static const char *row_why(const run_t *r, const row_t *row, int error) {
   if (row->attempts == 0 && error == UV_ECANCELED && r->deadline_ms != 0)
     return "not started before the deadline (-d)";
-  return row->reason != NULL ? row->reason : uvp_curl_strerror(error);
+  if (row->reason != NULL)
+    return row->reason;
+  return fanout_strerror(error);
 }
 
 /* JSON lines: compact, and figures in ms with the microseconds they are
@@ -391,85 +390,145 @@ static uint64_t percentile(const uint64_t *v, size_t n, unsigned p) {
   return v[rank > 0 ? rank - 1 : 0];
 }
 
-static void report(run_t *r, const uvp_settled_list_t *list) {
-  /* One huge URL must not widen every row: the column stops growing at
-   * URL_COLUMN_MAX, and a longer URL shifts only its own row. */
-  size_t width = 3;
+/* One row's cells, as both forms print them. */
+typedef struct cells_s {
+  int answered;
+  uint64_t us;
+  char result[32];
+  const char *why;
+  char cause[256];
+} cells_t;
+
+static void report_json_row(const run_t *r, size_t i, const row_t *row,
+                            const cells_t *c) {
+  json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1), "url",
+                        json_url(row->url), "result", c->result, "ok",
+                        c->answered && row->status < 400);
+  if (c->answered) {
+    json_object_set_new(o, "status", json_integer(row->status));
+  } else {
+    json_object_set_new(o, "error", json_string(c->result));
+    json_object_set_new(o, "message", json_url(c->why));
+    if (c->cause[0] != '\0')
+      json_object_set_new(o, "cause", json_string(c->cause));
+  }
+  json_object_set_new(o, "bytes",
+                      json_integer(c->answered ? (json_int_t)row->bytes : 0));
+  json_object_set_new(o, "latency_ms", json_real(ms_of_us(c->us)));
+  json_object_set_new(o, "attempts", json_integer(row->attempts));
+  if (row->redirects > 0) {
+    json_object_set_new(o, "redirects", json_integer(row->redirects));
+    json_object_set_new(o, "final_url", json_url(row->final_url));
+  }
+  if (r->nats_mode) {
+    json_object_set_new(
+        o, "worker", row->worker != NULL ? json_url(row->worker) : json_null());
+    json_object_set_new(o, "sends", json_integer(row->sends));
+  }
+  json_line(o);
+}
+
+static void report_text_row(const run_t *r, size_t i, const row_t *row,
+                            const cells_t *c, int width, int wwidth) {
+  printf("%4zu  %-*s  %-15s ", i + 1, width, row->url, c->result);
+  if (c->answered)
+    printf("%9zu %8.1f ms", row->bytes, ms_of_us(c->us));
+  else
+    printf("%9s %8.1f ms", "-", ms_of_us(c->us));
+  if (r->nats_mode)
+    printf("  %-*s", wwidth, row->worker != NULL ? row->worker : "-");
+  if (!c->answered) /* the reason, in words, after the columns */
+    printf("  %s", c->why);
+  if (c->cause[0] != '\0')
+    printf("  (cause: %s)", c->cause);
+  if (row->attempts > 1)
+    printf("  (%u attempts)", row->attempts);
+  if (r->nats_mode && row->sends > 1)
+    printf("  (%u requests)", row->sends);
+  if (row->redirects > 0)
+    printf("  (%u redirect%s)", row->redirects, row->redirects == 1 ? "" : "s");
+  putchar('\n');
+}
+
+static void report_cells(const run_t *r, const row_t *row,
+                         const uvp_settled_t *s, int error, cells_t *c) {
+  c->answered = error == 0;
+  c->us = row_latency_us(row);
+  if (c->answered)
+    snprintf(c->result, sizeof(c->result), "%d", row->status);
+  else
+    snprintf(c->result, sizeof(c->result), "%s",
+             row->error_name != NULL ? row->error_name
+                                     : fanout_err_name(error));
+  c->why = c->answered ? NULL : row_why(r, row, error);
+  /* Who cut it, when a cancellation did (a deadline): the cause column. */
+  c->cause[0] = '\0';
+  (void)uvp_cause_format(uvp_promise_cause(s->promise), c->cause,
+                         sizeof(c->cause));
+}
+
+/* The URL column's width (one huge URL must not widen every row: it stops
+ * growing at URL_COLUMN_MAX, and a longer URL shifts only its own row), and
+ * the worker column's. */
+static void report_header(const run_t *r, int *width, int *wwidth) {
+  size_t w = 3, ww = 6;
   for (size_t i = 0; i < r->n; i++) {
     size_t len = strlen(r->rows[i].url);
-    if (len > width && len <= URL_COLUMN_MAX)
-      width = len;
+    if (len > w && len <= URL_COLUMN_MAX)
+      w = len;
+    len = r->rows[i].worker != NULL ? strlen(r->rows[i].worker) : 0;
+    if (len > ww && len <= URL_COLUMN_MAX)
+      ww = len;
   }
-  if (!r->json)
-    printf("%4s  %-*s  %-15s %9s %11s\n", "#", (int)width, "URL", "RESULT",
-           "BYTES", "LATENCY");
+  *width = (int)w;
+  *wwidth = (int)ww;
+  if (r->json)
+    return;
+  printf("%4s  %-*s  %-15s %9s %11s", "#", *width, "URL", "RESULT", "BYTES",
+         "LATENCY");
+  if (r->nats_mode)
+    printf("  %s", "WORKER");
+  putchar('\n');
+}
 
+static void report_summary(const run_t *r, size_t count, size_t ok,
+                           size_t http_err, size_t transport_err,
+                           size_t retried, uint64_t *lat, size_t nlat);
+
+void fanout_report(run_t *r, const uvp_settled_list_t *list) {
+  int width, wwidth;
+  report_header(r, &width, &wwidth);
   uint64_t *lat = malloc((r->n + 1) * sizeof(*lat));
   size_t nlat = 0, ok = 0, http_err = 0, transport_err = 0, retried = 0;
   for (size_t i = 0; i < list->count; i++) {
     const row_t *row = &r->rows[i];
-    int error = row_error(row, &list->items[i]);
-    int answered = error == 0;
-    uint64_t us = row_latency_us(row);
-    char result[32];
-    if (answered) {
-      snprintf(result, sizeof(result), "%d", row->status);
+    cells_t c;
+    report_cells(r, row, &list->items[i], row_error(row, &list->items[i]), &c);
+    if (c.answered) {
       if (lat != NULL)
-        lat[nlat++] = us;
+        lat[nlat++] = c.us;
       if (row->status < 400)
         ok++;
       else
         http_err++;
     } else {
-      snprintf(result, sizeof(result), "%s", uvp_curl_err_name(error));
       transport_err++;
     }
     if (row->attempts > 1)
       retried++;
-    const char *why = answered ? NULL : row_why(r, row, error);
-    /* Who cut it, when a cancellation did (a deadline): the cause column. */
-    char cause[256] = "";
-    (void)uvp_cause_format(uvp_promise_cause(list->items[i].promise), cause,
-                           sizeof(cause));
-
-    if (r->json) {
-      json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1),
-                            "url", json_url(row->url), "result", result, "ok",
-                            answered && row->status < 400);
-      if (answered) {
-        json_object_set_new(o, "status", json_integer(row->status));
-      } else {
-        json_object_set_new(o, "error", json_string(result));
-        json_object_set_new(o, "message", json_string(why));
-        if (cause[0] != '\0')
-          json_object_set_new(o, "cause", json_string(cause));
-      }
-      json_object_set_new(o, "bytes",
-                          json_integer(answered ? (json_int_t)row->bytes : 0));
-      json_object_set_new(o, "latency_ms", json_real(ms_of_us(us)));
-      json_object_set_new(o, "attempts", json_integer(row->attempts));
-      if (row->redirects > 0) {
-        json_object_set_new(o, "redirects", json_integer(row->redirects));
-        json_object_set_new(o, "final_url", json_url(row->final_url));
-      }
-      json_line(o);
-    } else {
-      printf("%4zu  %-*s  %-15s ", i + 1, (int)width, row->url, result);
-      if (answered)
-        printf("%9zu %8.1f ms", row->bytes, ms_of_us(us));
-      else /* the reason, in words, after the columns */
-        printf("%9s %8.1f ms  %s", "-", ms_of_us(us), why);
-      if (cause[0] != '\0')
-        printf("  (cause: %s)", cause);
-      if (row->attempts > 1)
-        printf("  (%u attempts)", row->attempts);
-      if (row->redirects > 0)
-        printf("  (%u redirect%s)", row->redirects,
-               row->redirects == 1 ? "" : "s");
-      putchar('\n');
-    }
+    if (r->json)
+      report_json_row(r, i, row, &c);
+    else
+      report_text_row(r, i, row, &c, width, wwidth);
   }
+  report_summary(r, list->count, ok, http_err, transport_err, retried, lat,
+                 nlat);
+  free(lat);
+}
 
+static void report_summary(const run_t *r, size_t count, size_t ok,
+                           size_t http_err, size_t transport_err,
+                           size_t retried, uint64_t *lat, size_t nlat) {
   uint64_t elapsed_us = (uv_hrtime() - r->start_ns) / 1000;
   uint64_t p50 = 0, p90 = 0, p99 = 0;
   if (nlat > 0) {
@@ -478,26 +537,30 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
     p90 = percentile(lat, nlat, 90);
     p99 = percentile(lat, nlat, 99);
   }
-  free(lat);
   size_t failed = http_err + transport_err;
   if (r->json) {
-    json_t *o = json_pack(
-        "{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
-        (json_int_t)list->count, "succeeded", (json_int_t)ok, "failed",
-        (json_int_t)failed, "http_errors", (json_int_t)http_err,
-        "transport_errors", (json_int_t)transport_err, "responses",
-        (json_int_t)nlat, "retried", (json_int_t)retried, "elapsed_ms",
-        ms_of_us(elapsed_us));
+    json_t *o =
+        json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f}", "summary", 1, "urls",
+                  (json_int_t)count, "succeeded", (json_int_t)ok, "failed",
+                  (json_int_t)failed, "http_errors", (json_int_t)http_err,
+                  "transport_errors", (json_int_t)transport_err, "responses",
+                  (json_int_t)nlat, "retried", (json_int_t)retried,
+                  "elapsed_ms", ms_of_us(elapsed_us));
     const char *names[] = {"p50_ms", "p90_ms", "p99_ms"};
     uint64_t ps[] = {p50, p90, p99};
     for (int k = 0; k < 3; k++)
       json_object_set_new(o, names[k],
                           nlat > 0 ? json_real(ms_of_us(ps[k])) : json_null());
+    if (r->nats_mode) {
+      json_object_set_new(o, "late_replies", json_integer((json_int_t)r->late));
+      json_object_set_new(o, "disconnects",
+                          json_integer((json_int_t)r->disconnects));
+    }
     json_line(o);
   } else {
     printf("\n%zu URLs in %.2f s: %zu succeeded, %zu failed (%zu HTTP "
            "errors, %zu transport errors)\n",
-           list->count, ms_of_us(elapsed_us) / 1000.0, ok, failed, http_err,
+           count, ms_of_us(elapsed_us) / 1000.0, ok, failed, http_err,
            transport_err);
     if (nlat > 0)
       printf("latency over %zu response%s: p50 %.1f ms, p90 %.1f ms, "
@@ -506,6 +569,9 @@ static void report(run_t *r, const uvp_settled_list_t *list) {
              ms_of_us(p99));
     else
       printf("latency: no responses\n");
+    if (r->nats_mode && r->late > 0)
+      printf("%llu late or duplicate repl%s dropped\n",
+             (unsigned long long)r->late, r->late == 1 ? "y" : "ies");
     if (retried > 0)
       printf("%zu URL%s needed more than one attempt\n", retried,
              retried == 1 ? "" : "s");
@@ -553,7 +619,7 @@ static uvp_ret_t record_attempt(void *arg, const uvp_outcome_t *in) {
     row->redirects = (unsigned)redirects;
     if (redirects > 0 && url != NULL)
       row->final_url = strdup(url);
-    if (res->status >= 500 && row->run->retries > 0)
+    if (res->status >= 500 && row->retries > 0)
       return uvp_ret_reject(E_HTTP_5XX, NULL, NULL);
     return uvp_ret_value(NULL, NULL);
   }
@@ -636,12 +702,12 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
    * `limit` items all start before uv_run: refresh it, or a timeout would
    * count from a moment before its request started. */
   uv_update_time(r->loop);
-  uvp_curl_fetch_opts_t o = {.max_body = r->http.max_body,
+  uvp_curl_fetch_opts_t o = {.max_body = row->http->max_body,
                              .max_header = MAX_HEADER,
-                             .timeout_ms = r->http.timeout_ms,
+                             .timeout_ms = row->http->timeout_ms,
                              .flags = UVP_CURL_DISCARD_BODY,
                              .setup = setup_easy,
-                             .setup_arg = &r->http};
+                             .setup_arg = (void *)row->http};
   uint64_t left = 0; /* of the deadline (-d), if any */
   if (r->deadline_ms != 0) {
     /* The deadline is one clock for every request: a request starting
@@ -701,7 +767,11 @@ static int start_item(void *arg, size_t i, uvp_promise_t **out) {
   if (deadline_passed(r))
     return UV_ECANCELED; /* never started: the map records it as such */
   r->started++;
-  uvp_retry_opts_t ro = {.attempts = r->retries + 1,
+  return fanout_fetch(r, row, out);
+}
+
+int fanout_fetch(run_t *r, row_t *row, uvp_promise_t **out) {
+  uvp_retry_opts_t ro = {.attempts = row->retries + 1,
                          .base_ms = RETRY_BASE_MS,
                          .max_ms = RETRY_MAX_MS,
                          .factor = 2.0,
@@ -734,7 +804,7 @@ static void progress_end(run_t *r) {
   uv_close((uv_handle_t *)&r->progress_timer, NULL);
 }
 
-static void on_item(void *arg, size_t i, const uvp_outcome_t *outcome) {
+void fanout_on_item(void *arg, size_t i, const uvp_outcome_t *outcome) {
   run_t *r = arg;
   row_t *row = &r->rows[i];
   row->end_ns = uv_hrtime();
@@ -746,16 +816,22 @@ static void on_item(void *arg, size_t i, const uvp_outcome_t *outcome) {
 static uvp_ret_t on_done(void *arg, const uvp_outcome_t *in) {
   run_t *r = arg;
   progress_end(r);
+  if (r->nats_before_report != NULL)
+    r->nats_before_report(r);
   if (in->status == 0) {
-    report(r, in->value);
+    fanout_report(r, in->value);
   } else {
-    fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(in->status));
+    if (!r->nats_mode) /* nats-coord.c said why */
+      fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(in->status));
     r->exit_code = 1;
   }
   /* The demo server and libcurl's cached connections are all that would
    * keep uv_run going: every transfer has ended. */
-  uvp_curl_close(r->curl);
+  if (r->curl != NULL)
+    uvp_curl_close(r->curl);
   r->curl = NULL;
+  if (r->nats_end != NULL)
+    r->nats_end(r);
   if (r->server != NULL)
     demo_server_stop(r->server, NULL, NULL);
   r->server = NULL;
@@ -838,7 +914,11 @@ enum {
   OPT_CACERT,
   OPT_MAX_FILESIZE,
   OPT_HTTP2,
-  OPT_COMPRESSED
+  OPT_COMPRESSED,
+  OPT_NATS,
+  OPT_WORKER,
+  OPT_NATS_RETRY,
+  OPT_NAME
 };
 
 static int usage_error(const char *msg) {
@@ -877,6 +957,10 @@ int main(int argc, char **argv) {
       {"proxy", required_argument, NULL, 'x'},
       {"user", required_argument, NULL, 'u'},
       {"compressed", no_argument, NULL, OPT_COMPRESSED},
+      {"nats", required_argument, NULL, OPT_NATS},
+      {"worker", no_argument, NULL, OPT_WORKER},
+      {"nats-retry", required_argument, NULL, OPT_NATS_RETRY},
+      {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -889,6 +973,9 @@ int main(int argc, char **argv) {
   const char *cafile = NULL, *proxy = NULL, *userpwd = NULL;
   const char *file = NULL;
   const char *prog = argv[0];
+  nats_cli_t nats = {.retries = NATS_RETRY_DEFAULT};
+  int worker = 0;
+  uint64_t nats_retry = NATS_RETRY_DEFAULT;
   int c;
   while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkhx:u:", longopts, NULL)) !=
          -1) {
@@ -957,6 +1044,19 @@ int main(int argc, char **argv) {
     case OPT_JSON:
       json = 1;
       break;
+    case OPT_NATS:
+      nats.url = optarg;
+      break;
+    case OPT_WORKER:
+      worker = 1;
+      break;
+    case OPT_NATS_RETRY:
+      if (parse_ms(optarg, &nats_retry) != 0 || nats_retry > 100)
+        return usage_error("--nats-retry wants a number from 0 to 100");
+      break;
+    case OPT_NAME:
+      nats.name = optarg;
+      break;
     case OPT_SERVE:
       serve_mode = 1;
       if (optarg != NULL &&
@@ -979,6 +1079,18 @@ int main(int argc, char **argv) {
   }
   if (serve_mode && (optind < argc || file != NULL))
     return usage_error("--serve takes no URLs");
+  if ((worker || nats.name != NULL) && nats.url == NULL)
+    return usage_error("--worker and --name need --nats URL");
+  if (worker && (optind < argc || file != NULL || serve_mode))
+    return usage_error("--worker takes no URLs");
+#ifndef FANOUT_NATS
+  if (nats.url != NULL) {
+    fprintf(stderr, "uvp-fanout: this build has no NATS support (--nats)\n");
+    return EXIT_USAGE;
+  }
+#endif
+  nats.retries = (unsigned)nats_retry;
+  nats.concurrency = concurrency;
 
   /* A peer closing while we write must be an error code, not a signal. */
   signal(SIGPIPE, SIG_IGN);
@@ -1008,7 +1120,7 @@ int main(int argc, char **argv) {
     if (rc != 0)
       fprintf(stderr, "uvp-fanout: %s: %s\n", file, uv_strerror(rc));
   }
-  if (rc == 0 && u.n == 0 && file == NULL) {
+  if (rc == 0 && u.n == 0 && file == NULL && !worker) {
     rc = demo_urls(&r, &u);
     if (!have_timeout)
       timeout_ms = DEMO_TIMEOUT_MS;
@@ -1055,6 +1167,14 @@ int main(int argc, char **argv) {
   r.http.proxy = proxy;
   r.http.userpwd = userpwd;
   r.http.compressed = compressed;
+#ifdef FANOUT_NATS
+  if (worker) {
+    int code = fanout_nats_worker(&r, &nats);
+    fanout_nats_shutdown();
+    urls_free(&u);
+    return uv_loop_close(&loop) == 0 ? code : 1;
+  }
+#endif
   r.n = u.n;
   r.rows = rc == 0 ? calloc(u.n, sizeof(*r.rows)) : NULL;
   if (rc == 0 && r.rows == NULL)
@@ -1062,6 +1182,8 @@ int main(int argc, char **argv) {
   for (size_t i = 0; r.rows != NULL && i < u.n; i++) {
     r.rows[i].url = u.items[i];
     r.rows[i].run = &r;
+    r.rows[i].http = &r.http;
+    r.rows[i].retries = r.retries;
   }
 
   uvp_promise_t *all = NULL;
@@ -1072,9 +1194,9 @@ int main(int argc, char **argv) {
    * in flight; transfers still run, and time out, at the real pace. */
   if (rc == 0 && getenv("UVP_FANOUT_VIRTUAL_CLOCK") != NULL)
     rc = uvp_ctx_set_clock(r.ctx, UVP_CLOCK_AUTO);
-  if (rc == 0)
+  if (rc == 0 && nats.url == NULL)
     rc = uvp_curl_new(r.ctx, &r.curl);
-  if (rc == 0) {
+  if (rc == 0 && r.curl != NULL) {
     /* Every connection a slot opens may serve its next URL on the same
      * host: as many cached as there are slots, none kept past the run. */
     CURLM *m = uvp_curl_multi(r.curl);
@@ -1107,11 +1229,17 @@ int main(int argc, char **argv) {
     r.start_ns = uv_hrtime();
     uv_update_time(&loop);
     r.deadline_at = uv_now(&loop) + deadline_ms;
-    uvp_map_opts_t mo = {.limit = (size_t)concurrency, .on_settle = on_item};
-    rc = uvp_promise_map(r.ctx, r.n, start_item, &r, &mo, &all);
+    uvp_map_opts_t mo = {.limit = (size_t)concurrency,
+                         .on_settle = fanout_on_item};
+#ifdef FANOUT_NATS
+    if (nats.url != NULL)
+      rc = fanout_nats_coord(&r, &nats, &all);
+    else
+#endif
+      rc = uvp_promise_map(r.ctx, r.n, start_item, &r, &mo, &all);
   }
-  if (rc == 0)
-    rc = uvp_promise_then(all, on_done, &r, NULL);
+  if (rc == 0) /* --nats: a failed connect rejects it */
+    rc = uvp_promise_on(all, UVP_ON_BOTH, on_done, &r, NULL);
   if (rc != 0) {
     if (!explained)
       fprintf(stderr, "uvp-fanout: %s\n", uvp_strerror(rc));
@@ -1132,9 +1260,15 @@ int main(int argc, char **argv) {
   if (r.ctx != NULL)
     uvp_ctx_close(r.ctx);
   uv_run(&loop, UV_RUN_DEFAULT);
+#ifdef FANOUT_NATS
+  if (nats.url != NULL)
+    fanout_nats_shutdown();
+#endif
   for (size_t i = 0; r.rows != NULL && i < r.n; i++) {
     free(r.rows[i].reason);
     free(r.rows[i].final_url);
+    free(r.rows[i].worker);
+    free(r.rows[i].error_name);
   }
   free(r.rows);
   urls_free(&u);

@@ -1,0 +1,356 @@
+/* uvp-fanout --nats URL --worker [-c N] [--name NAME]: serves
+ * uvp-fanout.fetch in the queue group uvp-fanout with uvp_nats_serve, at
+ * most -c requests at once.  Each request is the local mode's fetch
+ * (fanout_fetch: uvp-curl, --retry, curl's options from the request's
+ * "opts"), under the deadline the binding set from its Uvp-Timeout-Ms;
+ * its reply is the outcome as JSON.  A request that does not parse is
+ * answered EPROTO, and the worker goes on.  SIGTERM or SIGINT drains:
+ * no new request is taken, those taken are answered, then it exits 0. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "fanout.h"
+#include "uvp-nats.h"
+
+#define RECONNECT_WAIT_MS 100
+
+typedef struct worker_s {
+  run_t *r;
+  uvp_nats_t *nc;
+  uvp_nats_svc_t *svc;
+  char name[300];
+  uv_signal_t sigint, sigterm;
+  uvp_promise_t *drain;
+  int exit_code;
+} worker_t;
+
+/* One request being fetched. */
+typedef struct job_s {
+  worker_t *w;
+  row_t row;
+  http_t http;
+  json_int_t id;
+  char *url, *proxy, *userpwd;
+} job_t;
+
+static void job_free(void *arg) {
+  job_t *j = arg;
+  free(j->row.reason);
+  free(j->row.final_url);
+  free(j->url);
+  free(j->proxy);
+  free(j->userpwd);
+  free(j);
+}
+
+static char *reply_dump(json_t *o) {
+  char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+  json_decref(o);
+  return s;
+}
+
+/* The reply of a request: {"v":1,"id":…,"worker":…,"status":…,"error":…,
+ * "message":…,"bytes":…,"latency_us":…,"attempts":…}. */
+static char *reply_json(const worker_t *w, json_t *id, int status,
+                        const char *error, const char *message, size_t bytes,
+                        uint64_t us, unsigned attempts) {
+  json_t *o = json_pack(
+      "{s:i,s:o,s:s,s:i,s:I,s:I,s:I}", "v", NATS_PROTOCOL_VERSION, "id", id,
+      "worker", w->name, "status", status, "bytes", (json_int_t)bytes,
+      "latency_us", (json_int_t)us, "attempts", (json_int_t)attempts);
+  if (o != NULL) {
+    json_object_set_new(o, "error",
+                        error != NULL ? json_string(error) : json_null());
+    if (message != NULL) {
+      json_t *m = json_string(message);
+      json_object_set_new(o, "message",
+                          m != NULL ? m : json_string("(not UTF-8)"));
+    }
+  }
+  return reply_dump(o);
+}
+
+static uvp_ret_t job_done(void *arg, const uvp_outcome_t *in) {
+  job_t *j = arg;
+  row_t *row = &j->row;
+  int error = row->error;
+  if (in->status < 0 && error == 0 && row->status == 0)
+    error = in->status; /* cut before any attempt recorded (a deadline) */
+  const char *why = NULL;
+  if (error != 0)
+    why = row->reason != NULL ? row->reason : uvp_curl_strerror(error);
+  char *body =
+      reply_json(j->w, json_integer(j->id), error != 0 ? 0 : row->status,
+                 error != 0 ? fanout_err_name(error) : NULL, why,
+                 error != 0 ? 0 : row->bytes, row->latency_us, row->attempts);
+  if (body == NULL)
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+  return uvp_ret_value(body, free);
+}
+
+static int opt_u64(json_t *o, const char *key, uint64_t *out) {
+  json_t *v = json_object_get(o, key);
+  if (v == NULL)
+    return 0; /* the worker's own */
+  if (!json_is_integer(v) || json_integer_value(v) < 0)
+    return -1;
+  *out = (uint64_t)json_integer_value(v);
+  return 0;
+}
+
+static int opt_bool(json_t *o, const char *key, int *out) {
+  json_t *v = json_object_get(o, key);
+  if (v == NULL)
+    return 0;
+  if (!json_is_boolean(v))
+    return -1;
+  *out = json_is_true(v);
+  return 0;
+}
+
+static int opt_str(json_t *o, const char *key, char **out) {
+  json_t *v = json_object_get(o, key);
+  if (v == NULL)
+    return 0;
+  if (!json_is_string(v) || (*out = strdup(json_string_value(v))) == NULL)
+    return -1;
+  return 0;
+}
+
+/* The request's curl options over the worker's own (its CA store stays
+ * its own: a path on the coordinator's machine means nothing here). */
+static const char *job_opts(job_t *j, json_t *opts) {
+  http_t *h = &j->http;
+  uint64_t redirs = (uint64_t)h->max_redirects, retry = 0;
+  if (opts == NULL)
+    return NULL;
+  if (!json_is_object(opts))
+    return "\"opts\" is not an object";
+  if (opt_u64(opts, "timeout_ms", &h->timeout_ms) != 0 ||
+      opt_u64(opts, "connect_timeout_ms", &h->connect_timeout_ms) != 0 ||
+      opt_u64(opts, "max_filesize", &h->max_body) != 0 ||
+      opt_u64(opts, "max_redirs", &redirs) != 0 ||
+      opt_u64(opts, "retry", &retry) != 0 ||
+      opt_bool(opts, "location", &h->follow) != 0 ||
+      opt_bool(opts, "insecure", &h->insecure) != 0 ||
+      opt_bool(opts, "http2", &h->http2) != 0 ||
+      opt_bool(opts, "compressed", &h->compressed) != 0 ||
+      opt_str(opts, "proxy", &j->proxy) != 0 ||
+      opt_str(opts, "user", &j->userpwd) != 0)
+    return "an option in \"opts\" has the wrong type";
+  if (h->timeout_ms == 0 || h->connect_timeout_ms == 0 || h->max_body == 0 ||
+      redirs > 1000 || retry > 100)
+    return "an option in \"opts\" is out of range";
+  h->max_redirects = (long)redirs;
+  h->proxy = j->proxy;
+  h->userpwd = j->userpwd;
+  j->row.retries = (unsigned)retry;
+  return NULL;
+}
+
+/* Fill the job from the request's JSON; NULL, or why it is refused. */
+static const char *job_parse(job_t *j, natsMsg *msg) {
+  json_error_t je;
+  json_t *o = json_loadb(natsMsg_GetData(msg),
+                         (size_t)natsMsg_GetDataLength(msg), 0, &je);
+  const char *why = NULL;
+  json_t *v = json_object_get(o, "v"), *id = json_object_get(o, "id");
+  json_t *url = json_object_get(o, "url");
+  if (!json_is_object(o))
+    why = "the request is not a JSON object";
+  else if (!json_is_integer(v) ||
+           json_integer_value(v) != NATS_PROTOCOL_VERSION)
+    why = "unknown protocol version (v)";
+  else if (!json_is_integer(id) || !json_is_string(url))
+    why = "the request lacks \"id\" or \"url\"";
+  if (json_is_integer(id))
+    j->id = json_integer_value(id);
+  if (why == NULL && (j->url = strdup(json_string_value(url))) == NULL)
+    why = "out of memory";
+  if (why == NULL)
+    why = job_opts(j, json_object_get(o, "opts"));
+  json_decref(o);
+  return why;
+}
+
+static int serve_one(uvp_nats_served_t *req, uvp_promise_t **out) {
+  worker_t *w = req->arg;
+  run_t *r = w->r;
+  job_t *j = calloc(1, sizeof(*j));
+  if (j == NULL)
+    return UV_ENOMEM;
+  j->w = w;
+  j->id = -1;
+  j->http = r->http;
+  const char *why = job_parse(j, req->msg);
+  if (why != NULL) { /* answered EPROTO, as a reply the coordinator reads */
+    char *body = reply_json(w, j->id >= 0 ? json_integer(j->id) : json_null(),
+                            0, "EPROTO", why, 0, 0, 0);
+    job_free(j);
+    if (body == NULL)
+      return UV_ENOMEM;
+    int rc = uvp_promise_resolved(r->ctx, body, free, out);
+    if (rc != 0)
+      free(body);
+    return rc;
+  }
+  j->row.run = r;
+  j->row.http = &j->http;
+  j->row.url = j->url;
+  j->row.start_ns = uv_hrtime();
+  uvp_promise_t *p;
+  int rc = fanout_fetch(r, &j->row, &p);
+  if (rc != 0) {
+    job_free(j);
+    return rc;
+  }
+  rc = uvp_promise_on_full(p, UVP_ON_BOTH, job_done, j, job_free, out);
+  uvp_promise_release(p);
+  if (rc != 0)
+    job_free(j);
+  return rc;
+}
+
+/* ---- the worker's life --------------------------------------------------- */
+
+static void settle(uv_loop_t *loop, uvp_promise_t *p) {
+  while (uvp_promise_state(p) == UVP_PENDING)
+    uv_run(loop, UV_RUN_ONCE);
+}
+
+static void signals_close(worker_t *w) {
+  if (!uv_is_closing((uv_handle_t *)&w->sigint)) {
+    uv_close((uv_handle_t *)&w->sigint, NULL);
+    uv_close((uv_handle_t *)&w->sigterm, NULL);
+  }
+}
+
+static uvp_ret_t on_drained(void *arg, const uvp_outcome_t *in) {
+  worker_t *w = arg;
+  if (in->status != 0)
+    fprintf(stderr, "uvp-fanout: drain: %s\n", uvp_nats_strerror(in->status));
+  uvp_nats_close(w->nc);
+  w->nc = NULL;
+  uvp_curl_close(w->r->curl);
+  w->r->curl = NULL;
+  return uvp_ret_pass();
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  worker_t *w = h->data;
+  (void)signum;
+  signals_close(w);
+  uvp_promise_t *d;
+  if (w->svc == NULL)
+    return;
+  /* What it did, for its operator (the service is freed by the drain). */
+  uvp_nats_serve_stats_t st;
+  if (uvp_nats_serve_stats(w->svc, &st) == 0)
+    printf("draining %s: received %llu, replied %llu (%llu failed), %llu "
+           "expired unserved\n",
+           w->name, (unsigned long long)st.received,
+           (unsigned long long)st.replied, (unsigned long long)st.failed,
+           (unsigned long long)st.expired);
+  fflush(stdout);
+  if (uvp_nats_serve_drain(w->svc, &d) != 0)
+    return;
+  (void)uvp_promise_on(d, UVP_ON_BOTH, on_drained, w, &w->drain);
+  uvp_promise_release(d);
+}
+
+static natsOptions *worker_options(const char *name) {
+  natsOptions *no = NULL;
+  if (natsOptions_Create(&no) != NATS_OK)
+    return NULL;
+  natsOptions_SetMaxReconnect(no, -1);
+  natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
+  natsOptions_SetName(no, name);
+  const char *ping = getenv("UVP_FANOUT_NATS_PING_MS");
+  if (ping != NULL && atoi(ping) > 0) {
+    natsOptions_SetPingInterval(no, atoi(ping));
+    natsOptions_SetMaxPingsOut(no, 2);
+  }
+  return no;
+}
+
+/* Connect, serve, and tell whoever waits ("serving as NAME" on stdout,
+ * once the server has the subscription). */
+static int worker_start(worker_t *w, const nats_cli_t *cli) {
+  run_t *r = w->r;
+  uvp_promise_t *c, *f = NULL;
+  uvp_nats_connect_opts_t o = {.url = cli->url,
+                               .options = worker_options(w->name)};
+  int rc = uvp_nats_connect(r->ctx, &o, &c);
+  if (rc != 0)
+    return rc;
+  settle(r->loop, c);
+  rc = uvp_promise_reason(c, NULL);
+  if (rc == 0)
+    w->nc = uvp_promise_value(c);
+  uvp_promise_release(c);
+  uvp_nats_serve_opts_t so = {.start = serve_one,
+                              .arg = w,
+                              .limit = (size_t)cli->concurrency,
+                              .worker = w->name};
+  if (rc == 0)
+    rc = uvp_nats_serve(w->nc, NATS_SUBJECT, NATS_QUEUE, &so, &w->svc);
+  if (rc == 0)
+    rc = uvp_nats_flush(w->nc, &f);
+  if (rc == 0) {
+    settle(r->loop, f);
+    rc = uvp_promise_reason(f, NULL);
+  }
+  uvp_promise_release(f);
+  return rc;
+}
+
+static void signals_start(worker_t *w) {
+  uv_signal_init(w->r->loop, &w->sigint);
+  uv_signal_init(w->r->loop, &w->sigterm);
+  w->sigint.data = w->sigterm.data = w;
+  uv_signal_start(&w->sigint, on_signal, SIGINT);
+  uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+}
+
+int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
+  worker_t w = {.r = r};
+  if (cli->name != NULL) {
+    snprintf(w.name, sizeof(w.name), "%s", cli->name);
+  } else {
+    char host[256] = "localhost";
+    (void)gethostname(host, sizeof(host) - 1);
+    snprintf(w.name, sizeof(w.name), "%s:%ld", host, (long)getpid());
+  }
+  int rc = uvp_ctx_new(r->loop, &r->ctx);
+  if (rc == 0)
+    rc = uvp_curl_new(r->ctx, &r->curl);
+  if (rc == 0)
+    curl_multi_setopt(uvp_curl_multi(r->curl), CURLMOPT_MAXCONNECTS,
+                      (long)cli->concurrency);
+  signals_start(&w);
+  if (rc == 0)
+    rc = worker_start(&w, cli);
+  if (rc == 0) {
+    printf("serving as %s\n", w.name);
+    fflush(stdout); /* whoever started us waits for this line */
+    uv_run(r->loop, UV_RUN_DEFAULT); /* until drained */
+  } else {
+    fprintf(stderr, "uvp-fanout: %s: %s\n", cli->url, uvp_nats_strerror(rc));
+    w.exit_code = 1;
+  }
+  signals_close(&w);
+  if (w.nc != NULL)
+    uvp_nats_close(w.nc);
+  if (r->curl != NULL)
+    uvp_curl_close(r->curl);
+  uvp_promise_release(w.drain);
+  if (r->ctx != NULL)
+    uvp_ctx_close(r->ctx);
+  uv_run(r->loop, UV_RUN_DEFAULT);
+  return w.exit_code;
+}
