@@ -91,6 +91,7 @@ typedef struct nats_cli_s {
   const char *url;
   const char *name; /* --name: the worker's name; NULL: host:pid */
   unsigned retries; /* --nats-retry */
+  uint64_t ping_ms; /* --nats-ping: 0, nats.c's default (2 min) */
   uint64_t concurrency;
 } nats_cli_t;
 

@@ -158,6 +158,10 @@ static void usage(FILE *f, const char *prog) {
       "              responders or a lost connection, at most N times\n"
       "              while -d allows (default 2); later replies to the\n"
       "              old request are dropped and counted\n"
+      "  --nats-ping MS\n"
+      "              PING the server every MS ms and give the connection\n"
+      "              up as stale after 2 unanswered (default: nats.c's,\n"
+      "              2 min): a frozen server found sooner\n"
       "  -h, --help  this text\n"
       "\n"
       "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
@@ -918,6 +922,7 @@ enum {
   OPT_NATS,
   OPT_WORKER,
   OPT_NATS_RETRY,
+  OPT_NATS_PING,
   OPT_NAME
 };
 
@@ -960,6 +965,7 @@ int main(int argc, char **argv) {
       {"nats", required_argument, NULL, OPT_NATS},
       {"worker", no_argument, NULL, OPT_WORKER},
       {"nats-retry", required_argument, NULL, OPT_NATS_RETRY},
+      {"nats-ping", required_argument, NULL, OPT_NATS_PING},
       {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
@@ -1053,6 +1059,11 @@ int main(int argc, char **argv) {
     case OPT_NATS_RETRY:
       if (parse_ms(optarg, &nats_retry) != 0 || nats_retry > 100)
         return usage_error("--nats-retry wants a number from 0 to 100");
+      break;
+    case OPT_NATS_PING:
+      if (parse_ms(optarg, &nats.ping_ms) != 0 || nats.ping_ms == 0 ||
+          nats.ping_ms > 86400000)
+        return usage_error("--nats-ping wants milliseconds, 1 to 86400000");
       break;
     case OPT_NAME:
       nats.name = optarg;

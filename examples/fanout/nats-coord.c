@@ -320,17 +320,15 @@ static json_t *request_opts(const run_t *r) {
   return o;
 }
 
-static natsOptions *coord_options(void) {
+static natsOptions *coord_options(uint64_t ping_ms) {
   natsOptions *no = NULL;
   if (natsOptions_Create(&no) != NATS_OK)
     return NULL;
   natsOptions_SetMaxReconnect(no, -1);
   natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
   natsOptions_SetName(no, "uvp-fanout");
-  /* For tests of a frozen server: the PING interval, 2 PINGs out. */
-  const char *ping = getenv("UVP_FANOUT_NATS_PING_MS");
-  if (ping != NULL && atoi(ping) > 0) {
-    natsOptions_SetPingInterval(no, atoi(ping));
+  if (ping_ms > 0) { /* --nats-ping */
+    natsOptions_SetPingInterval(no, (int64_t)ping_ms);
     natsOptions_SetMaxPingsOut(no, 2);
   }
   return no;
@@ -349,7 +347,7 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   r->nats_before_report = before_report;
   r->nats_end = coord_end;
   uvp_nats_connect_opts_t o = {.url = cli->url,
-                               .options = coord_options(),
+                               .options = coord_options(cli->ping_ms),
                                .flags = UVP_NATS_FAIL_ON_DISCONNECT};
   int rc = co->opts != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)

@@ -263,16 +263,15 @@ static void on_signal(uv_signal_t *h, int signum) {
   uvp_promise_release(d);
 }
 
-static natsOptions *worker_options(const char *name) {
+static natsOptions *worker_options(const char *name, uint64_t ping_ms) {
   natsOptions *no = NULL;
   if (natsOptions_Create(&no) != NATS_OK)
     return NULL;
   natsOptions_SetMaxReconnect(no, -1);
   natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
   natsOptions_SetName(no, name);
-  const char *ping = getenv("UVP_FANOUT_NATS_PING_MS");
-  if (ping != NULL && atoi(ping) > 0) {
-    natsOptions_SetPingInterval(no, atoi(ping));
+  if (ping_ms > 0) { /* --nats-ping */
+    natsOptions_SetPingInterval(no, (int64_t)ping_ms);
     natsOptions_SetMaxPingsOut(no, 2);
   }
   return no;
@@ -283,8 +282,8 @@ static natsOptions *worker_options(const char *name) {
 static int worker_start(worker_t *w, const nats_cli_t *cli) {
   run_t *r = w->r;
   uvp_promise_t *c, *f = NULL;
-  uvp_nats_connect_opts_t o = {.url = cli->url,
-                               .options = worker_options(w->name)};
+  uvp_nats_connect_opts_t o = {
+      .url = cli->url, .options = worker_options(w->name, cli->ping_ms)};
   int rc = uvp_nats_connect(r->ctx, &o, &c);
   if (rc != 0)
     return rc;

@@ -146,13 +146,12 @@ exit_ok() { [ "$1" -eq 0 ] || [ "$1" -eq 1 ] || fail "$2: coordinator exited $1"
 # The server frozen with SIGSTOP past the PING interval (200 ms, 2 out:
 # every client's connection goes stale and is dropped on its side), then
 # SIGCONT 1.5 s later: no crash, every URL reported once.
-export UVP_FANOUT_NATS_PING_MS=200
 for w in f1 f2; do
-  "$FANOUT" --nats "$URL" --worker -c 8 --name "$w" >"$T/$w" 2>&1 &
+  "$FANOUT" --nats "$URL" --nats-ping 200 --worker -c 8 --name "$w" >"$T/$w" 2>&1 &
   eval "pid_$w=$!"; PIDS="$PIDS $!"
 done
 for w in f1 f2; do wait_line "$T/$w" serving; done
-timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
+timeout 200 $VG "$FANOUT" --nats "$URL" --nats-ping 200 -c 24 -m 5 --json -f "$T/urls" >"$T/out" &
 coord=$!
 wait_requests 30
 kill -STOP "$nspid"; sleep 1.5; kill -CONT "$nspid"
@@ -164,7 +163,11 @@ echo "ok - frozen: 200 rows, $(grep -c '"status":200' "$T/out") answered 200; th
 kill -TERM "$pid_f1" "$pid_f2"
 wait "$pid_f1" || fail "f1 exited $?"
 wait "$pid_f2" || fail "f2 exited $?"
-unset UVP_FANOUT_NATS_PING_MS
+# --nats-ping wants 1 ms to a day: a usage error (2) otherwise
+for bad in 0 -5 abc 86400001; do
+  "$FANOUT" --nats "$URL" --nats-ping "$bad" http://127.0.0.1:1/ >/dev/null 2>&1
+  rc=$?; [ $rc -eq 2 ] || fail "--nats-ping $bad: exit $rc, not 2"
+done
 
 # A slow worker beside a quick one: it serves one request at a time
 # (-c 1, 300 ms each), so the requests the queue group gives it wait, and
