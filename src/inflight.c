@@ -98,11 +98,8 @@ void uvp_inflight_end(uvp_inflight_t *w) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   w->state_ = W_ENDED;
   work->p = NULL;
-  if (uvp__work_of(p) == work) { /* pending, its hook ours */
-    p->flags &= (uint8_t)~UVP__F_CANCEL;
-    p->value = NULL;
-    p->fn.cancel_cb = NULL;
-  }
+  if (uvp__work_of(p) == work) /* pending, its hook ours */
+    uvp__promise_hook_clear(p);
   bool in_loop = uvp__work_done_but_loop(ctx, work); /* may settle a join */
   uvp_promise_release(p);
   if (in_loop)

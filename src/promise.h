@@ -93,6 +93,20 @@ uvp_promise_t *uvp__produced_new(uvp_ctx_t *ctx, const char *file, int line,
  * once it may no longer be moved. */
 uvp_promise_t *uvp__movable_new(uvp_ctx_t *ctx, const char *file, int line,
                                 uvp_cancel_cb hook, uvp_promise_t **slot);
+/* Give pending p uvp's own cancel hook, or take it back (the producer is
+ * done with p, which stays pending or is settled by someone else).  Only
+ * the promise layer writes these fields; the layers above call these. */
+static inline void uvp__promise_hook_set(uvp_promise_t *p, uvp_cancel_cb hook,
+                                         void *arg) {
+  p->value = arg;
+  p->fn.cancel_cb = hook;
+  p->flags |= UVP__F_CANCEL;
+}
+static inline void uvp__promise_hook_clear(uvp_promise_t *p) {
+  p->flags &= (uint8_t)~UVP__F_CANCEL;
+  p->value = NULL;
+  p->fn.cancel_cb = NULL;
+}
 /* The producer never started: p was never handed out.  Its hook is dropped
  * and both references go. */
 void uvp__produced_abort(uvp_promise_t *p);

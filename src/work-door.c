@@ -23,9 +23,7 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
     return rc;
   w->p = p;
   w->cls = cls;
-  p->value = w;
-  p->fn.cancel_cb = uvp__work_hook;
-  p->flags |= UVP__F_CANCEL;
+  uvp__promise_hook_set(p, uvp__work_hook, w);
   uvp__work_begin_(ctx, w, cls->flags);
   return 0;
 }

@@ -398,9 +398,14 @@ typedef void (*uvp_stall_cb)(void *arg, const uvp_stall_t *stall);
  * threshold/4 ms, at least 1, at most 250), and an unref'd uv_prepare_t
  * of its own in the loop from then on (it keeps nothing alive and is
  * closed by uvp_ctx_close).  Off, no thread exists and every slice
- * costs one predictable branch.  Turning it off joins the thread.  Loop
- * thread.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED, UVP_ETHREAD,
- * UV_ENOMEM, or uv_thread_create's error (then it stays off). */
+ * costs one predictable branch.  Turning it off joins the thread.  The
+ * time from turning it on until the loop first reaches one of uvp's
+ * callbacks (at the latest uvp's prepare callback in the loop's next
+ * turn) is the program's setup: a stall there is neither reported nor
+ * counted in uvp_stall_stats_t, by the loop thread or the watchdog; nor
+ * is the time the loop waits in poll.  Loop thread.  Errors: UV_EINVAL (NULL
+ * ctx), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM, or uv_thread_create's error (then
+ * it stays off). */
 UVP_EXTERN int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms,
                                  uvp_stall_cb cb, void *arg);
 
