@@ -124,5 +124,8 @@ int fanout_err_code(const char *name);
 int fanout_nats_worker(run_t *r, const nats_cli_t *o);
 int fanout_nats_coord(run_t *r, const nats_cli_t *o, uvp_promise_t **out);
 void fanout_nats_shutdown(void);
+/* nats.c's options for both sides: `name`, --nats-ping's `ping_ms` (0:
+ * nats.c's default); NULL without memory.  The connect takes them. */
+struct __natsOptions *fanout_nats_options(const char *name, uint64_t ping_ms);
 
 #endif

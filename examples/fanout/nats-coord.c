@@ -320,20 +320,6 @@ static json_t *request_opts(const run_t *r) {
   return o;
 }
 
-static natsOptions *coord_options(uint64_t ping_ms) {
-  natsOptions *no = NULL;
-  if (natsOptions_Create(&no) != NATS_OK)
-    return NULL;
-  natsOptions_SetMaxReconnect(no, -1);
-  natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
-  natsOptions_SetName(no, "uvp-fanout");
-  if (ping_ms > 0) { /* --nats-ping */
-    natsOptions_SetPingInterval(no, (int64_t)ping_ms);
-    natsOptions_SetMaxPingsOut(no, 2);
-  }
-  return no;
-}
-
 int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   coord_t *co = calloc(1, sizeof(*co));
   if (co == NULL)
@@ -346,9 +332,10 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   r->nats_mode = 1;
   r->nats_before_report = before_report;
   r->nats_end = coord_end;
-  uvp_nats_connect_opts_t o = {.url = cli->url,
-                               .options = coord_options(cli->ping_ms),
-                               .flags = UVP_NATS_FAIL_ON_DISCONNECT};
+  uvp_nats_connect_opts_t o = {
+      .url = cli->url,
+      .options = fanout_nats_options("uvp-fanout", cli->ping_ms),
+      .flags = UVP_NATS_FAIL_ON_DISCONNECT};
   int rc = co->opts != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
     rc = uvp_nats_connect(r->ctx, &o, &co->connect);
@@ -359,6 +346,22 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   if (rc != 0)
     coord_end(r);
   return rc;
+}
+
+/* Both sides reconnect for ever, 100 ms apart: a worker or coordinator
+ * outlives a server's restart. */
+natsOptions *fanout_nats_options(const char *name, uint64_t ping_ms) {
+  natsOptions *no = NULL;
+  if (natsOptions_Create(&no) != NATS_OK)
+    return NULL;
+  natsOptions_SetMaxReconnect(no, -1);
+  natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
+  natsOptions_SetName(no, name);
+  if (ping_ms > 0) { /* --nats-ping */
+    natsOptions_SetPingInterval(no, (int64_t)ping_ms);
+    natsOptions_SetMaxPingsOut(no, 2);
+  }
+  return no;
 }
 
 void fanout_nats_shutdown(void) { nats_CloseAndWait(0); }

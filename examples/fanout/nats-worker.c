@@ -17,8 +17,6 @@
 #include "fanout.h"
 #include "uvp-nats.h"
 
-#define RECONNECT_WAIT_MS 100
-
 typedef struct worker_s {
   run_t *r;
   uvp_nats_t *nc;
@@ -263,27 +261,13 @@ static void on_signal(uv_signal_t *h, int signum) {
   uvp_promise_release(d);
 }
 
-static natsOptions *worker_options(const char *name, uint64_t ping_ms) {
-  natsOptions *no = NULL;
-  if (natsOptions_Create(&no) != NATS_OK)
-    return NULL;
-  natsOptions_SetMaxReconnect(no, -1);
-  natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
-  natsOptions_SetName(no, name);
-  if (ping_ms > 0) { /* --nats-ping */
-    natsOptions_SetPingInterval(no, (int64_t)ping_ms);
-    natsOptions_SetMaxPingsOut(no, 2);
-  }
-  return no;
-}
-
 /* Connect, serve, and tell whoever waits ("serving as NAME" on stdout,
  * once the server has the subscription). */
 static int worker_start(worker_t *w, const nats_cli_t *cli) {
   run_t *r = w->r;
   uvp_promise_t *c, *f = NULL;
   uvp_nats_connect_opts_t o = {
-      .url = cli->url, .options = worker_options(w->name, cli->ping_ms)};
+      .url = cli->url, .options = fanout_nats_options(w->name, cli->ping_ms)};
   int rc = uvp_nats_connect(r->ctx, &o, &c);
   if (rc != 0)
     return rc;

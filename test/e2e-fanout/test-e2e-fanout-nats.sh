@@ -55,6 +55,14 @@ wait_requests() {
   done
 }
 
+# each of the first $1 URLs reported once, in input order ($2: the case)
+once_each() {
+  [ "$(grep -c '"n":' "$T/out")" -eq "$1" ] || fail "$2: $(grep -c '"n":' "$T/out") rows, not $1"
+  n=1; while [ $n -le "$1" ]; do
+    [ "$(grep -c "\"n\":$n,\"url\":\"http://127.0.0.1:$DP/slow?$((n - 1))\"" "$T/out")" -eq 1 ] || fail "$2: row $n"
+    n=$((n + 1))
+  done
+}
 run() { # $1: the signal for worker w1 mid-run
   for w in w1 w2 w3; do
     "$FANOUT" --nats "$URL" --worker -c 8 --name "$w" >"$T/$w" 2>&1 &
@@ -70,15 +78,9 @@ run() { # $1: the signal for worker w1 mid-run
   kill -TERM "$pid_w2" "$pid_w3"
   wait "$pid_w2" || fail "w2 exited $?"
   wait "$pid_w3" || fail "w3 exited $?"
-  rows=$(grep -c '"n":' "$T/out")
-  [ "$rows" -eq 200 ] || fail "$1: $rows rows, not 200"
+  once_each 200 "$1"
   ok=$(grep -c '"status":200' "$T/out")
   [ "$ok" -eq 200 ] || { grep -v '"status":200' "$T/out" | head; fail "$1: $ok of 200 answered 200"; }
-  # each URL once, in input order
-  n=1; while [ $n -le 200 ]; do
-    [ "$(grep -c "\"n\":$n,\"url\":\"http://127.0.0.1:$DP/slow?$((n - 1))\"" "$T/out")" -eq 1 ] || fail "$1: row $n"
-    n=$((n + 1))
-  done
   for w in w2 w3; do grep -q "\"worker\":\"$w\"" "$T/out" || fail "$1: no row by $w"; done
   grep -q '"summary":true,"urls":200,"succeeded":200' "$T/out" || fail "$1: summary"
   echo "ok - $1: 200 URLs once each; $(grep -c '"worker":"w1"' "$T/out") by w1"
@@ -112,7 +114,7 @@ python3 "$T/garbage.py" "$port" >"$T/garbage" 2>&1 & PIDS="$PIDS $!"; gpid=$!
 wait_line "$T/garbage" serving; wait_line "$T/good" serving
 timeout 200 $VG "$FANOUT" --nats "$URL" -c 24 -m 5 --json -f "$T/urls" >"$T/out" || fail "garbage: coordinator exited $?"
 kill -9 $gpid
-[ "$(grep -c '"n":' "$T/out")" -eq 200 ] || fail "garbage: rows"
+once_each 200 garbage
 bad=$(grep -c '"error":"EPROTO".*"worker":"?"' "$T/out")
 ok=$(grep -c '"status":200.*"worker":"good"' "$T/out")
 [ $((bad + ok)) -eq 200 ] && [ "$bad" -gt 0 ] || fail "garbage: $bad EPROTO + $ok ok"
@@ -127,18 +129,10 @@ kill -9 "$nspid"; wait "$nspid" 2>/dev/null
 sleep 0.5
 "$NATS" -a 127.0.0.1 -p "$port" >"$T/ns2.log" 2>&1 & PIDS="$PIDS $!"; nspid=$!
 wait $coord || fail "restart: coordinator exited $?"
-[ "$(grep -c '"n":' "$T/out")" -eq 200 ] || fail "restart: rows"
+once_each 200 restart
 echo "ok - restart: 200 rows, $(grep -c '"status":200' "$T/out") answered 200"
 kill -TERM $good; wait $good || fail "good exited $?"
 
-# each of the first $1 URLs reported once, in input order ($2: the case)
-once_each() {
-  [ "$(grep -c '"n":' "$T/out")" -eq "$1" ] || fail "$2: $(grep -c '"n":' "$T/out") rows, not $1"
-  n=1; while [ $n -le "$1" ]; do
-    [ "$(grep -c "\"n\":$n,\"url\":\"http://127.0.0.1:$DP/slow?$((n - 1))\"" "$T/out")" -eq 1 ] || fail "$2: row $n"
-    n=$((n + 1))
-  done
-}
 # uvp-fanout's exit: 0 all answered, 1 some failed; anything else (a
 # crash, valgrind's 99, timeout's 124) fails the case
 exit_ok() { [ "$1" -eq 0 ] || [ "$1" -eq 1 ] || fail "$2: coordinator exited $1"; }
