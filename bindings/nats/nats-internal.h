@@ -146,8 +146,8 @@ struct uvp_nats_s {
   bool opened;         /* by uvp_nats_open: the program's from the start,
                           freed only after its uvp_nats_close */
   bool close_asked;    /* the program called uvp_nats_close */
-  size_t jobs;       /* flush jobs running */
-  bool connect_done; /* the connect job returned */
+  size_t jobs;         /* flush jobs running */
+  bool connect_done;   /* the connect job returned */
   bool close_started, close_done, got_closed, inbox_done, finished;
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;

@@ -300,8 +300,8 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
 
 /* The message of a request made while uvp_nats_open connects: all but
  * Uvp-Timeout-Ms, which says what is left when it is sent. */
-static int req_hold(req_t *r, const char *reply, const void *data,
-                    size_t len, const char *const *headers) {
+static int req_hold(req_t *r, const char *reply, const void *data, size_t len,
+                    const char *const *headers) {
   if (data == NULL && len > 0)
     return UV_EINVAL;
   return msg_make(&r->held, r->subject, reply, data, len, UINT64_MAX, headers);
@@ -331,10 +331,10 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                           hold ? &req_class : &req_class_nohold);
   /* a passed deadline cuts it once started: nothing is sent then */
   if (rc == 0 && left > 0)
-    rc = connecting ? req_hold(r, reply, data, len, headers)
-                    : uvp_nats__publish_msg(b, subject, reply, data, len,
-                                            left < timeout ? left : timeout,
-                                            headers);
+    rc = connecting
+             ? req_hold(r, reply, data, len, headers)
+             : uvp_nats__publish_msg(b, subject, reply, data, len,
+                                     left < timeout ? left : timeout, headers);
   if (rc != 0) {
     uvp_inflight_end(&r->w); /* a record not started: nothing */
     natsMsg_Destroy(r->held);

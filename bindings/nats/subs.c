@@ -190,10 +190,10 @@ void uvp_nats__on_drain_timer(uv_timer_t *t) { uvp_nats__poll_subs(t->data); }
 
 /* nats.c's subscription of s, on b's connection. */
 static natsStatus sub_make(uvp_nats_sub_t *s, uvp_nats_t *b) {
-  return s->queue != NULL ? natsConnection_QueueSubscribeSync(
-                                &s->sub, b->conn, s->subject, s->queue)
-                          : natsConnection_SubscribeSync(&s->sub, b->conn,
-                                                         s->subject);
+  return s->queue != NULL
+             ? natsConnection_QueueSubscribeSync(&s->sub, b->conn, s->subject,
+                                                 s->queue)
+             : natsConnection_SubscribeSync(&s->sub, b->conn, s->subject);
 }
 
 /* uvp_nats_open's connection is up: the subscriptions made meanwhile are

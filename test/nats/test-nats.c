@@ -827,9 +827,8 @@ static void test_open_before_connected(void **state) {
   assert_non_null(hdr);
   unsigned long left = strtoul(hdr, NULL, 10);
   assert_true(left <= 3000 && left > 1000); /* what was left when sent */
-  assert_int_equal(uvp_nats_publish(nc, natsMsg_GetReply(m), NULL, "ok", 3,
-                                    NULL),
-                   0);
+  assert_int_equal(
+      uvp_nats_publish(nc, natsMsg_GetReply(m), NULL, "ok", 3, NULL), 0);
   run_until_settled(f, own);
   assert_string_equal(body(own), "ok");
   run_until_settled(f, echo);
@@ -912,8 +911,7 @@ static void test_open_closed_while_connecting(void **state) {
   for (int i = 0; i < 200 && uvp_nats_connection(nc) == NULL; i++)
     uv_run(&f->loop, UV_RUN_ONCE); /* the connect returns, and closes */
   assert_non_null(uvp_nats_connection(nc));
-  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r),
-                   UVP_ECLOSED);
+  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r), UVP_ECLOSED);
   assert_int_equal(uvp_nats_close(nc), 0);
   assert_true(fixture_drain(f, 10000));
 }
