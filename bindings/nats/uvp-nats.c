@@ -159,10 +159,16 @@ bool uvp_nats__subject_ok(const char *s, bool wild) {
 
 /* ---- keeping the loop going ---------------------------------------------- */
 
-/* Something waits: the async keeps uv_run() going.  (The virtual clock
- * is held by each request's record of work in flight: uvp_inflight_start.) */
+/* Something waits, or the connection closes: the async keeps uv_run()
+ * going.  (The virtual clock is held by each request's record of work in
+ * flight: uvp_inflight_start.)  An opened connection whose connect failed
+ * closes as far as it can, then waits for the program's uvp_nats_close
+ * without keeping the loop: the program learns of the failure when
+ * uv_run() returns. */
 static void keep_set(uvp_nats_t *b) {
-  if (b->waiting > 0 || (b->close_started && !b->finished))
+  bool closing = b->close_started && !b->finished &&
+                 (!b->opened || b->close_asked || !b->close_done);
+  if (b->waiting > 0 || closing)
     uv_ref((uv_handle_t *)&b->async);
   else
     uv_unref((uv_handle_t *)&b->async);
@@ -525,6 +531,7 @@ static void close_after(uv_work_t *w, int status) {
   (void)status;
   b->close_done = true;
   ev_drain(b); /* the detach, queued by the pool thread */
+  keep_set(b);
   uvp_nats__maybe_finish(b);
 }
 
@@ -556,6 +563,7 @@ int uvp_nats_close(uvp_nats_t *b) {
   if (b->opened) {
     b->close_asked = true;
     if (b->state == S_CLOSING) { /* its connect failed: closing already */
+      keep_set(b);
       uvp_nats__maybe_finish(b);
       return 0;
     }

@@ -14,9 +14,10 @@ static uvp_ret_t job(void *arg) { /* a job: its body in capitals */
   return uvp_ret_value(out, free); /* the reply's body */
 }
 
-static uvp_ret_t serving(void *arg, const uvp_outcome_t *in) {
-  (void)arg, (void)in;
-  printf("serving\n"); /* the server has our subscription */
+static uvp_ret_t ready(void *arg, const uvp_outcome_t *flush) {
+  int rc = flush->status; /* 0: the server has our subscription */
+  (void)arg;
+  printf("%s\n", rc == 0 ? "serving" : uvp_nats_err_name(rc));
   fflush(stdout);
   return uvp_ret_pass();
 }
@@ -32,13 +33,15 @@ int main(int argc, char **argv) {
   if (argc != 2 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
       uvp_nats_open(ctx, &o, &nc) ||
       uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
-      uvp_nats_flush(nc, &f) || uvp_promise_then(f, serving, NULL, NULL))
+      uvp_nats_flush(nc, &f) ||
+      uvp_promise_on(f, UVP_ON_BOTH, ready, NULL, NULL))
     return 2;
   uv_run(&loop, UV_RUN_DEFAULT); /* serves until killed, or cannot connect */
-  printf("connect: %s\n", uvp_nats_err_name(uvp_promise_reason(f, NULL)));
   uvp_promise_release(f);
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
+  nats_CloseAndWait(0);          /* nats.c's threads, after the last one */
+  uv_loop_close(&loop);
   return 1;
 }
