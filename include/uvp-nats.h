@@ -229,7 +229,11 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
  * connects rejects what was asked with UV_ECANCELED, and the connection
  * made is closed when the connect returns.  While connecting, the
  * connect is work in flight: uv_run() goes on for it, and the task dump
- * shows "NATS connect".  Threads: as uvp_nats_connect.  Errors: UV_EINVAL
+ * shows "NATS connect".  Not a promise: nothing to cancel (uvp_nats_close
+ * stops it; what was asked meanwhile is each cancel-safe as when
+ * connected).  Threads: as uvp_nats_connect; what was asked meanwhile is
+ * sent, or rejected, on the loop thread when the connect's pool job
+ * returns.  Errors: UV_EINVAL
  * (NULL ctx or out), UVP_ECLOSED, UV_ENOMEM, a code nats.c gives for the
  * options (a URL it refuses: UV_EINVAL); nothing started then, and
  * `opts->options` is destroyed on every error. */
