@@ -22,8 +22,10 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT); /* until every job has its record */
 
   const uvp_settled_list_t *l = uvp_promise_value(all);
+  int failed = 0;
   for (int i = 0; i < 3; i++) {
     int rc = l->items[i].status; /* 0, or why not: ENORESPONDERS... */
+    failed += rc != 0;
     printf("%s -> %s\n", jobs[i],
            rc == 0 ? natsMsg_GetData(l->items[i].value)
                    : uvp_nats_err_name(rc));
@@ -34,5 +36,5 @@ int main(int argc, char **argv) {
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
   nats_CloseAndWait(0);          /* nats.c's threads, after the last one */
-  return uv_loop_close(&loop);   /* 0: nothing left behind */
+  return uv_loop_close(&loop) != 0 || failed > 0; /* 0: all answered */
 }
