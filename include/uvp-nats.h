@@ -204,6 +204,46 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
                                         int line);
 /** @} */
 
+/** @name uvp_nats_open, uvp_nats_open_at
+ * @{ */
+/** Connect as uvp_nats_connect does, but hand the connection over at once
+ * (*out, the program's from the call on: give it to uvp_nats_close) and
+ * let the program use it before it is up, as a client with an offline
+ * queue does.  Until the connect has returned:
+ * - uvp_nats_request, uvp_nats_subscribe, uvp_nats_serve, uvp_nats_next
+ *   and uvp_nats_flush are taken as when connected.  Requests keep their
+ *   timeouts, deadlines and cancel running meanwhile, and a request's
+ *   Uvp-Timeout-Ms says what is left when it is sent.  Once connected,
+ *   the subscriptions (services' too) are made, then the requests are
+ *   sent in the order they were made, then the flushes start: a flush's
+ *   promise asked after uvp_nats_serve fulfils once the server has the
+ *   service's subscription.
+ * - uvp_nats_publish and uvp_nats_drain return UV_ENOTCONN (nothing is
+ *   kept for a fire-and-forget publish); uvp_nats_connection returns NULL.
+ * If the connect fails (the codes uvp_nats_connect rejects with), or the
+ * context closes meanwhile (UV_ECANCELED), everything asked meanwhile ends
+ * as at uvp_nats_close, but with that code: requests, waits and flushes
+ * reject with it, subscriptions and services are freed (do not use
+ * them).  The connection then takes nothing new (UVP_ECLOSED); it is
+ * still the program's, to uvp_nats_close.  uvp_nats_close while it
+ * connects rejects what was asked with UV_ECANCELED, and the connection
+ * made is closed when the connect returns.  While connecting, the
+ * connect is work in flight: uv_run() goes on for it, and the task dump
+ * shows "NATS connect".  Not a promise: nothing to cancel (uvp_nats_close
+ * stops it; what was asked meanwhile is each cancel-safe as when
+ * connected).  Threads: as uvp_nats_connect; what was asked meanwhile is
+ * sent, or rejected, on the loop thread when the connect's pool job
+ * returns.  Errors: UV_EINVAL
+ * (NULL ctx or out), UVP_ECLOSED, UV_ENOMEM, a code nats.c gives for the
+ * options (a URL it refuses: UV_EINVAL); nothing started then, and
+ * `opts->options` is destroyed on every error. */
+#define uvp_nats_open(...) uvp_nats_open_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_open_at(uvp_ctx_t *ctx,
+                                     const uvp_nats_connect_opts_t *opts,
+                                     uvp_nats_t **out, const char *file,
+                                     int line);
+/** @} */
+
 /** Close: reject every request in flight and every subscription's waits
  * with UV_ECANCELED, unsubscribe, and run natsConnection_Close on the
  * thread pool (on the loop thread it would stall the loop for up to
@@ -219,8 +259,11 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
  * uvp_nats_event_cb.  Not a promise: nothing to cancel.  Threads:
  * natsConnection_Close runs on a pool thread, nats.c's detach and closed
  * callback (its asynchronous thread) and the inbox's last word (its
- * delivery thread) reach the loop through the queue.  Errors: UV_EINVAL
- * (NULL, already closing, or still connecting). */
+ * delivery thread) reach the loop through the queue.  A connection from
+ * uvp_nats_open may be closed while it connects, and after its connect
+ * failed (once: its memory goes then).  Errors: UV_EINVAL (NULL, already
+ * closed or closing, or uvp_nats_connect's connection still connecting:
+ * it is not the program's yet). */
 UVP_NATS_EXTERN int uvp_nats_close(uvp_nats_t *nc);
 
 /** nats.c's connection, for the calls the binding does not wrap
@@ -270,7 +313,8 @@ UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
  * wildcard token "*" or ">" in subject or reply, a header without ':'),
  * UV_EMSGSIZE (len, or len with the headers, over the server's max
  * payload, natsConnection_GetMaxPayload, 1 MB by default), UV_ENOBUFS (the
- * reconnect buffer is full), UVP_ECLOSED (closing or closed), UV_ENOMEM.
+ * reconnect buffer is full), UVP_ECLOSED (closing or closed), UV_ENOTCONN
+ * (uvp_nats_open's connection is not up yet), UV_ENOMEM.
  * Not a promise: nothing to cancel.  Threads: the loop thread; nats.c
  * asks, from inside the call, to poll for writing (applied at once). */
 UVP_NATS_EXTERN int uvp_nats_publish(uvp_nats_t *nc, const char *subject,
@@ -413,7 +457,7 @@ UVP_NATS_EXTERN int uvp_nats_unsubscribe(uvp_nats_sub_t *sub);
  * cancelling stops the wait, not the drain.  Threads: nats.c's drain
  * thread flushes the UNSUB (the loop reads the PONG); completion is seen
  * on the loop.  Errors: UV_EINVAL, UV_EALREADY (draining), UVP_ECLOSED,
- * UV_ENOMEM. */
+ * UV_ENOTCONN (uvp_nats_open's connection is not up yet), UV_ENOMEM. */
 #define uvp_nats_drain(...) uvp_nats_drain_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_drain_at(uvp_nats_sub_t *sub, uvp_promise_t **out,
                                       const char *file, int line);
@@ -525,7 +569,7 @@ UVP_NATS_EXTERN int uvp_nats_serve(uvp_nats_t *nc, const char *subject,
  * have replied, and fulfil (value NULL); the service is freed then.  For
  * SIGTERM: drain, then uvp_nats_close.  Cancel-safe: cancelling stops the
  * wait, not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,
- * UV_EALREADY, UVP_ECLOSED, UV_ENOMEM. */
+ * UV_EALREADY, UVP_ECLOSED, UV_ENOTCONN (as uvp_nats_drain), UV_ENOMEM. */
 #define uvp_nats_serve_drain(...)                                              \
   uvp_nats_serve_drain_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc,

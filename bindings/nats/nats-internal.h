@@ -51,6 +51,8 @@ struct req_s {
   req_t *prev, *next;   /* every request, oldest first */
   req_t *tprev, *tnext; /* by expiry */
   uvp_inflight_t w;     /* its work in flight (data: the request) */
+  natsMsg *held;        /* made while uvp_nats_open connects: sent then */
+  uint64_t end_ms;      /* when its caller stops waiting (held only) */
   const char *file;
   int line;
   char subject[];
@@ -99,6 +101,8 @@ typedef struct job_s {
   natsStatus s;
   int rc;
   natsConnection *conn; /* the connect job's, for the loop to take */
+  int cut_rc;           /* why p was cut */
+  struct job_s *next;   /* flushes held while uvp_nats_open connects */
 } job_t;
 
 enum { S_CONNECTING, S_OPEN, S_DEAD, S_CLOSING };
@@ -138,8 +142,12 @@ struct uvp_nats_s {
   size_t svcs; /* services whose group has not joined yet */
   /* teardown */
   job_t connect_job, close_job;
-  size_t jobs;       /* flush jobs running */
-  bool connect_done; /* the connect job returned */
+  job_t *held_flushes; /* asked for while connecting, started after */
+  bool opened;         /* by uvp_nats_open: the program's from the start,
+                          freed only after its uvp_nats_close */
+  bool close_asked;    /* the program called uvp_nats_close */
+  size_t jobs;         /* flush jobs running */
+  bool connect_done;   /* the connect job returned */
   bool close_started, close_done, got_closed, inbox_done, finished;
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;
@@ -166,5 +174,9 @@ void uvp_nats__svc_accept(uvp_nats_svc_t *svc, natsMsg *m);
 void uvp_nats__svc_drained(uvp_nats_svc_t *svc);
 int uvp_nats__code_of_name(const char *name);
 void uvp_nats__on_conn_event(uvp_nats_t *b, int event);
+/* uvp_nats_open's connection is up (rc 0) or failed: what was asked of it
+ * meanwhile is sent (subscriptions, then requests) or fails with rc. */
+void uvp_nats__subs_start(uvp_nats_t *b);
+void uvp_nats__reqs_send_held(uvp_nats_t *b);
 
 #endif

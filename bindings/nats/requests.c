@@ -117,6 +117,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
  * the rejection's payload), end its work in flight, and let it go. */
 static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
   req_unlink(b, r);
+  natsMsg_Destroy(r->held);
   uvp_promise_t *p = r->p;
   if (rc == 0)
     uvp_promise_resolve(p, msg, uvp_nats__msg_free);
@@ -144,6 +145,7 @@ static void on_req_cancel(uvp_inflight_t *w, int code) {
   uvp_promise_t *p = r->p;
   (void)code;
   req_unlink(b, r);
+  natsMsg_Destroy(r->held);
   b->stats.cancelled++;
   uvp_inflight_end(&r->w);
   free(r);
@@ -253,7 +255,7 @@ int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
       (data == NULL && len > 0))
     return UV_EINVAL;
   if (b->state != S_OPEN)
-    return UVP_ECLOSED;
+    return b->state == S_CONNECTING ? UV_ENOTCONN : UVP_ECLOSED;
   int64_t max = natsConnection_GetMaxPayload(b->conn);
   if (max > 0 && len > (uint64_t)max)
     return UV_EMSGSIZE;
@@ -296,12 +298,22 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   return 0;
 }
 
+/* The message of a request made while uvp_nats_open connects: all but
+ * Uvp-Timeout-Ms, which says what is left when it is sent. */
+static int req_hold(req_t *r, const char *reply, const void *data, size_t len,
+                    const char *const *headers) {
+  if (data == NULL && len > 0)
+    return UV_EINVAL;
+  return msg_make(&r->held, r->subject, reply, data, len, UINT64_MAX, headers);
+}
+
 int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                         size_t len, const uvp_nats_request_opts_t *opts,
                         uvp_promise_t **out, const char *file, int line) {
   if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, false))
     return UV_EINVAL;
-  if (b->state != S_OPEN)
+  bool connecting = b->state == S_CONNECTING && b->opened;
+  if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
   int rc = req_room(b);
   req_t *r;
@@ -314,25 +326,57 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   char reply[160];
   snprintf(reply, sizeof(reply), "%s.%" PRIu64, b->inbox, r->id);
   bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
+  const char *const *headers = opts != NULL ? opts->headers : NULL;
   rc = uvp_inflight_start(b->ctx, &r->w, r->p,
                           hold ? &req_class : &req_class_nohold);
   /* a passed deadline cuts it once started: nothing is sent then */
   if (rc == 0 && left > 0)
-    rc = uvp_nats__publish_msg(b, subject, reply, data, len,
-                               left < timeout ? left : timeout,
-                               opts != NULL ? opts->headers : NULL);
+    rc = connecting
+             ? req_hold(r, reply, data, len, headers)
+             : uvp_nats__publish_msg(b, subject, reply, data, len,
+                                     left < timeout ? left : timeout, headers);
   if (rc != 0) {
     uvp_inflight_end(&r->w); /* a record not started: nothing */
+    natsMsg_Destroy(r->held);
     uvp_promise_release(r->p);
     free(r);
     return rc;
   }
   r->start_ms = uv_now(b->loop);
   r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
+  r->end_ms = r->start_ms + (left < timeout ? left : timeout);
   req_link(b, r);
   b->stats.requests++;
   *out = uvp_promise_retain(r->p);
   return 0;
+}
+
+/* uvp_nats_open's connection is up: the requests made meanwhile go, in
+ * the order they were made, each saying how long its caller still waits. */
+void uvp_nats__reqs_send_held(uvp_nats_t *b) {
+  uint64_t now = uv_now(b->loop);
+  for (req_t *r = b->first, *next; r != NULL; r = next) {
+    next = r->next;
+    if (r->held == NULL)
+      continue;
+    natsMsg *m = r->held;
+    r->held = NULL;
+    uint64_t left = r->end_ms > now ? r->end_ms - now : 1;
+    int64_t max = natsConnection_GetMaxPayload(b->conn);
+    char v[24];
+    snprintf(v, sizeof(v), "%" PRIu64, left);
+    natsStatus s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
+    int rc = uvp_nats_code(s);
+    if (rc == 0 && max > 0 && natsMsg_GetDataLength(m) > max)
+      rc = UV_EMSGSIZE;
+    if (rc == 0)
+      rc = uvp_nats_code(natsConnection_PublishMsg(b->conn, m));
+    natsMsg_Destroy(m);
+    if (rc != 0) {
+      b->stats.cancelled++;
+      req_end(b, r, rc, NULL);
+    }
+  }
 }
 
 const char *uvp_nats_msg_header(natsMsg *msg, const char *name) {

@@ -65,6 +65,8 @@ static void wait_end(uvp_nats_sub_t *s, int rc, natsMsg *msg) {
  * error handler speaks once a slow spell). */
 static uint64_t dropped_since(const uvp_nats_sub_t *s) {
   int64_t d = 0;
+  if (s->sub == NULL) /* not made yet: uvp_nats_open still connects */
+    return 0;
   if (natsSubscription_GetDropped(s->sub, &d) != NATS_OK || d <= s->dropped)
     return 0;
   return (uint64_t)(d - s->dropped);
@@ -137,6 +139,8 @@ void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc) {
  * drain thread has flushed the UNSUB).  False if s was freed. */
 
 static bool sub_poll(uvp_nats_sub_t *s) {
+  if (s->sub == NULL)
+    return true;
   while (s->wfirst != NULL || s->svc != NULL) {
     natsMsg *m = s->held;
     s->held = NULL;
@@ -184,12 +188,34 @@ void uvp_nats__poll_subs(uvp_nats_t *b) {
 
 void uvp_nats__on_drain_timer(uv_timer_t *t) { uvp_nats__poll_subs(t->data); }
 
+/* nats.c's subscription of s, on b's connection. */
+static natsStatus sub_make(uvp_nats_sub_t *s, uvp_nats_t *b) {
+  return s->queue != NULL
+             ? natsConnection_QueueSubscribeSync(&s->sub, b->conn, s->subject,
+                                                 s->queue)
+             : natsConnection_SubscribeSync(&s->sub, b->conn, s->subject);
+}
+
+/* uvp_nats_open's connection is up: the subscriptions made meanwhile are
+ * made at nats.c now (one it refuses ends as at uvp_nats_close). */
+void uvp_nats__subs_start(uvp_nats_t *b) {
+  for (uvp_nats_sub_t *s = b->subs, *next; s != NULL; s = next) {
+    next = s->next;
+    if (s->sub != NULL)
+      continue;
+    natsStatus st = sub_make(s, b);
+    if (st != NATS_OK)
+      uvp_nats__sub_free(s, uvp_nats_code(st));
+  }
+}
+
 int uvp_nats_subscribe(uvp_nats_t *b, const char *subject, const char *queue,
                        uvp_nats_sub_t **out) {
   if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, true) ||
       (queue != NULL && !uvp_nats__subject_ok(queue, false)))
     return UV_EINVAL;
-  if (b->state != S_OPEN)
+  bool connecting = b->state == S_CONNECTING && b->opened;
+  if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
   uvp_nats_sub_t *s = calloc(1, sizeof(*s));
   if (s == NULL || (s->subject = strdup(subject)) == NULL ||
@@ -199,10 +225,7 @@ int uvp_nats_subscribe(uvp_nats_t *b, const char *subject, const char *queue,
     free(s);
     return UV_ENOMEM;
   }
-  natsStatus st =
-      queue != NULL
-          ? natsConnection_QueueSubscribeSync(&s->sub, b->conn, subject, queue)
-          : natsConnection_SubscribeSync(&s->sub, b->conn, subject);
+  natsStatus st = connecting ? NATS_OK : sub_make(s, b);
   if (st != NATS_OK) {
     free(s->subject);
     free(s->queue);
@@ -222,7 +245,7 @@ int uvp_nats_next_at(uvp_nats_sub_t *s, uvp_promise_t **out, const char *file,
                      int line) {
   if (s == NULL || out == NULL)
     return UV_EINVAL;
-  if (s->b->state != S_OPEN)
+  if (s->b->state != S_OPEN && s->b->state != S_CONNECTING)
     return UVP_ECLOSED;
   waiter_t *w = calloc(1, sizeof(*w));
   if (w == NULL)
@@ -274,7 +297,7 @@ int uvp_nats__drain_start(uvp_nats_sub_t *s, uvp_cancel_cb cancel,
                           uvp_promise_t **p, const char *file, int line) {
   uvp_nats_t *b = s->b;
   if (b->state != S_OPEN)
-    return UVP_ECLOSED;
+    return b->state == S_CONNECTING ? UV_ENOTCONN : UVP_ECLOSED;
   int rc = uvp_promise_new_at(b->ctx, p, file, line);
   if (rc == 0 && cancel != NULL)
     rc = uvp_promise_set_cancel(*p, cancel, s);

@@ -159,10 +159,16 @@ bool uvp_nats__subject_ok(const char *s, bool wild) {
 
 /* ---- keeping the loop going ---------------------------------------------- */
 
-/* Something waits: the async keeps uv_run() going.  (The virtual clock
- * is held by each request's record of work in flight: uvp_inflight_start.) */
+/* Something waits, or the connection closes: the async keeps uv_run()
+ * going.  (The virtual clock is held by each request's record of work in
+ * flight: uvp_inflight_start.)  An opened connection whose connect failed
+ * closes as far as it can, then waits for the program's uvp_nats_close
+ * without keeping the loop: the program learns of the failure when
+ * uv_run() returns. */
 static void keep_set(uvp_nats_t *b) {
-  if (b->waiting > 0 || (b->close_started && !b->finished))
+  bool closing = b->close_started && !b->finished &&
+                 (!b->opened || b->close_asked || !b->close_done);
+  if (b->waiting > 0 || closing)
     uv_ref((uv_handle_t *)&b->async);
   else
     uv_unref((uv_handle_t *)&b->async);
@@ -486,6 +492,8 @@ static void on_handle_closed(uv_handle_t *h) {
 void uvp_nats__maybe_finish(uvp_nats_t *b) {
   if (b->finished || !b->connect_done || b->in_nats > 0)
     return;
+  if (b->opened && !b->close_asked) /* the program still holds it */
+    return;
   if (b->state != S_CLOSING || !b->close_done || b->jobs > 0)
     return;
   if (b->attached || b->poll != NULL || b->poll_closing)
@@ -523,6 +531,7 @@ static void close_after(uv_work_t *w, int status) {
   (void)status;
   b->close_done = true;
   ev_drain(b); /* the detach, queued by the pool thread */
+  keep_set(b);
   uvp_nats__maybe_finish(b);
 }
 
@@ -546,9 +555,25 @@ static void close_start(uvp_nats_t *b, int rc) {
   }
 }
 
+static void held_end(uvp_nats_t *b, int rc);
+
 int uvp_nats_close(uvp_nats_t *b) {
-  if (b == NULL || b->state == S_CLOSING || b->state == S_CONNECTING)
+  if (b == NULL || b->close_asked)
     return UV_EINVAL;
+  if (b->opened) {
+    b->close_asked = true;
+    if (b->state == S_CLOSING) { /* its connect failed: closing already */
+      keep_set(b);
+      uvp_nats__maybe_finish(b);
+      return 0;
+    }
+    if (b->state == S_CONNECTING) { /* connect_after closes what it made */
+      held_end(b, UV_ECANCELED);
+      return 0;
+    }
+  } else if (b->state == S_CLOSING || b->state == S_CONNECTING) {
+    return UV_EINVAL;
+  }
   close_start(b, UV_ECANCELED);
   return 0;
 }
@@ -578,24 +603,17 @@ static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
     j->rc = UV_ENOTSUP;
     return;
   }
-  char *inbox = NULL;
-  s = natsInbox_Create(&inbox);
-  if (s == NATS_OK && strlen(inbox) + 3 > sizeof(b->inbox))
-    s = NATS_ERR;
-  if (s == NATS_OK) {
-    char wild[sizeof(b->inbox) + 2];
-    snprintf(b->inbox, sizeof(b->inbox), "%s", inbox);
-    b->inbox_len = strlen(b->inbox);
-    snprintf(wild, sizeof(wild), "%s.*", b->inbox);
-    s = natsConnection_Subscribe(&b->inbox_sub, conn, wild, inbox_cb, b);
-  }
-  natsInbox_Destroy(inbox);
+  char wild[sizeof(b->inbox) + 2];
+  snprintf(wild, sizeof(wild), "%s.*", b->inbox);
+  s = natsConnection_Subscribe(&b->inbox_sub, conn, wild, inbox_cb, b);
   if (s == NATS_OK)
     s = natsSubscription_SetOnCompleteCB(b->inbox_sub, inbox_done_cb, b);
   if (s == NATS_OK) /* replies are taken at once: no limit to trip */
     s = natsSubscription_SetPendingLimits(b->inbox_sub, -1, -1);
   j->rc = uvp_nats_code(s);
 }
+
+static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p);
 
 static void connect_after(uv_work_t *w, int status) {
   job_t *j = w->data;
@@ -608,13 +626,17 @@ static void connect_after(uv_work_t *w, int status) {
     b->conn = j->conn;
   j->p = NULL;
   uvp_nats__waiting_add(b, -1);
-  b->state = S_OPEN;
-  if (j->rc == 0 && !j->cut)
-    uvp_promise_resolve(p, b, NULL);
-  else
-    close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
-  if (j->rc != 0 && !j->cut)
-    uvp_promise_reject(p, j->rc, NULL, NULL);
+  if (b->opened) {
+    open_after(b, j, p);
+  } else {
+    b->state = S_OPEN;
+    if (j->rc == 0 && !j->cut)
+      uvp_promise_resolve(p, b, NULL);
+    else
+      close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
+    if (j->rc != 0 && !j->cut)
+      uvp_promise_reject(p, j->rc, NULL, NULL);
+  }
   uvp_inflight_end(&j->fl); /* the job has stopped */
   uvp_promise_release(p);
 }
@@ -623,8 +645,8 @@ static void connect_after(uv_work_t *w, int status) {
  * connect_after closes what it makes. */
 static void on_connect_cancel(uvp_inflight_t *fl, int code) {
   job_t *j = fl->data;
-  (void)code;
   j->cut = true;
+  j->cut_rc = code;
 }
 
 static int connect_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
@@ -684,13 +706,28 @@ static int handles_init(uvp_nats_t *b) {
   return 0;
 }
 
-int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                        uvp_promise_t **out, const char *file, int line) {
-  if (ctx == NULL || out == NULL) {
-    if (o != NULL)
-      natsOptions_Destroy(o->options);
-    return UV_EINVAL;
+/* The reply inbox's name: made here, so that uvp_nats_open's requests
+ * have their reply subjects before the connection is up (options_make has
+ * called nats_Open: a NUID needs it). */
+static int inbox_make(uvp_nats_t *b) {
+  char *inbox = NULL;
+  natsStatus s = natsInbox_Create(&inbox);
+  if (s == NATS_OK && strlen(inbox) + 3 > sizeof(b->inbox))
+    s = NATS_ERR;
+  if (s == NATS_OK) {
+    snprintf(b->inbox, sizeof(b->inbox), "%s", inbox);
+    b->inbox_len = strlen(b->inbox);
   }
+  natsInbox_Destroy(inbox);
+  return uvp_nats_code(s);
+}
+
+/* uvp_nats_connect's and uvp_nats_open's start: the binding, its handles
+ * and the connect job on the pool.  *out (NULL for open) gets the
+ * connect's promise. */
+static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                         bool opened, uvp_nats_t **bp, uvp_promise_t **out,
+                         const char *file, int line) {
   uvp_promise_t *p;
   int rc = uvp_promise_new_at(ctx, &p, file, line);
   uvp_nats_t *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
@@ -706,6 +743,7 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   b->loop = uvp_ctx_loop(ctx);
   b->loop_thread = uv_thread_self();
   b->fd = -1;
+  b->opened = opened;
   b->flags = o != NULL ? o->flags : 0;
   b->on_event = o != NULL ? o->on_event : NULL;
   b->arg = o != NULL ? o->arg : NULL;
@@ -713,7 +751,7 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   b->connect_job.p = p;
   b->connect_job.w.data = &b->connect_job;
   b->connect_job.fl.data = &b->connect_job;
-  if ((rc = options_make(b, o)) != 0 ||
+  if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b)) != 0 ||
       (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
           0 ||
       (rc = handles_init(b)) != 0) {
@@ -722,20 +760,46 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
     binding_free_early(b);
     return rc;
   }
-  *out = uvp_promise_retain(p);
+  if (out != NULL)
+    *out = uvp_promise_retain(p);
+  else /* nobody awaits it: its outcome is told to what waits on b */
+    uvp_promise_mark_handled(p);
   if ((rc = uv_queue_work(b->loop, &b->connect_job.w, connect_work,
                           connect_after)) != 0) {
-    uvp_promise_release(*out);
+    if (out != NULL)
+      uvp_promise_release(*out);
     uvp_inflight_end(&b->connect_job.fl);
     uvp_promise_release(p);
     b->connect_done = true;
     b->state = S_CLOSING;
-    b->close_started = b->close_done = true;
+    b->close_started = b->close_done = b->close_asked = true;
     uvp_nats__maybe_finish(b);
     return rc;
   }
   uvp_nats__waiting_add(b, 1);
+  *bp = b;
   return 0;
+}
+
+int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                        uvp_promise_t **out, const char *file, int line) {
+  uvp_nats_t *b;
+  if (ctx == NULL || out == NULL) {
+    if (o != NULL)
+      natsOptions_Destroy(o->options);
+    return UV_EINVAL;
+  }
+  return connect_start(ctx, o, false, &b, out, file, line);
+}
+
+int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                     uvp_nats_t **out, const char *file, int line) {
+  if (ctx == NULL || out == NULL) {
+    if (o != NULL)
+      natsOptions_Destroy(o->options);
+    return UV_EINVAL;
+  }
+  return connect_start(ctx, o, true, out, NULL, file, line);
 }
 
 /* ---- flush --------------------------------------------------------------- */
@@ -746,21 +810,27 @@ static void flush_work(uv_work_t *w) {
   nats_ReleaseThreadMemory(); /* see connect_work */
 }
 
+/* A flush ends (rc 0: fulfilled), its job stopped or never started. */
+static void flush_end(job_t *j, int rc) {
+  uvp_nats_t *b = j->b;
+  b->jobs--;
+  if (!j->cut) {
+    uvp_nats__waiting_add(b, -1);
+    if (rc == 0)
+      uvp_promise_resolve(j->p, NULL, NULL);
+    else
+      uvp_promise_reject(j->p, rc, NULL, NULL);
+  }
+  uvp_inflight_end(&j->fl);
+  uvp_promise_release(j->p);
+  free(j);
+}
+
 static void flush_after(uv_work_t *w, int status) {
   job_t *j = w->data;
   uvp_nats_t *b = j->b;
   (void)status;
-  b->jobs--;
-  if (!j->cut) {
-    uvp_nats__waiting_add(b, -1);
-    if (j->s == NATS_OK)
-      uvp_promise_resolve(j->p, NULL, NULL);
-    else
-      uvp_promise_reject(j->p, uvp_nats_code(j->s), NULL, NULL);
-  }
-  uvp_inflight_end(&j->fl); /* the job has stopped */
-  uvp_promise_release(j->p);
-  free(j);
+  flush_end(j, uvp_nats_code(j->s));
   uvp_nats__maybe_finish(b);
 }
 
@@ -784,7 +854,8 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
                       int line) {
   if (b == NULL || out == NULL)
     return UV_EINVAL;
-  if (b->state != S_OPEN)
+  bool connecting = b->state == S_CONNECTING && b->opened;
+  if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
   job_t *j = calloc(1, sizeof(*j));
   if (j == NULL)
@@ -799,8 +870,14 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
   int rc = uvp_promise_new_at(b->ctx, &j->p, file, line);
   if (rc == 0)
     rc = uvp_inflight_start(b->ctx, &j->fl, j->p, &flush_class);
-  if (rc == 0)
+  if (rc == 0 && connecting) { /* after what was asked before it */
+    job_t **tail = &b->held_flushes;
+    while (*tail != NULL)
+      tail = &(*tail)->next;
+    *tail = j;
+  } else if (rc == 0) {
     rc = uv_queue_work(b->loop, &j->w, flush_work, flush_after);
+  }
   if (rc != 0) {
     uvp_inflight_end(&j->fl);
     if (j->p != NULL)
@@ -812,4 +889,46 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
   uvp_nats__waiting_add(b, 1);
   *out = uvp_promise_retain(j->p);
   return 0;
+}
+
+/* ---- uvp_nats_open: what is asked while it connects ---------------------- */
+
+/* Everything asked of an opened connection while it connected ends with
+ * rc (its connect failed, or the program closed it meanwhile), and it
+ * takes nothing new. */
+static void held_end(uvp_nats_t *b, int rc) {
+  b->state = S_CLOSING;
+  uvp_nats__reqs_fail(b, rc);
+  while (b->subs != NULL)
+    uvp_nats__sub_free(b->subs, rc);
+  for (job_t *j; (j = b->held_flushes) != NULL;) {
+    b->held_flushes = j->next;
+    flush_end(j, rc);
+  }
+}
+
+/* uvp_nats_open's connect returned.  Up: the subscriptions, requests and
+ * flushes asked meanwhile go, in that order (a flush asked after a serve
+ * then says the server has its subscription).  Failed or closed: they
+ * end, and the connection closes (its memory goes at uvp_nats_close). */
+static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p) {
+  if (b->close_asked) { /* held_end has run */
+    close_start(b, UV_ECANCELED);
+    return;
+  }
+  if (j->rc == 0 && !j->cut) {
+    b->state = S_OPEN;
+    uvp_promise_resolve(p, b, NULL);
+    uvp_nats__subs_start(b);
+    uvp_nats__reqs_send_held(b);
+    for (job_t *f; b->state == S_OPEN && (f = b->held_flushes) != NULL;) {
+      b->held_flushes = f->next;
+      if (uv_queue_work(b->loop, &f->w, flush_work, flush_after) != 0)
+        flush_end(f, UV_ENOMEM); /* cannot happen with a live loop */
+    }
+    return;
+  }
+  int rc = j->rc != 0 ? j->rc : j->cut_rc != 0 ? j->cut_rc : UV_ECANCELED;
+  held_end(b, rc);
+  close_start(b, rc);
 }

@@ -1,5 +1,4 @@
 /* A worker: serves "jobs" in queue group "workers", each job in a fiber.
- * cc -o worker worker.c $(pkg-config --cflags --libs uvp-nats)
  * ./worker nats://127.0.0.1:4222 */
 #include <ctype.h>
 #include <stdio.h>
@@ -15,32 +14,34 @@ static uvp_ret_t job(void *arg) { /* a job: its body in capitals */
   return uvp_ret_value(out, free); /* the reply's body */
 }
 
-static void settle(uv_loop_t *loop, uvp_promise_t *p) {
-  while (uvp_promise_state(p) == UVP_PENDING)
-    uv_run(loop, UV_RUN_ONCE);
+static uvp_ret_t ready(void *arg, const uvp_outcome_t *flush) {
+  int rc = flush->status; /* 0: the server has our subscription */
+  (void)arg;
+  printf("%s\n", rc == 0 ? "serving" : uvp_nats_err_name(rc));
+  fflush(stdout);
+  return uvp_ret_pass();
 }
 
 int main(int argc, char **argv) {
   uv_loop_t loop;
   uvp_ctx_t *ctx;
-  uvp_promise_t *c, *f;
+  uvp_nats_t *nc;
   uvp_nats_svc_t *svc;
+  uvp_promise_t *f;
   uvp_nats_connect_opts_t o = {.url = argv[1]};
-  if (argc != 2 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_nats_connect(ctx, &o, &c))
-    return 2;
-  settle(&loop, c);
-  uvp_nats_t *nc = uvp_promise_value(c); /* NULL if it failed */
   uvp_nats_serve_opts_t so = {.fiber = job, .limit = 100};
-  if (nc != NULL && uvp_nats_serve(nc, "jobs", "workers", &so, &svc) == 0 &&
-      uvp_nats_flush(nc, &f) == 0) {
-    settle(&loop, f); /* the server has our subscription */
-    printf("serving\n");
-    fflush(stdout);
-    uv_run(&loop, UV_RUN_DEFAULT); /* until it is killed */
-  }
-  printf("connect: %s\n", uvp_nats_err_name(uvp_promise_reason(c, NULL)));
+  if (argc != 2 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
+      uvp_nats_open(ctx, &o, &nc) ||
+      uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
+      uvp_nats_flush(nc, &f) ||
+      uvp_promise_on(f, UVP_ON_BOTH, ready, NULL, NULL))
+    return 2;
+  uv_run(&loop, UV_RUN_DEFAULT); /* serves until killed, or cannot connect */
+  uvp_promise_release(f);
+  uvp_nats_close(nc);
   uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* the failed connection's close */
+  uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
+  nats_CloseAndWait(0);          /* nats.c's threads, after the last one */
+  uv_loop_close(&loop);
   return 1;
 }

@@ -780,6 +780,145 @@ static void test_connect_cancelled(void **state) {
   assert_true(fixture_drain(f, 10000)); /* connected, closed, freed */
 }
 
+/* ---- uvp_nats_open: used before it is up --------------------------------- */
+
+static uvp_ret_t count_served(void *arg) {
+  uvp_nats_served_t *req = arg;
+  (void)req;
+  return uvp_ret_value(strdup("served"), free);
+}
+
+/* Everything asked while it connects is taken and goes once it is up, in
+ * order: the subscription first, then the requests (one to the test's own
+ * subscription, which must be there to get it), then the flush; a request
+ * cancelled meanwhile never goes; publish and drain say UV_ENOTCONN. */
+static void test_open_before_connected(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_connect_opts_t co = {.url = T.s->url};
+  uvp_nats_t *nc;
+  assert_int_equal(uvp_nats_close(T.nc), 0); /* the fixture's: not used */
+  assert_int_equal(uvp_nats_open(f->ctx, &co, &nc), 0);
+  T.nc = nc;
+  assert_null(uvp_nats_connection(nc));
+  uvp_nats_sub_t *sub;
+  uvp_promise_t *next, *own, *echo, *cut, *fl, *d;
+  assert_int_equal(uvp_nats_subscribe(nc, "own.x", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &next), 0);
+  uvp_nats_request_opts_t ro = {.timeout_ms = 3000};
+  assert_int_equal(uvp_nats_request(nc, "own.x", "me", 3, &ro, &own), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, &ro, &echo), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "y", 1, &ro, &cut), 0);
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  assert_int_equal(uvp_nats_publish(nc, "own.x", NULL, "p", 1, NULL),
+                   UV_ENOTCONN);
+  assert_int_equal(uvp_nats_drain(sub, &d), UV_ENOTCONN);
+  assert_int_equal(uvp_nats_close(NULL), UV_EINVAL);
+  assert_int_equal(uvp_promise_cancel(cut), 0);
+  assert_int_equal(reason(cut), UV_ECANCELED);
+  assert_int_equal(uvp_promise_state(next), UVP_PENDING);
+
+  /* the request to its own subscription arrives there: it was made first */
+  run_until_settled(f, next);
+  assert_non_null(uvp_nats_connection(nc));
+  natsMsg *m = uvp_promise_value(next);
+  assert_non_null(m);
+  assert_string_equal(natsMsg_GetData(m), "me");
+  const char *hdr = uvp_nats_msg_header(m, UVP_NATS_TIMEOUT_HEADER);
+  assert_non_null(hdr);
+  unsigned long left = strtoul(hdr, NULL, 10);
+  assert_true(left <= 3000 && left > 1000); /* what was left when sent */
+  assert_int_equal(
+      uvp_nats_publish(nc, natsMsg_GetReply(m), NULL, "ok", 3, NULL), 0);
+  run_until_settled(f, own);
+  assert_string_equal(body(own), "ok");
+  run_until_settled(f, echo);
+  assert_int_equal(strncmp(body(echo), "hdr=", 4), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_nats_stats_t st;
+  assert_int_equal(uvp_nats_stats(nc, &st), 0);
+  assert_int_equal(st.requests, 3);
+  assert_int_equal(st.replies, 2);
+  assert_int_equal(st.cancelled, 1);
+  assert_int_equal(st.in_flight, 0);
+  assert_int_equal(T.w.served, 1); /* "y" never went */
+  uvp_promise_t *ps[] = {next, own, echo, cut, fl};
+  for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++)
+    uvp_promise_release(ps[i]);
+  /* nats_teardown closes it (T.nc), with the worker */
+}
+
+/* A connect that fails: what was asked meanwhile (a request, a wait, a
+ * service, a flush) rejects with its code, and the connection takes
+ * nothing new until the program closes it, once. */
+static void test_open_refused(void **state) {
+  fixture_t *f = *state;
+  natsOptions *o = NULL;
+  assert_int_equal(natsOptions_Create(&o), NATS_OK);
+  assert_int_equal(natsOptions_SetTimeout(o, 500), NATS_OK);
+  uvp_nats_connect_opts_t co = {.url = "nats://127.0.0.1:1", .options = o};
+  uvp_nats_t *nc;
+  assert_int_equal(uvp_nats_open(f->ctx, &co, &nc), 0);
+  uvp_nats_sub_t *sub;
+  uvp_nats_svc_t *svc;
+  uvp_promise_t *r, *next, *fl;
+  uvp_nats_serve_opts_t so = {.fiber = count_served};
+  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r), 0);
+  assert_int_equal(uvp_nats_subscribe(nc, "a.>", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &next), 0);
+  assert_int_equal(uvp_nats_serve(nc, "jobs", "q", &so, &svc), 0);
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(reason(fl), UV_ECONNREFUSED);
+  assert_int_equal(reason(r), UV_ECONNREFUSED);
+  assert_int_equal(reason(next), UV_ECONNREFUSED);
+  uvp_promise_t *late;
+  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &late),
+                   UVP_ECLOSED);
+  assert_int_equal(uvp_nats_publish(nc, "a.b", NULL, "x", 1, NULL),
+                   UVP_ECLOSED);
+  uvp_promise_release(r);
+  uvp_promise_release(next);
+  uvp_promise_release(fl);
+  /* uv_run() returns, the connection not closed yet: so a worker's loop
+   * ends when it cannot connect */
+  assert_true(fixture_drain(f, 10000));
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_int_equal(uvp_nats_close(nc), UV_EINVAL);
+  assert_true(fixture_drain(f, 10000)); /* its memory goes */
+}
+
+/* Closed while it connects: what was asked rejects UV_ECANCELED at once,
+ * and the connection made is closed when the connect returns.  The same
+ * when its context closes meanwhile (UVP_ECLOSED then). */
+static void test_open_closed_while_connecting(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_connect_opts_t co = {.url = T.s->url};
+  uvp_nats_t *nc;
+  uvp_promise_t *r;
+  assert_int_equal(uvp_nats_open(f->ctx, &co, &nc), 0);
+  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r), 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_int_equal(reason(r), UV_ECANCELED);
+  assert_int_equal(uvp_nats_close(nc), UV_EINVAL);
+  uvp_promise_release(r);
+  assert_true(fixture_drain(f, 10000));
+
+  uvp_ctx_t *ctx;
+  assert_int_equal(uvp_ctx_new(&f->loop, &ctx), 0);
+  assert_int_equal(uvp_nats_open(ctx, &co, &nc), 0);
+  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r), 0);
+  uvp_ctx_close(ctx);
+  assert_int_equal(reason(r), UVP_ECLOSED); /* as all a context had */
+  uvp_promise_release(r);
+  for (int i = 0; i < 200 && uvp_nats_connection(nc) == NULL; i++)
+    uv_run(&f->loop, UV_RUN_ONCE); /* the connect returns, and closes */
+  assert_non_null(uvp_nats_connection(nc));
+  assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r), UVP_ECLOSED);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+}
+
 /* ---- subscriptions ------------------------------------------------------- */
 
 static void test_subscribe(void **state) {
@@ -1473,6 +1612,9 @@ int main(void) {
       NATS_TEST(test_bad_input, setup_conn),
       QUIET_TEST(test_server_without_headers),
       NATS_TEST(test_connect_cancelled, setup_server),
+      NATS_TEST(test_open_before_connected, setup_worker),
+      NATS_TEST(test_open_refused, setup_server),
+      NATS_TEST(test_open_closed_while_connecting, setup_server),
       NATS_TEST(test_subscribe, setup_conn),
       NATS_TEST(test_server_restarted, setup_own_server),
       NATS_TEST(test_server_frozen, setup_own_server),
