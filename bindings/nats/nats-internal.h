@@ -52,7 +52,7 @@ struct req_s {
   req_t *tprev, *tnext; /* by expiry */
   uvp_inflight_t w;     /* its work in flight (data: the request) */
   natsMsg *held;        /* made while uvp_nats_open connects: sent then */
-  uint64_t end_ms;      /* when its caller stops waiting (held only) */
+  uint64_t end_ms;      /* when its caller stops waiting (read if held) */
   const char *file;
   int line;
   char subject[];

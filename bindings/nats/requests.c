@@ -205,11 +205,10 @@ void uvp_nats__reqs_fail(uvp_nats_t *b, int rc) {
   }
 }
 
-/* A message with subject, reply, data and the headers: the Uvp-Timeout-Ms
- * one (timeout_ms, unless UINT64_MAX) and the program's. */
+/* A message with subject, reply, data and the program's headers
+ * (msg_send adds Uvp-Timeout-Ms). */
 static int msg_make(natsMsg **out, const char *subject, const char *reply,
-                    const void *data, size_t len, uint64_t timeout_ms,
-                    const char *const *headers) {
+                    const void *data, size_t len, const char *const *headers) {
   if (len > INT32_MAX)
     return UV_EMSGSIZE;
   natsMsg *m = NULL;
@@ -217,11 +216,6 @@ static int msg_make(natsMsg **out, const char *subject, const char *reply,
   if (s != NATS_OK || m == NULL) {
     int rc = uvp_nats_code(s);
     return rc != 0 ? rc : UV_ENOMEM;
-  }
-  if (timeout_ms != UINT64_MAX) {
-    char v[24];
-    snprintf(v, sizeof(v), "%" PRIu64, timeout_ms);
-    s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
   }
   for (size_t i = 0; s == NATS_OK && headers != NULL && headers[i]; i++) {
     const char *colon = strchr(headers[i], ':');
@@ -246,6 +240,25 @@ static int msg_make(natsMsg **out, const char *subject, const char *reply,
   return 0;
 }
 
+/* Publish m (then destroyed) with Uvp-Timeout-Ms: timeout_ms (unless
+ * UINT64_MAX), which a request made while connecting learns only now. */
+static int msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms) {
+  int64_t max = natsConnection_GetMaxPayload(b->conn);
+  natsStatus s = NATS_OK;
+  if (timeout_ms != UINT64_MAX) {
+    char v[24];
+    snprintf(v, sizeof(v), "%" PRIu64, timeout_ms);
+    s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
+  }
+  int rc = uvp_nats_code(s);
+  if (rc == 0 && max > 0 && natsMsg_GetDataLength(m) > max)
+    rc = UV_EMSGSIZE;
+  if (rc == 0)
+    rc = uvp_nats_code(natsConnection_PublishMsg(b->conn, m));
+  natsMsg_Destroy(m);
+  return rc;
+}
+
 /* Checks common to a publish and a request; then nats.c publishes. */
 int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
                           const void *data, size_t len, uint64_t timeout_ms,
@@ -256,16 +269,9 @@ int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
     return UV_EINVAL;
   if (b->state != S_OPEN)
     return b->state == S_CONNECTING ? UV_ENOTCONN : UVP_ECLOSED;
-  int64_t max = natsConnection_GetMaxPayload(b->conn);
-  if (max > 0 && len > (uint64_t)max)
-    return UV_EMSGSIZE;
   natsMsg *m = NULL;
-  int rc = msg_make(&m, subject, reply, data, len, timeout_ms, headers);
-  if (rc != 0)
-    return rc;
-  natsStatus s = natsConnection_PublishMsg(b->conn, m);
-  natsMsg_Destroy(m);
-  return uvp_nats_code(s);
+  int rc = msg_make(&m, subject, reply, data, len, headers);
+  return rc != 0 ? rc : msg_send(b, m, timeout_ms);
 }
 
 int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,
@@ -298,21 +304,13 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   return 0;
 }
 
-/* The message of a request made while uvp_nats_open connects: all but
- * Uvp-Timeout-Ms, which says what is left when it is sent. */
-static int req_hold(req_t *r, const char *reply, const void *data, size_t len,
-                    const char *const *headers) {
-  if (data == NULL && len > 0)
-    return UV_EINVAL;
-  return msg_make(&r->held, r->subject, reply, data, len, UINT64_MAX, headers);
-}
-
 int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                         size_t len, const uvp_nats_request_opts_t *opts,
                         uvp_promise_t **out, const char *file, int line) {
-  if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, false))
+  if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, false) ||
+      (data == NULL && len > 0))
     return UV_EINVAL;
-  bool connecting = b->state == S_CONNECTING && b->opened;
+  bool connecting = b->state == S_CONNECTING; /* uvp_nats_open's */
   if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
   int rc = req_room(b);
@@ -329,10 +327,11 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   const char *const *headers = opts != NULL ? opts->headers : NULL;
   rc = uvp_inflight_start(b->ctx, &r->w, r->p,
                           hold ? &req_class : &req_class_nohold);
-  /* a passed deadline cuts it once started: nothing is sent then */
+  /* a passed deadline cuts it once started: nothing is sent then; while
+   * connecting, the message waits for uvp_nats__reqs_send_held */
   if (rc == 0 && left > 0)
     rc = connecting
-             ? req_hold(r, reply, data, len, headers)
+             ? msg_make(&r->held, subject, reply, data, len, headers)
              : uvp_nats__publish_msg(b, subject, reply, data, len,
                                      left < timeout ? left : timeout, headers);
   if (rc != 0) {
@@ -361,17 +360,7 @@ void uvp_nats__reqs_send_held(uvp_nats_t *b) {
       continue;
     natsMsg *m = r->held;
     r->held = NULL;
-    uint64_t left = r->end_ms > now ? r->end_ms - now : 1;
-    int64_t max = natsConnection_GetMaxPayload(b->conn);
-    char v[24];
-    snprintf(v, sizeof(v), "%" PRIu64, left);
-    natsStatus s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
-    int rc = uvp_nats_code(s);
-    if (rc == 0 && max > 0 && natsMsg_GetDataLength(m) > max)
-      rc = UV_EMSGSIZE;
-    if (rc == 0)
-      rc = uvp_nats_code(natsConnection_PublishMsg(b->conn, m));
-    natsMsg_Destroy(m);
+    int rc = msg_send(b, m, r->end_ms > now ? r->end_ms - now : 1);
     if (rc != 0) {
       b->stats.cancelled++;
       req_end(b, r, rc, NULL);

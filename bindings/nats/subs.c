@@ -214,7 +214,7 @@ int uvp_nats_subscribe(uvp_nats_t *b, const char *subject, const char *queue,
   if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, true) ||
       (queue != NULL && !uvp_nats__subject_ok(queue, false)))
     return UV_EINVAL;
-  bool connecting = b->state == S_CONNECTING && b->opened;
+  bool connecting = b->state == S_CONNECTING; /* uvp_nats_open's */
   if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
   uvp_nats_sub_t *s = calloc(1, sizeof(*s));

@@ -535,17 +535,28 @@ static void close_after(uv_work_t *w, int status) {
   uvp_nats__maybe_finish(b);
 }
 
-/* Start the end: everything waiting rejects with rc, subscriptions go, and
- * natsConnection_Close runs on the pool. */
-static void close_start(uvp_nats_t *b, int rc) {
+static void flush_end(job_t *j, int rc);
+
+/* Everything waiting rejects with rc (flushes uvp_nats_open kept too),
+ * subscriptions go, and the connection takes nothing new. */
+static void fail_all(uvp_nats_t *b, int rc) {
   b->state = S_CLOSING;
-  b->close_started = true;
   uvp_nats__reqs_fail(b, rc);
   while (b->subs != NULL) {
-    if (b->conn != NULL)
+    if (b->conn != NULL && b->subs->sub != NULL)
       (void)natsSubscription_Unsubscribe(b->subs->sub);
     uvp_nats__sub_free(b->subs, rc);
   }
+  for (job_t *j; (j = b->held_flushes) != NULL;) {
+    b->held_flushes = j->next;
+    flush_end(j, rc);
+  }
+}
+
+/* Start the end: fail_all, then natsConnection_Close runs on the pool. */
+static void close_start(uvp_nats_t *b, int rc) {
+  fail_all(b, rc);
+  b->close_started = true;
   keep_set(b);
   b->close_job.b = b;
   b->close_job.w.data = &b->close_job;
@@ -555,26 +566,20 @@ static void close_start(uvp_nats_t *b, int rc) {
   }
 }
 
-static void held_end(uvp_nats_t *b, int rc);
-
+/* A program holds b only once it is S_OPEN (uvp_nats_connect), or from
+ * the start (uvp_nats_open): S_CONNECTING and S_CLOSING without
+ * close_asked are uvp_nats_open's. */
 int uvp_nats_close(uvp_nats_t *b) {
   if (b == NULL || b->close_asked)
     return UV_EINVAL;
-  if (b->opened) {
-    b->close_asked = true;
-    if (b->state == S_CLOSING) { /* its connect failed: closing already */
-      keep_set(b);
-      uvp_nats__maybe_finish(b);
-      return 0;
-    }
-    if (b->state == S_CONNECTING) { /* connect_after closes what it made */
-      held_end(b, UV_ECANCELED);
-      return 0;
-    }
-  } else if (b->state == S_CLOSING || b->state == S_CONNECTING) {
-    return UV_EINVAL;
-  }
-  close_start(b, UV_ECANCELED);
+  b->close_asked = true;
+  if (b->state == S_CONNECTING) /* open_after closes what it made */
+    fail_all(b, UV_ECANCELED);
+  else if (b->state == S_CLOSING) { /* its connect failed: closing already */
+    keep_set(b);
+    uvp_nats__maybe_finish(b);
+  } else
+    close_start(b, UV_ECANCELED);
   return 0;
 }
 
@@ -854,7 +859,7 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
                       int line) {
   if (b == NULL || out == NULL)
     return UV_EINVAL;
-  bool connecting = b->state == S_CONNECTING && b->opened;
+  bool connecting = b->state == S_CONNECTING; /* uvp_nats_open's */
   if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
   job_t *j = calloc(1, sizeof(*j));
@@ -893,26 +898,12 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
 
 /* ---- uvp_nats_open: what is asked while it connects ---------------------- */
 
-/* Everything asked of an opened connection while it connected ends with
- * rc (its connect failed, or the program closed it meanwhile), and it
- * takes nothing new. */
-static void held_end(uvp_nats_t *b, int rc) {
-  b->state = S_CLOSING;
-  uvp_nats__reqs_fail(b, rc);
-  while (b->subs != NULL)
-    uvp_nats__sub_free(b->subs, rc);
-  for (job_t *j; (j = b->held_flushes) != NULL;) {
-    b->held_flushes = j->next;
-    flush_end(j, rc);
-  }
-}
-
 /* uvp_nats_open's connect returned.  Up: the subscriptions, requests and
  * flushes asked meanwhile go, in that order (a flush asked after a serve
  * then says the server has its subscription).  Failed or closed: they
  * end, and the connection closes (its memory goes at uvp_nats_close). */
 static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p) {
-  if (b->close_asked) { /* held_end has run */
+  if (b->close_asked) { /* uvp_nats_close's fail_all has run */
     close_start(b, UV_ECANCELED);
     return;
   }
@@ -928,7 +919,7 @@ static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p) {
     }
     return;
   }
-  int rc = j->rc != 0 ? j->rc : j->cut_rc != 0 ? j->cut_rc : UV_ECANCELED;
-  held_end(b, rc);
-  close_start(b, rc);
+  close_start(b, j->rc != 0       ? j->rc
+                 : j->cut_rc != 0 ? j->cut_rc
+                                  : UV_ECANCELED);
 }
