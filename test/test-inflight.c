@@ -336,8 +336,10 @@ static void close_full_waits(fixture_t *f, const int *hows, int n) {
   uvp_ctx_t *ctx = f->ctx;
   assert_int_equal(uvp_ctx_close_full(ctx, on_closed, &c), 0);
   f->ctx = NULL; /* the fixture's teardown closes nothing more */
-  for (int i = 0; i < n; i++)
+  for (int i = 0; i < n; i++) {
     assert_int_equal(jobs[i].job.cut, UVP_ECLOSED);
+    assert_true(jobs[i].worker_started == (hows[i] == BY_THREAD));
+  }
   assert_int_equal(c.called, 0);
   assert_int_equal(uvp_ctx_inflight(ctx), (size_t)n);
   if (later) {
