@@ -170,8 +170,12 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  *    subscription's next message);
  *  - the task dump shows the promise as the class's kind, with what its
  *    describe writes, its age, group and deadline;
- *  - it counts as uvp's work in the loop: uvp_ctx_inflight counts it, and
- *    uvp_ctx_close_full's callback waits for its end.
+ *  - it counts as uvp's work in the loop until uvp_inflight_end, however
+ *    long after its cut that comes: uvp_ctx_inflight counts it, and
+ *    uvp_ctx_close_full's callback waits for every started record, one
+ *    whose cancel (UVP_ECLOSED, from the teardown) stops the work later
+ *    (a timer's callback, a thread's message, a close callback) included,
+ *    until its uvp_inflight_end.
  *
  * One call at the start and one at the end replace what a binding
  * otherwise does in four (a described cancel hook, a deadline watch, a
@@ -238,15 +242,22 @@ UVP_EXTERN int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w,
  * go, and uvp's reference to p drops.  If p is still pending it stays
  * so, its cancel hook removed: settle it too.  Called once per start;
  * a record not started, or ended already, is left alone.  Loop thread;
- * also after uvp_ctx_close, until which the context stays for it. */
+ * also after uvp_ctx_close, until which the context stays for it.  After
+ * uvp_ctx_close_full, an end that is the last of what its callback waits
+ * for runs the callback inside this call: for a host that closes the loop
+ * or frees your state on that callback, end the record once the work's
+ * own handles have closed (from the last one's close callback) and its
+ * threads no longer touch the loop, and touch nothing the host may have
+ * freed after this returns. */
 UVP_EXTERN void uvp_inflight_end(uvp_inflight_t *w);
 
 /** How much of uvp's work is in the loop now: operations whose libuv
  * request or handle is open, TCP connections, timers (delays, timeouts,
  * deadlines), bindings' records between uvp_inflight_start and
- * uvp_inflight_end.  0 once everything has ended: after uvp_ctx_close,
- * that is when uvp_ctx_close_full's callback runs.  0 for NULL.  Loop
- * thread, or any thread after uvp_ctx_close while the context lives. */
+ * uvp_inflight_end (a record cut by a cancellation, a deadline or the
+ * teardown counts until its end).  0 once everything has ended: after
+ * uvp_ctx_close, that is when uvp_ctx_close_full's callback runs.  0 for NULL.
+ * Loop thread, or any thread after uvp_ctx_close while the context lives. */
 UVP_EXTERN size_t uvp_ctx_inflight(const uvp_ctx_t *ctx);
 /** @} */
 
