@@ -309,11 +309,27 @@ UVP_EXTERN size_t uvp_ctx_inflight(const uvp_ctx_t *ctx);
  * goes: as it settles if the group held that (fibers, start callbacks,
  * promises you released after adding them), else when you release yours,
  * or at uvp_ctx_close.  A member rejecting with UV_ECANCELED is never
- * reported (a cancellation is no news).  With UVP_GROUP_FAIL_FAST too,
- * the first failure is not reported either: it settles the join, which
- * is reported in its turn if nobody observes it; failures after it are
- * (and so is the first if the join was cancelled before: nothing carries
- * it then).
+ * reported (a cancellation is no news), and neither is one a cut
+ * rejected, whatever its code: such a group is the handler of its
+ * members' cuts.  A cut is a rejection that carries a cause
+ * (uvp_promise_cause is not NULL): the member's own deadline_ms passing,
+ * the group's, one it was made under, uvp_timeout, the group's cancel, a
+ * code given to uvp_promise_cancel_with, uvp_ctx_close, or a rejection
+ * passed on from one of those (then, adoption).  The program chose the
+ * cut, and nothing but the group could observe it: a fiber member's
+ * promise rejects with UV_ETIMEDOUT as its deadline passes, before the
+ * fiber returns and whatever it returns (see "Fibers"), so a server that
+ * answers a request past its deadline and returns has handled it, as
+ * trio's move_on_after absorbs its own deadline.  A member that rejects on its
+ * own is reported, even with UV_ETIMEDOUT: a fiber returning uvp_ret_reject(rc)
+ * after its own request timed out, a promise you reject.  With
+ * UVP_GROUP_FAIL_FAST too, the first failure (a cut other than UV_ECANCELED
+ * counts) is not reported either: it settles the join, which is reported in its
+ * turn if nobody observes it; failures after it are, cuts after it are not (and
+ * the first failure of its own is reported if the join was cut before:
+ * nothing carries it then).  A member of a group that keeps its results
+ * is never reported itself, cut or not: the group observes it for a
+ * next(), and what next() hands out is yours.
  *
  * The structured rule (trio's: a scope ends only when everything it
  * started has ended): a group's join settles only once every member has
