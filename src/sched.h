@@ -37,6 +37,7 @@ enum {
   UVP__EXT_DUMP,
   UVP__EXT_CLOCK,
   UVP__EXT_STALL, /* the stall detector (stall.h) */
+  UVP__EXT_WORK,  /* the records cut and winding down (work-door.h) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
