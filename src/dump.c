@@ -500,7 +500,7 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
     whole(d);
   }
   /* A member: its group; else an operation: the group it works for. */
-  const uvp__owner_t *g = t->scope != NULL ? t->scope->owner
+  const uvp__owner_t *g = t->scope != NULL  ? t->scope->owner
                           : t->work != NULL ? NULL
                                             : group_of(t->promise);
   const uvp__scope_t *scope =
@@ -589,8 +589,8 @@ static bool promise_task(void *slot, void *arg) {
 /* A record cut while its work winds down: its promise has settled. */
 static void cut_task(void *arg, const uvp__work_t *w, uint32_t born) {
   uvp__dump_t *d = arg;
-  uvp__task_t t = {"promise", w->p, NULL, 0,    d->epoch + born, NULL,
-                   0,         NULL, NULL, NULL, NULL,            w};
+  uvp__task_t t = {"promise", w->p, NULL, 0, d->epoch + born, NULL, 0, NULL,
+                   NULL,      NULL, NULL, w};
   dump_task(d, &t);
 }
 

@@ -520,9 +520,9 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
               : f->shielded ? " (cancelled, shielded)"
                             : " (cancelled)");
     else
-      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d %s\n",
-              (void *)f->p, q, name, q, *q ? " " : "",
-              f->file != NULL ? f->file : "?", f->line, state_text(f));
+      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d %s\n", (void *)f->p,
+              q, name, q, *q ? " " : "", f->file != NULL ? f->file : "?",
+              f->line, state_text(f));
     (*count)++;
   }
 }

@@ -623,6 +623,8 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
+  uvp__cut_frame_t cut;
+  bool cutting = false;
   if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {
     uvp__work_t *w = harg;
     if (w->cls->flags & UVP__WORK_WINDDOWN) {
@@ -638,7 +640,11 @@ static void cancel_with(uvp_promise_t *p, int code) {
     }
     /* Settled below, its work may wind down after: the task dump keeps
      * the record meanwhile (`born` goes with the rejection). */
-    uvp__work_cut(ctx, w, p->born);
+    if (!(w->cls->flags & (UVP__WORK_TASK | UVP__WORK_GONE_AT_CUT)) &&
+        w->p != NULL && !(w->told & UVP__TOLD_CUT)) {
+      uvp__work_cut_begin(ctx, &cut, w, p->born);
+      cutting = true;
+    }
   }
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
   p->refs++;
@@ -647,6 +653,8 @@ static void cancel_with(uvp_promise_t *p, int code) {
     p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
+  if (cutting)
+    uvp__work_cut_end(ctx, &cut);
   uvp__cause_leave(ctx, outer);
   uvp__unref(p);
 }

@@ -79,21 +79,20 @@ static void cut_trim(uvp__ext_t *ext) {
   }
 }
 
-void uvp__work_cut(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born) {
+void uvp__work_keep(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born) {
   static const uvp__ext_t hooks = {
       .destroy = cut_destroy, .stats = cut_stats, .trim = cut_trim};
-  if ((w->cls->flags & UVP__WORK_TASK) || w->p == NULL ||
-      (w->told & UVP__TOLD_CUT) || uvp__closed(ctx))
-    return;
+  if (uvp__closed(ctx))
+    return; /* no dump any more */
   cut_set_t *st = UVP__EXT_OF(ctx, UVP__EXT_WORK, cut_set_t);
   if (st == NULL &&
       (st = UVP__EXT_MAKE(ctx, UVP__EXT_WORK, cut_set_t, &hooks)) == NULL)
-    return;
+    return; /* not kept: the dump leaves it out */
   if ((st->n + 1) * 2 > st->cap) {
     size_t cap = st->cap != 0 ? st->cap * 2 : 16;
     cut_t *slots = uvp__calloc(cap, sizeof(*slots));
     if (slots == NULL)
-      return; /* not kept: the dump leaves it out */
+      return;
     for (size_t i = 0; i < st->cap; i++)
       if (st->slots[i].w != NULL)
         cut_put(slots, cap, st->slots[i]);
@@ -103,17 +102,21 @@ void uvp__work_cut(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born) {
   }
   cut_put(st->slots, st->cap, (cut_t){w, born});
   st->n++;
-  w->told |= UVP__TOLD_CUT;
 }
 
 void uvp__work_uncut(uvp_ctx_t *ctx, uvp__work_t *w) {
+  for (uvp__cut_frame_t *f = uvp__head(ctx)->cutting; f != NULL; f = f->up)
+    if (f->w == w) { /* ended inside its cut's hook: never kept */
+      f->w = NULL;
+      return;
+    }
   cut_set_t *st = UVP__EXT_OF(ctx, UVP__EXT_WORK, cut_set_t);
   if (st == NULL || st->n == 0)
     return;
   size_t mask = st->cap - 1, i = cut_hash(w, st->cap);
   while (st->slots[i].w != w) {
     if (st->slots[i].w == NULL)
-      return; /* not there: nothing to take out */
+      return; /* not kept, for want of memory */
     i = (i + 1) & mask;
   }
   /* Backward shift: a record after the hole whose home is not between

@@ -61,7 +61,11 @@ enum {
   /* Not a task of the dump by itself, only when something waits on its
    * promise, as any promise: its work is other tasks, which are listed
    * (a group's join: the members and what they started). */
-  UVP__WORK_UNLISTED = 64u
+  UVP__WORK_UNLISTED = 64u,
+  /* Its cancel lets go of its promise (w->p) at once, its end a turn away
+   * (a timer closing its handle): after a cut the dump has nothing of it
+   * to show, so it is not kept (uvp__work_cut_begin). */
+  UVP__WORK_GONE_AT_CUT = 128u
 };
 
 /* One per kind of producer, const, living as long as the process. */
@@ -173,19 +177,41 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
 
 /* The records whose promise a cut has settled while their work winds down
  * (a binding's, a request libuv still runs): the task dump lists them,
- * which it cannot find through their promise any more.  A record enters
- * when its promise is cut (cancel_with, before the promise rejects: `born`
- * is the promise's) if it still holds its promise (w->p), unless its layer
- * lists it (a fiber) or the context is closing; it leaves when it is done.
- * Kept per context in a hash set of records, so that neither end costs
- * more than a few stores, whatever their number; without memory for it,
- * the record is not kept (the dump leaves it out).  Loop thread. */
-void uvp__work_cut(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born);
+ * which it cannot find through their promise any more.  cancel_with
+ * marks a record before the promise rejects (`born` is the promise's:
+ * the rejection's code takes its place) if it still holds its promise
+ * (w->p) and its class neither is listed by its layer (UVP__WORK_TASK)
+ * nor lets its promise go at the cut (UVP__WORK_GONE_AT_CUT), and once
+ * the cancel hook has returned keeps it, unless it has ended meanwhile
+ * (most do: a binding whose cancel ends its record) or the context is
+ * closing; it leaves when it is done.  Kept per context in a hash set of
+ * records, so that neither end costs more than a probe, whatever their
+ * number; without memory for it the record is not kept (the dump leaves
+ * it out).  Loop thread. */
+typedef struct uvp__cut_frame_s {
+  uvp__work_t *w; /* NULL once it has ended inside the hook */
+  uint32_t born;
+  struct uvp__cut_frame_s *up; /* the cut this one runs inside, or NULL */
+} uvp__cut_frame_t;
+static inline void uvp__work_cut_begin(uvp_ctx_t *ctx, uvp__cut_frame_t *f,
+                                       uvp__work_t *w, uint32_t born) {
+  f->w = w;
+  f->born = born;
+  f->up = uvp__head(ctx)->cutting;
+  uvp__head(ctx)->cutting = f;
+  w->told |= UVP__TOLD_CUT;
+}
+void uvp__work_keep(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born);
+static inline void uvp__work_cut_end(uvp_ctx_t *ctx, uvp__cut_frame_t *f) {
+  uvp__head(ctx)->cutting = f->up;
+  if (f->w != NULL)
+    uvp__work_keep(ctx, f->w, f->born);
+}
+/* Done: w leaves its frame or the set. */
 void uvp__work_uncut(uvp_ctx_t *ctx, uvp__work_t *w);
 /* Each record kept, with its promise's `born`; fn must not start or end
  * work.  A record's w->p is its producer's reference to its promise while
- * set: a record that has let it go (a timer closing its handle) is
- * skipped. */
+ * set: a record that has let it go is skipped. */
 void uvp__work_cut_each(uvp_ctx_t *ctx,
                         void (*fn)(void *arg, const uvp__work_t *w,
                                    uint32_t born),

@@ -422,15 +422,25 @@ static void test_json_schema(void **state) {
 /* ---- work a group's join waits for ------------------------------------ */
 
 /* A toy binding's record, cut when its promise is, ending when the test
- * says (its work winding down meanwhile). */
+ * says (its work winding down meanwhile), or, `at_cut`, inside its cancel,
+ * after cutting `also` (a cut inside a cut). */
 typedef struct job_s {
   uvp_inflight_t w;
   uvp_promise_t *p; /* its own reference, until it has ended */
   int cut;
+  int at_cut;
+  struct job_s *also;
 } job_t;
 
+static void job_end(job_t *j);
+
 static void job_cancel(uvp_inflight_t *w, int code) {
-  ((job_t *)w->data)->cut = code;
+  job_t *j = w->data;
+  j->cut = code;
+  if (j->also != NULL && j->also->p != NULL)
+    (void)uvp_promise_cancel(j->also->p);
+  if (j->at_cut)
+    job_end(j);
 }
 
 static int job_describe(uvp_inflight_t *w, char *buf, size_t cap) {
@@ -460,21 +470,25 @@ static void job_end(job_t *j) {
   j->p = NULL;
 }
 
-static job_t jobs[2];
+static job_t jobs[3];
 
-/* The member starts two records and settles: the join waits for both. */
+/* The member starts three records and settles: the join waits for them.
+ * The third ends inside its cancel, cutting the second first. */
 static int start_jobs(void *arg, uvp_promise_t **out) {
   uvp_ctx_t *ctx = arg;
-  int rc = job_start(ctx, &jobs[0]);
-  if (rc == 0)
-    rc = job_start(ctx, &jobs[1]);
+  int rc = 0;
+  for (int i = 0; i < 3 && rc == 0; i++)
+    rc = job_start(ctx, &jobs[i]);
+  jobs[2].at_cut = 1;
+  jobs[2].also = &jobs[1];
   return rc != 0 ? rc : uvp_promise_resolved(ctx, NULL, NULL, out);
 }
 
 /* A record nothing awaits is a task, "promise", waiting for its kind and
  * description, in its group, with the group's deadline; cut, it stays one
- * until it has ended, with a `cause` too; the summary counts both by their
- * kind. */
+ * until it has ended, with a `cause` too (cut inside another's cut, whose
+ * record ends inside it: that one is not); the summary counts both by
+ * their kind. */
 static void test_work_of_a_group(void **state) {
   fixture_t *f = *state;
   uvp_group_opts_t go = {0, 0, 60000};
@@ -485,8 +499,12 @@ static void test_work_of_a_group(void **state) {
   assert_int_equal(uvp_group_start(g, start_jobs, f->ctx, NULL), 0);
   assert_int_equal(uvp_group_close(g), 0);
   assert_int_equal(uvp_group_join(g, &join), 0);
-  assert_int_equal(uvp_promise_cancel(jobs[1].p), 0);
+  uvp_promise_t *third = uvp_promise_retain(jobs[2].p);
+  assert_int_equal(uvp_promise_cancel(third), 0);
+  uvp_promise_release(third);
   assert_int_equal(jobs[1].cut, UV_ECANCELED);
+  assert_int_equal(jobs[2].cut, UV_ECANCELED);
+  assert_null(jobs[2].p); /* ended */
   static sink_t s;
   s = (sink_t){0};
   assert_int_equal(dump(f->ctx, &s, 0), 2);
@@ -525,10 +543,9 @@ static void test_work_of_a_group(void **state) {
   json_error_t err;
   json_t *o = json_loads(s.buf, 0, &err);
   assert_non_null(o);
-  assert_int_equal(
-      json_integer_value(json_object_get(json_object_get(o, "by_what"),
-                                         "legacy")),
-      2);
+  assert_int_equal(json_integer_value(json_object_get(
+                       json_object_get(o, "by_what"), "legacy")),
+                   2);
   json_decref(o);
 #else
   SKIP_BECAUSE("built without jansson: the JSON lines are not parsed");
@@ -972,9 +989,12 @@ static void scenario_cut_work(run_t *r) {
     OK_OR_ENOMEM(uvp_group_close(g));
     OK_OR_ENOMEM(uvp_group_join(g, &join));
   }
-  for (int i = 0; i < 2; i++)
-    if (jobs[i].p != NULL)
-      (void)uvp_promise_cancel(jobs[i].p);
+  for (int i = 3; i-- > 0;)
+    if (jobs[i].p != NULL) {
+      uvp_promise_t *p = uvp_promise_retain(jobs[i].p);
+      (void)uvp_promise_cancel(p);
+      uvp_promise_release(p);
+    }
   static sink_t s;
   s = (sink_t){0};
   rc = dump(r->ctx, &s, 0);
@@ -986,8 +1006,8 @@ static void scenario_cut_work(run_t *r) {
   if (rc < 0)
     OK_OR_ENOMEM(rc);
   free(s.buf);
-  job_end(&jobs[0]);
-  job_end(&jobs[1]);
+  for (int i = 0; i < 3; i++)
+    job_end(&jobs[i]);
   uv_run(&r->loop, UV_RUN_NOWAIT);
   uvp_promise_release(join);
   uvp_group_release(g);

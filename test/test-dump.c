@@ -489,8 +489,7 @@ static void test_work_left_for_the_join(void **state) {
   assert_int_equal(uvp_group_close(g), 0);
   assert_int_equal(uvp_group_join(g, &left.join), 0);
   uvp_promise_t *main_p, *dumper_p;
-  assert_int_equal(uvp_fiber_spawn(f->ctx, await_join, NULL, NULL, &main_p),
-                   0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, await_join, NULL, NULL, &main_p), 0);
   assert_int_equal(uvp_fiber_spawn(f->ctx, dumper, f, NULL, &dumper_p), 0);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   assert_int_equal(uvp_promise_state(dumper_p), UVP_FULFILLED);
@@ -720,9 +719,12 @@ static void test_bad_arguments(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      QUIET_TEST(test_many_tasks),        FS_TEST(test_operations_described),
-      FS_TEST(test_work_shows_its_group), QUIET_TEST(test_slot_formatters),
-      QUIET_TEST(test_promises_listing),  FIXTURE_TEST(test_bad_arguments),
+      QUIET_TEST(test_many_tasks),
+      FS_TEST(test_operations_described),
+      FS_TEST(test_work_shows_its_group),
+      QUIET_TEST(test_slot_formatters),
+      QUIET_TEST(test_promises_listing),
+      FIXTURE_TEST(test_bad_arguments),
       QUIET_TEST(test_work_left_for_the_join),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
