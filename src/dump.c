@@ -1,12 +1,15 @@
-/* The task dump (uvp_ctx_dump_tasks): every fiber, every group member and
- * every other pending promise something waits on, with what each waits
- * for.  The layers tell it about their tasks (the `tasks` hook of their
- * per-context state); a promise uvp's work produces says what it waits for
- * through its record's class (work-door.h); the rest comes from a walk
- * over the promise pool.  A summary counts the tasks by what they wait for and
- * lists the oldest; a full dump streams one line per task, as text or as
- * JSON lines.  Nothing is kept per promise for it: it reads what is
- * there. */
+/* The task dump (uvp_ctx_dump_tasks): every fiber, every group member,
+ * every other pending promise something waits on and every piece of work
+ * started and not ended, with what each waits for.  The layers tell it
+ * about their tasks (the `tasks` hook of their per-context state); a
+ * promise uvp's work produces says what it waits for through its record's
+ * class (work-door.h); the rest comes from a walk over the promise pool,
+ * and from the door's set of records cut while their work winds down
+ * (their promise settled, it leads to them no more).  A summary counts the
+ * tasks by what they wait for and lists the oldest; a full dump streams
+ * one line per task, as text or as JSON lines.  Nothing is kept per
+ * promise for it: it reads what is there.  UVP_DUMP_PROMISES's listing of
+ * every pending promise is here too. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
