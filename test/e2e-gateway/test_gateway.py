@@ -2306,6 +2306,7 @@ def main():
                    "--show-leak-kinds=definite,indirect,possible",
                    "--errors-for-leak-kinds=definite,indirect,possible")
         cases = {
+            "cli": lambda: case_cli(gateway),
             "pool_outlives_deadline":
                 lambda: case_pool_outlives_deadline(gateway, fanout, vgp),
             "fd_stalled": lambda: case_fd_stalled(gateway),
