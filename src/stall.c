@@ -19,7 +19,13 @@
 #include <string.h>
 #include <time.h>
 
-#if defined(UVP_HAVE_VALGRIND)
+/* Under valgrind, or with the watchdog behind, the loop thread times
+ * every slice itself (`self`).  -DUVP_STALL_NO_SELF builds without that,
+ * so that callgrind (whose one thread at a time starves the watchdog)
+ * counts the marks as they run natively (docs/internals.md, "The stall
+ * detector"). */
+#if defined(UVP_HAVE_VALGRIND) && !defined(UVP_STALL_NO_SELF)
+#define UVP__STALL_VALGRIND 1
 #include <valgrind/valgrind.h>
 #endif
 
@@ -351,12 +357,14 @@ static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
 }
 
 /* At each clock read: whether the loop thread times every slice itself
- * from here on.  A watchdog that looks later than two of its periods
- * after its last look may let a stall go by unseen, and the loop thread
- * knows an untimed slice's length only from the watchdog's flag: so from
- * then on, for hold_ns past the last time it found the watchdog behind,
- * every mark reads the clock. */
+ * from here on.  A watchdog whose last look is older than the threshold
+ * and a period has let a stall go by unseen, or would have (a late look
+ * or two is the machine's load, not worth a clock read per slice), and
+ * the loop thread knows an untimed slice's length only from the
+ * watchdog's flag: so from then on, for hold_ns past the last time it
+ * found the watchdog behind, every mark reads the clock. */
 static void watch_watchdog(stall_state_t *st, uint64_t now) {
+#if !defined(UVP_STALL_NO_SELF)
   if (st->valgrind)
     return; /* self for good */
   uint64_t look = atomic_load_explicit(&st->w_look, memory_order_relaxed);
@@ -364,6 +372,10 @@ static void watch_watchdog(stall_state_t *st, uint64_t now) {
     st->self_until =
         now < UINT64_MAX - st->hold_ns ? now + st->hold_ns : UINT64_MAX;
   st->self = now < st->self_until;
+#else
+  (void)st;
+  (void)now;
+#endif
 }
 
 /* What cur holds of s beyond the published words: a reference on its
@@ -735,7 +747,7 @@ static stall_state_t *state_new(uvp_ctx_t *ctx) {
   atomic_store_explicit(&st->h.pub.word, UVP__STALL_W(UVP_STALL_OUTSIDE, 0, 0),
                         memory_order_relaxed);
   st->rng = 1;
-#if defined(UVP_HAVE_VALGRIND)
+#if defined(UVP__STALL_VALGRIND)
   st->valgrind = st->self = RUNNING_ON_VALGRIND != 0;
 #endif
   next_sample(st);
@@ -793,7 +805,9 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   st->thr_ns = threshold_ms * 1000000u;
   st->cb = cb;
   st->arg = arg;
-  st->lag_ns = 2 * period_ns(st->thr_ns) + 1000000u;
+  uint64_t period = period_ns(st->thr_ns);
+  st->lag_ns =
+      st->thr_ns < UINT64_MAX - period ? st->thr_ns + period : UINT64_MAX;
   st->hold_ns = st->thr_ns < UINT64_MAX / 16 ? 16 * st->thr_ns : UINT64_MAX;
   if (st->hold_ns < 1000000000u)
     st->hold_ns = 1000000000u;

@@ -335,7 +335,7 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * ran.  A watchdog that cannot look (a callback of the program's that
  * blocks it, a thread starved of the CPU) would miss stalls: when the
  * loop thread, at a clock read of its own, finds the watchdog's last
- * look older than two periods and 1 ms, it reads the clock at every
+ * look older than the threshold and a period, it reads the clock at every
  * slice's start and end itself from then on (for 16 thresholds, at
  * least 1 s, after the last time it found it behind), and reports each
  * stall when it ends, exactly; the stall during which it first found
