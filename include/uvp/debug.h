@@ -348,7 +348,8 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  *    no slots, no fiber name; nothing is read from the loop thread's
  *    stack and no signal is sent;
  *  - when it ends, by the loop thread: `running = 0`, its length, its
- *    async trace and its scope's slots.
+ *    async trace and its scope's slots; whether the watchdog reported it
+ *    or not (one it missed has this report only).
  * uvp does not read the clock at every slice's start (only at about one
  * slice in 64, and in its check, idle and prepare callbacks, once a
  * loop turn; the time outside uvp is always timed): the watchdog times
@@ -357,7 +358,22 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * that ran past the threshold by less than a look's period
  * (threshold/4) may not be; its length when it ends is counted from the
  * watchdog's last look before it began: at most a period more than it
- * ran.
+ * ran.  A watchdog that cannot look (a callback of the program's that
+ * blocks it, a thread starved of the CPU) would miss stalls: when the
+ * loop thread, at a clock read of its own, finds the watchdog's last
+ * look older than the threshold and a period, it reads the clock at every
+ * slice's start and end itself from then on (for 16 thresholds, at
+ * least 1 s, after the last time it found it behind), and reports each
+ * stall when it ends, exactly; the stall during which it first found
+ * the watchdog behind goes unreported if its start was not read.
+ *
+ * Under valgrind the loop thread always times every slice itself (when
+ * uvp was built with valgrind's headers, as meson does where it finds
+ * them).  valgrind runs one thread at a time: with its default
+ * scheduler a busy loop on the loop thread may keep the watchdog from
+ * running until the loop ends, so the live report comes late or never;
+ * with `--fair-sched=yes` the watchdog looks while the loop runs, as
+ * natively.
  * Default report (cb NULL): one line each on stderr, written as the dumps
  * are (never waiting: a full pipe drops it), for example
  *
