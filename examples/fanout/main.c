@@ -37,6 +37,7 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "demo-server.h"
 #include "fanout.h"
 #include "retry.h"
@@ -934,36 +935,6 @@ static int usage_error(const char *msg) {
   return EXIT_USAGE;
 }
 
-/* getopt_long's '?' or ':' (opterr 0, shortopts beginning with ':') as
- * one line: the option, what is wrong with it, where the usage is.  The
- * argument getopt has just passed is the option when it is a long one:
- * optopt is then 0 (unknown) or the option's value, never a short option
- * getopt does not know (it may be in the middle of "-zL"). */
-static int option_error(int c, char **argv, const char *shortopts,
-                        const struct option *longopts) {
-  const char *arg = argv[optind - 1];
-  int is_long = strncmp(arg, "--", 2) == 0 &&
-                (optopt == 0 || optopt > 255 ||
-                 (optopt != ':' && strchr(shortopts, optopt) != NULL));
-  char short_name[3] = {'-', (char)optopt, '\0'};
-  const char *name = is_long ? arg : short_name;
-  int len = is_long ? (int)strcspn(arg, "=") : 2;
-  int matches = 0; /* an abbreviation of two or more: ambiguous */
-  for (const struct option *o = longopts; is_long && o->name != NULL; o++)
-    matches += strncmp(o->name, arg + 2, (size_t)len - 2) == 0;
-  const char *what = c == ':' ? "needs an argument"
-                     : is_long && optopt != 0 && strchr(arg, '=') != NULL
-                         ? "takes no argument"
-                     : matches > 1 ? "is ambiguous"
-                                   : NULL;
-  if (what != NULL)
-    fprintf(stderr, "uvp-fanout: option '%.*s' %s", len, name, what);
-  else
-    fprintf(stderr, "uvp-fanout: unknown option '%.*s'", len, name);
-  fprintf(stderr, " (uvp-fanout --help lists the options)\n");
-  return EXIT_USAGE;
-}
-
 /* The CA file is read once, here, before the fan-out: one that cannot be
  * read or holds no certificate stops the run (libcurl would find out per
  * request, as CURLE_SSL_CACERT_BADFILE). */
@@ -1018,7 +989,7 @@ int main(int argc, char **argv) {
   int worker = 0;
   uint64_t nats_retry = NATS_RETRY_DEFAULT;
   int c;
-  opterr = 0; /* option_error says it in one line */
+  opterr = 0; /* cli_option_error says it in one line */
   while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     switch (c) {
     case 'c':
@@ -1116,7 +1087,8 @@ int main(int argc, char **argv) {
       printf("uvp-fanout %s\n", uvp_version_string());
       return 0;
     default:
-      return option_error(c, argv, shortopts, longopts);
+      cli_option_error("uvp-fanout", c, argv, shortopts, longopts);
+      return EXIT_USAGE;
     }
   }
   /* `--serve 8080` as well as `--serve=8080`. */

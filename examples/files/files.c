@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "uvp.h"
 
 /* ---- the checksum: POSIX cksum's CRC-32 --------------------------------- */
@@ -269,31 +270,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
   return 2;
 }
 
-/* getopt_long's '?' or ':' (opterr 0, shortopts beginning with ':'), as
- * uvp-fanout says it.  The argument getopt has just passed is the option
- * when it is a long one: optopt is then 0 (unknown) or the option's
- * value, never a short option getopt does not know. */
-static int option_error(int c, char **argv, const char *shortopts,
-                        const struct option *longopts) {
-  const char *arg = argv[optind - 1];
-  int is_long = strncmp(arg, "--", 2) == 0 &&
-                (optopt == 0 || optopt > 255 ||
-                 (optopt != ':' && strchr(shortopts, optopt) != NULL));
-  char short_name[3] = {'-', (char)optopt, '\0'};
-  const char *name = is_long ? arg : short_name;
-  int len = is_long ? (int)strcspn(arg, "=") : 2;
-  int matches = 0; /* an abbreviation of two or more: ambiguous */
-  for (const struct option *o = longopts; is_long && o->name != NULL; o++)
-    matches += strncmp(o->name, arg + 2, (size_t)len - 2) == 0;
-  if (c == ':')
-    return usage_error("option '%.*s' needs an argument", len, name);
-  if (is_long && optopt != 0 && strchr(arg, '=') != NULL)
-    return usage_error("option '%.*s' takes no argument", len, name);
-  if (matches > 1)
-    return usage_error("option '%.*s' is ambiguous", len, name);
-  return usage_error("unknown option '%.*s'", len, name);
-}
-
 static const char *plural(uint64_t n) { return n == 1 ? "" : "s"; }
 
 enum { OPT_VERSION = 256 };
@@ -307,7 +283,7 @@ int main(int argc, char **argv) {
   static const char shortopts[] = ":hj:";
   size_t limit = uvp_pool_size();
   int opt;
-  opterr = 0; /* option_error says it in one line */
+  opterr = 0; /* cli_option_error says it in one line */
   while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     char *end;
     switch (opt) {
@@ -325,7 +301,8 @@ int main(int argc, char **argv) {
       printf("uvp-files %s\n", uvp_version_string());
       return 0;
     default:
-      return option_error(opt, argv, shortopts, longopts);
+      cli_option_error("uvp-files", opt, argv, shortopts, longopts);
+      return 2;
     }
   }
   if (optind == argc)

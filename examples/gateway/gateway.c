@@ -106,6 +106,7 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "httpc.h"
 #include "httpd.h"
 #include "uvp.h"
@@ -1353,31 +1354,6 @@ __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
   return -1;
 }
 
-/* getopt_long's '?' or ':' (opterr 0, shortopts beginning with ':'), as
- * uvp-fanout says it.  The argument getopt has just passed is the option
- * when it is a long one: optopt is then 0 (unknown) or the option's
- * value, never a short option getopt does not know. */
-static int option_error(int c, char **argv, const char *shortopts,
-                        const struct option *longopts) {
-  const char *arg = argv[optind - 1];
-  int is_long = strncmp(arg, "--", 2) == 0 &&
-                (optopt == 0 || optopt > 255 ||
-                 (optopt != ':' && strchr(shortopts, optopt) != NULL));
-  char short_name[3] = {'-', (char)optopt, '\0'};
-  const char *name = is_long ? arg : short_name;
-  int len = is_long ? (int)strcspn(arg, "=") : 2;
-  int matches = 0; /* an abbreviation of two or more: ambiguous */
-  for (const struct option *o = longopts; is_long && o->name != NULL; o++)
-    matches += strncmp(o->name, arg + 2, (size_t)len - 2) == 0;
-  if (c == ':')
-    return usage_error("option '%.*s' needs an argument", len, name);
-  if (is_long && optopt != 0 && strchr(arg, '=') != NULL)
-    return usage_error("option '%.*s' takes no argument", len, name);
-  if (matches > 1)
-    return usage_error("option '%.*s' is ambiguous", len, name);
-  return usage_error("unknown option '%.*s'", len, name);
-}
-
 /* A bad value: one line, as uvp-fanout's. */
 static int value_error(const char *what) {
   fprintf(stderr, "uvp-gateway: %s\n", what);
@@ -1419,7 +1395,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
   cfg->max_body = DEFAULT_MAX_BODY;
   cfg->workers = uv_available_parallelism();
   httpd_opts_init(&cfg->httpd);
-  opterr = 0; /* option_error says it in one line */
+  opterr = 0; /* cli_option_error says it in one line */
   while ((opt = getopt_long(argc, argv, shortopts, longs, NULL)) != -1) {
     switch (opt) {
     case 'p':
@@ -1489,7 +1465,8 @@ static int parse_args(int argc, char **argv, config_t *cfg,
     case OPT_VERSION:
       return 2;
     default:
-      return option_error(opt, argv, shortopts, longs);
+      cli_option_error("uvp-gateway", opt, argv, shortopts, longs);
+      return -1;
     }
   }
   if (optind < argc)
