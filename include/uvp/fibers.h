@@ -334,11 +334,12 @@ UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
  * out->value and out->promise (borrowed) stay valid until the fiber's next
  * await (of any form) returns, or the fiber returns: the fiber holds the
  * promise till then, one at a time, so a loop of takes holds one promise
- * and allocates nothing.  To keep the value longer, uvp_promise_retain
- * (out->promise) before that (and release it), or copy the value; a fiber
- * returning the value retains it first (`uvp_ret_adopt` of the retained
- * promise hands it on).  The value may be passed to the start call of the
- * next take (a buffer to write): it is released after that await returns.
+ * and allocates nothing.  To keep the value longer, take a reference of
+ * your own, uvp_promise_retain(out->promise), before then (and release it
+ * later), or copy the value; a fiber returning the value retains it first
+ * (`uvp_ret_adopt` of the retained promise hands it on).  The value may be
+ * passed to the start call of the next take (a buffer to write): it is released
+ * after that await returns.
  *
  * Which form.  uvp_await_take for a fresh call, or for a promise you will
  * not use again once you have its outcome; uvp_await for a promise you
