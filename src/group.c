@@ -825,7 +825,8 @@ static void join_describe(const uvp__work_t *work, uvp__what_t *w) {
 
 static const uvp__work_class_t join_class = {
     join_cancel, join_describe, "group",
-    UVP__WORK_IDLE | UVP__WORK_WINDDOWN | UVP__WORK_NOT_IN_LOOP};
+    UVP__WORK_IDLE | UVP__WORK_WINDDOWN | UVP__WORK_NOT_IN_LOOP |
+        UVP__WORK_UNLISTED};
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
