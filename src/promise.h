@@ -26,6 +26,9 @@ enum {
   UVP__F_MOVABLE = 16u, /* pending; its producer may be handed on (take_over) */
   UVP__F_OWNED = 32u,   /* settled only by the library (combinators, timers) */
   UVP__F_MANY = 64u,    /* pending with more than one reaction */
+  UVP__F_NOTE = 64u,    /* settled, the same bit: fn.cause (UVP__F_CAUSE is
+                           set too) is a note saying what settled it, not a
+                           cut (cause.h) */
   UVP__F_QUIET = 128u   /* rejected by a cancellation or a group's end, or
                             following one: never reported */
 };
@@ -141,7 +144,8 @@ static inline struct uvp__cause_s *uvp__cause_of(const uvp_promise_t *p) {
   if (p->state != UVP__S_REJECTED)
     return NULL;
   const uvp_promise_t *o = (p->flags & UVP__F_FORWARD) ? p->link : p;
-  return (o->flags & UVP__F_CAUSE) ? o->fn.cause : NULL;
+  return (o->flags & (UVP__F_CAUSE | UVP__F_NOTE)) == UVP__F_CAUSE ? o->fn.cause
+                                                                   : NULL;
 }
 
 /* ---- releases ------------------------------------------------------------
