@@ -23,7 +23,8 @@ the block by its first word alone, so the marks do not show):
       temporary directory; HOME is a directory in it too (a prefix under
       $HOME stays there).  The environment is the test's own, as a user's
       shell has it: pkg-config and the dynamic linker are not pointed at
-      the build.  `bash .ci/example` and `bash .ci/test` are never run (CI
+      the build; what they leave running is killed once bash has exited.
+      `bash .ci/example` and `bash .ci/test` are never run (CI
       runs them anyway): a block holding one fails.
       staged: as after README's install route, in a staging directory
       instead of /usr/local.  BUILD_ROOT is installed there first (meson
@@ -42,6 +43,9 @@ the block by its first word alone, so the marks do not show):
       block's text says they do: the same shell, its variables and the
       programs it left running), so the two blocks are run together, as
       one paste; this block's output is what it prints after the first's.
+  ```sh deb=build, ```sh deb=install, ```text deb=output
+      README's Debian blocks: not run here (they install packages, as
+      root); .ci/deb pastes them into fresh Debian 12 roots.
   ```LANG ... file=PATH ...
       Any block, tested or not: it must be SOURCE_ROOT/PATH verbatim
       (that file is built or used elsewhere: meson builds the C ones).
@@ -50,8 +54,8 @@ the block by its first word alone, so the marks do not show):
       on stdout, exactly (trailing blank space aside).
       masked: a report with times and names that differ from run to run:
       in both texts a number followed by ms or s, and a worker's HOST:PID
-      (a name, a colon, digits: as in 127.0.0.1:8322), read as #, and runs
-      of blank space as one.
+      (a name, a colon, digits, not in a URL), read as #, and runs of
+      blank space as one.
 
 A quote of a report in include/uvp.h's comments, in backquotes and
 beginning `uvp: ` (wrapped over comment lines as need be), must be part
@@ -70,6 +74,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 source_root, build_root = (os.path.abspath(a) for a in sys.argv[1:3])
 sanitize = sys.argv[3] if len(sys.argv) > 3 else "none"
@@ -125,6 +130,29 @@ def scratch():
     return d
 
 
+def kill_group(pgid):
+    """Kills process group pgid and waits (5 s at most) until none of its
+    processes is left but zombies: a server a block left running holds its
+    port until it is gone, and the next block may start one on that port."""
+    try:
+        os.killpg(pgid, 9)
+    except ProcessLookupError:
+        return
+    for _ in range(100):
+        alive = False
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = open(stat).read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
 def run(where, argv, cwd, run_env=None, timeout=120, stdin=None):
     """Runs argv in its own session, stdin on its input; returns its
     stdout, or None.  It ends when argv has exited: what it left running in
@@ -146,14 +174,11 @@ def run(where, argv, cwd, run_env=None, timeout=120, stdin=None):
         try:
             p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, 9)
+            kill_group(p.pid)
             p.wait()
             fail(where, "%s: no exit within %d s" % (argv[0], timeout))
             return None
-        try:
-            os.killpg(p.pid, 9)  # whatever it left running in the background
-        except ProcessLookupError:
-            pass
+        kill_group(p.pid)  # whatever it left running in the background
         fout.seek(0)
         ferr.seek(0)
         out, err = fout.read(), ferr.read()
@@ -296,7 +321,7 @@ def masked(lines):
     out = []
     for l in lines:
         l = re.sub(r"\b\d+(?:\.\d+)?(?= ?m?s\b)", "#", l)
-        l = re.sub(r"[\w.-]+:\d+\b", "#", l)
+        l = re.sub(r"(?<![\w./:-])[\w.-]+:\d+\b", "#", l)  # not in a URL
         out.append(" ".join(l.split()))
     return out
 
