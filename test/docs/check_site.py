@@ -371,11 +371,11 @@ for src in sources:
 # Doxygen 1.9.4 reads a single-backquote span holding a quote mark followed
 # by a non-letter as a `quotation' and a span over three lines as text,
 # after which code and text swap for the rest of the paragraph, and turns
-# `--` outside code into an en dash.  Each code span
-# of a Markdown page must be the whole text of one <code> of its page;
-# each span of the headers' comments, of one <code> somewhere in the site;
-# no en or em dash may stand directly before a word that a source writes
-# after `--` (an option such as --now, which a reader would copy).
+# `--` outside code into an en dash.  Each code span of a Markdown page
+# must be the whole text of one <code> of its page; each span of the
+# headers' comments, of one <code> somewhere in the site; no en or em dash
+# may stand directly before a word that a source writes after `--` (an
+# option such as --now, which a reader would copy).
 RUN = re.compile(r"`+")
 HEADING = re.compile(r"^ {0,3}#{1,6} .*$", re.M)
 
