@@ -201,7 +201,7 @@ UVP_CURL_EXTERN int uvp_curl_close(uvp_curl_t *c);
  * first connection).  For N requests in flight to a host over one
  * connection per 100 streams, set CURLMOPT_MAX_HOST_CONNECTIONS to
  * N / 100 rounded up (a transfer past it waits for a stream), and lift it
- * (0) for a host that answers HTTP/1.x: uvp-fanout --http2 does both
+ * (0) for a host that answers HTTP/1.x: `uvp-fanout --http2` does both
  * (docs/guide-curl.md). */
 UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
 /** @} */
@@ -311,7 +311,7 @@ typedef struct uvp_curl_header_s {
  * of it, the easy handle included). */
 typedef struct uvp_curl_response_s {
   long status;     /**< HTTP status of the final response */
-  uvp_buf_t body;  /**< the body as decoded (see --compressed), NUL-
+  uvp_buf_t body;  /**< the body as decoded (see `--compressed`), NUL-
                         terminated; empty with UVP_CURL_DISCARD_BODY */
   size_t bytes;    /**< decoded body bytes received (body.len unless
                         discarded) */

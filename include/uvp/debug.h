@@ -125,11 +125,12 @@ extern "C" {
      [; slots N=VALUE[, N=VALUE]...]
      [...]
    @endverbatim
- * on one line, e.g. `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms
- * old, waiting 100 ms at app.c:22 for timer (29900 ms left); in group
- * "fetchers" at app.c:40`; the summary's first line is `N tasks; by what
- * they wait for: KIND COUNT[, KIND COUNT]...`.  The text form is for
- * people: parse the JSON form.
+ * on one line, e.g.
+ * `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms old, waiting 100 ms
+ * at app.c:22 for timer (29900 ms left); in group "fetchers" at app.c:40`;
+ * the summary's first line is
+ * `N tasks; by what they wait for: KIND COUNT[, KIND COUNT]...`.  The text
+ * form is for people: parse the JSON form.
  *
  * <b>The JSON form</b>: every line is one JSON object, standing alone (no
  * header, no array around them: `jq`, `grep` and a line reader each take a
