@@ -158,6 +158,12 @@ static void fire_due(vclock_t *c, uint64_t upto) {
     set_now(c, upto);
 }
 
+/* The real time now, on the loop's clock (uv_now counts milliseconds of
+ * the same monotonic clock), but read afresh: uv_now is the time the
+ * loop's turn began or its last poll returned, and misses whatever ran
+ * since (a long callback, a call into libcurl). */
+static uint64_t fresh_now(void) { return uv_hrtime() / 1000000u; }
+
 /* While the clock runs at the loop's pace, the real time that has passed
  * since the last prepare phase is virtual time too, but the prepare phase
  * only counts it on the loop's next turn: code that runs in between (the
@@ -170,7 +176,7 @@ static void fire_due(vclock_t *c, uint64_t upto) {
 static void catch_up(vclock_t *c) {
   if (!c->automatic || !c->pacing)
     return;
-  uint64_t real_now = uv_now(uvp__loop(c->ctx)), now = now_of(c);
+  uint64_t real_now = fresh_now(), now = now_of(c);
   if (real_now <= c->paced_at)
     return;
   uint64_t waited = real_now - c->paced_at;
@@ -273,12 +279,21 @@ static void on_prepare(uv_prepare_t *h) {
   vclock_t *c = h->data;
   uv_loop_t *loop = h->loop;
   uint64_t real_now = uv_now(loop), upto = now_of(c);
-  if (c->pacing && real_now > c->paced_at) {
+  bool was_pacing = c->pacing;
+  if (was_pacing && real_now > c->paced_at) {
     uint64_t waited = real_now - c->paced_at;
     upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
   }
-  c->paced_at = real_now;
   c->pacing = uvp__head(c->ctx)->real_work != 0 || c->held != 0;
+  if (!was_pacing && c->pacing) {
+    /* Pacing begins: the count starts now, not at the turn's start.  What
+     * ran since (the call that started the work, 100 ms inside libcurl
+     * under valgrind) ran before any timer it started, and is none of
+     * that timer's time. */
+    c->paced_at = fresh_now();
+  } else if (real_now > c->paced_at) {
+    c->paced_at = real_now; /* never back: catch_up may be past it */
+  }
   fire_due(c, upto);
   if (uvp__closed(c->ctx) || !c->automatic)
     return; /* a timer's callback closed the context or changed the mode */
