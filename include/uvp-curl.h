@@ -266,19 +266,23 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * url" with its group, deadline and scope slots.  A deadline or a
  * timeout can only act while the loop runs, not while libcurl keeps the
  * loop thread: against a server that floods HTTP/2 control frames it
- * holds to within the busy limit (uvp_curl_set_busy_limit, 1 s by
+ * holds to within the busy limit (uvp_curl_set_busy_limit, 100 ms by
  * default), whose rejection is UV_ETIMEDOUT as well.
  *
  * While a transfer is in flight the binding keeps uv_run() going; its
- * sockets and timer do not otherwise.  It also holds a virtual clock
- * (uvp_clock_hold, UVP_CLOCK_AUTO) then, so a virtual timeout does not
- * jump past an answer on its way, and the virtual clock keeps to real
- * time over transfers made one after the other, each started as the
- * last one's promise settles, on one connection or several (the same
- * milliseconds as uv_now over each of six GETs of 600 ms, each bounded by
- * a uvp_timeout of 700 ms: test-curl's test_virtual_clock_in_a_row);
- * libcurl's own timeouts (CURLOPT_TIMEOUT_MS) stay on libcurl's real
- * clock.
+ * sockets and timer do not otherwise.  It is also real work for a
+ * virtual clock (UVP_CLOCK_AUTO) then, which keeps the loop's pace
+ * instead of jumping, so a virtual timeout does not jump past an answer
+ * on its way, and the virtual clock keeps to real time over transfers
+ * made one after the other, each started as the last one's promise
+ * settles, on one connection or several (the same milliseconds as real
+ * time over each of six GETs of 600 ms, each bounded by a uvp_timeout of
+ * 700 ms: test-curl's test_virtual_clock_in_a_row), and never runs ahead
+ * of it: a timeout started right after a call that took long (libcurl's
+ * first, 110 ms under valgrind) counts from its own start, so a 350 ms
+ * timeout around a 300 ms answer lets the answer win
+ * (test_virtual_clock_slow_call); libcurl's own timeouts
+ * (CURLOPT_TIMEOUT_MS) stay on libcurl's real clock.
  * Errors: UV_EINVAL (NULL argument), UV_EBUSY (easy is already in a
  * transfer), UVP_ECLOSED (the context, or the binding, is closed),
  * UV_ENOMEM (also: the deadline could not watch it); then nothing started
@@ -432,8 +436,10 @@ typedef struct uvp_curl_stats_s {
 /** Fill *out.  Errors: UV_EINVAL. */
 UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
 
-/** Default of uvp_curl_set_busy_limit: one second. */
-#define UVP_CURL_BUSY_LIMIT_DEFAULT 1000u
+/** Default of uvp_curl_set_busy_limit: 100 ms, what a loop serving
+ * other work tolerates as one stall (a well-behaved server's calls into
+ * libcurl take a few ms; the watchdog's figures are below). */
+#define UVP_CURL_BUSY_LIMIT_DEFAULT 100u
 
 /** The longest one call into libcurl may keep reading a connection, in
  * milliseconds of real time (0: no limit); UVP_CURL_BUSY_LIMIT_DEFAULT
