@@ -1113,7 +1113,7 @@ static void test_virtual_clock_slow_call(void **state) {
  * well-behaved server waited as long.  The binding's busy limit (100 ms
  * by default) ends the flooded connection: the transfer rejects with
  * UV_ETIMEDOUT, the loop held 120-150 ms at most (a timer of its own,
- * every 5 ms, says how long; 0.4-0.6 s under valgrind, which takes that
+ * every 5 ms, says how long; 0.4-1.3 s under valgrind, which takes that
  * long to read the 4 MiB the watchdog waits for), the other one, answered
  * after 300 ms, completes on time, and the flood stops when the client is
  * gone.  (Issue 62: with a limit of 1 s the loop was held 1.02 s, and
@@ -1135,11 +1135,12 @@ static int h2_prior_knowledge(void *arg, CURL *e) {
  * the busy limit and a little more, so a flood the client catches up
  * with now and then can end by the deadline up to that late.  FLOOD_HELD:
  * the longest the loop may be held, 2.5 times the default limit of
- * 100 ms (under valgrind the flood is read ten times slower: 4 MiB of it
- * take half a second). */
+ * 100 ms (under valgrind the flood is read ten times slower, or worse on
+ * a loaded machine: the 4 MiB the watchdog waits for took 0.4 to 1.3 s,
+ * so there the check is only that the hold is bounded). */
 #define FLOOD_DEADLINE (RUNNING_ON_VALGRIND ? 6000 : 2500)
 #define FLOOD_SLACK (RUNNING_ON_VALGRIND ? 2500 : 1500)
-#define FLOOD_HELD (RUNNING_ON_VALGRIND ? 1000.0 : 250.0)
+#define FLOOD_HELD (RUNNING_ON_VALGRIND ? 2500.0 : 250.0)
 
 static double ms_since(uint64_t t0) { return (double)(uv_hrtime() - t0) / 1e6; }
 
