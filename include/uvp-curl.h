@@ -279,10 +279,11 @@ UVP_CURL_EXTERN CURLM *uvp_curl_multi(const uvp_curl_t *c);
  * time over each of six GETs of 600 ms, each bounded by a uvp_timeout of
  * 700 ms: test-curl's test_virtual_clock_in_a_row), and never runs ahead
  * of it: a timeout started right after a call that took long (libcurl's
- * first, 110 ms under valgrind) counts from its own start, so a 350 ms
- * timeout around a 300 ms answer lets the answer win
- * (test_virtual_clock_slow_call); libcurl's own timeouts
- * (CURLOPT_TIMEOUT_MS) stay on libcurl's real clock.
+ * first, over 100 ms under valgrind) counts from its own start, so an
+ * answer that comes within the timeout's length of it wins
+ * (test_virtual_clock_slow_call: calls of 300 ms, answers 300 ms after
+ * them, timeouts of 500 ms); libcurl's own timeouts (CURLOPT_TIMEOUT_MS)
+ * stay on libcurl's real clock.
  * Errors: UV_EINVAL (NULL argument), UV_EBUSY (easy is already in a
  * transfer), UVP_ECLOSED (the context, or the binding, is closed),
  * UV_ENOMEM (also: the deadline could not watch it); then nothing started
@@ -437,8 +438,8 @@ typedef struct uvp_curl_stats_s {
 UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
 
 /** Default of uvp_curl_set_busy_limit: 100 ms, what a loop serving
- * other work tolerates as one stall (a well-behaved server's calls into
- * libcurl take a few ms; the watchdog's figures are below). */
+ * other work tolerates as one stall (calls of well-behaved transfers
+ * that take longer are let be: see below). */
 #define UVP_CURL_BUSY_LIMIT_DEFAULT 100u
 
 /** The longest one call into libcurl may keep reading a connection, in
@@ -483,7 +484,7 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * limit or sets 0.
  *
  * So one call holds the loop at most `ms`, plus the looks it takes to see
- * 4 MiB of the flood read (one or two here, 20 ms each; half a second
+ * 4 MiB of the flood read (one or two here, 20 ms each; 0.4 to 1.3 s
  * under valgrind), plus the time to read what was already queued; a
  * deadline or a timeout that fell due meanwhile acts as the call
  * returns.  A flood the client catches up with now and then returns from
