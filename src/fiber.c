@@ -497,12 +497,20 @@ static void fiber_close(uvp__ext_t *ext) {
   uvp__stack_pool_close(&st->stacks);
 }
 
+/* What a fiber that waits for nothing does: both dumps say it alike. */
+static const char *state_text(const fiber_t *f) {
+  return f->state == F_QUEUED ? "not started"
+         : f->state == F_DONE ? "ending"
+         : f->cancelled       ? "cancelled, running"
+                              : "running";
+}
+
 static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     const char *q = f->name != NULL ? "\"" : "";
     const char *name = f->name != NULL ? f->name : "";
-    if (f->state == F_SUSPENDED)
+    if (f->state == F_SUSPENDED && f->waiting != NULL)
       fprintf(stream,
               "[fiber] %p %s%s%s%sspawned at %s:%d awaiting %p at %s:%d%s\n",
               (void *)f->p, q, name, q, *q ? " " : "",
@@ -512,9 +520,9 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
               : f->shielded ? " (cancelled, shielded)"
                             : " (cancelled)");
     else
-      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d not started\n",
-              (void *)f->p, q, name, q, *q ? " " : "",
-              f->file != NULL ? f->file : "?", f->line);
+      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d %s\n", (void *)f->p,
+              q, name, q, *q ? " " : "", f->file != NULL ? f->file : "?",
+              f->line, state_text(f));
     (*count)++;
   }
 }
@@ -534,12 +542,10 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
                      waits ? f->await_file : NULL,
                      f->await_line,
                      waits ? f->waiting : NULL,
-                     f->state == F_QUEUED ? "not started"
-                     : f->state == F_DONE ? "ending"
-                     : f->cancelled       ? "cancelled, running"
-                                          : "running",
+                     state_text(f),
                      f->scope,
-                     f->name};
+                     f->name,
+                     NULL};
     sink->task(sink, &t);
   }
 }

@@ -550,9 +550,14 @@ static void member_run(uvp__cell_owner_t *owner, size_t i,
  * last other reference, the promise goes when this returns, with its
  * value's notifier and, for a rejection nothing observed, the report.)
  * A cancellation is no news; FAIL_FAST's first failure travels in the
- * join.  Any other failure is left unobserved (watch), to be reported,
- * and so is one the join can no longer carry: the join was cancelled,
- * which cancelled the group, so there is nothing left to fail fast. */
+ * join.  A cut, whatever its code, is the group's to handle: the member's
+ * rejection carries a cause (a deadline's UV_ETIMEDOUT, a code given to
+ * uvp_promise_cancel_with), so the program chose it, and nobody could
+ * observe it but the group, which keeps nothing (a server's request past
+ * its deadline_ms, answered and returned, would be reported otherwise).
+ * Any other failure is left unobserved (watch), to be reported, and so is
+ * one the join can no longer carry: the join was cancelled, which
+ * cancelled the group, so there is nothing left to fail fast. */
 static void discard_run(uvp__cell_owner_t *owner, size_t i,
                         const uvp_outcome_t *in) {
   block_t *b = UVP__CONTAINER_OF(owner, block_t, owner);
@@ -560,13 +565,16 @@ static void discard_run(uvp__cell_owner_t *owner, size_t i,
   uvp_group_t *g = b->g;
   uvp_promise_t *failed = NULL;
   g->nrunning--;
-  if (in != NULL && in->status == UV_ECANCELED) {
-    in->promise->flags |= UVP__F_HANDLED;
-  } else if (in != NULL && in->status != 0 &&
-             (g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL &&
-             g->join != NULL && g->cut == 0) {
-    failed = in->promise;
-    failed->flags |= UVP__F_HANDLED;
+  if (in != NULL && in->status != 0) {
+    if (in->status == UV_ECANCELED) {
+      in->promise->flags |= UVP__F_HANDLED;
+    } else if ((g->flags & UVP_GROUP_FAIL_FAST) && g->failure == NULL &&
+               g->join != NULL && g->cut == 0) {
+      failed = in->promise;
+      failed->flags |= UVP__F_HANDLED;
+    } else if (uvp__cause_of(in->promise) != NULL) {
+      in->promise->flags |= UVP__F_HANDLED;
+    }
   }
   member_free(g, c);
   if (failed != NULL) {
@@ -580,7 +588,7 @@ static void discard_run(uvp__cell_owner_t *owner, size_t i,
 
 /* Observe p (a reference handed over) as a running member.  A group that
  * keeps no results does not count as observing it: a rejection nothing
- * else observes is reported (uvp.h). */
+ * else observes is reported (uvp.h), unless a cut made it (discard_run). */
 static int watch(uvp_group_t *g, uvp_promise_t *p) {
   block_t *b;
   uvp__cell_t *c = cell_take(g, &b);
@@ -803,7 +811,8 @@ static void join_describe(const uvp__work_t *work, uvp__what_t *w) {
 
 static const uvp__work_class_t join_class = {
     join_cancel, join_describe, "group",
-    UVP__WORK_IDLE | UVP__WORK_WINDDOWN | UVP__WORK_NOT_IN_LOOP};
+    UVP__WORK_IDLE | UVP__WORK_WINDDOWN | UVP__WORK_NOT_IN_LOOP |
+        UVP__WORK_UNLISTED};
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {

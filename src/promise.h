@@ -128,12 +128,6 @@ void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
                         void *arg);
 uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx);
 const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap);
-/* The task dump's UVP_DUMP_PROMISES listing: every pending promise (site,
- * age, async trace) and what the layers' dump hooks add (fibers), to
- * `stream` or `write` (diag.h: never waiting).  Returns how many it listed,
- * or UV_EAGAIN (cut short), UV_ENOMEM, the sink's error. */
-int uvp__dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
-                       void *arg);
 
 /* Reject pending p with `code` and run its cancel hook, as
  * uvp_promise_cancel does for p alone (a deadline's UV_ETIMEDOUT), with

@@ -10,7 +10,11 @@
  * their state in the parent's frame and write to it while they clean up
  * (slowly: a delay, under a deadline of their own); the parent's frame
  * must outlive every write (the ASan run sees a write into a dead frame).
- * Every test ends with uv_loop_close() == 0 (the fixture). */
+ *
+ * A group that keeps no results handles its members' cuts: none is
+ * reported as unhandled, whatever its code (a loopback server whose
+ * every request its deadline cuts), while a member that rejects on its
+ * own is.  Every test ends with uv_loop_close() == 0 (the fixture). */
 #include "helpers.h"
 
 enum { MEMBERS = 4 };
@@ -359,6 +363,398 @@ static void test_group_spawn_deadline(void **state) {
   uvp_group_release(g);
 }
 
+/* ---- a group that keeps nothing handles its members' cuts ----------------
+ *
+ * A UVP_GROUP_DISCARD_SETTLED group is the handler of every cut of its
+ * members: a member whose rejection carries a cause (uvp_promise_cause:
+ * its own deadline_ms, the group's, a cancel with any code) is not
+ * reported; one that rejects on its own (a fiber's uvp_ret_reject, a
+ * promise the program rejects) is, even with UV_ETIMEDOUT. */
+
+/* What the unhandled hook was told: how many reports (g_unhandled), the
+ * last one's code. */
+static int last_report;
+
+static void report_cb(uvp_promise_t *p, void *arg) {
+  count_unhandled_cb(p, arg);
+  last_report = uvp_promise_reason(p, NULL);
+}
+
+static void count_reports(fixture_t *f) {
+  count_unhandled(f);
+  last_report = 0;
+  assert_int_equal(uvp_ctx_set_unhandled_cb(f->ctx, report_cb, NULL), 0);
+}
+
+/* A server with per-request deadlines: each connection is served by a
+ * fiber member of a discarding group, with a deadline of its own, which
+ * reads the request, waits for something slower than the deadline, is
+ * cut, answers under a shield and returns.  The clients run at most
+ * SRV_CONCURRENT at once, each a fiber of a group of their own. */
+enum { SRV_SLOW_MS = 10000, SRV_CONCURRENT = 100 };
+
+/* The request must arrive within it: a burst of SRV_CONCURRENT connects
+ * took the member 3 ms natively, 30 ms under valgrind. */
+#define SRV_DEADLINE_MS (RUNNING_ON_VALGRIND ? 300 : 100)
+
+typedef struct server_s {
+  uvp_ctx_t *ctx;
+  uv_tcp_t listener;
+  struct sockaddr_storage addr;
+  uvp_group_t *g;
+  int accepted, refused; /* connections served, or not */
+  int cut;               /* members whose slow wait said UV_ETIMEDOUT */
+  int answered;          /* answers written */
+  int got;               /* clients that read the whole answer */
+  int client_rc;         /* a client's first error */
+} server_t;
+
+typedef struct conn_s {
+  server_t *srv;
+  uvp_tcp_t *t;
+} conn_t;
+
+/* Runs once the member has returned, or if it never starts. */
+static void conn_free(void *arg) {
+  conn_t *c = arg;
+  (void)uvp_tcp_close(c->t);
+  free(c);
+}
+
+static int await_released(uvp_promise_t *p) {
+  int rc = uvp_await(p, NULL);
+  uvp_promise_release(p);
+  return rc;
+}
+
+static uvp_ret_t serve_one(void *arg) {
+  conn_t *c = arg;
+  server_t *s = c->srv;
+  uvp_promise_t *p;
+  int rc = uvp_tcp_attach(c->t);
+  if (rc == 0 && (rc = uvp_tcp_read(c->t, &p)) == 0)
+    rc = await_released(p);
+  if (rc == 0 && (rc = uvp_delay(s->ctx, SRV_SLOW_MS, NULL, NULL, 0, &p)) == 0)
+    rc = await_released(p);
+  if (rc != UV_ETIMEDOUT)
+    return uvp_ret_pass(); /* the test fails: s->cut falls short */
+  s->cut++;
+  /* Answered past the deadline: under a shield of its own. */
+  if (uvp_deadline_shield(s->ctx, 5000) == 0 &&
+      uvp_tcp_write(c->t, "late", 4, &p) == 0) {
+    if (uvp_await_shielded(p, NULL) == 0)
+      s->answered++;
+    uvp_promise_release(p);
+  }
+  return uvp_ret_pass();
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  server_t *s = server->data;
+  uvp_tcp_t *t;
+  conn_t *c;
+  if (status != 0 || uvp_tcp_accept(s->ctx, server, &t) != 0) {
+    s->refused++;
+    return;
+  }
+  if ((c = malloc(sizeof(*c))) == NULL) {
+    (void)uvp_tcp_close(t);
+    s->refused++;
+    return;
+  }
+  *c = (conn_t){s, t};
+  uvp_fiber_opts_t fo = {0, conn_free, SRV_DEADLINE_MS};
+  if (uvp_group_spawn(s->g, serve_one, c, &fo) != 0) {
+    conn_free(c);
+    s->refused++;
+    return;
+  }
+  s->accepted++;
+}
+
+static uvp_ret_t client_one(void *arg) {
+  server_t *s = arg;
+  uvp_tcp_t *t = NULL;
+  uvp_promise_t *p;
+  uvp_outcome_t o;
+  int rc = uvp_tcp_new(s->ctx, &t);
+  if (rc == 0 &&
+      (rc = uvp_tcp_connect(t, (struct sockaddr *)&s->addr, &p)) == 0)
+    rc = await_released(p);
+  if (rc == 0 && (rc = uvp_tcp_write(t, "ping", 4, &p)) == 0)
+    rc = await_released(p);
+  if (rc == 0 && (rc = uvp_tcp_read_all(t, 64, &p)) == 0) {
+    if ((rc = uvp_await(p, &o)) == 0) {
+      const uvp_buf_t *b = o.value;
+      if (b->len == 4 && memcmp(b->base, "late", 4) == 0)
+        s->got++;
+      else
+        rc = UV_EPROTO;
+    }
+    uvp_promise_release(p);
+  }
+  if (t != NULL)
+    (void)uvp_tcp_close(t);
+  if (rc != 0 && s->client_rc == 0)
+    s->client_rc = rc;
+  return uvp_ret_pass();
+}
+
+/* Every request is cut by its deadline, answered and returned: the group
+ * handled each cut, nothing is reported.  (Before, each printed "uvp:
+ * unhandled rejection ETIMEDOUT ... cancelled: deadline 100 ms set at".) */
+static void test_discard_server_deadlines(void **state) {
+  fixture_t *f = *state;
+  static server_t s;
+  int n = 1000;
+  s = (server_t){.ctx = f->ctx};
+  count_reports(f);
+  uvp_group_opts_t so = {0, UVP_GROUP_DISCARD_SETTLED, 0};
+  uvp_group_opts_t co = {SRV_CONCURRENT, UVP_GROUP_DISCARD_SETTLED, 0};
+  uvp_group_t *clients;
+  uvp_promise_t *sjoin, *cjoin;
+  assert_int_equal(uvp_group_new(f->ctx, &so, &s.g), 0);
+  assert_int_equal(uvp_group_new(f->ctx, &co, &clients), 0);
+  listen_loopback(&f->loop, &s.listener, 512, on_connection, &s, &s.addr);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(uvp_group_spawn(clients, client_one, &s, NULL), 0);
+  assert_int_equal(uvp_group_close(clients), 0);
+  assert_int_equal(uvp_group_join(clients, &cjoin), 0);
+  uint64_t t0 = uv_hrtime();
+  run_until_settled(f, cjoin);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  print_message("%d requests, %d at once, each cut at %d ms: %llu ms\n", n,
+                SRV_CONCURRENT, SRV_DEADLINE_MS, (unsigned long long)ms);
+  uv_close((uv_handle_t *)&s.listener, NULL);
+  assert_int_equal(uvp_group_close(s.g), 0);
+  assert_int_equal(uvp_group_join(s.g, &sjoin), 0);
+  run_until_settled(f, sjoin);
+  run_loop(f); /* the listener, on this test's static record */
+  assert_int_equal(uvp_promise_state(cjoin), UVP_FULFILLED);
+  /* A member cut by its own deadline is no failure of the group. */
+  assert_int_equal(uvp_promise_state(sjoin), UVP_FULFILLED);
+  if (s.client_rc != 0)
+    fail_msg("a client: %s (%d of %d answered)", uv_err_name(s.client_rc),
+             s.got, n);
+  assert_int_equal(s.refused, 0);
+  assert_int_equal(s.accepted, n);
+  assert_int_equal(s.cut, n);
+  assert_int_equal(s.answered, n);
+  assert_int_equal(s.got, n);
+  if (g_unhandled != 0)
+    fail_msg("%d of %d requests cut by their deadline reported as unhandled "
+             "(%s)",
+             g_unhandled, n, uv_err_name(last_report));
+  uvp_promise_release(cjoin);
+  uvp_promise_release(sjoin);
+  uvp_group_release(clients);
+  uvp_group_release(s.g);
+}
+
+/* A fiber that waits for something slow: cut, it returns normally. */
+static uvp_ret_t slow_body(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  uvp_promise_t *d;
+  if (uvp_delay(ctx, SRV_SLOW_MS, NULL, NULL, 0, &d) == 0)
+    (void)await_released(d);
+  return uvp_ret_pass();
+}
+
+/* A fiber whose own request timed out (uvp_timeout): it rejects on its
+ * own, with that code. */
+static uvp_ret_t timed_out_body(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  uvp_promise_t *d, *t;
+  int rc = uvp_delay(ctx, SRV_SLOW_MS, NULL, NULL, 0, &d);
+  if (rc == 0) {
+    rc = uvp_timeout(d, 10, 0, &t);
+    uvp_promise_release(d);
+    if (rc == 0)
+      rc = await_released(t);
+  }
+  return uvp_ret_reject(rc != 0 ? rc : UV_EINVAL, NULL, NULL);
+}
+
+/* A start callback spawning slow_body with a deadline of its own, the test
+ * keeping a reference to the fiber's promise. */
+typedef struct kept_s {
+  uvp_ctx_t *ctx;
+  uint64_t deadline_ms;
+  uvp_promise_t *p;
+} kept_t;
+
+static int kept_start(void *arg, uvp_promise_t **out) {
+  kept_t *k = arg;
+  uvp_fiber_opts_t fo = {0, NULL, k->deadline_ms};
+  int rc = uvp_fiber_spawn(k->ctx, slow_body, k->ctx, &fo, out);
+  if (rc == 0)
+    k->p = uvp_promise_retain(*out);
+  return rc;
+}
+
+static void count_freed(void *arg) { (*(int *)arg)++; }
+
+/* Rejecting on its own is a failure, and reported once, whatever the
+ * code: a fiber whose request timed out, a promise the program rejects
+ * with UV_ETIMEDOUT; in a FAIL_FAST group too, once the join was cut
+ * (nothing carries it then). */
+static void test_discard_own_timeout_reported(void **state) {
+  fixture_t *f = *state;
+  count_reports(f);
+  uvp_group_opts_t o = {0, UVP_GROUP_DISCARD_SETTLED, 0};
+  uvp_group_t *g;
+  uvp_promise_t *join, *p;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_group_spawn(g, timed_out_body, f->ctx, NULL), 0);
+  run_loop(f);
+  assert_int_equal(g_unhandled, 1);
+  assert_int_equal(last_report, UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_promise_reject(p, UV_ETIMEDOUT, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(g_unhandled, 2);
+  assert_int_equal(last_report, UV_ETIMEDOUT);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+
+  o.flags |= UVP_GROUP_FAIL_FAST;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_ETIMEDOUT, NULL, NULL, &p),
+                   0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_promise_cancel(join), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ECANCELED);
+  assert_int_equal(g_unhandled, 3);
+  assert_int_equal(last_report, UV_ETIMEDOUT);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  assert_int_equal(g_unhandled, 3);
+}
+
+/* Cuts with a code of the program's (uvp_promise_cancel_with) are the
+ * group's too: a member cancelled with UV_ESHUTDOWN, one passing on such
+ * a cut (a then() of a cancelled promise), and a fiber member whose
+ * deadline cut it and that returned normally (its promise rejected
+ * already: UV_ETIMEDOUT, the deadline's cause).  The join cancelled with
+ * a code of its own cuts the members with UV_ECANCELED and that cause:
+ * no news either. */
+static void test_discard_cancel_with_not_reported(void **state) {
+  fixture_t *f = *state;
+  static hook_t h[2];
+  static kept_t k;
+  static int data_freed;
+  memset(h, 0, sizeof(h));
+  k = (kept_t){f->ctx, 20, NULL};
+  data_freed = 0;
+  count_reports(f);
+  uvp_group_opts_t o = {0, UVP_GROUP_DISCARD_SETTLED, 0};
+  uvp_group_t *g;
+  uvp_promise_t *join, *p = producer(f, &h[0]), *q = producer(f, &h[1]), *d;
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  assert_int_equal(uvp_promise_then(q, NULL, NULL, &d), 0);
+  assert_int_equal(uvp_group_add(g, d), 0);
+  uvp_promise_release(d);
+  assert_int_equal(uvp_group_start(g, kept_start, &k, NULL), 0);
+  assert_non_null(k.p);
+  assert_int_equal(uvp_promise_cancel_with(p, UV_ESHUTDOWN, NULL, NULL), 0);
+  uvp_promise_release(p);
+  /* Not the then()'s input alone: q is the program's, d follows it. */
+  assert_int_equal(uvp_promise_cancel_with(q, UV_EPIPE, NULL, NULL), 0);
+  uvp_promise_release(q);
+  assert_int_equal(h[0].code, UV_ESHUTDOWN);
+  assert_int_equal(h[1].code, UV_EPIPE);
+  run_until_settled(f, k.p);
+  run_loop(f); /* the fiber returns */
+  assert_int_equal(uvp_group_size(g), 0);
+  assert_int_equal(uvp_promise_reason(k.p, NULL), UV_ETIMEDOUT);
+  assert_non_null(uvp_promise_cause(k.p));
+  assert_int_equal(uvp_promise_cause(k.p)->kind, UVP_CAUSE_DEADLINE);
+  uvp_promise_release(k.p);
+  if (g_unhandled != 0)
+    fail_msg("%d cut members reported (the last %s)", g_unhandled,
+             uv_err_name(last_report));
+
+  /* The join, cut with a code of the program's. */
+  k = (kept_t){f->ctx, 0, NULL};
+  assert_int_equal(uvp_group_start(g, kept_start, &k, NULL), 0);
+  for (int i = 0; i < 3; i++) /* the fiber awaits its delay */
+    (void)uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(k.p), UVP_PENDING);
+  assert_int_equal(
+      uvp_promise_cancel_with(join, UV_ESHUTDOWN, &data_freed, count_freed), 0);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ECANCELED);
+  assert_ptr_equal(uvp_promise_cause(join)->data, &data_freed);
+  assert_int_equal(uvp_promise_reason(k.p, NULL), UV_ECANCELED);
+  uvp_promise_release(k.p);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+  run_loop(f);
+  assert_int_equal(data_freed, 1);
+  assert_int_equal(g_unhandled, 0);
+}
+
+/* The group's deadline cuts its members first (UV_ETIMEDOUT, innermost
+ * first), then its join: nothing but the join says so, with or without
+ * FAIL_FAST (the join's cut leaves nothing to fail fast).  With
+ * FAIL_FAST, a member's own deadline is its failure: the first settles
+ * the join, carrying its cause; the siblings it cancels are no news. */
+static void test_discard_deadline_fail_fast(void **state) {
+  fixture_t *f = *state;
+  count_reports(f);
+  for (int ff = 0; ff < 2; ff++) {
+    uvp_group_opts_t o = {
+        0, UVP_GROUP_DISCARD_SETTLED | (ff ? UVP_GROUP_FAIL_FAST : 0), 20};
+    uvp_group_t *g;
+    uvp_promise_t *join;
+    assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+    assert_int_equal(uvp_group_join(g, &join), 0);
+    for (int i = 0; i < 3; i++)
+      assert_int_equal(uvp_group_spawn(g, slow_body, f->ctx, NULL), 0);
+    assert_int_equal(uvp_group_close(g), 0);
+    run_until_settled(f, join);
+    assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+    assert_int_equal(uvp_promise_cause(join)->kind, UVP_CAUSE_DEADLINE);
+    /* The join's UV_ETIMEDOUT is the program's to observe (groups.h). */
+    assert_int_equal(uvp_promise_mark_handled(join), 0);
+    uvp_promise_release(join);
+    uvp_group_release(g);
+    if (g_unhandled != 0)
+      fail_msg("%s: %d members cut by the group's deadline reported",
+               ff ? "FAIL_FAST" : "default", g_unhandled);
+  }
+
+  uvp_group_opts_t o = {0, UVP_GROUP_DISCARD_SETTLED | UVP_GROUP_FAIL_FAST, 0};
+  uvp_group_t *g;
+  uvp_promise_t *join;
+  uvp_fiber_opts_t fo = {0, NULL, 20};
+  assert_int_equal(uvp_group_new(f->ctx, &o, &g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  assert_int_equal(uvp_group_spawn(g, slow_body, f->ctx, &fo), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_group_spawn(g, slow_body, f->ctx, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_reason(join, NULL), UV_ETIMEDOUT);
+  assert_int_equal(uvp_promise_cause(join)->kind, UVP_CAUSE_DEADLINE);
+  assert_int_equal(g_unhandled, 0);
+  uvp_promise_release(join); /* observed by nobody: reported */
+  uvp_group_release(g);
+  assert_int_equal(g_unhandled, 1);
+  assert_int_equal(last_report, UV_ETIMEDOUT);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       QUIET_TEST(test_cancel_one_consumer),
@@ -370,6 +766,10 @@ int main(void) {
       QUIET_TEST(test_cleanup_past_deadline),
       QUIET_TEST(test_shield_errors_and_none),
       QUIET_TEST(test_group_spawn_deadline),
+      QUIET_TEST(test_discard_server_deadlines),
+      QUIET_TEST(test_discard_own_timeout_reported),
+      QUIET_TEST(test_discard_cancel_with_not_reported),
+      QUIET_TEST(test_discard_deadline_fail_fast),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

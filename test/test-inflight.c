@@ -4,7 +4,8 @@
  * as a group's member (the join waits for it), under a deadline (cut with
  * UV_ETIMEDOUT), in the task dump (its kind and target, under its named
  * group), counted by uvp_ctx_inflight, cut by uvp_ctx_close (UVP_ECLOSED,
- * and uvp_ctx_close_full's callback after its end), on the virtual clock
+ * and uvp_ctx_close_full's callback after its end, whether a close
+ * callback, a timer or a thread's message ends it), on the virtual clock
  * (held while real, not when idle), and the errors of the two calls. */
 #include "helpers.h"
 
@@ -12,19 +13,23 @@ typedef struct job_s {
   uvp_inflight_t w;
   uv_timer_t t;
   uvp_promise_t *p; /* the job's own reference, until it has ended */
+  uvp_ctx_t *ctx;
   uint64_t ms;
-  int cut;   /* the code its cancel got, 0 if none */
-  int ended; /* uvp_inflight_end ran */
+  int cut;                /* the code its cancel got, 0 if none */
+  int ended;              /* uvp_inflight_end ran */
+  size_t inflight_at_end; /* uvp_ctx_inflight just before it */
 } job_t;
 
-static void job_closed(uv_handle_t *h) {
-  job_t *j = h->data;
+static void job_end(job_t *j) {
   uvp_promise_t *p = j->p;
   j->p = NULL;
+  j->inflight_at_end = uvp_ctx_inflight(j->ctx);
   j->ended = 1;
   uvp_inflight_end(&j->w);
   uvp_promise_release(p);
 }
+
+static void job_closed(uv_handle_t *h) { job_end(h->data); }
 
 static void job_fire(uv_timer_t *t) {
   job_t *j = t->data;
@@ -51,6 +56,7 @@ static const uvp_inflight_class_t idle_class = {"JOB", job_cancel, NULL,
 static int job_start_as(uvp_ctx_t *ctx, job_t *j, uint64_t ms,
                         const uvp_inflight_class_t *cls, uvp_promise_t **out) {
   memset(j, 0, sizeof(*j));
+  j->ctx = ctx;
   j->ms = ms;
   j->w.data = j;
   int rc = uvp_promise_new(ctx, &j->p);
@@ -231,40 +237,155 @@ static void test_dump_shows_work_in_group(void **state) {
   uvp_group_release(g);
 }
 
-/* ---- teardown ------------------------------------------------------------ */
+/* ---- teardown: uvp_ctx_close_full waits for every record ----------------- */
+
+/* How a job cut by the teardown stops: the class's cancel stops its timer
+ * and the record ends later, from the close callback of that timer, from
+ * a timer of its own 100 ms on, or from a thread's message (the work
+ * winding down on a thread of its own, which posts back to the loop). */
+enum { BY_CLOSE_CB, BY_TIMER, BY_THREAD };
+
+typedef struct late_s {
+  job_t job; /* first: the record's data is the job */
+  int how;
+  uv_timer_t later;    /* BY_TIMER */
+  uv_async_t back;     /* BY_THREAD: the thread's message */
+  uv_thread_t worker;  /* BY_THREAD */
+  bool worker_started; /* to join */
+} late_t;
+
+static void late_fired(uv_timer_t *t) {
+  late_t *l = t->data;
+  job_end(&l->job);
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void late_back(uv_async_t *a) {
+  late_t *l = a->data;
+  job_end(&l->job);
+  uv_close((uv_handle_t *)a, NULL);
+}
+
+static void late_work(void *arg) {
+  late_t *l = arg;
+  uv_sleep(100); /* winding down */
+  uv_async_send(&l->back);
+}
+
+static void late_cancel(uvp_inflight_t *w, int code) {
+  late_t *l = w->data;
+  uv_loop_t *loop = l->job.t.loop;
+  l->job.cut = code;
+  if (l->how == BY_CLOSE_CB) {
+    uv_close((uv_handle_t *)&l->job.t, job_closed);
+    return;
+  }
+  uv_close((uv_handle_t *)&l->job.t, NULL);
+  if (l->how == BY_TIMER) {
+    uv_timer_init(loop, &l->later);
+    l->later.data = l;
+    uv_timer_start(&l->later, late_fired, 100, 0);
+    return;
+  }
+  uv_async_init(loop, &l->back, late_back);
+  l->back.data = l;
+  l->worker_started = uv_thread_create(&l->worker, late_work, l) == 0;
+}
+
+static const uvp_inflight_class_t late_class = {"JOB", late_cancel, NULL, 0};
 
 typedef struct closing_s {
-  job_t job;
+  late_t *jobs;
+  int n;
   int called;
   size_t inflight_at_cb;
-  int ended_at_cb;
+  int ended_at_cb; /* how many of the jobs had ended */
 } closing_t;
 
 static void on_closed(uvp_ctx_t *ctx, void *arg) {
   closing_t *c = arg;
   c->called++;
   c->inflight_at_cb = uvp_ctx_inflight(ctx);
-  c->ended_at_cb = c->job.ended;
+  c->ended_at_cb = 0;
+  for (int i = 0; i < c->n; i++)
+    c->ended_at_cb += c->jobs[i].job.ended;
 }
 
-static void test_close_cuts_and_waits(void **state) {
-  fixture_t *f = *state;
+/* n jobs, the i-th stopping as hows[i]; uvp_ctx_close_full cuts them all,
+ * and its callback comes once the last record has ended, and only then:
+ * uvp's own handles close in the loop's first turn, the records go on
+ * counting until their ends. */
+static void close_full_waits(fixture_t *f, const int *hows, int n) {
+  static late_t jobs[3];
   static closing_t c;
+  assert_true(n <= 3);
+  memset(jobs, 0, sizeof(jobs));
   memset(&c, 0, sizeof(c));
-  uvp_promise_t *p;
-  assert_int_equal(job_start(f->ctx, &c.job, 10000, &p), 0);
-  assert_int_equal(uvp_ctx_inflight(f->ctx), 1);
+  c.jobs = jobs;
+  c.n = n;
+  bool later = false; /* some record ends after the first turn */
+  for (int i = 0; i < n; i++) {
+    uvp_promise_t *p;
+    assert_int_equal(job_start_as(f->ctx, &jobs[i].job, 10000, &late_class, &p),
+                     0);
+    jobs[i].how = hows[i];
+    later |= hows[i] != BY_CLOSE_CB;
+    uvp_promise_release(p); /* the job's reference and the record's remain */
+  }
+  assert_int_equal(uvp_ctx_inflight(f->ctx), (size_t)n);
   uvp_ctx_t *ctx = f->ctx;
   assert_int_equal(uvp_ctx_close_full(ctx, on_closed, &c), 0);
   f->ctx = NULL; /* the fixture's teardown closes nothing more */
-  assert_int_equal(c.job.cut, UVP_ECLOSED);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(jobs[i].job.cut, UVP_ECLOSED);
+    assert_true(jobs[i].worker_started == (hows[i] == BY_THREAD));
+  }
   assert_int_equal(c.called, 0);
-  assert_int_equal(uvp_promise_reason(p, NULL), UVP_ECLOSED);
-  uvp_promise_release(p);
+  assert_int_equal(uvp_ctx_inflight(ctx), (size_t)n);
+  if (later) {
+    /* One turn: uvp's handles have closed, the close callbacks have ended
+     * the BY_CLOSE_CB records; the others still count, and hold the
+     * context (their promises). */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_int_equal(c.called, 0);
+    size_t open = 0;
+    for (int i = 0; i < n; i++)
+      open += jobs[i].job.ended == 0;
+    assert_true(open >= 1);
+    assert_int_equal(uvp_ctx_inflight(ctx), open);
+  }
   run_loop(f);
+  for (int i = 0; i < n; i++)
+    if (jobs[i].worker_started)
+      assert_int_equal(uv_thread_join(&jobs[i].worker), 0);
   assert_int_equal(c.called, 1);
-  assert_int_equal(c.ended_at_cb, 1);
+  assert_int_equal(c.ended_at_cb, n); /* after every end, not before */
   assert_int_equal(c.inflight_at_cb, 0);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(jobs[i].job.ended, 1);
+    /* Counted until its end: itself and the records not ended yet. */
+    assert_true(jobs[i].job.inflight_at_end >= 1);
+  }
+}
+
+static void test_close_full_waits_close_cb(void **state) {
+  static const int hows[] = {BY_CLOSE_CB};
+  close_full_waits(*state, hows, 1);
+}
+
+static void test_close_full_waits_timer(void **state) {
+  static const int hows[] = {BY_TIMER};
+  close_full_waits(*state, hows, 1);
+}
+
+static void test_close_full_waits_thread(void **state) {
+  static const int hows[] = {BY_THREAD};
+  close_full_waits(*state, hows, 1);
+}
+
+static void test_close_full_waits_every_record(void **state) {
+  static const int hows[] = {BY_THREAD, BY_CLOSE_CB, BY_TIMER};
+  close_full_waits(*state, hows, 3);
 }
 
 /* ---- the virtual clock --------------------------------------------------- */
@@ -408,7 +529,10 @@ int main(void) {
       QUIET_TEST(test_deadline_cuts_work),
       QUIET_TEST(test_cancel_reaches_class),
       QUIET_TEST(test_dump_shows_work_in_group),
-      QUIET_TEST(test_close_cuts_and_waits),
+      QUIET_TEST(test_close_full_waits_close_cb),
+      QUIET_TEST(test_close_full_waits_timer),
+      QUIET_TEST(test_close_full_waits_thread),
+      QUIET_TEST(test_close_full_waits_every_record),
       FIXTURE_TEST_WITH(test_clock_held_by_real_work, auto_setup,
                         fixture_teardown),
       FIXTURE_TEST_WITH(test_clock_not_held_by_idle_work, auto_quiet_setup,

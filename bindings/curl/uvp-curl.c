@@ -43,7 +43,7 @@
  * names it through transfer_target() ("GET url", kind "HTTP"), the one
  * place that does, which uvp_curl_dump prints too.
  *
- * The busy limit (issue 51).  A deadline, libcurl's timeouts and every
+ * The busy limit.  A deadline, libcurl's timeouts and every
  * other handle of the loop wait while the loop thread is inside libcurl,
  * and libcurl 7.88 can stay there as long as a server wants: its HTTP/2
  * read loop (cf_h2_recv) reads until the socket is empty or the stream

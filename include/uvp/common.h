@@ -272,23 +272,31 @@ typedef void (*uvp_ctx_closed_cb)(uvp_ctx_t *ctx, void *arg);
 
 /** uvp_ctx_close, and a notification when it is over in the loop: as
  * uv_close's close callback for a handle, `closed_cb(ctx, arg)` is called
- * once the last handle uvp opened in the loop has run its close callback
- * and the last request it started there has completed, whether its
- * promise is still pending or was already rejected (a file read running
+ * once the last handle uvp opened in the loop has run its close callback,
+ * the last request it started there has completed, and every binding's
+ * record (uvp_inflight_start) has ended with uvp_inflight_end: everything
+ * uvp_ctx_inflight counts, and uvp's own handles.  Each counts whether its
+ * promise is still pending or was already rejected: a file read running
  * in libuv's thread pool, which nothing can stop, rejected with
  * UVP_ECLOSED by the teardown, still counts until the pool hands it
  * back; so do a child process's handles, a timer's and, if you have not
- * closed it yet, your uvp_tcp_t's: uvp_tcp_close works after the
- * teardown).  From then on uv_loop_close() returns 0 as far as uvp is
- * concerned, with no need to run the loop again.
+ * closed it yet, your uvp_tcp_t's (uvp_tcp_close works after the
+ * teardown); and so does a record whose class's cancel, run by the
+ * teardown with UVP_ECLOSED, stops the work later (a timer's callback, a
+ * thread's message or a close callback calling uvp_inflight_end),
+ * however long after.  From then on uv_loop_close() returns 0 as far as
+ * uvp is concerned, with no need to run the loop again (a binding's own
+ * handles are the binding's: see "Work in flight").
  *
  * Everything else is as uvp_ctx_close, including its errors and the
  * context's memory.  The callback:
  *  - is called exactly once if this returns 0, and never otherwise;
  *  - runs on the loop thread, from a libuv callback inside uv_run (a
- *    close callback or a request's callback), never inside this call,
- *    even when nothing is left in flight: the loop must be run (in any
- *    mode) for it to be called;
+ *    close callback or a request's callback; when a binding's record is
+ *    the last, inside its uvp_inflight_end, from whatever callback the
+ *    binding calls that from), never inside this call, even when nothing
+ *    is left in flight: the loop must be run (in any mode) for it to be
+ *    called;
  *  - may call anything but uv_loop_close() on that loop (libuv forbids it
  *    inside uv_run): stop the loop, close handles of its own, free
  *    `arg`, tell the host it is done (Node-API's

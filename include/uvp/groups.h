@@ -170,8 +170,12 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  *    subscription's next message);
  *  - the task dump shows the promise as the class's kind, with what its
  *    describe writes, its age, group and deadline;
- *  - it counts as uvp's work in the loop: uvp_ctx_inflight counts it, and
- *    uvp_ctx_close_full's callback waits for its end.
+ *  - it counts as uvp's work in the loop until uvp_inflight_end, however
+ *    long after its cut that comes: uvp_ctx_inflight counts it, and
+ *    uvp_ctx_close_full's callback waits for every started record, one
+ *    whose cancel (UVP_ECLOSED, from the teardown) stops the work later
+ *    (a timer's callback, a thread's message, a close callback) included,
+ *    until its uvp_inflight_end.
  *
  * One call at the start and one at the end replace what a binding
  * otherwise does in four (a described cancel hook, a deadline watch, a
@@ -238,15 +242,22 @@ UVP_EXTERN int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w,
  * go, and uvp's reference to p drops.  If p is still pending it stays
  * so, its cancel hook removed: settle it too.  Called once per start;
  * a record not started, or ended already, is left alone.  Loop thread;
- * also after uvp_ctx_close, until which the context stays for it. */
+ * also after uvp_ctx_close, until which the context stays for it.  After
+ * uvp_ctx_close_full, an end that is the last of what its callback waits
+ * for runs the callback inside this call: for a host that closes the loop
+ * or frees your state on that callback, end the record once the work's
+ * own handles have closed (from the last one's close callback) and its
+ * threads no longer touch the loop, and touch nothing the host may have
+ * freed after this returns. */
 UVP_EXTERN void uvp_inflight_end(uvp_inflight_t *w);
 
 /** How much of uvp's work is in the loop now: operations whose libuv
  * request or handle is open, TCP connections, timers (delays, timeouts,
  * deadlines), bindings' records between uvp_inflight_start and
- * uvp_inflight_end.  0 once everything has ended: after uvp_ctx_close,
- * that is when uvp_ctx_close_full's callback runs.  0 for NULL.  Loop
- * thread, or any thread after uvp_ctx_close while the context lives. */
+ * uvp_inflight_end (a record cut by a cancellation, a deadline or the
+ * teardown counts until its end).  0 once everything has ended: after
+ * uvp_ctx_close, that is when uvp_ctx_close_full's callback runs.  0 for NULL.
+ * Loop thread, or any thread after uvp_ctx_close while the context lives. */
 UVP_EXTERN size_t uvp_ctx_inflight(const uvp_ctx_t *ctx);
 /** @} */
 
@@ -298,11 +309,27 @@ UVP_EXTERN size_t uvp_ctx_inflight(const uvp_ctx_t *ctx);
  * goes: as it settles if the group held that (fibers, start callbacks,
  * promises you released after adding them), else when you release yours,
  * or at uvp_ctx_close.  A member rejecting with UV_ECANCELED is never
- * reported (a cancellation is no news).  With UVP_GROUP_FAIL_FAST too,
- * the first failure is not reported either: it settles the join, which
- * is reported in its turn if nobody observes it; failures after it are
- * (and so is the first if the join was cancelled before: nothing carries
- * it then).
+ * reported (a cancellation is no news), and neither is one a cut
+ * rejected, whatever its code: such a group is the handler of its
+ * members' cuts.  A cut is a rejection that carries a cause
+ * (uvp_promise_cause is not NULL): the member's own deadline_ms passing,
+ * the group's, one it was made under, uvp_timeout, the group's cancel, a
+ * code given to uvp_promise_cancel_with, uvp_ctx_close, or a rejection
+ * passed on from one of those (then, adoption).  The program chose the
+ * cut, and nothing but the group could observe it: a fiber member's
+ * promise rejects with UV_ETIMEDOUT as its deadline passes, before the
+ * fiber returns and whatever it returns (see "Fibers"), so a server that
+ * answers a request past its deadline and returns has handled it, as
+ * trio's move_on_after absorbs its own deadline.  A member that rejects on its
+ * own is reported, even with UV_ETIMEDOUT: a fiber returning uvp_ret_reject(rc)
+ * after its own request timed out, a promise you reject.  With
+ * UVP_GROUP_FAIL_FAST too, the first failure (a cut other than UV_ECANCELED
+ * counts) is not reported either: it settles the join, which is reported in its
+ * turn if nobody observes it; failures after it are, cuts after it are not (and
+ * the first failure of its own is reported if the join was cut before:
+ * nothing carries it then).  A member of a group that keeps its results
+ * is never reported itself, cut or not: the group observes it for a
+ * next(), and what next() hands out is yours.
  *
  * The structured rule (trio's: a scope ends only when everything it
  * started has ended): a group's join settles only once every member has

@@ -168,7 +168,7 @@ UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
 
-/* ---- causes (issue 54: why was this cancelled) ------------------------- */
+/* ---- causes (why was this cancelled) ----------------------------------- */
 
 /** Who cut a promise: uvp_cause_t's kind. */
 typedef enum uvp_cause_kind_e {
