@@ -369,8 +369,8 @@ static void keep_set(uvp_curl_t *c) {
  * at most 100 times its buffer per transfer it serves (16 KiB for HTTP/1,
  * 32 KiB for HTTP/2: 3.2 MB), so a slow callback of the program's
  * followed by a burst of reading does not reach WD_ENOUGH; a flood does
- * in a few looks (tens of ms; a second under valgrind).  What it cannot
- * tell from a flood: one call that reads for over a second, and over
+ * in a few looks (tens of ms; 0.4 to 1.3 s under valgrind).  What it
+ * cannot tell from a flood: one call that reads past the limit, and over
  * WD_ENOUGH, for many HTTP/2 streams of one connection at once, or with a
  * CURLOPT_BUFFERSIZE of megabytes (uvp-curl.h says so). */
 #define WD_SAMPLE_MS 20
