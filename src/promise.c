@@ -260,7 +260,7 @@ UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
 /* Settle p exactly like the settled src, sharing its value. */
 static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   uvp_promise_t *owner = (src->flags & UVP__F_FORWARD) ? src->link : src;
-  forget_hook(p);
+  settle_hook(p, src->state == UVP__S_REJECTED ? src->code : 0);
   owner->refs++;
   p->link = owner;
   p->value = src->value;
@@ -444,7 +444,7 @@ int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
     return settle_slow(p, UVP__MSG_RESOLVE, 0, value, free_cb);
   if (!settleable(p))
     return unsettleable(p, "uvp_promise_resolve");
-  forget_hook(p);
+  settle_hook(p, 0);
   p->value = value;
   p->fn.free_cb = free_cb;
   settle_in(ctx, p, UVP__S_FULFILLED);
@@ -460,7 +460,7 @@ int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
     return settle_slow(p, UVP__MSG_REJECT, code, payload, free_cb);
   if (!settleable(p))
     return unsettleable(p, "uvp_promise_reject");
-  forget_hook(p);
+  settle_hook(p, code);
   p->code = code;
   p->value = payload;
   p->fn.free_cb = free_cb;
@@ -510,6 +510,14 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
   b.cb(p, b.arg);
   if (b.arg_free != NULL)
     b.arg_free(b.arg);
+}
+
+void uvp__hooked_settle(uvp_promise_t *p, int code) {
+  if (p->fn.cancel_cb == uvp__box_hook)
+    uvp__box_drop(p);
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (uvp__recording(ctx))
+    uvp__rec_settle(ctx, p, code);
 }
 
 void uvp__box_drop(uvp_promise_t *p) {
@@ -623,6 +631,8 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
+  if (uvp__recording(ctx))
+    uvp__rec_event(ctx, UVP__R_CUT, p, c, (const void *)(intptr_t)code);
   uvp__cut_frame_t cut;
   bool cutting = false;
   if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {
