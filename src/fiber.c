@@ -394,10 +394,9 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 /* The recorder's park of f and resumption of next (NULL: the loop's
  * stack). */
 static UVP__NOINLINE void rec_switch(const fiber_t *f, const fiber_t *next) {
-  uvp_ctx_t *ctx = f->st->ctx;
-  uvp__rec_park(ctx, f->p, f->waiting, f->await_file, f->await_line);
-  if (next != NULL)
-    uvp__rec_resume(ctx, next->p, next->woken.status);
+  uvp__rec_switch(uvp__rec_hot(f->st->ctx), f->p, f->waiting, f->await_file,
+                  f->await_line, next != NULL ? next->p : NULL,
+                  next != NULL ? next->woken.status : 0);
 }
 
 /* Suspend the running fiber until its wake runs; returns what it said.

@@ -75,7 +75,7 @@ typedef struct writer_s {
   const uvp__rec_t *ring;
   size_t cap, first, count; /* the window: count records from first */
   uint64_t *t;              /* each record's time */
-  uint32_t *ent, *ent2, *tid;
+  uint32_t *ent, *ent2, *ent3, *tid;
   ent_t *ents;
   size_t nents, ents_cap;
   map_t map;
@@ -367,7 +367,7 @@ static int entities(writer_t *wr) {
   for (size_t i = 0; i < wr->count; i++) {
     const uvp__rec_t *r = rec_at(wr, i);
     uint32_t e = NONE, e2 = NONE;
-    wr->ent[i] = wr->ent2[i] = NONE;
+    wr->ent[i] = wr->ent2[i] = wr->ent3[i] = NONE;
     /* The track first: a fiber running since before the records began
      * (its first record one of what it did) was running then. */
     uint32_t tr = r->track != NULL ? fiber_of(wr, r->track, F_RUN) : NONE;
@@ -412,9 +412,19 @@ static int entities(writer_t *wr) {
     case UVP__R_PARK:
       e = fiber_of(wr, r->a, F_RUN);
       e2 = map_get(&wr->map, NS_PROMISE, r->b);
+      if (r->c != NULL) { /* and the fiber it hands off to runs */
+        uint32_t e3 = fiber_of(wr, r->c, F_AWAIT);
+        if (e3 == NONE)
+          return UV_ENOMEM;
+        if (wr->ents[e3].begun && wr->ents[e3].first_resume == NONE)
+          wr->ents[e3].first_resume = (uint32_t)i;
+        wr->ent3[i] = e3;
+      }
       break;
     case UVP__R_RESUME:
       e = fiber_of(wr, r->a, F_AWAIT);
+      if (e == NONE)
+        return UV_ENOMEM;
       if (e != NONE && wr->ents[e].begun && wr->ents[e].first_resume == NONE)
         wr->ents[e].first_resume = (uint32_t)i;
       break;
@@ -643,7 +653,6 @@ static void await_begin(writer_t *wr, ent_t *x, uint64_t t,
   if (r != NULL)
     k = a != NULL && a->kind == E_FIBER ? "fiber"
         : a != NULL                     ? work_kind(wr, a, kind, sizeof(kind))
-        : r->d != NULL                  ? (const char *)r->d
                                         : "promise";
   snprintf(name, sizeof(name), "await %s", k);
   bool first = true;
@@ -871,6 +880,19 @@ static void cut_rec(writer_t *wr, const uvp__rec_t *r, size_t i, ent_t *x,
     flow_end(wr, "f", "cause", e2, wr->ents[e2].flows++, to, t);
 }
 
+/* Fiber e runs from record i, its await's status `status`. */
+static void resume(writer_t *wr, uint32_t e, size_t i, int status) {
+  ent_t *x = e != NONE ? &wr->ents[e] : NULL;
+  if (x == NULL || !x->open)
+    return;
+  if (x->first_resume == i)
+    flow_end(wr, "f", "spawn", e, 0, fiber_tid(x), wr->t[i]);
+  if (x->awaiting != NULL)
+    (void)map_put(&wr->map, NS_AWAITED, x->awaiting, NONE);
+  x->awaiting = NULL;
+  run_begin(wr, x, wr->t[i], status, false);
+}
+
 static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   const uvp__rec_t *r = rec_at(wr, i);
   uint64_t t = wr->t[i];
@@ -899,16 +921,11 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
       if (map_put(&wr->map, NS_AWAITED, r->b, e) == 0)
         x->awaiting = r->b;
     }
+    if (r->c != NULL)
+      resume(wr, wr->ent3[i], i, (int)(intptr_t)r->d);
     break;
   case UVP__R_RESUME:
-    if (x != NULL && x->open) {
-      if (x->first_resume == i)
-        flow_end(wr, "f", "spawn", e, 0, fiber_tid(x), t);
-      if (x->awaiting != NULL)
-        (void)map_put(&wr->map, NS_AWAITED, x->awaiting, NONE);
-      x->awaiting = NULL;
-      run_begin(wr, x, t, (int)(intptr_t)r->b, false);
-    }
+    resume(wr, e, i, (int)(intptr_t)r->b);
     break;
   case UVP__R_FIBER_END:
     if (x != NULL && x->open)
@@ -1089,10 +1106,17 @@ static void text_rec(writer_t *wr, size_t i) {
     break;
   }
   case UVP__R_PARK:
-    snprintf(buf, sizeof(buf), "parked at %s:%u awaiting %p (%s)",
-             r->file != NULL ? r->file : "?", r->line, r->b,
-             r->d != NULL ? (const char *)r->d : "promise");
+    snprintf(buf, sizeof(buf), "parked at %s:%u awaiting %p",
+             r->file != NULL ? r->file : "?", r->line, r->b);
     outs(wr, buf);
+    if (r->c != NULL) {
+      int code = (int)(intptr_t)r->d;
+      outs(wr, "; fiber ");
+      out_hex(wr, r->c);
+      outs(wr, " resumed (");
+      outs(wr, code == 0 ? "fulfilled" : uvp_err_name(code));
+      outs(wr, ")");
+    }
     break;
   case UVP__R_RESUME: {
     int code = (int)(intptr_t)r->b;
@@ -1190,6 +1214,7 @@ static void writer_free(writer_t *wr) {
   uvp__free(wr->t);
   uvp__free(wr->ent);
   uvp__free(wr->ent2);
+  uvp__free(wr->ent3);
   uvp__free(wr->tid);
   uvp__free(wr->ents);
   uvp__free(wr->last);
@@ -1214,7 +1239,7 @@ int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts) {
   }
   wr->ctx = ctx;
   wr->ring = h->ring;
-  wr->cap = h->cap;
+  wr->cap = (size_t)(h->end - h->ring);
   wr->t = t;
   times(wr, first, held, t);
   wr->t_end = uv_hrtime();
@@ -1232,13 +1257,16 @@ int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts) {
   if (skip != 0)
     memmove(t, t + skip, wr->count * sizeof(*t));
   wr->t0 = wr->count != 0 ? t[0] : wr->t_end;
-  wr->overwritten = h->n - held;
+  wr->overwritten =
+      h->laps * wr->cap + (size_t)(h->next - h->ring) - held;
   int rc = 0;
   size_t n = wr->count != 0 ? wr->count : 1;
   wr->ent = uvp__malloc(n * sizeof(*wr->ent));
   wr->ent2 = uvp__malloc(n * sizeof(*wr->ent2));
+  wr->ent3 = uvp__malloc(n * sizeof(*wr->ent3));
   wr->tid = uvp__malloc(n * sizeof(*wr->tid));
-  if (wr->ent == NULL || wr->ent2 == NULL || wr->tid == NULL)
+  if (wr->ent == NULL || wr->ent2 == NULL || wr->ent3 == NULL ||
+      wr->tid == NULL)
     rc = UV_ENOMEM;
   if (rc == 0 && opts->format == UVP_RECORD_JSON) {
     rc = entities(wr);

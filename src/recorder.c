@@ -10,8 +10,8 @@
 #include "recorder.h"
 #include "work-door.h"
 
-/* Fibers' parks and resumes read the clock at one in EVERY. */
-#define EVERY 16
+/* Hand-offs from fiber to fiber read the clock at one in EVERY. */
+#define EVERY 64
 /* The longest string kept (a stall report, a work's description). */
 #define STR_MAX 1024
 #define MIN_BYTES 4096
@@ -110,23 +110,32 @@ int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap) {
   return (int)m;
 }
 
+static size_t cap_of(const rec_state_t *st) {
+  return (size_t)(st->h.end - st->h.ring);
+}
+
+/* Records written since it was turned on. */
+static uint64_t written(const rec_state_t *st) {
+  return st->h.laps * cap_of(st) + (size_t)(st->h.next - st->h.ring);
+}
+
 void uvp__rec_held(const uvp_ctx_t *ctx, size_t *first, size_t *count) {
   const rec_state_t *st = state_of(ctx);
   *first = *count = 0;
   if (st == NULL || st->bytes == 0)
     return;
-  if (st->h.n <= st->h.cap) {
-    *count = (size_t)st->h.n;
+  if (st->h.laps == 0) {
+    *count = (size_t)(st->h.next - st->h.ring);
     return;
   }
-  *first = st->h.pos;
-  *count = st->h.cap;
+  *first = (size_t)(st->h.next - st->h.ring);
+  *count = cap_of(st);
 }
 
 /* ---- the hooks ----------------------------------------------------------- */
 
 static uvp__rec_t *put(rec_state_t *st, int type) {
-  uvp__rec_t *r = uvp__rec_put(&st->h, type, false);
+  uvp__rec_t *r = uvp__rec_put(&st->h, type);
   r->a = r->b = r->c = r->d = NULL;
   r->file = NULL;
   r->line = 0;
@@ -202,27 +211,11 @@ void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code) {
   uvp__rec_event(ctx, UVP__R_SETTLE, p, (const void *)(intptr_t)code, NULL);
 }
 
-void uvp__rec_park(uvp_ctx_t *ctx, const uvp_promise_t *parked,
-                   const uvp_promise_t *awaited, const char *file, int line) {
-  rec_state_t *st = state_of(ctx);
-  if (st->h.kinds & UVP_RECORD_FIBERS) {
-    uvp__rec_t *r = uvp__rec_put(&st->h, UVP__R_PARK, true);
-    const uvp__work_t *w = awaited != NULL ? uvp__work_of(awaited) : NULL;
-    r->a = parked;
-    r->b = awaited;
-    r->c = NULL;
-    r->d = w != NULL ? w->cls->kind : NULL;
-    r->file = file;
-    r->line = line > 0 ? (uint32_t)line : 0;
-  }
-  st->h.track = NULL; /* the loop's stack, unless a fiber resumes next */
-}
-
 void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status) {
   rec_state_t *st = state_of(ctx);
   st->h.track = fiber;
   if (st->h.kinds & UVP_RECORD_FIBERS) {
-    uvp__rec_t *r = uvp__rec_put(&st->h, UVP__R_RESUME, true);
+    uvp__rec_t *r = uvp__rec_put(&st->h, UVP__R_RESUME);
     r->a = fiber;
     r->b = (const void *)(intptr_t)status;
   }
@@ -332,10 +325,10 @@ static void turn_off(rec_state_t *st) {
     uv_prepare_stop(&st->prepare);
   uvp__free(st->mem);
   st->mem = NULL;
-  st->h.ring = NULL;
+  st->h.ring = st->h.end = st->h.next = NULL;
   st->str = NULL;
-  st->bytes = st->h.cap = st->h.pos = st->str_cap = 0;
-  st->h.n = st->str_n = 0;
+  st->bytes = st->str_cap = 0;
+  st->h.laps = st->str_n = 0;
   st->stall_pending = false;
 }
 
@@ -387,11 +380,10 @@ static int ring_new(rec_state_t *st, size_t bytes) {
   st->mem = mem;
   size_t str_cap = bytes / 8;
   uintptr_t at = ((uintptr_t)mem + 63) & ~(uintptr_t)63;
-  st->h.ring = (uvp__rec_t *)at;
-  st->h.cap = (bytes - str_cap) / sizeof(uvp__rec_t);
-  st->h.pos = 0;
-  st->h.n = 0;
-  st->str = (char *)(st->h.ring + st->h.cap);
+  st->h.ring = st->h.next = (uvp__rec_t *)at;
+  st->h.end = st->h.ring + (bytes - str_cap) / sizeof(uvp__rec_t);
+  st->h.laps = 0;
+  st->str = (char *)st->h.end;
   st->str_cap = str_cap;
   st->str_n = 0;
   st->bytes = bytes;
@@ -468,9 +460,9 @@ int uvp_ctx_recorder_stats(const uvp_ctx_t *ctx, uvp_recorder_stats_t *out) {
   if (st == NULL || st->bytes == 0)
     return 0;
   out->bytes = st->bytes;
-  out->capacity = st->h.cap;
-  out->events = st->h.n;
-  out->kept = st->h.n < st->h.cap ? st->h.n : st->h.cap;
+  out->capacity = cap_of(st);
+  out->events = written(st);
+  out->kept = st->h.laps == 0 ? out->events : out->capacity;
   out->str_bytes = st->str_n;
   return 0;
 }

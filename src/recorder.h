@@ -35,8 +35,9 @@ enum {
   /* A promise with a cancel hook settled (uvp's work, a program's hook):
    * a = it, b = its code (0: fulfilled). */
   UVP__R_SETTLE,
-  /* The fiber a (its promise) parks at its await file:line, for promise b
-   * (d: the kind of b's work, if it is uvp's, else NULL). */
+  /* The fiber a (its promise) parks at its await file:line, for promise
+   * b; fiber c (NULL: none, the loop's stack) runs next, the status of its
+   * await d (a fiber's hand-off to the next: one record). */
   UVP__R_PARK,
   UVP__R_RESUME,    /* fiber a runs, the await's status b */
   UVP__R_FIBER_END, /* fiber a has returned */
@@ -82,11 +83,11 @@ typedef struct uvp__rec_s {
 /* What a record touches, first in the recorder's state (recorder.c). */
 typedef struct uvp__rec_hot_s {
   uvp__ext_t ext;
-  uvp__rec_t *ring; /* cap records */
-  size_t cap, pos;  /* pos: the next slot */
-  uint64_t n;       /* records written since it was turned on */
-  uint64_t now;     /* the last clock read */
-  /* Fibers' parks and resumes to the next one that reads the clock. */
+  uvp__rec_t *next;       /* the next slot ... */
+  uvp__rec_t *ring, *end; /* ... of the ring, end - ring records */
+  uint64_t laps;          /* times `next` went round */
+  uint64_t now;           /* the last clock read */
+  /* Hand-offs from fiber to fiber to the next that reads the clock. */
   unsigned countdown, every;
   unsigned kinds;    /* UVP_RECORD_* */
   const void *track; /* the fiber running now (its promise), or NULL */
@@ -102,24 +103,23 @@ static inline bool uvp__recording(const uvp_ctx_t *ctx) {
   return UVP__UNLIKELY(uvp__head(ctx)->watch & UVP__WATCH_REC);
 }
 
-/* Reads the clock: the time of an event now. */
+/* Reads the clock: the time of an event now (and `every` events to the
+ * next hand-off that reads it). */
 uint64_t uvp__rec_clock(uvp__rec_hot_t *h);
-/* An event's time: a fiber's park or resume (dense) reads the clock at one
- * in `every`, and is otherwise the last read's, marked as a guess. */
-static UVP__ALWAYS_INLINE uint64_t uvp__rec_time(uvp__rec_hot_t *h,
-                                                 bool dense) {
-  if (dense && UVP__LIKELY(--h->countdown != 0))
-    return h->now | UVP__REC_GUESS;
-  return uvp__rec_clock(h);
+/* The next slot, overwriting the oldest once the ring is full. */
+static UVP__ALWAYS_INLINE uvp__rec_t *uvp__rec_slot(uvp__rec_hot_t *h) {
+  uvp__rec_t *r = h->next;
+  if (UVP__UNLIKELY(++h->next == h->end)) {
+    h->next = h->ring;
+    h->laps++;
+  }
+  return r;
 }
-/* The next record, its time, track and type written. */
-static UVP__ALWAYS_INLINE uvp__rec_t *uvp__rec_put(uvp__rec_hot_t *h, int type,
-                                                   bool dense) {
-  uvp__rec_t *r = &h->ring[h->pos];
-  if (UVP__UNLIKELY(++h->pos == h->cap))
-    h->pos = 0;
-  h->n++;
-  r->t = uvp__rec_time(h, dense);
+/* The next record, its time (a clock read), track and type written. */
+static UVP__ALWAYS_INLINE uvp__rec_t *uvp__rec_put(uvp__rec_hot_t *h,
+                                                   int type) {
+  uvp__rec_t *r = uvp__rec_slot(h);
+  r->t = uvp__rec_clock(h);
   r->track = h->track;
   r->type = (uint8_t)type;
   return r;
@@ -143,11 +143,34 @@ void uvp__rec_work_start(uvp_ctx_t *ctx, const struct uvp__work_s *w,
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
 /* A promise with a cancel hook settles with `code` (0: fulfilled). */
 void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code);
-/* A fiber switch: fiber `parked` (its promise; NULL: none) parks at
- * file:line for promise `awaited`, and fiber `next` (NULL: the loop's
- * stack) runs with the status `status`. */
-void uvp__rec_park(uvp_ctx_t *ctx, const uvp_promise_t *parked,
-                   const uvp_promise_t *awaited, const char *file, int line);
+/* A fiber switch, inline where it happens (fiber.c): fiber `parked` (its
+ * promise) parks at file:line for promise `awaited`, and fiber `next`
+ * (NULL: the loop's stack) runs, its await's status `status`. */
+static UVP__ALWAYS_INLINE void
+uvp__rec_switch(uvp__rec_hot_t *h, const uvp_promise_t *parked,
+                const uvp_promise_t *awaited, const char *file, int line,
+                const uvp_promise_t *next, int status) {
+  h->track = next;
+  if (UVP__LIKELY(h->kinds & UVP_RECORD_FIBERS)) {
+    uvp__rec_t *r = uvp__rec_slot(h);
+    r->track = parked;
+    r->a = parked;
+    r->b = awaited;
+    r->c = next;
+    r->d = (const void *)(intptr_t)status;
+    r->file = file;
+    r->line = (uint32_t)line;
+    r->type = UVP__R_PARK;
+    /* Last: a clock read is then a tail call, with nothing to keep.  A
+     * hand-off to the next fiber reads it at one in `every`; a park back
+     * to the loop's stack (the end of a drain's run) always. */
+    if (UVP__LIKELY(--h->countdown != 0) && UVP__LIKELY(next != NULL))
+      r->t = h->now | UVP__REC_GUESS;
+    else
+      r->t = uvp__rec_clock(h);
+  }
+}
+/* The drain runs fiber `fiber`, its await's status `status`. */
 void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status);
 void uvp__rec_fiber_end(uvp_ctx_t *ctx, const uvp_promise_t *fiber);
 /* `id` (a fiber's promise, or a group) is named `name` (NULL: unnamed). */

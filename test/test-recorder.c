@@ -383,9 +383,8 @@ static void overwrites_without_growing(void **state) {
   assert_true(cap >= 800 && cap < 1024);
   pingpong(&loop, 1000); /* warm: stacks, slabs */
   size_t before = atomic_load(&allocs);
-  /* Two events an await (a park, a resume), two awaits a step. */
-  size_t n = RUNNING_ON_VALGRIND ? 250000 : 250000;
-  pingpong(&loop, n);
+  /* An event an await (a park that hands off), two awaits a step. */
+  pingpong(&loop, 500000);
   assert_int_equal(atomic_load(&allocs), before);
   assert_int_equal(uvp_ctx_recorder_stats(g_ctx, &st), 0);
   assert_true(st.events >= 1000000);
@@ -527,7 +526,7 @@ static void last_ms_and_off(void **state) {
   sink_t s = {0};
   /* Only fibers were recorded, all more than 20 ms ago. */
   assert_int_equal(write_to(f->ctx, UVP_RECORD_TEXT, 20, &s), 0);
-  assert_true(write_to(f->ctx, UVP_RECORD_TEXT, 0, &s) > 40);
+  assert_true(write_to(f->ctx, UVP_RECORD_TEXT, 0, &s) >= 20);
   assert_null(strstr(s.buf, "poll"));
   sink_free(&s);
   assert_int_equal(uvp_ctx_set_recorder(f->ctx, 0, 0), 0);
