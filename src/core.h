@@ -120,6 +120,9 @@ static inline void forget_hook(uvp_promise_t *p) {
 /* The same before a settle with `code` (0: fulfilled), which the flight
  * recorder hears of for a promise with a hook (uvp's work, mostly): a
  * promise without one tests the flag it always did. */
+#if defined(__GNUC__)
+__attribute__((cold))
+#endif
 void uvp__hooked_settle(uvp_promise_t *p, int code);
 static inline void settle_hook(uvp_promise_t *p, int code) {
   if (UVP__UNLIKELY(p->flags & UVP__F_CANCEL))

@@ -260,7 +260,8 @@ UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
 /* Settle p exactly like the settled src, sharing its value. */
 static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   uvp_promise_t *owner = (src->flags & UVP__F_FORWARD) ? src->link : src;
-  settle_hook(p, src->state == UVP__S_REJECTED ? src->code : 0);
+  if (UVP__UNLIKELY(p->flags & UVP__F_CANCEL)) /* the code only then */
+    uvp__hooked_settle(p, src->state == UVP__S_REJECTED ? src->code : 0);
   owner->refs++;
   p->link = owner;
   p->value = src->value;
