@@ -51,10 +51,10 @@ typedef struct ent_s {
   uint32_t spawn;        /* a fiber's spawn (a record), or NONE */
   uint32_t cuts, flows;  /* a cause: what it cut, and the flows written */
   const void *awaiting;  /* the third pass's: what a fiber awaits */
-  const void *id, *p;     /* its id; a work's promise */
-  const void *owner;      /* the group it answers to */
-  const char *kind_lit;   /* a class's kind */
-  const char *file;       /* its site */
+  const void *id, *p;    /* its id; a work's promise */
+  const void *owner;     /* the group it answers to */
+  const char *kind_lit;  /* a class's kind */
+  const char *file;      /* its site */
   uint32_t line;
   int status; /* its promise's, once settled */
   int code;   /* the cut's */
@@ -70,6 +70,14 @@ typedef struct map_s {
   size_t cap, n; /* cap a power of two, at most half full */
 } map_t;
 
+/* A site's file, escaped (out_site). */
+#define SITE_CACHE 64
+typedef struct site_s {
+  const char *file;
+  size_t len;
+  char text[192];
+} site_t;
+
 typedef struct writer_s {
   uvp_ctx_t *ctx;
   const uvp__rec_t *ring;
@@ -82,14 +90,15 @@ typedef struct writer_s {
   uint32_t fibers, flows;
   uint64_t t0, t_end;
   uint64_t overwritten; /* records the ring no longer holds */
-  uint64_t *last; /* the last time written on each track (by tid) */
+  uint64_t *last;       /* the last time written on each track (by tid) */
   size_t last_cap;
   bool loop_at_first_poll, loop_at_first_uvp;
   uint64_t stall_end;
   uvp__diag_t *w;
-  size_t line_len;
-  char line[LINE_CAP];
+  size_t len, whole; /* buf's bytes, and those of whole lines */
+  char buf[LINE_CAP + PIPE_BUF];
   char str[STR_CAP];
+  site_t sites[SITE_CACHE];
 } writer_t;
 
 static const uvp__rec_t *rec_at(const writer_t *wr, size_t i) {
@@ -98,13 +107,38 @@ static const uvp__rec_t *rec_at(const writer_t *wr, size_t i) {
 
 /* ---- output -------------------------------------------------------------- */
 
-static void out(writer_t *wr, const char *s, size_t n) {
-  if (n > LINE_CAP - 2 - wr->line_len)
-    n = LINE_CAP - 2 - wr->line_len; /* room for "}\n" */
-  memcpy(wr->line + wr->line_len, s, n);
-  wr->line_len += n;
+/* Lines go out in chunks of whole lines of at most PIPE_BUF bytes (diag.h:
+ * a pipe takes each whole), a call of the sink's per chunk rather than
+ * per line: a full ring is a million lines. */
+static void flush_lines(writer_t *wr, size_t n) {
+  if (n == 0)
+    return;
+  uvp__diag_out(wr->w, wr->buf, n);
+  memmove(wr->buf, wr->buf + n, wr->len - n);
+  wr->len -= n;
+  wr->whole -= n;
 }
+
+static UVP__ALWAYS_INLINE void out(writer_t *wr, const char *s, size_t n) {
+  /* A line is cut at LINE_CAP (room kept for its last "}}\n"). */
+  if (UVP__UNLIKELY(n > LINE_CAP - 3 - (wr->len - wr->whole)))
+    n = LINE_CAP - 3 - (wr->len - wr->whole);
+  memcpy(wr->buf + wr->len, s, n);
+  wr->len += n;
+}
+/* A literal. */
+#define OUTL(wr, lit) out((wr), "" lit, sizeof(lit) - 1)
 static void outs(writer_t *wr, const char *s) { out(wr, s, strlen(s)); }
+
+static void line_end(writer_t *wr) {
+  wr->buf[wr->len++] = '\n';
+  if (wr->len > PIPE_BUF) {
+    flush_lines(wr, wr->whole); /* those before this one */
+    if (wr->len > PIPE_BUF)
+      flush_lines(wr, wr->len); /* a line longer than PIPE_BUF */
+  }
+  wr->whole = wr->len;
+}
 
 static void out_u64(writer_t *wr, uint64_t v) {
   char b[24];
@@ -130,14 +164,14 @@ static void out_hex(writer_t *wr, const void *p) {
   out(wr, b + i, sizeof(b) - i);
 }
 
-/* A quoted JSON string: bytes 0x7f and up, and controls, as \u00XX. */
-static void out_jstr(writer_t *wr, const char *s) {
+/* A JSON string's bytes, unquoted: bytes 0x7f and up, and controls, as
+ * \u00XX, as the task dump writes them. */
+static void out_jbytes(writer_t *wr, const char *s) {
   static const char digits[] = "0123456789abcdef";
-  out(wr, "\"", 1);
   const char *run = s;
   for (; *s != '\0'; s++) {
     unsigned char c = (unsigned char)*s;
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+    if (UVP__LIKELY(c >= 0x20 && c < 0x7f && c != '"' && c != '\\'))
       continue;
     out(wr, run, (size_t)(s - run));
     char e[6] = {'\\', 'u', '0', '0', digits[c >> 4], digits[c & 15]};
@@ -148,6 +182,10 @@ static void out_jstr(writer_t *wr, const char *s) {
     run = s + 1;
   }
   out(wr, run, (size_t)(s - run));
+}
+static void out_jstr(writer_t *wr, const char *s) {
+  out(wr, "\"", 1);
+  out_jbytes(wr, s);
   out(wr, "\"", 1);
 }
 
@@ -159,36 +197,35 @@ static void out_us(writer_t *wr, uint64_t ns) {
   out(wr, b, 4);
 }
 
+/* "FILE:LINE": a site's file escaped once (a cache by its literal's
+ * address: a program has few). */
 static void out_site(writer_t *wr, const char *file, uint32_t line) {
-  char b[LINE_CAP / 4];
-  size_t n = strlen(file != NULL ? file : "?");
-  if (n > sizeof(b) - 16)
-    n = sizeof(b) - 16;
-  memcpy(b, file != NULL ? file : "?", n);
-  b[n++] = ':';
-  size_t at = n;
-  char d[12];
-  size_t k = sizeof(d);
-  uint32_t v = line;
-  do {
-    d[--k] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  memcpy(b + at, d + k, sizeof(d) - k);
-  b[at + sizeof(d) - k] = '\0';
-  out_jstr(wr, b);
+  if (file == NULL)
+    file = "?";
+  site_t *c = &wr->sites[((uintptr_t)file >> 3) % SITE_CACHE];
+  if (c->file != file) {
+    size_t save = wr->len;
+    out_jbytes(wr, file);
+    size_t n = wr->len - save;
+    c->file = n < sizeof(c->text) ? file : NULL;
+    c->len = n < sizeof(c->text) ? n : 0;
+    memcpy(c->text, wr->buf + save, c->len);
+    wr->len = save;
+  }
+  out(wr, "\"", 1);
+  if (c->file == file)
+    out(wr, c->text, c->len);
+  else
+    out_jbytes(wr, file);
+  out(wr, ":", 1);
+  out_u64(wr, line);
+  out(wr, "\"", 1);
 }
 
 /* The string at pos, or `instead` when it is overwritten. */
 static const char *str_of(writer_t *wr, uintptr_t pos, const char *instead) {
   return uvp__rec_str(wr->ctx, pos, wr->str, sizeof(wr->str)) >= 0 ? wr->str
                                                                    : instead;
-}
-
-static void line_end(writer_t *wr) {
-  wr->line[wr->line_len++] = '\n';
-  uvp__diag_out(wr->w, wr->line, wr->line_len);
-  wr->line_len = 0;
 }
 
 /* ---- the map ------------------------------------------------------------- */
@@ -247,7 +284,8 @@ static int map_put(map_t *m, uint8_t ns, const void *id, uint32_t e) {
   return 0;
 }
 
-/* ---- pass 1: times -------------------------------------------------------- */
+/* ---- pass 1: times --------------------------------------------------------
+ */
 
 /* Each record's time: a guess (a park or resume that did not read the
  * clock) is placed between the reads around it, in proportion to the
@@ -259,8 +297,8 @@ static void place(uint64_t *t, size_t from, size_t to, uint64_t t_from,
   /* Records from+1 .. to-1 are guesses; t[from] is t_from. */
   size_t n = to - from;
   for (size_t i = from + 1; i < to; i++)
-    t[i] = t_from + (uint64_t)((double)(t_to - t_from) * (double)(i - from) /
-                               (double)n);
+    t[i] = t_from +
+           (uint64_t)((double)(t_to - t_from) * (double)(i - from) / (double)n);
 }
 
 static void times(writer_t *wr, size_t first, size_t count, uint64_t *t) {
@@ -495,7 +533,8 @@ static int entities(writer_t *wr) {
   return 0;
 }
 
-/* ---- pass 3: JSON --------------------------------------------------------- */
+/* ---- pass 3: JSON ---------------------------------------------------------
+ */
 
 /* `,{"ph":PH,"pid":1,"tid":N,"ts":T` for a track's event, its time
  * clamped to the track's last (never back on a track); returns it. */
@@ -505,25 +544,25 @@ static uint64_t ev(writer_t *wr, const char *ph, uint32_t tid, uint64_t t) {
       t = wr->last[tid];
     wr->last[tid] = t;
   }
-  outs(wr, ",{\"ph\":\"");
+  OUTL(wr, ",{\"ph\":\"");
   outs(wr, ph);
-  outs(wr, "\",\"pid\":1,\"tid\":");
+  OUTL(wr, "\",\"pid\":1,\"tid\":");
   out_u64(wr, tid);
-  outs(wr, ",\"ts\":");
+  OUTL(wr, ",\"ts\":");
   out_us(wr, t - wr->t0 + TS_FROM);
   return t;
 }
 static void ev_name(writer_t *wr, const char *cat, const char *name) {
-  outs(wr, ",\"cat\":\"");
+  OUTL(wr, ",\"cat\":\"");
   outs(wr, cat);
-  outs(wr, "\",\"name\":");
+  OUTL(wr, "\",\"name\":");
   out_jstr(wr, name);
 }
 static void arg_raw(writer_t *wr, bool *first, const char *key) {
   outs(wr, *first ? ",\"args\":{\"" : ",\"");
   *first = false;
   outs(wr, key);
-  outs(wr, "\":");
+  OUTL(wr, "\":");
 }
 static void arg_str(writer_t *wr, bool *first, const char *key,
                     const char *val) {
@@ -532,10 +571,9 @@ static void arg_str(writer_t *wr, bool *first, const char *key,
 }
 static void arg_true(writer_t *wr, bool *first, const char *key) {
   arg_raw(wr, first, key);
-  outs(wr, "true");
+  OUTL(wr, "true");
 }
-static void arg_ptr(writer_t *wr, bool *first, const char *key,
-                    const void *p) {
+static void arg_ptr(writer_t *wr, bool *first, const char *key, const void *p) {
   arg_raw(wr, first, key);
   out(wr, "\"", 1);
   out_hex(wr, p);
@@ -548,8 +586,16 @@ static void arg_site(writer_t *wr, bool *first, const char *file,
   arg_raw(wr, first, "site");
   out_site(wr, file, line);
 }
+/* A status: "fulfilled", uvp's or libuv's name for the code, or, for a
+ * code of a binding's own, "error -32001". */
 static void arg_code(writer_t *wr, bool *first, const char *key, int code) {
-  arg_str(wr, first, key, code == 0 ? "fulfilled" : uvp_err_name(code));
+  char buf[32];
+  const char *name = code == 0 ? "fulfilled" : uvp_err_name(code);
+  if (strncmp(name, "Unknown", 7) == 0) {
+    snprintf(buf, sizeof(buf), "error %d", code);
+    name = buf;
+  }
+  arg_str(wr, first, key, name);
 }
 static void ev_close(writer_t *wr, bool first) {
   if (!first)
@@ -569,11 +615,11 @@ static const char *work_kind(writer_t *wr, const ent_t *x, char *buf,
 }
 
 static void thread_name(writer_t *wr, uint32_t tid, const char *name) {
-  outs(wr, ",{\"ph\":\"M\",\"pid\":1,\"tid\":");
+  OUTL(wr, ",{\"ph\":\"M\",\"pid\":1,\"tid\":");
   out_u64(wr, tid);
-  outs(wr, ",\"name\":\"thread_name\",\"args\":{\"name\":");
+  OUTL(wr, ",\"name\":\"thread_name\",\"args\":{\"name\":");
   out_jstr(wr, name);
-  outs(wr, "}}");
+  OUTL(wr, "}}");
   line_end(wr);
 }
 
@@ -645,20 +691,21 @@ static void run_begin(writer_t *wr, ent_t *x, uint64_t t, int status,
 }
 
 /* r: the park (NULL: parked before the first record). */
-static void await_begin(writer_t *wr, ent_t *x, uint64_t t,
-                        const uvp__rec_t *r, uint32_t awaited) {
-  char kind[64], name[80];
+static void await_begin(writer_t *wr, ent_t *x, uint64_t t, const uvp__rec_t *r,
+                        uint32_t awaited) {
+  char kind[64];
   const char *k = "?";
   const ent_t *a = awaited != NONE ? &wr->ents[awaited] : NULL;
   if (r != NULL)
     k = a != NULL && a->kind == E_FIBER ? "fiber"
         : a != NULL                     ? work_kind(wr, a, kind, sizeof(kind))
                                         : "promise";
-  snprintf(name, sizeof(name), "await %s", k);
   bool first = true;
   fiber_inner_end(wr, x, t, false);
   ev(wr, "B", fiber_tid(x), t);
-  ev_name(wr, "fiber", name);
+  OUTL(wr, ",\"cat\":\"fiber\",\"name\":\"await ");
+  out_jbytes(wr, k);
+  OUTL(wr, "\"");
   if (r != NULL) {
     arg_site(wr, &first, r->file, r->line);
     arg_ptr(wr, &first, "promise", r->b);
@@ -681,15 +728,14 @@ static void fiber_end(writer_t *wr, ent_t *x, uint64_t t, bool open) {
 }
 
 /* A work's or a group's async slice ("b", "e"): on a track per name. */
-static void async_ev(writer_t *wr, const char *ph, const ent_t *x,
-                     uint64_t t) {
-  outs(wr, ",{\"ph\":\"");
+static void async_ev(writer_t *wr, const char *ph, const ent_t *x, uint64_t t) {
+  OUTL(wr, ",{\"ph\":\"");
   outs(wr, ph);
-  outs(wr, "\",\"pid\":1,\"tid\":1,\"ts\":");
+  OUTL(wr, "\",\"pid\":1,\"tid\":1,\"ts\":");
   out_us(wr, t - wr->t0 + TS_FROM);
-  outs(wr, ",\"id\":\"");
+  OUTL(wr, ",\"id\":\"");
   out_u64(wr, x->num);
-  outs(wr, "\"");
+  OUTL(wr, "\"");
 }
 
 static void work_begin(writer_t *wr, ent_t *x, uint64_t t) {
@@ -741,17 +787,17 @@ static void work_end(writer_t *wr, ent_t *x, uint64_t t, bool open) {
 
 /* One end of a flow: "s" at its source, "f" at its end (bound to the
  * slice around it), ids "KIND.N.K". */
-static void flow_end(writer_t *wr, const char *ph, const char *cat,
-                     uint32_t n, uint32_t k, uint32_t tid, uint64_t t) {
+static void flow_end(writer_t *wr, const char *ph, const char *cat, uint32_t n,
+                     uint32_t k, uint32_t tid, uint64_t t) {
   ev(wr, ph, tid, t);
   ev_name(wr, cat, cat);
-  outs(wr, ",\"id\":\"");
+  OUTL(wr, ",\"id\":\"");
   outs(wr, cat);
   out(wr, ".", 1);
   out_u64(wr, n);
   out(wr, ".", 1);
   out_u64(wr, k);
-  outs(wr, "\",\"bp\":\"e\"");
+  OUTL(wr, "\",\"bp\":\"e\"");
   ev_close(wr, true);
 }
 
@@ -759,7 +805,7 @@ static void instant(writer_t *wr, uint32_t tid, uint64_t t, const char *cat,
                     const char *name) {
   ev(wr, "i", tid, t);
   ev_name(wr, cat, name);
-  outs(wr, ",\"s\":\"t\"");
+  OUTL(wr, ",\"s\":\"t\"");
 }
 
 /* The loop's track: "poll" (from the prepare to the loop's time after it,
@@ -864,7 +910,7 @@ static void cut_rec(writer_t *wr, const uvp__rec_t *r, size_t i, ent_t *x,
     to = fiber_tid(&wr->ents[by]);
   t = ev(wr, "i", to, t);
   ev_name(wr, "cause", "cut");
-  outs(wr, ",\"s\":\"t\"");
+  OUTL(wr, ",\"s\":\"t\"");
   arg_ptr(wr, &first, "promise", r->a);
   arg_code(wr, &first, "code", (int)(intptr_t)r->c);
   if (e2 != NONE)
@@ -986,7 +1032,7 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
     wr->stall_end = t;
     ev(wr, "X", TID_STALLS, from);
     ev_name(wr, "stall", "stall");
-    outs(wr, ",\"dur\":");
+    OUTL(wr, ",\"dur\":");
     out_us(wr, t - from);
     arg_str(wr, &first, "report", str_of(wr, (uintptr_t)r->c, "?"));
     arg_raw(wr, &first, "ms");
@@ -1019,12 +1065,12 @@ static void end_open(writer_t *wr, loop_t *lp) {
 
 static void json(writer_t *wr) {
   char title[256];
-  outs(wr, "{\"traceEvents\":[");
+  OUTL(wr, "{\"traceEvents\":[");
   line_end(wr);
-  outs(wr, "{\"ph\":\"M\",\"pid\":1,\"tid\":1,\"name\":\"process_name\","
+  OUTL(wr, "{\"ph\":\"M\",\"pid\":1,\"tid\":1,\"name\":\"process_name\","
            "\"args\":{\"name\":\"uvp context ");
   out_hex(wr, wr->ctx);
-  outs(wr, "\"}}");
+  OUTL(wr, "\"}}");
   line_end(wr);
   thread_name(wr, TID_LOOP, "loop");
   thread_name(wr, TID_STALLS, "stalls");
@@ -1038,17 +1084,16 @@ static void json(writer_t *wr) {
   for (size_t i = 0; i < wr->count; i++)
     json_rec(wr, &lp, i);
   end_open(wr, &lp);
-  outs(wr, "],\"displayTimeUnit\":\"ns\",\"otherData\":{\"uvp_recorder\":1,"
+  OUTL(wr, "],\"displayTimeUnit\":\"ns\",\"otherData\":{\"uvp_recorder\":1,"
            "\"events\":");
   out_u64(wr, wr->count);
-  outs(wr, ",\"overwritten\":");
+  OUTL(wr, ",\"overwritten\":");
   out_u64(wr, wr->overwritten);
-  outs(wr, ",\"ts_origin_ns\":");
+  OUTL(wr, ",\"ts_origin_ns\":");
   out_u64(wr, wr->t0 - TS_FROM);
-  outs(wr, "}}");
+  OUTL(wr, "}}");
   line_end(wr);
 }
-
 
 /* ---- text ---------------------------------------------------------------- */
 
@@ -1064,41 +1109,41 @@ static void text_rec(writer_t *wr, size_t i) {
   if (r->t & UVP__REC_GUESS)
     out(wr, "~", 1);
   if (r->track != NULL) {
-    outs(wr, " fiber ");
+    OUTL(wr, " fiber ");
     out_hex(wr, r->track);
-    outs(wr, ": ");
+    OUTL(wr, ": ");
   } else {
-    outs(wr, " loop: ");
+    OUTL(wr, " loop: ");
   }
   char buf[STR_CAP + 64];
   switch (r->type) {
   case UVP__R_WORK_START:
-    snprintf(buf, sizeof(buf), "%s %s %p at %s:%u", r->x == 1 ? "spawned" : "started",
+    snprintf(buf, sizeof(buf), "%s %s %p at %s:%u",
+             r->x == 1 ? "spawned" : "started",
              r->x == 1 ? "fiber" : (r->d != NULL ? (const char *)r->d : "work"),
-             r->x == 1 ? r->b : r->a, r->file != NULL ? r->file : "?",
-             r->line);
+             r->x == 1 ? r->b : r->a, r->file != NULL ? r->file : "?", r->line);
     outs(wr, buf);
     if (r->c != NULL) {
-      outs(wr, " in group ");
+      OUTL(wr, " in group ");
       out_hex(wr, r->c);
     }
     break;
   case UVP__R_WORK_DESC:
-    outs(wr, "work ");
+    OUTL(wr, "work ");
     out_hex(wr, r->a);
-    outs(wr, " is ");
+    OUTL(wr, " is ");
     outs(wr, str_of(wr, (uintptr_t)r->b, "(overwritten)"));
-    outs(wr, " ");
+    OUTL(wr, " ");
     outs(wr, str_of(wr, (uintptr_t)r->c, ""));
     break;
   case UVP__R_WORK_END:
-    outs(wr, "work ");
+    OUTL(wr, "work ");
     out_hex(wr, r->a);
-    outs(wr, " ended");
+    OUTL(wr, " ended");
     break;
   case UVP__R_SETTLE: {
     int code = (int)(intptr_t)r->b;
-    outs(wr, "promise ");
+    OUTL(wr, "promise ");
     out_hex(wr, r->a);
     outs(wr, code == 0 ? " fulfilled" : " rejected ");
     if (code != 0)
@@ -1106,47 +1151,50 @@ static void text_rec(writer_t *wr, size_t i) {
     break;
   }
   case UVP__R_PARK:
-    snprintf(buf, sizeof(buf), "parked at %s:%u awaiting %p",
-             r->file != NULL ? r->file : "?", r->line, r->b);
-    outs(wr, buf);
+    OUTL(wr, "parked at ");
+    outs(wr, r->file != NULL ? r->file : "?");
+    OUTL(wr, ":");
+    out_u64(wr, r->line);
+    OUTL(wr, " awaiting ");
+    out_hex(wr, r->b);
     if (r->c != NULL) {
       int code = (int)(intptr_t)r->d;
-      outs(wr, "; fiber ");
+      OUTL(wr, "; fiber ");
       out_hex(wr, r->c);
-      outs(wr, " resumed (");
+      OUTL(wr, " resumed (");
       outs(wr, code == 0 ? "fulfilled" : uvp_err_name(code));
-      outs(wr, ")");
+      OUTL(wr, ")");
     }
     break;
   case UVP__R_RESUME: {
     int code = (int)(intptr_t)r->b;
-    outs(wr, "resumed (");
+    OUTL(wr, "resumed (");
     outs(wr, code == 0 ? "fulfilled" : uvp_err_name(code));
-    outs(wr, ")");
+    OUTL(wr, ")");
     break;
   }
   case UVP__R_FIBER_END:
-    outs(wr, "ended");
+    OUTL(wr, "ended");
     break;
   case UVP__R_NAME:
     outs(wr, r->x ? "group " : "fiber ");
     out_hex(wr, r->a);
-    outs(wr, " named \"");
+    OUTL(wr, " named \"");
     outs(wr, str_of(wr, (uintptr_t)r->b, "(overwritten)"));
-    outs(wr, "\"");
+    OUTL(wr, "\"");
     break;
   case UVP__R_CAUSE:
-    outs(wr, "cancellation ");
+    OUTL(wr, "cancellation ");
     out_hex(wr, r->a);
-    outs(wr, ": ");
+    OUTL(wr, ": ");
     outs(wr, str_of(wr, (uintptr_t)r->b, "(overwritten)"));
     break;
   case UVP__R_CUT:
-    outs(wr, "cut ");
+    OUTL(wr, "cut ");
     out_hex(wr, r->a);
-    outs(wr, " (");
+    OUTL(wr, " (");
     outs(wr, uvp_err_name((int)(intptr_t)r->c));
-    outs(wr, ") by cancellation ");
+    OUTL(wr, ") by cancellation ");
     out_hex(wr, r->b);
     break;
   case UVP__R_GROUP:
@@ -1154,36 +1202,36 @@ static void text_rec(writer_t *wr, size_t i) {
              r->file != NULL ? r->file : "?", r->line);
     outs(wr, buf);
     if (r->c != NULL) {
-      outs(wr, " in group ");
+      OUTL(wr, " in group ");
       out_hex(wr, r->c);
     }
     break;
   case UVP__R_MEMBER:
-    outs(wr, "group ");
+    OUTL(wr, "group ");
     out_hex(wr, r->a);
-    outs(wr, ": member ");
+    OUTL(wr, ": member ");
     out_hex(wr, r->b);
     break;
   case UVP__R_GROUP_END:
-    outs(wr, "group ");
+    OUTL(wr, "group ");
     out_hex(wr, r->a);
-    outs(wr, " ended");
+    OUTL(wr, " ended");
     break;
   case UVP__R_PREPARE:
-    outs(wr, "poll (");
+    OUTL(wr, "poll (");
     out_u64(wr, (uint64_t)(uintptr_t)r->b);
-    outs(wr, " in flight)");
+    OUTL(wr, " in flight)");
     break;
   case UVP__R_CHECK:
-    outs(wr, "check (the poll returned at loop time ");
+    OUTL(wr, "check (the poll returned at loop time ");
     out_u64(wr, (uint64_t)(uintptr_t)r->b);
-    outs(wr, " ms)");
+    OUTL(wr, " ms)");
     break;
   case UVP__R_IDLE:
-    outs(wr, "idle (a drain)");
+    OUTL(wr, "idle (a drain)");
     break;
   case UVP__R_UVP_END:
-    outs(wr, "uvp's callback done");
+    OUTL(wr, "uvp's callback done");
     break;
   case UVP__R_MAIL: {
     int op = (int)(intptr_t)r->b;
@@ -1192,7 +1240,7 @@ static void text_rec(writer_t *wr, size_t i) {
                        : "mail: release ");
     out_hex(wr, r->a);
     if (op == 1) {
-      outs(wr, " ");
+      OUTL(wr, " ");
       outs(wr, uvp_err_name((int)(intptr_t)r->c));
     }
     break;
@@ -1201,7 +1249,7 @@ static void text_rec(writer_t *wr, size_t i) {
     outs(wr, str_of(wr, (uintptr_t)r->c, "stall (report overwritten)"));
     break;
   default:
-    outs(wr, "?");
+    OUTL(wr, "?");
   }
   line_end(wr);
 }
@@ -1257,8 +1305,7 @@ int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts) {
   if (skip != 0)
     memmove(t, t + skip, wr->count * sizeof(*t));
   wr->t0 = wr->count != 0 ? t[0] : wr->t_end;
-  wr->overwritten =
-      h->laps * wr->cap + (size_t)(h->next - h->ring) - held;
+  wr->overwritten = h->laps * wr->cap + (size_t)(h->next - h->ring) - held;
   int rc = 0;
   size_t n = wr->count != 0 ? wr->count : 1;
   wr->ent = uvp__malloc(n * sizeof(*wr->ent));
@@ -1293,6 +1340,7 @@ int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts) {
     for (size_t i = 0; i < wr->count; i++)
       text_rec(wr, i);
   }
+  flush_lines(wr, wr->whole);
   rc = uvp__diag_close(w);
   size_t count = wr->count;
   uvp__free(w);

@@ -235,8 +235,8 @@ void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
   rec_state_t *st = state_of(ctx);
   if (!(st->h.kinds & (group ? UVP_RECORD_GROUPS : UVP_RECORD_FIBERS)))
     return;
-  uintptr_t s = name != NULL ? str_put(st, name, strlen(name))
-                             : str_put(st, "", 0);
+  uintptr_t s =
+      name != NULL ? str_put(st, name, strlen(name)) : str_put(st, "", 0);
   uvp__rec_t *r = put(st, UVP__R_NAME);
   r->a = id;
   r->b = (const void *)s;
@@ -407,8 +407,8 @@ int uvp_ctx_set_recorder(uvp_ctx_t *ctx, size_t bytes, unsigned int flags) {
     return UV_ENOMEM;
   if (st->bytes != bytes && (rc = ring_new(st, bytes)) != 0)
     return rc;
-  st->h.kinds = (flags & UVP_RECORD_ALL) != 0 ? flags & UVP_RECORD_ALL
-                                              : UVP_RECORD_ALL;
+  st->h.kinds =
+      (flags & UVP_RECORD_ALL) != 0 ? flags & UVP_RECORD_ALL : UVP_RECORD_ALL;
   st->h.every = (flags & UVP_RECORD_EXACT) ? 1 : EVERY;
   (void)uvp__rec_clock(&st->h);
   open_prepare(st);

@@ -45,7 +45,7 @@ enum {
   /* A cancellation begins with cause a (its words: string b; x its kind),
    * on the track that runs it: what it cuts names a. */
   UVP__R_CAUSE,
-  UVP__R_CUT,       /* promise a cut by cause b, with code c */
+  UVP__R_CUT, /* promise a cut by cause b, with code c */
   /* Group a made at file:line, its join's record b, inside group c. */
   UVP__R_GROUP,
   UVP__R_MEMBER,    /* group a has a new member, promise b */

@@ -17,7 +17,8 @@
 
 #define RING (256 * 1024)
 
-/* ---- what a write produced ------------------------------------------------ */
+/* ---- what a write produced ------------------------------------------------
+ */
 
 typedef struct {
   char *buf;
@@ -52,7 +53,8 @@ static int write_to(uvp_ctx_t *ctx, int format, uint64_t last_ms, sink_t *s) {
   return uvp_ctx_recorder_write(ctx, &o);
 }
 
-/* ---- well formed ----------------------------------------------------------- */
+/* ---- well formed -----------------------------------------------------------
+ */
 
 /* A track's open B slices (a stack), and its last time. */
 typedef struct {
@@ -307,11 +309,20 @@ static void json_of_a_known_run(void **state) {
    * happened. */
   n = write_to(f->ctx, UVP_RECORD_TEXT, 0, &s);
   assert_true(n > 0);
-  const char *want[] = {"group ", " named \"workers\"", "spawned fiber",
-                        "spawned fiber", "named \"sleeper\"", "started timer",
-                        "parked at", "started timer", "promise ",
-                        "resumed (fulfilled)", "cancellation ",
-                        "cut ", "resumed (ECANCELED)", "ended"};
+  const char *want[] = {"group ",
+                        " named \"workers\"",
+                        "spawned fiber",
+                        "spawned fiber",
+                        "named \"sleeper\"",
+                        "started timer",
+                        "parked at",
+                        "started timer",
+                        "promise ",
+                        "resumed (fulfilled)",
+                        "cancellation ",
+                        "cut ",
+                        "resumed (ECANCELED)",
+                        "ended"};
   const char *at = s.buf;
   for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
     const char *p = strstr(at, want[i]);
@@ -407,7 +418,8 @@ static void overwrites_without_growing(void **state) {
   assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
-/* ---- a reader that does not read ------------------------------------------ */
+/* ---- a reader that does not read ------------------------------------------
+ */
 
 static void pipe_nobody_reads(void **state) {
   fixture_t *f = *state;
@@ -434,7 +446,8 @@ static void pipe_nobody_reads(void **state) {
   close(fds[0]);
 }
 
-/* ---- the stall detector's trigger ----------------------------------------- */
+/* ---- the stall detector's trigger -----------------------------------------
+ */
 
 static uvp_ret_t spin(void *arg, const uvp_outcome_t *in) {
   (void)arg;
@@ -469,7 +482,8 @@ static void stall_writes_what_came_before(void **state) {
   assert_int_equal(uvp_ctx_set_recorder_on_stall(f->ctx, NULL), 0);
 }
 
-/* ---- settles from other threads ------------------------------------------- */
+/* ---- settles from other threads -------------------------------------------
+ */
 
 #define POSTERS 4
 #define EACH 200
@@ -515,7 +529,8 @@ static void settles_from_threads(void **state) {
   sink_free(&s);
 }
 
-/* ---- the window, off, errors ---------------------------------------------- */
+/* ---- the window, off, errors ----------------------------------------------
+ */
 
 static void last_ms_and_off(void **state) {
   fixture_t *f = *state;

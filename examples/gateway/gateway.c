@@ -288,8 +288,8 @@ typedef struct config_s {
   uint64_t max_body;        /* backend responses' and requests'; 0: none */
   httpd_opts_t httpd;       /* log and log_arg are each worker's */
   unsigned workers;
-  int traces;        /* --traces */
-  uint64_t stall_ms; /* --stall: uvp's stall detector; 0: off */
+  int traces;            /* --traces */
+  uint64_t stall_ms;     /* --stall: uvp's stall detector; 0: off */
   const char *trace_dir; /* --trace-dir: the flight recorder's, or NULL */
 } config_t;
 
