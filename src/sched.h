@@ -36,7 +36,8 @@ enum {
   UVP__EXT_TRACES,
   UVP__EXT_DUMP,
   UVP__EXT_CLOCK,
-  UVP__EXT_STALL, /* the stall detector (stall.h) */
+  UVP__EXT_STALL,    /* the stall detector (stall.h) */
+  UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
@@ -211,6 +212,33 @@ void uvp__loop_work_end(uvp_ctx_t *ctx);
  * close, uvp_ctx_inflight does not count it. */
 void uvp__loop_handle_begin(uvp_ctx_t *ctx);
 void uvp__loop_handle_end(uvp_ctx_t *ctx);
+
+/* A message in the context's mailbox, from another thread to the loop
+ * thread.  The core's settles and releases are allocated by the post; a
+ * layer's call (uvp__post_call) is one the layer keeps in its own memory,
+ * so that posting it cannot fail. */
+typedef struct uvp__msg_s {
+  struct uvp__msg_s *next;
+  uvp_promise_t *p;
+  int op;
+  int code;
+  void *value;
+  uvp_free_cb free_cb;
+} uvp__msg_t;
+
+/* Work that may end on another thread (a binding's record, inflight.c),
+ * from its start to its end on the loop thread.  While any is held the
+ * mailbox stays open after uvp_ctx_close (the context's async closes as the
+ * last is let go), so that its end can still be posted; `keep`: it also
+ * keeps uv_run() going meanwhile (the async is referenced), as a libuv
+ * request in flight does.  Loop thread. */
+void uvp__mail_hold(uvp_ctx_t *ctx, bool keep);
+void uvp__mail_unhold(uvp_ctx_t *ctx, bool keep);
+/* From another thread, while a hold (above) is kept for the work it ends:
+ * fn(arg) runs on the loop thread, in the mailbox's order (after what this
+ * thread posted before), also after uvp_ctx_close.  m is the caller's
+ * until fn runs; the mailbox writes it, fn may reuse it. */
+void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg);
 
 /* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
  * operation's promise, which the queue now holds) runs with
