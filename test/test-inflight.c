@@ -23,7 +23,7 @@ typedef struct job_s {
   uvp_ctx_t *ctx;
   uint64_t ms;
   int cut;                /* the code its cancel got, 0 if none */
-  int ended;              /* uvp_inflight_end ran */
+  atomic_int ended;       /* uvp_inflight_end ran (maybe on a thread) */
   size_t inflight_at_end; /* uvp_ctx_inflight just before it */
 } job_t;
 
