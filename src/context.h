@@ -72,7 +72,7 @@ struct uvp_ctx_s {
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
   uv_check_t check; /* unref'd: drains right after I/O callbacks */
   uv_async_t async; /* wake-up for messages from other threads: unref'd
-                       but while mail_keeps (below) is not 0 */
+                       but while uvp__mail_keep says so */
   /* uvp's work in the loop: the three handles above and every libuv
    * request or handle a layer started (uvp__loop_work_begin, sched.h), until
    * libuv is done with it.  The loop thread's; after uvp_ctx_close it
@@ -91,11 +91,9 @@ struct uvp_ctx_s {
   /* uvp_ctx_close_full's callback, called once loop_work reaches 0 */
   uvp_ctx_closed_cb closed_cb;
   void *closed_arg;
-  /* uvp__mail_hold's counts (the loop thread's): work that may end on
-   * another thread, and of it what keeps uv_run() going (the async is
-   * referenced while that is not 0). */
-  size_t mail_holds;
-  size_t mail_keeps;
+  /* Work that may end on another thread is in flight (uvp__mail_hold):
+   * the teardown leaves the async open for its ends.  The loop thread's. */
+  bool mail_held;
   /* The async is closing (or the host closed it): nothing may send it.
    * Written under mu. */
   bool mail_closed;

@@ -61,6 +61,8 @@ struct state_s {
   blk_t *free;
   size_t blocks; /* made and not freed */
   size_t idle;   /* of which on the free list */
+  size_t held;   /* records started (uvp__mail_hold as it leaves 0) */
+  size_t kept;   /* of which keep uv_run() going (uvp__mail_keep) */
 };
 
 static blk_t *blk_of(const uvp__work_t *work) {
@@ -238,9 +240,13 @@ int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w, uvp_promise_t *p,
     blk_put(b);
     return rc;
   }
+  state_t *st = b->st;
   b->w = w;
   b->keep = !(cls->flags & UVP_INFLIGHT_UNREF);
-  uvp__mail_hold(ctx, b->keep);
+  if (st->held++ == 0)
+    uvp__mail_hold(ctx, true);
+  if (b->keep && st->kept++ == 0)
+    uvp__mail_keep(ctx, true);
   uvp__retain_local(p);
   w->cls_ = cls;
   w->work_[0] = b;
@@ -250,7 +256,8 @@ int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w, uvp_promise_t *p,
 
 /* The end, on the loop thread: everything start did is undone. */
 static void end_here(blk_t *b) {
-  uvp_ctx_t *ctx = b->st->ctx;
+  state_t *st = b->st;
+  uvp_ctx_t *ctx = st->ctx;
   uvp__work_t *work = &b->work;
   uvp_promise_t *p = work->p; /* our reference: its context lives */
   bool keep = b->keep;
@@ -264,7 +271,10 @@ static void end_here(blk_t *b) {
   else /* inside the class's cancel or describe for it: when that returns */
     b->ended = true;
   uvp_promise_release(p);
-  uvp__mail_unhold(ctx, keep);
+  if (keep && --st->kept == 0)
+    uvp__mail_keep(ctx, false);
+  if (--st->held == 0) /* after the teardown, closes the async */
+    uvp__mail_hold(ctx, false);
   if (in_loop)
     uvp__loop_work_end(ctx); /* last: may free a closed context */
 }

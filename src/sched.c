@@ -13,7 +13,7 @@
  *  - async: wake-up for messages posted by other threads.  The work
  *           travels in the mailbox; async sends coalesce.  Unref'd, but
  *           while work that ends on another thread is in flight (a
- *           binding's record, uvp__mail_hold): then it keeps uv_run() going
+ *           binding's record, uvp__mail_keep): then it keeps uv_run() going
  *           as a libuv request would, and stays open after uvp_ctx_close
  *           until that work's end has come.
  */
@@ -479,17 +479,17 @@ static void close_mail(uvp_ctx_t *ctx) {
   uvp__unlock(ctx);
 }
 
-void uvp__mail_hold(uvp_ctx_t *ctx, bool keep) {
-  ctx->mail_holds++;
-  if (keep && ctx->mail_keeps++ == 0)
-    uv_ref((uv_handle_t *)&ctx->async);
+void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
+  ctx->mail_held = held;
+  if (!held && UVP__UNLIKELY(ctx->h.closed))
+    close_mail(ctx);
 }
 
-void uvp__mail_unhold(uvp_ctx_t *ctx, bool keep) {
-  if (keep && --ctx->mail_keeps == 0)
+void uvp__mail_keep(uvp_ctx_t *ctx, bool kept) {
+  if (kept)
+    uv_ref((uv_handle_t *)&ctx->async);
+  else
     uv_unref((uv_handle_t *)&ctx->async);
-  if (--ctx->mail_holds == 0 && UVP__UNLIKELY(ctx->h.closed))
-    close_mail(ctx);
 }
 
 /* ---- context ------------------------------------------------------------- */
@@ -802,8 +802,8 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   retire_unhandled(ctx);
   for (int i = 0; i < nh; i++) {
     /* The async stays open for the ends of work that may end on another
-     * thread: the last one's end closes it (uvp__mail_unhold). */
-    if (hs[i] == async && ctx->mail_holds != 0)
+     * thread: the last one's end closes it (uvp__mail_hold). */
+    if (hs[i] == async && ctx->mail_held)
       continue;
     if (!uv_is_closing(hs[i])) {
       if (hs[i] == async)

@@ -226,14 +226,17 @@ typedef struct uvp__msg_s {
   uvp_free_cb free_cb;
 } uvp__msg_t;
 
-/* Work that may end on another thread (a binding's record, inflight.c),
- * from its start to its end on the loop thread.  While any is held the
- * mailbox stays open after uvp_ctx_close (the context's async closes as the
- * last is let go), so that its end can still be posted; `keep`: it also
- * keeps uv_run() going meanwhile (the async is referenced), as a libuv
- * request in flight does.  Loop thread. */
-void uvp__mail_hold(uvp_ctx_t *ctx, bool keep);
-void uvp__mail_unhold(uvp_ctx_t *ctx, bool keep);
+/* Work that may end on another thread (a binding's record, inflight.c) is
+ * in flight: its layer counts it and says when the count leaves 0
+ * (`held` true) and comes back (false).  While it is held the mailbox
+ * stays open after uvp_ctx_close (the context's async closes as the hold
+ * goes), so that such an end can still be posted.  uvp__mail_keep, the
+ * same for the part of that work that keeps uv_run() going: the async is
+ * referenced meanwhile, as a libuv request in flight keeps the loop.  Loop
+ * thread; called only as the counts cross 0, so a record pays the layer's
+ * two additions. */
+void uvp__mail_hold(uvp_ctx_t *ctx, bool held);
+void uvp__mail_keep(uvp_ctx_t *ctx, bool kept);
 /* From another thread, while a hold (above) is kept for the work it ends:
  * fn(arg) runs on the loop thread, in the mailbox's order (after what this
  * thread posted before), also after uvp_ctx_close.  m is the caller's
