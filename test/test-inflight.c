@@ -498,13 +498,11 @@ typedef struct worker_s {
   uv_cond_t cv;
   tjob_t *head, *tail;
   bool stop;
-  bool settle;          /* settle each promise and let go of the job's
-                           reference before the end (else the loop does) */
-  atomic_int ended;     /* records the thread ended */
-  atomic_int cancels;   /* cancels the class ran */
-  atomic_int bad;       /* a cancel of a freed job, or after its end */
-  uvp_promise_t *last;  /* the value of the last job, before its end: */
-  atomic_int order_bad; /* ... not settled when its end applied */
+  bool settle;        /* settle each promise and let go of the job's
+                         reference before the end (else the loop does) */
+  atomic_int ended;   /* records the thread ended (or is ending) */
+  atomic_int cancels; /* cancels the class ran */
+  atomic_int bad;     /* a cancel of a freed job, or after its end */
 } worker_t;
 
 static worker_t worker;
@@ -562,12 +560,12 @@ static void worker_main(void *arg) {
       (void)uvp_promise_resolve(p, (void *)(intptr_t)(j->id + 1), NULL);
       uvp_promise_release(p); /* the record's reference remains */
     }
+    atomic_fetch_add(&wk->ended, 1); /* before: the loop sees it after */
     uvp_inflight_end(&j->w);
     if (atomic_load(&j->in_cancel)) /* the end waited for it */
       atomic_fetch_add(&wk->bad, 1);
     j->magic = 0;
     free(j); /* uvp is done with the record */
-    atomic_fetch_add(&wk->ended, 1);
     uv_mutex_lock(&wk->mu);
   }
   uv_mutex_unlock(&wk->mu);

@@ -231,7 +231,9 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * alive and unhandled are reported to the unhandled hook; then the hook's
  * and the context's data notifiers run.  uvp's handles are closed: run the
  * loop once more (uv_run) for their close callbacks, after which
- * uv_loop_close() returns 0 as far as uvp is concerned.
+ * uv_loop_close() returns 0 as far as uvp is concerned (a binding's record
+ * still in flight keeps uvp's wake-up handle open, and uv_run() going,
+ * until its uvp_inflight_end: see "Work in flight").
  * Promises you still hold stay valid memory: every call on them returns
  * UVP_ECLOSED, except that uvp_promise_retain and the inspection calls
  * (state, value, reason, site, trace) still answer, and release still

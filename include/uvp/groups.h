@@ -191,8 +191,9 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  * thread's: cancel and describe run there, from the call that cuts the
  * promise or dumps the tasks (never inside uvp_inflight_start).
  * uvp_inflight_end may be called on any thread, typically the library's
- * callback thread right after it settled the promise (uvp_promise_resolve
- * and uvp_promise_reject may be called there too): once it returns, uvp
+ * callback thread right after it settled the promise (uvp_promise_resolve,
+ * uvp_promise_reject and uvp_promise_release may be called there too):
+ * once it returns, uvp
  * never calls the class for that record again nor touches the record, so
  * the binding may free it at once.  On another thread it waits for a
  * cancel or describe of that record running on the loop thread to return
@@ -218,9 +219,10 @@ enum {
    * wait that must not. */
   UVP_INFLIGHT_IDLE = 1,
   /** It does not keep uv_run() going, as uv_unref says of a handle: for a
-   * binding whose own handles decide when the loop may end (uvp-curl's and
-   * uvp-nats's do), or work a program need not wait for.  Everything else
-   * holds, uvp_ctx_close_full's callback waiting for its end included. */
+   * binding whose own handles alone decide when the loop may end, or work
+   * a program need not wait for.  Everything else holds,
+   * uvp_ctx_close_full's callback waiting for its end included (run the
+   * loop until it comes). */
   UVP_INFLIGHT_UNREF = 2
 };
 
