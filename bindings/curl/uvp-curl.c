@@ -61,15 +61,16 @@
  * received less the growth of FIONREAD's queue: nothing else reads while
  * the loop thread is inside libcurl), 4 MiB since the limit passed and
  * 64 KiB in the last 20 ms: more than a call that is not flooded reads in
- * all (WD_ENOUGH says why).  The watchdog shuts that socket down (shutdown,
- * never close: the descriptor stays libcurl's, and libcurl tells the binding
- * before it closes one, CURL_POLL_REMOVE, which waits for wd_lock, so a
- * descriptor number is never shut down after libcurl has reused it);
- * libcurl's next recv on it then fails (the reset) or ends (EOF) once the
- * bytes already queued are read, and the call returns.  The transfers of
- * that connection fail, and finish() turns their libcurl error into
- * UV_ETIMEDOUT (it knows them by the connection's ports and peer, kept in
- * wd_kills).  Linux only (TCP_INFO, FIONREAD); elsewhere no watchdog.
+ * all (watchdog.c's WD_ENOUGH says why).  The watchdog shuts that socket
+ * down (shutdown, never close: the descriptor stays libcurl's, and libcurl
+ * tells the binding before it closes one, CURL_POLL_REMOVE, which waits
+ * for wd_lock, so a descriptor number is never shut down after libcurl has
+ * reused it); libcurl's next recv on it then fails (the reset) or ends
+ * (EOF) once the bytes already queued are read, and the call returns.  The
+ * transfers of that connection fail, and transfers.c's finish() turns
+ * their libcurl error into UV_ETIMEDOUT (it knows them by the connection's
+ * ports and peer, kept in wd_kills).  Linux only (TCP_INFO, FIONREAD);
+ * elsewhere no watchdog.
  *
  * Files, each calling only those before it (the lower ones know nothing
  * of the upper, and need no hook): errors.c (the codes, libcurl's as
