@@ -42,6 +42,31 @@ void uvp__cause_unref(uvp__cause_t *c) {
   uvp__free(c);
 }
 
+void uvp__note_settled(uvp_promise_t *p, const char *text) {
+  if (p->state == UVP__S_PENDING ||
+      (p->flags & (UVP__F_FORWARD | UVP__F_CAUSE)) != 0)
+    return;
+  size_t len = strlen(text) + 1;
+  uvp__cause_t *c = uvp__malloc(sizeof(*c) + len);
+  if (c == NULL)
+    return;
+  c->pub = (uvp_cause_t){.message = memcpy(c + 1, text, len), .data = p->value};
+  c->refs = 1;
+  c->data_free = p->fn.free_cb; /* the value's, run when p goes */
+  p->fn.cause = c;
+  p->flags |= UVP__F_CAUSE | UVP__F_NOTE;
+}
+
+const char *uvp__note_of(const uvp_promise_t *p) {
+  if (p->state == UVP__S_PENDING)
+    return NULL;
+  const uvp_promise_t *o = (p->flags & UVP__F_FORWARD) ? p->link : p;
+  return (o->flags & (UVP__F_CAUSE | UVP__F_NOTE)) ==
+                 (UVP__F_CAUSE | UVP__F_NOTE)
+             ? o->fn.cause->pub.message
+             : NULL;
+}
+
 static const char *or_unknown(const char *file) {
   return file != NULL ? file : "?";
 }
@@ -76,6 +101,11 @@ int uvp_cause_format(const uvp_cause_t *c, char *buf, size_t cap) {
   case UVP_CAUSE_LOSER:
     if (c->file == NULL)
       return snprintf(buf, cap, "lost a race");
+    if (c->message != NULL) /* what settled the input that decided it */
+      return snprintf(buf, cap,
+                      "lost a race decided at %s:%d (by the input created at "
+                      "%s:%d): %s",
+                      f, c->line, pf, c->peer_line, c->message);
     return snprintf(buf, cap,
                     "lost a race decided at %s:%d (by the input created at "
                     "%s:%d)",

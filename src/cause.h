@@ -40,6 +40,22 @@ static inline uvp__cause_t *uvp__cause_ref(uvp__cause_t *c) {
 }
 void uvp__cause_unref(uvp__cause_t *c);
 
+/* Notes.  A promise uvp produces that settled because of something outside
+ * the program (a peer closing its connection, a child exiting) may say so
+ * to the cuts it decides: a race's losers (combinators.c) carry its note in
+ * their cause's message.  The note is a record like a cause, kept where a
+ * cause is (fn.cause, with UVP__F_CAUSE and UVP__F_NOTE: promise.h), so it
+ * costs a settled promise no room; the value's notifier moves into it
+ * (data_free with data the value), and runs as the promise is freed, as it
+ * would have.  uvp_promise_cause never answers a note. */
+
+/* p has just settled on its own (not forwarded, no cause): record `text`.
+ * Without memory nothing changes. */
+void uvp__note_settled(uvp_promise_t *p, const char *text);
+
+/* The note of p's outcome (a forwarded one's owner's), or NULL. */
+const char *uvp__note_of(const uvp_promise_t *p);
+
 /* Run a cancellation with cause c (not taken): what it cuts takes c. */
 static inline uvp__cause_t *uvp__cause_enter(uvp_ctx_t *ctx, uvp__cause_t *c) {
   uvp__cause_t *outer = uvp__head(ctx)->cause;

@@ -51,7 +51,8 @@ static void cancel_pending_inputs(combo_t *c, bool every) {
  * other inputs may still be pending and the share goes now; otherwise every
  * input has settled and the result's view, in the block, keeps the share. */
 /* UVP_CANCEL_LOSERS: cancel the inputs still pending, saying the race
- * was decided by `winner` (cause.h). */
+ * was decided by `winner`, and what settled it if it has a note (a peer
+ * that closed: cause.h). */
 static void cancel_losers(combo_t *c, const uvp_promise_t *winner) {
   const char *file, *pfile;
   int line, pline;
@@ -62,7 +63,8 @@ static void cancel_losers(combo_t *c, const uvp_promise_t *winner) {
                        .file = file,
                        .line = line,
                        .peer_file = pfile,
-                       .peer_line = pline};
+                       .peer_line = pline,
+                       .message = uvp__note_of(winner)};
   uvp__cause_t *cause = uvp__cause_new(&proto, NULL);
   uvp__cause_t *outer = uvp__cause_enter(c->f.ctx, cause);
   cancel_pending_inputs(c, true);

@@ -1,12 +1,15 @@
-/* The task dump (uvp_ctx_dump_tasks): every fiber, every group member and
- * every other pending promise something waits on, with what each waits
- * for.  The layers tell it about their tasks (the `tasks` hook of their
- * per-context state); a promise uvp's work produces says what it waits for
- * through its record's class (work-door.h); the rest comes from a walk
- * over the promise pool.  A summary counts the tasks by what they wait for and
- * lists the oldest; a full dump streams one line per task, as text or as
- * JSON lines.  Nothing is kept per promise for it: it reads what is
- * there. */
+/* The task dump (uvp_ctx_dump_tasks): every fiber, every group member,
+ * every other pending promise something waits on and every piece of work
+ * started and not ended, with what each waits for.  The layers tell it
+ * about their tasks (the `tasks` hook of their per-context state); a
+ * promise uvp's work produces says what it waits for through its record's
+ * class (work-door.h); the rest comes from a walk over the promise pool,
+ * and from the door's set of records cut while their work winds down
+ * (their promise settled, it leads to them no more).  A summary counts the
+ * tasks by what they wait for and lists the oldest; a full dump streams
+ * one line per task, as text or as JSON lines.  Nothing is kept per
+ * promise for it: it reads what is there.  UVP_DUMP_PROMISES's listing of
+ * every pending promise is here too. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,7 @@
 #include "diag.h"
 #include "dump.h"
 #include "registry.h"
+#include "trace.h"
 
 /* ---- names of fibers and groups ------------------------------------------ */
 
@@ -86,10 +90,14 @@ struct uvp__dump_s {
   size_t good;      /* JSON: the line up to its last whole member */
   bool cut;         /* line too long: ends "..." (JSON: "cut":true) */
   uvp__diag_t sink; /* where the lines go, without waiting (diag.h) */
+  FILE *file;       /* instead, if set: UVP_DUMP_PROMISES's listing */
 };
 
 static void out(uvp__dump_t *d, const char *s, size_t n) {
-  uvp__diag_out(&d->sink, s, n);
+  if (d->file != NULL)
+    (void)fwrite(s, 1, n, d->file);
+  else
+    uvp__diag_out(&d->sink, s, n);
 }
 
 /* Append to the line being made, cutting it short (not overflowing). */
@@ -163,6 +171,16 @@ static void add_promise_site(uvp__dump_t *d, const uvp_promise_t *p) {
   add_site(d, file, line);
 }
 
+/* What the work of record `work` is (started, not ended). */
+static void what_of_work(const uvp__work_t *work, uvp__what_t *w) {
+  w->kind[0] = w->target[0] = '\0';
+  w->left_ms = -1;
+  w->owner = uvp__work_owner(work); /* its class may name another */
+  w->cut = NULL;
+  snprintf(w->kind, sizeof(w->kind), "%s", work->cls->kind);
+  work->cls->describe(work, w);
+}
+
 /* What pending p waits for. */
 static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
   w->kind[0] = w->target[0] = '\0';
@@ -186,8 +204,7 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
   }
   const uvp__work_t *work = uvp__work_of(p);
   if (work != NULL) {
-    snprintf(w->kind, sizeof(w->kind), "%s", work->cls->kind);
-    work->cls->describe(work, w);
+    what_of_work(work, w);
     return;
   }
   const char *kind = uvp__hook_describe(p, w->target, sizeof(w->target));
@@ -246,7 +263,8 @@ static void keep_oldest(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
 }
 
 static void dump_task(uvp__dump_t *d, const uvp__task_t *t) {
-  uint64_t born = d->epoch + t->promise->born;
+  /* A cut record's promise has settled: its `born` is gone. */
+  uint64_t born = t->work != NULL ? t->since : d->epoch + t->promise->born;
   uint64_t age = d->now > born ? d->now - born : 0;
   d->count++;
   if (!d->summary) {
@@ -256,7 +274,9 @@ static void dump_task(uvp__dump_t *d, const uvp__task_t *t) {
   uvp__what_t w;
   if (t->waits != NULL)
     what_of(d, t->waits, &w);
-  count_kind(d, t->waits != NULL ? w.kind : t->state);
+  else if (t->work != NULL)
+    what_of_work(t->work, &w);
+  count_kind(d, t->waits != NULL || t->work != NULL ? w.kind : t->state);
   keep_oldest(d, t, age);
 }
 
@@ -397,14 +417,17 @@ static void render_head(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
 /* What t waits for and since when (or its state); returns the group an
  * operation works for, when t is that operation. */
 static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
-  if (t->waits == NULL) {
+  if (t->waits == NULL && t->work == NULL) {
     add_key(d, "state", ", ");
     add_cstr(d, t->state);
     whole(d);
     return NULL;
   }
   uvp__what_t w;
-  what_of(d, t->waits, &w);
+  if (t->waits != NULL)
+    what_of(d, t->waits, &w);
+  else
+    what_of_work(t->work, &w);
   uint64_t since = d->now > t->since ? d->now - t->since : 0;
   if (d->json) {
     addf(d, ",\"waiting_ms\":%llu,\"waits_for\":{\"kind\":",
@@ -436,7 +459,7 @@ static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
     if (w.left_ms >= 0)
       addf(d, " (%lld ms left)", (long long)w.left_ms);
   }
-  return t->waits == t->promise ? w.owner : NULL;
+  return t->waits == t->promise || t->work != NULL ? w.owner : NULL;
 }
 
 /* Group g and its parents; returns the scope to show (t's, or, for a
@@ -480,8 +503,9 @@ static void render(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
     whole(d);
   }
   /* A member: its group; else an operation: the group it works for. */
-  const uvp__owner_t *g =
-      t->scope != NULL ? t->scope->owner : group_of(t->promise);
+  const uvp__owner_t *g = t->scope != NULL  ? t->scope->owner
+                          : t->work != NULL ? NULL
+                                            : group_of(t->promise);
   const uvp__scope_t *scope =
       render_groups(d, g != NULL ? g : work_of, t->scope);
   int64_t left = uvp__deadline_left_in(scope);
@@ -513,18 +537,41 @@ static bool waited_by_other(const uvp_promise_t *p) {
   return false;
 }
 
+/* Whether a fiber awaits p: the only embedded observer a pending promise
+ * holds (an operation's completion is queued, not held). */
+static bool awaited_by_fiber(const uvp_promise_t *p) {
+  for (const uvp__reaction_t *r = p->reactions; r != NULL; r = r->next)
+    if (uvp__rkind(r) == UVP__RK_NOTIFY_EMBEDDED)
+      return true;
+  return false;
+}
+
+/* Whether pending p is a task of its own.  The promise of work that has
+ * started and not ended (an operation, a timer, a binding's record: its
+ * record still holds it) is, awaited or not (nothing but a group's join
+ * may wait for the work), unless only a fiber's await waits on it: the
+ * fiber is listed, naming it.  Any other promise is when something other
+ * than an observer waits on it. */
+static bool is_task(const uvp_promise_t *p) {
+  if (waited_by_other(p))
+    return true;
+  const uvp__work_t *work = uvp__work_of(p);
+  return work != NULL && work->p != NULL &&
+         !(work->cls->flags & UVP__WORK_UNLISTED) && !awaited_by_fiber(p);
+}
+
 static bool promise_task(void *slot, void *arg) {
   uvp_promise_t *p = slot;
   uvp__dump_t *d = arg;
   if (p->state == UVP__S_FREE)
     return false;
-  if (p->refs == 0 || p->state != UVP__S_PENDING || p->reactions == NULL)
-    return true; /* being freed, settled, or nothing waits on it */
+  if (p->refs == 0 || p->state != UVP__S_PENDING)
+    return true; /* being freed, or settled */
   const uvp__work_t *work = uvp__work_of(p);
   if (work != NULL && (work->cls->flags & UVP__WORK_TASK))
     return true; /* a fiber's: its layer lists it */
-  if (!waited_by_other(p))
-    return true; /* a fiber's await, a timeout: the task waiting says it */
+  if (!is_task(p))
+    return true; /* nothing waits on it, or a fiber says it */
   const uvp__owner_t *g = group_of(p);
   uvp__task_t t = {g != NULL ? "member" : "promise",
                    p,
@@ -536,9 +583,162 @@ static bool promise_task(void *slot, void *arg) {
                    p,
                    NULL,
                    NULL,
+                   NULL,
                    NULL};
   dump_task(d, &t);
   return true;
+}
+
+/* A record cut while its work winds down: its promise has settled. */
+static void cut_task(void *arg, const uvp__work_t *w, uint32_t born) {
+  uvp__dump_t *d = arg;
+  uvp__task_t t = {"promise", w->p, NULL, 0, d->epoch + born, NULL, 0, NULL,
+                   NULL,      NULL, NULL, w};
+  dump_task(d, &t);
+}
+
+/* ---- UVP_DUMP_PROMISES: every pending promise ---------------------------- */
+
+typedef struct listing_s {
+  FILE *stream;
+  uvp_ctx_t *ctx;
+  uint64_t now; /* since the context's epoch */
+  int count;
+  uvp__dump_t line; /* a text line, for the work's groups */
+} listing_t;
+
+/* "    work: KIND [TARGET][ (LEFT ms left)][; in GROUP < ...][; deadline in
+ * N ms]" for the work of record w. */
+static void print_work(listing_t *l, const uvp__work_t *w) {
+  uvp__what_t what;
+  what_of_work(w, &what);
+  uvp__dump_t *d = &l->line;
+  d->len = 0;
+  d->cut = false;
+  addf(d, "    work: ");
+  add_cstr(d, what.kind);
+  if (what.target[0] != '\0') {
+    add(d, " ", 1);
+    add_cstr(d, what.target);
+  }
+  if (what.left_ms >= 0)
+    addf(d, " (%lld ms left)", (long long)what.left_ms);
+  int64_t left = uvp__deadline_left_in(render_groups(d, what.owner, NULL));
+  if (left >= 0)
+    addf(d, "; deadline in %lld ms", (long long)left);
+  end_line(d, "");
+}
+
+/* Cut, and waiting for its work to wind down (a group's join): why. */
+static void print_cut(listing_t *l, const uvp__cause_t *cut) {
+  char why[256];
+  (void)uvp_cause_format(&cut->pub, why, sizeof(why));
+  fprintf(l->stream, "    cut: %s\n", why);
+}
+
+static bool list_promise(void *slot, void *arg) {
+  uvp_promise_t *p = slot;
+  listing_t *l = arg;
+  if (p->state != UVP__S_PENDING || p->refs == 0) /* refs 0: being freed */
+    return p->state != UVP__S_FREE;
+  const char *what = (p->flags & UVP__F_WAITING)  ? " waiting on another"
+                     : (p->flags & UVP__F_CANCEL) ? " cancellable"
+                                                  : "";
+  const char *file;
+  int line;
+  uvp__site_get(p->site, &file, &line);
+  fprintf(l->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
+          (void *)p, file != NULL ? file : "?", line,
+          (unsigned long long)(l->now - p->born), (unsigned)p->refs, what);
+  const uvp__work_t *w = uvp__work_of(p);
+  if (w != NULL && !(w->cls->flags & UVP__WORK_TASK)) { /* a fiber: below */
+    print_work(l, w);
+    uvp__what_t cut = {.left_ms = -1};
+    w->cls->describe(w, &cut);
+    if (cut.cut != NULL)
+      print_cut(l, cut.cut);
+  }
+  if (p->trace != 0)
+    uvp__trace_print(l->stream, p->trace, "    ");
+  l->count++;
+  return true;
+}
+
+/* A record cut, its work winding down: its settled promise, then its
+ * work and the cut. */
+static void list_cut(void *arg, const uvp__work_t *w, uint32_t born) {
+  listing_t *l = arg;
+  const uvp_promise_t *p = w->p;
+  const char *file;
+  int line;
+  uvp__site_get(p->site, &file, &line);
+  fprintf(l->stream,
+          "[cut] %p created at %s:%d age %llu ms refs %u, its work winding "
+          "down\n",
+          (const void *)p, file != NULL ? file : "?", line,
+          (unsigned long long)(l->now > born ? l->now - born : 0),
+          (unsigned)p->refs);
+  print_work(l, w);
+  const uvp__cause_t *c = uvp__cause_of(p);
+  if (c != NULL)
+    print_cut(l, c);
+  if (p->trace != 0)
+    uvp__trace_print(l->stream, p->trace, "    ");
+  l->count++;
+}
+
+static int dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
+                         void *arg) {
+  /* A stream that could make us wait (a pipe, a socket, a terminal), or a
+   * write callback, gets the dump rendered in memory first, then written
+   * without waiting (diag.h); a file, or memory, as it is made. */
+  listing_t *l = uvp__calloc(1, sizeof(*l));
+  uvp__diag_t *w = uvp__malloc(sizeof(*w));
+  if (l == NULL || w == NULL) {
+    uvp__free(l);
+    uvp__free(w);
+    return UV_ENOMEM;
+  }
+  uvp__diag_open(w, stream, write, arg, false);
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out =
+      w->fd >= 0 || write != NULL ? open_memstream(&text, &len) : stream;
+  if (out == NULL) {
+    uvp__free(l);
+    uvp__free(w);
+    return UV_ENOMEM;
+  }
+  int rc = 0;
+  l->stream = out;
+  l->ctx = ctx;
+  l->now = uvp__now(ctx) - uvp__ctx_epoch(ctx);
+  l->line.ctx = ctx;
+  l->line.file = out; /* print_work's lines, as the rest */
+  uvp__promises_each(ctx, list_promise, l);
+  uvp__work_cut_each(ctx, list_cut, l);
+  for (int i = 0; i < UVP__EXT_COUNT; i++) {
+    uvp__ext_t *ext = uvp__head(ctx)->ext[i];
+    if (ext != NULL && ext->dump != NULL)
+      ext->dump(ext, out, &l->count);
+  }
+  if (out != stream) {
+    if (fclose(out) == 0) {
+      for (size_t at = 0, end; at < len; at = end) { /* line by line */
+        const char *nl = memchr(text + at, '\n', len - at);
+        end = nl != NULL ? (size_t)(nl - text) + 1 : len;
+        uvp__diag_out(w, text + at, end - at);
+      }
+    } else {
+      rc = UV_ENOMEM;
+    }
+    free(text);
+  }
+  int sunk = uvp__diag_close(w); /* UV_EAGAIN: cut short */
+  int count = l->count;
+  uvp__free(l);
+  uvp__free(w);
+  return rc != 0 ? rc : sunk != 0 ? sunk : count;
 }
 
 int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream) {
@@ -556,7 +756,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
   if (rc != 0)
     return rc;
   if (opts->flags & UVP_DUMP_PROMISES)
-    return uvp__dump_promises(ctx, opts->stream, opts->write, opts->write_arg);
+    return dump_promises(ctx, opts->stream, opts->write, opts->write_arg);
   uvp__dump_t *d = uvp__calloc(1, sizeof(*d));
   if (d == NULL)
     return UV_ENOMEM;
@@ -582,6 +782,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
       ext->tasks(ext, &d->tasks);
   }
   uvp__promises_each(ctx, promise_task, d);
+  uvp__work_cut_each(ctx, cut_task, d);
   if (d->summary) {
     d->len = 0;
     d->cut = false;

@@ -119,13 +119,14 @@ void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
  * and of whatever of the await is not inlined, beside this one's), except
  * under ASan, whose fake stacks vary it: measured at the first park, 4 KiB
  * until then. */
-UVP__NOINLINE int uvp__compact_reserve(uvp__fiber_t *f, bool shield) {
+UVP__NOINLINE int uvp__compact_reserve(uvp__fiber_t *f, unsigned entry) {
   size_t depth =
       (size_t)(uvp__compact_top(f) - (char *)__builtin_frame_address(0));
-  uint32_t known = f->st->park_slack[shield];
+  uint32_t known = f->st->park_slack[entry];
   size_t slack = known != 0 ? known : 4096;
   size_t need = (uvp__fiber_saved_size(depth + slack) + 15) & ~(size_t)15;
   f->await_depth = (uint32_t)depth;
+  f->await_entry = (uint8_t)entry;
   if (need <= f->saved_cap)
     return 0;
   if (need > UINT32_MAX)
@@ -177,8 +178,8 @@ void uvp__compact_park(uvp__fiber_t *f) {
   size_t len = uvp__fiber_live(&f->fctx, top);
   /* What this await used below its reserve: the next ones' reserve. */
   size_t below = len > f->await_depth ? len - f->await_depth : 0;
-  if (below + 16 > st->park_slack[f->shielded])
-    st->park_slack[f->shielded] = (uint32_t)(below + 16);
+  if (below + 16 > st->park_slack[f->await_entry])
+    st->park_slack[f->await_entry] = (uint32_t)(below + 16);
   /* The frames (and shadow) */
   if (!room_to_park(f, uvp__fiber_saved_size(len), len))
     return;
@@ -205,9 +206,9 @@ void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
   (void)entry;
 }
 
-int uvp__compact_reserve(uvp__fiber_t *f, bool shield) {
+int uvp__compact_reserve(uvp__fiber_t *f, unsigned entry) {
   (void)f; /* nothing will be copied */
-  (void)shield;
+  (void)entry;
   return 0;
 }
 

@@ -44,9 +44,9 @@ typedef struct uvp__fiber_state_s {
   uvp__fiber_t *owner;     /* whose frames are on it, if anyone's */
   size_t on_run_stack;     /* compact fibers alive that use it */
   /* What an await uses of the stack below the frame of
-   * uvp__compact_reserve, by entry (uvp_await, uvp_await_shielded): 0
-   * until measured. */
-  uint32_t park_slack[2];
+   * uvp__compact_reserve, by entry (uvp_await, uvp_await_shielded and
+   * their _take forms, UVP__AWAIT_*): 0 until measured. */
+  uint32_t park_slack[4];
 } uvp__fiber_state_t;
 
 struct uvp__fiber_s {
@@ -65,11 +65,14 @@ struct uvp__fiber_s {
   void *arg;
   uvp_free_cb arg_free;
   int state;
-  bool cancelled;         /* its promise was cancelled: awaits say so */
-  bool timed_out;         /* ... by its deadline: they say UV_ETIMEDOUT */
-  bool shielded;          /* in uvp_await_shielded: cancelling waits too */
-  uvp_promise_t *waiting; /* what it awaits (our reference), or NULL */
-  uvp_outcome_t woken;    /* what the wake delivered */
+  bool cancelled; /* its promise was cancelled: awaits say so */
+  bool timed_out; /* ... by its deadline: they say UV_ETIMEDOUT */
+  bool shielded;  /* in uvp_await_shielded: cancelling waits too */
+  /* Suspended: what it awaits (our reference), or NULL.  Running: the
+   * promise its last uvp_await_take returned (our reference, released when
+   * its next await returns or it returns), or NULL. */
+  uvp_promise_t *waiting;
+  uvp_outcome_t woken; /* what the wake delivered */
   uvp__handler_t wake;
   uvp__fiber_t *prev, *next; /* in st->all */
   const char *file;          /* where it was spawned ... */
@@ -80,8 +83,9 @@ struct uvp__fiber_s {
   uint16_t trace;      /* its frame: its spawn, or the await it last left */
   /* The compact mode's. */
   bool compact;
-  bool started; /* its context made on its stack (at its first run) */
-  bool out;     /* its live frames are in `saved`, not on its stack */
+  bool started;        /* its context made on its stack (at its first run) */
+  bool out;            /* its live frames are in `saved`, not on its stack */
+  uint8_t await_entry; /* the entry of its last await (UVP__AWAIT_*) */
   uint32_t saved_cap;
   uint32_t await_depth; /* bytes of stack above its last await's frame */
   void *saved;
@@ -108,11 +112,15 @@ void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry);
  * context was made), the record with it. */
 void uvp__compact_free(uvp__fiber_t *f);
 
-/* Before the running compact fiber f awaits (shield: the shielded await):
+/* The awaits' entries, each with a frame of its own below which an await
+ * uses the stack: bit 0 the shield, bit 1 the take. */
+enum { UVP__AWAIT_SHIELD = 1, UVP__AWAIT_TAKE = 2 };
+
+/* Before the running compact fiber f awaits (entry: UVP__AWAIT_* bits):
  * the room its frames will need when it parks, so that parking cannot
  * fail.  0, or UV_ENOMEM: the await must fail.  Measures the stack from
  * its own frame, so it is never inlined (the call is its measure). */
-int uvp__compact_reserve(uvp__fiber_t *f, bool shield);
+int uvp__compact_reserve(uvp__fiber_t *f, unsigned entry);
 
 /* Compact fiber f has switched back to the loop's stack, suspended: its
  * frames leave the stack now (done when st->park_at_once says so; else

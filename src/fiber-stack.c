@@ -1,4 +1,33 @@
-/* Fiber stacks (see fiber-stack.h). */
+/* Fiber stacks (see fiber-stack.h).
+ *
+ * Below each stack, one of three guards, chosen per slot when it is first
+ * carved:
+ *
+ *   marker  the guard page holds a guard marker (MADV_GUARD_INSTALL,
+ *           Linux 6.13): any access faults, and the chunk stays one
+ *           mapping.  Installed for every slot of a chunk as the chunk is
+ *           mapped (process_madvise, 64 slots a call), when a probe shows
+ *           that the kernel installs them (by their effect:
+ *           process_vm_readv of a guard page fails with EFAULT; qemu-user
+ *           answers 0 to the madvise and installs nothing, Linux before
+ *           6.13 answers EINVAL).
+ *   page    the guard page is mprotect(PROT_NONE): it faults too, but it
+ *           splits the chunk's mapping, two more entries of the table per
+ *           stack.  Without markers, while the process-wide budget of such
+ *           pages (a quarter of vm.max_map_count) lasts.
+ *   canary  nothing faults: the 16 bytes just below the guard page, at the
+ *           top of the slot below, hold two words that the switch layer
+ *           checks each time the fiber switches away (fiber-switch.h), with
+ *           the stack pointer.  An overrun of less than a page lands in the
+ *           unused guard page and harms nothing; a deeper one overwrites the
+ *           canary before anything of the fiber below it, and is stopped at
+ *           the fiber's next switch (uvp__stack_overrun).  The canary sits in
+ *           a page that is resident anyway: the top page of the slot below,
+ *           or the chunk's lead page for slot 0.
+ *
+ * A fault in a marker or page guard below the running fiber's stack is
+ * reported by a SIGSEGV handler that names the fiber's spawn site and then
+ * hands the fault on (see uvp__stack_set_running_hook). */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* process_vm_readv */
 #endif

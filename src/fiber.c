@@ -156,6 +156,14 @@ static void forget_fiber(uvp_promise_t *p) {
     uvp__produced_forget(p);
 }
 
+/* Drop a reference the fiber held, on the loop thread. */
+static UVP__ALWAYS_INLINE void drop_ref(const fiber_t *f, uvp_promise_t *q) {
+  if (UVP__LIKELY(!uvp__closed(f->st->ctx)))
+    uvp__unref_open(q);
+  else
+    uvp__unref(q);
+}
+
 /* The fiber's own stack: run the body, settle, switch away for good. */
 static void entry(void *arg, void *msg) {
   fiber_t *f = arg;
@@ -163,6 +171,10 @@ static void entry(void *arg, void *msg) {
   uvp_ret_t ret = f->fn(f->arg);
   uvp_promise_t *p = f->p;
   uvp__settle_ret(p, &ret); /* or let go of ret: p cancelled, or teardown */
+  if (f->waiting != NULL) { /* its last take's */
+    drop_ref(f, f->waiting);
+    f->waiting = NULL;
+  }
   forget_fiber(p);
   let_go_of_arg(f);
   unlink_fiber(f);
@@ -373,9 +385,10 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 }
 
 /* Suspend the running fiber until its wake runs; returns what it said.
- * Inline in both awaits: a call here cost the ping-pong 4 % more
- * instructions. */
-static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out) {
+ * Inline in every await: a call here cost the ping-pong 4 % more
+ * instructions.  A take's promise stays in f->waiting, for its outcome. */
+static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out,
+                                      bool take) {
   fiber_state_t *st = f->st;
   f->state = F_SUSPENDED;
   f->scope = uvp__head(st->ctx)->scope;
@@ -392,37 +405,57 @@ static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out) {
   }
   /* Resumed by its wake (through run or a hand-off, which set woken and
    * made it current) or by fiber_close. */
-  uvp_promise_t *q = f->waiting;
-  f->waiting = NULL;
   if (out != NULL)
     *out = f->woken;
-  if (q != NULL) {
-    if (UVP__LIKELY(!uvp__closed(f->st->ctx)))
-      uvp__unref_open(q);
-    else
-      uvp__unref(q);
+  if (!take) {
+    uvp_promise_t *q = f->waiting;
+    f->waiting = NULL;
+    if (q != NULL)
+      drop_ref(f, q);
   }
   return f->woken.status;
 }
 
+/* Why the running fiber f may not wait for p now (0: it may). */
+static UVP__ALWAYS_INLINE int refused(const fiber_t *f, const uvp_promise_t *p,
+                                      bool shield) {
+  return p == NULL                 ? UV_EINVAL
+         : f == NULL               ? UVP_ENOTFIBER
+         : uvp__closed(f->st->ctx) ? UVP_ECLOSED
+         : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
+         : f->cancelled && !shield ? cancel_code(f)
+                                   : 0;
+}
+
+/* A take that does not wait still consumes p.  Refused on p's own loop
+ * (cancelled, or no memory to park in), the take stands for p's handler:
+ * p's rejection, which nobody can await now, is not reported. */
+static UVP__NOINLINE void take_refused(const fiber_t *f, uvp_promise_t *p,
+                                       int rc) {
+  if (p == NULL)
+    return;
+  if (rc != UVP_ENOTFIBER && rc != UVP_ECLOSED && rc != UVP_EXCTX && f != NULL)
+    p->flags |= UVP__F_HANDLED;
+  uvp_promise_release(p); /* any thread: refused off a fiber */
+}
+
+/* entry: UVP__AWAIT_* (the shield; the take, which consumes the caller's
+ * reference to p). */
 static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
-                                    const char *file, int line, bool shield) {
+                                    const char *file, int line,
+                                    unsigned entry) {
+  bool shield = entry & UVP__AWAIT_SHIELD, take = entry & UVP__AWAIT_TAKE;
   fiber_t *f = uvp__fiber_current;
-  int rc = p == NULL                 ? UV_EINVAL
-           : f == NULL               ? UVP_ENOTFIBER
-           : uvp__closed(f->st->ctx) ? UVP_ECLOSED
-           : !uvp__same_ctx(p, f->p) ? UVP_EXCTX
-           : f->cancelled && !shield ? cancel_code(f)
-                                     : 0;
+  int rc = refused(f, p, shield);
+  if (rc == 0 && UVP__UNLIKELY(f->compact) &&
+      uvp__compact_reserve(f, entry) != 0)
+    rc = UV_ENOMEM;
   if (rc != 0) {
+    if (take)
+      take_refused(f, p, rc);
     if (out != NULL)
-      *out = (uvp_outcome_t){rc, NULL, p};
+      *out = (uvp_outcome_t){rc, NULL, take ? NULL : p};
     return rc;
-  }
-  if (UVP__UNLIKELY(f->compact) && uvp__compact_reserve(f, shield) != 0) {
-    if (out != NULL)
-      *out = (uvp_outcome_t){UV_ENOMEM, NULL, p};
-    return UV_ENOMEM;
   }
   f->await_file = file;
   f->await_line = line;
@@ -431,7 +464,10 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
     f->trace =
         uvp__trace_intern(f->st->ctx, uvp__ctx_site(f->st->ctx, file, line),
                           UVP__TK_AWAIT, f->p->trace);
-  uvp__retain_local(p); /* checked above: the loop thread, ctx open */
+  /* The last take's promise: its outcome stays valid until this returns. */
+  uvp_promise_t *held = f->waiting;
+  if (!take)
+    uvp__retain_local(p); /* checked above: the loop thread, ctx open */
   f->waiting = p;
   if (uvp__is_pending(p)) {
     uvp__observe_embedded(p, &f->wake, on_wake, f);
@@ -439,22 +475,55 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
     p->flags |= UVP__F_HANDLED; /* the fiber sees its rejection */
     uvp__enqueue_embedded(p, &f->wake, on_wake, f); /* yield once */
   }
-  if (!UVP__UNLIKELY(shield))
-    return suspend(f, out);
-  f->shielded = true;
-  rc = suspend(f, out);
-  f->shielded = false;
+  if (!UVP__UNLIKELY(shield)) {
+    rc = suspend(f, out, take);
+  } else {
+    f->shielded = true;
+    rc = suspend(f, out, take);
+    f->shielded = false;
+  }
+  if (UVP__UNLIKELY(held != NULL))
+    drop_ref(f, held);
   return rc;
+}
+
+/* The take's own part: what the start call said, and the promise's slot. */
+static UVP__ALWAYS_INLINE int take(int started, uvp_promise_t **pp,
+                                   uvp_outcome_t *out, const char *file,
+                                   int line, unsigned entry) {
+  uvp_promise_t *p = NULL;
+  int rc = started != 0 ? started : pp == NULL ? UV_EINVAL : 0;
+  if (pp != NULL) {
+    if (started == 0) /* a failed start call handed nothing out */
+      p = *pp;
+    *pp = NULL;
+  }
+  if (rc != 0) {
+    if (out != NULL)
+      *out = (uvp_outcome_t){rc, NULL, NULL};
+    return rc;
+  }
+  return await(p, out, file, line, entry | UVP__AWAIT_TAKE);
 }
 
 int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out, const char *file,
                  int line) {
-  return await(p, out, file, line, false);
+  return await(p, out, file, line, 0);
 }
 
 int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
                           const char *file, int line) {
-  return await(p, out, file, line, true);
+  return await(p, out, file, line, UVP__AWAIT_SHIELD);
+}
+
+int uvp_await_take_at(int started, uvp_promise_t **p, uvp_outcome_t *out,
+                      const char *file, int line) {
+  return take(started, p, out, file, line, 0);
+}
+
+int uvp_await_shielded_take_at(int started, uvp_promise_t **p,
+                               uvp_outcome_t *out, const char *file, int line) {
+  return take(started, p, out, file, line, UVP__AWAIT_SHIELD);
 }
 
 int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
@@ -497,12 +566,20 @@ static void fiber_close(uvp__ext_t *ext) {
   uvp__stack_pool_close(&st->stacks);
 }
 
+/* What a fiber that waits for nothing does: both dumps say it alike. */
+static const char *state_text(const fiber_t *f) {
+  return f->state == F_QUEUED ? "not started"
+         : f->state == F_DONE ? "ending"
+         : f->cancelled       ? "cancelled, running"
+                              : "running";
+}
+
 static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     const char *q = f->name != NULL ? "\"" : "";
     const char *name = f->name != NULL ? f->name : "";
-    if (f->state == F_SUSPENDED)
+    if (f->state == F_SUSPENDED && f->waiting != NULL)
       fprintf(stream,
               "[fiber] %p %s%s%s%sspawned at %s:%d awaiting %p at %s:%d%s\n",
               (void *)f->p, q, name, q, *q ? " " : "",
@@ -512,9 +589,9 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
               : f->shielded ? " (cancelled, shielded)"
                             : " (cancelled)");
     else
-      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d not started\n",
-              (void *)f->p, q, name, q, *q ? " " : "",
-              f->file != NULL ? f->file : "?", f->line);
+      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d %s\n", (void *)f->p,
+              q, name, q, *q ? " " : "", f->file != NULL ? f->file : "?",
+              f->line, state_text(f));
     (*count)++;
   }
 }
@@ -534,12 +611,10 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
                      waits ? f->await_file : NULL,
                      f->await_line,
                      waits ? f->waiting : NULL,
-                     f->state == F_QUEUED ? "not started"
-                     : f->state == F_DONE ? "ending"
-                     : f->cancelled       ? "cancelled, running"
-                                          : "running",
+                     state_text(f),
                      f->scope,
-                     f->name};
+                     f->name,
+                     NULL};
     sink->task(sink, &t);
   }
 }

@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include "cause.h"
 #include "op.h"
 
 #define DEFAULT_MAX_OUTPUT ((size_t)16 * 1024 * 1024)
@@ -78,11 +79,23 @@ static void finish(procop_t *op) {
     uvp__op_free(&op->op); /* its promise went with the abort */
     return;
   }
-  if (op->err == 0 && uvp__op_wanted(&op->op)) {
+  uvp_promise_t *p = op->op.p;
+  bool fulfils = op->err == 0 && uvp__op_wanted(&op->op);
+  if (fulfils) {
     shrink(&res->out);
     shrink(&res->err);
   }
   uvp__op_settle(&op->op, op->err, res, result_free);
+  if (fulfils) { /* what a race it decides tells its losers (cause.h) */
+    char note[PATH_SHOWN + 96];
+    if (res->term_signal != 0)
+      snprintf(note, sizeof(note), "process %d (%s) was killed by signal %d",
+               (int)op->proc.pid, op->path, res->term_signal);
+    else
+      snprintf(note, sizeof(note), "process %d (%s) exited with status %lld",
+               (int)op->proc.pid, op->path, (long long)res->exit_status);
+    uvp__note_settled(p, note);
+  }
   uvp__op_finish(&op->op);
 }
 

@@ -29,7 +29,6 @@
 
 #include "cause.h"
 #include "core.h"
-#include "diag.h"
 #include "work-door.h"
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
@@ -624,18 +623,28 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
-  if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED &&
-      (((uvp__work_t *)harg)->cls->flags & UVP__WORK_WINDDOWN)) {
-    /* Cut, not settled: its producer settles it once its work has ended
-     * (a teardown settles it now, below). */
+  uvp__cut_frame_t cut;
+  bool cutting = false;
+  if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {
     uvp__work_t *w = harg;
-    p->refs++;
-    /* A producer that winds down knows two cuts (uvp_promise_cancel_with
-     * may give any code): a deadline's, and every other. */
-    w->cls->cancel(w, p, code == UV_ETIMEDOUT ? code : UV_ECANCELED);
-    uvp__cause_leave(ctx, outer);
-    uvp__unref(p);
-    return;
+    if (w->cls->flags & UVP__WORK_WINDDOWN) {
+      /* Cut, not settled: its producer settles it once its work has ended
+       * (a teardown settles it now, below). */
+      p->refs++;
+      /* A producer that winds down knows two cuts (uvp_promise_cancel_with
+       * may give any code): a deadline's, and every other. */
+      w->cls->cancel(w, p, code == UV_ETIMEDOUT ? code : UV_ECANCELED);
+      uvp__cause_leave(ctx, outer);
+      uvp__unref(p);
+      return;
+    }
+    /* Settled below, its work may wind down after: the task dump keeps
+     * the record meanwhile (`born` goes with the rejection). */
+    if (!(w->cls->flags & (UVP__WORK_TASK | UVP__WORK_GONE_AT_CUT)) &&
+        w->p != NULL && !(w->told & UVP__TOLD_CUT)) {
+      uvp__work_cut_begin(ctx, &cut, w, p->born);
+      cutting = true;
+    }
   }
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
   p->refs++;
@@ -644,6 +653,8 @@ static void cancel_with(uvp_promise_t *p, int code) {
     p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
+  if (cutting)
+    uvp__work_cut_end(ctx, &cut);
   uvp__cause_leave(ctx, outer);
   uvp__unref(p);
 }
@@ -802,86 +813,6 @@ void uvp_promise_site(const uvp_promise_t *p, const char **file, int *line) {
 
 uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p) {
   return p != NULL ? uvp__promise_ctx(p) : NULL;
-}
-
-typedef struct {
-  FILE *stream;
-  uint64_t now;
-  int count;
-} dump_state_t;
-
-/* Cut, and waiting for its work to wind down (a group's join): why. */
-static void print_cut(FILE *stream, const uvp__work_t *w) {
-  uvp__what_t what = {.left_ms = -1};
-  w->cls->describe(w, &what);
-  if (what.cut == NULL)
-    return;
-  char why[256];
-  (void)uvp_cause_format(&what.cut->pub, why, sizeof(why));
-  fprintf(stream, "    cut: %s\n", why);
-}
-
-static bool dump_one(void *slot, void *arg) {
-  uvp_promise_t *p = slot;
-  dump_state_t *st = arg;
-  if (p->state != UVP__S_PENDING || p->refs == 0) /* refs 0: being freed */
-    return p->state != UVP__S_FREE;
-  const char *what = (p->flags & UVP__F_WAITING)  ? " waiting on another"
-                     : (p->flags & UVP__F_CANCEL) ? " cancellable"
-                                                  : "";
-  const char *file;
-  int line;
-  uvp__site_get(p->site, &file, &line);
-  fprintf(st->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
-          (void *)p, file != NULL ? file : "?", line,
-          (unsigned long long)(st->now - p->born), (unsigned)p->refs, what);
-  const uvp__work_t *w = uvp__work_of(p);
-  if (w != NULL && (w->cls->flags & UVP__WORK_WINDDOWN))
-    print_cut(st->stream, w);
-  if (p->trace != 0)
-    uvp__trace_print(st->stream, p->trace, "    ");
-  st->count++;
-  return true;
-}
-
-int uvp__dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
-                       void *arg) {
-  /* A stream that could make us wait (a pipe, a socket, a terminal), or a
-   * write callback, gets the dump rendered in memory first, then written
-   * without waiting (diag.h); a file, or memory, as it is made. */
-  uvp__diag_t *w = uvp__malloc(sizeof(*w));
-  if (w == NULL)
-    return UV_ENOMEM;
-  uvp__diag_open(w, stream, write, arg, false);
-  char *text = NULL;
-  size_t len = 0;
-  FILE *out =
-      w->fd >= 0 || write != NULL ? open_memstream(&text, &len) : stream;
-  if (out == NULL) {
-    uvp__free(w);
-    return UV_ENOMEM;
-  }
-  int rc = 0;
-  dump_state_t st = {out, uvp__now(ctx) - ctx->epoch, 0};
-  uvp__pool_each(&ctx->promises, dump_one, &st);
-  for (int i = 0; i < UVP__EXT_COUNT; i++)
-    if (ctx->h.ext[i] != NULL && ctx->h.ext[i]->dump != NULL)
-      ctx->h.ext[i]->dump(ctx->h.ext[i], out, &st.count);
-  if (out != stream) {
-    if (fclose(out) == 0) {
-      for (size_t at = 0, end; at < len; at = end) { /* line by line */
-        const char *nl = memchr(text + at, '\n', len - at);
-        end = nl != NULL ? (size_t)(nl - text) + 1 : len;
-        uvp__diag_out(w, text + at, end - at);
-      }
-    } else {
-      rc = UV_ENOMEM;
-    }
-    free(text);
-  }
-  int sunk = uvp__diag_close(w); /* UV_EAGAIN: cut short */
-  uvp__free(w);
-  return rc != 0 ? rc : sunk != 0 ? sunk : st.count;
 }
 
 /* ---- for the layers above ------------------------------------------------ */

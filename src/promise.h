@@ -26,6 +26,9 @@ enum {
   UVP__F_MOVABLE = 16u, /* pending; its producer may be handed on (take_over) */
   UVP__F_OWNED = 32u,   /* settled only by the library (combinators, timers) */
   UVP__F_MANY = 64u,    /* pending with more than one reaction */
+  UVP__F_NOTE = 64u,    /* settled, the same bit: fn.cause (UVP__F_CAUSE is
+                           set too) is a note saying what settled it, not a
+                           cut (cause.h) */
   UVP__F_QUIET = 128u   /* rejected by a cancellation or a group's end, or
                             following one: never reported */
 };
@@ -128,12 +131,6 @@ void uvp__promises_each(uvp_ctx_t *ctx, bool (*fn)(void *slot, void *arg),
                         void *arg);
 uint64_t uvp__ctx_epoch(const uvp_ctx_t *ctx);
 const char *uvp__hook_describe(const uvp_promise_t *p, char *buf, size_t cap);
-/* The task dump's UVP_DUMP_PROMISES listing: every pending promise (site,
- * age, async trace) and what the layers' dump hooks add (fibers), to
- * `stream` or `write` (diag.h: never waiting).  Returns how many it listed,
- * or UV_EAGAIN (cut short), UV_ENOMEM, the sink's error. */
-int uvp__dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
-                       void *arg);
 
 /* Reject pending p with `code` and run its cancel hook, as
  * uvp_promise_cancel does for p alone (a deadline's UV_ETIMEDOUT), with
@@ -147,7 +144,8 @@ static inline struct uvp__cause_s *uvp__cause_of(const uvp_promise_t *p) {
   if (p->state != UVP__S_REJECTED)
     return NULL;
   const uvp_promise_t *o = (p->flags & UVP__F_FORWARD) ? p->link : p;
-  return (o->flags & UVP__F_CAUSE) ? o->fn.cause : NULL;
+  return (o->flags & (UVP__F_CAUSE | UVP__F_NOTE)) == UVP__F_CAUSE ? o->fn.cause
+                                                                   : NULL;
 }
 
 /* ---- releases ------------------------------------------------------------

@@ -37,6 +37,7 @@ enum {
   UVP__EXT_DUMP,
   UVP__EXT_CLOCK,
   UVP__EXT_STALL,    /* the stall detector (stall.h) */
+  UVP__EXT_WORK,     /* the records cut and winding down (work-door.h) */
   UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
   UVP__EXT_COUNT
 };
@@ -109,6 +110,9 @@ typedef struct uvp__ctx_head_s {
    * until then) and kept: read only while `stall` is set, and by
    * uvp_ctx_close for its handle. */
   const struct uvp__stall_marks_s *stall_marks;
+  /* The cuts of uvp's work running now, innermost first (work-door.h's
+   * uvp__work_cut_begin), or NULL. */
+  struct uvp__cut_frame_s *cutting;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {

@@ -39,7 +39,9 @@ typedef struct uvp__owner_ops_s {
                                   const struct uvp__scope_s **scope);
 } uvp__owner_ops_t;
 struct uvp__owner_s {
-  const uvp__owner_ops_t *ops;
+  /* Aligned to 8, everywhere: a record of work keeps its owner's address
+   * with three flags in the low bits (work-door.h). */
+  _Alignas(8) const uvp__owner_ops_t *ops;
 };
 
 typedef struct uvp__slotval_s uvp__slotval_t;

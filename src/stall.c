@@ -19,6 +19,16 @@
 #include <string.h>
 #include <time.h>
 
+/* Under valgrind, or with the watchdog behind, the loop thread times
+ * every slice itself (`self`).  -DUVP_STALL_NO_SELF builds without that,
+ * so that callgrind (whose one thread at a time starves the watchdog)
+ * counts the marks as they run natively (docs/internals.md, "The stall
+ * detector"). */
+#if defined(UVP_HAVE_VALGRIND) && !defined(UVP_STALL_NO_SELF)
+#define UVP__STALL_VALGRIND 1
+#include <valgrind/valgrind.h>
+#endif
+
 #include "alloc.h"
 #include "diag.h"
 #include "dump.h"
@@ -49,6 +59,15 @@ typedef struct stall_state_s {
                    * holding a scope or name) ... */
   unsigned rest;  /* ... and this is the marks to the next sampled one */
   unsigned rng;
+  /* Every mark reads the clock while `self` (each slice's length known
+   * when it ends, whatever the watchdog saw): always under valgrind
+   * (one thread runs at a time there, and a busy loop on this one may
+   * starve the watchdog for all its length), else until self_until, set
+   * whenever a clock read finds the watchdog's last look older than
+   * lag_ns. */
+  bool self, valgrind;
+  uint64_t self_until, lag_ns, hold_ns;
+  unsigned ended; /* the last slice counted as a stall here (its seq) */
   char name_buf[NAME_BUF];
   /* The histogram: written by the loop thread only, read by any. */
   /* (how many slices: the buckets' sum, when asked) */
@@ -58,6 +77,9 @@ typedef struct stall_state_s {
    * latest (flag 0: none).  The loop thread reads the clock when it
    * ends. */
   _Atomic uint64_t flag_lb;
+  /* The watchdog's clock at its last look (the loop thread reads it to
+   * know whether the watchdog keeps up). */
+  _Atomic uint64_t w_look;
   /* The watchdog's, under wmu. */
   uv_mutex_t wmu;
   uv_cond_t wcv;
@@ -277,10 +299,13 @@ static bool quiet_phase(int ph) {
   return ph == UVP__PH_POLL || ph == UVP__PH_SETUP;
 }
 
-/* How long the slice open now ran, ending at `now`: exactly if it was
- * timed, else from the watchdog's bound on its start if the watchdog
- * flagged it; false: neither (a slice not looked at). */
-static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns) {
+/* How long the slice open now ran, ending at `now`: exactly if its start
+ * was read (timed, or begun at a mark that read the clock), else from the
+ * watchdog's bound on its start if the watchdog flagged it; false:
+ * neither (a slice not looked at).  *sampled: it goes into the histogram
+ * whatever its length (timed, or flagged). */
+static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns,
+                         bool *sampled) {
   unsigned f = atomic_load_explicit(&st->h.flag, memory_order_acquire);
   unsigned seq = atomic_load_explicit(&st->h.pub.seq, memory_order_relaxed);
   bool flagged = f != 0 && f == seq + 1;
@@ -289,14 +314,17 @@ static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns) {
     if (flagged) {
       uint64_t lb = atomic_load_explicit(&st->flag_lb, memory_order_relaxed);
       from = lb > from ? lb : from;
-    } else {
+    } else if (f - 1 != st->ended) {
       /* Flagged just as it ended (the watchdog's flag came after its
-       * mark): it ran past the threshold, its end was not seen. */
+       * mark): it ran past the threshold, its end was not seen.  (Unless
+       * its end was seen: counted then.) */
       add_relaxed(&st->stalls, 1);
     }
     atomic_store_explicit(&st->h.flag, 0, memory_order_relaxed);
   }
-  if (st->timed)
+  *sampled = st->timed || flagged;
+  if (st->timed ||
+      atomic_load_explicit(&st->h.pub.start_seq, memory_order_relaxed) == seq)
     from = st->start;
   else if (!flagged)
     return false;
@@ -305,22 +333,49 @@ static bool slice_length(stall_state_t *st, uint64_t now, uint64_t *ns) {
 }
 
 /* The slice open now ends at `now`: into the histogram if timed or
- * flagged, reported if it ran past the threshold. */
+ * flagged, and reported if it ran past the threshold, whether or not the
+ * watchdog saw it (then this is its only report). */
 static void end_slice(stall_state_t *st, uint64_t now, int report_phase) {
   uint64_t ns;
-  if (!slice_length(st, now, &ns))
+  bool sampled;
+  if (!slice_length(st, now, &ns, &sampled))
     return;
-  if (cur_kind(st) != UVP_STALL_OUTSIDE) {
+  bool stall =
+      UVP__UNLIKELY(ns >= st->thr_ns) &&
+      (cur_kind(st) != UVP_STALL_OUTSIDE || !quiet_phase(report_phase));
+  if (cur_kind(st) != UVP_STALL_OUTSIDE && (sampled || stall)) {
     uint64_t us = ns / 1000;
     add_relaxed(&st->buckets[bucket_of(us)], 1);
     if (us > atomic_load_explicit(&st->max_us, memory_order_relaxed))
       atomic_store_explicit(&st->max_us, us, memory_order_relaxed);
   }
-  if (UVP__UNLIKELY(ns >= st->thr_ns) &&
-      (cur_kind(st) != UVP_STALL_OUTSIDE || !quiet_phase(report_phase))) {
+  if (stall) {
     add_relaxed(&st->stalls, 1);
+    st->ended = atomic_load_explicit(&st->h.pub.seq, memory_order_relaxed);
     report_ended(st, report_phase, ns);
   }
+}
+
+/* At each clock read: whether the loop thread times every slice itself
+ * from here on.  A watchdog whose last look is older than the threshold
+ * and a period has let a stall go by unseen, or would have (a late look
+ * or two is the machine's load, not worth a clock read per slice), and
+ * the loop thread knows an untimed slice's length only from the
+ * watchdog's flag: so from then on, for hold_ns past the last time it
+ * found the watchdog behind, every mark reads the clock. */
+static void watch_watchdog(stall_state_t *st, uint64_t now) {
+#if !defined(UVP_STALL_NO_SELF)
+  if (st->valgrind)
+    return; /* self for good */
+  uint64_t look = atomic_load_explicit(&st->w_look, memory_order_relaxed);
+  if (now > look && now - look > st->lag_ns)
+    st->self_until =
+        now < UINT64_MAX - st->hold_ns ? now + st->hold_ns : UINT64_MAX;
+  st->self = now < st->self_until;
+#else
+  (void)st;
+  (void)now;
+#endif
 }
 
 /* What cur holds of s beyond the published words: a reference on its
@@ -367,11 +422,12 @@ static void next_sample(stall_state_t *st) {
   set_countdown(st, SAMPLE / 2 + ((st->rng >> 16) & (SAMPLE - 1)));
 }
 
-/* After a mark: if the slice open now needs its end seen (timed, or it
- * holds a scope or a name), the next mark takes the slow way (one
+/* After a mark: if the slice open now needs its end seen (timed, every
+ * slice timed, or it holds a scope or a name), the next mark takes the
+ * slow way (one
  * countdown serves both that and the sampling). */
 static void after_mark(stall_state_t *st) {
-  if (!st->timed && st->h.scope == NULL && st->h.name == NULL)
+  if (!st->timed && !st->self && st->h.scope == NULL && st->h.name == NULL)
     return;
   if (!st->forced) {
     unsigned c = countdown(st);
@@ -387,6 +443,7 @@ static UVP__NOINLINE void clocked_mark(stall_state_t *st, const uvp__slice_t *s,
                                        bool sample) {
   uint64_t now = now_ns();
   end_slice(st, now, st->phase);
+  watch_watchdog(st, now);
   take(st, s);
   st->start = now;
   st->timed = sample;
@@ -401,20 +458,26 @@ static UVP__NOINLINE void clocked_mark(stall_state_t *st, const uvp__slice_t *s,
  * clock only if the open slice was timed or flagged or a sample is due. */
 static void mark_counted(stall_state_t *st, const uvp__slice_t *s, bool clock) {
   if (!clock && cur_kind(st) != UVP_STALL_OUTSIDE) {
-    take(st, s); /* the same slice, now known better */
-    publish(st, s, false);
+    /* The same slice, now known better: from the same start, if read. */
+    bool read =
+        atomic_load_explicit(&st->h.pub.start_seq, memory_order_relaxed) ==
+        atomic_load_explicit(&st->h.pub.seq, memory_order_relaxed);
+    take(st, s);
+    publish(st, s, read);
     after_mark(st);
     return;
   }
   bool sample = false;
   if (countdown(st) == 0) {
-    if (st->forced)
-      set_countdown(st, st->rest);
+    /* This mark counts towards the sample too (with every slice timed,
+     * every mark is forced). */
+    if (st->forced && st->rest > 1)
+      set_countdown(st, st->rest - 1);
     else
       sample = true; /* (or the watchdog's 1: a sample more) */
     st->forced = false;
   }
-  if (sample || st->timed ||
+  if (sample || st->timed || st->self ||
       atomic_load_explicit(&st->h.flag, memory_order_relaxed) != 0) {
     clocked_mark(st, s, sample);
   } else {
@@ -472,6 +535,7 @@ static void mark_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
 /* A timed slice begins at `now`: s. */
 static void begin_timed(stall_state_t *st, uint64_t now,
                         const uvp__slice_t *s) {
+  watch_watchdog(st, now);
   take(st, s);
   st->start = now;
   st->timed = true;
@@ -570,6 +634,7 @@ static void look(stall_state_t *st, uint64_t thr_ns, uvp_stall_cb cb, void *arg,
                  looks_t *w) {
   uvp__stall_pub_t *p = &st->h.pub;
   uint64_t t0 = now_ns();
+  atomic_store_explicit(&st->w_look, t0, memory_order_relaxed);
   unsigned s1 = atomic_load_explicit(&p->seq, memory_order_acquire);
   if ((s1 & 1u) != 0)
     return;
@@ -682,6 +747,9 @@ static stall_state_t *state_new(uvp_ctx_t *ctx) {
   atomic_store_explicit(&st->h.pub.word, UVP__STALL_W(UVP_STALL_OUTSIDE, 0, 0),
                         memory_order_relaxed);
   st->rng = 1;
+#if defined(UVP__STALL_VALGRIND)
+  st->valgrind = st->self = RUNNING_ON_VALGRIND != 0;
+#endif
   next_sample(st);
   return st;
 }
@@ -737,9 +805,16 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
   st->thr_ns = threshold_ms * 1000000u;
   st->cb = cb;
   st->arg = arg;
+  uint64_t period = period_ns(st->thr_ns);
+  st->lag_ns =
+      st->thr_ns < UINT64_MAX - period ? st->thr_ns + period : UINT64_MAX;
+  st->hold_ns = st->thr_ns < UINT64_MAX / 16 ? 16 * st->thr_ns : UINT64_MAX;
+  if (st->hold_ns < 1000000000u)
+    st->hold_ns = 1000000000u;
   if (st->running)
     return 0;
   st->stop = false;
+  atomic_store_explicit(&st->w_look, now_ns(), memory_order_relaxed);
   atomic_store_explicit(&st->h.flag, 0, memory_order_relaxed);
   rc = uv_thread_create(&st->thread, watchdog, st);
   if (rc != 0)

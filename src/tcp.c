@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cause.h"
 #include "op.h"
 #include "scope.h"
 
@@ -170,6 +171,39 @@ static void settle(tcpop_t *op, int status, void *value, uvp_free_cb free_cb) {
   uvp__op_settle(&op->op, status, value, free_cb);
 }
 
+static bool addr_name(const struct sockaddr_in6 *to, char *buf, size_t cap);
+
+/* What a watch's end says to the race it decides (cause.h's notes): "peer
+ * 127.0.0.1:54321 closed the connection".  The peer is the one the watch
+ * saw at its start: once reset, a socket may no longer name it.  False for
+ * an end that is the program's (its close) or uvp's (no memory). */
+static bool end_note(const tcpop_t *w, int status, char *buf, size_t cap) {
+  char peer[80] = "the peer";
+  char addr[72];
+  if (addr_name(&w->to, addr, sizeof(addr)))
+    snprintf(peer, sizeof(peer), "peer %s", addr);
+  if (status == UV_EOF)
+    snprintf(buf, cap, "%s closed the connection", peer);
+  else if (status == UV_ECONNRESET)
+    snprintf(buf, cap, "%s reset the connection", peer);
+  else if (status < 0 && status != UV_ECANCELED && status != UV_ENOMEM)
+    snprintf(buf, cap, "the connection with %s failed: %s", peer,
+             uvp_err_name(status));
+  else
+    return false;
+  return true;
+}
+
+/* Settle watch w with the end of the stream (UV_EOF fulfils), with the
+ * note saying what ended it, if any. */
+static void watch_settle(tcpop_t *w, int status, const char *note) {
+  uvp_promise_t *p = w->op.p;
+  bool mine = uvp__is_pending(p);
+  settle(w, status == UV_EOF ? 0 : status, NULL, NULL);
+  if (mine && note != NULL)
+    uvp__note_settled(p, note);
+}
+
 static void watch_unlink(uvp_tcp_t *t, tcpop_t *w) {
   tcpop_t *next = w->req.watch.next, *prev = w->req.watch.prev;
   *(prev != NULL ? &prev->req.watch.next : &t->watch) = next;
@@ -180,12 +214,15 @@ static void watch_unlink(uvp_tcp_t *t, tcpop_t *w) {
  * UV_ECANCELED (the program's own close) is not reported as unhandled,
  * as a cancellation is not. */
 static void watch_end(uvp_tcp_t *t, int status) {
+  char note[160];
+  bool noted =
+      t->watch != NULL && end_note(t->watch, status, note, sizeof(note));
   while (t->watch != NULL) {
     tcpop_t *w = t->watch;
     watch_unlink(t, w);
     uvp_promise_t *p = w->op.p;
     bool quiet = status == UV_ECANCELED && uvp__is_pending(p);
-    settle(w, status == UV_EOF ? 0 : status, NULL, NULL);
+    watch_settle(w, status, noted ? note : NULL);
     if (quiet)
       p->flags |= UVP__F_QUIET;
     op_done(w);
@@ -244,6 +281,38 @@ static void remember_to(tcpop_t *op, const struct sockaddr *addr) {
   memcpy(&op->to, addr, n);
 }
 
+/* The connection's peer, as an IPv4 or IPv6 address in *out. */
+static bool peer_of(const uvp_tcp_t *t, struct sockaddr_in6 *out) {
+  struct sockaddr_storage sa;
+  int len = sizeof(sa);
+  if (t->handle == NULL ||
+      uv_tcp_getpeername(t->handle, (struct sockaddr *)&sa, &len) != 0 ||
+      (sa.ss_family != AF_INET && sa.ss_family != AF_INET6))
+    return false;
+  memcpy(out, &sa,
+         sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                  : sizeof(struct sockaddr_in));
+  return true;
+}
+
+/* "127.0.0.1:8080", "[::1]:8080"; false for no address. */
+static bool addr_name(const struct sockaddr_in6 *to, char *buf, size_t cap) {
+  const struct sockaddr *addr = (const struct sockaddr *)(const void *)to;
+  char ip[64] = "?";
+  if (addr->sa_family == AF_INET6) {
+    uv_ip6_name(to, ip, sizeof(ip));
+    snprintf(buf, cap, "[%s]:%d", ip, ntohs(to->sin6_port));
+    return true;
+  }
+  if (addr->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)to;
+    uv_ip4_name(in, ip, sizeof(ip));
+    snprintf(buf, cap, "%s:%d", ip, ntohs(in->sin_port));
+    return true;
+  }
+  return false;
+}
+
 static void tcp_describe(const uvp__op_t *o, uvp__what_t *w) {
   static const char *const names[] = {"connect", "connect",  "write",
                                       "read",    "shutdown", "closed"};
@@ -254,27 +323,14 @@ static void tcp_describe(const uvp__op_t *o, uvp__what_t *w) {
     snprintf(w->target, sizeof(w->target), "(resolving its host)");
     return;
   }
-  struct sockaddr_storage sa;
-  int len = sizeof(sa);
-  const struct sockaddr *addr = (const struct sockaddr *)&op->to;
+  struct sockaddr_in6 peer;
+  const struct sockaddr_in6 *addr = &op->to;
   if (op->kind != OP_CONNECT && op->kind != OP_CONNECT_HOST) {
-    if (op->t->handle == NULL ||
-        uv_tcp_getpeername(op->t->handle, (struct sockaddr *)&sa, &len) != 0)
+    if (!peer_of(op->t, &peer))
       return;
-    addr = (const struct sockaddr *)&sa;
+    addr = &peer;
   }
-  char ip[64] = "?";
-  int port = 0;
-  if (addr->sa_family == AF_INET6) {
-    uv_ip6_name((const struct sockaddr_in6 *)(const void *)addr, ip,
-                sizeof(ip));
-    port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-    snprintf(w->target, sizeof(w->target), "[%s]:%d", ip, port);
-  } else if (addr->sa_family == AF_INET) {
-    uv_ip4_name((const struct sockaddr_in *)(const void *)addr, ip, sizeof(ip));
-    port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-    snprintf(w->target, sizeof(w->target), "%s:%d", ip, port);
-  }
+  (void)addr_name(addr, w->target, sizeof(w->target));
 }
 
 static const uvp__op_kind_t tcp_kind = {tcp_cancel, NULL,         tcp_abort,
@@ -292,8 +348,6 @@ static void watch_cancel(uvp__op_t *o) {
 
 static const uvp__op_kind_t watch_kind = {watch_cancel, NULL, tcp_abort, true,
                                           tcp_describe, true /* idle */};
-
-static void remember_to(tcpop_t *op, const struct sockaddr *addr);
 
 static tcpop_t *op_new(uvp_tcp_t *t, int kind, uvp_promise_t **out,
                        const char *file, int line, int *rc) {
@@ -886,9 +940,14 @@ int uvp_tcp_closed_at(uvp_tcp_t *t, uvp_promise_t **out, const char *file,
   tcpop_t *w = op_new(t, OP_WATCH, out, file, line, &rc);
   if (w == NULL)
     return rc;
+  /* Its note names the peer (end_note): asked now, while the connection
+   * can still say (a reset one may not). */
+  (void)peer_of(t, &w->to);
   if (t->end != 0) { /* a watch's read saw it; no read has taken it yet */
+    char note[160];
     *out = w->op.p;
-    settle(w, t->end == UV_EOF ? 0 : t->end, NULL, NULL);
+    watch_settle(w, t->end,
+                 end_note(w, t->end, note, sizeof(note)) ? note : NULL);
     op_done(w);
     return 0;
   }

@@ -75,7 +75,7 @@ static void delay_cancel(uvp__work_t *w, uvp_promise_t *p, int code) {
 static void delay_describe(const uvp__work_t *w, uvp__what_t *what);
 static const uvp__work_class_t delay_class = {
     delay_cancel, delay_describe, "timer",
-    UVP__WORK_IDLE | UVP__WORK_NOT_IN_LOOP};
+    UVP__WORK_IDLE | UVP__WORK_NOT_IN_LOOP | UVP__WORK_GONE_AT_CUT};
 
 int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
                  int flags, uvp_promise_t **out, const char *file, int line) {
@@ -114,9 +114,9 @@ typedef struct {
 static void tmo_settled(void *arg, const uvp_outcome_t *in);
 static void tmo_cancel(uvp__work_t *w, uvp_promise_t *result, int why);
 static void tmo_describe(const uvp__work_t *work, uvp__what_t *w);
-static const uvp__work_class_t tmo_class = {tmo_cancel, tmo_describe, "timeout",
-                                            UVP__WORK_IDLE |
-                                                UVP__WORK_NOT_IN_LOOP};
+static const uvp__work_class_t tmo_class = {
+    tmo_cancel, tmo_describe, "timeout",
+    UVP__WORK_IDLE | UVP__WORK_NOT_IN_LOOP | UVP__WORK_GONE_AT_CUT};
 
 /* The timeout gave up on src: stop it too if nothing else waits for it (a
  * timed-out request really stops), or always with UVP_CANCEL_INPUT;

@@ -57,7 +57,15 @@ enum {
   /* No libuv request or handle of its own is open for it (a fiber, a
    * join; a timer counts its handle itself): not counted as work in the
    * loop (uvp_ctx_inflight). */
-  UVP__WORK_NOT_IN_LOOP = 32u
+  UVP__WORK_NOT_IN_LOOP = 32u,
+  /* Not a task of the dump by itself, only when something waits on its
+   * promise, as any promise: its work is other tasks, which are listed
+   * (a group's join: the members and what they started). */
+  UVP__WORK_UNLISTED = 64u,
+  /* Its cancel lets go of its promise (w->p) at once, its end a turn away
+   * (a timer closing its handle): after a cut the dump has nothing of it
+   * to show, so it is not kept (uvp__work_cut_begin). */
+  UVP__WORK_GONE_AT_CUT = 128u
 };
 
 /* One per kind of producer, const, living as long as the process. */
@@ -84,15 +92,17 @@ struct uvp__work_s {
   uvp_promise_t *p;
   const uvp__work_class_t *cls;
   /* What start told, until done: the owner (NULL: none), with
-   * UVP__TOLD_REAL (counted by the virtual clock) and UVP__TOLD_LOOP
-   * (counted as work in the loop) in its low bits. */
+   * UVP__TOLD_REAL (counted by the virtual clock), UVP__TOLD_LOOP
+   * (counted as work in the loop) and UVP__TOLD_CUT (kept among the
+   * records cut and winding down, below) in its low bits. */
   uintptr_t told;
 };
-enum { UVP__TOLD_REAL = 1u, UVP__TOLD_LOOP = 2u };
+enum { UVP__TOLD_REAL = 1u, UVP__TOLD_LOOP = 2u, UVP__TOLD_CUT = 4u };
+#define UVP__TOLD_BITS ((uintptr_t)7)
 
 /* The owner w's work answers to (NULL: none), for the task dump. */
 static inline const uvp__owner_t *uvp__work_owner(const uvp__work_t *w) {
-  return (const uvp__owner_t *)(w->told & ~(uintptr_t)3);
+  return (const uvp__owner_t *)(w->told & ~UVP__TOLD_BITS);
 }
 
 /* The cancel hook of every promise started through the door. */
@@ -165,6 +175,48 @@ static UVP__ALWAYS_INLINE int uvp__work_start(uvp_ctx_t *ctx, uvp__work_t *w,
 int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
                      const uvp__work_class_t *cls);
 
+/* The records whose promise a cut has settled while their work winds down
+ * (a binding's, a request libuv still runs): the task dump lists them,
+ * which it cannot find through their promise any more.  cancel_with
+ * marks a record before the promise rejects (`born` is the promise's:
+ * the rejection's code takes its place) if it still holds its promise
+ * (w->p) and its class neither is listed by its layer (UVP__WORK_TASK)
+ * nor lets its promise go at the cut (UVP__WORK_GONE_AT_CUT), and once
+ * the cancel hook has returned keeps it, unless it has ended meanwhile
+ * (most do: a binding whose cancel ends its record) or the context is
+ * closing; it leaves when it is done.  Kept per context in a hash set of
+ * records, so that neither end costs more than a probe, whatever their
+ * number; without memory for it the record is not kept (the dump leaves
+ * it out).  Loop thread. */
+typedef struct uvp__cut_frame_s {
+  uvp__work_t *w; /* NULL once it has ended inside the hook */
+  uint32_t born;
+  struct uvp__cut_frame_s *up; /* the cut this one runs inside, or NULL */
+} uvp__cut_frame_t;
+static inline void uvp__work_cut_begin(uvp_ctx_t *ctx, uvp__cut_frame_t *f,
+                                       uvp__work_t *w, uint32_t born) {
+  f->w = w;
+  f->born = born;
+  f->up = uvp__head(ctx)->cutting;
+  uvp__head(ctx)->cutting = f;
+  w->told |= UVP__TOLD_CUT;
+}
+void uvp__work_keep(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born);
+static inline void uvp__work_cut_end(uvp_ctx_t *ctx, uvp__cut_frame_t *f) {
+  uvp__head(ctx)->cutting = f->up;
+  if (f->w != NULL)
+    uvp__work_keep(ctx, f->w, f->born);
+}
+/* Done: w leaves its frame or the set. */
+void uvp__work_uncut(uvp_ctx_t *ctx, uvp__work_t *w);
+/* Each record kept, with its promise's `born`; fn must not start or end
+ * work.  A record's w->p is its producer's reference to its promise while
+ * set: a record that has let it go is skipped. */
+void uvp__work_cut_each(uvp_ctx_t *ctx,
+                        void (*fn)(void *arg, const uvp__work_t *w,
+                                   uint32_t born),
+                        void *arg);
+
 /* The work has ended: what start told is untold (owner, clock), but for
  * the count of work in the loop, whose end may free a closed context:
  * returns whether w still holds it, for the caller to end with
@@ -176,8 +228,10 @@ static inline bool uvp__work_done_but_loop(uvp_ctx_t *ctx, uvp__work_t *w) {
   w->told = 0;
   if (UVP__UNLIKELY(told & UVP__TOLD_REAL))
     uvp__head(ctx)->real_work--;
+  if (UVP__UNLIKELY(told & UVP__TOLD_CUT))
+    uvp__work_uncut(ctx, w);
   /* May settle a group's join. */
-  uvp__work_end((uvp__owner_t *)(told & ~(uintptr_t)3));
+  uvp__work_end((uvp__owner_t *)(told & ~UVP__TOLD_BITS));
   return (told & UVP__TOLD_LOOP) != 0;
 }
 /* All of it; the count of work in the loop last (may free a closed
@@ -202,6 +256,9 @@ typedef struct uvp__task_s {
   const char *state;                /* then what it does ("not started") */
   const struct uvp__scope_s *scope; /* its group, deadline, slots (or NULL) */
   const char *name;                 /* a fiber's name, or NULL */
+  /* A record cut and winding down (uvp__work_cut): the task is its work,
+   * `promise` its settled promise, `since` when that was made. */
+  const uvp__work_t *work;
 } uvp__task_t;
 /* Where a layer's `tasks` hook (sched.h's uvp__ext_t) tells its tasks. */
 struct uvp__task_sink_s {

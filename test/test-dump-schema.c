@@ -419,6 +419,146 @@ static void test_json_schema(void **state) {
   uvp_promise_release(late);
 }
 
+/* ---- work a group's join waits for ------------------------------------ */
+
+/* A toy binding's record, cut when its promise is, ending when the test
+ * says (its work winding down meanwhile), or, `at_cut`, inside its cancel,
+ * after cutting `also` (a cut inside a cut). */
+typedef struct job_s {
+  uvp_inflight_t w;
+  uvp_promise_t *p; /* its own reference, until it has ended */
+  int cut;
+  int at_cut;
+  struct job_s *also;
+} job_t;
+
+static void job_end(job_t *j);
+
+static void job_cancel(uvp_inflight_t *w, int code) {
+  job_t *j = w->data;
+  j->cut = code;
+  if (j->also != NULL && j->also->p != NULL)
+    (void)uvp_promise_cancel(j->also->p);
+  if (j->at_cut)
+    job_end(j);
+}
+
+static int job_describe(uvp_inflight_t *w, char *buf, size_t cap) {
+  (void)w;
+  return snprintf(buf, cap, "lookup beta");
+}
+
+static const uvp_inflight_class_t job_class = {"legacy", job_cancel,
+                                               job_describe, 0};
+
+static int job_start(uvp_ctx_t *ctx, job_t *j) {
+  memset(j, 0, sizeof(*j));
+  j->w.data = j;
+  int rc = uvp_promise_new(ctx, &j->p);
+  if (rc == 0 && (rc = uvp_inflight_start(ctx, &j->w, j->p, &job_class)) != 0) {
+    uvp_promise_release(j->p);
+    j->p = NULL;
+  }
+  return rc;
+}
+
+static void job_end(job_t *j) {
+  if (j->p == NULL)
+    return;
+  uvp_inflight_end(&j->w);
+  uvp_promise_release(j->p);
+  j->p = NULL;
+}
+
+static job_t jobs[3];
+
+/* The member starts three records and settles: the join waits for them.
+ * The third ends inside its cancel, cutting the second first. */
+static int start_jobs(void *arg, uvp_promise_t **out) {
+  uvp_ctx_t *ctx = arg;
+  int rc = 0;
+  for (int i = 0; i < 3 && rc == 0; i++)
+    rc = job_start(ctx, &jobs[i]);
+  jobs[2].at_cut = 1;
+  jobs[2].also = &jobs[1];
+  return rc != 0 ? rc : uvp_promise_resolved(ctx, NULL, NULL, out);
+}
+
+/* A record nothing awaits is a task, "promise", waiting for its kind and
+ * description, in its group, with the group's deadline; cut, it stays one
+ * until it has ended, with a `cause` too (cut inside another's cut, whose
+ * record ends inside it: that one is not); the summary counts both by
+ * their kind. */
+static void test_work_of_a_group(void **state) {
+  fixture_t *f = *state;
+  uvp_group_opts_t go = {0, 0, 60000};
+  uvp_group_t *g;
+  uvp_promise_t *join;
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g), 0);
+  assert_int_equal(uvp_group_set_name(g, "jobs"), 0);
+  assert_int_equal(uvp_group_start(g, start_jobs, f->ctx, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_join(g, &join), 0);
+  uvp_promise_t *third = uvp_promise_retain(jobs[2].p);
+  assert_int_equal(uvp_promise_cancel(third), 0);
+  uvp_promise_release(third);
+  assert_int_equal(jobs[1].cut, UV_ECANCELED);
+  assert_int_equal(jobs[2].cut, UV_ECANCELED);
+  assert_null(jobs[2].p); /* ended */
+  static sink_t s;
+  s = (sink_t){0};
+  assert_int_equal(dump(f->ctx, &s, 0), 2);
+  const char *l = line_with(&s, " for legacy lookup beta; in group \"jobs\"");
+  if (l == NULL)
+    fail_msg("no record waiting:\n%s", s.buf);
+  assert_non_null(strstr(l, "; deadline in "));
+  l = line_with(&s, " for legacy lookup beta; cancelled: ");
+  if (l == NULL)
+    fail_msg("no record winding down:\n%s", s.buf);
+  assert_non_null(strstr(l, "; in group \"jobs\" at "));
+  assert_int_equal(dump(f->ctx, &s, UVP_DUMP_JSON), 2);
+#if defined(UVP_TEST_JANSSON)
+  for (int i = 0; i < 2; i++) {
+    char id[64];
+    snprintf(id, sizeof(id), "\"id\":\"%p\"", (void *)jobs[i].p);
+    json_t *o = check_all(&s, id);
+    assert_string_equal(json_string_value(json_object_get(o, "task")),
+                        "promise");
+    json_t *w = json_object_get(o, "waits_for");
+    assert_string_equal(json_string_value(json_object_get(w, "kind")),
+                        "legacy");
+    assert_string_equal(json_string_value(json_object_get(w, "target")),
+                        "lookup beta");
+    json_t *gs = json_object_get(o, "groups");
+    assert_int_equal(json_array_size(gs), 1);
+    assert_true(strncmp(json_string_value(json_array_get(gs, 0)),
+                        "group \"jobs\" at ", 16) == 0);
+    assert_non_null(json_object_get(o, "deadline_left_ms"));
+    assert_true((json_object_get(o, "cause") != NULL) == (i == 1));
+    assert_null(json_object_get(o, "state"));
+    json_decref(o);
+  }
+  assert_int_equal(dump(f->ctx, &s, UVP_DUMP_JSON | UVP_DUMP_SUMMARY), 2);
+  *strchr(s.buf, '\n') = '\0';
+  json_error_t err;
+  json_t *o = json_loads(s.buf, 0, &err);
+  assert_non_null(o);
+  assert_int_equal(json_integer_value(json_object_get(
+                       json_object_get(o, "by_what"), "legacy")),
+                   2);
+  json_decref(o);
+#else
+  SKIP_BECAUSE("built without jansson: the JSON lines are not parsed");
+#endif
+  free(s.buf);
+  job_end(&jobs[0]);
+  job_end(&jobs[1]);
+  run_until_settled(f, join);
+  assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
 /* ---- lines cut at 4 KiB -------------------------------------------------- */
 
 static size_t fill_len; /* bytes the slots' formatter writes */
@@ -835,6 +975,50 @@ static void scenario_names(run_t *r) {
   uvp_promise_release(never);
 }
 
+/* Records cut while their work winds down, each allocation failing in
+ * turn: a record the dump could not keep is left out of it, nothing
+ * leaks, and every record still ends. */
+static void scenario_cut_work(run_t *r) {
+  uvp_group_t *g = NULL;
+  uvp_promise_t *join = NULL;
+  memset(jobs, 0, sizeof(jobs));
+  int rc = uvp_group_new(r->ctx, NULL, &g);
+  OK_OR_ENOMEM(rc);
+  if (rc == 0) {
+    OK_OR_ENOMEM(uvp_group_start(g, start_jobs, r->ctx, NULL));
+    OK_OR_ENOMEM(uvp_group_close(g));
+    OK_OR_ENOMEM(uvp_group_join(g, &join));
+  }
+  for (int i = 3; i-- > 0;)
+    if (jobs[i].p != NULL) {
+      uvp_promise_t *p = uvp_promise_retain(jobs[i].p);
+      (void)uvp_promise_cancel(p);
+      uvp_promise_release(p);
+    }
+  static sink_t s;
+  s = (sink_t){0};
+  rc = dump(r->ctx, &s, 0);
+  if (rc < 0)
+    OK_OR_ENOMEM(rc);
+  free(s.buf);
+  s = (sink_t){0};
+  rc = dump(r->ctx, &s, UVP_DUMP_PROMISES);
+  if (rc < 0)
+    OK_OR_ENOMEM(rc);
+  free(s.buf);
+  for (int i = 0; i < 3; i++)
+    job_end(&jobs[i]);
+  uv_run(&r->loop, UV_RUN_NOWAIT);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
+static void test_cut_work_allocation_failure(void **state) {
+  (void)state;
+  assert_true(exhaust(scenario_cut_work) > 3);
+  no_leak(scenario_cut_work);
+}
+
 static void test_names_allocation_failure(void **state) {
   (void)state;
   long sites = exhaust(scenario_names);
@@ -852,6 +1036,8 @@ int main(void) {
       QUIET_TEST(test_names_compact),
       QUIET_TEST(test_name_errors),
       cmocka_unit_test(test_names_allocation_failure),
+      QUIET_TEST(test_work_of_a_group),
+      cmocka_unit_test(test_cut_work_allocation_failure),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

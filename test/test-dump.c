@@ -365,7 +365,9 @@ static void test_work_shows_its_group(void **state) {
   uv_run(&f->loop, UV_RUN_NOWAIT);
   static sink_t s;
   s = (sink_t){0};
-  assert_int_equal(dump_into(f, &s, 0, 0), 3); /* join, member, stat */
+  /* The join, the member, the stat, and the jobs filling the pool: every
+   * started operation is a task, whether or not something awaits it. */
+  assert_int_equal(dump_into(f, &s, 0, 0), 3 + (int)n);
   char want[512];
   snprintf(want, sizeof(want), "for fs.stat %s; in group at %s:", at("data"),
            __FILE__);
@@ -382,6 +384,188 @@ static void test_work_shows_its_group(void **state) {
   blockers_done(w, n, 0);
   assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
   uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
+/* ---- work left running for the join ------------------------------------ */
+
+/* A toy binding's record: its cut is noted, and it winds down until the
+ * test ends it (uvp_inflight_end). */
+typedef struct lookup_s {
+  uvp_inflight_t w;
+  uvp_promise_t *p; /* its own reference, until it has ended */
+  int cut;
+} lookup_t;
+
+static void lookup_cancel(uvp_inflight_t *w, int code) {
+  ((lookup_t *)w->data)->cut = code;
+}
+
+static int lookup_describe(uvp_inflight_t *w, char *buf, size_t cap) {
+  (void)w;
+  return snprintf(buf, cap, "lookup beta");
+}
+
+static const uvp_inflight_class_t lookup_class = {"legacy", lookup_cancel,
+                                                  lookup_describe, 0};
+
+static void lookup_end(lookup_t *l) {
+  uvp_inflight_end(&l->w);
+  uvp_promise_release(l->p);
+  l->p = NULL;
+}
+
+typedef struct left_s {
+  uvp_ctx_t *ctx;
+  lookup_t lookup;
+  uvp_promise_t *tick; /* a delay of its own, nobody awaits it */
+  uvp_promise_t *join;
+  sink_t text, listing; /* what the dumping fiber saw */
+  int tasks, listed;
+} left_t;
+
+static left_t left;
+
+/* The member starts a binding's work and a delay, and settles at once: the
+ * join waits for the two. */
+static int start_and_settle(void *arg, uvp_promise_t **out) {
+  left_t *l = arg;
+  l->lookup.w.data = &l->lookup;
+  int rc = uvp_promise_new(l->ctx, &l->lookup.p);
+  if (rc == 0)
+    rc = uvp_inflight_start(l->ctx, &l->lookup.w, l->lookup.p, &lookup_class);
+  if (rc == 0)
+    rc = uvp_delay(l->ctx, 600000, NULL, NULL, UVP_UNREF, &l->tick);
+  return rc != 0 ? rc : uvp_promise_resolved(l->ctx, NULL, NULL, out);
+}
+
+static uvp_ret_t await_join(void *arg) {
+  (void)arg;
+  (void)uvp_fiber_set_name("main");
+  (void)uvp_await(left.join, NULL);
+  return uvp_ret_pass();
+}
+
+/* The fiber that asks for the dumps: it is running meanwhile. */
+static uvp_ret_t dumper(void *arg) {
+  fixture_t *f = arg;
+  (void)uvp_fiber_set_name("dumper");
+  left.tasks = dump_into(f, &left.text, 0, 0);
+  left.listed = dump_into(f, &left.listing, UVP_DUMP_PROMISES, 0);
+  return uvp_ret_pass();
+}
+
+/* The line of s holding `needle`, up to its end (a static copy), or NULL. */
+static const char *line_of(const char *s, const char *needle) {
+  static char line[4096];
+  const char *hit = s != NULL ? strstr(s, needle) : NULL;
+  if (hit == NULL)
+    return NULL;
+  const char *b = hit;
+  while (b > s && b[-1] != '\n')
+    b--;
+  const char *e = strchr(hit, '\n');
+  size_t n = e != NULL ? (size_t)(e - b) : strlen(b);
+  assert_true(n < sizeof(line));
+  memcpy(line, b, n);
+  line[n] = '\0';
+  return line;
+}
+
+/* A member starts a binding's record and a delay, settles, and leaves them
+ * running for the join, which a fiber awaits; another fiber dumps: every
+ * started record is a task, with its kind, description, group and
+ * deadline, awaited or not, and stays one once its promise is cut, until
+ * it has wound down; the dumping fiber is running in both dumps. */
+static void test_work_left_for_the_join(void **state) {
+  fixture_t *f = *state;
+  memset(&left, 0, sizeof(left));
+  left.ctx = f->ctx;
+  uvp_group_opts_t go = {0, 0, 60000};
+  uvp_group_t *g;
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g), 0);
+  assert_int_equal(uvp_group_set_name(g, "jobs"), 0);
+  assert_int_equal(uvp_group_start(g, start_and_settle, &left, NULL), 0);
+  assert_int_equal(uvp_group_close(g), 0);
+  assert_int_equal(uvp_group_join(g, &left.join), 0);
+  uvp_promise_t *main_p, *dumper_p;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, await_join, NULL, NULL, &main_p), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, dumper, f, NULL, &dumper_p), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uvp_promise_state(dumper_p), UVP_FULFILLED);
+  const char *text = left.text.buf, *listing = left.listing.buf;
+  char in_jobs[256];
+  snprintf(in_jobs, sizeof(in_jobs), "; in group \"jobs\" at %s:", __FILE__);
+  if (left.tasks != 4) /* the two fibers, the record, the delay */
+    fail_msg("%d tasks:\n%s", left.tasks, text);
+  /* The binding's record: its kind and description, its group, its
+   * deadline. */
+  const char *l = line_of(text, " for legacy lookup beta");
+  if (l == NULL)
+    fail_msg("no record:\n%s", text);
+  assert_true(strncmp(l, "promise 0x", 10) == 0);
+  assert_non_null(strstr(l, in_jobs));
+  assert_non_null(strstr(l, "; deadline in "));
+  l = line_of(text, " for timer (");
+  if (l == NULL)
+    fail_msg("no delay:\n%s", text);
+  assert_non_null(strstr(l, in_jobs));
+  assert_non_null(strstr(l, "; deadline in "));
+  l = line_of(text, "fiber \"dumper\"");
+  assert_non_null(l);
+  assert_non_null(strstr(l, ", running"));
+  l = line_of(text, "fiber \"main\"");
+  assert_non_null(l);
+  assert_non_null(strstr(l, " for group "));
+  /* UVP_DUMP_PROMISES: the record's promise with what it is and its
+   * group; the dumping fiber running. */
+  char want[512];
+  snprintf(want, sizeof(want), "[pending] %p created at ",
+           (void *)left.lookup.p);
+  l = line_of(listing, want);
+  if (l == NULL)
+    fail_msg("no line for the record's promise:\n%s", listing);
+  const char *next = strstr(listing, want);
+  next = strchr(next, '\n');
+  assert_non_null(next);
+  snprintf(want, sizeof(want), "    work: legacy lookup beta%s", in_jobs);
+  if (strncmp(next + 1, want, strlen(want)) != 0)
+    fail_msg("the record's promise says no work:\n%s", listing);
+  l = line_of(listing, "\"dumper\"");
+  assert_non_null(l);
+  assert_true(strncmp(l, "[fiber] ", 8) == 0);
+  if (strstr(l, " running") == NULL || strstr(l, "not started") != NULL)
+    fail_msg("the dumping fiber: %s", l);
+  assert_true(left.listed >= 6); /* 5 promises pending, 2 fibers */
+  /* Cut, the record winds down: still a task, with what cut it, until it
+   * has ended. */
+  assert_int_equal(uvp_promise_cancel(left.lookup.p), 0);
+  assert_int_equal(left.lookup.cut, UV_ECANCELED);
+  static sink_t s;
+  s = (sink_t){0};
+  assert_int_equal(dump_into(f, &s, 0, 0), 3); /* main, record, delay */
+  l = line_of(s.buf, " for legacy lookup beta");
+  if (l == NULL)
+    fail_msg("the record winding down is not a task:\n%s", s.buf);
+  assert_non_null(strstr(l, "; cancelled: "));
+  assert_non_null(strstr(l, in_jobs));
+  assert_int_equal(dump_into(f, &s, UVP_DUMP_SUMMARY, 0), 3);
+  assert_non_null(strstr(s.buf, "legacy 1"));
+  lookup_end(&left.lookup);
+  assert_int_equal(dump_into(f, &s, 0, 0), 2); /* main, delay */
+  assert_null(strstr(s.buf, "legacy"));
+  assert_int_equal(uvp_promise_cancel(left.tick), 0);
+  run_until_settled(f, left.join);
+  assert_int_equal(uvp_promise_state(left.join), UVP_FULFILLED);
+  run_loop(f);
+  assert_int_equal(dump_into(f, &s, 0, 0), 0);
+  free(s.buf);
+  free(left.text.buf);
+  free(left.listing.buf);
+  uvp_promise_release(left.tick);
+  uvp_promise_release(left.join);
+  uvp_promise_release(main_p);
+  uvp_promise_release(dumper_p);
   uvp_group_release(g);
 }
 
@@ -535,9 +719,13 @@ static void test_bad_arguments(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      QUIET_TEST(test_many_tasks),        FS_TEST(test_operations_described),
-      FS_TEST(test_work_shows_its_group), QUIET_TEST(test_slot_formatters),
-      QUIET_TEST(test_promises_listing),  FIXTURE_TEST(test_bad_arguments),
+      QUIET_TEST(test_many_tasks),
+      FS_TEST(test_operations_described),
+      FS_TEST(test_work_shows_its_group),
+      QUIET_TEST(test_slot_formatters),
+      QUIET_TEST(test_promises_listing),
+      FIXTURE_TEST(test_bad_arguments),
+      QUIET_TEST(test_work_left_for_the_join),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

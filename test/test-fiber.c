@@ -7,7 +7,9 @@
  * dump; pooled stacks, their sizes and their guard page (in a child
  * process); 30 000 fibers suspended at once; 100 000 spawned through a
  * map's limit; a million awaits in constant memory; spawning without
- * memory or address space.  Suites `fiber` and `threads` (TSan).
+ * memory or address space; uvp_await_take (a fresh call in one
+ * expression, how long its outcome lives, its refusals, which consume the
+ * reference).  Suites `fiber` and `threads` (TSan).
  *
  * cmocka's assertions jump back to the test's frame with longjmp, which
  * must not leave a fiber's stack: code on a fiber records what it saw, or
@@ -1227,6 +1229,398 @@ static void test_arg_free_once(void **state) {
   assert_int_equal(o.freed, 1);
 }
 
+/* ---- uvp_await_take -------------------------------------------------------
+ */
+
+/* A fresh call awaited in one expression: the stat of a real file, of a
+ * missing one, and a start call that fails (NULL path: UV_EINVAL without
+ * waiting, the slot not read).  Every slot ends NULL, nothing stays. */
+typedef struct take_stat_s {
+  uvp_ctx_t *ctx;
+  const char *path, *missing;
+  int rc_file, rc_missing, status_missing, rc_null;
+  int64_t size;
+  uvp_outcome_t out_null;
+  uvp_promise_t *slots[3];
+  size_t live_in_fiber; /* promises alive after the three takes */
+} take_stat_t;
+
+static uvp_ret_t take_stat_body(void *arg) {
+  take_stat_t *t = arg;
+  uvp_promise_t *st;
+  uvp_outcome_t o;
+  t->rc_file = uvp_await_take(uvp_fs_stat(t->ctx, t->path, &st), &st, &o);
+  if (t->rc_file == 0)
+    t->size = (int64_t)((const uv_stat_t *)o.value)->st_size;
+  t->slots[0] = st;
+  t->rc_missing = uvp_await_take(uvp_fs_stat(t->ctx, t->missing, &st), &st, &o);
+  t->status_missing = o.status;
+  t->slots[1] = st;
+  st = SENTINEL(3); /* read, it would be released: a crash */
+  o = (uvp_outcome_t){1, SENTINEL(0), SENTINEL(1)};
+  t->rc_null = uvp_await_take(uvp_fs_stat(t->ctx, NULL, &st), &st, &o);
+  t->out_null = o;
+  t->slots[2] = st;
+  t->live_in_fiber = stats(t->ctx).live;
+  return uvp_ret_pass();
+}
+
+static void test_take_fresh_call(void **state) {
+  fixture_t *f = *state;
+  char path[] = "/tmp/uvp-test-fiber-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "twelve bytes", 12), 12);
+  assert_int_equal(close(fd), 0);
+  static take_stat_t t;
+  t = (take_stat_t){.ctx = f->ctx,
+                    .path = path,
+                    .missing = "/tmp/uvp-test-fiber-missing/none",
+                    .rc_file = 1,
+                    .rc_missing = 1,
+                    .rc_null = 1,
+                    .slots = {SENTINEL(0), SENTINEL(0), SENTINEL(0)}};
+  size_t live = stats(f->ctx).live;
+  uvp_promise_t *fp = spawn_and_run(f, take_stat_body, &t);
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(t.rc_file, 0);
+  assert_int_equal(t.size, 12);
+  assert_int_equal(t.rc_missing, UV_ENOENT);
+  assert_int_equal(t.status_missing, UV_ENOENT);
+  assert_int_equal(t.rc_null, UV_EINVAL);
+  assert_int_equal(t.out_null.status, UV_EINVAL);
+  assert_null(t.out_null.value);
+  assert_null(t.out_null.promise);
+  for (int i = 0; i < 3; i++)
+    assert_null(t.slots[i]);
+  /* The fiber's own, and the missing file's stat, held until the next
+   * await or the fiber's return. */
+  assert_int_equal(t.live_in_fiber, live + 2);
+  assert_int_equal(stats(f->ctx).live, live + 1); /* fp alone */
+  release_fulfilled(fp);
+}
+
+/* The outcome of a take stays valid until the fiber's next await returns
+ * (the promise is released after that await, so its value may be lent to
+ * the call awaited next) or the fiber returns; retained, beyond. */
+typedef struct held_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *a, *c, *e, *gate;
+  int freed_a, freed_c, freed_e;
+  int v_a, v_c, v_e;
+  int a_after_gate, c_after_await, c_kept_value;
+  int rc;
+} held_t;
+
+static uvp_ret_t held_body(void *arg) {
+  held_t *h = arg;
+  uvp_outcome_t o, g;
+  FCHECK(uvp_await_take(0, &h->a, &o) == 0);
+  FCHECK(h->a == NULL);
+  h->v_a = ((boxed_t *)o.value)->v;
+  /* The test looks at freed_a while the fiber waits here. */
+  FCHECK(uvp_await(h->gate, &g) == 0);
+  h->a_after_gate = h->freed_a;
+  FCHECK(uvp_await_take(0, &h->c, &o) == 0);
+  h->v_c = ((boxed_t *)o.value)->v;
+  uvp_promise_t *kept = uvp_promise_retain(o.promise);
+  FCHECK(uvp_await(h->gate, NULL) == 0); /* settled: yields once */
+  h->c_after_await = h->freed_c;
+  h->c_kept_value = ((boxed_t *)uvp_promise_value(kept))->v;
+  uvp_promise_release(kept);
+  FCHECK(uvp_await_take(0, &h->e, &o) == 0);
+  h->v_e = ((boxed_t *)o.value)->v;
+  return uvp_ret_pass(); /* e goes with the fiber */
+}
+
+static void test_take_value_lifetime(void **state) {
+  fixture_t *f = *state;
+  static held_t h;
+  h = (held_t){.ctx = f->ctx};
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &h.freed_a), boxed_free, &h.a),
+      0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(3, &h.freed_c), boxed_free, &h.c),
+      0);
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(5, &h.freed_e), boxed_free, &h.e),
+      0);
+  assert_int_equal(uvp_promise_new(f->ctx, &h.gate), 0);
+  uvp_promise_t *fp = spawn_and_run(f, held_body, &h);
+  assert_int_equal(h.v_a, 1);
+  assert_int_equal(h.freed_a, 0); /* held across the await in progress */
+  assert_int_equal(uvp_promise_resolve(h.gate, NULL, NULL), 0);
+  run_loop(f);
+  assert_fibers_ok();
+  assert_int_equal(h.a_after_gate, 1); /* released as that await returned */
+  assert_int_equal(h.v_c, 3);
+  assert_int_equal(h.c_after_await, 0); /* retained */
+  assert_int_equal(h.c_kept_value, 3);
+  assert_int_equal(h.freed_c, 1);
+  assert_int_equal(h.v_e, 5);
+  assert_int_equal(h.freed_e, 1); /* at the fiber's return */
+  release_fulfilled(fp);
+  uvp_promise_release(h.gate);
+}
+
+/* 10 000 takes of fresh promises: one held at a time, nothing allocated
+ * once warm (the slabs stay as they were after the first thousand).  At
+ * most three promises live: the fiber's, the taken one, and the one whose
+ * queued wake last resumed the fiber from the run queue (the drain holds it
+ * until the fiber next switches back to the loop). */
+typedef struct take_loop_s {
+  uvp_ctx_t *ctx;
+  int steps, done, bad;
+  size_t live_max, slab_mid, slab_end, allocs_mid, allocs_end;
+} take_loop_t;
+
+static uvp_ret_t take_loop_body(void *arg) {
+  take_loop_t *t = arg;
+  int i;
+  for (i = 0; i < t->steps; i++) {
+    uvp_promise_t *p;
+    uvp_outcome_t o;
+    if (uvp_await_take(uvp_promise_resolved(t->ctx, SENTINEL(i % 8), NULL, &p),
+                       &p, &o) != 0 ||
+        o.value != SENTINEL(i % 8) || p != NULL)
+      t->bad++;
+    size_t live = stats(t->ctx).live;
+    if (live > t->live_max)
+      t->live_max = live;
+    if (i + 1 == t->steps / 10) {
+      uvp_ctx_stats_t s = stats(t->ctx);
+      t->slab_mid = s.slab_bytes;
+      t->allocs_mid = s.slab_allocs;
+    }
+  }
+  t->done = i;
+  uvp_ctx_stats_t s = stats(t->ctx);
+  t->slab_end = s.slab_bytes;
+  t->allocs_end = s.slab_allocs;
+  return uvp_ret_pass();
+}
+
+static void test_take_loop_flat(void **state) {
+  fixture_t *f = *state;
+  static take_loop_t t;
+  t = (take_loop_t){.ctx = f->ctx, .steps = 10000};
+  uvp_promise_t *fp = spawn_and_run(f, take_loop_body, &t);
+  assert_int_equal(t.bad, 0);
+  assert_int_equal(t.done, t.steps);
+  print_message("at most %zu promises live, slab bytes %zu -> %zu\n",
+                t.live_max, t.slab_mid, t.slab_end);
+  assert_true(t.live_max <= 3);
+  assert_int_equal(t.slab_end, t.slab_mid);
+  assert_int_equal(t.allocs_end, t.allocs_mid);
+  release_fulfilled(fp);
+}
+
+/* Cancellation as uvp_await's: the take in progress returns UV_ECANCELED
+ * and cancels the promise only it waited for; a later take is refused at
+ * once, releases its promise and reports no unhandled rejection (the take
+ * was its handler); a shielded take waits on and gets the value. */
+typedef struct take_cancel_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *q, *rejected, *boxed, *slow;
+  uvp_promise_t *slow_lent; /* slow, borrowed from the fiber's take */
+  int freed;
+  int rc_q, rc_refused, status_refused, rc_boxed, freed_after_refusal;
+  int rc_shielded, rc_after;
+  void *promise_refused, *value_shielded;
+} take_cancel_t;
+
+static uvp_ret_t take_cancel_body(void *arg) {
+  take_cancel_t *c = arg;
+  uvp_outcome_t o;
+  c->rc_q = uvp_await_take(0, &c->q, &o); /* cancelled here */
+  o.promise = SENTINEL(0);
+  c->rc_refused = uvp_await_take(0, &c->rejected, &o);
+  c->status_refused = o.status;
+  c->promise_refused = o.promise;
+  c->rc_boxed = uvp_await_take(0, &c->boxed, NULL);
+  c->freed_after_refusal = c->freed;
+  c->rc_shielded = uvp_await_shielded_take(0, &c->slow, &o);
+  c->value_shielded = o.value;
+  uvp_promise_t *p;
+  c->rc_after = uvp_await_take(uvp_promise_new(c->ctx, &p), &p, NULL);
+  return uvp_ret_pass();
+}
+
+static void test_take_cancel_and_shield(void **state) {
+  fixture_t *f = *state;
+  static hook_t hook, slow_hook;
+  static take_cancel_t c;
+  hook = slow_hook = (hook_t){.calls = 0};
+  c = (take_cancel_t){.ctx = f->ctx,
+                      .rc_q = 1,
+                      .rc_refused = 1,
+                      .rc_boxed = 1,
+                      .rc_shielded = 1,
+                      .rc_after = 1};
+  count_unhandled(f);
+  c.q = producer(f, &hook);
+  c.slow = c.slow_lent = producer(f, &slow_hook);
+  assert_int_equal(
+      uvp_promise_rejected(f->ctx, UV_EPROTO, NULL, NULL, &c.rejected), 0);
+  assert_int_equal(uvp_promise_resolved(f->ctx, boxed_new(2, &c.freed),
+                                        boxed_free, &c.boxed),
+                   0);
+  uvp_promise_t *fp = spawn_and_run(f, take_cancel_body, &c);
+  assert_int_equal(uvp_promise_cancel(fp), 0);
+  assert_int_equal(hook.calls, 1); /* only the fiber waited for q */
+  run_loop(f);
+  assert_int_equal(c.rc_q, UV_ECANCELED);
+  assert_null(c.q);
+  assert_int_equal(c.rc_refused, UV_ECANCELED);
+  assert_int_equal(c.status_refused, UV_ECANCELED);
+  assert_null(c.promise_refused);
+  assert_null(c.rejected);
+  assert_int_equal(c.rc_boxed, UV_ECANCELED);
+  assert_int_equal(c.freed_after_refusal, 1); /* released at once */
+  assert_null(c.boxed);
+  assert_int_equal(c.rc_shielded, 1); /* waits on */
+  assert_int_equal(slow_hook.calls, 0);
+  assert_null(c.slow);
+  assert_int_equal(uvp_promise_resolve(c.slow_lent, SENTINEL(4), NULL), 0);
+  run_loop(f);
+  assert_int_equal(c.rc_shielded, 0);
+  assert_ptr_equal(c.value_shielded, SENTINEL(4));
+  assert_int_equal(c.rc_after, UV_ECANCELED);
+  assert_int_equal(g_unhandled, 0);
+  assert_int_equal(stats(f->ctx).fibers, 0);
+  assert_int_equal(uvp_promise_reason(fp, NULL), UV_ECANCELED);
+  uvp_promise_release(fp);
+}
+
+/* Teardown: a fiber suspended in a take returns with UVP_ECLOSED, and both
+ * the promise it waited for and the one its earlier take holds go. */
+typedef struct take_down_s {
+  uvp_promise_t *held, *never;
+  int freed, rc_held, rc_never, unwound;
+} take_down_t;
+
+static uvp_ret_t take_down_body(void *arg) {
+  take_down_t *d = arg;
+  d->rc_held = uvp_await_take(0, &d->held, NULL);
+  d->rc_never = uvp_await_take(0, &d->never, NULL); /* torn down here */
+  d->unwound++;
+  return uvp_ret_pass();
+}
+
+static void test_take_teardown(void **state) {
+  fixture_t *f = *state;
+  static take_down_t d;
+  static hook_t hook;
+  hook = (hook_t){.calls = 0};
+  d = (take_down_t){.rc_held = 1, .rc_never = 1};
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(6, &d.freed), boxed_free, &d.held),
+      0);
+  d.never = producer(f, &hook);
+  uvp_promise_t *fp = spawn_and_run(f, take_down_body, &d);
+  assert_int_equal(d.rc_held, 0);
+  assert_int_equal(d.freed, 0);
+  (void)close_ctx(f);
+  assert_int_equal(d.rc_never, UVP_ECLOSED);
+  assert_int_equal(d.unwound, 1);
+  assert_int_equal(hook.calls, 1);
+  assert_int_equal(hook.code, UVP_ECLOSED);
+  assert_int_equal(d.freed, 1);
+  assert_null(d.never);
+  assert_int_equal(uvp_promise_reason(fp, NULL), UVP_ECLOSED);
+  uvp_promise_release(fp);
+}
+
+/* Refused without a fiber (the loop's stack, another thread), for another
+ * context's promise, for a NULL slot or promise: each consumes what it was
+ * given; a failed start call's code comes back whatever the slot. */
+typedef struct take_off_s {
+  uvp_promise_t *p;
+  int rc;
+  uvp_outcome_t o;
+} take_off_t;
+
+static void take_on_thread(void *arg) {
+  take_off_t *x = arg;
+  x->rc = uvp_await_take(0, &x->p, &x->o);
+}
+
+static int take_freed;
+
+static bool freed_twice(void *arg) {
+  (void)arg;
+  return take_freed == 2;
+}
+
+static void idle_nothing(uv_idle_t *h) { (void)h; }
+
+typedef struct take_xctx_s {
+  uvp_promise_t *theirs;
+  int rc;
+} take_xctx_t;
+
+static uvp_ret_t take_xctx_body(void *arg) {
+  take_xctx_t *x = arg;
+  x->rc = uvp_await_take(0, &x->theirs, NULL);
+  return uvp_ret_pass();
+}
+
+static void test_take_refused(void **state) {
+  fixture_t *f = *state;
+  int *freed = &take_freed;
+  *freed = 0;
+  uvp_promise_t *p;
+  uvp_outcome_t o = {1, SENTINEL(0), SENTINEL(1)};
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, freed), boxed_free, &p), 0);
+  assert_int_equal(uvp_await_take(0, &p, &o), UVP_ENOTFIBER);
+  assert_null(p);
+  assert_int_equal(*freed, 1);
+  assert_int_equal(o.status, UVP_ENOTFIBER);
+  assert_null(o.value);
+  assert_null(o.promise);
+  assert_int_equal(uvp_await_shielded_take(0, &p, &o), UV_EINVAL); /* NULL */
+  assert_int_equal(uvp_await_take(0, NULL, &o), UV_EINVAL);
+  assert_int_equal(o.status, UV_EINVAL);
+  assert_int_equal(uvp_await_take(UV_ENOENT, NULL, NULL), UV_ENOENT);
+  p = SENTINEL(2); /* not read */
+  assert_int_equal(uvp_await_take(UV_EMFILE, &p, &o), UV_EMFILE);
+  assert_null(p);
+  assert_int_equal(o.status, UV_EMFILE);
+  /* From another thread: the release goes to the loop. */
+  static take_off_t x;
+  x = (take_off_t){.rc = 1};
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(2, freed), boxed_free, &x.p), 0);
+  run_on_other_thread(take_on_thread, &x);
+  assert_int_equal(x.rc, UVP_ENOTFIBER);
+  assert_int_equal(x.o.status, UVP_ENOTFIBER);
+  assert_null(x.p);
+  /* uvp's handles do not keep the loop alive: this does, until the loop
+   * has applied the release. */
+  uv_idle_t keep;
+  assert_int_equal(uv_idle_init(&f->loop, &keep), 0);
+  assert_int_equal(uv_idle_start(&keep, idle_nothing), 0);
+  run_until_true(f, freed_twice, NULL);
+  uv_close((uv_handle_t *)&keep, NULL);
+  run_loop(f);
+  /* Another context's promise. */
+  uvp_ctx_t *other;
+  static take_xctx_t y;
+  y = (take_xctx_t){.rc = 1};
+  assert_int_equal(uvp_ctx_new(&f->loop, &other), 0);
+  assert_int_equal(
+      uvp_promise_resolved(other, boxed_new(3, freed), boxed_free, &y.theirs),
+      0);
+  uvp_promise_t *fp = spawn_and_run(f, take_xctx_body, &y);
+  assert_int_equal(y.rc, UVP_EXCTX);
+  assert_null(y.theirs);
+  assert_int_equal(*freed, 3);
+  release_fulfilled(fp);
+  assert_int_equal(uvp_ctx_close(other), 0);
+}
+
 /* ---- the pending dump ---------------------------------------------------- */
 
 static int dump_await_line;
@@ -2142,6 +2536,12 @@ int main(void) {
       FTEST(test_spawn_refused),
       FTEST(test_close_with_fibers),
       FTEST(test_arg_free_once),
+      FTEST(test_take_fresh_call),
+      FTEST(test_take_value_lifetime),
+      FTEST(test_take_loop_flat),
+      FTEST(test_take_cancel_and_shield),
+      FTEST(test_take_teardown),
+      FTEST(test_take_refused),
       FTEST(test_dump_pending),
       FTEST(test_stack_reuse),
       FTEST(test_stack_sizes),

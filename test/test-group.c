@@ -8,7 +8,10 @@
  * test's, pool jobs), the join settling only once libuv is done with all
  * of it, after which the loop closes; the join waiting for handles a
  * member left open; nesting; fiber members; arg_free notifiers; releasing
- * a group whose members still run; allocation failure.  Suites
+ * a group whose members still run; allocation failure; a crawl of 10 000
+ * members adding more as they run in a group that closes itself
+ * (UVP_GROUP_CLOSE_WHEN_DONE), its join settling once, as the last one
+ * ends, also under a deadline and a cancel.  Suites
  * `structured` and `threads` (TSan: pool jobs and fibers).
  *
  * Code on fibers and in callbacks records what it saw, and the test
@@ -1132,7 +1135,7 @@ static void test_cancel_hook_in_start_closes_the_context(void **state) {
 
 static void test_bad_arguments(void **state) {
   fixture_t *f = *state;
-  uvp_group_opts_t bad = {0, 4, 0}; /* no such flag */
+  uvp_group_opts_t bad = {0, 8, 0}; /* no such flag */
   uvp_group_t *g = NULL, *other_g = NULL;
   uvp_promise_t *p, *out = NULL, *mine;
   int arg = 0;
@@ -2960,6 +2963,362 @@ static void test_alloc_fail(void **state) {
     assert_true(af_enomem[k] >= 1);
 }
 
+/* ---- a work list that grows: UVP_GROUP_CLOSE_WHEN_DONE ------------------ */
+
+/* A crawl: the test starts member 0; each member fetches (a delay of
+ * 0..max_delay ms, or a fixed one), then adds 0 to 3 more, drawn from a
+ * seeded generator, until `cap` were added in all.  A member that would
+ * add none while it is the last one alive and the cap is not reached adds
+ * one, so that the crawl always reaches the cap unless it is cut.  Nobody
+ * closes the group: it closes itself once the last member has ended.
+ *
+ * Each member's promise (the fetch's then) has three observers, in this
+ * order: crawl_ended (registered by the start callback, before the group
+ * sees the promise), the group's, and crawl_after (registered by the
+ * fetch's handler, after the group's).  All three run back to back when
+ * the member settles, so crawl_ended sees the join pending (nothing may
+ * end the group before a member it has not seen end), and crawl_after
+ * sees it settled exactly when every member added has ended: the join
+ * settles inside the group's observer of the last member, not later. */
+typedef struct crawl_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *g;
+  uvp_promise_t *join; /* the test's reference */
+  test_rng_t rng;
+  size_t cap;
+  uint64_t min_delay, max_delay;
+  size_t cut_at;       /* crawl_ended cancels the join at this many ended */
+  size_t slow_from;    /* members added from this one on fetch for 10 s */
+  size_t added, ended; /* members added, members whose promise settled */
+  size_t fetched;      /* fetches that completed: children added there */
+  size_t refused;      /* adds that failed (a cut group: UV_ECANCELED) */
+  int refused_code;
+  size_t cut;        /* members that rejected (cut) */
+  size_t after;      /* crawl_after calls */
+  size_t join_runs;  /* the join's handler */
+  size_t join_ended; /* `ended` when it ran */
+  int join_code;
+  int bad;
+} crawl_t;
+
+typedef struct crawler_s {
+  crawl_t *c;
+  uvp_promise_t *self; /* the member's promise (the group holds it) */
+} crawler_t;
+
+static int crawl_start(void *arg, uvp_promise_t **out);
+
+static uvp_ret_t crawl_after(void *arg, const uvp_outcome_t *in) {
+  crawl_t *c = arg;
+  (void)in;
+  c->after++;
+  bool settled = uvp_promise_state(c->join) != UVP_PENDING;
+  if (settled != (c->ended == c->added))
+    c->bad++; /* settled before the last member ended, or not at once */
+  return uvp_ret_pass();
+}
+
+static void crawl_add(crawl_t *c) {
+  int rc = uvp_group_start(c->g, crawl_start, c, NULL);
+  if (rc == 0) {
+    c->added++;
+    return;
+  }
+  c->refused++;
+  c->refused_code = rc;
+}
+
+static uvp_ret_t crawl_fetched(void *arg, const uvp_outcome_t *in) {
+  crawler_t *m = arg;
+  crawl_t *c = m->c;
+  (void)in;
+  c->fetched++;
+  size_t k = test_rng_below(&c->rng, 4);
+  if (k == 0 && c->ended + 1 == c->added) /* the last one alive */
+    k = 1;
+  if (k > c->cap - c->added)
+    k = c->cap - c->added;
+  while (k-- > 0)
+    crawl_add(c);
+  if (uvp_promise_on(m->self, UVP_ON_BOTH, crawl_after, c, NULL) != 0)
+    c->bad++;
+  return uvp_ret_pass();
+}
+
+static uvp_ret_t crawl_ended(void *arg, const uvp_outcome_t *in) {
+  crawl_t *c = arg;
+  c->ended++;
+  if (in->status != 0)
+    c->cut++;
+  if (uvp_promise_state(c->join) != UVP_PENDING)
+    c->bad++; /* the group ended before this member did */
+  if (c->ended == c->cut_at)
+    (void)uvp_promise_cancel(c->join);
+  return uvp_ret_pass();
+}
+
+static int crawl_start(void *arg, uvp_promise_t **out) {
+  crawl_t *c = arg;
+  uint64_t ms =
+      c->min_delay + test_rng_below(&c->rng, c->max_delay - c->min_delay + 1);
+  if (c->slow_from != 0 && c->added >= c->slow_from) /* not counted yet */
+    ms = 10000;
+  crawler_t *m = malloc(sizeof(*m));
+  uvp_promise_t *fetch = NULL, *member = NULL;
+  if (m == NULL)
+    return UV_ENOMEM;
+  *m = (crawler_t){c, NULL};
+  int rc = uvp_delay(c->ctx, ms, NULL, NULL, 0, &fetch);
+  if (rc == 0)
+    rc = uvp_promise_then_full(fetch, crawl_fetched, m, free, &member);
+  uvp_promise_release(fetch);
+  if (rc != 0) {
+    free(m);
+    return rc;
+  }
+  m->self = member;
+  if (uvp_promise_on(member, UVP_ON_BOTH, crawl_ended, c, NULL) != 0)
+    c->bad++;
+  *out = member;
+  return 0;
+}
+
+static uvp_ret_t crawl_joined(void *arg, const uvp_outcome_t *in) {
+  crawl_t *c = arg;
+  c->join_runs++;
+  c->join_ended = c->ended;
+  c->join_code = in->status;
+  return uvp_ret_pass();
+}
+
+/* Run a crawl of at most `cap` members in a group of `flags` (plus
+ * UVP_GROUP_CLOSE_WHEN_DONE) with a deadline of `deadline_ms` (0: none);
+ * the join's handler and every count are in *c afterwards. */
+static void crawl_run(fixture_t *f, crawl_t *c, int flags,
+                      uint64_t deadline_ms) {
+  uvp_group_opts_t o = {0, flags | UVP_GROUP_CLOSE_WHEN_DONE, deadline_ms};
+  assert_int_equal(uvp_group_new(f->ctx, &o, &c->g), 0);
+  c->join = join_of(c->g);
+  assert_int_equal(uvp_promise_on(c->join, UVP_ON_BOTH, crawl_joined, c, NULL),
+                   0);
+  count_unhandled(f);
+  crawl_add(c);
+  assert_int_equal(c->added, 1);
+  run_loop(f);
+  assert_int_equal(c->bad, 0);
+  assert_int_equal(c->join_runs, 1);
+  assert_int_equal(c->join_ended, c->added); /* settled once, at the end */
+  assert_int_equal(c->ended, c->added);
+  assert_int_equal(uvp_group_size(c->g), 0);
+  assert_int_equal(g_unhandled, 0);
+  /* Closed by itself: adding now is adding to a closed group. */
+  assert_int_equal(uvp_group_start(c->g, crawl_start, c, NULL),
+                   c->join_code == 0 ? UVP_ECLOSED : UV_ECANCELED);
+  uvp_promise_release(c->join);
+  uvp_group_release(c->g);
+}
+
+static void crawl_init(crawl_t *c, fixture_t *f, uint64_t seed, size_t cap,
+                       uint64_t min_delay, uint64_t max_delay) {
+  print_message("seed %llu, up to %zu members\n", (unsigned long long)seed,
+                cap);
+  *c = (crawl_t){.ctx = f->ctx,
+                 .rng = {seed},
+                 .cap = cap,
+                 .min_delay = min_delay,
+                 .max_delay = max_delay};
+}
+
+/* 10 000 members, each fetching for 0..2 ms and adding 0..3 more: the join
+ * settles once, as the last member ends, and fulfils. */
+static void test_crawl(void **state) {
+  fixture_t *f = *state;
+  static crawl_t c;
+  crawl_init(&c, f, test_seed(SEED + 3), 10000, 0, 2);
+  crawl_run(f, &c, 0, 0);
+  assert_int_equal(c.added, 10000);
+  assert_int_equal(c.fetched, 10000);
+  assert_int_equal(c.after, 10000);
+  assert_int_equal(c.cut, 0);
+  assert_int_equal(c.refused, 0);
+  assert_int_equal(c.join_code, 0);
+}
+
+/* The same in a group that keeps no results. */
+static void test_crawl_discard(void **state) {
+  fixture_t *f = *state;
+  static crawl_t c;
+  crawl_init(&c, f, test_seed(SEED + 4), 10000, 0, 2);
+  crawl_run(f, &c, UVP_GROUP_DISCARD_SETTLED, 0);
+  assert_int_equal(c.added, 10000);
+  assert_int_equal(c.fetched, 10000);
+  assert_int_equal(c.after, 10000);
+  assert_int_equal(c.join_code, 0);
+}
+
+/* Under a group deadline of 200 ms, where members from the 3 000th on
+ * fetch for 10 s: the deadline cuts every member still fetching (their
+ * timers stopped: the test does not wait 10 s), adding is refused from
+ * then on, and the join rejects with UV_ETIMEDOUT once every member has
+ * ended, and only then. */
+static void test_crawl_deadline(void **state) {
+  fixture_t *f = *state;
+  static crawl_t c;
+  crawl_init(&c, f, test_seed(SEED + 5), 10000, 0, 2);
+  c.slow_from = 3000;
+  uint64_t t0 = uv_now(&f->loop);
+  crawl_run(f, &c, 0, 200);
+  assert_true(uv_now(&f->loop) - t0 < 5000);
+  print_message("%zu added, %zu fetched, %zu cut\n", c.added, c.fetched, c.cut);
+  assert_true(c.added < 10000);
+  assert_true(c.cut >= 1);
+  assert_int_equal(c.fetched + c.cut, c.added);
+  assert_int_equal(c.join_code, UV_ETIMEDOUT);
+}
+
+/* Cancelling the join once 2 000 members have ended: the rest are cut and
+ * the join rejects with UV_ECANCELED once they have ended (not reported). */
+static void test_crawl_cancel(void **state) {
+  fixture_t *f = *state;
+  static crawl_t c;
+  crawl_init(&c, f, test_seed(SEED + 6), 10000, 0, 2);
+  c.cut_at = 2000;
+  crawl_run(f, &c, 0, 0);
+  print_message("%zu added, %zu fetched, %zu cut\n", c.added, c.fetched, c.cut);
+  assert_true(c.added > 2000 && c.added < 10000);
+  assert_true(c.cut >= 1);
+  assert_int_equal(c.fetched + c.cut, c.added);
+  assert_int_equal(c.join_code, UV_ECANCELED);
+}
+
+/* The same cancel in a group that keeps no results: the cut members are
+ * the group's to handle, and none is reported. */
+static void test_crawl_discard_cancel(void **state) {
+  fixture_t *f = *state;
+  static crawl_t c;
+  crawl_init(&c, f, test_seed(SEED + 7), 10000, 0, 2);
+  c.cut_at = 2000;
+  crawl_run(f, &c, UVP_GROUP_DISCARD_SETTLED, 0);
+  assert_true(c.cut >= 1);
+  assert_int_equal(c.fetched + c.cut, c.added);
+  assert_int_equal(c.join_code, UV_ECANCELED);
+}
+
+/* Fiber members, 8 at a time (the rest wait to start, which keeps the
+ * group open too): each awaits its fetch, then spawns 0..3 more. */
+typedef struct fcrawl_s {
+  uvp_ctx_t *ctx;
+  uvp_group_t *g;
+  uvp_promise_t *join;
+  test_rng_t rng;
+  size_t cap, added, returned;
+  size_t join_runs, join_returned;
+  int bad;
+} fcrawl_t;
+
+static uvp_ret_t fcrawl_body(void *arg) {
+  fcrawl_t *c = arg;
+  uvp_promise_t *fetch = NULL;
+  if (uvp_delay(c->ctx, test_rng_below(&c->rng, 3), NULL, NULL, 0, &fetch) !=
+          0 ||
+      uvp_await(fetch, NULL) != 0)
+    c->bad++;
+  uvp_promise_release(fetch);
+  size_t k = test_rng_below(&c->rng, 4);
+  if (k == 0 && c->returned + 1 == c->added)
+    k = 1;
+  if (k > c->cap - c->added)
+    k = c->cap - c->added;
+  for (; k > 0; k--) {
+    if (uvp_group_spawn(c->g, fcrawl_body, c, NULL) != 0)
+      c->bad++;
+    else
+      c->added++;
+  }
+  if (uvp_promise_state(c->join) != UVP_PENDING)
+    c->bad++;
+  c->returned++;
+  return uvp_ret_value(NULL, NULL);
+}
+
+static uvp_ret_t fcrawl_joined(void *arg, const uvp_outcome_t *in) {
+  fcrawl_t *c = arg;
+  c->join_runs++;
+  c->join_returned = c->returned;
+  if (in->status != 0)
+    c->bad++;
+  return uvp_ret_pass();
+}
+
+static void test_crawl_fibers(void **state) {
+  fixture_t *f = *state;
+  static fcrawl_t c;
+  uint64_t seed = test_seed(SEED + 8);
+  print_message("seed %llu, 2000 fibers\n", (unsigned long long)seed);
+  c = (fcrawl_t){.ctx = f->ctx, .rng = {seed}, .cap = 2000};
+  c.g = group_new(f, 8, UVP_GROUP_CLOSE_WHEN_DONE);
+  c.join = join_of(c.g);
+  assert_int_equal(uvp_promise_on(c.join, UVP_ON_BOTH, fcrawl_joined, &c, NULL),
+                   0);
+  assert_int_equal(uvp_group_spawn(c.g, fcrawl_body, &c, NULL), 0);
+  c.added = 1;
+  run_loop(f);
+  assert_int_equal(c.bad, 0);
+  assert_int_equal(c.added, 2000);
+  assert_int_equal(c.returned, 2000);
+  assert_int_equal(c.join_runs, 1);
+  assert_int_equal(c.join_returned, 2000);
+  assert_fulfilled(c.join);
+  uvp_promise_release(c.join);
+  uvp_group_release(c.g);
+}
+
+/* The rules around the crawl: a group that never had a member stays open
+ * (its join pending) until closed; one that closed itself serves next()
+ * its members, then UV_EOF, and refuses more; a promise member added from
+ * outside counts as a member until it settles. */
+static void test_close_when_done_rules(void **state) {
+  fixture_t *f = *state;
+  uvp_group_t *g = group_new(f, 0, UVP_GROUP_CLOSE_WHEN_DONE);
+  uvp_promise_t *join = join_of(g);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* no member yet */
+  assert_int_equal(uvp_group_close(g), 0);
+  run_loop(f);
+  assert_fulfilled(join);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+
+  g = group_new(f, 0, UVP_GROUP_CLOSE_WHEN_DONE);
+  join = join_of(g);
+  uvp_promise_t *a = NULL, *b = NULL, *n1 = NULL, *n2 = NULL, *n3 = NULL;
+  assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &b), 0);
+  assert_int_equal(uvp_group_add(g, a), 0);
+  assert_int_equal(uvp_group_next(g, &n1), 0);
+  assert_int_equal(uvp_promise_resolve(a, ID(0), NULL), 0);
+  assert_int_equal(uvp_group_add(g, b), 0); /* a has not been seen to end */
+  run_loop(f);
+  assert_int_equal(uvp_promise_value(n1), ID(0));
+  assert_int_equal(uvp_promise_state(join), UVP_PENDING); /* b runs */
+  assert_int_equal(uvp_group_next(g, &n2), 0);
+  assert_int_equal(uvp_promise_resolve(b, ID(1), NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_value(n2), ID(1));
+  assert_fulfilled(join);
+  assert_int_equal(uvp_group_next(g, &n3), 0);
+  run_loop(f);
+  assert_rejected(n3, UV_EOF);
+  assert_int_equal(uvp_group_add(g, a), UVP_ECLOSED);
+  uvp_promise_release(a);
+  uvp_promise_release(b);
+  uvp_promise_release(n1);
+  uvp_promise_release(n2);
+  uvp_promise_release(n3);
+  uvp_promise_release(join);
+  uvp_group_release(g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       /* First: the allocator is replaced while no context exists. */
@@ -3008,6 +3367,13 @@ int main(void) {
       FIXTURE_TEST(test_discard_cancel_in_flight),
       FIXTURE_TEST(test_discard_release_in_flight),
       FIXTURE_TEST(test_discard_teardown_in_flight),
+      FIXTURE_TEST(test_crawl),
+      FIXTURE_TEST(test_crawl_discard),
+      FIXTURE_TEST(test_crawl_deadline),
+      FIXTURE_TEST(test_crawl_cancel),
+      FIXTURE_TEST(test_crawl_discard_cancel),
+      FIXTURE_TEST(test_crawl_fibers),
+      FIXTURE_TEST(test_close_when_done_rules),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* uvp_spawn with real children (/bin/sh, cat, sleep, head): exit codes,
  * both output streams, stdin data, signals, large and truncated output, a
- * missing program, cancellation and teardown while a child runs.  Every
+ * missing program, cancellation and teardown while a child runs, a race
+ * decided by a child's exit (its losers' cause names the child).  Every
  * test ends with uv_loop_close() == 0, so no pipe or process handle is
  * left behind in any path. */
 #include <signal.h>
@@ -257,6 +258,50 @@ static void test_killed_by_signal(void **state) {
   uvp_promise_release(p);
 }
 
+/* A race decided by a child's exit (UVP_CANCEL_LOSERS): the loser's cause
+ * says which process ended and how, after the sites; the race's value is
+ * the child's result, freed with the last promise holding it (valgrind). */
+static void race_lost_to_child(fixture_t *f, const char *script,
+                               const char *how) {
+  char *argv[4];
+  uvp_spawn_opts_t o = sh(script, argv);
+  uvp_promise_t *child, *work, *r;
+  int cline = __LINE__ + 1;
+  assert_int_equal(uvp_spawn(f->ctx, &o, &child), 0);
+  assert_int_equal(uvp_delay(f->ctx, 10000, NULL, NULL, 0, &work), 0);
+  uvp_promise_t *in[] = {child, work};
+  int rline = __LINE__ + 1;
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, UVP_CANCEL_LOSERS, &r), 0);
+  uvp_promise_release(child); /* the race's value keeps the result */
+  run_until_settled(f, r);
+  assert_ptr_equal(fulfilled_result(r), uvp_promise_value(r));
+  assert_null(uvp_promise_cause(r));
+  const uvp_cause_t *c = uvp_promise_cause(work);
+  assert_non_null(c);
+  char line[512], head[256];
+  assert_true(uvp_cause_format(c, line, sizeof(line)) < (int)sizeof(line));
+  snprintf(head, sizeof(head),
+           "lost a race decided at %s:%d (by the input created at %s:%d): "
+           "process ",
+           __FILE__, rline, __FILE__, cline);
+  if (strncmp(line, head, strlen(head)) != 0)
+    fail_msg("%s: does not begin with %s", line, head);
+  const char *pid = line + strlen(head);
+  size_t digits = strspn(pid, "0123456789");
+  assert_true(digits > 0);
+  assert_string_equal(pid + digits, how);
+  uvp_promise_release(r);
+  uvp_promise_release(work);
+}
+
+static void test_race_lost_to_child_exit(void **state) {
+  race_lost_to_child(*state, "exit 3", " (/bin/sh) exited with status 3");
+}
+
+static void test_race_lost_to_child_killed(void **state) {
+  race_lost_to_child(*state, "kill -9 $$", " (/bin/sh) was killed by signal 9");
+}
+
 static void test_large_output_collected(void **state) {
   fixture_t *f = *state;
   char *argv[] = {"head", "-c", "1000000", "/dev/zero", NULL};
@@ -397,6 +442,8 @@ int main(void) {
       QUIET_TEST(test_timeout_kills_child),
       QUIET_TEST(test_cancel_signal_option),
       QUIET_TEST(test_killed_by_signal),
+      QUIET_TEST(test_race_lost_to_child_exit),
+      QUIET_TEST(test_race_lost_to_child_killed),
       QUIET_TEST(test_large_output_collected),
       QUIET_TEST(test_output_truncated_at_max),
       QUIET_TEST(test_many_children_all_settled),

@@ -1,7 +1,8 @@
 /* TCP wrappers against real loopback servers started by the test
  * (127.0.0.1 only): success, refusal, a reset mid-read, a peer that never
- * answers, cancellation before and during, and 1000 concurrent connections.
- * Nothing of libuv is mocked. */
+ * answers, cancellation before and during, and 1000 concurrent connections;
+ * a race lost to a peer that closed or reset, whose losers' cause names the
+ * peer.  Nothing of libuv is mocked. */
 #include <limits.h>
 #include <netdb.h>
 #include <sys/ioctl.h>
@@ -1675,6 +1676,137 @@ static void test_watch_sees_reset(void **state) {
   uvp_tcp_close(c);
 }
 
+/* ---- a race lost to a closed peer: the losers' cause says so ------------ */
+
+/* c's line, as uvp_cause_format writes it. */
+static const char *said_of(const uvp_cause_t *c) {
+  static char buf[512];
+  int n = uvp_cause_format(c, buf, sizeof(buf));
+  assert_true(n >= 0 && (size_t)n < sizeof(buf));
+  return buf;
+}
+
+/* "127.0.0.1:54321": where t's end is (the peer of the connection's other
+ * end). */
+static void local_name(uvp_tcp_t *t, char *buf, size_t cap) {
+  struct sockaddr_storage ss;
+  int len = sizeof(ss);
+  char ip[64];
+  assert_int_equal(
+      uv_tcp_getsockname(uvp_tcp_handle(t), (struct sockaddr *)&ss, &len), 0);
+  assert_int_equal(ss.ss_family, AF_INET);
+  const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+  assert_int_equal(uv_ip4_name(in, ip, sizeof(ip)), 0);
+  snprintf(buf, cap, "%s:%d", ip, ntohs(in->sin_port));
+}
+
+/* A server's request (a 10 s delay stands in for the work) raced against
+ * the watch on its client's connection, with UVP_CANCEL_LOSERS; the client
+ * goes away (`reset`: with RST).  The work is cut, and its cause says what
+ * decided the race: the client's address and what it did, after the sites
+ * of the race and of the watch.  The watch itself was cut by nothing: no
+ * cause, whether it fulfilled or rejected. */
+static void race_lost_to_peer(fixture_t *f, bool reset) {
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  char client[80], want[512];
+  local_name(c, client, sizeof(client));
+  uvp_promise_t *work, *watch, *r;
+  assert_int_equal(uvp_delay(f->ctx, 10000, NULL, NULL, 0, &work), 0);
+  int wline = __LINE__ + 1;
+  assert_int_equal(uvp_tcp_closed(pr.server, &watch), 0);
+  uvp_promise_t *in[] = {work, watch};
+  int rline = __LINE__ + 1;
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, UVP_CANCEL_LOSERS, &r), 0);
+  if (reset) {
+    uv_os_fd_t fd;
+    assert_int_equal(uv_fileno((uv_handle_t *)uvp_tcp_handle(c), &fd), 0);
+    struct linger lg = {1, 0};
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  }
+  assert_int_equal(uvp_tcp_close(c), 0);
+  run_until_settled(f, r);
+  assert_int_equal(uvp_promise_reason(r, NULL), reset ? UV_ECONNRESET : 0);
+  assert_null(uvp_promise_cause(r)); /* it settled like the watch */
+  assert_null(uvp_promise_cause(watch));
+  assert_int_equal(uvp_promise_reason(work, NULL), UV_ECANCELED);
+  const uvp_cause_t *cause = uvp_promise_cause(work);
+  assert_non_null(cause);
+  assert_int_equal(cause->kind, UVP_CAUSE_LOSER);
+  assert_int_equal(cause->line, rline);
+  assert_int_equal(cause->peer_line, wline);
+  assert_int_equal(cause->peer_code, reset ? UV_ECONNRESET : 0);
+  snprintf(want, sizeof(want),
+           "lost a race decided at %s:%d (by the input created at %s:%d): "
+           "peer %s %s the connection",
+           __FILE__, rline, __FILE__, wline, client,
+           reset ? "reset" : "closed");
+  assert_string_equal(said_of(cause), want);
+  snprintf(want, sizeof(want), "peer %s %s the connection", client,
+           reset ? "reset" : "closed");
+  assert_non_null(cause->message);
+  assert_string_equal(cause->message, want);
+  uvp_promise_release(r);
+  uvp_promise_release(work);
+  uvp_promise_release(watch);
+  uvp_tcp_close(pr.server);
+}
+
+static void test_race_lost_to_closed_peer(void **state) {
+  race_lost_to_peer(*state, false);
+}
+
+static void test_race_lost_to_reset_peer(void **state) {
+  race_lost_to_peer(*state, true);
+}
+
+/* A watch made after another one saw the end settles inside the call: the
+ * race it decides says the same.  A race decided by anything else (the
+ * work finishing first) keeps the plain line. */
+static void test_race_note_only_from_the_watch(void **state) {
+  fixture_t *f = *state;
+  pair_t pr;
+  uvp_tcp_t *c = pair_open(f, &pr);
+  char client[80], want[256];
+  local_name(c, client, sizeof(client));
+  uvp_promise_t *first, *watch, *work, *r;
+  assert_int_equal(uvp_tcp_closed(pr.server, &first), 0);
+  assert_int_equal(uvp_tcp_close(c), 0);
+  poll_until_settled(&f->loop, first);
+  assert_int_equal(uvp_tcp_closed(pr.server, &watch), 0);
+  assert_int_equal(uvp_promise_state(watch), UVP_FULFILLED);
+  assert_int_equal(uvp_delay(f->ctx, 10000, NULL, NULL, 0, &work), 0);
+  uvp_promise_t *in[] = {work, watch};
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, UVP_CANCEL_LOSERS, &r), 0);
+  run_until_settled(f, r);
+  snprintf(want, sizeof(want), "peer %s closed the connection", client);
+  assert_non_null(strstr(said_of(uvp_promise_cause(work)), want));
+  uvp_promise_release(r);
+  uvp_promise_release(work);
+  uvp_promise_release(first);
+  uvp_promise_release(watch);
+  uvp_tcp_close(pr.server);
+
+  /* The work wins: the watch, cut as the loser, says the plain line. */
+  uvp_tcp_t *c2 = pair_open(f, &pr);
+  uvp_promise_t *quick;
+  assert_int_equal(uvp_tcp_closed(pr.server, &watch), 0);
+  assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, &quick), 0);
+  uvp_promise_t *in2[] = {quick, watch};
+  assert_int_equal(uvp_promise_race(f->ctx, in2, 2, UVP_CANCEL_LOSERS, &r), 0);
+  run_until_settled(f, r);
+  const uvp_cause_t *cause = uvp_promise_cause(watch);
+  assert_non_null(cause);
+  assert_null(cause->message);
+  assert_non_null(strstr(said_of(cause), "(by the input created at "));
+  assert_null(strstr(said_of(cause), "peer"));
+  uvp_promise_release(r);
+  uvp_promise_release(quick);
+  uvp_promise_release(watch);
+  uvp_tcp_close(c2);
+  uvp_tcp_close(pr.server);
+}
+
 /* A peer writing far more than the watch keeps: uvp reads 64 KiB ahead
  * and stops, so the peer's write waits and bytes wait in the kernel; a
  * read takes the 64 KiB at once, and the watch reads ahead again.  Every
@@ -2022,6 +2154,9 @@ int main(void) {
       FIXTURE_TEST(test_watch_then_read_all_goes_on),
       FIXTURE_TEST(test_watch_then_read_all),
       FIXTURE_TEST(test_watch_sees_reset),
+      QUIET_TEST(test_race_lost_to_closed_peer),
+      QUIET_TEST(test_race_lost_to_reset_peer),
+      FIXTURE_TEST(test_race_note_only_from_the_watch),
       FIXTURE_TEST(test_watch_bound_stops_reading),
       FIXTURE_TEST(test_watch_cancel_keeps_connection),
       FIXTURE_TEST(test_watch_with_read_pending),

@@ -74,10 +74,23 @@ struct uvp_nats_sub_s {
   natsMsg *held; /* taken from nats.c while draining, for the next wait */
   uvp_promise_t *drain_p;
   bool draining;
-  int64_t dropped;     /* natsSubscription_GetDropped, as last counted */
-  uvp_nats_svc_t *svc; /* a service's: messages go to it, not to waits */
+  int64_t dropped; /* natsSubscription_GetDropped, as last counted */
+  /* A service's subscription (serve.c): its messages go to the taker, not
+   * to waits. */
+  const struct uvp_nats__taker_s *taker;
+  void *owner;
   uvp_nats_sub_t *prev, *next;
 };
+
+/* What takes a subscription's messages instead of its waits, as
+ * uvp_nats_serve's service does: subs.c calls it without naming it. */
+typedef struct uvp_nats__taker_s {
+  void (*take)(void *owner, natsMsg *m); /* m is the owner's */
+  /* nats.c's drain of the subscription is complete: the owner frees it */
+  void (*drained)(void *owner);
+  /* the subscription goes (rc < 0: the connection closes) */
+  void (*gone)(void *owner, int rc);
+} uvp_nats__taker_t;
 
 struct uvp_nats_svc_s {
   uvp_nats_t *b;
@@ -106,6 +119,30 @@ typedef struct job_s {
 } job_t;
 
 enum { S_CONNECTING, S_OPEN, S_DEAD, S_CLOSING };
+
+/* The connection (uvp-nats.c) is the ground floor: requests.c and subs.c
+ * stand on it and on msg.c, serve.c on them.  What the connection must
+ * tell a floor above it goes through that floor's hooks, which it sets
+ * (uvp_nats__layer_set) when a program first uses it: the connection
+ * never names the files above it.  A hook may be NULL. */
+typedef struct uvp_nats__layer_s {
+  /* a message on the reply inbox (requests) */
+  void (*msg)(uvp_nats_t *b, natsMsg *m);
+  /* the loop served the socket or the queue: hand out what nats.c holds */
+  void (*poll)(uvp_nats_t *b);
+  /* uvp_nats_open's connection is up: what was asked meanwhile goes */
+  void (*up)(uvp_nats_t *b);
+  /* what waits ends with rc; with `all`, what was made goes too (the
+   * connection closes), else it stays (nats.c gave up on the server) */
+  void (*fail)(uvp_nats_t *b, int rc, bool all);
+  /* nats.c dropped messages (a slow consumer): count them now */
+  void (*count_dropped)(uvp_nats_t *b);
+  /* messages dropped so far, counted or not */
+  uint64_t (*dropped)(const uvp_nats_t *b);
+} uvp_nats__layer_t;
+
+/* In the order the connection tells them what waits fails. */
+enum { UVP_NATS__REQS, UVP_NATS__SUBS, UVP_NATS__LAYERS };
 
 struct uvp_nats_s {
   uvp_ctx_t *ctx;
@@ -151,32 +188,32 @@ struct uvp_nats_s {
   bool close_started, close_done, got_closed, inbox_done, finished;
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;
+  const uvp_nats__layer_t *layers[UVP_NATS__LAYERS];
 };
 
+/* uvp-nats.c: the connection, for the floors above it. */
+void uvp_nats__layer_set(uvp_nats_t *b, int which, const uvp_nats__layer_t *l);
 void uvp_nats__msg_free(void *m);
 bool uvp_nats__subject_ok(const char *s, bool wild);
+int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);
 void uvp_nats__maybe_finish(uvp_nats_t *b);
-void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m);
-void uvp_nats__reqs_fail(uvp_nats_t *b, int rc);
+
+/* msg.c: messages.  A message with subject, reply, data and the program's
+ * headers; publishing one (then destroyed) with Uvp-Timeout-Ms: timeout_ms
+ * (unless UINT64_MAX); and both, after the checks a publish and a reply
+ * share. */
+int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
+                       const void *data, size_t len,
+                       const char *const *headers);
+int uvp_nats__msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms);
 int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
                           const void *data, size_t len, uint64_t timeout_ms,
                           const char *const *headers);
-void uvp_nats__poll_subs(uvp_nats_t *b);
+
+/* subs.c: for a service (serve.c). */
 void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc);
-void uvp_nats__subs_fail(uvp_nats_t *b, int rc);
-void uvp_nats__count_dropped(uvp_nats_t *b);
-uint64_t uvp_nats__dropped(const uvp_nats_t *b);
-void uvp_nats__on_drain_timer(uv_timer_t *t);
 int uvp_nats__drain_start(uvp_nats_sub_t *s, uvp_cancel_cb cancel,
                           uvp_promise_t **p, const char *file, int line);
-void uvp_nats__svc_accept(uvp_nats_svc_t *svc, natsMsg *m);
-void uvp_nats__svc_drained(uvp_nats_svc_t *svc);
-int uvp_nats__code_of_name(const char *name);
-void uvp_nats__on_conn_event(uvp_nats_t *b, int event);
-/* uvp_nats_open's connection is up (rc 0) or failed: what was asked of it
- * meanwhile is sent (subscriptions, then requests) or fails with rc. */
-void uvp_nats__subs_start(uvp_nats_t *b);
-void uvp_nats__reqs_send_held(uvp_nats_t *b);
 
 #endif

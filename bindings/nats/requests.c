@@ -1,4 +1,5 @@
-/* uvp-nats: requests and publishes (uvp-nats.c says how it fits). */
+/* uvp-nats: requests, their reply inbox and their timer (uvp-nats.c says
+ * how it fits). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -166,7 +167,7 @@ static const uvp_inflight_class_t req_class = {"NATS", on_req_cancel,
 static const uvp_inflight_class_t req_class_nohold = {
     "NATS", on_req_cancel, req_describe, UVP_INFLIGHT_IDLE};
 
-void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m) {
+static void on_reply(uvp_nats_t *b, natsMsg *m) {
   const char *subj = natsMsg_GetSubject(m);
   req_t *r = NULL;
   if (subj != NULL && strncmp(subj, b->inbox, b->inbox_len) == 0 &&
@@ -198,88 +199,12 @@ void uvp_nats__on_reply(uvp_nats_t *b, natsMsg *m) {
 }
 
 /* Every request in flight ends with rc (no more replies will come). */
-void uvp_nats__reqs_fail(uvp_nats_t *b, int rc) {
+static void reqs_fail(uvp_nats_t *b, int rc, bool all) {
+  (void)all; /* a request is nothing but its wait */
   while (b->first != NULL) {
     b->stats.cancelled++;
     req_end(b, b->first, rc, NULL);
   }
-}
-
-/* A message with subject, reply, data and the program's headers
- * (msg_send adds Uvp-Timeout-Ms). */
-static int msg_make(natsMsg **out, const char *subject, const char *reply,
-                    const void *data, size_t len, const char *const *headers) {
-  if (len > INT32_MAX)
-    return UV_EMSGSIZE;
-  natsMsg *m = NULL;
-  natsStatus s = natsMsg_Create(&m, subject, reply, data, (int)len);
-  if (s != NATS_OK || m == NULL) {
-    int rc = uvp_nats_code(s);
-    return rc != 0 ? rc : UV_ENOMEM;
-  }
-  for (size_t i = 0; s == NATS_OK && headers != NULL && headers[i]; i++) {
-    const char *colon = strchr(headers[i], ':');
-    size_t n = colon != NULL ? (size_t)(colon - headers[i]) : 0;
-    char name[256];
-    if (n == 0 || n >= sizeof(name)) {
-      natsMsg_Destroy(m);
-      return UV_EINVAL;
-    }
-    memcpy(name, headers[i], n);
-    name[n] = '\0';
-    const char *v = colon + 1;
-    while (*v == ' ' || *v == '\t')
-      v++;
-    s = natsMsgHeader_Add(m, name, v);
-  }
-  if (s != NATS_OK) {
-    natsMsg_Destroy(m);
-    return uvp_nats_code(s);
-  }
-  *out = m;
-  return 0;
-}
-
-/* Publish m (then destroyed) with Uvp-Timeout-Ms: timeout_ms (unless
- * UINT64_MAX), which a request made while connecting learns only now. */
-static int msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms) {
-  int64_t max = natsConnection_GetMaxPayload(b->conn);
-  natsStatus s = NATS_OK;
-  if (timeout_ms != UINT64_MAX) {
-    char v[24];
-    snprintf(v, sizeof(v), "%" PRIu64, timeout_ms);
-    s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
-  }
-  int rc = uvp_nats_code(s);
-  if (rc == 0 && max > 0 && natsMsg_GetDataLength(m) > max)
-    rc = UV_EMSGSIZE;
-  if (rc == 0)
-    rc = uvp_nats_code(natsConnection_PublishMsg(b->conn, m));
-  natsMsg_Destroy(m);
-  return rc;
-}
-
-/* Checks common to a publish and a request; then nats.c publishes. */
-int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
-                          const void *data, size_t len, uint64_t timeout_ms,
-                          const char *const *headers) {
-  if (!uvp_nats__subject_ok(subject, false) ||
-      (reply != NULL && !uvp_nats__subject_ok(reply, false)) ||
-      (data == NULL && len > 0))
-    return UV_EINVAL;
-  if (b->state != S_OPEN)
-    return b->state == S_CONNECTING ? UV_ENOTCONN : UVP_ECLOSED;
-  natsMsg *m = NULL;
-  int rc = msg_make(&m, subject, reply, data, len, headers);
-  return rc != 0 ? rc : msg_send(b, m, timeout_ms);
-}
-
-int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,
-                     const void *data, size_t len, const char *const *headers) {
-  if (nc == NULL)
-    return UV_EINVAL;
-  return uvp_nats__publish_msg(nc, subject, reply, data, len, UINT64_MAX,
-                               headers);
 }
 
 /* A new request and its promise, not started yet. */
@@ -304,6 +229,11 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   return 0;
 }
 
+static void send_held(uvp_nats_t *b);
+
+static const uvp_nats__layer_t reqs_layer = {
+    .msg = on_reply, .up = send_held, .fail = reqs_fail};
+
 int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                         size_t len, const uvp_nats_request_opts_t *opts,
                         uvp_promise_t **out, const char *file, int line) {
@@ -313,6 +243,7 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   bool connecting = b->state == S_CONNECTING; /* uvp_nats_open's */
   if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
+  uvp_nats__layer_set(b, UVP_NATS__REQS, &reqs_layer);
   int rc = req_room(b);
   req_t *r;
   if (rc != 0 || (rc = req_new(b, subject, &r, file, line)) != 0)
@@ -328,10 +259,10 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   rc = uvp_inflight_start(b->ctx, &r->w, r->p,
                           hold ? &req_class : &req_class_nohold);
   /* a passed deadline cuts it once started: nothing is sent then; while
-   * connecting, the message waits for uvp_nats__reqs_send_held */
+   * connecting, the message waits for send_held */
   if (rc == 0 && left > 0)
     rc = connecting
-             ? msg_make(&r->held, subject, reply, data, len, headers)
+             ? uvp_nats__msg_make(&r->held, subject, reply, data, len, headers)
              : uvp_nats__publish_msg(b, subject, reply, data, len,
                                      left < timeout ? left : timeout, headers);
   if (rc != 0) {
@@ -352,7 +283,7 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
 
 /* uvp_nats_open's connection is up: the requests made meanwhile go, in
  * the order they were made, each saying how long its caller still waits. */
-void uvp_nats__reqs_send_held(uvp_nats_t *b) {
+static void send_held(uvp_nats_t *b) {
   uint64_t now = uv_now(b->loop);
   for (req_t *r = b->first, *next; r != NULL; r = next) {
     next = r->next;
@@ -360,20 +291,12 @@ void uvp_nats__reqs_send_held(uvp_nats_t *b) {
       continue;
     natsMsg *m = r->held;
     r->held = NULL;
-    int rc = msg_send(b, m, r->end_ms > now ? r->end_ms - now : 1);
+    int rc = uvp_nats__msg_send(b, m, r->end_ms > now ? r->end_ms - now : 1);
     if (rc != 0) {
       b->stats.cancelled++;
       req_end(b, r, rc, NULL);
     }
   }
-}
-
-const char *uvp_nats_msg_header(natsMsg *msg, const char *name) {
-  const char *v = NULL;
-  if (msg == NULL || name == NULL ||
-      natsMsgHeader_Get(msg, name, &v) != NATS_OK)
-    return NULL;
-  return v;
 }
 
 int uvp_nats_dump(uvp_nats_t *b, FILE *stream) {
@@ -388,14 +311,6 @@ int uvp_nats_dump(uvp_nats_t *b, FILE *stream) {
             r->subject, r->id, now - r->start_ms,
             r->file != NULL ? r->file : "?", r->line);
   return n;
-}
-
-int uvp_nats_stats(const uvp_nats_t *b, uvp_nats_stats_t *out) {
-  if (b == NULL || out == NULL)
-    return UV_EINVAL;
-  *out = b->stats;
-  out->dropped = uvp_nats__dropped(b);
-  return 0;
 }
 
 natsConnection *uvp_nats_connection(const uvp_nats_t *b) {

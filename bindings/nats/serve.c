@@ -8,7 +8,7 @@
 
 /* ---- serving ------------------------------------------------------------- *
  * A service is a synchronous subscription whose messages sub_poll hands to
- * uvp_nats__svc_accept instead of to waits, and a UVP_GROUP_DISCARD_SETTLED
+ * its taker (svc_take) instead of to waits, and a UVP_GROUP_DISCARD_SETTLED
  * group: each request is a member started by svc_start when the limit has room,
  * which spawns the program's fiber (or calls its start) under the
  * request's deadline; a handler on it (svc_replied) publishes the reply.
@@ -138,7 +138,8 @@ static int64_t timeout_of(const uvp_nats_svc_t *svc, natsMsg *m) {
   return t > UVP_NATS_TIMEOUT_MAX ? -1 : (int64_t)t;
 }
 
-void uvp_nats__svc_accept(uvp_nats_svc_t *svc, natsMsg *m) {
+static void svc_take(void *owner, natsMsg *m) {
+  uvp_nats_svc_t *svc = owner;
   svc->stats.received++;
   int64_t t = timeout_of(svc, m);
   if (t <= 0) {
@@ -185,13 +186,28 @@ static void svc_join_free(void *arg) {
 }
 
 /* The subscription is drained: no more members; the join ends it. */
-void uvp_nats__svc_drained(uvp_nats_svc_t *svc) {
+static void svc_drained(void *owner) {
+  uvp_nats_svc_t *svc = owner;
   uvp_nats_sub_t *s = svc->sub;
-  s->svc = NULL;
+  s->taker = NULL;
   svc->sub = NULL;
   uvp_nats__sub_free(s, 0);
   uvp_group_close(svc->g);
 }
+
+/* Its subscription goes: the connection closes (rc < 0), or the program
+ * unsubscribed it. */
+static void svc_gone(void *owner, int rc) {
+  uvp_nats_svc_t *svc = owner;
+  svc->sub = NULL;
+  svc->closed = rc != 0;
+  if (rc != 0) { /* the connection closes: members are cut, unreplied */
+    uvp_group_cancel(svc->g);
+    uvp_group_close(svc->g);
+  }
+}
+
+static const uvp_nats__taker_t svc_taker = {svc_take, svc_drained, svc_gone};
 
 static int svc_new(uvp_nats_t *b, const uvp_nats_serve_opts_t *o,
                    uvp_nats_svc_t **out) {
@@ -248,7 +264,8 @@ int uvp_nats_serve(uvp_nats_t *b, const char *subject, const char *queue,
     return rc;
   }
   svc->sub = s;
-  s->svc = svc;
+  s->taker = &svc_taker;
+  s->owner = svc;
   *out = svc;
   return 0;
 }

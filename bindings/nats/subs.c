@@ -73,7 +73,7 @@ static uint64_t dropped_since(const uvp_nats_sub_t *s) {
 }
 
 /* uvp_nats_stats' dropped: those counted, and those not yet. */
-uint64_t uvp_nats__dropped(const uvp_nats_t *b) {
+static uint64_t dropped(const uvp_nats_t *b) {
   uint64_t n = b->stats.dropped;
   for (const uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
     n += dropped_since(s);
@@ -86,7 +86,7 @@ static void count_one(uvp_nats_sub_t *s) {
   s->dropped += (int64_t)d;
 }
 
-void uvp_nats__count_dropped(uvp_nats_t *b) {
+static void count_dropped(uvp_nats_t *b) {
   for (uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
     count_one(s);
 }
@@ -94,14 +94,8 @@ void uvp_nats__count_dropped(uvp_nats_t *b) {
 void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc) {
   uvp_nats_t *b = s->b;
   count_one(s);
-  if (s->svc != NULL) {
-    s->svc->sub = NULL;
-    s->svc->closed = rc != 0;
-    if (rc != 0) { /* the connection closes: members are cut, unreplied */
-      uvp_group_cancel(s->svc->g);
-      uvp_group_close(s->svc->g);
-    }
-  }
+  if (s->taker != NULL)
+    s->taker->gone(s->owner, rc);
   while (s->wfirst != NULL)
     wait_end(s, rc, NULL);
   if (s->prev != NULL)
@@ -141,7 +135,7 @@ void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc) {
 static bool sub_poll(uvp_nats_sub_t *s) {
   if (s->sub == NULL)
     return true;
-  while (s->wfirst != NULL || s->svc != NULL) {
+  while (s->wfirst != NULL || s->taker != NULL) {
     natsMsg *m = s->held;
     s->held = NULL;
     natsStatus st =
@@ -150,8 +144,8 @@ static bool sub_poll(uvp_nats_sub_t *s) {
       continue; /* counted by the error handler's event */
     if (st != NATS_OK)
       break;
-    if (s->svc != NULL)
-      uvp_nats__svc_accept(s->svc, m);
+    if (s->taker != NULL)
+      s->taker->take(s->owner, m);
     else
       wait_end(s, 0, m);
   }
@@ -168,8 +162,8 @@ static bool sub_poll(uvp_nats_sub_t *s) {
   }
   if (natsSubscription_IsValid(s->sub))
     return true;
-  if (s->svc != NULL) {
-    uvp_nats__svc_drained(s->svc); /* frees s */
+  if (s->taker != NULL) {
+    s->taker->drained(s->owner); /* frees s */
     return false;
   }
   while (s->wfirst != NULL)
@@ -178,15 +172,15 @@ static bool sub_poll(uvp_nats_sub_t *s) {
   return false;
 }
 
-void uvp_nats__poll_subs(uvp_nats_t *b) {
+static void poll_subs(uvp_nats_t *b) {
   for (uvp_nats_sub_t *s = b->subs, *next; s != NULL; s = next) {
     next = s->next;
-    if (s->wfirst != NULL || s->draining || s->svc != NULL)
+    if (s->wfirst != NULL || s->draining || s->taker != NULL)
       (void)sub_poll(s);
   }
 }
 
-void uvp_nats__on_drain_timer(uv_timer_t *t) { uvp_nats__poll_subs(t->data); }
+static void on_drain_timer(uv_timer_t *t) { poll_subs(t->data); }
 
 /* nats.c's subscription of s, on b's connection. */
 static natsStatus sub_make(uvp_nats_sub_t *s, uvp_nats_t *b) {
@@ -198,7 +192,7 @@ static natsStatus sub_make(uvp_nats_sub_t *s, uvp_nats_t *b) {
 
 /* uvp_nats_open's connection is up: the subscriptions made meanwhile are
  * made at nats.c now (one it refuses ends as at uvp_nats_close). */
-void uvp_nats__subs_start(uvp_nats_t *b) {
+static void subs_up(uvp_nats_t *b) {
   for (uvp_nats_sub_t *s = b->subs, *next; s != NULL; s = next) {
     next = s->next;
     if (s->sub != NULL)
@@ -209,6 +203,14 @@ void uvp_nats__subs_start(uvp_nats_t *b) {
   }
 }
 
+static void subs_fail(uvp_nats_t *b, int rc, bool all);
+
+static const uvp_nats__layer_t subs_layer = {.poll = poll_subs,
+                                             .up = subs_up,
+                                             .fail = subs_fail,
+                                             .count_dropped = count_dropped,
+                                             .dropped = dropped};
+
 int uvp_nats_subscribe(uvp_nats_t *b, const char *subject, const char *queue,
                        uvp_nats_sub_t **out) {
   if (b == NULL || out == NULL || !uvp_nats__subject_ok(subject, true) ||
@@ -217,6 +219,7 @@ int uvp_nats_subscribe(uvp_nats_t *b, const char *subject, const char *queue,
   bool connecting = b->state == S_CONNECTING; /* uvp_nats_open's */
   if (b->state != S_OPEN && !connecting)
     return UVP_ECLOSED;
+  uvp_nats__layer_set(b, UVP_NATS__SUBS, &subs_layer);
   uvp_nats_sub_t *s = calloc(1, sizeof(*s));
   if (s == NULL || (s->subject = strdup(subject)) == NULL ||
       (queue != NULL && (s->queue = strdup(queue)) == NULL)) {
@@ -314,7 +317,7 @@ int uvp_nats__drain_start(uvp_nats_sub_t *s, uvp_cancel_cb cancel,
   }
   s->draining = true;
   if (b->draining++ == 0)
-    uv_timer_start(&b->drain_timer, uvp_nats__on_drain_timer, 10, 10);
+    uv_timer_start(&b->drain_timer, on_drain_timer, 10, 10);
   return 0;
 }
 
@@ -334,8 +337,19 @@ int uvp_nats_drain_at(uvp_nats_sub_t *s, uvp_promise_t **out, const char *file,
   return 0;
 }
 
-void uvp_nats__subs_fail(uvp_nats_t *b, int rc) {
-  for (uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
-    while (s->wfirst != NULL)
-      wait_end(s, rc, NULL);
+/* The connection closes (all): every subscription goes; or nats.c gave
+ * up on the server: the waits end, the subscriptions stay for
+ * uvp_nats_unsubscribe. */
+static void subs_fail(uvp_nats_t *b, int rc, bool all) {
+  if (!all) {
+    for (uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
+      while (s->wfirst != NULL)
+        wait_end(s, rc, NULL);
+    return;
+  }
+  while (b->subs != NULL) {
+    if (b->conn != NULL && b->subs->sub != NULL)
+      (void)natsSubscription_Unsubscribe(b->subs->sub);
+    uvp_nats__sub_free(b->subs, rc);
+  }
 }

@@ -46,13 +46,41 @@
  * also holds the virtual clock, tells its group, and names it in the task
  * dump).
  *
- * Files: this one (errors, the loop's side: keeping it going, the socket,
- * the queue, connection events, connect, flush, close), requests.c
- * (publish, requests, their inbox and timer), subs.c (subscriptions),
- * serve.c (uvp_nats_serve); nats-internal.h declares what they share. */
+ * Files, each on the ones before it: this one (errors, the loop's side:
+ * keeping it going, the socket, the queue, connection events, connect,
+ * flush, close, stats), msg.c (making and publishing messages),
+ * requests.c (requests, their inbox and timer), subs.c (subscriptions),
+ * serve.c (uvp_nats_serve, on a subscription); nats-internal.h declares
+ * what they share.  The connection tells the floors above it what they
+ * must know (a reply, the loop's turn, connected, closing) through the
+ * hooks each sets when first used (uvp_nats__layer_t), never by name. */
 #include "nats-internal.h"
 
 void uvp_nats__msg_free(void *m) { natsMsg_Destroy(m); }
+
+/* ---- the floors above (nats-internal.h) ---------------------------------- */
+
+void uvp_nats__layer_set(uvp_nats_t *b, int which, const uvp_nats__layer_t *l) {
+  b->layers[which] = l;
+}
+
+/* Waits of one floor end with rc (see uvp_nats__layer_t's fail). */
+static void layer_fail(uvp_nats_t *b, int which, int rc, bool all) {
+  const uvp_nats__layer_t *l = b->layers[which];
+  if (l != NULL && l->fail != NULL)
+    l->fail(b, rc, all);
+}
+
+static void layers_fail(uvp_nats_t *b, int rc, bool all) {
+  for (int i = 0; i < UVP_NATS__LAYERS; i++)
+    layer_fail(b, i, rc, all);
+}
+
+static void layers_poll(uvp_nats_t *b) {
+  const uvp_nats__layer_t *l = b->layers[UVP_NATS__SUBS];
+  if (l != NULL && l->poll != NULL)
+    l->poll(b);
+}
 
 /* ---- errors -------------------------------------------------------------- */
 
@@ -273,10 +301,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (b->poll == p && status == 0 && (events & UV_WRITABLE))
     on_writable(b);
   b->in_nats--;
-  uvp_nats__poll_subs(b);
+  layers_poll(b);
 }
 
 /* ---- the event loop's callbacks and the queue ---------------------------- */
+
+static void on_conn_event(uvp_nats_t *b, int event);
 
 static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   int rc = 0;
@@ -305,11 +335,16 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
     poll_close(b);
     uvp_nats__maybe_finish(b);
     break;
-  case EV_MSG:
-    uvp_nats__on_reply(b, ev->msg);
+  case EV_MSG: /* the inbox's: only requests are answered there */
+    if (b->layers[UVP_NATS__REQS] != NULL) {
+      b->layers[UVP_NATS__REQS]->msg(b, ev->msg);
+    } else {
+      b->stats.late++;
+      natsMsg_Destroy(ev->msg);
+    }
     break;
   case EV_CONN:
-    uvp_nats__on_conn_event(b, ev->arg);
+    on_conn_event(b, ev->arg);
     break;
   case EV_INBOX_DONE:
     b->inbox_done = true;
@@ -385,7 +420,7 @@ static void ev_drain(uvp_nats_t *b) {
 static void on_async(uv_async_t *a) {
   uvp_nats_t *b = a->data;
   ev_drain(b);
-  uvp_nats__poll_subs(b);
+  layers_poll(b);
 }
 
 static natsStatus el_attach(void **user, void *loop, natsConnection *nc,
@@ -445,12 +480,12 @@ static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
 
 /* ---- connection events --------------------------------------------------- */
 
-void uvp_nats__on_conn_event(uvp_nats_t *b, int event) {
+static void on_conn_event(uvp_nats_t *b, int event) {
   switch (event) {
   case UVP_NATS_DISCONNECTED:
     b->stats.disconnects++;
     if ((b->flags & UVP_NATS_FAIL_ON_DISCONNECT) && b->state == S_OPEN)
-      uvp_nats__reqs_fail(b, UVP_NATS_EDISCONNECTED);
+      layer_fail(b, UVP_NATS__REQS, UVP_NATS_EDISCONNECTED, false);
     break;
   case UVP_NATS_RECONNECTED:
     b->stats.reconnects++;
@@ -459,12 +494,12 @@ void uvp_nats__on_conn_event(uvp_nats_t *b, int event) {
     b->got_closed = true;
     if (b->state == S_OPEN) { /* nats.c gave up: closed for good */
       b->state = S_DEAD;
-      uvp_nats__reqs_fail(b, UVP_ECLOSED);
-      uvp_nats__subs_fail(b, UVP_ECLOSED);
+      layers_fail(b, UVP_ECLOSED, false);
     }
     break;
   case UVP_NATS_SLOW_CONSUMER:
-    uvp_nats__count_dropped(b);
+    if (b->layers[UVP_NATS__SUBS] != NULL)
+      b->layers[UVP_NATS__SUBS]->count_dropped(b);
     break;
   }
   if (b->on_event != NULL && b->state != S_CLOSING && b->state != S_CONNECTING)
@@ -541,12 +576,7 @@ static void flush_end(job_t *j, int rc);
  * subscriptions go, and the connection takes nothing new. */
 static void fail_all(uvp_nats_t *b, int rc) {
   b->state = S_CLOSING;
-  uvp_nats__reqs_fail(b, rc);
-  while (b->subs != NULL) {
-    if (b->conn != NULL && b->subs->sub != NULL)
-      (void)natsSubscription_Unsubscribe(b->subs->sub);
-    uvp_nats__sub_free(b->subs, rc);
-  }
+  layers_fail(b, rc, true);
   for (job_t *j; (j = b->held_flushes) != NULL;) {
     b->held_flushes = j->next;
     flush_end(j, rc);
@@ -896,6 +926,16 @@ int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
   return 0;
 }
 
+int uvp_nats_stats(const uvp_nats_t *b, uvp_nats_stats_t *out) {
+  if (b == NULL || out == NULL)
+    return UV_EINVAL;
+  *out = b->stats;
+  const uvp_nats__layer_t *l = b->layers[UVP_NATS__SUBS];
+  if (l != NULL)
+    out->dropped = l->dropped(b);
+  return 0;
+}
+
 /* ---- uvp_nats_open: what is asked while it connects ---------------------- */
 
 /* uvp_nats_open's connect returned.  Up: the subscriptions, requests and
@@ -910,8 +950,11 @@ static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p) {
   if (j->rc == 0 && !j->cut) {
     b->state = S_OPEN;
     uvp_promise_resolve(p, b, NULL);
-    uvp_nats__subs_start(b);
-    uvp_nats__reqs_send_held(b);
+    /* subscriptions first: a request asked after a subscribe may be
+     * answered on it */
+    for (int i = UVP_NATS__LAYERS - 1; i >= 0; i--)
+      if (b->layers[i] != NULL && b->layers[i]->up != NULL)
+        b->layers[i]->up(b);
     for (job_t *f; b->state == S_OPEN && (f = b->held_flushes) != NULL;) {
       b->held_flushes = f->next;
       if (uv_queue_work(b->loop, &f->w, flush_work, flush_after) != 0)

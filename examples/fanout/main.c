@@ -37,6 +37,7 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "demo-server.h"
 #include "fanout.h"
 #include "retry.h"
@@ -163,6 +164,7 @@ static void usage(FILE *f, const char *prog) {
       "              up as stale after 2 unanswered (default: nats.c's,\n"
       "              2 min): a frozen server found sooner\n"
       "  -h, --help  this text\n"
+      "  --version   print the version (uvp's) and exit\n"
       "\n"
       "A URL succeeds if it answers with a status below 400; 4xx/5xx are\n"
       "HTTP errors, anything else (refused, reset, timeout, malformed\n"
@@ -562,10 +564,11 @@ static void report_summary(const run_t *r, size_t count, size_t ok,
     }
     json_line(o);
   } else {
-    printf("\n%zu URLs in %.2f s: %zu succeeded, %zu failed (%zu HTTP "
-           "errors, %zu transport errors)\n",
-           count, ms_of_us(elapsed_us) / 1000.0, ok, failed, http_err,
-           transport_err);
+    printf("\n%zu URL%s in %.2f s: %zu succeeded, %zu failed (%zu HTTP "
+           "error%s, %zu transport error%s)\n",
+           count, count == 1 ? "" : "s", ms_of_us(elapsed_us) / 1000.0, ok,
+           failed, http_err, http_err == 1 ? "" : "s", transport_err,
+           transport_err == 1 ? "" : "s");
     if (nlat > 0)
       printf("latency over %zu response%s: p50 %.1f ms, p90 %.1f ms, "
              "p99 %.1f ms\n",
@@ -923,7 +926,8 @@ enum {
   OPT_WORKER,
   OPT_NATS_RETRY,
   OPT_NATS_PING,
-  OPT_NAME
+  OPT_NAME,
+  OPT_VERSION
 };
 
 static int usage_error(const char *msg) {
@@ -968,8 +972,10 @@ int main(int argc, char **argv) {
       {"nats-ping", required_argument, NULL, OPT_NATS_PING},
       {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
   };
+  static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:";
   uint64_t concurrency = DEFAULT_CONCURRENCY, timeout_ms = DEFAULT_TIMEOUT_MS,
            connect_ms = DEFAULT_CONNECT_TIMEOUT_MS, deadline_ms = 0,
            retries = 0, max_redirs = DEFAULT_MAX_REDIRS,
@@ -983,8 +989,8 @@ int main(int argc, char **argv) {
   int worker = 0;
   uint64_t nats_retry = NATS_RETRY_DEFAULT;
   int c;
-  while ((c = getopt_long(argc, argv, "c:t:d:f:m:Lkhx:u:", longopts, NULL)) !=
-         -1) {
+  opterr = 0; /* cli_option_error says it in one line */
+  while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     switch (c) {
     case 'c':
       if (parse_ms(optarg, &concurrency) != 0 || concurrency == 0 ||
@@ -1077,8 +1083,11 @@ int main(int argc, char **argv) {
     case 'h':
       usage(stdout, prog);
       return 0;
+    case OPT_VERSION:
+      printf("uvp-fanout %s\n", uvp_version_string());
+      return 0;
     default:
-      usage(stderr, prog);
+      cli_option_error("uvp-fanout", c, argv, shortopts, longopts);
       return EXIT_USAGE;
     }
   }

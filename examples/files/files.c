@@ -1,6 +1,7 @@
 /* uvp-files: a checksum of every regular file under a directory tree.
  *
  *   uvp-files [-j N] DIR
+ *   uvp-files --help | --version
  *
  * A batch job on uvp's file-system wrappers, in three phases:
  *
@@ -27,13 +28,16 @@
  *
  * Exit status: 0 every file was read, 1 some could not be, 2 usage error.
  */
+#include <getopt.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "uvp.h"
 
 /* ---- the checksum: POSIX cksum's CRC-32 --------------------------------- */
@@ -241,38 +245,70 @@ static int by_path(const void *a, const void *b) {
 
 /* ---- main --------------------------------------------------------------- */
 
-static int usage(FILE *to, int status) {
-  fprintf(to,
-          "usage: uvp-files [-j N] DIR\n"
-          "  a cksum(1) CRC of every regular file under DIR, one line\n"
-          "  per file sorted by path: \"<crc>  <path>  <bytes>\" or\n"
-          "  \"ERROR <NAME>  <path>\"\n"
-          "  -j N  files read at once (1..4096; default %zu, the size\n"
-          "        of libuv's thread pool)\n",
-          uvp_pool_size());
-  return status;
+static int usage(void) {
+  printf("usage: uvp-files [-j N] DIR\n"
+         "  a cksum(1) CRC of every regular file under DIR, one line\n"
+         "  per file sorted by path: \"<crc>  <path>  <bytes>\" or\n"
+         "  \"ERROR <NAME>  <path>\"\n"
+         "  -j N       files read at once (1..4096; default %zu, the size\n"
+         "             of libuv's thread pool)\n"
+         "  -h, --help this text\n"
+         "  --version  print the version (uvp's) and exit\n",
+         uvp_pool_size());
+  return 0;
 }
 
+/* A usage error: one line, and where the usage is. */
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
+                                                             ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "uvp-files: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " (uvp-files --help lists the options)\n");
+  va_end(ap);
+  return 2;
+}
+
+static const char *plural(uint64_t n) { return n == 1 ? "" : "s"; }
+
+enum { OPT_VERSION = 256 };
+
 int main(int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, OPT_VERSION},
+      {NULL, 0, NULL, 0},
+  };
+  static const char shortopts[] = ":hj:";
   size_t limit = uvp_pool_size();
   int opt;
-  while ((opt = getopt(argc, argv, "hj:")) != -1) {
+  opterr = 0; /* cli_option_error says it in one line */
+  while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
     char *end;
     switch (opt) {
     case 'j':
       limit = (size_t)strtoul(optarg, &end, 10);
       if (*optarg < '0' || *optarg > '9' || *end != '\0' || limit < 1 ||
-          limit > 4096)
-        return usage(stderr, 2);
+          limit > 4096) {
+        fprintf(stderr, "uvp-files: -j wants a number from 1 to 4096\n");
+        return 2;
+      }
       break;
     case 'h':
-      return usage(stdout, 0);
+      return usage();
+    case OPT_VERSION:
+      printf("uvp-files %s\n", uvp_version_string());
+      return 0;
     default:
-      return usage(stderr, 2);
+      cli_option_error("uvp-files", opt, argv, shortopts, longopts);
+      return 2;
     }
   }
-  if (optind != argc - 1)
-    return usage(stderr, 2);
+  if (optind == argc)
+    return usage_error("no DIR given");
+  if (optind < argc - 1)
+    return usage_error("one DIR only: '%s' is one too many", argv[optind + 1]);
 
   /* "dir/" and "dir" name the same tree: print "dir/a", not "dir//a". */
   char *root = strdup(argv[optind]);
@@ -327,9 +363,10 @@ int main(int argc, char **argv) {
   fflush(stdout);
   double secs = (double)(uv_hrtime() - t0) / 1e9;
   fprintf(stderr,
-          "uvp-files: %zu read (%" PRIu64 " bytes), %zu failed, %zu links or "
-          "special files skipped; %.3f s, -j %zu\n",
-          list->fulfilled, bytes, list->rejected, job.skipped, secs, limit);
+          "uvp-files: %zu read (%" PRIu64 " byte%s), %zu failed, %zu link%s "
+          "or special file%s skipped; %.3f s, -j %zu\n",
+          list->fulfilled, bytes, plural(bytes), list->rejected, job.skipped,
+          plural(job.skipped), plural(job.skipped), secs, limit);
   int status = list->rejected == 0 ? 0 : 1;
 
   /* Teardown: nothing is in flight any more, so closing the context and

@@ -106,12 +106,18 @@
 
 #include <jansson.h>
 
+#include "cli.h"
 #include "httpc.h"
 #include "httpd.h"
 #include "uvp.h"
 
 #define POOL_MAX_IDLE 256 /* idle backend connections per host:port */
 #define MAX_WORKERS 1024
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* "s" after a count other than 1 (every count the gateway prints). */
+static const char *plural(unsigned long long n) { return n == 1 ? "" : "s"; }
 /* What each worker reserves in its uvp context at startup: room for this
  * many fan-outs in flight, with this many backend requests in all. */
 #define RESERVE_FANOUTS 256
@@ -430,9 +436,10 @@ static void diag_write(const char *text, size_t len) {
   if (diag.bytes > 0) {
     char note[160];
     int n = snprintf(note, sizeof(note),
-                     "uvp-gateway: %llu bytes (%llu lines) of diagnostics "
+                     "uvp-gateway: %llu byte%s (%llu line%s) of diagnostics "
                      "dropped: stderr would block\n",
-                     diag.bytes, diag.lines);
+                     diag.bytes, plural(diag.bytes), diag.lines,
+                     plural(diag.lines));
     if (n > 0 && (size_t)n < sizeof(note) &&
         diag_put(note, (size_t)n) == (size_t)n) {
       diag.bytes = diag.lines = 0;
@@ -616,9 +623,10 @@ static uvp_ret_t on_joined(void *arg, const uvp_outcome_t *in) {
       cancelled += call_status(&f->calls[i]) == UV_ECANCELED;
     log_request(w,
                 "client gone after %llu ms: group cancelled, %zu of %zu "
-                "backend requests cut short, their connections closed",
+                "backend request%s cut short, %s connection%s closed",
                 (unsigned long long)(uv_now(&w->loop) - f->start), cancelled,
-                w->nbackends);
+                w->nbackends, plural(w->nbackends),
+                cancelled == 1 ? "its" : "their", plural(cancelled));
     w->cancelled++;
     fanout_free(f);
     httpd_end(req, HTTPD_CLOSE); /* nothing is written to a client gone */
@@ -810,11 +818,13 @@ static void print_worker_memory(worker_t *w, FILE *out) {
     memset(&st, 0, sizeof(st));
   httpc_pool_stats(w->opts.pool, &ps);
   fprintf(out,
-          "uvp-gateway: worker %u: memory: uvp pools %zu kB (%zu slabs, %zu "
-          "promises live); %zu backends %zu kB; %zu backend requests in "
-          "flight, %zu backend connections idle; trimmed %llu times\n",
-          w->id, st.slab_bytes / 1024, st.slab_allocs, st.live, w->nbackends,
-          w->backend_bytes / 1024, w->calls, ps.idle, w->trims);
+          "uvp-gateway: worker %u: memory: uvp pools %zu kB (%zu slab%s, %zu "
+          "promise%s live); %zu backend%s %zu kB; %zu backend request%s in "
+          "flight, %zu backend connection%s idle; trimmed %llu time%s\n",
+          w->id, st.slab_bytes / 1024, st.slab_allocs, plural(st.slab_allocs),
+          st.live, plural(st.live), w->nbackends, plural(w->nbackends),
+          w->backend_bytes / 1024, w->calls, plural(w->calls), ps.idle,
+          plural(ps.idle), w->trims, plural(w->trims));
 }
 
 /* ---- SIGUSR1 ------------------------------------------------------------ */
@@ -836,10 +846,10 @@ static void print_worker_stalls(worker_t *w, FILE *out) {
     return;
   }
   fprintf(out,
-          "uvp-gateway: worker %u: slices: %llu timed, %llu stalls, "
+          "uvp-gateway: worker %u: slices: %llu timed, %llu stall%s, "
           "longest %llu us:",
           w->id, (unsigned long long)st.slices, (unsigned long long)st.stalls,
-          (unsigned long long)st.max_us);
+          plural(st.stalls), (unsigned long long)st.max_us);
   for (int i = 0; i < UVP_STALL_BUCKETS; i++) {
     if (st.buckets[i] == 0)
       continue;
@@ -877,9 +887,10 @@ static void dump_worker(worker_t *w) {
                  uvp_promise_state(f->calls[i].p) == UVP_PENDING;
     fprintf(out,
             "uvp-gateway: worker %u: request %s: %s %.200s for %llu ms, "
-            "%zu of %zu backend requests pending%s\n",
+            "%zu of %zu backend request%s pending%s\n",
             w->id, f->id, f->req->method, f->req->path,
             (unsigned long long)(now - f->start), pending, w->nbackends,
+            plural(w->nbackends),
             f->aborted ? " (cancelled: client gone)" : "");
     for (size_t i = 0; i < w->nbackends; i++) {
       uvp_promise_t *p = f->calls[i].p;
@@ -1214,6 +1225,7 @@ static void usage(FILE *f) {
       "                      (uvp_ctx_set_stall; default 0: off); SIGUSR1\n"
       "                      prints the histogram of slice lengths\n"
       "  -h, --help          this text\n"
+      "  --version           print the version (uvp's) and exit\n"
       "\n"
       "Client timeouts of 0 are off.  SIGINT/SIGTERM drain (requests in "
       "flight\n"
@@ -1326,8 +1338,27 @@ enum {
   OPT_BACKEND_IDLE,
   OPT_MAX_BODY,
   OPT_TRACES,
-  OPT_STALL
+  OPT_STALL,
+  OPT_VERSION
 };
+
+/* A usage error: one line (the usage is long), and where the usage is. */
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
+                                                             ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "uvp-gateway: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, " (uvp-gateway --help lists the options)\n");
+  va_end(ap);
+  return -1;
+}
+
+/* A bad value: one line, as uvp-fanout's. */
+static int value_error(const char *what) {
+  fprintf(stderr, "uvp-gateway: %s\n", what);
+  return -1;
+}
 
 /* --traces, or UVP_TRACES=1 (which uvp reads itself at uvp_ctx_new). */
 static int traces_on(const config_t *cfg) {
@@ -1335,7 +1366,8 @@ static int traces_on(const config_t *cfg) {
   return cfg->traces || (env != NULL && strcmp(env, "1") == 0);
 }
 
-/* Returns 0, -1 usage error, 1 --help. */
+/* Returns 0, -1 usage error (said), 1 --help, 2 --version, 3 out of
+ * memory or a backend file unreadable (said). */
 static int parse_args(int argc, char **argv, config_t *cfg,
                       unsigned long long *port) {
   static const struct option longs[] = {
@@ -1352,68 +1384,97 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"traces", no_argument, NULL, OPT_TRACES},
       {"stall", required_argument, NULL, OPT_STALL},
       {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0}};
+  static const char shortopts[] = ":p:t:b:f:w:h";
   const unsigned long long day = 24ULL * 3600 * 1000;
   unsigned long long v = 0;
-  int opt, rc = 0;
+  int opt;
   *port = 8080;
   cfg->timeout_ms = 2000;
   cfg->max_body = DEFAULT_MAX_BODY;
   cfg->workers = uv_available_parallelism();
   httpd_opts_init(&cfg->httpd);
-  while (rc == 0 &&
-         (opt = getopt_long(argc, argv, "p:t:b:f:w:h", longs, NULL)) != -1) {
+  opterr = 0; /* cli_option_error says it in one line */
+  while ((opt = getopt_long(argc, argv, shortopts, longs, NULL)) != -1) {
     switch (opt) {
     case 'p':
-      rc = parse_uint(optarg, 65535, port);
+      if (parse_uint(optarg, 65535, port) != 0)
+        return value_error("-p/--port wants a port, 0 to 65535");
       break;
     case 't':
-      rc = parse_uint(optarg, day, &v);
+      if (parse_uint(optarg, day, &v) != 0)
+        return value_error("-t/--timeout wants milliseconds, 0 to 86400000");
       cfg->timeout_ms = v;
       break;
     case 'b':
-      rc = add_url(cfg, optarg);
+      if (add_url(cfg, optarg) != 0) {
+        fprintf(stderr, "uvp-gateway: out of memory\n");
+        return 3;
+      }
       break;
     case 'f':
-      rc = read_backend_file(cfg, optarg);
+      if (read_backend_file(cfg, optarg) != 0)
+        return 3;
       break;
     case 'w':
-      rc = parse_uint(optarg, MAX_WORKERS, &v) != 0 || v == 0 ? -1 : 0;
+      if (parse_uint(optarg, MAX_WORKERS, &v) != 0 || v == 0)
+        return value_error(
+            "-w/--workers wants a number from 1 to " STR(MAX_WORKERS));
       cfg->workers = (unsigned)v;
       break;
     case OPT_HEADER:
-      rc = parse_uint(optarg, day, &v);
+      if (parse_uint(optarg, day, &v) != 0)
+        return value_error("--client-header-timeout wants milliseconds, 0 "
+                           "to 86400000");
       cfg->httpd.header_timeout_ms = v;
       break;
     case OPT_KEEPALIVE:
-      rc = parse_uint(optarg, day, &v);
+      if (parse_uint(optarg, day, &v) != 0)
+        return value_error("--keepalive-timeout wants milliseconds, 0 to "
+                           "86400000");
       cfg->httpd.keepalive_timeout_ms = v;
       break;
     case OPT_SEND:
-      rc = parse_uint(optarg, day, &v);
+      if (parse_uint(optarg, day, &v) != 0)
+        return value_error("--send-timeout wants milliseconds, 0 to "
+                           "86400000");
       cfg->httpd.send_timeout_ms = v;
       break;
     case OPT_BACKEND_IDLE:
-      rc = parse_uint(optarg, day, &v) != 0 || v == 0 ? -1 : 0;
+      if (parse_uint(optarg, day, &v) != 0 || v == 0)
+        return value_error("--backend-idle-timeout wants milliseconds, 1 to "
+                           "86400000");
       cfg->backend_idle_ms = v;
       break;
     case OPT_MAX_BODY:
-      rc = parse_size(optarg, &cfg->max_body);
+      if (parse_size(optarg, &cfg->max_body) != 0)
+        return value_error("--max-body wants bytes (K, M, G suffixes; 0: no "
+                           "limit)");
       break;
     case OPT_TRACES:
       cfg->traces = 1;
       break;
     case OPT_STALL:
-      rc = parse_uint(optarg, day, &v);
+      if (parse_uint(optarg, day, &v) != 0)
+        return value_error("--stall wants milliseconds, 0 to 86400000");
       cfg->stall_ms = v;
       break;
     case 'h':
       return 1;
+    case OPT_VERSION:
+      return 2;
     default:
+      cli_option_error("uvp-gateway", opt, argv, shortopts, longs);
       return -1;
     }
   }
-  return rc == 0 && optind == argc && cfg->nurls > 0 ? 0 : -1;
+  if (optind < argc)
+    return usage_error("unexpected argument '%s': a backend is -b URL",
+                       argv[optind]);
+  if (cfg->nurls == 0)
+    return usage_error("no backend: -b URL or -f FILE");
+  return 0;
 }
 
 /* ---- start and stop ------------------------------------------------------ */
@@ -1424,9 +1485,10 @@ static void print_stats(const main_t *m) {
   for (unsigned i = 0; i < m->cfg.workers; i++) {
     const httpd_stats_t *s = &m->workers[i].stats;
     if (m->cfg.workers > 1)
-      diag_printf("uvp-gateway: worker %u: %llu connections, %llu "
-                  "requests\n",
-                  i, s->connections, s->requests);
+      diag_printf("uvp-gateway: worker %u: %llu connection%s, %llu "
+                  "request%s\n",
+                  i, s->connections, plural(s->connections), s->requests,
+                  plural(s->requests));
     t.connections += s->connections;
     t.requests += s->requests;
     t.header_timeouts += s->header_timeouts;
@@ -1444,20 +1506,25 @@ static void print_stats(const main_t *m) {
   uv_mutex_lock(&diag.lock);
   if (diag.all_bytes > 0)
     snprintf(dropped, sizeof(dropped),
-             "; stderr would block: %llu bytes (%llu lines) of diagnostics "
-             "dropped",
-             diag.all_bytes, diag.all_lines);
+             "; stderr would block: %llu byte%s (%llu line%s) of "
+             "diagnostics dropped",
+             diag.all_bytes, plural(diag.all_bytes), diag.all_lines,
+             plural(diag.all_lines));
   uv_mutex_unlock(&diag.lock);
   diag_printf(
-      "uvp-gateway: %llu connections, %llu requests; timeouts: header "
-      "%llu, keep-alive %llu, send %llu; accept paused %llu times; "
-      "%llu requests cancelled (client gone); closed at the descriptor "
+      "uvp-gateway: %llu connection%s, %llu request%s; timeouts: header "
+      "%llu, keep-alive %llu, send %llu; accept paused %llu time%s; "
+      "%llu request%s cancelled (client gone); closed at the descriptor "
       "limit: %llu idle keep-alive, %llu waiting for a request, %llu "
-      "not reading their answers; over --max-body: %llu backend bodies, "
-      "%llu request bodies%s\n",
-      t.connections, t.requests, t.header_timeouts, t.keepalive_timeouts,
-      t.send_timeouts, t.accept_pauses, cancelled, t.idle_closed,
-      t.waiting_closed, t.stalled_closed, capped, t.bodies_refused, dropped);
+      "not reading %s answers; over --max-body: %llu backend bod%s, "
+      "%llu request bod%s%s\n",
+      t.connections, plural(t.connections), t.requests, plural(t.requests),
+      t.header_timeouts, t.keepalive_timeouts, t.send_timeouts, t.accept_pauses,
+      plural(t.accept_pauses), cancelled, plural(cancelled), t.idle_closed,
+      t.waiting_closed, t.stalled_closed,
+      t.stalled_closed == 1 ? "its" : "their", capped,
+      capped == 1 ? "y" : "ies", t.bodies_refused,
+      t.bodies_refused == 1 ? "y" : "ies", dropped);
 }
 
 int main(int argc, char **argv) {
@@ -1465,9 +1532,12 @@ int main(int argc, char **argv) {
   unsigned long long port;
   int rc = parse_args(argc, argv, &m.cfg, &port);
   if (rc != 0) {
-    usage(rc > 0 ? stdout : stderr);
+    if (rc == 1)
+      usage(stdout);
+    else if (rc == 2)
+      printf("uvp-gateway %s\n", uvp_version_string());
     config_free(&m.cfg);
-    return rc > 0 ? 0 : 2;
+    return rc == 1 || rc == 2 ? 0 : 2;
   }
   /* Jansson seeds its hash function on first use; seed it here, before
    * the workers' threads race to do it. */

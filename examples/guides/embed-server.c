@@ -119,21 +119,15 @@ static uvp_ret_t client(void *arg) {
     uvp_outcome_t o;
     if (uvp_tcp_new(ctx, &t) != 0)
       break;
-    int rc = uvp_tcp_connect_host(t, "127.0.0.1", port, &p);
-    if (rc == 0) {
-      rc = uvp_await(p, NULL);
-      uvp_promise_release(p);
-    }
-    if (rc == 0 && (rc = uvp_tcp_write(t, asks[i], strlen(asks[i]), &p)) == 0) {
-      rc = uvp_await(p, NULL);
-      uvp_promise_release(p);
-    }
-    if (rc == 0 && (rc = uvp_tcp_read_all(t, 0, &p)) == 0) {
-      rc = uvp_await(p, &o);
-      if (rc == 0)
-        fputs(((const uvp_buf_t *)o.value)->base, stdout);
-      uvp_promise_release(p);
-    }
+    /* Each step started and awaited in one call, which lets go of it. */
+    int rc = uvp_await_take(uvp_tcp_connect_host(t, "127.0.0.1", port, &p), &p,
+                            NULL);
+    if (rc == 0)
+      rc = uvp_await_take(uvp_tcp_write(t, asks[i], strlen(asks[i]), &p), &p,
+                          NULL);
+    if (rc == 0 &&
+        (rc = uvp_await_take(uvp_tcp_read_all(t, 0, &p), &p, &o)) == 0)
+      fputs(((const uvp_buf_t *)o.value)->base, stdout);
     if (rc != 0)
       printf("client: %s\n", uvp_err_name(rc));
     uvp_tcp_close(t);

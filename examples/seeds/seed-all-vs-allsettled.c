@@ -59,19 +59,16 @@ static uvp_ret_t run_with_fibers(void *arg) {
   uvp_promise_t *promises[N], *all, *settled;
   fetch_all(s, promises);
 
-  must(uvp_promise_all(s->ctx, promises, N, 0, &all));
-  uvp_outcome_t o;
-  uvp_await(all, &o); /* the try/catch: o says which */
+  uvp_outcome_t o; /* the try/catch: o says which */
+  uvp_await_take(uvp_promise_all(s->ctx, promises, N, 0, &all), &all, &o);
   report_all(&o);
   double all_ms = seed_ms_since(start);
 
-  must(uvp_promise_all_settled(s->ctx, promises, N, &settled));
-  if (uvp_await(settled, &o) == 0)
+  if (uvp_await_take(uvp_promise_all_settled(s->ctx, promises, N, &settled),
+                     &settled, &o) == 0)
     report_settled(o.value, all_ms, seed_ms_since(start));
 
   release_all(promises, N);
-  uvp_promise_release(all);
-  uvp_promise_release(settled);
   return uvp_ret_value(NULL, NULL);
 }
 

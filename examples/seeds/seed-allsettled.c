@@ -104,13 +104,12 @@ static void fetch_all_users_settled(seed_t *s, users_t *users) {
   uvp_promise_t *promises[NUSERS], *results;
   for (size_t i = 0; i < NUSERS; i++)
     must(fetch_user(s, user_ids[i], &promises[i]));
-  must(uvp_promise_all_settled(s->ctx, promises, NUSERS, &results));
+  int rc = uvp_promise_all_settled(s->ctx, promises, NUSERS, &results);
   release_all(promises, NUSERS); /* allSettled holds them */
 
   uvp_outcome_t o;
-  if (uvp_await(results, &o) == 0)
+  if (uvp_await_take(rc, &results, &o) == 0)
     report_users(o.value, users);
-  uvp_promise_release(results);
 }
 
 /* async function sendNotifications(users, message) */
@@ -118,13 +117,12 @@ static void send_notifications(seed_t *s, const users_t *users) {
   uvp_promise_t *promises[NUSERS], *results;
   for (size_t i = 0; i < users->n; i++)
     must(send_notification(s, &users->items[i], &promises[i]));
-  must(uvp_promise_all_settled(s->ctx, promises, users->n, &results));
+  int rc = uvp_promise_all_settled(s->ctx, promises, users->n, &results);
   release_all(promises, users->n);
 
   uvp_outcome_t o;
-  if (uvp_await(results, &o) == 0)
+  if (uvp_await_take(rc, &results, &o) == 0)
     report_notifications(o.value, users);
-  uvp_promise_release(results);
 }
 
 static uvp_ret_t run_with_fibers(void *arg) {

@@ -34,14 +34,14 @@ static const struct {
 };
 
 /* Start Promise.any over the mirrors of case i. */
-static void start_any(seed_t *s, int i, uvp_promise_t **mirrors,
-                      uvp_promise_t **first) {
+static int start_any(seed_t *s, int i, uvp_promise_t **mirrors,
+                     uvp_promise_t **first) {
   for (size_t k = 0; k < cases[i].n; k++) {
     int *port = cases[i].mirrors[k].port;
     must(
         seed_fetch(s, port ? *port : 0, cases[i].mirrors[k].path, &mirrors[k]));
   }
-  must(uvp_promise_any(s->ctx, mirrors, cases[i].n, UVP_CANCEL_LOSERS, first));
+  return uvp_promise_any(s->ctx, mirrors, cases[i].n, UVP_CANCEL_LOSERS, first);
 }
 
 static void report(int i, const uvp_outcome_t *o, uvp_promise_t **mirrors) {
@@ -79,11 +79,9 @@ static uvp_ret_t run_with_fibers(void *arg) {
   seed_t *s = arg;
   for (int i = 0; i < NCASES; i++) {
     uvp_promise_t *mirrors[MAX_MIRRORS], *first;
-    start_any(s, i, mirrors, &first);
     uvp_outcome_t o;
-    uvp_await(first, &o);
+    uvp_await_take(start_any(s, i, mirrors, &first), &first, &o);
     report(i, &o, mirrors);
-    uvp_promise_release(first);
   }
   return uvp_ret_value(NULL, NULL);
 }
@@ -108,7 +106,7 @@ static int next_case(void *arg, size_t i, const uvp_outcome_t *prev,
   (void)arg;
   (void)prev;
   uvp_promise_t *first;
-  start_any(run.s, (int)i, run.mirrors, &first);
+  must(start_any(run.s, (int)i, run.mirrors, &first));
   int rc =
       uvp_promise_on(first, UVP_ON_BOTH, on_first, (void *)(intptr_t)i, next);
   uvp_promise_release(first);

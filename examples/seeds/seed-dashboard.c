@@ -84,13 +84,12 @@ static uvp_ret_t run_with_fibers(void *arg) {
     uvp_promise_t *loads[NCARDS], *results;
     for (size_t k = 0; k < n; k++)
       must(load_card(s, todo[k], &loads[k]));
-    must(uvp_promise_all_settled(s->ctx, loads, n, &results));
+    int rc = uvp_promise_all_settled(s->ctx, loads, n, &results);
     release_all(loads, n); /* allSettled holds them */
 
     uvp_outcome_t o;
-    if (uvp_await(results, &o) == 0)
+    if (uvp_await_take(rc, &results, &o) == 0)
       n = render(round, o.value, todo);
-    uvp_promise_release(results);
   }
   summary();
   return uvp_ret_value(NULL, NULL);

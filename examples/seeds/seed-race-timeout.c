@@ -45,11 +45,11 @@ static int timeout(seed_t *s, uint64_t ms, uvp_promise_t **out) {
 }
 
 /* Start Promise.race([fetchData(), timeout(ms)]) of case i. */
-static void start_race(seed_t *s, int i, uvp_promise_t **racers,
-                       uvp_promise_t **winner) {
+static int start_race(seed_t *s, int i, uvp_promise_t **racers,
+                      uvp_promise_t **winner) {
   must(seed_fetch(s, 0, cases[i].path, &racers[0]));
   must(timeout(s, cases[i].ms, &racers[1]));
-  must(uvp_promise_race(s->ctx, racers, 2, UVP_CANCEL_LOSERS, winner));
+  return uvp_promise_race(s->ctx, racers, 2, UVP_CANCEL_LOSERS, winner);
 }
 
 static void report(int i, const uvp_outcome_t *o, uvp_promise_t **racers,
@@ -73,11 +73,9 @@ static uvp_ret_t run_with_fibers(void *arg) {
   for (int i = 0; i < NCASES; i++) {
     uint64_t start = seed_start(s);
     uvp_promise_t *racers[2], *winner;
-    start_race(s, i, racers, &winner);
     uvp_outcome_t o;
-    uvp_await(winner, &o);
+    uvp_await_take(start_race(s, i, racers, &winner), &winner, &o);
     report(i, &o, racers, seed_ms_since(start));
-    uvp_promise_release(winner);
   }
   return uvp_ret_value(NULL, NULL);
 }
@@ -105,7 +103,7 @@ static int next_case(void *arg, size_t i, const uvp_outcome_t *prev,
   (void)prev;
   uvp_promise_t *winner;
   run.start = seed_start(run.s);
-  start_race(run.s, (int)i, run.racers, &winner);
+  must(start_race(run.s, (int)i, run.racers, &winner));
   int rc =
       uvp_promise_on(winner, UVP_ON_BOTH, on_winner, (void *)(intptr_t)i, next);
   uvp_promise_release(winner);

@@ -66,10 +66,8 @@ static uvp_ret_t run_with_fibers(void *arg) {
 
   start = seed_start(s);
   fetch_all(s, results);
-  must(uvp_promise_all(s->ctx, results, N, 0, &all));
-  uvp_await(all, NULL);
+  uvp_await_take(uvp_promise_all(s->ctx, results, N, 0, &all), &all, NULL);
   compare(sequential_ms, report("parallel", results, start));
-  uvp_promise_release(all);
   return uvp_ret_value(NULL, NULL);
 }
 

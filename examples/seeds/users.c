@@ -24,14 +24,14 @@ static int fetch_user(int id, uvp_promise_t **out) {
 
 static uvp_ret_t fetch_all_users_settled(void *arg) {
   const int *ids = arg;
-  uvp_promise_t *promises[4] = {NULL}, *all = NULL;
+  uvp_promise_t *promises[4] = {NULL}, *all;
   for (int i = 0; i < 4; i++)
     fetch_user(ids[i], &promises[i]);
-  uvp_promise_all_settled(ctx, promises, 4, &all);
 
   uvp_outcome_t results;
   uvp_split_t s;
-  if (uvp_await(all, &results) == 0 && /* the loop runs meanwhile */
+  if (uvp_await_take(uvp_promise_all_settled(ctx, promises, 4, &all), &all,
+                     &results) == 0 && /* the loop runs meanwhile */
       uvp_settled_split(results.value, &s) == 0) {
     printf("loaded %zu users, %zu failed:", s.nfulfilled, s.nrejected);
     for (size_t i = 0; i < s.nrejected; i++)
@@ -46,7 +46,6 @@ static uvp_ret_t fetch_all_users_settled(void *arg) {
   }
   for (int i = 0; i < 4; i++)
     uvp_promise_release(promises[i]);
-  uvp_promise_release(all);
   return uvp_ret_value(NULL, NULL);
 }
 

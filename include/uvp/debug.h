@@ -29,18 +29,29 @@ extern "C" {
 /** @name uvp_dump_write_cb, uvp_dump_opts_t, uvp_ctx_dump_tasks
  * @{ */
 /** The task dump: what a stuck program's tasks wait for, and since when
- * (Go's goroutine dump).  A task is a fiber, a group's member, or any other
+ * (Go's goroutine dump).  A task is a fiber, a group's member, any other
  * pending promise something waits on (a handler, a combinator, a fiber, a
- * promise that follows it).  For each, one line says: the kind of task,
+ * promise that follows it), and every piece of work started and not
+ * ended: a uvp operation, timer or timeout, or a binding's record
+ * (uvp_inflight_start to uvp_inflight_end), awaited or not (a member may
+ * settle and leave it running for the group's join), listed as its
+ * promise; when only a fiber's await waits on that promise, the fiber's
+ * line names the work instead.  Work whose promise a cut has settled
+ * (uvp_promise_cancel, a deadline: the promise rejected at once) but
+ * which still winds down (a binding not yet at uvp_inflight_end, a
+ * request libuv still runs) stays a task until it has ended, with what
+ * cut it; a record uvp could not keep then, for want of memory, is left
+ * out.  For each, one line says: the kind of task,
  * its name (a fiber named by uvp_fiber_set_name) and its promise's
  * address; where it was spawned (a fiber) or created; its age; what it
  * waits for now: for a fiber, the await's site and the awaited promise's
  * description, for a promise its own: a uvp operation's kind and target
  * ("fs.read_file /etc/hosts", "tcp.read 127.0.0.1:80", "dns example.com",
  * "timer" with the time left, "work", "process 1234 /bin/sleep"), a
- * library's own (uvp_inflight_start's class), the promise it
- * follows, or "program" (a promise the program settles); how long it has
- * waited (a fiber: since its await; a promise: since it was made); its
+ * library's own (uvp_inflight_start's class's kind and what its describe
+ * writes), the promise it follows, or "program" (a promise the program
+ * settles); how long it has waited (a fiber: since its await; a promise:
+ * since it was made); its
  * group and the group's parents (named by uvp_group_set_name, if they
  * were); its deadline's time left; its scope's slots, each through the
  * formatter set for it (uvp_ctx_set_slot_format), else as a pointer.
@@ -50,20 +61,30 @@ extern "C" {
  * only the `oldest` oldest tasks, 10 if 0), or, alone, UVP_DUMP_PROMISES:
  * instead of the tasks, every pending promise with its creation site and
  * age, one per line (then its async trace, indented, if it has one: see
- * uvp_ctx_set_traces; a promise cut but still winding down, a group's
- * join, is followed by `    cut: CAUSE`, as uvp_cause_format writes it),
- * and every fiber (`[fiber] ADDRESS "NAME" spawned at
- * FILE:LINE ...`), in the spirit of uv_print_active_handles(): the
- * listing of the promises nothing waits on too, which the task dump
- * leaves out (a leak's suspects).  It returns how many promises and
- * fibers it listed.  Lines go to `stream`, or to
+ * uvp_ctx_set_traces; a promise of uvp's work or of a binding's record
+ * is followed first by `    work: KIND [TARGET] [(LEFT ms left)][; in
+ * GROUP [< GROUP]...][; deadline in MS ms]`, as the task dump says the
+ * work, and a promise cut but still winding down, a group's join, by
+ * `    cut: CAUSE`, as uvp_cause_format writes it); then every record cut
+ * whose work still winds down (`[cut] ADDRESS created at FILE:LINE age
+ * MS ms refs N, its work winding down`, then its `work:` and `cut:`
+ * lines and its trace); then every fiber (`[fiber] ADDRESS "NAME" spawned
+ * at FILE:LINE` and `awaiting ADDRESS at FILE:LINE`, or what it does, as
+ * the task dump's `state` says it: "not started", "running",
+ * "cancelled, running", "ending"), in the spirit of
+ * uv_print_active_handles(): the listing of the promises nothing waits on
+ * too, which the task dump leaves out (a leak's suspects).  It returns how many
+ promises, cut
+ * records and fibers it listed.  Lines go to `stream`, or to
  * write(write_arg, text, len) if set (a negative return stops the output
  * and is returned; UV_EAGAIN cuts the dump short, see below).  A line
  * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
  * `cut`).  The summary walks every task, as the
  * full dump does, without writing them: 1 000 000 tasks take tens of
  * milliseconds (docs/internals.md).  Nothing is kept per promise for the
- * dump.  Loop thread.
+ * dump; only a record of work cut while its work winds down is, from the
+ * cut to its end (16 bytes in a per-context hash set, at most half full,
+ * which keeps its memory until uvp_ctx_trim).  Loop thread.
  *
  * A dump never waits for its reader: one that cannot be written now is
  * cut short, not waited for (a stalled log collector on a pipe must not
@@ -104,11 +125,12 @@ extern "C" {
      [; slots N=VALUE[, N=VALUE]...]
      [...]
    @endverbatim
- * on one line, e.g. `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms
- * old, waiting 100 ms at app.c:22 for timer (29900 ms left); in group
- * "fetchers" at app.c:40`; the summary's first line is `N tasks; by what
- * they wait for: KIND COUNT[, KIND COUNT]...`.  The text form is for
- * people: parse the JSON form.
+ * on one line, e.g.
+ * `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms old, waiting 100 ms
+ * at app.c:22 for timer (29900 ms left); in group "fetchers" at app.c:40`;
+ * the summary's first line is
+ * `N tasks; by what they wait for: KIND COUNT[, KIND COUNT]...`.  The text
+ * form is for people: parse the JSON form.
  *
  * <b>The JSON form</b>: every line is one JSON object, standing alone (no
  * header, no array around them: `jq`, `grep` and a line reader each take a
@@ -124,7 +146,8 @@ extern "C" {
  * - `v` (number): 1.
  * - `task` (string): "fiber" (uvp_fiber_spawn, a group's fiber member),
  *   "member" (a promise a group holds, not a fiber), "promise" (any other
- *   pending promise something waits on).
+ *   pending promise something waits on, or the promise of work started and
+ *   not ended, pending or cut while the work winds down).
  * - `name` (string): only for a fiber named by uvp_fiber_set_name: its
  *   name (1 to 63 printable ASCII bytes, no double quote nor backslash).
  * - `id` (string): the address of the task's promise, `"0x55c0add7b7e0"`,
@@ -138,8 +161,10 @@ extern "C" {
  * - `waiting_ms` (number, integer) and `waits_for` (object): present when
  *   the task waits for something; `state` is present instead otherwise.
  *   `waiting_ms`: since the fiber's await, or since the promise was made
- *   (its `age_ms`).  `waits_for` has `kind` (string: "fs.stat" and every
- *   `fs.<op>`, "tcp.connect", "tcp.read", "tcp.write", "dns", "timer",
+ *   (its `age_ms`); work cut and winding down still has its `waits_for`
+ *   (what the work is), and `cause`.  `waits_for` has `kind` (string:
+ *   "fs.stat" and every `fs.<op>`, "tcp.connect", "tcp.read", "tcp.write",
+ "dns", "timer",
  *   "timeout", "work", "process", "group" (a group's join), "fiber" (a
  *   fiber's promise), "promise" (the promise this one follows),
  *   "program" (a promise only the program settles), "uvp" (one of uvp's
@@ -157,11 +182,13 @@ extern "C" {
  * - `state` (string): present when the task waits for nothing: "not
  *   started", "running", "cancelled, running", "ending" (a fiber).
  * - `cause` (string): present when the task's promise was cancelled while
- *   the task still runs (a fiber cleaning up): who cut it, as
- *   uvp_cause_format writes it ("deadline 2000 ms set at main.c:88").  In
- *   the text form: `; cancelled: ...` after what it waits for.
+ *   the task still runs (a fiber cleaning up, work winding down): who cut
+ *   it, as uvp_cause_format writes it ("deadline 2000 ms set at
+ *   main.c:88").  In the text form: `; cancelled: ...` after what it waits
+ *   for.
  * - `groups` (array of strings): present when the task is in a group, or
- *   is an operation working for one: that group first, then each parent
+ *   is work started for one (an operation, a timer, a binding's record
+ *   started in a member): that group first, then each parent
  *   (up to 8), each `"group at FILE:LINE"`, or `"group \"NAME\" at
  *   FILE:LINE"` for a group named by uvp_group_set_name.
  * - `deadline_left_ms` (number, integer, 0 or more): present when the
@@ -324,7 +351,8 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  *    no slots, no fiber name; nothing is read from the loop thread's
  *    stack and no signal is sent;
  *  - when it ends, by the loop thread: `running = 0`, its length, its
- *    async trace and its scope's slots.
+ *    async trace and its scope's slots; whether the watchdog reported it
+ *    or not (one it missed has this report only).
  * uvp does not read the clock at every slice's start (only at about one
  * slice in 64, and in its check, idle and prepare callbacks, once a
  * loop turn; the time outside uvp is always timed): the watchdog times
@@ -333,7 +361,22 @@ UVP_EXTERN int uvp_promise_print_trace(const uvp_promise_t *p, FILE *stream);
  * that ran past the threshold by less than a look's period
  * (threshold/4) may not be; its length when it ends is counted from the
  * watchdog's last look before it began: at most a period more than it
- * ran.
+ * ran.  A watchdog that cannot look (a callback of the program's that
+ * blocks it, a thread starved of the CPU) would miss stalls: when the
+ * loop thread, at a clock read of its own, finds the watchdog's last
+ * look older than the threshold and a period, it reads the clock at every
+ * slice's start and end itself from then on (for 16 thresholds, at
+ * least 1 s, after the last time it found it behind), and reports each
+ * stall when it ends, exactly; the stall during which it first found
+ * the watchdog behind goes unreported if its start was not read.
+ *
+ * Under valgrind the loop thread always times every slice itself (when
+ * uvp was built with valgrind's headers, as meson does where it finds
+ * them).  valgrind runs one thread at a time: with its default
+ * scheduler a busy loop on the loop thread may keep the watchdog from
+ * running until the loop ends, so the live report comes late or never;
+ * with `--fair-sched=yes` the watchdog looks while the loop runs, as
+ * natively.
  * Default report (cb NULL): one line each on stderr, written as the dumps
  * are (never waiting: a full pipe drops it), for example
  *

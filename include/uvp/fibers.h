@@ -23,12 +23,11 @@ extern "C" {
  * @code
  *   static uvp_ret_t load_all(void *arg) {
  *     uvp_promise_t *all;
- *     uvp_promise_all_settled(ctx, loaders, n, &all);
  *     uvp_outcome_t o;
- *     uvp_await(all, &o);                 // the loop runs meanwhile
- *     const uvp_settled_list_t *l = o.value;
+ *     uvp_await_take(uvp_promise_all_settled(ctx, loaders, n, &all), &all,
+ *                    &o);                 // the loop runs meanwhile
+ *     const uvp_settled_list_t *l = o.value;   // until the next await
  *     ...
- *     uvp_promise_release(all);
  *     return uvp_ret_value(NULL, NULL);
  *   }
  *   uvp_fiber_spawn(ctx, load_all, NULL, NULL, &done);
@@ -47,7 +46,10 @@ extern "C" {
  *
  * Ownership across an await.  uvp_await borrows p: hold a reference to it
  * across the call (uvp keeps its own while the fiber waits).  The outcome's
- * value is p's, valid while you hold your reference.  What a fiber may
+ * value is p's, valid while you hold your reference.  uvp_await_take takes
+ * the reference instead, and the outcome stays valid until the fiber's next
+ * await returns: an await of a fresh call is one expression (see
+ * uvp_await_take for which form to use when).  What a fiber may
  * leave pointed to on its stack while it waits depends on its mode (see
  * Modes below): in the default mode everything on the fiber's stack stays
  * where it is while the fiber is suspended, so locals may be lent to other
@@ -304,6 +306,67 @@ UVP_EXTERN int uvp_await_at(uvp_promise_t *p, uvp_outcome_t *out,
   uvp_await_shielded_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
                                      const char *file, int line);
+/** @} */
+
+/** @name uvp_await_take, uvp_await_shielded_take (and their _at forms)
+ * @{ */
+/** Inside a fiber: uvp_await (and uvp_await_shielded) that takes the
+ * caller's reference to the promise in *p, so that starting an operation,
+ * waiting for it and letting it go is one expression:
+ *
+ * @code
+ *   uvp_promise_t *st;
+ *   uvp_outcome_t o;
+ *   int rc = uvp_await_take(uvp_fs_stat(ctx, path, &st), &st, &o);
+ *   if (rc == 0)
+ *     size = ((const uv_stat_t *)o.value)->st_size;   // until the next await
+ * @endcode
+ *
+ * `started` is what the call that made *p returned: C leaves the order in
+ * which a call's arguments are evaluated open, so the promise travels
+ * through its slot, read once the start call has returned.  A promise
+ * already held is taken with `uvp_await_take(0, &p, &o)`.
+ *
+ * Ownership.  The reference in *p is the take's whatever it returns, and
+ * *p is set to NULL.  When started is not 0, *p is not read (a start call
+ * that fails hands nothing out) and nothing waits: the take returns
+ * started, as the await would report a promise rejected with it.
+ * out->value and out->promise (borrowed) stay valid until the fiber's next
+ * await (of any form) returns, or the fiber returns: the fiber holds the
+ * promise till then, one at a time, so a loop of takes holds one promise
+ * and allocates nothing.  To keep the value longer, take a reference of
+ * your own, uvp_promise_retain(out->promise), before then (and release it
+ * later), or copy the value; a fiber returning the value retains it first
+ * (`uvp_ret_adopt` of the retained promise hands it on).  The value may be
+ * passed to the start call of the next take (a buffer to write): it is released
+ * after that await returns.
+ *
+ * Which form.  uvp_await_take for a fresh call, or for a promise you will
+ * not use again once you have its outcome; uvp_await for a promise you
+ * keep: one awaited twice, shared with other fibers or handlers, or whose
+ * value must outlive the fiber's next await.  Both behave alike in
+ * everything else: scheduling, cancellation, the shield, the compact mode
+ * and teardown are uvp_await's and uvp_await_shielded's.
+ *
+ * Returns 0 if the promise fulfilled or its (negative) rejection code;
+ * *out (may be NULL) gets the outcome.  Without waiting: started when it
+ * is not 0 (out->status started, out->value and out->promise NULL); then
+ * UV_EINVAL (NULL p or *p); UVP_ENOTFIBER, UVP_EXCTX, UV_ECANCELED (not for
+ * the shielded take), UVP_ECLOSED, UV_ENOMEM as uvp_await, out->promise
+ * NULL: the reference is released then (from any thread).  Refused in a
+ * cancelled fiber (UV_ECANCELED, UV_ETIMEDOUT past its deadline) or for
+ * want of memory, the promise is left to its work, and its rejection is
+ * not reported as unhandled: the take was its handler.  The site of the
+ * call is recorded for uvp_ctx_dump_pending. */
+#define uvp_await_take(...) uvp_await_take_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_await_take_at(int started, uvp_promise_t **p,
+                                 uvp_outcome_t *out, const char *file,
+                                 int line);
+#define uvp_await_shielded_take(...)                                           \
+  uvp_await_shielded_take_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_await_shielded_take_at(int started, uvp_promise_t **p,
+                                          uvp_outcome_t *out, const char *file,
+                                          int line);
 /** @} */
 
 /** Whether the caller runs on a fiber (of any context). */

@@ -324,6 +324,28 @@ UVP_EXTERN size_t uvp_ctx_inflight(const uvp_ctx_t *ctx);
  * they are under it).  For thread-pool work, uvp_pool_size() is the
  * usual limit.
  *
+ * Closing: the join settles only once the group is closed, and adding to a
+ * closed group fails (UVP_ECLOSED).  A program that knows its last member
+ * calls uvp_group_close after adding it.  Work that grows while it runs (a
+ * crawler adding a member per link found, a resolver per referral) cannot
+ * know: with UVP_GROUP_CLOSE_WHEN_DONE the group closes itself, as
+ * uvp_group_close does, at the moment nothing of it runs any more after a
+ * first member was added: no member running or waiting to start, no fiber
+ * member that has not returned, no request or handle they started still
+ * open.  A member that adds more before it ends (from its start callback,
+ * a handler its promise follows, its fiber before it returns) keeps the
+ * group open, and the join settles at once, when the last of it ends:
+ * main is "spawn the first; await the join" (trio's nursery, Go's
+ * errgroup.Wait).  Code that adds once its member has ended (a handler of
+ * a promise the member did not wait for, a timer or a connection of the
+ * program's) may find the group closed (UVP_ECLOSED): add before the last
+ * member ends (keep a member running until you are done adding), or close
+ * the group yourself and do without the flag.  A
+ * group with the flag that never had a member stays open (a join
+ * requested before the first spawn must not end the group): close it if
+ * you may add none.  The deadline, cancel and failure rules are the same
+ * as for any group.
+ *
  * Failure policy: by default every member runs to its end and the join
  * fulfils (value NULL); with UVP_GROUP_FAIL_FAST the first member to
  * reject (not with UV_ECANCELED) cancels the others, waiting members
@@ -403,8 +425,9 @@ typedef struct uvp_group_s uvp_group_t;
 
 /** Flags of uvp_group_opts_t (see above). */
 enum {
-  UVP_GROUP_FAIL_FAST = 1,      /**< the first failure cancels the rest */
-  UVP_GROUP_DISCARD_SETTLED = 2 /**< let go of members as they settle */
+  UVP_GROUP_FAIL_FAST = 1,       /**< the first failure cancels the rest */
+  UVP_GROUP_DISCARD_SETTLED = 2, /**< let go of members as they settle */
+  UVP_GROUP_CLOSE_WHEN_DONE = 4  /**< close once nothing of it runs any more */
 };
 
 /** Options of uvp_group_new. */
@@ -493,7 +516,8 @@ UVP_EXTERN int uvp_group_set_limit(uvp_group_t *g, size_t limit);
  * UV_ENOMEM; on error the group keeps the name it had. */
 UVP_EXTERN int uvp_group_set_name(uvp_group_t *g, const char *name);
 
-/** No more members (adding fails with UVP_ECLOSED); the join can settle. */
+/** No more members (adding fails with UVP_ECLOSED); the join can settle.
+ * A UVP_GROUP_CLOSE_WHEN_DONE group does this itself (see "Closing"). */
 UVP_EXTERN int uvp_group_close(uvp_group_t *g);
 
 /** Cancel every running member (uvp_promise_cancel), in no set order, and

@@ -476,6 +476,14 @@ UVP_EXTERN int uvp_tcp_read_all_at(uvp_tcp_t *t, size_t max,
  * reads; after that read it reads on.  While a read is pending, the read
  * sees the end, and the watch settles with it, after the read.
  *
+ * A race the watch decides (uvp_promise_race, _any, _all with
+ * UVP_CANCEL_LOSERS) says why to the inputs it cuts: their cause
+ * (uvp_promise_cause, a UVP_CAUSE_LOSER) carries "peer 127.0.0.1:54321
+ * closed the connection" ("reset the connection"; "the connection with
+ * peer ... failed: CODE" for another error) as its message, the peer as
+ * the connection named it when the watch was made.  The watch's own
+ * outcome has no cause: nothing cut it.
+ *
  * Each call is a watch of its own; all settle alike.  Cancelling one
  * (uvp_promise_cancel, a timeout, the loser of a race with
  * UVP_CANCEL_LOSERS, a torn-down context) stops that watch only: unlike
@@ -643,7 +651,10 @@ typedef struct uvp_process_result_s {
  * grandchild that keeps them open keeps the promise pending) and every
  * handle is closed.  A non-zero exit status or a signal is a value, not a
  * rejection; a read error on a pipe rejects with its code, and running out
- * of memory for the output with UV_ENOMEM.  While it runs, the child and
+ * of memory for the output with UV_ENOMEM.  A race the child's exit decides
+ * (UVP_CANCEL_LOSERS) tells the inputs it cuts "process 4242 (/bin/sh)
+ * exited with status 3" ("was killed by signal 9") in their cause's
+ * message (UVP_CAUSE_LOSER).  While it runs, the child and
  * its pipes keep uv_run() running, as any libuv process would.
  * Cancelling (or uvp_ctx_close) sends opts->cancel_signal and closes the
  * pipes at once; the promise rejects with UV_ECANCELED (UVP_ECLOSED) at

@@ -168,7 +168,7 @@ UVP_EXTERN int uvp_promise_set_cancel_described(uvp_promise_t *p,
  * UVP_ECLOSED. */
 UVP_EXTERN int uvp_promise_cancel(uvp_promise_t *p);
 
-/* ---- causes (issue 54: why was this cancelled) ------------------------- */
+/* ---- causes (why was this cancelled) ----------------------------------- */
 
 /** Who cut a promise: uvp_cause_t's kind. */
 typedef enum uvp_cause_kind_e {
@@ -192,7 +192,11 @@ typedef enum uvp_cause_kind_e {
   /** A combinator given UVP_CANCEL_LOSERS was decided by another input:
    * `file`:`line` where the combinator was called, `peer_file`:`peer_line`
    * where the input that decided it was created, peer_code its code (0: it
-   * fulfilled). */
+   * fulfilled), `message` what settled that input when uvp knows it, else
+   * NULL: a watch (uvp_tcp_closed) says "peer 127.0.0.1:54321 closed the
+   * connection" (or "reset the connection", or "the connection with peer
+   * ... failed: ETIMEDOUT"), a child (uvp_spawn) "process 4242 (/bin/sh)
+   * exited with status 3" (or "was killed by signal 9"). */
   UVP_CAUSE_LOSER = 4,
   /** uvp_ctx_close tore the context down (the code is UVP_ECLOSED). */
   UVP_CAUSE_CLOSE = 5,
@@ -216,7 +220,8 @@ typedef struct uvp_cause_s {
                               promise was created, or NULL */
   int peer_line;         /**< its line, or 0 */
   const char *message;   /**< GROUP: its name; BINDING: its reason;
-                              SIBLING: "map" or NULL */
+                              SIBLING: "map" or NULL; LOSER: what settled
+                              the deciding input, or NULL */
   void *data; /**< PROGRAM: uvp_promise_cancel_with's `cause`, or NULL */
 } uvp_cause_t;
 
@@ -265,8 +270,10 @@ UVP_EXTERN const uvp_cause_t *uvp_promise_cause(const uvp_promise_t *p);
  * the dumps and uvp-fanout show it: "deadline 2000 ms set at main.c:88",
  * "sibling created at main.c:50 failed: ECONNREFUSED (group made at
  * main.c:40)", "group made at main.c:40 cancelled", "lost a race decided
- * at main.c:60 (by the input created at main.c:55)", "context closed
- * (uvp_ctx_close)", "cancelled by the program", or a binding's message.
+ * at main.c:60 (by the input created at main.c:55)" (followed by ": peer
+ * 127.0.0.1:54321 closed the connection" when the cause has a message),
+ * "context closed (uvp_ctx_close)", "cancelled by the program", or a
+ * binding's message (docs/guide-cancellation.md lists them all).
  * snprintf's contract: writes at most cap bytes with a NUL (buf may be
  * NULL if cap is 0) and returns the length the whole line needs; a NULL c
  * writes "" and returns 0.  Any thread. */

@@ -1,8 +1,9 @@
 /* uvp-fanout run with no URLs: the embedded demo server, every endpoint
  * plus a refused port and an https:// URL on the plain-HTTP demo (a TLS
  * handshake with a server that answers in clear text).  Checks each row's
- * outcome in the JSON lines and in the table, the summary, the exit codes of
- * usage errors, and a run under valgrind. */
+ * outcome in the JSON lines and in the table, the summary (and its
+ * singulars, against a demo server of the test's own), --help, --version,
+ * the one line and exit code of usage errors, and a run under valgrind. */
 #include "e2e.h"
 
 #include "demo-server.h"
@@ -157,15 +158,53 @@ static void expect_exit(fixture_t *f, char **argv, int code,
   uvp_promise_release(keep);
 }
 
+/* Exit `code`, stdout beginning with out_start, stderr exactly err. */
+static void expect_lines(fixture_t *f, char **argv, int code,
+                         const char *out_start, const char *err) {
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child(f, argv, &keep);
+  assert_int_equal(r->exit_status, code);
+  assert_int_equal(strncmp(r->out.base, out_start, strlen(out_start)), 0);
+  assert_string_equal(r->err.base, err);
+  uvp_promise_release(keep);
+}
+
+#define HINT " (uvp-fanout --help lists the options)\n"
+
 static void test_usage(void **state) {
   fixture_t *f = *state;
   char *p = (char *)fanout_path;
+  /* The usage on stdout, whichever way it is asked for. */
   char *help[] = {p, "--help", NULL};
   expect_exit(f, help, 0, "Exit status: 0", NULL);
+  expect_lines(f, help, 0, "usage: ", "");
+  expect_exit(f, help, 0, "  --version ", NULL);
+  char *h[] = {p, "-h", NULL};
+  expect_lines(f, h, 0, "usage: ", "");
+  char version[64];
+  snprintf(version, sizeof(version), "uvp-fanout %s\n", uvp_version_string());
+  char *v[] = {p, "--version", NULL};
+  expect_lines(f, v, 0, version, "");
+  /* A usage error: one line on stderr, exit 2. */
   char *bad_opt[] = {p, "--bogus", NULL};
-  expect_exit(f, bad_opt, 2, NULL, "usage:");
+  expect_lines(f, bad_opt, 2, "", "uvp-fanout: unknown option '--bogus'" HINT);
+  char *bad_short[] = {p, "-Lz", "http://127.0.0.1:1/", NULL};
+  expect_lines(f, bad_short, 2, "", "uvp-fanout: unknown option '-z'" HINT);
+  char *no_arg[] = {p, "http://127.0.0.1:1/", "--max-time", NULL};
+  expect_lines(f, no_arg, 2, "",
+               "uvp-fanout: option '--max-time' needs an argument" HINT);
+  char *no_arg_short[] = {p, "-c", NULL};
+  expect_lines(f, no_arg_short, 2, "",
+               "uvp-fanout: option '-c' needs an argument" HINT);
+  char *extra_arg[] = {p, "--json=yes", NULL};
+  expect_lines(f, extra_arg, 2, "",
+               "uvp-fanout: option '--json' takes no argument" HINT);
+  char *ambiguous[] = {p, "--nats-", "3", NULL};
+  expect_lines(f, ambiguous, 2, "",
+               "uvp-fanout: option '--nats-' is ambiguous" HINT);
   char *bad_c[] = {p, "-c", "0", "http://127.0.0.1:1/", NULL};
-  expect_exit(f, bad_c, 2, NULL, "-c");
+  expect_lines(f, bad_c, 2, "",
+               "uvp-fanout: -c wants a number from 1 to 100000\n");
   char *bad_t[] = {p, "-t", "soon", "http://127.0.0.1:1/", NULL};
   expect_exit(f, bad_t, 2, NULL, "-t");
   char *serve_urls[] = {p, "--serve", "0", "http://127.0.0.1:1/", NULL};
@@ -173,6 +212,43 @@ static void test_usage(void **state) {
   /* Not usage, but the run cannot happen. */
   char *missing[] = {p, "-f", "/nonexistent/urls.txt", NULL};
   expect_exit(f, missing, 1, NULL, "/nonexistent/urls.txt");
+}
+
+/* One URL, one HTTP error, one transport error: each count in the
+ * singular. */
+static void stop_server(void *arg) { demo_server_stop(arg, NULL, NULL); }
+
+static void test_summary_singular(void **state) {
+  fixture_t *f = *state;
+  demo_server_t *server;
+  assert_int_equal(demo_server_start(&f->loop, "127.0.0.1", 0, &server), 0);
+  char missing[64], refused[64];
+  snprintf(missing, sizeof(missing), "http://127.0.0.1:%d/missing",
+           demo_server_port(server));
+  int port = demo_server_refused_port("127.0.0.1");
+  assert_true(port > 0);
+  snprintf(refused, sizeof(refused), "http://127.0.0.1:%d/", port);
+  char *one[] = {(char *)fanout_path, missing, NULL};
+  uvp_promise_t *keep;
+  uvp_process_result_t *r = run_child_with(f, one, stop_server, server, &keep);
+  assert_int_equal(r->exit_status, 0);
+  assert_non_null(strstr(r->out.base, "\n1 URL in "));
+  assert_non_null(strstr(r->out.base, ": 0 succeeded, 1 failed (1 HTTP error, "
+                                      "0 transport errors)\n"));
+  assert_non_null(strstr(r->out.base, "latency over 1 response: p50 "));
+  uvp_promise_release(keep);
+  char *two[] = {(char *)fanout_path, refused, refused, NULL};
+  r = run_child(f, two, &keep);
+  assert_int_equal(r->exit_status, 0);
+  assert_non_null(strstr(r->out.base, "\n2 URLs in "));
+  assert_non_null(strstr(r->out.base, ": 0 succeeded, 2 failed (0 HTTP "
+                                      "errors, 2 transport errors)\n"));
+  uvp_promise_release(keep);
+  char *mixed_one[] = {(char *)fanout_path, refused, NULL};
+  r = run_child(f, mixed_one, &keep);
+  assert_int_equal(r->exit_status, 0);
+  assert_non_null(strstr(r->out.base, "(0 HTTP errors, 1 transport error)\n"));
+  uvp_promise_release(keep);
 }
 
 static void test_valgrind(void **state) {
@@ -207,9 +283,8 @@ int main(int argc, char **argv) {
   }
   fanout_path = argv[1];
   const struct CMUnitTest tests[] = {
-      FIXTURE_TEST(test_json_rows),
-      FIXTURE_TEST(test_table),
-      FIXTURE_TEST(test_usage),
+      FIXTURE_TEST(test_json_rows), FIXTURE_TEST(test_table),
+      FIXTURE_TEST(test_usage),     FIXTURE_TEST(test_summary_singular),
       FIXTURE_TEST(test_valgrind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -496,30 +496,84 @@ static void test_missing_or_not_a_directory(void **state) {
   result_free(&r);
 }
 
+/* A usage error: exit 2, nothing on stdout, exactly `line` on stderr. */
+static void expect_usage_error(char *const argv[], const char *line) {
+  result_t r;
+  assert_true(run(&r, false, argv));
+  assert_int_equal(r.status, 2);
+  assert_string_equal(r.out, "");
+  assert_string_equal(r.err, line);
+  result_free(&r);
+}
+
+#define HINT " (uvp-files --help lists the options)\n"
+
 static void test_usage(void **state) {
   (void)state;
   build_tree(); /* for the scratch files */
-  char *cases[][5] = {
-      {(char *)prog, NULL},
-      {(char *)prog, (char *)"-j", (char *)"0", tree.top, NULL},
-      {(char *)prog, (char *)"-j", (char *)"abc", tree.top, NULL},
-      {(char *)prog, (char *)"-j", (char *)"-3", tree.top, NULL},
-      {(char *)prog, (char *)"-x", tree.top, NULL},
-      {(char *)prog, tree.top, tree.top, NULL},
-  };
-  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+  char *none[] = {(char *)prog, NULL};
+  expect_usage_error(none, "uvp-files: no DIR given" HINT);
+  char *two[] = {(char *)prog, tree.top, (char *)"again", NULL};
+  expect_usage_error(two,
+                     "uvp-files: one DIR only: 'again' is one too many" HINT);
+  const char *bad_j = "uvp-files: -j wants a number from 1 to 4096\n";
+  char *j0[] = {(char *)prog, (char *)"-j", (char *)"0", tree.top, NULL};
+  expect_usage_error(j0, bad_j);
+  char *jabc[] = {(char *)prog, (char *)"-j", (char *)"abc", tree.top, NULL};
+  expect_usage_error(jabc, bad_j);
+  char *jneg[] = {(char *)prog, (char *)"-j", (char *)"-3", tree.top, NULL};
+  expect_usage_error(jneg, bad_j);
+  char *jmissing[] = {(char *)prog, tree.top, (char *)"-j", NULL};
+  expect_usage_error(jmissing, "uvp-files: option '-j' needs an argument" HINT);
+  char *x[] = {(char *)prog, (char *)"-x", tree.top, NULL};
+  expect_usage_error(x, "uvp-files: unknown option '-x'" HINT);
+  char *bogus[] = {(char *)prog, (char *)"--bogus", tree.top, NULL};
+  expect_usage_error(bogus, "uvp-files: unknown option '--bogus'" HINT);
+  char *help_arg[] = {(char *)prog, (char *)"--help=yes", NULL};
+  expect_usage_error(help_arg,
+                     "uvp-files: option '--help' takes no argument" HINT);
+  /* The usage on stdout, exit 0, however it is asked for. */
+  const char *helps[] = {"-h", "--help"};
+  for (size_t i = 0; i < 2; i++) {
+    char *help[] = {(char *)prog, (char *)helps[i], NULL};
     result_t r;
-    assert_true(run(&r, false, cases[i]));
-    assert_int_equal(r.status, 2);
-    assert_string_equal(r.out, "");
-    assert_non_null(strstr(r.err, "usage: uvp-files"));
+    assert_true(run(&r, false, help));
+    assert_int_equal(r.status, 0);
+    assert_int_equal(strncmp(r.out, "usage: uvp-files", 16), 0);
+    assert_non_null(strstr(r.out, "--version"));
+    assert_string_equal(r.err, "");
     result_free(&r);
   }
-  char *help[] = {(char *)prog, (char *)"-h", NULL};
+  /* "uvp-files X.Y.Z", exit 0. */
+  char *version[] = {(char *)prog, (char *)"--version", NULL};
   result_t r;
-  assert_true(run(&r, false, help));
+  assert_true(run(&r, false, version));
   assert_int_equal(r.status, 0);
-  assert_non_null(strstr(r.out, "usage: uvp-files"));
+  unsigned a, b, c;
+  int end = 0;
+  assert_int_equal(sscanf(r.out, "uvp-files %u.%u.%u\n%n", &a, &b, &c, &end),
+                   3);
+  assert_int_equal((size_t)end, strlen(r.out));
+  assert_string_equal(r.err, "");
+  result_free(&r);
+}
+
+/* The summary's counts in the singular: one file of one byte, one link. */
+static void test_summary_singular(void **state) {
+  (void)state;
+  build_tree();
+  add_dir("single");
+  int fd = open(in_top("single/one"), O_WRONLY | O_CREAT | O_EXCL, 0644);
+  assert_true(fd >= 0);
+  assert_int_equal(write(fd, "x", 1), 1);
+  assert_int_equal(close(fd), 0);
+  assert_int_equal(symlink("one", in_top("single/link")), 0);
+  char *argv[] = {(char *)prog, (char *)in_top("single"), NULL};
+  result_t r;
+  assert_true(run(&r, false, argv));
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.err, "uvp-files: 1 read (1 byte), 0 failed, 1 link "
+                                "or special file skipped; "));
   result_free(&r);
 }
 
@@ -540,6 +594,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_teardown(test_valgrind_clean, teardown),
       cmocka_unit_test_teardown(test_missing_or_not_a_directory, teardown),
       cmocka_unit_test_teardown(test_usage, teardown),
+      cmocka_unit_test_teardown(test_summary_singular, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

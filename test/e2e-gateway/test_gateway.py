@@ -901,7 +901,7 @@ def case_load(gw, expect, backend_port, idle_s, duration=4):
 
 def cancelled_count(text):
     """How many requests the gateway says it cancelled (its exit line)."""
-    m = re.search(r"(\d+) requests cancelled \(client gone\)", text)
+    m = re.search(r"(\d+) requests? cancelled \(client gone\)", text)
     return int(m.group(1)) if m else None
 
 
@@ -910,7 +910,7 @@ def cut_short(text):
     the connections of) for clients gone, from its 'client gone' lines."""
     return sum(int(n) for n in re.findall(
         r": client gone after \d+ ms: group cancelled, (\d+) of \d+ "
-        r"backend requests cut short", text))
+        r"backend requests? cut short", text))
 
 
 def check_cancelled(gw, label):
@@ -1030,12 +1030,12 @@ def wait_eof(sock, timeout):
 
 def gateway_stats(text):
     """The totals line uvp-gateway prints at exit, as a dict."""
-    m = re.search(r"(\d+) connections, (\d+) requests; timeouts: header "
+    m = re.search(r"(\d+) connections?, (\d+) requests?; timeouts: header "
                   r"(\d+), keep-alive (\d+), send (\d+); accept paused (\d+)"
                   r".*closed at the descriptor limit: (\d+) idle keep-alive, "
-                  r"(\d+) waiting for a request, (\d+) not reading their "
-                  r"answers; over --max-body: (\d+) backend bodies, (\d+) "
-                  r"request bodies", text)
+                  r"(\d+) waiting for a request, (\d+) not reading (?:its|"
+                  r"their) answers; over --max-body: (\d+) backend bod(?:y|"
+                  r"ies), (\d+) request bod(?:y|ies)", text)
     if not m:
         return {}
     keys = ("connections", "requests", "header", "keepalive", "send",
@@ -1329,8 +1329,8 @@ def vm_hwm_kb(pid):
 def memory_report(gw):
     """SIGUSR1's memory lines: the process's, and per worker (uvp pools
     kB, trims)."""
-    pat = (r"worker (\d+): memory: uvp pools (\d+) kB .*; (\d+) backends "
-           r"(\d+) kB; .*trimmed (\d+) times")
+    pat = (r"worker (\d+): memory: uvp pools (\d+) kB .*; (\d+) backends? "
+           r"(\d+) kB; .*trimmed (\d+) times?")
     # Asked again if the lines do not come: diagnostics that would block
     # are dropped (a pipe this harness drains late, on a loaded machine),
     # never waited for.  Only the lines after the latest signal count.
@@ -1735,7 +1735,7 @@ def case_stalled_stderr(gateway, base, prefix=()):
         p.send_signal(signal.SIGUSR1)  # the pipe has room again
         got = wait_for(lambda: read_pipe(rfd), 5)
         first = (got or b"").decode(errors="replace").split("\n", 1)[0]
-        check(re.match(r"uvp-gateway: \d+ bytes \(\d+ lines\) of "
+        check(re.match(r"uvp-gateway: \d+ bytes? \(\d+ lines?\) of "
                        r"diagnostics dropped: stderr would block$", first),
               "stalled stderr: once it takes text again, a line says what "
               "was dropped first: %r" % first[:200])
@@ -2099,23 +2099,53 @@ def case_half_close(gw, expect_ok, label, min_s=0.0):
 
 
 def case_cli(gateway):
-    out = subprocess.run([gateway, "--help"], capture_output=True, text=True,
-                         timeout=30)
     opts = ["--workers", "--client-header-timeout", "--keepalive-timeout",
-            "--send-timeout", "--port", "--timeout", "--backend"]
-    check(out.returncode == 0 and all(o in out.stdout for o in opts),
-          "--help: exit 0, lists %s" % " ".join(opts))
-    for bad in (["--workers", "0"], ["--send-timeout", "x"], ["--bogus"],
-                ["extra-argument"]):
+            "--send-timeout", "--port", "--timeout", "--backend", "--version"]
+    for flag in ("--help", "-h"):
+        out = subprocess.run([gateway, flag], capture_output=True, text=True,
+                             timeout=30)
+        check(out.returncode == 0 and out.stdout.startswith("usage: ")
+              and all(o in out.stdout for o in opts) and out.stderr == "",
+              "%s: the usage on stdout, exit 0, lists %s"
+              % (flag, " ".join(opts)))
+    out = subprocess.run([gateway, "--version"], capture_output=True,
+                         text=True, timeout=30)
+    check(out.returncode == 0
+          and re.fullmatch(r"uvp-gateway \d+\.\d+\.\d+\n", out.stdout)
+          and out.stderr == "",
+          "--version: 'uvp-gateway VERSION' on stdout, exit 0 (%r)"
+          % out.stdout)
+    # A usage error: one line on stderr saying what is wrong, exit 2.
+    hint = " (uvp-gateway --help lists the options)\n"
+    for bad, line in (
+            (["--workers", "0"],
+             "uvp-gateway: -w/--workers wants a number from 1 to 1024\n"),
+            (["--send-timeout", "x"], "uvp-gateway: --send-timeout wants "
+             "milliseconds, 0 to 86400000\n"),
+            (["--bogus"], "uvp-gateway: unknown option '--bogus'" + hint),
+            (["-z"], "uvp-gateway: unknown option '-z'" + hint),
+            (["--traces=1"],
+             "uvp-gateway: option '--traces' takes no argument" + hint),
+            (["--stall"],
+             "uvp-gateway: option '--stall' needs an argument" + hint),
+            (["-p"], "uvp-gateway: option '-p' needs an argument" + hint),
+            (["extra-argument"], "uvp-gateway: unexpected argument "
+             "'extra-argument': a backend is -b URL" + hint)):
         out = subprocess.run([gateway, "-b", "http://127.0.0.1:1/"] + bad,
                              capture_output=True, text=True, timeout=30)
-        check(out.returncode == 2 and "usage" in out.stderr,
-              "usage error %s: exit 2" % bad)
+        check(out.returncode == 2 and out.stdout == "" and out.stderr == line,
+              "usage error %s: exit 2, one line %r (%r)"
+              % (bad, line, out.stderr[:300]))
+    out = subprocess.run([gateway], capture_output=True, text=True,
+                         timeout=30)
+    check(out.returncode == 2 and out.stderr == "uvp-gateway: no backend: "
+          "-b URL or -f FILE" + hint,
+          "no backend: exit 2, one line (%r)" % out.stderr[:300])
 
 
 def worker_connections(text):
     return [int(n) for n in
-            re.findall(r"worker \d+: (\d+) connections", text)]
+            re.findall(r"worker \d+: (\d+) connections?", text)]
 
 
 def case_workers_sigint(gateway, url):
@@ -2276,6 +2306,7 @@ def main():
                    "--show-leak-kinds=definite,indirect,possible",
                    "--errors-for-leak-kinds=definite,indirect,possible")
         cases = {
+            "cli": lambda: case_cli(gateway),
             "pool_outlives_deadline":
                 lambda: case_pool_outlives_deadline(gateway, fanout, vgp),
             "fd_stalled": lambda: case_fd_stalled(gateway),

@@ -1,0 +1,32 @@
+/* What the tools say the same way about their command lines (cli.h). */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The argument getopt has just passed is the option when it is a long
+ * one: optopt is then 0 (unknown) or the option's value, never a short
+ * option getopt does not know (it may be in the middle of "-zL"). */
+void cli_option_error(const char *tool, int c, char **argv,
+                      const char *shortopts, const struct option *longopts) {
+  const char *arg = argv[optind - 1];
+  int is_long = strncmp(arg, "--", 2) == 0 &&
+                (optopt == 0 || optopt > 255 ||
+                 (optopt != ':' && strchr(shortopts, optopt) != NULL));
+  char short_name[3] = {'-', (char)optopt, '\0'};
+  const char *name = is_long ? arg : short_name;
+  int len = is_long ? (int)strcspn(arg, "=") : 2;
+  int matches = 0; /* an abbreviation of two or more: ambiguous */
+  for (const struct option *o = longopts; is_long && o->name != NULL; o++)
+    matches += strncmp(o->name, arg + 2, (size_t)len - 2) == 0;
+  const char *what = c == ':' ? "needs an argument"
+                     : is_long && optopt != 0 && strchr(arg, '=') != NULL
+                         ? "takes no argument"
+                     : matches > 1 ? "is ambiguous"
+                                   : NULL;
+  if (what != NULL)
+    fprintf(stderr, "%s: option '%.*s' %s", tool, len, name, what);
+  else
+    fprintf(stderr, "%s: unknown option '%.*s'", tool, len, name);
+  fprintf(stderr, " (%s --help lists the options)\n", tool);
+}

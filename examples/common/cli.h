@@ -1,0 +1,15 @@
+/* What the tools (uvp-fanout, uvp-files, uvp-gateway) say the same way
+ * about their command lines. */
+#ifndef CLI_H
+#define CLI_H
+
+#include <getopt.h>
+
+/* getopt_long's '?' or ':' (opterr 0, shortopts beginning with ':') as
+ * one line on stderr: the option, what is wrong with it, and where the
+ * usage is ("uvp-files: unknown option '--foo' (uvp-files --help lists
+ * the options)"). */
+void cli_option_error(const char *tool, int c, char **argv,
+                      const char *shortopts, const struct option *longopts);
+
+#endif
