@@ -48,7 +48,7 @@ struct blk_s {
   bool waited;     /* an end elsewhere waits for calls to be 0 (st->mu) */
   bool ended;      /* ended on the loop thread inside a call of its own:
                       the call's return puts the block back */
-  bool keep;       /* holds uv_run() (uvp__mail_hold) */
+  bool keep;       /* holds uv_run() (uvp__mail_keep) */
   blk_t *next;     /* on the free list */
   uvp__msg_t mail; /* its end, posted from another thread */
 };
