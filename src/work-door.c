@@ -31,7 +31,6 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
     int line;
     uvp__site_get(p->site, &file, &line);
     uvp__rec_work_start(ctx, w, NULL, file, line);
-    uvp__rec_work_desc(ctx, w);
   }
   return 0;
 }
