@@ -130,7 +130,8 @@ static void run(fiber_t *f) {
     if (uvp__head(ctx)->watch & UVP__WATCH_STALL)
       stall_slice(f, false);
     if (uvp__head(ctx)->watch & UVP__WATCH_REC)
-      uvp__rec_resume(ctx, f->p, f->woken.status);
+      /* (A fiber that never awaited starts.) */
+      uvp__rec_resume(ctx, f->p, f->woken.status, f->await_file == NULL);
   }
   if (UVP__UNLIKELY(f->compact))
     uvp__compact_unpark(f, entry);
@@ -396,7 +397,8 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 static UVP__NOINLINE void rec_switch(const fiber_t *f, const fiber_t *next) {
   uvp__rec_switch(uvp__rec_hot(f->st->ctx), f->p, f->waiting, f->await_file,
                   f->await_line, next != NULL ? next->p : NULL,
-                  next != NULL ? next->woken.status : 0);
+                  next != NULL ? next->woken.status : 0,
+                  next != NULL && next->await_file == NULL);
 }
 
 /* Suspend the running fiber until its wake runs; returns what it said.

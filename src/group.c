@@ -612,7 +612,7 @@ static int watch(uvp_group_t *g, uvp_promise_t *p) {
     return UV_ENOMEM;
   g->nrunning++;
   if (uvp__recording(g->ctx))
-    uvp__rec_event(g->ctx, UVP__R_MEMBER, g, p, NULL);
+    uvp__rec_member(g->ctx, g, p);
   bool observed = (p->flags & UVP__F_HANDLED) != 0;
   uvp__cell_attach(&b->owner, c, p);
   if ((g->flags & UVP_GROUP_DISCARD_SETTLED) && !observed)

@@ -676,6 +676,7 @@ static void fiber_inner_end(writer_t *wr, ent_t *x, uint64_t t, bool open) {
   x->now = F_NONE;
 }
 
+/* status: the await's, or 1 (the fiber starts). */
 static void run_begin(writer_t *wr, ent_t *x, uint64_t t, int status,
                       bool cut_off) {
   bool first = true;
@@ -684,6 +685,8 @@ static void run_begin(writer_t *wr, ent_t *x, uint64_t t, int status,
   ev_name(wr, "fiber", "run");
   if (cut_off)
     arg_true(wr, &first, "cut_off");
+  else if (status == 1)
+    arg_true(wr, &first, "start");
   else
     arg_code(wr, &first, "status", status);
   ev_close(wr, first);
@@ -968,10 +971,10 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
         x->awaiting = r->b;
     }
     if (r->c != NULL)
-      resume(wr, wr->ent3[i], i, (int)(intptr_t)r->d);
+      resume(wr, wr->ent3[i], i, r->x ? 1 : (int)(intptr_t)r->d);
     break;
   case UVP__R_RESUME:
-    resume(wr, e, i, (int)(intptr_t)r->b);
+    resume(wr, e, i, r->x ? 1 : (int)(intptr_t)r->b);
     break;
   case UVP__R_FIBER_END:
     if (x != NULL && x->open)
@@ -1097,6 +1100,17 @@ static void json(writer_t *wr) {
 
 /* ---- text ---------------------------------------------------------------- */
 
+/* "started", or "resumed (STATUS)". */
+static void resumed(writer_t *wr, bool starts, int code) {
+  if (starts) {
+    OUTL(wr, "started");
+    return;
+  }
+  OUTL(wr, "resumed (");
+  outs(wr, code == 0 ? "fulfilled" : uvp_err_name(code));
+  OUTL(wr, ")");
+}
+
 static void text_rec(writer_t *wr, size_t i) {
   const uvp__rec_t *r = rec_at(wr, i);
   uint64_t t = wr->t[i];
@@ -1158,21 +1172,15 @@ static void text_rec(writer_t *wr, size_t i) {
     OUTL(wr, " awaiting ");
     out_hex(wr, r->b);
     if (r->c != NULL) {
-      int code = (int)(intptr_t)r->d;
       OUTL(wr, "; fiber ");
       out_hex(wr, r->c);
-      OUTL(wr, " resumed (");
-      outs(wr, code == 0 ? "fulfilled" : uvp_err_name(code));
-      OUTL(wr, ")");
+      OUTL(wr, " ");
+      resumed(wr, r->x, (int)(intptr_t)r->d);
     }
     break;
-  case UVP__R_RESUME: {
-    int code = (int)(intptr_t)r->b;
-    OUTL(wr, "resumed (");
-    outs(wr, code == 0 ? "fulfilled" : uvp_err_name(code));
-    OUTL(wr, ")");
+  case UVP__R_RESUME:
+    resumed(wr, r->x, (int)(intptr_t)r->b);
     break;
-  }
   case UVP__R_FIBER_END:
     OUTL(wr, "ended");
     break;

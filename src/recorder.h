@@ -37,9 +37,10 @@ enum {
   UVP__R_SETTLE,
   /* The fiber a (its promise) parks at its await file:line, for promise
    * b; fiber c (NULL: none, the loop's stack) runs next, the status of its
-   * await d (a fiber's hand-off to the next: one record). */
+   * await d, x 1 if it starts (a fiber's hand-off to the next: one
+   * record). */
   UVP__R_PARK,
-  UVP__R_RESUME,    /* fiber a runs, the await's status b */
+  UVP__R_RESUME,    /* fiber a runs, the await's status b (x 1: starts) */
   UVP__R_FIBER_END, /* fiber a has returned */
   UVP__R_NAME,      /* a (x: 0 a fiber, 1 a group) is named string b */
   /* A cancellation begins with cause a (its words: string b; x its kind),
@@ -141,6 +142,8 @@ void uvp__rec_work_start(uvp_ctx_t *ctx, const struct uvp__work_s *w,
                          int line);
 /* What w is, as the task dump says it (its class's describe). */
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
+/* Group g has a new member, promise p. */
+void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p);
 /* A promise with a cancel hook settles with `code` (0: fulfilled). */
 void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code);
 /* A fiber switch, inline where it happens (fiber.c): fiber `parked` (its
@@ -149,7 +152,7 @@ void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code);
 static UVP__ALWAYS_INLINE void
 uvp__rec_switch(uvp__rec_hot_t *h, const uvp_promise_t *parked,
                 const uvp_promise_t *awaited, const char *file, int line,
-                const uvp_promise_t *next, int status) {
+                const uvp_promise_t *next, int status, bool starts) {
   h->track = next;
   if (UVP__LIKELY(h->kinds & UVP_RECORD_FIBERS)) {
     uvp__rec_t *r = uvp__rec_slot(h);
@@ -161,6 +164,7 @@ uvp__rec_switch(uvp__rec_hot_t *h, const uvp_promise_t *parked,
     r->file = file;
     r->line = (uint32_t)line;
     r->type = UVP__R_PARK;
+    r->x = starts;
     /* Last: a clock read is then a tail call, with nothing to keep.  A
      * hand-off to the next fiber reads it at one in `every`; a park back
      * to the loop's stack (the end of a drain's run) always. */
@@ -170,8 +174,10 @@ uvp__rec_switch(uvp__rec_hot_t *h, const uvp_promise_t *parked,
       r->t = uvp__rec_clock(h);
   }
 }
-/* The drain runs fiber `fiber`, its await's status `status`. */
-void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status);
+/* The drain runs fiber `fiber`, its await's status `status` (or it
+ * starts). */
+void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status,
+                     bool starts);
 void uvp__rec_fiber_end(uvp_ctx_t *ctx, const uvp_promise_t *fiber);
 /* `id` (a fiber's promise, or a group) is named `name` (NULL: unnamed). */
 void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
