@@ -611,8 +611,10 @@ static int watch(uvp_group_t *g, uvp_promise_t *p) {
   if (c == NULL)
     return UV_ENOMEM;
   g->nrunning++;
-  if (uvp__recording(g->ctx))
+  if (uvp__recording(g->ctx)) {
     uvp__rec_member(g->ctx, g, p);
+    uvp__rec_redescribe(g->ctx, p);
+  }
   bool observed = (p->flags & UVP__F_HANDLED) != 0;
   uvp__cell_attach(&b->owner, c, p);
   if ((g->flags & UVP_GROUP_DISCARD_SETTLED) && !observed)

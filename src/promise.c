@@ -514,11 +514,22 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
 }
 
 void uvp__hooked_settle(uvp_promise_t *p, int code) {
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (uvp__recording(ctx)) {
+    uvp__rec_redescribe(ctx, p); /* while its hook can still say */
+    uvp__rec_settle(ctx, p, code);
+  }
   if (p->fn.cancel_cb == uvp__box_hook)
     uvp__box_drop(p);
-  uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (uvp__recording(ctx))
-    uvp__rec_settle(ctx, p, code);
+}
+
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p) {
+  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
+      p->fn.cancel_cb != uvp__box_hook)
+    return;
+  const hook_box_t *box = p->value;
+  if (box->kind != NULL)
+    uvp__rec_described(ctx, p, box->kind, box->describe, box->arg, false);
 }
 
 void uvp__box_drop(uvp_promise_t *p) {
@@ -570,6 +581,10 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
     p->flags |= UVP__F_CANCEL;
   else
     p->flags &= (uint8_t)~UVP__F_CANCEL;
+  /* A program's or a binding's work that says what it is: the recorder
+   * keeps it as work, from here to its settle. */
+  if (cb != NULL && kind != NULL && uvp__recording(uvp__promise_ctx(p)))
+    uvp__rec_described(uvp__promise_ctx(p), p, kind, describe, arg, true);
   return 0;
 }
 
@@ -632,8 +647,10 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
-  if (uvp__recording(ctx))
+  if (uvp__recording(ctx)) {
+    uvp__rec_redescribe(ctx, p);
     uvp__rec_event(ctx, UVP__R_CUT, p, c, (const void *)(intptr_t)code);
+  }
   uvp__cut_frame_t cut;
   bool cutting = false;
   if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {

@@ -44,8 +44,9 @@ typedef struct ent_s {
   bool open;
   uint8_t now;
   bool settled, cut;
-  uint32_t num;          /* a fiber's number, or a work's or group's id */
-  uint32_t cause;        /* the cause that cut it (an entity), or NONE */
+  bool ends_at_settle; /* a promise with a described hook: no end of its own */
+  uint32_t num;        /* a fiber's number, or a work's or group's id */
+  uint32_t cause;      /* the cause that cut it (an entity), or NONE */
   uint32_t first_resume; /* a fiber's first resume (a record), or NONE; a
                             cause's own record */
   uint32_t spawn;        /* a fiber's spawn (a record), or NONE */
@@ -377,6 +378,7 @@ static uint32_t group_of(writer_t *wr, const void *id) {
 
 static int start(writer_t *wr, const uvp__rec_t *r, size_t i) {
   uint8_t kind = r->x == 1 ? E_FIBER : r->x == 2 ? E_JOIN : E_WORK;
+  bool at_settle = r->x == 3;
   const void *id = kind == E_FIBER ? r->b : r->a;
   uint32_t e = ent_new(wr, kind, id, true);
   if (e == NONE)
@@ -388,6 +390,7 @@ static int start(writer_t *wr, const uvp__rec_t *r, size_t i) {
   x->file = r->file;
   x->line = r->line;
   x->spawn = (uint32_t)i;
+  x->ends_at_settle = at_settle;
   wr->ent[i] = e;
   if (kind == E_FIBER)
     return map_put(&wr->map, NS_FIBER, id, e) != 0 ||
@@ -445,6 +448,10 @@ static int entities(writer_t *wr) {
       if (e != NONE && !wr->ents[e].settled) {
         wr->ents[e].settled = true;
         wr->ents[e].status = (int)(intptr_t)r->b;
+        if (wr->ents[e].ends_at_settle)
+          wr->ents[e].ended = true;
+      } else {
+        e = NONE;
       }
       break;
     case UVP__R_PARK:
@@ -492,6 +499,8 @@ static int entities(writer_t *wr) {
         wr->ents[e].cut = true;
         wr->ents[e].cause = e2;
         wr->ents[e].code = (int)(intptr_t)r->c;
+        if (wr->ents[e].ends_at_settle)
+          wr->ents[e].ended = true;
       }
       break;
     case UVP__R_GROUP:
@@ -989,6 +998,12 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
     break;
   case UVP__R_CUT:
     cut_rec(wr, r, i, x, e2);
+    if (x != NULL && x->ends_at_settle && x->open)
+      work_end(wr, x, t, false);
+    break;
+  case UVP__R_SETTLE:
+    if (x != NULL && x->ends_at_settle && x->open)
+      work_end(wr, x, t, false);
     break;
   case UVP__R_GROUP:
     if (x != NULL)

@@ -156,8 +156,8 @@ void uvp__rec_event(uvp_ctx_t *ctx, int type, const void *a, const void *b,
 }
 
 /* Which kind a piece of work's start counts as: a fiber's spawn, a
- * group's join, or work. */
-enum { START_WORK, START_FIBER, START_GROUP };
+ * group's join, work, or a promise with a described cancel hook. */
+enum { START_WORK, START_FIBER, START_GROUP, START_DESCRIBED };
 static int start_kind(const uvp__work_class_t *cls) {
   return (cls->flags & UVP__WORK_TASK)       ? START_FIBER
          : (cls->flags & UVP__WORK_UNLISTED) ? START_GROUP
@@ -186,6 +186,37 @@ void uvp__rec_work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
   r->file = file;
   r->line = line > 0 ? (uint32_t)line : 0;
   r->x = (uint8_t)k;
+}
+
+void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                        const char *kind, uvp_describe_cb describe, void *arg,
+                        bool start) {
+  rec_state_t *st = state_of(ctx);
+  if (!(st->h.kinds & UVP_RECORD_WORK))
+    return;
+  uvp__rec_t *r;
+  if (start) {
+    const char *file;
+    int line;
+    uvp__site_get(p->site, &file, &line);
+    r = put(st, UVP__R_WORK_START);
+    r->a = r->b = p;
+    r->c = uvp__scope_owner(ctx);
+    r->file = file;
+    r->line = line > 0 ? (uint32_t)line : 0;
+    r->x = START_DESCRIBED;
+  }
+  char target[256] = "";
+  int n = describe != NULL ? describe(arg, target, sizeof(target)) : 0;
+  size_t len = n > 0 ? (size_t)n : 0;
+  if (len >= sizeof(target))
+    len = sizeof(target) - 1;
+  uintptr_t k = str_put(st, kind, strnlen(kind, 31));
+  uintptr_t t = str_put(st, target, strnlen(target, len));
+  r = put(st, UVP__R_WORK_DESC);
+  r->a = p;
+  r->b = (const void *)k;
+  r->c = (const void *)t;
 }
 
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const uvp__work_t *w) {

@@ -27,8 +27,11 @@ enum {
   UVP__R_NONE,
   /* Work through the door: a = its record, b = its promise, c = the
    * owner it answers to (a group, or NULL), d = its class's kind (a
-   * literal), file:line its site.  A fiber's spawn is the start of its
-   * work, kind "fiber", b its id; a group's join is kind "group". */
+   * literal), file:line its site; x what it is (recorder.c's START_*).
+   * A fiber's spawn is the start of its work, kind "fiber", b its id; a
+   * group's join is kind "group"; a promise given a described cancel
+   * hook is work too, a = b = the promise, ending at its settle or cut
+   * (its kind is its description's). */
   UVP__R_WORK_START,
   UVP__R_WORK_DESC, /* a = the record, b = its kind's string, c = target */
   UVP__R_WORK_END,  /* a = the record */
@@ -140,6 +143,16 @@ void uvp__rec_event(uvp_ctx_t *ctx, int type, const void *a, const void *b,
 void uvp__rec_work_start(uvp_ctx_t *ctx, const struct uvp__work_s *w,
                          const struct uvp__scope_s *watch, const char *file,
                          int line);
+/* Pending p has a cancel hook that says what it waits for, as `kind` and
+ * what describe(arg, ...) writes (uvp_promise_set_cancel_described): work
+ * of a program's or a binding's, ending with p's settle or cut. */
+void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                        const char *kind, uvp_describe_cb describe, void *arg,
+                        bool start);
+/* What p's described hook says now, if it has one (its description is
+ * often complete only after the hook was set): at a member's add, a
+ * settle, a cut.  (promise.c's.) */
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p);
 /* What w is, as the task dump says it (its class's describe). */
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
 /* Group g has a new member, promise p. */
