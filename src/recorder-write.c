@@ -21,6 +21,12 @@
 
 #define NONE UINT32_MAX
 #define LINE_CAP 16384
+/* Lines go out in chunks of whole lines, a call of the sink's per chunk
+ * rather than per line (a full ring is a million lines): at most PIPE_BUF
+ * bytes to a descriptor written directly (diag.h: a pipe takes each
+ * whole), CHUNK to a stream or a callback (a file's stream writes a
+ * chunk that size at once, rather than a system call per 4 KiB). */
+#define CHUNK 65536
 #define STR_CAP 1100 /* a string read back from the ring */
 /* `ts` counts from 1 s before the first record: its first at a round
  * time, and otherData's ts_origin_ns says where it is. */
@@ -97,7 +103,8 @@ typedef struct writer_s {
   uint64_t stall_end;
   uvp__diag_t *w;
   size_t len, whole; /* buf's bytes, and those of whole lines */
-  char buf[LINE_CAP + PIPE_BUF];
+  size_t chunk;      /* PIPE_BUF or CHUNK */
+  char buf[LINE_CAP + CHUNK];
   char str[STR_CAP];
   site_t sites[SITE_CACHE];
 } writer_t;
@@ -108,9 +115,6 @@ static const uvp__rec_t *rec_at(const writer_t *wr, size_t i) {
 
 /* ---- output -------------------------------------------------------------- */
 
-/* Lines go out in chunks of whole lines of at most PIPE_BUF bytes (diag.h:
- * a pipe takes each whole), a call of the sink's per chunk rather than
- * per line: a full ring is a million lines. */
 static void flush_lines(writer_t *wr, size_t n) {
   if (n == 0)
     return;
@@ -133,10 +137,10 @@ static void outs(writer_t *wr, const char *s) { out(wr, s, strlen(s)); }
 
 static void line_end(writer_t *wr) {
   wr->buf[wr->len++] = '\n';
-  if (wr->len > PIPE_BUF) {
+  if (wr->len > wr->chunk) {
     flush_lines(wr, wr->whole); /* those before this one */
-    if (wr->len > PIPE_BUF)
-      flush_lines(wr, wr->len); /* a line longer than PIPE_BUF */
+    if (wr->len > wr->chunk)
+      flush_lines(wr, wr->len); /* a line longer than a chunk */
   }
   wr->whole = wr->len;
 }
@@ -696,7 +700,7 @@ static void run_begin(writer_t *wr, ent_t *x, uint64_t t, int status,
     arg_true(wr, &first, "cut_off");
   else if (status == 1)
     arg_true(wr, &first, "start");
-  else
+  else if (status != 0) /* (fulfilled, the usual: said by its absence) */
     arg_code(wr, &first, "status", status);
   ev_close(wr, first);
   x->now = F_RUN;
@@ -1357,6 +1361,7 @@ int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts) {
   uvp__diag_open(w, opts->stream, opts->write, opts->write_arg,
                  opts->format == UVP_RECORD_JSON);
   wr->w = w;
+  wr->chunk = w->fd >= 0 ? PIPE_BUF : CHUNK;
   if (opts->format == UVP_RECORD_JSON) {
     json(wr);
   } else {
