@@ -637,11 +637,11 @@ UVP_EXTERN int uvp_ctx_set_recorder_on_stall(uvp_ctx_t *ctx,
 
 /** What the recorder holds (uvp_ctx_recorder_stats). */
 typedef struct uvp_recorder_stats_s {
-  size_t bytes;      /**< the ring's size, as asked for (0: off) */
-  size_t capacity;   /**< how many events it holds at most */
-  uint64_t events;   /**< events recorded since it was turned on */
-  uint64_t kept;     /**< of those, how many it holds now */
-  uint64_t str_bytes;/**< string bytes recorded since it was turned on */
+  size_t bytes;       /**< the ring's size, as asked for (0: off) */
+  size_t capacity;    /**< how many events it holds at most */
+  uint64_t events;    /**< events recorded since it was turned on */
+  uint64_t kept;      /**< of those, how many it holds now */
+  uint64_t str_bytes; /**< string bytes recorded since it was turned on */
 } uvp_recorder_stats_t;
 /** Fill *out (zeros while off).  Loop thread.  Errors: UV_EINVAL (NULL
  * ctx or out), UVP_ETHREAD. */
