@@ -922,7 +922,7 @@ static void cut_rec(writer_t *wr, const uvp__rec_t *r, size_t i, ent_t *x,
   uint32_t by = map_get(&wr->map, NS_AWAITED, r->a);
   if (x != NULL && x->kind == E_FIBER && x->open)
     to = fiber_tid(x);
-  else if (by != NONE && wr->ents[by].open)
+  else if (by < wr->nents && wr->ents != NULL && wr->ents[by].open)
     to = fiber_tid(&wr->ents[by]);
   t = ev(wr, "i", to, t);
   ev_name(wr, "cause", "cut");
@@ -964,6 +964,8 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   bool first = true;
   switch (r->type) {
   case UVP__R_WORK_START:
+    if (x == NULL) /* (every start is one: pass 2 made it) */
+      break;
     if (x->kind == E_FIBER) {
       fiber_begin(wr, x, t);
       if (x->first_resume != NONE) /* the flow lands at its first run */
