@@ -69,23 +69,25 @@ static inline uvp__handler_t *handler_new(uvp_ctx_t *ctx, uvp__rkind_t kind,
   return h;
 }
 
+/* A taken handler's source (UVP_ON_TAKE) loses the handler's reference.
+ * Never the last: whoever opens the handler holds another (the run
+ * queue's, the sweep's, uvp__stop_waiting's).  Out of line, so that the
+ * plain handler's path keeps its registers. */
+static UVP__NOINLINE void let_go_held(uvp__rkind_t kind, uvp_promise_t *t) {
+  uvp__unref(rk_derived(kind) ? t->link : t);
+}
+
 /* h's callback, argument, notifier and scope (the caller runs the
- * notifier and holds the scope's reference); a box goes back.  The
- * reference a taken handler holds to its source src goes too: at once
- * when `held` is NULL (the run queue holds another, so src lives on), else
- * into *held for the caller to release last. */
+ * notifier and holds the scope's reference); a box goes back, and so does
+ * a taken handler's reference to its source.  t is h's target. */
 static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h,
-                                  uvp_promise_t *src, uvp_promise_t **held) {
+                                  uvp__rkind_t kind, uvp_promise_t *t) {
   if (UVP__LIKELY(h->cb.then != uvp__boxed))
     return (hbox_t){h->cb.then, h->arg, NULL, NULL};
   hbox_t *b = uvp__hbox_of(h), out = *b;
   uvp__pool_put(&ctx->reactions, b);
-  if ((uintptr_t)h->arg & UVP__HBOX_HELD) {
-    if (held != NULL)
-      *held = src;
-    else
-      uvp__unref_in(ctx, src);
-  }
+  if ((uintptr_t)h->arg & UVP__HBOX_HELD)
+    let_go_held(kind, t);
   return out;
 }
 
@@ -104,8 +106,7 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__handler_t *h = (uvp__handler_t *)(void *)r;
   uvp_promise_t *t = uvp__rtarget(r);
   uvp__notify_cb notify = h->cb.notify;
-  uvp_promise_t *held = NULL; /* a taken handler's source */
-  hbox_t o = open_handler(ctx, h, rk_derived(kind) ? t->link : t, &held);
+  hbox_t o = open_handler(ctx, h, kind, t);
   void *arg = o.arg;
   if (kind != UVP__RK_NOTIFY_EMBEDDED)
     uvp__pool_put(&ctx->reactions, h);
@@ -117,20 +118,18 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
       notify(arg, NULL);
     if (queued)
       uvp__unref(t);
-  } else {
-    if (queued)
-      uvp__unref(t->link);
-    if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
-      /* What t followed is gone unsettled: like JavaScript, t stays
-       * pending and already resolved forever (only cancel or teardown
-       * settle it).  `link` would dangle, so it stops naming anything. */
-      t->flags = (uint8_t)((t->flags & ~UVP__F_WAITING) | UVP__F_OWNED);
-      t->link = NULL;
-    }
-    uvp__unref(t);
+    return;
   }
-  if (held != NULL)
-    uvp__unref(held); /* last: it may free what the reaction named */
+  if (queued)
+    uvp__unref(t->link);
+  if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
+    /* What t followed is gone unsettled: like JavaScript, t stays pending
+     * and already resolved forever (only cancel or teardown settle it).
+     * `link` would dangle, so it stops naming anything. */
+    t->flags = (uint8_t)((t->flags & ~UVP__F_WAITING) | UVP__F_OWNED);
+    t->link = NULL;
+  }
+  uvp__unref(t);
 }
 
 void uvp__drop_reactions(uvp_ctx_t *ctx, uvp_promise_t *p) {
@@ -285,7 +284,11 @@ void uvp__stop_waiting(uvp_promise_t *d) {
     if (uvp__rtarget(r) != d || !rk_derived(uvp__rkind(r)))
       continue;
     unlink_at(src, at);
+    /* A taken handler lets go of src as it is dropped: src, if that was
+     * its last reference, goes once the drop is over. */
+    uvp__retain_local(src);
     uvp__drop_reaction(uvp__promise_ctx(d), r, false);
+    uvp__unref(src);
     return;
   }
 }
@@ -511,6 +514,9 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     return;
   }
   uvp_promise_t *t = uvp__rtarget(r);
+  hbox_t o = open_handler(ctx, h, kind, t);
+  uvp_then_cb cb = o.cb;
+  void *arg = o.arg;
   uvp_promise_t *src, *d;
   if (rk_derived(kind)) {
     d = t;
@@ -519,9 +525,6 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     src = t;
     d = NULL;
   }
-  hbox_t o = open_handler(ctx, h, src, NULL);
-  uvp_then_cb cb = o.cb;
-  void *arg = o.arg;
   uvp__pool_put(&ctx->reactions, h);
   /* A handler exists to settle its derived promise.  Once that promise was
    * cancelled (it "stops waiting"), running the handler would only start
