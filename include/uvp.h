@@ -39,7 +39,7 @@
  *  - A rejection a cancellation made (uvp_promise_cancel, a deadline, a
  *    group's cancel or fail-fast, a race's losers, uvp_ctx_close) also says
  *    who cut it: uvp_promise_cause(p), e.g. "deadline 2000 ms set at
- *    main.c:37" (uvp_cause_format; docs/guide-troubleshooting.md, "Why was
+ *    main.c:36" (uvp_cause_format; docs/guide-troubleshooting.md, "Why was
  *    this cancelled?", runs an example).  It travels with the rejection.
  *
  *  - A handler or fiber slice that holds the loop says so, with
