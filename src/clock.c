@@ -158,6 +158,12 @@ static void fire_due(vclock_t *c, uint64_t upto) {
     set_now(c, upto);
 }
 
+/* The real time now, on the loop's clock (uv_now counts milliseconds of
+ * the same monotonic clock), but read afresh: uv_now is the time the
+ * loop's turn began or its last poll returned, and misses whatever ran
+ * since (a long callback, a call into libcurl). */
+static uint64_t fresh_now(void) { return uv_hrtime() / 1000000u; }
+
 /* While the clock runs at the loop's pace, the real time that has passed
  * since the last prepare phase is virtual time too, but the prepare phase
  * only counts it on the loop's next turn: code that runs in between (the
@@ -166,11 +172,25 @@ static void fire_due(vclock_t *c, uint64_t upto) {
  * timer it starts would count from then, early by as long as the poll
  * waited.  So it is counted here first, up to the next timer due (which
  * the prepare phase fires, in order, as before): the time not counted yet
- * (paced_at) moves on by what was. */
+ * (paced_at) moves on by what was.  The present is read afresh, not from
+ * uv_now (the time the loop's turn began, or its poll returned): a timer
+ * started after a call that took long (libcurl's first, 110 ms under
+ * valgrind) would count that call too, and a 350 ms timeout around a
+ * 300 ms transfer sent at the call's end fired first.
+ * Real work that started since the last prepare phase starts the pace
+ * here, from the present: what ran before (the call that started it)
+ * is none of a timer started now. */
 static void catch_up(vclock_t *c) {
-  if (!c->automatic || !c->pacing)
+  if (!c->automatic)
     return;
-  uint64_t real_now = uv_now(uvp__loop(c->ctx)), now = now_of(c);
+  if (!c->pacing) {
+    if (uvp__head(c->ctx)->real_work == 0 && c->held == 0)
+      return;
+    c->pacing = true;
+    c->paced_at = fresh_now();
+    return;
+  }
+  uint64_t real_now = fresh_now(), now = now_of(c);
   if (real_now <= c->paced_at)
     return;
   uint64_t waited = real_now - c->paced_at;
@@ -273,12 +293,19 @@ static void on_prepare(uv_prepare_t *h) {
   vclock_t *c = h->data;
   uv_loop_t *loop = h->loop;
   uint64_t real_now = uv_now(loop), upto = now_of(c);
-  if (c->pacing && real_now > c->paced_at) {
+  bool was_pacing = c->pacing;
+  if (was_pacing && real_now > c->paced_at) {
     uint64_t waited = real_now - c->paced_at;
     upto = waited > UINT64_MAX - upto ? UINT64_MAX : upto + waited;
   }
-  c->paced_at = real_now;
   c->pacing = uvp__head(c->ctx)->real_work != 0 || c->held != 0;
+  if (!was_pacing && c->pacing) {
+    /* The pace begins now, not at the turn's start: the turn may have
+     * run long before its real work started (as catch_up). */
+    c->paced_at = fresh_now();
+  } else if (real_now > c->paced_at) {
+    c->paced_at = real_now; /* never back: catch_up may be past it */
+  }
   fire_due(c, upto);
   if (uvp__closed(c->ctx) || !c->automatic)
     return; /* a timer's callback closed the context or changed the mode */
@@ -407,8 +434,10 @@ uint64_t uvp_clock_now(const uvp_ctx_t *ctx) {
 
 int uvp_clock_hold(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
-  if (rc == 0 && uvp__head(ctx)->vclock)
+  if (rc == 0 && uvp__head(ctx)->vclock) {
     clock_of(ctx)->held++;
+    catch_up(clock_of(ctx)); /* the pace begins now, if it had not */
+  }
   return rc;
 }
 

@@ -125,11 +125,12 @@ extern "C" {
      [; slots N=VALUE[, N=VALUE]...]
      [...]
    @endverbatim
- * on one line, e.g. `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms
- * old, waiting 100 ms at app.c:22 for timer (29900 ms left); in group
- * "fetchers" at app.c:40`; the summary's first line is `N tasks; by what
- * they wait for: KIND COUNT[, KIND COUNT]...`.  The text form is for
- * people: parse the JSON form.
+ * on one line, e.g.
+ * `fiber "fetch 3" 0x55c0add7b7e0 at app.c:44, 100 ms old, waiting 100 ms
+ * at app.c:22 for timer (29900 ms left); in group "fetchers" at app.c:40`;
+ * the summary's first line is
+ * `N tasks; by what they wait for: KIND COUNT[, KIND COUNT]...`.  The text
+ * form is for people: parse the JSON form.
  *
  * <b>The JSON form</b>: every line is one JSON object, standing alone (no
  * header, no array around them: `jq`, `grep` and a line reader each take a
@@ -248,8 +249,10 @@ typedef struct uvp_ctx_stats_s {
   size_t queued;          /**< handlers waiting to run, and finished file
                                operations waiting to settle their promises */
   size_t slab_bytes;      /**< bytes held in promise/reaction/operation/group
-                               member slabs, the run queue and the spare
-                               combinator block (see uvp_promise_all) */
+                               member slabs, the run queue, the spare
+                               combinator block (see uvp_promise_all) and
+                               the blocks of bindings' records
+                               (uvp_inflight_start) */
   size_t slab_idle_bytes; /**< of slab_bytes, what no live object uses (what
                                uvp_ctx_trim may give back, in whole slabs) */
   size_t slab_allocs;     /**< times a slab was obtained from the allocator */

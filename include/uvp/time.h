@@ -114,7 +114,15 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  *                      the callback of what ended it, or in the
  *                      handlers and fibers that run next) includes the
  *                      wait: a timeout started there counts from the
- *                      present, not from before the wait.  A retry schedule
+ *                      present, not from before the wait, and the
+ *                      present is read then, not at the loop turn's
+ *                      start, so a call that took long before it (a slow
+ *                      callback, a call into libcurl) does not count
+ *                      against it.  The pace begins when the clock first
+ *                      sees real work in flight (a timer's start,
+ *                      uvp_clock_now, uvp_clock_hold, the loop's next
+ *                      prepare phase): over work in flight virtual time
+ *                      never runs ahead of real time.  A retry schedule
  *                      of 60 s against a server that refuses at once
  *                      takes milliseconds.  Work the program runs itself
  *                      (its own sockets, threads settling promises) is

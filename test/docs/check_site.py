@@ -15,6 +15,18 @@ html.parser, as a browser shows it:
   code, no other HTML tag either), no Markdown link left as text (`](`
   outside code), and no path of the machine the site was built on
   (SOURCE_ROOT's absolute path, or any absolute path to a .md file);
+  outside code (<code>, <pre>, a fragment) no backquote: a code span
+  Doxygen misread, after which code and text swap for the rest of the
+  paragraph (a single-backquote span holding a quote mark followed by a
+  non-letter, `dependency('uvp')`, is taken for a `quotation': write
+  ``dependency('uvp')``; a span over three lines or more is text);
+* no en or em dash directly before a word that a source (a page or a
+  header of INPUT) writes after `--`: an option such as --now whose `--`
+  Doxygen turned into a dash outside code, which a reader would copy;
+* each code span of a Markdown page's source (CommonMark's: n backquotes
+  up to the next n, within a paragraph; a heading's are the filter's) is
+  the whole text of one <code> of its page, and each span of the
+  headers' /** */ comments (code blocks aside) of one <code> of the site;
 * each Markdown table of a page's source is a table, in order, with as
   many rows and columns, and no table's separator line (`|---|`) shows;
 * each fenced code block of the source is a code fragment on the page,
@@ -81,6 +93,8 @@ class Page(HTMLParser):
         self.fragments = []  # code fragments: lines
         self.frag_depth = 0  # <div> depth inside a fragment
         self.line = None
+        self.codes = []      # the text of each <code> element
+        self.code_open = []  # the <code> elements open, innermost last
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -106,6 +120,8 @@ class Page(HTMLParser):
             self.code += 1
         if tag in ("code", "pre", "tt"):
             self.code += 1
+        if tag == "code":
+            self.code_open.append("")
         if tag == "table" and "markdownTable" in cls:
             self.table = []
             self.tables.append(self.table)
@@ -131,6 +147,8 @@ class Page(HTMLParser):
                 self.code -= 1
         if tag in ("code", "pre", "tt") and self.code:
             self.code -= 1
+        if tag == "code" and self.code_open:
+            self.codes.append(self.code_open.pop())
         if tag == "table":
             self.table = None
         if tag in ("p", "div", "li", "td", "th", "h1", "h2", "h3"):
@@ -149,6 +167,7 @@ class Page(HTMLParser):
             self.a_open[1] += data
         if self.line is not None:
             self.line += data
+        self.code_open = [c + data for c in self.code_open]
 
 
 def squash(s):
@@ -176,6 +195,11 @@ for name, p in pages.items():
                     % (n, raw.strip(), squash(text[max(0, i - 60):i + 60])))
     for m in sorted(set(TAG.findall(prose))):
         finding(name, "an HTML tag shows as text: %s" % m)
+    n = prose.count("`")
+    if n:
+        i = prose.find("`")
+        finding(name, "%d x a backquote outside code, first in: %r"
+                % (n, squash(prose[max(0, i - 60):i + 60])))
     n = prose.count("](")
     if n:
         i = prose.find("](")
@@ -343,10 +367,113 @@ for src in sources:
                     "the link [%s](%s) is not a link reading %r on the page"
                     % (squash(text), target, shown))
 
+# 4. What the sources write in code and with `--`, as the pages show it:
+# Doxygen 1.9.4 reads a single-backquote span holding a quote mark followed
+# by a non-letter as a `quotation' and a span over three lines as text,
+# after which code and text swap for the rest of the paragraph, and turns
+# `--` outside code into an en dash.  Each code span of a Markdown page
+# must be the whole text of one <code> of its page; each span of the
+# headers' comments, of one <code> somewhere in the site; no en or em dash
+# may stand directly before a word that a source writes after `--` (an
+# option such as --now, which a reader would copy).
+RUN = re.compile(r"`+")
+HEADING = re.compile(r"^ {0,3}#{1,6} .*$", re.M)
+
+
+def code_spans(text):
+    """[(offset, content)] of the code spans of text, as CommonMark reads
+    them: a run of n backquotes up to the next run of exactly n, within a
+    paragraph; line breaks in it are spaces, one space at each end goes."""
+    out, start = [], 0
+    for para in re.split(r"(\n[ \t]*\n)", text):
+        i = 0
+        while True:
+            m = RUN.search(para, i)
+            if m is None:
+                break
+            if m.start() > 0 and para[m.start() - 1] == "\\":
+                i = m.start() + 1  # an escaped backquote is text
+                continue
+            j, close = m.end(), None
+            while close is None:
+                c = RUN.search(para, j)
+                if c is None:
+                    break
+                if len(c.group()) == len(m.group()):
+                    close = c
+                j = c.end()
+            if close is None:
+                i = m.end()  # no closing run: the backquotes are text
+                continue
+            body = para[m.end():close.start()].replace("\n", " ")
+            if body.startswith(" ") and body.endswith(" ") and body.strip():
+                body = body[1:-1]
+            out.append((start + m.start(), body))
+            i = close.end()
+        start += len(para)
+    return out
+
+
+def comments(path):
+    """The text of a header's /** */ comments, code blocks blanked, with
+    each comment's line in the header."""
+    src = open(path, encoding="utf-8").read()
+    for m in re.finditer(r"/\*\*<?(.*?)\*/", src, re.S):
+        lines = [re.sub(r"^\s*\*(?!/) ?", "", l)
+                 for l in m.group(1).split("\n")]
+        text = "\n".join(lines)
+        text = re.sub(r"([@\\])(code|verbatim)\b.*?[@\\]end\2\b",
+                      lambda b: "\n" * b.group(0).count("\n"), text,
+                      flags=re.S)
+        text = FENCE.sub(lambda b: "\n" * b.group(0).count("\n"), text)
+        yield src.count("\n", 0, m.start()) + 1, text
+
+
+conf = open(os.path.join(source_root, "docs", "Doxyfile")).read()
+conf = conf.replace("\\\n", " ")
+m = re.search(r"^INPUT\s*=(.*)$", conf, re.M)
+headers = [os.path.join(source_root, w) for w in (m.group(1).split() if m
+                                                  else []) if w.endswith(".h")]
+every_code = {squash(c) for p in pages.values() for c in p.codes}
+dashed = set()
+spans = 0
+for src in sources + headers:
+    rel = os.path.relpath(src, source_root)
+    text = open(src, encoding="utf-8").read()
+    dashed |= set(re.findall(r"(?<![\w-])--([A-Za-z][\w-]*)", text))
+    if src in headers:
+        texts = [(rel, line, body, every_code, "the site")
+                 for line, body in comments(src)]
+    else:
+        page_name = page_of(rel, mainpage)
+        if page_name not in pages:
+            continue  # found above
+        prose = FENCE.sub(lambda b: "\n" * b.group(0).count("\n"), text)
+        # docs/doxygen-md-filter.py takes a heading's backquotes away
+        prose = HEADING.sub(lambda h: " " * len(h.group(0)), prose)
+        texts = [(rel, 1, prose, {squash(c) for c in pages[page_name].codes},
+                  page_name)]
+    for rel, first, body, codes, where in texts:
+        for at, span in code_spans(body):
+            spans += 1
+            if squash(span) and squash(span) not in codes:
+                line = first + body.count("\n", 0, at)
+                finding("%s:%d (%s)" % (rel, line, where),
+                        "the code span `%s` is no <code> of the page"
+                        % squash(span))
+DASH = re.compile(r"[\u2013\u2014]([A-Za-z][\w-]*)")
+for name, p in pages.items():
+    text = "".join(p.text)
+    for m in DASH.finditer(text):
+        if m.group(1) in dashed:
+            finding(name, "a dash before %s, which the source writes --%s: "
+                    "%r" % (m.group(1), m.group(1),
+                            squash(text[max(0, m.start() - 60):m.end() + 20])))
+
 for f in findings:
     print(f)
 print("%d pages, %d links and anchors, %d Markdown files (%d tables, "
-      "%d code blocks, %d links): %d findings"
+      "%d code blocks, %d links), %d code spans: %d findings"
       % (len(pages), checked, len(sources), tables, fragments, links,
-         len(findings)))
+         spans, len(findings)))
 sys.exit(1 if findings else 0)

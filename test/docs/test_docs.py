@@ -13,15 +13,18 @@ the block by its first word alone, so the marks do not show):
       includes <uvp-curl.h>, uvp-nats's for <uvp-nats.h>), then run with no arguments: it must exit 0.
       compile-only: not run (it needs arguments or a server; another test
       runs it).
-  ```sh run [staged] [needs=PROGRAM,...]
-      Commands, run with bash -e in a fresh temporary directory that holds
+  ```sh run [staged] [continues] [needs=PROGRAM,...]
+      Commands, given to bash -e on its standard input as a paste gives
+      them to a shell (a command that reads its input, an apt prompt, say,
+      would eat the lines after it), in a fresh temporary directory that holds
       a symbolic link to each top-level entry of SOURCE_ROOT and one named
       build to BUILD_ROOT, so that examples/... and build/... resolve as
       from the source root while what the commands write stays in the
       temporary directory; HOME is a directory in it too (a prefix under
       $HOME stays there).  The environment is the test's own, as a user's
       shell has it: pkg-config and the dynamic linker are not pointed at
-      the build.  `bash .ci/example` and `bash .ci/test` are never run (CI
+      the build; what they leave running is killed once bash has exited.
+      `bash .ci/example` and `bash .ci/test` are never run (CI
       runs them anyway): a block holding one fails.
       staged: as after README's install route, in a staging directory
       instead of /usr/local.  BUILD_ROOT is installed there first (meson
@@ -33,13 +36,26 @@ the block by its first word alone, so the marks do not show):
       does nothing.  Skipped in a sanitized build, whose library programs
       built without the sanitizer cannot load.
       needs=PROGRAM,...: skipped unless each PROGRAM is on PATH (cmake is
-      installed by `.ci/setup ci`, not by README's commands).
+      installed by `.ci/setup ci`, not by README's commands); a PROGRAM
+      with a slash is a file of the temporary directory (build/examples/
+      nats/..., built only where nats.c is found).
+      continues: the commands follow those of the run block above (the
+      block's text says they do: the same shell, its variables and the
+      programs it left running), so the two blocks are run together, as
+      one paste; this block's output is what it prints after the first's.
+  ```sh deb=build, ```sh deb=install, ```text deb=output
+      README's Debian blocks: not run here (they install packages, as
+      root); .ci/deb pastes them into fresh Debian 12 roots.
   ```LANG ... file=PATH ...
       Any block, tested or not: it must be SOURCE_ROOT/PATH verbatim
       (that file is built or used elsewhere: meson builds the C ones).
-  ```text output
+  ```text output [masked]
       What the program or commands of the nearest tested block above print
       on stdout, exactly (trailing blank space aside).
+      masked: a report with times and names that differ from run to run:
+      in both texts a number followed by ms or s, and a worker's HOST:PID
+      (a name, a colon, digits, not in a URL), read as #, and runs of
+      blank space as one.
 
 A quote of a report in include/uvp.h's comments, in backquotes and
 beginning `uvp: ` (wrapped over comment lines as need be), must be part
@@ -58,11 +74,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 source_root, build_root = (os.path.abspath(a) for a in sys.argv[1:3])
 sanitize = sys.argv[3] if len(sys.argv) > 3 else "none"
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 NEVER = ("bash .ci/example", "bash .ci/test")
+# Written by test_docs.py between two blocks run as one paste (continues).
+SPLIT = "@@ test_docs.py: the next block @@"
 failures = []
 
 
@@ -111,22 +130,58 @@ def scratch():
     return d
 
 
-def run(where, argv, cwd, run_env=None, timeout=120):
-    """Runs argv in its own session; returns its stdout, or None."""
-    p = subprocess.Popen(argv, cwd=cwd, env=run_env or env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
+def kill_group(pgid):
+    """Kills process group pgid and waits (5 s at most) until none of its
+    processes is left but zombies: a server a block left running holds its
+    port until it is gone, and the next block may start one on that port."""
     try:
-        out, err = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, 9)
-        p.communicate()
-        fail(where, "%s: no exit within %d s" % (argv[0], timeout))
-        return None
-    try:
-        os.killpg(p.pid, 9)  # whatever it left running in the background
+        os.killpg(pgid, 9)
     except ProcessLookupError:
-        pass
+        return
+    for _ in range(100):
+        alive = False
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = open(stat).read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.05)
+
+
+def run(where, argv, cwd, run_env=None, timeout=120, stdin=None):
+    """Runs argv in its own session, stdin on its input; returns its
+    stdout, or None.  It ends when argv has exited: what it left running in
+    the background (a server a block started) is killed then, and may hold
+    no pipe of ours open meanwhile, so its output goes to files."""
+    with tempfile.TemporaryFile("w+") as fout, \
+            tempfile.TemporaryFile("w+") as ferr:
+        p = subprocess.Popen(argv, cwd=cwd, env=run_env or env,
+                             stdin=subprocess.DEVNULL if stdin is None
+                             else subprocess.PIPE,
+                             stdout=fout, stderr=ferr, text=True,
+                             start_new_session=True)
+        if stdin is not None:
+            try:
+                p.stdin.write(stdin)  # a block: far less than a pipe holds
+                p.stdin.close()
+            except BrokenPipeError:
+                pass  # it stopped before reading it all: its exit says why
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(p.pid)
+            p.wait()
+            fail(where, "%s: no exit within %d s" % (argv[0], timeout))
+            return None
+        kill_group(p.pid)  # whatever it left running in the background
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read(), ferr.read()
     if p.returncode != 0:
         fail(where, "%s exited %d:\n%s%s" % (" ".join(argv), p.returncode,
                                              out, err))
@@ -215,15 +270,29 @@ def staged(where, d, cmd_env):
     return True
 
 
-def commands(where, words, body, d):
+def commands(where, words, body, d, before=None):
+    """before: (words, body) of the run block this one continues."""
     for never in NEVER:
         if never in body:
             fail(where, "`%s` is not for this test: leave the block unmarked"
                  % never)
             return None
-    opts = dict(w.split("=", 1) for w in words if "=" in w)
+    if "continues" in words:
+        if before is None:
+            fail(where, "continues, but no run block above")
+            return None
+        words = words + before[0]
+        body = before[1] + "\necho '%s'\n" % SPLIT + body
+    opts = {}
+    for w in words:
+        if "=" in w:
+            k, v = w.split("=", 1)
+            opts[k] = opts[k] + "," + v if k in opts else v
     for prog in filter(None, opts.get("needs", "").split(",")):
-        if shutil.which(prog) is None:
+        if "/" in prog and not os.path.exists(os.path.join(d, prog)):
+            print("skip %s: no %s" % (where, prog))
+            return None
+        if "/" not in prog and shutil.which(prog) is None:
             print("skip %s: %s is not installed" % (where, prog))
             return None
     cmd_env = dict(os.environ)
@@ -235,10 +304,25 @@ def commands(where, words, body, d):
             return None
         if not staged(where, d, cmd_env):
             return None
-    out = run(where, ["bash", "-e", "-o", "pipefail", "-c", body], d,
-              cmd_env, timeout=300)
+    out = run(where, ["bash", "-e", "-o", "pipefail", "-s"], d, cmd_env,
+              timeout=300, stdin=body)
+    if out is not None and "continues" in words:
+        if SPLIT + "\n" not in out:
+            fail(where, "the block above printed no end:\n" + out)
+            return None
+        out = out.split(SPLIT + "\n", 1)[1]
     if out is not None:
         print("ok %s: ran" % where)
+    return out
+
+
+def masked(lines):
+    """Lines with times, HOST:PID names and blank space runs as one."""
+    out = []
+    for l in lines:
+        l = re.sub(r"\b\d+(?:\.\d+)?(?= ?m?s\b)", "#", l)
+        l = re.sub(r"(?<![\w./:-])[\w.-]+:\d+\b", "#", l)  # not in a URL
+        out.append(" ".join(l.split()))
     return out
 
 
@@ -249,6 +333,7 @@ printed = []  # the lines of every output block as shown
 for doc in docs:
     name = os.path.relpath(doc, source_root)
     last = None  # (where, stdout) of the last tested block
+    before = None  # (words, body) of the last run block
     for line, words, body in blocks(doc):
         where = "%s:%d" % (name, line)
         kind = words[0] if words else ""
@@ -263,9 +348,13 @@ for doc in docs:
         elif kind in ("sh", "console") and "run" in words[1:]:
             d = scratch()
             try:
-                last = (where, commands(where, words, body, d))
+                last = (where, commands(where, words[1:], body, d, before))
             finally:
                 shutil.rmtree(d, ignore_errors=True)
+            if "continues" in words[1:] and before is not None:
+                before = (before[0] + words[1:], before[1] + "\n" + body)
+            else:
+                before = (words[1:], body)
             tested += 1
         elif "output" in words[1:]:
             if last is None:
@@ -273,6 +362,8 @@ for doc in docs:
             elif last[1] is not None:
                 got = [l.rstrip() for l in last[1].rstrip().splitlines()]
                 want = [l.rstrip() for l in body.rstrip().splitlines()]
+                if "masked" in words[1:]:
+                    got, want = masked(got), masked(want)
                 if got != want:
                     fail(where, "%s printed:\n%s\nthe document says:\n%s"
                          % (last[0], "\n".join(got), "\n".join(want)))

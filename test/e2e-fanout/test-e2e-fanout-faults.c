@@ -362,7 +362,7 @@ static void test_header_cap(void **state) {
  * uvp-fanout inside one call into libcurl for as long as it flooded
  * (issue 51): -d 3000 ended the run after 10 s, and the other URLs waited
  * as long.  The binding's busy limit ends the flooded connection after
- * about a second: its row is ETIMEDOUT within the deadline, the other
+ * about 100 ms: its row is ETIMEDOUT within the deadline, the other
  * server's answers (heads_t's plain 200, which ignores the Upgrade; the
  * demo server refuses one with 400) come in time, and the run ends when
  * its last request does. */
