@@ -213,12 +213,12 @@ add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb, void *arg,
 
 /* uvp_promise_on and _full off the path of a plain mask: finally's, a
  * taking one (UVP_ON_TAKE), a bad one.  A taking call owns p whatever it
- * returns. */
+ * returns; a negative mask is garbage, not a take (-1 has every bit). */
 static UVP__NOINLINE int on_other(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                   void *arg, uvp_free_cb arg_free,
                                   uvp_promise_t **out, const char *file,
                                   int line) {
-  bool take = (mask & UVP_ON_TAKE) != 0;
+  bool take = mask > 0 && (mask & UVP_ON_TAKE) != 0;
   int kind = mask & ~UVP_ON_TAKE;
   int rc = UV_EINVAL;
   /* The THEN kinds are the masks themselves (see reaction.h). */

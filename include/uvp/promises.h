@@ -313,9 +313,10 @@ enum {
  * reference goes while it is pending, its handlers never run (unless the
  * registration took that reference: UVP_ON_TAKE, below).
  *
- * Taking p.  With UVP_ON_TAKE in the mask the registration takes your
- * reference to p, as uvp_await_take does: it is the call's whatever the
- * call returns (on an error it is released at once, from any thread), and
+ * Taking p.  With UVP_ON_TAKE in the mask (a positive one: a negative mask
+ * is only UV_EINVAL) the registration takes your reference to p, as
+ * uvp_await_take does: it is the call's whatever the call returns (on an
+ * error it is released at once, from any thread), and
  * you must not use p afterwards unless you hold another reference.  The
  * handler then holds p: p stays alive, pending or not, until the handler
  * has run or been dropped (its derived promise cancelled, the context
