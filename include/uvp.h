@@ -52,8 +52,10 @@
  *
  *  - Ownership is reference counting.  Every function that hands you a
  *    promise (`uvp_promise_t **out`) gives you one reference; you drop it
- *    with uvp_promise_release().  Functions that take a promise argument
- *    borrow it unless their comment says "takes".
+ *    with uvp_promise_release(), or hand it to a call that takes it.
+ *    Functions that take a promise argument borrow it unless their comment
+ *    says "takes"; the take forms (UVP_ON_TAKE and uvp_promise_then_take,
+ *    UVP_TAKE_INPUTS, uvp_await_take) consume it whatever they return.
  *
  *  - Handlers (reactions) never run inside the call that registers or
  *    settles: they are queued FIFO per context and run from libuv handles on
