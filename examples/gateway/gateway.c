@@ -686,8 +686,7 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
   uvp_promise_t *join = NULL;
   if (err == 0 && (err = uvp_group_close(f->group)) == 0 &&
       (err = uvp_group_join(f->group, &join)) == 0)
-    err = uvp_promise_on(join, UVP_ON_BOTH, on_joined, f, NULL);
-  uvp_promise_release(join); /* the group holds it until it settles */
+    err = uvp_promise_on(join, UVP_ON_BOTH | UVP_ON_TAKE, on_joined, f, NULL);
   if (err < 0) {
     /* Nothing will answer: what was started must not run on unobserved. */
     if (f->group != NULL)
