@@ -98,12 +98,15 @@ int main(int argc, char **argv) {
                                          : run_burst(ctx, &loop, nc, n, &v);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  double usr = (double)ru.ru_utime.tv_sec * 1e3 + (double)ru.ru_utime.tv_usec / 1e3;
-  double sys = (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
+  double usr =
+      (double)ru.ru_utime.tv_sec * 1e3 + (double)ru.ru_utime.tv_usec / 1e3;
+  double sys =
+      (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
   double cpu = usr + sys;
-  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f usr_ms=%.0f sys_ms=%.0f csw=%ld rss_kb=%ld threads=%d\n", argv[2],
-         strcmp(argv[2], "rt") == 0 ? "rt_us" : "wall_ms", v, ok, n, cpu, usr, sys,
-         ru.ru_nvcsw + ru.ru_nivcsw, ru.ru_maxrss, nthreads);
+  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f usr_ms=%.0f sys_ms=%.0f csw=%ld "
+         "rss_kb=%ld threads=%d\n",
+         argv[2], strcmp(argv[2], "rt") == 0 ? "rt_us" : "wall_ms", v, ok, n,
+         cpu, usr, sys, ru.ru_nvcsw + ru.ru_nivcsw, ru.ru_maxrss, nthreads);
   uvp_promise_release(c);
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);

@@ -7,6 +7,10 @@
  *   hdr    a natsMsg with the reply subject and the header Uvp-Timeout-Ms
  *          (natsMsg_Create, natsMsgHeader_Set, natsConnection_PublishMsg,
  *          natsMsg_Destroy): what uvp_nats_request sends
+ *   proto  as hdr, each reply's Uvp-Error looked up (natsMsgHeader_Get)
+ *          as the protocol asks of a requester, and the replies kept until
+ *          the last one came (destroyed then): what uvp_nats_request and
+ *          allSettled deliver
  *   plain  natsConnection_PublishRequest, no header (nats.c's cheapest)
  * Replies come on one wildcard inbox subscription ("<inbox>.*", nats.c's
  * delivery thread), matched to their request by the id in the subject
@@ -30,11 +34,13 @@
 #define TIMEOUT_HEADER "Uvp-Timeout-Ms"
 
 typedef struct {
+  bool proto;
   pthread_mutex_t mu;
   pthread_cond_t cond;
   char inbox[128];
   size_t inbox_len;
-  bool *done; /* per request id (1..n) */
+  bool *done;     /* per request id (1..n) */
+  natsMsg **held; /* proto: the replies, by id */
   size_t n, replies, late;
 } state_t;
 
@@ -72,16 +78,23 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *m,
   uint64_t id = strtoull(subj + st->inbox_len + 1, &end, 10);
   bool ok = errno == 0 && *end == '\0' && id >= 1 && id <= st->n &&
             natsMsg_GetDataLength(m) > 0;
-  natsMsg_Destroy(m);
+  const char *err = NULL;
+  if (st->proto && natsMsgHeader_Get(m, "Uvp-Error", &err) == NATS_OK)
+    ok = false;
   pthread_mutex_lock(&st->mu);
-  if (ok && !st->done[id]) {
+  ok = ok && !st->done[id];
+  if (ok) {
     st->done[id] = true;
+    if (st->proto)
+      st->held[id] = m;
     if (++st->replies == st->n)
       pthread_cond_signal(&st->cond);
   } else {
     st->late++;
   }
   pthread_mutex_unlock(&st->mu);
+  if (!ok || !st->proto)
+    natsMsg_Destroy(m);
 }
 
 static natsStatus send_one(natsConnection *nc, state_t *st, bool hdr,
@@ -110,17 +123,20 @@ static void wait_for(state_t *st, size_t replies) {
 int main(int argc, char **argv) {
   if (argc != 5)
     return 2;
-  bool hdr = strcmp(argv[2], "hdr") == 0;
+  bool proto = strcmp(argv[2], "proto") == 0;
+  bool hdr = proto || strcmp(argv[2], "hdr") == 0;
   bool rt = strcmp(argv[3], "rt") == 0;
   size_t n = strtoul(argv[4], NULL, 10);
-  state_t st = {.n = n};
+  state_t st = {.n = n, .proto = proto};
   pthread_mutex_init(&st.mu, NULL);
   pthread_cond_init(&st.cond, NULL);
   st.done = calloc(n + 1, sizeof(*st.done));
+  st.held = calloc(n + 1, sizeof(*st.held));
   natsConnection *nc = NULL;
   natsSubscription *sub = NULL;
   natsInbox *inbox = NULL;
-  if (st.done == NULL || natsConnection_ConnectTo(&nc, argv[1]) != NATS_OK ||
+  if (st.done == NULL || st.held == NULL ||
+      natsConnection_ConnectTo(&nc, argv[1]) != NATS_OK ||
       natsInbox_Create(&inbox) != NATS_OK)
     return 1;
   snprintf(st.inbox, sizeof(st.inbox), "%s", inbox);
@@ -156,17 +172,23 @@ int main(int argc, char **argv) {
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  double usr = (double)ru.ru_utime.tv_sec * 1e3 + (double)ru.ru_utime.tv_usec / 1e3;
-  double sys = (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
+  double usr =
+      (double)ru.ru_utime.tv_sec * 1e3 + (double)ru.ru_utime.tv_usec / 1e3;
+  double sys =
+      (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
   double cpu = usr + sys;
-  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f usr_ms=%.0f sys_ms=%.0f csw=%ld rss_kb=%ld threads=%d\n",
+  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f usr_ms=%.0f sys_ms=%.0f csw=%ld "
+         "rss_kb=%ld threads=%d\n",
          argv[3], rt ? "rt_us" : "wall_ms", v, st.replies, n, cpu, usr, sys,
          ru.ru_nvcsw + ru.ru_nivcsw, ru.ru_maxrss, nthreads);
+  for (size_t i = 0; i <= n; i++)
+    natsMsg_Destroy(st.held[i]);
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
   natsConnection_Destroy(nc);
   natsInbox_Destroy(inbox);
   nats_Close();
   free(st.done);
+  free(st.held);
   return st.replies != n;
 }

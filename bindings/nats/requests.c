@@ -9,8 +9,12 @@
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* Ids are consecutive and replies come mostly in the order of their
+ * requests: the id itself is the bucket, so a burst's replies walk the
+ * buckets (and the records, made in the same order) forward, where a
+ * scattering hash missed the cache on both, every reply. */
 static size_t req_bucket(const uvp_nats_t *b, uint64_t id) {
-  return (size_t)(id * 0x9E3779B97F4A7C15ull >> 32) & (b->nbuckets - 1);
+  return (size_t)id & (b->nbuckets - 1);
 }
 
 static req_t *req_find(const uvp_nats_t *b, uint64_t id) {
@@ -55,11 +59,8 @@ static void req_free(uvp_nats_t *b, req_t *r) {
   b->req_pooled++;
 }
 
-/* Room for one more in the hash (grown to twice the requests in flight). */
-static int req_room(uvp_nats_t *b) {
-  if (b->stats.in_flight + 1 <= b->nbuckets / 2)
-    return 0;
-  size_t n = b->nbuckets ? b->nbuckets * 2 : 64;
+/* The hash with n buckets (a power of two), its entries moved over. */
+static int req_rehash(uvp_nats_t *b, size_t n) {
   req_t **nb = calloc(n, sizeof(*nb));
   if (nb == NULL)
     return UV_ENOMEM;
@@ -76,6 +77,21 @@ static int req_room(uvp_nats_t *b) {
     }
   free(old);
   return 0;
+}
+
+/* Room for one more in the hash: a bucket per request in flight at most
+ * (chains of one or two), grown twice as large when full. */
+static int req_room(uvp_nats_t *b) {
+  if (b->stats.in_flight + 1 <= b->nbuckets)
+    return 0;
+  return req_rehash(b, b->nbuckets ? b->nbuckets * 2 : 64);
+}
+
+/* A burst's hash is a quarter its size once an eighth of it is in use:
+ * 8 bytes a bucket that the replies held afterwards do not pay for. */
+static void req_shrink(uvp_nats_t *b) {
+  if (b->nbuckets > 64 && b->stats.in_flight < b->nbuckets / 8)
+    (void)req_rehash(b, b->nbuckets / 4); /* no memory: it stays */
 }
 
 static void on_timer(uv_timer_t *t);
@@ -142,6 +158,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
   else
     b->tlast = r->tprev;
   b->stats.in_flight--;
+  req_shrink(b);
   if (was_first)
     timer_arm(b);
   uvp_nats__waiting_add(b, -1);
