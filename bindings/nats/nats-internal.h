@@ -164,7 +164,7 @@ struct uvp_nats_s {
   ev_t *qhead, *qtail, *qfree;
   ev_t *batch;              /* taken from the queue, not yet applied */
   ev_t *spent, *spent_tail; /* applied, for qfree at the next take */
-  bool write_wanted; /* nats.c's last write request, queued or not */
+  bool write_wanted;        /* nats.c's last write request, queued or not */
   /* the socket */
   poll_t *poll;
   bool poll_closing, attached;

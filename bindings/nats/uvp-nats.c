@@ -396,8 +396,7 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
   uv_mutex_lock(&b->lock);
   if (type == EV_WRITE)
     b->write_wanted = arg != 0;
-  if (type <= EV_DETACH && b->qhead == NULL && on_loop(b) &&
-      b->batch == NULL) {
+  if (type <= EV_DETACH && b->qhead == NULL && on_loop(b) && b->batch == NULL) {
     uv_mutex_unlock(&b->lock);
     b->stats.direct_events++;
     return ev_apply(b, &local);
