@@ -15,9 +15,10 @@
  * Replies come on one wildcard inbox subscription ("<inbox>.*", nats.c's
  * delivery thread), matched to their request by the id in the subject
  * (one flag per request), as a program of nats.c's own would; the thread
- * that published waits on a condition variable.  One line of key=value as
- * nats-coord's: rt_us= or wall_ms=, ok=, n=, cpu_ms= (user + system of
- * the whole process), rss_kb= (peak), threads= (after connecting). */
+ * that published waits on a condition variable.  One at a time, nats.c
+ * sends each request at once (natsOptions_SetSendAsap: its flusher thread
+ * would hold it about a millisecond); at once, its flusher batches them.
+ * One line of key=value as nats-coord's. */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -42,12 +43,18 @@ typedef struct {
   bool *done;     /* per request id (1..n) */
   natsMsg **held; /* proto: the replies, by id */
   size_t n, replies, late;
+  size_t want; /* the replies the main thread waits for */
 } state_t;
 
 static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double ms_between(struct timeval a, struct timeval b) {
+  return (double)(b.tv_sec - a.tv_sec) * 1e3 +
+         (double)(b.tv_usec - a.tv_usec) / 1e3;
 }
 
 static int threads(void) {
@@ -87,7 +94,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *m,
     st->done[id] = true;
     if (st->proto)
       st->held[id] = m;
-    if (++st->replies == st->n)
+    if (++st->replies == st->want)
       pthread_cond_signal(&st->cond);
   } else {
     st->late++;
@@ -115,6 +122,7 @@ static natsStatus send_one(natsConnection *nc, state_t *st, bool hdr,
 
 static void wait_for(state_t *st, size_t replies) {
   pthread_mutex_lock(&st->mu);
+  st->want = replies;
   while (st->replies < replies)
     pthread_cond_wait(&st->cond, &st->mu);
   pthread_mutex_unlock(&st->mu);
@@ -135,8 +143,11 @@ int main(int argc, char **argv) {
   natsConnection *nc = NULL;
   natsSubscription *sub = NULL;
   natsInbox *inbox = NULL;
-  if (st.done == NULL || st.held == NULL ||
-      natsConnection_ConnectTo(&nc, argv[1]) != NATS_OK ||
+  natsOptions *o = NULL;
+  if (st.done == NULL || st.held == NULL || natsOptions_Create(&o) != NATS_OK ||
+      natsOptions_SetURL(o, argv[1]) != NATS_OK ||
+      natsOptions_SetSendAsap(o, rt) != NATS_OK ||
+      natsConnection_Connect(&nc, o) != NATS_OK ||
       natsInbox_Create(&inbox) != NATS_OK)
     return 1;
   snprintf(st.inbox, sizeof(st.inbox), "%s", inbox);
@@ -148,6 +159,8 @@ int main(int argc, char **argv) {
       natsConnection_Flush(nc) != NATS_OK)
     return 1;
   int nthreads = threads();
+  struct rusage ru0;
+  getrusage(RUSAGE_SELF, &ru0);
   double v = 0;
   if (rt) {
     double *t = calloc(n, sizeof(*t));
@@ -172,20 +185,20 @@ int main(int argc, char **argv) {
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  double usr =
-      (double)ru.ru_utime.tv_sec * 1e3 + (double)ru.ru_utime.tv_usec / 1e3;
-  double sys =
-      (double)ru.ru_stime.tv_sec * 1e3 + (double)ru.ru_stime.tv_usec / 1e3;
+  double usr = ms_between(ru0.ru_utime, ru.ru_utime);
+  double sys = ms_between(ru0.ru_stime, ru.ru_stime);
   double cpu = usr + sys;
-  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f usr_ms=%.0f sys_ms=%.0f csw=%ld "
+  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.1f usr_ms=%.1f sys_ms=%.1f csw=%ld "
          "rss_kb=%ld threads=%d\n",
          argv[3], rt ? "rt_us" : "wall_ms", v, st.replies, n, cpu, usr, sys,
-         ru.ru_nvcsw + ru.ru_nivcsw, ru.ru_maxrss, nthreads);
+         ru.ru_nvcsw + ru.ru_nivcsw - ru0.ru_nvcsw - ru0.ru_nivcsw,
+         ru.ru_maxrss, nthreads);
   for (size_t i = 0; i <= n; i++)
     natsMsg_Destroy(st.held[i]);
   natsSubscription_Unsubscribe(sub);
   natsSubscription_Destroy(sub);
   natsConnection_Destroy(nc);
+  natsOptions_Destroy(o);
   natsInbox_Destroy(inbox);
   nats_Close();
   free(st.done);
