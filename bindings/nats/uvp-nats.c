@@ -38,13 +38,22 @@
  *
  * Requests.  One wildcard inbox subscription per connection,
  * "<inbox>.*"; request #id is published with reply "<inbox>.<id>" and
- * found by id in a hash when its reply comes.  A request's own timeout
- * runs on one timer per connection over a list sorted by expiry (inserted
- * from the tail: with one timeout for all, that is O(1)); the scope's
- * deadline watches its promise (through uvp_inflight_start: each
- * request, next, connect and flush is a record of work in flight, which
- * also holds the virtual clock, tells its group, and names it in the task
- * dump).
+ * found by id in a hash when its reply comes (the id is its bucket: a
+ * burst's replies, which come about in order, walk the buckets and the
+ * records forward).  A request's own timeout runs on one timer per
+ * connection over a list sorted by expiry (inserted from the tail: with
+ * one timeout for all, that is O(1)); the scope's deadline watches its
+ * promise (through uvp_inflight_start: each request, next, connect and
+ * flush is a record of work in flight, which also holds the virtual
+ * clock, tells its group, and names it in the task dump).  Records come
+ * from a free list of the connection's; the reply subject and the
+ * timeout's header value are written without printf; and a program's loop
+ * of requests has nats.c write every 64 KiB rather than once at the end
+ * (uvp_nats__sent).  The inbox's replies come from nats.c's delivery
+ * thread through the queue, which the loop takes a batch at a time: a
+ * synchronous inbox would save that hop, but natsSubscription_NextMsg
+ * destroys a no-responders status without saying which request it
+ * answered (docs/internals.md 21.5 has the figures).
  *
  * Files, each on the ones before it: this one (errors, the loop's side:
  * keeping it going, the socket, the queue, connection events, connect,
