@@ -66,7 +66,7 @@ pairs() {
     sort -g |
     awk '{r[NR]=$1} END {if (NR == 0) {print "- - - 0"; exit}
       m=(NR%2)?r[(NR+1)/2]:(r[NR/2]+r[NR/2+1])/2;
-      printf "%.3f %.3f %.3f %d", m, r[int((NR+3)/4)], r[int((3*NR+3)/4)], NR}'
+      printf "%.3f %.3f %.3f %d\n", m, r[int((NR+3)/4)], r[int((3*NR+3)/4)], NR}'
 }
 
 # one OUT CMD...: run CMD, append its line to $tmp/OUT; stop on failure.
