@@ -336,7 +336,7 @@ static void fiber_context(fiber_t *f, uintptr_t top) {
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                        const uvp_fiber_opts_t *opts, uvp_promise_t **out,
                        const char *file, int line) {
-  int rc = fn == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
+  int rc = fn == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
   fiber_state_t *st = state_of(ctx);
@@ -379,8 +379,11 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     st->all->prev = f;
   st->all = f;
   st->count++;
-  *out = f->p;
   uvp__enqueue_embedded(f->p, &f->wake, on_wake, f);
+  if (out != NULL)
+    *out = f->p;
+  else /* nobody waits for it: the fiber's own reference is all it has */
+    uvp__unref(f->p);
   return 0;
 }
 

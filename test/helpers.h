@@ -173,6 +173,13 @@ static inline uvp_ctx_t *close_ctx(fixture_t *f) {
   return ctx;
 }
 
+/* How many promises of the fixture's context are alive. */
+static inline size_t live_count(fixture_t *f) {
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  return st.live;
+}
+
 /* Run the loop until nothing but pending promises remains. */
 static inline void run_loop(fixture_t *f) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
@@ -395,6 +402,25 @@ static inline uvp_promise_t *producer(fixture_t *f, hook_t *h) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_set_cancel(p, count_hook, h), 0);
   return p;
+}
+
+/* The line of text s that holds `needle`, up to its end and without its
+ * newline (a static copy, overwritten by the next call), or NULL: for
+ * checking one line of a dump. */
+static inline const char *text_line(const char *s, const char *needle) {
+  static char line[8192];
+  const char *hit = s != NULL ? strstr(s, needle) : NULL;
+  if (hit == NULL)
+    return NULL;
+  const char *b = hit;
+  while (b > s && b[-1] != '\n')
+    b--;
+  const char *e = strchr(hit, '\n');
+  size_t n = e != NULL ? (size_t)(e - b) : strlen(b);
+  assert_true(n < sizeof(line));
+  memcpy(line, b, n);
+  line[n] = '\0';
+  return line;
 }
 
 #endif

@@ -779,10 +779,9 @@ static int attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   int rc = left != 0 ? uvp_deadline_set(r->ctx, left) : 0;
   if (rc == 0)
     rc = uvp_curl_fetch(r->curl, row->url, &o, &p);
-  if (rc == 0) {
-    rc = uvp_promise_on(p, UVP_ON_BOTH, record_attempt, row, &recorded);
-    uvp_promise_release(p);
-  }
+  if (rc == 0)
+    rc = uvp_promise_on(p, UVP_ON_BOTH | UVP_ON_TAKE, record_attempt, row,
+                        &recorded);
   /* The rest of the callback that called us (the next row's start, the
    * report) runs without the deadline; the handler just registered holds
    * it (a deadline lives while a scope names it) until the transfer

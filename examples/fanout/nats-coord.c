@@ -337,8 +337,8 @@ static int send_one(coord_t *co, row_t *row, uint64_t left,
   if (rc == 0)
     rc = uvp_nats_request(co->nc, NATS_SUBJECT, body, strlen(body), &ro, &p);
   if (rc == 0) {
-    rc = uvp_promise_on_full(p, UVP_ON_BOTH, on_reply, s, free, out);
-    uvp_promise_release(p);
+    rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, on_reply, s, free,
+                             out);
     s = rc == 0 ? NULL : s;
   }
   if (left != 0) /* as main.c's attempt: the handler holds the deadline */

@@ -681,8 +681,7 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
   uvp_promise_t *join = NULL;
   if (err == 0 && (err = uvp_group_close(f->group)) == 0 &&
       (err = uvp_group_join(f->group, &join)) == 0)
-    err = uvp_promise_on(join, UVP_ON_BOTH, on_joined, f, NULL);
-  uvp_promise_release(join); /* the group holds it until it settles */
+    err = uvp_promise_on(join, UVP_ON_BOTH | UVP_ON_TAKE, on_joined, f, NULL);
   if (err < 0) {
     /* Nothing will answer: what was started must not run on unobserved. */
     if (f->group != NULL)
@@ -1342,17 +1341,8 @@ enum {
   OPT_VERSION
 };
 
-/* A usage error: one line (the usage is long), and where the usage is. */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
-                                                             ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "uvp-gateway: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (uvp-gateway --help lists the options)\n");
-  va_end(ap);
-  return -1;
-}
+/* A usage error: one line, and where the usage is. */
+#define usage_error(...) (cli_usage_error("uvp-gateway", __VA_ARGS__), -1)
 
 /* A bad value: one line, as uvp-fanout's. */
 static int value_error(const char *what) {
