@@ -17,19 +17,21 @@ ratio() {
     print "-"; else printf "%.2f", a / b }'
 }
 
-# verdict VALUE OP LIMIT [LOW HIGH], OP one of >= <= <: "met", "MISSED",
-# "unsettled (LOW..HIGH)" or "n/a" when VALUE is "-".  LOW and HIGH are
+# verdict VALUE OP LIMIT [LOW HIGH [COUNT]], OP one of >= <= <: "met",
+# "MISSED", "unsettled (...)" or "n/a" when VALUE is "-".  LOW and HIGH are
 # the figure's spread on this machine (the quartiles of its runs, or of
-# its pairs' ratios): a figure whose spread reaches both sides of LIMIT
-# is not stable enough here to have missed it, and says so instead.  A
-# figure without a spread (a count, bytes that do not move) is judged on
-# VALUE alone.  The one rule every runner's targets go through.
+# its pairs' ratios), COUNT how many runs or pairs they come from: a
+# figure whose spread reaches both sides of LIMIT, or read on fewer than 3
+# runs, is not stable enough here to have missed it, and says so instead.
+# A figure without a spread (a count, bytes that do not move) is judged
+# on VALUE alone.  The one rule every runner's targets go through.
 verdict() {
-  awk -v v="$1" -v op="$2" -v l="$3" -v lo="${4:-}" -v hi="${5:-}" '
+  awk -v v="$1" -v op="$2" -v l="$3" -v lo="${4:-}" -v hi="${5:-}" -v n="${6:-}" '
     function ok(x) { return (op == ">=" && x >= l) || (op == "<=" && x <= l) ||
                             (op == "<" && x < l) }
     BEGIN { if (v == "-") { print "n/a"; exit }
       if (ok(v)) { print "met"; exit }
+      if (n != "" && n < 3) { printf "unsettled (%d run(s))\n", n; exit }
       if (lo != "" && hi != "" && lo != "-" && hi != "-" && (ok(lo) || ok(hi)))
         printf "unsettled (spread %s..%s reaches %s)\n", lo, hi, l
       else print "MISSED" }'
