@@ -593,26 +593,30 @@ typedef struct uvp_record_opts_s {
  * array member `traceEvents`, one event a line; every string escaped as
  * the task dump's.  Process 1 is the context; its threads (tracks, by
  * `tid`, named by `thread_name` metadata events) are the loop (tid 1:
- * slices "poll", "uvp", "stall", instants for mail) and each fiber
- * (slices "fiber", spanning its life, and inside it "run" and "await
- * KIND"); work is async slices (`ph` "b" and "e", `cat` "work", `name`
- * its kind: a track per kind), a group an async slice from its making to
- * its join's end (`cat` "group").  Every event's `args` say its `site`
- * ("FILE:LINE") where it has one, and what else is known (`target`,
- * `group`, `status`, `cause`, `promise`: addresses as the task dump's
- * ids).  Flow events (`ph` "s" and "f", `cat` "cause" or "spawn") link a
- * cause to each task it cut and a spawn to the fiber spawned.  A slice
- * whose beginning was overwritten begins at the ring's first event (its
- * `args` say `"cut_off":true`); one still open at the write ends at the
- * write (`"open":true`); every begin has its end.  `ts` are microseconds
- * of CLOCK_MONOTONIC (as uv_hrtime / 1000).  After the array, `otherData`
- * says how many events were written and how many the ring had
- * overwritten.
+ * slices "poll", "I/O callbacks" and "uvp", instants for the mail of
+ * other threads, a cancellation's cause and what it cut), the stall
+ * detector's reports (tid 2: a slice "stall" each) and each fiber (tid 3
+ * and up: a slice "fiber" spanning its life, and inside it "run" and
+ * "await KIND"); work is async slices (`ph` "b" and "e", `cat` "work",
+ * `name` its kind: a track per kind), a group an async slice from its
+ * making to its join's end (`cat` "group").  Every event's `args` say its
+ * `site` ("FILE:LINE") where it has one, and what else is known
+ * (`target`, `group`, `status`, `cut`, `cause`, `promise`: addresses as
+ * the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause" or
+ * "spawn") link a cause to each task it cut and a spawn to the fiber
+ * spawned.  A slice whose beginning was overwritten (or is older than
+ * last_ms) begins at the first event written (its `args` say
+ * `"cut_off":true`); one still open at the write ends at the write
+ * (`"open":true`); every begin has its end, and no event's time goes
+ * back on its track.  `ts` are microseconds from `otherData`'s
+ * `ts_origin_ns` (CLOCK_MONOTONIC, as uv_hrtime), one second before the
+ * first event; `otherData` also says how many events were written
+ * (`events`) and how many the ring had overwritten (`overwritten`).
  *
  * <b>UVP_RECORD_TEXT</b>: a line per event, `SECONDS.MICROS TRACK: WHAT`
- * (CLOCK_MONOTONIC), e.g. `12.004511 fiber 0x55c0add7b7e0: parked at
- * app.c:22 awaiting 0x55c0add7c1a0 (fs.read_file)`.  For people: parse
- * the JSON form.
+ * (CLOCK_MONOTONIC; a `~` after the time when it is the last clock read's,
+ * the event came later), e.g. `12.004511 fiber 0x55c0add7b7e0: parked at
+ * app.c:22 awaiting 0x55c0add7c1a0`.  For people: parse the JSON form.
  *
  * Returns the number of events written; UV_EAGAIN if the output was cut
  * short; UV_EINVAL (NULL ctx or opts, neither stream nor write, unknown
