@@ -73,6 +73,16 @@ uint64_t uvp__rec_clock(uvp__rec_hot_t *h) {
 
 /* ---- strings ------------------------------------------------------------- */
 
+/* n bytes at offset `at` of the string ring, wrapping round its end:
+ * the offset after them. */
+static size_t copy_in(rec_state_t *st, size_t at, const char *s, size_t n) {
+  size_t first = n < st->str_cap - at ? n : st->str_cap - at;
+  memcpy(st->str + at, s, first);
+  memcpy(st->str, s + first, n - first);
+  at += n;
+  return at >= st->str_cap ? at - st->str_cap : at;
+}
+
 /* Copy n bytes of s into the string ring: its position, or
  * UVP__REC_NOSTR.  A string is its length (2 bytes) and its bytes, which
  * may wrap round the ring's end. */
@@ -82,11 +92,10 @@ static uintptr_t str_put(rec_state_t *st, const char *s, size_t n) {
   if (s == NULL || n + 2 > st->str_cap)
     return UVP__REC_NOSTR;
   uint64_t pos = st->str_n;
-  unsigned char len[2] = {(unsigned char)(n & 0xff), (unsigned char)(n >> 8)};
-  for (size_t i = 0; i < n + 2; i++) {
-    size_t k = (size_t)((pos + i) % st->str_cap);
-    st->str[k] = i < 2 ? (char)len[i] : s[i - 2];
-  }
+  char len[2] = {(char)(n & 0xff), (char)(n >> 8)};
+  size_t at = (size_t)(pos % st->str_cap);
+  at = copy_in(st, at, len, 2);
+  (void)copy_in(st, at, s, n);
   st->str_n += n + 2;
   return (uintptr_t)pos;
 }
@@ -104,8 +113,10 @@ int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap) {
   if (n + 2 > back)
     return -1;
   size_t m = n < cap - 1 ? n : cap - 1;
-  for (size_t i = 0; i < m; i++)
-    buf[i] = st->str[(pos + 2 + i) % st->str_cap];
+  size_t at = (size_t)((pos + 2) % st->str_cap);
+  size_t first = m < st->str_cap - at ? m : st->str_cap - at;
+  memcpy(buf, st->str + at, first);
+  memcpy(buf + first, st->str, m - first);
   buf[m] = '\0';
   return (int)m;
 }

@@ -418,6 +418,47 @@ static void overwrites_without_growing(void **state) {
   assert_int_equal(uvp_replace_allocator(malloc, realloc, calloc, free), 0);
 }
 
+/* ---- strings: their own ring, overwritten too ---------------------------- */
+
+static uvp_ret_t renamer(void *arg) {
+  (void)arg;
+  char name[32];
+  for (int i = 0; i < 1000; i++) {
+    snprintf(name, sizeof(name), "name-%d-%s", i, i % 2 ? "odd" : "even");
+    assert_int_equal(uvp_fiber_set_name(name), 0);
+  }
+  return uvp_ret_pass();
+}
+
+static void strings_wrap(void **state) {
+  fixture_t *f = *state;
+  /* 4 KiB: 512 bytes of strings, each name 14 to 18 of them. */
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, 4096, UVP_RECORD_FIBERS), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, renamer, NULL, NULL, &p), 0);
+  run_until_settled(f, p);
+  uvp_promise_release(p);
+  uvp_recorder_stats_t st;
+  assert_int_equal(uvp_ctx_recorder_stats(f->ctx, &st), 0);
+  assert_true(st.str_bytes > 10 * 512);
+  sink_t s = {0};
+  assert_true(write_to(f->ctx, UVP_RECORD_TEXT, 0, &s) > 0);
+  /* The last names whole, in order; those of events still held whose
+   * string went round are said to be so. */
+  const char *a = strstr(s.buf, "named \"name-998-even\"");
+  const char *b = strstr(s.buf, "named \"name-999-odd\"");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_true(a < b);
+  assert_non_null(strstr(s.buf, "named \"(overwritten)\""));
+  sink_free(&s);
+  assert_true(write_to(f->ctx, UVP_RECORD_JSON, 0, &s) > 0);
+  json_decref(check_json(s.buf, NULL));
+  /* Its track is named by its last name (its spawn went round). */
+  assert_non_null(strstr(s.buf, "\"name\":\"fiber \\\"name-999-odd\\\"\"}"));
+  sink_free(&s);
+}
+
 /* ---- a reader that does not read ------------------------------------------
  */
 
@@ -596,6 +637,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(json_of_a_known_run),
       cmocka_unit_test(overwrites_without_growing),
+      FIXTURE_TEST(strings_wrap),
       FIXTURE_TEST(pipe_nobody_reads),
       FIXTURE_TEST(stall_writes_what_came_before),
       FIXTURE_TEST(settles_from_threads),
