@@ -25,8 +25,30 @@ typedef struct nats_server_s {
   int port;
   pid_t pid;
   char url[64];
-  char conf[64]; /* its config file (nats-server -c), "" if none */
+  char conf[64];  /* its config file (nats-server -c), "" if none */
+  char store[64]; /* with JetStream (nats_server_jetstream): its store
+                     directory (-js -sd), "" if none */
 } nats_server_t;
+
+/* The next nats_server_start of s runs with JetStream, on a fresh store
+ * directory of its own that its later starts (a restart) keep, removed
+ * by nats_server_remove_store. */
+static inline void nats_server_jetstream(nats_server_t *s) {
+  snprintf(s->store, sizeof(s->store), "/tmp/uvp-nats-js-XXXXXX");
+  assert_non_null(mkdtemp(s->store));
+}
+
+static inline void nats_rm_rf(const char *dir) {
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static inline void nats_server_remove_store(nats_server_t *s) {
+  if (s->store[0] != '\0')
+    nats_rm_rf(s->store);
+  s->store[0] = '\0';
+}
 
 /* The next nats_server_start of s runs with a config file of `text`
  * (nats-server's format, "max_payload: 1024\n"), in a temporary file that
@@ -80,11 +102,22 @@ static inline void nats_server_start(nats_server_t *s) {
     int null = open("/dev/null", O_RDWR);
     dup2(null, 1);
     dup2(null, 2);
-    if (s->conf[0] != '\0')
-      execlp(bin, bin, "-c", s->conf, "-a", "127.0.0.1", "-p", port,
-             (char *)NULL);
-    else
-      execlp(bin, bin, "-a", "127.0.0.1", "-p", port, (char *)NULL);
+    const char *argv[16] = {bin};
+    int n = 1;
+    if (s->conf[0] != '\0') {
+      argv[n++] = "-c";
+      argv[n++] = s->conf;
+    }
+    if (s->store[0] != '\0') {
+      argv[n++] = "-js";
+      argv[n++] = "-sd";
+      argv[n++] = s->store;
+    }
+    argv[n++] = "-a";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "-p";
+    argv[n++] = port;
+    execvp(bin, (char *const *)argv);
     _exit(127);
   }
   s->pid = pid;

@@ -1,0 +1,335 @@
+/** @file
+ * uvp-nats JetStream — streams, pull consumers, key-value buckets and
+ * durable promises as uvp promises, on a uvp-nats connection.
+ *
+ * Part of libuvp-nats (pkg-config name uvp-nats), installed beside
+ * uvp-nats.h, which it includes.  Needs a nats-server with JetStream
+ * (`nats-server -js`, 2.9 or later; a cluster for replicas).
+ *
+ * @code
+ *   uvp_nats_js_new(nc, NULL, &js);
+ *   uvp_nats_js_stream_add(js, &(uvp_nats_js_stream_config_t){
+ *       .name = "JOBS", .retention = UVP_NATS_JS_WORKQUEUE}, &p);
+ *   uvp_nats_js_publish(js, "JOBS", "work", 4,
+ *       &(uvp_nats_js_publish_opts_t){.msg_id = "job-1"}, &p);
+ *   ...  // p fulfils with a uvp_nats_js_ack_t *: seq, duplicate
+ *   uvp_nats_dpromise_create(js, "promises", "job-1", 60000, &p);
+ *   ...  // p settles when any process completes "job-1"
+ *   uvp_nats_js_free(js);
+ * @endcode
+ *
+ * How it speaks to the server.  Every JetStream call is a NATS request
+ * on `$JS.API.>` with a JSON body, or a publish whose reply is an
+ * acknowledgement: the binding sends them as uvp_nats_request does (with
+ * UVP_NATS_REQUEST_NO_TIMEOUT_HEADER: a stored message carries no
+ * Uvp-Timeout-Ms) and reads the JSON with jansson, on the loop thread.
+ * nats.c's own JetStream calls (js_AddStream, natsSubscription_Fetch,
+ * kvStore_*) block their thread until the server answers; run on libuv's
+ * pool, a pull or a watch would hold one of its four threads for each
+ * long poll, and a cut could not stop them.  So none of them is used:
+ * every wait here is a request, a subscription of the binding's or a
+ * timer on the loop, and so a record of work in flight
+ * (uvp_inflight_start): the scope's deadline cuts it, its group waits
+ * for it, uvp_ctx_close ends it, and the task dump names it ("JetStream
+ * publish JOBS", "JetStream next JOBS/workers", "JetStream kv get
+ * promises/job-1", "JetStream dpromise promises/job-1").
+ *
+ * Threads: everything here is called on the context's loop thread, and
+ * every promise settles there; no thread of nats.c's calls it.
+ *
+ * Errors.  Calls return 0 or a negative code; promises reject with:
+ *   UVP_NATS_ENORESPONDERS  nothing answered the API subject: the server
+ *                           has no JetStream, or the stream has no leader
+ *                           (an election in a cluster: try again), or no
+ *                           stream takes the published subject
+ *   UV_ENOENT               no such stream, consumer, key or promise
+ *   UV_EEXIST               a stream of that name with another
+ *                           configuration; a key that exists (create)
+ *   UVP_NATS_EREVISION      the key's last revision is not the one given
+ *   UV_EAGAIN               JetStream is not ready yet (a cluster still
+ *                           electing its leader)
+ *   UV_ENOTSUP              JetStream is not enabled for the account
+ *   UVP_NATS_EJETSTREAM     any other error of the API: the payload is
+ *                           a uvp_nats_js_error_t (owned by the promise)
+ *   UV_EPROTO               a reply the binding cannot read
+ * and a request's codes (UV_ETIMEDOUT, UV_ECANCELED, UVP_ECLOSED...).
+ * An API error's payload is always a uvp_nats_js_error_t. */
+#ifndef UVP_NATS_JS_H
+#define UVP_NATS_JS_H
+
+#include "uvp-nats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup nats_js JetStream
+ * @ingroup nats
+ * Streams, pull consumers, key-value buckets and durable promises: see
+ * uvp-nats-js.h. */
+/** @{ */
+
+/** A JetStream context: a connection and the API's prefix. */
+typedef struct uvp_nats_js_s uvp_nats_js_t;
+
+/** Options of uvp_nats_js_new. */
+typedef struct uvp_nats_js_opts_s {
+  const char *domain;  /**< a JetStream domain (API "$JS.<domain>.API");
+                            NULL: none ("$JS.API") */
+  uint64_t timeout_ms; /**< each API call's and acknowledgement's
+                            timeout; 0: 5 s (a scope's deadline, if
+                            nearer, still cuts it) */
+} uvp_nats_js_opts_t;
+
+/** A new context on `nc` (opts may be NULL; copied).  *out is yours until
+ * uvp_nats_js_free, which you may call before or after uvp_nats_close of
+ * nc; once nc closes, every call on the context fails with UVP_ECLOSED
+ * and what waits on it rejects with it.  Loop thread.  Errors: UV_EINVAL
+ * (NULL nc or out, a domain with a dot or a space), UVP_ECLOSED,
+ * UV_ENOMEM. */
+UVP_NATS_EXTERN int uvp_nats_js_new(uvp_nats_t *nc,
+                                    const uvp_nats_js_opts_t *opts,
+                                    uvp_nats_js_t **out);
+
+/** Let go of the context: calls in flight and the objects made from it
+ * (pulls, watches, services, awaits) go on; its memory goes with the last
+ * of them.  Loop thread.  Errors: UV_EINVAL (NULL; freed already, while
+ * something made from it still holds its memory: after that, a second
+ * call reads freed memory, as a second uv_close would). */
+UVP_NATS_EXTERN int uvp_nats_js_free(uvp_nats_js_t *js);
+
+/** An API error (the payload of a UVP_NATS_EJETSTREAM rejection, and of
+ * the other codes an API error maps to). */
+typedef struct uvp_nats_js_error_s {
+  int code;                /**< its HTTP-like code (400, 404, 503...) */
+  int err_code;            /**< JetStream's own (10059: stream not found) */
+  const char *description; /**< "stream not found" */
+} uvp_nats_js_error_t;
+
+/* ------------------------------------------------------------------------ */
+/* Streams and consumers                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** A stream's retention (uvp_nats_js_stream_config_t). */
+typedef enum {
+  UVP_NATS_JS_LIMITS = 0,    /**< kept until its limits (age, count) */
+  UVP_NATS_JS_WORKQUEUE = 1, /**< each message goes once acknowledged */
+  UVP_NATS_JS_INTEREST = 2   /**< kept while a consumer has not acked it */
+} uvp_nats_js_retention_t;
+
+enum {
+  /** Memory storage instead of files. */
+  UVP_NATS_JS_MEMORY = 1,
+  /** A full stream refuses new messages instead of dropping old ones. */
+  UVP_NATS_JS_DISCARD_NEW = 2,
+  /** Direct get: any replica answers a read (KV buckets have it). */
+  UVP_NATS_JS_ALLOW_DIRECT = 4,
+  /** Nats-Rollup headers are allowed (KV buckets have it). */
+  UVP_NATS_JS_ALLOW_ROLLUP = 8,
+  /** Messages cannot be deleted, only purged (KV buckets have it). */
+  UVP_NATS_JS_DENY_DELETE = 16
+};
+
+/** A stream's configuration (uvp_nats_js_stream_add). */
+typedef struct uvp_nats_js_stream_config_s {
+  const char *name;                  /**< required: letters, digits, - and _ */
+  const char *const *subjects;       /**< NULL-terminated; NULL: the name */
+  uvp_nats_js_retention_t retention; /**< UVP_NATS_JS_LIMITS... */
+  int replicas;                      /**< copies in a cluster; 0: 1 */
+  uint64_t max_age_ms;               /**< 0: no limit */
+  uint64_t duplicate_window_ms;      /**< Nats-Msg-Id dedupe window; 0: the
+                                          server's (2 min, or max_age) */
+  int64_t max_msgs;                  /**< 0: no limit */
+  int64_t max_bytes;                 /**< 0: no limit */
+  int64_t max_msgs_per_subject;      /**< 0: no limit */
+  int flags;                         /**< UVP_NATS_JS_MEMORY... */
+} uvp_nats_js_stream_config_t;
+
+/** What a stream holds (the value of uvp_nats_js_stream_add and
+ * uvp_nats_js_stream_info; one allocation, owned by the promise). */
+typedef struct uvp_nats_js_stream_info_s {
+  const char *name;
+  uint64_t messages, bytes;
+  uint64_t first_seq, last_seq;
+  uint64_t consumers;
+  int replicas;
+  const char *leader; /**< its leader's server name in a cluster, else
+                           NULL */
+} uvp_nats_js_stream_info_t;
+
+/** @name uvp_nats_js_stream_add, uvp_nats_js_stream_add_at
+ * @{ */
+/** Create the stream, or find it if it exists with the same
+ * configuration ($JS.API.STREAM.CREATE): *out fulfils with a
+ * uvp_nats_js_stream_info_t *.  Rejects with UV_EEXIST (a stream of that
+ * name with another configuration, or another stream has those
+ * subjects), UV_EAGAIN, UVP_NATS_ENORESPONDERS, UVP_NATS_EJETSTREAM (a
+ * configuration the server refuses: replicas beyond the cluster's size),
+ * a request's codes.  Cancel-safe (the stream may have been made).
+ * Errors, nothing sent: UV_EINVAL (NULL, a bad name or subject),
+ * UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_js_stream_add(...)                                            \
+  uvp_nats_js_stream_add_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_js_stream_add_at(uvp_nats_js_t *js,
+                          const uvp_nats_js_stream_config_t *config,
+                          uvp_promise_t **out, const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_js_stream_info, uvp_nats_js_stream_delete
+ * @{ */
+/** Look the stream up: *out fulfils with a uvp_nats_js_stream_info_t *,
+ * or rejects UV_ENOENT.  Delete it: fulfils with NULL, or rejects
+ * UV_ENOENT.  Otherwise as uvp_nats_js_stream_add. */
+#define uvp_nats_js_stream_info(...)                                           \
+  uvp_nats_js_stream_info_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_stream_info_at(uvp_nats_js_t *js,
+                                               const char *stream,
+                                               uvp_promise_t **out,
+                                               const char *file, int line);
+#define uvp_nats_js_stream_delete(...)                                         \
+  uvp_nats_js_stream_delete_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_stream_delete_at(uvp_nats_js_t *js,
+                                                 const char *stream,
+                                                 uvp_promise_t **out,
+                                                 const char *file, int line);
+/** @} */
+
+/** A durable pull consumer's configuration (uvp_nats_js_consumer_add). */
+typedef struct uvp_nats_js_consumer_config_s {
+  const char *durable;        /**< its name: required */
+  const char *filter_subject; /**< NULL: every subject of the stream */
+  uint64_t ack_wait_ms;       /**< redelivered if not acknowledged (nor
+                                   marked in progress) within; 0: 30 s */
+  int64_t max_deliver;        /**< deliveries at most; 0: no limit */
+  int64_t max_ack_pending;    /**< messages out and not acknowledged, at
+                                   most (over all its pullers); 0: 1 000 */
+  const uint64_t *backoff_ms; /**< redelivery delays after each failed
+                                   delivery (the last repeats); NULL: none
+                                   (ack_wait each time).  Needs
+                                   max_deliver above nbackoff */
+  size_t nbackoff;
+} uvp_nats_js_consumer_config_t;
+
+/** A consumer (the value of uvp_nats_js_consumer_add and
+ * uvp_nats_js_consumer_info; one allocation, owned by the promise). */
+typedef struct uvp_nats_js_consumer_info_s {
+  const char *stream, *name;
+  uint64_t ack_wait_ms;
+  int64_t max_ack_pending, max_deliver;
+  uint64_t num_pending;     /**< messages not delivered yet */
+  uint64_t num_ack_pending; /**< out, not acknowledged */
+  uint64_t num_redelivered;
+  uint64_t num_waiting; /**< pull requests waiting at the server */
+} uvp_nats_js_consumer_info_t;
+
+/** @name uvp_nats_js_consumer_add, uvp_nats_js_consumer_add_at
+ * @{ */
+/** Create the durable pull consumer on `stream` (explicit acks,
+ * delivering from the stream's start), or find it if it exists with the
+ * same configuration: *out fulfils with a uvp_nats_js_consumer_info_t *.
+ * Rejects as uvp_nats_js_stream_add (UV_ENOENT: no such stream;
+ * UVP_NATS_EJETSTREAM: a second unfiltered consumer on a work-queue
+ * stream, a backoff without a max_deliver above it).  Errors, nothing
+ * sent: UV_EINVAL (NULL, no durable, a bad name), UVP_ECLOSED,
+ * UV_ENOMEM. */
+#define uvp_nats_js_consumer_add(...)                                          \
+  uvp_nats_js_consumer_add_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_js_consumer_add_at(uvp_nats_js_t *js, const char *stream,
+                            const uvp_nats_js_consumer_config_t *config,
+                            uvp_promise_t **out, const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_js_consumer_info, uvp_nats_js_consumer_delete
+ * @{ */
+/** Look the consumer up (a uvp_nats_js_consumer_info_t *) or delete it
+ * (NULL); UV_ENOENT if there is none.  Otherwise as
+ * uvp_nats_js_consumer_add. */
+#define uvp_nats_js_consumer_info(...)                                         \
+  uvp_nats_js_consumer_info_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_consumer_info_at(uvp_nats_js_t *js,
+                                                 const char *stream,
+                                                 const char *consumer,
+                                                 uvp_promise_t **out,
+                                                 const char *file, int line);
+#define uvp_nats_js_consumer_delete(...)                                       \
+  uvp_nats_js_consumer_delete_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_consumer_delete_at(uvp_nats_js_t *js,
+                                                   const char *stream,
+                                                   const char *consumer,
+                                                   uvp_promise_t **out,
+                                                   const char *file, int line);
+/** @} */
+
+/* ------------------------------------------------------------------------ */
+/* Publish with acknowledgement                                             */
+/* ------------------------------------------------------------------------ */
+
+/** The header a job's message may carry: when its caller stops caring,
+ * in milliseconds since the Unix epoch (absolute: a stored message may be
+ * served long after it was sent, on another machine; the two clocks must
+ * agree to within what the deadline can spare).  uvp_nats_js_serve gives
+ * a member what is left of it. */
+#define UVP_NATS_DEADLINE_HEADER "Uvp-Deadline"
+
+/** Options of uvp_nats_js_publish. */
+typedef struct uvp_nats_js_publish_opts_s {
+  const char *msg_id;               /**< Nats-Msg-Id: the stream keeps one
+                                         message per id within its duplicate
+                                         window (a second publish fulfils with
+                                         duplicate set); NULL: none */
+  const char *expect_stream;        /**< refused unless this stream takes it */
+  uint64_t expect_last_subject_seq; /**< with UVP_NATS_JS_EXPECT_LAST:
+                                    refused (UVP_NATS_EREVISION) unless the
+                                    subject's last message has this
+                                    sequence (0: it has none) */
+  int flags;                        /**< UVP_NATS_JS_EXPECT_LAST */
+  uint64_t deadline_ms;             /**< > 0: Uvp-Deadline set that far from
+                                         now (the job's, not the ack's) */
+  const char *const *headers;       /**< more "Name: value" strings,
+                                         NULL-terminated (copied) */
+} uvp_nats_js_publish_opts_t;
+
+enum {
+  /** uvp_nats_js_publish_opts_t's expect_last_subject_seq counts. */
+  UVP_NATS_JS_EXPECT_LAST = 1
+};
+
+/** The stream's acknowledgement of a publish (one allocation, owned by the
+ * promise). */
+typedef struct uvp_nats_js_ack_s {
+  const char *stream; /**< the stream that stored it */
+  uint64_t seq;       /**< its sequence there */
+  bool duplicate;     /**< the stream had this Nats-Msg-Id already: seq is
+                           the first one's, nothing new was stored */
+} uvp_nats_js_ack_t;
+
+/** @name uvp_nats_js_publish, uvp_nats_js_publish_at
+ * @{ */
+/** Publish `len` bytes of `data` on `subject` and wait for the stream's
+ * acknowledgement: *out fulfils with a uvp_nats_js_ack_t *.  Rejects with
+ * UVP_NATS_ENORESPONDERS (no stream takes the subject, or its leader is
+ * being elected: publish again with the same msg_id, which dedupes),
+ * UVP_NATS_EREVISION (UVP_NATS_JS_EXPECT_LAST not met), UV_EEXIST
+ * (expect_stream is not the stream), UVP_NATS_EJETSTREAM (a full stream
+ * with UVP_NATS_JS_DISCARD_NEW...), UV_ETIMEDOUT (no acknowledgement in
+ * the context's timeout: the message may have been stored; publish again
+ * with the same msg_id).  Cancel-safe: cancelling stops the wait, not
+ * the publish.  In the task dump: "JetStream publish SUBJECT".  Errors,
+ * nothing sent: those of uvp_nats_publish (UV_EINVAL, UV_EMSGSIZE...),
+ * UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_js_publish(...)                                               \
+  uvp_nats_js_publish_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_js_publish_at(uvp_nats_js_t *js, const char *subject, const void *data,
+                       size_t len, const uvp_nats_js_publish_opts_t *opts,
+                       uvp_promise_t **out, const char *file, int line);
+/** @} */
+
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UVP_NATS_JS_H */
