@@ -327,6 +327,141 @@ uvp_nats_js_publish_at(uvp_nats_js_t *js, const char *subject, const void *data,
                        uvp_promise_t **out, const char *file, int line);
 /** @} */
 
+/* ------------------------------------------------------------------------ */
+/* Pulling from a consumer                                                  */
+/* ------------------------------------------------------------------------ */
+
+/** A pull: what a process takes from a durable pull consumer. */
+typedef struct uvp_nats_js_pull_s uvp_nats_js_pull_t;
+
+enum {
+  /** Do not mark messages in progress (+WPI) on their own: a message not
+   * acknowledged within the consumer's ack_wait is redelivered. */
+  UVP_NATS_JS_NO_AUTO_WPI = 1
+};
+
+/** Options of uvp_nats_js_pull. */
+typedef struct uvp_nats_js_pull_opts_s {
+  size_t limit;        /**< messages this process holds at most: handed
+                            out and not yet acknowledged, naked or termed,
+                            plus those asked of the server; 0: the
+                            consumer's max_ack_pending */
+  uint64_t expires_ms; /**< how long a pull request waits at the server
+                            for messages; 0: 5 s.  A request the server
+                            lost (its consumer's leader died) is given up
+                            after this and 2 s more, and asked again */
+  int flags;           /**< UVP_NATS_JS_NO_AUTO_WPI */
+} uvp_nats_js_pull_opts_t;
+
+/** A message from a pull (the value of uvp_nats_js_next; owned by its
+ * promise).  Its data and headers are the natsMsg's (borrowed from it);
+ * the rest is read from its $JS.ACK reply subject. */
+typedef struct uvp_nats_js_msg_s {
+  natsMsg *msg;          /**< subject, data, headers (borrowed) */
+  const char *stream;    /**< the stream */
+  const char *consumer;  /**< the consumer */
+  uint64_t stream_seq;   /**< its sequence in the stream */
+  uint64_t consumer_seq; /**< in the consumer's deliveries */
+  uint64_t delivered;    /**< its deliveries so far: 1 the first time */
+  uint64_t pending;      /**< messages left for the consumer */
+  int64_t time_ns;       /**< when it was stored, ns since the epoch */
+} uvp_nats_js_msg_t;
+
+/** @name uvp_nats_js_pull, uvp_nats_js_pull_at
+ * @{ */
+/** Pull from durable consumer `consumer` of `stream`: looks the consumer
+ * up (its ack_wait and max_ack_pending), subscribes to an inbox of its
+ * own for the deliveries, and fulfils *out with a uvp_nats_js_pull_t *,
+ * yours (no destructor: give it to uvp_nats_js_pull_close before
+ * uv_loop_close, as a libuv handle).  Nothing is asked of the server
+ * before a uvp_nats_js_next.  Rejects as uvp_nats_js_consumer_info
+ * (UV_ENOENT: no such stream or consumer).  Errors, nothing sent:
+ * UV_EINVAL (NULL, a bad name), UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_js_pull(...)                                                  \
+  uvp_nats_js_pull_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_pull_at(uvp_nats_js_t *js, const char *stream,
+                                        const char *consumer,
+                                        const uvp_nats_js_pull_opts_t *opts,
+                                        uvp_promise_t **out, const char *file,
+                                        int line);
+/** @} */
+
+/** @name uvp_nats_js_next, uvp_nats_js_next_at
+ * @{ */
+/** The next message, as uvp_nats_next hands out a subscription's: *out
+ * gets one reference to a promise that fulfils with a
+ * uvp_nats_js_msg_t * it owns.  Waits are served in the order they were
+ * made.  The pull asks the server ($JS.API.CONSUMER.MSG.NEXT, one
+ * request for as many messages as there are waits, delivered to the
+ * pull's inbox) only for what the limit leaves room for: the messages it
+ * holds (handed out and not finished) and those asked count, so a
+ * process never holds more than it can serve; the rest wait at the
+ * server for another process.  A request expires at the server after
+ * opts.expires_ms (status 408) and is asked again while waits remain.
+ *   Finish each message with uvp_nats_js_ack, _nak or _term (each frees
+ *   its room); until then the binding marks it in progress (+WPI) every
+ *   half ack_wait (unless UVP_NATS_JS_NO_AUTO_WPI), so the server does
+ *   not redeliver it while it is worked on.  A message whose promise
+ *   goes (its last reference released) unfinished is given back (-NAK:
+ *   redelivered at once, to any puller).
+ * Rejects with UV_ECANCELED (uvp_nats_js_pull_close), UVP_ECLOSED (the
+ * connection closed; uvp_ctx_close), UV_ENOENT (the consumer was
+ * deleted), UV_ETIMEDOUT (the scope's deadline).  Cancel-safe:
+ * cancelling stops that wait; a message that arrives for it waits for
+ * the next uvp_nats_js_next (marked in progress meanwhile), or is given
+ * back at uvp_nats_js_pull_close.  A wait is idle work in flight
+ * (UVP_INFLIGHT_IDLE: the virtual clock may pass it); in the task dump:
+ * "JetStream next STREAM/CONSUMER".  Errors: UV_EINVAL, UVP_ECLOSED
+ * (closed pull or connection), UV_ENOMEM. */
+#define uvp_nats_js_next(...)                                                  \
+  uvp_nats_js_next_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_next_at(uvp_nats_js_pull_t *pull,
+                                        uvp_promise_t **out, const char *file,
+                                        int line);
+/** @} */
+
+/** @name uvp_nats_js_ack, uvp_nats_js_nak, uvp_nats_js_term,
+ * uvp_nats_js_in_progress
+ * @{ */
+/** Finish a message: acknowledge it (+ACK: done, a work queue deletes
+ * it), give it back (-NAK: redelivered after delay_ms, 0: at once, to any
+ * puller), or terminate it (+TERM: never redelivered).  Each publishes
+ * to the message's reply subject and returns at once (no answer is
+ * awaited: a lost ack means a redelivery after ack_wait, which a
+ * consumer of JetStream handles anyway); the message's room in the pull
+ * is free again.  uvp_nats_js_in_progress (+WPI) restarts its ack_wait
+ * and leaves it unfinished.  The message stays its promise's.  Loop
+ * thread.  Errors: UV_EINVAL (NULL; delay_ms over a day), UV_EALREADY
+ * (finished already), UVP_ECLOSED (the connection closed: the server
+ * redelivers it after ack_wait), a publish's codes. */
+UVP_NATS_EXTERN int uvp_nats_js_ack(uvp_nats_js_msg_t *msg);
+UVP_NATS_EXTERN int uvp_nats_js_nak(uvp_nats_js_msg_t *msg, uint64_t delay_ms);
+UVP_NATS_EXTERN int uvp_nats_js_term(uvp_nats_js_msg_t *msg);
+UVP_NATS_EXTERN int uvp_nats_js_in_progress(uvp_nats_js_msg_t *msg);
+/** @} */
+
+/** Counters of a pull (uvp_nats_js_pull_stats). */
+typedef struct uvp_nats_js_pull_stats_s {
+  size_t held;         /**< messages out and not finished, now */
+  size_t asked;        /**< messages asked of the server, not arrived */
+  uint64_t requests;   /**< pull requests sent */
+  uint64_t received;   /**< messages delivered */
+  uint64_t expired;    /**< requests that expired (408) or were given up */
+  uint64_t wpi;        /**< +WPI sent by the binding */
+  uint64_t given_back; /**< -NAK of messages nobody finished */
+} uvp_nats_js_pull_stats_t;
+
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_js_pull_stats(const uvp_nats_js_pull_t *pull,
+                                           uvp_nats_js_pull_stats_t *out);
+
+/** Stop pulling: waits reject with UV_ECANCELED, messages that arrived
+ * for no wait are given back (-NAK), the inbox is unsubscribed.  Messages
+ * handed out stay valid (finish them; they are still marked in progress
+ * until then); the pull's memory goes with the last of them.  Not a
+ * promise.  Loop thread.  Errors: UV_EINVAL (NULL, closed already). */
+UVP_NATS_EXTERN int uvp_nats_js_pull_close(uvp_nats_js_pull_t *pull);
+
 /** @} */
 
 #ifdef __cplusplus

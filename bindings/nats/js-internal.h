@@ -117,6 +117,20 @@ int uvp_nats__js_stream_info_of(json_t *j, uvp_nats_js_stream_info_t **out);
 /* A JSON duration in nanoseconds, in ms. */
 uint64_t uvp_nats__js_ms(json_t *j, const char *key);
 
+/* ---- pulls (pull.c), for a service (js-serve.c) ------------------------ */
+
+/* Takes a pull's messages instead of its waits (the taker's: finish it,
+ * then uvp_nats__js_msg_free); NULL: the pull failed (the connection
+ * closed, the consumer was deleted). */
+typedef void (*uvp_nats__js_take_fn)(void *owner, uvp_nats_js_msg_t *m);
+void uvp_nats__js_pull_take(uvp_nats_js_pull_t *pull, uvp_nats__js_take_fn take,
+                            void *owner);
+/* How many messages the taker wants now (asked as the limit allows). */
+void uvp_nats__js_pull_want(uvp_nats_js_pull_t *pull, size_t want);
+size_t uvp_nats__js_pull_limit(const uvp_nats_js_pull_t *pull);
+/* A message's destructor: one nobody finished is given back (-NAK). */
+void uvp_nats__js_msg_free(void *m);
+
 #define JS_NS 1000000ll /* nanoseconds in a millisecond */
 
 #endif

@@ -55,7 +55,7 @@ void uvp_nats__js_release(uvp_nats_js_t *js) {
 }
 
 int uvp_nats__js_usable(const uvp_nats_js_t *js) {
-  if (js->b == NULL)
+  if (js->b == NULL || (js->b->state != S_OPEN && js->b->state != S_CONNECTING))
     return UVP_ECLOSED;
   return 0;
 }

@@ -387,6 +387,370 @@ static void test_js_cut(void **state) {
   kill(T.s->pid, SIGCONT);
 }
 
+/* ---- pulling --------------------------------------------------------------
+ */
+
+/* Run the loop for ms of real time. */
+static void run_for(fixture_t *f, uint64_t ms) {
+  uvp_promise_t *d;
+  assert_int_equal(uvp_delay(f->ctx, ms, NULL, NULL, 0, &d), 0);
+  run_until_settled(f, d);
+  uvp_promise_release(d);
+}
+
+static double ms_since(uint64_t t0) { return (double)(uv_hrtime() - t0) / 1e6; }
+
+static void consumer(fixture_t *f, const char *stream,
+                     const uvp_nats_js_consumer_config_t *c) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_js_consumer_add(T.js, stream, c, &p), 0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+}
+
+static uvp_nats_js_pull_t *pull_open(fixture_t *f, const char *stream,
+                                     const char *name,
+                                     const uvp_nats_js_pull_opts_t *o) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_js_pull(T.js, stream, name, o, &p), 0);
+  uvp_nats_js_pull_t *pull = must(f, p);
+  uvp_promise_release(p);
+  return pull;
+}
+
+static void publish_n(fixture_t *f, const char *subject, int n) {
+  for (int i = 0; i < n; i++) {
+    char body[16];
+    snprintf(body, sizeof(body), "m%d", i);
+    uvp_promise_t *p;
+    assert_int_equal(
+        uvp_nats_js_publish(T.js, subject, body, strlen(body), NULL, &p), 0);
+    (void)must(f, p);
+    uvp_promise_release(p);
+  }
+}
+
+static uvp_nats_js_msg_t *msg_of(uvp_promise_t *p) {
+  return uvp_promise_value(p);
+}
+
+static int settled_count(uvp_promise_t **ps, int n) {
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    k += uvp_promise_state(ps[i]) != UVP_PENDING;
+  return k;
+}
+
+/* 10 messages, max_ack_pending 4: ten waits get four, and the consumer has
+ * four out; each ack lets one more in, in order. */
+static void test_pull_bounded(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "BOUND", 0);
+  consumer(
+      f, "BOUND",
+      &(uvp_nats_js_consumer_config_t){.durable = "w", .max_ack_pending = 4});
+  publish_n(f, "BOUND.x", 10);
+  uvp_nats_js_pull_t *pull = pull_open(f, "BOUND", "w", NULL);
+  enum { N = 10 };
+  uvp_promise_t *ps[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_nats_js_next(pull, &ps[i]), 0);
+  for (int i = 0; i < 4; i++)
+    (void)must(f, ps[i]);
+  run_for(f, 300); /* nothing more comes */
+  assert_int_equal(settled_count(ps, N), 4);
+  uvp_nats_js_pull_stats_t st;
+  assert_int_equal(uvp_nats_js_pull_stats(pull, &st), 0);
+  assert_int_equal(st.held, 4);
+  assert_int_equal(st.asked, 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_js_consumer_info(T.js, "BOUND", "w", &p), 0);
+  const uvp_nats_js_consumer_info_t *ci = must(f, p);
+  assert_int_equal(ci->num_ack_pending, 4);
+  assert_int_equal(ci->num_pending, 6);
+  uvp_promise_release(p);
+  for (int i = 0; i < N; i++) {
+    uvp_nats_js_msg_t *m = must(f, ps[i]);
+    char want[16];
+    snprintf(want, sizeof(want), "m%d", i);
+    assert_memory_equal(natsMsg_GetData(m->msg), want, strlen(want));
+    assert_string_equal(m->stream, "BOUND");
+    assert_string_equal(m->consumer, "w");
+    assert_int_equal(m->stream_seq, (uint64_t)i + 1);
+    assert_int_equal(m->delivered, 1);
+    assert_int_equal(uvp_nats_js_ack(m), 0);
+    assert_int_equal(uvp_nats_js_ack(m), UV_EALREADY);
+    uvp_promise_release(ps[i]);
+    assert_int_equal(uvp_nats_js_pull_stats(pull, &st), 0);
+    assert_true(st.held + st.asked <= 4);
+  }
+  /* the acks were heard: a work queue keeps nothing acknowledged */
+  for (int tries = 0; tries < 100; tries++) {
+    assert_int_equal(uvp_nats_js_stream_info(T.js, "BOUND", &p), 0);
+    uint64_t left = ((const uvp_nats_js_stream_info_t *)must(f, p))->messages;
+    uvp_promise_release(p);
+    if (left == 0)
+      break;
+    run_for(f, 20);
+  }
+  assert_int_equal(uvp_nats_js_stream_info(T.js, "BOUND", &p), 0);
+  assert_int_equal(((const uvp_nats_js_stream_info_t *)must(f, p))->messages,
+                   0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_js_pull_stats(pull, &st), 0);
+  print_message("%llu pull requests for %llu messages\n",
+                (unsigned long long)st.requests,
+                (unsigned long long)st.received);
+  assert_int_equal(st.received, N);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+  assert_int_equal(uvp_nats_js_pull_close(pull), UV_EINVAL);
+}
+
+/* Not acknowledged within ack_wait (no WPI): redelivered, counted. */
+static void test_pull_redelivery(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "REDO", 0);
+  consumer(
+      f, "REDO",
+      &(uvp_nats_js_consumer_config_t){.durable = "w", .ack_wait_ms = 500});
+  publish_n(f, "REDO.x", 1);
+  uvp_nats_js_pull_opts_t o = {.flags = UVP_NATS_JS_NO_AUTO_WPI};
+  uvp_nats_js_pull_t *pull = pull_open(f, "REDO", "w", &o);
+  uvp_promise_t *a, *b;
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  uvp_nats_js_msg_t *m = must(f, a);
+  assert_int_equal(m->delivered, 1);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_js_next(pull, &b), 0);
+  uvp_nats_js_msg_t *m2 = must(f, b);
+  double ms = ms_since(t0);
+  print_message("redelivered after %.0f ms (ack_wait 500)\n", ms);
+  assert_true(ms >= 450);
+  assert_int_equal(m2->stream_seq, m->stream_seq);
+  assert_int_equal(m2->delivered, 2);
+  assert_int_equal(uvp_nats_js_ack(m2), 0);
+  /* the first copy's ack comes late: the message is gone already */
+  assert_int_equal(uvp_nats_js_ack(m), 0);
+  uvp_promise_release(a);
+  uvp_promise_release(b);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+}
+
+/* A message held past its ack_wait while marked in progress, by the
+ * binding (every half ack_wait) or by hand: not redelivered. */
+static void in_progress_case(fixture_t *f, const char *stream, bool by_hand) {
+  workqueue(f, stream, 0);
+  consumer(
+      f, stream,
+      &(uvp_nats_js_consumer_config_t){.durable = "w", .ack_wait_ms = 600});
+  char subj[32];
+  snprintf(subj, sizeof(subj), "%s.x", stream);
+  publish_n(f, subj, 1);
+  uvp_nats_js_pull_opts_t o = {.flags = by_hand ? UVP_NATS_JS_NO_AUTO_WPI : 0};
+  uvp_nats_js_pull_t *pull = pull_open(f, stream, "w", &o);
+  uvp_nats_js_pull_t *other = pull_open(f, stream, "w", NULL);
+  uvp_promise_t *a, *b;
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  uvp_nats_js_msg_t *m = must(f, a);
+  assert_int_equal(uvp_nats_js_next(other, &b), 0);
+  for (int i = 0; i < 8; i++) { /* 2 s: over three ack_waits */
+    run_for(f, 250);
+    if (by_hand)
+      assert_int_equal(uvp_nats_js_in_progress(m), 0);
+  }
+  assert_int_equal(uvp_promise_state(b), UVP_PENDING);
+  uvp_nats_js_pull_stats_t st;
+  assert_int_equal(uvp_nats_js_pull_stats(pull, &st), 0);
+  print_message("%s: %llu +WPI by the binding in 2 s (ack_wait 600 ms)\n",
+                by_hand ? "by hand" : "auto", (unsigned long long)st.wpi);
+  assert_true(by_hand ? st.wpi == 0 : st.wpi >= 5);
+  assert_int_equal(uvp_nats_js_ack(m), 0);
+  assert_int_equal(uvp_nats_js_in_progress(m), UV_EALREADY);
+  uvp_promise_release(a);
+  assert_int_equal(uvp_nats_js_pull_close(other), 0);
+  assert_int_equal(rejection(f, b), UV_ECANCELED);
+  uvp_promise_release(b);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+}
+
+static void test_pull_auto_wpi(void **state) {
+  in_progress_case(*state, "WPIA", false);
+}
+
+static void test_pull_wpi_by_hand(void **state) {
+  in_progress_case(*state, "WPIH", true);
+}
+
+/* -NAK with a delay: not before it; +TERM: never again; the consumer's
+ * back-off spaces unacknowledged redeliveries, up to max_deliver. */
+static void test_pull_nak_term_backoff(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "NAK", 0);
+  consumer(f, "NAK",
+           &(uvp_nats_js_consumer_config_t){
+               .durable = "w", .filter_subject = "NAK.a", .ack_wait_ms = 5000});
+  publish_n(f, "NAK.a", 2);
+  uvp_nats_js_pull_t *pull = pull_open(f, "NAK", "w", NULL);
+  uvp_promise_t *a, *b, *c;
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  uvp_nats_js_msg_t *m = must(f, a);
+  assert_int_equal(m->stream_seq, 1);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_js_nak(m, 400), 0);
+  assert_int_equal(uvp_nats_js_nak(m, 400), UV_EALREADY);
+  assert_int_equal(uvp_nats_js_next(pull, &b), 0);
+  uvp_nats_js_msg_t *m2 = must(f, b); /* the second message, at once */
+  assert_int_equal(m2->stream_seq, 2);
+  assert_int_equal(uvp_nats_js_term(m2), 0);
+  assert_int_equal(uvp_nats_js_next(pull, &c), 0);
+  uvp_nats_js_msg_t *m3 = must(f, c); /* the first again, after 400 ms */
+  double ms = ms_since(t0);
+  print_message("naked with 400 ms: back after %.0f ms\n", ms);
+  assert_true(ms >= 380);
+  assert_int_equal(m3->stream_seq, 1);
+  assert_int_equal(m3->delivered, 2);
+  assert_int_equal(uvp_nats_js_ack(m3), 0);
+  uvp_promise_release(a);
+  uvp_promise_release(b);
+  uvp_promise_release(c);
+  /* the termed one never comes back */
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  run_for(f, 600);
+  assert_int_equal(uvp_promise_state(a), UVP_PENDING);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+  assert_int_equal(rejection(f, a), UV_ECANCELED);
+  uvp_promise_release(a);
+
+  /* back-off 300, 600 ms, max_deliver 3, nothing acknowledged */
+  const uint64_t backoff[] = {300, 600};
+  consumer(f, "NAK",
+           &(uvp_nats_js_consumer_config_t){.durable = "b",
+                                            .filter_subject = "NAK.b",
+                                            .max_deliver = 3,
+                                            .backoff_ms = backoff,
+                                            .nbackoff = 2});
+  publish_n(f, "NAK.b", 1);
+  uvp_nats_js_pull_opts_t o = {.flags = UVP_NATS_JS_NO_AUTO_WPI};
+  pull = pull_open(f, "NAK", "b", &o);
+  double at[3];
+  uvp_promise_t *ps[4];
+  t0 = uv_hrtime();
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_nats_js_next(pull, &ps[i]), 0);
+    uvp_nats_js_msg_t *bm = must(f, ps[i]);
+    at[i] = ms_since(t0);
+    assert_int_equal(bm->delivered, (uint64_t)i + 1);
+  }
+  print_message("back-off: delivered at %.0f, %.0f, %.0f ms\n", at[0], at[1],
+                at[2]);
+  assert_true(at[1] - at[0] >= 280);
+  assert_true(at[2] - at[1] >= 580);
+  assert_int_equal(uvp_nats_js_next(pull, &ps[3]), 0);
+  run_for(f, 900); /* max_deliver: no fourth */
+  assert_int_equal(uvp_promise_state(ps[3]), UVP_PENDING);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(uvp_nats_js_ack(msg_of(ps[i])) == 0 ||
+                         uvp_nats_js_ack(msg_of(ps[i])) == UV_EALREADY,
+                     1);
+    uvp_promise_release(ps[i]);
+  }
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+  assert_int_equal(rejection(f, ps[3]), UV_ECANCELED);
+  uvp_promise_release(ps[3]);
+}
+
+/* A cancelled wait's message waits for the next one; at close, one that
+ * nobody took is given back; a message whose promise goes unfinished
+ * too. */
+static void test_pull_cancel_and_give_back(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "BACK", 0);
+  consumer(
+      f, "BACK",
+      &(uvp_nats_js_consumer_config_t){.durable = "w", .ack_wait_ms = 30000});
+  uvp_nats_js_pull_t *pull = pull_open(f, "BACK", "w", NULL);
+  uvp_promise_t *a, *b;
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  run_for(f, 50); /* the pull request is at the server */
+  assert_int_equal(uvp_promise_cancel(a), 0);
+  uvp_promise_release(a);
+  publish_n(f, "BACK.x", 1);
+  run_for(f, 100); /* it arrives for no wait */
+  uvp_nats_js_pull_stats_t st;
+  assert_int_equal(uvp_nats_js_pull_stats(pull, &st), 0);
+  assert_int_equal(st.held, 1);
+  assert_int_equal(uvp_nats_js_next(pull, &b), 0);
+  uvp_nats_js_msg_t *m = must(f, b);
+  assert_int_equal(m->delivered, 1);
+  uvp_promise_release(b); /* unfinished: given back */
+  assert_int_equal(uvp_nats_js_pull_stats(pull, &st), 0);
+  assert_int_equal(st.given_back, 1);
+  assert_int_equal(st.held, 0);
+  assert_int_equal(uvp_nats_js_next(pull, &b), 0);
+  m = must(f, b); /* at once, not after ack_wait */
+  assert_int_equal(m->delivered, 2);
+  assert_int_equal(uvp_nats_js_ack(m), 0);
+  uvp_promise_release(b);
+  /* one arrives for no wait, and the pull closes: given back */
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  run_for(f, 50);
+  assert_int_equal(uvp_promise_cancel(a), 0);
+  uvp_promise_release(a);
+  publish_n(f, "BACK.x", 1);
+  run_for(f, 100);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+  pull = pull_open(f, "BACK", "w", NULL);
+  assert_int_equal(uvp_nats_js_next(pull, &b), 0);
+  m = must(f, b);
+  assert_int_equal(m->delivered, 2);
+  assert_int_equal(uvp_nats_js_ack(m), 0);
+  uvp_promise_release(b);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+  /* no such consumer */
+  assert_int_equal(uvp_nats_js_pull(T.js, "BACK", "nobody", NULL, &a), 0);
+  assert_int_equal(rejection(f, a), UV_ENOENT);
+  uvp_promise_release(a);
+}
+
+/* The consumer deleted under a waiting pull: its waits reject UV_ENOENT;
+ * the connection closed under one: UV_ECANCELED, and later calls
+ * UVP_ECLOSED; a message held past the close cannot be acked. */
+static void test_pull_consumer_deleted_and_closed(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "GONE", 0);
+  consumer(f, "GONE", &(uvp_nats_js_consumer_config_t){.durable = "w"});
+  uvp_nats_js_pull_t *pull = pull_open(f, "GONE", "w", NULL);
+  uvp_promise_t *a, *b, *d;
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  run_for(f, 50);
+  assert_int_equal(uvp_nats_js_consumer_delete(T.js, "GONE", "w", &d), 0);
+  (void)must(f, d);
+  uvp_promise_release(d);
+  assert_int_equal(rejection(f, a), UV_ENOENT);
+  uvp_promise_release(a);
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  assert_int_equal(rejection(f, a), UV_ENOENT);
+  uvp_promise_release(a);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+
+  consumer(f, "GONE", &(uvp_nats_js_consumer_config_t){.durable = "w"});
+  publish_n(f, "GONE.x", 1);
+  pull = pull_open(f, "GONE", "w", NULL);
+  assert_int_equal(uvp_nats_js_next(pull, &a), 0);
+  uvp_nats_js_msg_t *m = must(f, a);
+  assert_int_equal(uvp_nats_js_next(pull, &b), 0);
+  assert_int_equal(uvp_nats_close(T.nc), 0);
+  T.nc = NULL;
+  assert_int_equal(rejection(f, b), UV_ECANCELED);
+  uvp_promise_release(b);
+  assert_int_equal(uvp_nats_js_next(pull, &b), UVP_ECLOSED);
+  assert_true(fixture_drain(f, 10000));
+  assert_int_equal(uvp_nats_js_ack(m), UVP_ECLOSED);
+  assert_int_equal(uvp_nats_js_ack(m), UV_EALREADY);
+  uvp_promise_release(a);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -394,6 +758,13 @@ int main(void) {
       JS_TEST(test_publish_and_dedupe, setup_conn),
       JS_TEST(test_js_bad_input, setup_conn),
       JS_TEST(test_js_cut, setup_conn),
+      JS_TEST(test_pull_bounded, setup_conn),
+      JS_TEST(test_pull_redelivery, setup_conn),
+      JS_TEST(test_pull_auto_wpi, setup_conn),
+      JS_TEST(test_pull_wpi_by_hand, setup_conn),
+      JS_TEST(test_pull_nak_term_backoff, setup_conn),
+      JS_TEST(test_pull_cancel_and_give_back, setup_conn),
+      JS_TEST(test_pull_consumer_deleted_and_closed, setup_conn),
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
