@@ -462,6 +462,207 @@ UVP_NATS_EXTERN int uvp_nats_js_pull_stats(const uvp_nats_js_pull_t *pull,
  * promise.  Loop thread.  Errors: UV_EINVAL (NULL, closed already). */
 UVP_NATS_EXTERN int uvp_nats_js_pull_close(uvp_nats_js_pull_t *pull);
 
+/* ------------------------------------------------------------------------ */
+/* Key-value buckets                                                        */
+/* ------------------------------------------------------------------------ */
+
+/** A bucket's configuration (uvp_nats_kv_bucket_add).  A bucket is the
+ * stream "KV_<bucket>" on the subjects "$KV.<bucket>.>", as nats.c and
+ * the nats CLI make it: one message per write, the key's last kept (and
+ * `history` in all), direct gets allowed. */
+typedef struct uvp_nats_kv_config_s {
+  const char *bucket; /**< letters, digits, - and _ */
+  int history;        /**< revisions kept per key; 0: 1 (at most 64) */
+  uint64_t ttl_ms;    /**< an entry's age at most; 0: no limit */
+  int replicas;       /**< copies in a cluster; 0: 1 */
+  int64_t max_bytes;  /**< 0: no limit */
+  int flags;          /**< UVP_NATS_JS_MEMORY */
+} uvp_nats_kv_config_t;
+
+/** What a write did to a key (uvp_nats_kv_entry_t). */
+typedef enum {
+  UVP_NATS_KV_PUT = 0,  /**< a value */
+  UVP_NATS_KV_DEL = 1,  /**< deleted (uvp_nats_kv_delete) */
+  UVP_NATS_KV_PURGE = 2 /**< purged, history and all */
+} uvp_nats_kv_op_t;
+
+/** A key's entry (the value of uvp_nats_kv_get and of a watch; one
+ * allocation, owned by the promise). */
+typedef struct uvp_nats_kv_entry_s {
+  const char *bucket;
+  const char *key;
+  const char *value; /**< its bytes, followed by a NUL (not counted) */
+  size_t len;
+  uint64_t revision; /**< its sequence in the bucket's stream: the
+                          revision uvp_nats_kv_update compares */
+  int64_t time_ns;   /**< when it was written, ns since the epoch */
+  uint64_t delta;    /**< a watch's: entries still pending after it */
+  uvp_nats_kv_op_t op;
+} uvp_nats_kv_entry_t;
+
+/** @name uvp_nats_kv_bucket_add, uvp_nats_kv_bucket_delete
+ * @{ */
+/** Create the bucket's stream, or find it if it exists with the same
+ * configuration: *out fulfils with its uvp_nats_js_stream_info_t *;
+ * rejects as uvp_nats_js_stream_add.  Delete it (and every key): fulfils
+ * with NULL, or rejects UV_ENOENT.  Errors, nothing sent: UV_EINVAL (NULL,
+ * a bad name, history over 64), UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_kv_bucket_add(...)                                            \
+  uvp_nats_kv_bucket_add_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_kv_bucket_add_at(uvp_nats_js_t *js, const uvp_nats_kv_config_t *config,
+                          uvp_promise_t **out, const char *file, int line);
+#define uvp_nats_kv_bucket_delete(...)                                         \
+  uvp_nats_kv_bucket_delete_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_bucket_delete_at(uvp_nats_js_t *js,
+                                                 const char *bucket,
+                                                 uvp_promise_t **out,
+                                                 const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_kv_get, uvp_nats_kv_get_at
+ * @{ */
+/** The key's last entry ($JS.API.DIRECT.GET: in a cluster any replica
+ * answers, so a read may lag a write made an instant before on the
+ * leader; uvp_nats_kv_update's compare-and-set is made by the leader and
+ * never lags): *out fulfils with a uvp_nats_kv_entry_t *, or rejects with
+ * UV_ENOENT (no such key, or deleted or purged), UVP_NATS_ENORESPONDERS
+ * (no such bucket, or one without direct gets), a request's codes.  In
+ * the task dump: "JetStream kv get BUCKET/KEY".  Errors, nothing sent:
+ * UV_EINVAL (NULL, a bad bucket or key: keys are letters, digits and
+ * -/_=. with no empty token), UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_kv_get(...) uvp_nats_kv_get_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_get_at(uvp_nats_js_t *js, const char *bucket,
+                                       const char *key, uvp_promise_t **out,
+                                       const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_kv_put, uvp_nats_kv_create, uvp_nats_kv_update,
+ * uvp_nats_kv_delete
+ * @{ */
+/** Write the key, each a publish with acknowledgement to
+ * "$KV.<bucket>.<key>": *out fulfils with a uvp_nats_js_ack_t * whose
+ * seq is the key's new revision.
+ *  - put: whatever the key holds.
+ *  - create: only if the key has no value (never written, or deleted or
+ *    purged: compare-and-set on its revision, as nats.c's kvStore_Create);
+ *    rejects UV_EEXIST if it has one.
+ *  - update: only if the key's last revision is `revision`
+ *    (Nats-Expected-Last-Subject-Sequence: the stream's leader compares
+ *    and writes at once, so of two updates of one revision exactly one
+ *    wins); rejects UVP_NATS_EREVISION otherwise.
+ *  - delete: a deletion marker (KV-Operation: DEL); with `revision` > 0,
+ *    only if that is the key's last (UVP_NATS_EREVISION).
+ * Rejects also as uvp_nats_js_publish (UVP_NATS_ENORESPONDERS: no such
+ * bucket, or no leader).  Cancel-safe: cancelling stops the wait, not the
+ * write.  In the task dump: "JetStream kv put BUCKET/KEY"... Errors,
+ * nothing sent: as uvp_nats_kv_get, UV_EMSGSIZE. */
+#define uvp_nats_kv_put(...) uvp_nats_kv_put_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_put_at(uvp_nats_js_t *js, const char *bucket,
+                                       const char *key, const void *data,
+                                       size_t len, uvp_promise_t **out,
+                                       const char *file, int line);
+#define uvp_nats_kv_create(...)                                                \
+  uvp_nats_kv_create_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_create_at(uvp_nats_js_t *js, const char *bucket,
+                                          const char *key, const void *data,
+                                          size_t len, uvp_promise_t **out,
+                                          const char *file, int line);
+#define uvp_nats_kv_update(...)                                                \
+  uvp_nats_kv_update_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_update_at(uvp_nats_js_t *js, const char *bucket,
+                                          const char *key, const void *data,
+                                          size_t len, uint64_t revision,
+                                          uvp_promise_t **out, const char *file,
+                                          int line);
+#define uvp_nats_kv_delete(...)                                                \
+  uvp_nats_kv_delete_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_delete_at(uvp_nats_js_t *js, const char *bucket,
+                                          const char *key, uint64_t revision,
+                                          uvp_promise_t **out, const char *file,
+                                          int line);
+/** @} */
+
+/** A watch of keys: see uvp_nats_kv_watch. */
+typedef struct uvp_nats_kv_watch_s uvp_nats_kv_watch_t;
+
+enum {
+  /** Only what is written after the watch starts, not the keys' last
+   * entries first (and no "caught up" NULL). */
+  UVP_NATS_KV_UPDATES_ONLY = 1
+};
+
+/** Options of uvp_nats_kv_watch. */
+typedef struct uvp_nats_kv_watch_opts_s {
+  int flags;             /**< UVP_NATS_KV_UPDATES_ONLY */
+  uint64_t heartbeat_ms; /**< the server's idle heartbeat; a watch that
+                              hears nothing for twice this starts again
+                              from where it was; 0: 5 s */
+} uvp_nats_kv_watch_opts_t;
+
+/** @name uvp_nats_kv_watch, uvp_nats_kv_watch_at
+ * @{ */
+/** Watch the keys `keys` names (a key, or a pattern: "jobs.*",
+ * "jobs.>", ">" for all): an ordered consumer of the bucket's stream
+ * (ephemeral, memory, no acks, flow control and idle heartbeats)
+ * delivering to a subscription of the binding's.  It checks each
+ * delivery's consumer sequence; at a gap, a missed heartbeat (the
+ * consumer's server died) or a lost consumer, it makes a new one from the
+ * stream sequence after the last entry it handed out, so no entry is lost
+ * or repeated.  Transient failures of that (no leader, a timeout) are
+ * retried, every 250 ms to 2 s.  *out fulfils with a
+ * uvp_nats_kv_watch_t *, yours (no destructor: give it to
+ * uvp_nats_kv_watch_close before uv_loop_close), once the first consumer
+ * exists; it rejects (UV_ENOENT: no such bucket) and nothing is left if
+ * that fails for good.  opts may be NULL.  Errors, nothing sent: UV_EINVAL
+ * (NULL, a bad bucket or pattern), UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_kv_watch(...)                                                 \
+  uvp_nats_kv_watch_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_watch_at(uvp_nats_js_t *js, const char *bucket,
+                                         const char *keys,
+                                         const uvp_nats_kv_watch_opts_t *opts,
+                                         uvp_promise_t **out, const char *file,
+                                         int line);
+/** @} */
+
+/** @name uvp_nats_kv_watch_next, uvp_nats_kv_watch_next_at
+ * @{ */
+/** The next entry, in the stream's order: first the last entry of each
+ * key the pattern names (deleted ones too, op UVP_NATS_KV_DEL), then a
+ * NULL value once they have all been handed out ("caught up"; at once
+ * for no key), then every write as it comes; *out fulfils with a
+ * uvp_nats_kv_entry_t * it owns (or that NULL).  Entries wait in the
+ * watch until taken; the server's flow control is answered once fewer
+ * than 1 024 wait, so a watch nobody reads does not grow without bound.
+ * Rejects with UV_ECANCELED (uvp_nats_kv_watch_close), UVP_ECLOSED (the
+ * connection closed).  Cancel-safe: no entry is lost.  An idle wait
+ * (UVP_INFLIGHT_IDLE); in the task dump: "JetStream kv watch
+ * BUCKET/KEYS".  Errors: UV_EINVAL, UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_kv_watch_next(...)                                            \
+  uvp_nats_kv_watch_next_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_kv_watch_next_at(uvp_nats_kv_watch_t *w,
+                                              uvp_promise_t **out,
+                                              const char *file, int line);
+/** @} */
+
+/** Counters of a watch (uvp_nats_kv_watch_stats). */
+typedef struct uvp_nats_kv_watch_stats_s {
+  uint64_t entries;    /**< entries received */
+  uint64_t consumers;  /**< consumers made (1, and one per restart) */
+  uint64_t restarts;   /**< gaps, missed heartbeats, lost consumers */
+  uint64_t heartbeats; /**< idle heartbeats heard */
+} uvp_nats_kv_watch_stats_t;
+
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_kv_watch_stats(const uvp_nats_kv_watch_t *w,
+                                            uvp_nats_kv_watch_stats_t *out);
+
+/** Stop watching: waits reject with UV_ECANCELED, entries not taken are
+ * dropped, the consumer is deleted (a request nobody waits for) and the
+ * subscription goes.  Not a promise.  Loop thread.  Errors: UV_EINVAL
+ * (NULL, closed already). */
+UVP_NATS_EXTERN int uvp_nats_kv_watch_close(uvp_nats_kv_watch_t *w);
+
 /** @} */
 
 #ifdef __cplusplus

@@ -39,6 +39,9 @@ void uvp_nats__js_release(uvp_nats_js_t *js);
 int uvp_nats__js_usable(const uvp_nats_js_t *js);
 void uvp_nats__js_obj_link(uvp_nats_js_t *js, js_obj_t *o);
 void uvp_nats__js_obj_unlink(uvp_nats_js_t *js, js_obj_t *o);
+/* Unsubscribe s soon, not now (maybe inside its own delivery); what
+ * still comes for it is dropped.  s is not the caller's any more. */
+void uvp_nats__js_sub_drop(uvp_nats_sub_t *s);
 
 /* ---- an API call: one request after another for one promise ----------- *
  * An op owns a promise (a record of work in flight of class "JetStream",
@@ -87,6 +90,9 @@ void uvp_nats__js_op_send(js_op_t *op, const char *subject, const void *data,
 int uvp_nats__js_op_api(js_op_t *op, bool start, uvp_promise_t **out,
                         json_t *body, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* An internal op's owner lets it go: its request is cancelled and done
+ * is not called. */
+void uvp_nats__js_op_cancel(js_op_t *op);
 /* The op ends: rc 0 fulfils with value, else rejects with rc and payload
  * (the payload's free: free). */
 void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
@@ -112,6 +118,12 @@ int uvp_nats__js_puback(natsMsg *m, uvp_nats_js_ack_t **out,
 /* Publish with acknowledgement as the step's request: its headers. */
 int uvp_nats__js_pub_headers(const uvp_nats_js_publish_opts_t *o, char ***out);
 void uvp_nats__js_headers_free(char **h);
+/* A delivery's $JS.ACK reply subject: its stream and consumer (not
+ * terminated: lengths), and delivered, stream seq, consumer seq, time,
+ * pending. */
+bool uvp_nats__js_metadata(const char *reply, const char **stream, size_t *slen,
+                           const char **consumer, size_t *clen,
+                           uint64_t nums[5]);
 /* A stream's info reply (STREAM.CREATE, STREAM.INFO) as a value. */
 int uvp_nats__js_stream_info_of(json_t *j, uvp_nats_js_stream_info_t **out);
 /* A JSON duration in nanoseconds, in ms. */
@@ -130,6 +142,32 @@ void uvp_nats__js_pull_want(uvp_nats_js_pull_t *pull, size_t want);
 size_t uvp_nats__js_pull_limit(const uvp_nats_js_pull_t *pull);
 /* A message's destructor: one nobody finished is given back (-NAK). */
 void uvp_nats__js_msg_free(void *m);
+
+/* ---- key-value (kv.c), for durable promises (dpromise.c) --------------- */
+
+/* A watch's entries go to see (the owner's to free) instead of its
+ * waits; NULL and 0: caught up; NULL and rc < 0: it failed for good. */
+typedef void (*uvp_nats__kv_see_fn)(void *owner, uvp_nats_kv_entry_t *e,
+                                    int rc);
+/* A watch of bucket's keys for see, made but not started: go starts it;
+ * close it with uvp_nats_kv_watch_close (also from inside see). */
+int uvp_nats__kv_watch_start(uvp_nats_js_t *js, const char *bucket,
+                             const char *keys, int flags, uint64_t hb_ms,
+                             uvp_nats__kv_see_fn see, void *owner,
+                             uvp_nats_kv_watch_t **out);
+void uvp_nats__kv_watch_go(uvp_nats_kv_watch_t *w);
+/* An op's next request: the key's last entry (a direct get), or a
+ * write (expected_rev UINT64_MAX: none; del: a deletion marker). */
+void uvp_nats__kv_send_get(js_op_t *op, const char *bucket, const char *key);
+void uvp_nats__kv_send_write(js_op_t *op, const char *bucket, const char *key,
+                             const void *data, size_t len,
+                             uint64_t expected_rev, bool del);
+/* A direct get's reply as an entry (deletion markers too: see op);
+ * UV_ENOENT for none. */
+int uvp_nats__kv_entry_of(natsMsg *m, const char *bucket,
+                          uvp_nats_kv_entry_t **out, uvp_nats_js_error_t **err);
+/* A name a key may have (wild: a pattern). */
+bool uvp_nats__kv_key_ok(const char *k, bool wild);
 
 #define JS_NS 1000000ll /* nanoseconds in a millisecond */
 

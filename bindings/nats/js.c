@@ -31,6 +31,7 @@
  * that it closes through the floor's hook (UVP_NATS__JS's fail): its
  * objects (pulls, watches, services) end what waits, and with `all` (the
  * connection's memory goes) the context forgets it (js->b = NULL). */
+#include <errno.h>
 #include <stdarg.h>
 #include <time.h>
 
@@ -142,6 +143,72 @@ int uvp_nats_js_free(uvp_nats_js_t *js) {
   js->freed = true;
   uvp_nats__js_release(js);
   return 0;
+}
+
+/* ---- a subscription let go later ---------------------------------------- */
+
+/* A subscription must not be freed inside its own delivery (subs.c's
+ * sub_poll reads it after its taker returns): one to let go from there
+ * gets a taker that drops what still comes, and its unsubscribe runs from
+ * a handler of a settled promise, in the scheduler's turn (or at
+ * uvp_ctx_close, as the handler's destroy notifier).  The cell learns if
+ * the connection's close freed the subscription first. */
+typedef struct drop_s {
+  uvp_nats_sub_t *s; /* NULL once freed by the connection's close */
+} drop_t;
+
+static void drop_take(void *owner, natsMsg *m) {
+  (void)owner;
+  natsMsg_Destroy(m);
+}
+
+static void drop_drained(void *owner) { (void)owner; }
+
+static void drop_gone(void *owner, int rc) {
+  drop_t *d = owner;
+  (void)rc;
+  d->s = NULL;
+}
+
+static drop_t orphan; /* what an undeferred drop's gone clears */
+
+static const uvp_nats__taker_t drop_taker = {drop_take, drop_drained,
+                                             drop_gone};
+
+static void drop_now(void *arg) {
+  drop_t *d = arg;
+  if (d->s != NULL) {
+    uvp_nats_sub_t *s = d->s;
+    d->s = NULL;
+    uvp_nats_unsubscribe(s);
+  }
+  free(d);
+}
+
+static uvp_ret_t drop_noop(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_value(NULL, NULL);
+}
+
+void uvp_nats__js_sub_drop(uvp_nats_sub_t *s) {
+  drop_t *d = malloc(sizeof(*d));
+  uvp_promise_t *p = NULL;
+  if (d == NULL || uvp_promise_resolved(s->b->ctx, NULL, NULL, &p) != 0 ||
+      uvp_promise_on_full(p, UVP_ON_BOTH, drop_noop, d, drop_now, NULL) != 0) {
+    /* cannot defer: s stays, dropping what comes, until the connection
+     * closes */
+    free(d);
+    s->taker = &drop_taker;
+    s->owner = &orphan;
+    if (p != NULL)
+      uvp_promise_release(p);
+    return;
+  }
+  d->s = s;
+  s->taker = &drop_taker;
+  s->owner = d;
+  uvp_promise_release(p);
 }
 
 /* ---- ops ----------------------------------------------------------------- */
@@ -277,6 +344,13 @@ void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
     uvp_promise_resolve(op->p, value, vfree);
   else
     uvp_promise_reject(op->p, rc, payload, payload != NULL ? free : NULL);
+}
+
+void uvp_nats__js_op_cancel(js_op_t *op) {
+  op->cut = true;
+  op->done = NULL;
+  if (op->r != NULL)
+    uvp_promise_cancel(op->r);
 }
 
 void uvp_nats__js_op_send(js_op_t *op, const char *subject, const void *data,
@@ -467,6 +541,48 @@ int uvp_nats__js_stream_info_of(json_t *j, uvp_nats_js_stream_info_t **out) {
   v->replicas = (int)u64(cfg, "num_replicas");
   *out = v;
   return 0;
+}
+
+/* The $JS.ACK subject's tokens: "$JS.ACK.<stream>.<consumer>.<delivered>.
+ * <sseq>.<cseq>.<time>.<pending>", or after ACK a domain and an account
+ * hash first (and a token last). */
+bool uvp_nats__js_metadata(const char *reply, const char **stream, size_t *slen,
+                           const char **consumer, size_t *clen,
+                           uint64_t nums[5]) {
+  const char *tok[14];
+  size_t len[14], n = 0;
+  if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
+    return false;
+  for (const char *c = reply, *t = reply;; c++) {
+    if (*c == '.' || *c == '\0') {
+      if (n == 14)
+        return false;
+      tok[n] = t;
+      len[n++] = (size_t)(c - t);
+      if (*c == '\0')
+        break;
+      t = c + 1;
+    }
+  }
+  size_t at;
+  if (n == 9)
+    at = 2;
+  else if (n >= 11)
+    at = 4;
+  else
+    return false;
+  *stream = tok[at];
+  *slen = len[at];
+  *consumer = tok[at + 1];
+  *clen = len[at + 1];
+  for (int i = 0; i < 5; i++) {
+    char *end;
+    errno = 0;
+    nums[i] = strtoull(tok[at + 2 + i], &end, 10);
+    if (errno != 0 || end != tok[at + 2 + i] + len[at + 2 + i])
+      return false;
+  }
+  return true;
 }
 
 /* ---- streams ------------------------------------------------------------- */

@@ -22,8 +22,6 @@
  * Lifetimes: the program holds the pull until uvp_nats_js_pull_close;
  * each message out holds it too; its memory goes with the timer's close
  * callback after the last. */
-#include <errno.h>
-
 #include "js-internal.h"
 
 typedef struct pwait_s pwait_t;
@@ -218,52 +216,11 @@ int uvp_nats_js_in_progress(uvp_nats_js_msg_t *msg) {
   return rc;
 }
 
-/* The $JS.ACK subject's tokens: "$JS.ACK.<stream>.<consumer>.<delivered>.
- * <sseq>.<cseq>.<time>.<pending>", or after ACK a domain and an account
- * hash first (and a token last). */
-static bool metadata(const char *reply, const char **stream, size_t *slen,
-                     const char **consumer, size_t *clen, uint64_t nums[5]) {
-  const char *tok[14];
-  size_t len[14], n = 0;
-  if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
-    return false;
-  for (const char *c = reply, *t = reply;; c++) {
-    if (*c == '.' || *c == '\0') {
-      if (n == 14)
-        return false;
-      tok[n] = t;
-      len[n++] = (size_t)(c - t);
-      if (*c == '\0')
-        break;
-      t = c + 1;
-    }
-  }
-  size_t at;
-  if (n == 9)
-    at = 2;
-  else if (n >= 11)
-    at = 4;
-  else
-    return false;
-  *stream = tok[at];
-  *slen = len[at];
-  *consumer = tok[at + 1];
-  *clen = len[at + 1];
-  for (int i = 0; i < 5; i++) {
-    char *end;
-    errno = 0;
-    nums[i] = strtoull(tok[at + 2 + i], &end, 10);
-    if (errno != 0 || end != tok[at + 2 + i] + len[at + 2 + i])
-      return false;
-  }
-  return true;
-}
-
 static jmsg_t *jmsg_new(uvp_nats_js_pull_t *pull, natsMsg *nm) {
   const char *rep = natsMsg_GetReply(nm), *stream, *consumer;
   size_t slen, clen;
   uint64_t nums[5];
-  if (!metadata(rep, &stream, &slen, &consumer, &clen, nums))
+  if (!uvp_nats__js_metadata(rep, &stream, &slen, &consumer, &clen, nums))
     return NULL;
   jmsg_t *m = calloc(1, sizeof(*m) + slen + clen + 2);
   if (m == NULL)
@@ -411,7 +368,7 @@ static void timer_arm(uvp_nats_js_pull_t *pull) {
     return;
   }
   uint64_t now = uv_now(pull->timer.loop);
-  uv_timer_start(&pull->timer, on_timer, at > now ? at - now : 0, 0);
+  uv_timer_start(&pull->timer, on_timer, at > now ? at - now : 1, 0);
 }
 
 /* ---- deliveries ---------------------------------------------------------- */

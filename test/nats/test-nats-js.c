@@ -751,6 +751,313 @@ static void test_pull_consumer_deleted_and_closed(void **state) {
   assert_int_equal(uvp_nats_js_pull_close(pull), 0);
 }
 
+/* ---- key-value ------------------------------------------------------------
+ */
+
+static void bucket(fixture_t *f, const char *name, int history) {
+  uvp_nats_kv_config_t c = {.bucket = name, .history = history};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_kv_bucket_add(T.js, &c, &p), 0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+}
+
+/* kv write: its revision (or fail with the code). */
+static uint64_t revision_of(fixture_t *f, uvp_promise_t *p) {
+  uint64_t rev = ((const uvp_nats_js_ack_t *)must(f, p))->seq;
+  uvp_promise_release(p);
+  return rev;
+}
+
+static void test_kv_ops(void **state) {
+  fixture_t *f = *state;
+  bucket(f, "cfg", 5);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "a", &p), 0);
+  assert_int_equal(rejection(f, p), UV_ENOENT);
+  uvp_promise_release(p);
+
+  assert_int_equal(uvp_nats_kv_create(T.js, "cfg", "a", "1", 1, &p), 0);
+  uint64_t r1 = revision_of(f, p);
+  assert_int_equal(uvp_nats_kv_create(T.js, "cfg", "a", "2", 1, &p), 0);
+  assert_int_equal(rejection(f, p), UV_EEXIST);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "a", &p), 0);
+  const uvp_nats_kv_entry_t *e = must(f, p);
+  assert_string_equal(e->bucket, "cfg");
+  assert_string_equal(e->key, "a");
+  assert_string_equal(e->value, "1");
+  assert_int_equal(e->len, 1);
+  assert_int_equal(e->revision, r1);
+  assert_int_equal(e->op, UVP_NATS_KV_PUT);
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+  assert_true(e->time_ns > now_ns - 60000000000ll &&
+              e->time_ns <= now_ns + 1000000000ll);
+  uvp_promise_release(p);
+
+  /* compare-and-set on the revision */
+  assert_int_equal(uvp_nats_kv_update(T.js, "cfg", "a", "22", 2, r1, &p), 0);
+  uint64_t r2 = revision_of(f, p);
+  assert_true(r2 > r1);
+  assert_int_equal(uvp_nats_kv_update(T.js, "cfg", "a", "33", 2, r1, &p), 0);
+  assert_int_equal(rejection(f, p), UVP_NATS_EREVISION);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_kv_put(T.js, "cfg", "a", "44", 2, &p), 0);
+  uint64_t r3 = revision_of(f, p);
+
+  /* deleted: gone for get, and create works again over the marker */
+  assert_int_equal(uvp_nats_kv_delete(T.js, "cfg", "a", r2, &p), 0);
+  assert_int_equal(rejection(f, p), UVP_NATS_EREVISION);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_kv_delete(T.js, "cfg", "a", r3, &p), 0);
+  (void)revision_of(f, p);
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "a", &p), 0);
+  assert_int_equal(rejection(f, p), UV_ENOENT);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_kv_create(T.js, "cfg", "a", "new", 3, &p), 0);
+  (void)revision_of(f, p);
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "a", &p), 0);
+  assert_string_equal(((const uvp_nats_kv_entry_t *)must(f, p))->value, "new");
+  uvp_promise_release(p);
+  /* a key with tokens, an empty value */
+  assert_int_equal(uvp_nats_kv_put(T.js, "cfg", "jobs.x-1/=_", "", 0, &p), 0);
+  (void)revision_of(f, p);
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "jobs.x-1/=_", &p), 0);
+  assert_int_equal(((const uvp_nats_kv_entry_t *)must(f, p))->len, 0);
+  uvp_promise_release(p);
+
+  /* bad input, no bucket */
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "a b", &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", "a.*", &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_kv_get(T.js, "cfg", ".a", &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_kv_get(T.js, "c.fg", "a", &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_kv_put(T.js, "cfg", "a", NULL, 1, &p), UV_EINVAL);
+  uvp_nats_kv_config_t bad = {.bucket = "x", .history = 65};
+  assert_int_equal(uvp_nats_kv_bucket_add(T.js, &bad, &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_kv_put(T.js, "nobucket", "a", "x", 1, &p), 0);
+  assert_int_equal(rejection(f, p), UVP_NATS_ENORESPONDERS);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_kv_bucket_delete(T.js, "cfg", &p), 0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+}
+
+/* Two connections (two contexts) update one key from the same revision,
+ * 100 rounds: exactly one of each pair wins. */
+static void test_kv_cas_race(void **state) {
+  fixture_t *f = *state;
+  bucket(f, "race", 1);
+  uvp_ctx_t *ctx2;
+  assert_int_equal(uvp_ctx_new(&f->loop, &ctx2), 0);
+  uvp_nats_t *nc2 = connect_url(f, ctx2, T.s->url);
+  uvp_nats_js_t *js2;
+  assert_int_equal(uvp_nats_js_new(nc2, NULL, &js2), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_kv_put(T.js, "race", "k", "0", 1, &p), 0);
+  uint64_t rev = revision_of(f, p);
+  int wins[2] = {0, 0};
+  enum { ROUNDS = 100 };
+  for (int i = 0; i < ROUNDS; i++) {
+    uvp_promise_t *a, *b;
+    assert_int_equal(uvp_nats_kv_update(T.js, "race", "k", "a", 1, rev, &a), 0);
+    assert_int_equal(uvp_nats_kv_update(js2, "race", "k", "b", 1, rev, &b), 0);
+    uvp_promise_mark_handled(a);
+    uvp_promise_mark_handled(b);
+    run_until_settled(f, a);
+    run_until_settled(f, b);
+    bool wa = uvp_promise_state(a) == UVP_FULFILLED;
+    bool wb = uvp_promise_state(b) == UVP_FULFILLED;
+    assert_true(wa != wb);
+    uvp_promise_t *w = wa ? a : b, *l = wa ? b : a;
+    assert_int_equal(reason(l), UVP_NATS_EREVISION);
+    rev = ((const uvp_nats_js_ack_t *)uvp_promise_value(w))->seq;
+    wins[wb]++;
+    uvp_promise_release(a);
+    uvp_promise_release(b);
+  }
+  print_message("100 rounds: %d won by the first, %d by the second\n", wins[0],
+                wins[1]);
+  assert_int_equal(uvp_nats_js_free(js2), 0);
+  assert_int_equal(uvp_nats_close(nc2), 0);
+  assert_true(fixture_drain(f, 10000));
+  assert_int_equal(uvp_ctx_close(ctx2), 0);
+}
+
+static const uvp_nats_kv_entry_t *watched(fixture_t *f, uvp_nats_kv_watch_t *w,
+                                          uvp_promise_t **p) {
+  assert_int_equal(uvp_nats_kv_watch_next(w, p), 0);
+  return must(f, *p);
+}
+
+static void expect_entry(fixture_t *f, uvp_nats_kv_watch_t *w, const char *key,
+                         const char *value, uvp_nats_kv_op_t op) {
+  uvp_promise_t *p;
+  const uvp_nats_kv_entry_t *e = watched(f, w, &p);
+  if (key == NULL) {
+    assert_null(e);
+  } else {
+    assert_non_null(e);
+    assert_string_equal(e->key, key);
+    assert_string_equal(e->value, value);
+    assert_int_equal(e->op, op);
+  }
+  uvp_promise_release(p);
+}
+
+static void kv_put(fixture_t *f, const char *b, const char *k, const char *v) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_kv_put(T.js, b, k, v, strlen(v), &p), 0);
+  (void)revision_of(f, p);
+}
+
+static uvp_nats_kv_watch_t *watch_open(fixture_t *f, const char *b,
+                                       const char *keys,
+                                       const uvp_nats_kv_watch_opts_t *o) {
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_kv_watch(T.js, b, keys, o, &p), 0);
+  uvp_nats_kv_watch_t *w = must(f, p);
+  uvp_promise_release(p);
+  return w;
+}
+
+static void test_kv_watch(void **state) {
+  fixture_t *f = *state;
+  bucket(f, "w", 3);
+  kv_put(f, "w", "jobs.a", "1");
+  kv_put(f, "w", "jobs.a", "2");
+  kv_put(f, "w", "jobs.b", "1");
+  kv_put(f, "w", "other", "1");
+  uvp_nats_kv_watch_t *all = watch_open(f, "w", ">", NULL);
+  uvp_nats_kv_watch_t *jobs = watch_open(f, "w", "jobs.*", NULL);
+  uvp_nats_kv_watch_opts_t uo = {.flags = UVP_NATS_KV_UPDATES_ONLY};
+  uvp_nats_kv_watch_t *upd = watch_open(f, "w", "jobs.a", &uo);
+  uvp_nats_kv_watch_t *none = watch_open(f, "w", "nothing.>", NULL);
+  /* the last entry of each key, in the stream's order, then caught up */
+  expect_entry(f, all, "jobs.a", "2", UVP_NATS_KV_PUT);
+  expect_entry(f, all, "jobs.b", "1", UVP_NATS_KV_PUT);
+  expect_entry(f, all, "other", "1", UVP_NATS_KV_PUT);
+  expect_entry(f, all, NULL, NULL, 0);
+  expect_entry(f, jobs, "jobs.a", "2", UVP_NATS_KV_PUT);
+  expect_entry(f, jobs, "jobs.b", "1", UVP_NATS_KV_PUT);
+  expect_entry(f, jobs, NULL, NULL, 0);
+  expect_entry(f, none, NULL, NULL, 0);
+  /* then each write as it comes */
+  uvp_promise_t *pending;
+  assert_int_equal(uvp_nats_kv_watch_next(upd, &pending), 0);
+  kv_put(f, "w", "jobs.a", "3");
+  const uvp_nats_kv_entry_t *e = must(f, pending);
+  assert_string_equal(e->value, "3");
+  assert_int_equal(e->delta, 0);
+  uvp_promise_release(pending);
+  uvp_promise_t *d;
+  assert_int_equal(uvp_nats_kv_delete(T.js, "w", "jobs.b", 0, &d), 0);
+  (void)revision_of(f, d);
+  expect_entry(f, all, "jobs.a", "3", UVP_NATS_KV_PUT);
+  expect_entry(f, all, "jobs.b", "", UVP_NATS_KV_DEL);
+  expect_entry(f, jobs, "jobs.a", "3", UVP_NATS_KV_PUT);
+  expect_entry(f, jobs, "jobs.b", "", UVP_NATS_KV_DEL);
+  /* a wait cancelled loses nothing */
+  assert_int_equal(uvp_nats_kv_watch_next(all, &pending), 0);
+  assert_int_equal(uvp_promise_cancel(pending), 0);
+  uvp_promise_release(pending);
+  kv_put(f, "w", "other", "2");
+  expect_entry(f, all, "other", "2", UVP_NATS_KV_PUT);
+  /* 2 000 writes while nobody reads: all kept, in order */
+  enum { N = 2000 };
+  uvp_promise_t *ps[N];
+  for (int i = 0; i < N; i++) {
+    char k[16];
+    snprintf(k, sizeof(k), "many.%d", i);
+    assert_int_equal(
+        uvp_nats_kv_put(T.js, "w", k, k + 5, strlen(k + 5), &ps[i]), 0);
+  }
+  for (int i = 0; i < N; i++) {
+    (void)must(f, ps[i]);
+    uvp_promise_release(ps[i]);
+  }
+  for (int i = 0; i < N; i++) {
+    char k[16];
+    snprintf(k, sizeof(k), "many.%d", i);
+    expect_entry(f, all, k, k + 5, UVP_NATS_KV_PUT);
+  }
+  uvp_nats_kv_watch_stats_t st;
+  assert_int_equal(uvp_nats_kv_watch_stats(all, &st), 0);
+  assert_int_equal(st.consumers, 1);
+  assert_int_equal(st.restarts, 0);
+  assert_int_equal(uvp_nats_kv_watch_next(upd, &pending), 0);
+  assert_int_equal(uvp_nats_kv_watch_close(upd), 0);
+  assert_int_equal(rejection(f, pending), UV_ECANCELED);
+  uvp_promise_release(pending);
+  assert_int_equal(uvp_nats_kv_watch_close(upd), UV_EINVAL);
+  assert_int_equal(uvp_nats_kv_watch_close(all), 0);
+  assert_int_equal(uvp_nats_kv_watch_close(jobs), 0);
+  assert_int_equal(uvp_nats_kv_watch_close(none), 0);
+  /* no such bucket */
+  assert_int_equal(uvp_nats_kv_watch(T.js, "nobucket", ">", NULL, &pending), 0);
+  assert_int_equal(rejection(f, pending), UV_ENOENT);
+  uvp_promise_release(pending);
+  assert_int_equal(uvp_nats_kv_watch(T.js, "w", "a.>.b", NULL, &pending),
+                   UV_EINVAL);
+}
+
+/* The server restarted under a watch: its memory consumer is gone, the
+ * heartbeats stop; the watch makes a new one from where it was: nothing
+ * lost, nothing twice. */
+static int setup_own_js_server(void **state) {
+  fixture_setup_quiet(state);
+  memset(&T, 0, sizeof(T));
+  T.s = &T.own;
+  if (nats_server_available()) {
+    nats_server_jetstream(&T.own);
+    nats_server_start(&T.own);
+    T.nc = connect_url(*state, ((fixture_t *)*state)->ctx, T.s->url);
+    assert_int_equal(uvp_nats_js_new(T.nc, NULL, &T.js), 0);
+  }
+  return 0;
+}
+
+static void test_kv_watch_restart(void **state) {
+  fixture_t *f = *state;
+  bucket(f, "rw", 1);
+  kv_put(f, "rw", "a", "1");
+  uvp_nats_kv_watch_opts_t o = {.heartbeat_ms = 300};
+  uvp_nats_kv_watch_t *w = watch_open(f, "rw", ">", &o);
+  expect_entry(f, w, "a", "1", UVP_NATS_KV_PUT);
+  expect_entry(f, w, NULL, NULL, 0);
+  nats_server_kill(T.s);
+  nats_server_start(T.s); /* the same port and store */
+  uint64_t t0 = uv_hrtime();
+  uvp_promise_t *p;
+  for (;;) { /* until the connection is back */
+    assert_int_equal(uvp_nats_kv_put(T.js, "rw", "b", "2", 1, &p), 0);
+    run_until_settled(f, p);
+    bool ok = uvp_promise_state(p) == UVP_FULFILLED;
+    uvp_promise_release(p);
+    if (ok)
+      break;
+    assert_true(ms_since(t0) < 15000);
+    run_for(f, 100);
+  }
+  kv_put(f, "rw", "a", "3");
+  expect_entry(f, w, "b", "2", UVP_NATS_KV_PUT);
+  expect_entry(f, w, "a", "3", UVP_NATS_KV_PUT);
+  uvp_nats_kv_watch_stats_t st;
+  assert_int_equal(uvp_nats_kv_watch_stats(w, &st), 0);
+  print_message("server restarted: %llu restarts, %llu consumers, back after "
+                "%.0f ms\n",
+                (unsigned long long)st.restarts,
+                (unsigned long long)st.consumers, ms_since(t0));
+  assert_true(st.restarts >= 1);
+  assert_int_equal(uvp_nats_kv_watch_next(w, &p), 0);
+  run_for(f, 300); /* nothing more */
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  assert_int_equal(uvp_nats_kv_watch_close(w), 0);
+  assert_int_equal(rejection(f, p), UV_ECANCELED);
+  uvp_promise_release(p);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -765,6 +1072,10 @@ int main(void) {
       JS_TEST(test_pull_nak_term_backoff, setup_conn),
       JS_TEST(test_pull_cancel_and_give_back, setup_conn),
       JS_TEST(test_pull_consumer_deleted_and_closed, setup_conn),
+      JS_TEST(test_kv_ops, setup_conn),
+      JS_TEST(test_kv_cas_race, setup_conn),
+      JS_TEST(test_kv_watch, setup_conn),
+      JS_TEST(test_kv_watch_restart, setup_own_js_server),
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
