@@ -526,8 +526,9 @@ UVP_NATS_EXTERN int uvp_nats_kv_bucket_delete_at(uvp_nats_js_t *js,
  * answers, so a read may lag a write made an instant before on the
  * leader; uvp_nats_kv_update's compare-and-set is made by the leader and
  * never lags): *out fulfils with a uvp_nats_kv_entry_t *, or rejects with
- * UV_ENOENT (no such key, or deleted or purged), UVP_NATS_ENORESPONDERS
- * (no such bucket, or one without direct gets), a request's codes.  In
+ * UV_ENOENT (no such key, or deleted or purged), UV_ETIMEDOUT after the
+ * context's timeout (no such bucket, or one without direct gets: the
+ * server answers nothing then), a request's codes.  In
  * the task dump: "JetStream kv get BUCKET/KEY".  Errors, nothing sent:
  * UV_EINVAL (NULL, a bad bucket or key: keys are letters, digits and
  * -/_=. with no empty token), UVP_ECLOSED, UV_ENOMEM. */
@@ -662,6 +663,151 @@ UVP_NATS_EXTERN int uvp_nats_kv_watch_stats(const uvp_nats_kv_watch_t *w,
  * subscription goes.  Not a promise.  Loop thread.  Errors: UV_EINVAL
  * (NULL, closed already). */
 UVP_NATS_EXTERN int uvp_nats_kv_watch_close(uvp_nats_kv_watch_t *w);
+
+/* ------------------------------------------------------------------------ */
+/* Durable promises                                                         */
+/* ------------------------------------------------------------------------ */
+
+/** A durable promise's state: Resonate's (its durable promise
+ * specification).  Only a pending promise completes, once. */
+typedef enum {
+  UVP_NATS_DPROMISE_PENDING = 0,
+  UVP_NATS_DPROMISE_RESOLVED = 1,
+  UVP_NATS_DPROMISE_REJECTED = 2,
+  UVP_NATS_DPROMISE_REJECTED_CANCELED = 3,
+  UVP_NATS_DPROMISE_REJECTED_TIMEDOUT = 4
+} uvp_nats_dpromise_state_t;
+
+/** A durable promise as stored (one allocation, owned by the promise that
+ * carries it: as a value, or as a rejection's payload). */
+typedef struct uvp_nats_dpromise_s {
+  const char *id;
+  uvp_nats_dpromise_state_t state;
+  int code;         /**< REJECTED: the code uvp_nats_dpromise_reject
+                         gave; REJECTED_CANCELED: UV_ECANCELED;
+                         REJECTED_TIMEDOUT: UV_ETIMEDOUT; else 0 */
+  const char *data; /**< what resolve or reject stored, NUL-terminated
+                         (not counted); "" if nothing */
+  size_t len;
+  uint64_t timeout;      /**< when it times out, ms since the epoch */
+  uint64_t created_on;   /**< ms since the epoch */
+  uint64_t completed_on; /**< 0 while pending */
+  uint64_t revision;     /**< its key's revision when read */
+} uvp_nats_dpromise_t;
+
+/** @name uvp_nats_dpromise_create, uvp_nats_dpromise_create_at
+ * @{ */
+/** A durable promise: a record of key `id` in KV bucket `bucket` (made
+ * with uvp_nats_kv_bucket_add, replicated as it is), which outlives the
+ * processes that make, complete and await it.  Create it unless it
+ * exists (create-if-absent on the key: idempotent by id, whoever calls
+ * first), pending with a timeout `timeout_ms` from now (wall clock), and
+ * await it: *out settles when it completes, in this process or any other,
+ * or at once if it has completed already (a process that restarts and
+ * creates the same id gets the outcome stored, not a new promise):
+ *   RESOLVED           fulfils with its uvp_nats_dpromise_t *
+ *   REJECTED           rejects with the code given to reject
+ *   REJECTED_CANCELED  rejects with UV_ECANCELED
+ *   REJECTED_TIMEDOUT  rejects with UV_ETIMEDOUT
+ * each rejection with the uvp_nats_dpromise_t * as its payload; a
+ * rejection with no payload is the binding's own failure (UV_ENOENT: no
+ * such bucket, or the record was deleted; a request's codes).  While
+ * pending it is watched (an ordered consumer on its key: see
+ * uvp_nats_kv_watch), and when its timeout passes this process completes
+ * it as REJECTED_TIMEDOUT, unless another did first (compare-and-set).
+ * Cancel-safe: cancelling stops the await, not the durable promise
+ * (complete that with uvp_nats_dpromise_cancel).  An idle wait
+ * (UVP_INFLIGHT_IDLE: it waits on other processes); in the task dump:
+ * "JetStream dpromise BUCKET/ID".  The record is Resonate's JSON:
+ * {"id","state","param","value":{"headers","data"},"timeout",
+ * "createdOn","completedOn","tags"}, where two things differ: "data" is
+ * the bytes as a JSON string (UTF-8 text, so that any NATS client reads
+ * it), not base64, and a rejection's code is stored by name in the
+ * value's headers as "Uvp-Error" (as uvp-nats replies carry it).
+ * Errors, nothing sent: UV_EINVAL (NULL, a bad bucket or id: ids are
+ * keys, uvp_nats_kv_get; timeout_ms 0 or past year 10 000), UVP_ECLOSED,
+ * UV_ENOMEM. */
+#define uvp_nats_dpromise_create(...)                                          \
+  uvp_nats_dpromise_create_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_dpromise_create_at(uvp_nats_js_t *js, const char *bucket,
+                            const char *id, uint64_t timeout_ms,
+                            uvp_promise_t **out, const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_dpromise_await, uvp_nats_dpromise_await_at
+ * @{ */
+/** Await durable promise `id` as uvp_nats_dpromise_create does, without
+ * creating it: rejects UV_ENOENT (no payload) if there is none. */
+#define uvp_nats_dpromise_await(...)                                           \
+  uvp_nats_dpromise_await_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_dpromise_await_at(uvp_nats_js_t *js,
+                                               const char *bucket,
+                                               const char *id,
+                                               uvp_promise_t **out,
+                                               const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_dpromise_resolve, uvp_nats_dpromise_reject,
+ * uvp_nats_dpromise_cancel
+ * @{ */
+/** Complete durable promise `id` if it is still pending: resolved with
+ * `len` bytes of `data` (UTF-8 text; NULL and 0: none), rejected with
+ * `code` (< 0) and data, or canceled (REJECTED_CANCELED).  A read, then
+ * a compare-and-set on the revision read: of two processes completing it
+ * at once exactly one wins.  *out fulfils with the record as completed,
+ * or rejects with:
+ *   UVP_ESETTLED  it had completed already (the loser of a race, or past
+ *                 its timeout: then this call completed it as
+ *                 REJECTED_TIMEDOUT); the payload is the record as it is
+ *   UV_ENOENT     there is no such promise
+ *   UV_EAGAIN     ten compare-and-sets in a row found a newer revision
+ *                 than the read (replicas lagging the leader)
+ * and a request's codes (UVP_NATS_ENORESPONDERS while a cluster elects
+ * the bucket's leader: the promise is unchanged, try again).  Cancel-safe
+ * as a publish is: the completion may have been stored.  Errors, nothing
+ * sent: UV_EINVAL (NULL, a bad bucket or id, code >= 0, data not UTF-8),
+ * UVP_ECLOSED, UV_ENOMEM. */
+#define uvp_nats_dpromise_resolve(...)                                         \
+  uvp_nats_dpromise_resolve_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_dpromise_resolve_at(uvp_nats_js_t *js, const char *bucket,
+                             const char *id, const void *data, size_t len,
+                             uvp_promise_t **out, const char *file, int line);
+#define uvp_nats_dpromise_reject(...)                                          \
+  uvp_nats_dpromise_reject_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_dpromise_reject_at(uvp_nats_js_t *js,
+                                                const char *bucket,
+                                                const char *id, int code,
+                                                const void *data, size_t len,
+                                                uvp_promise_t **out,
+                                                const char *file, int line);
+#define uvp_nats_dpromise_cancel(...)                                          \
+  uvp_nats_dpromise_cancel_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_dpromise_cancel_at(uvp_nats_js_t *js,
+                                                const char *bucket,
+                                                const char *id,
+                                                uvp_promise_t **out,
+                                                const char *file, int line);
+/** @} */
+
+/** @name uvp_nats_dpromise_get, uvp_nats_dpromise_get_at
+ * @{ */
+/** Read durable promise `id`: *out fulfils with its
+ * uvp_nats_dpromise_t * (pending or not; one pending past its timeout is
+ * completed as REJECTED_TIMEDOUT first, and read so), or rejects
+ * UV_ENOENT.  Errors as uvp_nats_dpromise_cancel. */
+#define uvp_nats_dpromise_get(...)                                             \
+  uvp_nats_dpromise_get_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_dpromise_get_at(uvp_nats_js_t *js,
+                                             const char *bucket, const char *id,
+                                             uvp_promise_t **out,
+                                             const char *file, int line);
+/** @} */
+
+/** The name of a state ("PENDING", "REJECTED_TIMEDOUT"...), never NULL. */
+UVP_NATS_EXTERN const char *
+uvp_nats_dpromise_state_name(uvp_nats_dpromise_state_t state);
 
 /** @} */
 

@@ -7,6 +7,7 @@
  * context, and tears them down; every case ends with uv_loop_close() == 0
  * (fixture_teardown). */
 #include <inttypes.h>
+#include <poll.h>
 
 #include "nats-env.h"
 
@@ -1058,6 +1059,363 @@ static void test_kv_watch_restart(void **state) {
   uvp_promise_release(p);
 }
 
+/* ---- durable promises ---------------------------------------------------- */
+
+static const uvp_nats_dpromise_t *payload_of(uvp_promise_t *p) {
+  void *payload = NULL;
+  uvp_promise_reason(p, &payload);
+  return payload;
+}
+
+static void test_dpromise(void **state) {
+  fixture_t *f = *state;
+  bucket(f, "dp", 1);
+  uvp_promise_t *a, *p;
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "a", 60000, &a), 0);
+  /* the record exists once the create's write is acknowledged */
+  for (int i = 0;; i++) {
+    assert_int_equal(uvp_nats_dpromise_get(T.js, "dp", "a", &p), 0);
+    run_until_settled(f, p);
+    bool ok = uvp_promise_state(p) == UVP_FULFILLED;
+    if (ok) {
+      const uvp_nats_dpromise_t *r = uvp_promise_value(p);
+      assert_string_equal(r->id, "a");
+      assert_int_equal(r->state, UVP_NATS_DPROMISE_PENDING);
+      uint64_t now = (uint64_t)time(NULL) * 1000;
+      assert_true(r->timeout > now + 50000 && r->timeout < now + 70000);
+      assert_int_equal(r->completed_on, 0);
+    }
+    uvp_promise_release(p);
+    if (ok)
+      break;
+    assert_true(i < 100);
+  }
+  char *buf = NULL;
+  size_t blen = 0;
+  FILE *fp = open_memstream(&buf, &blen);
+  uvp_dump_opts_t dopts = {.stream = fp};
+  assert_true(uvp_ctx_dump_tasks(f->ctx, &dopts) >= 1);
+  fclose(fp);
+  assert_non_null(strstr(buf, "for JetStream dpromise dp/a"));
+  free(buf);
+
+  assert_int_equal(uvp_nats_dpromise_resolve(T.js, "dp", "a", "hi", 2, &p), 0);
+  const uvp_nats_dpromise_t *r = must(f, p);
+  assert_int_equal(r->state, UVP_NATS_DPROMISE_RESOLVED);
+  assert_string_equal(r->data, "hi");
+  assert_true(r->completed_on > 0 && r->revision > 0);
+  uvp_promise_release(p);
+  r = must(f, a); /* the await */
+  assert_int_equal(r->state, UVP_NATS_DPROMISE_RESOLVED);
+  assert_string_equal(r->data, "hi");
+  uvp_promise_release(a);
+  /* only a pending one completes */
+  assert_int_equal(uvp_nats_dpromise_resolve(T.js, "dp", "a", "x", 1, &p), 0);
+  assert_int_equal(rejection(f, p), UVP_ESETTLED);
+  assert_int_equal(payload_of(p)->state, UVP_NATS_DPROMISE_RESOLVED);
+  assert_string_equal(payload_of(p)->data, "hi");
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_dpromise_cancel(T.js, "dp", "a", &p), 0);
+  assert_int_equal(rejection(f, p), UVP_ESETTLED);
+  uvp_promise_release(p);
+  /* created again: the outcome stored, at once */
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "a", 60000, &a), 0);
+  assert_string_equal(((const uvp_nats_dpromise_t *)must(f, a))->data, "hi");
+  uvp_promise_release(a);
+  /* the stored JSON is Resonate's */
+  assert_int_equal(uvp_nats_kv_get(T.js, "dp", "a", &p), 0);
+  const uvp_nats_kv_entry_t *e = must(f, p);
+  print_message("%s\n", e->value);
+  assert_non_null(strstr(e->value, "\"state\":\"RESOLVED\""));
+  assert_non_null(
+      strstr(e->value, "\"value\":{\"headers\":{},\"data\":\"hi\"}"));
+  assert_non_null(strstr(e->value, "\"completedOn\":"));
+  uvp_promise_release(p);
+
+  /* rejected with a code, and canceled */
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "b", 60000, &a), 0);
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "c", 60000, &p), 0);
+  run_for(f, 200);
+  uvp_promise_t *q;
+  assert_int_equal(
+      uvp_nats_dpromise_reject(T.js, "dp", "b", UV_EIO, "bad \xc3\xa9", 6, &q),
+      0);
+  assert_int_equal(((const uvp_nats_dpromise_t *)must(f, q))->state,
+                   UVP_NATS_DPROMISE_REJECTED);
+  uvp_promise_release(q);
+  assert_int_equal(rejection(f, a), UV_EIO);
+  assert_int_equal(payload_of(a)->code, UV_EIO);
+  assert_string_equal(payload_of(a)->data, "bad \xc3\xa9");
+  uvp_promise_release(a);
+  assert_int_equal(uvp_nats_kv_get(T.js, "dp", "b", &q), 0);
+  assert_non_null(strstr(((const uvp_nats_kv_entry_t *)must(f, q))->value,
+                         "\"Uvp-Error\":\"EIO\""));
+  uvp_promise_release(q);
+  assert_int_equal(uvp_nats_dpromise_cancel(T.js, "dp", "c", &q), 0);
+  (void)must(f, q);
+  uvp_promise_release(q);
+  assert_int_equal(rejection(f, p), UV_ECANCELED);
+  assert_int_equal(payload_of(p)->state, UVP_NATS_DPROMISE_REJECTED_CANCELED);
+  uvp_promise_release(p);
+
+  /* none */
+  assert_int_equal(uvp_nats_dpromise_resolve(T.js, "dp", "none", "", 0, &p), 0);
+  assert_int_equal(rejection(f, p), UV_ENOENT);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_dpromise_await(T.js, "dp", "none", &p), 0);
+  assert_int_equal(rejection(f, p), UV_ENOENT);
+  assert_null(payload_of(p));
+  uvp_promise_release(p);
+
+  /* its timeout: completed as timed out by the awaiting process */
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "t", 300, &p), 0);
+  assert_int_equal(rejection(f, p), UV_ETIMEDOUT);
+  double ms = ms_since(t0);
+  print_message("timed out after %.0f ms (timeout 300)\n", ms);
+  assert_true(ms >= 290);
+  assert_int_equal(payload_of(p)->state, UVP_NATS_DPROMISE_REJECTED_TIMEDOUT);
+  uvp_promise_release(p);
+  /* ... or by whoever reads or completes it first, with nobody awaiting */
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "t2", 200, &p), 0);
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "t3", 200, &q), 0);
+  run_for(f, 100);
+  assert_int_equal(uvp_promise_cancel(p), 0); /* the awaits only */
+  assert_int_equal(uvp_promise_cancel(q), 0);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  run_for(f, 250);
+  assert_int_equal(uvp_nats_dpromise_get(T.js, "dp", "t2", &p), 0);
+  assert_int_equal(((const uvp_nats_dpromise_t *)must(f, p))->state,
+                   UVP_NATS_DPROMISE_REJECTED_TIMEDOUT);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_dpromise_resolve(T.js, "dp", "t3", "", 0, &p), 0);
+  assert_int_equal(rejection(f, p), UVP_ESETTLED);
+  assert_int_equal(payload_of(p)->state, UVP_NATS_DPROMISE_REJECTED_TIMEDOUT);
+  uvp_promise_release(p);
+
+  /* bad input */
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "a b", 1, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "dp", "a", 0, &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_dpromise_resolve(T.js, "dp", "a", "\xff", 1, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_nats_dpromise_reject(T.js, "dp", "a", 0, "", 0, &p),
+                   UV_EINVAL);
+  assert_int_equal(uvp_nats_dpromise_get(T.js, "d p", "a", &p), UV_EINVAL);
+  assert_string_equal(
+      uvp_nats_dpromise_state_name(UVP_NATS_DPROMISE_REJECTED_TIMEDOUT),
+      "REJECTED_TIMEDOUT");
+  assert_string_equal(uvp_nats_dpromise_state_name(9), "UNKNOWN");
+}
+
+/* ---- a second process ---- */
+
+typedef struct helper_s {
+  pid_t pid;
+  int in, out; /* its stdin (ours to write), its stdout (ours to read) */
+} helper_t;
+
+static void helper_start(helper_t *h, const char *const *argv) {
+  const char *bin = getenv("UVP_NATS_JS_HELPER");
+  assert_non_null(bin);
+  int in[2], out[2];
+  assert_int_equal(pipe(in), 0);
+  assert_int_equal(pipe(out), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    close(in[0]);
+    close(in[1]);
+    close(out[0]);
+    close(out[1]);
+    const char *args[8] = {bin};
+    for (int i = 0; argv[i] != NULL && i < 6; i++)
+      args[i + 1] = argv[i];
+    execv(bin, (char *const *)args);
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  h->pid = pid;
+  h->in = in[1];
+  h->out = out[0];
+}
+
+/* Its next line (without the newline), waiting at most ms. */
+static void helper_line(helper_t *h, char *buf, size_t cap, int ms) {
+  size_t n = 0;
+  uint64_t t0 = uv_hrtime();
+  for (;;) {
+    struct pollfd pfd = {h->out, POLLIN, 0};
+    int left = ms - (int)ms_since(t0);
+    if (left <= 0 || poll(&pfd, 1, left) <= 0)
+      fail_msg("nats-js-helper said nothing within %d ms", ms);
+    char c;
+    ssize_t r = read(h->out, &c, 1);
+    if (r <= 0)
+      fail_msg("nats-js-helper ended its output ('%.*s')", (int)n, buf);
+    if (c == '\n')
+      break;
+    if (n + 1 < cap)
+      buf[n++] = c;
+  }
+  buf[n] = '\0';
+}
+
+static int helper_wait(helper_t *h) {
+  int st = 0;
+  assert_int_equal(waitpid(h->pid, &st, 0), h->pid);
+  close(h->in);
+  close(h->out);
+  return st;
+}
+
+/* Two processes complete the same N durable promises at once, one
+ * resolving, one rejecting: exactly one wins each, and this process's
+ * awaits see the winner's outcome. */
+static void test_dpromise_race_two_processes(void **state) {
+  fixture_t *f = *state;
+  const size_t n = RUNNING_ON_VALGRIND ? 200 : 1000;
+  bucket(f, "race2", 1);
+  uvp_promise_t **aw = calloc(n, sizeof(*aw));
+  assert_non_null(aw);
+  uint64_t t0 = uv_hrtime();
+  for (size_t i = 0; i < n; i++) {
+    char id[32];
+    snprintf(id, sizeof(id), "r-%zu", i);
+    assert_int_equal(
+        uvp_nats_dpromise_create(T.js, "race2", id, 120000, &aw[i]), 0);
+  }
+  for (size_t i = 0; i < n; i++) { /* every record exists */
+    char id[32];
+    snprintf(id, sizeof(id), "r-%zu", i);
+    for (int tries = 0;; tries++) {
+      uvp_promise_t *p;
+      assert_int_equal(uvp_nats_dpromise_get(T.js, "race2", id, &p), 0);
+      run_until_settled(f, p);
+      bool ok = uvp_promise_state(p) == UVP_FULFILLED;
+      uvp_promise_release(p);
+      if (ok)
+        break;
+      assert_true(tries < 100);
+      run_for(f, 20);
+    }
+  }
+  print_message("%zu durable promises created and awaited in %.0f ms\n", n,
+                ms_since(t0));
+  helper_t h[2];
+  char count[16];
+  snprintf(count, sizeof(count), "%zu", n);
+  const char *kinds[2] = {"resolve", "reject"};
+  for (int k = 0; k < 2; k++) {
+    helper_start(&h[k], (const char *[]){"race", T.s->url, "race2", count,
+                                         kinds[k], NULL});
+    char line[32];
+    helper_line(&h[k], line, sizeof(line), 20000);
+    assert_string_equal(line, "ready");
+  }
+  t0 = uv_hrtime();
+  for (int k = 0; k < 2; k++)
+    assert_int_equal(write(h[k].in, "go\n", 3), 3);
+  char *marks[2];
+  for (int k = 0; k < 2; k++) {
+    marks[k] = malloc(n + 2);
+    helper_line(&h[k], marks[k], n + 2, 120000);
+    assert_int_equal(strlen(marks[k]), n);
+  }
+  double race_ms = ms_since(t0);
+  int won[2] = {0, 0};
+  for (size_t i = 0; i < n; i++) {
+    char a = marks[0][i], b = marks[1][i];
+    if (!((a == 'W' && b == 'L') || (a == 'L' && b == 'W')))
+      fail_msg("r-%zu: %c and %c", i, a, b);
+    won[b == 'W']++;
+  }
+  print_message("%zu races in %.0f ms: %d won by resolve, %d by reject, "
+                "each by exactly one\n",
+                n, race_ms, won[0], won[1]);
+  for (int k = 0; k < 2; k++) {
+    char line[16];
+    helper_line(&h[k], line, sizeof(line), 20000);
+    assert_string_equal(line, "done");
+    int st = helper_wait(&h[k]);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  for (size_t i = 0; i < n; i++) {
+    run_until_settled(f, aw[i]);
+    if (marks[0][i] == 'W') {
+      assert_int_equal(uvp_promise_state(aw[i]), UVP_FULFILLED);
+    } else {
+      assert_int_equal(reason(aw[i]), UV_EIO);
+      assert_int_equal(payload_of(aw[i])->state, UVP_NATS_DPROMISE_REJECTED);
+    }
+    uvp_promise_release(aw[i]);
+  }
+  free(marks[0]);
+  free(marks[1]);
+  free(aw);
+}
+
+/* A process creates and awaits a durable promise and is killed; another
+ * completes it; the first, started again, creates the same id and gets
+ * the outcome stored.  And one awaiting while another completes it. */
+static void test_dpromise_restart(void **state) {
+  fixture_t *f = *state;
+  bucket(f, "rs", 1);
+  helper_t h;
+  char line[128];
+  helper_start(
+      &h, (const char *[]){"create", T.s->url, "rs", "job", "60000", NULL});
+  helper_line(&h, line, sizeof(line), 20000);
+  assert_string_equal(line, "created");
+  kill(h.pid, SIGKILL);
+  int st = helper_wait(&h);
+  assert_true(WIFSIGNALED(st));
+  uvp_promise_t *p;
+  assert_int_equal(
+      uvp_nats_dpromise_resolve(T.js, "rs", "job", "the answer", 10, &p), 0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+  helper_start(
+      &h, (const char *[]){"create", T.s->url, "rs", "job", "60000", NULL});
+  helper_line(&h, line, sizeof(line), 20000);
+  assert_string_equal(line, "resolved the answer"); /* at once */
+  st = helper_wait(&h);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+  /* awaited in the other process, completed here */
+  helper_start(
+      &h, (const char *[]){"create", T.s->url, "rs", "job2", "60000", NULL});
+  helper_line(&h, line, sizeof(line), 20000);
+  assert_string_equal(line, "created");
+  run_for(f, 200); /* its watch is up */
+  assert_int_equal(uvp_nats_dpromise_reject(T.js, "rs", "job2", UV_ECONNRESET,
+                                            "lost", 4, &p),
+                   0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+  helper_line(&h, line, sizeof(line), 20000);
+  assert_string_equal(line, "rejected ECONNRESET lost");
+  st = helper_wait(&h);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+  /* created there with 300 ms, awaited here: timed out by one of us */
+  helper_start(&h,
+               (const char *[]){"create", T.s->url, "rs", "job3", "300", NULL});
+  helper_line(&h, line, sizeof(line), 20000);
+  assert_string_equal(line, "created");
+  assert_int_equal(uvp_nats_dpromise_await(T.js, "rs", "job3", &p), 0);
+  assert_int_equal(rejection(f, p), UV_ETIMEDOUT);
+  uvp_promise_release(p);
+  helper_line(&h, line, sizeof(line), 20000);
+  assert_string_equal(line, "rejected ETIMEDOUT ");
+  st = helper_wait(&h);
+  assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -1076,6 +1434,9 @@ int main(void) {
       JS_TEST(test_kv_cas_race, setup_conn),
       JS_TEST(test_kv_watch, setup_conn),
       JS_TEST(test_kv_watch_restart, setup_own_js_server),
+      JS_TEST(test_dpromise, setup_conn),
+      JS_TEST(test_dpromise_race_two_processes, setup_conn),
+      JS_TEST(test_dpromise_restart, setup_conn),
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
