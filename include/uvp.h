@@ -78,7 +78,9 @@
  *  - Threads: every function must be called on the loop thread, except
  *    uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release(),
  *    which any thread may call on a promise it holds a reference to (the
- *    reference must have been taken on the loop thread).  Off the loop thread
+ *    reference must have been taken on the loop thread), and
+ *    uvp_inflight_end() (a binding's record: "Work in flight", where a
+ *    started record also keeps uv_run() going).  Off the loop thread
  *    they post through one uv_async_t; the work happens on the loop thread.  A
  *    settle posted (it returned 0) holds the promise until it is applied: the
  *    reference the thread used may be one the loop thread holds, and the loop

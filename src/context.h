@@ -37,8 +37,6 @@ typedef struct uvp__runq_s {
   size_t budget_end;
 } uvp__runq_t;
 
-typedef struct uvp__msg_s uvp__msg_t;
-
 struct uvp_ctx_s {
   uvp__ctx_head_t h; /* first: see uvp__head */
   uint16_t id;       /* in the registry */
@@ -73,7 +71,8 @@ struct uvp_ctx_s {
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
   uv_check_t check; /* unref'd: drains right after I/O callbacks */
-  uv_async_t async; /* unref'd: wake-up for messages from other threads */
+  uv_async_t async; /* wake-up for messages from other threads: unref'd
+                       but while uvp__mail_keep says so */
   /* uvp's work in the loop: the three handles above and every libuv
    * request or handle a layer started (uvp__loop_work_begin, sched.h), until
    * libuv is done with it.  The loop thread's; after uvp_ctx_close it
@@ -92,6 +91,12 @@ struct uvp_ctx_s {
   /* uvp_ctx_close_full's callback, called once loop_work reaches 0 */
   uvp_ctx_closed_cb closed_cb;
   void *closed_arg;
+  /* Work that may end on another thread is in flight (uvp__mail_hold):
+   * the teardown leaves the async open for its ends.  The loop thread's. */
+  bool mail_held;
+  /* The async is closing (or the host closed it): nothing may send it.
+   * Written under mu. */
+  bool mail_closed;
 };
 
 /* uv_stop()'s flag.  libuv 1.44 has no getter for it: the field is in uv.h's
@@ -194,7 +199,12 @@ static inline uvp__reaction_t *uvp__runq_take(uvp_ctx_t *ctx) {
  * release of any promise therefore reads the mail first while there is
  * any (uvp__mail_waiting), so a message naming that promise applies to
  * it, not to the slot another promise takes next. */
-enum { UVP__MSG_RESOLVE, UVP__MSG_REJECT, UVP__MSG_RELEASE };
+enum {
+  UVP__MSG_RESOLVE,
+  UVP__MSG_REJECT,
+  UVP__MSG_RELEASE,
+  UVP__MSG_CALL /* uvp__post_call's: free_cb(value), m the poster's */
+};
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
               uvp_free_cb free_cb);
 /* Read relaxed: whatever ordered a post before the loop thread's release

@@ -10,8 +10,12 @@
  *  - check: always active but unref'd.  Drains what I/O callbacks queued in
  *           the same iteration, right after poll.  Alone it would not make
  *           poll return (libuv#2022), which is why idle carries the wake-up.
- *  - async: unref'd wake-up for messages posted by other threads.  The work
- *           travels in the mailbox; async sends coalesce.
+ *  - async: wake-up for messages posted by other threads.  The work
+ *           travels in the mailbox; async sends coalesce.  Unref'd, but
+ *           while work that ends on another thread is in flight (a
+ *           binding's record, uvp__mail_keep): then it keeps uv_run() going
+ *           as a libuv request would, and stays open after uvp_ctx_close
+ *           until that work's end has come.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -37,15 +41,6 @@ uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp__current_id = ctx->id;
   return ctx;
 }
-
-struct uvp__msg_s {
-  uvp__msg_t *next;
-  uvp_promise_t *p;
-  int op;
-  int code;
-  void *value;
-  uvp_free_cb free_cb;
-};
 
 /* The oldest completion; one is queued. */
 static uvp__reaction_t *completion_pop(uvp_ctx_t *ctx) {
@@ -326,7 +321,17 @@ void uvp__loop_work_end(uvp_ctx_t *ctx) { loop_uncount(ctx, 1); }
 void uvp__loop_handle_end(uvp_ctx_t *ctx) { loop_uncount(ctx, 0); }
 
 size_t uvp_ctx_inflight(const uvp_ctx_t *ctx) {
-  return ctx != NULL ? ctx->inflight : 0;
+  if (ctx == NULL)
+    return 0;
+  if (uvp__on_loop_thread(ctx))
+    return ctx->inflight;
+  /* After the teardown, elsewhere: the loop thread changes it under the
+   * lock (not uvp__lock: a reader frees nothing). */
+  uv_mutex_t *mu = (uv_mutex_t *)(uintptr_t)&ctx->mu;
+  uv_mutex_lock(mu);
+  size_t n = ctx->inflight;
+  uv_mutex_unlock(mu);
+  return n;
 }
 
 void uvp__drop(uvp_ctx_t *ctx) {
@@ -336,6 +341,9 @@ void uvp__drop(uvp_ctx_t *ctx) {
 }
 
 /* ---- cross-thread mailbox ------------------------------------------------ */
+
+/* The context's handles' close callback. */
+static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
 
 static void apply_msg(uvp__msg_t *m) {
   int rc = 0;
@@ -377,6 +385,10 @@ static void read_mail(uvp_ctx_t *ctx) {
   ctx->reading_mail = true;
   uvp__msg_t *m;
   while ((m = take_msg(ctx)) != NULL) {
+    if (m->op == UVP__MSG_CALL) { /* the poster's memory, which fn may reuse */
+      m->free_cb(m->value);
+      continue;
+    }
     apply_msg(m);
     uvp__free(m);
   }
@@ -395,6 +407,22 @@ static void async_cb(uv_async_t *h) {
   read_mail(ctx);
   if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
     ctx->h.stall_marks->outside(ctx, UVP__PH_POLL);
+}
+
+/* Append m to the mailbox and wake the loop; under the lock. */
+static void mail_append(uvp_ctx_t *ctx, uvp__msg_t *m) {
+  m->next = NULL;
+  bool wake = ctx->mhead == NULL;
+  if (ctx->mtail != NULL)
+    ctx->mtail->next = m;
+  else
+    ctx->mhead = m;
+  ctx->mtail = m;
+  atomic_store_explicit(&ctx->mail, true, memory_order_relaxed);
+  /* Sent under the lock: the handle is closed only under it, after
+   * `mail_closed` is set, so no send can reach a closing handle. */
+  if (wake && !ctx->mail_closed)
+    uv_async_send(&ctx->async);
 }
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
@@ -417,25 +445,51 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
     uvp__unlock(ctx);
     return UV_ENOMEM;
   }
-  m->next = NULL;
   m->p = p;
   m->op = op;
   m->code = code;
   m->value = value;
   m->free_cb = free_cb;
-  bool wake = ctx->mhead == NULL;
-  if (ctx->mtail != NULL)
-    ctx->mtail->next = m;
-  else
-    ctx->mhead = m;
-  ctx->mtail = m;
-  atomic_store_explicit(&ctx->mail, true, memory_order_relaxed);
-  /* Sent under the lock: teardown closes the handle only after taking it
-   * and setting `closed`, so no send can reach a closing handle. */
-  if (wake)
-    uv_async_send(&ctx->async);
+  mail_append(ctx, m);
   uvp__unlock(ctx);
   return 0;
+}
+
+void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg) {
+  m->p = NULL;
+  m->op = UVP__MSG_CALL;
+  m->code = 0;
+  m->value = arg;
+  m->free_cb = fn;
+  /* Also after the teardown: the caller's hold keeps the context (its
+   * work counts in the loop) and the mailbox open until fn has run. */
+  uvp__lock(ctx);
+  mail_append(ctx, m);
+  uvp__unlock(ctx);
+}
+
+/* No work that may end elsewhere is left after the teardown: the async
+ * closes (its close callback ends the context's count of it). */
+static void close_mail(uvp_ctx_t *ctx) {
+  uvp__lock(ctx);
+  if (!ctx->mail_closed) {
+    ctx->mail_closed = true;
+    uv_close((uv_handle_t *)&ctx->async, handle_closed);
+  }
+  uvp__unlock(ctx);
+}
+
+void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
+  ctx->mail_held = held;
+  if (!held && UVP__UNLIKELY(ctx->h.closed))
+    close_mail(ctx);
+}
+
+void uvp__mail_keep(uvp_ctx_t *ctx, bool kept) {
+  if (kept)
+    uv_ref((uv_handle_t *)&ctx->async);
+  else
+    uv_unref((uv_handle_t *)&ctx->async);
 }
 
 /* ---- context ------------------------------------------------------------- */
@@ -671,8 +725,6 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   return 0;
 }
 
-static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
-
 /* Drop every queued reaction and completion (reactions first, as the
  * drain would have run them), and whatever dropping them queues. */
 static void drop_queued(uvp_ctx_t *ctx) {
@@ -718,6 +770,9 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   uvp__lock(ctx);
   ctx->h.closed = true;
   ctx->h.guarded = true;
+  uv_handle_t *async = (uv_handle_t *)&ctx->async;
+  if (uv_is_closing(async)) /* by the host: nothing may send it now */
+    ctx->mail_closed = true;
   /* A closed context may be freed from any thread, so this thread must
    * stop naming it: its id (and address) may come back as another
    * context's. */
@@ -745,9 +800,17 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
    * hook's argument goes now, on this thread. */
   ctx->unhandled_cb = NULL;
   retire_unhandled(ctx);
-  for (int i = 0; i < nh; i++)
-    if (!uv_is_closing(hs[i]))
+  for (int i = 0; i < nh; i++) {
+    /* The async stays open for the ends of work that may end on another
+     * thread: the last one's end closes it (uvp__mail_hold). */
+    if (hs[i] == async && ctx->mail_held)
+      continue;
+    if (!uv_is_closing(hs[i])) {
+      if (hs[i] == async)
+        ctx->mail_closed = true;
       uv_close(hs[i], handle_closed);
+    }
+  }
   uvp__unlock(ctx);
 }
 

@@ -397,4 +397,23 @@ static inline uvp_promise_t *producer(fixture_t *f, hook_t *h) {
   return p;
 }
 
+/* The line of text s that holds `needle`, up to its end and without its
+ * newline (a static copy, overwritten by the next call), or NULL: for
+ * checking one line of a dump. */
+static inline const char *text_line(const char *s, const char *needle) {
+  static char line[8192];
+  const char *hit = s != NULL ? strstr(s, needle) : NULL;
+  if (hit == NULL)
+    return NULL;
+  const char *b = hit;
+  while (b > s && b[-1] != '\n')
+    b--;
+  const char *e = strchr(hit, '\n');
+  size_t n = e != NULL ? (size_t)(e - b) : strlen(b);
+  assert_true(n < sizeof(line));
+  memcpy(line, b, n);
+  line[n] = '\0';
+  return line;
+}
+
 #endif

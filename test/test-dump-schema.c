@@ -47,24 +47,6 @@ static int dump(uvp_ctx_t *ctx, sink_t *s, int flags) {
   return uvp_ctx_dump_tasks(ctx, &o);
 }
 
-/* The line of s that holds `needle` (a static copy, without its newline),
- * or NULL. */
-static const char *line_with(const sink_t *s, const char *needle) {
-  static char line[8192];
-  const char *hit = s->buf != NULL ? strstr(s->buf, needle) : NULL;
-  if (hit == NULL)
-    return NULL;
-  const char *b = hit;
-  while (b > s->buf && b[-1] != '\n')
-    b--;
-  const char *e = strchr(hit, '\n');
-  size_t n = e != NULL ? (size_t)(e - b) : strlen(b);
-  assert_true(n < sizeof(line));
-  memcpy(line, b, n);
-  line[n] = '\0';
-  return line;
-}
-
 /* What uvp_ctx_dump_pending, or a trace's printing, writes. */
 static char *printed(int (*print)(const void *, FILE *), const void *what) {
   char *text = NULL;
@@ -330,13 +312,13 @@ static void test_json_schema(void **state) {
   int n = dump(f->ctx, &s, 0);
   assert_true(n >= 6);
   /* The text form. */
-  const char *l = line_with(&s, "fiber \"fetch 1\" 0x");
+  const char *l = text_line(s.buf, "fiber \"fetch 1\" 0x");
   assert_non_null(l);
   assert_non_null(strstr(l, " for timer ("));
   assert_non_null(strstr(l, "; in group \"fetchers\" at "));
   assert_non_null(strstr(l, "; deadline in "));
   assert_non_null(strstr(l, "; slots 0=req-7"));
-  l = line_with(&s, " for process ");
+  l = text_line(s.buf, " for process ");
   if (l == NULL)
     fail_msg("no process:\n%s", s.buf);
   int pid = 0;
@@ -346,10 +328,10 @@ static void test_json_schema(void **state) {
       2);
   assert_true(pid > 0);
   assert_string_equal(path, "/bin/sleep");
-  assert_non_null(line_with(&s, ", not started"));
-  assert_non_null(line_with(&s, "member 0x"));
+  assert_non_null(text_line(s.buf, ", not started"));
+  assert_non_null(text_line(s.buf, "member 0x"));
   /* The join names the group too. */
-  l = line_with(&s, " for group ");
+  l = text_line(s.buf, " for group ");
   assert_non_null(l);
   assert_non_null(strstr(l, "; in group \"fetchers\" at "));
 
@@ -508,11 +490,12 @@ static void test_work_of_a_group(void **state) {
   static sink_t s;
   s = (sink_t){0};
   assert_int_equal(dump(f->ctx, &s, 0), 2);
-  const char *l = line_with(&s, " for legacy lookup beta; in group \"jobs\"");
+  const char *l =
+      text_line(s.buf, " for legacy lookup beta; in group \"jobs\"");
   if (l == NULL)
     fail_msg("no record waiting:\n%s", s.buf);
   assert_non_null(strstr(l, "; deadline in "));
-  l = line_with(&s, " for legacy lookup beta; cancelled: ");
+  l = text_line(s.buf, " for legacy lookup beta; cancelled: ");
   if (l == NULL)
     fail_msg("no record winding down:\n%s", s.buf);
   assert_non_null(strstr(l, "; in group \"jobs\" at "));
@@ -647,7 +630,7 @@ static void test_process_long_path(void **state) {
   static sink_t s;
   s = (sink_t){0};
   assert_int_equal(dump(f->ctx, &s, 0), 1);
-  const char *l = line_with(&s, " for process ");
+  const char *l = text_line(s.buf, " for process ");
   assert_non_null(l);
   const char *shown = strstr(strstr(l, " for process ") + 13, " ");
   assert_non_null(shown);
@@ -748,7 +731,7 @@ static void test_names_in_traces_and_dumps(void **state) {
   static sink_t s;
   s = (sink_t){0};
   (void)dump(f->ctx, &s, 0);
-  const char *l = line_with(&s, "fiber \"w3\" 0x");
+  const char *l = text_line(s.buf, "fiber \"w3\" 0x");
   if (l == NULL || strstr(l, "; in group \"grp\" at ") == NULL)
     fail_msg("text dump:\n%s", s.buf);
   free(s.buf);
@@ -777,7 +760,7 @@ static void test_awaiting_a_named_fiber(void **state) {
   static sink_t s;
   s = (sink_t){0};
   assert_int_equal(dump(f->ctx, &s, 0), 2);
-  assert_non_null(line_with(&s, " for fiber \"awaited one\" spawned at "));
+  assert_non_null(text_line(s.buf, " for fiber \"awaited one\" spawned at "));
   assert_int_equal(dump(f->ctx, &s, UVP_DUMP_JSON), 2);
 #if defined(UVP_TEST_JANSSON)
   json_t *o = check_all(&s, "\"kind\":\"fiber\"");
@@ -825,7 +808,7 @@ static void test_names_compact(void **state) {
   for (int i = 0; i < 4; i++) {
     char want[32];
     snprintf(want, sizeof(want), "fiber \"c%d\" 0x", i);
-    assert_non_null(line_with(&s, want));
+    assert_non_null(text_line(s.buf, want));
   }
   free(s.buf);
   uvp_promise_resolve(never[0], NULL, NULL);
@@ -900,7 +883,7 @@ static void test_name_errors(void **state) {
   static sink_t s;
   s = (sink_t){0};
   (void)dump(f->ctx, &s, 0);
-  assert_non_null(line_with(&s, "; in group \"kept\" at "));
+  assert_non_null(text_line(s.buf, "; in group \"kept\" at "));
   free(s.buf);
   /* Released: refused while its member keeps it alive. */
   uvp_group_release(g);

@@ -455,23 +455,6 @@ static uvp_ret_t dumper(void *arg) {
   return uvp_ret_pass();
 }
 
-/* The line of s holding `needle`, up to its end (a static copy), or NULL. */
-static const char *line_of(const char *s, const char *needle) {
-  static char line[4096];
-  const char *hit = s != NULL ? strstr(s, needle) : NULL;
-  if (hit == NULL)
-    return NULL;
-  const char *b = hit;
-  while (b > s && b[-1] != '\n')
-    b--;
-  const char *e = strchr(hit, '\n');
-  size_t n = e != NULL ? (size_t)(e - b) : strlen(b);
-  assert_true(n < sizeof(line));
-  memcpy(line, b, n);
-  line[n] = '\0';
-  return line;
-}
-
 /* A member starts a binding's record and a delay, settles, and leaves them
  * running for the join, which a fiber awaits; another fiber dumps: every
  * started record is a task, with its kind, description, group and
@@ -500,21 +483,21 @@ static void test_work_left_for_the_join(void **state) {
     fail_msg("%d tasks:\n%s", left.tasks, text);
   /* The binding's record: its kind and description, its group, its
    * deadline. */
-  const char *l = line_of(text, " for legacy lookup beta");
+  const char *l = text_line(text, " for legacy lookup beta");
   if (l == NULL)
     fail_msg("no record:\n%s", text);
   assert_true(strncmp(l, "promise 0x", 10) == 0);
   assert_non_null(strstr(l, in_jobs));
   assert_non_null(strstr(l, "; deadline in "));
-  l = line_of(text, " for timer (");
+  l = text_line(text, " for timer (");
   if (l == NULL)
     fail_msg("no delay:\n%s", text);
   assert_non_null(strstr(l, in_jobs));
   assert_non_null(strstr(l, "; deadline in "));
-  l = line_of(text, "fiber \"dumper\"");
+  l = text_line(text, "fiber \"dumper\"");
   assert_non_null(l);
   assert_non_null(strstr(l, ", running"));
-  l = line_of(text, "fiber \"main\"");
+  l = text_line(text, "fiber \"main\"");
   assert_non_null(l);
   assert_non_null(strstr(l, " for group "));
   /* UVP_DUMP_PROMISES: the record's promise with what it is and its
@@ -522,7 +505,7 @@ static void test_work_left_for_the_join(void **state) {
   char want[512];
   snprintf(want, sizeof(want), "[pending] %p created at ",
            (void *)left.lookup.p);
-  l = line_of(listing, want);
+  l = text_line(listing, want);
   if (l == NULL)
     fail_msg("no line for the record's promise:\n%s", listing);
   const char *next = strstr(listing, want);
@@ -531,7 +514,7 @@ static void test_work_left_for_the_join(void **state) {
   snprintf(want, sizeof(want), "    work: legacy lookup beta%s", in_jobs);
   if (strncmp(next + 1, want, strlen(want)) != 0)
     fail_msg("the record's promise says no work:\n%s", listing);
-  l = line_of(listing, "\"dumper\"");
+  l = text_line(listing, "\"dumper\"");
   assert_non_null(l);
   assert_true(strncmp(l, "[fiber] ", 8) == 0);
   if (strstr(l, " running") == NULL || strstr(l, "not started") != NULL)
@@ -544,7 +527,7 @@ static void test_work_left_for_the_join(void **state) {
   static sink_t s;
   s = (sink_t){0};
   assert_int_equal(dump_into(f, &s, 0, 0), 3); /* main, record, delay */
-  l = line_of(s.buf, " for legacy lookup beta");
+  l = text_line(s.buf, " for legacy lookup beta");
   if (l == NULL)
     fail_msg("the record winding down is not a task:\n%s", s.buf);
   assert_non_null(strstr(l, "; cancelled: "));

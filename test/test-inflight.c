@@ -6,7 +6,14 @@
  * group), counted by uvp_ctx_inflight, cut by uvp_ctx_close (UVP_ECLOSED,
  * and uvp_ctx_close_full's callback after its end, whether a close
  * callback, a timer or a thread's message ends it), on the virtual clock
- * (held while real, not when idle), and the errors of the two calls. */
+ * (held while real, not when idle), and the errors of the two calls.
+ * Then a library that calls back on a thread of its own: that thread
+ * settles, ends and frees its records while the loop cuts some of them;
+ * a record keeps uv_run() going until its end (not one of a
+ * UVP_INFLIGHT_UNREF class); an end after uvp_ctx_close_full comes before
+ * its callback; ends allocate nothing once warm. */
+#include <stdatomic.h>
+
 #include "helpers.h"
 
 typedef struct job_s {
@@ -16,7 +23,7 @@ typedef struct job_s {
   uvp_ctx_t *ctx;
   uint64_t ms;
   int cut;                /* the code its cancel got, 0 if none */
-  int ended;              /* uvp_inflight_end ran */
+  atomic_int ended;       /* uvp_inflight_end ran (maybe on a thread) */
   size_t inflight_at_end; /* uvp_ctx_inflight just before it */
 } job_t;
 
@@ -243,7 +250,7 @@ static void test_dump_shows_work_in_group(void **state) {
  * and the record ends later, from the close callback of that timer, from
  * a timer of its own 100 ms on, or from a thread's message (the work
  * winding down on a thread of its own, which posts back to the loop). */
-enum { BY_CLOSE_CB, BY_TIMER, BY_THREAD };
+enum { BY_CLOSE_CB, BY_TIMER, BY_THREAD, BY_THREAD_END };
 
 typedef struct late_s {
   job_t job; /* first: the record's data is the job */
@@ -272,6 +279,15 @@ static void late_work(void *arg) {
   uv_async_send(&l->back);
 }
 
+/* The library's thread ends the record itself, with no message of the
+ * binding's: the end travels in uvp's mailbox, still open after the
+ * teardown for it. */
+static void late_end_work(void *arg) {
+  late_t *l = arg;
+  uv_sleep(100);
+  job_end(&l->job);
+}
+
 static void late_cancel(uvp_inflight_t *w, int code) {
   late_t *l = w->data;
   uv_loop_t *loop = l->job.t.loop;
@@ -285,6 +301,10 @@ static void late_cancel(uvp_inflight_t *w, int code) {
     uv_timer_init(loop, &l->later);
     l->later.data = l;
     uv_timer_start(&l->later, late_fired, 100, 0);
+    return;
+  }
+  if (l->how == BY_THREAD_END) {
+    l->worker_started = uv_thread_create(&l->worker, late_end_work, l) == 0;
     return;
   }
   uv_async_init(loop, &l->back, late_back);
@@ -316,9 +336,9 @@ static void on_closed(uvp_ctx_t *ctx, void *arg) {
  * uvp's own handles close in the loop's first turn, the records go on
  * counting until their ends. */
 static void close_full_waits(fixture_t *f, const int *hows, int n) {
-  static late_t jobs[3];
+  static late_t jobs[4];
   static closing_t c;
-  assert_true(n <= 3);
+  assert_true(n <= 4);
   memset(jobs, 0, sizeof(jobs));
   memset(&c, 0, sizeof(c));
   c.jobs = jobs;
@@ -338,7 +358,8 @@ static void close_full_waits(fixture_t *f, const int *hows, int n) {
   f->ctx = NULL; /* the fixture's teardown closes nothing more */
   for (int i = 0; i < n; i++) {
     assert_int_equal(jobs[i].job.cut, UVP_ECLOSED);
-    assert_true(jobs[i].worker_started == (hows[i] == BY_THREAD));
+    assert_true(jobs[i].worker_started ==
+                (hows[i] == BY_THREAD || hows[i] == BY_THREAD_END));
   }
   assert_int_equal(c.called, 0);
   assert_int_equal(uvp_ctx_inflight(ctx), (size_t)n);
@@ -383,9 +404,14 @@ static void test_close_full_waits_thread(void **state) {
   close_full_waits(*state, hows, 1);
 }
 
+static void test_close_full_waits_thread_end(void **state) {
+  static const int hows[] = {BY_THREAD_END};
+  close_full_waits(*state, hows, 1);
+}
+
 static void test_close_full_waits_every_record(void **state) {
-  static const int hows[] = {BY_THREAD, BY_CLOSE_CB, BY_TIMER};
-  close_full_waits(*state, hows, 3);
+  static const int hows[] = {BY_THREAD, BY_CLOSE_CB, BY_TIMER, BY_THREAD_END};
+  close_full_waits(*state, hows, 4);
 }
 
 /* ---- the virtual clock --------------------------------------------------- */
@@ -447,6 +473,395 @@ static void test_count_is_work_only(void **state) {
   uvp_promise_release(p);
 }
 
+/* ---- a library that calls back on its own thread ------------------------ */
+
+/* The library: one thread working through a queue of jobs.  For each it
+ * settles the promise (unless told not to), lets go of the job's
+ * reference, ends the record and frees the job at once, as a binding on
+ * such a library does in its callback.  The loop thread meanwhile cuts
+ * some of the promises: the class's cancel then races the end, and must
+ * never run once the end has returned (the job is freed memory then). */
+enum { TJ_MAGIC = 0x7e57 };
+
+typedef struct tjob_s {
+  uvp_inflight_t w;
+  uvp_promise_t *p; /* the job's reference: the thread lets it go */
+  int magic;        /* TJ_MAGIC while the job lives */
+  int id;
+  atomic_int in_cancel; /* its cancel runs now */
+  struct tjob_s *next;
+} tjob_t;
+
+typedef struct worker_s {
+  uv_thread_t thread;
+  uv_mutex_t mu;
+  uv_cond_t cv;
+  tjob_t *head, *tail;
+  bool stop;
+  bool settle;        /* settle each promise and let go of the job's
+                         reference before the end (else the loop does) */
+  atomic_int ended;   /* records the thread ended (or is ending) */
+  atomic_int cancels; /* cancels the class ran */
+  atomic_int bad;     /* a cancel of a freed job, or after its end */
+} worker_t;
+
+static worker_t worker;
+
+static void tjob_cancel(uvp_inflight_t *w, int code) {
+  tjob_t *j = w->data;
+  (void)code;
+  if (j->magic != TJ_MAGIC)
+    atomic_fetch_add(&worker.bad, 1);
+  atomic_store(&j->in_cancel, 1);
+  /* Long enough for the thread's end to come meanwhile, and wait. */
+  for (volatile int i = 0; i < 20000; i++)
+    ;
+  if (j->magic != TJ_MAGIC)
+    atomic_fetch_add(&worker.bad, 1);
+  atomic_store(&j->in_cancel, 0);
+  atomic_fetch_add(&worker.cancels, 1);
+}
+
+static int tjob_describe(uvp_inflight_t *w, char *buf, size_t cap) {
+  const tjob_t *j = w->data;
+  if (j->magic != TJ_MAGIC)
+    atomic_fetch_add(&worker.bad, 1);
+  return snprintf(buf, cap, "query #%d", j->id);
+}
+
+static const uvp_inflight_class_t tjob_class = {"DRIVER", tjob_cancel,
+                                                tjob_describe, 0};
+static const uvp_inflight_class_t tjob_unref_class = {
+    "DRIVER", tjob_cancel, tjob_describe, UVP_INFLIGHT_UNREF};
+
+static int discard(void *arg, const char *text, size_t len) {
+  (void)arg;
+  (void)text;
+  (void)len;
+  return 0;
+}
+
+static void worker_main(void *arg) {
+  worker_t *wk = arg;
+  uv_mutex_lock(&wk->mu);
+  for (;;) {
+    while (wk->head == NULL && !wk->stop)
+      uv_cond_wait(&wk->cv, &wk->mu);
+    tjob_t *j = wk->head;
+    if (j == NULL)
+      break;
+    wk->head = j->next;
+    if (wk->head == NULL)
+      wk->tail = NULL;
+    bool settle = wk->settle;
+    uv_mutex_unlock(&wk->mu);
+    uvp_promise_t *p = j->p;
+    if (settle) { /* the loop's cut may have rejected it first: ESETTLED */
+      (void)uvp_promise_resolve(p, (void *)(intptr_t)(j->id + 1), NULL);
+      uvp_promise_release(p); /* the record's reference remains */
+    }
+    atomic_fetch_add(&wk->ended, 1); /* before: the loop sees it after */
+    uvp_inflight_end(&j->w);
+    if (atomic_load(&j->in_cancel)) /* the end waited for it */
+      atomic_fetch_add(&wk->bad, 1);
+    j->magic = 0;
+    free(j); /* uvp is done with the record */
+    uv_mutex_lock(&wk->mu);
+  }
+  uv_mutex_unlock(&wk->mu);
+}
+
+static void worker_start(bool settle) {
+  memset(&worker, 0, sizeof(worker));
+  worker.settle = settle;
+  assert_int_equal(uv_mutex_init(&worker.mu), 0);
+  assert_int_equal(uv_cond_init(&worker.cv), 0);
+  assert_int_equal(uv_thread_create(&worker.thread, worker_main, &worker), 0);
+}
+
+static void worker_stop(void) {
+  uv_mutex_lock(&worker.mu);
+  worker.stop = true;
+  uv_cond_signal(&worker.cv);
+  uv_mutex_unlock(&worker.mu);
+  assert_int_equal(uv_thread_join(&worker.thread), 0);
+  uv_cond_destroy(&worker.cv);
+  uv_mutex_destroy(&worker.mu);
+  assert_int_equal(atomic_load(&worker.bad), 0);
+}
+
+/* A started job, not yet the thread's; *out is the caller's reference. */
+static tjob_t *tjob_start(uvp_ctx_t *ctx, int id,
+                          const uvp_inflight_class_t *cls,
+                          uvp_promise_t **out) {
+  tjob_t *j = calloc(1, sizeof(*j));
+  assert_non_null(j);
+  j->magic = TJ_MAGIC;
+  j->id = id;
+  j->w.data = j;
+  assert_int_equal(uvp_promise_new(ctx, &j->p), 0);
+  assert_int_equal(uvp_inflight_start(ctx, &j->w, j->p, cls), 0);
+  *out = uvp_promise_retain(j->p);
+  return j;
+}
+
+static void worker_give(tjob_t *j) {
+  uv_mutex_lock(&worker.mu);
+  j->next = NULL;
+  if (worker.tail != NULL)
+    worker.tail->next = j;
+  else
+    worker.head = j;
+  worker.tail = j;
+  uv_cond_signal(&worker.cv);
+  uv_mutex_unlock(&worker.mu);
+}
+
+enum { RACE_BATCH = 32, RACE_ROUNDS = 150 };
+
+/* Every other promise is cancelled as the thread works through the batch:
+ * each ends fulfilled (the thread's settle applied first) or cancelled,
+ * the class's cancel runs only for a record not ended yet, never on a
+ * freed job; uv_run() returns once every end has come, and nothing is
+ * left. */
+static void test_thread_ends_while_loop_cuts(void **state) {
+  fixture_t *f = *state;
+  worker_start(true);
+  int fulfilled = 0, cancelled = 0;
+  for (int round = 0; round < RACE_ROUNDS; round++) {
+    uvp_promise_t *out[RACE_BATCH];
+    tjob_t *jobs[RACE_BATCH];
+    for (int i = 0; i < RACE_BATCH; i++)
+      jobs[i] = tjob_start(f->ctx, i, &tjob_class, &out[i]);
+    for (int i = 0; i < RACE_BATCH; i++)
+      worker_give(jobs[i]); /* the thread's from here: freed any moment */
+    /* Behind the thread, or (odd rounds) from the far end, meeting it. */
+    for (int k = 0; k < RACE_BATCH; k += 2) {
+      int i = round % 2 == 0 ? k : RACE_BATCH - 2 - k;
+      assert_int_equal(uvp_promise_cancel(out[i]), 0);
+      if (i % 8 == 0) { /* the dump describes what has not ended yet */
+        uvp_dump_opts_t o = {0, NULL, discard, NULL, 0};
+        assert_true(uvp_ctx_dump_tasks(f->ctx, &o) >= 0);
+      }
+    }
+    run_loop(f); /* the records keep it going until their ends */
+    assert_int_equal(atomic_load(&worker.ended), (round + 1) * RACE_BATCH);
+    assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+    for (int i = 0; i < RACE_BATCH; i++) {
+      if (uvp_promise_state(out[i]) == UVP_FULFILLED) {
+        assert_int_equal((intptr_t)uvp_promise_value(out[i]), i + 1);
+        fulfilled++;
+      } else {
+        assert_int_equal(i % 2, 0); /* only the cut ones */
+        assert_int_equal(uvp_promise_reason(out[i], NULL), UV_ECANCELED);
+        cancelled++;
+      }
+      uvp_promise_release(out[i]);
+    }
+  }
+  worker_stop();
+  assert_int_equal(fulfilled + cancelled, RACE_BATCH * RACE_ROUNDS);
+  assert_true(fulfilled >= RACE_BATCH * RACE_ROUNDS / 2);
+  assert_true(atomic_load(&worker.cancels) <= cancelled);
+  print_message("    %d cancelled, %d cancels run before the end\n", cancelled,
+                atomic_load(&worker.cancels));
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+}
+
+/* The end comes while the class's cancel of that record runs: it returns
+ * only once the cancel has, so the thread frees nothing in use. */
+typedef struct meet_s {
+  tjob_t *job;
+  atomic_int in_cancel; /* the cancel began */
+  atomic_int ending;    /* the thread is about to end the record */
+  atomic_int cancel_done;
+  int done_at_end; /* cancel_done when the end returned */
+} meet_t;
+
+static meet_t meet;
+
+static void meet_cancel(uvp_inflight_t *w, int code) {
+  (void)w;
+  (void)code;
+  atomic_store(&meet.in_cancel, 1);
+  for (int i = 0; i < 5000 && !atomic_load(&meet.ending); i++)
+    uv_sleep(1);
+  uv_sleep(50); /* the thread is inside uvp_inflight_end now */
+  atomic_store(&meet.cancel_done, 1);
+}
+
+static const uvp_inflight_class_t meet_class = {"DRIVER", meet_cancel, NULL, 0};
+
+static void meet_thread(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 5000 && !atomic_load(&meet.in_cancel); i++)
+    uv_sleep(1);
+  tjob_t *j = meet.job;
+  atomic_store(&meet.ending, 1);
+  uvp_inflight_end(&j->w);
+  meet.done_at_end = atomic_load(&meet.cancel_done);
+  j->magic = 0;
+  free(j);
+}
+
+static void test_thread_end_waits_for_cancel(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p;
+  memset(&meet, 0, sizeof(meet));
+  meet.job = tjob_start(f->ctx, 0, &meet_class, &p);
+  uvp_promise_release(meet.job->p); /* the record's reference remains */
+  uv_thread_t t;
+  assert_int_equal(uv_thread_create(&t, meet_thread, NULL), 0);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  run_loop(f); /* until the end comes */
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_int_equal(meet.done_at_end, 1);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+  uvp_promise_release(p);
+}
+
+/* ---- a record keeps uv_run() going -------------------------------------- */
+
+typedef struct later_s {
+  tjob_t *job;
+  int ms;
+} later_t;
+
+/* The thread answers after ms: it settles, ends and frees. */
+static void answer_later(void *arg) {
+  later_t *l = arg;
+  uv_sleep((unsigned)l->ms);
+  tjob_t *j = l->job;
+  uvp_promise_t *p = j->p;
+  (void)uvp_promise_resolve(p, (void *)(intptr_t)42, NULL);
+  uvp_promise_release(p);
+  uvp_inflight_end(&j->w);
+  j->magic = 0;
+  free(j);
+}
+
+/* Alone in the loop, a started record keeps uv_run(UV_RUN_DEFAULT) going
+ * until a thread ends it, 100 ms later, as a libuv request in flight
+ * would; the value settled before the end is there when it returns. */
+static void test_record_keeps_loop_alive(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p;
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  later_t l = {tjob_start(f->ctx, 0, &tjob_class, &p), 100};
+  assert_int_equal(uv_loop_alive(&f->loop), 1);
+  uv_thread_t t;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uv_thread_create(&t, answer_later, &l), 0);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_true(ms >= 90);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_int_equal((intptr_t)uvp_promise_value(p), 42);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  uvp_promise_release(p);
+}
+
+/* A UVP_INFLIGHT_UNREF record does not: uv_run() returns at once, the
+ * record still counted. */
+static void test_unref_record_lets_loop_end(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *p;
+  tjob_t *j = tjob_start(f->ctx, 0, &tjob_unref_class, &p);
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 1);
+  /* And one of each: the held one keeps it, until its end. */
+  uvp_promise_t *q;
+  tjob_t *k = tjob_start(f->ctx, 1, &tjob_class, &q);
+  assert_int_equal(uv_loop_alive(&f->loop), 1);
+  uvp_inflight_end(&k->w);
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  uvp_inflight_end(&j->w);
+  assert_int_equal(uvp_ctx_inflight(f->ctx), 0);
+  uvp_promise_release(j->p);
+  uvp_promise_release(k->p);
+  free(j);
+  free(k);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+}
+
+/* ---- ends allocate nothing once warm ------------------------------------- */
+
+static atomic_long tallocs;
+
+static void *t_malloc(size_t n) {
+  atomic_fetch_add(&tallocs, 1);
+  return malloc(n);
+}
+static void *t_calloc(size_t c, size_t n) {
+  atomic_fetch_add(&tallocs, 1);
+  return calloc(c, n);
+}
+static void *t_realloc(void *p, size_t n) {
+  atomic_fetch_add(&tallocs, 1);
+  return realloc(p, n);
+}
+
+enum { WARM_BATCH = 64 };
+
+/* WARM_BATCH records started, ended (here or by the thread, which does
+ * not settle: a settle from another thread allocates its message), then
+ * settled here. */
+static void warm_round(fixture_t *f, bool on_thread) {
+  uvp_promise_t *out[WARM_BATCH];
+  tjob_t *jobs[WARM_BATCH];
+  for (int i = 0; i < WARM_BATCH; i++)
+    jobs[i] = tjob_start(f->ctx, i, &tjob_class, &out[i]);
+  for (int i = 0; i < WARM_BATCH; i++) {
+    if (on_thread) {
+      uvp_promise_release(jobs[i]->p); /* the record's stays until its end */
+      worker_give(jobs[i]);
+    } else {
+      uvp_inflight_end(&jobs[i]->w);
+      uvp_promise_release(jobs[i]->p);
+      free(jobs[i]);
+    }
+  }
+  run_loop(f); /* the thread's ends */
+  for (int i = 0; i < WARM_BATCH; i++) {
+    assert_int_equal(uvp_promise_resolve(out[i], NULL, NULL), 0);
+    uvp_promise_release(out[i]);
+  }
+  run_loop(f);
+}
+
+static void test_ends_allocate_nothing_once_warm(void **state) {
+  (void)state;
+  assert_int_equal(uvp_replace_allocator(t_malloc, t_realloc, t_calloc, free),
+                   0);
+  fixture_t *f = NULL;
+  fixture_setup((void **)&f);
+  worker_start(false);
+  warm_round(f, false);
+  warm_round(f, true);
+  uvp_ctx_stats_t before, after;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &before), 0);
+  atomic_store(&tallocs, 0);
+  for (int round = 0; round < 20; round++)
+    warm_round(f, round % 2 != 0);
+  assert_int_equal(atomic_load(&tallocs), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  assert_int_equal(after.slab_bytes, before.slab_bytes);
+  /* The blocks are idle now: trim gives them back. */
+  assert_int_equal(uvp_ctx_trim(f->ctx), 0);
+  assert_int_equal(uvp_ctx_stats(f->ctx, &after), 0);
+  assert_true(after.slab_bytes < before.slab_bytes);
+  worker_stop();
+  f->returned = true;
+  fixture_teardown((void **)&f);
+}
+
 /* ---- errors -------------------------------------------------------------- */
 
 static void no_hook(uvp_promise_t *p, void *arg) {
@@ -460,7 +875,7 @@ static void test_errors(void **state) {
   memset(&j, 0, sizeof(j));
   uvp_inflight_class_t no_cancel = {"JOB", NULL, NULL, 0};
   uvp_inflight_class_t no_kind = {NULL, job_cancel, NULL, 0};
-  uvp_inflight_class_t bad_flag = {"JOB", job_cancel, NULL, 2};
+  uvp_inflight_class_t bad_flag = {"JOB", job_cancel, NULL, 4};
   uvp_promise_t *p, *settled, *hooked, *owned, *q;
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_inflight_start(NULL, &j.w, p, &job_class), UV_EINVAL);
@@ -532,6 +947,7 @@ int main(void) {
       QUIET_TEST(test_close_full_waits_close_cb),
       QUIET_TEST(test_close_full_waits_timer),
       QUIET_TEST(test_close_full_waits_thread),
+      QUIET_TEST(test_close_full_waits_thread_end),
       QUIET_TEST(test_close_full_waits_every_record),
       FIXTURE_TEST_WITH(test_clock_held_by_real_work, auto_setup,
                         fixture_teardown),
@@ -539,6 +955,11 @@ int main(void) {
                         fixture_teardown),
       FIXTURE_TEST_WITH(test_count_is_work_only, auto_setup, fixture_teardown),
       QUIET_TEST(test_errors),
+      QUIET_TEST(test_thread_ends_while_loop_cuts),
+      QUIET_TEST(test_thread_end_waits_for_cancel),
+      QUIET_TEST(test_record_keeps_loop_alive),
+      QUIET_TEST(test_unref_record_lets_loop_end),
+      cmocka_unit_test(test_ends_allocate_nothing_once_warm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* What the tools say the same way about their command lines (cli.h). */
 #include "cli.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,8 +26,16 @@ void cli_option_error(const char *tool, int c, char **argv,
                      : matches > 1 ? "is ambiguous"
                                    : NULL;
   if (what != NULL)
-    fprintf(stderr, "%s: option '%.*s' %s", tool, len, name, what);
+    cli_usage_error(tool, "option '%.*s' %s", len, name, what);
   else
-    fprintf(stderr, "%s: unknown option '%.*s'", tool, len, name);
+    cli_usage_error(tool, "unknown option '%.*s'", len, name);
+}
+
+void cli_usage_error(const char *tool, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: ", tool);
+  vfprintf(stderr, fmt, ap);
   fprintf(stderr, " (%s --help lists the options)\n", tool);
+  va_end(ap);
 }

@@ -12,4 +12,9 @@
 void cli_option_error(const char *tool, int c, char **argv,
                       const char *shortopts, const struct option *longopts);
 
+/* Any other usage error (a missing or extra operand), the same way:
+ * "TOOL: WHAT (TOOL --help lists the options)". */
+__attribute__((format(printf, 2, 3))) void
+cli_usage_error(const char *tool, const char *fmt, ...);
+
 #endif

@@ -259,16 +259,7 @@ static int usage(void) {
 }
 
 /* A usage error: one line, and where the usage is. */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
-                                                             ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "uvp-files: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (uvp-files --help lists the options)\n");
-  va_end(ap);
-  return 2;
-}
+#define usage_error(...) (cli_usage_error("uvp-files", __VA_ARGS__), 2)
 
 static const char *plural(uint64_t n) { return n == 1 ? "" : "s"; }
 

@@ -1342,17 +1342,8 @@ enum {
   OPT_VERSION
 };
 
-/* A usage error: one line (the usage is long), and where the usage is. */
-__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt,
-                                                             ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "uvp-gateway: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, " (uvp-gateway --help lists the options)\n");
-  va_end(ap);
-  return -1;
-}
+/* A usage error: one line, and where the usage is. */
+#define usage_error(...) (cli_usage_error("uvp-gateway", __VA_ARGS__), -1)
 
 /* A bad value: one line, as uvp-fanout's. */
 static int value_error(const char *what) {

@@ -231,7 +231,9 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * alive and unhandled are reported to the unhandled hook; then the hook's
  * and the context's data notifiers run.  uvp's handles are closed: run the
  * loop once more (uv_run) for their close callbacks, after which
- * uv_loop_close() returns 0 as far as uvp is concerned.
+ * uv_loop_close() returns 0 as far as uvp is concerned (a binding's record
+ * still in flight keeps uvp's wake-up handle open, and uv_run() going,
+ * until its uvp_inflight_end: see "Work in flight").
  * Promises you still hold stay valid memory: every call on them returns
  * UVP_ECLOSED, except that uvp_promise_retain and the inspection calls
  * (state, value, reason, site, trace) still answer, and release still
@@ -283,20 +285,20 @@ typedef void (*uvp_ctx_closed_cb)(uvp_ctx_t *ctx, void *arg);
  * closed it yet, your uvp_tcp_t's (uvp_tcp_close works after the
  * teardown); and so does a record whose class's cancel, run by the
  * teardown with UVP_ECLOSED, stops the work later (a timer's callback, a
- * thread's message or a close callback calling uvp_inflight_end),
- * however long after.  From then on uv_loop_close() returns 0 as far as
- * uvp is concerned, with no need to run the loop again (a binding's own
- * handles are the binding's: see "Work in flight").
+ * thread's message or a close callback calling uvp_inflight_end, or the
+ * library's own thread calling it), however long after.  From then on
+ * uv_loop_close() returns 0 as far as uvp is concerned, with no need to run the
+ * loop again (a binding's own handles are the binding's: see "Work in flight").
  *
  * Everything else is as uvp_ctx_close, including its errors and the
  * context's memory.  The callback:
  *  - is called exactly once if this returns 0, and never otherwise;
  *  - runs on the loop thread, from a libuv callback inside uv_run (a
  *    close callback or a request's callback; when a binding's record is
- *    the last, inside its uvp_inflight_end, from whatever callback the
- *    binding calls that from), never inside this call, even when nothing
- *    is left in flight: the loop must be run (in any mode) for it to be
- *    called;
+ *    the last, the close callback of the context's wake-up handle, which
+ *    that record's uvp_inflight_end closes), never inside this call nor
+ *    inside uvp_inflight_end, even when nothing is left in flight: the
+ *    loop must be run (in any mode) for it to be called;
  *  - may call anything but uv_loop_close() on that loop (libuv forbids it
  *    inside uv_run): stop the loop, close handles of its own, free
  *    `arg`, tell the host it is done (Node-API's

@@ -249,8 +249,10 @@ typedef struct uvp_ctx_stats_s {
   size_t queued;          /**< handlers waiting to run, and finished file
                                operations waiting to settle their promises */
   size_t slab_bytes;      /**< bytes held in promise/reaction/operation/group
-                               member slabs, the run queue and the spare
-                               combinator block (see uvp_promise_all) */
+                               member slabs, the run queue, the spare
+                               combinator block (see uvp_promise_all) and
+                               the blocks of bindings' records
+                               (uvp_inflight_start) */
   size_t slab_idle_bytes; /**< of slab_bytes, what no live object uses (what
                                uvp_ctx_trim may give back, in whole slabs) */
   size_t slab_allocs;     /**< times a slab was obtained from the allocator */

@@ -175,13 +175,36 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  *    uvp_ctx_close_full's callback waits for every started record, one
  *    whose cancel (UVP_ECLOSED, from the teardown) stops the work later
  *    (a timer's callback, a thread's message, a close callback) included,
- *    until its uvp_inflight_end.
+ *    until its uvp_inflight_end;
+ *  - it keeps uv_run() going, as a libuv request in flight does
+ *    (uv_loop_alive is 1), unless its class says UVP_INFLIGHT_UNREF, as
+ *    uv_unref says of a handle.
  *
  * One call at the start and one at the end replace what a binding
  * otherwise does in four (a described cancel hook, a deadline watch, a
- * clock hold, and nothing for its group: that one had no public call).
- * Loop thread only; the class's functions run on the loop thread, from
- * the call that cuts the promise (never inside uvp_inflight_start). */
+ * clock hold, and nothing for its group: that one had no public call),
+ * and, for a library that calls back on threads of its own (most C
+ * clients: database drivers, brokers' clients, RPC), the async handle and
+ * locked queue it would need to bring the end back to the loop.
+ *
+ * Threads.  uvp_inflight_start and the class's functions are the loop
+ * thread's: cancel and describe run there, from the call that cuts the
+ * promise or dumps the tasks (never inside uvp_inflight_start).
+ * uvp_inflight_end may be called on any thread, typically the library's
+ * callback thread right after it settled the promise (uvp_promise_resolve,
+ * uvp_promise_reject and uvp_promise_release may be called there too):
+ * once it returns, uvp
+ * never calls the class for that record again nor touches the record, so
+ * the binding may free it at once.  On another thread it waits for a
+ * cancel or describe of that record running on the loop thread to return
+ * (so a class's cancel must not wait for the library's callback thread, or
+ * for a lock that thread holds while it ends a record: ask the library to
+ * stop, and return), and the rest of the end (its group, the clock, the
+ * counts, uvp's reference to p) is posted to the loop thread, where it
+ * applies after what that thread posted before: a group's join sees the
+ * value of a promise settled there before its end.  A cut that comes in
+ * between finds the record ended and calls nothing.  Ending on another
+ * thread allocates nothing. */
 /** @{ */
 
 /** A piece of a binding's work in flight: the record below. */
@@ -191,8 +214,16 @@ typedef struct uvp_inflight_s uvp_inflight_t;
 enum {
   /** Not real work: it may wait forever for something outside (a message
    * nobody has sent yet).  The virtual clock may jump past it; everything
-   * else holds. */
-  UVP_INFLIGHT_IDLE = 1
+   * else holds, keeping uv_run() going too (a libuv read that may never
+   * complete keeps the loop alive as well): add UVP_INFLIGHT_UNREF for a
+   * wait that must not. */
+  UVP_INFLIGHT_IDLE = 1,
+  /** It does not keep uv_run() going, as uv_unref says of a handle: for a
+   * binding whose own handles alone decide when the loop may end, or work
+   * a program need not wait for.  Everything else holds,
+   * uvp_ctx_close_full's callback waiting for its end included (run the
+   * loop until it comes). */
+  UVP_INFLIGHT_UNREF = 2
 };
 
 /** What a kind of work is: const, one per kind, living as long as any of
@@ -207,19 +238,19 @@ typedef struct uvp_inflight_class_s {
   /** Writes what the work waits for into buf, as uvp_describe_cb does
    * ("GET https://example.com/"), for the task dump; may be NULL. */
   int (*describe)(uvp_inflight_t *w, char *buf, size_t cap);
-  /** 0, or UVP_INFLIGHT_IDLE. */
+  /** 0, or UVP_INFLIGHT_IDLE and UVP_INFLIGHT_UNREF or'd. */
   int flags;
 } uvp_inflight_class_t;
 
 /** The record: the caller's memory (embedded in its own object), valid
- * from uvp_inflight_start to uvp_inflight_end.  Zero it before its first
- * use (uvp_inflight_end on a zeroed record that never started does
- * nothing); a record that has ended may start again.  Only `data` is the
- * caller's to use; the rest is uvp's. */
+ * from uvp_inflight_start until uvp_inflight_end returns.  Zero it before
+ * its first use (uvp_inflight_end on a zeroed record that never started
+ * does nothing); a record that has ended may start again.  Only `data` is
+ * the caller's to use; the rest is uvp's. */
 struct uvp_inflight_s {
   void *data; /**< the caller's: what cancel and describe need */
   const uvp_inflight_class_t *cls_;
-  void *work_[3]; /* uvp's record of the work */
+  void *work_[3]; /* uvp's: its block of the work, and room */
   int state_;
 };
 
@@ -228,27 +259,33 @@ struct uvp_inflight_s {
  * takes a reference to p for that time, sets p's cancel hook to the
  * class's cancel, and starts everything listed above.  The caller settles
  * p when the work has an outcome, as with any promise it made, then ends
- * the record.  Loop thread.  Errors, none of which leaves anything
- * started: UV_EINVAL (a NULL argument, a class without kind or cancel, an
- * unknown flag, a record already started), UVP_ECLOSED, UVP_ETHREAD,
- * UVP_EXCTX (p is another context's), UVP_ESETTLED (p has settled),
- * UV_EBUSY (p has a cancel hook already, or uvp settles it), UV_ENOMEM. */
+ * the record.  Loop thread.  Allocates nothing once as many records have
+ * been in flight at once before (uvp keeps a small block per record,
+ * recycled; uvp_ctx_trim gives idle ones back).  Errors, none of which
+ * leaves anything started: UV_EINVAL (a NULL argument, a class without
+ * kind or cancel, an unknown flag, a record already started), UVP_ECLOSED,
+ * UVP_ETHREAD, UVP_EXCTX (p is another context's), UVP_ESETTLED (p has
+ * settled), UV_EBUSY (p has a cancel hook already, or uvp settles it),
+ * UV_ENOMEM. */
 UVP_EXTERN int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w,
                                   uvp_promise_t *p,
                                   const uvp_inflight_class_t *cls);
 
 /** The work has ended (finished, failed, or stopped after cancel): its
- * group is told (its join may settle now), the clock and the counts let
- * go, and uvp's reference to p drops.  If p is still pending it stays
- * so, its cancel hook removed: settle it too.  Called once per start;
- * a record not started, or ended already, is left alone.  Loop thread;
- * also after uvp_ctx_close, until which the context stays for it.  After
- * uvp_ctx_close_full, an end that is the last of what its callback waits
- * for runs the callback inside this call: for a host that closes the loop
- * or frees your state on that callback, end the record once the work's
- * own handles have closed (from the last one's close callback) and its
- * threads no longer touch the loop, and touch nothing the host may have
- * freed after this returns. */
+ * group is told (its join may settle now), the clock, the counts and
+ * uv_run() let go, and uvp's reference to p drops.  If p is still pending
+ * it stays so, its cancel hook removed: settle it too.  Called once per
+ * start; a record not started, or ended already, is left alone.  Any
+ * thread (see "Threads" above): on the loop thread it all happens inside
+ * the call; on another, the call only makes sure the class is not called
+ * again, and the rest follows on the loop thread.  Either way the record
+ * is yours again when the call returns.  Also after uvp_ctx_close, until
+ * which the context stays for it: uvp_ctx_close_full's callback comes
+ * after the last record's end, from the loop, never inside this call.  For
+ * a host that closes the loop or frees your state on that callback, end
+ * the record once the work's own handles have closed (from the last one's
+ * close callback) and its threads no longer touch the loop but for this
+ * call. */
 UVP_EXTERN void uvp_inflight_end(uvp_inflight_t *w);
 
 /** How much of uvp's work is in the loop now: operations whose libuv
