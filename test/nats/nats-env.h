@@ -146,6 +146,27 @@ static inline void nats_server_kill(nats_server_t *s) {
   s->pid = 0;
 }
 
+/* Freeze the server (SIGSTOP) and wait until every thread of it has
+ * stopped (its state in /proc is T): a request sent right after a bare
+ * kill() may still be answered. */
+static inline void nats_server_freeze(nats_server_t *s) {
+  char path[64], stat[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)s->pid);
+  kill(s->pid, SIGSTOP);
+  for (int i = 0; i < 1000; i++) { /* 10 s */
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t n = fread(stat, 1, sizeof(stat) - 1, fp);
+    fclose(fp);
+    stat[n] = '\0';
+    const char *c = strrchr(stat, ')');
+    if (c != NULL && c[1] == ' ' && c[2] == 'T')
+      return;
+    nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+  }
+  fail_msg("nats-server %d did not stop within 10 s", (int)s->pid);
+}
+
 /* The server was started only if nats-server is installed: otherwise the
  * test says why and is skipped. */
 static inline bool nats_server_available(void) {
