@@ -463,6 +463,125 @@ UVP_NATS_EXTERN int uvp_nats_js_pull_stats(const uvp_nats_js_pull_t *pull,
 UVP_NATS_EXTERN int uvp_nats_js_pull_close(uvp_nats_js_pull_t *pull);
 
 /* ------------------------------------------------------------------------ */
+/* Serving from a stream                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** A service on a pull: see uvp_nats_js_serve. */
+typedef struct uvp_nats_js_svc_s uvp_nats_js_svc_t;
+
+/** A message being served: the argument of the fiber or start callback,
+ * valid until the fiber has returned (a start callback's: until its
+ * promise has settled). */
+typedef struct uvp_nats_js_served_s {
+  uvp_nats_js_msg_t *msg; /**< the message (borrowed): data, headers,
+                               delivered (1 the first time) */
+  uvp_nats_js_svc_t *svc; /**< the service */
+  void *arg;              /**< uvp_nats_js_serve_opts_t's arg */
+  uint64_t deadline_ms;   /**< the member's deadline: what its
+                               Uvp-Deadline leaves, less the margin (or
+                               the default) */
+} uvp_nats_js_served_t;
+
+/** Starts serving a message: store the promise in *out (one reference,
+ * the service's) and return 0, or return a negative code (the member
+ * failed with it). */
+typedef int (*uvp_nats_js_serve_start_cb)(uvp_nats_js_served_t *req,
+                                          uvp_promise_t **out);
+
+/** Options of uvp_nats_js_serve. */
+typedef struct uvp_nats_js_serve_opts_s {
+  uvp_fiber_fn fiber; /**< each message runs as a fiber, fiber(req) with
+                           a uvp_nats_js_served_t * */
+  uvp_nats_js_serve_start_cb start; /**< or start(req, &p), if fiber is
+                                         NULL */
+  void *arg;                        /**< the served struct's arg */
+  uint64_t margin_ms;               /**< taken off Uvp-Deadline; 0: 10 ms */
+  uint64_t default_timeout_ms;      /**< without Uvp-Deadline; 0: 30 s */
+  const uint64_t *backoff_ms;       /**< -NAK delay after a retryable failure,
+                                         by delivery (the last repeats); NULL:
+                                         1 s, doubling each delivery, at most
+                                         60 s */
+  size_t nbackoff;
+  /** Whether a member's rejection code is worth another delivery; NULL:
+   * uvp_nats_js_retryable. */
+  bool (*retryable)(int code);
+} uvp_nats_js_serve_opts_t;
+
+/** Counters of a service (uvp_nats_js_serve_stats). */
+typedef struct uvp_nats_js_serve_stats_s {
+  uint64_t received; /**< messages taken from the pull */
+  uint64_t served;   /**< started (fiber spawned, start called) */
+  uint64_t acked;    /**< members that fulfilled */
+  uint64_t naked;    /**< retryable failures, and messages the drain
+                          gave back */
+  uint64_t termed;   /**< failures not worth retrying */
+  uint64_t expired;  /**< Uvp-Deadline passed before it started: termed,
+                          unserved */
+  uint64_t cut;      /**< members cut by the drain's deadline */
+  size_t running;    /**< members running now */
+} uvp_nats_js_serve_stats_t;
+
+/** The default retryable codes: UV_ETIMEDOUT, UV_ECANCELED (a drain's
+ * cut), UV_EAGAIN, UV_EBUSY, UV_ENOBUFS, UV_ENOMEM, UV_ECONNREFUSED,
+ * UV_ECONNRESET, UV_ECONNABORTED, UV_EPIPE, UV_ENETDOWN, UV_ENETUNREACH,
+ * UV_EHOSTUNREACH, UV_EAI_AGAIN, UVP_NATS_ENORESPONDERS,
+ * UVP_NATS_EDISCONNECTED: what another try, later or elsewhere, may not
+ * meet. */
+UVP_NATS_EXTERN bool uvp_nats_js_retryable(int code);
+
+/** Serve the messages of `pull`, as uvp_nats_serve serves requests: each
+ * message is a member of a UVP_GROUP_DISCARD_SETTLED group, a fiber
+ * (opts->fiber) or a start callback's promise (opts->start) under the
+ * deadline the message carries (Uvp-Deadline, less opts->margin_ms;
+ * opts->default_timeout_ms without it), marked in progress by the pull
+ * while it runs (unless the pull was opened with
+ * UVP_NATS_JS_NO_AUTO_WPI), then:
+ *   fulfilled                  acknowledged (+ACK)
+ *   rejected, retryable code   given back (-NAK) with the back-off for
+ *                              its delivery count: redelivered then, to
+ *                              any worker
+ *   rejected otherwise         terminated (+TERM): never redelivered
+ *   Uvp-Deadline passed        terminated unserved (its caller gave up)
+ * The pull's limit is the service's: the pull asks the server only for
+ * what the members running leave room for, so a worker never holds more
+ * than it serves.  The pull is the service's until the service ends
+ * (uvp_nats_js_next then fails with UV_EINVAL); close it after that.
+ * The service keeps uv_run() going until its drain completes or the
+ * connection closes (its members are cut, UV_ECANCELED: the server
+ * redelivers their messages after ack_wait); *out is valid until then.
+ * Not a promise: stop it with uvp_nats_js_serve_drain.  Errors: UV_EINVAL
+ * (NULL, neither fiber nor start, a pull already served or waited on),
+ * UVP_ECLOSED, UV_ENOMEM.  Threads: fibers, handlers and acks all run on
+ * the loop thread. */
+UVP_NATS_EXTERN int uvp_nats_js_serve(uvp_nats_js_pull_t *pull,
+                                      const uvp_nats_js_serve_opts_t *opts,
+                                      uvp_nats_js_svc_t **out);
+
+/** @name uvp_nats_js_serve_drain, uvp_nats_js_serve_drain_at
+ * @{ */
+/** Drain: take nothing more (the pull asks for nothing; a message that
+ * still arrives is given back at once), let the members running finish,
+ * and past `deadline_ms` (0: no limit) cut those still running with the
+ * cause "worker draining" (uvp_promise_cancel_binding: they reject
+ * UV_ECANCELED, retryable, so their messages are given back for another
+ * worker).  *out fulfils (value NULL) once every member has ended; the
+ * service is freed then (the pull is the program's again: close it).  For
+ * SIGTERM: drain, close the pull, uvp_nats_close.  Cancel-safe:
+ * cancelling stops the wait, not the drain.  Errors: UV_EINVAL (NULL),
+ * UV_EALREADY (draining), UV_ENOMEM. */
+#define uvp_nats_js_serve_drain(...)                                           \
+  uvp_nats_js_serve_drain_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_js_serve_drain_at(uvp_nats_js_svc_t *svc,
+                                               uint64_t deadline_ms,
+                                               uvp_promise_t **out,
+                                               const char *file, int line);
+/** @} */
+
+/** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_js_serve_stats(const uvp_nats_js_svc_t *svc,
+                                            uvp_nats_js_serve_stats_t *out);
+
+/* ------------------------------------------------------------------------ */
 /* Key-value buckets                                                        */
 /* ------------------------------------------------------------------------ */
 

@@ -140,6 +140,12 @@ void uvp_nats__js_pull_take(uvp_nats_js_pull_t *pull, uvp_nats__js_take_fn take,
 /* How many messages the taker wants now (asked as the limit allows). */
 void uvp_nats__js_pull_want(uvp_nats_js_pull_t *pull, size_t want);
 size_t uvp_nats__js_pull_limit(const uvp_nats_js_pull_t *pull);
+void uvp_nats__js_pull_retain(uvp_nats_js_pull_t *pull);
+void uvp_nats__js_pull_release(uvp_nats_js_pull_t *pull);
+uvp_nats_js_t *uvp_nats__js_pull_js(const uvp_nats_js_pull_t *pull);
+/* 0 if a service may take the pull: UV_EINVAL (served, or waited on),
+ * UVP_ECLOSED. */
+int uvp_nats__js_pull_usable(const uvp_nats_js_pull_t *pull);
 /* A message's destructor: one nobody finished is given back (-NAK). */
 void uvp_nats__js_msg_free(void *m);
 

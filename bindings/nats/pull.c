@@ -666,3 +666,19 @@ void uvp_nats__js_pull_want(uvp_nats_js_pull_t *pull, size_t want) {
 size_t uvp_nats__js_pull_limit(const uvp_nats_js_pull_t *pull) {
   return pull->limit;
 }
+
+void uvp_nats__js_pull_retain(uvp_nats_js_pull_t *pull) { pull->refs++; }
+
+void uvp_nats__js_pull_release(uvp_nats_js_pull_t *pull) { pull_release(pull); }
+
+uvp_nats_js_t *uvp_nats__js_pull_js(const uvp_nats_js_pull_t *pull) {
+  return pull->js;
+}
+
+int uvp_nats__js_pull_usable(const uvp_nats_js_pull_t *pull) {
+  if (pull->take != NULL || pull->nwaits > 0)
+    return UV_EINVAL;
+  if (pull->closed || pull->fail_rc != 0 || uvp_nats__js_usable(pull->js) != 0)
+    return UVP_ECLOSED;
+  return 0;
+}

@@ -754,6 +754,172 @@ static void test_pull_consumer_deleted_and_closed(void **state) {
   assert_int_equal(uvp_nats_js_pull_close(pull), 0);
 }
 
+/* ---- serving from a stream ------------------------------------------------
+ */
+
+/* A member, by its message's body:
+ *   "ok"       fulfils
+ *   "retry"    rejects UV_ETIMEDOUT on its first delivery, then fulfils
+ *   "fatal"    rejects UV_EINVAL
+ *   "sleep:N"  waits N ms, then fulfils (a cut: counts the cause) */
+typedef struct served_log_s {
+  int started, max_running, running, cut;
+  char cause[128];
+  uvp_ctx_t *ctx;
+} served_log_t;
+
+static uvp_ret_t served_fiber(void *arg) {
+  uvp_nats_js_served_t *req = arg;
+  served_log_t *log = req->arg;
+  const char *body = natsMsg_GetData(req->msg->msg);
+  log->started++;
+  if (++log->running > log->max_running)
+    log->max_running = log->running;
+  int rc = 0;
+  if (strncmp(body, "sleep:", 6) == 0) {
+    uvp_promise_t *d;
+    assert_int_equal(
+        uvp_delay(log->ctx, strtoull(body + 6, NULL, 10), NULL, NULL, 0, &d),
+        0);
+    rc = uvp_await(d, NULL);
+    if (rc == UV_ECANCELED && uvp_promise_cause(d) != NULL) {
+      log->cut++;
+      uvp_cause_format(uvp_promise_cause(d), log->cause, sizeof(log->cause));
+    }
+    uvp_promise_release(d);
+  } else if (strcmp(body, "retry") == 0 && req->msg->delivered == 1) {
+    rc = UV_ETIMEDOUT;
+  } else if (strcmp(body, "fatal") == 0) {
+    rc = UV_EINVAL;
+  }
+  log->running--;
+  return rc == 0 ? uvp_ret_value(NULL, NULL) : uvp_ret_reject(rc, NULL, NULL);
+}
+
+static void publish_body(fixture_t *f, const char *subject, const char *body,
+                         uint64_t deadline_ms) {
+  uvp_promise_t *p;
+  uvp_nats_js_publish_opts_t o = {.deadline_ms = deadline_ms};
+  assert_int_equal(
+      uvp_nats_js_publish(T.js, subject, body, strlen(body) + 1, &o, &p), 0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+}
+
+static bool served_all(void *arg) {
+  uvp_nats_js_svc_t *svc = arg;
+  uvp_nats_js_serve_stats_t st;
+  uvp_nats_js_serve_stats(svc, &st);
+  return st.acked + st.termed + st.expired >= 24 && st.running == 0;
+}
+
+static void drain_and_close(fixture_t *f, uvp_nats_js_svc_t *svc,
+                            uvp_nats_js_pull_t *pull, uint64_t deadline) {
+  uvp_promise_t *d;
+  assert_int_equal(uvp_nats_js_serve_drain(svc, deadline, &d), 0);
+  assert_int_equal(uvp_nats_js_serve_drain(svc, deadline, &d), UV_EALREADY);
+  (void)must(f, d);
+  uvp_promise_release(d);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+}
+
+static void test_js_serve(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "SRV", 0);
+  consumer(
+      f, "SRV",
+      &(uvp_nats_js_consumer_config_t){.durable = "w", .ack_wait_ms = 2000});
+  for (int i = 0; i < 20; i++)
+    publish_body(f, "SRV.job", "sleep:50", 0);
+  publish_body(f, "SRV.job", "ok", 0);
+  publish_body(f, "SRV.job", "retry", 0);
+  publish_body(f, "SRV.job", "fatal", 0);
+  publish_body(f, "SRV.job", "ok", 1); /* expired before it starts */
+  run_for(f, 20);
+  uvp_nats_js_pull_t *pull =
+      pull_open(f, "SRV", "w", &(uvp_nats_js_pull_opts_t){.limit = 4});
+  served_log_t log = {.ctx = f->ctx};
+  const uint64_t backoff[] = {100};
+  uvp_nats_js_serve_opts_t so = {
+      .fiber = served_fiber, .arg = &log, .backoff_ms = backoff, .nbackoff = 1};
+  uvp_nats_js_svc_t *svc;
+  assert_int_equal(uvp_nats_js_serve(pull, &so, &svc), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_js_next(pull, &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_js_serve(pull, &so, &svc), UV_EINVAL);
+  uint64_t t0 = uv_hrtime();
+  run_until_true(f, served_all, svc);
+  uvp_nats_js_serve_stats_t st;
+  assert_int_equal(uvp_nats_js_serve_stats(svc, &st), 0);
+  print_message("served 24 jobs in %.0f ms: %llu acked, %llu naked, %llu "
+                "termed, %llu expired, at most %d at once (limit 4)\n",
+                ms_since(t0), (unsigned long long)st.acked,
+                (unsigned long long)st.naked, (unsigned long long)st.termed,
+                (unsigned long long)st.expired, log.max_running);
+  assert_int_equal(st.acked, 22); /* 20 sleeps, ok, retry at its second */
+  assert_int_equal(st.naked, 1);
+  assert_int_equal(st.termed, 1);
+  assert_int_equal(st.expired, 1);
+  assert_int_equal(st.received, 25);
+  assert_true(log.max_running <= 4);
+  assert_int_equal(log.started, 24); /* retry twice, not the expired one */
+  assert_int_equal(uvp_nats_js_consumer_info(T.js, "SRV", "w", &p), 0);
+  const uvp_nats_js_consumer_info_t *ci = must(f, p);
+  assert_int_equal(ci->num_pending, 0);
+  uvp_promise_release(p);
+  drain_and_close(f, svc, pull, 0);
+}
+
+/* Draining with a deadline: what runs past it is cut ("worker draining")
+ * and given back; another worker serves it all, each job once. */
+static void test_js_serve_drain(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "DRN", 0);
+  consumer(
+      f, "DRN",
+      &(uvp_nats_js_consumer_config_t){.durable = "w", .ack_wait_ms = 5000});
+  for (int i = 0; i < 8; i++)
+    publish_body(f, "DRN.job", "sleep:1500", 0);
+  uvp_nats_js_pull_opts_t po = {.limit = 4};
+  uvp_nats_js_pull_t *pull = pull_open(f, "DRN", "w", &po);
+  served_log_t log = {.ctx = f->ctx};
+  const uint64_t backoff[] = {50};
+  uvp_nats_js_serve_opts_t so = {
+      .fiber = served_fiber, .arg = &log, .backoff_ms = backoff, .nbackoff = 1};
+  uvp_nats_js_svc_t *svc;
+  assert_int_equal(uvp_nats_js_serve(pull, &so, &svc), 0);
+  run_for(f, 200);
+  assert_int_equal(log.running, 4);
+  uint64_t t0 = uv_hrtime();
+  uvp_promise_t *d;
+  assert_int_equal(uvp_nats_js_serve_drain(svc, 300, &d), 0);
+  (void)must(f, d);
+  double ms = ms_since(t0);
+  uvp_promise_release(d);
+  print_message("drained in %.0f ms (deadline 300): %d cut, cause \"%s\"\n", ms,
+                log.cut, log.cause);
+  assert_true(ms >= 290 && ms < 1200);
+  assert_int_equal(log.cut, 4);
+  assert_non_null(strstr(log.cause, "worker draining"));
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+
+  /* another worker: the 4 given back and the 4 never taken */
+  served_log_t log2 = {.ctx = f->ctx};
+  pull = pull_open(f, "DRN", "w", &(uvp_nats_js_pull_opts_t){.limit = 8});
+  so.arg = &log2;
+  assert_int_equal(uvp_nats_js_serve(pull, &so, &svc), 0);
+  uvp_nats_js_serve_stats_t st;
+  t0 = uv_hrtime();
+  do {
+    run_for(f, 50);
+    assert_int_equal(uvp_nats_js_serve_stats(svc, &st), 0);
+    assert_true(ms_since(t0) < 8000);
+  } while (st.acked < 8);
+  assert_int_equal(st.received, 8);
+  assert_int_equal(log2.cut, 0);
+  drain_and_close(f, svc, pull, 0);
+}
+
 /* ---- key-value ------------------------------------------------------------
  */
 
@@ -1432,6 +1598,8 @@ int main(void) {
       JS_TEST(test_pull_nak_term_backoff, setup_conn),
       JS_TEST(test_pull_cancel_and_give_back, setup_conn),
       JS_TEST(test_pull_consumer_deleted_and_closed, setup_conn),
+      JS_TEST(test_js_serve, setup_conn),
+      JS_TEST(test_js_serve_drain, setup_conn),
       JS_TEST(test_kv_ops, setup_conn),
       JS_TEST(test_kv_cas_race, setup_conn),
       JS_TEST(test_kv_watch, setup_conn),
