@@ -74,11 +74,15 @@ typedef struct uvp_nats_js_s uvp_nats_js_t;
 
 /** Options of uvp_nats_js_new. */
 typedef struct uvp_nats_js_opts_s {
-  const char *domain;  /**< a JetStream domain (API "$JS.<domain>.API");
-                            NULL: none ("$JS.API") */
-  uint64_t timeout_ms; /**< each API call's and acknowledgement's
-                            timeout; 0: 5 s (a scope's deadline, if
-                            nearer, still cuts it) */
+  const char *domain;    /**< a JetStream domain (API "$JS.<domain>.API");
+                              NULL: none ("$JS.API") */
+  uint64_t timeout_ms;   /**< each API call's and acknowledgement's
+                              timeout; 0: 5 s (a scope's deadline, if
+                              nearer, still cuts it) */
+  uint64_t heartbeat_ms; /**< the idle heartbeat of the watches a durable
+                              promise's await makes (uvp_nats_kv_watch's
+                              heartbeat_ms): a lost one is found within
+                              twice this; 0: 5 s */
 } uvp_nats_js_opts_t;
 
 /** A new context on `nc` (opts may be NULL; copied).  *out is yours until

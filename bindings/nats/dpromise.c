@@ -533,8 +533,8 @@ static void dw_timeout_start(dwait_t *dw) {
 }
 
 static void dw_start_watch(dwait_t *dw) {
-  int rc = uvp_nats__kv_watch_start(dw->js, dw->bucket, dw->id, 0, 0, dw_see,
-                                    dw, &dw->w);
+  int rc = uvp_nats__kv_watch_start(dw->js, dw->bucket, dw->id, 0,
+                                    dw->js->heartbeat_ms, dw_see, dw, &dw->w);
   if (rc != 0) {
     dw_end(dw, rc, NULL);
     return;

@@ -26,6 +26,7 @@ struct uvp_nats_js_s {
   uvp_ctx_t *ctx;
   char prefix[80]; /* "$JS.API" */
   uint64_t timeout_ms;
+  uint64_t heartbeat_ms; /* durable promises' watches' */
   size_t refs; /* the program's (until uvp_nats_js_free), and each op's,
                   object's and message's */
   bool freed;

@@ -111,6 +111,9 @@ int uvp_nats_js_new(uvp_nats_t *nc, const uvp_nats_js_opts_t *opts,
   if (nc == NULL || out == NULL)
     return UV_EINVAL;
   const char *domain = opts != NULL ? opts->domain : NULL;
+  if (opts != NULL && (opts->timeout_ms > UVP_NATS_TIMEOUT_MAX ||
+                       opts->heartbeat_ms > UVP_NATS_TIMEOUT_MAX))
+    return UV_EINVAL;
   if (domain != NULL && (!uvp_nats__subject_ok(domain, false) ||
                          strchr(domain, '.') != NULL || strlen(domain) > 64))
     return UV_EINVAL;
@@ -125,6 +128,8 @@ int uvp_nats_js_new(uvp_nats_t *nc, const uvp_nats_js_opts_t *opts,
   js->refs = 1;
   js->timeout_ms =
       opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
+  js->heartbeat_ms =
+      opts != NULL && opts->heartbeat_ms > 0 ? opts->heartbeat_ms : 5000;
   if (domain != NULL)
     snprintf(js->prefix, sizeof(js->prefix), "$JS.%s.API", domain);
   else

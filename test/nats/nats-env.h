@@ -167,6 +167,64 @@ static inline void nats_server_freeze(nats_server_t *s) {
   fail_msg("nats-server %d did not stop within 10 s", (int)s->pid);
 }
 
+/* Three servers on 127.0.0.1 forming a JetStream cluster: each a
+ * `cluster {}` block with routes to all three on free ports, and a
+ * `jetstream {}` store of its own under one temporary directory.  Its
+ * JetStream answers once the nodes have met and elected a meta leader
+ * (the case waits for it, bounded); nodes are named n1, n2, n3 (a
+ * stream's leader is named so). */
+typedef struct nats_cluster_s {
+  nats_server_t node[3];
+  char dir[64];
+  char urls[256]; /* every node's URL, comma-separated */
+} nats_cluster_t;
+
+static inline void nats_cluster_start(nats_cluster_t *c) {
+  int cport[3];
+  snprintf(c->dir, sizeof(c->dir), "/tmp/uvp-nats-cluster-XXXXXX");
+  assert_non_null(mkdtemp(c->dir));
+  for (int i = 0; i < 3; i++) {
+    c->node[i].port = nats_free_port();
+    cport[i] = nats_free_port();
+  }
+  c->urls[0] = '\0';
+  for (int i = 0; i < 3; i++) {
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "server_name: n%d\n"
+             "jetstream { store_dir: \"%s/n%d\" }\n"
+             "cluster {\n"
+             "  name: uvp\n"
+             "  listen: 127.0.0.1:%d\n"
+             "  routes: [nats-route://127.0.0.1:%d, "
+             "nats-route://127.0.0.1:%d, nats-route://127.0.0.1:%d]\n"
+             "}\n",
+             i + 1, c->dir, i + 1, cport[i], cport[0], cport[1], cport[2]);
+    nats_server_config(&c->node[i], text);
+    nats_server_start(&c->node[i]);
+    size_t n = strlen(c->urls);
+    snprintf(c->urls + n, sizeof(c->urls) - n, "%s%s", n > 0 ? "," : "",
+             c->node[i].url);
+  }
+}
+
+/* The node named `name` ("n2"), or NULL. */
+static inline nats_server_t *nats_cluster_node(nats_cluster_t *c,
+                                               const char *name) {
+  if (name == NULL || name[0] != 'n' || name[1] < '1' || name[1] > '3' ||
+      name[2] != '\0')
+    return NULL;
+  return &c->node[name[1] - '1'];
+}
+
+static inline void nats_cluster_stop(nats_cluster_t *c) {
+  for (int i = 0; i < 3; i++)
+    nats_server_kill(&c->node[i]);
+  if (c->dir[0] != '\0')
+    nats_rm_rf(c->dir);
+  c->dir[0] = '\0';
+}
+
 /* The server was started only if nats-server is installed: otherwise the
  * test says why and is skipped. */
 static inline bool nats_server_available(void) {

@@ -1584,6 +1584,267 @@ static void test_dpromise_restart(void **state) {
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- a 3-node cluster: the stream's leader killed mid-run ---------------- */
+
+static nats_cluster_t cluster;
+
+/* The three nodes (natsOptions_SetServers: nats.c 3.4.1 finds no server
+ * in a comma-separated natsOptions_SetURL), reconnecting every 100 ms. */
+static natsOptions *quick_reconnect(void) {
+  natsOptions *o;
+  const char *servers[3] = {cluster.node[0].url, cluster.node[1].url,
+                            cluster.node[2].url};
+  assert_int_equal(natsOptions_Create(&o), NATS_OK);
+  assert_int_equal(natsOptions_SetServers(o, servers, 3), NATS_OK);
+  assert_int_equal(natsOptions_SetReconnectWait(o, 100), NATS_OK);
+  assert_int_equal(natsOptions_SetMaxReconnect(o, 600), NATS_OK);
+  return o;
+}
+
+static uvp_nats_t *connect_cluster(fixture_t *f, uvp_ctx_t *ctx) {
+  uvp_promise_t *p;
+  uvp_nats_connect_opts_t co = {.options = quick_reconnect()};
+  assert_int_equal(uvp_nats_connect(ctx, &co, &p), 0);
+  run_until_settled(f, p);
+  if (uvp_promise_state(p) != UVP_FULFILLED)
+    fail_msg("connect to %s: %s", cluster.urls, uvp_nats_err_name(reason(p)));
+  uvp_nats_t *nc = uvp_promise_value(p);
+  uvp_promise_release(p);
+  return nc;
+}
+
+static int setup_cluster(void **state) {
+  fixture_setup_quiet(state);
+  memset(&T, 0, sizeof(T));
+  memset(&cluster, 0, sizeof(cluster));
+  if (nats_server_available()) {
+    nats_cluster_start(&cluster);
+    T.s = &cluster.node[0];
+    T.nc = connect_cluster(*state, ((fixture_t *)*state)->ctx);
+    uvp_nats_js_opts_t jo = {.timeout_ms = 2000, .heartbeat_ms = 500};
+    assert_int_equal(uvp_nats_js_new(T.nc, &jo, &T.js), 0);
+  }
+  return 0;
+}
+
+static int cluster_teardown(void **state) {
+  int rc = js_teardown(state);
+  nats_cluster_stop(&cluster);
+  return rc;
+}
+
+/* Run until every promise of ps has settled, ms at most. */
+static void run_until_all(fixture_t *f, uvp_promise_t **ps, size_t n,
+                          uint64_t ms) {
+  uint64_t t0 = uv_hrtime();
+  for (size_t i = 0; i < n; i++)
+    while (uvp_promise_state(ps[i]) == UVP_PENDING) {
+      if (ms_since(t0) > (double)ms)
+        fail_msg("%zu of %zu still pending after %llu ms", n - i, n,
+                 (unsigned long long)ms);
+      uv_run(&f->loop, UV_RUN_ONCE);
+    }
+}
+
+/* A call retried while the cluster elects (no leader, a timeout). */
+typedef int (*js_call_fn)(void *arg, uvp_promise_t **out);
+
+static void *until_done(fixture_t *f, js_call_fn call, void *arg,
+                        uvp_promise_t **out, uint64_t ms) {
+  uint64_t t0 = uv_hrtime();
+  for (;;) {
+    assert_int_equal(call(arg, out), 0);
+    uvp_promise_mark_handled(*out);
+    run_until_settled(f, *out);
+    if (uvp_promise_state(*out) == UVP_FULFILLED)
+      return uvp_promise_value(*out);
+    int rc = reason(*out);
+    if (ms_since(t0) > (double)ms)
+      fail_msg("still %s after %llu ms", uvp_nats_err_name(rc),
+               (unsigned long long)ms);
+    uvp_promise_release(*out);
+    run_for(f, 100);
+  }
+}
+
+static int add_fan_stream(void *arg, uvp_promise_t **out) {
+  (void)arg;
+  uvp_nats_js_stream_config_t c = {.name = "FAN",
+                                   .subjects = (const char *[]){"FAN.>", NULL},
+                                   .retention = UVP_NATS_JS_WORKQUEUE,
+                                   .replicas = 3};
+  return uvp_nats_js_stream_add(T.js, &c, out);
+}
+
+static int add_fan_bucket(void *arg, uvp_promise_t **out) {
+  (void)arg;
+  uvp_nats_kv_config_t c = {.bucket = "fan", .replicas = 3};
+  return uvp_nats_kv_bucket_add(T.js, &c, out);
+}
+
+static int add_fan_consumer(void *arg, uvp_promise_t **out) {
+  (void)arg;
+  uvp_nats_js_consumer_config_t c = {.durable = "workers", .ack_wait_ms = 3000};
+  return uvp_nats_js_consumer_add(T.js, "FAN", &c, out);
+}
+
+typedef struct pub_arg_s {
+  char id[32];
+} pub_arg_t;
+
+static int publish_job(void *arg, uvp_promise_t **out) {
+  pub_arg_t *a = arg;
+  uvp_nats_js_publish_opts_t o = {.msg_id = a->id};
+  return uvp_nats_js_publish(T.js, "FAN.job", a->id, strlen(a->id) + 1, &o,
+                             out);
+}
+
+typedef struct fan_worker_s {
+  uvp_ctx_t *ctx;
+  uvp_nats_t *nc;
+  uvp_nats_js_t *js;
+  uvp_nats_js_pull_t *pull;
+  uvp_nats_js_svc_t *svc;
+  char name[8];
+  int won, settled_already, failed;
+} fan_worker_t;
+
+/* A job: work 200 ms, then resolve its durable promise; a redelivered job
+ * whose promise another run resolved is done too. */
+static uvp_ret_t fan_job(void *arg) {
+  uvp_nats_js_served_t *req = arg;
+  fan_worker_t *w = req->arg;
+  const char *id = natsMsg_GetData(req->msg->msg);
+  uvp_promise_t *d;
+  assert_int_equal(uvp_delay(w->ctx, 200, NULL, NULL, 0, &d), 0);
+  int rc = uvp_await(d, NULL);
+  uvp_promise_release(d);
+  if (rc == 0) {
+    uvp_promise_t *p;
+    rc = uvp_nats_dpromise_resolve(w->js, "fan", id, w->name, strlen(w->name),
+                                   &p);
+    if (rc == 0) {
+      rc = uvp_await(p, NULL);
+      uvp_promise_release(p);
+    }
+  }
+  if (rc == 0)
+    w->won++;
+  else if (rc == UVP_ESETTLED)
+    w->settled_already++;
+  else
+    w->failed++;
+  return rc == 0 || rc == UVP_ESETTLED ? uvp_ret_value(NULL, NULL)
+                                       : uvp_ret_reject(rc, NULL, NULL);
+}
+
+static bool always(int code) {
+  (void)code;
+  return true;
+}
+
+static void fan_worker_start(fixture_t *f, fan_worker_t *w, int i) {
+  memset(w, 0, sizeof(*w));
+  snprintf(w->name, sizeof(w->name), "w%d", i);
+  assert_int_equal(uvp_ctx_new(&f->loop, &w->ctx), 0);
+  w->nc = connect_cluster(f, w->ctx);
+  uvp_nats_js_opts_t jo = {.timeout_ms = 2000};
+  assert_int_equal(uvp_nats_js_new(w->nc, &jo, &w->js), 0);
+  uvp_promise_t *p;
+  uvp_nats_js_pull_opts_t po = {.limit = 4, .expires_ms = 1000};
+  assert_int_equal(uvp_nats_js_pull(w->js, "FAN", "workers", &po, &p), 0);
+  w->pull = must(f, p);
+  uvp_promise_release(p);
+  const uint64_t backoff[] = {200};
+  uvp_nats_js_serve_opts_t so = {.fiber = fan_job,
+                                 .arg = w,
+                                 .backoff_ms = backoff,
+                                 .nbackoff = 1,
+                                 .retryable = always};
+  assert_int_equal(uvp_nats_js_serve(w->pull, &so, &w->svc), 0);
+}
+
+static void fan_worker_stop(fixture_t *f, fan_worker_t *w) {
+  uvp_promise_t *d;
+  assert_int_equal(uvp_nats_js_serve_drain(w->svc, 1000, &d), 0);
+  run_until_settled(f, d);
+  uvp_promise_release(d);
+  assert_int_equal(uvp_nats_js_pull_close(w->pull), 0);
+  assert_int_equal(uvp_nats_js_free(w->js), 0);
+  assert_int_equal(uvp_nats_close(w->nc), 0);
+  assert_true(fixture_drain(f, 20000) || true);
+  assert_int_equal(uvp_ctx_close(w->ctx), 0);
+}
+
+/* Durable fan-out on a 3-node cluster: a coordinator creates N durable
+ * promises and publishes N jobs (R3 stream and bucket), two workers serve
+ * them, and the stream's leader is killed with SIGKILL a third of the way
+ * in.  Every promise completes, each exactly once, though some jobs run
+ * twice (their acks died with the leader). */
+static void test_cluster_durable_fanout(void **state) {
+  fixture_t *f = *state;
+  enum { N = 30 };
+  uvp_promise_t *p;
+  uint64_t t0 = uv_hrtime();
+  (void)until_done(f, add_fan_stream, NULL, &p, 30000);
+  uvp_promise_release(p);
+  print_message("cluster up, stream made in %.0f ms\n", ms_since(t0));
+  (void)until_done(f, add_fan_bucket, NULL, &p, 30000);
+  uvp_promise_release(p);
+  (void)until_done(f, add_fan_consumer, NULL, &p, 30000);
+  uvp_promise_release(p);
+  uvp_promise_t *aw[N];
+  for (int i = 0; i < N; i++) {
+    pub_arg_t a;
+    snprintf(a.id, sizeof(a.id), "job-%d", i);
+    assert_int_equal(
+        uvp_nats_dpromise_create(T.js, "fan", a.id, 120000, &aw[i]), 0);
+    (void)until_done(f, publish_job, &a, &p, 30000);
+    uvp_promise_release(p);
+  }
+  fan_worker_t w[2];
+  fan_worker_start(f, &w[0], 1);
+  fan_worker_start(f, &w[1], 2);
+  /* a third done: kill the stream's leader */
+  t0 = uv_hrtime();
+  run_until_all(f, aw, N / 3, 30000);
+  assert_int_equal(uvp_nats_js_stream_info(T.js, "FAN", &p), 0);
+  const uvp_nats_js_stream_info_t *si = must(f, p);
+  nats_server_t *leader = nats_cluster_node(&cluster, si->leader);
+  assert_non_null(leader);
+  int done = settled_count(aw, N);
+  print_message("%d of %d done in %.0f ms; killing the stream's leader %s\n",
+                done, N, ms_since(t0), si->leader);
+  assert_true(done < N);
+  uvp_promise_release(p);
+  uint64_t t_kill = uv_hrtime();
+  kill(leader->pid, SIGKILL);
+  waitpid(leader->pid, NULL, 0);
+  leader->pid = 0;
+  run_until_all(f, aw, N, 90000);
+  double after = ms_since(t_kill);
+  int won = 0, again = 0, failed = 0;
+  for (int i = 0; i < N; i++) {
+    const uvp_nats_dpromise_t *r = must(f, aw[i]);
+    assert_int_equal(r->state, UVP_NATS_DPROMISE_RESOLVED);
+    assert_true(strcmp(r->data, "w1") == 0 || strcmp(r->data, "w2") == 0);
+    uvp_promise_release(aw[i]);
+  }
+  for (int k = 0; k < 2; k++) {
+    won += w[k].won;
+    again += w[k].settled_already;
+    failed += w[k].failed;
+  }
+  print_message("all %d resolved %.0f ms after the kill: %d completions "
+                "won, %d runs found theirs resolved already, %d failed and "
+                "were retried\n",
+                N, after, won, again, failed);
+  assert_int_equal(won, N); /* exactly one completion each */
+  fan_worker_stop(f, &w[0]);
+  fan_worker_stop(f, &w[1]);
+  T.s = NULL; /* the teardown thaws no node */
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -1607,6 +1868,11 @@ int main(void) {
       JS_TEST(test_dpromise, setup_conn),
       JS_TEST(test_dpromise_race_two_processes, setup_conn),
       JS_TEST(test_dpromise_restart, setup_conn),
+      {.name = "test_cluster_durable_fanout",
+       .test_func = js_run,
+       .setup_func = setup_cluster,
+       .teardown_func = cluster_teardown,
+       .initial_state = &(fixture_fn_t){.test = test_cluster_durable_fanout}},
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
