@@ -53,7 +53,9 @@
  *                           a uvp_nats_js_error_t (owned by the promise)
  *   UV_EPROTO               a reply the binding cannot read
  * and a request's codes (UV_ETIMEDOUT, UV_ECANCELED, UVP_ECLOSED...).
- * An API error's payload is always a uvp_nats_js_error_t. */
+ * An API error's payload is a uvp_nats_js_error_t, except for durable
+ * promises, whose rejections carry a record (uvp_nats_dpromise_t) or
+ * nothing. */
 #ifndef UVP_NATS_JS_H
 #define UVP_NATS_JS_H
 
@@ -887,7 +889,8 @@ UVP_NATS_EXTERN int uvp_nats_dpromise_await_at(uvp_nats_js_t *js,
  *   UV_EAGAIN     ten compare-and-sets in a row found a newer revision
  *                 than the read (replicas lagging the leader)
  * and a request's codes (UVP_NATS_ENORESPONDERS while a cluster elects
- * the bucket's leader: the promise is unchanged, try again).  Cancel-safe
+ * the bucket's leader: the promise is unchanged, try again), with no
+ * payload: only UVP_ESETTLED's carries a record.  Cancel-safe
  * as a publish is: the completion may have been stored.  Errors, nothing
  * sent: UV_EINVAL (NULL, a bad bucket or id, code >= 0, data not UTF-8),
  * UVP_ECLOSED, UV_ENOMEM. */

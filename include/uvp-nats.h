@@ -7,6 +7,8 @@
  * libnats-dev).  It drives each connection with nats.c's event-loop
  * interface (natsOptions_SetEventLoop) through four callbacks of its own,
  * not nats.c's shipped adapters/libuv.h (docs/internals.md §21 says why).
+ * JetStream (streams, pull consumers, key-value buckets, durable
+ * promises) is uvp-nats-js.h, in the same library.
  *
  * @code
  *   uvp_nats_connect(ctx, &(uvp_nats_connect_opts_t){.url = url}, &cp);
@@ -352,7 +354,8 @@ typedef struct uvp_nats_request_opts_s {
  * reply subject `INBOX.ID` (the connection's one wildcard inbox
  * subscription; replies are matched by id on the loop) and the header
  * Uvp-Timeout-Ms: the smaller of the request's timeout (opts.timeout_ms,
- * else 30 s) and uvp_deadline_left(), in milliseconds.  *out gets one
+ * else 30 s) and uvp_deadline_left(), in milliseconds (none with
+ * UVP_NATS_REQUEST_NO_TIMEOUT_HEADER).  *out gets one
  * reference to a promise that fulfils with the reply, a natsMsg * the
  * promise owns (natsMsg_Destroy is its destructor: subject, data and
  * headers, read with natsMsg_GetData, natsMsgHeader_Get...), or rejects:

@@ -211,11 +211,11 @@ static void dop_read(js_op_t *op, dop_t *d, int rc, natsMsg *m) {
   if (rc == 0)
     rc = record_of(e, &d->seen);
   free(e);
+  free(err); /* a rejection's payload is a record, or nothing */
   if (rc != 0) {
-    uvp_nats__js_op_end(op, rc, NULL, NULL, err);
+    uvp_nats__js_op_end(op, rc, NULL, NULL, NULL);
     return;
   }
-  free(err);
   const uvp_nats_dpromise_t *r = d->seen;
   if (r->state != UVP_NATS_DPROMISE_PENDING) {
     dop_end(op, d->kind == K_GET ? 0 : UVP_ESETTLED, &d->seen);
@@ -252,13 +252,13 @@ static void dop_step(js_op_t *op, int rc, natsMsg *m) {
   uvp_nats_js_error_t *err = NULL;
   if (rc == 0)
     rc = uvp_nats__js_puback(m, &ack, &err);
+  free(err);
   if (rc == UVP_NATS_EREVISION) { /* another write came first */
-    free(err);
     dop_read_again(op, d);
     return;
   }
   if (rc != 0) {
-    uvp_nats__js_op_end(op, rc, NULL, NULL, err);
+    uvp_nats__js_op_end(op, rc, NULL, NULL, NULL);
     return;
   }
   d->wrote->revision = ack->seq;
