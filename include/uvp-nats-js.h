@@ -154,11 +154,13 @@ typedef struct uvp_nats_js_stream_config_s {
 /** What a stream holds (the value of uvp_nats_js_stream_add and
  * uvp_nats_js_stream_info; one allocation, owned by the promise). */
 typedef struct uvp_nats_js_stream_info_s {
-  const char *name;
-  uint64_t messages, bytes;
-  uint64_t first_seq, last_seq;
-  uint64_t consumers;
-  int replicas;
+  const char *name;   /**< its name */
+  uint64_t messages;  /**< messages stored */
+  uint64_t bytes;     /**< their bytes */
+  uint64_t first_seq; /**< the oldest one's sequence */
+  uint64_t last_seq;  /**< the newest one's sequence */
+  uint64_t consumers; /**< consumers on it */
+  int replicas;       /**< copies kept */
   const char *leader; /**< its leader's server name in a cluster, else
                            NULL */
 } uvp_nats_js_stream_info_t;
@@ -214,19 +216,21 @@ typedef struct uvp_nats_js_consumer_config_s {
                                    delivery (the last repeats); NULL: none
                                    (ack_wait each time).  Needs
                                    max_deliver above nbackoff */
-  size_t nbackoff;
+  size_t nbackoff;            /**< backoff_ms's length */
 } uvp_nats_js_consumer_config_t;
 
 /** A consumer (the value of uvp_nats_js_consumer_add and
  * uvp_nats_js_consumer_info; one allocation, owned by the promise). */
 typedef struct uvp_nats_js_consumer_info_s {
-  const char *stream, *name;
-  uint64_t ack_wait_ms;
-  int64_t max_ack_pending, max_deliver;
+  const char *stream;       /**< its stream */
+  const char *name;         /**< its name */
+  uint64_t ack_wait_ms;     /**< its configuration's */
+  int64_t max_ack_pending;  /**< its configuration's */
+  int64_t max_deliver;      /**< its configuration's (-1: no limit) */
   uint64_t num_pending;     /**< messages not delivered yet */
   uint64_t num_ack_pending; /**< out, not acknowledged */
-  uint64_t num_redelivered;
-  uint64_t num_waiting; /**< pull requests waiting at the server */
+  uint64_t num_redelivered; /**< delivered more than once */
+  uint64_t num_waiting;     /**< pull requests waiting at the server */
 } uvp_nats_js_consumer_info_t;
 
 /** @name uvp_nats_js_consumer_add, uvp_nats_js_consumer_add_at
@@ -507,7 +511,7 @@ typedef struct uvp_nats_js_serve_opts_s {
                                          by delivery (the last repeats); NULL:
                                          1 s, doubling each delivery, at most
                                          60 s */
-  size_t nbackoff;
+  size_t nbackoff;                  /**< backoff_ms's length */
   /** Whether a member's rejection code is worth another delivery; NULL:
    * uvp_nats_js_retryable. */
   bool (*retryable)(int code);
@@ -614,15 +618,15 @@ typedef enum {
 /** A key's entry (the value of uvp_nats_kv_get and of a watch; one
  * allocation, owned by the promise). */
 typedef struct uvp_nats_kv_entry_s {
-  const char *bucket;
-  const char *key;
-  const char *value; /**< its bytes, followed by a NUL (not counted) */
-  size_t len;
-  uint64_t revision; /**< its sequence in the bucket's stream: the
-                          revision uvp_nats_kv_update compares */
-  int64_t time_ns;   /**< when it was written, ns since the epoch */
-  uint64_t delta;    /**< a watch's: entries still pending after it */
-  uvp_nats_kv_op_t op;
+  const char *bucket;  /**< its bucket */
+  const char *key;     /**< its key */
+  const char *value;   /**< its bytes, followed by a NUL (not counted) */
+  size_t len;          /**< value's length */
+  uint64_t revision;   /**< its sequence in the bucket's stream: the
+                            revision uvp_nats_kv_update compares */
+  int64_t time_ns;     /**< when it was written, ns since the epoch */
+  uint64_t delta;      /**< a watch's: entries still pending after it */
+  uvp_nats_kv_op_t op; /**< a value, or a deletion marker */
 } uvp_nats_kv_entry_t;
 
 /** @name uvp_nats_kv_bucket_add, uvp_nats_kv_bucket_delete
@@ -806,14 +810,14 @@ typedef enum {
 /** A durable promise as stored (one allocation, owned by the promise that
  * carries it: as a value, or as a rejection's payload). */
 typedef struct uvp_nats_dpromise_s {
-  const char *id;
-  uvp_nats_dpromise_state_t state;
-  int code;         /**< REJECTED: the code uvp_nats_dpromise_reject
-                         gave; REJECTED_CANCELED: UV_ECANCELED;
-                         REJECTED_TIMEDOUT: UV_ETIMEDOUT; else 0 */
-  const char *data; /**< what resolve or reject stored, NUL-terminated
-                         (not counted); "" if nothing */
-  size_t len;
+  const char *id;                  /**< its key in the bucket */
+  uvp_nats_dpromise_state_t state; /**< PENDING, or how it completed */
+  int code;              /**< REJECTED: the code uvp_nats_dpromise_reject
+                              gave; REJECTED_CANCELED: UV_ECANCELED;
+                              REJECTED_TIMEDOUT: UV_ETIMEDOUT; else 0 */
+  const char *data;      /**< what resolve or reject stored, NUL-terminated
+                              (not counted); "" if nothing */
+  size_t len;            /**< data's length */
   uint64_t timeout;      /**< when it times out, ms since the epoch */
   uint64_t created_on;   /**< ms since the epoch */
   uint64_t completed_on; /**< 0 while pending */
