@@ -1,10 +1,10 @@
 /* A second process for test-nats-js's durable promises.
  *
  *   nats-js-helper race URL BUCKET N resolve|reject
- *     prints "ready", waits for a line on its input, then completes the
- *     durable promises r-0 ... r-(N-1) of BUCKET, 64 at a time, and
- *     prints one character for each: W (it won), L (UVP_ESETTLED: another
- *     had completed it), E (anything else); then "done".
+ *     prints "ready", then for each line I it reads (0 <= I < N), in
+ *     lockstep with the other racer, completes durable promise r-I of
+ *     BUCKET and prints W (it won), L (UVP_ESETTLED: the other had
+ *     completed it) or E (anything else); at end of input, "done".
  *   nats-js-helper create URL BUCKET ID TIMEOUT_MS
  *     creates durable promise ID and awaits it: prints "created" once the
  *     record exists, pending (not if it had completed), then its outcome
@@ -22,7 +22,6 @@ static uvp_ctx_t *ctx;
 static uvp_nats_t *nc;
 static uvp_nats_js_t *js;
 static char **args;
-static char *marks;
 static bool stopped;
 
 static void stop(void) {
@@ -33,47 +32,46 @@ static void stop(void) {
 
 /* ---- race ---- */
 
-static int complete_one(void *arg, size_t i, uvp_promise_t **out) {
-  (void)arg;
-  char id[32], data[64];
-  snprintf(id, sizeof(id), "r-%zu", i);
-  snprintf(data, sizeof(data), "by %ld", (long)getpid());
-  if (strcmp(args[5], "resolve") == 0)
-    return uvp_nats_dpromise_resolve(js, args[3], id, data, strlen(data), out);
-  return uvp_nats_dpromise_reject(js, args[3], id, UV_EIO, data, strlen(data),
-                                  out);
-}
+static uv_poll_t in;
 
-static uvp_ret_t raced(void *arg, const uvp_outcome_t *in) {
+static void on_round(uv_poll_t *h, int status, int events);
+
+static uvp_ret_t raced(void *arg, const uvp_outcome_t *in_) {
   (void)arg;
-  const uvp_settled_list_t *l = in->value;
-  for (size_t i = 0; l != NULL && i < l->count; i++) {
-    int rc = l->items[i].status;
-    marks[i] = rc == 0 ? 'W' : rc == UVP_ESETTLED ? 'L' : 'E';
-    if (marks[i] == 'E')
-      fprintf(stderr, "nats-js-helper: r-%zu: %s\n", i, uvp_nats_err_name(rc));
-  }
-  printf("%s\ndone\n", marks);
+  int rc = in_->status;
+  if (rc != 0 && rc != UVP_ESETTLED)
+    fprintf(stderr, "nats-js-helper: %s\n", uvp_nats_err_name(rc));
+  printf("%c\n", rc == 0 ? 'W' : rc == UVP_ESETTLED ? 'L' : 'E');
   fflush(stdout);
-  stop();
+  uv_poll_start(&in, UV_READABLE, on_round); /* the next round */
   return uvp_ret_value(NULL, NULL);
 }
 
-static void on_go(uv_poll_t *h, int status, int events) {
+static void on_round(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
-  char line[16];
-  if (fgets(line, sizeof(line), stdin) == NULL)
-    line[0] = '\0';
-  uv_close((uv_handle_t *)h, NULL);
-  size_t n = strtoul(args[4], NULL, 10);
-  marks = calloc(n + 1, 1);
-  uvp_map_opts_t mo = {.limit = 64};
-  uvp_promise_t *all, *d;
-  if (uvp_promise_map(ctx, n, complete_one, NULL, &mo, &all) != 0)
+  char line[32];
+  if (fgets(line, sizeof(line), stdin) == NULL) {
+    uv_close((uv_handle_t *)h, NULL);
+    printf("done\n");
+    fflush(stdout);
+    stop();
+    return;
+  }
+  uv_poll_stop(h); /* one round at a time */
+  char id[48], data[64];
+  snprintf(id, sizeof(id), "r-%lu", strtoul(line, NULL, 10));
+  snprintf(data, sizeof(data), "by %ld", (long)getpid());
+  uvp_promise_t *p, *d;
+  int rc =
+      strcmp(args[5], "resolve") == 0
+          ? uvp_nats_dpromise_resolve(js, args[3], id, data, strlen(data), &p)
+          : uvp_nats_dpromise_reject(js, args[3], id, UV_EIO, data,
+                                     strlen(data), &p);
+  if (rc != 0)
     exit(1);
-  uvp_promise_on(all, UVP_ON_BOTH, raced, NULL, &d);
-  uvp_promise_release(all);
+  uvp_promise_on(p, UVP_ON_BOTH, raced, NULL, &d);
+  uvp_promise_release(p);
   uvp_promise_release(d);
 }
 
@@ -139,11 +137,11 @@ int main(int argc, char **argv) {
   uvp_nats_connect_opts_t co = {.url = argv[2]};
   if (uvp_nats_open(ctx, &co, &nc) != 0 || uvp_nats_js_new(nc, NULL, &js) != 0)
     return 1;
-  uv_poll_t in;
   uvp_promise_t *p, *d;
   if (race) {
+    setvbuf(stdin, NULL, _IONBF, 0); /* a line at a time: the poll says */
     uv_poll_init(&loop, &in, 0);
-    uv_poll_start(&in, UV_READABLE, on_go);
+    uv_poll_start(&in, UV_READABLE, on_round);
     printf("ready\n");
     fflush(stdout);
   } else {
@@ -160,6 +158,5 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   int rc = uv_loop_close(&loop);
   nats_CloseAndWait(0);
-  free(marks);
   return rc == 0 ? 0 : 3;
 }

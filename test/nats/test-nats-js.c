@@ -1393,9 +1393,9 @@ typedef struct helper_s {
 static void helper_start(helper_t *h, const char *const *argv) {
   const char *bin = getenv("UVP_NATS_JS_HELPER");
   assert_non_null(bin);
-  int in[2], out[2];
-  assert_int_equal(pipe(in), 0);
-  assert_int_equal(pipe(out), 0);
+  int in[2], out[2]; /* close-on-exec: another helper must not hold them */
+  assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+  assert_int_equal(pipe2(out, O_CLOEXEC), 0);
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
@@ -1442,14 +1442,17 @@ static void helper_line(helper_t *h, char *buf, size_t cap, int ms) {
 static int helper_wait(helper_t *h) {
   int st = 0;
   assert_int_equal(waitpid(h->pid, &st, 0), h->pid);
-  close(h->in);
+  if (h->in >= 0)
+    close(h->in);
   close(h->out);
   return st;
 }
 
-/* Two processes complete the same N durable promises at once, one
- * resolving, one rejecting: exactly one wins each, and this process's
- * awaits see the winner's outcome. */
+/* Two processes complete the same N durable promises, one resolving, one
+ * rejecting, each promise by both at the same moment (in lockstep, so
+ * both read it pending before either writes: without the
+ * compare-and-set both would win): exactly one wins each, and this
+ * process's awaits see the winner's outcome. */
 static void test_dpromise_race_two_processes(void **state) {
   fixture_t *f = *state;
   const size_t n = 1000;
@@ -1499,14 +1502,23 @@ static void test_dpromise_race_two_processes(void **state) {
     helper_line(&h[k], line, sizeof(line), 20000);
     assert_string_equal(line, "ready");
   }
-  t0 = uv_hrtime();
-  for (int k = 0; k < 2; k++)
-    assert_int_equal(write(h[k].in, "go\n", 3), 3);
+  /* round i: both complete r-i at the same moment */
   char *marks[2];
   for (int k = 0; k < 2; k++) {
-    marks[k] = malloc(n + 2);
-    helper_line(&h[k], marks[k], n + 2, 120000);
-    assert_int_equal(strlen(marks[k]), n);
+    marks[k] = calloc(n + 1, 1);
+    assert_non_null(marks[k]);
+  }
+  t0 = uv_hrtime();
+  for (size_t i = 0; i < n; i++) {
+    char go[32];
+    int len = snprintf(go, sizeof(go), "%zu\n", i);
+    for (int k = 0; k < 2; k++)
+      assert_int_equal(write(h[k].in, go, (size_t)len), len);
+    for (int k = 0; k < 2; k++) {
+      char line[8];
+      helper_line(&h[k], line, sizeof(line), 20000);
+      marks[k][i] = line[0];
+    }
   }
   double race_ms = ms_since(t0);
   int won[2] = {0, 0};
@@ -1520,6 +1532,8 @@ static void test_dpromise_race_two_processes(void **state) {
                 "each by exactly one\n",
                 n, race_ms, won[0], won[1]);
   for (int k = 0; k < 2; k++) {
+    close(h[k].in);
+    h[k].in = -1;
     char line[16];
     helper_line(&h[k], line, sizeof(line), 20000);
     assert_string_equal(line, "done");
