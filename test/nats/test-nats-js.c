@@ -1612,6 +1612,116 @@ static void test_dpromise_restart(void **state) {
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* ---- the virtual clock, the task dump -------------------------------------
+ */
+
+/* Under UVP_CLOCK_AUTO and a virtual deadline of 5 s: publishes and a KV
+ * read hold the clock, so they are answered; a pull's next and a durable
+ * promise's await are idle (they wait for other processes), so the clock
+ * jumps past them to the deadline at once. */
+typedef struct jsclock_s {
+  uvp_ctx_t *ctx;
+  int published, read, next_rc, await_rc;
+  double idle_ms;
+  uvp_nats_js_pull_t *pull;
+} jsclock_t;
+
+static uvp_ret_t jsclock_fiber(void *arg) {
+  jsclock_t *c = arg;
+  uvp_deadline_set(c->ctx, 5000);
+  enum { N = 20 };
+  uvp_promise_t *ps[N], *p, *q;
+  for (int i = 0; i < N; i++)
+    assert_int_equal(uvp_nats_js_publish(T.js, "CLK.x", "x", 1, NULL, &ps[i]),
+                     0);
+  for (int i = 0; i < N; i++) {
+    c->published += uvp_await(ps[i], NULL) == 0;
+    uvp_promise_release(ps[i]);
+  }
+  assert_int_equal(uvp_nats_kv_get(T.js, "clk", "k", &p), 0);
+  c->read = uvp_await(p, NULL) == 0;
+  uvp_promise_release(p);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_js_next(c->pull, &p), 0); /* nothing comes */
+  assert_int_equal(uvp_nats_dpromise_create(T.js, "clk", "never", 60000, &q),
+                   0);
+  c->next_rc = uvp_await(p, NULL);
+  c->await_rc = uvp_await(q, NULL);
+  c->idle_ms = ms_since(t0);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static bool dump_has(fixture_t *f, const char *what) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream(&buf, &len);
+  assert_non_null(fp);
+  uvp_dump_opts_t o = {.stream = fp};
+  (void)uvp_ctx_dump_tasks(f->ctx, &o);
+  fclose(fp);
+  bool has = strstr(buf, what) != NULL;
+  if (!has)
+    print_message("no \"%s\" in:\n%s", what, buf);
+  free(buf);
+  return has;
+}
+
+static void test_js_clock_and_dump(void **state) {
+  fixture_t *f = *state;
+  /* before any promise: the clock changes only then */
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_AUTO), 0);
+  workqueue(f, "CLK", 0);
+  consumer(f, "CLK",
+           &(uvp_nats_js_consumer_config_t){.durable = "w",
+                                            .filter_subject = "CLK.y"});
+  bucket(f, "clk", 1);
+  kv_put(f, "clk", "k", "v");
+  jsclock_t c = {.ctx = f->ctx};
+  c.pull = pull_open(f, "CLK", "w", NULL);
+
+  /* what each wait is called in the task dump */
+  uvp_promise_t *p, *q, *r;
+  assert_int_equal(uvp_nats_js_next(c.pull, &p), 0);
+  uvp_nats_kv_watch_t *w = watch_open(f, "clk", "k", NULL);
+  assert_int_equal(uvp_nats_kv_watch_next(w, &r), 0);
+  (void)must(f, r); /* k's entry */
+  uvp_promise_release(r);
+  assert_int_equal(uvp_nats_kv_watch_next(w, &r), 0);
+  (void)must(f, r); /* caught up */
+  uvp_promise_release(r);
+  assert_int_equal(uvp_nats_kv_watch_next(w, &r), 0);
+  assert_int_equal(uvp_nats_kv_get(T.js, "clk", "k", &q), 0);
+  assert_true(dump_has(f, "for JetStream next CLK/w"));
+  assert_true(dump_has(f, "for JetStream kv watch clk/k"));
+  assert_true(dump_has(f, "for JetStream kv get clk/k"));
+  (void)must(f, q);
+  uvp_promise_release(q);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_kv_watch_close(w), 0);
+  assert_int_equal(rejection(f, r), UV_ECANCELED);
+  uvp_promise_release(r);
+
+  uvp_promise_t *fp;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, jsclock_fiber, &c, NULL, &fp), 0);
+  settle_ticking(f, fp);
+  uvp_promise_release(fp);
+  print_message("virtual deadline 5 s: %d of 20 publishes acknowledged, KV "
+                "read %s; an idle next and await cut (%s, %s) after %.0f ms "
+                "of real time\n",
+                c.published, c.read ? "answered" : "not answered",
+                uvp_nats_err_name(c.next_rc), uvp_nats_err_name(c.await_rc),
+                c.idle_ms);
+  assert_int_equal(c.published, 20);
+  assert_true(c.read);
+  assert_int_equal(c.next_rc, UV_ETIMEDOUT);
+  assert_int_equal(c.await_rc, UV_ETIMEDOUT);
+  assert_true(c.idle_ms < 2000); /* not the 5 s of the deadline */
+  assert_int_equal(uvp_nats_js_pull_close(c.pull), 0);
+}
+
 /* ---- a 3-node cluster: the stream's leader killed mid-run ---------------- */
 
 static nats_cluster_t cluster;
@@ -1909,6 +2019,7 @@ int main(void) {
       JS_TEST(test_dpromise, setup_conn),
       JS_TEST(test_dpromise_race_two_processes, setup_conn),
       JS_TEST(test_dpromise_restart, setup_conn),
+      JS_TEST(test_js_clock_and_dump, setup_conn),
       {.name = "test_cluster_durable_fanout",
        .test_func = js_run,
        .setup_func = setup_cluster,
