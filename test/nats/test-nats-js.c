@@ -1,11 +1,19 @@
 /* The NATS binding's JetStream part against a real nats-server with
  * JetStream (nats-env.h: -js -sd on a fresh store directory) that the
  * group starts on a port of its own: streams and consumers, publishes
- * with acknowledgement and their dedupe.  Each case uses streams of its
- * own names on the group's server; a case that stops its server starts
- * one of its own.  The fixture (JS_TEST) connects and makes a JetStream
- * context, and tears them down; every case ends with uv_loop_close() == 0
- * (fixture_teardown). */
+ * with acknowledgement and their dedupe, cuts and the task dump; pulls
+ * bounded by max_ack_pending, redelivery after ack_wait, +WPI by the
+ * binding and by hand, nak with a delay, term, back-off; serving a pull
+ * and draining it with a deadline; KV reads, writes, compare-and-set
+ * races and watches (and a server restarted under one); durable promises
+ * (their states and JSON, timeouts, two processes racing to complete the
+ * same 1 000, one killed and started again: nats-js-helper.c), the
+ * virtual clock; and a 3-node cluster on 127.0.0.1 whose stream leader
+ * is killed during a durable fan-out.  Each case uses streams and
+ * buckets of its own names on the group's server; a case that stops its
+ * server starts one of its own.  The fixture (JS_TEST) connects and
+ * makes a JetStream context, and tears them down; every case ends with
+ * uv_loop_close() == 0 (fixture_teardown). */
 #include <inttypes.h>
 #include <poll.h>
 
