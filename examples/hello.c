@@ -55,12 +55,14 @@ int main(void) {
   if (uvp_ctx_new(&loop, &ctx) != 0)
     return 1;
 
-  uvp_promise_t *a, *b, *c, *d;
+  /* Each link takes the one before it (p = p.then(...) in JavaScript):
+   * only the chain's end is ours to release. */
+  uvp_promise_t *p, *end;
   uvp_promise_new(ctx, &answer);
-  uvp_promise_then(answer, shout, NULL, &a);
-  uvp_promise_then(a, measure, NULL, &b);
-  uvp_promise_catch(b, recover, NULL, &c);
-  uvp_promise_finally(c, done, NULL, &d);
+  uvp_promise_then(answer, shout, NULL, &p);
+  uvp_promise_then_take(p, measure, NULL, &p);
+  uvp_promise_catch_take(p, recover, NULL, &p);
+  uvp_promise_finally_take(p, done, NULL, &end);
 
   uv_timer_t t;
   uv_timer_init(&loop, &t);
@@ -71,11 +73,8 @@ int main(void) {
   uvp_ctx_dump_tasks(ctx, &dump);
 
   uv_run(&loop, UV_RUN_DEFAULT);
-  printf("result: %ld\n", (long)(intptr_t)uvp_promise_value(d));
-
-  uvp_promise_t *all[] = {a, b, c, d};
-  for (int i = 0; i < 4; i++)
-    uvp_promise_release(all[i]);
+  printf("result: %ld\n", (long)(intptr_t)uvp_promise_value(end));
+  uvp_promise_release(end);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* close callbacks of uvp's handles */
   int rc = uv_loop_close(&loop);

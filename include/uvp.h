@@ -39,7 +39,7 @@
  *  - A rejection a cancellation made (uvp_promise_cancel, a deadline, a
  *    group's cancel or fail-fast, a race's losers, uvp_ctx_close) also says
  *    who cut it: uvp_promise_cause(p), e.g. "deadline 2000 ms set at
- *    main.c:37" (uvp_cause_format; docs/guide-troubleshooting.md, "Why was
+ *    main.c:36" (uvp_cause_format; docs/guide-troubleshooting.md, "Why was
  *    this cancelled?", runs an example).  It travels with the rejection.
  *
  *  - A handler or fiber slice that holds the loop says so, with
@@ -52,8 +52,10 @@
  *
  *  - Ownership is reference counting.  Every function that hands you a
  *    promise (`uvp_promise_t **out`) gives you one reference; you drop it
- *    with uvp_promise_release().  Functions that take a promise argument
- *    borrow it unless their comment says "takes".
+ *    with uvp_promise_release(), or hand it to a call that takes it.
+ *    Functions that take a promise argument borrow it unless their comment
+ *    says "takes"; the take forms (UVP_ON_TAKE and uvp_promise_then_take,
+ *    UVP_TAKE_INPUTS, uvp_await_take) consume it whatever they return.
  *
  *  - Handlers (reactions) never run inside the call that registers or
  *    settles: they are queued FIFO per context and run from libuv handles on

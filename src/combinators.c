@@ -176,22 +176,29 @@ static int check_inputs(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
   return 0;
 }
 
+/* A call given UVP_TAKE_INPUTS that fails still owns the inputs. */
+static int refuse(uvp_promise_t *const *inputs, size_t n, int flags, int rc) {
+  if ((flags & UVP_TAKE_INPUTS) && inputs != NULL)
+    for (size_t i = 0; i < n; i++)
+      uvp_promise_release(inputs[i]);
+  return rc;
+}
+
 static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
-                       int flags, int kind, uvp_promise_t **out,
+                       int flags, int allowed, int kind, uvp_promise_t **out,
                        const char *file, int line) {
-  int rc = out == NULL || (inputs == NULL && n > 0) ||
-                   (flags & ~UVP_CANCEL_LOSERS) != 0
+  int rc = out == NULL || (inputs == NULL && n > 0) || (flags & ~allowed) != 0
                ? UV_EINVAL
                : uvp__ctx_check(ctx);
   if (rc == 0)
     rc = check_inputs(ctx, inputs, n);
   if (rc != 0)
-    return rc;
+    return refuse(inputs, n, flags, rc);
   combo_t *c = uvp__fanin_new(ctx, sizeof(combo_t), n,
                               kind == K_ALL ? sizeof(void *) : 0, &cell_ops,
                               combo_cancel, file, line);
   if (c == NULL)
-    return UV_ENOMEM;
+    return refuse(inputs, n, flags, UV_ENOMEM);
   if (kind == K_ALL) {
     c->values = (void **)(void *)(c->f.slots + n);
     c->view.values.count = n;
@@ -205,34 +212,49 @@ static int combo_start(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
   c->kind = kind;
   c->flags = flags;
   *out = c->f.result;
-  for (size_t i = 0; i < n; i++)
-    uvp__cell_attach(&c->f.owner, &c->f.slots[i].cell,
-                     uvp_promise_retain(inputs[i]));
+  /* The cells hold the inputs (the share releases them): taken, the
+   * caller's references are theirs. */
+  if (flags & UVP_TAKE_INPUTS)
+    for (size_t i = 0; i < n; i++)
+      uvp__cell_attach(&c->f.owner, &c->f.slots[i].cell, inputs[i]);
+  else
+    for (size_t i = 0; i < n; i++)
+      uvp__cell_attach(&c->f.owner, &c->f.slots[i].cell,
+                       uvp_promise_retain(inputs[i]));
   if (n == 0 && kind != K_RACE)
     settle_with_view(c, kind == K_ANY);
   return 0;
 }
 
+enum { ANY_FLAG = UVP_CANCEL_LOSERS | UVP_TAKE_INPUTS };
+
 int uvp_promise_all_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
                        int flags, uvp_promise_t **out, const char *file,
                        int line) {
-  return combo_start(ctx, inputs, n, flags, K_ALL, out, file, line);
+  return combo_start(ctx, inputs, n, flags, ANY_FLAG, K_ALL, out, file, line);
 }
 
 int uvp_promise_all_settled_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                size_t n, uvp_promise_t **out, const char *file,
                                int line) {
-  return combo_start(ctx, inputs, n, 0, K_SETTLED, out, file, line);
+  return combo_start(ctx, inputs, n, 0, 0, K_SETTLED, out, file, line);
+}
+
+int uvp_promise_all_settled_ex_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
+                                  size_t n, int flags, uvp_promise_t **out,
+                                  const char *file, int line) {
+  return combo_start(ctx, inputs, n, flags, UVP_TAKE_INPUTS, K_SETTLED, out,
+                     file, line);
 }
 
 int uvp_promise_race_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
                         int flags, uvp_promise_t **out, const char *file,
                         int line) {
-  return combo_start(ctx, inputs, n, flags, K_RACE, out, file, line);
+  return combo_start(ctx, inputs, n, flags, ANY_FLAG, K_RACE, out, file, line);
 }
 
 int uvp_promise_any_at(uvp_ctx_t *ctx, uvp_promise_t *const *inputs, size_t n,
                        int flags, uvp_promise_t **out, const char *file,
                        int line) {
-  return combo_start(ctx, inputs, n, flags, K_ANY, out, file, line);
+  return combo_start(ctx, inputs, n, flags, ANY_FLAG, K_ANY, out, file, line);
 }

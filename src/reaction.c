@@ -69,13 +69,25 @@ static inline uvp__handler_t *handler_new(uvp_ctx_t *ctx, uvp__rkind_t kind,
   return h;
 }
 
+/* A taken handler's source (UVP_ON_TAKE) loses the handler's reference.
+ * Never the last: whoever opens the handler holds another (the run
+ * queue's, the sweep's, uvp__stop_waiting's).  Out of line, so that the
+ * plain handler's path keeps its registers. */
+static UVP__NOINLINE void let_go_held(uvp__rkind_t kind, uvp_promise_t *t) {
+  uvp__unref(rk_derived(kind) ? t->link : t);
+}
+
 /* h's callback, argument, notifier and scope (the caller runs the
- * notifier and holds the scope's reference); a box goes back. */
-static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h) {
+ * notifier and holds the scope's reference); a box goes back, and so does
+ * a taken handler's reference to its source.  t is h's target. */
+static inline hbox_t open_handler(uvp_ctx_t *ctx, const uvp__handler_t *h,
+                                  uvp__rkind_t kind, uvp_promise_t *t) {
   if (UVP__LIKELY(h->cb.then != uvp__boxed))
     return (hbox_t){h->cb.then, h->arg, NULL, NULL};
-  hbox_t *b = h->arg, out = *b;
+  hbox_t *b = uvp__hbox_of(h), out = *b;
   uvp__pool_put(&ctx->reactions, b);
+  if ((uintptr_t)h->arg & UVP__HBOX_HELD)
+    let_go_held(kind, t);
   return out;
 }
 
@@ -94,7 +106,7 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   uvp__handler_t *h = (uvp__handler_t *)(void *)r;
   uvp_promise_t *t = uvp__rtarget(r);
   uvp__notify_cb notify = h->cb.notify;
-  hbox_t o = open_handler(ctx, h);
+  hbox_t o = open_handler(ctx, h, kind, t);
   void *arg = o.arg;
   if (kind != UVP__RK_NOTIFY_EMBEDDED)
     uvp__pool_put(&ctx->reactions, h);
@@ -151,12 +163,12 @@ bool uvp__only_observer(const uvp_promise_t *q, const void *arg) {
 
 /* ---- reactions ----------------------------------------------------------- */
 
-/* Inline in each entry point: then() is the call every chain makes. */
-static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
-                                           uvp_then_cb cb, void *arg,
-                                           uvp_free_cb arg_free,
-                                           uvp_promise_t **out,
-                                           const char *file, int line) {
+/* Inline in each entry point: then() is the call every chain makes.
+ * `take`: the handler holds the caller's reference to p (UVP_ON_TAKE). */
+static UVP__ALWAYS_INLINE int
+add_reaction(uvp_promise_t *p, uvp__rkind_t kind, uvp_then_cb cb, void *arg,
+             uvp_free_cb arg_free, uvp_promise_t **out, const char *file,
+             int line, bool take) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   int rc = uvp__ctx_check(ctx);
   if (UVP__UNLIKELY(rc != 0))
@@ -180,8 +192,9 @@ static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
   } else {
     kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
   }
-  uvp__handler_t *h = handler_new(ctx, kind, target, cb, arg, arg_free,
-                                  arg_free != NULL || ctx->h.scope != NULL);
+  uvp__handler_t *h =
+      handler_new(ctx, kind, target, cb, arg, arg_free,
+                  take || arg_free != NULL || ctx->h.scope != NULL);
   if (UVP__UNLIKELY(h == NULL)) {
     if (d != NULL) {
       d->refs = 1;
@@ -190,27 +203,49 @@ static UVP__ALWAYS_INLINE int add_reaction(uvp_promise_t *p, uvp__rkind_t kind,
     }
     return UV_ENOMEM;
   }
+  if (take) /* the caller's reference is the handler's now */
+    h->arg = (void *)((uintptr_t)h->arg | UVP__HBOX_HELD);
   uvp__attach(p, &h->r);
   if (out != NULL)
     *out = d;
   return 0;
 }
 
+/* uvp_promise_on and _full off the path of a plain mask: finally's, a
+ * taking one (UVP_ON_TAKE), a bad one.  A taking call owns p whatever it
+ * returns; a negative mask is garbage, not a take (-1 has every bit). */
+static UVP__NOINLINE int on_other(uvp_promise_t *p, int mask, uvp_then_cb cb,
+                                  void *arg, uvp_free_cb arg_free,
+                                  uvp_promise_t **out, const char *file,
+                                  int line) {
+  bool take = mask > 0 && (mask & UVP_ON_TAKE) != 0;
+  int kind = mask & ~UVP_ON_TAKE;
+  int rc = UV_EINVAL;
+  /* The THEN kinds are the masks themselves (see reaction.h). */
+  if (p != NULL && kind >= UVP_ON_FULFILLED && kind <= UVP_ON_FINALLY)
+    rc = add_reaction(p, (uvp__rkind_t)kind, cb, arg, arg_free, out, file, line,
+                      take);
+  /* A freed p was reported by the registration; it has nothing to take. */
+  if (take && rc != 0 && p != NULL && !is_freed(p))
+    uvp_promise_release(p);
+  return rc;
+}
+
 int uvp_promise_on_full_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                            void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
                            const char *file, int line) {
-  if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
-    return UV_EINVAL;
-  /* The THEN kinds are the masks themselves (see reaction.h). */
-  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, arg_free, out, file,
-                      line);
+  if (UVP__UNLIKELY(p == NULL || (unsigned)mask - 1u >= UVP_ON_BOTH))
+    return on_other(p, mask, cb, arg, arg_free, out, file, line);
+  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, arg_free, out, file, line,
+                      false);
 }
 
 int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
                       uvp_promise_t **out, const char *file, int line) {
-  if (p == NULL || mask <= 0 || mask > UVP_ON_BOTH)
-    return UV_EINVAL;
-  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, NULL, out, file, line);
+  if (UVP__UNLIKELY(p == NULL || (unsigned)mask - 1u >= UVP_ON_BOTH))
+    return on_other(p, mask, cb, arg, NULL, out, file, line);
+  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, NULL, out, file, line,
+                      false);
 }
 
 int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
@@ -219,7 +254,7 @@ int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
   if (p == NULL)
     return UV_EINVAL;
   return add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, arg_free, out, file,
-                      line);
+                      line, false);
 }
 
 int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
@@ -249,7 +284,11 @@ void uvp__stop_waiting(uvp_promise_t *d) {
     if (uvp__rtarget(r) != d || !rk_derived(uvp__rkind(r)))
       continue;
     unlink_at(src, at);
+    /* A taken handler lets go of src as it is dropped: src, if that was
+     * its last reference, goes once the drop is over. */
+    uvp__retain_local(src);
     uvp__drop_reaction(uvp__promise_ctx(d), r, false);
+    uvp__unref(src);
     return;
   }
 }
@@ -475,7 +514,7 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
     return;
   }
   uvp_promise_t *t = uvp__rtarget(r);
-  hbox_t o = open_handler(ctx, h);
+  hbox_t o = open_handler(ctx, h, kind, t);
   uvp_then_cb cb = o.cb;
   void *arg = o.arg;
   uvp_promise_t *src, *d;

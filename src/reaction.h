@@ -30,7 +30,7 @@ typedef enum uvp__rkind_e {
   UVP__RK_THEN_FULFILLED = UVP_ON_FULFILLED,
   UVP__RK_THEN_REJECTED = UVP_ON_REJECTED,
   UVP__RK_THEN_BOTH = UVP_ON_BOTH,
-  UVP__RK_THEN_FINALLY,
+  UVP__RK_THEN_FINALLY = UVP_ON_FINALLY,
   /* The same with no derived promise (out == NULL): target is the source. */
   UVP__RK_ON_FULFILLED,
   UVP__RK_ON_REJECTED,

@@ -206,9 +206,10 @@ static void tmo_cancel(uvp__work_t *w, uvp_promise_t *result, int why) {
   tmo_unref(t);
 }
 
-int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
-                   uvp_promise_t **out, const char *file, int line) {
-  if (p == NULL || out == NULL || !timer_flags_ok(flags, UVP_CANCEL_INPUT))
+static int timeout_start(uvp_promise_t *p, uint64_t ms, int flags,
+                         uvp_promise_t **out, const char *file, int line) {
+  if (p == NULL || out == NULL ||
+      !timer_flags_ok(flags, UVP_CANCEL_INPUT | UVP_TAKE_INPUTS))
     return UV_EINVAL;
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   int rc = uvp__ctx_check(ctx);
@@ -228,12 +229,21 @@ int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
     return UV_ENOMEM;
   }
   start_timer(ctx, &t->t, t, tmo_fire, ms, flags, t + 1);
-  t->src = uvp_promise_retain(p);
+  /* Taken, the caller's reference is the timeout's. */
+  t->src = (flags & UVP_TAKE_INPUTS) ? p : uvp_promise_retain(p);
   t->refs = 2; /* timer, reaction */
   t->flags = flags;
   t->ms = ms;
   *out = t->t.work.p;
   return 0;
+}
+
+int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
+                   uvp_promise_t **out, const char *file, int line) {
+  int rc = timeout_start(p, ms, flags, out, file, line);
+  if (rc != 0 && (flags & UVP_TAKE_INPUTS)) /* still the call's to let go */
+    uvp_promise_release(p);
+  return rc;
 }
 
 /* ---- the task dump ------------------------------------------------------- */

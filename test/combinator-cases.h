@@ -43,7 +43,7 @@ typedef struct comb_s {
   comb_call_fn call;
   int decides_on; /* UVP_ON_*: the input outcomes that settle the result */
   complete_t complete;
-  bool has_flags; /* takes flags (UVP_CANCEL_LOSERS) */
+  bool has_flags; /* takes UVP_CANCEL_LOSERS */
 } comb_t;
 
 static inline int comb_all(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
@@ -51,9 +51,11 @@ static inline int comb_all(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
   return uvp_promise_all(ctx, inputs, n, flags, out);
 }
 
+/* Flags through the _ex form: UVP_TAKE_INPUTS, or unknown ones. */
 static inline int comb_all_settled(uvp_ctx_t *ctx, uvp_promise_t *const *inputs,
                                    size_t n, int flags, uvp_promise_t **out) {
-  assert_int_equal(flags, 0);
+  if (flags != 0)
+    return uvp_promise_all_settled_ex(ctx, inputs, n, flags, out);
   return uvp_promise_all_settled(ctx, inputs, n, out);
 }
 
@@ -651,6 +653,75 @@ static inline void case_live_with_result(fixture_t *f, const comb_t *c) {
   assert_no_live(f);
 }
 
+/* UVP_TAKE_INPUTS: the call takes a reference to each input.  Taken, the
+ * inputs live as long as the result needs them (what it exposes stays
+ * valid once the test's own references are gone; race's losers go when it
+ * is decided) and go with it; a cancelled result cancels and frees them,
+ * and teardown frees those still pending; a call that fails releases them
+ * at once, whatever failed. */
+static inline void case_take_inputs(fixture_t *f, const comb_t *c) {
+  enum { N = 4 };
+  int freed = 0, mode = quiet_mode(c);
+  cin_t xs[N], *in[N];
+  ccall_t cc;
+
+  count_unhandled(f);
+  cin_pending_n(f, xs, in, N);
+  for (int i = 0; i < N; i++)
+    uvp_promise_retain(xs[i].p); /* the test's: the call takes the other */
+  ccall_start(f, &cc, c, in, N, UVP_TAKE_INPUTS, true);
+  for (int k = N; k-- > 0;) {
+    cin_settle(&xs[k], mode_status(mode, k), boxed_new(k, &freed), boxed_free);
+    uvp_promise_release(xs[k].p);
+  }
+  run_loop(f);
+  expect_result(&cc);
+  const cin_t *win = ccall_decider(&cc);
+  assert_int_equal(freed, win != NULL ? N - 1 : 0);
+  ccall_release(&cc);
+  assert_int_equal(freed, N);
+  assert_no_live(f);
+
+  /* the result cancelled: its inputs, which only it consumed, too */
+  cin_pending_n(f, xs, in, N);
+  ccall_start(f, &cc, c, in, N, UVP_TAKE_INPUTS, false);
+  assert_int_equal(uvp_promise_cancel(cc.res), 0);
+  run_loop(f);
+  ccall_release(&cc);
+  assert_no_live(f);
+
+  /* failed calls */
+  uvp_promise_t *ins[2], *out = NULL;
+  other_t o;
+  freed = 0;
+  for (int k = 0; k < 4; k++) {
+    assert_int_equal(
+        uvp_promise_resolved(f->ctx, boxed_new(k, &freed), boxed_free, &ins[0]),
+        0);
+    ins[1] = NULL;
+    if (k == 3) {
+      other_open(&o);
+      ins[1] = uvp_promise_retain(o.p);
+    }
+    int rc = k == 0   ? c->call(f->ctx, ins, 2, UVP_TAKE_INPUTS, &out)
+             : k == 1 ? c->call(f->ctx, ins, 1, UVP_TAKE_INPUTS | 8, &out)
+             : k == 2 ? c->call(f->ctx, ins, 1, UVP_TAKE_INPUTS, NULL)
+                      : c->call(f->ctx, ins, 2, UVP_TAKE_INPUTS, &out);
+    assert_int_equal(rc, k == 3 ? UVP_EXCTX : UV_EINVAL);
+    assert_int_equal(freed, k + 1);
+    if (k == 3)
+      other_close(&o); /* its context closes: its promise went */
+  }
+  assert_null(out);
+  assert_no_live(f);
+
+  /* pending at teardown (the fixture's allocator check) */
+  cin_pending_n(f, xs, in, N);
+  ccall_start(f, &cc, c, in, N, UVP_TAKE_INPUTS, false);
+  uvp_promise_release(cc.res);
+  assert_int_equal(g_unhandled, 0);
+}
+
 /* UVP_CANCEL_LOSERS: once the outcome is decided, the inputs still pending
  * are cancelled; without the flag they are left alone.  Input 0 settles
  * first without deciding (where such an outcome exists), input 1 decides,
@@ -819,6 +890,7 @@ static inline void port_resolve_from_same_thenable(fixture_t *f,
   COMBINATOR_CASE_(compose, comb)                                              \
   COMBINATOR_CASE_(result_not_settleable, comb)                                \
   COMBINATOR_CASE_(invalid_arguments, comb)                                    \
+  COMBINATOR_CASE_(take_inputs, comb)                                          \
   COMBINATOR_CASE_(100k_inputs, comb)
 
 #define COMBINATOR_CASE_TESTS                                                  \
@@ -827,7 +899,8 @@ static inline void port_resolve_from_same_thenable(fixture_t *f,
       FIXTURE_TEST(c_no_reaction_inside_call),                                 \
       FIXTURE_TEST(c_live_with_result), FIXTURE_TEST(c_compose),               \
       FIXTURE_TEST(c_result_not_settleable),                                   \
-      FIXTURE_TEST(c_invalid_arguments), FIXTURE_TEST(c_100k_inputs)
+      FIXTURE_TEST(c_invalid_arguments), FIXTURE_TEST(c_take_inputs),          \
+      FIXTURE_TEST(c_100k_inputs)
 
 #define COMBINATOR_PORT_(name, comb)                                           \
   static void name(void **state) { port_##name(*state, (comb)); }

@@ -173,6 +173,13 @@ static inline uvp_ctx_t *close_ctx(fixture_t *f) {
   return ctx;
 }
 
+/* How many promises of the fixture's context are alive. */
+static inline size_t live_count(fixture_t *f) {
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  return st.live;
+}
+
 /* Run the loop until nothing but pending promises remains. */
 static inline void run_loop(fixture_t *f) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);

@@ -100,6 +100,56 @@ static void scenario_combinators(run_t *r) {
     uvp_promise_release(in[i]);
 }
 
+/* The taking forms: whatever fails, the reference each call took goes (the
+ * counting allocator balances), and chains of takes run to their end. */
+static void scenario_take(run_t *r) {
+  enum { N = 2100, M = 300 };
+  static uvp_promise_t *ds[N], *in[M];
+  memset(ds, 0, sizeof(ds));
+  for (int i = 0; i < N; i++) {
+    uvp_promise_t *p;
+    int rc = i % 7 == 0 ? uvp_promise_rejected(r->ctx, UV_EIO, NULL, NULL, &p)
+                        : uvp_promise_resolved(r->ctx, NULL, NULL, &p);
+    OK_OR_ENOMEM(rc);
+    if (rc != 0)
+      continue;
+    rc = i % 3 == 0   ? uvp_promise_then_take(p, add_one, NULL, &p)
+         : i % 3 == 1 ? uvp_promise_catch_take(p, adopt_new, r, &p)
+                      : uvp_promise_finally_take(p, fin, NULL, &p);
+    OK_OR_ENOMEM(rc);
+    if (rc == 0) /* a second link: the first's derived promise, taken */
+      OK_OR_ENOMEM(uvp_promise_then_take(p, add_one, NULL, &ds[i]));
+  }
+  size_t n = 0;
+  for (int i = 0; i < M; i++)
+    if (uvp_promise_resolved(r->ctx, NULL, NULL, &in[n]) == 0)
+      n++;
+  uvp_promise_t *res[3] = {NULL, NULL, NULL};
+  for (size_t i = 0; i < n; i++)
+    uvp_promise_retain(in[i]); /* two references: two takes */
+  OK_OR_ENOMEM(uvp_promise_all(r->ctx, in, n, UVP_TAKE_INPUTS, &res[0]));
+  OK_OR_ENOMEM(
+      uvp_promise_all_settled_ex(r->ctx, in, n, UVP_TAKE_INPUTS, &res[1]));
+  if (n > 0) {
+    uvp_promise_t *p;
+    if (uvp_promise_resolved(r->ctx, NULL, NULL, &p) == 0)
+      OK_OR_ENOMEM(uvp_timeout(p, 1, UVP_TAKE_INPUTS, &res[2]));
+  }
+  uv_run(&r->loop, UV_RUN_DEFAULT);
+  for (int i = 0; i < N; i++) {
+    if (ds[i] != NULL) {
+      assert_int_not_equal(uvp_promise_state(ds[i]), UVP_PENDING);
+      expect_ok_or_enomem(ds[i], UV_EIO);
+    }
+    uvp_promise_release(ds[i]);
+  }
+  for (int k = 0; k < 3; k++) {
+    if (res[k] != NULL)
+      assert_int_not_equal(uvp_promise_state(res[k]), UVP_PENDING);
+    uvp_promise_release(res[k]);
+  }
+}
+
 static int start_item(void *arg, size_t i, uvp_promise_t **out) {
   run_t *r = arg;
   if (i % 5 == 4)
@@ -405,6 +455,13 @@ static void test_combinators(void **state) {
   assert_true(sites > 4);
 }
 
+static void test_take(void **state) {
+  (void)state;
+  long sites = exhaust(scenario_take);
+  printf("take: %ld allocations failed one by one\n", sites);
+  assert_true(sites > 4);
+}
+
 static void test_time_map_flow(void **state) {
   (void)state;
   long sites = exhaust(scenario_time_map_flow);
@@ -514,6 +571,7 @@ int main(void) {
       cmocka_unit_test(test_replace_allocator_rules),
       cmocka_unit_test(test_core),
       cmocka_unit_test(test_combinators),
+      cmocka_unit_test(test_take),
       cmocka_unit_test(test_time_map_flow),
       cmocka_unit_test(test_time_virtual),
       cmocka_unit_test(test_deadlines),

@@ -1214,8 +1214,6 @@ static void test_arg_free_once(void **state) {
   uvp_promise_t *fp = NULL;
   /* Refused spawns leave arg alone. */
   assert_int_equal(uvp_fiber_spawn(f->ctx, NULL, &o, &opts, &fp), UV_EINVAL);
-  assert_int_equal(uvp_fiber_spawn(f->ctx, own_body, &o, &opts, NULL),
-                   UV_EINVAL);
   assert_int_equal(uvp_fiber_spawn(NULL, own_body, &o, &opts, &fp), UV_EINVAL);
   assert_null(fp);
   assert_int_equal(o.freed, 0);
@@ -1227,6 +1225,50 @@ static void test_arg_free_once(void **state) {
   assert_int_equal(o.freed_early, 0);
   release_fulfilled(fp);
   assert_int_equal(o.freed, 1);
+}
+
+/* A fiber nobody waits for (out NULL): it runs to its end, its promise goes
+ * with it, and a rejection it returns is reported as unhandled; one still
+ * waiting at teardown returns there and leaves nothing behind. */
+static uvp_ret_t unawaited_body(void *arg) {
+  own_t *o = arg;
+  uvp_promise_t *d;
+  int rc = uvp_await_take(uvp_delay(o->f->ctx, 1, NULL, NULL, 0, &d), &d, NULL);
+  o->body_done++;
+  return rc == 0 ? uvp_ret_reject(UV_EIO, NULL, NULL) : uvp_ret_pass();
+}
+
+static int forever_rc;
+
+static uvp_ret_t forever_body(void *arg) {
+  fixture_t *f = arg;
+  uvp_promise_t *never;
+  FCHECK(uvp_promise_new(f->ctx, &never) == 0);
+  forever_rc = uvp_await(never, NULL);
+  uvp_promise_release(never);
+  return uvp_ret_pass();
+}
+
+static void test_spawn_without_promise(void **state) {
+  fixture_t *f = *state;
+  static own_t o;
+  o = (own_t){.f = f};
+  count_unhandled(f);
+  uvp_fiber_opts_t opts = {.arg_free = own_free};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, unawaited_body, &o, &opts, NULL), 0);
+  run_loop(f);
+  assert_int_equal(o.body_done, 1);
+  assert_int_equal(o.freed, 1);
+  assert_int_equal(g_unhandled, 1); /* its UV_EIO: nobody observed it */
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
+  assert_int_equal(st.live, 0);
+
+  forever_rc = 0;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, forever_body, f, NULL, NULL), 0);
+  run_loop(f); /* parked: nothing keeps the loop */
+  close_ctx(f);
+  assert_int_equal(forever_rc, UVP_ECLOSED);
 }
 
 /* ---- uvp_await_take -------------------------------------------------------
@@ -2536,6 +2578,7 @@ int main(void) {
       FTEST(test_spawn_refused),
       FTEST(test_close_with_fibers),
       FTEST(test_arg_free_once),
+      FTEST(test_spawn_without_promise),
       FTEST(test_take_fresh_call),
       FTEST(test_take_value_lifetime),
       FTEST(test_take_loop_flat),

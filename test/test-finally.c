@@ -576,6 +576,47 @@ static void c_adopt_cycle(void **state) {
   assert_no_live(f);
 }
 
+/* C-specific: UVP_ON_FINALLY registers finally's handler through
+ * uvp_promise_on; taken (uvp_promise_finally_take), the original promise
+ * is held until the handler has run, then shared by d while d waits for
+ * the pending promise the handler returned, and goes with d. */
+static void c_finally_mask_and_take(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *p, *q, *d;
+  rec_t fin = {0}, fin2 = {0};
+  void *payload = NULL;
+
+  count_unhandled(f);
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, SENTINEL(1), NULL, &p),
+                   0);
+  assert_int_equal(uvp_promise_on(p, UVP_ON_FINALLY, rec_cb, &fin, &d), 0);
+  run_loop(f);
+  assert_int_equal(fin.calls, 1);
+  assert_int_equal(fin.status, UV_EIO);
+  assert_int_equal(uvp_promise_reason(d, &payload), UV_EIO);
+  assert_ptr_equal(payload, SENTINEL(1));
+  assert_int_equal(uvp_promise_mark_handled(d), 0);
+  release_all(2, p, d);
+
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &p), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &q), 0);
+  fin2.ret = uvp_ret_adopt(uvp_promise_retain(q));
+  assert_int_equal(uvp_promise_finally_take(p, rec_cb, &fin2, &d), 0);
+  run_loop(f);
+  assert_int_equal(fin2.calls, 1);
+  assert_int_equal(uvp_promise_state(d), UVP_PENDING); /* waits for q */
+  assert_int_equal(freed, 0);
+  assert_int_equal(uvp_promise_resolve(q, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(((boxed_t *)uvp_promise_value(d))->v, 1);
+  release_all(2, q, d);
+  assert_int_equal(freed, 1);
+  assert_int_equal(g_unhandled, 0);
+  assert_no_live(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(resolution_value_no_override),
@@ -595,6 +636,7 @@ int main(void) {
       FIXTURE_TEST(c_no_derived_value_destroyed),
       FIXTURE_TEST(c_teardown_while_adopted_pending),
       FIXTURE_TEST(c_adopted_pending_let_go),
+      FIXTURE_TEST(c_finally_mask_and_take),
       FIXTURE_TEST(c_cancel_while_adopted_pending),
       FIXTURE_TEST(c_adopt_cycle),
   };

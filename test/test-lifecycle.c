@@ -142,7 +142,7 @@ static void test_null_arguments(void **state) {
   assert_int_equal(uvp_promise_on(NULL, UVP_ON_BOTH, ret_null, NULL, &q),
                    UV_EINVAL);
   assert_int_equal(uvp_promise_on(p, 0, ret_null, NULL, &q), UV_EINVAL);
-  assert_int_equal(uvp_promise_on(p, 4, ret_null, NULL, &q), UV_EINVAL);
+  assert_int_equal(uvp_promise_on(p, 5, ret_null, NULL, &q), UV_EINVAL);
   assert_int_equal(uvp_promise_on(p, -1, ret_null, NULL, &q), UV_EINVAL);
   assert_int_equal(uvp_promise_then(NULL, ret_null, NULL, &q), UV_EINVAL);
   assert_int_equal(uvp_promise_catch(NULL, ret_null, NULL, &q), UV_EINVAL);

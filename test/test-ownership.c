@@ -1228,7 +1228,7 @@ static void test_refused_registration_keeps_arg(void **state) {
   /* Bad arguments. */
   assert_int_equal(uvp_promise_on_full(p, 0, not_called, c, closure_free, &d),
                    UV_EINVAL);
-  assert_int_equal(uvp_promise_on_full(p, 4, not_called, c, closure_free, &d),
+  assert_int_equal(uvp_promise_on_full(p, 5, not_called, c, closure_free, &d),
                    UV_EINVAL);
   assert_int_equal(uvp_promise_then_full(NULL, not_called, c, closure_free, &d),
                    UV_EINVAL);

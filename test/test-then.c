@@ -1153,6 +1153,237 @@ static void c_adopt_settled_no_thenable_job_ticks(void **state) {
   assert_no_live(f);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Taking p: UVP_ON_TAKE (C-specific)                                        */
+/* ------------------------------------------------------------------------ */
+
+/* The masks a taking registration is made with, and an outcome of the
+ * source that each one's handler runs for. */
+static const struct {
+  int mask;
+  int status;
+} take_forms[] = {
+    {UVP_ON_FULFILLED, 0},
+    {UVP_ON_REJECTED, UV_EIO},
+    {UVP_ON_BOTH, UV_EIO},
+    {UVP_ON_FINALLY, 0},
+};
+enum { NTAKE = sizeof(take_forms) / sizeof(take_forms[0]) };
+
+/* A pending promise nothing but the test holds, settled by settling *src
+ * (the derived promise of a handler-less then: its handler holds it, not
+ * its source). */
+static uvp_promise_t *take_source(fixture_t *f, uvp_promise_t **src) {
+  uvp_promise_t *p;
+  *src = pending(f);
+  assert_int_equal(uvp_promise_then(*src, NULL, NULL, &p), 0);
+  return p;
+}
+
+static void take_settle(uvp_promise_t *src, int status, void *v) {
+  if (status == 0)
+    assert_int_equal(uvp_promise_resolve(src, v, NULL), 0);
+  else
+    assert_int_equal(uvp_promise_reject(src, status, v, NULL), 0);
+}
+
+/* A taken handler's destroy notifier: counts its calls. */
+static int g_notified;
+static void count_notified(void *arg) {
+  (void)arg;
+  g_notified++;
+}
+
+/* The taken promise stays alive until its handler has run, with no other
+ * reference anywhere, then goes.  The test settles p through the pointer
+ * it handed over (alive: the handler holds it); the plain form, released
+ * here, frees p at once and its handler never runs ("p itself is not kept
+ * alive by its handlers"). */
+static void c_take_keeps_pending_promise(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  for (int k = 0; k < NTAKE; k++) {
+    uvp_promise_t *p, *d;
+    rec_t r = {0};
+    assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+    assert_int_equal(
+        uvp_promise_on(p, take_forms[k].mask | UVP_ON_TAKE, rec_cb, &r, &d), 0);
+    run_loop(f);
+    assert_int_equal(live_count(f), 2); /* pending: p waits, held */
+    take_settle(p, take_forms[k].status, SENTINEL(k));
+    run_loop(f);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.status, take_forms[k].status);
+    assert_ptr_equal(r.value, SENTINEL(k));
+    assert_ptr_equal(r.from, p);
+    assert_int_equal(uvp_promise_state(d),
+                     take_forms[k].status == 0 ||
+                             take_forms[k].mask != UVP_ON_FINALLY
+                         ? UVP_FULFILLED
+                         : UVP_REJECTED);
+    /* p went once its handler had run, unless finally's d shares its
+     * value */
+    assert_int_equal(live_count(f),
+                     take_forms[k].mask == UVP_ON_FINALLY ? 2 : 1);
+    uvp_promise_release(d);
+    assert_no_live(f);
+  }
+  assert_int_equal(g_unhandled, 0);
+}
+
+/* A settled promise: the handler runs, the value goes with it. */
+static void c_take_settled_promise(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *p, *d;
+  rec_t r = {0};
+
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &p), 0);
+  assert_int_equal(uvp_promise_then_take(p, rec_cb, &r, &d), 0);
+  assert_int_equal(freed, 0);
+  run_loop(f);
+  assert_int_equal(r.calls, 1);
+  assert_int_equal(freed, 1);
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  uvp_promise_release(d);
+
+  /* out == NULL: nothing is left but the handler, which holds p */
+  rec_t c = {0};
+  assert_int_equal(uvp_promise_rejected(f->ctx, UV_EIO, NULL, NULL, &p), 0);
+  count_unhandled(f);
+  assert_int_equal(uvp_promise_catch_take(p, rec_cb, &c, NULL), 0);
+  run_loop(f);
+  assert_int_equal(c.calls, 1);
+  assert_int_equal(g_unhandled, 0);
+
+  /* finally_take: d settles like p, whose value it shares */
+  rec_t fin = {0};
+  freed = 0;
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(2, &freed), boxed_free, &p), 0);
+  assert_int_equal(uvp_promise_finally_take(p, rec_cb, &fin, &d), 0);
+  run_loop(f);
+  assert_int_equal(fin.calls, 1);
+  assert_int_equal(((boxed_t *)uvp_promise_value(d))->v, 2);
+  assert_int_equal(freed, 0);
+  uvp_promise_release(d);
+  assert_int_equal(freed, 1);
+  assert_no_live(f);
+}
+
+typedef struct take_thread_s {
+  uvp_promise_t *p;
+  int rc;
+} take_thread_t;
+
+static void take_on_other_thread(void *arg) {
+  take_thread_t *t = arg;
+  t->rc = uvp_promise_then_take(t->p, rec_cb, NULL, NULL);
+}
+
+/* A registration that fails still takes p: every error releases it. */
+static void c_take_failed_registration_consumes(void **state) {
+  fixture_t *f = *state;
+  int freed = 0;
+  uvp_promise_t *p, *d = SENTINEL(0);
+  static const int bad[] = {0, 5, 7, UVP_ON_TAKE << 1};
+
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    assert_int_equal(
+        uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &p), 0);
+    assert_int_equal(uvp_promise_on(p, bad[i] | UVP_ON_TAKE, rec_cb, NULL, &d),
+                     UV_EINVAL);
+    assert_int_equal(freed, (int)i + 1); /* released at once */
+    assert_ptr_equal(d, SENTINEL(0));
+  }
+  /* without the bit, or negative (-1 has every bit), a bad mask leaves p
+   * to the caller */
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &p), 0);
+  assert_int_equal(uvp_promise_on(p, 5, rec_cb, NULL, &d), UV_EINVAL);
+  assert_int_equal(uvp_promise_on(p, -1, rec_cb, NULL, &d), UV_EINVAL);
+  assert_int_equal(
+      uvp_promise_on(NULL, UVP_ON_FULFILLED | UVP_ON_TAKE, rec_cb, NULL, &d),
+      UV_EINVAL);
+  uvp_promise_release(p);
+  assert_no_live(f);
+
+  /* refused on another thread: released there (posted to the loop) */
+  take_thread_t t = {.rc = 0};
+  assert_int_equal(uvp_promise_new(f->ctx, &t.p), 0);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, UVP_CHECK_THREAD), 0);
+  run_on_other_thread(take_on_other_thread, &t);
+  assert_int_equal(t.rc, UVP_ETHREAD);
+  assert_int_equal(uvp_ctx_set_checks(f->ctx, 0), 0);
+  assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, &p), 0);
+  run_loop(f); /* a turn of the loop: the posted release applies */
+  uvp_promise_release(p);
+  assert_no_live(f);
+
+  /* a closed context: released too (else the context would never go,
+   * and the teardown's allocator check would fail) */
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  close_ctx(f);
+  assert_int_equal(uvp_promise_then_take(p, rec_cb, NULL, NULL), UVP_ECLOSED);
+}
+
+/* The derived promise cancelled: the handler is dropped, and the reference
+ * it held goes with it (its notifier runs); p's other consumer still gets
+ * p's outcome.  Cancelled while the handler is p's only consumer, p is
+ * cancelled as well, up the chain. */
+static void c_take_cancel_derived_drops_reference(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *src, *d, *d2;
+  rec_t r = {0}, r2 = {0};
+
+  uvp_promise_t *p = take_source(f, &src);
+  assert_int_equal(uvp_promise_then(p, rec_cb, &r2, &d2), 0);
+  uvp_promise_retain(p); /* to watch it: the take gets the other */
+  assert_int_equal(uvp_promise_on_full(p, UVP_ON_FULFILLED | UVP_ON_TAKE,
+                                       rec_cb, &r, count_notified, &d),
+                   0);
+  g_notified = 0;
+  assert_int_equal(uvp_promise_cancel(d), 0);
+  assert_int_equal(g_notified, 1);
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING); /* another waits */
+  take_settle(src, 0, SENTINEL(1));
+  run_loop(f);
+  assert_int_equal(r.calls, 0);
+  assert_int_equal(r2.calls, 1);
+  release_all(4, p, src, d, d2); /* p's last: the take's went at the cut */
+  assert_no_live(f);
+
+  p = take_source(f, &src);
+  assert_int_equal(uvp_promise_then_take(p, rec_cb, &r, &d), 0);
+  assert_int_equal(uvp_promise_cancel(d), 0);
+  assert_int_equal(uvp_promise_reason(src, NULL), UV_ECANCELED);
+  run_loop(f);
+  assert_int_equal(r.calls, 0);
+  release_all(2, src, d);
+  assert_no_live(f);
+}
+
+/* Teardown drops a taken handler that never ran, and its reference. */
+static void c_take_teardown_drops_reference(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *src[2], *p, *d;
+  rec_t r = {0};
+
+  g_notified = 0;
+  p = take_source(f, &src[0]);
+  assert_int_equal(uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, rec_cb, &r,
+                                       count_notified, NULL),
+                   0);
+  p = take_source(f, &src[1]); /* and one with a derived promise */
+  assert_int_equal(uvp_promise_finally_take(p, rec_cb, &r, &d), 0);
+  close_ctx(f);
+  assert_int_equal(g_notified, 1);
+  assert_int_equal(r.calls, 0);
+  /* the teardown's allocator check: nothing else is left */
+  release_all(3, src[0], src[1], d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(S25_4_2_1_A1_1_T1),
@@ -1205,6 +1436,11 @@ int main(void) {
       FIXTURE_TEST(S25_4_5_3_A5_2_T1),
       FIXTURE_TEST(S25_4_5_3_A5_3_T1),
       FIXTURE_TEST(c_adopt_settled_no_thenable_job_ticks),
+      FIXTURE_TEST(c_take_keeps_pending_promise),
+      FIXTURE_TEST(c_take_settled_promise),
+      FIXTURE_TEST(c_take_failed_registration_consumes),
+      FIXTURE_TEST(c_take_cancel_derived_drops_reference),
+      FIXTURE_TEST(c_take_teardown_drops_reference),
   };
   (void)sentinel_storage;
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -389,6 +389,50 @@ static void test_time_invalid_arguments(void **state) {
   uvp_promise_release(p);
 }
 
+/* UVP_TAKE_INPUTS: the timeout takes the reference to its input and keeps
+ * the input as long as it needs it: a value shared with the result stays
+ * while the result is held, an input cut by the time goes with the
+ * timeout; a call that fails releases it at once. */
+static void test_timeout_takes_input(void **state) {
+  fixture_t *f = *state;
+  count_unhandled(f);
+  int freed = 0;
+  hook_t h = {0};
+  uvp_promise_t *ok, *in = producer(f, &h), *t1, *t2;
+  assert_int_equal(
+      uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &ok), 0);
+  assert_int_equal(uvp_timeout(ok, LONG_MS, UVP_TAKE_INPUTS, &t1), 0);
+  assert_int_equal(uvp_timeout(in, 1, UVP_TAKE_INPUTS, &t2), 0);
+  run_loop(f);
+  assert_int_equal(((boxed_t *)uvp_promise_value(t1))->v, 1);
+  assert_int_equal(uvp_promise_reason(t2, NULL), UV_ETIMEDOUT);
+  assert_int_equal(h.calls, 1); /* the input, only the timeout's, was cut */
+  assert_int_equal(freed, 0);
+  uvp_promise_release(t1);
+  assert_int_equal(freed, 1);
+  assert_int_equal(uvp_promise_mark_handled(t2), 0); /* as expected */
+  uvp_promise_release(t2);
+  assert_int_equal(live_count(f), 0);
+
+  uvp_promise_t *t = NULL;
+  static const int bad[] = {0x100, UVP_KEEP_ALIVE | UVP_UNREF};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    assert_int_equal(
+        uvp_promise_resolved(f->ctx, boxed_new(1, &freed), boxed_free, &ok), 0);
+    assert_int_equal(uvp_timeout(ok, 1, bad[i] | UVP_TAKE_INPUTS, &t),
+                     UV_EINVAL);
+    assert_int_equal(freed, (int)i + 2);
+  }
+  assert_int_equal(uvp_promise_new(f->ctx, &ok), 0);
+  assert_int_equal(uvp_timeout(ok, 1, UVP_TAKE_INPUTS, NULL), UV_EINVAL);
+  assert_int_equal(live_count(f), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &ok), 0);
+  close_ctx(f);
+  assert_int_equal(uvp_timeout(ok, 1, UVP_TAKE_INPUTS, &t), UVP_ECLOSED);
+  assert_null(t);
+  assert_int_equal(g_unhandled, 0);
+}
+
 /* ---- the timeout's input and its other consumers ------------------------ */
 
 /* p is raced by a timeout and, if `shared`, also awaited by a handler of
@@ -640,6 +684,7 @@ int main(void) {
       FIXTURE_TEST(test_timeout_zero),
       FIXTURE_TEST(test_timeout_cancel_result),
       FIXTURE_TEST(test_time_invalid_arguments),
+      FIXTURE_TEST(test_timeout_takes_input),
       FIXTURE_TEST(test_timeout_fires_shared_input_left_alone),
       FIXTURE_TEST(test_timeout_fires_sole_input_cancelled),
       FIXTURE_TEST(test_timeout_fires_cancel_input_always),

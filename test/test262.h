@@ -61,12 +61,6 @@ static inline void assert_no_live(fixture_t *f) {
   assert_int_equal(st.queued, 0);
 }
 
-static inline size_t live_count(fixture_t *f) {
-  uvp_ctx_stats_t st;
-  assert_int_equal(uvp_ctx_stats(f->ctx, &st), 0);
-  return st.live;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Sequences and handlers                                                    */
 /* ------------------------------------------------------------------------ */

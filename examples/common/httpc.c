@@ -146,8 +146,8 @@ static uvp_ret_t ignore_rejection(void *arg, const uvp_outcome_t *in) {
 
 /* A write nobody waits for: its failure shows as the read's. */
 static void write_unwatched(uvp_promise_t *wp) {
-  uvp_promise_on(wp, UVP_ON_REJECTED, ignore_rejection, NULL, NULL);
-  uvp_promise_release(wp);
+  uvp_promise_on(wp, UVP_ON_REJECTED | UVP_ON_TAKE, ignore_rejection, NULL,
+                 NULL);
 }
 
 static char *fmt_reason(const char *fmt, ...) {

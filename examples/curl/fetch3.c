@@ -14,7 +14,7 @@ int main(int argc, char **argv) {
     return 2;
   for (int i = 0; i < 3; i++)
     uvp_curl_get(curl, argv[i + 1], &p[i]);
-  uvp_promise_all_settled(ctx, p, 3, &all);
+  uvp_promise_all_settled_ex(ctx, p, 3, UVP_TAKE_INPUTS, &all); /* takes p */
   uv_run(&loop, UV_RUN_DEFAULT); /* until the three transfers are done */
 
   const uvp_settled_list_t *l = uvp_promise_value(all);
@@ -26,7 +26,6 @@ int main(int argc, char **argv) {
     else
       printf("%s: %s (%s)\n", argv[i + 1],
              uvp_curl_err_name(l->items[i].status), err->message);
-    uvp_promise_release(p[i]);
   }
   uvp_promise_release(all);
   uvp_curl_close(curl);

@@ -207,8 +207,8 @@ static int serve_one(uvp_nats_served_t *req, uvp_promise_t **out) {
     job_free(j);
     return rc;
   }
-  rc = uvp_promise_on_full(p, UVP_ON_BOTH, job_done, j, job_free, out);
-  uvp_promise_release(p);
+  rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, job_done, j, job_free,
+                           out);
   if (rc != 0)
     job_free(j);
   return rc;
@@ -257,8 +257,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   fflush(stdout);
   if (uvp_nats_serve_drain(w->svc, &d) != 0)
     return;
-  (void)uvp_promise_on(d, UVP_ON_BOTH, on_drained, w, &w->drain);
-  uvp_promise_release(d);
+  (void)uvp_promise_on(d, UVP_ON_BOTH | UVP_ON_TAKE, on_drained, w, &w->drain);
 }
 
 /* Connect, serve, and tell whoever waits ("serving as NAME" on stdout,

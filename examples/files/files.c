@@ -136,9 +136,8 @@ static void visit(job_t *job, char *path, uv_dirent_type_t type);
 
 /* Given the result of starting a request on `path` (rc, and its promise p
  * when rc is 0), attach `handler` for either outcome.  Takes `path`.
- * Nobody needs the derived promise, so we ask for none, and drop our
- * reference: the request keeps the promise alive until it settles and the
- * handler has run. */
+ * Nobody needs the derived promise, so we ask for none, and the handler
+ * takes our reference (UVP_ON_TAKE): p lives until the handler has run. */
 static void follow(job_t *job, char *path, int rc, uvp_promise_t *p,
                    uvp_then_cb handler) {
   visit_t *v = NULL;
@@ -146,8 +145,7 @@ static void follow(job_t *job, char *path, int rc, uvp_promise_t *p,
     v = xmalloc(sizeof(*v));
     v->job = job;
     v->path = path;
-    rc = uvp_promise_on(p, UVP_ON_BOTH, handler, v, NULL);
-    uvp_promise_release(p);
+    rc = uvp_promise_on(p, UVP_ON_BOTH | UVP_ON_TAKE, handler, v, NULL);
   }
   if (rc != 0) {
     free(v);
@@ -234,9 +232,7 @@ static int start_read(void *arg, size_t i, uvp_promise_t **out) {
   if (rc != 0)
     return rc;
   /* A rejection (EACCES, EISDIR, ...) passes through to *out. */
-  rc = uvp_promise_then(file, on_file, e, out);
-  uvp_promise_release(file);
-  return rc;
+  return uvp_promise_then_take(file, on_file, e, out);
 }
 
 static int by_path(const void *a, const void *b) {

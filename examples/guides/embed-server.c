@@ -17,14 +17,13 @@ static uv_loop_t loop;
 static uv_tcp_t server;
 static uv_signal_t sigint;
 static uvp_ctx_t *ctx;
-static uvp_promise_t *client_done;
 static int port;
 
 typedef struct conn_s {
   uv_tcp_t tcp; /* first: a conn_t * is its handle's address */
   char line[256];
   size_t len;
-  uvp_promise_t *stat, *bounded, *step; /* NULL until a request came */
+  uvp_promise_t *step; /* NULL until a request came */
   uv_write_t req;
   char answer[300];
 } conn_t;
@@ -32,8 +31,6 @@ typedef struct conn_s {
 static void on_conn_closed(uv_handle_t *h) {
   conn_t *c = (conn_t *)h;
   /* A NULL promise is ignored; release works after uvp_ctx_close too. */
-  uvp_promise_release(c->stat);
-  uvp_promise_release(c->bounded);
   uvp_promise_release(c->step);
   free(c);
 }
@@ -91,9 +88,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   }
   *nl = '\0';
   uv_read_stop(s);
-  if (uvp_fs_stat(ctx, c->line, &c->stat) != 0 ||
-      uvp_timeout(c->stat, 1000, 0, &c->bounded) != 0 ||
-      uvp_promise_on(c->bounded, UVP_ON_BOTH, on_stat, c, &c->step) != 0)
+  uvp_promise_t *p; /* the stat; the timeout takes it, the handler that */
+  if (uvp_fs_stat(ctx, c->line, &p) != 0 ||
+      uvp_timeout(p, 1000, UVP_TAKE_INPUTS, &p) != 0 ||
+      uvp_promise_on(p, UVP_ON_BOTH | UVP_ON_TAKE, on_stat, c, &c->step) != 0)
     answer(c, "no memory");
 }
 
@@ -150,7 +148,6 @@ static void on_sigint(uv_signal_t *s, int signum) {
   (void)s;
   (void)signum;
   printf("SIGINT: closing\n");
-  uvp_promise_release(client_done);
   uvp_ctx_close(ctx); /* pending promises reject with UVP_ECLOSED */
   uv_walk(&loop, close_handle, NULL);
 }
@@ -170,8 +167,8 @@ int main(void) {
   port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
   uv_signal_init(&loop, &sigint);
   uv_signal_start(&sigint, on_sigint, SIGINT);
-  if (uvp_fiber_spawn(ctx, client, NULL, NULL, &client_done) != 0)
-    return 1;
+  if (uvp_fiber_spawn(ctx, client, NULL, NULL, NULL) != 0)
+    return 1; /* nobody awaits the client: it ends the demo itself */
 
   uv_run(&loop, UV_RUN_DEFAULT); /* until on_sigint has closed everything */
   int rc = uv_loop_close(&loop);

@@ -17,7 +17,7 @@ static uvp_ret_t on_error(void *arg, const uvp_outcome_t *in) {
 int main(void) {
   uv_loop_t loop;
   uvp_ctx_t *ctx;
-  uvp_promise_t *quick, *slow, *bounded, *p[4];
+  uvp_promise_t *quick, *slow, *bounded, *p;
   if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
     return 1;
 
@@ -26,19 +26,15 @@ int main(void) {
    * fires, so the loop does not wait the full second. */
   uvp_delay(ctx, 10, "done after 10 ms", NULL, 0, &quick);
   uvp_delay(ctx, 1000, "done after 1000 ms", NULL, 0, &slow);
-  uvp_timeout(slow, 100, 0, &bounded);
-  uvp_promise_then(quick, on_value, "quick", &p[0]);
-  uvp_promise_catch(p[0], on_error, "quick", &p[1]);
-  uvp_promise_then(bounded, on_value, "slow", &p[2]);
-  uvp_promise_catch(p[2], on_error, "slow", &p[3]);
+  uvp_timeout(slow, 100, UVP_TAKE_INPUTS, &bounded); /* takes slow */
+  /* The _take forms take the promise they are given: each chain lives on
+   * by itself, and there is nothing left to release. */
+  uvp_promise_then_take(quick, on_value, "quick", &p);
+  uvp_promise_catch_take(p, on_error, "quick", NULL);
+  uvp_promise_then_take(bounded, on_value, "slow", &p);
+  uvp_promise_catch_take(p, on_error, "slow", NULL);
 
   uv_run(&loop, UV_RUN_DEFAULT); /* you run the loop: about 100 ms */
-
-  uvp_promise_release(quick);
-  uvp_promise_release(slow);
-  uvp_promise_release(bounded);
-  for (int i = 0; i < 4; i++)
-    uvp_promise_release(p[i]);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
   return uv_loop_close(&loop);   /* 0: nothing left behind */

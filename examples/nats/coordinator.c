@@ -17,8 +17,8 @@ int main(int argc, char **argv) {
     return 2;
   for (int i = 0; i < 3; i++) /* sent as soon as the connection is up */
     uvp_nats_request(nc, "jobs", jobs[i], strlen(jobs[i]) + 1, &ro, &r[i]);
-  if (uvp_promise_all_settled(ctx, r, 3, &all)) /* a request refused */
-    return 1;
+  if (uvp_promise_all_settled_ex(ctx, r, 3, UVP_TAKE_INPUTS, &all))
+    return 1;                    /* a request refused; either way r is taken */
   uv_run(&loop, UV_RUN_DEFAULT); /* until every job has its record */
 
   const uvp_settled_list_t *l = uvp_promise_value(all);
@@ -29,7 +29,6 @@ int main(int argc, char **argv) {
     printf("%s -> %s\n", jobs[i],
            rc == 0 ? natsMsg_GetData(l->items[i].value)
                    : uvp_nats_err_name(rc));
-    uvp_promise_release(r[i]);
   }
   uvp_promise_release(all);
   uvp_nats_close(nc);

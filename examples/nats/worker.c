@@ -34,10 +34,9 @@ int main(int argc, char **argv) {
       uvp_nats_open(ctx, &o, &nc) ||
       uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
       uvp_nats_flush(nc, &f) ||
-      uvp_promise_on(f, UVP_ON_BOTH, ready, NULL, NULL))
+      uvp_promise_on(f, UVP_ON_BOTH | UVP_ON_TAKE, ready, NULL, NULL))
     return 2;
   uv_run(&loop, UV_RUN_DEFAULT); /* serves until killed, or cannot connect */
-  uvp_promise_release(f);
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */

@@ -44,7 +44,6 @@ typedef struct addon_s {
 typedef struct call_s {
   addon_t *a;
   napi_deferred deferred;
-  uvp_promise_t *fiber; /* kept until the handler has run or was dropped */
   char path[];
 } call_t;
 
@@ -99,15 +98,6 @@ static uvp_ret_t settle_js(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
-/* After the handler, or once uvp knows it will not run (the context
- * closed first: the JavaScript promise then stays pending, as the
- * environment is going away). */
-static void call_free(void *arg) {
-  call_t *c = arg;
-  uvp_promise_release(c->fiber);
-  free(c);
-}
-
 static napi_value read_file(napi_env env, napi_callback_info info) {
   addon_t *a;
   size_t argc = 1, len;
@@ -133,13 +123,17 @@ static napi_value read_file(napi_env env, napi_callback_info info) {
     free(c);
     return NULL;
   }
-  int rc = uvp_fiber_spawn(a->ctx, read_body, c, NULL, &c->fiber);
+  /* The handler takes the fiber's promise.  c goes after the handler, or
+   * once uvp knows it will not run (the context closed first: the
+   * JavaScript promise then stays pending, as the environment is going
+   * away). */
+  uvp_promise_t *fiber;
+  int rc = uvp_fiber_spawn(a->ctx, read_body, c, NULL, &fiber);
   if (rc == 0)
-    rc = uvp_promise_on_full(c->fiber, UVP_ON_BOTH, settle_js, c, call_free,
-                             NULL);
+    rc = uvp_promise_on_full(fiber, UVP_ON_BOTH | UVP_ON_TAKE, settle_js, c,
+                             free, NULL);
   if (rc != 0) {
     napi_value msg, err;
-    uvp_promise_release(c->fiber); /* NULL if the spawn failed */
     if (napi_create_string_utf8(env, uvp_strerror(rc), NAPI_AUTO_LENGTH,
                                 &msg) == napi_ok &&
         napi_create_error(env, NULL, msg, &err) == napi_ok)

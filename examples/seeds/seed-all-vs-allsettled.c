@@ -64,11 +64,10 @@ static uvp_ret_t run_with_fibers(void *arg) {
   report_all(&o);
   double all_ms = seed_ms_since(start);
 
-  if (uvp_await_take(uvp_promise_all_settled(s->ctx, promises, N, &settled),
-                     &settled, &o) == 0)
+  if (uvp_await_take(uvp_promise_all_settled_ex(s->ctx, promises, N,
+                                                UVP_TAKE_INPUTS, &settled),
+                     &settled, &o) == 0) /* the inputs' last use: taken */
     report_settled(o.value, all_ms, seed_ms_since(start));
-
-  release_all(promises, N);
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -85,7 +84,6 @@ static struct {
 static uvp_ret_t on_settled(void *arg, const uvp_outcome_t *in) {
   (void)arg;
   report_settled(in->value, run.all_ms, seed_ms_since(run.start));
-  release_all(run.promises, N);
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -93,11 +91,11 @@ static uvp_ret_t on_all(void *arg, const uvp_outcome_t *in) {
   (void)arg;
   report_all(in);
   run.all_ms = seed_ms_since(run.start);
-  uvp_promise_t *settled, *reported;
-  must(uvp_promise_all_settled(run.s->ctx, run.promises, N, &settled));
-  must(uvp_promise_then(settled, on_settled, NULL, &reported));
-  uvp_promise_release(settled);
-  return uvp_ret_adopt(reported);
+  uvp_promise_t *p; /* allSettled, the inputs' last use, takes them */
+  must(uvp_promise_all_settled_ex(run.s->ctx, run.promises, N, UVP_TAKE_INPUTS,
+                                  &p));
+  must(uvp_promise_then_take(p, on_settled, NULL, &p));
+  return uvp_ret_adopt(p);
 }
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
@@ -106,9 +104,7 @@ static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
   fetch_all(s, run.promises);
   uvp_promise_t *all;
   must(uvp_promise_all(s->ctx, run.promises, N, 0, &all));
-  int rc = uvp_promise_on(all, UVP_ON_BOTH, on_all, NULL, done);
-  uvp_promise_release(all);
-  return rc;
+  return uvp_promise_on(all, UVP_ON_BOTH | UVP_ON_TAKE, on_all, NULL, done);
 }
 
 /* ========================================================================= */

@@ -104,9 +104,8 @@ static void fetch_all_users_settled(seed_t *s, users_t *users) {
   uvp_promise_t *promises[NUSERS], *results;
   for (size_t i = 0; i < NUSERS; i++)
     must(fetch_user(s, user_ids[i], &promises[i]));
-  int rc = uvp_promise_all_settled(s->ctx, promises, NUSERS, &results);
-  release_all(promises, NUSERS); /* allSettled holds them */
-
+  int rc = uvp_promise_all_settled_ex(s->ctx, promises, NUSERS, UVP_TAKE_INPUTS,
+                                      &results);
   uvp_outcome_t o;
   if (uvp_await_take(rc, &results, &o) == 0)
     report_users(o.value, users);
@@ -117,9 +116,8 @@ static void send_notifications(seed_t *s, const users_t *users) {
   uvp_promise_t *promises[NUSERS], *results;
   for (size_t i = 0; i < users->n; i++)
     must(send_notification(s, &users->items[i], &promises[i]));
-  int rc = uvp_promise_all_settled(s->ctx, promises, users->n, &results);
-  release_all(promises, users->n);
-
+  int rc = uvp_promise_all_settled_ex(s->ctx, promises, users->n,
+                                      UVP_TAKE_INPUTS, &results);
   uvp_outcome_t o;
   if (uvp_await_take(rc, &results, &o) == 0)
     report_notifications(o.value, users);
@@ -150,14 +148,13 @@ static uvp_ret_t on_notifications(void *arg, const uvp_outcome_t *in) {
 static uvp_ret_t on_users(void *arg, const uvp_outcome_t *in) {
   (void)arg;
   report_users(in->value, &run.users);
-  uvp_promise_t *promises[NUSERS], *results, *reported;
+  uvp_promise_t *promises[NUSERS], *results;
   for (size_t i = 0; i < run.users.n; i++)
     must(send_notification(run.s, &run.users.items[i], &promises[i]));
-  must(uvp_promise_all_settled(run.s->ctx, promises, run.users.n, &results));
-  release_all(promises, run.users.n);
-  must(uvp_promise_then(results, on_notifications, NULL, &reported));
-  uvp_promise_release(results);
-  return uvp_ret_adopt(reported); /* the chain goes on from here */
+  must(uvp_promise_all_settled_ex(run.s->ctx, promises, run.users.n,
+                                  UVP_TAKE_INPUTS, &results));
+  must(uvp_promise_then_take(results, on_notifications, NULL, &results));
+  return uvp_ret_adopt(results); /* the chain goes on from here */
 }
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
@@ -165,11 +162,9 @@ static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
   uvp_promise_t *promises[NUSERS], *results;
   for (size_t i = 0; i < NUSERS; i++)
     must(fetch_user(s, user_ids[i], &promises[i]));
-  must(uvp_promise_all_settled(s->ctx, promises, NUSERS, &results));
-  release_all(promises, NUSERS);
-  int rc = uvp_promise_then(results, on_users, NULL, done);
-  uvp_promise_release(results);
-  return rc;
+  must(uvp_promise_all_settled_ex(s->ctx, promises, NUSERS, UVP_TAKE_INPUTS,
+                                  &results));
+  return uvp_promise_then_take(results, on_users, NULL, done);
 }
 
 /* ========================================================================= */

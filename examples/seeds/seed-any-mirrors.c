@@ -107,10 +107,8 @@ static int next_case(void *arg, size_t i, const uvp_outcome_t *prev,
   (void)prev;
   uvp_promise_t *first;
   must(start_any(run.s, (int)i, run.mirrors, &first));
-  int rc =
-      uvp_promise_on(first, UVP_ON_BOTH, on_first, (void *)(intptr_t)i, next);
-  uvp_promise_release(first);
-  return rc;
+  return uvp_promise_on(first, UVP_ON_BOTH | UVP_ON_TAKE, on_first,
+                        (void *)(intptr_t)i, next);
 }
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {

@@ -84,9 +84,8 @@ static uvp_ret_t run_with_fibers(void *arg) {
     uvp_promise_t *loads[NCARDS], *results;
     for (size_t k = 0; k < n; k++)
       must(load_card(s, todo[k], &loads[k]));
-    int rc = uvp_promise_all_settled(s->ctx, loads, n, &results);
-    release_all(loads, n); /* allSettled holds them */
-
+    int rc = uvp_promise_all_settled_ex(s->ctx, loads, n, UVP_TAKE_INPUTS,
+                                        &results); /* takes the loads */
     uvp_outcome_t o;
     if (uvp_await_take(rc, &results, &o) == 0)
       n = render(round, o.value, todo);
@@ -123,11 +122,10 @@ static int next_round(void *arg, size_t i, const uvp_outcome_t *prev,
   uvp_promise_t *loads[NCARDS], *results;
   for (size_t k = 0; k < run.n; k++)
     must(load_card(run.s, run.todo[k], &loads[k]));
-  must(uvp_promise_all_settled(run.s->ctx, loads, run.n, &results));
-  release_all(loads, run.n);
-  int rc = uvp_promise_then(results, on_round, (void *)(intptr_t)(i + 1), next);
-  uvp_promise_release(results);
-  return rc;
+  must(uvp_promise_all_settled_ex(run.s->ctx, loads, run.n, UVP_TAKE_INPUTS,
+                                  &results));
+  return uvp_promise_then_take(results, on_round, (void *)(intptr_t)(i + 1),
+                               next);
 }
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {

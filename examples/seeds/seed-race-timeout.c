@@ -37,11 +37,7 @@ static uvp_ret_t time_is_up(void *arg, const uvp_outcome_t *in) {
 static int timeout(seed_t *s, uint64_t ms, uvp_promise_t **out) {
   uvp_promise_t *timer;
   int rc = uvp_delay(s->ctx, ms, NULL, NULL, 0, &timer);
-  if (rc == 0) {
-    rc = uvp_promise_then(timer, time_is_up, NULL, out);
-    uvp_promise_release(timer); /* the timer holds it until it fires */
-  }
-  return rc;
+  return rc != 0 ? rc : uvp_promise_then_take(timer, time_is_up, NULL, out);
 }
 
 /* Start Promise.race([fetchData(), timeout(ms)]) of case i. */
@@ -104,10 +100,8 @@ static int next_case(void *arg, size_t i, const uvp_outcome_t *prev,
   uvp_promise_t *winner;
   run.start = seed_start(run.s);
   must(start_race(run.s, (int)i, run.racers, &winner));
-  int rc =
-      uvp_promise_on(winner, UVP_ON_BOTH, on_winner, (void *)(intptr_t)i, next);
-  uvp_promise_release(winner);
-  return rc;
+  return uvp_promise_on(winner, UVP_ON_BOTH | UVP_ON_TAKE, on_winner,
+                        (void *)(intptr_t)i, next);
 }
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {

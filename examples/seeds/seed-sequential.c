@@ -106,11 +106,10 @@ static uvp_ret_t on_sequential(void *arg, const uvp_outcome_t *in) {
   run.sequential_ms = report("sequential", run.results, run.start);
   run.start = seed_start(run.s);
   fetch_all(run.s, run.results);
-  uvp_promise_t *all, *reported;
+  uvp_promise_t *all;
   must(uvp_promise_all(run.s->ctx, run.results, N, 0, &all));
-  must(uvp_promise_on(all, UVP_ON_BOTH, on_parallel, NULL, &reported));
-  uvp_promise_release(all);
-  return uvp_ret_adopt(reported);
+  must(uvp_promise_on(all, UVP_ON_BOTH | UVP_ON_TAKE, on_parallel, NULL, &all));
+  return uvp_ret_adopt(all);
 }
 
 static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
@@ -118,9 +117,8 @@ static int run_with_handlers(seed_t *s, uvp_promise_t **done) {
   run.start = seed_start(run.s);
   uvp_promise_t *sequential;
   must(uvp_promise_reduce(s->ctx, N, next_request, NULL, NULL, &sequential));
-  int rc = uvp_promise_on(sequential, UVP_ON_BOTH, on_sequential, NULL, done);
-  uvp_promise_release(sequential);
-  return rc;
+  return uvp_promise_on(sequential, UVP_ON_BOTH | UVP_ON_TAKE, on_sequential,
+                        NULL, done);
 }
 
 /* ========================================================================= */

@@ -14,11 +14,6 @@ void must(int rc) {
   }
 }
 
-void release_all(uvp_promise_t **p, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    uvp_promise_release(p[i]);
-}
-
 /* ---- HTTP ---------------------------------------------------------------- */
 
 static uvp_ret_t check_status(void *arg, const uvp_outcome_t *in) {
@@ -42,9 +37,7 @@ int seed_fetch(seed_t *s, int port, const char *path, uvp_promise_t **out) {
   int rc = httpc_get(s->ctx, url, &o, &res);
   if (rc != 0)
     return rc;
-  rc = uvp_promise_then(res, check_status, NULL, out);
-  uvp_promise_release(res); /* the then keeps the request going */
-  return rc;
+  return uvp_promise_then_take(res, check_status, NULL, out); /* holds res */
 }
 
 const char *seed_describe(int status, const void *value, char *buf,

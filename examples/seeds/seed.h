@@ -46,9 +46,6 @@ int seed_main(int argc, char **argv, void (*setup)(seed_t *s),
  * runs out, which an example does not try to survive. */
 void must(int rc);
 
-/* Release each of p[0..n-1]. */
-void release_all(uvp_promise_t **p, size_t n);
-
 /* GET http://127.0.0.1:PORT/PATH (port 0: the demo server's), as the
  * JavaScript `fetch` wrapper that throws unless res.ok: fulfils with an
  * httpc_response_t * (status < 400), rejects with libuv's code, or with

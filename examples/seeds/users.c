@@ -30,8 +30,9 @@ static uvp_ret_t fetch_all_users_settled(void *arg) {
 
   uvp_outcome_t results;
   uvp_split_t s;
-  if (uvp_await_take(uvp_promise_all_settled(ctx, promises, 4, &all), &all,
-                     &results) == 0 && /* the loop runs meanwhile */
+  if (uvp_await_take(
+          uvp_promise_all_settled_ex(ctx, promises, 4, UVP_TAKE_INPUTS, &all),
+          &all, &results) == 0 && /* the loop runs meanwhile */
       uvp_settled_split(results.value, &s) == 0) {
     printf("loaded %zu users, %zu failed:", s.nfulfilled, s.nrejected);
     for (size_t i = 0; i < s.nrejected; i++)
@@ -44,8 +45,6 @@ static uvp_ret_t fetch_all_users_settled(void *arg) {
     printf("\n");
     uvp_split_free(&s);
   }
-  for (int i = 0; i < 4; i++)
-    uvp_promise_release(promises[i]);
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -64,13 +63,11 @@ int main(void) {
   }
 
   uv_loop_t loop;
-  uvp_promise_t *done = NULL;
   if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
     return 1;
-  uvp_fiber_spawn(ctx, fetch_all_users_settled, (void *)ids, NULL, &done);
+  uvp_fiber_spawn(ctx, fetch_all_users_settled, (void *)ids, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT); /* until the fiber returns */
 
-  uvp_promise_release(done);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
   for (int id = 1; id <= 4; id++) {

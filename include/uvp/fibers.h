@@ -250,9 +250,12 @@ typedef struct uvp_fiber_opts_s {
 /** Run fn(arg) on a new fiber of ctx; *out gets one reference to the
  * fiber's promise, which settles as fn's result says.  Only the fiber
  * settles it: uvp_promise_resolve/reject on it return UVP_ESETTLED, and
- * uvp_promise_cancel cancels the fiber (see above).  `opts` may be NULL
+ * uvp_promise_cancel cancels the fiber (see above).  `out` may be NULL: a
+ * fiber nobody waits for (an async function called without await), whose
+ * promise goes once the fiber has returned; a rejection it returns is
+ * reported as unhandled, as any unobserved one.  `opts` may be NULL
  * (defaults).  Also from inside a fiber.
- * Errors: UV_EINVAL (NULL ctx, fn or out), UVP_ECLOSED, UVP_ETHREAD,
+ * Errors: UV_EINVAL (NULL ctx or fn), UVP_ECLOSED, UVP_ETHREAD,
  * UV_ENOMEM (no memory for the fiber's record or promise, or no stack
  * could be mapped: the address space or RLIMIT_AS is exhausted); then
  * nothing runs and arg is still yours. */

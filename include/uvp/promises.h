@@ -283,11 +283,14 @@ UVP_EXTERN int uvp_cause_format(const uvp_cause_t *c, char *buf, size_t cap);
 /** @defgroup reactions Promises: reactions */
 /** @{ */
 
-/** The outcomes a handler is registered for (uvp_promise_on's mask). */
+/** The outcomes a handler is registered for (uvp_promise_on's mask), and
+ * whether the registration takes your reference to p. */
 enum {
   UVP_ON_FULFILLED = 1, /**< as then() */
   UVP_ON_REJECTED = 2,  /**< as catch() */
-  UVP_ON_BOTH = 3       /**< as then(f, r), or finally */
+  UVP_ON_BOTH = 3,      /**< as then(f, r) */
+  UVP_ON_FINALLY = 4,   /**< as finally (uvp_promise_finally) */
+  UVP_ON_TAKE = 8       /**< with one of the above: takes p (see below) */
 };
 
 /** @name uvp_promise_on, uvp_promise_on_at
@@ -307,11 +310,36 @@ enum {
  * a reference until it has run, so releasing the one you got does not stop
  * the chain (as in JavaScript, where a then() result nobody keeps still
  * settles).  p itself is not kept alive by its handlers: if p's last
- * reference goes while it is pending, its handlers never run.
+ * reference goes while it is pending, its handlers never run (unless the
+ * registration took that reference: UVP_ON_TAKE, below).
+ *
+ * Taking p.  With UVP_ON_TAKE in the mask (a positive one: a negative mask
+ * is only UV_EINVAL) the registration takes your reference to p, as
+ * uvp_await_take does: it is the call's whatever the call returns (on an
+ * error it is released at once, from any thread), and
+ * you must not use p afterwards unless you hold another reference.  The
+ * handler then holds p: p stays alive, pending or not, until the handler
+ * has run or been dropped (its derived promise cancelled, the context
+ * torn down), and the reference goes then.  That is the form for a
+ * promise you make only to hand to a handler (`p = p.then(f)` in
+ * JavaScript, which keeps nothing else): uvp_promise_then_take,
+ * uvp_promise_catch_take and uvp_promise_finally_take write it.
+ * @code
+ *   uvp_promise_t *p;
+ *   if (uvp_fs_stat(ctx, path, &p) == 0 &&
+ *       uvp_promise_then_take(p, on_stat, arg, &p) == 0)
+ *     ...  // p is now the derived promise
+ * @endcode
+ * A taken handler costs a second slot of the reaction pool while it
+ * waits, as a destroy notifier does (nothing is allocated per call).
+ *
+ * UVP_ON_FINALLY registers finally's handler (uvp_promise_finally): with
+ * UVP_ON_TAKE it is the taking finally; the plain value is there for that.
  *
  * Registering any handler marks p as handled for the unhandled-rejection
- * hook.  Errors: UV_EINVAL (NULL p, mask not 1..3), UV_ENOMEM, UVP_ECLOSED;
- * then nothing was registered and `arg` is still yours. */
+ * hook.  Errors: UV_EINVAL (NULL p, a mask that is not one of 1..4 with or
+ * without UVP_ON_TAKE), UV_ENOMEM, UVP_ECLOSED; then nothing was
+ * registered and `arg` is still yours (p too, without UVP_ON_TAKE). */
 #define uvp_promise_on(...) uvp_promise_on_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                  void *arg, uvp_promise_t **out,
@@ -347,6 +375,18 @@ UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
 /** uvp_promise_catch with arg_free, as uvp_promise_on_full. */
 #define uvp_promise_catch_full(p, ...)                                         \
   uvp_promise_on_full_at((p), UVP_ON_REJECTED, __VA_ARGS__, __FILE__, __LINE__)
+/** uvp_promise_then that takes p (UVP_ON_TAKE): no release of p follows. */
+#define uvp_promise_then_take(p, ...)                                          \
+  uvp_promise_on_at((p), UVP_ON_FULFILLED | UVP_ON_TAKE, __VA_ARGS__,          \
+                    __FILE__, __LINE__)
+/** uvp_promise_catch that takes p (UVP_ON_TAKE). */
+#define uvp_promise_catch_take(p, ...)                                         \
+  uvp_promise_on_at((p), UVP_ON_REJECTED | UVP_ON_TAKE, __VA_ARGS__, __FILE__, \
+                    __LINE__)
+/** uvp_promise_finally that takes p (UVP_ON_TAKE). */
+#define uvp_promise_finally_take(p, ...)                                       \
+  uvp_promise_on_at((p), UVP_ON_FINALLY | UVP_ON_TAKE, __VA_ARGS__, __FILE__,  \
+                    __LINE__)
 
 /** @name uvp_promise_finally, uvp_promise_finally_full
  * @{ */
@@ -455,11 +495,20 @@ UVP_EXTERN uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p);
  *    decided, cancel the inputs still pending.  Off by default because an
  *    input may be shared with other consumers, and JavaScript never
  *    cancels; turn it on for inputs you own (e.g. a race of mirrors).
+ *  - flags may also hold UVP_TAKE_INPUTS (all/race/any, and allSettled
+ *    through uvp_promise_all_settled_ex): the call takes your reference
+ *    to each input instead of borrowing it, one per element of `inputs`
+ *    (an input given twice, two), whatever the call returns: on an error
+ *    the non-NULL inputs are released at once (from any thread).  The
+ *    result holds them as it holds borrowed ones (above), then lets them
+ *    go: no release of the inputs follows the call.  uvp_timeout takes
+ *    the flag too, for its one input.
  * Errors: UV_EINVAL (NULL ctx/out, NULL inputs with n > 0, a NULL input,
  * unknown flags), UVP_EXCTX (an input of another context), UVP_ECLOSED,
  * UV_ENOMEM. */
 enum {
-  UVP_CANCEL_LOSERS = 1 /**< once decided, cancel the inputs still pending */
+  UVP_CANCEL_LOSERS = 1, /**< once decided, cancel the inputs still pending */
+  UVP_TAKE_INPUTS = 32   /**< take the caller's reference to each input */
 };
 
 /** @name uvp_values_t, uvp_promise_all, uvp_promise_all_at
@@ -506,6 +555,20 @@ UVP_EXTERN int uvp_promise_all_settled_at(uvp_ctx_t *ctx,
                                           uvp_promise_t *const *inputs,
                                           size_t n, uvp_promise_t **out,
                                           const char *file, int line);
+/** @} */
+
+/** @name uvp_promise_all_settled_ex, uvp_promise_all_settled_ex_at
+ * @{ */
+/** allSettled with flags (libuv's _ex: uv_tcp_init_ex): 0, or
+ * UVP_TAKE_INPUTS to take the inputs' references.  UVP_CANCEL_LOSERS is
+ * UV_EINVAL: allSettled has no losers. */
+#define uvp_promise_all_settled_ex(...)                                        \
+  uvp_promise_all_settled_ex_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_promise_all_settled_ex_at(uvp_ctx_t *ctx,
+                                             uvp_promise_t *const *inputs,
+                                             size_t n, int flags,
+                                             uvp_promise_t **out,
+                                             const char *file, int line);
 /** @} */
 
 /** @name uvp_promise_race, uvp_promise_race_at

@@ -55,7 +55,11 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
  * last of them later cancels p).  UVP_CANCEL_INPUT in flags cancels p in
  * either case; UVP_UNREF keeps uv_run from waiting for the timer alone.
  * Cancelling the result cancels p by the same rule.  The result keeps
- * itself alive while pending (its timer holds it).  Borrows p.
+ * itself alive while pending (its timer holds it).  Borrows p, or takes
+ * your reference to it with UVP_TAKE_INPUTS in flags (the combinators'
+ * flag: the call's whatever it returns, released at once on an error).
+ * A taken p stays alive until the timeout is done with it (p settled,
+ * or given up on, and the timer stopped), then its reference goes.
  * Cancelled: the timer stops, and p is cancelled by the rule above.
  * Errors: UV_EINVAL (NULL p or out, unknown flags, UVP_UNREF with
  * UVP_KEEP_ALIVE), UV_ENOMEM, UVP_ECLOSED. */
