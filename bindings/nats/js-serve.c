@@ -89,13 +89,23 @@ static uint64_t backoff(const uvp_nats_js_svc_t *svc, uint64_t delivered) {
   return i >= 6 ? 60000 : 1000u << i;
 }
 
+/* The member is over, whether svc_done ran or not (a member cut by the
+ * group's cancel does not run its handler): it leaves the running list
+ * and lets its promise go. */
+static void sv_done_free(void *arg) {
+  served_t *sv = arg;
+  if (sv->p != NULL) {
+    running_unlink(sv->pub.svc, sv);
+    uvp_promise_release(sv->p);
+    sv->p = NULL;
+  }
+  sv_release(sv);
+}
+
 static uvp_ret_t svc_done(void *arg, const uvp_outcome_t *in) {
   served_t *sv = arg;
   uvp_nats_js_svc_t *svc = sv->pub.svc;
   uvp_nats_js_msg_t *m = sv->pub.msg;
-  running_unlink(svc, sv);
-  uvp_promise_release(sv->p);
-  sv->p = NULL;
   bool (*retryable)(int) =
       svc->o.retryable != NULL ? svc->o.retryable : uvp_nats_js_retryable;
   if (in->status == 0) {
@@ -160,7 +170,7 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   uvp_promise_t *d = NULL;
   if (rc == 0) {
     sv->refs++;
-    rc = uvp_promise_on_full(p, UVP_ON_BOTH, svc_done, sv, sv_release, &d);
+    rc = uvp_promise_on_full(p, UVP_ON_BOTH, svc_done, sv, sv_done_free, &d);
     if (rc != 0)
       sv->refs--;
   }

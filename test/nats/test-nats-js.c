@@ -928,6 +928,32 @@ static void test_js_serve_drain(void **state) {
   drain_and_close(f, svc, pull, 0);
 }
 
+/* The connection closes under a service with members running: they are
+ * cut, the service ends with its group; the context is let go first, the
+ * pull after, and nothing leaks. */
+static void test_js_serve_connection_closed(void **state) {
+  fixture_t *f = *state;
+  workqueue(f, "CUTS", 0);
+  consumer(f, "CUTS", &(uvp_nats_js_consumer_config_t){.durable = "w"});
+  for (int i = 0; i < 3; i++)
+    publish_body(f, "CUTS.job", "sleep:5000", 0);
+  uvp_nats_js_pull_t *pull =
+      pull_open(f, "CUTS", "w", &(uvp_nats_js_pull_opts_t){.limit = 2});
+  served_log_t log = {.ctx = f->ctx};
+  uvp_nats_js_serve_opts_t so = {.fiber = served_fiber, .arg = &log};
+  uvp_nats_js_svc_t *svc;
+  assert_int_equal(uvp_nats_js_serve(pull, &so, &svc), 0);
+  run_for(f, 200);
+  assert_int_equal(log.running, 2);
+  assert_int_equal(uvp_nats_js_free(T.js), 0);
+  T.js = NULL;
+  assert_int_equal(uvp_nats_close(T.nc), 0);
+  T.nc = NULL;
+  assert_true(fixture_drain(f, 10000));
+  assert_int_equal(log.running, 0);
+  assert_int_equal(uvp_nats_js_pull_close(pull), 0);
+}
+
 /* ---- key-value ------------------------------------------------------------
  */
 
@@ -2020,6 +2046,7 @@ int main(void) {
       JS_TEST(test_pull_consumer_deleted_and_closed, setup_conn),
       JS_TEST(test_js_serve, setup_conn),
       JS_TEST(test_js_serve_drain, setup_conn),
+      JS_TEST(test_js_serve_connection_closed, setup_conn),
       JS_TEST(test_kv_ops, setup_conn),
       JS_TEST(test_kv_cas_race, setup_conn),
       JS_TEST(test_kv_watch, setup_conn),
