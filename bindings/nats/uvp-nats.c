@@ -60,9 +60,11 @@
  * flush, close, stats), msg.c (making and publishing messages),
  * requests.c (requests, their inbox and timer), subs.c (subscriptions),
  * serve.c (uvp_nats_serve, on a subscription); nats-internal.h declares
- * what they share.  The connection tells the floors above it what they
- * must know (a reply, the loop's turn, connected, closing) through the
- * hooks each sets when first used (uvp_nats__layer_t), never by name. */
+ * what they share.  JetStream (uvp-nats-js.h) stands on them: js.c's
+ * opening comment says how, js-internal.h what its files share.  The connection
+ * tells the floors above it what they must know (a reply, the loop's turn,
+ * connected, closing) through the hooks each sets when first used
+ * (uvp_nats__layer_t), never by name. */
 #include "nats-internal.h"
 
 void uvp_nats__msg_free(void *m) { natsMsg_Destroy(m); }
