@@ -67,7 +67,7 @@
 #define STORE_TRIES 8
 /* How often a worker looks for a job that does not exist yet, and for
  * the purge of the one it serves; how long what runs then may finish. */
-#define JOB_POLL_MS 500
+#define JOB_POLL_MS 2000
 #define PURGE_POLL_MS 2000
 #define PURGE_DRAIN_MS 1000
 
@@ -682,6 +682,7 @@ typedef struct dwk_s {
   uvp_promise_t *setup, *drain;
   job_t tmpl; /* the manifest's options over the worker's */
   uint64_t ack_wait_ms;
+  int64_t manifest_ns; /* when the manifest was written */
   uv_signal_t sigint, sigterm;
   bool drained, stopping;
   int exit_code;
@@ -862,6 +863,7 @@ static void on_signal(uv_signal_t *h, int signum) {
 static int manifest_read(dwk_t *w, const uvp_nats_kv_entry_t *e) {
   json_error_t je;
   json_t *m = json_loadb(e->value, e->len, 0, &je);
+  w->manifest_ns = e->time_ns;
   w->tmpl.http = w->r->http;
   const char *bad = fanout_job_opts(&w->tmpl, json_object_get(m, "opts"));
   json_decref(m);
@@ -870,24 +872,35 @@ static int manifest_read(dwk_t *w, const uvp_nats_kv_entry_t *e) {
   return bad != NULL ? UV_EPROTO : 0;
 }
 
-/* While serving: a job purged (--purge) deletes the consumer, which the
- * pull is not told of; looked for every PURGE_POLL_MS, and seen twice in a
- * row (an answer of the API, not a timeout), the worker stops. */
+/* While serving: a job purged (--purge) deletes the consumer, which a
+ * pull waiting at the server is told of (and then asks no more) and an
+ * idle one is not.  So the worker looks every PURGE_POLL_MS: no consumer
+ * (the API's answer, not a timeout), or a manifest written at another
+ * time (purged and made again: its pull is dead), and it stops. */
 static int purge_watch(dwk_t *w) {
   uvp_ctx_t *ctx = w->r->ctx;
   uvp_promise_t *p;
-  int gone = 0, rc = 0;
-  while (gone < 2 && rc != UV_ECANCELED) {
+  uvp_outcome_t o;
+  int rc = 0;
+  const char *gone = NULL;
+  while (gone == NULL && rc != UV_ECANCELED) {
     rc = uvp_await_take(uvp_delay(ctx, PURGE_POLL_MS, NULL, NULL, 0, &p), &p,
                         NULL);
     if (rc == 0)
       rc = uvp_await_take(
           uvp_nats_js_consumer_info(w->js, w->nm.stream, CONSUMER, &p), &p,
           NULL);
-    gone = rc == UV_ENOENT ? gone + 1 : 0;
+    if (rc == UV_ENOENT)
+      gone = "was purged";
+    if (rc == 0)
+      rc = uvp_await_take(
+          uvp_nats_kv_get(w->js, w->nm.bucket, MANIFEST_KEY, &p), &p, &o);
+    if (rc == 0 &&
+        ((const uvp_nats_kv_entry_t *)o.value)->time_ns != w->manifest_ns)
+      gone = "was purged and made again";
   }
-  if (gone == 2) {
-    printf("job %s was purged: stopping %s\n", w->cli->job, w->name);
+  if (gone != NULL) {
+    printf("job %s %s: stopping %s\n", w->cli->job, gone, w->name);
     fflush(stdout);
     wk_drain(w, PURGE_DRAIN_MS);
   }
@@ -910,6 +923,15 @@ static uvp_ret_t wk_setup(void *arg) {
     w->nc = o.value;
     rc = uvp_nats_js_new(w->nc, NULL, &w->js);
   }
+  /* The consumer's creation is announced (a JetStream advisory): a worker
+   * waiting for its job starts as soon as it exists, and looks again every
+   * JOB_POLL_MS should the advisory be missed. */
+  char adv[160];
+  snprintf(adv, sizeof(adv), "$JS.EVENT.ADVISORY.CONSUMER.CREATED.%s.%s",
+           w->nm.stream, CONSUMER);
+  uvp_nats_sub_t *sub = NULL;
+  if (rc == 0)
+    rc = uvp_nats_subscribe(w->nc, adv, NULL, &sub);
   bool told = false;
   while (rc == 0) {
     rc = uvp_await_take(
@@ -926,9 +948,16 @@ static uvp_ret_t wk_setup(void *arg) {
       fflush(stdout);
       told = true;
     }
-    rc = uvp_await_take(uvp_delay(ctx, JOB_POLL_MS, NULL, NULL, 0, &p), &p,
-                        NULL);
+    uvp_promise_t *nx;
+    rc = uvp_nats_next(sub, &nx);
+    if (rc == 0)
+      rc = uvp_timeout(nx, JOB_POLL_MS, UVP_TAKE_INPUTS, &p);
+    rc = uvp_await_take(rc, &p, NULL);
+    if (rc == UV_ETIMEDOUT)
+      rc = 0;
   }
+  if (sub != NULL)
+    uvp_nats_unsubscribe(sub);
   n = 0;
   if (rc == 0) {
     do
