@@ -108,6 +108,28 @@ static const char *why(int rc, const uvp_outcome_t *o) {
   return uvp_nats_strerror(rc);
 }
 
+/* The connection's options: fanout_nats_options, and a comma-separated
+ * --nats list (a cluster's nodes) as nats.c's server list (its 3.4
+ * finds no server in a list given as one URL).  *url is what the connect
+ * is then given (NULL: the list). */
+static natsOptions *connect_options(const char *name, const nats_cli_t *cli,
+                                    const char **url) {
+  natsOptions *no = fanout_nats_options(name, cli->ping_ms);
+  *url = cli->url;
+  if (no == NULL || strchr(cli->url, ',') == NULL)
+    return no;
+  char *list = strdup(cli->url), *save = NULL;
+  const char *servers[64];
+  int n = 0;
+  for (char *t = list != NULL ? strtok_r(list, ",", &save) : NULL;
+       t != NULL && n < 64; t = strtok_r(NULL, ",", &save))
+    servers[n++] = t;
+  if (n > 0 && natsOptions_SetServers(no, servers, n) == NATS_OK)
+    *url = NULL;
+  free(list);
+  return no;
+}
+
 /* FNV-1a over the URLs, each ended by a newline: a restart given another
  * list is told so. */
 static uint64_t urls_hash(const run_t *r) {
@@ -136,6 +158,8 @@ typedef struct dco_s {
   size_t nknown, printed;
   size_t *todo, ntodo, next_todo, publishing; /* rows to publish */
   bool caught_up, finished;
+  bool resync, resyncing; /* after a reconnect: see on_event */
+  size_t nresults, resync_at;
   int replicas;
   jsonw_t body;
   char msg_id[96];
@@ -239,6 +263,7 @@ static bool result_take(dco_t *co, const uvp_nats_kv_entry_t *e) {
   }
   json_decref(o);
   co_known(co, (size_t)n - 1);
+  co->nresults++;
   if (!co->caught_up)
     r->found++;
   return true;
@@ -363,6 +388,7 @@ static void co_caught_up(dco_t *co) {
     co_finish(co, UV_ENOMEM);
     return;
   }
+  co->ntodo = 0;
   jsonw_t probe = {0};
   for (size_t i = 0; i < r->n; i++) {
     if (co->known[i])
@@ -387,6 +413,74 @@ static void co_caught_up(dco_t *co) {
     pub_pump(co);
 }
 
+/* Every URL that has no result, published again. */
+static void co_republish(dco_t *co) {
+  co->ntodo = co->next_todo = 0;
+  for (size_t i = 0; i < co->r->n; i++)
+    if (!co->known[i])
+      co->todo[co->ntodo++] = i;
+  pub_pump(co);
+}
+
+/* Once the watch has handed out as many results as the bucket held when
+ * the resync began. */
+static void co_resync_check(dco_t *co) {
+  if (co->resync && co->nresults >= co->resync_at) {
+    co->resync = false;
+    co_republish(co);
+  }
+}
+
+/* How many results the bucket holds now (the manifest is its one other
+ * key); if it cannot say, everything without a result goes again. */
+static uvp_ret_t co_resync(void *arg) {
+  dco_t *co = arg;
+  uvp_promise_t *p;
+  uvp_outcome_t o;
+  unsigned n = 0;
+  int rc;
+  char kv[128];
+  snprintf(kv, sizeof(kv), "KV_%s", co->nm.bucket);
+  do
+    rc = uvp_await_take(uvp_nats_js_stream_info(co->js, kv, &p), &p, &o);
+  while (!co->finished && again(co->r->ctx, rc, &n));
+  co->resyncing = false;
+  if (co->finished)
+    return uvp_ret_value(NULL, NULL);
+  uint64_t m =
+      rc == 0 ? ((const uvp_nats_js_stream_info_t *)o.value)->messages : 0;
+  co->resync_at = m > 0 ? (size_t)m - 1 : 0;
+  co->resync = true;
+  co_resync_check(co);
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* Connected again after the connection dropped: the server may have been
+ * killed and started again, and a message it acknowledged in its last
+ * milliseconds may not have reached its disk (its file store writes
+ * behind), a URL or a result.  So every URL that has no result is
+ * published again: those the stream holds are duplicates by their
+ * Nats-Msg-Id, the others are fetched (again, if a result was lost).  Not
+ * at once: the watch, which starts again too, first catches up with the
+ * results stored meanwhile, whose URLs' messages are acknowledged and
+ * gone (their ids with them, for a server that restarted), and would be
+ * fetched a second time. */
+static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  dco_t *co = arg;
+  (void)nc;
+  if (event != UVP_NATS_RECONNECTED || !co->caught_up || co->finished ||
+      co->resyncing)
+    return;
+  co->resyncing = true;
+  co->refs++;
+  uvp_fiber_opts_t fo = {.arg_free = co_release};
+  if (uvp_fiber_spawn(co->r->ctx, co_resync, co, &fo, NULL) != 0) {
+    co->resyncing = false;
+    co_release(co);
+    co_republish(co);
+  }
+}
+
 static void watch_more(dco_t *co);
 
 static uvp_ret_t on_entry(void *arg, const uvp_outcome_t *in) {
@@ -403,6 +497,8 @@ static uvp_ret_t on_entry(void *arg, const uvp_outcome_t *in) {
     co_print(co);
     if (co->nknown == co->r->n)
       co_finish(co, 0);
+    else
+      co_resync_check(co);
   }
   if (!co->finished)
     watch_more(co);
@@ -538,9 +634,8 @@ static uvp_ret_t co_setup(void *arg) {
   uvp_outcome_t o = {0};
   unsigned n = 0;
   const char *what = co->cli->url;
-  uvp_nats_connect_opts_t c = {
-      .url = co->cli->url,
-      .options = fanout_nats_options("uvp-fanout", co->cli->ping_ms)};
+  uvp_nats_connect_opts_t c = {.on_event = on_event, .arg = co};
+  c.options = connect_options("uvp-fanout", co->cli, &c.url);
   int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
   if (rc == 0) {
     co->nc = o.value;
@@ -682,7 +777,9 @@ typedef struct dwk_s {
   uvp_promise_t *setup, *drain;
   job_t tmpl; /* the manifest's options over the worker's */
   uint64_t ack_wait_ms;
-  int64_t manifest_ns; /* when the manifest was written */
+  int64_t manifest_ns;  /* when the manifest was written */
+  uint64_t stored;      /* redelivered URLs whose result was stored */
+  uint64_t check_until; /* on the loop's clock: see on_wk_event */
   uv_signal_t sigint, sigterm;
   bool drained, stopping;
   int exit_code;
@@ -731,9 +828,10 @@ static char *result_json(const dwk_t *w, const job_t *j, uint64_t delivery,
 }
 
 /* One URL, as a fiber of the service: fetched unless its result is stored
- * already, then its result created (the first write wins; a second is
- * EEXIST, as good), then acknowledged by the service when this fulfils.
- * A failure to store, or a cut (the drain's deadline), rejects with a
+ * already (looked for when it is delivered again, and for a while after a
+ * reconnect: on_wk_event), then its result created (the first write wins; a
+ * second is EEXIST, as good), then acknowledged by the service when this
+ * fulfils. A failure to store, or a cut (the drain's deadline), rejects with a
  * retryable code: the URL is given back. */
 static uvp_ret_t serve_url(void *arg) {
   uvp_nats_js_served_t *req = arg;
@@ -757,9 +855,10 @@ static uvp_ret_t serve_url(void *arg) {
   }
   char key[32];
   snprintf(key, sizeof(key), "r.%lld", (long long)j->id);
-  if (m->delivered > 1 &&
+  if ((m->delivered > 1 || uv_now(r->loop) < w->check_until) &&
       uvp_await_take(uvp_nats_kv_get(w->js, w->nm.bucket, key, &p), &p, &o) ==
           0) { /* its worker died after the store, before the ack */
+    w->stored++;
     fanout_job_free(j);
     return uvp_ret_value(NULL, NULL);
   }
@@ -835,11 +934,12 @@ static void wk_drain(dwk_t *w, uint64_t ms) {
   w->stopping = true;
   uvp_nats_js_serve_stats_t st;
   if (uvp_nats_js_serve_stats(w->svc, &st) == 0)
-    printf("draining %s: received %llu, acked %llu, given back %llu, "
-           "termed %llu\n",
+    printf("draining %s: received %llu, acked %llu (%llu redelivered "
+           "with a result stored: not fetched), given back %llu, termed "
+           "%llu\n",
            w->name, (unsigned long long)st.received,
-           (unsigned long long)st.acked, (unsigned long long)st.naked,
-           (unsigned long long)st.termed);
+           (unsigned long long)st.acked, (unsigned long long)w->stored,
+           (unsigned long long)st.naked, (unsigned long long)st.termed);
   fflush(stdout);
   uvp_promise_t *d;
   if (uvp_nats_js_serve_drain(w->svc, ms, &d) == 0)
@@ -907,6 +1007,20 @@ static int purge_watch(dwk_t *w) {
   return 0;
 }
 
+/* Connected again: if the server was killed, it may have lost acks it had
+ * taken in its last moments (its consumer's state is written behind), and
+ * it delivers those URLs again as if for the first time (a delivery count
+ * of 1).  Until whatever it held could have come back (ack_wait, and the
+ * time a result's write takes), every URL's result is looked for before
+ * its fetch. */
+static void on_wk_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  dwk_t *w = arg;
+  (void)nc;
+  if (event == UVP_NATS_RECONNECTED)
+    w->check_until = uv_now(w->r->loop) +
+                     (w->ack_wait_ms > 0 ? w->ack_wait_ms : 30000) + STORE_MS;
+}
+
 /* Connect; wait for the job's consumer; its manifest; pull and serve. */
 static uvp_ret_t wk_setup(void *arg) {
   dwk_t *w = arg;
@@ -915,9 +1029,8 @@ static uvp_ret_t wk_setup(void *arg) {
   uvp_promise_t *p;
   uvp_outcome_t o = {0};
   unsigned n = 0;
-  uvp_nats_connect_opts_t c = {
-      .url = w->cli->url,
-      .options = fanout_nats_options(w->name, w->cli->ping_ms)};
+  uvp_nats_connect_opts_t c = {.on_event = on_wk_event, .arg = w};
+  c.options = connect_options(w->name, w->cli, &c.url);
   int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
   if (rc == 0) {
     w->nc = o.value;
@@ -1186,9 +1299,8 @@ static uvp_ret_t adm_run(void *arg) {
   uvp_outcome_t o = {0};
   uvp_nats_t *nc = NULL;
   uvp_nats_js_t *js = NULL;
-  uvp_nats_connect_opts_t c = {
-      .url = a->cli->url,
-      .options = fanout_nats_options("uvp-fanout", a->cli->ping_ms)};
+  uvp_nats_connect_opts_t c = {0};
+  c.options = connect_options("uvp-fanout", a->cli, &c.url);
   int rc = uvp_await_take(uvp_nats_connect(a->r->ctx, &c, &p), &p, &o);
   if (rc == 0) {
     nc = o.value;

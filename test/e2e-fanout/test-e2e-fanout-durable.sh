@@ -1,0 +1,242 @@
+#!/bin/bash
+# uvp-fanout --nats --durable end to end: a nats-server -js of its own
+# (a free port on 127.0.0.1, a store of its own), the demo server, two
+# workers, and N URLs of /fast (10 000; 1 000 when the coordinator runs
+# under valgrind, which makes it 20 to 50 times slower), through a job
+# JetStream keeps:
+#   kill      the coordinator killed with SIGKILL at about half its rows,
+#             then run again: every URL once, in order, the rest fetched,
+#             and URLs fetched twice (the demo server's count less N) no
+#             more than could be in flight at the kill (the workers' -c)
+#   worker    a worker killed with SIGKILL at a third: its URLs come back
+#             after ack_wait to the other; every URL once, those
+#             redelivered ("delivery" > 1) and fetched twice at most its -c
+#   restart   the server killed with SIGKILL at a third and started again
+#             on its store: every URL once
+#   cluster   a 3-node cluster (2 000 URLs): the job made with 3 replicas,
+#             the stream's leader killed with SIGKILL at a third: every
+#             URL once; the time until fetching resumed is printed
+# and --status, --purge, a second list under the same job refused.  Each
+# coordinator and worker exits 0 (uvp-fanout exits 1 when uv_loop_close
+# fails).  Children are killed by PID only.
+# Usage: test-e2e-fanout-durable.sh FANOUT NATS_SERVER.
+set -u
+FANOUT=$1
+NATS=$2
+T=$(mktemp -d)
+PIDS=""
+cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for l in "$T"/*.log; do echo "== $l"; tail -n 5 "$l"; done; tail -c 600 "$T/out" 2>/dev/null; exit 1; }
+wait_line() { # FILE RE: 10 s at most
+  i=0
+  while ! grep -q "$2" "$1" 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && fail "no '$2' in $1"; sleep 0.02
+  done
+}
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() {
+  i=0
+  until (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt 500 ] && fail "nothing listens on $1"; sleep 0.02
+  done 2>/dev/null
+}
+N=10000
+VG=""
+if [ "${UVP_E2E_VALGRIND:-0}" = 1 ] && [ -x /usr/bin/valgrind ]; then
+  VG="/usr/bin/valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --suppressions=${UVP_VALGRIND_SUPP:-/dev/null}"
+  N=1000
+fi
+
+port=$(free_port)
+ns_start() {
+  "$NATS" -js -sd "$T/store" -a 127.0.0.1 -p "$port" >>"$T/ns.log" 2>&1 &
+  nspid=$!; PIDS="$PIDS $nspid"
+  wait_port "$port"
+}
+ns_start
+URL=nats://127.0.0.1:$port
+"$FANOUT" --serve 0 >"$T/demo" & PIDS="$PIDS $!"
+wait_line "$T/demo" listening
+DP=$(sed 's/.*://' "$T/demo")
+seq "$N" | sed "s|^|http://127.0.0.1:$DP/fast?|" >"$T/urls"
+
+# the demo server's request count in REQ; each look is a request too,
+# counted in LOOKS so that a difference can leave them out
+LOOKS=0
+look() {
+  LOOKS=$((LOOKS + 1))
+  REQ=$(python3 -c 'import json,sys,urllib.request;print(json.load(urllib.request.urlopen("http://127.0.0.1:%s/stats" % sys.argv[1], timeout=5))["requests"])' "$DP")
+}
+# until the demo has fetched $1 URLs since $base (60 s at most)
+wait_requests() {
+  i=0
+  look
+  while [ $((REQ - base - LOOKS)) -lt "$1" ]; do
+    i=$((i + 1)); [ $i -gt 3000 ] && fail "no progress"; sleep 0.02; look
+  done
+}
+# what the demo fetched since $base, the looks left out
+# check OUT ROWS: each of the first ROWS URLs once, in order, a 200; prints
+# "redelivered found published duplicates disconnects summary-redelivered
+# workers..."
+check() {
+  python3 - "$1" "$2" "$DP" <<'PY'
+import json, sys
+out, n, dp = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows, summ = [], None
+for line in open(out):
+    o = json.loads(line)
+    if o.get("summary"):
+        summ = o
+    elif "n" in o:
+        rows.append(o)
+def bad(why):
+    print(why)
+    sys.exit(1)
+if len(rows) != n:
+    bad("%d rows, not %d" % (len(rows), n))
+for i, r in enumerate(rows, 1):
+    if r["n"] != i or r["url"] != "http://127.0.0.1:%s/fast?%d" % (dp, i):
+        bad("row %d is %s" % (i, json.dumps(r)))
+    if r.get("status") != 200:
+        bad("row %d: %s" % (i, json.dumps(r)))
+if summ is None or summ["urls"] != n or summ["succeeded"] != n:
+    bad("summary: %s" % json.dumps(summ))
+redel = sum(1 for r in rows if r["delivery"] > 1)
+print(redel, summ["found"], summ["published"], summ["duplicates"],
+      summ["disconnects"], summ["redelivered"],
+      " ".join(sorted(set(r["worker"] for r in rows))))
+PY
+}
+workers() { # JOB C URLS: two workers of -c C
+  for w in w1 w2; do
+    "$FANOUT" --nats "$3" --worker --durable "$1" -c "$2" --name "$w" >"$T/$w.log" 2>&1 &
+    eval "pid_$w=$!"; PIDS="$PIDS $!"
+  done
+}
+workers_stop() {
+  for p in "$@"; do kill -TERM "$p"; done
+  for p in "$@"; do wait "$p" || fail "worker $p exited $?"; done
+}
+coord() { # JOB URLS [more]: in the background, its pid in $coord
+  job=$1; u=$2; shift 2
+  $VG "$FANOUT" --nats "$u" --durable "$job" -c 128 -m 5 --json -f "$T/urls" "$@" >"$T/out" 2>"$T/coord.log" &
+  coord=$!
+}
+
+# ---- the coordinator killed at half, and run again -------------------------
+look; base=$REQ; LOOKS=0
+workers kill 32 "$URL"
+coord kill "$URL"
+i=0
+while [ "$(grep -c '"n":' "$T/out")" -lt $((N / 2)) ]; do
+  i=$((i + 1)); [ $i -gt 6000 ] && fail "kill: no half"; sleep 0.01
+done
+kill -9 $coord; wait $coord 2>/dev/null
+killed_at=$(grep -c '"n":' "$T/out")
+coord kill "$URL"
+wait $coord || fail "kill: the coordinator run again exited $?"
+res=$(check "$T/out" "$N") || fail "$res"
+read -r redel found published dups _ _ ws <<<"$res"
+[ "$found" -gt 0 ] || fail "kill: the second run found no result stored"
+[ $((found + published + dups)) -ge "$N" ] || fail "kill: found $found + published $published + $dups duplicates < $N"
+workers_stop "$pid_w1" "$pid_w2"
+look; fetched=$((REQ - base - LOOKS))
+twice=$((fetched - N))
+[ "$twice" -ge 0 ] && [ "$twice" -le 64 ] || fail "kill: $fetched fetches for $N URLs"
+"$FANOUT" --nats "$URL" --durable kill --status >"$T/status" || fail "--status exited $?"
+grep -q "^job kill: $N URLs, $N results stored; 0 queued" "$T/status" || fail "status: $(cat "$T/status")"
+echo "ok - kill: killed after $killed_at rows printed; run again: $found found stored, $published published ($dups the stream had), $twice fetched twice (of 64 the workers could hold); by $ws"
+# another list under the same job is refused, and nothing is fetched
+head -3 "$T/urls" >"$T/urls3"
+"$FANOUT" --nats "$URL" --durable kill -f "$T/urls3" >/dev/null 2>"$T/refused.log"
+rc=$?; [ $rc -eq 1 ] && grep -q "another list of URLs" "$T/refused.log" || fail "another list: exit $rc"
+"$FANOUT" --nats "$URL" --durable kill --purge | grep -q "job kill purged" || fail "--purge"
+"$FANOUT" --nats "$URL" --durable kill --status >/dev/null 2>&1
+[ $? -eq 1 ] || fail "--status of a purged job: not 1"
+echo "ok - another list refused; --status, --purge"
+
+# ---- a worker killed ---------------------------------------------------------
+look; base=$REQ; LOOKS=0
+workers worker 16 "$URL"
+coord worker "$URL"
+wait_requests $((N / 3))
+kill -9 "$pid_w1"; wait "$pid_w1" 2>/dev/null
+t0=$(date +%s.%N)
+wait $coord || fail "worker: the coordinator exited $?"
+res=$(check "$T/out" "$N") || fail "$res"
+read -r redel found published dups _ sredel ws <<<"$res"
+workers_stop "$pid_w2"
+# what w1 held when it died comes back to w2: fetched again, or acked if
+# w1 had stored its result (w2's drain line counts those)
+kept=$(sed -n 's/.*(\([0-9]*\) redelivered with a result stored.*/\1/p' "$T/w2.log")
+back=$((redel + ${kept:-0}))
+[ "$back" -ge 1 ] && [ "$back" -le 16 ] && [ "$redel" -eq "$sredel" ] || fail "worker: $redel rows redelivered ($sredel in the summary), $kept stored"
+look; twice=$((REQ - base - LOOKS - N))
+[ "$twice" -ge 0 ] && [ "$twice" -le 16 ] || fail "worker: $twice fetched twice"
+echo "ok - worker: w1 killed at a third; $back URLs redelivered to w2 after ack_wait (6 s): $redel fetched again, $kept with w1's result stored; $twice fetched twice; done $(python3 -c "import sys,time;print('%.1f' % (time.time()-float(sys.argv[1])))" "$t0") s after the kill"
+"$FANOUT" --nats "$URL" --durable worker --purge >/dev/null || fail "purge worker"
+
+# ---- the server killed and started again on its store ------------------------
+look; base=$REQ; LOOKS=0
+workers restart 16 "$URL"
+coord restart "$URL"
+wait_requests $((N / 3))
+kill -9 "$nspid"; wait "$nspid" 2>/dev/null
+sleep 0.5
+ns_start
+wait $coord || fail "restart: the coordinator exited $?"
+res=$(check "$T/out" "$N") || fail "$res"
+read -r redel found published dups disc _ ws <<<"$res"
+[ "$disc" -ge 1 ] || fail "restart: the coordinator's connection never dropped"
+workers_stop "$pid_w1" "$pid_w2"
+look; twice=$((REQ - base - LOOKS - N))
+[ "$twice" -ge 0 ] && [ "$twice" -le 32 ] || fail "restart: $twice fetched twice"
+echo "ok - restart: every URL once; $redel redelivered, $twice fetched twice, $published published ($dups the stream had); by $ws"
+"$FANOUT" --nats "$URL" --durable restart --purge >/dev/null || fail "purge restart"
+kill -9 "$nspid"; wait "$nspid" 2>/dev/null
+
+# ---- a 3-node cluster, the stream's leader killed ----------------------------
+head -2000 "$T/urls" >"$T/urls2k"
+cp "$T/urls2k" "$T/urls"
+N=2000
+cps=() nps=() npid=()
+for k in 1 2 3; do cps+=("$(free_port)"); nps+=("$(free_port)"); done
+for k in 1 2 3; do
+  cat >"$T/n$k.conf" <<EOF
+server_name: n$k
+listen: 127.0.0.1:${nps[$((k - 1))]}
+jetstream { store_dir: "$T/n$k" }
+cluster {
+  name: uvp
+  listen: 127.0.0.1:${cps[$((k - 1))]}
+  routes: [nats-route://127.0.0.1:${cps[0]}, nats-route://127.0.0.1:${cps[1]}, nats-route://127.0.0.1:${cps[2]}]
+}
+EOF
+  "$NATS" -c "$T/n$k.conf" >"$T/n$k.log" 2>&1 & npid+=($!); PIDS="$PIDS $!"
+done
+for k in 1 2 3; do wait_port "${nps[$((k - 1))]}"; done
+CURL=nats://127.0.0.1:${nps[0]},nats://127.0.0.1:${nps[1]},nats://127.0.0.1:${nps[2]}
+look; base=$REQ; LOOKS=0
+workers cluster 16 "$CURL"
+coord cluster "$CURL"
+i=0
+until "$FANOUT" --nats "$CURL" --durable cluster --status >"$T/status" 2>/dev/null; do
+  i=$((i + 1)); [ $i -gt 300 ] && fail "cluster: no job"; sleep 0.1
+done
+grep -q "^3 replicas (leader n[123])" "$T/status" || fail "cluster: $(cat "$T/status")"
+leader=$(sed -n 's/^3 replicas (leader n\([123]\)).*/\1/p' "$T/status")
+wait_requests $((N / 3))
+look; at=$((REQ - base - LOOKS))
+kill -9 "${npid[$((leader - 1))]}"
+t0=$(date +%s.%N)
+wait_requests $((at + 50))
+resumed=$(python3 -c "import sys,time;print('%.1f' % (time.time()-float(sys.argv[1])))" "$t0")
+wait $coord || fail "cluster: the coordinator exited $?"
+done_after=$(python3 -c "import sys,time;print('%.1f' % (time.time()-float(sys.argv[1])))" "$t0")
+res=$(check "$T/out" "$N") || fail "$res"
+read -r redel found published dups disc _ ws <<<"$res"
+workers_stop "$pid_w1" "$pid_w2"
+look; twice=$((REQ - base - LOOKS - N))
+echo "ok - cluster: 3 replicas; leader n$leader killed at $at fetches: fetching resumed $resumed s after, the job done $done_after s after; every URL once, $redel redelivered, $twice fetched twice"
