@@ -65,6 +65,12 @@
  * it is tried before the URL is given back (-NAK) for a later delivery. */
 #define STORE_MS 10000
 #define STORE_TRIES 8
+/* A pull request's life at the server: a request the server lost (the
+ * consumer's leader died) is asked again this and 2 s after it was sent.
+ * The results' watch hears a heartbeat this often while idle, and starts
+ * again after two missed (the bucket's leader died). */
+#define PULL_EXPIRES_MS 2000
+#define WATCH_HEARTBEAT_MS 1000
 /* How often a worker looks for a job that does not exist yet, and for
  * the purge of the one it serves; how long what runs then may finish. */
 #define JOB_POLL_MS 2000
@@ -672,9 +678,10 @@ static uvp_ret_t co_setup(void *arg) {
   if (rc == 0) {
     what = co->nm.bucket;
     n = 0;
+    uvp_nats_kv_watch_opts_t wo = {.heartbeat_ms = WATCH_HEARTBEAT_MS};
     do
       rc = uvp_await_take(
-          uvp_nats_kv_watch(co->js, co->nm.bucket, "r.*", NULL, &p), &p, &o);
+          uvp_nats_kv_watch(co->js, co->nm.bucket, "r.*", &wo, &p), &p, &o);
     while (again(ctx, rc, &n));
     if (rc == 0)
       co->watch = o.value;
@@ -1080,7 +1087,8 @@ static uvp_ret_t wk_setup(void *arg) {
     if (rc == 0)
       rc = manifest_read(w, o.value);
   }
-  uvp_nats_js_pull_opts_t po = {.limit = (size_t)w->cli->concurrency};
+  uvp_nats_js_pull_opts_t po = {.limit = (size_t)w->cli->concurrency,
+                                .expires_ms = PULL_EXPIRES_MS};
   n = 0;
   if (rc == 0) {
     do
