@@ -163,6 +163,12 @@ typedef struct svc_case_s {
   uvp_ctx_t *ctx; /* the service's own; NULL: not started */
   uvp_nats_t *nc;
   uvp_nats_svc_t *svc;
+  /* what svc_fiber's "wait:N" jobs saw: how many started, and the last
+   * one whose wait was cut (its code, when, and why) */
+  int started, cuts;
+  int cut_rc;
+  uint64_t cut_ns;
+  char cut_why[256];
 } svc_case_t;
 
 static void svc_case_start(fixture_t *f, svc_case_t *c, const nats_server_t *s,
@@ -1323,6 +1329,22 @@ static uvp_ret_t svc_fiber(void *arg) {
     if (rc != 0)
       return uvp_ret_reject(rc, NULL, NULL);
   }
+  if (strncmp(body, "wait:", 5) == 0) { /* sleep, saying how it was cut */
+    c->started++;
+    uvp_promise_t *d;
+    assert_int_equal(
+        uvp_delay(c->ctx, strtoull(body + 5, NULL, 10), NULL, NULL, 0, &d), 0);
+    int rc = uvp_await(d, NULL);
+    if (rc != 0) {
+      c->cut_ns = uv_hrtime();
+      c->cut_rc = rc;
+      c->cuts++;
+      uvp_cause_format(uvp_promise_cause(d), c->cut_why, sizeof(c->cut_why));
+    }
+    uvp_promise_release(d);
+    if (rc != 0)
+      return uvp_ret_reject(rc, NULL, NULL);
+  }
   if (strcmp(body, "fail") == 0)
     return uvp_ret_reject(UV_EIO, NULL, NULL);
   if (strcmp(body, "left") == 0) { /* the deadline it was given */
@@ -1409,6 +1431,13 @@ static void test_serve(void **state) {
              {"Uvp-Timeout-Ms: -5", "EPROTO"},
              {"Uvp-Timeout-Ms: 86400001", "EPROTO"},
              {"Uvp-Timeout-Ms: 0", "ETIMEDOUT"},
+             /* empty: nats.c hands it over as absent, it is not */
+             {"Uvp-Timeout-Ms:", "EPROTO"},
+             /* at or below the margin (20 here): nothing left to serve
+              * it in, answered at once rather than dropped unanswered */
+             {"Uvp-Timeout-Ms: 1", "ETIMEDOUT"},
+             {"Uvp-Timeout-Ms: 20", "ETIMEDOUT"},
+             {"Uvp-Timeout-Ms: 60", NULL},
              {"Other: x", NULL}}; /* absent: the default, served */
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     const char *h[] = {bad[i].hdr, NULL};
@@ -1429,10 +1458,10 @@ static void test_serve(void **state) {
     uvp_nats_serve_stats(T.svc.svc, &st);
   } while (st.no_reply == 0 && uv_hrtime() - t0 < 10000000000ull);
   assert_int_equal(st.no_reply, 1);
-  assert_int_equal(st.bad, 4);
+  assert_int_equal(st.bad, 7);
   assert_int_equal(st.failed, 1);
-  assert_int_equal(st.received, 9);
-  assert_int_equal(st.served, 5);
+  assert_int_equal(st.received, 13);
+  assert_int_equal(st.served, 6);
   assert_int_equal(uvp_nats_unsubscribe(raw), 0);
 }
 
@@ -1478,6 +1507,311 @@ static void test_serve_limit_and_start(void **state) {
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   assert_memory_equal(body(p), "started", 7);
   uvp_promise_release(p);
+}
+
+/* ---- cancels and backpressure (uvp_nats_serve) -------------------------- */
+
+static void tick(uv_timer_t *t) { (void)t; }
+
+static void ring(uv_timer_t *t) { *(bool *)t->data = true; }
+
+/* Run the loop for ms of real time. */
+static void run_ms(fixture_t *f, uint64_t ms) {
+  bool rang = false;
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  t.data = &rang;
+  uv_timer_start(&t, ring, ms, 0);
+  while (!rang)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* Run the loop until *n >= want (10 s at most). */
+static void run_until_count(fixture_t *f, const int *n, int want) {
+  uint64_t t0 = uv_hrtime();
+  uv_timer_t t; /* a turn every 5 ms, whatever else the loop waits for */
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, tick, 5, 5);
+  while (*n < want && uv_hrtime() - t0 < 10000000000ull)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(*n, want);
+}
+
+/* How long a cancel may take to cut the fiber serving its request: a
+ * publish, the server, the worker's read (one process here). */
+static double cut_bound_ms(void) {
+#if defined(T_ASAN)
+  return 150;
+#else
+  return RUNNING_ON_VALGRIND ? 250 : 50;
+#endif
+}
+
+/* The fiber of c's last "wait:" job was cut, as its cut number `n`, with
+ * UV_ECANCELED and a cause that starts "cancelled by the caller" and
+ * holds `why`, at most cut_bound_ms() after t0.  How long it took. */
+static double expect_cut(fixture_t *f, svc_case_t *c, int n, uint64_t t0,
+                         const char *why) {
+  run_until_count(f, &c->cuts, n);
+  double ms = (double)(c->cut_ns - t0) / 1e6;
+  print_message("cut %.2f ms after the caller's: %s\n", ms, c->cut_why);
+  assert_int_equal(c->cut_rc, UV_ECANCELED);
+  assert_memory_equal(c->cut_why, "cancelled by the caller: ", 25);
+  assert_non_null(strstr(c->cut_why, why));
+  assert_true(ms >= 0 && ms < cut_bound_ms());
+  return ms;
+}
+
+/* A request cut on the caller's side cuts the fiber serving it on the
+ * worker's (where main ran the job to its end): uvp_promise_cancel 300 ms
+ * in, a race's loser, a group's cancel, uvp_ctx_close of the caller's
+ * context; each cause travels in Uvp-Cause, and none is replied to.  A
+ * request cancelled while it waits under the limit never starts. */
+static void test_serve_cancel(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  uvp_nats_t *nc = T.nc;
+  uvp_promise_t *p, *q, *r;
+
+  /* uvp_promise_cancel at 300 ms of a 2 s job */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  run_ms(f, 300);
+  assert_int_equal(c->started, 1);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  double first = expect_cut(f, c, 1, t0, "cancelled by the program");
+  assert_int_equal(reason(p), UV_ECANCELED);
+  uvp_promise_release(p);
+
+  /* a race's loser */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  run_until_count(f, &c->started, 2);
+  assert_int_equal(uvp_delay(f->ctx, 100, NULL, NULL, 0, &q), 0);
+  uvp_promise_t *in[2] = {p, q};
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, UVP_CANCEL_LOSERS, &r), 0);
+  run_until_settled(f, r);
+  t0 = uv_hrtime(); /* the race decided a moment before: an upper bound */
+  expect_cut(f, c, 2, t0 - 5000000, "lost a race");
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  uvp_promise_release(r);
+
+  /* a group's cancel */
+  uvp_group_t *g;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  run_until_count(f, &c->started, 3);
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_group_cancel(g), 0);
+  expect_cut(f, c, 3, t0, "group made at");
+  uvp_promise_release(p);
+  uvp_group_release(g);
+
+  /* uvp_ctx_close of the caller's context (its connection stays open) */
+  uvp_ctx_t *cctx;
+  assert_int_equal(uvp_ctx_new(&f->loop, &cctx), 0);
+  uvp_nats_t *cnc = connect_opts(f, cctx, T.s->url, NULL, 0);
+  assert_int_equal(uvp_nats_request(cnc, "svc.a", "wait:2000", 10, NULL, &p),
+                   0);
+  uvp_promise_mark_handled(p);
+  uvp_promise_release(p);
+  run_until_count(f, &c->started, 4);
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_ctx_close(cctx), 0);
+  expect_cut(f, c, 4, t0, "context closed");
+  assert_int_equal(uvp_nats_close(cnc), 0); /* its memory goes at teardown */
+
+  /* none of them was replied to: nothing late at the caller */
+  run_ms(f, 100);
+  uvp_nats_stats_t ns;
+  uvp_nats_stats(nc, &ns);
+  assert_int_equal(ns.late, 0);
+
+  /* cancelled while it waits under the limit: it never starts */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:300", 9, NULL, &p), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:300", 9, NULL, &q), 0);
+  run_until_count(f, &c->started, 5);
+  run_ms(f, 50); /* q has reached the worker, and waits */
+  assert_int_equal(uvp_promise_cancel(q), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  run_ms(f, 100);
+  assert_int_equal(c->started, 5);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+
+  uvp_nats_serve_stats_ex_t st;
+  assert_int_equal(uvp_nats_serve_stats_ex(c->svc, &st), 0);
+  print_message("cancels %" PRIu64 ", cancelled %" PRIu64 ", replied %" PRIu64
+                "; first cut %.2f ms\n",
+                st.cancels, st.cancelled, st.base.replied, first);
+  assert_int_equal(st.cancels, 5);
+  assert_int_equal(st.cancelled, 5);
+  assert_int_equal(st.base.replied, 1);
+  assert_int_equal(st.waiting + st.running, 0);
+}
+
+/* The caller's scope deadline passing first (a virtual clock on the
+ * caller's side, the worker's real: the worker's own deadline is still
+ * far) cuts the worker's fiber with the deadline as the cause.  With
+ * UVP_NATS_REQUEST_NO_CANCEL nothing is told. */
+static void test_serve_cancel_deadline(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  uvp_nats_t *nc = T.nc;
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_VIRTUAL), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_deadline_set(f->ctx, 3000), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  assert_int_equal(uvp_deadline_shield(f->ctx, UVP_NO_DEADLINE), 0);
+  run_until_count(f, &c->started, 1);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_clock_advance(f->ctx, 3000), 0);
+  expect_cut(f, c, 1, t0, "deadline 3000 ms set at");
+  assert_int_equal(reason(p), UV_ETIMEDOUT);
+  uvp_promise_release(p);
+
+  uvp_nats_request_opts_t ro = {.flags = UVP_NATS_REQUEST_NO_CANCEL};
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:200", 9, &ro, &p), 0);
+  run_until_count(f, &c->started, 2);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  uvp_promise_release(p);
+  run_ms(f, 400);
+  assert_int_equal(c->cuts, 1); /* it ran to its end */
+  uvp_nats_stats_t ns;
+  uvp_nats_stats(nc, &ns);
+  assert_int_equal(ns.late, 1); /* and replied */
+}
+
+/* limit 1 and the default bound (2 x limit waiting): of 10 requests at
+ * once 3 are held and served, 7 answered EBUSY at once; with a bound of 0
+ * only the one running is held. */
+static void test_serve_busy(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &T.svc, T.s, &o);
+  uvp_nats_t *nc = T.nc;
+  enum { N = 10 };
+  uvp_promise_t *ps[N];
+  uint64_t t0 = uv_hrtime();
+  for (int i = 0; i < N; i++) {
+    uvp_nats_request_opts_t ro = {.timeout_ms = 5000};
+    assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:200", 9, &ro, &ps[i]),
+                     0);
+  }
+  int busy = 0, ok = 0;
+  double busy_ms = 0;
+  for (int i = 0; i < N; i++) {
+    run_until_settled(f, ps[i]);
+    void *payload = NULL;
+    int rc = uvp_promise_reason(ps[i], &payload);
+    if (rc == UV_EBUSY) {
+      natsMsg *m = payload;
+      assert_string_equal(uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER),
+                          "EBUSY");
+      assert_non_null(uvp_nats_msg_header(m, UVP_NATS_WORKER_HEADER));
+      busy++;
+      busy_ms = (double)(uv_hrtime() - t0) / 1e6;
+    } else {
+      assert_int_equal(uvp_promise_state(ps[i]), UVP_FULFILLED);
+      ok++;
+    }
+  }
+  print_message("%d served, %d EBUSY (the last %.1f ms after the burst)\n", ok,
+                busy, busy_ms);
+  assert_int_equal(ok, 3);
+  assert_int_equal(busy, 7);
+  assert_true(busy_ms < 200); /* at once, not after the work */
+  for (int i = 0; i < N; i++)
+    uvp_promise_release(ps[i]);
+  uvp_nats_serve_stats_ex_t st;
+  assert_int_equal(uvp_nats_serve_stats_ex(T.svc.svc, &st), 0);
+  assert_int_equal(st.busy, 7);
+  assert_int_equal(st.max_waiting, 2);
+
+  assert_int_equal(uvp_nats_serve_set_max_waiting(T.svc.svc, 0), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:200", 9, NULL, &ps[i]),
+                     0);
+  run_until_all_settled(f, ps, 3);
+  assert_int_equal(uvp_promise_state(ps[0]), UVP_FULFILLED);
+  assert_int_equal(reason(ps[1]), UV_EBUSY);
+  assert_int_equal(reason(ps[2]), UV_EBUSY);
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(ps[i]);
+  assert_int_equal(uvp_nats_serve_set_max_waiting(NULL, 0), UV_EINVAL);
+}
+
+/* A drain within 300 ms of a service holding one 5 s job and two waiting:
+ * at 300 ms the two are answered ECANCELED, the job's fiber is cut with
+ * the cause "worker draining" and its caller answered ECANCELED, and the
+ * drain fulfils.  A drain without a deadline, shortened to 0 by a second
+ * call, ends at once. */
+static void test_serve_drain_deadline(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  uvp_nats_t *nc = T.nc;
+  uvp_promise_t *ps[3], *d, *d2;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.a", "wait:5000", 10, NULL, &ps[i]), 0);
+  run_until_count(f, &c->started, 1);
+  run_ms(f, 50); /* the other two have reached it */
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_serve_drain_within(c->svc, 300, &d), 0);
+  assert_int_equal(uvp_nats_serve_drain(c->svc, &d2), UV_EALREADY);
+  run_until_settled(f, d);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  uvp_promise_release(d);
+  print_message("drain within 300 ms ended in %.1f ms: %s\n", ms, c->cut_why);
+  assert_true(ms >= 290 && ms < 1000);
+  assert_int_equal(c->cuts, 1);
+  assert_int_equal(c->cut_rc, UV_ECANCELED);
+  assert_string_equal(c->cut_why, "worker draining");
+  run_until_all_settled(f, ps, 3);
+  for (int i = 0; i < 3; i++) {
+    void *payload = NULL;
+    assert_int_equal(uvp_promise_reason(ps[i], &payload), UV_ECANCELED);
+    assert_non_null(payload); /* answered, not cut on the caller's side */
+    assert_memory_equal(natsMsg_GetData(payload), "worker draining", 15);
+    uvp_promise_release(ps[i]);
+  }
+  assert_int_equal(c->started, 1);
+  svc_case_stop(f, c);
+
+  /* no deadline, then a second call with 0: at once */
+  svc_case_start(f, c, T.s, &o);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:5000", 10, NULL, &ps[0]),
+                   0);
+  run_until_count(f, &c->started, 2);
+  assert_int_equal(uvp_nats_serve_drain_within(c->svc, UVP_NO_DEADLINE, &d), 0);
+  run_ms(f, 100);
+  assert_int_equal(uvp_promise_state(d), UVP_PENDING);
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_serve_drain_within(c->svc, 0, &d2), 0);
+  assert_ptr_equal(d, d2);
+  run_until_settled(f, d);
+  ms = (double)(uv_hrtime() - t0) / 1e6;
+  print_message("drained at once: %.1f ms\n", ms);
+  assert_true(ms < 100);
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  run_until_settled(f, ps[0]);
+  assert_int_equal(reason(ps[0]), UV_ECANCELED);
+  uvp_promise_release(ps[0]);
+  uvp_promise_release(d);
+  uvp_promise_release(d2);
 }
 
 /* ---- worker processes: SIGKILL and SIGTERM mid-run ----------------------- */
@@ -1630,6 +1964,10 @@ int main(void) {
       NATS_TEST(test_max_payload_and_reconnect_buffer, setup_small_server),
       NATS_TEST(test_serve, setup_conn),
       NATS_TEST(test_serve_limit_and_start, setup_conn),
+      NATS_TEST(test_serve_cancel, setup_conn),
+      NATS_TEST(test_serve_cancel_deadline, setup_conn),
+      NATS_TEST(test_serve_busy, setup_conn),
+      NATS_TEST(test_serve_drain_deadline, setup_conn),
       NATS_TEST(test_worker_killed, setup_conn),
       NATS_TEST(test_worker_drained, setup_conn),
   };
