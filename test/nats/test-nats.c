@@ -1832,8 +1832,17 @@ typedef struct proc_s {
   pid_t pid;
 } proc_t;
 
-/* Start test/nats/nats-worker and wait for its "ready" line. */
+/* Start test/nats/nats-worker and wait for its "ready" line; *out (NULL:
+ * closed) keeps the read end of its stdout, non-blocking. */
+static void proc_start_out(proc_t *w, const nats_server_t *s, const char *limit,
+                           int *out);
+
 static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
+  proc_start_out(w, s, limit, NULL);
+}
+
+static void proc_start_out(proc_t *w, const nats_server_t *s, const char *limit,
+                           int *out) {
   const char *bin = getenv("UVP_NATS_WORKER");
   assert_non_null(bin);
   int fds[2];
@@ -1848,9 +1857,14 @@ static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
     _exit(127);
   }
   close(fds[1]);
-  char line[16] = {0};
-  ssize_t n = read(fds[0], line, sizeof(line) - 1); /* blocks until ready */
-  close(fds[0]);
+  char line[7] = {0}; /* "ready\n": nothing more is written before it */
+  ssize_t n = read(fds[0], line, 6); /* blocks until ready */
+  if (out != NULL) {
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    *out = fds[0];
+  } else {
+    close(fds[0]);
+  }
   if (n < 5 || strncmp(line, "ready", 5) != 0)
     fail_msg("nats-worker did not start: '%s'", line);
   w->pid = pid;
@@ -1942,6 +1956,90 @@ static void workers_signal(fixture_t *f, int sig) {
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* A line of fd (non-blocking) into buf, the loop running meanwhile (5 s
+ * at most); false if none came. */
+static bool read_line(fixture_t *f, int fd, char *buf, size_t cap) {
+  size_t n = 0;
+  uint64_t t0 = uv_hrtime();
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, tick, 1, 1);
+  bool got = false;
+  while (!got && n + 1 < cap && uv_hrtime() - t0 < 5000000000ull) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    while (n + 1 < cap && read(fd, buf + n, 1) == 1)
+      if (buf[n++] == '\n') {
+        got = true;
+        break;
+      }
+  }
+  buf[n] = '\0';
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  return got;
+}
+
+/* Across processes: a request cancelled 300 ms into a 2 s job cuts the
+ * worker process's fiber (it prints when, on the machine's monotonic
+ * clock, and why); then a worker draining a 5 s job without a deadline
+ * gets a second SIGTERM, answers the job ECANCELED ("worker draining")
+ * and exits 0 at once, its uv_loop_close() 0 (main's was killed by it). */
+static void test_worker_cancel_and_second_sigterm(void **state) {
+  fixture_t *f = *state;
+  proc_t a;
+  int out;
+  proc_start_out(&a, T.s, "0", &out);
+  uvp_nats_t *nc = T.nc;
+  uvp_promise_t *p;
+  uvp_nats_request_opts_t ro = {.timeout_ms = 5000};
+  assert_int_equal(uvp_nats_request(nc, "svc.work", "sleep:2000", 11, &ro, &p),
+                   0);
+  run_ms(f, 300);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  uvp_promise_release(p);
+  char line[512];
+  bool got = read_line(f, out, line, sizeof(line));
+  unsigned long long ns = 0;
+  int at = 0;
+  if (!got || sscanf(line, "cut %llu %n", &ns, &at) != 1)
+    fail_msg("the worker's fiber was not cut: '%s'", line);
+  double ms = (double)(ns - t0) / 1e6;
+  line[strcspn(line, "\n")] = '\0';
+  print_message("cancel to the worker process's fiber cut: %.2f ms (%s)\n", ms,
+                line + at);
+  assert_non_null(
+      strstr(line, "cancelled by the caller: cancelled by the program"));
+  assert_true(ms >= 0 && ms < cut_bound_ms());
+
+  /* the second SIGTERM */
+  ro.timeout_ms = 10000;
+  assert_int_equal(uvp_nats_request(nc, "svc.work", "sleep:5000", 11, &ro, &p),
+                   0);
+  run_ms(f, 200);
+  kill(a.pid, SIGTERM);
+  run_ms(f, 200);
+  assert_int_equal(waitpid(a.pid, NULL, WNOHANG), 0); /* it drains */
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  uint64_t t1 = uv_hrtime();
+  kill(a.pid, SIGTERM);
+  run_until_settled(f, p);
+  void *payload = NULL;
+  assert_int_equal(uvp_promise_reason(p, &payload), UV_ECANCELED);
+  assert_non_null(payload);
+  assert_memory_equal(natsMsg_GetData(payload), "worker draining", 15);
+  uvp_promise_release(p);
+  int st = proc_wait(&a);
+  double end_ms = (double)(uv_hrtime() - t1) / 1e6;
+  print_message("second SIGTERM: answered and exited in %.1f ms\n", end_ms);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0); /* uv_loop_close() == 0 */
+  assert_true(end_ms < 2000);
+  assert_true(read_line(f, out, line, sizeof(line))); /* its cut, said */
+  assert_non_null(strstr(line, "worker draining"));
+  close(out);
+}
+
 static void test_worker_killed(void **state) {
   workers_signal(*state, SIGKILL);
 }
@@ -1982,6 +2080,7 @@ int main(void) {
       NATS_TEST(test_serve_drain_deadline, setup_conn),
       NATS_TEST(test_worker_killed, setup_conn),
       NATS_TEST(test_worker_drained, setup_conn),
+      NATS_TEST(test_worker_cancel_and_second_sigterm, setup_conn),
   };
   if (getenv("UVP_TEST_FILTER") != NULL) /* one test: UVP_TEST_FILTER=name */
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
