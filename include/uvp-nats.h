@@ -654,7 +654,9 @@ UVP_NATS_EXTERN int uvp_nats_serve_set_max_waiting(uvp_nats_svc_t *svc,
  * @{ */
 /** Stop taking requests (natsSubscription_Drain: UNSUB; what the server
  * had already sent still arrives and is served), wait for every member to
- * have replied, and fulfil (value NULL); the service is freed then.  No
+ * have replied, and fulfil with the service's last counters (a
+ * uvp_nats_serve_stats_ex_t *, the promise's; NULL without memory); the
+ * service is freed then (read its counters from the value).  No
  * deadline: uvp_nats_serve_drain_within(svc, UVP_NO_DEADLINE, out), but
  * a second call is UV_EALREADY.  Cancel-safe: cancelling stops the wait,
  * not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,

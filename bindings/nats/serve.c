@@ -421,10 +421,13 @@ static uvp_ret_t svc_joined(void *arg, const uvp_outcome_t *in) {
   uvp_nats_svc_t *svc = arg;
   (void)in;
   deadline_stop(svc);
-  if (svc->drain_p != NULL) {
+  if (svc->drain_p != NULL) { /* its value: the last counters */
     uvp_promise_t *p = svc->drain_p;
+    uvp_nats_serve_stats_ex_t *st = malloc(sizeof(*st));
+    if (st != NULL)
+      (void)uvp_nats_serve_stats_ex(svc, st);
     svc->drain_p = NULL;
-    uvp_promise_resolve(p, NULL, NULL);
+    uvp_promise_resolve(p, st, st != NULL ? free : NULL);
     uvp_promise_release(p);
   }
   return uvp_ret_value(NULL, NULL);
