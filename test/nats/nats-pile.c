@@ -3,13 +3,13 @@
  * with BODY and Uvp-Timeout-Ms TIMEOUT_MS (86400000, a day, the most a
  * service accepts: nothing expires while it waits), published at once.  It
  * waits until every request but at most HELD has an answer (or 2 s pass
- * with none), prints
+ * with none, or MAX_MS in all, default 20 s), prints
  *   pile N busy B other O pending P answered_ms MS
  * (B answered EBUSY, O any other way, P still waiting: held by the
  * worker; MS from the first publish to the last answer), and exits with
  * its requests still pending: uvp_nats_close sends no cancel, so the
  * worker keeps what it took, as after a client that went away.
- * Usage: nats-pile URL SUBJECT N TIMEOUT_MS HELD BODY */
+ * Usage: nats-pile URL SUBJECT N TIMEOUT_MS HELD BODY [MAX_MS] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,7 @@ typedef struct pile_s {
   uvp_ctx_t *ctx;
   uvp_nats_t *nc;
   size_t n, held, busy, other;
-  uint64_t t0, last;
+  uint64_t t0, last, max_ns;
   uv_timer_t quiet;
 } pile_t;
 
@@ -30,7 +30,7 @@ static void quiet_check(uv_timer_t *t) {
   uint64_t now = uv_hrtime();
   bool done = p->n - p->busy - p->other <= p->held;
   bool stalled = now - (p->last ? p->last : p->t0) > 2000000000ull;
-  if (done || stalled)
+  if (done || stalled || now - p->t0 > p->max_ns)
     uv_stop(&p->loop);
 }
 
@@ -45,12 +45,15 @@ static uvp_ret_t answered(void *arg, const uvp_outcome_t *in) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 7) {
-    fprintf(stderr, "usage: nats-pile URL SUBJECT N TIMEOUT_MS HELD BODY\n");
+  if (argc != 7 && argc != 8) {
+    fprintf(stderr,
+            "usage: nats-pile URL SUBJECT N TIMEOUT_MS HELD BODY [MAX_MS]\n");
     return 2;
   }
+  uint64_t max_ms = argc == 8 ? strtoull(argv[7], NULL, 10) : 20000;
   pile_t p = {.n = strtoull(argv[3], NULL, 10),
-              .held = strtoull(argv[5], NULL, 10)};
+              .held = strtoull(argv[5], NULL, 10),
+              .max_ns = max_ms * 1000000};
   uvp_nats_request_opts_t ro = {.timeout_ms = strtoull(argv[4], NULL, 10),
                                 .flags = UVP_NATS_REQUEST_NO_HOLD};
   const char *body = argv[6];
