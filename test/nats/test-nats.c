@@ -208,6 +208,7 @@ typedef struct nats_case_s {
   uvp_nats_t *nc;    /* the case's connection (NULL: none, or closed) */
   worker_t w;        /* the worker (w.ctx NULL: not running) */
   svc_case_t svc;    /* a service (svc.ctx NULL: not running) */
+  pid_t procs[4];    /* worker processes not reaped yet (proc_start) */
 } nats_case_t;
 
 static nats_case_t T;
@@ -279,6 +280,11 @@ static int nats_teardown(void **state) {
       svc_case_stop(f, &T.svc);
     assert_true(fixture_drain(f, 10000));
   }
+  for (size_t i = 0; i < sizeof(T.procs) / sizeof(T.procs[0]); i++)
+    if (T.procs[i] > 0) { /* left by a failed case: it must not linger */
+      kill(T.procs[i], SIGKILL);
+      waitpid(T.procs[i], NULL, 0);
+    }
   nats_server_kill(&T.own);
   return fixture_teardown(state);
 }
@@ -1445,6 +1451,8 @@ static void test_serve(void **state) {
     const char *e = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
     if (bad[i].err == NULL)
       assert_null(e);
+    else if (e == NULL)
+      fail_msg("%s: served, not answered %s", bad[i].hdr, bad[i].err);
     else
       assert_string_equal(e, bad[i].err);
     uvp_promise_release(p);
@@ -1858,6 +1866,11 @@ static void proc_start_out(proc_t *w, const nats_server_t *s, const char *limit,
     execl(bin, bin, s->url, "svc.*", "workers", limit, (char *)NULL);
     _exit(127);
   }
+  for (size_t i = 0; i < sizeof(T.procs) / sizeof(T.procs[0]); i++)
+    if (T.procs[i] == 0) {
+      T.procs[i] = pid;
+      break;
+    }
   close(fds[1]);
   char line[7] = {0}; /* "ready\n": nothing more is written before it */
   ssize_t n = read(fds[0], line, 6); /* blocks until ready */
@@ -1875,6 +1888,9 @@ static void proc_start_out(proc_t *w, const nats_server_t *s, const char *limit,
 static int proc_wait(proc_t *w) {
   int st = 0;
   assert_int_equal(waitpid(w->pid, &st, 0), w->pid);
+  for (size_t i = 0; i < sizeof(T.procs) / sizeof(T.procs[0]); i++)
+    if (T.procs[i] == w->pid)
+      T.procs[i] = 0;
   return st;
 }
 
