@@ -1376,7 +1376,12 @@ static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
                                     strlen(body) + 1, headers),
                    0);
   assert_int_equal(uvp_nats_next(sub, keep), 0);
+  uv_timer_t t; /* a reply that never comes fails in 10 s, not hangs */
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, settle_tick, 10, 10);
   run_until_settled(f, *keep);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* its close, before t goes */
   assert_int_equal(uvp_promise_state(*keep), UVP_FULFILLED);
   return uvp_promise_value(*keep);
 }
