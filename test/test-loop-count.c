@@ -719,14 +719,25 @@ static uvp_promise_t *tcp_op(test_rng_t *r) {
     return NULL;
   uvp_promise_t *p = NULL;
   int rc;
-  switch (below(r, 4)) {
+  switch (below(r, 6)) {
   case 0:
     rc = uvp_tcp_write(t, ping, sizeof(ping), &p);
     break;
-  case 1:
+  case 1: {
+    char *copy = strdup(ping);
+    assert_non_null(copy);
+    rc = uvp_tcp_write_full(t, copy, sizeof(ping), free, &p);
+    if (rc != 0)
+      free(copy);
+    break;
+  }
+  case 2:
     rc = uvp_tcp_read(t, &p);
     break;
-  case 2:
+  case 3:
+    rc = uvp_tcp_read_all(t, 64, &p);
+    break;
+  case 4:
     rc = uvp_tcp_closed(t, &p);
     break;
   default:
@@ -741,7 +752,7 @@ static uvp_promise_t *tcp_op(test_rng_t *r) {
   return p;
 }
 
-static uvp_promise_t *tcp_connect(void) {
+static uvp_promise_t *tcp_connect(test_rng_t *r) {
   if (S.nconns == CONNS_MAX)
     return NULL;
   uvp_tcp_t *t;
@@ -752,7 +763,10 @@ static uvp_promise_t *tcp_connect(void) {
   }
   S.conns[S.nconns++] = t;
   uvp_promise_t *p;
-  rc = uvp_tcp_connect_host(t, "127.0.0.1", S.port, &p);
+  /* By name, the lookup in the pool and each address in turn (a fresh
+   * handle after ::1 refuses), or by number. */
+  rc = uvp_tcp_connect_host(t, below(r, 3) == 0 ? dns_name : "127.0.0.1",
+                            S.port, &p);
   if (rc != 0)
     fail_msg("uvp_tcp_connect_host: %s", uvp_err_name(rc));
   held_add(p, H_OP);
@@ -793,10 +807,15 @@ static uvp_promise_t *start_thing(test_rng_t *r) {
                        work_done, NULL, &p);
     S.work_full_started += rc == 0;
   } else if (what < 22) {
-    uvp_spawn_opts_t o = {.file = "/bin/true"};
+    /* Now and then one uv_spawn refuses: its handles close later. */
+    bool missing = below(r, 4) == 0;
+    uvp_spawn_opts_t o = {.file =
+                              missing ? "/nonexistent/uvp-test" : "/bin/true"};
     rc = uvp_spawn(S.ctx, &o, &p);
+    if (missing && rc == UV_ENOENT)
+      return NULL;
   } else if (what < 24) {
-    return tcp_connect();
+    return tcp_connect(r);
   } else if (what < 28) {
     return tcp_op(r);
   } else {
