@@ -69,6 +69,8 @@
  * settles. */
 #define PROGRESS_AFTER_MS 500
 #define PROGRESS_EVERY_MS 250
+/* --trace's ring: about 917 000 events, a few per URL. */
+#define TRACE_RING (64u * 1024 * 1024)
 
 static void usage(FILE *f, const char *prog) {
   fprintf(
@@ -133,6 +135,12 @@ static void usage(FILE *f, const char *prog) {
       "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
       "              blank lines and lines starting with # skipped)\n"
       "  --json      JSON lines: one object per URL, then a summary\n"
+      "  --trace FILE\n"
+      "              record the run (uvp's flight recorder: each\n"
+      "              transfer, timer and cut, the loop's turns) and write\n"
+      "              it to FILE at the end as Chrome trace JSON (open it\n"
+      "              in https://ui.perfetto.dev); a run of more than\n"
+      "              about 900 000 events keeps its last ones\n"
       "  --serve [PORT]\n"
       "              run only the demo server on 127.0.0.1:PORT (default\n"
       "              0: any free port), print 'listening on "
@@ -963,6 +971,7 @@ enum {
   OPT_NATS_RETRY,
   OPT_NATS_PING,
   OPT_NAME,
+  OPT_TRACE,
   OPT_VERSION
 };
 
@@ -1008,6 +1017,7 @@ int main(int argc, char **argv) {
       {"nats-ping", required_argument, NULL, OPT_NATS_PING},
       {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
+      {"trace", required_argument, NULL, OPT_TRACE},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
   };
@@ -1019,7 +1029,7 @@ int main(int argc, char **argv) {
   int have_timeout = 0, json = 0, serve_mode = 0, follow = 0, insecure = 0,
       http2 = 0, compressed = 0;
   const char *cafile = NULL, *proxy = NULL, *userpwd = NULL;
-  const char *file = NULL;
+  const char *file = NULL, *trace = NULL;
   const char *prog = argv[0];
   nats_cli_t nats = {.retries = NATS_RETRY_DEFAULT};
   int worker = 0;
@@ -1091,6 +1101,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_JSON:
       json = 1;
+      break;
+    case OPT_TRACE:
+      trace = optarg;
       break;
     case OPT_NATS:
       nats.url = optarg;
@@ -1198,6 +1211,13 @@ int main(int argc, char **argv) {
       rc = UV_EINVAL;
     }
   }
+  /* --trace's file, opened before the run: one that cannot be written
+   * stops it, as an unreadable -f does. */
+  FILE *trace_out = NULL;
+  if (rc == 0 && trace != NULL && (trace_out = fopen(trace, "w")) == NULL) {
+    fprintf(stderr, "uvp-fanout: %s: %s\n", trace, strerror(errno));
+    rc = UV_EINVAL;
+  }
   int explained = rc != 0; /* each failure above said what went wrong */
   r.http.timeout_ms = timeout_ms;
   r.http.connect_timeout_ms = connect_ms;
@@ -1250,6 +1270,8 @@ int main(int argc, char **argv) {
    * in flight; transfers still run, and time out, at the real pace. */
   if (rc == 0 && getenv("UVP_FANOUT_VIRTUAL_CLOCK") != NULL)
     rc = uvp_ctx_set_clock(r.ctx, UVP_CLOCK_AUTO);
+  if (rc == 0 && trace_out != NULL)
+    rc = uvp_ctx_set_recorder(r.ctx, TRACE_RING, UVP_RECORD_ALL);
   if (rc == 0 && nats.url == NULL)
     rc = uvp_curl_new(r.ctx, &r.curl);
   if (rc == 0 && r.curl != NULL) {
@@ -1309,6 +1331,18 @@ int main(int argc, char **argv) {
   }
 
   uv_run(&loop, UV_RUN_DEFAULT);
+
+  if (trace_out != NULL) {
+    /* A file is written as the lines come: nothing is cut short. */
+    uvp_record_opts_t to = {UVP_RECORD_JSON, 0, trace_out, NULL, NULL};
+    int n = r.ctx != NULL ? uvp_ctx_recorder_write(r.ctx, &to) : UV_ENOENT;
+    if (fclose(trace_out) != 0 && n >= 0)
+      n = UV_EIO;
+    if (n < 0 && r.exit_code == 0) {
+      fprintf(stderr, "uvp-fanout: %s: %s\n", trace, uvp_strerror(n));
+      r.exit_code = 1;
+    }
+  }
 
   /* Teardown in the order libuv wants: promises, context, one more loop
    * run for uvp's handles, then the loop itself. */
