@@ -5,9 +5,12 @@
  * timer of the test's starts random mixes of every kind of uvp work
  * (delays, timeouts, file stats, scandirs, whole-file reads and writes,
  * DNS of the local name, uvp_work and uvp_work_full, children of
- * /bin/true, TCP connections to a loopback server of the test's with
- * writes, reads, watches, shutdowns, detaches and closes, bindings'
- * records), under ambient deadlines set and lifted at random, inside
+ * /bin/true and one uv_spawn refuses, TCP connections to a loopback
+ * server of the test's, by number or by name, with writes borrowed or
+ * handed over, reads, read_alls, watches, shutdowns, detaches, attaches
+ * and closes, bindings' records; handlers that return a fresh request for
+ * their derived promise to take over), under ambient deadlines set and
+ * lifted at random, inside
  * groups (limits, FAIL_FAST, DISCARD_SETTLED, CLOSE_WHEN_DONE, deadlines;
  * promise, start-callback and fiber members; closed, cancelled, released)
  * and fibers (deadlines, awaits plain and shielded, groups of their own,
@@ -44,13 +47,15 @@
 
 #include "fs-helpers.h"
 
-/* Under TSan a child forked from this process (a dozen threads) may hang
- * before its exec, in TSan's runtime, with the cancel's SIGTERM deferred
- * for ever: no children there. */
+/* Children only natively and under ASan.  Forked from this process (a
+ * dozen threads busy), a child was seen to hang before its exec under
+ * valgrind (in valgrind's own code, SIGTERM held), and under TSan one
+ * that had exited was never reaped (its SIGCHLD lost): either keeps the
+ * process handle, and close_full's callback, waiting for ever. */
 #if defined(T_TSAN)
 #define FORKS 0
 #else
-#define FORKS 1
+#define FORKS (!RUNNING_ON_VALGRIND)
 #endif
 
 #define HELD_MAX 768
@@ -1343,7 +1348,7 @@ static void test_inflight_never_drifts(void **state) {
   rounds = 100;
 #endif
   if (RUNNING_ON_VALGRIND)
-    rounds = 80;
+    rounds = 150;
   if (getenv("UVP_TEST_ROUNDS") != NULL)
     rounds = atoi(getenv("UVP_TEST_ROUNDS"));
   uint64_t seed = test_seed(0x10c0c0);
