@@ -31,11 +31,12 @@ typedef struct worker_s {
   uvp_nats_svc_t *svc;
   char name[300];
   uv_signal_t sigint, sigterm;
-  uv_timer_t trim;    /* gives a refused pile's memory back (trim_check) */
-  uint64_t trim_busy; /* EBUSY answers counted at the last look */
-  int trim_due;       /* some came since the last trim */
-  uvp_promise_t *drain;
-  int signals; /* received so far */
+  uv_timer_t trim;        /* gives a refused pile's memory back (trim_check) */
+  uint64_t trim_busy;     /* EBUSY answers counted at the last look */
+  int trim_due;           /* some came since the last trim */
+  uvp_promise_t *drain;   /* on_drained's */
+  uvp_promise_t *drain_p; /* the drain's own: settled, the service is gone */
+  int signals;            /* received so far */
   int exit_code;
 } worker_t;
 
@@ -295,6 +296,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   if (w->svc == NULL) /* not serving (yet): nothing to drain */
     return;
   if (w->signals++ > 0) {
+    if (uvp_promise_state(w->drain_p) != UVP_PENDING)
+      return; /* drained: on_drained is on its way */
     printf("stopping %s now\n", w->name);
     fflush(stdout);
     if (uvp_nats_serve_drain_within(w->svc, 0, &d) == 0)
@@ -314,6 +317,7 @@ static void on_signal(uv_signal_t *h, int signum) {
     signals_close(w);
     return;
   }
+  w->drain_p = uvp_promise_retain(d);
   (void)uvp_promise_on(d, UVP_ON_BOTH | UVP_ON_TAKE, on_drained, w, &w->drain);
 }
 
@@ -392,6 +396,7 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
   if (r->curl != NULL)
     uvp_curl_close(r->curl);
   uvp_promise_release(w.drain);
+  uvp_promise_release(w.drain_p);
   if (r->ctx != NULL)
     uvp_ctx_close(r->ctx);
   uv_run(r->loop, UV_RUN_DEFAULT);
