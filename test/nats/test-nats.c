@@ -10,10 +10,11 @@
  * reconnect buffer; services (uvp_nats_serve): hostile Uvp-Timeout-Ms
  * headers, the limit, a caller's cancel cutting the job it started (in
  * this process and in a worker process), the bound answered EBUSY, a
- * drain's deadline and a second SIGTERM.  One server serves the group (started
- * by the group's setup); a case that stops, freezes or configures its server
- * starts one of its own.  The fixture (NATS_TEST) connects, starts the worker
- * and tears them down, so a case states only what it tests; every case ends
+ * drain's deadline and a second SIGTERM.  One server serves the group
+ * (started by the group's setup); a case that stops, freezes or
+ * configures its server starts one of its own.  The fixture (NATS_TEST)
+ * connects, starts the worker and tears them down, so a case states only
+ * what it tests; every case ends
  * with uv_loop_close() == 0 (fixture_teardown). */
 #include <inttypes.h>
 
