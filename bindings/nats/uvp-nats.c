@@ -55,14 +55,25 @@
  * destroys a no-responders status without saying which request it
  * answered (docs/internals.md 21.5 has the figures).
  *
+ * Cancels and backpressure.  A request cut after it was sent publishes
+ * its reply subject on UVP_NATS_CANCEL_PREFIX + its subject (requests.c,
+ * on the cut only), where every instance of a service listens beside its
+ * queue subscription; the instance holding it cuts the member (serve.c).
+ * A service holds at most limit + max_waiting requests and answers the
+ * rest Uvp-Error: EBUSY at once, so that what NATS pushes cannot pile up
+ * in its group's queue; its drain can have a deadline, past which what
+ * waits is answered ECANCELED and what runs is cut (docs/internals.md
+ * 21.7).
+ *
  * Files, each on the ones before it: this one (errors, the loop's side:
  * keeping it going, the socket, the queue, connection events, connect,
  * flush, close, stats), msg.c (making and publishing messages),
- * requests.c (requests, their inbox and timer), subs.c (subscriptions),
- * serve.c (uvp_nats_serve, on a subscription); nats-internal.h declares
- * what they share.  JetStream (uvp-nats-js.h) stands on them: js.c's
- * opening comment says how, js-internal.h what its files share.  The connection
- * tells the floors above it what they must know (a reply, the loop's turn,
+ * requests.c (requests, their inbox and timer, their cancels), subs.c
+ * (subscriptions), serve.c (uvp_nats_serve, on a subscription and its
+ * cancels' subscription); nats-internal.h declares what they share.
+ * JetStream (uvp-nats-js.h) stands on them: js.c's opening comment says
+ * how, js-internal.h what its files share.  The connection tells the
+ * floors above it what they must know (a reply, the loop's turn,
  * connected, closing) through the hooks each sets when first used
  * (uvp_nats__layer_t), never by name. */
 #include "nats-internal.h"

@@ -51,6 +51,7 @@ typedef struct row_s {
   char *worker;
   char *error_name;
   unsigned sends;
+  unsigned busy; /* of those, answered EBUSY by a busy worker */
 } row_t;
 
 typedef struct run_s {
