@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "core-common.h"
+#include "recorder-probe.h"
 #include "trace-probe.h"
 #include "uvp.h"
 
@@ -93,7 +94,8 @@ int main(int argc, char **argv) {
     return 1;
 
   uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &w.ctx) != 0)
+  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &w.ctx) != 0 ||
+      bench_recorder(w.ctx) != 0)
     return 1;
   int traced = bench_traced(w.ctx);
 

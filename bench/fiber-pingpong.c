@@ -31,6 +31,7 @@
 
 #include "core-common.h"
 #include "fiber-common.h"
+#include "recorder-probe.h"
 #include "uvp.h"
 
 #include "../src/fiber-stack.h"
@@ -140,6 +141,8 @@ int main(int argc, char **argv) {
   const char *stall_ms = getenv("UVP_BENCH_STALL_MS");
   if (stall_ms != NULL &&
       uvp_ctx_set_stall(ctx, strtoull(stall_ms, NULL, 10), NULL, NULL) != 0)
+    return 1;
+  if (bench_recorder(ctx) != 0)
     return 1;
   int compact = argc > 3 && strcmp(argv[3], "compact") == 0;
   if (compact && uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_COMPACT) != 0)

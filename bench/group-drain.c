@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "core-common.h"
+#include "recorder-probe.h"
 #include "uvp.h"
 
 #define PER_TURN 1000
@@ -193,6 +194,8 @@ int main(int argc, char **argv) {
   const char *stall_ms = getenv("UVP_BENCH_STALL_MS");
   if (stall_ms != NULL &&
       uvp_ctx_set_stall(ctx, strtoull(stall_ms, NULL, 10), NULL, NULL) != 0)
+    return 1;
+  if (bench_recorder(ctx) != 0)
     return 1;
 
   uint64_t ns[BENCH_MAX_ROUNDS];

@@ -4,8 +4,10 @@
  *                            trip, over the last N - N/10 (the first tenth
  *                            warms up)
  *   nats-coord URL burst N   N requests at once, awaited with allSettled
- * One line of key=value: rt_us= or wall_ms=, ok=, cpu_ms= (user + system
- * of the whole process), rss_kb= (peak), threads= (after connecting). */
+ * One line of key=value: rt_us= or wall_ms=, ok=, n=, cpu_ms= (user +
+ * system of the whole process, its threads all, while the scenario ran;
+ * usr_ms= and sys_ms= apart), csw= (context switches meanwhile), rss_kb=
+ * (peak, whole run), threads= (after connecting). */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,11 @@ static void settle(uv_loop_t *loop, uvp_promise_t *p) {
 static int cmp(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
+}
+
+static double ms_between(struct timeval a, struct timeval b) {
+  return (double)(b.tv_sec - a.tv_sec) * 1e3 +
+         (double)(b.tv_usec - a.tv_usec) / 1e3;
 }
 
 static int threads(void) {
@@ -93,15 +100,21 @@ int main(int argc, char **argv) {
     return 1;
   }
   int nthreads = threads();
+  struct rusage ru0;
+  getrusage(RUSAGE_SELF, &ru0);
   double v = 0;
   size_t ok = strcmp(argv[2], "rt") == 0 ? run_rt(&loop, nc, n, &v)
                                          : run_burst(ctx, &loop, nc, n, &v);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
-               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
-  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.0f rss_kb=%ld threads=%d\n", argv[2],
-         strcmp(argv[2], "rt") == 0 ? "rt_us" : "wall_ms", v, ok, n, cpu,
+  double usr = ms_between(ru0.ru_utime, ru.ru_utime);
+  double sys = ms_between(ru0.ru_stime, ru.ru_stime);
+  double cpu = usr + sys;
+  printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.1f usr_ms=%.1f sys_ms=%.1f csw=%ld "
+         "rss_kb=%ld threads=%d\n",
+         argv[2], strcmp(argv[2], "rt") == 0 ? "rt_us" : "wall_ms", v, ok, n,
+         cpu, usr, sys,
+         ru.ru_nvcsw + ru.ru_nivcsw - ru0.ru_nvcsw - ru0.ru_nivcsw,
          ru.ru_maxrss, nthreads);
   uvp_promise_release(c);
   uvp_nats_close(nc);

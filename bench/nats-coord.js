@@ -5,8 +5,8 @@
 //                                    round trip over the last N - N/10
 //   node nats-coord.js URL burst N   N requests at once, Promise.allSettled
 // One line of key=value, as nats-coord's: rt_us= or wall_ms=, ok=, n=,
-// cpu_ms= (user + system of the process), rss_kb= (peak), threads= (after
-// connecting).  The package is found through NODE_PATH (run-nats sets it).
+// cpu_ms= (user + system of the process during the scenario), rss_kb=
+// (peak), threads= (after connecting).  The package is found through NODE_PATH (run-nats sets it).
 // The body is "x" and its NUL, as nats-coord's; no Uvp-Timeout-Ms header
 // (the worker then uses its default).
 "use strict";
@@ -45,9 +45,12 @@ async function main() {
   const n = parseInt(count, 10);
   const nc = await connect({ servers: url });
   const threads = fs.readdirSync("/proc/self/task").length;
+  const u0 = process.resourceUsage();
   const r = mode === "rt" ? await rt(nc, n) : await burst(nc, n);
   const u = process.resourceUsage();
-  const cpu = (u.userCPUTime + u.systemCPUTime) / 1e3;
+  const cpu =
+    (u.userCPUTime + u.systemCPUTime - u0.userCPUTime - u0.systemCPUTime) /
+    1e3;
   console.log(
     `${mode} ${mode === "rt" ? "rt_us" : "wall_ms"}=${r.v.toFixed(1)} ` +
       `ok=${r.ok} n=${n} cpu_ms=${cpu.toFixed(0)} rss_kb=${u.maxRSS} ` +

@@ -16,7 +16,7 @@
 #ifndef UVP_CAUSE_H
 #define UVP_CAUSE_H
 
-#include "sched.h"
+#include "recorder.h"
 
 typedef struct uvp__cause_s {
   uvp_cause_t pub;       /* first: what uvp_promise_cause returns */
@@ -60,6 +60,9 @@ const char *uvp__note_of(const uvp_promise_t *p);
 static inline uvp__cause_t *uvp__cause_enter(uvp_ctx_t *ctx, uvp__cause_t *c) {
   uvp__cause_t *outer = uvp__head(ctx)->cause;
   uvp__head(ctx)->cause = c;
+  /* The recorder links what it cuts to its beginning here. */
+  if (c != outer && c != NULL && uvp__recording(ctx))
+    uvp__rec_cause(ctx, c);
   return outer;
 }
 static inline void uvp__cause_leave(uvp_ctx_t *ctx, uvp__cause_t *outer) {

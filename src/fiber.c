@@ -23,6 +23,7 @@
 #include "alloc.h"
 #include "deadline.h"
 #include "fiber-compact.h"
+#include "recorder.h"
 #include "site.h"
 #include "stall.h"
 #include "trace.h"
@@ -125,8 +126,13 @@ static void run(fiber_t *f) {
   uvp__scope_t *was = uvp__head(ctx)->scope;
   uint16_t was_trace = uvp__head(ctx)->trace;
   enter(f);
-  if (UVP__UNLIKELY(uvp__head(ctx)->stall))
-    stall_slice(f, false);
+  if (UVP__UNLIKELY(uvp__head(ctx)->watch)) {
+    if (uvp__head(ctx)->watch & UVP__WATCH_STALL)
+      stall_slice(f, false);
+    if (uvp__head(ctx)->watch & UVP__WATCH_REC)
+      /* (A fiber that never awaited starts.) */
+      uvp__rec_resume(ctx, f->p, f->woken.status, f->await_file == NULL);
+  }
   if (UVP__UNLIKELY(f->compact))
     uvp__compact_unpark(f, entry);
   fiber_t *last = uvp__fiber_switch(&st->loop, &f->fctx, NULL);
@@ -171,6 +177,8 @@ static void entry(void *arg, void *msg) {
   uvp_ret_t ret = f->fn(f->arg);
   uvp_promise_t *p = f->p;
   uvp__settle_ret(p, &ret); /* or let go of ret: p cancelled, or teardown */
+  if (uvp__recording(f->st->ctx))
+    uvp__rec_fiber_end(f->st->ctx, p);
   if (f->waiting != NULL) { /* its last take's */
     drop_ref(f, f->waiting);
     f->waiting = NULL;
@@ -387,6 +395,15 @@ int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
   return 0;
 }
 
+/* The recorder's park of f and resumption of next (NULL: the loop's
+ * stack). */
+static UVP__NOINLINE void rec_switch(const fiber_t *f, const fiber_t *next) {
+  uvp__rec_switch(uvp__rec_hot(f->st->ctx), f->p, f->waiting, f->await_file,
+                  f->await_line, next != NULL ? next->p : NULL,
+                  next != NULL ? next->woken.status : 0,
+                  next != NULL && next->await_file == NULL);
+}
+
 /* Suspend the running fiber until its wake runs; returns what it said.
  * Inline in every await: a call here cost the ping-pong 4 % more
  * instructions.  A take's promise stays in f->waiting, for its outcome. */
@@ -396,8 +413,15 @@ static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out,
   f->state = F_SUSPENDED;
   f->scope = uvp__head(st->ctx)->scope;
   fiber_t *next = handoff(st, f);
-  if (next != NULL && UVP__UNLIKELY(uvp__head(st->ctx)->stall))
-    stall_slice(next, true);
+  uint8_t watch = uvp__head(st->ctx)->watch;
+  if (UVP__UNLIKELY(watch)) {
+    /* The stall detector first: the recorder's park then follows a stall
+     * the mark reports, which it ended. */
+    if (next != NULL && (watch & UVP__WATCH_STALL))
+      stall_slice(next, true);
+    if (watch & UVP__WATCH_REC)
+      rec_switch(f, next);
+  }
   if (next == f) {
     enter(f); /* its own wake was next: the drain would resume it at once */
   } else if (next != NULL) {
@@ -544,6 +568,8 @@ int uvp_fiber_set_name(const char *name) {
     return rc;
   uvp__free(f->name);
   f->name = copy;
+  if (uvp__recording(f->st->ctx))
+    uvp__rec_name(f->st->ctx, f->p, false, name);
   if (uvp__head(f->st->ctx)->traces) { /* what it creates from now on */
     f->p->trace = uvp__trace_named(f->p->trace, name);
     f->trace = uvp__head(f->st->ctx)->trace = f->p->trace;

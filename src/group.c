@@ -470,6 +470,8 @@ static void maybe_end(uvp_group_t *g) {
     g->closed = true;
     serve(g);
   }
+  if (uvp__recording(g->ctx))
+    uvp__rec_event(g->ctx, UVP__R_GROUP_END, g, NULL, NULL);
   uvp_promise_t *j = g->join;
   uvp__work_t work = g->work; /* done below, once the join has settled */
   uvp_ctx_t *ctx = g->ctx;
@@ -609,6 +611,10 @@ static int watch(uvp_group_t *g, uvp_promise_t *p) {
   if (c == NULL)
     return UV_ENOMEM;
   g->nrunning++;
+  if (uvp__recording(g->ctx)) {
+    uvp__rec_member(g->ctx, g, p);
+    uvp__rec_redescribe(g->ctx, p);
+  }
   bool observed = (p->flags & UVP__F_HANDLED) != 0;
   uvp__cell_attach(&b->owner, c, p);
   if ((g->flags & UVP_GROUP_DISCARD_SETTLED) && !observed)
@@ -874,6 +880,8 @@ int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
   }
   g->join = g->joined = g->work.p; /* the two references */
   g->site = g->join->site;
+  if (uvp__recording(ctx))
+    uvp__rec_group(ctx, g, &g->work, uvp__scope_owner(ctx), file, line);
   if (uvp__head(ctx)->traces)
     g->trace = g->join->trace = uvp__trace_intern(
         ctx, g->join->site, UVP__TK_GROUP, uvp__head(ctx)->trace);
@@ -893,6 +901,8 @@ int uvp_group_set_name(uvp_group_t *g, const char *name) {
     return rc;
   uvp__free(g->name);
   g->name = copy;
+  if (uvp__recording(g->ctx))
+    uvp__rec_name(g->ctx, g, true, name);
   if (uvp__head(g->ctx)->traces) { /* the members started from now on */
     g->trace = uvp__trace_named(g->trace, name);
     if (g->joined != NULL)

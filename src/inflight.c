@@ -251,6 +251,8 @@ int uvp_inflight_start(uvp_ctx_t *ctx, uvp_inflight_t *w, uvp_promise_t *p,
   w->cls_ = cls;
   w->work_[0] = b;
   w->state_ = W_STARTED;
+  if (uvp__recording(ctx)) /* what it is, now that its class can say */
+    uvp__rec_work_desc(ctx, &b->work);
   return 0;
 }
 

@@ -122,6 +122,9 @@ void *uvp__op_new(uvp_ctx_t *ctx, const uvp__op_kind_t *kind, size_t size,
 int uvp__op_started(uvp__op_t *op, int rc, uvp_promise_t **out) {
   if (rc == 0) {
     *out = op->p;
+    /* Its target is known once started (the recorder's description). */
+    if (uvp__recording(op->ctx))
+      uvp__rec_work_desc(op->ctx, &op->work);
     return 0;
   }
   if (op->kind->abort != NULL)

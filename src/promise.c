@@ -274,7 +274,8 @@ UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
 /* Settle p exactly like the settled src, sharing its value. */
 static void forward(uvp_promise_t *p, uvp_promise_t *src) {
   uvp_promise_t *owner = (src->flags & UVP__F_FORWARD) ? src->link : src;
-  forget_hook(p);
+  if (UVP__UNLIKELY(p->flags & UVP__F_CANCEL)) /* the code only then */
+    uvp__hooked_settle(p, src->state == UVP__S_REJECTED ? src->code : 0);
   owner->refs++;
   p->link = owner;
   p->value = src->value;
@@ -527,6 +528,25 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
     b.arg_free(b.arg);
 }
 
+void uvp__hooked_settle(uvp_promise_t *p, int code) {
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  if (uvp__recording(ctx)) {
+    uvp__rec_redescribe(ctx, p); /* while its hook can still say */
+    uvp__rec_settle(ctx, p, code);
+  }
+  if (p->fn.cancel_cb == uvp__box_hook)
+    uvp__box_drop(p);
+}
+
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p) {
+  if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
+      p->fn.cancel_cb != uvp__box_hook)
+    return;
+  const hook_box_t *box = p->value;
+  if (box->kind != NULL)
+    uvp__rec_described(ctx, p, box->kind, box->describe, box->arg, false);
+}
+
 void uvp__box_drop(uvp_promise_t *p) {
   hook_box_t *box = p->value;
   p->flags &= (uint8_t)~UVP__F_CANCEL;
@@ -576,6 +596,10 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
     p->flags |= UVP__F_CANCEL;
   else
     p->flags &= (uint8_t)~UVP__F_CANCEL;
+  /* A program's or a binding's work that says what it is: the recorder
+   * keeps it as work, from here to its settle. */
+  if (cb != NULL && kind != NULL && uvp__recording(uvp__promise_ctx(p)))
+    uvp__rec_described(uvp__promise_ctx(p), p, kind, describe, arg, true);
   return 0;
 }
 
@@ -638,6 +662,10 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
+  if (uvp__recording(ctx)) {
+    uvp__rec_redescribe(ctx, p);
+    uvp__rec_event(ctx, UVP__R_CUT, p, c, (const void *)(intptr_t)code);
+  }
   uvp__cut_frame_t cut;
   bool cutting = false;
   if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {

@@ -607,10 +607,7 @@ static UVP__NOINLINE void run_then(uvp_ctx_t *ctx, uvp__handler_t *h,
     /* A value, d still waiting (the handler may have cancelled it). */
     if (UVP__LIKELY(ret.kind_ == UVP_RET_VALUE_ && waits_on_src(d, src))) {
       d->flags &= (uint8_t)~UVP__F_WAITING;
-      forget_hook(d);
-      d->value = ret.ptr_;
-      d->fn.free_cb = ret.free_;
-      settle_in(ctx, d, UVP__S_FULFILLED);
+      fulfill_in(ctx, d, ret.ptr_, ret.free_);
     } else {
       apply(d, src, &ret, true);
     }

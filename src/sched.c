@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "context.h"
+#include "recorder.h"
 #include "scope.h"
 #include "trace.h"
 
@@ -147,7 +148,7 @@ static void drain(uvp_ctx_t *ctx) {
       ran_completion = true;
       ctx->q.budget_end--; /* rhead stays */
       uvp__reaction_t *c = completion_pop(ctx);
-      if (UVP__UNLIKELY(ctx->h.stall))
+      if (UVP__UNLIKELY(ctx->h.watch & UVP__WATCH_STALL))
         stall_reaction(ctx, c);
       uvp__run_completion(ctx, c);
       if (ctx->h.closed)
@@ -156,7 +157,7 @@ static void drain(uvp_ctx_t *ctx) {
     }
     uvp__reaction_t *r = uvp__runq_take(ctx);
     prefetch_ahead(&ctx->q);
-    if (UVP__UNLIKELY(ctx->h.stall))
+    if (UVP__UNLIKELY(ctx->h.watch & UVP__WATCH_STALL))
       stall_reaction(ctx, r);
     uvp__run_reaction(ctx, r);
     if (ctx->h.closed)
@@ -170,11 +171,24 @@ static void drain(uvp_ctx_t *ctx) {
   }
 }
 
+/* Where the loop thread leaves uvp's callbacks, for the stall detector
+ * (the phase it goes to) and the recorder. */
+static UVP__NOINLINE void watch_leave(uvp_ctx_t *ctx, int ph) {
+  if (ctx->h.closed)
+    return;
+  if (ctx->h.watch & UVP__WATCH_STALL)
+    ctx->h.stall_marks->outside(ctx, ph);
+  if (ctx->h.watch & UVP__WATCH_REC)
+    uvp__rec_loop(ctx, UVP__R_UVP_END);
+}
+
 static void idle_cb(uv_idle_t *h) {
   uvp_ctx_t *ctx = h->data;
+  if (uvp__recording(ctx))
+    uvp__rec_loop(ctx, UVP__R_IDLE);
   drain(ctx);
-  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
-    ctx->h.stall_marks->outside(ctx, UVP__PH_AFTER_IDLE);
+  if (UVP__UNLIKELY(ctx->h.watch))
+    watch_leave(ctx, UVP__PH_AFTER_IDLE);
 }
 static void read_mail(uvp_ctx_t *ctx);
 /* Mail is read here too, not only when the async handle's turn comes.  A
@@ -189,14 +203,18 @@ static void read_mail(uvp_ctx_t *ctx);
  * program's handle in its callback never loses a message. */
 static void check_cb(uv_check_t *h) {
   uvp_ctx_t *ctx = h->data;
-  if (UVP__UNLIKELY(ctx->h.stall))
-    ctx->h.stall_marks->check(ctx);
+  if (UVP__UNLIKELY(ctx->h.watch)) {
+    if (ctx->h.watch & UVP__WATCH_STALL)
+      ctx->h.stall_marks->check(ctx);
+    if (ctx->h.watch & UVP__WATCH_REC)
+      uvp__rec_loop(ctx, UVP__R_CHECK);
+  }
   if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
     read_mail(ctx);
   if (ctx->q.queued != 0)
     drain(ctx);
-  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
-    ctx->h.stall_marks->outside(ctx, UVP__PH_AFTER_CHECK);
+  if (UVP__UNLIKELY(ctx->h.watch))
+    watch_leave(ctx, UVP__PH_AFTER_CHECK);
 }
 
 /* Queue work exists: make the next poll non-blocking and keep the loop
@@ -345,8 +363,11 @@ void uvp__drop(uvp_ctx_t *ctx) {
 /* The context's handles' close callback. */
 static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
 
-static void apply_msg(uvp__msg_t *m) {
+static void apply_msg(uvp_ctx_t *ctx, uvp__msg_t *m) {
   int rc = 0;
+  if (uvp__recording(ctx))
+    uvp__rec_event(ctx, UVP__R_MAIL, m->p, (const void *)(intptr_t)m->op,
+                   (const void *)(intptr_t)m->code);
   switch (m->op) {
   case UVP__MSG_RESOLVE:
     rc = uvp__resolve_local(m->p, m->value, m->free_cb);
@@ -389,7 +410,7 @@ static void read_mail(uvp_ctx_t *ctx) {
       m->free_cb(m->value);
       continue;
     }
-    apply_msg(m);
+    apply_msg(ctx, m);
     uvp__free(m);
   }
   if (outer)
@@ -402,10 +423,10 @@ void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
  * I/O callbacks, so the time after it is the poll's again. */
 static void async_cb(uv_async_t *h) {
   uvp_ctx_t *ctx = h->data;
-  if (UVP__UNLIKELY(ctx->h.stall))
+  if (UVP__UNLIKELY(ctx->h.watch & UVP__WATCH_STALL))
     ctx->h.stall_marks->async(ctx);
   read_mail(ctx);
-  if (UVP__UNLIKELY(ctx->h.stall) && !ctx->h.closed)
+  if (UVP__UNLIKELY(ctx->h.watch & UVP__WATCH_STALL) && !ctx->h.closed)
     ctx->h.stall_marks->outside(ctx, UVP__PH_POLL);
 }
 
@@ -843,12 +864,15 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
     rc = uvp__close_refused;
   if (rc != 0)
     return rc;
-  /* The context's handles, and the stall detector's once it was on. */
-  uv_handle_t *hs[4] = {
-      (uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
-      (uv_handle_t *)&ctx->async,
-      ctx->h.stall_marks != NULL ? ctx->h.stall_marks->handle(ctx) : NULL};
-  int nh = hs[3] != NULL ? 4 : 3;
+  /* The context's handles, and the stall detector's and the recorder's
+   * once they were on. */
+  uv_handle_t *hs[5] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
+                        (uv_handle_t *)&ctx->async};
+  int nh = 3;
+  if (ctx->h.stall_marks != NULL && (hs[nh] = ctx->h.stall_marks->handle(ctx)))
+    nh++;
+  if ((hs[nh] = uvp__rec_handle(ctx)) != NULL)
+    nh++;
   int by_host = count_closed_by_host(ctx, hs, nh);
   if (by_host < 0)
     return by_host;

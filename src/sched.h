@@ -39,6 +39,7 @@ enum {
   UVP__EXT_STALL,    /* the stall detector (stall.h) */
   UVP__EXT_WORK,     /* the records cut and winding down (work-door.h) */
   UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
+  UVP__EXT_REC,      /* the flight recorder (recorder.h) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
@@ -80,6 +81,9 @@ typedef struct uvp__stall_marks_s {
   uv_handle_t *(*handle)(uvp_ctx_t *ctx);
 } uvp__stall_marks_t;
 
+/* The head's `watch` bits. */
+enum { UVP__WATCH_STALL = 1, UVP__WATCH_REC = 2 };
+
 /* What every layer reads of a context, first in it: the loop, the thread
  * check, the current scope and trace frame, the layers' state.  Read and
  * written through uvp__head(ctx) (a context begins with its head). */
@@ -93,8 +97,11 @@ typedef struct uvp__ctx_head_s {
   uint16_t trace;     /* the frame of the code running now */
   bool vclock;        /* uvp's time is the virtual clock's (clock.h); in
                          what was padding, on the line every call reads */
-  bool stall;         /* the stall detector is on (stall.h): in the last
-                         byte of padding before `scope` */
+  uint8_t watch;      /* who watches the loop thread's work: the stall
+                         detector (UVP__WATCH_STALL, stall.h), the flight
+                         recorder (UVP__WATCH_REC, recorder.h); in the last
+                         byte of padding before `scope`, so that off, a
+                         path that tells either tests one byte */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
   uint64_t vnow; /* the virtual clock's time, kept by clock.c */
@@ -107,7 +114,7 @@ typedef struct uvp__ctx_head_s {
    * cuts takes it.  Read only when a cancellation rejects a promise. */
   struct uvp__cause_s *cause;
   /* The stall detector's marks, set when it is first turned on (NULL
-   * until then) and kept: read only while `stall` is set, and by
+   * until then) and kept: read only while UVP__WATCH_STALL is set, and by
    * uvp_ctx_close for its handle. */
   const struct uvp__stall_marks_s *stall_marks;
   /* The cuts of uvp's work running now, innermost first (work-door.h's

@@ -33,6 +33,7 @@
 #include "diag.h"
 #include "dump.h"
 #include "promise.h"
+#include "recorder.h"
 #include "scope.h"
 #include "stall.h"
 #include "trace.h"
@@ -258,6 +259,8 @@ static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
   if (c->kind == UVP_STALL_HANDLER)
     uvp__site_get(c->site, &rec.file, &rec.line);
   deliver(st->cb, st->arg, &rec, text, len);
+  if (uvp__recording(st->ctx))
+    uvp__rec_stall(st->ctx, c->kind, ns, text);
 }
 
 /* ---- the loop thread's marks --------------------------------------------- */
@@ -705,7 +708,7 @@ static void watchdog_stop(stall_state_t *st) {
 
 static void turn_off(stall_state_t *st) {
   watchdog_stop(st);
-  uvp__head(st->ctx)->stall = false;
+  uvp__head(st->ctx)->watch &= (uint8_t)~UVP__WATCH_STALL;
   if (st->prepare_open && !uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_stop(&st->prepare);
   uvp__scope_unref(st->h.scope);
@@ -825,7 +828,7 @@ int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
     uv_prepare_start(&st->prepare, prepare_cb);
   begin_outside(st, now_ns(), UVP__PH_SETUP);
   uvp__head(ctx)->stall_marks = &marks;
-  uvp__head(ctx)->stall = true;
+  uvp__head(ctx)->watch |= UVP__WATCH_STALL;
   return 0;
 }
 

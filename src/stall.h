@@ -7,7 +7,7 @@
  * A mark publishes the new slice in words the watchdog thread reads, and
  * reads the clock only to end a slice that was timed (about one in 64)
  * or that the watchdog flagged as stalled (then reported), and at the
- * loop's turns.  All of it behind the head's `stall` flag: off, a slice
+ * loop's turns.  All of it behind the head's UVP__WATCH_STALL bit: off, a slice
  * costs the test of that flag. */
 #ifndef UVP_STALL_H
 #define UVP_STALL_H

@@ -26,6 +26,12 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
   w->cls = cls;
   uvp__promise_hook_set(p, uvp__work_hook, w);
   uvp__work_begin_(ctx, w, cls->flags);
+  if (uvp__recording(ctx)) { /* its site: where its promise was made */
+    const char *file;
+    int line;
+    uvp__site_get(p->site, &file, &line);
+    uvp__rec_work_start(ctx, w, NULL, file, line);
+  }
   return 0;
 }
 

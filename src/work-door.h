@@ -16,6 +16,7 @@
 #ifndef UVP_WORK_DOOR_H
 #define UVP_WORK_DOOR_H
 
+#include "recorder.h"
 #include "scope.h"
 
 /* What a pending promise waits for: a kind ("fs.read_file", "timer") and a
@@ -159,6 +160,8 @@ uvp__work_start_in(uvp_ctx_t *ctx, const uvp__scope_t *watch, uvp__work_t *w,
     return UV_ENOMEM;
   }
   uvp__work_begin_(ctx, w, cls->flags);
+  if (uvp__recording(ctx))
+    uvp__rec_work_start(ctx, w, watch, file, line);
   /* A deadline stops work from the loop, never inside this call: the
    * producer starts its work first. */
   (void)uvp__watch_in(watch, p);
@@ -225,6 +228,11 @@ void uvp__work_cut_each(uvp_ctx_t *ctx,
  * nothing but itself: it may be called on any thread then). */
 static inline bool uvp__work_done_but_loop(uvp_ctx_t *ctx, uvp__work_t *w) {
   uintptr_t told = w->told;
+  /* Told nothing, it may be a second end on another thread: the
+   * recorder's only on the loop's (a first end of work that told
+   * nothing, a timer's, is on it). */
+  if ((told != 0 || uvp__on_loop_thread(ctx)) && uvp__recording(ctx))
+    uvp__rec_event(ctx, UVP__R_WORK_END, w, NULL, NULL);
   w->told = 0;
   if (UVP__UNLIKELY(told & UVP__TOLD_REAL))
     uvp__head(ctx)->real_work--;

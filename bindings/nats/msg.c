@@ -42,23 +42,47 @@ int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
   return 0;
 }
 
+/* The decimal digits of v, ending at end (no NUL): where they start. */
+char *uvp_nats__u64_digits(char *end, uint64_t v) {
+  do {
+    *--end = (char)('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  return end;
+}
+
 /* Publish m (then destroyed) with Uvp-Timeout-Ms: timeout_ms (unless
- * UINT64_MAX), which a request made while connecting learns only now. */
+ * UINT64_MAX), which a request made while connecting learns only now.
+ * nats.c itself refuses a message over the server's max_payload
+ * (NATS_MAX_PAYLOAD: UV_EMSGSIZE), headers counted. */
 int uvp_nats__msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms) {
-  int64_t max = natsConnection_GetMaxPayload(b->conn);
   natsStatus s = NATS_OK;
   if (timeout_ms != UINT64_MAX) {
     char v[24];
-    snprintf(v, sizeof(v), "%" PRIu64, timeout_ms);
-    s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
+    v[sizeof(v) - 1] = '\0';
+    s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER,
+                          uvp_nats__u64_digits(v + sizeof(v) - 1, timeout_ms));
   }
-  int rc = uvp_nats_code(s);
-  if (rc == 0 && max > 0 && natsMsg_GetDataLength(m) > max)
-    rc = UV_EMSGSIZE;
-  if (rc == 0)
-    rc = uvp_nats_code(natsConnection_PublishMsg(b->conn, m));
+  if (s == NATS_OK)
+    s = natsConnection_PublishMsg(b->conn, m);
+  /* what nats.c buffered, about: the data and a line of protocol */
+  size_t n = (size_t)natsMsg_GetDataLength(m) + 128;
   natsMsg_Destroy(m);
-  return rc;
+  if (s != NATS_OK)
+    return uvp_nats_code(s);
+  uvp_nats__sent(b, n);
+  return 0;
+}
+
+/* Publish, the arguments checked: nats.c's message, then sent. */
+int uvp_nats__publish(uvp_nats_t *b, const char *subject, const char *reply,
+                      const void *data, size_t len, uint64_t timeout_ms,
+                      const char *const *headers) {
+  if (b->state != S_OPEN)
+    return b->state == S_CONNECTING ? UV_ENOTCONN : UVP_ECLOSED;
+  natsMsg *m = NULL;
+  int rc = uvp_nats__msg_make(&m, subject, reply, data, len, headers);
+  return rc != 0 ? rc : uvp_nats__msg_send(b, m, timeout_ms);
 }
 
 /* Checks common to a publish and a request; then nats.c publishes. */
@@ -69,11 +93,7 @@ int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
       (reply != NULL && !uvp_nats__subject_ok(reply, false)) ||
       (data == NULL && len > 0))
     return UV_EINVAL;
-  if (b->state != S_OPEN)
-    return b->state == S_CONNECTING ? UV_ENOTCONN : UVP_ECLOSED;
-  natsMsg *m = NULL;
-  int rc = uvp_nats__msg_make(&m, subject, reply, data, len, headers);
-  return rc != 0 ? rc : uvp_nats__msg_send(b, m, timeout_ms);
+  return uvp_nats__publish(b, subject, reply, data, len, timeout_ms, headers);
 }
 
 int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,

@@ -55,6 +55,7 @@ struct req_s {
   uint64_t end_ms;      /* when its caller stops waiting (read if held) */
   const char *file;
   int line;
+  bool poolable; /* of the pool's size (requests.c) */
   char subject[];
 };
 
@@ -161,18 +162,23 @@ struct uvp_nats_s {
   uv_mutex_t lock;
   uv_async_t async;
   ev_t *qhead, *qtail, *qfree;
-  bool write_wanted; /* nats.c's last write request, queued or not */
+  ev_t *batch;              /* taken from the queue, not yet applied */
+  ev_t *spent, *spent_tail; /* applied, for qfree at the next take */
+  bool write_wanted;        /* nats.c's last write request, queued or not */
   /* the socket */
   poll_t *poll;
   bool poll_closing, attached;
   int fd, events;
   unsigned in_nats; /* inside natsConnection_Process*Event */
+  size_t unsent;    /* bytes published since nats.c's buffer was empty */
   /* requests */
   uv_timer_t timer, drain_timer;
   req_t **buckets;
   size_t nbuckets;
   req_t *first, *last, *tfirst, *tlast;
   uint64_t next_id;
+  req_t *req_pool; /* records that ended, for the next (on hnext) */
+  size_t req_pooled;
   size_t waiting; /* what keeps uv_run going: requests, waits, jobs */
   uvp_nats_sub_t *subs;
   size_t draining;
@@ -198,6 +204,7 @@ bool uvp_nats__subject_ok(const char *s, bool wild);
 int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);
 void uvp_nats__maybe_finish(uvp_nats_t *b);
+void uvp_nats__sent(uvp_nats_t *b, size_t bytes);
 
 /* msg.c: messages.  A message with subject, reply, data and the program's
  * headers; publishing one (then destroyed) with Uvp-Timeout-Ms: timeout_ms
@@ -207,6 +214,12 @@ int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
                        const void *data, size_t len,
                        const char *const *headers);
 int uvp_nats__msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms);
+/* uvp_nats__publish_msg without its checks of the arguments (a subject
+ * checked already, a reply subject the binding made or nats.c received) */
+int uvp_nats__publish(uvp_nats_t *b, const char *subject, const char *reply,
+                      const void *data, size_t len, uint64_t timeout_ms,
+                      const char *const *headers);
+char *uvp_nats__u64_digits(char *end, uint64_t v);
 int uvp_nats__publish_msg(uvp_nats_t *b, const char *subject, const char *reply,
                           const void *data, size_t len, uint64_t timeout_ms,
                           const char *const *headers);

@@ -9,8 +9,12 @@
 
 /* ---- requests ------------------------------------------------------------ */
 
+/* Ids are consecutive and replies come mostly in the order of their
+ * requests: the id itself is the bucket, so a burst's replies walk the
+ * buckets (and the records, made in the same order) forward, where a
+ * scattering hash missed the cache on both, every reply. */
 static size_t req_bucket(const uvp_nats_t *b, uint64_t id) {
-  return (size_t)(id * 0x9E3779B97F4A7C15ull >> 32) & (b->nbuckets - 1);
+  return (size_t)id & (b->nbuckets - 1);
 }
 
 static req_t *req_find(const uvp_nats_t *b, uint64_t id) {
@@ -22,11 +26,41 @@ static req_t *req_find(const uvp_nats_t *b, uint64_t id) {
   return NULL;
 }
 
-/* Room for one more in the hash (grown to twice the requests in flight). */
-static int req_room(uvp_nats_t *b) {
-  if (b->stats.in_flight + 1 <= b->nbuckets / 2)
-    return 0;
-  size_t n = b->nbuckets ? b->nbuckets * 2 : 64;
+/* Records whose subject fits REQ_SUBJECT bytes are of one size and go
+ * back to a free list of the connection's when they end (at most
+ * REQ_POOL_MAX of them, then to malloc): a program that keeps a few
+ * hundred requests in flight makes them without malloc.  A burst of more
+ * gives them back to malloc past that, where the replies that come find
+ * them again. */
+enum { REQ_SUBJECT = 48, REQ_POOL_MAX = 256 };
+
+static req_t *req_alloc(uvp_nats_t *b, size_t n) {
+  req_t *r = b->req_pool;
+  if (n < REQ_SUBJECT && r != NULL) {
+    b->req_pool = r->hnext;
+    b->req_pooled--;
+  } else {
+    r = malloc(sizeof(*r) + (n < REQ_SUBJECT ? REQ_SUBJECT : n + 1));
+    if (r == NULL)
+      return NULL;
+  }
+  memset(r, 0, sizeof(*r));
+  r->poolable = n < REQ_SUBJECT;
+  return r;
+}
+
+static void req_free(uvp_nats_t *b, req_t *r) {
+  if (!r->poolable || b->req_pooled >= REQ_POOL_MAX) {
+    free(r);
+    return;
+  }
+  r->hnext = b->req_pool;
+  b->req_pool = r;
+  b->req_pooled++;
+}
+
+/* The hash with n buckets (a power of two), its entries moved over. */
+static int req_rehash(uvp_nats_t *b, size_t n) {
   req_t **nb = calloc(n, sizeof(*nb));
   if (nb == NULL)
     return UV_ENOMEM;
@@ -43,6 +77,21 @@ static int req_room(uvp_nats_t *b) {
     }
   free(old);
   return 0;
+}
+
+/* Room for one more in the hash: a bucket per request in flight at most
+ * (chains of one or two), grown twice as large when full. */
+static int req_room(uvp_nats_t *b) {
+  if (b->stats.in_flight + 1 <= b->nbuckets)
+    return 0;
+  return req_rehash(b, b->nbuckets ? b->nbuckets * 2 : 64);
+}
+
+/* A burst's hash is a quarter its size once an eighth of it is in use:
+ * 8 bytes a bucket that the replies held afterwards do not pay for. */
+static void req_shrink(uvp_nats_t *b) {
+  if (b->nbuckets > 64 && b->stats.in_flight < b->nbuckets / 8)
+    (void)req_rehash(b, b->nbuckets / 4); /* no memory: it stays */
 }
 
 static void on_timer(uv_timer_t *t);
@@ -109,6 +158,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
   else
     b->tlast = r->tprev;
   b->stats.in_flight--;
+  req_shrink(b);
   if (was_first)
     timer_arm(b);
   uvp_nats__waiting_add(b, -1);
@@ -125,7 +175,7 @@ static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
   else
     uvp_promise_reject(p, rc, msg, msg != NULL ? uvp_nats__msg_free : NULL);
   uvp_inflight_end(&r->w);
-  free(r);
+  req_free(b, r);
   uvp_promise_release(p); /* may run the program's code: r is gone */
 }
 
@@ -149,7 +199,7 @@ static void on_req_cancel(uvp_inflight_t *w, int code) {
   natsMsg_Destroy(r->held);
   b->stats.cancelled++;
   uvp_inflight_end(&r->w);
-  free(r);
+  req_free(b, r);
   uvp_promise_release(p);
 }
 
@@ -167,17 +217,23 @@ static const uvp_inflight_class_t req_class = {"NATS", on_req_cancel,
 static const uvp_inflight_class_t req_class_nohold = {
     "NATS", on_req_cancel, req_describe, UVP_INFLIGHT_IDLE};
 
+/* The decimal number s is entirely (at most 19 digits: no overflow). */
+static bool id_parse(const char *s, uint64_t *out) {
+  uint64_t v = 0;
+  const char *c = s;
+  for (; *c >= '0' && *c <= '9' && c - s < 19; c++)
+    v = v * 10 + (uint64_t)(*c - '0');
+  *out = v;
+  return c != s && *c == '\0';
+}
+
 static void on_reply(uvp_nats_t *b, natsMsg *m) {
   const char *subj = natsMsg_GetSubject(m);
   req_t *r = NULL;
+  uint64_t id;
   if (subj != NULL && strncmp(subj, b->inbox, b->inbox_len) == 0 &&
-      subj[b->inbox_len] == '.') {
-    char *end;
-    errno = 0;
-    uint64_t id = strtoull(subj + b->inbox_len + 1, &end, 10);
-    if (errno == 0 && *end == '\0')
-      r = req_find(b, id);
-  }
+      subj[b->inbox_len] == '.' && id_parse(subj + b->inbox_len + 1, &id))
+    r = req_find(b, id);
   if (r == NULL) {
     b->stats.late++;
     natsMsg_Destroy(m);
@@ -211,7 +267,7 @@ static void reqs_fail(uvp_nats_t *b, int rc, bool all) {
 static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
                    const char *file, int line) {
   size_t n = strlen(subject);
-  req_t *r = calloc(1, sizeof(*r) + n + 1);
+  req_t *r = req_alloc(b, n);
   if (r == NULL)
     return UV_ENOMEM;
   memcpy(r->subject, subject, n + 1);
@@ -222,11 +278,21 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   r->w.data = r;
   int rc = uvp_promise_new_at(b->ctx, &r->p, file, line);
   if (rc != 0) {
-    free(r);
+    req_free(b, r);
     return rc;
   }
   *out = r;
   return 0;
+}
+
+/* "<inbox>.<id>" into buf (sizeof(b->inbox) + 24 bytes). */
+static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf) {
+  char digits[24];
+  char *end = digits + sizeof(digits), *d = uvp_nats__u64_digits(end, id);
+  memcpy(buf, b->inbox, b->inbox_len);
+  buf[b->inbox_len] = '.';
+  memcpy(buf + b->inbox_len + 1, d, (size_t)(end - d));
+  buf[b->inbox_len + 1 + (size_t)(end - d)] = '\0';
 }
 
 static void send_held(uvp_nats_t *b);
@@ -252,8 +318,8 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                          ? opts->timeout_ms
                          : UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
   uint64_t left = uvp_deadline_left(b->ctx);
-  char reply[160];
-  snprintf(reply, sizeof(reply), "%s.%" PRIu64, b->inbox, r->id);
+  char reply[sizeof(b->inbox) + 24];
+  reply_subject(b, r->id, reply);
   bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
   const char *const *headers = opts != NULL ? opts->headers : NULL;
   rc = uvp_inflight_start(b->ctx, &r->w, r->p,
@@ -263,13 +329,13 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   if (rc == 0 && left > 0)
     rc = connecting
              ? uvp_nats__msg_make(&r->held, subject, reply, data, len, headers)
-             : uvp_nats__publish_msg(b, subject, reply, data, len,
-                                     left < timeout ? left : timeout, headers);
+             : uvp_nats__publish(b, subject, reply, data, len,
+                                 left < timeout ? left : timeout, headers);
   if (rc != 0) {
     uvp_inflight_end(&r->w); /* a record not started: nothing */
     natsMsg_Destroy(r->held);
     uvp_promise_release(r->p);
-    free(r);
+    req_free(b, r);
     return rc;
   }
   r->start_ms = uv_now(b->loop);

@@ -29,7 +29,9 @@ static void sv_free(void *arg) {
   free(sv);
 }
 
-/* Reply to req with body, or, for rc < 0, with Uvp-Error. */
+/* Reply to req with body, or, for rc < 0, with Uvp-Error: the message
+ * made with its headers set, not written as "Name: value" lines to be
+ * read back. */
 static void svc_reply(uvp_nats_svc_t *svc, natsMsg *req, int rc,
                       const char *body) {
   const char *reply = natsMsg_GetReply(req);
@@ -39,18 +41,24 @@ static void svc_reply(uvp_nats_svc_t *svc, natsMsg *req, int rc,
     svc->stats.no_reply++;
     return;
   }
-  char worker[320], err[64];
-  snprintf(worker, sizeof(worker), UVP_NATS_WORKER_HEADER ": %s", svc->worker);
-  const char *hdrs[3] = {worker, NULL, NULL};
-  if (rc < 0) {
-    snprintf(err, sizeof(err), UVP_NATS_ERROR_HEADER ": %s",
-             uvp_nats_err_name(rc));
-    hdrs[1] = err;
+  if (!uvp_nats__subject_ok(reply, false))
+    return;
+  if (rc < 0)
     body = uvp_nats_strerror(rc);
-  }
   size_t len = body != NULL ? strlen(body) : 0;
-  if (uvp_nats__publish_msg(svc->b, reply, NULL, body, len, UINT64_MAX, hdrs) ==
-      0)
+  natsMsg *m = NULL;
+  natsStatus s = len <= INT32_MAX
+                     ? natsMsg_Create(&m, reply, NULL, body, (int)len)
+                     : NATS_INVALID_ARG;
+  if (s == NATS_OK)
+    s = natsMsgHeader_Set(m, UVP_NATS_WORKER_HEADER, svc->worker);
+  if (s == NATS_OK && rc < 0)
+    s = natsMsgHeader_Set(m, UVP_NATS_ERROR_HEADER, uvp_nats_err_name(rc));
+  if (s != NATS_OK) {
+    natsMsg_Destroy(m);
+    return;
+  }
+  if (uvp_nats__msg_send(svc->b, m, UINT64_MAX) == 0)
     svc->stats.replied++;
 }
 

@@ -38,13 +38,22 @@
  *
  * Requests.  One wildcard inbox subscription per connection,
  * "<inbox>.*"; request #id is published with reply "<inbox>.<id>" and
- * found by id in a hash when its reply comes.  A request's own timeout
- * runs on one timer per connection over a list sorted by expiry (inserted
- * from the tail: with one timeout for all, that is O(1)); the scope's
- * deadline watches its promise (through uvp_inflight_start: each
- * request, next, connect and flush is a record of work in flight, which
- * also holds the virtual clock, tells its group, and names it in the task
- * dump).
+ * found by id in a hash when its reply comes (the id is its bucket: a
+ * burst's replies, which come about in order, walk the buckets and the
+ * records forward).  A request's own timeout runs on one timer per
+ * connection over a list sorted by expiry (inserted from the tail: with
+ * one timeout for all, that is O(1)); the scope's deadline watches its
+ * promise (through uvp_inflight_start: each request, next, connect and
+ * flush is a record of work in flight, which also holds the virtual
+ * clock, tells its group, and names it in the task dump).  Records come
+ * from a free list of the connection's; the reply subject and the
+ * timeout's header value are written without printf; and a program's loop
+ * of requests has nats.c write every 64 KiB rather than once at the end
+ * (uvp_nats__sent).  The inbox's replies come from nats.c's delivery
+ * thread through the queue, which the loop takes a batch at a time: a
+ * synchronous inbox would save that hop, but natsSubscription_NextMsg
+ * destroys a no-responders status without saying which request it
+ * answered (docs/internals.md 21.5 has the figures).
  *
  * Files, each on the ones before it: this one (errors, the loop's side:
  * keeping it going, the socket, the queue, connection events, connect,
@@ -292,6 +301,28 @@ static void on_writable(uvp_nats_t *b) {
   (void)poll_update(b);
 }
 
+/* A program's loop of requests publishes everything before the loop
+ * turns again, and nats.c keeps it all in its buffer until the next write
+ * event: 10 MB for 100 000 requests, grown by copies, then written at
+ * once.  Past UNSENT_MAX bytes published since nats.c last emptied its
+ * buffer, the binding has it write now, as the write event would. */
+#define UNSENT_MAX (64 * 1024)
+
+void uvp_nats__sent(uvp_nats_t *b, size_t bytes) {
+  b->unsent += bytes;
+  if (b->unsent < UNSENT_MAX || b->in_nats > 0 || b->poll == NULL)
+    return;
+  b->unsent = 0;
+  uv_mutex_lock(&b->lock);
+  bool wanted = b->write_wanted;
+  uv_mutex_unlock(&b->lock);
+  if (!wanted)
+    return;
+  b->in_nats++;
+  natsConnection_ProcessWriteEvent(b->conn);
+  b->in_nats--;
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   poll_t *p = h->data;
   uvp_nats_t *b = p->b;
@@ -325,6 +356,8 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   case EV_WRITE: {
     int bit = ev->type == EV_READ ? UV_READABLE : UV_WRITABLE;
     b->events = ev->arg ? (b->events | bit) : (b->events & ~bit);
+    if (ev->type == EV_WRITE && !ev->arg)
+      b->unsent = 0; /* nats.c's buffer is empty */
     rc = poll_update(b);
     break;
   }
@@ -363,14 +396,16 @@ static bool on_loop(const uvp_nats_t *b) {
  * event-loop call, made under nats.c's connection lock); otherwise queue
  * it, in order, and wake the loop.  The async is sent under the lock, so
  * once the loop has taken an event from the queue the thread that sent it
- * has left the binding's memory (uvp_nats__maybe_finish relies on it). */
+ * has left the binding's memory (uvp_nats__maybe_finish relies on it).
+ * "Nothing queued" counts the batch the loop has taken and not yet
+ * applied (b->batch, the loop's own). */
 static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
                           natsConnection *conn, natsMsg *msg) {
   ev_t local = {NULL, type, arg, conn, msg};
   uv_mutex_lock(&b->lock);
   if (type == EV_WRITE)
     b->write_wanted = arg != 0;
-  if (type <= EV_DETACH && b->qhead == NULL && on_loop(b)) {
+  if (type <= EV_DETACH && b->qhead == NULL && on_loop(b) && b->batch == NULL) {
     uv_mutex_unlock(&b->lock);
     b->stats.direct_events++;
     return ev_apply(b, &local);
@@ -393,23 +428,34 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
   return NATS_OK;
 }
 
-/* One event at a time: what an event's handling does on the loop (a
- * publish's write) may go directly only once nothing is queued. */
+/* The loop takes what is queued in one go (one lock for a batch of the
+ * inbox's replies, and its spent records given back in the same lock),
+ * then applies it one event at a time: what an event's handling does on
+ * the loop (a publish's write) may go directly only once nothing older is
+ * left, and a drain re-entered from an event's handling goes on with the
+ * same batch. */
 static void ev_drain(uvp_nats_t *b) {
   for (;;) {
-    uv_mutex_lock(&b->lock);
-    ev_t *ev = b->qhead;
+    ev_t *ev = b->batch;
     if (ev == NULL) {
+      uv_mutex_lock(&b->lock);
+      if (b->spent != NULL) {
+        b->spent_tail->next = b->qfree;
+        b->qfree = b->spent;
+        b->spent = b->spent_tail = NULL;
+      }
+      ev = b->batch = b->qhead;
+      b->qhead = b->qtail = NULL;
       uv_mutex_unlock(&b->lock);
-      return;
+      if (ev == NULL)
+        return;
     }
     ev_t copy = *ev;
-    b->qhead = ev->next;
-    if (b->qhead == NULL)
-      b->qtail = NULL;
-    ev->next = b->qfree;
-    b->qfree = ev;
-    uv_mutex_unlock(&b->lock);
+    b->batch = ev->next;
+    ev->next = b->spent;
+    b->spent = ev;
+    if (b->spent_tail == NULL)
+      b->spent_tail = ev;
     if (copy.type <= EV_DETACH)
       b->stats.queued_events++;
     (void)ev_apply(b, &copy); /* a failed attach: a socket nats.c closed
@@ -516,6 +562,14 @@ static void on_handle_closed(uv_handle_t *h) {
   for (ev_t *ev = b->qfree, *next; ev != NULL; ev = next) {
     next = ev->next;
     free(ev);
+  }
+  for (ev_t *ev = b->spent, *next; ev != NULL; ev = next) {
+    next = ev->next;
+    free(ev);
+  }
+  for (req_t *r = b->req_pool, *next; r != NULL; r = next) {
+    next = r->hnext;
+    free(r);
   }
   uv_mutex_destroy(&b->lock);
   free(b->buckets);

@@ -40,6 +40,7 @@
 #include "cli.h"
 #include "demo-server.h"
 #include "fanout.h"
+#include "jsonw.h"
 #include "retry.h"
 #ifdef FANOUT_NATS
 #include "uvp-nats.h"
@@ -68,6 +69,8 @@
  * settles. */
 #define PROGRESS_AFTER_MS 500
 #define PROGRESS_EVERY_MS 250
+/* --trace's ring: about 917 000 events, a few per URL. */
+#define TRACE_RING (64u * 1024 * 1024)
 
 static void usage(FILE *f, const char *prog) {
   fprintf(
@@ -132,6 +135,12 @@ static void usage(FILE *f, const char *prog) {
       "  -f FILE     read URLs from FILE, one per line ('-': stdin;\n"
       "              blank lines and lines starting with # skipped)\n"
       "  --json      JSON lines: one object per URL, then a summary\n"
+      "  --trace FILE\n"
+      "              record the run (uvp's flight recorder: each\n"
+      "              transfer, timer and cut, the loop's turns) and write\n"
+      "              it to FILE at the end as Chrome trace JSON (open it\n"
+      "              in https://ui.perfetto.dev); a run of more than\n"
+      "              about 900 000 events keeps its last ones\n"
       "  --serve [PORT]\n"
       "              run only the demo server on 127.0.0.1:PORT (default\n"
       "              0: any free port), print 'listening on "
@@ -370,21 +379,6 @@ static void json_line(json_t *o) {
   json_decref(o);
 }
 
-/* A URL from the command line as a JSON string: JSON is UTF-8, a URL need
- * not be (libcurl refuses it then, but its row is still printed). */
-static json_t *json_url(const char *url) {
-  json_t *s = json_string(url);
-  if (s == NULL) {
-    char *ascii = strdup(url);
-    for (char *c = ascii; c != NULL && *c != '\0'; c++)
-      if ((unsigned char)*c >= 0x80)
-        *c = '?';
-    s = ascii != NULL ? json_string(ascii) : NULL;
-    free(ascii);
-  }
-  return s;
-}
-
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -405,33 +399,82 @@ typedef struct cells_s {
   char cause[256];
 } cells_t;
 
-static void report_json_row(const run_t *r, size_t i, const row_t *row,
-                            const cells_t *c) {
-  json_t *o = json_pack("{s:I,s:o,s:s,s:b}", "n", (json_int_t)(i + 1), "url",
-                        json_url(row->url), "result", c->result, "ok",
-                        c->answered && row->status < 400);
-  if (c->answered) {
-    json_object_set_new(o, "status", json_integer(row->status));
-  } else {
-    json_object_set_new(o, "error", json_string(c->result));
-    json_object_set_new(o, "message", json_url(c->why));
-    if (c->cause[0] != '\0')
-      json_object_set_new(o, "cause", json_string(c->cause));
+/* A URL from the command line as a JSON string: JSON is UTF-8, a URL need
+ * not be (libcurl refuses it then, but its row is still printed: its
+ * bytes past ASCII as '?'). */
+static void jsonw_url(jsonw_t *w, const char *url) {
+  if (jsonw_str(w, url))
+    return;
+  char *ascii = strdup(url);
+  if (ascii == NULL) {
+    w->failed = true;
+    return;
   }
-  json_object_set_new(o, "bytes",
-                      json_integer(c->answered ? (json_int_t)row->bytes : 0));
-  json_object_set_new(o, "latency_ms", json_real(ms_of_us(c->us)));
-  json_object_set_new(o, "attempts", json_integer(row->attempts));
+  for (char *c = ascii; *c != '\0'; c++)
+    if ((unsigned char)*c >= 0x80)
+      *c = '?';
+  (void)jsonw_str(w, ascii);
+  free(ascii);
+}
+
+/* A row: what json_pack and json_dumpf made of it before (jsonw.h), with
+ * one write. */
+static void report_json_row(const run_t *r, jsonw_t *w, size_t i,
+                            const row_t *row, const cells_t *c) {
+  jsonw_open(w);
+  jsonw_key(w, "n");
+  jsonw_int(w, (int64_t)(i + 1));
+  jsonw_key(w, "url");
+  jsonw_url(w, row->url);
+  jsonw_key(w, "result");
+  jsonw_url(w, c->result);
+  jsonw_key(w, "ok");
+  jsonw_bool(w, c->answered && row->status < 400);
+  if (c->answered) {
+    jsonw_key(w, "status");
+    jsonw_int(w, row->status);
+  } else {
+    jsonw_key(w, "error");
+    jsonw_url(w, c->result);
+    jsonw_key(w, "message");
+    jsonw_url(w, c->why);
+    if (c->cause[0] != '\0') {
+      size_t before = w->len;
+      bool first = w->first;
+      jsonw_key(w, "cause");
+      if (!jsonw_str(w, c->cause)) { /* not UTF-8: json_string() refused */
+        w->len = before;
+        w->first = first;
+      }
+    }
+  }
+  jsonw_key(w, "bytes");
+  jsonw_int(w, c->answered ? (int64_t)row->bytes : 0);
+  jsonw_key(w, "latency_ms");
+  jsonw_real(w, ms_of_us(c->us));
+  jsonw_key(w, "attempts");
+  jsonw_int(w, row->attempts);
   if (row->redirects > 0) {
-    json_object_set_new(o, "redirects", json_integer(row->redirects));
-    json_object_set_new(o, "final_url", json_url(row->final_url));
+    jsonw_key(w, "redirects");
+    jsonw_int(w, row->redirects);
+    jsonw_key(w, "final_url");
+    jsonw_url(w, row->final_url);
   }
   if (r->nats_mode) {
-    json_object_set_new(
-        o, "worker", row->worker != NULL ? json_url(row->worker) : json_null());
-    json_object_set_new(o, "sends", json_integer(row->sends));
+    jsonw_key(w, "worker");
+    if (row->worker != NULL)
+      jsonw_url(w, row->worker);
+    else
+      jsonw_null(w);
+    jsonw_key(w, "sends");
+    jsonw_int(w, row->sends);
   }
-  json_line(o);
+  jsonw_close(w);
+  jsonw_raw(w, "\n", 1);
+  if (w->failed)
+    fputs("{\"error\":\"out of memory\"}\n", stdout);
+  else
+    fwrite(w->p, 1, w->len, stdout);
 }
 
 static void report_text_row(const run_t *r, size_t i, const row_t *row,
@@ -505,6 +548,7 @@ void fanout_report(run_t *r, const uvp_settled_list_t *list) {
   int width, wwidth;
   report_header(r, &width, &wwidth);
   uint64_t *lat = malloc((r->n + 1) * sizeof(*lat));
+  jsonw_t w = {0};
   size_t nlat = 0, ok = 0, http_err = 0, transport_err = 0, retried = 0;
   for (size_t i = 0; i < list->count; i++) {
     const row_t *row = &r->rows[i];
@@ -523,12 +567,13 @@ void fanout_report(run_t *r, const uvp_settled_list_t *list) {
     if (row->attempts > 1)
       retried++;
     if (r->json)
-      report_json_row(r, i, row, &c);
+      report_json_row(r, &w, i, row, &c);
     else
       report_text_row(r, i, row, &c, width, wwidth);
   }
   report_summary(r, list->count, ok, http_err, transport_err, retried, lat,
                  nlat);
+  free(w.p);
   free(lat);
 }
 
@@ -926,6 +971,7 @@ enum {
   OPT_NATS_RETRY,
   OPT_NATS_PING,
   OPT_NAME,
+  OPT_TRACE,
   OPT_VERSION
 };
 
@@ -971,6 +1017,7 @@ int main(int argc, char **argv) {
       {"nats-ping", required_argument, NULL, OPT_NATS_PING},
       {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
+      {"trace", required_argument, NULL, OPT_TRACE},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
   };
@@ -982,7 +1029,7 @@ int main(int argc, char **argv) {
   int have_timeout = 0, json = 0, serve_mode = 0, follow = 0, insecure = 0,
       http2 = 0, compressed = 0;
   const char *cafile = NULL, *proxy = NULL, *userpwd = NULL;
-  const char *file = NULL;
+  const char *file = NULL, *trace = NULL;
   const char *prog = argv[0];
   nats_cli_t nats = {.retries = NATS_RETRY_DEFAULT};
   int worker = 0;
@@ -1054,6 +1101,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_JSON:
       json = 1;
+      break;
+    case OPT_TRACE:
+      trace = optarg;
       break;
     case OPT_NATS:
       nats.url = optarg;
@@ -1161,6 +1211,13 @@ int main(int argc, char **argv) {
       rc = UV_EINVAL;
     }
   }
+  /* --trace's file, opened before the run: one that cannot be written
+   * stops it, as an unreadable -f does. */
+  FILE *trace_out = NULL;
+  if (rc == 0 && trace != NULL && (trace_out = fopen(trace, "w")) == NULL) {
+    fprintf(stderr, "uvp-fanout: %s: %s\n", trace, strerror(errno));
+    rc = UV_EINVAL;
+  }
   int explained = rc != 0; /* each failure above said what went wrong */
   r.http.timeout_ms = timeout_ms;
   r.http.connect_timeout_ms = connect_ms;
@@ -1213,6 +1270,8 @@ int main(int argc, char **argv) {
    * in flight; transfers still run, and time out, at the real pace. */
   if (rc == 0 && getenv("UVP_FANOUT_VIRTUAL_CLOCK") != NULL)
     rc = uvp_ctx_set_clock(r.ctx, UVP_CLOCK_AUTO);
+  if (rc == 0 && trace_out != NULL)
+    rc = uvp_ctx_set_recorder(r.ctx, TRACE_RING, UVP_RECORD_ALL);
   if (rc == 0 && nats.url == NULL)
     rc = uvp_curl_new(r.ctx, &r.curl);
   if (rc == 0 && r.curl != NULL) {
@@ -1272,6 +1331,18 @@ int main(int argc, char **argv) {
   }
 
   uv_run(&loop, UV_RUN_DEFAULT);
+
+  if (trace_out != NULL) {
+    /* A file is written as the lines come: nothing is cut short. */
+    uvp_record_opts_t to = {UVP_RECORD_JSON, 0, trace_out, NULL, NULL};
+    int n = r.ctx != NULL ? uvp_ctx_recorder_write(r.ctx, &to) : UV_ENOENT;
+    if (fclose(trace_out) != 0 && n >= 0)
+      n = UV_EIO;
+    if (n < 0 && r.exit_code == 0) {
+      fprintf(stderr, "uvp-fanout: %s: %s\n", trace, uvp_strerror(n));
+      r.exit_code = 1;
+    }
+  }
 
   /* Teardown in the order libuv wants: promises, context, one more loop
    * run for uvp's handles, then the loop itself. */

@@ -11,6 +11,7 @@
  * disconnected and sent after the reconnect) is dropped and counted
  * (uvp_nats_stats' late).  A reply whose id is not its request's is
  * EPROTO, as one that does not parse. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <jansson.h>
 
 #include "fanout.h"
+#include "jsonw.h"
 #include "uvp-nats.h"
 
 /* Between two sends of a URL (no responders: workers not yet up, or the
@@ -33,7 +35,9 @@ typedef struct coord_s {
   run_t *r;
   uvp_nats_t *nc;
   const nats_cli_t *cli;
-  json_t *opts; /* every request's "opts" */
+  json_t *opts;    /* every request's "opts" */
+  char *opts_json; /* opts, dumped */
+  jsonw_t body;    /* the request being made */
   uint64_t next_id;
   uint64_t timeout_ms;
   uvp_promise_t *connect;
@@ -111,7 +115,136 @@ static int reply_fields(row_t *row, json_t *o) {
   return 0;
 }
 
+/* ---- the reply, read without jansson when it is plain ----------------------
+ * A worker's reply is one flat object (nats-worker.c's reply_json), which
+ * jansson parses into a hash of allocated values: 22 000 instructions, as
+ * much as all the rest of the coordinator's work for the URL.  A reply of
+ * plain members (keys and strings without escapes or bytes past ASCII,
+ * integers, null) that passes every check is read here, by scanning; any
+ * other (an escape, a nested value, a check that fails) goes to jansson,
+ * which decides as before. */
+typedef struct fval_s {
+  enum { F_NONE, F_NULL, F_STR, F_INT } kind;
+  const char *s; /* F_STR: not NUL-terminated */
+  size_t n;
+  uint64_t i;
+} fval_t;
+
+static const char *fast_ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
+  return p;
+}
+
+/* A string's contents up to its closing quote (p after the opening one);
+ * NULL if it has an escape, a control byte or one past ASCII. */
+static const char *fast_str(const char *p, const char *e) {
+  while (p < e && *p != '"') {
+    unsigned char c = (unsigned char)*p;
+    if (c < 0x20 || c >= 0x7f || c == '\\')
+      return NULL;
+    p++;
+  }
+  return p < e ? p : NULL;
+}
+
+static const char *fast_value(const char *p, const char *e, fval_t *v) {
+  if (p < e && *p == '"') {
+    const char *end = fast_str(p + 1, e);
+    if (end == NULL)
+      return NULL;
+    *v = (fval_t){F_STR, p + 1, (size_t)(end - p - 1), 0};
+    return end + 1;
+  }
+  if (e - p >= 4 && memcmp(p, "null", 4) == 0) {
+    *v = (fval_t){F_NULL, NULL, 0, 0};
+    return p + 4;
+  }
+  const char *d = p;
+  uint64_t i = 0;
+  for (; d < e && *d >= '0' && *d <= '9' && d - p < 18; d++)
+    i = i * 10 + (uint64_t)(*d - '0');
+  if (d == p || (*p == '0' && d - p > 1) ||
+      (d < e &&
+       ((*d >= '0' && *d <= '9') || *d == '.' || *d == 'e' || *d == 'E')))
+    return NULL;
+  *v = (fval_t){F_INT, NULL, 0, i};
+  return d;
+}
+
+static char *fast_dup(const fval_t *v) {
+  return v->kind == F_STR ? strndup(v->s, v->n) : NULL;
+}
+
+/* True if the reply was plain and right, and is now in the row. */
+static bool reply_fast(send_t *s, const char *p, size_t len) {
+  enum { V, ID, WORKER, STATUS, BYTES, LAT, ATT, ERROR, MESSAGE, NKEYS };
+  static const char *const keys[NKEYS] = {"v",        "id",    "worker",
+                                          "status",   "bytes", "latency_us",
+                                          "attempts", "error", "message"};
+  fval_t f[NKEYS] = {0}, other;
+  const char *e = p + len;
+  p = fast_ws(p, e);
+  if (p >= e || *p++ != '{')
+    return false;
+  for (;;) {
+    p = fast_ws(p, e);
+    const char *key = p + 1, *kend;
+    if (p >= e || *p != '"' || (kend = fast_str(key, e)) == NULL)
+      return false;
+    p = fast_ws(kend + 1, e);
+    if (p >= e || *p++ != ':')
+      return false;
+    fval_t *v = &other;
+    for (int k = 0; k < NKEYS; k++)
+      if (strlen(keys[k]) == (size_t)(kend - key) &&
+          memcmp(keys[k], key, (size_t)(kend - key)) == 0)
+        v = &f[k];
+    if ((p = fast_value(fast_ws(p, e), e, v)) == NULL)
+      return false;
+    p = fast_ws(p, e);
+    if (p < e && *p == ',') {
+      p++;
+      continue;
+    }
+    if (p >= e || *p++ != '}')
+      return false;
+    break;
+  }
+  if (fast_ws(p, e) != e || f[V].kind != F_INT ||
+      f[V].i != NATS_PROTOCOL_VERSION || f[ID].kind != F_INT ||
+      f[ID].i != s->id || f[WORKER].kind != F_STR || f[STATUS].kind != F_INT ||
+      f[STATUS].i > 999 || f[BYTES].kind != F_INT || f[LAT].kind != F_INT ||
+      f[ATT].kind != F_INT ||
+      (f[ERROR].kind != F_NULL && f[ERROR].kind != F_STR))
+    return false;
+  row_t *row = s->row;
+  char *worker = fast_dup(&f[WORKER]), *message = fast_dup(&f[MESSAGE]);
+  char *error = fast_dup(&f[ERROR]);
+  free(row->worker);
+  row->worker = worker;
+  row->attempts = f[ATT].i > 0 ? (unsigned)f[ATT].i : 1;
+  row->latency_us = f[LAT].i;
+  free(row->reason);
+  row->reason = message;
+  free(row->error_name);
+  row->error_name = error;
+  if (error != NULL) {
+    int code = fanout_err_code(error);
+    row->error = code != 0 ? code : UV_EPROTO;
+    row->status = 0;
+    row->bytes = 0;
+  } else {
+    row->error = 0;
+    row->status = (int)f[STATUS].i;
+    row->bytes = (size_t)f[BYTES].i;
+  }
+  return true;
+}
+
 static void reply_record(send_t *s, natsMsg *msg) {
+  if (reply_fast(s, natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg)))
+    return;
   row_t *row = s->row;
   const char *hdr = uvp_nats_msg_header(msg, UVP_NATS_WORKER_HEADER);
   json_error_t je;
@@ -162,24 +295,37 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_pass();
 }
 
-static char *request_body(coord_t *co, const row_t *row, uint64_t id) {
-  json_t *o = json_pack("{s:i,s:I,s:s,s:O}", "v", NATS_PROTOCOL_VERSION, "id",
-                        (json_int_t)id, "url", row->url, "opts", co->opts);
-  char *body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-  json_decref(o);
-  return body;
+/* {"v":1,"id":ID,"url":URL,"opts":OPTS}: what json_pack and json_dumps
+ * made of it (jsonw.h), the options dumped once for the run; NULL if the
+ * URL is not UTF-8. */
+static const char *request_body(coord_t *co, const row_t *row, uint64_t id) {
+  jsonw_t *w = &co->body;
+  jsonw_open(w);
+  jsonw_key(w, "v");
+  jsonw_int(w, NATS_PROTOCOL_VERSION);
+  jsonw_key(w, "id");
+  jsonw_int(w, (int64_t)id);
+  jsonw_key(w, "url");
+  if (!jsonw_str(w, row->url))
+    return NULL;
+  jsonw_key(w, "opts");
+  jsonw_raw(w, co->opts_json, strlen(co->opts_json));
+  jsonw_close(w);
+  return w->failed ? NULL : w->p;
 }
 
 static int send_one(coord_t *co, row_t *row, uint64_t left,
                     uvp_promise_t **out) {
   run_t *r = co->r;
   send_t *s = malloc(sizeof(*s));
-  char *body = NULL;
+  const char *body = NULL;
   int rc = s != NULL ? 0 : UV_ENOMEM;
   if (rc == 0) {
     *s = (send_t){co, row, ++co->next_id};
     body = request_body(co, row, s->id);
-    if (body == NULL) {
+    if (body == NULL && co->body.failed) {
+      rc = UV_ENOMEM;
+    } else if (body == NULL) {
       row_set(row, &row->reason, "the URL is not valid UTF-8");
       rc = UV_EINVAL;
     }
@@ -197,7 +343,6 @@ static int send_one(coord_t *co, row_t *row, uint64_t left,
   }
   if (left != 0) /* as main.c's attempt: the handler holds the deadline */
     (void)uvp_deadline_shield(r->ctx, UVP_NO_DEADLINE);
-  free(body);
   free(s);
   return rc;
 }
@@ -286,6 +431,8 @@ static void coord_end(run_t *r) {
     uvp_nats_close(co->nc);
   uvp_promise_release(co->connect);
   json_decref(co->opts);
+  free(co->opts_json);
+  free(co->body.p);
   free(co);
   r->nats = NULL;
   r->nats_end = NULL;
@@ -328,6 +475,7 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   co->cli = cli;
   co->timeout_ms = request_timeout(r);
   co->opts = request_opts(r);
+  co->opts_json = co->opts != NULL ? json_dumps(co->opts, JSON_COMPACT) : NULL;
   r->nats = co;
   r->nats_mode = 1;
   r->nats_before_report = before_report;
@@ -336,7 +484,7 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
       .url = cli->url,
       .options = fanout_nats_options("uvp-fanout", cli->ping_ms),
       .flags = UVP_NATS_FAIL_ON_DISCONNECT};
-  int rc = co->opts != NULL ? 0 : UV_ENOMEM;
+  int rc = co->opts_json != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
     rc = uvp_nats_connect(r->ctx, &o, &co->connect);
   else if (o.options != NULL)

@@ -77,9 +77,11 @@
  * request with its async trace (--traces or UVP_TRACES=1; without, the
  * creation sites only), then its task dump (uvp_ctx_dump_tasks: each task,
  * what it waits for and since when, its group, the time left of its
- * deadline and its request id), to stderr.  Nothing written to stderr is
- * waited for (see diag_write): what a stalled reader's pipe cannot take
- * now is dropped and counted.
+ * deadline and its request id), to stderr; with --trace-dir, each worker
+ * also writes what its flight recorder holds (uvp_ctx_recorder_write: its
+ * last events, as Chrome trace JSON) to a file there, named in the dump.
+ * Nothing written to stderr is waited for (see diag_write): what a stalled
+ * reader's pipe cannot take now is dropped and counted.
  *
  * SIGINT/SIGTERM: each worker stops accepting, closes idle connections,
  * lets requests in flight finish (bounded by -t) and answers them with
@@ -112,6 +114,8 @@
 #include "uvp.h"
 
 #define POOL_MAX_IDLE 256 /* idle backend connections per host:port */
+/* --trace-dir: each worker's flight recorder (about 230 000 events). */
+#define TRACE_RING (16u * 1024 * 1024)
 #define MAX_WORKERS 1024
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -284,8 +288,9 @@ typedef struct config_s {
   uint64_t max_body;        /* backend responses' and requests'; 0: none */
   httpd_opts_t httpd;       /* log and log_arg are each worker's */
   unsigned workers;
-  int traces;        /* --traces */
-  uint64_t stall_ms; /* --stall: uvp's stall detector; 0: off */
+  int traces;            /* --traces */
+  uint64_t stall_ms;     /* --stall: uvp's stall detector; 0: off */
+  const char *trace_dir; /* --trace-dir: the flight recorder's, or NULL */
 } config_t;
 
 typedef struct main_s main_t;
@@ -864,6 +869,31 @@ static void print_worker_stalls(worker_t *w, FILE *out) {
   fprintf(out, "\n");
 }
 
+/* --trace-dir: the worker's flight recorder into a file of its own there
+ * (a regular file: nothing waits for a reader), named in the dump. */
+static void write_worker_trace(worker_t *w, FILE *out) {
+  const char *dir = w->main->cfg.trace_dir;
+  if (dir == NULL)
+    return;
+  char path[PATH_MAX];
+  snprintf(path, sizeof(path), "%s/uvp-gateway-%ld-worker-%u-%u.json", dir,
+           (long)getpid(), w->id, w->dumps);
+  FILE *f = fopen(path, "w");
+  int n = UV_EIO;
+  if (f != NULL) {
+    uvp_record_opts_t o = {UVP_RECORD_JSON, 0, f, NULL, NULL};
+    n = uvp_ctx_recorder_write(w->ctx, &o);
+    if (fclose(f) != 0 && n >= 0)
+      n = UV_EIO;
+  }
+  if (n >= 0)
+    fprintf(out, "uvp-gateway: worker %u: flight recorder: %d events in %s\n",
+            w->id, n, path);
+  else
+    fprintf(out, "uvp-gateway: worker %u: flight recorder: %s: %s\n", w->id,
+            path, f == NULL ? strerror(errno) : uvp_strerror(n));
+}
+
 /* Print the worker's requests in flight, each pending backend request with
  * its async trace, then its tasks (uvp_ctx_dump_tasks), as one write: the
  * workers' dumps do not interleave. */
@@ -907,6 +937,7 @@ static void dump_worker(worker_t *w) {
           n == 1 ? "" : "s");
   print_worker_stalls(w, out);
   print_worker_memory(w, out);
+  write_worker_trace(w, out);
   diag_memstream(out, &text, &len); /* never waits: see diag_write */
 }
 
@@ -996,6 +1027,8 @@ static int worker_init(worker_t *w) {
     err = uvp_ctx_set_traces(w->ctx, 1);
   if (err == 0 && cfg->stall_ms != 0)
     err = uvp_ctx_set_stall(w->ctx, cfg->stall_ms, NULL, NULL);
+  if (err == 0 && cfg->trace_dir != NULL)
+    err = uvp_ctx_set_recorder(w->ctx, TRACE_RING, UVP_RECORD_ALL);
   httpc_pool_opts_t po = {POOL_MAX_IDLE, 0, cfg->backend_idle_ms};
   if (err == 0)
     err = httpc_pool_new_with(w->ctx, &po, &w->opts.pool);
@@ -1223,6 +1256,14 @@ static void usage(FILE *f) {
       "longer\n"
       "                      (uvp_ctx_set_stall; default 0: off); SIGUSR1\n"
       "                      prints the histogram of slice lengths\n"
+      "  --trace-dir DIR     record each worker's loop (uvp's flight "
+      "recorder,\n"
+      "                      a 16 MiB ring each: its last events); SIGUSR1\n"
+      "                      also writes each worker's as Chrome trace "
+      "JSON to\n"
+      "                      DIR/uvp-gateway-PID-worker-N-K.json (open it "
+      "in\n"
+      "                      https://ui.perfetto.dev)\n"
       "  -h, --help          this text\n"
       "  --version           print the version (uvp's) and exit\n"
       "\n"
@@ -1338,6 +1379,7 @@ enum {
   OPT_MAX_BODY,
   OPT_TRACES,
   OPT_STALL,
+  OPT_TRACE_DIR,
   OPT_VERSION
 };
 
@@ -1373,6 +1415,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"max-body", required_argument, NULL, OPT_MAX_BODY},
       {"traces", no_argument, NULL, OPT_TRACES},
       {"stall", required_argument, NULL, OPT_STALL},
+      {"trace-dir", required_argument, NULL, OPT_TRACE_DIR},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0}};
@@ -1449,6 +1492,9 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       if (parse_uint(optarg, day, &v) != 0)
         return value_error("--stall wants milliseconds, 0 to 86400000");
       cfg->stall_ms = v;
+      break;
+    case OPT_TRACE_DIR:
+      cfg->trace_dir = optarg;
       break;
     case 'h':
       return 1;

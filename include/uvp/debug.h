@@ -483,6 +483,176 @@ UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
                                    uvp_stall_stats_t *out);
 /** @} */
 
+/** @defgroup recorder Flight recorder: what happened before
+ * @ingroup debug
+ * @{
+ *
+ * Opt-in per context: uvp keeps the most recent events of the context's
+ * tasks in a ring of fixed size (Go's runtime/trace.FlightRecorder: old
+ * events are overwritten, nothing grows), and writes what the ring holds
+ * on demand, as a timeline a browser opens (Chrome's trace event JSON:
+ * https://ui.perfetto.dev, chrome://tracing) or as text lines.  A program
+ * writes it when it notices something wrong (uvp_ctx_recorder_write), the
+ * stall detector when it reports a stall (uvp_ctx_set_recorder_on_stall).
+ *
+ * The events, each with its time and the task that ran (a fiber, or the
+ * loop's own stack):
+ *  - fibers (UVP_RECORD_FIBERS): spawned (site, group), named, parked
+ *    (the await's site, the promise awaited and what it is: a uvp
+ *    operation's or a binding's kind), resumed (with the await's status),
+ *    ended;
+ *  - work (UVP_RECORD_WORK): every piece of work through uvp's door
+ *    (an operation, a timer, a timeout, a binding's record from
+ *    uvp_inflight_start to uvp_inflight_end, a group's join): started
+ *    (site, kind, group; an operation's or a binding's description, as
+ *    the task dump shows it), its promise settled (status), ended;
+ *  - cuts (UVP_RECORD_CUTS): each cause of a cancellation as it is made
+ *    (uvp_cause_format's words), then each promise it cuts, linked to it;
+ *  - groups (UVP_RECORD_GROUPS): made (site, parent group), named, a
+ *    promise added (uvp_group_add); its join is work, above;
+ *  - the loop (UVP_RECORD_LOOP): each turn's poll (from uvp's prepare to
+ *    its check callback: the wait and the I/O callbacks), uvp's drains of
+ *    its run queue, and the settles other threads posted, as the loop
+ *    applies them; the time between is the program's own;
+ *  - stalls (UVP_RECORD_STALLS): each stall the stall detector reports
+ *    when it ends (what ran, how long).
+ *
+ * Times.  uvp reads CLOCK_MONOTONIC (uv_hrtime's clock) for every event
+ * but two that come by the million: a fiber's hand-off to the next fiber
+ * (a park and a resumption in one event, with no trip through the loop)
+ * and a group's new member, for which it reads it at one in 64 (a clock
+ * read costs about half of a fiber ping-pong's await).  A fiber resumed
+ * by the loop, one that parks back to it, and each of the loop's turns
+ * read it.  An event that did not is placed between the reads before and
+ * after it in proportion to the events between them: its time is known
+ * to within the events around it (64 hand-offs of a ping-pong: a few
+ * microseconds), unless one of them was long.  A stall the detector
+ * reports is a read of its own, and the events before it are placed
+ * before it began; UVP_RECORD_EXACT reads the clock at every event.
+ *
+ * Cost: off, one test of a flag on the paths that record.  On, an event
+ * is a 64-byte record written into the ring (no allocation, no system
+ * call; a description's bytes copied into a part of the ring of their
+ * own, under the same overwrite rule): about 6 % more instructions an
+ * await of a fiber ping-pong, nothing for promises settled in waves
+ * (docs/internals.md has the figures). */
+
+/** What uvp_ctx_set_recorder records (flags, ORed; 0: all of them). */
+enum {
+  UVP_RECORD_FIBERS = 1,  /**< spawned, named, parked, resumed, ended */
+  UVP_RECORD_WORK = 2,    /**< work started, its promise settled, ended */
+  UVP_RECORD_CUTS = 4,    /**< causes of cancellations, and what they cut */
+  UVP_RECORD_GROUPS = 8,  /**< groups made, named, promises added */
+  UVP_RECORD_LOOP = 16,   /**< the loop's turns, mail from other threads */
+  UVP_RECORD_STALLS = 32, /**< the stall detector's reports */
+  UVP_RECORD_ALL = 63,    /**< every kind of event above */
+  UVP_RECORD_EXACT = 256  /**< a clock read for every event */
+};
+
+/** Turn the flight recorder on for ctx with a ring of `bytes` (at least
+ * 4096; 0: off, the ring freed), recording the kinds of events `flags`
+ * names (UVP_RECORD_*, ORed; 0: UVP_RECORD_ALL).  Called again while on,
+ * with the same size it changes only what is recorded (the ring keeps
+ * its events); with another size the ring is replaced, empty.  The ring
+ * is allocated and its pages touched here (its memory is resident from
+ * now on, and recording never faults a page in): 1/8 of it holds the
+ * events' strings (descriptions, names, causes, stall reports), the rest
+ * 64-byte events (a 64 MiB ring: about 917 000).  Loop thread.  Errors:
+ * UV_EINVAL (NULL ctx, bytes from 1 to 4095, unknown flags), UVP_ECLOSED,
+ * UVP_ETHREAD, UV_ENOMEM (the recorder stays as it was). */
+UVP_EXTERN int uvp_ctx_set_recorder(uvp_ctx_t *ctx, size_t bytes,
+                                    unsigned int flags);
+
+/** The forms of uvp_ctx_recorder_write. */
+enum {
+  UVP_RECORD_JSON = 0, /**< Chrome's trace event format */
+  UVP_RECORD_TEXT = 1  /**< a line per event */
+};
+/** Where and how uvp_ctx_recorder_write writes. */
+typedef struct uvp_record_opts_s {
+  int format;              /**< UVP_RECORD_JSON or UVP_RECORD_TEXT */
+  uint64_t last_ms;        /**< only the events of the last last_ms
+                                milliseconds; 0: all the ring holds */
+  FILE *stream;            /**< where it goes ... */
+  uvp_dump_write_cb write; /**< ... or this, if not NULL */
+  void *write_arg;         /**< write's first argument */
+} uvp_record_opts_t;
+
+/** Write the events the ring holds (with opts->last_ms, those of the last
+ * last_ms milliseconds), oldest first, to opts->stream or opts->write,
+ * exactly as uvp_ctx_dump_tasks writes (whole lines; never waiting for a
+ * reader: output that would block is cut short and the rest dropped,
+ * counted in a last line; the JSON is then not whole).  The ring is left
+ * as it was: it keeps recording.  Loop thread; the loop waits while it
+ * writes, which allocates about 40 bytes an event held for the write's
+ * time (a full 64 MiB ring: 917 504 events, about 290 MB of JSON in a
+ * few tenths of a second: docs/internals.md).
+ *
+ * <b>UVP_RECORD_JSON</b>: one JSON object (Chrome's trace event format,
+ * as https://ui.perfetto.dev and chrome://tracing open it), its events an
+ * array member `traceEvents`, one event a line; every string escaped as
+ * the task dump's.  Process 1 is the context; its threads (tracks, by
+ * `tid`, named by `thread_name` metadata events) are the loop (tid 1:
+ * slices "poll", "I/O callbacks" and "uvp", instants for the mail of
+ * other threads, a cancellation's cause and what it cut), the stall
+ * detector's reports (tid 2: a slice "stall" each) and each fiber (tid 3
+ * and up: a slice "fiber" spanning its life, and inside it "run" and
+ * "await KIND"); work is async slices (`ph` "b" and "e", `cat` "work",
+ * `name` its kind: a track per kind), a group an async slice from its
+ * making to its join's end (`cat` "group").  Every event's `args` say its
+ * `site` ("FILE:LINE") where it has one, and what else is known
+ * (`target`, `group`, `status`, `cut`, `cause`, `promise`: addresses as
+ * the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause" or
+ * "spawn") link a cause to each task it cut and a spawn to the fiber
+ * spawned.  A slice whose beginning was overwritten (or is older than
+ * last_ms) begins at the first event written (its `args` say
+ * `"cut_off":true`); one still open at the write ends at the write
+ * (`"open":true`); every begin has its end, and no event's time goes
+ * back on its track.  `ts` are microseconds from `otherData`'s
+ * `ts_origin_ns` (CLOCK_MONOTONIC, as uv_hrtime), one second before the
+ * first event; `otherData` also says how many events were written
+ * (`events`) and how many the ring had overwritten (`overwritten`).
+ *
+ * <b>UVP_RECORD_TEXT</b>: a line per event, `SECONDS.MICROS TRACK: WHAT`
+ * (CLOCK_MONOTONIC; a `~` after the time when it is the last clock read's,
+ * the event came later), e.g. `12.004511 fiber 0x55c0add7b7e0: parked at
+ * app.c:22 awaiting 0x55c0add7c1a0`.  For people: parse the JSON form.
+ *
+ * Returns the number of events written; UV_EAGAIN if the output was cut
+ * short; UV_EINVAL (NULL ctx or opts, neither stream nor write, unknown
+ * format), UVP_ECLOSED, UVP_ETHREAD, UV_ENOENT (the recorder is off),
+ * UV_ENOMEM, or the sink's error, as uvp_ctx_dump_tasks'. */
+UVP_EXTERN int uvp_ctx_recorder_write(uvp_ctx_t *ctx,
+                                      const uvp_record_opts_t *opts);
+
+/** Have the recorder written, as uvp_ctx_recorder_write(ctx, opts) would,
+ * each time the stall detector reports a stall that has ended (on the
+ * loop thread, after its report; a stall the watchdog reports while it
+ * runs is written when it ends): the events before the stall and the
+ * stall itself.  Set opts->last_ms (2000, say) for the seconds before
+ * it; each stall writes a whole JSON object (a stream gets one after the
+ * other: a callback can open a file per stall).  opts is copied (NULL:
+ * no more); its stream must stay open while it is set.  Does nothing
+ * while the recorder or the detector is off.  Loop thread.  Errors:
+ * UV_EINVAL (NULL ctx, neither stream nor write, unknown format),
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_ctx_set_recorder_on_stall(uvp_ctx_t *ctx,
+                                             const uvp_record_opts_t *opts);
+
+/** What the recorder holds (uvp_ctx_recorder_stats). */
+typedef struct uvp_recorder_stats_s {
+  size_t bytes;       /**< the ring's size, as asked for (0: off) */
+  size_t capacity;    /**< how many events it holds at most */
+  uint64_t events;    /**< events recorded since it was turned on */
+  uint64_t kept;      /**< of those, how many it holds now */
+  uint64_t str_bytes; /**< string bytes recorded since it was turned on */
+} uvp_recorder_stats_t;
+/** Fill *out (zeros while off).  Loop thread.  Errors: UV_EINVAL (NULL
+ * ctx or out), UVP_ETHREAD. */
+UVP_EXTERN int uvp_ctx_recorder_stats(const uvp_ctx_t *ctx,
+                                      uvp_recorder_stats_t *out);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

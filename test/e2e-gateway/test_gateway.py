@@ -924,7 +924,38 @@ def check_cancelled(gw, label):
           "with its id (%s cancelled, %d lines)" % (label, n, lines))
 
 
-def case_stuck_and_cancelled(gw, backend_port, urls):
+def case_trace_written(gw, trace_dir, hang_url):
+    """--trace-dir: SIGUSR1 wrote each worker's flight recorder to a file
+    named in its dump; the stuck request's worker's holds its group and its
+    HTTP request to /hang, both still open, as Chrome trace JSON."""
+    named = wait_for(lambda: re.findall(r"worker \d+: flight recorder: "
+                                        r"(\d+) events in (\S+)\n",
+                                        gw.stderr()), 10) or []
+    docs = []
+    for n, path in named:
+        try:
+            with open(path) as f:
+                docs.append((int(n), path, json.load(f)))
+        except (OSError, ValueError) as e:
+            check(False, "--trace-dir: %s reads as JSON (%s)" % (path, e))
+    check(named and all(os.path.dirname(p) == trace_dir for _, p, _ in docs),
+          "--trace-dir: each worker's ring written there, named in its dump "
+          "(%s)" % named)
+
+    def hang_open(doc):
+        evs = doc["traceEvents"]
+        begins = {e["id"]: e for e in evs if e["ph"] == "b"}
+        return any(e["ph"] == "e" and e["args"].get("open")
+                   and begins.get(e["id"], {}).get("name") == "HTTP"
+                   and begins[e["id"]]["args"].get("target") ==
+                   "GET " + hang_url for e in evs) and any(
+            e["ph"] == "b" and e["cat"] == "group" for e in evs)
+    check(any(n > 0 and hang_open(d) for n, _, d in docs),
+          "--trace-dir: the stuck request's worker's trace holds its group "
+          "and its HTTP GET %s, open" % hang_url)
+
+
+def case_stuck_and_cancelled(gw, backend_port, urls, trace_dir=None):
     """A request stuck on a hanging backend (-t 60 s): SIGUSR1 prints it
     with its pending backend request's async trace; then its client resets
     the connection: the group is cancelled, and the backend sees the
@@ -991,6 +1022,8 @@ def case_stuck_and_cancelled(gw, backend_port, urls):
     check(hist is not None and int(hist.group(1)) > 0,
           "SIGUSR1: the slices' histogram beside the task dump: %s"
           % (hist.group(0).strip() if hist else text[-2000:]))
+    if trace_dir is not None:
+        case_trace_written(gw, trace_dir, urls[3])
 
     t0 = time.monotonic()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -2385,12 +2418,14 @@ def main():
         case_backend_closes_idle(gateway, fanout)
         case_pool_outlives_deadline(gateway, fanout)
 
+        trace_dir = tempfile.mkdtemp(prefix="uvp-gateway-trace-")
         gwh = Proc(gateway_argv(gateway, mixed, 60000)
-                   + ["--traces", "--stall", "30000"],
-                   "uvp-gateway (hang)")
+                   + ["--traces", "--stall", "30000", "--trace-dir",
+                      trace_dir], "uvp-gateway (hang)")
         procs.append(gwh)
-        case_stuck_and_cancelled(gwh, backend.port, mixed)
+        case_stuck_and_cancelled(gwh, backend.port, mixed, trace_dir)
         case_forced_stop(gwh, "forced stop")
+        shutil.rmtree(trace_dir, ignore_errors=True)
 
         # Meson says whether this build can run under valgrind (not a
         # sanitizer build); missing valgrind skips the case too.

@@ -1,0 +1,220 @@
+/* Private to src/: the flight recorder (uvp_ctx_set_recorder; how it works
+ * is in docs/internals.md, "The flight recorder").
+ *
+ * A ring of fixed-size events per context, written by the loop thread
+ * alone, each where it happens (a fiber's park, a piece of work's start
+ * through the door, a cut, a loop turn), behind the head's
+ * UVP__WATCH_REC bit: off, a path that records costs the test of that
+ * byte.  Strings (a work's description, a name, a cause, a stall report)
+ * go into a second ring of bytes, named by their position in it; an
+ * event outliving its string finds it overwritten and says so.  Nothing
+ * is allocated while recording, and nothing in the ring points to what
+ * may be freed meanwhile except as an id: the writer (recorder-write.c)
+ * reads only the rings and string literals (sites, a class's kind). */
+#ifndef UVP_RECORDER_H
+#define UVP_RECORDER_H
+
+#include "sched.h"
+
+struct uvp__work_s;
+struct uvp__work_class_s;
+struct uvp__scope_s;
+struct uvp__cause_s;
+
+/* What happened.  The fields each kind uses (a, b, c, d: see uvp__rec_t;
+ * a string's position in the string ring travels as a uintptr_t). */
+enum {
+  UVP__R_NONE,
+  /* Work through the door: a = its record, b = its promise, c = the
+   * owner it answers to (a group, or NULL), d = its class's kind (a
+   * literal), file:line its site; x what it is (recorder.c's START_*).
+   * A fiber's spawn is the start of its work, kind "fiber", b its id; a
+   * group's join is kind "group"; a promise given a described cancel
+   * hook is work too, a = b = the promise, ending at its settle or cut
+   * (its kind is its description's). */
+  UVP__R_WORK_START,
+  UVP__R_WORK_DESC, /* a = the record, b = its kind's string, c = target */
+  UVP__R_WORK_END,  /* a = the record */
+  /* A promise with a cancel hook settled (uvp's work, a program's hook):
+   * a = it, b = its code (0: fulfilled). */
+  UVP__R_SETTLE,
+  /* The fiber a (its promise) parks at its await file:line, for promise
+   * b; fiber c (NULL: none, the loop's stack) runs next, the status of its
+   * await d, x 1 if it starts (a fiber's hand-off to the next: one
+   * record). */
+  UVP__R_PARK,
+  UVP__R_RESUME,    /* fiber a runs, the await's status b (x 1: starts) */
+  UVP__R_FIBER_END, /* fiber a has returned */
+  UVP__R_NAME,      /* a (x: 0 a fiber, 1 a group) is named string b */
+  /* A cancellation begins with cause a (its words: string b; x its kind),
+   * on the track that runs it: what it cuts names a. */
+  UVP__R_CAUSE,
+  UVP__R_CUT, /* promise a cut by cause b, with code c */
+  /* Group a made at file:line, its join's record b, inside group c. */
+  UVP__R_GROUP,
+  UVP__R_MEMBER,    /* group a has a new member, promise b */
+  UVP__R_GROUP_END, /* group a's join has settled */
+  UVP__R_PREPARE,   /* the loop is about to poll; b: work in flight */
+  UVP__R_CHECK,     /* uvp's check callback; b: the loop's time (ms) */
+  UVP__R_IDLE,      /* uvp's idle callback (a drain) */
+  UVP__R_UVP_END,   /* uvp's check or idle callback is done */
+  /* The loop applied a message of another thread's: a = the promise, b
+   * its op (resolve, reject, release), c its code. */
+  UVP__R_MAIL,
+  /* The stall detector's report of an ended stall: x its kind, b its
+   * length (ns), c the report's string. */
+  UVP__R_STALL,
+  UVP__R_COUNT
+};
+
+/* 64 bytes, one cache line: a record dirties one line, whatever its kind. */
+typedef struct uvp__rec_s {
+  uint64_t t;        /* ns of CLOCK_MONOTONIC; UVP__REC_GUESS: the last
+                        read's, the event came after it (see uvp__rec_time) */
+  const void *track; /* the fiber running (its promise); NULL: the loop's
+                        own stack */
+  const void *a, *b, *c, *d;
+  const char *file; /* a site's (a literal) */
+  uint32_t line;
+  uint8_t type; /* UVP__R_* */
+  uint8_t x;
+  uint16_t y;
+} uvp__rec_t;
+#define UVP__REC_GUESS ((uint64_t)1 << 63)
+/* A string's position: none (no room, or too long). */
+#define UVP__REC_NOSTR ((uintptr_t)-1)
+
+/* What a record touches, first in the recorder's state (recorder.c). */
+typedef struct uvp__rec_hot_s {
+  uvp__ext_t ext;
+  uvp__rec_t *next;       /* the next slot ... */
+  uvp__rec_t *ring, *end; /* ... of the ring, end - ring records */
+  uint64_t laps;          /* times `next` went round */
+  uint64_t now;           /* the last clock read */
+  /* Hand-offs from fiber to fiber to the next that reads the clock. */
+  unsigned countdown, every;
+  unsigned kinds;    /* UVP_RECORD_* */
+  const void *track; /* the fiber running now (its promise), or NULL */
+} uvp__rec_hot_t;
+
+/* Which UVP_RECORD_* kind an event belongs to. */
+extern const unsigned char uvp__rec_kind[UVP__R_COUNT];
+
+static inline uvp__rec_hot_t *uvp__rec_hot(const uvp_ctx_t *ctx) {
+  return UVP__EXT_OF(ctx, UVP__EXT_REC, uvp__rec_hot_t);
+}
+static inline bool uvp__recording(const uvp_ctx_t *ctx) {
+  return UVP__UNLIKELY(uvp__head(ctx)->watch & UVP__WATCH_REC);
+}
+
+/* Reads the clock: the time of an event now (and `every` events to the
+ * next hand-off that reads it). */
+uint64_t uvp__rec_clock(uvp__rec_hot_t *h);
+/* The next slot, overwriting the oldest once the ring is full. */
+static UVP__ALWAYS_INLINE uvp__rec_t *uvp__rec_slot(uvp__rec_hot_t *h) {
+  uvp__rec_t *r = h->next;
+  if (UVP__UNLIKELY(++h->next == h->end)) {
+    h->next = h->ring;
+    h->laps++;
+  }
+  return r;
+}
+/* The next record, its time (a clock read), track and type written. */
+static UVP__ALWAYS_INLINE uvp__rec_t *uvp__rec_put(uvp__rec_hot_t *h,
+                                                   int type) {
+  uvp__rec_t *r = uvp__rec_slot(h);
+  r->t = uvp__rec_clock(h);
+  r->track = h->track;
+  r->type = (uint8_t)type;
+  return r;
+}
+/* Whether events of `type` are recorded now (the recorder is on). */
+static inline bool uvp__rec_wants(const uvp__rec_hot_t *h, int type) {
+  return (h->kinds & uvp__rec_kind[type]) != 0;
+}
+
+/* ---- the hooks, each called behind uvp__recording(ctx) ----------------- */
+
+/* A record of a's, b's... of type `type` (the ids only, no site). */
+void uvp__rec_event(uvp_ctx_t *ctx, int type, const void *a, const void *b,
+                    const void *c);
+/* Work w has started through the door (its promise w->p), watched by
+ * scope `watch`, at file:line. */
+void uvp__rec_work_start(uvp_ctx_t *ctx, const struct uvp__work_s *w,
+                         const struct uvp__scope_s *watch, const char *file,
+                         int line);
+/* Pending p has a cancel hook that says what it waits for, as `kind` and
+ * what describe(arg, ...) writes (uvp_promise_set_cancel_described): work
+ * of a program's or a binding's, ending with p's settle or cut. */
+void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                        const char *kind, uvp_describe_cb describe, void *arg,
+                        bool start);
+/* What p's described hook says now, if it has one (its description is
+ * often complete only after the hook was set): at a member's add, a
+ * settle, a cut.  (promise.c's.) */
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p);
+/* What w is, as the task dump says it (its class's describe). */
+void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
+/* Group g has a new member, promise p. */
+void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p);
+/* A promise with a cancel hook settles with `code` (0: fulfilled). */
+void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code);
+/* A fiber switch, inline where it happens (fiber.c): fiber `parked` (its
+ * promise) parks at file:line for promise `awaited`, and fiber `next`
+ * (NULL: the loop's stack) runs, its await's status `status`. */
+static UVP__ALWAYS_INLINE void
+uvp__rec_switch(uvp__rec_hot_t *h, const uvp_promise_t *parked,
+                const uvp_promise_t *awaited, const char *file, int line,
+                const uvp_promise_t *next, int status, bool starts) {
+  h->track = next;
+  if (UVP__LIKELY(h->kinds & UVP_RECORD_FIBERS)) {
+    uvp__rec_t *r = uvp__rec_slot(h);
+    r->track = parked;
+    r->a = parked;
+    r->b = awaited;
+    r->c = next;
+    r->d = (const void *)(intptr_t)status;
+    r->file = file;
+    r->line = (uint32_t)line;
+    r->type = UVP__R_PARK;
+    r->x = starts;
+    /* Last: a clock read is then a tail call, with nothing to keep.  A
+     * hand-off to the next fiber reads it at one in `every`; a park back
+     * to the loop's stack (the end of a drain's run) always. */
+    if (UVP__LIKELY(--h->countdown != 0) && UVP__LIKELY(next != NULL))
+      r->t = h->now | UVP__REC_GUESS;
+    else
+      r->t = uvp__rec_clock(h);
+  }
+}
+/* The drain runs fiber `fiber`, its await's status `status` (or it
+ * starts). */
+void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status,
+                     bool starts);
+void uvp__rec_fiber_end(uvp_ctx_t *ctx, const uvp_promise_t *fiber);
+/* `id` (a fiber's promise, or a group) is named `name` (NULL: unnamed). */
+void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
+                   const char *name);
+/* A cancellation with cause c begins (cause.h's uvp__cause_enter). */
+void uvp__rec_cause(uvp_ctx_t *ctx, const struct uvp__cause_s *c);
+/* Group g was made at file:line, its join's record w, inside `parent`. */
+void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
+                    const void *parent, const char *file, int line);
+/* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
+void uvp__rec_loop(uvp_ctx_t *ctx, int type);
+/* The stall detector reports an ended stall of kind `kind`, ns long. */
+void uvp__rec_stall(uvp_ctx_t *ctx, int kind, uint64_t ns, const char *text);
+
+/* The recorder's prepare handle, for uvp_ctx_close (NULL: not open). */
+uv_handle_t *uvp__rec_handle(uvp_ctx_t *ctx);
+
+/* ---- for the writer (recorder-write.c) ----------------------------------- */
+
+/* The string at position pos into buf (cap bytes, NUL-terminated): its
+ * length, or -1 if it was overwritten (or never kept). */
+int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap);
+/* The records held, oldest first: *first is the oldest's index in the
+ * ring, *count how many. */
+void uvp__rec_held(const uvp_ctx_t *ctx, size_t *first, size_t *count);
+
+#endif
