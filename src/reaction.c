@@ -591,7 +591,10 @@ static UVP__NOINLINE void run_then(uvp_ctx_t *ctx, uvp__handler_t *h,
   uvp_then_cb cb = h->cb.then;
   void *arg = h->arg;
   uvp__pool_put(&ctx->reactions, h);
-  /* The kind is the handler's UVP_ON_* mask (reaction.h). */
+  _Static_assert((int)UVP__RK_THEN_FULFILLED == UVP_ON_FULFILLED &&
+                     (int)UVP__RK_THEN_REJECTED == UVP_ON_REJECTED &&
+                     (int)UVP__RK_THEN_BOTH == UVP_ON_BOTH,
+                 "a plain then()'s kind is its UVP_ON_* mask");
   unsigned wants =
       src->state == UVP__S_FULFILLED ? UVP_ON_FULFILLED : UVP_ON_REJECTED;
   if (UVP__UNLIKELY(cb == NULL || !(kind & wants) || !waits_on_src(d, src))) {
