@@ -7,6 +7,8 @@
  * libnats-dev).  It drives each connection with nats.c's event-loop
  * interface (natsOptions_SetEventLoop) through four callbacks of its own,
  * not nats.c's shipped adapters/libuv.h (docs/internals.md §21 says why).
+ * JetStream (streams, pull consumers, key-value buckets, durable
+ * promises) is uvp-nats-js.h, in the same library.
  *
  * @code
  *   uvp_nats_connect(ctx, &(uvp_nats_connect_opts_t){.url = url}, &cp);
@@ -86,7 +88,9 @@ extern "C" {
 #define UVP_NATS_ERRNO_MAP(XX)                                                 \
   XX(ENORESPONDERS, -33001, "no responders for the request's subject")         \
   XX(EDISCONNECTED, -33002, "the connection to the NATS server dropped")       \
-  XX(ENATS, -33003, "NATS error")
+  XX(ENATS, -33003, "NATS error")                                              \
+  XX(EJETSTREAM, -33004, "JetStream API error")                                \
+  XX(EREVISION, -33005, "the key's last revision is not the one expected")
 
 /** The codes of UVP_NATS_ERRNO_MAP as constants: UVP_NATS_ENORESPONDERS... */
 typedef enum {
@@ -327,7 +331,11 @@ enum {
    * flight: under UVP_CLOCK_AUTO the clock may then jump to the next timer
    * or deadline while the reply is on its way (a simulation that wants
    * virtual time to run ahead of the network). */
-  UVP_NATS_REQUEST_NO_HOLD = 1
+  UVP_NATS_REQUEST_NO_HOLD = 1,
+  /** Send no Uvp-Timeout-Ms header: for a subject that stores what it
+   * gets (a JetStream stream, whose messages outlive the request) or
+   * that is not a uvp service.  The request's timeout still runs. */
+  UVP_NATS_REQUEST_NO_TIMEOUT_HEADER = 2
 };
 
 /** Options of uvp_nats_request. */
@@ -336,7 +344,8 @@ typedef struct uvp_nats_request_opts_s {
                                    unless the scope's deadline is nearer) */
   const char *const *headers; /**< "Name: value" strings, NULL-terminated
                                    (copied); NULL: none */
-  int flags;                  /**< 0 or UVP_NATS_REQUEST_NO_HOLD */
+  int flags;                  /**< UVP_NATS_REQUEST_NO_HOLD,
+                                   UVP_NATS_REQUEST_NO_TIMEOUT_HEADER */
 } uvp_nats_request_opts_t;
 
 /** @name uvp_nats_request, uvp_nats_request_at
@@ -345,7 +354,8 @@ typedef struct uvp_nats_request_opts_s {
  * reply subject `INBOX.ID` (the connection's one wildcard inbox
  * subscription; replies are matched by id on the loop) and the header
  * Uvp-Timeout-Ms: the smaller of the request's timeout (opts.timeout_ms,
- * else 30 s) and uvp_deadline_left(), in milliseconds.  *out gets one
+ * else 30 s) and uvp_deadline_left(), in milliseconds (none with
+ * UVP_NATS_REQUEST_NO_TIMEOUT_HEADER).  *out gets one
  * reference to a promise that fulfils with the reply, a natsMsg * the
  * promise owns (natsMsg_Destroy is its destructor: subject, data and
  * headers, read with natsMsg_GetData, natsMsgHeader_Get...), or rejects:

@@ -492,12 +492,20 @@ void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg) {
 /* No work that may end elsewhere is left after the teardown: the async
  * closes (its close callback ends the context's count of it). */
 static void close_mail(uvp_ctx_t *ctx) {
+  bool by_host = false;
   uvp__lock(ctx);
   if (!ctx->mail_closed) {
     ctx->mail_closed = true;
-    uv_close((uv_handle_t *)&ctx->async, handle_closed);
+    /* A host's walk closed it after the teardown, with a close callback
+     * of its own: its count goes here (never the last: the ending
+     * record's still holds the context). */
+    by_host = uv_is_closing((uv_handle_t *)&ctx->async);
+    if (!by_host)
+      uv_close((uv_handle_t *)&ctx->async, handle_closed);
   }
   uvp__unlock(ctx);
+  if (by_host)
+    uvp__loop_handle_end(ctx);
 }
 
 void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {

@@ -143,7 +143,7 @@ typedef struct uvp_nats__layer_s {
 } uvp_nats__layer_t;
 
 /* In the order the connection tells them what waits fails. */
-enum { UVP_NATS__REQS, UVP_NATS__SUBS, UVP_NATS__LAYERS };
+enum { UVP_NATS__REQS, UVP_NATS__SUBS, UVP_NATS__JS, UVP_NATS__LAYERS };
 
 struct uvp_nats_s {
   uvp_ctx_t *ctx;
@@ -195,6 +195,7 @@ struct uvp_nats_s {
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;
   const uvp_nats__layer_t *layers[UVP_NATS__LAYERS];
+  struct uvp_nats_js_s *js; /* its JetStream contexts (js.c) */
 };
 
 /* uvp-nats.c: the connection, for the floors above it. */

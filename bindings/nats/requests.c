@@ -321,6 +321,8 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   char reply[sizeof(b->inbox) + 24];
   reply_subject(b, r->id, reply);
   bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
+  bool stamp =
+      opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_TIMEOUT_HEADER);
   const char *const *headers = opts != NULL ? opts->headers : NULL;
   rc = uvp_inflight_start(b->ctx, &r->w, r->p,
                           hold ? &req_class : &req_class_nohold);
@@ -330,7 +332,10 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
     rc = connecting
              ? uvp_nats__msg_make(&r->held, subject, reply, data, len, headers)
              : uvp_nats__publish(b, subject, reply, data, len,
-                                 left < timeout ? left : timeout, headers);
+                                 !stamp           ? UINT64_MAX
+                                 : left < timeout ? left
+                                                  : timeout,
+                                 headers);
   if (rc != 0) {
     uvp_inflight_end(&r->w); /* a record not started: nothing */
     natsMsg_Destroy(r->held);
@@ -340,7 +345,8 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   }
   r->start_ms = uv_now(b->loop);
   r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
-  r->end_ms = r->start_ms + (left < timeout ? left : timeout);
+  r->end_ms =
+      !stamp ? UINT64_MAX : r->start_ms + (left < timeout ? left : timeout);
   req_link(b, r);
   b->stats.requests++;
   *out = uvp_promise_retain(r->p);
@@ -357,7 +363,10 @@ static void send_held(uvp_nats_t *b) {
       continue;
     natsMsg *m = r->held;
     r->held = NULL;
-    int rc = uvp_nats__msg_send(b, m, r->end_ms > now ? r->end_ms - now : 1);
+    int rc = uvp_nats__msg_send(b, m,
+                                r->end_ms == UINT64_MAX ? UINT64_MAX
+                                : r->end_ms > now       ? r->end_ms - now
+                                                        : 1);
     if (rc != 0) {
       b->stats.cancelled++;
       req_end(b, r, rc, NULL);

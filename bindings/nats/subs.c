@@ -1,5 +1,6 @@
 /* uvp-nats: subscriptions, polled on the loop (uvp-nats.c says how it
  * fits). */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -347,9 +348,12 @@ static void subs_fail(uvp_nats_t *b, int rc, bool all) {
         wait_end(s, rc, NULL);
     return;
   }
-  while (b->subs != NULL) {
-    if (b->conn != NULL && b->subs->sub != NULL)
-      (void)natsSubscription_Unsubscribe(b->subs->sub);
-    uvp_nats__sub_free(b->subs, rc);
+  /* The head is read afresh: freeing one may free others (a service's
+   * members, cut, may unsubscribe). */
+  for (uvp_nats_sub_t *s; (s = b->subs) != NULL;) {
+    if (b->conn != NULL && s->sub != NULL)
+      (void)natsSubscription_Unsubscribe(s->sub);
+    uvp_nats__sub_free(s, rc);
+    assert(b->subs != s); /* unlinked: the loop moves on */
   }
 }

@@ -10,7 +10,7 @@ the block by its first word alone, so the marks do not show):
       A complete C program.  It is compiled with cc -Wall -Wextra -Werror
       against the built library, through the pkg-config files of the
       uninstalled build (BUILD_ROOT/meson-uninstalled; uvp-curl's when it
-      includes <uvp-curl.h>, uvp-nats's for <uvp-nats.h>), then run with no arguments: it must exit 0.
+      includes <uvp-curl.h>, uvp-nats's for <uvp-nats.h> or <uvp-nats-js.h>), then run with no arguments: it must exit 0.
       compile-only: not run (it needs arguments or a server; another test
       runs it).
   ```sh run [staged] [continues] [needs=PROGRAM,...]
@@ -200,7 +200,8 @@ def verbatim(where, words, body):
 
 def program(where, words, body, d):
     pc = ("uvp-curl" if "#include <uvp-curl.h>" in body else
-          "uvp-nats" if "#include <uvp-nats.h>" in body else "uvp")
+          "uvp-nats" if re.search(r"#include <uvp-nats(-js)?\.h>", body)
+          else "uvp")
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", pc], env=env,
                            capture_output=True, text=True)
     if flags.returncode != 0:

@@ -25,8 +25,30 @@ typedef struct nats_server_s {
   int port;
   pid_t pid;
   char url[64];
-  char conf[64]; /* its config file (nats-server -c), "" if none */
+  char conf[64];  /* its config file (nats-server -c), "" if none */
+  char store[64]; /* with JetStream (nats_server_jetstream): its store
+                     directory (-js -sd), "" if none */
 } nats_server_t;
+
+/* The next nats_server_start of s runs with JetStream, on a fresh store
+ * directory of its own that its later starts (a restart) keep, removed
+ * by nats_server_remove_store. */
+static inline void nats_server_jetstream(nats_server_t *s) {
+  snprintf(s->store, sizeof(s->store), "/tmp/uvp-nats-js-XXXXXX");
+  assert_non_null(mkdtemp(s->store));
+}
+
+static inline void nats_rm_rf(const char *dir) {
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+  assert_int_equal(system(cmd), 0);
+}
+
+static inline void nats_server_remove_store(nats_server_t *s) {
+  if (s->store[0] != '\0')
+    nats_rm_rf(s->store);
+  s->store[0] = '\0';
+}
 
 /* The next nats_server_start of s runs with a config file of `text`
  * (nats-server's format, "max_payload: 1024\n"), in a temporary file that
@@ -80,11 +102,22 @@ static inline void nats_server_start(nats_server_t *s) {
     int null = open("/dev/null", O_RDWR);
     dup2(null, 1);
     dup2(null, 2);
-    if (s->conf[0] != '\0')
-      execlp(bin, bin, "-c", s->conf, "-a", "127.0.0.1", "-p", port,
-             (char *)NULL);
-    else
-      execlp(bin, bin, "-a", "127.0.0.1", "-p", port, (char *)NULL);
+    const char *argv[16] = {bin};
+    int n = 1;
+    if (s->conf[0] != '\0') {
+      argv[n++] = "-c";
+      argv[n++] = s->conf;
+    }
+    if (s->store[0] != '\0') {
+      argv[n++] = "-js";
+      argv[n++] = "-sd";
+      argv[n++] = s->store;
+    }
+    argv[n++] = "-a";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "-p";
+    argv[n++] = port;
+    execvp(bin, (char *const *)argv);
     _exit(127);
   }
   s->pid = pid;
@@ -111,6 +144,85 @@ static inline void nats_server_kill(nats_server_t *s) {
   kill(s->pid, SIGKILL);
   waitpid(s->pid, NULL, 0);
   s->pid = 0;
+}
+
+/* Freeze the server (SIGSTOP) and wait until every thread of it has
+ * stopped (its state in /proc is T): a request sent right after a bare
+ * kill() may still be answered. */
+static inline void nats_server_freeze(nats_server_t *s) {
+  char path[64], stat[256];
+  snprintf(path, sizeof(path), "/proc/%d/stat", (int)s->pid);
+  kill(s->pid, SIGSTOP);
+  for (int i = 0; i < 1000; i++) { /* 10 s */
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t n = fread(stat, 1, sizeof(stat) - 1, fp);
+    fclose(fp);
+    stat[n] = '\0';
+    const char *c = strrchr(stat, ')');
+    if (c != NULL && c[1] == ' ' && c[2] == 'T')
+      return;
+    nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+  }
+  fail_msg("nats-server %d did not stop within 10 s", (int)s->pid);
+}
+
+/* Three servers on 127.0.0.1 forming a JetStream cluster: each a
+ * `cluster {}` block with routes to all three on free ports, and a
+ * `jetstream {}` store of its own under one temporary directory.  Its
+ * JetStream answers once the nodes have met and elected a meta leader
+ * (the case waits for it, bounded); nodes are named n1, n2, n3 (a
+ * stream's leader is named so). */
+typedef struct nats_cluster_s {
+  nats_server_t node[3];
+  char dir[64];
+  char urls[256]; /* every node's URL, comma-separated */
+} nats_cluster_t;
+
+static inline void nats_cluster_start(nats_cluster_t *c) {
+  int cport[3];
+  snprintf(c->dir, sizeof(c->dir), "/tmp/uvp-nats-cluster-XXXXXX");
+  assert_non_null(mkdtemp(c->dir));
+  for (int i = 0; i < 3; i++) {
+    c->node[i].port = nats_free_port();
+    cport[i] = nats_free_port();
+  }
+  c->urls[0] = '\0';
+  for (int i = 0; i < 3; i++) {
+    char text[1024];
+    snprintf(text, sizeof(text),
+             "server_name: n%d\n"
+             "jetstream { store_dir: \"%s/n%d\" }\n"
+             "cluster {\n"
+             "  name: uvp\n"
+             "  listen: 127.0.0.1:%d\n"
+             "  routes: [nats-route://127.0.0.1:%d, "
+             "nats-route://127.0.0.1:%d, nats-route://127.0.0.1:%d]\n"
+             "}\n",
+             i + 1, c->dir, i + 1, cport[i], cport[0], cport[1], cport[2]);
+    nats_server_config(&c->node[i], text);
+    nats_server_start(&c->node[i]);
+    size_t n = strlen(c->urls);
+    snprintf(c->urls + n, sizeof(c->urls) - n, "%s%s", n > 0 ? "," : "",
+             c->node[i].url);
+  }
+}
+
+/* The node named `name` ("n2"), or NULL. */
+static inline nats_server_t *nats_cluster_node(nats_cluster_t *c,
+                                               const char *name) {
+  if (name == NULL || name[0] != 'n' || name[1] < '1' || name[1] > '3' ||
+      name[2] != '\0')
+    return NULL;
+  return &c->node[name[1] - '1'];
+}
+
+static inline void nats_cluster_stop(nats_cluster_t *c) {
+  for (int i = 0; i < 3; i++)
+    nats_server_kill(&c->node[i]);
+  if (c->dir[0] != '\0')
+    nats_rm_rf(c->dir);
+  c->dir[0] = '\0';
 }
 
 /* The server was started only if nats-server is installed: otherwise the

@@ -848,6 +848,26 @@ static void test_open_before_connected(void **state) {
   /* nats_teardown closes it (T.nc), with the worker */
 }
 
+/* A comma-separated url is several servers: nats.c tries each (a closed
+ * port first or second) until one answers; a list of nothing is refused
+ * at the call. */
+static void test_url_list(void **state) {
+  fixture_t *f = *state;
+  char list[300];
+  snprintf(list, sizeof(list), "nats://127.0.0.1:1, %s", T.s->url);
+  uvp_nats_t *nc = connect_opts(f, f->ctx, list, NULL, 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+  close_and_run(f, nc);
+  uvp_promise_t *p = NULL;
+  uvp_nats_connect_opts_t co = {.url = " , ,"};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), UV_EINVAL);
+  assert_null(p);
+}
+
 /* A connect that fails: what was asked meanwhile (a request, a wait, a
  * service, a flush) rejects with its code, and the connection takes
  * nothing new until the program closes it, once. */
@@ -1620,6 +1640,7 @@ int main(void) {
       QUIET_TEST(test_server_without_headers),
       NATS_TEST(test_connect_cancelled, setup_server),
       NATS_TEST(test_open_before_connected, setup_worker),
+      NATS_TEST(test_url_list, setup_server),
       NATS_TEST(test_open_refused, setup_server),
       NATS_TEST(test_open_closed_while_connecting, setup_server),
       NATS_TEST(test_subscribe, setup_conn),
