@@ -270,8 +270,8 @@ void uvp__lock(uvp_ctx_t *ctx) {
 
 void uvp__unlock(uvp_ctx_t *ctx) {
   /* A closed context dies with its last promise and its last handle. */
-  bool dead = --ctx->mu_depth == 0 && ctx->h.closed && ctx->live == 0 &&
-              ctx->holds == 0 && ctx->loop_work == 0;
+  bool dead = --ctx->mu_depth == 0 && ctx->h.closed &&
+              ctx->promises.live == 0 && ctx->holds == 0 && ctx->loop_work == 0;
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
@@ -733,7 +733,7 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   /* Not uvp__ctx_check: a closed context still has counts to give. */
   if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
-  out->live = ctx->live;
+  out->live = ctx->promises.live;
   out->pending = ctx->pending;
   out->queued = ctx->q.queued;
   out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes +
