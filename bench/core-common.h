@@ -39,7 +39,7 @@ static inline long long bench_rss_bytes(void) {
  * boundary.  -1 on error. */
 static inline long bench_resident_pages(const void *addr, size_t len) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
-  unsigned char *vec = malloc(n > 0 ? n : 1);
+  unsigned char *vec = (unsigned char *)malloc(n > 0 ? n : 1); /* C++ too */
   long r = 0;
   if (vec == NULL || mincore((void *)addr, len, vec) != 0) {
     free(vec);

@@ -335,8 +335,23 @@ enum {
   /** Send no Uvp-Timeout-Ms header: for a subject that stores what it
    * gets (a JetStream stream, whose messages outlive the request) or
    * that is not a uvp service.  The request's timeout still runs. */
-  UVP_NATS_REQUEST_NO_TIMEOUT_HEADER = 2
+  UVP_NATS_REQUEST_NO_TIMEOUT_HEADER = 2,
+  /** Tell the serving side nothing when the request is cancelled: no
+   * publish on UVP_NATS_CANCEL_PREFIX (for a subject no uvp service
+   * serves, or a program that cancels in bulk and lets the workers' own
+   * deadlines end the work). */
+  UVP_NATS_REQUEST_NO_CANCEL = 4
 };
+
+/** Where a cancelled request tells its service: the request's subject
+ * after this prefix ("_UVP.CANCEL.fan.work"), the request's reply subject
+ * as the body, and the cancellation's cause (uvp_cause_format's line, its
+ * first 255 bytes) in UVP_NATS_CAUSE_HEADER.  Every instance of a service
+ * subscribes to the prefix and its own subject (wildcards included), not
+ * in a queue group, so whichever instance took the request hears it. */
+#define UVP_NATS_CANCEL_PREFIX "_UVP.CANCEL."
+/** The header of a cancel that says why the caller gave up. */
+#define UVP_NATS_CAUSE_HEADER "Uvp-Cause"
 
 /** Options of uvp_nats_request. */
 typedef struct uvp_nats_request_opts_s {
@@ -345,7 +360,8 @@ typedef struct uvp_nats_request_opts_s {
   const char *const *headers; /**< "Name: value" strings, NULL-terminated
                                    (copied); NULL: none */
   int flags;                  /**< UVP_NATS_REQUEST_NO_HOLD,
-                                   UVP_NATS_REQUEST_NO_TIMEOUT_HEADER */
+                                   UVP_NATS_REQUEST_NO_TIMEOUT_HEADER,
+                                   UVP_NATS_REQUEST_NO_CANCEL */
 } uvp_nats_request_opts_t;
 
 /** @name uvp_nats_request, uvp_nats_request_at
@@ -368,29 +384,50 @@ typedef struct uvp_nats_request_opts_s {
  *                           request reached the server (its 503 status
  *                           message), at once
  *   UV_ETIMEDOUT            the timeout, or the scope's deadline
- *                           (its work in flight, uvp_inflight_start), passed
- * first: the worker that took it may have died, or be slow UV_ECANCELED
- * cancelled, or uvp_nats_close UVP_NATS_EDISCONNECTED  the connection dropped,
- * with UVP_NATS_FAIL_ON_DISCONNECT UVP_ECLOSED             the connection
- * closed for good, or uvp_ctx_close Without UVP_NATS_FAIL_ON_DISCONNECT a
- * request stays across a reconnect until its timeout: its reply may still come,
- * as the inbox subscription is sent again.  A reply that finds no request
- * (late, after any of these; duplicate; not ours) is dropped and counted
- * (uvp_nats_stats' late). Core NATS delivers a request at most once: a caller
- * that sends a timed out request again may have it served twice. Cancel-safe:
- * cancelling rejects at once and drops the request's entry (the inbox is
- * shared: no UNSUB is sent); what was published stays published.  While a
- * request is in flight the binding keeps uv_run() going and, as work in flight
- * (uvp_inflight_start: also its group waits for it), holds the virtual clock
- * (UVP_CLOCK_AUTO; unless UVP_NATS_REQUEST_NO_HOLD), so a virtual deadline does
- * not jump past a reply on its way.  opts.timeout_ms runs on the loop's real
- * clock (uv_now); the scope's deadline on uvp's. In the task dump a request
- * shows as "NATS request SUBJECT #ID". Threads: the reply comes on the
- * inbox's delivery thread (nats.c's) and reaches the loop through the queue; a
- * no-responders status the same way; the timeout is a loop timer.  Everything
- * settles on the loop thread. Errors, at once with nothing sent: those of
- * uvp_nats_publish (a wildcard in subject is UV_EINVAL), UV_EINVAL (NULL out),
- * UV_ENOMEM. */
+ *                           (its work in flight, uvp_inflight_start),
+ *                           passed first: the worker that took it may
+ *                           have died, or be slow
+ *   UV_EBUSY                Uvp-Error: EBUSY, the worker's bound of
+ *                           requests waiting was reached
+ *                           (uvp_nats_serve): not served, send it again
+ *                           or elsewhere
+ *   UV_ECANCELED            cancelled, or uvp_nats_close
+ *   UVP_NATS_EDISCONNECTED  the connection dropped, with
+ *                           UVP_NATS_FAIL_ON_DISCONNECT
+ *   UVP_ECLOSED             the connection closed for good, or
+ *                           uvp_ctx_close
+ * Without UVP_NATS_FAIL_ON_DISCONNECT a request stays across a reconnect
+ * until its timeout: its reply may still come, as the inbox subscription
+ * is sent again.  A reply that finds no request (late, after any of
+ * these; duplicate; not ours) is dropped and counted (uvp_nats_stats'
+ * late).  Core NATS delivers a request at most once: a caller that sends
+ * a timed out request again may have it served twice.
+ * Cancel-safe: cancelling rejects at once and drops the request's entry
+ * (the inbox is shared: no UNSUB is sent); what was published stays
+ * published.  A request that was sent and is then cut (uvp_promise_cancel,
+ * a group's cancel or fail-fast, a race's loser, the scope's deadline,
+ * uvp_ctx_close) also tells the serving side, unless
+ * UVP_NATS_REQUEST_NO_CANCEL: one publish on UVP_NATS_CANCEL_PREFIX
+ * SUBJECT with the reply subject and the cause, which a uvp_nats_serve
+ * instance that holds the request turns into a cut of its member ("cancelled
+ * by the caller").  That costs one publish per cancel and nothing on the
+ * request's own path, and it is at most once, as everything on core NATS:
+ * a cancel that crosses the reply, or reaches no one (a worker that is
+ * not a uvp service, a lost connection), changes nothing.  Its own
+ * timeout, uvp_nats_close, and a dropped connection send no cancel (the
+ * worker's own deadline, from Uvp-Timeout-Ms, ends the work then).
+ * While a request is in flight the binding keeps uv_run() going and, as
+ * work in flight (uvp_inflight_start: also its group waits for it), holds
+ * the virtual clock (UVP_CLOCK_AUTO; unless UVP_NATS_REQUEST_NO_HOLD), so
+ * a virtual deadline does not jump past a reply on its way.
+ * opts.timeout_ms runs on the loop's real clock (uv_now); the scope's
+ * deadline on uvp's.  In the task dump a request shows as "NATS request
+ * SUBJECT #ID".  Threads: the reply comes on the inbox's delivery thread
+ * (nats.c's) and reaches the loop through the queue; a no-responders
+ * status the same way; the timeout is a loop timer.  Everything settles
+ * on the loop thread.  Errors, at once with nothing sent: those of
+ * uvp_nats_publish (a wildcard in subject is UV_EINVAL), UV_EINVAL (NULL
+ * out), UV_ENOMEM. */
 #define uvp_nats_request(...)                                                  \
   uvp_nats_request_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_request_at(uvp_nats_t *nc, const char *subject,
@@ -535,9 +572,32 @@ typedef struct uvp_nats_serve_stats_s {
   uint64_t expired;  /**< dropped unserved: the deadline passed while they
                           waited under the limit (no reply) */
   uint64_t bad;      /**< answered Uvp-Error EPROTO (a bad Uvp-Timeout-Ms)
-                          or ETIMEDOUT (Uvp-Timeout-Ms: 0), unserved */
+                          or ETIMEDOUT (Uvp-Timeout-Ms at or below the
+                          margin), unserved */
   uint64_t no_reply; /**< served, but the request had no reply subject */
 } uvp_nats_serve_stats_t;
+
+/** All the counters of a service (uvp_nats_serve_stats_ex): those of
+ * uvp_nats_serve_stats, and those of its bound, its callers' cancels and
+ * its drain's deadline.  A struct of its own, so that the older one keeps
+ * its size for the programs built with it. */
+typedef struct uvp_nats_serve_stats_ex_s {
+  uvp_nats_serve_stats_t base; /**< uvp_nats_serve_stats' */
+  uint64_t busy;      /**< answered Uvp-Error: EBUSY at once, unserved: the
+                           bound of requests waiting was reached */
+  uint64_t cancels;   /**< cancels received on UVP_NATS_CANCEL_PREFIX
+                           SUBJECT (most, with several instances, for
+                           requests another one holds) */
+  uint64_t cancelled; /**< requests this instance held that a cancel cut
+                           (running) or dropped (waiting): no reply */
+  uint64_t cut;       /**< requests the drain's deadline ended: answered
+                           Uvp-Error: ECANCELED (waiting, or arriving
+                           after it) or cut (running) */
+  size_t waiting;     /**< requests waiting for room under limit now */
+  size_t running;     /**< requests being served now */
+  size_t max_waiting; /**< the bound of waiting requests
+                           (uvp_nats_serve_set_max_waiting) */
+} uvp_nats_serve_stats_ex_t;
 
 /** Serve `subject` in queue group `queue` (NULL: none; the server spreads
  * requests over the group's members).  Each request that arrives is a
@@ -552,13 +612,31 @@ typedef struct uvp_nats_serve_stats_s {
  *   bytes before the NUL are sent; NULL: an empty body).
  *   A rejection replies with Uvp-Error: <code's name> and its message as
  *   the body.  Every reply carries Uvp-Worker.
- *   Uvp-Timeout-Ms not a decimal number, or over UVP_NATS_TIMEOUT_MAX:
- *   replied Uvp-Error: EPROTO, unserved; "0": Uvp-Error: ETIMEDOUT.
+ *   Uvp-Timeout-Ms not a decimal number (empty too), over
+ *   UVP_NATS_TIMEOUT_MAX, or a header block nats.c cannot read: replied
+ *   Uvp-Error: EPROTO, unserved; at or below the margin ("0" to "10" with
+ *   the default): Uvp-Error: ETIMEDOUT, unserved.
  *   No reply subject: served, no reply, counted.
- *   opts->limit bounds the requests served at once; NATS pushes the others
- *   anyway, and they wait in the group's queue with their deadlines
- *   running: one whose deadline passed before it started is dropped
- *   unserved (its caller has given up) and counted.
+ * Bounded.  opts->limit bounds the requests served at once; NATS pushes
+ * the others anyway, and they wait in the group's queue with their
+ * deadlines running, up to a bound of 2 x limit waiting
+ * (uvp_nats_serve_set_max_waiting changes it).  A request over the bound
+ * is answered at once with Uvp-Error: EBUSY (libuv's UV_EBUSY, its body
+ * saying the worker is busy), unserved, so that its caller's record says
+ * so and a coordinator can send it elsewhere: the worker holds at most
+ * limit + bound requests, whatever is published to it.  A waiting one
+ * whose deadline passed before it started is dropped unserved (its caller
+ * has given up) and counted.  limit 0: no bound, nothing waits.
+ * Cancelled by the caller.  Every instance also subscribes (plainly, not
+ * in the queue group: one subscription per service) to
+ * UVP_NATS_CANCEL_PREFIX + subject, where uvp_nats_request tells of a
+ * request its caller cut.  A running member is cut with
+ * uvp_promise_cancel_binding, UV_ECANCELED and the cause "cancelled by
+ * the caller: <the caller's cause>" (the fiber's await returns
+ * UV_ECANCELED, uvp_promise_cause of what it awaited says why); a waiting
+ * one is dropped unstarted; neither is replied to.  A cancel that comes
+ * after the reply, or for a request another instance holds, changes
+ * nothing.
  * The service keeps uv_run() going until it is drained or its connection
  * closed (uvp_nats_close cancels its members, UV_ECANCELED: their replies
  * are not sent).  *out is the connection's until then.  Errors: UV_EINVAL
@@ -566,19 +644,33 @@ typedef struct uvp_nats_serve_stats_s {
  * UV_ENOMEM, a mapped nats.c code.  Not a promise: stop it with
  * uvp_nats_serve_drain or uvp_nats_close.  Threads: as a subscription's
  * (no thread of nats.c's calls it); fibers, handlers and replies all run
- * on the loop thread. */
+ * on the loop thread.  A fiber may outlive its member once cut (it
+ * cleans up): its uvp_nats_served_t stays valid until it returns. */
 UVP_NATS_EXTERN int uvp_nats_serve(uvp_nats_t *nc, const char *subject,
                                    const char *queue,
                                    const uvp_nats_serve_opts_t *opts,
                                    uvp_nats_svc_t **out);
 
+/** The bound of requests that wait for room under the service's limit
+ * (see uvp_nats_serve): `max_waiting` of them, 0 for none (a request that
+ * finds every slot taken is answered EBUSY), SIZE_MAX for no bound (all
+ * that NATS pushes wait, as before there was one).  Applies to the
+ * requests that arrive from then on; called right after uvp_nats_serve,
+ * before the loop runs again, to every one.  Ignored while limit is 0.
+ * Loop thread.  Errors: UV_EINVAL (NULL). */
+UVP_NATS_EXTERN int uvp_nats_serve_set_max_waiting(uvp_nats_svc_t *svc,
+                                                   size_t max_waiting);
+
 /** @name uvp_nats_serve_drain, uvp_nats_serve_drain_at
  * @{ */
 /** Stop taking requests (natsSubscription_Drain: UNSUB; what the server
  * had already sent still arrives and is served), wait for every member to
- * have replied, and fulfil (value NULL); the service is freed then.  For
- * SIGTERM: drain, then uvp_nats_close.  Cancel-safe: cancelling stops the
- * wait, not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,
+ * have replied, and fulfil with the service's last counters (a
+ * uvp_nats_serve_stats_ex_t *, the promise's; NULL without memory); the
+ * service is freed then (read its counters from the value).  No
+ * deadline: uvp_nats_serve_drain_within(svc, UVP_NO_DEADLINE, out), but
+ * a second call is UV_EALREADY.  Cancel-safe: cancelling stops the wait,
+ * not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,
  * UV_EALREADY, UVP_ECLOSED, UV_ENOTCONN (as uvp_nats_drain), UV_ENOMEM. */
 #define uvp_nats_serve_drain(...)                                              \
   uvp_nats_serve_drain_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -587,9 +679,39 @@ UVP_NATS_EXTERN int uvp_nats_serve_drain_at(uvp_nats_svc_t *svc,
                                             const char *file, int line);
 /** @} */
 
+/** @name uvp_nats_serve_drain_within, uvp_nats_serve_drain_within_at
+ * @{ */
+/** Drain as uvp_nats_serve_drain does, within `deadline_ms` (on uvp's
+ * clock, as uvp_delay; UVP_NO_DEADLINE: none): once it passes, what still
+ * waits (and what arrives after it) is answered Uvp-Error: ECANCELED
+ * ("worker draining"), what runs is cut with uvp_promise_cancel_binding,
+ * UV_ECANCELED and the cause "worker draining" (its reply, Uvp-Error:
+ * ECANCELED, is sent as its rejection's), the subscription is
+ * unsubscribed if nats.c has not finished its drain, and *out fulfils
+ * once the members have settled (a fiber that goes on cleaning up after
+ * its cut holds the service's memory, not the promise).  0: all that, at
+ * once, inside the call.  For SIGTERM: drain within a deadline, and on a
+ * second SIGTERM call it again with 0.  Called on a service that drains
+ * already: the nearer of the two deadlines holds, and *out gets another
+ * reference to the same promise.  Cancel-safe: cancelling stops the
+ * wait, not the drain.  Threads: as uvp_nats_drain's.  Errors: UV_EINVAL,
+ * UVP_ECLOSED, UV_ENOTCONN (as uvp_nats_drain), UV_ENOMEM. */
+#define uvp_nats_serve_drain_within(...)                                       \
+  uvp_nats_serve_drain_within_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_serve_drain_within_at(uvp_nats_svc_t *svc,
+                                                   uint64_t deadline_ms,
+                                                   uvp_promise_t **out,
+                                                   const char *file, int line);
+/** @} */
+
 /** Fill *out.  Loop thread.  Errors: UV_EINVAL. */
 UVP_NATS_EXTERN int uvp_nats_serve_stats(const uvp_nats_svc_t *svc,
                                          uvp_nats_serve_stats_t *out);
+
+/** Fill *out with every counter (uvp_nats_serve_stats' in out->base).
+ * Loop thread.  Errors: UV_EINVAL. */
+UVP_NATS_EXTERN int uvp_nats_serve_stats_ex(const uvp_nats_svc_t *svc,
+                                            uvp_nats_serve_stats_ex_t *out);
 /** @} */
 
 /* ------------------------------------------------------------------------ */

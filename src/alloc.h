@@ -104,7 +104,10 @@ static inline size_t uvp__pool_idle_bytes(const uvp__pool_t *pool) {
 void uvp__pool_each(uvp__pool_t *pool, bool (*fn)(void *slot, void *arg),
                     void *arg);
 
-static inline void *uvp__pool_get(uvp__pool_t *pool) {
+/* A slot from the free list or the chunk being carved, or NULL where
+ * uvp__pool_get would need its slow path (a call): the entry points' fast
+ * paths then go their general way, and need no stack frame. */
+static UVP__ALWAYS_INLINE void *uvp__pool_try(uvp__pool_t *pool) {
   void *slot = pool->free_list;
   if (UVP__LIKELY(slot != NULL)) {
     uvp__slot_peek(slot);
@@ -125,6 +128,13 @@ static inline void *uvp__pool_get(uvp__pool_t *pool) {
     UVP__PREFETCH_W((const void *)((uintptr_t)slot + 256));
     return slot;
   }
+  return NULL;
+}
+
+static inline void *uvp__pool_get(uvp__pool_t *pool) {
+  void *slot = uvp__pool_try(pool);
+  if (UVP__LIKELY(slot != NULL))
+    return slot;
   return uvp__pool_get_slow(pool);
 }
 
@@ -134,6 +144,16 @@ static inline void uvp__pool_put(uvp__pool_t *pool, void *slot) {
   uvp__slot_free(pool, slot, pool->slot_size);
   if (UVP__UNLIKELY(--pool->live == 0))
     uvp__pool_rewind(pool);
+}
+
+/* Give back the slot just taken, when what it was for cannot go on: as
+ * uvp__pool_put, but a pool left empty does not rewind (a call the fast
+ * paths that take two slots would otherwise need a stack frame for). */
+static UVP__ALWAYS_INLINE void uvp__pool_unget(uvp__pool_t *pool, void *slot) {
+  *(void **)slot = pool->free_list;
+  pool->free_list = slot;
+  uvp__slot_free(pool, slot, pool->slot_size);
+  pool->live--;
 }
 
 /* Large blocks (a combinator's or a map's state over many inputs): malloc

@@ -54,7 +54,6 @@ struct uvp_ctx_s {
   uvp__pool_t promises;
   uvp__pool_t reactions;
   uvp__blocks_t blocks; /* combinators' and maps' large blocks */
-  size_t live;
   size_t pending;
   size_t holds; /* objects outside promises keeping the memory (uvp__hold) */
   uint64_t epoch;
@@ -112,14 +111,17 @@ static inline bool uvp__loop_stopping(const uv_loop_t *loop) {
 extern UVP__TLS uvp_ctx_t *uvp__current;
 extern UVP__TLS uint16_t uvp__current_id;
 
-/* p's context if it is the one this thread used last, else NULL (then ask
- * uvp__local_ctx_slow).  It compares ids and then reads uvp__current, so
+/* Whether p's context is the one this thread used last: then
+ * uvp__cached() is that context (else ask uvp__local_ctx_slow).  Ids, not
+ * addresses, are compared, and uvp__cached() reads uvp__current afresh, so
  * that the context's address does not wait for p's cache line: see
- * docs/internals.md. */
-static inline uvp_ctx_t *uvp__cached_ctx(const uvp_promise_t *p) {
-  if (UVP__LIKELY(p->ctx_id == uvp__current_id))
-    return *(uvp_ctx_t *volatile *)&uvp__current;
-  return NULL;
+ * docs/internals.md.  No id is 0, which names no context, so a match
+ * means uvp__current is set. */
+static inline bool uvp__ctx_cached(const uvp_promise_t *p) {
+  return p->ctx_id == uvp__current_id;
+}
+static inline uvp_ctx_t *uvp__cached(void) {
+  return *(uvp_ctx_t *volatile *)&uvp__current;
 }
 /* p's context if this is its loop thread and it is open (then it becomes
  * uvp__current), else NULL. */
@@ -143,7 +145,22 @@ static inline void uvp__wake(uvp_ctx_t *ctx) {
   if (UVP__UNLIKELY(!ctx->idle_active))
     uvp__wake_slow(ctx);
 }
+/* Append r and wake: out of line ... */
 void uvp__enqueue(uvp_ctx_t *ctx, uvp__reaction_t *r);
+/* ... and inline, where the ring has room and the context is awake
+ * already, every other case going to uvp__enqueue as the last thing
+ * done: a settle then needs no stack frame of its own. */
+static UVP__ALWAYS_INLINE void uvp__enqueue_in(uvp_ctx_t *ctx,
+                                               uvp__reaction_t *r) {
+  uvp__runq_t *q = &ctx->q;
+  if (UVP__LIKELY(q->rtail - q->rhead < q->ring_cap && q->spill == NULL &&
+                  ctx->idle_active)) {
+    q->ring[q->rtail++ & (q->ring_cap - 1)] = r;
+    q->queued++;
+    return;
+  }
+  uvp__enqueue(ctx, r);
+}
 /* Append r to the list from *head to *tail, linked through `next`. */
 static inline void uvp__rlist_append(uvp__reaction_t **head,
                                      uvp__reaction_t **tail,

@@ -8,11 +8,10 @@
 #include "scope.h"
 #include "trace.h"
 
-static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
-                                           int line) {
-  uvp_promise_t *p = uvp__pool_get(&ctx->promises);
-  if (UVP__UNLIKELY(p == NULL))
-    return NULL;
+/* Slot p made a pending promise of ctx with one reference, created at
+ * `site` (its trace `trace`). */
+static UVP__ALWAYS_INLINE void promise_init(uvp_ctx_t *ctx, uvp_promise_t *p,
+                                            uint16_t site, uint16_t trace) {
   p->reactions = NULL;
   p->link = NULL;
   p->value = NULL;
@@ -20,13 +19,28 @@ static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
   p->refs = 1;
   p->born = (uint32_t)(uvp__now(ctx) - ctx->epoch);
   p->ctx_id = ctx->id;
-  p->site = uvp__site(&ctx->sites, file, line);
-  p->trace = uvp__trace_new(ctx, p->site);
+  p->site = site;
+  p->trace = trace;
   p->state = UVP__S_PENDING;
   p->flags = 0;
-  ctx->live++;
   ctx->pending++;
+}
+
+static inline uvp_promise_t *promise_alloc(uvp_ctx_t *ctx, const char *file,
+                                           int line) {
+  uvp_promise_t *p = uvp__pool_get(&ctx->promises);
+  if (UVP__UNLIKELY(p == NULL))
+    return NULL;
+  uint16_t site = uvp__site(&ctx->sites, file, line);
+  promise_init(ctx, p, site, uvp__trace_new(ctx, site));
   return p;
+}
+
+/* A context where creating a promise needs nothing but a slot and its
+ * site: open (and the thread check off), traces off.  Tested by the fast
+ * paths of the entry points, which go their general way otherwise. */
+static UVP__ALWAYS_INLINE bool ctx_plain(const uvp_ctx_t *ctx) {
+  return !ctx->h.guarded && !ctx->h.traces;
 }
 
 /* Whether the target is a derived promise the reaction settles. */
@@ -75,7 +89,7 @@ void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p, uvp__reaction_t *r);
 
 /* Move the reactions, in registration order, to the end of the run queue.
  * ctx is p's, passed in so that it need not be read from p (see
- * uvp__cached_ctx).  Inlined into resolve and reject: a settle loop over
+ * uvp__ctx_cached).  Inlined into resolve and reject: a settle loop over
  * promises that miss the cache runs further ahead when each settle is
  * fewer instructions and stores (no call frame to save). */
 static UVP__ALWAYS_INLINE void settle_in(uvp_ctx_t *ctx, uvp_promise_t *p,
@@ -94,11 +108,10 @@ static UVP__ALWAYS_INLINE void settle_in(uvp_ctx_t *ctx, uvp_promise_t *p,
      * written, so settling a promise whose reaction is cold in memory
      * does not wait for it. */
     p->refs++;
-    uvp__queue_push(ctx, r);
+    uvp__enqueue_in(ctx, r);
   } else {
     uvp__queue_many(ctx, p, r);
   }
-  uvp__wake(ctx);
 }
 
 static inline void settle(uvp_promise_t *p, uint8_t state) {
@@ -129,11 +142,17 @@ static inline void settle_hook(uvp_promise_t *p, int code) {
     uvp__hooked_settle(p, code);
 }
 
-static inline void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+/* Fulfil p, of ctx (the drain's: no registry load). */
+static inline void fulfill_in(uvp_ctx_t *ctx, uvp_promise_t *p, void *value,
+                              uvp_free_cb free_cb) {
   settle_hook(p, 0);
   p->value = value;
   p->fn.free_cb = free_cb;
-  settle(p, UVP__S_FULFILLED);
+  settle_in(ctx, p, UVP__S_FULFILLED);
+}
+
+static inline void fulfill(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+  fulfill_in(uvp__promise_ctx(p), p, value, free_cb);
 }
 
 static inline void reject(uvp_promise_t *p, int code, void *payload,
@@ -145,10 +164,43 @@ static inline void reject(uvp_promise_t *p, int code, void *payload,
   settle(p, UVP__S_REJECTED);
 }
 
+/* p (of ctx) goes back to its pool; its count is left at 1, so that a
+ * release too many reaches 0 off the fast path and is caught there
+ * (uvp__misuse) instead of wrapping the count. */
+static UVP__ALWAYS_INLINE void free_slot(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  p->state = UVP__S_FREE;
+  p->refs = 1;
+  uvp__pool_put(&ctx->promises, p);
+}
+
+/* Free p, whose last reference just went, if it owns nothing but its
+ * slot: fulfilled, not forwarding, no destructor, and no message from
+ * another thread can name it (uvp__post).  Most promises end so; the rest
+ * (a rejection to report, a destructor that may release more, a pending
+ * promise's reactions) go through the free stack (promise.c).  ctx is
+ * p's: open, or its lock held. */
+static UVP__ALWAYS_INLINE bool free_plain(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  if (p->state != UVP__S_FULFILLED || (p->flags & UVP__F_FORWARD) ||
+      p->fn.free_cb != NULL || uvp__mail_waiting(ctx))
+    return false;
+  free_slot(ctx, p);
+  return true;
+}
+
+/* p's last reference went: free it and what it owns. */
+void uvp__free_last(uvp_ctx_t *ctx, uvp_promise_t *p);
+
+/* uvp__unref_open with p's context known (no registry load). */
+static UVP__ALWAYS_INLINE void unref_open_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  if (UVP__LIKELY(--p->refs != 0))
+    return;
+  uvp__free_last(ctx, p);
+}
+
 /* uvp__unref with p's context known (the drain's: no registry load). */
 static inline void uvp__unref_in(uvp_ctx_t *ctx, uvp_promise_t *p) {
   if (UVP__LIKELY(!ctx->h.closed)) {
-    uvp__unref_open(p);
+    unref_open_in(ctx, p);
     return;
   }
   uvp__lock(ctx);

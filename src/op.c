@@ -150,14 +150,18 @@ void uvp__op_settle(uvp__op_t *op, int status, void *value,
 
 /* The queued completion runs (in NULL: teardown dropped it, and the promise
  * stays pending for the sweep to reject, without the hook: the operation
- * is gone).  The core releases the promise afterwards: that is the
- * operation's reference, which the queue held. */
+ * is gone; unless a cut rejected it while the completion waited, whose
+ * hook found the operation finished and left it alone: then there is no
+ * hook to take back, and its flags say settled things).  The core releases
+ * the promise afterwards: that is the operation's reference, which the
+ * queue held. */
 static void op_complete(void *arg, const uvp_outcome_t *in) {
   uvp__op_t *op = arg;
   uvp_promise_t *p = uvp__rtarget(&op->done.r);
-  if (in == NULL)
-    uvp__produced_forget(p);
-  else if (p->reactions != NULL)
+  if (in == NULL) {
+    if (uvp__is_pending(p))
+      uvp__produced_forget(p);
+  } else if (p->reactions != NULL)
     UVP__PREFETCH(p->reactions); /* run soon, not read by settling */
   op->kind->complete(op, in != NULL ? p : NULL);
 }

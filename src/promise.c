@@ -111,16 +111,16 @@ void uvp__misuse(const uvp_promise_t *p, const char *call) {
 #endif
 }
 
-void uvp__unref_open(uvp_promise_t *p) {
-  if (UVP__LIKELY(--p->refs != 0))
-    return;
+/* p's last reference went, and p owns more than its slot (free_plain
+ * says so), or it is a release too many.  ctx is p's: open, or its lock
+ * held. */
+static UVP__NOINLINE void free_last_slow(uvp_ctx_t *ctx, uvp_promise_t *p) {
   if (UVP__UNLIKELY(p->state == UVP__S_FREE)) {
     /* A free slot's count is 1 (destroy): this is a release too many. */
     p->refs = 1;
     uvp__misuse(p, "uvp_promise_release");
     return;
   }
-  uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (uvp__mail_waiting(ctx)) {
     /* A message may name p (see uvp__post): read with p alive.  One that
      * settled it has its reactions holding it now. */
@@ -158,6 +158,18 @@ void uvp__unref_open(uvp_promise_t *p) {
     uvp__unlock(ctx);
 }
 
+void uvp__free_last(uvp_ctx_t *ctx, uvp_promise_t *p) {
+  if (UVP__LIKELY(free_plain(ctx, p)))
+    return;
+  free_last_slow(ctx, p);
+}
+
+void uvp__unref_open(uvp_promise_t *p) {
+  if (UVP__LIKELY(--p->refs != 0))
+    return;
+  uvp__free_last(uvp__promise_ctx(p), p);
+}
+
 static void destroy(uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
   if (p->state == UVP__S_PENDING) {
@@ -178,12 +190,7 @@ static void destroy(uvp_promise_t *p) {
     else
       p->fn.free_cb(p->value);
   }
-  p->state = UVP__S_FREE;
-  /* A release too many then reaches 0, off the fast path, and is caught
-   * there (uvp__misuse) instead of wrapping the count. */
-  p->refs = 1;
-  uvp__pool_put(&ctx->promises, p);
-  ctx->live--;
+  free_slot(ctx, p);
 }
 
 uvp_promise_t *uvp_promise_retain(uvp_promise_t *p) {
@@ -222,11 +229,17 @@ static UVP__NOINLINE void release_elsewhere(uvp_promise_t *p) {
 void uvp_promise_release(uvp_promise_t *p) {
   if (p == NULL)
     return;
-  if (UVP__UNLIKELY(uvp__cached_ctx(p) == NULL)) {
+  if (UVP__UNLIKELY(!uvp__ctx_cached(p))) {
     release_elsewhere(p);
     return;
   }
-  uvp__unref_open(p);
+  uvp_ctx_t *ctx = uvp__cached();
+  if (UVP__LIKELY(--p->refs != 0))
+    return;
+  /* The program's release is where most promises end: free_plain inline. */
+  if (UVP__LIKELY(free_plain(ctx, p)))
+    return;
+  free_last_slow(ctx, p);
 }
 
 int uvp_promise_mark_handled(uvp_promise_t *p) {
@@ -239,7 +252,7 @@ int uvp_promise_mark_handled(uvp_promise_t *p) {
 /* ---- settlement ---------------------------------------------------------- */
 
 /* Several reactions: the list is newest first, the queue wants
- * registration order. */
+ * registration order.  Wakes the context. */
 UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
                                    uvp__reaction_t *r) {
   uvp__reaction_t *rev = NULL;
@@ -255,6 +268,7 @@ UVP__NOINLINE void uvp__queue_many(uvp_ctx_t *ctx, uvp_promise_t *p,
     uvp__queue_push(ctx, rev);
     rev = next;
   }
+  uvp__wake(ctx);
 }
 
 /* Settle p exactly like the settled src, sharing its value. */
@@ -410,15 +424,16 @@ static int check_settleable(const uvp_promise_t *p) {
   return check_settleable_in(p, "a settle");
 }
 
-int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
+UVP__NOINLINE int uvp__resolve_local(uvp_promise_t *p, void *value,
+                                     uvp_free_cb free_cb) {
   int rc = check_settleable_in(p, "uvp_promise_resolve");
   if (rc == 0)
     fulfill(p, value, free_cb);
   return rc;
 }
 
-int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
-                      uvp_free_cb free_cb) {
+UVP__NOINLINE int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
+                                    uvp_free_cb free_cb) {
   int rc = check_settleable_in(p, "uvp_promise_reject");
   if (rc == 0)
     reject(p, code, payload, free_cb);
@@ -440,12 +455,13 @@ static UVP__NOINLINE int settle_slow(uvp_promise_t *p, int op, int code,
 int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
   if (p == NULL)
     return UV_EINVAL;
-  uvp_ctx_t *ctx = uvp__cached_ctx(p);
-  if (UVP__UNLIKELY(ctx == NULL))
+  if (UVP__UNLIKELY(!uvp__ctx_cached(p)))
     return settle_slow(p, UVP__MSG_RESOLVE, 0, value, free_cb);
-  if (!settleable(p))
-    return unsettleable(p, "uvp_promise_resolve");
-  settle_hook(p, 0);
+  uvp_ctx_t *ctx = uvp__cached();
+  /* Refused there, or a cancel hook to let go of first: off the path that
+   * needs no stack frame. */
+  if (UVP__UNLIKELY(!settleable(p) || (p->flags & UVP__F_CANCEL)))
+    return uvp__resolve_local(p, value, free_cb);
   p->value = value;
   p->fn.free_cb = free_cb;
   settle_in(ctx, p, UVP__S_FULFILLED);
@@ -456,12 +472,11 @@ int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
                        uvp_free_cb free_cb) {
   if (p == NULL || code >= 0)
     return UV_EINVAL;
-  uvp_ctx_t *ctx = uvp__cached_ctx(p);
-  if (UVP__UNLIKELY(ctx == NULL))
+  if (UVP__UNLIKELY(!uvp__ctx_cached(p)))
     return settle_slow(p, UVP__MSG_REJECT, code, payload, free_cb);
-  if (!settleable(p))
-    return unsettleable(p, "uvp_promise_reject");
-  settle_hook(p, code);
+  uvp_ctx_t *ctx = uvp__cached();
+  if (UVP__UNLIKELY(!settleable(p) || (p->flags & UVP__F_CANCEL)))
+    return uvp__reject_local(p, code, payload, free_cb);
   p->code = code;
   p->value = payload;
   p->fn.free_cb = free_cb;
@@ -757,8 +772,8 @@ static void cancel_chain(uvp_promise_t *p, int code) {
 
 /* ---- creation ------------------------------------------------------------ */
 
-int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out, const char *file,
-                       int line) {
+static UVP__NOINLINE int new_general(uvp_ctx_t *ctx, uvp_promise_t **out,
+                                     const char *file, int line) {
   int rc = out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
@@ -769,9 +784,27 @@ int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out, const char *file,
   return 0;
 }
 
+int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out, const char *file,
+                       int line) {
+  /* The common case makes no call, so needs no stack frame: everything
+   * else (a check that fails, traces, a site or a slot that is not at
+   * hand) goes the general way, which starts over. */
+  if (UVP__LIKELY(out != NULL && ctx != NULL && ctx_plain(ctx))) {
+    const uvp__site_entry_t *site = uvp__site_first(&ctx->sites, file, line);
+    uvp_promise_t *p;
+    if (UVP__LIKELY(site != NULL &&
+                    (p = uvp__pool_try(&ctx->promises)) != NULL)) {
+      promise_init(ctx, p, site->id, 0);
+      *out = p;
+      return 0;
+    }
+  }
+  return new_general(ctx, out, file, line);
+}
+
 int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value, uvp_free_cb free_cb,
                             uvp_promise_t **out, const char *file, int line) {
-  int rc = uvp_promise_new_at(ctx, out, file, line);
+  int rc = new_general(ctx, out, file, line);
   if (rc == 0)
     fulfill(*out, value, free_cb);
   return rc;
@@ -782,7 +815,7 @@ int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
                             const char *file, int line) {
   if (code >= 0)
     return UV_EINVAL;
-  int rc = uvp_promise_new_at(ctx, out, file, line);
+  int rc = new_general(ctx, out, file, line);
   if (rc == 0)
     reject(*out, code, payload, free_cb);
   return rc;

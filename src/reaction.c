@@ -231,21 +231,93 @@ static UVP__NOINLINE int on_other(uvp_promise_t *p, int mask, uvp_then_cb cb,
   return rc;
 }
 
-int uvp_promise_on_full_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
-                           void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
-                           const char *file, int line) {
+/* A handler's common case: a plain mask (the handler's kind), its source
+ * pending, an open context without traces or a scope to capture, and the
+ * slots and the derived promise's site at hand.  Nothing is committed
+ * until all of that is known, so that where it answers false the general
+ * way (add_reaction) starts over; and it makes no call, so that the entry
+ * points need no stack frame (docs/internals.md has the figures). */
+static UVP__ALWAYS_INLINE bool add_plain(uvp_promise_t *p, uvp__rkind_t kind,
+                                         uvp_then_cb cb, void *arg,
+                                         uvp_promise_t **out, const char *file,
+                                         int line) {
+  uvp_ctx_t *ctx = uvp__promise_ctx(p);
+  /* A freed p is not pending: the general way reports it. */
+  if (UVP__UNLIKELY(ctx == NULL || !ctx_plain(ctx) || ctx->h.scope != NULL ||
+                    p->state != UVP__S_PENDING))
+    return false;
+  uvp_promise_t *target = p, *d = NULL;
+  if (out != NULL) {
+    const uvp__site_entry_t *site = uvp__site_first(&ctx->sites, file, line);
+    if (UVP__UNLIKELY(site == NULL ||
+                      (d = uvp__pool_try(&ctx->promises)) == NULL))
+      return false;
+    promise_init(ctx, d, site->id, 0);
+    d->refs = 2; /* the caller's and the reaction's */
+    d->link = p;
+    d->flags = UVP__F_WAITING;
+    target = d;
+  } else {
+    kind += UVP__RK_ON_FULFILLED - UVP__RK_THEN_FULFILLED;
+  }
+  uvp__handler_t *h = uvp__pool_try(&ctx->reactions);
+  if (UVP__UNLIKELY(h == NULL)) {
+    if (d != NULL) { /* never seen: its slot goes back as it came */
+      ctx->pending--;
+      uvp__pool_unget(&ctx->promises, d);
+    }
+    return false;
+  }
+  h->r.target = uvp__rtag(target, kind);
+  h->cb.then = cb;
+  h->arg = arg;
+  p->flags |= UVP__F_HANDLED;
+  push_reaction(p, &h->r);
+  if (out != NULL)
+    *out = d;
+  return true;
+}
+
+/* The entry points' general way, each with its entry point's arguments,
+ * so that the entry point goes there by a jump. */
+static UVP__ALWAYS_INLINE int on_any(uvp_promise_t *p, int mask, uvp_then_cb cb,
+                                     void *arg, uvp_free_cb arg_free,
+                                     uvp_promise_t **out, const char *file,
+                                     int line) {
   if (UVP__UNLIKELY(p == NULL || (unsigned)mask - 1u >= UVP_ON_BOTH))
     return on_other(p, mask, cb, arg, arg_free, out, file, line);
   return add_reaction(p, (uvp__rkind_t)mask, cb, arg, arg_free, out, file, line,
                       false);
 }
+static UVP__NOINLINE int on_full_general(uvp_promise_t *p, int mask,
+                                         uvp_then_cb cb, void *arg,
+                                         uvp_free_cb arg_free,
+                                         uvp_promise_t **out, const char *file,
+                                         int line) {
+  return on_any(p, mask, cb, arg, arg_free, out, file, line);
+}
+static UVP__NOINLINE int on_general(uvp_promise_t *p, int mask, uvp_then_cb cb,
+                                    void *arg, uvp_promise_t **out,
+                                    const char *file, int line) {
+  return on_any(p, mask, cb, arg, NULL, out, file, line);
+}
+
+int uvp_promise_on_full_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
+                           void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
+                           const char *file, int line) {
+  if (UVP__LIKELY(p != NULL && (unsigned)mask - 1u < UVP_ON_BOTH &&
+                  arg_free == NULL &&
+                  add_plain(p, (uvp__rkind_t)mask, cb, arg, out, file, line)))
+    return 0;
+  return on_full_general(p, mask, cb, arg, arg_free, out, file, line);
+}
 
 int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb, void *arg,
                       uvp_promise_t **out, const char *file, int line) {
-  if (UVP__UNLIKELY(p == NULL || (unsigned)mask - 1u >= UVP_ON_BOTH))
-    return on_other(p, mask, cb, arg, NULL, out, file, line);
-  return add_reaction(p, (uvp__rkind_t)mask, cb, arg, NULL, out, file, line,
-                      false);
+  if (UVP__LIKELY(p != NULL && (unsigned)mask - 1u < UVP_ON_BOTH &&
+                  add_plain(p, (uvp__rkind_t)mask, cb, arg, out, file, line)))
+    return 0;
+  return on_general(p, mask, cb, arg, out, file, line);
 }
 
 int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
@@ -370,6 +442,14 @@ static bool take_over(uvp_promise_t *d, uvp_promise_t *q) {
   return true;
 }
 
+/* Whether d, a handler's derived promise, still waits for that handler
+ * (cancelled or torn down since its reaction was queued, it does not). */
+static inline bool waits_on_src(const uvp_promise_t *d,
+                                const uvp_promise_t *src) {
+  return d->state == UVP__S_PENDING && (d->flags & UVP__F_WAITING) &&
+         d->link == src;
+}
+
 /* Settle d as the handler's result says.  By pointer: passed by value, the
  * result was copied with wide loads that its narrow stores could not
  * forward to, so each copy waited for those stores, and every older one
@@ -380,9 +460,7 @@ static void apply(uvp_promise_t *d, uvp_promise_t *src, const uvp_ret_t *ret,
     discard(ret, src, true, seen);
     return;
   }
-  if (d->state != UVP__S_PENDING || !(d->flags & UVP__F_WAITING) ||
-      d->link != src) {
-    /* Cancelled (or torn down) while its reaction was queued. */
+  if (!waits_on_src(d, src)) {
     discard(ret, src, false, seen);
     return;
   }
@@ -502,7 +580,46 @@ static void run_notify(uvp_ctx_t *ctx, uvp__handler_t *h, uvp__rkind_t kind) {
   uvp__unref_in(ctx, src);
 }
 
-void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+/* What every step of a chain runs: a program's then() handler with its
+ * derived promise, for a fulfilment, a rejection or both (not finally),
+ * unboxed (no destructor for its argument, no scope, not taking).  The
+ * general runner below does the same with the tests for every other
+ * kind; this one has a frame of its own, smaller than the general one's. */
+static UVP__NOINLINE void run_then(uvp_ctx_t *ctx, uvp__handler_t *h,
+                                   uvp__rkind_t kind) {
+  uvp_promise_t *d = uvp__rtarget(&h->r), *src = d->link;
+  uvp_then_cb cb = h->cb.then;
+  void *arg = h->arg;
+  uvp__pool_put(&ctx->reactions, h);
+  _Static_assert((int)UVP__RK_THEN_FULFILLED == UVP_ON_FULFILLED &&
+                     (int)UVP__RK_THEN_REJECTED == UVP_ON_REJECTED &&
+                     (int)UVP__RK_THEN_BOTH == UVP_ON_BOTH,
+                 "a plain then()'s kind is its UVP_ON_* mask");
+  unsigned wants =
+      src->state == UVP__S_FULFILLED ? UVP_ON_FULFILLED : UVP_ON_REJECTED;
+  if (UVP__UNLIKELY(cb == NULL || !(kind & wants) || !waits_on_src(d, src))) {
+    uvp_ret_t pass = uvp_ret_pass();
+    apply(d, src, &pass, false);
+  } else {
+    uvp_outcome_t in = outcome_of(src);
+    uvp__scope_t *was = uvp__scope_enter(ctx, NULL);
+    uint16_t outer = uvp__trace_enter(ctx, d->trace);
+    uvp_ret_t ret = cb(arg, &in);
+    ctx->h.trace = outer;
+    uvp__scope_leave(ctx, was);
+    /* A value, d still waiting (the handler may have cancelled it). */
+    if (UVP__LIKELY(ret.kind_ == UVP_RET_VALUE_ && waits_on_src(d, src))) {
+      d->flags &= (uint8_t)~UVP__F_WAITING;
+      fulfill_in(ctx, d, ret.ptr_, ret.free_);
+    } else {
+      apply(d, src, &ret, true);
+    }
+  }
+  uvp__unref_in(ctx, src);
+  uvp__unref_in(ctx, d);
+}
+
+static UVP__NOINLINE void run_general(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__rkind_t kind = uvp__rkind(r);
   if (kind == UVP__RK_CELL) {
     run_cell(ctx, (uvp__cell_t *)(void *)r);
@@ -554,6 +671,18 @@ void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
   uvp__unref_in(ctx, src);
   if (d != NULL)
     uvp__unref_in(ctx, d);
+}
+
+/* Frameless: each way is a jump. */
+void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r) {
+  uvp__rkind_t kind = uvp__rkind(r);
+  /* A cell's `source` is read as `cb` only once its kind was tested. */
+  if (kind >= UVP__RK_THEN_FULFILLED && kind <= UVP__RK_THEN_BOTH &&
+      ((uvp__handler_t *)(void *)r)->cb.then != uvp__boxed) {
+    run_then(ctx, (uvp__handler_t *)(void *)r, kind);
+    return;
+  }
+  run_general(ctx, r);
 }
 
 /* The generic path above would find the same: an embedded NOTIFY reaction

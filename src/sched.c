@@ -270,8 +270,8 @@ void uvp__lock(uvp_ctx_t *ctx) {
 
 void uvp__unlock(uvp_ctx_t *ctx) {
   /* A closed context dies with its last promise and its last handle. */
-  bool dead = --ctx->mu_depth == 0 && ctx->h.closed && ctx->live == 0 &&
-              ctx->holds == 0 && ctx->loop_work == 0;
+  bool dead = --ctx->mu_depth == 0 && ctx->h.closed &&
+              ctx->promises.live == 0 && ctx->holds == 0 && ctx->loop_work == 0;
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
@@ -492,12 +492,20 @@ void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg) {
 /* No work that may end elsewhere is left after the teardown: the async
  * closes (its close callback ends the context's count of it). */
 static void close_mail(uvp_ctx_t *ctx) {
+  bool by_host = false;
   uvp__lock(ctx);
   if (!ctx->mail_closed) {
     ctx->mail_closed = true;
-    uv_close((uv_handle_t *)&ctx->async, handle_closed);
+    /* A host's walk closed it after the teardown, with a close callback
+     * of its own: its count goes here (never the last: the ending
+     * record's still holds the context). */
+    by_host = uv_is_closing((uv_handle_t *)&ctx->async);
+    if (!by_host)
+      uv_close((uv_handle_t *)&ctx->async, handle_closed);
   }
   uvp__unlock(ctx);
+  if (by_host)
+    uvp__loop_handle_end(ctx);
 }
 
 void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
@@ -725,7 +733,7 @@ int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out) {
   /* Not uvp__ctx_check: a closed context still has counts to give. */
   if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
-  out->live = ctx->live;
+  out->live = ctx->promises.live;
   out->pending = ctx->pending;
   out->queued = ctx->q.queued;
   out->slab_bytes = ctx->promises.bytes + ctx->reactions.bytes +

@@ -32,6 +32,15 @@ static inline uint32_t uvp__site_set(const char *file, int line) {
 uint16_t uvp__site_miss(uvp__sites_t *cache, uvp__site_entry_t *set,
                         const char *file, int line);
 
+/* Site (file, line)'s entry if it is the first of its set (the site used
+ * last of those sharing the set), else NULL: uvp__site without the call
+ * a miss makes, for the fast paths that need no stack frame. */
+static UVP__ALWAYS_INLINE const uvp__site_entry_t *
+uvp__site_first(const uvp__sites_t *cache, const char *file, int line) {
+  const uvp__site_entry_t *set = &cache->entries[2 * uvp__site_set(file, line)];
+  return UVP__LIKELY(set[0].file == file && set[0].line == line) ? set : NULL;
+}
+
 /* The id of site (file, line). */
 static inline uint16_t uvp__site(uvp__sites_t *cache, const char *file,
                                  int line) {

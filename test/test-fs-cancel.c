@@ -278,6 +278,64 @@ static void test_cancel_after_settled(void **state) {
   uvp_promise_release(p);
 }
 
+/* A request libuv is done with waits in the run queue until the drain
+ * settles its promise.  Cut there (a race's loser, a deadline, a group's
+ * cancel in a handler that runs before it), then torn down before the
+ * drain comes: the teardown drops the completion, which finds its promise
+ * rejected already, and still frees what the request produced (a stat's
+ * result, an opened descriptor). */
+typedef struct queued_s {
+  uvp_ctx_t *ctx;
+  uvp_promise_t *p;
+  bool closed;
+} queued_t;
+
+/* Runs before uvp's own check handle (libuv runs the newest first), so
+ * after the poll phase queued the completion and before the drain. */
+static void cut_while_queued(uv_check_t *h) {
+  queued_t *q = h->data;
+  uvp_ctx_stats_t st;
+  assert_int_equal(uvp_ctx_stats(q->ctx, &st), 0);
+  if (st.queued == 0)
+    return;
+  assert_int_equal(uvp_promise_state(q->p), UVP_PENDING);
+  assert_int_equal(uvp_promise_cancel(q->p), 0);
+  assert_int_equal(uvp_ctx_close(q->ctx), 0);
+  q->closed = true;
+  uv_close((uv_handle_t *)h, NULL);
+}
+
+static void cut_queued_then_close(fixture_t *f, bool open) {
+  put("a", "abc", 3);
+  int fds = count_fds();
+  static queued_t q;
+  q.ctx = f->ctx;
+  q.closed = false;
+  uv_check_t h;
+  assert_int_equal(uv_check_init(&f->loop, &h), 0);
+  h.data = &q;
+  assert_int_equal(uv_check_start(&h, cut_while_queued), 0);
+  if (open)
+    assert_int_equal(uvp_fs_open(f->ctx, at("a"), O_RDONLY, 0, &q.p), 0);
+  else
+    assert_int_equal(uvp_fs_stat(f->ctx, at("a"), &q.p), 0);
+  run_loop(f);
+  f->ctx = NULL;
+  assert_true(q.closed);
+  assert_int_equal(uvp_promise_reason(q.p, NULL), UV_ECANCELED);
+  assert_null(uvp_promise_value(q.p));
+  uvp_promise_release(q.p);
+  assert_int_equal(count_fds(), fds); /* the descriptor was closed */
+}
+
+static void test_cut_in_run_queue_then_close_stat(void **state) {
+  cut_queued_then_close(*state, false);
+}
+
+static void test_cut_in_run_queue_then_close_open(void **state) {
+  cut_queued_then_close(*state, true);
+}
+
 /* uvp_ctx_close with requests done, running and queued: all reject with
  * UVP_ECLOSED, the loop runs their callbacks, descriptors are closed and
  * the fixture's uv_loop_close() returns 0. */
@@ -353,6 +411,8 @@ int main(void) {
       FS_TEST(test_cancel_write_file_while_closing),
       FS_TEST(test_cancel_whole_at_random_points),
       FS_TEST(test_teardown_in_flight),
+      FS_TEST(test_cut_in_run_queue_then_close_stat),
+      FS_TEST(test_cut_in_run_queue_then_close_open),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -414,6 +414,45 @@ static void test_close_full_waits_every_record(void **state) {
   close_full_waits(*state, hows, 4);
 }
 
+/* A host that closes every handle with uv_walk after the teardown, while a
+ * record is still open (uvp keeps its async for the record's end then),
+ * closes that async too: the end, later, finds it closed by the host and
+ * does not close it again (libuv would abort), and close_full's callback
+ * still comes, after the end. */
+static void walk_close(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+static void cut_noted(uvp_inflight_t *w, int code) { *(int *)w->data = code; }
+
+static void test_close_full_then_walk(void **state) {
+  fixture_t *f = *state;
+  static const uvp_inflight_class_t cls = {"JOB", cut_noted, NULL, 0};
+  static closing_t c;
+  memset(&c, 0, sizeof(c));
+  uvp_inflight_t w = {0};
+  int cut = 0;
+  w.data = &cut;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
+  assert_int_equal(uvp_inflight_start(f->ctx, &w, p, &cls), 0);
+  uvp_ctx_t *ctx = f->ctx;
+  assert_int_equal(uvp_ctx_close_full(ctx, on_closed, &c), 0);
+  f->ctx = NULL;
+  assert_int_equal(cut, UVP_ECLOSED);
+  uv_walk(&f->loop, walk_close, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* the closes complete */
+  assert_int_equal(c.called, 0);
+  assert_int_equal(uvp_ctx_inflight(ctx), 1);
+  uvp_promise_release(p); /* the record's reference holds it */
+  uvp_inflight_end(&w);   /* the last of uvp's work: the callback, now */
+  assert_int_equal(c.called, 1);
+  assert_int_equal(c.inflight_at_cb, 0);
+  run_loop(f);
+}
+
 /* ---- the virtual clock --------------------------------------------------- */
 
 static int auto_setup(void **state) {
@@ -949,6 +988,7 @@ int main(void) {
       QUIET_TEST(test_close_full_waits_thread),
       QUIET_TEST(test_close_full_waits_thread_end),
       QUIET_TEST(test_close_full_waits_every_record),
+      QUIET_TEST(test_close_full_then_walk),
       FIXTURE_TEST_WITH(test_clock_held_by_real_work, auto_setup,
                         fixture_teardown),
       FIXTURE_TEST_WITH(test_clock_not_held_by_idle_work, auto_quiet_setup,

@@ -290,9 +290,11 @@ static int op_request(js_op_t *op, const char *subject, const void *data,
   int rc = uvp_nats__js_usable(op->js);
   if (rc != 0)
     return rc;
+  /* no Uvp-Timeout-Ms, and no cancel: JetStream is no uvp service */
   uvp_nats_request_opts_t ro = {.timeout_ms = op->js->timeout_ms,
                                 .headers = headers,
-                                .flags = UVP_NATS_REQUEST_NO_TIMEOUT_HEADER};
+                                .flags = UVP_NATS_REQUEST_NO_TIMEOUT_HEADER |
+                                         UVP_NATS_REQUEST_NO_CANCEL};
   uvp_promise_t *r;
   rc = uvp_nats_request_at(op->js->b, subject, data, len, &ro, &r, op->file,
                            op->line);

@@ -56,6 +56,7 @@ struct req_s {
   const char *file;
   int line;
   bool poolable; /* of the pool's size (requests.c) */
+  bool tell;     /* sent: a cut tells the serving side (requests.c) */
   char subject[];
 };
 
@@ -93,15 +94,28 @@ typedef struct uvp_nats__taker_s {
   void (*gone)(void *owner, int rc);
 } uvp_nats__taker_t;
 
+struct served_s;
+
 struct uvp_nats_svc_s {
   uvp_nats_t *b;
-  uvp_nats_sub_t *sub; /* NULL once drained or closed */
+  uvp_nats_sub_t *sub;     /* NULL once drained or closed */
+  uvp_nats_sub_t *cancels; /* UVP_NATS_CANCEL_PREFIX + subject, or NULL */
   uvp_group_t *g;
   uvp_nats_serve_opts_t o;
+  size_t max_waiting;
   char worker[300];
   uvp_promise_t *drain_p;
-  bool closed; /* the connection is closing: no more replies */
-  uvp_nats_serve_stats_t stats;
+  uvp_promise_t *deadline; /* the drain's deadline's handler, or NULL */
+  uint64_t drain_at;       /* that deadline on uvp's clock (UINT64_MAX) */
+  bool closed;             /* the connection is closing: no more replies */
+  bool cut;                /* the drain's deadline has passed */
+  bool joined; /* its group has joined: freed once nothing holds it */
+  /* the requests held, waiting or running (serve.c): a list, oldest
+   * first, and a hash by reply subject for the cancels */
+  struct served_s *first, *last, **buckets;
+  size_t nbuckets, held, waiting, running;
+  size_t live; /* requests' records not yet freed (a cut fiber's too) */
+  uvp_nats_serve_stats_ex_t stats;
 };
 
 /* A blocking nats.c call run on the thread pool for a promise. */

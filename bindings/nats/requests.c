@@ -188,13 +188,47 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
+static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf);
+
+/* Tell whoever serves r that its caller gave up: one publish on
+ * UVP_NATS_CANCEL_PREFIX + its subject, every instance of the service
+ * listening (uvp-nats.h says what it costs and promises), the reply
+ * subject naming the request and the cut's cause in a header.  Only here,
+ * on a cut: the request's own path pays nothing for it. */
+static void cancel_send(uvp_nats_t *b, const req_t *r) {
+  static const char prefix[] = UVP_NATS_CANCEL_PREFIX;
+  size_t n = strlen(r->subject);
+  char local[128], *subject = local;
+  if (sizeof(prefix) + n > sizeof(local) &&
+      (subject = malloc(sizeof(prefix) + n)) == NULL)
+    return;
+  memcpy(subject, prefix, sizeof(prefix) - 1);
+  memcpy(subject + sizeof(prefix) - 1, r->subject, n + 1);
+  char reply[sizeof(b->inbox) + 24], cause[256];
+  reply_subject(b, r->id, reply);
+  (void)uvp_cause_format(uvp_promise_cause(r->p), cause, sizeof(cause));
+  natsMsg *m = NULL;
+  natsStatus s = natsMsg_Create(&m, subject, NULL, reply, (int)strlen(reply));
+  if (s == NATS_OK && cause[0] != '\0')
+    s = natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, cause);
+  if (s == NATS_OK)
+    (void)uvp_nats__msg_send(b, m, UINT64_MAX); /* at most once, as said */
+  else
+    natsMsg_Destroy(m);
+  if (subject != local)
+    free(subject);
+}
+
 /* The promise was cut (cancel, deadline, uvp_ctx_close): it has
- * rejected; drop the entry (the inbox is shared: no UNSUB). */
+ * rejected; drop the entry (the inbox is shared: no UNSUB), and tell the
+ * serving side if the request went out. */
 static void on_req_cancel(uvp_inflight_t *w, int code) {
   req_t *r = w->data;
   uvp_nats_t *b = r->b;
   uvp_promise_t *p = r->p;
   (void)code;
+  if (r->tell && r->held == NULL && b->state == S_OPEN)
+    cancel_send(b, r);
   req_unlink(b, r);
   natsMsg_Destroy(r->held);
   b->stats.cancelled++;
@@ -347,6 +381,8 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
   r->end_ms =
       !stamp ? UINT64_MAX : r->start_ms + (left < timeout ? left : timeout);
+  r->tell =
+      left > 0 && !(opts != NULL && opts->flags & UVP_NATS_REQUEST_NO_CANCEL);
   req_link(b, r);
   b->stats.requests++;
   *out = uvp_promise_retain(r->p);

@@ -55,14 +55,25 @@
  * destroys a no-responders status without saying which request it
  * answered (docs/internals.md 21.5 has the figures).
  *
+ * Cancels and backpressure.  A request cut after it was sent publishes
+ * its reply subject on UVP_NATS_CANCEL_PREFIX + its subject (requests.c,
+ * on the cut only), where every instance of a service listens beside its
+ * queue subscription; the instance holding it cuts the member (serve.c).
+ * A service holds at most limit + max_waiting requests and answers the
+ * rest Uvp-Error: EBUSY at once, so that what NATS pushes cannot pile up
+ * in its group's queue; its drain can have a deadline, past which what
+ * waits is answered ECANCELED and what runs is cut (docs/internals.md
+ * 21.7).
+ *
  * Files, each on the ones before it: this one (errors, the loop's side:
  * keeping it going, the socket, the queue, connection events, connect,
  * flush, close, stats), msg.c (making and publishing messages),
- * requests.c (requests, their inbox and timer), subs.c (subscriptions),
- * serve.c (uvp_nats_serve, on a subscription); nats-internal.h declares
- * what they share.  JetStream (uvp-nats-js.h) stands on them: js.c's
- * opening comment says how, js-internal.h what its files share.  The connection
- * tells the floors above it what they must know (a reply, the loop's turn,
+ * requests.c (requests, their inbox and timer, their cancels), subs.c
+ * (subscriptions), serve.c (uvp_nats_serve, on a subscription and its
+ * cancels' subscription); nats-internal.h declares what they share.
+ * JetStream (uvp-nats-js.h) stands on them: js.c's opening comment says
+ * how, js-internal.h what its files share.  The connection tells the
+ * floors above it what they must know (a reply, the loop's turn,
  * connected, closing) through the hooks each sets when first used
  * (uvp_nats__layer_t), never by name. */
 #include "nats-internal.h"
@@ -750,6 +761,31 @@ static const uvp_inflight_class_t connect_class = {"NATS", on_connect_cancel,
 
 /* The options the connection runs with: the program's (handed over) or
  * nats.c's defaults, with the binding's event loop and callbacks. */
+/* The servers of `url`: one, or a comma-separated list (nats.c 3.4.1's
+ * natsOptions_SetURL takes the whole list for one URL and finds no
+ * server: a list goes through natsOptions_SetServers). */
+static natsStatus servers_set(natsOptions *opts, const char *url) {
+  if (strchr(url, ',') == NULL)
+    return natsOptions_SetURL(opts, url);
+  size_t n = 1;
+  for (const char *c = url; *c != '\0'; c++)
+    n += *c == ',';
+  char *copy = strdup(url);
+  const char **list = calloc(n, sizeof(*list));
+  natsStatus s = copy != NULL && list != NULL ? NATS_OK : NATS_NO_MEMORY;
+  int count = 0;
+  for (char *save = NULL,
+            *tok = s == NATS_OK ? strtok_r(copy, ", ", &save) : NULL;
+       tok != NULL; tok = strtok_r(NULL, ", ", &save))
+    list[count++] = tok;
+  if (s == NATS_OK)
+    s = count > 0 ? natsOptions_SetServers(opts, list, count)
+                  : NATS_INVALID_ARG;
+  free(list);
+  free(copy);
+  return s;
+}
+
 static int options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o) {
   natsStatus s = NATS_OK;
   if (o != NULL && o->options != NULL)
@@ -757,7 +793,7 @@ static int options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o) {
   else
     s = natsOptions_Create(&b->opts);
   if (s == NATS_OK && o != NULL && o->url != NULL)
-    s = natsOptions_SetURL(b->opts, o->url);
+    s = servers_set(b->opts, o->url);
   if (s == NATS_OK)
     s = natsOptions_SetEventLoop(b->opts, b, el_attach, el_read, el_write,
                                  el_detach);

@@ -55,6 +55,7 @@ typedef struct row_s {
   char *worker;
   char *error_name;
   unsigned sends;
+  unsigned busy; /* of those, answered EBUSY by a busy worker */
   /* --durable: JetStream's delivery count of the message whose fetch gave
    * the stored result (1: the first worker's). */
   unsigned delivery;

@@ -10,7 +10,14 @@
  * to it that comes after all (a slow worker, or one nats.c buffered while
  * disconnected and sent after the reconnect) is dropped and counted
  * (uvp_nats_stats' late).  A reply whose id is not its request's is
- * EPROTO, as one that does not parse. */
+ * EPROTO, as one that does not parse.
+ *
+ * A worker whose queue is full answers EBUSY at once: the URL is sent
+ * again after a backoff (100 ms, doubling up to 1 s, with jitter), as
+ * often as it takes within the URL's own time (what one request of it
+ * waits, from its first send) and -d, not counted against --nats-retry;
+ * past that its row says EBUSY and names the worker. */
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,6 +283,8 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
   }
   if (in->value != NULL) { /* the serving side failed: its reply says how */
     natsMsg *msg = in->value;
+    if (in->status == UV_EBUSY)
+      row->busy++; /* its row says so only if it is the last word */
     const char *hdr = uvp_nats_msg_header(msg, UVP_NATS_WORKER_HEADER);
     const char *name = uvp_nats_msg_header(msg, UVP_NATS_ERROR_HEADER);
     row->error = in->status;
@@ -288,7 +297,8 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
         strndup(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
     row_set(row, &row->reason, why != NULL && *why != '\0' ? why : NULL);
     free(why);
-    return uvp_ret_value(NULL, NULL);
+    /* busy: not an outcome, uvp_retry sends it again (should_resend) */
+    return in->status == UV_EBUSY ? uvp_ret_pass() : uvp_ret_value(NULL, NULL);
   }
   row->error = in->status;
   row_set(row, &row->reason, NULL);
@@ -314,6 +324,13 @@ static const char *request_body(coord_t *co, const row_t *row, uint64_t id) {
   return w->failed ? NULL : w->p;
 }
 
+/* The milliseconds left of a URL's own time (what one request of it
+ * waits, co->timeout_ms, from its first send); 0 once spent. */
+static uint64_t url_left(const coord_t *co, const row_t *row) {
+  uint64_t spent = (uv_hrtime() - row->start_ns) / 1000000;
+  return spent < co->timeout_ms ? co->timeout_ms - spent : 0;
+}
+
 static int send_one(coord_t *co, row_t *row, uint64_t left,
                     uvp_promise_t **out) {
   run_t *r = co->r;
@@ -331,7 +348,11 @@ static int send_one(coord_t *co, row_t *row, uint64_t left,
     }
   }
   uvp_promise_t *p;
-  uvp_nats_request_opts_t ro = {.timeout_ms = co->timeout_ms};
+  /* sent again after EBUSY: within what is left of the URL's time */
+  uvp_nats_request_opts_t ro = {.timeout_ms = row->busy > 0 ? url_left(co, row)
+                                                            : co->timeout_ms};
+  if (ro.timeout_ms == 0)
+    rc = rc != 0 ? rc : UV_EBUSY;
   if (rc == 0 && left != 0)
     rc = uvp_deadline_set(r->ctx, left);
   if (rc == 0)
@@ -366,27 +387,30 @@ static int send_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   return send_one(co, row, left, out);
 }
 
-/* Sent again: a request that got no answer at all.  One a worker answered,
- * even with a failure, has its outcome. */
+/* Sent again: a request that got no answer at all, --nats-retry times; one
+ * a busy worker refused, within the URL's own time.  One a worker
+ * answered, even with a failure, has its outcome. */
 static int should_resend(void *arg, int code, unsigned int n) {
   row_t *row = arg;
-  (void)n;
+  const coord_t *co = row->run->nats;
   if (deadline_passed(row->run))
     return 0;
-  return code == UV_ETIMEDOUT || code == UVP_NATS_ENORESPONDERS ||
-         code == UVP_NATS_EDISCONNECTED;
+  if (code == UV_EBUSY)
+    return url_left(co, row) > RESEND_BASE_MS;
+  return (code == UV_ETIMEDOUT || code == UVP_NATS_ENORESPONDERS ||
+          code == UVP_NATS_EDISCONNECTED) &&
+         n + 1 - row->busy < co->cli->retries + 1;
 }
 
 static int start_url(void *arg, size_t i, uvp_promise_t **out) {
   run_t *r = arg;
-  coord_t *co = r->nats;
   row_t *row = &r->rows[i];
   uv_update_time(r->loop);
   row->start_ns = uv_hrtime();
   if (deadline_passed(r))
     return UV_ECANCELED; /* never sent */
   r->started++;
-  uvp_retry_opts_t ro = {.attempts = co->cli->retries + 1,
+  uvp_retry_opts_t ro = {.attempts = UINT_MAX, /* should_resend decides */
                          .base_ms = RESEND_BASE_MS,
                          .max_ms = RESEND_MAX_MS,
                          .factor = 2.0,

@@ -4,13 +4,21 @@
  * (fanout_fetch: uvp-curl, --retry, curl's options from the request's
  * "opts"), under the deadline the binding set from its Uvp-Timeout-Ms;
  * its reply is the outcome as JSON.  A request that does not parse is
- * answered EPROTO, and the worker goes on.  SIGTERM or SIGINT drains:
- * no new request is taken, those taken are answered, then it exits 0. */
+ * answered EPROTO, and the worker goes on.  It holds at most -c running
+ * and 2 x -c waiting: past that a request is answered EBUSY at once (the
+ * coordinator sends it again later).  A request its coordinator cancelled
+ * is cut (its fetch stops) and not answered.  SIGTERM or SIGINT drains
+ * within -m: no new request is taken, those taken are answered; past -m
+ * what still waits is answered ECANCELED and what runs is cut; a second
+ * signal does that at once.  Then it exits 0. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* malloc_trim */
+#endif
 
 #include <jansson.h>
 
@@ -23,7 +31,12 @@ typedef struct worker_s {
   uvp_nats_svc_t *svc;
   char name[300];
   uv_signal_t sigint, sigterm;
-  uvp_promise_t *drain;
+  uv_timer_t trim;        /* gives a refused pile's memory back (trim_check) */
+  uint64_t trim_busy;     /* EBUSY answers counted at the last look */
+  int trim_due;           /* some came since the last trim */
+  uvp_promise_t *drain;   /* on_drained's */
+  uvp_promise_t *drain_p; /* the drain's own: settled, the service is gone */
+  int signals;            /* received so far */
   int exit_code;
 } worker_t;
 
@@ -218,6 +231,30 @@ static void signals_close(worker_t *w) {
   if (!uv_is_closing((uv_handle_t *)&w->sigint)) {
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
+    uv_close((uv_handle_t *)&w->trim, NULL);
+  }
+}
+
+/* Every second: once a pile of requests answered EBUSY has stopped coming
+ * (a second without one), give the memory it went through back to the
+ * system.  nats.c frees every message on its garbage-collector thread, so
+ * under a pile the messages already answered wait there, thousands of
+ * them when that thread gets little CPU, and glibc's heap keeps the high
+ * water of that backlog (docs/internals.md 21.7: 0.3 to 5 MB after 100 000,
+ * 0.3 MB freed at once); malloc_trim(0) hands its free pages back. */
+static void trim_check(uv_timer_t *t) {
+  worker_t *w = t->data;
+  uvp_nats_serve_stats_ex_t st;
+  if (w->svc == NULL || uvp_nats_serve_stats_ex(w->svc, &st) != 0)
+    return;
+  if (st.busy != w->trim_busy) {
+    w->trim_busy = st.busy;
+    w->trim_due = 1;
+  } else if (w->trim_due) {
+    w->trim_due = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
   }
 }
 
@@ -225,6 +262,16 @@ static uvp_ret_t on_drained(void *arg, const uvp_outcome_t *in) {
   worker_t *w = arg;
   if (in->status != 0)
     fprintf(stderr, "uvp-fanout: drain: %s\n", uvp_nats_strerror(in->status));
+  const uvp_nats_serve_stats_ex_t *st = in->value; /* the last counters */
+  if (in->status == 0 && st != NULL)
+    printf("drained %s: replied %llu, %llu cut by the drain's deadline, %llu "
+           "cancelled by their callers, %llu answered EBUSY\n",
+           w->name, (unsigned long long)st->base.replied,
+           (unsigned long long)st->cut, (unsigned long long)st->cancelled,
+           (unsigned long long)st->busy);
+  fflush(stdout);
+  w->svc = NULL; /* freed with the drain */
+  signals_close(w);
   uvp_nats_close(w->nc);
   w->nc = NULL;
   uvp_curl_close(w->r->curl);
@@ -232,13 +279,24 @@ static uvp_ret_t on_drained(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_pass();
 }
 
+/* The first signal drains within -m, the second ends the drain at once;
+ * the handles stay until the drain is over, so that a second one is ours
+ * and not the default's (killed, with nothing closed). */
 static void on_signal(uv_signal_t *h, int signum) {
   worker_t *w = h->data;
   (void)signum;
-  signals_close(w);
   uvp_promise_t *d;
-  if (w->svc == NULL)
+  if (w->svc == NULL) /* not serving (yet): nothing to drain */
     return;
+  if (w->signals++ > 0) {
+    if (uvp_promise_state(w->drain_p) != UVP_PENDING)
+      return; /* drained: on_drained is on its way */
+    printf("stopping %s now\n", w->name);
+    fflush(stdout);
+    if (uvp_nats_serve_drain_within(w->svc, 0, &d) == 0)
+      uvp_promise_release(d); /* on_drained is already on it */
+    return;
+  }
   /* What it did, for its operator (the service is freed by the drain). */
   uvp_nats_serve_stats_t st;
   if (uvp_nats_serve_stats(w->svc, &st) == 0)
@@ -248,8 +306,11 @@ static void on_signal(uv_signal_t *h, int signum) {
            (unsigned long long)st.replied, (unsigned long long)st.failed,
            (unsigned long long)st.expired);
   fflush(stdout);
-  if (uvp_nats_serve_drain(w->svc, &d) != 0)
+  if (uvp_nats_serve_drain_within(w->svc, w->r->http.timeout_ms, &d) != 0) {
+    signals_close(w);
     return;
+  }
+  w->drain_p = uvp_promise_retain(d);
   (void)uvp_promise_on(d, UVP_ON_BOTH | UVP_ON_TAKE, on_drained, w, &w->drain);
 }
 
@@ -290,6 +351,10 @@ static void signals_start(worker_t *w) {
   w->sigint.data = w->sigterm.data = w;
   uv_signal_start(&w->sigint, on_signal, SIGINT);
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+  uv_timer_init(w->r->loop, &w->trim);
+  w->trim.data = w;
+  uv_unref((uv_handle_t *)&w->trim);
+  uv_timer_start(&w->trim, trim_check, 1000, 1000);
 }
 
 int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
@@ -324,6 +389,7 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
   if (r->curl != NULL)
     uvp_curl_close(r->curl);
   uvp_promise_release(w.drain);
+  uvp_promise_release(w.drain_p);
   if (r->ctx != NULL)
     uvp_ctx_close(r->ctx);
   uv_run(r->loop, UV_RUN_DEFAULT);

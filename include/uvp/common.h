@@ -249,7 +249,13 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * call on a freed context reads freed memory (see "Misuse").
  * A program that closes every handle at exit (uv_walk, skipping those
  * uv_is_closing reports, as it must) calls this first: uvp's handles are
- * then closing and the walk leaves them alone.  A walk made before closes
+ * then closing and the walk leaves them alone, but for one: while a
+ * binding's record (uvp_inflight_start) is still open, uvp keeps its
+ * uv_async_t open for the record's end, and the walk closes it.  Ends
+ * made on the loop thread still complete the teardown then (the last one
+ * runs uvp_ctx_close_full's callback inside it); an end from another
+ * thread is never delivered: walk after uvp_ctx_close_full's callback
+ * where a binding ends work on its own threads.  A walk made before closes
  * the context's three handles too (nothing tells them apart): from then
  * on no handler runs, and this call, once the loop has run their close
  * callbacks, tears down as above; until then it returns UV_EBUSY and

@@ -1,12 +1,15 @@
 /* A worker process for test-nats: serves SUBJECT in queue group QUEUE with
  * uvp_nats_serve, LIMIT requests at once (0: no limit), each in a fiber:
- *   "sleep:N"  waits N ms, then answers "done sleep:N"
+ *   "sleep:N"  waits N ms, then answers "done sleep:N"; a wait cut prints
+ *              "cut NS CAUSE" (NS: uv_hrtime() then, the machine's
+ *              monotonic clock) and rejects with the cut's code
  *   "fail"     rejects with UV_EIO (replied Uvp-Error: EIO)
  *   anything   answers "done <body>"
  * It prints "ready" once its subscription has reached the server, and on
- * SIGTERM drains (what it took is still answered), closes and exits 0,
+ * SIGTERM drains within DRAIN_MS (default: no deadline; what it took is
+ * still answered), on a second SIGTERM at once, then closes and exits 0,
  * after checking uv_loop_close() == 0.
- * Usage: nats-worker URL SUBJECT QUEUE LIMIT */
+ * Usage: nats-worker URL SUBJECT QUEUE LIMIT [DRAIN_MS] */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,8 @@ static uvp_ctx_t *ctx;
 static uvp_nats_t *nc;
 static uvp_nats_svc_t *svc;
 static uv_signal_t sigterm;
+static uint64_t drain_ms = UVP_NO_DEADLINE;
+static int terms;
 
 static uvp_ret_t serve(void *arg) {
   uvp_nats_served_t *req = arg;
@@ -26,6 +31,13 @@ static uvp_ret_t serve(void *arg) {
     uvp_promise_t *d;
     uvp_delay(ctx, strtoull(body + 6, NULL, 10), NULL, NULL, 0, &d);
     int rc = uvp_await(d, NULL);
+    if (rc != 0) {
+      char why[256];
+      uint64_t now = uv_hrtime();
+      uvp_cause_format(uvp_promise_cause(d), why, sizeof(why));
+      printf("cut %llu %s\n", (unsigned long long)now, why);
+      fflush(stdout);
+    }
     uvp_promise_release(d);
     if (rc != 0)
       return uvp_ret_reject(rc, NULL, NULL);
@@ -40,16 +52,26 @@ static uvp_ret_t serve(void *arg) {
 static uvp_ret_t drained(void *arg, const uvp_outcome_t *in) {
   (void)arg;
   fprintf(stderr, "nats-worker: drained (%s)\n", uvp_nats_err_name(in->status));
+  svc = NULL; /* freed */
+  if (!uv_is_closing((uv_handle_t *)&sigterm))
+    uv_close((uv_handle_t *)&sigterm, NULL);
   uvp_nats_close(nc);
   return uvp_ret_value(NULL, NULL);
 }
 
+/* The first SIGTERM drains within drain_ms, the second at once. */
 static void on_sigterm(uv_signal_t *s, int signum) {
   (void)signum;
-  uv_close((uv_handle_t *)s, NULL);
+  if (svc == NULL)
+    return;
   uvp_promise_t *p, *d;
-  if (uvp_nats_serve_drain(svc, &p) != 0) {
+  if (uvp_nats_serve_drain_within(svc, terms++ == 0 ? drain_ms : 0, &p) != 0) {
+    uv_close((uv_handle_t *)s, NULL);
     uvp_nats_close(nc);
+    return;
+  }
+  if (terms > 1) { /* the first's handler waits for it */
+    uvp_promise_release(p);
     return;
   }
   uvp_promise_on(p, UVP_ON_BOTH, drained, NULL, &d);
@@ -88,10 +110,13 @@ static uvp_ret_t connected(void *arg, const uvp_outcome_t *in) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: nats-worker URL SUBJECT QUEUE LIMIT\n");
+  if (argc != 5 && argc != 6) {
+    fprintf(stderr, "usage: nats-worker URL SUBJECT QUEUE LIMIT [DRAIN_MS]\n");
     return 2;
   }
+  if (argc == 6)
+    drain_ms = strtoull(argv[5], NULL, 10);
+  signal(SIGPIPE, SIG_IGN); /* a test that stopped reading stdout */
   uv_loop_t loop;
   uv_loop_init(&loop);
   uvp_ctx_new(&loop, &ctx);

@@ -7,10 +7,14 @@
  * requests in flight, bad input, subscriptions (next, unsubscribe,
  * drain), the server killed and started again, and the server frozen
  * (SIGSTOP) past a short PING interval, a server's max_payload and a full
- * reconnect buffer.  One server serves the group (started by the group's
- * setup); a case that stops, freezes or configures its server starts one
- * of its own.  The fixture (NATS_TEST) connects, starts the worker and
- * tears them down, so a case states only what it tests; every case ends
+ * reconnect buffer; services (uvp_nats_serve): hostile Uvp-Timeout-Ms
+ * headers, the limit, a caller's cancel cutting the job it started (in
+ * this process and in a worker process), the bound answered EBUSY, a
+ * drain's deadline and a second SIGTERM.  One server serves the group
+ * (started by the group's setup); a case that stops, freezes or
+ * configures its server starts one of its own.  The fixture (NATS_TEST)
+ * connects, starts the worker and tears them down, so a case states only
+ * what it tests; every case ends
  * with uv_loop_close() == 0 (fixture_teardown). */
 #include <inttypes.h>
 
@@ -163,6 +167,12 @@ typedef struct svc_case_s {
   uvp_ctx_t *ctx; /* the service's own; NULL: not started */
   uvp_nats_t *nc;
   uvp_nats_svc_t *svc;
+  /* what svc_fiber's "wait:N" jobs saw: how many started, and the last
+   * one whose wait was cut (its code, when, and why) */
+  int started, cuts;
+  int cut_rc;
+  uint64_t cut_ns;
+  char cut_why[256];
 } svc_case_t;
 
 static void svc_case_start(fixture_t *f, svc_case_t *c, const nats_server_t *s,
@@ -202,6 +212,7 @@ typedef struct nats_case_s {
   uvp_nats_t *nc;    /* the case's connection (NULL: none, or closed) */
   worker_t w;        /* the worker (w.ctx NULL: not running) */
   svc_case_t svc;    /* a service (svc.ctx NULL: not running) */
+  pid_t procs[4];    /* worker processes not reaped yet (proc_start) */
 } nats_case_t;
 
 static nats_case_t T;
@@ -273,6 +284,11 @@ static int nats_teardown(void **state) {
       svc_case_stop(f, &T.svc);
     assert_true(fixture_drain(f, 10000));
   }
+  for (size_t i = 0; i < sizeof(T.procs) / sizeof(T.procs[0]); i++)
+    if (T.procs[i] > 0) { /* left by a failed case: it must not linger */
+      kill(T.procs[i], SIGKILL);
+      waitpid(T.procs[i], NULL, 0);
+    }
   nats_server_kill(&T.own);
   return fixture_teardown(state);
 }
@@ -848,6 +864,26 @@ static void test_open_before_connected(void **state) {
   /* nats_teardown closes it (T.nc), with the worker */
 }
 
+/* A comma-separated url is several servers: nats.c tries each (a closed
+ * port first or second) until one answers; a list of nothing is refused
+ * at the call. */
+static void test_url_list(void **state) {
+  fixture_t *f = *state;
+  char list[300];
+  snprintf(list, sizeof(list), "nats://127.0.0.1:1, %s", T.s->url);
+  uvp_nats_t *nc = connect_opts(f, f->ctx, list, NULL, 0);
+  uvp_promise_t *fl;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_state(fl), UVP_FULFILLED);
+  uvp_promise_release(fl);
+  close_and_run(f, nc);
+  uvp_promise_t *p = NULL;
+  uvp_nats_connect_opts_t co = {.url = " , ,"};
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), UV_EINVAL);
+  assert_null(p);
+}
+
 /* A connect that fails: what was asked meanwhile (a request, a wait, a
  * service, a flush) rejects with its code, and the connection takes
  * nothing new until the program closes it, once. */
@@ -1323,6 +1359,22 @@ static uvp_ret_t svc_fiber(void *arg) {
     if (rc != 0)
       return uvp_ret_reject(rc, NULL, NULL);
   }
+  if (strncmp(body, "wait:", 5) == 0) { /* sleep, saying how it was cut */
+    c->started++;
+    uvp_promise_t *d;
+    assert_int_equal(
+        uvp_delay(c->ctx, strtoull(body + 5, NULL, 10), NULL, NULL, 0, &d), 0);
+    int rc = uvp_await(d, NULL);
+    if (rc != 0) {
+      c->cut_ns = uv_hrtime();
+      c->cut_rc = rc;
+      c->cuts++;
+      uvp_cause_format(uvp_promise_cause(d), c->cut_why, sizeof(c->cut_why));
+    }
+    uvp_promise_release(d);
+    if (rc != 0)
+      return uvp_ret_reject(rc, NULL, NULL);
+  }
   if (strcmp(body, "fail") == 0)
     return uvp_ret_reject(UV_EIO, NULL, NULL);
   if (strcmp(body, "left") == 0) { /* the deadline it was given */
@@ -1348,7 +1400,12 @@ static natsMsg *raw_request(fixture_t *f, uvp_nats_t *nc, uvp_nats_sub_t *sub,
                                     strlen(body) + 1, headers),
                    0);
   assert_int_equal(uvp_nats_next(sub, keep), 0);
+  uv_timer_t t; /* a reply that never comes fails in 10 s, not hangs */
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, settle_tick, 10, 10);
   run_until_settled(f, *keep);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* its close, before t goes */
   assert_int_equal(uvp_promise_state(*keep), UVP_FULFILLED);
   return uvp_promise_value(*keep);
 }
@@ -1409,6 +1466,13 @@ static void test_serve(void **state) {
              {"Uvp-Timeout-Ms: -5", "EPROTO"},
              {"Uvp-Timeout-Ms: 86400001", "EPROTO"},
              {"Uvp-Timeout-Ms: 0", "ETIMEDOUT"},
+             /* empty: nats.c hands it over as absent, it is not */
+             {"Uvp-Timeout-Ms:", "EPROTO"},
+             /* at or below the margin (20 here): nothing left to serve
+              * it in, answered at once rather than dropped unanswered */
+             {"Uvp-Timeout-Ms: 1", "ETIMEDOUT"},
+             {"Uvp-Timeout-Ms: 20", "ETIMEDOUT"},
+             {"Uvp-Timeout-Ms: 60", NULL},
              {"Other: x", NULL}}; /* absent: the default, served */
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     const char *h[] = {bad[i].hdr, NULL};
@@ -1416,6 +1480,8 @@ static void test_serve(void **state) {
     const char *e = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
     if (bad[i].err == NULL)
       assert_null(e);
+    else if (e == NULL)
+      fail_msg("%s: served, not answered %s", bad[i].hdr, bad[i].err);
     else
       assert_string_equal(e, bad[i].err);
     uvp_promise_release(p);
@@ -1429,10 +1495,10 @@ static void test_serve(void **state) {
     uvp_nats_serve_stats(T.svc.svc, &st);
   } while (st.no_reply == 0 && uv_hrtime() - t0 < 10000000000ull);
   assert_int_equal(st.no_reply, 1);
-  assert_int_equal(st.bad, 4);
+  assert_int_equal(st.bad, 7);
   assert_int_equal(st.failed, 1);
-  assert_int_equal(st.received, 9);
-  assert_int_equal(st.served, 5);
+  assert_int_equal(st.received, 13);
+  assert_int_equal(st.served, 6);
   assert_int_equal(uvp_nats_unsubscribe(raw), 0);
 }
 
@@ -1480,14 +1546,342 @@ static void test_serve_limit_and_start(void **state) {
   uvp_promise_release(p);
 }
 
+/* ---- cancels and backpressure (uvp_nats_serve) -------------------------- */
+
+static void tick(uv_timer_t *t) { (void)t; }
+
+static void ring(uv_timer_t *t) { *(bool *)t->data = true; }
+
+/* Run the loop for ms of real time. */
+static void run_ms(fixture_t *f, uint64_t ms) {
+  bool rang = false;
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  t.data = &rang;
+  uv_timer_start(&t, ring, ms, 0);
+  while (!rang)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+}
+
+/* Run the loop until *n >= want (10 s at most). */
+static void run_until_count(fixture_t *f, const int *n, int want) {
+  uint64_t t0 = uv_hrtime();
+  uv_timer_t t; /* a turn every 5 ms, whatever else the loop waits for */
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, tick, 5, 5);
+  while (*n < want && uv_hrtime() - t0 < 10000000000ull)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(*n, want);
+}
+
+/* How long a cancel may take to cut the fiber serving its request: a
+ * publish, the server, the worker's read (one process here). */
+static double cut_bound_ms(void) {
+#if defined(T_ASAN)
+  return 150;
+#else
+  return RUNNING_ON_VALGRIND ? 250 : 50;
+#endif
+}
+
+/* The fiber of c's last "wait:" job was cut, as its cut number `n`, with
+ * UV_ECANCELED and a cause that starts "cancelled by the caller" and
+ * holds `why`, at most cut_bound_ms() after t0.  How long it took. */
+static double expect_cut(fixture_t *f, svc_case_t *c, int n, uint64_t t0,
+                         const char *why) {
+  run_until_count(f, &c->cuts, n);
+  double ms = (double)(c->cut_ns - t0) / 1e6;
+  print_message("cut %.2f ms after the caller's: %s\n", ms, c->cut_why);
+  assert_int_equal(c->cut_rc, UV_ECANCELED);
+  assert_memory_equal(c->cut_why, "cancelled by the caller: ", 25);
+  assert_non_null(strstr(c->cut_why, why));
+  assert_true(ms >= 0 && ms < cut_bound_ms());
+  return ms;
+}
+
+/* A request cut on the caller's side cuts the fiber serving it on the
+ * worker's (where main ran the job to its end): uvp_promise_cancel 300 ms
+ * in, a race's loser, a group's cancel, uvp_ctx_close of the caller's
+ * context; each cause travels in Uvp-Cause, and none is replied to.  A
+ * request cancelled while it waits under the limit never starts. */
+static void test_serve_cancel(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  uvp_nats_t *nc = T.nc;
+  uvp_promise_t *p, *q, *r;
+
+  /* uvp_promise_cancel at 300 ms of a 2 s job */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  run_ms(f, 300);
+  assert_int_equal(c->started, 1);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  double first = expect_cut(f, c, 1, t0, "cancelled by the program");
+  assert_int_equal(reason(p), UV_ECANCELED);
+  uvp_promise_release(p);
+
+  /* a race's loser */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  run_until_count(f, &c->started, 2);
+  assert_int_equal(uvp_delay(f->ctx, 100, NULL, NULL, 0, &q), 0);
+  uvp_promise_t *in[2] = {p, q};
+  assert_int_equal(uvp_promise_race(f->ctx, in, 2, UVP_CANCEL_LOSERS, &r), 0);
+  run_until_settled(f, r);
+  t0 = uv_hrtime(); /* the race decided a moment before: an upper bound */
+  expect_cut(f, c, 2, t0 - 5000000, "lost a race");
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+  uvp_promise_release(r);
+
+  /* a group's cancel */
+  uvp_group_t *g;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  assert_int_equal(uvp_group_add(g, p), 0);
+  run_until_count(f, &c->started, 3);
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_group_cancel(g), 0);
+  expect_cut(f, c, 3, t0, "group made at");
+  uvp_promise_release(p);
+  uvp_group_release(g);
+
+  /* uvp_ctx_close of the caller's context (its connection stays open) */
+  uvp_ctx_t *cctx;
+  assert_int_equal(uvp_ctx_new(&f->loop, &cctx), 0);
+  uvp_nats_t *cnc = connect_opts(f, cctx, T.s->url, NULL, 0);
+  assert_int_equal(uvp_nats_request(cnc, "svc.a", "wait:2000", 10, NULL, &p),
+                   0);
+  uvp_promise_mark_handled(p);
+  uvp_promise_release(p);
+  run_until_count(f, &c->started, 4);
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_ctx_close(cctx), 0);
+  expect_cut(f, c, 4, t0, "context closed");
+  assert_int_equal(uvp_nats_close(cnc), 0); /* its memory goes at teardown */
+
+  /* none of them was replied to: nothing late at the caller */
+  run_ms(f, 100);
+  uvp_nats_stats_t ns;
+  uvp_nats_stats(nc, &ns);
+  assert_int_equal(ns.late, 0);
+
+  /* cancelled while it waits under the limit: it never starts */
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:300", 9, NULL, &p), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:300", 9, NULL, &q), 0);
+  run_until_count(f, &c->started, 5);
+  run_ms(f, 50); /* q has reached the worker, and waits */
+  assert_int_equal(uvp_promise_cancel(q), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  run_ms(f, 100);
+  assert_int_equal(c->started, 5);
+  uvp_promise_release(p);
+  uvp_promise_release(q);
+
+  uvp_nats_serve_stats_ex_t st;
+  assert_int_equal(uvp_nats_serve_stats_ex(c->svc, &st), 0);
+  print_message("cancels %" PRIu64 ", cancelled %" PRIu64 ", replied %" PRIu64
+                "; first cut %.2f ms\n",
+                st.cancels, st.cancelled, st.base.replied, first);
+  assert_int_equal(st.cancels, 5);
+  assert_int_equal(st.cancelled, 5);
+  assert_int_equal(st.base.replied, 1);
+  assert_int_equal(st.waiting + st.running, 0);
+}
+
+/* The caller's scope deadline passing first (a virtual clock on the
+ * caller's side, the worker's real: the worker's own deadline is still
+ * far) cuts the worker's fiber with the deadline as the cause.  With
+ * UVP_NATS_REQUEST_NO_CANCEL nothing is told. */
+static void test_serve_cancel_deadline(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  uvp_nats_t *nc = T.nc;
+  assert_int_equal(uvp_ctx_set_clock(f->ctx, UVP_CLOCK_VIRTUAL), 0);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_deadline_set(f->ctx, 3000), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:2000", 10, NULL, &p), 0);
+  assert_int_equal(uvp_deadline_shield(f->ctx, UVP_NO_DEADLINE), 0);
+  run_until_count(f, &c->started, 1);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_clock_advance(f->ctx, 3000), 0);
+  expect_cut(f, c, 1, t0, "deadline 3000 ms set at");
+  assert_int_equal(reason(p), UV_ETIMEDOUT);
+  uvp_promise_release(p);
+
+  uvp_nats_request_opts_t ro = {.flags = UVP_NATS_REQUEST_NO_CANCEL};
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:200", 9, &ro, &p), 0);
+  run_until_count(f, &c->started, 2);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  uvp_promise_release(p);
+  run_ms(f, 400);
+  assert_int_equal(c->cuts, 1); /* it ran to its end */
+  uvp_nats_stats_t ns;
+  uvp_nats_stats(nc, &ns);
+  assert_int_equal(ns.late, 1); /* and replied */
+}
+
+/* limit 1 and the default bound (2 x limit waiting): of 10 requests of
+ * 1 s at once 3 are held and served, 7 answered EBUSY at once (before the
+ * first job is done); with a bound of 0 only the one running is held. */
+static void test_serve_busy(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &T.svc, T.s, &o);
+  uvp_nats_t *nc = T.nc;
+  enum { N = 10 };
+  uvp_promise_t *ps[N];
+  uint64_t t0 = uv_hrtime();
+  for (int i = 0; i < N; i++) {
+    uvp_nats_request_opts_t ro = {.timeout_ms = 5000};
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.a", "wait:1000", 10, &ro, &ps[i]), 0);
+  }
+  /* the refused are answered before any of the held is done */
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, tick, 1, 1);
+  int busy = 0, ok = 0;
+  double busy_ms = 0;
+  while (busy < 7 && uv_hrtime() - t0 < 10000000000ull) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    busy = 0;
+    for (int i = 0; i < N; i++)
+      busy += uvp_promise_state(ps[i]) == UVP_REJECTED;
+  }
+  busy_ms = (double)(uv_hrtime() - t0) / 1e6;
+  uv_close((uv_handle_t *)&t, NULL);
+  for (int i = 0; i < N; i++) /* before any of the held is done */
+    assert_int_not_equal(uvp_promise_state(ps[i]), UVP_FULFILLED);
+  busy = 0;
+  for (int i = 0; i < N; i++) {
+    run_until_settled(f, ps[i]);
+    void *payload = NULL;
+    int rc = uvp_promise_reason(ps[i], &payload);
+    if (rc == UV_EBUSY) {
+      natsMsg *m = payload;
+      assert_string_equal(uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER),
+                          "EBUSY");
+      assert_non_null(uvp_nats_msg_header(m, UVP_NATS_WORKER_HEADER));
+      busy++;
+    } else {
+      assert_int_equal(uvp_promise_state(ps[i]), UVP_FULFILLED);
+      ok++;
+    }
+  }
+  print_message("%d served, %d EBUSY (all %.1f ms after the burst)\n", ok, busy,
+                busy_ms);
+  assert_int_equal(ok, 3);
+  assert_int_equal(busy, 7);
+  assert_true(busy_ms < 1000);
+  for (int i = 0; i < N; i++)
+    uvp_promise_release(ps[i]);
+  uvp_nats_serve_stats_ex_t st;
+  assert_int_equal(uvp_nats_serve_stats_ex(T.svc.svc, &st), 0);
+  assert_int_equal(st.busy, 7);
+  assert_int_equal(st.max_waiting, 2);
+
+  assert_int_equal(uvp_nats_serve_set_max_waiting(T.svc.svc, 0), 0);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:200", 9, NULL, &ps[i]),
+                     0);
+  run_until_all_settled(f, ps, 3);
+  assert_int_equal(uvp_promise_state(ps[0]), UVP_FULFILLED);
+  assert_int_equal(reason(ps[1]), UV_EBUSY);
+  assert_int_equal(reason(ps[2]), UV_EBUSY);
+  for (int i = 0; i < 3; i++)
+    uvp_promise_release(ps[i]);
+  assert_int_equal(uvp_nats_serve_set_max_waiting(NULL, 0), UV_EINVAL);
+}
+
+/* A drain within 300 ms of a service holding one 5 s job and two waiting:
+ * at 300 ms the two are answered ECANCELED, the job's fiber is cut with
+ * the cause "worker draining" and its caller answered ECANCELED, and the
+ * drain fulfils.  A drain without a deadline, shortened to 0 by a second
+ * call, ends at once. */
+static void test_serve_drain_deadline(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber, .limit = 1};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  uvp_nats_t *nc = T.nc;
+  uvp_promise_t *ps[3], *d, *d2;
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(
+        uvp_nats_request(nc, "svc.a", "wait:5000", 10, NULL, &ps[i]), 0);
+  run_until_count(f, &c->started, 1);
+  run_ms(f, 50); /* the other two have reached it */
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_serve_drain_within(c->svc, 300, &d), 0);
+  assert_int_equal(uvp_nats_serve_drain(c->svc, &d2), UV_EALREADY);
+  run_until_settled(f, d);
+  double ms = (double)(uv_hrtime() - t0) / 1e6;
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  uvp_promise_release(d);
+  print_message("drain within 300 ms ended in %.1f ms: %s\n", ms, c->cut_why);
+  assert_true(ms >= 290 && ms < 1000);
+  assert_int_equal(c->cuts, 1);
+  assert_int_equal(c->cut_rc, UV_ECANCELED);
+  assert_string_equal(c->cut_why, "worker draining");
+  run_until_all_settled(f, ps, 3);
+  for (int i = 0; i < 3; i++) {
+    void *payload = NULL;
+    assert_int_equal(uvp_promise_reason(ps[i], &payload), UV_ECANCELED);
+    assert_non_null(payload); /* answered, not cut on the caller's side */
+    assert_memory_equal(natsMsg_GetData(payload), "worker draining", 15);
+    uvp_promise_release(ps[i]);
+  }
+  assert_int_equal(c->started, 1);
+  svc_case_stop(f, c);
+
+  /* no deadline, then a second call with 0: at once */
+  svc_case_start(f, c, T.s, &o);
+  assert_int_equal(uvp_nats_request(nc, "svc.a", "wait:5000", 10, NULL, &ps[0]),
+                   0);
+  run_until_count(f, &c->started, 2);
+  assert_int_equal(uvp_nats_serve_drain_within(c->svc, UVP_NO_DEADLINE, &d), 0);
+  run_ms(f, 100);
+  assert_int_equal(uvp_promise_state(d), UVP_PENDING);
+  t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_serve_drain_within(c->svc, 0, &d2), 0);
+  assert_ptr_equal(d, d2);
+  run_until_settled(f, d);
+  ms = (double)(uv_hrtime() - t0) / 1e6;
+  print_message("drained at once: %.1f ms\n", ms);
+  assert_true(ms < 100);
+  assert_int_equal(uvp_promise_state(d), UVP_FULFILLED);
+  run_until_settled(f, ps[0]);
+  assert_int_equal(reason(ps[0]), UV_ECANCELED);
+  uvp_promise_release(ps[0]);
+  uvp_promise_release(d);
+  uvp_promise_release(d2);
+}
+
 /* ---- worker processes: SIGKILL and SIGTERM mid-run ----------------------- */
 
 typedef struct proc_s {
   pid_t pid;
 } proc_t;
 
-/* Start test/nats/nats-worker and wait for its "ready" line. */
+/* Start test/nats/nats-worker and wait for its "ready" line; *out (NULL:
+ * closed) keeps the read end of its stdout, non-blocking. */
+static void proc_start_out(proc_t *w, const nats_server_t *s, const char *limit,
+                           int *out);
+
 static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
+  proc_start_out(w, s, limit, NULL);
+}
+
+static void proc_start_out(proc_t *w, const nats_server_t *s, const char *limit,
+                           int *out) {
   const char *bin = getenv("UVP_NATS_WORKER");
   assert_non_null(bin);
   int fds[2];
@@ -1501,10 +1895,20 @@ static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
     execl(bin, bin, s->url, "svc.*", "workers", limit, (char *)NULL);
     _exit(127);
   }
+  for (size_t i = 0; i < sizeof(T.procs) / sizeof(T.procs[0]); i++)
+    if (T.procs[i] == 0) {
+      T.procs[i] = pid;
+      break;
+    }
   close(fds[1]);
-  char line[16] = {0};
-  ssize_t n = read(fds[0], line, sizeof(line) - 1); /* blocks until ready */
-  close(fds[0]);
+  char line[7] = {0}; /* "ready\n": nothing more is written before it */
+  ssize_t n = read(fds[0], line, 6); /* blocks until ready */
+  if (out != NULL) {
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    *out = fds[0];
+  } else {
+    close(fds[0]);
+  }
   if (n < 5 || strncmp(line, "ready", 5) != 0)
     fail_msg("nats-worker did not start: '%s'", line);
   w->pid = pid;
@@ -1513,6 +1917,9 @@ static void proc_start(proc_t *w, const nats_server_t *s, const char *limit) {
 static int proc_wait(proc_t *w) {
   int st = 0;
   assert_int_equal(waitpid(w->pid, &st, 0), w->pid);
+  for (size_t i = 0; i < sizeof(T.procs) / sizeof(T.procs[0]); i++)
+    if (T.procs[i] == w->pid)
+      T.procs[i] = 0;
   return st;
 }
 
@@ -1596,6 +2003,90 @@ static void workers_signal(fixture_t *f, int sig) {
   assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* A line of fd (non-blocking) into buf, the loop running meanwhile (5 s
+ * at most); false if none came. */
+static bool read_line(fixture_t *f, int fd, char *buf, size_t cap) {
+  size_t n = 0;
+  uint64_t t0 = uv_hrtime();
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  uv_timer_start(&t, tick, 1, 1);
+  bool got = false;
+  while (!got && n + 1 < cap && uv_hrtime() - t0 < 5000000000ull) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    while (n + 1 < cap && read(fd, buf + n, 1) == 1)
+      if (buf[n++] == '\n') {
+        got = true;
+        break;
+      }
+  }
+  buf[n] = '\0';
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  return got;
+}
+
+/* Across processes: a request cancelled 300 ms into a 2 s job cuts the
+ * worker process's fiber (it prints when, on the machine's monotonic
+ * clock, and why); then a worker draining a 5 s job without a deadline
+ * gets a second SIGTERM, answers the job ECANCELED ("worker draining")
+ * and exits 0 at once, its uv_loop_close() 0 (main's was killed by it). */
+static void test_worker_cancel_and_second_sigterm(void **state) {
+  fixture_t *f = *state;
+  proc_t a;
+  int out;
+  proc_start_out(&a, T.s, "0", &out);
+  uvp_nats_t *nc = T.nc;
+  uvp_promise_t *p;
+  uvp_nats_request_opts_t ro = {.timeout_ms = 5000};
+  assert_int_equal(uvp_nats_request(nc, "svc.work", "sleep:2000", 11, &ro, &p),
+                   0);
+  run_ms(f, 300);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  uvp_promise_release(p);
+  char line[512];
+  bool got = read_line(f, out, line, sizeof(line));
+  unsigned long long ns = 0;
+  int at = 0;
+  if (!got || sscanf(line, "cut %llu %n", &ns, &at) != 1)
+    fail_msg("the worker's fiber was not cut: '%s'", line);
+  double ms = (double)(ns - t0) / 1e6;
+  line[strcspn(line, "\n")] = '\0';
+  print_message("cancel to the worker process's fiber cut: %.2f ms (%s)\n", ms,
+                line + at);
+  assert_non_null(
+      strstr(line, "cancelled by the caller: cancelled by the program"));
+  assert_true(ms >= 0 && ms < cut_bound_ms());
+
+  /* the second SIGTERM */
+  ro.timeout_ms = 10000;
+  assert_int_equal(uvp_nats_request(nc, "svc.work", "sleep:5000", 11, &ro, &p),
+                   0);
+  run_ms(f, 200);
+  kill(a.pid, SIGTERM);
+  run_ms(f, 200);
+  assert_int_equal(waitpid(a.pid, NULL, WNOHANG), 0); /* it drains */
+  assert_int_equal(uvp_promise_state(p), UVP_PENDING);
+  uint64_t t1 = uv_hrtime();
+  kill(a.pid, SIGTERM);
+  run_until_settled(f, p);
+  void *payload = NULL;
+  assert_int_equal(uvp_promise_reason(p, &payload), UV_ECANCELED);
+  assert_non_null(payload);
+  assert_memory_equal(natsMsg_GetData(payload), "worker draining", 15);
+  uvp_promise_release(p);
+  int st = proc_wait(&a);
+  double end_ms = (double)(uv_hrtime() - t1) / 1e6;
+  print_message("second SIGTERM: answered and exited in %.1f ms\n", end_ms);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0); /* uv_loop_close() == 0 */
+  assert_true(end_ms < 2000);
+  assert_true(read_line(f, out, line, sizeof(line))); /* its cut, said */
+  assert_non_null(strstr(line, "worker draining"));
+  close(out);
+}
+
 static void test_worker_killed(void **state) {
   workers_signal(*state, SIGKILL);
 }
@@ -1620,6 +2111,7 @@ int main(void) {
       QUIET_TEST(test_server_without_headers),
       NATS_TEST(test_connect_cancelled, setup_server),
       NATS_TEST(test_open_before_connected, setup_worker),
+      NATS_TEST(test_url_list, setup_server),
       NATS_TEST(test_open_refused, setup_server),
       NATS_TEST(test_open_closed_while_connecting, setup_server),
       NATS_TEST(test_subscribe, setup_conn),
@@ -1630,8 +2122,13 @@ int main(void) {
       NATS_TEST(test_max_payload_and_reconnect_buffer, setup_small_server),
       NATS_TEST(test_serve, setup_conn),
       NATS_TEST(test_serve_limit_and_start, setup_conn),
+      NATS_TEST(test_serve_cancel, setup_conn),
+      NATS_TEST(test_serve_cancel_deadline, setup_conn),
+      NATS_TEST(test_serve_busy, setup_conn),
+      NATS_TEST(test_serve_drain_deadline, setup_conn),
       NATS_TEST(test_worker_killed, setup_conn),
       NATS_TEST(test_worker_drained, setup_conn),
+      NATS_TEST(test_worker_cancel_and_second_sigterm, setup_conn),
   };
   if (getenv("UVP_TEST_FILTER") != NULL) /* one test: UVP_TEST_FILTER=name */
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
