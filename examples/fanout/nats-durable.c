@@ -940,13 +940,16 @@ static void wk_drain(dwk_t *w, uint64_t ms) {
     return;
   w->stopping = true;
   uvp_nats_js_serve_stats_t st;
+  uvp_nats_js_pull_stats_t ps = {0};
+  (void)uvp_nats_js_pull_stats(w->pull, &ps);
   if (uvp_nats_js_serve_stats(w->svc, &st) == 0)
     printf("draining %s: received %llu, acked %llu (%llu redelivered "
            "with a result stored: not fetched), given back %llu, termed "
-           "%llu\n",
+           "%llu; %llu pull requests\n",
            w->name, (unsigned long long)st.received,
            (unsigned long long)st.acked, (unsigned long long)w->stored,
-           (unsigned long long)st.naked, (unsigned long long)st.termed);
+           (unsigned long long)st.naked, (unsigned long long)st.termed,
+           (unsigned long long)ps.requests);
   fflush(stdout);
   uvp_promise_t *d;
   if (uvp_nats_js_serve_drain(w->svc, ms, &d) == 0)
