@@ -881,10 +881,12 @@ static uvp_ret_t serve_url(void *arg) {
     rc = uvp_await_take(fanout_fetch(r, &j->row, &p), &p, &o);
     error = j->row.error;
     if (rc < 0 && error == 0 && j->row.status == 0)
-      error = rc; /* cut before any attempt recorded */
-    if (error != 0)
+      error = rc;     /* cut before any attempt recorded */
+    if (error != 0) { /* how long it took to fail, as the worker saw it */
       message =
           j->row.reason != NULL ? j->row.reason : uvp_curl_strerror(error);
+      j->row.latency_us = (uv_hrtime() - j->row.start_ns) / 1000;
+    }
   }
   if (rc == UV_ECANCELED) { /* the drain cut it: for another worker */
     fanout_job_free(j);
