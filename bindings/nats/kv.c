@@ -22,6 +22,7 @@
  * again on the watch's timer, 250 ms to 2 s apart.  The watch's entries
  * go to its waits (uvp_nats_kv_watch_next) or, for a durable promise's
  * await (dpromise.c), to a callback. */
+#include <assert.h>
 #include <time.h>
 
 #include "js-internal.h"
@@ -473,6 +474,7 @@ static void kwait_unlink(kwait_t *k) {
 static void kwait_end(uvp_nats_kv_watch_t *w, int rc, uvp_nats_kv_entry_t *e) {
   kwait_t *k = w->wfirst;
   kwait_unlink(k);
+  assert(w->wfirst != k); /* watch_fail's loop ends (the analyzer) */
   uvp_promise_t *p = k->p;
   if (rc == 0)
     uvp_promise_resolve(p, e, e != NULL ? free : NULL);

@@ -22,6 +22,8 @@
  * Lifetimes: the program holds the pull until uvp_nats_js_pull_close;
  * each message out holds it too; its memory goes with the timer's close
  * callback after the last. */
+#include <assert.h>
+
 #include "js-internal.h"
 
 typedef struct pwait_s pwait_t;
@@ -256,6 +258,7 @@ static void wait_unlink(pwait_t *w) {
 static void wait_end(uvp_nats_js_pull_t *pull, int rc, jmsg_t *m) {
   pwait_t *w = pull->wfirst;
   wait_unlink(w);
+  assert(pull->wfirst != w); /* waits_fail's loop ends (the analyzer) */
   uvp_promise_t *p = w->p;
   if (rc == 0)
     uvp_promise_resolve(p, &m->pub, uvp_nats__js_msg_free);

@@ -13,7 +13,7 @@ static uvp_ret_t run(void *arg) {
   const char *id = args[2], *value = args[3];
   uvp_nats_kv_config_t bucket = {.bucket = "orders"}; /* R1; a cluster: 3 */
   uvp_promise_t *p = NULL;
-  uvp_outcome_t out;
+  uvp_outcome_t out = {0}; /* read below even if the bucket add failed */
   /* the bucket: made once, found after */
   int rc = uvp_await_take(uvp_nats_kv_bucket_add(js, &bucket, &p), &p, NULL);
   if (rc == 0 && value == NULL) /* pending until someone completes it */
