@@ -154,6 +154,8 @@ int fanout_err_code(const char *name);
  * coordinator's start: connect, then the map of the run's rows; *out
  * settles as uvp_promise_map's. */
 int fanout_nats_worker(run_t *r, const nats_cli_t *o);
+/* A worker's name in replies and rows: --name, else HOST:PID. */
+void fanout_worker_name(const nats_cli_t *o, char *buf, size_t size);
 int fanout_nats_coord(run_t *r, const nats_cli_t *o, uvp_promise_t **out);
 void fanout_nats_shutdown(void);
 /* nats.c's options for both sides: `name`, --nats-ping's `ping_ms` (0:

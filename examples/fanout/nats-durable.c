@@ -40,7 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -1125,13 +1124,7 @@ static uvp_ret_t wk_setup(void *arg) {
 int fanout_durable_worker(run_t *r, const nats_cli_t *cli) {
   dwk_t w = {.r = r, .cli = cli};
   job_names(cli->job, &w.nm);
-  if (cli->name != NULL) {
-    snprintf(w.name, sizeof(w.name), "%s", cli->name);
-  } else {
-    char host[256] = "localhost";
-    (void)gethostname(host, sizeof(host) - 1);
-    snprintf(w.name, sizeof(w.name), "%s:%ld", host, (long)getpid());
-  }
+  fanout_worker_name(cli, w.name, sizeof(w.name));
   w.tmpl.http = r->http;
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)

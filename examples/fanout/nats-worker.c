@@ -357,15 +357,19 @@ static void signals_start(worker_t *w) {
   uv_timer_start(&w->trim, trim_check, 1000, 1000);
 }
 
-int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
-  worker_t w = {.r = r};
+void fanout_worker_name(const nats_cli_t *cli, char *buf, size_t size) {
   if (cli->name != NULL) {
-    snprintf(w.name, sizeof(w.name), "%s", cli->name);
+    snprintf(buf, size, "%s", cli->name);
   } else {
     char host[256] = "localhost";
     (void)gethostname(host, sizeof(host) - 1);
-    snprintf(w.name, sizeof(w.name), "%s:%ld", host, (long)getpid());
+    snprintf(buf, size, "%s:%ld", host, (long)getpid());
   }
+}
+
+int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
+  worker_t w = {.r = r};
+  fanout_worker_name(cli, w.name, sizeof(w.name));
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)
     rc = uvp_curl_new(r->ctx, &r->curl);

@@ -24,30 +24,10 @@
 set -u
 FANOUT=$1
 NATS=$2
-T=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
 fail() { echo "FAIL: $*"; for l in "$T"/*.log; do echo "== $l"; tail -n 5 "$l"; done; tail -c 600 "$T/out" 2>/dev/null; exit 1; }
-wait_line() { # FILE RE: 10 s at most
-  i=0
-  while ! grep -q "$2" "$1" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 500 ] && fail "no '$2' in $1"; sleep 0.02
-  done
-}
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() {
-  i=0
-  until (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 500 ] && fail "nothing listens on $1"; sleep 0.02
-  done 2>/dev/null
-}
 N=10000
-VG=""
-if [ "${UVP_E2E_VALGRIND:-0}" = 1 ] && [ -x /usr/bin/valgrind ]; then
-  VG="/usr/bin/valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --suppressions=${UVP_VALGRIND_SUPP:-/dev/null}"
-  N=1000
-fi
+[ -n "$VG" ] && N=1000
 
 port=$(free_port)
 ns_start() {
