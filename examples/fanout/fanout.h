@@ -1,7 +1,8 @@
-/* What uvp-fanout's two modes share: the local one (main.c, every fetch on
- * this machine) and the NATS one (nats-worker.c serves fetches,
- * nats-coord.c sends them out and reports): a row per URL, the fetch of
- * one row under --retry (uvp-curl), and the report. */
+/* What uvp-fanout's modes share: the local one (main.c, every fetch on
+ * this machine), the NATS one (nats-worker.c serves fetches, nats-coord.c
+ * sends them out and reports) and the durable one on JetStream
+ * (nats-durable.c: both sides): a row per URL, the fetch of one row under
+ * --retry (uvp-curl), and the report. */
 #ifndef FANOUT_H
 #define FANOUT_H
 
@@ -14,6 +15,9 @@
 enum { EXIT_USAGE = 2 };
 
 struct run_s;
+struct jsonw_s;
+struct json_t;
+struct __natsMsg;
 
 /* How every request is made: curl's options, as given. */
 typedef struct http_s {
@@ -52,7 +56,19 @@ typedef struct row_s {
   char *error_name;
   unsigned sends;
   unsigned busy; /* of those, answered EBUSY by a busy worker */
+  /* --durable: JetStream's delivery count of the message whose fetch gave
+   * the stored result (1: the first worker's). */
+  unsigned delivery;
 } row_t;
+
+/* The report as it is printed, a row at a time (fanout_report_row). */
+typedef struct report_s {
+  int begun; /* the header is out */
+  int width, wwidth;
+  size_t rows, ok, http_err, transport_err, retried, nlat;
+  uint64_t *lat;
+  struct jsonw_s *w;
+} report_t;
 
 typedef struct run_s {
   uv_loop_t *loop;
@@ -85,6 +101,13 @@ typedef struct run_s {
   void *nats;
   void (*nats_before_report)(struct run_s *r);
   void (*nats_end)(struct run_s *r);
+  report_t report;
+  /* --durable: the job, and what its coordinator counted (the summary):
+   * results found stored when it started, URLs it published (new to the
+   * stream, and those the stream had already by their Nats-Msg-Id),
+   * results of a redelivered message. */
+  const char *job;
+  uint64_t found, published, duplicates, redelivered;
 } run_t;
 
 /* --nats's options. */
@@ -94,6 +117,9 @@ typedef struct nats_cli_s {
   unsigned retries; /* --nats-retry */
   uint64_t ping_ms; /* --nats-ping: 0, nats.c's default (2 min) */
   uint64_t concurrency;
+  const char *job; /* --durable JOB */
+  int job_status;  /* --status */
+  int job_purge;   /* --purge */
 } nats_cli_t;
 
 #define NATS_RETRY_DEFAULT 2
@@ -112,6 +138,11 @@ void fanout_on_item(void *arg, size_t i, const uvp_outcome_t *outcome);
 
 /* Print the table or the JSON lines for every row, then the summary. */
 void fanout_report(run_t *r, const uvp_settled_list_t *list);
+/* The same a row at a time, in order (the header before the first): row
+ * i, as its map's record s says (s->promise may be NULL: no cause); then
+ * the summary over the rows printed. */
+void fanout_report_row(run_t *r, size_t i, const uvp_settled_t *s);
+void fanout_report_end(run_t *r);
 
 /* An error's name (uvp's, uvp-curl's, libuv's, uvp-nats's) and the code it
  * names (0 if none). */
@@ -123,10 +154,47 @@ int fanout_err_code(const char *name);
  * coordinator's start: connect, then the map of the run's rows; *out
  * settles as uvp_promise_map's. */
 int fanout_nats_worker(run_t *r, const nats_cli_t *o);
+/* A worker's name in replies and rows: --name, else HOST:PID. */
+void fanout_worker_name(const nats_cli_t *o, char *buf, size_t size);
 int fanout_nats_coord(run_t *r, const nats_cli_t *o, uvp_promise_t **out);
 void fanout_nats_shutdown(void);
 /* nats.c's options for both sides: `name`, --nats-ping's `ping_ms` (0:
  * nats.c's default); NULL without memory.  The connect takes them. */
 struct __natsOptions *fanout_nats_options(const char *name, uint64_t ping_ms);
+
+/* What the NATS modes share (nats-coord.c, nats-worker.c).  A request's
+ * "opts" (curl's options, --retry) as JSON, and how long one request
+ * waits for its reply (-m per attempt, the backoffs, 1 s). */
+struct json_t *fanout_request_opts(const run_t *r);
+uint64_t fanout_request_timeout(const run_t *r);
+/* A reply's fields (worker, status, error, message, bytes, latency_us,
+ * attempts) into the row; -1 if one is missing or of the wrong type. */
+int fanout_reply_fields(row_t *row, struct json_t *o);
+/* A URL a worker fetches: its row, the options it is fetched with (the
+ * worker's, under the request's "opts"), the request's id. */
+typedef struct job_s {
+  void *w; /* the worker (nats-worker.c's) */
+  row_t row;
+  http_t http;
+  int64_t id;
+  char *url, *proxy, *userpwd;
+} job_t;
+/* Fill j (whose http is the worker's) from a request's JSON
+ * {"v":1,"id":N,"url":URL[,"opts":{...}]}; NULL, or why it is refused. */
+const char *fanout_job_parse(job_t *j, struct __natsMsg *msg);
+/* Options "opts" (an object) over j's; NULL, or why they are refused. */
+const char *fanout_job_opts(job_t *j, struct json_t *opts);
+void fanout_job_free(void *j);
+
+/* --durable JOB (nats-durable.c): a job's name is 1 to 64 letters, digits,
+ * - and _.  The worker serves the job until SIGTERM or SIGINT (or its
+ * purge); its exit status.  The coordinator: as fanout_nats_coord, but
+ * it prints each row itself (fanout_report_row) as its result comes, and
+ * *out fulfils (NULL) once every row is printed.  --status and --purge:
+ * the exit status. */
+int fanout_job_name_ok(const char *job);
+int fanout_durable_worker(run_t *r, const nats_cli_t *o);
+int fanout_durable_coord(run_t *r, const nats_cli_t *o, uvp_promise_t **out);
+int fanout_durable_admin(run_t *r, const nats_cli_t *o);
 
 #endif

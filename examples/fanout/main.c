@@ -180,6 +180,27 @@ static void usage(FILE *f, const char *prog) {
       "              PING the server every MS ms and give the connection\n"
       "              up as stale after 2 unanswered (default: nats.c's,\n"
       "              2 min): a frozen server found sooner\n"
+      "  --durable JOB\n"
+      "              with --nats: a job JetStream keeps (nats-server -js),\n"
+      "              which outlives the coordinator, the workers and the\n"
+      "              server's restarts: each URL a message of the\n"
+      "              work-queue stream uvp-fanout-JOB (Nats-Msg-Id JOB.N),\n"
+      "              each result a key of the KV bucket uvp-fanout-JOB\n"
+      "              (the first stored wins).  The coordinator publishes\n"
+      "              the URLs that have no result, -c at a time, and\n"
+      "              prints each row in order as its result comes, with\n"
+      "              \"delivery\" (JetStream's count) in --json; run again\n"
+      "              after a crash, it prints the whole job and fetches\n"
+      "              only what has no result.  -d ends its wait, not the\n"
+      "              job.  Made by the first run: 3 replicas, or 1 if the\n"
+      "              server is not in a cluster (it refuses 3); ack_wait\n"
+      "              -m per attempt (--retry) plus 1 s: a dead worker's\n"
+      "              URLs go to another after that; a duplicate window\n"
+      "              of the job's length at -c URLs a -m (2 min to 7 d).\n"
+      "              With --worker: serve the job (waiting for it to\n"
+      "              exist), pulling at most -c URLs; SIGTERM drains\n"
+      "  --status    with --durable JOB: print its counts, fetch nothing\n"
+      "  --purge     with --durable JOB: delete its stream and bucket\n"
       "  -h, --help  this text\n"
       "  --version   print the version (uvp's) and exit\n"
       "\n"
@@ -319,6 +340,12 @@ static int parse_size(const char *s, uint64_t *out) {
   return 0;
 }
 
+int fanout_job_name_ok(const char *job) {
+  size_t n = strspn(job, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                         "0123456789-_");
+  return n > 0 && n <= 64 && job[n] == '\0';
+}
+
 /* ---- error names --------------------------------------------------------- */
 
 const char *fanout_err_name(int code) {
@@ -362,7 +389,9 @@ static int row_error(const row_t *row, const uvp_settled_t *s) {
 }
 
 static uint64_t row_latency_us(const row_t *row) {
-  if (row->error == 0 && row->attempts > 0)
+  /* --durable: the worker's measure, errors too (the coordinator did not
+   * see the fetch: it may have run before this coordinator started) */
+  if ((row->error == 0 || row->run->job != NULL) && row->attempts > 0)
     return row->latency_us;
   return row->end_ns > row->start_ns ? (row->end_ns - row->start_ns) / 1000 : 0;
 }
@@ -477,6 +506,10 @@ static void report_json_row(const run_t *r, jsonw_t *w, size_t i,
     jsonw_key(w, "sends");
     jsonw_int(w, row->sends);
   }
+  if (r->job != NULL) {
+    jsonw_key(w, "delivery");
+    jsonw_int(w, row->delivery);
+  }
   jsonw_close(w);
   jsonw_raw(w, "\n", 1);
   if (w->failed)
@@ -500,8 +533,10 @@ static void report_text_row(const run_t *r, size_t i, const row_t *row,
     printf("  (cause: %s)", c->cause);
   if (row->attempts > 1)
     printf("  (%u attempts)", row->attempts);
-  if (r->nats_mode && row->sends > 1)
+  if (r->nats_mode && r->job == NULL && row->sends > 1)
     printf("  (%u requests)", row->sends);
+  if (row->delivery > 1)
+    printf("  (delivery %u)", row->delivery);
   if (row->redirects > 0)
     printf("  (%u redirect%s)", row->redirects, row->redirects == 1 ? "" : "s");
   putchar('\n');
@@ -526,9 +561,10 @@ static void report_cells(const run_t *r, const row_t *row,
 
 /* The URL column's width (one huge URL must not widen every row: it stops
  * growing at URL_COLUMN_MAX, and a longer URL shifts only its own row), and
- * the worker column's. */
+ * the worker column's (of the workers known when the header is printed:
+ * all of them, unless rows are printed as they come, --durable). */
 static void report_header(const run_t *r, int *width, int *wwidth) {
-  size_t w = 3, ww = 6;
+  size_t w = 3, ww = r->job != NULL ? 12 : 6;
   for (size_t i = 0; i < r->n; i++) {
     size_t len = strlen(r->rows[i].url);
     if (len > w && len <= URL_COLUMN_MAX)
@@ -552,37 +588,59 @@ static void report_summary(const run_t *r, size_t count, size_t ok,
                            size_t http_err, size_t transport_err,
                            size_t retried, uint64_t *lat, size_t nlat);
 
-void fanout_report(run_t *r, const uvp_settled_list_t *list) {
-  int width, wwidth;
-  report_header(r, &width, &wwidth);
-  uint64_t *lat = malloc((r->n + 1) * sizeof(*lat));
-  jsonw_t w = {0};
-  size_t nlat = 0, ok = 0, http_err = 0, transport_err = 0, retried = 0;
-  for (size_t i = 0; i < list->count; i++) {
-    const row_t *row = &r->rows[i];
-    cells_t c;
-    report_cells(r, row, &list->items[i], row_error(row, &list->items[i]), &c);
-    if (c.answered) {
-      if (lat != NULL)
-        lat[nlat++] = c.us;
-      if (row->status < 400)
-        ok++;
-      else
-        http_err++;
-    } else {
-      transport_err++;
-    }
-    if (row->attempts > 1)
-      retried++;
-    if (r->json)
-      report_json_row(r, &w, i, row, &c);
+static void report_begin(run_t *r) {
+  report_t *rep = &r->report;
+  if (rep->begun)
+    return;
+  rep->begun = 1;
+  report_header(r, &rep->width, &rep->wwidth);
+  rep->lat = malloc((r->n + 1) * sizeof(*rep->lat));
+  rep->w = calloc(1, sizeof(*rep->w));
+}
+
+void fanout_report_row(run_t *r, size_t i, const uvp_settled_t *s) {
+  report_t *rep = &r->report;
+  report_begin(r);
+  const row_t *row = &r->rows[i];
+  cells_t c;
+  report_cells(r, row, s, row_error(row, s), &c);
+  rep->rows++;
+  if (c.answered) {
+    if (rep->lat != NULL)
+      rep->lat[rep->nlat++] = c.us;
+    if (row->status < 400)
+      rep->ok++;
     else
-      report_text_row(r, i, row, &c, width, wwidth);
+      rep->http_err++;
+  } else {
+    rep->transport_err++;
   }
-  report_summary(r, list->count, ok, http_err, transport_err, retried, lat,
-                 nlat);
-  free(w.p);
-  free(lat);
+  if (row->attempts > 1)
+    rep->retried++;
+  if (r->json && rep->w == NULL)
+    puts("{\"error\":\"out of memory\"}");
+  else if (r->json)
+    report_json_row(r, rep->w, i, row, &c);
+  else
+    report_text_row(r, i, row, &c, rep->width, rep->wwidth);
+}
+
+void fanout_report_end(run_t *r) {
+  report_t *rep = &r->report;
+  report_begin(r);
+  report_summary(r, rep->rows, rep->ok, rep->http_err, rep->transport_err,
+                 rep->retried, rep->lat, rep->nlat);
+  if (rep->w != NULL)
+    free(rep->w->p);
+  free(rep->w);
+  free(rep->lat);
+  *rep = (report_t){0};
+}
+
+void fanout_report(run_t *r, const uvp_settled_list_t *list) {
+  for (size_t i = 0; i < list->count; i++)
+    fanout_report_row(r, i, &list->items[i]);
+  fanout_report_end(r);
 }
 
 static void report_summary(const run_t *r, size_t count, size_t ok,
@@ -615,6 +673,16 @@ static void report_summary(const run_t *r, size_t count, size_t ok,
       json_object_set_new(o, "disconnects",
                           json_integer((json_int_t)r->disconnects));
     }
+    if (r->job != NULL) {
+      json_object_set_new(o, "job", json_string(r->job));
+      json_object_set_new(o, "found", json_integer((json_int_t)r->found));
+      json_object_set_new(o, "published",
+                          json_integer((json_int_t)r->published));
+      json_object_set_new(o, "duplicates",
+                          json_integer((json_int_t)r->duplicates));
+      json_object_set_new(o, "redelivered",
+                          json_integer((json_int_t)r->redelivered));
+    }
     json_line(o);
   } else {
     printf("\n%zu URL%s in %.2f s: %zu succeeded, %zu failed (%zu HTTP "
@@ -632,6 +700,14 @@ static void report_summary(const run_t *r, size_t count, size_t ok,
     if (r->nats_mode && r->late > 0)
       printf("%llu late or duplicate repl%s dropped\n",
              (unsigned long long)r->late, r->late == 1 ? "y" : "ies");
+    if (r->job != NULL)
+      printf("job %s: %llu result%s found stored, %llu URL%s published "
+             "(%llu the stream had), %llu redelivered\n",
+             r->job, (unsigned long long)r->found, r->found == 1 ? "" : "s",
+             (unsigned long long)(r->published + r->duplicates),
+             r->published + r->duplicates == 1 ? "" : "s",
+             (unsigned long long)r->duplicates,
+             (unsigned long long)r->redelivered);
     if (retried > 0)
       printf("%zu URL%s needed more than one attempt\n", retried,
              retried == 1 ? "" : "s");
@@ -877,7 +953,9 @@ static uvp_ret_t on_done(void *arg, const uvp_outcome_t *in) {
   progress_end(r);
   if (r->nats_before_report != NULL)
     r->nats_before_report(r);
-  if (in->status == 0) {
+  if (in->status == 0 && r->job != NULL) { /* its rows are out */
+    fanout_report_end(r);
+  } else if (in->status == 0) {
     fanout_report(r, in->value);
   } else {
     if (!r->nats_mode) /* nats-coord.c said why */
@@ -980,7 +1058,10 @@ enum {
   OPT_NATS_PING,
   OPT_NAME,
   OPT_TRACE,
-  OPT_VERSION
+  OPT_VERSION,
+  OPT_DURABLE,
+  OPT_STATUS,
+  OPT_PURGE
 };
 
 static int usage_error(const char *msg) {
@@ -1027,6 +1108,9 @@ int main(int argc, char **argv) {
       {"help", no_argument, NULL, 'h'},
       {"trace", required_argument, NULL, OPT_TRACE},
       {"version", no_argument, NULL, OPT_VERSION},
+      {"durable", required_argument, NULL, OPT_DURABLE},
+      {"status", no_argument, NULL, OPT_STATUS},
+      {"purge", no_argument, NULL, OPT_PURGE},
       {NULL, 0, NULL, 0},
   };
   static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:";
@@ -1131,6 +1215,18 @@ int main(int argc, char **argv) {
     case OPT_NAME:
       nats.name = optarg;
       break;
+    case OPT_DURABLE:
+      if (!fanout_job_name_ok(optarg))
+        return usage_error("--durable wants a job's name: 1 to 64 letters, "
+                           "digits, - and _");
+      nats.job = optarg;
+      break;
+    case OPT_STATUS:
+      nats.job_status = 1;
+      break;
+    case OPT_PURGE:
+      nats.job_purge = 1;
+      break;
     case OPT_SERVE:
       serve_mode = 1;
       if (optarg != NULL &&
@@ -1160,6 +1256,14 @@ int main(int argc, char **argv) {
     return usage_error("--worker and --name need --nats URL");
   if (worker && (optind < argc || file != NULL || serve_mode))
     return usage_error("--worker takes no URLs");
+  if (nats.job != NULL && nats.url == NULL)
+    return usage_error("--durable needs --nats URL");
+  if ((nats.job_status || nats.job_purge) && nats.job == NULL)
+    return usage_error("--status and --purge need --durable JOB");
+  if ((nats.job_status || nats.job_purge) &&
+      (nats.job_status + nats.job_purge > 1 || worker || optind < argc ||
+       file != NULL))
+    return usage_error("--status and --purge take no URLs, and not both");
 #ifndef FANOUT_NATS
   if (nats.url != NULL) {
     fprintf(stderr, "uvp-fanout: this build has no NATS support (--nats)\n");
@@ -1197,7 +1301,8 @@ int main(int argc, char **argv) {
     if (rc != 0)
       fprintf(stderr, "uvp-fanout: %s: %s\n", file, uv_strerror(rc));
   }
-  if (rc == 0 && u.n == 0 && file == NULL && !worker) {
+  if (rc == 0 && u.n == 0 && file == NULL && !worker && !nats.job_status &&
+      !nats.job_purge) {
     rc = demo_urls(&r, &u);
     if (!have_timeout)
       timeout_ms = DEMO_TIMEOUT_MS;
@@ -1252,8 +1357,15 @@ int main(int argc, char **argv) {
   r.http.userpwd = userpwd;
   r.http.compressed = compressed;
 #ifdef FANOUT_NATS
+  if (nats.job != NULL && (nats.job_status || nats.job_purge)) {
+    int code = fanout_durable_admin(&r, &nats);
+    fanout_nats_shutdown();
+    urls_free(&u);
+    return uv_loop_close(&loop) == 0 ? code : 1;
+  }
   if (worker) {
-    int code = fanout_nats_worker(&r, &nats);
+    int code = nats.job != NULL ? fanout_durable_worker(&r, &nats)
+                                : fanout_nats_worker(&r, &nats);
     fanout_nats_shutdown();
     urls_free(&u);
     return uv_loop_close(&loop) == 0 ? code : 1;
@@ -1318,7 +1430,9 @@ int main(int argc, char **argv) {
     uvp_map_opts_t mo = {.limit = (size_t)concurrency,
                          .on_settle = fanout_on_item};
 #ifdef FANOUT_NATS
-    if (nats.url != NULL)
+    if (nats.job != NULL)
+      rc = fanout_durable_coord(&r, &nats, &all);
+    else if (nats.url != NULL)
       rc = fanout_nats_coord(&r, &nats, &all);
     else
 #endif

@@ -91,7 +91,7 @@ static int json_uint(json_t *o, const char *key, uint64_t *out) {
 
 /* The fields of a well-formed reply into the row; -1 if one is missing or
  * of the wrong type (nothing is then recorded). */
-static int reply_fields(row_t *row, json_t *o) {
+int fanout_reply_fields(row_t *row, json_t *o) {
   uint64_t status, bytes, us, attempts;
   json_t *worker = json_object_get(o, "worker");
   json_t *error = json_object_get(o, "error");
@@ -266,7 +266,7 @@ static void reply_record(send_t *s, natsMsg *msg) {
     reply_bad(row, hdr, "has an unknown protocol version (v)");
   else if (!json_is_integer(id) || (uint64_t)json_integer_value(id) != s->id)
     reply_bad(row, hdr, "answers another request (id)");
-  else if (reply_fields(row, o) != 0)
+  else if (fanout_reply_fields(row, o) != 0)
     reply_bad(row, hdr, "lacks a field or has one of the wrong type");
   json_decref(o);
 }
@@ -465,7 +465,7 @@ static void coord_end(run_t *r) {
 
 /* What a request waits: the fetch's -m for each of its attempts (--retry)
  * and the backoffs between them at their longest, plus a second. */
-static uint64_t request_timeout(const run_t *r) {
+uint64_t fanout_request_timeout(const run_t *r) {
   uint64_t ms = r->http.timeout_ms * (r->retries + 1) + REPLY_MARGIN_MS;
   uint64_t wait = 200; /* retry.h's RETRY_BASE_MS */
   for (unsigned k = 0; k < r->retries; k++) {
@@ -475,7 +475,7 @@ static uint64_t request_timeout(const run_t *r) {
   return ms;
 }
 
-static json_t *request_opts(const run_t *r) {
+json_t *fanout_request_opts(const run_t *r) {
   const http_t *h = &r->http;
   json_t *o = json_pack("{s:I,s:I,s:I,s:b,s:I,s:b,s:b,s:b,s:I}", "timeout_ms",
                         (json_int_t)h->timeout_ms, "connect_timeout_ms",
@@ -497,8 +497,8 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
     return UV_ENOMEM;
   co->r = r;
   co->cli = cli;
-  co->timeout_ms = request_timeout(r);
-  co->opts = request_opts(r);
+  co->timeout_ms = fanout_request_timeout(r);
+  co->opts = fanout_request_opts(r);
   co->opts_json = co->opts != NULL ? json_dumps(co->opts, JSON_COMPACT) : NULL;
   r->nats = co;
   r->nats_mode = 1;

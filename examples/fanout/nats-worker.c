@@ -40,16 +40,9 @@ typedef struct worker_s {
   int exit_code;
 } worker_t;
 
-/* One request being fetched. */
-typedef struct job_s {
-  worker_t *w;
-  row_t row;
-  http_t http;
-  json_int_t id;
-  char *url, *proxy, *userpwd;
-} job_t;
+/* One request being fetched: a job_t (fanout.h). */
 
-static void job_free(void *arg) {
+void fanout_job_free(void *arg) {
   job_t *j = arg;
   free(j->row.reason);
   free(j->row.final_url);
@@ -135,7 +128,7 @@ static int opt_str(json_t *o, const char *key, char **out) {
 
 /* The request's curl options over the worker's own (its CA store stays
  * its own: a path on the coordinator's machine means nothing here). */
-static const char *job_opts(job_t *j, json_t *opts) {
+const char *fanout_job_opts(job_t *j, json_t *opts) {
   http_t *h = &j->http;
   uint64_t redirs = (uint64_t)h->max_redirects, retry = 0;
   if (opts == NULL)
@@ -165,7 +158,7 @@ static const char *job_opts(job_t *j, json_t *opts) {
 }
 
 /* Fill the job from the request's JSON; NULL, or why it is refused. */
-static const char *job_parse(job_t *j, natsMsg *msg) {
+const char *fanout_job_parse(job_t *j, natsMsg *msg) {
   json_error_t je;
   json_t *o = json_loadb(natsMsg_GetData(msg),
                          (size_t)natsMsg_GetDataLength(msg), 0, &je);
@@ -184,7 +177,7 @@ static const char *job_parse(job_t *j, natsMsg *msg) {
   if (why == NULL && (j->url = strdup(json_string_value(url))) == NULL)
     why = "out of memory";
   if (why == NULL)
-    why = job_opts(j, json_object_get(o, "opts"));
+    why = fanout_job_opts(j, json_object_get(o, "opts"));
   json_decref(o);
   return why;
 }
@@ -198,11 +191,11 @@ static int serve_one(uvp_nats_served_t *req, uvp_promise_t **out) {
   j->w = w;
   j->id = -1;
   j->http = r->http;
-  const char *why = job_parse(j, req->msg);
+  const char *why = fanout_job_parse(j, req->msg);
   if (why != NULL) { /* answered EPROTO, as a reply the coordinator reads */
     char *body = reply_json(w, j->id >= 0 ? json_integer(j->id) : json_null(),
                             0, "EPROTO", why, 0, 0, 0);
-    job_free(j);
+    fanout_job_free(j);
     if (body == NULL)
       return UV_ENOMEM;
     int rc = uvp_promise_resolved(r->ctx, body, free, out);
@@ -217,13 +210,13 @@ static int serve_one(uvp_nats_served_t *req, uvp_promise_t **out) {
   uvp_promise_t *p;
   int rc = fanout_fetch(r, &j->row, &p);
   if (rc != 0) {
-    job_free(j);
+    fanout_job_free(j);
     return rc;
   }
-  rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, job_done, j, job_free,
-                           out);
+  rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, job_done, j,
+                           fanout_job_free, out);
   if (rc != 0)
-    job_free(j);
+    fanout_job_free(j);
   return rc;
 }
 
@@ -364,15 +357,19 @@ static void signals_start(worker_t *w) {
   uv_timer_start(&w->trim, trim_check, 1000, 1000);
 }
 
-int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
-  worker_t w = {.r = r};
+void fanout_worker_name(const nats_cli_t *cli, char *buf, size_t size) {
   if (cli->name != NULL) {
-    snprintf(w.name, sizeof(w.name), "%s", cli->name);
+    snprintf(buf, size, "%s", cli->name);
   } else {
     char host[256] = "localhost";
     (void)gethostname(host, sizeof(host) - 1);
-    snprintf(w.name, sizeof(w.name), "%s:%ld", host, (long)getpid());
+    snprintf(buf, size, "%s:%ld", host, (long)getpid());
   }
+}
+
+int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
+  worker_t w = {.r = r};
+  fanout_worker_name(cli, w.name, sizeof(w.name));
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)
     rc = uvp_curl_new(r->ctx, &r->curl);

@@ -13,31 +13,14 @@ set -u
 FANOUT=$1
 NATS=$2
 PILE=$3
-T=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
 fail() { echo "FAIL: $*"; for l in "$T"/w*; do echo "== $l"; tail -n 5 "$l"; done; exit 1; }
-# until FILE has a line matching RE (10 s at most)
-wait_line() {
-  i=0
-  while ! grep -q "$2" "$1" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 500 ] && fail "no '$2' in $1"; sleep 0.02
-  done
-}
 ms() { date +%s%3N; }
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+port=$(free_port)
 "$NATS" -a 127.0.0.1 -p "$port" >"$T/ns.log" 2>&1 & PIDS="$PIDS $!"
-i=0
-until (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
-  i=$((i + 1)); [ $i -gt 500 ] && fail "nats-server did not listen"; sleep 0.02
-done 2>/dev/null
+wait_port "$port"
 URL=nats://127.0.0.1:$port
-VG=""
-if [ "${UVP_E2E_VALGRIND:-0}" = 1 ] && [ -x /usr/bin/valgrind ]; then
-  VG="/usr/bin/valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --suppressions=${UVP_VALGRIND_SUPP:-/dev/null}"
-fi
 "$FANOUT" --serve 0 >"$T/demo" & PIDS="$PIDS $!"
 wait_line "$T/demo" listening
 DP=$(sed 's/.*://' "$T/demo")

@@ -11,31 +11,12 @@
 set -u
 FANOUT=$1
 NATS=$2
-T=$(mktemp -d)
-PIDS=""
-cleanup() { for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
+. "$(dirname "$0")/lib.sh"
 fail() { echo "FAIL: $*"; for l in "$T"/ns*.log; do tail -n 5 "$l"; done; tail -n 3 "$T/out"; exit 1; }
-# until FILE has a line matching RE (10 s at most)
-wait_line() {
-  i=0
-  while ! grep -q "$2" "$1" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 500 ] && fail "no '$2' in $1"; sleep 0.02
-  done
-}
-port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+port=$(free_port)
 "$NATS" -a 127.0.0.1 -p "$port" >"$T/ns.log" 2>&1 & PIDS="$PIDS $!"; nspid=$!
-i=0
-until (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null; do
-  i=$((i + 1)); [ $i -gt 500 ] && fail "nats-server did not listen"; sleep 0.02
-done 2>/dev/null
+wait_port "$port"
 URL=nats://127.0.0.1:$port
-# The coordinator under valgrind when meson says so (gcc builds): leaks
-# and errors exit 99.
-VG=""
-if [ "${UVP_E2E_VALGRIND:-0}" = 1 ] && [ -x /usr/bin/valgrind ]; then
-  VG="/usr/bin/valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible --suppressions=${UVP_VALGRIND_SUPP:-/dev/null}"
-fi
 "$FANOUT" --serve 0 >"$T/demo" & PIDS="$PIDS $!"
 wait_line "$T/demo" listening
 DP=$(sed 's/.*://' "$T/demo")
