@@ -341,6 +341,8 @@ static int parse_size(const char *s, uint64_t *out) {
 }
 
 int fanout_job_name_ok(const char *job) {
+  if (job == NULL)
+    return 0;
   size_t n = strspn(job, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                          "0123456789-_");
   return n > 0 && n <= 64 && job[n] == '\0';

@@ -36,6 +36,7 @@
  * the bucket gets what the stream got.  No other probe exists in the
  * public API: nats.c does not expose the server INFO's "cluster", and
  * account info ($JS.API.INFO) does not say. */
+#include <assert.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,13 @@ static void co_release(void *arg) {
   free(co->todo);
   free(co->body.p);
   free(co);
+}
+
+/* Give back a reference taken for a handler that was never registered:
+ * main's is still held, so this is never the last. */
+static void co_drop(dco_t *co) {
+  assert(co->refs > 1);
+  co->refs--;
 }
 
 static void co_print(dco_t *co) {
@@ -365,17 +373,18 @@ static void pub_pump(dco_t *co) {
                            .arg_free = pub_release};
     uvp_promise_t *p;
     int rc = uvp_retry(co->r->ctx, pub_attempt, pb, &ro, &p);
-    if (rc != 0) {
-      pub_release(pb); /* the retry's: not started */
-      pub_release(pb);
+    if (rc != 0) { /* neither the retry nor its handler took pb */
+      free(pb);
+      co_drop(co);
       co_finish(co, rc);
       return;
     }
     co->publishing++;
     rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, on_published, pb,
                              pub_release, NULL);
-    if (rc != 0) {
-      pub_release(pb);
+    if (rc != 0) { /* the handler's reference: the retry holds pb still */
+      assert(pb->refs > 1);
+      pb->refs--;
       co_finish(co, rc);
       return;
     }
@@ -481,7 +490,7 @@ static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
   uvp_fiber_opts_t fo = {.arg_free = co_release};
   if (uvp_fiber_spawn(co->r->ctx, co_resync, co, &fo, NULL) != 0) {
     co->resyncing = false;
-    co_release(co);
+    co_drop(co);
     co_republish(co);
   }
 }
@@ -518,7 +527,7 @@ static void watch_more(dco_t *co) {
     rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, on_entry, co,
                              co_release, NULL);
     if (rc != 0)
-      co_release(co);
+      co_drop(co);
   }
   if (rc != 0)
     co_finish(co, rc);
@@ -702,7 +711,7 @@ static uvp_ret_t co_setup(void *arg) {
       rc = uvp_promise_on_full(co->deadline, UVP_ON_BOTH, on_deadline, co,
                                co_release, NULL);
       if (rc != 0)
-        co_release(co);
+        co_drop(co);
     }
   }
   if (rc == 0)
@@ -758,7 +767,7 @@ int fanout_durable_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
     uvp_fiber_opts_t fo = {.arg_free = co_release};
     rc = uvp_fiber_spawn(r->ctx, co_setup, co, &fo, NULL);
     if (rc != 0)
-      co->refs--;
+      co_drop(co);
   }
   if (rc == 0) {
     *out = uvp_promise_retain(co->done);

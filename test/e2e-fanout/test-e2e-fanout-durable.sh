@@ -104,6 +104,7 @@ workers_stop() {
 }
 coord() { # JOB URLS [more]: in the background, its pid in $coord
   job=$1; u=$2; shift 2
+  : >"$T/out" # there before anything counts its rows
   $VG "$FANOUT" --nats "$u" --durable "$job" -c 128 -m 5 --json -f "$T/urls" "$@" >"$T/out" 2>"$T/coord.log" &
   coord=$!
 }
