@@ -416,16 +416,8 @@ static rec_state_t *state_new(uvp_ctx_t *ctx) {
   return st;
 }
 
-/* The prepare handle, opened once: counted as uvp's work in the loop, and
- * closed by uvp_ctx_close with the context's own handles. */
 static void open_prepare(rec_state_t *st) {
-  if (st->prepare_open)
-    return;
-  uv_prepare_init(uvp__loop(st->ctx), &st->prepare);
-  st->prepare.data = st->ctx; /* uvp_ctx_close's handle_closed reads it */
-  uv_unref((uv_handle_t *)&st->prepare);
-  uvp__loop_handle_begin(st->ctx);
-  st->prepare_open = true;
+  uvp__ext_prepare_open(st->ctx, &st->prepare, &st->prepare_open);
 }
 
 /* A ring of `bytes`: 64-byte records, and an eighth of it for strings.

@@ -307,6 +307,16 @@ static void loop_count(uvp_ctx_t *ctx, size_t work) {
 void uvp__loop_work_begin(uvp_ctx_t *ctx) { loop_count(ctx, 1); }
 void uvp__loop_handle_begin(uvp_ctx_t *ctx) { loop_count(ctx, 0); }
 
+void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open) {
+  if (*open)
+    return;
+  uv_prepare_init(uvp__loop(ctx), h);
+  h->data = ctx;
+  uv_unref((uv_handle_t *)h);
+  uvp__loop_handle_begin(ctx);
+  *open = true;
+}
+
 /* After uvp_ctx_close: the last end calls the close callback first, while
  * the count still keeps the context, then lets the context go under the
  * lock (other threads may be releasing the last promises). */

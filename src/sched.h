@@ -223,6 +223,11 @@ void uvp__loop_work_end(uvp_ctx_t *ctx);
  * close, uvp_ctx_inflight does not count it. */
 void uvp__loop_handle_begin(uvp_ctx_t *ctx);
 void uvp__loop_handle_end(uvp_ctx_t *ctx);
+/* A prepare handle of a context's extension (the stall detector's, the
+ * recorder's), opened once (*open says so): unreferenced, counted as
+ * above, and closed by uvp_ctx_close with the context's own handles,
+ * whose close callback reads the context from its data. */
+void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open);
 
 /* A message in the context's mailbox, from another thread to the loop
  * thread.  The core's settles and releases are allocated by the post; a

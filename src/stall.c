@@ -757,16 +757,8 @@ static stall_state_t *state_new(uvp_ctx_t *ctx) {
   return st;
 }
 
-/* The prepare handle, opened once: counted as uvp's work in the loop, and
- * closed by uvp_ctx_close with the context's own handles. */
 static void open_prepare(stall_state_t *st) {
-  if (st->prepare_open)
-    return;
-  uv_prepare_init(uvp__loop(st->ctx), &st->prepare);
-  st->prepare.data = st->ctx; /* uvp_ctx_close's handle_closed reads it */
-  uv_unref((uv_handle_t *)&st->prepare);
-  uvp__loop_handle_begin(st->ctx);
-  st->prepare_open = true;
+  uvp__ext_prepare_open(st->ctx, &st->prepare, &st->prepare_open);
 }
 
 static uv_handle_t *stall_handle(uvp_ctx_t *ctx) {
