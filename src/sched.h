@@ -88,11 +88,11 @@ typedef struct uvp__ctx_head_s {
   /* The cause of the cancellation running now (cause.h), or NULL: what it
    * cuts takes it.  Read only when a cancellation rejects a promise. */
   struct uvp__cause_s *cause;
-  /* The stall detector's marks (stall-marks.h), set when it is first
-   * turned on (NULL until then) and kept: read only while
-   * UVP__WATCH_STALL is set, and by uvp_ctx_close for its handle. */
+  /* The stall detector's marks, set when it is first turned on (NULL
+   * until then) and kept: read only while UVP__WATCH_STALL is set, and by
+   * uvp_ctx_close for its handle. */
   const struct uvp__stall_marks_s *stall_marks;
-  /* The cuts of uvp's work running now, innermost first (work-cut.h's
+  /* The cuts of uvp's work running now, innermost first (work-door.h's
    * uvp__work_cut_begin), or NULL. */
   struct uvp__cut_frame_s *cutting;
 } uvp__ctx_head_t;
