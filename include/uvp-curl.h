@@ -490,13 +490,17 @@ UVP_CURL_EXTERN int uvp_curl_stats(const uvp_curl_t *c, uvp_curl_stats_t *out);
  * returns.  A flood the client catches up with now and then returns from
  * its calls by itself, and the loop, its deadlines and timeouts run
  * between them.  With the default the flooded call returns, and the
- * other transfers go on, 120-150 ms after the flood begins (test-curl
+ * other transfers go on, 120-150 ms after the flood begins on a quiet
+ * machine; on a loaded one, once the loop thread has had the CPU time
+ * for the limit's share and those reads (0.8-2.2 s with ASan at a load
+ * of 20-30 on two cores, 20-30 ms of it the thread's).  test-curl
  * test_h2_flood_window_update and _ping time the loop's longest hold
- * with a timer of its own: under 250 ms; with a limit of 1 s it was
- * 1.02 s); the flooded transfer ends then, or by its deadline when calls
- * returned first (test-e2e-fanout-faults test_h2_flood, uvp-fanout
- * -d 3000).  The watchdog wakes every ms/4 + 1 ms while transfers are in
- * flight (38 times a second with the default), which costs nothing
+ * with a timer of its own and bound the loop thread's CPU time in it to
+ * 250 ms (with a limit of 1 s the hold was 1.02 s).  The flooded
+ * transfer ends then, or by its deadline when calls returned first
+ * (test-e2e-fanout-faults test_h2_flood, uvp-fanout -d 3000).  The
+ * watchdog wakes every ms/4 + 1 ms while transfers are in flight (38
+ * times a second with the default), which costs nothing
  * measurable in bench/run-curl (CPU per run unchanged against a limit of
  * 1 s).  A PING
  * flood dense enough to put over 1000 PINGs in one of libcurl's 32 KiB

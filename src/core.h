@@ -5,6 +5,7 @@
 #define UVP_CORE_H
 
 #include "context.h"
+#include "runq.h"
 #include "scope.h"
 #include "trace.h"
 

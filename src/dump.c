@@ -20,7 +20,9 @@
 #include "diag.h"
 #include "dump.h"
 #include "registry.h"
+#include "tasks.h"
 #include "trace.h"
+#include "work-cut.h"
 
 /* ---- names of fibers and groups ------------------------------------------ */
 

@@ -1,6 +1,6 @@
 /* Private to src/: the task dump (dump.c, uvp_ctx_dump_tasks), for the
  * stall detector beside it.  The layers below tell it of their tasks
- * through their state's `tasks` hook and a sink (work-door.h), and of
+ * through their state's `tasks` hook and a sink (tasks.h), and of
  * their promises through their work's class: none of them names it. */
 #ifndef UVP_DUMP_H
 #define UVP_DUMP_H

@@ -26,6 +26,7 @@
 #include "recorder.h"
 #include "site.h"
 #include "stall.h"
+#include "tasks.h"
 #include "trace.h"
 
 #define MIN_STACK (16u * 1024u)

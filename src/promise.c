@@ -29,7 +29,7 @@
 
 #include "cause.h"
 #include "core.h"
-#include "work-door.h"
+#include "work-cut.h"
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
 #endif

@@ -204,52 +204,8 @@ bool uvp__sole_consumer(const uvp_promise_t *q, const void *who);
  * with `arg`. */
 bool uvp__only_observer(const uvp_promise_t *q, const void *arg);
 
-/* ---- for the scheduler --------------------------------------------------- */
-
-void uvp__run_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r);
-/* Run a queued completion (an embedded NOTIFY reaction): its callback gets
- * an outcome that says nothing, then the queue's reference goes. */
-void uvp__run_completion(uvp_ctx_t *ctx, uvp__reaction_t *r);
-void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued);
-int uvp__resolve_local(uvp_promise_t *p, void *value, uvp_free_cb free_cb);
-int uvp__reject_local(uvp_promise_t *p, int code, void *payload,
-                      uvp_free_cb free_cb);
 /* uvp_promise_retain without its checks: on the loop thread of an open
  * context. */
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
-void uvp__sweep(uvp_ctx_t *ctx); /* teardown of every live promise */
-
-/* A user's handler with a destroy notifier or a scope (see
- * uvp__handler_t): its cb is uvp__boxed, its arg the box, from the
- * reaction pool. */
-typedef struct uvp__hbox_s {
-  uvp_then_cb cb;
-  void *arg;
-  uvp_free_cb arg_free;       /* NULL: none */
-  struct uvp__scope_s *scope; /* a reference; NULL: none */
-} uvp__hbox_t;
-_Static_assert(sizeof(uvp__hbox_t) <= sizeof(uvp__handler_t),
-               "a box takes a reaction slot");
-/* The marker: a box is always opened before its handler runs. */
-uvp_ret_t uvp__boxed(void *arg, const uvp_outcome_t *in);
-/* A boxed handler that holds a reference to its source (UVP_ON_TAKE) says
- * so in the low bit of its box's address (a slot of the reaction pool,
- * aligned): only the boxed path reads it, so no other handler pays. */
-#define UVP__HBOX_HELD ((uintptr_t)1)
-static inline uvp__hbox_t *uvp__hbox_of(const uvp__handler_t *h) {
-  return (uvp__hbox_t *)((uintptr_t)h->arg & ~UVP__HBOX_HELD);
-}
-
-/* The scope a queued user handler will run in (NULL: none, or not a
- * user's handler), for the stall detector's report: inline, for the
- * drain's mark of each reaction. */
-static inline struct uvp__scope_s *
-uvp__reaction_scope(const uvp__reaction_t *r) {
-  uvp__rkind_t kind = uvp__rkind(r);
-  if (kind == UVP__RK_CELL || kind >= UVP__RK_NOTIFY)
-    return NULL;
-  const uvp__handler_t *h = (const uvp__handler_t *)(const void *)r;
-  return h->cb.then == uvp__boxed ? uvp__hbox_of(h)->scope : NULL;
-}
 
 #endif

@@ -22,7 +22,9 @@
 
 #include "context.h"
 #include "recorder.h"
+#include "runq.h"
 #include "scope.h"
+#include "stall-marks.h"
 #include "trace.h"
 
 #define UVP__DEFAULT_BUDGET 1024

@@ -2,7 +2,8 @@
  * scheduler (the glue to libuv): the few fields the hot paths read, which
  * thread is the loop's, the layers' own per-context state, the lock.  The
  * whole context, the run queue and the mailbox for other threads are the
- * core's (context.h: sched.c, promise.c and reaction.c). */
+ * core's (context.h: sched.c, promise.c and reaction.c); the mailbox as a
+ * layer posts to it is mail.h's, the stall detector's marks stall-marks.h's. */
 #ifndef UVP_SCHED_H
 #define UVP_SCHED_H
 
@@ -14,7 +15,7 @@
  * slots and its wrappers' data, the fibers): created on first use,
  * destroyed with the context.  The core never looks inside. */
 typedef struct uvp__ext_s uvp__ext_t;
-typedef struct uvp__task_sink_s uvp__task_sink_t; /* work-door.h */
+typedef struct uvp__task_sink_s uvp__task_sink_t; /* tasks.h */
 struct uvp__ext_s {
   /* uvp_ctx_close, after every promise's teardown (may be NULL) */
   void (*close)(uvp__ext_t *ext);
@@ -26,7 +27,7 @@ struct uvp__ext_s {
   /* gives back what uvp_ctx_trim asks of it (may be NULL) */
   void (*trim)(uvp__ext_t *ext);
   /* tells uvp_ctx_dump_tasks about each task it keeps, through the sink
-   * (work-door.h; may be NULL) */
+   * (tasks.h; may be NULL) */
   void (*tasks)(uvp__ext_t *ext, uvp__task_sink_t *sink);
 };
 enum {
@@ -37,7 +38,7 @@ enum {
   UVP__EXT_DUMP,
   UVP__EXT_CLOCK,
   UVP__EXT_STALL,    /* the stall detector (stall.h) */
-  UVP__EXT_WORK,     /* the records cut and winding down (work-door.h) */
+  UVP__EXT_WORK,     /* the records cut and winding down (work-cut.h) */
   UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
   UVP__EXT_REC,      /* the flight recorder (recorder.h) */
   UVP__EXT_COUNT
@@ -54,32 +55,6 @@ enum {
                          (hooks)))
 void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
                     const uvp__ext_t *hooks);
-
-/* The stall detector (stall.c) marks the loop thread's slices from the
- * scheduler's callbacks through this table, which it installs when it is
- * first turned on: the scheduler stays below the detector and names none
- * of its functions.  Where the loop thread is, outside uvp's slices: */
-enum {
-  UVP__PH_SETUP,       /* the detector was just turned on */
-  UVP__PH_AFTER_IDLE,  /* after uvp's idle callback, before its prepare */
-  UVP__PH_AFTER_CHECK, /* after uvp's check callback, before its prepare */
-  UVP__PH_POLL,        /* from uvp's prepare to its check: may be waiting */
-  UVP__PH_COUNT
-};
-struct uvp__reaction_s;
-typedef struct uvp__stall_marks_s {
-  /* The reaction r is about to run (the drain). */
-  void (*reaction)(uvp_ctx_t *ctx, const struct uvp__reaction_s *r);
-  /* The loop thread leaves uvp's work for the phase `ph`. */
-  void (*outside)(uvp_ctx_t *ctx, int ph);
-  /* uvp's check callback begins: the time since the poll returned was the
-   * I/O callbacks'. */
-  void (*check)(uvp_ctx_t *ctx);
-  /* uvp's async callback begins (mail from other threads). */
-  void (*async)(uvp_ctx_t *ctx);
-  /* The detector's prepare handle, for uvp_ctx_close (NULL: not open). */
-  uv_handle_t *(*handle)(uvp_ctx_t *ctx);
-} uvp__stall_marks_t;
 
 /* The head's `watch` bits. */
 enum { UVP__WATCH_STALL = 1, UVP__WATCH_REC = 2 };
@@ -228,36 +203,6 @@ void uvp__loop_handle_end(uvp_ctx_t *ctx);
  * above, and closed by uvp_ctx_close with the context's own handles,
  * whose close callback reads the context from its data. */
 void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open);
-
-/* A message in the context's mailbox, from another thread to the loop
- * thread.  The core's settles and releases are allocated by the post; a
- * layer's call (uvp__post_call) is one the layer keeps in its own memory,
- * so that posting it cannot fail. */
-typedef struct uvp__msg_s {
-  struct uvp__msg_s *next;
-  uvp_promise_t *p;
-  int op;
-  int code;
-  void *value;
-  uvp_free_cb free_cb;
-} uvp__msg_t;
-
-/* Work that may end on another thread (a binding's record, inflight.c) is
- * in flight: its layer counts it and says when the count leaves 0
- * (`held` true) and comes back (false).  While it is held the mailbox
- * stays open after uvp_ctx_close (the context's async closes as the hold
- * goes), so that such an end can still be posted.  uvp__mail_keep, the
- * same for the part of that work that keeps uv_run() going: the async is
- * referenced meanwhile, as a libuv request in flight keeps the loop.  Loop
- * thread; called only as the counts cross 0, so a record pays the layer's
- * two additions. */
-void uvp__mail_hold(uvp_ctx_t *ctx, bool held);
-void uvp__mail_keep(uvp_ctx_t *ctx, bool kept);
-/* From another thread, while a hold (above) is kept for the work it ends:
- * fn(arg) runs on the loop thread, in the mailbox's order (after what this
- * thread posted before), also after uvp_ctx_close.  m is the caller's
- * until fn runs; the mailbox writes it, fn may reuse it. */
-void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg);
 
 /* Queue a completion: h (UVP__RK_NOTIFY_EMBEDDED, its target the
  * operation's promise, which the queue now holds) runs with

@@ -32,9 +32,11 @@
 #include "alloc.h"
 #include "diag.h"
 #include "dump.h"
+#include "hbox.h"
 #include "promise.h"
 #include "recorder.h"
 #include "scope.h"
+#include "stall-marks.h"
 #include "stall.h"
 #include "trace.h"
 

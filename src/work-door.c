@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "work-cut.h"
 #include "work-door.h"
 
 _Static_assert(offsetof(uvp__work_t, p) == 0,

@@ -95,7 +95,7 @@ struct uvp__work_s {
   /* What start told, until done: the owner (NULL: none), with
    * UVP__TOLD_REAL (counted by the virtual clock), UVP__TOLD_LOOP
    * (counted as work in the loop) and UVP__TOLD_CUT (kept among the
-   * records cut and winding down, below) in its low bits. */
+   * records cut and winding down, work-cut.h) in its low bits. */
   uintptr_t told;
 };
 enum { UVP__TOLD_REAL = 1u, UVP__TOLD_LOOP = 2u, UVP__TOLD_CUT = 4u };
@@ -178,47 +178,8 @@ static UVP__ALWAYS_INLINE int uvp__work_start(uvp_ctx_t *ctx, uvp__work_t *w,
 int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
                      const uvp__work_class_t *cls);
 
-/* The records whose promise a cut has settled while their work winds down
- * (a binding's, a request libuv still runs): the task dump lists them,
- * which it cannot find through their promise any more.  cancel_with
- * marks a record before the promise rejects (`born` is the promise's:
- * the rejection's code takes its place) if it still holds its promise
- * (w->p) and its class neither is listed by its layer (UVP__WORK_TASK)
- * nor lets its promise go at the cut (UVP__WORK_GONE_AT_CUT), and once
- * the cancel hook has returned keeps it, unless it has ended meanwhile
- * (most do: a binding whose cancel ends its record) or the context is
- * closing; it leaves when it is done.  Kept per context in a hash set of
- * records, so that neither end costs more than a probe, whatever their
- * number; without memory for it the record is not kept (the dump leaves
- * it out).  Loop thread. */
-typedef struct uvp__cut_frame_s {
-  uvp__work_t *w; /* NULL once it has ended inside the hook */
-  uint32_t born;
-  struct uvp__cut_frame_s *up; /* the cut this one runs inside, or NULL */
-} uvp__cut_frame_t;
-static inline void uvp__work_cut_begin(uvp_ctx_t *ctx, uvp__cut_frame_t *f,
-                                       uvp__work_t *w, uint32_t born) {
-  f->w = w;
-  f->born = born;
-  f->up = uvp__head(ctx)->cutting;
-  uvp__head(ctx)->cutting = f;
-  w->told |= UVP__TOLD_CUT;
-}
-void uvp__work_keep(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born);
-static inline void uvp__work_cut_end(uvp_ctx_t *ctx, uvp__cut_frame_t *f) {
-  uvp__head(ctx)->cutting = f->up;
-  if (f->w != NULL)
-    uvp__work_keep(ctx, f->w, f->born);
-}
-/* Done: w leaves its frame or the set. */
+/* Done: w leaves its cut frame or the records kept (work-cut.h). */
 void uvp__work_uncut(uvp_ctx_t *ctx, uvp__work_t *w);
-/* Each record kept, with its promise's `born`; fn must not start or end
- * work.  A record's w->p is its producer's reference to its promise while
- * set: a record that has let it go is skipped. */
-void uvp__work_cut_each(uvp_ctx_t *ctx,
-                        void (*fn)(void *arg, const uvp__work_t *w,
-                                   uint32_t born),
-                        void *arg);
 
 /* The work has ended: what start told is untold (owner, clock), but for
  * the count of work in the loop, whose end may free a closed context:
@@ -248,30 +209,6 @@ static inline void uvp__work_done(uvp_ctx_t *ctx, uvp__work_t *w) {
   if (uvp__work_done_but_loop(ctx, w))
     uvp__loop_work_end(ctx);
 }
-
-/* One task, as its layer tells the task dump (a fiber; the dump finds
- * groups' members itself). */
-typedef struct uvp__task_s {
-  const char *kind;             /* "fiber", "member" */
-  const uvp_promise_t *promise; /* its promise: its id and creation site */
-  const char *file;             /* where it was spawned (NULL: the
-                                   promise's site) ... */
-  int line;                     /* ... */
-  uint64_t since;               /* loop time it began to wait */
-  const char *await_file;       /* a fiber's await, or NULL */
-  int await_line;
-  const uvp_promise_t *waits;       /* what it waits for, or NULL: */
-  const char *state;                /* then what it does ("not started") */
-  const struct uvp__scope_s *scope; /* its group, deadline, slots (or NULL) */
-  const char *name;                 /* a fiber's name, or NULL */
-  /* A record cut and winding down (uvp__work_cut): the task is its work,
-   * `promise` its settled promise, `since` when that was made. */
-  const uvp__work_t *work;
-} uvp__task_t;
-/* Where a layer's `tasks` hook (sched.h's uvp__ext_t) tells its tasks. */
-struct uvp__task_sink_s {
-  void (*task)(uvp__task_sink_t *sink, const uvp__task_t *t);
-};
 
 /* Names of fibers and groups (uvp_fiber_set_name, uvp_group_set_name):
  * whether `name` is one (NULL is: no name), and a copy of one (NULL: no

@@ -1114,13 +1114,15 @@ static void test_virtual_clock_slow_call(void **state) {
  * reading is slower) ended the transfer after 10 s, and a transfer to a
  * well-behaved server waited as long.  The binding's busy limit (100 ms
  * by default) ends the flooded connection: the transfer rejects with
- * UV_ETIMEDOUT, the loop held 120-150 ms at most (a timer of its own,
- * every 5 ms, says how long; 0.4-1.3 s under valgrind, which takes that
- * long to read the 4 MiB the watchdog waits for), the other one, answered
- * after 300 ms, completes on time, and the flood stops when the client is
- * gone.  (Issue 62: with a limit of 1 s the loop was held 1.02 s, and
- * every other transfer waited as long.)  The same with PING frames, which
- * the client answers.
+ * UV_ETIMEDOUT, the loop held 120-150 ms at most on a quiet machine (a
+ * timer of its own, every 5 ms, says how long, and how much CPU time the
+ * loop thread spent meanwhile: the bound is on that, FLOOD_HELD below;
+ * 0.4-1.3 s under valgrind, which takes that long to read the 4 MiB the
+ * watchdog waits for), the other one, answered after 300 ms, completes
+ * as the loop comes back, and the flood stops when the client is gone.
+ * (Issue 62: with a limit of 1 s the loop was held 1.02 s, and every
+ * other transfer waited as long.)  The same with PING frames, which the
+ * client answers.
  * (PINGs alone, over 1000 in one of libcurl's reads, nghttp2 stops by
  * itself: NGHTTP2_ERR_FLOODED, EPROTO.)  With the limit off (0) a
  * WINDOW_UPDATE flood holds the call as long as the server floods (2 s
@@ -1132,39 +1134,66 @@ static int h2_prior_knowledge(void *arg, CURL *e) {
   return 0;
 }
 
-/* The deadline, and what the flooded transfer may take past it: the
- * deadline acts when the loop has control, and one call may hold it for
- * the busy limit and a little more, so a flood the client catches up
- * with now and then can end by the deadline up to that late.  FLOOD_HELD:
- * the longest the loop may be held, 2.5 times the default limit of
- * 100 ms (under valgrind the flood is read ten times slower, or worse on
- * a loaded machine: the 4 MiB the watchdog waits for took 0.4 to 1.3 s,
- * so there the check is only that the hold is bounded). */
+/* The flooded transfer's deadline (the other one has none: it waits for
+ * the loop, as long as that takes), and how long the server floods at
+ * most: both transfers must end in half of that, long before the flood
+ * would have ended by itself (issue 51), at any load (the hold is what a
+ * load stretches: 0.8-2.2 s at a load of 20-30 with ASan).
+ *
+ * FLOOD_HELD: the most CPU time the loop thread may spend in one hold,
+ * 2.5 times the default limit of 100 ms.  The hold is the limit (real
+ * time, in which the thread reads at whatever share of a core it gets),
+ * then the reading the watchdog waits for: 4 MiB and a look of 20 ms, and
+ * what the socket had queued.  On a quiet machine it lasts 120-150 ms in
+ * real time and in CPU time alike (ASan too); on a loaded one the real
+ * time stretches with the load (an ASan build at a load of 20-30 on two
+ * cores held the loop over 250 ms), the thread's CPU time does not: the
+ * limit costs it at most 100 ms, the reading the same work at any load.
+ * So the bound is on the CPU time, and still fails on the bugs it is
+ * for: with a limit of 1 s (issue 62) the thread reads a second on a
+ * quiet machine (1.02 s), with none (issue 51) for as long as the flood
+ * lasts.  Under valgrind the reading is ten times slower (the 4 MiB took
+ * 0.4 to 1.3 s): there the check is only that the hold is bounded. */
 #define FLOOD_DEADLINE (RUNNING_ON_VALGRIND ? 6000 : 2500)
-#define FLOOD_SLACK (RUNNING_ON_VALGRIND ? 2500 : 1500)
+#define FLOOD_SECS 20
 #define FLOOD_HELD (RUNNING_ON_VALGRIND ? 2500.0 : 250.0)
 
 static double ms_since(uint64_t t0) { return (double)(uv_hrtime() - t0) / 1e6; }
 
+/* The loop thread's CPU time, in ns. */
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  assert_int_equal(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts), 0);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* A timer of the loop's, every 5 ms: the longest the loop went without
- * running it is the longest it was held. */
+ * running it is the longest it was held, in real time (worst) and in the
+ * loop thread's CPU time (worst_cpu: the most it worked between two
+ * runs). */
 typedef struct ticker_s {
   uv_timer_t timer;
-  uint64_t last, worst; /* uv_hrtime() */
+  uint64_t last, worst;         /* uv_hrtime() */
+  uint64_t last_cpu, worst_cpu; /* thread_cpu_ns() */
 } ticker_t;
 
 static void tick(uv_timer_t *t) {
   ticker_t *k = t->data;
-  uint64_t now = uv_hrtime();
+  uint64_t now = uv_hrtime(), cpu = thread_cpu_ns();
   if (now - k->last > k->worst)
     k->worst = now - k->last;
+  if (cpu - k->last_cpu > k->worst_cpu)
+    k->worst_cpu = cpu - k->last_cpu;
   k->last = now;
+  k->last_cpu = cpu;
 }
 
+/* *held_ms: the longest hold in real time, *held_cpu_ms in the loop
+ * thread's CPU time. */
 static void h2_flood_round(fixture_t *f, uvp_curl_t *c, int kind, unsigned secs,
                            double *flood_ms, double *ok_ms, double *held_ms,
-                           uvp_promise_t **flooded) {
-  ticker_t k = {.worst = 0};
+                           double *held_cpu_ms, uvp_promise_t **flooded) {
+  ticker_t k = {.worst = 0, .worst_cpu = 0};
   assert_int_equal(uv_timer_init(&f->loop, &k.timer), 0);
   k.timer.data = &k;
   uv_unref((uv_handle_t *)&k.timer);
@@ -1177,11 +1206,12 @@ static void h2_flood_round(fixture_t *f, uvp_curl_t *c, int kind, unsigned secs,
   uvp_promise_t *pf, *pg;
   uint64_t t0 = uv_hrtime();
   k.last = t0;
+  k.last_cpu = thread_cpu_ns();
   assert_int_equal(uv_timer_start(&k.timer, tick, 5, 5), 0);
   assert_int_equal(uvp_deadline_set(f->ctx, FLOOD_DEADLINE), 0);
   assert_int_equal(uvp_curl_fetch(c, fu, &o, &pf), 0);
-  assert_int_equal(uvp_curl_get(c, gu, &pg), 0);
   assert_int_equal(uvp_scope_clear(f->ctx), 0);
+  assert_int_equal(uvp_curl_get(c, gu, &pg), 0);
   assert_int_equal(uvp_promise_mark_handled(pf), 0);
   run_until_settled(f, pg);
   *ok_ms = ms_since(t0);
@@ -1189,6 +1219,7 @@ static void h2_flood_round(fixture_t *f, uvp_curl_t *c, int kind, unsigned secs,
   *flood_ms = ms_since(t0);
   tick(&k.timer);
   *held_ms = (double)k.worst / 1e6;
+  *held_cpu_ms = (double)k.worst_cpu / 1e6;
   uv_close((uv_handle_t *)&k.timer, NULL);
   uv_run(&f->loop, UV_RUN_NOWAIT); /* k is on this stack */
   h2_flood_join(&fl);
@@ -1200,13 +1231,13 @@ static void h2_flood_round(fixture_t *f, uvp_curl_t *c, int kind, unsigned secs,
   const uvp_curl_error_t *e = payload;
   printf("%s flood: %s after %.1f ms (%s); the server flooded %.1f MB in "
          "%.0f ms; the good one: %s after %.1f ms; the loop held at most "
-         "%.1f ms\n",
+         "%.1f ms (the loop thread's CPU time: %.1f ms at most)\n",
          kind == FLOOD_PING ? "PING" : "WINDOW_UPDATE",
          code != 0 ? uvp_curl_err_name(code) : "value", *flood_ms,
          e != NULL ? e->message : "no payload: the deadline",
          (double)fl.flooded / 1e6, fl.flood_ms,
          uvp_promise_state(pg) == UVP_FULFILLED ? "200" : "rejected", *ok_ms,
-         *held_ms);
+         *held_ms, *held_cpu_ms);
   assert_true(fl.connected);
   assert_int_equal(uvp_promise_state(pg), UVP_FULFILLED);
   assert_int_equal(response_of(pg)->status, 200);
@@ -1280,13 +1311,14 @@ static void expect_flood_cut(uvp_promise_t *p) {
 static void test_h2_flood_window_update(void **state) {
   fixture_t *f = *state;
   uvp_curl_t *c = curl_new(f);
-  double ms, ok_ms, held_ms;
+  double ms, ok_ms, held_ms, held_cpu_ms;
   uvp_promise_t *p;
-  h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, 10, &ms, &ok_ms, &held_ms, &p);
+  h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, FLOOD_SECS, &ms, &ok_ms, &held_ms,
+                 &held_cpu_ms, &p);
   expect_flood_cut(p);
-  assert_true(ms < FLOOD_DEADLINE + FLOOD_SLACK);
-  assert_true(held_ms < FLOOD_HELD);
-  assert_true(ok_ms < 300 + FLOOD_HELD);
+  assert_true(held_cpu_ms < FLOOD_HELD);
+  assert_true(ms < FLOOD_SECS * 1000.0 / 2);
+  assert_true(ok_ms < FLOOD_SECS * 1000.0 / 2);
   uvp_promise_release(p);
   assert_int_equal(uvp_curl_set_busy_limit(NULL, 0), UV_EINVAL);
   finish(f, c, NULL);
@@ -1298,13 +1330,14 @@ static void test_h2_flood_window_update(void **state) {
 static void test_h2_flood_ping(void **state) {
   fixture_t *f = *state;
   uvp_curl_t *c = curl_new(f);
-  double ms, ok_ms, held_ms;
+  double ms, ok_ms, held_ms, held_cpu_ms;
   uvp_promise_t *p;
-  h2_flood_round(f, c, FLOOD_PING, 10, &ms, &ok_ms, &held_ms, &p);
+  h2_flood_round(f, c, FLOOD_PING, FLOOD_SECS, &ms, &ok_ms, &held_ms,
+                 &held_cpu_ms, &p);
   expect_flood_cut(p);
-  assert_true(ms < FLOOD_DEADLINE + FLOOD_SLACK);
-  assert_true(held_ms < FLOOD_HELD);
-  assert_true(ok_ms < 300 + FLOOD_HELD);
+  assert_true(held_cpu_ms < FLOOD_HELD);
+  assert_true(ms < FLOOD_SECS * 1000.0 / 2);
+  assert_true(ok_ms < FLOOD_SECS * 1000.0 / 2);
   uvp_promise_release(p);
   finish(f, c, NULL);
 }
@@ -1316,12 +1349,15 @@ static void test_h2_flood_no_limit(void **state) {
   fixture_t *f = *state;
   uvp_curl_t *c = curl_new(f);
   assert_int_equal(uvp_curl_set_busy_limit(c, 0), 0);
-  double ms, ok_ms, held_ms;
+  double ms, ok_ms, held_ms, held_cpu_ms;
   uvp_promise_t *p;
-  h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, 2, &ms, &ok_ms, &held_ms, &p);
+  h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, 2, &ms, &ok_ms, &held_ms,
+                 &held_cpu_ms, &p);
   assert_int_equal(uvp_promise_state(p), UVP_REJECTED);
   assert_true(ms >= 1500);
-  assert_true(held_ms >= 250.0); /* what the limit bounds */
+  /* What the limit bounds, in real time: a loaded machine only makes it
+   * longer (the thread's share of the 2 s may be less than 250 ms). */
+  assert_true(held_ms >= 250.0);
   uvp_promise_release(p);
   finish(f, c, NULL);
 }
@@ -1864,5 +1900,7 @@ int main(void) {
       FIXTURE_TEST(test_headers_of_final_response),
       FIXTURE_TEST(test_closed_ctx),
   };
+  if (getenv("UVP_TEST_FILTER") != NULL) /* one test: UVP_TEST_FILTER=name */
+    cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

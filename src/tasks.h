@@ -1,0 +1,33 @@
+/* Private to the task dump (dump.c) and the layers that tell it of tasks
+ * of their own (fiber.c), through their state's `tasks` hook (sched.h's
+ * uvp__ext_t). */
+#ifndef UVP_TASKS_H
+#define UVP_TASKS_H
+
+#include "work-door.h"
+
+/* One task, as its layer tells the task dump (a fiber; the dump finds
+ * groups' members itself). */
+typedef struct uvp__task_s {
+  const char *kind;             /* "fiber", "member" */
+  const uvp_promise_t *promise; /* its promise: its id and creation site */
+  const char *file;             /* where it was spawned (NULL: the
+                                   promise's site) ... */
+  int line;                     /* ... */
+  uint64_t since;               /* loop time it began to wait */
+  const char *await_file;       /* a fiber's await, or NULL */
+  int await_line;
+  const uvp_promise_t *waits;       /* what it waits for, or NULL: */
+  const char *state;                /* then what it does ("not started") */
+  const struct uvp__scope_s *scope; /* its group, deadline, slots (or NULL) */
+  const char *name;                 /* a fiber's name, or NULL */
+  /* A record cut and winding down (uvp__work_cut): the task is its work,
+   * `promise` its settled promise, `since` when that was made. */
+  const uvp__work_t *work;
+} uvp__task_t;
+/* Where a layer's `tasks` hook (sched.h's uvp__ext_t) tells its tasks. */
+struct uvp__task_sink_s {
+  void (*task)(uvp__task_sink_t *sink, const uvp__task_t *t);
+};
+
+#endif
