@@ -76,9 +76,9 @@ typedef struct coord_s {
   ticket_t *head[2]; /* waiting: [0] refused (oldest first), [1] new */
   ticket_t *tail[2];
   uv_timer_t pause, expire;
-  unsigned refs; /* the run's (until both timers closed) and each ticket's */
+  unsigned refs; /* each timer's (until closed) and each ticket's */
   bool ended;    /* coord_end ran */
-  uint64_t busy, halvings; /* EBUSY answers, the window's halvings */
+  uint64_t rng;  /* the pause's jitter (xorshift64) */
 } coord_t;
 
 /* One attempt of a URL (uvp_retry's): waits for room in the window, is
@@ -414,7 +414,7 @@ static int ticket_expired(ticket_t *t) {
     row_set(row, &row->reason, "deadline (-d) passed before this resend");
     return UV_ETIMEDOUT;
   }
-  if (row->busy > 0 && url_left(t->co, row) == 0)
+  if (row->error == UV_EBUSY && url_left(t->co, row) == 0)
     return UV_EBUSY; /* the row holds the last refusal */
   return 0;
 }
@@ -445,20 +445,21 @@ static void on_expire(uv_timer_t *h) {
 
 /* An EBUSY: the window halves (once a round), and sending pauses. */
 static void window_busy(coord_t *co, const send_t *s) {
-  co->busy++;
   co->streak++;
   if (s->id > co->round) {
     co->ssthresh = co->window / 2 >= 1 ? co->window / 2 : 1;
     co->window = co->ssthresh;
     co->round = co->next_id;
-    co->halvings++;
   }
   if (co->paused)
     return;
   unsigned k = co->streak - 1 < 4 ? co->streak - 1 : 4;
   uint64_t ms = (uint64_t)RESEND_BASE_MS << k;
   ms = ms < RESEND_MAX_MS ? ms : RESEND_MAX_MS;
-  ms -= (uint64_t)rand() % (ms / 2 + 1); /* jitter: [ms / 2, ms] */
+  co->rng ^= co->rng >> 12; /* jitter, [ms / 2, ms]: apart from others */
+  co->rng ^= co->rng << 25;
+  co->rng ^= co->rng >> 27;
+  ms -= (co->rng * 2685821657736338717ULL >> 33) % (ms / 2 + 1);
   co->paused = true;
   uv_timer_start(&co->pause, on_pause_end, ms, 0);
 }
@@ -781,6 +782,7 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   uv_timer_init(r->loop, &co->pause);
   uv_timer_init(r->loop, &co->expire);
   co->pause.data = co->expire.data = co;
+  co->rng = uv_hrtime() | 1;
   co->ssthresh = (double)cli->concurrency;
   co->window =
       cli->concurrency < WINDOW_START ? (double)cli->concurrency : WINDOW_START;
