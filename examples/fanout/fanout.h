@@ -86,6 +86,7 @@ typedef struct run_s {
   /* live progress, only when stderr is a terminal */
   int progress;
   int progress_shown;
+  int tty_out;            /* stdout is a terminal too */
   char progress_text[96]; /* what the line shows now */
   uv_timer_t progress_timer;
   size_t started;
@@ -108,6 +109,10 @@ typedef struct run_s {
    * results of a redelivered message. */
   const char *job;
   uint64_t found, published, duplicates, redelivered;
+  /* ... and for the progress line, what its consumer says (-1 until it
+   * has): URLs not delivered yet, and delivered but not acknowledged
+   * (what the workers hold, or held when they died) */
+  long long job_queued, job_held;
 } run_t;
 
 /* --nats's options. */
