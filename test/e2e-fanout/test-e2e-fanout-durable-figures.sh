@@ -18,6 +18,8 @@
 #             --status says "0 to do; 0 queued", and --json's queued is
 #             waiting + in_flight (a killed server may keep messages whose
 #             acks its consumer kept: those are "stale", not queued)
+# The coordinators of deadline and terminal run under valgrind when meson
+# asks for it (lib.sh's $VG).
 # Usage: test-e2e-fanout-durable-figures.sh FANOUT NATS_SERVER.
 set -u
 FANOUT=$1
@@ -45,7 +47,7 @@ worker_stop() { kill -TERM "$wpid"; wait "$wpid" || fail "worker exited $?"; }
 # ---- deadline -----------------------------------------------------------------
 seq 20 | sed "s|^|http://127.0.0.1:$DP/slow?|" >"$T/urls"
 worker deadline 2
-"$FANOUT" --nats "$URL" --durable deadline -d 1500 --json -f "$T/urls" >"$T/out" 2>"$T/coord.log" ||
+$VG "$FANOUT" --nats "$URL" --durable deadline -d 1500 --json -f "$T/urls" >"$T/out" 2>"$T/coord.log" ||
   fail "deadline: the coordinator exited $?"
 res=$(python3 - "$T/out" <<'PY'
 import json, sys
@@ -79,12 +81,13 @@ echo "ok - missing: --purge and --status exit 1, 'uvp-fanout: no job nosuch'"
 # ---- terminal -----------------------------------------------------------------
 seq 120 | sed "s|^|http://127.0.0.1:$DP/slow?|" >"$T/urls"
 worker tty 8
-res=$(python3 - "$FANOUT" "$URL" "$T/urls" "$DP" <<'PY'
-import fcntl, os, pty, re, struct, subprocess, sys, termios
+res=$(VG="$VG" python3 - "$FANOUT" "$URL" "$T/urls" "$DP" <<'PY'
+import fcntl, os, pty, re, shlex, struct, subprocess, sys, termios
 fanout, url, urls, dp = sys.argv[1:5]
 master, slave = pty.openpty()
 fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 250, 0, 0))
-p = subprocess.Popen([fanout, "--nats", url, "--durable", "tty", "-f", urls],
+vg = shlex.split(os.environ.get("VG", ""))  # lib.sh's valgrind, if asked
+p = subprocess.Popen(vg + [fanout, "--nats", url, "--durable", "tty", "-f", urls],
                      stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
 os.close(slave)
 raw = b""
