@@ -148,6 +148,9 @@ void fanout_report(run_t *r, const uvp_settled_list_t *list);
  * the summary over the rows printed. */
 void fanout_report_row(run_t *r, size_t i, const uvp_settled_t *s);
 void fanout_report_end(run_t *r);
+/* The progress line again, if it is on (stderr a terminal): after rows
+ * printed while it showed, which took it away. */
+void fanout_progress_draw(run_t *r);
 
 /* An error's name (uvp's, uvp-curl's, libuv's, uvp-nats's) and the code it
  * names (0 if none). */

@@ -608,8 +608,8 @@ static void report_begin(run_t *r) {
 void fanout_report_row(run_t *r, size_t i, const uvp_settled_t *s) {
   report_t *rep = &r->report;
   /* --durable prints rows while the progress line shows: on the same
-   * terminal a row would land after it.  The line goes first, and the
-   * next look draws it again below. */
+   * terminal a row would land after it.  The line goes first, and is
+   * drawn again below the rows (fanout_progress_draw). */
   if (r->progress_shown && r->tty_out) {
     fputs("\r\033[K", stderr);
     r->progress_shown = 0;
@@ -936,11 +936,17 @@ static void progress_draw(run_t *r) {
     snprintf(text, sizeof(text),
              "%zu/%zu done, %zu failed, %zu in flight, %llu s", r->settled,
              r->n, r->failed, r->started - r->settled, s);
-  else if (r->job_queued >= 0) /* the consumer's figures: see fanout.h */
+  else if (r->job_queued >= 0) { /* the consumer's figures: fanout.h */
+    /* asked up to a poll ago, while the rows done are now's: what is
+     * done since is still counted there; not past what is left */
+    long long left = (long long)(r->n - r->settled);
+    long long held = r->job_held < left ? r->job_held : left;
+    long long queued =
+        r->job_queued < left - held ? r->job_queued : left - held;
     snprintf(text, sizeof(text),
              "%zu/%zu done, %zu failed, %lld queued, %lld at workers, %llu s",
-             r->settled, r->n, r->failed, r->job_queued, r->job_held, s);
-  else
+             r->settled, r->n, r->failed, queued, held, s);
+  } else
     snprintf(text, sizeof(text), "%zu/%zu done, %zu failed, %llu s", r->settled,
              r->n, r->failed, s);
   if (r->progress_shown && strcmp(text, r->progress_text) == 0)
@@ -951,6 +957,12 @@ static void progress_draw(run_t *r) {
 }
 
 static void on_progress(uv_timer_t *t) { progress_draw(t->data); }
+
+void fanout_progress_draw(run_t *r) {
+  /* only a line the rows took away: before PROGRESS_AFTER_MS, none */
+  if (r->progress && !r->progress_shown && r->progress_text[0] != '\0')
+    progress_draw(r);
+}
 
 static void progress_end(run_t *r) {
   if (!r->progress)

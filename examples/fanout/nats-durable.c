@@ -200,11 +200,14 @@ static void co_drop(dco_t *co) {
 
 static void co_print(dco_t *co) {
   run_t *r = co->r;
+  size_t was = co->printed;
   while (co->printed < r->n && co->known[co->printed]) {
     row_t *row = &r->rows[co->printed];
     uvp_settled_t s = {.status = row->error};
     fanout_report_row(r, co->printed++, &s);
   }
+  if (co->printed > was && co->printed < r->n)
+    fanout_progress_draw(r); /* below the rows */
 }
 
 /* Row i's outcome is known (stored, or what this run found out). */

@@ -11,7 +11,9 @@
 #             coordinator on a pseudo-terminal (stdout and stderr): the
 #             screen, as a terminal draws it (\r, ESC[K, \n), holds each
 #             row once on a line of its own, never after the progress
-#             line; every progress line says at most 8 "at workers"
+#             line, and the progress line below them; every progress line
+#             says at most 8 "at workers", and its done, queued and at
+#             workers add up to 120 at most
 #   restart   10 000 URLs of /fast, the server killed with SIGKILL at a
 #             third and started again: once the job is done and what the
 #             server had out came back (ack_wait, -m 1: about 2 s),
@@ -136,20 +138,26 @@ if not shown:
     bad("no progress line: %r" % text[:300])
 held = []
 for s in shown:
-    m = re.search(r"(\d+) at workers", s)
-    if "in flight" in s or (m and int(m.group(1)) > 8):
+    m = re.search(r"^(\d+)/120 done, \d+ failed, (\d+) queued, (\d+) at workers", s)
+    if "in flight" in s or (m and int(m.group(3)) > 8):
         bad("progress: %r (the only worker holds 8)" % s)
+    if m and sum(int(g) for g in m.groups()) > 120:
+        bad("progress: %r (of 120 URLs)" % s)
     if m:
-        held.append(int(m.group(1)))
+        held.append(int(m.group(3)))
 if not held:
     bad("no progress line said what the workers hold: %r" % shown)
-print(len(shown), max(held))
+# drawn again under the rows that took it away, not only at the next look
+below = len(re.findall(r"\n\r\033\[K\d+/120 done", text))
+if below == 0:
+    bad("the progress line never drawn right below a row")
+print(len(shown), max(held), below)
 PY
 ) || fail "terminal: $res"
 worker_stop
 "$FANOUT" --nats "$URL" --durable tty --purge >/dev/null || fail "purge tty"
-read -r shown held <<<"$res"
-echo "ok - terminal: 120 rows each on a line of its own; $shown progress lines, at most $held at workers (of 8)"
+read -r shown held below <<<"$res"
+echo "ok - terminal: 120 rows each on a line of its own; $shown progress lines ($below right below a row), at most $held at workers (of 8), done + queued + at workers never past 120"
 
 # ---- restart ------------------------------------------------------------------
 N=10000
