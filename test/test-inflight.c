@@ -872,9 +872,8 @@ static void unref_record_at_close(fixture_t *f, bool full) {
   assert_int_equal(uv_loop_alive(&f->loop), 0);
   uvp_ctx_t *ctx = f->ctx;
   f->ctx = NULL;
-  assert_int_equal(full ? uvp_ctx_close_full(ctx, on_closed, &c)
-                        : uvp_ctx_close(ctx),
-                   0);
+  assert_int_equal(
+      full ? uvp_ctx_close_full(ctx, on_closed, &c) : uvp_ctx_close(ctx), 0);
   assert_int_equal(uv_loop_alive(&f->loop), 1);
   uv_thread_t t;
   assert_int_equal(uv_thread_create(&t, answer_later, &l), 0);
