@@ -29,13 +29,14 @@ extern "C" {
  *
  * Every time uvp takes counts from the call that takes it: uvp_delay,
  * uvp_timeout, uvp_retry's waits and every deadline (see "Deadlines") read
- * the clock afresh (uv_hrtime: a clock read, no system call), not uv_now,
- * libuv's cached time of the loop's turn, which misses what ran since
- * (start-up work before the first uv_run, a long callback).  libuv's own
- * timers (uv_timer_start) count from uv_now, as its documentation says:
- * call uv_update_time first.  What reads uvp's time reads the cached one:
- * uvp_clock_now on the real clock, the task dumps' ages.  On the virtual
- * clock all of them count from its time. */
+ * the clock afresh (uv_hrtime: the vDSO's, no system call on the usual
+ * clock sources), not uv_now, libuv's cached time of the loop's turn,
+ * which misses what ran since (start-up work before the first uv_run, a
+ * long callback).  libuv's own timers (uv_timer_start) count from uv_now,
+ * as its documentation says: call uv_update_time first.  What reads
+ * uvp's time reads the cached one: uvp_clock_now on the real clock, the
+ * task dumps' ages.  On the virtual clock all of them count from its
+ * time. */
 enum {
   UVP_KEEP_ALIVE = 2, /**< the default now; accepted, changes nothing */
   UVP_UNREF = 16      /**< the timer alone does not keep the loop alive */
