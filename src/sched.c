@@ -15,7 +15,8 @@
  *           while work that ends on another thread is in flight (a
  *           binding's record, uvp__mail_keep): then it keeps uv_run() going
  *           as a libuv request would, and stays open after uvp_ctx_close
- *           until that work's end has come.
+ *           until that work's end has come, referenced then whatever the
+ *           work's class says (sweep_closed).
  */
 #include <stdlib.h>
 #include <string.h>
