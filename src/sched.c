@@ -15,7 +15,8 @@
  *           while work that ends on another thread is in flight (a
  *           binding's record, uvp__mail_keep): then it keeps uv_run() going
  *           as a libuv request would, and stays open after uvp_ctx_close
- *           until that work's end has come.
+ *           until that work's end has come, referenced then whatever the
+ *           work's class says (sweep_closed).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -501,6 +502,8 @@ void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg) {
   uvp__unlock(ctx);
 }
 
+static void closed_cb_later(uvp_ctx_t *ctx);
+
 /* No work that may end elsewhere is left after the teardown: the async
  * closes (its close callback ends the context's count of it). */
 static void close_mail(uvp_ctx_t *ctx) {
@@ -518,6 +521,13 @@ static void close_mail(uvp_ctx_t *ctx) {
   uvp__unlock(ctx);
   if (by_host)
     uvp__loop_handle_end(ctx);
+  /* The last record is ending (uvp__mail_hold), inside uvp_inflight_end:
+   * if its count is all that is left (the host's walk closed the async,
+   * whose close callback would have run uvp_ctx_close_full's), the
+   * callback waits for a close callback of a handle opened for it, never
+   * running inside uvp_inflight_end. */
+  if (ctx->loop_work == 1 && ctx->closed_cb != NULL)
+    closed_cb_later(ctx);
 }
 
 void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
@@ -527,6 +537,8 @@ void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
 }
 
 void uvp__mail_keep(uvp_ctx_t *ctx, bool kept) {
+  if (UVP__UNLIKELY(ctx->h.closed))
+    return; /* referenced until the last end (sweep_closed) */
   if (kept)
     uv_ref((uv_handle_t *)&ctx->async);
   else
@@ -843,9 +855,16 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   retire_unhandled(ctx);
   for (int i = 0; i < nh; i++) {
     /* The async stays open for the ends of work that may end on another
-     * thread: the last one's end closes it (uvp__mail_hold). */
-    if (hs[i] == async && ctx->mail_held)
+     * thread: the last one's end closes it (uvp__mail_hold).  Referenced
+     * meanwhile, whatever the records' classes say (UVP_INFLIGHT_UNREF):
+     * uv_run() must go on until an end posted from another thread has
+     * come, or the close would never complete (a closing handle keeps
+     * the loop alive, ref'd or not, in the same way). */
+    if (hs[i] == async && ctx->mail_held) {
+      if (!uv_is_closing(async))
+        uv_ref(async);
       continue;
+    }
     if (!uv_is_closing(hs[i])) {
       if (hs[i] == async)
         ctx->mail_closed = true;
@@ -860,16 +879,24 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
 static void closed_by_host(uvp_ctx_t *ctx, int by_host) {
   uvp__lock(ctx);
   ctx->loop_work -= (size_t)by_host;
-  if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
-    /* Nothing of uvp's is left in the loop to call the callback from,
-     * and it never runs inside this call: the idle handle (its close
-     * has completed, so its memory is ours again) is opened and closed
-     * at once, and its close callback calls it. */
-    uv_idle_init(ctx->h.loop, &ctx->idle);
-    ctx->idle.data = ctx;
-    ctx->loop_work++;
-    uv_close((uv_handle_t *)&ctx->idle, handle_closed);
-  }
+  /* Nothing of uvp's is left in the loop to call the callback from, and
+   * it never runs inside this call. */
+  if (ctx->loop_work == 0 && ctx->closed_cb != NULL)
+    closed_cb_later(ctx);
+  uvp__unlock(ctx);
+}
+
+/* uvp_ctx_close_full's callback where nothing of uvp's but the caller's
+ * own count is left in the loop to call it from: the idle handle (its
+ * close has completed, since it counted, so its memory is ours again) is
+ * opened and closed at once, and its close callback calls it, on the
+ * loop's next turn. */
+static void closed_cb_later(uvp_ctx_t *ctx) {
+  uvp__lock(ctx);
+  uv_idle_init(ctx->h.loop, &ctx->idle);
+  ctx->idle.data = ctx;
+  ctx->loop_work++;
+  uv_close((uv_handle_t *)&ctx->idle, handle_closed);
   uvp__unlock(ctx);
 }
 
