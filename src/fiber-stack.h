@@ -70,8 +70,8 @@
  * A 32-bit process has 4 GiB of address space at most (3 GiB on a 32-bit
  * kernel): 256 KiB stacks fill it at 15 800 fibers (i386 on x86-64), so
  * there a stack is 128 KiB, libdex's size, whose frames of 4-byte words
- * hold about what 256 KiB hold on 64 bits: 30 800 fibers fit (bench/million
- * fiber; the i386 leg of CI parks 20 000). */
+ * hold about what 256 KiB hold on 64 bits: 30 800 fibers fit (spawned until
+ * UV_ENOMEM; .ci/i386 parks 20 000 with bench/million). */
 #if UINTPTR_MAX > UINT32_MAX
 #define UVP__STACK_DEFAULT_SIZE (256u * 1024u)
 #else
