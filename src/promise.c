@@ -34,14 +34,24 @@
 #include <valgrind/valgrind.h>
 #endif
 
-_Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
+/* Each ABI's sizes: LP64 (x86-64, aarch64, ppc64el, s390x, ...) and ILP32
+ * (i386, armhf, ...), where the pointers and callbacks take 4 bytes. */
+#if UINTPTR_MAX > UINT32_MAX
+_Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes (LP64)");
+_Static_assert(sizeof(uvp__handler_t) == 32,
+               "a handler is 32 bytes (LP64: a pending promise with one "
+               "reaction costs 80)");
+#else
+_Static_assert(sizeof(uvp_promise_t) == 32, "a promise is 32 bytes (ILP32)");
+_Static_assert(sizeof(uvp__handler_t) == 16,
+               "a handler is 16 bytes (ILP32: a pending promise with one "
+               "reaction costs 48)");
+#endif
 _Static_assert(sizeof(uvp_promise_t) % UVP__SLOT_ALIGN == 0,
                "promises stay aligned in their pool: a reaction's target "
                "carries its kind in the low bits");
-_Static_assert(sizeof(uvp__handler_t) == 32 &&
-                   sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
-               "a handler is 32 bytes (a pending promise with one reaction "
-               "costs 80) and stays aligned in its pool");
+_Static_assert(sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
+               "a handler stays aligned in its pool");
 
 /* Register r on p, which it observes, and mark p handled. */
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {

@@ -79,7 +79,11 @@ typedef struct uvp__rec_s {
   uint8_t type; /* UVP__R_* */
   uint8_t x;
   uint16_t y;
+#if UINTPTR_MAX <= UINT32_MAX
+  char pad[24]; /* ILP32: 40 bytes of fields, and the rest of the line */
+#endif
 } uvp__rec_t;
+_Static_assert(sizeof(uvp__rec_t) == 64, "a record is a cache line");
 #define UVP__REC_GUESS ((uint64_t)1 << 63)
 /* A string's position: none (no room, or too long). */
 #define UVP__REC_NOSTR ((uintptr_t)-1)

@@ -82,7 +82,9 @@ extern "C" {
  * spawned but not started never start. uvp_ctx_close inside a fiber fails with
  * UVP_EINFIBER: a fiber cannot free the stack it runs on.
  *
- * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a few
+ * Stacks.  Each fiber gets a stack (256 KiB by default; 128 KiB on 32-bit
+ * platforms, whose 4 GiB of address space then holds about 30 000 fibers'
+ * stacks instead of 15 000), carved from a few
  * large mappings that uvp maps as it needs them (each twice the last, up to 64
  * MiB), not a mapping of its own: fibers take no entries of the kernel's table
  * of mappings (vm.max_map_count), and a process holds as many as its memory
@@ -406,7 +408,8 @@ UVP_EXTERN int uvp_in_fiber(void);
 UVP_EXTERN int uvp_fiber_set_name(const char *name);
 
 /** The default stack size of the context's fibers (usable bytes, rounded up
- * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The
+ * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set, 128 KiB
+ * on 32-bit platforms).  The
  * idle stacks the pool kept go back to the kernel.  Compact fibers get the
  * new size once none alive uses the old one's stack.  Errors: UV_EINVAL,
  * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (the context's first use of fibers
