@@ -1360,8 +1360,8 @@ int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts) {
     writer_free(wr);
     return UV_ENOMEM;
   }
-  uvp__diag_open(w, opts->stream, opts->write, opts->write_arg,
-                 opts->format == UVP_RECORD_JSON);
+  uvp__diag_open_patient(w, opts->stream, opts->write, opts->write_arg,
+                         opts->format == UVP_RECORD_JSON);
   wr->w = w;
   wr->chunk = w->fd >= 0 ? PIPE_BUF : CHUNK;
   if (opts->format == UVP_RECORD_JSON) {

@@ -487,6 +487,54 @@ static void pipe_nobody_reads(void **state) {
   close(fds[0]);
 }
 
+/* A reader slower than the writer, that never stops reading: the write
+ * waits for it and the whole trace arrives (issue 69: `--trace >(wc -c)`
+ * was cut at 56-105 KB of 167 KB, UV_EAGAIN). */
+typedef struct {
+  int fd;
+  sink_t got;
+} slow_reader_t;
+
+static void slow_read(void *arg) {
+  slow_reader_t *r = arg;
+  char b[1024];
+  ssize_t n;
+  while ((n = read(r->fd, b, sizeof(b))) != 0) {
+    if (n < 0 && errno == EINTR)
+      continue;
+    assert_true(n > 0);
+    sink_write(&r->got, b, (size_t)n);
+    uv_sleep(1); /* at most 1 KiB a millisecond */
+  }
+}
+
+static void pipe_slow_reader(void **state) {
+  fixture_t *f = *state;
+  g_ctx = f->ctx;
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, 4 * 1024 * 1024, 0), 0);
+  pingpong(&f->loop, 2000); /* far more than a pipe holds */
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  slow_reader_t r = {fds[0], {0}};
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, slow_read, &r), 0);
+  FILE *w = fdopen(fds[1], "w");
+  assert_non_null(w);
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, w, NULL, NULL};
+  int n = uvp_ctx_recorder_write(f->ctx, &o);
+  assert_int_equal(fclose(w), 0);
+  assert_int_equal(uv_thread_join(&th), 0);
+  close(fds[0]);
+  assert_true(n > 4000); /* two fibers' parks, each pong's */
+  /* Many times what the pipe holds, and whole: it parses. */
+  assert_true(r.got.len > 4 * 65536);
+  int nevents = 0;
+  json_t *doc = check_json(r.got.buf, &nevents);
+  json_decref(doc);
+  assert_true(nevents > 0);
+  sink_free(&r.got);
+}
+
 /* ---- the stall detector's trigger -----------------------------------------
  */
 
@@ -639,6 +687,7 @@ int main(void) {
       cmocka_unit_test(overwrites_without_growing),
       FIXTURE_TEST(strings_wrap),
       FIXTURE_TEST(pipe_nobody_reads),
+      FIXTURE_TEST(pipe_slow_reader),
       FIXTURE_TEST(stall_writes_what_came_before),
       FIXTURE_TEST(settles_from_threads),
       FIXTURE_TEST(last_ms_and_off),

@@ -580,9 +580,12 @@ typedef struct uvp_record_opts_s {
 
 /** Write the events the ring holds (with opts->last_ms, those of the last
  * last_ms milliseconds), oldest first, to opts->stream or opts->write,
- * exactly as uvp_ctx_dump_tasks writes (whole lines; never waiting for a
- * reader: output that would block is cut short and the rest dropped,
- * counted in a last line; the JSON is then not whole).  The ring is left
+ * as uvp_ctx_dump_tasks writes (whole lines), but waiting for a reader
+ * that reads: into a pipe, a socket or a terminal it goes as fast as the
+ * reader takes it, and only a reader that takes nothing for a second (a
+ * pipe nobody reads, a stopped terminal) has the output cut short, the
+ * rest dropped and counted in a last line (the JSON is then not whole;
+ * a write callback's UV_EAGAIN cuts it the same way).  The ring is left
  * as it was: it keeps recording.  Loop thread; the loop waits while it
  * writes, which allocates about 40 bytes an event held for the write's
  * time (a full 64 MiB ring: 917 504 events, about 290 MB of JSON in a
