@@ -169,22 +169,52 @@ static void out_hex(writer_t *wr, const void *p) {
   out(wr, b + i, sizeof(b) - i);
 }
 
-/* A JSON string's bytes, unquoted: bytes 0x7f and up, and controls, as
- * \u00XX, as the task dump writes them. */
+/* The length of the valid UTF-8 sequence at s (a byte 0x80 and up), or 0:
+ * no overlong form, no surrogate, nothing past U+10FFFF (RFC 3629). */
+static size_t utf8_len(const unsigned char *s) {
+  unsigned c = s[0];
+  size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (n == 0 || c > 0xf4)
+    return 0;
+  /* The second byte's range narrows after E0, ED, F0, F4. */
+  unsigned lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+  unsigned hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+  if (s[1] < lo || s[1] > hi)
+    return 0;
+  for (size_t i = 2; i < n; i++)
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+  return n;
+}
+
+/* A JSON string's bytes, unquoted: valid UTF-8 as it is, and escaped only
+ * what JSON requires (controls as \u00XX, quote, backslash); a byte that
+ * is no part of valid UTF-8 as \ufffd (U+FFFD, the replacement
+ * character), so that any bytes make valid JSON. */
 static void out_jbytes(writer_t *wr, const char *s) {
   static const char digits[] = "0123456789abcdef";
   const char *run = s;
-  for (; *s != '\0'; s++) {
+  while (*s != '\0') {
     unsigned char c = (unsigned char)*s;
-    if (UVP__LIKELY(c >= 0x20 && c < 0x7f && c != '"' && c != '\\'))
+    if (UVP__LIKELY(c >= 0x20 && c < 0x80 && c != '"' && c != '\\')) {
+      s++;
       continue;
+    }
+    size_t n = c >= 0x80 ? utf8_len((const unsigned char *)s) : 0;
+    if (n > 0) {
+      s += n;
+      continue;
+    }
     out(wr, run, (size_t)(s - run));
-    char e[6] = {'\\', 'u', '0', '0', digits[c >> 4], digits[c & 15]};
     if (c == '"' || c == '\\')
       out(wr, (const char[]){'\\', (char)c}, 2);
+    else if (c >= 0x80)
+      OUTL(wr, "\\ufffd");
     else
-      out(wr, e, 6);
-    run = s + 1;
+      out(wr,
+          (const char[]){'\\', 'u', '0', '0', digits[c >> 4], digits[c & 15]},
+          6);
+    run = ++s;
   }
   out(wr, run, (size_t)(s - run));
 }

@@ -535,6 +535,58 @@ static void pipe_slow_reader(void **state) {
   sink_free(&r.got);
 }
 
+/* ---- strings ----------------------------------------------------------------
+ */
+
+/* Valid UTF-8, a control, and bytes that are no UTF-8: a stray
+ * continuation, a lead without its tail, a surrogate (ED A0 80), an
+ * overlong '/' (C0 AF). */
+#define ODD_NAME                                                               \
+  "caf\xc3\xa9 \xe2\x98\x95 \x01 \x80 \xe2\x98 \xed\xa0\x80 \xc0\xaf"
+
+static int odd_describe(void *arg, char *buf, size_t cap) {
+  (void)arg;
+  return snprintf(buf, cap, "%s", ODD_NAME);
+}
+static void odd_cancel(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+static void utf8_as_it_is(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, RING, 0), 0);
+  /* What a binding's work says it waits for (a URL, a subject): UTF-8. */
+  uvp_promise_t *a;
+  assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  assert_int_equal(uvp_promise_set_cancel_described(a, odd_cancel, NULL, NULL,
+                                                    "odd", odd_describe),
+                   0);
+  assert_int_equal(uvp_promise_resolve(a, NULL, NULL), 0);
+  run_loop(f);
+  uvp_promise_release(a);
+  sink_t s = {0};
+  assert_true(write_to(f->ctx, UVP_RECORD_JSON, 0, &s) > 0);
+  /* Valid UTF-8 goes out as it is (no \u00c3\u00a9), and jansson, which
+   * refuses invalid UTF-8, parses the whole. */
+  assert_non_null(strstr(s.buf, "caf\xc3\xa9 \xe2\x98\x95 \\u0001 "));
+  json_t *doc = check_json(s.buf, NULL);
+  const char *want = "caf\xc3\xa9 \xe2\x98\x95 \x01 \xef\xbf\xbd "
+                     "\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd"
+                     "\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd";
+  int found = 0;
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(doc, "traceEvents"), i, e) {
+    if (strcmp(str(e, "name"), "odd") == 0 && strcmp(str(e, "ph"), "b") == 0 &&
+        strcmp(str(json_object_get(e, "args"), "target"), want) == 0)
+      found++;
+  }
+  assert_int_equal(found, 1);
+  json_decref(doc);
+  sink_free(&s);
+}
+
 /* ---- the stall detector's trigger -----------------------------------------
  */
 
@@ -686,6 +738,7 @@ int main(void) {
       FIXTURE_TEST(json_of_a_known_run),
       cmocka_unit_test(overwrites_without_growing),
       FIXTURE_TEST(strings_wrap),
+      FIXTURE_TEST(utf8_as_it_is),
       FIXTURE_TEST(pipe_nobody_reads),
       FIXTURE_TEST(pipe_slow_reader),
       FIXTURE_TEST(stall_writes_what_came_before),

@@ -593,8 +593,13 @@ typedef struct uvp_record_opts_s {
  *
  * <b>UVP_RECORD_JSON</b>: one JSON object (Chrome's trace event format,
  * as https://ui.perfetto.dev and chrome://tracing open it), its events an
- * array member `traceEvents`, one event a line; every string escaped as
- * the task dump's.  Process 1 is the context; its threads (tracks, by
+ * array member `traceEvents`, one event a line.  Strings (descriptions,
+ * URLs, subjects, names, causes) are UTF-8 as they were given: valid
+ * UTF-8 goes out as it is, JSON's escapes only where JSON requires them
+ * (a control byte as `\u00XX`, the quote, the backslash), and a byte
+ * that is no part of valid UTF-8 as `\ufffd` (U+FFFD), so that any
+ * bytes give valid JSON.  (The task dump's JSON escapes every byte from
+ * 0x7f instead.)  Process 1 is the context; its threads (tracks, by
  * `tid`, named by `thread_name` metadata events) are the loop (tid 1:
  * slices "poll", "I/O callbacks" and "uvp", instants for the mail of
  * other threads, a cancellation's cause and what it cut), the stall
