@@ -57,6 +57,8 @@ typedef struct ent_s {
                             cause's own record */
   uint32_t spawn;        /* a fiber's spawn (a record), or NONE */
   uint32_t cuts, flows;  /* a cause: what it cut, and the flows written */
+  uint32_t stall;        /* a fiber's stall (a record), or NONE ... */
+  bool stall_flow;       /* ... whose flow's end is written */
   const void *awaiting;  /* the third pass's: what a fiber awaits */
   const void *id, *p;    /* its id; a work's promise */
   const void *owner;     /* the group it answers to */
@@ -377,7 +379,7 @@ static uint32_t ent_new(writer_t *wr, uint8_t kind, const void *id,
   e->kind = kind;
   e->id = id;
   e->begun = begun;
-  e->cause = e->first_resume = e->spawn = NONE;
+  e->cause = e->first_resume = e->spawn = e->stall = NONE;
   e->desc_kind = e->desc_target = e->name = UVP__REC_NOSTR;
   if (kind == E_FIBER)
     e->num = wr->fibers++;
@@ -555,6 +557,13 @@ static int entities(writer_t *wr) {
         wr->ents[e].ended = true;
       else
         e = NONE;
+      break;
+    case UVP__R_STALL: /* a fiber's: the fiber, running then */
+      if (r->x == UVP_STALL_FIBER && r->a != NULL) {
+        if ((e = fiber_of(wr, r->a, F_RUN)) == NONE)
+          return UV_ENOMEM;
+        wr->ents[e].stall = (uint32_t)i;
+      }
       break;
     case UVP__R_PREPARE:
     case UVP__R_CHECK:
@@ -985,6 +994,41 @@ static void resume(writer_t *wr, uint32_t e, size_t i, int status) {
   run_begin(wr, x, wr->t[i], status, false);
 }
 
+/* The flow from fiber x's stall to its track, its end inside the run that
+ * stalled: written with the stall (the end at its start), or, for a stall
+ * reported once the fiber had returned, at the fiber's end. */
+static void stall_flow(writer_t *wr, ent_t *x, uint64_t t) {
+  if (x->stall_flow || !x->open)
+    return;
+  x->stall_flow = true;
+  uint64_t len = (uint64_t)(uintptr_t)rec_at(wr, x->stall)->b;
+  uint64_t from = wr->t[x->stall] - len;
+  if (len > wr->t[x->stall] || from < wr->t0)
+    from = wr->t0;
+  flow_end(wr, "s", "stall", x->stall, 0, TID_STALLS, from);
+  flow_end(wr, "f", "stall", x->stall, 0, fiber_tid(x), t);
+}
+
+/* The rest of stall record i's slice, begun at `from`: its culprit (the
+ * promise whose handler stalled, or the fiber), its site, and a flow from
+ * the stall to the culprit's track (the loop's for a handler). */
+static void stall_culprit(writer_t *wr, const uvp__rec_t *r, size_t i,
+                          uint64_t from, bool *first) {
+  bool fiber = r->x == UVP_STALL_FIBER;
+  if (r->a != NULL)
+    arg_ptr(wr, first, fiber ? "fiber" : "promise", r->a);
+  if (r->file != NULL)
+    arg_site(wr, first, r->file, r->line);
+  ev_close(wr, *first);
+  ent_t *x = wr->ent[i] != NONE ? &wr->ents[wr->ent[i]] : NULL;
+  if (x != NULL && x->stall == i) {
+    stall_flow(wr, x, from);
+  } else if (r->a != NULL && !fiber) {
+    flow_end(wr, "s", "stall", (uint32_t)i, 0, TID_STALLS, from);
+    flow_end(wr, "f", "stall", (uint32_t)i, 0, TID_LOOP, from);
+  }
+}
+
 static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   const uvp__rec_t *r = rec_at(wr, i);
   uint64_t t = wr->t[i];
@@ -1022,6 +1066,8 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
     resume(wr, e, i, r->x ? 1 : (int)(intptr_t)r->b);
     break;
   case UVP__R_FIBER_END:
+    if (x != NULL && x->stall != NONE && x->stall > i)
+      stall_flow(wr, x, t);
     if (x != NULL && x->open)
       fiber_end(wr, x, t, false);
     break;
@@ -1093,7 +1139,7 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
     out_u64(wr, len / 1000000u);
     if (cut_off)
       arg_true(wr, &first, "cut_off");
-    ev_close(wr, first);
+    stall_culprit(wr, r, i, from, &first);
     wr->last[TID_STALLS] = t;
     break;
   }
@@ -1306,6 +1352,11 @@ static void text_rec(writer_t *wr, size_t i) {
   }
   case UVP__R_STALL:
     outs(wr, str_of(wr, (uintptr_t)r->c, "stall (report overwritten)"));
+    if (r->a != NULL) {
+      outs(wr, r->x == UVP_STALL_FIBER ? " (fiber " : " (promise ");
+      out_hex(wr, r->a);
+      OUTL(wr, ")");
+    }
     break;
   default:
     OUTL(wr, "?");

@@ -354,14 +354,18 @@ void uvp__rec_loop(uvp_ctx_t *ctx, int type) {
     write_pending(st);
 }
 
-void uvp__rec_stall(uvp_ctx_t *ctx, int kind, uint64_t ns, const char *text) {
+void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
+                    const void *culprit) {
   rec_state_t *st = state_of(ctx);
   if (uvp__rec_wants(&st->h, UVP__R_STALL)) {
-    uintptr_t s = str_put(st, text, text != NULL ? strlen(text) : 0);
+    uintptr_t pos = str_put(st, s->text, s->text != NULL ? strlen(s->text) : 0);
     uvp__rec_t *r = put(st, UVP__R_STALL);
+    r->a = culprit;
     r->b = (const void *)(uintptr_t)ns;
-    r->c = (const void *)s;
-    r->x = (uint8_t)kind;
+    r->c = (const void *)pos;
+    r->file = s->file;
+    r->line = (uint32_t)s->line;
+    r->x = (uint8_t)s->kind;
   }
   if (st->on_stall)
     st->stall_pending = true;

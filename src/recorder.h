@@ -62,7 +62,8 @@ enum {
    * its op (resolve, reject, release), c its code. */
   UVP__R_MAIL,
   /* The stall detector's report of an ended stall: x its kind, b its
-   * length (ns), c the report's string. */
+   * length (ns), c the report's string, a its culprit (the promise whose
+   * handler stalled, or the fiber's; NULL: none), file:line its site. */
   UVP__R_STALL,
   UVP__R_COUNT
 };
@@ -202,8 +203,11 @@ void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
                     const void *parent, const char *file, int line);
 /* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
 void uvp__rec_loop(uvp_ctx_t *ctx, int type);
-/* The stall detector reports an ended stall of kind `kind`, ns long. */
-void uvp__rec_stall(uvp_ctx_t *ctx, int kind, uint64_t ns, const char *text);
+/* The stall detector reports an ended stall, ns long: s->kind, its site
+ * (s->file, s->line), its report (s->text); `culprit` the promise whose
+ * handler stalled, or the fiber's (its promise) that did (NULL: none). */
+void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
+                    const void *culprit);
 
 /* The recorder's prepare handle, for uvp_ctx_close (NULL: not open). */
 uv_handle_t *uvp__rec_handle(uvp_ctx_t *ctx);

@@ -599,6 +599,62 @@ static uvp_ret_t spin(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_pass();
 }
 
+/* The stall's culprit: its event names it (promise or fiber, and its
+ * site), and a flow goes from the stall to the culprit's track (the
+ * loop's for a handler, the fiber's own): the stall is found without
+ * matching times. */
+static void stall_names_its_culprit(json_t *doc, const char *key,
+                                    const void *id, const char *track) {
+  char want[32];
+  snprintf(want, sizeof(want), "%p", id);
+  json_t *evs = json_object_get(doc, "traceEvents");
+  long to = -1; /* the culprit's track */
+  size_t i;
+  json_t *e;
+  json_array_foreach(evs, i, e) {
+    json_t *args = json_object_get(e, "args");
+    if (strcmp(str(e, "name"), "thread_name") == 0 &&
+        strncmp(str(args, "name"), track, strlen(track)) == 0)
+      to = (long)json_integer_value(json_object_get(e, "tid"));
+  }
+  assert_true(to > 0);
+  bool named = false;
+  json_array_foreach(evs, i, e) {
+    json_t *args = json_object_get(e, "args");
+    if (strcmp(str(e, "ph"), "X") == 0 &&
+        strcmp(str(e, "name"), "stall") == 0 &&
+        strcmp(str(args, key), want) == 0 &&
+        strstr(str(args, "site"), "test-recorder.c:") != NULL)
+      named = true;
+  }
+  assert_true(named); /* the stall names it */
+  /* One flow lands on the culprit's track, from the stalls' (tid 2). */
+  const char *flow_id = NULL;
+  int f = 0, s = 0;
+  json_array_foreach(evs, i, e) {
+    if (strcmp(str(e, "cat"), "stall") == 0 && strcmp(str(e, "ph"), "f") == 0 &&
+        json_integer_value(json_object_get(e, "tid")) == to) {
+      flow_id = str(e, "id");
+      f++;
+    }
+  }
+  assert_int_equal(f, 1);
+  json_array_foreach(evs, i, e) {
+    if (strcmp(str(e, "cat"), "stall") == 0 && strcmp(str(e, "ph"), "s") == 0 &&
+        strcmp(str(e, "id"), flow_id) == 0 &&
+        json_integer_value(json_object_get(e, "tid")) == 2)
+      s++;
+  }
+  assert_int_equal(s, 1);
+}
+
+static uvp_ret_t spinning_fiber(void *arg) {
+  uvp_promise_t *d = arg;
+  assert_int_equal(uvp_await(d, NULL), 0);
+  spin(NULL, NULL);
+  return uvp_ret_pass();
+}
+
 static void stall_writes_what_came_before(void **state) {
   fixture_t *f = *state;
   sink_t s = {0};
@@ -611,14 +667,31 @@ static void stall_writes_what_came_before(void **state) {
   assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, &d), 0);
   assert_int_equal(uvp_promise_then(d, spin, NULL, &t), 0);
   run_loop(f);
-  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
   assert_non_null(s.buf);
   json_t *doc = check_json(s.buf, NULL);
   assert_int_equal(count_events(doc, "X", "stall"), 1);
   assert_int_equal(count_events(doc, "b", "timer"), 1);
+  /* A handler's stall: the promise whose handler it was (then's). */
+  stall_names_its_culprit(doc, "promise", t, "loop");
   json_decref(doc);
   uvp_promise_release(d);
   uvp_promise_release(t);
+  sink_free(&s);
+
+  /* A fiber's. */
+  uvp_promise_t *fb;
+  assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, &d), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, spinning_fiber, d, NULL, &fb), 0);
+  run_loop(f);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  assert_non_null(s.buf);
+  doc = check_json(s.buf, NULL);
+  char track[32];
+  snprintf(track, sizeof(track), "fiber %p", (void *)fb);
+  stall_names_its_culprit(doc, "fiber", fb, track);
+  json_decref(doc);
+  uvp_promise_release(d);
+  uvp_promise_release(fb);
   sink_free(&s);
   assert_int_equal(uvp_ctx_set_recorder_on_stall(f->ctx, NULL), 0);
 }

@@ -515,7 +515,8 @@ UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
  *    its run queue, and the settles other threads posted, as the loop
  *    applies them; the time between is the program's own;
  *  - stalls (UVP_RECORD_STALLS): each stall the stall detector reports
- *    when it ends (what ran, how long).
+ *    when it ends (what ran, how long, and whose it was: the promise
+ *    whose handler stalled, or the fiber, with its site).
  *
  * Times.  uvp reads CLOCK_MONOTONIC (uv_hrtime's clock) for every event
  * but two that come by the million: a fiber's hand-off to the next fiber
@@ -603,16 +604,20 @@ typedef struct uvp_record_opts_s {
  * `tid`, named by `thread_name` metadata events) are the loop (tid 1:
  * slices "poll", "I/O callbacks" and "uvp", instants for the mail of
  * other threads, a cancellation's cause and what it cut), the stall
- * detector's reports (tid 2: a slice "stall" each) and each fiber (tid 3
+ * detector's reports (tid 2: a slice "stall" each, its `args` the
+ * `report`, `ms`, the culprit's `site` and `promise` (a handler's) or
+ * `fiber` (the fiber's id), as the stall detector's report names it) and
+ * each fiber (tid 3
  * and up: a slice "fiber" spanning its life, and inside it "run" and
  * "await KIND"); work is async slices (`ph` "b" and "e", `cat` "work",
  * `name` its kind: a track per kind), a group an async slice from its
  * making to its join's end (`cat` "group").  Every event's `args` say its
  * `site` ("FILE:LINE") where it has one, and what else is known
  * (`target`, `group`, `status`, `cut`, `cause`, `promise`: addresses as
- * the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause" or
- * "spawn") link a cause to each task it cut and a spawn to the fiber
- * spawned.  A slice whose beginning was overwritten (or is older than
+ * the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause",
+ * "spawn" or "stall") link a cause to each task it cut, a spawn to the
+ * fiber spawned, and a stall to its culprit's track (the fiber's run
+ * that stalled, or the loop's for a handler).  A slice whose beginning was overwritten (or is older than
  * last_ms) begins at the first event written (its `args` say
  * `"cut_off":true`); one still open at the write ends at the write
  * (`"open":true`); every begin has its end, and no event's time goes
