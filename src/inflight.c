@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "recorder.h"
 #include "work-door.h"
 
 enum { W_IDLE = 0, W_STARTED = 1, W_ENDED = 2 };

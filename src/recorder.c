@@ -175,9 +175,10 @@ static int start_kind(const uvp__work_class_t *cls) {
                                              : START_WORK;
 }
 
-void uvp__rec_work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
-                         const uvp__scope_t *watch, const char *file,
-                         int line) {
+/* Work w has started through the door (its promise w->p), watched by
+ * scope `watch`, at file:line. */
+static void work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
+                       const uvp__scope_t *watch, const char *file, int line) {
   rec_state_t *st = state_of(ctx);
   int k = start_kind(w->cls);
   unsigned want = k == START_FIBER   ? UVP_RECORD_FIBERS
@@ -199,11 +200,17 @@ void uvp__rec_work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
   r->x = (uint8_t)k;
 }
 
-void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
-                        const char *kind, uvp_describe_cb describe, void *arg,
-                        bool start) {
+/* What pending p's described cancel hook says it waits for, if it has one
+ * (its description is often complete only after the hook was set): work
+ * of a program's or a binding's, ending with p's settle or cut, which
+ * `start` begins. */
+static void described(uvp_ctx_t *ctx, const uvp_promise_t *p, bool start) {
   rec_state_t *st = state_of(ctx);
-  if (!(st->h.kinds & UVP_RECORD_WORK))
+  const char *kind;
+  uvp_describe_cb describe;
+  void *arg;
+  if (!(st->h.kinds & UVP_RECORD_WORK) ||
+      !uvp__promise_described(p, &kind, &describe, &arg))
     return;
   uvp__rec_t *r;
   if (start) {
@@ -251,23 +258,20 @@ void uvp__rec_work_desc(uvp_ctx_t *ctx, const uvp__work_t *w) {
 
 void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p) {
   uvp__rec_hot_t *h = uvp__rec_hot(ctx);
-  if (!(h->kinds & UVP_RECORD_GROUPS))
-    return;
-  uvp__rec_t *r = uvp__rec_slot(h);
-  r->track = h->track;
-  r->a = g;
-  r->b = p;
-  r->type = UVP__R_MEMBER;
-  /* A group may take a million members in a loop: its adds read the
-   * clock as a fiber's hand-offs do, at one in `every`. */
-  if (UVP__LIKELY(--h->countdown != 0))
-    r->t = h->now | UVP__REC_GUESS;
-  else
-    r->t = uvp__rec_clock(h);
-}
-
-void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code) {
-  uvp__rec_event(ctx, UVP__R_SETTLE, p, (const void *)(intptr_t)code, NULL);
+  if (h->kinds & UVP_RECORD_GROUPS) {
+    uvp__rec_t *r = uvp__rec_slot(h);
+    r->track = h->track;
+    r->a = g;
+    r->b = p;
+    r->type = UVP__R_MEMBER;
+    /* A group may take a million members in a loop: its adds read the
+     * clock as a fiber's hand-offs do, at one in `every`. */
+    if (UVP__LIKELY(--h->countdown != 0))
+      r->t = h->now | UVP__REC_GUESS;
+    else
+      r->t = uvp__rec_clock(h);
+  }
+  described(ctx, p, false);
 }
 
 void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status,
@@ -304,7 +308,8 @@ void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
   r->x = group;
 }
 
-void uvp__rec_cause(uvp_ctx_t *ctx, const uvp__cause_t *c) {
+/* A cancellation with cause c begins (cause.h's uvp__cause_enter). */
+static void cause(uvp_ctx_t *ctx, const uvp__cause_t *c) {
   rec_state_t *st = state_of(ctx);
   if (!uvp__rec_wants(&st->h, UVP__R_CAUSE))
     return;
@@ -340,7 +345,8 @@ static void write_pending(rec_state_t *st) {
   (void)uvp__rec_write(st->ctx, &st->stall_opts);
 }
 
-void uvp__rec_loop(uvp_ctx_t *ctx, int type) {
+/* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
+static void loop_turn(uvp_ctx_t *ctx, int type) {
   rec_state_t *st = state_of(ctx);
   st->h.track = NULL;
   if (uvp__rec_wants(&st->h, type)) {
@@ -376,13 +382,55 @@ void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
 static void prepare_cb(uv_prepare_t *h) {
   uvp_ctx_t *ctx = h->data;
   if (uvp__recording(ctx))
-    uvp__rec_loop(ctx, UVP__R_PREPARE);
+    loop_turn(ctx, UVP__R_PREPARE);
 }
 
-uv_handle_t *uvp__rec_handle(uvp_ctx_t *ctx) {
+/* ---- what the core tells (watch.h) --------------------------------------- */
+
+static void heard(uvp_ctx_t *ctx, const uvp__heard_t *h) {
+  const void *code = (const void *)(intptr_t)h->code;
+  switch (h->what) {
+  case UVP__HEARD_WORK_START:
+    work_start(ctx, h->a, h->b, h->file, h->line);
+    break;
+  case UVP__HEARD_WORK_END:
+    uvp__rec_event(ctx, UVP__R_WORK_END, h->a, NULL, NULL);
+    break;
+  case UVP__HEARD_DESCRIBED:
+    described(ctx, h->a, true);
+    break;
+  case UVP__HEARD_SETTLE:
+    described(ctx, h->a, false); /* while its hook can still say */
+    uvp__rec_event(ctx, UVP__R_SETTLE, h->a, code, NULL);
+    break;
+  case UVP__HEARD_CUT:
+    described(ctx, h->a, false);
+    uvp__rec_event(ctx, UVP__R_CUT, h->a, h->b, code);
+    break;
+  case UVP__HEARD_CAUSE:
+    cause(ctx, h->a);
+    break;
+  case UVP__HEARD_MAIL:
+    uvp__rec_event(ctx, UVP__R_MAIL, h->a, code, h->b);
+    break;
+  case UVP__HEARD_CHECK:
+    loop_turn(ctx, UVP__R_CHECK);
+    break;
+  case UVP__HEARD_IDLE:
+    loop_turn(ctx, UVP__R_IDLE);
+    break;
+  default:
+    loop_turn(ctx, UVP__R_UVP_END);
+    break;
+  }
+}
+
+static uv_handle_t *prepare_handle(uvp_ctx_t *ctx) {
   rec_state_t *st = state_of(ctx);
   return st != NULL && st->prepare_open ? (uv_handle_t *)&st->prepare : NULL;
 }
+
+static const uvp__watch_hook_t hook = {heard, prepare_handle};
 
 static void turn_off(rec_state_t *st) {
   uvp__head(st->ctx)->watch &= (uint8_t)~UVP__WATCH_REC;
@@ -471,6 +519,7 @@ int uvp_ctx_set_recorder(uvp_ctx_t *ctx, size_t bytes, unsigned int flags) {
   open_prepare(st);
   if (!uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_start(&st->prepare, prepare_cb);
+  uvp__head(ctx)->watch_hook = &hook;
   uvp__head(ctx)->watch |= UVP__WATCH_REC;
   return 0;
 }

@@ -14,7 +14,7 @@
 #ifndef UVP_RECORDER_H
 #define UVP_RECORDER_H
 
-#include "sched.h"
+#include "watch.h"
 
 struct uvp__work_s;
 struct uvp__work_class_s;
@@ -104,9 +104,6 @@ extern const unsigned char uvp__rec_kind[UVP__R_COUNT];
 static inline uvp__rec_hot_t *uvp__rec_hot(const uvp_ctx_t *ctx) {
   return UVP__EXT_OF(ctx, UVP__EXT_REC, uvp__rec_hot_t);
 }
-static inline bool uvp__recording(const uvp_ctx_t *ctx) {
-  return UVP__UNLIKELY(uvp__head(ctx)->watch & UVP__WATCH_REC);
-}
 
 /* Reads the clock: the time of an event now (and `every` events to the
  * next hand-off that reads it). */
@@ -134,32 +131,18 @@ static inline bool uvp__rec_wants(const uvp__rec_hot_t *h, int type) {
   return (h->kinds & uvp__rec_kind[type]) != 0;
 }
 
-/* ---- the hooks, each called behind uvp__recording(ctx) ----------------- */
+/* ---- the hooks of the layers above the core, each called behind
+ * uvp__recording(ctx); the core tells the rest through watch.h -------- */
 
 /* A record of a's, b's... of type `type` (the ids only, no site). */
 void uvp__rec_event(uvp_ctx_t *ctx, int type, const void *a, const void *b,
                     const void *c);
-/* Work w has started through the door (its promise w->p), watched by
- * scope `watch`, at file:line. */
-void uvp__rec_work_start(uvp_ctx_t *ctx, const struct uvp__work_s *w,
-                         const struct uvp__scope_s *watch, const char *file,
-                         int line);
-/* Pending p has a cancel hook that says what it waits for, as `kind` and
- * what describe(arg, ...) writes (uvp_promise_set_cancel_described): work
- * of a program's or a binding's, ending with p's settle or cut. */
-void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
-                        const char *kind, uvp_describe_cb describe, void *arg,
-                        bool start);
-/* What p's described hook says now, if it has one (its description is
- * often complete only after the hook was set): at a member's add, a
- * settle, a cut.  (promise.c's.) */
-void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p);
 /* What w is, as the task dump says it (its class's describe). */
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
-/* Group g has a new member, promise p. */
+/* Group g has a new member, promise p (and what p's described hook says
+ * now, if it has one: its description is often complete only after the
+ * hook was set). */
 void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p);
-/* A promise with a cancel hook settles with `code` (0: fulfilled). */
-void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code);
 /* A fiber switch, inline where it happens (fiber.c): fiber `parked` (its
  * promise) parks at file:line for promise `awaited`, and fiber `next`
  * (NULL: the loop's stack) runs, its await's status `status`. */
@@ -196,21 +179,14 @@ void uvp__rec_fiber_end(uvp_ctx_t *ctx, const uvp_promise_t *fiber);
 /* `id` (a fiber's promise, or a group) is named `name` (NULL: unnamed). */
 void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
                    const char *name);
-/* A cancellation with cause c begins (cause.h's uvp__cause_enter). */
-void uvp__rec_cause(uvp_ctx_t *ctx, const struct uvp__cause_s *c);
 /* Group g was made at file:line, its join's record w, inside `parent`. */
 void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
                     const void *parent, const char *file, int line);
-/* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
-void uvp__rec_loop(uvp_ctx_t *ctx, int type);
 /* The stall detector reports an ended stall, ns long: s->kind, its site
  * (s->file, s->line), its report (s->text); `culprit` the promise whose
  * handler stalled, or the fiber's (its promise) that did (NULL: none). */
 void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
                     const void *culprit);
-
-/* The recorder's prepare handle, for uvp_ctx_close (NULL: not open). */
-uv_handle_t *uvp__rec_handle(uvp_ctx_t *ctx);
 
 /* ---- for the writer (recorder-write.c) ----------------------------------- */
 
