@@ -37,25 +37,10 @@ const unsigned char uvp__rec_kind[UVP__R_COUNT] = {
     [UVP__R_MAIL] = UVP_RECORD_LOOP,
     [UVP__R_STALL] = UVP_RECORD_STALLS};
 
-typedef struct rec_state_s {
-  uvp__rec_hot_t h; /* first: the hooks inline elsewhere read it */
-  uvp_ctx_t *ctx;
-  size_t bytes; /* as asked for; 0: off */
-  void *mem;    /* the ring's allocation: records, then strings */
-  char *str;    /* the string ring, str_cap bytes */
-  size_t str_cap;
-  uint64_t str_n; /* string bytes written since it was turned on */
-  uv_prepare_t prepare;
-  bool prepare_open;
-  /* uvp_ctx_set_recorder_on_stall: what to write after a stall, and
-   * whether a stall waits for it (written at the loop's next turn, out of
-   * the fiber switch or the drain the stall was reported in). */
-  bool on_stall, stall_pending;
-  uvp_record_opts_t stall_opts;
-} rec_state_t;
+typedef uvp__rec_state_t rec_state_t;
 
 static rec_state_t *state_of(const uvp_ctx_t *ctx) {
-  return (rec_state_t *)uvp__rec_hot(ctx); /* h is first */
+  return uvp__rec_state(ctx);
 }
 
 /* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls. */
@@ -100,27 +85,6 @@ static uintptr_t str_put(rec_state_t *st, const char *s, size_t n) {
   return (uintptr_t)pos;
 }
 
-int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap) {
-  const rec_state_t *st = state_of(ctx);
-  buf[0] = '\0';
-  if (st == NULL || pos == UVP__REC_NOSTR || st->str_cap == 0)
-    return -1;
-  uint64_t back = st->str_n - (uint64_t)pos;
-  if (back < 2 || back > st->str_cap)
-    return -1; /* overwritten */
-  size_t n = (unsigned char)st->str[pos % st->str_cap] |
-             (size_t)(unsigned char)st->str[(pos + 1) % st->str_cap] << 8;
-  if (n + 2 > back)
-    return -1;
-  size_t m = n < cap - 1 ? n : cap - 1;
-  size_t at = (size_t)((pos + 2) % st->str_cap);
-  size_t first = m < st->str_cap - at ? m : st->str_cap - at;
-  memcpy(buf, st->str + at, first);
-  memcpy(buf + first, st->str, m - first);
-  buf[m] = '\0';
-  return (int)m;
-}
-
 static size_t cap_of(const rec_state_t *st) {
   return (size_t)(st->h.end - st->h.ring);
 }
@@ -128,19 +92,6 @@ static size_t cap_of(const rec_state_t *st) {
 /* Records written since it was turned on. */
 static uint64_t written(const rec_state_t *st) {
   return st->h.laps * cap_of(st) + (size_t)(st->h.next - st->h.ring);
-}
-
-void uvp__rec_held(const uvp_ctx_t *ctx, size_t *first, size_t *count) {
-  const rec_state_t *st = state_of(ctx);
-  *first = *count = 0;
-  if (st == NULL || st->bytes == 0)
-    return;
-  if (st->h.laps == 0) {
-    *count = (size_t)(st->h.next - st->h.ring);
-    return;
-  }
-  *first = (size_t)(st->h.next - st->h.ring);
-  *count = cap_of(st);
 }
 
 /* ---- the hooks ----------------------------------------------------------- */
@@ -309,7 +260,7 @@ void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
 }
 
 /* A cancellation with cause c begins (cause.h's uvp__cause_enter). */
-static void cause(uvp_ctx_t *ctx, const uvp__cause_t *c) {
+static void cause_begins(uvp_ctx_t *ctx, const uvp__cause_t *c) {
   rec_state_t *st = state_of(ctx);
   if (!uvp__rec_wants(&st->h, UVP__R_CAUSE))
     return;
@@ -335,14 +286,12 @@ void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
   r->line = line > 0 ? (uint32_t)line : 0;
 }
 
-int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts);
-
 /* A stall waits to be written: out of the mark it was reported in. */
 static void write_pending(rec_state_t *st) {
   if (!st->stall_pending || uvp__closed(st->ctx))
     return;
   st->stall_pending = false;
-  (void)uvp__rec_write(st->ctx, &st->stall_opts);
+  (void)st->stall_write(st->ctx, &st->stall_opts);
 }
 
 /* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
@@ -408,7 +357,7 @@ static void heard(uvp_ctx_t *ctx, const uvp__heard_t *h) {
     uvp__rec_event(ctx, UVP__R_CUT, h->a, h->b, code);
     break;
   case UVP__HEARD_CAUSE:
-    cause(ctx, h->a);
+    cause_begins(ctx, h->a);
     break;
   case UVP__HEARD_MAIL:
     uvp__rec_event(ctx, UVP__R_MAIL, h->a, code, h->b);
@@ -524,21 +473,8 @@ int uvp_ctx_set_recorder(uvp_ctx_t *ctx, size_t bytes, unsigned int flags) {
   return 0;
 }
 
-static int opts_check(const uvp_record_opts_t *opts) {
-  if (opts->stream == NULL && opts->write == NULL)
-    return UV_EINVAL;
-  if (opts->format != UVP_RECORD_JSON && opts->format != UVP_RECORD_TEXT)
-    return UV_EINVAL;
-  return 0;
-}
-
-int uvp_ctx_set_recorder_on_stall(uvp_ctx_t *ctx,
-                                  const uvp_record_opts_t *opts) {
-  int rc = opts != NULL ? opts_check(opts) : 0;
-  if (rc == 0)
-    rc = uvp__ctx_check(ctx);
-  if (rc != 0)
-    return rc;
+int uvp__rec_on_stall(uvp_ctx_t *ctx, const uvp_record_opts_t *opts,
+                      uvp__rec_write_fn write) {
   rec_state_t *st = state_of(ctx);
   if (opts == NULL) {
     if (st != NULL)
@@ -548,27 +484,24 @@ int uvp_ctx_set_recorder_on_stall(uvp_ctx_t *ctx,
   if (st == NULL && (st = state_new(ctx)) == NULL)
     return UV_ENOMEM;
   st->stall_opts = *opts;
+  st->stall_write = write;
   st->on_stall = true;
   return 0;
 }
 
-int uvp__rec_opts_check(const uvp_record_opts_t *opts) {
-  return opts_check(opts);
-}
-
-int uvp_ctx_recorder_stats(const uvp_ctx_t *ctx, uvp_recorder_stats_t *out) {
-  if (ctx == NULL || out == NULL)
+int uvp_ctx_recorder_stats(const uvp_ctx_t *ctx, uvp_recorder_stats_t *stats) {
+  if (ctx == NULL || stats == NULL)
     return UV_EINVAL;
   if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
-  memset(out, 0, sizeof(*out));
+  memset(stats, 0, sizeof(*stats));
   const rec_state_t *st = state_of(ctx);
   if (st == NULL || st->bytes == 0)
     return 0;
-  out->bytes = st->bytes;
-  out->capacity = cap_of(st);
-  out->events = written(st);
-  out->kept = st->h.laps == 0 ? out->events : out->capacity;
-  out->str_bytes = st->str_n;
+  stats->bytes = st->bytes;
+  stats->capacity = cap_of(st);
+  stats->events = written(st);
+  stats->kept = st->h.laps == 0 ? stats->events : stats->capacity;
+  stats->str_bytes = st->str_n;
   return 0;
 }

@@ -188,13 +188,39 @@ void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
 void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
                     const void *culprit);
 
-/* ---- for the writer (recorder-write.c) ----------------------------------- */
+/* ---- for the writer (recorder-write.c), above the ring ------------------ */
 
-/* The string at position pos into buf (cap bytes, NUL-terminated): its
- * length, or -1 if it was overwritten (or never kept). */
-int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap);
-/* The records held, oldest first: *first is the oldest's index in the
- * ring, *count how many. */
-void uvp__rec_held(const uvp_ctx_t *ctx, size_t *first, size_t *count);
+/* uvp_ctx_set_recorder_on_stall's, its arguments checked: after each
+ * stall, at the loop's next turn, write(ctx, a copy of opts); opts NULL:
+ * no more.  0 or UV_ENOMEM.  (The writer hands its own function in: the
+ * ring names none of the writer's.) */
+typedef int (*uvp__rec_write_fn)(uvp_ctx_t *ctx, const uvp_record_opts_t *opts);
+int uvp__rec_on_stall(uvp_ctx_t *ctx, const uvp_record_opts_t *opts,
+                      uvp__rec_write_fn write);
+
+/* The recorder's state (recorder.c's; the writer reads its rings). */
+typedef struct uvp__rec_state_s {
+  uvp__rec_hot_t h; /* first: the hooks inline elsewhere read it */
+  uvp_ctx_t *ctx;
+  size_t bytes; /* as asked for; 0: off */
+  void *mem;    /* the ring's allocation: records, then strings */
+  /* The string ring, str_cap bytes: a string is its length (2 bytes)
+   * and its bytes, which may wrap round the ring's end. */
+  char *str;
+  size_t str_cap;
+  uint64_t str_n; /* string bytes written since it was turned on */
+  uv_prepare_t prepare;
+  bool prepare_open;
+  /* uvp_ctx_set_recorder_on_stall: what to write after a stall, and
+   * whether a stall waits for it (written at the loop's next turn, out of
+   * the fiber switch or the drain the stall was reported in). */
+  bool on_stall, stall_pending;
+  uvp_record_opts_t stall_opts;
+  uvp__rec_write_fn stall_write;
+} uvp__rec_state_t;
+
+static inline uvp__rec_state_t *uvp__rec_state(const uvp_ctx_t *ctx) {
+  return (uvp__rec_state_t *)uvp__rec_hot(ctx); /* h is first */
+}
 
 #endif
