@@ -614,6 +614,7 @@ static int watch(uvp_group_t *g, uvp_promise_t *p) {
   g->nrunning++;
   if (uvp__recording(g->ctx)) {
     uvp__rec_member(g->ctx, g, p);
+    uvp__rec_redescribe(g->ctx, p);
   }
   bool observed = (p->flags & UVP__F_HANDLED) != 0;
   uvp__cell_attach(&b->owner, c, p);

@@ -155,7 +155,8 @@ static void work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
  * (its description is often complete only after the hook was set): work
  * of a program's or a binding's, ending with p's settle or cut, which
  * `start` begins. */
-static void described(uvp_ctx_t *ctx, const uvp_promise_t *p, bool start) {
+static UVP__NOINLINE void described_slow(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                                         bool start) {
   rec_state_t *st = state_of(ctx);
   const char *kind;
   uvp_describe_cb describe;
@@ -186,6 +187,12 @@ static void described(uvp_ctx_t *ctx, const uvp_promise_t *p, bool start) {
   r->a = p;
   r->b = (const void *)k;
   r->c = (const void *)t;
+}
+/* Most promises have no hook (a group's members: a million of them). */
+static inline void described(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                             bool start) {
+  if (p->flags & UVP__F_CANCEL)
+    described_slow(ctx, p, start);
 }
 
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const uvp__work_t *w) {
@@ -222,6 +229,9 @@ void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p) {
     else
       r->t = uvp__rec_clock(h);
   }
+}
+
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p) {
   described(ctx, p, false);
 }
 
@@ -336,31 +346,32 @@ static void prepare_cb(uv_prepare_t *h) {
 
 /* ---- what the core tells (watch.h) --------------------------------------- */
 
-static void heard(uvp_ctx_t *ctx, const uvp__heard_t *h) {
-  const void *code = (const void *)(intptr_t)h->code;
-  switch (h->what) {
+static void heard(uvp_ctx_t *ctx, int what, const void *a, const void *b,
+                  const char *file, int n) {
+  const void *code = (const void *)(intptr_t)n;
+  switch (what) {
   case UVP__HEARD_WORK_START:
-    work_start(ctx, h->a, h->b, h->file, h->line);
+    work_start(ctx, a, b, file, n);
     break;
   case UVP__HEARD_WORK_END:
-    uvp__rec_event(ctx, UVP__R_WORK_END, h->a, NULL, NULL);
+    uvp__rec_event(ctx, UVP__R_WORK_END, a, NULL, NULL);
     break;
   case UVP__HEARD_DESCRIBED:
-    described(ctx, h->a, true);
+    described(ctx, a, true);
     break;
   case UVP__HEARD_SETTLE:
-    described(ctx, h->a, false); /* while its hook can still say */
-    uvp__rec_event(ctx, UVP__R_SETTLE, h->a, code, NULL);
+    described(ctx, a, false); /* while its hook can still say */
+    uvp__rec_event(ctx, UVP__R_SETTLE, a, code, NULL);
     break;
   case UVP__HEARD_CUT:
-    described(ctx, h->a, false);
-    uvp__rec_event(ctx, UVP__R_CUT, h->a, h->b, code);
+    described(ctx, a, false);
+    uvp__rec_event(ctx, UVP__R_CUT, a, b, code);
     break;
   case UVP__HEARD_CAUSE:
-    cause_begins(ctx, h->a);
+    cause_begins(ctx, a);
     break;
   case UVP__HEARD_MAIL:
-    uvp__rec_event(ctx, UVP__R_MAIL, h->a, code, h->b);
+    uvp__rec_event(ctx, UVP__R_MAIL, a, code, b);
     break;
   case UVP__HEARD_CHECK:
     loop_turn(ctx, UVP__R_CHECK);

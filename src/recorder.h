@@ -139,10 +139,11 @@ void uvp__rec_event(uvp_ctx_t *ctx, int type, const void *a, const void *b,
                     const void *c);
 /* What w is, as the task dump says it (its class's describe). */
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
-/* Group g has a new member, promise p (and what p's described hook says
- * now, if it has one: its description is often complete only after the
- * hook was set). */
+/* Group g has a new member, promise p. */
 void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p);
+/* What p's described hook says now, if it has one (its description is
+ * often complete only after the hook was set): at a member's add. */
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p);
 /* A fiber switch, inline where it happens (fiber.c): fiber `parked` (its
  * promise) parks at file:line for promise `awaited`, and fiber `next`
  * (NULL: the loop's stack) runs, its await's status `status`. */

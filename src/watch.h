@@ -11,26 +11,27 @@
 
 #include "sched.h"
 
-/* What the core tells, and the fields of uvp__heard_t each fills in. */
+/* What the core tells, with the arguments each passes (a, b, file, n of
+ * the hook's heard: six, in registers). */
 enum {
   /* Work started through the door: a = its record (work-door.h's
-   * uvp__work_t), b = the scope that watches it (or NULL), file:line its
+   * uvp__work_t), b = the scope that watches it (or NULL), file:n its
    * site.  WORK_END: a = the record, ended. */
   UVP__HEARD_WORK_START,
   UVP__HEARD_WORK_END,
   /* a = a pending promise just given a described cancel hook
    * (uvp__promise_described says what it is). */
   UVP__HEARD_DESCRIBED,
-  /* a = a promise with a cancel hook, settling with `code` (0:
+  /* a = a promise with a cancel hook, settling with code n (0:
    * fulfilled), its hook still in place. */
   UVP__HEARD_SETTLE,
-  /* a = a promise cut with `code` by cause b (cause.h), its hook still in
+  /* a = a promise cut with code n by cause b (cause.h), its hook still in
    * place. */
   UVP__HEARD_CUT,
   /* a = a cause (cause.h) whose cancellation begins. */
   UVP__HEARD_CAUSE,
-  /* The loop applied another thread's message: a = its promise, code its
-   * op (UVP__MSG_*), b its code (as an intptr_t). */
+  /* The loop applied another thread's message: a = its promise, n its op
+   * (UVP__MSG_*), b its code (as an intptr_t). */
   UVP__HEARD_MAIL,
   /* The loop's turn: uvp's check callback, its idle callback (a drain),
    * the end of either. */
@@ -38,17 +39,11 @@ enum {
   UVP__HEARD_IDLE,
   UVP__HEARD_UVP_END
 };
-typedef struct uvp__heard_s {
-  int what; /* UVP__HEARD_* */
-  int code;
-  const void *a, *b;
-  const char *file; /* a site's (a literal) */
-  int line;
-} uvp__heard_t;
 
 /* The watcher's table. */
 typedef struct uvp__watch_hook_s {
-  void (*heard)(uvp_ctx_t *ctx, const uvp__heard_t *h);
+  void (*heard)(uvp_ctx_t *ctx, int what, const void *a, const void *b,
+                const char *file, int n);
   /* Its prepare handle, for uvp_ctx_close (NULL: not open). */
   uv_handle_t *(*handle)(uvp_ctx_t *ctx);
 } uvp__watch_hook_t;
@@ -59,16 +54,13 @@ static inline bool uvp__recording(const uvp_ctx_t *ctx) {
 }
 /* Tell the recorder `what` (behind uvp__recording(ctx)). */
 static inline void uvp__tell(uvp_ctx_t *ctx, int what, const void *a,
-                             const void *b, int code) {
-  uvp__heard_t h = {what, code, a, b, NULL, 0};
-  uvp__head(ctx)->watch_hook->heard(ctx, &h);
+                             const void *b, int n) {
+  uvp__head(ctx)->watch_hook->heard(ctx, what, a, b, NULL, n);
 }
-
 /* The same, with a site. */
 static inline void uvp__tell_at(uvp_ctx_t *ctx, int what, const void *a,
                                 const void *b, const char *file, int line) {
-  uvp__heard_t h = {what, 0, a, b, file, line};
-  uvp__head(ctx)->watch_hook->heard(ctx, &h);
+  uvp__head(ctx)->watch_hook->heard(ctx, what, a, b, file, line);
 }
 
 /* What pending p's described cancel hook says it waits for
