@@ -3,8 +3,10 @@
  * formed (every begin has its end, on its track or by its id; flows pair
  * up; times never go back on a track), a known run's events are there in
  * order, the ring overwrites without growing (1e6 events, no allocation
- * while recording), a write to a pipe nobody reads returns at once, the
- * stall detector writes what came before a stall, settles from other
+ * while recording), a write to a pipe nobody reads returns soon and one
+ * to a slow reader's waits for it and arrives whole, strings go out as
+ * UTF-8 (invalid bytes as U+FFFD), the stall detector writes what came
+ * before a stall and the stall names its culprit, settles from other
  * threads are recorded as the loop applies them (suite threads: TSan), and
  * bad calls get their documented errors. */
 #include <fcntl.h>
