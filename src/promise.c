@@ -540,21 +540,22 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
 
 void uvp__hooked_settle(uvp_promise_t *p, int code) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (uvp__recording(ctx)) {
-    uvp__rec_redescribe(ctx, p); /* while its hook can still say */
-    uvp__rec_settle(ctx, p, code);
-  }
+  if (uvp__recording(ctx)) /* while its hook can still say */
+    uvp__tell(ctx, UVP__HEARD_SETTLE, p, NULL, code);
   if (p->fn.cancel_cb == uvp__box_hook)
     uvp__box_drop(p);
 }
 
-void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p) {
+bool uvp__promise_described(const uvp_promise_t *p, const char **kind,
+                            uvp_describe_cb *describe, void **arg) {
   if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
       p->fn.cancel_cb != uvp__box_hook)
-    return;
+    return false;
   const hook_box_t *box = p->value;
-  if (box->kind != NULL)
-    uvp__rec_described(ctx, p, box->kind, box->describe, box->arg, false);
+  *kind = box->kind;
+  *describe = box->describe;
+  *arg = box->arg;
+  return box->kind != NULL;
 }
 
 void uvp__box_drop(uvp_promise_t *p) {
@@ -609,7 +610,7 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
   /* A program's or a binding's work that says what it is: the recorder
    * keeps it as work, from here to its settle. */
   if (cb != NULL && kind != NULL && uvp__recording(uvp__promise_ctx(p)))
-    uvp__rec_described(uvp__promise_ctx(p), p, kind, describe, arg, true);
+    uvp__tell(uvp__promise_ctx(p), UVP__HEARD_DESCRIBED, p, NULL, 0);
   return 0;
 }
 
@@ -672,10 +673,8 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
-  if (uvp__recording(ctx)) {
-    uvp__rec_redescribe(ctx, p);
-    uvp__rec_event(ctx, UVP__R_CUT, p, c, (const void *)(intptr_t)code);
-  }
+  if (uvp__recording(ctx))
+    uvp__tell(ctx, UVP__HEARD_CUT, p, c, code);
   uvp__cut_frame_t cut;
   bool cutting = false;
   if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {

@@ -22,11 +22,11 @@
 #include <string.h>
 
 #include "context.h"
-#include "recorder.h"
 #include "runq.h"
 #include "scope.h"
 #include "stall-marks.h"
 #include "trace.h"
+#include "watch.h"
 
 #define UVP__DEFAULT_BUDGET 1024
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
@@ -182,13 +182,13 @@ static UVP__NOINLINE void watch_leave(uvp_ctx_t *ctx, int ph) {
   if (ctx->h.watch & UVP__WATCH_STALL)
     ctx->h.stall_marks->outside(ctx, ph);
   if (ctx->h.watch & UVP__WATCH_REC)
-    uvp__rec_loop(ctx, UVP__R_UVP_END);
+    uvp__tell(ctx, UVP__HEARD_UVP_END, NULL, NULL, 0);
 }
 
 static void idle_cb(uv_idle_t *h) {
   uvp_ctx_t *ctx = h->data;
   if (uvp__recording(ctx))
-    uvp__rec_loop(ctx, UVP__R_IDLE);
+    uvp__tell(ctx, UVP__HEARD_IDLE, NULL, NULL, 0);
   drain(ctx);
   if (UVP__UNLIKELY(ctx->h.watch))
     watch_leave(ctx, UVP__PH_AFTER_IDLE);
@@ -210,7 +210,7 @@ static void check_cb(uv_check_t *h) {
     if (ctx->h.watch & UVP__WATCH_STALL)
       ctx->h.stall_marks->check(ctx);
     if (ctx->h.watch & UVP__WATCH_REC)
-      uvp__rec_loop(ctx, UVP__R_CHECK);
+      uvp__tell(ctx, UVP__HEARD_CHECK, NULL, NULL, 0);
   }
   if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
     read_mail(ctx);
@@ -379,8 +379,8 @@ static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
 static void apply_msg(uvp_ctx_t *ctx, uvp__msg_t *m) {
   int rc = 0;
   if (uvp__recording(ctx))
-    uvp__rec_event(ctx, UVP__R_MAIL, m->p, (const void *)(intptr_t)m->op,
-                   (const void *)(intptr_t)m->code);
+    uvp__tell(ctx, UVP__HEARD_MAIL, m->p, (const void *)(intptr_t)m->code,
+              m->op);
   switch (m->op) {
   case UVP__MSG_RESOLVE:
     rc = uvp__resolve_local(m->p, m->value, m->free_cb);
@@ -918,7 +918,7 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   int nh = 3;
   if (ctx->h.stall_marks != NULL && (hs[nh] = ctx->h.stall_marks->handle(ctx)))
     nh++;
-  if ((hs[nh] = uvp__rec_handle(ctx)) != NULL)
+  if (ctx->h.watch_hook != NULL && (hs[nh] = ctx->h.watch_hook->handle(ctx)))
     nh++;
   int by_host = count_closed_by_host(ctx, hs, nh);
   if (by_host < 0)
