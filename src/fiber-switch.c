@@ -22,13 +22,17 @@
  * it needs of it around the call to uvp__fiber_jump.  The stack pointer
  * stays 16-byte aligned at every call, fresh fibers included.
  *
- * Elsewhere (other architectures, -fcf-protection builds, or
- * UVP__FIBER_FORCE_UCONTEXT for testing it) the switch is glibc's
- * swapcontext: correct, and slow (see fiber-switch.h). */
+ *   i386 SysV:   ebx, esi, edi, ebp, the x87 control word and (with SSE)
+ *                the MXCSR's control bits.
+ *
+ * Elsewhere (other architectures, or UVP__FIBER_FORCE_UCONTEXT for testing
+ * it) the switch is glibc's swapcontext: correct, and slow (see
+ * fiber-switch.h). */
 #include "fiber-switch.h"
 #include "fiber-stack.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,7 +68,11 @@
 /* Saves the callee-saved state on the running stack, stores the stack
  * pointer in *from_sp, loads to_sp, restores the state found there and
  * returns msg into that context. */
+#if defined(__i386__)
+HIDDEN void *uvp__fiber_jump(void **from_sp, void *to_sp, void *msg, int sse);
+#else
 HIDDEN void *uvp__fiber_jump(void **from_sp, void *to_sp, void *msg);
+#endif
 /* Where a new fiber's first jump returns to: it calls the function in the
  * first callee-saved register with the context in the second and the msg
  * as arguments (the frame is built by init_frame). */
@@ -81,6 +89,21 @@ HIDDEN void uvp__fiber_trampoline(void);
  * through a register, as Boost.Context's: a ret would be predicted from the
  * return stack, which holds the caller on the old stack, and mispredicted on
  * every switch (23 ns a pair against 9 on this VM's EPYC). */
+/* Under -fcf-protection (__CET__: bit 0 IBT, bit 1 SHSTK) the compiler marks
+ * this object IBT and SHSTK in its .note.gnu.property, as every other one of
+ * the library, and these routines keep the marks' promises where they can:
+ * an endbr64 where code may arrive by an indirect branch (the trampoline is
+ * jumped to), and the jump back into a suspended context is a notrack jmp,
+ * as gcc's own jump tables are, since a return address is no landing pad.
+ * Shadow stacks are not switched: see shadow_stack_check. */
+#if defined(__CET__) && (__CET__ & 1)
+#define ENDBR "  endbr64\n"
+#define NOTRACK "notrack "
+#else
+#define ENDBR ""
+#define NOTRACK ""
+#endif
+/* clang-format off */
 __asm__(".pushsection .text\n"
         ".globl uvp__fiber_jump\n"
         ".hidden uvp__fiber_jump\n"
@@ -88,6 +111,7 @@ __asm__(".pushsection .text\n"
         ".p2align 4\n"
         "uvp__fiber_jump:\n"
         "  .cfi_startproc\n"
+        ENDBR
         "  leaq -0x38(%rsp), %rsp\n"
         "  stmxcsr (%rsp)\n"
         "  fnstcw 0x4(%rsp)\n"
@@ -116,7 +140,7 @@ __asm__(".pushsection .text\n"
         "  movq 0x30(%rsp), %rbp\n"
         "  leaq 0x40(%rsp), %rsp\n"
         "  movq %rdx, %rax\n"
-        "  jmp *%r8\n"
+        "  " NOTRACK "jmp *%r8\n"
         "2:\n"
         "  ldmxcsr (%rsp)\n"
         "  jmp 1b\n"
@@ -134,6 +158,7 @@ __asm__(".pushsection .text\n"
         "  .cfi_startproc\n"
         /* The bottom frame of the fiber: unwinders and debuggers stop here. */
         "  .cfi_undefined rip\n"
+        ENDBR
         "  movq %r12, %rdi\n"
         "  movq %rax, %rsi\n"
         "  callq *%rbx\n"
@@ -141,6 +166,7 @@ __asm__(".pushsection .text\n"
         "  .cfi_endproc\n"
         ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
         ".popsection\n");
+/* clang-format on */
 
 enum { FRAME_WORDS = 10 }; /* 7 saved, the return address, 2 of padding */
 
@@ -159,12 +185,151 @@ static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
   frame[8] = frame[9] = 0;
 }
 
+#elif defined(__i386__)
+/* i386 SysV (cdecl): the arguments on the stack, msg returned in eax; a
+ * callee keeps ebx, esi, edi, ebp and the x87 control word, and the MXCSR's
+ * control bits where the CPU has SSE.  Debian's i386 baseline (i686) does
+ * not, so whether it is there is a fourth argument, found once at run time
+ * (has_sse) rather than assumed from how uvp was compiled: a program's own
+ * code built with -msse2 rounds by the MXCSR.  The saved state, from the
+ * saved stack pointer up: MXCSR (4 bytes, unused without SSE), x87 control
+ * word (2, then 2 of padding), edi, esi, ebx, ebp, then the return address
+ * the call pushed.  As on x86-64: the registers only loaded when they
+ * differ, the return a jmp through a register, endbr32 under CET. */
+#if defined(__CET__) && (__CET__ & 1)
+#define ENDBR "  endbr32\n"
+#define NOTRACK "notrack "
+#else
+#define ENDBR ""
+#define NOTRACK ""
+#endif
+/* clang-format off */
+__asm__(".pushsection .text\n"
+        ".globl uvp__fiber_jump\n"
+        ".hidden uvp__fiber_jump\n"
+        ".type uvp__fiber_jump,@function\n"
+        ".p2align 4\n"
+        "uvp__fiber_jump:\n"
+        "  .cfi_startproc\n"
+        ENDBR
+        "  movl 4(%esp), %eax\n"  /* from_sp */
+        "  movl 8(%esp), %ecx\n"  /* to_sp */
+        "  movl 12(%esp), %edx\n" /* msg */
+        "  leal -0x18(%esp), %esp\n"
+        "  movl %edi, 0x08(%esp)\n"
+        "  movl %esi, 0x0c(%esp)\n"
+        "  movl %ebx, 0x10(%esp)\n"
+        "  movl %ebp, 0x14(%esp)\n"
+        "  fnstcw 0x4(%esp)\n"
+        "  movzwl 0x4(%esp), %edi\n"
+        "  cmpl $0, 0x28(%esp)\n" /* sse */
+        "  je 5f\n"
+        "  stmxcsr (%esp)\n"
+        "  movl (%esp), %esi\n"
+        "  movl %esp, (%eax)\n"
+        "  movl %ecx, %esp\n"
+        "  cmpl (%esp), %esi\n"
+        "  jne 2f\n"
+        "1:\n"
+        "  cmpw 0x4(%esp), %di\n"
+        "  jne 4f\n"
+        "3:\n"
+        "  movl 0x08(%esp), %edi\n"
+        "  movl 0x0c(%esp), %esi\n"
+        "  movl 0x10(%esp), %ebx\n"
+        "  movl 0x14(%esp), %ebp\n"
+        "  movl 0x18(%esp), %ecx\n"
+        "  leal 0x1c(%esp), %esp\n"
+        "  movl %edx, %eax\n"
+        "  " NOTRACK "jmp *%ecx\n"
+        "2:\n"
+        "  ldmxcsr (%esp)\n"
+        "  jmp 1b\n"
+        "4:\n"
+        "  fldcw 0x4(%esp)\n"
+        "  jmp 3b\n"
+        "5:\n"
+        "  movl %esp, (%eax)\n"
+        "  movl %ecx, %esp\n"
+        "  jmp 1b\n"
+        "  .cfi_endproc\n"
+        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
+        "\n"
+        ".globl uvp__fiber_trampoline\n"
+        ".hidden uvp__fiber_trampoline\n"
+        ".type uvp__fiber_trampoline,@function\n"
+        ".p2align 4\n"
+        "uvp__fiber_trampoline:\n"
+        "  .cfi_startproc\n"
+        "  .cfi_undefined eip\n"
+        ENDBR
+        "  pushl %eax\n" /* msg */
+        "  pushl %esi\n" /* the context */
+        "  calll *%ebx\n"
+        "  ud2\n"
+        "  .cfi_endproc\n"
+        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
+        ".popsection\n");
+/* clang-format on */
+
+/* 6 saved, the return address, 2 for the trampoline's arguments: it starts
+ * with esp 8 below the (16-aligned) top, so that its call is 16-aligned. */
+enum { FRAME_WORDS = 9 };
+
+/* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
+static int has_sse(void) {
+  static int known; /* 0: not yet; 1: no; 2: yes */
+  int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+  if (v == 0) {
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("sse") ? 2 : 1;
+    __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+  }
+  return v == 2;
+}
+
+static uint64_t fp_control_now(void) {
+  uint32_t mxcsr = 0;
+  uint16_t fcw;
+  __asm__ __volatile__("fnstcw %0" : "=m"(fcw));
+  if (has_sse())
+    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
+  return mxcsr | (uint64_t)fcw << 32;
+}
+
+static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
+                       void (*boot)(uvp__fiber_ctx_t *, void *)) {
+  uint64_t fp = fp_control_now();
+  frame[0] = (uint32_t)fp;         /* MXCSR */
+  frame[1] = (uint32_t)(fp >> 32); /* x87 control word */
+  frame[2] = 0;                    /* edi */
+  frame[3] = (uintptr_t)ctx;       /* esi */
+  frame[4] = (uintptr_t)boot;      /* ebx */
+  frame[5] = 0;                    /* ebp: the end of the frame chain */
+  frame[6] = (uintptr_t)uvp__fiber_trampoline;
+  frame[7] = frame[8] = 0;
+}
+
 #elif defined(__aarch64__)
 /* The saved state, from the saved stack pointer up: x19-x28, x29, x30,
  * d8-d15, the FPCR, padding: 176 bytes, so sp stays 16-aligned.  Writing
  * the FPCR can be slow, and it rarely differs: only written if it does.
  * The return is a ret, unlike x86-64's jmp: with BTI enforced, a br may
- * only land on a landing pad, and a return address is none. */
+ * only land on a landing pad, and a return address is none.
+ * Under -mbranch-protection=standard the compiler marks this object BTI and
+ * PAC in its .note.gnu.property.  BTI: both routines start with a landing
+ * pad (bti c, as a hint: a nop before ARMv8.5), though nothing branches to
+ * them indirectly (a bl calls the jump; a ret enters the trampoline).  PAC:
+ * x30 arrives here as a bl leaves it, unsigned, and is kept and returned
+ * through unsigned, as setjmp keeps it; the callers sign and authenticate
+ * their own return addresses in their own frames, which a switch does not
+ * touch. */
+#if defined(__ARM_FEATURE_BTI_DEFAULT)
+#define BTI_C "  hint #34\n" /* bti c */
+#else
+#define BTI_C ""
+#endif
+/* clang-format off */
 __asm__(".pushsection .text\n"
         ".globl uvp__fiber_jump\n"
         ".hidden uvp__fiber_jump\n"
@@ -172,6 +337,7 @@ __asm__(".pushsection .text\n"
         ".p2align 4\n"
         "uvp__fiber_jump:\n"
         "  .cfi_startproc\n"
+        BTI_C
         "  sub sp, sp, #176\n"
         "  stp x19, x20, [sp, #0]\n"
         "  stp x21, x22, [sp, #16]\n"
@@ -216,6 +382,7 @@ __asm__(".pushsection .text\n"
         "uvp__fiber_trampoline:\n"
         "  .cfi_startproc\n"
         "  .cfi_undefined x30\n"
+        BTI_C
         "  mov x1, x0\n"
         "  mov x0, x20\n"
         "  blr x19\n"
@@ -223,6 +390,7 @@ __asm__(".pushsection .text\n"
         "  .cfi_endproc\n"
         ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
         ".popsection\n");
+/* clang-format on */
 
 enum { FRAME_WORDS = 24 }; /* 22 saved, 2 of room for the trampoline */
 
@@ -310,7 +478,11 @@ static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 #else
 static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                          void *msg) {
+#if defined(__i386__)
+  return uvp__fiber_jump(&from->sp, to->sp, msg, has_sse());
+#else
   return uvp__fiber_jump(&from->sp, to->sp, msg);
+#endif
 }
 #endif
 
@@ -348,9 +520,39 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx) {
   tools_init(ctx);
 }
 
+/* Shadow stacks (CET's SHSTK, -fcf-protection=full or =return).  The
+ * object is marked as supporting them, as the rest of the library is, but
+ * our switch does not switch them: a fiber's calls would push their return
+ * addresses onto the thread's shadow stack, and the first return after a
+ * switch would fault.  Where they are enforced (a CET CPU, Linux 6.6 or
+ * later, glibc 2.39 or later run with GLIBC_TUNABLES=glibc.cpu.x86_shstk=on,
+ * every object marked), the process stops here, at its first fiber, with a
+ * message that says why, not at some later return.  rdssp is a nop (leaving
+ * 0) where they are not enforced. */
+#if defined(__CET__) && (__CET__ & 2) && !defined(UVP__FIBER_UCONTEXT)
+static void shadow_stack_check(void) {
+  uintptr_t ssp = 0;
+#if defined(__x86_64__)
+  __asm__ __volatile__("rdsspq %0" : "+r"(ssp));
+#else
+  __asm__ __volatile__("rdsspd %0" : "+r"(ssp));
+#endif
+  if (__builtin_expect(ssp != 0, 0)) {
+    fputs("uvp: fibers cannot run with CET shadow stacks enforced (uvp's "
+          "switch does not switch them); run without "
+          "glibc.cpu.x86_shstk=on\n",
+          stderr);
+    abort();
+  }
+}
+#else
+static void shadow_stack_check(void) {}
+#endif
+
 void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
                      uvp__fiber_entry_t entry, void *arg) {
   uintptr_t top = ((uintptr_t)stack_base + size) & ~(uintptr_t)15;
+  shadow_stack_check();
   ctx->entry = entry;
   ctx->arg = arg;
   ctx->canary = NULL;
@@ -444,7 +646,9 @@ void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
 
 #if !defined(UVP__FIBER_UCONTEXT)
 uint64_t uvp__fiber_fp_control(void) {
-#if defined(__x86_64__)
+#if defined(__i386__)
+  return fp_control_now();
+#elif defined(__x86_64__)
   uint32_t mxcsr;
   uint16_t fcw;
   __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
@@ -460,6 +664,9 @@ void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
   uintptr_t *frame = ctx->sp; /* as init_frame laid it out */
 #if defined(__x86_64__)
   frame[0] = (uintptr_t)fp;
+#elif defined(__i386__)
+  frame[0] = (uint32_t)fp;
+  frame[1] = (uint32_t)(fp >> 32);
 #else
   frame[20] = (uintptr_t)fp;
 #endif
