@@ -31,6 +31,7 @@
 #include "fiber-switch.h"
 #include "fiber-stack.h"
 
+#include <fenv.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,61 @@
 #define NOINLINE
 #define COLD
 #define NO_ASAN
+#endif
+
+/* ---- the floating-point control modes ----------------------------------- */
+
+/* The running context's, as one value: on x86 the MXCSR (low half) and the
+ * x87 control word (high), on aarch64 the FPCR, elsewhere (the ucontext
+ * switch on other machines) the rounding direction alone. */
+#if defined(__i386__)
+/* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
+static int has_sse(void) {
+  static int known; /* 0: not yet; 1: no; 2: yes */
+  int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+  if (v == 0) {
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("sse") ? 2 : 1;
+    __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+  }
+  return v == 2;
+}
+#else
+static inline int has_sse(void) { return 1; }
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+static uint64_t fp_get(void) {
+  uint32_t mxcsr = 0;
+  uint16_t fcw;
+  __asm__ __volatile__("fnstcw %0" : "=m"(fcw));
+  if (has_sse())
+    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
+  return mxcsr | (uint64_t)fcw << 32;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  uint32_t mxcsr = (uint32_t)fp;
+  uint16_t fcw = (uint16_t)(fp >> 32);
+  __asm__ __volatile__("fldcw %0" ::"m"(fcw));
+  if (has_sse())
+    __asm__ __volatile__("ldmxcsr %0" ::"m"(mxcsr));
+}
+#endif
+#elif defined(__aarch64__)
+static uint64_t fp_get(void) {
+  uint64_t fpcr;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+  return fpcr;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  __asm__ __volatile__("msr fpcr, %0" ::"r"(fp));
+}
+#endif
+#else
+static uint64_t fp_get(void) { return (uint64_t)(unsigned)fegetround(); }
+static void fp_put(uint64_t fp) { (void)fesetround((int)fp); }
 #endif
 
 /* ---- the machine's part ------------------------------------------------- */
@@ -172,10 +228,7 @@ enum { FRAME_WORDS = 10 }; /* 7 saved, the return address, 2 of padding */
 
 static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
                        void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  uint32_t mxcsr;
-  uint16_t fcw;
-  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
-  frame[0] = mxcsr | (uintptr_t)fcw << 32;
+  frame[0] = fp_get();                /* MXCSR, x87 control word */
   frame[1] = (uintptr_t)ctx;          /* r12 */
   frame[2] = frame[3] = frame[4] = 0; /* r13, r14, r15 */
   frame[5] = (uintptr_t)boot;         /* rbx */
@@ -276,30 +329,9 @@ __asm__(".pushsection .text\n"
  * with esp 8 below the (16-aligned) top, so that its call is 16-aligned. */
 enum { FRAME_WORDS = 9 };
 
-/* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
-static int has_sse(void) {
-  static int known; /* 0: not yet; 1: no; 2: yes */
-  int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
-  if (v == 0) {
-    __builtin_cpu_init();
-    v = __builtin_cpu_supports("sse") ? 2 : 1;
-    __atomic_store_n(&known, v, __ATOMIC_RELAXED);
-  }
-  return v == 2;
-}
-
-static uint64_t fp_control_now(void) {
-  uint32_t mxcsr = 0;
-  uint16_t fcw;
-  __asm__ __volatile__("fnstcw %0" : "=m"(fcw));
-  if (has_sse())
-    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
-  return mxcsr | (uint64_t)fcw << 32;
-}
-
 static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
                        void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  uint64_t fp = fp_control_now();
+  uint64_t fp = fp_get();
   frame[0] = (uint32_t)fp;         /* MXCSR */
   frame[1] = (uint32_t)(fp >> 32); /* x87 control word */
   frame[2] = 0;                    /* edi */
@@ -396,15 +428,13 @@ enum { FRAME_WORDS = 24 }; /* 22 saved, 2 of room for the trampoline */
 
 static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
                        void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  uint64_t fpcr;
   int i;
-  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
   for (i = 0; i < FRAME_WORDS; i++)
     frame[i] = 0; /* x21-x28, x29 (the end of the frame chain), d8-d15 */
   frame[0] = (uintptr_t)boot;                   /* x19 */
   frame[1] = (uintptr_t)ctx;                    /* x20 */
   frame[11] = (uintptr_t)uvp__fiber_trampoline; /* x30 */
-  frame[20] = fpcr;
+  frame[20] = fp_get();                         /* FPCR */
 }
 #endif
 
@@ -498,6 +528,8 @@ NORETURN static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
 #if defined(UVP__FIBER_UCONTEXT)
 static void boot_ucontext(void) {
   uvp__fiber_ctx_t *ctx = booting;
+  if (ctx->fp_set)
+    fp_put(ctx->fp);
   boot(ctx, ctx->msg);
 }
 #endif
@@ -569,6 +601,7 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 #endif
 #if defined(UVP__FIBER_UCONTEXT)
   ctx->sp = NULL;
+  ctx->fp_set = 0;
   (void)getcontext(&ctx->uc);
   ctx->uc.uc_stack.ss_sp = stack_base;
   ctx->uc.uc_stack.ss_size = top - (uintptr_t)stack_base;
@@ -644,23 +677,13 @@ void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
   abort();
 }
 
-#if !defined(UVP__FIBER_UCONTEXT)
-uint64_t uvp__fiber_fp_control(void) {
-#if defined(__i386__)
-  return fp_control_now();
-#elif defined(__x86_64__)
-  uint32_t mxcsr;
-  uint16_t fcw;
-  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
-  return mxcsr | (uint64_t)fcw << 32;
-#else
-  uint64_t fpcr;
-  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
-  return fpcr;
-#endif
-}
+uint64_t uvp__fiber_fp_control(void) { return fp_get(); }
 
 void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
+#if defined(UVP__FIBER_UCONTEXT)
+  ctx->fp = fp; /* boot_ucontext's */
+  ctx->fp_set = 1;
+#else
   uintptr_t *frame = ctx->sp; /* as init_frame laid it out */
 #if defined(__x86_64__)
   frame[0] = (uintptr_t)fp;
@@ -670,11 +693,42 @@ void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
 #else
   frame[20] = (uintptr_t)fp;
 #endif
-}
 #endif
+}
+
+/* Where a suspended context's frames begin: with the ucontext switch, the
+ * stack pointer swapcontext saved (on x86-64 and i386 the caller's, above
+ * the return address, which setcontext pushes again as it resumes). */
+static char *saved_sp(const uvp__fiber_ctx_t *ctx) {
+#if !defined(UVP__FIBER_UCONTEXT)
+  return ctx->sp;
+#elif !defined(UVP__FIBER_UCONTEXT_SP)
+  (void)ctx;
+  abort(); /* uvp__fiber_live is for UVP__FIBER_CAN_COPY builds */
+#else
+  const mcontext_t *m = &ctx->uc.uc_mcontext;
+#if defined(__x86_64__)
+  return (char *)m->gregs[REG_RSP];
+#elif defined(__i386__)
+  return (char *)m->gregs[REG_ESP];
+#elif defined(__aarch64__)
+  return (char *)m->sp;
+#elif defined(__arm__)
+  return (char *)m->arm_sp;
+#elif defined(__powerpc64__)
+  return (char *)m->gp_regs[1];
+#elif defined(__s390x__)
+  return (char *)m->gregs[15];
+#elif defined(__mips__)
+  return (char *)m->gregs[29];
+#else /* riscv */
+  return (char *)m->__gregs[2];
+#endif
+#endif
+}
 
 size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top) {
-  return (size_t)(top - (const char *)ctx->sp);
+  return (size_t)(top - saved_sp(ctx));
 }
 
 /* Under ASan (uvp__fiber_asan): the shadow of the frames, a byte per 8 of
@@ -734,11 +788,11 @@ void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf) {
   size_t len = uvp__fiber_live(ctx, top);
 #if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
   if (uvp__fiber_asan()) {
-    save_asan(ctx->sp, len, buf);
+    save_asan(saved_sp(ctx), len, buf);
     return;
   }
 #endif
-  memcpy(buf, ctx->sp, len);
+  memcpy(buf, saved_sp(ctx), len);
 }
 
 void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
@@ -747,15 +801,15 @@ void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
 #if defined(UVP__FIBER_VALGRIND)
   /* Another fiber's frames came and went here since: for memcheck, the
    * part below its stack pointer is no-access until written again. */
-  (void)VALGRIND_MAKE_MEM_UNDEFINED(ctx->sp, len);
+  (void)VALGRIND_MAKE_MEM_UNDEFINED(saved_sp(ctx), len);
 #endif
 #if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
   if (uvp__fiber_asan()) {
-    restore_asan(ctx->sp, len, buf);
+    restore_asan(saved_sp(ctx), len, buf);
     return;
   }
 #endif
-  memcpy(ctx->sp, buf, len);
+  memcpy(saved_sp(ctx), buf, len);
 }
 
 void uvp__fiber_destroy(uvp__fiber_ctx_t *ctx) {
