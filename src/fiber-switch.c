@@ -65,8 +65,8 @@
 /* ---- the floating-point control modes ----------------------------------- */
 
 /* The running context's, as one value: on x86 the MXCSR (low half) and the
- * x87 control word (high), on aarch64 the FPCR, elsewhere (the ucontext
- * switch on other machines) the rounding direction alone. */
+ * x87 control word (high), on aarch64 the FPCR, on ARM with VFP the FPSCR,
+ * elsewhere the rounding direction alone. */
 #if defined(__i386__)
 /* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
 static int has_sse(void) {
@@ -112,9 +112,22 @@ static void fp_put(uint64_t fp) {
   __asm__ __volatile__("msr fpcr, %0" ::"r"(fp));
 }
 #endif
+#elif defined(__arm__) && defined(__ARM_FP)
+static uint64_t fp_get(void) {
+  uint32_t fpscr;
+  __asm__ __volatile__("vmrs %0, fpscr" : "=r"(fpscr));
+  return fpscr;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  __asm__ __volatile__("vmsr fpscr, %0" ::"r"((uint32_t)fp));
+}
+#endif
 #else
 static uint64_t fp_get(void) { return (uint64_t)(unsigned)fegetround(); }
+#if defined(UVP__FIBER_UCONTEXT)
 static void fp_put(uint64_t fp) { (void)fesetround((int)fp); }
+#endif
 #endif
 
 /* ---- the machine's part ------------------------------------------------- */

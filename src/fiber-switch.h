@@ -36,13 +36,15 @@
 #endif
 #endif
 
-/* Our assembly is for ELF x86-64 (LP64, not x32), i386 and aarch64, with
- * or without -fcf-protection and -mbranch-protection (fiber-switch.c says
- * what of them it keeps); elsewhere glibc's ucontext stands in, also when
- * forced, so that tests can cover it. */
+/* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64 and ARM
+ * (EABI, ARMv5T and later), with or without -fcf-protection and
+ * -mbranch-protection (fiber-jump-*.h say what of them they keep);
+ * elsewhere glibc's ucontext stands in, also when forced, so that tests can
+ * cover it. */
 #if !defined(__ELF__) ||                                                       \
     !((defined(__x86_64__) && !defined(__ILP32__)) || defined(__i386__) ||     \
-      defined(__aarch64__)) ||                                                 \
+      defined(__aarch64__) ||                                                  \
+      (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5)) ||       \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
 #include <ucontext.h>
