@@ -66,7 +66,7 @@
 
 /* The running context's, as one value: on x86 the MXCSR (low half) and the
  * x87 control word (high), on aarch64 the FPCR, on ARM with VFP the FPSCR,
- * elsewhere the rounding direction alone. */
+ * on s390x the FPC, elsewhere the rounding direction alone. */
 #if defined(__i386__)
 /* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
 static int has_sse(void) {
@@ -112,6 +112,17 @@ static void fp_put(uint64_t fp) {
   __asm__ __volatile__("msr fpcr, %0" ::"r"(fp));
 }
 #endif
+#elif defined(__s390x__)
+static uint64_t fp_get(void) {
+  uint32_t fpc;
+  __asm__ __volatile__("efpc %0" : "=d"(fpc));
+  return fpc;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  __asm__ __volatile__("sfpc %0" ::"d"((uint32_t)fp));
+}
+#endif
 #elif defined(__arm__) && defined(__ARM_FP)
 static uint64_t fp_get(void) {
   uint32_t fpscr;
@@ -151,6 +162,8 @@ HIDDEN void uvp__fiber_trampoline(void);
 #include "fiber-jump-x86.h"
 #elif defined(__aarch64__) || defined(__arm__)
 #include "fiber-jump-arm.h"
+#elif defined(__s390x__)
+#include "fiber-jump-s390x.h"
 #endif
 
 #endif /* !UVP__FIBER_UCONTEXT */

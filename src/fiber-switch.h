@@ -36,15 +36,16 @@
 #endif
 #endif
 
-/* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64 and ARM
- * (EABI, ARMv5T and later), with or without -fcf-protection and
+/* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64, ARM
+ * (EABI, ARMv5T and later) and s390x, with or without -fcf-protection and
  * -mbranch-protection (fiber-jump-*.h say what of them they keep);
  * elsewhere glibc's ucontext stands in, also when forced, so that tests can
  * cover it. */
 #if !defined(__ELF__) ||                                                       \
     !((defined(__x86_64__) && !defined(__ILP32__)) || defined(__i386__) ||     \
       defined(__aarch64__) ||                                                  \
-      (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5)) ||       \
+      (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5) ||        \
+      defined(__s390x__)) ||                                                   \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
 #include <ucontext.h>
