@@ -66,7 +66,8 @@
 
 /* The running context's, as one value: on x86 the MXCSR (low half) and the
  * x87 control word (high), on aarch64 the FPCR, on ARM with VFP the FPSCR,
- * on s390x the FPC, elsewhere the rounding direction alone. */
+ * on s390x the FPC, on ppc64 the FPSCR, elsewhere the rounding direction
+ * alone. */
 #if defined(__i386__)
 /* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
 static int has_sse(void) {
@@ -123,6 +124,21 @@ static void fp_put(uint64_t fp) {
   __asm__ __volatile__("sfpc %0" ::"d"((uint32_t)fp));
 }
 #endif
+#elif defined(__powerpc64__)
+static uint64_t fp_get(void) {
+  double fpscr;
+  uint64_t bits;
+  __asm__ __volatile__("mffs %0" : "=f"(fpscr));
+  memcpy(&bits, &fpscr, sizeof(bits));
+  return bits;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  double fpscr;
+  memcpy(&fpscr, &fp, sizeof(fpscr));
+  __asm__ __volatile__("mtfsf 0x03, %0" ::"f"(fpscr));
+}
+#endif
 #elif defined(__arm__) && defined(__ARM_FP)
 static uint64_t fp_get(void) {
   uint32_t fpscr;
@@ -164,6 +180,8 @@ HIDDEN void uvp__fiber_trampoline(void);
 #include "fiber-jump-arm.h"
 #elif defined(__s390x__)
 #include "fiber-jump-s390x.h"
+#elif defined(__powerpc64__)
+#include "fiber-jump-ppc64.h"
 #endif
 
 #endif /* !UVP__FIBER_UCONTEXT */

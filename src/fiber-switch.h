@@ -37,15 +37,16 @@
 #endif
 
 /* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64, ARM
- * (EABI, ARMv5T and later) and s390x, with or without -fcf-protection and
- * -mbranch-protection (fiber-jump-*.h say what of them they keep);
- * elsewhere glibc's ucontext stands in, also when forced, so that tests can
- * cover it. */
+ * (EABI, ARMv5T and later), s390x and 64-bit PowerPC (ELFv2: ppc64el), with or
+ * without -fcf-protection and -mbranch-protection (fiber-jump-*.h say what of
+ * them they keep); elsewhere glibc's ucontext stands in, also when forced, so
+ * that tests can cover it. */
 #if !defined(__ELF__) ||                                                       \
     !((defined(__x86_64__) && !defined(__ILP32__)) || defined(__i386__) ||     \
       defined(__aarch64__) ||                                                  \
       (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5) ||        \
-      defined(__s390x__)) ||                                                   \
+      defined(__s390x__) ||                                                    \
+      (defined(__powerpc64__) && defined(_CALL_ELF) && _CALL_ELF == 2)) ||     \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
 #include <ucontext.h>
