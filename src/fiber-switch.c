@@ -69,8 +69,12 @@
  * on s390x the FPC, on ppc64 the FPSCR, elsewhere the rounding direction
  * alone. */
 #if defined(__i386__)
-/* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask. */
+/* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask.
+ * UVP__FIBER_NO_SSE: as if not, so that tests can cover it. */
 static int has_sse(void) {
+#if defined(UVP__FIBER_NO_SSE)
+  return 0;
+#endif
   static int known; /* 0: not yet; 1: no; 2: yes */
   int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
   if (v == 0) {
@@ -164,10 +168,10 @@ static void fp_put(uint64_t fp) { (void)fesetround((int)fp); }
 /* Saves the callee-saved state on the running stack, stores the stack
  * pointer in *from_sp, loads to_sp, restores the state found there and
  * returns msg into that context. */
-#if defined(__i386__)
-HIDDEN void *uvp__fiber_jump(void **from_sp, void *to_sp, void *msg, int sse);
-#else
 HIDDEN void *uvp__fiber_jump(void **from_sp, void *to_sp, void *msg);
+#if defined(__i386__)
+/* The same, for a CPU without SSE: no MXCSR (fiber-jump-x86.h). */
+HIDDEN void *uvp__fiber_jump_x87(void **from_sp, void *to_sp, void *msg);
 #endif
 /* Where a new fiber's first jump returns to: it calls the function in the
  * first callee-saved register with the context in the second and the msg
@@ -255,7 +259,9 @@ static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                          void *msg) {
 #if defined(__i386__)
-  return uvp__fiber_jump(&from->sp, to->sp, msg, has_sse());
+  if (!has_sse())
+    return uvp__fiber_jump_x87(&from->sp, to->sp, msg);
+  return uvp__fiber_jump(&from->sp, to->sp, msg);
 #else
   return uvp__fiber_jump(&from->sp, to->sp, msg);
 #endif
