@@ -13,17 +13,28 @@
  * side (a new fiber starts in C with its context in a register, and the
  * tools are told around the switch).  swapcontext makes a rt_sigprocmask
  * system call per switch, which this VM's hypervisor makes expensive.
+ * The same held for the other machines (i386, ARM, ppc64el, s390x): each
+ * of ours is forty to a hundred instructions, fits the same C side (the
+ * saved stack pointer in the context, which the compact mode copies from,
+ * a fresh fiber's frame laid out here, the floating-point control compared
+ * before it is written), saves what fcontext leaves out (ppc64's v20-v31,
+ * which glibc's swapcontext under qemu loses too) and needs no build
+ * dependency per architecture; test-fiber-switch-cross.c checks each under
+ * qemu (.ci/fiber-switches).
  *
- * What a switch keeps is what the ABI makes a callee keep:
+ * What a switch keeps is what the ABI makes a callee keep (each machine's
+ * header says how):
  *   x86-64 SysV: rbx, rbp, r12-r15, the MXCSR's control bits and the x87
  *                control word (the rounding modes, exception masks, FTZ/DAZ);
- *   AAPCS64:     x19-x28, x29 (frame), x30 (link), d8-d15 and the FPCR.
+ *   i386 SysV:   ebx, esi, edi, ebp, the x87 control word and (with SSE)
+ *                the MXCSR's control bits;
+ *   AAPCS64:     x19-x28, x29 (frame), x30 (link), d8-d15 and the FPCR;
+ *   AAPCS (ARM): r4-r11, lr, and with VFP d8-d15 and the FPSCR's control;
+ *   ppc64 ELFv2: r14-r31, f14-f31, v20-v31, cr2-cr4, r2, the FPSCR's control;
+ *   s390x:       r6-r13, f8-f15, the FPC's control.
  * Everything else is caller-saved, and the compiler has already saved what
  * it needs of it around the call to uvp__fiber_jump.  The stack pointer
- * stays 16-byte aligned at every call, fresh fibers included.
- *
- *   i386 SysV:   ebx, esi, edi, ebp, the x87 control word and (with SSE)
- *                the MXCSR's control bits.
+ * keeps the ABI's alignment at every call, fresh fibers included.
  *
  * Elsewhere (other architectures, or UVP__FIBER_FORCE_UCONTEXT for testing
  * it) the switch is glibc's swapcontext: correct, and slow (see
