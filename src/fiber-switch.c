@@ -555,8 +555,14 @@ void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
   size_t len = uvp__fiber_live(ctx, top);
 #if defined(UVP__FIBER_VALGRIND)
   /* Another fiber's frames came and went here since: for memcheck, the
-   * part below its stack pointer is no-access until written again. */
+   * part below its stack pointer is no-access until written again.  glibc's
+   * setcontext also writes just below the saved stack pointer as it resumes
+   * (x86-64 pushes the return address there): 64 bytes more for it. */
+#if defined(UVP__FIBER_UCONTEXT)
+  (void)VALGRIND_MAKE_MEM_UNDEFINED(saved_sp(ctx) - 64, len + 64);
+#else
   (void)VALGRIND_MAKE_MEM_UNDEFINED(saved_sp(ctx), len);
+#endif
 #endif
 #if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
   if (uvp__fiber_asan()) {
