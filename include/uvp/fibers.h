@@ -181,14 +181,19 @@ extern "C" {
  * read's system call; its fibers keep their buffers on the heap, and state
  * shared with child fibers in the parent's record or the heap.  Keep the
  * default for fibers that lend their locals, that await often with deep
- * stacks, or that are few.
+ * stacks, or that are few.  The compact mode works so with every switch
+ * uvp has; only where uvp falls back to a ucontext whose layout it does
+ * not know (no Debian architecture) does each compact fiber get a stack
+ * of its own, with nothing copied and no UV_ENOMEM from an await.
  *
  * Floating-point modes.  Each fiber has its own floating-point control
  * modes: the rounding direction (fesetround) and flags such as
- * flush-to-zero (on x86-64 the MXCSR and the x87 control word, on aarch64
- * the FPCR).  A fiber starts with those in effect where uvp_fiber_spawn
- * was called, and what it sets stays its own across awaits: the loop's
- * code and other fibers never see it.  The exception flags
+ * flush-to-zero (on x86-64 and i386 the MXCSR and the x87 control word,
+ * on aarch64 the FPCR; on machines where the switch is glibc's
+ * swapcontext, what it keeps).  A fiber starts with those in effect where
+ * uvp_fiber_spawn was called (a compact fiber on those other machines: the
+ * rounding direction only), and what it sets stays its own across awaits:
+ * the loop's code and other fibers never see it.  The exception flags
  * (fetestexcept) are not kept per fiber: test them before an await.
  *
  * Tools.  A program built with AddressSanitizer (-fsanitize=address, gcc or
