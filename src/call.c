@@ -47,33 +47,35 @@ struct call_s {
   uint64_t left; /* the caller's deadline, ms (UVP_NO_DEADLINE) */
   const char *file;
   int line;
-  int state; /* C_* (mu) */
-  int cut;   /* the caller's cut's code, or 0 (mu) */
-  bool cut_done; /* the target has cancelled q (target thread) */
-  bool answered; /* the caller applies the answer (caller thread) */
-  bool follows;  /* the value is q's (answer) */
+  int state;         /* C_* (mu) */
+  int cut;           /* the caller's cut's code, or 0 (mu) */
+  bool cut_done;     /* the target has cancelled q (target thread) */
+  bool answered;     /* the caller applies the answer (caller thread) */
+  bool follows;      /* the value is q's (answer) */
   bool arg_free_due; /* an orphan whose fn never ran */
   /* The answer, written by the target before it is queued. */
   int code;
   void *value;
   uvp_free_cb free_cb;
-  uvp_promise_t *q; /* followed on the target, or NULL */
+  uvp_promise_t *q;      /* followed on the target, or NULL */
   uvp_call_done_cb done; /* a posted call's, else NULL */
   void *done_arg;
-  char cwhy[112]; /* the caller's cut, for the target (mu) */
-  char awhy[112]; /* the target's cause, for the caller ("": none) */
+  char cwhy[192]; /* the caller's cut, for the target (mu) */
+  char awhy[192]; /* the target's cause, for the caller ("": none) */
 };
+
+_Static_assert(sizeof(call_t) <= UVP__OP_SLOT, "a call takes a pool slot");
 
 struct link_s {
   uv_mutex_t mu;
-  uv_cond_t cv; /* posting came back to 0 after dst_gone */
+  uv_cond_t cv;   /* posting came back to 0 after dst_gone */
   uvp_ctx_t *src; /* NULL: posted calls, from threads with no context */
   uvp_ctx_t *dst;
   call_t *rq, *rq_tail; /* requests */
   call_t *an, *an_tail; /* answers */
   bool rq_posted, an_posted, cuts;
-  bool dst_gone; /* the target was torn down (mu, and g_mu) */
-  bool src_gone; /* the caller's state is gone (g_mu) */
+  bool dst_gone;    /* the target was torn down (mu, and g_mu) */
+  bool src_gone;    /* the caller's state is gone (g_mu) */
   unsigned posting; /* posts to dst under way (mu) */
   uvp__msg_t rq_msg, an_msg;
   link_t *gnext; /* the registry (g_mu) */
@@ -91,9 +93,9 @@ typedef struct kept_s {
 typedef struct cstate_s {
   uvp__ext_t ext;
   uvp_ctx_t *ctx;
-  link_t *out;        /* links it calls through */
-  size_t inflight;    /* its calls awaiting an answer */
-  call_t *following;  /* calls to it following a promise */
+  link_t *out;       /* links it calls through */
+  size_t inflight;   /* its calls awaiting an answer */
+  call_t *following; /* calls to it following a promise */
   /* Torn down, uvp__calls_closing has run.  Until then, a closed
    * context's drains and cuts run inside the sweep, under its lock, and
    * post nothing (a post takes another context's lock, whose own sweep
@@ -193,6 +195,7 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   }
   l->src = src;
   l->dst = dst;
+  *rc = 0;
   return l;
 }
 
@@ -312,10 +315,10 @@ static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
     return uvp_ret_pass();
   }
   const uvp_cause_t *cause = uvp_promise_cause(c->q);
-  char why[112] = "";
+  char why[192] = "";
   if (cause != NULL) {
-    int n = snprintf(why, sizeof(why), "call into context %p: ",
-                     (void *)c->link->dst);
+    int n = snprintf(why, sizeof(why),
+                     "call into context %p: ", (void *)c->link->dst);
     if (n > 0 && (size_t)n < sizeof(why))
       uvp_cause_format(cause, why + n, sizeof(why) - (size_t)n);
   }
@@ -353,8 +356,7 @@ static void run(uvp_ctx_t *ctx, cstate_t *st, call_t *c) {
     } else if (r.promise_ != NULL) {
       c->q = r.promise_;
       c->cut_done = false;
-      if (st == NULL ||
-          uvp_promise_on(c->q, UVP_ON_BOTH, on_q, c, NULL) != 0) {
+      if (st == NULL || uvp_promise_on(c->q, UVP_ON_BOTH, on_q, c, NULL) != 0) {
         uvp_promise_release(c->q);
         c->code = UV_ENOMEM;
         break;
@@ -547,8 +549,8 @@ static void call_cancel(uvp__op_t *op) {
   link_t *l = c->link;
   char why[sizeof(c->cwhy)];
   const uvp_cause_t *cause = uvp_promise_cause(op->p);
-  int n = snprintf(why, sizeof(why), "the caller's context %p cut the call: ",
-                   (void *)l->src);
+  int n = snprintf(why, sizeof(why),
+                   "the caller's context %p cut the call: ", (void *)l->src);
   if (n > 0 && (size_t)n < sizeof(why))
     uvp_cause_format(cause, why + n, sizeof(why) - (size_t)n);
   int code = uvp_promise_reason(op->p, NULL);
@@ -643,8 +645,8 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   link_t *l = link_to(st, target, &rc);
   if (l == NULL)
     return rc;
-  call_t *c = uvp__op_new(ctx, &call_kind, sizeof(call_t), out, file, line,
-                          &rc);
+  call_t *c =
+      uvp__op_new(ctx, &call_kind, sizeof(call_t), out, file, line, &rc);
   if (c == NULL)
     return rc;
   c->link = l;
@@ -672,8 +674,7 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
 /* ---- calls from threads with no context ------------------------------ */
 
 int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
-                  uvp_free_cb arg_free, uvp_call_done_cb done,
-                  void *done_arg) {
+                  uvp_free_cb arg_free, uvp_call_done_cb done, void *done_arg) {
   if (target == NULL || fn == NULL || done == NULL)
     return UV_EINVAL;
   call_t *c = uvp__calloc(1, sizeof(*c));
