@@ -22,6 +22,7 @@
  *
  * The target keeps the calls that follow a promise (uvp_ret_adopt) in a
  * list of its own, for the caller's cuts to find. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,12 +75,19 @@ struct link_s {
   call_t *rq, *rq_tail; /* requests */
   call_t *an, *an_tail; /* answers */
   bool rq_posted, an_posted, cuts;
-  bool dst_gone;    /* the target was torn down (mu, and g_mu) */
+  /* The target was torn down: written under mu (and g_mu), read by the
+   * caller without it for the refusal of a new call. */
+  atomic_bool dst_gone;
   bool src_gone;    /* the caller's state is gone (g_mu) */
   unsigned posting; /* posts to dst under way (mu) */
   uvp__msg_t rq_msg, an_msg;
   link_t *gnext; /* the registry (g_mu) */
   link_t *snext; /* the caller's links (caller thread) */
+  /* Calls started in this turn of the caller's run queue, queued in one
+   * take of mu by its flush (caller thread). */
+  call_t *stage, *stage_tail;
+  link_t *fnext; /* among the caller's links to flush */
+  bool staged;   /* on that list */
 };
 
 /* Followed values handed to callers: value -> the promise that owns it. */
@@ -102,6 +110,8 @@ typedef struct cstate_s {
    * may post here): they leave it to uvp__calls_closing. */
   bool past_close;
   call_t *orphans;  /* answers left to it */
+  link_t *flush;    /* links with calls staged */
+  bool flush_armed; /* a reaction will flush them */
   kept_t *releases; /* followed promises to release */
 } cstate_t;
 
@@ -243,6 +253,33 @@ static void rq_post(link_t *l) {
 
 /* ---- the target's side --------------------------------------------------- */
 
+/* Answers made while the target drains a link's requests go back in one
+ * take of the lock, after the drain (its fn's immediate results). */
+typedef struct batch_s {
+  link_t *l;
+  call_t *head, *tail;
+} batch_t;
+static UVP__TLS batch_t *cur_batch;
+
+static void push_answers(link_t *l, call_t *head, call_t *tail) {
+  uv_mutex_lock(&l->mu);
+  for (call_t *x = head; x != NULL; x = x->next)
+    x->state = C_DONE;
+  if (l->an_tail != NULL)
+    l->an_tail->next = head;
+  else
+    l->an = head;
+  l->an_tail = tail;
+  bool post = !l->an_posted;
+  l->an_posted = true;
+  uv_mutex_unlock(&l->mu);
+  /* The caller lives: these calls are in flight, and its drain cannot
+   * take them before this post (it takes the queue only from its
+   * message). */
+  if (post)
+    uvp__post_call(l->src, &l->an_msg, drain_an, l);
+}
+
 /* The answer goes back: to the caller's queue, or, posted, to done. */
 static void answer(call_t *c) {
   link_t *l = c->link;
@@ -256,21 +293,17 @@ static void answer(call_t *c) {
     uvp__free(c);
     return;
   }
-  uv_mutex_lock(&l->mu);
-  c->state = C_DONE;
   c->next = NULL;
-  if (l->an_tail != NULL)
-    l->an_tail->next = c;
-  else
-    l->an = c;
-  l->an_tail = c;
-  bool post = !l->an_posted;
-  l->an_posted = true;
-  uv_mutex_unlock(&l->mu);
-  /* The caller lives: this call is in flight, and its drain cannot take
-   * it before this post (it takes the queue only from its message). */
-  if (post)
-    uvp__post_call(l->src, &l->an_msg, drain_an, l);
+  batch_t *b = cur_batch;
+  if (b != NULL && b->l == l) {
+    if (b->tail != NULL)
+      b->tail->next = c;
+    else
+      b->head = c;
+    b->tail = c;
+    return;
+  }
+  push_answers(l, c, c);
 }
 
 static void answer_code(call_t *c, int code, const char *why) {
@@ -423,6 +456,9 @@ static void drain_rq(void *arg) {
     }
     return;
   }
+  batch_t b = {l, NULL, NULL};
+  batch_t *outer = cur_batch;
+  cur_batch = &b;
   while (c != NULL) {
     call_t *n = c->next;
     if (gone || c->state == C_DONE) { /* never runs */
@@ -437,6 +473,9 @@ static void drain_rq(void *arg) {
     }
     c = n;
   }
+  cur_batch = outer;
+  if (b.head != NULL)
+    push_answers(l, b.head, b.tail);
   if (cuts && st != NULL && !gone)
     cut_following(st, l);
 }
@@ -496,6 +535,7 @@ static void release_q(uvp_ctx_t *ctx, cstate_t *st, uvp_promise_t *q) {
 }
 
 /* The answers' message: apply each, then end the calls' operations. */
+static void apply_answers(uvp_ctx_t *ctx, call_t *c);
 static void drain_an(void *arg) {
   link_t *l = arg;
   uv_mutex_lock(&l->mu);
@@ -503,7 +543,10 @@ static void drain_an(void *arg) {
   l->an = l->an_tail = NULL;
   l->an_posted = false;
   uv_mutex_unlock(&l->mu);
-  uvp_ctx_t *ctx = l->src;
+  apply_answers(l->src, c);
+}
+
+static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
   cstate_t *st = cstate(ctx);
   ptrdiff_t n = 0;
   for (call_t *x = c; x != NULL; x = x->next, n--) {
@@ -585,12 +628,13 @@ static link_t *link_to(cstate_t *st, uvp_ctx_t *dst, int *rc) {
   for (link_t **pp = &st->out, *l; (l = *pp) != NULL; pp = &l->snext) {
     if (l->dst != dst)
       continue;
-    uv_mutex_lock(&l->mu);
-    bool gone = l->dst_gone;
-    uv_mutex_unlock(&l->mu);
-    if (!gone)
+    if (!atomic_load_explicit(&l->dst_gone, memory_order_acquire))
       return l;
+    if (l->staged) /* its flush answers what it holds */
+      break;
     /* A torn-down target; its address may be a new context's now. */
+    if (l->stage != NULL)
+      return l; /* its flush first: refused below, as the flush would */
     *pp = l->snext;
     uv_mutex_lock(&g_mu);
     g_unlink(l);
@@ -609,26 +653,92 @@ static link_t *link_to(cstate_t *st, uvp_ctx_t *dst, int *rc) {
   return l;
 }
 
-/* Queue c on l; UVP_ECLOSED if the target is gone. */
-static int enqueue(link_t *l, call_t *c) {
-  c->next = NULL;
-  c->state = C_QUEUED;
-  c->cut = 0;
+/* The staged calls of l go to the target's queue, or, the target gone,
+ * are answered here. */
+static void flush_link(link_t *l) {
+  call_t *c = l->stage;
+  call_t *tail = l->stage_tail;
+  l->stage = l->stage_tail = NULL;
+  l->staged = false;
+  if (c == NULL)
+    return;
   uv_mutex_lock(&l->mu);
-  if (l->dst_gone) {
-    uv_mutex_unlock(&l->mu);
-    return UVP_ECLOSED;
+  bool gone = l->dst_gone;
+  bool wake = false;
+  if (!gone) {
+    if (l->rq_tail != NULL)
+      l->rq_tail->next = c;
+    else
+      l->rq = c;
+    l->rq_tail = tail;
+    wake = rq_wake_locked(l);
   }
-  if (l->rq_tail != NULL)
-    l->rq_tail->next = c;
-  else
-    l->rq = c;
-  l->rq_tail = c;
-  bool wake = rq_wake_locked(l);
   uv_mutex_unlock(&l->mu);
   if (wake)
     rq_post(l);
-  return 0;
+  if (!gone)
+    return;
+  char why[96];
+  snprintf(why, sizeof(why), "the call's target context %p was closed",
+           (void *)l->dst);
+  for (call_t *x = c; x != NULL; x = x->next) {
+    if (x->arg_free != NULL) /* fn never runs: this thread still owns it */
+      x->arg_free(x->arg);
+    x->code = UVP_ECLOSED;
+    x->value = NULL;
+    x->free_cb = NULL;
+    x->follows = false;
+    snprintf(x->awhy, sizeof(x->awhy), "%s", why);
+  }
+  apply_answers(l->src, c);
+}
+
+static void flush_all(cstate_t *st) {
+  st->flush_armed = false;
+  link_t *l = st->flush;
+  st->flush = NULL;
+  while (l != NULL) {
+    link_t *n = l->fnext;
+    flush_link(l); /* may free the context: only after the last */
+    l = n;
+  }
+}
+
+static uvp_ret_t flush_cb(void *arg, const uvp_outcome_t *in) {
+  (void)in;
+  flush_all(arg);
+  return uvp_ret_pass();
+}
+
+/* c joins l's stage; the stage is flushed once the run queue has run what
+ * is queued now (a reaction queued behind it): the calls a burst of
+ * handlers starts take the link's lock once. */
+static void stage(cstate_t *st, link_t *l, call_t *c) {
+  c->next = NULL;
+  c->state = C_QUEUED;
+  c->cut = 0;
+  if (l->stage_tail != NULL)
+    l->stage_tail->next = c;
+  else
+    l->stage = c;
+  l->stage_tail = c;
+  if (!l->staged) {
+    l->staged = true;
+    l->fnext = st->flush;
+    st->flush = l;
+  }
+  if (st->flush_armed)
+    return;
+  uvp_promise_t *fp;
+  uvp__scope_t *was = uvp__scope_enter(st->ctx, NULL); /* no deadline */
+  bool armed = uvp_promise_resolved(st->ctx, NULL, NULL, &fp) == 0 &&
+               uvp_promise_on(fp, UVP_ON_FULFILLED | UVP_ON_TAKE, flush_cb, st,
+                              NULL) == 0;
+  uvp__scope_leave(st->ctx, was);
+  if (armed)
+    st->flush_armed = true;
+  else /* no memory: now */
+    flush_all(st);
 }
 
 int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
@@ -657,18 +767,18 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   c->file = file;
   c->line = line;
   c->answered = false;
+  c->arg_free_due = false;
+  c->cut_done = false;
+  c->follows = false;
   c->q = NULL;
   c->done = NULL;
   c->tprev = c->tnext = NULL;
-  /* Counted first: the answer may come before enqueue returns. */
+  if (atomic_load_explicit(&l->dst_gone, memory_order_acquire))
+    return uvp__op_started(&c->op, UVP_ECLOSED, out);
+  rc = uvp__op_started(&c->op, 0, out);
   inflight_add(st, 1);
-  rc = enqueue(l, c);
-  if (rc != 0) {
-    c->answered = true;
-    inflight_add(st, -1);
-    return uvp__op_started(&c->op, rc, out);
-  }
-  return uvp__op_started(&c->op, 0, out);
+  stage(st, l, c); /* last: a flush for want of memory may answer it */
+  return rc;
 }
 
 /* ---- calls from threads with no context ------------------------------ */
@@ -794,7 +904,10 @@ bool uvp__calls_closing(uvp_ctx_t *ctx) {
     uvp__free(releases);
     releases = n;
   }
-  /* The cuts the sweep made of this context's own calls go out now. */
+  /* The calls staged when the sweep dropped the flush, and the cuts it
+   * made of this context's calls, go out now. */
+  if (st != NULL && st->flush != NULL)
+    flush_all(st);
   if (st != NULL)
     for (link_t *l = st->out; l != NULL; l = l->snext) {
       uv_mutex_lock(&l->mu);

@@ -22,12 +22,17 @@ typedef struct target_s {
   uv_thread_t id; /* its loop thread */
   int close_rc;   /* its uvp_ctx_close */
   int loop_rc;    /* its uv_loop_close, once its loop has ended */
+  uv_check_t turn;
+  long turns; /* its loop's iterations (its thread only) */
 } target_t;
+
+static void target_turn(uv_check_t *c) { ((target_t *)c->data)->turns++; }
 
 static void target_stop(uv_async_t *a) {
   target_t *t = a->data;
   t->close_rc = uvp_ctx_close(t->ctx);
   uv_close((uv_handle_t *)a, NULL);
+  uv_close((uv_handle_t *)&t->turn, NULL);
 }
 
 static void target_main(void *arg) {
@@ -37,6 +42,10 @@ static void target_main(void *arg) {
     abort();
   uv_async_init(&t->loop, &t->stop, target_stop);
   t->stop.data = t;
+  uv_check_init(&t->loop, &t->turn);
+  t->turn.data = t;
+  uv_check_start(&t->turn, target_turn);
+  uv_unref((uv_handle_t *)&t->turn);
   uv_sem_post(&t->ready);
   uv_run(&t->loop, UV_RUN_DEFAULT);
   t->loop_rc = uv_loop_close(&t->loop);
@@ -156,6 +165,17 @@ static void setup_target(void) {
   cut_code = 0;
 }
 
+/* Until fn has run on the target: the caller's loop turns meanwhile (a
+ * call leaves once the caller's run queue has run). */
+static void wait_ran(fixture_t *f) {
+  uint64_t t0 = uv_hrtime();
+  while (ran_on_target == 0 && uv_hrtime() - t0 < 10000000000ull) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_sleep(1);
+  }
+  assert_int_not_equal(ran_on_target, 0);
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 static void test_value_moves(void **state) {
@@ -183,6 +203,39 @@ static void test_value_moves(void **state) {
   /* The values moved: freed here, on the caller's thread. */
   assert_int_equal(freed_on_main, 8);
   assert_int_equal(freed_on_other, 0);
+  caller_join(f, &t);
+}
+
+/* The target's loop iteration each call ran in. */
+static long ran_turn[64];
+static uvp_ret_t fn_turn(uvp_ctx_t *target, void *arg) {
+  note_thread(target);
+  ran_turn[(intptr_t)arg] = cur->turns;
+  return uvp_ret_pass();
+}
+
+static void test_batch_shares_wakeup(void **state) {
+  fixture_t *f = *state;
+  target_t t;
+  setup_target();
+  target_start(&t);
+  cur = &t;
+  uvp_promise_t *p[64];
+  for (int i = 0; i < 64; i++)
+    assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_turn, (void *)(intptr_t)i,
+                                    NULL, &p[i]),
+                     0);
+  assert_int_equal(ran_on_target, 0); /* they leave together, later */
+  for (int i = 0; i < 64; i++) {
+    run_until_settled(f, p[i]);
+    assert_int_equal(uvp_promise_state(p[i]), UVP_FULFILLED);
+    uvp_promise_release(p[i]);
+  }
+  /* Started in one turn of the caller: one message, one drain, in one
+   * iteration of the target's loop. */
+  assert_int_equal(ran_on_target, 64);
+  for (int i = 1; i < 64; i++)
+    assert_int_equal(ran_turn[i], ran_turn[0]);
   caller_join(f, &t);
 }
 
@@ -233,8 +286,7 @@ static void test_cancel_reaches_target(void **state) {
   uvp_promise_t *p;
   assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_long, NULL, NULL, &p), 0);
   /* Cancelled once the target runs it: fn ran, q is followed. */
-  while (ran_on_target == 0)
-    uv_sleep(1);
+  wait_ran(f);
   assert_int_equal(uvp_promise_cancel(p), 0);
   assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
   uint64_t t0 = uv_hrtime();
@@ -327,8 +379,7 @@ static void test_target_closes_mid_call(void **state) {
   for (int i = 0; i < 4; i++)
     assert_int_equal(
         uvp_call_start(f->ctx, t.ctx, fn_long, NULL, count_arg_free, &p[i]), 0);
-  while (ran_on_target == 0)
-    uv_sleep(1);
+  wait_ran(f);
   uvp_ctx_t *gone = t.ctx;
   target_join(&t);
   char want[96];
@@ -355,8 +406,7 @@ static void test_caller_closes_mid_call(void **state) {
   uvp_promise_t *p;
   assert_int_equal(
       uvp_call_start(f->ctx, t.ctx, fn_long, NULL, count_arg_free, &p), 0);
-  while (ran_on_target == 0)
-    uv_sleep(1);
+  wait_ran(f);
   uvp_ctx_t *caller = close_ctx(f);
   assert_int_equal(uvp_promise_reason(p, NULL), UVP_ECLOSED);
   uvp_promise_release(p);
@@ -494,6 +544,7 @@ static void test_errors(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_value_moves),
+      FIXTURE_TEST(test_batch_shares_wakeup),
       FIXTURE_TEST(test_rejection_crosses),
       FIXTURE_TEST(test_followed_promise),
       FIXTURE_TEST(test_cancel_reaches_target),

@@ -15,10 +15,9 @@
 extern "C" {
 #endif
 
-/** @defgroup calls Calls between loops */
-/** @{ */
-
-/** A program that runs one loop per core keeps what one loop owns (a cache
+/** @defgroup calls Calls between loops
+ *
+ * A program that runs one loop per core keeps what one loop owns (a cache
  * shard, a rate limit, a pool) on that loop, and the others ask for it
  * with a call: `fn` runs on the target context's loop thread, and the
  * caller's promise, on the caller's context, settles with what it
@@ -79,6 +78,7 @@ extern "C" {
  * path), which runs every call queued by then; answers come back the same
  * way.  A call takes a slot of the caller's operation pool (no allocation
  * once warm).  docs/internals.md has the figures. */
+/** @{ */
 
 /** The function a call runs on the target (see above).  `target` is the
  * target context, `arg` the call's. */
