@@ -616,7 +616,7 @@ static void call_cancel(uvp__op_t *op) {
 static void call_describe(const uvp__op_t *op, uvp__what_t *w) {
   const call_t *c = (const call_t *)op;
   snprintf(w->kind, sizeof(w->kind), "call");
-  snprintf(w->target, sizeof(w->target), "context %p (another loop)",
+  snprintf(w->target, sizeof(w->target), "into context %p",
            (void *)c->link->dst);
 }
 

@@ -317,6 +317,62 @@ static void test_cancel_before_run(void **state) {
   caller_join(f, &t);
 }
 
+static int into_buf(void *arg, const char *text, size_t len) {
+  size_t have = strlen(arg);
+  if (have + len < 8192) {
+    memcpy((char *)arg + have, text, len);
+    ((char *)arg)[have + len] = '\0';
+  }
+  return 0;
+}
+
+/* The target's task dump, made on its thread by a posted call. */
+static char target_dump[8192];
+static uvp_ret_t fn_dump(uvp_ctx_t *target, void *arg) {
+  (void)arg;
+  target_dump[0] = '\0';
+  uvp_dump_opts_t o = {0, NULL, into_buf, target_dump, 0};
+  (void)uvp_ctx_dump_tasks(target, &o);
+  return uvp_ret_pass();
+}
+static void dumped(void *arg, int code, void *value, uvp_free_cb free_cb) {
+  (void)code;
+  (void)value;
+  (void)free_cb;
+  uv_sem_post(arg);
+}
+
+static void test_dump_both_sides(void **state) {
+  fixture_t *f = *state;
+  target_t t;
+  setup_target();
+  target_start(&t);
+  cur = &t;
+  uvp_promise_t *p;
+  assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_long, NULL, NULL, &p), 0);
+  wait_ran(f);
+  static char text[8192];
+  text[0] = '\0';
+  uvp_dump_opts_t o = {0, NULL, into_buf, text, 0};
+  assert_true(uvp_ctx_dump_tasks(f->ctx, &o) >= 1);
+  /* The caller waits for a call into the target context. */
+  char want[64];
+  snprintf(want, sizeof(want), "for call into context %p", (void *)t.ctx);
+  if (strstr(text, want) == NULL)
+    fail_msg("no '%s' in the caller's dump:\n%s", want, text);
+  /* The target's side: the work fn started, waited for by the call. */
+  uv_sem_t sem;
+  assert_int_equal(uv_sem_init(&sem, 0), 0);
+  assert_int_equal(uvp_call_post(t.ctx, fn_dump, NULL, NULL, dumped, &sem), 0);
+  uv_sem_wait(&sem);
+  uv_sem_destroy(&sem);
+  if (strstr(target_dump, "timer") == NULL)
+    fail_msg("no timer in the target's dump:\n%s", target_dump);
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  uvp_promise_release(p);
+  caller_join(f, &t);
+}
+
 static void test_target_cut_rejects_caller(void **state) {
   fixture_t *f = *state;
   target_t t;
@@ -549,6 +605,7 @@ int main(void) {
       FIXTURE_TEST(test_followed_promise),
       FIXTURE_TEST(test_cancel_reaches_target),
       FIXTURE_TEST(test_cancel_before_run),
+      FIXTURE_TEST(test_dump_both_sides),
       FIXTURE_TEST(test_target_cut_rejects_caller),
       FIXTURE_TEST(test_deadline_carried),
       FIXTURE_TEST(test_target_closes_mid_call),
