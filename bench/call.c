@@ -11,17 +11,28 @@
  *                           calling the next in a ring, W in flight per
  *                           loop (default 1024)
  *
- * Prints one line: the mode, the count, the wall time, and ns a round trip
- * (floor, rtt) or calls a second (tput).  Each loop runs on a thread of
- * its own. */
+ * Prints one line of key=value: the count n, the wall time s, ns a round
+ * trip (floor, rtt) or calls_s, calls a second (tput), and cpu_ns, the
+ * CPU time of every thread of the process a round trip or call (threads'
+ * starts included): what a loaded machine moves least.  Each loop runs on
+ * a thread of its own. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "uvp.h"
+
+/* The process's CPU time (every thread's), ns. */
+static double cpu_ns(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ((double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec) * 1e9 +
+         ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e3;
+}
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "call: %s: %s\n", what, uv_strerror(rc));
@@ -225,18 +236,22 @@ int main(int argc, char **argv) {
     return 2;
   }
   long n = atol(argv[2]);
+  double c0 = cpu_ns();
   if (strcmp(argv[1], "floor") == 0) {
     double ns = floor_rtt(n);
-    printf("floor %ld %.3f s %.0f ns/rtt\n", n, ns / 1e9, ns / (double)n);
+    printf("floor n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
+           ns / (double)n, (cpu_ns() - c0) / (double)n);
   } else if (strcmp(argv[1], "rtt") == 0) {
     double ns = run_nodes(n, 2, 1, 1);
-    printf("rtt %ld %.3f s %.0f ns/rtt\n", n, ns / 1e9, ns / (double)n);
+    printf("rtt n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
+           ns / (double)n, (cpu_ns() - c0) / (double)n);
   } else if (strcmp(argv[1], "tput") == 0 && argc >= 4) {
     int loops = atoi(argv[3]);
     long w = argc >= 5 ? atol(argv[4]) : 1024;
     double ns = run_nodes(n, loops, loops, w);
-    printf("tput %ld loops=%d window=%ld %.3f s %.0f calls/s\n", n, loops, w,
-           ns / 1e9, (double)n / (ns / 1e9));
+    printf("tput n=%ld loops=%d window=%ld s=%.3f calls_s=%.0f cpu_ns=%.0f\n",
+           n, loops, w, ns / 1e9, (double)n / (ns / 1e9),
+           (cpu_ns() - c0) / (double)n);
   } else {
     fprintf(stderr, "call: unknown mode %s\n", argv[1]);
     return 2;

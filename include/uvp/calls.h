@@ -72,12 +72,16 @@ extern "C" {
  * runs exactly once on the target's loop thread, after fn returned or
  * once it is known fn never runs.
  *
- * Cost.  Calls to the same target from the same context share one
- * wake-up: the caller queues them on the pair's queue, and the first one
- * posts one message into the target's mailbox (uvp's thread-safe settle
- * path), which runs every call queued by then; answers come back the same
- * way.  A call takes a slot of the caller's operation pool (no allocation
- * once warm).  docs/internals.md has the figures. */
+ * Batching.  A call leaves once the caller's run queue has run what is
+ * queued when it is started (never inside uvp_call_start): the calls one
+ * turn of handlers starts to the same target are queued on the pair's
+ * link in one take of its lock, and one message into the target's
+ * mailbox (uvp's thread-safe path) runs them all there; the answers
+ * their fn give come back the same way, one message for a drain's worth.
+ * A call takes a slot of the caller's operation pool: nothing is
+ * allocated per call once warm (a link per pair of contexts, on the
+ * first call).  docs/internals.md, "Calls between loops", has the
+ * figures. */
 /** @{ */
 
 /** The function a call runs on the target (see above).  `target` is the
