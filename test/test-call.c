@@ -584,6 +584,74 @@ static void test_thread_without_context(void **state) {
   uv_sem_destroy(&ps.done);
 }
 
+/* ---- both sides closing at once ----------------------------------------- */
+
+static atomic_int started_calls;
+static target_t *peer_of[2];
+
+static uvp_ret_t fn_quick(uvp_ctx_t *target, void *arg) {
+  (void)target;
+  (void)arg;
+  return uvp_ret_value(NULL, NULL);
+}
+
+/* On a peer's thread: 200 calls to the other peer, some to be cut. */
+static uvp_ret_t start_calls(uvp_ctx_t *ctx, void *arg) {
+  int me = (int)(intptr_t)arg;
+  for (int i = 0; i < 200; i++) {
+    uvp_promise_t *p;
+    if (uvp_call_start(ctx, peer_of[!me]->ctx, i % 2 ? fn_quick : fn_long, NULL,
+                       count_arg_free, &p) != 0)
+      break; /* the other is closed: refused, nothing started */
+    started_calls++;
+    if (i % 3 == 0)
+      (void)uvp_promise_cancel(p);
+    uvp_promise_release(p);
+  }
+  return uvp_ret_pass();
+}
+
+static void started(void *arg, int code, void *value, uvp_free_cb free_cb) {
+  (void)code;
+  (void)value;
+  (void)free_cb;
+  uv_sem_post(arg);
+}
+
+static void test_both_close_at_once(void **state) {
+  (void)state;
+  for (int round = 0; round < 20; round++) {
+    setup_target();
+    started_calls = 0;
+    target_t a, b;
+    target_start(&a);
+    target_start(&b);
+    cur = &a;
+    peer_of[0] = &a;
+    peer_of[1] = &b;
+    uv_sem_t sem;
+    assert_int_equal(uv_sem_init(&sem, 0), 0);
+    assert_int_equal(
+        uvp_call_post(a.ctx, start_calls, (void *)0, NULL, started, &sem), 0);
+    assert_int_equal(
+        uvp_call_post(b.ctx, start_calls, (void *)1, NULL, started, &sem), 0);
+    uv_sem_wait(&sem);
+    uv_sem_wait(&sem);
+    uv_sem_destroy(&sem);
+    /* Both close now, their calls to each other in flight both ways. */
+    uv_async_send(&a.stop);
+    uv_async_send(&b.stop);
+    assert_int_equal(uv_thread_join(&a.th), 0);
+    assert_int_equal(uv_thread_join(&b.th), 0);
+    assert_int_equal(a.close_rc, 0);
+    assert_int_equal(b.close_rc, 0);
+    assert_int_equal(a.loop_rc, 0);
+    assert_int_equal(b.loop_rc, 0);
+    /* Each call ended once on its target: its arg_free ran once. */
+    assert_int_equal(arg_freed, started_calls);
+  }
+}
+
 static void test_errors(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
@@ -613,6 +681,7 @@ int main(void) {
       FIXTURE_TEST(test_fiber_awaits),
       FIXTURE_TEST(test_call_to_itself),
       FIXTURE_TEST(test_thread_without_context),
+      FIXTURE_TEST(test_both_close_at_once),
       FIXTURE_TEST(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
