@@ -188,6 +188,8 @@ static void inflight_add(cstate_t *st, ptrdiff_t n) {
 
 static void drain_rq(void *arg);
 static void drain_an(void *arg);
+static void serve(link_t *l, call_t *c, bool cuts, bool gone);
+static void apply_answers(uvp_ctx_t *ctx, call_t *c);
 
 static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   link_t *l = uvp__calloc(1, sizeof(*l));
@@ -445,6 +447,13 @@ static void drain_rq(void *arg) {
   for (call_t *x = c; x != NULL; x = x->next)
     x->state = x->cut != 0 ? C_DONE : C_RUNNING;
   uv_mutex_unlock(&l->mu);
+  serve(l, c, cuts, gone);
+}
+
+/* The target runs the calls c (their states set): each fn, or, the target
+ * gone or the call cut, its answer. */
+static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
+  uvp_ctx_t *ctx = l->dst;
   cstate_t *st = cstate(ctx);
   if (gone && st != NULL && in_sweep(ctx, st)) {
     while (c != NULL) { /* answered by uvp__calls_closing */
@@ -474,8 +483,13 @@ static void drain_rq(void *arg) {
     c = n;
   }
   cur_batch = outer;
-  if (b.head != NULL)
+  if (b.head != NULL && l->src == ctx) { /* a call to itself: here */
+    for (call_t *x = b.head; x != NULL; x = x->next)
+      x->state = C_DONE;
+    apply_answers(ctx, b.head);
+  } else if (b.head != NULL) {
     push_answers(l, b.head, b.tail);
+  }
   if (cuts && st != NULL && !gone)
     cut_following(st, l);
 }
@@ -535,7 +549,6 @@ static void release_q(uvp_ctx_t *ctx, cstate_t *st, uvp_promise_t *q) {
 }
 
 /* The answers' message: apply each, then end the calls' operations. */
-static void apply_answers(uvp_ctx_t *ctx, call_t *c);
 static void drain_an(void *arg) {
   link_t *l = arg;
   uv_mutex_lock(&l->mu);
@@ -662,6 +675,14 @@ static void flush_link(link_t *l) {
   l->staged = false;
   if (c == NULL)
     return;
+  if (l->src == l->dst) {
+    /* A call to itself: served here, without a wake-up nor the lock (only
+     * this thread knows these calls). */
+    for (call_t *x = c; x != NULL; x = x->next)
+      x->state = x->cut != 0 ? C_DONE : C_RUNNING;
+    serve(l, c, false, uvp__closed(l->dst));
+    return;
+  }
   uv_mutex_lock(&l->mu);
   bool gone = l->dst_gone;
   bool wake = false;
