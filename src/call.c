@@ -78,7 +78,8 @@ struct link_s {
   /* The target was torn down: written under mu (and g_mu), read by the
    * caller without it for the refusal of a new call. */
   atomic_bool dst_gone;
-  bool src_gone;    /* the caller's state is gone (g_mu) */
+  bool src_gone;    /* the caller's state is gone (mu) */
+  bool registered;  /* in the registry (g_mu and mu) */
   unsigned posting; /* posts to dst under way (mu) */
   uvp__msg_t rq_msg, an_msg;
   link_t *gnext; /* the registry (g_mu) */
@@ -147,17 +148,34 @@ static void g_unlink(link_t *l) {
     }
 }
 
+/* Under l->mu: nothing names l any more, nor will: its caller is gone,
+ * it is out of the registry, no message naming it is in a mailbox, no
+ * post to its target is under way.  Whoever makes it so frees it. */
+static bool link_unused_locked(const link_t *l) {
+  return l->src_gone && !l->registered && !l->rq_posted && !l->an_posted &&
+         l->posting == 0;
+}
+
+/* The caller lets go of l (g_mu held). */
+static void link_drop_src(link_t *l) {
+  if (l->registered)
+    g_unlink(l);
+  uv_mutex_lock(&l->mu);
+  l->registered = false;
+  l->src_gone = true;
+  bool dead = link_unused_locked(l);
+  uv_mutex_unlock(&l->mu);
+  if (dead)
+    link_free(l);
+}
+
 /* The context is freed: its calls have all been answered. */
 static void cstate_destroy(uvp__ext_t *ext) {
   cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
   uv_mutex_lock(&g_mu);
   for (link_t *l = st->out, *n; l != NULL; l = n) {
     n = l->snext;
-    l->src_gone = true;
-    if (l->dst_gone) {
-      g_unlink(l);
-      link_free(l);
-    }
+    link_drop_src(l);
   }
   uv_mutex_unlock(&g_mu);
   uvp__free(st);
@@ -207,6 +225,7 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   }
   l->src = src;
   l->dst = dst;
+  l->src_gone = src == NULL; /* posted calls: no caller's state */
   *rc = 0;
   return l;
 }
@@ -225,6 +244,7 @@ static link_t *link_make_locked(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   if (!closed) {
     l->gnext = g_links;
     g_links = l;
+    l->registered = true;
   }
   if (closed) {
     link_free(l);
@@ -446,7 +466,14 @@ static void drain_rq(void *arg) {
   bool gone = l->dst_gone || uvp__closed(ctx);
   for (call_t *x = c; x != NULL; x = x->next)
     x->state = x->cut != 0 ? C_DONE : C_RUNNING;
+  /* The last message of a link both sides have let go of: nothing is in
+   * it (a call in it would hold its caller). */
+  bool dead = link_unused_locked(l);
   uv_mutex_unlock(&l->mu);
+  if (dead) {
+    link_free(l);
+    return;
+  }
   serve(l, c, cuts, gone);
 }
 
@@ -650,9 +677,8 @@ static link_t *link_to(cstate_t *st, uvp_ctx_t *dst, int *rc) {
       return l; /* its flush first: refused below, as the flush would */
     *pp = l->snext;
     uv_mutex_lock(&g_mu);
-    g_unlink(l);
+    link_drop_src(l);
     uv_mutex_unlock(&g_mu);
-    link_free(l);
     break;
   }
   uv_once(&g_once, g_init);
@@ -891,7 +917,10 @@ bool uvp__calls_closing(uvp_ctx_t *ctx) {
       uv_cond_wait(&l->cv, &l->mu);
     call_t *c = l->rq;
     l->rq = l->rq_tail = NULL;
-    l->rq_posted = false;
+    /* Its message, if one is in the mailbox, still names it: the drain
+     * it runs (read below) frees it if it is the last. */
+    l->registered = false;
+    bool dead = link_unused_locked(l);
     uv_mutex_unlock(&l->mu);
     while (c != NULL) {
       call_t *n = c->next;
@@ -900,12 +929,9 @@ bool uvp__calls_closing(uvp_ctx_t *ctx) {
       orphans = c;
       c = n;
     }
-    if (l->src_gone || l->src == NULL) { /* nobody names it any more */
-      *pp = l->gnext;
+    *pp = l->gnext;
+    if (dead)
       link_free(l);
-    } else {
-      pp = &l->gnext;
-    }
   }
   uv_mutex_unlock(&g_mu);
   /* Answered after the registry's lock: an answer takes the caller's. */
