@@ -45,10 +45,10 @@ extern "C" {
  * promise (uvp_promise_cancel, a deadline, a group, a race, the caller's
  * uvp_ctx_close) cancels q on the target with a cause (a
  * UVP_CAUSE_BINDING whose message names the calling context and the
- * caller's cause), or, if fn has not run yet, fn never runs.  q cancelled
- * on the target (its deadline, its group, a program there) rejects the
- * caller's promise with q's code and a UVP_CAUSE_BINDING naming the
- * target context and q's cause.  A deadline the caller runs under
+ * caller's cause), or, if the cut reaches the target before fn ran, fn
+ * never runs.  q cancelled on the target (its deadline, its group, a
+ * program there) rejects the caller's promise with q's code and a
+ * UVP_CAUSE_BINDING naming the target context and q's cause.  A deadline the caller runs under
  * (uvp_deadline_left) is the target's: fn runs under a deadline of the
  * time left, set at the call's site, which watches what fn starts.
  *
