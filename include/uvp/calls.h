@@ -48,9 +48,10 @@ extern "C" {
  * caller's cause), or, if the cut reaches the target before fn ran, fn
  * never runs.  q cancelled on the target (its deadline, its group, a
  * program there) rejects the caller's promise with q's code and a
- * UVP_CAUSE_BINDING naming the target context and q's cause.  A deadline the caller runs under
- * (uvp_deadline_left) is the target's: fn runs under a deadline of the
- * time left, set at the call's site, which watches what fn starts.
+ * UVP_CAUSE_BINDING naming the target context and q's cause.  A deadline
+ * the caller runs under (uvp_deadline_left) is the target's: fn runs
+ * under a deadline of the time left, set at the call's site, which
+ * watches what fn starts.
  *
  * Teardown.  Closing the target ends each call to it once: a call not yet
  * run never runs, a followed q is torn down with the context, and the
