@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "context.h"
 #include "runq.h"
 #include "scope.h"
@@ -929,6 +930,8 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   ctx->closed_cb = closed_cb;
   ctx->closed_arg = closed_arg;
   sweep_closed(ctx, hs, nh);
+  if (uvp__calls_closing(ctx)) /* their messages may have come since */
+    read_mail(ctx);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,
    * another owner of a lock it would find held.  The handles are closing:

@@ -41,6 +41,7 @@ enum {
   UVP__EXT_WORK,     /* the records cut and winding down (work-cut.h) */
   UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
   UVP__EXT_REC,      /* the flight recorder (recorder.h) */
+  UVP__EXT_CALLS,    /* calls between loops (call.c) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
