@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "call.h"
+#include "mail.h"
 #include "cause.h"
 #include "op.h"
 #include "scope.h"
