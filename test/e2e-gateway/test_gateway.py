@@ -929,9 +929,15 @@ def case_trace_written(gw, trace_dir, hang_url):
     """--trace-dir: SIGUSR1 wrote each worker's flight recorder to a file
     named in its dump; the stuck request's worker's holds its group and its
     HTTP request to /hang, both still open, as Chrome trace JSON."""
-    named = wait_for(lambda: re.findall(r"worker \d+: flight recorder: "
-                                        r"(\d+) events in (\S+)\n",
-                                        gw.stderr()), 10) or []
+    # Every worker that dumped writes its trace, one worker at a time: wait
+    # for all of them, not the first (which may not be the stuck one's).
+    def written():
+        text = gw.stderr()
+        found = re.findall(r"worker \d+: flight recorder: (\d+) events in "
+                           r"(\S+)\n", text)
+        dumped = set(re.findall(r"worker (\d+): SIGUSR1: ", text))
+        return found if found and len(found) >= len(dumped) else None
+    named = wait_for(written, 20) or []
     docs = []
     for n, path in named:
         try:
