@@ -352,6 +352,17 @@ enum {
 #define UVP_NATS_CANCEL_PREFIX "_UVP.CANCEL."
 /** The header of a cancel that says why the caller gave up. */
 #define UVP_NATS_CAUSE_HEADER "Uvp-Cause"
+/** The header of a request that may be cancelled, and of its cancel: a
+ * token of UVP_NATS_CANCEL_TOKEN_LEN hex digits (128 bits) only the
+ * caller can make (a keyed hash of the request under its connection's
+ * random key).  A service cuts a request only for a cancel with the
+ * request's own token (compared in constant time); any other cancel is
+ * dropped and counted (uvp_nats_serve_stats_ex_t's forged), so that a
+ * client who reads the service's reply subjects but not its requests
+ * (the permissions of guide-nats.md's "Trust") cannot cut them. */
+#define UVP_NATS_CANCEL_TOKEN_HEADER "Uvp-Cancel-Token"
+/** The length of UVP_NATS_CANCEL_TOKEN_HEADER's value. */
+#define UVP_NATS_CANCEL_TOKEN_LEN 32
 
 /** Options of uvp_nats_request. */
 typedef struct uvp_nats_request_opts_s {
@@ -597,6 +608,10 @@ typedef struct uvp_nats_serve_stats_ex_s {
   size_t running;     /**< requests being served now */
   size_t max_waiting; /**< the bound of waiting requests
                            (uvp_nats_serve_set_max_waiting) */
+  uint64_t forged;    /**< cancels for a request this instance holds whose
+                           UVP_NATS_CANCEL_TOKEN_HEADER was not the
+                           request's (or the request had none): dropped,
+                           the request served; never logged */
 } uvp_nats_serve_stats_ex_t;
 
 /** Serve `subject` in queue group `queue` (NULL: none; the server spreads

@@ -168,6 +168,7 @@ struct uvp_nats_s {
   natsSubscription *inbox_sub;
   char inbox[128]; /* "_INBOX.<nuid>" */
   size_t inbox_len;
+  uint64_t cancel_key[2]; /* SipHash's, from uv_random: requests.c */
   int flags;
   uvp_nats_event_cb on_event;
   void *arg;

@@ -846,7 +846,11 @@ static int inbox_make(uvp_nats_t *b) {
     b->inbox_len = strlen(b->inbox);
   }
   natsInbox_Destroy(inbox);
-  return uvp_nats_code(s);
+  if (s != NATS_OK)
+    return uvp_nats_code(s);
+  /* the key of the requests' cancel tokens (requests.c): the kernel's
+   * CSPRNG, once a connection */
+  return uv_random(NULL, NULL, b->cancel_key, sizeof(b->cancel_key), 0, NULL);
 }
 
 /* uvp_nats_connect's and uvp_nats_open's start: the binding, its handles
