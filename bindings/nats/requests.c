@@ -245,8 +245,9 @@ static void cancel_token(const uvp_nats_t *b, uint64_t id, char *buf) {
   static const char hex[] = "0123456789abcdef";
   uint64_t h[2] = {siphash_u64(b->cancel_key, id << 1),
                    siphash_u64(b->cancel_key, id << 1 | 1)};
-  for (int i = 0; i < 32; i++)
-    buf[i] = hex[(h[i / 16] >> (60 - 4 * (i % 16))) & 15];
+  for (int w = 0; w < 2; w++)
+    for (int i = 15; i >= 0; i--, h[w] >>= 4)
+      buf[w * 16 + i] = hex[h[w] & 15];
   buf[32] = '\0';
 }
 
