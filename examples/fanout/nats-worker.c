@@ -265,10 +265,11 @@ static uvp_ret_t on_drained(void *arg, const uvp_outcome_t *in) {
   const uvp_nats_serve_stats_ex_t *st = in->value; /* the last counters */
   if (in->status == 0 && st != NULL)
     printf("drained %s: replied %llu, %llu cut by the drain's deadline, %llu "
-           "cancelled by their callers, %llu answered EBUSY\n",
+           "cancelled by their callers, %llu answered EBUSY, %llu forged "
+           "cancels dropped\n",
            w->name, (unsigned long long)st->base.replied,
            (unsigned long long)st->cut, (unsigned long long)st->cancelled,
-           (unsigned long long)st->busy);
+           (unsigned long long)st->busy, (unsigned long long)st->forged);
   fflush(stdout);
   w->svc = NULL; /* freed with the drain */
   signals_close(w);
