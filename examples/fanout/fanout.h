@@ -57,8 +57,10 @@ typedef struct row_s {
   unsigned sends;
   unsigned busy; /* of those, answered EBUSY by a busy worker */
   /* --durable: JetStream's delivery count of the message whose fetch gave
-   * the stored result (1: the first worker's). */
+   * the stored result (1: the first worker's); refetched: a stored result
+   * it could not read was not taken, the URL was fetched again. */
   unsigned delivery;
+  unsigned refetched;
 } row_t;
 
 /* The report as it is printed, a row at a time (fanout_report_row). */

@@ -514,6 +514,10 @@ static void report_json_row(const run_t *r, jsonw_t *w, size_t i,
   if (r->job != NULL) {
     jsonw_key(w, "delivery");
     jsonw_int(w, row->delivery);
+    if (row->refetched) {
+      jsonw_key(w, "refetched");
+      jsonw_bool(w, true);
+    }
   }
   jsonw_close(w);
   jsonw_raw(w, "\n", 1);
@@ -542,6 +546,8 @@ static void report_text_row(const run_t *r, size_t i, const row_t *row,
     printf("  (%u requests)", row->sends);
   if (row->delivery > 1)
     printf("  (delivery %u)", row->delivery);
+  if (row->refetched)
+    printf("  (a stored result it could not read: fetched again)");
   if (row->redirects > 0)
     printf("  (%u redirect%s)", row->redirects, row->redirects == 1 ? "" : "s");
   putchar('\n');
