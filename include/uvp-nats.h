@@ -191,7 +191,11 @@ typedef struct uvp_nats_connect_opts_s {
  * to uvp_nats_close).  Rejects with UV_ECONNREFUSED (no server answered,
  * after nats.c's attempts), UV_ENOTSUP (the server has no headers, before
  * 2.2: deadlines and no-responders need them), UV_ETIMEDOUT, UV_EINVAL (a
- * URL nats.c refuses), UV_ENOMEM or another mapped code (uvp_nats_code).
+ * URL nats.c refuses), UV_EACCES (the server refused the credentials:
+ * "Authorization Violation"), UV_EPROTO (TLS: a certificate not trusted, a
+ * failed handshake), UV_ENOMEM or another mapped code (uvp_nats_code); the
+ * rejection's payload is then nats.c's words for it (a NUL-terminated
+ * string, owned by the promise; NULL if it said none).
  * Cancel-safe: cancelling (or the scope's deadline, or uvp_ctx_close)
  * rejects at once; the connect already running goes on on its pool thread
  * and the connection it makes is closed and freed by the binding.  `opts`

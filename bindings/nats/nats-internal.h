@@ -130,6 +130,7 @@ typedef struct job_s {
   int rc;
   natsConnection *conn; /* the connect job's, for the loop to take */
   int cut_rc;           /* why p was cut */
+  char *err;            /* the connect's: nats.c's words for its failure */
   struct job_s *next;   /* flushes held while uvp_nats_open connects */
 } job_t;
 

@@ -696,7 +696,16 @@ static void connect_work(uv_work_t *w) {
 static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
   uvp_nats_t *b = j->b;
   if (s != NATS_OK) {
+    /* nats.c's words say why (the server's -ERR: "Authorization
+     * Violation"; a certificate it does not trust), where its code is
+     * often a plain NATS_ERR; kept for the rejection, on this thread's
+     * record that is freed next */
+    const char *e = nats_GetLastError(NULL);
+    j->err = e != NULL && *e != '\0' ? strdup(e) : NULL;
     j->rc = uvp_nats_code(s);
+    if (j->rc == UVP_NATS_ENATS && e != NULL &&
+        strstr(e, "Authorization Violation") != NULL)
+      j->rc = UV_EACCES;
     return;
   }
   j->conn = conn; /* the loop takes it in connect_after: b->conn is the
@@ -736,9 +745,13 @@ static void connect_after(uv_work_t *w, int status) {
       uvp_promise_resolve(p, b, NULL);
     else
       close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
-    if (j->rc != 0 && !j->cut)
-      uvp_promise_reject(p, j->rc, NULL, NULL);
+    if (j->rc != 0 && !j->cut) {
+      uvp_promise_reject(p, j->rc, j->err, free);
+      j->err = NULL;
+    }
   }
+  free(j->err);
+  j->err = NULL;
   uvp_inflight_end(&j->fl); /* the job has stopped */
   uvp_promise_release(p);
 }

@@ -204,6 +204,28 @@ static void usage(FILE *f, const char *prog) {
       "              exist), pulling at most -c URLs; SIGTERM drains\n"
       "  --status    with --durable JOB: print its counts, fetch nothing\n"
       "  --purge     with --durable JOB: delete its stream and bucket\n"
+      "  --nats-user USER, --nats-password PASSWORD, --nats-token TOKEN\n"
+      "              with --nats: a user and password, or a token (the\n"
+      "              nats tool's --user and --password; -u is curl's), or\n"
+      "              in the URL: nats://USER:PASSWORD@HOST:PORT,\n"
+      "              nats://TOKEN@HOST:PORT, which ps shows\n"
+      "  --creds FILE\n"
+      "              with --nats: a user's JWT and nkey seed, as nsc\n"
+      "              writes them (FILE.creds)\n"
+      "  --nkey FILE with --nats: an nkey seed and its public key, as\n"
+      "              `nk -gen user -pubout` writes them\n"
+      "  --tlsca FILE, --tlscert FILE, --tlskey FILE, --tlsname NAME\n"
+      "              with --nats: TLS, with the CAs that sign the\n"
+      "              server's certificate (default: the system's), a\n"
+      "              client certificate and its key, the name the\n"
+      "              server's certificate must carry (default: the\n"
+      "              URL's host); any of them, or a tls:// URL, turns\n"
+      "              TLS on.  Each option, when absent, is read from the\n"
+      "              environment: NATS_USER, NATS_PASSWORD, NATS_TOKEN,\n"
+      "              NATS_CREDS, NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY,\n"
+      "              NATS_TLS_NAME (secrets kept out of ps).  A file that\n"
+      "              cannot be read, refused credentials or an untrusted\n"
+      "              certificate end the run at once, said in one line\n"
       "  -h, --help  this text\n"
       "  --version   print the version (uvp's) and exit\n"
       "\n"
@@ -1072,7 +1094,16 @@ enum {
   OPT_VERSION,
   OPT_DURABLE,
   OPT_STATUS,
-  OPT_PURGE
+  OPT_PURGE,
+  OPT_NATS_USER,
+  OPT_NATS_PASSWORD,
+  OPT_NATS_TOKEN,
+  OPT_NATS_CREDS,
+  OPT_NATS_NKEY,
+  OPT_NATS_TLSCA,
+  OPT_NATS_TLSCERT,
+  OPT_NATS_TLSKEY,
+  OPT_NATS_TLSNAME
 };
 
 static int usage_error(const char *msg) {
@@ -1122,6 +1153,15 @@ int main(int argc, char **argv) {
       {"durable", required_argument, NULL, OPT_DURABLE},
       {"status", no_argument, NULL, OPT_STATUS},
       {"purge", no_argument, NULL, OPT_PURGE},
+      {"nats-user", required_argument, NULL, OPT_NATS_USER},
+      {"nats-password", required_argument, NULL, OPT_NATS_PASSWORD},
+      {"nats-token", required_argument, NULL, OPT_NATS_TOKEN},
+      {"creds", required_argument, NULL, OPT_NATS_CREDS},
+      {"nkey", required_argument, NULL, OPT_NATS_NKEY},
+      {"tlsca", required_argument, NULL, OPT_NATS_TLSCA},
+      {"tlscert", required_argument, NULL, OPT_NATS_TLSCERT},
+      {"tlskey", required_argument, NULL, OPT_NATS_TLSKEY},
+      {"tlsname", required_argument, NULL, OPT_NATS_TLSNAME},
       {NULL, 0, NULL, 0},
   };
   static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:";
@@ -1238,6 +1278,33 @@ int main(int argc, char **argv) {
     case OPT_PURGE:
       nats.job_purge = 1;
       break;
+    case OPT_NATS_USER:
+      nats.user = optarg;
+      break;
+    case OPT_NATS_PASSWORD:
+      nats.password = optarg;
+      break;
+    case OPT_NATS_TOKEN:
+      nats.token = optarg;
+      break;
+    case OPT_NATS_CREDS:
+      nats.creds = optarg;
+      break;
+    case OPT_NATS_NKEY:
+      nats.nkey = optarg;
+      break;
+    case OPT_NATS_TLSCA:
+      nats.tlsca = optarg;
+      break;
+    case OPT_NATS_TLSCERT:
+      nats.tlscert = optarg;
+      break;
+    case OPT_NATS_TLSKEY:
+      nats.tlskey = optarg;
+      break;
+    case OPT_NATS_TLSNAME:
+      nats.tlsname = optarg;
+      break;
     case OPT_SERVE:
       serve_mode = 1;
       if (optarg != NULL &&
@@ -1279,6 +1346,13 @@ int main(int argc, char **argv) {
   if (nats.url != NULL) {
     fprintf(stderr, "uvp-fanout: this build has no NATS support (--nats)\n");
     return EXIT_USAGE;
+  }
+#else
+  if (nats.url != NULL) { /* credentials and TLS files: said now, once */
+    struct __natsOptions *no = fanout_nats_options("uvp-fanout", &nats);
+    if (no == NULL)
+      return EXIT_USAGE;
+    natsOptions_Destroy(no);
   }
 #endif
   nats.retries = (unsigned)nats_retry;

@@ -120,7 +120,7 @@ static const char *why(int rc, const uvp_outcome_t *o) {
  * is then given (NULL: the list). */
 static natsOptions *connect_options(const char *name, const nats_cli_t *cli,
                                     const char **url) {
-  natsOptions *no = fanout_nats_options(name, cli->ping_ms);
+  natsOptions *no = fanout_nats_options(name, cli);
   *url = cli->url;
   if (no == NULL || strchr(cli->url, ',') == NULL)
     return no;
@@ -709,6 +709,9 @@ static uvp_ret_t co_setup(void *arg) {
   if (rc == 0) {
     co->nc = o.value;
     rc = uvp_nats_js_new(co->nc, NULL, &co->js);
+  } else {
+    fanout_nats_connect_failed(co->cli->url, rc, o.value);
+    what = NULL; /* said */
   }
   if (rc == 0) {
     what = co->nm.stream;
@@ -1140,10 +1143,13 @@ static uvp_ret_t wk_setup(void *arg) {
   uvp_nats_connect_opts_t c = {.on_event = on_wk_event, .arg = w};
   c.options = connect_options(w->name, w->cli, &c.url);
   int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
-  if (rc == 0) {
-    w->nc = o.value;
-    rc = uvp_nats_js_new(w->nc, NULL, &w->js);
+  if (rc != 0) {
+    fanout_nats_connect_failed(w->cli->url, rc, o.value);
+    w->exit_code = 1;
+    return uvp_ret_value(NULL, NULL);
   }
+  w->nc = o.value;
+  rc = uvp_nats_js_new(w->nc, NULL, &w->js);
   /* The consumer's creation is announced (a JetStream advisory): a worker
    * waiting for its job starts as soon as it exists, and looks again every
    * JOB_POLL_MS should the advisory be missed. */
@@ -1405,10 +1411,13 @@ static uvp_ret_t adm_run(void *arg) {
   uvp_nats_connect_opts_t c = {0};
   c.options = connect_options("uvp-fanout", a->cli, &c.url);
   int rc = uvp_await_take(uvp_nats_connect(a->r->ctx, &c, &p), &p, &o);
-  if (rc == 0) {
-    nc = o.value;
-    rc = uvp_nats_js_new(nc, NULL, &js);
+  if (rc != 0) {
+    fanout_nats_connect_failed(a->cli->url, rc, o.value);
+    a->exit_code = 1;
+    return uvp_ret_value(NULL, NULL);
   }
+  nc = o.value;
+  rc = uvp_nats_js_new(nc, NULL, &js);
   if (rc == 0)
     rc = a->cli->job_status ? adm_status(a, js, &o) : adm_purge(a, js, &o);
   if (rc != 0 && rc != UV_ENOENT)
