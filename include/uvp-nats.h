@@ -212,8 +212,37 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
                                         int line);
 /** @} */
 
-/** @name uvp_nats_open, uvp_nats_open_at
+/** The longest inbox prefix uvp_nats_connect_more takes. */
+#define UVP_NATS_INBOX_PREFIX_MAX 64
+
+/** Options of uvp_nats_connect_more beyond uvp_nats_connect_opts_t (a
+ * struct of its own: the older one keeps its size). */
+typedef struct uvp_nats_connect_more_s {
+  const char *inbox_prefix; /**< the subject every inbox of the connection
+                                 starts with (requests' replies, pulls,
+                                 watches): "_INBOX_coord" makes them
+                                 "_INBOX_coord.<nuid>", which a server's
+                                 permissions can give this user alone
+                                 (guide-nats.md, "Trust"); no wildcard, at
+                                 most UVP_NATS_INBOX_PREFIX_MAX bytes; also
+                                 set on nats.c's options
+                                 (natsOptions_SetCustomInboxPrefix, which
+                                 the binding cannot read back).  NULL:
+                                 "_INBOX" */
+} uvp_nats_connect_more_t;
+
+/** @name uvp_nats_connect_more, uvp_nats_connect_more_at
  * @{ */
+/** uvp_nats_connect with `more` (may be NULL: uvp_nats_connect).  Errors:
+ * those of uvp_nats_connect, and UV_EINVAL for a prefix it refuses. */
+#define uvp_nats_connect_more(...)                                             \
+  uvp_nats_connect_more_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *opts,
+                         const uvp_nats_connect_more_t *more,
+                         uvp_promise_t **out, const char *file, int line);
+/** @} */ /** @name uvp_nats_open, uvp_nats_open_at
+           * @{ */
 /** Connect as uvp_nats_connect does, but hand the connection over at once
  * (*out, the program's from the call on: give it to uvp_nats_close) and
  * let the program use it before it is up, as a client with an offline

@@ -105,6 +105,8 @@ void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
 /* A reply's JSON (*out, yours), or the code of its API error (with
  * *err, a uvp_nats_js_error_t to free, if err is not NULL). */
 int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err);
+/* A fresh inbox under b's prefix into buf (uvp-nats.c). */
+int uvp_nats__inbox_new(const uvp_nats_t *b, char *buf, size_t cap);
 /* The largest reply js takes (its data): max_reply, or the server's
  * max_payload; 0 while unknown (not connected yet: nothing to cap). */
 size_t uvp_nats__js_cap(const uvp_nats_js_t *js);

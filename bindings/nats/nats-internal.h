@@ -167,9 +167,9 @@ struct uvp_nats_s {
   natsOptions *opts;
   natsConnection *conn;
   natsSubscription *inbox_sub;
-  char inbox[128]; /* "_INBOX.<nuid>" */
-  size_t inbox_len;
-  uint64_t cancel_key[2]; /* SipHash's, from uv_random: requests.c */
+  char inbox[128];              /* "_INBOX.<nuid>", or the program's prefix */
+  size_t inbox_len, inbox_plen; /* its length, and its prefix's */
+  uint64_t cancel_key[2];       /* SipHash's, from uv_random: requests.c */
   int flags;
   uvp_nats_event_cb on_event;
   void *arg;

@@ -846,21 +846,42 @@ static int handles_init(uvp_nats_t *b) {
   return 0;
 }
 
+/* A fresh inbox, "<prefix>.<nuid>", under b's prefix (the first
+ * inbox_plen bytes of b->inbox): a private prefix is what a server's
+ * permissions give each user its replies by (issue 71). */
+int uvp_nats__inbox_new(const uvp_nats_t *b, char *buf, size_t cap) {
+  char *inbox = NULL;
+  natsStatus s = natsInbox_Create(&inbox); /* "_INBOX.<nuid>" */
+  if (s != NATS_OK)
+    return uvp_nats_code(s);
+  const char *nuid = strrchr(inbox, '.');
+  char tmp[sizeof(b->inbox)];
+  int n = snprintf(tmp, sizeof(tmp), "%.*s%s", (int)b->inbox_plen, b->inbox,
+                   nuid != NULL ? nuid : ".");
+  natsInbox_Destroy(inbox);
+  if (n < 0 || (size_t)n + 3 > cap || (size_t)n + 3 > sizeof(tmp))
+    return UV_EINVAL;
+  memcpy(buf, tmp, (size_t)n + 1);
+  return 0;
+}
+
 /* The reply inbox's name: made here, so that uvp_nats_open's requests
  * have their reply subjects before the connection is up (options_make has
  * called nats_Open: a NUID needs it). */
-static int inbox_make(uvp_nats_t *b) {
-  char *inbox = NULL;
-  natsStatus s = natsInbox_Create(&inbox);
-  if (s == NATS_OK && strlen(inbox) + 3 > sizeof(b->inbox))
-    s = NATS_ERR;
-  if (s == NATS_OK) {
-    snprintf(b->inbox, sizeof(b->inbox), "%s", inbox);
-    b->inbox_len = strlen(b->inbox);
-  }
-  natsInbox_Destroy(inbox);
-  if (s != NATS_OK)
-    return uvp_nats_code(s);
+static int inbox_make(uvp_nats_t *b, const char *prefix) {
+  if (prefix != NULL && (!uvp_nats__subject_ok(prefix, false) ||
+                         strlen(prefix) > UVP_NATS_INBOX_PREFIX_MAX))
+    return UV_EINVAL;
+  if (prefix != NULL &&
+      natsOptions_SetCustomInboxPrefix(b->opts, prefix) != NATS_OK)
+    return UV_EINVAL;
+  snprintf(b->inbox, sizeof(b->inbox), "%s",
+           prefix != NULL ? prefix : "_INBOX");
+  b->inbox_plen = strlen(b->inbox);
+  int rc = uvp_nats__inbox_new(b, b->inbox, sizeof(b->inbox));
+  if (rc != 0)
+    return rc;
+  b->inbox_len = strlen(b->inbox);
   /* the key of the requests' cancel tokens (requests.c): the kernel's
    * CSPRNG, once a connection */
   return uv_random(NULL, NULL, b->cancel_key, sizeof(b->cancel_key), 0, NULL);
@@ -870,8 +891,8 @@ static int inbox_make(uvp_nats_t *b) {
  * and the connect job on the pool.  *out (NULL for open) gets the
  * connect's promise. */
 static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                         bool opened, uvp_nats_t **bp, uvp_promise_t **out,
-                         const char *file, int line) {
+                         const char *prefix, bool opened, uvp_nats_t **bp,
+                         uvp_promise_t **out, const char *file, int line) {
   uvp_promise_t *p;
   int rc = uvp_promise_new_at(ctx, &p, file, line);
   uvp_nats_t *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
@@ -895,7 +916,7 @@ static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   b->connect_job.p = p;
   b->connect_job.w.data = &b->connect_job;
   b->connect_job.fl.data = &b->connect_job;
-  if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b)) != 0 ||
+  if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b, prefix)) != 0 ||
       (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
           0 ||
       (rc = handles_init(b)) != 0) {
@@ -933,7 +954,20 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
       natsOptions_Destroy(o->options);
     return UV_EINVAL;
   }
-  return connect_start(ctx, o, false, &b, out, file, line);
+  return connect_start(ctx, o, NULL, false, &b, out, file, line);
+}
+
+int uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                             const uvp_nats_connect_more_t *more,
+                             uvp_promise_t **out, const char *file, int line) {
+  uvp_nats_t *b;
+  if (ctx == NULL || out == NULL) {
+    if (o != NULL)
+      natsOptions_Destroy(o->options);
+    return UV_EINVAL;
+  }
+  return connect_start(ctx, o, more != NULL ? more->inbox_prefix : NULL, false,
+                       &b, out, file, line);
 }
 
 int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
@@ -943,7 +977,7 @@ int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
       natsOptions_Destroy(o->options);
     return UV_EINVAL;
   }
-  return connect_start(ctx, o, true, out, NULL, file, line);
+  return connect_start(ctx, o, NULL, true, out, NULL, file, line);
 }
 
 /* ---- flush --------------------------------------------------------------- */

@@ -124,9 +124,11 @@ typedef struct nats_cli_s {
   int job_purge;   /* --purge */
   /* credentials and TLS (fanout_nats_options): the options, else the
    * environment's NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS,
-   * NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY, NATS_TLS_NAME */
+   * NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY, NATS_TLS_NAME, and the
+   * inbox prefix (NATS_INBOX_PREFIX) */
   const char *user, *password, *token, *creds, *nkey;
   const char *tlsca, *tlscert, *tlskey, *tlsname;
+  const char *inbox_prefix; /* --inbox-prefix, NATS_INBOX_PREFIX */
 } nats_cli_t;
 
 #define NATS_RETRY_DEFAULT 2
@@ -172,6 +174,10 @@ struct __natsOptions *fanout_nats_options(const char *name,
 /* One line on stderr: the connect to url failed with rc, and nats.c's
  * words (its rejection's payload, or NULL). */
 void fanout_nats_connect_failed(const char *url, int rc, const void *words);
+struct uvp_nats_connect_opts_s;
+/* uvp_nats_connect, with cli's inbox prefix. */
+int fanout_nats_connect(uvp_ctx_t *ctx, const struct uvp_nats_connect_opts_s *o,
+                        const nats_cli_t *cli, uvp_promise_t **out);
 
 /* What the NATS modes share (nats-coord.c, nats-worker.c).  A request's
  * "opts" (curl's options, --retry) as JSON, and how long one request

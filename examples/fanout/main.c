@@ -226,6 +226,11 @@ static void usage(FILE *f, const char *prog) {
       "              NATS_TLS_NAME (secrets kept out of ps).  A file that\n"
       "              cannot be read, refused credentials or an untrusted\n"
       "              certificate end the run at once, said in one line\n"
+      "  --inbox-prefix PREFIX\n"
+      "              with --nats: the subject every inbox of the\n"
+      "              connection starts with (replies, pulls, watches;\n"
+      "              default _INBOX, or NATS_INBOX_PREFIX), which a\n"
+      "              server's permissions can give one user alone\n"
       "  -h, --help  this text\n"
       "  --version   print the version (uvp's) and exit\n"
       "\n"
@@ -1103,7 +1108,8 @@ enum {
   OPT_NATS_TLSCA,
   OPT_NATS_TLSCERT,
   OPT_NATS_TLSKEY,
-  OPT_NATS_TLSNAME
+  OPT_NATS_TLSNAME,
+  OPT_NATS_INBOX_PREFIX
 };
 
 static int usage_error(const char *msg) {
@@ -1162,6 +1168,7 @@ int main(int argc, char **argv) {
       {"tlscert", required_argument, NULL, OPT_NATS_TLSCERT},
       {"tlskey", required_argument, NULL, OPT_NATS_TLSKEY},
       {"tlsname", required_argument, NULL, OPT_NATS_TLSNAME},
+      {"inbox-prefix", required_argument, NULL, OPT_NATS_INBOX_PREFIX},
       {NULL, 0, NULL, 0},
   };
   static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:";
@@ -1304,6 +1311,9 @@ int main(int argc, char **argv) {
       break;
     case OPT_NATS_TLSNAME:
       nats.tlsname = optarg;
+      break;
+    case OPT_NATS_INBOX_PREFIX:
+      nats.inbox_prefix = optarg;
       break;
     case OPT_SERVE:
       serve_mode = 1;

@@ -800,7 +800,7 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
                                .flags = UVP_NATS_FAIL_ON_DISCONNECT};
   int rc = co->opts_json != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
-    rc = uvp_nats_connect(r->ctx, &o, &co->connect);
+    rc = fanout_nats_connect(r->ctx, &o, cli, &co->connect);
   else if (o.options != NULL)
     natsOptions_Destroy(o.options);
   if (rc == 0)
@@ -916,6 +916,13 @@ natsOptions *fanout_nats_options(const char *name, const nats_cli_t *cli) {
     return NULL;
   }
   return no;
+}
+
+int fanout_nats_connect(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                        const nats_cli_t *cli, uvp_promise_t **out) {
+  uvp_nats_connect_more_t more = {
+      .inbox_prefix = opt_or_env(cli->inbox_prefix, "NATS_INBOX_PREFIX")};
+  return uvp_nats_connect_more(ctx, o, &more, out);
 }
 
 void fanout_nats_connect_failed(const char *url, int rc, const void *words) {

@@ -705,7 +705,7 @@ static uvp_ret_t co_setup(void *arg) {
   const char *what = co->cli->url;
   uvp_nats_connect_opts_t c = {.on_event = on_event, .arg = co};
   c.options = connect_options("uvp-fanout", co->cli, &c.url);
-  int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
+  int rc = uvp_await_take(fanout_nats_connect(ctx, &c, co->cli, &p), &p, &o);
   if (rc == 0) {
     co->nc = o.value;
     rc = uvp_nats_js_new(co->nc, NULL, &co->js);
@@ -1142,7 +1142,7 @@ static uvp_ret_t wk_setup(void *arg) {
   unsigned n = 0;
   uvp_nats_connect_opts_t c = {.on_event = on_wk_event, .arg = w};
   c.options = connect_options(w->name, w->cli, &c.url);
-  int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
+  int rc = uvp_await_take(fanout_nats_connect(ctx, &c, w->cli, &p), &p, &o);
   if (rc != 0) {
     fanout_nats_connect_failed(w->cli->url, rc, o.value);
     w->exit_code = 1;
@@ -1410,7 +1410,8 @@ static uvp_ret_t adm_run(void *arg) {
   uvp_nats_js_t *js = NULL;
   uvp_nats_connect_opts_t c = {0};
   c.options = connect_options("uvp-fanout", a->cli, &c.url);
-  int rc = uvp_await_take(uvp_nats_connect(a->r->ctx, &c, &p), &p, &o);
+  int rc =
+      uvp_await_take(fanout_nats_connect(a->r->ctx, &c, a->cli, &p), &p, &o);
   if (rc != 0) {
     fanout_nats_connect_failed(a->cli->url, rc, o.value);
     a->exit_code = 1;

@@ -322,7 +322,7 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   uvp_promise_t *c, *f = NULL;
   uvp_nats_connect_opts_t o = {.url = cli->url,
                                .options = fanout_nats_options(w->name, cli)};
-  int rc = uvp_nats_connect(r->ctx, &o, &c);
+  int rc = fanout_nats_connect(r->ctx, &o, cli, &c);
   if (rc != 0)
     return rc;
   settle(r->loop, c);
