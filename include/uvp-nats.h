@@ -378,8 +378,9 @@ enum {
 
 /** Where a cancelled request tells its service: the request's subject
  * after this prefix ("_UVP.CANCEL.fan.work"), the request's reply subject
- * as the body, and the cancellation's cause (uvp_cause_format's line, its
- * first 255 bytes) in UVP_NATS_CAUSE_HEADER.  Every instance of a service
+ * as the body, the request's UVP_NATS_CANCEL_TOKEN_HEADER, and the
+ * cancellation's cause (uvp_cause_format's line, its first 255 bytes) in
+ * UVP_NATS_CAUSE_HEADER.  Every instance of a service
  * subscribes to the prefix and its own subject (wildcards included), not
  * in a queue group, so whichever instance took the request hears it. */
 #define UVP_NATS_CANCEL_PREFIX "_UVP.CANCEL."

@@ -30,7 +30,8 @@
  * its subject; uvp_nats_request publishes there when its caller cuts it.
  * The cancel subscription is made before the service's own, so that
  * poll_subs, which walks the newest first, takes a request before a
- * cancel read with it in the same read event.
+ * cancel read with it in the same read event.  A cancel acts only with
+ * its request's token (token_ok: issue 71); others are counted, forged.
  *
  * The service itself goes with its group's join (svc_join_free) once no
  * request's record is left (svc->live), which the connection's teardown
