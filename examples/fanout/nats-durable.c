@@ -991,11 +991,11 @@ static uvp_ret_t serve_url(void *arg) {
     return uvp_ret_reject(UV_ECANCELED, NULL, NULL);
   }
   char *body = result_json(w, j, m->delivered, error, message);
+  long long id = j->id;
   fanout_job_free(j);
   if (body == NULL)
     return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
   unsigned n = 0;
-  long long id = j->id;
   do {
     rc = uvp_await_take(
         uvp_nats_kv_create(w->js, w->nm.bucket, key, body, strlen(body), &p),
