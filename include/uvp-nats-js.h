@@ -54,6 +54,10 @@
  *   UV_EPROTO               a reply the binding cannot read; or, on a
  *                           connection of uvp_nats_open, its connect's
  *                           failure (below)
+ *   UV_EMSGSIZE             a reply over the context's cap
+ *                           (uvp_nats_js_opts_t's max_reply), or a JSON
+ *                           reply over UVP_NATS_JS_MAX_JSON: refused
+ *                           unread
  * and a request's codes (UV_ETIMEDOUT, UV_ECANCELED, UVP_ECLOSED...).
  * On a connection of uvp_nats_open still connecting, a call waits for the
  * connect, and its timeout (uvp_nats_js_opts_t's, 5 s) runs from the
@@ -97,7 +101,25 @@ typedef struct uvp_nats_js_opts_s {
                               promise's await makes (uvp_nats_kv_watch's
                               heartbeat_ms): a lost one is found within
                               twice this; 0: 5 s */
+  size_t max_reply;      /**< the largest reply (its data) an API call
+                              takes: an API reply, a publish's
+                              acknowledgement, a key's value (get,
+                              create...); a larger one rejects the call
+                              with UV_EMSGSIZE, unread; 0: the server's
+                              max_payload (its INFO), which a server
+                              keeping its own limit never exceeds.  A
+                              watch's and a pull's messages are the
+                              program's, not capped here */
 } uvp_nats_js_opts_t;
+
+/** The largest reply the binding parses as JSON on the loop thread (API
+ * replies, acknowledgements, durable promises' records), whatever
+ * max_reply says: 1 MiB, which jansson reads in 20-30 ms on a loaded
+ * machine, under the stall detector's 50 ms of the guides.  JetStream's
+ * own replies are a few kB; a server that sends more (a hostile one, or a
+ * responder planted on `$JS.API.>`) gets UV_EMSGSIZE, unparsed: a 32 MiB
+ * reply held the loop 7.5 s in jansson before (issue 71). */
+#define UVP_NATS_JS_MAX_JSON ((size_t)1 << 20)
 
 /** A new context on `nc` (opts may be NULL; copied).  *out is yours until
  * uvp_nats_js_free, which you may call before or after uvp_nats_close of

@@ -191,7 +191,11 @@ typedef struct uvp_nats_connect_opts_s {
  * to uvp_nats_close).  Rejects with UV_ECONNREFUSED (no server answered,
  * after nats.c's attempts), UV_ENOTSUP (the server has no headers, before
  * 2.2: deadlines and no-responders need them), UV_ETIMEDOUT, UV_EINVAL (a
- * URL nats.c refuses), UV_ENOMEM or another mapped code (uvp_nats_code).
+ * URL nats.c refuses), UV_EACCES (the server refused the credentials:
+ * "Authorization Violation"), UV_EPROTO (TLS: a certificate not trusted, a
+ * failed handshake), UV_ENOMEM or another mapped code (uvp_nats_code); the
+ * rejection's payload is then nats.c's words for it (a NUL-terminated
+ * string, owned by the promise; NULL if it said none).
  * Cancel-safe: cancelling (or the scope's deadline, or uvp_ctx_close)
  * rejects at once; the connect already running goes on on its pool thread
  * and the connection it makes is closed and freed by the binding.  `opts`
@@ -208,8 +212,37 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
                                         int line);
 /** @} */
 
-/** @name uvp_nats_open, uvp_nats_open_at
+/** The longest inbox prefix uvp_nats_connect_more takes. */
+#define UVP_NATS_INBOX_PREFIX_MAX 64
+
+/** Options of uvp_nats_connect_more beyond uvp_nats_connect_opts_t (a
+ * struct of its own: the older one keeps its size). */
+typedef struct uvp_nats_connect_more_s {
+  const char *inbox_prefix; /**< the subject every inbox of the connection
+                                 starts with (requests' replies, pulls,
+                                 watches): "_INBOX_coord" makes them
+                                 "_INBOX_coord.<nuid>", which a server's
+                                 permissions can give this user alone
+                                 (guide-nats.md, "Trust"); no wildcard, at
+                                 most UVP_NATS_INBOX_PREFIX_MAX bytes; also
+                                 set on nats.c's options
+                                 (natsOptions_SetCustomInboxPrefix, which
+                                 the binding cannot read back).  NULL:
+                                 "_INBOX" */
+} uvp_nats_connect_more_t;
+
+/** @name uvp_nats_connect_more, uvp_nats_connect_more_at
  * @{ */
+/** uvp_nats_connect with `more` (may be NULL: uvp_nats_connect).  Errors:
+ * those of uvp_nats_connect, and UV_EINVAL for a prefix it refuses. */
+#define uvp_nats_connect_more(...)                                             \
+  uvp_nats_connect_more_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int
+uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *opts,
+                         const uvp_nats_connect_more_t *more,
+                         uvp_promise_t **out, const char *file, int line);
+/** @} */ /** @name uvp_nats_open, uvp_nats_open_at
+           * @{ */
 /** Connect as uvp_nats_connect does, but hand the connection over at once
  * (*out, the program's from the call on: give it to uvp_nats_close) and
  * let the program use it before it is up, as a client with an offline
@@ -345,13 +378,25 @@ enum {
 
 /** Where a cancelled request tells its service: the request's subject
  * after this prefix ("_UVP.CANCEL.fan.work"), the request's reply subject
- * as the body, and the cancellation's cause (uvp_cause_format's line, its
- * first 255 bytes) in UVP_NATS_CAUSE_HEADER.  Every instance of a service
+ * as the body, the request's UVP_NATS_CANCEL_TOKEN_HEADER, and the
+ * cancellation's cause (uvp_cause_format's line, its first 255 bytes) in
+ * UVP_NATS_CAUSE_HEADER.  Every instance of a service
  * subscribes to the prefix and its own subject (wildcards included), not
  * in a queue group, so whichever instance took the request hears it. */
 #define UVP_NATS_CANCEL_PREFIX "_UVP.CANCEL."
 /** The header of a cancel that says why the caller gave up. */
 #define UVP_NATS_CAUSE_HEADER "Uvp-Cause"
+/** The header of a request that may be cancelled, and of its cancel: a
+ * token of UVP_NATS_CANCEL_TOKEN_LEN hex digits (128 bits) only the
+ * caller can make (a keyed hash of the request under its connection's
+ * random key).  A service cuts a request only for a cancel with the
+ * request's own token (compared in constant time); any other cancel is
+ * dropped and counted (uvp_nats_serve_stats_ex_t's forged), so that a
+ * client who reads the service's reply subjects but not its requests
+ * (the permissions of guide-nats.md's "Trust") cannot cut them. */
+#define UVP_NATS_CANCEL_TOKEN_HEADER "Uvp-Cancel-Token"
+/** The length of UVP_NATS_CANCEL_TOKEN_HEADER's value. */
+#define UVP_NATS_CANCEL_TOKEN_LEN 32
 
 /** Options of uvp_nats_request. */
 typedef struct uvp_nats_request_opts_s {
@@ -597,6 +642,10 @@ typedef struct uvp_nats_serve_stats_ex_s {
   size_t running;     /**< requests being served now */
   size_t max_waiting; /**< the bound of waiting requests
                            (uvp_nats_serve_set_max_waiting) */
+  uint64_t forged;    /**< cancels for a request this instance holds whose
+                           UVP_NATS_CANCEL_TOKEN_HEADER was not the
+                           request's (or the request had none): dropped,
+                           the request served; never logged */
 } uvp_nats_serve_stats_ex_t;
 
 /** Serve `subject` in queue group `queue` (NULL: none; the server spreads

@@ -57,7 +57,9 @@ static char *record_text(const char *id, uvp_nats_dpromise_state_t state,
 
 /* A record read from entry e (the caller's to free), or UV_EPROTO. */
 static int record_of(const uvp_nats_kv_entry_t *e, uvp_nats_dpromise_t **out) {
-  json_t *j = json_loadb(e->value, e->len, 0, NULL);
+  json_t *j = e->len <= UVP_NATS_JS_MAX_JSON /* a planted giant: unparsed */
+                  ? json_loadb(e->value, e->len, 0, NULL)
+                  : NULL;
   const char *id = json_string_value(json_object_get(j, "id"));
   const char *st = json_string_value(json_object_get(j, "state"));
   json_t *value = json_object_get(j, "value");

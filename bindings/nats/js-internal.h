@@ -27,6 +27,7 @@ struct uvp_nats_js_s {
   char prefix[80]; /* "$JS.API" */
   uint64_t timeout_ms;
   uint64_t heartbeat_ms; /* durable promises' watches' */
+  size_t max_reply;      /* the program's cap; 0: the server's max_payload */
   size_t refs; /* the program's (until uvp_nats_js_free), and each op's,
                   object's and message's */
   bool freed;
@@ -104,6 +105,11 @@ void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
 /* A reply's JSON (*out, yours), or the code of its API error (with
  * *err, a uvp_nats_js_error_t to free, if err is not NULL). */
 int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err);
+/* A fresh inbox under b's prefix into buf (uvp-nats.c). */
+int uvp_nats__inbox_new(const uvp_nats_t *b, char *buf, size_t cap);
+/* The largest reply js takes (its data): max_reply, or the server's
+ * max_payload; 0 while unknown (not connected yet: nothing to cap). */
+size_t uvp_nats__js_cap(const uvp_nats_js_t *js);
 /* A message's status ("404"), as a number; 0 if none. */
 int uvp_nats__js_status(natsMsg *m);
 /* The code for an API error's code and err_code. */

@@ -130,6 +130,7 @@ int uvp_nats_js_new(uvp_nats_t *nc, const uvp_nats_js_opts_t *opts,
       opts != NULL && opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
   js->heartbeat_ms =
       opts != NULL && opts->heartbeat_ms > 0 ? opts->heartbeat_ms : 5000;
+  js->max_reply = opts != NULL ? opts->max_reply : 0;
   if (domain != NULL)
     snprintf(js->prefix, sizeof(js->prefix), "$JS.%s.API", domain);
   else
@@ -275,12 +276,33 @@ static void op_unhold(void *arg) {
   uvp_nats__js_op_drop(op);
 }
 
+size_t uvp_nats__js_cap(const uvp_nats_js_t *js) {
+  if (js->max_reply > 0)
+    return js->max_reply;
+  natsConnection *nc = js->b != NULL ? uvp_nats_connection(js->b) : NULL;
+  int64_t max = nc != NULL ? natsConnection_GetMaxPayload(nc) : 0;
+  return max > 0 ? (size_t)max : 0;
+}
+
+/* A reply over the cap goes to the step as UV_EMSGSIZE, unread: a server
+ * (or a responder planted on $JS.API.>) says what it likes, and a step
+ * copies a value, or parses it (issue 71). */
+static int reply_rc(const js_op_t *op, const uvp_outcome_t *in) {
+  if (in->status != 0)
+    return in->status;
+  size_t cap = uvp_nats__js_cap(op->js);
+  int len = natsMsg_GetDataLength(in->value);
+  return cap > 0 && len > 0 && (size_t)len > cap ? UV_EMSGSIZE : 0;
+}
+
 static uvp_ret_t op_reply(void *arg, const uvp_outcome_t *in) {
   js_op_t *op = arg;
   uvp_promise_t *r = op->r;
   op->r = NULL;
-  if (!op->cut)
-    op->step(op, in->status, in->status == 0 ? in->value : NULL);
+  if (!op->cut) {
+    int rc = reply_rc(op, in);
+    op->step(op, rc, rc == 0 ? in->value : NULL);
+  }
   uvp_promise_release(r); /* the reaction holds it until we return */
   return uvp_ret_value(NULL, NULL);
 }
@@ -458,6 +480,15 @@ int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err) {
   }
   const char *data = natsMsg_GetData(m);
   int len = natsMsg_GetDataLength(m);
+  if (len > 0 && (size_t)len > UVP_NATS_JS_MAX_JSON) { /* unparsed */
+    if (err != NULL) {
+      char d[96];
+      snprintf(d, sizeof(d), "a reply of %d bytes, over the %zu parsed", len,
+               UVP_NATS_JS_MAX_JSON);
+      *err = error_new(0, 0, d);
+    }
+    return UV_EMSGSIZE;
+  }
   json_t *j = data != NULL ? json_loadb(data, (size_t)len, 0, NULL) : NULL;
   if (j == NULL || !json_is_object(j)) {
     json_decref(j);

@@ -769,14 +769,9 @@ static void watch_make(uvp_nats_kv_watch_t *w) {
   w->retry_at = 0;
   int rc = 0;
   if (w->sub == NULL) {
-    char *inbox = NULL;
-    natsStatus st = natsInbox_Create(&inbox);
-    rc = uvp_nats_code(st);
-    if (rc == 0) {
-      snprintf(w->inbox, sizeof(w->inbox), "%s", inbox);
+    rc = uvp_nats__inbox_new(w->js->b, w->inbox, sizeof(w->inbox));
+    if (rc == 0)
       rc = uvp_nats_subscribe(w->js->b, w->inbox, NULL, &w->sub);
-    }
-    natsInbox_Destroy(inbox);
     if (rc == 0) {
       w->sub->taker = &watch_taker;
       w->sub->owner = w;

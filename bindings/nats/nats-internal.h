@@ -130,6 +130,7 @@ typedef struct job_s {
   int rc;
   natsConnection *conn; /* the connect job's, for the loop to take */
   int cut_rc;           /* why p was cut */
+  char *err;            /* the connect's: nats.c's words for its failure */
   struct job_s *next;   /* flushes held while uvp_nats_open connects */
 } job_t;
 
@@ -166,8 +167,9 @@ struct uvp_nats_s {
   natsOptions *opts;
   natsConnection *conn;
   natsSubscription *inbox_sub;
-  char inbox[128]; /* "_INBOX.<nuid>" */
-  size_t inbox_len;
+  char inbox[128];              /* "_INBOX.<nuid>", or the program's prefix */
+  size_t inbox_len, inbox_plen; /* its length, and its prefix's */
+  uint64_t cancel_key[2];       /* SipHash's, from uv_random: requests.c */
   int flags;
   uvp_nats_event_cb on_event;
   void *arg;

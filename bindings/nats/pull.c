@@ -501,14 +501,11 @@ static int pull_new(uvp_nats_js_t *js, const open_t *a,
   uvp_nats_js_pull_t *pull = calloc(1, sizeof(*pull));
   if (pull == NULL)
     return UV_ENOMEM;
-  char *inbox = NULL;
-  natsStatus st = natsInbox_Create(&inbox);
-  if (st != NATS_OK) {
+  int irc = uvp_nats__inbox_new(js->b, pull->inbox, sizeof(pull->inbox));
+  if (irc != 0) {
     free(pull);
-    return uvp_nats_code(st);
+    return irc;
   }
-  snprintf(pull->inbox, sizeof(pull->inbox), "%s", inbox);
-  natsInbox_Destroy(inbox);
   char wild[sizeof(pull->inbox) + 2];
   snprintf(wild, sizeof(wild), "%s.*", pull->inbox);
   int rc = uvp_nats_subscribe(js->b, wild, NULL, &pull->sub);

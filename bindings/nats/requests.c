@@ -190,6 +190,67 @@ static void on_timer(uv_timer_t *t) {
 
 static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf);
 
+/* ---- cancel tokens ------------------------------------------------------- *
+ * A cancel names its request by the reply subject, which anyone who reads
+ * the service's subject sees: alone, it let any client on the server cut
+ * every request (issue 71).  So a request that may be cancelled carries
+ * UVP_NATS_CANCEL_TOKEN_HEADER, 128 bits only its caller knows, and its
+ * cancel the same; the service cuts nothing for a cancel whose token is
+ * not the request's.  The token is SipHash-2-4 of the request's id under
+ * the connection's random key (twice, for 128 bits): nothing kept per
+ * request, and one token seen (by a worker that served the request) says
+ * nothing of another. */
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+  do {                                                                         \
+    v0 += v1;                                                                  \
+    v1 = ROTL(v1, 13);                                                         \
+    v1 ^= v0;                                                                  \
+    v0 = ROTL(v0, 32);                                                         \
+    v2 += v3;                                                                  \
+    v3 = ROTL(v3, 16);                                                         \
+    v3 ^= v2;                                                                  \
+    v0 += v3;                                                                  \
+    v3 = ROTL(v3, 21);                                                         \
+    v3 ^= v0;                                                                  \
+    v2 += v1;                                                                  \
+    v1 = ROTL(v1, 17);                                                         \
+    v1 ^= v2;                                                                  \
+    v2 = ROTL(v2, 32);                                                         \
+  } while (0)
+
+/* SipHash-2-4 of one 8-byte word m under key k. */
+static uint64_t siphash_u64(const uint64_t k[2], uint64_t m) {
+  uint64_t v0 = k[0] ^ 0x736f6d6570736575ull, v1 = k[1] ^ 0x646f72616e646f6dull;
+  uint64_t v2 = k[0] ^ 0x6c7967656e657261ull, v3 = k[1] ^ 0x7465646279746573ull;
+  uint64_t last = (uint64_t)8 << 56;
+  v3 ^= m;
+  SIPROUND;
+  SIPROUND;
+  v0 ^= m;
+  v3 ^= last;
+  SIPROUND;
+  SIPROUND;
+  v0 ^= last;
+  v2 ^= 0xff;
+  SIPROUND;
+  SIPROUND;
+  SIPROUND;
+  SIPROUND;
+  return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/* Request id's token: UVP_NATS_CANCEL_TOKEN_LEN hex digits and a NUL. */
+static void cancel_token(const uvp_nats_t *b, uint64_t id, char *buf) {
+  static const char hex[] = "0123456789abcdef";
+  uint64_t h[2] = {siphash_u64(b->cancel_key, id << 1),
+                   siphash_u64(b->cancel_key, id << 1 | 1)};
+  for (int w = 0; w < 2; w++)
+    for (int i = 15; i >= 0; i--, h[w] >>= 4)
+      buf[w * 16 + i] = hex[h[w] & 15];
+  buf[32] = '\0';
+}
+
 /* Tell whoever serves r that its caller gave up: one publish on
  * UVP_NATS_CANCEL_PREFIX + its subject, every instance of the service
  * listening (uvp-nats.h says what it costs and promises), the reply
@@ -207,8 +268,12 @@ static void cancel_send(uvp_nats_t *b, const req_t *r) {
   char reply[sizeof(b->inbox) + 24], cause[256];
   reply_subject(b, r->id, reply);
   (void)uvp_cause_format(uvp_promise_cause(r->p), cause, sizeof(cause));
+  char token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
+  cancel_token(b, r->id, token);
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, reply, (int)strlen(reply));
+  if (s == NATS_OK)
+    s = natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token);
   if (s == NATS_OK && cause[0] != '\0')
     s = natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, cause);
   if (s == NATS_OK)
@@ -362,14 +427,24 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                           hold ? &req_class : &req_class_nohold);
   /* a passed deadline cuts it once started: nothing is sent then; while
    * connecting, the message waits for send_held */
+  bool tell =
+      left > 0 && !(opts != NULL && opts->flags & UVP_NATS_REQUEST_NO_CANCEL);
   if (rc == 0 && left > 0)
-    rc = connecting
-             ? uvp_nats__msg_make(&r->held, subject, reply, data, len, headers)
-             : uvp_nats__publish(b, subject, reply, data, len,
-                                 !stamp           ? UINT64_MAX
-                                 : left < timeout ? left
-                                                  : timeout,
-                                 headers);
+    rc = uvp_nats__msg_make(&r->held, subject, reply, data, len, headers);
+  if (rc == 0 && tell) {
+    char token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
+    cancel_token(b, r->id, token);
+    rc = uvp_nats_code(
+        natsMsgHeader_Set(r->held, UVP_NATS_CANCEL_TOKEN_HEADER, token));
+  }
+  if (rc == 0 && left > 0 && !connecting) {
+    natsMsg *m = r->held;
+    r->held = NULL;
+    rc = uvp_nats__msg_send(b, m,
+                            !stamp           ? UINT64_MAX
+                            : left < timeout ? left
+                                             : timeout);
+  }
   if (rc != 0) {
     uvp_inflight_end(&r->w); /* a record not started: nothing */
     natsMsg_Destroy(r->held);
@@ -381,8 +456,7 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
   r->end_ms =
       !stamp ? UINT64_MAX : r->start_ms + (left < timeout ? left : timeout);
-  r->tell =
-      left > 0 && !(opts != NULL && opts->flags & UVP_NATS_REQUEST_NO_CANCEL);
+  r->tell = tell;
   req_link(b, r);
   b->stats.requests++;
   *out = uvp_promise_retain(r->p);

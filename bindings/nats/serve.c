@@ -30,7 +30,8 @@
  * its subject; uvp_nats_request publishes there when its caller cuts it.
  * The cancel subscription is made before the service's own, so that
  * poll_subs, which walks the newest first, takes a request before a
- * cancel read with it in the same read event.
+ * cancel read with it in the same read event.  A cancel acts only with
+ * its request's token (token_ok: issue 71); others are counted, forged.
  *
  * The service itself goes with its group's join (svc_join_free) once no
  * request's record is left (svc->live), which the connection's teardown
@@ -362,6 +363,23 @@ static void svc_take(void *owner, natsMsg *m) {
 
 /* ---- cancels from callers ------------------------------------------------ */
 
+/* The cancel m is the caller's: its token is the request's (in constant
+ * time: how far a guess matched must not show).  A request without one
+ * (from a client that is not uvp, or before tokens) cannot be cancelled:
+ * anyone could have sent that cancel. */
+static bool token_ok(natsMsg *request, natsMsg *m) {
+  const char *want = uvp_nats_msg_header(request, UVP_NATS_CANCEL_TOKEN_HEADER);
+  const char *got = uvp_nats_msg_header(m, UVP_NATS_CANCEL_TOKEN_HEADER);
+  if (want == NULL || got == NULL ||
+      strlen(want) != UVP_NATS_CANCEL_TOKEN_LEN ||
+      strnlen(got, UVP_NATS_CANCEL_TOKEN_LEN + 1) != UVP_NATS_CANCEL_TOKEN_LEN)
+    return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < UVP_NATS_CANCEL_TOKEN_LEN; i++)
+    diff |= (unsigned char)(want[i] ^ got[i]);
+  return diff == 0;
+}
+
 static void svc_cancel_take(void *owner, natsMsg *m) {
   uvp_nats_svc_t *svc = owner;
   svc->stats.cancels++;
@@ -369,6 +387,10 @@ static void svc_cancel_take(void *owner, natsMsg *m) {
   int n = natsMsg_GetDataLength(m);
   served_t *sv =
       reply != NULL && n > 0 ? held_find(svc, reply, (size_t)n) : NULL;
+  if (sv != NULL && !token_ok(sv->pub.msg, m)) {
+    svc->stats.forged++; /* counted, not logged: a flood must cost nothing */
+    sv = NULL;
+  }
   if (sv != NULL && !sv->quiet && !sv->dropped) {
     const char *cause = uvp_nats_msg_header(m, UVP_NATS_CAUSE_HEADER);
     char why[320];

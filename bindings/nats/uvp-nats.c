@@ -76,7 +76,30 @@
  * floors above it what they must know (a reply, the loop's turn,
  * connected, closing) through the hooks each sets when first used
  * (uvp_nats__layer_t), never by name. */
+#include <dlfcn.h>
+
 #include "nats-internal.h"
+
+static void (*openssl_thread_stop)(void);
+
+static void find_openssl(void) {
+  /* in the process when nats.c was built with TLS; the binding does not
+   * link OpenSSL itself */
+  *(void **)&openssl_thread_stop = dlsym(RTLD_DEFAULT, "OPENSSL_thread_stop");
+}
+
+/* What a pool job's thread holds for nats.c and OpenSSL, freed: nats.c
+ * keeps an error record per thread that calls it, OpenSSL its error
+ * queue and random generators per thread (a TLS connect makes them), both
+ * freed when the thread exits, which libuv's pool threads never do
+ * (valgrind: 10 kB a pool thread that made a TLS connect). */
+static void release_thread_memory(void) {
+  static uv_once_t once = UV_ONCE_INIT;
+  nats_ReleaseThreadMemory();
+  uv_once(&once, find_openssl);
+  if (openssl_thread_stop != NULL)
+    openssl_thread_stop();
+}
 
 void uvp_nats__msg_free(void *m) { natsMsg_Destroy(m); }
 
@@ -624,7 +647,7 @@ static void close_work(uv_work_t *w) {
   job_t *j = w->data;
   if (j->b->conn != NULL)
     natsConnection_Close(j->b->conn);
-  nats_ReleaseThreadMemory(); /* see connect_work */
+  release_thread_memory(); /* see connect_work */
 }
 
 static void close_after(uv_work_t *w, int status) {
@@ -688,15 +711,22 @@ static void connect_work(uv_work_t *w) {
   natsConnection *conn = NULL;
   natsStatus s = natsConnection_Connect(&conn, b->opts);
   connect_more(j, conn, s);
-  /* nats.c keeps an error record per thread that calls it, freed when
-   * the thread exits: libuv's pool threads never do */
-  nats_ReleaseThreadMemory();
+  release_thread_memory();
 }
 
 static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
   uvp_nats_t *b = j->b;
   if (s != NATS_OK) {
+    /* nats.c's words say why (the server's -ERR: "Authorization
+     * Violation"; a certificate it does not trust), where its code is
+     * often a plain NATS_ERR; kept for the rejection, on this thread's
+     * record that is freed next */
+    const char *e = nats_GetLastError(NULL);
+    j->err = e != NULL && *e != '\0' ? strdup(e) : NULL;
     j->rc = uvp_nats_code(s);
+    if (j->rc == UVP_NATS_ENATS && e != NULL &&
+        strstr(e, "Authorization Violation") != NULL)
+      j->rc = UV_EACCES;
     return;
   }
   j->conn = conn; /* the loop takes it in connect_after: b->conn is the
@@ -736,9 +766,13 @@ static void connect_after(uv_work_t *w, int status) {
       uvp_promise_resolve(p, b, NULL);
     else
       close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
-    if (j->rc != 0 && !j->cut)
-      uvp_promise_reject(p, j->rc, NULL, NULL);
+    if (j->rc != 0 && !j->cut) {
+      uvp_promise_reject(p, j->rc, j->err, free);
+      j->err = NULL;
+    }
   }
+  free(j->err);
+  j->err = NULL;
   uvp_inflight_end(&j->fl); /* the job has stopped */
   uvp_promise_release(p);
 }
@@ -833,28 +867,53 @@ static int handles_init(uvp_nats_t *b) {
   return 0;
 }
 
+/* A fresh inbox, "<prefix>.<nuid>", under b's prefix (the first
+ * inbox_plen bytes of b->inbox): a private prefix is what a server's
+ * permissions give each user its replies by (issue 71). */
+int uvp_nats__inbox_new(const uvp_nats_t *b, char *buf, size_t cap) {
+  char *inbox = NULL;
+  natsStatus s = natsInbox_Create(&inbox); /* "_INBOX.<nuid>" */
+  if (s != NATS_OK)
+    return uvp_nats_code(s);
+  const char *nuid = strrchr(inbox, '.');
+  char tmp[sizeof(b->inbox)];
+  int n = snprintf(tmp, sizeof(tmp), "%.*s%s", (int)b->inbox_plen, b->inbox,
+                   nuid != NULL ? nuid : ".");
+  natsInbox_Destroy(inbox);
+  if (n < 0 || (size_t)n + 3 > cap || (size_t)n + 3 > sizeof(tmp))
+    return UV_EINVAL;
+  memcpy(buf, tmp, (size_t)n + 1);
+  return 0;
+}
+
 /* The reply inbox's name: made here, so that uvp_nats_open's requests
  * have their reply subjects before the connection is up (options_make has
  * called nats_Open: a NUID needs it). */
-static int inbox_make(uvp_nats_t *b) {
-  char *inbox = NULL;
-  natsStatus s = natsInbox_Create(&inbox);
-  if (s == NATS_OK && strlen(inbox) + 3 > sizeof(b->inbox))
-    s = NATS_ERR;
-  if (s == NATS_OK) {
-    snprintf(b->inbox, sizeof(b->inbox), "%s", inbox);
-    b->inbox_len = strlen(b->inbox);
-  }
-  natsInbox_Destroy(inbox);
-  return uvp_nats_code(s);
+static int inbox_make(uvp_nats_t *b, const char *prefix) {
+  if (prefix != NULL && (!uvp_nats__subject_ok(prefix, false) ||
+                         strlen(prefix) > UVP_NATS_INBOX_PREFIX_MAX))
+    return UV_EINVAL;
+  if (prefix != NULL &&
+      natsOptions_SetCustomInboxPrefix(b->opts, prefix) != NATS_OK)
+    return UV_EINVAL;
+  snprintf(b->inbox, sizeof(b->inbox), "%s",
+           prefix != NULL ? prefix : "_INBOX");
+  b->inbox_plen = strlen(b->inbox);
+  int rc = uvp_nats__inbox_new(b, b->inbox, sizeof(b->inbox));
+  if (rc != 0)
+    return rc;
+  b->inbox_len = strlen(b->inbox);
+  /* the key of the requests' cancel tokens (requests.c): the kernel's
+   * CSPRNG, once a connection */
+  return uv_random(NULL, NULL, b->cancel_key, sizeof(b->cancel_key), 0, NULL);
 }
 
 /* uvp_nats_connect's and uvp_nats_open's start: the binding, its handles
  * and the connect job on the pool.  *out (NULL for open) gets the
  * connect's promise. */
 static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                         bool opened, uvp_nats_t **bp, uvp_promise_t **out,
-                         const char *file, int line) {
+                         const char *prefix, bool opened, uvp_nats_t **bp,
+                         uvp_promise_t **out, const char *file, int line) {
   uvp_promise_t *p;
   int rc = uvp_promise_new_at(ctx, &p, file, line);
   uvp_nats_t *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
@@ -878,7 +937,7 @@ static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   b->connect_job.p = p;
   b->connect_job.w.data = &b->connect_job;
   b->connect_job.fl.data = &b->connect_job;
-  if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b)) != 0 ||
+  if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b, prefix)) != 0 ||
       (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
           0 ||
       (rc = handles_init(b)) != 0) {
@@ -916,7 +975,20 @@ int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
       natsOptions_Destroy(o->options);
     return UV_EINVAL;
   }
-  return connect_start(ctx, o, false, &b, out, file, line);
+  return connect_start(ctx, o, NULL, false, &b, out, file, line);
+}
+
+int uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                             const uvp_nats_connect_more_t *more,
+                             uvp_promise_t **out, const char *file, int line) {
+  uvp_nats_t *b;
+  if (ctx == NULL || out == NULL) {
+    if (o != NULL)
+      natsOptions_Destroy(o->options);
+    return UV_EINVAL;
+  }
+  return connect_start(ctx, o, more != NULL ? more->inbox_prefix : NULL, false,
+                       &b, out, file, line);
 }
 
 int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
@@ -926,7 +998,7 @@ int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
       natsOptions_Destroy(o->options);
     return UV_EINVAL;
   }
-  return connect_start(ctx, o, true, out, NULL, file, line);
+  return connect_start(ctx, o, NULL, true, out, NULL, file, line);
 }
 
 /* ---- flush --------------------------------------------------------------- */
@@ -934,7 +1006,7 @@ int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
 static void flush_work(uv_work_t *w) {
   job_t *j = w->data;
   j->s = natsConnection_FlushTimeout(j->b->conn, j->timeout_ms);
-  nats_ReleaseThreadMemory(); /* see connect_work */
+  release_thread_memory(); /* see connect_work */
 }
 
 /* A flush ends (rc 0: fulfilled), its job stopped or never started. */

@@ -57,8 +57,10 @@ typedef struct row_s {
   unsigned sends;
   unsigned busy; /* of those, answered EBUSY by a busy worker */
   /* --durable: JetStream's delivery count of the message whose fetch gave
-   * the stored result (1: the first worker's). */
+   * the stored result (1: the first worker's); refetched: a stored result
+   * it could not read was not taken, the URL was fetched again. */
   unsigned delivery;
+  unsigned refetched;
 } row_t;
 
 /* The report as it is printed, a row at a time (fanout_report_row). */
@@ -125,6 +127,13 @@ typedef struct nats_cli_s {
   const char *job; /* --durable JOB */
   int job_status;  /* --status */
   int job_purge;   /* --purge */
+  /* credentials and TLS (fanout_nats_options): the options, else the
+   * environment's NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS,
+   * NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY, NATS_TLS_NAME, and the
+   * inbox prefix (NATS_INBOX_PREFIX) */
+  const char *user, *password, *token, *creds, *nkey;
+  const char *tlsca, *tlscert, *tlskey, *tlsname;
+  const char *inbox_prefix; /* --inbox-prefix, NATS_INBOX_PREFIX */
 } nats_cli_t;
 
 #define NATS_RETRY_DEFAULT 2
@@ -168,7 +177,15 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *o, uvp_promise_t **out);
 void fanout_nats_shutdown(void);
 /* nats.c's options for both sides: `name`, --nats-ping's `ping_ms` (0:
  * nats.c's default); NULL without memory.  The connect takes them. */
-struct __natsOptions *fanout_nats_options(const char *name, uint64_t ping_ms);
+struct __natsOptions *fanout_nats_options(const char *name,
+                                          const nats_cli_t *cli);
+/* One line on stderr: the connect to url failed with rc, and nats.c's
+ * words (its rejection's payload, or NULL). */
+void fanout_nats_connect_failed(const char *url, int rc, const void *words);
+struct uvp_nats_connect_opts_s;
+/* uvp_nats_connect, with cli's inbox prefix. */
+int fanout_nats_connect(uvp_ctx_t *ctx, const struct uvp_nats_connect_opts_s *o,
+                        const nats_cli_t *cli, uvp_promise_t **out);
 
 /* What the NATS modes share (nats-coord.c, nats-worker.c).  A request's
  * "opts" (curl's options, --retry) as JSON, and how long one request

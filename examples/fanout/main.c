@@ -209,6 +209,33 @@ static void usage(FILE *f) {
       "              left in the stream (never delivered again)\n"
       "  --purge     with --durable JOB: delete its stream and bucket\n"
       "              (both exit 1 if the job does not exist)\n"
+      "  --nats-user USER, --nats-password PASSWORD, --nats-token TOKEN\n"
+      "              with --nats: a user and password, or a token (the\n"
+      "              nats tool's --user and --password; -u is curl's), or\n"
+      "              in the URL: nats://USER:PASSWORD@HOST:PORT,\n"
+      "              nats://TOKEN@HOST:PORT, which ps shows\n"
+      "  --creds FILE\n"
+      "              with --nats: a user's JWT and nkey seed, as nsc\n"
+      "              writes them (FILE.creds)\n"
+      "  --nkey FILE with --nats: an nkey seed and its public key, as\n"
+      "              `nk -gen user -pubout` writes them\n"
+      "  --tlsca FILE, --tlscert FILE, --tlskey FILE, --tlsname NAME\n"
+      "              with --nats: TLS, with the CAs that sign the\n"
+      "              server's certificate (default: the system's), a\n"
+      "              client certificate and its key, the name the\n"
+      "              server's certificate must carry (default: the\n"
+      "              URL's host); any of them, or a tls:// URL, turns\n"
+      "              TLS on.  Each option, when absent, is read from the\n"
+      "              environment: NATS_USER, NATS_PASSWORD, NATS_TOKEN,\n"
+      "              NATS_CREDS, NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY,\n"
+      "              NATS_TLS_NAME (secrets kept out of ps).  A file that\n"
+      "              cannot be read, refused credentials or an untrusted\n"
+      "              certificate end the run at once, said in one line\n"
+      "  --inbox-prefix PREFIX\n"
+      "              with --nats: the subject every inbox of the\n"
+      "              connection starts with (replies, pulls, watches;\n"
+      "              default _INBOX, or NATS_INBOX_PREFIX), which a\n"
+      "              server's permissions can give one user alone\n"
       "  -h, --help  this text\n"
       "  --version   print the version (uvp's) and exit\n"
       "\n"
@@ -519,6 +546,10 @@ static void report_json_row(const run_t *r, jsonw_t *w, size_t i,
   if (r->job != NULL) {
     jsonw_key(w, "delivery");
     jsonw_int(w, row->delivery);
+    if (row->refetched) {
+      jsonw_key(w, "refetched");
+      jsonw_bool(w, true);
+    }
   }
   jsonw_close(w);
   jsonw_raw(w, "\n", 1);
@@ -547,6 +578,8 @@ static void report_text_row(const run_t *r, size_t i, const row_t *row,
     printf("  (%u requests)", row->sends);
   if (row->delivery > 1)
     printf("  (delivery %u)", row->delivery);
+  if (row->refetched)
+    printf("  (a stored result it could not read: fetched again)");
   if (row->redirects > 0)
     printf("  (%u redirect%s)", row->redirects, row->redirects == 1 ? "" : "s");
   putchar('\n');
@@ -1098,7 +1131,17 @@ enum {
   OPT_VERSION,
   OPT_DURABLE,
   OPT_STATUS,
-  OPT_PURGE
+  OPT_PURGE,
+  OPT_NATS_USER,
+  OPT_NATS_PASSWORD,
+  OPT_NATS_TOKEN,
+  OPT_NATS_CREDS,
+  OPT_NATS_NKEY,
+  OPT_NATS_TLSCA,
+  OPT_NATS_TLSCERT,
+  OPT_NATS_TLSKEY,
+  OPT_NATS_TLSNAME,
+  OPT_NATS_INBOX_PREFIX
 };
 
 static int usage_error(const char *msg) {
@@ -1148,6 +1191,16 @@ int main(int argc, char **argv) {
       {"durable", required_argument, NULL, OPT_DURABLE},
       {"status", no_argument, NULL, OPT_STATUS},
       {"purge", no_argument, NULL, OPT_PURGE},
+      {"nats-user", required_argument, NULL, OPT_NATS_USER},
+      {"nats-password", required_argument, NULL, OPT_NATS_PASSWORD},
+      {"nats-token", required_argument, NULL, OPT_NATS_TOKEN},
+      {"creds", required_argument, NULL, OPT_NATS_CREDS},
+      {"nkey", required_argument, NULL, OPT_NATS_NKEY},
+      {"tlsca", required_argument, NULL, OPT_NATS_TLSCA},
+      {"tlscert", required_argument, NULL, OPT_NATS_TLSCERT},
+      {"tlskey", required_argument, NULL, OPT_NATS_TLSKEY},
+      {"tlsname", required_argument, NULL, OPT_NATS_TLSNAME},
+      {"inbox-prefix", required_argument, NULL, OPT_NATS_INBOX_PREFIX},
       {NULL, 0, NULL, 0},
   };
   static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:";
@@ -1263,6 +1316,36 @@ int main(int argc, char **argv) {
     case OPT_PURGE:
       nats.job_purge = 1;
       break;
+    case OPT_NATS_USER:
+      nats.user = optarg;
+      break;
+    case OPT_NATS_PASSWORD:
+      nats.password = optarg;
+      break;
+    case OPT_NATS_TOKEN:
+      nats.token = optarg;
+      break;
+    case OPT_NATS_CREDS:
+      nats.creds = optarg;
+      break;
+    case OPT_NATS_NKEY:
+      nats.nkey = optarg;
+      break;
+    case OPT_NATS_TLSCA:
+      nats.tlsca = optarg;
+      break;
+    case OPT_NATS_TLSCERT:
+      nats.tlscert = optarg;
+      break;
+    case OPT_NATS_TLSKEY:
+      nats.tlskey = optarg;
+      break;
+    case OPT_NATS_TLSNAME:
+      nats.tlsname = optarg;
+      break;
+    case OPT_NATS_INBOX_PREFIX:
+      nats.inbox_prefix = optarg;
+      break;
     case OPT_SERVE:
       serve_mode = 1;
       if (optarg != NULL &&
@@ -1304,6 +1387,13 @@ int main(int argc, char **argv) {
   if (nats.url != NULL) {
     fprintf(stderr, "uvp-fanout: this build has no NATS support (--nats)\n");
     return EXIT_USAGE;
+  }
+#else
+  if (nats.url != NULL) { /* credentials and TLS files: said now, once */
+    struct __natsOptions *no = fanout_nats_options("uvp-fanout", &nats);
+    if (no == NULL)
+      return EXIT_USAGE;
+    natsOptions_Destroy(no);
   }
 #endif
   nats.retries = (unsigned)nats_retry;

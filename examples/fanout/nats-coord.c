@@ -30,11 +30,13 @@
  * fanout_request_timeout); a URL refused again and again ends EBUSY, its
  * row naming the worker, once that time has passed since its first send
  * (or -d), not counted against --nats-retry. */
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -699,8 +701,7 @@ static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
   coord_t *co = arg;
   run_t *r = co->r;
   if (in->status != 0) {
-    fprintf(stderr, "uvp-fanout: %s: %s\n", co->cli->url,
-            uvp_nats_strerror(in->status));
+    fanout_nats_connect_failed(co->cli->url, in->status, in->value);
     return uvp_ret_pass();
   }
   co->nc = in->value;
@@ -793,13 +794,13 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   r->nats_mode = 1;
   r->nats_before_report = before_report;
   r->nats_end = coord_end;
-  uvp_nats_connect_opts_t o = {
-      .url = cli->url,
-      .options = fanout_nats_options("uvp-fanout", cli->ping_ms),
-      .flags = UVP_NATS_FAIL_ON_DISCONNECT};
+  uvp_nats_connect_opts_t o = {.url = cli->url,
+                               .options =
+                                   fanout_nats_options("uvp-fanout", cli),
+                               .flags = UVP_NATS_FAIL_ON_DISCONNECT};
   int rc = co->opts_json != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
-    rc = uvp_nats_connect(r->ctx, &o, &co->connect);
+    rc = fanout_nats_connect(r->ctx, &o, cli, &co->connect);
   else if (o.options != NULL)
     natsOptions_Destroy(o.options);
   if (rc == 0)
@@ -809,20 +810,125 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   return rc;
 }
 
+/* An option's value, or its environment variable's: secrets stay out of
+ * ps (a password in --nats's URL is seen there too). */
+static const char *opt_or_env(const char *opt, const char *env) {
+  const char *v = opt != NULL ? opt : getenv(env);
+  return v != NULL && *v != '\0' ? v : NULL;
+}
+
+/* A nkey seed file as `nk -gen user -pubout` writes it: the seed, then
+ * the public key (nats.c wants both; it cannot derive the key). */
+static natsStatus nkey_from_file(natsOptions *no, const char *path) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL)
+    return NATS_NOT_FOUND;
+  char line[256], pub[128] = "";
+  while (fgets(line, sizeof(line), f) != NULL) {
+    line[strcspn(line, "\r\n \t")] = '\0';
+    if (line[0] == 'U' && strlen(line) == 56)
+      snprintf(pub, sizeof(pub), "%s", line);
+  }
+  fclose(f);
+  if (pub[0] == '\0')
+    return NATS_INVALID_ARG;
+  return natsOptions_SetNKeyFromSeed(no, pub, path);
+}
+
 /* Both sides reconnect for ever, 100 ms apart: a worker or coordinator
- * outlives a server's restart. */
-natsOptions *fanout_nats_options(const char *name, uint64_t ping_ms) {
+ * outlives a server's restart.  Credentials and TLS from cli, or the
+ * environment; NULL (said on stderr, in one line naming the option) if
+ * nats.c refuses one: a file it cannot read, a certificate it cannot
+ * load. */
+natsOptions *fanout_nats_options(const char *name, const nats_cli_t *cli) {
   natsOptions *no = NULL;
   if (natsOptions_Create(&no) != NATS_OK)
     return NULL;
   natsOptions_SetMaxReconnect(no, -1);
   natsOptions_SetReconnectWait(no, RECONNECT_WAIT_MS);
   natsOptions_SetName(no, name);
-  if (ping_ms > 0) { /* --nats-ping */
-    natsOptions_SetPingInterval(no, (int64_t)ping_ms);
+  if (cli->ping_ms > 0) { /* --nats-ping */
+    natsOptions_SetPingInterval(no, (int64_t)cli->ping_ms);
     natsOptions_SetMaxPingsOut(no, 2);
   }
+  const char *user = opt_or_env(cli->user, "NATS_USER");
+  const char *password = opt_or_env(cli->password, "NATS_PASSWORD");
+  const char *token = opt_or_env(cli->token, "NATS_TOKEN");
+  const char *creds = opt_or_env(cli->creds, "NATS_CREDS");
+  const char *nkey = opt_or_env(cli->nkey, "NATS_NKEY");
+  const char *ca = opt_or_env(cli->tlsca, "NATS_CA");
+  const char *cert = opt_or_env(cli->tlscert, "NATS_CERT");
+  const char *key = opt_or_env(cli->tlskey, "NATS_KEY");
+  const char *tlsname = opt_or_env(cli->tlsname, "NATS_TLS_NAME");
+  const char *what = NULL, *why = NULL; /* the option, and our words */
+  natsStatus s = NATS_OK;
+  if (user != NULL) {
+    what = "--nats-user";
+    s = natsOptions_SetUserInfo(no, user, password);
+  }
+  if (s == NATS_OK && token != NULL) {
+    what = "--nats-token";
+    s = natsOptions_SetToken(no, token);
+  }
+  if (s == NATS_OK && creds != NULL) {
+    what = "--creds"; /* nats.c reads it at the connect: looked at now */
+    if (access(creds, R_OK) != 0)
+      why = strerror(errno), s = NATS_NOT_FOUND;
+    else
+      s = natsOptions_SetUserCredentialsFromFiles(no, creds, NULL);
+  }
+  if (s == NATS_OK && nkey != NULL) {
+    what = "--nkey";
+    s = nkey_from_file(no, nkey);
+    if (s == NATS_NOT_FOUND)
+      why = strerror(errno);
+    else if (s == NATS_INVALID_ARG)
+      why = "no public key in the file (nk -gen user -pubout writes the "
+            "seed and the key)";
+  }
+  if (s == NATS_OK &&
+      (ca != NULL || cert != NULL || key != NULL || tlsname != NULL)) {
+    what = "TLS";
+    s = natsOptions_SetSecure(no, true);
+  }
+  if (s == NATS_OK && ca != NULL) {
+    what = "--tlsca";
+    s = natsOptions_LoadCATrustedCertificates(no, ca);
+  }
+  if (s == NATS_OK && (cert != NULL || key != NULL)) {
+    what = "--tlscert, --tlskey";
+    if (cert == NULL || key == NULL)
+      why = "both are needed", s = NATS_INVALID_ARG;
+    else
+      s = natsOptions_LoadCertificatesChain(no, cert, key);
+  }
+  if (s == NATS_OK && tlsname != NULL) {
+    what = "--tlsname";
+    s = natsOptions_SetExpectedHostname(no, tlsname);
+  }
+  if (s != NATS_OK) {
+    const char *e = nats_GetLastError(NULL);
+    fprintf(stderr, "uvp-fanout: %s: %s\n", what,
+            why != NULL               ? why
+            : e != NULL && *e != '\0' ? e
+                                      : natsStatus_GetText(s));
+    natsOptions_Destroy(no);
+    return NULL;
+  }
   return no;
+}
+
+int fanout_nats_connect(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                        const nats_cli_t *cli, uvp_promise_t **out) {
+  uvp_nats_connect_more_t more = {
+      .inbox_prefix = opt_or_env(cli->inbox_prefix, "NATS_INBOX_PREFIX")};
+  return uvp_nats_connect_more(ctx, o, &more, out);
+}
+
+void fanout_nats_connect_failed(const char *url, int rc, const void *words) {
+  const char *w = words; /* uvp_nats_connect's rejection: nats.c's words */
+  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s\n", url, uvp_nats_strerror(rc),
+          w != NULL ? " (" : "", w != NULL ? w : "", w != NULL ? ")" : "");
 }
 
 void fanout_nats_shutdown(void) { nats_CloseAndWait(0); }

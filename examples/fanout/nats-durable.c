@@ -123,7 +123,7 @@ static const char *why(int rc, const uvp_outcome_t *o) {
  * is then given (NULL: the list). */
 static natsOptions *connect_options(const char *name, const nats_cli_t *cli,
                                     const char **url) {
-  natsOptions *no = fanout_nats_options(name, cli->ping_ms);
+  natsOptions *no = fanout_nats_options(name, cli);
   *url = cli->url;
   if (no == NULL || strchr(cli->url, ',') == NULL)
     return no;
@@ -167,6 +167,7 @@ typedef struct dco_s {
   unsigned char *known;    /* per row: its outcome is in the row */
   size_t nknown, printed;
   size_t *todo, ntodo, next_todo, publishing; /* rows to publish */
+  uint64_t *bad_rev; /* per row: the revision of an unreadable result, 0 */
   bool caught_up, finished;
   bool resync, resyncing; /* after a reconnect: see on_event */
   size_t nresults, resync_at;
@@ -186,6 +187,7 @@ static void co_release(void *arg) {
   if (--co->refs > 0)
     return;
   free(co->known);
+  free(co->bad_rev);
   free(co->todo);
   free(co->body.p);
   free(co);
@@ -260,7 +262,41 @@ static void co_finish(dco_t *co, int rc) {
   uvp_promise_resolve(co->done, NULL, NULL);
 }
 
-/* A stored result into its row; false if it is not one (nothing kept). */
+/* The stored result e of URL id as a worker writes it (o: its JSON, the
+ * caller's, may be NULL) into row (NULL: only checked); else NULL.  Not
+ * what a worker writes (not JSON, another shape, another id, anything
+ * over UVP_NATS_JS_MAX_JSON): whoever may write the bucket planted it. */
+static json_t *result_read(const uvp_nats_kv_entry_t *e, unsigned long long id,
+                           row_t *row) {
+  if (e->len > UVP_NATS_JS_MAX_JSON)
+    return NULL;
+  json_error_t je;
+  json_t *o = json_loadb(e->value, e->len, 0, &je);
+  json_t *v = json_object_get(o, "v"), *jid = json_object_get(o, "id");
+  row_t scratch = {0};
+  if (json_is_integer(v) && json_integer_value(v) == NATS_PROTOCOL_VERSION &&
+      json_is_integer(jid) &&
+      (unsigned long long)json_integer_value(jid) == id &&
+      fanout_reply_fields(row != NULL ? row : &scratch, o) == 0) {
+    free(scratch.worker);
+    free(scratch.reason);
+    free(scratch.error_name);
+    return o;
+  }
+  free(scratch.worker);
+  free(scratch.reason);
+  free(scratch.error_name);
+  json_decref(o);
+  return NULL;
+}
+
+static void co_refetch(dco_t *co, size_t i);
+
+/* A stored result into its row; false if it is not one (nothing kept).
+ * One the coordinator cannot read is no result (issue 71): the URL is
+ * published again under an id of that revision's (the stream's dedupe
+ * would drop its first id), a worker overwrites it, and the row says it
+ * was fetched again. */
 static bool result_take(dco_t *co, const uvp_nats_kv_entry_t *e) {
   run_t *r = co->r;
   char *end;
@@ -270,25 +306,23 @@ static bool result_take(dco_t *co, const uvp_nats_kv_entry_t *e) {
   if (*end != '\0' || n == 0 || n > r->n || co->known[n - 1])
     return false;
   row_t *row = &r->rows[n - 1];
-  json_error_t je;
-  json_t *o = json_loadb(e->value, e->len, 0, &je);
-  json_t *v = json_object_get(o, "v"), *id = json_object_get(o, "id");
-  json_t *delivery = json_object_get(o, "delivery");
-  if (json_is_integer(v) && json_integer_value(v) == NATS_PROTOCOL_VERSION &&
-      json_is_integer(id) && (unsigned long long)json_integer_value(id) == n &&
-      fanout_reply_fields(row, o) == 0) {
-    row->delivery =
-        json_is_integer(delivery) ? (unsigned)json_integer_value(delivery) : 1;
-  } else { /* not what a worker writes: said so, as a bad reply is */
-    row->error = UV_EPROTO;
-    row->status = 0;
-    row->attempts = row->attempts > 0 ? row->attempts : 1;
-    free(row->reason);
-    row->reason = strdup("the stored result is not a worker's");
+  json_t *o = result_read(e, n, row);
+  co->nresults++;
+  if (o == NULL) {
+    if (co->bad_rev == NULL && (co->bad_rev = calloc(r->n, 8)) == NULL) {
+      co_finish(co, UV_ENOMEM);
+      return true;
+    }
+    co->bad_rev[n - 1] = e->revision;
+    row->refetched = 1;
+    co_refetch(co, (size_t)n - 1);
+    return true;
   }
+  json_t *delivery = json_object_get(o, "delivery");
+  row->delivery =
+      json_is_integer(delivery) ? (unsigned)json_integer_value(delivery) : 1;
   json_decref(o);
   co_known(co, (size_t)n - 1);
-  co->nresults++;
   if (!co->caught_up)
     r->found++;
   return true;
@@ -322,7 +356,11 @@ static int pub_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   jsonw_close(w);
   if (w->failed)
     return UV_ENOMEM;
-  snprintf(co->msg_id, sizeof(co->msg_id), "%s.%zu", co->cli->job, pb->i + 1);
+  if (co->bad_rev != NULL && co->bad_rev[pb->i] != 0)
+    snprintf(co->msg_id, sizeof(co->msg_id), "%s.%zu.r%llu", co->cli->job,
+             pb->i + 1, (unsigned long long)co->bad_rev[pb->i]);
+  else
+    snprintf(co->msg_id, sizeof(co->msg_id), "%s.%zu", co->cli->job, pb->i + 1);
   uvp_nats_js_publish_opts_t po = {.msg_id = co->msg_id};
   return uvp_nats_js_publish(co->js, co->nm.subject, w->p, w->len, &po, out);
 }
@@ -411,7 +449,7 @@ static void pub_pump(dco_t *co) {
 static void co_caught_up(dco_t *co) {
   run_t *r = co->r;
   co->caught_up = true;
-  co->todo = malloc((r->n - co->nknown + 1) * sizeof(*co->todo));
+  co->todo = malloc((r->n + 1) * sizeof(*co->todo)); /* co_refetch's too */
   if (co->todo == NULL) {
     co_finish(co, UV_ENOMEM);
     return;
@@ -439,6 +477,23 @@ static void co_caught_up(dco_t *co) {
     co_finish(co, 0);
   else
     pub_pump(co);
+}
+
+/* Row i's stored result was unreadable: published again once the watch
+ * has caught up (co_caught_up publishes it before). */
+static void co_refetch(dco_t *co, size_t i) {
+  if (!co->caught_up)
+    return;
+  if (co->ntodo > co->r->n) { /* full of what was published: drop that */
+    memmove(co->todo, co->todo + co->next_todo,
+            (co->ntodo - co->next_todo) * sizeof(*co->todo));
+    co->ntodo -= co->next_todo;
+    co->next_todo = 0;
+    if (co->ntodo > co->r->n)
+      return;
+  }
+  co->todo[co->ntodo++] = i;
+  pub_pump(co);
 }
 
 /* Every URL that has no result, published again. */
@@ -690,10 +745,13 @@ static uvp_ret_t co_setup(void *arg) {
   const char *what = co->cli->url;
   uvp_nats_connect_opts_t c = {.on_event = on_event, .arg = co};
   c.options = connect_options("uvp-fanout", co->cli, &c.url);
-  int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
+  int rc = uvp_await_take(fanout_nats_connect(ctx, &c, co->cli, &p), &p, &o);
   if (rc == 0) {
     co->nc = o.value;
     rc = uvp_nats_js_new(co->nc, NULL, &co->js);
+  } else {
+    fanout_nats_connect_failed(co->cli->url, rc, o.value);
+    what = NULL; /* said */
   }
   if (rc == 0) {
     what = co->nm.stream;
@@ -843,6 +901,8 @@ typedef struct dwk_s {
   uint64_t ack_wait_ms;
   int64_t manifest_ns;  /* when the manifest was written */
   uint64_t stored;      /* redelivered URLs whose result was stored */
+  uint64_t replaced;    /* stored results no coordinator could read, put
+                           over (issue 71) */
   uint64_t check_until; /* on the loop's clock: see on_wk_event */
   uv_signal_t sigint, sigterm;
   bool drained, stopping;
@@ -891,6 +951,32 @@ static char *result_json(const dwk_t *w, const job_t *j, uint64_t delivery,
   return b.p;
 }
 
+/* Key `key` exists: a worker's result stays (0); one no coordinator can
+ * read is replaced, on its revision (UVP_NATS_EREVISION if it changed
+ * meanwhile: tried again). */
+static int store_over(dwk_t *w, const char *key, long long id,
+                      const char *body) {
+  uvp_promise_t *p;
+  uvp_outcome_t o;
+  int rc =
+      uvp_await_take(uvp_nats_kv_get(w->js, w->nm.bucket, key, &p), &p, &o);
+  if (rc != 0)
+    return rc == UV_ENOENT ? UV_EAGAIN : rc; /* deleted: create again */
+  const uvp_nats_kv_entry_t *e = o.value;
+  json_t *had = e->op == UVP_NATS_KV_PUT
+                    ? result_read(e, (unsigned long long)id, NULL)
+                    : NULL;
+  uint64_t rev = e->revision;
+  if (had != NULL) {
+    json_decref(had);
+    return 0;
+  }
+  w->replaced++;
+  return uvp_await_take(
+      uvp_nats_kv_update(w->js, w->nm.bucket, key, body, strlen(body), rev, &p),
+      &p, NULL);
+}
+
 /* One URL, as a fiber of the service: fetched unless its result is stored
  * already (looked for when it is delivered again, and for a while after a
  * reconnect: on_wk_event), then its result created (the first write wins; a
@@ -921,10 +1007,14 @@ static uvp_ret_t serve_url(void *arg) {
   snprintf(key, sizeof(key), "r.%lld", (long long)j->id);
   if ((m->delivered > 1 || uv_now(r->loop) < w->check_until) &&
       uvp_await_take(uvp_nats_kv_get(w->js, w->nm.bucket, key, &p), &p, &o) ==
-          0) { /* its worker died after the store, before the ack */
-    w->stored++;
-    fanout_job_free(j);
-    return uvp_ret_value(NULL, NULL);
+          0) {
+    json_t *had = result_read(o.value, (unsigned long long)j->id, NULL);
+    if (had != NULL) { /* its worker died after the store, before the ack */
+      json_decref(had);
+      w->stored++;
+      fanout_job_free(j);
+      return uvp_ret_value(NULL, NULL);
+    }
   }
   int error = 0;
   const char *message = bad;
@@ -950,6 +1040,7 @@ static uvp_ret_t serve_url(void *arg) {
     return uvp_ret_reject(UV_ECANCELED, NULL, NULL);
   }
   char *body = result_json(w, j, m->delivered, error, message);
+  long long id = j->id;
   fanout_job_free(j);
   if (body == NULL)
     return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
@@ -958,8 +1049,8 @@ static uvp_ret_t serve_url(void *arg) {
     rc = uvp_await_take(
         uvp_nats_kv_create(w->js, w->nm.bucket, key, body, strlen(body), &p),
         &p, NULL);
-    if (rc == UV_EEXIST) /* another worker stored it first */
-      rc = 0;
+    if (rc == UV_EEXIST) /* another worker stored it first, or a stranger */
+      rc = store_over(w, key, id, body);
   } while (rc != 0 && n < STORE_TRIES && again(ctx, rc, &n));
   free(body);
   if (rc != 0 && !transient(rc) && rc != UV_ECANCELED)
@@ -1004,11 +1095,11 @@ static void wk_drain(dwk_t *w, uint64_t ms) {
   if (uvp_nats_js_serve_stats(w->svc, &st) == 0)
     printf("draining %s: received %llu, acked %llu (%llu redelivered "
            "with a result stored: not fetched), given back %llu, termed "
-           "%llu; %llu pull requests\n",
+           "%llu; %llu pull requests; %llu unreadable results replaced\n",
            w->name, (unsigned long long)st.received,
            (unsigned long long)st.acked, (unsigned long long)w->stored,
            (unsigned long long)st.naked, (unsigned long long)st.termed,
-           (unsigned long long)ps.requests);
+           (unsigned long long)ps.requests, (unsigned long long)w->replaced);
   fflush(stdout);
   uvp_promise_t *d;
   if (uvp_nats_js_serve_drain(w->svc, ms, &d) == 0)
@@ -1100,11 +1191,14 @@ static uvp_ret_t wk_setup(void *arg) {
   unsigned n = 0;
   uvp_nats_connect_opts_t c = {.on_event = on_wk_event, .arg = w};
   c.options = connect_options(w->name, w->cli, &c.url);
-  int rc = uvp_await_take(uvp_nats_connect(ctx, &c, &p), &p, &o);
-  if (rc == 0) {
-    w->nc = o.value;
-    rc = uvp_nats_js_new(w->nc, NULL, &w->js);
+  int rc = uvp_await_take(fanout_nats_connect(ctx, &c, w->cli, &p), &p, &o);
+  if (rc != 0) {
+    fanout_nats_connect_failed(w->cli->url, rc, o.value);
+    w->exit_code = 1;
+    return uvp_ret_value(NULL, NULL);
   }
+  w->nc = o.value;
+  rc = uvp_nats_js_new(w->nc, NULL, &w->js);
   /* The consumer's creation is announced (a JetStream advisory): a worker
    * waiting for its job starts as soon as it exists, and looks again every
    * JOB_POLL_MS should the advisory be missed. */
@@ -1382,11 +1476,15 @@ static uvp_ret_t adm_run(void *arg) {
   uvp_nats_js_t *js = NULL;
   uvp_nats_connect_opts_t c = {0};
   c.options = connect_options("uvp-fanout", a->cli, &c.url);
-  int rc = uvp_await_take(uvp_nats_connect(a->r->ctx, &c, &p), &p, &o);
-  if (rc == 0) {
-    nc = o.value;
-    rc = uvp_nats_js_new(nc, NULL, &js);
+  int rc =
+      uvp_await_take(fanout_nats_connect(a->r->ctx, &c, a->cli, &p), &p, &o);
+  if (rc != 0) {
+    fanout_nats_connect_failed(a->cli->url, rc, o.value);
+    a->exit_code = 1;
+    return uvp_ret_value(NULL, NULL);
   }
+  nc = o.value;
+  rc = uvp_nats_js_new(nc, NULL, &js);
   if (rc == 0)
     rc = a->cli->job_status ? adm_status(a, js, &o) : adm_purge(a, js, &o);
   if (rc != 0 && rc != UV_ENOENT)

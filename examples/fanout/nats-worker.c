@@ -265,10 +265,11 @@ static uvp_ret_t on_drained(void *arg, const uvp_outcome_t *in) {
   const uvp_nats_serve_stats_ex_t *st = in->value; /* the last counters */
   if (in->status == 0 && st != NULL)
     printf("drained %s: replied %llu, %llu cut by the drain's deadline, %llu "
-           "cancelled by their callers, %llu answered EBUSY\n",
+           "cancelled by their callers, %llu answered EBUSY, %llu forged "
+           "cancels dropped\n",
            w->name, (unsigned long long)st->base.replied,
            (unsigned long long)st->cut, (unsigned long long)st->cancelled,
-           (unsigned long long)st->busy);
+           (unsigned long long)st->busy, (unsigned long long)st->forged);
   fflush(stdout);
   w->svc = NULL; /* freed with the drain */
   signals_close(w);
@@ -319,16 +320,22 @@ static void on_signal(uv_signal_t *h, int signum) {
 static int worker_start(worker_t *w, const nats_cli_t *cli) {
   run_t *r = w->r;
   uvp_promise_t *c, *f = NULL;
-  uvp_nats_connect_opts_t o = {
-      .url = cli->url, .options = fanout_nats_options(w->name, cli->ping_ms)};
-  int rc = uvp_nats_connect(r->ctx, &o, &c);
+  uvp_nats_connect_opts_t o = {.url = cli->url,
+                               .options = fanout_nats_options(w->name, cli)};
+  int rc = fanout_nats_connect(r->ctx, &o, cli, &c);
   if (rc != 0)
     return rc;
   settle(r->loop, c);
-  rc = uvp_promise_reason(c, NULL);
+  void *words = NULL;
+  rc = uvp_promise_reason(c, &words);
   if (rc == 0)
     w->nc = uvp_promise_value(c);
+  else
+    fanout_nats_connect_failed(cli->url, rc, words);
+  uvp_promise_mark_handled(c); /* said, or taken */
   uvp_promise_release(c);
+  if (rc != 0)
+    return 1; /* said */
   uvp_nats_serve_opts_t so = {.start = serve_one,
                               .arg = w,
                               .limit = (size_t)cli->concurrency,
@@ -384,7 +391,8 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
     fflush(stdout); /* whoever started us waits for this line */
     uv_run(r->loop, UV_RUN_DEFAULT); /* until drained */
   } else {
-    fprintf(stderr, "uvp-fanout: %s: %s\n", cli->url, uvp_nats_strerror(rc));
+    if (rc != 1) /* 1: said by worker_start */
+      fprintf(stderr, "uvp-fanout: %s: %s\n", cli->url, uvp_nats_strerror(rc));
     w.exit_code = 1;
   }
   signals_close(&w);

@@ -16,6 +16,11 @@
  * uv_loop_close() == 0 (fixture_teardown). */
 #include <inttypes.h>
 #include <poll.h>
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "nats-env.h"
 
@@ -2030,6 +2035,133 @@ static void test_cluster_durable_fanout(void **state) {
   T.s = NULL; /* the teardown thaws no node */
 }
 
+/* ---- a hostile reply ------------------------------------------------------
+ */
+
+/* A responder planted on $JS.API.> (a user allowed to subscribe there, or
+ * a hostile server) answers every API request with 32 MiB of JSON, on a
+ * server whose max_payload lets it through.  Before issue 71, jansson
+ * parsed it on the loop thread: 7.5 s held, 0.73 s of CPU.  Now the call
+ * rejects with UV_EMSGSIZE, unparsed, and the loop thread never works
+ * more than the guides' stall threshold (50 ms) between two runs of a
+ * 5 ms timer: its CPU time, not the real time, which a loaded machine
+ * stretches (under valgrind, which copies 32 MiB ten times slower, only
+ * the rejection is checked). */
+#define HOSTILE_BYTES ((size_t)32 << 20)
+#define HOSTILE_HELD_MS 50.0
+
+static char *hostile_body;
+
+static void hostile_cb(natsConnection *nc, natsSubscription *sub, natsMsg *m,
+                       void *closure) {
+  (void)sub;
+  (void)closure;
+  if (natsMsg_GetReply(m) != NULL)
+    (void)natsConnection_Publish(nc, natsMsg_GetReply(m), hostile_body,
+                                 (int)HOSTILE_BYTES);
+  natsMsg_Destroy(m);
+}
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  assert_int_equal(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts), 0);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct ticker_s {
+  uv_timer_t t;
+  uint64_t last_cpu, worst_cpu;
+} ticker_t;
+
+static void tick(uv_timer_t *t) {
+  ticker_t *k = (ticker_t *)t;
+  uint64_t cpu = thread_cpu_ns();
+  if (cpu - k->last_cpu > k->worst_cpu)
+    k->worst_cpu = cpu - k->last_cpu;
+  k->last_cpu = cpu;
+}
+
+/* The call p's rejection, with the loop thread's most CPU time between
+ * two ticks meanwhile (*held_ms). */
+static int hostile_call(fixture_t *f, uvp_promise_t *p, double *held_ms) {
+  static ticker_t k; /* closed before it is used again */
+  k.worst_cpu = 0;
+  assert_int_equal(uv_timer_init(&f->loop, &k.t), 0);
+  k.last_cpu = thread_cpu_ns();
+  assert_int_equal(uv_timer_start(&k.t, tick, 5, 5), 0);
+  uint64_t t0 = uv_hrtime();
+  int rc = rejection(f, p);
+  tick(&k.t);
+  uv_close((uv_handle_t *)&k.t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  *held_ms = (double)k.worst_cpu / 1e6;
+  print_message("rejected %s after %.0f ms; the loop thread worked %.1f ms "
+                "at most between two ticks\n",
+                uvp_nats_err_name(rc), (double)(uv_hrtime() - t0) / 1e6,
+                *held_ms);
+  return rc;
+}
+
+static int setup_hostile(void **state) {
+  fixture_setup_quiet(state);
+  memset(&T, 0, sizeof(T));
+  T.s = &T.own;
+  if (nats_server_available()) {
+    nats_server_config(&T.own, "max_payload: 67108864\n");
+    nats_server_start(&T.own);
+    T.nc = connect_url(*state, ((fixture_t *)*state)->ctx, T.s->url);
+    assert_int_equal(uvp_nats_js_new(T.nc, NULL, &T.js), 0);
+  }
+  return 0;
+}
+
+static void test_js_hostile_reply(void **state) {
+  fixture_t *f = *state;
+  hostile_body = malloc(HOSTILE_BYTES);
+  assert_non_null(hostile_body);
+  /* {"config":{"name":"a"},"pad":"xxx...x"}: JSON that parses */
+  memset(hostile_body, 'x', HOSTILE_BYTES);
+  const char *head = "{\"config\":{\"name\":\"a\"},\"pad\":\"";
+  memcpy(hostile_body, head, strlen(head));
+  memcpy(hostile_body + HOSTILE_BYTES - 2, "\"}", 2);
+  natsConnection *evil = NULL;
+  natsSubscription *sub = NULL;
+  assert_int_equal(natsConnection_ConnectTo(&evil, T.s->url), NATS_OK);
+  assert_int_equal(
+      natsConnection_Subscribe(&sub, evil, "$JS.API.>", hostile_cb, NULL),
+      NATS_OK);
+  assert_int_equal(natsConnection_Flush(evil), NATS_OK);
+
+  /* an API reply: under max_payload, over what the binding parses */
+  uvp_promise_t *p;
+  double held;
+  assert_int_equal(uvp_nats_js_stream_info(T.js, "S", &p), 0);
+  assert_int_equal(hostile_call(f, p, &held), UV_EMSGSIZE);
+  void *payload = NULL;
+  (void)uvp_promise_reason(p, &payload);
+  const uvp_nats_js_error_t *e = payload;
+  assert_non_null(e);
+  assert_non_null(strstr(e->description, "33554432 bytes"));
+  uvp_promise_release(p);
+  if (!RUNNING_ON_VALGRIND)
+    assert_true(held < HOSTILE_HELD_MS);
+
+  /* a key's value over the context's own cap, never copied */
+  uvp_nats_js_t *capped;
+  uvp_nats_js_opts_t o = {.max_reply = 1 << 20};
+  assert_int_equal(uvp_nats_js_new(T.nc, &o, &capped), 0);
+  assert_int_equal(uvp_nats_kv_get(capped, "B", "k", &p), 0);
+  assert_int_equal(hostile_call(f, p, &held), UV_EMSGSIZE);
+  uvp_promise_release(p);
+  if (!RUNNING_ON_VALGRIND)
+    assert_true(held < HOSTILE_HELD_MS);
+  assert_int_equal(uvp_nats_js_free(capped), 0);
+
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(evil);
+  free(hostile_body);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -2055,6 +2187,7 @@ int main(void) {
       JS_TEST(test_dpromise_race_two_processes, setup_conn),
       JS_TEST(test_dpromise_restart, setup_conn),
       JS_TEST(test_js_clock_and_dump, setup_conn),
+      JS_TEST(test_js_hostile_reply, setup_hostile),
       {.name = "test_cluster_durable_fanout",
        .test_func = js_run,
        .setup_func = setup_cluster,

@@ -1695,6 +1695,73 @@ static void test_serve_cancel(void **state) {
   assert_int_equal(st.waiting + st.running, 0);
 }
 
+/* A stranger who learns a request's reply subject (here by reading the
+ * service's subject, its token stripped: what a user who may publish on
+ * _UVP.CANCEL.> but not read svc.a learns from anything that names the
+ * request) cannot cancel it: cancels without the token, with another
+ * one, with one of the wrong length, are dropped and counted (forged), and
+ * the request is served.  Before issue 71 the first of them cut it. */
+static void test_serve_cancel_forged(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  natsConnection *evil = NULL;
+  natsSubscription *spy = NULL;
+  assert_int_equal(natsConnection_ConnectTo(&evil, T.s->url), NATS_OK);
+  assert_int_equal(natsConnection_SubscribeSync(&spy, evil, "svc.a"), NATS_OK);
+  assert_int_equal(natsConnection_Flush(evil), NATS_OK);
+
+  uvp_promise_t *p;
+  uvp_nats_request_opts_t ro = {.timeout_ms = 3000};
+  assert_int_equal(uvp_nats_request(T.nc, "svc.a", "wait:600", 9, &ro, &p), 0);
+  natsMsg *seen = NULL; /* the loop sends the request: run it meanwhile */
+  for (int i = 0; i < 1000 && seen == NULL; i++)
+    if (natsSubscription_NextMsg(&seen, spy, 1) != NATS_OK)
+      run_ms(f, 5);
+  assert_non_null(seen);
+  const char *token = uvp_nats_msg_header(seen, UVP_NATS_CANCEL_TOKEN_HEADER);
+  assert_non_null(token); /* the caller's, which the stranger lacks */
+  assert_int_equal(strlen(token), UVP_NATS_CANCEL_TOKEN_LEN);
+  const char *reply = natsMsg_GetReply(seen);
+  const char *forged[] = {NULL, "00000000000000000000000000000000", "0"};
+  for (int i = 0; i < 3; i++) {
+    natsMsg *m = NULL;
+    assert_int_equal(natsMsg_Create(&m, UVP_NATS_CANCEL_PREFIX "svc.a", NULL,
+                                    reply, (int)strlen(reply)),
+                     NATS_OK);
+    if (forged[i] != NULL)
+      assert_int_equal(
+          natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, forged[i]),
+          NATS_OK);
+    assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, "forged"),
+                     NATS_OK);
+    assert_int_equal(natsConnection_PublishMsg(evil, m), NATS_OK);
+    natsMsg_Destroy(m);
+  }
+  assert_int_equal(natsConnection_Flush(evil), NATS_OK);
+  natsMsg_Destroy(seen);
+
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  uvp_promise_release(p);
+  uvp_nats_serve_stats_ex_t st;
+  uint64_t t0 = uv_hrtime(); /* the cancels were read before the reply */
+  do {
+    assert_int_equal(uvp_nats_serve_stats_ex(c->svc, &st), 0);
+    if (st.forged < 3)
+      run_ms(f, 10);
+  } while (st.forged < 3 && uv_hrtime() - t0 < 5000000000ull);
+  print_message("cancels %" PRIu64 ", forged %" PRIu64 ", cancelled %" PRIu64
+                "\n",
+                st.cancels, st.forged, st.cancelled);
+  assert_int_equal(st.forged, 3);
+  assert_int_equal(st.cancelled, 0);
+  assert_int_equal(c->cuts, 0);
+  natsSubscription_Destroy(spy);
+  natsConnection_Destroy(evil);
+}
+
 /* The caller's scope deadline passing first (a virtual clock on the
  * caller's side, the worker's real: the worker's own deadline is still
  * far) cuts the worker's fiber with the deadline as the cause.  With
@@ -2122,6 +2189,7 @@ int main(void) {
       NATS_TEST(test_max_payload_and_reconnect_buffer, setup_small_server),
       NATS_TEST(test_serve, setup_conn),
       NATS_TEST(test_serve_limit_and_start, setup_conn),
+      NATS_TEST(test_serve_cancel_forged, setup_conn),
       NATS_TEST(test_serve_cancel, setup_conn),
       NATS_TEST(test_serve_cancel_deadline, setup_conn),
       NATS_TEST(test_serve_busy, setup_conn),
