@@ -36,12 +36,13 @@
 #endif
 #endif
 
-/* Our assembly is for ELF x86-64 (LP64) and aarch64; elsewhere glibc's
+/* Our assembly is for ELF x86-64 (LP64) and aarch64, and Windows x86-64
+ * (fiber-jump-win64.h); elsewhere glibc's
  * ucontext stands in, also when forced, so that tests can cover it.  Also
  * under -fcf-protection (__CET__): a build that says it supports shadow
  * stacks gets them enforced on recent kernels and glibc, and our switch
  * does not switch shadow stacks (glibc's does). */
-#if !defined(__ELF__) || defined(__ILP32__) ||                                 \
+#if (!defined(__ELF__) && !defined(_WIN64)) || defined(__ILP32__) ||           \
     !(defined(__x86_64__) || defined(__aarch64__)) || defined(__CET__) ||      \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
