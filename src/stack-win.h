@@ -23,8 +23,8 @@
 #include <fcntl.h>
 #include <io.h>
 #include <stddef.h>
-#include <winsock2.h> /* before windows.h, as uv.h wants */
 #include <windows.h>
+#include <winsock2.h> /* before windows.h, as uv.h wants */
 
 #define PROT_NONE 0
 #define PROT_READ 1
@@ -64,8 +64,7 @@ static inline int mprotect(void *addr, size_t len, int prot) {
     errno = EINVAL;
     return -1;
   }
-  return VirtualProtect(addr, len, PAGE_READWRITE | PAGE_GUARD, &old) ? 0
-                                                                      : -1;
+  return VirtualProtect(addr, len, PAGE_READWRITE | PAGE_GUARD, &old) ? 0 : -1;
 }
 
 static inline int madvise(void *addr, size_t len, int advice) {
