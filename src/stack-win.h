@@ -19,12 +19,15 @@
 #ifndef UVP_STACK_WIN_H
 #define UVP_STACK_WIN_H
 
+/* winsock2.h before windows.h, as uv.h wants them. */
+#include <winsock2.h>
+
+#include <windows.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <io.h>
 #include <stddef.h>
-#include <windows.h>
-#include <winsock2.h> /* before windows.h, as uv.h wants */
 
 #define PROT_NONE 0
 #define PROT_READ 1

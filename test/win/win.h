@@ -2,13 +2,15 @@
 #ifndef UVP_TEST_WIN_H
 #define UVP_TEST_WIN_H
 
+/* winsock2.h before windows.h, as uv.h wants them. */
 #include <winsock2.h>
 #include <ws2tcpip.h>
+
 #include <windows.h>
 
+#include <direct.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <direct.h>
 #include <io.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -24,10 +26,10 @@
 
 /* No fork: test_in_child (child.h) skips on Windows.  These only let the
  * code that calls them compile. */
-#define WIFEXITED(s) (((s) & 0x7f) == 0)
+#define WIFEXITED(s) (((s)&0x7f) == 0)
 #define WEXITSTATUS(s) (((s) >> 8) & 0xff)
-#define WIFSIGNALED(s) (((s) & 0x7f) != 0 && ((s) & 0x7f) != 0x7f)
-#define WTERMSIG(s) ((s) & 0x7f)
+#define WIFSIGNALED(s) (((s)&0x7f) != 0 && ((s)&0x7f) != 0x7f)
+#define WTERMSIG(s) ((s)&0x7f)
 static inline int fork(void) {
   errno = ENOSYS;
   return -1;
@@ -132,8 +134,7 @@ static inline int mincore(void *addr, size_t len, unsigned char *vec) {
 
 /* No reading another process's memory (proc-maps.h's probe says no). */
 static inline ssize_t process_vm_readv(int pid, const struct iovec *l,
-                                       unsigned long nl,
-                                       const struct iovec *r,
+                                       unsigned long nl, const struct iovec *r,
                                        unsigned long nr, unsigned long fl) {
   (void)pid, (void)l, (void)nl, (void)r, (void)nr, (void)fl;
   errno = ENOSYS;
