@@ -51,11 +51,11 @@ typedef unsigned long long rlim_t;
 #define RLIMIT_CORE 4
 #define RLIMIT_NOFILE 7
 #define RLIMIT_AS 9
+/* Windows has none of these limits: "unlimited", and none can be set. */
 static inline int getrlimit(int what, struct rlimit *r) {
   (void)what;
-  (void)r;
-  errno = ENOSYS;
-  return -1;
+  r->rlim_cur = r->rlim_max = RLIM_INFINITY;
+  return 0;
 }
 static inline int setrlimit(int what, const struct rlimit *r) {
   (void)what;
@@ -206,5 +206,41 @@ static inline int win_fclose(FILE *f) {
   return fclose(f);
 }
 #define fclose(f) win_fclose(f)
+
+/* Files: POSIX's names for the C runtime's calls; no symbolic links, no
+ * owners (a test that checks them skips on Windows). */
+#define mkdir(path, mode) _mkdir(path)
+#define S_ISLNK(m) 0
+#define F_GETFD 1
+#define SYS_read 0
+#define SYS_write 1
+static inline int getuid(void) { return 0; }
+static inline int fcntl(int fd, int cmd, ...) {
+  (void)cmd;
+  if (_get_osfhandle(fd) == -1) {
+    errno = EBADF;
+    return -1;
+  }
+  return 0;
+}
+static inline ssize_t pwrite(int fd, const void *buf, size_t n, off_t at) {
+  if (_lseeki64(fd, at, SEEK_SET) < 0)
+    return -1;
+  return _write(fd, buf, (unsigned)n);
+}
+static inline char *realpath(const char *path, char *out) {
+  return _fullpath(out, path, out != NULL ? _MAX_PATH : 0);
+}
+static inline int symlink(const char *target, const char *path) {
+  (void)target, (void)path;
+  errno = ENOSYS;
+  return -1;
+}
+
+/* Sockets: a libuv descriptor (uv_os_fd_t) is a HANDLE there. */
+#define setsockopt(fd, level, opt, val, len)                                   \
+  setsockopt((SOCKET)(uintptr_t)(fd), level, opt, (const char *)(val), len)
+#define ioctl(fd, req, arg)                                                    \
+  ioctlsocket((SOCKET)(uintptr_t)(fd), (long)(req), (u_long *)(arg))
 
 #endif
