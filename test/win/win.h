@@ -243,4 +243,10 @@ static inline int symlink(const char *target, const char *path) {
 #define ioctl(fd, req, arg)                                                    \
   ioctlsocket((SOCKET)(uintptr_t)(fd), (long)(req), (u_long *)(arg))
 
+/* Files open in binary mode, as on POSIX: a test's fopen(path, "w") or
+ * open(path, O_WRONLY) would otherwise write "\r\n" for each "\n". */
+__attribute__((constructor)) static void win_binary_files(void) {
+  _fmode = _O_BINARY;
+}
+
 #endif
