@@ -51,8 +51,18 @@
  *   UV_ENOTSUP              JetStream is not enabled for the account
  *   UVP_NATS_EJETSTREAM     any other error of the API: the payload is
  *                           a uvp_nats_js_error_t (owned by the promise)
- *   UV_EPROTO               a reply the binding cannot read
+ *   UV_EPROTO               a reply the binding cannot read; or, on a
+ *                           connection of uvp_nats_open, its connect's
+ *                           failure (below)
  * and a request's codes (UV_ETIMEDOUT, UV_ECANCELED, UVP_ECLOSED...).
+ * On a connection of uvp_nats_open still connecting, a call waits for the
+ * connect, and its timeout (uvp_nats_js_opts_t's, 5 s) runs from the
+ * call: the connect's time is part of it.  If the connect fails, every
+ * call made meanwhile rejects with the connect's code: UV_ECONNREFUSED
+ * (nobody listens: nothing was sent), UV_ETIMEDOUT, UV_ENOTSUP, UV_EPROTO
+ * (not a NATS server, a failed TLS handshake); the connection then takes
+ * nothing new (UVP_ECLOSED): uvp_nats_close it and open another to try
+ * again, as examples/nats/durable.c does.
  * An API error's payload is a uvp_nats_js_error_t, except for durable
  * promises, whose rejections carry a record (uvp_nats_dpromise_t) or
  * nothing. */
@@ -79,8 +89,10 @@ typedef struct uvp_nats_js_opts_s {
   const char *domain;    /**< a JetStream domain (API "$JS.<domain>.API");
                               NULL: none ("$JS.API") */
   uint64_t timeout_ms;   /**< each API call's and acknowledgement's
-                              timeout; 0: 5 s (a scope's deadline, if
-                              nearer, still cuts it) */
+                              timeout, from the call (a connect still
+                              running included: see above); 0: 5 s (a
+                              scope's deadline, if nearer, still cuts
+                              it) */
   uint64_t heartbeat_ms; /**< the idle heartbeat of the watches a durable
                               promise's await makes (uvp_nats_kv_watch's
                               heartbeat_ms): a lost one is found within

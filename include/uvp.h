@@ -15,6 +15,7 @@
  *   uvp/groups.h    scopes, deadlines, task groups
  *   uvp/io.h        libuv operations: files, TCP, DNS, work, processes
  *   uvp/debug.h     task dumps, async traces, counters
+ *   uvp/calls.h     calls between loops (one loop per core)
  * @endverbatim
  * Include uvp.h; an area header alone also compiles (each includes what
  * it needs), for a file that uses one area only.
@@ -141,6 +142,7 @@
 #include "uvp/groups.h"
 #include "uvp/io.h"
 #include "uvp/debug.h"
+#include "uvp/calls.h"
 /* clang-format on */
 
 #endif /* UVP_H */

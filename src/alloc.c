@@ -217,7 +217,15 @@ static size_t memory_bytes(void) {
   uint64_t limit = uv_get_constrained_memory();
   if (total == 0 || (limit != 0 && limit < total))
     total = limit;
-  return total == 0 || total > SIZE_MAX ? SIZE_MAX : (size_t)total;
+  size_t bytes = total == 0 || total > SIZE_MAX ? SIZE_MAX : (size_t)total;
+#if SIZE_MAX <= UINT32_MAX
+  /* A 32-bit process has 4 GiB of address space at most, some of it its
+   * program's and its libraries': more than half of it is not to be had,
+   * and carving until it runs out would touch gigabytes first. */
+  if (bytes > SIZE_MAX / 2)
+    bytes = SIZE_MAX / 2;
+#endif
+  return bytes;
 }
 
 int uvp__pool_reserve(uvp__pool_t *pool, size_t slots,

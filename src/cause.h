@@ -16,7 +16,7 @@
 #ifndef UVP_CAUSE_H
 #define UVP_CAUSE_H
 
-#include "recorder.h"
+#include "watch.h"
 
 typedef struct uvp__cause_s {
   uvp_cause_t pub;       /* first: what uvp_promise_cause returns */
@@ -62,7 +62,7 @@ static inline uvp__cause_t *uvp__cause_enter(uvp_ctx_t *ctx, uvp__cause_t *c) {
   uvp__head(ctx)->cause = c;
   /* The recorder links what it cuts to its beginning here. */
   if (c != outer && c != NULL && uvp__recording(ctx))
-    uvp__rec_cause(ctx, c);
+    uvp__tell(ctx, UVP__HEARD_CAUSE, c, NULL, 0);
   return outer;
 }
 static inline void uvp__cause_leave(uvp_ctx_t *ctx, uvp__cause_t *outer) {

@@ -232,9 +232,28 @@ void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref,
   uvp__loop_work_begin(ctx);
 }
 
+uint64_t uvp__now_fresh(const uvp_ctx_t *ctx) {
+  if (uvp__head(ctx)->vclock) {
+    catch_up(clock_of(ctx));
+    return uvp__now(ctx);
+  }
+  uint64_t cached = uvp__loop_time(uvp__loop(ctx)), now = fresh_now();
+  return now > cached ? now : cached;
+}
+
 void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
   uvp__vtimer_t *v = t->u.v;
   if (v == NULL) {
+    /* libuv counts from uv_now, the time the loop's turn began: a timer
+     * started after a long callback, or before the first uv_run, would
+     * count what ran before the call as its own time.  The lag is added
+     * (a clock read, vDSO: timers only, never a settle).  A timer due now
+     * stays due now. */
+    if (ms != 0) {
+      uint64_t now = fresh_now(), cached = uvp__loop_time(t->handle.loop);
+      uint64_t lag = now > cached ? now - cached : 0;
+      ms = ms > UINT64_MAX - lag ? UINT64_MAX : ms + lag;
+    }
     (void)uv_timer_start(&t->handle, cb, ms, 0);
     return;
   }

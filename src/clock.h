@@ -44,7 +44,12 @@ size_t uvp__timer_extra(const uvp_ctx_t *ctx);
  * that is 0).  Cannot fail. */
 void uvp__timer_init(uvp_ctx_t *ctx, uvp__timer_t *t, void *data, bool unref,
                      void *extra);
-/* Start (or restart) it to call cb(&t->handle) `ms` from now. */
+/* The present on ctx's clock: the virtual clock's, or the loop's read
+ * afresh (uv_hrtime), never before uv_now.  What a call sets counts from
+ * it (a deadline's point, what is left of it). */
+uint64_t uvp__now_fresh(const uvp_ctx_t *ctx);
+/* Start (or restart) it to call cb(&t->handle) `ms` from now: from the
+ * present (uvp__now_fresh), not from the loop's cached time. */
 void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms);
 void uvp__timer_stop(uvp__timer_t *t);
 /* Stop and uv_close it (close_cb as for uv_close, may free t).  The only

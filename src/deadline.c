@@ -1,5 +1,5 @@
-/* Deadlines: a point in uvp's time (uvp__now: the loop's, or the virtual
- * clock's) that a scope carries (scope.h) to
+/* Deadlines: a point in uvp's time (the loop's, read afresh, or the
+ * virtual clock's: uvp__now_fresh) that a scope carries (scope.h) to
  * everything started under it.  The work watched (scope.h's
  * uvp__scope_watch: operations, timers, fibers, groups' joins) is
  * cancelled, newest first, with UV_ETIMEDOUT when the deadline passes:
@@ -14,7 +14,7 @@
 typedef struct deadline_s {
   uvp__owner_t carried; /* what scopes name; first */
   uvp_ctx_t *ctx;
-  uint64_t at;     /* uvp__now() when it passes */
+  uint64_t at;     /* uvp__now_fresh() when it passes */
   uint32_t scopes; /* naming it */
   bool passed;
   bool closing;
@@ -147,13 +147,16 @@ static uvp__owner_t *replaced_in(const uvp__scope_t *base) {
   return base->deadline != NULL ? base->deadline : base->held;
 }
 
-/* A scope like base with a deadline of its own `ms` from now (NULL: no
- * memory).  hold: it takes base's place where the code runs (not a new
- * fiber's or group's), so its deadline holds the one base carries. */
+/* A scope like base with a deadline of its own `ms` from `now`, the
+ * present read afresh (NULL: no memory): a deadline counts from the call
+ * that sets it, not from the loop's cached time, which misses whatever
+ * ran since the turn began (a fiber spawned before the first uv_run,
+ * after a slow start, would be cut before it ran).  hold: it takes base's
+ * place where the code runs (not a new fiber's or group's), so its
+ * deadline holds the one base carries. */
 static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
-                                 uint64_t ms, const char *file, int line,
-                                 bool hold) {
-  uint64_t now = uvp__now(ctx);
+                                 uint64_t ms, uint64_t now, const char *file,
+                                 int line, bool hold) {
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   /* The timer's virtual-clock part after d, with the clock on (clock.h). */
   deadline_t *d = uvp__calloc(1, sizeof(*d) + uvp__timer_extra(ctx));
@@ -179,12 +182,12 @@ static uvp__scope_t *scope_fresh(uvp_ctx_t *ctx, uvp__scope_t *base,
 
 static uvp__scope_t *within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
                             const char *file, int line, bool hold) {
-  uint64_t now = uvp__now(ctx);
+  uint64_t now = uvp__now_fresh(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
   deadline_t *nearest = deadline_in(base);
   if (nearest != NULL && nearest->at <= at)
     return uvp__scope_ref(base);
-  return scope_fresh(ctx, base, ms, file, line, hold);
+  return scope_fresh(ctx, base, ms, now, file, line, hold);
 }
 
 uvp__scope_t *uvp__scope_within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
@@ -232,7 +235,8 @@ int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms, const char *file,
   uvp__scope_t *s =
       ms == UVP_NO_DEADLINE
           ? uvp__scope_with_deadline(h->scope, NULL, replaced_in(h->scope))
-          : scope_fresh(ctx, h->scope, ms, file, line, true);
+          : scope_fresh(ctx, h->scope, ms, uvp__now_fresh(ctx), file, line,
+                        true);
   if (s == NULL)
     return UV_ENOMEM;
   uvp__scope_unref(h->scope);
@@ -244,7 +248,7 @@ int64_t uvp__deadline_left_in(const uvp__scope_t *s) {
   deadline_t *d = deadline_in(s);
   if (d == NULL)
     return -1;
-  uint64_t now = uvp__now(d->ctx);
+  uint64_t now = uvp__now_fresh(d->ctx);
   return d->passed || d->at <= now ? 0 : (int64_t)(d->at - now);
 }
 
@@ -263,6 +267,6 @@ uint64_t uvp_deadline_left(const uvp_ctx_t *ctx) {
   deadline_t *d = deadline_in(uvp__head(ctx)->scope);
   if (d == NULL)
     return UVP_NO_DEADLINE;
-  uint64_t now = uvp__now(ctx);
+  uint64_t now = uvp__now_fresh(ctx);
   return d->passed || d->at <= now ? 0 : d->at - now;
 }

@@ -65,7 +65,7 @@ static void drop(uvp__diag_t *w, const char *s, size_t n) {
 /* Windows: every dump goes through its stream (MODE_STREAM or the
  * callback), which may wait for a pipe's reader, as a file's write does:
  * poll(2) has no counterpart there for an anonymous pipe or a console. */
-static ssize_t write_now(uvp__diag_t *w, const char *s, size_t n) {
+static ssize_t write_waiting(uvp__diag_t *w, const char *s, size_t n) {
   (void)w;
   (void)s;
   (void)n;
@@ -91,10 +91,8 @@ static ssize_t write_now(uvp__diag_t *w, const char *s, size_t n) {
       if (ready == 0 || !(p.revents & POLLOUT))
         return 0;
       /* A pipe about to be full: stop while its last line still fits. */
-      int queued;
-      if (w->pipe_size > 0 && !w->noting &&
-          ioctl(w->fd, FIONREAD, &queued) == 0 && queued >= 0 &&
-          (size_t)queued + n + NOTE_ROOM > (size_t)w->pipe_size)
+      if (w->queued >= 0 && !w->noting &&
+          (size_t)w->queued + n + NOTE_ROOM > (size_t)w->pipe_size)
         return 0;
       r = write(w->fd, s, n);
     }
@@ -107,6 +105,51 @@ static ssize_t write_now(uvp__diag_t *w, const char *s, size_t n) {
     return uv_translate_sys_error(errno);
   }
 }
+
+/* What a pipe holds unread (FIONREAD), or -1 where that is not known. */
+static int pipe_queued(const uvp__diag_t *w) {
+  int queued;
+  if (w->pipe_size > 0 && ioctl(w->fd, FIONREAD, &queued) == 0 && queued >= 0)
+    return queued;
+  return -1;
+}
+
+/* write_now under the process lock (see diag.h), the pipe's unread bytes
+ * read there too. */
+static ssize_t write_locked(uvp__diag_t *w, const char *s, size_t n) {
+  bool locked = w->mode == MODE_POLL && uvp__process_lock();
+  w->queued = pipe_queued(w);
+  ssize_t r = write_now(w, s, n);
+  if (locked)
+    uvp__process_unlock();
+  return r;
+}
+
+/* write_now; a patient writer (patience_ms) waits while the reader reads:
+ * it gives up once the reader has taken nothing for patience_ms.  A pipe's
+ * progress is its unread bytes going down (FIONREAD: its reader takes
+ * bytes long before a page is free for poll to say so), and it is slept
+ * on; another descriptor's is the write that goes through once poll says
+ * it is writable. */
+static ssize_t write_waiting(uvp__diag_t *w, const char *s, size_t n) {
+  if (w->patience_ms == 0)
+    return write_locked(w, s, n);
+  uint64_t since = uv_hrtime();
+  int last = -1;
+  for (;;) {
+    ssize_t r = write_locked(w, s, n);
+    if (w->queued >= 0 && w->queued < last)
+      since = uv_hrtime();
+    last = w->queued;
+    if (r != 0 || uv_hrtime() - since >= (uint64_t)w->patience_ms * 1000000u)
+      return r;
+    struct pollfd p = {.fd = w->fd, .events = POLLOUT};
+    if (w->queued >= 0)
+      (void)poll(NULL, 0, 1);
+    else
+      (void)poll(&p, 1, 10);
+  }
+}
 #endif
 
 /* Write s (at most PIPE_BUF bytes) to the descriptor, or drop it. */
@@ -116,10 +159,7 @@ static void write_chunk(uvp__diag_t *w, const char *s, size_t n) {
       drop(w, s, n);
     return;
   }
-  bool locked = w->mode == MODE_POLL && uvp__process_lock();
-  ssize_t r = write_now(w, s, n);
-  if (locked)
-    uvp__process_unlock();
+  ssize_t r = write_waiting(w, s, n);
   if (r < 0) {
     w->failed = (int)r;
     return;
@@ -136,9 +176,10 @@ static void flush_buf(uvp__diag_t *w) {
   w->len = 0;
 }
 
-void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
-                    void *arg, bool json) {
+static void diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
+                      void *arg, bool json, int patience_ms) {
   memset(w, 0, offsetof(uvp__diag_t, buf));
+  w->patience_ms = patience_ms;
   w->stream = stream;
   w->write = write;
   w->write_arg = arg;
@@ -174,12 +215,22 @@ void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
   /* What the stream holds of its own goes first, if it can without
    * waiting: at most PIPE_BUF bytes to a descriptor that has room. */
   struct pollfd p = {.fd = fd, .events = POLLOUT};
-  if (pending <= PIPE_BUF && poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) &&
-      fflush(stream) == 0)
+  if (pending <= PIPE_BUF && poll(&p, 1, patience_ms) == 1 &&
+      (p.revents & POLLOUT) && fflush(stream) == 0)
     return;
   clearerr(stream);
   w->cut = true; /* before the first line: all of it is dropped */
 #endif
+}
+
+void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
+                    void *arg, bool json) {
+  diag_open(w, stream, write, arg, json, 0);
+}
+
+void uvp__diag_open_patient(uvp__diag_t *w, FILE *stream,
+                            uvp_dump_write_cb write, void *arg, bool json) {
+  diag_open(w, stream, write, arg, json, UVP__DIAG_PATIENCE_MS);
 }
 
 void uvp__diag_out(uvp__diag_t *w, const char *s, size_t n) {
@@ -198,8 +249,10 @@ void uvp__diag_out(uvp__diag_t *w, const char *s, size_t n) {
     return;
   }
   if (w->mode == MODE_STREAM) {
+    /* The reason (ENOSPC, EFBIG), where the stream's write(2) left one. */
+    errno = 0;
     if (fwrite(s, 1, n, w->stream) != n)
-      w->failed = UV_EIO;
+      w->failed = errno != 0 ? uv_translate_sys_error(errno) : UV_EIO;
     return;
   }
   if (w->len + n > sizeof(w->buf))

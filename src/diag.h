@@ -29,7 +29,13 @@
  * without waiting; else the dump is cut before its first line.
  * With a write callback, UV_EAGAIN from it cuts instead of failing.
  * Once cut, everything after is dropped (no holes in the middle), counted,
- * and a last line says how much, if it fits. */
+ * and a last line says how much, if it fits.
+ *
+ * A patient writer (uvp__diag_open_patient: the flight recorder's, whose
+ * output is a file a program asked for, not a diagnostic on stderr) waits
+ * for a descriptor's reader instead of cutting, as long as the reader
+ * reads: it cuts only once the reader has taken nothing for
+ * UVP__DIAG_PATIENCE_MS (a pipe nobody reads, a stopped terminal). */
 #ifndef UVP_DIAG_H
 #define UVP_DIAG_H
 
@@ -52,11 +58,13 @@ typedef struct uvp__diag_s {
   int fd;   /* written directly, or -1 */
   int mode; /* diag.c's */
   bool json;
-  bool cut;      /* what comes now is dropped */
-  bool noting;   /* writing the last line, about what was dropped */
-  int pipe_size; /* a pipe's capacity (F_GETPIPE_SZ), or 0 */
-  bool midline;  /* the last bytes written ended inside a line */
-  int failed;    /* the sink's error (not a cut) */
+  bool cut;        /* what comes now is dropped */
+  bool noting;     /* writing the last line, about what was dropped */
+  int pipe_size;   /* a pipe's capacity (F_GETPIPE_SZ), or 0 */
+  int queued;      /* a pipe's unread bytes at the last write, or -1 */
+  int patience_ms; /* how long a reader may take nothing; 0: never wait */
+  bool midline;    /* the last bytes written ended inside a line */
+  int failed;      /* the sink's error (not a cut) */
   size_t dropped_bytes, dropped_lines;
   size_t len;
   char buf[PIPE_BUF]; /* whole lines waiting for the descriptor */
@@ -66,6 +74,10 @@ typedef struct uvp__diag_s {
  * json: the last line saying what was dropped is a JSON object. */
 void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
                     void *arg, bool json);
+/* The same, patient (above). */
+#define UVP__DIAG_PATIENCE_MS 1000
+void uvp__diag_open_patient(uvp__diag_t *w, FILE *stream,
+                            uvp_dump_write_cb write, void *arg, bool json);
 /* n bytes of output (whole lines, as the dumps give them). */
 void uvp__diag_out(uvp__diag_t *w, const char *s, size_t n);
 /* Write what waits, then the line about what was dropped.  Returns 0,

@@ -17,8 +17,9 @@
  *    does the same as an ASan build of uvp, since the program's frames
  *    leave their redzones in ASan's shadow of the stack, which a shared
  *    stack would hand on to the next fiber;
- *  - a stack each, nothing copied (the ucontext switch: no saved stack
- *    pointer to copy from, UVP__FIBER_CAN_COPY undefined).
+ *  - a stack each, nothing copied, where the switch gives no saved stack
+ *    pointer to copy from (UVP__FIBER_CAN_COPY undefined: a ucontext whose
+ *    layout uvp does not know; glibc's on every Debian machine is known).
  * Nothing here calls into fiber.c: the fiber's entry is passed in. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,5 +1,7 @@
-/* The switch's machine part for Windows x86-64 (the Microsoft x64 ABI),
- * included by fiber-switch.c in place of the SysV one.
+/* The switch's machine part for Windows x86-64 (the Microsoft x64 ABI):
+ * a part of fiber-switch.c, included there in place of fiber-jump-x86.h,
+ * with the same things: the two routines, FRAME_WORDS, init_frame and
+ * frame_set_fp.
  *
  * Why our own switch and not the Fibers API (CreateFiberEx,
  * SwitchToFiber): a Windows fiber brings its own stack, reserved by the
@@ -102,13 +104,14 @@ __asm__(".text\n"
  * at the top. */
 enum { FRAME_WORDS = 34 };
 
+static void frame_set_fp(uintptr_t *frame, uint64_t fp) {
+  frame[0] = fp; /* MXCSR, x87 control word */
+}
+
 static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
                        void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  uint32_t mxcsr;
-  uint16_t fcw;
-  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
   memset(frame, 0, FRAME_WORDS * sizeof(*frame)); /* rbp 0: the chain's end */
-  frame[0] = mxcsr | (uintptr_t)fcw << 32;
+  frame_set_fp(frame, fp_get());
   frame[1] = (uintptr_t)ctx;  /* r12 */
   frame[7] = (uintptr_t)boot; /* rbx */
   /* The TIB's view of the fiber's stack: its top here, its base (words 10

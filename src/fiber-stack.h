@@ -66,8 +66,17 @@
  * libdex's 128 KiB leaves 64 KiB beside such a call.  The price of the
  * larger size is address space (a million fibers: 254 GiB of it, of the
  * 128 TiB a process has) and page tables (a 4 KiB table maps 2 MiB, so
- * eight such stacks: 512 bytes per suspended fiber). */
+ * eight such stacks: 512 bytes per suspended fiber).
+ * A 32-bit process has 4 GiB of address space at most (3 GiB on a 32-bit
+ * kernel): 256 KiB stacks fill it at 15 800 fibers (i386 on x86-64), so
+ * there a stack is 128 KiB, libdex's size, whose frames of 4-byte words
+ * hold about what 256 KiB hold on 64 bits: 30 800 fibers fit (spawned until
+ * UV_ENOMEM; .ci/i386 parks 20 000 with bench/million). */
+#if UINTPTR_MAX > UINT32_MAX
 #define UVP__STACK_DEFAULT_SIZE (256u * 1024u)
+#else
+#define UVP__STACK_DEFAULT_SIZE (128u * 1024u)
+#endif
 /* What a pool keeps warm (pages and all) when stacks come back: up to 1024
  * stacks and 256 MiB of their address space (both caps apply).  A program
  * that runs a thousand fibers at a time then spawns, runs and ends each

@@ -13,22 +13,38 @@
  * side (a new fiber starts in C with its context in a register, and the
  * tools are told around the switch).  swapcontext makes a rt_sigprocmask
  * system call per switch, which this VM's hypervisor makes expensive.
+ * The same held for the other machines (i386, ARM, ppc64el, s390x): each
+ * of ours is forty to a hundred instructions, fits the same C side (the
+ * saved stack pointer in the context, which the compact mode copies from,
+ * a fresh fiber's frame laid out here, the floating-point control compared
+ * before it is written), saves what fcontext leaves out (ppc64's v20-v31,
+ * which glibc's swapcontext under qemu loses too) and needs no build
+ * dependency per architecture; test-fiber-switch-cross.c checks each under
+ * qemu (.ci/fiber-switches).
  *
- * What a switch keeps is what the ABI makes a callee keep:
+ * What a switch keeps is what the ABI makes a callee keep (each machine's
+ * header says how):
  *   x86-64 SysV: rbx, rbp, r12-r15, the MXCSR's control bits and the x87
  *                control word (the rounding modes, exception masks, FTZ/DAZ);
- *   AAPCS64:     x19-x28, x29 (frame), x30 (link), d8-d15 and the FPCR.
+ *   i386 SysV:   ebx, esi, edi, ebp, the x87 control word and (with SSE)
+ *                the MXCSR's control bits;
+ *   AAPCS64:     x19-x28, x29 (frame), x30 (link), d8-d15 and the FPCR;
+ *   AAPCS (ARM): r4-r11, lr, and with VFP d8-d15 and the FPSCR's control;
+ *   ppc64 ELFv2: r14-r31, f14-f31, v20-v31, cr2-cr4, r2, the FPSCR's control;
+ *   s390x:       r6-r13, f8-f15, the FPC's control.
  * Everything else is caller-saved, and the compiler has already saved what
  * it needs of it around the call to uvp__fiber_jump.  The stack pointer
- * stays 16-byte aligned at every call, fresh fibers included.
+ * keeps the ABI's alignment at every call, fresh fibers included.
  *
- * Elsewhere (other architectures, -fcf-protection builds, or
- * UVP__FIBER_FORCE_UCONTEXT for testing it) the switch is glibc's
- * swapcontext: correct, and slow (see fiber-switch.h). */
+ * Elsewhere (other architectures, or UVP__FIBER_FORCE_UCONTEXT for testing
+ * it) the switch is glibc's swapcontext: correct, and slow (see
+ * fiber-switch.h). */
 #include "fiber-switch.h"
 #include "fiber-stack.h"
 
+#include <fenv.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +77,105 @@
 #define NO_ASAN
 #endif
 
+/* ---- the floating-point control modes ----------------------------------- */
+
+/* The running context's, as one value: on x86 the MXCSR (low half) and the
+ * x87 control word (high), on aarch64 the FPCR, on ARM with VFP the FPSCR,
+ * on s390x the FPC, on ppc64 the FPSCR, elsewhere the rounding direction
+ * alone. */
+#if defined(__i386__)
+/* 1 if the CPU has SSE (the MXCSR), 0 if not; found at the first ask.
+ * UVP__FIBER_NO_SSE: as if not, so that tests can cover it. */
+static int has_sse(void) {
+#if defined(UVP__FIBER_NO_SSE)
+  return 0;
+#endif
+  static int known; /* 0: not yet; 1: no; 2: yes */
+  int v = __atomic_load_n(&known, __ATOMIC_RELAXED);
+  if (v == 0) {
+    __builtin_cpu_init();
+    v = __builtin_cpu_supports("sse") ? 2 : 1;
+    __atomic_store_n(&known, v, __ATOMIC_RELAXED);
+  }
+  return v == 2;
+}
+#else
+static inline int has_sse(void) { return 1; }
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+static uint64_t fp_get(void) {
+  uint32_t mxcsr = 0;
+  uint16_t fcw;
+  __asm__ __volatile__("fnstcw %0" : "=m"(fcw));
+  if (has_sse())
+    __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
+  return mxcsr | (uint64_t)fcw << 32;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  uint32_t mxcsr = (uint32_t)fp;
+  uint16_t fcw = (uint16_t)(fp >> 32);
+  __asm__ __volatile__("fldcw %0" ::"m"(fcw));
+  if (has_sse())
+    __asm__ __volatile__("ldmxcsr %0" ::"m"(mxcsr));
+}
+#endif
+#elif defined(__aarch64__)
+static uint64_t fp_get(void) {
+  uint64_t fpcr;
+  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
+  return fpcr;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  __asm__ __volatile__("msr fpcr, %0" ::"r"(fp));
+}
+#endif
+#elif defined(__s390x__)
+static uint64_t fp_get(void) {
+  uint32_t fpc;
+  __asm__ __volatile__("efpc %0" : "=d"(fpc));
+  return fpc;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  __asm__ __volatile__("sfpc %0" ::"d"((uint32_t)fp));
+}
+#endif
+#elif defined(__powerpc64__)
+static uint64_t fp_get(void) {
+  double fpscr;
+  uint64_t bits;
+  __asm__ __volatile__("mffs %0" : "=f"(fpscr));
+  memcpy(&bits, &fpscr, sizeof(bits));
+  return bits;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  double fpscr;
+  memcpy(&fpscr, &fp, sizeof(fpscr));
+  __asm__ __volatile__("mtfsf 0x03, %0" ::"f"(fpscr));
+}
+#endif
+#elif defined(__arm__) && defined(__ARM_FP)
+static uint64_t fp_get(void) {
+  uint32_t fpscr;
+  __asm__ __volatile__("vmrs %0, fpscr" : "=r"(fpscr));
+  return fpscr;
+}
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) {
+  __asm__ __volatile__("vmsr fpscr, %0" ::"r"((uint32_t)fp));
+}
+#endif
+#else
+static uint64_t fp_get(void) { return (uint64_t)(unsigned)fegetround(); }
+#if defined(UVP__FIBER_UCONTEXT)
+static void fp_put(uint64_t fp) { (void)fesetround((int)fp); }
+#endif
+#endif
+
 /* ---- the machine's part ------------------------------------------------- */
 
 #if !defined(UVP__FIBER_UCONTEXT)
@@ -69,6 +184,10 @@
  * pointer in *from_sp, loads to_sp, restores the state found there and
  * returns msg into that context. */
 HIDDEN void *uvp__fiber_jump(void **from_sp, void *to_sp, void *msg);
+#if defined(__i386__)
+/* The same, for a CPU without SSE: no MXCSR (fiber-jump-x86.h). */
+HIDDEN void *uvp__fiber_jump_x87(void **from_sp, void *to_sp, void *msg);
+#endif
 /* Where a new fiber's first jump returns to: it calls the function in the
  * first callee-saved register with the context in the second and the msg
  * as arguments (the frame is built by init_frame). */
@@ -76,174 +195,14 @@ HIDDEN void uvp__fiber_trampoline(void);
 
 #if defined(_WIN64)
 #include "fiber-jump-win64.h"
-#elif defined(__x86_64__)
-/* The saved state, from the saved stack pointer up: MXCSR (4 bytes) and
- * x87 control word (2, then 2 of padding), r12, r13, r14, r15, rbx, rbp,
- * then the return address the call pushed.  The two control registers are
- * loaded only when the resumed context's differ from the running one's
- * (in practice never): ldmxcsr and fldcw stall the pipeline, and skipping
- * them took 2.2 ns (7 %) off an await in bench/fiber-pingpong.  Entry: rsp = 8
- * mod 16, so the saved rsp, 56 bytes below, is 16-aligned.  The return is a jmp
- * through a register, as Boost.Context's: a ret would be predicted from the
- * return stack, which holds the caller on the old stack, and mispredicted on
- * every switch (23 ns a pair against 9 on this VM's EPYC). */
-__asm__(".pushsection .text\n"
-        ".globl uvp__fiber_jump\n"
-        ".hidden uvp__fiber_jump\n"
-        ".type uvp__fiber_jump,@function\n"
-        ".p2align 4\n"
-        "uvp__fiber_jump:\n"
-        "  .cfi_startproc\n"
-        "  leaq -0x38(%rsp), %rsp\n"
-        "  stmxcsr (%rsp)\n"
-        "  fnstcw 0x4(%rsp)\n"
-        "  movq %r12, 0x08(%rsp)\n"
-        "  movq %r13, 0x10(%rsp)\n"
-        "  movq %r14, 0x18(%rsp)\n"
-        "  movq %r15, 0x20(%rsp)\n"
-        "  movq %rbx, 0x28(%rsp)\n"
-        "  movq %rbp, 0x30(%rsp)\n"
-        "  movl (%rsp), %r9d\n"
-        "  movzwl 0x4(%rsp), %r10d\n"
-        "  movq %rsp, (%rdi)\n"
-        "  movq %rsi, %rsp\n"
-        "  movq 0x38(%rsp), %r8\n"
-        "  cmpl (%rsp), %r9d\n"
-        "  jne 2f\n"
-        "1:\n"
-        "  cmpw 0x4(%rsp), %r10w\n"
-        "  jne 4f\n"
-        "3:\n"
-        "  movq 0x08(%rsp), %r12\n"
-        "  movq 0x10(%rsp), %r13\n"
-        "  movq 0x18(%rsp), %r14\n"
-        "  movq 0x20(%rsp), %r15\n"
-        "  movq 0x28(%rsp), %rbx\n"
-        "  movq 0x30(%rsp), %rbp\n"
-        "  leaq 0x40(%rsp), %rsp\n"
-        "  movq %rdx, %rax\n"
-        "  jmp *%r8\n"
-        "2:\n"
-        "  ldmxcsr (%rsp)\n"
-        "  jmp 1b\n"
-        "4:\n"
-        "  fldcw 0x4(%rsp)\n"
-        "  jmp 3b\n"
-        "  .cfi_endproc\n"
-        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
-        "\n"
-        ".globl uvp__fiber_trampoline\n"
-        ".hidden uvp__fiber_trampoline\n"
-        ".type uvp__fiber_trampoline,@function\n"
-        ".p2align 4\n"
-        "uvp__fiber_trampoline:\n"
-        "  .cfi_startproc\n"
-        /* The bottom frame of the fiber: unwinders and debuggers stop here. */
-        "  .cfi_undefined rip\n"
-        "  movq %r12, %rdi\n"
-        "  movq %rax, %rsi\n"
-        "  callq *%rbx\n"
-        "  ud2\n"
-        "  .cfi_endproc\n"
-        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
-        ".popsection\n");
-
-enum { FRAME_WORDS = 10 }; /* 7 saved, the return address, 2 of padding */
-
-static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
-                       void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  uint32_t mxcsr;
-  uint16_t fcw;
-  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
-  frame[0] = mxcsr | (uintptr_t)fcw << 32;
-  frame[1] = (uintptr_t)ctx;          /* r12 */
-  frame[2] = frame[3] = frame[4] = 0; /* r13, r14, r15 */
-  frame[5] = (uintptr_t)boot;         /* rbx */
-  frame[6] = 0;                       /* rbp: the end of the frame chain */
-  frame[7] = (uintptr_t)uvp__fiber_trampoline;
-  /* The trampoline starts with rsp at frame + 8, 16-aligned for its call. */
-  frame[8] = frame[9] = 0;
-}
-
-#elif defined(__aarch64__)
-/* The saved state, from the saved stack pointer up: x19-x28, x29, x30,
- * d8-d15, the FPCR, padding: 176 bytes, so sp stays 16-aligned.  Writing
- * the FPCR can be slow, and it rarely differs: only written if it does.
- * The return is a ret, unlike x86-64's jmp: with BTI enforced, a br may
- * only land on a landing pad, and a return address is none. */
-__asm__(".pushsection .text\n"
-        ".globl uvp__fiber_jump\n"
-        ".hidden uvp__fiber_jump\n"
-        ".type uvp__fiber_jump,%function\n"
-        ".p2align 4\n"
-        "uvp__fiber_jump:\n"
-        "  .cfi_startproc\n"
-        "  sub sp, sp, #176\n"
-        "  stp x19, x20, [sp, #0]\n"
-        "  stp x21, x22, [sp, #16]\n"
-        "  stp x23, x24, [sp, #32]\n"
-        "  stp x25, x26, [sp, #48]\n"
-        "  stp x27, x28, [sp, #64]\n"
-        "  stp x29, x30, [sp, #80]\n"
-        "  stp d8, d9, [sp, #96]\n"
-        "  stp d10, d11, [sp, #112]\n"
-        "  stp d12, d13, [sp, #128]\n"
-        "  stp d14, d15, [sp, #144]\n"
-        "  mrs x9, fpcr\n"
-        "  str x9, [sp, #160]\n"
-        "  mov x10, sp\n"
-        "  str x10, [x0]\n"
-        "  mov sp, x1\n"
-        "  ldp x19, x20, [sp, #0]\n"
-        "  ldp x21, x22, [sp, #16]\n"
-        "  ldp x23, x24, [sp, #32]\n"
-        "  ldp x25, x26, [sp, #48]\n"
-        "  ldp x27, x28, [sp, #64]\n"
-        "  ldp x29, x30, [sp, #80]\n"
-        "  ldp d8, d9, [sp, #96]\n"
-        "  ldp d10, d11, [sp, #112]\n"
-        "  ldp d12, d13, [sp, #128]\n"
-        "  ldp d14, d15, [sp, #144]\n"
-        "  ldr x10, [sp, #160]\n"
-        "  cmp x9, x10\n"
-        "  b.eq 1f\n"
-        "  msr fpcr, x10\n"
-        "1:\n"
-        "  add sp, sp, #176\n"
-        "  mov x0, x2\n"
-        "  ret\n"
-        "  .cfi_endproc\n"
-        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
-        "\n"
-        ".globl uvp__fiber_trampoline\n"
-        ".hidden uvp__fiber_trampoline\n"
-        ".type uvp__fiber_trampoline,%function\n"
-        ".p2align 4\n"
-        "uvp__fiber_trampoline:\n"
-        "  .cfi_startproc\n"
-        "  .cfi_undefined x30\n"
-        "  mov x1, x0\n"
-        "  mov x0, x20\n"
-        "  blr x19\n"
-        "  brk #0\n"
-        "  .cfi_endproc\n"
-        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
-        ".popsection\n");
-
-enum { FRAME_WORDS = 24 }; /* 22 saved, 2 of room for the trampoline */
-
-static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
-                       void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  uint64_t fpcr;
-  int i;
-  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
-  for (i = 0; i < FRAME_WORDS; i++)
-    frame[i] = 0; /* x21-x28, x29 (the end of the frame chain), d8-d15 */
-  frame[0] = (uintptr_t)boot;                   /* x19 */
-  frame[1] = (uintptr_t)ctx;                    /* x20 */
-  frame[11] = (uintptr_t)uvp__fiber_trampoline; /* x30 */
-  frame[20] = fpcr;
-}
+#elif defined(__x86_64__) || defined(__i386__)
+#include "fiber-jump-x86.h"
+#elif defined(__aarch64__) || defined(__arm__)
+#include "fiber-jump-arm.h"
+#elif defined(__s390x__)
+#include "fiber-jump-s390x.h"
+#elif defined(__powerpc64__)
+#include "fiber-jump-ppc64.h"
 #endif
 
 #endif /* !UVP__FIBER_UCONTEXT */
@@ -316,7 +275,13 @@ static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 #else
 static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                          void *msg) {
+#if defined(__i386__)
+  if (!has_sse())
+    return uvp__fiber_jump_x87(&from->sp, to->sp, msg);
   return uvp__fiber_jump(&from->sp, to->sp, msg);
+#else
+  return uvp__fiber_jump(&from->sp, to->sp, msg);
+#endif
 }
 #endif
 
@@ -332,6 +297,8 @@ NORETURN static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
 #if defined(UVP__FIBER_UCONTEXT)
 static void boot_ucontext(void) {
   uvp__fiber_ctx_t *ctx = booting;
+  if (ctx->fp_set)
+    fp_put(ctx->fp);
   boot(ctx, ctx->msg);
 }
 #endif
@@ -354,9 +321,39 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx) {
   tools_init(ctx);
 }
 
+/* Shadow stacks (CET's SHSTK, -fcf-protection=full or =return).  The
+ * object is marked as supporting them, as the rest of the library is, but
+ * our switch does not switch them: a fiber's calls would push their return
+ * addresses onto the thread's shadow stack, and the first return after a
+ * switch would fault.  Where they are enforced (a CET CPU, Linux 6.6 or
+ * later, glibc 2.39 or later run with GLIBC_TUNABLES=glibc.cpu.x86_shstk=on,
+ * every object marked), the process stops here, at its first fiber, with a
+ * message that says why, not at some later return.  rdssp is a nop (leaving
+ * 0) where they are not enforced. */
+#if defined(__CET__) && (__CET__ & 2) && !defined(UVP__FIBER_UCONTEXT)
+static void shadow_stack_check(void) {
+  uintptr_t ssp = 0;
+#if defined(__x86_64__)
+  __asm__ __volatile__("rdsspq %0" : "+r"(ssp));
+#else
+  __asm__ __volatile__("rdsspd %0" : "+r"(ssp));
+#endif
+  if (__builtin_expect(ssp != 0, 0)) {
+    fputs("uvp: fibers cannot run with CET shadow stacks enforced (uvp's "
+          "switch does not switch them); run without "
+          "glibc.cpu.x86_shstk=on\n",
+          stderr);
+    abort();
+  }
+}
+#else
+static void shadow_stack_check(void) {}
+#endif
+
 void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
                      uvp__fiber_entry_t entry, void *arg) {
   uintptr_t top = ((uintptr_t)stack_base + size) & ~(uintptr_t)15;
+  shadow_stack_check();
   ctx->entry = entry;
   ctx->arg = arg;
   ctx->canary = NULL;
@@ -373,6 +370,7 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 #endif
 #if defined(UVP__FIBER_UCONTEXT)
   ctx->sp = NULL;
+  ctx->fp_set = 0;
   (void)getcontext(&ctx->uc);
   ctx->uc.uc_stack.ss_sp = stack_base;
   ctx->uc.uc_stack.ss_size = top - (uintptr_t)stack_base;
@@ -453,32 +451,50 @@ void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
   abort();
 }
 
-#if !defined(UVP__FIBER_UCONTEXT)
-uint64_t uvp__fiber_fp_control(void) {
-#if defined(__x86_64__)
-  uint32_t mxcsr;
-  uint16_t fcw;
-  __asm__ __volatile__("stmxcsr %0\n\tfnstcw %1" : "=m"(mxcsr), "=m"(fcw));
-  return mxcsr | (uint64_t)fcw << 32;
-#else
-  uint64_t fpcr;
-  __asm__ __volatile__("mrs %0, fpcr" : "=r"(fpcr));
-  return fpcr;
-#endif
-}
+uint64_t uvp__fiber_fp_control(void) { return fp_get(); }
 
 void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
-  uintptr_t *frame = ctx->sp; /* as init_frame laid it out */
-#if defined(__x86_64__)
-  frame[0] = (uintptr_t)fp;
+#if defined(UVP__FIBER_UCONTEXT)
+  ctx->fp = fp; /* boot_ucontext's */
+  ctx->fp_set = 1;
 #else
-  frame[20] = (uintptr_t)fp;
+  frame_set_fp(ctx->sp, fp); /* the frame init_frame laid out */
 #endif
 }
+
+/* Where a suspended context's frames begin: with the ucontext switch, the
+ * stack pointer swapcontext saved (on x86-64 and i386 the caller's, above
+ * the return address, which setcontext pushes again as it resumes). */
+static char *saved_sp(const uvp__fiber_ctx_t *ctx) {
+#if !defined(UVP__FIBER_UCONTEXT)
+  return ctx->sp;
+#elif !defined(UVP__FIBER_UCONTEXT_SP)
+  (void)ctx;
+  abort(); /* uvp__fiber_live is for UVP__FIBER_CAN_COPY builds */
+#else
+  const mcontext_t *m = &ctx->uc.uc_mcontext;
+#if defined(__x86_64__)
+  return (char *)m->gregs[REG_RSP];
+#elif defined(__i386__)
+  return (char *)m->gregs[REG_ESP];
+#elif defined(__aarch64__)
+  return (char *)m->sp;
+#elif defined(__arm__)
+  return (char *)m->arm_sp;
+#elif defined(__powerpc64__)
+  return (char *)m->gp_regs[1];
+#elif defined(__s390x__)
+  return (char *)m->gregs[15];
+#elif defined(__mips__)
+  return (char *)m->gregs[29];
+#else /* riscv */
+  return (char *)m->__gregs[2];
 #endif
+#endif
+}
 
 size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top) {
-  return (size_t)(top - (const char *)ctx->sp);
+  return (size_t)(top - saved_sp(ctx));
 }
 
 /* Under ASan (uvp__fiber_asan): the shadow of the frames, a byte per 8 of
@@ -538,11 +554,11 @@ void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf) {
   size_t len = uvp__fiber_live(ctx, top);
 #if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
   if (uvp__fiber_asan()) {
-    save_asan(ctx->sp, len, buf);
+    save_asan(saved_sp(ctx), len, buf);
     return;
   }
 #endif
-  memcpy(buf, ctx->sp, len);
+  memcpy(buf, saved_sp(ctx), len);
 }
 
 void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
@@ -550,16 +566,22 @@ void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
   size_t len = uvp__fiber_live(ctx, top);
 #if defined(UVP__FIBER_VALGRIND)
   /* Another fiber's frames came and went here since: for memcheck, the
-   * part below its stack pointer is no-access until written again. */
-  (void)VALGRIND_MAKE_MEM_UNDEFINED(ctx->sp, len);
+   * part below its stack pointer is no-access until written again.  glibc's
+   * setcontext also writes just below the saved stack pointer as it resumes
+   * (x86-64 pushes the return address there): 64 bytes more for it. */
+#if defined(UVP__FIBER_UCONTEXT)
+  (void)VALGRIND_MAKE_MEM_UNDEFINED(saved_sp(ctx) - 64, len + 64);
+#else
+  (void)VALGRIND_MAKE_MEM_UNDEFINED(saved_sp(ctx), len);
+#endif
 #endif
 #if defined(UVP__FIBER_ASAN_RT) && defined(UVP__FIBER_CAN_COPY)
   if (uvp__fiber_asan()) {
-    restore_asan(ctx->sp, len, buf);
+    restore_asan(saved_sp(ctx), len, buf);
     return;
   }
 #endif
-  memcpy(ctx->sp, buf, len);
+  memcpy(saved_sp(ctx), buf, len);
 }
 
 void uvp__fiber_destroy(uvp__fiber_ctx_t *ctx) {

@@ -36,17 +36,29 @@
 #endif
 #endif
 
-/* Our assembly is for ELF x86-64 (LP64) and aarch64, and Windows x86-64
- * (fiber-jump-win64.h); elsewhere glibc's
- * ucontext stands in, also when forced, so that tests can cover it.  Also
- * under -fcf-protection (__CET__): a build that says it supports shadow
- * stacks gets them enforced on recent kernels and glibc, and our switch
- * does not switch shadow stacks (glibc's does). */
-#if (!defined(__ELF__) && !defined(_WIN64)) || defined(__ILP32__) ||           \
-    !(defined(__x86_64__) || defined(__aarch64__)) || defined(__CET__) ||      \
+/* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64, ARM
+ * (EABI, ARMv5T and later), s390x and 64-bit PowerPC (ELFv2: ppc64el), with or
+ * without -fcf-protection and -mbranch-protection (fiber-jump-*.h say what of
+ * them they keep), and Windows x86-64 (fiber-jump-win64.h); elsewhere glibc's
+ * ucontext stands in, also when forced, so
+ * that tests can cover it. */
+#if (!defined(__ELF__) && !defined(_WIN64)) ||                                 \
+    !((defined(__x86_64__) && !defined(__ILP32__)) || defined(__i386__) ||     \
+      defined(__aarch64__) ||                                                  \
+      (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5) ||        \
+      defined(__s390x__) ||                                                    \
+      (defined(__powerpc64__) && defined(_CALL_ELF) && _CALL_ELF == 2)) ||     \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
 #include <ucontext.h>
+/* Where glibc's ucontext_t keeps the stack pointer is known (fiber-switch.c,
+ * saved_sp): the compact mode's copies work with this switch too. */
+#if defined(__GLIBC__) &&                                                      \
+    (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) ||       \
+     defined(__arm__) || defined(__powerpc64__) || defined(__s390x__) ||       \
+     defined(__mips__) || defined(__riscv))
+#define UVP__FIBER_UCONTEXT_SP 1
+#endif
 #endif
 
 /* A fiber's entry: `arg` as given to uvp__fiber_init, `msg` as passed by
@@ -71,7 +83,9 @@ struct uvp__fiber_ctx_s {
   unsigned valgrind_id; /* the stack's registration */
 #if defined(UVP__FIBER_UCONTEXT)
   ucontext_t uc;
-  void *msg; /* passed by the switch to this context */
+  void *msg;   /* passed by the switch to this context */
+  uint64_t fp; /* uvp__fiber_set_fp_control's, if fp_set */
+  int fp_set;
 #endif
 #if defined(UVP__FIBER_TSAN)
   void *tsan_fiber;
@@ -114,10 +128,11 @@ void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const struct uvp__stack_s *stack);
  * redzones of the program's frames, whose bytes it copies without ASan
  * checking them), leaving the stack and its shadow as they were, and
  * restore puts both back, so that the frames' redzones hold across the
- * copy and nothing of the stack's last user's shadow stays.  Not with the
- * ucontext switch (the saved stack pointer is in its ucontext_t):
- * UVP__FIBER_CAN_COPY says whether the build can. */
-#if !defined(UVP__FIBER_UCONTEXT)
+ * copy and nothing of the stack's last user's shadow stays.  With the
+ * ucontext switch the saved stack pointer is read out of the ucontext_t,
+ * where the C library's layout is known (UVP__FIBER_UCONTEXT_SP); elsewhere
+ * frames cannot be copied: UVP__FIBER_CAN_COPY says whether the build can. */
+#if !defined(UVP__FIBER_UCONTEXT) || defined(UVP__FIBER_UCONTEXT_SP)
 #define UVP__FIBER_CAN_COPY 1
 #endif
 size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top);

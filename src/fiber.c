@@ -105,6 +105,8 @@ static UVP__NOINLINE void stall_slice_slow(fiber_t *f, bool counted) {
     uvp__stall_mark_counted(f->st->ctx, &s);
   else
     uvp__stall_mark(f->st->ctx, &s, false);
+  /* After the mark, which may report the slice before. */
+  uvp__stall_hot(f->st->ctx)->culprit = f->p;
 }
 static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
   uvp__stall_hot_t *h = uvp__stall_hot(f->st->ctx);
@@ -117,6 +119,7 @@ static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
   uvp__stall_fiber_words(h, f->trace, f->file, f->line, f->await_file,
                          f->await_line);
   uvp__stall_close(h, s);
+  h->culprit = f->p;
 }
 
 /* Switch from the loop's stack to f.  Returns when a fiber switches back

@@ -15,6 +15,7 @@
 
 #include "cause.h"
 #include "deadline.h"
+#include "recorder.h"
 #include "trace.h"
 #include "work-door.h"
 

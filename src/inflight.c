@@ -30,6 +30,7 @@
 
 #include "alloc.h"
 #include "mail.h"
+#include "recorder.h"
 #include "work-door.h"
 
 enum { W_IDLE = 0, W_STARTED = 1, W_ENDED = 2 };

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "op.h"
+#include "recorder.h"
 #include "scope.h"
 
 /* Per context, created with its first operation. */

@@ -34,14 +34,24 @@
 #include <valgrind/valgrind.h>
 #endif
 
-_Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes");
+/* Each ABI's sizes: LP64 (x86-64, aarch64, ppc64el, s390x, ...) and ILP32
+ * (i386, armhf, ...), where the pointers and callbacks take 4 bytes. */
+#if UINTPTR_MAX > UINT32_MAX
+_Static_assert(sizeof(uvp_promise_t) == 48, "a promise is 48 bytes (LP64)");
+_Static_assert(sizeof(uvp__handler_t) == 32,
+               "a handler is 32 bytes (LP64: a pending promise with one "
+               "reaction costs 80)");
+#else
+_Static_assert(sizeof(uvp_promise_t) == 32, "a promise is 32 bytes (ILP32)");
+_Static_assert(sizeof(uvp__handler_t) == 16,
+               "a handler is 16 bytes (ILP32: a pending promise with one "
+               "reaction costs 48)");
+#endif
 _Static_assert(sizeof(uvp_promise_t) % UVP__SLOT_ALIGN == 0,
                "promises stay aligned in their pool: a reaction's target "
                "carries its kind in the low bits");
-_Static_assert(sizeof(uvp__handler_t) == 32 &&
-                   sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
-               "a handler is 32 bytes (a pending promise with one reaction "
-               "costs 80) and stays aligned in its pool");
+_Static_assert(sizeof(uvp__handler_t) % UVP__SLOT_ALIGN == 0,
+               "a handler stays aligned in its pool");
 
 /* Register r on p, which it observes, and mark p handled. */
 void uvp__attach(uvp_promise_t *p, uvp__reaction_t *r) {
@@ -530,21 +540,22 @@ void uvp__box_hook(uvp_promise_t *p, void *box) {
 
 void uvp__hooked_settle(uvp_promise_t *p, int code) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
-  if (uvp__recording(ctx)) {
-    uvp__rec_redescribe(ctx, p); /* while its hook can still say */
-    uvp__rec_settle(ctx, p, code);
-  }
+  if (uvp__recording(ctx)) /* while its hook can still say */
+    uvp__tell(ctx, UVP__HEARD_SETTLE, p, NULL, code);
   if (p->fn.cancel_cb == uvp__box_hook)
     uvp__box_drop(p);
 }
 
-void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p) {
+bool uvp__promise_described(const uvp_promise_t *p, const char **kind,
+                            uvp_describe_cb *describe, void **arg) {
   if (p->state != UVP__S_PENDING || !(p->flags & UVP__F_CANCEL) ||
       p->fn.cancel_cb != uvp__box_hook)
-    return;
+    return false;
   const hook_box_t *box = p->value;
-  if (box->kind != NULL)
-    uvp__rec_described(ctx, p, box->kind, box->describe, box->arg, false);
+  *kind = box->kind;
+  *describe = box->describe;
+  *arg = box->arg;
+  return box->kind != NULL;
 }
 
 void uvp__box_drop(uvp_promise_t *p) {
@@ -599,7 +610,7 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
   /* A program's or a binding's work that says what it is: the recorder
    * keeps it as work, from here to its settle. */
   if (cb != NULL && kind != NULL && uvp__recording(uvp__promise_ctx(p)))
-    uvp__rec_described(uvp__promise_ctx(p), p, kind, describe, arg, true);
+    uvp__tell(uvp__promise_ctx(p), UVP__HEARD_DESCRIBED, p, NULL, 0);
   return 0;
 }
 
@@ -662,10 +673,8 @@ static void cancel_with(uvp_promise_t *p, int code) {
   void *harg = p->value;
   uvp__cause_t *c = cause_now(ctx, code);
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
-  if (uvp__recording(ctx)) {
-    uvp__rec_redescribe(ctx, p);
-    uvp__rec_event(ctx, UVP__R_CUT, p, c, (const void *)(intptr_t)code);
-  }
+  if (uvp__recording(ctx))
+    uvp__tell(ctx, UVP__HEARD_CUT, p, c, code);
   uvp__cut_frame_t cut;
   bool cutting = false;
   if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {

@@ -67,9 +67,9 @@ static inline uintptr_t uvp__rtag(const void *obj, uvp__rkind_t kind) {
  * dropped and will never run. */
 typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
 
-/* Every kind but the cell: a callback and its argument.  32 bytes, one
- * slot of the reaction pool.  A user's handler given a destroy notifier
- * for its argument, or registered inside a scope (scope.h), keeps its
+/* Every kind but the cell: a callback and its argument.  32 bytes (16 on
+ * ILP32), one slot of the reaction pool.  A user's handler given a destroy
+ * notifier for its argument, or registered inside a scope (scope.h), keeps its
  * callback, argument, notifier and scope in a box, a second slot: its cb
  * is then a marker and its arg the box (reaction.c).  Every pending
  * promise pays for the handler's size; only those handlers pay for the

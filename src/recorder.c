@@ -37,25 +37,10 @@ const unsigned char uvp__rec_kind[UVP__R_COUNT] = {
     [UVP__R_MAIL] = UVP_RECORD_LOOP,
     [UVP__R_STALL] = UVP_RECORD_STALLS};
 
-typedef struct rec_state_s {
-  uvp__rec_hot_t h; /* first: the hooks inline elsewhere read it */
-  uvp_ctx_t *ctx;
-  size_t bytes; /* as asked for; 0: off */
-  void *mem;    /* the ring's allocation: records, then strings */
-  char *str;    /* the string ring, str_cap bytes */
-  size_t str_cap;
-  uint64_t str_n; /* string bytes written since it was turned on */
-  uv_prepare_t prepare;
-  bool prepare_open;
-  /* uvp_ctx_set_recorder_on_stall: what to write after a stall, and
-   * whether a stall waits for it (written at the loop's next turn, out of
-   * the fiber switch or the drain the stall was reported in). */
-  bool on_stall, stall_pending;
-  uvp_record_opts_t stall_opts;
-} rec_state_t;
+typedef uvp__rec_state_t rec_state_t;
 
 static rec_state_t *state_of(const uvp_ctx_t *ctx) {
-  return (rec_state_t *)uvp__rec_hot(ctx); /* h is first */
+  return uvp__rec_state(ctx);
 }
 
 /* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls. */
@@ -100,27 +85,6 @@ static uintptr_t str_put(rec_state_t *st, const char *s, size_t n) {
   return (uintptr_t)pos;
 }
 
-int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap) {
-  const rec_state_t *st = state_of(ctx);
-  buf[0] = '\0';
-  if (st == NULL || pos == UVP__REC_NOSTR || st->str_cap == 0)
-    return -1;
-  uint64_t back = st->str_n - (uint64_t)pos;
-  if (back < 2 || back > st->str_cap)
-    return -1; /* overwritten */
-  size_t n = (unsigned char)st->str[pos % st->str_cap] |
-             (size_t)(unsigned char)st->str[(pos + 1) % st->str_cap] << 8;
-  if (n + 2 > back)
-    return -1;
-  size_t m = n < cap - 1 ? n : cap - 1;
-  size_t at = (size_t)((pos + 2) % st->str_cap);
-  size_t first = m < st->str_cap - at ? m : st->str_cap - at;
-  memcpy(buf, st->str + at, first);
-  memcpy(buf + first, st->str, m - first);
-  buf[m] = '\0';
-  return (int)m;
-}
-
 static size_t cap_of(const rec_state_t *st) {
   return (size_t)(st->h.end - st->h.ring);
 }
@@ -128,19 +92,6 @@ static size_t cap_of(const rec_state_t *st) {
 /* Records written since it was turned on. */
 static uint64_t written(const rec_state_t *st) {
   return st->h.laps * cap_of(st) + (size_t)(st->h.next - st->h.ring);
-}
-
-void uvp__rec_held(const uvp_ctx_t *ctx, size_t *first, size_t *count) {
-  const rec_state_t *st = state_of(ctx);
-  *first = *count = 0;
-  if (st == NULL || st->bytes == 0)
-    return;
-  if (st->h.laps == 0) {
-    *count = (size_t)(st->h.next - st->h.ring);
-    return;
-  }
-  *first = (size_t)(st->h.next - st->h.ring);
-  *count = cap_of(st);
 }
 
 /* ---- the hooks ----------------------------------------------------------- */
@@ -175,9 +126,10 @@ static int start_kind(const uvp__work_class_t *cls) {
                                              : START_WORK;
 }
 
-void uvp__rec_work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
-                         const uvp__scope_t *watch, const char *file,
-                         int line) {
+/* Work w has started through the door (its promise w->p), watched by
+ * scope `watch`, at file:line. */
+static void work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
+                       const uvp__scope_t *watch, const char *file, int line) {
   rec_state_t *st = state_of(ctx);
   int k = start_kind(w->cls);
   unsigned want = k == START_FIBER   ? UVP_RECORD_FIBERS
@@ -199,11 +151,18 @@ void uvp__rec_work_start(uvp_ctx_t *ctx, const uvp__work_t *w,
   r->x = (uint8_t)k;
 }
 
-void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
-                        const char *kind, uvp_describe_cb describe, void *arg,
-                        bool start) {
+/* What pending p's described cancel hook says it waits for, if it has one
+ * (its description is often complete only after the hook was set): work
+ * of a program's or a binding's, ending with p's settle or cut, which
+ * `start` begins. */
+static UVP__NOINLINE void described_slow(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                                         bool start) {
   rec_state_t *st = state_of(ctx);
-  if (!(st->h.kinds & UVP_RECORD_WORK))
+  const char *kind;
+  uvp_describe_cb describe;
+  void *arg;
+  if (!(st->h.kinds & UVP_RECORD_WORK) ||
+      !uvp__promise_described(p, &kind, &describe, &arg))
     return;
   uvp__rec_t *r;
   if (start) {
@@ -229,6 +188,12 @@ void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
   r->b = (const void *)k;
   r->c = (const void *)t;
 }
+/* Most promises have no hook (a group's members: a million of them). */
+static inline void described(uvp_ctx_t *ctx, const uvp_promise_t *p,
+                             bool start) {
+  if (p->flags & UVP__F_CANCEL)
+    described_slow(ctx, p, start);
+}
 
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const uvp__work_t *w) {
   rec_state_t *st = state_of(ctx);
@@ -251,23 +216,23 @@ void uvp__rec_work_desc(uvp_ctx_t *ctx, const uvp__work_t *w) {
 
 void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p) {
   uvp__rec_hot_t *h = uvp__rec_hot(ctx);
-  if (!(h->kinds & UVP_RECORD_GROUPS))
-    return;
-  uvp__rec_t *r = uvp__rec_slot(h);
-  r->track = h->track;
-  r->a = g;
-  r->b = p;
-  r->type = UVP__R_MEMBER;
-  /* A group may take a million members in a loop: its adds read the
-   * clock as a fiber's hand-offs do, at one in `every`. */
-  if (UVP__LIKELY(--h->countdown != 0))
-    r->t = h->now | UVP__REC_GUESS;
-  else
-    r->t = uvp__rec_clock(h);
+  if (h->kinds & UVP_RECORD_GROUPS) {
+    uvp__rec_t *r = uvp__rec_slot(h);
+    r->track = h->track;
+    r->a = g;
+    r->b = p;
+    r->type = UVP__R_MEMBER;
+    /* A group may take a million members in a loop: its adds read the
+     * clock as a fiber's hand-offs do, at one in `every`. */
+    if (UVP__LIKELY(--h->countdown != 0))
+      r->t = h->now | UVP__REC_GUESS;
+    else
+      r->t = uvp__rec_clock(h);
+  }
 }
 
-void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code) {
-  uvp__rec_event(ctx, UVP__R_SETTLE, p, (const void *)(intptr_t)code, NULL);
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p) {
+  described(ctx, p, false);
 }
 
 void uvp__rec_resume(uvp_ctx_t *ctx, const uvp_promise_t *fiber, int status,
@@ -304,7 +269,8 @@ void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
   r->x = group;
 }
 
-void uvp__rec_cause(uvp_ctx_t *ctx, const uvp__cause_t *c) {
+/* A cancellation with cause c begins (cause.h's uvp__cause_enter). */
+static void cause_begins(uvp_ctx_t *ctx, const uvp__cause_t *c) {
   rec_state_t *st = state_of(ctx);
   if (!uvp__rec_wants(&st->h, UVP__R_CAUSE))
     return;
@@ -330,17 +296,16 @@ void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
   r->line = line > 0 ? (uint32_t)line : 0;
 }
 
-int uvp__rec_write(uvp_ctx_t *ctx, const uvp_record_opts_t *opts);
-
 /* A stall waits to be written: out of the mark it was reported in. */
 static void write_pending(rec_state_t *st) {
   if (!st->stall_pending || uvp__closed(st->ctx))
     return;
   st->stall_pending = false;
-  (void)uvp__rec_write(st->ctx, &st->stall_opts);
+  (void)st->stall_write(st->ctx, &st->stall_opts);
 }
 
-void uvp__rec_loop(uvp_ctx_t *ctx, int type) {
+/* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
+static void loop_turn(uvp_ctx_t *ctx, int type) {
   rec_state_t *st = state_of(ctx);
   st->h.track = NULL;
   if (uvp__rec_wants(&st->h, type)) {
@@ -354,14 +319,18 @@ void uvp__rec_loop(uvp_ctx_t *ctx, int type) {
     write_pending(st);
 }
 
-void uvp__rec_stall(uvp_ctx_t *ctx, int kind, uint64_t ns, const char *text) {
+void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
+                    const void *culprit) {
   rec_state_t *st = state_of(ctx);
   if (uvp__rec_wants(&st->h, UVP__R_STALL)) {
-    uintptr_t s = str_put(st, text, text != NULL ? strlen(text) : 0);
+    uintptr_t pos = str_put(st, s->text, s->text != NULL ? strlen(s->text) : 0);
     uvp__rec_t *r = put(st, UVP__R_STALL);
+    r->a = culprit;
     r->b = (const void *)(uintptr_t)ns;
-    r->c = (const void *)s;
-    r->x = (uint8_t)kind;
+    r->c = (const void *)pos;
+    r->file = s->file;
+    r->line = (uint32_t)s->line;
+    r->x = (uint8_t)s->kind;
   }
   if (st->on_stall)
     st->stall_pending = true;
@@ -372,13 +341,56 @@ void uvp__rec_stall(uvp_ctx_t *ctx, int kind, uint64_t ns, const char *text) {
 static void prepare_cb(uv_prepare_t *h) {
   uvp_ctx_t *ctx = h->data;
   if (uvp__recording(ctx))
-    uvp__rec_loop(ctx, UVP__R_PREPARE);
+    loop_turn(ctx, UVP__R_PREPARE);
 }
 
-uv_handle_t *uvp__rec_handle(uvp_ctx_t *ctx) {
+/* ---- what the core tells (watch.h) --------------------------------------- */
+
+static void heard(uvp_ctx_t *ctx, int what, const void *a, const void *b,
+                  const char *file, int n) {
+  const void *code = (const void *)(intptr_t)n;
+  switch (what) {
+  case UVP__HEARD_WORK_START:
+    work_start(ctx, a, b, file, n);
+    break;
+  case UVP__HEARD_WORK_END:
+    uvp__rec_event(ctx, UVP__R_WORK_END, a, NULL, NULL);
+    break;
+  case UVP__HEARD_DESCRIBED:
+    described(ctx, a, true);
+    break;
+  case UVP__HEARD_SETTLE:
+    described(ctx, a, false); /* while its hook can still say */
+    uvp__rec_event(ctx, UVP__R_SETTLE, a, code, NULL);
+    break;
+  case UVP__HEARD_CUT:
+    described(ctx, a, false);
+    uvp__rec_event(ctx, UVP__R_CUT, a, b, code);
+    break;
+  case UVP__HEARD_CAUSE:
+    cause_begins(ctx, a);
+    break;
+  case UVP__HEARD_MAIL:
+    uvp__rec_event(ctx, UVP__R_MAIL, a, code, b);
+    break;
+  case UVP__HEARD_CHECK:
+    loop_turn(ctx, UVP__R_CHECK);
+    break;
+  case UVP__HEARD_IDLE:
+    loop_turn(ctx, UVP__R_IDLE);
+    break;
+  default:
+    loop_turn(ctx, UVP__R_UVP_END);
+    break;
+  }
+}
+
+static uv_handle_t *prepare_handle(uvp_ctx_t *ctx) {
   rec_state_t *st = state_of(ctx);
   return st != NULL && st->prepare_open ? (uv_handle_t *)&st->prepare : NULL;
 }
+
+static const uvp__watch_hook_t hook = {heard, prepare_handle};
 
 static void turn_off(rec_state_t *st) {
   uvp__head(st->ctx)->watch &= (uint8_t)~UVP__WATCH_REC;
@@ -467,25 +479,13 @@ int uvp_ctx_set_recorder(uvp_ctx_t *ctx, size_t bytes, unsigned int flags) {
   open_prepare(st);
   if (!uv_is_closing((uv_handle_t *)&st->prepare))
     uv_prepare_start(&st->prepare, prepare_cb);
+  uvp__head(ctx)->watch_hook = &hook;
   uvp__head(ctx)->watch |= UVP__WATCH_REC;
   return 0;
 }
 
-static int opts_check(const uvp_record_opts_t *opts) {
-  if (opts->stream == NULL && opts->write == NULL)
-    return UV_EINVAL;
-  if (opts->format != UVP_RECORD_JSON && opts->format != UVP_RECORD_TEXT)
-    return UV_EINVAL;
-  return 0;
-}
-
-int uvp_ctx_set_recorder_on_stall(uvp_ctx_t *ctx,
-                                  const uvp_record_opts_t *opts) {
-  int rc = opts != NULL ? opts_check(opts) : 0;
-  if (rc == 0)
-    rc = uvp__ctx_check(ctx);
-  if (rc != 0)
-    return rc;
+int uvp__rec_on_stall(uvp_ctx_t *ctx, const uvp_record_opts_t *opts,
+                      uvp__rec_write_fn write) {
   rec_state_t *st = state_of(ctx);
   if (opts == NULL) {
     if (st != NULL)
@@ -495,27 +495,24 @@ int uvp_ctx_set_recorder_on_stall(uvp_ctx_t *ctx,
   if (st == NULL && (st = state_new(ctx)) == NULL)
     return UV_ENOMEM;
   st->stall_opts = *opts;
+  st->stall_write = write;
   st->on_stall = true;
   return 0;
 }
 
-int uvp__rec_opts_check(const uvp_record_opts_t *opts) {
-  return opts_check(opts);
-}
-
-int uvp_ctx_recorder_stats(const uvp_ctx_t *ctx, uvp_recorder_stats_t *out) {
-  if (ctx == NULL || out == NULL)
+int uvp_ctx_recorder_stats(const uvp_ctx_t *ctx, uvp_recorder_stats_t *stats) {
+  if (ctx == NULL || stats == NULL)
     return UV_EINVAL;
   if (uvp__refused_thread(ctx))
     return UVP_ETHREAD;
-  memset(out, 0, sizeof(*out));
+  memset(stats, 0, sizeof(*stats));
   const rec_state_t *st = state_of(ctx);
   if (st == NULL || st->bytes == 0)
     return 0;
-  out->bytes = st->bytes;
-  out->capacity = cap_of(st);
-  out->events = written(st);
-  out->kept = st->h.laps == 0 ? out->events : out->capacity;
-  out->str_bytes = st->str_n;
+  stats->bytes = st->bytes;
+  stats->capacity = cap_of(st);
+  stats->events = written(st);
+  stats->kept = st->h.laps == 0 ? stats->events : stats->capacity;
+  stats->str_bytes = st->str_n;
   return 0;
 }

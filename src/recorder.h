@@ -14,7 +14,7 @@
 #ifndef UVP_RECORDER_H
 #define UVP_RECORDER_H
 
-#include "sched.h"
+#include "watch.h"
 
 struct uvp__work_s;
 struct uvp__work_class_s;
@@ -62,7 +62,8 @@ enum {
    * its op (resolve, reject, release), c its code. */
   UVP__R_MAIL,
   /* The stall detector's report of an ended stall: x its kind, b its
-   * length (ns), c the report's string. */
+   * length (ns), c the report's string, a its culprit (the promise whose
+   * handler stalled, or the fiber's; NULL: none), file:line its site. */
   UVP__R_STALL,
   UVP__R_COUNT
 };
@@ -79,7 +80,11 @@ typedef struct uvp__rec_s {
   uint8_t type; /* UVP__R_* */
   uint8_t x;
   uint16_t y;
+#if UINTPTR_MAX <= UINT32_MAX
+  char pad[24]; /* ILP32: 40 bytes of fields, and the rest of the line */
+#endif
 } uvp__rec_t;
+_Static_assert(sizeof(uvp__rec_t) == 64, "a record is a cache line");
 #define UVP__REC_GUESS ((uint64_t)1 << 63)
 /* A string's position: none (no room, or too long). */
 #define UVP__REC_NOSTR ((uintptr_t)-1)
@@ -102,9 +107,6 @@ extern const unsigned char uvp__rec_kind[UVP__R_COUNT];
 
 static inline uvp__rec_hot_t *uvp__rec_hot(const uvp_ctx_t *ctx) {
   return UVP__EXT_OF(ctx, UVP__EXT_REC, uvp__rec_hot_t);
-}
-static inline bool uvp__recording(const uvp_ctx_t *ctx) {
-  return UVP__UNLIKELY(uvp__head(ctx)->watch & UVP__WATCH_REC);
 }
 
 /* Reads the clock: the time of an event now (and `every` events to the
@@ -133,32 +135,19 @@ static inline bool uvp__rec_wants(const uvp__rec_hot_t *h, int type) {
   return (h->kinds & uvp__rec_kind[type]) != 0;
 }
 
-/* ---- the hooks, each called behind uvp__recording(ctx) ----------------- */
+/* ---- the hooks of the layers above the core, each called behind
+ * uvp__recording(ctx); the core tells the rest through watch.h -------- */
 
 /* A record of a's, b's... of type `type` (the ids only, no site). */
 void uvp__rec_event(uvp_ctx_t *ctx, int type, const void *a, const void *b,
                     const void *c);
-/* Work w has started through the door (its promise w->p), watched by
- * scope `watch`, at file:line. */
-void uvp__rec_work_start(uvp_ctx_t *ctx, const struct uvp__work_s *w,
-                         const struct uvp__scope_s *watch, const char *file,
-                         int line);
-/* Pending p has a cancel hook that says what it waits for, as `kind` and
- * what describe(arg, ...) writes (uvp_promise_set_cancel_described): work
- * of a program's or a binding's, ending with p's settle or cut. */
-void uvp__rec_described(uvp_ctx_t *ctx, const uvp_promise_t *p,
-                        const char *kind, uvp_describe_cb describe, void *arg,
-                        bool start);
-/* What p's described hook says now, if it has one (its description is
- * often complete only after the hook was set): at a member's add, a
- * settle, a cut.  (promise.c's.) */
-void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p);
 /* What w is, as the task dump says it (its class's describe). */
 void uvp__rec_work_desc(uvp_ctx_t *ctx, const struct uvp__work_s *w);
 /* Group g has a new member, promise p. */
 void uvp__rec_member(uvp_ctx_t *ctx, const void *g, const uvp_promise_t *p);
-/* A promise with a cancel hook settles with `code` (0: fulfilled). */
-void uvp__rec_settle(uvp_ctx_t *ctx, const uvp_promise_t *p, int code);
+/* What p's described hook says now, if it has one (its description is
+ * often complete only after the hook was set): at a member's add. */
+void uvp__rec_redescribe(uvp_ctx_t *ctx, const uvp_promise_t *p);
 /* A fiber switch, inline where it happens (fiber.c): fiber `parked` (its
  * promise) parks at file:line for promise `awaited`, and fiber `next`
  * (NULL: the loop's stack) runs, its await's status `status`. */
@@ -195,26 +184,48 @@ void uvp__rec_fiber_end(uvp_ctx_t *ctx, const uvp_promise_t *fiber);
 /* `id` (a fiber's promise, or a group) is named `name` (NULL: unnamed). */
 void uvp__rec_name(uvp_ctx_t *ctx, const void *id, bool group,
                    const char *name);
-/* A cancellation with cause c begins (cause.h's uvp__cause_enter). */
-void uvp__rec_cause(uvp_ctx_t *ctx, const struct uvp__cause_s *c);
 /* Group g was made at file:line, its join's record w, inside `parent`. */
 void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
                     const void *parent, const char *file, int line);
-/* The loop's turn: UVP__R_PREPARE, _CHECK, _IDLE, _UVP_END. */
-void uvp__rec_loop(uvp_ctx_t *ctx, int type);
-/* The stall detector reports an ended stall of kind `kind`, ns long. */
-void uvp__rec_stall(uvp_ctx_t *ctx, int kind, uint64_t ns, const char *text);
+/* The stall detector reports an ended stall, ns long: s->kind, its site
+ * (s->file, s->line), its report (s->text); `culprit` the promise whose
+ * handler stalled, or the fiber's (its promise) that did (NULL: none). */
+void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
+                    const void *culprit);
 
-/* The recorder's prepare handle, for uvp_ctx_close (NULL: not open). */
-uv_handle_t *uvp__rec_handle(uvp_ctx_t *ctx);
+/* ---- for the writer (recorder-write.c), above the ring ------------------ */
 
-/* ---- for the writer (recorder-write.c) ----------------------------------- */
+/* uvp_ctx_set_recorder_on_stall's, its arguments checked: after each
+ * stall, at the loop's next turn, write(ctx, a copy of opts); opts NULL:
+ * no more.  0 or UV_ENOMEM.  (The writer hands its own function in: the
+ * ring names none of the writer's.) */
+typedef int (*uvp__rec_write_fn)(uvp_ctx_t *ctx, const uvp_record_opts_t *opts);
+int uvp__rec_on_stall(uvp_ctx_t *ctx, const uvp_record_opts_t *opts,
+                      uvp__rec_write_fn write);
 
-/* The string at position pos into buf (cap bytes, NUL-terminated): its
- * length, or -1 if it was overwritten (or never kept). */
-int uvp__rec_str(const uvp_ctx_t *ctx, uintptr_t pos, char *buf, size_t cap);
-/* The records held, oldest first: *first is the oldest's index in the
- * ring, *count how many. */
-void uvp__rec_held(const uvp_ctx_t *ctx, size_t *first, size_t *count);
+/* The recorder's state (recorder.c's; the writer reads its rings). */
+typedef struct uvp__rec_state_s {
+  uvp__rec_hot_t h; /* first: the hooks inline elsewhere read it */
+  uvp_ctx_t *ctx;
+  size_t bytes; /* as asked for; 0: off */
+  void *mem;    /* the ring's allocation: records, then strings */
+  /* The string ring, str_cap bytes: a string is its length (2 bytes)
+   * and its bytes, which may wrap round the ring's end. */
+  char *str;
+  size_t str_cap;
+  uint64_t str_n; /* string bytes written since it was turned on */
+  uv_prepare_t prepare;
+  bool prepare_open;
+  /* uvp_ctx_set_recorder_on_stall: what to write after a stall, and
+   * whether a stall waits for it (written at the loop's next turn, out of
+   * the fiber switch or the drain the stall was reported in). */
+  bool on_stall, stall_pending;
+  uvp_record_opts_t stall_opts;
+  uvp__rec_write_fn stall_write;
+} uvp__rec_state_t;
+
+static inline uvp__rec_state_t *uvp__rec_state(const uvp_ctx_t *ctx) {
+  return (uvp__rec_state_t *)uvp__rec_hot(ctx); /* h is first */
+}
 
 #endif

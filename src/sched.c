@@ -15,17 +15,19 @@
  *           while work that ends on another thread is in flight (a
  *           binding's record, uvp__mail_keep): then it keeps uv_run() going
  *           as a libuv request would, and stays open after uvp_ctx_close
- *           until that work's end has come.
+ *           until that work's end has come, referenced then whatever the
+ *           work's class says (sweep_closed).
  */
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "context.h"
-#include "recorder.h"
 #include "runq.h"
 #include "scope.h"
 #include "stall-marks.h"
 #include "trace.h"
+#include "watch.h"
 
 #define UVP__DEFAULT_BUDGET 1024
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
@@ -181,13 +183,13 @@ static UVP__NOINLINE void watch_leave(uvp_ctx_t *ctx, int ph) {
   if (ctx->h.watch & UVP__WATCH_STALL)
     ctx->h.stall_marks->outside(ctx, ph);
   if (ctx->h.watch & UVP__WATCH_REC)
-    uvp__rec_loop(ctx, UVP__R_UVP_END);
+    uvp__tell(ctx, UVP__HEARD_UVP_END, NULL, NULL, 0);
 }
 
 static void idle_cb(uv_idle_t *h) {
   uvp_ctx_t *ctx = h->data;
   if (uvp__recording(ctx))
-    uvp__rec_loop(ctx, UVP__R_IDLE);
+    uvp__tell(ctx, UVP__HEARD_IDLE, NULL, NULL, 0);
   drain(ctx);
   if (UVP__UNLIKELY(ctx->h.watch))
     watch_leave(ctx, UVP__PH_AFTER_IDLE);
@@ -209,7 +211,7 @@ static void check_cb(uv_check_t *h) {
     if (ctx->h.watch & UVP__WATCH_STALL)
       ctx->h.stall_marks->check(ctx);
     if (ctx->h.watch & UVP__WATCH_REC)
-      uvp__rec_loop(ctx, UVP__R_CHECK);
+      uvp__tell(ctx, UVP__HEARD_CHECK, NULL, NULL, 0);
   }
   if (atomic_load_explicit(&ctx->mail, memory_order_relaxed))
     read_mail(ctx);
@@ -378,8 +380,8 @@ static void handle_closed(uv_handle_t *h) { uvp__loop_handle_end(h->data); }
 static void apply_msg(uvp_ctx_t *ctx, uvp__msg_t *m) {
   int rc = 0;
   if (uvp__recording(ctx))
-    uvp__rec_event(ctx, UVP__R_MAIL, m->p, (const void *)(intptr_t)m->op,
-                   (const void *)(intptr_t)m->code);
+    uvp__tell(ctx, UVP__HEARD_MAIL, m->p, (const void *)(intptr_t)m->code,
+              m->op);
   switch (m->op) {
   case UVP__MSG_RESOLVE:
     rc = uvp__resolve_local(m->p, m->value, m->free_cb);
@@ -501,6 +503,8 @@ void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg) {
   uvp__unlock(ctx);
 }
 
+static void closed_cb_later(uvp_ctx_t *ctx);
+
 /* No work that may end elsewhere is left after the teardown: the async
  * closes (its close callback ends the context's count of it). */
 static void close_mail(uvp_ctx_t *ctx) {
@@ -518,6 +522,13 @@ static void close_mail(uvp_ctx_t *ctx) {
   uvp__unlock(ctx);
   if (by_host)
     uvp__loop_handle_end(ctx);
+  /* The last record is ending (uvp__mail_hold), inside uvp_inflight_end:
+   * if its count is all that is left (the host's walk closed the async,
+   * whose close callback would have run uvp_ctx_close_full's), the
+   * callback waits for a close callback of a handle opened for it, never
+   * running inside uvp_inflight_end. */
+  if (ctx->loop_work == 1 && ctx->closed_cb != NULL)
+    closed_cb_later(ctx);
 }
 
 void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
@@ -527,6 +538,8 @@ void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
 }
 
 void uvp__mail_keep(uvp_ctx_t *ctx, bool kept) {
+  if (UVP__UNLIKELY(ctx->h.closed))
+    return; /* referenced until the last end (sweep_closed) */
   if (kept)
     uv_ref((uv_handle_t *)&ctx->async);
   else
@@ -843,9 +856,16 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   retire_unhandled(ctx);
   for (int i = 0; i < nh; i++) {
     /* The async stays open for the ends of work that may end on another
-     * thread: the last one's end closes it (uvp__mail_hold). */
-    if (hs[i] == async && ctx->mail_held)
+     * thread: the last one's end closes it (uvp__mail_hold).  Referenced
+     * meanwhile, whatever the records' classes say (UVP_INFLIGHT_UNREF):
+     * uv_run() must go on until an end posted from another thread has
+     * come, or the close would never complete (a closing handle keeps
+     * the loop alive, ref'd or not, in the same way). */
+    if (hs[i] == async && ctx->mail_held) {
+      if (!uv_is_closing(async))
+        uv_ref(async);
       continue;
+    }
     if (!uv_is_closing(hs[i])) {
       if (hs[i] == async)
         ctx->mail_closed = true;
@@ -860,16 +880,24 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
 static void closed_by_host(uvp_ctx_t *ctx, int by_host) {
   uvp__lock(ctx);
   ctx->loop_work -= (size_t)by_host;
-  if (ctx->loop_work == 0 && ctx->closed_cb != NULL) {
-    /* Nothing of uvp's is left in the loop to call the callback from,
-     * and it never runs inside this call: the idle handle (its close
-     * has completed, so its memory is ours again) is opened and closed
-     * at once, and its close callback calls it. */
-    uv_idle_init(ctx->h.loop, &ctx->idle);
-    ctx->idle.data = ctx;
-    ctx->loop_work++;
-    uv_close((uv_handle_t *)&ctx->idle, handle_closed);
-  }
+  /* Nothing of uvp's is left in the loop to call the callback from, and
+   * it never runs inside this call. */
+  if (ctx->loop_work == 0 && ctx->closed_cb != NULL)
+    closed_cb_later(ctx);
+  uvp__unlock(ctx);
+}
+
+/* uvp_ctx_close_full's callback where nothing of uvp's but the caller's
+ * own count is left in the loop to call it from: the idle handle (its
+ * close has completed, since it counted, so its memory is ours again) is
+ * opened and closed at once, and its close callback calls it, on the
+ * loop's next turn. */
+static void closed_cb_later(uvp_ctx_t *ctx) {
+  uvp__lock(ctx);
+  uv_idle_init(ctx->h.loop, &ctx->idle);
+  ctx->idle.data = ctx;
+  ctx->loop_work++;
+  uv_close((uv_handle_t *)&ctx->idle, handle_closed);
   uvp__unlock(ctx);
 }
 
@@ -891,7 +919,7 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   int nh = 3;
   if (ctx->h.stall_marks != NULL && (hs[nh] = ctx->h.stall_marks->handle(ctx)))
     nh++;
-  if ((hs[nh] = uvp__rec_handle(ctx)) != NULL)
+  if (ctx->h.watch_hook != NULL && (hs[nh] = ctx->h.watch_hook->handle(ctx)))
     nh++;
   int by_host = count_closed_by_host(ctx, hs, nh);
   if (by_host < 0)
@@ -902,6 +930,8 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   ctx->closed_cb = closed_cb;
   ctx->closed_arg = closed_arg;
   sweep_closed(ctx, hs, nh);
+  if (uvp__calls_closing(ctx)) /* their messages may have come since */
+    read_mail(ctx);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,
    * another owner of a lock it would find held.  The handles are closing:

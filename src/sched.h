@@ -41,6 +41,7 @@ enum {
   UVP__EXT_WORK,     /* the records cut and winding down (work-cut.h) */
   UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
   UVP__EXT_REC,      /* the flight recorder (recorder.h) */
+  UVP__EXT_CALLS,    /* calls between loops (call.c) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:
@@ -74,7 +75,7 @@ typedef struct uvp__ctx_head_s {
                          what was padding, on the line every call reads */
   uint8_t watch;      /* who watches the loop thread's work: the stall
                          detector (UVP__WATCH_STALL, stall.h), the flight
-                         recorder (UVP__WATCH_REC, recorder.h); in the last
+                         recorder (UVP__WATCH_REC, watch.h); in the last
                          byte of padding before `scope`, so that off, a
                          path that tells either tests one byte */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
@@ -92,7 +93,10 @@ typedef struct uvp__ctx_head_s {
    * until then) and kept: read only while UVP__WATCH_STALL is set, and by
    * uvp_ctx_close for its handle. */
   const struct uvp__stall_marks_s *stall_marks;
-  /* The cuts of uvp's work running now, innermost first (work-door.h's
+  /* The recorder's hook (watch.h), the same way: read while
+   * UVP__WATCH_REC is set, and by uvp_ctx_close. */
+  const struct uvp__watch_hook_s *watch_hook;
+  /* The cuts of uvp's work running now, innermost first (work-cut.h's
    * uvp__work_cut_begin), or NULL. */
   struct uvp__cut_frame_s *cutting;
 } uvp__ctx_head_t;

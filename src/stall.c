@@ -262,7 +262,10 @@ static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
     uvp__site_get(c->site, &rec.file, &rec.line);
   deliver(st->cb, st->arg, &rec, text, len);
   if (uvp__recording(st->ctx))
-    uvp__rec_stall(st->ctx, c->kind, ns, text);
+    uvp__rec_stall(st->ctx, &rec, ns,
+                   c->kind == UVP_STALL_HANDLER || c->kind == UVP_STALL_FIBER
+                       ? st->h.culprit
+                       : NULL);
 }
 
 /* ---- the loop thread's marks --------------------------------------------- */
@@ -520,6 +523,8 @@ static UVP__NOINLINE void reaction_slow(uvp_ctx_t *ctx,
       UVP_STALL_HANDLER,      p->site, p->trace, NULL, 0, NULL, 0, NULL,
       uvp__reaction_scope(r), NULL};
   mark_counted(state_of(ctx), &s, true);
+  /* After the mark, which may report the slice before. */
+  state_of(ctx)->h.culprit = p;
 }
 
 /* The drain's mark of r: the usual one stores a word. */
@@ -535,6 +540,7 @@ static void mark_reaction(uvp_ctx_t *ctx, const uvp__reaction_t *r) {
                         UVP__STALL_W(UVP_STALL_HANDLER, p->trace, p->site),
                         memory_order_relaxed);
   uvp__stall_close(h, s);
+  h->culprit = p;
 }
 
 /* A timed slice begins at `now`: s. */

@@ -66,6 +66,10 @@ typedef struct uvp__stall_hot_s {
   /* The slice open now (its kind is the published word's): */
   struct uvp__scope_s *scope; /* a reference on its scope, */
   const char *name;           /* a copy of its fiber's name */
+  /* Whose slice it is, if a handler's or a fiber's: the handler's promise,
+   * or the fiber's; the loop thread's alone, an id the flight recorder's
+   * stall names (never read through). */
+  const void *culprit;
   /* The watchdog's word to the loop thread (stall.c's slice_length). */
   atomic_uint flag;
   uvp__stall_pub_t pub;

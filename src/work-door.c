@@ -31,7 +31,7 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
     const char *file;
     int line;
     uvp__site_get(p->site, &file, &line);
-    uvp__rec_work_start(ctx, w, NULL, file, line);
+    uvp__tell_at(ctx, UVP__HEARD_WORK_START, w, NULL, file, line);
   }
   return 0;
 }

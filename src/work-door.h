@@ -16,8 +16,8 @@
 #ifndef UVP_WORK_DOOR_H
 #define UVP_WORK_DOOR_H
 
-#include "recorder.h"
 #include "scope.h"
+#include "watch.h"
 
 /* What a pending promise waits for: a kind ("fs.read_file", "timer") and a
  * target ("/etc/hosts"), for a timer the time left (else -1), who waits
@@ -161,7 +161,7 @@ uvp__work_start_in(uvp_ctx_t *ctx, const uvp__scope_t *watch, uvp__work_t *w,
   }
   uvp__work_begin_(ctx, w, cls->flags);
   if (uvp__recording(ctx))
-    uvp__rec_work_start(ctx, w, watch, file, line);
+    uvp__tell_at(ctx, UVP__HEARD_WORK_START, w, watch, file, line);
   /* A deadline stops work from the loop, never inside this call: the
    * producer starts its work first. */
   (void)uvp__watch_in(watch, p);
@@ -193,7 +193,7 @@ static inline bool uvp__work_done_but_loop(uvp_ctx_t *ctx, uvp__work_t *w) {
    * recorder's only on the loop's (a first end of work that told
    * nothing, a timer's, is on it). */
   if ((told != 0 || uvp__on_loop_thread(ctx)) && uvp__recording(ctx))
-    uvp__rec_event(ctx, UVP__R_WORK_END, w, NULL, NULL);
+    uvp__tell(ctx, UVP__HEARD_WORK_END, w, NULL, 0);
   w->told = 0;
   if (UVP__UNLIKELY(told & UVP__TOLD_REAL))
     uvp__head(ctx)->real_work--;

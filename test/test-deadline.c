@@ -411,6 +411,80 @@ static void test_fiber_deadline(void **state) {
   uvp_promise_release(fp);
 }
 
+/* ---- counted from the call ----------------------------------------------- */
+
+/* Start-up work before the loop's first turn (or a long callback) leaves
+ * the loop's cached time (uv_now) STALE_MS behind the clock.  A deadline
+ * set then counts from its call, not from the cached time (which would
+ * cut the work at the loop's first timer phase, before it ran): a fiber's
+ * deadline_ms, a group's, a member's, uvp_deadline_set's and
+ * uvp_deadline_shield's, each over a fiber that waits 50 ms, far within
+ * FROM_CALL_MS. */
+enum { STALE_MS = 600, FROM_CALL_MS = 500, KINDS = 5 };
+
+typedef struct from_call_s {
+  uvp_ctx_t *ctx;
+  int ran;
+  int rc;
+} from_call_t;
+
+static uvp_ret_t wait_a_little(void *arg) {
+  from_call_t *c = arg;
+  uvp_promise_t *d;
+  c->ran = 1;
+  c->rc = uvp_delay(c->ctx, 50, NULL, NULL, 0, &d);
+  if (c->rc == 0) {
+    c->rc = uvp_await(d, NULL);
+    uvp_promise_release(d);
+  }
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_deadlines_count_from_the_call(void **state) {
+  fixture_t *f = *state;
+  static from_call_t c[KINDS];
+  uvp_promise_t *p[KINDS];
+  uvp_group_t *g[2];
+  for (int i = 0; i < KINDS; i++)
+    c[i] = (from_call_t){f->ctx, 0, 1};
+  uv_update_time(&f->loop);
+  uv_sleep(STALE_MS);
+  uint64_t t0 = uv_hrtime();
+  /* A fiber's own deadline_ms. */
+  uvp_fiber_opts_t own = {.deadline_ms = FROM_CALL_MS};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, wait_a_little, &c[0], &own, &p[0]),
+                   0);
+  /* A group's, over a member without one. */
+  uvp_group_opts_t go = {.deadline_ms = FROM_CALL_MS};
+  assert_int_equal(uvp_group_new(f->ctx, &go, &g[0]), 0);
+  assert_int_equal(uvp_group_spawn(g[0], wait_a_little, &c[1], NULL), 0);
+  /* A member's, in a group without one. */
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &g[1]), 0);
+  assert_int_equal(uvp_group_spawn(g[1], wait_a_little, &c[2], &own), 0);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(uvp_group_close(g[i]), 0);
+    assert_int_equal(uvp_group_join(g[i], &p[1 + i]), 0);
+    uvp_group_release(g[i]);
+  }
+  /* The scope's, set and shielded. */
+  assert_int_equal(uvp_deadline_set(f->ctx, FROM_CALL_MS), 0);
+  uint64_t left = uvp_deadline_left(f->ctx);
+  uint64_t since = (uv_hrtime() - t0) / 1000000;
+  assert_true(left <= FROM_CALL_MS && left + since + 1 >= FROM_CALL_MS);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, wait_a_little, &c[3], NULL, &p[3]),
+                   0);
+  assert_int_equal(uvp_deadline_shield(f->ctx, FROM_CALL_MS), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, wait_a_little, &c[4], NULL, &p[4]),
+                   0);
+  run_loop(f);
+  for (int i = 0; i < KINDS; i++) {
+    assert_int_equal(c[i].ran, 1);
+    assert_int_equal(c[i].rc, 0);
+    assert_int_equal(uvp_promise_state(p[i]), UVP_FULFILLED);
+    uvp_promise_release(p[i]);
+  }
+}
+
 /* ---- teardown ------------------------------------------------------------ */
 
 static uvp_ret_t sleeper(void *arg) {
@@ -492,6 +566,7 @@ int main(void) {
       QUIET_TEST(test_shield_keeps_watched),
       QUIET_TEST(test_nearer_keeps_watched),
       QUIET_TEST(test_fiber_deadline),
+      QUIET_TEST(test_deadlines_count_from_the_call),
       QUIET_TEST(test_library_promise_watched),
       FIXTURE_TEST(test_teardown_with_deadlines),
   };

@@ -427,8 +427,14 @@ static void walk_close(uv_handle_t *h, void *arg) {
 
 static void cut_noted(uvp_inflight_t *w, int code) { *(int *)w->data = code; }
 
-static void test_close_full_then_walk(void **state) {
-  fixture_t *f = *state;
+/* The end is the last of uvp's work, but close_full's callback never runs
+ * inside uvp_inflight_end (a binding ending its record from a close
+ * callback of its own, or with its own state half torn down, would be
+ * called back in the middle of it): it comes from the loop's next turn.
+ * Whether the walk came after the teardown (the async closed by the host
+ * while the record held it open) or before (every handle of the context
+ * closed by the host: uvp_ctx_close_full is UV_EBUSY until they have). */
+static void close_full_walk(fixture_t *f, bool walk_first) {
   static const uvp_inflight_class_t cls = {"JOB", cut_noted, NULL, 0};
   static closing_t c;
   memset(&c, 0, sizeof(c));
@@ -439,18 +445,34 @@ static void test_close_full_then_walk(void **state) {
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_inflight_start(f->ctx, &w, p, &cls), 0);
   uvp_ctx_t *ctx = f->ctx;
+  if (walk_first) {
+    uv_walk(&f->loop, walk_close, NULL);
+    assert_int_equal(uvp_ctx_close_full(ctx, on_closed, &c), UV_EBUSY);
+    uv_run(&f->loop, UV_RUN_NOWAIT); /* the closes complete */
+  }
   assert_int_equal(uvp_ctx_close_full(ctx, on_closed, &c), 0);
   f->ctx = NULL;
   assert_int_equal(cut, UVP_ECLOSED);
-  uv_walk(&f->loop, walk_close, NULL);
+  if (!walk_first)
+    uv_walk(&f->loop, walk_close, NULL);
   uv_run(&f->loop, UV_RUN_NOWAIT); /* the closes complete */
   assert_int_equal(c.called, 0);
   assert_int_equal(uvp_ctx_inflight(ctx), 1);
   uvp_promise_release(p); /* the record's reference holds it */
-  uvp_inflight_end(&w);   /* the last of uvp's work: the callback, now */
+  uvp_inflight_end(&w);   /* the last of uvp's work */
+  assert_int_equal(c.called, 0);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_NOWAIT), 0); /* a turn: it comes */
   assert_int_equal(c.called, 1);
   assert_int_equal(c.inflight_at_cb, 0);
   run_loop(f);
+}
+
+static void test_close_full_then_walk(void **state) {
+  close_full_walk(*state, false);
+}
+
+static void test_close_full_after_walk(void **state) {
+  close_full_walk(*state, true);
 }
 
 /* ---- the virtual clock --------------------------------------------------- */
@@ -830,6 +852,47 @@ static void test_unref_record_lets_loop_end(void **state) {
   uvp_promise_release(q);
 }
 
+/* But a teardown waits for it, as it waits for a held record: the
+ * context, closing, keeps uv_run() going until the end a thread posts
+ * 100 ms later has come (else uvp_ctx_close_full's callback never came,
+ * nor could the loop close, however the loop was run).  One
+ * uv_run(UV_RUN_DEFAULT) returns with the teardown complete: the callback
+ * called, or (uvp_ctx_close) no handle of uvp's left in the loop. */
+static void count_handle(uv_handle_t *h, void *arg) {
+  (void)h;
+  (*(int *)arg)++;
+}
+
+static void unref_record_at_close(fixture_t *f, bool full) {
+  static closing_t c;
+  memset(&c, 0, sizeof(c));
+  uvp_promise_t *p;
+  later_t l = {tjob_start(f->ctx, 0, &tjob_unref_class, &p), 100};
+  uvp_promise_release(p); /* the job's reference and the record's remain */
+  assert_int_equal(uv_loop_alive(&f->loop), 0);
+  uvp_ctx_t *ctx = f->ctx;
+  f->ctx = NULL;
+  assert_int_equal(
+      full ? uvp_ctx_close_full(ctx, on_closed, &c) : uvp_ctx_close(ctx), 0);
+  assert_int_equal(uv_loop_alive(&f->loop), 1);
+  uv_thread_t t;
+  assert_int_equal(uv_thread_create(&t, answer_later, &l), 0);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_thread_join(&t), 0);
+  assert_int_equal(c.called, full ? 1 : 0);
+  int handles = 0;
+  uv_walk(&f->loop, count_handle, &handles);
+  assert_int_equal(handles, 0);
+}
+
+static void test_unref_record_holds_close_full(void **state) {
+  unref_record_at_close(*state, true);
+}
+
+static void test_unref_record_holds_close(void **state) {
+  unref_record_at_close(*state, false);
+}
+
 /* ---- ends allocate nothing once warm ------------------------------------- */
 
 static atomic_long tallocs;
@@ -989,6 +1052,7 @@ int main(void) {
       QUIET_TEST(test_close_full_waits_thread_end),
       QUIET_TEST(test_close_full_waits_every_record),
       QUIET_TEST(test_close_full_then_walk),
+      QUIET_TEST(test_close_full_after_walk),
       FIXTURE_TEST_WITH(test_clock_held_by_real_work, auto_setup,
                         fixture_teardown),
       FIXTURE_TEST_WITH(test_clock_not_held_by_idle_work, auto_quiet_setup,
@@ -999,6 +1063,8 @@ int main(void) {
       QUIET_TEST(test_thread_end_waits_for_cancel),
       QUIET_TEST(test_record_keeps_loop_alive),
       QUIET_TEST(test_unref_record_lets_loop_end),
+      QUIET_TEST(test_unref_record_holds_close_full),
+      QUIET_TEST(test_unref_record_holds_close),
       cmocka_unit_test(test_ends_allocate_nothing_once_warm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

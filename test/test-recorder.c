@@ -3,8 +3,10 @@
  * formed (every begin has its end, on its track or by its id; flows pair
  * up; times never go back on a track), a known run's events are there in
  * order, the ring overwrites without growing (1e6 events, no allocation
- * while recording), a write to a pipe nobody reads returns at once, the
- * stall detector writes what came before a stall, settles from other
+ * while recording), a write to a pipe nobody reads returns soon and one
+ * to a slow reader's waits for it and arrives whole, strings go out as
+ * UTF-8 (invalid bytes as U+FFFD), the stall detector writes what came
+ * before a stall and the stall names its culprit, settles from other
  * threads are recorded as the loop applies them (suite threads: TSan), and
  * bad calls get their documented errors. */
 #include <fcntl.h>
@@ -475,7 +477,8 @@ static void pipe_nobody_reads(void **state) {
   uvp_record_opts_t o = {UVP_RECORD_JSON, 0, w, NULL, NULL};
   assert_int_equal(uvp_ctx_recorder_write(f->ctx, &o), UV_EAGAIN);
   uint64_t ms = (uv_hrtime() - t0) / 1000000;
-  /* It never waited for the reader: the time is the writer's alone. */
+  /* It gave up on a reader that takes nothing after a second of it: the
+   * rest of the time is the writer's. */
   assert_true(ms < (RUNNING_ON_VALGRIND ? 60000u : 5000u));
   /* The loop goes on: a timer still fires. */
   uvp_promise_t *d;
@@ -487,6 +490,106 @@ static void pipe_nobody_reads(void **state) {
   close(fds[0]);
 }
 
+/* A reader slower than the writer, that never stops reading: the write
+ * waits for it and the whole trace arrives (issue 69: `--trace >(wc -c)`
+ * was cut at 56-105 KB of 167 KB, UV_EAGAIN). */
+typedef struct {
+  int fd;
+  sink_t got;
+} slow_reader_t;
+
+static void slow_read(void *arg) {
+  slow_reader_t *r = arg;
+  char b[1024];
+  ssize_t n;
+  while ((n = read(r->fd, b, sizeof(b))) != 0) {
+    if (n < 0 && errno == EINTR)
+      continue;
+    assert_true(n > 0);
+    sink_write(&r->got, b, (size_t)n);
+    uv_sleep(1); /* at most 1 KiB a millisecond */
+  }
+}
+
+static void pipe_slow_reader(void **state) {
+  fixture_t *f = *state;
+  g_ctx = f->ctx;
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, 4 * 1024 * 1024, 0), 0);
+  pingpong(&f->loop, 2000); /* far more than a pipe holds */
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  slow_reader_t r = {fds[0], {0}};
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, slow_read, &r), 0);
+  FILE *w = fdopen(fds[1], "w");
+  assert_non_null(w);
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, w, NULL, NULL};
+  int n = uvp_ctx_recorder_write(f->ctx, &o);
+  assert_int_equal(fclose(w), 0);
+  assert_int_equal(uv_thread_join(&th), 0);
+  close(fds[0]);
+  assert_true(n > 4000); /* two fibers' parks, each pong's */
+  /* Many times what the pipe holds, and whole: it parses. */
+  assert_true(r.got.len > 4 * 65536);
+  int nevents = 0;
+  json_t *doc = check_json(r.got.buf, &nevents);
+  json_decref(doc);
+  assert_true(nevents > 0);
+  sink_free(&r.got);
+}
+
+/* ---- strings ----------------------------------------------------------------
+ */
+
+/* Valid UTF-8, a control, and bytes that are no UTF-8: a stray
+ * continuation, a lead without its tail, a surrogate (ED A0 80), an
+ * overlong '/' (C0 AF). */
+#define ODD_NAME                                                               \
+  "caf\xc3\xa9 \xe2\x98\x95 \x01 \x80 \xe2\x98 \xed\xa0\x80 \xc0\xaf"
+
+static int odd_describe(void *arg, char *buf, size_t cap) {
+  (void)arg;
+  return snprintf(buf, cap, "%s", ODD_NAME);
+}
+static void odd_cancel(uvp_promise_t *p, void *arg) {
+  (void)p;
+  (void)arg;
+}
+
+static void utf8_as_it_is(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, RING, 0), 0);
+  /* What a binding's work says it waits for (a URL, a subject): UTF-8. */
+  uvp_promise_t *a;
+  assert_int_equal(uvp_promise_new(f->ctx, &a), 0);
+  assert_int_equal(uvp_promise_set_cancel_described(a, odd_cancel, NULL, NULL,
+                                                    "odd", odd_describe),
+                   0);
+  assert_int_equal(uvp_promise_resolve(a, NULL, NULL), 0);
+  run_loop(f);
+  uvp_promise_release(a);
+  sink_t s = {0};
+  assert_true(write_to(f->ctx, UVP_RECORD_JSON, 0, &s) > 0);
+  /* Valid UTF-8 goes out as it is (no \u00c3\u00a9), and jansson, which
+   * refuses invalid UTF-8, parses the whole. */
+  assert_non_null(strstr(s.buf, "caf\xc3\xa9 \xe2\x98\x95 \\u0001 "));
+  json_t *doc = check_json(s.buf, NULL);
+  const char *want = "caf\xc3\xa9 \xe2\x98\x95 \x01 \xef\xbf\xbd "
+                     "\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd"
+                     "\xef\xbf\xbd \xef\xbf\xbd\xef\xbf\xbd";
+  int found = 0;
+  size_t i;
+  json_t *e;
+  json_array_foreach(json_object_get(doc, "traceEvents"), i, e) {
+    if (strcmp(str(e, "name"), "odd") == 0 && strcmp(str(e, "ph"), "b") == 0 &&
+        strcmp(str(json_object_get(e, "args"), "target"), want) == 0)
+      found++;
+  }
+  assert_int_equal(found, 1);
+  json_decref(doc);
+  sink_free(&s);
+}
+
 /* ---- the stall detector's trigger -----------------------------------------
  */
 
@@ -496,6 +599,62 @@ static uvp_ret_t spin(void *arg, const uvp_outcome_t *in) {
   uint64_t t0 = uv_hrtime();
   while (uv_hrtime() - t0 < 120 * 1000000u)
     ;
+  return uvp_ret_pass();
+}
+
+/* The stall's culprit: its event names it (promise or fiber, and its
+ * site), and a flow goes from the stall to the culprit's track (the
+ * loop's for a handler, the fiber's own): the stall is found without
+ * matching times. */
+static void stall_names_its_culprit(json_t *doc, const char *key,
+                                    const void *id, const char *track) {
+  char want[32];
+  snprintf(want, sizeof(want), "%p", id);
+  json_t *evs = json_object_get(doc, "traceEvents");
+  long to = -1; /* the culprit's track */
+  size_t i;
+  json_t *e;
+  json_array_foreach(evs, i, e) {
+    json_t *args = json_object_get(e, "args");
+    if (strcmp(str(e, "name"), "thread_name") == 0 &&
+        strncmp(str(args, "name"), track, strlen(track)) == 0)
+      to = (long)json_integer_value(json_object_get(e, "tid"));
+  }
+  assert_true(to > 0);
+  bool named = false;
+  json_array_foreach(evs, i, e) {
+    json_t *args = json_object_get(e, "args");
+    if (strcmp(str(e, "ph"), "X") == 0 &&
+        strcmp(str(e, "name"), "stall") == 0 &&
+        strcmp(str(args, key), want) == 0 &&
+        strstr(str(args, "site"), "test-recorder.c:") != NULL)
+      named = true;
+  }
+  assert_true(named); /* the stall names it */
+  /* One flow lands on the culprit's track, from the stalls' (tid 2). */
+  const char *flow_id = NULL;
+  int f = 0, s = 0;
+  json_array_foreach(evs, i, e) {
+    if (strcmp(str(e, "cat"), "stall") == 0 && strcmp(str(e, "ph"), "f") == 0 &&
+        json_integer_value(json_object_get(e, "tid")) == to) {
+      flow_id = str(e, "id");
+      f++;
+    }
+  }
+  assert_int_equal(f, 1);
+  json_array_foreach(evs, i, e) {
+    if (strcmp(str(e, "cat"), "stall") == 0 && strcmp(str(e, "ph"), "s") == 0 &&
+        strcmp(str(e, "id"), flow_id) == 0 &&
+        json_integer_value(json_object_get(e, "tid")) == 2)
+      s++;
+  }
+  assert_int_equal(s, 1);
+}
+
+static uvp_ret_t spinning_fiber(void *arg) {
+  uvp_promise_t *d = arg;
+  assert_int_equal(uvp_await(d, NULL), 0);
+  spin(NULL, NULL);
   return uvp_ret_pass();
 }
 
@@ -511,14 +670,31 @@ static void stall_writes_what_came_before(void **state) {
   assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, &d), 0);
   assert_int_equal(uvp_promise_then(d, spin, NULL, &t), 0);
   run_loop(f);
-  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
   assert_non_null(s.buf);
   json_t *doc = check_json(s.buf, NULL);
   assert_int_equal(count_events(doc, "X", "stall"), 1);
   assert_int_equal(count_events(doc, "b", "timer"), 1);
+  /* A handler's stall: the promise whose handler it was (then's). */
+  stall_names_its_culprit(doc, "promise", t, "loop");
   json_decref(doc);
   uvp_promise_release(d);
   uvp_promise_release(t);
+  sink_free(&s);
+
+  /* A fiber's. */
+  uvp_promise_t *fb;
+  assert_int_equal(uvp_delay(f->ctx, 1, NULL, NULL, 0, &d), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, spinning_fiber, d, NULL, &fb), 0);
+  run_loop(f);
+  assert_int_equal(uvp_ctx_set_stall(f->ctx, 0, NULL, NULL), 0);
+  assert_non_null(s.buf);
+  doc = check_json(s.buf, NULL);
+  char track[32];
+  snprintf(track, sizeof(track), "fiber %p", (void *)fb);
+  stall_names_its_culprit(doc, "fiber", fb, track);
+  json_decref(doc);
+  uvp_promise_release(d);
+  uvp_promise_release(fb);
   sink_free(&s);
   assert_int_equal(uvp_ctx_set_recorder_on_stall(f->ctx, NULL), 0);
 }
@@ -638,7 +814,9 @@ int main(void) {
       FIXTURE_TEST(json_of_a_known_run),
       cmocka_unit_test(overwrites_without_growing),
       FIXTURE_TEST(strings_wrap),
+      FIXTURE_TEST(utf8_as_it_is),
       FIXTURE_TEST(pipe_nobody_reads),
+      FIXTURE_TEST(pipe_slow_reader),
       FIXTURE_TEST(stall_writes_what_came_before),
       FIXTURE_TEST(settles_from_threads),
       FIXTURE_TEST(last_ms_and_off),

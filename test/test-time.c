@@ -549,6 +549,60 @@ static void test_timeout_cancelled_last_consumer_cancels_input(void **state) {
 
 /* ---- teardown ------------------------------------------------------------ */
 
+/* ---- counted from the call ----------------------------------------------- */
+
+/* Start-up work before the loop's first turn (or a long callback) leaves
+ * the loop's cached time (uv_now) STALE_MS behind the clock: a delay and a
+ * timeout started then still count from their call, not from the cached
+ * time (they would fire at the loop's first timer phase).  The clock is
+ * read afresh around the call and when the handler runs: a lower bound,
+ * less the millisecond the loop's clock rounds down. */
+enum { STALE_MS = 300, FROM_CALL_MS = 200 };
+
+static uint64_t fresh_ms(void) { return uv_hrtime() / 1000000; }
+
+typedef struct at_s {
+  int calls;
+  int status;
+  uint64_t ms;
+} at_t;
+
+static uvp_ret_t note_at(void *arg, const uvp_outcome_t *in) {
+  at_t *a = arg;
+  a->calls++;
+  a->status = in->status;
+  a->ms = fresh_ms();
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void test_delay_and_timeout_count_from_the_call(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *d, *input, *t, *d2, *t2;
+  static at_t at_delay, at_timeout;
+  at_delay = (at_t){0};
+  at_timeout = (at_t){0};
+  uv_update_time(&f->loop);
+  uv_sleep(STALE_MS);
+  uint64_t t0 = fresh_ms();
+  assert_int_equal(uvp_delay(f->ctx, FROM_CALL_MS, NULL, NULL, 0, &d), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &input), 0);
+  assert_int_equal(uvp_timeout(input, FROM_CALL_MS, 0, &t), 0);
+  assert_int_equal(uvp_promise_then(d, note_at, &at_delay, &d2), 0);
+  assert_int_equal(uvp_promise_catch(t, note_at, &at_timeout, &t2), 0);
+  run_loop(f);
+  assert_int_equal(at_delay.calls, 1);
+  assert_int_equal(at_delay.status, 0);
+  assert_true(at_delay.ms - t0 >= FROM_CALL_MS - 1);
+  assert_int_equal(at_timeout.calls, 1);
+  assert_int_equal(at_timeout.status, UV_ETIMEDOUT);
+  assert_true(at_timeout.ms - t0 >= FROM_CALL_MS - 1);
+  uvp_promise_release(d);
+  uvp_promise_release(d2);
+  uvp_promise_release(input);
+  uvp_promise_release(t);
+  uvp_promise_release(t2);
+}
+
 static void test_teardown_with_timers_pending(void **state) {
   fixture_t *f = *state;
   count_unhandled(f);
@@ -693,6 +747,7 @@ int main(void) {
       FIXTURE_TEST(test_timeout_cancelled_cancel_input_always),
       FIXTURE_TEST(test_timeout_fired_last_consumer_cancels_input),
       FIXTURE_TEST(test_timeout_cancelled_last_consumer_cancels_input),
+      FIXTURE_TEST(test_delay_and_timeout_count_from_the_call),
       FIXTURE_TEST(test_teardown_with_timers_pending),
       FIXTURE_TEST(test_timeout_chain_reaches_connect),
       FIXTURE_TEST(test_timeout_chain_reaches_read),

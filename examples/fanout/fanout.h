@@ -86,6 +86,7 @@ typedef struct run_s {
   /* live progress, only when stderr is a terminal */
   int progress;
   int progress_shown;
+  int tty_out;            /* stdout is a terminal too */
   char progress_text[96]; /* what the line shows now */
   uv_timer_t progress_timer;
   size_t started;
@@ -108,6 +109,10 @@ typedef struct run_s {
    * results of a redelivered message. */
   const char *job;
   uint64_t found, published, duplicates, redelivered;
+  /* ... and for the progress line, what its consumer says (-1 until it
+   * has): URLs not delivered yet, and delivered but not acknowledged
+   * (what the workers hold, or held when they died) */
+  long long job_queued, job_held;
 } run_t;
 
 /* --nats's options. */
@@ -143,6 +148,9 @@ void fanout_report(run_t *r, const uvp_settled_list_t *list);
  * the summary over the rows printed. */
 void fanout_report_row(run_t *r, size_t i, const uvp_settled_t *s);
 void fanout_report_end(run_t *r);
+/* The progress line again, if it is on (stderr a terminal): after rows
+ * printed while it showed, which took it away. */
+void fanout_progress_draw(run_t *r);
 
 /* An error's name (uvp's, uvp-curl's, libuv's, uvp-nats's) and the code it
  * names (0 if none). */

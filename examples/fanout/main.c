@@ -72,11 +72,12 @@
 /* --trace's ring: about 917 000 events, a few per URL. */
 #define TRACE_RING (64u * 1024 * 1024)
 
-static void usage(FILE *f, const char *prog) {
+/* The program's name, not argv[0]'s path, as the other tools print. */
+static void usage(FILE *f) {
   fprintf(
       f,
-      "usage: %s [options] [URL...]\n"
-      "       %s --serve [PORT]\n"
+      "usage: uvp-fanout [options] [URL...]\n"
+      "       uvp-fanout --serve [PORT]\n"
       "\n"
       "Fetch every http:// or https:// URL concurrently and report each\n"
       "outcome: one row per URL in input order (HTTP status, or the\n"
@@ -173,9 +174,12 @@ static void usage(FILE *f, const char *prog) {
       "              responders or a lost connection, at most N times\n"
       "              while -d allows (default 2); later replies to the\n"
       "              old request are dropped and counted.  A worker's\n"
-      "              EBUSY is sent again after a backoff as long as the\n"
-      "              URL's own time (what one request waits) and -d\n"
-      "              allow, not counted here\n"
+      "              EBUSY is \"not now\": the coordinator keeps no more\n"
+      "              in flight than its workers take (a window learnt\n"
+      "              from their EBUSY answers, up to -c), and a refused\n"
+      "              URL waits its turn, oldest first, as long as its\n"
+      "              own time (what one request waits, from its first\n"
+      "              send) and -d allow, not counted here\n"
       "  --nats-ping MS\n"
       "              PING the server every MS ms and give the connection\n"
       "              up as stale after 2 unanswered (default: nats.c's,\n"
@@ -199,8 +203,12 @@ static void usage(FILE *f, const char *prog) {
       "              of the job's length at -c URLs a -m (2 min to 7 d).\n"
       "              With --worker: serve the job (waiting for it to\n"
       "              exist), pulling at most -c URLs; SIGTERM drains\n"
-      "  --status    with --durable JOB: print its counts, fetch nothing\n"
+      "  --status    with --durable JOB: print its counts, fetch nothing:\n"
+      "              results stored, URLs to do, queued (waiting, in\n"
+      "              flight at workers), stale messages a killed server\n"
+      "              left in the stream (never delivered again)\n"
       "  --purge     with --durable JOB: delete its stream and bucket\n"
+      "              (both exit 1 if the job does not exist)\n"
       "  -h, --help  this text\n"
       "  --version   print the version (uvp's) and exit\n"
       "\n"
@@ -215,7 +223,7 @@ static void usage(FILE *f, const char *prog) {
       "Exit status: 0 the run completed, even if URLs failed; 1 it could\n"
       "not run (unreadable file, server not started, CA file unreadable,\n"
       "out of memory); 2 usage error.\n",
-      prog, prog, DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
+      DEFAULT_CONCURRENCY, DEFAULT_CONNECT_TIMEOUT_MS / 1000,
       DEFAULT_TIMEOUT_MS / 1000, DEMO_TIMEOUT_MS, RETRY_BASE_MS, RETRY_MAX_MS,
       DEFAULT_MAX_REDIRS, PROGRESS_AFTER_MS);
 }
@@ -602,6 +610,13 @@ static void report_begin(run_t *r) {
 
 void fanout_report_row(run_t *r, size_t i, const uvp_settled_t *s) {
   report_t *rep = &r->report;
+  /* --durable prints rows while the progress line shows: on the same
+   * terminal a row would land after it.  The line goes first, and is
+   * drawn again below the rows (fanout_progress_draw). */
+  if (r->progress_shown && r->tty_out) {
+    fputs("\r\033[K", stderr);
+    r->progress_shown = 0;
+  }
   report_begin(r);
   const row_t *row = &r->rows[i];
   cells_t c;
@@ -920,9 +935,23 @@ int fanout_fetch(run_t *r, row_t *row, uvp_promise_t **out) {
 static void progress_draw(run_t *r) {
   unsigned long long s = (uv_hrtime() - r->start_ns) / 1000000000u;
   char text[sizeof(r->progress_text)];
-  snprintf(text, sizeof(text),
-           "%zu/%zu done, %zu failed, %zu in flight, %llu s", r->settled, r->n,
-           r->failed, r->started - r->settled, s);
+  if (r->job == NULL)
+    snprintf(text, sizeof(text),
+             "%zu/%zu done, %zu failed, %zu in flight, %llu s", r->settled,
+             r->n, r->failed, r->started - r->settled, s);
+  else if (r->job_queued >= 0) { /* the consumer's figures: fanout.h */
+    /* asked up to a poll ago, while the rows done are now's: what is
+     * done since is still counted there; not past what is left */
+    long long left = (long long)(r->n - r->settled);
+    long long held = r->job_held < left ? r->job_held : left;
+    long long queued =
+        r->job_queued < left - held ? r->job_queued : left - held;
+    snprintf(text, sizeof(text),
+             "%zu/%zu done, %zu failed, %lld queued, %lld at workers, %llu s",
+             r->settled, r->n, r->failed, queued, held, s);
+  } else
+    snprintf(text, sizeof(text), "%zu/%zu done, %zu failed, %llu s", r->settled,
+             r->n, r->failed, s);
   if (r->progress_shown && strcmp(text, r->progress_text) == 0)
     return;
   memcpy(r->progress_text, text, sizeof(text));
@@ -931,6 +960,12 @@ static void progress_draw(run_t *r) {
 }
 
 static void on_progress(uv_timer_t *t) { progress_draw(t->data); }
+
+void fanout_progress_draw(run_t *r) {
+  /* only a line the rows took away: before PROGRESS_AFTER_MS, none */
+  if (r->progress && !r->progress_shown && r->progress_text[0] != '\0')
+    progress_draw(r);
+}
 
 static void progress_end(run_t *r) {
   if (!r->progress)
@@ -1124,7 +1159,6 @@ int main(int argc, char **argv) {
       http2 = 0, compressed = 0;
   const char *cafile = NULL, *proxy = NULL, *userpwd = NULL;
   const char *file = NULL, *trace = NULL;
-  const char *prog = argv[0];
   nats_cli_t nats = {.retries = NATS_RETRY_DEFAULT};
   int worker = 0;
   uint64_t nats_retry = NATS_RETRY_DEFAULT;
@@ -1236,7 +1270,7 @@ int main(int argc, char **argv) {
         return usage_error("--serve wants a port");
       break;
     case 'h':
-      usage(stdout, prog);
+      usage(stdout);
       return 0;
     case OPT_VERSION:
       printf("uvp-fanout %s\n", uvp_version_string());
@@ -1292,6 +1326,7 @@ int main(int argc, char **argv) {
   run_t r;
   memset(&r, 0, sizeof(r));
   r.loop = &loop;
+  r.job_queued = r.job_held = -1;
   r.json = json;
   r.deadline_ms = deadline_ms;
   r.retries = (unsigned)retries;
@@ -1420,6 +1455,7 @@ int main(int argc, char **argv) {
   if (rc == 0 && isatty(STDERR_FILENO) &&
       uv_timer_init(&loop, &r.progress_timer) == 0) {
     r.progress = 1;
+    r.tty_out = isatty(STDOUT_FILENO);
     r.progress_timer.data = &r;
     uv_unref((uv_handle_t *)&r.progress_timer);
     uv_timer_start(&r.progress_timer, on_progress, PROGRESS_AFTER_MS,

@@ -1,22 +1,35 @@
 /* uvp-fanout --nats URL [options] [URLs]: the coordinator.  Each URL is
  * one NATS request on uvp-fanout.fetch (the workers' queue group spreads
- * them), under the same uvp_promise_map as the local mode (-c requests in
- * flight), and the same report with a worker column.
+ * them), under the same uvp_promise_map as the local mode (-c URLs under
+ * way), and the same report with a worker column.
  *
  * Exactly once per URL: a URL is one item of the map, which settles once.
  * Its request is sent again (a new id, a new reply subject) only after the
  * previous one has ended (timed out, found no responders, dropped with the
- * connection): the binding then has no entry for the old one, and a reply
- * to it that comes after all (a slow worker, or one nats.c buffered while
- * disconnected and sent after the reconnect) is dropped and counted
- * (uvp_nats_stats' late).  A reply whose id is not its request's is
- * EPROTO, as one that does not parse.
+ * connection, refused EBUSY): the binding then has no entry for the old
+ * one, and a reply to it that comes after all (a slow worker, or one
+ * nats.c buffered while disconnected and sent after the reconnect) is
+ * dropped and counted (uvp_nats_stats' late).  A reply whose id is not
+ * its request's is EPROTO, as one that does not parse.
  *
- * A worker whose queue is full answers EBUSY at once: the URL is sent
- * again after a backoff (100 ms, doubling up to 1 s, with jitter), as
- * often as it takes within the URL's own time (what one request of it
- * waits, from its first send) and -d, not counted against --nats-retry;
- * past that its row says EBUSY and names the worker. */
+ * Busy workers.  A worker holds at most its -c running and 2 x -c waiting
+ * and answers EBUSY at once past that: "not now".  The coordinator does
+ * not know how many workers there are nor what they hold, so it keeps a
+ * window of requests in flight, learnt as TCP learns its congestion
+ * window: it starts at WINDOW_START, grows by one per reply up to the
+ * first EBUSY (doubling each round trip), then by one per window of
+ * replies; an EBUSY halves it, once per round (an EBUSY to a request sent
+ * before the last halving says nothing new), never below 1 nor above -c.
+ * Halving the bound of one worker, 3 x -c, leaves 1.5 x -c: its slots stay
+ * full.  URLs past the window wait in the coordinator (their time has not
+ * started); a refused URL waits first, oldest first (by its first send),
+ * and every send pauses after an EBUSY until one of our requests is
+ * answered otherwise (a slot freed) or a backoff passes (100 ms, doubling
+ * to 1 s, with jitter: the workers are full of someone else's work).  A
+ * request a worker takes waits its whole time (what one request waits,
+ * fanout_request_timeout); a URL refused again and again ends EBUSY, its
+ * row naming the worker, once that time has passed since its first send
+ * (or -d), not counted against --nats-retry. */
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,14 +42,20 @@
 #include "jsonw.h"
 #include "uvp-nats.h"
 
-/* Between two sends of a URL (no responders: workers not yet up, or the
- * connection coming back). */
+/* Between two sends of a URL that got no answer (no responders: workers
+ * not yet up, or the connection coming back); the pause after an EBUSY. */
 #define RESEND_BASE_MS 100
 #define RESEND_MAX_MS 1000
 /* What a request waits for its reply past the fetch's own time. */
 #define REPLY_MARGIN_MS 1000
 /* The connection's reconnect wait: short, a fan-out is short. */
 #define RECONNECT_WAIT_MS 100
+/* The window's first size (at most -c). */
+#define WINDOW_START 16
+/* How often waiting URLs are held against -d and their own time. */
+#define EXPIRE_EVERY_MS 100
+
+typedef struct ticket_s ticket_t;
 
 typedef struct coord_s {
   run_t *r;
@@ -48,13 +67,41 @@ typedef struct coord_s {
   uint64_t next_id;
   uint64_t timeout_ms;
   uvp_promise_t *connect;
+  /* The window (Busy workers, above). */
+  double window, ssthresh;
+  size_t inflight;   /* requests sent, not yet answered */
+  uint64_t round;    /* next_id at the last halving */
+  unsigned streak;   /* EBUSY answers since another: the pause's exponent */
+  bool paused;       /* since an EBUSY: until a reply or the pause timer */
+  ticket_t *head[2]; /* waiting: [0] refused (oldest first), [1] new */
+  ticket_t *tail[2];
+  uv_timer_t pause, expire;
+  unsigned refs; /* each timer's (until closed) and each ticket's */
+  bool ended;    /* coord_end ran */
+  uint64_t rng;  /* the pause's jitter (xorshift64) */
 } coord_t;
+
+/* One attempt of a URL (uvp_retry's): waits for room in the window, is
+ * sent, and sent again after each EBUSY; its promise settles with the
+ * reply, a failure without one, or EBUSY once the URL's time is spent. */
+struct ticket_s {
+  coord_t *co;
+  row_t *row;
+  uvp_promise_t *p;      /* NULL once settled (or cancelled, torn down) */
+  struct send_s *sent;   /* its request in flight, if any */
+  ticket_t *prev, *next; /* a waiting list */
+  int list;              /* -1: on none; else head[list] */
+  unsigned refs;         /* p's while pending, and its request's */
+};
 
 /* One request for one URL: what its reply must match. */
 typedef struct send_s {
   coord_t *co;
   row_t *row;
   uint64_t id;
+  ticket_t *t;
+  uvp_promise_t *req; /* the request's promise (held) */
+  bool answered;      /* on_reply ran */
 } send_t;
 
 static int deadline_passed(const run_t *r) {
@@ -274,17 +321,182 @@ static void reply_record(send_t *s, natsMsg *msg) {
 /* A request's end: a reply (the URL's outcome, whatever it says), a
  * worker's failure (Uvp-Error: its outcome too), or no reply (kept for
  * uvp_retry to judge). */
+
+/* The milliseconds left of a URL's own time (what one request of it
+ * waits, co->timeout_ms, from its first send); 0 once spent. */
+static uint64_t url_left(const coord_t *co, const row_t *row) {
+  uint64_t spent = (uv_hrtime() - row->start_ns) / 1000000;
+  return spent < co->timeout_ms ? co->timeout_ms - spent : 0;
+}
+
+/* ---- the window ------------------------------------------------------------
+ * (Busy workers, at the top.) */
+
+static void co_unref(coord_t *co) {
+  if (--co->refs > 0)
+    return;
+  free(co);
+}
+
+static void ticket_unref(ticket_t *t) {
+  if (--t->refs > 0)
+    return;
+  coord_t *co = t->co;
+  free(t);
+  co_unref(co);
+}
+
+static void list_unlink(ticket_t *t) {
+  coord_t *co = t->co;
+  if (t->list < 0)
+    return;
+  int l = t->list;
+  *(t->prev != NULL ? &t->prev->next : &co->head[l]) = t->next;
+  *(t->next != NULL ? &t->next->prev : &co->tail[l]) = t->prev;
+  t->prev = t->next = NULL;
+  t->list = -1;
+}
+
+/* A new URL at the end of its list; a refused one in the order of its
+ * first send (nearly always at the end: they come back in the order they
+ * went). */
+static void list_add(ticket_t *t, int l) {
+  coord_t *co = t->co;
+  ticket_t *after = co->tail[l];
+  while (l == 0 && after != NULL && after->row->start_ns > t->row->start_ns)
+    after = after->prev;
+  t->list = l;
+  t->prev = after;
+  t->next = after != NULL ? after->next : co->head[l];
+  *(t->next != NULL ? &t->next->prev : &co->tail[l]) = t;
+  *(after != NULL ? &after->next : &co->head[l]) = t;
+}
+
+/* The ticket's promise, settled (with 0: fulfilled with nothing, the row
+ * holds the outcome); t may be gone after it. */
+static void ticket_settle(ticket_t *t, int code) {
+  uvp_promise_t *p = t->p;
+  if (p == NULL)
+    return;
+  list_unlink(t);
+  t->p = NULL; /* ticket_p_gone may come now or later */
+  if (code == 0)
+    (void)uvp_promise_resolve(p, NULL, NULL);
+  else
+    (void)uvp_promise_reject(p, code, NULL, NULL);
+}
+
+/* Its promise settled, cancelled or torn down: off its list. */
+static void ticket_p_gone(void *arg) {
+  ticket_t *t = arg;
+  t->p = NULL;
+  list_unlink(t);
+  ticket_unref(t);
+}
+
+/* uvp_retry gave up on it: its request too. */
+static void ticket_cancelled(uvp_promise_t *p, void *arg) {
+  ticket_t *t = arg;
+  (void)p;
+  if (t->sent != NULL)
+    (void)uvp_promise_cancel(t->sent->req);
+}
+
+/* What a waiting URL ends with now: -d passed (never sent: ECANCELED), or
+ * its own time, spent on EBUSY answers; 0 if it may still be sent. */
+static int ticket_expired(ticket_t *t) {
+  row_t *row = t->row;
+  run_t *r = row->run;
+  if (deadline_passed(r)) {
+    if (row->sends == 0)
+      return UV_ECANCELED; /* never sent */
+    row->error = UV_ETIMEDOUT;
+    row_set(row, &row->reason, "deadline (-d) passed before this resend");
+    return UV_ETIMEDOUT;
+  }
+  if (row->error == UV_EBUSY && url_left(t->co, row) == 0)
+    return UV_EBUSY; /* the row holds the last refusal */
+  return 0;
+}
+
+static void pump(coord_t *co);
+
+static void on_pause_end(uv_timer_t *h) {
+  coord_t *co = h->data;
+  co->paused = false;
+  pump(co);
+}
+
+/* Every EXPIRE_EVERY_MS while URLs wait: those whose time is up end. */
+static void on_expire(uv_timer_t *h) {
+  coord_t *co = h->data;
+  uv_update_time(co->r->loop);
+  for (int l = 0; l < 2; l++) {
+    ticket_t *t = co->head[l], *next;
+    for (; t != NULL; t = next) {
+      next = t->next;
+      int code = ticket_expired(t);
+      if (code != 0)
+        ticket_settle(t, code); /* off the list */
+    }
+  }
+  pump(co);
+}
+
+/* An EBUSY: the window halves (once a round), and sending pauses. */
+static void window_busy(coord_t *co, const send_t *s) {
+  co->streak++;
+  if (s->id > co->round) {
+    co->ssthresh = co->window / 2 >= 1 ? co->window / 2 : 1;
+    co->window = co->ssthresh;
+    co->round = co->next_id;
+  }
+  if (co->paused)
+    return;
+  unsigned k = co->streak - 1 < 4 ? co->streak - 1 : 4;
+  uint64_t ms = (uint64_t)RESEND_BASE_MS << k;
+  ms = ms < RESEND_MAX_MS ? ms : RESEND_MAX_MS;
+  co->rng ^= co->rng >> 12; /* jitter, [ms / 2, ms]: apart from others */
+  co->rng ^= co->rng << 25;
+  co->rng ^= co->rng >> 27;
+  ms -= (co->rng * 2685821657736338717ULL >> 33) % (ms / 2 + 1);
+  co->paused = true;
+  uv_timer_start(&co->pause, on_pause_end, ms, 0);
+}
+
+/* Another answer: a slot is free again. */
+static void window_reply(coord_t *co) {
+  double cap = (double)co->cli->concurrency;
+  co->streak = 0;
+  if (co->paused) {
+    co->paused = false;
+    uv_timer_stop(&co->pause);
+  }
+  co->window += co->window < co->ssthresh ? 1 : 1 / co->window;
+  if (co->window > cap)
+    co->window = cap;
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+/* A request's end: a reply (the URL's outcome, whatever it says), a
+ * worker's failure (Uvp-Error: its outcome too, but EBUSY: the URL waits
+ * again), or no reply (kept for uvp_retry to judge). */
 static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
   send_t *s = arg;
+  coord_t *co = s->co;
+  ticket_t *t = s->t;
   row_t *row = s->row;
-  if (in->status == 0) {
+  s->answered = true;
+  co->inflight--;
+  t->sent = NULL;
+  int code = 0;
+  if (t->p == NULL) { /* cancelled, or torn down: nothing to record */
+  } else if (in->status == 0) {
     reply_record(s, in->value);
-    return uvp_ret_value(NULL, NULL);
-  }
-  if (in->value != NULL) { /* the serving side failed: its reply says how */
+    window_reply(co);
+  } else if (in->value != NULL) { /* the serving side failed: its reply */
     natsMsg *msg = in->value;
-    if (in->status == UV_EBUSY)
-      row->busy++; /* its row says so only if it is the last word */
     const char *hdr = uvp_nats_msg_header(msg, UVP_NATS_WORKER_HEADER);
     const char *name = uvp_nats_msg_header(msg, UVP_NATS_ERROR_HEADER);
     row->error = in->status;
@@ -297,12 +509,38 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
         strndup(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
     row_set(row, &row->reason, why != NULL && *why != '\0' ? why : NULL);
     free(why);
-    /* busy: not an outcome, uvp_retry sends it again (should_resend) */
-    return in->status == UV_EBUSY ? uvp_ret_pass() : uvp_ret_value(NULL, NULL);
+    if (in->status == UV_EBUSY) { /* not now: it waits (its row says so
+                                     only if it is the last word) */
+      row->busy++;
+      window_busy(co, s);
+      code = ticket_expired(t);
+      if (code == 0)
+        list_add(t, 0);
+    } else {
+      window_reply(co);
+    }
+  } else {
+    row->error = in->status;
+    row_set(row, &row->reason, NULL);
+    code = in->status;
   }
-  row->error = in->status;
-  row_set(row, &row->reason, NULL);
-  return uvp_ret_pass();
+  if (t->list < 0)
+    ticket_settle(t, code);
+  if (!co->ended)
+    pump(co);
+  return uvp_ret_value(NULL, NULL);
+}
+
+static void send_free(void *arg) {
+  send_t *s = arg;
+  coord_t *co = s->co;
+  if (!s->answered) { /* dropped unanswered (torn down) */
+    co->inflight--;
+    s->t->sent = NULL;
+  }
+  uvp_promise_release(s->req);
+  ticket_unref(s->t);
+  free(s);
 }
 
 /* {"v":1,"id":ID,"url":URL,"opts":OPTS}: what json_pack and json_dumps
@@ -324,21 +562,15 @@ static const char *request_body(coord_t *co, const row_t *row, uint64_t id) {
   return w->failed ? NULL : w->p;
 }
 
-/* The milliseconds left of a URL's own time (what one request of it
- * waits, co->timeout_ms, from its first send); 0 once spent. */
-static uint64_t url_left(const coord_t *co, const row_t *row) {
-  uint64_t spent = (uv_hrtime() - row->start_ns) / 1000000;
-  return spent < co->timeout_ms ? co->timeout_ms - spent : 0;
-}
-
-static int send_one(coord_t *co, row_t *row, uint64_t left,
-                    uvp_promise_t **out) {
+static int send_one(ticket_t *t, uint64_t left) {
+  coord_t *co = t->co;
+  row_t *row = t->row;
   run_t *r = co->r;
   send_t *s = malloc(sizeof(*s));
   const char *body = NULL;
   int rc = s != NULL ? 0 : UV_ENOMEM;
   if (rc == 0) {
-    *s = (send_t){co, row, ++co->next_id};
+    *s = (send_t){co, row, ++co->next_id, t, NULL, false};
     body = request_body(co, row, s->id);
     if (body == NULL && co->body.failed) {
       rc = UV_ENOMEM;
@@ -347,69 +579,113 @@ static int send_one(coord_t *co, row_t *row, uint64_t left,
       rc = UV_EINVAL;
     }
   }
-  uvp_promise_t *p;
-  /* sent again after EBUSY: within what is left of the URL's time */
-  uvp_nats_request_opts_t ro = {.timeout_ms = row->busy > 0 ? url_left(co, row)
-                                                            : co->timeout_ms};
-  if (ro.timeout_ms == 0)
-    rc = rc != 0 ? rc : UV_EBUSY;
+  /* a worker that takes it gives it its whole time, refused before or not */
+  uvp_nats_request_opts_t ro = {.timeout_ms = co->timeout_ms};
   if (rc == 0 && left != 0)
     rc = uvp_deadline_set(r->ctx, left);
   if (rc == 0)
-    rc = uvp_nats_request(co->nc, NATS_SUBJECT, body, strlen(body), &ro, &p);
+    rc = uvp_nats_request(co->nc, NATS_SUBJECT, body, strlen(body), &ro,
+                          &s->req);
   if (rc == 0) {
-    rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, on_reply, s, free,
-                             out);
-    s = rc == 0 ? NULL : s;
+    rc = uvp_promise_on_full(s->req, UVP_ON_BOTH, on_reply, s, send_free, NULL);
+    if (rc != 0) {
+      (void)uvp_promise_cancel(s->req);
+      uvp_promise_release(s->req);
+    }
   }
   if (left != 0) /* as main.c's attempt: the handler holds the deadline */
     (void)uvp_deadline_shield(r->ctx, UVP_NO_DEADLINE);
-  free(s);
+  if (rc == 0) {
+    t->refs++;
+    t->sent = s;
+    co->inflight++;
+  } else {
+    free(s);
+  }
   return rc;
 }
 
-static int send_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
-  row_t *row = arg;
-  run_t *r = row->run;
-  coord_t *co = r->nats;
-  uv_update_time(r->loop);
+static void ticket_send(ticket_t *t) {
+  coord_t *co = t->co;
+  row_t *row = t->row;
+  run_t *r = co->r;
+  int code = ticket_expired(t);
   uint64_t left = 0;
-  if (r->deadline_ms != 0) {
-    uint64_t now = uv_now(r->loop);
-    if (now >= r->deadline_at) {
-      row->error = UV_ETIMEDOUT;
-      row_set(row, &row->reason, "deadline (-d) passed before this resend");
-      return UV_ETIMEDOUT;
-    }
-    left = r->deadline_at - now;
+  if (code == 0 && r->deadline_ms != 0)
+    left = r->deadline_at - uv_now(r->loop);
+  if (code == 0 && row->sends == 0) { /* its time starts */
+    row->start_ns = uv_hrtime();
+    r->started++;
   }
-  row->sends = n + 1;
-  return send_one(co, row, left, out);
+  if (code == 0)
+    code = send_one(t, left);
+  if (code == 0)
+    row->sends++;
+  else
+    ticket_settle(t, code);
 }
 
-/* Sent again: a request that got no answer at all, --nats-retry times; one
- * a busy worker refused, within the URL's own time.  One a worker
- * answered, even with a failure, has its outcome. */
+/* Send what waits, the refused first, as the window allows. */
+static void pump(coord_t *co) {
+  uv_update_time(co->r->loop);
+  while (!co->paused && (double)co->inflight + 1 <= co->window) {
+    ticket_t *t = co->head[0] != NULL ? co->head[0] : co->head[1];
+    if (t == NULL)
+      break;
+    list_unlink(t);
+    ticket_send(t);
+  }
+  bool waiting = co->head[0] != NULL || co->head[1] != NULL;
+  if (waiting && !uv_is_active((uv_handle_t *)&co->expire))
+    uv_timer_start(&co->expire, on_expire, EXPIRE_EVERY_MS, EXPIRE_EVERY_MS);
+  else if (!waiting)
+    uv_timer_stop(&co->expire);
+}
+
+/* uvp_retry's attempt: a ticket, which waits its turn. */
+static int send_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
+  row_t *row = arg;
+  coord_t *co = row->run->nats;
+  (void)n;
+  ticket_t *t = calloc(1, sizeof(*t));
+  if (t == NULL)
+    return UV_ENOMEM;
+  *t = (ticket_t){co, row, NULL, NULL, NULL, NULL, -1, 1};
+  int rc = uvp_promise_new(co->r->ctx, &t->p);
+  if (rc == 0)
+    rc = uvp_promise_set_cancel_full(t->p, ticket_cancelled, t, ticket_p_gone);
+  if (rc != 0) {
+    uvp_promise_release(t->p);
+    free(t);
+    return rc;
+  }
+  co->refs++;
+  *out = t->p; /* uvp_retry's reference; ours goes with ticket_p_gone */
+  list_add(t, row->sends > 0 ? 0 : 1);
+  pump(co);
+  return 0;
+}
+
+/* Sent again: a request that got no answer at all, --nats-retry times.
+ * One a worker answered, even with a failure, has its outcome; EBUSY
+ * comes here only once the URL's time is spent. */
 static int should_resend(void *arg, int code, unsigned int n) {
   row_t *row = arg;
   const coord_t *co = row->run->nats;
   if (deadline_passed(row->run))
     return 0;
-  if (code == UV_EBUSY)
-    return url_left(co, row) > RESEND_BASE_MS;
   return (code == UV_ETIMEDOUT || code == UVP_NATS_ENORESPONDERS ||
           code == UVP_NATS_EDISCONNECTED) &&
-         n + 1 - row->busy < co->cli->retries + 1;
+         n < co->cli->retries;
 }
 
 static int start_url(void *arg, size_t i, uvp_promise_t **out) {
   run_t *r = arg;
   row_t *row = &r->rows[i];
   uv_update_time(r->loop);
-  row->start_ns = uv_hrtime();
+  row->start_ns = uv_hrtime(); /* again at its first send */
   if (deadline_passed(r))
-    return UV_ECANCELED; /* never sent */
-  r->started++;
+    return UV_ECANCELED;                       /* never sent */
   uvp_retry_opts_t ro = {.attempts = UINT_MAX, /* should_resend decides */
                          .base_ms = RESEND_BASE_MS,
                          .max_ms = RESEND_MAX_MS,
@@ -449,15 +725,20 @@ static void before_report(run_t *r) {
   }
 }
 
+static void timer_closed(uv_handle_t *h) { co_unref(h->data); }
+
 static void coord_end(run_t *r) {
   coord_t *co = r->nats;
+  co->ended = true;
   if (co->nc != NULL)
     uvp_nats_close(co->nc);
   uvp_promise_release(co->connect);
   json_decref(co->opts);
   free(co->opts_json);
   free(co->body.p);
-  free(co);
+  /* co itself goes with the timers and the last ticket */
+  uv_close((uv_handle_t *)&co->pause, timer_closed);
+  uv_close((uv_handle_t *)&co->expire, timer_closed);
   r->nats = NULL;
   r->nats_end = NULL;
   r->nats_before_report = NULL;
@@ -497,6 +778,14 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
     return UV_ENOMEM;
   co->r = r;
   co->cli = cli;
+  co->refs = 2; /* the timers' */
+  uv_timer_init(r->loop, &co->pause);
+  uv_timer_init(r->loop, &co->expire);
+  co->pause.data = co->expire.data = co;
+  co->rng = uv_hrtime() | 1;
+  co->ssthresh = (double)cli->concurrency;
+  co->window =
+      cli->concurrency < WINDOW_START ? (double)cli->concurrency : WINDOW_START;
   co->timeout_ms = fanout_request_timeout(r);
   co->opts = fanout_request_opts(r);
   co->opts_json = co->opts != NULL ? json_dumps(co->opts, JSON_COMPACT) : NULL;

@@ -76,6 +76,9 @@
 #define JOB_POLL_MS 2000
 #define PURGE_POLL_MS 2000
 #define PURGE_DRAIN_MS 1000
+/* How often the coordinator's progress line asks the consumer: as often
+ * as the line is looked at (main.c's PROGRESS_EVERY_MS). */
+#define PROGRESS_POLL_MS 250
 
 typedef struct names_s {
   char stream[96];  /* uvp-fanout-JOB: the work queue */
@@ -160,6 +163,7 @@ typedef struct dco_s {
   uvp_nats_kv_watch_t *watch;
   uvp_promise_t *done;     /* main's: fulfils once every row is printed */
   uvp_promise_t *deadline; /* -d's delay */
+  uvp_promise_t *poll;     /* the progress line's figures: co_poll */
   unsigned char *known;    /* per row: its outcome is in the row */
   size_t nknown, printed;
   size_t *todo, ntodo, next_todo, publishing; /* rows to publish */
@@ -196,11 +200,14 @@ static void co_drop(dco_t *co) {
 
 static void co_print(dco_t *co) {
   run_t *r = co->r;
+  size_t was = co->printed;
   while (co->printed < r->n && co->known[co->printed]) {
     row_t *row = &r->rows[co->printed];
     uvp_settled_t s = {.status = row->error};
     fanout_report_row(r, co->printed++, &s);
   }
+  if (co->printed > was && co->printed < r->n)
+    fanout_progress_draw(r); /* below the rows */
 }
 
 /* Row i's outcome is known (stored, or what this run found out). */
@@ -226,6 +233,8 @@ static void co_finish(dco_t *co, int rc) {
   co->finished = true;
   if (co->deadline != NULL)
     uvp_promise_cancel(co->deadline);
+  if (co->poll != NULL)
+    uvp_promise_cancel(co->poll);
   if (co->watch != NULL)
     uvp_nats_kv_watch_close(co->watch);
   co->watch = NULL;
@@ -238,6 +247,9 @@ static void co_finish(dco_t *co, int rc) {
   for (size_t i = 0; i < r->n; i++)
     if (!co->known[i]) {
       row_t *row = &r->rows[i];
+      /* its latency: from its publish to now (none if never published) */
+      if (row->start_ns == 0)
+        row->start_ns = uv_hrtime();
       row->error = UV_ETIMEDOUT;
       free(row->reason);
       row->reason = strdup("no result before the deadline (-d); the job goes "
@@ -298,6 +310,8 @@ static int pub_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   if (co->finished)
     return UV_ECANCELED;
   row->sends = n + 1;
+  if (row->start_ns == 0) /* what a deadline's row counts from */
+    row->start_ns = uv_hrtime();
   jsonw_open(w);
   jsonw_key(w, "v");
   jsonw_int(w, NATS_PROTOCOL_VERSION);
@@ -540,6 +554,32 @@ static uvp_ret_t on_deadline(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL);
 }
 
+/* The progress line's figures (a terminal's only): what the consumer has
+ * not delivered yet, and what it has delivered and waits to see acked,
+ * every PROGRESS_POLL_MS until co_finish cancels this.  What the workers
+ * hold is the consumer's count, not this run's publishes: a URL
+ * published is queued at the server until a worker pulls it. */
+static uvp_ret_t co_poll(void *arg) {
+  dco_t *co = arg;
+  run_t *r = co->r;
+  uvp_promise_t *p;
+  uvp_outcome_t o;
+  int rc = 0;
+  while (!co->finished && rc != UV_ECANCELED && rc != UVP_ECLOSED) {
+    rc = uvp_await_take(
+        uvp_nats_js_consumer_info(co->js, co->nm.stream, CONSUMER, &p), &p, &o);
+    if (rc == 0) {
+      const uvp_nats_js_consumer_info_t *ci = o.value;
+      r->job_queued = (long long)ci->num_pending;
+      r->job_held = (long long)ci->num_ack_pending;
+    }
+    if (rc != UV_ECANCELED && rc != UVP_ECLOSED) /* a failure: next time */
+      rc = uvp_await_take(
+          uvp_delay(r->ctx, PROGRESS_POLL_MS, NULL, NULL, 0, &p), &p, NULL);
+  }
+  return uvp_ret_value(NULL, NULL);
+}
+
 /* The work queue: found, or made with 3 replicas, or 1 where the server
  * is not in a cluster. */
 static int stream_ensure(dco_t *co, uvp_outcome_t *o) {
@@ -714,6 +754,13 @@ static uvp_ret_t co_setup(void *arg) {
         co_drop(co);
     }
   }
+  if (rc == 0 && r->progress) {
+    co->refs++;
+    uvp_fiber_opts_t fo = {.arg_free = co_release};
+    rc = uvp_fiber_spawn(ctx, co_poll, co, &fo, &co->poll);
+    if (rc != 0)
+      co_drop(co);
+  }
   if (rc == 0)
     watch_more(co);
   else
@@ -736,6 +783,8 @@ static void coord_end(run_t *r) {
   co->watch = NULL;
   uvp_promise_release(co->deadline);
   co->deadline = NULL;
+  uvp_promise_release(co->poll);
+  co->poll = NULL;
   if (co->js != NULL)
     uvp_nats_js_free(co->js);
   if (co->nc != NULL)
@@ -1231,6 +1280,7 @@ static int adm_status(adm_t *a, uvp_nats_js_t *js, uvp_outcome_t *o) {
         uvp_nats_js_consumer_info(js, a->nm.stream, CONSUMER, &p), &p, o);
   while (again(ctx, rc, &n));
   uvp_nats_js_consumer_info_t ci = {0};
+  bool have_ci = rc == 0;
   if (rc == 0)
     ci = *(const uvp_nats_js_consumer_info_t *)o->value;
   else if (rc != UV_ENOENT)
@@ -1249,17 +1299,27 @@ static int adm_status(adm_t *a, uvp_nats_js_t *js, uvp_outcome_t *o) {
     urls = json_is_integer(u) ? (long long)json_integer_value(u) : -1;
     json_decref(m);
   }
-  /* The bucket holds the manifest and one key per result. */
+  /* The bucket holds the manifest and one key per result: what is done
+   * is counted there.  What is queued is what the consumer will still
+   * hand out (not delivered yet, or delivered and not acked), not the
+   * stream's count: a server killed may lose the removal of messages
+   * whose acks its consumer kept, and those stay in the stream, behind
+   * the consumer, never delivered again. */
   uint64_t stored = results.messages - (urls >= 0 ? 1 : 0);
+  uint64_t todo =
+      urls > 0 && (uint64_t)urls > stored ? (uint64_t)urls - stored : 0;
+  uint64_t queued =
+      have_ci ? ci.num_pending + ci.num_ack_pending : work.messages;
+  uint64_t stale = work.messages > queued ? work.messages - queued : 0;
   if (a->r->json) {
     json_t *j = json_pack(
-        "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "job", a->cli->job, "urls",
-        (json_int_t)urls, "results", (json_int_t)stored, "queued",
-        (json_int_t)work.messages, "waiting", (json_int_t)ci.num_pending,
-        "in_flight", (json_int_t)ci.num_ack_pending, "redelivered",
-        (json_int_t)ci.num_redelivered, "replicas", work.replicas,
-        "stream_bytes", (json_int_t)work.bytes, "results_bytes",
-        (json_int_t)results.bytes);
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I}", "job", a->cli->job,
+        "urls", (json_int_t)urls, "results", (json_int_t)stored, "to_do",
+        (json_int_t)todo, "queued", (json_int_t)queued, "waiting",
+        (json_int_t)ci.num_pending, "in_flight", (json_int_t)ci.num_ack_pending,
+        "redelivered", (json_int_t)ci.num_redelivered, "stale",
+        (json_int_t)stale, "replicas", work.replicas, "stream_bytes",
+        (json_int_t)work.bytes, "results_bytes", (json_int_t)results.bytes);
     if (j != NULL)
       json_object_set_new(
           j, "leader", leader[0] != '\0' ? json_string(leader) : json_null());
@@ -1268,13 +1328,18 @@ static int adm_status(adm_t *a, uvp_nats_js_t *js, uvp_outcome_t *o) {
     free(s);
     json_decref(j);
   } else {
-    printf("job %s: %lld URLs, %llu results stored; %llu queued (%llu "
-           "waiting, %llu in flight at workers), %llu redelivered\n",
+    printf("job %s: %lld URLs, %llu results stored, %llu to do; %llu queued "
+           "(%llu waiting, %llu in flight at workers), %llu redelivered\n",
            a->cli->job, urls, (unsigned long long)stored,
-           (unsigned long long)work.messages,
+           (unsigned long long)todo, (unsigned long long)queued,
            (unsigned long long)ci.num_pending,
            (unsigned long long)ci.num_ack_pending,
            (unsigned long long)ci.num_redelivered);
+    if (stale > 0)
+      printf("%llu message%s left in the stream behind its consumer, never "
+             "delivered again (acked, but a server killed lost their "
+             "removal; --purge drops them with the job)\n",
+             (unsigned long long)stale, stale == 1 ? "" : "s");
     printf("%d replica%s", work.replicas, work.replicas == 1 ? "" : "s");
     if (leader[0] != '\0')
       printf(" (leader %s)", leader);
@@ -1299,10 +1364,11 @@ static int adm_purge(adm_t *a, uvp_nats_js_t *js, uvp_outcome_t *o) {
         uvp_await_take(uvp_nats_kv_bucket_delete(js, a->nm.bucket, &p), &p, o);
   while (again(ctx, rc2, &n));
   if ((rc == 0 || rc == UV_ENOENT) && (rc2 == 0 || rc2 == UV_ENOENT)) {
-    if (rc == UV_ENOENT && rc2 == UV_ENOENT)
-      printf("no job %s\n", a->cli->job);
-    else
-      printf("job %s purged\n", a->cli->job);
+    if (rc == UV_ENOENT && rc2 == UV_ENOENT) { /* an error, as --status's */
+      fprintf(stderr, "uvp-fanout: no job %s\n", a->cli->job);
+      return UV_ENOENT;
+    }
+    printf("job %s purged\n", a->cli->job);
     return 0;
   }
   return rc != 0 && rc != UV_ENOENT ? rc : rc2;

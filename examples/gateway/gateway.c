@@ -79,7 +79,10 @@
  * what it waits for and since when, its group, the time left of its
  * deadline and its request id), to stderr; with --trace-dir, each worker
  * also writes what its flight recorder holds (uvp_ctx_recorder_write: its
- * last events, as Chrome trace JSON) to a file there, named in the dump.
+ * last events, as Chrome trace JSON) to a file there, named in the dump:
+ * at most one every TRACE_EVERY_MS per worker, one worker writing at a
+ * time (a flood of SIGUSR1 wrote 190 MB in 8 s); a file that could not be
+ * written whole is removed, named in the dump with the reason.
  * Nothing written to stderr is waited for (see diag_write): what a stalled
  * reader's pipe cannot take now is dropped and counted.
  *
@@ -98,6 +101,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +120,11 @@
 #define POOL_MAX_IDLE 256 /* idle backend connections per host:port */
 /* --trace-dir: each worker's flight recorder (about 230 000 events). */
 #define TRACE_RING (16u * 1024 * 1024)
+/* ... written by SIGUSR1 at most once a TRACE_EVERY_MS per worker, one
+ * worker's write at a time (a SIGUSR1 flood wrote 190 MB in 8 s); a
+ * worker whose turn is taken tries again every TRACE_TURN_MS. */
+#define TRACE_EVERY_MS 10000
+#define TRACE_TURN_MS 20
 #define MAX_WORKERS 1024
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -325,6 +334,12 @@ struct worker_s {
   size_t load_peak; /* the most load() seen since the last trim */
   size_t reserve;   /* promises and reactions reserved at startup */
   unsigned long long trims;
+  /* --trace-dir: when the last trace was written (uv_now, ms), and the
+   * wait for the turn of a write that another worker holds. */
+  uint64_t trace_last;
+  unsigned traces;
+  bool trace_due;
+  uv_timer_t trace_turn;
   /* The main thread's way in: uv_async_send on `wake` while wake_open,
    * under `lock` (the worker closes it once drained). */
   uv_async_t wake;
@@ -339,8 +354,9 @@ struct main_s {
   uv_signal_t sigint, sigterm, sigusr1;
   uv_async_t finished; /* a worker's loop is closed */
   atomic_uint nfinished;
-  atomic_int stop;   /* 0, 1 drain, 2 close */
-  atomic_uint dumps; /* SIGUSR1s received */
+  atomic_int stop;     /* 0, 1 drain, 2 close */
+  atomic_uint dumps;   /* SIGUSR1s received */
+  atomic_bool tracing; /* a worker writes its trace (--trace-dir) */
   int signals;
   worker_t *workers;
   unsigned started; /* threads to join */
@@ -870,28 +886,81 @@ static void print_worker_stalls(worker_t *w, FILE *out) {
 }
 
 /* --trace-dir: the worker's flight recorder into a file of its own there
- * (a regular file: nothing waits for a reader), named in the dump. */
+ * (a regular file: nothing waits for a reader), named in the dump.  A
+ * file that could not be written whole (a full disk) is removed, and the
+ * line says why with its name. */
 static void write_worker_trace(worker_t *w, FILE *out) {
-  const char *dir = w->main->cfg.trace_dir;
-  if (dir == NULL)
-    return;
   char path[PATH_MAX];
-  snprintf(path, sizeof(path), "%s/uvp-gateway-%ld-worker-%u-%u.json", dir,
-           (long)getpid(), w->id, w->dumps);
+  snprintf(path, sizeof(path), "%s/uvp-gateway-%ld-worker-%u-%u.json",
+           w->main->cfg.trace_dir, (long)getpid(), w->id, w->dumps);
+  w->trace_last = uv_now(&w->loop);
+  w->traces++;
   FILE *f = fopen(path, "w");
-  int n = UV_EIO;
-  if (f != NULL) {
-    uvp_record_opts_t o = {UVP_RECORD_JSON, 0, f, NULL, NULL};
-    n = uvp_ctx_recorder_write(w->ctx, &o);
-    if (fclose(f) != 0 && n >= 0)
-      n = UV_EIO;
+  if (f == NULL) {
+    fprintf(out, "uvp-gateway: worker %u: flight recorder: %s: %s\n", w->id,
+            path, strerror(errno));
+    return;
   }
-  if (n >= 0)
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, f, NULL, NULL};
+  int n = uvp_ctx_recorder_write(w->ctx, &o);
+  /* What the stream still held fails here on a full disk. */
+  if (fclose(f) != 0 && n >= 0)
+    n = uv_translate_sys_error(errno);
+  if (n >= 0) {
     fprintf(out, "uvp-gateway: worker %u: flight recorder: %d events in %s\n",
             w->id, n, path);
-  else
-    fprintf(out, "uvp-gateway: worker %u: flight recorder: %s: %s\n", w->id,
-            path, f == NULL ? strerror(errno) : uvp_strerror(n));
+    return;
+  }
+  int gone = remove(path) == 0;
+  fprintf(out, "uvp-gateway: worker %u: flight recorder: %s: %s%s\n", w->id,
+          path, uvp_strerror(n), gone ? " (removed)" : "");
+}
+
+static void on_trace_turn(uv_timer_t *t);
+
+/* SIGUSR1's trace, within the bounds of TRACE_EVERY_MS: written now, or
+ * once no other worker writes one, or not at all (too soon), each said in
+ * the dump. */
+static void dump_worker_trace(worker_t *w, FILE *out) {
+  if (w->main->cfg.trace_dir == NULL)
+    return;
+  uint64_t ago = uv_now(&w->loop) - w->trace_last;
+  if (w->trace_due)
+    return; /* the last SIGUSR1's is about to be written */
+  if (w->traces > 0 && ago < TRACE_EVERY_MS) {
+    fprintf(out,
+            "uvp-gateway: worker %u: flight recorder: not written: the last "
+            "was %llu ms ago (one every %d s)\n",
+            w->id, (unsigned long long)ago, TRACE_EVERY_MS / 1000);
+    return;
+  }
+  if (atomic_exchange(&w->main->tracing, true)) {
+    fprintf(out,
+            "uvp-gateway: worker %u: flight recorder: written after "
+            "another worker's\n",
+            w->id);
+    w->trace_due = true;
+    uv_timer_start(&w->trace_turn, on_trace_turn, TRACE_TURN_MS, TRACE_TURN_MS);
+    return;
+  }
+  write_worker_trace(w, out);
+  atomic_store(&w->main->tracing, false);
+}
+
+static void on_trace_turn(uv_timer_t *t) {
+  worker_t *w = t->data;
+  if (atomic_exchange(&w->main->tracing, true))
+    return;
+  uv_timer_stop(t);
+  w->trace_due = false;
+  char *text = NULL;
+  size_t len = 0;
+  FILE *out = open_memstream(&text, &len);
+  if (out != NULL)
+    write_worker_trace(w, out);
+  atomic_store(&w->main->tracing, false);
+  if (out != NULL)
+    diag_memstream(out, &text, &len);
 }
 
 /* Print the worker's requests in flight, each pending backend request with
@@ -937,7 +1006,7 @@ static void dump_worker(worker_t *w) {
           n == 1 ? "" : "s");
   print_worker_stalls(w, out);
   print_worker_memory(w, out);
-  write_worker_trace(w, out);
+  dump_worker_trace(w, out);
   diag_memstream(out, &text, &len); /* never waits: see diag_write */
 }
 
@@ -975,6 +1044,7 @@ static void on_drained(void *arg) {
   w->stats = *httpd_stats(w->httpd);
   w->httpd = NULL;
   uv_close((uv_handle_t *)&w->trim, NULL);
+  uv_close((uv_handle_t *)&w->trace_turn, NULL);
   httpc_pool_close(w->opts.pool);
   uvp_ctx_close(w->ctx);
   uv_mutex_lock(&w->lock);
@@ -1058,6 +1128,8 @@ static int worker_init(worker_t *w) {
   uv_timer_init(&w->loop, &w->trim);
   uv_unref((uv_handle_t *)&w->trim); /* never what keeps the loop going */
   w->trim.data = w;
+  uv_timer_init(&w->loop, &w->trace_turn);
+  w->trace_turn.data = w;
   uv_async_init(&w->loop, &w->wake, on_wake);
   w->wake.data = w;
   w->wake_open = 1;
@@ -1263,37 +1335,65 @@ static void usage(FILE *f) {
       "JSON to\n"
       "                      DIR/uvp-gateway-PID-worker-N-K.json (open it "
       "in\n"
-      "                      https://ui.perfetto.dev)\n"
-      "  -h, --help          this text\n"
-      "  --version           print the version (uvp's) and exit\n"
-      "\n"
-      "Client timeouts of 0 are off.  SIGINT/SIGTERM drain (requests in "
-      "flight\n"
-      "are answered), a second one closes what is left; exit status 0.\n"
-      "SIGUSR1 prints each worker's requests in flight to stderr, with "
-      "their\n"
-      "pending backend requests' async traces, then its tasks: what each\n"
-      "waits for and since when, its deadline and request id; then where\n"
-      "memory is.  Nothing written to stderr is waited for: what a full\n"
-      "pipe cannot take now is dropped, and counted in the next line and "
-      "at\n"
-      "exit.\n"
-      "\n"
-      "Under load: a client that does not read its answers is not read "
-      "either\n"
-      "once %d KiB of them wait unsent.  At the descriptor limit, idle\n"
-      "connections are closed to accept new ones: first those whose "
-      "answers\n"
-      "have not moved for %d ms (the client reads nothing; reset), then "
-      "idle\n"
-      "keep-alive ones, then those waiting longest for a request.  After a\n"
-      "burst, the memory it used goes back to the system within %d s of "
-      "the\n"
-      "load falling to half its peak, and that of the backend connections "
-      "it\n"
-      "left idle within %d s of --backend-idle-timeout closing them; uvp's\n"
-      "pools keep the promise and operation slabs the burst took (SIGUSR1\n"
-      "shows how much).\n",
+      "                      https://ui.perfetto.dev): at most one every " STR(
+          TRACE_EVERY_MS) " ms\n"
+                          "                      per worker, one worker "
+                          "writing at a time (a "
+                          "SIGUSR1\n"
+                          "                      sooner is dumped without it, "
+                          "and says so); a "
+                          "file\n"
+                          "                      not written whole (a full "
+                          "disk) is removed, its "
+                          "name\n"
+                          "                      and the reason printed\n"
+                          "  -h, --help          this text\n"
+                          "  --version           print the version (uvp's) and "
+                          "exit\n"
+                          "\n"
+                          "Client timeouts of 0 are off.  SIGINT/SIGTERM drain "
+                          "(requests in "
+                          "flight\n"
+                          "are answered), a second one closes what is left; "
+                          "exit status 0.\n"
+                          "SIGUSR1 prints each worker's requests in flight to "
+                          "stderr, with "
+                          "their\n"
+                          "pending backend requests' async traces, then its "
+                          "tasks: what each\n"
+                          "waits for and since when, its deadline and request "
+                          "id; then where\n"
+                          "memory is.  Nothing written to stderr is waited "
+                          "for: what a full\n"
+                          "pipe cannot take now is dropped, and counted in the "
+                          "next line and "
+                          "at\n"
+                          "exit.\n"
+                          "\n"
+                          "Under load: a client that does not read its answers "
+                          "is not read "
+                          "either\n"
+                          "once %d KiB of them wait unsent.  At the descriptor "
+                          "limit, idle\n"
+                          "connections are closed to accept new ones: first "
+                          "those whose "
+                          "answers\n"
+                          "have not moved for %d ms (the client reads nothing; "
+                          "reset), then "
+                          "idle\n"
+                          "keep-alive ones, then those waiting longest for a "
+                          "request.  After a\n"
+                          "burst, the memory it used goes back to the system "
+                          "within %d s of "
+                          "the\n"
+                          "load falling to half its peak, and that of the "
+                          "backend connections "
+                          "it\n"
+                          "left idle within %d s of --backend-idle-timeout "
+                          "closing them; uvp's\n"
+                          "pools keep the promise and operation slabs the "
+                          "burst took (SIGUSR1\n"
+                          "shows how much).\n",
       uv_available_parallelism(), HTTPD_HEADER_TIMEOUT_MS,
       HTTPD_KEEPALIVE_TIMEOUT_MS, HTTPD_SEND_TIMEOUT_MS,
       HTTPD_MAX_OUTPUT / 1024, HTTPD_STALL_MS, 2 * TRIM_MS / 1000,

@@ -1,5 +1,6 @@
-/* A worker: serves "jobs" in queue group "workers", each job in a fiber.
- * ./worker nats://127.0.0.1:4222 */
+/* A worker: serves "jobs" in queue group "workers", each job in a fiber,
+ * 100 at once, WAITING more waiting for a slot (default 200), and answers
+ * the rest EBUSY at once.  ./worker nats://127.0.0.1:4222 [WAITING] */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,11 @@ int main(int argc, char **argv) {
   uvp_promise_t *f;
   uvp_nats_connect_opts_t o = {.url = argv[1]};
   uvp_nats_serve_opts_t so = {.fiber = job, .limit = 100};
-  if (argc != 2 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
+  if (argc < 2 || argc > 3 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
       uvp_nats_open(ctx, &o, &nc) ||
       uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
+      (argc == 3 &&
+       uvp_nats_serve_set_max_waiting(svc, strtoull(argv[2], NULL, 10))) ||
       uvp_nats_flush(nc, &f) ||
       uvp_promise_on(f, UVP_ON_BOTH | UVP_ON_TAKE, ready, NULL, NULL))
     return 2;

@@ -233,7 +233,9 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * loop once more (uv_run) for their close callbacks, after which
  * uv_loop_close() returns 0 as far as uvp is concerned (a binding's record
  * still in flight keeps uvp's wake-up handle open, and uv_run() going,
- * until its uvp_inflight_end: see "Work in flight").
+ * until its uvp_inflight_end, whatever its class's flags: a
+ * UVP_INFLIGHT_UNREF record too, once the context is closing, as a
+ * closing handle keeps the loop alive; see "Work in flight").
  * Promises you still hold stay valid memory: every call on them returns
  * UVP_ECLOSED, except that uvp_promise_retain and the inspection calls
  * (state, value, reason, site, trace) still answer, and release still
@@ -252,10 +254,11 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * then closing and the walk leaves them alone, but for one: while a
  * binding's record (uvp_inflight_start) is still open, uvp keeps its
  * uv_async_t open for the record's end, and the walk closes it.  Ends
- * made on the loop thread still complete the teardown then (the last one
- * runs uvp_ctx_close_full's callback inside it); an end from another
- * thread is never delivered: walk after uvp_ctx_close_full's callback
- * where a binding ends work on its own threads.  A walk made before closes
+ * made on the loop thread still complete the teardown then (after the
+ * last one, uvp_ctx_close_full's callback comes from the loop's next
+ * turn, never inside uvp_inflight_end); an end from another thread is
+ * never delivered: walk after uvp_ctx_close_full's callback where a
+ * binding ends work on its own threads.  A walk made before closes
  * the context's three handles too (nothing tells them apart): from then
  * on no handler runs, and this call, once the loop has run their close
  * callbacks, tears down as above; until then it returns UV_EBUSY and
@@ -302,9 +305,11 @@ typedef void (*uvp_ctx_closed_cb)(uvp_ctx_t *ctx, void *arg);
  *  - runs on the loop thread, from a libuv callback inside uv_run (a
  *    close callback or a request's callback; when a binding's record is
  *    the last, the close callback of the context's wake-up handle, which
- *    that record's uvp_inflight_end closes), never inside this call nor
- *    inside uvp_inflight_end, even when nothing is left in flight: the
- *    loop must be run (in any mode) for it to be called;
+ *    that record's uvp_inflight_end closes, or, where a host's uv_walk
+ *    closed that handle, of one uvp opens and closes for it: the loop's
+ *    next turn), never inside this call nor inside uvp_inflight_end, even
+ *    when nothing is left in flight: the loop must be run (in any mode)
+ *    for it to be called;
  *  - may call anything but uv_loop_close() on that loop (libuv forbids it
  *    inside uv_run): stop the loop, close handles of its own, free
  *    `arg`, tell the host it is done (Node-API's

@@ -515,7 +515,8 @@ UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
  *    its run queue, and the settles other threads posted, as the loop
  *    applies them; the time between is the program's own;
  *  - stalls (UVP_RECORD_STALLS): each stall the stall detector reports
- *    when it ends (what ran, how long).
+ *    when it ends (what ran, how long, and whose it was: the promise
+ *    whose handler stalled, or the fiber, with its site).
  *
  * Times.  uvp reads CLOCK_MONOTONIC (uv_hrtime's clock) for every event
  * but two that come by the million: a fiber's hand-off to the next fiber
@@ -580,38 +581,48 @@ typedef struct uvp_record_opts_s {
 
 /** Write the events the ring holds (with opts->last_ms, those of the last
  * last_ms milliseconds), oldest first, to opts->stream or opts->write,
- * exactly as uvp_ctx_dump_tasks writes (whole lines; never waiting for a
- * reader: output that would block is cut short and the rest dropped,
- * counted in a last line; the JSON is then not whole).  The ring is left
+ * as uvp_ctx_dump_tasks writes (whole lines), but waiting for a reader
+ * that reads: into a pipe, a socket or a terminal it goes as fast as the
+ * reader takes it, and only a reader that takes nothing for a second (a
+ * pipe nobody reads, a stopped terminal) has the output cut short, the
+ * rest dropped and counted in a last line (the JSON is then not whole;
+ * a write callback's UV_EAGAIN cuts it the same way).  The ring is left
  * as it was: it keeps recording.  Loop thread; the loop waits while it
  * writes, which allocates about 40 bytes an event held for the write's
  * time (a full 64 MiB ring: 917 504 events, about 290 MB of JSON in a
  * few tenths of a second: docs/internals.md).
  *
- * <b>UVP_RECORD_JSON</b>: one JSON object (Chrome's trace event format,
- * as https://ui.perfetto.dev and chrome://tracing open it), its events an
- * array member `traceEvents`, one event a line; every string escaped as
- * the task dump's.  Process 1 is the context; its threads (tracks, by
- * `tid`, named by `thread_name` metadata events) are the loop (tid 1:
- * slices "poll", "I/O callbacks" and "uvp", instants for the mail of
- * other threads, a cancellation's cause and what it cut), the stall
- * detector's reports (tid 2: a slice "stall" each) and each fiber (tid 3
- * and up: a slice "fiber" spanning its life, and inside it "run" and
- * "await KIND"); work is async slices (`ph` "b" and "e", `cat` "work",
- * `name` its kind: a track per kind), a group an async slice from its
- * making to its join's end (`cat` "group").  Every event's `args` say its
- * `site` ("FILE:LINE") where it has one, and what else is known
- * (`target`, `group`, `status`, `cut`, `cause`, `promise`: addresses as
- * the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause" or
- * "spawn") link a cause to each task it cut and a spawn to the fiber
- * spawned.  A slice whose beginning was overwritten (or is older than
- * last_ms) begins at the first event written (its `args` say
+ * <b>UVP_RECORD_JSON</b>: one JSON object (Chrome's trace event format, as
+ * https://ui.perfetto.dev and chrome://tracing open it), its events an array
+ * member `traceEvents`, one event a line.  Strings (descriptions, URLs,
+ * subjects, names, causes) are UTF-8 as they were given: valid UTF-8 goes
+ * out as it is, JSON's escapes only where JSON requires them (a control byte
+ * as `\u00XX`, the quote, the backslash), and a byte that is no part of
+ * valid UTF-8 as `\ufffd` (U+FFFD), so that any bytes give valid JSON.  (The
+ * task dump's JSON escapes every byte from 0x7f instead.)  Process 1 is the
+ * context; its threads (tracks, by `tid`, named by `thread_name` metadata
+ * events) are the loop (tid 1: slices "poll", "I/O callbacks" and "uvp",
+ * instants for the mail of other threads, a cancellation's cause and what it
+ * cut), the stall detector's reports (tid 2: a slice "stall" each, its
+ * `args` the `report`, `ms`, the culprit's `site` and `promise` (a
+ * handler's) or `fiber` (the fiber's id), as the stall detector's report
+ * names it) and each fiber (tid 3 and up: a slice "fiber" spanning its life,
+ * and inside it "run" and "await KIND"); work is async slices (`ph` "b" and
+ * "e", `cat` "work", `name` its kind: a track per kind), a group an async
+ * slice from its making to its join's end (`cat` "group").  Every event's
+ * `args` say its `site` ("FILE:LINE") where it has one, and what else is
+ * known (`target`, `group`, `status`, `cut`, `cause`, `promise`: addresses
+ * as the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause",
+ * "spawn" or "stall") link a cause to each task it cut, a spawn to the fiber
+ * spawned, and a stall to its culprit's track (the fiber's run that stalled,
+ * or the loop's for a handler).  A slice whose beginning was overwritten (or
+ * is older than last_ms) begins at the first event written (its `args` say
  * `"cut_off":true`); one still open at the write ends at the write
- * (`"open":true`); every begin has its end, and no event's time goes
- * back on its track.  `ts` are microseconds from `otherData`'s
- * `ts_origin_ns` (CLOCK_MONOTONIC, as uv_hrtime), one second before the
- * first event; `otherData` also says how many events were written
- * (`events`) and how many the ring had overwritten (`overwritten`).
+ * (`"open":true`); every begin has its end, and no event's time goes back on
+ * its track.  `ts` are microseconds from `otherData`'s `ts_origin_ns`
+ * (CLOCK_MONOTONIC, as uv_hrtime), one second before the first event;
+ * `otherData` also says how many events were written (`events`) and how many
+ * the ring had overwritten (`overwritten`).
  *
  * <b>UVP_RECORD_TEXT</b>: a line per event, `SECONDS.MICROS TRACK: WHAT`
  * (CLOCK_MONOTONIC; a `~` after the time when it is the last clock read's,

@@ -82,7 +82,9 @@ extern "C" {
  * spawned but not started never start. uvp_ctx_close inside a fiber fails with
  * UVP_EINFIBER: a fiber cannot free the stack it runs on.
  *
- * Stacks.  Each fiber gets a stack (256 KiB by default), carved from a few
+ * Stacks.  Each fiber gets a stack (256 KiB by default; 128 KiB on 32-bit
+ * platforms, whose 4 GiB of address space then holds about 30 000 fibers'
+ * stacks instead of 15 000), carved from a few
  * large mappings that uvp maps as it needs them (each twice the last, up to 64
  * MiB), not a mapping of its own: fibers take no entries of the kernel's table
  * of mappings (vm.max_map_count), and a process holds as many as its memory
@@ -179,14 +181,19 @@ extern "C" {
  * read's system call; its fibers keep their buffers on the heap, and state
  * shared with child fibers in the parent's record or the heap.  Keep the
  * default for fibers that lend their locals, that await often with deep
- * stacks, or that are few.
+ * stacks, or that are few.  The compact mode works so with every switch
+ * uvp has; only where uvp falls back to a ucontext whose layout it does
+ * not know (no Debian architecture) does each compact fiber get a stack
+ * of its own, with nothing copied and no UV_ENOMEM from an await.
  *
  * Floating-point modes.  Each fiber has its own floating-point control
  * modes: the rounding direction (fesetround) and flags such as
- * flush-to-zero (on x86-64 the MXCSR and the x87 control word, on aarch64
- * the FPCR).  A fiber starts with those in effect where uvp_fiber_spawn
- * was called, and what it sets stays its own across awaits: the loop's
- * code and other fibers never see it.  The exception flags
+ * flush-to-zero (on x86-64 and i386 the MXCSR and the x87 control word,
+ * on aarch64 the FPCR; on machines where the switch is glibc's
+ * swapcontext, what it keeps).  A fiber starts with those in effect where
+ * uvp_fiber_spawn was called (a compact fiber on those other machines: the
+ * rounding direction only), and what it sets stays its own across awaits:
+ * the loop's code and other fibers never see it.  The exception flags
  * (fetestexcept) are not kept per fiber: test them before an await.
  *
  * Tools.  A program built with AddressSanitizer (-fsanitize=address, gcc or
@@ -406,7 +413,8 @@ UVP_EXTERN int uvp_in_fiber(void);
 UVP_EXTERN int uvp_fiber_set_name(const char *name);
 
 /** The default stack size of the context's fibers (usable bytes, rounded up
- * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set).  The
+ * to whole pages; less than 16 KiB gives 16 KiB; 256 KiB until set, 128 KiB
+ * on 32-bit platforms).  The
  * idle stacks the pool kept go back to the kernel.  Compact fibers get the
  * new size once none alive uses the old one's stack.  Errors: UV_EINVAL,
  * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (the context's first use of fibers

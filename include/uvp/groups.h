@@ -53,7 +53,11 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
 
 /** @defgroup deadlines Deadlines
  *
- * A deadline is a point in the loop's time (uv_now) that a scope carries
+ * A deadline is a point in the loop's time, `ms` from the call that sets
+ * it (uvp_deadline_set, uvp_deadline_shield, uvp_fiber_spawn's,
+ * uvp_group_new's and uvp_group_spawn's deadline_ms): the clock is read
+ * afresh there, not taken from uv_now, libuv's cached time of the loop's
+ * turn (see "Time").  A scope carries it
  * to everything started under it, as slots are carried (see "Scopes"):
  * the handlers registered, fibers spawned and group members added there,
  * and what they start in turn, three levels down or thirty.  Work
@@ -103,7 +107,7 @@ UVP_EXTERN int uvp_scope_clear(uvp_ctx_t *ctx);
 
 /** @name uvp_deadline_set, uvp_deadline_set_at
  * @{ */
-/** Give the current scope a deadline `ms` milliseconds from now (for the
+/** Give the current scope a deadline `ms` milliseconds from this call (for the
  * rest of the running handler or callback, or of the fiber across its
  * awaits, and for everything started from there; see above), unless it
  * carries a nearer one.  Errors: UV_EINVAL (NULL ctx), UVP_ECLOSED,
@@ -118,7 +122,7 @@ UVP_EXTERN int uvp_deadline_set_at(uvp_ctx_t *ctx, uint64_t ms,
 
 /** @name uvp_deadline_shield, uvp_deadline_shield_at
  * @{ */
-/** Give the current scope a deadline `ms` milliseconds from now in place
+/** Give the current scope a deadline `ms` milliseconds from this call in place
  * of the one it carries, nearer, farther or passed (UVP_NO_DEADLINE: none
  * at all): for cleanup after a cut (see "Cleanup past a deadline").  It
  * holds as uvp_deadline_set's does, for the rest of the running handler or
@@ -178,7 +182,8 @@ UVP_EXTERN int uvp_deadline_watch(uvp_ctx_t *ctx, uvp_promise_t *p);
  *    until its uvp_inflight_end;
  *  - it keeps uv_run() going, as a libuv request in flight does
  *    (uv_loop_alive is 1), unless its class says UVP_INFLIGHT_UNREF, as
- *    uv_unref says of a handle.
+ *    uv_unref says of a handle (until the context is closing: then every
+ *    open record does, see the flag).
  *
  * One call at the start and one at the end replace what a binding
  * otherwise does in four (a described cancel hook, a deadline watch, a
@@ -221,8 +226,11 @@ enum {
   /** It does not keep uv_run() going, as uv_unref says of a handle: for a
    * binding whose own handles alone decide when the loop may end, or work
    * a program need not wait for.  Everything else holds,
-   * uvp_ctx_close_full's callback waiting for its end included (run the
-   * loop until it comes). */
+   * uvp_ctx_close_full's callback waiting for its end included: once the
+   * context is closing (uvp_ctx_close), an open record keeps uv_run()
+   * going until its end has come, whatever its flags, as a closing
+   * handle keeps the loop alive, so that an end from another thread is
+   * heard (run the loop until the callback comes). */
   UVP_INFLIGHT_UNREF = 2
 };
 

@@ -394,6 +394,12 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * often returns a promise already fulfilled, whose handlers still run
  * later, from the loop.  Writes go out in the order they were made.  A
  * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL.
+ * A peer gone (its system answered an earlier write with a reset): the
+ * next write raises SIGPIPE, whose default action ends the process.  uvp
+ * writes as libuv does (write(2), no MSG_NOSIGNAL), and neither changes
+ * a signal's disposition: a program that writes to sockets or pipes
+ * ignores SIGPIPE once, before it runs (signal(SIGPIPE, SIG_IGN)); the
+ * write then rejects with UV_EPIPE (or UV_ECONNRESET).
  * Cancelled (either write): partly sent: the connection is closed, the
  * peer receives the prefix the kernel had taken, then the end (or a
  * reset); the rest is never sent. */

@@ -25,7 +25,18 @@ extern "C" {
  * timer.unref()): for a timer that only bounds other work.  uvp's internal
  * handles never keep the loop alive; its timers are the program's work.
  * UVP_KEEP_ALIVE, the opt-in of earlier versions, is the default now and
- * still accepted (it changes nothing). */
+ * still accepted (it changes nothing).
+ *
+ * Every time uvp takes counts from the call that takes it: uvp_delay,
+ * uvp_timeout, uvp_retry's waits and every deadline (see "Deadlines") read
+ * the clock afresh (uv_hrtime: the vDSO's, no system call on the usual
+ * clock sources), not uv_now, libuv's cached time of the loop's turn,
+ * which misses what ran since (start-up work before the first uv_run, a
+ * long callback).  libuv's own timers (uv_timer_start) count from uv_now,
+ * as its documentation says: call uv_update_time first.  What reads
+ * uvp's time reads the cached one: uvp_clock_now on the real clock, the
+ * task dumps' ages.  On the virtual clock all of them count from its
+ * time. */
 enum {
   UVP_KEEP_ALIVE = 2, /**< the default now; accepted, changes nothing */
   UVP_UNREF = 16      /**< the timer alone does not keep the loop alive */
@@ -34,8 +45,8 @@ enum {
 /** @name uvp_delay, uvp_delay_at
  * @{ */
 /** delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
- * after `ms` milliseconds on the loop's clock.  Cancelling it stops the
- * timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
+ * `ms` milliseconds after this call, on the loop's clock.  Cancelling it stops
+ * the timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
  * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED.
  * Cancelled: nothing is left: the timer stops, value goes to free_cb. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -46,10 +57,10 @@ UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,
 
 /** @name uvp_timeout, uvp_timeout_at
  * @{ */
-/** timeout: settles like `p` if p settles within `ms`; otherwise rejects with
- * UV_ETIMEDOUT: Promise.race([p, timeout(ms)]).  Then p is cancelled
- * (uvp_promise_cancel: its producer's hook runs, and a timed-out request
- * really stops) if the timeout is all that waits for it; a p other
+/** timeout: settles like `p` if p settles within `ms` of this call; otherwise
+ * rejects with UV_ETIMEDOUT: Promise.race([p, timeout(ms)]).  Then p is
+ * cancelled (uvp_promise_cancel: its producer's hook runs, and a timed-out
+ * request really stops) if the timeout is all that waits for it; a p other
  * consumers wait for is left alone, and they go on waiting, as with
  * Promise.race, and the timeout stops being one of them (cancelling the
  * last of them later cancels p).  UVP_CANCEL_INPUT in flags cancels p in
@@ -182,8 +193,9 @@ UVP_EXTERN int uvp_clock_unhold(uvp_ctx_t *ctx);
 /** @} */
 
 /** uvp's time for ctx in milliseconds: the virtual clock's, or uv_now()
- * on the real one (0 for NULL).  Loop thread; also after uvp_ctx_close
- * while the context's memory lives. */
+ * on the real one, the loop's cached time, which a timer started now may
+ * count from later (see "Time"; 0 for NULL).  Loop thread; also after
+ * uvp_ctx_close while the context's memory lives. */
 UVP_EXTERN uint64_t uvp_clock_now(const uvp_ctx_t *ctx);
 /** @} */
 

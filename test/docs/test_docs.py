@@ -23,7 +23,10 @@ the block by its first word alone, so the marks do not show):
       temporary directory; HOME is a directory in it too (a prefix under
       $HOME stays there).  The environment is the test's own, as a user's
       shell has it: pkg-config and the dynamic linker are not pointed at
-      the build; what they leave running is killed once bash has exited.
+      the build; what they leave running is killed once bash has exited,
+      and is a failure if it is still there 5 s after, unless the next run
+      block continues this one: a paste ends with the kill of what it
+      started, as a user's would.
       `bash .ci/example` and `bash .ci/test` are never run (CI
       runs them anyway): a block holding one fails.
       staged: as after README's install route, in a staging directory
@@ -130,6 +133,20 @@ def scratch():
     return d
 
 
+def group_alive(pgid):
+    """The command lines of process group pgid's processes but zombies."""
+    alive = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = open(stat).read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmd = open(stat[:-4] + "cmdline").read()
+                alive.append(cmd.replace("\0", " ").strip())
+        except OSError:
+            continue  # gone meanwhile
+    return alive
+
+
 def kill_group(pgid):
     """Kills process group pgid and waits (5 s at most) until none of its
     processes is left but zombies: a server a block left running holds its
@@ -153,11 +170,14 @@ def kill_group(pgid):
         time.sleep(0.05)
 
 
-def run(where, argv, cwd, run_env=None, timeout=120, stdin=None):
+def run(where, argv, cwd, run_env=None, timeout=120, stdin=None,
+        left=None):
     """Runs argv in its own session, stdin on its input; returns its
     stdout, or None.  It ends when argv has exited: what it left running in
     the background (a server a block started) is killed then, and may hold
-    no pipe of ours open meanwhile, so its output goes to files."""
+    no pipe of ours open meanwhile, so its output goes to files.  left, a
+    list: gets the command lines of what was still running 5 s after argv
+    exited (what a block's own kill ended has had time to go)."""
     with tempfile.TemporaryFile("w+") as fout, \
             tempfile.TemporaryFile("w+") as ferr:
         p = subprocess.Popen(argv, cwd=cwd, env=run_env or env,
@@ -178,6 +198,13 @@ def run(where, argv, cwd, run_env=None, timeout=120, stdin=None):
             p.wait()
             fail(where, "%s: no exit within %d s" % (argv[0], timeout))
             return None
+        if left is not None:
+            for _ in range(100):
+                alive = group_alive(p.pid)
+                if not alive:
+                    break
+                time.sleep(0.05)
+            left.extend(alive)
         kill_group(p.pid)  # whatever it left running in the background
         fout.seek(0)
         ferr.seek(0)
@@ -271,8 +298,9 @@ def staged(where, d, cmd_env):
     return True
 
 
-def commands(where, words, body, d, before=None):
-    """before: (words, body) of the run block this one continues."""
+def commands(where, words, body, d, before=None, left=None):
+    """before: (words, body) of the run block this one continues; left:
+    as run's."""
     for never in NEVER:
         if never in body:
             fail(where, "`%s` is not for this test: leave the block unmarked"
@@ -306,7 +334,7 @@ def commands(where, words, body, d, before=None):
         if not staged(where, d, cmd_env):
             return None
     out = run(where, ["bash", "-e", "-o", "pipefail", "-s"], d, cmd_env,
-              timeout=300, stdin=body)
+              timeout=300, stdin=body, left=left)
     if out is not None and "continues" in words:
         if SPLIT + "\n" not in out:
             fail(where, "the block above printed no end:\n" + out)
@@ -335,6 +363,10 @@ for doc in docs:
     name = os.path.relpath(doc, source_root)
     last = None  # (where, stdout) of the last tested block
     before = None  # (words, body) of the last run block
+    # What the last run block left running: a paste leaves nothing
+    # behind (it ends with the kill of what it started), unless the next
+    # run block continues it.
+    running = None
     for line, words, body in blocks(doc):
         where = "%s:%d" % (name, line)
         kind = words[0] if words else ""
@@ -347,9 +379,16 @@ for doc in docs:
                 shutil.rmtree(d, ignore_errors=True)
             tested += 1
         elif kind in ("sh", "console") and "run" in words[1:]:
+            if running is not None and "continues" not in words[1:]:
+                if running[1]:
+                    fail(running[0], "left running: %s"
+                         % "; ".join(running[1]))
+            left = []
+            running = (where, left)
             d = scratch()
             try:
-                last = (where, commands(where, words[1:], body, d, before))
+                last = (where, commands(where, words[1:], body, d, before,
+                                        left))
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             if "continues" in words[1:] and before is not None:
@@ -372,6 +411,8 @@ for doc in docs:
                     print("ok %s: output as shown" % where)
                     printed.extend(got)
             last = None
+    if running is not None and running[1]:
+        fail(running[0], "left running: %s" % "; ".join(running[1]))
 
 # The header's quotes of the guides' output (see the docstring).
 header = os.path.join(source_root, "include", "uvp.h")

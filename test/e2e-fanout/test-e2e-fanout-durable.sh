@@ -130,7 +130,7 @@ look; fetched=$((REQ - base - LOOKS))
 twice=$((fetched - N))
 [ "$twice" -ge 0 ] && [ "$twice" -le 64 ] || fail "kill: $fetched fetches for $N URLs"
 "$FANOUT" --nats "$URL" --durable kill --status >"$T/status" || fail "--status exited $?"
-grep -q "^job kill: $N URLs, $N results stored; 0 queued" "$T/status" || fail "status: $(cat "$T/status")"
+grep -q "^job kill: $N URLs, $N results stored, 0 to do; 0 queued" "$T/status" || fail "status: $(cat "$T/status")"
 echo "ok - kill: killed after $killed_at rows printed; run again: $found found stored, $published published ($dups the stream had), $twice fetched twice (of 64 the workers could hold); by $ws"
 # another list under the same job is refused, and nothing is fetched
 head -3 "$T/urls" >"$T/urls3"

@@ -35,6 +35,7 @@ Standard library only: this script itself may run under valgrind in CI.
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -928,9 +929,15 @@ def case_trace_written(gw, trace_dir, hang_url):
     """--trace-dir: SIGUSR1 wrote each worker's flight recorder to a file
     named in its dump; the stuck request's worker's holds its group and its
     HTTP request to /hang, both still open, as Chrome trace JSON."""
-    named = wait_for(lambda: re.findall(r"worker \d+: flight recorder: "
-                                        r"(\d+) events in (\S+)\n",
-                                        gw.stderr()), 10) or []
+    # Every worker that dumped writes its trace, one worker at a time: wait
+    # for all of them, not the first (which may not be the stuck one's).
+    def written():
+        text = gw.stderr()
+        found = re.findall(r"worker \d+: flight recorder: (\d+) events in "
+                           r"(\S+)\n", text)
+        dumped = set(re.findall(r"worker (\d+): SIGUSR1: ", text))
+        return found if found and len(found) >= len(dumped) else None
+    named = wait_for(written, 20) or []
     docs = []
     for n, path in named:
         try:
@@ -953,6 +960,102 @@ def case_trace_written(gw, trace_dir, hang_url):
     check(any(n > 0 and hang_open(d) for n, _, d in docs),
           "--trace-dir: the stuck request's worker's trace holds its group "
           "and its HTTP GET %s, open" % hang_url)
+
+
+def case_trace_flood(gateway, base, prefix=()):
+    """--trace-dir under a flood of SIGUSR1 (issue 69: 190 MB in 8 s): each
+    worker writes its trace at most once every 10 s, one worker at a time,
+    and every other SIGUSR1 still dumps, saying the trace was not
+    written."""
+    trace_dir = tempfile.mkdtemp(prefix="uvp-gateway-flood-")
+    gw = Proc(list(prefix) + gateway_argv(gateway, [base + "/fast"], 5000)
+              + ["-w", "2", "--trace-dir", trace_dir],
+              "uvp-gateway (trace flood)")
+    try:
+        # Events in each worker's ring: a few requests.
+        for _ in range(4):
+            s = connect(gw.port)
+            s.sendall(request("GET", "/", "Connection: close\r\n"))
+            Reader(s).response()
+            s.close()
+        signals = 20
+        t0 = time.monotonic()
+        for _ in range(signals):
+            gw.p.send_signal(signal.SIGUSR1)
+            time.sleep(0.1)
+        dumps = lambda: len(re.findall(r"worker \d+: SIGUSR1: ",
+                                       gw.stderr()))
+        wait_for(lambda: dumps() >= 2 * 3, 20)
+        time.sleep(1.0)  # a write that waits for its turn
+        elapsed = time.monotonic() - t0
+        text = gw.stderr()
+        files = sorted(os.listdir(trace_dir))
+        written = re.findall(r"worker (\d+): flight recorder: \d+ events in "
+                             r"(\S+)\n", text)
+        skipped = len(re.findall(r"worker \d+: flight recorder: not written:"
+                                 r" the last was \d+ ms ago \(one every "
+                                 r"10 s\)\n", text))
+        per_worker = {}
+        for wid, _ in written:
+            per_worker[wid] = per_worker.get(wid, 0) + 1
+        most = 2 * (1 + int(elapsed // 10))
+        check(0 < len(files) <= most and len(files) == len(written)
+              and sorted(os.path.basename(p) for _, p in written) == files
+              and len(per_worker) == 2,
+              "trace flood: %d SIGUSR1 in %.1f s wrote %d traces (each "
+              "worker's, at most %d), each named in its dump: %s"
+              % (signals, elapsed, len(files), most, per_worker))
+        check(skipped > 0 and dumps() > len(files),
+              "trace flood: the other dumps (%d) say the trace was not "
+              "written (%d lines)" % (dumps(), skipped))
+        rc = gw.stop()
+        check(rc == 0, "trace flood: SIGTERM, exit 0 (got %s)" % rc)
+    finally:
+        gw.kill()
+        shutil.rmtree(trace_dir, ignore_errors=True)
+
+
+def case_trace_disk_full(gateway, base):
+    """--trace-dir on a disk that takes 64 KiB (RLIMIT_FSIZE, SIGXFSZ
+    ignored: each write past it fails with EFBIG, as a full disk's with
+    ENOSPC): the dump names the file and the reason, and the file cut
+    short is removed."""
+    trace_dir = tempfile.mkdtemp(prefix="uvp-gateway-full-")
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+    argv = gateway_argv(gateway, [base + "/fast"], 5000) + [
+        "-w", "1", "--trace-dir", trace_dir]
+    gw = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=small_disk)
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)",
+                             gw.stdout.readline()).group(1))
+        for _ in range(200):  # more than 64 KiB of trace
+            s = connect(port)
+            s.sendall(request("GET", "/", "Connection: close\r\n"))
+            Reader(s).response()
+            s.close()
+        gw.send_signal(signal.SIGUSR1)
+        time.sleep(2.0)
+        gw.send_signal(signal.SIGTERM)
+        _, err = gw.communicate(timeout=30)
+        m = re.search(r"worker 0: flight recorder: (%s/\S+\.json): (.*)\n"
+                      % re.escape(trace_dir), err)
+        check(m is not None and "too large" in m.group(2).lower()
+              and m.group(2).endswith("(removed)")
+              and not os.path.exists(m.group(1))
+              and os.listdir(trace_dir) == [] and gw.returncode == 0,
+              "disk full: the dump names the trace's file and the reason, "
+              "the file is removed, exit 0: %s"
+              % (m.group(0).strip() if m else err[-2000:]))
+    finally:
+        if gw.poll() is None:
+            gw.kill()
+            gw.wait()
+        shutil.rmtree(trace_dir, ignore_errors=True)
 
 
 def case_stuck_and_cancelled(gw, backend_port, urls, trace_dir=None):
@@ -2349,6 +2452,8 @@ def main():
             "fd_limit": lambda: case_fd_limit(gateway, base + "/fast",
                                               base + "/hang"),
             "flood": lambda: case_flood(gateway, base),
+            "trace_flood": lambda: case_trace_flood(gateway, base),
+            "trace_disk_full": lambda: case_trace_disk_full(gateway, base),
         }
         try:
             for n in only:
@@ -2426,6 +2531,8 @@ def main():
         case_stuck_and_cancelled(gwh, backend.port, mixed, trace_dir)
         case_forced_stop(gwh, "forced stop")
         shutil.rmtree(trace_dir, ignore_errors=True)
+        case_trace_flood(gateway, base)
+        case_trace_disk_full(gateway, base)
 
         # Meson says whether this build can run under valgrind (not a
         # sanitizer build); missing valgrind skips the case too.

@@ -3,7 +3,8 @@
  * with BODY and Uvp-Timeout-Ms TIMEOUT_MS (86400000, a day, the most a
  * service accepts: nothing expires while it waits), published at once.  It
  * waits until every request but at most HELD has an answer (or 2 s pass
- * with none, or MAX_MS in all, default 20 s), prints
+ * with none once all are published, or MAX_MS in all, default 60 s),
+ * prints
  *   pile N busy B other O pending P answered_ms MS
  * (B answered EBUSY, O any other way, P still waiting: held by the
  * worker; MS from the first publish to the last answer), and exits with
@@ -16,12 +17,15 @@
 
 #include "uvp-nats.h"
 
+/* No answer for this long: the rest will not come. */
+#define QUIET_NS 2000000000ull
+
 typedef struct pile_s {
   uv_loop_t loop;
   uvp_ctx_t *ctx;
   uvp_nats_t *nc;
   size_t n, held, busy, other;
-  uint64_t t0, last, max_ns;
+  uint64_t t0, sent, last, max_ns;
   uv_timer_t quiet;
 } pile_t;
 
@@ -29,7 +33,11 @@ static void quiet_check(uv_timer_t *t) {
   pile_t *p = t->data;
   uint64_t now = uv_hrtime();
   bool done = p->n - p->busy - p->other <= p->held;
-  bool stalled = now - (p->last ? p->last : p->t0) > 2000000000ull;
+  /* quiet since the last answer, or since the last publish: a loaded
+   * machine may take seconds to publish the pile, and the answers wait in
+   * nats.c's queue until the loop runs (from t0, a pile published in more
+   * than the quiet time would end before it read a single one) */
+  bool stalled = now - (p->last ? p->last : p->sent) > QUIET_NS;
   if (done || stalled || now - p->t0 > p->max_ns)
     uv_stop(&p->loop);
 }
@@ -50,7 +58,7 @@ int main(int argc, char **argv) {
             "usage: nats-pile URL SUBJECT N TIMEOUT_MS HELD BODY [MAX_MS]\n");
     return 2;
   }
-  uint64_t max_ms = argc == 8 ? strtoull(argv[7], NULL, 10) : 20000;
+  uint64_t max_ms = argc == 8 ? strtoull(argv[7], NULL, 10) : 60000;
   pile_t p = {.n = strtoull(argv[3], NULL, 10),
               .held = strtoull(argv[5], NULL, 10),
               .max_ns = max_ms * 1000000};
@@ -80,6 +88,7 @@ int main(int argc, char **argv) {
         uvp_promise_on(r, UVP_ON_BOTH | UVP_ON_TAKE, answered, &p, NULL) != 0)
       return 1;
   }
+  p.sent = uv_hrtime();
   uv_timer_init(&p.loop, &p.quiet);
   p.quiet.data = &p;
   uv_timer_start(&p.quiet, quiet_check, 10, 10);

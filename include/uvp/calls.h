@@ -1,0 +1,131 @@
+/** @file
+ * Calls between loops: run a function on another context's loop thread
+ * and get a promise of what it returned (Seastar's smp::submit_to).
+ *
+ * Part of uvp's public API: a program includes uvp.h, which includes
+ * every area header in order (this one alone also compiles).  The
+ * model that holds across the areas is at the top of uvp.h.
+ */
+#ifndef UVP_H_CALLS
+#define UVP_H_CALLS
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup calls Calls between loops
+ *
+ * A program that runs one loop per core keeps what one loop owns (a cache
+ * shard, a rate limit, a pool) on that loop, and the others ask for it
+ * with a call: `fn` runs on the target context's loop thread, and the
+ * caller's promise, on the caller's context, settles with what it
+ * returned.  fn returns as a handler does (uvp_ret_t):
+ * @verbatim
+ *   uvp_ret_value(v, free)   the caller's promise fulfils with v: its
+ *                            ownership moves across, free(v) runs on the
+ *                            caller's loop thread when the caller's
+ *                            promise lets it go
+ *   uvp_ret_reject(code, payload, free)
+ *                            it rejects with code; the payload moves too
+ *   uvp_ret_adopt(q)         q, a promise of the target (the call takes
+ *                            the reference), is followed on the target: the
+ *                            caller's promise settles as q does.  On
+ *                            fulfilment it takes q's value, still q's: the
+ *                            call holds q until the caller's promise lets
+ *                            the value go, then releases it (q's value is
+ *                            freed on the target's loop thread while that
+ *                            context is open).  A rejection crosses with
+ *                            its code and its cause, not its payload.
+ *   uvp_ret_pass()           fulfils with NULL
+ * @endverbatim
+ *
+ * Cancellation crosses both ways, with causes.  Cancelling the caller's
+ * promise (uvp_promise_cancel, a deadline, a group, a race, the caller's
+ * uvp_ctx_close) cancels q on the target with a cause (a
+ * UVP_CAUSE_BINDING whose message names the calling context and the
+ * caller's cause), or, if the cut reaches the target before fn ran, fn
+ * never runs.  q cancelled on the target (its deadline, its group, a
+ * program there) rejects the caller's promise with q's code and a
+ * UVP_CAUSE_BINDING naming the target context and q's cause.  A deadline
+ * the caller runs under (uvp_deadline_left) is the target's: fn runs
+ * under a deadline of the time left, set at the call's site, which
+ * watches what fn starts.
+ *
+ * Teardown.  Closing the target ends each call to it once: a call not yet
+ * run never runs, a followed q is torn down with the context, and the
+ * caller's promise rejects with UVP_ECLOSED and a cause naming the target
+ * context ("the call's target context 0x... was closed").  Closing the
+ * caller rejects its calls' promises with UVP_ECLOSED (the caller's own
+ * close cause) and cancels their work on the target with a cause naming
+ * the caller's context.  A closed caller's context waits, as for any
+ * libuv request in flight, for the target to answer (run its loop until
+ * uv_run returns): each call holds uv_run() of the caller going until its
+ * answer has come.
+ *
+ * Threads and lifetime.  The target may be any context, on any thread,
+ * the caller's own included (fn then runs from the mailbox, never inside
+ * the call).  The program must know that the target is not freed while a
+ * call may name it: a context lives until uvp_ctx_close and its loop has
+ * run its last handle.  fn runs on the target's loop thread, under no
+ * scope of the caller's (slots do not cross).  arg_free(arg) (may be NULL)
+ * runs exactly once on the target's loop thread, after fn returned or
+ * once it is known fn never runs.
+ *
+ * Batching.  A call leaves once the caller's run queue has run what is
+ * queued when it is started (never inside uvp_call_start): the calls one
+ * turn of handlers starts to the same target are queued on the pair's
+ * link in one take of its lock, and one message into the target's
+ * mailbox (uvp's thread-safe path) runs them all there; the answers
+ * their fn give come back the same way, one message for a drain's worth.
+ * A call takes a slot of the caller's operation pool: nothing is
+ * allocated per call once warm (a link per pair of contexts, on the
+ * first call).  docs/internals.md, "Calls between loops", has the
+ * figures. */
+/** @{ */
+
+/** The function a call runs on the target (see above).  `target` is the
+ * target context, `arg` the call's. */
+typedef uvp_ret_t (*uvp_call_fn)(uvp_ctx_t *target, void *arg);
+
+/** @name uvp_call_start, uvp_call_start_at
+ * @{ */
+/** Run fn(target, arg) on target's loop thread; *out receives one
+ * reference to the caller's promise, on ctx.  Loop thread of ctx.  A fiber
+ * awaits it as any promise.  Errors (nothing started, arg is still yours):
+ * UV_EINVAL (NULL ctx, target, fn or out), UVP_ECLOSED (ctx closed, or
+ * target closed), UVP_ETHREAD, UV_ENOMEM. */
+#define uvp_call_start(...) uvp_call_start_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_EXTERN int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target,
+                                 uvp_call_fn fn, void *arg,
+                                 uvp_free_cb arg_free, uvp_promise_t **out,
+                                 const char *file, int line);
+/** @} */
+
+/** How a call posted from a thread with no context ended, on the target's
+ * loop thread: code 0 and the value (with a fulfilment by value, `value`
+ * and free_cb are the callback's to keep or free; with a followed
+ * promise's fulfilment the value is borrowed for the callback's run and
+ * free_cb is NULL), or a code < 0 (UVP_ECLOSED: the target was closed
+ * before the call ended). */
+typedef void (*uvp_call_done_cb)(void *done_arg, int code, void *value,
+                                 uvp_free_cb free_cb);
+
+/** The form for a thread with no context (a thread pool's, a library's
+ * callback thread): fn(target, arg) runs on target's loop thread, then
+ * done(done_arg, ...) there, once, with what fn's result settled as (see
+ * uvp_call_done_cb); there is no promise, no cancellation and no deadline.
+ * Any thread.  Errors (nothing posted: arg is still yours): UV_EINVAL
+ * (NULL target, fn or done), UVP_ECLOSED (target closed), UV_ENOMEM (each
+ * posted call takes one allocation). */
+UVP_EXTERN int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
+                             uvp_free_cb arg_free, uvp_call_done_cb done,
+                             void *done_arg);
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
