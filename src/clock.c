@@ -27,7 +27,7 @@
 
 /* The real timeout of a virtual timer not yet due: active and referenced
  * like the timer it stands for, never reached in real time. */
-#define FAR UINT64_MAX
+#define FAR_OFF UINT64_MAX
 
 /* A timer's part on the virtual clock: its due time and its place in the
  * clock's heap, in memory its owner allocated after itself
@@ -265,7 +265,7 @@ void uvp__timer_start(uvp__timer_t *t, uv_timer_cb cb, uint64_t ms) {
   v->due = ms > UINT64_MAX - now_of(c) ? UINT64_MAX : now_of(c) + ms;
   v->seq = c->seq++;
   heap_insert(c, v);
-  (void)uv_timer_start(&t->handle, due_now, ms == 0 ? 0 : FAR, 0);
+  (void)uv_timer_start(&t->handle, due_now, ms == 0 ? 0 : FAR_OFF, 0);
 }
 
 void uvp__timer_stop(uvp__timer_t *t) {

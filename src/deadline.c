@@ -184,8 +184,8 @@ static uvp__scope_t *within(uvp_ctx_t *ctx, uvp__scope_t *base, uint64_t ms,
                             const char *file, int line, bool hold) {
   uint64_t now = uvp__now_fresh(ctx);
   uint64_t at = ms > UINT64_MAX - now ? UINT64_MAX : now + ms;
-  deadline_t *near = deadline_in(base);
-  if (near != NULL && near->at <= at)
+  deadline_t *nearest = deadline_in(base);
+  if (nearest != NULL && nearest->at <= at)
     return uvp__scope_ref(base);
   return scope_fresh(ctx, base, ms, now, file, line, hold);
 }

@@ -1,12 +1,14 @@
 /* Writing the dumps without waiting (see diag.h). */
 #include <errno.h>
+#include <string.h>
+#if !defined(_WIN32)
 #include <fcntl.h>
 #include <poll.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#endif
 #if defined(__has_include)
 #if __has_include(<stdio_ext.h>)
 #include <stdio_ext.h> /* __fpending: glibc, musl */
@@ -16,6 +18,12 @@
 
 #include "diag.h"
 #include "registry.h"
+
+/* macOS and the BSDs before 2020 have no MSG_NOSIGNAL: a dump to a
+ * socket whose peer is gone raises SIGPIPE there, as a write(2) would. */
+#if !defined(_WIN32) && !defined(MSG_NOSIGNAL)
+#define MSG_NOSIGNAL 0
+#endif
 
 #define UVP__STR2(x) #x
 #define UVP__STR(x) UVP__STR2(x)
@@ -53,6 +61,17 @@ static void drop(uvp__diag_t *w, const char *s, size_t n) {
 
 /* One write of at most PIPE_BUF bytes, never waiting: how many bytes went
  * (0: none could now), or a negative error. */
+#if defined(_WIN32)
+/* Windows: every dump goes through its stream (MODE_STREAM or the
+ * callback), which may wait for a pipe's reader, as a file's write does:
+ * poll(2) has no counterpart there for an anonymous pipe or a console. */
+static ssize_t write_waiting(uvp__diag_t *w, const char *s, size_t n) {
+  (void)w;
+  (void)s;
+  (void)n;
+  return UV_ENOSYS;
+}
+#else
 static ssize_t write_now(uvp__diag_t *w, const char *s, size_t n) {
   for (;;) {
     ssize_t r;
@@ -131,6 +150,7 @@ static ssize_t write_waiting(uvp__diag_t *w, const char *s, size_t n) {
       (void)poll(&p, 1, 10);
   }
 }
+#endif
 
 /* Write s (at most PIPE_BUF bytes) to the descriptor, or drop it. */
 static void write_chunk(uvp__diag_t *w, const char *s, size_t n) {
@@ -168,6 +188,7 @@ static void diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
   w->mode = write != NULL ? MODE_CALLBACK : MODE_STREAM;
   if (write != NULL)
     return;
+#if !defined(_WIN32)
   int fd = fileno(stream);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) != 0 || S_ISREG(st.st_mode) ||
@@ -199,6 +220,7 @@ static void diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,
     return;
   clearerr(stream);
   w->cut = true; /* before the first line: all of it is dropped */
+#endif
 }
 
 void uvp__diag_open(uvp__diag_t *w, FILE *stream, uvp_dump_write_cb write,

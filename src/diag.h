@@ -45,6 +45,12 @@
 
 #include "base.h"
 
+/* Windows has no PIPE_BUF: its dumps go through the stream (diag.c), and
+ * the buffer keeps POSIX's smallest size. */
+#if !defined(PIPE_BUF)
+#define PIPE_BUF 512
+#endif
+
 typedef struct uvp__diag_s {
   FILE *stream;
   uvp_dump_write_cb write;

@@ -2,10 +2,15 @@
  * and a reference to its promise until libuv's callback, which always runs
  * (with UV_EAI_CANCELED after uv_cancel) and is the one place the result
  * list is either handed to the promise or freed. */
+#include <string.h>
+
 #include "op.h"
 
 typedef struct dnsop_s {
   uvp__op_t op;
+  /* The name's first bytes, for the task dump: the request's own copy is
+   * private to libuv (not there at all on Windows). */
+  char node[40];
   uv_getaddrinfo_t req;
 } dnsop_t;
 
@@ -22,8 +27,7 @@ static void dns_cancel(uvp__op_t *o) {
 static void dns_describe(const uvp__op_t *o, uvp__what_t *w) {
   const dnsop_t *op = UVP__CONTAINER_OF(o, dnsop_t, op);
   snprintf(w->kind, sizeof(w->kind), "dns");
-  snprintf(w->target, sizeof(w->target), "%s",
-           op->req.hostname != NULL ? op->req.hostname : "?");
+  snprintf(w->target, sizeof(w->target), "%s", op->node);
 }
 
 static const uvp__op_kind_t dns_kind = {dns_cancel, NULL,         NULL,
@@ -53,6 +57,10 @@ int uvp_getaddrinfo_at(uvp_ctx_t *ctx, const char *node, const char *service,
       uvp__op_new(ctx, &dns_kind, sizeof(dnsop_t), out, file, line, &rc);
   if (op == NULL)
     return rc;
+  /* A longer name is shown cut, ending "...". */
+  if (snprintf(op->node, sizeof(op->node), "%s", node != NULL ? node : "?") >=
+      (int)sizeof(op->node))
+    memcpy(op->node + sizeof(op->node) - 4, "...", 4);
   return uvp__op_started(
       &op->op,
       uv_getaddrinfo(uvp__loop(ctx), &op->req, dns_cb, node, service, hints),

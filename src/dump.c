@@ -114,8 +114,14 @@ static void add(uvp__dump_t *d, const char *s, size_t n) {
   d->len += n;
 }
 
+/* mingw-w64's C99 printf is gnu_printf to gcc, msvcrt's is printf. */
+#if defined(__MINGW_PRINTF_FORMAT)
+#define ADDF_FORMAT __MINGW_PRINTF_FORMAT
+#else
+#define ADDF_FORMAT printf
+#endif
 static void addf(uvp__dump_t *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+    __attribute__((format(ADDF_FORMAT, 2, 3)));
 static void addf(uvp__dump_t *d, const char *fmt, ...) {
   char buf[512];
   va_list ap;
@@ -689,6 +695,35 @@ static void list_cut(void *arg, const uvp__work_t *w, uint32_t born) {
   l->count++;
 }
 
+/* A stream whose text is read back whole when it is closed. */
+#if defined(UVP_HAVE_OPEN_MEMSTREAM)
+static FILE *text_open(char **text, size_t *len) {
+  return open_memstream(text, len);
+}
+static int text_close(FILE *f, char **text, size_t *len) {
+  (void)text;
+  (void)len;
+  return fclose(f);
+}
+#else
+/* No open_memstream (Windows): a temporary file, read back as it closes. */
+static FILE *text_open(char **text, size_t *len) {
+  *text = NULL;
+  *len = 0;
+  return tmpfile();
+}
+static int text_close(FILE *f, char **text, size_t *len) {
+  int rc = -1;
+  long n;
+  if (fflush(f) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+      (*text = malloc((size_t)n + 1)) != NULL) {
+    *len = fread(*text, 1, (size_t)n, f);
+    rc = *len == (size_t)n ? 0 : -1;
+  }
+  return fclose(f) == 0 ? rc : -1;
+}
+#endif
+
 static int dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
                          void *arg) {
   /* A stream that could make us wait (a pipe, a socket, a terminal), or a
@@ -704,8 +739,7 @@ static int dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
   uvp__diag_open(w, stream, write, arg, false);
   char *text = NULL;
   size_t len = 0;
-  FILE *out =
-      w->fd >= 0 || write != NULL ? open_memstream(&text, &len) : stream;
+  FILE *out = w->fd >= 0 || write != NULL ? text_open(&text, &len) : stream;
   if (out == NULL) {
     uvp__free(l);
     uvp__free(w);
@@ -725,7 +759,7 @@ static int dump_promises(uvp_ctx_t *ctx, FILE *stream, uvp_dump_write_cb write,
       ext->dump(ext, out, &l->count);
   }
   if (out != stream) {
-    if (fclose(out) == 0) {
+    if (text_close(out, &text, &len) == 0) {
       for (size_t at = 0, end; at < len; at = end) { /* line by line */
         const char *nl = memchr(text + at, '\n', len - at);
         end = nl != NULL ? (size_t)(nl - text) + 1 : len;

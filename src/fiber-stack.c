@@ -35,7 +35,6 @@
 #include "fiber-asan.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -43,10 +42,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_WIN32)
+#include "stack-win.h"
+#else
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#endif
 
 #include <uv.h>
 
@@ -148,6 +152,7 @@ static atomic_size_t page_guards_max = (size_t)-1;
 /* Whether a read of one byte at addr succeeds, through the kernel's own
  * access (as a debugger would read it): 1, 0 (EFAULT), or -1 (the call is
  * refused or missing, as under qemu-user or a strict seccomp profile). */
+#if defined(UVP_HAVE_PROCESS_VM_READV)
 static int readable(const void *addr) {
   char byte;
   struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)addr, 1};
@@ -156,6 +161,12 @@ static int readable(const void *addr) {
     return 1;
   return n < 0 && errno == EFAULT ? 0 : -1;
 }
+#else
+static int readable(const void *addr) {
+  (void)addr;
+  return -1; /* no way to tell: no markers */
+}
+#endif
 
 /* A guard marker installed on the first of two pages: the first must then
  * be unreadable and the second readable.  qemu-user answers 0 to the
@@ -215,7 +226,9 @@ static size_t page_guard_budget(void) {
  * advice for it), else one madvise each, which is also what a kernel that
  * refuses the call gets from then on.  Returns 0 if every range was
  * advised. */
+#if defined(SYS_process_madvise)
 static atomic_int advise_vector = 1; /* process_madvise still worth a try */
+#endif
 
 static int advise_each(const struct iovec *iov, size_t n, int advice) {
   int rc = 0;
@@ -227,6 +240,7 @@ static int advise_each(const struct iovec *iov, size_t n, int advice) {
 
 /* valgrind 3.19 does not know process_madvise (440): it answers ENOSYS,
  * but warns on stderr, which a program run under it may not want. */
+#if defined(SYS_process_madvise)
 static bool under_valgrind(void) {
 #if defined(UVP__STACK_VALGRIND)
   return RUNNING_ON_VALGRIND != 0;
@@ -234,6 +248,7 @@ static bool under_valgrind(void) {
   return false;
 #endif
 }
+#endif
 
 static int advise_many(const struct iovec *iov, size_t n, int advice) {
 #if defined(SYS_process_madvise)
@@ -258,6 +273,7 @@ static int advise_many(const struct iovec *iov, size_t n, int advice) {
 /* ---- the fault handler --------------------------------------------------- */
 
 static const uvp__stack_t *(*_Atomic running_hook)(void);
+#if !defined(_WIN32)
 static struct sigaction prev_segv;
 static size_t handler_page;
 static pthread_mutex_t handler_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -268,6 +284,7 @@ static _Thread_local int in_handler;
 static pthread_once_t altstack_once = PTHREAD_ONCE_INIT;
 static pthread_key_t altstack_key;
 static _Thread_local int altstack_checked;
+#endif
 
 void uvp__stack_set_running_hook(const uvp__stack_t *(*running)(void)) {
   atomic_store(&running_hook, running);
@@ -306,6 +323,7 @@ static size_t put_site(char *buf, size_t at, size_t cap,
   return put_str(buf, at, cap, " ");
 }
 
+#if !defined(_WIN32)
 static void on_segv(int sig, siginfo_t *info, void *uc) {
   int saved_errno = errno;
   const uvp__stack_t *(*hook)(void) = atomic_load(&running_hook);
@@ -413,6 +431,56 @@ static void ensure_altstack(void) {
     (void)munmap(ss.ss_sp, ALT_SIZE);
   }
 }
+
+#else
+/* Windows: a fault is raised on the faulting thread's stack, so a guard
+ * page is a PAGE_GUARD page (stack-win.h), which the system makes
+ * accessible as it raises the fault: the report runs below the fault, as
+ * it would past a thread stack's guard.  A vectored handler sees the fault
+ * first, whoever else handles exceptions, reports a fault in the running
+ * fiber's guard page, and hands it on (EXCEPTION_CONTINUE_SEARCH): the
+ * program's handlers, else the system ends the process with the fault's
+ * code. */
+static size_t handler_page;
+static atomic_int handler_added;
+
+static LONG WINAPI on_fault(EXCEPTION_POINTERS *ep) {
+  const EXCEPTION_RECORD *r = ep->ExceptionRecord;
+  if (r->ExceptionCode != STATUS_GUARD_PAGE_VIOLATION &&
+      r->ExceptionCode != STATUS_STACK_OVERFLOW &&
+      r->ExceptionCode != STATUS_ACCESS_VIOLATION)
+    return EXCEPTION_CONTINUE_SEARCH;
+  const uvp__stack_t *(*hook)(void) = atomic_load(&running_hook);
+  const uvp__stack_t *s = hook != NULL ? hook() : NULL;
+  const char *a = r->NumberParameters >= 2
+                      ? (const char *)r->ExceptionInformation[1]
+                      : (const char *)ep->ContextRecord->Rsp;
+  if (s != NULL && s->guard != UVP__GUARD_CANARY &&
+      a >= s->base - handler_page && a < s->base) {
+    char buf[512];
+    size_t at = put_site(buf, 0, sizeof(buf), s);
+    at = put_str(buf, at, sizeof(buf), "ran off its stack of ");
+    at = put_num(buf, at, sizeof(buf), s->size, 10);
+    at = put_str(buf, at, sizeof(buf), " bytes (a fault at ");
+    at = put_num(buf, at, sizeof(buf), (uintptr_t)a, 16);
+    at = put_str(buf, at, sizeof(buf),
+                 ", in the guard page below it); stopping\n");
+    DWORD wrote;
+    (void)WriteFile(GetStdHandle(STD_ERROR_HANDLE), buf, (DWORD)at, &wrote,
+                    NULL);
+  }
+  return EXCEPTION_CONTINUE_SEARCH;
+}
+
+static void ensure_handler(void) {
+  int no = 0;
+  handler_page = page_size();
+  if (atomic_compare_exchange_strong(&handler_added, &no, 1))
+    (void)AddVectoredExceptionHandler(1, on_fault);
+}
+
+static void ensure_altstack(void) {}
+#endif
 
 void uvp__stack_overrun(const uvp__stack_t *stack, const void *sp) {
   char buf[512];
@@ -715,7 +783,9 @@ static uvp__stack_chunk_t *map_chunk(uvp__stack_pool_t *pool, size_t slot_len,
       }
       /* A huge page under a stack would make a touch of 4 KiB cost 2 MiB
        * (kernels before 6.7 do not infer this from MAP_STACK). */
+#if defined(MADV_NOHUGEPAGE)
       (void)madvise(map, len, MADV_NOHUGEPAGE);
+#endif
       memset(c, 0, sizeof(*c) + nslots);
       c->map = map;
       c->map_len = len;

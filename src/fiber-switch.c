@@ -60,7 +60,11 @@
 #endif
 
 #if defined(__GNUC__)
+#if defined(_WIN32)
+#define HIDDEN /* PE: what is not exported is hidden */
+#else
 #define HIDDEN __attribute__((visibility("hidden")))
+#endif
 #define NORETURN __attribute__((noreturn))
 #define NOINLINE __attribute__((noinline))
 #define COLD __attribute__((cold))
@@ -189,7 +193,9 @@ HIDDEN void *uvp__fiber_jump_x87(void **from_sp, void *to_sp, void *msg);
  * as arguments (the frame is built by init_frame). */
 HIDDEN void uvp__fiber_trampoline(void);
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(_WIN64)
+#include "fiber-jump-win64.h"
+#elif defined(__x86_64__) || defined(__i386__)
 #include "fiber-jump-x86.h"
 #elif defined(__aarch64__) || defined(__arm__)
 #include "fiber-jump-arm.h"
@@ -378,6 +384,11 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
     (void)VALGRIND_MAKE_MEM_UNDEFINED(frame, FRAME_WORDS * sizeof(*frame));
 #endif
     init_frame(ctx, frame, boot);
+#if defined(_WIN64)
+    /* The TIB's StackLimit and DeallocationStack (fiber-jump-win64.h): the
+     * pool commits the whole stack, its guard page lies below it. */
+    frame[10] = frame[11] = (uintptr_t)stack_base;
+#endif
     ctx->sp = frame;
   }
 #endif

@@ -39,9 +39,10 @@
 /* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64, ARM
  * (EABI, ARMv5T and later), s390x and 64-bit PowerPC (ELFv2: ppc64el), with or
  * without -fcf-protection and -mbranch-protection (fiber-jump-*.h say what of
- * them they keep); elsewhere glibc's ucontext stands in, also when forced, so
+ * them they keep), and Windows x86-64 (fiber-jump-win64.h); elsewhere glibc's
+ * ucontext stands in, also when forced, so
  * that tests can cover it. */
-#if !defined(__ELF__) ||                                                       \
+#if (!defined(__ELF__) && !defined(_WIN64)) ||                                 \
     !((defined(__x86_64__) && !defined(__ILP32__)) || defined(__i386__) ||     \
       defined(__aarch64__) ||                                                  \
       (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5) ||        \

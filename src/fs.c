@@ -78,7 +78,7 @@ static void fs_describe(const uvp__op_t *o, uvp__what_t *w) {
   if (op->req.path != NULL)
     snprintf(w->target, sizeof(w->target), "%s", op->req.path);
   else
-    snprintf(w->target, sizeof(w->target), "fd %d", (int)op->req.file);
+    snprintf(w->target, sizeof(w->target), "fd %d", (int)op->fd);
 }
 
 static void whole_describe(const uvp__op_t *o, uvp__what_t *w) {
@@ -305,6 +305,17 @@ static void simple_cb(uv_fs_t *req) {
   if (!(valid))                                                                \
     return UV_EINVAL;                                                          \
   SIMPLE(call)
+/* An operation on a descriptor keeps it for the dump (fs_describe): the
+ * request's own copy is private to libuv (a union on Windows). */
+#define SIMPLE_FD(fdv, valid, call)                                            \
+  if (!(valid))                                                                \
+    return UV_EINVAL;                                                          \
+  int rc;                                                                      \
+  fsop_t *op = op_new(ctx, &simple_kind, file, line, out, &rc);                \
+  if (op == NULL)                                                              \
+    return rc;                                                                 \
+  op->fd = (fdv);                                                              \
+  return uvp__op_started(&op->op, (call), out)
 #define BUF_OK(buf, len) (((buf) != NULL || (len) == 0) && (len) <= UINT_MAX)
 
 int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
@@ -314,21 +325,22 @@ int uvp_fs_open_at(uvp_ctx_t *ctx, const char *path, int flags, int mode,
 }
 int uvp_fs_close_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_close(uvp__loop(ctx), &op->req, fd, simple_cb));
+  SIMPLE_FD(fd, true, uv_fs_close(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 int uvp_fs_read_at(uvp_ctx_t *ctx, uv_file fd, void *buf, size_t len,
                    int64_t offset, uvp_promise_t **out, const char *file,
                    int line) {
   uv_buf_t b = uv_buf_init(buf, (unsigned int)len);
-  SIMPLE_IF(BUF_OK(buf, len),
+  SIMPLE_FD(fd, BUF_OK(buf, len),
             uv_fs_read(uvp__loop(ctx), &op->req, fd, &b, 1, offset, simple_cb));
 }
 int uvp_fs_write_at(uvp_ctx_t *ctx, uv_file fd, const void *buf, size_t len,
                     int64_t offset, uvp_promise_t **out, const char *file,
                     int line) {
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
-  SIMPLE_IF(BUF_OK(buf, len), uv_fs_write(uvp__loop(ctx), &op->req, fd, &b, 1,
-                                          offset, simple_cb));
+  SIMPLE_FD(
+      fd, BUF_OK(buf, len),
+      uv_fs_write(uvp__loop(ctx), &op->req, fd, &b, 1, offset, simple_cb));
 }
 int uvp_fs_stat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                    const char *file, int line) {
@@ -342,7 +354,7 @@ int uvp_fs_lstat_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
 }
 int uvp_fs_fstat_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_fstat(uvp__loop(ctx), &op->req, fd, simple_cb));
+  SIMPLE_FD(fd, true, uv_fs_fstat(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 int uvp_fs_unlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
                      const char *file, int line) {
@@ -381,17 +393,17 @@ int uvp_fs_readlink_at(uvp_ctx_t *ctx, const char *path, uvp_promise_t **out,
 }
 int uvp_fs_fsync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                     const char *file, int line) {
-  SIMPLE(uv_fs_fsync(uvp__loop(ctx), &op->req, fd, simple_cb));
+  SIMPLE_FD(fd, true, uv_fs_fsync(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 int uvp_fs_fdatasync_at(uvp_ctx_t *ctx, uv_file fd, uvp_promise_t **out,
                         const char *file, int line) {
-  SIMPLE(uv_fs_fdatasync(uvp__loop(ctx), &op->req, fd, simple_cb));
+  SIMPLE_FD(fd, true, uv_fs_fdatasync(uvp__loop(ctx), &op->req, fd, simple_cb));
 }
 /* A negative length is refused here, as ftruncate(2) would refuse it, so
  * that nothing is started for it (uvp.h). */
 int uvp_fs_ftruncate_at(uvp_ctx_t *ctx, uv_file fd, int64_t offset,
                         uvp_promise_t **out, const char *file, int line) {
-  SIMPLE_IF(offset >= 0,
+  SIMPLE_FD(fd, offset >= 0,
             uv_fs_ftruncate(uvp__loop(ctx), &op->req, fd, offset, simple_cb));
 }
 int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
@@ -401,7 +413,8 @@ int uvp_fs_chmod_at(uvp_ctx_t *ctx, const char *path, int mode,
 }
 int uvp_fs_fchmod_at(uvp_ctx_t *ctx, uv_file fd, int mode, uvp_promise_t **out,
                      const char *file, int line) {
-  SIMPLE(uv_fs_fchmod(uvp__loop(ctx), &op->req, fd, mode, simple_cb));
+  SIMPLE_FD(fd, true,
+            uv_fs_fchmod(uvp__loop(ctx), &op->req, fd, mode, simple_cb));
 }
 /* libuv refuses flags it does not know (UV_EINVAL) before it starts
  * anything: uvp__op_started undoes the operation and returns that. */

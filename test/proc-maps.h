@@ -21,6 +21,25 @@
 /* The mapping holding addr: [*lo, *hi) and its permissions ("rw-p"); 1 if
  * one does, 0 if none does, -1 if the file cannot be read.  It asserts
  * nothing, so code running on a fiber's stack may call it. */
+#if defined(_WIN32)
+/* Windows (test/win): the region VirtualQuery says holds addr, with the
+ * same four letters ("rw-p"; a PAGE_GUARD or PAGE_NOACCESS page, or one
+ * reserved and not committed, as "---p"). */
+static inline int proc_mapping_of(const void *addr, uintptr_t *lo,
+                                  uintptr_t *hi, char perms[5]) {
+  MEMORY_BASIC_INFORMATION mi;
+  if (VirtualQuery(addr, &mi, sizeof(mi)) != sizeof(mi))
+    return -1;
+  if (mi.State == MEM_FREE)
+    return 0;
+  *lo = (uintptr_t)mi.BaseAddress;
+  *hi = *lo + mi.RegionSize;
+  bool none = mi.State != MEM_COMMIT || (mi.Protect & PAGE_GUARD) != 0 ||
+              (mi.Protect & PAGE_NOACCESS) != 0;
+  memcpy(perms, none ? "---p" : "rw-p", 5);
+  return 1;
+}
+#else
 static inline int proc_mapping_of(const void *addr, uintptr_t *lo,
                                   uintptr_t *hi, char perms[5]) {
   FILE *f = fopen("/proc/self/maps", "r");
@@ -39,6 +58,7 @@ static inline int proc_mapping_of(const void *addr, uintptr_t *lo,
   fclose(f);
   return found;
 }
+#endif
 
 /* Whether addr is mapped, with its permissions in perms; fails the test if
  * the file cannot be read (so "not mapped" is never the default). */
@@ -56,6 +76,17 @@ static inline bool proc_mapped(const void *addr) {
 }
 
 /* The lines of /proc/self/maps: the mappings the process holds. */
+#if defined(_WIN32)
+static inline size_t proc_map_count(void) {
+  MEMORY_BASIC_INFORMATION mi;
+  size_t n = 0;
+  for (const char *a = NULL;
+       VirtualQuery(a, &mi, sizeof(mi)) == sizeof(mi) && a + mi.RegionSize > a;
+       a = (const char *)mi.BaseAddress + mi.RegionSize)
+    n += mi.State != MEM_FREE;
+  return n;
+}
+#else
 static inline size_t proc_map_count(void) {
   FILE *f = fopen("/proc/self/maps", "r");
   size_t n = 0;
@@ -67,6 +98,7 @@ static inline size_t proc_map_count(void) {
   fclose(f);
   return n;
 }
+#endif
 
 /* Whether the byte at addr can be read (the kernel reading it for us, as a
  * debugger would): 1, 0 (it faults: unmapped, PROT_NONE or a guard marker),

@@ -35,4 +35,12 @@ static inline void skip_say_why(const char *fmt, ...) {
     skip();                                                                    \
   } while (0)
 
+/* A test that checks what Windows does not have (a FIFO, /proc, a POSIX
+ * signal): skipped there, by name, with the reason in the log (test/win). */
+#if defined(_WIN32)
+#define SKIP_ON_WINDOWS(why) SKIP_BECAUSE("not on Windows: %s", why)
+#else
+#define SKIP_ON_WINDOWS(why) ((void)0)
+#endif
+
 #endif

@@ -155,6 +155,7 @@ static void test_group_deadline_read_queued(void **state) {
  * opened. */
 static void test_group_deadline_read_running(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS("no FIFO to block an open on");
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   read_path = at("fifo");
   int fds = count_fds();
@@ -271,6 +272,8 @@ static uvp_ret_t level1(void *arg) {
 
 static void test_group_deadline_three_levels_down(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS("its full listener is made of POSIX sockets "
+                  "(SOCK_NONBLOCK, close)");
   static full_listener_t l;
   static deep_t d;
   full_listener(&l);

@@ -1627,8 +1627,13 @@ static void test_cancel_mid_flight(void **state) {
   memset(&x, 0, sizeof(x));
   srv_start(f, &x.srv);
   /* What is open now but the listener (libuv keeps a spare descriptor
-   * from the first stream on). */
+   * from the first stream on; not on Windows, where a socket is no C
+   * runtime descriptor). */
+#if defined(_WIN32)
+  int fds_before = count_fds();
+#else
   int fds_before = count_fds() - 1;
+#endif
   uvp_group_t *g = group_new(f, 0, 0);
   uvp_promise_t *join = join_of(g);
   for (int i = 0; i < READERS; i++) {

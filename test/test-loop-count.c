@@ -52,7 +52,7 @@
  * valgrind (in valgrind's own code, SIGTERM held), and under TSan one
  * that had exited was never reaped (its SIGCHLD lost): either keeps the
  * process handle, and close_full's callback, waiting for ever. */
-#if defined(T_TSAN)
+#if defined(T_TSAN) || defined(_WIN32) /* no /bin/true there */
 #define FORKS 0
 #else
 #define FORKS (!RUNNING_ON_VALGRIND)
