@@ -15,8 +15,13 @@
 #             end the coordinator and the worker at once with one line
 #             naming the cause
 #   token     a second server with a token (NATS_TOKEN): served
-#   nkey      a third with an nkey user (--nkey, its seed made here with
-#             python3's cryptography, when installed): served
+#   nkey      a third with an nkey user (--nkey, its seed made here by
+#             nkey-gen.py): served
+#   creds     a fourth in operator mode (a memory resolver; the operator,
+#             account and user JWTs made here by nkey-gen.py): --creds
+#             and NATS_CREDS served; another operator's creds refused
+# (nkey-gen.py runs on Debian's python3 with python3-cryptography, which
+# .ci/setup installs: the python3 on PATH may be another without it.)
 # Usage: test-e2e-fanout-nats-auth.sh FANOUT NATS_SERVER.
 set -u
 FANOUT=$1
@@ -219,10 +224,10 @@ kill -TERM "$w3"; wait "$w3" || fail "w3 exited $?"
 echo "ok ($SECONDS s) - token: $N URLs with NATS_TOKEN and --nats-token; a wrong one refused"
 
 # ---- nkey --------------------------------------------------------------------
-if ! python3 "$(dirname "$0")/nkey-gen.py" "$T/user.nk" >"$T/user.pub" 2>/dev/null; then
-  echo "ok ($SECONDS s) - nkey: skipped (python3's cryptography is not installed)"
-  exit 0
-fi
+NKEYGEN="/usr/bin/python3 $(dirname "$0")/nkey-gen.py"
+/usr/bin/python3 -c 'import cryptography' 2>/dev/null ||
+  fail "nkey: /usr/bin/python3 has no cryptography module (install python3-cryptography: .ci/setup test)"
+$NKEYGEN "$T/user.nk" >"$T/user.pub" || fail "nkey-gen.py"
 nport=$(free_port)
 printf 'listen: 127.0.0.1:%s\nauthorization { users = [ {nkey: %s} ] }\n' "$nport" "$(cat "$T/user.pub")" >"$T/nkey.conf"
 "$NATS" -c "$T/nkey.conf" >>"$T/ns4.log" 2>&1 &
@@ -231,8 +236,31 @@ wait_port "$nport"
 NATS_NKEY=$T/user.nk "$FANOUT" --nats "nats://127.0.0.1:$nport" --worker --name w4 >"$T/w4.log" 2>&1 &
 w4=$!; PIDS="$PIDS $w4"
 wait_line "$T/w4.log" serving
-timeout 30 "$FANOUT" --nats "nats://127.0.0.1:$nport" --nkey "$T/user.nk" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ncoord.log" ||
+timeout 30 $VG "$FANOUT" --nats "nats://127.0.0.1:$nport" --nkey "$T/user.nk" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ncoord.log" ||
   fail "nkey: the coordinator exited $?"
 res=$(check "$T/out" "$N") || fail "nkey: $res"
 kill -TERM "$w4"; wait "$w4" || fail "w4 exited $?"
 echo "ok ($SECONDS s) - nkey: $N URLs with --nkey and NATS_NKEY"
+
+# ---- creds -------------------------------------------------------------------
+# operator mode: the server trusts the operator's JWT and knows the account
+# from it (resolver MEMORY); the user's JWT and seed in a .creds file
+mkdir "$T/jwt" "$T/jwt2"
+$NKEYGEN --creds "$T/jwt" && $NKEYGEN --creds "$T/jwt2" || fail "nkey-gen.py --creds"
+cport=$(free_port)
+read -r apub ajwt <"$T/jwt/account"
+printf 'listen: 127.0.0.1:%s\noperator: "%s"\nresolver: MEMORY\nresolver_preload: { %s: "%s" }\n' \
+  "$cport" "$(cat "$T/jwt/operator.jwt")" "$apub" "$ajwt" >"$T/creds.conf"
+"$NATS" -c "$T/creds.conf" >>"$T/ns5.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_port "$cport"
+NATS_CREDS=$T/jwt/user.creds "$FANOUT" --nats "nats://127.0.0.1:$cport" --worker --name w5 >"$T/w5.log" 2>&1 &
+w5=$!; PIDS="$PIDS $w5"
+wait_line "$T/w5.log" serving
+timeout 30 $VG "$FANOUT" --nats "nats://127.0.0.1:$cport" --creds "$T/jwt/user.creds" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ccoord.log" ||
+  fail "creds: the coordinator exited $?"
+res=$(check "$T/out" "$N") || fail "creds: $res"
+once "another operator's creds" "Authorization Violation" \
+  "$FANOUT" --nats "nats://127.0.0.1:$cport" --creds "$T/jwt2/user.creds" -f "$T/urls"
+kill -TERM "$w5"; wait "$w5" || fail "w5 exited $?"
+echo "ok ($SECONDS s) - creds: $N URLs with --creds and NATS_CREDS in operator mode; another operator's refused"
