@@ -14,6 +14,10 @@
 #   refused   a wrong password, and a certificate not trusted (no --tlsca),
 #             end the coordinator and the worker at once with one line
 #             naming the cause
+#   mtls      a server that verifies clients (tls { verify: true }): a
+#             client certificate (--tlscert/--tlskey, NATS_CERT/NATS_KEY)
+#             served; none, or one the server refuses, ends the
+#             coordinator at once with one line saying so
 #   token     a second server with a token (NATS_TOKEN): served
 #   nkey      a third with an nkey user (--nkey, its seed made here by
 #             nkey-gen.py): served
@@ -204,6 +208,27 @@ echo "ok ($SECONDS s) - refused: wrong passwords and untrusted certificates end 
 kill -TERM "$w1" "$w2"
 wait "$w1" || fail "w1 exited $?"
 wait "$w2" || fail "w2 exited $?"
+
+# ---- mtls --------------------------------------------------------------------
+mport=$(free_port)
+C=$T/certs
+printf 'listen: 127.0.0.1:%s\ntls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true }\n' \
+  "$mport" "$C/good.pem" "$C/good.key" "$C/ca.pem" >"$T/mtls.conf"
+"$NATS" -c "$T/mtls.conf" >>"$T/ns6.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_port "$mport"
+NATS_CERT=$C/client.pem NATS_KEY=$C/client.key "$FANOUT" --nats "nats://127.0.0.1:$mport" --worker --name w6 >"$T/w6.log" 2>&1 &
+w6=$!; PIDS="$PIDS $w6"
+wait_line "$T/w6.log" serving
+timeout 30 $VG "$FANOUT" --nats "nats://127.0.0.1:$mport" --tlscert "$C/client.pem" --tlskey "$C/client.key" \
+  -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/mcoord.log" || fail "mtls: the coordinator exited $?"
+res=$(check "$T/out" "$N") || fail "mtls: $res"
+once "no client certificate" "it wants a client certificate" \
+  "$FANOUT" --nats "nats://127.0.0.1:$mport" -f "$T/urls"
+once "a server's certificate as the client's" "it did not accept the client certificate" \
+  "$FANOUT" --nats "nats://127.0.0.1:$mport" --tlscert "$C/good.pem" --tlskey "$C/good.key" -f "$T/urls"
+kill -TERM "$w6"; wait "$w6" || fail "w6 exited $?"
+echo "ok ($SECONDS s) - mtls: $N URLs with --tlscert/--tlskey and NATS_CERT/NATS_KEY; none, or the wrong kind, refused in one line"
 
 # ---- token -------------------------------------------------------------------
 unset NATS_CA # the servers below have no TLS
