@@ -179,9 +179,11 @@ void fanout_nats_shutdown(void);
  * nats.c's default); NULL without memory.  The connect takes them. */
 struct __natsOptions *fanout_nats_options(const char *name,
                                           const nats_cli_t *cli);
-/* One line on stderr: the connect to url failed with rc, and nats.c's
- * words (its rejection's payload, or NULL). */
-void fanout_nats_connect_failed(const char *url, int rc, const void *words);
+/* One line on stderr: the connect to cli's URL failed with rc, and
+ * nats.c's words (its rejection's payload, or NULL); a server that wants
+ * a client certificate said so. */
+void fanout_nats_connect_failed(const nats_cli_t *cli, int rc,
+                                const void *words);
 struct uvp_nats_connect_opts_s;
 /* uvp_nats_connect, with cli's inbox prefix. */
 int fanout_nats_connect(uvp_ctx_t *ctx, const struct uvp_nats_connect_opts_s *o,

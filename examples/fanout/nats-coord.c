@@ -701,7 +701,7 @@ static uvp_ret_t on_connected(void *arg, const uvp_outcome_t *in) {
   coord_t *co = arg;
   run_t *r = co->r;
   if (in->status != 0) {
-    fanout_nats_connect_failed(co->cli->url, in->status, in->value);
+    fanout_nats_connect_failed(co->cli, in->status, in->value);
     return uvp_ret_pass();
   }
   co->nc = in->value;
@@ -925,10 +925,27 @@ int fanout_nats_connect(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   return uvp_nats_connect_more(ctx, o, &more, out);
 }
 
-void fanout_nats_connect_failed(const char *url, int rc, const void *words) {
+void fanout_nats_connect_failed(const nats_cli_t *cli, int rc,
+                                const void *words) {
   const char *w = words; /* uvp_nats_connect's rejection: nats.c's words */
-  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s\n", url, uvp_nats_strerror(rc),
-          w != NULL ? " (" : "", w != NULL ? w : "", w != NULL ? ")" : "");
+  /* A server that verifies clients (tls { verify: true }) ends the
+   * connection with a TLS alert once the handshake is done, which nats.c
+   * reads as an empty line where the PONG should be: the alert's own
+   * words stay in OpenSSL's queue on the binding's thread. */
+  bool tls = strncmp(cli->url, "tls://", 6) == 0 ||
+             opt_or_env(cli->tlsca, "NATS_CA") != NULL ||
+             opt_or_env(cli->tlscert, "NATS_CERT") != NULL ||
+             opt_or_env(cli->tlsname, "NATS_TLS_NAME") != NULL;
+  const char *hint = NULL;
+  if (tls && w != NULL && strstr(w, "Expected 'PONG', got ''") != NULL)
+    hint = opt_or_env(cli->tlscert, "NATS_CERT") == NULL
+               ? ": the server closed the TLS connection: it wants a client "
+                 "certificate (--tlscert, --tlskey)"
+               : ": the server closed the TLS connection: it did not accept "
+                 "the client certificate (--tlscert)";
+  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s%s\n", cli->url,
+          uvp_nats_strerror(rc), w != NULL ? " (" : "", w != NULL ? w : "",
+          w != NULL ? ")" : "", hint != NULL ? hint : "");
 }
 
 void fanout_nats_shutdown(void) { nats_CloseAndWait(0); }

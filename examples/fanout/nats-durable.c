@@ -750,7 +750,7 @@ static uvp_ret_t co_setup(void *arg) {
     co->nc = o.value;
     rc = uvp_nats_js_new(co->nc, NULL, &co->js);
   } else {
-    fanout_nats_connect_failed(co->cli->url, rc, o.value);
+    fanout_nats_connect_failed(co->cli, rc, o.value);
     what = NULL; /* said */
   }
   if (rc == 0) {
@@ -1193,7 +1193,7 @@ static uvp_ret_t wk_setup(void *arg) {
   c.options = connect_options(w->name, w->cli, &c.url);
   int rc = uvp_await_take(fanout_nats_connect(ctx, &c, w->cli, &p), &p, &o);
   if (rc != 0) {
-    fanout_nats_connect_failed(w->cli->url, rc, o.value);
+    fanout_nats_connect_failed(w->cli, rc, o.value);
     w->exit_code = 1;
     return uvp_ret_value(NULL, NULL);
   }
@@ -1479,7 +1479,7 @@ static uvp_ret_t adm_run(void *arg) {
   int rc =
       uvp_await_take(fanout_nats_connect(a->r->ctx, &c, a->cli, &p), &p, &o);
   if (rc != 0) {
-    fanout_nats_connect_failed(a->cli->url, rc, o.value);
+    fanout_nats_connect_failed(a->cli, rc, o.value);
     a->exit_code = 1;
     return uvp_ret_value(NULL, NULL);
   }

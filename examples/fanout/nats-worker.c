@@ -331,7 +331,7 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   if (rc == 0)
     w->nc = uvp_promise_value(c);
   else
-    fanout_nats_connect_failed(cli->url, rc, words);
+    fanout_nats_connect_failed(cli, rc, words);
   uvp_promise_mark_handled(c); /* said, or taken */
   uvp_promise_release(c);
   if (rc != 0)

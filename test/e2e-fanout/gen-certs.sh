@@ -5,6 +5,8 @@
 #   good.pem/.key     127.0.0.1 and localhost, signed by the CA, valid now
 #   expired.pem/.key  the same names, signed by the CA, expired in 2021
 #   other.pem/.key    signed by the CA, valid now, for other.invalid only
+#   client.pem/.key   a client's (extendedKeyUsage clientAuth), signed by
+#                     the CA, valid now: mutual TLS
 # Usage: gen-certs.sh DIR
 set -eu
 dir=$1
@@ -34,10 +36,10 @@ unique_subject = no
 [any]
 commonName = supplied
 CNF
-leaf() { # NAME SAN [STARTDATE ENDDATE]
+leaf() { # NAME SAN [STARTDATE ENDDATE]; its extendedKeyUsage $eku
   ossl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1.key" -out "$1.csr" \
     -subj "/CN=$1" -addext "subjectAltName=$2" \
-    -addext "extendedKeyUsage=serverAuth"
+    -addext "extendedKeyUsage=$eku"
   if [ $# -gt 2 ]; then
     ossl ca -batch -config ca.cnf -in "$1.csr" -out "$1.pem" -notext \
       -startdate "$3" -enddate "$4"
@@ -45,7 +47,10 @@ leaf() { # NAME SAN [STARTDATE ENDDATE]
     ossl ca -batch -config ca.cnf -in "$1.csr" -out "$1.pem" -notext -days 2
   fi
 }
+eku=serverAuth
 leaf good "IP:127.0.0.1,DNS:localhost"
 leaf expired "IP:127.0.0.1,DNS:localhost" 20200101000000Z 20210101000000Z
 leaf other "DNS:other.invalid"
+eku=clientAuth
+leaf client "DNS:client.invalid"
 chmod 644 ./*.pem ./*.key

@@ -14,9 +14,18 @@
 #   refused   a wrong password, and a certificate not trusted (no --tlsca),
 #             end the coordinator and the worker at once with one line
 #             naming the cause
+#   mtls      a server that verifies clients (tls { verify: true }): a
+#             client certificate (--tlscert/--tlskey, NATS_CERT/NATS_KEY)
+#             served; none, or one the server refuses, ends the
+#             coordinator at once with one line saying so
 #   token     a second server with a token (NATS_TOKEN): served
-#   nkey      a third with an nkey user (--nkey, its seed made here with
-#             python3's cryptography, when installed): served
+#   nkey      a third with an nkey user (--nkey, its seed made here by
+#             nkey-gen.py): served
+#   creds     a fourth in operator mode (a memory resolver; the operator,
+#             account and user JWTs made here by nkey-gen.py): --creds
+#             and NATS_CREDS served; another operator's creds refused
+# (nkey-gen.py runs on Debian's python3 with python3-cryptography, which
+# .ci/setup installs: the python3 on PATH may be another without it.)
 # Usage: test-e2e-fanout-nats-auth.sh FANOUT NATS_SERVER.
 set -u
 FANOUT=$1
@@ -200,6 +209,27 @@ kill -TERM "$w1" "$w2"
 wait "$w1" || fail "w1 exited $?"
 wait "$w2" || fail "w2 exited $?"
 
+# ---- mtls --------------------------------------------------------------------
+mport=$(free_port)
+C=$T/certs
+printf 'listen: 127.0.0.1:%s\ntls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true }\n' \
+  "$mport" "$C/good.pem" "$C/good.key" "$C/ca.pem" >"$T/mtls.conf"
+"$NATS" -c "$T/mtls.conf" >>"$T/ns6.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_port "$mport"
+NATS_CERT=$C/client.pem NATS_KEY=$C/client.key "$FANOUT" --nats "nats://127.0.0.1:$mport" --worker --name w6 >"$T/w6.log" 2>&1 &
+w6=$!; PIDS="$PIDS $w6"
+wait_line "$T/w6.log" serving
+timeout 30 $VG "$FANOUT" --nats "nats://127.0.0.1:$mport" --tlscert "$C/client.pem" --tlskey "$C/client.key" \
+  -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/mcoord.log" || fail "mtls: the coordinator exited $?"
+res=$(check "$T/out" "$N") || fail "mtls: $res"
+once "no client certificate" "it wants a client certificate" \
+  "$FANOUT" --nats "nats://127.0.0.1:$mport" -f "$T/urls"
+once "a server's certificate as the client's" "it did not accept the client certificate" \
+  "$FANOUT" --nats "nats://127.0.0.1:$mport" --tlscert "$C/good.pem" --tlskey "$C/good.key" -f "$T/urls"
+kill -TERM "$w6"; wait "$w6" || fail "w6 exited $?"
+echo "ok ($SECONDS s) - mtls: $N URLs with --tlscert/--tlskey and NATS_CERT/NATS_KEY; none, or the wrong kind, refused in one line"
+
 # ---- token -------------------------------------------------------------------
 unset NATS_CA # the servers below have no TLS
 tport=$(free_port)
@@ -219,10 +249,10 @@ kill -TERM "$w3"; wait "$w3" || fail "w3 exited $?"
 echo "ok ($SECONDS s) - token: $N URLs with NATS_TOKEN and --nats-token; a wrong one refused"
 
 # ---- nkey --------------------------------------------------------------------
-if ! python3 "$(dirname "$0")/nkey-gen.py" "$T/user.nk" >"$T/user.pub" 2>/dev/null; then
-  echo "ok ($SECONDS s) - nkey: skipped (python3's cryptography is not installed)"
-  exit 0
-fi
+NKEYGEN="/usr/bin/python3 $(dirname "$0")/nkey-gen.py"
+/usr/bin/python3 -c 'import cryptography' 2>/dev/null ||
+  fail "nkey: /usr/bin/python3 has no cryptography module (install python3-cryptography: .ci/setup test)"
+$NKEYGEN "$T/user.nk" >"$T/user.pub" || fail "nkey-gen.py"
 nport=$(free_port)
 printf 'listen: 127.0.0.1:%s\nauthorization { users = [ {nkey: %s} ] }\n' "$nport" "$(cat "$T/user.pub")" >"$T/nkey.conf"
 "$NATS" -c "$T/nkey.conf" >>"$T/ns4.log" 2>&1 &
@@ -231,8 +261,31 @@ wait_port "$nport"
 NATS_NKEY=$T/user.nk "$FANOUT" --nats "nats://127.0.0.1:$nport" --worker --name w4 >"$T/w4.log" 2>&1 &
 w4=$!; PIDS="$PIDS $w4"
 wait_line "$T/w4.log" serving
-timeout 30 "$FANOUT" --nats "nats://127.0.0.1:$nport" --nkey "$T/user.nk" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ncoord.log" ||
+timeout 30 $VG "$FANOUT" --nats "nats://127.0.0.1:$nport" --nkey "$T/user.nk" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ncoord.log" ||
   fail "nkey: the coordinator exited $?"
 res=$(check "$T/out" "$N") || fail "nkey: $res"
 kill -TERM "$w4"; wait "$w4" || fail "w4 exited $?"
 echo "ok ($SECONDS s) - nkey: $N URLs with --nkey and NATS_NKEY"
+
+# ---- creds -------------------------------------------------------------------
+# operator mode: the server trusts the operator's JWT and knows the account
+# from it (resolver MEMORY); the user's JWT and seed in a .creds file
+mkdir "$T/jwt" "$T/jwt2"
+$NKEYGEN --creds "$T/jwt" && $NKEYGEN --creds "$T/jwt2" || fail "nkey-gen.py --creds"
+cport=$(free_port)
+read -r apub ajwt <"$T/jwt/account"
+printf 'listen: 127.0.0.1:%s\noperator: "%s"\nresolver: MEMORY\nresolver_preload: { %s: "%s" }\n' \
+  "$cport" "$(cat "$T/jwt/operator.jwt")" "$apub" "$ajwt" >"$T/creds.conf"
+"$NATS" -c "$T/creds.conf" >>"$T/ns5.log" 2>&1 &
+PIDS="$PIDS $!"
+wait_port "$cport"
+NATS_CREDS=$T/jwt/user.creds "$FANOUT" --nats "nats://127.0.0.1:$cport" --worker --name w5 >"$T/w5.log" 2>&1 &
+w5=$!; PIDS="$PIDS $w5"
+wait_line "$T/w5.log" serving
+timeout 30 $VG "$FANOUT" --nats "nats://127.0.0.1:$cport" --creds "$T/jwt/user.creds" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ccoord.log" ||
+  fail "creds: the coordinator exited $?"
+res=$(check "$T/out" "$N") || fail "creds: $res"
+once "another operator's creds" "Authorization Violation" \
+  "$FANOUT" --nats "nats://127.0.0.1:$cport" --creds "$T/jwt2/user.creds" -f "$T/urls"
+kill -TERM "$w5"; wait "$w5" || fail "w5 exited $?"
+echo "ok ($SECONDS s) - creds: $N URLs with --creds and NATS_CREDS in operator mode; another operator's refused"
