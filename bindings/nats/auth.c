@@ -27,11 +27,11 @@ static int nkey_from_file(natsOptions *no, const char *path) {
   FILE *f = fopen(path, "r");
   if (f == NULL)
     return uv_translate_sys_error(errno);
-  char line[256], pub[128] = "";
+  char line[256], pub[57] = ""; /* a public key: U and 55 more */
   while (fgets(line, sizeof(line), f) != NULL) {
     line[strcspn(line, "\r\n \t")] = '\0';
     if (line[0] == 'U' && strlen(line) == 56)
-      snprintf(pub, sizeof(pub), "%s", line);
+      memcpy(pub, line, sizeof(pub)); /* its NUL included */
   }
   fclose(f);
   if (pub[0] == '\0')
