@@ -241,8 +241,55 @@ UVP_NATS_EXTERN int
 uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *opts,
                          const uvp_nats_connect_more_t *more,
                          uvp_promise_t **out, const char *file, int line);
-/** @} */ /** @name uvp_nats_open, uvp_nats_open_at
-           * @{ */
+/** @} */
+
+/** Credentials and TLS for uvp_nats_options_auth: each field a string the
+ * program keeps (read during the call only); NULL or "" takes its
+ * environment variable, named after the field (NATS_USER, ...), so that
+ * secrets stay out of a program's arguments (ps shows them). */
+typedef struct uvp_nats_auth_s {
+  const char *user;     /**< NATS_USER, with password */
+  const char *password; /**< NATS_PASSWORD */
+  const char *token;    /**< NATS_TOKEN */
+  const char *creds;    /**< NATS_CREDS: a .creds file (user JWT and nkey
+                             seed), read by nats.c at each connect */
+  const char *nkey;     /**< NATS_NKEY: a file holding a user's nkey seed
+                             and its public key (`nk -gen user -pubout`
+                             writes both; nats.c cannot derive the key) */
+  const char *ca;       /**< NATS_CA: CA certificates (PEM) to trust */
+  const char *cert;     /**< NATS_CERT: the client's certificate chain
+                             (PEM), with key */
+  const char *key;      /**< NATS_KEY: the client's private key (PEM) */
+  const char *tls_name; /**< NATS_TLS_NAME: the name the server's
+                             certificate must carry */
+} uvp_nats_auth_t;
+
+/** Put credentials and TLS on nats.c's options `no` (the program's, before
+ * it gives them to uvp_nats_connect as opts->options): each field of
+ * `auth`, or its environment variable's value (`auth` NULL: the
+ * environment's only), with nats.c's setters: natsOptions_SetUserInfo,
+ * SetToken, SetUserCredentialsFromFiles, SetNKeyFromSeed, and for any of
+ * ca, cert, key, tls_name SetSecure, then LoadCATrustedCertificates,
+ * LoadCertificatesChain, SetExpectedHostname.  Nothing set leaves `no` as
+ * it was.  Files are read now (the nkey's, the certificates) or looked at
+ * now (the .creds file, which nats.c reads at the connect).  Not a
+ * promise: it returns when done (file reads on the calling thread, which
+ * need not be a loop's).  Errors: 0, or UV_EINVAL (NULL `no`; cert
+ * without key or key without cert; a nkey file with no public key), a
+ * file's error (UV_ENOENT, UV_EACCES: a .creds or nkey file it cannot
+ * read), or nats.c's status mapped (uvp_nats_code: UV_EPROTO for a
+ * certificate or key nats.c cannot load, whose words are then
+ * nats_GetLastError(NULL) on the calling thread).  On an error, `what`
+ * (may be NULL) gets the option at fault, a static string: the field's
+ * name ("creds", "tls_name"; for an incomplete pair the one missing) or
+ * the environment variable's ("NATS_CREDS") when the value came from
+ * there; NULL on success.  `no` may then hold some of the options: the
+ * program destroys it. */
+UVP_NATS_EXTERN int uvp_nats_options_auth(natsOptions *no,
+                                          const uvp_nats_auth_t *auth,
+                                          const char **what);
+/** @name uvp_nats_open, uvp_nats_open_at
+ * @{ */
 /** Connect as uvp_nats_connect does, but hand the connection over at once
  * (*out, the program's from the call on: give it to uvp_nats_close) and
  * let the program use it before it is up, as a client with an offline

@@ -817,22 +817,19 @@ static const char *opt_or_env(const char *opt, const char *env) {
   return v != NULL && *v != '\0' ? v : NULL;
 }
 
-/* A nkey seed file as `nk -gen user -pubout` writes it: the seed, then
- * the public key (nats.c wants both; it cannot derive the key). */
-static natsStatus nkey_from_file(natsOptions *no, const char *path) {
-  FILE *f = fopen(path, "r");
-  if (f == NULL)
-    return NATS_NOT_FOUND;
-  char line[256], pub[128] = "";
-  while (fgets(line, sizeof(line), f) != NULL) {
-    line[strcspn(line, "\r\n \t")] = '\0';
-    if (line[0] == 'U' && strlen(line) == 56)
-      snprintf(pub, sizeof(pub), "%s", line);
-  }
-  fclose(f);
-  if (pub[0] == '\0')
-    return NATS_INVALID_ARG;
-  return natsOptions_SetNKeyFromSeed(no, pub, path);
+/* The option a field of uvp_nats_auth_t is given by (uvp_nats_options_auth
+ * names the field, or the environment variable, which stays as it is). */
+static const char *option_of(const char *what) {
+  static const char *const map[][2] = {
+      {"user", "--nats-user"},   {"password", "--nats-user"},
+      {"token", "--nats-token"}, {"creds", "--creds"},
+      {"nkey", "--nkey"},        {"ca", "--tlsca"},
+      {"cert", "--tlscert"},     {"key", "--tlskey"},
+      {"tls_name", "--tlsname"}};
+  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+    if (strcmp(what, map[i][0]) == 0)
+      return map[i][1];
+  return what;
 }
 
 /* Both sides reconnect for ever, 100 ms apart: a worker or coordinator
@@ -851,67 +848,31 @@ natsOptions *fanout_nats_options(const char *name, const nats_cli_t *cli) {
     natsOptions_SetPingInterval(no, (int64_t)cli->ping_ms);
     natsOptions_SetMaxPingsOut(no, 2);
   }
-  const char *user = opt_or_env(cli->user, "NATS_USER");
-  const char *password = opt_or_env(cli->password, "NATS_PASSWORD");
-  const char *token = opt_or_env(cli->token, "NATS_TOKEN");
-  const char *creds = opt_or_env(cli->creds, "NATS_CREDS");
-  const char *nkey = opt_or_env(cli->nkey, "NATS_NKEY");
-  const char *ca = opt_or_env(cli->tlsca, "NATS_CA");
-  const char *cert = opt_or_env(cli->tlscert, "NATS_CERT");
-  const char *key = opt_or_env(cli->tlskey, "NATS_KEY");
-  const char *tlsname = opt_or_env(cli->tlsname, "NATS_TLS_NAME");
-  const char *what = NULL, *why = NULL; /* the option, and our words */
-  natsStatus s = NATS_OK;
-  if (user != NULL) {
-    what = "--nats-user";
-    s = natsOptions_SetUserInfo(no, user, password);
-  }
-  if (s == NATS_OK && token != NULL) {
-    what = "--nats-token";
-    s = natsOptions_SetToken(no, token);
-  }
-  if (s == NATS_OK && creds != NULL) {
-    what = "--creds"; /* nats.c reads it at the connect: looked at now */
-    if (access(creds, R_OK) != 0)
-      why = strerror(errno), s = NATS_NOT_FOUND;
-    else
-      s = natsOptions_SetUserCredentialsFromFiles(no, creds, NULL);
-  }
-  if (s == NATS_OK && nkey != NULL) {
-    what = "--nkey";
-    s = nkey_from_file(no, nkey);
-    if (s == NATS_NOT_FOUND)
-      why = strerror(errno);
-    else if (s == NATS_INVALID_ARG)
-      why = "no public key in the file (nk -gen user -pubout writes the "
-            "seed and the key)";
-  }
-  if (s == NATS_OK &&
-      (ca != NULL || cert != NULL || key != NULL || tlsname != NULL)) {
-    what = "TLS";
-    s = natsOptions_SetSecure(no, true);
-  }
-  if (s == NATS_OK && ca != NULL) {
-    what = "--tlsca";
-    s = natsOptions_LoadCATrustedCertificates(no, ca);
-  }
-  if (s == NATS_OK && (cert != NULL || key != NULL)) {
-    what = "--tlscert, --tlskey";
-    if (cert == NULL || key == NULL)
-      why = "both are needed", s = NATS_INVALID_ARG;
-    else
-      s = natsOptions_LoadCertificatesChain(no, cert, key);
-  }
-  if (s == NATS_OK && tlsname != NULL) {
-    what = "--tlsname";
-    s = natsOptions_SetExpectedHostname(no, tlsname);
-  }
-  if (s != NATS_OK) {
+  uvp_nats_auth_t auth = {.user = cli->user,
+                          .password = cli->password,
+                          .token = cli->token,
+                          .creds = cli->creds,
+                          .nkey = cli->nkey,
+                          .ca = cli->tlsca,
+                          .cert = cli->tlscert,
+                          .key = cli->tlskey,
+                          .tls_name = cli->tlsname};
+  const char *what = NULL, *why = NULL;
+  int rc = uvp_nats_options_auth(no, &auth, &what);
+  if (rc != 0) {
     const char *e = nats_GetLastError(NULL);
-    fprintf(stderr, "uvp-fanout: %s: %s\n", what,
+    what = what != NULL ? what : "--nats";
+    bool nkey = strcmp(what, "nkey") == 0 || strcmp(what, "NATS_NKEY") == 0;
+    if (rc == UV_EINVAL)
+      why = nkey ? "no public key in the file (nk -gen user -pubout writes "
+                   "the seed and the key)"
+                 : "both --tlscert and --tlskey are needed";
+    else if (rc != UV_EPROTO && rc != UVP_NATS_ENATS)
+      why = uv_strerror(rc); /* a file: ours, not nats.c's words */
+    fprintf(stderr, "uvp-fanout: %s: %s\n", option_of(what),
             why != NULL               ? why
             : e != NULL && *e != '\0' ? e
-                                      : natsStatus_GetText(s));
+                                      : uvp_nats_strerror(rc));
     natsOptions_Destroy(no);
     return NULL;
   }

@@ -1,5 +1,6 @@
 /* A coordinator: three jobs to whichever workers listen, every outcome.
- * ./coordinator nats://127.0.0.1:4222 */
+ * ./coordinator nats://127.0.0.1:4222 (credentials and TLS from the
+ * environment: NATS_USER, NATS_CREDS, NATS_CA..., uvp_nats_options_auth) */
 #include <stdio.h>
 #include <string.h>
 #include <uvp-nats.h>
@@ -10,9 +11,18 @@ int main(int argc, char **argv) {
   uvp_ctx_t *ctx;
   uvp_nats_t *nc;
   uvp_promise_t *r[3] = {NULL}, *all = NULL;
-  uvp_nats_connect_opts_t o = {.url = argv[1]};
+  natsOptions *no = NULL; /* credentials and TLS: the environment's */
+  const char *what = "usage: coordinator URL";
+  int err = argc != 2 || natsOptions_Create(&no) != NATS_OK
+                ? UV_EINVAL
+                : uvp_nats_options_auth(no, NULL, &what);
+  if (err != 0) { /* e.g. "NATS_CREDS: no such file or directory" */
+    fprintf(stderr, "%s: %s\n", what, uvp_nats_strerror(err));
+    return 2;
+  }
+  uvp_nats_connect_opts_t o = {.url = argv[1], .options = no}; /* given */
   uvp_nats_request_opts_t ro = {.timeout_ms = 2000}; /* Uvp-Timeout-Ms */
-  if (argc != 2 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
+  if (uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
       uvp_nats_open(ctx, &o, &nc)) /* connects while we go on */
     return 2;
   for (int i = 0; i < 3; i++) /* sent as soon as the connection is up */

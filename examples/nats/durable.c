@@ -20,7 +20,17 @@ static int bucket(uvp_ctx_t *ctx, uvp_nats_t **nc, uvp_nats_js_t **js) {
   uvp_nats_connect_opts_t o = {.url = args[1]};
   uvp_nats_kv_config_t b = {.bucket = "orders"}; /* R1; a cluster: 3 */
   uvp_promise_t *p;
-  int rc = uvp_nats_open(ctx, &o, nc);
+  const char *what = NULL; /* credentials, TLS: NATS_USER, NATS_CREDS... */
+  int rc = natsOptions_Create(&o.options) != NATS_OK
+               ? UV_ENOMEM
+               : uvp_nats_options_auth(o.options, NULL, &what);
+  if (rc != 0) {
+    fprintf(stderr, "%s: %s\n", what != NULL ? what : "options",
+            uvp_nats_strerror(rc));
+    natsOptions_Destroy(o.options);
+    return rc;
+  }
+  rc = uvp_nats_open(ctx, &o, nc); /* takes o.options */
   if (rc == 0 && (rc = uvp_nats_js_new(*nc, NULL, js)) != 0) {
     uvp_nats_close(*nc);
     *nc = NULL;

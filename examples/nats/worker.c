@@ -29,9 +29,18 @@ int main(int argc, char **argv) {
   uvp_nats_t *nc;
   uvp_nats_svc_t *svc;
   uvp_promise_t *f;
-  uvp_nats_connect_opts_t o = {.url = argv[1]};
+  natsOptions *no = NULL; /* credentials, TLS: NATS_USER, NATS_CREDS... */
+  const char *what = "usage: worker URL [WAITING]";
+  int err = argc < 2 || argc > 3 || natsOptions_Create(&no) != NATS_OK
+                ? UV_EINVAL
+                : uvp_nats_options_auth(no, NULL, &what);
+  if (err != 0) {
+    fprintf(stderr, "%s: %s\n", what, uvp_nats_strerror(err));
+    return 2;
+  }
+  uvp_nats_connect_opts_t o = {.url = argv[1], .options = no}; /* given */
   uvp_nats_serve_opts_t so = {.fiber = job, .limit = 100};
-  if (argc < 2 || argc > 3 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
+  if (uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
       uvp_nats_open(ctx, &o, &nc) ||
       uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
       (argc == 3 &&

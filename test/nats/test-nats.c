@@ -1358,6 +1358,97 @@ static void test_max_payload_and_reconnect_buffer(void **state) {
   assert_true(st.reconnects >= 1);
 }
 
+/* ---- credentials from the environment (uvp_nats_options_auth) ----------- */
+
+/* A server of the case's own that wants a user and password. */
+static int setup_auth_server(void **state) {
+  setup_server(state);
+  T.s = &T.own;
+  if (nats_server_available()) {
+    nats_server_config(&T.own,
+                       "authorization { user: uvp, password: s3cret }\n");
+    nats_server_start(&T.own);
+  }
+  return 0;
+}
+
+static const char *const auth_vars[] = {
+    "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS",   "NATS_NKEY",
+    "NATS_CA",   "NATS_CERT",     "NATS_KEY",   "NATS_TLS_NAME"};
+
+static void auth_unsetenv(void) {
+  for (size_t i = 0; i < sizeof(auth_vars) / sizeof(auth_vars[0]); i++)
+    unsetenv(auth_vars[i]);
+}
+
+/* A connect with options from uvp_nats_options_auth(a): 0 or the code the
+ * connect rejected with. */
+static int connect_auth(fixture_t *f, const uvp_nats_auth_t *a) {
+  natsOptions *o = NULL;
+  const char *what = "unset";
+  assert_int_equal(natsOptions_Create(&o), NATS_OK);
+  assert_int_equal(uvp_nats_options_auth(o, a, &what), 0);
+  assert_null(what);
+  uvp_nats_connect_opts_t co = {.url = T.s->url, .options = o};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  run_until_settled(f, p);
+  int rc = 0;
+  if (uvp_promise_state(p) == UVP_FULFILLED)
+    close_and_run(f, uvp_promise_value(p));
+  else
+    rc = reason(p);
+  uvp_promise_release(p);
+  return rc;
+}
+
+/* One option's error: its code, and the name *what gets. */
+static void auth_refused(const uvp_nats_auth_t *a, int code, const char *name) {
+  natsOptions *o = NULL;
+  const char *what = NULL;
+  assert_int_equal(natsOptions_Create(&o), NATS_OK);
+  assert_int_equal(uvp_nats_options_auth(o, a, &what), code);
+  assert_non_null(what);
+  assert_string_equal(what, name);
+  natsOptions_Destroy(o);
+}
+
+/* The user and password from NATS_USER and NATS_PASSWORD connect to a
+ * server that wants them; a wrong password (the environment's, or the
+ * field's over a right one in the environment) is refused, UV_EACCES.  A
+ * .creds or nkey file that is not there is said before any connect,
+ * UV_ENOENT, naming the variable or the field; half a certificate pair,
+ * UV_EINVAL naming the half missing. */
+static void test_options_auth(void **state) {
+  fixture_t *f = *state;
+  auth_unsetenv();
+  assert_int_equal(connect_auth(f, NULL), UV_EACCES); /* none: refused */
+  setenv("NATS_USER", "uvp", 1);
+  setenv("NATS_PASSWORD", "s3cret", 1);
+  assert_int_equal(connect_auth(f, NULL), 0);
+  assert_int_equal(connect_auth(f, &(uvp_nats_auth_t){.password = ""}), 0);
+  assert_int_equal(connect_auth(f, &(uvp_nats_auth_t){.password = "wrong"}),
+                   UV_EACCES);
+  setenv("NATS_PASSWORD", "wrong", 1);
+  assert_int_equal(connect_auth(f, NULL), UV_EACCES);
+  assert_int_equal(connect_auth(f, &(uvp_nats_auth_t){.password = "s3cret"}),
+                   0);
+
+  setenv("NATS_CREDS", "/nonexistent/uvp.creds", 1);
+  auth_refused(NULL, UV_ENOENT, "NATS_CREDS");
+  auth_refused(&(uvp_nats_auth_t){.creds = "/nonexistent/a.creds"}, UV_ENOENT,
+               "creds");
+  unsetenv("NATS_CREDS");
+  auth_refused(&(uvp_nats_auth_t){.nkey = "/nonexistent/a.nk"}, UV_ENOENT,
+               "nkey");
+  setenv("NATS_CERT", "/nonexistent/client.pem", 1);
+  auth_refused(NULL, UV_EINVAL, "NATS_KEY");
+  auth_refused(&(uvp_nats_auth_t){.key = "/nonexistent/client.key", .cert = ""},
+               UV_EPROTO, "NATS_CERT"); /* nats.c cannot load them */
+  assert_int_equal(uvp_nats_options_auth(NULL, NULL, NULL), UV_EINVAL);
+  auth_unsetenv();
+}
+
 /* ---- serving (uvp_nats_serve) -------------------------------------------- */
 
 static uvp_ret_t svc_fiber(void *arg) {
@@ -2197,6 +2288,7 @@ int main(void) {
       NATS_TEST(test_disconnect_and_closed, setup_own_server),
       NATS_TEST(test_slow_consumer, setup_conn),
       NATS_TEST(test_max_payload_and_reconnect_buffer, setup_small_server),
+      NATS_TEST(test_options_auth, setup_auth_server),
       NATS_TEST(test_serve, setup_conn),
       NATS_TEST(test_serve_limit_and_start, setup_conn),
       NATS_TEST(test_serve_cancel_forged, setup_conn),
