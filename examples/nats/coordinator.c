@@ -11,10 +11,14 @@ int main(int argc, char **argv) {
   uvp_ctx_t *ctx;
   uvp_nats_t *nc;
   uvp_promise_t *r[3] = {NULL}, *all = NULL;
+  if (argc != 2) {
+    fprintf(stderr, "usage: coordinator URL\n");
+    return 2;
+  }
   natsOptions *no = NULL; /* credentials and TLS: the environment's */
-  const char *what = "usage: coordinator URL";
-  int err = argc != 2 || natsOptions_Create(&no) != NATS_OK
-                ? UV_EINVAL
+  const char *what = "natsOptions";
+  int err = natsOptions_Create(&no) != NATS_OK
+                ? UV_ENOMEM
                 : uvp_nats_options_auth(no, NULL, &what);
   if (err != 0) { /* e.g. "NATS_CREDS: no such file or directory" */
     fprintf(stderr, "%s: %s\n", what, uvp_nats_strerror(err));

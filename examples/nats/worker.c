@@ -29,10 +29,14 @@ int main(int argc, char **argv) {
   uvp_nats_t *nc;
   uvp_nats_svc_t *svc;
   uvp_promise_t *f;
+  if (argc < 2 || argc > 3) {
+    fprintf(stderr, "usage: worker URL [WAITING]\n");
+    return 2;
+  }
   natsOptions *no = NULL; /* credentials, TLS: NATS_USER, NATS_CREDS... */
-  const char *what = "usage: worker URL [WAITING]";
-  int err = argc < 2 || argc > 3 || natsOptions_Create(&no) != NATS_OK
-                ? UV_EINVAL
+  const char *what = "natsOptions";
+  int err = natsOptions_Create(&no) != NATS_OK
+                ? UV_ENOMEM
                 : uvp_nats_options_auth(no, NULL, &what);
   if (err != 0) {
     fprintf(stderr, "%s: %s\n", what, uvp_nats_strerror(err));
