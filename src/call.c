@@ -28,8 +28,8 @@
 #include <string.h>
 
 #include "call.h"
-#include "mail.h"
 #include "cause.h"
+#include "mail.h"
 #include "op.h"
 #include "scope.h"
 
