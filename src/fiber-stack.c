@@ -323,6 +323,18 @@ static size_t put_site(char *buf, size_t at, size_t cap,
   return put_str(buf, at, cap, " ");
 }
 
+/* The overflow report both platforms' fault handlers write: async-signal
+ * safe, into buf. */
+static size_t put_overflow(char *buf, size_t cap, const uvp__stack_t *s,
+                           const char *a) {
+  size_t at = put_site(buf, 0, cap, s);
+  at = put_str(buf, at, cap, "ran off its stack of ");
+  at = put_num(buf, at, cap, s->size, 10);
+  at = put_str(buf, at, cap, " bytes (a fault at ");
+  at = put_num(buf, at, cap, (uintptr_t)a, 16);
+  return put_str(buf, at, cap, ", in the guard page below it); stopping\n");
+}
+
 #if !defined(_WIN32)
 static void on_segv(int sig, siginfo_t *info, void *uc) {
   int saved_errno = errno;
@@ -344,13 +356,7 @@ static void on_segv(int sig, siginfo_t *info, void *uc) {
   if (s != NULL && s->guard != UVP__GUARD_CANARY &&
       a >= s->base - handler_page && a < s->base) {
     char buf[512];
-    size_t at = put_site(buf, 0, sizeof(buf), s);
-    at = put_str(buf, at, sizeof(buf), "ran off its stack of ");
-    at = put_num(buf, at, sizeof(buf), s->size, 10);
-    at = put_str(buf, at, sizeof(buf), " bytes (a fault at ");
-    at = put_num(buf, at, sizeof(buf), (uintptr_t)a, 16);
-    at = put_str(buf, at, sizeof(buf),
-                 ", in the guard page below it); stopping\n");
+    size_t at = put_overflow(buf, sizeof(buf), s, a);
     (void)!write(2, buf, at);
   }
   errno = saved_errno;
@@ -458,13 +464,7 @@ static LONG WINAPI on_fault(EXCEPTION_POINTERS *ep) {
   if (s != NULL && s->guard != UVP__GUARD_CANARY &&
       a >= s->base - handler_page && a < s->base) {
     char buf[512];
-    size_t at = put_site(buf, 0, sizeof(buf), s);
-    at = put_str(buf, at, sizeof(buf), "ran off its stack of ");
-    at = put_num(buf, at, sizeof(buf), s->size, 10);
-    at = put_str(buf, at, sizeof(buf), " bytes (a fault at ");
-    at = put_num(buf, at, sizeof(buf), (uintptr_t)a, 16);
-    at = put_str(buf, at, sizeof(buf),
-                 ", in the guard page below it); stopping\n");
+    size_t at = put_overflow(buf, sizeof(buf), s, a);
     DWORD wrote;
     (void)WriteFile(GetStdHandle(STD_ERROR_HANDLE), buf, (DWORD)at, &wrote,
                     NULL);
