@@ -346,6 +346,43 @@ static void test_ids_unique(void **state) {
   free(ids);
 }
 
+/* Two loop threads draw from generators of their own, seeded apart: no
+ * id of one is the other's (TSan: nothing shared). */
+enum { PER_THREAD = 20000 };
+static uint8_t thread_ids[2][PER_THREAD][8];
+
+static void span_thread(void *arg) {
+  uint8_t(*ids)[8] = arg;
+  uv_loop_t loop;
+  uvp_ctx_t *ctx;
+  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
+    return;
+  for (int i = 0; i < PER_THREAD; i++) {
+    uvp_span_t s;
+    if (uvp_span_begin(ctx, &s, "t", 0, NULL, UVP_SPAN_NEW_TRACE) == 0)
+      memcpy(ids[i], s.tc.span_id, 8);
+  }
+  (void)uvp_ctx_close(ctx);
+  (void)uv_run(&loop, UV_RUN_DEFAULT);
+  (void)uv_loop_close(&loop);
+}
+
+static void test_ids_per_thread(void **state) {
+  (void)state;
+  uv_thread_t t[2];
+  memset(thread_ids, 0, sizeof(thread_ids));
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uv_thread_create(&t[i], span_thread, thread_ids[i]), 0);
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uv_thread_join(&t[i]), 0);
+  uint8_t(*all)[8] = &thread_ids[0][0]; /* both threads' as one array */
+  qsort(all, 2 * PER_THREAD, 8, cmp64);
+  static const uint8_t zero[8];
+  assert_memory_not_equal(all[0], zero, 8); /* every one drawn */
+  for (int i = 1; i < 2 * PER_THREAD; i++)
+    assert_memory_not_equal(all[i - 1], all[i], 8);
+}
+
 /* ---- the recorder -------------------------------------------------------- */
 
 typedef struct {
@@ -502,6 +539,7 @@ int main(void) {
       FIXTURE_TEST(test_scope_carries_it),
       FIXTURE_TEST(test_spans),
       FIXTURE_TEST(test_ids_unique),
+      cmocka_unit_test(test_ids_per_thread),
       FIXTURE_TEST(test_recorded),
       FIXTURE_TEST(test_closed),
   };
