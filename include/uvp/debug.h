@@ -614,16 +614,24 @@ typedef struct uvp_record_opts_s {
  * `args` say its `site` ("FILE:LINE") where it has one, and what else is
  * known (`target`, `group`, `status`, `cut`, `cause`, `promise`: addresses
  * as the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause",
- * "spawn" or "stall") link a cause to each task it cut, a spawn to the fiber
+ * "spawn" or "stall"; `id` a hex number, "0x" and 16 digits, as Perfetto
+ * reads a flow's) link a cause to each task it cut, a spawn to the fiber
  * spawned, and a stall to its culprit's track (the fiber's run that stalled,
- * or the loop's for a handler).  A slice whose beginning was overwritten (or
+ * or the loop's for a handler).  A span (uvp/tracing.h) is an async slice
+ * of `cat` "span", `name` its name and `id` "0x" and its span id; its
+ * beginning's `args` say `trace_id` (32 hex digits), `span_id` (16),
+ * `parent_id` (16; absent for a root), `flags` (2) and `kind` ("client",
+ * "server", "internal", "producer", "consumer"), its end's `status`; a
+ * span whose beginning was overwritten is not written.  A slice whose beginning was overwritten (or
  * is older than last_ms) begins at the first event written (its `args` say
  * `"cut_off":true`); one still open at the write ends at the write
  * (`"open":true`); every begin has its end, and no event's time goes back on
  * its track.  `ts` are microseconds from `otherData`'s `ts_origin_ns`
  * (CLOCK_MONOTONIC, as uv_hrtime), one second before the first event;
  * `otherData` also says how many events were written (`events`) and how many
- * the ring had overwritten (`overwritten`).
+ * the ring had overwritten (`overwritten`), the wall clock's time at
+ * `ts_origin_ns` (`wall_origin_ns`, ns since the epoch, to a microsecond)
+ * and the process's id (`pid`).
  *
  * <b>UVP_RECORD_TEXT</b>: a line per event, `SECONDS.MICROS TRACK: WHAT`
  * (CLOCK_MONOTONIC; a `~` after the time when it is the last clock read's,

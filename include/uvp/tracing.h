@@ -125,11 +125,10 @@ typedef struct uvp_span_s {
    * `traceparent`. */
   uvp_tracectx_t tc;
   uint8_t parent_id[8]; /**< the parent span's id; all zero: a root */
-  /* uvp's */
-  uint64_t start_ns; /* uv_hrtime at its beginning */
-  uintptr_t rec;     /* the recorder's key for it (0: not recorded) */
-  int kind;
-  int ended;
+  uint64_t start_ns;    /**< uvp's: uv_hrtime() at its beginning */
+  uintptr_t rec;        /**< uvp's: the recorder's key (0: not recorded) */
+  int kind;             /**< uvp's: its UVP_SPAN_* */
+  int ended;            /**< uvp's: uvp_span_end was called */
 } uvp_span_t;
 
 /** Begin span `name` (copied into the recorder; any lifetime, NULL: "")
