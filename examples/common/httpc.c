@@ -74,6 +74,7 @@ struct httpc_target_s {
   char *href; /* the URL as given: the base of a relative Location */
   /* The request, with "Connection: keep-alive" (pooled) or "close". */
   reqtext_t *keep_alive, *close;
+  char *span_name; /* "GET host:port/path", made by the first traced one */
 };
 
 struct httpc_tls_s {
@@ -1349,6 +1350,7 @@ void httpc_target_free(httpc_target_t *t) {
   free(t->href);
   free(t->keep_alive);
   free(t->close);
+  free(t->span_name);
   free(t);
 }
 
@@ -1379,7 +1381,7 @@ static int req_describe(void *arg, char *buf, size_t cap) {
                   r->conn == NULL ? " (connecting)" : "");
 }
 
-static void req_trace(req_t *r, const httpc_target_t *t);
+static void req_trace(req_t *r, httpc_target_t *t);
 
 int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
                      const httpc_opts_t *opts, uvp_promise_t **out) {
@@ -1458,28 +1460,35 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
  * `traceparent`, with the scope's `tracestate`.  Without one, the one
  * uvp_tracectx_get (UV_ENOENT) is all it costs.  A span or lines that
  * cannot be made (no memory) leave the request untraced. */
-static void req_trace(req_t *r, const httpc_target_t *t) {
+static void req_trace(req_t *r, httpc_target_t *t) {
   uvp_tracectx_t tc;
   const char *ts;
   if (uvp_tracectx_get(r->ctx, &tc, &ts) != 0)
     return;
-  char name[160];
-  snprintf(name, sizeof(name), "GET %s%.*s", t->url.authority,
-           (int)strcspn(t->url.target, "?"), t->url.target);
-  size_t cap = sizeof("traceparent: \r\ntracestate: \r\n") +
-               UVP_TRACEPARENT_LEN + (ts != NULL ? strlen(ts) : 0);
-  char tp[UVP_TRACEPARENT_LEN + 1];
-  if ((r->trace = malloc(cap)) == NULL)
-    return;
-  if (uvp_span_begin(r->ctx, &r->span, name, UVP_SPAN_CLIENT, &tc, 0) != 0 ||
-      uvp_tracectx_format(&r->span.tc, tp) != 0) {
-    free(r->trace);
-    r->trace = NULL;
+  if (t->span_name == NULL &&
+      asprintf(&t->span_name, "GET %s%.*s", t->url.authority,
+               (int)strcspn(t->url.target, "?"), t->url.target) < 0) {
+    t->span_name = NULL;
     return;
   }
-  snprintf(r->trace, cap, "traceparent: %s\r\n%s%s%s", tp,
-           ts != NULL ? "tracestate: " : "", ts != NULL ? ts : "",
-           ts != NULL ? "\r\n" : "");
+  static const char tp[] = "traceparent: ", st[] = "tracestate: ";
+  size_t tlen = ts != NULL ? strlen(ts) : 0;
+  size_t n = sizeof(tp) - 1 + UVP_TRACEPARENT_LEN + 2;
+  char *b = malloc(n + (ts != NULL ? sizeof(st) - 1 + tlen + 2 : 0) + 1);
+  if (b == NULL || uvp_span_begin(r->ctx, &r->span, t->span_name,
+                                  UVP_SPAN_CLIENT, &tc, 0) != 0) {
+    free(b);
+    return;
+  }
+  memcpy(b, tp, sizeof(tp) - 1);
+  uvp_tracectx_format(&r->span.tc, b + sizeof(tp) - 1);
+  memcpy(b + n - 2, "\r\n", 3);
+  if (ts != NULL) {
+    memcpy(b + n, st, sizeof(st) - 1);
+    memcpy(b + n + sizeof(st) - 1, ts, tlen);
+    memcpy(b + n + sizeof(st) - 1 + tlen, "\r\n", 3);
+  }
+  r->trace = b;
 }
 
 const char *httpc_strerror(int code) {

@@ -1291,6 +1291,8 @@ void httpd_req_trace_headers(const httpd_req_t *req, const char **traceparent,
   *traceparent = NULL;
   for (size_t i = 0; i < req->nheaders; i++) {
     const httpd_header_t *h = &req->headers[i];
+    if ((h->name[0] | 0x20) != 't') /* (most headers: one compare) */
+      continue;
     if (strcasecmp(h->name, "traceparent") == 0) {
       *traceparent = parents++ == 0 ? h->value : NULL;
     } else if (strcasecmp(h->name, "tracestate") == 0 && fits) {

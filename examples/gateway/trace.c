@@ -1,5 +1,4 @@
 /* uvp-gateway's trace context glue: see trace.h. */
-#include <stdio.h>
 #include <string.h>
 
 #include "trace.h"
@@ -14,19 +13,21 @@ void gw_trace_begin(uvp_ctx_t *ctx, const httpd_req_t *req, int start,
   int have = tp != NULL && uvp_tracectx_parse(tp, strlen(tp), &in) == 0;
   if (!have && !start)
     return;
+  /* "GET /path", the path cut at 120 bytes (a method is at most 32). */
   char name[160];
-  snprintf(name, sizeof(name), "%s %.120s",
-           req->error != 0 ? "BAD" : req->method, req->path);
+  const char *method = req->error != 0 ? "BAD" : req->method;
+  size_t m = strnlen(method, 32), p = strnlen(req->path, 120);
+  memcpy(name, method, m);
+  name[m] = ' ';
+  memcpy(name + m + 1, req->path, p);
+  name[m + 1 + p] = '\0';
   if (uvp_span_begin(ctx, &t->span, name, UVP_SPAN_SERVER, have ? &in : NULL,
                      have ? 0 : UVP_SPAN_NEW_TRACE) != 0)
     return;
   t->on = 1;
-  /* The client's tracestate goes on only with its traceparent; an
-   * invalid one is dropped (uvp_tracectx_set drops it too: checked here
-   * to say so plainly). */
-  const char *state =
-      have && ts[0] != '\0' && uvp_tracestate_check(ts, strlen(ts)) == 0 ? ts
-                                                                         : NULL;
+  /* The client's tracestate goes on with its traceparent only;
+   * uvp_tracectx_set drops an invalid one. */
+  const char *state = have && ts[0] != '\0' ? ts : NULL;
   /* No memory for the scope: the request is served untraced below, its
    * span still timed. */
   (void)uvp_tracectx_set(ctx, &t->span.tc, state);
@@ -40,10 +41,12 @@ void gw_trace_end(uvp_ctx_t *ctx, gw_trace_t *t, int status) {
 }
 
 void gw_trace_response(const uvp_ctx_t *ctx, char *buf, size_t cap) {
+  static const char name[] = "traceresponse: ";
   uvp_tracectx_t tc;
-  char tp[UVP_TRACEPARENT_LEN + 1];
   buf[0] = '\0';
-  if (uvp_tracectx_get(ctx, &tc, NULL) == 0 &&
-      uvp_tracectx_format(&tc, tp) == 0)
-    snprintf(buf, cap, "traceresponse: %s\r\n", tp);
+  if (cap >= GW_TRACERESPONSE_MAX && uvp_tracectx_get(ctx, &tc, NULL) == 0 &&
+      uvp_tracectx_format(&tc, buf + sizeof(name) - 1) == 0) {
+    memcpy(buf, name, sizeof(name) - 1);
+    memcpy(buf + sizeof(name) - 1 + UVP_TRACEPARENT_LEN, "\r\n", 3);
+  }
 }
