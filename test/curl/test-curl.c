@@ -475,6 +475,7 @@ static void test_trace_context(void **state) {
   hostile_t s;
   hostile_start(&f->loop, &s);
   uvp_curl_t *c = curl_new(f);
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, 1u << 20, UVP_RECORD_SPANS), 0);
   char *u = url_of(s.port, "/echo");
   uvp_promise_t *p = fetch_wait(f, c, u, NULL, NULL);
   assert_int_equal(count_of(response_of(p)->body.base, "trace"), 0);
@@ -539,11 +540,32 @@ static void test_trace_context(void **state) {
   uvp_promise_release(p);
   curl_easy_cleanup(e);
 
+  /* A fetch that fails: its span ends with the rejection's code. */
+  char *refused = url_of(demo_server_refused_port("127.0.0.1"), "/");
+  p = fetch_wait(f, c, refused, NULL, NULL);
+  expect_rejection(p, UV_ECONNREFUSED, NULL);
+  uvp_promise_release(p);
+  free(refused);
+
   /* No trace context again: nothing sent. */
   assert_int_equal(uvp_tracectx_set(f->ctx, NULL, NULL), 0);
   p = fetch_wait(f, c, u, NULL, NULL);
   assert_int_equal(count_of(response_of(p)->body.base, "trace"), 0);
   uvp_promise_release(p);
+
+  /* The recorder: three CLIENT spans (the two fetches that sent the
+   * header, the refused one), each ended, two fulfilled. */
+  char *text = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&text, &len);
+  uvp_record_opts_t ro = {UVP_RECORD_JSON, 0, m, NULL, NULL};
+  assert_true(uvp_ctx_recorder_write(f->ctx, &ro) > 0);
+  fclose(m);
+  assert_int_equal(count_of(text, "\"kind\":\"client\""), 3);
+  assert_int_equal(count_of(text, "\"ph\":\"e\""), 3);
+  assert_int_equal(count_of(text, "\"status\":\"fulfilled\""), 2);
+  assert_int_equal(count_of(text, "\"status\":\"ECONNREFUSED\""), 1);
+  free(text);
   free(u);
   finish(f, c, &s);
 }

@@ -48,6 +48,8 @@ int main(int argc, char **argv) {
     rc = uvp_tracectx_set(ctx, &root.tc, argc == 4 ? argv[3] : NULL);
   if (rc == 0)
     rc = uvp_curl_get(curl, argv[1], &p);
+  if (rc == 0) /* a rejection is printed below */
+    rc = uvp_promise_mark_handled(p);
   if (rc != 0) {
     fprintf(stderr, "otel-client: %s\n", uvp_strerror(rc));
     return 1;

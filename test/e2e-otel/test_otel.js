@@ -101,12 +101,15 @@ async function waitFor(what, fn, ms = 20000) {
 // ---- uvp's side: the flight recorder's spans -------------------------------
 
 // Span beginnings of a recorder file (Chrome trace JSON): "cat":"span",
-// "ph":"b", args trace_id, span_id, parent_id (absent: a root), kind.
+// "ph":"b", args trace_id, span_id, parent_id (absent: a root), kind; with
+// `end`, the status of its end ("ph":"e" of the same id), if recorded.
 function recordedSpans(file) {
   const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
   const events = Array.isArray(doc) ? doc : doc.traceEvents;
+  const ends = new Map(events.filter((e) => e.cat === 'span' && e.ph === 'e')
+      .map((e) => [e.id, e.args && e.args.status]));
   return events.filter((e) => e.cat === 'span' && e.ph === 'b')
-      .map((e) => Object.assign({ name: e.name }, e.args));
+      .map((e) => Object.assign({ name: e.name, end: ends.get(e.id) }, e.args));
 }
 
 // The client runs while this process's loop serves it: not a Sync call.
@@ -166,7 +169,8 @@ async function main() {
     const r = await runClient(`${base}/a`, rec, 'uvp=t61rcWkgMzE,rojo=00f067aa0ba902b7');
     check(r.status === 200, '(a) uvp-curl -> Node: answered 200');
     const client = recordedSpans(rec).filter((s) => s.kind === 'client');
-    check(client.length === 1, '(a) the client recorded one CLIENT span');
+    check(client.length === 1 && client[0].end === 'fulfilled',
+          `(a) the client recorded one CLIENT span, ended fulfilled (${client[0] && client[0].end})`);
     const node = await waitFor('the Node span of /a', () => serverSpans('/a')[0]);
     const ctx = node.spanContext();
     check(ctx.traceId === r.trace_id, `(a) Node's span is in uvp's trace (${ctx.traceId})`);
@@ -239,6 +243,9 @@ async function main() {
     check(gwServerB !== undefined && gwServerB.kind === 'server' &&
           gwServerB.name === 'GET /via-gateway',
           "(b) whose parent is the gateway's SERVER span of the request");
+    check(gwClientB !== undefined && gwClientB.end === 'fulfilled' &&
+          gwServerB !== undefined && gwServerB.end === 'fulfilled',
+          "(b) the gateway's two spans ended, fulfilled");
     check(gwServerB !== undefined && clientB.length === 1 &&
           gwServerB.parent_id === clientB[0].span_id,
           "(b) whose parent is uvp-curl's CLIENT span in the client");
