@@ -407,7 +407,8 @@ typedef struct uvp_curl_fetch_opts_s {
  * scope's `tracestate`, if any (forwarded as it is: at most
  * UVP_TRACESTATE_MAX bytes), after opts->headers.  A `traceparent` among
  * opts->headers is the program's: it is sent alone, with no span and no
- * tracestate added.  A setup callback that sets CURLOPT_HTTPHEADER
+ * tracestate added (a `tracestate` among them is sent instead of the
+ * scope's).  A setup callback that sets CURLOPT_HTTPHEADER
  * replaces the whole list, these two headers with it.  Without a trace
  * context nothing is added: the check costs one uvp_tracectx_get that
  * returns UV_ENOENT.  uvp_curl_perform does none of this: libcurl has no

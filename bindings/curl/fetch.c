@@ -121,7 +121,8 @@ static int add_header(fetch_t *f, const char *line) {
 /* A fetch made under a trace context is a CLIENT span of it, whose own
  * context goes out as `traceparent`, with the scope's `tracestate`,
  * unless the program's headers carry a traceparent of their own (theirs
- * is sent, and no span).  Without one, the one uvp_tracectx_get (a NULL
+ * is sent, and no span; a tracestate of theirs is sent instead of the
+ * scope's).  Without one, the one uvp_tracectx_get (a NULL
  * compare, UV_ENOENT) is all this costs.  The span is named "GET
  * host/path" (the URL without scheme, query and fragment, cut at 120
  * bytes); uvp_curl__xfer_free ends it. */
@@ -131,9 +132,12 @@ static int trace_begin(xfer_t *x, const char *url,
   const char *ts;
   if (uvp_tracectx_get(x->c->ctx, &tc, &ts) != 0)
     return 0;
-  for (const char *const *h = o->headers; h != NULL && *h != NULL; h++)
+  bool own_state = false;
+  for (const char *const *h = o->headers; h != NULL && *h != NULL; h++) {
     if (strncasecmp(*h, "traceparent:", 12) == 0)
       return 0;
+    own_state |= strncasecmp(*h, "tracestate:", 11) == 0;
+  }
   const char *rest = strstr(url, "://");
   rest = rest != NULL ? rest + 3 : url;
   char name[160];
@@ -151,7 +155,7 @@ static int trace_begin(xfer_t *x, const char *url,
   uvp_tracectx_format(&x->span.tc, line + 13);
   if ((rc = add_header(x->fetch, line)) != 0)
     return rc;
-  if (ts != NULL && *ts != '\0') {
+  if (ts != NULL && *ts != '\0' && !own_state) {
     snprintf(line, sizeof(line), "tracestate: %s", ts);
     rc = add_header(x->fetch, line);
   }

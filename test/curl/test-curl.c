@@ -526,6 +526,18 @@ static void test_trace_context(void **state) {
   assert_int_equal(count_of(req, "tracestate"), 0);
   uvp_promise_release(p);
 
+  /* The program's own tracestate goes with the span's traceparent,
+   * instead of the scope's. */
+  const char *own_state[] = {"tracestate: mine=1", NULL};
+  uvp_curl_fetch_opts_t so = {.headers = own_state};
+  p = fetch_wait(f, c, u, &so, NULL);
+  req = response_of(p)->body.base;
+  assert_int_equal(count_of(req, "\r\ntraceparent: 00-4bf92f3577b34da6a3ce"),
+                   1);
+  assert_int_equal(count_of(req, "tracestate"), 1);
+  assert_int_equal(count_of(req, "\r\ntracestate: mine=1\r\n"), 1);
+  uvp_promise_release(p);
+
   /* uvp_curl_perform: the handle's header list is the program's. */
   CURL *e = curl_easy_init();
   capture_t k = {{0}, 0};
@@ -553,17 +565,17 @@ static void test_trace_context(void **state) {
   assert_int_equal(count_of(response_of(p)->body.base, "trace"), 0);
   uvp_promise_release(p);
 
-  /* The recorder: three CLIENT spans (the two fetches that sent the
-   * header, the refused one), each ended, two fulfilled. */
+  /* The recorder: four CLIENT spans (the three fetches that sent the
+   * header, the refused one), each ended, three fulfilled. */
   char *text = NULL;
   size_t len = 0;
   FILE *m = open_memstream(&text, &len);
   uvp_record_opts_t ro = {UVP_RECORD_JSON, 0, m, NULL, NULL};
   assert_true(uvp_ctx_recorder_write(f->ctx, &ro) > 0);
   fclose(m);
-  assert_int_equal(count_of(text, "\"kind\":\"client\""), 3);
-  assert_int_equal(count_of(text, "\"ph\":\"e\""), 3);
-  assert_int_equal(count_of(text, "\"status\":\"fulfilled\""), 2);
+  assert_int_equal(count_of(text, "\"kind\":\"client\""), 4);
+  assert_int_equal(count_of(text, "\"ph\":\"e\""), 4);
+  assert_int_equal(count_of(text, "\"status\":\"fulfilled\""), 3);
   assert_int_equal(count_of(text, "\"status\":\"ECONNREFUSED\""), 1);
   free(text);
   free(u);
