@@ -1,0 +1,52 @@
+/* uvp-gateway's trace context glue: see trace.h. */
+#include <string.h>
+
+#include "trace.h"
+
+void gw_trace_begin(uvp_ctx_t *ctx, const httpd_req_t *req, int start,
+                    gw_trace_t *t) {
+  const char *tp;
+  char ts[UVP_TRACESTATE_MAX + 1];
+  uvp_tracectx_t in;
+  t->on = 0;
+  httpd_req_trace_headers(req, &tp, ts, sizeof(ts));
+  int have = tp != NULL && uvp_tracectx_parse(tp, strlen(tp), &in) == 0;
+  if (!have && !start)
+    return;
+  /* "GET /path", the path cut at 120 bytes (a method is at most 32). */
+  char name[160];
+  const char *method = req->error != 0 ? "BAD" : req->method;
+  size_t m = strnlen(method, 32), p = strnlen(req->path, 120);
+  memcpy(name, method, m);
+  name[m] = ' ';
+  memcpy(name + m + 1, req->path, p);
+  name[m + 1 + p] = '\0';
+  if (uvp_span_begin(ctx, &t->span, name, UVP_SPAN_SERVER, have ? &in : NULL,
+                     have ? 0 : UVP_SPAN_NEW_TRACE) != 0)
+    return;
+  t->on = 1;
+  /* The client's tracestate goes on with its traceparent only;
+   * uvp_tracectx_set drops an invalid one. */
+  const char *state = have && ts[0] != '\0' ? ts : NULL;
+  /* No memory for the scope: the request is served untraced below, its
+   * span still timed. */
+  (void)uvp_tracectx_set(ctx, &t->span.tc, state);
+}
+
+void gw_trace_end(uvp_ctx_t *ctx, gw_trace_t *t, int status) {
+  if (t->on) {
+    t->on = 0;
+    (void)uvp_span_end(ctx, &t->span, status);
+  }
+}
+
+void gw_trace_response(const uvp_ctx_t *ctx, char *buf, size_t cap) {
+  static const char name[] = "traceresponse: ";
+  uvp_tracectx_t tc;
+  buf[0] = '\0';
+  if (cap >= GW_TRACERESPONSE_MAX && uvp_tracectx_get(ctx, &tc, NULL) == 0 &&
+      uvp_tracectx_format(&tc, buf + sizeof(name) - 1) == 0) {
+    memcpy(buf, name, sizeof(name) - 1);
+    memcpy(buf + sizeof(name) - 1 + UVP_TRACEPARENT_LEN, "\r\n", 3);
+  }
+}
