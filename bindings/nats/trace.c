@@ -13,10 +13,18 @@
 #include "nats-internal.h"
 
 /* "request SUBJECT": the span's name (the recorder copies it; a track per
- * name, so a name per subject, not per message). */
+ * name, so a name per subject, not per message), cut to fit buf.  Not
+ * snprintf: it was a third of a traced request's cost. */
 static const char *span_name(char *buf, size_t cap, const char *verb,
                              const char *subject) {
-  snprintf(buf, cap, "%s %s", verb, subject != NULL ? subject : "?");
+  size_t v = strlen(verb), n = subject != NULL ? strlen(subject) : 0;
+  if (n > cap - v - 2)
+    n = cap - v - 2;
+  memcpy(buf, verb, v);
+  buf[v] = ' ';
+  if (n > 0)
+    memcpy(buf + v + 1, subject, n);
+  buf[v + 1 + n] = '\0';
   return buf;
 }
 
