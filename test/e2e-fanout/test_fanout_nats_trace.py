@@ -14,7 +14,9 @@ the demo server, and
            (--trace): its CONSUMER span is in the URL's trace, child of
            the PRODUCER span, and the row says delivery 2
 
-Every process exits 0; children are killed by PID only.
+Every process exits 0; children are killed by PID only.  With
+UVP_E2E_VALGRIND=1 (meson's gcc builds) the traced coordinators and
+workers run under valgrind, whose leaks and errors exit 99.
 
     test_fanout_nats_trace.py UVP_FANOUT NATS_SERVER"""
 import json
@@ -96,6 +98,11 @@ def named(sp, name):
 
 def main():
     fanout, nats = sys.argv[1], sys.argv[2]
+    vg = []
+    if os.environ.get("UVP_E2E_VALGRIND") == "1" and os.path.exists("/usr/bin/valgrind"):
+        vg = ["/usr/bin/valgrind", "--quiet", "--error-exitcode=99",
+              "--leak-check=full", "--errors-for-leak-kinds=definite,indirect,possible",
+              "--suppressions=" + os.environ.get("UVP_VALGRIND_SUPP", "/dev/null")]
     tmp = tempfile.mkdtemp()
     procs = []
 
@@ -119,12 +126,12 @@ def main():
         # ---- core: a worker and a coordinator, both traced ----------------
         wtrace = os.path.join(tmp, "w1.json")
         wout = os.path.join(tmp, "w1.log")
-        w1 = start([fanout, "--nats", url, "--worker", "-c", "4", "--name", "w1",
+        w1 = start(vg + [fanout, "--nats", url, "--worker", "-c", "4", "--name", "w1",
                     "--trace", wtrace], wout)
         wait_for(lambda: line_in(wout, "serving as"), "serving worker")
         ctrace = os.path.join(tmp, "c.json")
         urls = [base + "/fast?1", base + "/fast?2", base + "/slow?3"]
-        r = subprocess.run([fanout, "--nats", url, "-c", "4", "-m", "5", "--json",
+        r = subprocess.run(vg + [fanout, "--nats", url, "-c", "4", "-m", "5", "--json",
                             "--trace", ctrace] + urls,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            timeout=60, text=True)
@@ -156,7 +163,7 @@ def main():
         # ---- durable: a redelivery joins the URL's trace -------------------
         dctrace = os.path.join(tmp, "dc.json")
         dcout = os.path.join(tmp, "dc.out")
-        coord = subprocess.Popen([fanout, "--nats", url, "--durable", "tr", "-m", "1",
+        coord = subprocess.Popen(vg + [fanout, "--nats", url, "--durable", "tr", "-m", "1",
                                   "--json", "--trace", dctrace, base + "/hang"],
                                  stdout=open(dcout, "w"), stderr=subprocess.STDOUT)
         procs.append(coord)
@@ -170,9 +177,9 @@ def main():
         d1.kill()
         d1.wait()
         d2trace = os.path.join(tmp, "d2.json")
-        d2 = start([fanout, "--nats", url, "--durable", "tr", "--worker", "-c", "1",
+        d2 = start(vg + [fanout, "--nats", url, "--durable", "tr", "--worker", "-c", "1",
                     "--name", "d2", "--trace", d2trace], os.path.join(tmp, "d2.log"))
-        check(coord.wait(60) == 0, "durable coordinator exits 0")
+        check(coord.wait(120) == 0, "durable coordinator exits 0")
         d2.send_signal(signal.SIGTERM)
         check(d2.wait(30) == 0, "second worker drained, exits 0")
         rows = [json.loads(l) for l in open(dcout) if '"n":' in l]
