@@ -11,7 +11,9 @@
  * trace context is a PRODUCER span whose message carries it; each
  * delivery of it (a first one failed and given back, then its
  * redelivery) is served under a CONSUMER span of the same trace, child of
- * the producer.  The caller and the service are two contexts on the
+ * the producer.  A durable promise keeps its creator's context in its
+ * record's param headers, through its completion.  The caller and the
+ * service are two contexts on the
  * test's loop, each with a connection of its own; every case ends with
  * uv_loop_close() == 0 (fixture_teardown). */
 #include <inttypes.h>
@@ -518,6 +520,61 @@ static void test_jetstream_redelivery(void **state) {
   assert_int_equal(uvp_nats_js_free(js), 0);
 }
 
+/* A durable promise made under a trace context keeps it in its record's
+ * param headers (Resonate's place), and its completion, by another
+ * context with none, keeps them. */
+static void test_dpromise_param(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_js_t *js, *sjs;
+  assert_int_equal(uvp_nats_js_new(T.nc, NULL, &js), 0);
+  assert_int_equal(uvp_nats_js_new(T.snc, NULL, &sjs), 0);
+  uvp_nats_kv_config_t c = {.bucket = "dptrace"};
+  uvp_promise_t *p, *d, *r;
+  assert_int_equal(uvp_nats_kv_bucket_add(js, &c, &p), 0);
+  (void)must(f, p);
+  uvp_promise_release(p);
+  uvp_span_t root;
+  assert_int_equal(uvp_span_begin(f->ctx, &root, "root", UVP_SPAN_INTERNAL,
+                                  NULL, UVP_SPAN_NEW_TRACE),
+                   0);
+  assert_int_equal(uvp_tracectx_set(f->ctx, &root.tc, "k=v"), 0);
+  assert_int_equal(uvp_nats_dpromise_create(js, "dptrace", "job1", 60000, &d),
+                   0);
+  assert_int_equal(uvp_tracectx_set(f->ctx, NULL, NULL), 0);
+  assert_int_equal(uvp_span_end(f->ctx, &root, 0), 0);
+  char tp[UVP_TRACEPARENT_LEN + 1];
+  assert_int_equal(uvp_tracectx_format(&root.tc, tp), 0);
+  for (int round = 0; round < 2; round++) {
+    if (round == 1) { /* completed by the other side: param kept */
+      assert_int_equal(
+          uvp_nats_dpromise_resolve(sjs, "dptrace", "job1", "ok", 2, &r), 0);
+      (void)must(f, r);
+      uvp_promise_release(r);
+      (void)must(f, d);
+    }
+    /* until the create is written (the await started it) */
+    for (int tries = 0;; tries++) {
+      assert_int_equal(uvp_nats_kv_get(sjs, "dptrace", "job1", &p), 0);
+      run_until_settled(f, p);
+      if (uvp_promise_state(p) == UVP_FULFILLED || tries > 1000)
+        break;
+      assert_int_equal(uvp_promise_reason(p, NULL), UV_ENOENT);
+      uvp_promise_release(p);
+    }
+    const uvp_nats_kv_entry_t *e = must(f, p);
+    json_t *rec = json_loadb(e->value, e->len, 0, NULL);
+    json_t *h = json_object_get(json_object_get(rec, "param"), "headers");
+    assert_string_equal(arg(h, "traceparent"), tp);
+    assert_string_equal(arg(h, "tracestate"), "k=v");
+    assert_string_equal(arg(rec, "state"), round ? "RESOLVED" : "PENDING");
+    json_decref(rec);
+    uvp_promise_release(p);
+  }
+  uvp_promise_release(d);
+  assert_int_equal(uvp_nats_js_free(sjs), 0);
+  assert_int_equal(uvp_nats_js_free(js), 0);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -526,6 +583,7 @@ int main(void) {
       TRACE_TEST(test_request_untraced),
       TRACE_TEST(test_malformed_ignored),
       TRACE_TEST(test_jetstream_redelivery),
+      TRACE_TEST(test_dpromise_param),
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
