@@ -416,7 +416,9 @@ UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
  * uvp_nats_js_serve serves a message carrying one under a CONSUMER span
  * ("consume SUBJECT"), ended when the message is acknowledged, given back
  * or terminated: each redelivery is a new CONSUMER span of the same trace.
- * JetStream's API calls (streams, consumers, KV) carry no trace context.
+ * JetStream's API calls (streams, consumers, KV) carry no trace context,
+ * nor does uvp_nats_publish; uvp_nats_next hands a message's headers over
+ * as they came (uvp_tracectx_parse reads one).
  * @{ */
 #define UVP_NATS_TRACEPARENT_HEADER "traceparent"
 #define UVP_NATS_TRACESTATE_HEADER "tracestate"

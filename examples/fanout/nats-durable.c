@@ -368,7 +368,8 @@ static int pub_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   /* --trace: the message carries the URL's trace, and so does each of
    * its redeliveries: every worker's fetch of it joins that trace */
   fanout_trace_was_t was;
-  fanout_row_trace_begin(co->r, row);
+  if (!co->known[pb->i]) /* (its span ended with its result) */
+    fanout_row_trace_begin(co->r, row);
   fanout_row_trace_enter(co->r, row, &was);
   int rc = uvp_nats_js_publish(co->js, co->nm.subject, w->p, w->len, &po, out);
   fanout_row_trace_leave(co->r, &was);
