@@ -7,7 +7,9 @@
  * One line of key=value: rt_us= or wall_ms=, ok=, n=, cpu_ms= (user +
  * system of the whole process, its threads all, while the scenario ran;
  * usr_ms= and sys_ms= apart), csw= (context switches meanwhile), rss_kb=
- * (peak, whole run), threads= (after connecting). */
+ * (peak, whole run), threads= (after connecting).  UVP_BENCH_TRACE=1: the
+ * requests are made under a trace context (a root span entered first),
+ * each a CLIENT span with traceparent: what tracing costs a request. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +101,13 @@ int main(int argc, char **argv) {
             uvp_nats_err_name(uvp_promise_reason(c, NULL)));
     return 1;
   }
+  uvp_span_t root;
+  const char *trace = getenv("UVP_BENCH_TRACE");
+  if (trace != NULL && strcmp(trace, "1") == 0 &&
+      (uvp_span_begin(ctx, &root, "bench", UVP_SPAN_INTERNAL, NULL,
+                      UVP_SPAN_NEW_TRACE) != 0 ||
+       uvp_span_enter(ctx, &root) != 0))
+    return 1;
   int nthreads = threads();
   struct rusage ru0;
   getrusage(RUSAGE_SELF, &ru0);

@@ -887,6 +887,10 @@ typedef struct uvp_nats_dpromise_s {
  * the bytes as a JSON string (UTF-8 text, so that any NATS client reads
  * it), not base64, and a rejection's code is stored by name in the
  * value's headers as "Uvp-Error" (as uvp-nats replies carry it).
+ * Created under a trace context (uvp/tracing.h), the record's
+ * "param":{"headers"} holds its "traceparent" and "tracestate", where
+ * Resonate keeps a promise's headers, for whoever reads the record to
+ * continue the trace; a completion keeps the param it read.
  * Errors, nothing sent: UV_EINVAL (NULL, a bad bucket or id: ids are
  * keys, uvp_nats_kv_get; timeout_ms 0 or past year 10 000), UVP_ECLOSED,
  * UV_ENOMEM. */

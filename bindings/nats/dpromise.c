@@ -35,19 +35,22 @@ const char *uvp_nats_dpromise_state_name(uvp_nats_dpromise_state_t s) {
 /* ---- records ------------------------------------------------------------- */
 
 /* The record's JSON: Resonate's, with data as a JSON string (json, a
- * string value: consumed) and the code as the value's Uvp-Error. */
+ * string value: consumed), the code as the value's Uvp-Error, and param
+ * (consumed; NULL: empty headers and data) as its creator made it. */
 static char *record_text(const char *id, uvp_nats_dpromise_state_t state,
                          int code, json_t *data, uint64_t timeout,
-                         uint64_t created, uint64_t completed) {
+                         uint64_t created, uint64_t completed, json_t *param) {
   json_t *headers = json_object();
   if (state == UVP_NATS_DPROMISE_REJECTED && headers != NULL)
     json_object_set_new(headers, UVP_NATS_ERROR_HEADER,
                         json_string(uvp_nats_err_name(code)));
+  if (param == NULL)
+    param = json_pack("{s:{}, s:s}", "headers", "data", "");
   json_t *j = json_pack(
-      "{s:s, s:s, s:{s:{}, s:s}, s:{s:o, s:o}, s:I, s:I, s:{}}", "id", id,
-      "state", state_names[state], "param", "headers", "data", "", "value",
-      "headers", headers, "data", data != NULL ? data : json_string(""),
-      "timeout", (json_int_t)timeout, "createdOn", (json_int_t)created, "tags");
+      "{s:s, s:s, s:o, s:{s:o, s:o}, s:I, s:I, s:{}}", "id", id, "state",
+      state_names[state], "param", param, "value", "headers", headers, "data",
+      data != NULL ? data : json_string(""), "timeout", (json_int_t)timeout,
+      "createdOn", (json_int_t)created, "tags");
   if (j != NULL && completed > 0)
     json_object_set_new(j, "completedOn", json_integer((json_int_t)completed));
   char *text = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -55,8 +58,11 @@ static char *record_text(const char *id, uvp_nats_dpromise_state_t state,
   return text;
 }
 
-/* A record read from entry e (the caller's to free), or UV_EPROTO. */
-static int record_of(const uvp_nats_kv_entry_t *e, uvp_nats_dpromise_t **out) {
+/* A record read from entry e (the caller's to free), and its param
+ * into *param if not NULL (a reference, NULL if it has none), or
+ * UV_EPROTO. */
+static int record_of(const uvp_nats_kv_entry_t *e, uvp_nats_dpromise_t **out,
+                     json_t **param) {
   json_t *j = e->len <= UVP_NATS_JS_MAX_JSON /* a planted giant: unparsed */
                   ? json_loadb(e->value, e->len, 0, NULL)
                   : NULL;
@@ -100,6 +106,10 @@ static int record_of(const uvp_nats_kv_entry_t *e, uvp_nats_dpromise_t **out) {
   r->completed_on =
       (uint64_t)json_integer_value(json_object_get(j, "completedOn"));
   r->revision = e->revision;
+  if (param != NULL) {
+    json_t *pm = json_object_get(j, "param");
+    *param = json_is_object(pm) ? json_incref(pm) : NULL;
+  }
   json_decref(j);
   *out = r;
   return 0;
@@ -122,6 +132,7 @@ typedef struct dop_s {
   int code;
   json_t *data;               /* resolve's and reject's, a JSON string */
   uvp_nats_dpromise_t *seen;  /* the record read last */
+  json_t *param;              /* ... its param, kept by its completion */
   uvp_nats_dpromise_t *wrote; /* the record the write in flight stores */
   char *text;                 /* its JSON */
   int tries;
@@ -135,6 +146,7 @@ static void dop_free(void *arg) {
   if (d->dw != NULL)
     dw_release(d->dw);
   json_decref(d->data);
+  json_decref(d->param);
   free(d->seen);
   free(d->wrote);
   free(d->text);
@@ -151,7 +163,7 @@ static int completed(dop_t *d, uvp_nats_dpromise_state_t state, int code,
   free(d->wrote);
   d->wrote = NULL;
   d->text = record_text(r->id, state, code, json_incref(data), r->timeout,
-                        r->created_on, now);
+                        r->created_on, now, json_incref(d->param));
   const char *s = data != NULL ? json_string_value(data) : "";
   size_t len = data != NULL ? json_string_length(data) : 0;
   size_t idl = strlen(r->id);
@@ -210,8 +222,10 @@ static void dop_read(js_op_t *op, dop_t *d, int rc, natsMsg *m) {
     rc = UV_ENOENT;
   free(d->seen);
   d->seen = NULL;
+  json_decref(d->param);
+  d->param = NULL;
   if (rc == 0)
-    rc = record_of(e, &d->seen);
+    rc = record_of(e, &d->seen, &d->param);
   free(e);
   free(err); /* a rejection's payload is a record, or nothing */
   if (rc != 0) {
@@ -478,7 +492,7 @@ static void dw_see(void *owner, uvp_nats_kv_entry_t *e, int rc) {
   }
   dw->seen = true;
   uvp_nats_dpromise_t *r = NULL;
-  rc = e->op == UVP_NATS_KV_PUT ? record_of(e, &r) : UV_ENOENT;
+  rc = e->op == UVP_NATS_KV_PUT ? record_of(e, &r, NULL) : UV_ENOENT;
   free(e);
   if (rc != 0) {
     dw_end(dw, rc, NULL);
@@ -566,6 +580,22 @@ static void create_step(js_op_t *op, int rc, natsMsg *m) {
   uvp_nats__js_op_end(op, rc, v, free, err);
 }
 
+/* A record's param made under a trace context: its traceparent and
+ * tracestate in the headers, where Resonate keeps a promise's (whoever
+ * completes or reads it may continue the trace); NULL without one. */
+static json_t *trace_param(uvp_ctx_t *ctx) {
+  uvp_tracectx_t tc;
+  const char *state = NULL;
+  char tp[UVP_TRACEPARENT_LEN + 1];
+  if (uvp_tracectx_get(ctx, &tc, &state) != 0 ||
+      uvp_tracectx_format(&tc, tp) != 0)
+    return NULL;
+  json_t *h = json_pack("{s:s}", UVP_NATS_TRACEPARENT_HEADER, tp);
+  if (h != NULL && state != NULL && *state != '\0')
+    json_object_set_new(h, UVP_NATS_TRACESTATE_HEADER, json_string(state));
+  return h != NULL ? json_pack("{s:o, s:s}", "headers", h, "data", "") : NULL;
+}
+
 static int await_start(uvp_nats_js_t *js, const char *bucket, const char *id,
                        uint64_t timeout_ms, bool create, uvp_promise_t **out,
                        const char *file, int line) {
@@ -586,7 +616,7 @@ static int await_start(uvp_nats_js_t *js, const char *bucket, const char *id,
   if (create) {
     uint64_t now = uvp_nats__js_unix_ms();
     dw->create = record_text(id, UVP_NATS_DPROMISE_PENDING, 0, NULL,
-                             now + timeout_ms, now, 0);
+                             now + timeout_ms, now, 0, trace_param(js->ctx));
     if (dw->create == NULL) {
       free(dw);
       return UV_ENOMEM;
