@@ -143,6 +143,7 @@
 #include "uvp/io.h"
 #include "uvp/debug.h"
 #include "uvp/calls.h"
+#include "uvp/tracing.h"
 /* clang-format on */
 
 #endif /* UVP_H */

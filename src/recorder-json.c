@@ -638,6 +638,73 @@ static void json_instant(writer_t *wr, const uvp__rec_t *r, size_t i) {
   ev_close(wr, first);
 }
 
+/* ---- spans: async slices by their W3C ids, what uvp-trace merge joins
+ * processes by ------------------------------------------------------------ */
+
+static const char *const span_kinds[] = {"internal", "server", "client",
+                                         "producer", "consumer"};
+
+/* A span's string (recorder.h: traceparent, parent id, name) into buf,
+ * or NULL if it was overwritten. */
+static const char *span_text(writer_t *wr, const ent_t *x, char *buf,
+                             size_t cap) {
+  int n = uvp__rw_read(wr, x->name, buf, cap);
+  return n >= UVP_TRACEPARENT_LEN + 16 ? buf : NULL;
+}
+
+/* `,{"ph":PH,...,"cat":"span","id":"0x<span id>","name":NAME`. */
+static void span_ev(writer_t *wr, const char *ph, const char *text,
+                    uint64_t t) {
+  OUTL(wr, ",{\"ph\":\"");
+  outs(wr, ph);
+  OUTL(wr, "\",\"pid\":1,\"tid\":1,\"ts\":");
+  out_us(wr, t - wr->t0 + TS_FROM);
+  OUTL(wr, ",\"id\":\"0x");
+  out(wr, text + 36, 16);
+  OUTL(wr, "\"");
+  ev_name(wr, "span", text + UVP_TRACEPARENT_LEN + 16);
+}
+
+static void span_begin(writer_t *wr, ent_t *x, uint64_t t) {
+  char text[UVP_TRACEPARENT_LEN + 16 + 260];
+  if (span_text(wr, x, text, sizeof(text)) == NULL)
+    return; /* no ids to say: neither end is written */
+  bool first = true;
+  span_ev(wr, "b", text, t);
+  arg_raw(wr, &first, "trace_id");
+  out(wr, "\"", 1);
+  out(wr, text + 3, 32);
+  OUTL(wr, "\",\"span_id\":\"");
+  out(wr, text + 36, 16);
+  out(wr, "\"", 1);
+  if (strspn(text + UVP_TRACEPARENT_LEN, "0") < 16) {
+    OUTL(wr, ",\"parent_id\":\"");
+    out(wr, text + UVP_TRACEPARENT_LEN, 16);
+    out(wr, "\"", 1);
+  }
+  OUTL(wr, ",\"flags\":\"");
+  out(wr, text + 53, 2);
+  out(wr, "\"", 1);
+  arg_str(wr, &first, "kind",
+          (unsigned)x->code < 5 ? span_kinds[x->code] : "internal");
+  ev_close(wr, first);
+  x->open = true;
+}
+
+static void span_end(writer_t *wr, ent_t *x, uint64_t t, bool open) {
+  char text[UVP_TRACEPARENT_LEN + 16 + 260];
+  if (!x->open || span_text(wr, x, text, sizeof(text)) == NULL)
+    return;
+  bool first = true;
+  span_ev(wr, "e", text, t);
+  if (open)
+    arg_true(wr, &first, "open");
+  else
+    arg_code(wr, &first, "status", x->status);
+  ev_close(wr, first);
+  x->open = false;
+}
+
 /* A stall, on a track of its own: its start is the detector's bound on
  * it, which may reach back into the slices before it. */
 static void json_stall(writer_t *wr, const uvp__rec_t *r, size_t i) {
@@ -696,6 +763,14 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   case UVP__R_STALL:
     json_stall(wr, r, i);
     break;
+  case UVP__R_SPAN_BEGIN:
+    if (x != NULL)
+      span_begin(wr, x, wr->t[i]);
+    break;
+  case UVP__R_SPAN_END:
+    if (x != NULL)
+      span_end(wr, x, wr->t[i], false);
+    break;
   default: /* a description, a name: said at a begin or an end */
     break;
   }
@@ -710,6 +785,8 @@ static void end_open(writer_t *wr, loop_t *lp) {
       continue;
     if (x->kind == E_FIBER)
       fiber_end(wr, x, t, true);
+    else if (x->kind == E_SPAN)
+      span_end(wr, x, t, true);
     else
       work_end(wr, x, t, true);
   }
@@ -744,6 +821,12 @@ void uvp__rw_json(writer_t *wr) {
   uvp__rw_u64(wr, wr->overwritten);
   OUTL(wr, ",\"ts_origin_ns\":");
   uvp__rw_u64(wr, wr->t0 - TS_FROM);
+  /* The same instant on the wall clock, to line processes up by before
+   * uvp-trace merge refines it from their requests and replies. */
+  OUTL(wr, ",\"wall_origin_ns\":");
+  uvp__rw_u64(wr, uvp__rw_wall(wr->t0 - TS_FROM));
+  OUTL(wr, ",\"pid\":");
+  uvp__rw_u64(wr, (uint64_t)uv_os_getpid());
   OUTL(wr, "}}");
   uvp__rw_line_end(wr);
 }

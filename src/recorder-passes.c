@@ -159,6 +159,16 @@ int uvp__rw_put(map_t *m, uint8_t ns, const void *id, uint32_t e) {
   return 0;
 }
 
+uint64_t uvp__rw_wall(uint64_t mono) {
+  uv_timeval64_t tv;
+  uint64_t now = uv_hrtime();
+  if (uv_gettimeofday(&tv) != 0 || tv.tv_sec < 0)
+    return 0;
+  uint64_t wall =
+      (uint64_t)tv.tv_sec * 1000000000u + (uint64_t)tv.tv_usec * 1000u;
+  return now >= mono ? wall - (now - mono) : wall + (mono - now);
+}
+
 /* ---- pass 1: times --------------------------------------------------------
  */
 
@@ -428,6 +438,30 @@ static void ent_loop(writer_t *wr, const uvp__rec_t *r, size_t i, bool *seen) {
   wr->tid[i] = TID_LOOP;
 }
 
+/* A span's beginning or end (record i, r). */
+static int ent_span(writer_t *wr, const uvp__rec_t *r, size_t i) {
+  uint32_t e;
+  if (r->type == UVP__R_SPAN_BEGIN) {
+    e = ent_new(wr, E_SPAN, r->a, true);
+    if (e == NONE || uvp__rw_put(&wr->map, NS_SPAN, r->a, e) != 0)
+      return UV_ENOMEM;
+    wr->ents[e].name = (uintptr_t)r->b;
+    wr->ents[e].code = r->x;
+  } else {
+    /* One whose beginning was overwritten has no ids to say: not
+     * written. */
+    e = uvp__rw_get(&wr->map, NS_SPAN, r->a);
+    if (e != NONE && !wr->ents[e].ended) {
+      wr->ents[e].ended = true;
+      wr->ents[e].status = (int)(intptr_t)r->b;
+    } else {
+      e = NONE;
+    }
+  }
+  wr->ent[i] = e;
+  return 0;
+}
+
 /* Record i's entities (ent, ent2, ent3: NONE where it names none). */
 static int ent_rec(writer_t *wr, size_t i, bool *loop_seen) {
   const uvp__rec_t *r = rec_at(wr, i);
@@ -452,6 +486,9 @@ static int ent_rec(writer_t *wr, size_t i, bool *loop_seen) {
     return ent_group(wr, r, i);
   case UVP__R_STALL:
     return ent_stall(wr, r, i);
+  case UVP__R_SPAN_BEGIN:
+  case UVP__R_SPAN_END:
+    return ent_span(wr, r, i);
   case UVP__R_PREPARE:
   case UVP__R_CHECK:
   case UVP__R_IDLE:

@@ -29,7 +29,7 @@
 enum { TID_LOOP = 1, TID_STALLS = 2, FIBER_TID0 = 3 };
 
 /* What an id names. */
-enum { E_FIBER, E_WORK, E_JOIN, E_GROUP, E_CAUSE };
+enum { E_FIBER, E_WORK, E_JOIN, E_GROUP, E_CAUSE, E_SPAN };
 /* How a fiber stands, or stood at the first record written. */
 enum { F_NONE, F_RUN, F_AWAIT };
 
@@ -58,13 +58,13 @@ typedef struct ent_s {
   const char *kind_lit;  /* a class's kind */
   const char *file;      /* its site */
   uint32_t line;
-  int status; /* its promise's, once settled */
-  int code;   /* the cut's */
-  uintptr_t desc_kind, desc_target, name;
+  int status; /* its promise's, once settled; a span's at its end */
+  int code;   /* the cut's; a span's kind */
+  uintptr_t desc_kind, desc_target, name; /* a span's name: its string */
 } ent_t;
 
 /* An open-addressing map from (namespace, id) to an entity. */
-enum { NS_FIBER, NS_WORK, NS_PROMISE, NS_GROUP, NS_CAUSE, NS_AWAITED };
+enum { NS_FIBER, NS_WORK, NS_PROMISE, NS_GROUP, NS_CAUSE, NS_AWAITED, NS_SPAN };
 typedef struct map_s {
   uintptr_t *keys; /* 0: free */
   uint32_t *vals;
@@ -145,6 +145,9 @@ int uvp__rw_put(map_t *m, uint8_t ns, const void *id, uint32_t e);
 writer_t *uvp__rw_new(uvp_ctx_t *ctx, uint64_t last_ms);
 int uvp__rw_entities(writer_t *wr);
 void uvp__rw_free(writer_t *wr);
+/* The wall clock's time (ns since the epoch) at CLOCK_MONOTONIC's mono
+ * (ns, as uv_hrtime), to a microsecond; 0 if unknown. */
+uint64_t uvp__rw_wall(uint64_t mono);
 /* Lines written so far, whole, go out. */
 void uvp__rw_flush(writer_t *wr);
 

@@ -174,6 +174,34 @@ static void text_loop(writer_t *wr, const uvp__rec_t *r) {
   }
 }
 
+/* `span 7 begins: NAME (client) 00-TRACE-SPAN-01 parent P`, `span 7 ends:
+ * STATUS`, by the recorder's key. */
+static void text_span(writer_t *wr, const uvp__rec_t *r) {
+  OUTL(wr, "span ");
+  uvp__rw_u64(wr, (uint64_t)(uintptr_t)r->a);
+  if (r->type == UVP__R_SPAN_END) {
+    OUTL(wr, " ends: ");
+    int status = (int)(intptr_t)r->b;
+    outs(wr, status == 0 ? "ok" : uvp_err_name(status));
+    return;
+  }
+  static const char *const kinds[] = {"internal", "server", "client",
+                                      "producer", "consumer"};
+  const char *text = uvp__rw_str(wr, (uintptr_t)r->b, NULL);
+  OUTL(wr, " begins: ");
+  if (text == NULL || strlen(text) < UVP_TRACEPARENT_LEN + 16) {
+    OUTL(wr, "(overwritten)");
+    return;
+  }
+  outs(wr, text + UVP_TRACEPARENT_LEN + 16);
+  OUTL(wr, " (");
+  outs(wr, r->x < 5 ? kinds[r->x] : "internal");
+  OUTL(wr, ") ");
+  out(wr, text, UVP_TRACEPARENT_LEN);
+  OUTL(wr, " parent ");
+  out(wr, text + UVP_TRACEPARENT_LEN, 16);
+}
+
 static void text_rec(writer_t *wr, size_t i) {
   const uvp__rec_t *r = rec_at(wr, i);
   text_head(wr, r, wr->t[i]);
@@ -206,6 +234,10 @@ static void text_rec(writer_t *wr, size_t i) {
   case UVP__R_UVP_END:
   case UVP__R_MAIL:
     text_loop(wr, r);
+    break;
+  case UVP__R_SPAN_BEGIN:
+  case UVP__R_SPAN_END:
+    text_span(wr, r);
     break;
   default:
     OUTL(wr, "?");

@@ -35,7 +35,9 @@ const unsigned char uvp__rec_kind[UVP__R_COUNT] = {
     [UVP__R_IDLE] = UVP_RECORD_LOOP,
     [UVP__R_UVP_END] = UVP_RECORD_LOOP,
     [UVP__R_MAIL] = UVP_RECORD_LOOP,
-    [UVP__R_STALL] = UVP_RECORD_STALLS};
+    [UVP__R_STALL] = UVP_RECORD_STALLS,
+    [UVP__R_SPAN_BEGIN] = UVP_RECORD_SPANS,
+    [UVP__R_SPAN_END] = UVP_RECORD_SPANS};
 
 typedef uvp__rec_state_t rec_state_t;
 
@@ -334,6 +336,37 @@ void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
   }
   if (st->on_stall)
     st->stall_pending = true;
+}
+
+void uvp__rec_span(uvp_ctx_t *ctx, uvp_span_t *sp, const char *name,
+                   bool begins, int status) {
+  rec_state_t *st = state_of(ctx);
+  if (!uvp__rec_wants(&st->h, UVP__R_SPAN_BEGIN))
+    return;
+  if (!begins) {
+    uvp__rec_t *r = put(st, UVP__R_SPAN_END);
+    r->a = (const void *)sp->rec;
+    r->b = (const void *)(intptr_t)status;
+    return;
+  }
+  /* Its ids as text, the writer's to copy out as they are. */
+  char text[UVP_TRACEPARENT_LEN + 16 + 256];
+  static const char digits[] = "0123456789abcdef";
+  (void)uvp_tracectx_format(&sp->tc, text);
+  for (int i = 0; i < 8; i++) {
+    text[UVP_TRACEPARENT_LEN + 2 * i] = digits[sp->parent_id[i] >> 4];
+    text[UVP_TRACEPARENT_LEN + 2 * i + 1] = digits[sp->parent_id[i] & 15];
+  }
+  size_t n = strnlen(name, 255);
+  memcpy(text + UVP_TRACEPARENT_LEN + 16, name, n);
+  if (++st->spans == 0)
+    st->spans = 1;
+  sp->rec = st->spans;
+  uintptr_t pos = str_put(st, text, UVP_TRACEPARENT_LEN + 16 + n);
+  uvp__rec_t *r = put(st, UVP__R_SPAN_BEGIN);
+  r->a = (const void *)sp->rec;
+  r->b = (const void *)pos;
+  r->x = (uint8_t)sp->kind;
 }
 
 /* ---- per context --------------------------------------------------------- */

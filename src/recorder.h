@@ -65,6 +65,11 @@ enum {
    * length (ns), c the report's string, a its culprit (the promise whose
    * handler stalled, or the fiber's; NULL: none), file:line its site. */
   UVP__R_STALL,
+  /* A span begins (uvp_span_begin): a = its key (the recorder's), b =
+   * its string: its traceparent (UVP_TRACEPARENT_LEN bytes), its parent's
+   * id (16 hex digits, zeros for a root), its name; x its kind. */
+  UVP__R_SPAN_BEGIN,
+  UVP__R_SPAN_END, /* span a ends, with status b */
   UVP__R_COUNT
 };
 
@@ -192,6 +197,10 @@ void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
  * handler stalled, or the fiber's (its promise) that did (NULL: none). */
 void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
                     const void *culprit);
+/* Span sp begins (its name `name`) or ends (with `status`): tracectx.c.
+ * A beginning gives sp its key (sp->rec). */
+void uvp__rec_span(uvp_ctx_t *ctx, uvp_span_t *sp, const char *name,
+                   bool begins, int status);
 
 /* ---- for the writer (recorder-write.c), above the ring ------------------ */
 
@@ -222,6 +231,7 @@ typedef struct uvp__rec_state_s {
   bool on_stall, stall_pending;
   uvp_record_opts_t stall_opts;
   uvp__rec_write_fn stall_write;
+  uintptr_t spans; /* spans begun: the last one's key */
 } uvp__rec_state_t;
 
 static inline uvp__rec_state_t *uvp__rec_state(const uvp_ctx_t *ctx) {

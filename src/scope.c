@@ -34,6 +34,7 @@ void uvp__scope_unref(uvp__scope_t *s) {
     return;
   for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
     slotval_unref(s->slots[i]);
+  uvp__tracev_unref(s->trace);
   uvp__owner_t *o = s->owner, *d = s->deadline, *held = s->held;
   uvp__free(s);
   if (d != NULL)
@@ -44,17 +45,21 @@ void uvp__scope_unref(uvp__scope_t *s) {
     o->ops->scope_gone(o); /* last: it may free the owner */
 }
 
-/* A scope with base's slots, `owner`, `deadline` and `held`, each held. */
+/* A scope with base's slots and trace context, `owner`, `deadline` and
+ * `held`, each held. */
 static uvp__scope_t *scope_new(const uvp__scope_t *base, uvp__owner_t *owner,
                                uvp__owner_t *deadline, uvp__owner_t *held) {
   uvp__scope_t *s = uvp__calloc(1, sizeof(*s));
   if (s == NULL)
     return NULL;
   s->refs = 1;
-  if (base != NULL)
+  if (base != NULL) {
     for (int i = 0; i < UVP_SCOPE_SLOTS; i++)
       if ((s->slots[i] = base->slots[i]) != NULL)
         s->slots[i]->refs++;
+    if ((s->trace = base->trace) != NULL)
+      s->trace->refs++;
+  }
   s->owner = owner;
   if (owner != NULL)
     owner->ops->scope_made(owner);
@@ -81,6 +86,18 @@ uvp__scope_t *uvp__scope_with_deadline(uvp__scope_t *base,
                                        uvp__owner_t *deadline,
                                        uvp__owner_t *held) {
   return scope_new(base, base != NULL ? base->owner : NULL, deadline, held);
+}
+
+uvp__scope_t *uvp__scope_with_trace(uvp__scope_t *base, uvp__tracev_t *t) {
+  uvp__scope_t *s =
+      scope_new(base, base != NULL ? base->owner : NULL,
+                base != NULL ? base->deadline : NULL, held_of(base));
+  if (s == NULL)
+    return NULL;
+  uvp__tracev_unref(s->trace);
+  if ((s->trace = t) != NULL)
+    t->refs++;
+  return s;
 }
 
 int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
@@ -121,7 +138,8 @@ int uvp_scope_clear(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
-  /* The slots go, not the owner nor the deadline: a group member's work
+  /* The slots and the trace context go (the callback serves another
+   * request), not the owner nor the deadline: a group member's work
    * stays its group's, or the join would settle with that work still on
    * the loop, and under the deadline it was given. */
   uvp__owner_t *o = uvp__scope_owner(ctx);

@@ -45,6 +45,13 @@ struct uvp__owner_s {
 };
 
 typedef struct uvp__slotval_s uvp__slotval_t;
+/* A trace context (tracectx.c), shared by the scopes made from one
+ * another as a slot's value is. */
+typedef struct uvp__tracev_s {
+  uint32_t refs;
+  uvp_tracectx_t tc;
+  char *state; /* its tracestate, allocated with it; NULL: none */
+} uvp__tracev_t;
 typedef struct uvp__scope_s uvp__scope_t;
 struct uvp__scope_s {
   uint32_t refs;
@@ -54,6 +61,7 @@ struct uvp__scope_s {
   /* A deadline a shield with none (UVP_NO_DEADLINE) took the place of:
    * held, so that the work it watches stays watched (deadline.c). */
   uvp__owner_t *held;
+  uvp__tracev_t *trace; /* its W3C trace context, or NULL */
 };
 
 uvp__scope_t *uvp__scope_ref(uvp__scope_t *s);
@@ -67,6 +75,9 @@ uvp__scope_t *uvp__scope_with_owner(uvp__scope_t *base, uvp__owner_t *owner);
 uvp__scope_t *uvp__scope_with_deadline(uvp__scope_t *base,
                                        uvp__owner_t *deadline,
                                        uvp__owner_t *held);
+/* A scope like base but carrying trace context t (NULL: none; held). */
+uvp__scope_t *uvp__scope_with_trace(uvp__scope_t *base, uvp__tracev_t *t);
+void uvp__tracev_unref(uvp__tracev_t *t); /* t may be NULL */
 
 /* The head's scope holds a reference to the current scope.  Capture it: */
 static inline uvp__scope_t *uvp__scope_capture(const uvp_ctx_t *ctx) {

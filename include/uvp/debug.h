@@ -546,7 +546,8 @@ enum {
   UVP_RECORD_GROUPS = 8,  /**< groups made, named, promises added */
   UVP_RECORD_LOOP = 16,   /**< the loop's turns, mail from other threads */
   UVP_RECORD_STALLS = 32, /**< the stall detector's reports */
-  UVP_RECORD_ALL = 63,    /**< every kind of event above */
+  UVP_RECORD_SPANS = 64,  /**< spans begun and ended (uvp/tracing.h) */
+  UVP_RECORD_ALL = 127,   /**< every kind of event above */
   UVP_RECORD_EXACT = 256  /**< a clock read for every event */
 };
 

@@ -43,8 +43,9 @@ UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
 /** The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
  * out of range). */
 UVP_EXTERN void *uvp_scope_get(const uvp_ctx_t *ctx, unsigned int slot);
-/** Make every slot of the current scope empty (e.g. at the top of a libuv
- * callback that serves another request).  Inside a group's work the group
+/** Make every slot of the current scope empty, and drop its trace context
+ * (see "Trace context"), e.g. at the top of a libuv callback that serves
+ * another request.  Inside a group's work the group
  * stays: what the code starts afterwards is still the group's (see "Task
  * groups").  Errors: UV_EINVAL, UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM (inside
  * a group's work, where the emptied scope is a new one). */
