@@ -387,6 +387,41 @@ UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
 /** A request's timeout without opts.timeout_ms nor a deadline: 30 s. */
 #define UVP_NATS_REQUEST_TIMEOUT_DEFAULT 30000u
 
+/** @name Trace context (W3C Trace Context in NATS headers)
+ * A request made under a trace context (uvp_tracectx_get finds one in the
+ * current scope: uvp/tracing.h) is a CLIENT span, child of that context,
+ * named "request SUBJECT"; the request carries `traceparent` (the span's
+ * own context: "00-TRACE-SPAN-FLAGS", 55 bytes, so the server's span is
+ * its child) and, if the scope has one, `tracestate` (at most
+ * UVP_TRACESTATE_MAX bytes).  The span ends when the request does: the
+ * reply (status 0, or the Uvp-Error code), the timeout, no responders,
+ * the cut (its code), the connection's close.  These headers replace any
+ * the program put in opts.headers under the same names; without a trace
+ * context nothing is added (no header, no span: one NULL compare).
+ * A service (uvp_nats_serve) given a request whose `traceparent` is
+ * valid serves it under a SERVER span named "serve SUBJECT" whose parent
+ * it names: begun when the request arrives, entered (uvp_span_enter's
+ * way, with the request's `tracestate` if valid) before the fiber or the
+ * start callback runs, so what they begin (a uvp-curl transfer, a nested
+ * request) is its child; ended when the reply goes (its status), or when
+ * the request goes unreplied (UV_ECANCELED).  A `traceparent` that is
+ * malformed (W3C's rules: uvp_tracectx_parse), given twice, or with
+ * all-zero ids is ignored, as if absent; a malformed `tracestate` is
+ * dropped alone; never an error to the peer.  Header names are exact
+ * (NATS headers are case-sensitive): lowercase, as W3C's and
+ * OpenTelemetry's propagators write them.
+ * JetStream (uvp-nats-js.h): uvp_nats_js_publish under a trace context is
+ * a PRODUCER span ("publish SUBJECT", ended by the stream's
+ * acknowledgement) whose `traceparent` the stream stores with the message;
+ * uvp_nats_js_serve serves a message carrying one under a CONSUMER span
+ * ("consume SUBJECT"), ended when the message is acknowledged, given back
+ * or terminated: each redelivery is a new CONSUMER span of the same trace.
+ * JetStream's API calls (streams, consumers, KV) carry no trace context.
+ * @{ */
+#define UVP_NATS_TRACEPARENT_HEADER "traceparent"
+#define UVP_NATS_TRACESTATE_HEADER "tracestate"
+/** @} */
+
 /** Publish `len` bytes of `data` on `subject`, with reply subject `reply`
  * (NULL: none) and `headers` ("Name: value" strings, NULL-terminated; NULL:
  * none), all copied.  Core NATS publishing is fire and forget: 0 says nats.c

@@ -68,6 +68,7 @@ struct js_op_s {
   unsigned holds; /* handlers registered on requests, and the start */
   bool cut;       /* p was cut: the requests' answers are not wanted */
   bool idle;      /* a long wait: UVP_INFLIGHT_IDLE */
+  bool producer;  /* a publish: carries the trace context (PRODUCER) */
   int state;      /* the step's own */
   const char *file;
   int line;

@@ -20,6 +20,7 @@ typedef struct served_s served_t;
 struct served_s {
   uvp_nats_js_served_t pub;
   uvp_promise_t *p;      /* the fiber's or start's, while it runs */
+  uvp_span_t *span;      /* its CONSUMER span, if it has a traceparent */
   served_t *prev, *next; /* the service's running members */
   unsigned refs;
   bool started;
@@ -66,6 +67,8 @@ static void sv_release(void *arg) {
   served_t *sv = arg;
   if (--sv->refs > 0)
     return;
+  /* given back or terminated without its member running */
+  uvp_nats__trace_end(sv->pub.svc->js->ctx, &sv->span, UV_ECANCELED);
   uvp_nats__js_msg_free(sv->pub.msg); /* unfinished: given back */
   free(sv);
 }
@@ -118,6 +121,7 @@ static uvp_ret_t svc_done(void *arg, const uvp_outcome_t *in) {
     svc->stats.termed++;
     (void)uvp_nats_js_term(m);
   }
+  uvp_nats__trace_end(svc->js->ctx, &sv->span, in->status);
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -154,6 +158,9 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   sv->pub.deadline_ms = timeout - svc->o.margin_ms;
   uvp_promise_t *p = NULL;
   int rc;
+  /* the publisher's trace: what the fiber or start begins is the span's
+   * (no memory for it: served untraced) */
+  (void)uvp_nats__trace_enter(ctx, sv->span, m->msg);
   if (svc->o.fiber != NULL) {
     uvp_fiber_opts_t fo = {.deadline_ms = sv->pub.deadline_ms,
                            .arg_free = sv_release};
@@ -221,6 +228,8 @@ static void svc_take(void *owner, uvp_nats_js_msg_t *m) {
     return;
   }
   sv->pub = (uvp_nats_js_served_t){m, svc, svc->o.arg, 0};
+  sv->span = uvp_nats__trace_in(svc->js->ctx, UVP_SPAN_CONSUMER,
+                                natsMsg_GetSubject(m->msg), m->msg);
   sv->refs = 1; /* the group's, until its start has run */
   if (uvp_group_start(svc->g, svc_start, sv, sv_release) != 0)
     sv_release(sv);

@@ -312,11 +312,15 @@ static int op_request(js_op_t *op, const char *subject, const void *data,
   int rc = uvp_nats__js_usable(op->js);
   if (rc != 0)
     return rc;
-  /* no Uvp-Timeout-Ms, and no cancel: JetStream is no uvp service */
-  uvp_nats_request_opts_t ro = {.timeout_ms = op->js->timeout_ms,
-                                .headers = headers,
-                                .flags = UVP_NATS_REQUEST_NO_TIMEOUT_HEADER |
-                                         UVP_NATS_REQUEST_NO_CANCEL};
+  /* no Uvp-Timeout-Ms, and no cancel: JetStream is no uvp service; a
+   * trace context only on a publish (the stream keeps it for whoever
+   * consumes the message), not on the API's calls */
+  uvp_nats_request_opts_t ro = {
+      .timeout_ms = op->js->timeout_ms,
+      .headers = headers,
+      .flags = UVP_NATS_REQUEST_NO_TIMEOUT_HEADER | UVP_NATS_REQUEST_NO_CANCEL |
+               (op->producer ? UVP_NATS__REQUEST_PRODUCER
+                             : UVP_NATS__REQUEST_UNTRACED)};
   uvp_promise_t *r;
   rc = uvp_nats_request_at(op->js->b, subject, data, len, &ro, &r, op->file,
                            op->line);
@@ -951,9 +955,11 @@ int uvp_nats_js_publish_at(uvp_nats_js_t *js, const char *subject,
   int rc = uvp_nats__js_pub_headers(opts, &h);
   js_op_t *op;
   if (rc == 0 && (rc = uvp_nats__js_op_new(js, publish_step, file, line, &op,
-                                           "publish %s", subject)) == 0)
+                                           "publish %s", subject)) == 0) {
+    op->producer = true;
     rc = uvp_nats__js_op_start(op, subject, data, len, (const char *const *)h,
                                out);
+  }
   uvp_nats__js_headers_free(h);
   return rc;
 }

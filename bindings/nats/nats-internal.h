@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "nats-trace.h"
 #include "uvp-nats.h"
 
 enum {
@@ -55,11 +56,11 @@ struct req_s {
   uint64_t end_ms;      /* when its caller stops waiting (read if held) */
   const char *file;
   int line;
-  bool poolable; /* of the pool's size (requests.c) */
-  bool tell;     /* sent: a cut tells the serving side (requests.c) */
+  uvp_span_t *span; /* its CLIENT or PRODUCER span (trace.c), or NULL */
+  bool poolable;    /* of the pool's size (requests.c) */
+  bool tell;        /* sent: a cut tells the serving side (requests.c) */
   char subject[];
 };
-
 typedef struct waiter_s waiter_t;
 struct waiter_s {
   uvp_nats_sub_t *s;

@@ -168,6 +168,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
  * the rejection's payload), end its work in flight, and let it go. */
 static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
   req_unlink(b, r);
+  uvp_nats__trace_end(b->ctx, &r->span, rc);
   natsMsg_Destroy(r->held);
   uvp_promise_t *p = r->p;
   if (rc == 0)
@@ -295,6 +296,7 @@ static void on_req_cancel(uvp_inflight_t *w, int code) {
   if (r->tell && r->held == NULL && b->state == S_OPEN)
     cancel_send(b, r);
   req_unlink(b, r);
+  uvp_nats__trace_end(b->ctx, &r->span, code);
   natsMsg_Destroy(r->held);
   b->stats.cancelled++;
   uvp_inflight_end(&r->w);
@@ -437,6 +439,13 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
     rc = uvp_nats_code(
         natsMsgHeader_Set(r->held, UVP_NATS_CANCEL_TOKEN_HEADER, token));
   }
+  int flags = opts != NULL ? opts->flags : 0; /* a trace context: a span */
+  if (rc == 0 && left > 0 && !(flags & UVP_NATS__REQUEST_UNTRACED))
+    rc = uvp_nats__trace_out(b->ctx,
+                             flags & UVP_NATS__REQUEST_PRODUCER
+                                 ? UVP_SPAN_PRODUCER
+                                 : UVP_SPAN_CLIENT,
+                             subject, r->held, &r->span);
   if (rc == 0 && left > 0 && !connecting) {
     natsMsg *m = r->held;
     r->held = NULL;
@@ -446,6 +455,7 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                                              : timeout);
   }
   if (rc != 0) {
+    uvp_nats__trace_end(b->ctx, &r->span, rc);
     uvp_inflight_end(&r->w); /* a record not started: nothing */
     natsMsg_Destroy(r->held);
     uvp_promise_release(r->p);

@@ -43,6 +43,7 @@ typedef struct served_s {
   struct served_s *hnext;       /* the hash's chain */
   struct served_s *prev, *next; /* the held list */
   uvp_promise_t *p; /* its fiber's or start's promise while it runs */
+  uvp_span_t *span; /* its SERVER span, if it came with a traceparent */
   unsigned refs;    /* the group's or the handler's, and a fiber's */
   bool hashed;      /* in the hash (it has a reply subject) */
   bool started;     /* svc_start ran for it */
@@ -58,6 +59,8 @@ static void sv_release(served_t *sv) {
   if (--sv->refs > 0)
     return;
   uvp_nats_svc_t *svc = sv->pub.svc;
+  /* never started, or cut without a reply */
+  uvp_nats__trace_end(svc->b->ctx, &sv->span, UV_ECANCELED);
   natsMsg_Destroy(sv->pub.msg);
   free(sv);
   svc->live--;
@@ -204,6 +207,7 @@ static uvp_ret_t svc_replied(void *arg, const uvp_outcome_t *in) {
             in->status == 0 ? in->value
             : sv->cut       ? DRAINING
                             : NULL);
+  uvp_nats__trace_end(svc->b->ctx, &sv->span, in->status); /* replied */
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -246,6 +250,9 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   sv->pub.deadline_ms = sv->pub.timeout_ms - spent;
   uvp_promise_t *p = NULL;
   int rc;
+  /* the caller's trace: what the fiber or start begins is the span's
+   * (no memory for it: served untraced) */
+  (void)uvp_nats__trace_enter(ctx, sv->span, sv->pub.msg);
   if (svc->o.fiber != NULL) {
     uvp_fiber_opts_t fo = {.deadline_ms = sv->pub.deadline_ms,
                            .arg_free = sv_fiber_done};
@@ -267,6 +274,7 @@ static int svc_start(void *arg, uvp_promise_t **out) {
       uvp_promise_release(p);
     svc->stats.base.failed++;
     svc_reply(svc, sv->pub.msg, rc, NULL);
+    uvp_nats__trace_end(ctx, &sv->span, rc);
     return settled_member(svc, out); /* sv_unstarted frees sv */
   }
   sv->p = p; /* to cut it: the caller's cancel, the drain's deadline */
@@ -350,6 +358,8 @@ static void svc_take(void *owner, natsMsg *m) {
   }
   sv->pub = (uvp_nats_served_t){m, svc, svc->o.arg, (uint64_t)t, 0};
   sv->arrived = uv_now(svc->b->loop);
+  sv->span = uvp_nats__trace_in(svc->b->ctx, UVP_SPAN_SERVER,
+                                natsMsg_GetSubject(m), m);
   sv->refs = 1;
   svc->live++;
   held_link(svc, sv);

@@ -61,6 +61,10 @@ typedef struct row_s {
    * it could not read was not taken, the URL was fetched again. */
   unsigned delivery;
   unsigned refetched;
+  /* --nats or --durable with --trace: the URL's root span, a new trace
+   * (fanout_row_trace_begin), in which each of its requests is made */
+  uvp_span_t span;
+  int traced;
 } row_t;
 
 /* The report as it is printed, a row at a time (fanout_report_row). */
@@ -115,6 +119,9 @@ typedef struct run_s {
    * has): URLs not delivered yet, and delivered but not acknowledged
    * (what the workers hold, or held when they died) */
   long long job_queued, job_held;
+  /* --trace FILE: the flight recorder, written to trace_out at the end */
+  const char *trace;
+  FILE *trace_out;
 } run_t;
 
 /* --nats's options. */
@@ -146,6 +153,25 @@ typedef struct nats_cli_s {
  * attempt has (fulfilled: a response, even a 4xx/5xx; rejected: the
  * error).  Errors: those of uvp_retry. */
 int fanout_fetch(run_t *r, row_t *row, uvp_promise_t **out);
+
+/* --trace (main.c): the recorder on r->ctx (UVP_RECORD_ALL, span events
+ * included) if r->trace_out; 0 or uvp_ctx_set_recorder's code.  Then its
+ * events written to r->trace_out as Chrome trace JSON, and the file
+ * closed: 0, or 1 once said on stderr. */
+int fanout_trace_start(run_t *r);
+int fanout_trace_write(run_t *r);
+/* A coordinator's URL with --trace: its root span, a new trace (nothing
+ * without --trace); its end with the URL's outcome.  Around each request
+ * made for the row: the current scope in its span, then back to what it
+ * was (*was: fanout_row_trace_leave's). */
+void fanout_row_trace_begin(run_t *r, row_t *row);
+void fanout_row_trace_end(run_t *r, row_t *row, int status);
+typedef struct fanout_trace_was_s {
+  uvp_tracectx_t tc;
+  int had, set;
+} fanout_trace_was_t;
+void fanout_row_trace_enter(run_t *r, row_t *row, fanout_trace_was_t *was);
+void fanout_row_trace_leave(run_t *r, const fanout_trace_was_t *was);
 
 /* The map's on_settle: progress counts. */
 void fanout_on_item(void *arg, size_t i, const uvp_outcome_t *outcome);

@@ -141,7 +141,14 @@ static void usage(FILE *f) {
       "              transfer, timer and cut, the loop's turns) and write\n"
       "              it to FILE at the end as Chrome trace JSON (open it\n"
       "              in https://ui.perfetto.dev); a run of more than\n"
-      "              about 900 000 events keeps its last ones\n"
+      "              about 900 000 events keeps its last ones.  With\n"
+      "              --nats (and --durable): each URL is a trace of its\n"
+      "              own (a root span \"uvp-fanout url\"), whose NATS\n"
+      "              requests carry it (W3C traceparent); with --worker:\n"
+      "              each request is served under its caller's trace\n"
+      "              (the spans in FILE, written at exit, after the\n"
+      "              drain), so the files of a job's processes join\n"
+      "              into one timeline (uvp-trace merge)\n"
       "  --serve [PORT]\n"
       "              run only the demo server on 127.0.0.1:PORT (default\n"
       "              0: any free port), print 'listening on "
@@ -1010,9 +1017,67 @@ static void progress_end(run_t *r) {
   uv_close((uv_handle_t *)&r->progress_timer, NULL);
 }
 
+int fanout_trace_start(run_t *r) {
+  if (r->trace_out == NULL)
+    return 0;
+  return uvp_ctx_set_recorder(r->ctx, TRACE_RING, UVP_RECORD_ALL);
+}
+
+int fanout_trace_write(run_t *r) {
+  if (r->trace_out == NULL)
+    return 0;
+  /* A file is written as the lines come: nothing is cut short. */
+  uvp_record_opts_t to = {UVP_RECORD_JSON, 0, r->trace_out, NULL, NULL};
+  int n = r->ctx != NULL ? uvp_ctx_recorder_write(r->ctx, &to) : UV_ENOENT;
+  if (fclose(r->trace_out) != 0 && n >= 0)
+    n = UV_EIO;
+  r->trace_out = NULL;
+  if (n >= 0)
+    return 0;
+  fprintf(stderr, "uvp-fanout: %s: %s\n", r->trace, uvp_strerror(n));
+  return 1;
+}
+
+/* A root span per URL, not one per job: each URL's requests (and their
+ * retries, and the worker's fetch) are one trace, which a viewer can
+ * follow alone, and a job of many URLs is not one trace of thousands of
+ * spans. */
+void fanout_row_trace_begin(run_t *r, row_t *row) {
+  if (r->trace_out == NULL || row->traced)
+    return;
+  row->traced =
+      uvp_span_begin(r->ctx, &row->span, "uvp-fanout url", UVP_SPAN_INTERNAL,
+                     NULL, UVP_SPAN_NEW_TRACE) == 0;
+}
+
+void fanout_row_trace_end(run_t *r, row_t *row, int status) {
+  if (!row->traced)
+    return;
+  row->traced = 0;
+  (void)uvp_span_end(r->ctx, &row->span, status);
+}
+
+void fanout_row_trace_enter(run_t *r, row_t *row, fanout_trace_was_t *was) {
+  was->set = 0;
+  if (!row->traced)
+    return;
+  /* the coordinator sets no tracestate: none to keep */
+  was->had = uvp_tracectx_get(r->ctx, &was->tc, NULL) == 0;
+  was->set = uvp_tracectx_set(r->ctx, &row->span.tc, NULL) == 0;
+}
+
+void fanout_row_trace_leave(run_t *r, const fanout_trace_was_t *was) {
+  if (was->set)
+    (void)uvp_tracectx_set(r->ctx, was->had ? &was->tc : NULL, NULL);
+}
+
 void fanout_on_item(void *arg, size_t i, const uvp_outcome_t *outcome) {
   run_t *r = arg;
   row_t *row = &r->rows[i];
+  fanout_row_trace_end(r, row,
+                       outcome->status < 0 ? outcome->status
+                       : row->error != 0   ? row->error
+                                           : 0);
   row->end_ns = uv_hrtime();
   r->settled++;
   if (outcome->status < 0 || row->error != 0 || row->status >= 400)
@@ -1460,6 +1525,8 @@ int main(int argc, char **argv) {
     rc = UV_EINVAL;
   }
   int explained = rc != 0; /* each failure above said what went wrong */
+  r.trace = trace;
+  r.trace_out = trace_out;
   r.http.timeout_ms = timeout_ms;
   r.http.connect_timeout_ms = connect_ms;
   r.http.max_body = max_filesize;
@@ -1486,6 +1553,9 @@ int main(int argc, char **argv) {
   r.http.compressed = compressed;
 #ifdef FANOUT_NATS
   if (nats.job != NULL && (nats.job_status || nats.job_purge)) {
+    if (r.trace_out != NULL) /* nothing is recorded: no events */
+      fclose(r.trace_out);
+    r.trace_out = NULL;
     int code = fanout_durable_admin(&r, &nats);
     fanout_nats_shutdown();
     urls_free(&u);
@@ -1518,8 +1588,8 @@ int main(int argc, char **argv) {
    * in flight; transfers still run, and time out, at the real pace. */
   if (rc == 0 && getenv("UVP_FANOUT_VIRTUAL_CLOCK") != NULL)
     rc = uvp_ctx_set_clock(r.ctx, UVP_CLOCK_AUTO);
-  if (rc == 0 && trace_out != NULL)
-    rc = uvp_ctx_set_recorder(r.ctx, TRACE_RING, UVP_RECORD_ALL);
+  if (rc == 0)
+    rc = fanout_trace_start(&r);
   if (rc == 0 && nats.url == NULL)
     rc = uvp_curl_new(r.ctx, &r.curl);
   if (rc == 0 && r.curl != NULL) {
@@ -1583,17 +1653,8 @@ int main(int argc, char **argv) {
 
   uv_run(&loop, UV_RUN_DEFAULT);
 
-  if (trace_out != NULL) {
-    /* A file is written as the lines come: nothing is cut short. */
-    uvp_record_opts_t to = {UVP_RECORD_JSON, 0, trace_out, NULL, NULL};
-    int n = r.ctx != NULL ? uvp_ctx_recorder_write(r.ctx, &to) : UV_ENOENT;
-    if (fclose(trace_out) != 0 && n >= 0)
-      n = UV_EIO;
-    if (n < 0 && r.exit_code == 0) {
-      fprintf(stderr, "uvp-fanout: %s: %s\n", trace, uvp_strerror(n));
-      r.exit_code = 1;
-    }
-  }
+  if (fanout_trace_write(&r) != 0 && r.exit_code == 0)
+    r.exit_code = 1;
 
   /* Teardown in the order libuv wants: promises, context, one more loop
    * run for uvp's handles, then the loop itself. */

@@ -585,9 +585,12 @@ static int send_one(ticket_t *t, uint64_t left) {
   uvp_nats_request_opts_t ro = {.timeout_ms = co->timeout_ms};
   if (rc == 0 && left != 0)
     rc = uvp_deadline_set(r->ctx, left);
+  fanout_trace_was_t was; /* --trace: the request in the URL's trace */
+  fanout_row_trace_enter(r, row, &was);
   if (rc == 0)
     rc = uvp_nats_request(co->nc, NATS_SUBJECT, body, strlen(body), &ro,
                           &s->req);
+  fanout_row_trace_leave(r, &was);
   if (rc == 0) {
     rc = uvp_promise_on_full(s->req, UVP_ON_BOTH, on_reply, s, send_free, NULL);
     if (rc != 0) {
@@ -687,7 +690,8 @@ static int start_url(void *arg, size_t i, uvp_promise_t **out) {
   uv_update_time(r->loop);
   row->start_ns = uv_hrtime(); /* again at its first send */
   if (deadline_passed(r))
-    return UV_ECANCELED;                       /* never sent */
+    return UV_ECANCELED; /* never sent */
+  fanout_row_trace_begin(r, row);
   uvp_retry_opts_t ro = {.attempts = UINT_MAX, /* should_resend decides */
                          .base_ms = RESEND_BASE_MS,
                          .max_ms = RESEND_MAX_MS,

@@ -218,6 +218,7 @@ static void co_known(dco_t *co, size_t i) {
   row_t *row = &r->rows[i];
   co->known[i] = 1;
   co->nknown++;
+  fanout_row_trace_end(r, row, row->error);
   row->end_ns = uv_hrtime();
   r->settled++;
   if (row->error != 0 || row->status >= 400)
@@ -243,6 +244,8 @@ static void co_finish(dco_t *co, int rc) {
   if (rc != 0 && rc != UV_ETIMEDOUT) {
     fprintf(stderr, "uvp-fanout: job %s: %s\n", co->cli->job,
             uvp_nats_strerror(rc));
+    for (size_t i = 0; i < r->n; i++) /* --trace: each URL's span ends */
+      fanout_row_trace_end(r, &r->rows[i], rc);
     uvp_promise_reject(co->done, rc, NULL, NULL);
     return;
   }
@@ -362,7 +365,14 @@ static int pub_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   else
     snprintf(co->msg_id, sizeof(co->msg_id), "%s.%zu", co->cli->job, pb->i + 1);
   uvp_nats_js_publish_opts_t po = {.msg_id = co->msg_id};
-  return uvp_nats_js_publish(co->js, co->nm.subject, w->p, w->len, &po, out);
+  /* --trace: the message carries the URL's trace, and so does each of
+   * its redeliveries: every worker's fetch of it joins that trace */
+  fanout_trace_was_t was;
+  fanout_row_trace_begin(co->r, row);
+  fanout_row_trace_enter(co->r, row, &was);
+  int rc = uvp_nats_js_publish(co->js, co->nm.subject, w->p, w->len, &po, out);
+  fanout_row_trace_leave(co->r, &was);
+  return rc;
 }
 
 /* Published again while the server cannot take it (a restart, an
@@ -1280,6 +1290,8 @@ int fanout_durable_worker(run_t *r, const nats_cli_t *cli) {
   w.tmpl.http = r->http;
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)
+    rc = fanout_trace_start(r);
+  if (rc == 0)
     rc = uvp_curl_new(r->ctx, &r->curl);
   if (rc == 0)
     curl_multi_setopt(uvp_curl_multi(r->curl), CURLMOPT_MAXCONNECTS,
@@ -1316,6 +1328,8 @@ int fanout_durable_worker(run_t *r, const nats_cli_t *cli) {
   uvp_promise_release(w.drain);
   free(w.tmpl.proxy);
   free(w.tmpl.userpwd);
+  if (fanout_trace_write(r) != 0) /* each delivery's CONSUMER span in it */
+    w.exit_code = 1;
   if (r->ctx != NULL)
     uvp_ctx_close(r->ctx);
   uv_run(r->loop, UV_RUN_DEFAULT);

@@ -379,6 +379,8 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
   fanout_worker_name(cli, w.name, sizeof(w.name));
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)
+    rc = fanout_trace_start(r);
+  if (rc == 0)
     rc = uvp_curl_new(r->ctx, &r->curl);
   if (rc == 0)
     curl_multi_setopt(uvp_curl_multi(r->curl), CURLMOPT_MAXCONNECTS,
@@ -402,6 +404,8 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
     uvp_curl_close(r->curl);
   uvp_promise_release(w.drain);
   uvp_promise_release(w.drain_p);
+  if (fanout_trace_write(r) != 0) /* each request's SERVER span in it */
+    w.exit_code = 1;
   if (r->ctx != NULL)
     uvp_ctx_close(r->ctx);
   uv_run(r->loop, UV_RUN_DEFAULT);
