@@ -394,7 +394,29 @@ typedef struct uvp_curl_fetch_opts_s {
  * rejection's message then says "response body larger than N bytes"
  * ("response header larger than N bytes" for the header cap).
  * `opts` may be NULL (a GET with the defaults).  Cancellation as
- * uvp_curl_perform's.  Errors: UV_EINVAL (NULL c, url or out), UVP_ECLOSED,
+ * uvp_curl_perform's.
+ *
+ * Trace context (W3C, uvp/tracing.h): a fetch started where the current
+ * scope carries one (uvp_tracectx_get on the loop thread, in the call) is
+ * a CLIENT span of it, named "GET host/path" (the method, then the URL
+ * without its scheme, query and fragment, at most 120 bytes), begun in
+ * the call and ended when the promise settles (status 0, or the code it
+ * rejects with; UV_ECANCELED for a transfer let go by uvp_curl_close).
+ * The request carries the span's own context as `traceparent:
+ * 00-<trace-id>-<span-id>-<flags>` (68 bytes with the line end) and the
+ * scope's `tracestate`, if any (forwarded as it is: at most
+ * UVP_TRACESTATE_MAX bytes), after opts->headers.  A `traceparent` among
+ * opts->headers is the program's: it is sent alone, with no span and no
+ * tracestate added.  A setup callback that sets CURLOPT_HTTPHEADER
+ * replaces the whole list, these two headers with it.  Without a trace
+ * context nothing is added: the check costs one uvp_tracectx_get that
+ * returns UV_ENOENT.  uvp_curl_perform does none of this: libcurl has no
+ * way to read back the CURLOPT_HTTPHEADER list of a handle the program
+ * set up, so the binding cannot add to it without dropping the
+ * program's; such a program begins its own span (uvp_span_begin(ctx,
+ * &span, name, UVP_SPAN_CLIENT, NULL, 0)), puts "traceparent: " and
+ * uvp_tracectx_format(&span.tc) in its list, and ends the span when the
+ * promise settles.  Errors: UV_EINVAL (NULL c, url or out), UVP_ECLOSED,
  * UV_ENOMEM, the setup callback's code; nothing started then. */
 #define uvp_curl_fetch(...) uvp_curl_fetch_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_CURL_EXTERN int uvp_curl_fetch_at(uvp_curl_t *c, const char *url,

@@ -86,6 +86,8 @@ struct xfer_s {
   const char *file;
   int line;
   fetch_t *fetch; /* uvp_curl_fetch's, or NULL */
+  bool traced;    /* span begun (fetch.c), ended by uvp_curl__xfer_free */
+  uvp_span_t span;
   char errbuf[CURL_ERROR_SIZE];
 };
 

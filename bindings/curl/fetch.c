@@ -5,6 +5,7 @@
  * once finished.  No other file of the binding calls it. */
 #include <limits.h>
 #include <stdarg.h>
+#include <strings.h>
 
 #include "curl-internal.h"
 
@@ -109,6 +110,54 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg) {
   return n;
 }
 
+static int add_header(fetch_t *f, const char *line) {
+  struct curl_slist *l = curl_slist_append(f->req_headers, line);
+  if (l == NULL)
+    return UV_ENOMEM;
+  f->req_headers = l;
+  return 0;
+}
+
+/* A fetch made under a trace context is a CLIENT span of it, whose own
+ * context goes out as `traceparent`, with the scope's `tracestate`,
+ * unless the program's headers carry a traceparent of their own (theirs
+ * is sent, and no span).  Without one, the one uvp_tracectx_get (a NULL
+ * compare, UV_ENOENT) is all this costs.  The span is named "GET
+ * host/path" (the URL without scheme, query and fragment, cut at 120
+ * bytes); uvp_curl__xfer_free ends it. */
+static int trace_begin(xfer_t *x, const char *url,
+                       const uvp_curl_fetch_opts_t *o) {
+  uvp_tracectx_t tc;
+  const char *ts;
+  if (uvp_tracectx_get(x->c->ctx, &tc, &ts) != 0)
+    return 0;
+  for (const char *const *h = o->headers; h != NULL && *h != NULL; h++)
+    if (strncasecmp(*h, "traceparent:", 12) == 0)
+      return 0;
+  const char *rest = strstr(url, "://");
+  rest = rest != NULL ? rest + 3 : url;
+  char name[160];
+  snprintf(name, sizeof(name), "%s %.*s",
+           o->method != NULL ? o->method
+           : o->body != NULL ? "POST"
+                             : "GET",
+           (int)(strcspn(rest, "?#") < 120 ? strcspn(rest, "?#") : 120), rest);
+  int rc = uvp_span_begin(x->c->ctx, &x->span, name, UVP_SPAN_CLIENT, &tc, 0);
+  if (rc != 0)
+    return rc == UV_ENOMEM ? rc : 0; /* (closed: uvp_curl__start says so) */
+  x->traced = true;
+  char line[sizeof("tracestate: ") + UVP_TRACESTATE_MAX];
+  memcpy(line, "traceparent: ", 13);
+  uvp_tracectx_format(&x->span.tc, line + 13);
+  if ((rc = add_header(x->fetch, line)) != 0)
+    return rc;
+  if (ts != NULL && *ts != '\0') {
+    snprintf(line, sizeof(line), "tracestate: %s", ts);
+    rc = add_header(x->fetch, line);
+  }
+  return rc;
+}
+
 static int fetch_setup(xfer_t *x, const char *url,
                        const uvp_curl_fetch_opts_t *o) {
   CURL *e = x->easy;
@@ -134,12 +183,12 @@ static int fetch_setup(xfer_t *x, const char *url,
              curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method) != CURLE_OK)
       return UV_ENOMEM;
   }
-  for (const char *const *h = o->headers; h != NULL && *h != NULL; h++) {
-    struct curl_slist *l = curl_slist_append(f->req_headers, *h);
-    if (l == NULL)
+  for (const char *const *h = o->headers; h != NULL && *h != NULL; h++)
+    if (add_header(f, *h) != 0)
       return UV_ENOMEM;
-    f->req_headers = l;
-  }
+  int rc = trace_begin(x, url, o);
+  if (rc != 0)
+    return rc;
   if (f->req_headers != NULL)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->req_headers);
   if (o->timeout_ms != 0)
@@ -147,7 +196,7 @@ static int fetch_setup(xfer_t *x, const char *url,
         e, CURLOPT_TIMEOUT_MS,
         (long)(o->timeout_ms > (uint64_t)LONG_MAX ? LONG_MAX : o->timeout_ms));
   if (o->setup != NULL) {
-    int rc = o->setup(o->setup_arg, e);
+    rc = o->setup(o->setup_arg, e);
     if (rc != 0)
       return rc < 0 ? rc : UV_EINVAL;
   }
@@ -179,6 +228,10 @@ int uvp_curl_fetch_at(uvp_curl_t *c, const char *url,
   int rc = fetch_setup(x, url, opts != NULL ? opts : &defaults);
   if (rc == 0)
     rc = uvp_curl__start(c, x, out);
+  if (rc != 0 && x->traced) { /* nothing started: the span says why */
+    uvp_span_end(c->ctx, &x->span, rc);
+    x->traced = false;
+  }
   if (rc != 0)
     uvp_curl__xfer_free(x);
   return rc;

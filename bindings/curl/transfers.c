@@ -133,9 +133,17 @@ static void unqueue(uvp_curl_t *c, xfer_t *x) {
 }
 
 /* Every transfer ends here, started or not: its record ends first (its
- * group may settle its join; the context's count drops). */
+ * group may settle its join; the context's count drops), and its span
+ * with the promise's outcome (still pending: cancelled by the close). */
 void uvp_curl__xfer_free(xfer_t *x) {
   uvp_inflight_end(&x->w);
+  if (x->traced) {
+    uvp_state_t st = x->p != NULL ? uvp_promise_state(x->p) : UVP_PENDING;
+    uvp_span_end(x->c->ctx, &x->span,
+                 st == UVP_FULFILLED  ? 0
+                 : st == UVP_REJECTED ? uvp_promise_reason(x->p, NULL)
+                                      : UV_ECANCELED);
+  }
   if (x->fetch != NULL) {
     curl_easy_cleanup(x->easy); /* the binding's own handle */
     uvp_curl__fetch_free(x->fetch);

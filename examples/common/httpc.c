@@ -134,6 +134,11 @@ struct req_s {
   int in_location;
   char *location;
   size_t location_len;
+  /* Made under a trace context: its CLIENT span (ended by req_finish),
+   * and the lines every hop's request carries ("traceparent: ...\r\n",
+   * maybe "tracestate: ...\r\n"); NULL: none. */
+  char *trace;
+  uvp_span_t span;
 };
 
 /* ---- small things -------------------------------------------------------- */
@@ -744,6 +749,7 @@ static void req_unref(void *arg) {
   uvp_promise_release(r->p);
   response_free(r->res);
   free(r->location);
+  free(r->trace);
   free(r);
 }
 
@@ -786,6 +792,8 @@ static void req_finish(req_t *r, int status, char *reason) {
     return;
   }
   r->done = 1;
+  if (r->trace != NULL)
+    uvp_span_end(r->ctx, &r->span, status < 0 ? status : 0);
   req_stop_timer(r);
   req_release_conn(r, status == 0);
   if (uvp_promise_state(r->p) == UVP_PENDING) {
@@ -822,12 +830,43 @@ static void req_cancelled(uvp_promise_t *p, void *arg) {
 static void req_start_hop(req_t *r);
 static void text_free(void *bytes);
 
+/* A traced request's text: the target's with its trace lines before the
+ * blank line that ends it.  A copy of its own, freed by the write. */
+static char *trace_text(const req_t *r, const reqtext_t *text, size_t *len) {
+  size_t head = text->len - 2, n = strlen(r->trace);
+  char *b = malloc(head + n + 2);
+  if (b != NULL) {
+    memcpy(b, text->bytes, head);
+    memcpy(b + head, r->trace, n);
+    memcpy(b + head + n, "\r\n", 2);
+    *len = head + n + 2;
+  }
+  return b;
+}
+
 static void req_send(req_t *r) {
   conn_t *c = r->conn;
   const httpc_target_t *t = r->target;
   reqtext_t *text = r->pool != NULL ? t->keep_alive : t->close;
   int rc;
-  if (c->ssl == NULL) {
+  if (r->trace != NULL) {
+    size_t len = 0;
+    char *b = trace_text(r, text, &len);
+    uvp_promise_t *wp;
+    if (b == NULL) {
+      rc = UV_ENOMEM;
+    } else if (c->ssl == NULL) {
+      if ((rc = uvp_tcp_write_full(c->tcp, b, len, free, &wp)) == 0)
+        write_unwatched(wp);
+      else
+        free(b); /* (still ours on an error) */
+    } else {
+      ERR_clear_error();
+      rc = SSL_write(c->ssl, b, (int)len) == (int)len ? conn_flush(c)
+                                                      : UV_ENOMEM;
+      free(b);
+    }
+  } else if (c->ssl == NULL) {
     uvp_promise_t *wp;
     text->target->refs++; /* until text_free, maybe inside the call */
     rc = uvp_tcp_write_full(c->tcp, text->bytes, text->len, text_free, &wp);
@@ -1340,6 +1379,8 @@ static int req_describe(void *arg, char *buf, size_t cap) {
                   r->conn == NULL ? " (connecting)" : "");
 }
 
+static void req_trace(req_t *r, const httpc_target_t *t);
+
 int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
                      const httpc_opts_t *opts, uvp_promise_t **out) {
   if (ctx == NULL || t == NULL || out == NULL)
@@ -1386,6 +1427,7 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   r->refs++;
   r->target = t; /* the request's own reference, from here on */
   t->refs++;
+  req_trace(r, t);
   if (o.pool != NULL) {
     r->pool = o.pool;
     r->pool->users++;
@@ -1409,6 +1451,35 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   req_start_hop(r);
   *out = result;
   return 0;
+}
+
+/* A request made under a trace context is a CLIENT span of it ("GET
+ * host:port/path", no query), whose context its requests carry as
+ * `traceparent`, with the scope's `tracestate`.  Without one, the one
+ * uvp_tracectx_get (UV_ENOENT) is all it costs.  A span or lines that
+ * cannot be made (no memory) leave the request untraced. */
+static void req_trace(req_t *r, const httpc_target_t *t) {
+  uvp_tracectx_t tc;
+  const char *ts;
+  if (uvp_tracectx_get(r->ctx, &tc, &ts) != 0)
+    return;
+  char name[160];
+  snprintf(name, sizeof(name), "GET %s%.*s", t->url.authority,
+           (int)strcspn(t->url.target, "?"), t->url.target);
+  size_t cap = sizeof("traceparent: \r\ntracestate: \r\n") +
+               UVP_TRACEPARENT_LEN + (ts != NULL ? strlen(ts) : 0);
+  char tp[UVP_TRACEPARENT_LEN + 1];
+  if ((r->trace = malloc(cap)) == NULL)
+    return;
+  if (uvp_span_begin(r->ctx, &r->span, name, UVP_SPAN_CLIENT, &tc, 0) != 0 ||
+      uvp_tracectx_format(&r->span.tc, tp) != 0) {
+    free(r->trace);
+    r->trace = NULL;
+    return;
+  }
+  snprintf(r->trace, cap, "traceparent: %s\r\n%s%s%s", tp,
+           ts != NULL ? "tracestate: " : "", ts != NULL ? ts : "",
+           ts != NULL ? "\r\n" : "");
 }
 
 const char *httpc_strerror(int code) {

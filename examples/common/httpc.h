@@ -172,6 +172,12 @@ typedef struct httpc_opts_s {
  * the promise closes the connection (a pooled one too: it is never
  * returned).
  *
+ * Trace context (uvp/tracing.h): a request made where the current scope
+ * carries one is a CLIENT span of it ("GET host:port/path"), ended when
+ * the promise settles, and every request it sends (each redirect's too)
+ * carries the span's context as `traceparent` and the scope's
+ * `tracestate`, if any.  Without one it costs one uvp_tracectx_get.
+ *
  * Returns 0, or UV_EINVAL (NULL ctx/url/out, a pool of another context),
  * UV_ENOMEM, UVP_ECLOSED with nothing started. */
 int httpc_get(uvp_ctx_t *ctx, const char *url, const httpc_opts_t *opts,

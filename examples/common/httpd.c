@@ -1284,6 +1284,33 @@ static void server_handle_closed(uv_handle_t *h) {
   server_maybe_done(s);
 }
 
+void httpd_req_trace_headers(const httpd_req_t *req, const char **traceparent,
+                             char *tracestate, size_t cap) {
+  size_t len = 0, parents = 0;
+  int fits = cap > 0;
+  *traceparent = NULL;
+  for (size_t i = 0; i < req->nheaders; i++) {
+    const httpd_header_t *h = &req->headers[i];
+    if (strcasecmp(h->name, "traceparent") == 0) {
+      *traceparent = parents++ == 0 ? h->value : NULL;
+    } else if (strcasecmp(h->name, "tracestate") == 0 && fits) {
+      size_t n = strlen(h->value);
+      if (len + (len > 0) + n + 1 > cap) {
+        fits = 0;
+        continue;
+      }
+      if (len > 0)
+        tracestate[len++] = ',';
+      memcpy(tracestate + len, h->value, n + 1);
+      len += n;
+    }
+  }
+  if (parents > 1)
+    *traceparent = NULL;
+  if (cap > 0 && (!fits || len == 0))
+    tracestate[0] = '\0';
+}
+
 void httpd_opts_init(httpd_opts_t *opts) {
   memset(opts, 0, sizeof(*opts));
   opts->header_timeout_ms = HTTPD_HEADER_TIMEOUT_MS;

@@ -225,6 +225,16 @@ typedef enum {
  * httpd_req_keep_alive is 0. */
 void httpd_end(httpd_req_t *req, httpd_end_t how);
 
+/* The request's W3C Trace Context headers, as sent: *traceparent is the
+ * value of its `traceparent` header, NULL if it has none or more than one
+ * (ambiguous: ignored); `tracestate` (cap bytes) gets the values of its
+ * `tracestate` headers joined with ',' (RFC 9110's way to combine them),
+ * "" if there is none or they do not fit in cap (W3C: a tracestate too
+ * long to keep is dropped).  Whether they are valid is the caller's to
+ * check (uvp_tracectx_parse, uvp_tracestate_check). */
+void httpd_req_trace_headers(const httpd_req_t *req, const char **traceparent,
+                             char *tracestate, size_t cap);
+
 /* "OK", "Not Found"... for the statuses the examples use; "Unknown" for
  * others. */
 const char *httpd_reason(int status);

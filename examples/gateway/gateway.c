@@ -73,6 +73,15 @@
  *    HTTP/1.1...), oversized headers 431, HTTP/2+ in text 505, a request
  *    slower than --client-header-timeout 408; then the connection closes.
  *
+ * Trace context (W3C, trace.c): a request with a valid `traceparent` runs
+ * under a SERVER span, its child, which the group, its members and their
+ * backend requests inherit through the scope: each backend request is a
+ * CLIENT span of it and sends its own `traceparent` (and the client's
+ * valid `tracestate`) on; the answer names the span in `traceresponse`.
+ * A malformed one is ignored, as if absent; with --trace-start a request
+ * without a valid one starts a new trace, else it is served untraced.
+ * With --trace-dir the spans are in the flight recorder's files.
+ *
  * SIGUSR1: each worker prints its requests in flight, each pending backend
  * request with its async trace (--traces or UVP_TRACES=1; without, the
  * creation sites only), then its task dump (uvp_ctx_dump_tasks: each task,
@@ -115,6 +124,7 @@
 #include "cli.h"
 #include "httpc.h"
 #include "httpd.h"
+#include "trace.h"
 #include "uvp.h"
 
 #define POOL_MAX_IDLE 256 /* idle backend connections per host:port */
@@ -300,6 +310,7 @@ typedef struct config_s {
   int traces;            /* --traces */
   uint64_t stall_ms;     /* --stall: uvp's stall detector; 0: off */
   const char *trace_dir; /* --trace-dir: the flight recorder's, or NULL */
+  int trace_start;       /* --trace-start: a new trace for a request without */
 } config_t;
 
 typedef struct main_s main_t;
@@ -371,6 +382,7 @@ struct fanout_s {
   fanout_t *prev, *next; /* the worker's in flight */
   uint64_t start;        /* loop time, ms */
   int aborted;           /* the client went away: the group is cancelled */
+  gw_trace_t trace;      /* its SERVER span (trace.h) */
   /* The request id, for SIGUSR1's list, which is printed from the
    * worker's libuv callback, outside the request's scope. */
   char id[REQUEST_ID_MAX + 1];
@@ -547,9 +559,12 @@ static void log_request(const worker_t *w, const char *fmt, ...) {
  * own). */
 static void respond_json(worker_t *w, httpd_req_t *req, int code,
                          const json_t *doc) {
-  char headers[sizeof(JSON_HEADERS) + 32 + REQUEST_ID_MAX];
-  snprintf(headers, sizeof(headers), JSON_HEADERS "X-Request-Id: %s\r\n",
-           request_id(w));
+  char headers[sizeof(JSON_HEADERS) + 32 + REQUEST_ID_MAX +
+               GW_TRACERESPONSE_MAX];
+  char tr[GW_TRACERESPONSE_MAX];
+  gw_trace_response(w->ctx, tr, sizeof(tr));
+  snprintf(headers, sizeof(headers), JSON_HEADERS "X-Request-Id: %s\r\n%s",
+           request_id(w), tr);
   char *body = w->body;
   size_t cap = sizeof(w->body);
   size_t n = doc != NULL ? json_dumpb(doc, body, cap - 1, JSON_FLAGS) : 0;
@@ -649,11 +664,13 @@ static uvp_ret_t on_joined(void *arg, const uvp_outcome_t *in) {
                 w->nbackends, plural(w->nbackends),
                 cancelled == 1 ? "its" : "their", plural(cancelled));
     w->cancelled++;
+    gw_trace_end(w->ctx, &f->trace, UV_ECANCELED);
     fanout_free(f);
     httpd_end(req, HTTPD_CLOSE); /* nothing is written to a client gone */
     return uvp_ret_value(NULL, NULL);
   }
   const json_t *doc = summary_of(&w->summary, request_id(w), f->calls);
+  gw_trace_end(w->ctx, &f->trace, 0);
   fanout_free(f);
   respond_json(w, req, 200, doc);
   return uvp_ret_value(NULL, NULL);
@@ -668,13 +685,15 @@ static void fanout_abort(httpd_req_t *req) {
   uvp_group_cancel(f->group);
 }
 
-static void start_fanout(worker_t *w, httpd_req_t *req) {
+static void start_fanout(worker_t *w, httpd_req_t *req, gw_trace_t *trace) {
   size_t n = w->nbackends;
   fanout_t *f = calloc(1, sizeof(*f) + n * sizeof(call_t));
   if (f == NULL) {
     respond_error(w, req, 503);
     return;
   }
+  f->trace = *trace; /* the fan-out ends it */
+  trace->on = 0;
   f->w = w;
   f->req = req;
   f->start = uv_now(&w->loop);
@@ -707,6 +726,7 @@ static void start_fanout(worker_t *w, httpd_req_t *req) {
     /* Nothing will answer: what was started must not run on unobserved. */
     if (f->group != NULL)
       uvp_group_cancel(f->group);
+    gw_trace_end(w->ctx, &f->trace, err);
     fanout_free(f);
     respond_error(w, req, 503);
     return;
@@ -747,12 +767,16 @@ static void on_request(httpd_req_t *req, void *arg) {
   char *copy = strdup(id);
   if (copy != NULL && uvp_scope_set(w->ctx, SLOT_REQUEST_ID, copy, free) < 0)
     free(copy); /* no memory: the request goes on without an id ("-") */
+  /* Its SERVER span, if traced: what follows runs in the span's scope. */
+  gw_trace_t trace;
+  gw_trace_begin(w->ctx, req, w->main->cfg.trace_start, &trace);
   if (req->error != 0)
     respond_error(w, req, req->error);
   else if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
-    start_fanout(w, req);
+    start_fanout(w, req, &trace);
   else
     respond_error(w, req, 405);
+  gw_trace_end(w->ctx, &trace, 0); /* answered here, or the fan-out's */
   /* The next libuv callback serves another request, or none. */
   uvp_scope_clear(w->ctx);
 }
@@ -1347,6 +1371,11 @@ static void usage(FILE *f) {
                           "disk) is removed, its "
                           "name\n"
                           "                      and the reason printed\n"
+                          "  --trace-start       a request without a valid "
+                          "traceparent starts a\n"
+                          "                      new trace (W3C Trace Context; "
+                          "default: such a\n"
+                          "                      request is served untraced)\n"
                           "  -h, --help          this text\n"
                           "  --version           print the version (uvp's) and "
                           "exit\n"
@@ -1480,6 +1509,7 @@ enum {
   OPT_TRACES,
   OPT_STALL,
   OPT_TRACE_DIR,
+  OPT_TRACE_START,
   OPT_VERSION
 };
 
@@ -1516,6 +1546,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"traces", no_argument, NULL, OPT_TRACES},
       {"stall", required_argument, NULL, OPT_STALL},
       {"trace-dir", required_argument, NULL, OPT_TRACE_DIR},
+      {"trace-start", no_argument, NULL, OPT_TRACE_START},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0}};
@@ -1595,6 +1626,9 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       break;
     case OPT_TRACE_DIR:
       cfg->trace_dir = optarg;
+      break;
+    case OPT_TRACE_START:
+      cfg->trace_start = 1;
       break;
     case 'h':
       return 1;

@@ -442,6 +442,112 @@ static void test_post(void **state) {
   finish(f, c, &s);
 }
 
+/* How many times `what` is in s. */
+static int count_of(const char *s, const char *what) {
+  int n = 0;
+  for (const char *at = s; (at = strstr(at, what)) != NULL; at++)
+    n++;
+  return n;
+}
+
+typedef struct capture_s {
+  char buf[4096];
+  size_t len;
+} capture_t;
+
+static size_t capture_write(char *d, size_t size, size_t n, void *arg) {
+  capture_t *k = arg;
+  size_t len = size * n;
+  size_t room = sizeof(k->buf) - 1 - k->len;
+  memcpy(k->buf + k->len, d, len < room ? len : room);
+  k->len += len < room ? len : room;
+  k->buf[k->len] = '\0';
+  return len;
+}
+
+/* W3C trace context (issue 72): a fetch under one sends its CLIENT span's
+ * traceparent (same trace, a new span id, the flags) and the scope's
+ * tracestate; none without one, or with the program's own traceparent
+ * (sent alone); uvp_curl_perform adds nothing (its list is the
+ * program's). */
+static void test_trace_context(void **state) {
+  fixture_t *f = *state;
+  hostile_t s;
+  hostile_start(&f->loop, &s);
+  uvp_curl_t *c = curl_new(f);
+  char *u = url_of(s.port, "/echo");
+  uvp_promise_t *p = fetch_wait(f, c, u, NULL, NULL);
+  assert_int_equal(count_of(response_of(p)->body.base, "trace"), 0);
+  uvp_promise_release(p);
+
+  uvp_tracectx_t tc = {{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3,
+                        0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+                       {0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+                       UVP_TRACE_SAMPLED};
+  assert_int_equal(uvp_tracectx_set(f->ctx, &tc, "congo=t61rcWkgMzE"), 0);
+  p = fetch_wait(f, c, u, NULL, NULL);
+  const char *req = response_of(p)->body.base;
+  const char *tp = strstr(req, "\r\ntraceparent: 00-");
+  assert_non_null(tp);
+  tp += 2 + 13;
+  uvp_tracectx_t sent;
+  assert_int_equal(uvp_tracectx_parse(tp, UVP_TRACEPARENT_LEN, &sent), 0);
+  assert_memory_equal(sent.trace_id, tc.trace_id, 16);
+  assert_memory_not_equal(sent.span_id, tc.span_id, 8); /* the span's own */
+  assert_int_equal(sent.flags, UVP_TRACE_SAMPLED);
+  assert_int_equal(strncmp(tp + UVP_TRACEPARENT_LEN, "\r\n", 2), 0);
+  assert_int_equal(count_of(req, "\r\ntracestate: congo=t61rcWkgMzE\r\n"), 1);
+  assert_int_equal(count_of(req, "traceparent"), 1);
+  uvp_promise_release(p);
+
+  /* A second fetch: a span of its own. */
+  p = fetch_wait(f, c, u, NULL, NULL);
+  tp = strstr(response_of(p)->body.base, "\r\ntraceparent: 00-");
+  assert_non_null(tp);
+  uvp_tracectx_t again;
+  assert_int_equal(uvp_tracectx_parse(tp + 2 + 13, UVP_TRACEPARENT_LEN, &again),
+                   0);
+  assert_memory_equal(again.trace_id, tc.trace_id, 16);
+  assert_memory_not_equal(again.span_id, sent.span_id, 8);
+  uvp_promise_release(p);
+
+  /* The program's own traceparent wins, alone. */
+  const char *mine[] = {
+      "TraceParent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+      NULL};
+  uvp_curl_fetch_opts_t o = {.headers = mine};
+  p = fetch_wait(f, c, u, &o, NULL);
+  req = response_of(p)->body.base;
+  assert_int_equal(count_of(req, "raceParent: 00-0af7651916cd43dd8448eb211c8"
+                                 "0319c-b7ad6b7169203331-00\r\n"),
+                   1);
+  assert_int_equal(count_of(req, "traceparent"), 0);
+  assert_int_equal(count_of(req, "tracestate"), 0);
+  uvp_promise_release(p);
+
+  /* uvp_curl_perform: the handle's header list is the program's. */
+  CURL *e = curl_easy_init();
+  capture_t k = {{0}, 0};
+  curl_easy_setopt(e, CURLOPT_URL, u);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, capture_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, &k);
+  assert_int_equal(uvp_curl_perform(c, e, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  assert_non_null(strstr(k.buf, "GET /echo HTTP/1.1\r\n"));
+  assert_int_equal(count_of(k.buf, "trace"), 0);
+  uvp_promise_release(p);
+  curl_easy_cleanup(e);
+
+  /* No trace context again: nothing sent. */
+  assert_int_equal(uvp_tracectx_set(f->ctx, NULL, NULL), 0);
+  p = fetch_wait(f, c, u, NULL, NULL);
+  assert_int_equal(count_of(response_of(p)->body.base, "trace"), 0);
+  uvp_promise_release(p);
+  free(u);
+  finish(f, c, &s);
+}
+
 static int refuse_setup(void *arg, CURL *e) {
   (void)e;
   *(int *)arg += 1;
@@ -1869,6 +1975,7 @@ int main(void) {
       FIXTURE_TEST(test_hostile),
       FIXTURE_TEST(test_cap_counts_decoded),
       FIXTURE_TEST(test_post),
+      FIXTURE_TEST(test_trace_context),
       FIXTURE_TEST(test_setup_refused),
       FIXTURE_TEST(test_cancel_resolving),
       FIXTURE_TEST(test_cancel_resolving_in_callback),
