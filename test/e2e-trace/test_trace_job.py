@@ -248,9 +248,15 @@ def main():
         whole = 0
         for root in roots:
             path = follow(spans, served, root)
+            # the gateway's request to the backend, inside its service
+            served_gw = [s for s in spans.values()
+                         if s["pid"] == gw_pid and s["kind"] == "server" and
+                         s["trace"] == spans[root]["trace"]]
             to_backend = [sid for sid, s in spans.items()
                           if s["pid"] == gw_pid and s["kind"] == "client" and
-                          s["trace"] == spans[root]["trace"]]
+                          s["trace"] == spans[root]["trace"] and
+                          any(g["begin"] <= s["begin"] and
+                              s["end"] <= g["end"] for g in served_gw)]
             if len(path) >= 3 and path[0] == 1 and path[1] in (2, 3) and \
                     path[2] == gw_pid and to_backend:
                 whole += 1
