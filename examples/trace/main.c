@@ -149,13 +149,9 @@ int main(int argc, char **argv) {
                       svg ? ", and no --svg" : "");
       return 2;
     }
-    json_error_t err;
-    json_t *doc = json_load_file(argv[optind], 0, &err);
-    if (doc == NULL) {
-      fprintf(stderr, "uvp-trace: %s:%d: %s\n", argv[optind], err.line,
-              err.text);
+    json_t *doc = trace_load(argv[optind]);
+    if (doc == NULL)
       return 1;
-    }
     FILE *out = open_out(output);
     int rc = out == NULL || trace_svg_write(doc, title, out) != 0;
     rc |= out != NULL && close_out(out, output) != 0;

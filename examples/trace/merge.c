@@ -79,6 +79,16 @@ static trace_span_t *index_find(const span_index_t *ix, trace_merge_t *m,
 
 /* ---- reading ------------------------------------------------------------ */
 
+json_t *trace_load(const char *path) {
+  json_error_t err;
+  json_t *doc = json_load_file(path, 0, &err);
+  if (doc == NULL && err.line > 0)
+    fprintf(stderr, "uvp-trace: %s:%d: %s\n", path, err.line, err.text);
+  else if (doc == NULL)
+    fprintf(stderr, "uvp-trace: %s\n", err.text); /* names the file */
+  return doc;
+}
+
 static int load_one(trace_proc_t *p, const char *arg) {
   const char *eq = strchr(arg, '=');
   p->path = arg;
@@ -92,12 +102,9 @@ static int load_one(trace_proc_t *p, const char *arg) {
       len -= 5;
     p->name = strndup(base, len);
   }
-  json_error_t err;
-  p->doc = json_load_file(p->path, 0, &err);
-  if (p->doc == NULL) {
-    fprintf(stderr, "uvp-trace: %s:%d: %s\n", p->path, err.line, err.text);
+  p->doc = trace_load(p->path);
+  if (p->doc == NULL)
     return -1;
-  }
   if (!json_is_array(json_object_get(p->doc, "traceEvents"))) {
     fprintf(stderr, "uvp-trace: %s: no traceEvents array (not a trace)\n",
             p->path);
@@ -244,13 +251,13 @@ static void align(trace_merge_t *m, const edge_t *edges) {
   int n = m->nprocs;
   char *done = calloc((size_t)n, 1);
   m->procs[0].align = ALIGN_REFERENCE;
-  for (;;) {
+  while (done != NULL) {
     int best = -1;
     for (int p = 0; p < n; p++)
       if (!done[p] && m->procs[p].align != ALIGN_WALL &&
           (best < 0 || m->procs[p].bound_us < m->procs[best].bound_us))
         best = p;
-    if (best < 0 || done == NULL)
+    if (best < 0)
       break;
     done[best] = 1;
     for (int q = 0; q < n; q++) {

@@ -62,11 +62,15 @@ static const char *color(const char *kind) {
   return "#9e9e9e";
 }
 
-static bar_t *find_bar(bar_t *bars, size_t n, const char *id) {
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(bars[i].id, id) == 0)
-      return &bars[i];
-  return NULL;
+static int by_id(const void *a, const void *b) {
+  return strcmp((*(bar_t *const *)a)->id, (*(bar_t *const *)b)->id);
+}
+
+/* The bar of span id: ids are the bars in by_id's order (n of them). */
+static bar_t *find_bar(bar_t **ids, size_t n, const char *id) {
+  bar_t key = {.id = id}, *k = &key;
+  bar_t **found = bsearch(&k, ids, n, sizeof *ids, by_id);
+  return found != NULL ? *found : NULL;
 }
 
 /* A tick step of 1, 2 or 5 times a power of ten, about 8 to the width. */
@@ -95,24 +99,38 @@ int trace_svg_write(json_t *doc, const char *title, FILE *out) {
     if (ph != NULL && strcmp(ph, "M") == 0 &&
         strcmp(str_of(e, "name") ? str_of(e, "name") : "", "process_name") == 0)
       lanes[nlanes++] = (lane_t){pid, str_of(args, "name"), 0, 0};
-    if (ph == NULL || cat == NULL || id == NULL || strcmp(cat, "span") != 0)
-      continue;
-    if (strcmp(ph, "b") == 0)
+    if (ph != NULL && cat != NULL && id != NULL && strcmp(cat, "span") == 0 &&
+        strcmp(ph, "b") == 0)
       bars[nbars++] = (bar_t){
           pid, id, str_of(e, "name"), str_of(args, "kind"), ts, ts, 0, 0};
-    bar_t *b = strcmp(ph, "e") == 0 ? find_bar(bars, nbars, id) : NULL;
+  }
+  qsort(bars, nbars, sizeof *bars, by_begin);
+  bar_t **ids = calloc(nbars + 1, sizeof *ids);
+  for (i = 0; ids != NULL && i < nbars; i++)
+    ids[i] = &bars[i];
+  if (ids != NULL)
+    qsort(ids, nbars, sizeof *ids, by_id);
+  json_array_foreach(events, i, e) { /* each span's end, by its id */
+    const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
+    const char *id = str_of(e, "id");
+    bar_t *b = ids != NULL && ph != NULL && cat != NULL && id != NULL &&
+                       strcmp(cat, "span") == 0 && strcmp(ph, "e") == 0
+                   ? find_bar(ids, nbars, id)
+                   : NULL;
     if (b != NULL) {
-      b->end = ts;
+      json_t *args = json_object_get(e, "args");
+      b->end = json_number_value(json_object_get(e, "ts"));
       b->status = (int)json_integer_value(json_object_get(args, "status"));
     }
   }
-  if (nbars == 0) {
+  if (nbars == 0 || ids == NULL) {
     free(bars);
     free(lanes);
-    fprintf(stderr, "uvp-trace: no spans to draw\n");
+    free(ids);
+    fprintf(stderr, "uvp-trace: %s\n",
+            nbars == 0 ? "no spans to draw" : "out of memory");
     return -1;
   }
-  qsort(bars, nbars, sizeof *bars, by_begin);
   double t0 = bars[0].begin, t1 = bars[0].end;
   for (i = 0; i < nbars; i++) {
     t0 = fmin(t0, bars[i].begin);
@@ -208,8 +226,7 @@ int trace_svg_write(json_t *doc, const char *title, FILE *out) {
     memcpy(cid + 2, id + 8, 16);
     memcpy(sid + 2, id + 25, 16);
     cid[18] = sid[18] = '\0';
-    const bar_t *c = find_bar(bars, nbars, cid),
-                *s = find_bar(bars, nbars, sid);
+    const bar_t *c = find_bar(ids, nbars, cid), *s = find_bar(ids, nbars, sid);
     const lane_t *lc = NULL, *ls = NULL;
     for (size_t l = 0; l < nlanes; l++) {
       lc = c != NULL && lanes[l].pid == c->pid ? &lanes[l] : lc;
@@ -237,6 +254,7 @@ int trace_svg_write(json_t *doc, const char *title, FILE *out) {
           "its reply</text>\n</svg>\n",
           height - 8);
 #undef X
+  free(ids);
   free(bars);
   free(lanes);
   return ferror(out) ? -1 : 0;

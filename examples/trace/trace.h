@@ -51,6 +51,8 @@ typedef struct trace_merge_s {
   double shift_us;     /* added to every ts so that none is negative */
 } trace_merge_t;
 
+/* A JSON file read whole, or NULL after a line on stderr. */
+json_t *trace_load(const char *path);
 /* Read each "NAME=FILE" or "FILE" of args (n of them) into m: its spans,
  * the flows between them, each process's offset and bound.  0, or -1
  * after a line on stderr.  Inconsistencies are printed to `report`. */
