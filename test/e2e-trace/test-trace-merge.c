@@ -326,8 +326,10 @@ static void test_merge_two_contexts(void **state) {
   check_merged(doc, &offset2, &bound2);
   print_message("shifted by %.0f us: offset %.3f us, bound %.3f us\n", SHIFT_US,
                 offset2, bound2);
-  assert_true(fabs(offset2 - offset - SHIFT_US) <= 2e-3);
+  /* The same smallest bound; its pair may be another of a near tie (the
+   * moved ts round differently), whose offset is as good. */
   assert_true(fabs(bound2 - bound) <= 2e-3);
+  assert_true(fabs(offset2 - offset - SHIFT_US) <= bound + bound2 + 2e-3);
   assert_true(fabs(offset2 - (truth + SHIFT_US)) <= bound2 + 2e-3);
   json_decref(doc);
   const char *files[] = {a, b, b2, out, out2};
