@@ -8,7 +8,9 @@ that every URL's request can be followed from the coordinator to a worker
 to the gateway to the backend and back: a "request" flow from each client
 span to the span that served it in another process, each served span
 inside its request's span on the merged clock within the two processes'
-stated bounds, and no inconsistency reported.  It also draws the job as SVG.
+stated bounds, no inconsistency reported, and (all on one machine, one
+monotonic clock) each process's offset within its bound of the true one.
+It also draws the job as SVG.
 
     test_trace_job.py UVP_FANOUT UVP_GATEWAY UVP_TRACE NATS_SERVER [SVG_OUT]"""
 import json
@@ -238,6 +240,21 @@ def main():
         with open(merged) as f:
             doc = json.load(f)
         spans, served, pinfo = check_merged(doc, names)
+        # All on one machine, one CLOCK_MONOTONIC: each file's true offset
+        # from the reference is what its wall and monotonic origins say.
+        origin = []
+        for path in files:
+            with open(path) as f:
+                o = json.load(f)["otherData"]
+            origin.append((o["wall_origin_ns"] - o["ts_origin_ns"]) / 1e3)
+        off = ["%s %+.1f us (true %+.1f)" % (pinfo[i + 1]["name"],
+                                            pinfo[i + 1]["offset_us"],
+                                            origin[i] - origin[0])
+               for i in range(len(files))
+               if abs(pinfo[i + 1]["offset_us"] - (origin[i] - origin[0])) >
+               pinfo[i + 1]["bound_us"] + 2e-3]
+        check(not off, "each offset within its bound of the true one%s" %
+              (": " + ", ".join(off) if off else ""))
         # Every URL: from the coordinator's span for it (a root), through a
         # worker and the gateway, to the gateway's request to the backend.
         roots = [sid for sid, s in spans.items()
