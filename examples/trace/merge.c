@@ -445,9 +445,10 @@ json_t *trace_merge_doc(const trace_merge_t *m) {
 
 void trace_merge_print(const trace_merge_t *m, FILE *out) {
   fprintf(out,
-          "%d processes, %zu spans, %zu requests linked (%zu request/reply "
+          "%d process%s, %zu spans, %zu requests linked (%zu request/reply "
           "pairs across processes), %zu inconsistent\n",
-          m->nprocs, m->nspans, m->nflows, m->pairs, m->inconsistent);
+          m->nprocs, m->nprocs == 1 ? "" : "es", m->nspans, m->nflows, m->pairs,
+          m->inconsistent);
   fprintf(out, "%4s  %-16s %14s %12s  %s\n", "pid", "process", "offset (us)",
           "bound (us)", "aligned by");
   for (int p = 0; p < m->nprocs; p++) {
