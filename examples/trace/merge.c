@@ -358,33 +358,46 @@ static json_t *meta(int pid, const char *what, json_t *args) {
 }
 
 /* Ids local to a file made unique to the output: an async slice's number
- * moved past every other file's, a flow's string prefixed with its process. */
+ * moved past every other file's; a flow's, which viewers read as a hex
+ * number (Perfetto drops a flow whose id is not one, as the recorder's
+ * "cause.12.0"), a hash of it and its process. */
 static void renumber(json_t *e, int pid) {
   const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
   const char *id = str_of(e, "id");
   if (ph == NULL || id == NULL || (cat != NULL && strcmp(cat, "span") == 0))
     return;
-  char buf[160];
-  if (strchr("ben", ph[0]) != NULL && id[0] != '\0' &&
-      strspn(id, "0123456789") == strlen(id) && strlen(id) < 12)
+  char buf[40];
+  if (strchr("stf", ph[0]) != NULL && ph[0] != '\0') {
+    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)pid; /* FNV-1a */
+    for (const char *c = id; *c != '\0'; c++)
+      h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+    snprintf(buf, sizeof buf, "0x%016" PRIx64, h);
+  } else if (id[0] != '\0' && strspn(id, "0123456789") == strlen(id) &&
+             strlen(id) < 12) {
     snprintf(buf, sizeof buf, "%llu",
              ((unsigned long long)pid << 40) + strtoull(id, NULL, 10));
-  else
-    snprintf(buf, sizeof buf, "p%d.%.140s", pid, id);
+  } else {
+    return; /* a string of its own: left as it is */
+  }
   json_object_set_new(e, "id", json_string(buf));
 }
 
+/* A request's flow: its id the served span's (a hex number, unique), from
+ * the loop's slice where the client span began to the one where the
+ * served span began; args name both spans. */
 static json_t *flow_event(const trace_merge_t *m, const trace_span_t *c,
                           const trace_span_t *s, int end) {
   const trace_span_t *at = end ? s : c;
-  char id[48];
-  snprintf(id, sizeof id, "request.%s.%s", c->id, s->id);
+  char id[20], cid[20], sid[20];
+  snprintf(id, sizeof id, "0x%s", s->id);
+  snprintf(cid, sizeof cid, "0x%s", c->id);
+  snprintf(sid, sizeof sid, "0x%s", s->id);
   double ts = round(place(m, at->proc, at->begin) * 1e3) / 1e3;
-  json_t *e =
-      json_pack("{s:s,s:i,s:I,s:f,s:s,s:s,s:s,s:s}", "ph", end ? "f" : "s",
-                "pid", at->proc + 1, "tid", (json_int_t)at->tid, "ts", ts,
-                "cat", "request", "name", "request", "id", id, "bp", "e");
-  return e;
+  return json_pack("{s:s,s:i,s:I,s:f,s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "ph",
+                   end ? "f" : "s", "pid", at->proc + 1, "tid",
+                   (json_int_t)at->tid, "ts", ts, "cat", "request", "name",
+                   "request", "id", id, "bp", "e", "args", "client", cid,
+                   "server", sid);
 }
 
 json_t *trace_merge_doc(const trace_merge_t *m) {

@@ -215,17 +215,14 @@ int trace_svg_write(json_t *doc, const char *title, FILE *out) {
       fputs("</text>\n", out);
     }
   }
-  /* Requests: "request.<client id>.<server id>", an "s" and an "f" each. */
+  /* Requests: an "s" and an "f" each, whose args name the two spans. */
   json_array_foreach(events, i, e) {
     const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
-    const char *id = str_of(e, "id");
-    if (ph == NULL || cat == NULL || id == NULL || strcmp(ph, "s") != 0 ||
-        strcmp(cat, "request") != 0 || strlen(id) != 41)
+    json_t *args = json_object_get(e, "args");
+    const char *cid = str_of(args, "client"), *sid = str_of(args, "server");
+    if (ph == NULL || cat == NULL || cid == NULL || sid == NULL ||
+        strcmp(ph, "s") != 0 || strcmp(cat, "request") != 0)
       continue;
-    char cid[20] = "0x", sid[20] = "0x";
-    memcpy(cid + 2, id + 8, 16);
-    memcpy(sid + 2, id + 25, 16);
-    cid[18] = sid[18] = '\0';
     const bar_t *c = find_bar(ids, nbars, cid), *s = find_bar(ids, nbars, sid);
     const lane_t *lc = NULL, *ls = NULL;
     for (size_t l = 0; l < nlanes; l++) {

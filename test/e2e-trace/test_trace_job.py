@@ -108,18 +108,23 @@ def check_merged(doc, names):
     paired = [f for f in flows.values() if set(f) == {"s", "f"}]
     check(len(paired) == len(flows) and flows,
           "%d request flows, each an \"s\" and an \"f\"" % len(flows))
+    # Perfetto reads a flow's id as a hex number and drops one that is not.
+    bad = [e["id"] for e in doc["traceEvents"] if e.get("ph") in ("s", "f")
+           and not re.fullmatch(r"0x[0-9a-f]{16}", e["id"])]
+    check(not bad, "every flow's id a hex number: %s" % (bad[:3] or "yes"))
     # Each flow: the client's span in the "s" event's process, the served
     # one in the "f"'s, the service inside the request within the bounds.
     served = {}  # client span id -> served span id
     late = []
     for fid, f in flows.items():
-        _, cid, sid = fid.split(".")
-        c, s = spans.get("0x" + cid), spans.get("0x" + sid)
+        cid, sid = f["s"]["args"]["client"], f["s"]["args"]["server"]
+        c, s = spans.get(cid), spans.get(sid)
         if c is None or s is None or c["pid"] != f["s"]["pid"] or \
-                s["pid"] != f["f"]["pid"] or s["parent"] != "0x" + cid:
+                s["pid"] != f["f"]["pid"] or s["parent"] != cid or \
+                not re.fullmatch(r"0x[0-9a-f]{16}", fid):
             late.append("%s: not a client span and its child" % fid)
             continue
-        served["0x" + cid] = "0x" + sid
+        served[cid] = sid
         if c["pid"] == s["pid"]:
             continue
         tol = procs[c["pid"]]["bound_us"] + procs[s["pid"]]["bound_us"] + 2e-3
