@@ -31,6 +31,7 @@
 #include "cause.h"
 #include "mail.h"
 #include "op.h"
+#include "recorder.h"
 #include "scope.h"
 
 typedef struct link_s link_t;
@@ -47,6 +48,7 @@ struct call_s {
   void *arg;
   uvp_free_cb arg_free;
   uint64_t left; /* the caller's deadline, ms (UVP_NO_DEADLINE) */
+  uint64_t seq;  /* its number among the caller's calls (the recorder's) */
   const char *file;
   int line;
   int state;         /* C_* (mu) */
@@ -105,6 +107,7 @@ typedef struct cstate_s {
   uvp_ctx_t *ctx;
   link_t *out;       /* links it calls through */
   size_t inflight;   /* its calls awaiting an answer */
+  uint64_t seq;      /* calls started */
   call_t *following; /* calls to it following a promise */
   /* Torn down, uvp__calls_closing has run.  Until then, a closed
    * context's drains and cuts run inside the sweep, under its lock, and
@@ -387,6 +390,9 @@ static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
 /* fn runs, under the caller's deadline if it has one, and its result
  * becomes the answer (now, or when q settles). */
 static void run(uvp_ctx_t *ctx, cstate_t *st, call_t *c) {
+  if (c->link->src != NULL && uvp__recording(ctx)) /* its flow's end */
+    uvp__rec_event(ctx, UVP__R_CALL_IN, c, (const void *)(uintptr_t)c->seq,
+                   c->link->src);
   uvp__scope_t *was = uvp__scope_enter(ctx, NULL);
   if (c->left != UVP_NO_DEADLINE)
     (void)uvp_deadline_set_at(ctx, c->left, c->file, c->line);
@@ -812,6 +818,7 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   c->arg = arg;
   c->arg_free = arg_free;
   c->left = uvp_deadline_left(ctx);
+  c->seq = ++st->seq;
   c->file = file;
   c->line = line;
   c->answered = false;
@@ -824,6 +831,9 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   if (atomic_load_explicit(&l->dst_gone, memory_order_acquire))
     return uvp__op_started(&c->op, UVP_ECLOSED, out);
   rc = uvp__op_started(&c->op, 0, out);
+  if (uvp__recording(ctx)) /* the start of a flow to its work (run) */
+    uvp__rec_event(ctx, UVP__R_CALL_OUT, c->op.p,
+                   (const void *)(uintptr_t)c->seq, target);
   inflight_add(st, 1);
   stage(st, l, c); /* last: a flush for want of memory may answer it */
   return rc;

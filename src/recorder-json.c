@@ -663,6 +663,28 @@ static void json_stall(writer_t *wr, const uvp__rec_t *r, size_t i) {
   wr->last[TID_STALLS] = t;
 }
 
+/* A call between loops: a flow from the caller's record ("s") to its
+ * work's on the target ("f"), each in its own context's file; the id,
+ * also in args.call on both sides, is the caller's context and the
+ * call's number there, so that two files read together pair them. */
+static void json_call(writer_t *wr, const uvp__rec_t *r, size_t i) {
+  bool sent = r->type == UVP__R_CALL_OUT, first = true;
+  const void *caller = sent ? wr->ctx : r->c;
+  char id[48];
+  snprintf(id, sizeof(id), "%p.%llu", caller,
+           (unsigned long long)(uintptr_t)r->b);
+  ev(wr, sent ? "s" : "f", wr->tid[i], wr->t[i]);
+  ev_name(wr, "call", "call");
+  OUTL(wr, ",\"id\":");
+  out_jstr(wr, id);
+  if (!sent)
+    OUTL(wr, ",\"bp\":\"e\"");
+  arg_str(wr, &first, "call", id);
+  arg_ptr(wr, &first, sent ? "into" : "from", r->c);
+  arg_ptr(wr, &first, sent ? "promise" : "work", r->a);
+  ev_close(wr, first);
+}
+
 static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   const uvp__rec_t *r = rec_at(wr, i);
   ent_t *x = wr->ent[i] != NONE ? &wr->ents[wr->ent[i]] : NULL;
@@ -695,6 +717,10 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
     break;
   case UVP__R_STALL:
     json_stall(wr, r, i);
+    break;
+  case UVP__R_CALL_OUT:
+  case UVP__R_CALL_IN:
+    json_call(wr, r, i);
     break;
   default: /* a description, a name: said at a begin or an end */
     break;

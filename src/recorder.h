@@ -65,6 +65,15 @@ enum {
    * length (ns), c the report's string, a its culprit (the promise whose
    * handler stalled, or the fiber's; NULL: none), file:line its site. */
   UVP__R_STALL,
+  /* A call between loops (call.c), each side in its own context's ring:
+   * CALL_OUT on the caller, a = the call's promise, b = its number among
+   * the caller's calls, c = the target context; CALL_IN on the target as
+   * its fn runs, a = the call, b = the same number, c = the caller's
+   * context (none for a call posted from a thread with no context).  The
+   * caller's context
+   * and the number name the call on both sides (the writer's flow). */
+  UVP__R_CALL_OUT,
+  UVP__R_CALL_IN,
   UVP__R_COUNT
 };
 

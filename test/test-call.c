@@ -373,6 +373,132 @@ static void test_dump_both_sides(void **state) {
   caller_join(f, &t);
 }
 
+/* ---- the recorder: a flow from the call to its work --------------------- */
+
+typedef struct grow_s {
+  char *text;
+  size_t len, cap;
+} grow_t;
+static int into_grow(void *arg, const char *text, size_t len) {
+  grow_t *g = arg;
+  if (g->len + len + 1 > g->cap) {
+    size_t cap = (g->len + len + 1) * 2;
+    char *n = realloc(g->text, cap);
+    if (n == NULL)
+      return UV_ENOMEM;
+    g->text = n;
+    g->cap = cap;
+  }
+  memcpy(g->text + g->len, text, len);
+  g->len += len;
+  g->text[g->len] = '\0';
+  return 0;
+}
+
+static uvp_ret_t fn_record_on(uvp_ctx_t *target, void *arg) {
+  (void)arg;
+  return uvp_ctx_set_recorder(target, 1 << 20, UVP_RECORD_ALL) == 0
+             ? uvp_ret_pass()
+             : uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+}
+static grow_t target_json;
+static uvp_ret_t fn_record_write(uvp_ctx_t *target, void *arg) {
+  (void)arg;
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, NULL, into_grow, &target_json};
+  return uvp_ctx_recorder_write(target, &o) >= 0
+             ? uvp_ret_pass()
+             : uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+}
+static void post_done_sem(void *arg, int code, void *value,
+                          uvp_free_cb free_cb) {
+  (void)value;
+  (void)free_cb;
+  assert_int_equal(code, 0);
+  uv_sem_post(arg);
+}
+/* fn(target) on its thread, waited for. */
+static void on_target(target_t *t, uvp_call_fn fn) {
+  uv_sem_t sem;
+  assert_int_equal(uv_sem_init(&sem, 0), 0);
+  assert_int_equal(uvp_call_post(t->ctx, fn, NULL, NULL, post_done_sem, &sem),
+                   0);
+  uv_sem_wait(&sem);
+  uv_sem_destroy(&sem);
+}
+
+/* The line of `json` with a flow event `ph` of cat "call" naming `id`
+ * (any id, if id is ""); its id in *found (48 bytes). */
+static const char *call_flow(const char *json, const char *ph, const char *id,
+                             char *found) {
+  char want[32];
+  snprintf(want, sizeof(want), "{\"ph\":\"%s\"", ph);
+  for (const char *l = strstr(json, want); l != NULL; l = strstr(l + 1, want)) {
+    const char *end = strchr(l, '\n');
+    size_t n = end != NULL ? (size_t)(end - l) : strlen(l);
+    char line[512];
+    snprintf(line, sizeof(line), "%.*s", (int)(n < 511 ? n : 511), l);
+    const char *a = strstr(line, "\"args\":{\"call\":\"");
+    if (strstr(line, "\"cat\":\"call\"") == NULL || a == NULL)
+      continue;
+    a += strlen("\"args\":{\"call\":\"");
+    const char *q = strchr(a, '"');
+    if (q == NULL || q - a >= 48)
+      continue;
+    char got[48];
+    snprintf(got, sizeof(got), "%.*s", (int)(q - a), a);
+    char idf[80];
+    snprintf(idf, sizeof(idf), "\"id\":\"%s\"", got);
+    if (strstr(line, idf) == NULL || (id[0] != '\0' && strcmp(got, id) != 0))
+      continue;
+    strcpy(found, got);
+    return l;
+  }
+  return NULL;
+}
+
+static void test_recorder_flow(void **state) {
+  fixture_t *f = *state;
+  target_t t;
+  setup_target();
+  target_start(&t);
+  cur = &t;
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, 1 << 20, UVP_RECORD_ALL), 0);
+  on_target(&t, fn_record_on);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_value, NULL, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  uvp_promise_release(p);
+  grow_t mine = {NULL, 0, 0};
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, NULL, into_grow, &mine};
+  assert_true(uvp_ctx_recorder_write(f->ctx, &o) >= 0);
+  target_json.len = 0;
+  on_target(&t, fn_record_write);
+  assert_non_null(mine.text);
+  assert_non_null(target_json.text);
+  /* The caller's file starts a flow "call" with an id ... */
+  char id[48], id2[48];
+  const char *s = call_flow(mine.text, "s", "", id);
+  if (s == NULL)
+    fail_msg("no call flow's start in the caller's JSON:\n%s", mine.text);
+  char into[64];
+  snprintf(into, sizeof(into), "\"into\":\"%p\"", (void *)t.ctx);
+  assert_non_null(strstr(s, into));
+  /* ... which the target's ends, with the same id, from the caller. */
+  const char *e = call_flow(target_json.text, "f", id, id2);
+  if (e == NULL)
+    fail_msg("no call flow's end '%s' in the target's JSON:\n%s", id,
+             target_json.text);
+  char from[64];
+  snprintf(from, sizeof(from), "\"from\":\"%p\"", (void *)f->ctx);
+  assert_non_null(strstr(e, from));
+  free(mine.text);
+  free(target_json.text);
+  target_json.text = NULL;
+  target_json.cap = 0;
+  caller_join(f, &t);
+}
+
 static void test_target_cut_rejects_caller(void **state) {
   fixture_t *f = *state;
   target_t t;
@@ -674,6 +800,7 @@ int main(void) {
       FIXTURE_TEST(test_cancel_reaches_target),
       FIXTURE_TEST(test_cancel_before_run),
       FIXTURE_TEST(test_dump_both_sides),
+      FIXTURE_TEST(test_recorder_flow),
       FIXTURE_TEST(test_target_cut_rejects_caller),
       FIXTURE_TEST(test_deadline_carried),
       FIXTURE_TEST(test_target_closes_mid_call),

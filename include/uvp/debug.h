@@ -615,7 +615,14 @@ typedef struct uvp_record_opts_s {
  * as the task dump's ids).  Flow events (`ph` "s" and "f", `cat` "cause",
  * "spawn" or "stall") link a cause to each task it cut, a spawn to the fiber
  * spawned, and a stall to its culprit's track (the fiber's run that stalled,
- * or the loop's for a handler).  A slice whose beginning was overwritten (or
+ * or the loop's for a handler).  A call between loops (calls.h) is a flow
+ * of `cat` "call" from the caller's context's file (`ph` "s", where
+ * uvp_call_start ran; `args`: `into` the target context, `promise` the
+ * call's) to the target's (`ph` "f", where its fn runs; `args`: `from` the
+ * caller's context, `work` the call): each context writes its own file,
+ * and the flow's `id`, also in both sides' `args.call`, is the caller's
+ * context and the call's number there ("0x55c0add7b7e0.17"), the same in
+ * both files.  A slice whose beginning was overwritten (or
  * is older than last_ms) begins at the first event written (its `args` say
  * `"cut_off":true`); one still open at the write ends at the write
  * (`"open":true`); every begin has its end, and no event's time goes back on
