@@ -33,6 +33,7 @@
 #include "op.h"
 #include "recorder.h"
 #include "scope.h"
+#include "tasks.h"
 
 typedef struct link_s link_t;
 typedef struct call_s call_t;
@@ -65,6 +66,7 @@ struct call_s {
   uvp_call_done_cb done; /* a posted call's, else NULL */
   void *done_arg;
   char cwhy[192]; /* the caller's cut, for the target (mu) */
+  uint64_t since; /* following q on the target since (uvp__now) */
   char awhy[192]; /* the target's cause, for the caller ("": none) */
 };
 
@@ -92,6 +94,7 @@ struct link_s {
   call_t *stage, *stage_tail;
   link_t *fnext; /* among the caller's links to flush */
   bool staged;   /* on that list */
+  char from[40]; /* "from context SRC": its calls' name in dst's dump */
 };
 
 /* Followed values handed to callers: value -> the promise that owns it. */
@@ -173,6 +176,18 @@ static void link_drop_src(link_t *l) {
     link_free(l);
 }
 
+/* The task dump of the target: each call following a promise is a task,
+ * "call" named after the calling context, waiting for that promise (the
+ * caller's side is its operation's line, "call into context ..."). */
+static void calls_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
+  cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
+  for (const call_t *c = st->following; c != NULL; c = c->tnext) {
+    uvp__task_t t = {"call", c->q, c->file, c->line, c->since,      NULL,
+                     0,      c->q, NULL,    NULL,    c->link->from, NULL};
+    sink->task(sink, &t);
+  }
+}
+
 /* The context is freed: its calls have all been answered. */
 static void cstate_destroy(uvp__ext_t *ext) {
   cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
@@ -189,7 +204,8 @@ static cstate_t *cstate(uvp_ctx_t *ctx) {
   cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
   if (UVP__LIKELY(st != NULL))
     return st;
-  static const uvp__ext_t hooks = {.destroy = cstate_destroy};
+  static const uvp__ext_t hooks = {.destroy = cstate_destroy,
+                                   .tasks = calls_tasks};
   st = UVP__EXT_MAKE(ctx, UVP__EXT_CALLS, cstate_t, &hooks);
   if (st != NULL)
     st->ctx = ctx;
@@ -230,6 +246,10 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   l->src = src;
   l->dst = dst;
   l->src_gone = src == NULL; /* posted calls: no caller's state */
+  if (src != NULL)
+    snprintf(l->from, sizeof(l->from), "from context %p", (void *)src);
+  else
+    snprintf(l->from, sizeof(l->from), "posted from a thread");
   *rc = 0;
   return l;
 }
@@ -423,6 +443,7 @@ static void run(uvp_ctx_t *ctx, cstate_t *st, call_t *c) {
         c->code = UV_ENOMEM;
         break;
       }
+      c->since = uvp__now(ctx);
       c->tprev = NULL;
       c->tnext = st->following;
       if (st->following != NULL)

@@ -64,6 +64,12 @@ extern "C" {
  * uv_run returns): each call holds uv_run() of the caller going until its
  * answer has come.
  *
+ * The task dump shows the call on both sides: the caller's promise waits
+ * for "call into context 0x..." (the target), and the target lists, while
+ * it follows fn's promise, a task "call" named "from context 0x..." (the
+ * caller) waiting for that promise.  With the recorder on in both
+ * contexts, each file has one end of a flow "call" (debug.h).
+ *
  * Threads and lifetime.  The target may be any context, on any thread,
  * the caller's own included (fn then runs from the mailbox, never inside
  * the call).  The program must know that the target is not freed while a
