@@ -92,9 +92,10 @@ struct link_s {
   /* Calls started in this turn of the caller's run queue, queued in one
    * take of mu by its flush (caller thread). */
   call_t *stage, *stage_tail;
-  link_t *fnext; /* among the caller's links to flush */
-  bool staged;   /* on that list */
-  char from[40]; /* "from context SRC": its calls' name in dst's dump */
+  link_t *fnext;   /* among the caller's links to flush */
+  bool staged;     /* on that list */
+  char from[40];   /* "from context SRC": its calls' name in dst's dump */
+  size_t inflight; /* its calls awaiting an answer (caller thread) */
 };
 
 /* Followed values handed to callers: value -> the promise that owns it. */
@@ -111,6 +112,7 @@ typedef struct cstate_s {
   link_t *out;       /* links it calls through */
   size_t inflight;   /* its calls awaiting an answer */
   uint64_t seq;      /* calls started */
+  size_t limit;      /* uvp_call_set_limit's; 0: none */
   call_t *following; /* calls to it following a promise */
   /* Torn down, uvp__calls_closing has run.  Until then, a closed
    * context's drains and cuts run inside the sweep, under its lock, and
@@ -644,6 +646,8 @@ static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
     }
   }
   /* Last: the last operation's end may free a closed context. */
+  if (c != NULL) /* the calls of one link */
+    c->link->inflight -= (size_t)-n;
   inflight_add(st, n);
   while (c != NULL) {
     call_t *next = c->next;
@@ -830,6 +834,8 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   link_t *l = link_to(st, target, &rc);
   if (l == NULL)
     return rc;
+  if (st->limit != 0 && l->inflight >= st->limit)
+    return UV_ENOBUFS;
   call_t *c =
       uvp__op_new(ctx, &call_kind, sizeof(call_t), out, file, line, &rc);
   if (c == NULL)
@@ -856,8 +862,20 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
     uvp__rec_event(ctx, UVP__R_CALL_OUT, c->op.p,
                    (const void *)(uintptr_t)c->seq, target);
   inflight_add(st, 1);
+  l->inflight++;
   stage(st, l, c); /* last: a flush for want of memory may answer it */
   return rc;
+}
+
+int uvp_call_set_limit(uvp_ctx_t *ctx, size_t max) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  cstate_t *st = cstate(ctx);
+  if (st == NULL)
+    return UV_ENOMEM;
+  st->limit = max;
+  return 0;
 }
 
 /* ---- calls from threads with no context ------------------------------ */

@@ -785,6 +785,63 @@ static void test_both_close_at_once(void **state) {
   }
 }
 
+/* uvp_call_set_limit: the calls in flight to one target are bounded;
+ * past the bound a call is refused (UV_ENOBUFS, nothing started, its arg
+ * still the caller's), and an answer makes room again.  Another target
+ * (the context itself) has its own count. */
+static void test_limit_per_pair(void **state) {
+  fixture_t *f = *state;
+  target_t t;
+  setup_target();
+  target_start(&t);
+  cur = &t;
+  assert_int_equal(uvp_call_set_limit(NULL, 2), UV_EINVAL);
+  assert_int_equal(uvp_call_set_limit(f->ctx, 2), 0);
+  uvp_promise_t *p[2], *q, *self;
+  uvp_ctx_t *where = NULL;
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_long, NULL, NULL, &p[i]),
+                     0);
+  assert_int_equal(
+      uvp_call_start(f->ctx, t.ctx, fn_value, NULL, count_arg_free, &q),
+      UV_ENOBUFS);
+  assert_int_equal(arg_freed, 0);
+  assert_int_equal(uvp_call_start(f->ctx, f->ctx, fn_here, &where, NULL, &self),
+                   0);
+  run_until_settled(f, self);
+  assert_int_equal(uvp_promise_state(self), UVP_FULFILLED);
+  assert_ptr_equal(where, f->ctx);
+  uvp_promise_release(self);
+  /* One answer (a cut) makes room for one more. */
+  assert_int_equal(uvp_promise_cancel(p[0]), 0);
+  uvp_promise_release(p[0]);
+  uint64_t t0 = uv_hrtime();
+  int rc;
+  while ((rc = uvp_call_start(f->ctx, t.ctx, fn_value, NULL, NULL, &q)) ==
+             UV_ENOBUFS &&
+         uv_hrtime() - t0 < 10000000000ull) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_sleep(1);
+  }
+  assert_int_equal(rc, 0);
+  run_until_settled(f, q);
+  assert_int_equal(uvp_promise_state(q), UVP_FULFILLED);
+  uvp_promise_release(q);
+  /* 0: no bound. */
+  assert_int_equal(uvp_call_set_limit(f->ctx, 0), 0);
+  uvp_promise_t *more[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(
+        uvp_call_start(f->ctx, t.ctx, fn_value, NULL, NULL, &more[i]), 0);
+  for (int i = 0; i < 4; i++) {
+    run_until_settled(f, more[i]);
+    uvp_promise_release(more[i]);
+  }
+  assert_int_equal(uvp_promise_cancel(p[1]), 0);
+  uvp_promise_release(p[1]);
+  caller_join(f, &t);
+}
+
 static void test_errors(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
@@ -816,6 +873,7 @@ int main(void) {
       FIXTURE_TEST(test_call_to_itself),
       FIXTURE_TEST(test_thread_without_context),
       FIXTURE_TEST(test_both_close_at_once),
+      FIXTURE_TEST(test_limit_per_pair),
       FIXTURE_TEST(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
