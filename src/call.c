@@ -98,10 +98,12 @@ struct link_s {
   size_t inflight; /* its calls awaiting an answer (caller thread) */
 };
 
-/* Followed values handed to callers: value -> the promise that owns it. */
+/* Followed values handed to callers: value -> the promise that owns it,
+ * and the caller's context, whose thread lets the value go. */
 typedef struct kept_s {
   void *value;
   uvp_promise_t *q;
+  uvp_ctx_t *ctx;
   struct kept_s *next;
 } kept_t;
 
@@ -128,8 +130,19 @@ typedef struct cstate_s {
 static uv_once_t g_once = UV_ONCE_INIT;
 static uv_mutex_t g_mu; /* the registry; taken before a link's or ctx's */
 static link_t *g_links;
-static uv_mutex_t k_mu; /* a leaf */
-static kept_t *k_list, *k_free;
+/* The followed values in flight, hashed by address: a value's destructor
+ * has nothing but the value to find its promise by.  k_mu is a leaf:
+ * nothing is taken under it, and it is taken under nothing but a
+ * context's lock (a destructor the sweep runs). */
+#define K_BUCKETS 1024
+static uv_mutex_t k_mu;
+static kept_t *k_tab[K_BUCKETS], *k_free;
+static kept_t **k_bucket(const void *value) {
+  uintptr_t h = (uintptr_t)value;
+  h ^= h >> 17;
+  h *= (uintptr_t)0x9E3779B97F4A7C15ull;
+  return &k_tab[(h >> 20) % K_BUCKETS];
+}
 
 /* Inside the teardown's sweep (see past_close). */
 static bool in_sweep(uvp_ctx_t *ctx, const cstate_t *st) {
@@ -553,41 +566,57 @@ static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
 
 /* ---- the caller's side --------------------------------------------------- */
 
-static void follow_keep(void *value, uvp_promise_t *q) {
+/* On ctx's thread (the caller's). */
+static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
   uv_mutex_lock(&k_mu);
   kept_t *k = k_free;
   if (k != NULL)
     k_free = k->next;
-  else
-    k = uvp__malloc(sizeof(*k));
-  if (k != NULL) {
-    k->value = value;
-    k->q = q;
-    k->next = k_list;
-    k_list = k;
-  }
   uv_mutex_unlock(&k_mu);
+  if (k == NULL)
+    k = uvp__malloc(sizeof(*k));
   if (k == NULL) /* the value stays q's, held for good: better than freed */
     return;
+  k->value = value;
+  k->q = q;
+  k->ctx = ctx;
+  kept_t **b = k_bucket(value);
+  uv_mutex_lock(&k_mu);
+  k->next = *b;
+  *b = k;
+  uv_mutex_unlock(&k_mu);
 }
 
-/* The caller's promise lets go of a followed value: its promise goes (a
- * release from another thread is posted to the target). */
+/* The caller's promise lets go of a followed value (on the caller's
+ * thread): its promise goes.  A release from another thread is posted to
+ * the target, which takes the target's lock; inside the caller's
+ * teardown's sweep, under the caller's lock, that would be one lock under
+ * another, and the target's sweep may do the same the other way at the
+ * same moment (test_both_close_following): left to uvp__calls_closing. */
 static void follow_free(void *value) {
-  uvp_promise_t *q = NULL;
+  kept_t *k = NULL;
   uv_mutex_lock(&k_mu);
-  for (kept_t **pp = &k_list; *pp != NULL; pp = &(*pp)->next)
+  for (kept_t **pp = k_bucket(value); *pp != NULL; pp = &(*pp)->next)
     if ((*pp)->value == value) {
-      kept_t *k = *pp;
+      k = *pp;
       *pp = k->next;
-      q = k->q;
-      k->next = k_free;
-      k_free = k;
       break;
     }
   uv_mutex_unlock(&k_mu);
-  if (q != NULL)
-    uvp_promise_release(q);
+  if (k == NULL)
+    return;
+  cstate_t *st = UVP__EXT_OF(k->ctx, UVP__EXT_CALLS, cstate_t);
+  if (st != NULL && in_sweep(k->ctx, st)) {
+    k->next = st->releases;
+    st->releases = k;
+    return;
+  }
+  uvp_promise_t *q = k->q;
+  uv_mutex_lock(&k_mu);
+  k->next = k_free;
+  k_free = k;
+  uv_mutex_unlock(&k_mu);
+  uvp_promise_release(q);
 }
 
 /* A followed promise goes: a release from this thread is posted to its
@@ -625,7 +654,7 @@ static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
     bool wanted = uvp__op_wanted(&x->op);
     if (x->follows) {
       if (wanted && x->value != NULL) {
-        follow_keep(x->value, x->q);
+        follow_keep(ctx, x->value, x->q);
         uvp__fulfill(p, x->value, follow_free);
       } else {
         if (wanted)

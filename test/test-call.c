@@ -785,6 +785,86 @@ static void test_both_close_at_once(void **state) {
   }
 }
 
+/* Both close at once, each holding values it followed on the other: the
+ * promises holding them are let go by the teardown's sweep (the handler
+ * of a 10-minute timer's promise holds each), whose release of the
+ * other's promise must not take the other's lock under its own (TSan's
+ * lock-order check; with both at once, a deadlock). */
+static atomic_int followed;
+static uvp_ret_t count_followed(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  if (in->status == 0 && in->value != NULL && strcmp(in->value, "later") == 0)
+    followed++;
+  return uvp_ret_pass();
+}
+static uvp_ret_t never_cb(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_pass();
+}
+static void release_arg(void *p) { uvp_promise_release(p); }
+static uvp_ret_t start_follows(uvp_ctx_t *ctx, void *arg) {
+  int me = (int)(intptr_t)arg;
+  uvp_promise_t *never; /* a timer's: its record holds it to the sweep */
+  if (uvp_delay(ctx, 600000, NULL, NULL, 0, &never) != 0)
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+  for (int i = 0; i < 20; i++) {
+    uvp_promise_t *p;
+    if (uvp_call_start(ctx, peer_of[!me]->ctx, fn_follow, (void *)0,
+                       count_arg_free, &p) != 0)
+      break;
+    started_calls++;
+    (void)uvp_promise_on(p, UVP_ON_FULFILLED, count_followed, NULL, NULL);
+    /* Held until the sweep drops never's handler. */
+    if (uvp_promise_on_full(never, UVP_ON_BOTH, never_cb, uvp_promise_retain(p),
+                            release_arg, NULL) != 0)
+      uvp_promise_release(p);
+    uvp_promise_release(p);
+  }
+  uvp_promise_release(never);
+  return uvp_ret_pass();
+}
+
+static void test_both_close_following(void **state) {
+  (void)state;
+  for (int round = 0; round < 10; round++) {
+    setup_target();
+    started_calls = 0;
+    followed = 0;
+    target_t a, b;
+    target_start(&a);
+    target_start(&b);
+    cur = &a;
+    peer_of[0] = &a;
+    peer_of[1] = &b;
+    uv_sem_t sem;
+    assert_int_equal(uv_sem_init(&sem, 0), 0);
+    assert_int_equal(
+        uvp_call_post(a.ctx, start_follows, (void *)0, NULL, started, &sem), 0);
+    assert_int_equal(
+        uvp_call_post(b.ctx, start_follows, (void *)1, NULL, started, &sem), 0);
+    uv_sem_wait(&sem);
+    uv_sem_wait(&sem);
+    uv_sem_destroy(&sem);
+    assert_int_equal(started_calls, 40);
+    uint64_t t0 = uv_hrtime();
+    while (followed < 40 && uv_hrtime() - t0 < 10000000000ull)
+      uv_sleep(1);
+    assert_int_equal(followed, 40);
+    uv_async_send(&a.stop);
+    uv_async_send(&b.stop);
+    assert_int_equal(uv_thread_join(&a.th), 0);
+    assert_int_equal(uv_thread_join(&b.th), 0);
+    assert_int_equal(a.close_rc, 0);
+    assert_int_equal(b.close_rc, 0);
+    assert_int_equal(a.loop_rc, 0);
+    assert_int_equal(b.loop_rc, 0);
+    assert_int_equal(arg_freed, 40);
+    /* Every followed value freed once, on its owner's thread. */
+    assert_int_equal(freed_on_other, 40);
+  }
+}
+
 /* uvp_call_set_limit: the calls in flight to one target are bounded;
  * past the bound a call is refused (UV_ENOBUFS, nothing started, its arg
  * still the caller's), and an answer makes room again.  Another target
@@ -873,6 +953,7 @@ int main(void) {
       FIXTURE_TEST(test_call_to_itself),
       FIXTURE_TEST(test_thread_without_context),
       FIXTURE_TEST(test_both_close_at_once),
+      FIXTURE_TEST(test_both_close_following),
       FIXTURE_TEST(test_limit_per_pair),
       FIXTURE_TEST(test_errors),
   };
