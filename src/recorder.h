@@ -70,8 +70,8 @@ enum {
    * the caller's calls, c = the target context; CALL_IN on the target as
    * its fn runs, a = the call, b = the same number, c = the caller's
    * context (none for a call posted from a thread with no context).  The
-   * caller's context
-   * and the number name the call on both sides (the writer's flow). */
+   * caller's context and the number name the call on both sides (the
+   * writer's flow). */
   UVP__R_CALL_OUT,
   UVP__R_CALL_IN,
   UVP__R_COUNT
