@@ -31,7 +31,9 @@
 #include "cause.h"
 #include "mail.h"
 #include "op.h"
+#include "recorder.h"
 #include "scope.h"
+#include "tasks.h"
 
 typedef struct link_s link_t;
 typedef struct call_s call_t;
@@ -47,6 +49,7 @@ struct call_s {
   void *arg;
   uvp_free_cb arg_free;
   uint64_t left; /* the caller's deadline, ms (UVP_NO_DEADLINE) */
+  uint64_t seq;  /* its number among the caller's calls (the recorder's) */
   const char *file;
   int line;
   int state;         /* C_* (mu) */
@@ -63,6 +66,7 @@ struct call_s {
   uvp_call_done_cb done; /* a posted call's, else NULL */
   void *done_arg;
   char cwhy[192]; /* the caller's cut, for the target (mu) */
+  uint64_t since; /* following q on the target since (uvp__now) */
   char awhy[192]; /* the target's cause, for the caller ("": none) */
 };
 
@@ -88,14 +92,18 @@ struct link_s {
   /* Calls started in this turn of the caller's run queue, queued in one
    * take of mu by its flush (caller thread). */
   call_t *stage, *stage_tail;
-  link_t *fnext; /* among the caller's links to flush */
-  bool staged;   /* on that list */
+  link_t *fnext;   /* among the caller's links to flush */
+  bool staged;     /* on that list */
+  char from[40];   /* "from context SRC": its calls' name in dst's dump */
+  size_t inflight; /* its calls awaiting an answer (caller thread) */
 };
 
-/* Followed values handed to callers: value -> the promise that owns it. */
+/* Followed values handed to callers: value -> the promise that owns it,
+ * and the caller's context, whose thread lets the value go. */
 typedef struct kept_s {
   void *value;
   uvp_promise_t *q;
+  uvp_ctx_t *ctx;
   struct kept_s *next;
 } kept_t;
 
@@ -105,6 +113,8 @@ typedef struct cstate_s {
   uvp_ctx_t *ctx;
   link_t *out;       /* links it calls through */
   size_t inflight;   /* its calls awaiting an answer */
+  uint64_t seq;      /* calls started */
+  size_t limit;      /* uvp_call_set_limit's; 0: none */
   call_t *following; /* calls to it following a promise */
   /* Torn down, uvp__calls_closing has run.  Until then, a closed
    * context's drains and cuts run inside the sweep, under its lock, and
@@ -120,8 +130,19 @@ typedef struct cstate_s {
 static uv_once_t g_once = UV_ONCE_INIT;
 static uv_mutex_t g_mu; /* the registry; taken before a link's or ctx's */
 static link_t *g_links;
-static uv_mutex_t k_mu; /* a leaf */
-static kept_t *k_list, *k_free;
+/* The followed values in flight, hashed by address: a value's destructor
+ * has nothing but the value to find its promise by.  k_mu is a leaf:
+ * nothing is taken under it, and it is taken under nothing but a
+ * context's lock (a destructor the sweep runs). */
+#define K_BUCKETS 1024
+static uv_mutex_t k_mu;
+static kept_t *k_tab[K_BUCKETS], *k_free;
+static kept_t **k_bucket(const void *value) {
+  uintptr_t h = (uintptr_t)value;
+  h ^= h >> 17;
+  h *= (uintptr_t)0x9E3779B97F4A7C15ull;
+  return &k_tab[(h >> 20) % K_BUCKETS];
+}
 
 /* Inside the teardown's sweep (see past_close). */
 static bool in_sweep(uvp_ctx_t *ctx, const cstate_t *st) {
@@ -170,6 +191,18 @@ static void link_drop_src(link_t *l) {
     link_free(l);
 }
 
+/* The task dump of the target: each call following a promise is a task,
+ * "call" named after the calling context, waiting for that promise (the
+ * caller's side is its operation's line, "call into context ..."). */
+static void calls_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
+  cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
+  for (const call_t *c = st->following; c != NULL; c = c->tnext) {
+    uvp__task_t t = {"call", c->q, c->file, c->line, c->since,      NULL,
+                     0,      c->q, NULL,    NULL,    c->link->from, NULL};
+    sink->task(sink, &t);
+  }
+}
+
 /* The context is freed: its calls have all been answered. */
 static void cstate_destroy(uvp__ext_t *ext) {
   cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
@@ -186,7 +219,8 @@ static cstate_t *cstate(uvp_ctx_t *ctx) {
   cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
   if (UVP__LIKELY(st != NULL))
     return st;
-  static const uvp__ext_t hooks = {.destroy = cstate_destroy};
+  static const uvp__ext_t hooks = {.destroy = cstate_destroy,
+                                   .tasks = calls_tasks};
   st = UVP__EXT_MAKE(ctx, UVP__EXT_CALLS, cstate_t, &hooks);
   if (st != NULL)
     st->ctx = ctx;
@@ -227,6 +261,10 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   l->src = src;
   l->dst = dst;
   l->src_gone = src == NULL; /* posted calls: no caller's state */
+  if (src != NULL)
+    snprintf(l->from, sizeof(l->from), "from context %p", (void *)src);
+  else
+    snprintf(l->from, sizeof(l->from), "posted from a thread");
   *rc = 0;
   return l;
 }
@@ -387,6 +425,9 @@ static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
 /* fn runs, under the caller's deadline if it has one, and its result
  * becomes the answer (now, or when q settles). */
 static void run(uvp_ctx_t *ctx, cstate_t *st, call_t *c) {
+  if (c->link->src != NULL && uvp__recording(ctx)) /* its flow's end */
+    uvp__rec_event(ctx, UVP__R_CALL_IN, c, (const void *)(uintptr_t)c->seq,
+                   c->link->src);
   uvp__scope_t *was = uvp__scope_enter(ctx, NULL);
   if (c->left != UVP_NO_DEADLINE)
     (void)uvp_deadline_set_at(ctx, c->left, c->file, c->line);
@@ -417,6 +458,7 @@ static void run(uvp_ctx_t *ctx, cstate_t *st, call_t *c) {
         c->code = UV_ENOMEM;
         break;
       }
+      c->since = uvp__now(ctx);
       c->tprev = NULL;
       c->tnext = st->following;
       if (st->following != NULL)
@@ -524,41 +566,57 @@ static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
 
 /* ---- the caller's side --------------------------------------------------- */
 
-static void follow_keep(void *value, uvp_promise_t *q) {
+/* On ctx's thread (the caller's). */
+static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
   uv_mutex_lock(&k_mu);
   kept_t *k = k_free;
   if (k != NULL)
     k_free = k->next;
-  else
-    k = uvp__malloc(sizeof(*k));
-  if (k != NULL) {
-    k->value = value;
-    k->q = q;
-    k->next = k_list;
-    k_list = k;
-  }
   uv_mutex_unlock(&k_mu);
+  if (k == NULL)
+    k = uvp__malloc(sizeof(*k));
   if (k == NULL) /* the value stays q's, held for good: better than freed */
     return;
+  k->value = value;
+  k->q = q;
+  k->ctx = ctx;
+  kept_t **b = k_bucket(value);
+  uv_mutex_lock(&k_mu);
+  k->next = *b;
+  *b = k;
+  uv_mutex_unlock(&k_mu);
 }
 
-/* The caller's promise lets go of a followed value: its promise goes (a
- * release from another thread is posted to the target). */
+/* The caller's promise lets go of a followed value (on the caller's
+ * thread): its promise goes.  A release from another thread is posted to
+ * the target, which takes the target's lock; inside the caller's
+ * teardown's sweep, under the caller's lock, that would be one lock under
+ * another, and the target's sweep may do the same the other way at the
+ * same moment (test_both_close_following): left to uvp__calls_closing. */
 static void follow_free(void *value) {
-  uvp_promise_t *q = NULL;
+  kept_t *k = NULL;
   uv_mutex_lock(&k_mu);
-  for (kept_t **pp = &k_list; *pp != NULL; pp = &(*pp)->next)
+  for (kept_t **pp = k_bucket(value); *pp != NULL; pp = &(*pp)->next)
     if ((*pp)->value == value) {
-      kept_t *k = *pp;
+      k = *pp;
       *pp = k->next;
-      q = k->q;
-      k->next = k_free;
-      k_free = k;
       break;
     }
   uv_mutex_unlock(&k_mu);
-  if (q != NULL)
-    uvp_promise_release(q);
+  if (k == NULL)
+    return;
+  cstate_t *st = UVP__EXT_OF(k->ctx, UVP__EXT_CALLS, cstate_t);
+  if (st != NULL && in_sweep(k->ctx, st)) {
+    k->next = st->releases;
+    st->releases = k;
+    return;
+  }
+  uvp_promise_t *q = k->q;
+  uv_mutex_lock(&k_mu);
+  k->next = k_free;
+  k_free = k;
+  uv_mutex_unlock(&k_mu);
+  uvp_promise_release(q);
 }
 
 /* A followed promise goes: a release from this thread is posted to its
@@ -596,7 +654,7 @@ static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
     bool wanted = uvp__op_wanted(&x->op);
     if (x->follows) {
       if (wanted && x->value != NULL) {
-        follow_keep(x->value, x->q);
+        follow_keep(ctx, x->value, x->q);
         uvp__fulfill(p, x->value, follow_free);
       } else {
         if (wanted)
@@ -617,6 +675,8 @@ static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
     }
   }
   /* Last: the last operation's end may free a closed context. */
+  if (c != NULL) /* the calls of one link */
+    c->link->inflight -= (size_t)-n;
   inflight_add(st, n);
   while (c != NULL) {
     call_t *next = c->next;
@@ -803,6 +863,8 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   link_t *l = link_to(st, target, &rc);
   if (l == NULL)
     return rc;
+  if (st->limit != 0 && l->inflight >= st->limit)
+    return UV_ENOBUFS;
   call_t *c =
       uvp__op_new(ctx, &call_kind, sizeof(call_t), out, file, line, &rc);
   if (c == NULL)
@@ -812,6 +874,7 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   c->arg = arg;
   c->arg_free = arg_free;
   c->left = uvp_deadline_left(ctx);
+  c->seq = ++st->seq;
   c->file = file;
   c->line = line;
   c->answered = false;
@@ -824,9 +887,24 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   if (atomic_load_explicit(&l->dst_gone, memory_order_acquire))
     return uvp__op_started(&c->op, UVP_ECLOSED, out);
   rc = uvp__op_started(&c->op, 0, out);
+  if (uvp__recording(ctx)) /* the start of a flow to its work (run) */
+    uvp__rec_event(ctx, UVP__R_CALL_OUT, c->op.p,
+                   (const void *)(uintptr_t)c->seq, target);
   inflight_add(st, 1);
+  l->inflight++;
   stage(st, l, c); /* last: a flush for want of memory may answer it */
   return rc;
+}
+
+int uvp_call_set_limit(uvp_ctx_t *ctx, size_t max) {
+  int rc = uvp__ctx_check(ctx);
+  if (rc != 0)
+    return rc;
+  cstate_t *st = cstate(ctx);
+  if (st == NULL)
+    return UV_ENOMEM;
+  st->limit = max;
+  return 0;
 }
 
 /* ---- calls from threads with no context ------------------------------ */

@@ -739,6 +739,41 @@ static void json_stall(writer_t *wr, const uvp__rec_t *r, size_t i) {
   wr->last[TID_STALLS] = t;
 }
 
+/* A call between loops: a flow from the caller's record ("s") to its
+ * work's on the target ("f"), each in its own context's file; the id,
+ * also in args.call on both sides, is the caller's context and the
+ * call's number there, so that two files read together pair them. */
+static void json_call(writer_t *wr, const uvp__rec_t *r, size_t i) {
+  static const char digits[] = "0123456789abcdef";
+  bool sent = r->type == UVP__R_CALL_OUT, first = true;
+  const void *caller = sent ? wr->ctx : r->c;
+  /* The same on both sides, from what both know: the caller's context and
+   * the call's number there, mixed (splitmix64's finaliser) into the hex
+   * number Perfetto reads a flow's id as. */
+  uint64_t z = (uint64_t)(uintptr_t)caller * 0x9e3779b97f4a7c15u ^
+               (uint64_t)(uintptr_t)r->b;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  z ^= z >> 31;
+  char id[19] = "0x";
+  for (int k = 0; k < 16; k++)
+    id[2 + k] = digits[(z >> (60 - 4 * k)) & 15];
+  id[18] = '\0';
+  ev(wr, sent ? "s" : "f", wr->tid[i], wr->t[i]);
+  ev_name(wr, "call", "call");
+  OUTL(wr, ",\"id\":\"");
+  outs(wr, id);
+  out(wr, "\"", 1);
+  if (!sent)
+    OUTL(wr, ",\"bp\":\"e\"");
+  arg_str(wr, &first, "call", id);
+  arg_raw(wr, &first, "number");
+  uvp__rw_u64(wr, (uint64_t)(uintptr_t)r->b);
+  arg_ptr(wr, &first, sent ? "into" : "from", r->c);
+  arg_ptr(wr, &first, sent ? "promise" : "work", r->a);
+  ev_close(wr, first);
+}
+
 static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   const uvp__rec_t *r = rec_at(wr, i);
   ent_t *x = wr->ent[i] != NONE ? &wr->ents[wr->ent[i]] : NULL;
@@ -779,6 +814,10 @@ static void json_rec(writer_t *wr, loop_t *lp, size_t i) {
   case UVP__R_SPAN_END:
     if (x != NULL)
       span_end(wr, x, wr->t[i], false);
+    break;
+  case UVP__R_CALL_OUT:
+  case UVP__R_CALL_IN:
+    json_call(wr, r, i);
     break;
   default: /* a description, a name: said at a begin or an end */
     break;

@@ -239,6 +239,18 @@ static void text_rec(writer_t *wr, size_t i) {
   case UVP__R_SPAN_END:
     text_span(wr, r);
     break;
+  case UVP__R_CALL_OUT:
+  case UVP__R_CALL_IN: {
+    char buf[160];
+    snprintf(buf, sizeof(buf),
+             r->type == UVP__R_CALL_OUT
+                 ? "call %p.%llu into context %p (promise %p)"
+                 : "call %p.%llu from context %p runs (work %p)",
+             r->type == UVP__R_CALL_OUT ? (const void *)wr->ctx : r->c,
+             (unsigned long long)(uintptr_t)r->b, r->c, r->a);
+    outs(wr, buf);
+    break;
+  }
   default:
     OUTL(wr, "?");
   }

@@ -37,7 +37,9 @@ const unsigned char uvp__rec_kind[UVP__R_COUNT] = {
     [UVP__R_MAIL] = UVP_RECORD_LOOP,
     [UVP__R_STALL] = UVP_RECORD_STALLS,
     [UVP__R_SPAN_BEGIN] = UVP_RECORD_SPANS,
-    [UVP__R_SPAN_END] = UVP_RECORD_SPANS};
+    [UVP__R_SPAN_END] = UVP_RECORD_SPANS,
+    [UVP__R_CALL_OUT] = UVP_RECORD_WORK,
+    [UVP__R_CALL_IN] = UVP_RECORD_WORK};
 
 typedef uvp__rec_state_t rec_state_t;
 

@@ -70,6 +70,15 @@ enum {
    * id (16 hex digits, zeros for a root), its name; x its kind. */
   UVP__R_SPAN_BEGIN,
   UVP__R_SPAN_END, /* span a ends, with status b */
+  /* A call between loops (call.c), each side in its own context's ring:
+   * CALL_OUT on the caller, a = the call's promise, b = its number among
+   * the caller's calls, c = the target context; CALL_IN on the target as
+   * its fn runs, a = the call, b = the same number, c = the caller's
+   * context (none for a call posted from a thread with no context).  The
+   * caller's context and the number name the call on both sides (the
+   * writer's flow). */
+  UVP__R_CALL_OUT,
+  UVP__R_CALL_IN,
   UVP__R_COUNT
 };
 

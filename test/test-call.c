@@ -360,16 +360,149 @@ static void test_dump_both_sides(void **state) {
   snprintf(want, sizeof(want), "for call into context %p", (void *)t.ctx);
   if (strstr(text, want) == NULL)
     fail_msg("no '%s' in the caller's dump:\n%s", want, text);
-  /* The target's side: the work fn started, waited for by the call. */
   uv_sem_t sem;
   assert_int_equal(uv_sem_init(&sem, 0), 0);
   assert_int_equal(uvp_call_post(t.ctx, fn_dump, NULL, NULL, dumped, &sem), 0);
   uv_sem_wait(&sem);
   uv_sem_destroy(&sem);
-  if (strstr(target_dump, "timer") == NULL)
-    fail_msg("no timer in the target's dump:\n%s", target_dump);
+  /* The target's side: the call, named after the calling context, waits
+   * for the timer fn started. */
+  snprintf(want, sizeof(want), "call \"from context %p\"", (void *)f->ctx);
+  const char *at = strstr(target_dump, want);
+  char line[512] = "";
+  if (at != NULL)
+    snprintf(line, sizeof(line), "%.*s", (int)strcspn(at, "\n"), at);
+  if (strstr(line, "waiting") == NULL || strstr(line, "for timer") == NULL)
+    fail_msg("no '%s ... for timer' in the target's dump:\n%s", want,
+             target_dump);
   assert_int_equal(uvp_promise_cancel(p), 0);
   uvp_promise_release(p);
+  caller_join(f, &t);
+}
+
+/* ---- the recorder: a flow from the call to its work --------------------- */
+
+typedef struct grow_s {
+  char *text;
+  size_t len, cap;
+} grow_t;
+static int into_grow(void *arg, const char *text, size_t len) {
+  grow_t *g = arg;
+  if (g->len + len + 1 > g->cap) {
+    size_t cap = (g->len + len + 1) * 2;
+    char *n = realloc(g->text, cap);
+    if (n == NULL)
+      return UV_ENOMEM;
+    g->text = n;
+    g->cap = cap;
+  }
+  memcpy(g->text + g->len, text, len);
+  g->len += len;
+  g->text[g->len] = '\0';
+  return 0;
+}
+
+static uvp_ret_t fn_record_on(uvp_ctx_t *target, void *arg) {
+  (void)arg;
+  return uvp_ctx_set_recorder(target, 1 << 20, UVP_RECORD_ALL) == 0
+             ? uvp_ret_pass()
+             : uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+}
+static grow_t target_json;
+static uvp_ret_t fn_record_write(uvp_ctx_t *target, void *arg) {
+  (void)arg;
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, NULL, into_grow, &target_json};
+  return uvp_ctx_recorder_write(target, &o) >= 0
+             ? uvp_ret_pass()
+             : uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+}
+static void post_done_sem(void *arg, int code, void *value,
+                          uvp_free_cb free_cb) {
+  (void)value;
+  (void)free_cb;
+  assert_int_equal(code, 0);
+  uv_sem_post(arg);
+}
+/* fn(target) on its thread, waited for. */
+static void on_target(target_t *t, uvp_call_fn fn) {
+  uv_sem_t sem;
+  assert_int_equal(uv_sem_init(&sem, 0), 0);
+  assert_int_equal(uvp_call_post(t->ctx, fn, NULL, NULL, post_done_sem, &sem),
+                   0);
+  uv_sem_wait(&sem);
+  uv_sem_destroy(&sem);
+}
+
+/* The line of `json` with a flow event `ph` of cat "call" naming `id`
+ * (any id, if id is ""); its id in *found (48 bytes). */
+static const char *call_flow(const char *json, const char *ph, const char *id,
+                             char *found) {
+  char want[32];
+  snprintf(want, sizeof(want), "{\"ph\":\"%s\"", ph);
+  for (const char *l = strstr(json, want); l != NULL; l = strstr(l + 1, want)) {
+    const char *end = strchr(l, '\n');
+    size_t n = end != NULL ? (size_t)(end - l) : strlen(l);
+    char line[512];
+    snprintf(line, sizeof(line), "%.*s", (int)(n < 511 ? n : 511), l);
+    const char *a = strstr(line, "\"args\":{\"call\":\"");
+    if (strstr(line, "\"cat\":\"call\"") == NULL || a == NULL)
+      continue;
+    a += strlen("\"args\":{\"call\":\"");
+    const char *q = strchr(a, '"');
+    if (q == NULL || q - a >= 48)
+      continue;
+    char got[48];
+    snprintf(got, sizeof(got), "%.*s", (int)(q - a), a);
+    char idf[80];
+    snprintf(idf, sizeof(idf), "\"id\":\"%s\"", got);
+    if (strstr(line, idf) == NULL || (id[0] != '\0' && strcmp(got, id) != 0))
+      continue;
+    strcpy(found, got);
+    return l;
+  }
+  return NULL;
+}
+
+static void test_recorder_flow(void **state) {
+  fixture_t *f = *state;
+  target_t t;
+  setup_target();
+  target_start(&t);
+  cur = &t;
+  assert_int_equal(uvp_ctx_set_recorder(f->ctx, 1 << 20, UVP_RECORD_ALL), 0);
+  on_target(&t, fn_record_on);
+  uvp_promise_t *p;
+  assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_value, NULL, NULL, &p), 0);
+  run_until_settled(f, p);
+  assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
+  uvp_promise_release(p);
+  grow_t mine = {NULL, 0, 0};
+  uvp_record_opts_t o = {UVP_RECORD_JSON, 0, NULL, into_grow, &mine};
+  assert_true(uvp_ctx_recorder_write(f->ctx, &o) >= 0);
+  target_json.len = 0;
+  on_target(&t, fn_record_write);
+  assert_non_null(mine.text);
+  assert_non_null(target_json.text);
+  /* The caller's file starts a flow "call" with an id ... */
+  char id[48], id2[48];
+  const char *s = call_flow(mine.text, "s", "", id);
+  if (s == NULL)
+    fail_msg("no call flow's start in the caller's JSON:\n%s", mine.text);
+  char into[64];
+  snprintf(into, sizeof(into), "\"into\":\"%p\"", (void *)t.ctx);
+  assert_non_null(strstr(s, into));
+  /* ... which the target's ends, with the same id, from the caller. */
+  const char *e = call_flow(target_json.text, "f", id, id2);
+  if (e == NULL)
+    fail_msg("no call flow's end '%s' in the target's JSON:\n%s", id,
+             target_json.text);
+  char from[64];
+  snprintf(from, sizeof(from), "\"from\":\"%p\"", (void *)f->ctx);
+  assert_non_null(strstr(e, from));
+  free(mine.text);
+  free(target_json.text);
+  target_json.text = NULL;
+  target_json.cap = 0;
   caller_join(f, &t);
 }
 
@@ -652,6 +785,143 @@ static void test_both_close_at_once(void **state) {
   }
 }
 
+/* Both close at once, each holding values it followed on the other: the
+ * promises holding them are let go by the teardown's sweep (the handler
+ * of a 10-minute timer's promise holds each), whose release of the
+ * other's promise must not take the other's lock under its own (TSan's
+ * lock-order check; with both at once, a deadlock). */
+static atomic_int followed;
+static uvp_ret_t count_followed(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  if (in->status == 0 && in->value != NULL && strcmp(in->value, "later") == 0)
+    followed++;
+  return uvp_ret_pass();
+}
+static uvp_ret_t never_cb(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_pass();
+}
+static void release_arg(void *p) { uvp_promise_release(p); }
+static uvp_ret_t start_follows(uvp_ctx_t *ctx, void *arg) {
+  int me = (int)(intptr_t)arg;
+  uvp_promise_t *never; /* a timer's: its record holds it to the sweep */
+  if (uvp_delay(ctx, 600000, NULL, NULL, 0, &never) != 0)
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
+  for (int i = 0; i < 20; i++) {
+    uvp_promise_t *p;
+    if (uvp_call_start(ctx, peer_of[!me]->ctx, fn_follow, (void *)0,
+                       count_arg_free, &p) != 0)
+      break;
+    started_calls++;
+    (void)uvp_promise_on(p, UVP_ON_FULFILLED, count_followed, NULL, NULL);
+    /* Held until the sweep drops never's handler. */
+    if (uvp_promise_on_full(never, UVP_ON_BOTH, never_cb, uvp_promise_retain(p),
+                            release_arg, NULL) != 0)
+      uvp_promise_release(p);
+    uvp_promise_release(p);
+  }
+  uvp_promise_release(never);
+  return uvp_ret_pass();
+}
+
+static void test_both_close_following(void **state) {
+  (void)state;
+  for (int round = 0; round < 10; round++) {
+    setup_target();
+    started_calls = 0;
+    followed = 0;
+    target_t a, b;
+    target_start(&a);
+    target_start(&b);
+    cur = &a;
+    peer_of[0] = &a;
+    peer_of[1] = &b;
+    uv_sem_t sem;
+    assert_int_equal(uv_sem_init(&sem, 0), 0);
+    assert_int_equal(
+        uvp_call_post(a.ctx, start_follows, (void *)0, NULL, started, &sem), 0);
+    assert_int_equal(
+        uvp_call_post(b.ctx, start_follows, (void *)1, NULL, started, &sem), 0);
+    uv_sem_wait(&sem);
+    uv_sem_wait(&sem);
+    uv_sem_destroy(&sem);
+    assert_int_equal(started_calls, 40);
+    uint64_t t0 = uv_hrtime();
+    while (followed < 40 && uv_hrtime() - t0 < 10000000000ull)
+      uv_sleep(1);
+    assert_int_equal(followed, 40);
+    uv_async_send(&a.stop);
+    uv_async_send(&b.stop);
+    assert_int_equal(uv_thread_join(&a.th), 0);
+    assert_int_equal(uv_thread_join(&b.th), 0);
+    assert_int_equal(a.close_rc, 0);
+    assert_int_equal(b.close_rc, 0);
+    assert_int_equal(a.loop_rc, 0);
+    assert_int_equal(b.loop_rc, 0);
+    assert_int_equal(arg_freed, 40);
+    /* Every followed value freed once, on its owner's thread. */
+    assert_int_equal(freed_on_other, 40);
+  }
+}
+
+/* uvp_call_set_limit: the calls in flight to one target are bounded;
+ * past the bound a call is refused (UV_ENOBUFS, nothing started, its arg
+ * still the caller's), and an answer makes room again.  Another target
+ * (the context itself) has its own count. */
+static void test_limit_per_pair(void **state) {
+  fixture_t *f = *state;
+  target_t t;
+  setup_target();
+  target_start(&t);
+  cur = &t;
+  assert_int_equal(uvp_call_set_limit(NULL, 2), UV_EINVAL);
+  assert_int_equal(uvp_call_set_limit(f->ctx, 2), 0);
+  uvp_promise_t *p[2], *q, *self;
+  uvp_ctx_t *where = NULL;
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_long, NULL, NULL, &p[i]),
+                     0);
+  assert_int_equal(
+      uvp_call_start(f->ctx, t.ctx, fn_value, NULL, count_arg_free, &q),
+      UV_ENOBUFS);
+  assert_int_equal(arg_freed, 0);
+  assert_int_equal(uvp_call_start(f->ctx, f->ctx, fn_here, &where, NULL, &self),
+                   0);
+  run_until_settled(f, self);
+  assert_int_equal(uvp_promise_state(self), UVP_FULFILLED);
+  assert_ptr_equal(where, f->ctx);
+  uvp_promise_release(self);
+  /* One answer (a cut) makes room for one more. */
+  assert_int_equal(uvp_promise_cancel(p[0]), 0);
+  uvp_promise_release(p[0]);
+  uint64_t t0 = uv_hrtime();
+  int rc;
+  while ((rc = uvp_call_start(f->ctx, t.ctx, fn_value, NULL, NULL, &q)) ==
+             UV_ENOBUFS &&
+         uv_hrtime() - t0 < 10000000000ull) {
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    uv_sleep(1);
+  }
+  assert_int_equal(rc, 0);
+  run_until_settled(f, q);
+  assert_int_equal(uvp_promise_state(q), UVP_FULFILLED);
+  uvp_promise_release(q);
+  /* 0: no bound. */
+  assert_int_equal(uvp_call_set_limit(f->ctx, 0), 0);
+  uvp_promise_t *more[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(
+        uvp_call_start(f->ctx, t.ctx, fn_value, NULL, NULL, &more[i]), 0);
+  for (int i = 0; i < 4; i++) {
+    run_until_settled(f, more[i]);
+    uvp_promise_release(more[i]);
+  }
+  assert_int_equal(uvp_promise_cancel(p[1]), 0);
+  uvp_promise_release(p[1]);
+  caller_join(f, &t);
+}
+
 static void test_errors(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *p;
@@ -674,6 +944,7 @@ int main(void) {
       FIXTURE_TEST(test_cancel_reaches_target),
       FIXTURE_TEST(test_cancel_before_run),
       FIXTURE_TEST(test_dump_both_sides),
+      FIXTURE_TEST(test_recorder_flow),
       FIXTURE_TEST(test_target_cut_rejects_caller),
       FIXTURE_TEST(test_deadline_carried),
       FIXTURE_TEST(test_target_closes_mid_call),
@@ -682,6 +953,8 @@ int main(void) {
       FIXTURE_TEST(test_call_to_itself),
       FIXTURE_TEST(test_thread_without_context),
       FIXTURE_TEST(test_both_close_at_once),
+      FIXTURE_TEST(test_both_close_following),
+      FIXTURE_TEST(test_limit_per_pair),
       FIXTURE_TEST(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

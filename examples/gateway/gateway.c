@@ -39,7 +39,10 @@
  * uv_loop_t, uvp context, backend pool and listening socket on the same
  * port (SO_REUSEPORT: the kernel spreads new connections over them).  They
  * share nothing but the read-only configuration, so no lock is taken on a
- * request's path.  The main thread only waits for signals.
+ * request's path; with --health-down, each backend's health too, owned by
+ * one worker and shared by calls between loops (health.h), read on the
+ * request's path from the worker's own copy.  The main thread only waits
+ * for signals.
  *
  * Backend connections are kept alive and reused through each worker's
  * httpc pool, as nginx's upstream `keepalive` or Node's keep-alive agent
@@ -122,6 +125,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "health.h"
 #include "httpc.h"
 #include "httpd.h"
 #include "trace.h"
@@ -311,6 +315,8 @@ typedef struct config_s {
   uint64_t stall_ms;     /* --stall: uvp's stall detector; 0: off */
   const char *trace_dir; /* --trace-dir: the flight recorder's, or NULL */
   int trace_start;       /* --trace-start: a new trace for a request without */
+  /* --health-down: health.h; 0: off */
+  uint64_t health_down_ms;
 } config_t;
 
 typedef struct main_s main_t;
@@ -333,6 +339,7 @@ struct worker_s {
   size_t nbackends;
   summary_t summary;
   httpc_opts_t opts;            /* opts.pool: the backend connections */
+  health_t *health;             /* --health-down's, or NULL */
   httpd_stats_t stats;          /* httpd's, kept when it goes */
   fanout_t *inflight;           /* the fan-outs in flight, for SIGUSR1 */
   unsigned long long ids;       /* request ids made */
@@ -372,6 +379,8 @@ struct main_s {
   worker_t *workers;
   unsigned started; /* threads to join */
   int failed;       /* a worker's loop did not close */
+  /* --health-down's, or NULL */
+  health_net_t *health;
 };
 
 /* One fan-out, answering `req`: a task group of one member per backend. */
@@ -600,11 +609,22 @@ static uvp_ret_t on_call_failed(void *arg, const uvp_outcome_t *in) {
   const char *why = in->value; /* httpc's message, if any */
   if (in->status == UV_EFBIG)
     b->w->bodies_capped++;
+  if (b->w->health != NULL)
+    health_saw(b->w->health, (size_t)(b - b->w->backends), in->status);
   if (in->status != UV_ECANCELED)
     log_request(b->w, "backend %.200s: %s (%s)", b->url,
                 httpc_err_name(in->status),
                 why != NULL ? why : httpc_strerror(in->status));
   return uvp_ret_value(NULL, NULL);
+}
+
+/* --health-down: a backend that answered tells the workers' health (a
+ * failure is on_call_failed's). */
+static uvp_ret_t on_call_answered(void *arg, const uvp_outcome_t *in) {
+  backend_t *b = arg;
+  if (in->status == 0)
+    health_saw(b->w->health, (size_t)(b - b->w->backends), 0);
+  return uvp_ret_pass();
 }
 
 /* Start backend request c->i: a member of the request's group, run in the
@@ -614,10 +634,16 @@ static int start_call(void *arg, uvp_promise_t **out) {
   worker_t *w = c->f->w;
   backend_t *b = &w->backends[c->i];
   uvp_promise_t *p;
-  int err =
-      b->target != NULL
-          ? httpc_get_target(w->ctx, b->target, &w->opts, &p)
-          : uvp_promise_rejected(w->ctx, b->error, (void *)b->why, NULL, &p);
+  int err;
+  if (b->target != NULL && w->health != NULL && health_down(w->health, c->i))
+    err = uvp_promise_rejected(w->ctx, UV_EHOSTDOWN,
+                               (void *)"down: failed on a worker within "
+                                       "--health-down",
+                               NULL, &p);
+  else if (b->target != NULL)
+    err = httpc_get_target(w->ctx, b->target, &w->opts, &p);
+  else
+    err = uvp_promise_rejected(w->ctx, b->error, (void *)b->why, NULL, &p);
   /* A backend request that cannot even start (no memory) is that
    * backend's rejection, not the whole request's failure. */
   if (err < 0 && err != UVP_ECLOSED)
@@ -628,6 +654,8 @@ static int start_call(void *arg, uvp_promise_t **out) {
   }
   /* Its argument is the backend, which outlives the fan-out. */
   (void)uvp_promise_on(p, UVP_ON_REJECTED, on_call_failed, b, NULL);
+  if (w->health != NULL)
+    (void)uvp_promise_on(p, UVP_ON_BOTH, on_call_answered, b, NULL);
   c->p = uvp_promise_retain(p);
   *out = p;
   return 0;
@@ -1055,6 +1083,10 @@ static void free_backends(worker_t *w) {
   summary_free(&w->summary);
 }
 
+static void health_log(unsigned worker, const char *line) {
+  diag_printf("uvp-gateway: worker %u: %s\n", worker, line);
+}
+
 static void log_line(const char *line, void *arg) {
   worker_t *w = arg;
   diag_printf("uvp-gateway: worker %u: %s\n", w->id, line);
@@ -1070,6 +1102,7 @@ static void on_drained(void *arg) {
   uv_close((uv_handle_t *)&w->trim, NULL);
   uv_close((uv_handle_t *)&w->trace_turn, NULL);
   httpc_pool_close(w->opts.pool);
+  health_leave(w->health);
   uvp_ctx_close(w->ctx);
   uv_mutex_lock(&w->lock);
   w->wake_open = 0;
@@ -1123,6 +1156,8 @@ static int worker_init(worker_t *w) {
     err = uvp_ctx_set_stall(w->ctx, cfg->stall_ms, NULL, NULL);
   if (err == 0 && cfg->trace_dir != NULL)
     err = uvp_ctx_set_recorder(w->ctx, TRACE_RING, UVP_RECORD_ALL);
+  if (err == 0 && w->main->health != NULL)
+    err = health_join(w->main->health, w->id, w->ctx, &w->health);
   httpc_pool_opts_t po = {POOL_MAX_IDLE, 0, cfg->backend_idle_ms};
   if (err == 0)
     err = httpc_pool_new_with(w->ctx, &po, &w->opts.pool);
@@ -1169,6 +1204,7 @@ static void worker_main(void *arg) {
      * not reached). */
     if (w->opts.pool != NULL)
       httpc_pool_close(w->opts.pool);
+    health_leave(w->health);
     if (w->ctx != NULL)
       uvp_ctx_close(w->ctx);
   }
@@ -1188,6 +1224,7 @@ static void worker_main(void *arg) {
     m->failed = 1;
   }
   free_backends(w);
+  health_free(w->health);
   /* The last thing this thread does: the main thread joins it before it
    * closes `finished`. */
   atomic_fetch_add(&m->nfinished, 1);
@@ -1376,6 +1413,17 @@ static void usage(FILE *f) {
                           "                      new trace (W3C Trace Context; "
                           "default: such a\n"
                           "                      request is served untraced)\n"
+                          "  --health-down MS    a backend request that fails "
+                          "(not cut by\n"
+                          "                      its client) marks its backend "
+                          "down for MS on\n"
+                          "                      every worker: each request "
+                          "skips it meanwhile\n"
+                          "                      (EHOSTDOWN in the summary); "
+                          "its owner worker\n"
+                          "                      tells the others by calls "
+                          "between loops\n"
+                          "                      (default 0: off)\n"
                           "  -h, --help          this text\n"
                           "  --version           print the version (uvp's) and "
                           "exit\n"
@@ -1510,6 +1558,7 @@ enum {
   OPT_STALL,
   OPT_TRACE_DIR,
   OPT_TRACE_START,
+  OPT_HEALTH_DOWN,
   OPT_VERSION
 };
 
@@ -1547,6 +1596,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       {"stall", required_argument, NULL, OPT_STALL},
       {"trace-dir", required_argument, NULL, OPT_TRACE_DIR},
       {"trace-start", no_argument, NULL, OPT_TRACE_START},
+      {"health-down", required_argument, NULL, OPT_HEALTH_DOWN},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0}};
@@ -1629,6 +1679,11 @@ static int parse_args(int argc, char **argv, config_t *cfg,
       break;
     case OPT_TRACE_START:
       cfg->trace_start = 1;
+      break;
+    case OPT_HEALTH_DOWN:
+      if (parse_uint(optarg, day, &v) != 0)
+        return value_error("--health-down wants milliseconds, 0 to 86400000");
+      cfg->health_down_ms = v;
       break;
     case 'h':
       return 1;
@@ -1718,9 +1773,15 @@ int main(int argc, char **argv) {
   diag_init();
 
   m.workers = calloc(m.cfg.workers, sizeof(*m.workers));
-  int err = m.workers == NULL ? UV_ENOMEM : uv_loop_init(&m.loop);
+  if (m.workers != NULL && m.cfg.health_down_ms != 0)
+    m.health = health_net_new(m.cfg.workers, m.cfg.urls, m.cfg.nurls,
+                              m.cfg.health_down_ms, health_log);
+  int err = m.workers == NULL || (m.cfg.health_down_ms != 0 && m.health == NULL)
+                ? UV_ENOMEM
+                : uv_loop_init(&m.loop);
   if (err < 0) {
     fprintf(stderr, "uvp-gateway: init: %s\n", uv_strerror(err));
+    health_net_free(m.health);
     free(m.workers);
     config_free(&m.cfg);
     return 1;
@@ -1766,6 +1827,7 @@ int main(int argc, char **argv) {
   }
   if (started)
     print_stats(&m);
+  health_net_free(m.health);
   free(m.workers);
   config_free(&m.cfg);
   uv_mutex_destroy(&diag.lock);

@@ -64,6 +64,12 @@ extern "C" {
  * uv_run returns): each call holds uv_run() of the caller going until its
  * answer has come.
  *
+ * The task dump shows the call on both sides: the caller's promise waits
+ * for "call into context 0x..." (the target), and the target lists, while
+ * it follows fn's promise, a task "call" named "from context 0x..." (the
+ * caller) waiting for that promise.  With the recorder on in both
+ * contexts, each file has one end of a flow "call" (debug.h).
+ *
  * Threads and lifetime.  The target may be any context, on any thread,
  * the caller's own included (fn then runs from the mailbox, never inside
  * the call).  The program must know that the target is not freed while a
@@ -82,8 +88,25 @@ extern "C" {
  * A call takes a slot of the caller's operation pool: nothing is
  * allocated per call once warm (a link per pair of contexts, on the
  * first call).  docs/internals.md, "Calls between loops", has the
- * figures. */
+ * figures.
+ *
+ * The bound.  A pair's queue holds the calls in flight from the caller
+ * to the target; by default nothing but memory bounds them (each takes
+ * a pool slot, about 600 bytes, until its answer is applied), as for any
+ * other operation a program starts.  uvp_call_set_limit bounds them per
+ * pair: past the limit, uvp_call_start fails at once with UV_ENOBUFS and
+ * starts nothing, the back-pressure a program applies (it waits for an
+ * answer, sheds the request, or asks another target).  An error rather
+ * than a wait: the caller's loop cannot block, and a queue that grew
+ * past the limit instead would be no bound. */
 /** @{ */
+
+/** At most `max` calls from ctx in flight to any one target (started, not
+ * yet answered on ctx); 0 (the default): no bound but memory.  A
+ * uvp_call_start past it fails with UV_ENOBUFS.  Calls already in flight
+ * are left alone.  Loop thread of ctx.  Errors: UV_EINVAL (NULL ctx),
+ * UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM. */
+UVP_EXTERN int uvp_call_set_limit(uvp_ctx_t *ctx, size_t max);
 
 /** The function a call runs on the target (see above).  `target` is the
  * target context, `arg` the call's. */
@@ -95,7 +118,8 @@ typedef uvp_ret_t (*uvp_call_fn)(uvp_ctx_t *target, void *arg);
  * reference to the caller's promise, on ctx.  Loop thread of ctx.  A fiber
  * awaits it as any promise.  Errors (nothing started, arg is still yours):
  * UV_EINVAL (NULL ctx, target, fn or out), UVP_ECLOSED (ctx closed, or
- * target closed), UVP_ETHREAD, UV_ENOMEM. */
+ * target closed), UVP_ETHREAD, UV_ENOBUFS (uvp_call_set_limit's bound on
+ * the calls in flight to target reached), UV_ENOMEM. */
 #define uvp_call_start(...) uvp_call_start_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target,
                                  uvp_call_fn fn, void *arg,

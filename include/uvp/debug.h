@@ -41,7 +41,11 @@ extern "C" {
  * which still winds down (a binding not yet at uvp_inflight_end, a
  * request libuv still runs) stays a task until it has ended, with what
  * cut it; a record uvp could not keep then, for want of memory, is left
- * out.  For each, one line says: the kind of task,
+ * out.  A call between loops (calls.h) shows on both sides: the caller's
+ * promise waits for "call into context 0x..." (the target), and on the
+ * target, while fn's promise is followed, a task "call" named "from
+ * context 0x..." (the caller) waits for that promise, since fn ran, at
+ * the uvp_call_start's site.  For each, one line says: the kind of task,
  * its name (a fiber named by uvp_fiber_set_name) and its promise's
  * address; where it was spawned (a fiber) or created; its age; what it
  * waits for now: for a fiber, the await's site and the awaited promise's
@@ -147,9 +151,11 @@ extern "C" {
  * - `task` (string): "fiber" (uvp_fiber_spawn, a group's fiber member),
  *   "member" (a promise a group holds, not a fiber), "promise" (any other
  *   pending promise something waits on, or the promise of work started and
- *   not ended, pending or cut while the work winds down).
+ *   not ended, pending or cut while the work winds down), "call" (on a
+ *   call's target, a call whose fn gave a promise to follow: calls.h).
  * - `name` (string): only for a fiber named by uvp_fiber_set_name: its
- *   name (1 to 63 printable ASCII bytes, no double quote nor backslash).
+ *   name (1 to 63 printable ASCII bytes, no double quote nor backslash);
+ *   for a "call", "from context 0x..." (the calling context).
  * - `id` (string): the address of the task's promise, `"0x55c0add7b7e0"`,
  *   as uvp_ctx_dump_pending and the text form print it: the same task in
  *   two dumps has the same id (an address may be reused once the task is
@@ -622,7 +628,15 @@ typedef struct uvp_record_opts_s {
  * beginning's `args` say `trace_id` (32 hex digits), `span_id` (16),
  * `parent_id` (16; absent for a root), `flags` (2) and `kind` ("client",
  * "server", "internal", "producer", "consumer"), its end's `status`; a
- * span whose beginning was overwritten is not written.  A slice whose beginning was overwritten (or
+ * span whose beginning was overwritten is not written.  A call between
+ * loops (calls.h) is a flow of `cat` "call" from the caller's context's
+ * file (`ph` "s", where uvp_call_start ran; `args`: `into` the target
+ * context, `promise` the call's) to the target's (`ph` "f", where its fn
+ * runs; `args`: `from` the caller's context, `work` the call): each
+ * context writes its own file, and the flow's `id`, also in both sides'
+ * `args.call`, is made from the caller's context and the call's number
+ * there (`args.number`), the same in both files.  A slice whose beginning
+ * was overwritten (or
  * is older than last_ms) begins at the first event written (its `args` say
  * `"cut_off":true`); one still open at the write ends at the write
  * (`"open":true`); every begin has its end, and no event's time goes back on

@@ -1143,6 +1143,111 @@ def case_stuck_and_cancelled(gw, backend_port, urls, trace_dir=None):
     check(gw.alive(), "client reset: gateway alive")
 
 
+# ---- --health-down: one backend's health shared by the workers ------------
+
+def worker_of(doc):
+    """The worker that answered, from a generated request id "W-N"."""
+    return int(doc["request_id"].split("-")[0])
+
+
+def one_per_worker(gw, nworkers, tries=400):
+    """GETs on new connections (SO_REUSEPORT spreads them) until every
+    worker has answered one: {worker: summary}."""
+    seen = {}
+    for _ in range(tries):
+        st, h, body = get(gw.port)
+        if st != 200:
+            continue
+        doc = summary(body)
+        seen.setdefault(worker_of(doc), doc)
+        if len(seen) == nworkers:
+            break
+    return seen
+
+
+def case_health(gateway, fanout, base, prefix=()):
+    """--health-down: a backend that goes down fails one request on one
+    worker; the owner of its health (a worker chosen by its URL's hash)
+    hears of it by a call and tells every worker by calls, so the others
+    skip it (EHOSTDOWN) without sending it a request.  With a short
+    --health-down, the backend back up is tried again, answers, and is up
+    again on every worker."""
+    nw = 3
+    for down_ms, label in ((60000, "shared"), (300, "recovery")):
+        dead = Proc([fanout, "--serve", "0"], "uvp-fanout --serve (to kill)")
+        url = "http://127.0.0.1:%d/fast" % dead.port
+        gw = Proc(list(prefix)
+                  + gateway_argv(gateway, [base + "/fast", url], 5000)
+                  + ["-w", str(nw), "--health-down", str(down_ms)],
+                  "uvp-gateway (health %s)" % label, ready_timeout=120)
+        try:
+            up = one_per_worker(gw, nw)
+            check(len(up) == nw and all(
+                d["ok"] == 2 for d in up.values()),
+                "health %s: %d workers each forward to both backends (%s)"
+                % (label, nw, {k: d["ok"] for k, d in up.items()}))
+            dead.kill()
+            st, h, body = get(gw.port)
+            doc = summary(body) if st == 200 else {}
+            first = doc.get("backends", [{}, {}])[1]
+            failed_on = worker_of(doc) if doc else None
+            check(first.get("status") == "rejected"
+                  and first.get("error") != "EHOSTDOWN",
+                  "health %s: the backend down fails a request on worker %s"
+                  " (%s)" % (label, failed_on, first))
+            down_line = "backend %s down for %d ms: a request failed on " \
+                "worker %s" % (url, down_ms, failed_on)
+            owner = wait_for(lambda: re.search(
+                r"worker (\d+): " + re.escape(down_line), gw.stderr()), 10)
+            check(owner is not None, "health %s: its owner logs '%s'"
+                  % (label, down_line))
+            if label == "shared":
+                # The owner's pushes are calls already on their way when it
+                # logs; a moment for the workers' loops to take them.
+                time.sleep(0.3)
+                after = one_per_worker(gw, nw)
+                errs = {k: d["backends"][1].get("error")
+                        for k, d in after.items()}
+                check(len(after) == nw and all(
+                    e == "EHOSTDOWN" for e in errs.values()) and all(
+                    d["backends"][0]["status"] == "fulfilled"
+                    for d in after.values()),
+                    "health shared: every worker (owner %s, failed on %s) "
+                    "skips the backend down, EHOSTDOWN (%s)"
+                    % (owner and owner.group(1), failed_on, errs))
+                real = [ln for ln in gw.stderr().splitlines()
+                        if ": backend %s: " % url in ln
+                        and "EHOSTDOWN" not in ln]
+                check(len(real) == 1, "health shared: one request in all "
+                      "reached the backend down (%d: %s)"
+                      % (len(real), real))
+            else:
+                back = Proc([fanout, "--serve", str(dead.port)],
+                            "uvp-fanout --serve (back up)")
+                try:
+                    def answered():
+                        st, h, body = get(gw.port)
+                        return st == 200 and summary(body)["ok"] == 2
+                    check(wait_for(answered, 20, 0.1),
+                          "health recovery: the backend back up is tried "
+                          "again once --health-down has passed, and answers")
+                    upl = wait_for(lambda: "backend %s up again" % url
+                                   in gw.stderr(), 10)
+                    check(upl, "health recovery: its owner logs it up again")
+                    again = one_per_worker(gw, nw)
+                    check(len(again) == nw and all(
+                        d["ok"] == 2 for d in again.values()),
+                        "health recovery: every worker forwards to it again")
+                finally:
+                    back.kill()
+            rc = gw.stop(timeout=120)
+            check(rc == 0, "health %s: exit 0 after SIGTERM (got %s) %s"
+                  % (label, rc, gw.stderr()[-2000:]))
+        finally:
+            gw.kill()
+            dead.kill()
+
+
 # ---- client timeouts, descriptors, strict parsing, half-close, workers ------
 
 def wait_eof(sock, timeout):
@@ -2452,6 +2557,7 @@ def main():
             "fd_limit": lambda: case_fd_limit(gateway, base + "/fast",
                                               base + "/hang"),
             "flood": lambda: case_flood(gateway, base),
+            "health": lambda: case_health(gateway, fanout, base, vgp),
             "trace_flood": lambda: case_trace_flood(gateway, base),
             "trace_disk_full": lambda: case_trace_disk_full(gateway, base),
         }
@@ -2517,6 +2623,7 @@ def main():
         case_memory(gateway, base)
         case_max_body(gateway, base)
         case_workers_sigint(gateway, base + "/fast")
+        case_health(gateway, fanout, base)
 
         case_big_responses(gateway)
         case_backend_reuse(gateway, fanout)
