@@ -203,11 +203,14 @@ static uvp_ret_t svc_replied(void *arg, const uvp_outcome_t *in) {
     return uvp_ret_value(NULL, NULL);
   if (in->status < 0)
     svc->stats.base.failed++;
+  /* The span ends before the reply goes out: ended after, a preempted
+   * thread could record its end after the caller read the reply, and
+   * uvp-trace merge would take that false pair for the tightest one. */
+  uvp_nats__trace_end(svc->b->ctx, &sv->span, in->status);
   svc_reply(svc, sv->pub.msg, in->status,
             in->status == 0 ? in->value
             : sv->cut       ? DRAINING
                             : NULL);
-  uvp_nats__trace_end(svc->b->ctx, &sv->span, in->status); /* replied */
   return uvp_ret_value(NULL, NULL);
 }
 
@@ -273,8 +276,8 @@ static int svc_start(void *arg, uvp_promise_t **out) {
     if (p != NULL)
       uvp_promise_release(p);
     svc->stats.base.failed++;
+    uvp_nats__trace_end(ctx, &sv->span, rc); /* before the reply, as above */
     svc_reply(svc, sv->pub.msg, rc, NULL);
-    uvp_nats__trace_end(ctx, &sv->span, rc);
     return settled_member(svc, out); /* sv_unstarted frees sv */
   }
   sv->p = p; /* to cut it: the caller's cancel, the drain's deadline */

@@ -798,13 +798,17 @@ static void on_request(httpd_req_t *req, void *arg) {
   /* Its SERVER span, if traced: what follows runs in the span's scope. */
   gw_trace_t trace;
   gw_trace_begin(w->ctx, req, w->main->cfg.trace_start, &trace);
-  if (req->error != 0)
-    respond_error(w, req, req->error);
-  else if (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)
-    start_fanout(w, req, &trace);
-  else
-    respond_error(w, req, 405);
-  gw_trace_end(w->ctx, &trace, 0); /* answered here, or the fan-out's */
+  if (req->error == 0 &&
+      (strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0)) {
+    start_fanout(w, req, &trace); /* the fan-out's span from here */
+  } else {
+    /* Answered here: the span ends before the answer goes out, so that no
+     * recorder sees the reply before the span's end (uvp-trace merge's
+     * request/reply pairs). */
+    gw_trace_end(w->ctx, &trace, 0);
+    respond_error(w, req, req->error != 0 ? req->error : 405);
+  }
+  gw_trace_end(w->ctx, &trace, 0); /* start_fanout took it, or did not */
   /* The next libuv callback serves another request, or none. */
   uvp_scope_clear(w->ctx);
 }
