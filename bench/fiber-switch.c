@@ -4,7 +4,8 @@
  *      uvp       uvp__fiber_switch, the layer's own assembly;
  *      fcontext  Boost.Context's jump_fcontext (when libboost-context-dev's
  *                static archive was found at build time);
- *      ucontext  glibc's swapcontext.
+ *      ucontext  glibc's swapcontext (where the C library has it: musl
+ *                does not).
  *    ns per pair over N round trips, RUNS runs interleaved across the
  *    candidates: median, min and max.
  * 2. A fiber's life on a stack from the pool: get, init, run a fiber that
@@ -22,8 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
+#if defined(HAVE_UCONTEXT)
+#include <ucontext.h>
+#endif
 
 #include "core-common.h"
 #include "fiber-common.h"
@@ -67,6 +70,7 @@ static double run_fcontext(uint64_t n) {
 }
 #endif
 
+#if defined(HAVE_UCONTEXT)
 static ucontext_t c_main, c_fib;
 
 static void c_entry(void) {
@@ -80,6 +84,7 @@ static double run_ucontext(uint64_t n) {
     swapcontext(&c_main, &c_fib);
   return (double)(bench_now_ns() - t0) / (double)n;
 }
+#endif
 
 static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
   uvp__stack_t *s[3];
@@ -91,23 +96,29 @@ static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
 #if defined(HAVE_FCONTEXT)
   f_fib = make_fcontext(s[1]->base + s[1]->size, s[1]->size, f_entry);
 #endif
+#if defined(HAVE_UCONTEXT)
   getcontext(&c_fib);
   c_fib.uc_stack.ss_sp = s[2]->base;
   c_fib.uc_stack.ss_size = s[2]->size;
   c_fib.uc_link = NULL;
   makecontext(&c_fib, c_entry, 0);
+#endif
   /* One warm-up round trip each: the stacks' first pages faulted in. */
   bench_pair_ns(1);
 #if defined(HAVE_FCONTEXT)
   run_fcontext(1);
 #endif
+#if defined(HAVE_UCONTEXT)
   run_ucontext(1);
+#endif
   for (int r = 0; r < runs; r++) {
     v[0][r] = bench_pair_ns(n);
 #if defined(HAVE_FCONTEXT)
     v[1][r] = run_fcontext(n);
 #endif
+#if defined(HAVE_UCONTEXT)
     v[2][r] = run_ucontext(n / 10);
+#endif
   }
   printf("switch pair (into a fiber and back), %d runs of %llu round trips\n",
          runs, (unsigned long long)n);
@@ -117,7 +128,11 @@ static void bench_switch(uvp__stack_pool_t *pool, int runs, uint64_t n) {
 #else
   printf("  fcontext: not built (libboost-context-dev not found)\n");
 #endif
+#if defined(HAVE_UCONTEXT)
   report("ucontext (glibc swapcontext)", v[2], runs, "ns/pair");
+#else
+  printf("  ucontext: not built (no swapcontext in this C library)\n");
+#endif
   /* The fibers stay suspended for good: their stacks go back unused. */
   uvp__fiber_destroy(&bench_pair_fib);
   for (int i = 0; i < 3; i++)

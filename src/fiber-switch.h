@@ -50,6 +50,9 @@
       (defined(__powerpc64__) && defined(_CALL_ELF) && _CALL_ELF == 2)) ||     \
     defined(UVP__FIBER_FORCE_UCONTEXT)
 #define UVP__FIBER_UCONTEXT 1
+#if defined(UVP_NO_UCONTEXT) /* meson.build: no swapcontext (musl) */
+#error "no fiber switch of uvp's here, and no ucontext to fall back on"
+#endif
 #include <ucontext.h>
 /* Where glibc's ucontext_t keeps the stack pointer is known (fiber-switch.c,
  * saved_sp): the compact mode's copies work with this switch too. */

@@ -240,10 +240,10 @@ static inline int fd_of(const char *path, int mine) {
   return found;
 }
 
-/* Whether a thread of this process is blocked in system call `nr` on fd. */
-static inline bool thread_in_syscall(long nr, int fd) {
-  char want[64], line[256], path[300];
-  snprintf(want, sizeof(want), "%ld 0x%x ", nr, (unsigned)fd);
+/* Whether a thread of this process is in a system call whose line in
+ * /proc (number, then arguments) starts with `want`. */
+static inline bool thread_in_syscall_line(const char *want) {
+  char line[256], path[300];
   DIR *d = opendir("/proc/self/task");
   assert_non_null(d);
   bool found = false;
@@ -261,6 +261,13 @@ static inline bool thread_in_syscall(long nr, int fd) {
   }
   closedir(d);
   return found;
+}
+
+/* Whether a thread of this process is blocked in system call `nr` on fd. */
+static inline bool thread_in_syscall(long nr, int fd) {
+  char want[64];
+  snprintf(want, sizeof(want), "%ld 0x%x ", nr, (unsigned)fd);
+  return thread_in_syscall_line(want);
 }
 
 /* Runs the loop until a pool thread sits in system call `nr` on the

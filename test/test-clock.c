@@ -10,6 +10,7 @@
  * arguments.  Every test ends with uv_loop_close() == 0 (the fixture). */
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "helpers.h"
 

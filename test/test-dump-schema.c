@@ -382,8 +382,6 @@ static void test_json_schema(void **state) {
   json_decref(o);
   memmove(s.buf, nl + 1, strlen(nl + 1) + 1);
   json_decref(check_all(&s, "\"name\":\"fetch 1\""));
-#else
-  SKIP_BECAUSE("built without jansson: the JSON lines are not parsed");
 #endif
   free(s.buf);
   uvp_promise_cancel(child);
@@ -399,6 +397,10 @@ static void test_json_schema(void **state) {
   uvp_promise_release(child);
   uvp_promise_release(waiter);
   uvp_promise_release(late);
+#if !defined(UVP_TEST_JANSSON)
+  /* Only now, its tasks ended: a skip leaves the test where it stands. */
+  SKIP_BECAUSE("built without jansson: the JSON lines are not parsed");
+#endif
 }
 
 /* ---- work a group's join waits for ------------------------------------ */
@@ -530,8 +532,6 @@ static void test_work_of_a_group(void **state) {
                        json_object_get(o, "by_what"), "legacy")),
                    2);
   json_decref(o);
-#else
-  SKIP_BECAUSE("built without jansson: the JSON lines are not parsed");
 #endif
   free(s.buf);
   job_end(&jobs[0]);
@@ -540,6 +540,10 @@ static void test_work_of_a_group(void **state) {
   assert_int_equal(uvp_promise_state(join), UVP_FULFILLED);
   uvp_promise_release(join);
   uvp_group_release(g);
+#if !defined(UVP_TEST_JANSSON)
+  /* Only now, its tasks ended: a skip leaves the test where it stands. */
+  SKIP_BECAUSE("built without jansson: the JSON lines are not parsed");
+#endif
 }
 
 /* ---- lines cut at 4 KiB -------------------------------------------------- */
