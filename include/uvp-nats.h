@@ -420,7 +420,9 @@ UVP_NATS_EXTERN int uvp_nats_flush_at(uvp_nats_t *nc, uvp_promise_t **out,
  * nor does uvp_nats_publish; uvp_nats_next hands a message's headers over
  * as they came (uvp_tracectx_parse reads one).
  * @{ */
+/** The header a request's trace context travels in. */
 #define UVP_NATS_TRACEPARENT_HEADER "traceparent"
+/** The header its vendors' state travels in, beside it. */
 #define UVP_NATS_TRACESTATE_HEADER "tracestate"
 /** @} */
 
