@@ -18,6 +18,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "emulator.h"
 #include "helpers.h"
 
 static char tmp[64]; /* /tmp/uvp-test-fs-XXXXXX */
@@ -240,10 +241,13 @@ static inline int fd_of(const char *path, int mine) {
   return found;
 }
 
-/* Whether a thread of this process is blocked in system call `nr` on fd. */
+/* Whether a thread of this process is blocked in system call `nr` on fd.
+ * Under an emulator the host's call shows, numbered as the host numbers
+ * them (emulator.h): there any call whose first argument is fd. */
 static inline bool thread_in_syscall(long nr, int fd) {
   char want[64], line[256], path[300];
   snprintf(want, sizeof(want), "%ld 0x%x ", nr, (unsigned)fd);
+  bool any_nr = emulated_syscalls();
   DIR *d = opendir("/proc/self/task");
   assert_non_null(d);
   bool found = false;
@@ -255,8 +259,11 @@ static inline bool thread_in_syscall(long nr, int fd) {
     FILE *fp = fopen(path, "r");
     if (fp == NULL)
       continue; /* the thread has exited */
-    found = fgets(line, sizeof(line), fp) != NULL &&
-            strncmp(line, want, strlen(want)) == 0;
+    if (fgets(line, sizeof(line), fp) != NULL) {
+      const char *got = any_nr ? strchr(line, ' ') : line;
+      const char *w = any_nr ? strchr(want, ' ') : want;
+      found = got != NULL && strncmp(got, w, strlen(w)) == 0;
+    }
     fclose(fp);
   }
   closedir(d);
