@@ -11,6 +11,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -42,5 +44,16 @@ static inline void skip_say_why(const char *fmt, ...) {
 #else
 #define SKIP_ON_WINDOWS(why) ((void)0)
 #endif
+
+/* A test that checks what qemu-user does not emulate: skipped where meson
+ * runs the test through an emulator (test/emulator.h), by name, with the
+ * reason in the log (.ci/qemu counts them). */
+#define SKIP_UNDER_EMULATOR(why)                                               \
+  do {                                                                         \
+    const char *skip_wrapper_ = getenv("MESON_EXE_WRAPPER");                   \
+    if (skip_wrapper_ != NULL && *skip_wrapper_ != '\0')                       \
+      SKIP_BECAUSE("under %.*s: %s", (int)strcspn(skip_wrapper_, " "),         \
+                   skip_wrapper_, why);                                        \
+  } while (0)
 
 #endif
