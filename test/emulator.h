@@ -7,7 +7,7 @@
  *    this program again through the wrapper instead, as meson did;
  *  - /proc/PID/task/TID/syscall shows the host's system call, numbered as
  *    the host numbers them, not the program's SYS_read (emulated_syscalls).
- * POSIX only (test/win stands in on Windows). */
+ * On Windows (wine) emulator() is NULL and exec_self is not there. */
 #ifndef UVP_TEST_EMULATOR_H
 #define UVP_TEST_EMULATOR_H
 
@@ -16,15 +16,21 @@
 #include <string.h>
 #include <unistd.h>
 
-/* The wrapper meson runs this test through, or NULL when it runs alone. */
+/* The wrapper meson runs this test through, or NULL when it runs alone
+ * (and on Windows, whose wrapper is wine: none of the above). */
 static inline const char *emulator(void) {
+#if defined(_WIN32)
+  return NULL;
+#else
   const char *w = getenv("MESON_EXE_WRAPPER");
   return w != NULL && *w != '\0' ? w : NULL;
+#endif
 }
 
 /* Whether /proc's syscall files number calls as the host does. */
 static inline bool emulated_syscalls(void) { return emulator() != NULL; }
 
+#if !defined(_WIN32)
 /* execv(argv[0], argv), through the wrapper when there is one (its words
  * split at spaces: meson quotes none in the cross files CI writes).
  * Returns only if the exec failed. */
@@ -47,5 +53,6 @@ static inline void exec_self(char *const argv[]) {
   args[n] = NULL;
   execvp(args[0], args);
 }
+#endif
 
 #endif

@@ -47,7 +47,11 @@ static inline void skip_say_why(const char *fmt, ...) {
 
 /* A test that checks what qemu-user does not emulate: skipped where meson
  * runs the test through an emulator (test/emulator.h), by name, with the
- * reason in the log (.ci/qemu counts them). */
+ * reason in the log (.ci/qemu counts them).  Not on Windows, whose
+ * emulator is wine: what it lacks, SKIP_ON_WINDOWS says. */
+#if defined(_WIN32)
+#define SKIP_UNDER_EMULATOR(why) ((void)0)
+#else
 #define SKIP_UNDER_EMULATOR(why)                                               \
   do {                                                                         \
     const char *skip_wrapper_ = getenv("MESON_EXE_WRAPPER");                   \
@@ -55,5 +59,6 @@ static inline void skip_say_why(const char *fmt, ...) {
       SKIP_BECAUSE("under %.*s: %s", (int)strcspn(skip_wrapper_, " "),         \
                    skip_wrapper_, why);                                        \
   } while (0)
+#endif
 
 #endif
