@@ -26,8 +26,10 @@ static uvp_promise_t *gate;
 static size_t depth, suspended, bad;
 static void *first_frame;
 
-/* The length of the mapping holding addr (/proc/self/maps). */
-static size_t mapping_len(const void *addr) {
+/* The mapping holding addr (/proc/self/maps): its bounds in *lo_out and
+ * *hi_out, its length returned (0 if none). */
+static size_t mapping_of(const void *addr, uintptr_t *lo_out,
+                         uintptr_t *hi_out) {
   FILE *f = fopen("/proc/self/maps", "r");
   unsigned long lo, hi;
   size_t len = 0;
@@ -36,6 +38,8 @@ static size_t mapping_len(const void *addr) {
   while (fscanf(f, "%lx-%lx%*[^\n]", &lo, &hi) == 2)
     if ((uintptr_t)addr >= lo && (uintptr_t)addr < hi) {
       len = hi - lo;
+      *lo_out = lo;
+      *hi_out = hi;
       break;
     }
   fclose(f);
@@ -45,12 +49,18 @@ static size_t mapping_len(const void *addr) {
 /* Resident bytes of the stack whose deepest recorded frame is at addr: the
  * 256 KiB below the page above addr's (the fiber's frames reach at most a
  * page above addr at this depth; above its stack's top is the next slot's
- * guard page, below its base its own). */
+ * guard page, below its base its own), within the mapping holding addr:
+ * the guard pages are never resident, and under qemu-user mincore fails
+ * (ENOMEM) on a range that reaches one. */
 static size_t resident_stack(const void *addr) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE);
   uintptr_t hi = ((uintptr_t)addr & ~(uintptr_t)(page - 1)) + 2 * page;
-  size_t len = 256u * 1024u;
-  long pages = bench_resident_pages((void *)(hi - len), len);
+  uintptr_t lo = hi - 256u * 1024u, map_lo = 0, map_hi = 0;
+  if (mapping_of(addr, &map_lo, &map_hi) == 0)
+    exit(1);
+  lo = lo > map_lo ? lo : map_lo;
+  hi = hi < map_hi ? hi : map_hi;
+  long pages = bench_resident_pages((void *)lo, hi - lo);
   if (pages < 0)
     exit(1);
   return (size_t)pages * page;
@@ -99,7 +109,8 @@ int main(int argc, char **argv) {
       return 1;
   uv_run(&loop, UV_RUN_DEFAULT); /* until every fiber is suspended */
   long long rss1 = bench_rss_bytes();
-  size_t map_len = mapping_len(first_frame);
+  uintptr_t map_lo, map_hi;
+  size_t map_len = mapping_of(first_frame, &map_lo, &map_hi);
   size_t stack_res = resident_stack(first_frame);
   if (rss0 < 0 || rss1 < 0)
     return 1;

@@ -11,6 +11,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -41,6 +43,22 @@ static inline void skip_say_why(const char *fmt, ...) {
 #define SKIP_ON_WINDOWS(why) SKIP_BECAUSE("not on Windows: %s", why)
 #else
 #define SKIP_ON_WINDOWS(why) ((void)0)
+#endif
+
+/* A test that checks what qemu-user does not emulate: skipped where meson
+ * runs the test through an emulator (test/emulator.h), by name, with the
+ * reason in the log (.ci/qemu counts them).  Not on Windows, whose
+ * emulator is wine: what it lacks, SKIP_ON_WINDOWS says. */
+#if defined(_WIN32)
+#define SKIP_UNDER_EMULATOR(why) ((void)0)
+#else
+#define SKIP_UNDER_EMULATOR(why)                                               \
+  do {                                                                         \
+    const char *skip_wrapper_ = getenv("MESON_EXE_WRAPPER");                   \
+    if (skip_wrapper_ != NULL && *skip_wrapper_ != '\0')                       \
+      SKIP_BECAUSE("under %.*s: %s", (int)strcspn(skip_wrapper_, " "),         \
+                   skip_wrapper_, why);                                        \
+  } while (0)
 #endif
 
 #endif

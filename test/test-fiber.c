@@ -2430,6 +2430,8 @@ static void test_spawn_address_space_limit(void **state) {
   if (RUNNING_ON_VALGRIND)
     SKIP_BECAUSE("under valgrind, which maps its own memory in the "
                  "address space the limit counts");
+  SKIP_UNDER_EMULATOR("qemu-user takes no RLIMIT_AS from the program (it "
+                      "would limit qemu's own memory)");
   int status = test_in_child(rlimit_child, &fd, child_err, sizeof(child_err));
   ssize_t got = read(fd, r, sizeof(r));
   close(fd);

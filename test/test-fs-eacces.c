@@ -4,6 +4,7 @@
 #include <grp.h>
 #include <sys/wait.h>
 
+#include "emulator.h"
 #include "fs-helpers.h"
 
 /* ---- UV_EACCES, for real ------------------------------------------------- */
@@ -159,7 +160,7 @@ static void test_eacces_for_real(void **state) {
   pid_t pid = fork();
   assert_true(pid >= 0);
   if (pid == 0) {
-    execl(self, self, "--eacces-child", tmp, (char *)NULL);
+    exec_self((char *const[]){self, "--eacces-child", tmp, NULL});
     _exit(126);
   }
   int status;

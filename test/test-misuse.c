@@ -19,6 +19,7 @@
 #include <valgrind/valgrind.h>
 #endif
 
+#include "emulator.h"
 #include "helpers.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -129,7 +130,7 @@ static int run_child(const char *misuse, char *err, size_t cap) {
       execlp("valgrind", "valgrind", "--quiet", "--error-exitcode=42",
              "--leak-check=no", self, misuse, (char *)NULL);
     else
-      execl(self, self, misuse, (char *)NULL);
+      exec_self((char *const[]){(char *)self, (char *)misuse, NULL});
     _exit(127);
   }
   close(fds[1]);
