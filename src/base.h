@@ -4,11 +4,18 @@
 #define UVP_BASE_H
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "uvp.h"
+
+/* A pointer in a dump, trace or message: "0x" and its hex digits on every
+ * system, as glibc's %p writes it (Windows' C runtime writes %p as 16
+ * digits with no 0x; readers and tools match the 0x). */
+#define UVP__PTR "0x%" PRIxPTR
+#define UVP__PTRV(p) ((uintptr_t)(const void *)(p))
 
 #if defined(__GNUC__)
 #define UVP__LIKELY(x) __builtin_expect(!!(x), 1)

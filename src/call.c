@@ -378,8 +378,8 @@ static void answer_code(call_t *c, int code, const char *why) {
 
 static void answer_closed(call_t *c, uvp_ctx_t *dst) {
   char why[96];
-  snprintf(why, sizeof(why), "the call's target context %p was closed",
-           (void *)dst);
+  snprintf(why, sizeof(why),
+           "the call's target context " UVP__PTR " was closed", UVP__PTRV(dst));
   answer_code(c, UVP_ECLOSED, why);
 }
 
@@ -411,8 +411,8 @@ static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
   const uvp_cause_t *cause = uvp_promise_cause(c->q);
   char why[192] = "";
   if (cause != NULL) {
-    int n = snprintf(why, sizeof(why),
-                     "call into context %p: ", (void *)c->link->dst);
+    int n = snprintf(why, sizeof(why), "call into context " UVP__PTR ": ",
+                     UVP__PTRV(c->link->dst));
     if (n > 0 && (size_t)n < sizeof(why))
       uvp_cause_format(cause, why + n, sizeof(why) - (size_t)n);
   }
@@ -693,8 +693,9 @@ static void call_cancel(uvp__op_t *op) {
   link_t *l = c->link;
   char why[sizeof(c->cwhy)];
   const uvp_cause_t *cause = uvp_promise_cause(op->p);
-  int n = snprintf(why, sizeof(why),
-                   "the caller's context %p cut the call: ", (void *)l->src);
+  int n = snprintf(
+      why, sizeof(why),
+      "the caller's context " UVP__PTR " cut the call: ", UVP__PTRV(l->src));
   if (n > 0 && (size_t)n < sizeof(why))
     uvp_cause_format(cause, why + n, sizeof(why) - (size_t)n);
   int code = uvp_promise_reason(op->p, NULL);
@@ -717,8 +718,8 @@ static void call_cancel(uvp__op_t *op) {
 static void call_describe(const uvp__op_t *op, uvp__what_t *w) {
   const call_t *c = (const call_t *)op;
   snprintf(w->kind, sizeof(w->kind), "call");
-  snprintf(w->target, sizeof(w->target), "into context %p",
-           (void *)c->link->dst);
+  snprintf(w->target, sizeof(w->target), "into context " UVP__PTR,
+           UVP__PTRV(c->link->dst));
 }
 
 static const uvp__op_kind_t call_kind = {call_cancel, NULL,          NULL,
@@ -787,8 +788,9 @@ static void flush_link(link_t *l) {
   if (!gone)
     return;
   char why[96];
-  snprintf(why, sizeof(why), "the call's target context %p was closed",
-           (void *)l->dst);
+  snprintf(why, sizeof(why),
+           "the call's target context " UVP__PTR " was closed",
+           UVP__PTRV(l->dst));
   for (call_t *x = c; x != NULL; x = x->next) {
     if (x->arg_free != NULL) /* fn never runs: this thread still owns it */
       x->arg_free(x->arg);

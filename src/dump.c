@@ -355,7 +355,7 @@ static void add_slots(uvp__dump_t *d, const uvp__scope_t *s) {
         n = SLOT_VALUE_MAX;
       }
     } else {
-      n = snprintf(buf, sizeof(buf), "%p", v);
+      n = snprintf(buf, sizeof(buf), UVP__PTR, UVP__PTRV(v));
     }
     add_str(d, buf, (size_t)n);
   }
@@ -381,7 +381,7 @@ size_t uvp__slots_text(uvp_ctx_t *ctx, const uvp__scope_t *s, char *buf,
       n = st->format[i](v, val, SLOT_VALUE_MAX);
     bool formatted = st != NULL && st->format[i] != NULL;
     if (!formatted)
-      snprintf(val, sizeof(val), "%p", v);
+      snprintf(val, sizeof(val), UVP__PTR, UVP__PTRV(v));
     else if (n < 0)
       snprintf(val, sizeof(val), "(its format failed)");
     val[SLOT_VALUE_MAX] = '\0';
@@ -405,11 +405,12 @@ static void render_head(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
       add(d, ",\"name\":", 8);
       add_cstr(d, t->name);
     }
-    addf(d, ",\"id\":\"%p\",\"site\":", (const void *)t->promise);
+    addf(d, ",\"id\":\"" UVP__PTR "\",\"site\":", UVP__PTRV(t->promise));
   } else if (t->name != NULL) {
-    addf(d, "%s \"%s\" %p at ", t->kind, t->name, (const void *)t->promise);
+    addf(d, "%s \"%s\" " UVP__PTR " at ", t->kind, t->name,
+         UVP__PTRV(t->promise));
   } else {
-    addf(d, "%s %p at ", t->kind, (const void *)t->promise);
+    addf(d, "%s " UVP__PTR " at ", t->kind, UVP__PTRV(t->promise));
   }
   if (t->file != NULL)
     add_site(d, t->file, t->line);
@@ -655,8 +656,9 @@ static bool list_promise(void *slot, void *arg) {
   const char *file;
   int line;
   uvp__site_get(p->site, &file, &line);
-  fprintf(l->stream, "[pending] %p created at %s:%d age %llu ms refs %u%s\n",
-          (void *)p, file != NULL ? file : "?", line,
+  fprintf(l->stream,
+          "[pending] " UVP__PTR " created at %s:%d age %llu ms refs %u%s\n",
+          UVP__PTRV(p), file != NULL ? file : "?", line,
           (unsigned long long)(l->now - p->born), (unsigned)p->refs, what);
   const uvp__work_t *w = uvp__work_of(p);
   if (w != NULL && !(w->cls->flags & UVP__WORK_TASK)) { /* a fiber: below */
@@ -681,9 +683,10 @@ static void list_cut(void *arg, const uvp__work_t *w, uint32_t born) {
   int line;
   uvp__site_get(p->site, &file, &line);
   fprintf(l->stream,
-          "[cut] %p created at %s:%d age %llu ms refs %u, its work winding "
+          "[cut] " UVP__PTR
+          " created at %s:%d age %llu ms refs %u, its work winding "
           "down\n",
-          (const void *)p, file != NULL ? file : "?", line,
+          UVP__PTRV(p), file != NULL ? file : "?", line,
           (unsigned long long)(l->now > born ? l->now - born : 0),
           (unsigned)p->refs);
   print_work(l, w);

@@ -614,17 +614,18 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
     const char *name = f->name != NULL ? f->name : "";
     if (f->state == F_SUSPENDED && f->waiting != NULL)
       fprintf(stream,
-              "[fiber] %p %s%s%s%sspawned at %s:%d awaiting %p at %s:%d%s\n",
-              (void *)f->p, q, name, q, *q ? " " : "",
-              f->file != NULL ? f->file : "?", f->line, (void *)f->waiting,
+              "[fiber] " UVP__PTR " %s%s%s%sspawned at %s:%d awaiting " UVP__PTR
+              " at %s:%d%s\n",
+              UVP__PTRV(f->p), q, name, q, *q ? " " : "",
+              f->file != NULL ? f->file : "?", f->line, UVP__PTRV(f->waiting),
               f->await_file != NULL ? f->await_file : "?", f->await_line,
               !f->cancelled ? ""
               : f->shielded ? " (cancelled, shielded)"
                             : " (cancelled)");
     else
-      fprintf(stream, "[fiber] %p %s%s%s%sspawned at %s:%d %s\n", (void *)f->p,
-              q, name, q, *q ? " " : "", f->file != NULL ? f->file : "?",
-              f->line, state_text(f));
+      fprintf(stream, "[fiber] " UVP__PTR " %s%s%s%sspawned at %s:%d %s\n",
+              UVP__PTRV(f->p), q, name, q, *q ? " " : "",
+              f->file != NULL ? f->file : "?", f->line, state_text(f));
     (*count)++;
   }
 }

@@ -111,9 +111,10 @@ extern void __sanitizer_print_stack_trace(void) __attribute__((weak));
 
 void uvp__misuse(const uvp_promise_t *p, const char *call) {
   fprintf(stderr,
-          "uvp: %s on promise %p, already freed: a release too many, or a "
+          "uvp: %s on promise " UVP__PTR
+          ", already freed: a release too many, or a "
           "use after the last release (ignored)\n",
-          call, (const void *)p);
+          call, UVP__PTRV(p));
   if (__sanitizer_print_stack_trace != NULL)
     __sanitizer_print_stack_trace();
 #if defined(UVP_HAVE_VALGRIND)

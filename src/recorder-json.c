@@ -192,7 +192,7 @@ static void fiber_title(writer_t *wr, const ent_t *x, char *buf, size_t cap) {
   const char *name = uvp__rw_str(wr, x->name, NULL);
   int n = name != NULL && *name != '\0'
               ? snprintf(buf, cap, "fiber \"%s\"", name)
-              : snprintf(buf, cap, "fiber %p", x->id);
+              : snprintf(buf, cap, "fiber " UVP__PTR, UVP__PTRV(x->id));
   if (x->file != NULL && n > 0 && (size_t)n < cap)
     snprintf(buf + n, cap - (size_t)n, " spawned at %s:%u", x->file, x->line);
 }
@@ -201,7 +201,7 @@ static void group_title(writer_t *wr, const ent_t *x, char *buf, size_t cap) {
   const char *name = uvp__rw_str(wr, x->name, NULL);
   int n = name != NULL && *name != '\0'
               ? snprintf(buf, cap, "group \"%s\"", name)
-              : snprintf(buf, cap, "group %p", x->id);
+              : snprintf(buf, cap, "group " UVP__PTR, UVP__PTRV(x->id));
   if (x->file != NULL && n > 0 && (size_t)n < cap)
     snprintf(buf + n, cap - (size_t)n, " at %s:%u", x->file, x->line);
 }

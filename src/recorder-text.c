@@ -45,13 +45,14 @@ static void text_head(writer_t *wr, const uvp__rec_t *r, uint64_t t) {
 static void text_begin(writer_t *wr, const uvp__rec_t *r) {
   char buf[STR_CAP + 64];
   if (r->type == UVP__R_GROUP)
-    snprintf(buf, sizeof(buf), "group %p made at %s:%u", r->a,
-             r->file != NULL ? r->file : "?", r->line);
+    snprintf(buf, sizeof(buf), "group " UVP__PTR " made at %s:%u",
+             UVP__PTRV(r->a), r->file != NULL ? r->file : "?", r->line);
   else
-    snprintf(buf, sizeof(buf), "%s %s %p at %s:%u",
+    snprintf(buf, sizeof(buf), "%s %s " UVP__PTR " at %s:%u",
              r->x == 1 ? "spawned" : "started",
              r->x == 1 ? "fiber" : (r->d != NULL ? (const char *)r->d : "work"),
-             r->x == 1 ? r->b : r->a, r->file != NULL ? r->file : "?", r->line);
+             UVP__PTRV(r->x == 1 ? r->b : r->a),
+             r->file != NULL ? r->file : "?", r->line);
   outs(wr, buf);
   if (r->c != NULL)
     named(wr, " in group ", r->c);

@@ -803,8 +803,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     t->reading = false;
   }
   if (op == NULL) {
-    if (UVP__UNLIKELY(t->watch != NULL) && nread != 0)
+    if (UVP__UNLIKELY(t->watch != NULL) && nread != 0) {
       kept_read(t, nread);
+    } else if (nread < 0 && nread != UV_ENOBUFS) {
+      /* An end with no read pending: libuv for Windows, whose zero-byte
+       * read sees a reset by itself (and then refuses to read on, with
+       * UV_ENOTCONN).  It is the next read's, as a watch's end is. */
+      t->end = (int)nread;
+      t->ahead = true;
+    }
     return;
   }
   if (nread == 0)

@@ -184,6 +184,24 @@ static inline void fill_pattern(char *buf, size_t len, unsigned seed) {
     buf[i] = (char)((i * 131 + seed * 7 + (i >> 9)) & 0xff);
 }
 
+/* What Windows says where POSIX says otherwise (the tests check the same
+ * request either way):
+ * - a path through a regular file ("file/x"): POSIX's ENOTDIR; Windows
+ *   finds no such path, which libuv maps to ENOENT;
+ * - a file's mode: POSIX's permission bits; Windows keeps a read-only
+ *   attribute alone, which its C runtime's stat shows as 0444 or 0666;
+ * - symbolic links: wine's CreateSymbolicLink makes none (and Windows
+ *   asks for a privilege), so a test that reads one skips there. */
+#if defined(_WIN32)
+#define UV_ENOTDIR_THROUGH_FILE UV_ENOENT
+#define MODE_SHOWN(m) (((m)&0200) != 0 ? 0666 : 0444)
+#else
+#define UV_ENOTDIR_THROUGH_FILE UV_ENOTDIR
+#define MODE_SHOWN(m) (m)
+#endif
+#define NO_SYMLINKS "no symbolic links (wine makes none)"
+#define NO_FIFOS "no FIFO to block a request on"
+
 /* Open descriptors of this process, to prove late results are closed. */
 #if defined(_WIN32)
 /* Windows (test/win): the C runtime's descriptors, which libuv's are. */

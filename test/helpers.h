@@ -5,6 +5,7 @@
 #ifndef UVP_TEST_HELPERS_H
 #define UVP_TEST_HELPERS_H
 
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,6 +18,11 @@
 #include <cmocka.h>
 
 #include "skip.h"
+
+/* A pointer as uvp's dumps and messages write it (src/base.h, UVP__PTR):
+ * "0x" and hex digits everywhere, where Windows' %p has no 0x. */
+#define PTR_FMT "0x%" PRIxPTR
+#define PTR_ARG(p) ((uintptr_t)(const void *)(p))
 #include "uvp.h"
 
 /* Which sanitizer (gcc says it one way, clang the other) or valgrind this

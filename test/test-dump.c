@@ -14,6 +14,7 @@
 #endif
 
 #include "fs-helpers.h"
+#include "sleeper.h"
 
 /* ---- a sink into memory -------------------------------------------------- */
 
@@ -261,8 +262,8 @@ static void test_operations_described(void **state) {
       uvp_promise_set_cancel_described(http, no_cancel, "https://example.com/",
                                        NULL, "HTTP", describe_http),
       0);
-  static char *args[] = {"sleep", "30", NULL};
-  uvp_spawn_opts_t so = {"sleep", args, NULL, NULL, NULL, 0, 0, 0};
+  static char *args[] = SLEEPER_ARGS;
+  uvp_spawn_opts_t so = {SLEEPER_PATH, args, NULL, NULL, NULL, 0, 0, 0};
   assert_int_equal(uvp_spawn(f->ctx, &so, &child), 0);
   /* A connection whose read waits: the peer is a socket of ours. */
   int lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -322,8 +323,6 @@ static void test_operations_described(void **state) {
   uvp_promise_release(rd);
   assert_int_equal(uvp_tcp_close(t), 0);
   run_loop(f);
-  uv_sem_destroy(&blocker.started);
-  uv_sem_destroy(&blocker.go);
   close(afd);
   close(lfd);
 }
@@ -503,8 +502,8 @@ static void test_work_left_for_the_join(void **state) {
   /* UVP_DUMP_PROMISES: the record's promise with what it is and its
    * group; the dumping fiber running. */
   char want[512];
-  snprintf(want, sizeof(want), "[pending] %p created at ",
-           (void *)left.lookup.p);
+  snprintf(want, sizeof(want), "[pending] " PTR_FMT " created at ",
+           PTR_ARG(left.lookup.p));
   l = text_line(listing, want);
   if (l == NULL)
     fail_msg("no line for the record's promise:\n%s", listing);
@@ -610,7 +609,7 @@ static void test_slot_formatters(void **state) {
   assert_non_null(strstr(s.buf, "1=(its format failed)"));
   assert_non_null(strstr(s.buf, "...")); /* slot 2 cut short */
   char ptr[64];
-  snprintf(ptr, sizeof(ptr), "3=%p", (void *)&id);
+  snprintf(ptr, sizeof(ptr), "3=" PTR_FMT, PTR_ARG(&id));
   assert_non_null(strstr(s.buf, ptr));
   assert_int_equal(dump_into(f, &s, UVP_DUMP_JSON, 0), 1);
   assert_int_equal(count_lines(s.buf), 1);
@@ -699,7 +698,8 @@ static void test_bad_arguments(void **state) {
   assert_int_equal(uvp_ctx_dump_tasks(ctx, &ok), UVP_ECLOSED);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  sleeper_main(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       QUIET_TEST(test_many_tasks),

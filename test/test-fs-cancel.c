@@ -16,7 +16,9 @@ static void test_cancel_before_start(void **state) {
   size_t n = uvp_pool_size();
   uvp_promise_t **w = block_pool(f, n);
 
+#if !defined(_WIN32) /* NO_SYMLINKS: the readlink never runs, needs none */
   assert_int_equal(symlink("exists", at("link")), 0);
+#endif
   enum { K = 19 };
   uvp_promise_t *p[K];
   assert_int_equal(uvp_fs_stat(f->ctx, at("exists"), &p[0]), 0);
@@ -64,7 +66,7 @@ static void test_cancel_before_start(void **state) {
   struct stat st;
   assert_int_equal(stat(at("exists"), &st), 0);
   assert_int_equal(st.st_size, 4); /* not truncated */
-  assert_int_equal(st.st_mode & 07777, 0644);
+  assert_int_equal(st.st_mode & 07777, MODE_SHOWN(0644));
   assert_false(exists("never.txt"));
   assert_false(exists("created"));
   assert_false(exists("renamed"));
@@ -79,6 +81,7 @@ static void test_cancel_before_start(void **state) {
  * produces later is closed by uvp, not leaked. */
 static void test_cancel_while_running(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(NO_FIFOS);
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   int fds = count_fds();
 
@@ -161,6 +164,7 @@ static void drain_pipe(int fd) {
  * closes its end (end of input, then the close). */
 static void test_cancel_read_file_while_closing(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(NO_FIFOS);
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   int fds = count_fds();
   int wfd = open(at("fifo"), O_RDWR); /* uvp's open need not wait */
@@ -175,6 +179,7 @@ static void test_cancel_read_file_while_closing(void **state) {
  * until the test reads them. */
 static void test_cancel_write_file_while_closing(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(NO_FIFOS);
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   int fds = count_fds();
   int rfd = open(at("fifo"), O_RDWR);
@@ -347,7 +352,9 @@ static void test_teardown_in_flight(void **state) {
   fill_pattern(data, 1 << 16, 4);
   put("src", data, 1 << 16);
   free(data);
+#if !defined(_WIN32) /* NO_SYMLINKS: a closed readlink rejects alike */
   assert_int_equal(symlink("src", at("link")), 0);
+#endif
   int src = open(at("src"), O_RDONLY);
   assert_true(src >= 0);
   int fds = count_fds();

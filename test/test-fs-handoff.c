@@ -118,7 +118,14 @@ static int watched_owner_state;
 
 /* Watch the next block libuv allocates for `path` (its copy of it). */
 static void watch_path_copy(const char *path) {
+#if defined(_WIN32)
+  /* libuv for Windows keeps the path as UTF-16 and, for a request with a
+   * callback, a copy as given, in one block (fs__capture_path): ASCII
+   * here, so two bytes a character and one. */
+  atomic_store(&watch_len, 3 * (strlen(path) + 1));
+#else
   atomic_store(&watch_len, strlen(path) + 1);
+#endif
   atomic_store(&watched_freed, false);
   atomic_store(&watched, NULL);
   atomic_store(&watch_armed, true);

@@ -56,6 +56,7 @@ static int closed_fd(void) {
 
 static void test_readlink(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(NO_SYMLINKS);
   put("file", "x", 1);
   assert_int_equal(mkdir(at("dir"), 0755), 0);
   /* The stored text, not resolved: a relative one with ".." in it, an
@@ -104,6 +105,7 @@ static void test_fsync_fdatasync(void **state) {
   assert_int_equal(fcntl(fd, F_GETFD), 0);
   assert_int_equal(close(fd), 0);
 
+#if !defined(_WIN32) /* Windows flushes a pipe (waiting for its reader) */
   /* A pipe cannot be synced: the kernel says EINVAL. */
   int pfd[2];
   assert_int_equal(pipe(pfd), 0);
@@ -111,6 +113,7 @@ static void test_fsync_fdatasync(void **state) {
   expect(f, uvp_fs_fdatasync(f->ctx, pfd[1], &p), &p, UV_EINVAL);
   close(pfd[0]);
   close(pfd[1]);
+#endif
 
   int gone = closed_fd();
   expect(f, uvp_fs_fsync(f->ctx, gone, &p), &p, UV_EBADF);
@@ -162,10 +165,12 @@ static void test_ftruncate(void **state) {
 
 static void test_chmod_fchmod(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(
+      "no permission bits, a read-only attribute alone; " NO_SYMLINKS);
   put("f", "x", 1);
   assert_int_equal(mkdir(at("d"), 0755), 0);
   assert_int_equal(symlink("f", at("l")), 0);
-  assert_int_equal(mode_of("f"), 0644);
+  assert_int_equal(mode_of("f"), MODE_SHOWN(0644));
   uvp_promise_t *p;
   expect_null(f, uvp_fs_chmod(f->ctx, at("f"), 0600, &p), &p);
   assert_int_equal(mode_of("f"), 0600);
@@ -203,11 +208,13 @@ static void test_copyfile(void **state) {
   uvp_promise_t *p;
   expect_null(f, uvp_fs_copyfile(f->ctx, at("src"), at("dst"), 0, &p), &p);
   assert_file("dst", data, SIZE);
-  assert_int_equal(mode_of("dst"), 0640); /* the mode comes along */
+  assert_int_equal(mode_of("dst"), MODE_SHOWN(0640)); /* the mode comes along */
   struct stat a, b;
   assert_int_equal(stat(at("src"), &a), 0);
   assert_int_equal(stat(at("dst"), &b), 0);
+#if !defined(_WIN32) /* the C runtime's stat has no inode numbers */
   assert_int_not_equal(a.st_ino, b.st_ino); /* a copy, not a link */
+#endif
 
   /* An existing, longer destination is replaced, not written over. */
   char *longer = malloc(SIZE + 100);
@@ -264,8 +271,13 @@ static void test_copyfile(void **state) {
   assert_false(exists("x"));
   expect(f, uvp_fs_copyfile(f->ctx, at("src"), at("nodir/x"), 0, &p), &p,
          UV_ENOENT);
+  /* Onto a directory: Windows denies the access (libuv: EPERM). */
+#if defined(_WIN32)
+  expect(f, uvp_fs_copyfile(f->ctx, at("src"), at("dir"), 0, &p), &p, UV_EPERM);
+#else
   expect(f, uvp_fs_copyfile(f->ctx, at("src"), at("dir"), 0, &p), &p,
          UV_EISDIR);
+#endif
   free(data);
 }
 
@@ -274,7 +286,9 @@ static void test_copyfile(void **state) {
 static void test_bad_input(void **state) {
   fixture_t *f = *state;
   put("f", "abc", 3);
+#if !defined(_WIN32) /* NO_SYMLINKS: every call on it is refused anyway */
   assert_int_equal(symlink("f", at("l")), 0);
+#endif
   int fd = open(at("f"), O_RDWR);
   assert_true(fd >= 0);
   uvp_promise_t *p = NULL;
@@ -308,15 +322,19 @@ static void test_bad_input(void **state) {
   run_loop(f);
   /* Nothing happened. */
   assert_file("f", "abc", 3);
-  assert_int_equal(mode_of("f"), 0644);
+  assert_int_equal(mode_of("f"), MODE_SHOWN(0644));
   assert_false(exists("x"));
 
   /* Only uvp settles a wrapper's promise. */
   assert_int_equal(uvp_fs_readlink(f->ctx, at("l"), &p), 0);
   assert_int_equal(uvp_promise_resolve(p, NULL, NULL), UVP_ESETTLED);
   assert_int_equal(uvp_promise_reject(p, UV_EIO, NULL, NULL), UVP_ESETTLED);
+#if defined(_WIN32) /* NO_SYMLINKS: libuv's own answer, that there is none */
+  expect(f, 0, &p, UV_ENOENT);
+#else
   assert_string_equal(value_of(f, 0, p), "f");
   uvp_promise_release(p);
+#endif
   p = NULL;
 
   /* After uvp_ctx_close: every call refused, nothing started. */
@@ -336,7 +354,7 @@ static void test_bad_input(void **state) {
   assert_null(p);
   run_loop(f);
   assert_file("f", "abc", 3);
-  assert_int_equal(mode_of("f"), 0644);
+  assert_int_equal(mode_of("f"), MODE_SHOWN(0644));
   assert_false(exists("x"));
   assert_int_equal(close(fd), 0);
 }
@@ -365,7 +383,9 @@ static void foreign_calls(void *arg) {
 static void test_other_thread_refused(void **state) {
   fixture_t *f = *state;
   put("f", "abc", 3);
+#if !defined(_WIN32) /* NO_SYMLINKS: the other thread's calls are refused */
   assert_int_equal(symlink("f", at("l")), 0);
+#endif
   foreign_t x = {.ctx = f->ctx, .fd = open(at("f"), O_RDWR)};
   assert_true(x.fd >= 0);
   x.link = strdup(at("l"));
@@ -379,13 +399,15 @@ static void test_other_thread_refused(void **state) {
   assert_null(x.out);
   run_loop(f);
   assert_file("f", "abc", 3);
-  assert_int_equal(mode_of("f"), 0644);
+  assert_int_equal(mode_of("f"), MODE_SHOWN(0644));
   assert_false(exists("copy"));
+#if !defined(_WIN32)
   /* The loop thread's own calls go through. */
   uvp_promise_t *p;
   int rc = uvp_fs_readlink(f->ctx, x.link, &p);
   assert_string_equal(value_of(f, rc, p), "f");
   uvp_promise_release(p);
+#endif
   assert_int_equal(close(x.fd), 0);
   free((void *)x.link);
   free((void *)x.file);
@@ -428,6 +450,7 @@ static uvp_promise_t *request_later(handoff_t *h) {
 
 static void test_handler_hands_request_on(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(NO_SYMLINKS);
   put("f", "x", 1);
   assert_int_equal(symlink("f", at("l")), 0);
   handoff_t h = {.f = f, .link = at("l")};
@@ -487,6 +510,7 @@ static void scenario_readlink(run_t *r) {
 
 static void test_readlink_enomem(void **state) {
   (void)state;
+  SKIP_ON_WINDOWS(NO_SYMLINKS);
   snprintf(tmp, sizeof(tmp), "/tmp/uvp-test-fs-XXXXXX");
   assert_non_null(mkdtemp(tmp));
   put("f", "abc", 3);

@@ -41,7 +41,8 @@ static void test_read_file(void **state) {
   expect(f, uvp_fs_read_file(f->ctx, at("missing"), 0, &p), &p, UV_ENOENT);
   assert_int_equal(mkdir(at("dir"), 0755), 0);
   expect(f, uvp_fs_read_file(f->ctx, at("dir"), 0, &p), &p, UV_EISDIR);
-  expect(f, uvp_fs_read_file(f->ctx, at("big/x"), 0, &p), &p, UV_ENOTDIR);
+  expect(f, uvp_fs_read_file(f->ctx, at("big/x"), 0, &p), &p,
+         UV_ENOTDIR_THROUGH_FILE);
 
   /* procfs reports size 0: the file ends where a read returns 0, and the
    * limit is enforced while reading. */
@@ -83,7 +84,7 @@ static void test_write_file(void **state) {
   uvp_promise_release(p);
   struct stat st;
   assert_int_equal(stat(at("big"), &st), 0);
-  assert_int_equal(st.st_mode & 07777, 0644); /* umask 022 */
+  assert_int_equal(st.st_mode & 07777, MODE_SHOWN(0644)); /* umask 022 */
   size_t len;
   char *disk = get(at("big"), &len);
   assert_int_equal(len, SIZE);
@@ -109,7 +110,8 @@ static void test_write_file(void **state) {
          UV_ENOENT);
   assert_int_equal(mkdir(at("dir"), 0755), 0);
   expect(f, uvp_fs_write_file(f->ctx, at("dir"), "a", 1, &p), &p, UV_EISDIR);
-  expect(f, uvp_fs_write_file(f->ctx, at("big/x"), "a", 1, &p), &p, UV_ENOTDIR);
+  expect(f, uvp_fs_write_file(f->ctx, at("big/x"), "a", 1, &p), &p,
+         UV_ENOTDIR_THROUGH_FILE);
   assert_int_equal(count_fds(), fds);
 
   /* Round trip through both wrappers. */
@@ -129,6 +131,7 @@ static void test_write_file(void **state) {
  * pread and pwrite would fail with ESPIPE. */
 static void test_fifo(void **state) {
   fixture_t *f = *state;
+  SKIP_ON_WINDOWS(NO_FIFOS);
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   int fds = count_fds();
   int mine = open(at("fifo"), O_RDWR); /* uvp's open need not wait */

@@ -394,8 +394,14 @@ static void count_reports(fixture_t *f) {
 enum { SRV_SLOW_MS = 10000, SRV_CONCURRENT = 100 };
 
 /* The request must arrive within it: a burst of SRV_CONCURRENT connects
- * took the member 3 ms natively, 30 ms under valgrind. */
+ * took the member 3 ms natively, 30 ms under valgrind; under wine, on a
+ * loaded machine, over 100 ms at times (the member's read was cut, and its
+ * client saw the connection reset). */
+#if defined(_WIN32)
+#define SRV_DEADLINE_MS 300
+#else
 #define SRV_DEADLINE_MS (RUNNING_ON_VALGRIND ? 300 : 100)
+#endif
 
 typedef struct server_s {
   uvp_ctx_t *ctx;

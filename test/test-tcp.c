@@ -504,7 +504,15 @@ static void test_read_chunk_then_eof(void **state) {
   assert_int_equal(uvp_tcp_new(f->ctx, &r.t), 0);
   uvp_promise_t *c, *w, *rd;
   assert_int_equal(uvp_tcp_connect(r.t, (struct sockaddr *)&a, &c), 0);
+#if defined(_WIN32)
+  /* libuv for Windows refuses a write while the connect is in flight
+   * (io.h, uvp_tcp_write): the write waits for the connect there. */
+  assert_int_equal(uvp_tcp_write(r.t, "ping", 4, &w), UV_EPIPE);
+  run_until_settled(f, c);
+  assert_int_equal(uvp_tcp_write(r.t, "ping", 4, &w), 0);
+#else
   assert_int_equal(uvp_tcp_write(r.t, "ping", 4, &w), 0); /* queued */
+#endif
   run_until_settled(f, w);
   assert_int_equal(uvp_promise_state(c), UVP_FULFILLED);
   assert_int_equal(uvp_promise_state(w), UVP_FULFILLED);
@@ -1161,8 +1169,13 @@ static void test_write_full_refused(void **state) {
   assert_int_equal(uvp_tcp_write_full(NULL, b, 8, buf_release, &w), UV_EINVAL);
   assert_int_equal(uvp_tcp_new(f->ctx, &t), 0);
   assert_int_equal(uvp_tcp_write_full(t, b, 8, buf_release, NULL), UV_EINVAL);
-  /* libuv refuses a write on a stream never connected. */
+  /* libuv refuses a write on a stream never connected: for Unix, its
+   * descriptor is not open yet; for Windows, the stream is not writable. */
+#if defined(_WIN32)
+  assert_int_equal(uvp_tcp_write_full(t, b, 8, buf_release, &w), UV_EPIPE);
+#else
   assert_int_equal(uvp_tcp_write_full(t, b, 8, buf_release, &w), UV_EBADF);
+#endif
   assert_int_equal(uvp_tcp_close(t), 0);
   run_loop(f);
   assert_null(w);

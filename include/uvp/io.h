@@ -393,7 +393,10 @@ UVP_EXTERN int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
  * (uv_try_write) and what did not fit is queued; a small write therefore
  * often returns a promise already fulfilled, whose handlers still run
  * later, from the loop.  Writes go out in the order they were made.  A
- * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL.
+ * NULL buf with len > 0, or len over UINT_MAX, is UV_EINVAL.  A write
+ * made while the connect is pending waits for it with libuv for Unix;
+ * libuv for Windows refuses it (UV_EPIPE): write once the connect has
+ * fulfilled.
  * A peer gone (its system answered an earlier write with a reset): the
  * next write raises SIGPIPE, whose default action ends the process.  uvp
  * writes as libuv does (write(2), no MSG_NOSIGNAL), and neither changes

@@ -164,6 +164,16 @@ static inline int mkfifo(const char *path, int mode) {
   return -1;
 }
 
+static inline char *strndup(const char *s, size_t n) {
+  size_t len = strnlen(s, n);
+  char *d = malloc(len + 1);
+  if (d != NULL) {
+    memcpy(d, s, len);
+    d[len] = '\0';
+  }
+  return d;
+}
+
 /* open_memstream, as the tests use it: the text is there once the stream
  * is closed (fclose is this file's while a memstream is open). */
 static struct {
