@@ -39,8 +39,8 @@ int main(int argc, char **argv) {
     if (uvp_tracectx_get(ctx, &tc, &ts) != 0)
       continue;
     uvp_span_t s;
-    if (uvp_span_begin(ctx, &s, "GET http://127.0.0.1/x", UVP_SPAN_CLIENT,
-                       NULL, 0) != 0 ||
+    if (uvp_span_begin(ctx, &s, "GET http://127.0.0.1/x", UVP_SPAN_CLIENT, NULL,
+                       0) != 0 ||
         uvp_tracectx_format(&s.tc, tp) != 0)
       return 1;
     sum += tp[40];
