@@ -262,7 +262,8 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   l->dst = dst;
   l->src_gone = src == NULL; /* posted calls: no caller's state */
   if (src != NULL)
-    snprintf(l->from, sizeof(l->from), "from context %p", (void *)src);
+    snprintf(l->from, sizeof(l->from), "from context " UVP__PTR,
+             UVP__PTRV(src));
   else
     snprintf(l->from, sizeof(l->from), "posted from a thread");
   *rc = 0;

@@ -243,12 +243,15 @@ static void text_rec(writer_t *wr, size_t i) {
   case UVP__R_CALL_OUT:
   case UVP__R_CALL_IN: {
     char buf[160];
-    snprintf(buf, sizeof(buf),
-             r->type == UVP__R_CALL_OUT
-                 ? "call %p.%llu into context %p (promise %p)"
-                 : "call %p.%llu from context %p runs (work %p)",
-             r->type == UVP__R_CALL_OUT ? (const void *)wr->ctx : r->c,
-             (unsigned long long)(uintptr_t)r->b, r->c, r->a);
+    snprintf(
+        buf, sizeof(buf),
+        r->type == UVP__R_CALL_OUT
+            ? "call " UVP__PTR ".%llu into context " UVP__PTR
+              " (promise " UVP__PTR ")"
+            : "call " UVP__PTR ".%llu from context " UVP__PTR
+              " runs (work " UVP__PTR ")",
+        UVP__PTRV(r->type == UVP__R_CALL_OUT ? (const void *)wr->ctx : r->c),
+        (unsigned long long)(uintptr_t)r->b, UVP__PTRV(r->c), UVP__PTRV(r->a));
     outs(wr, buf);
     break;
   }
