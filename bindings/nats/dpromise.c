@@ -16,11 +16,13 @@
  * An await (create or await) is a record of work in flight of its own
  * and a watch of the key (kv.c's, with a callback): the watch hands it
  * the record as it is, then each write; a completed record settles the
- * promise.  While the record is pending, a timer waits for its timeout
- * (wall clock: the record says when in ms since the epoch), then
- * completes it as timed out, and the watch brings the outcome, whoever
- * won.  The await's memory goes with its timer's close callback, once
- * the ops it started (the create, a timeout's completion) are over. */
+ * promise.  A watch that catches up without the record may be behind
+ * it (dw_read): a read decides.  While the record is pending, a timer
+ * waits for its timeout (wall clock: the record says when in ms since
+ * the epoch), then completes it as timed out, and the watch brings the
+ * outcome, whoever won.  The await's memory goes with its timer's
+ * close callback, once the ops it started (the create, a read, a
+ * timeout's completion) are over. */
 #include "js-internal.h"
 
 static const char *const state_names[] = {"PENDING", "RESOLVED", "REJECTED",
@@ -388,7 +390,7 @@ typedef struct dwait_s {
   uvp_nats_kv_watch_t *w;
   uv_timer_t timer;
   uint64_t timeout; /* the record's, ms since the epoch; 0: unknown */
-  bool seen;        /* the watch handed a record */
+  bool seen;        /* the watch (or a read) handed a record */
   bool waiting;     /* counted in the connection's waits */
   size_t refs;      /* the await's, and the op's in flight */
 } dwait_t;
@@ -465,13 +467,31 @@ static int dw_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
 static const uvp_inflight_class_t dw_class = {"JetStream", on_dw_cancel,
                                               dw_describe, UVP_INFLIGHT_IDLE};
 
-static void dw_timeout_start(dwait_t *dw);
+static void dw_op_start(dwait_t *dw, int kind);
 
-static void on_dw_timer(uv_timer_t *t) { dw_timeout_start(t->data); }
+/* Due: the record's timeout, or a read again (the record not seen). */
+static void on_dw_timer(uv_timer_t *t) {
+  dwait_t *dw = t->data;
+  dw_op_start(dw, dw->seen ? K_TIMEOUT : K_GET);
+}
 
 static void dw_arm_at(dwait_t *dw, uint64_t unix_ms) {
   uint64_t now = uvp_nats__js_unix_ms();
   uv_timer_start(&dw->timer, on_dw_timer, unix_ms > now ? unix_ms - now : 1, 0);
+}
+
+/* A record of the key, the watch's or a read's: a completed one settles
+ * the await, a pending one arms the timer for its timeout. */
+static void dw_record(dwait_t *dw, uvp_nats_dpromise_t *r) {
+  dw->seen = true;
+  if (r->state != UVP_NATS_DPROMISE_PENDING) {
+    dw_end(dw, outcome_of(r), r);
+    return;
+  }
+  dw->timeout = r->timeout;
+  free(r);
+  if (dw->op == NULL)
+    dw_arm_at(dw, dw->timeout);
 }
 
 /* The watch hands the record as it is, then each write. */
@@ -485,12 +505,11 @@ static void dw_see(void *owner, uvp_nats_kv_entry_t *e, int rc) {
     dw_end(dw, rc, NULL);
     return;
   }
-  if (e == NULL) { /* caught up: with no record, there is none */
+  if (e == NULL) { /* caught up: with no record, maybe there is none */
     if (!dw->seen)
-      dw_end(dw, UV_ENOENT, NULL);
+      dw_op_start(dw, K_GET);
     return;
   }
-  dw->seen = true;
   uvp_nats_dpromise_t *r = NULL;
   rc = e->op == UVP_NATS_KV_PUT ? record_of(e, &r, NULL) : UV_ENOENT;
   free(e);
@@ -498,14 +517,7 @@ static void dw_see(void *owner, uvp_nats_kv_entry_t *e, int rc) {
     dw_end(dw, rc, NULL);
     return;
   }
-  if (r->state != UVP_NATS_DPROMISE_PENDING) {
-    dw_end(dw, outcome_of(r), r);
-    return;
-  }
-  dw->timeout = r->timeout;
-  free(r);
-  if (dw->op == NULL)
-    dw_arm_at(dw, dw->timeout);
+  dw_record(dw, r);
 }
 
 static void dw_op_free(void *arg) { dw_release(arg); }
@@ -528,19 +540,45 @@ static void timed_out(js_op_t *op, int rc, void *value, uvp_free_cb vfree) {
     dw_arm_at(dw, uvp_nats__js_unix_ms() + 1000);
 }
 
-/* Past its timeout: complete it as timed out (unless another did). */
-static void dw_timeout_start(dwait_t *dw) {
+/* A read of the record, for a watch that caught up without it: its
+ * consumer, made on a replica behind the stream's leader (one made
+ * during a leader change), may not have it yet.  Found, it counts as the
+ * watch's; none, an await's rejects (UV_ENOENT), a create's waits for
+ * the watch (the record is there: this call wrote it, or found it);
+ * failed, read again in a second. */
+static void dw_read(js_op_t *op, int rc, void *value, uvp_free_cb vfree) {
+  dwait_t *dw = ((dop_t *)op->data)->dw;
+  dw->op = NULL;
+  if (dw->p == NULL || dw->seen) { /* the watch brought it meanwhile */
+    if (vfree != NULL)
+      vfree(value);
+    if (dw->p != NULL)
+      dw_arm_at(dw, dw->timeout);
+    return;
+  }
+  if (rc == 0)
+    dw_record(dw, value);
+  else if (rc == UV_ENOENT && dw->create == NULL)
+    dw_end(dw, UV_ENOENT, NULL);
+  else if (rc != UV_ENOENT)
+    dw_arm_at(dw, uvp_nats__js_unix_ms() + 1000);
+}
+
+/* A read (K_GET) of the record, or, past its timeout (K_TIMEOUT), its
+ * completion as timed out (unless another did). */
+static void dw_op_start(dwait_t *dw, int kind) {
   if (dw->p == NULL || dw->op != NULL)
     return;
   js_op_t *op;
-  if (dop_new(dw->js, dw->bucket, dw->id, K_TIMEOUT, "timeout", __FILE__,
-              __LINE__, &op) != 0) {
+  if (dop_new(dw->js, dw->bucket, dw->id, kind,
+              kind == K_GET ? "read" : "timeout", __FILE__, __LINE__,
+              &op) != 0) {
     dw_arm_at(dw, uvp_nats__js_unix_ms() + 1000);
     return;
   }
   ((dop_t *)op->data)->dw = dw;
   dw->refs++;
-  op->done = timed_out;
+  op->done = kind == K_GET ? dw_read : timed_out;
   dw->op = op;
   if (dop_start(op, NULL) != 0) { /* the op is gone, its data_free ran */
     dw->op = NULL;
