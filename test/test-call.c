@@ -751,26 +751,32 @@ static void started(void *arg, int code, void *value, uvp_free_cb free_cb) {
   uv_sem_post(arg);
 }
 
+/* Two targets, a and b, each running `start` on its own loop thread (with
+ * 0 and 1: which of peer_of it is), back once both have. */
+static void start_pair(target_t *a, target_t *b, uvp_call_fn start) {
+  target_start(a);
+  target_start(b);
+  cur = a;
+  peer_of[0] = a;
+  peer_of[1] = b;
+  uv_sem_t sem;
+  assert_int_equal(uv_sem_init(&sem, 0), 0);
+  assert_int_equal(uvp_call_post(a->ctx, start, (void *)0, NULL, started, &sem),
+                   0);
+  assert_int_equal(uvp_call_post(b->ctx, start, (void *)1, NULL, started, &sem),
+                   0);
+  uv_sem_wait(&sem);
+  uv_sem_wait(&sem);
+  uv_sem_destroy(&sem);
+}
+
 static void test_both_close_at_once(void **state) {
   (void)state;
   for (int round = 0; round < 20; round++) {
     setup_target();
     started_calls = 0;
     target_t a, b;
-    target_start(&a);
-    target_start(&b);
-    cur = &a;
-    peer_of[0] = &a;
-    peer_of[1] = &b;
-    uv_sem_t sem;
-    assert_int_equal(uv_sem_init(&sem, 0), 0);
-    assert_int_equal(
-        uvp_call_post(a.ctx, start_calls, (void *)0, NULL, started, &sem), 0);
-    assert_int_equal(
-        uvp_call_post(b.ctx, start_calls, (void *)1, NULL, started, &sem), 0);
-    uv_sem_wait(&sem);
-    uv_sem_wait(&sem);
-    uv_sem_destroy(&sem);
+    start_pair(&a, &b, start_calls);
     /* Both close now, their calls to each other in flight both ways. */
     uv_async_send(&a.stop);
     uv_async_send(&b.stop);
@@ -832,20 +838,7 @@ static void test_both_close_following(void **state) {
     started_calls = 0;
     followed = 0;
     target_t a, b;
-    target_start(&a);
-    target_start(&b);
-    cur = &a;
-    peer_of[0] = &a;
-    peer_of[1] = &b;
-    uv_sem_t sem;
-    assert_int_equal(uv_sem_init(&sem, 0), 0);
-    assert_int_equal(
-        uvp_call_post(a.ctx, start_follows, (void *)0, NULL, started, &sem), 0);
-    assert_int_equal(
-        uvp_call_post(b.ctx, start_follows, (void *)1, NULL, started, &sem), 0);
-    uv_sem_wait(&sem);
-    uv_sem_wait(&sem);
-    uv_sem_destroy(&sem);
+    start_pair(&a, &b, start_follows);
     assert_int_equal(started_calls, 40);
     uint64_t t0 = uv_hrtime();
     while (followed < 40 && uv_hrtime() - t0 < 10000000000ull)
