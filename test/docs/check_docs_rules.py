@@ -5,7 +5,7 @@
   CHANGELOG.md, DEVELOPERS.md or docs/: a reader has no issue tracker, so
   a document says what changed and why;
 * README.md at most 250 lines: the first page a newcomer reads whole;
-* the internals, once in chapters (docs/internals/): its overview at most
+* the internals, in chapters (docs/internals/): its overview.md at most
   200 lines, each chapter at most 600, so that each reads in one sitting.
 
     check_docs_rules.py SOURCE_ROOT
@@ -19,7 +19,7 @@ import sys
 root = sys.argv[1] if len(sys.argv) > 1 else "."
 ISSUE = re.compile(r"\bissues?\s+#?\d+", re.I)
 LIMITS = {"README.md": 250}
-OVERVIEW = "docs/internals/README.md"
+OVERVIEW = "docs/internals/overview.md"
 
 
 def rel_files():
