@@ -8,7 +8,8 @@ link.  Line for line, so that Doxygen's warnings keep their line numbers.
 
 * A heading's inline code loses its backquotes: Doxygen 1.9.4 escapes any
   markup in a section title, so `## A fiber: `await` in C` would show a
-  literal <tt>await</tt>.
+  literal <tt>await</tt>.  Its `--` (an option) becomes `\--`, which
+  Doxygen writes as two dashes, not as a dash.
 * A link to a header of include/ (`[the reference](../include/uvp.h)`)
   becomes a link to that header's page (`@ref uvp.h`): Doxygen would
   keep the relative path, which leads out of the site.
@@ -81,7 +82,9 @@ def main():
                 fence = None
         elif line.lstrip(" ").startswith("#") and re.match(r"^ {0,3}#{1,6} ",
                                                            line):
-            line = line.replace("`", "")
+            # Its code is text now, where Doxygen would make `--` a dash:
+            # \-- writes the two dashes (## Durable jobs (uvp-fanout --durable)).
+            line = line.replace("`", "").replace("--", "\\--")
         else:
             line = LINK.sub(link, line)
         out.append(line)

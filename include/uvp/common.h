@@ -23,11 +23,11 @@ extern "C" {
  * @{ */
 /** Version of this header (uvp_version: of the library linked). */
 #define UVP_VERSION_MAJOR 0
-#define UVP_VERSION_MINOR 2
+#define UVP_VERSION_MINOR 3
 #define UVP_VERSION_PATCH 0
 #define UVP_VERSION_HEX                                                        \
   ((UVP_VERSION_MAJOR << 16) | (UVP_VERSION_MINOR << 8) | UVP_VERSION_PATCH)
-#define UVP_VERSION_STRING "0.2.0"
+#define UVP_VERSION_STRING "0.3.0"
 /** @} */
 
 #if defined(_WIN32)

@@ -232,7 +232,7 @@ typedef struct uvp_dump_opts_s {
 UVP_EXTERN int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts);
 /** @} */
 
-/** Deprecated (0.2.1; goes at the next soname): uvp_ctx_dump_tasks with
+/** Deprecated (0.3.0; goes at the next soname): uvp_ctx_dump_tasks with
  * the flag UVP_DUMP_PROMISES to `stream`, which it calls, with its returns
  * and errors. */
 UVP_EXTERN int uvp_ctx_dump_pending(uvp_ctx_t *ctx, FILE *stream);

@@ -142,7 +142,7 @@ UVP_EXTERN int uvp_deadline_shield_at(uvp_ctx_t *ctx, uint64_t ms,
  * UVP_NO_DEADLINE; UVP_NO_DEADLINE for NULL. */
 UVP_EXTERN uint64_t uvp_deadline_left(const uvp_ctx_t *ctx);
 
-/** Deprecated (0.2.1; goes at the next soname): uvp_inflight_start does
+/** Deprecated (0.3.0; goes at the next soname): uvp_inflight_start does
  * this and the rest.  For a library that produces promises of its own (a
  * binding): p, pending, with a cancel hook that stops its work, is watched
  * by the current

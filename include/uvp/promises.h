@@ -136,7 +136,7 @@ UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
  * formed.  Called on the loop thread, inside uvp_ctx_dump_tasks. */
 typedef int (*uvp_describe_cb)(void *arg, char *buf, size_t cap);
 
-/** Deprecated (0.2.1; goes at the next soname): uvp_inflight_start does
+/** Deprecated (0.3.0; goes at the next soname): uvp_inflight_start does
  * this and the rest.  uvp_promise_set_cancel_full for a promise a library
  * produces (a binding: an HTTP transfer), which also says what p waits for
  * while pending: in
