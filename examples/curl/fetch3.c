@@ -4,32 +4,34 @@
 #include <stdio.h>
 #include <uvp-curl.h>
 
-int main(int argc, char **argv) {
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
+static uvp_ret_t fetch3(uvp_ctx_t *ctx, void *arg) {
+  char **urls = arg;
   uvp_curl_t *curl;
   uvp_promise_t *p[3] = {NULL}, *all = NULL;
-  if (argc != 4 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_curl_new(ctx, &curl))
-    return 2;
+  uvp_outcome_t o;
+  int rc = uvp_curl_new(ctx, &curl);
+  if (rc != 0)
+    return uvp_ret_reject(rc, NULL, NULL);
   for (int i = 0; i < 3; i++)
-    uvp_curl_get(curl, argv[i + 1], &p[i]);
-  uvp_promise_all_settled_ex(ctx, p, 3, UVP_TAKE_INPUTS, &all); /* takes p */
-  uv_run(&loop, UV_RUN_DEFAULT); /* until the three transfers are done */
-
-  const uvp_settled_list_t *l = uvp_promise_value(all);
-  for (int i = 0; i < 3; i++) {
+    uvp_curl_get(curl, urls[i], &p[i]);
+  rc = uvp_await_take(/* takes p; until the three transfers are done */
+                      uvp_promise_all_settled_ex(ctx, p, 3, UVP_TAKE_INPUTS,
+                                                 &all),
+                      &all, &o);
+  const uvp_settled_list_t *l = o.value;
+  for (int i = 0; rc == 0 && i < 3; i++) {
     const uvp_curl_response_t *res = l->items[i].value; /* if fulfilled */
     const uvp_curl_error_t *err = l->items[i].value;    /* if rejected */
     if (l->items[i].status == 0)
-      printf("%s: HTTP %ld, %zu bytes\n", argv[i + 1], res->status, res->bytes);
+      printf("%s: HTTP %ld, %zu bytes\n", urls[i], res->status, res->bytes);
     else
-      printf("%s: %s (%s)\n", argv[i + 1],
-             uvp_curl_err_name(l->items[i].status), err->message);
+      printf("%s: %s (%s)\n", urls[i], uvp_curl_err_name(l->items[i].status),
+             err->message);
   }
-  uvp_promise_release(all);
   uvp_curl_close(curl);
-  uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* the handles' close callbacks */
-  return uv_loop_close(&loop);   /* 0: nothing left behind */
+  return rc == 0 ? uvp_ret_pass() : uvp_ret_reject(rc, NULL, NULL);
+}
+
+int main(int argc, char **argv) {
+  return argc == 4 ? uvp_main_run(fetch3, argv + 1, NULL) : 2;
 }
