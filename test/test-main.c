@@ -85,6 +85,10 @@ static void test_adopt(void **state) {
 
 /* ---- signals ----------------------------------------------------------- */
 
+/* Windows: libuv hears Ctrl-C from the console, which a test cannot press
+ * for itself (raise is the C runtime's, and uv_kill ends the process): the
+ * signals' tests skip there, saying so, and the rest run. */
+#if !defined(_WIN32)
 /* Sends signo to this process, awaits something long (10 s), records what
  * the await says and why, then cleans up: a shielded short wait. */
 static uvp_ret_t cut_by(uvp_ctx_t *ctx, void *arg) {
@@ -126,6 +130,7 @@ static void expect_cut(int signo, const char *name) {
   assert_string_equal(seen.why, want);
   assert_true(seen.cleaned); /* the program waited for the cleanup */
 }
+#endif
 
 static void test_sigint_cuts(void **state) {
   (void)state;
@@ -203,6 +208,7 @@ static void test_second_signal(void **state) {
 #endif
 }
 
+#if !defined(_WIN32)
 /* Signals off: a SIGINT handler of the program's own is left alone. */
 static volatile sig_atomic_t own_handler_ran;
 static void own_handler(int signo) {
@@ -218,6 +224,7 @@ static uvp_ret_t raise_and_wait(uvp_ctx_t *ctx, void *arg) {
   seen.rc = uvp_await_take(uvp_delay(ctx, 20, NULL, NULL, 0, &d), &d, NULL);
   return uvp_ret_pass();
 }
+#endif
 
 static void test_no_signals(void **state) {
   (void)state;
