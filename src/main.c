@@ -268,7 +268,7 @@ static int teardown(main_t *m) {
   uv_run(&m->loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(&m->loop);
   if (rc != 0)
-    return say(rc, "uv_loop_close: a request of the program's never ended");
+    return say(rc, "uv_loop_close: something is left in the loop");
   return 0;
 }
 

@@ -168,8 +168,10 @@ typedef struct uvp_main_opts_s {
  * uvp_ctx_set_fiber_mode refuses), UVP_EINFIBER (called on a fiber),
  * UV_ENOMEM, an error of uv_loop_init, uvp_ctx_new or uv_signal_start;
  * and, after the job ran, UV_EBUSY when uv_loop_close still found
- * something in the loop (a request of the program's own that never
- * ends: the line on stderr says so). */
+ * something in the loop after the last run (the line on stderr says so).
+ * A libuv request of the program's own that never completes (nothing can
+ * cut one: a read of a terminal through uv_fs_read, say) keeps that last
+ * run waiting, as it keeps any uv_run. */
 #define uvp_main_run(...) uvp_main_run_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_main_run_at(uvp_main_fn fn, void *arg,
                                const uvp_main_opts_t *opts, const char *file,
