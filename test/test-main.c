@@ -296,6 +296,60 @@ static void test_stuck(void **state) {
   assert_int_equal(seen.rc, UVP_ECLOSED); /* resumed by the teardown */
 }
 
+/* What uvp_main_run says on stderr: the handles left open, a rejection
+ * with what cut it, and nothing with UVP_MAIN_QUIET. */
+static int deadline_line;
+
+/* The job: a 10 s delay under a deadline of 10 ms, which cuts it. */
+static int past_deadline(uvp_ctx_t *ctx, void *arg, uvp_promise_t **out) {
+  (void)arg;
+  deadline_line = __LINE__ + 1;
+  int rc = uvp_deadline_set(ctx, 10);
+  return rc != 0 ? rc : uvp_delay(ctx, 10000, NULL, NULL, 0, out);
+}
+
+#if !defined(_WIN32)
+static void say_child(int fd) {
+  uvp_main_opts_t quiet = {.flags = UVP_MAIN_QUIET};
+  int said[4] = {uvp_main_run(careless, NULL, NULL),
+                 uvp_main_run_promise(past_deadline, NULL, NULL),
+                 uvp_main_run_promise(past_deadline, NULL, &quiet),
+                 deadline_line}; /* this process's: the parent's is 0 */
+  if (write(fd, said, sizeof(said)) != (ssize_t)sizeof(said))
+    _exit(1);
+}
+#endif
+
+static void test_what_it_says(void **state) {
+  (void)state;
+#if defined(_WIN32)
+  SKIP_BECAUSE("no fork on Windows to read the child's stderr");
+#else
+  char err[2048], want[256];
+  int status[4];
+  int fd;
+  int ws = test_in_child(say_child, &fd, err, sizeof(err));
+  assert_true(WIFEXITED(ws));
+  assert_int_equal(WEXITSTATUS(ws), 0);
+  assert_int_equal(read(fd, status, sizeof(status)), sizeof(status));
+  close(fd);
+  assert_int_equal(status[0], 0);
+  assert_int_equal(status[1], 1);
+  assert_int_equal(status[2], 1);
+  const char *left = "uvp_main_run: the program left 1 libuv handle open "
+                     "(timer): closed at exit\n";
+  assert_non_null(strstr(err, left));
+  snprintf(want, sizeof(want),
+           "uvp_main_run: the job rejected: ETIMEDOUT (%s); cut: deadline "
+           "10 ms set at %s:%d\n",
+           uvp_strerror(UV_ETIMEDOUT), __FILE__, status[3]);
+  const char *said = strstr(err, want);
+  assert_non_null(said);
+  /* Once only: the quiet run said nothing. */
+  assert_null(strstr(said + strlen(want), "the job rejected"));
+#endif
+}
+
 /* ---- the promise form -------------------------------------------------- */
 
 static int start_delay(uvp_ctx_t *ctx, void *arg, uvp_promise_t **out) {
@@ -439,6 +493,7 @@ int main(void) {
       cmocka_unit_test(test_no_signals),
       cmocka_unit_test(test_teardown_cuts_the_rest),
       cmocka_unit_test(test_stuck),
+      cmocka_unit_test(test_what_it_says),
       cmocka_unit_test(test_promise_form),
       cmocka_unit_test(test_promise_form_signal),
       cmocka_unit_test(test_misuse),
