@@ -298,6 +298,7 @@ static void test_stuck(void **state) {
 
 /* What uvp_main_run says on stderr: the handles left open, a rejection
  * with what cut it, and nothing with UVP_MAIN_QUIET. */
+#if !defined(_WIN32)
 static int deadline_line;
 
 /* The job: a 10 s delay under a deadline of 10 ms, which cuts it. */
@@ -308,7 +309,6 @@ static int past_deadline(uvp_ctx_t *ctx, void *arg, uvp_promise_t **out) {
   return rc != 0 ? rc : uvp_delay(ctx, 10000, NULL, NULL, 0, out);
 }
 
-#if !defined(_WIN32)
 static void say_child(int fd) {
   uvp_main_opts_t quiet = {.flags = UVP_MAIN_QUIET};
   int said[4] = {uvp_main_run(careless, NULL, NULL),
