@@ -16,6 +16,8 @@
  *   uvp/io.h        libuv operations: files, TCP, DNS, work, processes
  *   uvp/debug.h     task dumps, async traces, counters
  *   uvp/calls.h     calls between loops (one loop per core)
+ *   uvp/tracing.h   W3C trace context and spans
+ *   uvp/main.h      a main for programs that own nothing yet
  * @endverbatim
  * Include uvp.h; an area header alone also compiles (each includes what
  * it needs), for a file that uses one area only.
@@ -25,7 +27,8 @@
  * ---------------------------------------------------------------------------
  *
  *  - A context (uvp_ctx_t) is created over an existing loop.  uvp never
- *    creates, runs or stops the loop.  Every promise belongs to exactly one
+ *    creates, runs or stops the loop, but for a program that hands it its
+ *    whole life: uvp_main_run makes the loop, runs it and closes it.  Every promise belongs to exactly one
  *    context; contexts on different loops are fully independent.
  *
  *  - A promise is pending, then settles once: fulfilled with a value, or
@@ -144,6 +147,7 @@
 #include "uvp/debug.h"
 #include "uvp/calls.h"
 #include "uvp/tracing.h"
+#include "uvp/main.h"
 /* clang-format on */
 
 #endif /* UVP_H */

@@ -16,7 +16,7 @@ static uvp__cause_t fallback[] = {
     STATIC_CAUSE(UVP_CAUSE_PROGRAM), STATIC_CAUSE(UVP_CAUSE_DEADLINE),
     STATIC_CAUSE(UVP_CAUSE_GROUP),   STATIC_CAUSE(UVP_CAUSE_SIBLING),
     STATIC_CAUSE(UVP_CAUSE_LOSER),   STATIC_CAUSE(UVP_CAUSE_CLOSE),
-    STATIC_CAUSE(UVP_CAUSE_BINDING)};
+    STATIC_CAUSE(UVP_CAUSE_BINDING), STATIC_CAUSE(UVP_CAUSE_SIGNAL)};
 
 uvp__cause_t *uvp__cause_new(const uvp_cause_t *proto, uvp_free_cb data_free) {
   size_t len = proto->message != NULL ? strlen(proto->message) + 1 : 0;
@@ -112,6 +112,12 @@ int uvp_cause_format(const uvp_cause_t *c, char *buf, size_t cap) {
                     f, c->line, pf, c->peer_line);
   case UVP_CAUSE_CLOSE:
     return snprintf(buf, cap, "context closed (uvp_ctx_close)");
+  case UVP_CAUSE_SIGNAL:
+    if (c->file == NULL)
+      return snprintf(buf, cap, "%s received",
+                      c->message != NULL ? c->message : "a signal");
+    return snprintf(buf, cap, "%s received (uvp_main_run at %s:%d)",
+                    c->message != NULL ? c->message : "a signal", f, c->line);
   case UVP_CAUSE_BINDING:
     return snprintf(buf, cap, "%s",
                     c->message != NULL ? c->message : "cancelled by a binding");

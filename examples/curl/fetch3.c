@@ -4,32 +4,31 @@
 #include <stdio.h>
 #include <uvp-curl.h>
 
-int main(int argc, char **argv) {
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
+static uvp_ret_t fetch3(uvp_ctx_t *ctx, void *arg) {
+  char **urls = arg;
   uvp_curl_t *curl;
   uvp_promise_t *p[3] = {NULL}, *all = NULL;
-  if (argc != 4 || uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_curl_new(ctx, &curl))
-    return 2;
+  uvp_outcome_t o;
+  if (uvp_curl_new(ctx, &curl) != 0)
+    return uvp_ret_reject(UV_ENOMEM, NULL, NULL);
   for (int i = 0; i < 3; i++)
-    uvp_curl_get(curl, argv[i + 1], &p[i]);
-  uvp_promise_all_settled_ex(ctx, p, 3, UVP_TAKE_INPUTS, &all); /* takes p */
-  uv_run(&loop, UV_RUN_DEFAULT); /* until the three transfers are done */
-
-  const uvp_settled_list_t *l = uvp_promise_value(all);
-  for (int i = 0; i < 3; i++) {
+    uvp_curl_get(curl, urls[i], &p[i]);
+  uvp_await_take(uvp_promise_all_settled_ex(ctx, p, 3, UVP_TAKE_INPUTS, &all),
+                 &all, &o); /* takes p; until the three transfers are done */
+  const uvp_settled_list_t *l = o.value; /* NULL if it could not start */
+  for (int i = 0; l != NULL && i < 3; i++) {
     const uvp_curl_response_t *res = l->items[i].value; /* if fulfilled */
     const uvp_curl_error_t *err = l->items[i].value;    /* if rejected */
     if (l->items[i].status == 0)
-      printf("%s: HTTP %ld, %zu bytes\n", argv[i + 1], res->status, res->bytes);
+      printf("%s: HTTP %ld, %zu bytes\n", urls[i], res->status, res->bytes);
     else
-      printf("%s: %s (%s)\n", argv[i + 1],
-             uvp_curl_err_name(l->items[i].status), err->message);
+      printf("%s: %s (%s)\n", urls[i], uvp_curl_err_name(l->items[i].status),
+             err->message);
   }
-  uvp_promise_release(all);
   uvp_curl_close(curl);
-  uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* the handles' close callbacks */
-  return uv_loop_close(&loop);   /* 0: nothing left behind */
+  return uvp_ret_pass();
+}
+
+int main(int argc, char **argv) { /* the loop, the context, the teardown */
+  return argc == 4 ? uvp_main_run(fetch3, argv + 1, NULL) : 2;
 }

@@ -4,9 +4,7 @@
 #include <sys/stat.h>
 #include <uvp.h>
 
-static uvp_ctx_t *ctx;
-
-static uvp_ret_t check_paths(void *arg) {
+static uvp_ret_t check_paths(uvp_ctx_t *ctx, void *arg) {
   const char *const *paths = arg;
   uvp_promise_t *st[2];
   int started[2];
@@ -28,13 +26,7 @@ static uvp_ret_t check_paths(void *arg) {
 
 int main(void) {
   static const char *const paths[] = {"/", "/no/such/file"};
-  uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
-    return 1;
-  if (uvp_fiber_spawn(ctx, check_paths, (void *)paths, NULL, NULL) != 0)
-    return 1;                    /* NULL: nobody awaits the fiber's promise */
-  uv_run(&loop, UV_RUN_DEFAULT); /* until the fiber has returned */
-  uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
-  return uv_loop_close(&loop);   /* 0: nothing left behind */
+  /* The loop, the context and Ctrl-C made, the fiber run to its end, all
+   * torn down: 0 once it has returned (130 if Ctrl-C cut it). */
+  return uvp_main_run(check_paths, (void *)paths, NULL);
 }

@@ -14,12 +14,10 @@ static uvp_ret_t on_error(void *arg, const uvp_outcome_t *in) {
   return uvp_ret_value(NULL, NULL); /* handled: the chain goes on */
 }
 
-int main(void) {
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
+static int start(uvp_ctx_t *ctx, void *arg, uvp_promise_t **out) {
   uvp_promise_t *quick, *slow, *bounded, *p;
-  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
-    return 1;
+  (void)arg;
+  (void)out; /* no promise to wait for: the program ends with the loop's work */
 
   /* Promises that fulfil after 10 ms and 1000 ms; the second is bounded
    * by a 100 ms timeout, which cancels it (its timer stops) when it
@@ -32,10 +30,9 @@ int main(void) {
   uvp_promise_then_take(quick, on_value, "quick", &p);
   uvp_promise_catch_take(p, on_error, "quick", NULL);
   uvp_promise_then_take(bounded, on_value, "slow", &p);
-  uvp_promise_catch_take(p, on_error, "slow", NULL);
+  return uvp_promise_catch_take(p, on_error, "slow", NULL);
+}
 
-  uv_run(&loop, UV_RUN_DEFAULT); /* you run the loop: about 100 ms */
-  uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
-  return uv_loop_close(&loop);   /* 0: nothing left behind */
+int main(void) { /* the loop runs about 100 ms, then all is torn down */
+  return uvp_main_run_promise(start, NULL, NULL);
 }

@@ -12,21 +12,20 @@
 #include <unistd.h>
 #include <uvp.h>
 
-static uvp_ctx_t *ctx;
 static char dir[] = "/tmp/users-XXXXXX";
 static const char *names[] = {"Alice", NULL, "Charlie", "Dave"};
 
-static int fetch_user(int id, uvp_promise_t **out) {
+static int fetch_user(uvp_ctx_t *ctx, int id, uvp_promise_t **out) {
   char path[64];
   snprintf(path, sizeof(path), "%s/%d", dir, id);
   return uvp_fs_read_file(ctx, path, 0, out); /* a uvp_buf_t */
 }
 
-static uvp_ret_t fetch_all_users_settled(void *arg) {
+static uvp_ret_t fetch_all_users_settled(uvp_ctx_t *ctx, void *arg) {
   const int *ids = arg;
   uvp_promise_t *promises[4] = {NULL}, *all;
   for (int i = 0; i < 4; i++)
-    fetch_user(ids[i], &promises[i]);
+    fetch_user(ctx, ids[i], &promises[i]);
 
   uvp_outcome_t results;
   uvp_split_t s;
@@ -61,19 +60,12 @@ int main(void) {
       fclose(f);
     }
   }
-
-  uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0)
-    return 1;
-  uvp_fiber_spawn(ctx, fetch_all_users_settled, (void *)ids, NULL, NULL);
-  uv_run(&loop, UV_RUN_DEFAULT); /* until the fiber returns */
-
-  uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
+  /* The loop and context made, the fiber run to its end, both torn down. */
+  int rc = uvp_main_run(fetch_all_users_settled, (void *)ids, NULL);
   for (int id = 1; id <= 4; id++) {
     snprintf(path, sizeof(path), "%s/%d", dir, id);
     unlink(path);
   }
   rmdir(dir);
-  return uv_loop_close(&loop); /* 0: nothing left behind */
+  return rc; /* 0: the fiber fulfilled, and nothing was left behind */
 }

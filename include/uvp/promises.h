@@ -201,7 +201,11 @@ typedef enum uvp_cause_kind_e {
   /** uvp_ctx_close tore the context down (the code is UVP_ECLOSED). */
   UVP_CAUSE_CLOSE = 5,
   /** A binding's own reason (uvp_promise_cancel_binding): `message`. */
-  UVP_CAUSE_BINDING = 6
+  UVP_CAUSE_BINDING = 6,
+  /** A signal cut the job of uvp_main_run (Ctrl-C): `message` the
+   * signal's name ("SIGINT", "SIGTERM", "SIGBREAK"), `peer_code` its
+   * number, `file`:`line` where uvp_main_run was called. */
+  UVP_CAUSE_SIGNAL = 7
 } uvp_cause_kind_t;
 
 /** Why a promise was rejected by a cancellation (Go's context.Cause).
@@ -212,7 +216,8 @@ typedef enum uvp_cause_kind_e {
  * the record; the fields a kind does not use are NULL or 0. */
 typedef struct uvp_cause_s {
   uvp_cause_kind_t kind; /**< who cut it (the kinds above) */
-  int peer_code;         /**< SIBLING, LOSER: the deciding input's code */
+  int peer_code;         /**< SIBLING, LOSER: the deciding input's code;
+                              SIGNAL: the signal's number */
   const char *file;      /**< where it began (see the kinds), or NULL */
   int line;              /**< its line, or 0 */
   uint64_t ms;           /**< DEADLINE: its length in milliseconds */
@@ -221,7 +226,8 @@ typedef struct uvp_cause_s {
   int peer_line;         /**< its line, or 0 */
   const char *message;   /**< GROUP: its name; BINDING: its reason;
                               SIBLING: "map" or NULL; LOSER: what settled
-                              the deciding input, or NULL */
+                              the deciding input, or NULL; SIGNAL: the
+                              signal's name */
   void *data; /**< PROGRAM: uvp_promise_cancel_with's `cause`, or NULL */
 } uvp_cause_t;
 
@@ -272,11 +278,12 @@ UVP_EXTERN const uvp_cause_t *uvp_promise_cause(const uvp_promise_t *p);
  * main.c:40)", "group made at main.c:40 cancelled", "lost a race decided
  * at main.c:60 (by the input created at main.c:55)" (followed by ": peer
  * 127.0.0.1:54321 closed the connection" when the cause has a message),
- * "context closed (uvp_ctx_close)", "cancelled by the program", or a
- * binding's message (docs/guide-cancellation.md lists them all).
- * snprintf's contract: writes at most cap bytes with a NUL (buf may be
- * NULL if cap is 0) and returns the length the whole line needs; a NULL c
- * writes "" and returns 0.  Any thread. */
+ * "context closed (uvp_ctx_close)", "SIGINT received (uvp_main_run at
+ * tool.c:12)", "cancelled by the program", or a binding's message
+ * (docs/guide-cancellation.md lists them all). snprintf's contract: writes at
+ * most cap bytes with a NUL (buf may be NULL if cap is 0) and returns the
+ * length the whole line needs; a NULL c writes "" and returns 0.  Any thread.
+ */
 UVP_EXTERN int uvp_cause_format(const uvp_cause_t *c, char *buf, size_t cap);
 /** @} */
 

@@ -1,19 +1,17 @@
-/* The CMake guide's application (docs/guide-cmake.md): a promise that
- * fulfils on the loop after 10 ms. */
+/* The CMake guide's application (docs/guide-cmake.md): a fiber awaits a
+ * promise that fulfils on the loop after 10 ms. */
 #include <stdio.h>
 #include <uvp.h>
 
-int main(void) {
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
+static uvp_ret_t run(uvp_ctx_t *ctx, void *arg) {
   uvp_promise_t *p;
-  if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0 ||
-      uvp_delay(ctx, 10, "fulfilled after 10 ms", NULL, 0, &p) != 0)
-    return 1;
-  uv_run(&loop, UV_RUN_DEFAULT); /* until the delay has fulfilled p */
-  printf("%s\n", (const char *)uvp_promise_value(p));
-  uvp_promise_release(p);
-  uvp_ctx_close(ctx);
-  uv_run(&loop, UV_RUN_DEFAULT); /* uvp's handles close */
-  return uv_loop_close(&loop);   /* 0: nothing left behind */
+  uvp_outcome_t o;
+  int rc = uvp_await_take(
+      uvp_delay(ctx, 10, "fulfilled after 10 ms", NULL, 0, &p), &p, &o);
+  if (rc == 0)
+    printf("%s\n", (const char *)o.value);
+  (void)arg;
+  return rc == 0 ? uvp_ret_pass() : uvp_ret_reject(rc, NULL, NULL);
 }
+
+int main(void) { return uvp_main_run(run, NULL, NULL); }
