@@ -6,7 +6,8 @@
  * operation's memory goes), both sides closing at once with calls both
  * ways, a thread posting into a context that closes and is freed meanwhile
  * (refused, never read), and a call into a loop that does not run (the task
- * dump says so; a deadline bounds it). */
+ * dump says so; a deadline bounds it).  UVP_TEST_ROUNDS sets the rounds
+ * of the three that repeat. */
 #include <stdatomic.h>
 
 #include "../src/call.h"
@@ -348,7 +349,11 @@ static void test_dump_names_loop_not_running(void **state) {
   uvp_promise_release(p);
 }
 
-int main(void) {
+/* An argument: only the tests matching it (cmocka's pattern), one at a
+ * time under a sanitizer that stops the process at its first report. */
+int main(int argc, char **argv) {
+  if (argc > 1)
+    cmocka_set_test_filter(argv[1]);
   const struct CMUnitTest tests[] = {
       FIXTURE_TEST(test_caller_closes_while_served),
       FIXTURE_TEST(test_closing_caller_reads_answers),
