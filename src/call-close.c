@@ -100,9 +100,9 @@ link_t *uvp__link_make_locked(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
     return NULL;
   /* `closed` is written under dst's lock before its teardown takes g_mu
    * (uvp__calls_closing): a link registered here is seen there. */
-  uvp__lock(dst);
-  bool closed = uvp__closed(dst);
-  uvp__unlock(dst);
+  /* Not uvp__lock: its unlock frees a context it finds ended, which the
+   * thread ending it may be doing now (waiting in uvp__calls_freed). */
+  bool closed = uvp__closed_seen(dst);
   if (!closed) {
     l->gnext = g_links;
     g_links = l;

@@ -180,6 +180,10 @@ extern UVP__TLS int uvp__close_refused;
  * release under it.  The unlock may free a closed, empty context. */
 void uvp__lock(uvp_ctx_t *ctx);
 void uvp__unlock(uvp_ctx_t *ctx);
+/* Whether ctx is closed, read under its lock by a thread that does not own
+ * it and never frees it (uvp__unlock would, finding it ended while its own
+ * thread is freeing it: the calls' registry lookup). */
+bool uvp__closed_seen(uvp_ctx_t *ctx);
 
 /* Objects that outlive promises (a TCP connection) keep the context's
  * memory until they are gone. */
