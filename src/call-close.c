@@ -10,7 +10,7 @@
 /* ---- the registry of links ---------------------------------------------- */
 
 static uv_once_t g_once = UV_ONCE_INIT;
-static uv_mutex_t g_mu; /* the registry; taken before a link's or ctx's */
+static uv_mutex_t g_mu; /* the registry (call-int.h: its order) */
 static link_t *g_links;
 
 static void g_init(void) {
@@ -86,33 +86,26 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
 }
 
 /* A link to dst, made and registered (g_mu held); NULL with *rc
- * (UVP_ECLOSED: dst is torn down; UV_ENOMEM). */
+ * (UVP_ECLOSED: dst is torn down, or not a context; UV_ENOMEM).  dst's
+ * lock is not taken: g_mu is taken under a context's lock (a context
+ * freed in a release made under another's), so no context's lock is
+ * taken under g_mu. */
 link_t *uvp__link_make_locked(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   /* Not read unless it is a context: a freed one (or any other address)
-   * would take a destroyed lock.  It stays one while g_mu is held
-   * (uvp__calls_freed). */
-  if (!uvp__registry_has(dst)) {
+   * would be freed memory.  It stays one while g_mu is held
+   * (uvp__calls_freed).  A context whose teardown has begun but whose
+   * calls' teardown has not run yet takes the link: that teardown finds
+   * it in the registry and answers its calls. */
+  if (!uvp__registry_has(dst) || uvp__head(dst)->calls_gone) {
     *rc = UVP_ECLOSED;
     return NULL;
   }
   link_t *l = link_alloc(src, dst, rc);
   if (l == NULL)
     return NULL;
-  /* `closed` is written under dst's lock before its teardown takes g_mu
-   * (uvp__calls_closing): a link registered here is seen there. */
-  /* Not uvp__lock: its unlock frees a context it finds ended, which the
-   * thread ending it may be doing now (waiting in uvp__calls_freed). */
-  bool closed = uvp__closed_seen(dst);
-  if (!closed) {
-    l->gnext = g_links;
-    g_links = l;
-    l->registered = true;
-  }
-  if (closed) {
-    uvp__link_free(l);
-    *rc = UVP_ECLOSED;
-    return NULL;
-  }
+  l->gnext = g_links;
+  g_links = l;
+  l->registered = true;
   return l;
 }
 
@@ -198,6 +191,7 @@ static call_t *take_orphans(cstate_t *st) {
 static bool links_gone(uvp_ctx_t *ctx, call_t **orphans) {
   bool any = false;
   uvp__calls_lock();
+  uvp__head(ctx)->calls_gone = true; /* no link to it is made any more */
   for (link_t **pp = &g_links, *l; (l = *pp) != NULL;) {
     if (l->dst != ctx) {
       pp = &l->gnext;

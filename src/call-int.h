@@ -106,7 +106,8 @@ typedef struct cstate_s {
 } cstate_t;
 
 /* ---- call-close.c: the registry of links, under its lock (g_mu), which
- * is taken before a link's or a context's. */
+ * is taken before a link's, and under a context's (a context freed in a
+ * release made under another's lock), never before one. */
 void uvp__calls_lock(void);
 void uvp__calls_unlock(void);
 /* A link to dst, made and registered (registry locked); NULL with *rc

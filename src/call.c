@@ -622,6 +622,10 @@ static link_t *link_to(cstate_t *st, uvp_ctx_t *dst, int *rc) {
     /* A torn-down target; its address may be a new context's now. */
     if (l->stage != NULL)
       return l; /* its flush first: refused below, as the flush would */
+    /* Its target's teardown is answering its calls (after marking it gone,
+     * it pushes their answers onto it): kept until they have come. */
+    if (l->inflight != 0)
+      continue;
     *pp = l->snext;
     uvp__calls_lock();
     uvp__link_drop_src(l);

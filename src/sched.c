@@ -282,13 +282,6 @@ void uvp__unlock(uvp_ctx_t *ctx) {
     ctx_free(ctx);
 }
 
-bool uvp__closed_seen(uvp_ctx_t *ctx) {
-  uv_mutex_lock(&ctx->mu);
-  bool closed = ctx->h.closed;
-  uv_mutex_unlock(&ctx->mu);
-  return closed;
-}
-
 void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
                     const uvp__ext_t *hooks) {
   char *st = uvp__calloc(1, size);

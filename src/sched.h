@@ -99,6 +99,10 @@ typedef struct uvp__ctx_head_s {
   /* The cuts of uvp's work running now, innermost first (work-cut.h's
    * uvp__work_cut_begin), or NULL. */
   struct uvp__cut_frame_s *cutting;
+  /* The calls' teardown has run (uvp__calls_closing): no call reaches the
+   * context any more.  Written and read under the calls' registry lock
+   * only, never the context's (call-close.c). */
+  bool calls_gone;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
@@ -180,10 +184,6 @@ extern UVP__TLS int uvp__close_refused;
  * release under it.  The unlock may free a closed, empty context. */
 void uvp__lock(uvp_ctx_t *ctx);
 void uvp__unlock(uvp_ctx_t *ctx);
-/* Whether ctx is closed, read under its lock by a thread that does not own
- * it and never frees it (uvp__unlock would, finding it ended while its own
- * thread is freeing it: the calls' registry lookup). */
-bool uvp__closed_seen(uvp_ctx_t *ctx);
 
 /* Objects that outlive promises (a TCP connection) keep the context's
  * memory until they are gone. */
