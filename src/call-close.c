@@ -231,8 +231,10 @@ bool uvp__calls_closing(uvp_ctx_t *ctx) {
   if (st != NULL) {
     st->past_close = true;
     orphans = take_orphans(st);
+    uvp__lock(ctx); /* other threads add to them under it */
     releases = st->releases;
     st->releases = NULL;
+    uvp__unlock(ctx); /* never the last: its handles are closing */
   }
   bool any = links_gone(ctx, &orphans);
   /* Answered after the registry's lock: an answer takes the caller's. */
@@ -246,12 +248,7 @@ bool uvp__calls_closing(uvp_ctx_t *ctx) {
       uvp_promise_release(q);
     orphans = n;
   }
-  while (releases != NULL) {
-    kept_t *n = releases->next;
-    uvp_promise_release(releases->q);
-    uvp__free(releases);
-    releases = n;
-  }
+  uvp__call_release_all(releases);
   /* The calls staged when the sweep dropped the flush, and the cuts it
    * made of this context's calls, go out now. */
   if (st != NULL && st->flush != NULL)

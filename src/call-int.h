@@ -131,5 +131,7 @@ void uvp__call_answer_closed(call_t *c, uvp_ctx_t *dst);
 void uvp__call_follow_unlist(cstate_t *st, call_t *c);
 /* The calls staged on st's links leave (or are refused). */
 void uvp__call_flush_all(cstate_t *st);
+/* The followed promises of k go (no lock held), and k's memory. */
+void uvp__call_release_all(kept_t *k);
 
 #endif

@@ -79,9 +79,30 @@ static void calls_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
   }
 }
 
+void uvp__call_release_all(kept_t *k) {
+  while (k != NULL) {
+    kept_t *n = k->next;
+    uvp_promise_release(k->q);
+    uvp__free(k);
+    k = n;
+  }
+}
+
+/* After uvp_ctx_close's other layers (the fibers run to their end): the
+ * followed promises they let go of go now, under no lock. */
+static void calls_close(uvp__ext_t *ext) {
+  cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
+  uvp__lock(st->ctx); /* other threads add to them under it */
+  kept_t *k = st->releases;
+  st->releases = NULL;
+  uvp__unlock(st->ctx); /* never the last: its handles are closing */
+  uvp__call_release_all(k);
+}
+
 /* The context is freed: its calls have all been answered. */
 static void cstate_destroy(uvp__ext_t *ext) {
   cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
+  uvp__call_release_all(st->releases); /* let go of since calls_close */
   uvp__calls_lock();
   for (link_t *l = st->out, *n; l != NULL; l = n) {
     n = l->snext;
@@ -95,8 +116,8 @@ static cstate_t *cstate(uvp_ctx_t *ctx) {
   cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
   if (UVP__LIKELY(st != NULL))
     return st;
-  static const uvp__ext_t hooks = {.destroy = cstate_destroy,
-                                   .tasks = calls_tasks};
+  static const uvp__ext_t hooks = {
+      .close = calls_close, .destroy = cstate_destroy, .tasks = calls_tasks};
   st = UVP__EXT_MAKE(ctx, UVP__EXT_CALLS, cstate_t, &hooks);
   if (st != NULL)
     st->ctx = ctx;
@@ -440,10 +461,13 @@ static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
 
 /* The caller's promise lets go of a followed value (on the caller's
  * thread): its promise goes.  A release from another thread is posted to
- * the target, which takes the target's lock; inside the caller's
- * teardown's sweep, under the caller's lock, that would be one lock under
- * another, and the target's sweep may do the same the other way at the
- * same moment (test_both_close_following): left to uvp__calls_closing. */
+ * the target, which takes the target's lock; once the caller is closed,
+ * every release of its promises runs under the caller's lock (its sweep,
+ * the fibers it runs to their end, other threads), so that would be one
+ * lock under another, and the target, closing too, may do the same the
+ * other way at the same moment (test_both_close_following; the torture
+ * test's fibers): left to uvp__calls_closing, then to calls_close, then
+ * to the context's end. */
 static void follow_free(void *value) {
   kept_t *k = NULL;
   uv_mutex_lock(&k_mu);
@@ -457,7 +481,7 @@ static void follow_free(void *value) {
   if (k == NULL)
     return;
   cstate_t *st = UVP__EXT_OF(k->ctx, UVP__EXT_CALLS, cstate_t);
-  if (st != NULL && in_sweep(k->ctx, st)) {
+  if (st != NULL && uvp__closed(k->ctx)) {
     k->next = st->releases;
     st->releases = k;
     return;

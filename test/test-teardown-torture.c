@@ -19,7 +19,14 @@
  * target's take of a link's requests and its serving them (a caller
  * freed meanwhile freed the link under the target); or all close at the
  * same moment, calls in flight both ways (a "target closed" answer read
- * by a closing caller left its promise pending on freed memory). */
+ * by a closing caller left its promise pending on freed memory).
+ *
+ * Not in suite `threads` (TSan) yet: there it reports races in the core's
+ * teardown of a closed context whose fibers are being run to their end
+ * while another thread's release, under the context's lock, reads its
+ * mail and ends its work (sched.c's loop_work_end_closed against
+ * handle_closed, group.c's group_drop), at every seed; ASan and valgrind
+ * find nothing. */
 #include <signal.h>
 #include <stdatomic.h>
 
@@ -328,7 +335,6 @@ static void run_seed(uint64_t seed) {
     assert_int_equal(uv_thread_create(&s->th, side_main, s), 0);
   }
   uv_barrier_wait(&ready);
-  uv_barrier_destroy(&ready);
   if (kind == 0) {
     close_randomly(&rng, 0, nsides, 60);
   } else if (kind == 1) {
@@ -345,6 +351,7 @@ static void run_seed(uint64_t seed) {
   }
   for (int i = kind == 1 ? nsides - 1 : 0; i < nsides; i++)
     join(&sides[i]);
+  uv_barrier_destroy(&ready); /* every side has left its wait */
   uvp__call_gap = NULL;
   assert_int_equal(refused_teardown, 0);
   assert_int_equal(ended_twice, 0);
