@@ -18,118 +18,28 @@
  * teardown.  The target lives while a caller posts to it: the teardown
  * marks the link gone under the lock, then waits for the posts begun
  * before (`posting`) and reads its mailbox once more
- * (uvp__calls_closing).  A link is freed once both sides are gone.
+ * (uvp__calls_closing).  A link is freed once both sides are gone and
+ * the target is done with it: a drain of its requests counts (`serving`)
+ * until it has served them, since the caller, its calls answered, may let
+ * go of the link in the meantime.  A context's memory outlives every call
+ * being made into it: a call looks the target up in the process's
+ * registry (a context freed is refused, not read) under the links' lock,
+ * which the context's end takes after leaving the registry
+ * (uvp__calls_freed).
  *
  * The target keeps the calls that follow a promise (uvp_ret_adopt) in a
  * list of its own, for the caller's cuts to find. */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "call.h"
+#include "call-int.h"
 #include "cause.h"
 #include "mail.h"
-#include "op.h"
 #include "recorder.h"
 #include "scope.h"
 #include "tasks.h"
 
-typedef struct link_s link_t;
-typedef struct call_s call_t;
-
-enum { C_QUEUED, C_RUNNING, C_DONE };
-
-struct call_s {
-  uvp__op_t op; /* first: the caller's side (unused by a posted call) */
-  call_t *next; /* in the link's requests or answers (mu) */
-  call_t *tprev, *tnext; /* among the target's following calls */
-  link_t *link;
-  uvp_call_fn fn;
-  void *arg;
-  uvp_free_cb arg_free;
-  uint64_t left; /* the caller's deadline, ms (UVP_NO_DEADLINE) */
-  uint64_t seq;  /* its number among the caller's calls (the recorder's) */
-  const char *file;
-  int line;
-  int state;         /* C_* (mu) */
-  int cut;           /* the caller's cut's code, or 0 (mu) */
-  bool cut_done;     /* the target has cancelled q (target thread) */
-  bool answered;     /* the caller applies the answer (caller thread) */
-  bool follows;      /* the value is q's (answer) */
-  bool arg_free_due; /* an orphan whose fn never ran */
-  /* The answer, written by the target before it is queued. */
-  int code;
-  void *value;
-  uvp_free_cb free_cb;
-  uvp_promise_t *q;      /* followed on the target, or NULL */
-  uvp_call_done_cb done; /* a posted call's, else NULL */
-  void *done_arg;
-  char cwhy[192]; /* the caller's cut, for the target (mu) */
-  uint64_t since; /* following q on the target since (uvp__now) */
-  char awhy[192]; /* the target's cause, for the caller ("": none) */
-};
-
-_Static_assert(sizeof(call_t) <= UVP__OP_SLOT, "a call takes a pool slot");
-
-struct link_s {
-  uv_mutex_t mu;
-  uv_cond_t cv;   /* posting came back to 0 after dst_gone */
-  uvp_ctx_t *src; /* NULL: posted calls, from threads with no context */
-  uvp_ctx_t *dst;
-  call_t *rq, *rq_tail; /* requests */
-  call_t *an, *an_tail; /* answers */
-  bool rq_posted, an_posted, cuts;
-  /* The target was torn down: written under mu (and g_mu), read by the
-   * caller without it for the refusal of a new call. */
-  atomic_bool dst_gone;
-  bool src_gone;    /* the caller's state is gone (mu) */
-  bool registered;  /* in the registry (g_mu and mu) */
-  unsigned posting; /* posts to dst under way (mu) */
-  uvp__msg_t rq_msg, an_msg;
-  link_t *gnext; /* the registry (g_mu) */
-  link_t *snext; /* the caller's links (caller thread) */
-  /* Calls started in this turn of the caller's run queue, queued in one
-   * take of mu by its flush (caller thread). */
-  call_t *stage, *stage_tail;
-  link_t *fnext;   /* among the caller's links to flush */
-  bool staged;     /* on that list */
-  char from[40];   /* "from context SRC": its calls' name in dst's dump */
-  size_t inflight; /* its calls awaiting an answer (caller thread) */
-};
-
-/* Followed values handed to callers: value -> the promise that owns it,
- * and the caller's context, whose thread lets the value go. */
-typedef struct kept_s {
-  void *value;
-  uvp_promise_t *q;
-  uvp_ctx_t *ctx;
-  struct kept_s *next;
-} kept_t;
-
-/* Per context, on its loop thread. */
-typedef struct cstate_s {
-  uvp__ext_t ext;
-  uvp_ctx_t *ctx;
-  link_t *out;       /* links it calls through */
-  size_t inflight;   /* its calls awaiting an answer */
-  uint64_t seq;      /* calls started */
-  size_t limit;      /* uvp_call_set_limit's; 0: none */
-  call_t *following; /* calls to it following a promise */
-  /* Torn down, uvp__calls_closing has run.  Until then, a closed
-   * context's drains and cuts run inside the sweep, under its lock, and
-   * post nothing (a post takes another context's lock, whose own sweep
-   * may post here): they leave it to uvp__calls_closing. */
-  bool past_close;
-  call_t *orphans;  /* answers left to it */
-  link_t *flush;    /* links with calls staged */
-  bool flush_armed; /* a reaction will flush them */
-  kept_t *releases; /* followed promises to release */
-} cstate_t;
-
-static uv_once_t g_once = UV_ONCE_INIT;
-static uv_mutex_t g_mu; /* the registry; taken before a link's or ctx's */
-static link_t *g_links;
 /* The followed values in flight, hashed by address: a value's destructor
  * has nothing but the value to find its promise by.  k_mu is a leaf:
  * nothing is taken under it, and it is taken under nothing but a
@@ -149,47 +59,13 @@ static bool in_sweep(uvp_ctx_t *ctx, const cstate_t *st) {
   return UVP__UNLIKELY(uvp__closed(ctx)) && (st == NULL || !st->past_close);
 }
 
-static void g_init(void) {
-  if (uv_mutex_init(&g_mu) != 0 || uv_mutex_init(&k_mu) != 0)
+static uv_once_t k_once = UV_ONCE_INIT;
+static void k_init(void) {
+  if (uv_mutex_init(&k_mu) != 0)
     abort();
 }
 
 /* ---- the caller's state ------------------------------------------------ */
-
-static void link_free(link_t *l) {
-  uv_cond_destroy(&l->cv);
-  uv_mutex_destroy(&l->mu);
-  uvp__free(l);
-}
-
-static void g_unlink(link_t *l) {
-  for (link_t **pp = &g_links; *pp != NULL; pp = &(*pp)->gnext)
-    if (*pp == l) {
-      *pp = l->gnext;
-      return;
-    }
-}
-
-/* Under l->mu: nothing names l any more, nor will: its caller is gone,
- * it is out of the registry, no message naming it is in a mailbox, no
- * post to its target is under way.  Whoever makes it so frees it. */
-static bool link_unused_locked(const link_t *l) {
-  return l->src_gone && !l->registered && !l->rq_posted && !l->an_posted &&
-         l->posting == 0;
-}
-
-/* The caller lets go of l (g_mu held). */
-static void link_drop_src(link_t *l) {
-  if (l->registered)
-    g_unlink(l);
-  uv_mutex_lock(&l->mu);
-  l->registered = false;
-  l->src_gone = true;
-  bool dead = link_unused_locked(l);
-  uv_mutex_unlock(&l->mu);
-  if (dead)
-    link_free(l);
-}
 
 /* The task dump of the target: each call following a promise is a task,
  * "call" named after the calling context, waiting for that promise (the
@@ -203,15 +79,36 @@ static void calls_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
   }
 }
 
+void uvp__call_release_all(kept_t *k) {
+  while (k != NULL) {
+    kept_t *n = k->next;
+    uvp_promise_release(k->q);
+    uvp__free(k);
+    k = n;
+  }
+}
+
+/* After uvp_ctx_close's other layers (the fibers run to their end): the
+ * followed promises they let go of go now, under no lock. */
+static void calls_close(uvp__ext_t *ext) {
+  cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
+  uvp__lock(st->ctx); /* other threads add to them under it */
+  kept_t *k = st->releases;
+  st->releases = NULL;
+  uvp__unlock(st->ctx); /* never the last: its handles are closing */
+  uvp__call_release_all(k);
+}
+
 /* The context is freed: its calls have all been answered. */
 static void cstate_destroy(uvp__ext_t *ext) {
   cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
-  uv_mutex_lock(&g_mu);
+  uvp__call_release_all(st->releases); /* let go of since calls_close */
+  uvp__calls_lock();
   for (link_t *l = st->out, *n; l != NULL; l = n) {
     n = l->snext;
-    link_drop_src(l);
+    uvp__link_drop_src(l);
   }
-  uv_mutex_unlock(&g_mu);
+  uvp__calls_unlock();
   uvp__free(st);
 }
 
@@ -219,8 +116,8 @@ static cstate_t *cstate(uvp_ctx_t *ctx) {
   cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
   if (UVP__LIKELY(st != NULL))
     return st;
-  static const uvp__ext_t hooks = {.destroy = cstate_destroy,
-                                   .tasks = calls_tasks};
+  static const uvp__ext_t hooks = {
+      .close = calls_close, .destroy = cstate_destroy, .tasks = calls_tasks};
   st = UVP__EXT_MAKE(ctx, UVP__EXT_CALLS, cstate_t, &hooks);
   if (st != NULL)
     st->ctx = ctx;
@@ -244,73 +141,24 @@ static void drain_an(void *arg);
 static void serve(link_t *l, call_t *c, bool cuts, bool gone);
 static void apply_answers(uvp_ctx_t *ctx, call_t *c);
 
-static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
-  link_t *l = uvp__calloc(1, sizeof(*l));
-  *rc = UV_ENOMEM;
-  if (l == NULL)
-    return NULL;
-  if (uv_mutex_init(&l->mu) != 0) {
-    uvp__free(l);
-    return NULL;
-  }
-  if (uv_cond_init(&l->cv) != 0) {
-    uv_mutex_destroy(&l->mu);
-    uvp__free(l);
-    return NULL;
-  }
-  l->src = src;
-  l->dst = dst;
-  l->src_gone = src == NULL; /* posted calls: no caller's state */
-  if (src != NULL)
-    snprintf(l->from, sizeof(l->from), "from context " UVP__PTR,
-             UVP__PTRV(src));
-  else
-    snprintf(l->from, sizeof(l->from), "posted from a thread");
-  *rc = 0;
-  return l;
-}
-
-/* A link to dst, made and registered (g_mu held); NULL with *rc
- * (UVP_ECLOSED: dst is torn down; UV_ENOMEM). */
-static link_t *link_make_locked(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
-  link_t *l = link_alloc(src, dst, rc);
-  if (l == NULL)
-    return NULL;
-  /* `closed` is written under dst's lock before its teardown takes g_mu
-   * (uvp__calls_closing): a link registered here is seen there. */
-  uvp__lock(dst);
-  bool closed = uvp__closed(dst);
-  uvp__unlock(dst);
-  if (!closed) {
-    l->gnext = g_links;
-    g_links = l;
-    l->registered = true;
-  }
-  if (closed) {
-    link_free(l);
-    *rc = UVP_ECLOSED;
-    return NULL;
-  }
-  return l;
-}
-
 /* Under l->mu: whether the caller must post the requests' message. */
-static bool rq_wake_locked(link_t *l) {
+bool uvp__call_rq_wake_locked(link_t *l) {
   if (l->rq_posted)
     return false;
   l->rq_posted = true;
+  l->rq_at = uv_hrtime();
   l->posting++;
   return true;
 }
 
-/* Not under any lock: dst lives until `posting` is back to 0. */
-static void rq_post(link_t *l) {
+/* Not under any lock: dst lives until `posting` is back to 0.  Woken
+ * under the lock: once it is released the teardown may free l. */
+void uvp__call_rq_post(link_t *l) {
   uvp__post_call(l->dst, &l->rq_msg, drain_rq, l);
   uv_mutex_lock(&l->mu);
-  bool wake = --l->posting == 0 && l->dst_gone;
-  uv_mutex_unlock(&l->mu);
-  if (wake)
+  if (--l->posting == 0 && l->dst_gone)
     uv_cond_broadcast(&l->cv);
+  uv_mutex_unlock(&l->mu);
 }
 
 /* ---- the target's side --------------------------------------------------- */
@@ -377,14 +225,14 @@ static void answer_code(call_t *c, int code, const char *why) {
   answer(c);
 }
 
-static void answer_closed(call_t *c, uvp_ctx_t *dst) {
+void uvp__call_answer_closed(call_t *c, uvp_ctx_t *dst) {
   char why[96];
   snprintf(why, sizeof(why),
            "the call's target context " UVP__PTR " was closed", UVP__PTRV(dst));
   answer_code(c, UVP_ECLOSED, why);
 }
 
-static void follow_unlist(cstate_t *st, call_t *c) {
+void uvp__call_follow_unlist(cstate_t *st, call_t *c) {
   if (c->tprev != NULL)
     c->tprev->tnext = c->tnext;
   else
@@ -398,7 +246,7 @@ static void follow_unlist(cstate_t *st, call_t *c) {
 static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
   call_t *c = arg;
   cstate_t *st = UVP__EXT_OF(uvp_promise_ctx(c->q), UVP__EXT_CALLS, cstate_t);
-  follow_unlist(st, c);
+  uvp__call_follow_unlist(st, c);
   c->cut_done = true; /* answered from here: no cut any more */
   if (in->status == 0) {
     c->code = 0;
@@ -430,8 +278,16 @@ static void run(uvp_ctx_t *ctx, cstate_t *st, call_t *c) {
     uvp__rec_event(ctx, UVP__R_CALL_IN, c, (const void *)(uintptr_t)c->seq,
                    c->link->src);
   uvp__scope_t *was = uvp__scope_enter(ctx, NULL);
-  if (c->left != UVP_NO_DEADLINE)
-    (void)uvp_deadline_set_at(ctx, c->left, c->file, c->line);
+  int rc = c->left == UVP_NO_DEADLINE
+               ? 0
+               : uvp_deadline_set_at(ctx, c->left, c->file, c->line);
+  if (rc != 0) { /* no memory: fn does not run without its bound */
+    uvp__scope_leave(ctx, was);
+    if (c->arg_free != NULL)
+      c->arg_free(c->arg);
+    answer_code(c, rc, "the caller's deadline could not be set on the target");
+    return;
+  }
   uvp_ret_t r = c->fn(ctx, c->arg);
   uvp__scope_leave(ctx, was);
   if (c->arg_free != NULL)
@@ -493,7 +349,10 @@ static void cut_following(cstate_t *st, link_t *l) {
     if (code == 0)
       continue;
     c->cut_done = true;
-    (void)uvp_promise_cancel_binding(c->q, code, why);
+    /* UVP_ESETTLED: q settled, and its handler, queued, answers. */
+    int rc = uvp_promise_cancel_binding(c->q, code, why);
+    UVP__CHECK(rc == 0 || rc == UVP_ESETTLED);
+    (void)rc; /* NDEBUG */
   }
 }
 
@@ -512,13 +371,24 @@ static void drain_rq(void *arg) {
     x->state = x->cut != 0 ? C_DONE : C_RUNNING;
   /* The last message of a link both sides have let go of: nothing is in
    * it (a call in it would hold its caller). */
-  bool dead = link_unused_locked(l);
+  bool dead = uvp__link_unused_locked(l);
+  if (!dead)
+    l->serving++;
   uv_mutex_unlock(&l->mu);
   if (dead) {
-    link_free(l);
+    uvp__link_free(l);
     return;
   }
+  if (UVP__UNLIKELY(uvp__call_gap != NULL)) /* the tests' seam */
+    uvp__call_gap(c != NULL);
   serve(l, c, cuts, gone);
+  /* The caller may have let go of l meanwhile (its calls answered). */
+  uv_mutex_lock(&l->mu);
+  l->serving--;
+  dead = uvp__link_unused_locked(l);
+  uv_mutex_unlock(&l->mu);
+  if (dead)
+    uvp__link_free(l);
 }
 
 /* The target runs the calls c (their states set): each fn, or, the target
@@ -545,7 +415,7 @@ static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
       if (c->arg_free != NULL)
         c->arg_free(c->arg);
       if (gone)
-        answer_closed(c, ctx);
+        uvp__call_answer_closed(c, ctx);
       else
         answer_code(c, c->cut, c->cwhy);
     } else {
@@ -569,6 +439,7 @@ static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
 
 /* On ctx's thread (the caller's). */
 static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
+  uv_once(&k_once, k_init);
   uv_mutex_lock(&k_mu);
   kept_t *k = k_free;
   if (k != NULL)
@@ -590,10 +461,13 @@ static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
 
 /* The caller's promise lets go of a followed value (on the caller's
  * thread): its promise goes.  A release from another thread is posted to
- * the target, which takes the target's lock; inside the caller's
- * teardown's sweep, under the caller's lock, that would be one lock under
- * another, and the target's sweep may do the same the other way at the
- * same moment (test_both_close_following): left to uvp__calls_closing. */
+ * the target, which takes the target's lock; once the caller is closed,
+ * every release of its promises runs under the caller's lock (its sweep,
+ * the fibers it runs to their end, other threads), so that would be one
+ * lock under another, and the target, closing too, may do the same the
+ * other way at the same moment (test_both_close_following; the torture
+ * test's fibers): left to uvp__calls_closing, then to calls_close, then
+ * to the context's end. */
 static void follow_free(void *value) {
   kept_t *k = NULL;
   uv_mutex_lock(&k_mu);
@@ -607,7 +481,7 @@ static void follow_free(void *value) {
   if (k == NULL)
     return;
   cstate_t *st = UVP__EXT_OF(k->ctx, UVP__EXT_CALLS, cstate_t);
-  if (st != NULL && in_sweep(k->ctx, st)) {
+  if (st != NULL && uvp__closed(k->ctx)) {
     k->next = st->releases;
     st->releases = k;
     return;
@@ -646,6 +520,19 @@ static void drain_an(void *arg) {
   apply_answers(l->src, c);
 }
 
+/* p, pending, rejects with the target's code and a cause of the binding
+ * naming the target.  Not uvp_promise_cancel_binding: the answer may come
+ * after the caller's `closed` (its teardown reads its mail), which that
+ * refuses, and p would stay pending while its operation's memory goes. */
+static void reject_answered(uvp_promise_t *p, int code, const char *why) {
+  uvp_cause_t proto = {.kind = UVP_CAUSE_BINDING, .message = why};
+  uvp__cause_t *cause = uvp__cause_new(&proto, NULL);
+  uvp__reject_cause(p, code, cause);
+  uvp__cause_unref(cause);
+  if (code == UV_ECANCELED) /* as a cancellation's: not unhandled */
+    p->flags |= UVP__F_QUIET;
+}
+
 static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
   cstate_t *st = cstate(ctx);
   ptrdiff_t n = 0;
@@ -668,7 +555,7 @@ static void apply_answers(uvp_ctx_t *ctx, call_t *c) {
       if (x->value != NULL && x->free_cb != NULL)
         x->free_cb(x->value);
     } else if (x->awhy[0] != '\0') {
-      (void)uvp_promise_cancel_binding(p, x->code, x->awhy);
+      reject_answered(p, x->code, x->awhy);
       if (x->value != NULL && x->free_cb != NULL)
         x->free_cb(x->value);
     } else {
@@ -709,18 +596,39 @@ static void call_cancel(uvp__op_t *op) {
     memcpy(c->cwhy, why, sizeof(why));
     l->cuts = true;
     wake = !in_sweep(l->src, UVP__EXT_OF(l->src, UVP__EXT_CALLS, cstate_t)) &&
-           rq_wake_locked(l);
+           uvp__call_rq_wake_locked(l);
   }
   uv_mutex_unlock(&l->mu);
   if (wake)
-    rq_post(l);
+    uvp__call_rq_post(l);
 }
+
+/* A call whose target has not taken it for a second: the target's loop
+ * is not running (never run, its uv_run returned) or is blocked, and the
+ * call waits for it without bound unless a deadline cuts it. */
+#define CALL_STUCK_MS 1000
 
 static void call_describe(const uvp__op_t *op, uvp__what_t *w) {
   const call_t *c = (const call_t *)op;
+  link_t *l = c->link;
+  uint64_t waited = 0; /* ms the target has left the call in its mailbox */
+  if (l->src != l->dst) {
+    uv_mutex_lock(&l->mu);
+    if (c->state == C_QUEUED && l->rq_posted)
+      waited = (uv_hrtime() - l->rq_at) / 1000000u;
+    uv_mutex_unlock(&l->mu);
+  }
   snprintf(w->kind, sizeof(w->kind), "call");
-  snprintf(w->target, sizeof(w->target), "into context " UVP__PTR,
-           UVP__PTRV(c->link->dst));
+  if (waited < CALL_STUCK_MS)
+    snprintf(w->target, sizeof(w->target), "into context " UVP__PTR,
+             UVP__PTRV(l->dst));
+  else
+    snprintf(w->target, sizeof(w->target),
+             "into context " UVP__PTR
+             " whose loop has not run for %llu.%llu s (not running, or "
+             "blocked)",
+             UVP__PTRV(l->dst), (unsigned long long)(waited / 1000),
+             (unsigned long long)(waited % 1000 / 100));
 }
 
 static const uvp__op_kind_t call_kind = {call_cancel, NULL,          NULL,
@@ -738,16 +646,19 @@ static link_t *link_to(cstate_t *st, uvp_ctx_t *dst, int *rc) {
     /* A torn-down target; its address may be a new context's now. */
     if (l->stage != NULL)
       return l; /* its flush first: refused below, as the flush would */
+    /* Its target's teardown is answering its calls (after marking it gone,
+     * it pushes their answers onto it): kept until they have come. */
+    if (l->inflight != 0)
+      continue;
     *pp = l->snext;
-    uv_mutex_lock(&g_mu);
-    link_drop_src(l);
-    uv_mutex_unlock(&g_mu);
+    uvp__calls_lock();
+    uvp__link_drop_src(l);
+    uvp__calls_unlock();
     break;
   }
-  uv_once(&g_once, g_init);
-  uv_mutex_lock(&g_mu);
-  link_t *l = link_make_locked(st->ctx, dst, rc);
-  uv_mutex_unlock(&g_mu);
+  uvp__calls_lock();
+  link_t *l = uvp__link_make_locked(st->ctx, dst, rc);
+  uvp__calls_unlock();
   if (l != NULL) {
     l->snext = st->out;
     st->out = l;
@@ -781,11 +692,11 @@ static void flush_link(link_t *l) {
     else
       l->rq = c;
     l->rq_tail = tail;
-    wake = rq_wake_locked(l);
+    wake = uvp__call_rq_wake_locked(l);
   }
   uv_mutex_unlock(&l->mu);
   if (wake)
-    rq_post(l);
+    uvp__call_rq_post(l);
   if (!gone)
     return;
   char why[96];
@@ -804,7 +715,7 @@ static void flush_link(link_t *l) {
   apply_answers(l->src, c);
 }
 
-static void flush_all(cstate_t *st) {
+void uvp__call_flush_all(cstate_t *st) {
   st->flush_armed = false;
   link_t *l = st->flush;
   st->flush = NULL;
@@ -817,7 +728,7 @@ static void flush_all(cstate_t *st) {
 
 static uvp_ret_t flush_cb(void *arg, const uvp_outcome_t *in) {
   (void)in;
-  flush_all(arg);
+  uvp__call_flush_all(arg);
   return uvp_ret_pass();
 }
 
@@ -849,7 +760,7 @@ static void stage(cstate_t *st, link_t *l, call_t *c) {
   if (armed)
     st->flush_armed = true;
   else /* no memory: now */
-    flush_all(st);
+    uvp__call_flush_all(st);
 }
 
 int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
@@ -873,6 +784,7 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   if (c == NULL)
     return rc;
   c->link = l;
+  c->state = C_QUEUED; /* read by its description (the recorder's) */
   c->fn = fn;
   c->arg = arg;
   c->arg_free = arg_free;
@@ -908,142 +820,4 @@ int uvp_call_set_limit(uvp_ctx_t *ctx, size_t max) {
     return UV_ENOMEM;
   st->limit = max;
   return 0;
-}
-
-/* ---- calls from threads with no context ------------------------------ */
-
-int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
-                  uvp_free_cb arg_free, uvp_call_done_cb done, void *done_arg) {
-  if (target == NULL || fn == NULL || done == NULL)
-    return UV_EINVAL;
-  call_t *c = uvp__calloc(1, sizeof(*c));
-  if (c == NULL)
-    return UV_ENOMEM;
-  c->fn = fn;
-  c->arg = arg;
-  c->arg_free = arg_free;
-  c->left = UVP_NO_DEADLINE;
-  c->done = done;
-  c->done_arg = done_arg;
-  int rc = 0;
-  uv_once(&g_once, g_init);
-  /* The registry's lock until the call is queued: the target's teardown
-   * frees this link (nothing else names it) under it. */
-  uv_mutex_lock(&g_mu);
-  link_t *l = g_links;
-  while (l != NULL && !(l->src == NULL && l->dst == target))
-    l = l->gnext;
-  if (l == NULL)
-    l = link_make_locked(NULL, target, &rc);
-  bool wake = false;
-  if (l != NULL) {
-    c->link = l;
-    c->state = C_QUEUED;
-    uv_mutex_lock(&l->mu);
-    if (l->dst_gone) {
-      rc = UVP_ECLOSED;
-    } else {
-      if (l->rq_tail != NULL)
-        l->rq_tail->next = c;
-      else
-        l->rq = c;
-      l->rq_tail = c;
-      wake = rq_wake_locked(l);
-    }
-    uv_mutex_unlock(&l->mu);
-  }
-  uv_mutex_unlock(&g_mu);
-  if (rc != 0) {
-    uvp__free(c);
-    return rc;
-  }
-  if (wake)
-    rq_post(l);
-  return 0;
-}
-
-/* ---- teardown ------------------------------------------------------------ */
-
-bool uvp__calls_closing(uvp_ctx_t *ctx) {
-  uv_once(&g_once, g_init);
-  cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
-  call_t *orphans = NULL;
-  kept_t *releases = NULL;
-  if (st != NULL) {
-    st->past_close = true;
-    orphans = st->orphans;
-    releases = st->releases;
-    st->orphans = NULL;
-    st->releases = NULL;
-    /* The calls following a promise here: the sweep dropped their
-     * handlers. */
-    while (st->following != NULL) {
-      call_t *c = st->following;
-      follow_unlist(st, c);
-      c->cut_done = true;
-      c->next = orphans;
-      orphans = c;
-    }
-  }
-  bool any = false;
-  uv_mutex_lock(&g_mu);
-  for (link_t **pp = &g_links, *l; (l = *pp) != NULL;) {
-    if (l->dst != ctx) {
-      pp = &l->gnext;
-      continue;
-    }
-    any = true;
-    uv_mutex_lock(&l->mu);
-    l->dst_gone = true;
-    while (l->posting != 0)
-      uv_cond_wait(&l->cv, &l->mu);
-    call_t *c = l->rq;
-    l->rq = l->rq_tail = NULL;
-    /* Its message, if one is in the mailbox, still names it: the drain
-     * it runs (read below) frees it if it is the last. */
-    l->registered = false;
-    bool dead = link_unused_locked(l);
-    uv_mutex_unlock(&l->mu);
-    while (c != NULL) {
-      call_t *n = c->next;
-      c->arg_free_due = true;
-      c->next = orphans;
-      orphans = c;
-      c = n;
-    }
-    *pp = l->gnext;
-    if (dead)
-      link_free(l);
-  }
-  uv_mutex_unlock(&g_mu);
-  /* Answered after the registry's lock: an answer takes the caller's. */
-  while (orphans != NULL) {
-    call_t *n = orphans->next;
-    uvp_promise_t *q = orphans->arg_free_due ? NULL : orphans->q;
-    if (orphans->arg_free_due && orphans->arg_free != NULL)
-      orphans->arg_free(orphans->arg);
-    answer_closed(orphans, ctx);
-    if (q != NULL)
-      uvp_promise_release(q);
-    orphans = n;
-  }
-  while (releases != NULL) {
-    kept_t *n = releases->next;
-    uvp_promise_release(releases->q);
-    uvp__free(releases);
-    releases = n;
-  }
-  /* The calls staged when the sweep dropped the flush, and the cuts it
-   * made of this context's calls, go out now. */
-  if (st != NULL && st->flush != NULL)
-    flush_all(st);
-  if (st != NULL)
-    for (link_t *l = st->out; l != NULL; l = l->snext) {
-      uv_mutex_lock(&l->mu);
-      bool wake = l->cuts && !l->dst_gone && rq_wake_locked(l);
-      uv_mutex_unlock(&l->mu);
-      if (wake)
-        rq_post(l);
-    }
-  return any;
 }

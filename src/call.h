@@ -12,4 +12,15 @@
  * after the sweep read it). */
 bool uvp__calls_closing(uvp_ctx_t *ctx);
 
+/* A context is about to be freed and is out of the registry: returns once
+ * no call being made into it can still read it (any thread, no lock
+ * held). */
+void uvp__calls_freed(void);
+
+/* The tests' seam: run, when set, between a target's take of a link's
+ * requests and its serving them (with_calls: it took calls, not only
+ * cuts), to widen the window in which the caller may let go of the link.
+ * NULL outside the tests: one test of a pointer per drained message. */
+extern void (*uvp__call_gap)(bool with_calls);
+
 #endif

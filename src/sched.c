@@ -259,6 +259,7 @@ static void ctx_free(uvp_ctx_t *ctx) {
     if (ctx->h.ext[i] != NULL)
       ctx->h.ext[i]->destroy(ctx->h.ext[i]);
   uvp__registry_remove(ctx->id);
+  uvp__calls_freed(); /* no call into it still reads it */
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__blocks_destroy(&ctx->blocks);

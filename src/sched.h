@@ -99,6 +99,10 @@ typedef struct uvp__ctx_head_s {
   /* The cuts of uvp's work running now, innermost first (work-cut.h's
    * uvp__work_cut_begin), or NULL. */
   struct uvp__cut_frame_s *cutting;
+  /* The calls' teardown has run (uvp__calls_closing): no call reaches the
+   * context any more.  Written and read under the calls' registry lock
+   * only, never the context's (call-close.c). */
+  bool calls_gone;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {

@@ -9,70 +9,7 @@
  * context itself, and calls posted from a thread with no context. */
 #include <stdatomic.h>
 
-#include "helpers.h"
-
-/* ---- a target: a context on a loop of its own thread ------------------- */
-
-typedef struct target_s {
-  uv_thread_t th;
-  uv_loop_t loop;
-  uvp_ctx_t *ctx;
-  uv_async_t stop;
-  uv_sem_t ready;
-  uv_thread_t id; /* its loop thread */
-  int close_rc;   /* its uvp_ctx_close */
-  int loop_rc;    /* its uv_loop_close, once its loop has ended */
-  uv_check_t turn;
-  long turns; /* its loop's iterations (its thread only) */
-} target_t;
-
-static void target_turn(uv_check_t *c) { ((target_t *)c->data)->turns++; }
-
-static void target_stop(uv_async_t *a) {
-  target_t *t = a->data;
-  t->close_rc = uvp_ctx_close(t->ctx);
-  uv_close((uv_handle_t *)a, NULL);
-  uv_close((uv_handle_t *)&t->turn, NULL);
-}
-
-static void target_main(void *arg) {
-  target_t *t = arg;
-  t->id = uv_thread_self();
-  if (uv_loop_init(&t->loop) != 0 || uvp_ctx_new(&t->loop, &t->ctx) != 0)
-    abort();
-  uv_async_init(&t->loop, &t->stop, target_stop);
-  t->stop.data = t;
-  uv_check_init(&t->loop, &t->turn);
-  t->turn.data = t;
-  uv_check_start(&t->turn, target_turn);
-  uv_unref((uv_handle_t *)&t->turn);
-  uv_sem_post(&t->ready);
-  uv_run(&t->loop, UV_RUN_DEFAULT);
-  t->loop_rc = uv_loop_close(&t->loop);
-}
-
-static void target_start(target_t *t) {
-  memset(t, 0, sizeof(*t));
-  t->close_rc = t->loop_rc = -1;
-  assert_int_equal(uv_sem_init(&t->ready, 0), 0);
-  assert_int_equal(uv_thread_create(&t->th, target_main, t), 0);
-  uv_sem_wait(&t->ready);
-  uv_sem_destroy(&t->ready);
-}
-
-/* Closes its context on its thread and waits for its loop to close. */
-static void target_join(target_t *t) {
-  uv_async_send(&t->stop);
-  assert_int_equal(uv_thread_join(&t->th), 0);
-  assert_int_equal(t->close_rc, 0);
-  assert_int_equal(t->loop_rc, 0);
-}
-
-/* The caller's loop runs until its calls are answered too. */
-static void caller_join(fixture_t *f, target_t *t) {
-  target_join(t);
-  run_loop(f);
-}
+#include "call-helpers.h"
 
 /* ---- what the target runs ----------------------------------------------- */
 
@@ -132,7 +69,7 @@ static uvp_ret_t fn_follow(uvp_ctx_t *target, void *arg) {
 }
 
 /* The cause the target's work was cut with, as uvp_cause_format says. */
-static char cut_why[256];
+static char cut_why[1024];
 static atomic_int cut_code;
 static uvp_ret_t record_cut(void *arg, const uvp_outcome_t *in) {
   (void)arg;
@@ -527,6 +464,19 @@ static void test_target_cut_rejects_caller(void **state) {
   caller_join(f, &t);
 }
 
+/* A cause that crossed from the caller ends with `want`, or with as much
+ * of it as the call's buffer for it held (191 bytes, the caller's context
+ * named first: a path of a build directory far from the sources is
+ * cut). */
+static bool crossed_cause_is(const char *got, const char *want) {
+  const char *at = strstr(got, "cut the call: ");
+  if (at == NULL)
+    return false;
+  size_t n = strlen(at);
+  return strcmp(at, want) == 0 ||
+         (strlen(want) > 100 && n > 20 && strncmp(at, want, n) == 0);
+}
+
 static void test_deadline_carried(void **state) {
   fixture_t *f = *state;
   target_t t;
@@ -534,25 +484,37 @@ static void test_deadline_carried(void **state) {
   target_start(&t);
   cur = &t;
   uvp_promise_t *p;
-  int set_line = __LINE__ + 1;
-  assert_int_equal(uvp_deadline_set(f->ctx, 50), 0);
-  int line = __LINE__ + 1;
-  assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_long, NULL, NULL, &p), 0);
-  assert_int_equal(uvp_scope_clear(f->ctx), 0);
-  run_until_settled(f, p);
-  assert_int_equal(uvp_promise_reason(p, NULL), UV_ETIMEDOUT);
-  run_loop(f);
+  /* 50 ms, longer where a loaded machine (valgrind) let the deadline pass
+   * before the target ran fn (the cut then reaches it first: fn never
+   * runs, and nothing carried is left to see). */
+  uint64_t ms = 50;
+  int set_line = 0, line = 0;
+  for (;; ms *= 10) {
+    ran_on_target = 0;
+    set_line = __LINE__ + 1;
+    assert_int_equal(uvp_deadline_set(f->ctx, ms), 0);
+    line = __LINE__ + 1;
+    assert_int_equal(uvp_call_start(f->ctx, t.ctx, fn_long, NULL, NULL, &p), 0);
+    assert_int_equal(uvp_scope_clear(f->ctx), 0);
+    run_until_settled(f, p);
+    assert_int_equal(uvp_promise_reason(p, NULL), UV_ETIMEDOUT);
+    run_loop(f);
+    if (ran_on_target != 0 || ms >= 5000)
+      break;
+    uvp_promise_release(p);
+  }
   /* The target's work was cut by the carried deadline, set there at the
    * call's site, or, whichever timer fired first, by the caller's own
    * deadline, whose cut crossed. */
   assert_int_equal(cut_code, UV_ETIMEDOUT);
-  char there[96], here[96];
-  snprintf(there, sizeof(there), "deadline 50 ms set at ../test/test-call.c:%d",
-           line);
-  snprintf(here, sizeof(here),
-           "cut the call: deadline 50 ms set at ../test/test-call.c:%d",
-           set_line);
-  if (strcmp(cut_why, there) != 0 && strstr(cut_why, here) == NULL)
+  /* The sites are this file as the compiler was given it, wherever the
+   * build directory is. */
+  char there[1024], here[1024];
+  snprintf(there, sizeof(there), "deadline %d ms set at %s:%d", (int)ms,
+           __FILE__, line);
+  snprintf(here, sizeof(here), "cut the call: deadline %d ms set at %s:%d",
+           (int)ms, __FILE__, set_line);
+  if (strcmp(cut_why, there) != 0 && !crossed_cause_is(cut_why, here))
     fail_msg("cut: %s (want %s, or %s)", cut_why, there, here);
   uvp_promise_release(p);
   caller_join(f, &t);

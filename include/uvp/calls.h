@@ -62,7 +62,18 @@ extern "C" {
  * the caller's context.  A closed caller's context waits, as for any
  * libuv request in flight, for the target to answer (run its loop until
  * uv_run returns): each call holds uv_run() of the caller going until its
- * answer has come.
+ * answer has come, and holds the caller's context (its memory) until
+ * then.
+ *
+ * A target whose loop does not run (not yet started, its uv_run returned,
+ * or blocked) leaves a call waiting: it runs once that loop runs, or ends
+ * with UVP_ECLOSED at the target's close, and until then nothing bounds
+ * the caller's wait but a deadline: a call started under one
+ * (uvp_deadline_set(ctx, 200) before uvp_call_start, or a fiber's or a
+ * group's deadline_ms) rejects with UV_ETIMEDOUT when it passes.  The
+ * caller's task dump names a call its target has left in its mailbox for
+ * a second or more: "call into context 0x... whose loop has not run for
+ * 3.0 s (not running, or blocked)".
  *
  * The task dump shows the call on both sides: the caller's promise waits
  * for "call into context 0x..." (the target), and the target lists, while
@@ -70,13 +81,23 @@ extern "C" {
  * caller) waiting for that promise.  With the recorder on in both
  * contexts, each file has one end of a flow "call" (debug.h).
  *
- * Threads and lifetime.  The target may be any context, on any thread,
- * the caller's own included (fn then runs from the mailbox, never inside
- * the call).  The program must know that the target is not freed while a
- * call may name it: a context lives until uvp_ctx_close and its loop has
- * run its last handle.  fn runs on the target's loop thread, under no
- * scope of the caller's (slots do not cross).  arg_free(arg) (may be NULL)
- * runs exactly once on the target's loop thread, after fn returned or
+ * Threads and lifetime.  The target may be any context, on any thread, the
+ * caller's own included (fn then runs from the mailbox, never inside the
+ * call).  What keeps a context's memory: it is freed during the uv_run()
+ * that follows its uvp_ctx_close, once its own work has ended and its loop
+ * has closed its handles (before that uv_run returns), and never while a
+ * call into it is being made.  A call made into it (uvp_call_start,
+ * uvp_call_post, from any thread) once it is closed, or freed, is refused
+ * with UVP_ECLOSED, or, if it was already queued, answered with
+ * UVP_ECLOSED, once: a thread racing the target's close never reads its
+ * memory.  The one rule: uvp tells a freed context by its address, so a
+ * program that may make a new context (whose address may be the freed
+ * one's) must have stopped calling the old one first (stop at the first
+ * UVP_ECLOSED, or join the threads that call it, before the new
+ * uvp_ctx_new); a call given an address that was never a context's is
+ * refused with UVP_ECLOSED too.  fn runs on the target's loop thread, under
+ * no scope of the caller's (slots do not cross).  arg_free(arg) (may be
+ * NULL) runs exactly once on the target's loop thread, after fn returned or
  * once it is known fn never runs.
  *
  * Batching.  A call leaves once the caller's run queue has run what is
@@ -118,8 +139,9 @@ typedef uvp_ret_t (*uvp_call_fn)(uvp_ctx_t *target, void *arg);
  * reference to the caller's promise, on ctx.  Loop thread of ctx.  A fiber
  * awaits it as any promise.  Errors (nothing started, arg is still yours):
  * UV_EINVAL (NULL ctx, target, fn or out), UVP_ECLOSED (ctx closed, or
- * target closed), UVP_ETHREAD, UV_ENOBUFS (uvp_call_set_limit's bound on
- * the calls in flight to target reached), UV_ENOMEM. */
+ * target closed or freed: see "Threads and lifetime"), UVP_ETHREAD, UV_ENOBUFS
+ * (uvp_call_set_limit's bound on the calls in flight to target reached),
+ * UV_ENOMEM. */
 #define uvp_call_start(...) uvp_call_start_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target,
                                  uvp_call_fn fn, void *arg,
@@ -141,8 +163,9 @@ typedef void (*uvp_call_done_cb)(void *done_arg, int code, void *value,
  * done(done_arg, ...) there, once, with what fn's result settled as (see
  * uvp_call_done_cb); there is no promise, no cancellation and no deadline.
  * Any thread.  Errors (nothing posted: arg is still yours): UV_EINVAL
- * (NULL target, fn or done), UVP_ECLOSED (target closed), UV_ENOMEM (each
- * posted call takes one allocation). */
+ * (NULL target, fn or done), UVP_ECLOSED (target closed or freed: see
+ * "Threads and lifetime"), UV_ENOMEM (each posted call takes one
+ * allocation). */
 UVP_EXTERN int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
                              uvp_free_cb arg_free, uvp_call_done_cb done,
                              void *done_arg);
