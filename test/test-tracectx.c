@@ -127,21 +127,52 @@ static void test_tracestate(void **state) {
   assert_int_equal(check("tenant@vendor=v, a_b-c*d/e=x y"), 0);
   assert_int_equal(check("0tenant@sys=v"), 0);
   assert_int_equal(check(""), 0);
+  /* The current grammar (the W3C suite's key tests): '@' anywhere after
+   * the first character, any number of times, a key starting with a
+   * digit, 256 characters however split; a key twice is kept as is. */
+  static const char *const good[] = {
+      "foo@=1,bar=2",
+      "foo@@bar=1,bar=2",
+      "foo@bar@baz=1,bar=2",
+      "1rojo=1",
+      "tenant@=1",
+      "tenant@1vendor=1",
+      "tenant@vendor123456789=1",
+      "foo=1,foo=1",
+      "foo=1,foo=2",
+  };
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+    if (check(good[i]) != 0)
+      fail_msg("dropped tracestate \"%s\"", good[i]);
+  char key[300];
+  memset(key, 't', 242);
+  snprintf(key + 242, sizeof(key) - 242, "@v=1"); /* 244 */
+  assert_int_equal(check(key), 0);
+  memset(key, 't', 241);
+  snprintf(key + 241, sizeof(key) - 241, "@%s=1", "vvvvvvvvvvvvvv"); /* 256 */
+  assert_int_equal(check(key), 0);
+  snprintf(key, sizeof(key), "t@%s=1", "vvvvvvvvvvvvvvv");
+  assert_int_equal(check(key), 0);
+  memset(key, 'z', 256);
+  snprintf(key + 256, sizeof(key) - 256, "=1");
+  assert_int_equal(check(key), 0);
+  memset(key, 'z', 257);
+  snprintf(key + 257, sizeof(key) - 257, "=1");
+  assert_int_equal(check(key), UV_EINVAL);
   static const char *const bad[] = {
-      "rojo",                     /* no '=' */
-      "Rojo=1",                   /* uppercase key */
-      "1rojo=1",                  /* a simple key starts with a letter */
-      "rojo=",                    /* empty value */
-      "rojo=a,b",                 /* b: no '=' */
-      "rojo=a=b",                 /* '=' in the value */
-      "rojo=1,rojo=2",            /* a key twice */
-      "@vendor=1",                /* empty tenant */
-      "tenant@=1",                /* empty system */
-      "tenant@1vendor=1",         /* a system starts with a letter */
-      "tenant@vendor123456789=1", /* a system of 15 */
-      "rojo=a\tb",                /* a tab inside a value */
-      "ro jo=1",
-      "rojo=\x7f",
+      "rojo",         /* no '=' */
+      "Rojo=1",       /* uppercase key */
+      "rojo=",        /* empty value */
+      "foo=,bar=3",   /* an empty value drops the rest too */
+      "rojo=a,b",     /* b: no '=' */
+      "rojo=a=b",     /* '=' in the value */
+      "@vendor=1",    /* a key starts with a letter or digit */
+      "@foo=1,bar=2", /* ... and the whole header goes */
+      "_foo=1",       /* not '_' */
+      "foo.bar=1",    /* '.' is no key character */
+      "rojo=a\tb",    /* a tab inside a value */
+      "ro jo=1",      /* a space inside a key */
+      "rojo=\x7f",    /* DEL in a value */
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     if (check(bad[i]) != UV_EINVAL)

@@ -72,9 +72,12 @@ UVP_EXTERN int uvp_tracectx_parse(const char *traceparent, size_t len,
 /** Whether `len` bytes of a `tracestate` header's value are valid: at
  * most 32 list members of `key=value` separated by commas (empty members
  * and spaces and tabs around them allowed), keys and values as the
- * specification's grammar has them, no key twice, at most
- * UVP_TRACESTATE_MAX bytes.  0, or UV_EINVAL: drop the tracestate (and
- * keep the traceparent). */
+ * specification's current grammar has them (a key: a lowercase letter or
+ * a digit, then up to 255 of lowercase letters, digits, `_ - * / @`, so
+ * `foo@` and `t*242@v` are keys), at most UVP_TRACESTATE_MAX bytes.  A
+ * key given twice does not make it invalid: the header is kept as it
+ * came, duplicates included, which the specification allows.  0, or
+ * UV_EINVAL: drop the tracestate (and keep the traceparent). */
 UVP_EXTERN int uvp_tracestate_check(const char *tracestate, size_t len);
 /** Write tc as a version-00 `traceparent` and a NUL into out
  * (UVP_TRACEPARENT_LEN + 1 bytes).  0, or UV_EINVAL (NULL argument, an
