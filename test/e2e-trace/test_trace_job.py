@@ -96,8 +96,8 @@ def check_merged(doc, names):
     procs = {p["pid"]: p for p in other["processes"]}
     check([procs[p]["name"] for p in sorted(procs)] == names,
           "the merged file's processes, in order: %s" % names)
-    check(all(p["aligned_by"] != "wall clock" for p in procs.values()),
-          "every process's clock placed by requests (%s)" %
+    check(all(p["aligned_by"] != "wall clock only" for p in procs.values()),
+          "every process's clock placed (%s)" %
           ", ".join("%s %+.1f us within %.1f" %
                     (p["name"], p["offset_us"], p["bound_us"] or 0)
                     for p in procs.values()))
