@@ -137,16 +137,19 @@ static int merge_mode(char **files, int n, const char *output,
     ins[i] = m.procs[i].in;
   if (ins == NULL || (svg_path != NULL && (svg = trace_svg_new()) == NULL))
     fprintf(stderr, "uvp-trace: out of memory\n");
+  /* Both outputs opened before either is written: one that cannot be
+   * leaves neither. */
   FILE *out = ins == NULL || (svg_path != NULL && svg == NULL)
                   ? NULL
                   : open_out(output, ins, n);
-  int failed = out == NULL || trace_merge_write(&m, out, svg) != 0;
+  FILE *pic =
+      out != NULL && svg_path != NULL ? open_out(svg_path, ins, n) : NULL;
+  int failed = out == NULL || (svg_path != NULL && pic == NULL) ||
+               trace_merge_write(&m, out, svg) != 0 ||
+               (pic != NULL && trace_svg_write(svg, title, pic) != 0);
   int rc = close_out(out, output, failed) != 0;
-  if (rc == 0 && svg != NULL) {
-    FILE *f = open_out(svg_path, ins, n);
-    failed = f == NULL || trace_svg_write(svg, title, f) != 0;
-    rc = close_out(f, svg_path, failed) != 0;
-  }
+  if (svg_path != NULL)
+    rc |= close_out(pic, svg_path, failed) != 0;
   if (rc == 0)
     trace_merge_print(&m, report);
   free(ins);

@@ -222,9 +222,9 @@ static int other_int(const trace_proc_t *p, json_t *other, const char *key,
   if (!json_is_integer(v) || json_integer_value(v) < min ||
       json_integer_value(v) >= max) {
     fprintf(stderr,
-            "uvp-trace: %s: otherData's %s is not an integer in [%lld, "
-            "%lld)\n",
-            p->path, key, (long long)min, (long long)max);
+            "uvp-trace: %s: otherData's %s is not an integer from %lld to "
+            "%lld\n",
+            p->path, key, (long long)min, (long long)(max - 1));
     return -1;
   }
   *out = json_integer_value(v);

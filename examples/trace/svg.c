@@ -235,7 +235,8 @@ static int lay_out(picture_t *pic) {
   trace_svg_t *svg = pic->svg;
   size_t n = svg->bars.n;
   bar_t *bars = svg->bars.v;
-  qsort(bars, n, sizeof *bars, by_begin);
+  if (n > 0) /* bars is NULL when there are none */
+    qsort(bars, n, sizeof *bars, by_begin);
   pic->ids = calloc(n + 1, sizeof *pic->ids);
   if (pic->ids == NULL)
     return -1;

@@ -98,6 +98,21 @@ static inline void rewrite(const char *path, const char *out, double shift_us,
   json_decref(doc);
 }
 
+/* File b's clock minus a's, as their wall and monotonic origins say
+ * (nanoseconds): 0 when their wall clocks agree exactly. */
+static inline int64_t clock_gap_ns(const char *a, const char *b) {
+  json_t *da = load_json(a), *db = load_json(b);
+  json_t *oa = json_object_get(da, "otherData");
+  json_t *ob = json_object_get(db, "otherData");
+  int64_t ca = json_integer_value(json_object_get(oa, "wall_origin_ns")) -
+               json_integer_value(json_object_get(oa, "ts_origin_ns"));
+  int64_t cb = json_integer_value(json_object_get(ob, "wall_origin_ns")) -
+               json_integer_value(json_object_get(ob, "ts_origin_ns"));
+  json_decref(da);
+  json_decref(db);
+  return cb - ca;
+}
+
 /* otherData.processes' entry named name in a merged doc. */
 static inline json_t *process_named(json_t *doc, const char *name) {
   json_t *procs =
