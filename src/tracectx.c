@@ -261,10 +261,14 @@ int uvp_span_begin(uvp_ctx_t *ctx, uvp_span_t *span, const char *name, int kind,
   if (parent != NULL) {
     memcpy(span->tc.trace_id, parent->trace_id, 16);
     memcpy(span->parent_id, parent->span_id, 8);
-    span->tc.flags = parent->flags;
+    /* The flags a level defines go on; the others are reserved, and a
+     * vendor sets them to zero (Level 2). */
+    span->tc.flags = parent->flags & (UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM);
   } else {
     random_id(span->tc.trace_id, 16);
-    span->tc.flags = UVP_TRACE_SAMPLED;
+    /* Level 2: a trace id whose right-most 7 bytes are (pseudo-)random
+     * says so, which lets a sampler downstream use them as its coin. */
+    span->tc.flags = UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM;
   }
   random_id(span->tc.span_id, 8);
   span->kind = kind;

@@ -322,7 +322,8 @@ static void test_spans(void **state) {
   assert_memory_not_equal(root.tc.trace_id, zero, 16);
   assert_memory_not_equal(root.tc.span_id, zero, 8);
   assert_memory_equal(root.parent_id, zero, 8);
-  assert_int_equal(root.tc.flags, UVP_TRACE_SAMPLED);
+  /* A new trace: sampled, its trace id random (Level 2's flag). */
+  assert_int_equal(root.tc.flags, UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM);
   /* Beginning a span leaves the scope alone; entering it does not. */
   assert_int_equal(uvp_tracectx_get(f->ctx, NULL, NULL), UV_ENOENT);
   assert_int_equal(uvp_span_enter(f->ctx, &root), 0);
@@ -341,8 +342,22 @@ static void test_spans(void **state) {
       uvp_span_begin(f->ctx, &other, "served", UVP_SPAN_SERVER, &remote, 0), 0);
   assert_memory_equal(other.tc.trace_id, want_trace, 16);
   assert_memory_equal(other.parent_id, want_span, 8);
+  assert_int_equal(other.tc.flags, remote.flags);
   assert_int_equal(uvp_span_end(f->ctx, &other, 0), 0);
   assert_int_equal(uvp_span_end(f->ctx, &other, 0), UV_EALREADY);
+  /* Flags no level defines are not passed on (Level 2: set to zero);
+   * sampled and random-trace-id are. */
+  uvp_span_t flagged;
+  remote.flags = 0xff;
+  assert_int_equal(
+      uvp_span_begin(f->ctx, &flagged, "f", UVP_SPAN_SERVER, &remote, 0), 0);
+  assert_int_equal(flagged.tc.flags, UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM);
+  assert_int_equal(uvp_span_end(f->ctx, &flagged, 0), 0);
+  remote.flags = UVP_TRACE_RANDOM;
+  assert_int_equal(
+      uvp_span_begin(f->ctx, &flagged, "f", UVP_SPAN_SERVER, &remote, 0), 0);
+  assert_int_equal(flagged.tc.flags, UVP_TRACE_RANDOM);
+  assert_int_equal(uvp_span_end(f->ctx, &flagged, 0), 0);
   assert_int_equal(uvp_span_end(f->ctx, &child, UV_ECONNRESET), 0);
   assert_int_equal(uvp_span_end(f->ctx, &root, 0), 0);
   /* Errors. */

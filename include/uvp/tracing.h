@@ -49,6 +49,10 @@ extern "C" {
 #define UVP_TRACESTATE_MAX 512
 /** The `sampled` bit of trace flags. */
 #define UVP_TRACE_SAMPLED 0x01
+/** The `random-trace-id` bit of trace flags (Trace Context Level 2): at
+ * least the trace id's right-most 7 bytes are random with a uniform
+ * distribution.  A trace uvp begins has it set. */
+#define UVP_TRACE_RANDOM 0x02
 
 /** A trace context: the fields of a `traceparent`. */
 typedef struct uvp_tracectx_s {
@@ -137,7 +141,10 @@ typedef struct uvp_span_s {
 /** Begin span `name` (copied into the recorder; any lifetime, NULL: "")
  * of `kind` (UVP_SPAN_*) into *span, as a child of `parent` (NULL: the
  * current scope's trace context).  Its id comes from a generator seeded
- * once per thread from the system's randomness (uv_random).  The current
+ * once per thread from the system's randomness (uv_random).  A child
+ * keeps its parent's UVP_TRACE_SAMPLED and UVP_TRACE_RANDOM (the other
+ * flag bits are reserved: zero, as Trace Context Level 2 asks); a new
+ * trace (UVP_SPAN_NEW_TRACE) has both, its trace id being random.  The current
  * scope is left as it was: uvp_span_enter makes what follows run in the
  * span.  The recorder, when on with UVP_RECORD_SPANS, records the
  * beginning (trace id, span id, parent id, kind, name).  Loop thread.

@@ -253,6 +253,11 @@ def run_cases(gw, backend, tag):
     check(c.response is not None and first.response is not None
           and c.response[1] != first.response[1],
           "%s: each request has a server span of its own" % tag)
+    c = Case(gw, backend, [("traceparent", "00-%s-%s-0b" % (TRACE, PARENT))])
+    check(continued(c, TRACE, PARENT) and c.response[2] == "03"
+          and c.forwarded[2] == "03",
+          "%s: sampled and random-trace-id go on, the reserved flags are "
+          "zeroed (Level 2) (%s)" % (tag, c.headers.get("traceresponse")))
     future = "cc-%s-%s-01-what-the-future-will-be-like" % (TRACE, PARENT)
     c = Case(gw, backend, [("traceparent", future)])
     check(continued(c, TRACE, PARENT),
@@ -344,9 +349,10 @@ def main():
               and c.forwarded is not None
               and c.forwarded[0] == c.response[0]
               and c.forwarded[1] != c.response[1]
-              and c.response[2] == "01" and c.sent[1] == [],
+              and c.response[2] == "03" and c.sent[1] == [],
               "--trace-start: a request without traceparent begins a new "
-              "sampled trace, the backend in it (%s, %s)"
+              "sampled trace, its trace id flagged random (Trace Context "
+              "Level 2), the backend in it (%s, %s)"
               % (c.headers.get("traceresponse"), c.sent[0]))
         c2 = Case(gw, backend, [])
         check(c2.response is not None and c.response is not None
