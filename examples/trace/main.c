@@ -97,6 +97,7 @@ static FILE *open_out(const char *path, FILE *const *ins, int n) {
   struct stat so, si;
   for (int i = 0; i < n && stat(path, &so) == 0; i++)
     if (ins[i] != NULL && fstat(fileno(ins[i]), &si) == 0 &&
+        si.st_ino != 0 && /* 0: a system without inode numbers */
         si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
       fprintf(stderr, "uvp-trace: %s: is also an input\n", path);
       return NULL;
