@@ -93,30 +93,22 @@ int uvp_tracectx_format(const uvp_tracectx_t *tc, char *out) {
   return 0;
 }
 
-/* tracestate's grammar (Trace Context, 3.3.1): key = simple-key /
- * tenant@system, lowercase; value = printable ASCII but ',' and '=',
+/* tracestate's grammar, as Trace Context has it now (Level 2 and the
+ * editor's draft): key = (lcalpha / DIGIT) 0*255 keychar, keychar
+ * lowercase, digits, '_', '-', '*', '/' and '@' anywhere after the first
+ * (the older "tenant@system" split, with its 241 and 14 limits, is gone:
+ * "foo@", "t*242@v" are keys); value = printable ASCII but ',' and '=',
  * no trailing space. */
-static bool key_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-' || c == '*' || c == '/';
-}
 static bool key_ok(const char *k, size_t n) {
-  const char *at = memchr(k, '@', n);
-  size_t tenant = at != NULL ? (size_t)(at - k) : n;
-  size_t system = at != NULL ? n - tenant - 1 : 0;
-  if (at != NULL ? tenant == 0 || tenant > 241 || system == 0 || system > 14
-                 : n == 0 || n > 256)
+  if (n == 0 || n > 256 ||
+      !((k[0] >= 'a' && k[0] <= 'z') || (k[0] >= '0' && k[0] <= '9')))
     return false;
-  /* A simple key and a system start with a letter; a tenant may start
-   * with a digit. */
-  if (at == NULL
-          ? !(k[0] >= 'a' && k[0] <= 'z')
-          : !((k[0] >= 'a' && k[0] <= 'z') || (k[0] >= '0' && k[0] <= '9')) ||
-                !(at[1] >= 'a' && at[1] <= 'z'))
-    return false;
-  for (size_t i = 0; i < n; i++)
-    if (k + i != at && !key_char(k[i]))
+  for (size_t i = 1; i < n; i++) {
+    char c = k[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-' || c == '*' || c == '/' || c == '@'))
       return false;
+  }
   return true;
 }
 static bool value_ok(const char *v, size_t n) {
@@ -131,10 +123,6 @@ static bool value_ok(const char *v, size_t n) {
 int uvp_tracestate_check(const char *ts, size_t len) {
   if (ts == NULL || len > UVP_TRACESTATE_MAX)
     return UV_EINVAL;
-  struct {
-    const char *k;
-    size_t n;
-  } keys[32];
   int members = 0;
   size_t i = 0;
   while (i <= len) {
@@ -152,12 +140,9 @@ int uvp_tracestate_check(const char *ts, size_t len) {
           !key_ok(ts + a, (size_t)(eq - (ts + a))) ||
           !value_ok(eq + 1, (size_t)(ts + b - eq - 1)))
         return UV_EINVAL;
-      size_t kn = (size_t)(eq - (ts + a));
-      for (int m = 0; m < members; m++)
-        if (keys[m].n == kn && memcmp(keys[m].k, ts + a, kn) == 0)
-          return UV_EINVAL;
-      keys[members].k = ts + a;
-      keys[members].n = kn;
+      /* A key twice is kept as it came: the specification lets a vendor
+       * pass duplicates on or drop one, and passing the header on byte for
+       * byte changes nothing a later hop may rely on. */
       members++;
     }
     i = end + 1;
@@ -276,10 +261,14 @@ int uvp_span_begin(uvp_ctx_t *ctx, uvp_span_t *span, const char *name, int kind,
   if (parent != NULL) {
     memcpy(span->tc.trace_id, parent->trace_id, 16);
     memcpy(span->parent_id, parent->span_id, 8);
-    span->tc.flags = parent->flags;
+    /* The flags a level defines go on; the others are reserved, and a
+     * vendor sets them to zero (Level 2). */
+    span->tc.flags = parent->flags & (UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM);
   } else {
     random_id(span->tc.trace_id, 16);
-    span->tc.flags = UVP_TRACE_SAMPLED;
+    /* Level 2: a trace id whose right-most 7 bytes are (pseudo-)random
+     * says so, which lets a sampler downstream use them as its coin. */
+    span->tc.flags = UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM;
   }
   random_id(span->tc.span_id, 8);
   span->kind = kind;

@@ -127,21 +127,52 @@ static void test_tracestate(void **state) {
   assert_int_equal(check("tenant@vendor=v, a_b-c*d/e=x y"), 0);
   assert_int_equal(check("0tenant@sys=v"), 0);
   assert_int_equal(check(""), 0);
+  /* The current grammar (the W3C suite's key tests): '@' anywhere after
+   * the first character, any number of times, a key starting with a
+   * digit, 256 characters however split; a key twice is kept as is. */
+  static const char *const good[] = {
+      "foo@=1,bar=2",
+      "foo@@bar=1,bar=2",
+      "foo@bar@baz=1,bar=2",
+      "1rojo=1",
+      "tenant@=1",
+      "tenant@1vendor=1",
+      "tenant@vendor123456789=1",
+      "foo=1,foo=1",
+      "foo=1,foo=2",
+  };
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+    if (check(good[i]) != 0)
+      fail_msg("dropped tracestate \"%s\"", good[i]);
+  char key[300];
+  memset(key, 't', 242);
+  snprintf(key + 242, sizeof(key) - 242, "@v=1"); /* 244 */
+  assert_int_equal(check(key), 0);
+  memset(key, 't', 241);
+  snprintf(key + 241, sizeof(key) - 241, "@%s=1", "vvvvvvvvvvvvvv"); /* 256 */
+  assert_int_equal(check(key), 0);
+  snprintf(key, sizeof(key), "t@%s=1", "vvvvvvvvvvvvvvv");
+  assert_int_equal(check(key), 0);
+  memset(key, 'z', 256);
+  snprintf(key + 256, sizeof(key) - 256, "=1");
+  assert_int_equal(check(key), 0);
+  memset(key, 'z', 257);
+  snprintf(key + 257, sizeof(key) - 257, "=1");
+  assert_int_equal(check(key), UV_EINVAL);
   static const char *const bad[] = {
-      "rojo",                     /* no '=' */
-      "Rojo=1",                   /* uppercase key */
-      "1rojo=1",                  /* a simple key starts with a letter */
-      "rojo=",                    /* empty value */
-      "rojo=a,b",                 /* b: no '=' */
-      "rojo=a=b",                 /* '=' in the value */
-      "rojo=1,rojo=2",            /* a key twice */
-      "@vendor=1",                /* empty tenant */
-      "tenant@=1",                /* empty system */
-      "tenant@1vendor=1",         /* a system starts with a letter */
-      "tenant@vendor123456789=1", /* a system of 15 */
-      "rojo=a\tb",                /* a tab inside a value */
-      "ro jo=1",
-      "rojo=\x7f",
+      "rojo",         /* no '=' */
+      "Rojo=1",       /* uppercase key */
+      "rojo=",        /* empty value */
+      "foo=,bar=3",   /* an empty value drops the rest too */
+      "rojo=a,b",     /* b: no '=' */
+      "rojo=a=b",     /* '=' in the value */
+      "@vendor=1",    /* a key starts with a letter or digit */
+      "@foo=1,bar=2", /* ... and the whole header goes */
+      "_foo=1",       /* not '_' */
+      "foo.bar=1",    /* '.' is no key character */
+      "rojo=a\tb",    /* a tab inside a value */
+      "ro jo=1",      /* a space inside a key */
+      "rojo=\x7f",    /* DEL in a value */
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
     if (check(bad[i]) != UV_EINVAL)
@@ -291,7 +322,8 @@ static void test_spans(void **state) {
   assert_memory_not_equal(root.tc.trace_id, zero, 16);
   assert_memory_not_equal(root.tc.span_id, zero, 8);
   assert_memory_equal(root.parent_id, zero, 8);
-  assert_int_equal(root.tc.flags, UVP_TRACE_SAMPLED);
+  /* A new trace: sampled, its trace id random (Level 2's flag). */
+  assert_int_equal(root.tc.flags, UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM);
   /* Beginning a span leaves the scope alone; entering it does not. */
   assert_int_equal(uvp_tracectx_get(f->ctx, NULL, NULL), UV_ENOENT);
   assert_int_equal(uvp_span_enter(f->ctx, &root), 0);
@@ -310,8 +342,22 @@ static void test_spans(void **state) {
       uvp_span_begin(f->ctx, &other, "served", UVP_SPAN_SERVER, &remote, 0), 0);
   assert_memory_equal(other.tc.trace_id, want_trace, 16);
   assert_memory_equal(other.parent_id, want_span, 8);
+  assert_int_equal(other.tc.flags, remote.flags);
   assert_int_equal(uvp_span_end(f->ctx, &other, 0), 0);
   assert_int_equal(uvp_span_end(f->ctx, &other, 0), UV_EALREADY);
+  /* Flags no level defines are not passed on (Level 2: set to zero);
+   * sampled and random-trace-id are. */
+  uvp_span_t flagged;
+  remote.flags = 0xff;
+  assert_int_equal(
+      uvp_span_begin(f->ctx, &flagged, "f", UVP_SPAN_SERVER, &remote, 0), 0);
+  assert_int_equal(flagged.tc.flags, UVP_TRACE_SAMPLED | UVP_TRACE_RANDOM);
+  assert_int_equal(uvp_span_end(f->ctx, &flagged, 0), 0);
+  remote.flags = UVP_TRACE_RANDOM;
+  assert_int_equal(
+      uvp_span_begin(f->ctx, &flagged, "f", UVP_SPAN_SERVER, &remote, 0), 0);
+  assert_int_equal(flagged.tc.flags, UVP_TRACE_RANDOM);
+  assert_int_equal(uvp_span_end(f->ctx, &flagged, 0), 0);
   assert_int_equal(uvp_span_end(f->ctx, &child, UV_ECONNRESET), 0);
   assert_int_equal(uvp_span_end(f->ctx, &root, 0), 0);
   /* Errors. */

@@ -1,4 +1,4 @@
-/* uvp-gateway's W3C Trace Context (issue 72): each request served under
+/* uvp-gateway's W3C Trace Context: each request served under
  * a SERVER span, child of the `traceparent` the client sent (or of none,
  * a new trace, with --trace-start), so that the fan-out's group, its
  * members and their backend requests (httpc's CLIENT spans, which send
@@ -30,9 +30,15 @@ void gw_trace_begin(uvp_ctx_t *ctx, const httpd_req_t *req, int start,
  * without an answer). */
 void gw_trace_end(uvp_ctx_t *ctx, gw_trace_t *t, int status);
 
-/* "traceresponse: 00-<trace-id>-<span-id>-<flags>\r\n" (W3C Trace
- * Context Level 2's response header) for the current scope's context
- * into buf, or "" where it has none.  cap: GW_TRACERESPONSE_MAX. */
+/* "traceresponse: 00-<trace-id>-<span-id>-<flags>\r\n" for the current
+ * scope's context into buf, or "" where it has none; its flags the
+ * span's: sampled and random-trace-id, the reserved bits zero.  cap:
+ * GW_TRACERESPONSE_MAX.  `traceresponse` is the response header of Trace
+ * Context Level 2 (its current draft, the Candidate Recommendation Draft
+ * of 2024-03-28); the editor's draft of Level 3 has since replaced it
+ * with a Server-Timing metric (`server-timing: trace;desc=00-...`), which
+ * no published draft has yet: the gateway follows Level 2 until one
+ * does. */
 #define GW_TRACERESPONSE_MAX                                                   \
   (sizeof("traceresponse: \r\n") + UVP_TRACEPARENT_LEN)
 void gw_trace_response(const uvp_ctx_t *ctx, char *buf, size_t cap);

@@ -6,10 +6,12 @@
  * merge reads the flight recorder's files (UVP_RECORD_JSON, with spans:
  * uvp-fanout --trace, uvp-gateway --trace-dir) and writes one Chrome trace
  * (merge.c says how the clocks are lined up); svg draws one (svg.c). */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "trace.h"
@@ -30,23 +32,44 @@ static void usage(void) {
       "each client span to the server or consumer span that served it.\n"
       "\n"
       "Clocks: each file is placed first by its wall clock (otherData's\n"
-      "wall_origin_ns), then by the requests between the processes: a client\n"
+      "wall_origin_ns); files of one process (the same pid and monotonic "
+      "clock)\n"
+      "are one clock.  Then by the requests between the processes: a client\n"
       "span in A (begun t1, ended t4) and the span in B that served it (t2, "
       "t3)\n"
-      "put B's clock at ((t2-t1)+(t3-t4))/2 from A's, within\n"
-      "((t4-t1)-(t3-t2))/2.  For each pair of processes the request with the\n"
-      "smallest bound counts; offsets go from the first FILE (the reference)\n"
-      "along the pairs, their bounds adding up.  Each process's offset and "
-      "bound\n"
-      "are printed and written into the output's otherData (\"processes\"); a\n"
-      "service that starts before its request, or ends after its reply, "
-      "beyond\n"
-      "the bounds is reported as inconsistent.  A process no request reaches\n"
-      "keeps its wall clock.\n"
+      "put B's clock minus A's within [t3-t4, t2-t1].  A process whose wall\n"
+      "clock lies within every request's interval keeps it; else it gets the\n"
+      "midpoint ((t2-t1)+(t3-t4))/2 of the request with the smallest bound\n"
+      "((t4-t1)-(t3-t2))/2, offsets going from the first FILE (the "
+      "reference)\n"
+      "along the pairs, their bounds adding up.  A process no request "
+      "reaches\n"
+      "is placed by its messages (a producer span and the consumer span "
+      "under\n"
+      "it): a delivery does not precede its publish, which bounds the offset\n"
+      "one way; its wall clock is kept if it fits, else the nearest offset "
+      "that\n"
+      "does.  A process nothing links keeps its wall clock and is reported\n"
+      "UNALIGNED (in the table, otherData, its process label and the "
+      "picture).\n"
+      "Each process's offset and bound are printed once the output is "
+      "written,\n"
+      "and put into its otherData (\"processes\"); a service that starts "
+      "before\n"
+      "its request, or ends after its reply, beyond the bounds is reported "
+      "as\n"
+      "inconsistent.\n"
+      "\n"
+      "Each FILE is read one event at a time, twice (a pipe is copied to a\n"
+      "temporary file): memory grows with the spans, not the events.  A ts "
+      "that\n"
+      "is not a number, a span id that is not 16 hex digits, wall_origin_ns\n"
+      "outside [0, 2^62) are refused, the file and the event named.\n"
       "\n"
       "svg draws a trace (merged or not) as an SVG picture: a lane per "
       "process,\n"
-      "its spans as bars, an arrow from each request to where it was served.\n"
+      "its spans as bars, an arrow from each request to where it was served;\n"
+      "a trace without spans gives a picture that says so.\n"
       "\n"
       "  -o, --output FILE  where the JSON (merge) or SVG (svg) goes\n"
       "                     (default: standard output)\n"
@@ -55,48 +78,108 @@ static void usage(void) {
       "  -h, --help         this text\n"
       "  --version          print the version (uvp's) and exit\n"
       "\n"
-      "Exit status: 0 written, 1 a file could not be read or written, 2 usage\n"
-      "error.  Inconsistencies are reported on standard error, not failed.\n");
+      "Exit status: 0 written, 1 a file could not be read or written (an "
+      "output\n"
+      "not written whole is removed), 2 usage error.  Inconsistencies are\n"
+      "reported, not failed.\n");
 }
 
-/* One event a line, as the recorder writes. */
-static int write_json(json_t *doc, FILE *out) {
-  json_t *events = json_object_get(doc, "traceEvents"), *e;
-  size_t i;
-  fputs("{\"traceEvents\":[\n", out);
-  json_array_foreach(events, i, e) {
-    if (i > 0)
-      fputc(',', out);
-    if (json_dumpf(e, out, JSON_COMPACT | JSON_REAL_PRECISION(16)) != 0)
-      return -1;
-    fputc('\n', out);
-  }
-  fputs("],\"displayTimeUnit\":\"ns\",\"otherData\":", out);
-  if (json_dumpf(json_object_get(doc, "otherData"), out,
-                 JSON_COMPACT | JSON_REAL_PRECISION(16)) != 0)
-    return -1;
-  fputs("}\n", out);
-  return ferror(out) ? -1 : 0;
+static int is_stdout(const char *path) {
+  return path == NULL || strcmp(path, "-") == 0;
 }
 
-static FILE *open_out(const char *path) {
-  if (path == NULL || strcmp(path, "-") == 0)
+/* Where an output goes; a file is opened only once the inputs have been
+ * read (a bad input leaves an old output as it was), and never over one
+ * of them (ins: the inputs, open, n of them), which is read again. */
+static FILE *open_out(const char *path, FILE *const *ins, int n) {
+  if (is_stdout(path))
     return stdout;
+  struct stat so, si;
+  for (int i = 0; i < n && stat(path, &so) == 0; i++)
+    if (ins[i] != NULL && fstat(fileno(ins[i]), &si) == 0 &&
+        si.st_ino != 0 && /* 0: a system without inode numbers */
+        si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+      fprintf(stderr, "uvp-trace: %s: is also an input\n", path);
+      return NULL;
+    }
   FILE *f = fopen(path, "w");
   if (f == NULL)
-    perror(path);
+    fprintf(stderr, "uvp-trace: %s: %s\n", path, strerror(errno));
   return f;
 }
 
-static int close_out(FILE *f, const char *path) {
-  int bad = ferror(f);
+/* Closed; a file that failed is removed, not left half written. */
+static int close_out(FILE *f, const char *path, int failed) {
+  if (f == NULL)
+    return -1;
+  int bad = ferror(f) != 0;
   if (f != stdout)
     bad |= fclose(f) != 0;
   else
     bad |= fflush(f) != 0;
   if (bad)
     fprintf(stderr, "uvp-trace: %s: write failed\n", path ? path : "stdout");
-  return bad ? -1 : 0;
+  if ((bad || failed) && !is_stdout(path) && remove(path) != 0)
+    fprintf(stderr, "uvp-trace: %s: %s\n", path, strerror(errno));
+  return bad || failed ? -1 : 0;
+}
+
+static int svg_event(void *arg, json_t *e, size_t index) {
+  (void)index;
+  return trace_svg_event(arg, e);
+}
+
+static int svg_mode(const char *in, const char *output, const char *title) {
+  trace_svg_t *svg = trace_svg_new();
+  FILE *f = trace_open(in);
+  int rc = svg == NULL || f == NULL ||
+           trace_stream(f, in, svg_event, svg, NULL) != 0;
+  if (rc == 0) {
+    FILE *out = open_out(output, &f, 1);
+    int failed = out == NULL || trace_svg_write(svg, title, out) != 0;
+    rc = close_out(out, output, failed) != 0;
+  }
+  if (f != NULL && fclose(f) != 0)
+    rc = 1;
+  if (svg == NULL)
+    fprintf(stderr, "uvp-trace: out of memory\n");
+  trace_svg_free(svg);
+  return rc;
+}
+
+static int merge_mode(char **files, int n, const char *output,
+                      const char *svg_path, const char *title) {
+  trace_merge_t m;
+  trace_svg_t *svg = NULL;
+  FILE *report = is_stdout(output) ? stderr : stdout;
+  if (trace_merge_load(&m, files, n, report) != 0) {
+    trace_merge_free(&m);
+    return 1;
+  }
+  FILE **ins = calloc((size_t)n, sizeof *ins);
+  for (int i = 0; ins != NULL && i < n; i++)
+    ins[i] = m.procs[i].in;
+  if (ins == NULL || (svg_path != NULL && (svg = trace_svg_new()) == NULL))
+    fprintf(stderr, "uvp-trace: out of memory\n");
+  /* Both outputs opened before either is written: one that cannot be
+   * leaves neither. */
+  FILE *out = ins == NULL || (svg_path != NULL && svg == NULL)
+                  ? NULL
+                  : open_out(output, ins, n);
+  FILE *pic =
+      out != NULL && svg_path != NULL ? open_out(svg_path, ins, n) : NULL;
+  int failed = out == NULL || (svg_path != NULL && pic == NULL) ||
+               trace_merge_write(&m, out, svg) != 0 ||
+               (pic != NULL && trace_svg_write(svg, title, pic) != 0);
+  int rc = close_out(out, output, failed) != 0;
+  if (svg_path != NULL)
+    rc |= close_out(pic, svg_path, failed) != 0;
+  if (rc == 0)
+    trace_merge_print(&m, report);
+  free(ins);
+  trace_svg_free(svg);
+  trace_merge_free(&m);
+  return rc;
 }
 
 int main(int argc, char **argv) {
@@ -149,36 +232,11 @@ int main(int argc, char **argv) {
                       svg ? ", and no --svg" : "");
       return 2;
     }
-    json_t *doc = trace_load(argv[optind]);
-    if (doc == NULL)
-      return 1;
-    FILE *out = open_out(output);
-    int rc = out == NULL || trace_svg_write(doc, title, out) != 0;
-    rc |= out != NULL && close_out(out, output) != 0;
-    json_decref(doc);
-    return rc;
+    return svg_mode(argv[optind], output, title);
   }
   if (nfiles < 1) {
     cli_usage_error("uvp-trace", "merge needs one FILE at least");
     return 2;
   }
-  trace_merge_t m;
-  if (trace_merge_load(&m, argv + optind, nfiles, stderr) != 0) {
-    trace_merge_free(&m);
-    return 1;
-  }
-  json_t *doc = trace_merge_doc(&m);
-  trace_merge_print(&m, output == NULL || strcmp(output, "-") == 0 ? stderr
-                                                                   : stdout);
-  FILE *out = open_out(output);
-  int rc = doc == NULL || out == NULL || write_json(doc, out) != 0;
-  rc |= out != NULL && close_out(out, output) != 0;
-  if (rc == 0 && svg != NULL) {
-    FILE *f = open_out(svg);
-    rc = f == NULL || trace_svg_write(doc, title, f) != 0;
-    rc |= f != NULL && close_out(f, svg) != 0;
-  }
-  json_decref(doc);
-  trace_merge_free(&m);
-  return rc;
+  return merge_mode(argv + optind, nfiles, output, svg, title);
 }

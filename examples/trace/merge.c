@@ -2,25 +2,45 @@
  *
  * Each file's ts are microseconds of its own clock, from its otherData's
  * ts_origin_ns; wall_origin_ns is the wall clock at that instant, which
- * places the files roughly (as well as the machines' clocks agree).  A
- * request pins them closer: a CLIENT span in process A (begun t1, ended
- * t4) and the SERVER or CONSUMER span in B whose parent is it (t2, t3)
- * say, as NTP's four timestamps do, that B's clock minus A's is
+ * places the files roughly (as well as the machines' clocks agree).  Files
+ * of one process (the same pid, and origins that say the same monotonic
+ * clock) share that clock exactly: they are placed as one.
  *
- *   offset = ((t2 - t1) + (t3 - t4)) / 2,  within  ((t4 - t1) - (t3 - t2)) / 2
+ * A request pins the clocks closer: a CLIENT span in process A (begun t1,
+ * ended t4) and the SERVER or CONSUMER span in B whose parent is it (t2,
+ * t3) say, as NTP's four timestamps do, that B's clock minus A's lies in
+ * [t3 - t4, t2 - t1], whatever the two legs' delays were (the service lies
+ * inside the request's round trip): its midpoint
  *
- * whatever the two legs' delays were (the served request lies inside the
- * request's round trip).  For each pair of processes the pair with the
- * smallest bound is kept (NTP's minimum filter), and offsets go out from
- * the first file along the pairs, their bounds adding up (the smallest
- * sum wins).  A process no request reaches keeps its wall clock. */
+ *   offset = ((t2 - t1) + (t3 - t4)) / 2,  within  ((t4 - t1) - (t3 - t2)) / 2.
+ *
+ * A message (a PRODUCER span in A, the CONSUMER span in B that it was
+ * delivered to) has no reply: it bounds the offset one way only, B's
+ * clock minus A's at most t2 - t1 (a delivery cannot precede its publish).
+ *
+ * Offsets go out from the first file (the reference) along the process
+ * pairs with requests (for each pair the request with the smallest bound,
+ * NTP's minimum filter; the smallest sum of bounds wins); a process whose
+ * wall clock already lies within every request's interval keeps it (the
+ * midpoint is no better, and a wall clock synchronised to a microsecond is
+ * often much better).  A process no request reaches is placed within its
+ * messages' bounds: its wall clock if it fits them, else the nearest
+ * offset that does.  A process nothing links keeps its wall clock and is
+ * reported unaligned. */
 #include <errno.h>
-#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "trace.h"
+
+/* A ts beyond this (about 3 years of microseconds) is not a recorder's:
+ * the bound keeps every sum of ts and wall clock differences inside what a
+ * double holds to the nanosecond and an int64_t of nanoseconds holds. */
+#define TS_MAX 1e14
+/* wall_origin_ns in [0, 2^62): differences of two never overflow. */
+#define WALL_MAX ((int64_t)1 << 62)
 
 static const char *const kind_names[] = {"internal", "server", "client",
                                          "producer", "consumer"};
@@ -34,6 +54,11 @@ static int kind_of(const char *s) {
 
 static const char *str_of(json_t *obj, const char *key) {
   return json_string_value(json_object_get(obj, key));
+}
+
+static int is_hex16(const char *s) {
+  return s != NULL && strlen(s) == 16 &&
+         strspn(s, "0123456789abcdefABCDEF") == 16;
 }
 
 /* ---- spans by id: open addressing on the 64-bit span id ----------------- */
@@ -77,131 +102,252 @@ static trace_span_t *index_find(const span_index_t *ix, trace_merge_t *m,
   return NULL;
 }
 
-/* ---- reading ------------------------------------------------------------ */
+/* ---- reading: the first pass keeps the spans only ------------------------ */
 
-json_t *trace_load(const char *path) {
-  json_error_t err;
-  json_t *doc = json_load_file(path, 0, &err);
-  if (doc == NULL && err.line > 0)
-    fprintf(stderr, "uvp-trace: %s:%d: %s\n", path, err.line, err.text);
-  else if (doc == NULL)
-    fprintf(stderr, "uvp-trace: %s\n", err.text); /* names the file */
-  return doc;
+typedef struct {
+  char id[17];
+  int proc, open;
+  double ts;
+} span_end_t;
+
+typedef struct {
+  trace_merge_t *m;
+  int proc;
+  size_t cap;
+  span_end_t *ends;
+  size_t nends, ends_cap;
+} loader_t;
+
+static int bad_event(const loader_t *l, size_t index, json_t *e,
+                     const char *what) {
+  const char *ph = str_of(e, "ph"), *name = str_of(e, "name");
+  fprintf(stderr, "uvp-trace: %s: event %zu (ph %s%s%s): %s\n",
+          l->m->procs[l->proc].path, index, ph != NULL ? ph : "none",
+          name != NULL ? ", name " : "", name != NULL ? name : "", what);
+  return -1;
 }
 
-static int load_one(trace_proc_t *p, const char *arg) {
+static int add_begin(loader_t *l, json_t *e, double ts) {
+  json_t *args = json_object_get(e, "args");
+  const char *id = str_of(args, "span_id");
+  const char *parent = str_of(args, "parent_id");
+  trace_merge_t *m = l->m;
+  if (m->nspans == l->cap) {
+    size_t n = l->cap == 0 ? 256 : 2 * l->cap;
+    trace_span_t *s = realloc(m->spans, n * sizeof *s);
+    if (s == NULL)
+      return -1;
+    m->spans = s;
+    l->cap = n;
+  }
+  trace_span_t *s = &m->spans[m->nspans++];
+  memset(s, 0, sizeof *s);
+  s->proc = l->proc;
+  memcpy(s->id, id, 17);
+  if (parent != NULL)
+    memcpy(s->parent, parent, 17);
+  s->kind = kind_of(str_of(args, "kind"));
+  s->begin = s->end = ts;
+  s->cut_off = json_is_true(json_object_get(args, "cut_off"));
+  s->whole = !s->cut_off;
+  s->tid = json_integer_value(json_object_get(e, "tid"));
+  return 0;
+}
+
+static int add_end(loader_t *l, const char *id, json_t *e, double ts) {
+  if (l->nends == l->ends_cap) {
+    size_t n = l->ends_cap == 0 ? 256 : 2 * l->ends_cap;
+    span_end_t *s = realloc(l->ends, n * sizeof *s);
+    if (s == NULL)
+      return -1;
+    l->ends = s;
+    l->ends_cap = n;
+  }
+  span_end_t *x = &l->ends[l->nends++];
+  memcpy(x->id, id, 17);
+  x->proc = l->proc;
+  x->ts = ts;
+  x->open = json_is_true(json_object_get(json_object_get(e, "args"), "open"));
+  return 0;
+}
+
+/* One event of the first pass: its ts checked, a span's ids checked and
+ * kept.  A begin the ring cut off says no ids: nothing to link, kept out. */
+static int load_event(void *arg, json_t *e, size_t index) {
+  loader_t *l = arg;
+  json_t *jts = json_object_get(e, "ts");
+  double ts = json_number_value(jts);
+  if (jts != NULL && !json_is_number(jts))
+    return bad_event(l, index, e, "ts is not a number");
+  if (jts != NULL && !(fabs(ts) <= TS_MAX))
+    return bad_event(l, index, e, "ts out of range (1e14 us at most)");
+  trace_proc_t *p = &l->m->procs[l->proc];
+  if (jts != NULL && ts < p->min_ts)
+    p->min_ts = ts;
+  const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
+  if (ph == NULL || cat == NULL || strcmp(cat, "span") != 0)
+    return 0;
+  if (strcmp(ph, "b") == 0) {
+    json_t *args = json_object_get(e, "args");
+    json_t *id = json_object_get(args, "span_id");
+    json_t *parent = json_object_get(args, "parent_id");
+    if (id == NULL)
+      return 0;
+    if (!is_hex16(json_string_value(id)))
+      return bad_event(l, index, e, "args.span_id is not 16 hex digits");
+    if (parent != NULL && !is_hex16(json_string_value(parent)))
+      return bad_event(l, index, e, "args.parent_id is not 16 hex digits");
+    if (jts == NULL)
+      return bad_event(l, index, e, "a span's begin without ts");
+    return add_begin(l, e, ts) == 0 ? 0 : bad_event(l, index, e, "no memory");
+  }
+  if (strcmp(ph, "e") == 0) {
+    const char *id = str_of(e, "id");
+    if (id == NULL || strncmp(id, "0x", 2) != 0 || !is_hex16(id + 2))
+      return bad_event(l, index, e, "a span's id is not 0x and 16 hex digits");
+    if (jts == NULL)
+      return bad_event(l, index, e, "a span's end without ts");
+    return add_end(l, id + 2, e, ts) == 0 ? 0
+                                          : bad_event(l, index, e, "no memory");
+  }
+  return 0;
+}
+
+/* An integer of otherData's in [min, max) into *out (absent: left). */
+static int other_int(const trace_proc_t *p, json_t *other, const char *key,
+                     int64_t min, int64_t max, int64_t *out) {
+  json_t *v = json_object_get(other, key);
+  if (v == NULL || json_is_null(v))
+    return 0;
+  if (!json_is_integer(v) || json_integer_value(v) < min ||
+      json_integer_value(v) >= max) {
+    fprintf(stderr,
+            "uvp-trace: %s: otherData's %s is not an integer from %lld to "
+            "%lld\n",
+            p->path, key, (long long)min, (long long)(max - 1));
+    return -1;
+  }
+  *out = json_integer_value(v);
+  return 0;
+}
+
+/* A pipe cannot be read twice: its bytes are kept in a temporary file. */
+static FILE *rereadable(FILE *f, const char *path) {
+  struct stat st;
+  if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+    return f;
+  FILE *t = tmpfile();
+  char buf[65536];
+  size_t n;
+  while (t != NULL && (n = fread(buf, 1, sizeof buf, f)) > 0)
+    if (fwrite(buf, 1, n, t) != n)
+      break;
+  int bad = t == NULL || ferror(f) || ferror(t) || fseek(t, 0, SEEK_SET) != 0;
+  if (bad)
+    fprintf(stderr, "uvp-trace: %s: %s\n", path,
+            t == NULL ? "no temporary file to keep it in" : strerror(errno));
+  fclose(f);
+  if (bad && t != NULL)
+    fclose(t);
+  return bad ? NULL : t;
+}
+
+/* n bytes of s as a string of its own (strndup, which not every C
+ * library has). */
+static char *copy_of(const char *s, size_t n) {
+  char *c = malloc(n + 1);
+  if (c != NULL) {
+    memcpy(c, s, n);
+    c[n] = '\0';
+  }
+  return c;
+}
+
+static int load_one(loader_t *l, const char *arg) {
+  trace_proc_t *p = &l->m->procs[l->proc];
   const char *eq = strchr(arg, '=');
   p->path = arg;
+  p->ts_origin = -1;
+  p->source_pid = -1;
+  p->align = ALIGN_WALL;
+  p->via = -1;
+  p->bound_us = -1;
+  p->min_ts = INFINITY;
   if (eq != NULL && eq != arg && memchr(arg, '/', (size_t)(eq - arg)) == NULL) {
-    p->name = strndup(arg, (size_t)(eq - arg));
+    p->name = copy_of(arg, (size_t)(eq - arg));
     p->path = eq + 1;
   } else {
     const char *base = strrchr(arg, '/') != NULL ? strrchr(arg, '/') + 1 : arg;
     size_t len = strlen(base);
     if (len > 5 && strcmp(base + len - 5, ".json") == 0)
       len -= 5;
-    p->name = strndup(base, len);
+    p->name = copy_of(base, len);
   }
-  p->doc = trace_load(p->path);
-  if (p->doc == NULL)
+  if (p->name == NULL || (p->in = trace_open(p->path)) == NULL ||
+      (p->in = rereadable(p->in, p->path)) == NULL)
     return -1;
-  if (!json_is_array(json_object_get(p->doc, "traceEvents"))) {
-    fprintf(stderr, "uvp-trace: %s: no traceEvents array (not a trace)\n",
-            p->path);
+  json_t *other;
+  if (trace_stream(p->in, p->path, load_event, l, &other) != 0)
     return -1;
-  }
-  json_t *other = json_object_get(p->doc, "otherData");
-  json_t *wall = json_object_get(other, "wall_origin_ns");
-  json_t *pid = json_object_get(other, "pid");
-  p->wall_origin = json_is_integer(wall) ? json_integer_value(wall) : 0;
-  p->source_pid = json_is_integer(pid) ? json_integer_value(pid) : -1;
-  p->align = ALIGN_WALL;
-  p->via = -1;
-  return 0;
+  int64_t pid = -1;
+  int rc =
+      other_int(p, other, "wall_origin_ns", 0, WALL_MAX, &p->wall_origin) !=
+          0 ||
+      other_int(p, other, "ts_origin_ns", 0, WALL_MAX, &p->ts_origin) != 0 ||
+      other_int(p, other, "pid", 0, INT64_MAX, &pid) != 0;
+  p->source_pid = pid;
+  json_decref(other);
+  return rc ? -1 : 0;
 }
 
-static int add_span(trace_merge_t *m, size_t *cap, int proc, json_t *e) {
-  json_t *args = json_object_get(e, "args");
-  const char *id = str_of(args, "span_id");
-  const char *parent = str_of(args, "parent_id");
-  if (id == NULL || strlen(id) != 16)
-    return 0; /* a begin the ring cut off says no ids: nothing to link */
-  if (m->nspans == *cap) {
-    size_t n = *cap == 0 ? 256 : 2 * *cap;
-    trace_span_t *s = realloc(m->spans, n * sizeof *s);
-    if (s == NULL)
-      return -1;
-    m->spans = s;
-    *cap = n;
-  }
-  trace_span_t *s = &m->spans[m->nspans++];
-  memset(s, 0, sizeof *s);
-  s->proc = proc;
-  memcpy(s->id, id, 17);
-  if (parent != NULL && strlen(parent) == 16)
-    memcpy(s->parent, parent, 17);
-  s->kind = kind_of(str_of(args, "kind"));
-  s->begin = s->end = json_number_value(json_object_get(e, "ts"));
-  s->whole = !json_is_true(json_object_get(args, "cut_off"));
-  s->tid = json_integer_value(json_object_get(e, "tid"));
-  s->name = str_of(e, "name");
-  return 0;
-}
-
-/* Every span's begin, then (by its id) its end. */
-static int collect_spans(trace_merge_t *m) {
-  size_t cap = 0;
-  for (int p = 0; p < m->nprocs; p++) {
-    size_t i;
-    json_t *e;
-    json_array_foreach(json_object_get(m->procs[p].doc, "traceEvents"), i, e) {
-      const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
-      if (ph != NULL && cat != NULL && strcmp(cat, "span") == 0 &&
-          strcmp(ph, "b") == 0 && add_span(m, &cap, p, e) != 0)
-        return -1;
-    }
-  }
+/* Each span's end, by its id in its process. */
+static int match_ends(trace_merge_t *m, span_end_t *ends, size_t n) {
   span_index_t ix;
   if (index_build(&ix, m) != 0)
     return -1;
-  for (int p = 0; p < m->nprocs; p++) {
-    size_t i;
-    json_t *e;
-    json_array_foreach(json_object_get(m->procs[p].doc, "traceEvents"), i, e) {
-      const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
-      const char *id = str_of(e, "id");
-      if (ph == NULL || cat == NULL || id == NULL || strcmp(cat, "span") != 0 ||
-          strcmp(ph, "e") != 0 || strncmp(id, "0x", 2) != 0)
-        continue;
-      trace_span_t *s = index_find(&ix, m, id + 2, p);
-      if (s == NULL)
-        continue;
-      s->end = json_number_value(json_object_get(e, "ts"));
-      if (json_is_true(json_object_get(json_object_get(e, "args"), "open")))
-        s->whole = 0;
-    }
+  for (size_t i = 0; i < n; i++) {
+    trace_span_t *s = index_find(&ix, m, ends[i].id, ends[i].proc);
+    if (s == NULL)
+      continue;
+    s->end = ends[i].ts;
+    if (ends[i].open)
+      s->whole = 0;
   }
   free(ix.slots);
   return 0;
 }
 
-/* ---- the flows and the clocks ------------------------------------------- */
-
-typedef struct {
-  double offset, bound; /* of the column's process minus the row's */
-  int set;
-} edge_t;
-
-/* ts of process p on the reference's clock (its wall offset taken out). */
-static double wall_delta(const trace_merge_t *m, int p, int q) {
-  return (double)(m->procs[q].wall_origin - m->procs[p].wall_origin) / 1e3;
+/* Files of one process: the same pid and the same monotonic clock (their
+ * wall origins minus their ts origins within a millisecond: the wall
+ * clock is read once a file, a few microseconds apart).  They keep the
+ * first one's wall clock, moved by their ts origins' difference, exact. */
+static void same_clocks(trace_merge_t *m) {
+  for (int p = 0; p < m->nprocs; p++) {
+    trace_proc_t *a = &m->procs[p];
+    a->clock = p;
+    for (int q = 0; q < p && a->clock == p; q++) {
+      const trace_proc_t *b = &m->procs[q];
+      if (b->clock != q || a->source_pid < 0 ||
+          a->source_pid != b->source_pid || a->ts_origin < 0 ||
+          b->ts_origin < 0 || a->wall_origin == 0 || b->wall_origin == 0)
+        continue;
+      int64_t da = a->wall_origin - a->ts_origin;
+      int64_t db = b->wall_origin - b->ts_origin;
+      if (llabs(da - db) < 1000000) {
+        a->clock = q;
+        a->wall_origin -= da - db; /* within a millisecond: no overflow */
+      }
+    }
+  }
 }
 
-static int link_flows(trace_merge_t *m, edge_t *edges, FILE *report) {
+/* Each server or consumer span whose parent is a client or producer span
+ * (in any file): a flow; across two clocks, clock evidence on their edge.
+ */
+static int link_flows(trace_merge_t *m, trace_edge_t *edges, FILE *report) {
   span_index_t ix;
   if (index_build(&ix, m) != 0)
     return -1;
-  int n = m->nprocs;
   for (size_t i = 0; i < m->nspans; i++) {
     trace_span_t *s = &m->spans[i];
     if (s->parent[0] == '\0' ||
@@ -218,98 +364,11 @@ static int link_flows(trace_merge_t *m, edge_t *edges, FILE *report) {
       }
       m->flows = f;
     }
-    m->flows[m->nflows++] = (trace_flow_t){(int)(c - m->spans), (int)i};
-    if (c->proc == s->proc || c->kind != KIND_CLIENT || !c->whole || !s->whole)
-      continue;
-    double t1 = c->begin, t4 = c->end, t2 = s->begin, t3 = s->end;
-    double offset =
-        ((t2 - t1) + (t3 - t4)) / 2 + wall_delta(m, c->proc, s->proc);
-    double bound = ((t4 - t1) - (t3 - t2)) / 2;
-    if (bound < 0) {
-      fprintf(report,
-              "uvp-trace: inconsistent: %s's span %s (%s) lasted %.3f us, "
-              "longer than %s's request %s (%.3f us)\n",
-              m->procs[s->proc].name, s->id, s->name ? s->name : "", t3 - t2,
-              m->procs[c->proc].name, c->id, t4 - t1);
-      m->inconsistent++;
-      continue;
-    }
-    m->pairs++;
-    edge_t *ab = &edges[c->proc * n + s->proc],
-           *ba = &edges[s->proc * n + c->proc];
-    if (!ab->set || bound < ab->bound) {
-      *ab = (edge_t){offset, bound, 1};
-      *ba = (edge_t){-offset, bound, 1};
-    }
+    m->flows[m->nflows++] = (trace_flow_t){(size_t)(c - m->spans), i};
+    trace_evidence(m, edges, c, s, report);
   }
   free(ix.slots);
   return 0;
-}
-
-/* Dijkstra from the reference over the pairs: the smallest sum of bounds. */
-static void align(trace_merge_t *m, const edge_t *edges) {
-  int n = m->nprocs;
-  char *done = calloc((size_t)n, 1);
-  m->procs[0].align = ALIGN_REFERENCE;
-  while (done != NULL) {
-    int best = -1;
-    for (int p = 0; p < n; p++)
-      if (!done[p] && m->procs[p].align != ALIGN_WALL &&
-          (best < 0 || m->procs[p].bound_us < m->procs[best].bound_us))
-        best = p;
-    if (best < 0)
-      break;
-    done[best] = 1;
-    for (int q = 0; q < n; q++) {
-      const edge_t *e = &edges[best * n + q];
-      trace_proc_t *pq = &m->procs[q];
-      double bound = m->procs[best].bound_us + e->bound;
-      if (!e->set || done[q] ||
-          (pq->align != ALIGN_WALL && pq->bound_us <= bound))
-        continue;
-      pq->align = ALIGN_REQUESTS;
-      pq->offset_us = m->procs[best].offset_us + e->offset;
-      pq->bound_us = bound;
-      pq->via = best;
-    }
-  }
-  free(done);
-  /* A process no request reaches: its wall clock's reading, as is. */
-  for (int p = 0; p < n; p++)
-    if (m->procs[p].align == ALIGN_WALL)
-      m->procs[p].offset_us = 0;
-}
-
-/* A ts of process p on the output's clock. */
-static double place(const trace_merge_t *m, int p, double ts) {
-  return ts + wall_delta(m, 0, p) - m->procs[p].offset_us + m->shift_us;
-}
-
-/* With the offsets known: does each request still come before its service,
- * and its reply after, within the two processes' bounds? */
-static void check_order(trace_merge_t *m, FILE *report) {
-  for (size_t i = 0; i < m->nflows; i++) {
-    const trace_span_t *c = &m->spans[m->flows[i].client];
-    const trace_span_t *s = &m->spans[m->flows[i].server];
-    const trace_proc_t *pc = &m->procs[c->proc], *ps = &m->procs[s->proc];
-    if (c->proc == s->proc || pc->align == ALIGN_WALL ||
-        ps->align == ALIGN_WALL)
-      continue;
-    double tol = pc->bound_us + ps->bound_us + 1e-3; /* the ts' ns rounding */
-    double early = place(m, c->proc, c->begin) - place(m, s->proc, s->begin);
-    double late = c->kind == KIND_CLIENT && c->whole && s->whole
-                      ? place(m, s->proc, s->end) - place(m, c->proc, c->end)
-                      : 0;
-    if (early > tol || late > tol) {
-      fprintf(report,
-              "uvp-trace: inconsistent: %s's span %s (%s) %s %s's request "
-              "%s by %.3f us (bounds: %.3f us)\n",
-              ps->name, s->id, s->name ? s->name : "",
-              early > tol ? "starts before" : "ends after", pc->name, c->id,
-              early > tol ? early : late, tol);
-      m->inconsistent++;
-    }
-  }
 }
 
 int trace_merge_load(trace_merge_t *m, char **args, int n, FILE *report) {
@@ -318,171 +377,28 @@ int trace_merge_load(trace_merge_t *m, char **args, int n, FILE *report) {
   if (m->procs == NULL)
     goto nomem;
   m->nprocs = n;
-  for (int p = 0; p < n; p++)
-    if (load_one(&m->procs[p], args[p]) != 0)
+  loader_t l = {m, 0, 0, NULL, 0, 0};
+  for (l.proc = 0; l.proc < n; l.proc++)
+    if (load_one(&l, args[l.proc]) != 0) {
+      m->nprocs = l.proc + 1;
+      free(l.ends);
       return -1;
-  edge_t *edges = calloc((size_t)n * (size_t)n, sizeof *edges);
-  if (edges == NULL || collect_spans(m) != 0 ||
-      link_flows(m, edges, report) != 0) {
+    }
+  int rc = match_ends(m, l.ends, l.nends);
+  free(l.ends);
+  same_clocks(m);
+  size_t nn = (size_t)n * (size_t)n;
+  trace_edge_t *edges = rc == 0 ? malloc(nn * sizeof *edges) : NULL;
+  for (size_t i = 0; edges != NULL && i < nn; i++)
+    edges[i] = (trace_edge_t){0, 0, -INFINITY, INFINITY, 0, 0};
+  if (edges == NULL || link_flows(m, edges, report) != 0) {
     free(edges);
     goto nomem;
   }
-  align(m, edges);
+  rc = trace_align(m, edges, report);
   free(edges);
-  /* No event before 0 on the output's clock. */
-  double first = 0;
-  for (size_t i = 0; i < m->nspans; i++)
-    first = fmin(first, place(m, m->spans[i].proc, m->spans[i].begin));
-  for (int p = 0; p < n; p++) {
-    size_t i;
-    json_t *e;
-    json_array_foreach(json_object_get(m->procs[p].doc, "traceEvents"), i, e) {
-      json_t *ts = json_object_get(e, "ts");
-      if (json_is_number(ts))
-        first = fmin(first, place(m, p, json_number_value(ts)));
-    }
-  }
-  m->shift_us = first < 0 ? ceil(-first) : 0;
-  check_order(m, report);
-  return 0;
+  return rc;
 nomem:
   fprintf(stderr, "uvp-trace: %s\n", strerror(ENOMEM));
   return -1;
-}
-
-/* ---- writing ------------------------------------------------------------ */
-
-static json_t *meta(int pid, const char *what, json_t *args) {
-  return json_pack("{s:s,s:i,s:i,s:s,s:o}", "ph", "M", "pid", pid, "tid", 0,
-                   "name", what, "args", args);
-}
-
-/* Ids local to a file made unique to the output: an async slice's number
- * moved past every other file's; a flow's, which viewers read as a hex
- * number (Perfetto drops a flow whose id is not one, as the recorder's
- * "cause.12.0"), a hash of it and its process. */
-static void renumber(json_t *e, int pid) {
-  const char *ph = str_of(e, "ph"), *cat = str_of(e, "cat");
-  const char *id = str_of(e, "id");
-  if (ph == NULL || id == NULL || (cat != NULL && strcmp(cat, "span") == 0))
-    return;
-  char buf[40];
-  if (strchr("stf", ph[0]) != NULL && ph[0] != '\0') {
-    uint64_t h = 0xcbf29ce484222325ull ^ (uint64_t)pid; /* FNV-1a */
-    for (const char *c = id; *c != '\0'; c++)
-      h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
-    snprintf(buf, sizeof buf, "0x%016" PRIx64, h);
-  } else if (id[0] != '\0' && strspn(id, "0123456789") == strlen(id) &&
-             strlen(id) < 12) {
-    snprintf(buf, sizeof buf, "%llu",
-             ((unsigned long long)pid << 40) + strtoull(id, NULL, 10));
-  } else {
-    return; /* a string of its own: left as it is */
-  }
-  json_object_set_new(e, "id", json_string(buf));
-}
-
-/* A request's flow: its id the served span's (a hex number, unique), from
- * the loop's slice where the client span began to the one where the
- * served span began; args name both spans. */
-static json_t *flow_event(const trace_merge_t *m, const trace_span_t *c,
-                          const trace_span_t *s, int end) {
-  const trace_span_t *at = end ? s : c;
-  char id[20], cid[20], sid[20];
-  snprintf(id, sizeof id, "0x%s", s->id);
-  snprintf(cid, sizeof cid, "0x%s", c->id);
-  snprintf(sid, sizeof sid, "0x%s", s->id);
-  double ts = round(place(m, at->proc, at->begin) * 1e3) / 1e3;
-  return json_pack("{s:s,s:i,s:I,s:f,s:s,s:s,s:s,s:s,s:{s:s,s:s}}", "ph",
-                   end ? "f" : "s", "pid", at->proc + 1, "tid",
-                   (json_int_t)at->tid, "ts", ts, "cat", "request", "name",
-                   "request", "id", id, "bp", "e", "args", "client", cid,
-                   "server", sid);
-}
-
-json_t *trace_merge_doc(const trace_merge_t *m) {
-  json_t *events = json_array(), *procs = json_array();
-  for (int p = 0; p < m->nprocs; p++) {
-    const trace_proc_t *pr = &m->procs[p];
-    json_array_append_new(events, meta(p + 1, "process_name",
-                                       json_pack("{s:s}", "name", pr->name)));
-    json_array_append_new(events, meta(p + 1, "process_sort_index",
-                                       json_pack("{s:i}", "sort_index", p)));
-    size_t i;
-    json_t *e;
-    json_array_foreach(json_object_get(pr->doc, "traceEvents"), i, e) {
-      const char *ph = str_of(e, "ph"), *name = str_of(e, "name");
-      if (ph != NULL && strcmp(ph, "M") == 0 && name != NULL &&
-          strcmp(name, "process_name") == 0)
-        continue;
-      json_object_set_new(e, "pid", json_integer(p + 1));
-      json_t *ts = json_object_get(e, "ts");
-      if (json_is_number(ts))
-        json_object_set_new(
-            e, "ts",
-            json_real(round(place(m, p, json_number_value(ts)) * 1e3) / 1e3));
-      renumber(e, p + 1);
-      json_array_append(events, e);
-    }
-    static const char *const how[] = {"reference", "requests", "wall clock"};
-    json_t *o = json_pack("{s:i,s:s,s:s,s:s,s:f}", "pid", p + 1, "name",
-                          pr->name, "file", pr->path, "aligned_by",
-                          how[pr->align], "offset_us", pr->offset_us);
-    json_object_set_new(o, "bound_us",
-                        pr->align == ALIGN_WALL ? json_null()
-                                                : json_real(pr->bound_us));
-    if (pr->via >= 0)
-      json_object_set_new(o, "via", json_string(m->procs[pr->via].name));
-    if (pr->source_pid >= 0)
-      json_object_set_new(o, "source_pid", json_integer(pr->source_pid));
-    json_array_append_new(procs, o);
-  }
-  for (size_t i = 0; i < m->nflows; i++) {
-    const trace_span_t *c = &m->spans[m->flows[i].client];
-    const trace_span_t *s = &m->spans[m->flows[i].server];
-    json_array_append_new(events, flow_event(m, c, s, 0));
-    json_array_append_new(events, flow_event(m, c, s, 1));
-  }
-  json_t *other = json_pack(
-      "{s:i,s:s,s:I,s:o,s:I,s:I,s:I}", "uvp_trace_merge", 1, "method",
-      "offset per process pair from the request/reply span pair with the "
-      "smallest bound ((t4-t1)-(t3-t2))/2, summed along pairs from the first "
-      "file",
-      "ts_origin_wall_ns",
-      (json_int_t)(m->procs[0].wall_origin - (int64_t)(m->shift_us * 1e3)),
-      "processes", procs, "requests", (json_int_t)m->nflows, "clock_pairs",
-      (json_int_t)m->pairs, "inconsistent", (json_int_t)m->inconsistent);
-  return json_pack("{s:o,s:s,s:o}", "traceEvents", events, "displayTimeUnit",
-                   "ns", "otherData", other);
-}
-
-void trace_merge_print(const trace_merge_t *m, FILE *out) {
-  fprintf(out,
-          "%d process%s, %zu spans, %zu requests linked (%zu request/reply "
-          "pairs across processes), %zu inconsistent\n",
-          m->nprocs, m->nprocs == 1 ? "" : "es", m->nspans, m->nflows, m->pairs,
-          m->inconsistent);
-  fprintf(out, "%4s  %-16s %14s %12s  %s\n", "pid", "process", "offset (us)",
-          "bound (us)", "aligned by");
-  for (int p = 0; p < m->nprocs; p++) {
-    const trace_proc_t *pr = &m->procs[p];
-    if (pr->align == ALIGN_WALL)
-      fprintf(out, "%4d  %-16s %14s %12s  wall clock only\n", p + 1, pr->name,
-              "-", "-");
-    else
-      fprintf(out, "%4d  %-16s %14.3f %12.3f  %s%s\n", p + 1, pr->name,
-              pr->offset_us, pr->bound_us,
-              pr->align == ALIGN_REFERENCE ? "reference" : "requests with ",
-              pr->via >= 0 ? m->procs[pr->via].name : "");
-  }
-}
-
-void trace_merge_free(trace_merge_t *m) {
-  for (int p = 0; p < m->nprocs; p++) {
-    free((char *)m->procs[p].name);
-    json_decref(m->procs[p].doc);
-  }
-  free(m->procs);
-  free(m->spans);
-  free(m->flows);
 }

@@ -49,6 +49,10 @@ extern "C" {
 #define UVP_TRACESTATE_MAX 512
 /** The `sampled` bit of trace flags. */
 #define UVP_TRACE_SAMPLED 0x01
+/** The `random-trace-id` bit of trace flags (Trace Context Level 2): at
+ * least the trace id's right-most 7 bytes are random with a uniform
+ * distribution.  A trace uvp begins has it set. */
+#define UVP_TRACE_RANDOM 0x02
 
 /** A trace context: the fields of a `traceparent`. */
 typedef struct uvp_tracectx_s {
@@ -72,9 +76,12 @@ UVP_EXTERN int uvp_tracectx_parse(const char *traceparent, size_t len,
 /** Whether `len` bytes of a `tracestate` header's value are valid: at
  * most 32 list members of `key=value` separated by commas (empty members
  * and spaces and tabs around them allowed), keys and values as the
- * specification's grammar has them, no key twice, at most
- * UVP_TRACESTATE_MAX bytes.  0, or UV_EINVAL: drop the tracestate (and
- * keep the traceparent). */
+ * specification's current grammar has them (a key: a lowercase letter or
+ * a digit, then up to 255 of lowercase letters, digits, `_ - * / @`, so
+ * `foo@` and `t*242@v` are keys), at most UVP_TRACESTATE_MAX bytes.  A
+ * key given twice does not make it invalid: the header is kept as it
+ * came, duplicates included, which the specification allows.  0, or
+ * UV_EINVAL: drop the tracestate (and keep the traceparent). */
 UVP_EXTERN int uvp_tracestate_check(const char *tracestate, size_t len);
 /** Write tc as a version-00 `traceparent` and a NUL into out
  * (UVP_TRACEPARENT_LEN + 1 bytes).  0, or UV_EINVAL (NULL argument, an
@@ -134,7 +141,10 @@ typedef struct uvp_span_s {
 /** Begin span `name` (copied into the recorder; any lifetime, NULL: "")
  * of `kind` (UVP_SPAN_*) into *span, as a child of `parent` (NULL: the
  * current scope's trace context).  Its id comes from a generator seeded
- * once per thread from the system's randomness (uv_random).  The current
+ * once per thread from the system's randomness (uv_random).  A child
+ * keeps its parent's UVP_TRACE_SAMPLED and UVP_TRACE_RANDOM (the other
+ * flag bits are reserved: zero, as Trace Context Level 2 asks); a new
+ * trace (UVP_SPAN_NEW_TRACE) has both, its trace id being random.  The current
  * scope is left as it was: uvp_span_enter makes what follows run in the
  * span.  The recorder, when on with UVP_RECORD_SPANS, records the
  * beginning (trace id, span id, parent id, kind, name).  Loop thread.

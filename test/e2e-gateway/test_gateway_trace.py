@@ -18,8 +18,10 @@ cased, oversized).  Checked:
    version 00, a misplaced dash, non-hex, empty, 4 KB of garbage, two
    headers) are ignored as if absent: 200, no traceresponse, nothing sent
    to the backend, never an error, the gateway alive;
- - an invalid tracestate (33 members, over 512 bytes, a bad key, a
-   duplicate key) is dropped alone: the traceparent still goes on;
+ - an invalid tracestate (33 members, over 512 bytes, a bad key) is
+   dropped alone: the traceparent still goes on; keys of the current
+   grammar ('@' anywhere after the first character) and a key given twice
+   are kept, the header passed on as it came;
  - with --trace-start, a request without a valid traceparent begins a new
    trace (the traceresponse's trace id is what the backend gets), and an
    invalid one's tracestate is not forwarded;
@@ -74,7 +76,7 @@ BAD_TRACESTATES = [
     ("33 members", ",".join("k%d=v" % i for i in range(33))),
     ("over 512 bytes", "a=" + "b" * 520),
     ("an uppercase key", "Congo=t61rcWkgMzE"),
-    ("a duplicate key", "a=1,a=2"),
+    ("a key starting with '@'", "@foo=1,bar=2"),
     ("a value with a comma-less space", "a=1 b=2"),
 ]
 
@@ -251,6 +253,11 @@ def run_cases(gw, backend, tag):
     check(c.response is not None and first.response is not None
           and c.response[1] != first.response[1],
           "%s: each request has a server span of its own" % tag)
+    c = Case(gw, backend, [("traceparent", "00-%s-%s-0b" % (TRACE, PARENT))])
+    check(continued(c, TRACE, PARENT) and c.response[2] == "03"
+          and c.forwarded[2] == "03",
+          "%s: sampled and random-trace-id go on, the reserved flags are "
+          "zeroed (Level 2) (%s)" % (tag, c.headers.get("traceresponse")))
     future = "cc-%s-%s-01-what-the-future-will-be-like" % (TRACE, PARENT)
     c = Case(gw, backend, [("traceparent", future)])
     check(continued(c, TRACE, PARENT),
@@ -270,6 +277,11 @@ def run_cases(gw, backend, tag):
         check(continued(c, TRACE, PARENT) and c.sent[1] == [],
               "%s: invalid tracestate dropped alone, the trace continued: "
               "%s (%s)" % (tag, what, c.sent[1]))
+    for ts in ["foo@=1,bar=2", "t" * 242 + "@v=1", "foo=1,foo=2"]:
+        c = Case(gw, backend, [("traceparent", VALID), ("tracestate", ts)])
+        check(continued(c, TRACE, PARENT) and c.sent[1] == [ts],
+              "%s: tracestate kept as it came: %s (%s)"
+              % (tag, ts[:20], c.sent[1]))
     ok32 = ",".join("k%d=v" % i for i in range(32))
     c = Case(gw, backend, [("traceparent", VALID), ("tracestate", ok32)])
     check(continued(c, TRACE, PARENT) and c.sent[1] == [ok32],
@@ -337,9 +349,10 @@ def main():
               and c.forwarded is not None
               and c.forwarded[0] == c.response[0]
               and c.forwarded[1] != c.response[1]
-              and c.response[2] == "01" and c.sent[1] == [],
+              and c.response[2] == "03" and c.sent[1] == [],
               "--trace-start: a request without traceparent begins a new "
-              "sampled trace, the backend in it (%s, %s)"
+              "sampled trace, its trace id flagged random (Trace Context "
+              "Level 2), the backend in it (%s, %s)"
               % (c.headers.get("traceresponse"), c.sent[0]))
         c2 = Case(gw, backend, [])
         check(c2.response is not None and c.response is not None

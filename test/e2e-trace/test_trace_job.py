@@ -10,7 +10,10 @@ span to the span that served it in another process, each served span
 inside its request's span on the merged clock within the two processes'
 stated bounds, no inconsistency reported, and (all on one machine, one
 monotonic clock) each process's offset within its bound of the true one.
-It also draws the job as SVG.
+It also draws the job as SVG.  Then a durable job over the same
+nats-server (-js): its worker's file, its wall clock put 3 s behind,
+merged with its coordinator's must be placed by the messages, every
+delivery after its publish.
 
     test_trace_job.py UVP_FANOUT UVP_GATEWAY UVP_TRACE NATS_SERVER [SVG_OUT]"""
 import json
@@ -96,8 +99,8 @@ def check_merged(doc, names):
     procs = {p["pid"]: p for p in other["processes"]}
     check([procs[p]["name"] for p in sorted(procs)] == names,
           "the merged file's processes, in order: %s" % names)
-    check(all(p["aligned_by"] != "wall clock" for p in procs.values()),
-          "every process's clock placed by requests (%s)" %
+    check(all(p["aligned_by"] != "wall clock only" for p in procs.values()),
+          "every process's clock placed (%s)" %
           ", ".join("%s %+.1f us within %.1f" %
                     (p["name"], p["offset_us"], p["bound_us"] or 0)
                     for p in procs.values()))
@@ -165,6 +168,52 @@ def follow(spans, served, root):
     return walk(root, path)
 
 
+def durable_job(fanout, trace_tool, nats_url, bport, tmp, start, vg):
+    """A durable job (JetStream): the coordinator publishes each URL under
+    a PRODUCER span, the worker takes it under a CONSUMER span; no reply
+    links them.  With the worker's wall clock put 3 s behind, the merge
+    must place it by the messages (every delivery after its publish) and
+    say so, not keep the wrong wall clock and report it consistent."""
+    dc, dw = os.path.join(tmp, "dc.json"), os.path.join(tmp, "dw.json")
+    urls = ["http://127.0.0.1:%s/fast?d%d" % (bport, i) for i in range(8)]
+    coord, cout = start("dcoord", [fanout, "--nats", nats_url, "--durable",
+                                   "tj", "--json", "--trace", dc] + urls)
+    worker, wout = start("dworker", [fanout, "--nats", nats_url, "--durable",
+                                     "tj", "--worker", "-c", "2", "--trace",
+                                     dw])
+    check(coord.wait(timeout=60) == 0, "durable coordinator exits 0")
+    worker.send_signal(signal.SIGTERM)
+    check(worker.wait(timeout=30) == 0, "durable worker drained, exits 0")
+    with open(dw) as f:
+        doc = json.load(f)
+    doc["otherData"]["wall_origin_ns"] -= 3000000000
+    skewed = os.path.join(tmp, "dw-skewed.json")
+    with open(skewed, "w") as f:
+        json.dump(doc, f)
+    merged = os.path.join(tmp, "durable.json")
+    m = subprocess.run(vg + [trace_tool, "merge", "-o", merged,
+                             "coordinator=" + dc, "worker=" + skewed],
+                       capture_output=True, text=True, timeout=120)
+    print(m.stdout + m.stderr, end="")
+    if not check(m.returncode == 0, "durable: uvp-trace merge: exit 0"):
+        return
+    with open(merged) as f:
+        doc = json.load(f)
+    procs = {p["name"]: p for p in doc["otherData"]["processes"]}
+    check(procs["worker"]["aligned_by"] == "messages" and
+          doc["otherData"].get("messages", 0) >= len(urls),
+          "durable: the worker's clock 3 s behind, placed by the %d "
+          "messages (%s, offset %.1f us)" % (
+              doc["otherData"].get("messages", 0), procs["worker"]["aligned_by"],
+              procs["worker"]["offset_us"]))
+    spans = spans_of(doc)
+    early = [sid for sid, s in spans.items() if s["kind"] == "consumer" and
+             s["parent"] in spans and s["begin"] < spans[s["parent"]]["begin"]]
+    check(not early and doc["otherData"]["inconsistent"] == 0,
+          "durable: every delivery after its publish on the merged clock "
+          "(%d before)" % len(early))
+
+
 def main():
     fanout, gateway, trace_tool, nats = sys.argv[1:5]
     svg_out = sys.argv[5] if len(sys.argv) > 5 else None
@@ -184,7 +233,8 @@ def main():
 
     try:
         port = free_port()
-        start("nats", [nats, "-a", "127.0.0.1", "-p", str(port)])
+        start("nats", [nats, "-a", "127.0.0.1", "-p", str(port), "-js",
+                       "-sd", os.path.join(tmp, "js")])
         wait_port(port)
         nats_url = "nats://127.0.0.1:%d" % port
         backend, out = start("backend", [fanout, "--serve", "0"])
@@ -298,6 +348,7 @@ def main():
                   if l.get("marker-end")]
         check(len(arrows) >= 2 * URLS, "the SVG: arrows for the requests "
               "(%d)" % len(arrows))
+        durable_job(fanout, trace_tool, nats_url, bport, tmp, start, vg)
     finally:
         for p in procs:
             if p.poll() is None:
