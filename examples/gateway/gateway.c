@@ -793,9 +793,11 @@ static void on_request(httpd_req_t *req, void *arg) {
     snprintf(made, sizeof(made), "%u-%llu", w->id, ++w->ids);
     id = made;
   }
+  /* No memory (the copy freed by a refusal): the request goes on without
+   * an id ("-"). */
   char *copy = strdup(id);
-  if (copy != NULL && uvp_scope_set(w->ctx, SLOT_REQUEST_ID, copy, free) < 0)
-    free(copy); /* no memory: the request goes on without an id ("-") */
+  if (copy != NULL)
+    uvp_scope_set(w->ctx, SLOT_REQUEST_ID, copy, free);
   /* Its SERVER span, if traced: what follows runs in the span's scope. */
   gw_trace_t trace;
   gw_trace_begin(w->ctx, req, w->main->cfg.trace_start, &trace);
