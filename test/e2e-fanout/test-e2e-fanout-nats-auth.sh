@@ -37,10 +37,12 @@ mkdir "$T/certs"
 sh "$(dirname "$0")/gen-certs.sh" "$T/certs" || fail "gen-certs.sh"
 
 port=$(free_port)
-# The guide's configuration (guide-nats.md, "Trust"), job JOB = j1
+# The guide's configuration (guide-nats.md, "Trust"), job JOB = j1; the
+# servers' TLS handshake deadline is 30 s, not nats-server's 2 s: a
+# client under valgrind on a loaded machine takes longer than 2 s.
 sed -e "s|@PORT@|$port|" -e "s|@DIR@|$T|g" >"$T/server.conf" <<'EOF'
 listen: 127.0.0.1:@PORT@
-tls { cert_file: "@DIR@/certs/good.pem", key_file: "@DIR@/certs/good.key" }
+tls { cert_file: "@DIR@/certs/good.pem", key_file: "@DIR@/certs/good.key", timeout: 30 }
 jetstream { store_dir: "@DIR@/store" }
 accounts {
   APP {
@@ -212,7 +214,7 @@ wait "$w2" || fail "w2 exited $?"
 # ---- mtls --------------------------------------------------------------------
 mport=$(free_port)
 C=$T/certs
-printf 'listen: 127.0.0.1:%s\ntls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true }\n' \
+printf 'listen: 127.0.0.1:%s\ntls { cert_file: "%s", key_file: "%s", ca_file: "%s", verify: true, timeout: 30 }\n' \
   "$mport" "$C/good.pem" "$C/good.key" "$C/ca.pem" >"$T/mtls.conf"
 "$NATS" -c "$T/mtls.conf" >>"$T/ns6.log" 2>&1 &
 PIDS="$PIDS $!"
