@@ -180,11 +180,9 @@ static int send_get(run_t *r, uvp_tcp_t *t, const httpc_url_t *u,
                      u->target, u->authority);
   if (len < 0)
     return UV_ENOMEM;
-  int rc = uvp_tcp_write_full(t, req, (size_t)len, free, &w);
-  if (rc != 0) {
-    free(req);
+  int rc = uvp_tcp_write_full(t, req, (size_t)len, free, &w); /* or freed */
+  if (rc != 0)
     return rc;
-  }
   rc = await_until(r, w, end, NULL);
   uvp_promise_release(w);
   return rc;

@@ -72,13 +72,8 @@ static uvp_ret_t serve(void *arg) {
         uvp_promise_release(r);
         /* On the heap, not this stack: in the compact mode a parked
          * fiber's stack is elsewhere (see uvp.h). */
-        rc = uvp_tcp_write_full(t, reply, (size_t)len, free, &w);
-        if (rc != 0)
-          free(reply);
-        else {
-          rc = uvp_await(w, NULL);
-          uvp_promise_release(w);
-        }
+        rc = uvp_await_take(uvp_tcp_write_full(t, reply, (size_t)len, free, &w),
+                            &w, NULL);
         answered += rc == 0;
       } else {
         free(reply);

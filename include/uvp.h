@@ -81,6 +81,25 @@
  *    as it knows the callback will never be called, never while it may
  *    still run.  So a closure needs no bookkeeping of the caller's.
  *
+ *  - Handing over: a call given something together with the function that
+ *    frees it (a value or payload with its free_cb, uvp_tcp_write_full's
+ *    buffer with buf_free, a callback's arg with arg_free or an `arg_free`
+ *    option, uvp_work_full's job with its done callback: every `_full`
+ *    call, and uvp_promise_resolve, uvp_promise_reject, uvp_delay,
+ *    uvp_scope_set, uvp_ctx_set_data and the others of that shape) owns it
+ *    from the call on, whatever the call returns.  On an error the free
+ *    function runs once, before the call returns, on the calling thread
+ *    (uvp_work_full's done with UVP_WORK_CLOSED when the context is
+ *    closed, else UVP_WORK_CANCELLED), and never again; the callback is
+ *    never called.  So a failed start leaves nothing to the caller, and a
+ *    start call given straight to a take form cannot leak:
+ *    `uvp_await_take(uvp_tcp_write_full(t, buf, n, free, &w), &w, &o)`
+ *    frees buf once whether the write is refused (UVP_ECLOSED while the
+ *    context closes, UV_ENOMEM), fails later, or succeeds.  A NULL free
+ *    function: uvp never frees it, on success or error (it is borrowed).
+ *    The take forms (UVP_ON_TAKE, UVP_TAKE_INPUTS, uvp_await_take) follow
+ *    the same rule for the promise reference they take.
+ *
  *  - Threads: every function must be called on the loop thread, except
  *    uvp_promise_resolve(), uvp_promise_reject() and uvp_promise_release(),
  *    which any thread may call on a promise it holds a reference to (the
@@ -109,8 +128,9 @@
  *    with locks, fork while no other thread is inside a uvp call.
  *
  *  - Errors: every `int` return is 0 or a negative code.  On error nothing
- *    happened: in particular, ownership of values, payloads and callback
- *    arguments you passed stays with you.  A NULL where an object is
+ *    happened, except that what was handed over with its free function
+ *    has been freed ("Handing over", above); a callback argument passed
+ *    without one stays yours.  A NULL where an object is
  *    required is UV_EINVAL; a context already closed is UVP_ECLOSED; a
  *    loop-thread-only call from another thread, when the check is on, is
  *    UVP_ETHREAD (uvp_ctx_set_checks).  So a chain half built when a call

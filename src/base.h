@@ -41,4 +41,13 @@
 #define UVP__CONTAINER_OF(ptr, type, member)                                   \
   ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
+/* uvp.h's "Handing over": a call given `ptr` with the function that frees
+ * it owns it whatever it returns, so an error (rc < 0) frees it before
+ * the call returns.  Returns rc. */
+static inline int uvp__refuse(int rc, void *ptr, uvp_free_cb free_cb) {
+  if (rc != 0 && free_cb != NULL)
+    free_cb(ptr);
+  return rc;
+}
+
 #endif

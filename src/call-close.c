@@ -114,10 +114,10 @@ link_t *uvp__link_make_locked(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
 int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
                   uvp_free_cb arg_free, uvp_call_done_cb done, void *done_arg) {
   if (target == NULL || fn == NULL || done == NULL)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, arg, arg_free);
   call_t *c = uvp__calloc(1, sizeof(*c));
   if (c == NULL)
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, arg, arg_free);
   c->fn = fn;
   c->arg = arg;
   c->arg_free = arg_free;
@@ -153,7 +153,7 @@ int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
   uvp__calls_unlock();
   if (rc != 0) {
     uvp__free(c);
-    return rc;
+    return uvp__refuse(rc, arg, arg_free);
   }
   if (wake)
     uvp__call_rq_post(l);

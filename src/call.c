@@ -767,22 +767,22 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
                       void *arg, uvp_free_cb arg_free, uvp_promise_t **out,
                       const char *file, int line) {
   if (target == NULL || fn == NULL)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, arg, arg_free);
   int rc = out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, arg, arg_free);
   cstate_t *st = cstate(ctx);
   if (st == NULL)
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, arg, arg_free);
   link_t *l = link_to(st, target, &rc);
   if (l == NULL)
-    return rc;
+    return uvp__refuse(rc, arg, arg_free);
   if (st->limit != 0 && l->inflight >= st->limit)
-    return UV_ENOBUFS;
+    return uvp__refuse(UV_ENOBUFS, arg, arg_free);
   call_t *c =
       uvp__op_new(ctx, &call_kind, sizeof(call_t), out, file, line, &rc);
   if (c == NULL)
-    return rc;
+    return uvp__refuse(rc, arg, arg_free);
   c->link = l;
   c->state = C_QUEUED; /* read by its description (the recorder's) */
   c->fn = fn;
@@ -800,7 +800,8 @@ int uvp_call_start_at(uvp_ctx_t *ctx, uvp_ctx_t *target, uvp_call_fn fn,
   c->done = NULL;
   c->tprev = c->tnext = NULL;
   if (atomic_load_explicit(&l->dst_gone, memory_order_acquire))
-    return uvp__op_started(&c->op, UVP_ECLOSED, out);
+    return uvp__refuse(uvp__op_started(&c->op, UVP_ECLOSED, out), arg,
+                       arg_free);
   rc = uvp__op_started(&c->op, 0, out);
   if (uvp__recording(ctx)) /* the start of a flow to its work (run) */
     uvp__rec_event(ctx, UVP__R_CALL_OUT, c->op.p,

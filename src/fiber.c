@@ -348,6 +348,13 @@ static void fiber_context(fiber_t *f, uintptr_t top) {
 int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                        const uvp_fiber_opts_t *opts, uvp_promise_t **out,
                        const char *file, int line) {
+  return uvp__refuse(uvp__fiber_spawn(ctx, fn, arg, opts, out, file, line), arg,
+                     opts != NULL ? opts->arg_free : NULL);
+}
+
+int uvp__fiber_spawn(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
+                     const uvp_fiber_opts_t *opts, uvp_promise_t **out,
+                     const char *file, int line) {
   int rc = fn == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;

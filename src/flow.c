@@ -189,7 +189,9 @@ static int seq_start(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
 int uvp_promise_loop_full_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
                              uvp_free_cb arg_free, uvp_promise_t **out,
                              const char *file, int line) {
-  return seq_start(ctx, SIZE_MAX, step, arg, arg_free, NULL, out, file, line);
+  return uvp__refuse(
+      seq_start(ctx, SIZE_MAX, step, arg, arg_free, NULL, out, file, line), arg,
+      arg_free);
 }
 
 int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
@@ -201,7 +203,9 @@ int uvp_promise_reduce_full_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step,
                                void *arg, uvp_free_cb arg_free,
                                uvp_promise_t *initial, uvp_promise_t **out,
                                const char *file, int line) {
-  return seq_start(ctx, n, step, arg, arg_free, initial, out, file, line);
+  return uvp__refuse(
+      seq_start(ctx, n, step, arg, arg_free, initial, out, file, line), arg,
+      arg_free);
 }
 
 int uvp_promise_reduce_at(uvp_ctx_t *ctx, size_t n, uvp_step_cb step, void *arg,
@@ -334,13 +338,14 @@ static void retry_defaults(uvp_retry_opts_t *o) {
 int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
                  const uvp_retry_opts_t *opts, uvp_promise_t **out,
                  const char *file, int line) {
+  uvp_free_cb arg_free = opts != NULL ? opts->arg_free : NULL;
   int rc = attempt == NULL || out == NULL ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
-  retry_t *t = drive_new(ctx, sizeof(*t), retry_react, arg,
-                         opts != NULL ? opts->arg_free : NULL, file, line);
+    return uvp__refuse(rc, arg, arg_free);
+  retry_t *t =
+      drive_new(ctx, sizeof(*t), retry_react, arg, arg_free, file, line);
   if (t == NULL)
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, arg, arg_free);
   if (opts != NULL)
     t->opts = *opts;
   retry_defaults(&t->opts);

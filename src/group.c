@@ -655,7 +655,7 @@ static void start_lazy(uvp_group_t *g, lazy_t *z) {
     uvp_fiber_opts_t o = {z->stack_size, fiber_done, 0};
     z->g = g;
     group_hold(g);
-    rc = uvp_fiber_spawn_at(ctx, fiber_entry, z, &o, &p, z->file, z->line);
+    rc = uvp__fiber_spawn(ctx, fiber_entry, z, &o, &p, z->file, z->line);
   } else {
     /* The member runs from here on: the callback may call back into the
      * group (close it, release it, ask next()), which must not end it. */
@@ -994,17 +994,18 @@ static int add_lazy(uvp_group_t *g, uvp_fiber_fn fn, uvp_group_start_cb start,
 int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
                        const uvp_fiber_opts_t *opts, const char *file,
                        int line) {
-  if (fn == NULL)
-    return UV_EINVAL;
-  return add_lazy(g, fn, NULL, arg, opts, file, line);
+  uvp_free_cb arg_free = opts != NULL ? opts->arg_free : NULL;
+  int rc =
+      fn == NULL ? UV_EINVAL : add_lazy(g, fn, NULL, arg, opts, file, line);
+  return uvp__refuse(rc, arg, arg_free);
 }
 
 int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start, void *arg,
                     uvp_free_cb arg_free) {
-  if (start == NULL)
-    return UV_EINVAL;
   uvp_fiber_opts_t o = {0, arg_free, 0};
-  return add_lazy(g, NULL, start, arg, &o, NULL, 0);
+  int rc =
+      start == NULL ? UV_EINVAL : add_lazy(g, NULL, start, arg, &o, NULL, 0);
+  return uvp__refuse(rc, arg, arg_free);
 }
 
 int uvp_group_next_at(uvp_group_t *g, uvp_promise_t **out, const char *file,

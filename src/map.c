@@ -212,11 +212,11 @@ int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n, uvp_map_start_cb start,
                ? UV_EINVAL
                : uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, arg, opts->arg_free);
   map_t *m = uvp__fanin_new(ctx, sizeof(map_t), n, 0, &cell_ops, map_cancel,
                             file, line);
   if (m == NULL)
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, arg, opts->arg_free);
   for (size_t i = 0; i < n; i++) {
     m->f.slots[i].rec.status = UV_ECANCELED; /* until started */
     m->f.slots[i].rec.value = NULL;

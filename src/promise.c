@@ -465,14 +465,15 @@ static UVP__NOINLINE int settle_slow(uvp_promise_t *p, int op, int code,
 
 int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
   if (p == NULL)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, value, free_cb);
   if (UVP__UNLIKELY(!uvp__ctx_cached(p)))
-    return settle_slow(p, UVP__MSG_RESOLVE, 0, value, free_cb);
+    return uvp__refuse(settle_slow(p, UVP__MSG_RESOLVE, 0, value, free_cb),
+                       value, free_cb);
   uvp_ctx_t *ctx = uvp__cached();
   /* Refused there, or a cancel hook to let go of first: off the path that
    * needs no stack frame. */
   if (UVP__UNLIKELY(!settleable(p) || (p->flags & UVP__F_CANCEL)))
-    return uvp__resolve_local(p, value, free_cb);
+    return uvp__refuse(uvp__resolve_local(p, value, free_cb), value, free_cb);
   p->value = value;
   p->fn.free_cb = free_cb;
   settle_in(ctx, p, UVP__S_FULFILLED);
@@ -482,12 +483,14 @@ int uvp_promise_resolve(uvp_promise_t *p, void *value, uvp_free_cb free_cb) {
 int uvp_promise_reject(uvp_promise_t *p, int code, void *payload,
                        uvp_free_cb free_cb) {
   if (p == NULL || code >= 0)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, payload, free_cb);
   if (UVP__UNLIKELY(!uvp__ctx_cached(p)))
-    return settle_slow(p, UVP__MSG_REJECT, code, payload, free_cb);
+    return uvp__refuse(settle_slow(p, UVP__MSG_REJECT, code, payload, free_cb),
+                       payload, free_cb);
   uvp_ctx_t *ctx = uvp__cached();
   if (UVP__UNLIKELY(!settleable(p) || (p->flags & UVP__F_CANCEL)))
-    return uvp__reject_local(p, code, payload, free_cb);
+    return uvp__refuse(uvp__reject_local(p, code, payload, free_cb), payload,
+                       free_cb);
   p->code = code;
   p->value = payload;
   p->fn.free_cb = free_cb;
@@ -591,12 +594,12 @@ static int set_cancel(uvp_promise_t *p, uvp_cancel_cb cb, void *arg,
    * (or its link), which a program's hook would overwrite. */
   int rc = p == NULL ? UV_EINVAL : check_settleable(p);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, arg, arg_free);
   void *harg = arg;
   if (cb != NULL && (arg_free != NULL || kind != NULL)) {
     hook_box_t *box = uvp__malloc(sizeof(*box));
     if (box == NULL)
-      return UV_ENOMEM;
+      return uvp__refuse(UV_ENOMEM, arg, arg_free);
     *box = (hook_box_t){cb, arg, arg_free, kind, describe};
     harg = box;
     cb = uvp__box_hook;
@@ -629,7 +632,7 @@ int uvp_promise_set_cancel_described(uvp_promise_t *p, uvp_cancel_cb cb,
                                      const char *kind,
                                      uvp_describe_cb describe) {
   if (cb == NULL || kind == NULL)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, arg, arg_free);
   return set_cancel(p, cb, arg, arg_free, kind, describe);
 }
 
@@ -736,7 +739,7 @@ int uvp_promise_cancel_with(uvp_promise_t *p, int code, void *cause,
                             uvp_free_cb cause_free) {
   int rc = code >= 0 ? UV_EINVAL : check_pending(p);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, cause, cause_free);
   uvp_cause_t proto = {.kind = UVP_CAUSE_PROGRAM, .data = cause};
   return cancel_caused(p, code, uvp__cause_new(&proto, cause_free));
 }
@@ -817,18 +820,18 @@ int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value, uvp_free_cb free_cb,
   int rc = new_general(ctx, out, file, line);
   if (rc == 0)
     fulfill(*out, value, free_cb);
-  return rc;
+  return uvp__refuse(rc, value, free_cb);
 }
 
 int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
                             uvp_free_cb free_cb, uvp_promise_t **out,
                             const char *file, int line) {
   if (code >= 0)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, payload, free_cb);
   int rc = new_general(ctx, out, file, line);
   if (rc == 0)
     reject(*out, code, payload, free_cb);
-  return rc;
+  return uvp__refuse(rc, payload, free_cb);
 }
 
 /* ---- teardown ------------------------------------------------------------ */

@@ -295,7 +295,8 @@ static UVP__NOINLINE int on_full_general(uvp_promise_t *p, int mask,
                                          uvp_free_cb arg_free,
                                          uvp_promise_t **out, const char *file,
                                          int line) {
-  return on_any(p, mask, cb, arg, arg_free, out, file, line);
+  return uvp__refuse(on_any(p, mask, cb, arg, arg_free, out, file, line), arg,
+                     arg_free);
 }
 static UVP__NOINLINE int on_general(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                     void *arg, uvp_promise_t **out,
@@ -325,9 +326,10 @@ int uvp_promise_finally_full_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,
                                 uvp_free_cb arg_free, uvp_promise_t **out,
                                 const char *file, int line) {
   if (p == NULL)
-    return UV_EINVAL;
-  return add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, arg_free, out, file,
-                      line, false);
+    return uvp__refuse(UV_EINVAL, arg, arg_free);
+  return uvp__refuse(add_reaction(p, UVP__RK_THEN_FINALLY, cb, arg, arg_free,
+                                  out, file, line, false),
+                     arg, arg_free);
 }
 
 int uvp_promise_finally_at(uvp_promise_t *p, uvp_then_cb cb, void *arg,

@@ -709,7 +709,7 @@ int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
                                   void *arg, uvp_free_cb arg_free) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, arg, arg_free);
   retire_unhandled(ctx);
   ctx->unhandled_cb = cb;
   ctx->unhandled_arg = arg;
@@ -742,7 +742,7 @@ int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {
 int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data, uvp_free_cb free_cb) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, data, free_cb);
   drop_arg(&ctx->data, &ctx->data_free);
   ctx->data = data;
   ctx->data_free = free_cb;

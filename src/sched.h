@@ -222,4 +222,10 @@ uint16_t uvp__ctx_site(uvp_ctx_t *ctx, const char *file, int line);
 /* The large blocks ctx keeps for combinators and maps (alloc.h). */
 uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx);
 
+/* uvp_fiber_spawn_at as it was before "Handing over": an error leaves
+ * opts->arg_free to the caller (a group's member frees its own record). */
+int uvp__fiber_spawn(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
+                     const uvp_fiber_opts_t *opts, uvp_promise_t **out,
+                     const char *file, int line);
+
 #endif

@@ -104,12 +104,12 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
                   uvp_free_cb free_cb) {
   int rc = slot >= UVP_SCOPE_SLOTS ? UV_EINVAL : uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, value, free_cb);
   uvp__slotval_t *v = NULL;
   if (value != NULL || free_cb != NULL) {
     v = uvp__malloc(sizeof(*v));
     if (v == NULL)
-      return UV_ENOMEM;
+      return uvp__refuse(UV_ENOMEM, value, free_cb);
     *v = (uvp__slotval_t){1, value, free_cb};
   }
   uvp__scope_t *s = scope_new(
@@ -118,7 +118,7 @@ int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
       held_of(uvp__head(ctx)->scope));
   if (s == NULL) {
     uvp__free(v);
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, value, free_cb);
   }
   slotval_unref(s->slots[slot]);
   s->slots[slot] = v;

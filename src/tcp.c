@@ -586,11 +586,11 @@ int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
                           uvp_free_cb buf_free, uvp_promise_t **out,
                           const char *file, int line) {
   if (t == NULL || (buf == NULL && len > 0) || out == NULL || len > UINT32_MAX)
-    return UV_EINVAL;
+    return uvp__refuse(UV_EINVAL, (void *)buf, buf_free);
   int rc;
   tcpop_t *op = op_new(t, OP_WRITE, out, file, line, &rc);
   if (op == NULL)
-    return rc;
+    return uvp__refuse(rc, (void *)buf, buf_free);
   uv_buf_t b = uv_buf_init((char *)buf, (unsigned int)len);
   /* Straight to the kernel when nothing is queued ahead (uv_try_write
    * checks): a small write usually goes out whole, which spares libuv's
@@ -613,11 +613,11 @@ int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
   rc = uvp__op_started(
       &op->op,
       uv_write(&op->req.write, (uv_stream_t *)t->handle, &b, 1, write_cb), out);
-  if (rc == 0) { /* else refused: the caller keeps buf */
+  if (rc == 0) {
     op->wbuf = (void *)buf;
     op->wbuf_free = buf_free;
   }
-  return rc;
+  return uvp__refuse(rc, (void *)buf, buf_free);
 }
 
 int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,

@@ -82,15 +82,15 @@ int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value, uvp_free_cb free_cb,
   int rc = out == NULL || !timer_flags_ok(flags, 0) ? UV_EINVAL
                                                     : uvp__ctx_check(ctx);
   if (rc != 0)
-    return rc;
+    return uvp__refuse(rc, value, free_cb);
   /* The virtual clock's part of the timer after d, only with the clock on
    * (clock.h). */
   delay_t *d = uvp__malloc(sizeof(*d) + uvp__timer_extra(ctx));
   if (d == NULL)
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, value, free_cb);
   if (uvp__work_start(ctx, &d->t.work, &delay_class, file, line) != 0) {
     uvp__free(d);
-    return UV_ENOMEM;
+    return uvp__refuse(UV_ENOMEM, value, free_cb);
   }
   d->value = value;
   d->free_cb = free_cb;

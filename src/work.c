@@ -71,25 +71,34 @@ static void work_after(uv_work_t *req, int status) {
   uvp__loop_work_end(ctx);
 }
 
+/* uvp.h's "Handing over" for a job's data: a job that cannot start is
+ * done at once, and never ran. */
+static int refuse_job(int rc, void *arg, uvp_work_done_cb done) {
+  if (rc != 0 && done != NULL)
+    done(arg, rc == UVP_ECLOSED ? UVP_WORK_CLOSED : UVP_WORK_CANCELLED);
+  return rc;
+}
+
 int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                      uvp_work_done_cb done, uvp_free_cb result_free,
                      uvp_promise_t **out, const char *file, int line) {
   if (work_cb == NULL)
-    return UV_EINVAL;
+    return refuse_job(UV_EINVAL, arg, done);
   int rc;
   workop_t *op =
       uvp__op_new(ctx, &work_kind, sizeof(workop_t), out, file, line, &rc);
   if (op == NULL)
-    return rc;
+    return refuse_job(rc, arg, done);
   op->cb = work_cb;
   op->arg = arg;
   op->done = done;
   op->result_free = result_free;
   op->result = NULL;
   op->rc = 0;
-  return uvp__op_started(
+  rc = uvp__op_started(
       &op->op, uv_queue_work(uvp__loop(ctx), &op->req, work_run, work_after),
       out);
+  return refuse_job(rc, arg, done);
 }
 
 int uvp_work_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,

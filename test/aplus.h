@@ -68,9 +68,8 @@ static inline void settle_now(const settle_t *s) {
   default:
     fail();
   }
+  /* Refused, the call freed the value itself (uvp.h, "Handing over"). */
   assert_int_equal(rc, s->expect);
-  if (rc != 0 && s->op != OP_RESOLVE_WITH && s->dtor != NULL)
-    s->dtor(s->value);
   if (s->flag != NULL)
     *s->flag = 1;
 }

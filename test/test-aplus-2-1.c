@@ -10,8 +10,8 @@
  *                               handles are left, then assert
  *   dummy                       a boxed_t whose destructor is counted
  * In C a second settling call is not silently ignored: it returns
- * UVP_ESETTLED and leaves the value it was given with the caller, which the
- * tests check too (the value is destroyed exactly once, by us).
+ * UVP_ESETTLED and frees the value it was given (uvp.h, "Handing over"),
+ * which the tests check too (the value is destroyed exactly once).
  *
  * Every JS case is ported; none is skipped.  Test names follow the JS
  * describe/specify titles. */

@@ -126,11 +126,16 @@ static void test_pipe_nobody_reads(void **state) {
   assert_int_equal(written + (int)lines, TASKS);
   free(text);
   /* Four dumps with no reader between them: the first fills the pipe,
-   * the other three find it full and write nothing but their last line
-   * (room is kept for it); dump_pending too; each at once. */
+   * the others find it full: a task list writes nothing but its last
+   * line (room is kept for it), dump_pending too; each at once.  The
+   * summary, a few lines, may fit in the room kept: how much is left
+   * depends on the length of the task lines, which hold the paths of
+   * this file (so on where the build directory is).  It goes whole then,
+   * else only its note. */
   assert_int_equal(dump_timed(f, w, 0), UV_EAGAIN);
   assert_int_equal(dump_timed(f, w, 0), UV_EAGAIN);
-  assert_int_equal(dump_timed(f, w, UVP_DUMP_SUMMARY), UV_EAGAIN);
+  int summary = dump_timed(f, w, UVP_DUMP_SUMMARY);
+  assert_true(summary == UV_EAGAIN || summary == TASKS);
   double t0 = now_s();
   assert_int_equal(uvp_ctx_dump_pending(f->ctx, w), UV_EAGAIN);
   assert_true(now_s() - t0 < 1.0);
@@ -141,8 +146,14 @@ static void test_pipe_nobody_reads(void **state) {
     after += notes > 0 && !note; /* a line after the first note */
     notes += note;
   }
-  assert_int_equal(notes, 4);
-  assert_int_equal(after, 0);
+  if (summary == UV_EAGAIN) {
+    assert_int_equal(notes, 4);
+    assert_int_equal(after, 0);
+  } else { /* the summary's lines, whole, after the second note */
+    assert_int_equal(notes, 3);
+    assert_true(after > 0);
+    assert_non_null(strstr(text, ")\n2000 tasks;"));
+  }
   free(text);
   /* Room again: a summary fits whole, and says how many there are. */
   assert_int_equal(dump_timed(f, w, UVP_DUMP_SUMMARY), TASKS);

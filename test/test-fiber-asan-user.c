@@ -175,10 +175,9 @@ static uvp_ret_t echo_serve(void *arg) {
       break;
     }
     memcpy(copy, b->base, b->len);
-    rc = uvp_tcp_write_full(t, copy, b->len, free, &w);
+    rc = uvp_tcp_write_full(t, copy, b->len, free, &w); /* or copy freed */
     uvp_promise_release(r);
     if (rc != 0) {
-      free(copy);
       echo_bad++;
       break;
     }
@@ -247,11 +246,9 @@ static uvp_ret_t echo_client(void *arg) {
         break;
       }
       memcpy(out, line, (size_t)len);
-      rc = uvp_tcp_write_full(t, out, (size_t)len, free, &p);
-      if (rc != 0) {
-        free(out);
+      rc = uvp_tcp_write_full(t, out, (size_t)len, free, &p); /* or freed */
+      if (rc != 0)
         break;
-      }
       rc = uvp_await(p, &o);
       uvp_promise_release(p);
       if (rc == 0)

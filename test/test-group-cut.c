@@ -470,8 +470,7 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   *c = (conn_t){s, t};
   uvp_fiber_opts_t fo = {0, conn_free, SRV_DEADLINE_MS};
-  if (uvp_group_spawn(s->g, serve_one, c, &fo) != 0) {
-    conn_free(c);
+  if (uvp_group_spawn(s->g, serve_one, c, &fo) != 0) { /* conn_free ran */
     s->refused++;
     return;
   }

@@ -744,9 +744,7 @@ static uvp_promise_t *tcp_op(test_rng_t *r) {
   case 1: {
     char *copy = strdup(ping);
     assert_non_null(copy);
-    rc = uvp_tcp_write_full(t, copy, sizeof(ping), free, &p);
-    if (rc != 0)
-      free(copy);
+    rc = uvp_tcp_write_full(t, copy, sizeof(ping), free, &p); /* or freed */
     break;
   }
   case 2:
@@ -887,16 +885,12 @@ static void add_member(uvp_group_t *g, test_rng_t *r) {
   if (below(r, 3) == 0) {
     fib_t *fb = fib_new(r);
     uvp_fiber_opts_t o = fiber_opts(r);
-    rc = uvp_group_spawn(g, fiber_body, fb, &o);
-    if (rc != 0)
-      free(fb);
+    rc = uvp_group_spawn(g, fiber_body, fb, &o); /* or fb freed */
   } else {
     uint64_t *seed = malloc(sizeof(*seed));
     assert_non_null(seed);
     *seed = test_rng_next(r) | 1;
-    rc = uvp_group_start(g, member_start, seed, free);
-    if (rc != 0)
-      free(seed);
+    rc = uvp_group_start(g, member_start, seed, free); /* or freed */
   }
   if (rc == UVP_ECLOSED && S.closed)
     return;
@@ -1105,9 +1099,8 @@ static void act(test_rng_t *r) {
     uvp_promise_t *p;
     uvp_fiber_opts_t o = fiber_opts(r);
     fib_t *fb = fib_new(r);
-    int rc = uvp_fiber_spawn(S.ctx, fiber_body, fb, &o, &p);
+    int rc = uvp_fiber_spawn(S.ctx, fiber_body, fb, &o, &p); /* or fb freed */
     if (rc != 0) {
-      free(fb);
       refused(rc, "uvp_fiber_spawn");
       return;
     }

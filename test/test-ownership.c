@@ -11,7 +11,7 @@
  * way a handler can end up never running or having run; cancel hooks with
  * uvp_promise_set_cancel_full; the unhandled hook's and the context data's
  * notifiers; map, loop, reduce and retry with their arg_free; failed
- * registrations, also for want of memory (the caller keeps its argument);
+ * registrations, also for want of memory (the argument is freed at once);
  * and the rules of what the unhandled-rejection hook hears. */
 #include <unistd.h>
 
@@ -770,9 +770,11 @@ static void test_ctx_data(void **state) {
   int plain = 5;
   assert_null(uvp_ctx_data(f->ctx));
   assert_null(uvp_ctx_data(NULL));
+  log_t l0 = {0}; /* refused: freed at once (uvp.h, "Handing over") */
+  assert_int_equal(uvp_ctx_set_data(NULL, closure_new(&l0), closure_free),
+                   UV_EINVAL);
+  expect_freed_after(&l0, 0);
   closure_t *c1 = closure_new(&l1), *c2 = closure_new(&l2);
-  assert_int_equal(uvp_ctx_set_data(NULL, c1, closure_free), UV_EINVAL);
-  assert_int_equal(l1.freed, 0);
   assert_int_equal(uvp_ctx_set_data(f->ctx, c1, closure_free), 0);
   assert_ptr_equal(uvp_ctx_data(f->ctx), c1);
   assert_int_equal(uvp_ctx_set_data(f->ctx, c2, closure_free), 0);
@@ -796,12 +798,11 @@ static void test_ctx_data(void **state) {
   assert_int_equal(l3.order.ev[0], EV_OTHER);
   assert_int_equal(l3.order.ev[1], EV_FREE);
   assert_null(uvp_ctx_data(ctx));
-  /* After close: refused, and the destructor does not run. */
+  /* After close: refused, and the destructor runs at once. */
   log_t l4 = {0};
   closure_t *c4 = closure_new(&l4);
   assert_int_equal(uvp_ctx_set_data(ctx, c4, closure_free), UVP_ECLOSED);
-  assert_int_equal(l4.freed, 0);
-  free(c4);
+  expect_freed_after(&l4, 0);
   uvp_promise_release(p);
   expect_freed_after(&l1, 0);
   expect_freed_after(&l2, 0);
@@ -1218,85 +1219,79 @@ static int not_attempted(void *arg, unsigned int i, uvp_promise_t **out) {
   return UV_EINVAL;
 }
 
-static void test_refused_registration_keeps_arg(void **state) {
+/* A refused registration: the closure it was handed is freed once,
+ * before the call returns, and never called (uvp.h, "Handing over").
+ * Each call gets a closure of its own, which only closure_free frees. */
+#define REFUSED(code, call)                                                    \
+  do {                                                                         \
+    log_t l_ = {0};                                                            \
+    closure_t *c = closure_new(&l_);                                           \
+    assert_int_equal((call), (code));                                          \
+    expect_freed_after(&l_, 0);                                                \
+  } while (0)
+
+static void test_refused_registration_frees_arg(void **state) {
   fixture_t *f = *state;
-  log_t l = {0};
-  closure_t *c = closure_new(&l);
   uvp_promise_t *p, *settled, *d = NULL;
   assert_int_equal(uvp_promise_new(f->ctx, &p), 0);
   assert_int_equal(uvp_promise_resolved(f->ctx, NULL, NULL, &settled), 0);
   /* Bad arguments. */
-  assert_int_equal(uvp_promise_on_full(p, 0, not_called, c, closure_free, &d),
-                   UV_EINVAL);
-  assert_int_equal(uvp_promise_on_full(p, 5, not_called, c, closure_free, &d),
-                   UV_EINVAL);
-  assert_int_equal(uvp_promise_then_full(NULL, not_called, c, closure_free, &d),
-                   UV_EINVAL);
-  assert_int_equal(
-      uvp_promise_finally_full(NULL, not_called, c, closure_free, &d),
-      UV_EINVAL);
-  assert_int_equal(
-      uvp_promise_set_cancel_full(NULL, closure_hook, c, closure_free),
-      UV_EINVAL);
-  assert_int_equal(
-      uvp_promise_set_cancel_full(settled, closure_hook, c, closure_free),
-      UVP_ESETTLED);
-  assert_int_equal(
-      uvp_ctx_set_unhandled_cb_full(NULL, closure_unhandled, c, closure_free),
-      UV_EINVAL);
+  REFUSED(UV_EINVAL,
+          uvp_promise_on_full(p, 0, not_called, c, closure_free, &d));
+  REFUSED(UV_EINVAL,
+          uvp_promise_on_full(p, 5, not_called, c, closure_free, &d));
+  REFUSED(UV_EINVAL,
+          uvp_promise_then_full(NULL, not_called, c, closure_free, &d));
+  REFUSED(UV_EINVAL,
+          uvp_promise_finally_full(NULL, not_called, c, closure_free, &d));
+  REFUSED(UV_EINVAL,
+          uvp_promise_set_cancel_full(NULL, closure_hook, c, closure_free));
+  REFUSED(UVP_ESETTLED,
+          uvp_promise_set_cancel_full(settled, closure_hook, c, closure_free));
+  REFUSED(UV_EINVAL, uvp_ctx_set_unhandled_cb_full(NULL, closure_unhandled, c,
+                                                   closure_free));
   uvp_map_opts_t mo = {.flags = 0x100, .arg_free = closure_free};
   uvp_promise_t *r = NULL;
-  assert_int_equal(uvp_promise_map(f->ctx, 3, not_started, c, &mo, &r),
-                   UV_EINVAL);
+  REFUSED(UV_EINVAL, uvp_promise_map(f->ctx, 3, not_started, c, &mo, &r));
   mo.flags = 0;
-  assert_int_equal(uvp_promise_map(f->ctx, 3, NULL, c, &mo, &r), UV_EINVAL);
-  assert_int_equal(uvp_promise_loop_full(f->ctx, NULL, c, closure_free, &r),
-                   UV_EINVAL);
-  assert_int_equal(uvp_promise_reduce_full(f->ctx, 2, not_stepped, c,
-                                           closure_free, NULL, NULL),
-                   UV_EINVAL);
+  REFUSED(UV_EINVAL, uvp_promise_map(f->ctx, 3, NULL, c, &mo, &r));
+  REFUSED(UV_EINVAL, uvp_promise_loop_full(f->ctx, NULL, c, closure_free, &r));
+  REFUSED(UV_EINVAL, uvp_promise_reduce_full(f->ctx, 2, not_stepped, c,
+                                             closure_free, NULL, NULL));
   uvp_retry_opts_t ro = {.arg_free = closure_free};
-  assert_int_equal(uvp_retry(f->ctx, NULL, c, &ro, &r), UV_EINVAL);
-  assert_int_equal(uvp_retry(f->ctx, not_attempted, c, &ro, NULL), UV_EINVAL);
+  REFUSED(UV_EINVAL, uvp_retry(f->ctx, NULL, c, &ro, &r));
+  REFUSED(UV_EINVAL, uvp_retry(f->ctx, not_attempted, c, &ro, NULL));
   assert_null(d);
   assert_null(r);
   /* After close. */
   uvp_ctx_t *ctx = close_now(f);
-  assert_int_equal(uvp_promise_then_full(p, not_called, c, closure_free, &d),
-                   UVP_ECLOSED);
-  assert_int_equal(uvp_promise_on_full(settled, UVP_ON_BOTH, not_called, c,
-                                       closure_free, NULL),
-                   UVP_ECLOSED);
-  assert_int_equal(uvp_promise_finally_full(p, not_called, c, closure_free, &d),
-                   UVP_ECLOSED);
-  assert_int_equal(
-      uvp_promise_set_cancel_full(p, closure_hook, c, closure_free),
-      UVP_ECLOSED);
-  assert_int_equal(
-      uvp_ctx_set_unhandled_cb_full(ctx, closure_unhandled, c, closure_free),
-      UVP_ECLOSED);
-  assert_int_equal(uvp_ctx_set_data(ctx, c, closure_free), UVP_ECLOSED);
-  assert_int_equal(uvp_promise_map(ctx, 3, not_started, c, &mo, &r),
-                   UVP_ECLOSED);
-  assert_int_equal(uvp_promise_loop_full(ctx, not_stepped, c, closure_free, &r),
-                   UVP_ECLOSED);
-  assert_int_equal(
-      uvp_promise_reduce_full(ctx, 2, not_stepped, c, closure_free, NULL, &r),
-      UVP_ECLOSED);
-  assert_int_equal(uvp_retry(ctx, not_attempted, c, &ro, &r), UVP_ECLOSED);
+  REFUSED(UVP_ECLOSED,
+          uvp_promise_then_full(p, not_called, c, closure_free, &d));
+  REFUSED(UVP_ECLOSED, uvp_promise_on_full(settled, UVP_ON_BOTH, not_called, c,
+                                           closure_free, NULL));
+  REFUSED(UVP_ECLOSED,
+          uvp_promise_finally_full(p, not_called, c, closure_free, &d));
+  REFUSED(UVP_ECLOSED,
+          uvp_promise_set_cancel_full(p, closure_hook, c, closure_free));
+  REFUSED(UVP_ECLOSED, uvp_ctx_set_unhandled_cb_full(ctx, closure_unhandled, c,
+                                                     closure_free));
+  REFUSED(UVP_ECLOSED, uvp_ctx_set_data(ctx, c, closure_free));
+  REFUSED(UVP_ECLOSED, uvp_promise_map(ctx, 3, not_started, c, &mo, &r));
+  REFUSED(UVP_ECLOSED,
+          uvp_promise_loop_full(ctx, not_stepped, c, closure_free, &r));
+  REFUSED(UVP_ECLOSED, uvp_promise_reduce_full(ctx, 2, not_stepped, c,
+                                               closure_free, NULL, &r));
+  REFUSED(UVP_ECLOSED, uvp_retry(ctx, not_attempted, c, &ro, &r));
   assert_null(d);
   assert_null(r);
-  assert_int_equal(l.freed, 0);
-  assert_int_equal(l.calls, 0);
-  free(c); /* still ours */
   uvp_promise_release(p);
   uvp_promise_release(settled);
 }
 
 /* Refused for want of memory: each registration with a notifier, run
  * with the k-th allocation failing for k = 1, 2, ... (alloc-helpers.h).
- * Refused (UV_ENOMEM), the notifier has not run and the argument is still
- * the caller's; accepted, the notifier runs once. */
+ * Refused (UV_ENOMEM), the notifier has run once, before the call
+ * returned; accepted, the notifier runs once, later. */
 enum { NM_FORMS = 8 };
 static int nm_form;
 static long nm_enomem;
@@ -1357,12 +1352,15 @@ static void scenario_refused(run_t *r) {
   else
     p = NULL;
   OK_OR_ENOMEM(rc);
-  if (rc != 0) {
-    nm_enomem += p != NULL;
+  if (rc != 0 && p == NULL) {
+    free(c); /* never handed over */
+  } else if (rc != 0) {
+    nm_enomem++;
     assert_null(d);
-    if (l.freed != 0)
-      fail_msg("form %d: the notifier ran on UV_ENOMEM", nm_form);
-    free(c); /* still ours */
+    if (l.freed != 1 || l.calls != 0)
+      fail_msg("form %d: UV_ENOMEM, the notifier ran %d times (not 1), "
+               "the callback %d (not 0)",
+               nm_form, l.freed, l.calls);
   }
   if (p != NULL && nm_form == 3)
     assert_int_equal(uvp_promise_cancel(p), 0);
@@ -1377,7 +1375,7 @@ static void scenario_refused(run_t *r) {
   uvp_promise_release(p);
 }
 
-static void test_refused_for_memory_keeps_arg(void **state) {
+static void test_refused_for_memory_frees_arg(void **state) {
   (void)state;
   for (nm_form = 0; nm_form < NM_FORMS; nm_form++) {
     nm_enomem = 0;
@@ -1628,8 +1626,8 @@ int main(void) {
       REPORT_TEST(test_reduce_full),
       REPORT_TEST(test_retry_arg_free),
       REPORT_TEST(test_retry_cancelled_inside_attempt),
-      REPORT_TEST(test_refused_registration_keeps_arg),
-      cmocka_unit_test(test_refused_for_memory_keeps_arg),
+      REPORT_TEST(test_refused_registration_frees_arg),
+      cmocka_unit_test(test_refused_for_memory_frees_arg),
       REPORT_TEST(test_unhandled_cancelled_all_settled_hook),
       FIXTURE_TEST(test_unhandled_cancelled_all_settled_stderr),
       FIXTURE_TEST(test_unhandled_default_hook_writes_once),

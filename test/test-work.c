@@ -450,33 +450,43 @@ static void test_work_full_closed_queued(void **state) {
   uvp_promise_release(p);
 }
 
-/* Refused: done never runs, the job's data is still the caller's. */
+/* Refused: the job never runs, and done runs once, before the call
+ * returns (uvp.h, "Handing over"): UVP_WORK_CLOSED for a closed
+ * context, else UVP_WORK_CANCELLED; it frees the job's data. */
 static void test_work_full_refused(void **state) {
   fixture_t *f = *state;
   ending_t e = {0};
-  fjob_t *j = fjob_new(&e, 1, NULL, NULL);
   uvp_promise_t *p = NULL;
-  assert_int_equal(uvp_work_full(NULL, fjob_run, j, fjob_done, NULL, &p),
+  assert_int_equal(uvp_work_full(NULL, fjob_run, fjob_new(&e, 1, NULL, NULL),
+                                 fjob_done, NULL, &p),
                    UV_EINVAL);
-  assert_int_equal(uvp_work_full(f->ctx, NULL, j, fjob_done, NULL, &p),
+  assert_int_equal(e.done_calls, 1);
+  assert_int_equal(e.end, UVP_WORK_CANCELLED);
+  assert_int_equal(uvp_work_full(f->ctx, NULL, fjob_new(&e, 1, NULL, NULL),
+                                 fjob_done, NULL, &p),
                    UV_EINVAL);
-  assert_int_equal(uvp_work_full(f->ctx, fjob_run, j, fjob_done, NULL, NULL),
+  assert_int_equal(uvp_work_full(f->ctx, fjob_run, fjob_new(&e, 1, NULL, NULL),
+                                 fjob_done, NULL, NULL),
                    UV_EINVAL);
+  assert_int_equal(e.done_calls, 3);
   uvp_ctx_t *ctx = f->ctx;
   assert_int_equal(uvp_ctx_close(ctx), 0);
   f->ctx = NULL;
-  assert_int_equal(uvp_work_full(ctx, fjob_run, j, fjob_done, NULL, &p),
+  assert_int_equal(uvp_work_full(ctx, fjob_run, fjob_new(&e, 1, NULL, NULL),
+                                 fjob_done, NULL, &p),
                    UVP_ECLOSED);
+  assert_int_equal(e.done_calls, 4);
+  assert_int_equal(e.end, UVP_WORK_CLOSED);
   run_loop(f);
   assert_null(p);
-  assert_int_equal(e.done_calls, 0);
+  assert_int_equal(e.done_calls, 4);
   assert_int_equal(atomic_load(&e.ran), 0);
-  free(j);
 }
 
 /* Refused for want of memory, with the k-th allocation failing for every k
- * (alloc-helpers.h): done has not run, not even once the loop has, the job
- * never ran and its data is still the caller's; accepted, done runs once. */
+ * (alloc-helpers.h): the job never ran, done ran once inside the call
+ * (UVP_WORK_CANCELLED) and not again once the loop has; accepted, done
+ * runs once, later. */
 static long wf_enomem;
 
 static void scenario_work_full(run_t *r) {
@@ -484,15 +494,15 @@ static void scenario_work_full(run_t *r) {
   fjob_t *j = fjob_new(&e, 5, NULL, NULL);
   int rc = uvp_work_full(r->ctx, fjob_run, j, fjob_done, boxed_free, &e.p);
   OK_OR_ENOMEM(rc);
-  assert_int_equal(e.done_calls, 0);
+  assert_int_equal(e.done_calls, rc != 0);
   uv_run(&r->loop, UV_RUN_DEFAULT);
   if (rc != 0) {
     wf_enomem++;
     assert_null(e.p);
-    if (e.done_calls != 0)
-      fail_msg("done ran after UV_ENOMEM");
+    if (e.done_calls != 1 || e.end != UVP_WORK_CANCELLED)
+      fail_msg("UV_ENOMEM: done ran %d times (not once), end %d", e.done_calls,
+               (int)e.end);
     assert_int_equal(atomic_load(&e.ran), 0);
-    free(j); /* still ours */
     return;
   }
   expect_ending(&e, UVP_WORK_SETTLED, 1, UVP_FULFILLED);

@@ -164,10 +164,8 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   if (svc->o.fiber != NULL) {
     uvp_fiber_opts_t fo = {.deadline_ms = sv->pub.deadline_ms,
                            .arg_free = sv_release};
-    sv->refs++;
+    sv->refs++; /* sv_release's, which a refused spawn runs at once */
     rc = uvp_fiber_spawn(ctx, svc->o.fiber, &sv->pub, &fo, &p);
-    if (rc != 0)
-      sv->refs--;
   } else {
     rc = uvp_deadline_set(ctx, sv->pub.deadline_ms);
     if (rc == 0)
@@ -176,10 +174,8 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   svc->stats.served++;
   uvp_promise_t *d = NULL;
   if (rc == 0) {
-    sv->refs++;
+    sv->refs++; /* sv_done_free's, which a refusal runs at once */
     rc = uvp_promise_on_full(p, UVP_ON_BOTH, svc_done, sv, sv_done_free, &d);
-    if (rc != 0)
-      sv->refs--;
   }
   if (rc != 0) {
     if (p != NULL)
@@ -231,8 +227,9 @@ static void svc_take(void *owner, uvp_nats_js_msg_t *m) {
   sv->span = uvp_nats__trace_in(svc->js->ctx, UVP_SPAN_CONSUMER,
                                 natsMsg_GetSubject(m->msg), m->msg);
   sv->refs = 1; /* the group's, until its start has run */
-  if (uvp_group_start(svc->g, svc_start, sv, sv_release) != 0)
-    sv_release(sv);
+  /* Refused, the group has run sv_release already (uvp.h, "Handing
+   * over"): nothing is left to undo. */
+  uvp_group_start(svc->g, svc_start, sv, sv_release);
 }
 
 static uvp_ret_t svc_joined(void *arg, const uvp_outcome_t *in) {
@@ -251,6 +248,10 @@ static void on_svc_timer_closed(uv_handle_t *h) { free(h->data); }
 
 static void svc_join_free(void *arg) {
   uvp_nats_js_svc_t *svc = arg;
+  /* Its registration refused (the timer is set up after it): the
+   * registering call undoes what it made. */
+  if (svc->timer.data == NULL)
+    return;
   if (svc->drain_p != NULL) { /* torn down */
     uvp_promise_reject(svc->drain_p, UVP_ECLOSED, NULL, NULL);
     uvp_promise_release(svc->drain_p);

@@ -200,11 +200,17 @@ static uvp_ret_t drop_noop(void *arg, const uvp_outcome_t *in) {
 void uvp_nats__js_sub_drop(uvp_nats_sub_t *s) {
   drop_t *d = malloc(sizeof(*d));
   uvp_promise_t *p = NULL;
-  if (d == NULL || uvp_promise_resolved(s->b->ctx, NULL, NULL, &p) != 0 ||
-      uvp_promise_on_full(p, UVP_ON_BOTH, drop_noop, d, drop_now, NULL) != 0) {
+  int rc =
+      d == NULL ? UV_ENOMEM : uvp_promise_resolved(s->b->ctx, NULL, NULL, &p);
+  if (rc != 0) {
+    free(d);
+  } else { /* refused, the registration has run drop_now: d is gone */
+    d->s = NULL;
+    rc = uvp_promise_on_full(p, UVP_ON_BOTH, drop_noop, d, drop_now, NULL);
+  }
+  if (rc != 0) {
     /* cannot defer: s stays, dropping what comes, until the connection
      * closes */
-    free(d);
     s->taker = &drop_taker;
     s->owner = &orphan;
     if (p != NULL)
@@ -326,6 +332,7 @@ static int op_request(js_op_t *op, const char *subject, const void *data,
                            op->line);
   if (rc != 0)
     return rc;
+  op->holds++; /* op_unhold's, which a refusal runs at once */
   rc = uvp_promise_on_full_at(r, UVP_ON_BOTH, op_reply, op, op_unhold, NULL,
                               op->file, op->line);
   if (rc != 0) {
@@ -333,7 +340,6 @@ static int op_request(js_op_t *op, const char *subject, const void *data,
     uvp_promise_release(r);
     return rc;
   }
-  op->holds++;
   op->r = r;
   return 0;
 }

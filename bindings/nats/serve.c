@@ -218,6 +218,8 @@ static uvp_ret_t svc_replied(void *arg, const uvp_outcome_t *in) {
 static void sv_ended(void *arg) {
   served_t *sv = arg;
   uvp_nats_svc_t *svc = sv->pub.svc;
+  if (!sv->handed) /* its registration was refused: sv_unstarted's */
+    return;
   svc->running--;
   held_unlink(svc, sv);
   uvp_promise_release(sv->p);
@@ -259,10 +261,10 @@ static int svc_start(void *arg, uvp_promise_t **out) {
   if (svc->o.fiber != NULL) {
     uvp_fiber_opts_t fo = {.deadline_ms = sv->pub.deadline_ms,
                            .arg_free = sv_fiber_done};
-    sv->refs++; /* the fiber's, until it returns */
+    /* the fiber's, until it returns (a refused spawn gives it back at
+     * once: uvp.h, "Handing over") */
+    sv->refs++;
     rc = uvp_fiber_spawn(ctx, svc->o.fiber, &sv->pub, &fo, &p);
-    if (rc != 0)
-      sv->refs--;
   } else {
     rc = uvp_deadline_set(ctx, sv->pub.deadline_ms);
     if (rc == 0)
@@ -367,11 +369,10 @@ static void svc_take(void *owner, natsMsg *m) {
   svc->live++;
   held_link(svc, sv);
   svc->waiting++;
-  if (uvp_group_start(svc->g, svc_start, sv, sv_unstarted) != 0) {
-    svc->waiting--;
-    held_unlink(svc, sv);
-    sv_release(sv);
-  }
+  /* Refused, the group has run sv_unstarted (uvp.h, "Handing over"),
+   * which counted sv as expired: it was not. */
+  if (uvp_group_start(svc->g, svc_start, sv, sv_unstarted) != 0)
+    svc->stats.base.expired--;
 }
 
 /* ---- cancels from callers ------------------------------------------------ */
@@ -481,6 +482,8 @@ static void svc_maybe_free(uvp_nats_svc_t *svc) {
 
 static void svc_join_free(void *arg) {
   uvp_nats_svc_t *svc = arg;
+  if (svc->g == NULL) /* its registration was refused: uvp_nats_serve's */
+    return;
   if (svc->drain_p != NULL) { /* torn down */
     uvp_promise_reject(svc->drain_p, UVP_ECLOSED, NULL, NULL);
     uvp_promise_release(svc->drain_p);
@@ -603,18 +606,20 @@ static int svc_new(uvp_nats_t *b, const uvp_nats_serve_opts_t *o,
   }
   uvp_group_opts_t go = {.limit = o->limit, .flags = UVP_GROUP_DISCARD_SETTLED};
   uvp_promise_t *join = NULL, *d = NULL;
-  int rc = uvp_group_new(b->ctx, &go, &svc->g);
-  if (rc == 0 && (rc = uvp_group_join(svc->g, &join)) == 0) {
+  uvp_group_t *g = NULL; /* svc->g once the join's handler is registered */
+  int rc = uvp_group_new(b->ctx, &go, &g);
+  if (rc == 0 && (rc = uvp_group_join(g, &join)) == 0) {
     rc = uvp_promise_on_full(join, UVP_ON_BOTH, svc_joined, svc, svc_join_free,
                              &d);
     uvp_promise_release(join);
   }
   if (rc != 0) {
-    if (svc->g != NULL)
-      uvp_group_release(svc->g);
+    if (g != NULL)
+      uvp_group_release(g);
     free(svc);
     return rc;
   }
+  svc->g = g;
   uvp_promise_mark_handled(d);
   uvp_promise_release(d);
   b->svcs++;

@@ -356,12 +356,12 @@ static int conn_read(conn_t *c) {
   int rc = uvp_tcp_read(c->tcp, &p);
   if (rc != 0)
     return rc;
+  c->refs++; /* conn_unref's, which a refusal runs at once */
   rc = uvp_promise_on_full(p, UVP_ON_BOTH, conn_on_read, c, conn_unref, NULL);
   if (rc != 0) {
     uvp_promise_release(p);
     return rc;
   }
-  c->refs++;
   c->read = p;
   return 0;
 }
@@ -514,10 +514,11 @@ static void pool_unlink(conn_t *c) {
  * pool_put): from now on the taking request's deadline watches it. */
 static void conn_take(conn_t *c) {
   (void)uvp_tcp_attach(c->tcp); /* fails only on a closed connection */
-  if (c->read != NULL && uvp_promise_on_full(c->read, UVP_ON_BOTH, conn_on_read,
-                                             c, conn_unref, NULL) == 0) {
-    c->refs++;
-    c->stale++;
+  if (c->read != NULL) {
+    c->refs++; /* conn_unref's, which a refusal runs at once */
+    if (uvp_promise_on_full(c->read, UVP_ON_BOTH, conn_on_read, c, conn_unref,
+                            NULL) == 0)
+      c->stale++;
   }
   if (c->read != NULL) /* no memory: the request's group still stops it */
     (void)uvp_deadline_watch(uvp_promise_ctx(c->read), c->read);
@@ -858,9 +859,7 @@ static void req_send(req_t *r) {
       rc = UV_ENOMEM;
     } else if (c->ssl == NULL) {
       if ((rc = uvp_tcp_write_full(c->tcp, b, len, free, &wp)) == 0)
-        write_unwatched(wp);
-      else
-        free(b); /* (still ours on an error) */
+        write_unwatched(wp); /* (refused, b is freed) */
     } else {
       ERR_clear_error();
       rc = SSL_write(c->ssl, b, (int)len) == (int)len ? conn_flush(c)
@@ -873,8 +872,6 @@ static void req_send(req_t *r) {
     rc = uvp_tcp_write_full(c->tcp, text->bytes, text->len, text_free, &wp);
     if (rc == 0)
       write_unwatched(wp);
-    else
-      text->target->refs--; /* the request holds another */
   } else {
     ERR_clear_error();
     rc = SSL_write(c->ssl, text->bytes, (int)text->len) == (int)text->len
@@ -1414,11 +1411,15 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
   r->start_ns = uv_hrtime();
 
   /* The cancel hook holds a reference of its own (its destroy notifier
-   * drops it): r stays valid for the hook whatever else let go of it. */
+   * drops it, at once if the hook is refused): r stays valid for the hook
+   * whatever else let go of it. */
+  r->refs++;
   int rc = uvp_promise_new(ctx, &r->p);
-  if (rc == 0 &&
-      (rc = uvp_promise_set_cancel_described(r->p, req_cancelled, r, req_unref,
-                                             "HTTP", req_describe)) != 0) {
+  if (rc != 0)
+    r->refs--; /* no hook to hold it */
+  else if ((rc = uvp_promise_set_cancel_described(r->p, req_cancelled, r,
+                                                  req_unref, "HTTP",
+                                                  req_describe)) != 0) {
     uvp_promise_release(r->p); /* pending: its hook does not run */
     r->p = NULL;
   }
@@ -1426,7 +1427,6 @@ int httpc_get_target(uvp_ctx_t *ctx, httpc_target_t *t,
     req_unref(r);
     return rc;
   }
-  r->refs++;
   r->target = t; /* the request's own reference, from here on */
   t->refs++;
   req_trace(r, t);

@@ -592,21 +592,21 @@ static int send_one(ticket_t *t, uint64_t left) {
                           &s->req);
   fanout_row_trace_leave(r, &was);
   if (rc == 0) {
-    rc = uvp_promise_on_full(s->req, UVP_ON_BOTH, on_reply, s, send_free, NULL);
-    if (rc != 0) {
-      (void)uvp_promise_cancel(s->req);
-      uvp_promise_release(s->req);
-    }
-  }
-  if (left != 0) /* as main.c's attempt: the handler holds the deadline */
-    (void)uvp_deadline_shield(r->ctx, UVP_NO_DEADLINE);
-  if (rc == 0) {
+    /* What send_free gives back: at once if the handler is refused
+     * (uvp.h, "Handing over"), s with it. */
     t->refs++;
     t->sent = s;
     co->inflight++;
-  } else {
-    free(s);
+    uvp_promise_t *req = uvp_promise_retain(s->req);
+    rc = uvp_promise_on_full(s->req, UVP_ON_BOTH, on_reply, s, send_free, NULL);
+    if (rc != 0)
+      (void)uvp_promise_cancel(req);
+    uvp_promise_release(req);
+    s = NULL;
   }
+  if (left != 0) /* as main.c's attempt: the handler holds the deadline */
+    (void)uvp_deadline_shield(r->ctx, UVP_NO_DEADLINE);
+  free(s); /* not handed over */
   return rc;
 }
 
@@ -656,15 +656,19 @@ static int send_attempt(void *arg, unsigned int n, uvp_promise_t **out) {
   if (t == NULL)
     return UV_ENOMEM;
   *t = (ticket_t){co, row, NULL, NULL, NULL, NULL, -1, 1};
-  int rc = uvp_promise_new(co->r->ctx, &t->p);
-  if (rc == 0)
-    rc = uvp_promise_set_cancel_full(t->p, ticket_cancelled, t, ticket_p_gone);
+  uvp_promise_t *p;
+  int rc = uvp_promise_new(co->r->ctx, &p);
   if (rc != 0) {
-    uvp_promise_release(t->p);
     free(t);
     return rc;
   }
-  co->refs++;
+  t->p = p;
+  co->refs++; /* t's: ticket_p_gone gives both back, at once if refused */
+  rc = uvp_promise_set_cancel_full(p, ticket_cancelled, t, ticket_p_gone);
+  if (rc != 0) {
+    uvp_promise_release(p);
+    return rc;
+  }
   *out = t->p; /* uvp_retry's reference; ours goes with ticket_p_gone */
   list_add(t, row->sends > 0 ? 0 : 1);
   pump(co);

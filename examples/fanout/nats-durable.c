@@ -436,7 +436,7 @@ static void pub_pump(dco_t *co) {
                            .arg_free = pub_release};
     uvp_promise_t *p;
     int rc = uvp_retry(co->r->ctx, pub_attempt, pb, &ro, &p);
-    if (rc != 0) { /* neither the retry nor its handler took pb */
+    if (rc != 0) { /* the retry let its share go: the handler's is ours */
       free(pb);
       co_drop(co);
       co_finish(co, rc);
@@ -445,9 +445,7 @@ static void pub_pump(dco_t *co) {
     co->publishing++;
     rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, on_published, pb,
                              pub_release, NULL);
-    if (rc != 0) { /* the handler's reference: the retry holds pb still */
-      assert(pb->refs > 1);
-      pb->refs--;
+    if (rc != 0) { /* the handler's share went with the refusal */
       co_finish(co, rc);
       return;
     }
@@ -569,8 +567,7 @@ static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
   co->refs++;
   uvp_fiber_opts_t fo = {.arg_free = co_release};
   if (uvp_fiber_spawn(co->r->ctx, co_resync, co, &fo, NULL) != 0) {
-    co->resyncing = false;
-    co_drop(co);
+    co->resyncing = false; /* co_release has run (uvp.h, "Handing over") */
     co_republish(co);
   }
 }
@@ -605,9 +602,7 @@ static void watch_more(dco_t *co) {
   if (rc == 0) {
     co->refs++;
     rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, on_entry, co,
-                             co_release, NULL);
-    if (rc != 0)
-      co_drop(co);
+                             co_release, NULL); /* refused: co_release ran */
   }
   if (rc != 0)
     co_finish(co, rc);
@@ -818,17 +813,13 @@ static uvp_ret_t co_setup(void *arg) {
     if (rc == 0) {
       co->refs++;
       rc = uvp_promise_on_full(co->deadline, UVP_ON_BOTH, on_deadline, co,
-                               co_release, NULL);
-      if (rc != 0)
-        co_drop(co);
+                               co_release, NULL); /* refused: co_release ran */
     }
   }
   if (rc == 0 && r->progress) {
     co->refs++;
     uvp_fiber_opts_t fo = {.arg_free = co_release};
-    rc = uvp_fiber_spawn(ctx, co_poll, co, &fo, &co->poll);
-    if (rc != 0)
-      co_drop(co);
+    rc = uvp_fiber_spawn(ctx, co_poll, co, &fo, &co->poll); /* or co_release */
   }
   if (rc == 0)
     watch_more(co);
@@ -883,9 +874,7 @@ int fanout_durable_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   if (rc == 0) {
     co->refs++;
     uvp_fiber_opts_t fo = {.arg_free = co_release};
-    rc = uvp_fiber_spawn(r->ctx, co_setup, co, &fo, NULL);
-    if (rc != 0)
-      co_drop(co);
+    rc = uvp_fiber_spawn(r->ctx, co_setup, co, &fo, NULL); /* or co_release */
   }
   if (rc == 0) {
     *out = uvp_promise_retain(co->done);

@@ -213,11 +213,9 @@ static int serve_one(uvp_nats_served_t *req, uvp_promise_t **out) {
     fanout_job_free(j);
     return rc;
   }
-  rc = uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, job_done, j,
-                           fanout_job_free, out);
-  if (rc != 0)
-    fanout_job_free(j);
-  return rc;
+  /* refused, p and j are let go (uvp.h, "Handing over") */
+  return uvp_promise_on_full(p, UVP_ON_BOTH | UVP_ON_TAKE, job_done, j,
+                             fanout_job_free, out);
 }
 
 /* ---- the worker's life --------------------------------------------------- */

@@ -165,8 +165,9 @@ static const char *plural(unsigned long long n) { return n == 1 ? "" : "s"; }
 
 typedef struct worker_s worker_t;
 
-/* A backend: its URL, prepared for httpc once, or the reason it cannot be
- * asked (a bad URL is each request's rejection, not a startup error). */
+/* A backend: its URL, prepared for httpc once (parse_args refused a URL
+ * httpc cannot ask: a typo is said at start, not answered 200 with a
+ * rejection in every summary), or, only without memory, the reason. */
 typedef struct backend_s {
   worker_t *w;
   const char *url;        /* the configuration's */
@@ -792,9 +793,11 @@ static void on_request(httpd_req_t *req, void *arg) {
     snprintf(made, sizeof(made), "%u-%llu", w->id, ++w->ids);
     id = made;
   }
+  /* No memory (the copy freed by a refusal): the request goes on without
+   * an id ("-"). */
   char *copy = strdup(id);
-  if (copy != NULL && uvp_scope_set(w->ctx, SLOT_REQUEST_ID, copy, free) < 0)
-    free(copy); /* no memory: the request goes on without an id ("-") */
+  if (copy != NULL)
+    uvp_scope_set(w->ctx, SLOT_REQUEST_ID, copy, free);
   /* Its SERVER span, if traced: what follows runs in the span's scope. */
   gw_trace_t trace;
   gw_trace_begin(w->ctx, req, w->main->cfg.trace_start, &trace);
@@ -1546,6 +1549,23 @@ static int read_backend_file(config_t *cfg, const char *path) {
   return rc;
 }
 
+/* Every backend's URL as httpc reads it (scheme, host, port), before
+ * anything starts: a gateway whose backends cannot be asked would answer
+ * every request 200 with one rejection per backend. */
+static int check_backends(const config_t *cfg) {
+  for (size_t i = 0; i < cfg->nurls; i++) {
+    httpc_url_t u;
+    const char *why;
+    int rc = httpc_url_parse(cfg->urls[i], &u, &why);
+    if (rc != 0) {
+      fprintf(stderr, "uvp-gateway: backend '%.200s': %s\n", cfg->urls[i], why);
+      return -1;
+    }
+    httpc_url_free(&u);
+  }
+  return 0;
+}
+
 static void config_free(config_t *cfg) {
   for (size_t i = 0; i < cfg->nurls; i++)
     free(cfg->urls[i]);
@@ -1703,7 +1723,7 @@ static int parse_args(int argc, char **argv, config_t *cfg,
                        argv[optind]);
   if (cfg->nurls == 0)
     return usage_error("no backend: -b URL or -f FILE");
-  return 0;
+  return check_backends(cfg);
 }
 
 /* ---- start and stop ------------------------------------------------------ */

@@ -129,10 +129,8 @@ static void call_locked(health_t *h, health_t *to, msg_t *m, uvp_call_fn fn,
                         uvp_then_cb then, void *then_arg) {
   uvp_promise_t *p;
   m->to = to;
-  if (uvp_call_start(h->ctx, to->ctx, fn, m, free, &p) != 0) {
-    free(m);
-    return;
-  }
+  if (uvp_call_start(h->ctx, to->ctx, fn, m, free, &p) != 0)
+    return; /* m is freed (uvp.h, "Handing over") */
   if (uvp_promise_on(p, UVP_ON_BOTH | UVP_ON_TAKE, then, then_arg, NULL) != 0)
     uvp_promise_release(p);
 }

@@ -127,9 +127,12 @@ static napi_value read_file(napi_env env, napi_callback_info info) {
    * once uvp knows it will not run (the context closed first: the
    * JavaScript promise then stays pending, as the environment is going
    * away). */
+  napi_deferred deferred = c->deferred;
   uvp_promise_t *fiber;
   int rc = uvp_fiber_spawn(a->ctx, read_body, c, NULL, &fiber);
-  if (rc == 0)
+  if (rc != 0)
+    free(c);
+  else /* refused, c is freed (uvp.h, "Handing over") */
     rc = uvp_promise_on_full(fiber, UVP_ON_BOTH | UVP_ON_TAKE, settle_js, c,
                              free, NULL);
   if (rc != 0) {
@@ -137,8 +140,7 @@ static napi_value read_file(napi_env env, napi_callback_info info) {
     if (napi_create_string_utf8(env, uvp_strerror(rc), NAPI_AUTO_LENGTH,
                                 &msg) == napi_ok &&
         napi_create_error(env, NULL, msg, &err) == napi_ok)
-      (void)napi_reject_deferred(env, c->deferred, err);
-    free(c);
+      (void)napi_reject_deferred(env, deferred, err);
   }
   return promise;
 }

@@ -137,7 +137,8 @@ typedef uvp_ret_t (*uvp_call_fn)(uvp_ctx_t *target, void *arg);
  * @{ */
 /** Run fn(target, arg) on target's loop thread; *out receives one
  * reference to the caller's promise, on ctx.  Loop thread of ctx.  A fiber
- * awaits it as any promise.  Errors (nothing started, arg is still yours):
+ * awaits it as any promise.  Errors (nothing started; arg_free(arg) has
+ * run, as uvp.h's "Handing over" says):
  * UV_EINVAL (NULL ctx, target, fn or out), UVP_ECLOSED (ctx closed, or
  * target closed or freed: see "Threads and lifetime"), UVP_ETHREAD, UV_ENOBUFS
  * (uvp_call_set_limit's bound on the calls in flight to target reached),
@@ -162,10 +163,10 @@ typedef void (*uvp_call_done_cb)(void *done_arg, int code, void *value,
  * callback thread): fn(target, arg) runs on target's loop thread, then
  * done(done_arg, ...) there, once, with what fn's result settled as (see
  * uvp_call_done_cb); there is no promise, no cancellation and no deadline.
- * Any thread.  Errors (nothing posted: arg is still yours): UV_EINVAL
- * (NULL target, fn or done), UVP_ECLOSED (target closed or freed: see
- * "Threads and lifetime"), UV_ENOMEM (each posted call takes one
- * allocation). */
+ * Any thread.  Errors (nothing posted; arg_free(arg) has run, on the
+ * calling thread: uvp.h, "Handing over"): UV_EINVAL (NULL target, fn or
+ * done), UVP_ECLOSED (target closed or freed: see "Threads and lifetime"),
+ * UV_ENOMEM (each posted call takes one allocation). */
 UVP_EXTERN int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
                              uvp_free_cb arg_free, uvp_call_done_cb done,
                              void *done_arg);

@@ -445,7 +445,8 @@ UVP_EXTERN int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
  * the loop thread, when the hook is replaced (inside the replacing call) or
  * at uvp_ctx_close (after the last report); if the hook itself replaces
  * it or closes the context, when the hook returns.  With a NULL cb, arg
- * and arg_free are not kept.  On error it does not run. */
+ * and arg_free are not kept.  On error it has run (uvp.h, "Handing
+ * over"). */
 UVP_EXTERN int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx,
                                              uvp_unhandled_cb cb, void *arg,
                                              uvp_free_cb arg_free);
@@ -454,8 +455,8 @@ UVP_EXTERN int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx,
  * as given; free_cb (may be NULL) runs once, on the loop thread, when it is
  * replaced or at uvp_ctx_close, after the teardown of every promise (a
  * value's destructor that runs later, from a promise released after the
- * close, must not use it).  Errors: UV_EINVAL, UVP_ECLOSED (free_cb then
- * does not run). */
+ * close, must not use it).  Errors: UV_EINVAL, UVP_ECLOSED (free_cb has
+ * run then: uvp.h, "Handing over"). */
 UVP_EXTERN int uvp_ctx_set_data(uvp_ctx_t *ctx, void *data,
                                 uvp_free_cb free_cb);
 /** What uvp_ctx_set_data stored (NULL: nothing, a NULL ctx, or after

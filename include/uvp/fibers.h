@@ -265,7 +265,8 @@ typedef struct uvp_fiber_opts_s {
  * Errors: UV_EINVAL (NULL ctx or fn), UVP_ECLOSED, UVP_ETHREAD,
  * UV_ENOMEM (no memory for the fiber's record or promise, or no stack
  * could be mapped: the address space or RLIMIT_AS is exhausted); then
- * nothing runs and arg is still yours. */
+ * fn never runs and opts->arg_free has run (uvp.h, "Handing over"), or
+ * without one arg is still yours. */
 #define uvp_fiber_spawn(...) uvp_fiber_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_fiber_spawn_at(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
                                   const uvp_fiber_opts_t *opts,
@@ -340,7 +341,11 @@ UVP_EXTERN int uvp_await_shielded_at(uvp_promise_t *p, uvp_outcome_t *out,
  * Ownership.  The reference in *p is the take's whatever it returns, and
  * *p is set to NULL.  When started is not 0, *p is not read (a start call
  * that fails hands nothing out) and nothing waits: the take returns
- * started, as the await would report a promise rejected with it.
+ * started, as the await would report a promise rejected with it.  What
+ * the start call was handed with its free function (a buffer given to
+ * uvp_tcp_write_full) it freed when it failed (uvp.h, "Handing over"), so
+ * whichever way it ends, the one expression leaves the caller nothing to
+ * free.
  * out->value and out->promise (borrowed) stay valid until the fiber's next
  * await (of any form) returns, or the fiber returns: the fiber holds the
  * promise till then, one at a time, so a loop of takes holds one promise

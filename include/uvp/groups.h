@@ -37,7 +37,8 @@ extern "C" {
  * the old one keeps seeing it.
  * free_cb (may be NULL) runs once, on the loop thread, when the last scope
  * holding the value is gone.  Errors: UV_EINVAL (NULL ctx, slot out of
- * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb does not run. */
+ * range), UVP_ECLOSED, UVP_ETHREAD, UV_ENOMEM; then free_cb has run
+ * (uvp.h, "Handing over"). */
 UVP_EXTERN int uvp_scope_set(uvp_ctx_t *ctx, unsigned int slot, void *value,
                              uvp_free_cb free_cb);
 /** The value of `slot` in the current scope (NULL: unset, NULL ctx, slot
@@ -470,8 +471,8 @@ UVP_EXTERN int uvp_group_add(uvp_group_t *g, uvp_promise_t *p);
  * the limit; opts as for uvp_fiber_spawn (its arg_free also runs if the
  * fiber never starts; its deadline_ms runs from this call, while the
  * member waits for room too).  A fiber that cannot be spawned is a member that
- * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error arg_free
- * does not run: arg is still yours. */
+ * rejected with why.  Also UV_ECANCELED, UV_ENOMEM; on error fn never
+ * runs and arg_free has run (uvp.h, "Handing over"). */
 #define uvp_group_spawn(...) uvp_group_spawn_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_group_spawn_at(uvp_group_t *g, uvp_fiber_fn fn, void *arg,
                                   const uvp_fiber_opts_t *opts,
@@ -488,7 +489,7 @@ typedef int (*uvp_group_start_cb)(void *arg, uvp_promise_t **out);
  * when a member settles (from the run queue) or uvp_group_set_limit makes
  * room.  arg_free (may be NULL) runs right after that call, or if it never
  * comes (cancelled, torn down).  Also UV_ECANCELED, UV_ENOMEM; on error
- * neither runs: arg is still yours. */
+ * start is never called and arg_free has run (uvp.h, "Handing over"). */
 UVP_EXTERN int uvp_group_start(uvp_group_t *g, uvp_group_start_cb start,
                                void *arg, uvp_free_cb arg_free);
 

@@ -417,7 +417,9 @@ UVP_EXTERN int uvp_tcp_write_at(uvp_tcp_t *t, const void *buf, size_t len,
  * thread, when libuv is done with the bytes (all written, failed, or
  * dropped because the connection closed), whatever happens to the
  * promise; inside this call if the kernel took every byte at once.  On
- * error nothing was written and buf is still yours. */
+ * error nothing more is written and buf_free has run, before the call
+ * returned (uvp.h, "Handing over"): uvp_await_take of a refused write
+ * leaks nothing. */
 #define uvp_tcp_write_full(...)                                                \
   uvp_tcp_write_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_tcp_write_full_at(uvp_tcp_t *t, const void *buf, size_t len,
@@ -612,7 +614,9 @@ typedef void (*uvp_work_done_cb)(void *arg, uvp_work_end_t end);
 /** uvp_work with a done callback (may be NULL).  The promise settles first;
  * its handlers run later, from the scheduler, so they may still see `arg`
  * only if done has not freed it: pass what the handlers need in the
- * job's result instead.  On error done does not run: arg is still yours. */
+ * job's result instead.  On error the job never runs and done(arg, ...)
+ * has run, before the call returned: UVP_WORK_CLOSED for UVP_ECLOSED,
+ * else UVP_WORK_CANCELLED (uvp.h, "Handing over"). */
 #define uvp_work_full(...) uvp_work_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_work_full_at(uvp_ctx_t *ctx, uvp_work_cb work_cb, void *arg,
                                 uvp_work_done_cb done, uvp_free_cb result_free,

@@ -51,8 +51,8 @@ UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
 /** @name uvp_promise_resolved, uvp_promise_rejected
  * @{ */
 /** Already fulfilled (Promise.resolve(v)) / already rejected
- * (Promise.reject(e)).  On success uvp owns value/payload; on error you
- * still do.  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
+ * (Promise.reject(e)).  uvp owns value/payload from the call on: on error
+ * free_cb has run (uvp.h, "Handing over").  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
  * < 0), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_promise_resolved(...)                                              \
   uvp_promise_resolved_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -69,7 +69,8 @@ UVP_EXTERN int uvp_promise_rejected_at(uvp_ctx_t *ctx, int code, void *payload,
 /** Fulfil `p` with `value`.  On success uvp owns value (free_cb runs when the
  * last reference to the promise holding it goes; free_cb may be NULL).
  * Queues p's handlers; never runs them inside this call.
- * Errors (nothing changes, you keep value):
+ * Errors (nothing changes; value is freed by free_cb before the call
+ * returns, as uvp.h's "Handing over" says):
  * @verbatim
  *   UV_EINVAL     p is NULL
  *   UVP_ESETTLED  p is already settled or is already following another
@@ -115,8 +116,8 @@ UVP_EXTERN int uvp_promise_resolve_with(uvp_promise_t *p, uvp_promise_t *src);
  * cancels p (see uvp_cancel_cb).  Errors: UV_EINVAL, UVP_ECLOSED,
  * UVP_ESETTLED (p is settled, follows another, or is one only uvp settles:
  * the promise of a wrapper, a combinator, a timer, a handler's derived
- * promise, a fiber's; uvp_promise_resolve answers the same); then arg is
- * still yours. */
+ * promise, a fiber's; uvp_promise_resolve answers the same); arg, which
+ * has no destroy notifier here, is still yours then. */
 UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
                                       void *arg);
 /** The same with a destroy notifier for `arg`: arg_free(arg) runs exactly
@@ -124,7 +125,8 @@ UVP_EXTERN int uvp_promise_set_cancel(uvp_promise_t *p, uvp_cancel_cb cb,
  * will: p settles otherwise, the hook is replaced or removed, or p is freed
  * while pending.  With a NULL cb, arg_free is not kept.  Errors also
  * UV_ENOMEM (the hook and its notifier are kept in a small allocation);
- * on error arg_free does not run and a hook already set stays. */
+ * on error arg_free has run (uvp.h, "Handing over") and a hook already
+ * set stays. */
 UVP_EXTERN int uvp_promise_set_cancel_full(uvp_promise_t *p, uvp_cancel_cb cb,
                                            void *arg, uvp_free_cb arg_free);
 
@@ -244,7 +246,8 @@ typedef struct uvp_cause_s {
  * On success uvp owns `cause`: cause_free(cause) (may be
  * NULL) runs once, when the last promise holding the cause is freed, on
  * the thread that frees it (the loop thread while the context is open).
- * Errors (nothing happens, cause is still yours): UV_EINVAL (NULL p, code
+ * Errors (nothing happens; cause_free(cause) has run, as uvp.h's "Handing
+ * over" says): UV_EINVAL (NULL p, code
  * >= 0), UVP_ESETTLED, UVP_ECLOSED, UVP_ETHREAD.  The cause takes one
  * small allocation; without memory p is still cancelled, with the cause
  * uvp_promise_cancel gives, and cause_free runs at once. */
@@ -346,7 +349,8 @@ enum {
  * Registering any handler marks p as handled for the unhandled-rejection
  * hook.  Errors: UV_EINVAL (NULL p, a mask that is not one of 1..4 with or
  * without UVP_ON_TAKE), UV_ENOMEM, UVP_ECLOSED; then nothing was
- * registered and `arg` is still yours (p too, without UVP_ON_TAKE). */
+ * registered and `arg` is still yours (p too, without UVP_ON_TAKE); the
+ * _full form's arg_free has run (uvp.h, "Handing over"). */
 #define uvp_promise_on(...) uvp_promise_on_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
                                  void *arg, uvp_promise_t **out,
@@ -361,7 +365,8 @@ UVP_EXTERN int uvp_promise_on_at(uvp_promise_t *p, int mask, uvp_then_cb cb,
  * p settles with an outcome outside the mask, the derived promise is
  * cancelled, p is freed while pending, or the context is torn down.  It
  * never runs while the handler may still run.  arg_free may be NULL (the
- * plain forms).  On error it does not run: arg is still yours. */
+ * plain forms).  On error it has run once, before the call returned
+ * (uvp.h, "Handing over"). */
 #define uvp_promise_on_full(...)                                               \
   uvp_promise_on_full_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_on_full_at(uvp_promise_t *p, int mask,
@@ -656,7 +661,8 @@ typedef struct uvp_map_opts_s {
  * is running; with n == 0, inside this call, which then returns the
  * result already fulfilled with an empty list (as allSettled's).
  * Errors: UV_EINVAL (also unknown opts->flags), UV_ENOMEM, UVP_ECLOSED;
- * then arg is still yours. */
+ * then opts->arg_free has run (uvp.h, "Handing over"), or without one
+ * arg is still yours. */
 #define uvp_promise_map(...) uvp_promise_map_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_map_at(uvp_ctx_t *ctx, size_t n,
                                   uvp_map_start_cb start, void *arg,
@@ -739,7 +745,8 @@ typedef int (*uvp_step_cb)(void *arg, size_t index, const uvp_outcome_t *prev,
  * uvp_ret_adopt of the next step's chain, grows memory with the number of
  * steps until the last settles, as `return step().then(again)` does in
  * JavaScript: this is the constant-memory form.)
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours (the
+ * _full form's arg_free has run: uvp.h, "Handing over"). */
 #define uvp_promise_loop(...)                                                  \
   uvp_promise_loop_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_loop_at(uvp_ctx_t *ctx, uvp_step_cb step, void *arg,
@@ -821,7 +828,8 @@ typedef struct uvp_retry_opts_s {
  * thread with `arg` when neither `attempt` nor should_retry will be called
  * again (the result decided, cancelled or torn down, and no callback
  * running).
- * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then arg is still yours. */
+ * Errors: UV_EINVAL, UV_ENOMEM, UVP_ECLOSED; then opts->arg_free has run
+ * (uvp.h, "Handing over"), or without one arg is still yours. */
 #define uvp_retry(...) uvp_retry_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_retry_at(uvp_ctx_t *ctx, uvp_attempt_cb attempt, void *arg,
                             const uvp_retry_opts_t *opts, uvp_promise_t **out,

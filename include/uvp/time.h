@@ -44,10 +44,11 @@ enum {
 
 /** @name uvp_delay, uvp_delay_at
  * @{ */
-/** delay: fulfils with `value` (owned by uvp on success; free_cb may be NULL)
- * `ms` milliseconds after this call, on the loop's clock.  Cancelling it stops
- * the timer.  flags: 0 or UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL
- * (NULL ctx or out, unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED.
+/** delay: fulfils with `value` (owned by uvp from the call on, on error too:
+ * uvp.h, "Handing over"; free_cb may be NULL) `ms` milliseconds after this
+ * call, on the loop's clock.  Cancelling it stops the timer.  flags: 0 or
+ * UVP_UNREF (UVP_KEEP_ALIVE: 0).  Errors: UV_EINVAL (NULL ctx or out,
+ * unknown flags, both flags), UV_ENOMEM, UVP_ECLOSED.
  * Cancelled: nothing is left: the timer stops, value goes to free_cb. */
 #define uvp_delay(...) uvp_delay_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_delay_at(uvp_ctx_t *ctx, uint64_t ms, void *value,

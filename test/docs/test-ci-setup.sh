@@ -5,12 +5,15 @@
 # own word is "Could not open lock file", status 100).  The user is a real
 # one (nobody, through setpriv, when this runs as root); what is missing
 # is made up: a dpkg-query first on PATH that finds nothing installed.
+# nobody runs a copy of .ci in a directory of the test's own: the source
+# tree may be where nobody cannot read it (a clone under /root, mode 700).
 # Usage: test-ci-setup.sh SOURCE_ROOT.
 set -u
 src=$1
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
 chmod 755 "$t"
+cp -R "$src/.ci" "$t/ci" && chmod -R a+rX "$t/ci" || { echo "FAIL: cannot copy $src/.ci"; exit 1; }
 printf '#!/bin/sh\nexit 1\n' >"$t/dpkg-query"
 chmod 755 "$t/dpkg-query"
 as=()
@@ -18,7 +21,7 @@ if [ "$(id -u)" = 0 ]; then
   command -v setpriv >/dev/null || { echo "skipped: no setpriv to run as nobody"; exit 77; }
   as=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 fi
-(cd "$t" && "${as[@]}" env PATH="$t:$PATH" bash "$src/.ci/setup" example) >"$t/out" 2>"$t/err"
+(cd "$t" && "${as[@]}" env PATH="$t:$PATH" bash "$t/ci/setup" example) >"$t/out" 2>"$t/err"
 rc=$?
 fail() { echo "FAIL: $*"; echo "== stdout"; cat "$t/out"; echo "== stderr"; cat "$t/err"; exit 1; }
 [ $rc -ne 0 ] || fail "exit 0"

@@ -42,6 +42,11 @@ the block by its first word alone, so the marks do not show):
       installed by `.ci/setup ci`, not by README's commands); a PROGRAM
       with a slash is a file of the temporary directory (build/examples/
       nats/..., built only where nats.c is found).
+      Ports: a fixed port the commands name (127.0.0.1:PORT,
+      localhost:PORT, --serve PORT, -p PORT, --port PORT, 1024 and up)
+      is replaced by a free one before they run, and back in what they
+      print, so that the guides show readable commands (8080) and a
+      server of another program on that port cannot fail the test.
       continues: the commands follow those of the run block above (the
       block's text says they do: the same shell, its variables and the
       programs it left running), so the two blocks are run together, as
@@ -74,6 +79,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -298,6 +304,25 @@ def staged(where, d, cmd_env):
     return True
 
 
+PORT_RE = re.compile(r"(?:\b127\.0\.0\.1:|\blocalhost:|(?<!\S)--serve |"
+                     r"(?<!\S)-p |(?<!\S)--port )(\d{4,5})\b")
+
+
+def free_ports(body):
+    """body with each fixed port it names (see the docstring) replaced by
+    a free one; returns it and {shown: used}."""
+    ports = {}
+    for m in PORT_RE.finditer(body):
+        shown = int(m.group(1))
+        if shown >= 1024 and shown not in ports:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports[shown] = s.getsockname()[1]
+    for shown, used in ports.items():
+        body = re.sub(r"\b%d\b" % shown, str(used), body)
+    return body, ports
+
+
 def commands(where, words, body, d, before=None, left=None):
     """before: (words, body) of the run block this one continues; left:
     as run's."""
@@ -333,8 +358,12 @@ def commands(where, words, body, d, before=None, left=None):
             return None
         if not staged(where, d, cmd_env):
             return None
+    body, ports = free_ports(body)
     out = run(where, ["bash", "-e", "-o", "pipefail", "-s"], d, cmd_env,
               timeout=300, stdin=body, left=left)
+    for shown, used in ports.items():
+        if out is not None:
+            out = re.sub(r"\b%d\b" % used, str(shown), out)
     if out is not None and "continues" in words:
         if SPLIT + "\n" not in out:
             fail(where, "the block above printed no end:\n" + out)

@@ -50,10 +50,22 @@ static void check_demo_report(const report_t *rep, int under_valgrind) {
   assert_true(0 <= p50 && p50 <= p90 && p90 <= p99);
   /* Six responses, nearest rank: p90 and p99 are the slowest one, /slow. */
   assert_true(p99 >= DEMO_SLOW_MS * 0.9);
-  /* Under valgrind the first lookups load NSS modules slowly: only the
-   * native run is quick enough for the median to be a fast endpoint. */
-  if (!under_valgrind)
-    assert_true(p50 < DEMO_SLOW_MS * 0.9);
+  /* The median is the third of the six responses' own latencies (nearest
+   * rank), whichever they are: on a loaded machine (or under valgrind,
+   * whose first lookups load NSS modules slowly) a fast endpoint may take
+   * longer than /slow's 300 ms, so no fixed bound holds. */
+  static const char *const answered[] = {"/fast",    "/slow",  "/big",
+                                         "/missing", "/error", "/trickle"};
+  double lat[6];
+  for (int i = 0; i < 6; i++) {
+    double v = jnum(row_ending(rep, answered[i]), "latency_ms");
+    int j = i;
+    for (; j > 0 && lat[j - 1] > v; j--)
+      lat[j] = lat[j - 1];
+    lat[j] = v;
+  }
+  assert_true(p50 - lat[2] < 0.01 && lat[2] - p50 < 0.01);
+  assert_true(p99 - lat[5] < 0.01 && lat[5] - p99 < 0.01);
   /* Concurrent: the whole run takes about the longest request, /hang. */
   assert_true(jnum(s, "elapsed_ms") >= 900);
 }

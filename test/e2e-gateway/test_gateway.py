@@ -126,6 +126,14 @@ def refused_port():
     return port
 
 
+def big_refused_urls(n, size):
+    """n URLs of about `size` bytes each, distinct, all on one port where
+    nothing listens: backends refused at once that make big summaries."""
+    port = refused_port()
+    return ["http://127.0.0.1:%d/%s" % (port, chr(ord("a") + i) * size)
+            for i in range(n)]
+
+
 # ---- a tiny HTTP/1.1 client on raw sockets (to see keep-alive and pipelining
 # exactly as they happen on the wire) -------------------------------------------
 
@@ -430,13 +438,13 @@ def case_pipelining(gw, expect_ok):
 
 
 def case_big_responses(gateway):
-    """Responses larger than the socket takes at once: 20 backends whose
-    50 kB URLs cannot be parsed (EINVAL at once, no connection) make a
+    """Responses larger than the socket takes at once: 20 backends with
+    50 kB URLs on a port where nothing listens (refused at once) make a
     1 MB summary; 8 of them pipelined to a client with a small receive
     buffer that reads only after a second.  The gateway writes what the
     socket takes, queues the rest, and answers each request in order and
     whole."""
-    urls = ["http://[" + chr(ord("a") + i) * 50000 for i in range(20)]
+    urls = big_refused_urls(20, 50000)
     gw = Proc(gateway_argv(gateway, urls, 1000), "uvp-gateway (big)")
     try:
         s = socket.socket()
@@ -456,7 +464,8 @@ def case_big_responses(gateway):
                 doc = {}
             if (st == 200 and doc.get("failed") == 20 and
                     [b["url"] for b in doc["backends"]] == urls and
-                    all(b["error"] == "EINVAL" for b in doc["backends"]) and
+                    all(b["error"] == "ECONNREFUSED"
+                        for b in doc["backends"]) and
                     (h.get("connection") == "close") == (i == 7)):
                 good += 1
         check(good == 8, "8 pipelined 1 MB summaries to a slow reader: "
@@ -1371,7 +1380,7 @@ def case_send_timeout(gateway):
     """A client that pipelines requests for 1 MB answers and reads nothing:
     once the gateway's writes make no progress for --send-timeout, the
     connection is dropped, and other clients are served meanwhile."""
-    urls = ["http://[" + chr(ord("a") + i) * 50000 for i in range(20)]
+    urls = big_refused_urls(20, 50000)
     gw = Proc(gateway_argv(gateway, urls, 1000) +
               ["-w", "1", "--send-timeout", "1000"], "uvp-gateway (send)")
     try:
@@ -1867,11 +1876,11 @@ def case_fd_stalled(gateway):
     60 s send timeout).  Once their answers have stopped moving for a
     second, they count as idle at the descriptor limit: they are reset to
     accept new clients, so a probe is served within a few seconds, not
-    after the send timeout.  The backend is a URL httpc refuses at once
-    (its 2 KB URL makes each answer 2 KB: a flooder is blocked after a
-    dozen), so the flood costs no backend connection."""
+    after the send timeout.  The backend is a port where nothing listens
+    (refused at once; its 2 KB URL makes each answer 2 KB: a flooder is
+    blocked after a dozen)."""
     limit, clients, per = 256, 300, 200
-    bad = "ftp://127.0.0.1/" + "a" * 2000
+    bad = big_refused_urls(1, 2000)[0]
     gw = ulimit_gateway(gateway, limit, ["-b", bad, "-w", "2"],
                         "uvp-gateway (ulimit -n %d, flood)" % limit)
     fl = None
@@ -2377,6 +2386,29 @@ def case_cli(gateway):
         check(out.returncode == 2 and out.stdout == "" and out.stderr == line,
               "usage error %s: exit 2, one line %r (%r)"
               % (bad, line, out.stderr[:300]))
+    # A backend httpc cannot ask is refused at start, from -b or -f.
+    for url, why in (("not-a-url", "not an http:// or https:// URL"),
+                     ("ftp://127.0.0.1/", "not an http:// or https:// URL"),
+                     ("http:///x", "no host in the URL"),
+                     ("http://127.0.0.1:70000/", "port out of range"),
+                     ("http://127.0.0.1:/", "empty port"),
+                     ("http://[::1/", "malformed URL")):
+        for argv in (["-b", "http://127.0.0.1:1/", "-b", url],
+                     ["-f", "/dev/stdin"]):
+            line = "uvp-gateway: backend '%s': %s" % (url, why)
+            try:
+                out = subprocess.run([gateway, "-p", "0"] + argv,
+                                     capture_output=True, text=True,
+                                     timeout=10,
+                                     input="http://127.0.0.1:1/\n%s\n" % url)
+                good = (out.returncode == 2 and out.stdout == ""
+                        and out.stderr.startswith(line)
+                        and out.stderr.count("\n") == 1)
+                got = out.stderr[:300]
+            except subprocess.TimeoutExpired:
+                good, got = False, "still running after 10 s"
+            check(good, "bad backend %s %s: exit 2 at start, one line %r (%r)"
+                  % (argv[0], url, line, got))
     out = subprocess.run([gateway], capture_output=True, text=True,
                          timeout=30)
     check(out.returncode == 2 and out.stderr == "uvp-gateway: no backend: "
