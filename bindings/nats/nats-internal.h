@@ -207,7 +207,18 @@ struct uvp_nats_s {
                           freed only after its uvp_nats_close */
   bool close_asked;    /* the program called uvp_nats_close */
   size_t jobs;         /* flush jobs running */
-  bool connect_done;   /* the connect job returned */
+  bool connect_done;   /* the connect job returned, or was abandoned */
+  /* The connect runs on a thread of the binding's (connect_thread), which
+   * the loop may abandon (its bound passed, its promise cut, closed while
+   * it connects): the loop then goes on without it, and the thread, once
+   * nats.c lets it go, frees what it made; b's memory goes when both are
+   * done with it.  Under lock: abandoned, returned (nats.c's connect
+   * did: too late to abandon), ready (the outcome is the loop's to take),
+   * thread_holds, loop_gone. */
+  bool abandoned, returned, ready, thread_holds, loop_gone;
+  uv_timer_t connect_timer; /* the connect's bound */
+  uint64_t connect_bound_ms;
+  char *connect_err; /* nats.c's words for a failed connect (open's) */
   bool close_started, close_done, got_closed, inbox_done, finished;
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;

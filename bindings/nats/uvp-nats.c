@@ -77,6 +77,9 @@
  * connected, closing) through the hooks each sets when first used
  * (uvp_nats__layer_t), never by name. */
 #include <dlfcn.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #include "nats-internal.h"
 
@@ -374,11 +377,16 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 /* ---- the event loop's callbacks and the queue ---------------------------- */
 
 static void on_conn_event(uvp_nats_t *b, int event);
+static void thread_done(uvp_nats_t *b);
+static void connect_after(uvp_nats_t *b);
+static void on_connect_timer(uv_timer_t *t);
 
 static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   int rc = 0;
   switch (ev->type) {
   case EV_ATTACH:
+    if (b->abandoned) /* queued before: the thread closes that one */
+      break;
     if (b->conn == NULL)
       b->conn = ev->conn;
     b->attached = true;
@@ -439,6 +447,14 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
                           natsConnection *conn, natsMsg *msg) {
   ev_t local = {NULL, type, arg, conn, msg};
   uv_mutex_lock(&b->lock);
+  if (b->abandoned) { /* the loop went on without this connect */
+    uv_mutex_unlock(&b->lock);
+    if (type == EV_CONN && arg == UVP_NATS_CLOSED)
+      thread_done(b); /* the late connection's last word */
+    if (type == EV_MSG)
+      natsMsg_Destroy(msg);
+    return type == EV_ATTACH ? NATS_ERR : NATS_OK;
+  }
   if (type == EV_WRITE)
     b->write_wanted = arg != 0;
   if (type <= EV_DETACH && b->qhead == NULL && on_loop(b) && b->batch == NULL) {
@@ -501,6 +517,11 @@ static void ev_drain(uvp_nats_t *b) {
 
 static void on_async(uv_async_t *a) {
   uvp_nats_t *b = a->data;
+  uv_mutex_lock(&b->lock);
+  bool connected = b->ready && !b->connect_done;
+  uv_mutex_unlock(&b->lock);
+  if (connected)
+    connect_after(b); /* applies what the queue holds first */
   ev_drain(b);
   layers_poll(b);
 }
@@ -591,6 +612,23 @@ static void on_conn_event(uvp_nats_t *b, int event) {
 
 /* ---- connect, flush, close ----------------------------------------------- */
 
+/* b's memory, once both the loop and an abandoned connect's thread are
+ * done with it: whichever is last frees it. */
+static void binding_free(uvp_nats_t *b) {
+  uv_mutex_destroy(&b->lock);
+  free(b->connect_err);
+  free(b);
+}
+
+static void thread_done(uvp_nats_t *b) {
+  uv_mutex_lock(&b->lock);
+  b->thread_holds = false;
+  bool last = b->loop_gone;
+  uv_mutex_unlock(&b->lock);
+  if (last)
+    binding_free(b);
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   uvp_nats_t *b = h->data;
   if (--b->handles > 0)
@@ -607,9 +645,13 @@ static void on_handle_closed(uv_handle_t *h) {
     next = r->hnext;
     free(r);
   }
-  uv_mutex_destroy(&b->lock);
   free(b->buckets);
-  free(b);
+  uv_mutex_lock(&b->lock);
+  b->loop_gone = true;
+  bool last = !b->thread_holds;
+  uv_mutex_unlock(&b->lock);
+  if (last)
+    binding_free(b);
 }
 
 /* natsConnection_Destroy once nothing of nats.c's can reach the binding
@@ -633,7 +675,8 @@ void uvp_nats__maybe_finish(uvp_nats_t *b) {
   ev_drain(b); /* nothing of ours is left in it: messages, late events */
   natsSubscription_Destroy(b->inbox_sub);
   natsConnection_Destroy(b->conn);
-  natsOptions_Destroy(b->opts);
+  if (!b->abandoned) /* else its thread's, which may still read them */
+    natsOptions_Destroy(b->opts);
   b->inbox_sub = NULL;
   b->conn = NULL;
   b->opts = NULL;
@@ -641,13 +684,14 @@ void uvp_nats__maybe_finish(uvp_nats_t *b) {
   uv_close((uv_handle_t *)&b->timer, on_handle_closed);
   uv_close((uv_handle_t *)&b->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&b->async, on_handle_closed);
+  uv_close((uv_handle_t *)&b->connect_timer, on_handle_closed);
 }
 
 static void close_work(uv_work_t *w) {
   job_t *j = w->data;
   if (j->b->conn != NULL)
     natsConnection_Close(j->b->conn);
-  release_thread_memory(); /* see connect_work */
+  release_thread_memory(); /* a pool thread lives on */
 }
 
 static void close_after(uv_work_t *w, int status) {
@@ -693,9 +737,12 @@ int uvp_nats_close(uvp_nats_t *b) {
   if (b == NULL || b->close_asked)
     return UV_EINVAL;
   b->close_asked = true;
-  if (b->state == S_CONNECTING) /* open_after closes what it made */
+  if (b->state == S_CONNECTING) { /* open_after closes what it made */
     fail_all(b, UV_ECANCELED);
-  else if (b->state == S_CLOSING) { /* its connect failed: closing already */
+    b->connect_job.cut = true; /* nobody waits for the connect now */
+    b->connect_job.cut_rc = UV_ECANCELED;
+    uv_timer_start(&b->connect_timer, on_connect_timer, 0, 0);
+  } else if (b->state == S_CLOSING) { /* its connect failed: closing already */
     keep_set(b);
     uvp_nats__maybe_finish(b);
   } else
@@ -705,13 +752,38 @@ int uvp_nats_close(uvp_nats_t *b) {
 
 static void connect_more(job_t *j, natsConnection *conn, natsStatus s);
 
-static void connect_work(uv_work_t *w) {
-  job_t *j = w->data;
+/* The connect, on a thread of the binding's: nats.c 3.4's connect has no
+ * bound of its own against a server that sends INFO and never answers
+ * the PING (its read of the PONG loops past its deadline) or announces
+ * TLS and never speaks it (a blocking handshake), and cannot be
+ * interrupted, so the loop must be able to go on without it (abandon):
+ * on libuv's pool it would hold the loop (uv_run and uv_loop_close wait
+ * for a pool job) and the process's exit (libuv joins its pool threads
+ * then).  Abandoned, the thread frees what it made once nats.c returns
+ * (the peer closing, at the latest). */
+static void connect_thread(void *arg) {
+  job_t *j = arg;
   uvp_nats_t *b = j->b;
   natsConnection *conn = NULL;
   natsStatus s = natsConnection_Connect(&conn, b->opts);
-  connect_more(j, conn, s);
+  uv_mutex_lock(&b->lock);
+  b->returned = true;
+  bool abandoned = b->abandoned;
+  uv_mutex_unlock(&b->lock);
+  if (!abandoned) {
+    connect_more(j, conn, s);
+    uv_mutex_lock(&b->lock); /* the loop takes it in on_async */
+    b->ready = true;
+    uv_async_send(&b->async);
+    uv_mutex_unlock(&b->lock);
+  } else {
+    natsOptions_Destroy(b->opts); /* the loop left them to this thread */
+    if (s == NATS_OK)             /* late: its closed callback lets b go */
+      natsConnection_Destroy(conn);
+  }
   release_thread_memory();
+  if (abandoned && s != NATS_OK)
+    thread_done(b);
 }
 
 static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
@@ -747,11 +819,10 @@ static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
 
 static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p);
 
-static void connect_after(uv_work_t *w, int status) {
-  job_t *j = w->data;
-  uvp_nats_t *b = j->b;
-  (void)status;
+static void connect_after(uvp_nats_t *b) {
+  job_t *j = &b->connect_job;
   b->connect_done = true;
+  uv_timer_stop(&b->connect_timer);
   uvp_promise_t *p = j->p;
   ev_drain(b); /* the attach first: it names the connection too */
   if (b->conn == NULL)
@@ -771,18 +842,64 @@ static void connect_after(uv_work_t *w, int status) {
       j->err = NULL;
     }
   }
-  free(j->err);
+  if (b->opened && j->err != NULL && b->connect_err == NULL)
+    b->connect_err = j->err; /* uvp_nats_connect_error's */
+  else
+    free(j->err);
   j->err = NULL;
   uvp_inflight_end(&j->fl); /* the job has stopped */
   uvp_promise_release(p);
 }
 
-/* The connect's promise was cut: it has rejected; the job runs on and
- * connect_after closes what it makes. */
+/* The loop goes on without the connect (see connect_thread): it ends as a
+ * failed connect with rc and `words`, unless nats.c has returned already
+ * (its outcome is on its way: taken as it comes). */
+static void connect_abandon(uvp_nats_t *b, int rc, const char *words) {
+  job_t *j = &b->connect_job;
+  uv_mutex_lock(&b->lock);
+  bool too_late = b->returned || b->connect_done;
+  if (!too_late)
+    b->abandoned = b->thread_holds = true;
+  uv_mutex_unlock(&b->lock);
+  if (too_late)
+    return;
+  ev_drain(b);           /* an attach queued before: ignored now */
+  if (b->conn != NULL) { /* attached before: the thread closes it */
+    b->conn = NULL;
+    b->attached = false;
+    b->fd = -1;
+    poll_close(b);
+  }
+  j->rc = rc;
+  j->conn = NULL;
+  j->err = words != NULL ? strdup(words) : NULL;
+  connect_after(b);
+}
+
+/* The connect's bound passed, or its promise was cut (the abandon waits
+ * for this timer: not inside the cut's own call). */
+static void on_connect_timer(uv_timer_t *t) {
+  uvp_nats_t *b = t->data;
+  job_t *j = &b->connect_job;
+  char words[96];
+  if (j->cut) {
+    connect_abandon(b, j->cut_rc != 0 ? j->cut_rc : UV_ECANCELED, NULL);
+    return;
+  }
+  snprintf(words, sizeof(words),
+           "the server did not complete the NATS handshake within %llu ms",
+           (unsigned long long)b->connect_bound_ms);
+  connect_abandon(b, UV_ETIMEDOUT, words);
+}
+
+/* The connect's promise was cut: it has rejected; the loop abandons the
+ * connect at once (on_connect_timer), and its thread closes what it
+ * makes. */
 static void on_connect_cancel(uvp_inflight_t *fl, int code) {
   job_t *j = fl->data;
   j->cut = true;
   j->cut_rc = code;
+  uv_timer_start(&j->b->connect_timer, on_connect_timer, 0, 0);
 }
 
 static int connect_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
@@ -850,8 +967,8 @@ static void binding_free_early(uvp_nats_t *b) {
   free(b);
 }
 
-/* The binding's three handles (closed, and b freed, by uvp_nats__maybe_finish).
- */
+/* The binding's four handles (closed, and b freed, by
+ * uvp_nats__maybe_finish). */
 static int handles_init(uvp_nats_t *b) {
   int rc = uv_async_init(b->loop, &b->async, on_async);
   if (rc != 0)
@@ -860,10 +977,12 @@ static int handles_init(uvp_nats_t *b) {
   uv_unref((uv_handle_t *)&b->async);
   uv_timer_init(b->loop, &b->timer);
   uv_timer_init(b->loop, &b->drain_timer);
-  b->timer.data = b->drain_timer.data = b;
+  uv_timer_init(b->loop, &b->connect_timer);
+  b->timer.data = b->drain_timer.data = b->connect_timer.data = b;
   uv_unref((uv_handle_t *)&b->timer);
   uv_unref((uv_handle_t *)&b->drain_timer);
-  b->handles = 3;
+  uv_unref((uv_handle_t *)&b->connect_timer);
+  b->handles = 4;
   return 0;
 }
 
@@ -908,12 +1027,48 @@ static int inbox_make(uvp_nats_t *b, const char *prefix) {
   return uv_random(NULL, NULL, b->cancel_key, sizeof(b->cancel_key), 0, NULL);
 }
 
+/* The connect's thread, detached: nobody joins it (an abandoned one may
+ * outlive the loop, and the process's exit must not wait for it). */
+static int thread_start(job_t *j) {
+  uv_thread_t t;
+  int rc = uv_thread_create(&t, connect_thread, j);
+  if (rc == 0) {
+#ifdef _WIN32
+    CloseHandle(t);
+#else
+    pthread_detach(t);
+#endif
+  }
+  return rc;
+}
+
+/* The connect's bound: nats.c's timeout for each server of the list (the
+ * program's, or nats.c's 2 s), and a second for the rest. */
+static int bound_set(uvp_nats_t *b, const uvp_nats_connect_opts_t *o,
+                     const uvp_nats_connect_more_t *more) {
+  uint64_t each = more != NULL && more->connect_timeout_ms > 0
+                      ? more->connect_timeout_ms
+                      : UVP_NATS_CONNECT_TIMEOUT_DEFAULT;
+  if (each > UVP_NATS_CONNECT_TIMEOUT_MAX)
+    return UV_EINVAL;
+  if (more != NULL && more->connect_timeout_ms > 0 &&
+      natsOptions_SetTimeout(b->opts, (int64_t)each) != NATS_OK)
+    return UV_EINVAL;
+  uint64_t servers = 1;
+  for (const char *c = o != NULL && o->url != NULL ? o->url : ""; *c; c++)
+    servers += *c == ',';
+  b->connect_bound_ms = each * servers + 1000;
+  return 0;
+}
+
 /* uvp_nats_connect's and uvp_nats_open's start: the binding, its handles
- * and the connect job on the pool.  *out (NULL for open) gets the
- * connect's promise. */
+ * and the connect's thread.  *out (NULL for open) gets the connect's
+ * promise. */
 static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                         const char *prefix, bool opened, uvp_nats_t **bp,
-                         uvp_promise_t **out, const char *file, int line) {
+                         const uvp_nats_connect_more_t *more, bool opened,
+                         uvp_nats_t **bp, uvp_promise_t **out, const char *file,
+                         int line) {
+  const char *prefix = more != NULL ? more->inbox_prefix : NULL;
   uvp_promise_t *p;
   int rc = uvp_promise_new_at(ctx, &p, file, line);
   uvp_nats_t *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
@@ -938,6 +1093,7 @@ static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
   b->connect_job.w.data = &b->connect_job;
   b->connect_job.fl.data = &b->connect_job;
   if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b, prefix)) != 0 ||
+      (rc = bound_set(b, o, more)) != 0 ||
       (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
           0 ||
       (rc = handles_init(b)) != 0) {
@@ -950,8 +1106,7 @@ static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
     *out = uvp_promise_retain(p);
   else /* nobody awaits it: its outcome is told to what waits on b */
     uvp_promise_mark_handled(p);
-  if ((rc = uv_queue_work(b->loop, &b->connect_job.w, connect_work,
-                          connect_after)) != 0) {
+  if ((rc = thread_start(&b->connect_job)) != 0) {
     if (out != NULL)
       uvp_promise_release(*out);
     uvp_inflight_end(&b->connect_job.fl);
@@ -963,6 +1118,7 @@ static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
     return rc;
   }
   uvp_nats__waiting_add(b, 1);
+  uv_timer_start(&b->connect_timer, on_connect_timer, b->connect_bound_ms, 0);
   *bp = b;
   return 0;
 }
@@ -987,18 +1143,27 @@ int uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
       natsOptions_Destroy(o->options);
     return UV_EINVAL;
   }
-  return connect_start(ctx, o, more != NULL ? more->inbox_prefix : NULL, false,
-                       &b, out, file, line);
+  return connect_start(ctx, o, more, false, &b, out, file, line);
 }
 
-int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                     uvp_nats_t **out, const char *file, int line) {
+int uvp_nats_open_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                          const uvp_nats_connect_more_t *more, uvp_nats_t **out,
+                          const char *file, int line) {
   if (ctx == NULL || out == NULL) {
     if (o != NULL)
       natsOptions_Destroy(o->options);
     return UV_EINVAL;
   }
-  return connect_start(ctx, o, NULL, true, out, NULL, file, line);
+  return connect_start(ctx, o, more, true, out, NULL, file, line);
+}
+
+int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
+                     uvp_nats_t **out, const char *file, int line) {
+  return uvp_nats_open_more_at(ctx, o, NULL, out, file, line);
+}
+
+const char *uvp_nats_connect_error(const uvp_nats_t *nc) {
+  return nc != NULL ? nc->connect_err : NULL;
 }
 
 /* ---- flush --------------------------------------------------------------- */
@@ -1006,7 +1171,7 @@ int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
 static void flush_work(uv_work_t *w) {
   job_t *j = w->data;
   j->s = natsConnection_FlushTimeout(j->b->conn, j->timeout_ms);
-  release_thread_memory(); /* see connect_work */
+  release_thread_memory(); /* a pool thread lives on */
 }
 
 /* A flush ends (rc 0: fulfilled), its job stopped or never started. */

@@ -52,6 +52,8 @@
 #define REPLY_MARGIN_MS 1000
 /* The connection's reconnect wait: short, a fan-out is short. */
 #define RECONNECT_WAIT_MS 100
+/* How long the exit waits for nats.c's threads (fanout_nats_shutdown). */
+#define NATS_SHUTDOWN_MS 1000
 /* The window's first size (at most -c). */
 #define WINDOW_START 16
 /* How often waiting URLs are held against -d and their own time. */
@@ -913,4 +915,12 @@ void fanout_nats_connect_failed(const nats_cli_t *cli, int rc,
           w != NULL ? ")" : "", hint != NULL ? hint : "");
 }
 
-void fanout_nats_shutdown(void) { nats_CloseAndWait(0); }
+/* nats.c's threads, after the last connection; bounded, since a connect
+ * the binding abandoned (a server that never finished the handshake)
+ * holds nats.c until its peer lets it go. */
+void fanout_nats_shutdown(void) {
+  natsStatus s = nats_CloseAndWait(NATS_SHUTDOWN_MS);
+  if (s != NATS_OK && s != NATS_TIMEOUT) /* a timeout: exit anyway */
+    fprintf(stderr, "uvp-fanout: nats.c's shutdown: %s\n",
+            natsStatus_GetText(s));
+}

@@ -10,7 +10,8 @@
  * is cut (its fetch stops) and not answered.  SIGTERM or SIGINT drains
  * within -m: no new request is taken, those taken are answered; past -m
  * what still waits is answered ECANCELED and what runs is cut; a second
- * signal does that at once.  Then it exits 0. */
+ * signal does that at once.  Then it exits 0.  A signal while it connects
+ * stops the connect at once (exit 0). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,12 +32,13 @@ typedef struct worker_s {
   uvp_nats_svc_t *svc;
   char name[300];
   uv_signal_t sigint, sigterm;
-  uv_timer_t trim;        /* gives a refused pile's memory back (trim_check) */
-  uint64_t trim_busy;     /* EBUSY answers counted at the last look */
-  int trim_due;           /* some came since the last trim */
-  uvp_promise_t *drain;   /* on_drained's */
-  uvp_promise_t *drain_p; /* the drain's own: settled, the service is gone */
-  int signals;            /* received so far */
+  uv_timer_t trim;         /* gives a refused pile's memory back (trim_check) */
+  uint64_t trim_busy;      /* EBUSY answers counted at the last look */
+  int trim_due;            /* some came since the last trim */
+  uvp_promise_t *drain;    /* on_drained's */
+  uvp_promise_t *drain_p;  /* the drain's own: settled, the service is gone */
+  uvp_promise_t *starting; /* the connect or the first flush, awaited */
+  int signals;             /* received so far */
   int exit_code;
 } worker_t;
 
@@ -287,7 +289,16 @@ static void on_signal(uv_signal_t *h, int signum) {
   worker_t *w = h->data;
   (void)signum;
   uvp_promise_t *d;
-  if (w->svc == NULL) /* not serving (yet): nothing to drain */
+  if (w->starting != NULL) { /* not serving yet: stop starting */
+    w->signals++;
+    /* it fails only when the promise has settled this turn: worker_start
+     * reads w->signals either way */
+    int rc = uvp_promise_cancel(w->starting);
+    if (rc != 0 && rc != UVP_ESETTLED)
+      fprintf(stderr, "uvp-fanout: stopping: %s\n", uvp_nats_strerror(rc));
+    return;
+  }
+  if (w->svc == NULL) /* nothing to drain */
     return;
   if (w->signals++ > 0) {
     if (uvp_promise_state(w->drain_p) != UVP_PENDING)
@@ -325,17 +336,19 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   int rc = fanout_nats_connect(r->ctx, &o, cli, &c);
   if (rc != 0)
     return rc;
+  w->starting = c;
   settle(r->loop, c);
+  w->starting = NULL;
   void *words = NULL;
   rc = uvp_promise_reason(c, &words);
   if (rc == 0)
     w->nc = uvp_promise_value(c);
-  else
+  else if (w->signals == 0)
     fanout_nats_connect_failed(cli, rc, words);
   uvp_promise_mark_handled(c); /* said, or taken */
   uvp_promise_release(c);
   if (rc != 0)
-    return 1; /* said */
+    return w->signals > 0 ? 2 : 1; /* 2: stopped by a signal, 1: said */
   uvp_nats_serve_opts_t so = {.start = serve_one,
                               .arg = w,
                               .limit = (size_t)cli->concurrency,
@@ -345,11 +358,14 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   if (rc == 0)
     rc = uvp_nats_flush(w->nc, &f);
   if (rc == 0) {
+    w->starting = f;
     settle(r->loop, f);
+    w->starting = NULL;
     rc = uvp_promise_reason(f, NULL);
+    uvp_promise_mark_handled(f); /* said by our caller */
   }
   uvp_promise_release(f);
-  return rc;
+  return rc != 0 && w->signals > 0 ? 2 : rc;
 }
 
 static void signals_start(worker_t *w) {
@@ -392,6 +408,8 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
     printf("serving as %s\n", w.name);
     fflush(stdout); /* whoever started us waits for this line */
     uv_run(r->loop, UV_RUN_DEFAULT); /* until drained */
+  } else if (rc == 2) { /* a signal while it connected: nothing to drain */
+    printf("stopped %s before it served\n", w.name);
   } else {
     if (rc != 1) /* 1: said by worker_start */
       fprintf(stderr, "uvp-fanout: %s: %s\n", cli->url, uvp_nats_strerror(rc));

@@ -48,6 +48,6 @@ int main(int argc, char **argv) {
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
-  nats_CloseAndWait(0);          /* nats.c's threads, after the last one */
+  nats_CloseAndWait(1000); /* bounded: an abandoned connect holds nats.c */
   return uv_loop_close(&loop) != 0 || failed > 0; /* 0: all answered */
 }
