@@ -1,0 +1,144 @@
+/* The NATS binding against peers that misbehave (nats-peer.h: a server
+ * that never sends INFO, never answers the first PING, or announces TLS
+ * and never speaks it) and against a real nats-server's refusals: every
+ * wait is bounded, every failure says why.
+ *
+ * nats.c 3.4's connect waits for ever on the second and third (its read
+ * of the PONG loops past its own deadline; its TLS handshake blocks): the
+ * binding bounds it and abandons it, and the loop, uv_loop_close and
+ * nats_CloseAndWait (once the peer has let the thread go) end. */
+#include "nats-peer.h"
+
+#include "uvp-nats.h"
+
+static uint64_t ms_since(uint64_t t0) { return (uv_hrtime() - t0) / 1000000; }
+
+/* Connect to a peer in `mode`, with `timeout_ms` a server (0: the
+ * default); the connect rejects with UV_ETIMEDOUT and the binding's words
+ * within its bound, and the loop ends at once after. */
+static void connect_held(fixture_t *f, peer_mode_t mode, uint64_t timeout_ms) {
+  nats_peer_t peer;
+  nats_peer_start(&peer, mode);
+  uvp_nats_connect_opts_t co = {.url = peer.url};
+  uvp_nats_connect_more_t more = {.connect_timeout_ms = timeout_ms};
+  uvp_promise_t *p;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_connect_more(f->ctx, &co, &more, &p), 0);
+  run_until_settled(f, p);
+  uint64_t took = ms_since(t0);
+  void *words = NULL;
+  int rc = uvp_promise_reason(p, &words);
+  uint64_t bound = (timeout_ms > 0 ? timeout_ms : 2000) + 1000;
+  if (mode == PEER_SILENT) /* nats.c's own deadline holds there */
+    assert_true(rc == UV_ETIMEDOUT || rc == UVP_NATS_ENATS);
+  else
+    assert_int_equal(rc, UV_ETIMEDOUT);
+  assert_true(took < bound + 500);
+  if (mode != PEER_SILENT) {
+    assert_non_null(words);
+    assert_non_null(strstr(words, "did not complete the NATS handshake"));
+  }
+  uvp_promise_release(p);
+  t0 = uv_hrtime();
+  assert_true(fixture_drain(f, 5000)); /* nothing waits for the thread */
+  assert_true(ms_since(t0) < 500);
+  nats_peer_stop(&peer); /* its thread's read ends: it frees what it made */
+}
+
+static void test_connect_nopong(void **state) {
+  connect_held(*state, PEER_NOPONG, 0);
+}
+
+static void test_connect_tlsstall(void **state) {
+  connect_held(*state, PEER_TLSSTALL, 300);
+}
+
+static void test_connect_silent(void **state) {
+  connect_held(*state, PEER_SILENT, 300);
+}
+
+/* Cancelled while nats.c waits for the PONG: rejected at once, and the
+ * loop ends at once, not when nats.c lets go. */
+static void test_connect_cancel_held(void **state) {
+  fixture_t *f = *state;
+  nats_peer_t peer;
+  nats_peer_start(&peer, PEER_NOPONG);
+  uvp_nats_connect_opts_t co = {.url = peer.url};
+  uvp_promise_t *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &p), 0);
+  assert_true(fixture_drain(f, 300) == false); /* connecting */
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_promise_cancel(p), 0);
+  assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
+  uvp_promise_release(p);
+  assert_true(fixture_drain(f, 5000));
+  assert_true(ms_since(t0) < 500);
+  nats_peer_stop(&peer);
+}
+
+/* uvp_nats_open's connection closed while nats.c waits for the PONG:
+ * what was asked meanwhile rejects UV_ECANCELED, and the loop ends at
+ * once.  Its connect failing on its own says why (uvp_nats_connect_error). */
+static void test_open_held(void **state) {
+  fixture_t *f = *state;
+  nats_peer_t peer;
+  nats_peer_start(&peer, PEER_NOPONG);
+  uvp_nats_connect_opts_t co = {.url = peer.url};
+  uvp_nats_t *nc, *nc2;
+  uvp_promise_t *r, *r2;
+  assert_int_equal(uvp_nats_open(f->ctx, &co, &nc), 0);
+  assert_int_equal(uvp_nats_request(nc, "a", "x", 1, NULL, &r), 0);
+  assert_true(fixture_drain(f, 300) == false);
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_int_equal(uvp_promise_reason(r, NULL), UV_ECANCELED);
+  uvp_promise_release(r);
+  assert_true(fixture_drain(f, 5000));
+  assert_true(ms_since(t0) < 500);
+
+  uvp_nats_connect_more_t more = {.connect_timeout_ms = 200};
+  assert_int_equal(uvp_nats_open_more(f->ctx, &co, &more, &nc2), 0);
+  assert_null(uvp_nats_connect_error(nc2));
+  assert_int_equal(uvp_nats_request(nc2, "a", "x", 1, NULL, &r2), 0);
+  run_until_settled(f, r2);
+  assert_int_equal(uvp_promise_reason(r2, NULL), UV_ETIMEDOUT);
+  uvp_promise_release(r2);
+  const char *why = uvp_nats_connect_error(nc2);
+  assert_non_null(why);
+  assert_non_null(strstr(why, "within 1200 ms"));
+  assert_int_equal(uvp_nats_close(nc2), 0);
+  assert_true(fixture_drain(f, 5000));
+  nats_peer_stop(&peer);
+}
+
+static void test_bad_timeout(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_connect_more_t more = {.connect_timeout_ms =
+                                      UVP_NATS_CONNECT_TIMEOUT_MAX + 1};
+  uvp_nats_connect_opts_t co = {.url = "nats://127.0.0.1:9"};
+  uvp_promise_t *p;
+  uvp_nats_t *nc;
+  assert_int_equal(uvp_nats_connect_more(f->ctx, &co, &more, &p), UV_EINVAL);
+  assert_int_equal(uvp_nats_open_more(f->ctx, &co, &more, &nc), UV_EINVAL);
+  assert_int_equal(uvp_nats_open_more(NULL, &co, &more, &nc), UV_EINVAL);
+  assert_null(uvp_nats_connect_error(NULL));
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      QUIET_TEST(test_connect_nopong), QUIET_TEST(test_connect_tlsstall),
+      QUIET_TEST(test_connect_silent), QUIET_TEST(test_connect_cancel_held),
+      QUIET_TEST(test_open_held),      QUIET_TEST(test_bad_timeout),
+  };
+  if (getenv("UVP_TEST_FILTER") != NULL)
+    cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  /* every abandoned connect's thread has let go (its peer closed): nats.c
+   * is released within a second, or something is left behind */
+  natsStatus s = nats_CloseAndWait(5000);
+  if (s != NATS_OK) {
+    fprintf(stderr, "nats_CloseAndWait: %s\n", natsStatus_GetText(s));
+    return 1;
+  }
+  return rc;
+}
