@@ -375,6 +375,15 @@ UVP_NATS_EXTERN int uvp_nats_open_more_at(uvp_ctx_t *ctx,
  * only. */
 UVP_NATS_EXTERN const char *uvp_nats_connect_error(const uvp_nats_t *nc);
 
+/** How many connects the binding abandoned (past their bound, cut, or
+ * closed while connecting) whose threads are still inside nats.c: each
+ * ends once nats.c returns, the peer closing at the latest.  A program
+ * that wants nats.c's threads and memory gone at its exit (a leak
+ * checker's run) waits for 0 before nats_CloseAndWait, which cannot see
+ * them: a connect holds nats.c's library until just before it returns.
+ * Any thread. */
+UVP_NATS_EXTERN size_t uvp_nats_connects_abandoned(void);
+
 /** Close: reject every request in flight and every subscription's waits
  * with UV_ECANCELED, unsubscribe, and run natsConnection_Close on the
  * thread pool (on the loop thread it would stall the loop for up to

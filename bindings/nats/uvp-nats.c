@@ -77,6 +77,7 @@
  * connected, closing) through the hooks each sets when first used
  * (uvp_nats__layer_t), never by name. */
 #include <dlfcn.h>
+#include <stdatomic.h>
 #ifndef _WIN32
 #include <pthread.h>
 #endif
@@ -761,6 +762,13 @@ static void connect_more(job_t *j, natsConnection *conn, natsStatus s);
  * for a pool job) and the process's exit (libuv joins its pool threads
  * then).  Abandoned, the thread frees what it made once nats.c returns
  * (the peer closing, at the latest). */
+/* Connects abandoned whose threads have not ended yet. */
+static atomic_size_t abandoned_threads;
+
+size_t uvp_nats_connects_abandoned(void) {
+  return atomic_load(&abandoned_threads);
+}
+
 static void connect_thread(void *arg) {
   job_t *j = arg;
   uvp_nats_t *b = j->b;
@@ -784,6 +792,8 @@ static void connect_thread(void *arg) {
   release_thread_memory();
   if (abandoned && s != NATS_OK)
     thread_done(b);
+  if (abandoned) /* its last touch of nats.c is behind it */
+    atomic_fetch_sub(&abandoned_threads, 1);
 }
 
 static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
@@ -858,8 +868,10 @@ static void connect_abandon(uvp_nats_t *b, int rc, const char *words) {
   job_t *j = &b->connect_job;
   uv_mutex_lock(&b->lock);
   bool too_late = b->returned || b->connect_done;
-  if (!too_late)
+  if (!too_late) {
     b->abandoned = b->thread_holds = true;
+    atomic_fetch_add(&abandoned_threads, 1);
+  }
   uv_mutex_unlock(&b->lock);
   if (too_late)
     return;

@@ -32,7 +32,10 @@ typedef struct worker_s {
   uvp_nats_svc_t *svc;
   char name[300];
   uv_signal_t sigint, sigterm;
-  uv_timer_t trim;         /* gives a refused pile's memory back (trim_check) */
+  uv_timer_t trim; /* gives a refused pile's memory back (trim_check) */
+  uv_timer_t stop; /* stops the worker outside uvp_nats's callbacks */
+  const char *url;
+  bool down;               /* disconnected: nats.c reconnects */
   uint64_t trim_busy;      /* EBUSY answers counted at the last look */
   int trim_due;            /* some came since the last trim */
   uvp_promise_t *drain;    /* on_drained's */
@@ -234,6 +237,7 @@ static void signals_close(worker_t *w) {
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->trim, NULL);
+    uv_close((uv_handle_t *)&w->stop, NULL);
   }
 }
 
@@ -257,6 +261,51 @@ static void trim_check(uv_timer_t *t) {
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
+  }
+}
+
+/* The end without a drain: the connection is gone for good, or down
+ * with nothing held (nothing to answer, and nothing can come). */
+static void worker_end(worker_t *w) {
+  w->svc = NULL; /* freed with its connection */
+  signals_close(w);
+  if (w->nc != NULL)
+    uvp_nats_close(w->nc);
+  w->nc = NULL;
+  uvp_curl_close(w->r->curl);
+  w->r->curl = NULL;
+}
+
+static void on_stop(uv_timer_t *t) { worker_end(t->data); }
+
+/* What the connection does is said, as it happens: a worker that cannot
+ * serve must not look as if it did.  nats.c gives up on a server that
+ * refuses the credentials twice (a password rotated under it): closed
+ * for good, the worker ends (exit 1) with nats.c's words. */
+static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  worker_t *w = arg;
+  const char *why = NULL;
+  natsConnection *conn = uvp_nats_connection(nc);
+  if (conn != NULL)
+    (void)natsConnection_GetLastError(conn, &why); /* its status: why's */
+  switch (event) {
+  case UVP_NATS_DISCONNECTED:
+    w->down = true;
+    fprintf(stderr, "uvp-fanout: %s: disconnected; reconnecting\n", w->url);
+    break;
+  case UVP_NATS_RECONNECTED:
+    w->down = false;
+    fprintf(stderr, "uvp-fanout: %s: reconnected\n", w->url);
+    break;
+  case UVP_NATS_CLOSED:
+    fprintf(stderr, "uvp-fanout: %s: the connection is closed for good%s%s\n",
+            w->url, why != NULL && *why != '\0' ? ": " : "",
+            why != NULL ? why : "");
+    w->exit_code = 1;
+    uv_timer_start(&w->stop, on_stop, 0, 0); /* not inside its callback */
+    break;
+  default:
+    break;
   }
 }
 
@@ -309,6 +358,14 @@ static void on_signal(uv_signal_t *h, int signum) {
       uvp_promise_release(d); /* on_drained is already on it */
     return;
   }
+  uvp_nats_serve_stats_ex_t ex;
+  if (w->down && uvp_nats_serve_stats_ex(w->svc, &ex) == 0 &&
+      ex.waiting + ex.running == 0) { /* nothing to answer, nor to come */
+    printf("stopping %s: disconnected, nothing held\n", w->name);
+    fflush(stdout);
+    worker_end(w);
+    return;
+  }
   /* What it did, for its operator (the service is freed by the drain). */
   uvp_nats_serve_stats_t st;
   if (uvp_nats_serve_stats(w->svc, &st) == 0)
@@ -318,8 +375,10 @@ static void on_signal(uv_signal_t *h, int signum) {
            (unsigned long long)st.replied, (unsigned long long)st.failed,
            (unsigned long long)st.expired);
   fflush(stdout);
-  if (uvp_nats_serve_drain_within(w->svc, w->r->http.timeout_ms, &d) != 0) {
-    signals_close(w);
+  int rc = uvp_nats_serve_drain_within(w->svc, w->r->http.timeout_ms, &d);
+  if (rc != 0) { /* UVP_ECLOSED: the connection is gone, nothing to drain */
+    fprintf(stderr, "uvp-fanout: drain: %s\n", uvp_nats_strerror(rc));
+    worker_end(w);
     return;
   }
   w->drain_p = uvp_promise_retain(d);
@@ -332,7 +391,9 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   run_t *r = w->r;
   uvp_promise_t *c, *f = NULL;
   uvp_nats_connect_opts_t o = {.url = cli->url,
-                               .options = fanout_nats_options(w->name, cli)};
+                               .options = fanout_nats_options(w->name, cli),
+                               .on_event = on_event,
+                               .arg = w};
   int rc = fanout_nats_connect(r->ctx, &o, cli, &c);
   if (rc != 0)
     return rc;
@@ -375,7 +436,8 @@ static void signals_start(worker_t *w) {
   uv_signal_start(&w->sigint, on_signal, SIGINT);
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_timer_init(w->r->loop, &w->trim);
-  w->trim.data = w;
+  uv_timer_init(w->r->loop, &w->stop);
+  w->trim.data = w->stop.data = w;
   uv_unref((uv_handle_t *)&w->trim);
   uv_timer_start(&w->trim, trim_check, 1000, 1000);
 }
@@ -391,7 +453,7 @@ void fanout_worker_name(const nats_cli_t *cli, char *buf, size_t size) {
 }
 
 int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
-  worker_t w = {.r = r};
+  worker_t w = {.r = r, .url = cli->url};
   fanout_worker_name(cli, w.name, sizeof(w.name));
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)

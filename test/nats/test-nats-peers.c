@@ -11,6 +11,10 @@
 
 #include "uvp-nats.h"
 
+/* What "at once" and "within its bound" may take beyond it: slack for
+ * valgrind and a loaded machine (without the bound it is never). */
+#define SLACK_MS 3000
+
 static uint64_t ms_since(uint64_t t0) { return (uv_hrtime() - t0) / 1000000; }
 
 /* Connect to a peer in `mode`, with `timeout_ms` a server (0: the
@@ -33,16 +37,19 @@ static void connect_held(fixture_t *f, peer_mode_t mode, uint64_t timeout_ms) {
     assert_true(rc == UV_ETIMEDOUT || rc == UVP_NATS_ENATS);
   else
     assert_int_equal(rc, UV_ETIMEDOUT);
-  assert_true(took < bound + 500);
-  if (mode != PEER_SILENT) {
-    assert_non_null(words);
-    assert_non_null(strstr(words, "did not complete the NATS handshake"));
-  }
+  bool said = mode == PEER_SILENT ||
+              (words != NULL &&
+               strstr(words, "did not complete the NATS handshake") != NULL);
   uvp_promise_release(p);
   t0 = uv_hrtime();
-  assert_true(fixture_drain(f, 5000)); /* nothing waits for the thread */
-  assert_true(ms_since(t0) < 500);
+  bool ended = fixture_drain(f, 5000); /* nothing waits for the thread */
+  uint64_t end_took = ms_since(t0);
   nats_peer_stop(&peer); /* its thread's read ends: it frees what it made */
+  /* slack for valgrind: without the bound it is never */
+  assert_true(took < bound + SLACK_MS);
+  assert_true(said);
+  assert_true(ended);
+  assert_true(end_took < SLACK_MS);
 }
 
 static void test_connect_nopong(void **state) {
@@ -71,9 +78,11 @@ static void test_connect_cancel_held(void **state) {
   assert_int_equal(uvp_promise_cancel(p), 0);
   assert_int_equal(uvp_promise_reason(p, NULL), UV_ECANCELED);
   uvp_promise_release(p);
-  assert_true(fixture_drain(f, 5000));
-  assert_true(ms_since(t0) < 500);
+  bool ended = fixture_drain(f, 5000);
+  uint64_t took = ms_since(t0);
   nats_peer_stop(&peer);
+  assert_true(ended);
+  assert_true(took < SLACK_MS);
 }
 
 /* uvp_nats_open's connection closed while nats.c waits for the PONG:
@@ -93,8 +102,12 @@ static void test_open_held(void **state) {
   assert_int_equal(uvp_nats_close(nc), 0);
   assert_int_equal(uvp_promise_reason(r, NULL), UV_ECANCELED);
   uvp_promise_release(r);
-  assert_true(fixture_drain(f, 5000));
-  assert_true(ms_since(t0) < 500);
+  bool ended = fixture_drain(f, 5000);
+  uint64_t took = ms_since(t0);
+  if (!ended || took >= SLACK_MS)
+    nats_peer_stop(&peer);
+  assert_true(ended);
+  assert_true(took < SLACK_MS);
 
   uvp_nats_connect_more_t more = {.connect_timeout_ms = 200};
   assert_int_equal(uvp_nats_open_more(f->ctx, &co, &more, &nc2), 0);
@@ -133,9 +146,15 @@ int main(void) {
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  /* every abandoned connect's thread has let go (its peer closed): nats.c
-   * is released within a second, or something is left behind */
-  natsStatus s = nats_CloseAndWait(5000);
+  /* every abandoned connect's thread lets go once its peer closed */
+  for (int i = 0; i < 500 && uvp_nats_connects_abandoned() > 0; i++)
+    usleep(10000);
+  if (uvp_nats_connects_abandoned() > 0) {
+    fprintf(stderr, "%zu connects still in nats.c\n",
+            uvp_nats_connects_abandoned());
+    return 1;
+  }
+  natsStatus s = nats_CloseAndWait(5000); /* or something is left behind */
   if (s != NATS_OK) {
     fprintf(stderr, "nats_CloseAndWait: %s\n", natsStatus_GetText(s));
     return 1;
