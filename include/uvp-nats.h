@@ -147,15 +147,22 @@ enum {
 
 /** What happened to a connection (uvp_nats_event_cb). */
 typedef enum {
-  UVP_NATS_DISCONNECTED = 1, /**< the socket dropped; nats.c reconnects */
-  UVP_NATS_RECONNECTED = 2,  /**< connected again; the inbox and the
-                                  subscriptions were sent again */
-  UVP_NATS_CLOSED = 3,       /**< closed for good (reconnect attempts used
-                                  up): everything waiting rejected with
-                                  UVP_ECLOSED; uvp_nats_close it still */
-  UVP_NATS_SLOW_CONSUMER = 4 /**< a subscription's pending limits were
+  UVP_NATS_DISCONNECTED = 1,  /**< the socket dropped; nats.c reconnects */
+  UVP_NATS_RECONNECTED = 2,   /**< connected again; the inbox and the
+                                   subscriptions were sent again */
+  UVP_NATS_CLOSED = 3,        /**< closed for good (reconnect attempts used
+                                   up): everything waiting rejected with
+                                   UVP_ECLOSED; uvp_nats_close it still */
+  UVP_NATS_SLOW_CONSUMER = 4, /**< a subscription's pending limits were
                                   passed: nats.c dropped messages (counted
                                   in uvp_nats_stats' dropped) */
+  UVP_NATS_DENIED = 5         /**< the server refused a permission ("Permissions
+                                   Violation for Publish to ..." or "for
+                                   Subscription to ..."): what it hit has ended
+                                   with UV_EACCES (requests to that subject, or
+                                   all of them for the inbox's subscription; the
+                                   waits of that subscription), the connection
+                                   goes on; uvp_nats_denied says the words */
 } uvp_nats_event_t;
 
 /** Told of a connection's events, on the loop thread (nats.c reports them
@@ -405,6 +412,13 @@ UVP_NATS_EXTERN size_t uvp_nats_connects_abandoned(void);
  * closed or closing, or uvp_nats_connect's connection still connecting:
  * it is not the program's yet). */
 UVP_NATS_EXTERN int uvp_nats_close(uvp_nats_t *nc);
+
+/** The server's words for the last permission it refused on this
+ * connection (UVP_NATS_DENIED), with the subject: "Permissions Violation
+ * for Publish to \"fan.work\"".  Owned by the connection: valid until the
+ * next UVP_NATS_DENIED or uvp_nats_close.  NULL for NULL or none yet.
+ * Loop thread only. */
+UVP_NATS_EXTERN const char *uvp_nats_denied(const uvp_nats_t *nc);
 
 /** nats.c's connection, for the calls the binding does not wrap
  * (natsConnection_GetConnectedUrl, _GetServerId, _GetRTT is not one:

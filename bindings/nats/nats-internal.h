@@ -25,7 +25,8 @@ enum {
   EV_DETACH,
   EV_MSG,
   EV_CONN,
-  EV_INBOX_DONE
+  EV_INBOX_DONE,
+  EV_DENIED /* a permission violation: msg's data is nats.c's words */
 };
 
 typedef struct ev_s {
@@ -156,6 +157,10 @@ typedef struct uvp_nats__layer_s {
   void (*count_dropped)(uvp_nats_t *b);
   /* messages dropped so far, counted or not */
   uint64_t (*dropped)(const uvp_nats_t *b);
+  /* the server refused a publish to, or a subscription to, `subject`:
+   * what it hit ends with UV_EACCES (`why`: nats.c's words) */
+  void (*denied)(uvp_nats_t *b, bool publish, const char *subject,
+                 const char *why);
 } uvp_nats__layer_t;
 
 /* In the order the connection tells them what waits fails. */
@@ -219,6 +224,7 @@ struct uvp_nats_s {
   uv_timer_t connect_timer; /* the connect's bound */
   uint64_t connect_bound_ms;
   char *connect_err; /* nats.c's words for a failed connect (open's) */
+  char *denied;      /* the last permission violation (uvp_nats_denied) */
   bool close_started, close_done, got_closed, inbox_done, finished;
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;
@@ -234,6 +240,8 @@ int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);
 void uvp_nats__maybe_finish(uvp_nats_t *b);
 void uvp_nats__sent(uvp_nats_t *b, size_t bytes);
+/* A message of `why` alone: a UV_EACCES rejection's payload. */
+natsMsg *uvp_nats__why_msg(const char *why);
 
 /* msg.c: messages.  A message with subject, reply, data and the program's
  * headers; publishing one (then destroyed) with Uvp-Timeout-Ms: timeout_ms

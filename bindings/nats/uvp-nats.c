@@ -378,6 +378,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 /* ---- the event loop's callbacks and the queue ---------------------------- */
 
 static void on_conn_event(uvp_nats_t *b, int event);
+static void on_denied(uvp_nats_t *b, natsMsg *m);
 static void thread_done(uvp_nats_t *b);
 static void connect_after(uvp_nats_t *b);
 static void on_connect_timer(uv_timer_t *t);
@@ -428,6 +429,9 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
     b->inbox_done = true;
     uvp_nats__maybe_finish(b);
     break;
+  case EV_DENIED:
+    on_denied(b, ev->msg);
+    break;
   }
   return rc == 0 ? NATS_OK : NATS_ERR;
 }
@@ -452,7 +456,7 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
     uv_mutex_unlock(&b->lock);
     if (type == EV_CONN && arg == UVP_NATS_CLOSED)
       thread_done(b); /* the late connection's last word */
-    if (type == EV_MSG)
+    if (type == EV_MSG || type == EV_DENIED)
       natsMsg_Destroy(msg);
     return type == EV_ATTACH ? NATS_ERR : NATS_OK;
   }
@@ -580,6 +584,60 @@ static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
   (void)sub;
   if (err == NATS_SLOW_CONSUMER)
     (void)ev_post(closure, EV_CONN, UVP_NATS_SLOW_CONSUMER, NULL, NULL);
+  if (err == NATS_NOT_PERMITTED) { /* its words: this thread's last error */
+    natsMsg *m = uvp_nats__why_msg(nats_GetLastError(NULL));
+    if (m != NULL && ev_post(closure, EV_DENIED, 0, NULL, m) != NATS_OK)
+      natsMsg_Destroy(m); /* no memory: what it hit times out */
+  }
+}
+
+natsMsg *uvp_nats__why_msg(const char *why) {
+  natsMsg *m = NULL;
+  if (why == NULL || *why == '\0')
+    why = "Permissions Violation";
+  if (natsMsg_Create(&m, "_UVP.DENIED", NULL, why, (int)strlen(why)) != NATS_OK)
+    return NULL;
+  return m;
+}
+
+/* The subject in nats.c's words for a permission violation: "Permissions
+ * Violation for Publish to \"S\"", or "... for Subscription to \"S\""
+ * (and " using queue \"Q\""); false if they say neither. */
+static bool denied_parse(const char *t, bool *publish, char *subj, size_t cap) {
+  const char *p = strstr(t, "Publish to \"");
+  const char *s = strstr(t, "Subscription to \"");
+  const char *at = p != NULL ? p + 12 : s != NULL ? s + 17 : NULL;
+  const char *end = at != NULL ? strchr(at, '"') : NULL;
+  if (end == NULL || (size_t)(end - at) >= cap)
+    return false;
+  memcpy(subj, at, (size_t)(end - at));
+  subj[end - at] = '\0';
+  *publish = p != NULL;
+  return true;
+}
+
+/* The server refused an operation: it ends with UV_EACCES and these
+ * words, at once (it is no transient failure: a retry meets the same
+ * refusal), and the program hears of it (UVP_NATS_DENIED). */
+static void on_denied(uvp_nats_t *b, natsMsg *m) {
+  const char *why = natsMsg_GetData(m);
+  char *copy = why != NULL ? strdup(why) : NULL;
+  if (copy != NULL) {
+    free(b->denied);
+    b->denied = copy;
+  }
+  bool publish;
+  char subj[256];
+  if (why != NULL && denied_parse(why, &publish, subj, sizeof(subj)))
+    for (int i = 0; i < UVP_NATS__LAYERS; i++)
+      if (b->layers[i] != NULL && b->layers[i]->denied != NULL)
+        b->layers[i]->denied(b, publish, subj, why);
+  natsMsg_Destroy(m);
+  on_conn_event(b, UVP_NATS_DENIED);
+}
+
+const char *uvp_nats_denied(const uvp_nats_t *nc) {
+  return nc != NULL ? nc->denied : NULL;
 }
 
 /* ---- connection events --------------------------------------------------- */
@@ -618,6 +676,7 @@ static void on_conn_event(uvp_nats_t *b, int event) {
 static void binding_free(uvp_nats_t *b) {
   uv_mutex_destroy(&b->lock);
   free(b->connect_err);
+  free(b->denied);
   free(b);
 }
 

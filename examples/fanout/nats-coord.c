@@ -734,6 +734,17 @@ static void before_report(run_t *r) {
 
 static void timer_closed(uv_handle_t *h) { co_unref(h->data); }
 
+/* A permission the server refused is said at once, with its subject (the
+ * requests it hit end EACCES, not retried); the same words once. */
+static void coord_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  static char last[256];
+  const char *why = uvp_nats_denied(nc);
+  if (event != UVP_NATS_DENIED || why == NULL || strcmp(why, last) == 0)
+    return;
+  snprintf(last, sizeof(last), "%s", why);
+  fprintf(stderr, "uvp-fanout: %s: %s\n", (const char *)arg, why);
+}
+
 static void coord_end(run_t *r) {
   coord_t *co = r->nats;
   co->ended = true;
@@ -803,7 +814,9 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   uvp_nats_connect_opts_t o = {.url = cli->url,
                                .options =
                                    fanout_nats_options("uvp-fanout", cli),
-                               .flags = UVP_NATS_FAIL_ON_DISCONNECT};
+                               .flags = UVP_NATS_FAIL_ON_DISCONNECT,
+                               .on_event = coord_event,
+                               .arg = (void *)cli->url};
   int rc = co->opts_json != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
     rc = fanout_nats_connect(r->ctx, &o, cli, &co->connect);

@@ -112,7 +112,8 @@ static bool again(uvp_ctx_t *ctx, int rc, unsigned *n) {
 /* A failure in words: JetStream's own description when it gave one. */
 static const char *why(int rc, const uvp_outcome_t *o) {
   const uvp_nats_js_error_t *e = o != NULL ? o->value : NULL;
-  if (rc == UVP_NATS_EJETSTREAM && e != NULL && e->description != NULL)
+  if ((rc == UVP_NATS_EJETSTREAM || rc == UV_EACCES) && e != NULL &&
+      e->description != NULL) /* UV_EACCES: the server's words, subject */
     return e->description;
   return uvp_nats_strerror(rc);
 }

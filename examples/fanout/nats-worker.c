@@ -304,6 +304,16 @@ static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
     w->exit_code = 1;
     uv_timer_start(&w->stop, on_stop, 0, 0); /* not inside its callback */
     break;
+  case UVP_NATS_DENIED: /* said at once; its own subscription refused:
+                           it cannot serve, it ends (exit 1) */
+    fprintf(stderr, "uvp-fanout: %s: %s\n", w->url, uvp_nats_denied(nc));
+    if (strstr(uvp_nats_denied(nc), "Subscription to \"" NATS_SUBJECT) !=
+            NULL &&
+        w->exit_code == 0) {
+      w->exit_code = 1;
+      uv_timer_start(&w->stop, on_stop, 0, 0);
+    }
+    break;
   default:
     break;
   }
@@ -426,6 +436,8 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
     uvp_promise_mark_handled(f); /* said by our caller */
   }
   uvp_promise_release(f);
+  if (w->exit_code != 0) /* refused or closed meanwhile: said by on_event */
+    return 1;
   return rc != 0 && w->signals > 0 ? 2 : rc;
 }
 
