@@ -507,7 +507,11 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
     row->status = 0;
     row->bytes = 0;
     row->attempts = row->attempts > 0 ? row->attempts : 1;
-    row_set(row, &row->worker, hdr != NULL ? hdr : "?");
+    /* no worker for the server's own refusal (UV_EACCES: its words) */
+    row_set(row, &row->worker,
+            hdr != NULL               ? hdr
+            : in->status == UV_EACCES ? NULL
+                                      : "?");
     row_set(row, &row->error_name, name);
     char *why =
         strndup(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));

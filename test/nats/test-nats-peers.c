@@ -137,11 +137,136 @@ static void test_bad_timeout(void **state) {
   assert_null(uvp_nats_connect_error(NULL));
 }
 
+/* ---- a real server's refusals --------------------------------------- */
+
+/* User "lim": may publish and subscribe only to "ok.>"
+ * and its own inbox prefix "_INBOX_lim.>" (password "pw"). */
+static const char *const limited_conf =
+    "authorization { users: [ {user: lim, password: pw, permissions: {\n"
+    "  publish: [\"ok.>\", \"_INBOX_lim.>\"], subscribe: [\"ok.>\", "
+    "\"_INBOX_lim.>\"]}} ] }\n";
+
+typedef struct denied_s {
+  int events;
+} denied_t;
+
+static void count_denied(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  (void)nc;
+  if (event == UVP_NATS_DENIED)
+    ((denied_t *)arg)->events++;
+}
+
+static uvp_nats_t *connect_limited(fixture_t *f, const nats_server_t *srv,
+                                   const char *prefix, denied_t *d) {
+  natsOptions *no;
+  assert_int_equal(natsOptions_Create(&no), NATS_OK);
+  assert_int_equal(natsOptions_SetUserInfo(no, "lim", "pw"), NATS_OK);
+  uvp_nats_connect_opts_t co = {
+      .url = srv->url, .options = no, .on_event = count_denied, .arg = d};
+  uvp_nats_connect_more_t more = {.inbox_prefix = prefix};
+  uvp_nats_t *nc;
+  assert_int_equal(uvp_nats_open_more(f->ctx, &co, &more, &nc), 0);
+  return nc;
+}
+
+/* A publish and a subscription the server refuses end at once with
+ * UV_EACCES and its words (the subject), not at their timeouts; what is
+ * allowed goes on, on the same connection. */
+static void test_permission_violation(void **state) {
+  fixture_t *f = *state;
+  if (!nats_server_available())
+    SKIP_BECAUSE("no nats-server (UVP_NATS_SERVER)");
+  nats_server_t srv = {0};
+  nats_server_config(&srv, limited_conf);
+  nats_server_start(&srv);
+  denied_t d = {0};
+  uvp_nats_t *nc = connect_limited(f, &srv, "_INBOX_lim", &d);
+  uvp_nats_request_opts_t ro = {.timeout_ms = 20000};
+  uvp_promise_t *r, *next, *ok;
+  uvp_nats_sub_t *sub, *oksub;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_request(nc, "secret.x", "x", 1, &ro, &r), 0);
+  run_until_settled(f, r);
+  void *why = NULL;
+  assert_int_equal(uvp_promise_reason(r, &why), UV_EACCES);
+  assert_true(ms_since(t0) < SLACK_MS); /* not its 20 s */
+  assert_non_null(why);
+  assert_non_null(strstr(natsMsg_GetData(why), "Publish to \"secret.x\""));
+  assert_non_null(strstr(uvp_nats_denied(nc), "secret.x"));
+  uvp_promise_release(r);
+
+  assert_int_equal(uvp_nats_subscribe(nc, "hidden.y", NULL, &sub), 0);
+  assert_int_equal(uvp_nats_next(sub, &next), 0);
+  run_until_settled(f, next);
+  assert_int_equal(uvp_promise_reason(next, NULL), UV_EACCES);
+  assert_non_null(strstr(uvp_nats_denied(nc), "Subscription to \"hidden.y\""));
+  uvp_promise_release(next);
+  assert_int_equal(d.events, 2);
+
+  /* allowed: a request answered on its own inbox prefix */
+  assert_int_equal(uvp_nats_subscribe(nc, "ok.echo", NULL, &oksub), 0);
+  uvp_promise_t *fl, *in;
+  assert_int_equal(uvp_nats_flush(nc, &fl), 0);
+  run_until_settled(f, fl);
+  assert_int_equal(uvp_promise_reason(fl, NULL), 0);
+  uvp_promise_release(fl);
+  assert_int_equal(uvp_nats_request(nc, "ok.echo", "hi", 2, &ro, &ok), 0);
+  assert_int_equal(uvp_nats_next(oksub, &in), 0);
+  run_until_settled(f, in);
+  natsMsg *m = uvp_promise_value(in);
+  assert_non_null(m);
+  assert_int_equal(strncmp(natsMsg_GetReply(m), "_INBOX_lim.", 11), 0);
+  assert_int_equal(
+      uvp_nats_publish(nc, natsMsg_GetReply(m), NULL, "yo", 2, NULL), 0);
+  uvp_promise_release(in);
+  run_until_settled(f, ok);
+  assert_int_equal(uvp_promise_reason(ok, NULL), 0);
+  uvp_promise_release(ok);
+  assert_int_equal(d.events, 2);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+  nats_server_kill(&srv);
+}
+
+/* uvp_nats_open without its user's inbox prefix: the server refuses the
+ * inbox's subscription, and every request ends UV_EACCES at once with
+ * those words (before: each waited out its timeout in silence). */
+static void test_inbox_refused(void **state) {
+  fixture_t *f = *state;
+  if (!nats_server_available())
+    SKIP_BECAUSE("no nats-server (UVP_NATS_SERVER)");
+  nats_server_t srv = {0};
+  nats_server_config(&srv, limited_conf);
+  nats_server_start(&srv);
+  denied_t d = {0};
+  uvp_nats_t *nc = connect_limited(f, &srv, NULL, &d);
+  uvp_nats_request_opts_t ro = {.timeout_ms = 20000};
+  uvp_promise_t *r;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uvp_nats_request(nc, "ok.nobody", "x", 1, &ro, &r), 0);
+  run_until_settled(f, r);
+  void *why = NULL;
+  int rc = uvp_promise_reason(r, &why);
+  uint64_t took = ms_since(t0);
+  assert_int_equal(rc, UV_EACCES);
+  assert_true(took < SLACK_MS);
+  assert_non_null(strstr(natsMsg_GetData(why), "Subscription to \"_INBOX."));
+  uvp_promise_release(r);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+  nats_server_kill(&srv);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      QUIET_TEST(test_connect_nopong), QUIET_TEST(test_connect_tlsstall),
-      QUIET_TEST(test_connect_silent), QUIET_TEST(test_connect_cancel_held),
-      QUIET_TEST(test_open_held),      QUIET_TEST(test_bad_timeout),
+      QUIET_TEST(test_connect_nopong),
+      QUIET_TEST(test_connect_tlsstall),
+      QUIET_TEST(test_connect_silent),
+      QUIET_TEST(test_connect_cancel_held),
+      QUIET_TEST(test_open_held),
+      QUIET_TEST(test_bad_timeout),
+      QUIET_TEST(test_permission_violation),
+      QUIET_TEST(test_inbox_refused),
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
