@@ -45,6 +45,8 @@ int main(int argc, char **argv) {
                    : uvp_nats_err_name(rc));
   }
   uvp_promise_release(all);
+  if (uvp_nats_connect_error(nc) != NULL) /* why it could not connect */
+    fprintf(stderr, "%s\n", uvp_nats_connect_error(nc));
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */

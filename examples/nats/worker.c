@@ -17,8 +17,9 @@ static uvp_ret_t job(void *arg) { /* a job: its body in capitals */
 
 static uvp_ret_t ready(void *arg, const uvp_outcome_t *flush) {
   int rc = flush->status; /* 0: the server has our subscription */
-  (void)arg;
-  printf("%s\n", rc == 0 ? "serving" : uvp_nats_err_name(rc));
+  const char *why = uvp_nats_connect_error(arg); /* nats.c's words */
+  printf("%s%s%s\n", rc == 0 ? "serving" : uvp_nats_err_name(rc),
+         why != NULL ? ": " : "", why != NULL ? why : "");
   fflush(stdout);
   return uvp_ret_pass();
 }
@@ -50,7 +51,7 @@ int main(int argc, char **argv) {
       (argc == 3 &&
        uvp_nats_serve_set_max_waiting(svc, strtoull(argv[2], NULL, 10))) ||
       uvp_nats_flush(nc, &f) ||
-      uvp_promise_on(f, UVP_ON_BOTH | UVP_ON_TAKE, ready, NULL, NULL))
+      uvp_promise_on(f, UVP_ON_BOTH | UVP_ON_TAKE, ready, nc, NULL))
     return 2;
   uv_run(&loop, UV_RUN_DEFAULT); /* serves until killed, or cannot connect */
   uvp_nats_close(nc);
