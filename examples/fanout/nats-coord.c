@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -820,7 +821,7 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
                                    fanout_nats_options("uvp-fanout", cli),
                                .flags = UVP_NATS_FAIL_ON_DISCONNECT,
                                .on_event = coord_event,
-                               .arg = (void *)cli->url};
+                               .arg = (void *)cli->shown};
   int rc = co->opts_json != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
     rc = fanout_nats_connect(r->ctx, &o, cli, &co->connect);
@@ -927,9 +928,48 @@ void fanout_nats_connect_failed(const nats_cli_t *cli, int rc,
                  "certificate (--tlscert, --tlskey)"
                : ": the server closed the TLS connection: it did not accept "
                  "the client certificate (--tlscert)";
-  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s%s\n", cli->url,
+  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s%s\n", cli->shown,
           uvp_nats_strerror(rc), w != NULL ? " (" : "", w != NULL ? w : "",
           w != NULL ? ")" : "", hint != NULL ? hint : "");
+}
+
+void fanout_url_redact(const char *url, char *out, size_t cap) {
+  size_t o = 0;
+  for (const char *c = url; *c != '\0' && o + 1 < cap;) {
+    const char *end = strchr(c, ','); /* one server of the list */
+    size_t n = end != NULL ? (size_t)(end - c) : strlen(c);
+    const char *scheme = strstr(c, "://");
+    const char *host = scheme != NULL && scheme < c + n ? scheme + 3 : c;
+    const char *at = memchr(host, '@', n - (size_t)(host - c));
+    const char *colon =
+        at != NULL ? memchr(host, ':', (size_t)(at - host)) : NULL;
+    int w = at == NULL ? snprintf(out + o, cap - o, "%.*s", (int)n, c)
+            : colon != NULL /* user:password@: the user kept */
+                ? snprintf(out + o, cap - o, "%.*s:***%.*s", (int)(colon - c),
+                           c, (int)(c + n - at), at)
+                : snprintf(out + o, cap - o, "%.*s***%.*s", /* a token */
+                           (int)(host - c), c, (int)(c + n - at), at);
+    if (w < 0 || (size_t)w >= cap - o)
+      break;
+    o += (size_t)w;
+    c += n;
+    if (*c == ',' && o + 1 < cap) {
+      out[o++] = ',';
+      c++;
+    }
+  }
+  out[o < cap ? o : cap - 1] = '\0';
+}
+
+void fanout_secret_file_check(const char *option, const char *path) {
+  struct stat st;
+  if (path == NULL || *path == '\0' || stat(path, &st) != 0)
+    return; /* its reader says why it cannot read it */
+  if ((st.st_mode & 077) != 0)
+    fprintf(stderr,
+            "uvp-fanout: warning: %s %s is readable by others (mode %04o): "
+            "chmod go-rwx it\n",
+            option, path, (unsigned)(st.st_mode & 07777));
 }
 
 /* nats.c's threads, after the last connection; bounded, since a connect

@@ -754,7 +754,7 @@ static uvp_ret_t co_setup(void *arg) {
   uvp_promise_t *p;
   uvp_outcome_t o = {0};
   unsigned n = 0;
-  const char *what = co->cli->url;
+  const char *what = co->cli->shown;
   uvp_nats_connect_opts_t c = {.on_event = on_event, .arg = co};
   c.options = connect_options("uvp-fanout", co->cli, &c.url);
   int rc = uvp_await_take(fanout_nats_connect(ctx, &c, co->cli, &p), &p, &o);
@@ -1278,7 +1278,7 @@ static uvp_ret_t wk_setup(void *arg) {
     rc = purge_watch(w);
   }
   if (rc != 0 && rc != UV_ECANCELED) {
-    fprintf(stderr, "uvp-fanout: job %s: %s: %s\n", w->cli->job, w->cli->url,
+    fprintf(stderr, "uvp-fanout: job %s: %s: %s\n", w->cli->job, w->cli->shown,
             why(rc, &o));
     w->exit_code = 1;
   }

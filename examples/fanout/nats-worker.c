@@ -465,7 +465,7 @@ void fanout_worker_name(const nats_cli_t *cli, char *buf, size_t size) {
 }
 
 int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
-  worker_t w = {.r = r, .url = cli->url};
+  worker_t w = {.r = r, .url = cli->shown};
   fanout_worker_name(cli, w.name, sizeof(w.name));
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)
@@ -486,7 +486,8 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
     printf("stopped %s before it served\n", w.name);
   } else {
     if (rc != 1) /* 1: said by worker_start */
-      fprintf(stderr, "uvp-fanout: %s: %s\n", cli->url, uvp_nats_strerror(rc));
+      fprintf(stderr, "uvp-fanout: %s: %s\n", cli->shown,
+              uvp_nats_strerror(rc));
     w.exit_code = 1;
   }
   signals_close(&w);

@@ -21,6 +21,9 @@
 #              refused its JetStream calls says so at once; each line
 #              with the server's words and the subject (before: silence,
 #              minutes of retries, "connection timed out")
+#   secrets    a password or token in the URL printed as ***; -u refused
+#              with --nats; a key file others may read warned of; NATS_URL
+#              taken by --worker
 # Usage: test-e2e-fanout-nats-refusals.sh FANOUT NATS_SERVER.
 set -u
 FANOUT=$1
@@ -154,3 +157,22 @@ rc=$?; ms=$(ms_since "$t0")
 grep -q 'Permissions Violation for Publish to "\$JS.API' "$T/s.denied.log" ||
   fail "denied: --status did not say which call"
 echo "ok ($SECONDS s) - denied: a refused subscription, publish and JetStream call each said at once with its subject"
+
+# ---- secrets ---------------------------------------------------------------
+# A password or a token in the URL never printed (as curl: ***); -u with
+# --nats refused (curl's web login, or the NATS server's?); a key file
+# others may read warned of (as ssh); NATS_URL taken by --worker.
+dead=$(free_port)
+"$FANOUT" --nats "nats://alice:s3cr3t@127.0.0.1:$dead,nats://t0k3n@127.0.0.1:$dead" --worker >"$T/sec.log" 2>&1
+grep -q "s3cr3t\|t0k3n" "$T/sec.log" && fail "secrets: a secret printed: $(cat "$T/sec.log")"
+grep -q "nats://alice:\*\*\*@127.0.0.1:$dead,nats://\*\*\*@127.0.0.1:$dead" "$T/sec.log" ||
+  fail "secrets: the URL not shown redacted: $(cat "$T/sec.log")"
+"$FANOUT" -s "nats://127.0.0.1:$dead" -u alice:pw -f "$T/urls" >"$T/u.log" 2>&1
+[ $? = 2 ] || fail "secrets: -u with --nats not refused"
+grep -q "http-user" "$T/u.log" || fail "secrets: -u's refusal does not say what to use"
+printf 'not a key\n' >"$T/key.pem"; chmod 644 "$T/key.pem"
+"$FANOUT" --nats "nats://127.0.0.1:$dead" --tlscert "$T/key.pem" --tlskey "$T/key.pem" --worker >"$T/k.log" 2>&1
+grep -q "key.pem is readable by others" "$T/k.log" || fail "secrets: no warning for a key file others may read"
+NATS_URL="nats://127.0.0.1:$dead" "$FANOUT" --worker >"$T/env.log" 2>&1
+grep -q "127.0.0.1:$dead: connection refused" "$T/env.log" || fail "secrets: NATS_URL not taken: $(cat "$T/env.log")"
+echo "ok ($SECONDS s) - secrets: redacted in what is printed, -u refused with --nats, a readable key warned of, NATS_URL taken"
