@@ -127,10 +127,11 @@ typedef struct run_s {
 /* --nats's options. */
 typedef struct nats_cli_s {
   const char *url;
-  const char *shown; /* url as printed: its secrets redacted */
-  const char *name;  /* --name: the worker's name; NULL: host:pid */
-  unsigned retries;  /* --nats-retry */
-  uint64_t ping_ms;  /* --nats-ping: 0, nats.c's default (2 min) */
+  const char *shown;   /* url as printed: its secrets redacted */
+  const char *name;    /* --name: the worker's name; NULL: host:pid */
+  unsigned retries;    /* --nats-retry */
+  uint64_t ping_ms;    /* --nats-ping: 0, nats.c's default (2 min) */
+  uint64_t connect_ms; /* --nats-timeout: 0, the binding's default */
   uint64_t concurrency;
   const char *job; /* --durable JOB */
   int job_status;  /* --status */

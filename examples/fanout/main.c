@@ -191,6 +191,11 @@ static void usage(FILE *f) {
       "              URL waits its turn, oldest first, as long as its\n"
       "              own time (what one request waits, from its first\n"
       "              send) and -d allow, not counted here\n"
+      "  --nats-timeout MS\n"
+      "              how long the connect to each server may take: TCP,\n"
+      "              TLS, the server's INFO and its answer to the first\n"
+      "              PING (default 2000; past it and a second more, the\n"
+      "              run ends with \"connection timed out\")\n"
       "  --nats-ping MS\n"
       "              PING the server every MS ms and give the connection\n"
       "              up as stale after 2 unanswered (default: nats.c's,\n"
@@ -1202,6 +1207,7 @@ enum {
   OPT_WORKER,
   OPT_NATS_RETRY,
   OPT_NATS_PING,
+  OPT_NATS_TIMEOUT,
   OPT_NAME,
   OPT_TRACE,
   OPT_VERSION,
@@ -1263,6 +1269,7 @@ int main(int argc, char **argv) {
       {"worker", no_argument, NULL, OPT_WORKER},
       {"nats-retry", required_argument, NULL, OPT_NATS_RETRY},
       {"nats-ping", required_argument, NULL, OPT_NATS_PING},
+      {"nats-timeout", required_argument, NULL, OPT_NATS_TIMEOUT},
       {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
       {"trace", required_argument, NULL, OPT_TRACE},
@@ -1378,6 +1385,11 @@ int main(int argc, char **argv) {
     case OPT_NATS_RETRY:
       if (parse_ms(optarg, &nats_retry) != 0 || nats_retry > 100)
         return usage_error("--nats-retry wants a number from 0 to 100");
+      break;
+    case OPT_NATS_TIMEOUT:
+      if (parse_ms(optarg, &nats.connect_ms) != 0 || nats.connect_ms == 0 ||
+          nats.connect_ms > 3600000)
+        return usage_error("--nats-timeout wants milliseconds, 1 to 3600000");
       break;
     case OPT_NATS_PING:
       if (parse_ms(optarg, &nats.ping_ms) != 0 || nats.ping_ms == 0 ||

@@ -906,7 +906,8 @@ natsOptions *fanout_nats_options(const char *name, const nats_cli_t *cli) {
 int fanout_nats_connect(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
                         const nats_cli_t *cli, uvp_promise_t **out) {
   uvp_nats_connect_more_t more = {
-      .inbox_prefix = opt_or_env(cli->inbox_prefix, "NATS_INBOX_PREFIX")};
+      .inbox_prefix = opt_or_env(cli->inbox_prefix, "NATS_INBOX_PREFIX"),
+      .connect_timeout_ms = cli->connect_ms};
   return uvp_nats_connect_more(ctx, o, &more, out);
 }
 
