@@ -65,9 +65,10 @@ static char *record_text(const char *id, uvp_nats_dpromise_state_t state,
  * UV_EPROTO. */
 static int record_of(const uvp_nats_kv_entry_t *e, uvp_nats_dpromise_t **out,
                      json_t **param) {
-  json_t *j = e->len <= UVP_NATS_JS_MAX_JSON /* a planted giant: unparsed */
-                  ? json_loadb(e->value, e->len, 0, NULL)
-                  : NULL;
+  json_t *j = e->len <= UVP_NATS_JS_MAX_JSON && /* a planted giant, or */
+                      !uvp_nats__json_costly(e->value, e->len) /* a slow */
+                  ? json_loadb(e->value, e->len, 0, NULL)      /* shape: */
+                  : NULL;                                      /* unparsed */
   const char *id = json_string_value(json_object_get(j, "id"));
   const char *st = json_string_value(json_object_get(j, "state"));
   json_t *value = json_object_get(j, "value");

@@ -472,6 +472,27 @@ int uvp_nats__js_code(int code, int err_code) {
   return UVP_NATS_EJETSTREAM;
 }
 
+bool uvp_nats__json_costly(const char *d, size_t n) {
+  size_t values = 1;
+  int depth = 0;
+  for (const char *c = d, *end = d + n; c < end; c++) {
+    if (*c == '"') { /* a string: its commas and brackets are text */
+      for (c++; c < end && *c != '"'; c++)
+        c += *c == '\\';
+      continue;
+    }
+    if (*c == '[' || *c == '{') {
+      if (++depth > JSON_MAX_DEPTH)
+        return true;
+    } else if (*c == ']' || *c == '}') {
+      depth--;
+    }
+    values += *c == ',' || *c == '[' || *c == '{';
+    if (values > UVP_NATS_JS_MAX_JSON_VALUES)
+      return true;
+  }
+  return false;
+}
 
 int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err) {
   *out = NULL;
@@ -493,6 +514,17 @@ int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err) {
       char d[96];
       snprintf(d, sizeof(d), "a reply of %d bytes, over the %zu parsed", len,
                UVP_NATS_JS_MAX_JSON);
+      *err = error_new(0, 0, d);
+    }
+    return UV_EMSGSIZE;
+  }
+  if (len > 0 && uvp_nats__json_costly(data, (size_t)len)) { /* unparsed */
+    if (err != NULL) {
+      char d[96];
+      snprintf(d, sizeof(d),
+               "a reply of more than %u JSON values, or deeper "
+               "than %d",
+               UVP_NATS_JS_MAX_JSON_VALUES, JSON_MAX_DEPTH);
       *err = error_new(0, 0, d);
     }
     return UV_EMSGSIZE;

@@ -9,6 +9,7 @@
  * nats_CloseAndWait (once the peer has let the thread go) end. */
 #include "nats-peer.h"
 
+#include "uvp-nats-js.h"
 #include "uvp-nats.h"
 
 /* What "at once" and "within its bound" may take beyond it: slack for
@@ -257,6 +258,82 @@ static void test_inbox_refused(void **state) {
   nats_server_kill(&srv);
 }
 
+/* ---- a JetStream reply shaped to be slow ------------------------------ */
+
+static void plant_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                        void *closure) {
+  (void)sub;
+  const char *body = closure;
+  if (natsMsg_GetReply(msg) != NULL)
+    assert_int_equal(natsConnection_Publish(nc, natsMsg_GetReply(msg), body,
+                                            (int)strlen(body)),
+                     NATS_OK);
+  natsMsg_Destroy(msg);
+}
+
+static double loop_cpu_ms(void) {
+  struct timespec t;
+  assert_int_equal(clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t), 0);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+/* A reply under the 1 MiB cap but of half a million values (jansson's
+ * time goes by values: 41-110 ms of the loop before) is refused
+ * UV_EMSGSIZE after a scan: the loop thread's CPU for the whole call
+ * stays under 25 ms (a planted responder answers $JS.API.STREAM.INFO). */
+static void test_js_reply_costly(void **state) {
+  fixture_t *f = *state;
+  if (!nats_server_available())
+    SKIP_BECAUSE("no nats-server (UVP_NATS_SERVER)");
+  nats_server_t srv = {0};
+  nats_server_start(&srv);
+  size_t n = ((size_t)1 << 20) - 64, o = 0;
+  char *body = malloc(n + 1);
+  assert_non_null(body);
+  body[o++] = '[';
+  while (o + 3 < n) {
+    body[o++] = '0';
+    body[o++] = ',';
+  }
+  body[o - 1] = ']';
+  body[o] = '\0';
+  natsConnection *planted;
+  natsSubscription *ps;
+  assert_int_equal(natsConnection_ConnectTo(&planted, srv.url), NATS_OK);
+  assert_int_equal(natsConnection_Subscribe(&ps, planted,
+                                            "$JS.API.STREAM.INFO.s",
+                                            plant_reply, body),
+                   NATS_OK);
+  assert_int_equal(natsConnection_Flush(planted), NATS_OK);
+  uvp_nats_connect_opts_t co = {.url = srv.url};
+  uvp_promise_t *cp, *p;
+  assert_int_equal(uvp_nats_connect(f->ctx, &co, &cp), 0);
+  run_until_settled(f, cp);
+  uvp_nats_t *nc = uvp_promise_value(cp);
+  assert_non_null(nc);
+  uvp_promise_release(cp);
+  uvp_nats_js_t *js;
+  assert_int_equal(uvp_nats_js_new(nc, NULL, &js), 0);
+  double t0 = loop_cpu_ms();
+  assert_int_equal(uvp_nats_js_stream_info(js, "s", &p), 0);
+  run_until_settled(f, p);
+  double cpu = loop_cpu_ms() - t0;
+  void *why = NULL;
+  int rc = uvp_promise_reason(p, &why);
+  uvp_promise_release(p);
+  assert_int_equal(uvp_nats_js_free(js), 0);
+  assert_int_equal(uvp_nats_close(nc), 0);
+  assert_true(fixture_drain(f, 10000));
+  natsSubscription_Destroy(ps);
+  natsConnection_Destroy(planted);
+  free(body);
+  nats_server_kill(&srv);
+  printf("the loop's CPU for a reply of half a million values: %.1f ms\n", cpu);
+  assert_int_equal(rc, UV_EMSGSIZE);
+  if (!RUNNING_ON_VALGRIND)
+    assert_true(cpu < 25.0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       QUIET_TEST(test_connect_nopong),
@@ -267,6 +344,7 @@ int main(void) {
       QUIET_TEST(test_bad_timeout),
       QUIET_TEST(test_permission_violation),
       QUIET_TEST(test_inbox_refused),
+      QUIET_TEST(test_js_reply_costly),
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
