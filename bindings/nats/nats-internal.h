@@ -240,6 +240,24 @@ int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);
 void uvp_nats__maybe_finish(uvp_nats_t *b);
 void uvp_nats__sent(uvp_nats_t *b, size_t bytes);
+/* uvp-nats.c and connect.c, each on the other's: the connect's side
+ * (connect.c) and the connection's (uvp-nats.c). */
+void uvp_nats__release_thread_memory(void);
+void uvp_nats__ev_drain(uvp_nats_t *b);
+void uvp_nats__poll_close(uvp_nats_t *b);
+void uvp_nats__thread_done(uvp_nats_t *b);
+void uvp_nats__close_start(uvp_nats_t *b, int rc);
+int uvp_nats__options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o);
+int uvp_nats__handles_init(uvp_nats_t *b);
+void uvp_nats__binding_free_early(uvp_nats_t *b);
+void uvp_nats__keep_set(uvp_nats_t *b);
+void uvp_nats__connect_after(uvp_nats_t *b);
+void uvp_nats__on_connect_timer(uv_timer_t *t);
+void uvp_nats__flush_end(job_t *j, int rc);
+/* the inbox's callbacks (nats.c's delivery thread) */
+void uvp_nats__inbox_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                        void *closure);
+void uvp_nats__inbox_done_cb(void *closure);
 /* A message of `why` alone: a UV_EACCES rejection's payload. */
 natsMsg *uvp_nats__why_msg(const char *why);
 
