@@ -405,9 +405,11 @@ static void reqs_denied(uvp_nats_t *b, bool publish, const char *subject,
                         const char *why) {
   bool inbox = !publish && strncmp(subject, b->inbox, b->inbox_plen) == 0 &&
                subject[b->inbox_plen] == '.';
+  uint64_t last = b->next_id; /* not those made meanwhile by a handler */
   for (req_t *r = b->first, *next; r != NULL; r = next) {
     next = r->next;
-    if (inbox || (publish && strcmp(r->subject, subject) == 0)) {
+    if (r->id <= last &&
+        (inbox || (publish && strcmp(r->subject, subject) == 0))) {
       b->stats.cancelled++;
       req_end(b, r, UV_EACCES, uvp_nats__why_msg(why));
       next = b->first; /* req_end may run the program's code */

@@ -306,9 +306,9 @@ static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
     break;
   case UVP_NATS_DENIED: /* said at once; its own subscription refused:
                            it cannot serve, it ends (exit 1) */
-    fprintf(stderr, "uvp-fanout: %s: %s\n", w->url, uvp_nats_denied(nc));
-    if (strstr(uvp_nats_denied(nc), "Subscription to \"" NATS_SUBJECT) !=
-            NULL &&
+    why = uvp_nats_denied(nc) != NULL ? uvp_nats_denied(nc) : "denied";
+    fprintf(stderr, "uvp-fanout: %s: %s\n", w->url, why);
+    if (strstr(why, "Subscription to \"" NATS_SUBJECT) != NULL &&
         w->exit_code == 0) {
       w->exit_code = 1;
       uv_timer_start(&w->stop, on_stop, 0, 0);
