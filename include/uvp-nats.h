@@ -362,7 +362,10 @@ UVP_NATS_EXTERN int uvp_nats_open_at(uvp_ctx_t *ctx,
 /** @name uvp_nats_open_more, uvp_nats_open_more_at
  * @{ */
 /** uvp_nats_open with `more` (may be NULL: uvp_nats_open): an inbox
- * prefix, the connect's timeout.  Ownership, threads and errors: those of
+ * prefix, the connect's timeout.  (A prefix set on nats.c's options with
+ * natsOptions_SetCustomInboxPrefix cannot be read back by the binding:
+ * give it here, or the connection's inbox is "_INBOX", which a server
+ * granting a user only its own prefix refuses: UVP_NATS_DENIED.)  Ownership, threads and errors: those of
  * uvp_nats_open, and UV_EINVAL for a prefix or a timeout it refuses. */
 #define uvp_nats_open_more(...)                                                \
   uvp_nats_open_more_at(__VA_ARGS__, __FILE__, __LINE__)

@@ -1,7 +1,9 @@
 /* A coordinator: three jobs to whichever workers listen, every outcome.
  * ./coordinator nats://127.0.0.1:4222 (credentials and TLS from the
- * environment: NATS_USER, NATS_CREDS, NATS_CA..., uvp_nats_options_auth) */
+ * environment: NATS_USER, NATS_CREDS, NATS_CA..., uvp_nats_options_auth;
+ * the inbox prefix: NATS_INBOX_PREFIX) */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uvp-nats.h>
 
@@ -26,8 +28,10 @@ int main(int argc, char **argv) {
   }
   uvp_nats_connect_opts_t o = {.url = argv[1], .options = no}; /* given */
   uvp_nats_request_opts_t ro = {.timeout_ms = 2000}; /* Uvp-Timeout-Ms */
+  /* its replies' subjects: a prefix the server lets this user alone read */
+  uvp_nats_connect_more_t more = {.inbox_prefix = getenv("NATS_INBOX_PREFIX")};
   if (uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_nats_open(ctx, &o, &nc)) /* connects while we go on */
+      uvp_nats_open_more(ctx, &o, &more, &nc)) /* connects while we go on */
     return 2;
   for (int i = 0; i < 3; i++) /* sent as soon as the connection is up */
     uvp_nats_request(nc, "jobs", jobs[i], strlen(jobs[i]) + 1, &ro, &r[i]);

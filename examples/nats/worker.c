@@ -45,8 +45,10 @@ int main(int argc, char **argv) {
   }
   uvp_nats_connect_opts_t o = {.url = argv[1], .options = no}; /* given */
   uvp_nats_serve_opts_t so = {.fiber = job, .limit = 100};
+  /* its replies' subjects: a prefix the server lets this user alone read */
+  uvp_nats_connect_more_t more = {.inbox_prefix = getenv("NATS_INBOX_PREFIX")};
   if (uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_nats_open(ctx, &o, &nc) ||
+      uvp_nats_open_more(ctx, &o, &more, &nc) ||
       uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
       (argc == 3 &&
        uvp_nats_serve_set_max_waiting(svc, strtoull(argv[2], NULL, 10))) ||
