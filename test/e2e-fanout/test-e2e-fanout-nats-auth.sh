@@ -103,7 +103,7 @@ bg() {
 bg worker "$FANOUT" --nats "$URL" --worker -c 8 --name w1 >"$T/w1.log" 2>&1 &
 w1=$!; PIDS="$PIDS $w1"
 wait_line "$T/w1.log" serving
-as coord timeout 60 $VG "$FANOUT" $VGT --nats "$URL" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/coord.log" ||
+as coord timeout 90 $VG "$FANOUT" $VGT --nats "$URL" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/coord.log" ||
   fail "core: the coordinator exited $?: $(head -c 600 "$T/coord.log")"
 res=$(check "$T/out" "$N") || fail "core: $res"
 echo "ok ($SECONDS s) - core: $N URLs through a worker, over TLS, under the guide's permissions"
@@ -190,7 +190,7 @@ wait_port "$mport"
 NATS_CERT=$C/client.pem NATS_KEY=$C/client.key "$FANOUT" --nats "nats://127.0.0.1:$mport" --worker --name w6 >"$T/w6.log" 2>&1 &
 w6=$!; PIDS="$PIDS $w6"
 wait_line "$T/w6.log" serving
-timeout 30 $VG "$FANOUT" $VGT --nats "nats://127.0.0.1:$mport" --tlscert "$C/client.pem" --tlskey "$C/client.key" \
+timeout 90 $VG "$FANOUT" $VGT --nats "nats://127.0.0.1:$mport" --tlscert "$C/client.pem" --tlskey "$C/client.key" \
   -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/mcoord.log" || fail "mtls: the coordinator exited $?"
 res=$(check "$T/out" "$N") || fail "mtls: $res"
 once "no client certificate" "it wants a client certificate" \
@@ -231,7 +231,7 @@ wait_port "$nport"
 NATS_NKEY=$T/user.nk "$FANOUT" --nats "nats://127.0.0.1:$nport" --worker --name w4 >"$T/w4.log" 2>&1 &
 w4=$!; PIDS="$PIDS $w4"
 wait_line "$T/w4.log" serving
-timeout 30 $VG "$FANOUT" $VGT --nats "nats://127.0.0.1:$nport" --nkey "$T/user.nk" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ncoord.log" ||
+timeout 90 $VG "$FANOUT" $VGT --nats "nats://127.0.0.1:$nport" --nkey "$T/user.nk" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ncoord.log" ||
   fail "nkey: the coordinator exited $?"
 res=$(check "$T/out" "$N") || fail "nkey: $res"
 kill -TERM "$w4"; wait "$w4" || fail "w4 exited $?"
@@ -252,7 +252,7 @@ wait_port "$cport"
 NATS_CREDS=$T/jwt/user.creds "$FANOUT" --nats "nats://127.0.0.1:$cport" --worker --name w5 >"$T/w5.log" 2>&1 &
 w5=$!; PIDS="$PIDS $w5"
 wait_line "$T/w5.log" serving
-timeout 30 $VG "$FANOUT" $VGT --nats "nats://127.0.0.1:$cport" --creds "$T/jwt/user.creds" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ccoord.log" ||
+timeout 90 $VG "$FANOUT" $VGT --nats "nats://127.0.0.1:$cport" --creds "$T/jwt/user.creds" -m 3 --json -f "$T/urls" >"$T/out" 2>"$T/ccoord.log" ||
   fail "creds: the coordinator exited $?"
 res=$(check "$T/out" "$N") || fail "creds: $res"
 once "another operator's creds" "Authorization Violation" \
