@@ -732,15 +732,16 @@ void uvp_nats__maybe_finish(uvp_nats_t *b) {
   if (b->svcs > 0) /* their members' replies look at b */
     return;
   b->finished = true;
-  uvp_nats__ev_drain(
-      b); /* nothing of ours is left in it: messages, late events */
+  /* nothing of ours is left in it: messages, late events */
+  uvp_nats__ev_drain(b);
   natsSubscription_Destroy(b->inbox_sub);
   natsConnection_Destroy(b->conn);
-  if (!b->abandoned) /* else its thread's, which may still read them */
+  if (!b->abandoned) { /* else its thread's, which may still read them */
     natsOptions_Destroy(b->opts);
+    b->opts = NULL;
+  }
   b->inbox_sub = NULL;
   b->conn = NULL;
-  b->opts = NULL;
   uvp_nats__keep_set(b);
   uv_close((uv_handle_t *)&b->timer, on_handle_closed);
   uv_close((uv_handle_t *)&b->drain_timer, on_handle_closed);

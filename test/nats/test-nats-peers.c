@@ -72,7 +72,7 @@ static void test_connect_cancel_held(void **state) {
   nats_peer_t peer;
   nats_peer_start(&peer, PEER_NOPONG);
   uvp_nats_connect_opts_t co = {.url = peer.url};
-  uvp_nats_connect_more_t more = {.connect_timeout_ms = 60000}; /* not it */
+  uvp_nats_connect_more_t more = {.connect_timeout_ms = 600000}; /* not it */
   uvp_promise_t *p;
   assert_int_equal(uvp_nats_connect_more(f->ctx, &co, &more, &p), 0);
   assert_true(fixture_drain(f, 300) == false); /* connecting */
@@ -97,9 +97,10 @@ static void test_open_held(void **state) {
   uvp_nats_connect_opts_t co = {.url = peer.url};
   uvp_nats_t *nc, *nc2;
   uvp_promise_t *r, *r2;
-  uvp_nats_connect_more_t slow = {.connect_timeout_ms = 60000}; /* not it */
+  uvp_nats_connect_more_t slow = {.connect_timeout_ms = 600000}; /* not it */
+  uvp_nats_request_opts_t long_ro = {.timeout_ms = 600000};      /* nor that */
   assert_int_equal(uvp_nats_open_more(f->ctx, &co, &slow, &nc), 0);
-  assert_int_equal(uvp_nats_request(nc, "a", "x", 1, NULL, &r), 0);
+  assert_int_equal(uvp_nats_request(nc, "a", "x", 1, &long_ro, &r), 0);
   assert_true(fixture_drain(f, 300) == false);
   uint64_t t0 = uv_hrtime();
   assert_int_equal(uvp_nats_close(nc), 0);
