@@ -60,6 +60,29 @@ static char *record_text(const char *id, uvp_nats_dpromise_state_t state,
   return text;
 }
 
+/* js-internal.h says what it counts. */
+bool uvp_nats__json_costly(const char *d, size_t n) {
+  size_t values = 1;
+  int depth = 0;
+  for (const char *c = d, *end = d + n; c < end; c++) {
+    if (*c == '"') { /* a string: its commas and brackets are text */
+      for (c++; c < end && *c != '"'; c++)
+        c += *c == '\\';
+      continue;
+    }
+    if (*c == '[' || *c == '{') {
+      if (++depth > JSON_MAX_DEPTH)
+        return true;
+    } else if (*c == ']' || *c == '}') {
+      depth--;
+    }
+    values += *c == ',' || *c == '[' || *c == '{';
+    if (values > UVP_NATS_JS_MAX_JSON_VALUES)
+      return true;
+  }
+  return false;
+}
+
 /* A record read from entry e (the caller's to free), and its param
  * into *param if not NULL (a reference, NULL if it has none), or
  * UV_EPROTO. */

@@ -472,28 +472,6 @@ int uvp_nats__js_code(int code, int err_code) {
   return UVP_NATS_EJETSTREAM;
 }
 
-bool uvp_nats__json_costly(const char *d, size_t n) {
-  size_t values = 1;
-  int depth = 0;
-  for (const char *c = d, *end = d + n; c < end; c++) {
-    if (*c == '"') { /* a string: its commas and brackets are text */
-      for (c++; c < end && *c != '"'; c++)
-        c += *c == '\\';
-      continue;
-    }
-    if (*c == '[' || *c == '{') {
-      if (++depth > JSON_MAX_DEPTH)
-        return true;
-    } else if (*c == ']' || *c == '}') {
-      depth--;
-    }
-    values += *c == ',' || *c == '[' || *c == '{';
-    if (values > UVP_NATS_JS_MAX_JSON_VALUES)
-      return true;
-  }
-  return false;
-}
-
 int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err) {
   *out = NULL;
   if (err != NULL)
