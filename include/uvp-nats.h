@@ -195,7 +195,8 @@ typedef struct uvp_nats_connect_opts_s {
  * the binding's (it blocks until the server's PONG), the loop goes on.
  * The connect is bounded: past UVP_NATS_CONNECT_TIMEOUT_DEFAULT (or
  * uvp_nats_connect_more's connect_timeout_ms) for each server of the
- * list, and a second more, it rejects with UV_ETIMEDOUT ("the server did
+ * list, and UVP_NATS_CONNECT_SLACK_MS more, it rejects with UV_ETIMEDOUT
+ * ("the server did
  * not complete the NATS handshake within N ms"), even where nats.c 3.4
  * would wait for ever (a server that sends INFO and never answers the
  * PING, or announces TLS and never speaks it).  *out gets
@@ -258,6 +259,9 @@ typedef struct uvp_nats_connect_more_s {
 
 /** nats.c's own connect timeout a server, 2 s: connect_timeout_ms 0. */
 #define UVP_NATS_CONNECT_TIMEOUT_DEFAULT 2000u
+/** What the connect's bound adds to nats.c's timeouts: 5 s, for a TLS
+ * handshake (which nats.c 3.4 does not time) and a loaded machine. */
+#define UVP_NATS_CONNECT_SLACK_MS 5000u
 /** The longest connect_timeout_ms: one hour. */
 #define UVP_NATS_CONNECT_TIMEOUT_MAX 3600000u
 
@@ -365,8 +369,9 @@ UVP_NATS_EXTERN int uvp_nats_open_at(uvp_ctx_t *ctx,
  * prefix, the connect's timeout.  (A prefix set on nats.c's options with
  * natsOptions_SetCustomInboxPrefix cannot be read back by the binding:
  * give it here, or the connection's inbox is "_INBOX", which a server
- * granting a user only its own prefix refuses: UVP_NATS_DENIED.)  Ownership, threads and errors: those of
- * uvp_nats_open, and UV_EINVAL for a prefix or a timeout it refuses. */
+ * granting a user only its own prefix refuses: UVP_NATS_DENIED.)  Ownership,
+ * threads and errors: those of uvp_nats_open, and UV_EINVAL for a prefix or a
+ * timeout it refuses. */
 #define uvp_nats_open_more(...)                                                \
   uvp_nats_open_more_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_open_more_at(uvp_ctx_t *ctx,

@@ -240,7 +240,7 @@ static int thread_start(job_t *j) {
 }
 
 /* The connect's bound: nats.c's timeout for each server of the list (the
- * program's, or nats.c's 2 s), and a second for the rest. */
+ * program's, or nats.c's 2 s), and UVP_NATS_CONNECT_SLACK_MS for the rest. */
 static int bound_set(uvp_nats_t *b, const uvp_nats_connect_opts_t *o,
                      const uvp_nats_connect_more_t *more) {
   uint64_t each = more != NULL && more->connect_timeout_ms > 0
@@ -254,7 +254,7 @@ static int bound_set(uvp_nats_t *b, const uvp_nats_connect_opts_t *o,
   uint64_t servers = 1;
   for (const char *c = o != NULL && o->url != NULL ? o->url : ""; *c; c++)
     servers += *c == ',';
-  b->connect_bound_ms = each * servers + 1000;
+  b->connect_bound_ms = each * servers + UVP_NATS_CONNECT_SLACK_MS;
   return 0;
 }
 

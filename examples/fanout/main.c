@@ -194,7 +194,7 @@ static void usage(FILE *f) {
       "  --nats-timeout MS\n"
       "              how long the connect to each server may take: TCP,\n"
       "              TLS, the server's INFO and its answer to the first\n"
-      "              PING (default 2000; past it and a second more, the\n"
+      "              PING (default 2000; past it and 5 s more, the\n"
       "              run ends with \"connection timed out\")\n"
       "  --nats-ping MS\n"
       "              PING the server every MS ms and give the connection\n"
