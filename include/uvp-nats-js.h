@@ -114,12 +114,19 @@ typedef struct uvp_nats_js_opts_s {
 
 /** The largest reply the binding parses as JSON on the loop thread (API
  * replies, acknowledgements, durable promises' records), whatever
- * max_reply says: 1 MiB, which jansson reads in 20-30 ms on a loaded
- * machine, under the stall detector's 50 ms of the guides.  JetStream's
- * own replies are a few kB; a server that sends more (a hostile one, or a
- * responder planted on `$JS.API.>`) gets UV_EMSGSIZE, unparsed: a 32 MiB
- * reply held the loop 7.5 s in jansson before (issue 71). */
+ * max_reply says: 1 MiB.  JetStream's own replies are a few kB; a server
+ * that sends more (a hostile one, or a responder planted on `$JS.API.>`)
+ * gets UV_EMSGSIZE, unparsed: a 32 MiB reply held the loop 7.5 s in
+ * jansson before. */
 #define UVP_NATS_JS_MAX_JSON ((size_t)1 << 20)
+
+/** The most JSON values (each array element, each member, each
+ * container) the binding parses in one reply, its cost bounded with its
+ * size: jansson's time goes by values, and 1 MiB of `[0,0,...]` (half a
+ * million) took 41-110 ms of the loop; 16 384 take 1-4 ms.  A reply with
+ * more, or nested deeper than 64, gets UV_EMSGSIZE, unparsed, after a
+ * scan of its bytes (0.3 ms a MiB).  JetStream's replies hold hundreds. */
+#define UVP_NATS_JS_MAX_JSON_VALUES 16384u
 
 /** A new context on `nc` (opts may be NULL; copied).  *out is yours until
  * uvp_nats_js_free, which you may call before or after uvp_nats_close of

@@ -147,15 +147,22 @@ enum {
 
 /** What happened to a connection (uvp_nats_event_cb). */
 typedef enum {
-  UVP_NATS_DISCONNECTED = 1, /**< the socket dropped; nats.c reconnects */
-  UVP_NATS_RECONNECTED = 2,  /**< connected again; the inbox and the
-                                  subscriptions were sent again */
-  UVP_NATS_CLOSED = 3,       /**< closed for good (reconnect attempts used
-                                  up): everything waiting rejected with
-                                  UVP_ECLOSED; uvp_nats_close it still */
-  UVP_NATS_SLOW_CONSUMER = 4 /**< a subscription's pending limits were
+  UVP_NATS_DISCONNECTED = 1,  /**< the socket dropped; nats.c reconnects */
+  UVP_NATS_RECONNECTED = 2,   /**< connected again; the inbox and the
+                                   subscriptions were sent again */
+  UVP_NATS_CLOSED = 3,        /**< closed for good (reconnect attempts used
+                                   up): everything waiting rejected with
+                                   UVP_ECLOSED; uvp_nats_close it still */
+  UVP_NATS_SLOW_CONSUMER = 4, /**< a subscription's pending limits were
                                   passed: nats.c dropped messages (counted
                                   in uvp_nats_stats' dropped) */
+  UVP_NATS_DENIED = 5         /**< the server refused a permission ("Permissions
+                                   Violation for Publish to ..." or "for
+                                   Subscription to ..."): what it hit has ended
+                                   with UV_EACCES (requests to that subject, or
+                                   all of them for the inbox's subscription; the
+                                   waits of that subscription), the connection
+                                   goes on; uvp_nats_denied says the words */
 } uvp_nats_event_t;
 
 /** Told of a connection's events, on the loop thread (nats.c reports them
@@ -184,8 +191,15 @@ typedef struct uvp_nats_connect_opts_s {
 
 /** @name uvp_nats_connect, uvp_nats_connect_at
  * @{ */
-/** Connect to a NATS server: natsConnection_Connect runs on the thread
- * pool (it blocks until the server's PONG), the loop goes on.  *out gets
+/** Connect to a NATS server: natsConnection_Connect runs on a thread of
+ * the binding's (it blocks until the server's PONG), the loop goes on.
+ * The connect is bounded: past UVP_NATS_CONNECT_TIMEOUT_DEFAULT (or
+ * uvp_nats_connect_more's connect_timeout_ms) for each server of the
+ * list, and UVP_NATS_CONNECT_SLACK_MS more, it rejects with UV_ETIMEDOUT
+ * ("the server did
+ * not complete the NATS handshake within N ms"), even where nats.c 3.4
+ * would wait for ever (a server that sends INFO and never answers the
+ * PING, or announces TLS and never speaks it).  *out gets
  * one reference to a promise that fulfils with the connection, a
  * uvp_nats_t * that is the program's from then on (no destructor: give it
  * to uvp_nats_close).  Rejects with UV_ECONNREFUSED (no server answered,
@@ -197,13 +211,16 @@ typedef struct uvp_nats_connect_opts_s {
  * rejection's payload is then nats.c's words for it (a NUL-terminated
  * string, owned by the promise; NULL if it said none).
  * Cancel-safe: cancelling (or the scope's deadline, or uvp_ctx_close)
- * rejects at once; the connect already running goes on on its pool thread
- * and the connection it makes is closed and freed by the binding.  `opts`
- * may be NULL.  Threads: nats.c's connect runs on a pool thread, and its
- * attach reaches the loop through the queue; the promise settles on the
- * loop thread.  Errors: UV_EINVAL (NULL ctx or out), UVP_ECLOSED,
- * UV_ENOMEM; nothing started then (`opts->options` is destroyed on every
- * error: it is the binding's from the call on). */
+ * rejects at once, and the loop goes on without the connect (uv_run and
+ * uv_loop_close do not wait for it): its thread runs on until nats.c
+ * returns (the peer closing, at the latest), then closes and frees what
+ * it made.  Such a thread holds nats.c's library, so a later
+ * nats_CloseAndWait(0) waits for it: give nats_CloseAndWait a timeout.
+ * `opts` may be NULL.  Threads: nats.c's connect runs on a detached
+ * thread of the binding's, and its attach reaches the loop through the
+ * queue; the promise settles on the loop thread.  Errors: UV_EINVAL (NULL ctx
+ * or out), UVP_ECLOSED, UV_ENOMEM; nothing started then (`opts->options` is
+ * destroyed on every error: it is the binding's from the call on). */
 #define uvp_nats_connect(...)                                                  \
   uvp_nats_connect_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
@@ -218,23 +235,41 @@ UVP_NATS_EXTERN int uvp_nats_connect_at(uvp_ctx_t *ctx,
 /** Options of uvp_nats_connect_more beyond uvp_nats_connect_opts_t (a
  * struct of its own: the older one keeps its size). */
 typedef struct uvp_nats_connect_more_s {
-  const char *inbox_prefix; /**< the subject every inbox of the connection
-                                 starts with (requests' replies, pulls,
-                                 watches): "_INBOX_coord" makes them
-                                 "_INBOX_coord.<nuid>", which a server's
-                                 permissions can give this user alone
-                                 (guide-nats.md, "Trust"); no wildcard, at
-                                 most UVP_NATS_INBOX_PREFIX_MAX bytes; also
-                                 set on nats.c's options
-                                 (natsOptions_SetCustomInboxPrefix, which
-                                 the binding cannot read back).  NULL:
-                                 "_INBOX" */
+  const char *inbox_prefix;    /**< the subject every inbox of the connection
+                                    starts with (requests' replies, pulls,
+                                    watches): "_INBOX_coord" makes them
+                                    "_INBOX_coord.<nuid>", which a server's
+                                    permissions can give this user alone
+                                    (guide-nats.md, "Trust"); no wildcard, at
+                                    most UVP_NATS_INBOX_PREFIX_MAX bytes; also
+                                    set on nats.c's options
+                                    (natsOptions_SetCustomInboxPrefix, which
+                                    the binding cannot read back).  NULL:
+                                    "_INBOX" */
+  uint64_t connect_timeout_ms; /**< how long nats.c may take to connect to
+                                    each server of the list, TCP and TLS
+                                    handshakes, INFO and the PONG to its
+                                    first PING included (set on nats.c's
+                                    options: natsOptions_SetTimeout, which
+                                    the binding cannot read back); at most
+                                    UVP_NATS_CONNECT_TIMEOUT_MAX.  0:
+                                    UVP_NATS_CONNECT_TIMEOUT_DEFAULT,
+                                    nats.c's own */
 } uvp_nats_connect_more_t;
+
+/** nats.c's own connect timeout a server, 2 s: connect_timeout_ms 0. */
+#define UVP_NATS_CONNECT_TIMEOUT_DEFAULT 2000u
+/** What the connect's bound adds to nats.c's timeouts: 5 s, for a TLS
+ * handshake (which nats.c 3.4 does not time) and a loaded machine. */
+#define UVP_NATS_CONNECT_SLACK_MS 5000u
+/** The longest connect_timeout_ms: one hour. */
+#define UVP_NATS_CONNECT_TIMEOUT_MAX 3600000u
 
 /** @name uvp_nats_connect_more, uvp_nats_connect_more_at
  * @{ */
 /** uvp_nats_connect with `more` (may be NULL: uvp_nats_connect).  Errors:
- * those of uvp_nats_connect, and UV_EINVAL for a prefix it refuses. */
+ * those of uvp_nats_connect, and UV_EINVAL for a prefix or a timeout it
+ * refuses. */
 #define uvp_nats_connect_more(...)                                             \
   uvp_nats_connect_more_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_NATS_EXTERN int
@@ -328,6 +363,42 @@ UVP_NATS_EXTERN int uvp_nats_open_at(uvp_ctx_t *ctx,
                                      int line);
 /** @} */
 
+/** @name uvp_nats_open_more, uvp_nats_open_more_at
+ * @{ */
+/** uvp_nats_open with `more` (may be NULL: uvp_nats_open): an inbox
+ * prefix, the connect's timeout.  (A prefix set on nats.c's options with
+ * natsOptions_SetCustomInboxPrefix cannot be read back by the binding:
+ * give it here, or the connection's inbox is "_INBOX", which a server
+ * granting a user only its own prefix refuses: UVP_NATS_DENIED.)  Ownership,
+ * threads and errors: those of uvp_nats_open, and UV_EINVAL for a prefix or a
+ * timeout it refuses. */
+#define uvp_nats_open_more(...)                                                \
+  uvp_nats_open_more_at(__VA_ARGS__, __FILE__, __LINE__)
+UVP_NATS_EXTERN int uvp_nats_open_more_at(uvp_ctx_t *ctx,
+                                          const uvp_nats_connect_opts_t *opts,
+                                          const uvp_nats_connect_more_t *more,
+                                          uvp_nats_t **out, const char *file,
+                                          int line);
+/** @} */
+
+/** nats.c's words for why the connect of uvp_nats_open's connection failed
+ * ("Authorization Violation", a TLS error, the binding's own "the server
+ * did not complete the NATS handshake within N ms"), which the codes that
+ * what was asked meanwhile rejects with cannot say.  Owned by the
+ * connection: valid until uvp_nats_close.  NULL for NULL, while it
+ * connects, when it connected, or when nats.c said nothing.  Loop thread
+ * only. */
+UVP_NATS_EXTERN const char *uvp_nats_connect_error(const uvp_nats_t *nc);
+
+/** How many connects the binding abandoned (past their bound, cut, or
+ * closed while connecting) whose threads are still inside nats.c: each
+ * ends once nats.c returns, the peer closing at the latest.  A program
+ * that wants nats.c's threads and memory gone at its exit (a leak
+ * checker's run) waits for 0 before nats_CloseAndWait, which cannot see
+ * them: a connect holds nats.c's library until just before it returns.
+ * Any thread. */
+UVP_NATS_EXTERN size_t uvp_nats_connects_abandoned(void);
+
 /** Close: reject every request in flight and every subscription's waits
  * with UV_ECANCELED, unsubscribe, and run natsConnection_Close on the
  * thread pool (on the loop thread it would stall the loop for up to
@@ -349,6 +420,13 @@ UVP_NATS_EXTERN int uvp_nats_open_at(uvp_ctx_t *ctx,
  * closed or closing, or uvp_nats_connect's connection still connecting:
  * it is not the program's yet). */
 UVP_NATS_EXTERN int uvp_nats_close(uvp_nats_t *nc);
+
+/** The server's words for the last permission it refused on this
+ * connection (UVP_NATS_DENIED), with the subject: "Permissions Violation
+ * for Publish to \"fan.work\"".  Owned by the connection: valid until the
+ * next UVP_NATS_DENIED or uvp_nats_close.  NULL for NULL or none yet.
+ * Loop thread only. */
+UVP_NATS_EXTERN const char *uvp_nats_denied(const uvp_nats_t *nc);
 
 /** nats.c's connection, for the calls the binding does not wrap
  * (natsConnection_GetConnectedUrl, _GetServerId, _GetRTT is not one:

@@ -60,14 +60,38 @@ static char *record_text(const char *id, uvp_nats_dpromise_state_t state,
   return text;
 }
 
+/* js-internal.h says what it counts. */
+bool uvp_nats__json_costly(const char *d, size_t n) {
+  size_t values = 1;
+  int depth = 0;
+  for (const char *c = d, *end = d + n; c < end; c++) {
+    if (*c == '"') { /* a string: its commas and brackets are text */
+      for (c++; c < end && *c != '"'; c++)
+        c += *c == '\\';
+      continue;
+    }
+    if (*c == '[' || *c == '{') {
+      if (++depth > JSON_MAX_DEPTH)
+        return true;
+    } else if (*c == ']' || *c == '}') {
+      depth--;
+    }
+    values += *c == ',' || *c == '[' || *c == '{';
+    if (values > UVP_NATS_JS_MAX_JSON_VALUES)
+      return true;
+  }
+  return false;
+}
+
 /* A record read from entry e (the caller's to free), and its param
  * into *param if not NULL (a reference, NULL if it has none), or
  * UV_EPROTO. */
 static int record_of(const uvp_nats_kv_entry_t *e, uvp_nats_dpromise_t **out,
                      json_t **param) {
-  json_t *j = e->len <= UVP_NATS_JS_MAX_JSON /* a planted giant: unparsed */
-                  ? json_loadb(e->value, e->len, 0, NULL)
-                  : NULL;
+  json_t *j = e->len <= UVP_NATS_JS_MAX_JSON && /* a planted giant, or */
+                      !uvp_nats__json_costly(e->value, e->len) /* a slow */
+                  ? json_loadb(e->value, e->len, 0, NULL)      /* shape: */
+                  : NULL;                                      /* unparsed */
   const char *id = json_string_value(json_object_get(j, "id"));
   const char *st = json_string_value(json_object_get(j, "state"));
   json_t *value = json_object_get(j, "value");

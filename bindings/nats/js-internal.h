@@ -106,6 +106,12 @@ void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
 /* A reply's JSON (*out, yours), or the code of its API error (with
  * *err, a uvp_nats_js_error_t to free, if err is not NULL). */
 int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err);
+/* JSON deeper than this the binding does not parse (uvp_nats__json_costly). */
+#define JSON_MAX_DEPTH 64
+/* True if the n bytes at d hold more than UVP_NATS_JS_MAX_JSON_VALUES
+ * values or nest deeper than JSON_MAX_DEPTH: too costly to parse on the
+ * loop (a scan, no allocation). */
+bool uvp_nats__json_costly(const char *d, size_t n);
 /* A fresh inbox under b's prefix into buf (uvp-nats.c). */
 int uvp_nats__inbox_new(const uvp_nats_t *b, char *buf, size_t cap);
 /* The largest reply js takes (its data): max_reply, or the server's

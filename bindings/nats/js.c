@@ -364,6 +364,18 @@ int uvp_nats__js_op_start(js_op_t *op, const char *subject, const void *data,
   return 0;
 }
 
+static uvp_nats_js_error_t *error_new(int code, int err_code,
+                                      const char *desc) {
+  size_t n = strlen(desc);
+  uvp_nats_js_error_t *e = malloc(sizeof(*e) + n + 1);
+  if (e == NULL)
+    return NULL;
+  char *d = (char *)(e + 1);
+  memcpy(d, desc, n + 1);
+  *e = (uvp_nats_js_error_t){code, err_code, d};
+  return e;
+}
+
 void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
                          void *payload) {
   if (op->done != NULL) {
@@ -379,6 +391,9 @@ void uvp_nats__js_op_end(js_op_t *op, int rc, void *value, uvp_free_cb vfree,
     free(payload);
     return;
   }
+  if (rc == UV_EACCES && payload == NULL && op->js->b->denied != NULL)
+    payload = error_new(403, 0, op->js->b->denied); /* the server's words,
+                                                       with the subject */
   if (rc == 0)
     uvp_promise_resolve(op->p, value, vfree);
   else
@@ -463,18 +478,6 @@ int uvp_nats__js_code(int code, int err_code) {
   return UVP_NATS_EJETSTREAM;
 }
 
-static uvp_nats_js_error_t *error_new(int code, int err_code,
-                                      const char *desc) {
-  size_t n = strlen(desc);
-  uvp_nats_js_error_t *e = malloc(sizeof(*e) + n + 1);
-  if (e == NULL)
-    return NULL;
-  char *d = (char *)(e + 1);
-  memcpy(d, desc, n + 1);
-  *e = (uvp_nats_js_error_t){code, err_code, d};
-  return e;
-}
-
 int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err) {
   *out = NULL;
   if (err != NULL)
@@ -495,6 +498,17 @@ int uvp_nats__js_json(natsMsg *m, json_t **out, uvp_nats_js_error_t **err) {
       char d[96];
       snprintf(d, sizeof(d), "a reply of %d bytes, over the %zu parsed", len,
                UVP_NATS_JS_MAX_JSON);
+      *err = error_new(0, 0, d);
+    }
+    return UV_EMSGSIZE;
+  }
+  if (len > 0 && uvp_nats__json_costly(data, (size_t)len)) { /* unparsed */
+    if (err != NULL) {
+      char d[96];
+      snprintf(d, sizeof(d),
+               "a reply of more than %u JSON values, or deeper "
+               "than %d",
+               UVP_NATS_JS_MAX_JSON_VALUES, JSON_MAX_DEPTH);
       *err = error_new(0, 0, d);
     }
     return UV_EMSGSIZE;

@@ -25,7 +25,8 @@ enum {
   EV_DETACH,
   EV_MSG,
   EV_CONN,
-  EV_INBOX_DONE
+  EV_INBOX_DONE,
+  EV_DENIED /* a permission violation: msg's data is nats.c's words */
 };
 
 typedef struct ev_s {
@@ -156,6 +157,10 @@ typedef struct uvp_nats__layer_s {
   void (*count_dropped)(uvp_nats_t *b);
   /* messages dropped so far, counted or not */
   uint64_t (*dropped)(const uvp_nats_t *b);
+  /* the server refused a publish to, or a subscription to, `subject`:
+   * what it hit ends with UV_EACCES (`why`: nats.c's words) */
+  void (*denied)(uvp_nats_t *b, bool publish, const char *subject,
+                 const char *why);
 } uvp_nats__layer_t;
 
 /* In the order the connection tells them what waits fails. */
@@ -207,7 +212,19 @@ struct uvp_nats_s {
                           freed only after its uvp_nats_close */
   bool close_asked;    /* the program called uvp_nats_close */
   size_t jobs;         /* flush jobs running */
-  bool connect_done;   /* the connect job returned */
+  bool connect_done;   /* the connect job returned, or was abandoned */
+  /* The connect runs on a thread of the binding's (connect_thread), which
+   * the loop may abandon (its bound passed, its promise cut, closed while
+   * it connects): the loop then goes on without it, and the thread, once
+   * nats.c lets it go, frees what it made; b's memory goes when both are
+   * done with it.  Under lock: abandoned, returned (nats.c's connect
+   * did: too late to abandon), ready (the outcome is the loop's to take),
+   * thread_holds, loop_gone. */
+  bool abandoned, returned, ready, thread_holds, loop_gone;
+  uv_timer_t connect_timer; /* the connect's bound */
+  uint64_t connect_bound_ms;
+  char *connect_err; /* nats.c's words for a failed connect (open's) */
+  char *denied;      /* the last permission violation (uvp_nats_denied) */
   bool close_started, close_done, got_closed, inbox_done, finished;
   unsigned handles; /* libuv handles not yet closed */
   uvp_nats_stats_t stats;
@@ -223,6 +240,26 @@ int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);
 void uvp_nats__maybe_finish(uvp_nats_t *b);
 void uvp_nats__sent(uvp_nats_t *b, size_t bytes);
+/* uvp-nats.c and connect.c, each on the other's: the connect's side
+ * (connect.c) and the connection's (uvp-nats.c). */
+void uvp_nats__release_thread_memory(void);
+void uvp_nats__ev_drain(uvp_nats_t *b);
+void uvp_nats__poll_close(uvp_nats_t *b);
+void uvp_nats__thread_done(uvp_nats_t *b);
+void uvp_nats__close_start(uvp_nats_t *b, int rc);
+int uvp_nats__options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o);
+int uvp_nats__handles_init(uvp_nats_t *b);
+void uvp_nats__binding_free_early(uvp_nats_t *b);
+void uvp_nats__keep_set(uvp_nats_t *b);
+void uvp_nats__connect_after(uvp_nats_t *b);
+void uvp_nats__on_connect_timer(uv_timer_t *t);
+void uvp_nats__flush_end(job_t *j, int rc);
+/* the inbox's callbacks (nats.c's delivery thread) */
+void uvp_nats__inbox_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                        void *closure);
+void uvp_nats__inbox_done_cb(void *closure);
+/* A message of `why` alone: a UV_EACCES rejection's payload. */
+natsMsg *uvp_nats__why_msg(const char *why);
 
 /* msg.c: messages.  A message with subject, reply, data and the program's
  * headers; publishing one (then destroyed) with Uvp-Timeout-Ms: timeout_ms

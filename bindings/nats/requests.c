@@ -398,8 +398,27 @@ static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf) {
 
 static void send_held(uvp_nats_t *b);
 
+/* A publish refused: the requests to that subject end (a reply to a
+ * subscription refused: the inbox's, every request).  A request's
+ * subject has no wildcard: a plain compare. */
+static void reqs_denied(uvp_nats_t *b, bool publish, const char *subject,
+                        const char *why) {
+  bool inbox = !publish && strncmp(subject, b->inbox, b->inbox_plen) == 0 &&
+               subject[b->inbox_plen] == '.';
+  uint64_t last = b->next_id; /* not those made meanwhile by a handler */
+  for (req_t *r = b->first, *next; r != NULL; r = next) {
+    next = r->next;
+    if (r->id <= last &&
+        (inbox || (publish && strcmp(r->subject, subject) == 0))) {
+      b->stats.cancelled++;
+      req_end(b, r, UV_EACCES, uvp_nats__why_msg(why));
+      next = b->first; /* req_end may run the program's code */
+    }
+  }
+}
+
 static const uvp_nats__layer_t reqs_layer = {
-    .msg = on_reply, .up = send_held, .fail = reqs_fail};
+    .msg = on_reply, .up = send_held, .fail = reqs_fail, .denied = reqs_denied};
 
 int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                         size_t len, const uvp_nats_request_opts_t *opts,

@@ -308,16 +308,15 @@ static void sv_unstarted(void *arg) {
 
 /* Uvp-Timeout-Ms: absent (the default), or a decimal number of
  * milliseconds up to UVP_NATS_TIMEOUT_MAX; -1 for anything else.  Absent
- * means nats.c found no such header: a header block it cannot read (an
- * empty value is one, "Uvp-Timeout-Ms:", which uvp_nats_msg_header would
- * hand over as absent) is -1. */
+ * is also an empty value, and a header block nats.c cannot read: its 3.4
+ * cannot read one with any header of empty value ("traceparent:", which
+ * HTTP and NATS allow), and such a request is served as one without
+ * headers, as uvp_nats_msg_header hands them over, not refused. */
 static int64_t timeout_of(const uvp_nats_svc_t *svc, natsMsg *m) {
   const char *v = NULL;
   natsStatus s = natsMsgHeader_Get(m, UVP_NATS_TIMEOUT_HEADER, &v);
-  if (s == NATS_NOT_FOUND)
-    return (int64_t)svc->o.default_timeout_ms;
   if (s != NATS_OK || v == NULL || *v == '\0')
-    return -1;
+    return (int64_t)svc->o.default_timeout_ms;
   uint64_t t = 0;
   for (const char *c = v; *c != '\0'; c++) {
     if (*c < '0' || *c > '9' || c - v > 9)

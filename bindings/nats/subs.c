@@ -206,7 +206,21 @@ static void subs_up(uvp_nats_t *b) {
 
 static void subs_fail(uvp_nats_t *b, int rc, bool all);
 
-static const uvp_nats__layer_t subs_layer = {.poll = poll_subs,
+/* A subscription refused: its waits end; it stays for
+ * uvp_nats_unsubscribe (the program hears of it: UVP_NATS_DENIED). */
+static void subs_denied(uvp_nats_t *b, bool publish, const char *subject,
+                        const char *why) {
+  (void)why;
+  if (publish)
+    return;
+  for (uvp_nats_sub_t *s = b->subs; s != NULL; s = s->next)
+    if (strcmp(s->subject, subject) == 0)
+      while (s->wfirst != NULL)
+        wait_end(s, UV_EACCES, NULL);
+}
+
+static const uvp_nats__layer_t subs_layer = {.denied = subs_denied,
+                                             .poll = poll_subs,
                                              .up = subs_up,
                                              .fail = subs_fail,
                                              .count_dropped = count_dropped,

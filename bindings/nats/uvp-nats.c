@@ -12,10 +12,10 @@
  * publish; it holds its connection lock meanwhile, so they come one at a
  * time, in its order.  On the loop thread with nothing queued they act at
  * once (ev_post); otherwise they are queued in order and the async wakes
- * the loop, which applies them (ev_drain).  The inbox's replies (nats.c's
- * delivery thread) and the connection's events (its asynchronous-callback
- * thread) come the same way.  The async is referenced only while
- * something waits (a request, a next, a flush, a drain) or while the
+ * the loop, which applies them (uvp_nats__ev_drain).  The inbox's replies
+ * (nats.c's delivery thread) and the connection's events (its
+ * asynchronous-callback thread) come the same way.  The async is referenced
+ * only while something waits (a request, a next, a flush, a drain) or while the
  * connection closes; the poll handles and timers never are.
  *
  * Sockets.  nats.c closes a socket itself, maybe on another thread,
@@ -66,8 +66,11 @@
  * 21.7).
  *
  * Files, each on the ones before it: this one (errors, the loop's side:
- * keeping it going, the socket, the queue, connection events, connect,
- * flush, close, stats), msg.c (making and publishing messages),
+ * keeping it going, the socket, the queue, connection events, close,
+ * stats), connect.c (the connect, on a thread of the binding's that the
+ * loop abandons past its bound or when cut: nats.c 3.4's connect cannot
+ * be stopped and may never return; the flush; what uvp_nats_open holds
+ * meanwhile), msg.c (making and publishing messages),
  * requests.c (requests, their inbox and timer, their cancels), subs.c
  * (subscriptions), serve.c (uvp_nats_serve, on a subscription and its
  * cancels' subscription); nats-internal.h declares what they share.
@@ -77,6 +80,10 @@
  * connected, closing) through the hooks each sets when first used
  * (uvp_nats__layer_t), never by name. */
 #include <dlfcn.h>
+#include <stdatomic.h>
+#ifndef _WIN32
+#include <pthread.h>
+#endif
 
 #include "nats-internal.h"
 
@@ -93,7 +100,7 @@ static void find_openssl(void) {
  * queue and random generators per thread (a TLS connect makes them), both
  * freed when the thread exits, which libuv's pool threads never do
  * (valgrind: 10 kB a pool thread that made a TLS connect). */
-static void release_thread_memory(void) {
+void uvp_nats__release_thread_memory(void) {
   static uv_once_t once = UV_ONCE_INIT;
   nats_ReleaseThreadMemory();
   uv_once(&once, find_openssl);
@@ -238,7 +245,7 @@ bool uvp_nats__subject_ok(const char *s, bool wild) {
  * closes as far as it can, then waits for the program's uvp_nats_close
  * without keeping the loop: the program learns of the failure when
  * uv_run() returns. */
-static void keep_set(uvp_nats_t *b) {
+void uvp_nats__keep_set(uvp_nats_t *b) {
   bool closing = b->close_started && !b->finished &&
                  (!b->opened || b->close_asked || !b->close_done);
   if (b->waiting > 0 || closing)
@@ -249,7 +256,7 @@ static void keep_set(uvp_nats_t *b) {
 
 void uvp_nats__waiting_add(uvp_nats_t *b, int d) {
   b->waiting = (size_t)((ptrdiff_t)b->waiting + d);
-  keep_set(b);
+  uvp_nats__keep_set(b);
 }
 
 /* ---- the socket ---------------------------------------------------------- */
@@ -308,7 +315,7 @@ static void on_poll_closed(uv_handle_t *h) {
   uvp_nats__maybe_finish(b);
 }
 
-static void poll_close(uvp_nats_t *b) {
+void uvp_nats__poll_close(uvp_nats_t *b) {
   if (b->poll == NULL)
     return;
   uv_close((uv_handle_t *)&b->poll->h, on_poll_closed);
@@ -374,17 +381,20 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 /* ---- the event loop's callbacks and the queue ---------------------------- */
 
 static void on_conn_event(uvp_nats_t *b, int event);
+static void on_denied(uvp_nats_t *b, natsMsg *m);
 
 static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   int rc = 0;
   switch (ev->type) {
   case EV_ATTACH:
+    if (b->abandoned) /* queued before: the thread closes that one */
+      break;
     if (b->conn == NULL)
       b->conn = ev->conn;
     b->attached = true;
     b->fd = ev->arg;
     b->events = UV_READABLE;
-    poll_close(b);
+    uvp_nats__poll_close(b);
     if (!b->poll_closing)
       rc = poll_open(b);
     break;
@@ -401,7 +411,7 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
     b->attached = false;
     b->fd = -1;
     b->events = 0;
-    poll_close(b);
+    uvp_nats__poll_close(b);
     uvp_nats__maybe_finish(b);
     break;
   case EV_MSG: /* the inbox's: only requests are answered there */
@@ -418,6 +428,9 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   case EV_INBOX_DONE:
     b->inbox_done = true;
     uvp_nats__maybe_finish(b);
+    break;
+  case EV_DENIED:
+    on_denied(b, ev->msg);
     break;
   }
   return rc == 0 ? NATS_OK : NATS_ERR;
@@ -439,6 +452,14 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
                           natsConnection *conn, natsMsg *msg) {
   ev_t local = {NULL, type, arg, conn, msg};
   uv_mutex_lock(&b->lock);
+  if (b->abandoned) { /* the loop went on without this connect */
+    uv_mutex_unlock(&b->lock);
+    if (type == EV_CONN && arg == UVP_NATS_CLOSED)
+      uvp_nats__thread_done(b); /* the late connection's last word */
+    if (type == EV_MSG || type == EV_DENIED)
+      natsMsg_Destroy(msg);
+    return type == EV_ATTACH ? NATS_ERR : NATS_OK;
+  }
   if (type == EV_WRITE)
     b->write_wanted = arg != 0;
   if (type <= EV_DETACH && b->qhead == NULL && on_loop(b) && b->batch == NULL) {
@@ -470,7 +491,7 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
  * the loop (a publish's write) may go directly only once nothing older is
  * left, and a drain re-entered from an event's handling goes on with the
  * same batch. */
-static void ev_drain(uvp_nats_t *b) {
+void uvp_nats__ev_drain(uvp_nats_t *b) {
   for (;;) {
     ev_t *ev = b->batch;
     if (ev == NULL) {
@@ -501,7 +522,12 @@ static void ev_drain(uvp_nats_t *b) {
 
 static void on_async(uv_async_t *a) {
   uvp_nats_t *b = a->data;
-  ev_drain(b);
+  uv_mutex_lock(&b->lock);
+  bool connected = b->ready && !b->connect_done;
+  uv_mutex_unlock(&b->lock);
+  if (connected)
+    uvp_nats__connect_after(b); /* applies what the queue holds first */
+  uvp_nats__ev_drain(b);
   layers_poll(b);
 }
 
@@ -525,15 +551,15 @@ static natsStatus el_detach(void *user) {
 
 /* nats.c's delivery thread (the inbox) and asynchronous-callback thread
  * (connection events). */
-static void inbox_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
-                     void *closure) {
+void uvp_nats__inbox_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
+                        void *closure) {
   (void)nc;
   (void)sub;
   if (ev_post(closure, EV_MSG, 0, NULL, msg) != NATS_OK)
     natsMsg_Destroy(msg); /* no memory: the request times out */
 }
 
-static void inbox_done_cb(void *closure) {
+void uvp_nats__inbox_done_cb(void *closure) {
   (void)ev_post(closure, EV_INBOX_DONE, 0, NULL, NULL);
 }
 
@@ -558,6 +584,60 @@ static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
   (void)sub;
   if (err == NATS_SLOW_CONSUMER)
     (void)ev_post(closure, EV_CONN, UVP_NATS_SLOW_CONSUMER, NULL, NULL);
+  if (err == NATS_NOT_PERMITTED) { /* its words: this thread's last error */
+    natsMsg *m = uvp_nats__why_msg(nats_GetLastError(NULL));
+    if (m != NULL && ev_post(closure, EV_DENIED, 0, NULL, m) != NATS_OK)
+      natsMsg_Destroy(m); /* no memory: what it hit times out */
+  }
+}
+
+natsMsg *uvp_nats__why_msg(const char *why) {
+  natsMsg *m = NULL;
+  if (why == NULL || *why == '\0')
+    why = "Permissions Violation";
+  if (natsMsg_Create(&m, "_UVP.DENIED", NULL, why, (int)strlen(why)) != NATS_OK)
+    return NULL;
+  return m;
+}
+
+/* The subject in nats.c's words for a permission violation: "Permissions
+ * Violation for Publish to \"S\"", or "... for Subscription to \"S\""
+ * (and " using queue \"Q\""); false if they say neither. */
+static bool denied_parse(const char *t, bool *publish, char *subj, size_t cap) {
+  const char *p = strstr(t, "Publish to \"");
+  const char *s = strstr(t, "Subscription to \"");
+  const char *at = p != NULL ? p + 12 : s != NULL ? s + 17 : NULL;
+  const char *end = at != NULL ? strchr(at, '"') : NULL;
+  if (end == NULL || (size_t)(end - at) >= cap)
+    return false;
+  memcpy(subj, at, (size_t)(end - at));
+  subj[end - at] = '\0';
+  *publish = p != NULL;
+  return true;
+}
+
+/* The server refused an operation: it ends with UV_EACCES and these
+ * words, at once (it is no transient failure: a retry meets the same
+ * refusal), and the program hears of it (UVP_NATS_DENIED). */
+static void on_denied(uvp_nats_t *b, natsMsg *m) {
+  const char *why = natsMsg_GetData(m);
+  char *copy = why != NULL ? strdup(why) : NULL;
+  if (copy != NULL) {
+    free(b->denied);
+    b->denied = copy;
+  }
+  bool publish;
+  char subj[256];
+  if (why != NULL && denied_parse(why, &publish, subj, sizeof(subj)))
+    for (int i = 0; i < UVP_NATS__LAYERS; i++)
+      if (b->layers[i] != NULL && b->layers[i]->denied != NULL)
+        b->layers[i]->denied(b, publish, subj, why);
+  natsMsg_Destroy(m);
+  on_conn_event(b, UVP_NATS_DENIED);
+}
+
+const char *uvp_nats_denied(const uvp_nats_t *nc) {
+  return nc != NULL ? nc->denied : NULL;
 }
 
 /* ---- connection events --------------------------------------------------- */
@@ -591,6 +671,24 @@ static void on_conn_event(uvp_nats_t *b, int event) {
 
 /* ---- connect, flush, close ----------------------------------------------- */
 
+/* b's memory, once both the loop and an abandoned connect's thread are
+ * done with it: whichever is last frees it. */
+static void binding_free(uvp_nats_t *b) {
+  uv_mutex_destroy(&b->lock);
+  free(b->connect_err);
+  free(b->denied);
+  free(b);
+}
+
+void uvp_nats__thread_done(uvp_nats_t *b) {
+  uv_mutex_lock(&b->lock);
+  b->thread_holds = false;
+  bool last = b->loop_gone;
+  uv_mutex_unlock(&b->lock);
+  if (last)
+    binding_free(b);
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   uvp_nats_t *b = h->data;
   if (--b->handles > 0)
@@ -607,9 +705,13 @@ static void on_handle_closed(uv_handle_t *h) {
     next = r->hnext;
     free(r);
   }
-  uv_mutex_destroy(&b->lock);
   free(b->buckets);
-  free(b);
+  uv_mutex_lock(&b->lock);
+  b->loop_gone = true;
+  bool last = !b->thread_holds;
+  uv_mutex_unlock(&b->lock);
+  if (last)
+    binding_free(b);
 }
 
 /* natsConnection_Destroy once nothing of nats.c's can reach the binding
@@ -630,24 +732,28 @@ void uvp_nats__maybe_finish(uvp_nats_t *b) {
   if (b->svcs > 0) /* their members' replies look at b */
     return;
   b->finished = true;
-  ev_drain(b); /* nothing of ours is left in it: messages, late events */
+  /* nothing of ours is left in it: messages, late events */
+  uvp_nats__ev_drain(b);
   natsSubscription_Destroy(b->inbox_sub);
   natsConnection_Destroy(b->conn);
-  natsOptions_Destroy(b->opts);
+  if (!b->abandoned) { /* else its thread's, which may still read them */
+    natsOptions_Destroy(b->opts);
+    b->opts = NULL;
+  }
   b->inbox_sub = NULL;
   b->conn = NULL;
-  b->opts = NULL;
-  keep_set(b);
+  uvp_nats__keep_set(b);
   uv_close((uv_handle_t *)&b->timer, on_handle_closed);
   uv_close((uv_handle_t *)&b->drain_timer, on_handle_closed);
   uv_close((uv_handle_t *)&b->async, on_handle_closed);
+  uv_close((uv_handle_t *)&b->connect_timer, on_handle_closed);
 }
 
 static void close_work(uv_work_t *w) {
   job_t *j = w->data;
   if (j->b->conn != NULL)
     natsConnection_Close(j->b->conn);
-  release_thread_memory(); /* see connect_work */
+  uvp_nats__release_thread_memory(); /* a pool thread lives on */
 }
 
 static void close_after(uv_work_t *w, int status) {
@@ -655,12 +761,10 @@ static void close_after(uv_work_t *w, int status) {
   uvp_nats_t *b = j->b;
   (void)status;
   b->close_done = true;
-  ev_drain(b); /* the detach, queued by the pool thread */
-  keep_set(b);
+  uvp_nats__ev_drain(b); /* the detach, queued by the pool thread */
+  uvp_nats__keep_set(b);
   uvp_nats__maybe_finish(b);
 }
-
-static void flush_end(job_t *j, int rc);
 
 /* Everything waiting rejects with rc (flushes uvp_nats_open kept too),
  * subscriptions go, and the connection takes nothing new. */
@@ -669,15 +773,15 @@ static void fail_all(uvp_nats_t *b, int rc) {
   layers_fail(b, rc, true);
   for (job_t *j; (j = b->held_flushes) != NULL;) {
     b->held_flushes = j->next;
-    flush_end(j, rc);
+    uvp_nats__flush_end(j, rc);
   }
 }
 
 /* Start the end: fail_all, then natsConnection_Close runs on the pool. */
-static void close_start(uvp_nats_t *b, int rc) {
+void uvp_nats__close_start(uvp_nats_t *b, int rc) {
   fail_all(b, rc);
   b->close_started = true;
-  keep_set(b);
+  uvp_nats__keep_set(b);
   b->close_job.b = b;
   b->close_job.w.data = &b->close_job;
   if (uv_queue_work(b->loop, &b->close_job.w, close_work, close_after) != 0) {
@@ -693,105 +797,18 @@ int uvp_nats_close(uvp_nats_t *b) {
   if (b == NULL || b->close_asked)
     return UV_EINVAL;
   b->close_asked = true;
-  if (b->state == S_CONNECTING) /* open_after closes what it made */
+  if (b->state == S_CONNECTING) { /* open_after closes what it made */
     fail_all(b, UV_ECANCELED);
-  else if (b->state == S_CLOSING) { /* its connect failed: closing already */
-    keep_set(b);
+    b->connect_job.cut = true; /* nobody waits for the connect now */
+    b->connect_job.cut_rc = UV_ECANCELED;
+    uv_timer_start(&b->connect_timer, uvp_nats__on_connect_timer, 0, 0);
+  } else if (b->state == S_CLOSING) { /* its connect failed: closing already */
+    uvp_nats__keep_set(b);
     uvp_nats__maybe_finish(b);
   } else
-    close_start(b, UV_ECANCELED);
+    uvp_nats__close_start(b, UV_ECANCELED);
   return 0;
 }
-
-static void connect_more(job_t *j, natsConnection *conn, natsStatus s);
-
-static void connect_work(uv_work_t *w) {
-  job_t *j = w->data;
-  uvp_nats_t *b = j->b;
-  natsConnection *conn = NULL;
-  natsStatus s = natsConnection_Connect(&conn, b->opts);
-  connect_more(j, conn, s);
-  release_thread_memory();
-}
-
-static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
-  uvp_nats_t *b = j->b;
-  if (s != NATS_OK) {
-    /* nats.c's words say why (the server's -ERR: "Authorization
-     * Violation"; a certificate it does not trust), where its code is
-     * often a plain NATS_ERR; kept for the rejection, on this thread's
-     * record that is freed next */
-    const char *e = nats_GetLastError(NULL);
-    j->err = e != NULL && *e != '\0' ? strdup(e) : NULL;
-    j->rc = uvp_nats_code(s);
-    if (j->rc == UVP_NATS_ENATS && e != NULL &&
-        strstr(e, "Authorization Violation") != NULL)
-      j->rc = UV_EACCES;
-    return;
-  }
-  j->conn = conn; /* the loop takes it in connect_after: b->conn is the
-                     loop's (the attach, queued meanwhile, sets it too) */
-  if (natsConnection_HasHeaderSupport(conn) != NATS_OK) {
-    j->rc = UV_ENOTSUP;
-    return;
-  }
-  char wild[sizeof(b->inbox) + 2];
-  snprintf(wild, sizeof(wild), "%s.*", b->inbox);
-  s = natsConnection_Subscribe(&b->inbox_sub, conn, wild, inbox_cb, b);
-  if (s == NATS_OK)
-    s = natsSubscription_SetOnCompleteCB(b->inbox_sub, inbox_done_cb, b);
-  if (s == NATS_OK) /* replies are taken at once: no limit to trip */
-    s = natsSubscription_SetPendingLimits(b->inbox_sub, -1, -1);
-  j->rc = uvp_nats_code(s);
-}
-
-static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p);
-
-static void connect_after(uv_work_t *w, int status) {
-  job_t *j = w->data;
-  uvp_nats_t *b = j->b;
-  (void)status;
-  b->connect_done = true;
-  uvp_promise_t *p = j->p;
-  ev_drain(b); /* the attach first: it names the connection too */
-  if (b->conn == NULL)
-    b->conn = j->conn;
-  j->p = NULL;
-  uvp_nats__waiting_add(b, -1);
-  if (b->opened) {
-    open_after(b, j, p);
-  } else {
-    b->state = S_OPEN;
-    if (j->rc == 0 && !j->cut)
-      uvp_promise_resolve(p, b, NULL);
-    else
-      close_start(b, UV_ECANCELED); /* failed, or nobody wants it any more */
-    if (j->rc != 0 && !j->cut) {
-      uvp_promise_reject(p, j->rc, j->err, free);
-      j->err = NULL;
-    }
-  }
-  free(j->err);
-  j->err = NULL;
-  uvp_inflight_end(&j->fl); /* the job has stopped */
-  uvp_promise_release(p);
-}
-
-/* The connect's promise was cut: it has rejected; the job runs on and
- * connect_after closes what it makes. */
-static void on_connect_cancel(uvp_inflight_t *fl, int code) {
-  job_t *j = fl->data;
-  j->cut = true;
-  j->cut_rc = code;
-}
-
-static int connect_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
-  (void)fl;
-  return snprintf(buf, cap, "connect");
-}
-
-static const uvp_inflight_class_t connect_class = {"NATS", on_connect_cancel,
-                                                   connect_describe, 0};
 
 /* The options the connection runs with: the program's (handed over) or
  * nats.c's defaults, with the binding's event loop and callbacks. */
@@ -820,7 +837,7 @@ static natsStatus servers_set(natsOptions *opts, const char *url) {
   return s;
 }
 
-static int options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o) {
+int uvp_nats__options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o) {
   natsStatus s = NATS_OK;
   if (o != NULL && o->options != NULL)
     b->opts = o->options;
@@ -844,15 +861,15 @@ static int options_make(uvp_nats_t *b, const uvp_nats_connect_opts_t *o) {
   return uvp_nats_code(s);
 }
 
-static void binding_free_early(uvp_nats_t *b) {
+void uvp_nats__binding_free_early(uvp_nats_t *b) {
   natsOptions_Destroy(b->opts);
   uv_mutex_destroy(&b->lock);
   free(b);
 }
 
-/* The binding's three handles (closed, and b freed, by uvp_nats__maybe_finish).
- */
-static int handles_init(uvp_nats_t *b) {
+/* The binding's four handles (closed, and b freed, by
+ * uvp_nats__maybe_finish). */
+int uvp_nats__handles_init(uvp_nats_t *b) {
   int rc = uv_async_init(b->loop, &b->async, on_async);
   if (rc != 0)
     return rc;
@@ -860,233 +877,12 @@ static int handles_init(uvp_nats_t *b) {
   uv_unref((uv_handle_t *)&b->async);
   uv_timer_init(b->loop, &b->timer);
   uv_timer_init(b->loop, &b->drain_timer);
-  b->timer.data = b->drain_timer.data = b;
+  uv_timer_init(b->loop, &b->connect_timer);
+  b->timer.data = b->drain_timer.data = b->connect_timer.data = b;
   uv_unref((uv_handle_t *)&b->timer);
   uv_unref((uv_handle_t *)&b->drain_timer);
-  b->handles = 3;
-  return 0;
-}
-
-/* A fresh inbox, "<prefix>.<nuid>", under b's prefix (the first
- * inbox_plen bytes of b->inbox): a private prefix is what a server's
- * permissions give each user its replies by (issue 71). */
-int uvp_nats__inbox_new(const uvp_nats_t *b, char *buf, size_t cap) {
-  char *inbox = NULL;
-  natsStatus s = natsInbox_Create(&inbox); /* "_INBOX.<nuid>" */
-  if (s != NATS_OK)
-    return uvp_nats_code(s);
-  const char *nuid = strrchr(inbox, '.');
-  char tmp[sizeof(b->inbox)];
-  int n = snprintf(tmp, sizeof(tmp), "%.*s%s", (int)b->inbox_plen, b->inbox,
-                   nuid != NULL ? nuid : ".");
-  natsInbox_Destroy(inbox);
-  if (n < 0 || (size_t)n + 3 > cap || (size_t)n + 3 > sizeof(tmp))
-    return UV_EINVAL;
-  memcpy(buf, tmp, (size_t)n + 1);
-  return 0;
-}
-
-/* The reply inbox's name: made here, so that uvp_nats_open's requests
- * have their reply subjects before the connection is up (options_make has
- * called nats_Open: a NUID needs it). */
-static int inbox_make(uvp_nats_t *b, const char *prefix) {
-  if (prefix != NULL && (!uvp_nats__subject_ok(prefix, false) ||
-                         strlen(prefix) > UVP_NATS_INBOX_PREFIX_MAX))
-    return UV_EINVAL;
-  if (prefix != NULL &&
-      natsOptions_SetCustomInboxPrefix(b->opts, prefix) != NATS_OK)
-    return UV_EINVAL;
-  snprintf(b->inbox, sizeof(b->inbox), "%s",
-           prefix != NULL ? prefix : "_INBOX");
-  b->inbox_plen = strlen(b->inbox);
-  int rc = uvp_nats__inbox_new(b, b->inbox, sizeof(b->inbox));
-  if (rc != 0)
-    return rc;
-  b->inbox_len = strlen(b->inbox);
-  /* the key of the requests' cancel tokens (requests.c): the kernel's
-   * CSPRNG, once a connection */
-  return uv_random(NULL, NULL, b->cancel_key, sizeof(b->cancel_key), 0, NULL);
-}
-
-/* uvp_nats_connect's and uvp_nats_open's start: the binding, its handles
- * and the connect job on the pool.  *out (NULL for open) gets the
- * connect's promise. */
-static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                         const char *prefix, bool opened, uvp_nats_t **bp,
-                         uvp_promise_t **out, const char *file, int line) {
-  uvp_promise_t *p;
-  int rc = uvp_promise_new_at(ctx, &p, file, line);
-  uvp_nats_t *b = rc == 0 ? calloc(1, sizeof(*b)) : NULL;
-  if (b == NULL || uv_mutex_init(&b->lock) != 0) {
-    if (o != NULL)
-      natsOptions_Destroy(o->options);
-    if (p != NULL && rc == 0)
-      uvp_promise_release(p);
-    free(b);
-    return rc != 0 ? rc : UV_ENOMEM;
-  }
-  b->ctx = ctx;
-  b->loop = uvp_ctx_loop(ctx);
-  b->loop_thread = uv_thread_self();
-  b->fd = -1;
-  b->opened = opened;
-  b->flags = o != NULL ? o->flags : 0;
-  b->on_event = o != NULL ? o->on_event : NULL;
-  b->arg = o != NULL ? o->arg : NULL;
-  b->connect_job.b = b;
-  b->connect_job.p = p;
-  b->connect_job.w.data = &b->connect_job;
-  b->connect_job.fl.data = &b->connect_job;
-  if ((rc = options_make(b, o)) != 0 || (rc = inbox_make(b, prefix)) != 0 ||
-      (rc = uvp_inflight_start(ctx, &b->connect_job.fl, p, &connect_class)) !=
-          0 ||
-      (rc = handles_init(b)) != 0) {
-    uvp_inflight_end(&b->connect_job.fl); /* not started: nothing */
-    uvp_promise_release(p);
-    binding_free_early(b);
-    return rc;
-  }
-  if (out != NULL)
-    *out = uvp_promise_retain(p);
-  else /* nobody awaits it: its outcome is told to what waits on b */
-    uvp_promise_mark_handled(p);
-  if ((rc = uv_queue_work(b->loop, &b->connect_job.w, connect_work,
-                          connect_after)) != 0) {
-    if (out != NULL)
-      uvp_promise_release(*out);
-    uvp_inflight_end(&b->connect_job.fl);
-    uvp_promise_release(p);
-    b->connect_done = true;
-    b->state = S_CLOSING;
-    b->close_started = b->close_done = b->close_asked = true;
-    uvp_nats__maybe_finish(b);
-    return rc;
-  }
-  uvp_nats__waiting_add(b, 1);
-  *bp = b;
-  return 0;
-}
-
-int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                        uvp_promise_t **out, const char *file, int line) {
-  uvp_nats_t *b;
-  if (ctx == NULL || out == NULL) {
-    if (o != NULL)
-      natsOptions_Destroy(o->options);
-    return UV_EINVAL;
-  }
-  return connect_start(ctx, o, NULL, false, &b, out, file, line);
-}
-
-int uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                             const uvp_nats_connect_more_t *more,
-                             uvp_promise_t **out, const char *file, int line) {
-  uvp_nats_t *b;
-  if (ctx == NULL || out == NULL) {
-    if (o != NULL)
-      natsOptions_Destroy(o->options);
-    return UV_EINVAL;
-  }
-  return connect_start(ctx, o, more != NULL ? more->inbox_prefix : NULL, false,
-                       &b, out, file, line);
-}
-
-int uvp_nats_open_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
-                     uvp_nats_t **out, const char *file, int line) {
-  if (ctx == NULL || out == NULL) {
-    if (o != NULL)
-      natsOptions_Destroy(o->options);
-    return UV_EINVAL;
-  }
-  return connect_start(ctx, o, NULL, true, out, NULL, file, line);
-}
-
-/* ---- flush --------------------------------------------------------------- */
-
-static void flush_work(uv_work_t *w) {
-  job_t *j = w->data;
-  j->s = natsConnection_FlushTimeout(j->b->conn, j->timeout_ms);
-  release_thread_memory(); /* see connect_work */
-}
-
-/* A flush ends (rc 0: fulfilled), its job stopped or never started. */
-static void flush_end(job_t *j, int rc) {
-  uvp_nats_t *b = j->b;
-  b->jobs--;
-  if (!j->cut) {
-    uvp_nats__waiting_add(b, -1);
-    if (rc == 0)
-      uvp_promise_resolve(j->p, NULL, NULL);
-    else
-      uvp_promise_reject(j->p, rc, NULL, NULL);
-  }
-  uvp_inflight_end(&j->fl);
-  uvp_promise_release(j->p);
-  free(j);
-}
-
-static void flush_after(uv_work_t *w, int status) {
-  job_t *j = w->data;
-  uvp_nats_t *b = j->b;
-  (void)status;
-  flush_end(j, uvp_nats_code(j->s));
-  uvp_nats__maybe_finish(b);
-}
-
-/* The flush's promise was cut: it has rejected; the job runs on. */
-static void on_flush_cancel(uvp_inflight_t *fl, int code) {
-  job_t *j = fl->data;
-  (void)code;
-  j->cut = true;
-  uvp_nats__waiting_add(j->b, -1);
-}
-
-static int flush_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
-  (void)fl;
-  return snprintf(buf, cap, "flush");
-}
-
-static const uvp_inflight_class_t flush_class = {"NATS", on_flush_cancel,
-                                                 flush_describe, 0};
-
-int uvp_nats_flush_at(uvp_nats_t *b, uvp_promise_t **out, const char *file,
-                      int line) {
-  if (b == NULL || out == NULL)
-    return UV_EINVAL;
-  bool connecting = b->state == S_CONNECTING; /* uvp_nats_open's */
-  if (b->state != S_OPEN && !connecting)
-    return UVP_ECLOSED;
-  job_t *j = calloc(1, sizeof(*j));
-  if (j == NULL)
-    return UV_ENOMEM;
-  uint64_t left = uvp_deadline_left(b->ctx);
-  j->b = b;
-  j->w.data = j;
-  j->fl.data = j;
-  j->timeout_ms = left < UVP_NATS_REQUEST_TIMEOUT_DEFAULT
-                      ? (int64_t)(left > 0 ? left : 1)
-                      : (int64_t)UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
-  int rc = uvp_promise_new_at(b->ctx, &j->p, file, line);
-  if (rc == 0)
-    rc = uvp_inflight_start(b->ctx, &j->fl, j->p, &flush_class);
-  if (rc == 0 && connecting) { /* after what was asked before it */
-    job_t **tail = &b->held_flushes;
-    while (*tail != NULL)
-      tail = &(*tail)->next;
-    *tail = j;
-  } else if (rc == 0) {
-    rc = uv_queue_work(b->loop, &j->w, flush_work, flush_after);
-  }
-  if (rc != 0) {
-    uvp_inflight_end(&j->fl);
-    if (j->p != NULL)
-      uvp_promise_release(j->p);
-    free(j);
-    return rc;
-  }
-  b->jobs++;
-  uvp_nats__waiting_add(b, 1);
-  *out = uvp_promise_retain(j->p);
+  uv_unref((uv_handle_t *)&b->connect_timer);
+  b->handles = 4;
   return 0;
 }
 
@@ -1098,35 +894,4 @@ int uvp_nats_stats(const uvp_nats_t *b, uvp_nats_stats_t *out) {
   if (l != NULL)
     out->dropped = l->dropped(b);
   return 0;
-}
-
-/* ---- uvp_nats_open: what is asked while it connects ---------------------- */
-
-/* uvp_nats_open's connect returned.  Up: the subscriptions, requests and
- * flushes asked meanwhile go, in that order (a flush asked after a serve
- * then says the server has its subscription).  Failed or closed: they
- * end, and the connection closes (its memory goes at uvp_nats_close). */
-static void open_after(uvp_nats_t *b, job_t *j, uvp_promise_t *p) {
-  if (b->close_asked) { /* uvp_nats_close's fail_all has run */
-    close_start(b, UV_ECANCELED);
-    return;
-  }
-  if (j->rc == 0 && !j->cut) {
-    b->state = S_OPEN;
-    uvp_promise_resolve(p, b, NULL);
-    /* subscriptions first: a request asked after a subscribe may be
-     * answered on it */
-    for (int i = UVP_NATS__LAYERS - 1; i >= 0; i--)
-      if (b->layers[i] != NULL && b->layers[i]->up != NULL)
-        b->layers[i]->up(b);
-    for (job_t *f; b->state == S_OPEN && (f = b->held_flushes) != NULL;) {
-      b->held_flushes = f->next;
-      if (uv_queue_work(b->loop, &f->w, flush_work, flush_after) != 0)
-        flush_end(f, UV_ENOMEM); /* cannot happen with a live loop */
-    }
-    return;
-  }
-  close_start(b, j->rc != 0       ? j->rc
-                 : j->cut_rc != 0 ? j->cut_rc
-                                  : UV_ECANCELED);
 }

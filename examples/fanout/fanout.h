@@ -127,9 +127,11 @@ typedef struct run_s {
 /* --nats's options. */
 typedef struct nats_cli_s {
   const char *url;
-  const char *name; /* --name: the worker's name; NULL: host:pid */
-  unsigned retries; /* --nats-retry */
-  uint64_t ping_ms; /* --nats-ping: 0, nats.c's default (2 min) */
+  const char *shown;   /* url as printed: its secrets redacted */
+  const char *name;    /* --name: the worker's name; NULL: host:pid */
+  unsigned retries;    /* --nats-retry */
+  uint64_t ping_ms;    /* --nats-ping: 0, nats.c's default (2 min) */
+  uint64_t connect_ms; /* --nats-timeout: 0, the binding's default */
   uint64_t concurrency;
   const char *job; /* --durable JOB */
   int job_status;  /* --status */
@@ -201,6 +203,12 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *o);
 void fanout_worker_name(const nats_cli_t *o, char *buf, size_t size);
 int fanout_nats_coord(run_t *r, const nats_cli_t *o, uvp_promise_t **out);
 void fanout_nats_shutdown(void);
+/* `url` (a comma-separated list) as it may be printed: a password or a
+ * token in it replaced by "***", as curl does ("nats://u:***@host"). */
+void fanout_url_redact(const char *url, char *out, size_t cap);
+/* A secret file readable by others: warned on stderr (as ssh does),
+ * used all the same. */
+void fanout_secret_file_check(const char *option, const char *path);
 /* nats.c's options for both sides: `name`, --nats-ping's `ping_ms` (0:
  * nats.c's default); NULL without memory.  The connect takes them. */
 struct __natsOptions *fanout_nats_options(const char *name,

@@ -121,8 +121,10 @@ static void usage(FILE *f) {
       "  -x, --proxy [SCHEME://]HOST[:PORT]\n"
       "              through this proxy (http:// by default; https://\n"
       "              URLs through a CONNECT tunnel)\n"
-      "  -u, --user USER:PASSWORD\n"
-      "              server authentication (Basic)\n"
+      "  -u, --user USER:PASSWORD, --http-user USER:PASSWORD\n"
+      "              the fetched web servers' authentication (Basic);\n"
+      "              with --nats only --http-user (-u is refused there:\n"
+      "              the NATS server's login is --nats-user)\n"
       "  --compressed\n"
       "              ask for a compressed response (gzip, deflate, br,\n"
       "              zstd) and decode it: bytes and --max-filesize count\n"
@@ -154,8 +156,10 @@ static void usage(FILE *f) {
       "              0: any free port), print 'listening on "
       "127.0.0.1:PORT'\n"
       "              and serve until SIGINT or SIGTERM\n"
-      "  --nats URL  across machines, through the NATS server at URL\n"
-      "              (nats://HOST:PORT): each URL is one request on\n"
+      "  --nats URL, -s, --server URL\n"
+      "              across machines, through the NATS server at URL\n"
+      "              (nats://HOST:PORT; --worker and --durable take\n"
+      "              NATS_URL when none is given): each URL is one request on\n"
       "              uvp-fanout.fetch, {\"v\":1,\"id\":N,\"url\":...,\n"
       "              \"opts\":{curl's options, --retry}}, answered by a\n"
       "              worker {\"v\":1,\"id\":N,\"worker\":...,\"status\":...,\n"
@@ -187,6 +191,11 @@ static void usage(FILE *f) {
       "              URL waits its turn, oldest first, as long as its\n"
       "              own time (what one request waits, from its first\n"
       "              send) and -d allow, not counted here\n"
+      "  --nats-timeout MS\n"
+      "              how long the connect to each server may take: TCP,\n"
+      "              TLS, the server's INFO and its answer to the first\n"
+      "              PING (default 2000; past it and 5 s more, the\n"
+      "              run ends with \"connection timed out\")\n"
       "  --nats-ping MS\n"
       "              PING the server every MS ms and give the connection\n"
       "              up as stale after 2 unanswered (default: nats.c's,\n"
@@ -220,7 +229,11 @@ static void usage(FILE *f) {
       "              with --nats: a user and password, or a token (the\n"
       "              nats tool's --user and --password; -u is curl's), or\n"
       "              in the URL: nats://USER:PASSWORD@HOST:PORT,\n"
-      "              nats://TOKEN@HOST:PORT, which ps shows\n"
+      "              nats://TOKEN@HOST:PORT.  A secret in an option or in\n"
+      "              the URL shows in ps to every user of the machine:\n"
+      "              prefer the environment (NATS_PASSWORD, NATS_TOKEN)\n"
+      "              or a file (--creds, --nkey).  Printed URLs show\n"
+      "              secrets as ***\n"
       "  --creds FILE\n"
       "              with --nats: a user's JWT and nkey seed, as nsc\n"
       "              writes them (FILE.creds)\n"
@@ -235,7 +248,9 @@ static void usage(FILE *f) {
       "              TLS on.  Each option, when absent, is read from the\n"
       "              environment: NATS_USER, NATS_PASSWORD, NATS_TOKEN,\n"
       "              NATS_CREDS, NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY,\n"
-      "              NATS_TLS_NAME (secrets kept out of ps).  A file that\n"
+      "              NATS_TLS_NAME (secrets kept out of ps).  A secret\n"
+      "              file (--creds, --nkey, --tlskey) that others may\n"
+      "              read is warned of, as ssh does.  A file that\n"
       "              cannot be read, refused credentials, an untrusted\n"
       "              certificate or a client certificate missing or\n"
       "              refused end the run at once, said in one line\n"
@@ -1192,6 +1207,7 @@ enum {
   OPT_WORKER,
   OPT_NATS_RETRY,
   OPT_NATS_PING,
+  OPT_NATS_TIMEOUT,
   OPT_NAME,
   OPT_TRACE,
   OPT_VERSION,
@@ -1207,7 +1223,8 @@ enum {
   OPT_NATS_TLSCERT,
   OPT_NATS_TLSKEY,
   OPT_NATS_TLSNAME,
-  OPT_NATS_INBOX_PREFIX
+  OPT_NATS_INBOX_PREFIX,
+  OPT_HTTP_USER
 };
 
 static int usage_error(const char *msg) {
@@ -1245,11 +1262,14 @@ int main(int argc, char **argv) {
       {"http2", no_argument, NULL, OPT_HTTP2},
       {"proxy", required_argument, NULL, 'x'},
       {"user", required_argument, NULL, 'u'},
+      {"http-user", required_argument, NULL, OPT_HTTP_USER},
+      {"server", required_argument, NULL, 's'},
       {"compressed", no_argument, NULL, OPT_COMPRESSED},
       {"nats", required_argument, NULL, OPT_NATS},
       {"worker", no_argument, NULL, OPT_WORKER},
       {"nats-retry", required_argument, NULL, OPT_NATS_RETRY},
       {"nats-ping", required_argument, NULL, OPT_NATS_PING},
+      {"nats-timeout", required_argument, NULL, OPT_NATS_TIMEOUT},
       {"name", required_argument, NULL, OPT_NAME},
       {"help", no_argument, NULL, 'h'},
       {"trace", required_argument, NULL, OPT_TRACE},
@@ -1269,7 +1289,7 @@ int main(int argc, char **argv) {
       {"inbox-prefix", required_argument, NULL, OPT_NATS_INBOX_PREFIX},
       {NULL, 0, NULL, 0},
   };
-  static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:";
+  static const char shortopts[] = ":c:t:d:f:m:Lkhx:u:s:";
   uint64_t concurrency = DEFAULT_CONCURRENCY, timeout_ms = DEFAULT_TIMEOUT_MS,
            connect_ms = DEFAULT_CONNECT_TIMEOUT_MS, deadline_ms = 0,
            retries = 0, max_redirs = DEFAULT_MAX_REDIRS,
@@ -1279,7 +1299,7 @@ int main(int argc, char **argv) {
   const char *cafile = NULL, *proxy = NULL, *userpwd = NULL;
   const char *file = NULL, *trace = NULL;
   nats_cli_t nats = {.retries = NATS_RETRY_DEFAULT};
-  int worker = 0;
+  int worker = 0, user_flag = 0;
   uint64_t nats_retry = NATS_RETRY_DEFAULT;
   int c;
   opterr = 0; /* cli_option_error says it in one line */
@@ -1332,8 +1352,11 @@ int main(int argc, char **argv) {
       proxy = optarg;
       break;
     case 'u':
+      user_flag = 1; /* refused with --nats: see below */
+      /* fall through */
+    case OPT_HTTP_USER:
       if (optarg == NULL || strchr(optarg, ':') == NULL)
-        return usage_error("-u wants USER:PASSWORD");
+        return usage_error("-u/--http-user wants USER:PASSWORD");
       userpwd = optarg;
       break;
     case OPT_COMPRESSED:
@@ -1352,6 +1375,7 @@ int main(int argc, char **argv) {
     case OPT_TRACE:
       trace = optarg;
       break;
+    case 's': /* the nats tool's */
     case OPT_NATS:
       nats.url = optarg;
       break;
@@ -1361,6 +1385,11 @@ int main(int argc, char **argv) {
     case OPT_NATS_RETRY:
       if (parse_ms(optarg, &nats_retry) != 0 || nats_retry > 100)
         return usage_error("--nats-retry wants a number from 0 to 100");
+      break;
+    case OPT_NATS_TIMEOUT:
+      if (parse_ms(optarg, &nats.connect_ms) != 0 || nats.connect_ms == 0 ||
+          nats.connect_ms > 3600000)
+        return usage_error("--nats-timeout wants milliseconds, 1 to 3600000");
       break;
     case OPT_NATS_PING:
       if (parse_ms(optarg, &nats.ping_ms) != 0 || nats.ping_ms == 0 ||
@@ -1437,6 +1466,18 @@ int main(int argc, char **argv) {
   }
   if (serve_mode && (optind < argc || file != NULL))
     return usage_error("--serve takes no URLs");
+  /* NATS_URL (the nats tool's) for what needs a server; a plain run
+   * goes through NATS only when told (--nats, -s) */
+  if ((worker || nats.name != NULL || nats.job != NULL) && nats.url == NULL &&
+      getenv("NATS_URL") != NULL && *getenv("NATS_URL") != '\0')
+    nats.url = getenv("NATS_URL");
+  /* -u is curl's web login: with --nats a NATS password typed there would
+   * go to every fetched server, so the ambiguity is refused */
+  if (user_flag && nats.url != NULL)
+    return usage_error("with --nats, -u/--user is ambiguous: --http-user "
+                       "USER:PASSWORD logs in to the fetched web servers, "
+                       "--nats-user and --nats-password (or NATS_USER, "
+                       "NATS_PASSWORD) to the NATS server");
   if ((worker || nats.name != NULL) && nats.url == NULL)
     return usage_error("--worker and --name need --nats URL");
   if (worker && (optind < argc || file != NULL || serve_mode))
@@ -1456,6 +1497,15 @@ int main(int argc, char **argv) {
   }
 #else
   if (nats.url != NULL) { /* credentials and TLS files: said now, once */
+    static char shown[1024];
+    fanout_url_redact(nats.url, shown, sizeof(shown));
+    nats.shown = shown;
+    fanout_secret_file_check(
+        "--creds", nats.creds != NULL ? nats.creds : getenv("NATS_CREDS"));
+    fanout_secret_file_check("--nkey", nats.nkey != NULL ? nats.nkey
+                                                         : getenv("NATS_NKEY"));
+    fanout_secret_file_check(
+        "--tlskey", nats.tlskey != NULL ? nats.tlskey : getenv("NATS_KEY"));
     struct __natsOptions *no = fanout_nats_options("uvp-fanout", &nats);
     if (no == NULL)
       return EXIT_USAGE;

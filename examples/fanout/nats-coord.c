@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -52,6 +53,8 @@
 #define REPLY_MARGIN_MS 1000
 /* The connection's reconnect wait: short, a fan-out is short. */
 #define RECONNECT_WAIT_MS 100
+/* How long the exit waits for nats.c's threads (fanout_nats_shutdown). */
+#define NATS_SHUTDOWN_MS 1000
 /* The window's first size (at most -c). */
 #define WINDOW_START 16
 /* How often waiting URLs are held against -d and their own time. */
@@ -505,7 +508,11 @@ static uvp_ret_t on_reply(void *arg, const uvp_outcome_t *in) {
     row->status = 0;
     row->bytes = 0;
     row->attempts = row->attempts > 0 ? row->attempts : 1;
-    row_set(row, &row->worker, hdr != NULL ? hdr : "?");
+    /* no worker for the server's own refusal (UV_EACCES: its words) */
+    row_set(row, &row->worker,
+            hdr != NULL               ? hdr
+            : in->status == UV_EACCES ? NULL
+                                      : "?");
     row_set(row, &row->error_name, name);
     char *why =
         strndup(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg));
@@ -736,6 +743,17 @@ static void before_report(run_t *r) {
 
 static void timer_closed(uv_handle_t *h) { co_unref(h->data); }
 
+/* A permission the server refused is said at once, with its subject (the
+ * requests it hit end EACCES, not retried); the same words once. */
+static void coord_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  static char last[256];
+  const char *why = uvp_nats_denied(nc);
+  if (event != UVP_NATS_DENIED || why == NULL || strcmp(why, last) == 0)
+    return;
+  snprintf(last, sizeof(last), "%s", why);
+  fprintf(stderr, "uvp-fanout: %s: %s\n", (const char *)arg, why);
+}
+
 static void coord_end(run_t *r) {
   coord_t *co = r->nats;
   co->ended = true;
@@ -805,7 +823,9 @@ int fanout_nats_coord(run_t *r, const nats_cli_t *cli, uvp_promise_t **out) {
   uvp_nats_connect_opts_t o = {.url = cli->url,
                                .options =
                                    fanout_nats_options("uvp-fanout", cli),
-                               .flags = UVP_NATS_FAIL_ON_DISCONNECT};
+                               .flags = UVP_NATS_FAIL_ON_DISCONNECT,
+                               .on_event = coord_event,
+                               .arg = (void *)cli->shown};
   int rc = co->opts_json != NULL ? 0 : UV_ENOMEM;
   if (rc == 0)
     rc = fanout_nats_connect(r->ctx, &o, cli, &co->connect);
@@ -890,7 +910,8 @@ natsOptions *fanout_nats_options(const char *name, const nats_cli_t *cli) {
 int fanout_nats_connect(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
                         const nats_cli_t *cli, uvp_promise_t **out) {
   uvp_nats_connect_more_t more = {
-      .inbox_prefix = opt_or_env(cli->inbox_prefix, "NATS_INBOX_PREFIX")};
+      .inbox_prefix = opt_or_env(cli->inbox_prefix, "NATS_INBOX_PREFIX"),
+      .connect_timeout_ms = cli->connect_ms};
   return uvp_nats_connect_more(ctx, o, &more, out);
 }
 
@@ -912,9 +933,56 @@ void fanout_nats_connect_failed(const nats_cli_t *cli, int rc,
                  "certificate (--tlscert, --tlskey)"
                : ": the server closed the TLS connection: it did not accept "
                  "the client certificate (--tlscert)";
-  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s%s\n", cli->url,
+  fprintf(stderr, "uvp-fanout: %s: %s%s%s%s%s\n", cli->shown,
           uvp_nats_strerror(rc), w != NULL ? " (" : "", w != NULL ? w : "",
           w != NULL ? ")" : "", hint != NULL ? hint : "");
 }
 
-void fanout_nats_shutdown(void) { nats_CloseAndWait(0); }
+void fanout_url_redact(const char *url, char *out, size_t cap) {
+  size_t o = 0;
+  for (const char *c = url; *c != '\0' && o + 1 < cap;) {
+    const char *end = strchr(c, ','); /* one server of the list */
+    size_t n = end != NULL ? (size_t)(end - c) : strlen(c);
+    const char *scheme = strstr(c, "://");
+    const char *host = scheme != NULL && scheme < c + n ? scheme + 3 : c;
+    const char *at = memchr(host, '@', n - (size_t)(host - c));
+    const char *colon =
+        at != NULL ? memchr(host, ':', (size_t)(at - host)) : NULL;
+    int w = at == NULL ? snprintf(out + o, cap - o, "%.*s", (int)n, c)
+            : colon != NULL /* user:password@: the user kept */
+                ? snprintf(out + o, cap - o, "%.*s:***%.*s", (int)(colon - c),
+                           c, (int)(c + n - at), at)
+                : snprintf(out + o, cap - o, "%.*s***%.*s", /* a token */
+                           (int)(host - c), c, (int)(c + n - at), at);
+    if (w < 0 || (size_t)w >= cap - o)
+      break;
+    o += (size_t)w;
+    c += n;
+    if (*c == ',' && o + 1 < cap) {
+      out[o++] = ',';
+      c++;
+    }
+  }
+  out[o < cap ? o : cap - 1] = '\0';
+}
+
+void fanout_secret_file_check(const char *option, const char *path) {
+  struct stat st;
+  if (path == NULL || *path == '\0' || stat(path, &st) != 0)
+    return; /* its reader says why it cannot read it */
+  if ((st.st_mode & 077) != 0)
+    fprintf(stderr,
+            "uvp-fanout: warning: %s %s is readable by others (mode %04o): "
+            "chmod go-rwx it\n",
+            option, path, (unsigned)(st.st_mode & 07777));
+}
+
+/* nats.c's threads, after the last connection; bounded, since a connect
+ * the binding abandoned (a server that never finished the handshake)
+ * holds nats.c until its peer lets it go. */
+void fanout_nats_shutdown(void) {
+  natsStatus s = nats_CloseAndWait(NATS_SHUTDOWN_MS);
+  if (s != NATS_OK && s != NATS_TIMEOUT) /* a timeout: exit anyway */
+    fprintf(stderr, "uvp-fanout: nats.c's shutdown: %s\n",
+            natsStatus_GetText(s));
+}

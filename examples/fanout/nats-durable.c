@@ -112,7 +112,8 @@ static bool again(uvp_ctx_t *ctx, int rc, unsigned *n) {
 /* A failure in words: JetStream's own description when it gave one. */
 static const char *why(int rc, const uvp_outcome_t *o) {
   const uvp_nats_js_error_t *e = o != NULL ? o->value : NULL;
-  if (rc == UVP_NATS_EJETSTREAM && e != NULL && e->description != NULL)
+  if ((rc == UVP_NATS_EJETSTREAM || rc == UV_EACCES) && e != NULL &&
+      e->description != NULL) /* UV_EACCES: the server's words, subject */
     return e->description;
   return uvp_nats_strerror(rc);
 }
@@ -748,7 +749,7 @@ static uvp_ret_t co_setup(void *arg) {
   uvp_promise_t *p;
   uvp_outcome_t o = {0};
   unsigned n = 0;
-  const char *what = co->cli->url;
+  const char *what = co->cli->shown;
   uvp_nats_connect_opts_t c = {.on_event = on_event, .arg = co};
   c.options = connect_options("uvp-fanout", co->cli, &c.url);
   int rc = uvp_await_take(fanout_nats_connect(ctx, &c, co->cli, &p), &p, &o);
@@ -1266,7 +1267,7 @@ static uvp_ret_t wk_setup(void *arg) {
     rc = purge_watch(w);
   }
   if (rc != 0 && rc != UV_ECANCELED) {
-    fprintf(stderr, "uvp-fanout: job %s: %s: %s\n", w->cli->job, w->cli->url,
+    fprintf(stderr, "uvp-fanout: job %s: %s: %s\n", w->cli->job, w->cli->shown,
             why(rc, &o));
     w->exit_code = 1;
   }

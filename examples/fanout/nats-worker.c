@@ -10,7 +10,8 @@
  * is cut (its fetch stops) and not answered.  SIGTERM or SIGINT drains
  * within -m: no new request is taken, those taken are answered; past -m
  * what still waits is answered ECANCELED and what runs is cut; a second
- * signal does that at once.  Then it exits 0. */
+ * signal does that at once.  Then it exits 0.  A signal while it connects
+ * stops the connect at once (exit 0). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,12 +32,16 @@ typedef struct worker_s {
   uvp_nats_svc_t *svc;
   char name[300];
   uv_signal_t sigint, sigterm;
-  uv_timer_t trim;        /* gives a refused pile's memory back (trim_check) */
-  uint64_t trim_busy;     /* EBUSY answers counted at the last look */
-  int trim_due;           /* some came since the last trim */
-  uvp_promise_t *drain;   /* on_drained's */
-  uvp_promise_t *drain_p; /* the drain's own: settled, the service is gone */
-  int signals;            /* received so far */
+  uv_timer_t trim; /* gives a refused pile's memory back (trim_check) */
+  uv_timer_t stop; /* stops the worker outside uvp_nats's callbacks */
+  const char *url;
+  bool down;               /* disconnected: nats.c reconnects */
+  uint64_t trim_busy;      /* EBUSY answers counted at the last look */
+  int trim_due;            /* some came since the last trim */
+  uvp_promise_t *drain;    /* on_drained's */
+  uvp_promise_t *drain_p;  /* the drain's own: settled, the service is gone */
+  uvp_promise_t *starting; /* the connect or the first flush, awaited */
+  int signals;             /* received so far */
   int exit_code;
 } worker_t;
 
@@ -230,6 +235,7 @@ static void signals_close(worker_t *w) {
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
     uv_close((uv_handle_t *)&w->trim, NULL);
+    uv_close((uv_handle_t *)&w->stop, NULL);
   }
 }
 
@@ -253,6 +259,61 @@ static void trim_check(uv_timer_t *t) {
 #ifdef __GLIBC__
     malloc_trim(0);
 #endif
+  }
+}
+
+/* The end without a drain: the connection is gone for good, or down
+ * with nothing held (nothing to answer, and nothing can come). */
+static void worker_end(worker_t *w) {
+  w->svc = NULL; /* freed with its connection */
+  signals_close(w);
+  if (w->nc != NULL)
+    uvp_nats_close(w->nc);
+  w->nc = NULL;
+  uvp_curl_close(w->r->curl);
+  w->r->curl = NULL;
+}
+
+static void on_stop(uv_timer_t *t) { worker_end(t->data); }
+
+/* What the connection does is said, as it happens: a worker that cannot
+ * serve must not look as if it did.  nats.c gives up on a server that
+ * refuses the credentials twice (a password rotated under it): closed
+ * for good, the worker ends (exit 1) with nats.c's words. */
+static void on_event(void *arg, uvp_nats_t *nc, uvp_nats_event_t event) {
+  worker_t *w = arg;
+  const char *why = NULL;
+  natsConnection *conn = uvp_nats_connection(nc);
+  if (conn != NULL)
+    (void)natsConnection_GetLastError(conn, &why); /* its status: why's */
+  switch (event) {
+  case UVP_NATS_DISCONNECTED:
+    w->down = true;
+    fprintf(stderr, "uvp-fanout: %s: disconnected; reconnecting\n", w->url);
+    break;
+  case UVP_NATS_RECONNECTED:
+    w->down = false;
+    fprintf(stderr, "uvp-fanout: %s: reconnected\n", w->url);
+    break;
+  case UVP_NATS_CLOSED:
+    fprintf(stderr, "uvp-fanout: %s: the connection is closed for good%s%s\n",
+            w->url, why != NULL && *why != '\0' ? ": " : "",
+            why != NULL ? why : "");
+    w->exit_code = 1;
+    uv_timer_start(&w->stop, on_stop, 0, 0); /* not inside its callback */
+    break;
+  case UVP_NATS_DENIED: /* said at once; its own subscription refused:
+                           it cannot serve, it ends (exit 1) */
+    why = uvp_nats_denied(nc) != NULL ? uvp_nats_denied(nc) : "denied";
+    fprintf(stderr, "uvp-fanout: %s: %s\n", w->url, why);
+    if (strstr(why, "Subscription to \"" NATS_SUBJECT) != NULL &&
+        w->exit_code == 0) {
+      w->exit_code = 1;
+      uv_timer_start(&w->stop, on_stop, 0, 0);
+    }
+    break;
+  default:
+    break;
   }
 }
 
@@ -285,7 +346,16 @@ static void on_signal(uv_signal_t *h, int signum) {
   worker_t *w = h->data;
   (void)signum;
   uvp_promise_t *d;
-  if (w->svc == NULL) /* not serving (yet): nothing to drain */
+  if (w->starting != NULL) { /* not serving yet: stop starting */
+    w->signals++;
+    /* it fails only when the promise has settled this turn: worker_start
+     * reads w->signals either way */
+    int rc = uvp_promise_cancel(w->starting);
+    if (rc != 0 && rc != UVP_ESETTLED)
+      fprintf(stderr, "uvp-fanout: stopping: %s\n", uvp_nats_strerror(rc));
+    return;
+  }
+  if (w->svc == NULL) /* nothing to drain */
     return;
   if (w->signals++ > 0) {
     if (uvp_promise_state(w->drain_p) != UVP_PENDING)
@@ -294,6 +364,14 @@ static void on_signal(uv_signal_t *h, int signum) {
     fflush(stdout);
     if (uvp_nats_serve_drain_within(w->svc, 0, &d) == 0)
       uvp_promise_release(d); /* on_drained is already on it */
+    return;
+  }
+  uvp_nats_serve_stats_ex_t ex;
+  if (w->down && uvp_nats_serve_stats_ex(w->svc, &ex) == 0 &&
+      ex.waiting + ex.running == 0) { /* nothing to answer, nor to come */
+    printf("stopping %s: disconnected, nothing held\n", w->name);
+    fflush(stdout);
+    worker_end(w);
     return;
   }
   /* What it did, for its operator (the service is freed by the drain). */
@@ -305,8 +383,10 @@ static void on_signal(uv_signal_t *h, int signum) {
            (unsigned long long)st.replied, (unsigned long long)st.failed,
            (unsigned long long)st.expired);
   fflush(stdout);
-  if (uvp_nats_serve_drain_within(w->svc, w->r->http.timeout_ms, &d) != 0) {
-    signals_close(w);
+  int rc = uvp_nats_serve_drain_within(w->svc, w->r->http.timeout_ms, &d);
+  if (rc != 0) { /* UVP_ECLOSED: the connection is gone, nothing to drain */
+    fprintf(stderr, "uvp-fanout: drain: %s\n", uvp_nats_strerror(rc));
+    worker_end(w);
     return;
   }
   w->drain_p = uvp_promise_retain(d);
@@ -319,21 +399,25 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   run_t *r = w->r;
   uvp_promise_t *c, *f = NULL;
   uvp_nats_connect_opts_t o = {.url = cli->url,
-                               .options = fanout_nats_options(w->name, cli)};
+                               .options = fanout_nats_options(w->name, cli),
+                               .on_event = on_event,
+                               .arg = w};
   int rc = fanout_nats_connect(r->ctx, &o, cli, &c);
   if (rc != 0)
     return rc;
+  w->starting = c;
   settle(r->loop, c);
+  w->starting = NULL;
   void *words = NULL;
   rc = uvp_promise_reason(c, &words);
   if (rc == 0)
     w->nc = uvp_promise_value(c);
-  else
+  else if (w->signals == 0)
     fanout_nats_connect_failed(cli, rc, words);
   uvp_promise_mark_handled(c); /* said, or taken */
   uvp_promise_release(c);
   if (rc != 0)
-    return 1; /* said */
+    return w->signals > 0 ? 2 : 1; /* 2: stopped by a signal, 1: said */
   uvp_nats_serve_opts_t so = {.start = serve_one,
                               .arg = w,
                               .limit = (size_t)cli->concurrency,
@@ -343,11 +427,16 @@ static int worker_start(worker_t *w, const nats_cli_t *cli) {
   if (rc == 0)
     rc = uvp_nats_flush(w->nc, &f);
   if (rc == 0) {
+    w->starting = f;
     settle(r->loop, f);
+    w->starting = NULL;
     rc = uvp_promise_reason(f, NULL);
+    uvp_promise_mark_handled(f); /* said by our caller */
   }
   uvp_promise_release(f);
-  return rc;
+  if (w->exit_code != 0) /* refused or closed meanwhile: said by on_event */
+    return 1;
+  return rc != 0 && w->signals > 0 ? 2 : rc;
 }
 
 static void signals_start(worker_t *w) {
@@ -357,7 +446,8 @@ static void signals_start(worker_t *w) {
   uv_signal_start(&w->sigint, on_signal, SIGINT);
   uv_signal_start(&w->sigterm, on_signal, SIGTERM);
   uv_timer_init(w->r->loop, &w->trim);
-  w->trim.data = w;
+  uv_timer_init(w->r->loop, &w->stop);
+  w->trim.data = w->stop.data = w;
   uv_unref((uv_handle_t *)&w->trim);
   uv_timer_start(&w->trim, trim_check, 1000, 1000);
 }
@@ -373,7 +463,7 @@ void fanout_worker_name(const nats_cli_t *cli, char *buf, size_t size) {
 }
 
 int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
-  worker_t w = {.r = r};
+  worker_t w = {.r = r, .url = cli->shown};
   fanout_worker_name(cli, w.name, sizeof(w.name));
   int rc = uvp_ctx_new(r->loop, &r->ctx);
   if (rc == 0)
@@ -390,9 +480,12 @@ int fanout_nats_worker(run_t *r, const nats_cli_t *cli) {
     printf("serving as %s\n", w.name);
     fflush(stdout); /* whoever started us waits for this line */
     uv_run(r->loop, UV_RUN_DEFAULT); /* until drained */
+  } else if (rc == 2) { /* a signal while it connected: nothing to drain */
+    printf("stopped %s before it served\n", w.name);
   } else {
     if (rc != 1) /* 1: said by worker_start */
-      fprintf(stderr, "uvp-fanout: %s: %s\n", cli->url, uvp_nats_strerror(rc));
+      fprintf(stderr, "uvp-fanout: %s: %s\n", cli->shown,
+              uvp_nats_strerror(rc));
     w.exit_code = 1;
   }
   signals_close(&w);

@@ -1,7 +1,9 @@
 /* A coordinator: three jobs to whichever workers listen, every outcome.
  * ./coordinator nats://127.0.0.1:4222 (credentials and TLS from the
- * environment: NATS_USER, NATS_CREDS, NATS_CA..., uvp_nats_options_auth) */
+ * environment: NATS_USER, NATS_CREDS, NATS_CA..., uvp_nats_options_auth;
+ * the inbox prefix: NATS_INBOX_PREFIX) */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uvp-nats.h>
 
@@ -26,8 +28,10 @@ int main(int argc, char **argv) {
   }
   uvp_nats_connect_opts_t o = {.url = argv[1], .options = no}; /* given */
   uvp_nats_request_opts_t ro = {.timeout_ms = 2000}; /* Uvp-Timeout-Ms */
+  /* its replies' subjects: a prefix the server lets this user alone read */
+  uvp_nats_connect_more_t more = {.inbox_prefix = getenv("NATS_INBOX_PREFIX")};
   if (uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_nats_open(ctx, &o, &nc)) /* connects while we go on */
+      uvp_nats_open_more(ctx, &o, &more, &nc)) /* connects while we go on */
     return 2;
   for (int i = 0; i < 3; i++) /* sent as soon as the connection is up */
     uvp_nats_request(nc, "jobs", jobs[i], strlen(jobs[i]) + 1, &ro, &r[i]);
@@ -45,9 +49,11 @@ int main(int argc, char **argv) {
                    : uvp_nats_err_name(rc));
   }
   uvp_promise_release(all);
+  if (uvp_nats_connect_error(nc) != NULL) /* why it could not connect */
+    fprintf(stderr, "%s\n", uvp_nats_connect_error(nc));
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
-  nats_CloseAndWait(0);          /* nats.c's threads, after the last one */
+  nats_CloseAndWait(1000); /* bounded: an abandoned connect holds nats.c */
   return uv_loop_close(&loop) != 0 || failed > 0; /* 0: all answered */
 }

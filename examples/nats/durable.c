@@ -96,6 +96,6 @@ int main(int argc, char **argv) {
   uvp_promise_release(f);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
-  nats_CloseAndWait(0);
+  nats_CloseAndWait(1000); /* bounded: an abandoned connect holds nats.c */
   return uv_loop_close(&loop) != 0 ? 3 : status;
 }

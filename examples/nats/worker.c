@@ -17,8 +17,9 @@ static uvp_ret_t job(void *arg) { /* a job: its body in capitals */
 
 static uvp_ret_t ready(void *arg, const uvp_outcome_t *flush) {
   int rc = flush->status; /* 0: the server has our subscription */
-  (void)arg;
-  printf("%s\n", rc == 0 ? "serving" : uvp_nats_err_name(rc));
+  const char *why = uvp_nats_connect_error(arg); /* nats.c's words */
+  printf("%s%s%s\n", rc == 0 ? "serving" : uvp_nats_err_name(rc),
+         why != NULL ? ": " : "", why != NULL ? why : "");
   fflush(stdout);
   return uvp_ret_pass();
 }
@@ -44,19 +45,21 @@ int main(int argc, char **argv) {
   }
   uvp_nats_connect_opts_t o = {.url = argv[1], .options = no}; /* given */
   uvp_nats_serve_opts_t so = {.fiber = job, .limit = 100};
+  /* its replies' subjects: a prefix the server lets this user alone read */
+  uvp_nats_connect_more_t more = {.inbox_prefix = getenv("NATS_INBOX_PREFIX")};
   if (uv_loop_init(&loop) || uvp_ctx_new(&loop, &ctx) ||
-      uvp_nats_open(ctx, &o, &nc) ||
+      uvp_nats_open_more(ctx, &o, &more, &nc) ||
       uvp_nats_serve(nc, "jobs", "workers", &so, &svc) ||
       (argc == 3 &&
        uvp_nats_serve_set_max_waiting(svc, strtoull(argv[2], NULL, 10))) ||
       uvp_nats_flush(nc, &f) ||
-      uvp_promise_on(f, UVP_ON_BOTH | UVP_ON_TAKE, ready, NULL, NULL))
+      uvp_promise_on(f, UVP_ON_BOTH | UVP_ON_TAKE, ready, nc, NULL))
     return 2;
   uv_run(&loop, UV_RUN_DEFAULT); /* serves until killed, or cannot connect */
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);
   uv_run(&loop, UV_RUN_DEFAULT); /* the connection's close */
-  nats_CloseAndWait(0);          /* nats.c's threads, after the last one */
+  nats_CloseAndWait(1000); /* bounded: an abandoned connect holds nats.c */
   uv_loop_close(&loop);
   return 1;
 }

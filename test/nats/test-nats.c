@@ -947,9 +947,11 @@ static void test_open_closed_while_connecting(void **state) {
   uvp_ctx_close(ctx);
   assert_int_equal(reason(r), UVP_ECLOSED); /* as all a context had */
   uvp_promise_release(r);
-  for (int i = 0; i < 200 && uvp_nats_connection(nc) == NULL; i++)
-    uv_run(&f->loop, UV_RUN_ONCE); /* the connect returns, and closes */
-  assert_non_null(uvp_nats_connection(nc));
+  /* the connect is abandoned at once: its thread closes what it makes,
+   * the connection never has one */
+  for (int i = 0; i < 20; i++)
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_null(uvp_nats_connection(nc));
   assert_int_equal(uvp_nats_request(nc, "a.b", "x", 1, NULL, &r), UVP_ECLOSED);
   assert_int_equal(uvp_nats_close(nc), 0);
   assert_true(fixture_drain(f, 10000));
@@ -1567,8 +1569,10 @@ static void test_serve(void **state) {
              {"Uvp-Timeout-Ms: -5", "EPROTO"},
              {"Uvp-Timeout-Ms: 86400001", "EPROTO"},
              {"Uvp-Timeout-Ms: 0", "ETIMEDOUT"},
-             /* empty: nats.c hands it over as absent, it is not */
-             {"Uvp-Timeout-Ms:", "EPROTO"},
+             /* an empty value is absent (nats.c 3.4 cannot read a
+              * header block with one): served, with the default */
+             {"Uvp-Timeout-Ms:", NULL},
+             {"traceparent:", NULL},
              /* at or below the margin (20 here): nothing left to serve
               * it in, answered at once rather than dropped unanswered */
              {"Uvp-Timeout-Ms: 1", "ETIMEDOUT"},
@@ -1596,10 +1600,10 @@ static void test_serve(void **state) {
     uvp_nats_serve_stats(T.svc.svc, &st);
   } while (st.no_reply == 0 && uv_hrtime() - t0 < 10000000000ull);
   assert_int_equal(st.no_reply, 1);
-  assert_int_equal(st.bad, 7);
+  assert_int_equal(st.bad, 6);
   assert_int_equal(st.failed, 1);
-  assert_int_equal(st.received, 13);
-  assert_int_equal(st.served, 6);
+  assert_int_equal(st.received, 14);
+  assert_int_equal(st.served, 8);
   assert_int_equal(uvp_nats_unsubscribe(raw), 0);
 }
 
