@@ -4,16 +4,13 @@
  * and /trickle keep a timer per request; an abort (the client gone, or
  * demo_server_stop) closes it before the request is finished, so that
  * stop's callback comes after the last timer has closed. */
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "demo-server.h"
 #include "httpd.h"
+#include "sock.h"
 
 struct demo_server_s {
   uv_loop_t *loop;
@@ -247,16 +244,17 @@ int demo_server_refused_port(const char *ip) {
   int rc = uv_ip4_addr(ip, 0, &addr);
   if (rc != 0)
     return rc;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    return uv_translate_sys_error(errno);
+  uv_os_sock_t fd;
+  rc = sock_open(AF_INET, &fd);
+  if (rc != 0)
+    return rc;
   if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
       getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
-    rc = uv_translate_sys_error(errno);
-    close(fd);
+    rc = sock_err();
+    sock_close(fd);
     return rc;
   }
   /* Never listened on: once closed, a connect gets RST, i.e. refused. */
-  close(fd);
+  sock_close(fd);
   return ntohs(addr.sin_port);
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compat.h"
 #include "trace.h"
 
 static const char *const kind_names[] = {"internal", "server", "client",
@@ -93,14 +94,14 @@ static int load_one(trace_proc_t *p, const char *arg) {
   const char *eq = strchr(arg, '=');
   p->path = arg;
   if (eq != NULL && eq != arg && memchr(arg, '/', (size_t)(eq - arg)) == NULL) {
-    p->name = strndup(arg, (size_t)(eq - arg));
+    p->name = compat_strndup(arg, (size_t)(eq - arg));
     p->path = eq + 1;
   } else {
     const char *base = strrchr(arg, '/') != NULL ? strrchr(arg, '/') + 1 : arg;
     size_t len = strlen(base);
     if (len > 5 && strcmp(base + len - 5, ".json") == 0)
       len -= 5;
-    p->name = strndup(base, len);
+    p->name = compat_strndup(base, len);
   }
   p->doc = trace_load(p->path);
   if (p->doc == NULL)
