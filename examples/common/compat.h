@@ -1,7 +1,7 @@
 /* POSIX calls the tools use that Windows' C runtime (mingw-w64's, for
  * .ci/mingw) does not have, written once here in C11 so that the tools
  * build unchanged there: strndup and getline.  The library itself needs
- * neither. */
+ * neither.  (And how a printf-like function says so, on both.) */
 #ifndef COMPAT_H
 #define COMPAT_H
 
@@ -11,6 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+
+/* printf's format checks for a function that formats with vprintf: on
+ * mingw-w64, whose gcc checks "printf" as Microsoft's runtime has it,
+ * the C99 formats (%zu, %llu) that __USE_MINGW_ANSI_STDIO gives. */
+#if defined(__MINGW32__) && !defined(__clang__)
+#define COMPAT_PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#else
+#define COMPAT_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#endif
 
 /* strndup: at most n bytes of s, terminated; NULL without memory. */
 static inline char *compat_strndup(const char *s, size_t n) {

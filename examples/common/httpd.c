@@ -34,6 +34,7 @@
 
 #include <llhttp.h>
 
+#include "compat.h"
 #include "httpd.h"
 #include "sock.h"
 
@@ -164,8 +165,7 @@ static void conn_continue(conn_t *c);
 static void conn_arm(conn_t *c);
 static void accept_retry(uv_timer_t *t);
 
-static void httpd_log(httpd_t *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void httpd_log(httpd_t *s, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 
 static void httpd_log(httpd_t *s, const char *fmt, ...) {
   char line[320];
@@ -1225,7 +1225,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
    * close. */
   int may_shed = 1;
   for (int i = 0; i < ACCEPTS_PER_WAKEUP && !s->stopping; i++) {
-    uv_os_sock_t fd;
+    uv_os_sock_t fd = SOCK_NONE;
     int e = sock_accept(s->fd, &fd);
     if (e == 0) {
       s->accepted_paused += s->paused;
@@ -1330,7 +1330,7 @@ void httpd_opts_init(httpd_opts_t *opts) {
  * the port: neither there. */
 static int listen_socket(const struct sockaddr *addr, socklen_t len,
                          int reuse_port, uv_os_sock_t *out) {
-  uv_os_sock_t fd;
+  uv_os_sock_t fd = SOCK_NONE;
   int rc = sock_open(addr->sa_family, &fd);
   if (rc != 0)
     return rc;

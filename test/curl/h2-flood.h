@@ -23,6 +23,7 @@
 #define UVP_TEST_CURL_H2_FLOOD_H
 
 #if defined(_WIN32)
+#include <string.h>
 /* Not on Windows (.ci/mingw): the busy limit it tests reads Linux's
  * TCP_INFO, and libcurl is built there without HTTP/2; its tests skip
  * (H2_FLOOD_SKIP). */
@@ -34,7 +35,8 @@ typedef struct h2_flood_s {
   double flood_ms;
 } h2_flood_t;
 static inline int h2_flood_start(h2_flood_t *s, int kind, unsigned secs) {
-  (void)s, (void)kind, (void)secs;
+  (void)kind, (void)secs;
+  memset(s, 0, sizeof(*s));
   return UV_ENOTSUP;
 }
 static inline void h2_flood_join(h2_flood_t *s) { (void)s; }

@@ -508,6 +508,9 @@ static void thread_server_join(thread_server_t *t) {
 
 /* Open descriptors of this process. */
 static int open_fds(void) {
+#if defined(_WIN32)
+  return -1; /* none to count (under wine, /proc is wine's own process) */
+#endif
   int n = 0;
   uv_fs_t req;
   if (uv_fs_scandir(NULL, &req, "/proc/self/fd", 0, NULL) < 0)
