@@ -20,9 +20,11 @@ void cli_option_error(const char *tool, int c, char **argv,
   int matches = 0; /* an abbreviation of two or more: ambiguous */
   for (const struct option *o = longopts; is_long && o->name != NULL; o++)
     matches += strncmp(o->name, arg + 2, (size_t)len - 2) == 0;
-  const char *what = c == ':' ? "needs an argument"
-                     : is_long && optopt != 0 && strchr(arg, '=') != NULL
+  /* A known long option with "=value" failed only if it takes none:
+   * glibc's getopt says '?' for that, BSD's (mingw-w64's, macOS's) ':'. */
+  const char *what = is_long && optopt != 0 && strchr(arg, '=') != NULL
                          ? "takes no argument"
+                     : c == ':'    ? "needs an argument"
                      : matches > 1 ? "is ambiguous"
                                    : NULL;
   if (what != NULL)

@@ -5,6 +5,8 @@
 
 #include <getopt.h>
 
+#include "compat.h"
+
 /* getopt_long's '?' or ':' (opterr 0, shortopts beginning with ':') as
  * one line on stderr: the option, what is wrong with it, and where the
  * usage is ("uvp-files: unknown option '--foo' (uvp-files --help lists
@@ -14,7 +16,7 @@ void cli_option_error(const char *tool, int c, char **argv,
 
 /* Any other usage error (a missing or extra operand), the same way:
  * "TOOL: WHAT (TOOL --help lists the options)". */
-__attribute__((format(printf, 2, 3))) void
-cli_usage_error(const char *tool, const char *fmt, ...);
+COMPAT_PRINTF(2, 3)
+void cli_usage_error(const char *tool, const char *fmt, ...);
 
 #endif

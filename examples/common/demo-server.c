@@ -4,16 +4,13 @@
  * and /trickle keep a timer per request; an abort (the client gone, or
  * demo_server_stop) closes it before the request is finished, so that
  * stop's callback comes after the last timer has closed. */
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "demo-server.h"
 #include "httpd.h"
+#include "sock.h"
 
 struct demo_server_s {
   uv_loop_t *loop;
@@ -23,10 +20,10 @@ struct demo_server_s {
   unsigned long long hanging; /* /hang requests whose client is still there */
 };
 
-#define TEXT "Content-Type: text/plain\r\n"
+#define TEXT_PLAIN "Content-Type: text/plain\r\n"
 
 static void respond(httpd_req_t *req, int status, const char *body) {
-  httpd_respond(req, status, TEXT, body, strlen(body));
+  httpd_respond(req, status, TEXT_PLAIN, body, strlen(body));
 }
 
 /* Bytes as they are, then the end of the connection. */
@@ -160,13 +157,13 @@ static void handle(httpd_req_t *req, void *arg) {
   } else if (strcmp(p, "/close-after") == 0) {
     /* A well-formed keep-alive answer, then FIN: what the client sees when
      * a server's keep-alive timeout runs out just after a response. */
-    static const char msg[] =
-        "HTTP/1.1 200 OK\r\n" TEXT "Content-Length: 5\r\n\r\n" DEMO_FAST_BODY;
+    static const char msg[] = "HTTP/1.1 200 OK\r\n" TEXT_PLAIN
+                              "Content-Length: 5\r\n\r\n" DEMO_FAST_BODY;
     write_and_close(req, msg, sizeof(msg) - 1);
   } else if (strcmp(p, "/until-close") == 0) {
     /* No Content-Length, no chunks: the body ends where the connection
      * does (RFC 9112 6.3, the last rule). */
-    static const char msg[] = "HTTP/1.1 200 OK\r\n" TEXT
+    static const char msg[] = "HTTP/1.1 200 OK\r\n" TEXT_PLAIN
                               "Connection: close\r\n\r\n" DEMO_UNTIL_CLOSE_BODY;
     write_and_close(req, msg, sizeof(msg) - 1);
   } else if (strcmp(p, "/reset") == 0) {
@@ -247,16 +244,17 @@ int demo_server_refused_port(const char *ip) {
   int rc = uv_ip4_addr(ip, 0, &addr);
   if (rc != 0)
     return rc;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    return uv_translate_sys_error(errno);
+  uv_os_sock_t fd = SOCK_NONE;
+  rc = sock_open(AF_INET, &fd);
+  if (rc != 0)
+    return rc;
   if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
       getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
-    rc = uv_translate_sys_error(errno);
-    close(fd);
+    rc = sock_err();
+    sock_close(fd);
     return rc;
   }
   /* Never listened on: once closed, a connect gets RST, i.e. refused. */
-  close(fd);
+  sock_close(fd);
   return ntohs(addr.sin_port);
 }

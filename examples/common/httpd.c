@@ -20,27 +20,23 @@
  * request, if any, finished: an aborted request may be finished later (the
  * gateway's after its cancelled fan-out settles).  The server goes when its
  * own handles and every connection have. */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/ioctl.h>
+#ifndef _WIN32
 #include <sys/resource.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#endif
 
 #include <llhttp.h>
 
+#include "compat.h"
 #include "httpd.h"
+#include "sock.h"
 
 /* Unparsed input kept per connection, and so the most one read takes. */
 #define MAX_PENDING (16 * 1024)
@@ -69,7 +65,7 @@ typedef struct conn_s conn_t;
 struct httpd_s {
   uv_loop_t *loop;
   httpd_opts_t opts;
-  int fd;             /* the listening socket */
+  uv_os_sock_t fd;    /* the listening socket */
   uv_poll_t listener; /* readable: clients to accept */
   uv_timer_t retry;   /* accept again, after it failed for descriptors */
   uv_timer_t note;    /* says what was shed while the line was held */
@@ -169,8 +165,7 @@ static void conn_continue(conn_t *c);
 static void conn_arm(conn_t *c);
 static void accept_retry(uv_timer_t *t);
 
-static void httpd_log(httpd_t *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void httpd_log(httpd_t *s, const char *fmt, ...) COMPAT_PRINTF(2, 3);
 
 static void httpd_log(httpd_t *s, const char *fmt, ...) {
   char line[320];
@@ -957,10 +952,10 @@ static void on_conn_timer(uv_timer_t *t) {
 
 /* ---- accepting ----------------------------------------------------------- */
 
-static void conn_open(httpd_t *s, int fd) {
+static void conn_open(httpd_t *s, uv_os_sock_t fd) {
   conn_t *c = calloc(1, sizeof(*c));
   if (c == NULL) {
-    close(fd);
+    sock_close(fd);
     return;
   }
   c->srv = s;
@@ -975,7 +970,7 @@ static void conn_open(httpd_t *s, int fd) {
   s->nconns++;
   s->stats.open = s->nconns;
   if (uv_tcp_open(&c->tcp, fd) != 0) {
-    close(fd);
+    sock_close(fd);
     conn_close(c, 0);
     return;
   }
@@ -988,9 +983,12 @@ static void conn_open(httpd_t *s, int fd) {
    * send buffer is full: that grows to megabytes (tcp_wmem) for a client
    * that reads nothing.  Beyond, they wait in libuv's queue, where the
    * backpressure and the send timeout see them.  (Linux 3.12; where it is
-   * refused, the send buffer bounds them.) */
-  int lowat = (int)s->opts.max_output;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
+   * refused, or where the system has no such option, the send buffer
+   * bounds them.) */
+#ifdef TCP_NOTSENT_LOWAT
+  (void)sock_set_int(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT,
+                     (int)s->opts.max_output);
+#endif
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
   c->in_head = 1; /* the first request's header timeout runs from now */
@@ -1077,12 +1075,8 @@ static uint64_t shed_since(const conn_t *c, int kind) {
  * connection accepted a moment ago whose request is there (or an idle
  * one whose next request has come) is about to be served, not silent. */
 static int unread(const conn_t *c) {
-  uv_os_fd_t fd;
-  int n = 0;
-  if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 ||
-      ioctl(fd, FIONREAD, &n) != 0)
-    return 0;
-  return n;
+  uv_os_sock_t fd;
+  return sock_of((const uv_handle_t *)&c->tcp, &fd) == 0 ? sock_unread(fd) : 0;
 }
 
 /* A connection picked for shedding, and what it is. */
@@ -1201,9 +1195,24 @@ static size_t shed(httpd_t *s, int err, int fd) {
 
 /* accept takes a descriptor before it looks for a client: at the limit it
  * fails with EMFILE whether one waits or not.  Whether one does. */
-static int client_waiting(const httpd_t *s) {
-  struct pollfd p = {.fd = s->fd, .events = POLLIN};
-  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+static int client_waiting(const httpd_t *s) { return sock_readable(s->fd); }
+
+/* A client accepted on one of the last descriptors (POSIX numbers them
+ * lowest first): moved down into one that shedding freed, if it can be.
+ * Windows has no such limit (fd_low stays 0). */
+static uv_os_sock_t move_low(uv_os_sock_t fd) {
+#ifdef _WIN32
+  return fd;
+#else
+  int low = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (low >= 0 && low < fd) {
+    close(fd);
+    return low;
+  }
+  if (low >= 0)
+    close(low);
+  return fd;
+#endif
 }
 
 static void on_acceptable(uv_poll_t *h, int status, int events) {
@@ -1216,10 +1225,11 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
    * close. */
   int may_shed = 1;
   for (int i = 0; i < ACCEPTS_PER_WAKEUP && !s->stopping; i++) {
-    int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
+    uv_os_sock_t fd = SOCK_NONE;
+    int e = sock_accept(s->fd, &fd);
+    if (e == 0) {
       s->accepted_paused += s->paused;
-      if (s->fd_low == 0 || fd < s->fd_low) {
+      if (s->fd_low == 0 || (int64_t)fd < s->fd_low) {
         conn_open(s, fd);
         may_shed = 1;
         continue;
@@ -1231,15 +1241,8 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
        * clients would fill them one by one).  If none can go yet,
        * accepting more would take the room itself (a flood of silent
        * clients in the backlog), so accept waits instead. */
-      size_t freed = shed(s, 0, fd);
-      int low = freed > 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
-      if (low >= 0 && low < fd) {
-        close(fd);
-        fd = low;
-      } else if (low >= 0) {
-        close(low);
-      }
-      conn_open(s, fd);
+      size_t freed = shed(s, 0, (int)fd);
+      conn_open(s, freed > 0 ? move_low(fd) : fd);
       if (freed > 0) {
         may_shed = 0;
         continue;
@@ -1248,20 +1251,19 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
                    s->shed_young ? SHED_MIN_AGE_MS : ACCEPT_RETRY_MS);
       return;
     }
-    int e = errno;
-    if (e == EINTR || e == ECONNABORTED || e == EPROTO || e == EPERM)
+    if (e == UV_EINTR || e == UV_ECONNABORTED || e == UV_EPROTO ||
+        e == UV_EPERM)
       continue; /* that client only */
-    if ((e == EMFILE || e == ENFILE) && !client_waiting(s)) {
-      e = EAGAIN; /* at the limit exactly, and nobody waits */
-    } else if ((e == EMFILE || e == ENFILE) && may_shed &&
-               shed(s, uv_translate_sys_error(e), -1) > 0) {
+    if ((e == UV_EMFILE || e == UV_ENFILE) && !client_waiting(s)) {
+      e = UV_EAGAIN; /* at the limit exactly, and nobody waits */
+    } else if ((e == UV_EMFILE || e == UV_ENFILE) && may_shed &&
+               shed(s, e, -1) > 0) {
       may_shed = 0;
       continue;
     }
-    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+    if (e == UV_EMFILE || e == UV_ENFILE || e == UV_ENOBUFS || e == UV_ENOMEM) {
       /* Sooner if idle connections will soon be old enough to close. */
-      accept_pause(s, uv_translate_sys_error(e),
-                   s->shed_young ? SHED_MIN_AGE_MS : ACCEPT_RETRY_MS);
+      accept_pause(s, e, s->shed_young ? SHED_MIN_AGE_MS : ACCEPT_RETRY_MS);
     } else if (s->paused) { /* EAGAIN: nobody waits any more */
       s->paused = 0;
       httpd_log(s,
@@ -1279,7 +1281,7 @@ static void on_acceptable(uv_poll_t *h, int status, int events) {
 static void server_handle_closed(uv_handle_t *h) {
   httpd_t *s = h->data;
   if (h == (uv_handle_t *)&s->listener)
-    close(s->fd); /* uv_poll does not own it */
+    sock_close(s->fd); /* uv_poll does not own it */
   s->handles--;
   server_maybe_done(s);
 }
@@ -1323,21 +1325,28 @@ void httpd_opts_init(httpd_opts_t *opts) {
 }
 
 /* A listening socket made here rather than by uv_tcp_bind: SO_REUSEPORT
- * must be set before bind, and libuv 1.44 has no flag for it. */
+ * must be set before bind, and libuv 1.44 has no flag for it.  Windows has
+ * no SO_REUSEPORT, and its SO_REUSEADDR would let another program take
+ * the port: neither there. */
 static int listen_socket(const struct sockaddr *addr, socklen_t len,
-                         int reuse_port, int *out) {
-  int fd =
-      socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return uv_translate_sys_error(errno);
-  int on = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
-      (reuse_port &&
-       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0) ||
-      bind(fd, addr, len) != 0 || listen(fd, SOMAXCONN) != 0) {
-    int err = uv_translate_sys_error(errno);
-    close(fd);
-    return err;
+                         int reuse_port, uv_os_sock_t *out) {
+  uv_os_sock_t fd = SOCK_NONE;
+  int rc = sock_open(addr->sa_family, &fd);
+  if (rc != 0)
+    return rc;
+#ifdef _WIN32
+  if (reuse_port)
+    rc = UV_ENOTSUP;
+#else
+  rc = sock_set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  if (rc == 0 && reuse_port)
+    rc = sock_set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+#endif
+  if (rc == 0 && (bind(fd, addr, len) != 0 || listen(fd, SOMAXCONN) != 0))
+    rc = sock_err();
+  if (rc != 0) {
+    sock_close(fd);
+    return rc;
   }
   *out = fd;
   return 0;
@@ -1356,20 +1365,20 @@ int httpd_start(uv_loop_t *loop, const char *ip, int port,
   if (rc != 0)
     return rc;
   socklen_t len = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-  int fd = -1;
+  uv_os_sock_t fd = SOCK_NONE;
   rc = listen_socket((struct sockaddr *)&addr, len,
                      opts != NULL && opts->reuse_port, &fd);
   if (rc != 0)
     return rc;
   len = sizeof(addr);
   if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
-    rc = uv_translate_sys_error(errno);
-    close(fd);
+    rc = sock_err();
+    sock_close(fd);
     return rc;
   }
   httpd_t *s = calloc(1, sizeof(*s));
   if (s == NULL) {
-    close(fd);
+    sock_close(fd);
     return UV_ENOMEM;
   }
   if (opts != NULL)
@@ -1384,6 +1393,7 @@ int httpd_start(uv_loop_t *loop, const char *ip, int port,
   s->handler = handler;
   s->arg = arg;
   s->fd = fd;
+#ifndef _WIN32 /* (Windows: no limit on sockets but memory) */
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
       rl.rlim_cur <= INT_MAX) {
@@ -1391,12 +1401,13 @@ int httpd_start(uv_loop_t *loop, const char *ip, int port,
     s->fd_limit = (int)rl.rlim_cur;
     s->fd_low = s->fd_limit - (room < SHED_HEADROOM ? room : SHED_HEADROOM);
   }
+#endif
   s->port = ntohs(addr.ss_family == AF_INET6
                       ? ((struct sockaddr_in6 *)&addr)->sin6_port
                       : ((struct sockaddr_in *)&addr)->sin_port);
   rc = uv_poll_init_socket(loop, &s->listener, fd);
   if (rc != 0) {
-    close(fd);
+    sock_close(fd);
     free(s);
     return rc;
   }

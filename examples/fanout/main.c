@@ -38,6 +38,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "compat.h"
 #include "demo-server.h"
 #include "fanout.h"
 #include "jsonw.h"
@@ -317,7 +318,8 @@ static int urls_read(urls_t *u, const char *path) {
   size_t cap = 0;
   ssize_t len;
   int rc = 0;
-  while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+  errno = 0;
+  while (rc == 0 && (len = compat_getline(&line, &cap, f)) >= 0) {
     char *s = line;
     while (*s == ' ' || *s == '\t')
       s++;
@@ -328,6 +330,8 @@ static int urls_read(urls_t *u, const char *path) {
   }
   if (rc == 0 && ferror(f))
     rc = UV_EIO;
+  else if (rc == 0 && errno == ENOMEM)
+    rc = UV_ENOMEM;
   free(line);
   if (f != stdin)
     fclose(f);
@@ -1515,8 +1519,11 @@ int main(int argc, char **argv) {
   nats.retries = (unsigned)nats_retry;
   nats.concurrency = concurrency;
 
-  /* A peer closing while we write must be an error code, not a signal. */
+  /* A peer closing while we write must be an error code, not a signal
+   * (Windows has no such signal: there it is an error code already). */
+#ifdef SIGPIPE
   signal(SIGPIPE, SIG_IGN);
+#endif
 
   uv_loop_t loop;
   int rc = uv_loop_init(&loop);

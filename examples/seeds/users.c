@@ -9,14 +9,14 @@
  * cc -o users users.c $(pkg-config --cflags --libs uvp) && ./users */
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+#include <string.h>
 #include <uvp.h>
 
-static char dir[] = "/tmp/users-XXXXXX";
+static char dir[1024];
 static const char *names[] = {"Alice", NULL, "Charlie", "Dave"};
 
 static int fetch_user(uvp_ctx_t *ctx, int id, uvp_promise_t **out) {
-  char path[64];
+  char path[1100];
   snprintf(path, sizeof(path), "%s/%d", dir, id);
   return uvp_fs_read_file(ctx, path, 0, out); /* a uvp_buf_t */
 }
@@ -49,9 +49,16 @@ static uvp_ret_t fetch_all_users_settled(uvp_ctx_t *ctx, void *arg) {
 
 int main(void) {
   static const int ids[] = {1, 2, 3, 4};
-  char path[64];
-  if (mkdtemp(dir) == NULL)
+  char path[1100];
+  uv_fs_t req; /* libuv's temporary directory and mkdtemp: Windows too */
+  size_t len = sizeof(dir) - sizeof("/users-XXXXXX");
+  if (uv_os_tmpdir(dir, &len) != 0)
     return 1;
+  strcat(dir, "/users-XXXXXX");
+  if (uv_fs_mkdtemp(NULL, &req, dir, NULL) != 0)
+    return 1;
+  strcpy(dir, req.path);
+  uv_fs_req_cleanup(&req);
   for (int id = 1; id <= 4; id++) { /* the users' "database" */
     snprintf(path, sizeof(path), "%s/%d", dir, id);
     FILE *f = names[id - 1] != NULL ? fopen(path, "w") : NULL;
@@ -64,8 +71,9 @@ int main(void) {
   int rc = uvp_main_run(fetch_all_users_settled, (void *)ids, NULL);
   for (int id = 1; id <= 4; id++) {
     snprintf(path, sizeof(path), "%s/%d", dir, id);
-    unlink(path);
+    remove(path);
   }
-  rmdir(dir);
+  uv_fs_rmdir(NULL, &req, dir, NULL);
+  uv_fs_req_cleanup(&req);
   return rc; /* 0: the fiber fulfilled, and nothing was left behind */
 }

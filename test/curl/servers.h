@@ -35,6 +35,7 @@
 #include <zlib.h>
 
 #include "../helpers.h"
+#include "sock.h" /* examples/common: sockets on POSIX and Windows */
 
 typedef struct hostile_s hostile_t;
 
@@ -391,7 +392,7 @@ static void silent_stop(silent_t *s) {
 /* ---- a listener whose accept queue is full ------------------------------ */
 
 typedef struct backlog_full_s {
-  int listen_fd, filler_fd;
+  uv_os_sock_t listen_fd, filler_fd;
   int port;
 } backlog_full_t;
 
@@ -403,7 +404,7 @@ static void backlog_full_start(backlog_full_t *b) {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   b->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(b->listen_fd >= 0);
+  assert_true(b->listen_fd != SOCK_NONE);
   assert_int_equal(bind(b->listen_fd, (struct sockaddr *)&a, sizeof(a)), 0);
   assert_int_equal(listen(b->listen_fd, 0), 0);
   socklen_t alen = sizeof(a);
@@ -414,8 +415,8 @@ static void backlog_full_start(backlog_full_t *b) {
 }
 
 static void backlog_full_stop(backlog_full_t *b) {
-  close(b->filler_fd);
-  close(b->listen_fd);
+  sock_close(b->filler_fd);
+  sock_close(b->listen_fd);
 }
 
 /* ---- a server on a thread of its own ----------------------------------- */
@@ -427,7 +428,8 @@ static void backlog_full_stop(backlog_full_t *b) {
  * client has in flight does, and nothing of it wakes the loop but the
  * answers.  A client silent for 10 s ends it. */
 typedef struct thread_server_s {
-  int fd, port;
+  uv_os_sock_t fd;
+  int port;
   unsigned delay_ms;
   int requests;
   int answered;
@@ -436,11 +438,15 @@ typedef struct thread_server_s {
 
 static void thread_server_run(void *arg) {
   thread_server_t *t = arg;
-  int c = accept(t->fd, NULL, NULL);
-  if (c < 0)
+  uv_os_sock_t c = accept(t->fd, NULL, NULL);
+  if (c == SOCK_NONE)
     return;
+#ifdef _WIN32
+  DWORD tv = 10000; /* (milliseconds there) */
+#else
   struct timeval tv = {10, 0};
-  setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+#endif
+  (void)setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, (const void *)&tv, sizeof(tv));
   char buf[4096] = "";
   size_t len = 0;
   while (t->answered < t->requests) {
@@ -448,7 +454,7 @@ static void thread_server_run(void *arg) {
     while ((end = strstr(buf, "\r\n\r\n")) == NULL) {
       if (len >= sizeof(buf) - 1)
         goto out;
-      ssize_t n = read(c, buf + len, sizeof(buf) - 1 - len);
+      ssize_t n = recv(c, buf + len, (int)(sizeof(buf) - 1 - len), 0);
       if (n <= 0)
         goto out;
       len += (size_t)n;
@@ -463,13 +469,13 @@ static void thread_server_run(void *arg) {
     int n = snprintf(answer, sizeof(answer),
                      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n%s\r\nlate\n",
                      last ? "Connection: close\r\n" : "");
-    if (write(c, answer, (size_t)n) < 0) {
+    if (send(c, answer, n, 0) < 0) {
       perror("thread server");
       break;
     }
   }
 out:
-  close(c);
+  sock_close(c);
 }
 
 static void thread_server_start_n(thread_server_t *t, unsigned delay_ms,
@@ -479,7 +485,7 @@ static void thread_server_start_n(thread_server_t *t, unsigned delay_ms,
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   t->fd = socket(AF_INET, SOCK_STREAM, 0);
-  assert_true(t->fd >= 0);
+  assert_true(t->fd != SOCK_NONE);
   assert_int_equal(bind(t->fd, (struct sockaddr *)&a, sizeof(a)), 0);
   assert_int_equal(listen(t->fd, 4), 0);
   socklen_t alen = sizeof(a);
@@ -497,11 +503,14 @@ static void thread_server_start(thread_server_t *t, unsigned delay_ms) {
 
 static void thread_server_join(thread_server_t *t) {
   assert_int_equal(uv_thread_join(&t->tid), 0);
-  close(t->fd);
+  sock_close(t->fd);
 }
 
 /* Open descriptors of this process. */
 static int open_fds(void) {
+#if defined(_WIN32)
+  return -1; /* none to count (under wine, /proc is wine's own process) */
+#endif
   int n = 0;
   uv_fs_t req;
   if (uv_fs_scandir(NULL, &req, "/proc/self/fd", 0, NULL) < 0)

@@ -174,6 +174,14 @@ static inline char *strndup(const char *s, size_t n) {
   return d;
 }
 
+static inline char *strcasestr(const char *hay, const char *needle) {
+  size_t n = strlen(needle);
+  for (; *hay != '\0'; hay++)
+    if (_strnicmp(hay, needle, n) == 0)
+      return (char *)hay;
+  return n == 0 ? (char *)hay : NULL;
+}
+
 /* open_memstream, as the tests use it: the text is there once the stream
  * is closed (fclose is this file's while a memstream is open). */
 static struct {
