@@ -16,6 +16,7 @@
  *   uvp/io.h        libuv operations: files, TCP, DNS, work, processes
  *   uvp/debug.h     task dumps, async traces, counters
  *   uvp/calls.h     calls between loops (one loop per core)
+ *   uvp/console.h   the live console's socket (uvp-console)
  * @endverbatim
  * Include uvp.h; an area header alone also compiles (each includes what
  * it needs), for a file that uses one area only.
@@ -144,6 +145,7 @@
 #include "uvp/debug.h"
 #include "uvp/calls.h"
 #include "uvp/tracing.h"
+#include "uvp/console.h"
 /* clang-format on */
 
 #endif /* UVP_H */

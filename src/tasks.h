@@ -30,4 +30,11 @@ struct uvp__task_sink_s {
   void (*task)(uvp__task_sink_t *sink, const uvp__task_t *t);
 };
 
+/* Every task of ctx, as the task dump lists them, told to sink (the
+ * layers' hooks, then the pending promises something waits on, then the
+ * records cut and winding down): the dump's walk, and the console's
+ * (console.c).  A promise's task has `since` in loop time (uvp__now's).
+ * Loop thread; allocates nothing. */
+void uvp__tasks_walk(uvp_ctx_t *ctx, uvp__task_sink_t *sink);
+
 #endif
