@@ -219,6 +219,23 @@ static void warn_begin(lint_t *k, const char *kind) {
   k->any = true;
 }
 
+/* The entry following id (a task a warning may name), made now if new;
+ * NULL when the table is full (the first ones are warned of). */
+static uvp__console_seen_t *seen(lint_t *k, const void *id) {
+  uvp__console_t *con = k->con;
+  uvp__console_seen_t *s = NULL;
+  for (size_t i = 0; i < con->nseen && s == NULL; i++)
+    if (con->seen[i].id == id)
+      s = &con->seen[i];
+  if (s == NULL && con->nseen < UVP__CONSOLE_SEEN) {
+    s = &con->seen[con->nseen++];
+    *s = (uvp__console_seen_t){id, k->now, 0};
+  }
+  if (s != NULL)
+    s->gen = con->gen;
+  return s;
+}
+
 /* A cancelled fiber: follow it; past the grace, a warning. */
 static void lint_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
   lint_t *k = (lint_t *)sink;
@@ -226,19 +243,8 @@ static void lint_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
   if (strcmp(t->kind, "fiber") != 0 ||
       (cause = uvp__cause_of(t->promise)) == NULL)
     return;
-  uvp__console_t *con = k->con;
-  uvp__console_seen_t *s = NULL;
-  for (size_t i = 0; i < con->nseen && s == NULL; i++)
-    if (con->seen[i].id == t->promise)
-      s = &con->seen[i];
-  if (s == NULL && con->nseen < UVP__CONSOLE_SEEN) {
-    s = &con->seen[con->nseen++];
-    *s = (uvp__console_seen_t){t->promise, k->now, 0};
-  }
-  if (s == NULL)
-    return; /* more than it follows: the first ones are warned of */
-  s->gen = con->gen;
-  if (k->now - s->first_ms < CANCEL_GRACE_MS)
+  uvp__console_seen_t *s = seen(k, t->promise);
+  if (s == NULL || k->now - s->first_ms < CANCEL_GRACE_MS)
     return;
   char buf[256], why[400];
   (void)uvp_cause_format(&cause->pub, buf, sizeof(buf));
@@ -270,7 +276,44 @@ static void lint_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
   put(k->d, "}", 1);
 }
 
-/* Forget the cancelled fibers this walk did not see (they ended). */
+/* A group whose members all ended but which nobody closed, released or
+ * joins: followed from the first snapshot that saw it so; past the
+ * grace, a warning. */
+static bool lint_group(void *slot, void *arg) {
+  uvp_promise_t *p = slot;
+  lint_t *k = arg;
+  if (p->state == UVP__S_FREE)
+    return false;
+  if (p->refs == 0 || p->state != UVP__S_PENDING)
+    return true;
+  const uvp__work_t *w = uvp__work_of(p);
+  const uvp__owner_t *g = w != NULL ? uvp__group_idle_open(w) : NULL;
+  uvp__console_seen_t *s = g != NULL ? seen(k, p) : NULL;
+  if (s == NULL || k->now - s->first_ms < CANCEL_GRACE_MS)
+    return true;
+  char desc[320], why[600];
+  (void)g->ops->describe(g, desc, sizeof(desc), NULL);
+  const char *at = strstr(desc, " at ");
+  while (at != NULL && strstr(at + 4, " at ") != NULL)
+    at = strstr(at + 4, " at ");
+  warn_begin(k, "group-idle");
+  puts_(k->d, ",\"task\":");
+  put_str(k->d, desc);
+  puts_(k->d, ",\"site\":");
+  put_str(k->d, at != NULL ? at + 4 : "?");
+  snprintf(why, sizeof(why),
+           "every member of it has ended (for %llu ms at least), yet it was "
+           "never closed (uvp_group_close), released, nor joined: its join "
+           "never settles and nothing awaits it",
+           (unsigned long long)(k->now - s->first_ms));
+  putf(k->d,
+       ",\"for_ms\":%llu,\"why\":", (unsigned long long)(k->now - s->first_ms));
+  put_str(k->d, why);
+  put(k->d, "}", 1);
+  return true;
+}
+
+/* Forget the tasks this walk did not see (they ended). */
 static void seen_sweep(uvp__console_t *con) {
   size_t j = 0;
   for (size_t i = 0; i < con->nseen; i++)
@@ -368,6 +411,7 @@ int uvp__console_snapshot(uvp__console_t *con, bool recorder, char **out,
   lint_t k = {{lint_task}, con, &d, uvp__now(ctx), false};
   con->gen++;
   uvp__tasks_walk(ctx, &k.sink);
+  uvp__promises_each(ctx, lint_group, &k);
   seen_sweep(con);
   stall_warnings(&k);
   putf(&d, "],\"cut\":%s}\n", d.cut ? "true" : "false");

@@ -37,4 +37,11 @@ struct uvp__task_sink_s {
  * Loop thread; allocates nothing. */
 void uvp__tasks_walk(uvp_ctx_t *ctx, uvp__task_sink_t *sink);
 
+/* The live console's warning of a group left open (group.c): if `work` is
+ * a group's join record and the group had members, all of them ended
+ * (none running or waiting to start, none of their requests or handles
+ * open), yet it is neither closed, released nor cut, and nothing waits
+ * for its join, the group (for its describe); else NULL.  Loop thread. */
+const uvp__owner_t *uvp__group_idle_open(const uvp__work_t *work);
+
 #endif

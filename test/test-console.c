@@ -419,6 +419,50 @@ static void test_warn_cancelled(void **state) {
   uvp_promise_release(p);
 }
 
+static uvp_ret_t quick(void *arg) {
+  (void)arg;
+  return uvp_ret_pass();
+}
+
+static void test_warn_group_idle(void **state) {
+  fixture_t *f = *state;
+  uvp_group_t *left, *closed, *busy;
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &left), 0);
+  assert_int_equal(uvp_group_set_name(left, "left-open"), 0);
+  assert_int_equal(uvp_group_spawn(left, quick, NULL, NULL), 0);
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &closed), 0);
+  assert_int_equal(uvp_group_spawn(closed, quick, NULL, NULL), 0);
+  assert_int_equal(uvp_group_close(closed), 0);
+  assert_int_equal(uvp_group_new(f->ctx, NULL, &busy), 0);
+  assert_int_equal(uvp_group_spawn(busy, sleeper, f->ctx, NULL), 0);
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  job_t j = {.fn = ask_twice};
+  run_with(f, &j, NULL);
+  json_t *first = json_loads(j.answer[0], 0, NULL);
+  json_t *second = json_loads(j.answer[1], 0, NULL);
+  assert_non_null(first);
+  assert_non_null(second);
+  assert_null(warning(first, "group-idle")); /* within its grace */
+  json_t *w = warning(second, "group-idle");
+  assert_non_null(w);
+  assert_non_null(
+      strstr(json_string_value(json_object_get(w, "task")), "left-open"));
+  assert_non_null(
+      strstr(json_string_value(json_object_get(w, "site")), "test-console.c"));
+  assert_non_null(
+      strstr(json_string_value(json_object_get(w, "why")), "never closed"));
+  /* Only that one: the closed group and the busy one are not warned of. */
+  assert_int_equal(json_array_size(json_object_get(second, "warnings")), 1);
+  json_decref(first);
+  json_decref(second);
+  job_free(&j);
+  uvp_group_release(left);
+  uvp_group_release(closed);
+  assert_int_equal(uvp_group_cancel(busy), 0);
+  uvp_group_release(busy);
+  run_loop(f);
+}
+
 /* ---- another user -------------------------------------------------------- */
 
 /* In a child as `nobody`: connect and ask; exit 0 if refused as expected
@@ -589,9 +633,10 @@ static void test_hostile(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
-      CONSOLE_TEST(test_listen_errors), CONSOLE_TEST(test_snapshot),
-      CONSOLE_TEST(test_warn_busy),     CONSOLE_TEST(test_warn_cancelled),
-      CONSOLE_TEST(test_other_user),    CONSOLE_TEST(test_hostile),
+      CONSOLE_TEST(test_listen_errors),   CONSOLE_TEST(test_snapshot),
+      CONSOLE_TEST(test_warn_busy),       CONSOLE_TEST(test_warn_cancelled),
+      CONSOLE_TEST(test_warn_group_idle), CONSOLE_TEST(test_other_user),
+      CONSOLE_TEST(test_hostile),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,6 +59,15 @@ extern "C" {
  *    1 s after a snapshot first saw it cancelled (`cause`, `for_ms`):
  *    counted from the first snapshot that saw it, so from the moment a
  *    console looked.
+ *  - `group-idle`: a group whose members all ended (none running or
+ *    waiting to start) that was never closed, released nor joined
+ *    (nothing waits for its join), 1 s after a snapshot first saw it so
+ *    (`for_ms`): its join never settles.  A group kept open on purpose
+ *    for work to come (a server's connections, idle) is warned of too.
+ *
+ * Not warned of: a promise nothing can settle any more (a promise the
+ * program settles can be settled by whoever holds it, which uvp cannot
+ * know); calls into a context whose loop is not running.
  *
  * A client cannot hold the loop or grow the program's memory: at most 8
  * clients (a ninth is closed at once); a request line longer than 255

@@ -203,6 +203,15 @@ def main():
                       and "HTTP" in screen(), 5)
         check(ok, "Enter shows the selected task's details")
 
+        # Seconds of the live view's snapshots later (the warnings that
+        # wait a grace have had it): still none on this normal run.
+        time.sleep(1.2)
+        rc, out, _ = once(console, path, "--json")
+        docs = [json.loads(ln) for ln in out.splitlines()] if rc == 0 else []
+        check(len(docs) == 2 and all(d["warnings"] == [] for d in docs),
+              "still no warning after %s of live snapshots: %s"
+              % ("seconds", [d["warnings"] for d in docs]))
+
         gw.kill()
         ok = wait_for(lambda: "console-exit=0" in screen(), 10)
         check(ok and "the program went away" in screen(),
