@@ -21,7 +21,7 @@ typedef struct ui_s {
   char status[4200];
 } ui_t;
 
-static const int width[NCOLS] = {4, 16, 8, 12, 36, 7, 7, 26, 9, 0};
+static const int width[NCOLS] = {4, 16, 8, 12, 40, 7, 7, 20, 9, 0};
 
 static long long now_ms(void) {
   struct timespec ts;

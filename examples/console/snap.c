@@ -161,6 +161,27 @@ static void state_of(json_t *t, char *buf, size_t cap) {
     snprintf(buf, cap, "%s%s", cut, str(t, "state"));
 }
 
+/* A site's file without its directories: the table is narrow (the
+ * details show it whole). */
+static const char *base(const char *site) {
+  const char *slash = strrchr(site, '/');
+  return slash != NULL ? slash + 1 : site;
+}
+
+/* A group as the table shows it: its name if it has one ("group \"NAME\"
+ * at FILE:LINE"), else where it was made. */
+static void short_group(const char *g, char *buf, size_t cap) {
+  const char *at = g != NULL ? strstr(g, " at ") : NULL;
+  if (g == NULL)
+    snprintf(buf, cap, "%s", "");
+  else if (at != NULL && strncmp(g, "group \"", 7) == 0)
+    snprintf(buf, cap, "%.*s", (int)(at - g - 6), g + 6);
+  else if (at != NULL)
+    snprintf(buf, cap, "group@%s", base(at + 4));
+  else
+    snprintf(buf, cap, "%s", g);
+}
+
 static void fill_row(row_t *r, int src, json_t *t) {
   memset(r, 0, sizeof(*r));
   r->src = src;
@@ -179,10 +200,10 @@ static void fill_row(row_t *r, int src, json_t *t) {
   fmt_ms(r->col[COL_AGE], sizeof(r->col[0]), r->num[COL_AGE]);
   fmt_ms(r->col[COL_WAIT], sizeof(r->col[0]), r->num[COL_WAIT]);
   fmt_ms(r->col[COL_DEADLINE], sizeof(r->col[0]), r->num[COL_DEADLINE]);
-  const char *g =
-      json_string_value(json_array_get(json_object_get(t, "groups"), 0));
-  snprintf(r->col[COL_GROUP], sizeof(r->col[0]), "%s", g != NULL ? g : "");
-  snprintf(r->col[COL_SITE], sizeof(r->col[0]), "%s", str(t, "site"));
+  short_group(
+      json_string_value(json_array_get(json_object_get(t, "groups"), 0)),
+      r->col[COL_GROUP], sizeof(r->col[0]));
+  snprintf(r->col[COL_SITE], sizeof(r->col[0]), "%s", base(str(t, "site")));
 }
 
 static bool matches(const row_t *r, const char *filter) {
@@ -250,15 +271,15 @@ void panel_line(const view_t *v, size_t i, char *buf, size_t cap) {
   json_t *sum = json_object_get(panel, "summary");
   json_t *stall = json_object_get(panel, "stall");
   json_t *rec = json_object_get(panel, "recorder");
-  int n = snprintf(buf, cap, "[%zu] %s pid %lld: %lld tasks (", i,
+  int n = snprintf(buf, cap, "[%zu] %s pid %lld: %lld tasks", i,
                    str(d, "program"), num(d, "pid"), num(sum, "tasks"));
   const char *k;
   json_t *c;
   bool first = true;
   json_object_foreach(json_object_get(sum, "by_what"), k, c) {
     if (n > 0 && (size_t)n < cap)
-      n += snprintf(buf + n, cap - (size_t)n, "%s%s %lld", first ? "" : ", ", k,
-                    (long long)json_integer_value(c));
+      n += snprintf(buf + n, cap - (size_t)n, "%s%s %lld", first ? " (" : ", ",
+                    k, (long long)json_integer_value(c));
     first = false;
   }
   if (n < 0 || (size_t)n >= cap)
@@ -266,9 +287,10 @@ void panel_line(const view_t *v, size_t i, char *buf, size_t cap) {
   long long thr = num(stall, "threshold_ms");
   if (thr > 0)
     snprintf(buf + n, cap - (size_t)n,
-             "); stalls %lld (threshold %lld ms, longest %.1f ms); "
+             "%s; stalls %lld (threshold %lld ms, longest %.1f ms); "
              "recorder %s",
-             num(stall, "stalls"), thr, (double)num(stall, "max_us") / 1000,
+             first ? "" : ")", num(stall, "stalls"), thr,
+             (double)num(stall, "max_us") / 1000,
              num(rec, "bytes") > 0 ? "on" : "off");
   else
     snprintf(buf + n, cap - (size_t)n, "); stall detector off; recorder %s",

@@ -13,7 +13,8 @@ the same moment; keys sort, filter and open a task's details;
 `--once` (text) and `--once --json` (parsed) say the same; no warning
 fires on this normal run; and when the gateway is killed the console
 exits 0 saying the program went away.  Skips (77) without tmux.
-UVP_CONSOLE_CAPTURE=FILE keeps the screen (the troubleshooting guide's).
+UVP_CONSOLE_CAPTURE=FILE keeps the screen (the troubleshooting guide's),
+and the gateway's dump in FILE.dump.
 """
 import json
 import os
@@ -138,14 +139,21 @@ def main():
                       b"\r\n\r\n" % i)
             clients.append(s)
 
+        last = [None]
+
         def settled():
+            """The documents once the three requests wait on the backend
+            and the task list holds still (the same ids twice running)."""
+            time.sleep(0.3)
             rc, out, _ = once(console, path, "--json")
             docs = [json.loads(ln) for ln in out.splitlines()] if rc == 0 \
                 else []
+            ids = sorted(t["id"] for d in docs for t in d["tasks"])
             members = sum(1 for d in docs for t in d["tasks"]
                           if t["task"] == "member")
-            return docs if members == 3 else None
-        docs = wait_for(settled, 20)
+            stable, last[0] = ids == last[0], ids
+            return docs if members == 3 and stable else None
+        docs = wait_for(settled, 30)
         check(docs and len(docs) == 2
               and all(d["console"] == 1 and d["program"] == "uvp-gateway"
                       and d["pid"] == gw.p.pid for d in docs),
@@ -177,6 +185,8 @@ def main():
         if os.environ.get("UVP_CONSOLE_CAPTURE"):
             with open(os.environ["UVP_CONSOLE_CAPTURE"], "w") as f:
                 f.write(capture)
+            with open(os.environ["UVP_CONSOLE_CAPTURE"] + ".dump", "w") as f:
+                f.write(gw.stderr())
 
         rc, text, _ = once(console, path)
         check(rc == 0 and "uvp-gateway pid %d" % gw.p.pid in text
