@@ -356,6 +356,10 @@ static void test_warn_busy(void **state) {
   assert_non_null(
       strstr(json_string_value(json_object_get(w, "why")), "without awaiting"));
   assert_true(json_integer_value(json_object_get(w, "ms")) >= 20);
+  printf("the warning: %s at %s: %s\n",
+         json_string_value(json_object_get(w, "task")),
+         json_string_value(json_object_get(w, "site")),
+         json_string_value(json_object_get(w, "why")));
   json_decref(doc);
   job_free(&j);
   uvp_promise_release(p);
