@@ -349,8 +349,13 @@ static void test_warn_busy(void **state) {
   assert_non_null(doc);
   json_t *w = warning(doc, "busy");
   assert_non_null(w);
-  assert_string_equal(json_string_value(json_object_get(w, "task")),
-                      "fiber \"spinner\"");
+  /* Under valgrind the loop thread times every slice itself, and its
+   * report of a fiber's later slice has no name (uvp/debug.h). */
+  const char *task = json_string_value(json_object_get(w, "task"));
+  if (RUNNING_ON_VALGRIND)
+    assert_int_equal(strncmp(task, "fiber", 5), 0);
+  else
+    assert_string_equal(task, "fiber \"spinner\"");
   assert_non_null(
       strstr(json_string_value(json_object_get(w, "site")), "test-console.c"));
   assert_non_null(
@@ -469,8 +474,10 @@ static void test_warn_group_idle(void **state) {
 
 /* ---- another user -------------------------------------------------------- */
 
-/* In a child as `nobody`: connect and ask; exit 0 if refused as expected
- * (`mode` 0600: the file refuses; 0666: the peer check closes). */
+/* In a child as `nobody`: connect and ask; 0 if refused as expected
+ * (`mode` 0600: the file refuses; 0666: the peer check closes).  The child
+ * ends by exec'ing true or false: under valgrind, an exit of the forked
+ * copy would be checked for leaks (all of the test's memory). */
 static int as_nobody(int open_mode) {
   if (setgid(65534) != 0 || setuid(65534) != 0)
     return 10;
@@ -509,8 +516,11 @@ static void test_other_user(void **state) {
     fflush(NULL);
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0)
-      _exit(as_nobody(modes[m]));
+    if (pid == 0) {
+      int rc = as_nobody(modes[m]);
+      execl(rc == 0 ? "/bin/true" : "/bin/false", "child", (char *)NULL);
+      _exit(rc);
+    }
     int status;
     wait_child(f, pid, &status);
     assert_true(WIFEXITED(status));
@@ -582,8 +592,18 @@ static void hostile(job_t *j) {
     if (many[i] >= 0)
       close(many[i]);
   usleep(200 * 1000); /* the server has seen them go */
-  /* A client that reads is still answered meanwhile. */
-  int ok = cl_connect(sock);
+  /* A client that reads is still answered meanwhile (once the server has
+   * seen the others go: until then it may be the ninth, refused). */
+  int ok = -1;
+  for (int i = 0; ok < 0 && i < 100; i++) {
+    char *a = (ok = cl_connect(sock)) >= 0 ? cl_ask(ok, "ping\n") : NULL;
+    if (a == NULL && ok >= 0) {
+      close(ok);
+      ok = -1;
+      usleep(100 * 1000);
+    }
+    free(a);
+  }
   for (int i = 0; ok >= 0 && i < 20; i++) {
     char *a = cl_ask(ok, "snapshot json\n");
     j->note += a != NULL && a[0] == '{';
