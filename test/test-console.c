@@ -493,15 +493,25 @@ static int as_nobody(int open_mode) {
   return rc;
 }
 
+static void tick(uv_timer_t *t) { (void)t; }
+
+/* Serve the console (a 1 ms timer keeps the loop turning: the console's
+ * own handles keep nothing alive) until the child ends, 10 s at most. */
 static void wait_child(fixture_t *f, pid_t pid, int *status) {
-  for (int i = 0; i < 1000; i++) {
-    uv_run(&f->loop, UV_RUN_NOWAIT);
-    if (waitpid(pid, status, WNOHANG) == pid)
-      return;
-    usleep(10 * 1000);
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  assert_int_equal(uv_timer_start(&t, tick, 1, 1), 0);
+  bool ended = false;
+  for (int i = 0; i < 10000 && !ended; i++) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    ended = waitpid(pid, status, WNOHANG) == pid;
   }
-  kill(pid, SIGKILL);
-  fail_msg("the child as nobody did not end");
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* its close: it is on this stack */
+  if (!ended) {
+    kill(pid, SIGKILL);
+    fail_msg("the child as nobody did not end");
+  }
 }
 
 static void test_other_user(void **state) {
