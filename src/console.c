@@ -60,6 +60,7 @@ typedef struct client_s {
   bool writing, closing, close_after, reading;
 } client_t;
 
+#if defined(CONSOLE_PEER_CHECK) /* else uvp_console_listen: UV_ENOTSUP */
 static void console_close_hook(uvp__ext_t *ext);
 
 static void console_destroy(uvp__ext_t *ext) {
@@ -237,7 +238,6 @@ static void client_process(client_t *c) {
 
 /* Whether the peer runs as our effective user. */
 static bool peer_is_us(client_t *c) {
-#if defined(CONSOLE_PEER_CHECK)
   uv_os_fd_t fd;
   if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0)
     return false;
@@ -250,10 +250,6 @@ static bool peer_is_us(client_t *c) {
   uid_t uid;
   gid_t gid;
   return getpeereid(fd, &uid, &gid) == 0 && uid == geteuid();
-#endif
-#else
-  (void)c;
-  return false;
 #endif
 }
 
@@ -302,12 +298,10 @@ static void listener_close(uvp__console_t *con) {
   con->listener = NULL;
   while (l->clients != NULL)
     client_close(l->clients);
-#if defined(CONSOLE_PEER_CHECK)
   struct stat st;
   if (l->path != NULL && lstat(l->path, &st) == 0 && st.st_dev == l->dev &&
       st.st_ino == l->ino)
     (void)unlink(l->path); /* not ours to fail on: another may have it */
-#endif
   uv_close((uv_handle_t *)&l->pipe, listener_closed);
   (void)uvp__stall_observe(con->ctx, NULL, NULL); /* only drops a pointer */
 }
@@ -316,7 +310,6 @@ static void console_close_hook(uvp__ext_t *ext) {
   listener_close(UVP__CONTAINER_OF(ext, uvp__console_t, ext));
 }
 
-#if defined(CONSOLE_PEER_CHECK)
 /* A socket file at path that no process listens on (a program that
  * died): removed, so that a restarted program listens again. */
 static int clear_stale(const char *path) {
@@ -363,9 +356,7 @@ static int open_socket(uvp__listener_t *l) {
     (void)unlink(l->path); /* the same */
   return rc;
 }
-#endif
 
-#if defined(CONSOLE_PEER_CHECK)
 static uvp__console_t *console_of(uvp_ctx_t *ctx) {
   static const uvp__ext_t hooks = {.close = console_close_hook,
                                    .destroy = console_destroy,
@@ -376,7 +367,7 @@ static uvp__console_t *console_of(uvp_ctx_t *ctx) {
     con->ctx = ctx;
   return con;
 }
-#endif
+#endif /* CONSOLE_PEER_CHECK */
 
 int uvp_console_listen(uvp_ctx_t *ctx, const char *path) {
   int rc = path == NULL || path[0] == '\0' ? UV_EINVAL : uvp__ctx_check(ctx);
@@ -429,9 +420,12 @@ int uvp_console_close(uvp_ctx_t *ctx) {
   int rc = uvp__ctx_check(ctx);
   if (rc != 0)
     return rc;
+#if defined(CONSOLE_PEER_CHECK)
   uvp__console_t *con = UVP__EXT_OF(ctx, UVP__EXT_CONSOLE, uvp__console_t);
-  if (con == NULL || con->listener == NULL)
-    return UV_ENOENT;
-  listener_close(con);
-  return 0;
+  if (con != NULL && con->listener != NULL) {
+    listener_close(con);
+    return 0;
+  }
+#endif
+  return UV_ENOENT;
 }
