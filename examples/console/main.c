@@ -78,6 +78,21 @@ static void print_json(view_t *v) {
     }
 }
 
+/* Attach to each path (none: $UVP_CONSOLE); false, said so, if one
+ * cannot be. */
+static bool attach_all(view_t *v, char **paths, int n, const char *env) {
+  for (int i = 0; i < n || (i == 0 && n == 0); i++) {
+    const char *path = n > 0 ? paths[i] : env;
+    int rc = view_attach(v, path);
+    if (rc != 0) {
+      fprintf(stderr, TOOL ": %s: cannot attach: %s\n", path, strerror(-rc));
+      view_free(v);
+      return false;
+    }
+  }
+  return true;
+}
+
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
       {"once", no_argument, NULL, '1'},
@@ -133,15 +148,8 @@ int main(int argc, char **argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN); /* a program gone: its write fails, said so */
-  for (int i = optind; i < argc || (i == optind && optind == argc); i++) {
-    const char *path = i < argc ? argv[i] : env;
-    int rc = view_attach(&v, path);
-    if (rc != 0) {
-      fprintf(stderr, TOOL ": %s: cannot attach: %s\n", path, strerror(-rc));
-      view_free(&v);
-      return 1;
-    }
-  }
+  if (!attach_all(&v, argv + optind, argc - optind, env))
+    return 1;
   int status = 0;
   if (once) {
     char why[4200] = "";
