@@ -92,6 +92,7 @@ static char *cl_ask(int fd, const char *req) {
 typedef struct job_s {
   void (*fn)(struct job_s *j);
   atomic_int done;
+  atomic_int asked; /* the job got its first answer */
   char *answer[4];
   int eof[4]; /* per check: 1 if the server closed as it should */
   int note;   /* a figure the job reports */
@@ -152,6 +153,9 @@ static void job_free(job_t *j) {
   for (int i = 0; i < 4; i++)
     free(j->answer[i]);
 }
+
+static void tick(uv_timer_t *t);
+static int closed_by_server(int fd);
 
 /* ---- the socket's file and errors ---------------------------------------- */
 
@@ -293,6 +297,44 @@ static void test_snapshot(void **state) {
   assert_int_equal(uvp_group_cancel(g), 0);
   uvp_group_release(g);
   run_loop(f);
+}
+
+static void ask_then_wait_close(job_t *j) {
+  int fd = cl_connect(sock);
+  if (fd < 0) {
+    atomic_store(&j->asked, 1);
+    return;
+  }
+  j->answer[0] = cl_ask(fd, "snapshot json\n");
+  atomic_store(&j->asked, 1);
+  j->eof[0] = closed_by_server(fd);
+  close(fd);
+}
+
+/* uvp_ctx_close with a client attached: the client is closed, the socket
+ * file removed, and the loop closes (the teardown checks it). */
+static void test_close_with_client(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  job_t j = {.fn = ask_then_wait_close};
+  uv_timer_t t;
+  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+  assert_int_equal(uv_timer_start(&t, tick, 1, 1), 0);
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, job_main, &j), 0);
+  while (!atomic_load(&j.asked))
+    uv_run(&f->loop, UV_RUN_ONCE);
+  close_ctx(f);
+  while (!atomic_load(&j.done))
+    uv_run(&f->loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  assert_int_equal(uv_thread_join(&th), 0);
+  assert_non_null(j.answer[0]);
+  assert_int_equal(j.eof[0], 1);
+  struct stat st;
+  assert_int_equal(lstat(sock, &st), -1);
+  job_free(&j);
 }
 
 /* ---- the warnings -------------------------------------------------------- */
@@ -674,7 +716,7 @@ int main(void) {
       CONSOLE_TEST(test_listen_errors),   CONSOLE_TEST(test_snapshot),
       CONSOLE_TEST(test_warn_busy),       CONSOLE_TEST(test_warn_cancelled),
       CONSOLE_TEST(test_warn_group_idle), CONSOLE_TEST(test_other_user),
-      CONSOLE_TEST(test_hostile),
+      CONSOLE_TEST(test_hostile),         CONSOLE_TEST(test_close_with_client),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
