@@ -293,8 +293,8 @@ void panel_line(const view_t *v, size_t i, char *buf, size_t cap) {
              (double)num(stall, "max_us") / 1000,
              num(rec, "bytes") > 0 ? "on" : "off");
   else
-    snprintf(buf + n, cap - (size_t)n, "); stall detector off; recorder %s",
-             num(rec, "bytes") > 0 ? "on" : "off");
+    snprintf(buf + n, cap - (size_t)n, "%s; stall detector off; recorder %s",
+             first ? "" : ")", num(rec, "bytes") > 0 ? "on" : "off");
 }
 
 bool warning_line(const view_t *v, size_t *at, char *buf, size_t cap) {
