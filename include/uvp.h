@@ -18,6 +18,7 @@
  *   uvp/calls.h     calls between loops (one loop per core)
  *   uvp/tracing.h   W3C trace context and spans
  *   uvp/main.h      a main for programs that own nothing yet
+ *   uvp/console.h   the live console's socket (uvp-console)
  * @endverbatim
  * Include uvp.h; an area header alone also compiles (each includes what
  * it needs), for a file that uses one area only.
@@ -168,6 +169,7 @@
 #include "uvp/calls.h"
 #include "uvp/tracing.h"
 #include "uvp/main.h"
+#include "uvp/console.h"
 /* clang-format on */
 
 #endif /* UVP_H */

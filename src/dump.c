@@ -569,9 +569,16 @@ static bool is_task(const uvp_promise_t *p) {
          !(work->cls->flags & UVP__WORK_UNLISTED) && !awaited_by_fiber(p);
 }
 
+/* The walk over every task (uvp__tasks_walk): where its tasks go, and what
+ * promises' `born` counts from. */
+typedef struct walk_s {
+  uvp__task_sink_t *sink;
+  uint64_t epoch;
+} walk_t;
+
 static bool promise_task(void *slot, void *arg) {
   uvp_promise_t *p = slot;
-  uvp__dump_t *d = arg;
+  walk_t *k = arg;
   if (p->state == UVP__S_FREE)
     return false;
   if (p->refs == 0 || p->state != UVP__S_PENDING)
@@ -586,7 +593,7 @@ static bool promise_task(void *slot, void *arg) {
                    p,
                    NULL,
                    0,
-                   d->epoch + p->born,
+                   k->epoch + p->born,
                    NULL,
                    0,
                    p,
@@ -594,16 +601,27 @@ static bool promise_task(void *slot, void *arg) {
                    NULL,
                    NULL,
                    NULL};
-  dump_task(d, &t);
+  k->sink->task(k->sink, &t);
   return true;
 }
 
 /* A record cut while its work winds down: its promise has settled. */
 static void cut_task(void *arg, const uvp__work_t *w, uint32_t born) {
-  uvp__dump_t *d = arg;
-  uvp__task_t t = {"promise", w->p, NULL, 0, d->epoch + born, NULL, 0, NULL,
+  walk_t *k = arg;
+  uvp__task_t t = {"promise", w->p, NULL, 0, k->epoch + born, NULL, 0, NULL,
                    NULL,      NULL, NULL, w};
-  dump_task(d, &t);
+  k->sink->task(k->sink, &t);
+}
+
+void uvp__tasks_walk(uvp_ctx_t *ctx, uvp__task_sink_t *sink) {
+  for (int i = 0; i < UVP__EXT_COUNT; i++) {
+    uvp__ext_t *ext = uvp__head(ctx)->ext[i];
+    if (ext != NULL && ext->tasks != NULL)
+      ext->tasks(ext, sink);
+  }
+  walk_t k = {sink, uvp__ctx_epoch(ctx)};
+  uvp__promises_each(ctx, promise_task, &k);
+  uvp__work_cut_each(ctx, cut_task, &k);
 }
 
 /* ---- UVP_DUMP_PROMISES: every pending promise ---------------------------- */
@@ -815,13 +833,7 @@ int uvp_ctx_dump_tasks(uvp_ctx_t *ctx, const uvp_dump_opts_t *opts) {
       return UV_ENOMEM;
     }
   }
-  for (int i = 0; i < UVP__EXT_COUNT; i++) {
-    uvp__ext_t *ext = uvp__head(ctx)->ext[i];
-    if (ext != NULL && ext->tasks != NULL)
-      ext->tasks(ext, &d->tasks);
-  }
-  uvp__promises_each(ctx, promise_task, d);
-  uvp__work_cut_each(ctx, cut_task, d);
+  uvp__tasks_walk(ctx, &d->tasks);
   if (d->summary) {
     d->len = 0;
     d->cut = false;

@@ -16,6 +16,7 @@
 #include "cause.h"
 #include "deadline.h"
 #include "recorder.h"
+#include "tasks.h"
 #include "trace.h"
 #include "work-door.h"
 
@@ -834,6 +835,18 @@ static const uvp__work_class_t join_class = {
     join_cancel, join_describe, "group",
     UVP__WORK_IDLE | UVP__WORK_WINDDOWN | UVP__WORK_NOT_IN_LOOP |
         UVP__WORK_UNLISTED};
+
+const uvp__owner_t *uvp__group_idle_open(const uvp__work_t *work) {
+  if (work->cls != &join_class)
+    return NULL;
+  const uvp_group_t *g = UVP__CONTAINER_OF(work, uvp_group_t, work);
+  if (!g->had_member || g->nrunning != 0 || g->lazy_head != NULL ||
+      g->holds != 0 || g->closed || g->released || g->cancelled || g->cut != 0)
+    return NULL;
+  if (g->joined != NULL && g->joined->reactions != NULL)
+    return NULL; /* something waits for its join: it is being joined */
+  return &g->owner;
+}
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {

@@ -42,6 +42,7 @@ enum {
   UVP__EXT_INFLIGHT, /* bindings' records of work (inflight.c) */
   UVP__EXT_REC,      /* the flight recorder (recorder.h) */
   UVP__EXT_CALLS,    /* calls between loops (call.c) */
+  UVP__EXT_CONSOLE,  /* the live console's socket (console.c) */
   UVP__EXT_COUNT
 };
 /* A layer's state is a struct of its own holding a uvp__ext_t named `ext`:

@@ -54,6 +54,8 @@ typedef struct stall_state_s {
   uint64_t thr_ns;
   uvp_stall_cb cb;
   void *arg;
+  uvp_stall_cb observe; /* the console's (uvp__stall_observe), or NULL */
+  void *observe_arg;
   int phase;      /* the open slice's, if UVP_STALL_OUTSIDE */
   uint64_t start; /* the last clock read: the open slice's start if timed */
   bool timed;     /* the open slice's start was read to time it: its end
@@ -261,6 +263,8 @@ static UVP__NOINLINE void report_ended(stall_state_t *st, int phase,
   if (c->kind == UVP_STALL_HANDLER)
     uvp__site_get(c->site, &rec.file, &rec.line);
   deliver(st->cb, st->arg, &rec, text, len);
+  if (st->observe != NULL)
+    st->observe(st->observe_arg, &rec);
   if (uvp__recording(st->ctx))
     uvp__rec_stall(st->ctx, &rec, ns,
                    c->kind == UVP_STALL_HANDLER || c->kind == UVP_STALL_FIBER
@@ -784,6 +788,22 @@ static void mark_async(uvp_ctx_t *ctx) {
 
 static const uvp__stall_marks_t marks = {mark_reaction, mark_outside,
                                          mark_check, mark_async, stall_handle};
+
+int uvp__stall_observe(uvp_ctx_t *ctx, uvp_stall_cb observe, void *arg) {
+  stall_state_t *st = state_of(ctx);
+  if (st == NULL && observe == NULL)
+    return 0;
+  if (st == NULL && (st = state_new(ctx)) == NULL)
+    return UV_ENOMEM;
+  st->observe = observe;
+  st->observe_arg = arg;
+  return 0;
+}
+
+uint64_t uvp__stall_threshold_ms(const uvp_ctx_t *ctx) {
+  const stall_state_t *st = state_of(ctx);
+  return st != NULL && st->running ? st->thr_ns / 1000000u : 0;
+}
 
 int uvp_ctx_set_stall(uvp_ctx_t *ctx, uint64_t threshold_ms, uvp_stall_cb cb,
                       void *arg) {

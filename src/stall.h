@@ -121,4 +121,12 @@ void uvp__stall_mark(uvp_ctx_t *ctx, const uvp__slice_t *s, bool clock);
  * counted the mark). */
 void uvp__stall_mark_counted(uvp_ctx_t *ctx, const uvp__slice_t *s);
 
+/* Have observe(arg, report) called too, after the program's callback (or
+ * the line on stderr), for each stall report made when the stall ends, on
+ * the loop thread (the console's warnings: console.c); NULL: no more.
+ * Does not turn the detector on.  Loop thread.  0 or UV_ENOMEM. */
+int uvp__stall_observe(uvp_ctx_t *ctx, uvp_stall_cb observe, void *arg);
+/* The detector's threshold while it is on, else 0.  Loop thread. */
+uint64_t uvp__stall_threshold_ms(const uvp_ctx_t *ctx);
+
 #endif

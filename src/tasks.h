@@ -30,4 +30,18 @@ struct uvp__task_sink_s {
   void (*task)(uvp__task_sink_t *sink, const uvp__task_t *t);
 };
 
+/* Every task of ctx, as the task dump lists them, told to sink (the
+ * layers' hooks, then the pending promises something waits on, then the
+ * records cut and winding down): the dump's walk, and the console's
+ * (console.c).  A promise's task has `since` in loop time (uvp__now's).
+ * Loop thread; allocates nothing. */
+void uvp__tasks_walk(uvp_ctx_t *ctx, uvp__task_sink_t *sink);
+
+/* The live console's warning of a group left open (group.c): if `work` is
+ * a group's join record and the group had members, all of them ended
+ * (none running or waiting to start, none of their requests or handles
+ * open), yet it is neither closed, released nor cut, and nothing waits
+ * for its join, the group (for its describe); else NULL.  Loop thread. */
+const uvp__owner_t *uvp__group_idle_open(const uvp__work_t *work);
+
 #endif

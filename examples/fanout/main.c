@@ -39,6 +39,7 @@
 
 #include "cli.h"
 #include "compat.h"
+#include "console-env.h"
 #include "demo-server.h"
 #include "fanout.h"
 #include "jsonw.h"
@@ -1037,8 +1038,10 @@ static void progress_end(run_t *r) {
 }
 
 int fanout_trace_start(run_t *r) {
-  if (r->trace_out == NULL)
-    return 0;
+  /* And UVP_CONSOLE=PATH: the live console, in every mode that runs. */
+  int rc = tool_console_listen(r->ctx, "uvp-fanout", 0);
+  if (rc != 0 || r->trace_out == NULL)
+    return rc;
   return uvp_ctx_set_recorder(r->ctx, TRACE_RING, UVP_RECORD_ALL);
 }
 

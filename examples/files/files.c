@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "console-env.h"
 #include "uvp.h"
 
 /* ---- the checksum: POSIX cksum's CRC-32 --------------------------------- */
@@ -310,6 +311,8 @@ int main(int argc, char **argv) {
   int rc = uv_loop_init(&loop);
   if (rc == 0)
     rc = uvp_ctx_new(&loop, &job.ctx);
+  if (rc == 0)
+    rc = tool_console_listen(job.ctx, "uvp-files", 0); /* UVP_CONSOLE */
   if (rc != 0) {
     fprintf(stderr, "uvp-files: %s\n", uvp_strerror(rc));
     free(root);

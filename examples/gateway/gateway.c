@@ -125,6 +125,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "console-env.h"
 #include "health.h"
 #include "httpc.h"
 #include "httpd.h"
@@ -1159,6 +1160,8 @@ static int worker_init(worker_t *w) {
     err = uvp_ctx_set_slot_format(w->ctx, SLOT_REQUEST_ID, format_request_id);
   if (err == 0 && cfg->traces)
     err = uvp_ctx_set_traces(w->ctx, 1);
+  if (err == 0) /* UVP_CONSOLE=PATH: PATH for worker 0, PATH.N for N */
+    err = tool_console_listen(w->ctx, "uvp-gateway", w->id);
   if (err == 0 && cfg->stall_ms != 0)
     err = uvp_ctx_set_stall(w->ctx, cfg->stall_ms, NULL, NULL);
   if (err == 0 && cfg->trace_dir != NULL)
