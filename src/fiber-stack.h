@@ -219,11 +219,10 @@ int uvp__stack_markers(void);
 void uvp__stack_default_guards(int mode);
 
 /* What the SIGSEGV and SIGBUS handler asks to learn which stack the thread
- * is running
- * on (NULL: none of ours).  Called in a signal handler: it may only read
- * memory.  The handler is installed with the first stack carved with a
- * marker or page guard; it reports a fault inside the guard page of the
- * running stack on stderr, naming its file and line, and in every case
+ * is running on (NULL: none of ours).  Called in a signal handler: it may
+ * only read memory.  The handler is installed with the first stack carved
+ * with a marker or page guard; it reports a fault inside the guard page of
+ * the running stack on stderr, naming its file and line, and in every case
  * hands the fault on to the handler that was installed before it (ASan's,
  * the program's, or the default action: the process dies of the signal,
  * SIGSEGV on Linux, SIGBUS on macOS). */
