@@ -35,11 +35,20 @@ static inline long long bench_rss_bytes(void) {
   return resident < 0 ? -1 : resident * sysconf(_SC_PAGESIZE);
 }
 
+/* mincore's vector: unsigned char on Linux, char on macOS and the BSDs
+ * (meson.build checks). */
+#if defined(UVP_MINCORE_CHAR)
+typedef char bench_mincore_vec_t;
+#else
+typedef unsigned char bench_mincore_vec_t;
+#endif
+
 /* Pages of [addr, addr + len) that are resident (mincore); addr on a page
  * boundary.  -1 on error. */
 static inline long bench_resident_pages(const void *addr, size_t len) {
   size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
-  unsigned char *vec = (unsigned char *)malloc(n > 0 ? n : 1); /* C++ too */
+  bench_mincore_vec_t *vec =
+      (bench_mincore_vec_t *)malloc(n > 0 ? n : 1); /* C++ too */
   long r = 0;
   if (vec == NULL || mincore((void *)addr, len, vec) != 0) {
     free(vec);

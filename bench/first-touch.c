@@ -23,6 +23,9 @@
 #include "core-common.h"
 #include <uv.h>
 
+#if !defined(MADV_HUGEPAGE)
+#define MADV_HUGEPAGE 14 /* Linux's; elsewhere madvise refuses it */
+#endif
 #if !defined(MADV_POPULATE_WRITE)
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif

@@ -16,19 +16,19 @@
  * x30 arrives here as a bl leaves it, unsigned, and is kept and returned
  * through unsigned, as setjmp keeps it; the callers sign and authenticate
  * their own return addresses in their own frames, which a switch does not
- * touch. */
+ * touch.  Apple's arm64 ABI (macOS, Mach-O: the same instructions,
+ * fiber-asm.h) reserves x18 for the platform: neither routine reads or
+ * writes it (a fiber keeps the thread's).  x29 is kept as the frame
+ * pointer Apple requires: saved and restored with x30, and 0 in a fresh
+ * fiber, where the trampoline ends the chain. */
 #if defined(__ARM_FEATURE_BTI_DEFAULT)
 #define BTI_C "  hint #34\n" /* bti c */
 #else
 #define BTI_C ""
 #endif
 /* clang-format off */
-__asm__(".pushsection .text\n"
-        ".globl uvp__fiber_jump\n"
-        ".hidden uvp__fiber_jump\n"
-        ".type uvp__fiber_jump,%function\n"
-        ".p2align 4\n"
-        "uvp__fiber_jump:\n"
+__asm__(TEXT_BEGIN
+        FN_BEGIN(uvp__fiber_jump)
         "  .cfi_startproc\n"
         BTI_C
         "  sub sp, sp, #176\n"
@@ -66,13 +66,9 @@ __asm__(".pushsection .text\n"
         "  mov x0, x2\n"
         "  ret\n"
         "  .cfi_endproc\n"
-        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
+        FN_END(uvp__fiber_jump)
         "\n"
-        ".globl uvp__fiber_trampoline\n"
-        ".hidden uvp__fiber_trampoline\n"
-        ".type uvp__fiber_trampoline,%function\n"
-        ".p2align 4\n"
-        "uvp__fiber_trampoline:\n"
+        FN_BEGIN(uvp__fiber_trampoline)
         "  .cfi_startproc\n"
         "  .cfi_undefined x30\n"
         BTI_C
@@ -81,8 +77,8 @@ __asm__(".pushsection .text\n"
         "  blr x19\n"
         "  brk #0\n"
         "  .cfi_endproc\n"
-        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
-        ".popsection\n");
+        FN_END(uvp__fiber_trampoline)
+        TEXT_END);
 /* clang-format on */
 
 enum { FRAME_WORDS = 24 }; /* 22 saved, 2 of room for the trampoline */

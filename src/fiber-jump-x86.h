@@ -15,12 +15,14 @@
  * return stack, which holds the caller on the old stack, and mispredicted on
  * every switch (23 ns a pair against 9 on this VM's EPYC). */
 /* Under -fcf-protection (__CET__: bit 0 IBT, bit 1 SHSTK) the compiler marks
- * this object IBT and SHSTK in its .note.gnu.property, as every other one of
- * the library, and these routines keep the marks' promises where they can:
- * an endbr64 where code may arrive by an indirect branch (the trampoline is
- * jumped to), and the jump back into a suspended context is a notrack jmp,
- * as gcc's own jump tables are, since a return address is no landing pad.
- * Shadow stacks are not switched: see shadow_stack_check. */
+ * this object IBT in its .note.gnu.property, as every other one of the
+ * library, and these routines keep the mark's promise: an endbr64 where
+ * code may arrive by an indirect branch (the trampoline is jumped to), and
+ * the jump back into a suspended context is a notrack jmp, as gcc's own
+ * jump tables are, since a return address is no landing pad.  Shadow
+ * stacks are not switched, so this object alone is built without SHSTK
+ * (meson.build), which leaves the library unmarked for it: see
+ * shadow_stack_check. */
 #if defined(__CET__) && (__CET__ & 1)
 #define ENDBR "  endbr64\n"
 #define NOTRACK "notrack "
@@ -29,12 +31,8 @@
 #define NOTRACK ""
 #endif
 /* clang-format off */
-__asm__(".pushsection .text\n"
-        ".globl uvp__fiber_jump\n"
-        ".hidden uvp__fiber_jump\n"
-        ".type uvp__fiber_jump,@function\n"
-        ".p2align 4\n"
-        "uvp__fiber_jump:\n"
+__asm__(TEXT_BEGIN
+        FN_BEGIN(uvp__fiber_jump)
         "  .cfi_startproc\n"
         ENDBR
         "  leaq -0x38(%rsp), %rsp\n"
@@ -73,13 +71,9 @@ __asm__(".pushsection .text\n"
         "  fldcw 0x4(%rsp)\n"
         "  jmp 3b\n"
         "  .cfi_endproc\n"
-        ".size uvp__fiber_jump, .-uvp__fiber_jump\n"
+        FN_END(uvp__fiber_jump)
         "\n"
-        ".globl uvp__fiber_trampoline\n"
-        ".hidden uvp__fiber_trampoline\n"
-        ".type uvp__fiber_trampoline,@function\n"
-        ".p2align 4\n"
-        "uvp__fiber_trampoline:\n"
+        FN_BEGIN(uvp__fiber_trampoline)
         "  .cfi_startproc\n"
         /* The bottom frame of the fiber: unwinders and debuggers stop here. */
         "  .cfi_undefined rip\n"
@@ -89,8 +83,8 @@ __asm__(".pushsection .text\n"
         "  callq *%rbx\n"
         "  ud2\n"
         "  .cfi_endproc\n"
-        ".size uvp__fiber_trampoline, .-uvp__fiber_trampoline\n"
-        ".popsection\n");
+        FN_END(uvp__fiber_trampoline)
+        TEXT_END);
 /* clang-format on */
 
 enum { FRAME_WORDS = 10 }; /* 7 saved, the return address, 2 of padding */

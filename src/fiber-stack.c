@@ -26,8 +26,11 @@
  *           or the chunk's lead page for slot 0.
  *
  * A fault in a marker or page guard below the running fiber's stack is
- * reported by a SIGSEGV handler that names the fiber's spawn site and then
- * hands the fault on (see uvp__stack_set_running_hook). */
+ * reported by a handler of SIGSEGV and SIGBUS that names the fiber's spawn
+ * site and then hands the fault on (see uvp__stack_set_running_hook).  Both
+ * signals, on every platform: Linux raises SIGSEGV for an access to a
+ * PROT_NONE page, macOS SIGBUS; a fault of either elsewhere is handed on
+ * as if the handler had not been there. */
 #if !defined(_GNU_SOURCE)
 #define _GNU_SOURCE /* process_vm_readv */
 #endif
@@ -47,7 +50,9 @@
 #else
 #include <fcntl.h>
 #include <sys/mman.h>
+#if defined(UVP_HAVE_SYS_SYSCALL_H) /* meson.build: not on macOS */
 #include <sys/syscall.h>
+#endif
 #include <sys/uio.h>
 #include <unistd.h>
 #endif
@@ -274,7 +279,7 @@ static int advise_many(const struct iovec *iov, size_t n, int advice) {
 
 static const uvp__stack_t *(*_Atomic running_hook)(void);
 #if !defined(_WIN32)
-static struct sigaction prev_segv;
+static struct sigaction prev_segv, prev_bus;
 static size_t handler_page;
 static pthread_mutex_t handler_lock = PTHREAD_MUTEX_INITIALIZER;
 #if defined(__GNUC__)
@@ -361,16 +366,15 @@ static void on_segv(int sig, siginfo_t *info, void *uc) {
   }
   errno = saved_errno;
   /* Hand it on, as if we had not been there. */
-  if ((prev_segv.sa_flags & SA_SIGINFO) != 0 &&
-      prev_segv.sa_sigaction != NULL) {
-    prev_segv.sa_sigaction(sig, info, uc);
-  } else if (prev_segv.sa_handler != SIG_DFL &&
-             prev_segv.sa_handler != SIG_IGN) {
-    prev_segv.sa_handler(sig);
+  const struct sigaction *prev = sig == SIGBUS ? &prev_bus : &prev_segv;
+  if ((prev->sa_flags & SA_SIGINFO) != 0 && prev->sa_sigaction != NULL) {
+    prev->sa_sigaction(sig, info, uc);
+  } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+    prev->sa_handler(sig);
   } else {
     /* The default action: the access faults again when we return, and a
      * signal sent by someone is sent again. */
-    (void)sigaction(sig, &prev_segv, NULL);
+    (void)sigaction(sig, prev, NULL);
     if (info->si_code <= 0)
       (void)raise(sig);
   }
@@ -387,10 +391,13 @@ static void ensure_handler(void) {
   sigemptyset(&sa.sa_mask);
   (void)pthread_mutex_lock(&handler_lock);
   handler_page = page_size();
-  if (sigaction(SIGSEGV, NULL, &cur) == 0 &&
-      ((cur.sa_flags & SA_SIGINFO) == 0 || cur.sa_sigaction != on_segv)) {
-    prev_segv = cur;
-    (void)sigaction(SIGSEGV, &sa, NULL);
+  for (int i = 0; i < 2; i++) {
+    int sig = i == 0 ? SIGSEGV : SIGBUS;
+    if (sigaction(sig, NULL, &cur) == 0 &&
+        ((cur.sa_flags & SA_SIGINFO) == 0 || cur.sa_sigaction != on_segv)) {
+      *(sig == SIGBUS ? &prev_bus : &prev_segv) = cur;
+      (void)sigaction(sig, &sa, NULL);
+    }
   }
   (void)pthread_mutex_unlock(&handler_lock);
 }

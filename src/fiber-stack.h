@@ -218,13 +218,14 @@ int uvp__stack_markers(void);
  * FALLBACK or CANARY as if the kernel had no markers, AUTO as probed). */
 void uvp__stack_default_guards(int mode);
 
-/* What the SIGSEGV handler asks to learn which stack the thread is running
- * on (NULL: none of ours).  Called in a signal handler: it may only read
- * memory.  The handler is installed with the first stack carved with a
- * marker or page guard; it reports a fault inside the guard page of the
- * running stack on stderr, naming its file and line, and in every case
+/* What the SIGSEGV and SIGBUS handler asks to learn which stack the thread
+ * is running on (NULL: none of ours).  Called in a signal handler: it may
+ * only read memory.  The handler is installed with the first stack carved
+ * with a marker or page guard; it reports a fault inside the guard page of
+ * the running stack on stderr, naming its file and line, and in every case
  * hands the fault on to the handler that was installed before it (ASan's,
- * the program's, or the default action: the process dies of SIGSEGV). */
+ * the program's, or the default action: the process dies of the signal,
+ * SIGSEGV on Linux, SIGBUS on macOS). */
 void uvp__stack_set_running_hook(const uvp__stack_t *(*running)(void));
 
 /* Reports an overrun found by a canary check (fiber-switch.c) on stderr,

@@ -99,7 +99,7 @@ static int has_sse(void) {
   }
   return v == 2;
 }
-#else
+#elif defined(__x86_64__)
 static inline int has_sse(void) { return 1; }
 #endif
 
@@ -196,8 +196,10 @@ HIDDEN void uvp__fiber_trampoline(void);
 #if defined(_WIN64)
 #include "fiber-jump-win64.h"
 #elif defined(__x86_64__) || defined(__i386__)
+#include "fiber-asm.h"
 #include "fiber-jump-x86.h"
 #elif defined(__aarch64__) || defined(__arm__)
+#include "fiber-asm.h"
 #include "fiber-jump-arm.h"
 #elif defined(__s390x__)
 #include "fiber-jump-s390x.h"
@@ -321,16 +323,20 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx) {
   tools_init(ctx);
 }
 
-/* Shadow stacks (CET's SHSTK, -fcf-protection=full or =return).  The
- * object is marked as supporting them, as the rest of the library is, but
- * our switch does not switch them: a fiber's calls would push their return
+/* Shadow stacks (CET's SHSTK, -fcf-protection=full or =return).  Our
+ * switch does not switch them: a fiber's calls would push their return
  * addresses onto the thread's shadow stack, and the first return after a
- * switch would fault.  Where they are enforced (a CET CPU, Linux 6.6 or
- * later, glibc 2.39 or later run with GLIBC_TUNABLES=glibc.cpu.x86_shstk=on,
- * every object marked), the process stops here, at its first fiber, with a
- * message that says why, not at some later return.  rdssp is a nop (leaving
- * 0) where they are not enforced. */
-#if defined(__CET__) && (__CET__ & 2) && !defined(UVP__FIBER_UCONTEXT)
+ * switch would fault.  So this object is not marked as supporting them
+ * (meson.build builds it with -fcf-protection=branch where the rest of the
+ * library has =full), the linker leaves the mark off the library and off
+ * every program that links it, and the C library does not turn them on
+ * for such a program.  Where they are on all the same (forced, e.g.
+ * GLIBC_TUNABLES=glibc.cpu.x86_shstk=on on Linux 6.6 or later and glibc
+ * 2.39 or later), the process stops here, at its first fiber, with a
+ * message that says why, not at some later return.  rdssp is a nop
+ * (leaving 0) where they are off. */
+#if defined(__CET__) && (defined(__x86_64__) || defined(__i386__)) &&          \
+    !defined(UVP__FIBER_UCONTEXT)
 static void shadow_stack_check(void) {
   uintptr_t ssp = 0;
 #if defined(__x86_64__)

@@ -39,10 +39,13 @@
 /* Our assembly is for ELF x86-64 (LP64, not x32), i386, aarch64, ARM
  * (EABI, ARMv5T and later), s390x and 64-bit PowerPC (ELFv2: ppc64el), with or
  * without -fcf-protection and -mbranch-protection (fiber-jump-*.h say what of
- * them they keep), and Windows x86-64 (fiber-jump-win64.h); elsewhere glibc's
- * ucontext stands in, also when forced, so
- * that tests can cover it. */
-#if (!defined(__ELF__) && !defined(_WIN64)) ||                                 \
+ * them they keep), Mach-O x86-64 and arm64 (macOS: the ELF routines' very
+ * instructions, fiber-asm.h) and Windows x86-64 (fiber-jump-win64.h);
+ * elsewhere glibc's ucontext stands in, also when forced, so that tests can
+ * cover it. */
+#if (!defined(__ELF__) && !defined(_WIN64) &&                                  \
+     !(defined(__APPLE__) &&                                                   \
+       (defined(__x86_64__) || defined(__aarch64__)))) ||                      \
     !((defined(__x86_64__) && !defined(__ILP32__)) || defined(__i386__) ||     \
       defined(__aarch64__) ||                                                  \
       (defined(__arm__) && defined(__ARM_EABI__) && __ARM_ARCH >= 5) ||        \

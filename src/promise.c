@@ -106,8 +106,12 @@ void uvp__report_unhandled(uvp_promise_t *p) {
 /* ---- misuse -------------------------------------------------------------- */
 
 /* Weak: defined only when a sanitizer's runtime is in the process (the
- * program was built with -fsanitize=..., whether or not uvp was). */
+ * program was built with -fsanitize=..., whether or not uvp was); where
+ * the linker takes no weak reference to an absent function (meson.build:
+ * Mach-O), no sanitizer's trace. */
+#if defined(UVP_HAVE_WEAK_UNDEFINED)
 extern void __sanitizer_print_stack_trace(void) __attribute__((weak));
+#endif
 
 void uvp__misuse(const uvp_promise_t *p, const char *call) {
   fprintf(stderr,
@@ -115,8 +119,10 @@ void uvp__misuse(const uvp_promise_t *p, const char *call) {
           ", already freed: a release too many, or a "
           "use after the last release (ignored)\n",
           call, UVP__PTRV(p));
+#if defined(UVP_HAVE_WEAK_UNDEFINED)
   if (__sanitizer_print_stack_trace != NULL)
     __sanitizer_print_stack_trace();
+#endif
 #if defined(UVP_HAVE_VALGRIND)
   VALGRIND_PRINTF_BACKTRACE("uvp: %s on a freed promise\n", call);
 #endif

@@ -145,8 +145,8 @@ int uvp__rw_put(map_t *m, uint8_t ns, const void *id, uint32_t e);
 writer_t *uvp__rw_new(uvp_ctx_t *ctx, uint64_t last_ms);
 int uvp__rw_entities(writer_t *wr);
 void uvp__rw_free(writer_t *wr);
-/* The wall clock's time (ns since the epoch) at CLOCK_MONOTONIC's mono
- * (ns, as uv_hrtime), to a microsecond; 0 if unknown. */
+/* The wall clock's time (ns since the epoch) at mono (ns of the clock
+ * uv_hrtime reads, mono.h), to a microsecond; 0 if unknown. */
 uint64_t uvp__rw_wall(uint64_t mono);
 /* Lines written so far, whole, go out. */
 void uvp__rw_flush(writer_t *wr);

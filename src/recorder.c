@@ -7,6 +7,7 @@
 
 #include "alloc.h"
 #include "cause.h"
+#include "mono.h"
 #include "recorder.h"
 #include "work-door.h"
 
@@ -47,13 +48,8 @@ static rec_state_t *state_of(const uvp_ctx_t *ctx) {
   return uvp__rec_state(ctx);
 }
 
-/* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls. */
-static uint64_t now_ns(void) {
-  struct timespec t;
-  if (UVP__UNLIKELY(clock_gettime(CLOCK_MONOTONIC, &t) != 0))
-    return uv_hrtime();
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
+/* The clock uv_hrtime reads (mono.h). */
+static uint64_t now_ns(void) { return uvp__mono_ns(); }
 
 uint64_t uvp__rec_clock(uvp__rec_hot_t *h) {
   h->countdown = h->every;

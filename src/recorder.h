@@ -84,7 +84,7 @@ enum {
 
 /* 64 bytes, one cache line: a record dirties one line, whatever its kind. */
 typedef struct uvp__rec_s {
-  uint64_t t;        /* ns of CLOCK_MONOTONIC; UVP__REC_GUESS: the last
+  uint64_t t;        /* ns of uv_hrtime's clock; UVP__REC_GUESS: the last
                         read's, the event came after it (see uvp__rec_time) */
   const void *track; /* the fiber running (its promise); NULL: the loop's
                         own stack */

@@ -33,6 +33,7 @@
 #include "diag.h"
 #include "dump.h"
 #include "hbox.h"
+#include "mono.h"
 #include "promise.h"
 #include "recorder.h"
 #include "scope.h"
@@ -412,13 +413,8 @@ static UVP__ALWAYS_INLINE void take(stall_state_t *st, const uvp__slice_t *s) {
     take_slow(st, s);
 }
 
-/* CLOCK_MONOTONIC, which uv_hrtime reads, without its wrapper's calls. */
-static uint64_t now_ns(void) {
-  struct timespec t;
-  if (UVP__UNLIKELY(clock_gettime(CLOCK_MONOTONIC, &t) != 0))
-    return uv_hrtime();
-  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
+/* The clock uv_hrtime reads (mono.h). */
+static uint64_t now_ns(void) { return uvp__mono_ns(); }
 
 static unsigned countdown(const stall_state_t *st) {
   return atomic_load_explicit(&st->h.countdown, memory_order_relaxed);

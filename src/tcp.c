@@ -22,6 +22,9 @@
 #include "cause.h"
 #include "op.h"
 #include "scope.h"
+#include "tcp.h"
+
+uvp__getaddrinfo_fn uvp__tcp_getaddrinfo; /* NULL: uv_getaddrinfo */
 
 enum { OP_CONNECT, OP_CONNECT_HOST, OP_WRITE, OP_READ, OP_SHUTDOWN, OP_WATCH };
 
@@ -568,10 +571,12 @@ int uvp_tcp_connect_host_at(uvp_tcp_t *t, const char *host, int port,
                            out);
   }
   op->resolving = true;
-  return uvp__op_started(&op->op,
-                         uv_getaddrinfo(uvp__loop(t->ctx), &op->req.gai, gai_cb,
-                                        host, service, &hints),
-                         out);
+  uvp__getaddrinfo_fn resolve =
+      uvp__tcp_getaddrinfo != NULL ? uvp__tcp_getaddrinfo : uv_getaddrinfo;
+  return uvp__op_started(
+      &op->op,
+      resolve(uvp__loop(t->ctx), &op->req.gai, gai_cb, host, service, &hints),
+      out);
 }
 
 /* ---- write / shutdown ---------------------------------------------------- */

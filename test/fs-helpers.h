@@ -14,7 +14,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#if defined(UVP_HAVE_SYS_SYSCALL_H) /* meson.build: not on macOS */
 #include <sys/syscall.h>
+#endif
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -258,6 +260,23 @@ static inline int fd_of(const char *path, int mine) {
   closedir(d);
   return found;
 }
+
+/* The checks that watch a pool thread block in a system call read it from
+ * /proc/self/task/N/syscall, Linux's: elsewhere (macOS) they skip, by name,
+ * before anything blocks. */
+#define SKIP_WITHOUT_SYSCALL_VIEW()                                            \
+  do {                                                                         \
+    if (access("/proc/self/task", R_OK) != 0)                                  \
+      SKIP_BECAUSE("no /proc/self/task here: which system call a pool "        \
+                   "thread is blocked in cannot be seen");                     \
+  } while (0)
+#if !defined(SYS_read) /* no <sys/syscall.h>: numbers for the calls above */
+#define SYS_read (-1)  /* never asked: those checks skip first */
+#define SYS_write (-1)
+#endif
+#if !defined(SYS_openat)
+#define SYS_openat (-1)
+#endif
 
 /* Whether a thread of this process is in a system call whose line in
  * /proc (number, then arguments) starts with `want`.  Under an emulator

@@ -104,12 +104,17 @@ static inline size_t proc_map_count(void) {
  * debugger would): 1, 0 (it faults: unmapped, PROT_NONE or a guard marker),
  * or -1 when process_vm_readv is refused or missing (qemu-user). */
 static inline int proc_readable(const void *addr) {
+#if defined(UVP_HAVE_PROCESS_VM_READV) /* meson.build: Linux's */
   char byte;
   struct iovec local = {&byte, 1}, remote = {(void *)(uintptr_t)addr, 1};
   ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
   if (n == 1)
     return 1;
   return n < 0 && errno == EFAULT ? 0 : -1;
+#else
+  (void)addr;
+  return -1;
+#endif
 }
 
 /* Whether the page holding addr faults on access: by the kernel's read,

@@ -455,6 +455,7 @@ static void running_once(fixture_t *f, by_t by) {
 }
 
 static void test_running_file_requests_complete(void **state) {
+  SKIP_WITHOUT_SYSCALL_VIEW();
   for (by_t by = 0; by < BY_COUNT; by++)
     running_once(*state, by);
 }

@@ -79,7 +79,7 @@ static size_t resident_pages(const void *addr, size_t len) {
   size_t n = ((uintptr_t)addr + len - a + page - 1) / page, r = 0;
   unsigned char *vec = malloc(n);
   assert_non_null(vec);
-  assert_int_equal(mincore((void *)a, n * page, vec), 0);
+  assert_int_equal(mincore((void *)a, n * page, (void *)vec), 0);
   for (size_t i = 0; i < n; i++)
     r += vec[i] & 1;
   free(vec);

@@ -165,6 +165,7 @@ static void drain_pipe(int fd) {
 static void test_cancel_read_file_while_closing(void **state) {
   fixture_t *f = *state;
   SKIP_ON_WINDOWS(NO_FIFOS);
+  SKIP_WITHOUT_SYSCALL_VIEW();
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   int fds = count_fds();
   int wfd = open(at("fifo"), O_RDWR); /* uvp's open need not wait */
@@ -180,6 +181,7 @@ static void test_cancel_read_file_while_closing(void **state) {
 static void test_cancel_write_file_while_closing(void **state) {
   fixture_t *f = *state;
   SKIP_ON_WINDOWS(NO_FIFOS);
+  SKIP_WITHOUT_SYSCALL_VIEW();
   assert_int_equal(mkfifo(at("fifo"), 0600), 0);
   int fds = count_fds();
   int rfd = open(at("fifo"), O_RDWR);

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include "../src/tcp.h"
 #include "alloc-helpers.h"
 
 /* ---- a small loopback server with a behaviour per test ------------------- */
@@ -283,13 +284,6 @@ static void test_connect_host_unknown_name(void **state) {
 
 /* ---- a resolver answer with several addresses (see the top) -------------- */
 
-int __real_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
-                          uv_getaddrinfo_cb cb, const char *node,
-                          const char *service, const struct addrinfo *hints);
-int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
-                          uv_getaddrinfo_cb cb, const char *node,
-                          const char *service, const struct addrinfo *hints);
-
 static struct {
   int refusing; /* armed while > 0: this many refusing addresses first */
   int refused_port;
@@ -325,14 +319,15 @@ static void multi_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   multi.cb(req, status, res);
 }
 
-int __wrap_uv_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
-                          uv_getaddrinfo_cb cb, const char *node,
-                          const char *service, const struct addrinfo *hints) {
+/* The resolver connect_host asks (src/tcp.h), while the test runs. */
+static int several_getaddrinfo(uv_loop_t *loop, uv_getaddrinfo_t *req,
+                               uv_getaddrinfo_cb cb, const char *node,
+                               const char *service,
+                               const struct addrinfo *hints) {
   if (multi.refusing == 0 || cb == NULL)
-    return __real_uv_getaddrinfo(loop, req, cb, node, service, hints);
+    return uv_getaddrinfo(loop, req, cb, node, service, hints);
   multi.cb = cb;
-  return __real_uv_getaddrinfo(loop, req, multi_cb, "127.0.0.1", service,
-                               hints);
+  return uv_getaddrinfo(loop, req, multi_cb, "127.0.0.1", service, hints);
 }
 
 /* A port that was just free: bind, learn it, close it. */
@@ -352,6 +347,7 @@ static int refusing_port(fixture_t *f) {
  * (valgrind and ASan check that). */
 static void test_connect_host_tries_each_address(void **state) {
   fixture_t *f = *state;
+  uvp__tcp_getaddrinfo = several_getaddrinfo;
   int refused = refusing_port(f);
   server_t srv;
   server_start(f, &srv, SRV_ECHO_THEN_CLOSE);
@@ -394,6 +390,7 @@ static void test_connect_host_tries_each_address(void **state) {
   uvp_promise_release(c);
   uvp_tcp_close(t);
   server_stop(&srv);
+  uvp__tcp_getaddrinfo = NULL;
 }
 
 static void test_connection_refused(void **state) {

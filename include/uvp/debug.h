@@ -524,7 +524,8 @@ UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
  *    when it ends (what ran, how long, and whose it was: the promise
  *    whose handler stalled, or the fiber, with its site).
  *
- * Times.  uvp reads CLOCK_MONOTONIC (uv_hrtime's clock) for every event
+ * Times.  uvp reads uv_hrtime's clock (CLOCK_MONOTONIC on Linux,
+ * mach_absolute_time's on macOS) for every event
  * but two that come by the million: a fiber's hand-off to the next fiber
  * (a park and a resumption in one event, with no trip through the loop)
  * and a group's new member, for which it reads it at one in 64 (a clock
@@ -641,14 +642,14 @@ typedef struct uvp_record_opts_s {
  * `"cut_off":true`); one still open at the write ends at the write
  * (`"open":true`); every begin has its end, and no event's time goes back on
  * its track.  `ts` are microseconds from `otherData`'s `ts_origin_ns`
- * (CLOCK_MONOTONIC, as uv_hrtime), one second before the first event;
+ * (uv_hrtime's clock), one second before the first event;
  * `otherData` also says how many events were written (`events`) and how many
  * the ring had overwritten (`overwritten`), the wall clock's time at
  * `ts_origin_ns` (`wall_origin_ns`, ns since the epoch, to a microsecond)
  * and the process's id (`pid`).
  *
  * <b>UVP_RECORD_TEXT</b>: a line per event, `SECONDS.MICROS TRACK: WHAT`
- * (CLOCK_MONOTONIC; a `~` after the time when it is the last clock read's,
+ * (uv_hrtime's clock; a `~` after the time when it is the last clock read's,
  * the event came later), e.g. `12.004511 fiber 0x55c0add7b7e0: parked at
  * app.c:22 awaiting 0x55c0add7c1a0`.  For people: parse the JSON form.
  *
