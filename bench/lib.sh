@@ -127,14 +127,15 @@ one() {
 # fair LABEL OPS A B [NAME_A NAME_B]: the comparison line of two programs
 # run by one into $tmp/A and $tmp/B, interleaved (A, B, A, B, ...) on the
 # same pinned CPU(s): CPU time and wall time per operation (OPS
-# operations a run), the median of each side with its min..max, and the
+# operations a run, or OPS_A:OPS_B where a side's process does more
+# rounds), the median of each side with its min..max, and the
 # median of the pairs' ratios B/A with its min..max.  Warns when there
 # are fewer than five pairs: below that a median says little here.
 fair() {
   local label=$1 ops=$2 a=$3 b=$4 na=${5:-$3} nb=${6:-$4} f
   for f in child_cpu_ms child_wall_ms; do
     paste <(field $f < "$tmp/$a") <(field $f < "$tmp/$b") |
-      awk -v ops="$ops" -v f="$f" -v na="$na" -v nb="$nb" -v lab="$label" '
+      awk -v oa="${ops%%:*}" -v ob="${ops#*:}" -v f="$f" -v na="$na" -v nb="$nb" -v lab="$label" '
         function med(x, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && x[j-1] > x[j]; j--) {
             t = x[j]; x[j] = x[j-1]; x[j-1] = t }
           return (n % 2) ? x[(n+1)/2] : (x[n/2] + x[n/2+1]) / 2 }
@@ -142,8 +143,8 @@ fair() {
           return sprintf(x >= 10 ? "%.1f" : "%.3f", x) }
         function cell(x, n,   m) { m = med(x, n)
           return g(m) " (" g(x[1]) ".." g(x[n]) ")" }
-        NF == 2 { n++; u[n] = $1 * 1e6 / ops; p[n] = $2 * 1e6 / ops
-          if ($1 > 0) { k++; r[k] = $2 / $1 } }
+        NF == 2 { n++; u[n] = $1 * 1e6 / oa; p[n] = $2 * 1e6 / ob
+          if (u[n] > 0) { k++; r[k] = p[n] / u[n] } }
         END { if (n == 0) { printf "fair %s: no pairs\n", lab; exit }
           printf "fair %s, %s ns/op, %d pair(s)%s: %s %s, %s %s, %s/%s %s\n",
             lab, f == "child_cpu_ms" ? "CPU (user+sys)" : "wall", n,
