@@ -99,7 +99,7 @@ pinned() {
 }
 
 # one OUT CMD...: run CMD pinned (pinned), alone, and append its output
-# line to $tmp/OUT with what the kernel accounted to it, from getrusage of
+# to $tmp/OUT, its last line with what the kernel accounted to it, from getrusage of
 # the child (bash's time) and GNU time's peak RSS where installed:
 #   child_cpu_ms  user + system CPU time of CMD and its threads
 #   child_wall_ms wall time around it (start-up included)
@@ -119,9 +119,10 @@ one() {
   fi
   t=$(tail -n 1 "$tmp/.time")
   [ ! -s "$tmp/.rss" ] || rss=$(tail -n 1 "$tmp/.rss")
-  echo "$(tail -n 1 "$tmp/.line") $(echo "$t" | awk -v r="$rss" \
-    '{printf "child_cpu_ms=%.0f child_wall_ms=%.0f child_rss_kb=%s", ($2 + $3) * 1000, $1 * 1000, r}')" \
-    >> "$tmp/$out"
+  # on the last line of CMD's output, where a runner reads its fields
+  sed "\$ s/\$/ $(echo "$t" | awk -v r="$rss" \
+    '{printf "child_cpu_ms=%.0f child_wall_ms=%.0f child_rss_kb=%s", ($2 + $3) * 1000, $1 * 1000, r}')/" \
+    "$tmp/.line" >> "$tmp/$out"
 }
 
 # fair LABEL OPS A B [NAME_A NAME_B]: the comparison line of two programs
