@@ -89,14 +89,13 @@ bench_cpus() {
 
 # pinned CMD...: CMD on bench_cpus (CMD as is where taskset is missing).
 # Every program a comparison measures is started through it (directly or
-# through one), servers under test included.
-pinned() {
-  if command -v taskset > /dev/null; then
-    taskset -c "$(bench_cpus)" "$@"
-  else
-    "$@"
-  fi
-}
+# through one).  PIN holds the words that do it, for a command started in
+# the background whose pid the runner reads (a server under test):
+# `"${PIN[@]}" CMD &`, since a function in the background is a subshell
+# and $! would be the subshell's pid, not the command's.
+PIN=()
+! command -v taskset > /dev/null || PIN=(taskset -c "$(bench_cpus)")
+pinned() { "${PIN[@]}" "$@"; }
 
 # one OUT CMD...: run CMD pinned (pinned), alone, and append its output
 # to $tmp/OUT, its last line with what the kernel accounted to it, from getrusage of
