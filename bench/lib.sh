@@ -71,15 +71,86 @@ pairs() {
       printf "%.3f %.3f %.3f %d\n", m, r[int((NR+3)/4)], r[int((3*NR+3)/4)], NR}'
 }
 
-# one OUT CMD...: run CMD, append its line to $tmp/OUT; stop on failure.
+# bench_cpus: the CPU list (taskset -c syntax) every measured program is
+# pinned to, uvp's and its peer's alike: UVP_BENCH_CPUS, else the last CPU
+# this shell may run on.  One core for both sides, not "whatever the
+# scheduler gives each": on a shared machine with autogroup scheduling a
+# process started from another terminal is not lowered by `nice`, so an
+# unpinned peer can get a sliver of a core while uvp gets a whole one (or
+# the reverse), and the ratio measures the neighbours.  A runner whose
+# programs need more threads running at once sets UVP_BENCH_CPUS=0,1 (say).
+bench_cpus() {
+  if [ -n "${UVP_BENCH_CPUS:-}" ]; then
+    echo "$UVP_BENCH_CPUS"
+  else
+    taskset -pc $$ 2> /dev/null | sed 's/.*: *//; s/.*[,-]//' || echo 0
+  fi
+}
+
+# pinned CMD...: CMD on bench_cpus (CMD as is where taskset is missing).
+# Every program a comparison measures is started through it (directly or
+# through one).  PIN holds the words that do it, for a command started in
+# the background whose pid the runner reads (a server under test):
+# `"${PIN[@]}" CMD &`, since a function in the background is a subshell
+# and $! would be the subshell's pid, not the command's.
+PIN=()
+! command -v taskset > /dev/null || PIN=(taskset -c "$(bench_cpus)")
+pinned() { "${PIN[@]}" "$@"; }
+
+# one OUT CMD...: run CMD pinned (pinned), alone, and append its output
+# to $tmp/OUT, its last line with what the kernel accounted to it, from getrusage of
+# the child (bash's time) and GNU time's peak RSS where installed:
+#   child_cpu_ms  user + system CPU time of CMD and its threads
+#   child_wall_ms wall time around it (start-up included)
+#   child_rss_kb  peak resident set ("-" without /usr/bin/time)
+# CPU time is the fair figure on a loaded machine: it does not count the
+# time CMD waited for the core, which wall time does.  Stops the runner
+# when CMD fails.
 one() {
-  local out=$1 line
+  local out=$1 rc=0 t rss=- TIMEFORMAT='%3R %3U %3S'
   shift
-  if ! line=$("$@"); then
-    echo "failed: $* -> $line" >&2
+  local -a wrap=()
+  [ ! -x /usr/bin/time ] || wrap=(/usr/bin/time -f %M -o "$tmp/.rss")
+  { time pinned "${wrap[@]}" "$@" > "$tmp/.line" 2>&3 || rc=$?; } 3>&2 2> "$tmp/.time"
+  if [ $rc -ne 0 ]; then
+    echo "failed: $* -> $(cat "$tmp/.line")" >&2
     exit 1
   fi
-  echo "$line" >> "$tmp/$out"
+  t=$(tail -n 1 "$tmp/.time")
+  [ ! -s "$tmp/.rss" ] || rss=$(tail -n 1 "$tmp/.rss")
+  # on the last line of CMD's output, where a runner reads its fields
+  sed "\$ s/\$/ $(echo "$t" | awk -v r="$rss" \
+    '{printf "child_cpu_ms=%.0f child_wall_ms=%.0f child_rss_kb=%s", ($2 + $3) * 1000, $1 * 1000, r}')/" \
+    "$tmp/.line" >> "$tmp/$out"
+}
+
+# fair LABEL OPS A B [NAME_A NAME_B]: the comparison line of two programs
+# run by one into $tmp/A and $tmp/B, interleaved (A, B, A, B, ...) on the
+# same pinned CPU(s): CPU time and wall time per operation (OPS
+# operations a run, or OPS_A:OPS_B where a side's process does more
+# rounds), the median of each side with its min..max, and the
+# median of the pairs' ratios B/A with its min..max.  Warns when there
+# are fewer than five pairs: below that a median says little here.
+fair() {
+  local label=$1 ops=$2 a=$3 b=$4 na=${5:-$3} nb=${6:-$4} f
+  for f in child_cpu_ms child_wall_ms; do
+    paste <(field $f < "$tmp/$a") <(field $f < "$tmp/$b") |
+      awk -v oa="${ops%%:*}" -v ob="${ops#*:}" -v f="$f" -v na="$na" -v nb="$nb" -v lab="$label" '
+        function med(x, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && x[j-1] > x[j]; j--) {
+            t = x[j]; x[j] = x[j-1]; x[j-1] = t }
+          return (n % 2) ? x[(n+1)/2] : (x[n/2] + x[n/2+1]) / 2 }
+        function g(x) { if (x >= 100) return sprintf("%.0f", x)
+          return sprintf(x >= 10 ? "%.1f" : "%.3f", x) }
+        function cell(x, n,   m) { m = med(x, n)
+          return g(m) " (" g(x[1]) ".." g(x[n]) ")" }
+        NF == 2 { n++; u[n] = $1 * 1e6 / oa; p[n] = $2 * 1e6 / ob
+          if (u[n] > 0) { k++; r[k] = p[n] / u[n] } }
+        END { if (n == 0) { printf "fair %s: no pairs\n", lab; exit }
+          printf "fair %s, %s ns/op, %d pair(s)%s: %s %s, %s %s, %s/%s %s\n",
+            lab, f == "child_cpu_ms" ? "CPU (user+sys)" : "wall", n,
+            n < 5 ? " (fewer than 5: not a figure)" : "",
+            na, cell(u, n), nb, cell(p, n), nb, na, k ? cell(r, k) : "-" }'
+  done
 }
 
 # machine: one line naming the processor, the CPUs this process may use
@@ -96,4 +167,5 @@ machine() {
     /^flags/ && / hypervisor/ {v = ", virtual"}
     END {printf "machine: %s, family %s model %s, %d CPUs%s (nproc %d), load %s\n",
       m, f, d, n, v, np, load}' /proc/cpuinfo
+  echo "measured programs pinned to CPU(s) $(bench_cpus), one at a time (bench/lib.sh pinned)"
 }

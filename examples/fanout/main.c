@@ -1065,27 +1065,35 @@ int fanout_trace_write(run_t *r) {
  * follow alone, and a job of many URLs is not one trace of thousands of
  * spans. */
 void fanout_row_trace_begin(run_t *r, row_t *row) {
-  if (r->trace_out == NULL || row->traced)
+  if (r->trace_out == NULL || row->span != NULL)
     return;
-  row->traced =
-      uvp_span_begin(r->ctx, &row->span, "uvp-fanout url", UVP_SPAN_INTERNAL,
-                     NULL, UVP_SPAN_NEW_TRACE) == 0;
+  /* without memory the URL goes untraced, as with a span refused */
+  row->span = malloc(sizeof(*row->span));
+  if (row->span != NULL &&
+      uvp_span_begin(r->ctx, row->span, "uvp-fanout url", UVP_SPAN_INTERNAL,
+                     NULL, UVP_SPAN_NEW_TRACE) != 0) {
+    free(row->span);
+    row->span = NULL;
+  }
 }
 
 void fanout_row_trace_end(run_t *r, row_t *row, int status) {
-  if (!row->traced)
+  uvp_span_t *span = row->span;
+
+  if (span == NULL)
     return;
-  row->traced = 0;
-  (void)uvp_span_end(r->ctx, &row->span, status);
+  row->span = NULL;
+  (void)uvp_span_end(r->ctx, span, status);
+  free(span);
 }
 
 void fanout_row_trace_enter(run_t *r, row_t *row, fanout_trace_was_t *was) {
   was->set = 0;
-  if (!row->traced)
+  if (row->span == NULL)
     return;
   /* the coordinator sets no tracestate: none to keep */
   was->had = uvp_tracectx_get(r->ctx, &was->tc, NULL) == 0;
-  was->set = uvp_tracectx_set(r->ctx, &row->span.tc, NULL) == 0;
+  was->set = uvp_tracectx_set(r->ctx, &row->span->tc, NULL) == 0;
 }
 
 void fanout_row_trace_leave(run_t *r, const fanout_trace_was_t *was) {
@@ -1731,6 +1739,7 @@ int main(int argc, char **argv) {
     free(r.rows[i].final_url);
     free(r.rows[i].worker);
     free(r.rows[i].error_name);
+    free(r.rows[i].span); /* begun, never ended: the run stopped early */
   }
   free(r.rows);
   urls_free(&u);
