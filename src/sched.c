@@ -324,8 +324,12 @@ void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open) {
 
 /* After uvp_ctx_close: the last end calls the close callback first, while
  * the count still keeps the context, then lets the context go under the
- * lock (other threads may be releasing the last promises). */
+ * lock.  Every read of the count is under the lock too: from `closed` on,
+ * another thread's release may end work of this context (the answers of
+ * its calls, read with its mail) while the loop thread's close callbacks
+ * end the rest; the one that finds the count at 1 is the last. */
 static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
+  uvp__lock(ctx);
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {
     uvp_ctx_closed_cb cb = ctx->closed_cb;
     void *arg = ctx->closed_arg;
@@ -333,9 +337,12 @@ static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
     ctx->closed_arg = NULL;
     ctx->inflight -= work; /* 0 for the callback to read */
     work = 0;
+    /* Unlocked: the callback may block on another thread's teardown;
+     * the count of 1, this end's, keeps the context meanwhile. */
+    uvp__unlock(ctx);
     cb(ctx, arg);
+    uvp__lock(ctx);
   }
-  uvp__lock(ctx);
   ctx->loop_work--;
   ctx->inflight -= work;
   uvp__unlock(ctx); /* may free the context */
@@ -416,7 +423,14 @@ static uvp__msg_t *take_msg(uvp_ctx_t *ctx) {
   return m;
 }
 
+/* After the teardown the mail is read under the lock, on any thread: a
+ * release from another thread reads it too (free_last_slow), and what a
+ * message applies (a call's answers ending their operations) changes
+ * what those threads read.  Before it, only the loop thread reads it. */
 static void read_mail(uvp_ctx_t *ctx) {
+  bool closed = UVP__UNLIKELY(ctx->h.closed);
+  if (closed)
+    uvp__lock(ctx);
   bool outer = !ctx->reading_mail;
   ctx->reading_mail = true;
   uvp__msg_t *m;
@@ -430,6 +444,8 @@ static void read_mail(uvp_ctx_t *ctx) {
   }
   if (outer)
     ctx->reading_mail = false;
+  if (closed)
+    uvp__unlock(ctx); /* never the last: the caller's handle or promise */
 }
 
 void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
@@ -527,9 +543,12 @@ static void close_mail(uvp_ctx_t *ctx) {
    * if its count is all that is left (the host's walk closed the async,
    * whose close callback would have run uvp_ctx_close_full's), the
    * callback waits for a close callback of a handle opened for it, never
-   * running inside uvp_inflight_end. */
+   * running inside uvp_inflight_end.  The count is read under the lock,
+   * as everywhere after the teardown. */
+  uvp__lock(ctx);
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL)
     closed_cb_later(ctx);
+  uvp__unlock(ctx);
 }
 
 void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
