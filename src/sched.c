@@ -423,16 +423,15 @@ static uvp__msg_t *take_msg(uvp_ctx_t *ctx) {
   return m;
 }
 
-/* After the teardown the mail is read under the lock, on any thread: a
- * release from another thread reads it too (free_last_slow), and what a
- * message applies (a call's answers ending their operations) changes
- * what those threads read.  Before it, only the loop thread reads it. */
+/* On the loop thread only, after the teardown too: another thread's
+ * release never reads a closed context's mail (promise.c), and the
+ * messages it may still get (uvp__post_call's) take the lock for what
+ * other threads read (references, the work count).  Not under the lock:
+ * what they apply may post to another context, taking its lock, whose
+ * own closed loop may be posting here (a lock-order inversion). */
 static void read_mail(uvp_ctx_t *ctx) {
-  bool closed = UVP__UNLIKELY(ctx->h.closed);
-  if (closed)
-    uvp__lock(ctx);
-  bool outer = !ctx->reading_mail;
-  ctx->reading_mail = true;
+  bool outer = !atomic_load_explicit(&ctx->reading_mail, memory_order_relaxed);
+  atomic_store_explicit(&ctx->reading_mail, true, memory_order_relaxed);
   uvp__msg_t *m;
   while ((m = take_msg(ctx)) != NULL) {
     if (m->op == UVP__MSG_CALL) { /* the poster's memory, which fn may reuse */
@@ -443,9 +442,7 @@ static void read_mail(uvp_ctx_t *ctx) {
     uvp__free(m);
   }
   if (outer)
-    ctx->reading_mail = false;
-  if (closed)
-    uvp__unlock(ctx); /* never the last: the caller's handle or promise */
+    atomic_store_explicit(&ctx->reading_mail, false, memory_order_relaxed);
 }
 
 void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
@@ -598,6 +595,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   if (ctx == NULL)
     return UV_ENOMEM;
   atomic_init(&ctx->mail, false);
+  atomic_init(&ctx->reading_mail, false);
   int rc = uv_mutex_init_recursive(&ctx->mu);
   if (rc != 0) {
     uvp__free(ctx);
