@@ -324,10 +324,10 @@ void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open) {
 
 /* After uvp_ctx_close: the last end calls the close callback first, while
  * the count still keeps the context, then lets the context go under the
- * lock.  Every read of the count is under the lock too: from `closed` on,
- * another thread's release may end work of this context (the answers of
- * its calls, read with its mail) while the loop thread's close callbacks
- * end the rest; the one that finds the count at 1 is the last. */
+ * lock.  The test of the count is under the lock too: other threads'
+ * releases read it there (uvp__unlock), and it is the one rule of a
+ * closed context's counts, whoever ends (docs/internals.md, "A context's
+ * life"). */
 static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
   uvp__lock(ctx);
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {
