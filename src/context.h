@@ -43,7 +43,12 @@ struct uvp_ctx_s {
   uint16_t id;       /* in the registry */
   bool freeing;      /* draining free_stack */
   bool idle_active;
-  bool reading_mail; /* the loop thread is applying messages */
+  /* The loop thread is applying messages.  Atomic (relaxed: a plain load
+   * and store) because a closed context's releases from other threads
+   * test it (uvp__mail_waiting) while its loop thread reads its mail;
+   * either answer is right there, as no message then names a promise
+   * without a reference (promise.c's mail_names_refless). */
+  atomic_bool reading_mail;
   /* mhead != NULL, readable without mu: the check phase looks at it every
    * loop iteration (see check_cb in sched.c), and so does every promise's
    * last release (uvp__mail_waiting), on the line it touches anyway. */
@@ -152,7 +157,7 @@ int uvp__post(uvp_promise_t *p, int op, int code, void *value,
 static inline bool uvp__mail_waiting(const uvp_ctx_t *ctx) {
   return UVP__UNLIKELY(
              atomic_load_explicit(&ctx->mail, memory_order_relaxed)) &&
-         !ctx->reading_mail;
+         !atomic_load_explicit(&ctx->reading_mail, memory_order_relaxed);
 }
 void uvp__read_mail(uvp_ctx_t *ctx);
 /* The promise core's settles that the mail applies, and its teardown. */

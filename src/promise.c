@@ -128,6 +128,19 @@ void uvp__misuse(const uvp_promise_t *p, const char *call) {
 #endif
 }
 
+/* Whether the mailbox may hold a message naming a promise it holds no
+ * reference to (a settle's).  Not after the teardown: uvp__post refuses
+ * settles and releases from `closed` on, under the lock, and the sweep
+ * applied, under the same lock, those posted before; what is posted then
+ * (uvp__post_call: calls' requests and answers, records' ends) names
+ * operations that hold their promises until applied.  So another
+ * thread's release, under the lock, never reads a closed context's mail,
+ * whose messages end work of the loop thread's (a group's, while that
+ * thread runs its fibers to their end, unlocked). */
+static bool mail_names_refless(const uvp_ctx_t *ctx) {
+  return !ctx->h.closed || uvp__on_loop_thread(ctx);
+}
+
 /* p's last reference went, and p owns more than its slot (free_plain
  * says so), or it is a release too many.  ctx is p's: open, or its lock
  * held. */
@@ -138,7 +151,7 @@ static UVP__NOINLINE void free_last_slow(uvp_ctx_t *ctx, uvp_promise_t *p) {
     uvp__misuse(p, "uvp_promise_release");
     return;
   }
-  if (uvp__mail_waiting(ctx)) {
+  if (mail_names_refless(ctx) && uvp__mail_waiting(ctx)) {
     /* A message may name p (see uvp__post): read with p alive.  One that
      * settled it has its reactions holding it now. */
     p->refs = 1;

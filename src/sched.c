@@ -324,8 +324,12 @@ void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open) {
 
 /* After uvp_ctx_close: the last end calls the close callback first, while
  * the count still keeps the context, then lets the context go under the
- * lock (other threads may be releasing the last promises). */
+ * lock.  The test of the count is under the lock too: other threads'
+ * releases read it there (uvp__unlock), and it is the one rule of a
+ * closed context's counts, whoever ends (docs/internals.md, "A context's
+ * life"). */
 static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
+  uvp__lock(ctx);
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {
     uvp_ctx_closed_cb cb = ctx->closed_cb;
     void *arg = ctx->closed_arg;
@@ -333,9 +337,12 @@ static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
     ctx->closed_arg = NULL;
     ctx->inflight -= work; /* 0 for the callback to read */
     work = 0;
+    /* Unlocked: the callback may block on another thread's teardown;
+     * the count of 1, this end's, keeps the context meanwhile. */
+    uvp__unlock(ctx);
     cb(ctx, arg);
+    uvp__lock(ctx);
   }
-  uvp__lock(ctx);
   ctx->loop_work--;
   ctx->inflight -= work;
   uvp__unlock(ctx); /* may free the context */
@@ -416,9 +423,15 @@ static uvp__msg_t *take_msg(uvp_ctx_t *ctx) {
   return m;
 }
 
+/* On the loop thread only, after the teardown too: another thread's
+ * release never reads a closed context's mail (promise.c), and the
+ * messages it may still get (uvp__post_call's) take the lock for what
+ * other threads read (references, the work count).  Not under the lock:
+ * what they apply may post to another context, taking its lock, whose
+ * own closed loop may be posting here (a lock-order inversion). */
 static void read_mail(uvp_ctx_t *ctx) {
-  bool outer = !ctx->reading_mail;
-  ctx->reading_mail = true;
+  bool outer = !atomic_load_explicit(&ctx->reading_mail, memory_order_relaxed);
+  atomic_store_explicit(&ctx->reading_mail, true, memory_order_relaxed);
   uvp__msg_t *m;
   while ((m = take_msg(ctx)) != NULL) {
     if (m->op == UVP__MSG_CALL) { /* the poster's memory, which fn may reuse */
@@ -429,7 +442,7 @@ static void read_mail(uvp_ctx_t *ctx) {
     uvp__free(m);
   }
   if (outer)
-    ctx->reading_mail = false;
+    atomic_store_explicit(&ctx->reading_mail, false, memory_order_relaxed);
 }
 
 void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
@@ -527,9 +540,12 @@ static void close_mail(uvp_ctx_t *ctx) {
    * if its count is all that is left (the host's walk closed the async,
    * whose close callback would have run uvp_ctx_close_full's), the
    * callback waits for a close callback of a handle opened for it, never
-   * running inside uvp_inflight_end. */
+   * running inside uvp_inflight_end.  The count is read under the lock,
+   * as everywhere after the teardown. */
+  uvp__lock(ctx);
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL)
     closed_cb_later(ctx);
+  uvp__unlock(ctx);
 }
 
 void uvp__mail_hold(uvp_ctx_t *ctx, bool held) {
@@ -579,6 +595,7 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   if (ctx == NULL)
     return UV_ENOMEM;
   atomic_init(&ctx->mail, false);
+  atomic_init(&ctx->reading_mail, false);
   int rc = uv_mutex_init_recursive(&ctx->mu);
   if (rc != 0) {
     uvp__free(ctx);
