@@ -17,6 +17,17 @@
 #define UVP__PTR "0x%" PRIxPTR
 #define UVP__PTRV(p) ((uintptr_t)(const void *)(p))
 
+/* The format attribute of uvp's own printf-like functions: mingw-w64's C99
+ * printf (__USE_MINGW_ANSI_STDIO) is gnu_printf to gcc, msvcrt's is
+ * printf, and %zu is only the former's. */
+#if defined(__MINGW_PRINTF_FORMAT)
+#define UVP__PRINTF(f, a) __attribute__((format(__MINGW_PRINTF_FORMAT, f, a)))
+#elif defined(__GNUC__)
+#define UVP__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define UVP__PRINTF(f, a)
+#endif
+
 #if defined(__GNUC__)
 #define UVP__LIKELY(x) __builtin_expect(!!(x), 1)
 #define UVP__UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -50,8 +50,7 @@ static void put(doc_t *d, const char *s, size_t n) {
 
 static void puts_(doc_t *d, const char *s) { put(d, s, strlen(s)); }
 
-static void putf(doc_t *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void putf(doc_t *d, const char *fmt, ...) UVP__PRINTF(2, 3);
 static void putf(doc_t *d, const char *fmt, ...) {
   char buf[512];
   va_list ap;

@@ -114,14 +114,7 @@ static void add(uvp__dump_t *d, const char *s, size_t n) {
   d->len += n;
 }
 
-/* mingw-w64's C99 printf is gnu_printf to gcc, msvcrt's is printf. */
-#if defined(__MINGW_PRINTF_FORMAT)
-#define ADDF_FORMAT __MINGW_PRINTF_FORMAT
-#else
-#define ADDF_FORMAT printf
-#endif
-static void addf(uvp__dump_t *d, const char *fmt, ...)
-    __attribute__((format(ADDF_FORMAT, 2, 3)));
+static void addf(uvp__dump_t *d, const char *fmt, ...) UVP__PRINTF(2, 3);
 static void addf(uvp__dump_t *d, const char *fmt, ...) {
   char buf[512];
   va_list ap;
