@@ -10,7 +10,7 @@
  * for them all, so its resident bytes are not one stack's).
  * Usage: fiber-memory [N] [DEPTH]   (defaults 10000 and 8; LOCALS is 320)
  * e.g. `build-bench/bench/fiber-memory 10000 8` (issue 57: at most 4 164
- * bytes a fiber, one resident page a stack; docs/internals.md 13.8). */
+ * bytes a fiber, one resident page a stack; docs/internals/fibers.md 13.8). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

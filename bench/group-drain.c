@@ -190,7 +190,7 @@ int main(int argc, char **argv) {
       uvp_ctx_new(&loop, &ctx) != 0)
     return 1;
   /* UVP_BENCH_STALL_MS=N: the stall detector on at N ms, for its cost
-   * (docs/internals.md, "The stall detector"). */
+   * (docs/internals/diagnostics.md, "The stall detector"). */
   const char *stall_ms = getenv("UVP_BENCH_STALL_MS");
   if (stall_ms != NULL &&
       uvp_ctx_set_stall(ctx, strtoull(stall_ms, NULL, 10), NULL, NULL) != 0)

@@ -1,5 +1,5 @@
 /* Bindings' records of work in flight (uvp_inflight_start/_end; figures in
- * docs/internals.md §18.2), in rounds of 1 000 records:
+ * docs/internals/teardown.md §18.2), in rounds of 1 000 records:
  *   inflight N            each round on the loop thread: promise, start;
  *                         then resolve, end, release
  *   inflight N --thread   started on the loop thread, then settled,

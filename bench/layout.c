@@ -4,7 +4,7 @@
  * BENCH_DATA_PAD bytes of data in front of libuvp.a's in the executable.
  * The same library code then runs at other addresses, so a figure that
  * moves with the padding belongs to the placement, not to the code
- * (docs/internals.md §12).
+ * (docs/internals/core.md §12).
  * Prints one line: the medians over rounds 2..R of ns per promise for the
  * creation loop and for the drain.
  * Usage: layout [N] [--derived] [--rounds=R]   (defaults 1000000, 7) */

@@ -156,7 +156,7 @@ fair() {
 # machine: one line naming the processor, the CPUs this process may use
 # and the load when the runner starts, printed beside a runner's figures.
 # The same code has read 1.7x and 2.2x Node's ping-pong on two machines of
-# this kind (internals 13.5), and a loaded machine moves wall times most:
+# this kind (docs/internals/fibers.md 13.5), and a loaded machine moves wall times most:
 # a figure is only compared with one taken on the same processor.
 machine() {
   awk -F': *' -v np="$(nproc)" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '

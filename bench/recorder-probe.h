@@ -1,6 +1,6 @@
 /* UVP_BENCH_RECORD=BYTES turns the flight recorder on, with a ring of
  * BYTES and every kind of event, in the programs whose cost with it on
- * docs/internals.md gives ("The flight recorder"; bench/ab's rows
+ * docs/internals/diagnostics.md gives ("The flight recorder"; bench/ab's rows
  * *-rec). */
 #ifndef UVP_BENCH_RECORDER_PROBE_H
 #define UVP_BENCH_RECORDER_PROBE_H

@@ -1,5 +1,5 @@
 /* What a request made under a W3C trace context costs uvp's core
- * (docs/internals.md, "Trace context"): what a binding does per request,
+ * (docs/internals/tracing.md, "Trace context"): what a binding does per request,
  * the scope's context read, a client span begun, its traceparent
  * formatted, the span ended.
  *

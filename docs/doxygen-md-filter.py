@@ -14,7 +14,7 @@ link.  Line for line, so that Doxygen's warnings keep their line numbers.
   becomes a link to that header's page (`@ref uvp.h`): Doxygen would
   keep the relative path, which leads out of the site.
 * A link to another file of the repository that is not a page of the
-  site (`[LICENSE](LICENSE)`, `[internals](internals.md)`: the pages are
+  site (`[LICENSE](LICENSE)`, `[DEVELOPERS.md](../DEVELOPERS.md)`: the pages are
   the Markdown files of the Doxyfile's INPUT less its EXCLUDE) becomes its
   text: Doxygen would show the Markdown as it is, or a dead link.
 

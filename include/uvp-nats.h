@@ -6,7 +6,7 @@
  * pkg-config name uvp-nats), built when libnats >= 3.4 is found (Debian:
  * libnats-dev).  It drives each connection with nats.c's event-loop
  * interface (natsOptions_SetEventLoop) through four callbacks of its own,
- * not nats.c's shipped adapters/libuv.h (docs/internals.md §21 says why).
+ * not nats.c's shipped adapters/libuv.h (docs/internals/nats.md §21 says why).
  * JetStream (streams, pull consumers, key-value buckets, durable
  * promises) is uvp-nats-js.h, in the same library.
  *

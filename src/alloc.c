@@ -1,5 +1,5 @@
 /* The allocator hook, the slab pools, prefaulting and the kept blocks
- * (see alloc.h; the figures behind the tuning: docs/internals.md). */
+ * (see alloc.h; the figures behind the tuning: docs/internals/memory.md). */
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)

@@ -1,6 +1,6 @@
 /* Private to src/: the allocator hook, the slab pools promises, reactions
  * and operations come from, and large blocks kept for reuse.  How the
- * pools are tuned, and the figures behind it: docs/internals.md. */
+ * pools are tuned, and the figures behind it: docs/internals/memory.md. */
 #ifndef UVP_ALLOC_H
 #define UVP_ALLOC_H
 
@@ -114,7 +114,7 @@ static UVP__ALWAYS_INLINE void *uvp__pool_try(uvp__pool_t *pool) {
     void *next = *(void **)slot;
     pool->free_list = next;
     pool->live++;
-    UVP__PREFETCH_W(next); /* the next pop's link: see docs/internals.md */
+    UVP__PREFETCH_W(next); /* the next pop's link: see docs/internals/memory.md */
     uvp__slot_alloc(pool, slot, pool->slot_size);
     return slot;
   }

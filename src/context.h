@@ -34,7 +34,7 @@ typedef struct uvp__runq_s {
    * which leave rhead where it is, brings it one nearer.  The drain keeps
    * no count of its own in memory: a counter stored and reloaded around
    * every reaction made the drain up to 1.5x slower, depending on where
-   * the linker put the code (docs/internals.md). */
+   * the linker put the code (docs/internals/core.md). */
   size_t budget_end;
 } uvp__runq_t;
 
@@ -121,7 +121,7 @@ extern UVP__TLS uint16_t uvp__current_id;
  * uvp__cached() is that context (else ask uvp__local_ctx_slow).  Ids, not
  * addresses, are compared, and uvp__cached() reads uvp__current afresh, so
  * that the context's address does not wait for p's cache line: see
- * docs/internals.md.  No id is 0, which names no context, so a match
+ * docs/internals/core.md.  No id is 0, which names no context, so a match
  * means uvp__current is set. */
 static inline bool uvp__ctx_cached(const uvp_promise_t *p) {
   return p->ctx_id == uvp__current_id;

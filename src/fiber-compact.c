@@ -1,7 +1,7 @@
 /* The compact mode of fibers (uvp_ctx_set_fiber_mode): a fiber's record is
  * on the heap, and while it is parked its live frames are copied out of the
  * stack it runs on, into a buffer of their size (fiber-compact.h has the
- * interface; docs/internals.md 13.9 the figures).
+ * interface; docs/internals/fibers-2.md 13.9 the figures).
  *
  * Three builds of it, chosen here and nowhere else:
  *  - shared (our switch, no ASan in the process): compact fibers run on one

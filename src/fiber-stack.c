@@ -102,7 +102,7 @@
  * fiber still fits its one page, and a warm one, handed out again with
  * its pages, over 32: the fibers that cycle through warm stacks are the
  * ones whose records evict each other, and a warm stack's pages are the
- * pool's already (docs/internals.md 13.8).  A slot has room for the
+ * pool's already (docs/internals/fibers.md 13.8).  A slot has room for the
  * widest. */
 #define STAGGER_STEP 64u
 #define STAGGER_NARROW 8u

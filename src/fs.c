@@ -275,11 +275,11 @@ static void simple_complete(uvp__op_t *o, uvp_promise_t *p) {
  * this loop iteration, not here: in a burst of completions each promise is
  * cold (created when the request started), and where settling here would
  * stall on each in turn, this callback only starts loading it, and the
- * rest of the poll phase hides the wait (see docs/internals.md). */
+ * rest of the poll phase hides the wait (see docs/internals/operations.md). */
 static void simple_cb(uv_fs_t *req) {
   fsop_t *op = op_of(req);
   /* Clean now if the settle needs no more than the result, as a
-   * hand-written callback does (why it matters: docs/internals.md). */
+   * hand-written callback does (why it matters: docs/internals/operations.md). */
   if (!settle_reads_request(req))
     uv_fs_req_cleanup(req);
   if (UVP__UNLIKELY(uvp__closed(op->op.ctx))) {

@@ -50,7 +50,7 @@ struct block_s {
  * have 3 900 of them; with 32-cell blocks, 31 250, the drain of 1e6 took
  * 10 % longer) and cost a quarter of a byte a member.  1024-cell blocks
  * gained 4 % there, but a group past its first 8 members would take
- * 24 KiB (docs/internals.md §14.2). */
+ * 24 KiB (docs/internals/groups.md §14.2). */
 enum { SMALL_CELLS = 8, LARGE_CELLS = 256 };
 
 /* Rounded to whole lines: the pool aligns a slot to the largest power of

@@ -177,7 +177,7 @@ void uvp__op_complete_later(uvp__op_t *op) {
   op->done.cb.notify = op_complete;
   op->done.arg = op;
   uvp__enqueue_completion(op->ctx, &op->done);
-  /* The settle is some way off: see docs/internals.md. */
+  /* The settle is some way off: see docs/internals/operations.md. */
   UVP__PREFETCH_W(p);
 }
 

@@ -35,7 +35,7 @@ enum {
 
 /* 48 bytes (32 on ILP32).  The context is named by its registry id, the
  * creation site by an interned one.  What every settle and release reads comes
- * first, in 16 bytes (see docs/internals.md). */
+ * first, in 16 bytes (see docs/internals/core.md). */
 struct uvp_promise_s {
   uvp__reaction_t *reactions; /* pending: newest first.  A free slot's
                                * free-list link lives here */

@@ -237,7 +237,7 @@ static UVP__NOINLINE int on_other(uvp_promise_t *p, int mask, uvp_then_cb cb,
  * slots and the derived promise's site at hand.  Nothing is committed
  * until all of that is known, so that where it answers false the general
  * way (add_reaction) starts over; and it makes no call, so that the entry
- * points need no stack frame (docs/internals.md has the figures). */
+ * points need no stack frame (docs/internals/core.md has the figures). */
 static UVP__ALWAYS_INLINE bool add_plain(uvp_promise_t *p, uvp__rkind_t kind,
                                          uvp_then_cb cb, void *arg,
                                          uvp_promise_t **out, const char *file,

@@ -73,7 +73,7 @@ typedef void (*uvp__notify_cb)(void *arg, const uvp_outcome_t *in);
  * callback, argument, notifier and scope in a box, a second slot: its cb
  * is then a marker and its arg the box (reaction.c).  Every pending
  * promise pays for the handler's size; only those handlers pay for the
- * box (docs/internals.md has the figures). */
+ * box (docs/internals/core.md has the figures). */
 typedef struct uvp__handler_s {
   uvp__reaction_t r;
   union {

@@ -1,5 +1,5 @@
 /* The flight recorder's ring and its hooks (recorder.h; the contract is in
- * uvp/debug.h, how it works in docs/internals.md).  The writer is
+ * uvp/debug.h, how it works in docs/internals/diagnostics.md).  The writer is
  * recorder-write.c. */
 #include <stdio.h>
 #include <string.h>

@@ -1,5 +1,5 @@
 /* Private to src/: the flight recorder (uvp_ctx_set_recorder; how it works
- * is in docs/internals.md, "The flight recorder").
+ * is in docs/internals/diagnostics.md, "The flight recorder").
  *
  * A ring of fixed-size events per context, written by the loop thread
  * alone, each where it happens (a fiber's park, a piece of work's start

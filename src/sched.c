@@ -105,7 +105,7 @@ static UVP__ALWAYS_INLINE const void *first_read(const uvp__reaction_t *r) {
  * reaction UVP__PREFETCH_AHEAD ahead, then the promise it reads first 2
  * ahead.  A short queue gets the promise of the entry after the one about
  * to run: its reaction was queued a moment ago by a settle that walked it,
- * or is already in cache.  Figures: docs/internals.md.  Always inline:
+ * or is already in cache.  Figures: docs/internals/core.md.  Always inline:
  * GCC 12 finds a function made of prefetches free of side effects and
  * drops the call altogether. */
 static UVP__ALWAYS_INLINE void prefetch_ahead(const uvp__runq_t *q) {
@@ -326,7 +326,7 @@ void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open) {
  * the count still keeps the context, then lets the context go under the
  * lock.  The test of the count is under the lock too: other threads'
  * releases read it there (uvp__unlock), and it is the one rule of a
- * closed context's counts, whoever ends (docs/internals.md, "A context's
+ * closed context's counts, whoever ends (docs/internals/teardown.md, "A context's
  * life"). */
 static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
   uvp__lock(ctx);

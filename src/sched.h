@@ -143,7 +143,7 @@ static inline uvp_ctx_t *uvp__promise_ctx(const uvp_promise_t *p) {
 /* ---- which thread -------------------------------------------------------- */
 
 /* Every thread has its own copy of a thread-local variable, so its address
- * names the thread in one instruction (see docs/internals.md).  Like a
+ * names the thread in one instruction (see docs/internals/core.md).  Like a
  * pthread_t, the address may be reused by a thread created after the loop
  * thread has exited. */
 #if defined(__GNUC__)

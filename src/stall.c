@@ -1,5 +1,5 @@
 /* The stall detector (see stall.h; the contract is in uvp/debug.h, how it
- * works in docs/internals.md).
+ * works in docs/internals/diagnostics.md).
  *
  * The loop thread keeps the slice it runs now in `cur` (its own) and in
  * the published words (`pub`), which the watchdog thread reads as a
@@ -22,7 +22,7 @@
 /* Under valgrind, or with the watchdog behind, the loop thread times
  * every slice itself (`self`).  -DUVP_STALL_NO_SELF builds without that,
  * so that callgrind (whose one thread at a time starves the watchdog)
- * counts the marks as they run natively (docs/internals.md, "The stall
+ * counts the marks as they run natively (docs/internals/diagnostics.md, "The stall
  * detector"). */
 #if defined(UVP_HAVE_VALGRIND) && !defined(UVP_STALL_NO_SELF)
 #define UVP__STALL_VALGRIND 1

@@ -1,5 +1,5 @@
 /* Private to src/: the stall detector (uvp_ctx_set_stall; how it works is
- * in docs/internals.md, "The stall detector").
+ * in docs/internals/diagnostics.md, "The stall detector").
  *
  * The loop thread marks where each slice of its time begins: a reaction
  * (the drain), a fiber's slice (its resumption), one of uvp's callbacks,

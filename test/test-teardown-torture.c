@@ -25,7 +25,7 @@
  * thread's release reading a closed context's mail while that context's
  * loop thread read it too (its calls' answers applied on two threads, the
  * last end of its work missed, a group's holds changed under its fibers
- * being run to their end): docs/internals.md, "A context's life". */
+ * being run to their end): docs/internals/teardown.md, "A context's life". */
 #include <signal.h>
 #include <stdatomic.h>
 

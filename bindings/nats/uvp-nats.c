@@ -53,7 +53,7 @@
  * thread through the queue, which the loop takes a batch at a time: a
  * synchronous inbox would save that hop, but natsSubscription_NextMsg
  * destroys a no-responders status without saying which request it
- * answered (docs/internals.md 21.5 has the figures).
+ * answered (docs/internals/nats.md 21.5 has the figures).
  *
  * Cancels and backpressure.  A request cut after it was sent publishes
  * its reply subject on UVP_NATS_CANCEL_PREFIX + its subject (requests.c,
@@ -62,7 +62,7 @@
  * A service holds at most limit + max_waiting requests and answers the
  * rest Uvp-Error: EBUSY at once, so that what NATS pushes cannot pile up
  * in its group's queue; its drain can have a deadline, past which what
- * waits is answered ECANCELED and what runs is cut (docs/internals.md
+ * waits is answered ECANCELED and what runs is cut (docs/internals/nats-2.md
  * 21.7).
  *
  * Files, each on the ones before it: this one (errors, the loop's side:

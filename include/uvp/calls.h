@@ -108,7 +108,7 @@ extern "C" {
  * their fn give come back the same way, one message for a drain's worth.
  * A call takes a slot of the caller's operation pool: nothing is
  * allocated per call once warm (a link per pair of contexts, on the
- * first call).  docs/internals.md, "Calls between loops", has the
+ * first call).  docs/internals/calls.md, "Calls between loops", has the
  * figures.
  *
  * The bound.  A pair's queue holds the calls in flight from the caller

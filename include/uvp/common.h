@@ -384,7 +384,7 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * nothing either: they give memory back only when the program asks
  * (uvp_ctx_trim, below) and when the context is freed after
  * uvp_ctx_close.  uvp_ctx_stats says what they hold (slab_bytes) and how
- * much of it no live object uses (slab_idle_bytes).  Docs/internals.md
+ * much of it no live object uses (slab_idle_bytes).  Docs/internals/memory.md
  * says how the pools are laid out.
  *
  * Pre-allocate room for `promises` more promises and `reactions` more

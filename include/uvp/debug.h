@@ -85,7 +85,7 @@ extern "C" {
  * longer than 4 KiB is cut short (text: "..." at its end; JSON: see
  * `cut`).  The summary walks every task, as the
  * full dump does, without writing them: 1 000 000 tasks take tens of
- * milliseconds (docs/internals.md).  Nothing is kept per promise for the
+ * milliseconds (docs/internals/groups.md).  Nothing is kept per promise for the
  * dump; only a record of work cut while its work winds down is, from the
  * cut to its end (16 bytes in a per-context hash set, at most half full,
  * which keeps its memory until uvp_ctx_trim).  Loop thread.
@@ -296,7 +296,7 @@ UVP_EXTERN int uvp_ctx_stats(const uvp_ctx_t *ctx, uvp_ctx_stats_t *out);
  * uvp_ctx_dump_pending print the chain under each promise.
  * Cost: none per promise (the trace takes two bytes the promise had
  * spare); with traces on, a lookup in a per-context cache per promise
- * created (docs/internals.md has the figure).  Frames are interned once
+ * created (docs/internals/groups.md has the figure).  Frames are interned once
  * per process (16 383 of them; past that, chains stop growing); a frame
  * that repeats one of the four below it is not added again and a chain
  * stops at 48 frames, so a loop or a recursion shows once.
@@ -543,7 +543,7 @@ UVP_EXTERN int uvp_ctx_stall_stats(const uvp_ctx_t *ctx,
  * call; a description's bytes copied into a part of the ring of their
  * own, under the same overwrite rule): about 6 % more instructions an
  * await of a fiber ping-pong, nothing for promises settled in waves
- * (docs/internals.md has the figures). */
+ * (docs/internals/diagnostics.md has the figures). */
 
 /** What uvp_ctx_set_recorder records (flags, ORed; 0: all of them). */
 enum {
@@ -598,7 +598,7 @@ typedef struct uvp_record_opts_s {
  * as it was: it keeps recording.  Loop thread; the loop waits while it
  * writes, which allocates about 40 bytes an event held for the write's
  * time (a full 64 MiB ring: 917 504 events, about 290 MB of JSON in a
- * few tenths of a second: docs/internals.md).
+ * few tenths of a second: docs/internals/diagnostics.md).
  *
  * <b>UVP_RECORD_JSON</b>: one JSON object (Chrome's trace event format, as
  * https://ui.perfetto.dev and chrome://tracing open it), its events an array
