@@ -25,7 +25,8 @@
  * fallback forces the fallback).
  * Usage: million fiber|compact|promise|delay [N] [MS]
  *   (defaults 1000000, 10000), e.g. `build-bench/bench/million delay
- *   1000000 2000` for the million-delays figure (docs/internals/fibers-2.md 13.10). */
+ *   1000000 2000` for the million-delays figure
+ * (docs/internals/fibers-2.md 13.10). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* What a request made under a W3C trace context costs uvp's core
- * (docs/internals/tracing.md, "Trace context"): what a binding does per request,
- * the scope's context read, a client span begun, its traceparent
+ * (docs/internals/tracing.md, "Trace context"): what a binding does per
+ * request, the scope's context read, a client span begun, its traceparent
  * formatted, the span ended.
  *
  *   tracectx N MODE   MODE 0: no trace context (what every request pays

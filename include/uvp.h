@@ -29,8 +29,9 @@
  *
  *  - A context (uvp_ctx_t) is created over an existing loop.  uvp never
  *    creates, runs or stops the loop, but for a program that hands it its
- *    whole life: uvp_main_run makes the loop, runs it and closes it.  Every promise belongs to exactly one
- *    context; contexts on different loops are fully independent.
+ *    whole life: uvp_main_run makes the loop, runs it and closes it.  Every
+ * promise belongs to exactly one context; contexts on different loops are fully
+ * independent.
  *
  *  - A promise is pending, then settles once: fulfilled with a value, or
  *    rejected with a reason.

@@ -114,7 +114,8 @@ static UVP__ALWAYS_INLINE void *uvp__pool_try(uvp__pool_t *pool) {
     void *next = *(void **)slot;
     pool->free_list = next;
     pool->live++;
-    UVP__PREFETCH_W(next); /* the next pop's link: see docs/internals/memory.md */
+    UVP__PREFETCH_W(
+        next); /* the next pop's link: see docs/internals/memory.md */
     uvp__slot_alloc(pool, slot, pool->slot_size);
     return slot;
   }

@@ -7,7 +7,8 @@
  * in input order rather than scattered over the reaction pool.  all keeps
  * each value in its spent cell too and, once the last is in, gathers them
  * in input order into an array after the slots: one pass through memory in
- * order, rather than a store to a cold line per input (docs/internals/operations.md).
+ * order, rather than a store to a cold line per input
+ * (docs/internals/operations.md).
  *
  * Lifetime: see uvp__fanin_t. */
 #include <string.h>

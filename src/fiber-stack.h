@@ -19,7 +19,7 @@
  * fresh, (mod 32) for a warm one handed out again: the tops of consecutive
  * stacks, where fibers keep their records and first frames, fall in
  * different cache sets, and a fiber parked a few calls deep on a fresh
- * stack still fits the one page it faults in (docs/internals/fibers.md 13.8).  A
+ * stack still fits the one page it faults in (docs/internals/fibers.md 13.8). A
  * slot has a page more than the stack's size for it.
  *
  * Below each stack one of three guards (a guard marker, a PROT_NONE

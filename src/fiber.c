@@ -235,9 +235,9 @@ static void on_wake(void *arg, const uvp_outcome_t *in) {
  * later (the same reaction, in the same order, counted against its
  * budget); going through the loop's stack costs a second switch and, worse,
  * unbalances the return predictor twice (bench/fiber-pingpong: 54 ns per
- * await through the drain, see docs/internals/fibers.md).  Only fibers that will
- * run are taken, so nothing but a fiber's start or resumption ever runs
- * on another fiber's stack. */
+ * await through the drain, see docs/internals/fibers.md).  Only fibers that
+ * will run are taken, so nothing but a fiber's start or resumption ever runs on
+ * another fiber's stack. */
 static UVP__ALWAYS_INLINE fiber_t *handoff(fiber_state_t *st,
                                            const fiber_t *self) {
   fiber_t *g = uvp__next_embedded(st->ctx, on_wake);

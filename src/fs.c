@@ -279,7 +279,8 @@ static void simple_complete(uvp__op_t *o, uvp_promise_t *p) {
 static void simple_cb(uv_fs_t *req) {
   fsop_t *op = op_of(req);
   /* Clean now if the settle needs no more than the result, as a
-   * hand-written callback does (why it matters: docs/internals/operations.md). */
+   * hand-written callback does (why it matters: docs/internals/operations.md).
+   */
   if (!settle_reads_request(req))
     uv_fs_req_cleanup(req);
   if (UVP__UNLIKELY(uvp__closed(op->op.ctx))) {

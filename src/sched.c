@@ -326,8 +326,8 @@ void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open) {
  * the count still keeps the context, then lets the context go under the
  * lock.  The test of the count is under the lock too: other threads'
  * releases read it there (uvp__unlock), and it is the one rule of a
- * closed context's counts, whoever ends (docs/internals/teardown.md, "A context's
- * life"). */
+ * closed context's counts, whoever ends (docs/internals/teardown.md, "A
+ * context's life"). */
 static UVP__NOINLINE void loop_work_end_closed(uvp_ctx_t *ctx, size_t work) {
   uvp__lock(ctx);
   if (ctx->loop_work == 1 && ctx->closed_cb != NULL) {

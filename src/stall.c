@@ -22,8 +22,8 @@
 /* Under valgrind, or with the watchdog behind, the loop thread times
  * every slice itself (`self`).  -DUVP_STALL_NO_SELF builds without that,
  * so that callgrind (whose one thread at a time starves the watchdog)
- * counts the marks as they run natively (docs/internals/diagnostics.md, "The stall
- * detector"). */
+ * counts the marks as they run natively (docs/internals/diagnostics.md, "The
+ * stall detector"). */
 #if defined(UVP_HAVE_VALGRIND) && !defined(UVP_STALL_NO_SELF)
 #define UVP__STALL_VALGRIND 1
 #include <valgrind/valgrind.h>

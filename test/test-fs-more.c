@@ -417,9 +417,9 @@ static void test_other_thread_refused(void **state) {
 /* ---- a handler handing a request on -------------------------------------- */
 
 /* A handler returning a request it has just started hands the request to
- * its derived promise (take-over, docs/internals/operations.md §7.5): the request's
- * own promise is gone at once, the derived promise gets the value, and
- * cancelling the derived promise cancels the request in libuv. */
+ * its derived promise (take-over, docs/internals/operations.md §7.5): the
+ * request's own promise is gone at once, the derived promise gets the value,
+ * and cancelling the derived promise cancels the request in libuv. */
 typedef struct handoff_s {
   fixture_t *f;
   const char *link;

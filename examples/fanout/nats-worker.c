@@ -244,8 +244,9 @@ static void signals_close(worker_t *w) {
  * system.  nats.c frees every message on its garbage-collector thread, so
  * under a pile the messages already answered wait there, thousands of
  * them when that thread gets little CPU, and glibc's heap keeps the high
- * water of that backlog (docs/internals/nats-2.md 21.7: 0.3 to 5 MB after 100 000,
- * 0.3 MB freed at once); malloc_trim(0) hands its free pages back. */
+ * water of that backlog (docs/internals/nats-2.md 21.7: 0.3 to 5 MB
+ * after 100 000, 0.3 MB freed at once); malloc_trim(0) hands its free
+ * pages back. */
 static void trim_check(uv_timer_t *t) {
   worker_t *w = t->data;
   uvp_nats_serve_stats_ex_t st;

@@ -165,9 +165,9 @@ extern "C" {
  *    them is reported where it happens;
  *  - each await copies: resuming a compact fiber costs a copy of its live
  *    bytes and of the last parked one's (a ping-pong of two compact fibers
- *    takes about twice the default's time per await; docs/internals/fibers.md 13
- *    has the cost by bytes), and a compact fiber never hands off directly
- *    to another fiber;
+ *    takes about twice the default's time per await; docs/internals/fibers.md
+ * 13 has the cost by bytes), and a compact fiber never hands off directly to
+ * another fiber;
  *  - an await in a compact fiber may fail with UV_ENOMEM (no memory for
  *    its frames: nothing parked, nothing awaited).
  * A fiber spawned with a stack size of its own (uvp_fiber_opts_t) gets a

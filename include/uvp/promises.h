@@ -52,8 +52,8 @@ UVP_EXTERN int uvp_promise_new_at(uvp_ctx_t *ctx, uvp_promise_t **out,
  * @{ */
 /** Already fulfilled (Promise.resolve(v)) / already rejected
  * (Promise.reject(e)).  uvp owns value/payload from the call on: on error
- * free_cb has run (uvp.h, "Handing over").  Errors: UV_EINVAL (NULL ctx or out; for rejected, a code not
- * < 0), UV_ENOMEM, UVP_ECLOSED. */
+ * free_cb has run (uvp.h, "Handing over").  Errors: UV_EINVAL (NULL ctx or out;
+ * for rejected, a code not < 0), UV_ENOMEM, UVP_ECLOSED. */
 #define uvp_promise_resolved(...)                                              \
   uvp_promise_resolved_at(__VA_ARGS__, __FILE__, __LINE__)
 UVP_EXTERN int uvp_promise_resolved_at(uvp_ctx_t *ctx, void *value,

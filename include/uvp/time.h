@@ -151,10 +151,10 @@ UVP_EXTERN int uvp_timeout_at(uvp_promise_t *p, uint64_t ms, int flags,
  * context has any promise (uvp_ctx_stats' `live`) or the current scope a
  * deadline: call it right after uvp_ctx_new.  Switching between
  * UVP_CLOCK_VIRTUAL and UVP_CLOCK_AUTO is allowed at any time.  With the
- * clock real nothing of this costs anything measurable (docs/internals/time.md).
- * UVP_CLOCK_AUTO adds two unreferenced handles, closed by uvp_ctx_close.
- * Loop thread.  Errors: UV_EINVAL (NULL ctx, unknown mode), UVP_ECLOSED,
- * UVP_ETHREAD, UV_EBUSY (see above), UV_ENOMEM. */
+ * clock real nothing of this costs anything measurable
+ * (docs/internals/time.md). UVP_CLOCK_AUTO adds two unreferenced handles,
+ * closed by uvp_ctx_close. Loop thread.  Errors: UV_EINVAL (NULL ctx, unknown
+ * mode), UVP_ECLOSED, UVP_ETHREAD, UV_EBUSY (see above), UV_ENOMEM. */
 enum {
   UVP_CLOCK_REAL = 0,    /**< the loop's clock (the default) */
   UVP_CLOCK_VIRTUAL = 1, /**< moves only by uvp_clock_advance */
