@@ -23,6 +23,10 @@
 
 #include "helpers.h"
 
+#ifndef POLLRDHUP /* Linux's; elsewhere (macOS) a peer's close is POLLHUP */
+#define POLLRDHUP 0
+#endif
+
 static char dir[32], sock[64];
 
 static int console_setup(void **state) {

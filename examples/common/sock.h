@@ -43,6 +43,21 @@ static inline void sock_close(uv_os_sock_t fd) {
 #endif
 }
 
+#ifndef _WIN32
+/* Where the flags cannot be given at creation (macOS has neither
+ * SOCK_NONBLOCK nor accept4): set on the descriptor, closed on failure. */
+static inline int sock_set_flags(uv_os_sock_t fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
+      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    int err = sock_err();
+    close(fd);
+    return err;
+  }
+  return 0;
+}
+#endif
+
 /* A TCP socket of `family`, non-blocking and not inherited by children. */
 static inline int sock_open(int family, uv_os_sock_t *out) {
 #ifdef _WIN32
@@ -56,11 +71,16 @@ static inline int sock_open(int family, uv_os_sock_t *out) {
     sock_close(fd);
     return err;
   }
-#else
+#elif defined(SOCK_NONBLOCK)
   uv_os_sock_t fd =
       socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return sock_err();
+#else
+  uv_os_sock_t fd = socket(family, SOCK_STREAM, 0);
+  int err = fd < 0 ? sock_err() : sock_set_flags(fd);
+  if (err != 0)
+    return err;
 #endif
   *out = fd;
   return 0;
@@ -82,10 +102,15 @@ static inline int sock_accept(uv_os_sock_t l, uv_os_sock_t *out) {
     sock_close(fd);
     return err;
   }
-#else
+#elif defined(SOCK_NONBLOCK)
   uv_os_sock_t fd = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0)
     return sock_err();
+#else
+  uv_os_sock_t fd = accept(l, NULL, NULL);
+  int err = fd < 0 ? sock_err() : sock_set_flags(fd);
+  if (err != 0)
+    return err;
 #endif
   *out = fd;
   return 0;
