@@ -1483,9 +1483,10 @@ int main(int argc, char **argv) {
     return usage_error("--serve takes no URLs");
   /* NATS_URL (the nats tool's) for what needs a server; a plain run
    * goes through NATS only when told (--nats, -s) */
+  const char *env_url = getenv("NATS_URL");
   if ((worker || nats.name != NULL || nats.job != NULL) && nats.url == NULL &&
-      getenv("NATS_URL") != NULL && *getenv("NATS_URL") != '\0')
-    nats.url = getenv("NATS_URL");
+      env_url != NULL && *env_url != '\0')
+    nats.url = env_url;
   /* -u is curl's web login: with --nats a NATS password typed there would
    * go to every fetched server, so the ambiguity is refused */
   if (user_flag && nats.url != NULL)
