@@ -323,13 +323,7 @@ static int connect_start(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
 
 int uvp_nats_connect_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,
                         uvp_promise_t **out, const char *file, int line) {
-  uvp_nats_t *b;
-  if (ctx == NULL || out == NULL) {
-    if (o != NULL)
-      natsOptions_Destroy(o->options);
-    return UV_EINVAL;
-  }
-  return connect_start(ctx, o, NULL, false, &b, out, file, line);
+  return uvp_nats_connect_more_at(ctx, o, NULL, out, file, line);
 }
 
 int uvp_nats_connect_more_at(uvp_ctx_t *ctx, const uvp_nats_connect_opts_t *o,

@@ -43,42 +43,36 @@ static inline void sock_close(uv_os_sock_t fd) {
 #endif
 }
 
-#ifndef _WIN32
-/* Where the flags cannot be given at creation (macOS has neither
- * SOCK_NONBLOCK nor accept4): set on the descriptor, closed on failure. */
+/* Non-blocking and not inherited by children, set on the descriptor
+ * (Windows; and POSIX systems without SOCK_NONBLOCK and accept4, macOS);
+ * closed on failure. */
 static inline int sock_set_flags(uv_os_sock_t fd) {
+#ifdef _WIN32
+  u_long on = 1;
+  if (ioctlsocket(fd, FIONBIO, &on) == 0 &&
+      SetHandleInformation((HANDLE)fd, HANDLE_FLAG_INHERIT, 0))
+    return 0;
+#else
   int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 ||
-      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-    int err = sock_err();
-    close(fd);
-    return err;
-  }
-  return 0;
-}
+  if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0 &&
+      fcntl(fd, F_SETFD, FD_CLOEXEC) == 0)
+    return 0;
 #endif
+  int err = sock_err();
+  sock_close(fd);
+  return err;
+}
 
 /* A TCP socket of `family`, non-blocking and not inherited by children. */
 static inline int sock_open(int family, uv_os_sock_t *out) {
-#ifdef _WIN32
-  uv_os_sock_t fd = socket(family, SOCK_STREAM, 0);
-  u_long on = 1;
-  if (fd == INVALID_SOCKET)
-    return sock_err();
-  if (ioctlsocket(fd, FIONBIO, &on) != 0 ||
-      !SetHandleInformation((HANDLE)fd, HANDLE_FLAG_INHERIT, 0)) {
-    int err = sock_err();
-    sock_close(fd);
-    return err;
-  }
-#elif defined(SOCK_NONBLOCK)
+#if defined(SOCK_NONBLOCK) && !defined(_WIN32)
   uv_os_sock_t fd =
       socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
+  if (fd == SOCK_NONE)
     return sock_err();
 #else
   uv_os_sock_t fd = socket(family, SOCK_STREAM, 0);
-  int err = fd < 0 ? sock_err() : sock_set_flags(fd);
+  int err = fd == SOCK_NONE ? sock_err() : sock_set_flags(fd);
   if (err != 0)
     return err;
 #endif
@@ -89,26 +83,15 @@ static inline int sock_open(int family, uv_os_sock_t *out) {
 /* A client of the listening socket `l`, non-blocking and not inherited;
  * UV_EAGAIN when none waits. */
 static inline int sock_accept(uv_os_sock_t l, uv_os_sock_t *out) {
-#ifdef _WIN32
-  uv_os_sock_t fd = accept(l, NULL, NULL);
-  u_long on = 1;
-  if (fd == INVALID_SOCKET)
-    return sock_err();
-  /* (Windows hands the listener's non-blocking mode on; said again, as
-   * POSIX's accept4 is told.) */
-  if (ioctlsocket(fd, FIONBIO, &on) != 0 ||
-      !SetHandleInformation((HANDLE)fd, HANDLE_FLAG_INHERIT, 0)) {
-    int err = sock_err();
-    sock_close(fd);
-    return err;
-  }
-#elif defined(SOCK_NONBLOCK)
+#if defined(SOCK_NONBLOCK) && !defined(_WIN32)
   uv_os_sock_t fd = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (fd < 0)
+  if (fd == SOCK_NONE)
     return sock_err();
 #else
+  /* (Windows hands the listener's non-blocking mode on; said again, as
+   * accept4 is told.) */
   uv_os_sock_t fd = accept(l, NULL, NULL);
-  int err = fd < 0 ? sock_err() : sock_set_flags(fd);
+  int err = fd == SOCK_NONE ? sock_err() : sock_set_flags(fd);
   if (err != 0)
     return err;
 #endif
