@@ -77,6 +77,12 @@ static void test_guard_fault_as_sigbus_reported(void **state) {
   (void)state;
   if (RUNNING_ON_VALGRIND)
     SKIP_BECAUSE("under valgrind, which reports the fault its own way");
+  /* qemu-user 7.2 hands a 32-bit guest the host's address of a SIGBUS
+   * (BUS_ADRERR) in si_addr, not the guest's (it translates SIGSEGV's
+   * only): the handler cannot see that the fault is in a guard page. */
+  if (sizeof(void *) == 4)
+    SKIP_UNDER_EMULATOR("a 32-bit guest's SIGBUS carries the host's address "
+                        "in si_addr, not the program's");
   if (access("/proc/self/maps", R_OK) != 0)
     SKIP_BECAUSE("no /proc/self/maps: the guard page cannot be found");
   char dir[] = "/tmp/uvp-sigbus-XXXXXX";
