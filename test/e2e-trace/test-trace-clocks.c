@@ -444,8 +444,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   trace_tool = argv[1];
-  snprintf(dir, sizeof dir, "/tmp/uvp-trace-clocks-XXXXXX");
-  if (mkdtemp(dir) == NULL) {
+  if (trace_dir_make("/tmp/uvp-trace-clocks-XXXXXX") != 0) {
     perror("mkdtemp");
     return 1;
   }
@@ -457,9 +456,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_output_errors),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  char path[128];
-  unlink(in_dir(path, sizeof path, "stdout"));
-  unlink(in_dir(path, sizeof path, "stderr"));
-  rmdir(dir);
+  trace_dir_remove();
   return rc;
 }

@@ -320,8 +320,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   trace_tool = argv[1];
-  snprintf(dir, sizeof dir, "/tmp/uvp-trace-merge-XXXXXX");
-  if (mkdtemp(dir) == NULL) {
+  if (trace_dir_make("/tmp/uvp-trace-merge-XXXXXX") != 0) {
     perror("mkdtemp");
     return 1;
   }
@@ -329,6 +328,6 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_merge_two_contexts),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  rmdir(dir);
+  trace_dir_remove();
   return rc;
 }

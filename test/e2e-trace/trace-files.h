@@ -23,6 +23,21 @@ static inline const char *in_dir(char *buf, size_t cap, const char *name) {
   return buf;
 }
 
+/* dir made (prefix: "/tmp/uvp-trace-NAME-XXXXXX"); 0, or -1 with errno. */
+static inline int trace_dir_make(const char *prefix) {
+  snprintf(dir, sizeof dir, "%s", prefix);
+  return mkdtemp(dir) == NULL ? -1 : 0;
+}
+
+/* dir removed with what run_trace left in it (the tests remove their own
+ * files as they check them). */
+static inline void trace_dir_remove(void) {
+  char path[128];
+  unlink(in_dir(path, sizeof path, "stdout"));
+  unlink(in_dir(path, sizeof path, "stderr"));
+  rmdir(dir);
+}
+
 /* The tool with these arguments (a printf format, shell-quoted by the
  * caller), its stdout and stderr into dir's "stdout" and "stderr": its
  * exit status (-1: not an exit). */
