@@ -205,12 +205,6 @@ static uvp_ret_t start_mixed(uvp_ctx_t *ctx, void *arg) {
   }
   return uvp_ret_pass();
 }
-static void posted(void *arg, int code, void *value, uvp_free_cb free_cb) {
-  (void)code;
-  (void)value;
-  (void)free_cb;
-  uv_sem_post(arg);
-}
 
 /* Two contexts with 200 calls each into the other (half followed on a
  * 10 s delay there, the first busy for 30 ms) close at the same moment,
@@ -229,9 +223,11 @@ static void test_both_close_with_calls_both_ways(void **state) {
     uv_sem_t sem;
     assert_int_equal(uv_sem_init(&sem, 0), 0);
     assert_int_equal(
-        uvp_call_post(a.ctx, start_mixed, (void *)0, NULL, posted, &sem), 0);
+        uvp_call_post(a.ctx, start_mixed, (void *)0, NULL, sem_posted, &sem),
+        0);
     assert_int_equal(
-        uvp_call_post(b.ctx, start_mixed, (void *)1, NULL, posted, &sem), 0);
+        uvp_call_post(b.ctx, start_mixed, (void *)1, NULL, sem_posted, &sem),
+        0);
     uv_sem_wait(&sem);
     uv_sem_wait(&sem);
     uv_sem_destroy(&sem);

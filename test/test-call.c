@@ -272,12 +272,6 @@ static uvp_ret_t fn_dump(uvp_ctx_t *target, void *arg) {
   (void)uvp_ctx_dump_tasks(target, &o);
   return uvp_ret_pass();
 }
-static void dumped(void *arg, int code, void *value, uvp_free_cb free_cb) {
-  (void)code;
-  (void)value;
-  (void)free_cb;
-  uv_sem_post(arg);
-}
 
 static void test_dump_both_sides(void **state) {
   fixture_t *f = *state;
@@ -299,7 +293,8 @@ static void test_dump_both_sides(void **state) {
     fail_msg("no '%s' in the caller's dump:\n%s", want, text);
   uv_sem_t sem;
   assert_int_equal(uv_sem_init(&sem, 0), 0);
-  assert_int_equal(uvp_call_post(t.ctx, fn_dump, NULL, NULL, dumped, &sem), 0);
+  assert_int_equal(uvp_call_post(t.ctx, fn_dump, NULL, NULL, sem_posted, &sem),
+                   0);
   uv_sem_wait(&sem);
   uv_sem_destroy(&sem);
   /* The target's side: the call, named after the calling context, waits
