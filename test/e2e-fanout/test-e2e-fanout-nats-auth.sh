@@ -32,7 +32,7 @@ FANOUT=$1
 NATS=$2
 . "$(dirname "$0")/lib.sh"
 RAW="python3 $(dirname "$0")/nats-raw.py"
-fail() { echo "FAIL: $*"; for l in "$T"/*.log; do echo "== $l"; tail -n ${TAIL:-5} "$l"; done; exit 1; }
+fail() { echo "FAIL: $*"; for l in "$T"/*.log; do echo "== $l"; tail -n ${TAIL:-30} "$l"; done; exit 1; }
 mkdir "$T/certs"
 sh "$(dirname "$0")/gen-certs.sh" "$T/certs" || fail "gen-certs.sh"
 chmod go-rwx "$T"/certs/*.key # else each use warns (as ssh would)
