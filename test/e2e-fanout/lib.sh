@@ -15,10 +15,12 @@ wait_line() {
   done
 }
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-# until something listens on 127.0.0.1:PORT
+# until something listens on 127.0.0.1:PORT (connected and closed, no byte
+# sent: a newline was a client nats-server refused, "authentication error -
+# Nkey \"\"" in its log, which read as if a program had sent no key)
 wait_port() {
   i=0
-  until (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null; do
+  until (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; do
     i=$((i + 1)); [ $i -gt 500 ] && fail "nothing listens on $1"; sleep 0.02
   done 2>/dev/null
 }
