@@ -13,6 +13,8 @@
 #include "trace.h"
 #include "work-door.h"
 
+/* ---- the scopes' owner --------------------------------------------------- */
+
 /* The group as its scopes' owner (scope.h). */
 static uvp_group_t *group_of(uvp__owner_t *o) {
   return UVP__CONTAINER_OF(o, uvp_group_t, owner);
@@ -51,13 +53,13 @@ static const uvp__owner_t *owner_describe(const uvp__owner_t *o, char *buf,
   return parent != NULL && parent->ops == &owner_ops ? parent : NULL;
 }
 
-/* ---- the API ------------------------------------------------------------- */
+/* ---- the join ------------------------------------------------------------ */
 
 /* The join was cut (cancelled, or its deadline passed): so is the group,
  * and the join, still pending, settles with the cut's code once every
- * member has ended (maybe_end), so that whoever awaits it, shielded, can
- * rely on nothing of the group's running any more.  Torn down, the join
- * has been rejected already. */
+ * member has ended (group.c's maybe_end), so that whoever awaits it, shielded,
+ * can rely on nothing of the group's running any more.  Torn down, the join has
+ * been rejected already. */
 static void join_cancel(uvp__work_t *w, uvp_promise_t *join, int code) {
   uvp_group_t *g = UVP__CONTAINER_OF(w, uvp_group_t, work);
   (void)join;
@@ -126,6 +128,8 @@ const uvp__owner_t *uvp__group_idle_open(const uvp__work_t *work) {
     return NULL; /* something waits for its join: it is being joined */
   return &g->owner;
 }
+
+/* ---- the API: made, named, closed, cancelled, joined, released ---------- */
 
 int uvp_group_new_at(uvp_ctx_t *ctx, const uvp_group_opts_t *opts,
                      uvp_group_t **out, const char *file, int line) {
