@@ -3,13 +3,13 @@
  * panel (the dump's summary, the stall detector's and the recorder's
  * figures) and the warnings, computed here where the data is: each names
  * the task and the site that made it, and says why it fired. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cause.h"
 #include "console-int.h"
+#include "json-put.h"
 #include "promise.h"
 #include "site.h"
 #include "stall.h"
@@ -50,35 +50,14 @@ static void put(doc_t *d, const char *s, size_t n) {
 
 static void puts_(doc_t *d, const char *s) { put(d, s, strlen(s)); }
 
-static void putf(doc_t *d, const char *fmt, ...) UVP__PRINTF(2, 3);
-static void putf(doc_t *d, const char *fmt, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  if (n > 0)
-    put(d, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
+/* put for json-put.h's helpers. */
+static void put_to(void *d, const char *s, size_t n) { put(d, s, n); }
 
-/* A JSON string of any bytes: control bytes, from 0x7f, the quote and the
- * backslash escaped (as the task dump escapes). */
+#define putf(d, ...) uvp__putf(put_to, (d), __VA_ARGS__)
+
+/* A JSON string of a C string (NULL: empty), as the task dump writes one. */
 static void put_str(doc_t *d, const char *s) {
-  put(d, "\"", 1);
-  for (; s != NULL && *s != '\0'; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') {
-      char e[2] = {'\\', (char)c};
-      put(d, e, 2);
-    } else if (c < 0x20 || c >= 0x7f) {
-      char e[8];
-      snprintf(e, sizeof(e), "\\u%04x", c);
-      put(d, e, 6);
-    } else {
-      put(d, (const char *)&c, 1);
-    }
-  }
-  put(d, "\"", 1);
+  uvp__put_json_str(put_to, d, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
 }
 
 /* ---- the dump's lines ---------------------------------------------------- */

@@ -10,7 +10,6 @@
  * one line per task, as text or as JSON lines.  Nothing is kept per
  * promise for it: it reads what is there.  UVP_DUMP_PROMISES's listing of
  * every pending promise is here too. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include "deadline.h"
 #include "diag.h"
 #include "dump.h"
+#include "json-put.h"
 #include "registry.h"
 #include "tasks.h"
 #include "trace.h"
@@ -114,45 +114,23 @@ static void add(uvp__dump_t *d, const char *s, size_t n) {
   d->len += n;
 }
 
-static void addf(uvp__dump_t *d, const char *fmt, ...) UVP__PRINTF(2, 3);
-static void addf(uvp__dump_t *d, const char *fmt, ...) {
-  char buf[512];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
-  if (n > 0)
-    add(d, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
-}
+/* add for json-put.h's helpers. */
+static void add_to(void *d, const char *s, size_t n) { add(d, s, n); }
 
-/* A string: JSON's rules in JSON (every byte under 0x20 or from 0x7f, and
- * quote and backslash, escaped: any bytes give valid JSON), else printable
- * bytes as they are and the rest as '?'. */
+#define addf(d, ...) uvp__putf(add_to, (d), __VA_ARGS__)
+
+/* A string: JSON's rules in JSON (json-put.h: any bytes give valid JSON),
+ * else printable bytes as they are and the rest as '?'. */
 static void add_str(uvp__dump_t *d, const char *s, size_t n) {
-  if (d->json)
-    add(d, "\"", 1);
+  if (d->json) {
+    uvp__put_json_str(add_to, d, s, n);
+    return;
+  }
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (!d->json) {
-      char ch = c >= 0x20 && c < 0x7f ? (char)c : '?';
-      add(d, &ch, 1);
-    } else if (c == '"' || c == '\\') {
-      char esc[2] = {'\\', (char)c};
-      add(d, esc, 2);
-    } else if (c == 0) {
-      /* "\u0000" is valid JSON, but most C readers (jansson among them)
-       * refuse it by default; a description is for people, so '?' it is. */
-      add(d, "?", 1);
-    } else if (c < 0x20 || c >= 0x7f) {
-      char esc[8];
-      snprintf(esc, sizeof(esc), "\\u%04x", c);
-      add(d, esc, 6);
-    } else {
-      add(d, (const char *)&c, 1);
-    }
+    char ch = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    add(d, &ch, 1);
   }
-  if (d->json)
-    add(d, "\"", 1);
 }
 
 static void add_cstr(uvp__dump_t *d, const char *s) {

@@ -14,7 +14,7 @@
  * whichever reader sees it first, the same way.
  *
  * An await (create or await) is a record of work in flight of its own
- * and a watch of the key (kv.c's, with a callback): the watch hands it
+ * and a watch of the key (kv-watch.c's, with a callback): the watch hands it
  * the record as it is, then each write; a completed record settles the
  * promise.  A watch that catches up without the record may be behind
  * it (dw_read): a read decides.  While the record is pending, a timer

@@ -1,8 +1,8 @@
 /* JetStream's own declarations, shared by its files (js.c, pull.c, kv.c,
- * dpromise.c, js-serve.c; not installed).  js.c's opening comment is the
- * design.  The floors: js.c stands on the connection's requests.c,
- * subs.c and msg.c; pull.c and kv.c on js.c; dpromise.c on kv.c;
- * js-serve.c on pull.c. */
+ * kv-watch.c, dpromise.c, js-serve.c; not installed).  js.c's opening
+ * comment is the design.  The floors: js.c stands on the connection's
+ * requests.c, subs.c and msg.c; pull.c and kv.c on js.c; kv-watch.c on
+ * kv.c; dpromise.c on both; js-serve.c on pull.c. */
 #ifndef UVP_NATS_JS_INTERNAL_H
 #define UVP_NATS_JS_INTERNAL_H
 
@@ -163,7 +163,7 @@ int uvp_nats__js_pull_usable(const uvp_nats_js_pull_t *pull);
 /* A message's destructor: one nobody finished is given back (-NAK). */
 void uvp_nats__js_msg_free(void *m);
 
-/* ---- key-value (kv.c), for durable promises (dpromise.c) --------------- */
+/* ---- key-value (kv.c, kv-watch.c), for durable promises (dpromise.c) ---- */
 
 /* A watch's entries go to see (the owner's to free) instead of its
  * waits; NULL and 0: caught up; NULL and rc < 0: it failed for good. */
@@ -188,6 +188,12 @@ int uvp_nats__kv_entry_of(natsMsg *m, const char *bucket,
                           uvp_nats_kv_entry_t **out, uvp_nats_js_error_t **err);
 /* A name a key may have (wild: a pattern). */
 bool uvp_nats__kv_key_ok(const char *k, bool wild);
+/* An entry of key in bucket, its value message m's data, its operation
+ * m's KV-Operation header (kv-watch.c's deliveries, kv.c's gets); the
+ * caller frees it.  NULL without memory. */
+uvp_nats_kv_entry_t *uvp_nats__kv_entry_new(const char *bucket, const char *key,
+                                            natsMsg *m, uint64_t revision,
+                                            int64_t time_ns, uint64_t delta);
 
 #define JS_NS 1000000ll /* nanoseconds in a millisecond */
 
