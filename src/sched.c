@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "call.h"
 #include "context.h"
+#include "door.h"
 #include "runq.h"
 #include "scope.h"
 #include "stall-marks.h"
@@ -254,12 +254,41 @@ uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx) { return &ctx->blocks; }
 
 /* ---- locking ------------------------------------------------------------- */
 
+/* ---- the doors (door.h) -------------------------------------------------- */
+
+static _Atomic(const uvp__door_t *) doors[UVP__DOOR_COUNT];
+
+void uvp__door_open(int slot, const uvp__door_t *door) {
+  atomic_store(&doors[slot], door);
+}
+
+/* The teardown's walk: ctx is shut first, then each door is told (door.h
+ * says why in that order).  Whether ctx's mailbox must be read again. */
+static bool doors_closing(uvp_ctx_t *ctx) {
+  atomic_store(&ctx->h.shut, true);
+  bool again = false;
+  for (int i = 0; i < UVP__DOOR_COUNT; i++) {
+    const uvp__door_t *d = atomic_load(&doors[i]);
+    if (d != NULL && d->closing != NULL && d->closing(ctx))
+      again = true;
+  }
+  return again;
+}
+
+static void doors_freed(uvp_ctx_t *ctx) {
+  for (int i = 0; i < UVP__DOOR_COUNT; i++) {
+    const uvp__door_t *d = atomic_load(&doors[i]);
+    if (d != NULL && d->freed != NULL)
+      d->freed(ctx);
+  }
+}
+
 static void ctx_free(uvp_ctx_t *ctx) {
   for (int i = 0; i < UVP__EXT_COUNT; i++)
     if (ctx->h.ext[i] != NULL)
       ctx->h.ext[i]->destroy(ctx->h.ext[i]);
   uvp__registry_remove(ctx->id);
-  uvp__calls_freed(); /* no call into it still reads it */
+  doors_freed(ctx); /* nothing reaching it from outside still reads it */
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__blocks_destroy(&ctx->blocks);
@@ -948,7 +977,7 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   ctx->closed_cb = closed_cb;
   ctx->closed_arg = closed_arg;
   sweep_closed(ctx, hs, nh);
-  if (uvp__calls_closing(ctx)) /* their messages may have come since */
+  if (doors_closing(ctx)) /* their messages may have come since */
     read_mail(ctx);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,

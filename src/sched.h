@@ -7,6 +7,8 @@
 #ifndef UVP_SCHED_H
 #define UVP_SCHED_H
 
+#include <stdatomic.h>
+
 #include "promise.h"
 #include "registry.h"
 #include "site.h"
@@ -100,10 +102,10 @@ typedef struct uvp__ctx_head_s {
   /* The cuts of uvp's work running now, innermost first (work-cut.h's
    * uvp__work_cut_begin), or NULL. */
   struct uvp__cut_frame_s *cutting;
-  /* The calls' teardown has run (uvp__calls_closing): no call reaches the
-   * context any more.  Written and read under the calls' registry lock
-   * only, never the context's (call-close.c). */
-  bool calls_gone;
+  /* The teardown has begun walking the doors (door.h): a subsystem that
+   * reaches the context from other threads starts nothing new into it.
+   * Written once by the loop thread, read by any (uvp__shut). */
+  atomic_bool shut;
 } uvp__ctx_head_t;
 
 static inline uvp__ctx_head_t *uvp__head(const uvp_ctx_t *ctx) {
@@ -118,6 +120,11 @@ static inline uv_loop_t *uvp__loop(const uvp_ctx_t *ctx) {
 }
 static inline bool uvp__closed(const uvp_ctx_t *ctx) {
   return uvp__head(ctx)->closed;
+}
+/* Whether ctx's teardown has shut its doors (door.h): any thread, while
+ * ctx is known to be alive (in the registry, say). */
+static inline bool uvp__shut(const uvp_ctx_t *ctx) {
+  return atomic_load(&uvp__head(ctx)->shut);
 }
 /* uv_now(loop) without the call: the field is in uv.h's loop struct (its
  * private part), and an await records the time it began (the task dump)
