@@ -18,6 +18,13 @@ static void slotval_unref(uvp__slotval_t *v) {
   }
 }
 
+/* Here, not in tracectx.c, which makes them: the scope lets its trace
+ * context go, and the scopes sit below the trace context's API. */
+void uvp__tracev_unref(uvp__tracev_t *t) {
+  if (t != NULL && --t->refs == 0)
+    uvp__free(t);
+}
+
 void *uvp__scope_slot(const uvp__scope_t *s, unsigned i) {
   return s != NULL && i < UVP_SCOPE_SLOTS && s->slots[i] != NULL
              ? s->slots[i]->value

@@ -152,11 +152,6 @@ int uvp_tracestate_check(const char *ts, size_t len) {
 
 /* ---- the scope's trace context ------------------------------------------ */
 
-void uvp__tracev_unref(uvp__tracev_t *t) {
-  if (t != NULL && --t->refs == 0)
-    uvp__free(t);
-}
-
 static const uvp__tracev_t *current(const uvp_ctx_t *ctx) {
   const uvp__scope_t *s = uvp__head(ctx)->scope;
   return s != NULL ? s->trace : NULL;
