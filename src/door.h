@@ -1,7 +1,7 @@
 /* Private to src/: the one door into the core for what reaches a context
  * from outside its own loop.  A subsystem that other threads use to reach
  * contexts it does not own (calls between loops) cannot wait for a
- * context's own extension (sched.h's uvp__ext_t, made on that context's
+ * context's own extension (head.h's uvp__ext_t, made on that context's
  * loop thread) to be told of a teardown: it opens a door once per process,
  * and the core walks the doors at each context's teardown and free in the
  * fixed order of their slots.  The core names none of their functions, so

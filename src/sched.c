@@ -33,10 +33,8 @@
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
 #define UVP__PREFETCH_AHEAD 16
 
-UVP__TLS char uvp__thread_anchor;
 UVP__TLS uvp_ctx_t *uvp__current;
 UVP__TLS uint16_t uvp__current_id;
-UVP__TLS int uvp__close_refused;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
@@ -309,17 +307,6 @@ void uvp__unlock(uvp_ctx_t *ctx) {
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
-}
-
-void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
-                    const uvp__ext_t *hooks) {
-  char *st = uvp__calloc(1, size);
-  if (st == NULL)
-    return NULL;
-  uvp__ext_t *e = (uvp__ext_t *)(void *)(st + offset);
-  *e = *hooks;
-  ctx->h.ext[slot] = e;
-  return st;
 }
 
 void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
@@ -765,14 +752,6 @@ int uvp_ctx_set_unhandled_cb_full(uvp_ctx_t *ctx, uvp_unhandled_cb cb,
 
 int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
   return uvp_ctx_set_unhandled_cb_full(ctx, cb, arg, NULL);
-}
-
-int uvp__ctx_check_slow(const uvp_ctx_t *ctx) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (uvp__refused_thread(ctx))
-    return UVP_ETHREAD;
-  return ctx->h.closed ? UVP_ECLOSED : 0;
 }
 
 int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {

@@ -3,6 +3,8 @@
 
 #include "scope.h"
 
+#include "alloc.h"
+
 /* A slot's value, shared by the scopes made from one another. */
 struct uvp__slotval_s {
   uint32_t refs;

@@ -7,6 +7,7 @@
  * makes.  The text forms follow https://www.w3.org/TR/trace-context/. */
 #include <string.h>
 
+#include "alloc.h"
 #include "recorder.h"
 #include "scope.h"
 

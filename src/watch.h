@@ -9,7 +9,7 @@
 #ifndef UVP_WATCH_H
 #define UVP_WATCH_H
 
-#include "sched.h"
+#include "head.h"
 
 /* What the core tells, with the arguments each passes (a, b, file, n of
  * the hook's heard: six, in registers). */

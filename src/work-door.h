@@ -16,6 +16,7 @@
 #ifndef UVP_WORK_DOOR_H
 #define UVP_WORK_DOOR_H
 
+#include "sched.h"
 #include "scope.h"
 #include "watch.h"
 
