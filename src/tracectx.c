@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "recorder.h"
 #include "scope.h"
+#include "watch.h"
 
 /* ---- the text forms ------------------------------------------------------ */
 
@@ -270,7 +270,7 @@ int uvp_span_begin(uvp_ctx_t *ctx, uvp_span_t *span, const char *name, int kind,
   span->kind = kind;
   span->start_ns = uv_hrtime();
   if (uvp__recording(ctx))
-    uvp__rec_span(ctx, span, name != NULL ? name : "", true, 0);
+    uvp__tell(ctx, UVP__HEARD_SPAN_BEGIN, span, name != NULL ? name : "", 0);
   return 0;
 }
 
@@ -284,7 +284,7 @@ int uvp_span_end(uvp_ctx_t *ctx, uvp_span_t *span, int status) {
     return UV_EALREADY;
   span->ended = 1;
   if (span->rec != 0 && uvp__recording(ctx))
-    uvp__rec_span(ctx, span, NULL, false, status);
+    uvp__tell(ctx, UVP__HEARD_SPAN_END, span, NULL, status);
   return 0;
 }
 
