@@ -106,8 +106,8 @@ typedef struct uvp__ctx_head_s {
   /* The recorder's hook (watch.h), the same way: read while
    * UVP__WATCH_REC is set, and by uvp_ctx_close. */
   const struct uvp__watch_hook_s *watch_hook;
-  /* The cuts of uvp's work running now, innermost first (work-cut.h's
-   * uvp__work_cut_begin), or NULL. */
+  /* The cuts of uvp's work running now, innermost first (work-door.c's
+   * cut_begin, through the core's door), or NULL. */
   struct uvp__cut_frame_s *cutting;
   /* The teardown has begun walking the doors (door.h): a subsystem that
    * reaches the context from other threads starts nothing new into it.

@@ -29,7 +29,7 @@
 
 #include "cause.h"
 #include "core.h"
-#include "work-cut.h"
+#include "door.h"
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
 #endif
@@ -698,38 +698,24 @@ static void cancel_with(uvp_promise_t *p, int code) {
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
   if (uvp__recording(ctx))
     uvp__tell(ctx, UVP__HEARD_CUT, p, c, code);
-  uvp__cut_frame_t cut;
-  bool cutting = false;
-  if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {
-    uvp__work_t *w = harg;
-    if (w->cls->flags & UVP__WORK_WINDDOWN) {
-      /* Cut, not settled: its producer settles it once its work has ended
-       * (a teardown settles it now, below). */
-      p->refs++;
-      /* A producer that winds down knows two cuts (uvp_promise_cancel_with
-       * may give any code): a deadline's, and every other. */
-      w->cls->cancel(w, p, code == UV_ETIMEDOUT ? code : UV_ECANCELED);
-      uvp__cause_leave(ctx, outer);
-      uvp__unref(p);
-      return;
-    }
-    /* Settled below, its work may wind down after: the task dump keeps
-     * the record meanwhile (`born` goes with the rejection). */
-    if (!(w->cls->flags & (UVP__WORK_TASK | UVP__WORK_GONE_AT_CUT)) &&
-        w->p != NULL && !(w->told & UVP__TOLD_CUT)) {
-      uvp__work_cut_begin(ctx, &cut, w, p->born);
-      cutting = true;
-    }
+  const uvp__door_t *door = NULL;
+  uvp__door_frame_t frame;
+  p->refs++;
+  if (UVP__UNLIKELY(hook != NULL) && code != UVP_ECLOSED &&
+      (door = uvp__door_of_cut(hook)) != NULL &&
+      door->cut_begin(ctx, p, harg, code, &frame)) {
+    uvp__cause_leave(ctx, outer); /* taken whole: p stays pending */
+    uvp__unref(p);
+    return;
   }
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
-  p->refs++;
   reject_cause(p, code, c);
   if (code == UV_ECANCELED)
     p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
-  if (cutting)
-    uvp__work_cut_end(ctx, &cut);
+  if (door != NULL)
+    door->cut_end(ctx, &frame);
   uvp__cause_leave(ctx, outer);
   uvp__unref(p);
 }

@@ -260,6 +260,16 @@ void uvp__door_open(int slot, const uvp__door_t *door) {
   atomic_store(&doors[slot], door);
 }
 
+const uvp__door_t *uvp__door_of_cut(uvp_cancel_cb hook) {
+  for (int i = 0; i < UVP__DOOR_COUNT; i++) {
+    const uvp__door_t *d =
+        atomic_load_explicit(&doors[i], memory_order_acquire);
+    if (d != NULL && d->cut_hook == hook)
+      return d;
+  }
+  return NULL;
+}
+
 /* The teardown's walk: ctx is shut first, then each door is told (door.h
  * says why in that order).  Whether ctx's mailbox must be read again. */
 static bool doors_closing(uvp_ctx_t *ctx) {
