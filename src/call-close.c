@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "call-int.h"
+#include "door.h"
 #include "registry.h"
 
 /* ---- the registry of links ---------------------------------------------- */
@@ -16,6 +17,7 @@ static link_t *g_links;
 static void g_init(void) {
   if (uv_mutex_init(&g_mu) != 0)
     abort();
+  uvp__calls_door_open(); /* before the first link is made under g_mu */
 }
 
 void uvp__calls_lock(void) {
@@ -93,10 +95,10 @@ static link_t *link_alloc(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
 link_t *uvp__link_make_locked(uvp_ctx_t *src, uvp_ctx_t *dst, int *rc) {
   /* Not read unless it is a context: a freed one (or any other address)
    * would be freed memory.  It stays one while g_mu is held
-   * (uvp__calls_freed).  A context whose teardown has begun but whose
-   * calls' teardown has not run yet takes the link: that teardown finds
-   * it in the registry and answers its calls. */
-  if (!uvp__registry_has(dst) || uvp__head(dst)->calls_gone) {
+   * (calls_freed).  A context whose teardown has begun but has not shut
+   * its doors yet takes the link: calls_closing, after the shut, finds it
+   * in the registry and answers its calls. */
+  if (!uvp__registry_has(dst) || uvp__shut(dst)) {
     *rc = UVP_ECLOSED;
     return NULL;
   }
@@ -164,7 +166,8 @@ int uvp_call_post(uvp_ctx_t *target, uvp_call_fn fn, void *arg,
 
 void (*uvp__call_gap)(bool with_calls);
 
-void uvp__calls_freed(void) {
+static void calls_freed(uvp_ctx_t *ctx) {
+  (void)ctx;         /* any context: the registry's lock is the whole wait */
   uvp__calls_lock(); /* a call that found the context has let go */
   uvp__calls_unlock();
 }
@@ -190,8 +193,7 @@ static call_t *take_orphans(cstate_t *st) {
  * there was any. */
 static bool links_gone(uvp_ctx_t *ctx, call_t **orphans) {
   bool any = false;
-  uvp__calls_lock();
-  uvp__head(ctx)->calls_gone = true; /* no link to it is made any more */
+  uvp__calls_lock(); /* ctx is shut: no link to it is made any more */
   for (link_t **pp = &g_links, *l; (l = *pp) != NULL;) {
     if (l->dst != ctx) {
       pp = &l->gnext;
@@ -224,7 +226,12 @@ static bool links_gone(uvp_ctx_t *ctx, call_t **orphans) {
   return any;
 }
 
-bool uvp__calls_closing(uvp_ctx_t *ctx) {
+/* ctx has just been torn down (uvp_ctx_close, after the sweep, on its
+ * loop thread, no lock held) and shut: every call queued to it is
+ * answered with UVP_ECLOSED.  Whether the core must read ctx's mailbox
+ * once more (a call's message may have come in after the sweep read
+ * it). */
+static bool calls_closing(uvp_ctx_t *ctx) {
   cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
   call_t *orphans = NULL;
   kept_t *releases = NULL;
@@ -262,4 +269,10 @@ bool uvp__calls_closing(uvp_ctx_t *ctx) {
         uvp__call_rq_post(l);
     }
   return any;
+}
+
+void uvp__calls_door_open(void) {
+  static const uvp__door_t door = {.closing = calls_closing,
+                                   .freed = calls_freed};
+  uvp__door_open(UVP__DOOR_CALLS, &door);
 }

@@ -94,10 +94,10 @@ typedef struct cstate_s {
   uint64_t seq;      /* calls started */
   size_t limit;      /* uvp_call_set_limit's; 0: none */
   call_t *following; /* calls to it following a promise */
-  /* Torn down, uvp__calls_closing has run.  Until then, a closed
+  /* Torn down, calls_closing (call-close.c) has run.  Until then, a closed
    * context's drains and cuts run inside the sweep, under its lock, and
    * post nothing (a post takes another context's lock, whose own sweep
-   * may post here): they leave it to uvp__calls_closing. */
+   * may post here): they leave it to calls_closing (call-close.c). */
   bool past_close;
   call_t *orphans;  /* answers left to it */
   link_t *flush;    /* links with calls staged */

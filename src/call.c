@@ -18,14 +18,14 @@
  * teardown.  The target lives while a caller posts to it: the teardown
  * marks the link gone under the lock, then waits for the posts begun
  * before (`posting`) and reads its mailbox once more
- * (uvp__calls_closing).  A link is freed once both sides are gone and
+ * (call-close.c's calls_closing).  A link is freed once both sides are gone and
  * the target is done with it: a drain of its requests counts (`serving`)
  * until it has served them, since the caller, its calls answered, may let
  * go of the link in the meantime.  A context's memory outlives every call
  * being made into it: a call looks the target up in the process's
  * registry (a context freed is refused, not read) under the links' lock,
  * which the context's end takes after leaving the registry
- * (uvp__calls_freed).
+ * (call-close.c's calls_freed).
  *
  * The target keeps the calls that follow a promise (uvp_ret_adopt) in a
  * list of its own, for the caller's cuts to find. */
@@ -118,6 +118,7 @@ static cstate_t *cstate(uvp_ctx_t *ctx) {
     return st;
   static const uvp__ext_t hooks = {
       .close = calls_close, .destroy = cstate_destroy, .tasks = calls_tasks};
+  uvp__calls_door_open(); /* on ctx's loop thread, before its teardown */
   st = UVP__EXT_MAKE(ctx, UVP__EXT_CALLS, cstate_t, &hooks);
   if (st != NULL)
     st->ctx = ctx;
@@ -242,7 +243,8 @@ void uvp__call_follow_unlist(cstate_t *st, call_t *c) {
   c->tprev = c->tnext = NULL;
 }
 
-/* q settled; at teardown this never runs: uvp__calls_closing answers. */
+/* q settled; at teardown this never runs: call-close.c's calls_closing answers.
+ */
 static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
   call_t *c = arg;
   cstate_t *st = UVP__EXT_OF(uvp_promise_ctx(c->q), UVP__EXT_CALLS, cstate_t);
@@ -397,7 +399,7 @@ static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
   uvp_ctx_t *ctx = l->dst;
   cstate_t *st = cstate(ctx);
   if (gone && st != NULL && in_sweep(ctx, st)) {
-    while (c != NULL) { /* answered by uvp__calls_closing */
+    while (c != NULL) { /* answered by call-close.c's calls_closing */
       call_t *n = c->next;
       c->arg_free_due = true;
       c->next = st->orphans;
@@ -466,8 +468,8 @@ static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
  * the fibers it runs to their end, other threads), so that would be one
  * lock under another, and the target, closing too, may do the same the
  * other way at the same moment (test_both_close_following; the torture
- * test's fibers): left to uvp__calls_closing, then to calls_close, then
- * to the context's end. */
+ * test's fibers): left to call-close.c's calls_closing, then to calls_close,
+ * then to the context's end. */
 static void follow_free(void *value) {
   kept_t *k = NULL;
   uv_mutex_lock(&k_mu);

@@ -5,17 +5,10 @@
 
 #include "sched.h"
 
-/* ctx has just been torn down (uvp_ctx_close, after the sweep, on its loop
- * thread, no lock held): no call reaches it any more, and every call
- * queued to it is answered with UVP_ECLOSED.  Returns whether the caller
- * must read ctx's mailbox once more (a call's message may have come in
- * after the sweep read it). */
-bool uvp__calls_closing(uvp_ctx_t *ctx);
-
-/* A context is about to be freed and is out of the registry: returns once
- * no call being made into it can still read it (any thread, no lock
- * held). */
-void uvp__calls_freed(void);
+/* The calls' door (door.h), opened before a call first reaches a
+ * context: its teardown answers every call queued to a context with
+ * UVP_ECLOSED, and its free waits for a call that found the context. */
+void uvp__calls_door_open(void);
 
 /* The tests' seam: run, when set, between a target's take of a link's
  * requests and its serving them (with_calls: it took calls, not only

@@ -5,6 +5,8 @@
 
 #include "cause.h"
 
+#include "alloc.h"
+
 #define STATIC_CAUSE(k)                                                        \
   { .pub = {.kind = (k)}, .refs = 0 }
 
@@ -40,31 +42,6 @@ void uvp__cause_unref(uvp__cause_t *c) {
   if (c->data_free != NULL)
     c->data_free(c->pub.data);
   uvp__free(c);
-}
-
-void uvp__note_settled(uvp_promise_t *p, const char *text) {
-  if (p->state == UVP__S_PENDING ||
-      (p->flags & (UVP__F_FORWARD | UVP__F_CAUSE)) != 0)
-    return;
-  size_t len = strlen(text) + 1;
-  uvp__cause_t *c = uvp__malloc(sizeof(*c) + len);
-  if (c == NULL)
-    return;
-  c->pub = (uvp_cause_t){.message = memcpy(c + 1, text, len), .data = p->value};
-  c->refs = 1;
-  c->data_free = p->fn.free_cb; /* the value's, run when p goes */
-  p->fn.cause = c;
-  p->flags |= UVP__F_CAUSE | UVP__F_NOTE;
-}
-
-const char *uvp__note_of(const uvp_promise_t *p) {
-  if (p->state == UVP__S_PENDING)
-    return NULL;
-  const uvp_promise_t *o = (p->flags & UVP__F_FORWARD) ? p->link : p;
-  return (o->flags & (UVP__F_CAUSE | UVP__F_NOTE)) ==
-                 (UVP__F_CAUSE | UVP__F_NOTE)
-             ? o->fn.cause->pub.message
-             : NULL;
 }
 
 static const char *or_unknown(const char *file) {

@@ -9,7 +9,7 @@
  * there is no memory for the details.
  *
  * Where a cut promise keeps it: promise.h (UVP__F_CAUSE).  How it reaches
- * what a cancellation cuts: the context's `cause` (sched.h's head) names
+ * what a cancellation cuts: the context's `cause` (head.h) names
  * the cause of the cancellation running now; every promise rejected by a
  * cancellation while it is set takes it, so a cancel hook, a combinator or
  * a group cancelling more on the way is covered without being told. */
@@ -48,13 +48,6 @@ void uvp__cause_unref(uvp__cause_t *c);
  * costs a settled promise no room; the value's notifier moves into it
  * (data_free with data the value), and runs as the promise is freed, as it
  * would have.  uvp_promise_cause never answers a note. */
-
-/* p has just settled on its own (not forwarded, no cause): record `text`.
- * Without memory nothing changes. */
-void uvp__note_settled(uvp_promise_t *p, const char *text);
-
-/* The note of p's outcome (a forwarded one's owner's), or NULL. */
-const char *uvp__note_of(const uvp_promise_t *p);
 
 /* Run a cancellation with cause c (not taken): what it cuts takes c. */
 static inline uvp__cause_t *uvp__cause_enter(uvp_ctx_t *ctx, uvp__cause_t *c) {

@@ -1,6 +1,6 @@
 /* Private to the core (sched.c, promise.c, reaction.c): the whole context,
  * its run queue (whose operations are runq.h's) and its mailbox for other
- * threads.  The layers above see its head (sched.h) and call functions for
+ * threads.  The layers above see its head (head.h) and call functions for
  * the rest. */
 #ifndef UVP_CONTEXT_H
 #define UVP_CONTEXT_H

@@ -29,7 +29,7 @@
 
 #include "cause.h"
 #include "core.h"
-#include "work-cut.h"
+#include "door.h"
 #if defined(UVP_HAVE_VALGRIND)
 #include <valgrind/valgrind.h>
 #endif
@@ -698,38 +698,24 @@ static void cancel_with(uvp_promise_t *p, int code) {
   uvp__cause_t *outer = uvp__cause_enter(ctx, c);
   if (uvp__recording(ctx))
     uvp__tell(ctx, UVP__HEARD_CUT, p, c, code);
-  uvp__cut_frame_t cut;
-  bool cutting = false;
-  if (UVP__UNLIKELY(hook == uvp__work_hook) && code != UVP_ECLOSED) {
-    uvp__work_t *w = harg;
-    if (w->cls->flags & UVP__WORK_WINDDOWN) {
-      /* Cut, not settled: its producer settles it once its work has ended
-       * (a teardown settles it now, below). */
-      p->refs++;
-      /* A producer that winds down knows two cuts (uvp_promise_cancel_with
-       * may give any code): a deadline's, and every other. */
-      w->cls->cancel(w, p, code == UV_ETIMEDOUT ? code : UV_ECANCELED);
-      uvp__cause_leave(ctx, outer);
-      uvp__unref(p);
-      return;
-    }
-    /* Settled below, its work may wind down after: the task dump keeps
-     * the record meanwhile (`born` goes with the rejection). */
-    if (!(w->cls->flags & (UVP__WORK_TASK | UVP__WORK_GONE_AT_CUT)) &&
-        w->p != NULL && !(w->told & UVP__TOLD_CUT)) {
-      uvp__work_cut_begin(ctx, &cut, w, p->born);
-      cutting = true;
-    }
+  const uvp__door_t *door = NULL;
+  uvp__door_frame_t frame;
+  p->refs++;
+  if (UVP__UNLIKELY(hook != NULL) && code != UVP_ECLOSED &&
+      (door = uvp__door_of_cut(hook)) != NULL &&
+      door->cut_begin(ctx, p, harg, code, &frame)) {
+    uvp__cause_leave(ctx, outer); /* taken whole: p stays pending */
+    uvp__unref(p);
+    return;
   }
   p->flags &= (uint8_t)~UVP__F_CANCEL; /* it runs below, not dropped */
-  p->refs++;
   reject_cause(p, code, c);
   if (code == UV_ECANCELED)
     p->flags |= UVP__F_QUIET;
   if (hook != NULL)
     hook(p, harg);
-  if (cutting)
-    uvp__work_cut_end(ctx, &cut);
+  if (door != NULL)
+    door->cut_end(ctx, &frame);
   uvp__cause_leave(ctx, outer);
   uvp__unref(p);
 }
@@ -958,3 +944,30 @@ void uvp__reject(uvp_promise_t *p, int code, void *payload,
 void uvp__forward(uvp_promise_t *p, uvp_promise_t *src) { forward(p, src); }
 void uvp__cancel_with(uvp_promise_t *p, int code) { cancel_with(p, code); }
 void uvp__unref(uvp_promise_t *p) { uvp__unref_in(uvp__promise_ctx(p), p); }
+
+/* ---- notes (promise.h) --------------------------------------------------- */
+
+void uvp__note_settled(uvp_promise_t *p, const char *text) {
+  if (p->state == UVP__S_PENDING ||
+      (p->flags & (UVP__F_FORWARD | UVP__F_CAUSE)) != 0)
+    return;
+  size_t len = strlen(text) + 1;
+  uvp__cause_t *c = uvp__malloc(sizeof(*c) + len);
+  if (c == NULL)
+    return;
+  c->pub = (uvp_cause_t){.message = memcpy(c + 1, text, len), .data = p->value};
+  c->refs = 1;
+  c->data_free = p->fn.free_cb; /* the value's, run when p goes */
+  p->fn.cause = c;
+  p->flags |= UVP__F_CAUSE | UVP__F_NOTE;
+}
+
+const char *uvp__note_of(const uvp_promise_t *p) {
+  if (p->state == UVP__S_PENDING)
+    return NULL;
+  const uvp_promise_t *o = (p->flags & UVP__F_FORWARD) ? p->link : p;
+  return (o->flags & (UVP__F_CAUSE | UVP__F_NOTE)) ==
+                 (UVP__F_CAUSE | UVP__F_NOTE)
+             ? o->fn.cause->pub.message
+             : NULL;
+}

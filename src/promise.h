@@ -208,4 +208,14 @@ bool uvp__only_observer(const uvp_promise_t *q, const void *arg);
  * context. */
 static inline void uvp__retain_local(uvp_promise_t *p) { p->refs++; }
 
+/* Notes: a message a producer gives the outcome it settles, said where a
+ * loser's cause or a trace names it.  Kept as a cause the promise holds
+ * (UVP__F_CAUSE | UVP__F_NOTE), so they are the promise's. */
+/* p has just settled on its own (not forwarded, no cause): record `text`.
+ * Without memory nothing changes. */
+void uvp__note_settled(uvp_promise_t *p, const char *text);
+
+/* The note of p's outcome (a forwarded one's owner's), or NULL. */
+const char *uvp__note_of(const uvp_promise_t *p);
+
 #endif

@@ -3,7 +3,6 @@
  * and cells), and dropping those that will never run.  The invariants are
  * at the top of promise.c. */
 #include "core.h"
-#include "hbox.h"
 
 static inline bool rk_finally(uvp__rkind_t k) {
   return k == UVP__RK_THEN_FINALLY || k == UVP__RK_ON_FINALLY;

@@ -336,8 +336,10 @@ void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
     st->stall_pending = true;
 }
 
-void uvp__rec_span(uvp_ctx_t *ctx, uvp_span_t *sp, const char *name,
-                   bool begins, int status) {
+/* Span sp begins (its name `name`) or ends (with `status`): told by
+ * tracectx.c.  A beginning gives sp its key (sp->rec). */
+static void rec_span(uvp_ctx_t *ctx, uvp_span_t *sp, const char *name,
+                     bool begins, int status) {
   rec_state_t *st = state_of(ctx);
   if (!uvp__rec_wants(&st->h, UVP__R_SPAN_BEGIN))
     return;
@@ -409,6 +411,12 @@ static void heard(uvp_ctx_t *ctx, int what, const void *a, const void *b,
     break;
   case UVP__HEARD_IDLE:
     loop_turn(ctx, UVP__R_IDLE);
+    break;
+  case UVP__HEARD_SPAN_BEGIN:
+    rec_span(ctx, (uvp_span_t *)(uintptr_t)a, b, true, 0); /* the span's */
+    break;
+  case UVP__HEARD_SPAN_END:
+    rec_span(ctx, (uvp_span_t *)(uintptr_t)a, NULL, false, n);
     break;
   default:
     loop_turn(ctx, UVP__R_UVP_END);

@@ -206,10 +206,6 @@ void uvp__rec_group(uvp_ctx_t *ctx, const void *g, const void *w,
  * handler stalled, or the fiber's (its promise) that did (NULL: none). */
 void uvp__rec_stall(uvp_ctx_t *ctx, const uvp_stall_t *s, uint64_t ns,
                     const void *culprit);
-/* Span sp begins (its name `name`) or ends (with `status`): tracectx.c.
- * A beginning gives sp its key (sp->rec). */
-void uvp__rec_span(uvp_ctx_t *ctx, uvp_span_t *sp, const char *name,
-                   bool begins, int status);
 
 /* ---- for the writer (recorder-write.c), above the ring ------------------ */
 

@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "call.h"
 #include "context.h"
+#include "door.h"
 #include "runq.h"
 #include "scope.h"
 #include "stall-marks.h"
@@ -33,10 +33,8 @@
 #define UVP__RING_MIN 256 /* run queue slots a context starts with */
 #define UVP__PREFETCH_AHEAD 16
 
-UVP__TLS char uvp__thread_anchor;
 UVP__TLS uvp_ctx_t *uvp__current;
 UVP__TLS uint16_t uvp__current_id;
-UVP__TLS int uvp__close_refused;
 
 uvp_ctx_t *uvp__local_ctx_slow(const uvp_promise_t *p) {
   uvp_ctx_t *ctx = uvp__promise_ctx(p);
@@ -254,12 +252,51 @@ uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx) { return &ctx->blocks; }
 
 /* ---- locking ------------------------------------------------------------- */
 
+/* ---- the doors (door.h) -------------------------------------------------- */
+
+static _Atomic(const uvp__door_t *) doors[UVP__DOOR_COUNT];
+
+void uvp__door_open(int slot, const uvp__door_t *door) {
+  atomic_store(&doors[slot], door);
+}
+
+const uvp__door_t *uvp__door_of_cut(uvp_cancel_cb hook) {
+  for (int i = 0; i < UVP__DOOR_COUNT; i++) {
+    const uvp__door_t *d =
+        atomic_load_explicit(&doors[i], memory_order_acquire);
+    if (d != NULL && d->cut_hook == hook)
+      return d;
+  }
+  return NULL;
+}
+
+/* The teardown's walk: ctx is shut first, then each door is told (door.h
+ * says why in that order).  Whether ctx's mailbox must be read again. */
+static bool doors_closing(uvp_ctx_t *ctx) {
+  atomic_store(&ctx->h.shut, true);
+  bool again = false;
+  for (int i = 0; i < UVP__DOOR_COUNT; i++) {
+    const uvp__door_t *d = atomic_load(&doors[i]);
+    if (d != NULL && d->closing != NULL && d->closing(ctx))
+      again = true;
+  }
+  return again;
+}
+
+static void doors_freed(uvp_ctx_t *ctx) {
+  for (int i = 0; i < UVP__DOOR_COUNT; i++) {
+    const uvp__door_t *d = atomic_load(&doors[i]);
+    if (d != NULL && d->freed != NULL)
+      d->freed(ctx);
+  }
+}
+
 static void ctx_free(uvp_ctx_t *ctx) {
   for (int i = 0; i < UVP__EXT_COUNT; i++)
     if (ctx->h.ext[i] != NULL)
       ctx->h.ext[i]->destroy(ctx->h.ext[i]);
   uvp__registry_remove(ctx->id);
-  uvp__calls_freed(); /* no call into it still reads it */
+  doors_freed(ctx); /* nothing reaching it from outside still reads it */
   uvp__pool_destroy(&ctx->promises);
   uvp__pool_destroy(&ctx->reactions);
   uvp__blocks_destroy(&ctx->blocks);
@@ -280,17 +317,6 @@ void uvp__unlock(uvp_ctx_t *ctx) {
   uv_mutex_unlock(&ctx->mu);
   if (dead)
     ctx_free(ctx);
-}
-
-void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
-                    const uvp__ext_t *hooks) {
-  char *st = uvp__calloc(1, size);
-  if (st == NULL)
-    return NULL;
-  uvp__ext_t *e = (uvp__ext_t *)(void *)(st + offset);
-  *e = *hooks;
-  ctx->h.ext[slot] = e;
-  return st;
 }
 
 void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
@@ -738,14 +764,6 @@ int uvp_ctx_set_unhandled_cb(uvp_ctx_t *ctx, uvp_unhandled_cb cb, void *arg) {
   return uvp_ctx_set_unhandled_cb_full(ctx, cb, arg, NULL);
 }
 
-int uvp__ctx_check_slow(const uvp_ctx_t *ctx) {
-  if (ctx == NULL)
-    return UV_EINVAL;
-  if (uvp__refused_thread(ctx))
-    return UVP_ETHREAD;
-  return ctx->h.closed ? UVP_ECLOSED : 0;
-}
-
 int uvp_ctx_set_checks(uvp_ctx_t *ctx, unsigned int checks) {
   int rc =
       (checks & ~(unsigned)UVP_CHECK_THREAD) ? UV_EINVAL : uvp__ctx_check(ctx);
@@ -948,7 +966,7 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   ctx->closed_cb = closed_cb;
   ctx->closed_arg = closed_arg;
   sweep_closed(ctx, hs, nh);
-  if (uvp__calls_closing(ctx)) /* their messages may have come since */
+  if (doors_closing(ctx)) /* their messages may have come since */
     read_mail(ctx);
   /* The layers' own teardown (fibers run to their end) after the lock: a
    * fiber takes it again for each release, and a fiber is, to the tools,

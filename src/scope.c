@@ -3,6 +3,8 @@
 
 #include "scope.h"
 
+#include "alloc.h"
+
 /* A slot's value, shared by the scopes made from one another. */
 struct uvp__slotval_s {
   uint32_t refs;
@@ -16,6 +18,13 @@ static void slotval_unref(uvp__slotval_t *v) {
       v->free_cb(v->value);
     uvp__free(v);
   }
+}
+
+/* Here, not in tracectx.c, which makes them: the scope lets its trace
+ * context go, and the scopes sit below the trace context's API. */
+void uvp__tracev_unref(uvp__tracev_t *t) {
+  if (t != NULL && --t->refs == 0)
+    uvp__free(t);
 }
 
 void *uvp__scope_slot(const uvp__scope_t *s, unsigned i) {

@@ -10,7 +10,7 @@
 #ifndef UVP_SCOPE_H
 #define UVP_SCOPE_H
 
-#include "sched.h"
+#include "head.h"
 
 /* What a scope carries for the work run under it, each filled in by a
  * layer above that embeds it in an object of its own: the owner the work

@@ -1,6 +1,6 @@
 /* Private to the scheduler (sched.c) and the stall detector (stall.c):
  * the table of marks through which the detector sees the loop thread's
- * slices.  The head (sched.h) keeps a pointer to it; no other layer reads
+ * slices.  The head (head.h) keeps a pointer to it; no other layer reads
  * it. */
 #ifndef UVP_STALL_MARKS_H
 #define UVP_STALL_MARKS_H

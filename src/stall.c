@@ -32,7 +32,6 @@
 #include "alloc.h"
 #include "diag.h"
 #include "dump.h"
-#include "hbox.h"
 #include "mono.h"
 #include "promise.h"
 #include "recorder.h"

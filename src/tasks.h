@@ -1,5 +1,5 @@
 /* Private to the task dump (dump.c) and the layers that tell it of tasks
- * of their own (fiber.c), through their state's `tasks` hook (sched.h's
+ * of their own (fiber.c), through their state's `tasks` hook (head.h's
  * uvp__ext_t). */
 #ifndef UVP_TASKS_H
 #define UVP_TASKS_H
@@ -25,7 +25,7 @@ typedef struct uvp__task_s {
    * `promise` its settled promise, `since` when that was made. */
   const uvp__work_t *work;
 } uvp__task_t;
-/* Where a layer's `tasks` hook (sched.h's uvp__ext_t) tells its tasks. */
+/* Where a layer's `tasks` hook (head.h's uvp__ext_t) tells its tasks. */
 struct uvp__task_sink_s {
   void (*task)(uvp__task_sink_t *sink, const uvp__task_t *t);
 };

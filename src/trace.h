@@ -14,7 +14,7 @@
 
 #include <stdio.h>
 
-#include "sched.h"
+#include "head.h"
 
 typedef enum {
   UVP__TK_PROMISE, /* created while the parent frame ran */

@@ -7,8 +7,9 @@
  * makes.  The text forms follow https://www.w3.org/TR/trace-context/. */
 #include <string.h>
 
-#include "recorder.h"
+#include "alloc.h"
 #include "scope.h"
+#include "watch.h"
 
 /* ---- the text forms ------------------------------------------------------ */
 
@@ -152,11 +153,6 @@ int uvp_tracestate_check(const char *ts, size_t len) {
 
 /* ---- the scope's trace context ------------------------------------------ */
 
-void uvp__tracev_unref(uvp__tracev_t *t) {
-  if (t != NULL && --t->refs == 0)
-    uvp__free(t);
-}
-
 static const uvp__tracev_t *current(const uvp_ctx_t *ctx) {
   const uvp__scope_t *s = uvp__head(ctx)->scope;
   return s != NULL ? s->trace : NULL;
@@ -274,7 +270,7 @@ int uvp_span_begin(uvp_ctx_t *ctx, uvp_span_t *span, const char *name, int kind,
   span->kind = kind;
   span->start_ns = uv_hrtime();
   if (uvp__recording(ctx))
-    uvp__rec_span(ctx, span, name != NULL ? name : "", true, 0);
+    uvp__tell(ctx, UVP__HEARD_SPAN_BEGIN, span, name != NULL ? name : "", 0);
   return 0;
 }
 
@@ -288,7 +284,7 @@ int uvp_span_end(uvp_ctx_t *ctx, uvp_span_t *span, int status) {
     return UV_EALREADY;
   span->ended = 1;
   if (span->rec != 0 && uvp__recording(ctx))
-    uvp__rec_span(ctx, span, NULL, false, status);
+    uvp__tell(ctx, UVP__HEARD_SPAN_END, span, NULL, status);
   return 0;
 }
 

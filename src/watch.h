@@ -1,4 +1,5 @@
-/* Private to src/: the core's one hook for a layer that watches its work,
+/* Private to src/: the one hook for a layer that watches the core's work
+ * (and the trace context's spans),
  * the flight recorder (recorder.h), which sits above the core.  The core
  * tells it what happens through the table the recorder puts in the
  * context's head when it is first turned on (uvp__head(ctx)->watch_hook),
@@ -9,7 +10,7 @@
 #ifndef UVP_WATCH_H
 #define UVP_WATCH_H
 
-#include "sched.h"
+#include "head.h"
 
 /* What the core tells, with the arguments each passes (a, b, file, n of
  * the hook's heard: six, in registers). */
@@ -37,7 +38,11 @@ enum {
    * the end of either. */
   UVP__HEARD_CHECK,
   UVP__HEARD_IDLE,
-  UVP__HEARD_UVP_END
+  UVP__HEARD_UVP_END,
+  /* A span (tracectx.c) begins: a = the span, b = its name ("": none).
+   * SPAN_END: a = the span, n its status. */
+  UVP__HEARD_SPAN_BEGIN,
+  UVP__HEARD_SPAN_END
 };
 
 /* The watcher's table. */

@@ -24,20 +24,7 @@ typedef struct uvp__cut_frame_s {
   uint32_t born;
   struct uvp__cut_frame_s *up; /* the cut this one runs inside, or NULL */
 } uvp__cut_frame_t;
-static inline void uvp__work_cut_begin(uvp_ctx_t *ctx, uvp__cut_frame_t *f,
-                                       uvp__work_t *w, uint32_t born) {
-  f->w = w;
-  f->born = born;
-  f->up = uvp__head(ctx)->cutting;
-  uvp__head(ctx)->cutting = f;
-  w->told |= UVP__TOLD_CUT;
-}
 void uvp__work_keep(uvp_ctx_t *ctx, uvp__work_t *w, uint32_t born);
-static inline void uvp__work_cut_end(uvp_ctx_t *ctx, uvp__cut_frame_t *f) {
-  uvp__head(ctx)->cutting = f->up;
-  if (f->w != NULL)
-    uvp__work_keep(ctx, f->w, f->born);
-}
 /* Each record kept, with its promise's `born`; fn must not start or end
  * work.  A record's w->p is its producer's reference to its promise while
  * set: a record that has let it go is skipped. */

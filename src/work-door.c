@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "door.h"
 #include "work-cut.h"
 #include "work-door.h"
 
@@ -18,6 +19,72 @@ void uvp__work_hook(uvp_promise_t *p, void *arg) {
   w->cls->cancel(w, p, p->state == UVP__S_REJECTED ? p->code : UV_ECANCELED);
 }
 
+/* ---- the cuts, through the core's door (door.h) ---------------------------
+ */
+
+/* The frame a cut keeps on the core's stack while p's hook runs. */
+typedef struct {
+  uvp__cut_frame_t cut;
+  bool on; /* the record was marked: cut_end keeps it */
+} work_frame_t;
+_Static_assert(sizeof(work_frame_t) <= sizeof(uvp__door_frame_t),
+               "a cut's frame fits the core's room");
+
+/* The cut frame (work-cut.h): the record is marked before the promise
+ * rejects, and kept once the hook has returned unless it ended inside. */
+static void cut_begin(uvp_ctx_t *ctx, uvp__cut_frame_t *f, uvp__work_t *w,
+                      uint32_t born) {
+  f->w = w;
+  f->born = born;
+  f->up = uvp__head(ctx)->cutting;
+  uvp__head(ctx)->cutting = f;
+  w->told |= UVP__TOLD_CUT;
+}
+static void cut_end(uvp_ctx_t *ctx, uvp__cut_frame_t *f) {
+  uvp__head(ctx)->cutting = f->up;
+  if (f->w != NULL)
+    uvp__work_keep(ctx, f->w, f->born);
+}
+
+static bool work_cut_begin(uvp_ctx_t *ctx, uvp_promise_t *p, void *arg,
+                           int code, uvp__door_frame_t *df) {
+  uvp__work_t *w = arg;
+  work_frame_t *f = (work_frame_t *)(void *)df;
+  f->on = false;
+  if (w->cls->flags & UVP__WORK_WINDDOWN) {
+    /* Cut, not settled: its producer settles it once its work has ended
+     * (a teardown settles it at once, and is no cut here).  A producer
+     * that winds down knows two cuts (uvp_promise_cancel_with may give
+     * any code): a deadline's, and every other. */
+    w->cls->cancel(w, p, code == UV_ETIMEDOUT ? code : UV_ECANCELED);
+    return true;
+  }
+  /* Settled by the core next, its work may wind down after: the task dump
+   * keeps the record meanwhile (`born` goes with the rejection). */
+  if (!(w->cls->flags & (UVP__WORK_TASK | UVP__WORK_GONE_AT_CUT)) &&
+      w->p != NULL && !(w->told & UVP__TOLD_CUT)) {
+    cut_begin(ctx, &f->cut, w, p->born);
+    f->on = true;
+  }
+  return false;
+}
+
+static void work_cut_end(uvp_ctx_t *ctx, uvp__door_frame_t *df) {
+  work_frame_t *f = (work_frame_t *)(void *)df;
+  if (f->on)
+    cut_end(ctx, &f->cut);
+}
+
+UVP__TLS bool uvp__work_door_here;
+
+void uvp__work_door_open(void) {
+  static const uvp__door_t door = {.cut_hook = uvp__work_hook,
+                                   .cut_begin = work_cut_begin,
+                                   .cut_end = work_cut_end};
+  uvp__door_open(UVP__DOOR_WORK, &door);
+  uvp__work_door_here = true;
+}
+
 int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
                      const uvp__work_class_t *cls) {
   int rc = uvp__scope_watch(ctx, p);
@@ -25,6 +92,8 @@ int uvp__work_attach(uvp_ctx_t *ctx, uvp__work_t *w, uvp_promise_t *p,
     return rc;
   w->p = p;
   w->cls = cls;
+  if (UVP__UNLIKELY(!uvp__work_door_here))
+    uvp__work_door_open();
   uvp__promise_hook_set(p, uvp__work_hook, w);
   uvp__work_begin_(ctx, w, cls->flags);
   if (uvp__recording(ctx)) { /* its site: where its promise was made */

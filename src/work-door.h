@@ -16,6 +16,7 @@
 #ifndef UVP_WORK_DOOR_H
 #define UVP_WORK_DOOR_H
 
+#include "sched.h"
 #include "scope.h"
 #include "watch.h"
 
@@ -65,7 +66,7 @@ enum {
   UVP__WORK_UNLISTED = 64u,
   /* Its cancel lets go of its promise (w->p) at once, its end a turn away
    * (a timer closing its handle): after a cut the dump has nothing of it
-   * to show, so it is not kept (uvp__work_cut_begin). */
+   * to show, so it is not kept (work-door.c's cut_begin). */
   UVP__WORK_GONE_AT_CUT = 128u
 };
 
@@ -108,6 +109,11 @@ static inline const uvp__owner_t *uvp__work_owner(const uvp__work_t *w) {
 
 /* The cancel hook of every promise started through the door. */
 void uvp__work_hook(uvp_promise_t *p, void *w);
+/* The core's door for the cuts of such promises (door.h), opened on each
+ * thread before its first such promise: one test of a thread-local byte
+ * per start. */
+extern UVP__TLS bool uvp__work_door_here;
+void uvp__work_door_open(void);
 
 /* The record of pending p's producer, if it came through the door. */
 static inline uvp__work_t *uvp__work_of(const uvp_promise_t *p) {
@@ -147,6 +153,8 @@ static UVP__ALWAYS_INLINE int
 uvp__work_start_in(uvp_ctx_t *ctx, const uvp__scope_t *watch, uvp__work_t *w,
                    const uvp__work_class_t *cls, const char *file, int line) {
   w->cls = cls;
+  if (UVP__UNLIKELY(!uvp__work_door_here))
+    uvp__work_door_open();
   uvp_promise_t *p;
   if (cls->flags & UVP__WORK_MOVABLE) {
     p = uvp__movable_new(ctx, file, line, uvp__work_hook, &w->p);
