@@ -151,8 +151,10 @@ def main():
                                                          root["site"])]
         ok = wait_for(lambda: "async stack:" in screen()
                       and all(w in screen() for w in want), 5)
+        print("\n".join("    | " + ln
+                        for ln in screen().rstrip().splitlines()))
         check(ok, "Enter on leaf: its async stack leaf < mid < root, with "
-              "the dump's ids and spawn sites:\n%s" % screen())
+              "the dump's ids and spawn sites")
     finally:
         tmux("kill-server")
         if demo.poll() is None:
