@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "console-tasks.h"
 #include "emulator.h"
 #include "helpers.h"
 
@@ -551,27 +552,6 @@ static json_t *named(json_t *doc, const char *name) {
   return NULL;
 }
 
-static uvp_promise_t *parked; /* the delay the innermost fiber awaits */
-
-static uvp_ret_t park(uvp_ctx_t *ctx) {
-  uvp_promise_t *d;
-  if (uvp_delay(ctx, 600000, NULL, NULL, 0, &d) == 0) {
-    parked = d;
-    (void)uvp_await(d, NULL);
-    uvp_promise_release(d);
-  }
-  return uvp_ret_pass();
-}
-
-/* Runs 30 ms on the CPU, then parks. */
-static uvp_ret_t worker(void *arg) {
-  uvp_fiber_set_name("worker");
-  uint64_t end = uv_hrtime() + 30 * 1000000u;
-  while (uv_hrtime() < end) {
-  }
-  return park(arg);
-}
-
 static uvp_ret_t idler(void *arg) {
   uvp_fiber_set_name("idler");
   uvp_promise_t *d;
@@ -607,7 +587,7 @@ static void test_busy_idle(void **state) {
   uvp_promise_release(i);
   run_loop(f);
   assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
-  assert_int_equal(uvp_fiber_spawn(f->ctx, worker, f->ctx, NULL, &w), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, tasks_worker, f->ctx, NULL, &w), 0);
   assert_int_equal(uvp_fiber_spawn(f->ctx, idler, f->ctx, NULL, &i), 0);
   uv_run(&f->loop, UV_RUN_NOWAIT); /* both run, then park */
   job_t j = {.fn = ask_one};
@@ -644,38 +624,14 @@ static void test_busy_idle(void **state) {
   uvp_promise_release(w);
   uvp_promise_release(i);
   run_loop(f);
-}
-
-/* root awaits mid, which awaits leaf, which awaits a delay. */
-static uvp_ret_t leaf(void *arg) {
-  uvp_fiber_set_name("leaf");
-  return park(arg);
-}
-
-static uvp_ret_t spawn_and_await(uvp_ctx_t *ctx, uvp_fiber_fn fn) {
-  uvp_promise_t *p;
-  if (uvp_fiber_spawn(ctx, fn, ctx, NULL, &p) == 0) {
-    (void)uvp_await(p, NULL);
-    uvp_promise_release(p);
-  }
-  return uvp_ret_pass();
-}
-
-static uvp_ret_t mid(void *arg) {
-  uvp_fiber_set_name("mid");
-  return spawn_and_await(arg, leaf);
-}
-
-static uvp_ret_t root(void *arg) {
-  uvp_fiber_set_name("root");
-  return spawn_and_await(arg, mid);
+  tasks_nparked = 0; /* the worker's timer, gone with it */
 }
 
 static void test_async_stack(void **state) {
   fixture_t *f = *state;
   assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
   uvp_promise_t *r;
-  assert_int_equal(uvp_fiber_spawn(f->ctx, root, f->ctx, NULL, &r), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, tasks_root, f->ctx, NULL, &r), 0);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   job_t j = {.fn = ask_one};
   run_with(f, &j, NULL);
@@ -684,12 +640,14 @@ static void test_async_stack(void **state) {
   /* Each awaits the next one's promise: the stack leaf < mid < root. */
   json_t *l = named(doc, "leaf"), *m = named(doc, "mid"),
          *t = named(doc, "root");
+  assert_non_null(json_object_get(m, "waits_id"));
+  assert_non_null(json_object_get(t, "waits_id"));
   assert_string_equal(json_string_value(json_object_get(m, "waits_id")),
                       json_string_value(json_object_get(l, "id")));
   assert_string_equal(json_string_value(json_object_get(t, "waits_id")),
                       json_string_value(json_object_get(m, "id")));
   assert_non_null(
-      strstr(json_string_value(json_object_get(m, "site")), "test-console.c"));
+      strstr(json_string_value(json_object_get(m, "site")), "console-tasks.h"));
   /* The program's own dump links them the same way. */
   json_t *own = own_dump(f->ctx);
   const char *ids[3] = {json_string_value(json_object_get(l, "id")),
@@ -702,18 +660,14 @@ static void test_async_stack(void **state) {
   json_decref(own);
   json_decref(doc);
   job_free(&j);
-  assert_int_equal(uvp_promise_cancel(parked), 0);
+  assert_int_equal(tasks_nparked, 1); /* the leaf's */
+  assert_int_equal(uvp_promise_cancel(tasks_parked[0]), 0);
+  tasks_nparked = 0;
   uvp_promise_release(r);
   run_loop(f);
 }
 
 /* ---- a call into a context whose loop does not run ----------------------- */
-
-static uvp_ret_t never_runs(uvp_ctx_t *target, void *arg) {
-  (void)target;
-  (void)arg;
-  return uvp_ret_pass();
-}
 
 static void ask_after_a_second(job_t *j) {
   int fd = cl_connect(sock);
@@ -734,8 +688,8 @@ static void test_warn_call_stuck(void **state) {
   assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
   uvp_promise_t *c;
   int line = __LINE__ + 1;
-  assert_int_equal(uvp_call_start(f->ctx, other, never_runs, NULL, NULL, &c),
-                   0);
+  int rc = uvp_call_start(f->ctx, other, tasks_never_runs, NULL, NULL, &c);
+  assert_int_equal(rc, 0);
   job_t j = {.fn = ask_after_a_second};
   run_with(f, &j, NULL);
   json_t *soon = json_loads(j.answer[0], 0, NULL);
