@@ -552,16 +552,6 @@ static json_t *named(json_t *doc, const char *name) {
   return NULL;
 }
 
-static uvp_ret_t idler(void *arg) {
-  uvp_fiber_set_name("idler");
-  uvp_promise_t *d;
-  if (uvp_delay(arg, 600000, NULL, NULL, 0, &d) == 0) {
-    (void)uvp_await(d, NULL);
-    uvp_promise_release(d);
-  }
-  return uvp_ret_pass();
-}
-
 static void ask_one(job_t *j) {
   int fd = cl_connect(sock);
   if (fd < 0)
@@ -575,7 +565,7 @@ static void test_busy_idle(void **state) {
   fixture_t *f = *state;
   uvp_promise_t *w, *i;
   /* Not listening: nothing is timed, nothing said. */
-  assert_int_equal(uvp_fiber_spawn(f->ctx, idler, f->ctx, NULL, &i), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, sleeper, f->ctx, NULL, &i), 0);
   uv_run(&f->loop, UV_RUN_NOWAIT);
   json_t *own = own_dump(f->ctx);
   assert_int_equal(json_object_size(own), 1);
@@ -588,18 +578,19 @@ static void test_busy_idle(void **state) {
   run_loop(f);
   assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
   assert_int_equal(uvp_fiber_spawn(f->ctx, tasks_worker, f->ctx, NULL, &w), 0);
-  assert_int_equal(uvp_fiber_spawn(f->ctx, idler, f->ctx, NULL, &i), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, sleeper, f->ctx, NULL, &i), 0);
   uv_run(&f->loop, UV_RUN_NOWAIT); /* both run, then park */
   job_t j = {.fn = ask_one};
   run_with(f, &j, NULL);
   json_t *doc = json_loads(j.answer[0], 0, NULL);
   assert_non_null(doc);
-  json_t *wt = named(doc, "worker"), *it = named(doc, "idler");
+  json_t *wt = named(doc, "worker"), *it = named(doc, "sleeper");
   long long wbusy = json_integer_value(json_object_get(wt, "busy_us"));
   long long ibusy = json_integer_value(json_object_get(it, "busy_us"));
-  printf("worker busy %lld us idle %lld us; idler busy %lld us idle %lld us\n",
-         wbusy, json_integer_value(json_object_get(wt, "idle_us")), ibusy,
-         json_integer_value(json_object_get(it, "idle_us")));
+  printf(
+      "worker busy %lld us idle %lld us; sleeper busy %lld us idle %lld us\n",
+      wbusy, json_integer_value(json_object_get(wt, "idle_us")), ibusy,
+      json_integer_value(json_object_get(it, "idle_us")));
   assert_true(wbusy >= 30000);
   assert_true(ibusy < wbusy);
   assert_true(json_integer_value(json_object_get(it, "idle_us")) >= 40000);
