@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+# The imported tests leave no __pycache__ in the source tree.
+sys.dont_write_bytecode = True
 # The gateway tests' helpers: check (and its failures), wait_for, Proc (a
 # child that prints `listening on 127.0.0.1:PORT` once ready).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -24,8 +24,10 @@ import sys
 import tempfile
 import time
 
-import test_console as tc
-from test_console import check, wait_for, tmux, screen
+# The imported tests leave no __pycache__ in the source tree.
+sys.dont_write_bytecode = True
+import test_console as tc  # noqa: E402
+from test_console import check, wait_for, tmux, screen  # noqa: E402
 
 
 def fmt_us(us):
