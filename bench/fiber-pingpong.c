@@ -144,6 +144,11 @@ int main(int argc, char **argv) {
     return 1;
   if (bench_recorder(ctx) != 0)
     return 1;
+  /* UVP_BENCH_CONSOLE=PATH: the live console listening there (no client):
+   * every fiber switch then reads the clock for the fibers' busy times. */
+  const char *console = getenv("UVP_BENCH_CONSOLE");
+  if (console != NULL && uvp_console_listen(ctx, console) != 0)
+    return 1;
   int compact = argc > 3 && strcmp(argv[3], "compact") == 0;
   if (compact && uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_COMPACT) != 0)
     return 1;

@@ -73,8 +73,8 @@ static void k_init(void) {
 static void calls_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
   cstate_t *st = UVP__CONTAINER_OF(ext, cstate_t, ext);
   for (const call_t *c = st->following; c != NULL; c = c->tnext) {
-    uvp__task_t t = {"call", c->q, c->file, c->line, c->since,      NULL,
-                     0,      c->q, NULL,    NULL,    c->link->from, NULL};
+    uvp__task_t t = {"call", c->q, c->file, c->line,       c->since, NULL,  0,
+                     c->q,   NULL, NULL,    c->link->from, NULL,     false, 0};
     sink->task(sink, &t);
   }
 }
@@ -610,16 +610,24 @@ static void call_cancel(uvp__op_t *op) {
  * call waits for it without bound unless a deadline cuts it. */
 #define CALL_STUCK_MS 1000
 
-static void call_describe(const uvp__op_t *op, uvp__what_t *w) {
-  const call_t *c = (const call_t *)op;
+/* How long c's target has left it in its mailbox, in ms (0: taken, or a
+ * call to its own context). */
+static uint64_t call_waited(const call_t *c) {
   link_t *l = c->link;
-  uint64_t waited = 0; /* ms the target has left the call in its mailbox */
+  uint64_t waited = 0;
   if (l->src != l->dst) {
     uv_mutex_lock(&l->mu);
     if (c->state == C_QUEUED && l->rq_posted)
       waited = (uv_hrtime() - l->rq_at) / 1000000u;
     uv_mutex_unlock(&l->mu);
   }
+  return waited;
+}
+
+static void call_describe(const uvp__op_t *op, uvp__what_t *w) {
+  const call_t *c = (const call_t *)op;
+  link_t *l = c->link;
+  uint64_t waited = call_waited(c);
   snprintf(w->kind, sizeof(w->kind), "call");
   if (waited < CALL_STUCK_MS)
     snprintf(w->target, sizeof(w->target), "into context " UVP__PTR,
@@ -631,6 +639,27 @@ static void call_describe(const uvp__op_t *op, uvp__what_t *w) {
              "blocked)",
              UVP__PTRV(l->dst), (unsigned long long)(waited / 1000),
              (unsigned long long)(waited % 1000 / 100));
+}
+
+static const uvp__op_kind_t call_kind;
+
+uint64_t uvp__call_stuck(const uvp_promise_t *p, const void **dst,
+                         const char **file, int *line) {
+  const uvp__work_t *w =
+      p != NULL && uvp__is_pending(p) ? uvp__work_of(p) : NULL;
+  /* Every operation's class is the op layer's "operation": then op->kind
+   * tells a call from the others. */
+  if (w == NULL || strcmp(w->cls->kind, "operation") != 0 ||
+      ((const uvp__op_t *)(const void *)w)->kind != &call_kind)
+    return 0;
+  const call_t *c = (const call_t *)(const void *)w;
+  uint64_t waited = call_waited(c);
+  if (waited < CALL_STUCK_MS)
+    return 0;
+  *dst = c->link->dst;
+  *file = c->file;
+  *line = c->line;
+  return waited;
 }
 
 static const uvp__op_kind_t call_kind = {call_cancel, NULL,          NULL,

@@ -214,9 +214,50 @@ static uvp__console_seen_t *seen(lint_t *k, const void *id) {
   return s;
 }
 
-/* A cancelled fiber: follow it; past the grace, a warning. */
+/* A task that waits for a call its target's loop has not taken for a
+ * second (the dump's "whose loop has not run"): the call's site and why. */
+static void lint_call(lint_t *k, const uvp__task_t *t) {
+  const uvp_promise_t *q = t->waits != NULL  ? t->waits
+                           : t->work != NULL ? t->work->p
+                                             : NULL;
+  const void *dst = NULL;
+  const char *file = NULL;
+  int line = 0;
+  uint64_t ms = uvp__call_stuck(q, &dst, &file, &line);
+  if (ms == 0)
+    return;
+  char task[160], why[600];
+  if (strcmp(t->kind, "fiber") == 0 && t->name != NULL)
+    snprintf(task, sizeof(task), "fiber \"%s\"", t->name);
+  else
+    snprintf(task, sizeof(task), "%s", t->kind);
+  warn_begin(k, "call-stuck");
+  puts_(k->d, ",\"task\":");
+  put_str(k->d, task);
+  putf(k->d, ",\"id\":\"" UVP__PTR "\",\"call\":\"" UVP__PTR "\",\"site\":",
+       UVP__PTRV(t->promise), UVP__PTRV(q));
+  snprintf(why, sizeof(why), "%s:%d", file != NULL ? file : "?", line);
+  put_str(k->d, why);
+  snprintf(why, sizeof(why),
+           "the call made at %s:%d into context " UVP__PTR
+           " has waited %llu ms for that context's loop to take it: its loop "
+           "is not running (never run, or its uv_run returned) or is "
+           "blocked, and the call waits without bound unless a deadline "
+           "cuts it",
+           file != NULL ? file : "?", line, UVP__PTRV(dst),
+           (unsigned long long)ms);
+  putf(k->d,
+       ",\"target\":\"" UVP__PTR "\",\"ms\":%llu,\"why\":", UVP__PTRV(dst),
+       (unsigned long long)ms);
+  put_str(k->d, why);
+  put(k->d, "}", 1);
+}
+
+/* A cancelled fiber: follow it; past the grace, a warning.  Any task: a
+ * call it waits for, stuck. */
 static void lint_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
   lint_t *k = (lint_t *)sink;
+  lint_call(k, t);
   const uvp__cause_t *cause;
   if (strcmp(t->kind, "fiber") != 0 ||
       (cause = uvp__cause_of(t->promise)) == NULL)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "console-int.h"
+#include "fiber-compact.h"
 #include "stall.h"
 
 #if !defined(_WIN32)
@@ -304,6 +305,7 @@ static void listener_close(uvp__console_t *con) {
     (void)unlink(l->path); /* not ours to fail on: another may have it */
   uv_close((uv_handle_t *)&l->pipe, listener_closed);
   (void)uvp__stall_observe(con->ctx, NULL, NULL); /* only drops a pointer */
+  uvp__fiber_time(con->ctx, false);
 }
 
 static void console_close_hook(uvp__ext_t *ext) {
@@ -411,6 +413,8 @@ int uvp_console_listen(uvp_ctx_t *ctx, const char *path) {
     uvp__free(l->path);
     l->path = NULL; /* not ours to remove: listener_close leaves it */
     listener_close(con);
+  } else {
+    uvp__fiber_time(ctx, true); /* the tasks' busy and idle times */
   }
   return rc;
 #endif

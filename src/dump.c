@@ -392,6 +392,27 @@ static void render_head(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   else
     addf(d, ", %llu ms old", (unsigned long long)age);
   whole(d);
+  if (t->timed) {
+    /* Idle: the rest of its age, parked or queued to run. */
+    uint64_t idle = age * 1000 > t->busy_us ? age * 1000 - t->busy_us : 0;
+    if (d->json)
+      addf(d, ",\"busy_us\":%llu,\"idle_us\":%llu",
+           (unsigned long long)t->busy_us, (unsigned long long)idle);
+    else
+      addf(d, ", busy %llu us, idle %llu ms", (unsigned long long)t->busy_us,
+           (unsigned long long)(idle / 1000));
+    whole(d);
+  }
+}
+
+/* The promise whose settling settles waits: itself, or, while it follows
+ * another (resolved with a promise), the last it follows. */
+static const uvp_promise_t *waits_on(const uvp_promise_t *waits) {
+  for (int depth = 0; depth < 8 && waits->state == UVP__S_PENDING &&
+                      (waits->flags & UVP__F_WAITING) && waits->link != NULL;
+       depth++)
+    waits = waits->link;
+  return waits;
 }
 
 /* What t waits for and since when (or its state); returns the group an
@@ -419,6 +440,11 @@ static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
       addf(d, ",\"left_ms\":%lld", (long long)w.left_ms);
     add(d, "}", 1);
     whole(d);
+    /* The async stack's next link (a task whose id this is awaits it). */
+    if (t->waits != NULL && t->waits != t->promise) {
+      addf(d, ",\"waits_id\":\"" UVP__PTR "\"", UVP__PTRV(waits_on(t->waits)));
+      whole(d);
+    }
     if (t->await_file != NULL) {
       add(d, ",\"await\":", 9);
       add_site(d, t->await_file, t->await_line);
@@ -571,7 +597,9 @@ static bool promise_task(void *slot, void *arg) {
                    NULL,
                    NULL,
                    NULL,
-                   NULL};
+                   NULL,
+                   false,
+                   0};
   k->sink->task(k->sink, &t);
   return true;
 }
@@ -580,7 +608,7 @@ static bool promise_task(void *slot, void *arg) {
 static void cut_task(void *arg, const uvp__work_t *w, uint32_t born) {
   walk_t *k = arg;
   uvp__task_t t = {"promise", w->p, NULL, 0, k->epoch + born, NULL, 0, NULL,
-                   NULL,      NULL, NULL, w};
+                   NULL,      NULL, NULL, w, false,           0};
   k->sink->task(k->sink, &t);
 }
 

@@ -112,6 +112,7 @@ void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
 void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
   make_context(f, entry);
   uvp__fiber_set_fp_control(&f->fctx, f->fp);
+  f->busy_ns = 0; /* fp's word, counted in from now on */
 }
 
 /* Room for f's frames before it parks, so that parking does not fail: the

@@ -38,6 +38,10 @@ typedef struct uvp__fiber_state_s {
   uvp__fiber_t *all;     /* every fiber not finished, for teardown/dump */
   size_t count;
   int mode; /* uvp_ctx_set_fiber_mode */
+  /* While UVP__WATCH_TIME is set (the live console listens): uv_hrtime()
+   * at the start of the running fiber's slice, 0: not known (timing was
+   * off when it began). */
+  uint64_t slice_at;
   /* The compact mode's. */
   bool park_at_once;       /* compact frames leave as they park (set by _new) */
   uvp__stack_t *run_stack; /* where compact fibers run, if they share one */
@@ -89,11 +93,23 @@ struct uvp__fiber_s {
   uint32_t saved_cap;
   uint32_t await_depth; /* bytes of stack above its last await's frame */
   void *saved;
-  uint64_t fp; /* the floating-point control state it starts with */
+  union {
+    /* A compact fiber's floating-point control state to start with, until
+     * its first run; */
+    uint64_t fp;
+    /* from then on (for every fiber, zeroed at its spawn), the time it has
+     * run in ns, counted while UVP__WATCH_TIME is set: no byte more. */
+    uint64_t busy_ns;
+  };
   /* Last, where it adds 8 bytes and no padding (280, with the 24-byte
    * record of work: a compact record is a 288-byte malloc chunk). */
   char *name; /* uvp_fiber_set_name's copy, or NULL */
 };
+
+/* The live console's fiber times (fiber.c): on, every fiber's time on the
+ * CPU is counted from now on, at one clock read per switch (a fiber's
+ * busy_ns); off, not.  Loop thread. */
+void uvp__fiber_time(uvp_ctx_t *ctx, bool on);
 
 /* ---- the compact mode (fiber-compact.c) ---------------------------------- */
 

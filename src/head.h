@@ -68,7 +68,7 @@ void *uvp__ext_make(uvp_ctx_t *ctx, int slot, size_t size, size_t offset,
                     const uvp__ext_t *hooks);
 
 /* The head's `watch` bits. */
-enum { UVP__WATCH_STALL = 1, UVP__WATCH_REC = 2 };
+enum { UVP__WATCH_STALL = 1, UVP__WATCH_REC = 2, UVP__WATCH_TIME = 4 };
 
 /* What every layer reads of a context, first in it: the loop, the thread
  * check, the current scope and trace frame, the layers' state.  Read and
@@ -85,9 +85,11 @@ typedef struct uvp__ctx_head_s {
                          what was padding, on the line every call reads */
   uint8_t watch;      /* who watches the loop thread's work: the stall
                          detector (UVP__WATCH_STALL, stall.h), the flight
-                         recorder (UVP__WATCH_REC, watch.h); in the last
-                         byte of padding before `scope`, so that off, a
-                         path that tells either tests one byte */
+                         recorder (UVP__WATCH_REC, watch.h), the live
+                         console's fiber times (UVP__WATCH_TIME,
+                         fiber.c); in the last byte of padding before
+                         `scope`, so that off, a path that tells any of
+                         them tests one byte */
   struct uvp__scope_s *scope;      /* the current scope (scope.h), held */
   uvp__ext_t *ext[UVP__EXT_COUNT]; /* NULL until used */
   uint64_t vnow; /* the virtual clock's time, kept by clock.c */

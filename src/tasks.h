@@ -24,6 +24,10 @@ typedef struct uvp__task_s {
   /* A record cut and winding down (uvp__work_cut): the task is its work,
    * `promise` its settled promise, `since` when that was made. */
   const uvp__work_t *work;
+  /* A fiber's, while the live console times fibers (UVP__WATCH_TIME):
+   * `timed`, and the time it has run on the CPU, in us. */
+  bool timed;
+  uint64_t busy_us;
 } uvp__task_t;
 /* Where a layer's `tasks` hook (head.h's uvp__ext_t) tells its tasks. */
 struct uvp__task_sink_s {
@@ -43,5 +47,13 @@ void uvp__tasks_walk(uvp_ctx_t *ctx, uvp__task_sink_t *sink);
  * open), yet it is neither closed, released nor cut, and nothing waits
  * for its join, the group (for its describe); else NULL.  Loop thread. */
 const uvp__owner_t *uvp__group_idle_open(const uvp__work_t *work);
+
+/* The live console's warning of a call into a context whose loop is not
+ * running (call.c): if p is a pending call's promise that its target has
+ * left in its mailbox for a second or more (the dump's "whose loop has not
+ * run"), how long in ms, with the target (*dst, an id, never read through)
+ * and the call's site; else 0.  The caller's loop thread. */
+uint64_t uvp__call_stuck(const uvp_promise_t *p, const void **dst,
+                         const char **file, int *line);
 
 #endif

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "console-tasks.h"
 #include "emulator.h"
 #include "helpers.h"
 
@@ -231,17 +232,16 @@ static void ask_three(job_t *j) {
   close(fd);
 }
 
-/* The ids of the dump's JSON lines (uvp_ctx_dump_tasks), sorted in a
- * string "id id ...". */
-static int dump_line(void *arg, const char *text, size_t len) {
-  json_t *ids = arg;
+/* The dump's JSON lines, as objects, appended to the array arg. */
+static int dump_objects(void *arg, const char *text, size_t len) {
   for (size_t at = 0; at < len;) {
     const char *nl = memchr(text + at, '\n', len - at);
     size_t end = nl != NULL ? (size_t)(nl - text) : len;
     json_t *o = json_loadb(text + at, end - at, 0, NULL);
     if (o != NULL && json_is_string(json_object_get(o, "id")))
-      json_array_append(ids, json_object_get(o, "id"));
-    json_decref(o);
+      json_array_append_new(arg, o);
+    else
+      json_decref(o);
     at = end + 1;
   }
   return 0;
@@ -286,13 +286,14 @@ static void test_snapshot(void **state) {
   /* The same tasks as the program's own dump, now (nothing ran since). */
   json_t *ids = json_array();
   uvp_dump_opts_t o = {
-      .flags = UVP_DUMP_JSON, .write = dump_line, .write_arg = ids};
+      .flags = UVP_DUMP_JSON, .write = dump_objects, .write_arg = ids};
   int n = uvp_ctx_dump_tasks(f->ctx, &o);
   assert_int_equal(n, (int)json_array_size(ids));
   assert_int_equal(json_array_size(ids), json_array_size(tasks));
   json_array_foreach(tasks, i, t) {
-    assert_string_equal(json_string_value(json_object_get(t, "id")),
-                        json_string_value(json_array_get(ids, i)));
+    assert_string_equal(
+        json_string_value(json_object_get(t, "id")),
+        json_string_value(json_object_get(json_array_get(ids, i), "id")));
   }
   json_decref(ids);
   json_decref(doc);
@@ -520,6 +521,197 @@ static void test_warn_group_idle(void **state) {
   run_loop(f);
 }
 
+/* ---- busy and idle, the async stack ------------------------------------ */
+
+/* The tasks of the program's own JSON dump, now, by id. */
+static json_t *own_dump(uvp_ctx_t *ctx) {
+  json_t *lines = json_array();
+  uvp_dump_opts_t o = {
+      .flags = UVP_DUMP_JSON, .write = dump_objects, .write_arg = lines};
+  assert_true(uvp_ctx_dump_tasks(ctx, &o) >= 0);
+  json_t *by_id = json_object();
+  size_t i;
+  json_t *t;
+  json_array_foreach(lines, i, t) {
+    json_object_set(by_id, json_string_value(json_object_get(t, "id")), t);
+  }
+  json_decref(lines);
+  return by_id;
+}
+
+/* The snapshot's task named `name`. */
+static json_t *named(json_t *doc, const char *name) {
+  size_t i;
+  json_t *t;
+  json_array_foreach(json_object_get(doc, "tasks"), i, t) {
+    const char *n = json_string_value(json_object_get(t, "name"));
+    if (n != NULL && strcmp(n, name) == 0)
+      return t;
+  }
+  fail_msg("no task named %s in the snapshot", name);
+  return NULL;
+}
+
+static void ask_one(job_t *j) {
+  int fd = cl_connect(sock);
+  if (fd < 0)
+    return;
+  usleep(50 * 1000); /* some idle time for the parked fibers */
+  j->answer[0] = cl_ask(fd, "snapshot json\n");
+  close(fd);
+}
+
+static void test_busy_idle(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *w, *i;
+  /* Not listening: nothing is timed, nothing said. */
+  assert_int_equal(uvp_fiber_spawn(f->ctx, sleeper, f->ctx, NULL, &i), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  json_t *own = own_dump(f->ctx);
+  assert_int_equal(json_object_size(own), 1);
+  const char *k;
+  json_t *t;
+  json_object_foreach(own, k, t) { assert_null(json_object_get(t, "busy_us")); }
+  json_decref(own);
+  assert_int_equal(uvp_promise_cancel(i), 0);
+  uvp_promise_release(i);
+  run_loop(f);
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, tasks_worker, f->ctx, NULL, &w), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, sleeper, f->ctx, NULL, &i), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* both run, then park */
+  job_t j = {.fn = ask_one};
+  run_with(f, &j, NULL);
+  json_t *doc = json_loads(j.answer[0], 0, NULL);
+  assert_non_null(doc);
+  json_t *wt = named(doc, "worker"), *it = named(doc, "sleeper");
+  long long wbusy = json_integer_value(json_object_get(wt, "busy_us"));
+  long long ibusy = json_integer_value(json_object_get(it, "busy_us"));
+  printf(
+      "worker busy %lld us idle %lld us; sleeper busy %lld us idle %lld us\n",
+      wbusy, json_integer_value(json_object_get(wt, "idle_us")), ibusy,
+      json_integer_value(json_object_get(it, "idle_us")));
+  assert_true(wbusy >= 30000);
+  assert_true(ibusy < wbusy);
+  assert_true(json_integer_value(json_object_get(it, "idle_us")) >= 40000);
+  /* Busy and idle add up to the age (idle is the rest of it). */
+  long long age = json_integer_value(json_object_get(wt, "age_ms"));
+  assert_true(json_integer_value(json_object_get(wt, "idle_us")) + wbusy >=
+              age * 1000);
+  /* The program's own dump says the same busy times: the fibers are
+   * parked, their time on the CPU is what it was. */
+  own = own_dump(f->ctx);
+  json_t *o =
+      json_object_get(own, json_string_value(json_object_get(wt, "id")));
+  assert_int_equal(json_integer_value(json_object_get(o, "busy_us")), wbusy);
+  o = json_object_get(own, json_string_value(json_object_get(it, "id")));
+  assert_int_equal(json_integer_value(json_object_get(o, "busy_us")), ibusy);
+  assert_non_null(json_object_get(o, "idle_us"));
+  json_decref(own);
+  json_decref(doc);
+  job_free(&j);
+  assert_int_equal(uvp_promise_cancel(w), 0);
+  assert_int_equal(uvp_promise_cancel(i), 0);
+  uvp_promise_release(w);
+  uvp_promise_release(i);
+  run_loop(f);
+  tasks_nparked = 0; /* the worker's timer, gone with it */
+}
+
+static void test_async_stack(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  uvp_promise_t *r;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, tasks_root, f->ctx, NULL, &r), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  job_t j = {.fn = ask_one};
+  run_with(f, &j, NULL);
+  json_t *doc = json_loads(j.answer[0], 0, NULL);
+  assert_non_null(doc);
+  /* Each awaits the next one's promise: the stack leaf < mid < root. */
+  json_t *l = named(doc, "leaf"), *m = named(doc, "mid"),
+         *t = named(doc, "root");
+  assert_non_null(json_object_get(m, "waits_id"));
+  assert_non_null(json_object_get(t, "waits_id"));
+  assert_string_equal(json_string_value(json_object_get(m, "waits_id")),
+                      json_string_value(json_object_get(l, "id")));
+  assert_string_equal(json_string_value(json_object_get(t, "waits_id")),
+                      json_string_value(json_object_get(m, "id")));
+  assert_non_null(
+      strstr(json_string_value(json_object_get(m, "site")), "console-tasks.h"));
+  /* The program's own dump links them the same way. */
+  json_t *own = own_dump(f->ctx);
+  const char *ids[3] = {json_string_value(json_object_get(l, "id")),
+                        json_string_value(json_object_get(m, "id")),
+                        json_string_value(json_object_get(t, "id"))};
+  for (int i = 0; i < 2; i++)
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(own, ids[i + 1]), "waits_id")),
+                        ids[i]);
+  json_decref(own);
+  json_decref(doc);
+  job_free(&j);
+  assert_int_equal(tasks_nparked, 1); /* the leaf's */
+  assert_int_equal(uvp_promise_cancel(tasks_parked[0]), 0);
+  tasks_nparked = 0;
+  uvp_promise_release(r);
+  run_loop(f);
+}
+
+/* ---- a call into a context whose loop does not run ----------------------- */
+
+static void test_warn_call_stuck(void **state) {
+  fixture_t *f = *state;
+  uv_loop_t idle_loop; /* never run */
+  uvp_ctx_t *other;
+  assert_int_equal(uv_loop_init(&idle_loop), 0);
+  assert_int_equal(uvp_ctx_new(&idle_loop, &other), 0);
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  uvp_promise_t *c;
+  int line = __LINE__ + 1;
+  int rc = uvp_call_start(f->ctx, other, tasks_never_runs, NULL, NULL, &c);
+  assert_int_equal(rc, 0);
+  job_t j = {.fn = ask_twice}; /* at 0.1 s: too soon; at 1.4 s */
+  run_with(f, &j, NULL);
+  json_t *soon = json_loads(j.answer[0], 0, NULL);
+  json_t *doc = json_loads(j.answer[1], 0, NULL);
+  assert_non_null(soon);
+  assert_non_null(doc);
+  assert_null(warning(soon, "call-stuck"));
+  json_t *w = warning(doc, "call-stuck");
+  assert_non_null(w);
+  char site[64];
+  snprintf(site, sizeof(site), "test-console.c:%d", line);
+  assert_non_null(strstr(json_string_value(json_object_get(w, "site")), site));
+  const char *why = json_string_value(json_object_get(w, "why"));
+  assert_non_null(strstr(why, "not running"));
+  char target[40];
+  snprintf(target, sizeof(target), "%p", (void *)other);
+  assert_non_null(strstr(why, target));
+  assert_true(json_integer_value(json_object_get(w, "ms")) >= 1000);
+  printf("the warning: %s at %s: %s\n",
+         json_string_value(json_object_get(w, "task")),
+         json_string_value(json_object_get(w, "site")), why);
+  /* The program's own dump says it of the same task. */
+  json_t *own = own_dump(f->ctx);
+  json_t *t = json_object_get(own, json_string_value(json_object_get(w, "id")));
+  assert_non_null(t);
+  assert_non_null(strstr(json_string_value(json_object_get(
+                             json_object_get(t, "waits_for"), "target")),
+                         "whose loop has not run"));
+  json_decref(own);
+  json_decref(soon);
+  json_decref(doc);
+  job_free(&j);
+  /* The target goes: the call is answered UVP_ECLOSED. */
+  assert_int_equal(uvp_ctx_close(other), 0);
+  assert_int_equal(uv_run(&idle_loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&idle_loop), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_reason(c, NULL), UVP_ECLOSED);
+  uvp_promise_release(c);
+}
+
 /* ---- another user -------------------------------------------------------- */
 
 /* In a child as `nobody`: connect and ask; 0 if refused as expected
@@ -724,6 +916,8 @@ int main(void) {
       CONSOLE_TEST(test_warn_busy),       CONSOLE_TEST(test_warn_cancelled),
       CONSOLE_TEST(test_warn_group_idle), CONSOLE_TEST(test_other_user),
       CONSOLE_TEST(test_hostile),         CONSOLE_TEST(test_close_with_client),
+      CONSOLE_TEST(test_busy_idle),       CONSOLE_TEST(test_async_stack),
+      CONSOLE_TEST(test_warn_call_stuck),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -93,41 +93,86 @@ static void expect_uint(json_t *o, const char *key, const char *line) {
     fail_msg("%s: not an integer of 0 or more: %s", key, line);
 }
 
+/* The members a task's object may have, in their order. */
+static const char *const order[] = {"\"v\":",
+                                    "\"task\":",
+                                    "\"name\":",
+                                    "\"id\":",
+                                    "\"site\":",
+                                    "\"age_ms\":",
+                                    "\"busy_us\":",
+                                    "\"idle_us\":",
+                                    "\"waiting_ms\":",
+                                    "\"waits_for\":",
+                                    "\"waits_id\":",
+                                    "\"await\":",
+                                    "\"state\":",
+                                    "\"cause\":",
+                                    "\"groups\":",
+                                    "\"deadline_left_ms\":",
+                                    "\"slots\":",
+                                    "\"cut\":",
+                                    NULL};
+static const char *const members[] = {
+    "v",          "task",      "name",     "id",
+    "site",       "age_ms",    "busy_us",  "idle_us",
+    "waiting_ms", "waits_for", "waits_id", "await",
+    "state",      "cause",     "groups",   "deadline_left_ms",
+    "slots",      "cut",       NULL};
+
+/* A task's groups: its own first, then each parent. */
+static void check_groups(json_t *o, const char *line) {
+  json_t *groups = json_object_get(o, "groups");
+  if (groups != NULL) {
+    if (!json_is_array(groups) || json_array_size(groups) == 0 ||
+        json_array_size(groups) > 8)
+      fail_msg("groups: %s", line);
+    for (size_t i = 0; i < json_array_size(groups); i++) {
+      const char *g = json_string_value(json_array_get(groups, i));
+      if (g == NULL ||
+          (strncmp(g, "group at ", 9) != 0 && strncmp(g, "group \"", 7) != 0))
+        fail_msg("groups[%zu]: %s", i, line);
+    }
+  }
+}
+
+/* A task's scope's slots, by index. */
+static void check_slots(json_t *o, const char *line) {
+  const char *key;
+  json_t *v;
+  json_t *slots = json_object_get(o, "slots");
+  if (slots != NULL) {
+    if (!json_is_object(slots) || json_object_size(slots) == 0)
+      fail_msg("slots: %s", line);
+    json_object_foreach(slots, key, v) {
+      if (strlen(key) != 1 || key[0] < '0' || key[0] >= '0' + UVP_SCOPE_SLOTS ||
+          !json_is_string(v))
+        fail_msg("slots.%s: %s", key, line);
+    }
+  }
+}
+
+/* A fiber's busy and idle times (while a console listens), and the id of
+ * the promise a task waits for. */
+static void check_times_and_links(json_t *o, const char *task, json_t *w,
+                                  const char *line) {
+  bool busy = json_object_get(o, "busy_us") != NULL;
+  if (busy != (json_object_get(o, "idle_us") != NULL) ||
+      (busy && strcmp(task, "fiber") != 0))
+    fail_msg("busy_us and idle_us: %s", line);
+  if (busy) {
+    expect_uint(o, "busy_us", line);
+    expect_uint(o, "idle_us", line);
+  }
+  json_t *id = json_object_get(o, "waits_id");
+  if (id != NULL && (w == NULL || !json_is_string(id) ||
+                     strncmp(json_string_value(id), "0x", 2) != 0))
+    fail_msg("waits_id: %s", line);
+}
+
 /* A task's object against the schema of version 1: the members it may
  * have, in order, each of its type, present when documented. */
 static json_t *check_task_line(const char *line) {
-  static const char *const order[] = {"\"v\":",
-                                      "\"task\":",
-                                      "\"name\":",
-                                      "\"id\":",
-                                      "\"site\":",
-                                      "\"age_ms\":",
-                                      "\"waiting_ms\":",
-                                      "\"waits_for\":",
-                                      "\"await\":",
-                                      "\"state\":",
-                                      "\"cause\":",
-                                      "\"groups\":",
-                                      "\"deadline_left_ms\":",
-                                      "\"slots\":",
-                                      "\"cut\":",
-                                      NULL};
-  static const char *const members[] = {"v",
-                                        "task",
-                                        "name",
-                                        "id",
-                                        "site",
-                                        "age_ms",
-                                        "waiting_ms",
-                                        "waits_for",
-                                        "await",
-                                        "state",
-                                        "cause",
-                                        "groups",
-                                        "deadline_left_ms",
-                                        "slots",
-                                        "cut",
-                                        NULL};
   static const char *const tasks[] = {"fiber", "member", "promise", NULL};
   static const char *const states[] = {"not started", "running",
                                        "cancelled, running", "ending", NULL};
@@ -195,34 +240,15 @@ static json_t *check_task_line(const char *line) {
   if (aw != NULL && (!is_site(json_string_value(aw)) || w == NULL ||
                      strcmp(task, "fiber") != 0))
     fail_msg("await: %s", line);
-  json_t *groups = json_object_get(o, "groups");
-  if (groups != NULL) {
-    if (!json_is_array(groups) || json_array_size(groups) == 0 ||
-        json_array_size(groups) > 8)
-      fail_msg("groups: %s", line);
-    for (size_t i = 0; i < json_array_size(groups); i++) {
-      const char *g = json_string_value(json_array_get(groups, i));
-      if (g == NULL ||
-          (strncmp(g, "group at ", 9) != 0 && strncmp(g, "group \"", 7) != 0))
-        fail_msg("groups[%zu]: %s", i, line);
-    }
-  }
+  check_groups(o, line);
   json_t *cause = json_object_get(o, "cause");
   if (cause != NULL &&
       (!json_is_string(cause) || json_string_length(cause) == 0))
     fail_msg("cause: %s", line);
   if (json_object_get(o, "deadline_left_ms") != NULL)
     expect_uint(o, "deadline_left_ms", line);
-  json_t *slots = json_object_get(o, "slots");
-  if (slots != NULL) {
-    if (!json_is_object(slots) || json_object_size(slots) == 0)
-      fail_msg("slots: %s", line);
-    json_object_foreach(slots, key, v) {
-      if (strlen(key) != 1 || key[0] < '0' || key[0] >= '0' + UVP_SCOPE_SLOTS ||
-          !json_is_string(v))
-        fail_msg("slots.%s: %s", key, line);
-    }
-  }
+  check_slots(o, line);
+  check_times_and_links(o, task, w, line);
   return o;
 }
 
@@ -777,6 +803,10 @@ static void test_awaiting_a_named_fiber(void **state) {
   const char *target = json_string_value(
       json_object_get(json_object_get(o, "waits_for"), "target"));
   assert_true(strncmp(target, "\"awaited one\" spawned at ", 25) == 0);
+  /* The async stack's link: the awaited fiber's id. */
+  char id[32];
+  snprintf(id, sizeof(id), "%p", (void *)inner);
+  assert_string_equal(json_string_value(json_object_get(o, "waits_id")), id);
   json_decref(o);
 #endif
   free(s.buf);

@@ -25,6 +25,8 @@ enum {
   COL_STATE,
   COL_AGE,
   COL_WAIT,
+  COL_BUSY, /* a fiber's time on the CPU (us), while the console listens */
+  COL_IDLE, /* the rest of its age (us): parked, or queued to run */
   COL_GROUP,
   COL_DEADLINE,
   COL_SITE,
@@ -62,6 +64,15 @@ void view_rows(view_t *v);
 void view_free(view_t *v);
 /* "1.2s", "340ms", "-" for milliseconds (negative: none). */
 void fmt_ms(char *buf, size_t cap, long long ms);
+/* The same for microseconds: "850us" under a millisecond. */
+void fmt_us(char *buf, size_t cap, long long us);
+/* The key that sorts by column c: 1-9, 0, then - and =. */
+char col_key(int c);
+/* The selected row's async stack: the row's task, then the task that
+ * awaits it, and so on up to the root (a task nothing listed awaits),
+ * a line each into line[0..max); returns how many. */
+size_t async_stack(const view_t *v, const row_t *r, char (*line)[256],
+                   size_t max);
 /* The panel's line for source i: program, pid, tasks by what, stalls. */
 void panel_line(const view_t *v, size_t i, char *buf, size_t cap);
 /* The warnings' lines of every source, one by one: *at from 0; false

@@ -17,28 +17,29 @@
 #define TOOL "uvp-console"
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "Usage: " TOOL " [OPTION]... [PATH]...\n"
-          "Show the tasks of running uvp programs live: each PATH is a\n"
-          "program's console socket (uvp_console_listen; the tools serve it\n"
-          "at $UVP_CONSOLE), with PATH.1, PATH.2, ... (a gateway's further\n"
-          "workers) when they exist.  No PATH: $UVP_CONSOLE.\n"
-          "\n"
-          "  -1, --once           print one snapshot and exit\n"
-          "  -j, --json           with --once: the programs' JSON documents,\n"
-          "                       one a line, as they sent them\n"
-          "  -i, --interval=MS    refresh every MS milliseconds (250)\n"
-          "  -r, --recorder       also ask for the flight recorder's last\n"
-          "                       events (the live view's 'e' does too)\n"
-          "  -h, --help           this help\n"
-          "  -V, --version        the version\n"
-          "\n"
-          "Keys: 1-9 and 0 sort by that column (again: reverse), / filter\n"
-          "(Enter ends it, Esc clears it), Up/Down select, Enter details,\n"
-          "e recorder events, p pause, q quit.\n"
-          "\n"
-          "Exit status: 0 once the programs went away or on q, 1 when a\n"
-          "socket cannot be attached to, 2 on a usage error.\n");
+  fprintf(
+      out,
+      "Usage: " TOOL " [OPTION]... [PATH]...\n"
+      "Show the tasks of running uvp programs live: each PATH is a\n"
+      "program's console socket (uvp_console_listen; the tools serve it\n"
+      "at $UVP_CONSOLE), with PATH.1, PATH.2, ... (a gateway's further\n"
+      "workers) when they exist.  No PATH: $UVP_CONSOLE.\n"
+      "\n"
+      "  -1, --once           print one snapshot and exit\n"
+      "  -j, --json           with --once: the programs' JSON documents,\n"
+      "                       one a line, as they sent them\n"
+      "  -i, --interval=MS    refresh every MS milliseconds (250)\n"
+      "  -r, --recorder       also ask for the flight recorder's last\n"
+      "                       events (the live view's 'e' does too)\n"
+      "  -h, --help           this help\n"
+      "  -V, --version        the version\n"
+      "\n"
+      "Keys: 1-9, 0, - and = sort by that column (again: reverse), / filter\n"
+      "(Enter ends it, Esc clears it), Up/Down select, Enter details,\n"
+      "e recorder events, p pause, q quit.\n"
+      "\n"
+      "Exit status: 0 once the programs went away or on q, 1 when a\n"
+      "socket cannot be attached to, 2 on a usage error.\n");
 }
 
 /* --once, as text: the panel, the table, the warnings. */
@@ -49,14 +50,17 @@ static void print_text(view_t *v) {
       panel_line(v, i, line, sizeof(line));
       printf("%s\n", line);
     }
-  printf("%-3s %-18s %-8s %-12s %-40s %7s %7s %-28s %8s %s\n", "CTX", "ID",
-         "KIND", "NAME", "STATE", "AGE", "WAIT", "GROUP", "DEADLINE", "SITE");
+  printf("%-3s %-18s %-8s %-12s %-40s %7s %7s %7s %7s %-28s %8s %s\n", "CTX",
+         "ID", "KIND", "NAME", "STATE", "AGE", "WAIT", "BUSY", "IDLE", "GROUP",
+         "DEADLINE", "SITE");
   for (size_t i = 0; i < v->nrows; i++) {
     const row_t *r = &v->rows[i];
-    printf("%-3s %-18s %-8s %-12.12s %-40.40s %7s %7s %-28.28s %8s %s\n",
+    printf("%-3s %-18s %-8s %-12.12s %-40.40s %7s %7s %7s %7s %-28.28s %8s "
+           "%s\n",
            r->col[COL_CTX], r->col[COL_ID], r->col[COL_KIND], r->col[COL_NAME],
            r->col[COL_STATE], r->col[COL_AGE], r->col[COL_WAIT],
-           r->col[COL_GROUP], r->col[COL_DEADLINE], r->col[COL_SITE]);
+           r->col[COL_BUSY], r->col[COL_IDLE], r->col[COL_GROUP],
+           r->col[COL_DEADLINE], r->col[COL_SITE]);
   }
   size_t at = 0;
   bool any = false;

@@ -21,7 +21,7 @@ typedef struct ui_s {
   char status[4200];
 } ui_t;
 
-static const int width[NCOLS] = {4, 16, 8, 12, 40, 7, 7, 20, 9, 0};
+static const int width[NCOLS] = {4, 16, 8, 12, 40, 7, 7, 7, 7, 20, 9, 0};
 
 static long long now_ms(void) {
   struct timespec ts;
@@ -35,7 +35,7 @@ static void draw_header(ui_t *u, int y) {
   clrtoeol();
   for (int c = 0; c < NCOLS; c++) {
     char h[48];
-    snprintf(h, sizeof(h), "%d%s%s", (c + 1) % 10, col_name[c],
+    snprintf(h, sizeof(h), "%c%s%s", col_key(c), col_name[c],
              c == u->v->sort ? (u->v->reverse ? "v" : "^") : "");
     if (width[c] > 0)
       printw("%-*.*s ", width[c], width[c], h);
@@ -51,7 +51,8 @@ static void draw_row(const row_t *r, int y, bool selected) {
   move(y, 0);
   clrtoeol();
   for (int c = 0; c < NCOLS; c++) {
-    bool right = c == COL_AGE || c == COL_WAIT || c == COL_DEADLINE;
+    bool right = c == COL_AGE || c == COL_WAIT || c == COL_BUSY ||
+                 c == COL_IDLE || c == COL_DEADLINE;
     if (width[c] == 0)
       printw("%.*s", COLS > 0 ? COLS : 80, r->col[c]);
     else if (right)
@@ -100,6 +101,12 @@ static void draw_details(ui_t *u, int y, int bottom) {
   for (size_t i = 0; i < depth && y < bottom; i++)
     mvprintw(y++, 0, "%*s%s", (int)(2 * (depth - i)), "",
              json_string_value(json_array_get(groups, depth - 1 - i)));
+  char stack[16][256];
+  size_t n = async_stack(v, r, stack, 16);
+  if (y < bottom)
+    mvprintw(y++, 0, "async stack:");
+  for (size_t i = 0; i < n && y < bottom; i++)
+    mvprintw(y++, 0, "  #%zu %.*s", i, COLS > 6 ? COLS - 6 : 0, stack[i]);
   char *s = json_dumps(r->task, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
   for (char *line = s, *nl; line != NULL && y < bottom; line = nl) {
     nl = strchr(line, '\n');
@@ -183,7 +190,7 @@ static void draw(ui_t *u) {
   mvprintw(LINES - 1, 0, "%.*s", COLS,
            u->status[0] != '\0'
                ? u->status
-               : "q quit  1-0 sort  / filter  Up/Down select  Enter details"
+               : "q quit  1-= sort  / filter  Up/Down select  Enter details"
                  "  e events  p pause");
   clrtoeol();
   refresh();
@@ -239,8 +246,10 @@ static bool key(ui_t *u, int ch) {
     filter_key(u, ch);
     return true;
   }
-  if (ch >= '0' && ch <= '9') {
-    int c = ch == '0' ? 9 : ch - '1';
+  int c = 0;
+  while (c < NCOLS && col_key(c) != ch)
+    c++;
+  if (c < NCOLS) {
     v->reverse = c == v->sort ? !v->reverse : false;
     v->sort = c;
   } else if (ch == 'q' || ch == 'Q') {

@@ -15,9 +15,11 @@
 #define ANSWER_TIMEOUT_MS 10000
 #define ANSWER_MAX (8u << 20) /* the program caps its answers at 2 MiB */
 
-const char *const col_name[NCOLS] = {"CTX",      "ID",  "KIND", "NAME",
-                                     "STATE",    "AGE", "WAIT", "GROUP",
-                                     "DEADLINE", "SITE"};
+const char *const col_name[NCOLS] = {"CTX",   "ID",    "KIND",     "NAME",
+                                     "STATE", "AGE",   "WAIT",     "BUSY",
+                                     "IDLE",  "GROUP", "DEADLINE", "SITE"};
+
+char col_key(int c) { return "1234567890-="[c]; }
 
 static int dial(const char *path) {
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -141,6 +143,13 @@ void fmt_ms(char *buf, size_t cap, long long ms) {
     snprintf(buf, cap, "%lldm", ms / 60000);
 }
 
+void fmt_us(char *buf, size_t cap, long long us) {
+  if (us >= 0 && us < 1000)
+    snprintf(buf, cap, "%lldus", us);
+  else
+    fmt_ms(buf, cap, us < 0 ? -1 : us / 1000);
+}
+
 static const char *str(json_t *o, const char *key) {
   const char *s = json_string_value(json_object_get(o, key));
   return s != NULL ? s : "";
@@ -200,6 +209,11 @@ static void fill_row(row_t *r, int src, json_t *t) {
   fmt_ms(r->col[COL_AGE], sizeof(r->col[0]), r->num[COL_AGE]);
   fmt_ms(r->col[COL_WAIT], sizeof(r->col[0]), r->num[COL_WAIT]);
   fmt_ms(r->col[COL_DEADLINE], sizeof(r->col[0]), r->num[COL_DEADLINE]);
+  /* Only a fiber runs code of its own: the others show "-". */
+  r->num[COL_BUSY] = num(t, "busy_us");
+  r->num[COL_IDLE] = num(t, "idle_us");
+  fmt_us(r->col[COL_BUSY], sizeof(r->col[0]), r->num[COL_BUSY]);
+  fmt_us(r->col[COL_IDLE], sizeof(r->col[0]), r->num[COL_IDLE]);
   short_group(
       json_string_value(json_array_get(json_object_get(t, "groups"), 0)),
       r->col[COL_GROUP], sizeof(r->col[0]));
@@ -311,4 +325,41 @@ bool warning_line(const view_t *v, size_t *at, char *buf, size_t cap) {
     k -= json_array_size(ws);
   }
   return false;
+}
+
+/* The task of source src whose id is id, or that waits for id (awaiter):
+ * NULL if none is listed. */
+static json_t *find_task(const view_t *v, int src, const char *key,
+                         const char *id) {
+  if (id[0] == '\0')
+    return NULL;
+  json_t *tasks = json_object_get(v->src[src].doc, "tasks");
+  size_t k;
+  json_t *t;
+  json_array_foreach(tasks, k, t) {
+    if (strcmp(str(t, key), id) == 0)
+      return t;
+  }
+  return NULL;
+}
+
+static void stack_line(json_t *t, bool first, char *buf, size_t cap) {
+  const char *name = str(t, "name");
+  int n = snprintf(buf, cap, "%s%s%s%s%s %s at %s", first ? "" : "awaited by ",
+                   str(t, "task"), name[0] != '\0' ? " \"" : "", name,
+                   name[0] != '\0' ? "\"" : "", str(t, "id"), str(t, "site"));
+  if (n > 0 && (size_t)n < cap && json_object_get(t, "await") != NULL)
+    snprintf(buf + n, cap - (size_t)n, ", awaiting at %s", str(t, "await"));
+}
+
+size_t async_stack(const view_t *v, const row_t *r, char (*line)[256],
+                   size_t max) {
+  size_t n = 0;
+  json_t *t = r->task;
+  /* Bounded: a cycle of awaits (which never settles) shows once. */
+  for (; t != NULL && n < max; n++) {
+    stack_line(t, n == 0, line[n], sizeof(line[n]));
+    t = find_task(v, r->src, "waits_id", str(t, "id"));
+  }
+  return n;
 }

@@ -64,10 +64,23 @@ extern "C" {
  *    (nothing waits for its join), 1 s after a snapshot first saw it so
  *    (`for_ms`): its join never settles.  A group kept open on purpose
  *    for work to come (a server's connections, idle) is warned of too.
+ *  - `call-stuck`: a task waits for a call (uvp_call_start) that its
+ *    target context has left in its mailbox for 1 s or more, the dump's
+ *    "whose loop has not run": the target's loop is not running (never
+ *    run, its uv_run returned) or is blocked (`call`: the call's promise,
+ *    `target`: the target context, `ms`: how long; `site`: where the call
+ *    was made).  The call waits without bound unless a deadline cuts it.
  *
  * Not warned of: a promise nothing can settle any more (a promise the
  * program settles can be settled by whoever holds it, which uvp cannot
- * know); calls into a context whose loop is not running.
+ * know).
+ *
+ * While a context listens, its fibers' time is counted: each switch to or
+ * from a fiber reads the clock once (uv_hrtime: no system call where the
+ * vDSO serves it; nothing allocated), and the tasks' objects of the
+ * document (and of uvp_ctx_dump_tasks) carry `busy_us` and `idle_us` for
+ * each fiber (uvp/debug.h).  A fiber's slices before the context listened
+ * are not counted: its idle time, the rest of its age, holds them.
  *
  * A client cannot hold the loop or grow the program's memory: at most 8
  * clients (a ninth is closed at once); a request line longer than 255

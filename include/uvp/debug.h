@@ -183,8 +183,20 @@ extern "C" {
  *   `created at FILE:LINE` (a promise followed), a library's
  *   description), and `left_ms` (number, integer, only for what has a time
  *   limit: a timer's or a timeout's milliseconds left).
+ * - `waits_id` (string): present when the task waits for another
+ *   promise (a fiber's await, a handler's): the id (`"0x..."`) of the
+ *   promise whose settling it waits for, following a promise that
+ *   follows another (up to 8): when that promise is a task itself (a
+ *   fiber awaited), its `id`.  Following `waits_id` back gives a task's
+ *   async stack: what awaits it, what awaits that, up to the root.
  * - `await` (string): only for a fiber that waits: `"FILE:LINE"` of its
  *   uvp_await.
+ * - `busy_us` and `idle_us` (numbers, integers): only for a fiber, while
+ *   its context's live console listens (uvp_console_listen): the time it
+ *   has run on the CPU, in microseconds, from its resumptions to its
+ *   awaits (counted from when the console began listening), and the rest
+ *   of its age (parked, or queued to run).  In the text form: `, busy N
+ *   us, idle N ms` after its age.
  * - `state` (string): present when the task waits for nothing: "not
  *   started", "running", "cancelled, running", "ending" (a fiber).
  * - `cause` (string): present when the task's promise was cancelled while

@@ -25,63 +25,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-SKIP = 77
-failures = []
-
-
-def check(cond, what):
-    print(("ok      " if cond else "FAILED  ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
-
-
-def wait_for(pred, timeout):
-    end = time.time() + timeout
-    while time.time() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
-
-
-class Proc:
-    """A child that prints `listening on 127.0.0.1:PORT` once ready."""
-
-    def __init__(self, argv, env=None):
-        self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                  stderr=self.err, text=True, env=env)
-        box = {}
-
-        def read_port():
-            for line in self.p.stdout:
-                m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-                if m:
-                    box["port"] = int(m.group(1))
-                    break
-        t = threading.Thread(target=read_port, daemon=True)
-        t.start()
-        t.join(20)
-        if "port" not in box:
-            self.p.kill()
-            raise RuntimeError("did not start: %s" % self.stderr())
-        self.port = box["port"]
-        threading.Thread(target=lambda: self.p.stdout.read(),
-                         daemon=True).start()
-
-    def stderr(self):
-        self.err.seek(0)
-        return self.err.read().decode(errors="replace")
-
-    def kill(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait()
+# The imported tests leave no __pycache__ in the source tree.
+sys.dont_write_bytecode = True
+# The gateway tests' helpers: check (and its failures), wait_for, Proc (a
+# child that prints `listening on 127.0.0.1:PORT` once ready).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "e2e-gateway"))
+from test_gateway import SKIP, Proc, check, failures, wait_for  # noqa: E402
 
 
 def tmux(*args):
@@ -123,10 +75,11 @@ def main():
     console, gateway, fanout = sys.argv[1:4]
     tmp = tempfile.mkdtemp(prefix="uvp-console-e2e-")
     path = os.path.join(tmp, "console.sock")
-    backend = Proc([fanout, "--serve", "0"])
+    backend = Proc([fanout, "--serve", "0"], "backend")
     env = dict(os.environ, UVP_CONSOLE=path)
     gw = Proc([gateway, "-p", "0", "-w", "2", "-t", "60000", "--stall", "200",
-               "-b", "http://127.0.0.1:%d/hang" % backend.port], env)
+               "-b", "http://127.0.0.1:%d/hang" % backend.port], "gateway",
+              env=env)
     clients = []
     try:
         check(oct(os.stat(path).st_mode & 0o777) == "0o600"

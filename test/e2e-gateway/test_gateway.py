@@ -68,11 +68,11 @@ def check(cond, what):
 class Proc:
     """A child that prints `listening on 127.0.0.1:PORT` once ready."""
 
-    def __init__(self, argv, name, ready_timeout=20.0):
+    def __init__(self, argv, name, ready_timeout=20.0, env=None):
         self.name = name
         self.errfile = tempfile.TemporaryFile()
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                  stderr=self.errfile, text=True)
+                                  stderr=self.errfile, text=True, env=env)
         self.port = None
         box = {}
 
