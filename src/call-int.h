@@ -1,7 +1,8 @@
-/* Private to call.c and call-close.c: calls between loops (see call.c's
- * opening comment for the design).  call.c is the calls' way there and
- * back; call-close.c the registry of links, the posted calls of threads
- * with no context, and the teardown. */
+/* Private to call.c, call-close.c and call-link.c: calls between loops
+ * (see call.c's opening comment for the design).  call.c is the calls'
+ * way there and back, and the teardown; call-close.c the posted calls of
+ * threads with no context; call-link.c, below both, the registry of
+ * links. */
 #ifndef UVP_CALL_INT_H
 #define UVP_CALL_INT_H
 
@@ -94,10 +95,10 @@ typedef struct cstate_s {
   uint64_t seq;      /* calls started */
   size_t limit;      /* uvp_call_set_limit's; 0: none */
   call_t *following; /* calls to it following a promise */
-  /* Torn down, calls_closing (call-close.c) has run.  Until then, a closed
+  /* Torn down, calls_closing (call.c) has run.  Until then, a closed
    * context's drains and cuts run inside the sweep, under its lock, and
    * post nothing (a post takes another context's lock, whose own sweep
-   * may post here): they leave it to calls_closing (call-close.c). */
+   * may post here): they leave it to calls_closing (call.c). */
   bool past_close;
   call_t *orphans;  /* answers left to it */
   link_t *flush;    /* links with calls staged */
@@ -105,7 +106,7 @@ typedef struct cstate_s {
   kept_t *releases; /* followed promises to release */
 } cstate_t;
 
-/* ---- call-close.c: the registry of links, under its lock (g_mu), which
+/* ---- call-link.c: the registry of links, under its lock (g_mu), which
  * is taken before a link's, and under a context's (a context freed in a
  * release made under another's lock), never before one. */
 void uvp__calls_lock(void);
@@ -119,6 +120,13 @@ void uvp__link_drop_src(link_t *l);
  * so frees it: uvp__link_free). */
 bool uvp__link_unused_locked(const link_t *l);
 void uvp__link_free(link_t *l);
+/* The link of the calls posted to dst from threads with no context,
+ * found or made (registry locked); NULL with *rc as above. */
+link_t *uvp__link_posted_locked(uvp_ctx_t *dst, int *rc);
+/* ctx's teardown: every link into ctx leaves the registry, marked gone
+ * once the posts begun have ended; their queued calls join *orphans
+ * (takes the registry's lock).  Whether there was any. */
+bool uvp__links_gone(uvp_ctx_t *ctx, call_t **orphans);
 
 /* ---- call.c, for the posts and the teardown. */
 /* Under l->mu: whether the requests' message must be posted (then

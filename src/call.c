@@ -18,14 +18,14 @@
  * teardown.  The target lives while a caller posts to it: the teardown
  * marks the link gone under the lock, then waits for the posts begun
  * before (`posting`) and reads its mailbox once more
- * (call-close.c's calls_closing).  A link is freed once both sides are gone and
+ * (calls_closing).  A link is freed once both sides are gone and
  * the target is done with it: a drain of its requests counts (`serving`)
  * until it has served them, since the caller, its calls answered, may let
  * go of the link in the meantime.  A context's memory outlives every call
  * being made into it: a call looks the target up in the process's
  * registry (a context freed is refused, not read) under the links' lock,
  * which the context's end takes after leaving the registry
- * (call-close.c's calls_freed).
+ * (calls_freed).
  *
  * The target keeps the calls that follow a promise (uvp_ret_adopt) in a
  * list of its own, for the caller's cuts to find. */
@@ -35,6 +35,7 @@
 
 #include "call-int.h"
 #include "cause.h"
+#include "door.h"
 #include "mail.h"
 #include "recorder.h"
 #include "scope.h"
@@ -243,7 +244,7 @@ void uvp__call_follow_unlist(cstate_t *st, call_t *c) {
   c->tprev = c->tnext = NULL;
 }
 
-/* q settled; at teardown this never runs: call-close.c's calls_closing answers.
+/* q settled; at teardown this never runs: calls_closing answers.
  */
 static uvp_ret_t on_q(void *arg, const uvp_outcome_t *in) {
   call_t *c = arg;
@@ -399,7 +400,7 @@ static void serve(link_t *l, call_t *c, bool cuts, bool gone) {
   uvp_ctx_t *ctx = l->dst;
   cstate_t *st = cstate(ctx);
   if (gone && st != NULL && in_sweep(ctx, st)) {
-    while (c != NULL) { /* answered by call-close.c's calls_closing */
+    while (c != NULL) { /* answered by calls_closing */
       call_t *n = c->next;
       c->arg_free_due = true;
       c->next = st->orphans;
@@ -468,7 +469,7 @@ static void follow_keep(uvp_ctx_t *ctx, void *value, uvp_promise_t *q) {
  * the fibers it runs to their end, other threads), so that would be one
  * lock under another, and the target, closing too, may do the same the
  * other way at the same moment (test_both_close_following; the torture
- * test's fibers): left to call-close.c's calls_closing, then to calls_close,
+ * test's fibers): left to calls_closing, then to calls_close,
  * then to the context's end. */
 static void follow_free(void *value) {
   kept_t *k = NULL;
@@ -852,4 +853,79 @@ int uvp_call_set_limit(uvp_ctx_t *ctx, size_t max) {
     return UV_ENOMEM;
   st->limit = max;
   return 0;
+}
+
+/* ---- teardown (door.h) ------------------------------------------------ */
+
+static void calls_freed(uvp_ctx_t *ctx) {
+  (void)ctx;         /* any context: the registry's lock is the whole wait */
+  uvp__calls_lock(); /* a call that found the context has let go */
+  uvp__calls_unlock();
+}
+
+/* The calls the target's teardown must answer that are its own: those
+ * left to it, and those following a promise here (the sweep dropped
+ * their handlers). */
+static call_t *take_orphans(cstate_t *st) {
+  call_t *orphans = st->orphans;
+  st->orphans = NULL;
+  while (st->following != NULL) {
+    call_t *c = st->following;
+    uvp__call_follow_unlist(st, c);
+    c->cut_done = true;
+    c->next = orphans;
+    orphans = c;
+  }
+  return orphans;
+}
+
+/* ctx has just been torn down (uvp_ctx_close, after the sweep, on its
+ * loop thread, no lock held) and shut: every call queued to it is
+ * answered with UVP_ECLOSED.  Whether the core must read ctx's mailbox
+ * once more (a call's message may have come in after the sweep read
+ * it). */
+static bool calls_closing(uvp_ctx_t *ctx) {
+  cstate_t *st = UVP__EXT_OF(ctx, UVP__EXT_CALLS, cstate_t);
+  call_t *orphans = NULL;
+  kept_t *releases = NULL;
+  if (st != NULL) {
+    st->past_close = true;
+    orphans = take_orphans(st);
+    uvp__lock(ctx); /* other threads add to them under it */
+    releases = st->releases;
+    st->releases = NULL;
+    uvp__unlock(ctx); /* never the last: its handles are closing */
+  }
+  bool any = uvp__links_gone(ctx, &orphans);
+  /* Answered after the registry's lock: an answer takes the caller's. */
+  while (orphans != NULL) {
+    call_t *n = orphans->next;
+    uvp_promise_t *q = orphans->arg_free_due ? NULL : orphans->q;
+    if (orphans->arg_free_due && orphans->arg_free != NULL)
+      orphans->arg_free(orphans->arg);
+    uvp__call_answer_closed(orphans, ctx);
+    if (q != NULL)
+      uvp_promise_release(q);
+    orphans = n;
+  }
+  uvp__call_release_all(releases);
+  /* The calls staged when the sweep dropped the flush, and the cuts it
+   * made of this context's calls, go out now. */
+  if (st != NULL && st->flush != NULL)
+    uvp__call_flush_all(st);
+  if (st != NULL)
+    for (link_t *l = st->out; l != NULL; l = l->snext) {
+      uv_mutex_lock(&l->mu);
+      bool wake = l->cuts && !l->dst_gone && uvp__call_rq_wake_locked(l);
+      uv_mutex_unlock(&l->mu);
+      if (wake)
+        uvp__call_rq_post(l);
+    }
+  return any;
+}
+
+void uvp__calls_door_open(void) {
+  static const uvp__door_t door = {.closing = calls_closing,
+                                   .freed = calls_freed};
+  uvp__door_open(UVP__DOOR_CALLS, &door);
 }

@@ -25,7 +25,7 @@
 
 /* The slots, in the order a teardown walks them. */
 enum {
-  UVP__DOOR_CALLS, /* calls between loops (call-close.c) */
+  UVP__DOOR_CALLS, /* calls between loops (call.c) */
   UVP__DOOR_WORK,  /* the door of uvp's work: its cuts (work-door.c) */
   UVP__DOOR_COUNT
 };
