@@ -1,6 +1,6 @@
-/* Private to call.c, call-close.c and call-link.c: calls between loops
+/* Private to call.c, call-post.c and call-link.c: calls between loops
  * (see call.c's opening comment for the design).  call.c is the calls'
- * way there and back, and the teardown; call-close.c the posted calls of
+ * way there and back, and the teardown; call-post.c the posted calls of
  * threads with no context; call-link.c, below both, the registry of
  * links. */
 #ifndef UVP_CALL_INT_H

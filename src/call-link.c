@@ -1,7 +1,7 @@
 /* Calls between loops: the registry of links, under the process-wide
  * lock, the links' making and freeing, and the tests' seam (call-int.h;
  * the design is call.c's opening comment).  Below call.c and
- * call-close.c: it names neither. */
+ * call-post.c: it names neither. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -16,7 +16,7 @@ static link_t *g_links;
 
 /* The calls' door is not opened here: it names the teardown, above this
  * file.  Whoever makes a link has opened it before (call.c's cstate, on
- * the caller's loop thread; uvp_call_post, call-close.c). */
+ * the caller's loop thread; uvp_call_post, call-post.c). */
 static void g_init(void) {
   if (uv_mutex_init(&g_mu) != 0)
     abort();
