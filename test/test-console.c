@@ -896,9 +896,12 @@ static void test_hostile(void **state) {
          "RSS %ld -> %ld kB\n",
          (double)lag.max_cpu / 1e6, (double)lag.max_wall / 1e6, before, after);
   /* (The bound is native CPU's: valgrind and qemu-user run the loop
-   * tens of times slower.) */
+   * tens of times slower, TSan and ASan several times: 17 ms under TSan
+   * and 34 ms under ASan at load were seen.) */
+#if !defined(T_TSAN) && !defined(T_ASAN)
   if (!RUNNING_ON_VALGRIND && emulator() == NULL)
     assert_true(lag.max_cpu <= 10 * 1000000u);
+#endif
   assert_true(after - before < 16 * 1024);
   job_free(&j);
   for (int i = 0; i < N; i++) {
