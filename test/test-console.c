@@ -686,7 +686,7 @@ static void test_warn_call_stuck(void **state) {
   const char *why = json_string_value(json_object_get(w, "why"));
   assert_non_null(strstr(why, "not running"));
   char target[40];
-  snprintf(target, sizeof(target), "%p", (void *)other);
+  snprintf(target, sizeof(target), "0x%" PRIxPTR, PTR_ARG(other));
   assert_non_null(strstr(why, target));
   assert_true(json_integer_value(json_object_get(w, "ms")) >= 1000);
   printf("the warning: %s at %s: %s\n",
