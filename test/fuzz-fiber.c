@@ -85,7 +85,8 @@
  *
  * Allocation failure: an input may first arm it (fuzz-helpers.h).  A
  * promise_new, group_new, spawn or handler registration refused with UV_ENOMEM
- * must have changed nothing (a refused spawn's arg_free never runs); the model
+ * must have changed nothing (a refused spawn's arg_free runs once, before
+ * the call returns: uvp.h, "Handing over"); the model
  * skips it.  A failure met anywhere else (inside a fiber, in a loop turn) loses
  * the model: it stands still, the operations go on, and only what holds in any
  * case is checked: each call's code is one uvp.h documents, the await's outcome
@@ -919,8 +920,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       int gi = (b & MEMBER) && S.ng > 0 ? b % S.ng : -1;
       rc = gi >= 0 ? s_spawn_member(j, gi) : s_spawn(j);
-      if (fuzz_alloc_refused(rc))
-        break; /* never spawned: its arg_free must not run (checked) */
+      if (fuzz_alloc_refused(rc)) {
+        M.f[j].freed = true; /* never spawned: handed over, freed once */
+        break;
+      }
       if (gi < 0) {
         check_rc("spawn", rc, 0);
         if (!lost)

@@ -1010,10 +1010,8 @@ static void start_free(void *arg) { ((sstart_t *)arg)->freed++; }
 static int s_start(int gi, int mode, int act, int lim) {
   int z = S.ns++;
   S.s[z] = (sstart_t){z, gi, mode, act, lim, 0, 0, 0};
-  int rc = uvp_group_start(S.g[gi], start_cb, &S.s[z], start_free);
-  if (rc != 0)
-    S.s[z].freed++; /* arg still ours: stands for freed */
-  return rc;
+  /* refused, its arg_free has run (uvp.h, "Handing over") */
+  return uvp_group_start(S.g[gi], start_cb, &S.s[z], start_free);
 }
 
 static int s_act(int gi, int act, int lim, int slot) {
@@ -1079,10 +1077,8 @@ static int s_spawn(int gi, int pre, int aw, int target, int ret) {
   int z = S.nf++;
   S.f[z] = (sfiber_t){z, gi, pre, aw, target, ret, 0, 0, 0, 0, 0};
   uvp_fiber_opts_t o = {0, fiber_free, 0};
-  int rc = uvp_group_spawn(S.g[gi], fiber_body, &S.f[z], &o);
-  if (rc != 0)
-    S.f[z].freed++;
-  return rc;
+  /* refused, its arg_free has run (uvp.h, "Handing over") */
+  return uvp_group_spawn(S.g[gi], fiber_body, &S.f[z], &o);
 }
 
 static uvp_ret_t fiber_body(void *arg) {
@@ -1399,7 +1395,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       int z = M.ns++;
       M.s[z] = (mstart_t){gi, kind, act, lim, false, false, 0, 0};
       if (refused(rc, -1)) {
-        M.s[z].freed = true; /* never added: its arg is still ours */
+        M.s[z].freed = true; /* never added: handed over, freed */
         break;
       }
       want = m_add_lazy(gi, z, &alt);
@@ -1523,7 +1519,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       }
       if (refused(rc, -1)) {
-        int fi = M.nf++; /* never added: its arg is still ours */
+        int fi = M.nf++; /* never added: handed over, freed */
         M.f[fi] = (mfiber_t){.group = gi, .state = F_LAZY, .freed = true};
         break;
       }

@@ -12,11 +12,12 @@
  * notifier would read freed memory).  No cancellation and no teardown's
  * UVP_ECLOSED is reported as unhandled.  An input may first arm allocation
  * failures (fuzz-helpers.h): a call that meets one and returns UV_ENOMEM must
- * have changed nothing (the model skips it; a refused handler's notifier must
- * not run); a failure met anywhere else (a loop turn, a call that returns 0)
- * loses the model, and from there on only what holds in any case is checked:
- * each call's code is one uvp.h documents, every notifier runs once and never
- * before its handler, teardown frees everything.
+ * have changed nothing but hand its arg back: a refused handler's notifier
+ * runs once before the call returns (uvp.h, "Handing over"); a failure met
+ * anywhere else (a loop turn, a call that returns 0) loses the model, and from
+ * there on only what holds in any case is checked: each call's code is one
+ * uvp.h documents, every notifier runs once and never before its handler,
+ * teardown frees everything.
  *
  * The model is deliberately naive: a FIFO job queue like ECMAScript's,
  * promises as plain structs, combinators as counters.  It mirrors uvp's
@@ -537,8 +538,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
               ? uvp_promise_on_full(S.p[s], mask, handler, h, notifier, &out)
               : uvp_promise_finally_full(S.p[s], handler, h, notifier, &out);
       if (fuzz_alloc_refused(rc)) {
-        if (h->freed != 0) /* arg is still ours */
-          fail("notifier ran for a refused handler", h->id, h->freed);
+        if (h->freed != 1) /* handed over: freed once, before the return */
+          fail("a refused handler's notifier did not run once", h->id,
+               h->freed);
         nh--;
         break;
       }
