@@ -941,7 +941,9 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
                      void *closed_arg) {
   /* A second close may come once the context is freed: look it up first,
    * without reading it. */
-  if (ctx != NULL && !uvp__registry_has(ctx))
+  if (ctx == NULL)
+    return UV_EINVAL; /* as uvp__ctx_check says, which is out of line now */
+  if (!uvp__registry_has(ctx))
     return UVP_ECLOSED;
   int rc = uvp__ctx_check(ctx);
   if (rc == 0)
