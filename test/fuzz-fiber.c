@@ -376,15 +376,10 @@ static int m_spawn(int j) {
  * promise. */
 static int m_spawn_member(int j, int gi) {
   mgroup_t *g = &M.g[gi];
-  /* refused: its arg handed over and freed once (uvp.h, "Handing over") */
-  if (M.closed || g->closed) {
-    M.f[j].freed = true;
+  if (M.closed || g->closed)
     return UVP_ECLOSED;
-  }
-  if (g->cancelled) {
-    M.f[j].freed = true;
+  if (g->cancelled)
     return UV_ECANCELED;
-  }
   M.f[j] = (mfiber_t){.state = F_QUEUED, .group = gi, .waiting = -1};
   int k = M.f[j].slot = MAXSLOT + j;
   M.slot[k] = (mslot_t){{M_PENDING, 0}, j, -1, {OBS + j}, 1};
@@ -927,10 +922,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       int gi = (b & MEMBER) && S.ng > 0 ? b % S.ng : -1;
       rc = gi >= 0 ? s_spawn_member(j, gi) : s_spawn(j);
-      if (fuzz_alloc_refused(rc)) {
-        M.f[j].freed = true; /* never spawned: handed over, freed once */
-        break;
-      }
+      if (fuzz_alloc_refused(rc))
+        break; /* never spawned: handed over, freed once (checked) */
       if (gi < 0) {
         check_rc("spawn", rc, 0);
         if (!lost)

@@ -197,6 +197,20 @@ static void watch_fail(uvp_nats_kv_watch_t *w, int rc) {
 
 /* ---- the open promise (the public watch's, until its first consumer) ---- */
 
+/* A watch whose open failed or was cancelled: what it was making is
+ * cut, its subscription dropped, and its last hold let go. */
+static void open_abandon(uvp_nats_kv_watch_t *w) {
+  if (w->making != NULL) {
+    uvp_nats__js_op_cancel(w->making);
+    w->making = NULL;
+  }
+  if (w->sub != NULL) {
+    uvp_nats__js_sub_drop(w->sub);
+    w->sub = NULL;
+  }
+  watch_release(w);
+}
+
 static void open_end(uvp_nats_kv_watch_t *w, int rc) {
   uvp_promise_t *p = w->open_p;
   if (p == NULL)
@@ -210,17 +224,8 @@ static void open_end(uvp_nats_kv_watch_t *w, int rc) {
   }
   uvp_inflight_end(&w->open_fl);
   uvp_promise_release(p);
-  if (rc != 0) { /* nothing is left */
-    if (w->making != NULL) {
-      uvp_nats__js_op_cancel(w->making);
-      w->making = NULL;
-    }
-    if (w->sub != NULL) {
-      uvp_nats__js_sub_drop(w->sub);
-      w->sub = NULL;
-    }
-    watch_release(w);
-  }
+  if (rc != 0) /* nothing is left */
+    open_abandon(w);
 }
 
 static void on_open_cancel(uvp_inflight_t *fl, int code) {
@@ -231,15 +236,7 @@ static void on_open_cancel(uvp_inflight_t *fl, int code) {
   w->closed = true;
   uvp_inflight_end(&w->open_fl);
   uvp_promise_release(p);
-  if (w->making != NULL) {
-    uvp_nats__js_op_cancel(w->making);
-    w->making = NULL;
-  }
-  if (w->sub != NULL) {
-    uvp_nats__js_sub_drop(w->sub);
-    w->sub = NULL;
-  }
-  watch_release(w);
+  open_abandon(w);
 }
 
 static int open_describe(uvp_inflight_t *fl, char *buf, size_t cap) {
