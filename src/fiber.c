@@ -126,6 +126,9 @@ static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
  * ends, and the next one's (a fiber's, or the loop's) begins.  One clock
  * read (uv_hrtime: the vDSO's, no system call), nothing allocated. */
 static UVP__NOINLINE void time_park(fiber_t *f) {
+  /* busy_ns is the word a compact fiber keeps its start's fp state in
+   * until its first run (fiber-compact.h): a fiber that parks has run. */
+  UVP__CHECK(!f->compact || f->started);
   fiber_state_t *st = f->st;
   uint64_t now = uv_hrtime();
   if (st->slice_at != 0 && now > st->slice_at)
