@@ -29,11 +29,12 @@ import time
 
 # The imported tests leave no __pycache__ in the source tree.
 sys.dont_write_bytecode = True
-# The gateway tests' helpers: check (and its failures), wait_for, Proc (a
-# child that prints `listening on 127.0.0.1:PORT` once ready).
+# The gateway tests' helpers: check, report (the failed checks, listed
+# last), wait_for, Proc (a child that prints `listening on
+# 127.0.0.1:PORT` once ready).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "e2e-gateway"))
-from test_gateway import SKIP, Proc, check, failures, wait_for  # noqa: E402
+from test_gateway import SKIP, Proc, check, report, wait_for  # noqa: E402
 
 
 def tmux(*args):
@@ -123,12 +124,12 @@ def main():
              "%s %s; echo console-exit=$?; sleep 60" % (console, path))
         shown = wait_for(lambda: screen_ids(screen()) if
                          len(screen_ids(screen())) == len(json_ids) else None,
-                         10)
+                         20)
         capture = screen()
         gw.p.send_signal(signal.SIGUSR1)
         dumped = wait_for(lambda: dump_ids(gw.stderr()) if
                           len(dump_ids(gw.stderr())) >= len(json_ids)
-                          else None, 10)
+                          else None, 20)
         print("\n".join("    | " + ln for ln in capture.rstrip().splitlines()))
         check(shown and shown == dumped,
               "the screen shows the tasks of the gateway's own dump, taken "
@@ -151,19 +152,19 @@ def main():
         # Sort by ID (key 2): the rows in order of their ids.
         tmux("send-keys", "-t", "c", "2")
         ok = wait_for(lambda: [m.group(2) for m in ROW.finditer(screen())]
-                      == json_ids, 5)
+                      == json_ids, 15)
         check(ok, "key 2 sorts by ID")
         # Filter: only the members.
         tmux("send-keys", "-t", "c", "/", "m", "e", "m", "b", "e", "r",
              "Enter")
         ok = wait_for(lambda: {m.group(3) for m in ROW.finditer(screen())}
-                      == {"member"}, 5)
+                      == {"member"}, 15)
         check(ok, "/member filters the table to the members: %s"
               % screen()[:600])
         # A task's details: its JSON, what it waits for.
         tmux("send-keys", "-t", "c", "Down", "Enter")
         ok = wait_for(lambda: '"waits_for"' in screen()
-                      and "HTTP" in screen(), 5)
+                      and "HTTP" in screen(), 15)
         check(ok, "Enter shows the selected task's details")
 
         # Seconds of the live view's snapshots later (the warnings that
@@ -187,8 +188,7 @@ def main():
         gw.kill()
         backend.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d failed" % len(failures))
-    return 1 if failures else 0
+    return report()
 
 
 SERVER = "uvp-console-e2e-%d" % os.getpid()

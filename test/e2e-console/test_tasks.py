@@ -168,8 +168,7 @@ def main():
             code = demo.wait()
         check(code == 0, "tasks-demo ended cleanly (exit %s)" % code)
         shutil.rmtree(tmp, ignore_errors=True)
-    print("%d failed" % len(tc.failures))
-    return 1 if tc.failures else 0
+    return tc.report()
 
 
 if __name__ == "__main__":

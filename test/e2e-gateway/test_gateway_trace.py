@@ -392,6 +392,8 @@ def main():
         backend.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (passed[0], len(failures)))
+    for f in failures:
+        print("  - " + f.splitlines()[0])
     return 1 if failures else 0
 
 
