@@ -20,6 +20,7 @@
 #define REC_LINES 16          /* recorder events shown */
 #define REC_LINE_MAX 200      /* bytes of each */
 #define SUMMARY_MAX 4096      /* the dump's summary line */
+#define FOLLOW_MAX 64         /* promises followed from what a task waits for */
 
 typedef struct doc_s {
   char *p;
@@ -214,6 +215,57 @@ static uvp__console_seen_t *seen(lint_t *k, const void *id) {
   return s;
 }
 
+/* How a warning names task t. */
+static void task_name(const uvp__task_t *t, char *buf, size_t cap) {
+  if (strcmp(t->kind, "fiber") == 0 && t->name != NULL)
+    snprintf(buf, cap, "fiber \"%s\"", t->name);
+  else
+    snprintf(buf, cap, "%s", t->kind);
+}
+
+/* A task that waits, through promises that follow one another (then's
+ * results, promises resolved with promises), on one whose source was let
+ * go unsettled (uvp__lost_its_source): nothing but a cancel or the
+ * context's close will ever end its wait.  No grace: the mark is made and
+ * undone only inside one call of the loop thread's, never seen half-way. */
+static void lint_lost(lint_t *k, const uvp__task_t *t) {
+  const uvp_promise_t *q = t->waits;
+  for (int i = 0; q != NULL && i < FOLLOW_MAX && uvp__is_pending(q) &&
+                  (q->flags & UVP__F_WAITING);
+       i++)
+    q = q->link;
+  if (q == NULL || !uvp__lost_its_source(q))
+    return;
+  const char *file;
+  int line;
+  uvp__site_get(q->site, &file, &line);
+  char task[160], site[300], why[700];
+  task_name(t, task, sizeof(task));
+  snprintf(site, sizeof(site), "%s:%d", file != NULL ? file : "?", line);
+  warn_begin(k, "never-settles");
+  puts_(k->d, ",\"task\":");
+  put_str(k->d, task);
+  putf(k->d, ",\"id\":\"" UVP__PTR "\",\"promise\":\"" UVP__PTR "\",\"site\":",
+       UVP__PTRV(t->promise), UVP__PTRV(q));
+  put_str(k->d, site);
+  if (t->await_file != NULL) {
+    char at[300];
+    snprintf(at, sizeof(at), "%s:%d", t->await_file, t->await_line);
+    puts_(k->d, ",\"await\":");
+    put_str(k->d, at);
+  }
+  snprintf(why, sizeof(why),
+           "it waits for the promise made at %s, which nothing can settle any "
+           "more: what that promise followed was let go (its last reference "
+           "released) while still pending, so no operation, timer, fiber or "
+           "thread is left to settle it; only a cancel or the context's close "
+           "ends this wait",
+           site);
+  puts_(k->d, ",\"why\":");
+  put_str(k->d, why);
+  put(k->d, "}", 1);
+}
+
 /* A task that waits for a call its target's loop has not taken for a
  * second (the dump's "whose loop has not run"): the call's site and why. */
 static void lint_call(lint_t *k, const uvp__task_t *t) {
@@ -227,10 +279,7 @@ static void lint_call(lint_t *k, const uvp__task_t *t) {
   if (ms == 0)
     return;
   char task[160], why[600];
-  if (strcmp(t->kind, "fiber") == 0 && t->name != NULL)
-    snprintf(task, sizeof(task), "fiber \"%s\"", t->name);
-  else
-    snprintf(task, sizeof(task), "%s", t->kind);
+  task_name(t, task, sizeof(task));
   warn_begin(k, "call-stuck");
   puts_(k->d, ",\"task\":");
   put_str(k->d, task);
@@ -254,10 +303,11 @@ static void lint_call(lint_t *k, const uvp__task_t *t) {
 }
 
 /* A cancelled fiber: follow it; past the grace, a warning.  Any task: a
- * call it waits for, stuck. */
+ * call it waits for, stuck, or a promise nothing can settle. */
 static void lint_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
   lint_t *k = (lint_t *)sink;
   lint_call(k, t);
+  lint_lost(k, t);
   const uvp__cause_t *cause;
   if (strcmp(t->kind, "fiber") != 0 ||
       (cause = uvp__cause_of(t->promise)) == NULL)
@@ -269,10 +319,7 @@ static void lint_task(uvp__task_sink_t *sink, const uvp__task_t *t) {
   (void)uvp_cause_format(&cause->pub, buf, sizeof(buf));
   warn_begin(k, "cancelled-running");
   char task[160];
-  if (t->name != NULL)
-    snprintf(task, sizeof(task), "fiber \"%s\"", t->name);
-  else
-    snprintf(task, sizeof(task), "fiber");
+  task_name(t, task, sizeof(task));
   puts_(k->d, ",\"task\":");
   put_str(k->d, task);
   putf(k->d, ",\"id\":\"" UVP__PTR "\",\"site\":", UVP__PTRV(t->promise));

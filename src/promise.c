@@ -11,6 +11,7 @@
  *    owns the waiter, never the other way round.  A derived promise keeps
  *    `link` pointing at its source until its reaction has run, even if it
  *    was cancelled meanwhile: the reaction finds its source through it.
+ *    A waiter whose source went unsettled names uvp__source_lost instead.
  *  - `link` of a forwarded promise (UVP__F_FORWARD) is an owning reference
  *    to the promise that owns the value.  It always names an owner, never
  *    another forwarder, so adoption chains never grow.
@@ -895,6 +896,8 @@ uvp_ctx_t *uvp_promise_ctx(const uvp_promise_t *p) {
 }
 
 /* ---- for the layers above ------------------------------------------------ */
+
+uvp_promise_t uvp__source_lost;
 
 uvp_promise_t *uvp__promise_new(uvp_ctx_t *ctx, const char *file, int line) {
   return promise_alloc(ctx, file, line);

@@ -75,6 +75,19 @@ static inline bool uvp__same_ctx(const uvp_promise_t *a,
   return a->ctx_id == b->ctx_id;
 }
 
+/* What `link` names in a promise that waited on another (then's result, or
+ * one resolved with a promise) when that other was let go unsettled, its
+ * last reference released while pending: nothing can settle the waiter any
+ * more but a cancel or its context's close (reaction.c's drop), which the
+ * live console warns of.  `link` is read only under UVP__F_WAITING or
+ * UVP__F_FORWARD, so the mark costs no field; the object is never read. */
+extern uvp_promise_t uvp__source_lost;
+static inline bool uvp__lost_its_source(const uvp_promise_t *p) {
+  return p->state == UVP__S_PENDING &&
+         !(p->flags & (UVP__F_WAITING | UVP__F_FORWARD)) &&
+         p->link == &uvp__source_lost;
+}
+
 /* ---- for the layers above the core --------------------------------------- */
 
 /* A pending promise with one reference (NULL: no memory). */

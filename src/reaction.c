@@ -125,9 +125,9 @@ void uvp__drop_reaction(uvp_ctx_t *ctx, uvp__reaction_t *r, bool queued) {
   if (t->state == UVP__S_PENDING && (t->flags & UVP__F_WAITING)) {
     /* What t followed is gone unsettled: like JavaScript, t stays pending
      * and already resolved forever (only cancel or teardown settle it).
-     * `link` would dangle, so it stops naming anything. */
+     * `link` would dangle: it names the mark that says so instead. */
     t->flags = (uint8_t)((t->flags & ~UVP__F_WAITING) | UVP__F_OWNED);
-    t->link = NULL;
+    t->link = &uvp__source_lost;
   }
   uvp__unref(t);
 }

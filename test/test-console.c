@@ -658,6 +658,81 @@ static void test_async_stack(void **state) {
   run_loop(f);
 }
 
+/* ---- a promise nothing can settle --------------------------------------- */
+
+/* A fiber that awaits the promise it is given (the test holds it). */
+typedef struct awaiter_s {
+  const char *name;
+  uvp_promise_t *p;
+} awaiter_t;
+
+static uvp_ret_t awaiter(void *arg) {
+  awaiter_t *a = arg;
+  uvp_fiber_set_name(a->name);
+  (void)uvp_await(a->p, NULL);
+  return uvp_ret_pass();
+}
+
+static uvp_ret_t pass_on(void *arg, const uvp_outcome_t *in) {
+  (void)arg;
+  (void)in;
+  return uvp_ret_pass();
+}
+
+static void test_warn_never_settles(void **state) {
+  fixture_t *f = *state;
+  uvp_promise_t *lost_src, *kept_src, *lost, *kept, *a_lost, *a_kept;
+  assert_int_equal(uvp_promise_new(f->ctx, &lost_src), 0);
+  assert_int_equal(uvp_promise_new(f->ctx, &kept_src), 0);
+  int lost_line = __LINE__ + 1;
+  assert_int_equal(uvp_promise_then(lost_src, pass_on, NULL, &lost), 0);
+  assert_int_equal(uvp_promise_then(kept_src, pass_on, NULL, &kept), 0);
+  awaiter_t s = {"stranded", lost}, w = {"waiting", kept};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, awaiter, &s, NULL, &a_lost), 0);
+  assert_int_equal(uvp_fiber_spawn(f->ctx, awaiter, &w, NULL, &a_kept), 0);
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT); /* both await */
+  /* The program lets go of one source while it is pending: nothing can
+   * settle it, nor the then's result the stranded fiber awaits. */
+  uvp_promise_release(lost_src);
+  job_t j = {.fn = ask_one};
+  run_with(f, &j, NULL);
+  json_t *doc = json_loads(j.answer[0], 0, NULL);
+  assert_non_null(doc);
+  json_t *wn = warning(doc, "never-settles");
+  assert_non_null(wn);
+  assert_string_equal(json_string_value(json_object_get(wn, "task")),
+                      "fiber \"stranded\"");
+  char site[512], id[64];
+  snprintf(site, sizeof(site), "%s:%d", __FILE__, lost_line);
+  snprintf(id, sizeof(id), "0x%" PRIxPTR, PTR_ARG(lost));
+  assert_string_equal(json_string_value(json_object_get(wn, "site")), site);
+  assert_string_equal(json_string_value(json_object_get(wn, "promise")), id);
+  assert_string_equal(
+      json_string_value(json_object_get(wn, "id")),
+      json_string_value(json_object_get(named(doc, "stranded"), "id")));
+  assert_non_null(strstr(json_string_value(json_object_get(wn, "why")),
+                         "nothing can settle"));
+  printf("the warning: %s: %s\n",
+         json_string_value(json_object_get(wn, "task")),
+         json_string_value(json_object_get(wn, "why")));
+  /* Only that one: the fiber whose source is held is not warned of. */
+  assert_int_equal(json_array_size(json_object_get(doc, "warnings")), 1);
+  json_decref(doc);
+  job_free(&j);
+  /* A cancel still ends the stranded wait; the other settles as usual. */
+  assert_int_equal(uvp_promise_cancel(a_lost), 0);
+  assert_int_equal(uvp_promise_resolve(kept_src, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(a_lost), UVP_REJECTED);
+  assert_int_equal(uvp_promise_state(a_kept), UVP_FULFILLED);
+  uvp_promise_release(lost);
+  uvp_promise_release(kept);
+  uvp_promise_release(kept_src);
+  uvp_promise_release(a_lost);
+  uvp_promise_release(a_kept);
+}
+
 /* ---- a call into a context whose loop does not run ----------------------- */
 
 static void test_warn_call_stuck(void **state) {
@@ -920,7 +995,7 @@ int main(void) {
       CONSOLE_TEST(test_warn_group_idle), CONSOLE_TEST(test_other_user),
       CONSOLE_TEST(test_hostile),         CONSOLE_TEST(test_close_with_client),
       CONSOLE_TEST(test_busy_idle),       CONSOLE_TEST(test_async_stack),
-      CONSOLE_TEST(test_warn_call_stuck),
+      CONSOLE_TEST(test_warn_call_stuck), CONSOLE_TEST(test_warn_never_settles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

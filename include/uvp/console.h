@@ -70,10 +70,19 @@ extern "C" {
  *    run, its uv_run returned) or is blocked (`call`: the call's promise,
  *    `target`: the target context, `ms`: how long; `site`: where the call
  *    was made).  The call waits without bound unless a deadline cuts it.
+ *  - `never-settles`: a task waits for a promise that nothing can settle
+ *    any more: a then's result (or a promise resolved with another) whose
+ *    source was let go, its last reference released, while still pending,
+ *    directly or through the promises it follows (`promise`: the one that
+ *    lost its source, `site`: where it was made, `await`: a fiber's
+ *    await).  Only a cancel or the context's close ends that wait.  At
+ *    once, no grace: the state does not come and go.
  *
- * Not warned of: a promise nothing can settle any more (a promise the
- * program settles can be settled by whoever holds it, which uvp cannot
- * know).
+ * Not warned of: a promise the program settles (uvp_promise_new's) that
+ * nobody holds any more but the tasks that wait for it (whoever holds it
+ * can settle it, and uvp cannot tell a waiter's reference from another);
+ * a combinator one of whose inputs was let go pending (another input may
+ * still settle it).
  *
  * While a context listens, its fibers' time is counted: each switch to or
  * from a fiber reads the clock once (uv_hrtime: no system call where the
