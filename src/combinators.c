@@ -151,7 +151,7 @@ static void cell_run(uvp__cell_owner_t *owner, size_t i,
   uvp__fanin_unref(&c->f);
 }
 
-static const uvp__cell_ops_t cell_ops = {cell_run, NULL};
+static const uvp__cell_ops_t cell_ops = {cell_run, NULL, uvp__fanin_settles};
 
 /* The result was cancelled (UV_ECANCELED) or torn down (UVP_ECLOSED). */
 static void combo_cancel(uvp_promise_t *result, void *arg) {

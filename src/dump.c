@@ -197,6 +197,23 @@ static void what_of(uvp__dump_t *d, const uvp_promise_t *p, uvp__what_t *w) {
     snprintf(w->target, sizeof(w->target), "uvp_promise_resolve/reject");
 }
 
+/* The first combinator (a fan-in) p is an input of, undecided: its
+ * result, or NULL. */
+static const uvp_promise_t *fan_in_of(const uvp_promise_t *p) {
+  if (p->state != UVP__S_PENDING)
+    return NULL;
+  for (const uvp__reaction_t *r = p->reactions; r != NULL; r = r->next) {
+    if (uvp__rkind(r) != UVP__RK_CELL)
+      continue;
+    const uvp__cell_owner_t *o = uvp__rtarget(r);
+    const uvp_promise_t *q =
+        o->ops->settles != NULL ? o->ops->settles(o) : NULL;
+    if (q != NULL)
+      return q;
+  }
+  return NULL;
+}
+
 /* The group a promise is a member of, if any. */
 static const uvp__owner_t *group_of(const uvp_promise_t *p) {
   for (const uvp__reaction_t *r = p->reactions; r != NULL; r = r->next) {
@@ -415,9 +432,21 @@ static const uvp_promise_t *waits_on(const uvp_promise_t *waits) {
   return waits;
 }
 
+/* JSON: the combinator t's promise is an input of (`input_of`), the async
+ * stack's next link where no task awaits t itself (a task awaits the
+ * combinator: its waits_id). */
+static void render_input_of(uvp__dump_t *d, const uvp__task_t *t) {
+  const uvp_promise_t *fan = d->json ? fan_in_of(t->promise) : NULL;
+  if (fan != NULL) {
+    addf(d, ",\"input_of\":\"" UVP__PTR "\"", UVP__PTRV(fan));
+    whole(d);
+  }
+}
+
 /* What t waits for and since when (or its state); returns the group an
  * operation works for, when t is that operation. */
 static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
+  render_input_of(d, t);
   if (t->waits == NULL && t->work == NULL) {
     add_key(d, "state", ", ");
     add_cstr(d, t->state);

@@ -181,8 +181,8 @@ static void discard_run(uvp__cell_owner_t *owner, size_t i,
 /* A group that keeps no results has blocks of its own kind, so that the
  * settle of every other group's member does not test for it. */
 static const uvp__owner_t *member_group(const uvp__cell_owner_t *owner);
-static const uvp__cell_ops_t member_ops = {member_run, member_group};
-static const uvp__cell_ops_t discard_ops = {discard_run, member_group};
+static const uvp__cell_ops_t member_ops = {member_run, member_group, NULL};
+static const uvp__cell_ops_t discard_ops = {discard_run, member_group, NULL};
 
 /* The task dump: a member's group. */
 static const uvp__owner_t *member_group(const uvp__cell_owner_t *owner) {

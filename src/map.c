@@ -188,7 +188,7 @@ static void cell_run(uvp__cell_owner_t *owner, size_t i,
   uvp__fanin_unref(&m->f); /* this cell */
 }
 
-static const uvp__cell_ops_t cell_ops = {cell_run, NULL};
+static const uvp__cell_ops_t cell_ops = {cell_run, NULL, uvp__fanin_settles};
 
 static void map_cancel(uvp_promise_t *result, void *arg) {
   map_t *m = arg;

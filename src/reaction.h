@@ -103,6 +103,10 @@ typedef struct uvp__cell_ops_s {
   /* The task dump: the scope's carrier the owner's inputs answer to (a
    * group's members: the group, scope.h), or NULL (may be NULL). */
   const struct uvp__owner_s *(*answers_to)(const uvp__cell_owner_t *owner);
+  /* The task dump's async stack: the promise the owner settles from its
+   * inputs (a combinator's result) while undecided, else NULL (may be
+   * NULL: a group's members settle no one promise). */
+  const uvp_promise_t *(*settles)(const uvp__cell_owner_t *owner);
 } uvp__cell_ops_t;
 struct uvp__cell_owner_s {
   const uvp__cell_ops_t *ops;

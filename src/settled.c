@@ -36,6 +36,13 @@ void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
   return f;
 }
 
+_Static_assert(offsetof(uvp__fanin_t, owner) == 0,
+               "a cell's owner is its fan-in");
+const uvp_promise_t *uvp__fanin_settles(const uvp__cell_owner_t *owner) {
+  const uvp__fanin_t *f = (const uvp__fanin_t *)(const void *)owner;
+  return f->result != NULL && uvp__is_pending(f->result) ? f->result : NULL;
+}
+
 void uvp__fanin_unref(uvp__fanin_t *f) {
   if (--f->attached == 0)
     uvp__block_put(uvp__ctx_blocks(f->ctx), f->block, f->bytes,

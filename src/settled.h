@@ -59,6 +59,8 @@ void *uvp__fanin_new(uvp_ctx_t *ctx, size_t head, size_t n, size_t extra,
                      const uvp__cell_ops_t *ops, uvp_cancel_cb hook,
                      const char *file, int line);
 void uvp__fanin_unref(uvp__fanin_t *f);
+/* The fan-ins' uvp__cell_ops_t.settles: the result while undecided. */
+const uvp_promise_t *uvp__fanin_settles(const uvp__cell_owner_t *owner);
 /* The share goes: the inputs are released (slots without one skipped). */
 void uvp__fanin_release_share(uvp__fanin_t *f);
 /* Let go of our reference to the result (decided, cancelled). */

@@ -1,6 +1,8 @@
 /* The fibers the live console's tests watch, shared by test-console.c
  * and e2e-console's tasks-demo.c: "worker" runs 30 ms on the CPU, then
- * parks; "root" awaits "mid", which awaits "leaf", which parks; parking
+ * parks; "root" awaits "mid", which awaits "leaf", which parks; "fan"
+ * awaits uvp_promise_all of two fibers "input", which park (the async
+ * stack through a combinator); parking
  * is awaiting a 600 s timer, kept in tasks_parked (pending while the
  * fiber waits) for the test to cancel.  tasks_never_runs is a call's
  * function for a target whose loop never runs.  Each takes its context
@@ -55,6 +57,26 @@ static inline uvp_ret_t tasks_mid(void *arg) {
 static inline uvp_ret_t tasks_root(void *arg) {
   uvp_fiber_set_name("root");
   return tasks_spawn_and_await(arg, tasks_mid);
+}
+
+static inline uvp_ret_t tasks_input(void *arg) {
+  uvp_fiber_set_name("input");
+  return tasks_park(arg);
+}
+
+static inline uvp_ret_t tasks_fan(void *arg) {
+  uvp_ctx_t *ctx = arg;
+  uvp_fiber_set_name("fan");
+  uvp_promise_t *in[2] = {NULL, NULL}, *all;
+  if (uvp_fiber_spawn(ctx, tasks_input, ctx, NULL, &in[0]) == 0 &&
+      uvp_fiber_spawn(ctx, tasks_input, ctx, NULL, &in[1]) == 0 &&
+      uvp_promise_all(ctx, in, 2, 0, &all) == 0) {
+    (void)uvp_await(all, NULL);
+    uvp_promise_release(all);
+  }
+  uvp_promise_release(in[0]);
+  uvp_promise_release(in[1]);
+  return uvp_ret_pass();
 }
 
 static inline uvp_ret_t tasks_never_runs(uvp_ctx_t *target, void *arg) {

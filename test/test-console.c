@@ -733,6 +733,50 @@ static void test_warn_never_settles(void **state) {
   uvp_promise_release(a_kept);
 }
 
+/* The async stack through a combinator: each "input" is an input of the
+ * all() that "fan" awaits. */
+static void test_async_stack_all(void **state) {
+  fixture_t *f = *state;
+  assert_int_equal(uvp_console_listen(f->ctx, sock), 0);
+  uvp_promise_t *r;
+  assert_int_equal(uvp_fiber_spawn(f->ctx, tasks_fan, f->ctx, NULL, &r), 0);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  job_t j = {.fn = ask_one};
+  run_with(f, &j, NULL);
+  json_t *doc = json_loads(j.answer[0], 0, NULL);
+  assert_non_null(doc);
+  const char *all =
+      json_string_value(json_object_get(named(doc, "fan"), "waits_id"));
+  assert_non_null(all);
+  int leaves = 0;
+  json_t *own = own_dump(f->ctx);
+  size_t i;
+  json_t *t;
+  json_array_foreach(json_object_get(doc, "tasks"), i, t) {
+    const char *n = json_string_value(json_object_get(t, "name"));
+    if (n == NULL || strcmp(n, "input") != 0)
+      continue;
+    leaves++;
+    assert_string_equal(json_string_value(json_object_get(t, "input_of")), all);
+    /* Nothing awaits an input itself: the stack goes through the all(). */
+    json_t *o =
+        json_object_get(own, json_string_value(json_object_get(t, "id")));
+    assert_string_equal(json_string_value(json_object_get(o, "input_of")), all);
+  }
+  assert_int_equal(leaves, 2);
+  assert_null(json_object_get(named(doc, "fan"), "input_of"));
+  json_decref(own);
+  json_decref(doc);
+  job_free(&j);
+  assert_int_equal(tasks_nparked, 2);
+  assert_int_equal(uvp_promise_cancel(tasks_parked[0]), 0);
+  assert_int_equal(uvp_promise_cancel(tasks_parked[1]), 0);
+  tasks_nparked = 0;
+  run_loop(f);
+  assert_int_equal(uvp_promise_state(r), UVP_FULFILLED);
+  uvp_promise_release(r);
+}
+
 /* ---- a call into a context whose loop does not run ----------------------- */
 
 static void test_warn_call_stuck(void **state) {
@@ -996,6 +1040,7 @@ int main(void) {
       CONSOLE_TEST(test_hostile),         CONSOLE_TEST(test_close_with_client),
       CONSOLE_TEST(test_busy_idle),       CONSOLE_TEST(test_async_stack),
       CONSOLE_TEST(test_warn_call_stuck), CONSOLE_TEST(test_warn_never_settles),
+      CONSOLE_TEST(test_async_stack_all),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -103,6 +103,7 @@ static const char *const order[] = {"\"v\":",
                                     "\"age_ms\":",
                                     "\"busy_us\":",
                                     "\"idle_us\":",
+                                    "\"input_of\":",
                                     "\"waiting_ms\":",
                                     "\"waits_for\":",
                                     "\"waits_id\":",
@@ -114,12 +115,26 @@ static const char *const order[] = {"\"v\":",
                                     "\"slots\":",
                                     "\"cut\":",
                                     NULL};
-static const char *const members[] = {
-    "v",          "task",      "name",     "id",
-    "site",       "age_ms",    "busy_us",  "idle_us",
-    "waiting_ms", "waits_for", "waits_id", "await",
-    "state",      "cause",     "groups",   "deadline_left_ms",
-    "slots",      "cut",       NULL};
+static const char *const members[] = {"v",
+                                      "task",
+                                      "name",
+                                      "id",
+                                      "site",
+                                      "age_ms",
+                                      "busy_us",
+                                      "idle_us",
+                                      "input_of",
+                                      "waiting_ms",
+                                      "waits_for",
+                                      "waits_id",
+                                      "await",
+                                      "state",
+                                      "cause",
+                                      "groups",
+                                      "deadline_left_ms",
+                                      "slots",
+                                      "cut",
+                                      NULL};
 
 /* A task's groups: its own first, then each parent. */
 static void check_groups(json_t *o, const char *line) {
@@ -169,6 +184,10 @@ static void check_times_and_links(json_t *o, const char *task, json_t *w,
   if (id != NULL && (w == NULL || !json_is_string(id) ||
                      strncmp(json_string_value(id), "0x", 2) != 0))
     fail_msg("waits_id: %s", line);
+  json_t *in = json_object_get(o, "input_of");
+  if (in != NULL &&
+      (!json_is_string(in) || strncmp(json_string_value(in), "0x", 2) != 0))
+    fail_msg("input_of: %s", line);
 }
 
 /* A task's object against the schema of version 1: the members it may

@@ -343,11 +343,16 @@ static json_t *find_task(const view_t *v, int src, const char *key,
   return NULL;
 }
 
-static void stack_line(json_t *t, bool first, char *buf, size_t cap) {
+/* via: the combinator's result through which t awaits the line before
+ * (NULL: t awaits it directly). */
+static void stack_line(json_t *t, bool first, const char *via, char *buf,
+                       size_t cap) {
   const char *name = str(t, "name");
   int n = snprintf(buf, cap, "%s%s%s%s%s %s at %s", first ? "" : "awaited by ",
                    str(t, "task"), name[0] != '\0' ? " \"" : "", name,
                    name[0] != '\0' ? "\"" : "", str(t, "id"), str(t, "site"));
+  if (n > 0 && (size_t)n < cap && via != NULL)
+    n += snprintf(buf + n, cap - (size_t)n, " through combinator %s", via);
   if (n > 0 && (size_t)n < cap && json_object_get(t, "await") != NULL)
     snprintf(buf + n, cap - (size_t)n, ", awaiting at %s", str(t, "await"));
 }
@@ -356,10 +361,18 @@ size_t async_stack(const view_t *v, const row_t *r, char (*line)[256],
                    size_t max) {
   size_t n = 0;
   json_t *t = r->task;
+  const char *via = NULL;
   /* Bounded: a cycle of awaits (which never settles) shows once. */
   for (; t != NULL && n < max; n++) {
-    stack_line(t, n == 0, line[n], sizeof(line[n]));
-    t = find_task(v, r->src, "waits_id", str(t, "id"));
+    stack_line(t, n == 0, via, line[n], sizeof(line[n]));
+    /* What awaits t, or else the combinator t is an input of. */
+    json_t *up = find_task(v, r->src, "waits_id", str(t, "id"));
+    via = NULL;
+    if (up == NULL && json_object_get(t, "input_of") != NULL) {
+      via = str(t, "input_of");
+      up = find_task(v, r->src, "waits_id", via);
+    }
+    t = up;
   }
   return n;
 }

@@ -197,6 +197,12 @@ extern "C" {
  *   awaits (counted from when the console began listening), and the rest
  *   of its age (parked, or queued to run).  In the text form: `, busy N
  *   us, idle N ms` after its age.
+ * - `input_of` (string): present when the task's promise is an input of a
+ *   combinator (uvp_promise_all and the others, uvp_map's) still
+ *   undecided: the id of the combinator's result, the `waits_id` of a
+ *   task that awaits the combinator.  Where no task awaits a task itself,
+ *   the async stack goes on through it (its place in the object:
+ *   after `idle_us`).
  * - `state` (string): present when the task waits for nothing: "not
  *   started", "running", "cancelled, running", "ending" (a fiber).
  * - `cause` (string): present when the task's promise was cancelled while

@@ -4,6 +4,8 @@
  *   - fiber "worker", which ran 30 ms on the CPU before it parked;
  *   - fibers "root", "mid" and "leaf": root awaits mid, which awaits leaf,
  *     which awaits a timer;
+ *   - fiber "fan", which awaits uvp_promise_all of two fibers "input",
+ *     each awaiting a timer;
  *   - a call into a second context whose loop is never run.
  * It prints "ready" once they are; on SIGUSR1 it prints its own task dump
  * (JSON lines) then "end of dump"; SIGTERM ends it (exit 0). */
@@ -17,7 +19,7 @@
 typedef struct demo_s {
   uvp_ctx_t *ctx, *other;
   uv_signal_t usr1, term;
-  uvp_promise_t *fibers[2], *call;
+  uvp_promise_t *fibers[3], *call;
 } demo_t;
 
 static void on_usr1(uv_signal_t *s, int signum) {
@@ -57,6 +59,7 @@ int main(int argc, char **argv) {
       uvp_console_listen(d.ctx, argv[1]) != 0 ||
       uvp_fiber_spawn(d.ctx, tasks_worker, d.ctx, NULL, &d.fibers[0]) != 0 ||
       uvp_fiber_spawn(d.ctx, tasks_root, d.ctx, NULL, &d.fibers[1]) != 0 ||
+      uvp_fiber_spawn(d.ctx, tasks_fan, d.ctx, NULL, &d.fibers[2]) != 0 ||
       uvp_call_start(d.ctx, d.other, tasks_never_runs, NULL, NULL, &d.call) !=
           0 ||
       uv_signal_init(&loop, &d.usr1) != 0 ||
@@ -75,7 +78,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
   uv_run(&loop, UV_RUN_DEFAULT);
   int rc = uv_run(&idle, UV_RUN_DEFAULT) != 0 || uv_loop_close(&idle) != 0;
-  for (int i = 0; i < 2; i++)
+  for (int i = 0; i < 3; i++)
     uvp_promise_release(d.fibers[i]);
   uvp_promise_release(d.call);
   rc |= uvp_ctx_close(d.ctx) != 0;

@@ -80,7 +80,7 @@ def main():
         check(sorted(tasks) == sorted(own),
               "--once --json lists the tasks of the program's own dump")
         fibers = [t for t in own.values() if t["task"] == "fiber"]
-        check(len(fibers) == 4 and all(
+        check(len(fibers) == 7 and all(
             "busy_us" in t
             and tasks.get(t["id"], {}).get("busy_us") == t["busy_us"]
             for t in fibers),
@@ -98,6 +98,14 @@ def main():
               and root.get("waits_id") == mid["id"]
               and tasks[mid["id"]].get("waits_id") == leaf["id"],
               "the dump links leaf < mid < root, and --once --json too")
+        fan = by_name(own, "fan")
+        inputs = [t for t in own.values() if t.get("name") == "input"]
+        check(len(inputs) == 2 and fan.get("waits_id")
+              and all(t.get("input_of") == fan["waits_id"]
+                      and tasks[t["id"]].get("input_of") == fan["waits_id"]
+                      for t in inputs),
+              "both inputs of fan's all() name it (input_of), in the dump "
+              "and --once --json: %s" % [t.get("input_of") for t in inputs])
         warns = [w for w in doc.get("warnings", [])
                  if w["kind"] == "call-stuck"]
         call = own.get(warns[0]["id"]) if warns else None
@@ -157,6 +165,30 @@ def main():
                         for ln in screen().rstrip().splitlines()))
         check(ok, "Enter on leaf: its async stack leaf < mid < root, with "
               "the dump's ids and spawn sites")
+        # An input's details: the stack goes on through the all().
+        one = inputs[0] if inputs else {"id": "?", "site": "?"}
+        # Escape leaves the details; in the filter, Escape empties it.
+        tmux("send-keys", "-t", "c", "Escape")
+        time.sleep(0.1)
+        tmux("send-keys", "-t", "c", "/")
+        tmux("send-keys", "-t", "c", "Escape")
+        time.sleep(0.1)
+        tmux("send-keys", "-t", "c", "/")
+        tmux("send-keys", "-t", "c", "-l", one["id"])
+        tmux("send-keys", "-t", "c", "Enter")
+        wait_for(lambda: len(tc.ROW.findall(screen())) == 1
+                 and one["id"] in screen(), 5)
+        tmux("send-keys", "-t", "c", "Down", "Enter")
+        want = ['#0 fiber "input" %s at %s' % (one["id"], one["site"]),
+                '#1 awaited by fiber "fan" %s at %s through combinator %s'
+                % (fan and fan["id"], fan and fan["site"],
+                   fan and fan.get("waits_id"))]
+        ok = wait_for(lambda: "async stack:" in screen()
+                      and all(w in screen() for w in want), 5)
+        print("\n".join("    | " + ln
+                        for ln in screen().rstrip().splitlines()))
+        check(ok, "Enter on an input: its async stack goes through the "
+              "all() to fan: %s" % want)
     finally:
         tmux("kill-server")
         if demo.poll() is None:
