@@ -119,6 +119,14 @@ static bool fixture_ctx_leaked __attribute__((unused));
 
 static inline void fixture_deadline(uv_timer_t *t) { *(bool *)t->data = true; }
 
+/* Why the timers of the loops below repeat: uv_run(UV_RUN_ONCE) runs the
+ * timers already due before it computes poll's timeout, so a one-shot
+ * timer that came due meanwhile (the loop's cached time was stale, or the
+ * machine slow) fires there and leaves poll nothing to wake for: with a
+ * handle alive (a server the test runs on the loop) uv_run would wait in
+ * poll forever, past any deadline the caller checks between iterations.
+ * A timer that repeats is always due again. */
+
 /* Run the loop until nothing keeps it going, for at most `ms`: true if it
  * ended.  The guard is unreferenced (it keeps nothing going) but bounds
  * uv_run's wait in poll while a handle the test left keeps the loop
@@ -129,7 +137,7 @@ static inline bool fixture_drain(fixture_t *f, uint64_t ms) {
   assert_int_equal(uv_timer_init(&f->loop, &guard), 0);
   guard.data = &expired;
   uv_unref((uv_handle_t *)&guard);
-  assert_int_equal(uv_timer_start(&guard, fixture_deadline, ms, 0), 0);
+  assert_int_equal(uv_timer_start(&guard, fixture_deadline, ms, ms), 0);
   while (!expired && uv_run(&f->loop, UV_RUN_ONCE) != 0)
     ;
   uv_close((uv_handle_t *)&guard, NULL);
@@ -189,6 +197,20 @@ static inline size_t live_count(fixture_t *f) {
 /* Run the loop until nothing but pending promises remains. */
 static inline void run_loop(fixture_t *f) {
   assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+}
+
+/* Run `loop` for `ms` of its time (what it does meanwhile is the test's). */
+static inline void loop_run_for(uv_loop_t *loop, uint64_t ms) {
+  uv_timer_t t;
+  bool rang = false;
+  assert_int_equal(uv_timer_init(loop, &t), 0);
+  t.data = &rang;
+  uv_update_time(loop);
+  assert_int_equal(uv_timer_start(&t, fixture_deadline, ms, ms), 0);
+  while (!rang)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT); /* the timer's close: it is on this stack */
 }
 
 /* Run `loop` an iteration at a time until done(arg), for at most 10 s

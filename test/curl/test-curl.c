@@ -94,20 +94,8 @@ static void wait_client_closed(fixture_t *f, hostile_t *s, int n) {
   }
 }
 
-static void run_for_done(uv_timer_t *t) { *(bool *)t->data = true; }
-
 /* Run the loop for `ms` (what it does meanwhile is the test's). */
-static void run_for(fixture_t *f, uint64_t ms) {
-  uv_timer_t t;
-  bool done = false;
-  uv_timer_init(&f->loop, &t);
-  t.data = &done;
-  uv_timer_start(&t, run_for_done, ms, 0);
-  while (!done)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&f->loop, UV_RUN_NOWAIT);
-}
+static void run_for(fixture_t *f, uint64_t ms) { loop_run_for(&f->loop, ms); }
 
 /* Close the binding and the server; the fixture's teardown runs the loop
  * and checks that it closes. */

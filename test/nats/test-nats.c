@@ -1655,20 +1655,8 @@ static void test_serve_limit_and_start(void **state) {
 
 static void tick(uv_timer_t *t) { (void)t; }
 
-static void ring(uv_timer_t *t) { *(bool *)t->data = true; }
-
 /* Run the loop for ms of real time. */
-static void run_ms(fixture_t *f, uint64_t ms) {
-  bool rang = false;
-  uv_timer_t t;
-  assert_int_equal(uv_timer_init(&f->loop, &t), 0);
-  t.data = &rang;
-  uv_timer_start(&t, ring, ms, 0);
-  while (!rang)
-    uv_run(&f->loop, UV_RUN_ONCE);
-  uv_close((uv_handle_t *)&t, NULL);
-  uv_run(&f->loop, UV_RUN_NOWAIT);
-}
+static void run_ms(fixture_t *f, uint64_t ms) { loop_run_for(&f->loop, ms); }
 
 /* Run the loop until *n >= want (10 s at most). */
 static void run_until_count(fixture_t *f, const int *n, int want) {
