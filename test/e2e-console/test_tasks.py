@@ -115,6 +115,10 @@ def main():
               and "not running" in warns[0]["why"],
               "one call-stuck warning, of the dump's stuck call, at its site "
               "%s: %s" % (call and call["site"], warns))
+        others = [w for w in doc.get("warnings", [])
+                  if w["kind"] != "call-stuck"]
+        check(not others, "no other warning (never-settles included: every "
+              "chain and the all() can still settle): %s" % others)
 
         rc, text, _ = tc.once(console, path)
         wrow = next((ln for ln in text.splitlines() if worker["id"] in ln),
