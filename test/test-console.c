@@ -757,6 +757,7 @@ static void test_async_stack_all(void **state) {
     if (n == NULL || strcmp(n, "input") != 0)
       continue;
     leaves++;
+    assert_non_null(json_object_get(t, "input_of"));
     assert_string_equal(json_string_value(json_object_get(t, "input_of")), all);
     /* Nothing awaits an input itself: the stack goes through the all(). */
     json_t *o =
