@@ -515,8 +515,8 @@ static void test_deadline_carried(void **state) {
   bool carried = sscanf(cut_why, "deadline %llu%n", &left, &end) == 1 &&
                  left >= 1 && left <= ms && strcmp(cut_why + end, there) == 0;
   if (!carried && !crossed_cause_is(cut_why, here))
-    fail_msg("cut: %s (want deadline <= %d%s, or %s)", cut_why, (int)ms,
-             there, here);
+    fail_msg("cut: %s (want deadline <= %d%s, or %s)", cut_why, (int)ms, there,
+             here);
   uvp_promise_release(p);
   caller_join(f, &t);
 }
