@@ -229,11 +229,8 @@ static void task_name(const uvp__task_t *t, char *buf, size_t cap) {
  * context's close will ever end its wait.  No grace: the mark is made and
  * undone only inside one call of the loop thread's, never seen half-way. */
 static void lint_lost(lint_t *k, const uvp__task_t *t) {
-  const uvp_promise_t *q = t->waits;
-  for (int i = 0; q != NULL && i < FOLLOW_MAX && uvp__is_pending(q) &&
-                  (q->flags & UVP__F_WAITING);
-       i++)
-    q = q->link;
+  const uvp_promise_t *q =
+      t->waits != NULL ? uvp__waits_on(t->waits, FOLLOW_MAX) : NULL;
   if (q == NULL || !uvp__lost_its_source(q))
     return;
   const char *file;

@@ -422,16 +422,6 @@ static void render_head(uvp__dump_t *d, const uvp__task_t *t, uint64_t age) {
   }
 }
 
-/* The promise whose settling settles waits: itself, or, while it follows
- * another (resolved with a promise), the last it follows. */
-static const uvp_promise_t *waits_on(const uvp_promise_t *waits) {
-  for (int depth = 0; depth < 8 && waits->state == UVP__S_PENDING &&
-                      (waits->flags & UVP__F_WAITING) && waits->link != NULL;
-       depth++)
-    waits = waits->link;
-  return waits;
-}
-
 /* JSON: the combinator t's promise is an input of (`input_of`), the async
  * stack's next link where no task awaits t itself (a task awaits the
  * combinator: its waits_id). */
@@ -471,7 +461,8 @@ static const uvp__owner_t *render_wait(uvp__dump_t *d, const uvp__task_t *t) {
     whole(d);
     /* The async stack's next link (a task whose id this is awaits it). */
     if (t->waits != NULL && t->waits != t->promise) {
-      addf(d, ",\"waits_id\":\"" UVP__PTR "\"", UVP__PTRV(waits_on(t->waits)));
+      addf(d, ",\"waits_id\":\"" UVP__PTR "\"",
+           UVP__PTRV(uvp__waits_on(t->waits, 8)));
       whole(d);
     }
     if (t->await_file != NULL) {

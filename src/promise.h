@@ -80,11 +80,11 @@ static inline bool uvp__same_ctx(const uvp_promise_t *a,
  * last reference released while pending: nothing can settle the waiter any
  * more but a cancel or its context's close (reaction.c's drop), which the
  * live console warns of.  `link` is read only under UVP__F_WAITING or
- * UVP__F_FORWARD, so the mark costs no field; the object is never read. */
+ * UVP__F_FORWARD (settled only), so the mark costs no field; the object is
+ * never read. */
 extern uvp_promise_t uvp__source_lost;
 static inline bool uvp__lost_its_source(const uvp_promise_t *p) {
-  return p->state == UVP__S_PENDING &&
-         !(p->flags & (UVP__F_WAITING | UVP__F_FORWARD)) &&
+  return p->state == UVP__S_PENDING && !(p->flags & UVP__F_WAITING) &&
          p->link == &uvp__source_lost;
 }
 

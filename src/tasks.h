@@ -41,6 +41,19 @@ struct uvp__task_sink_s {
  * Loop thread; allocates nothing. */
 void uvp__tasks_walk(uvp_ctx_t *ctx, uvp__task_sink_t *sink);
 
+/* The promise whose settling settles waits: itself, or, while it follows
+ * another (a then's result, one resolved with a promise), the last it
+ * follows, `depth` links at most: the dump's waits_id, and where the
+ * console looks for a lost source. */
+static inline const uvp_promise_t *uvp__waits_on(const uvp_promise_t *waits,
+                                                 int depth) {
+  for (int i = 0; i < depth && waits->state == UVP__S_PENDING &&
+                  (waits->flags & UVP__F_WAITING) && waits->link != NULL;
+       i++)
+    waits = waits->link;
+  return waits;
+}
+
 /* The live console's warning of a group left open (group.c): if `work` is
  * a group's join record and the group had members, all of them ended
  * (none running or waiting to start, none of their requests or handles
