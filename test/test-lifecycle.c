@@ -71,6 +71,9 @@ static void test_ctx_new_close(void **state) {
 static void test_ctx_limit(void **state) {
   fixture_t *f = *state; /* its context is one of the 65 535 */
   enum { MAX = 65535 };
+  if (RUNNING_ON_VALGRIND)
+    SKIP_BECAUSE("65 535 contexts take memcheck two minutes, its longest test "
+                 "in CI; the plain and ASan runs check them");
   uvp_ctx_t **cs = calloc(MAX, sizeof(*cs));
   uvp_promise_t *held;
   uvp_ctx_t *c = NULL;
