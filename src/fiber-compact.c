@@ -102,16 +102,24 @@ void uvp__compact_put_stack(uvp__fiber_state_t *st) {
 #if defined(UVP__FIBER_CAN_COPY)
 /* ---- where frames are copied --------------------------------------------- */
 
-/* Its context is made at its first run: it starts with the floating-point
- * modes of its spawn all the same. */
+/* Its context is made at its first run: where the switch keeps
+ * floating-point modes per context, it starts with those of its spawn all
+ * the same (elsewhere a fiber's modes are the thread's until it keeps its
+ * own: fiber-switch.h). */
 void uvp__compact_spawned(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
   (void)entry;
+#if !defined(UVP__FIBER_SHARED_FP)
   f->fp = uvp__fiber_fp_control();
+#else
+  (void)f;
+#endif
 }
 
 void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
   make_context(f, entry);
+#if !defined(UVP__FIBER_SHARED_FP)
   uvp__fiber_set_fp_control(&f->fctx, f->fp);
+#endif
   f->busy_ns = 0; /* fp's word, counted in from now on */
 }
 

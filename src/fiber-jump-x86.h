@@ -2,18 +2,21 @@
  * cdecl): a part of fiber-switch.c, included there once, where HIDDEN,
  * fp_get, has_sse and the two routines' prototypes are.  Each defines the
  * two routines, FRAME_WORDS (a fresh fiber's frame, in words below its
- * stack's 16-aligned top), init_frame and frame_set_fp. */
+ * stack's 16-aligned top), init_frame and, where the frame keeps the
+ * floating-point control (i386), frame_set_fp. */
 #if defined(__x86_64__)
-/* The saved state, from the saved stack pointer up: MXCSR (4 bytes) and
- * x87 control word (2, then 2 of padding), r12, r13, r14, r15, rbx, rbp,
- * then the return address the call pushed.  The two control registers are
- * loaded only when the resumed context's differ from the running one's
- * (in practice never): ldmxcsr and fldcw stall the pipeline, and skipping
- * them took 2.2 ns (7 %) off an await in bench/fiber-pingpong.  Entry: rsp = 8
- * mod 16, so the saved rsp, 56 bytes below, is 16-aligned.  The return is a jmp
- * through a register, as Boost.Context's: a ret would be predicted from the
- * return stack, which holds the caller on the old stack, and mispredicted on
- * every switch (23 ns a pair against 9 on this VM's EPYC). */
+/* The saved state, from the saved stack pointer up: r12, r13, r14, r15,
+ * rbx, rbp, then the return address the call pushed.  No floating-point
+ * control state (UVP__FIBER_SHARED_FP): reading the MXCSR (stmxcsr) took
+ * 4-6 ns a switch on this VM's EPYC, half of a switch pair, and
+ * fiber-switch.c keeps the modes of the contexts that ask for it.  Entry:
+ * rsp = 8 mod 16, and so the saved rsp too.  The return is a jmp through a
+ * register, as Boost.Context's: a ret would be predicted from the return
+ * stack, which holds the caller on the old stack, and mispredicted on
+ * every switch (23 ns a pair against 9 on this VM's EPYC).  Its target is
+ * loaded first, before the registers: pushes and pops, the target popped
+ * last, made the pair 0.5 ns faster and an await in bench/fiber-pingpong
+ * 4 % slower (internals 13.14). */
 /* Under -fcf-protection (__CET__: bit 0 IBT, bit 1 SHSTK) the compiler marks
  * this object IBT in its .note.gnu.property, as every other one of the
  * library, and these routines keep the mark's promise: an endbr64 where
@@ -35,41 +38,25 @@ __asm__(TEXT_BEGIN
         FN_BEGIN(uvp__fiber_jump)
         "  .cfi_startproc\n"
         ENDBR
-        "  leaq -0x38(%rsp), %rsp\n"
-        "  stmxcsr (%rsp)\n"
-        "  fnstcw 0x4(%rsp)\n"
-        "  movq %r12, 0x08(%rsp)\n"
-        "  movq %r13, 0x10(%rsp)\n"
-        "  movq %r14, 0x18(%rsp)\n"
-        "  movq %r15, 0x20(%rsp)\n"
-        "  movq %rbx, 0x28(%rsp)\n"
-        "  movq %rbp, 0x30(%rsp)\n"
-        "  movl (%rsp), %r9d\n"
-        "  movzwl 0x4(%rsp), %r10d\n"
+        "  leaq -0x30(%rsp), %rsp\n"
+        "  movq %r12, 0x00(%rsp)\n"
+        "  movq %r13, 0x08(%rsp)\n"
+        "  movq %r14, 0x10(%rsp)\n"
+        "  movq %r15, 0x18(%rsp)\n"
+        "  movq %rbx, 0x20(%rsp)\n"
+        "  movq %rbp, 0x28(%rsp)\n"
         "  movq %rsp, (%rdi)\n"
+        "  movq 0x30(%rsi), %r8\n"
         "  movq %rsi, %rsp\n"
-        "  movq 0x38(%rsp), %r8\n"
-        "  cmpl (%rsp), %r9d\n"
-        "  jne 2f\n"
-        "1:\n"
-        "  cmpw 0x4(%rsp), %r10w\n"
-        "  jne 4f\n"
-        "3:\n"
-        "  movq 0x08(%rsp), %r12\n"
-        "  movq 0x10(%rsp), %r13\n"
-        "  movq 0x18(%rsp), %r14\n"
-        "  movq 0x20(%rsp), %r15\n"
-        "  movq 0x28(%rsp), %rbx\n"
-        "  movq 0x30(%rsp), %rbp\n"
-        "  leaq 0x40(%rsp), %rsp\n"
+        "  movq 0x00(%rsp), %r12\n"
+        "  movq 0x08(%rsp), %r13\n"
+        "  movq 0x10(%rsp), %r14\n"
+        "  movq 0x18(%rsp), %r15\n"
+        "  movq 0x20(%rsp), %rbx\n"
+        "  movq 0x28(%rsp), %rbp\n"
+        "  leaq 0x38(%rsp), %rsp\n"
         "  movq %rdx, %rax\n"
         "  " NOTRACK "jmp *%r8\n"
-        "2:\n"
-        "  ldmxcsr (%rsp)\n"
-        "  jmp 1b\n"
-        "4:\n"
-        "  fldcw 0x4(%rsp)\n"
-        "  jmp 3b\n"
         "  .cfi_endproc\n"
         FN_END(uvp__fiber_jump)
         "\n"
@@ -87,22 +74,18 @@ __asm__(TEXT_BEGIN
         TEXT_END);
 /* clang-format on */
 
-enum { FRAME_WORDS = 10 }; /* 7 saved, the return address, 2 of padding */
-
-static void frame_set_fp(uintptr_t *frame, uint64_t fp) {
-  frame[0] = fp; /* MXCSR, x87 control word */
-}
+/* 6 saved, the return address, 2 of padding: the trampoline starts with
+ * rsp 16-aligned for its call, 16 bytes under the stack's top. */
+enum { FRAME_WORDS = 9 };
 
 static void init_frame(uvp__fiber_ctx_t *ctx, uintptr_t *frame,
                        void (*boot)(uvp__fiber_ctx_t *, void *)) {
-  frame_set_fp(frame, fp_get());
-  frame[1] = (uintptr_t)ctx;          /* r12 */
-  frame[2] = frame[3] = frame[4] = 0; /* r13, r14, r15 */
-  frame[5] = (uintptr_t)boot;         /* rbx */
-  frame[6] = 0;                       /* rbp: the end of the frame chain */
-  frame[7] = (uintptr_t)uvp__fiber_trampoline;
-  /* The trampoline starts with rsp at frame + 8, 16-aligned for its call. */
-  frame[8] = frame[9] = 0;
+  frame[0] = (uintptr_t)ctx;          /* r12 */
+  frame[1] = frame[2] = frame[3] = 0; /* r13, r14, r15 */
+  frame[4] = (uintptr_t)boot;         /* rbx */
+  frame[5] = 0;                       /* rbp: the end of the frame chain */
+  frame[6] = (uintptr_t)uvp__fiber_trampoline;
+  frame[7] = frame[8] = 0;
 }
 
 #else /* __i386__ */

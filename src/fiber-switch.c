@@ -3,15 +3,17 @@
  * Why our own assembly.  bench/fiber-switch on the 2-core AMD EPYC VM this
  * project is built on (release build, gcc 12; ns per switch pair, i.e.
  * into a fiber and back; median [min-max] of 7 runs of 10^7 round trips,
- * two invocations):
+ * two invocations, when ours still kept the floating-point control):
  *   ours (uvp__fiber_switch)       8.6 [8.5-8.8]    9.0 [8.6-9.9]
  *   Boost.Context's fcontext       8.4 [8.3-8.6]    8.6 [8.3-11.4]
  *   glibc's swapcontext          300.1 [298-308]  315.9 [298-442]
- * fcontext is as fast, but taking it means linking a C++ library's static
+ * fcontext was as fast, but taking it means linking a C++ library's static
  * archive into libuvp and hiding its symbols with -Wl,--exclude-libs, for
  * two routines of twenty instructions that we can also write to fit the C
  * side (a new fiber starts in C with its context in a register, and the
- * tools are told around the switch).  swapcontext makes a rt_sigprocmask
+ * tools are told around the switch).  On x86-64 ours now keeps no
+ * floating-point control, unless asked, and takes 4.2 ns a pair to
+ * fcontext's 10.7 (internals 13.14).  swapcontext makes a rt_sigprocmask
  * system call per switch, which this VM's hypervisor makes expensive.
  * The same held for the other machines (i386, ARM, ppc64el, s390x): each
  * of ours is forty to a hundred instructions, fits the same C side (the
@@ -23,9 +25,12 @@
  * qemu (.ci/fiber-switches).
  *
  * What a switch keeps is what the ABI makes a callee keep (each machine's
- * header says how):
- *   x86-64 SysV: rbx, rbp, r12-r15, the MXCSR's control bits and the x87
- *                control word (the rounding modes, exception masks, FTZ/DAZ);
+ * header says how), but on x86-64 the floating-point control:
+ *   x86-64 SysV: rbx, rbp, r12-r15; the MXCSR's control bits and the x87
+ *                control word (the rounding modes, exception masks, FTZ/DAZ)
+ *                only for a context that asks (uvp__fiber_keep_fp), in
+ *                switch_slow: reading the MXCSR was half of a switch pair
+ *                (docs/internals/fibers-2.md 13.14);
  *   i386 SysV:   ebx, esi, edi, ebp, the x87 control word and (with SSE)
  *                the MXCSR's control bits;
  *   AAPCS64:     x19-x28, x29 (frame), x30 (link), d8-d15 and the FPCR;
@@ -112,7 +117,7 @@ static uint64_t fp_get(void) {
     __asm__ __volatile__("stmxcsr %0" : "=m"(mxcsr));
   return mxcsr | (uint64_t)fcw << 32;
 }
-#if defined(UVP__FIBER_UCONTEXT)
+#if defined(UVP__FIBER_UCONTEXT) || defined(UVP__FIBER_SHARED_FP)
 static void fp_put(uint64_t fp) {
   uint32_t mxcsr = (uint32_t)fp;
   uint16_t fcw = (uint16_t)(fp >> 32);
@@ -174,6 +179,12 @@ static uint64_t fp_get(void) { return (uint64_t)(unsigned)fegetround(); }
 #if defined(UVP__FIBER_UCONTEXT)
 static void fp_put(uint64_t fp) { (void)fesetround((int)fp); }
 #endif
+#endif
+
+#if defined(UVP__FIBER_SHARED_FP)
+/* The thread's floating-point control modes while a context that keeps
+ * its own runs (uvp__fiber_keep_fp): what the others get back. */
+static _Thread_local uint64_t shared_fp;
 #endif
 
 /* ---- the machine's part ------------------------------------------------- */
@@ -292,6 +303,10 @@ NORETURN static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
   if (uvp__fiber_asan())
     asan_arrive(NULL); /* a fresh fiber: no fake stack yet */
 #endif
+#if defined(UVP__FIBER_SHARED_FP)
+  if (ctx->own_fp)
+    shared_fp = fp_get(); /* it starts with them, and gives them back */
+#endif
   ctx->entry(ctx->arg, msg);
   abort();
 }
@@ -320,6 +335,8 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx) {
   ctx->canary = NULL;
   ctx->stack = NULL;
   ctx->valgrind_id = 0;
+  ctx->slow = (uint8_t)uvp__fiber_asan();
+  ctx->own_fp = 0;
   tools_init(ctx);
 }
 
@@ -364,6 +381,8 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
   ctx->arg = arg;
   ctx->canary = NULL;
   ctx->stack = NULL;
+  ctx->slow = (uint8_t)uvp__fiber_asan();
+  ctx->own_fp = 0;
   tools_init(ctx);
 #if defined(UVP__FIBER_TSAN)
   ctx->tsan_fiber = __tsan_create_fiber(0);
@@ -403,6 +422,8 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const uvp__stack_t *stack) {
   ctx->stack = stack;
   ctx->canary = stack->canary;
+  if (ctx->canary != NULL)
+    ctx->slow = 1;
 }
 
 /* A stack without a guard page: its canary intact and the stack pointer
@@ -417,30 +438,49 @@ check_stack(const uvp__fiber_ctx_t *ctx) {
     uvp__stack_overrun(ctx->stack, sp);
 }
 
-#if defined(UVP__FIBER_ASAN_RT)
-/* The switch with ASan told; `fake` stays in this frame, on from's stack,
- * while from is suspended.  Not cold: gcc 12 then moves the test into
- * uvp__fiber_switch's cold part with check_stack's call, and gives the
- * switch a frame it sets up on every call. */
-static NOINLINE NO_ASAN void *switch_asan(uvp__fiber_ctx_t *from,
+/* The switch when `from` needs more than the jump (its slow byte): a
+ * canary to check, ASan to tell, its own floating-point modes to keep.
+ * What it must have back when it is resumed stays in this frame, on from's
+ * stack, while from is suspended: ASan's fake stack and from's own modes.
+ * Not cold: gcc 12 then moves the test into uvp__fiber_switch's cold part
+ * with check_stack's call, and gives the switch a frame it sets up on
+ * every call. */
+static NOINLINE NO_ASAN void *switch_slow(uvp__fiber_ctx_t *from,
                                           uvp__fiber_ctx_t *to, void *msg) {
+  if (from->canary != NULL)
+    check_stack(from);
+#if defined(UVP__FIBER_SHARED_FP)
+  uint64_t own = 0;
+  if (from->own_fp) {
+    own = fp_get();
+    fp_put(shared_fp);
+  }
+#endif
+#if defined(UVP__FIBER_ASAN_RT)
   void *fake = NULL;
-  asan_leave(from, to, &fake);
+  int asan = uvp__fiber_asan();
+  if (asan)
+    asan_leave(from, to, &fake);
+#endif
   tools_leave(to);
   msg = jump(from, to, msg);
-  asan_arrive(fake);
+#if defined(UVP__FIBER_ASAN_RT)
+  if (asan)
+    asan_arrive(fake);
+#endif
+#if defined(UVP__FIBER_SHARED_FP)
+  if (from->own_fp) {
+    shared_fp = fp_get(); /* as whoever switched here left them */
+    fp_put(own);
+  }
+#endif
   return msg;
 }
-#endif
 
 void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
                         void *msg) {
-  if (__builtin_expect(from->canary != NULL, 0))
-    check_stack(from);
-#if defined(UVP__FIBER_ASAN_RT)
-  if (uvp__fiber_asan())
-    return switch_asan(from, to, msg);
-#endif
+  if (__builtin_expect(from->slow, 0))
+    return switch_slow(from, to, msg);
   tools_leave(to);
   return jump(from, to, msg);
 }
@@ -448,6 +488,10 @@ void *uvp__fiber_switch(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
   if (__builtin_expect(from->canary != NULL, 0))
     check_stack(from);
+#if defined(UVP__FIBER_SHARED_FP)
+  if (from->own_fp)
+    fp_put(shared_fp);
+#endif
 #if defined(UVP__FIBER_ASAN_RT)
   if (uvp__fiber_asan())
     asan_leave(from, to, NULL); /* NULL: ASan frees from's fake stack */
@@ -457,6 +501,18 @@ void uvp__fiber_exit(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to, void *msg) {
   abort();
 }
 
+void uvp__fiber_keep_fp(uvp__fiber_ctx_t *ctx) {
+#if defined(UVP__FIBER_SHARED_FP)
+  if (!ctx->own_fp)
+    shared_fp = fp_get(); /* the running fiber's, so far the thread's */
+  ctx->own_fp = 1;
+  ctx->slow = 1;
+#else
+  (void)ctx;
+#endif
+}
+
+#if !defined(UVP__FIBER_SHARED_FP)
 uint64_t uvp__fiber_fp_control(void) { return fp_get(); }
 
 void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
@@ -467,6 +523,7 @@ void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp) {
   frame_set_fp(ctx->sp, fp); /* the frame init_frame laid out */
 #endif
 }
+#endif
 
 /* Where a suspended context's frames begin: with the ucontext switch, the
  * stack pointer swapcontext saved (on x86-64 and i386 the caller's, above

@@ -67,6 +67,15 @@
 #endif
 #endif
 
+/* On x86-64 (SysV: ELF and Mach-O) the switch keeps no floating-point
+ * control state: every context on a thread shares the thread's (fibers.h,
+ * "Floating-point modes"), and a context asks to keep its own with
+ * uvp__fiber_keep_fp.  Elsewhere every context keeps its own, as the ABI
+ * makes a callee keep it, and asking changes nothing. */
+#if !defined(UVP__FIBER_UCONTEXT) && defined(__x86_64__) && !defined(_WIN64)
+#define UVP__FIBER_SHARED_FP 1
+#endif
+
 /* A fiber's entry: `arg` as given to uvp__fiber_init, `msg` as passed by
  * the first switch to the fiber.  It must never return: it ends with
  * uvp__fiber_exit, switching away for the last time.  If it returns
@@ -87,6 +96,11 @@ struct uvp__fiber_ctx_s {
   const uint64_t *canary;
   const struct uvp__stack_s *stack;
   unsigned valgrind_id; /* the stack's registration */
+  /* Not 0: a switch away from this context takes the slow path (a canary
+   * to check, ASan to tell, floating-point modes of its own to keep), so
+   * that the common one tests a byte. */
+  uint8_t slow;
+  uint8_t own_fp; /* uvp__fiber_keep_fp's */
 #if defined(UVP__FIBER_UCONTEXT)
   ucontext_t uc;
   void *msg;   /* passed by the switch to this context */
@@ -106,8 +120,9 @@ void uvp__fiber_thread_init(uvp__fiber_ctx_t *ctx);
 /* A fiber that runs entry(arg, msg) on [stack_base, stack_base + size) at
  * the first uvp__fiber_switch to it.  The top of the stack must be 16-byte
  * aligned and size at least 256 bytes; the stack stays the caller's, in use
- * until uvp__fiber_destroy.  The fiber inherits the caller's floating-point
- * control state (rounding mode, exception masks, flush-to-zero); from then
+ * until uvp__fiber_destroy.  Where the switch keeps floating-point control
+ * state per context (not UVP__FIBER_SHARED_FP), the fiber inherits the
+ * caller's (rounding mode, exception masks, flush-to-zero), and from then
  * on each context keeps its own across switches, as the ABI makes callees
  * keep it across calls. */
 void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
@@ -145,12 +160,23 @@ size_t uvp__fiber_live(const uvp__fiber_ctx_t *ctx, const char *top);
 static inline size_t uvp__fiber_saved_size(size_t live) {
   return uvp__fiber_asan() ? live + live / 8 : live;
 }
+/* From now on ctx keeps floating-point control modes of its own: as it
+ * switches away the thread gets back the modes it had when ctx was last
+ * switched to, or when this was called (the shared ones, which every
+ * context that does not keep its own runs with), and ctx gets its own back
+ * when it is resumed.  A fiber not yet started starts with the modes of
+ * whoever first switches to it.  Costs its switches the slow path.  Where
+ * the switch keeps every context's modes (not UVP__FIBER_SHARED_FP) it
+ * does nothing. */
+void uvp__fiber_keep_fp(uvp__fiber_ctx_t *ctx);
+#if !defined(UVP__FIBER_SHARED_FP)
 /* The floating-point control state of the running context, as
  * uvp__fiber_init gives it to a fiber; and, between uvp__fiber_init and
  * the first switch to a fiber, the one it is to start with instead (a
  * fiber whose context is made later than its spawn). */
 uint64_t uvp__fiber_fp_control(void);
 void uvp__fiber_set_fp_control(uvp__fiber_ctx_t *ctx, uint64_t fp);
+#endif
 void uvp__fiber_save(const uvp__fiber_ctx_t *ctx, const char *top, void *buf);
 void uvp__fiber_restore(const uvp__fiber_ctx_t *ctx, const char *top,
                         const void *buf);

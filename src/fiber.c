@@ -584,6 +584,14 @@ int uvp_await_shielded_take_at(int started, uvp_promise_t **p,
 
 int uvp_in_fiber(void) { return uvp__fiber_current != NULL; }
 
+int uvp_fiber_keep_fp_modes(void) {
+  fiber_t *f = uvp__fiber_current;
+  if (f == NULL)
+    return UVP_ENOTFIBER;
+  uvp__fiber_keep_fp(&f->fctx);
+  return 0;
+}
+
 int uvp_fiber_set_name(const char *name) {
   fiber_t *f = uvp__fiber_current;
   int rc = !uvp__name_ok(name)       ? UV_EINVAL

@@ -300,9 +300,10 @@ static void test_callee_saved(void **state) {
   uvp__stack_pool_close(&pool);
 }
 
-/* A fiber inherits the rounding mode of whoever made it; then each side
- * keeps its own, in the x87 control word, the MXCSR (x86-64) and the FPCR
- * (aarch64): fegetround reads the first, SSE division obeys the second. */
+/* A fiber that keeps its modes (uvp__fiber_keep_fp) starts with those of
+ * whoever made it; then each side keeps its own, in the x87 control word,
+ * the MXCSR (x86-64) and the FPCR (aarch64): fegetround reads the first,
+ * SSE division obeys the second. */
 typedef struct {
   uvp__fiber_ctx_t main;
   fib_t fib;
@@ -346,6 +347,7 @@ static void test_fp_control_per_context(void **state) {
   up = divide();
   assert_true(up > down || !sse_rounds);
   fib_start(&pool, &p.fib, 0, fp_entry);
+  uvp__fiber_keep_fp(&p.fib.ctx);
   (void)uvp__fiber_switch(&p.main, &p.fib.ctx, NULL);
   assert_int_equal(p.seen_first, FE_UPWARD);
   /* The fiber went downward; the thread did not. */
@@ -355,6 +357,37 @@ static void test_fp_control_per_context(void **state) {
   assert_int_equal(p.seen_resumed, FE_DOWNWARD);
   assert_true(p.third == down);
   assert_int_equal(fegetround(), FE_UPWARD);
+  fesetround(FE_TONEAREST);
+  fib_end(&pool, &p.fib);
+  uvp__stack_pool_close(&pool);
+}
+
+/* A fiber that does not keep its modes shares the thread's where the
+ * switch keeps none (x86-64): what either side sets, the other sees.
+ * Elsewhere each keeps its own all the same. */
+static void test_fp_control_shared(void **state) {
+  (void)state;
+  uvp__stack_pool_t pool;
+  fp_t p = {.seen_first = -1, .seen_resumed = -1};
+  uvp__stack_pool_init(&pool, 0);
+  uvp__fiber_thread_init(&p.main);
+  p.fib.owner = &p;
+  assert_int_equal(fesetround(FE_UPWARD), 0);
+  fib_start(&pool, &p.fib, 0, fp_entry);
+  (void)uvp__fiber_switch(&p.main, &p.fib.ctx, NULL);
+  assert_int_equal(p.seen_first, FE_UPWARD);
+#if defined(UVP__FIBER_SHARED_FP)
+  assert_int_equal(fegetround(), FE_DOWNWARD); /* the fiber's */
+  assert_int_equal(fesetround(FE_TOWARDZERO), 0);
+  (void)uvp__fiber_switch(&p.main, &p.fib.ctx, NULL);
+  assert_int_equal(p.seen_resumed, FE_TOWARDZERO); /* the thread's */
+  assert_int_equal(fegetround(), FE_TONEAREST);    /* the fiber's last */
+#else
+  assert_int_equal(fegetround(), FE_UPWARD);
+  (void)uvp__fiber_switch(&p.main, &p.fib.ctx, NULL);
+  assert_int_equal(p.seen_resumed, FE_DOWNWARD);
+  assert_int_equal(fegetround(), FE_UPWARD);
+#endif
   fesetround(FE_TONEAREST);
   fib_end(&pool, &p.fib);
   uvp__stack_pool_close(&pool);
@@ -1173,6 +1206,7 @@ int main(void) {
       cmocka_unit_test(test_fiber_to_fiber),
       cmocka_unit_test(test_callee_saved),
       cmocka_unit_test(test_fp_control_per_context),
+      cmocka_unit_test(test_fp_control_shared),
       cmocka_unit_test(test_many_suspended),
       cmocka_unit_test(test_pool_reuse_and_caps),
       cmocka_unit_test(test_pool_chunks),

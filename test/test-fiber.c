@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "../src/fiber-stack.h"
+#include "../src/fiber-switch.h"
 #include "alloc-helpers.h"
 #include "child.h"
 #include "proc-maps.h"
@@ -493,21 +494,28 @@ static void test_many_await_same(void **state) {
   assert_int_equal(freed, 1);
 }
 
-/* Floating-point modes are a fiber's own: each starts with those in effect
- * where it was spawned, keeps what it sets across an await, and neither
- * the loop's code nor another fiber sees them. */
+/* Floating-point modes (fibers.h): a fiber that asks keeps what it sets
+ * across an await, and neither the loop's code nor another fiber sees it;
+ * one that does not ask shares the thread's where the switch keeps none
+ * (UVP__FIBER_SHARED_FP: x86-64), and elsewhere keeps its own all the
+ * same, starting with those in effect where it was spawned. */
 typedef struct fpmode_s {
   uvp_promise_t *gate;
-  int at_start, after_set, after_await;
+  int keep, at_start, after_set, after_await;
 } fpmode_t;
 
 static uvp_ret_t fpmode_body(void *arg) {
   fpmode_t *m = arg;
   m->at_start = fegetround();
+  if (m->keep) {
+    FCHECK(uvp_fiber_keep_fp_modes() == 0);
+    FCHECK(uvp_fiber_keep_fp_modes() == 0); /* again: nothing changes */
+  }
   FCHECK(fesetround(FE_UPWARD) == 0);
   m->after_set = fegetround();
   FCHECK(uvp_await(m->gate, NULL) == 0);
   m->after_await = fegetround();
+  FCHECK(fesetround(FE_TONEAREST) == 0);
   return uvp_ret_pass();
 }
 
@@ -519,20 +527,27 @@ static uvp_ret_t fpmode_other(void *arg) {
   return uvp_ret_pass();
 }
 
-static void test_fp_modes_per_fiber(void **state) {
-  fixture_t *f = *state;
+static void fp_modes(fixture_t *f, int compact) {
   static fpmode_t a, b;
   uvp_promise_t *gate, *fa, *fb;
+  assert_int_equal(uvp_ctx_set_fiber_mode(f->ctx, compact ? UVP_FIBER_COMPACT
+                                                          : UVP_FIBER_DEFAULT),
+                   0);
+  assert_int_equal(uvp_fiber_keep_fp_modes(), UVP_ENOTFIBER);
   assert_int_equal(uvp_promise_new(f->ctx, &gate), 0);
-  a = (fpmode_t){gate, -1, -1, -1};
-  b = (fpmode_t){gate, -1, -1, -1};
+  a = (fpmode_t){gate, 1, -1, -1, -1};
+  b = (fpmode_t){gate, 0, -1, -1, -1};
   assert_int_equal(fesetround(FE_DOWNWARD), 0);
   assert_int_equal(uvp_fiber_spawn(f->ctx, fpmode_body, &a, NULL, &fa), 0);
   assert_int_equal(fesetround(FE_TONEAREST), 0);
   assert_int_equal(uvp_fiber_spawn(f->ctx, fpmode_other, &b, NULL, &fb), 0);
-  run_loop(f); /* a set upward and waits; b waits */
+  run_loop(f); /* a keeps its modes, sets upward and waits; b waits */
   assert_int_equal(fegetround(), FE_TONEAREST);
-  assert_int_equal(a.at_start, FE_DOWNWARD);
+#if defined(UVP__FIBER_SHARED_FP)
+  assert_int_equal(a.at_start, FE_TONEAREST); /* the thread's */
+#else
+  assert_int_equal(a.at_start, FE_DOWNWARD); /* its spawn's */
+#endif
   assert_int_equal(a.after_set, FE_UPWARD);
   assert_int_equal(b.at_start, FE_TONEAREST);
   assert_int_equal(uvp_promise_resolve(gate, NULL, NULL), 0);
@@ -543,6 +558,36 @@ static void test_fp_modes_per_fiber(void **state) {
   release_fulfilled(fa);
   release_fulfilled(fb);
   uvp_promise_release(gate);
+
+  /* A fiber that does not ask. */
+  assert_int_equal(uvp_promise_new(f->ctx, &gate), 0);
+  a = (fpmode_t){gate, 0, -1, -1, -1};
+  assert_int_equal(uvp_fiber_spawn(f->ctx, fpmode_body, &a, NULL, &fa), 0);
+  run_loop(f);
+  assert_int_equal(a.after_set, FE_UPWARD);
+#if defined(UVP__FIBER_SHARED_FP)
+  /* The thread's: the loop sees what it set, and it sees what the loop
+   * set since. */
+  assert_int_equal(fegetround(), FE_UPWARD);
+  assert_int_equal(fesetround(FE_TOWARDZERO), 0);
+  assert_int_equal(uvp_promise_resolve(gate, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(a.after_await, FE_TOWARDZERO);
+#else
+  assert_int_equal(fegetround(), FE_TONEAREST);
+  assert_int_equal(uvp_promise_resolve(gate, NULL, NULL), 0);
+  run_loop(f);
+  assert_int_equal(a.after_await, FE_UPWARD);
+#endif
+  assert_int_equal(fesetround(FE_TONEAREST), 0);
+  release_fulfilled(fa);
+  uvp_promise_release(gate);
+}
+
+static void test_fp_modes_per_fiber(void **state) { fp_modes(*state, 0); }
+
+static void test_fp_modes_per_fiber_compact(void **state) {
+  fp_modes(*state, 1);
 }
 
 /* ---- awaiting combinators, timers, I/O ----------------------------------- */
@@ -2584,6 +2629,7 @@ int main(void) {
       FTEST(test_spawn_from_fiber),
       FTEST(test_many_await_same),
       FTEST(test_fp_modes_per_fiber),
+      FTEST(test_fp_modes_per_fiber_compact),
       FTEST(test_await_all_settled),
       FTEST(test_timer_runs_while_waiting),
       FTEST(test_read_file),

@@ -186,15 +186,21 @@ extern "C" {
  * not know (no Debian architecture) does each compact fiber get a stack
  * of its own, with nothing copied and no UV_ENOMEM from an await.
  *
- * Floating-point modes.  Each fiber has its own floating-point control
- * modes: the rounding direction (fesetround) and flags such as
- * flush-to-zero (on x86-64 and i386 the MXCSR and the x87 control word,
- * on aarch64 the FPCR; on machines where the switch is glibc's
- * swapcontext, what it keeps).  A fiber starts with those in effect where
- * uvp_fiber_spawn was called (a compact fiber on those other machines: the
- * rounding direction only), and what it sets stays its own across awaits:
- * the loop's code and other fibers never see it.  The exception flags
- * (fetestexcept) are not kept per fiber: test them before an await.
+ * Floating-point modes.  The floating-point control modes (the rounding
+ * direction of fesetround, and flags such as flush-to-zero: on x86-64 the
+ * MXCSR and the x87 control word) are the thread's, shared by the loop's
+ * code and every fiber on it, as they are by callbacks: a fiber that
+ * changes them puts them back before it awaits, as a callback does before
+ * it returns, or calls uvp_fiber_keep_fp_modes first, and then what it
+ * sets stays its own across awaits, and the loop's code and other fibers
+ * never see it.  Why: reading the modes is half the cost of a switch on
+ * x86-64 (docs/internals/fibers-2.md), and hardly any code changes them.
+ * On the other machines (i386, aarch64, ARM, ppc64el, s390x, Windows, and
+ * where the switch is glibc's swapcontext) every fiber keeps its own
+ * modes whether it asked or not, starting with those in effect where
+ * uvp_fiber_spawn was called; portable code that changes them asks.  The
+ * exception flags (fetestexcept) are never kept per fiber: test them
+ * before an await.
  *
  * Tools.  A program built with AddressSanitizer (-fsanitize=address, gcc or
  * clang) may link a release uvp, built without it (the shared library or
@@ -386,6 +392,18 @@ UVP_EXTERN int uvp_await_shielded_take_at(int started, uvp_promise_t **p,
 
 /** Whether the caller runs on a fiber (of any context). */
 UVP_EXTERN int uvp_in_fiber(void);
+
+/** Inside a fiber: from now on its floating-point control modes are its
+ * own (see "Floating-point modes" above).  Whatever it sets after this
+ * call stays its own across its awaits; whenever it suspends, the loop's
+ * code and the other fibers get the thread's modes back as they were at
+ * this call or at its last resume.  Call it before the fiber changes them:
+ * the modes in effect at the call are the thread's as well as, from then
+ * on, the fiber's.  For the rest of the fiber's life; calling it again
+ * changes nothing.  Each switch away from and back to the fiber then costs
+ * a read and a write of the modes (about 10 ns on x86-64).  Errors:
+ * UVP_ENOTFIBER (not called from a fiber). */
+UVP_EXTERN int uvp_fiber_keep_fp_modes(void);
 
 /** Names the calling fiber, for people reading about it: the task dump
  * shows the name (uvp_ctx_dump_tasks: `"name"` in JSON, `fiber "NAME"` in
