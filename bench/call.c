@@ -3,6 +3,10 @@
  *   call floor N            N round trips, one at a time, of a hand-written
  *                           uv_async ping-pong between two loops (the
  *                           floor: two wake-ups, nothing else)
+ *   call kernel N           (Linux) the same without libuv: two threads,
+ *                           each blocked in epoll_wait on an eventfd the
+ *                           other writes (the kernel's and the machine's
+ *                           wake-up, under both)
  *   call rtt N              N round trips, one at a time, of uvp_call_start
  *                           from one loop to another (the caller's next
  *                           call from the handler of the last one's
@@ -103,6 +107,77 @@ static double floor_rtt(long n) {
   uv_loop_close(&b.loop);
   return (double)(t1 - t0);
 }
+
+/* ---- under the floor: eventfds and epoll, no libuv ---------------------- */
+
+#if defined(__linux__)
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* An epoll instance watching fd for reading. */
+static int kwatch(int fd) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+    die("epoll", UV_EINVAL);
+  return ep;
+}
+
+/* Block until fd (watched by ep) is written, and take its count. */
+static void kwait(int ep, int fd) {
+  struct epoll_event ev;
+  uint64_t v;
+  while (epoll_wait(ep, &ev, 1, -1) != 1)
+    ;
+  if (read(fd, &v, sizeof(v)) != sizeof(v))
+    die("eventfd", UV_EIO);
+}
+
+static void kwake(int fd) {
+  uint64_t v = 1;
+  if (write(fd, &v, sizeof(v)) != sizeof(v))
+    die("eventfd", UV_EIO);
+}
+
+typedef struct kside_s {
+  int in, out;
+  long n;
+} kside_t;
+
+static void kernel_pong(void *arg) {
+  kside_t *k = arg;
+  int ep = kwatch(k->in);
+  for (long i = 0; i < k->n; i++) {
+    kwait(ep, k->in);
+    kwake(k->out);
+  }
+  close(ep);
+}
+
+static double kernel_rtt(long n) {
+  int a = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int b = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (a < 0 || b < 0)
+    die("eventfd", UV_EMFILE);
+  kside_t pong = {a, b, n};
+  uv_thread_t th;
+  CHECK("thread", uv_thread_create(&th, kernel_pong, &pong));
+  int ep = kwatch(b);
+  uint64_t t0 = uv_hrtime();
+  for (long i = 0; i < n; i++) {
+    kwake(a);
+    kwait(ep, b);
+  }
+  uint64_t t1 = uv_hrtime();
+  uv_thread_join(&th);
+  close(ep);
+  close(a);
+  close(b);
+  return (double)(t1 - t0);
+}
+#endif
 
 /* ---- uvp: loops with contexts ------------------------------------------ */
 
@@ -232,7 +307,7 @@ static double run_nodes(long n, int loops, int active, long window) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: call floor|rtt N | call tput N LOOPS [W]\n");
+    fprintf(stderr, "usage: call floor|kernel|rtt N | call tput N LOOPS [W]\n");
     return 2;
   }
   long n = atol(argv[2]);
@@ -241,6 +316,12 @@ int main(int argc, char **argv) {
     double ns = floor_rtt(n);
     printf("floor n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
            ns / (double)n, (cpu_ns() - c0) / (double)n);
+#if defined(__linux__)
+  } else if (strcmp(argv[1], "kernel") == 0) {
+    double ns = kernel_rtt(n);
+    printf("kernel n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
+           ns / (double)n, (cpu_ns() - c0) / (double)n);
+#endif
   } else if (strcmp(argv[1], "rtt") == 0) {
     double ns = run_nodes(n, 2, 1, 1);
     printf("rtt n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,

@@ -8,6 +8,7 @@
 #include <stdatomic.h>
 
 #include "mail.h"
+#include "wake.h"
 
 /* The run queue.  Reactions wait in a ring of pointers in run order, so
  * queueing one writes neither the reaction nor its predecessor and the
@@ -76,7 +77,7 @@ struct uvp_ctx_s {
 
   uv_idle_t idle;   /* ref'd and active only while the queue is not empty */
   uv_check_t check; /* unref'd: drains right after I/O callbacks */
-  uv_async_t async; /* wake-up for messages from other threads: unref'd
+  uvp__wake_t wake; /* for messages from other threads (wake.h): unref'd
                        but while uvp__mail_keep says so */
   /* uvp's work in the loop: the three handles above and every libuv
    * request or handle a layer started (uvp__loop_work_begin, sched.h), until
@@ -97,9 +98,9 @@ struct uvp_ctx_s {
   uvp_ctx_closed_cb closed_cb;
   void *closed_arg;
   /* Work that may end on another thread is in flight (uvp__mail_hold):
-   * the teardown leaves the async open for its ends.  The loop thread's. */
+   * the teardown leaves the wake-up open for its ends.  The loop thread's. */
   bool mail_held;
-  /* The async is closing (or the host closed it): nothing may send it.
+  /* The wake-up is closing (or the host closed it): nothing may send it.
    * Written under mu. */
   bool mail_closed;
 };

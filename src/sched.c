@@ -10,8 +10,9 @@
  *  - check: always active but unref'd.  Drains what I/O callbacks queued in
  *           the same iteration, right after poll.  Alone it would not make
  *           poll return (libuv#2022), which is why idle carries the wake-up.
- *  - async: wake-up for messages posted by other threads.  The work
- *           travels in the mailbox; async sends coalesce.  Unref'd, but
+ *  - wake:  wake-up for messages posted by other threads (wake.h: an
+ *           eventfd on Linux, an async elsewhere).  The work travels in
+ *           the mailbox; sends coalesce.  Unref'd, but
  *           while work that ends on another thread is in flight (a
  *           binding's record, uvp__mail_keep): then it keeps uv_run() going
  *           as a libuv request would, and stays open after uvp_ctx_close
@@ -193,11 +194,11 @@ static void idle_cb(uv_idle_t *h) {
     watch_leave(ctx, UVP__PH_AFTER_IDLE);
 }
 static void read_mail(uvp_ctx_t *ctx);
-/* Mail is read here too, not only when the async handle's turn comes.  A
+/* Mail is read here too, not only when the wake-up handle's turn comes.  A
  * thread that settles and then tells the loop it is done through a handle
  * of the program's own (its uv_async_send, a pipe) may have its messages'
- * wake-up seen only in the next poll: libuv runs the async handles of one
- * wake-up in turn, and ours may have had its turn (nothing pending) just
+ * wake-up seen only in the next poll: libuv runs the callbacks of one
+ * poll in turn, and ours may have had its turn (nothing pending) just
  * before the thread posted.  By the check phase of the iteration that ran
  * the program's callback, every message posted before its signal is in
  * the mailbox: reading it here means that iteration queues their
@@ -475,8 +476,8 @@ void uvp__read_mail(uvp_ctx_t *ctx) { read_mail(ctx); }
 
 /* The stall detector times it as uvp's own callback; it runs among the
  * I/O callbacks, so the time after it is the poll's again. */
-static void async_cb(uv_async_t *h) {
-  uvp_ctx_t *ctx = h->data;
+static void wake_cb(uvp__wake_t *w) {
+  uvp_ctx_t *ctx = uvp__wake_handle(w)->data;
   if (UVP__UNLIKELY(ctx->h.watch & UVP__WATCH_STALL))
     ctx->h.stall_marks->async(ctx);
   read_mail(ctx);
@@ -497,7 +498,7 @@ static void mail_append(uvp_ctx_t *ctx, uvp__msg_t *m) {
   /* Sent under the lock: the handle is closed only under it, after
    * `mail_closed` is set, so no send can reach a closing handle. */
   if (wake && !ctx->mail_closed)
-    uv_async_send(&ctx->async);
+    uvp__wake_send(&ctx->wake);
 }
 
 int uvp__post(uvp_promise_t *p, int op, int code, void *value,
@@ -545,7 +546,7 @@ void uvp__post_call(uvp_ctx_t *ctx, uvp__msg_t *m, uvp_free_cb fn, void *arg) {
 
 static void closed_cb_later(uvp_ctx_t *ctx);
 
-/* No work that may end elsewhere is left after the teardown: the async
+/* No work that may end elsewhere is left after the teardown: the wake-up
  * closes (its close callback ends the context's count of it). */
 static void close_mail(uvp_ctx_t *ctx) {
   bool by_host = false;
@@ -555,15 +556,16 @@ static void close_mail(uvp_ctx_t *ctx) {
     /* A host's walk closed it after the teardown, with a close callback
      * of its own: its count goes here (never the last: the ending
      * record's still holds the context). */
-    by_host = uv_is_closing((uv_handle_t *)&ctx->async);
+    by_host = uv_is_closing(uvp__wake_handle(&ctx->wake));
     if (!by_host)
-      uv_close((uv_handle_t *)&ctx->async, handle_closed);
+      uv_close(uvp__wake_handle(&ctx->wake), handle_closed);
+    uvp__wake_end(&ctx->wake);
   }
   uvp__unlock(ctx);
   if (by_host)
     uvp__loop_handle_end(ctx);
   /* The last record is ending (uvp__mail_hold), inside uvp_inflight_end:
-   * if its count is all that is left (the host's walk closed the async,
+   * if its count is all that is left (the host's walk closed the wake-up,
    * whose close callback would have run uvp_ctx_close_full's), the
    * callback waits for a close callback of a handle opened for it, never
    * running inside uvp_inflight_end.  The count is read under the lock,
@@ -584,9 +586,9 @@ void uvp__mail_keep(uvp_ctx_t *ctx, bool kept) {
   if (UVP__UNLIKELY(ctx->h.closed))
     return; /* referenced until the last end (sweep_closed) */
   if (kept)
-    uv_ref((uv_handle_t *)&ctx->async);
+    uv_ref(uvp__wake_handle(&ctx->wake));
   else
-    uv_unref((uv_handle_t *)&ctx->async);
+    uv_unref(uvp__wake_handle(&ctx->wake));
 }
 
 /* ---- context ------------------------------------------------------------- */
@@ -645,18 +647,18 @@ int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out) {
   if (traces_from_env() && uvp__trace_set(ctx, true) != 0)
     return ctx_init_failed(ctx, UV_ENOMEM);
 
-  /* Of the handles' inits only async_init can fail (it may need an
-   * eventfd; on Linux uv_loop_init already made the loop's).  Done first,
+  /* Of the handles' inits only the wake-up's can fail (libuv's async may
+   * need the loop's eventfd, made at its first).  Done first,
    * so a failure leaves no open handle whose close callback would have to
    * outlive the context. */
-  rc = uv_async_init(loop, &ctx->async, async_cb);
+  rc = uvp__wake_init(loop, &ctx->wake, wake_cb);
   if (rc != 0)
     return ctx_init_failed(ctx, rc);
   uv_idle_init(loop, &ctx->idle);
   uv_check_init(loop, &ctx->check);
-  ctx->idle.data = ctx->check.data = ctx->async.data = ctx;
+  ctx->idle.data = ctx->check.data = uvp__wake_handle(&ctx->wake)->data = ctx;
   uv_unref((uv_handle_t *)&ctx->check);
-  uv_unref((uv_handle_t *)&ctx->async);
+  uv_unref(uvp__wake_handle(&ctx->wake));
   uv_check_start(&ctx->check, check_cb);
   ctx->loop_work = 3;
   *out = ctx;
@@ -860,9 +862,11 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   uvp__lock(ctx);
   ctx->h.closed = true;
   ctx->h.guarded = true;
-  uv_handle_t *async = (uv_handle_t *)&ctx->async;
-  if (uv_is_closing(async)) /* by the host: nothing may send it now */
+  uv_handle_t *wake = uvp__wake_handle(&ctx->wake);
+  if (uv_is_closing(wake)) { /* by the host: nothing may send it now */
     ctx->mail_closed = true;
+    uvp__wake_end(&ctx->wake);
+  }
   /* A closed context may be freed from any thread, so this thread must
    * stop naming it: its id (and address) may come back as another
    * context's. */
@@ -891,21 +895,23 @@ static void sweep_closed(uvp_ctx_t *ctx, uv_handle_t **hs, int nh) {
   ctx->unhandled_cb = NULL;
   retire_unhandled(ctx);
   for (int i = 0; i < nh; i++) {
-    /* The async stays open for the ends of work that may end on another
+    /* The wake-up stays open for the ends of work that may end on another
      * thread: the last one's end closes it (uvp__mail_hold).  Referenced
      * meanwhile, whatever the records' classes say (UVP_INFLIGHT_UNREF):
      * uv_run() must go on until an end posted from another thread has
      * come, or the close would never complete (a closing handle keeps
      * the loop alive, ref'd or not, in the same way). */
-    if (hs[i] == async && ctx->mail_held) {
-      if (!uv_is_closing(async))
-        uv_ref(async);
+    if (hs[i] == wake && ctx->mail_held) {
+      if (!uv_is_closing(wake))
+        uv_ref(wake);
       continue;
     }
     if (!uv_is_closing(hs[i])) {
-      if (hs[i] == async)
-        ctx->mail_closed = true;
       uv_close(hs[i], handle_closed);
+      if (hs[i] == wake) {
+        ctx->mail_closed = true;
+        uvp__wake_end(&ctx->wake);
+      }
     }
   }
   uvp__unlock(ctx);
@@ -953,7 +959,7 @@ static int ctx_close(uvp_ctx_t *ctx, uvp_ctx_closed_cb closed_cb,
   /* The context's handles, and the stall detector's and the recorder's
    * once they were on. */
   uv_handle_t *hs[5] = {(uv_handle_t *)&ctx->idle, (uv_handle_t *)&ctx->check,
-                        (uv_handle_t *)&ctx->async};
+                        uvp__wake_handle(&ctx->wake)};
   int nh = 3;
   if (ctx->h.stall_marks != NULL && (hs[nh] = ctx->h.stall_marks->handle(ctx)))
     nh++;

@@ -1150,10 +1150,11 @@ static void walk_close(uv_handle_t *h, void *arg) {
   (void)arg;
   if (is_mine(h) || uv_is_closing(h))
     return;
-  /* uvp's own: the context's three handles and the stall detector's
+  /* uvp's own: the context's three handles (the wake-up a poll or an
+   * async, src/wake.h) and the stall detector's
    * prepare handle (the walk variant runs no virtual clock) */
   if (h->type == UV_IDLE || h->type == UV_CHECK || h->type == UV_ASYNC ||
-      h->type == UV_PREPARE)
+      h->type == UV_POLL || h->type == UV_PREPARE)
     uv_close(h, NULL);
 }
 
