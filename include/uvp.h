@@ -108,9 +108,10 @@
  *    reference must have been taken on the loop thread), and
  *    uvp_inflight_end() (a binding's record: "Work in flight", where a
  *    started record also keeps uv_run() going).  Off the loop thread
- *    they post through one uv_async_t; the work happens on the loop thread.  A
- *    settle posted (it returned 0) holds the promise until it is applied: the
- *    reference the thread used may be one the loop thread holds, and the loop
+ *    they post through the context's wake-up handle (uvp_ctx_new); the work
+ *    happens on the loop thread.  A settle posted (it returned 0) holds the
+ *    promise until it is applied: the reference the thread used may be one
+ *    the loop thread holds, and the loop
  *    thread may let it go at once, before the loop has read the message (its
  *    last release of the promise applies the messages waiting first).  That
  *    handle is unreferenced like uvp's others: while you expect other threads

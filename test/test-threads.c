@@ -22,6 +22,8 @@
  * test thread asserts. */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -746,6 +748,71 @@ static void test_mail_before_a_signal_is_read(void **state) {
   uvp_promise_release(x.p);
 }
 
+/* A context made when the process can open no descriptor gets libuv's
+ * async for its wake-up instead of an eventfd (src/wake.h), and a settle
+ * from another thread still wakes its loop out of its poll: the loop
+ * sleeps with nothing but a 10 s timer until the thread resolves, 50 ms
+ * in, and the handler stops the timer.  Where the wake-up is an async
+ * anyway (not Linux) this checks that it wakes. */
+typedef struct nofd_s {
+  uvp_promise_t *p;
+  uv_timer_t guard;
+  int calls;
+  void *value;
+} nofd_t;
+
+static uvp_ret_t nofd_handler(void *arg, const uvp_outcome_t *in) {
+  nofd_t *x = arg;
+  x->calls++;
+  x->value = in->value;
+  uv_close((uv_handle_t *)&x->guard, NULL);
+  return uvp_ret_pass();
+}
+
+static void nofd_guard(uv_timer_t *t) { uv_close((uv_handle_t *)t, NULL); }
+
+static void nofd_resolve(void *arg) {
+  nofd_t *x = arg;
+  uv_sleep(50);
+  (void)uvp_promise_resolve(x->p, &x->calls, NULL);
+}
+
+static void test_wake_without_descriptors(void **state) {
+  fixture_t *f = *state;
+  nofd_t x = {0};
+  uvp_ctx_t *c = NULL;
+#if defined(_WIN32) /* no such limit: the wake-up is an async there */
+  assert_int_equal(uvp_ctx_new(&f->loop, &c), 0);
+#else
+  struct rlimit was, none;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+  none = was;
+  none.rlim_cur = 0;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &none), 0);
+  int made = uvp_ctx_new(&f->loop, &c);
+  int fd = dup(0); /* and the limit holds */
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+  assert_int_equal(made, 0);
+  assert_int_equal(fd, -1);
+#endif
+  assert_int_equal(uvp_promise_new(c, &x.p), 0);
+  assert_int_equal(uvp_promise_then(x.p, nofd_handler, &x, NULL), 0);
+  assert_int_equal(uv_timer_init(&f->loop, &x.guard), 0);
+  assert_int_equal(uv_timer_start(&x.guard, nofd_guard, 10000, 0), 0);
+  uv_thread_t tid;
+  uint64_t t0 = uv_hrtime();
+  assert_int_equal(uv_thread_create(&tid, nofd_resolve, &x), 0);
+  assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+  uint64_t took_ms = (uv_hrtime() - t0) / 1000000;
+  assert_int_equal(uv_thread_join(&tid), 0);
+  assert_int_equal(x.calls, 1);
+  assert_ptr_equal(x.value, &x.calls);
+  assert_true(took_ms < 5000); /* woken, not timed out */
+  uvp_promise_release(x.p);
+  assert_int_equal(uvp_ctx_close(c), 0);
+  run_loop(f);
+}
+
 /* With the check on, every loop-thread-only call a foreign thread makes is
  * refused with UVP_ETHREAD before it touches anything, which is what makes
  * this test race-free under TSan; the three calls allowed from any thread
@@ -1068,6 +1135,7 @@ int main(void) {
       FIXTURE_TEST(test_unhandled_hook_after_release_from_another_thread),
       FIXTURE_TEST(test_keep_alive_while_threads_settle),
       FIXTURE_TEST(test_mail_before_a_signal_is_read),
+      FIXTURE_TEST(test_wake_without_descriptors),
       FIXTURE_TEST(test_check_thread_refuses_foreign_calls),
       FIXTURE_TEST(test_check_thread_from_environment),
   };

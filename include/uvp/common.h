@@ -219,7 +219,10 @@ typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
 /** Create a context over `loop` (which you keep owning and running); `*out`
  * is yours until uvp_ctx_close.  Must be called on the loop's thread,
  * which becomes the context's loop thread.  Initialises three unreferenced
- * handles on the loop (idle, check, async).  A process can have 65 535
+ * handles on the loop: an idle, a check and the wake-up other threads post
+ * through (on Linux a uv_poll_t on an eventfd of the context's own, which
+ * it holds until its teardown; elsewhere, or when the process has no
+ * descriptor left, a uv_async_t).  A process can have 65 535
  * contexts at once, counting closed ones not yet freed (see
  * uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
  * memory, or no context left), or a `uv_*_init` error. */
@@ -253,7 +256,8 @@ UVP_EXTERN int uvp_ctx_new(uv_loop_t *loop, uvp_ctx_t **out);
  * uv_is_closing reports, as it must) calls this first: uvp's handles are
  * then closing and the walk leaves them alone, but for one: while a
  * binding's record (uvp_inflight_start) is still open, uvp keeps its
- * uv_async_t open for the record's end, and the walk closes it.  Ends
+ * wake-up handle (see uvp_ctx_new) open for the record's end, and the walk
+ * closes it.  Ends
  * made on the loop thread still complete the teardown then (after the
  * last one, uvp_ctx_close_full's callback comes from the loop's next
  * turn, never inside uvp_inflight_end); an end from another thread is
@@ -379,7 +383,8 @@ UVP_EXTERN int uvp_ctx_set_budget(uvp_ctx_t *ctx, unsigned int budget);
  * reacting on the loop thread never call malloc nor make a system call;
  * settling there never fails for want of memory.  A settle or release
  * made from another thread allocates its message (through the allocator
- * of uvp_replace_allocator) and may wake the loop (uv_async_send).
+ * of uvp_replace_allocator) and may wake the loop (a write to the
+ * context's eventfd, or uv_async_send: see uvp_ctx_new).
  * The pools keep what a burst made them grow to, so the next burst costs
  * nothing either: they give memory back only when the program asks
  * (uvp_ctx_trim, below) and when the context is freed after
