@@ -63,6 +63,9 @@ struct uvp_ctx_s {
   uvp__blocks_t blocks; /* combinators' and maps' large blocks */
   size_t pending;
   size_t holds; /* objects outside promises keeping the memory (uvp__hold) */
+  /* Posters between the lock and their wake-up's write (mail_append),
+   * keeping the memory as holds do.  Under mu. */
+  size_t waking;
   uint64_t epoch;
   uvp__sites_t sites;
   uvp_unhandled_cb unhandled_cb;

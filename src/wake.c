@@ -59,7 +59,7 @@ void uvp__wake_send(uvp__wake_t *w) {
   (void)n;
 }
 
-void uvp__wake_end(uvp__wake_t *w) {
+void uvp__wake_free(uvp__wake_t *w) {
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;
@@ -76,6 +76,6 @@ int uvp__wake_init(uv_loop_t *loop, uvp__wake_t *w, uvp__wake_cb cb) {
 
 void uvp__wake_send(uvp__wake_t *w) { (void)uv_async_send(&w->h.async); }
 
-void uvp__wake_end(uvp__wake_t *w) { (void)w; }
+void uvp__wake_free(uvp__wake_t *w) { (void)w; }
 
 #endif

@@ -6,11 +6,11 @@
  * until the sender is done (libuv 1.44: 997 pauses, then sched_yield, and
  * again).  When the sender's thread and the loop's share a core, the
  * sender is still in its write when the loop wakes, and the loop spins
- * out its time slice: a round trip between two loops on one CPU took 65
- * us, where two threads waking each other through eventfds take 6
- * (docs/internals/calls.md).  On Linux the wake-up is an eventfd of the
- * context's own, watched by a uv_poll_t: a sender writes it, the loop
- * reads it, and neither waits for the other.  Elsewhere, and where no
+ * out its time slice: a round trip between two loops on one CPU took 66
+ * us, where two threads waking each other through eventfds take 6, and
+ * uvp's own takes 8 (docs/internals/calls.md 23.4).  On Linux the
+ * wake-up is an eventfd of the context's own, watched by a uv_poll_t: a
+ * sender writes it, the loop reads it, and neither waits for the other.  Elsewhere, and where no
  * descriptor can be had (the process at its RLIMIT_NOFILE), it is a
  * uv_async_t.  Sends coalesce in both: the mailbox sends only when it was
  * empty. */
@@ -34,7 +34,7 @@ struct uvp__wake_s {
     uv_poll_t poll;
 #endif
   } h;
-  int fd;        /* the eventfd, -1 once ended */
+  int fd;        /* the eventfd (-1: none) */
   bool by_async; /* h.async: no eventfd */
   uvp__wake_cb cb;
 };
@@ -48,14 +48,20 @@ static inline uv_handle_t *uvp__wake_handle(uvp__wake_t *w) {
   return (uv_handle_t *)&w->h;
 }
 
-/* Any thread, until uvp__wake_end: the caller orders the two (sched.c
- * sends and ends under the context's lock). */
+/* Any thread.  With libuv's async, only while its handle is open (the
+ * caller orders its sends before the close: sched.c sends under the
+ * context's lock).  With an eventfd (uvp__wake_unlocked), until
+ * uvp__wake_free, the handle closed or not: a send writes the eventfd,
+ * which the wake-up keeps to the end, and reads nothing of the loop's,
+ * which the host may free once the handle is closed. */
 void uvp__wake_send(uvp__wake_t *w);
+static inline bool uvp__wake_unlocked(const uvp__wake_t *w) {
+  return !w->by_async;
+}
 
-/* The handle is closing, by uvp's uv_close or by its host's: no send comes
- * after this, and what the wake-up holds besides the handle goes (the
- * eventfd, which libuv stopped polling in uv_close).  Idempotent; the
- * handle's close callback stays whoever closed it. */
-void uvp__wake_end(uvp__wake_t *w);
+/* No send comes any more (the context's memory goes): the eventfd is
+ * closed.  The handle was closed before, by uvp or by its host (libuv
+ * stopped polling the descriptor in uv_close). */
+void uvp__wake_free(uvp__wake_t *w);
 
 #endif

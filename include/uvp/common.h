@@ -221,8 +221,8 @@ typedef void (*uvp_unhandled_cb)(uvp_promise_t *p, void *arg);
  * which becomes the context's loop thread.  Initialises three unreferenced
  * handles on the loop: an idle, a check and the wake-up other threads post
  * through (on Linux a uv_poll_t on an eventfd of the context's own, which
- * it holds until its teardown; elsewhere, or when the process has no
- * descriptor left, a uv_async_t).  A process can have 65 535
+ * it holds until its memory goes after uvp_ctx_close; elsewhere, or when
+ * the process has no descriptor left, a uv_async_t).  A process can have 65 535
  * contexts at once, counting closed ones not yet freed (see
  * uvp_ctx_close).  Errors: UV_EINVAL (NULL argument), UV_ENOMEM (no
  * memory, or no context left), or a `uv_*_init` error. */
