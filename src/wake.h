@@ -10,10 +10,10 @@
  * us, where two threads waking each other through eventfds take 6, and
  * uvp's own takes 8 (docs/internals/calls.md 23.4).  On Linux the
  * wake-up is an eventfd of the context's own, watched by a uv_poll_t: a
- * sender writes it, the loop reads it, and neither waits for the other.  Elsewhere, and where no
- * descriptor can be had (the process at its RLIMIT_NOFILE), it is a
- * uv_async_t.  Sends coalesce in both: the mailbox sends only when it was
- * empty. */
+ * sender writes it, the loop reads it, and neither waits for the other.
+ * Elsewhere, and where no descriptor can be had (the process at its
+ * RLIMIT_NOFILE), it is a uv_async_t.  Sends coalesce in both: the mailbox
+ * sends only when it was empty. */
 #ifndef UVP_WAKE_H
 #define UVP_WAKE_H
 
