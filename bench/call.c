@@ -7,6 +7,15 @@
  *                           each blocked in epoll_wait on an eventfd the
  *                           other writes (the kernel's and the machine's
  *                           wake-up, under both)
+ *   call kernel-et N        (Linux) the same, each eventfd watched
+ *                           edge-triggered and never read (mio's waker,
+ *                           under tokio's runtime): what a loop whose
+ *                           wake-up needs no read would pay
+ *   call poll N             (Linux) the hand-written floor of a libuv
+ *                           wake-up that does not spin: two loops, each a
+ *                           uv_poll_t on an eventfd the other writes, read
+ *                           in its callback (uvp's own wake-up, wake.c,
+ *                           with nothing else)
  *   call rtt N              N round trips, one at a time, of uvp_call_start
  *                           from one loop to another (the caller's next
  *                           call from the handler of the last one's
@@ -21,6 +30,7 @@
  * starts included): what a loaded machine moves least.  Each loop runs on
  * a thread of its own. */
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,10 +126,14 @@ static double floor_rtt(long n) {
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/* Edge-triggered, never read (kernel-et): a write makes the next
+ * epoll_wait return once, whatever the count. */
+static bool kedge;
+
 /* An epoll instance watching fd for reading. */
 static int kwatch(int fd) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
-  struct epoll_event ev = {.events = EPOLLIN};
+  struct epoll_event ev = {.events = EPOLLIN | (kedge ? EPOLLET : 0)};
   if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0)
     die("epoll", UV_EINVAL);
   return ep;
@@ -131,7 +145,7 @@ static void kwait(int ep, int fd) {
   uint64_t v;
   while (epoll_wait(ep, &ev, 1, -1) != 1)
     ;
-  if (read(fd, &v, sizeof(v)) != sizeof(v))
+  if (!kedge && read(fd, &v, sizeof(v)) != sizeof(v))
     die("eventfd", UV_EIO);
 }
 
@@ -175,6 +189,70 @@ static double kernel_rtt(long n) {
   close(ep);
   close(a);
   close(b);
+  return (double)(t1 - t0);
+}
+
+/* ---- the libuv floor without the spin: uv_poll_t on eventfds ------------ */
+
+typedef struct pside_s {
+  uv_loop_t loop;
+  uv_poll_t poll;
+  int in;
+  struct pside_s *peer;
+  long left; /* the pinger's round trips to go; < 0: told to stop */
+  uv_thread_t th;
+} pside_t;
+
+static void poll_cb(uv_poll_t *h, int status, int events) {
+  pside_t *s = h->data;
+  uint64_t v;
+  (void)events;
+  if (status != 0 || read(s->in, &v, sizeof(v)) != sizeof(v))
+    die("poll", status != 0 ? status : UV_EIO);
+  if (s->left < 0) { /* the ponger, told to stop */
+    uv_close((uv_handle_t *)&s->poll, NULL);
+    return;
+  }
+  if (s->left > 0 && --s->left == 0) { /* the pinger's last round trip */
+    s->peer->left = -1;
+    uv_close((uv_handle_t *)&s->poll, NULL);
+  }
+  kwake(s->peer->in);
+}
+
+static void run_poll_thread(void *arg) {
+  pside_t *s = arg;
+  uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+static double poll_rtt(long n) {
+  pside_t a, b;
+  memset(&a, 0, sizeof(a));
+  memset(&b, 0, sizeof(b));
+  pside_t *sides[2] = {&a, &b};
+  for (int i = 0; i < 2; i++) {
+    pside_t *s = sides[i];
+    s->in = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->in < 0)
+      die("eventfd", UV_EMFILE);
+    CHECK("loop", uv_loop_init(&s->loop));
+    CHECK("poll", uv_poll_init(&s->loop, &s->poll, s->in));
+    s->poll.data = s;
+    CHECK("poll", uv_poll_start(&s->poll, UV_READABLE, poll_cb));
+  }
+  a.peer = &b;
+  b.peer = &a;
+  a.left = n;
+  CHECK("thread", uv_thread_create(&b.th, run_poll_thread, &b));
+  uint64_t t0 = uv_hrtime();
+  kwake(b.in);
+  uv_run(&a.loop, UV_RUN_DEFAULT);
+  uint64_t t1 = uv_hrtime();
+  uv_thread_join(&b.th);
+  for (int i = 0; i < 2; i++) {
+    CHECK("loop", uv_loop_close(&sides[i]->loop));
+    close(sides[i]->in);
+  }
   return (double)(t1 - t0);
 }
 #endif
@@ -307,7 +385,8 @@ static double run_nodes(long n, int loops, int active, long window) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: call floor|kernel|rtt N | call tput N LOOPS [W]\n");
+    fprintf(stderr, "usage: call floor|kernel|kernel-et|poll|rtt N | call tput "
+                    "N LOOPS [W]\n");
     return 2;
   }
   long n = atol(argv[2]);
@@ -320,6 +399,15 @@ int main(int argc, char **argv) {
   } else if (strcmp(argv[1], "kernel") == 0) {
     double ns = kernel_rtt(n);
     printf("kernel n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
+           ns / (double)n, (cpu_ns() - c0) / (double)n);
+  } else if (strcmp(argv[1], "kernel-et") == 0) {
+    kedge = true;
+    double ns = kernel_rtt(n);
+    printf("kernel-et n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
+           ns / (double)n, (cpu_ns() - c0) / (double)n);
+  } else if (strcmp(argv[1], "poll") == 0) {
+    double ns = poll_rtt(n);
+    printf("poll n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
            ns / (double)n, (cpu_ns() - c0) / (double)n);
 #endif
   } else if (strcmp(argv[1], "rtt") == 0) {
