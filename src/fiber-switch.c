@@ -298,7 +298,12 @@ static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 }
 #endif
 
-NORETURN static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
+/* The entry never returns (it ends in uvp__fiber_exit), so the call is
+ * the last thing here and a tail call: the entry's frame takes this one's
+ * place at the top of the fiber's stack, and a compact fiber copies 48
+ * bytes less each time it parks (internals 13.9).  Should the entry
+ * return, it returns into the trampoline, which traps. */
+static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
 #if defined(UVP__FIBER_ASAN_RT)
   if (uvp__fiber_asan())
     asan_arrive(NULL); /* a fresh fiber: no fake stack yet */
@@ -308,15 +313,15 @@ NORETURN static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
     shared_fp = fp_get(); /* it starts with them, and gives them back */
 #endif
   ctx->entry(ctx->arg, msg);
-  abort();
 }
 
 #if defined(UVP__FIBER_UCONTEXT)
-static void boot_ucontext(void) {
+NORETURN static void boot_ucontext(void) {
   uvp__fiber_ctx_t *ctx = booting;
   if (ctx->fp_set)
     fp_put(ctx->fp);
   boot(ctx, ctx->msg);
+  abort(); /* a return would end the thread (uc_link is NULL) */
 }
 #endif
 
