@@ -322,7 +322,14 @@ void uvp__unlock(uvp_ctx_t *ctx) {
     ctx_free(ctx);
 }
 
-void uvp__hold(uvp_ctx_t *ctx) { ctx->holds++; }
+/* Without the lock: a hold is taken on the loop thread while the context
+ * is open (its caller has passed uvp__ctx_check), and other threads read
+ * `holds` only once `closed` is set, under the lock (uvp__unlock).  A drop
+ * may come after the teardown, and takes the lock. */
+void uvp__hold(uvp_ctx_t *ctx) {
+  UVP__CHECK(!ctx->h.closed);
+  ctx->holds++;
+}
 
 /* ---- uvp's work in the loop ---------------------------------------------- */
 
