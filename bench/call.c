@@ -89,10 +89,8 @@ static void ping_cb(uv_async_t *a) {
   uv_async_send(&s->peer->in);
 }
 
-static void run_loop_thread(void *arg) {
-  side_t *s = arg;
-  uv_run(&s->loop, UV_RUN_DEFAULT);
-}
+/* A thread's body: runs the loop it is given. */
+static void run_loop(void *loop) { uv_run(loop, UV_RUN_DEFAULT); }
 
 static double floor_rtt(long n) {
   side_t a, b;
@@ -107,7 +105,7 @@ static double floor_rtt(long n) {
   a.peer = &b;
   b.peer = &a;
   a.left = n;
-  CHECK("thread", uv_thread_create(&b.th, run_loop_thread, &b));
+  CHECK("thread", uv_thread_create(&b.th, run_loop, &b.loop));
   uint64_t t0 = uv_hrtime();
   uv_async_send(&b.in);
   uv_run(&a.loop, UV_RUN_DEFAULT);
@@ -220,11 +218,6 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
   kwake(s->peer->in);
 }
 
-static void run_poll_thread(void *arg) {
-  pside_t *s = arg;
-  uv_run(&s->loop, UV_RUN_DEFAULT);
-}
-
 static double poll_rtt(long n) {
   pside_t a, b;
   memset(&a, 0, sizeof(a));
@@ -243,7 +236,7 @@ static double poll_rtt(long n) {
   a.peer = &b;
   b.peer = &a;
   a.left = n;
-  CHECK("thread", uv_thread_create(&b.th, run_poll_thread, &b));
+  CHECK("thread", uv_thread_create(&b.th, run_loop, &b.loop));
   uint64_t t0 = uv_hrtime();
   kwake(b.in);
   uv_run(&a.loop, UV_RUN_DEFAULT);
