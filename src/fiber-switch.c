@@ -299,10 +299,11 @@ static inline void *jump(uvp__fiber_ctx_t *from, uvp__fiber_ctx_t *to,
 #endif
 
 /* The entry never returns (it ends in uvp__fiber_exit), so the call is
- * the last thing here and a tail call: the entry's frame takes this one's
- * place at the top of the fiber's stack, and a compact fiber copies 48
- * bytes less each time it parks (internals 13.9).  Should the entry
- * return, it returns into the trampoline, which traps. */
+ * the last thing here, which an optimizing build makes a tail call: the
+ * entry's frame takes this one's place at the top of the fiber's stack,
+ * and a compact fiber copies 48 bytes less each time it parks (internals
+ * 13.9).  Should the entry return, it returns into the trampoline (or,
+ * without the tail call, here and then into it), which traps. */
 static void boot(uvp__fiber_ctx_t *ctx, void *msg) {
 #if defined(UVP__FIBER_ASAN_RT)
   if (uvp__fiber_asan())
