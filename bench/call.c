@@ -384,39 +384,32 @@ int main(int argc, char **argv) {
   }
   long n = atol(argv[2]);
   double c0 = cpu_ns();
-  if (strcmp(argv[1], "floor") == 0) {
-    double ns = floor_rtt(n);
-    printf("floor n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
-           ns / (double)n, (cpu_ns() - c0) / (double)n);
+  const char *mode = argv[1];
+  double ns = -1; /* a round trip's mode ran: its wall time */
+  if (strcmp(mode, "floor") == 0) {
+    ns = floor_rtt(n);
 #if defined(__linux__)
-  } else if (strcmp(argv[1], "kernel") == 0) {
-    double ns = kernel_rtt(n);
-    printf("kernel n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
-           ns / (double)n, (cpu_ns() - c0) / (double)n);
-  } else if (strcmp(argv[1], "kernel-et") == 0) {
-    kedge = true;
-    double ns = kernel_rtt(n);
-    printf("kernel-et n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
-           ns / (double)n, (cpu_ns() - c0) / (double)n);
-  } else if (strcmp(argv[1], "poll") == 0) {
-    double ns = poll_rtt(n);
-    printf("poll n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
-           ns / (double)n, (cpu_ns() - c0) / (double)n);
+  } else if (strcmp(mode, "kernel") == 0 || strcmp(mode, "kernel-et") == 0) {
+    kedge = strcmp(mode, "kernel-et") == 0;
+    ns = kernel_rtt(n);
+  } else if (strcmp(mode, "poll") == 0) {
+    ns = poll_rtt(n);
 #endif
-  } else if (strcmp(argv[1], "rtt") == 0) {
-    double ns = run_nodes(n, 2, 1, 1);
-    printf("rtt n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", n, ns / 1e9,
-           ns / (double)n, (cpu_ns() - c0) / (double)n);
-  } else if (strcmp(argv[1], "tput") == 0 && argc >= 4) {
+  } else if (strcmp(mode, "rtt") == 0) {
+    ns = run_nodes(n, 2, 1, 1);
+  } else if (strcmp(mode, "tput") == 0 && argc >= 4) {
     int loops = atoi(argv[3]);
     long w = argc >= 5 ? atol(argv[4]) : 1024;
-    double ns = run_nodes(n, loops, loops, w);
+    double wall = run_nodes(n, loops, loops, w);
     printf("tput n=%ld loops=%d window=%ld s=%.3f calls_s=%.0f cpu_ns=%.0f\n",
-           n, loops, w, ns / 1e9, (double)n / (ns / 1e9),
+           n, loops, w, wall / 1e9, (double)n / (wall / 1e9),
            (cpu_ns() - c0) / (double)n);
   } else {
-    fprintf(stderr, "call: unknown mode %s\n", argv[1]);
+    fprintf(stderr, "call: unknown mode %s\n", mode);
     return 2;
   }
+  if (ns >= 0)
+    printf("%s n=%ld s=%.3f ns=%.0f cpu_ns=%.0f\n", mode, n, ns / 1e9,
+           ns / (double)n, (cpu_ns() - c0) / (double)n);
   return 0;
 }
