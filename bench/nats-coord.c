@@ -9,7 +9,9 @@
  * usr_ms= and sys_ms= apart), csw= (context switches meanwhile), rss_kb=
  * (peak, whole run), threads= (after connecting).  UVP_BENCH_TRACE=1: the
  * requests are made under a trace context (a root span entered first),
- * each a CLIENT span with traceparent: what tracing costs a request. */
+ * each a CLIENT span with traceparent: what tracing costs a request.
+ * UVP_BENCH_NO_CANCEL=1: the requests are sent with
+ * UVP_NATS_REQUEST_NO_CANCEL (no cancel token): what the token costs. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,13 +44,19 @@ static int threads(void) {
   return n;
 }
 
+static int request_flags(void) {
+  const char *e = getenv("UVP_BENCH_NO_CANCEL");
+  return e != NULL && strcmp(e, "1") == 0 ? UVP_NATS_REQUEST_NO_CANCEL : 0;
+}
+
 static size_t run_rt(uv_loop_t *loop, uvp_nats_t *nc, size_t n, double *out) {
   double *t = calloc(n, sizeof(*t));
+  uvp_nats_request_opts_t ro = {.flags = request_flags()};
   size_t ok = 0;
   for (size_t i = 0; i < n; i++) {
     uvp_promise_t *p;
     uint64_t t0 = uv_hrtime();
-    if (uvp_nats_request(nc, "jobs", "x", 2, NULL, &p) != 0)
+    if (uvp_nats_request(nc, "jobs", "x", 2, &ro, &p) != 0)
       break;
     settle(loop, p);
     t[i] = (double)(uv_hrtime() - t0) / 1e3;
@@ -65,7 +73,7 @@ static size_t run_rt(uv_loop_t *loop, uvp_nats_t *nc, size_t n, double *out) {
 static size_t run_burst(uvp_ctx_t *ctx, uv_loop_t *loop, uvp_nats_t *nc,
                         size_t n, double *out) {
   uvp_promise_t **ps = calloc(n, sizeof(*ps)), *all;
-  uvp_nats_request_opts_t ro = {.timeout_ms = 60000};
+  uvp_nats_request_opts_t ro = {.timeout_ms = 60000, .flags = request_flags()};
   uint64_t t0 = uv_hrtime();
   for (size_t i = 0; i < n; i++)
     if (uvp_nats_request(nc, "jobs", "x", 2, &ro, &ps[i]) != 0)

@@ -189,18 +189,30 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf);
+/* A reply subject: "<inbox>.<id>", and ".<token>" after it for a request
+ * that may be cancelled. */
+enum {
+  REPLY_MAX =
+      sizeof(((uvp_nats_t *)0)->inbox) + 24 + 1 + UVP_NATS_CANCEL_TOKEN_LEN
+};
+static void reply_subject(const uvp_nats_t *b, uint64_t id, bool token,
+                          char *buf);
 
 /* ---- cancel tokens ------------------------------------------------------- *
  * A cancel names its request by the reply subject, which anyone who reads
- * the service's subject sees: alone, it let any client on the server cut
- * every request (issue 71).  So a request that may be cancelled carries
- * UVP_NATS_CANCEL_TOKEN_HEADER, 128 bits only its caller knows, and its
- * cancel the same; the service cuts nothing for a cancel whose token is
- * not the request's.  The token is SipHash-2-4 of the request's id under
- * the connection's random key (twice, for 128 bits): nothing kept per
- * request, and one token seen (by a worker that served the request) says
- * nothing of another. */
+ * the service's subject sees, and which names the request wherever it is
+ * logged: "<inbox>.<id>" alone let any client on the server cut every
+ * request (issue 71).  So the reply subject of a request that may be
+ * cancelled ends in a token of 128 bits only its caller knows, and its
+ * cancel names the whole subject; the service cuts nothing for a cancel
+ * whose token is not the request's.  The token is SipHash-2-4 of the
+ * request's id under the connection's random key (twice, for 128 bits):
+ * nothing kept per request, and one token seen (by a worker that served
+ * the request) says nothing of another.  In the subject rather than in a
+ * header (0.3.0's UVP_NATS_CANCEL_TOKEN_HEADER): a header is a second
+ * entry in nats.c's per-message header map, made and encoded on every
+ * request, some 1 700 instructions (internals, "Cancels and
+ * backpressure"); the subject is written anyway. */
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                               \
   do {                                                                         \
@@ -241,7 +253,7 @@ static uint64_t siphash_u64(const uint64_t k[2], uint64_t m) {
   return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* Request id's token: UVP_NATS_CANCEL_TOKEN_LEN hex digits and a NUL. */
+/* Request id's token: UVP_NATS_CANCEL_TOKEN_LEN hex digits (no NUL). */
 static void cancel_token(const uvp_nats_t *b, uint64_t id, char *buf) {
   static const char hex[] = "0123456789abcdef";
   uint64_t h[2] = {siphash_u64(b->cancel_key, id << 1),
@@ -249,13 +261,13 @@ static void cancel_token(const uvp_nats_t *b, uint64_t id, char *buf) {
   for (int w = 0; w < 2; w++)
     for (int i = 15; i >= 0; i--, h[w] >>= 4)
       buf[w * 16 + i] = hex[h[w] & 15];
-  buf[32] = '\0';
 }
 
 /* Tell whoever serves r that its caller gave up: one publish on
  * UVP_NATS_CANCEL_PREFIX + its subject, every instance of the service
  * listening (uvp-nats.h says what it costs and promises), the reply
- * subject naming the request and the cut's cause in a header.  Only here,
+ * subject (its token with it) naming the request and the cut's cause in a
+ * header.  Only here,
  * on a cut: the request's own path pays nothing for it. */
 static void cancel_send(uvp_nats_t *b, const req_t *r) {
   static const char prefix[] = UVP_NATS_CANCEL_PREFIX;
@@ -266,15 +278,11 @@ static void cancel_send(uvp_nats_t *b, const req_t *r) {
     return;
   memcpy(subject, prefix, sizeof(prefix) - 1);
   memcpy(subject + sizeof(prefix) - 1, r->subject, n + 1);
-  char reply[sizeof(b->inbox) + 24], cause[256];
-  reply_subject(b, r->id, reply);
+  char reply[REPLY_MAX], cause[256];
+  reply_subject(b, r->id, true, reply);
   (void)uvp_cause_format(uvp_promise_cause(r->p), cause, sizeof(cause));
-  char token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
-  cancel_token(b, r->id, token);
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, reply, (int)strlen(reply));
-  if (s == NATS_OK)
-    s = natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token);
   if (s == NATS_OK && cause[0] != '\0')
     s = natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, cause);
   if (s == NATS_OK)
@@ -318,14 +326,16 @@ static const uvp_inflight_class_t req_class = {"NATS", on_req_cancel,
 static const uvp_inflight_class_t req_class_nohold = {
     "NATS", on_req_cancel, req_describe, UVP_INFLIGHT_IDLE};
 
-/* The decimal number s is entirely (at most 19 digits: no overflow). */
+/* The decimal number that s begins with, up to its end or a '.' (the
+ * token's: a reply is known by its id, the token being the cancel's),
+ * at most 19 digits (no overflow). */
 static bool id_parse(const char *s, uint64_t *out) {
   uint64_t v = 0;
   const char *c = s;
   for (; *c >= '0' && *c <= '9' && c - s < 19; c++)
     v = v * 10 + (uint64_t)(*c - '0');
   *out = v;
-  return c != s && *c == '\0';
+  return c != s && (*c == '\0' || *c == '.');
 }
 
 static void on_reply(uvp_nats_t *b, natsMsg *m) {
@@ -386,14 +396,22 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   return 0;
 }
 
-/* "<inbox>.<id>" into buf (sizeof(b->inbox) + 24 bytes). */
-static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf) {
+/* "<inbox>.<id>", and ".<token>" if `token`, into buf (REPLY_MAX bytes). */
+static void reply_subject(const uvp_nats_t *b, uint64_t id, bool token,
+                          char *buf) {
   char digits[24];
   char *end = digits + sizeof(digits), *d = uvp_nats__u64_digits(end, id);
   memcpy(buf, b->inbox, b->inbox_len);
   buf[b->inbox_len] = '.';
-  memcpy(buf + b->inbox_len + 1, d, (size_t)(end - d));
-  buf[b->inbox_len + 1 + (size_t)(end - d)] = '\0';
+  char *at = buf + b->inbox_len + 1;
+  memcpy(at, d, (size_t)(end - d));
+  at += end - d;
+  if (token) {
+    *at++ = '.';
+    cancel_token(b, id, at);
+    at += UVP_NATS_CANCEL_TOKEN_LEN;
+  }
+  *at = '\0';
 }
 
 static void send_held(uvp_nats_t *b);
@@ -438,8 +456,10 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                          ? opts->timeout_ms
                          : UVP_NATS_REQUEST_TIMEOUT_DEFAULT;
   uint64_t left = uvp_deadline_left(b->ctx);
-  char reply[sizeof(b->inbox) + 24];
-  reply_subject(b, r->id, reply);
+  bool tell =
+      left > 0 && !(opts != NULL && opts->flags & UVP_NATS_REQUEST_NO_CANCEL);
+  char reply[REPLY_MAX];
+  reply_subject(b, r->id, tell, reply);
   bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
   bool stamp =
       opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_TIMEOUT_HEADER);
@@ -448,16 +468,8 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                           hold ? &req_class : &req_class_nohold);
   /* a passed deadline cuts it once started: nothing is sent then; while
    * connecting, the message waits for send_held */
-  bool tell =
-      left > 0 && !(opts != NULL && opts->flags & UVP_NATS_REQUEST_NO_CANCEL);
   if (rc == 0 && left > 0)
     rc = uvp_nats__msg_make(&r->held, subject, reply, data, len, headers);
-  if (rc == 0 && tell) {
-    char token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
-    cancel_token(b, r->id, token);
-    rc = uvp_nats_code(
-        natsMsgHeader_Set(r->held, UVP_NATS_CANCEL_TOKEN_HEADER, token));
-  }
   int flags = opts != NULL ? opts->flags : 0; /* a trace context: a span */
   if (rc == 0 && left > 0 && !(flags & UVP_NATS__REQUEST_UNTRACED))
     rc = uvp_nats__trace_out(b->ctx,

@@ -69,6 +69,19 @@ static void sv_release(served_t *sv) {
 
 /* ---- the held requests: a list, and a hash by reply subject ------------ */
 
+/* The length of reply's part that names its request: all of it but a
+ * cancel token, ".<UVP_NATS_CANCEL_TOKEN_LEN lowercase hex digits>" at
+ * its end (the requester's, uvp-nats.h). */
+static size_t reply_key_len(const char *reply, size_t n) {
+  size_t k = UVP_NATS_CANCEL_TOKEN_LEN;
+  if (n <= k + 1 || reply[n - k - 1] != '.')
+    return n;
+  for (const char *c = reply + n - k; c < reply + n; c++)
+    if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+      return n;
+  return n - k - 1;
+}
+
 static uint64_t reply_hash(const char *s, size_t n) {
   uint64_t h = 14695981039346656037ull; /* FNV-1a */
   for (size_t i = 0; i < n; i++)
@@ -115,7 +128,7 @@ static void held_link(uvp_nats_svc_t *svc, served_t *sv) {
       held_rehash(svc, svc->nbuckets ? svc->nbuckets * 2 : 16) != 0 &&
       svc->nbuckets == 0)
     return; /* no memory: it cannot be cancelled, it is served */
-  sv->hash = reply_hash(reply, strlen(reply));
+  sv->hash = reply_hash(reply, reply_key_len(reply, strlen(reply)));
   size_t k = bucket_of(svc, sv->hash);
   sv->hnext = svc->buckets[k];
   svc->buckets[k] = sv;
@@ -145,15 +158,19 @@ static void held_unlink(uvp_nats_svc_t *svc, served_t *sv) {
     (void)held_rehash(svc, svc->nbuckets / 4); /* no memory: it stays */
 }
 
+/* The held request whose reply subject names the same request as reply
+ * (n bytes), tokens aside: token_ok judges those. */
 static served_t *held_find(const uvp_nats_svc_t *svc, const char *reply,
                            size_t n) {
   if (svc->nbuckets == 0)
     return NULL;
-  uint64_t h = reply_hash(reply, n);
+  size_t k = reply_key_len(reply, n);
+  uint64_t h = reply_hash(reply, k);
   for (served_t *sv = svc->buckets[bucket_of(svc, h)]; sv != NULL;
        sv = sv->hnext) {
     const char *r = natsMsg_GetReply(sv->pub.msg);
-    if (sv->hash == h && strlen(r) == n && memcmp(r, reply, n) == 0)
+    if (sv->hash == h && reply_key_len(r, strlen(r)) == k &&
+        memcmp(r, reply, k) == 0)
       return sv;
   }
   return NULL;
@@ -376,21 +393,36 @@ static void svc_take(void *owner, natsMsg *m) {
 
 /* ---- cancels from callers ------------------------------------------------ */
 
-/* The cancel m is the caller's: its token is the request's (in constant
- * time: how far a guess matched must not show).  A request without one
- * (from a client that is not uvp, or before tokens) cannot be cancelled:
- * anyone could have sent that cancel. */
-static bool token_ok(natsMsg *request, natsMsg *m) {
-  const char *want = uvp_nats_msg_header(request, UVP_NATS_CANCEL_TOKEN_HEADER);
-  const char *got = uvp_nats_msg_header(m, UVP_NATS_CANCEL_TOKEN_HEADER);
-  if (want == NULL || got == NULL ||
-      strlen(want) != UVP_NATS_CANCEL_TOKEN_LEN ||
-      strnlen(got, UVP_NATS_CANCEL_TOKEN_LEN + 1) != UVP_NATS_CANCEL_TOKEN_LEN)
-    return false;
+/* The two tokens are equal, in constant time: how far a guess matched
+ * must not show. */
+static bool token_eq(const char *want, const char *got) {
   unsigned char diff = 0;
   for (size_t i = 0; i < UVP_NATS_CANCEL_TOKEN_LEN; i++)
     diff |= (unsigned char)(want[i] ^ got[i]);
   return diff == 0;
+}
+
+/* The cancel m, whose body `named` (n bytes) names the request, is the
+ * caller's: its token is the request's.  The token ends the request's
+ * reply subject; from a requester of 0.3.0 it is the request's
+ * UVP_NATS_CANCEL_TOKEN_HEADER, which the cancel carries too.  A request
+ * without one (from a client that is not uvp, or sent with
+ * UVP_NATS_REQUEST_NO_CANCEL) cannot be cancelled: anyone could have sent
+ * that cancel. */
+static bool token_ok(natsMsg *request, natsMsg *m, const char *named,
+                     size_t n) {
+  const char *reply = natsMsg_GetReply(request);
+  size_t rn = strlen(reply), k = reply_key_len(reply, rn);
+  if (k < rn) /* in the subject: the cancel must name it whole */
+    return reply_key_len(named, n) < n &&
+           token_eq(reply + k + 1, named + n - UVP_NATS_CANCEL_TOKEN_LEN);
+  const char *want = uvp_nats_msg_header(request, UVP_NATS_CANCEL_TOKEN_HEADER);
+  const char *got = uvp_nats_msg_header(m, UVP_NATS_CANCEL_TOKEN_HEADER);
+  return want != NULL && got != NULL &&
+         strlen(want) == UVP_NATS_CANCEL_TOKEN_LEN &&
+         strnlen(got, UVP_NATS_CANCEL_TOKEN_LEN + 1) ==
+             UVP_NATS_CANCEL_TOKEN_LEN &&
+         token_eq(want, got);
 }
 
 static void svc_cancel_take(void *owner, natsMsg *m) {
@@ -400,7 +432,7 @@ static void svc_cancel_take(void *owner, natsMsg *m) {
   int n = natsMsg_GetDataLength(m);
   served_t *sv =
       reply != NULL && n > 0 ? held_find(svc, reply, (size_t)n) : NULL;
-  if (sv != NULL && !token_ok(sv->pub.msg, m)) {
+  if (sv != NULL && !token_ok(sv->pub.msg, m, reply, (size_t)n)) {
     svc->stats.forged++; /* counted, not logged: a flood must cost nothing */
     sv = NULL;
   }

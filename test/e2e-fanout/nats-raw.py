@@ -9,9 +9,11 @@ test-e2e-fanout-nats-trust.sh:
   nats-raw.py URL cancel SUBJECT N SECS     read SUBJECT (a service's) for
                                             SECS, and for each of the first N
                                             requests seen publish forged
-                                            cancels on _UVP.CANCEL.SUBJECT: its
-                                            reply subject, no token, then a
-                                            wrong one; prints how many
+                                            cancels on _UVP.CANCEL.SUBJECT:
+                                            its reply subject with its token
+                                            (the last 32 hex digits) cut off,
+                                            then with a wrong one; prints how
+                                            many
 
 URL: nats://[user:password@]host:port.  Exits 1 on -ERR (the server's
 refusal: a permission), printing it."""
@@ -124,10 +126,13 @@ def main():
         s.settimeout(0.2)
         if reply is None:
             continue
-        for tok in (None, "0" * 32):
-            hpub(s, "_UVP.CANCEL." + subject, None,
-                 [("Uvp-Cause", "forged")] + ([("Uvp-Cancel-Token", tok)] if tok else []),
-                 reply)
+        named, _, tok = reply.rpartition(".")
+        if len(tok) != 32 or named == "":
+            print("reply subject %s has no token" % reply)
+            sys.exit(1)
+        for forged in (named, named + "." + "0" * 32):
+            hpub(s, "_UVP.CANCEL." + subject, None, [("Uvp-Cause", "forged")],
+                 forged)
         sent += 1
     ping(s, f)
     print(sent)

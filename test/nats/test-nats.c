@@ -1788,12 +1788,58 @@ static void test_serve_cancel(void **state) {
   assert_int_equal(st.waiting + st.running, 0);
 }
 
-/* A stranger who learns a request's reply subject (here by reading the
- * service's subject, its token stripped: what a user who may publish on
- * _UVP.CANCEL.> but not read svc.a learns from anything that names the
- * request) cannot cancel it: cancels without the token, with another
- * one, with one of the wrong length, are dropped and counted (forged), and
- * the request is served.  Before issue 71 the first of them cut it. */
+/* The reply subject's token: ".<UVP_NATS_CANCEL_TOKEN_LEN lowercase hex
+ * digits>" at its end, or NULL. */
+static const char *reply_token(const char *reply) {
+  size_t n = strlen(reply), k = UVP_NATS_CANCEL_TOKEN_LEN;
+  if (n <= k + 1 || reply[n - k - 1] != '.')
+    return NULL;
+  for (size_t i = n - k; i < n; i++)
+    if (strchr("0123456789abcdef", reply[i]) == NULL || reply[i] == '\0')
+      return NULL;
+  return reply + n - k;
+}
+
+/* Publish a cancel of svc.a from `from`: `named` as its body, `token` in
+ * UVP_NATS_CANCEL_TOKEN_HEADER (NULL: none). */
+static void cancel_from(natsConnection *from, const char *named,
+                        const char *token) {
+  natsMsg *m = NULL;
+  assert_int_equal(natsMsg_Create(&m, UVP_NATS_CANCEL_PREFIX "svc.a", NULL,
+                                  named, (int)strlen(named)),
+                   NATS_OK);
+  if (token != NULL)
+    assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token),
+                     NATS_OK);
+  assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, "by hand"),
+                   NATS_OK);
+  assert_int_equal(natsConnection_PublishMsg(from, m), NATS_OK);
+  natsMsg_Destroy(m);
+  assert_int_equal(natsConnection_Flush(from), NATS_OK);
+}
+
+/* Run until the service has counted `forged` forged cancels (at most 5 s):
+ * its stats then. */
+static uvp_nats_serve_stats_ex_t forged_seen(fixture_t *f, svc_case_t *c,
+                                             uint64_t forged) {
+  uvp_nats_serve_stats_ex_t st;
+  uint64_t t0 = uv_hrtime();
+  do {
+    assert_int_equal(uvp_nats_serve_stats_ex(c->svc, &st), 0);
+    if (st.forged < forged)
+      run_ms(f, 10);
+  } while (st.forged < forged && uv_hrtime() - t0 < 5000000000ull);
+  return st;
+}
+
+/* A stranger who learns a request's reply subject without its token (here
+ * by reading the service's subject and cutting the token off: what a user
+ * who may publish on _UVP.CANCEL.> but not read svc.a learns from anything
+ * that names the request) cannot cancel it: cancels naming it without the
+ * token, with another one, with one in UVP_NATS_CANCEL_TOKEN_HEADER (0.3.0's
+ * form, which a request of this version does not use), are dropped and
+ * counted (forged), and the request is served.  Before issue 71 the first
+ * of them cut it. */
 static void test_serve_cancel_forged(void **state) {
   fixture_t *f = *state;
   uvp_nats_serve_opts_t o = {.fiber = svc_fiber};
@@ -1813,38 +1859,26 @@ static void test_serve_cancel_forged(void **state) {
     if (natsSubscription_NextMsg(&seen, spy, 1) != NATS_OK)
       run_ms(f, 5);
   assert_non_null(seen);
-  const char *token = uvp_nats_msg_header(seen, UVP_NATS_CANCEL_TOKEN_HEADER);
+  /* the token is in the reply subject, not in a header */
+  assert_null(uvp_nats_msg_header(seen, UVP_NATS_CANCEL_TOKEN_HEADER));
+  char named[256];
+  snprintf(named, sizeof(named), "%s", natsMsg_GetReply(seen));
+  const char *token = reply_token(named);
   assert_non_null(token); /* the caller's, which the stranger lacks */
-  assert_int_equal(strlen(token), UVP_NATS_CANCEL_TOKEN_LEN);
-  const char *reply = natsMsg_GetReply(seen);
-  const char *forged[] = {NULL, "00000000000000000000000000000000", "0"};
-  for (int i = 0; i < 3; i++) {
-    natsMsg *m = NULL;
-    assert_int_equal(natsMsg_Create(&m, UVP_NATS_CANCEL_PREFIX "svc.a", NULL,
-                                    reply, (int)strlen(reply)),
-                     NATS_OK);
-    if (forged[i] != NULL)
-      assert_int_equal(
-          natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, forged[i]),
-          NATS_OK);
-    assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, "forged"),
-                     NATS_OK);
-    assert_int_equal(natsConnection_PublishMsg(evil, m), NATS_OK);
-    natsMsg_Destroy(m);
-  }
-  assert_int_equal(natsConnection_Flush(evil), NATS_OK);
+  named[token - named - 1] = '\0';
+  char wrong[sizeof(named) + 1 + UVP_NATS_CANCEL_TOKEN_LEN];
+  snprintf(wrong, sizeof(wrong), "%s.%s", named,
+           "00000000000000000000000000000000");
+  cancel_from(evil, named, NULL);
+  cancel_from(evil, wrong, NULL);
+  cancel_from(evil, named, "00000000000000000000000000000000");
   natsMsg_Destroy(seen);
 
   run_until_settled(f, p);
   assert_int_equal(uvp_promise_state(p), UVP_FULFILLED);
   uvp_promise_release(p);
-  uvp_nats_serve_stats_ex_t st;
-  uint64_t t0 = uv_hrtime(); /* the cancels were read before the reply */
-  do {
-    assert_int_equal(uvp_nats_serve_stats_ex(c->svc, &st), 0);
-    if (st.forged < 3)
-      run_ms(f, 10);
-  } while (st.forged < 3 && uv_hrtime() - t0 < 5000000000ull);
+  /* the cancels were read before the reply */
+  uvp_nats_serve_stats_ex_t st = forged_seen(f, c, 3);
   print_message("cancels %" PRIu64 ", forged %" PRIu64 ", cancelled %" PRIu64
                 "\n",
                 st.cancels, st.forged, st.cancelled);
@@ -1853,6 +1887,50 @@ static void test_serve_cancel_forged(void **state) {
   assert_int_equal(c->cuts, 0);
   natsSubscription_Destroy(spy);
   natsConnection_Destroy(evil);
+}
+
+/* A requester of 0.3.0 sent its token in UVP_NATS_CANCEL_TOKEN_HEADER, the
+ * request's and the cancel's, its reply subject plain: a service still
+ * takes that form.  A cancel with another token (or the right one in the
+ * subject's place) is forged; the caller's cuts the request. */
+static void test_serve_cancel_header_token(void **state) {
+  fixture_t *f = *state;
+  uvp_nats_serve_opts_t o = {.fiber = svc_fiber};
+  svc_case_start(f, &T.svc, T.s, &o);
+  svc_case_t *c = &T.svc;
+  natsConnection *old = NULL;
+  assert_int_equal(natsConnection_ConnectTo(&old, T.s->url), NATS_OK);
+  static const char token[] = "0123456789abcdef0123456789abcdef";
+  static const char reply[] = "_INBOX.old030.7";
+  natsMsg *m = NULL;
+  assert_int_equal(natsMsg_Create(&m, "svc.a", reply, "wait:2000", 9), NATS_OK);
+  assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, "3000"),
+                   NATS_OK);
+  assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token),
+                   NATS_OK);
+  assert_int_equal(natsConnection_PublishMsg(old, m), NATS_OK);
+  natsMsg_Destroy(m);
+  assert_int_equal(natsConnection_Flush(old), NATS_OK);
+  run_until_count(f, &c->started, 1);
+
+  char in_subject[64];
+  snprintf(in_subject, sizeof(in_subject), "%s.%s", reply, token);
+  cancel_from(old, reply, "fedcba9876543210fedcba9876543210");
+  cancel_from(old, in_subject, NULL);
+  uvp_nats_serve_stats_ex_t st = forged_seen(f, c, 2);
+  assert_int_equal(st.forged, 2);
+  assert_int_equal(c->cuts, 0);
+  uint64_t t0 = uv_hrtime();
+  cancel_from(old, reply, token);
+  run_until_count(f, &c->cuts, 1);
+  print_message("cut %.2f ms after the cancel: %s\n",
+                (double)(c->cut_ns - t0) / 1e6, c->cut_why);
+  assert_int_equal(c->cut_rc, UV_ECANCELED);
+  assert_non_null(strstr(c->cut_why, "cancelled by the caller: by hand"));
+  assert_int_equal(uvp_nats_serve_stats_ex(c->svc, &st), 0);
+  assert_int_equal(st.forged, 2);
+  assert_int_equal(st.cancelled, 1);
+  natsConnection_Destroy(old);
 }
 
 /* The caller's scope deadline passing first (a virtual clock on the
@@ -2284,6 +2362,7 @@ int main(void) {
       NATS_TEST(test_serve, setup_conn),
       NATS_TEST(test_serve_limit_and_start, setup_conn),
       NATS_TEST(test_serve_cancel_forged, setup_conn),
+      NATS_TEST(test_serve_cancel_header_token, setup_conn),
       NATS_TEST(test_serve_cancel, setup_conn),
       NATS_TEST(test_serve_cancel_deadline, setup_conn),
       NATS_TEST(test_serve_busy, setup_conn),
