@@ -12,8 +12,13 @@
 #             screen, as a terminal draws it (\r, ESC[K, \n), holds each
 #             row once on a line of its own, never after the progress
 #             line, and the progress line below them; every progress line
-#             says at most 8 "at workers", and its done, queued and at
-#             workers add up to 120 at most
+#             says at most 16 "at workers" (the consumer's unacknowledged
+#             deliveries: 8 held, and up to 8 rows whose acks the server
+#             has not applied when it serves the pulls that follow them:
+#             nats-server's consumer.go queues acks (ackMsgs) and pulls
+#             (nextMsgReqs) apart, each drained by a goroutine of its own;
+#             9 was seen in CI),
+#             and its done, queued and at workers add up to 120 at most
 #   restart   10 000 URLs of /fast, the server killed with SIGKILL at a
 #             third and started again: once the job is done and what the
 #             server had out came back (ack_wait, -m 1: about 2 s),
@@ -139,8 +144,8 @@ if not shown:
 held = []
 for s in shown:
     m = re.search(r"^(\d+)/120 done, \d+ failed, (\d+) queued, (\d+) at workers", s)
-    if "in flight" in s or (m and int(m.group(3)) > 8):
-        bad("progress: %r (the only worker holds 8)" % s)
+    if "in flight" in s or (m and int(m.group(3)) > 16):
+        bad("progress: %r (the only worker holds 8, and 8 acks may be on their way)" % s)
     if m and sum(int(g) for g in m.groups()) > 120:
         bad("progress: %r (of 120 URLs)" % s)
     if m:
@@ -157,7 +162,7 @@ PY
 worker_stop
 "$FANOUT" --nats "$URL" --durable tty --purge >/dev/null || fail "purge tty"
 read -r shown held below <<<"$res"
-echo "ok - terminal: 120 rows each on a line of its own; $shown progress lines ($below right below a row), at most $held at workers (of 8), done + queued + at workers never past 120"
+echo "ok - terminal: 120 rows each on a line of its own; $shown progress lines ($below right below a row), at most $held at workers (of 8, and the acks on their way), done + queued + at workers never past 120"
 
 # ---- restart ------------------------------------------------------------------
 N=10000
