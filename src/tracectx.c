@@ -13,30 +13,58 @@
 
 /* ---- the text forms ------------------------------------------------------ */
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1; /* uppercase is invalid, as the specification says */
-}
+/* A hex digit's value plus one, 0 for any other byte (uppercase too: the
+ * specification allows lowercase only). */
+#define HEXV(c)                                                                \
+  ((c) >= '0' && (c) <= '9'   ? (c) - '0' + 1                                  \
+   : (c) >= 'a' && (c) <= 'f' ? (c) - 'a' + 11                                 \
+                              : 0)
+#define HEXV4(c) HEXV(c), HEXV((c) + 1), HEXV((c) + 2), HEXV((c) + 3)
+#define HEXV16(c) HEXV4(c), HEXV4((c) + 4), HEXV4((c) + 8), HEXV4((c) + 12)
+#define HEXV64(c)                                                              \
+  HEXV16(c), HEXV16((c) + 16), HEXV16((c) + 32), HEXV16((c) + 48)
+static const uint8_t hexv[256] = {HEXV64(0), HEXV64(64), HEXV64(128),
+                                  HEXV64(192)};
 
 /* n bytes from 2n lowercase hex digits; false on any other character. */
 static bool unhex(const char *s, uint8_t *out, size_t n) {
+  unsigned bad = 0;
   for (size_t i = 0; i < n; i++) {
-    int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return false;
-    out[i] = (uint8_t)(hi << 4 | lo);
+    unsigned hi = hexv[(unsigned char)s[2 * i]];
+    unsigned lo = hexv[(unsigned char)s[2 * i + 1]];
+    bad |= (hi == 0) | (lo == 0);
+    out[i] = (uint8_t)((hi - 1) << 4 | (lo - 1));
   }
-  return true;
+  return bad == 0;
 }
 
+/* Every byte's two lowercase hex digits, in order. */
+#define HEXROW(h)                                                              \
+  h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h    \
+    "c" h "d" h "e" h "f"
+static const char hex_pairs[] = HEXROW("0") HEXROW("1") HEXROW("2") HEXROW("3")
+    HEXROW("4") HEXROW("5") HEXROW("6") HEXROW("7") HEXROW("8") HEXROW("9")
+        HEXROW("a") HEXROW("b") HEXROW("c") HEXROW("d") HEXROW("e") HEXROW("f");
+_Static_assert(sizeof(hex_pairs) == 2 * 256 + 1, "two digits a byte");
+
+/* n bytes as 2n lowercase hex digits at o; returns the end. */
+static char *tohex(const uint8_t *b, size_t n, char *o) {
+  for (size_t i = 0; i < n; i++, o += 2)
+    memcpy(o, hex_pairs + 2 * b[i], 2);
+  return o;
+}
+
+/* Ids are 8 or 16 bytes: compared a word at a time. */
 static bool all_zero(const uint8_t *b, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (b[i] != 0)
-      return false;
-  return true;
+  uint64_t any = 0, w;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    memcpy(&w, b + i, 8);
+    any |= w;
+  }
+  for (; i < n; i++)
+    any |= b[i];
+  return any == 0;
 }
 
 static bool ows(char c) { return c == ' ' || c == '\t'; }
@@ -68,26 +96,16 @@ int uvp_tracectx_parse(const char *tp, size_t len, uvp_tracectx_t *out) {
 }
 
 int uvp_tracectx_format(const uvp_tracectx_t *tc, char *out) {
-  static const char digits[] = "0123456789abcdef";
   if (tc == NULL || out == NULL || all_zero(tc->trace_id, 16) ||
       all_zero(tc->span_id, 8))
     return UV_EINVAL;
   char *o = out;
-  *o++ = '0';
-  *o++ = '0';
+  memcpy(o, "00-", 3);
+  o = tohex(tc->trace_id, 16, o + 3);
   *o++ = '-';
-  for (int i = 0; i < 16; i++) {
-    *o++ = digits[tc->trace_id[i] >> 4];
-    *o++ = digits[tc->trace_id[i] & 15];
-  }
+  o = tohex(tc->span_id, 8, o);
   *o++ = '-';
-  for (int i = 0; i < 8; i++) {
-    *o++ = digits[tc->span_id[i] >> 4];
-    *o++ = digits[tc->span_id[i] & 15];
-  }
-  *o++ = '-';
-  *o++ = digits[tc->flags >> 4];
-  *o++ = digits[tc->flags & 15];
+  o = tohex(&tc->flags, 1, o);
   *o = '\0';
   _Static_assert(3 + 32 + 1 + 16 + 1 + 2 == UVP_TRACEPARENT_LEN,
                  "traceparent's length");

@@ -465,14 +465,34 @@ static long head_piece_end(conn_t *c) {
 
 /* ---- strict checks ------------------------------------------------------- */
 
-static int is_ctl(unsigned char ch) { return ch < 0x20 || ch == 0x7f; }
+/* Each byte's classes, a table made by the compiler: head_scan looks at
+ * every byte of every head, and a value's bytes are most of them. */
+enum { CTL = 1, TCHAR = 2 };
+#define BYTE_CLASS(ch)                                                         \
+  (((ch) < 0x20 || (ch) == 0x7f ? CTL : 0) |                                   \
+   (((ch) >= 'a' && (ch) <= 'z') || ((ch) >= 'A' && (ch) <= 'Z') ||            \
+            ((ch) >= '0' && (ch) <= '9') || (ch) == '!' || (ch) == '#' ||      \
+            (ch) == '$' || (ch) == '%' || (ch) == '&' || (ch) == '\'' ||       \
+            (ch) == '*' || (ch) == '+' || (ch) == '-' || (ch) == '.' ||        \
+            (ch) == '^' || (ch) == '_' || (ch) == '`' || (ch) == '|' ||        \
+            (ch) == '~'                                                        \
+        ? TCHAR                                                                \
+        : 0))
+#define BYTE_CLASS4(c)                                                         \
+  BYTE_CLASS(c), BYTE_CLASS((c) + 1), BYTE_CLASS((c) + 2), BYTE_CLASS((c) + 3)
+#define BYTE_CLASS16(c)                                                        \
+  BYTE_CLASS4(c), BYTE_CLASS4((c) + 4), BYTE_CLASS4((c) + 8),                  \
+      BYTE_CLASS4((c) + 12)
+#define BYTE_CLASS64(c)                                                        \
+  BYTE_CLASS16(c), BYTE_CLASS16((c) + 16), BYTE_CLASS16((c) + 32),             \
+      BYTE_CLASS16((c) + 48)
+static const unsigned char byte_class[256] = {
+    BYTE_CLASS64(0), BYTE_CLASS64(64), BYTE_CLASS64(128), BYTE_CLASS64(192)};
+
+static int is_ctl(unsigned char ch) { return byte_class[ch] & CTL; }
 
 /* RFC 9110's tchar: what a header name is made of. */
-static int is_tchar(unsigned char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-         (ch >= '0' && ch <= '9') ||
-         (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
+static int is_tchar(unsigned char ch) { return byte_class[ch] & TCHAR; }
 
 /* What llhttp, built lenient, lets through in a head and a strict server
  * refuses: a folded line (obs-fold), whitespace or another non-token byte
@@ -533,12 +553,16 @@ static int head_scan(conn_t *c, const char *data, size_t len) {
         return -1;
       break;
     case SCAN_NAME:
+      while (is_tchar(ch) && i + 1 < len) /* the name's bytes at once */
+        ch = (unsigned char)data[++i];
       if (ch == ':')
         st = SCAN_VALUE;
       else if (!is_tchar(ch))
         return -1;
       break;
     case SCAN_VALUE:
+      while (!is_ctl(ch) && i + 1 < len) /* the value's bytes at once */
+        ch = (unsigned char)data[++i];
       if (ch == '\r')
         st = SCAN_CR;
       else if (is_ctl(ch) && ch != '\t')
@@ -599,7 +623,8 @@ static int on_header_field_complete(llhttp_t *p) {
   if (at < 0)
     return -1;
   c->offsets[c->nheaders][0] = (uint16_t)at;
-  c->in_host = strcasecmp(c->head + at, "host") == 0;
+  c->in_host = (c->head[at] | 0x20) == 'h' && /* (most: one compare) */
+               strcasecmp(c->head + at, "host") == 0;
   return 0;
 }
 

@@ -1,10 +1,12 @@
-/* uvp-fanout's JSON writer (examples/fanout/jsonw.h) against jansson,
- * whose bytes it must reproduce: the rows of --json and the coordinator's
- * request bodies were jansson's dumps, and programs read them.  Strings
- * with every escape and UTF-8's edge cases (overlong forms, surrogates,
- * past U+10FFFF, cut sequences), integers at their limits, reals in
- * every range jansson's %.15g and its exponent cleanup touch, then 200 000
- * random objects of each. */
+/* The tools' JSON writer (examples/common/jsonw.h) against jansson,
+ * whose bytes it must reproduce: uvp-fanout's rows of --json, its
+ * coordinator's request bodies and uvp-gateway's summaries were jansson's
+ * dumps, and programs read them.  Strings with every escape and UTF-8's
+ * edge cases (overlong forms, surrogates, past U+10FFFF, cut sequences),
+ * integers at their limits, reals in every range jansson's %.15g and its
+ * exponent cleanup touch, then 200 000 random objects of each; objects
+ * and arrays nested as the gateway's summary nests them; tenths as the
+ * gateway writes its milliseconds. */
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -106,8 +108,87 @@ static void test_random(void **state) {
   }
 }
 
+/* {"a":[],"b":[{"x":1},{"y":[2,{}]}],"c":{"d":{}},"e":3}: commas where
+ * members and items follow one another, none after an opening. */
+static void test_nested(void **state) {
+  (void)state;
+  json_t *ref = json_pack("{s:[],s:[{s:i},{s:[i,{}]}],s:{s:{}},s:i}", "a", "b",
+                          "x", 1, "y", 2, "c", "d", "e", 3);
+  char *want = json_dumps(ref, JSON_COMPACT | JSON_REAL_PRECISION(15));
+  jsonw_t w = {0};
+  jsonw_open(&w);
+  jsonw_key(&w, "a");
+  jsonw_nest(&w, '[');
+  jsonw_unnest(&w, ']');
+  jsonw_key(&w, "b");
+  jsonw_nest(&w, '[');
+  jsonw_item(&w);
+  jsonw_nest(&w, '{');
+  jsonw_key(&w, "x");
+  jsonw_int(&w, 1);
+  jsonw_unnest(&w, '}');
+  jsonw_item(&w);
+  jsonw_nest(&w, '{');
+  jsonw_key(&w, "y");
+  jsonw_nest(&w, '[');
+  jsonw_item(&w);
+  jsonw_int(&w, 2);
+  jsonw_item(&w);
+  jsonw_nest(&w, '{');
+  jsonw_unnest(&w, '}');
+  jsonw_unnest(&w, ']');
+  jsonw_unnest(&w, '}');
+  jsonw_unnest(&w, ']');
+  jsonw_key(&w, "c");
+  jsonw_nest(&w, '{');
+  jsonw_key(&w, "d");
+  jsonw_nest(&w, '{');
+  jsonw_unnest(&w, '}');
+  jsonw_unnest(&w, '}');
+  jsonw_key(&w, "e");
+  jsonw_int(&w, 3);
+  jsonw_close(&w);
+  assert_false(w.failed);
+  assert_string_equal(w.p, want);
+  free(w.p);
+  free(want);
+  json_decref(ref);
+}
+
+/* jsonw_tenths(t) is jansson's json_real(t / 10.0): every t to 10^6, the
+ * powers of ten and their neighbours, both sides of 10^14 (where it hands
+ * over to jsonw_real), and 200 000 random t below 2^63. */
+static void tenths_same(uint64_t t) {
+  json_t *r = json_real((double)t / 10.0);
+  char *want = json_dumps(r, JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+  jsonw_t w = {0};
+  jsonw_tenths(&w, t);
+  assert_false(w.failed);
+  if (strcmp(w.p, want) != 0)
+    fail_msg("tenths %llu: \"%s\", jansson \"%s\"", (unsigned long long)t, w.p,
+             want);
+  free(w.p);
+  free(want);
+  json_decref(r);
+}
+
+static void test_tenths(void **state) {
+  (void)state;
+  for (uint64_t t = 0; t <= 1000000; t++)
+    tenths_same(t);
+  for (uint64_t p = 10; p <= 1000000000000000000ull; p *= 10)
+    for (uint64_t t = p - 2; t <= p + 2; t++)
+      tenths_same(t);
+  uint64_t x = 0x2545F4914F6CDD1Dull;
+  for (int i = 0; i < 200000; i++) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    tenths_same((x >> 1) >> (x % 50));
+  }
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_edges),
-                                     cmocka_unit_test(test_random)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_edges), cmocka_unit_test(test_random),
+      cmocka_unit_test(test_nested), cmocka_unit_test(test_tenths)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

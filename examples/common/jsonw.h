@@ -1,11 +1,12 @@
 /* A JSON line written straight into a buffer, byte for byte what jansson
  * 2.14's json_dumps(JSON_COMPACT | JSON_REAL_PRECISION(15)) makes of the
  * same object built in the same order: uvp-fanout writes a row per URL
- * and the coordinator a request body per send, where building jansson's
- * objects and dumping them (a write callback per token) cost more than
- * the rest of the URL's handling together.  Parsing stays jansson's. */
-#ifndef FANOUT_JSONW_H
-#define FANOUT_JSONW_H
+ * and the coordinator a request body per send, uvp-gateway a summary per
+ * request, where building jansson's objects and dumping them (a write
+ * callback per token, snprintf per number) cost more than the rest of
+ * the work together.  Parsing stays jansson's. */
+#ifndef COMMON_JSONW_H
+#define COMMON_JSONW_H
 
 #include <inttypes.h>
 #include <stdbool.h>
@@ -17,7 +18,7 @@ typedef struct jsonw_s {
   char *p;
   size_t len, cap;
   bool failed; /* out of memory: the line is not whole */
-  bool first;  /* no member yet in the open object */
+  bool first;  /* no member yet in the innermost open object or array */
 } jsonw_t;
 
 static inline void jsonw_raw(jsonw_t *w, const char *s, size_t n) {
@@ -48,6 +49,25 @@ static inline void jsonw_open(jsonw_t *w) {
 }
 
 static inline void jsonw_close(jsonw_t *w) { jsonw_raw(w, "}", 1); }
+
+/* An object ('{') or array ('[') opened as a member's value or an array's
+ * item, and closed ('}', ']'): its first member or item has no comma
+ * before it, what follows it has. */
+static inline void jsonw_nest(jsonw_t *w, char open) {
+  jsonw_raw(w, &open, 1);
+  w->first = true;
+}
+static inline void jsonw_unnest(jsonw_t *w, char close) {
+  jsonw_raw(w, &close, 1);
+  w->first = false;
+}
+
+/* Before an array's item: a comma unless it is the first. */
+static inline void jsonw_item(jsonw_t *w) {
+  if (!w->first)
+    jsonw_raw(w, ",", 1);
+  w->first = false;
+}
 
 /* `"key":`, after a comma unless it is the first member; key is ASCII
  * without quotes or backslashes. */
@@ -182,6 +202,25 @@ static inline void jsonw_real(jsonw_t *w, double v) {
     }
   }
   jsonw_raw(w, buf, (size_t)n);
+}
+
+/* tenths / 10.0 as jsonw_real writes it ("12.3", "5.0"), without
+ * snprintf: one decimal is exact in %.15g below 10^14 tenths; from there
+ * on, jsonw_real. */
+static inline void jsonw_tenths(jsonw_t *w, uint64_t tenths) {
+  if (tenths >= 100000000000000ull) {
+    jsonw_real(w, (double)tenths / 10.0);
+    return;
+  }
+  char buf[24], *end = buf + sizeof(buf), *d = end;
+  *--d = (char)('0' + tenths % 10);
+  *--d = '.';
+  uint64_t m = tenths / 10;
+  do {
+    *--d = (char)('0' + m % 10);
+    m /= 10;
+  } while (m != 0);
+  jsonw_raw(w, d, (size_t)(end - d));
 }
 
 static inline void jsonw_bool(jsonw_t *w, bool v) {
