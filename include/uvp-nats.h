@@ -206,7 +206,9 @@ typedef struct uvp_nats_connect_opts_s {
  * after nats.c's attempts), UV_ENOTSUP (the server has no headers, before
  * 2.2: deadlines and no-responders need them), UV_ETIMEDOUT, UV_EINVAL (a
  * URL nats.c refuses), UV_EACCES (the server refused the credentials:
- * "Authorization Violation"), UV_EPROTO (TLS: a certificate not trusted, a
+ * "Authorization Violation"; with nats.c before 3.8.0, twice, a refusal
+ * being tried once more, since that nats.c drops 1 nkey signature in
+ * 256), UV_EPROTO (TLS: a certificate not trusted, a
  * failed handshake), UV_ENOMEM or another mapped code (uvp_nats_code); the
  * rejection's payload is then nats.c's words for it (a NUL-terminated
  * string, owned by the promise; NULL if it said none).
