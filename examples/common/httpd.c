@@ -467,16 +467,16 @@ static long head_piece_end(conn_t *c) {
 
 /* Each byte's classes, a table made by the compiler: head_scan looks at
  * every byte of every head, and a value's bytes are most of them. */
-enum { CTL = 1, TCHAR = 2 };
+enum { BYTE_CTL = 1, BYTE_TCHAR = 2 }; /* (TCHAR is Windows's) */
 #define BYTE_CLASS(ch)                                                         \
-  (((ch) < 0x20 || (ch) == 0x7f ? CTL : 0) |                                   \
+  (((ch) < 0x20 || (ch) == 0x7f ? BYTE_CTL : 0) |                              \
    (((ch) >= 'a' && (ch) <= 'z') || ((ch) >= 'A' && (ch) <= 'Z') ||            \
             ((ch) >= '0' && (ch) <= '9') || (ch) == '!' || (ch) == '#' ||      \
             (ch) == '$' || (ch) == '%' || (ch) == '&' || (ch) == '\'' ||       \
             (ch) == '*' || (ch) == '+' || (ch) == '-' || (ch) == '.' ||        \
             (ch) == '^' || (ch) == '_' || (ch) == '`' || (ch) == '|' ||        \
             (ch) == '~'                                                        \
-        ? TCHAR                                                                \
+        ? BYTE_TCHAR                                                           \
         : 0))
 #define BYTE_CLASS4(c)                                                         \
   BYTE_CLASS(c), BYTE_CLASS((c) + 1), BYTE_CLASS((c) + 2), BYTE_CLASS((c) + 3)
@@ -489,10 +489,10 @@ enum { CTL = 1, TCHAR = 2 };
 static const unsigned char byte_class[256] = {
     BYTE_CLASS64(0), BYTE_CLASS64(64), BYTE_CLASS64(128), BYTE_CLASS64(192)};
 
-static int is_ctl(unsigned char ch) { return byte_class[ch] & CTL; }
+static int is_ctl(unsigned char ch) { return byte_class[ch] & BYTE_CTL; }
 
 /* RFC 9110's tchar: what a header name is made of. */
-static int is_tchar(unsigned char ch) { return byte_class[ch] & TCHAR; }
+static int is_tchar(unsigned char ch) { return byte_class[ch] & BYTE_TCHAR; }
 
 /* What llhttp, built lenient, lets through in a head and a strict server
  * refuses: a folded line (obs-fold), whitespace or another non-token byte
