@@ -207,7 +207,7 @@ static int call_status(const call_t *c) {
  * 46.1 k a request with them, 26.3 k written so: the dump was json_dumpb
  * and snprintf per number.) */
 typedef struct summary_s {
-  char **url_json; /* per backend: `{"url":"<url, escaped>"` */
+  jsonw_t *url_json; /* per backend: `{"url":"<url, escaped>"` */
   size_t n;
   jsonw_t out; /* the last summary written, grown to the largest */
 } summary_t;
@@ -215,7 +215,7 @@ typedef struct summary_s {
 /* Any time after a memset to 0, summary_init's or the caller's. */
 static void summary_free(summary_t *s) {
   for (size_t i = 0; s->url_json != NULL && i < s->n; i++)
-    free(s->url_json[i]);
+    free(s->url_json[i].p);
   free(s->url_json);
   free(s->out.p);
   memset(s, 0, sizeof(*s));
@@ -228,15 +228,14 @@ static int summary_init(summary_t *s, const backend_t *backends, size_t n) {
   if (s->url_json == NULL)
     return -1;
   for (; s->n < n; s->n++) {
-    jsonw_t w = {0};
-    jsonw_open(&w);
-    jsonw_key(&w, "url");
-    if (!jsonw_str(&w, backends[s->n].url) || w.failed) {
-      free(w.p);
+    jsonw_t *w = &s->url_json[s->n];
+    jsonw_open(w);
+    jsonw_key(w, "url");
+    if (!jsonw_str(w, backends[s->n].url) || w->failed) {
+      s->n++;
       summary_free(s);
       return -1;
     }
-    s->url_json[s->n] = w.p;
   }
   return 0;
 }
@@ -258,8 +257,7 @@ static const jsonw_t *summary_of(summary_t *s, const char *request_id,
   for (size_t i = 0; i < s->n; i++) {
     int status = call_status(&calls[i]);
     jsonw_item(w);
-    jsonw_raw(w, s->url_json[i], strlen(s->url_json[i]));
-    w->first = false;
+    jsonw_raw(w, s->url_json[i].p, s->url_json[i].len);
     jsonw_key(w, "status");
     if (status == 0) {
       const httpc_response_t *r = uvp_promise_value(calls[i].p);
