@@ -41,7 +41,7 @@ static bool poisoned(void) { return false; }
 /* f's context, on its stack up to uvp__compact_top(f), to run
  * entry(f, msg). */
 static void make_context(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
-  uvp__stack_t *stack = f->stack;
+  uvp__stack_t *stack = uvp__fiber_stack(f);
   uvp__fiber_init(&f->fctx, stack->base,
                   (size_t)(uvp__compact_top(f) - stack->base), entry, f);
   uvp__fiber_watch(&f->fctx, stack);
@@ -62,17 +62,17 @@ int uvp__compact_new(uvp__fiber_state_t *st, uvp__fiber_t **out) {
         return rc;
       }
     }
-    f->stack = st->run_stack;
+    f->fctx.stack = st->run_stack;
     st->on_run_stack++;
   } else {
-    int rc = uvp__stack_get(&st->stacks, 0, &f->stack);
+    int rc = uvp__stack_get(&st->stacks, 0, &f->fctx.stack);
     if (rc != 0) {
       uvp__free(f);
       return rc;
     }
   }
   /* uvp__compact_unpark tells the shared build so. */
-  UVP__CHECK(shared() == (f->stack == st->run_stack));
+  UVP__CHECK(shared() == (uvp__fiber_stack(f) == st->run_stack));
   f->st = st;
   f->compact = true;
   *out = f;
@@ -87,7 +87,7 @@ void uvp__compact_free(uvp__fiber_t *f) {
   if (shared())
     st->on_run_stack--;
   else
-    uvp__stack_put(&st->stacks, f->stack);
+    uvp__stack_put(&st->stacks, uvp__fiber_stack(f));
   uvp__free(f);
 }
 
@@ -161,10 +161,12 @@ static bool room_to_park(uvp__fiber_t *f, size_t need, size_t len) {
     if (buf == NULL) {
       if (!shared())
         return false;
+      uvp__site_at_t at = uvp__site_known(f->p->site);
       fprintf(stderr,
               "uvp: the frames of the compact fiber spawned at %s:%d (%zu "
               "bytes) outgrew the room taken for them (%u); aborting\n",
-              f->file, f->line, len, (unsigned)f->saved_cap);
+              at.file != NULL ? at.file : "?", at.line, len,
+              (unsigned)f->saved_cap);
       abort();
     }
     f->saved = buf;
@@ -186,10 +188,16 @@ void uvp__compact_park(uvp__fiber_t *f) {
   uvp__fiber_state_t *st = f->st;
   char *top = uvp__compact_top(f);
   size_t len = uvp__fiber_live(&f->fctx, top);
-  /* What this await used below its reserve: the next ones' reserve. */
+  /* What this await used below its reserve: the next ones' reserve, to
+   * the byte.  It is the await's own code between the two, the same at
+   * every await through this entry, except under ASan (whose fake stacks
+   * vary it, and where each fiber has a stack of its own: room_to_park
+   * grows the room).  A margin would be paid by every parked fiber: 16
+   * bytes here took its frames' buffer from a 288-byte malloc chunk to a
+   * 304-byte one (docs/internals/fibers-2.md 13.9). */
   size_t below = len > f->await_depth ? len - f->await_depth : 0;
-  if (below + 16 > st->park_slack[f->await_entry])
-    st->park_slack[f->await_entry] = (uint32_t)(below + 16);
+  if (below > st->park_slack[f->await_entry])
+    st->park_slack[f->await_entry] = (uint32_t)below;
   /* The frames (and shadow) */
   if (!room_to_park(f, uvp__fiber_saved_size(len), len))
     return;

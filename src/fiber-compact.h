@@ -25,6 +25,7 @@
 
 #include "fiber-stack.h"
 #include "fiber-switch.h"
+#include "site.h"
 #include "work-door.h"
 
 typedef struct uvp__fiber_s uvp__fiber_t;
@@ -34,8 +35,9 @@ typedef struct uvp__fiber_state_s {
   uvp__ext_t ext;
   uvp_ctx_t *ctx;
   uvp__stack_pool_t stacks;
-  uvp__fiber_ctx_t loop; /* the loop thread's own, while a fiber runs */
-  uvp__fiber_t *all;     /* every fiber not finished, for teardown/dump */
+  uvp__fiber_ctx_t loop;      /* the loop thread's own, while a fiber runs */
+  uvp__fiber_t *all;          /* every fiber not finished, for teardown/dump */
+  struct uvp__sites_s *sites; /* the context's (uvp__ctx_sites) */
   size_t count;
   int mode; /* uvp_ctx_set_fiber_mode */
   /* While UVP__WATCH_TIME is set (the live console listens): uv_hrtime()
@@ -54,8 +56,9 @@ typedef struct uvp__fiber_state_s {
 } uvp__fiber_state_t;
 
 struct uvp__fiber_s {
+  /* Its stack is its context's, fctx.stack (uvp__fiber_stack), from its
+   * spawn. */
   uvp__fiber_ctx_t fctx;
-  uvp__stack_t *stack;
   uvp__fiber_state_t *st;
   union {
     /* Its record of work (work-door.h), which tells nobody anything: a
@@ -63,48 +66,67 @@ struct uvp__fiber_s {
      * counts as work.  So nothing is ever done with it. */
     uvp__work_t work;
     uvp_promise_t *p; /* = work.p: the fiber's promise, the fiber's
-                         reference */
+                         reference; its site is the spawn's */
   };
-  uvp_fiber_fn fn;
+  union {
+    uvp_fiber_fn fn;   /* until it starts (state F_QUEUED), */
+    void *woken_value; /* then what its last wake delivered: woken_status,
+                          this value, and `waiting`, the promise */
+  };
   void *arg;
   uvp_free_cb arg_free;
-  int state;
-  bool cancelled; /* its promise was cancelled: awaits say so */
-  bool timed_out; /* ... by its deadline: they say UV_ETIMEDOUT */
-  bool shielded;  /* in uvp_await_shielded: cancelling waits too */
   /* Suspended: what it awaits (our reference), or NULL.  Running: the
    * promise its last uvp_await_take returned (our reference, released when
    * its next await returns or it returns), or NULL. */
   uvp_promise_t *waiting;
-  uvp_outcome_t woken; /* what the wake delivered */
   uvp__handler_t wake;
   uvp__fiber_t *prev, *next; /* in st->all */
-  const char *file;          /* where it was spawned ... */
-  const char *await_file;    /* ... and where it waits */
-  int line, await_line;
-  uint64_t await_at;   /* loop time it began to wait (the task dump) */
-  uvp__scope_t *scope; /* what it runs in (a reference), between runs */
-  uint16_t trace;      /* its frame: its spawn, or the await it last left */
-  /* The compact mode's. */
-  bool compact;
-  bool started;        /* its context made on its stack (at its first run) */
-  bool out;            /* its live frames are in `saved`, not on its stack */
-  uint8_t await_entry; /* the entry of its last await (UVP__AWAIT_*) */
-  uint32_t saved_cap;
-  uint32_t await_depth; /* bytes of stack above its last await's frame */
-  void *saved;
+  uvp__scope_t *scope;       /* what it runs in (a reference), between runs */
+  void *saved;               /* the compact mode's: its frames, when out */
   union {
     /* A compact fiber's floating-point control state to start with, until
      * its first run; */
     uint64_t fp;
     /* from then on (for every fiber, zeroed at its spawn), the time it has
-     * run in ns, counted while UVP__WATCH_TIME is set: no byte more. */
+     * run in ns, counted while UVP__WATCH_TIME is set. */
     uint64_t busy_ns;
   };
-  /* Last, where it adds 8 bytes and no padding (280, with the 24-byte
-   * record of work: a compact record is a 288-byte malloc chunk). */
   char *name; /* uvp_fiber_set_name's copy, or NULL */
+  int woken_status;
+  /* The loop time (uvp__now) it began to wait, its low 32 bits: the task
+   * dump's age of its wait, exact below 49 days (fiber.c's waited_since). */
+  uint32_t await_at;
+  /* The compact mode's: the room in `saved`, and the bytes of stack above
+   * its last await's frame. */
+  uint32_t saved_cap;
+  uint32_t await_depth;
+  uint16_t await_site; /* where it waits, interned (site.h): 0 till then */
+  uint16_t trace;      /* its frame: its spawn, or the await it last left */
+  uint8_t state;       /* fiber.c's F_* */
+  uint8_t await_entry; /* the compact mode's: its last await's UVP__AWAIT_* */
+  bool cancelled : 1;  /* its promise was cancelled: awaits say so */
+  bool timed_out : 1;  /* ... by its deadline: they say UV_ETIMEDOUT */
+  bool shielded : 1;   /* in uvp_await_shielded: cancelling waits too */
+  /* The compact mode's. */
+  bool compact : 1;
+  bool started : 1; /* its context made on its stack (at its first run) */
+  bool out : 1;     /* its live frames are in `saved`, not on its stack */
 };
+
+/* What a parked compact fiber holds is this record, its frames and its
+ * promise (docs/internals/fibers-2.md 13.9): each field above is paid by
+ * every fiber, so the record is held to a 224-byte malloc chunk where the
+ * switch's context is the plain one. */
+#if (defined(__x86_64__) || defined(__aarch64__)) &&                           \
+    !defined(UVP__FIBER_UCONTEXT) && !defined(UVP__FIBER_TSAN)
+_Static_assert(sizeof(struct uvp__fiber_s) <= 216,
+               "a fiber's record outgrew its 224-byte malloc chunk");
+#endif
+
+/* The stack f runs on. */
+static inline uvp__stack_t *uvp__fiber_stack(const uvp__fiber_t *f) {
+  return f->fctx.stack;
+}
 
 /* The live console's fiber times (fiber.c): on, every fiber's time on the
  * CPU is counted from now on, at one clock read per switch (a fiber's
@@ -145,8 +167,8 @@ void uvp__compact_park(uvp__fiber_t *f);
 
 /* The top of f's stack, as its context was made with. */
 static inline char *uvp__compact_top(const uvp__fiber_t *f) {
-  return (char *)(((uintptr_t)f->stack->base + f->stack->size) &
-                  ~(uintptr_t)15);
+  const uvp__stack_t *stack = uvp__fiber_stack(f);
+  return (char *)(((uintptr_t)stack->base + stack->size) & ~(uintptr_t)15);
 }
 
 /* f's context made on its stack at its first run, to run entry(f, msg)
@@ -163,7 +185,7 @@ void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry);
 static UVP__ALWAYS_INLINE void uvp__compact_unpark(uvp__fiber_t *f,
                                                    uvp__fiber_entry_t entry) {
   uvp__fiber_state_t *st = f->st;
-  uvp__stack_t *stack = f->stack;
+  uvp__stack_t *stack = uvp__fiber_stack(f);
   if (stack == st->run_stack && st->owner != f) {
     if (st->owner != NULL)
       uvp__compact_park(st->owner);
@@ -176,8 +198,10 @@ static UVP__ALWAYS_INLINE void uvp__compact_unpark(uvp__fiber_t *f,
     uvp__fiber_restore(&f->fctx, uvp__compact_top(f), f->saved);
     f->out = false;
   }
-  stack->file = f->file; /* the overflow reports name the fiber so */
-  stack->line = f->line;
+  /* The overflow reports name the fiber so. */
+  uvp__site_at_t at = uvp__site_known(f->p->site);
+  stack->file = at.file;
+  stack->line = at.line;
 }
 
 /* The compact fibers' shared stack goes back to the pool once none of them

@@ -425,7 +425,7 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
 #endif
 }
 
-void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const uvp__stack_t *stack) {
+void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, uvp__stack_t *stack) {
   ctx->stack = stack;
   ctx->canary = stack->canary;
   if (ctx->canary != NULL)

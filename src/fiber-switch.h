@@ -94,8 +94,8 @@ struct uvp__fiber_ctx_s {
    * instead), checked with the stack pointer as the fiber switches away
    * (uvp__fiber_watch). */
   const uint64_t *canary;
-  const struct uvp__stack_s *stack;
-  unsigned valgrind_id; /* the stack's registration */
+  struct uvp__stack_s *stack; /* NULL: not watched */
+  unsigned valgrind_id;       /* the stack's registration */
   /* Not 0: a switch away from this context takes the slow path (a canary
    * to check, ASan to tell, floating-point modes of its own to keep), so
    * that the common one tests a byte. */
@@ -134,7 +134,7 @@ void uvp__fiber_init(uvp__fiber_ctx_t *ctx, void *stack_base, size_t size,
  * is inside the stack, and on a mismatch stops the process with
  * uvp__stack_overrun.  A stack with a guard page costs the switch one
  * load and a branch not taken. */
-void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, const struct uvp__stack_s *stack);
+void uvp__fiber_watch(uvp__fiber_ctx_t *ctx, struct uvp__stack_s *stack);
 
 /* Copying a suspended fiber's frames out of its stack and back (the
  * compact mode of fiber.c).  A fiber suspended by uvp__fiber_switch, whose

@@ -71,7 +71,7 @@ static void entry(void *arg, void *msg);
  * stack again.  Its scope goes, then the stack (f's record with it). */
 static void free_stack(fiber_t *f) {
   fiber_state_t *st = f->st;
-  uvp__stack_t *stack = f->stack;
+  uvp__stack_t *stack = uvp__fiber_stack(f);
   if (UVP__UNLIKELY(f->name != NULL)) { /* unnamed ones: no call */
     uvp__free(f->name);
     f->name = NULL;
@@ -98,9 +98,10 @@ static void enter(fiber_t *f) {
  * when the drain has just begun timing the wake that runs it.  Inline:
  * most marks store f's words and nothing else. */
 static UVP__NOINLINE void stall_slice_slow(fiber_t *f, bool counted) {
-  uvp__slice_t s = {
-      UVP_STALL_FIBER, 0,       f->trace, f->file, f->line, f->await_file,
-      f->await_line,   f->name, f->scope, NULL};
+  uvp__site_at_t at = uvp__site_known(f->p->site);
+  uvp__site_at_t aw = uvp__site_known(f->await_site);
+  uvp__slice_t s = {UVP_STALL_FIBER, 0,       f->trace, at.file,  at.line,
+                    aw.file,         aw.line, f->name,  f->scope, NULL};
   if (counted)
     uvp__stall_mark_counted(f->st->ctx, &s);
   else
@@ -115,9 +116,10 @@ static UVP__ALWAYS_INLINE void stall_slice(fiber_t *f, bool clock) {
     stall_slice_slow(f, clock);
     return;
   }
+  uvp__site_at_t at = uvp__site_known(f->p->site);
+  uvp__site_at_t aw = uvp__site_known(f->await_site);
   unsigned s = uvp__stall_open(h);
-  uvp__stall_fiber_words(h, f->trace, f->file, f->line, f->await_file,
-                         f->await_line);
+  uvp__stall_fiber_words(h, f->trace, at.file, at.line, aw.file, aw.line);
   uvp__stall_close(h, s);
   h->culprit = f->p;
 }
@@ -143,6 +145,7 @@ static void run(fiber_t *f) {
   uvp_ctx_t *ctx = st->ctx;
   uvp__scope_t *was = uvp__head(ctx)->scope;
   uint16_t was_trace = uvp__head(ctx)->trace;
+  bool starts = f->state == F_QUEUED;
   enter(f);
   if (UVP__UNLIKELY(uvp__head(ctx)->watch)) {
     if (uvp__head(ctx)->watch & UVP__WATCH_STALL)
@@ -150,8 +153,7 @@ static void run(fiber_t *f) {
     if (uvp__head(ctx)->watch & UVP__WATCH_TIME)
       st->slice_at = uv_hrtime();
     if (uvp__head(ctx)->watch & UVP__WATCH_REC)
-      /* (A fiber that never awaited starts.) */
-      uvp__rec_resume(ctx, f->p, f->woken.status, f->await_file == NULL);
+      uvp__rec_resume(ctx, f->p, starts ? 0 : f->woken_status, starts);
   }
   if (UVP__UNLIKELY(f->compact))
     uvp__compact_unpark(f, entry);
@@ -213,6 +215,15 @@ static void entry(void *arg, void *msg) {
   uvp__fiber_exit(&f->fctx, &f->st->loop, f);
 }
 
+/* Suspended f, woken, is told of its cancellation instead, if it was
+ * cancelled and is not shielded. */
+static UVP__ALWAYS_INLINE void woken_cut(fiber_t *f) {
+  if (f->cancelled && !f->shielded) {
+    f->woken_status = cancel_code(f);
+    f->woken_value = NULL;
+  }
+}
+
 /* What f's wake reaction does before f runs (in == NULL: the reaction was
  * dropped by teardown).  Returns whether f is to run now. */
 static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
@@ -232,10 +243,11 @@ static UVP__ALWAYS_INLINE bool wake(fiber_t *f, const uvp_outcome_t *in) {
   }
   if (in == NULL)
     return false; /* teardown: uvp_ctx_close resumes it (fiber_close) */
-  if (f->cancelled && !f->shielded)
-    f->woken = (uvp_outcome_t){cancel_code(f), NULL, f->waiting};
-  else if (in != &f->woken)
-    f->woken = *in; /* the awaited promise's, settled or pending-no-more */
+  /* The awaited promise's, settled or pending-no-more, unless cut. */
+  UVP__CHECK(in->promise == f->waiting || f->cancelled);
+  f->woken_status = in->status;
+  f->woken_value = in->value;
+  woken_cut(f);
   return true;
 }
 
@@ -260,11 +272,16 @@ static UVP__ALWAYS_INLINE fiber_t *handoff(fiber_state_t *st,
   if (g == NULL || (g->state == F_QUEUED && g->cancelled) ||
       (UVP__UNLIKELY(g->compact | self->compact) && g != self))
     return NULL;
-  /* Straight into woken: a copy of a struct just stored stalls. */
-  uvp__take_embedded(st->ctx, &g->woken);
-  bool runs = wake(g, &g->woken);
-  UVP__CHECK(runs);
-  (void)runs;
+  /* As wake(g) would (the await open: no teardown), with the outcome
+   * stored straight into g: an outcome on this stack would be part of
+   * every parked fiber's frames. */
+  UVP__CHECK(!uvp__closed(st->ctx));
+  if (g->state == F_QUEUED) {
+    uvp__take_embedded(st->ctx, NULL, NULL);
+  } else {
+    uvp__take_embedded(st->ctx, &g->woken_status, &g->woken_value);
+    woken_cut(g);
+  }
   return g;
 }
 
@@ -329,7 +346,7 @@ static int fiber_alloc(fiber_state_t *st, size_t size, const char *file,
       ((uintptr_t)stack->base + stack->size - sizeof(fiber_t)) & ~(uintptr_t)15;
   fiber_t *f = (fiber_t *)*top;
   memset(f, 0, sizeof(*f));
-  f->stack = stack;
+  f->fctx.stack = stack;
   stack->file = file; /* the overflow reports name the fiber so */
   stack->line = line;
   *out = f;
@@ -351,7 +368,7 @@ static size_t fiber_stack_size(const uvp_fiber_opts_t *opts) {
 /* Its context of execution: on its stack, below its record; a compact
  * one's as the compact mode decides (at its spawn or its first run). */
 static void fiber_context(fiber_t *f, uintptr_t top) {
-  uvp__stack_t *stack = f->stack;
+  uvp__stack_t *stack = uvp__fiber_stack(f);
   if (UVP__UNLIKELY(f->compact)) {
     uvp__compact_spawned(f, entry);
     return;
@@ -393,15 +410,13 @@ int uvp__fiber_spawn(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
     if (f->compact)
       uvp__compact_free(f);
     else
-      uvp__stack_put(&st->stacks, f->stack);
+      uvp__stack_put(&st->stacks, uvp__fiber_stack(f));
     uvp__scope_unref(scope);
     return UV_ENOMEM;
   }
   f->fn = fn;
   f->arg = arg;
   f->arg_free = opts != NULL ? opts->arg_free : NULL;
-  f->file = file;
-  f->line = line;
   f->state = F_QUEUED;
   f->scope = scope;
   if (uvp__head(ctx)->traces) /* the fiber's promise names the fiber */
@@ -425,10 +440,11 @@ int uvp__fiber_spawn(uvp_ctx_t *ctx, uvp_fiber_fn fn, void *arg,
 /* The recorder's park of f and resumption of next (NULL: the loop's
  * stack). */
 static UVP__NOINLINE void rec_switch(const fiber_t *f, const fiber_t *next) {
-  uvp__rec_switch(uvp__rec_hot(f->st->ctx), f->p, f->waiting, f->await_file,
-                  f->await_line, next != NULL ? next->p : NULL,
-                  next != NULL ? next->woken.status : 0,
-                  next != NULL && next->await_file == NULL);
+  uvp__site_at_t at = uvp__site_known(f->await_site);
+  bool starts = next != NULL && next->state == F_QUEUED;
+  uvp__rec_switch(uvp__rec_hot(f->st->ctx), f->p, f->waiting, at.file, at.line,
+                  next != NULL ? next->p : NULL,
+                  next != NULL && !starts ? next->woken_status : 0, starts);
 }
 
 /* Suspend the running fiber until its wake runs; returns what it said.
@@ -461,15 +477,16 @@ static UVP__ALWAYS_INLINE int suspend(fiber_t *f, uvp_outcome_t *out,
   }
   /* Resumed by its wake (through run or a hand-off, which set woken and
    * made it current) or by fiber_close. */
+  int status = f->woken_status;
   if (out != NULL)
-    *out = f->woken;
+    *out = (uvp_outcome_t){status, f->woken_value, f->waiting};
   if (!take) {
     uvp_promise_t *q = f->waiting;
     f->waiting = NULL;
     if (q != NULL)
       drop_ref(f, q);
   }
-  return f->woken.status;
+  return status;
 }
 
 /* Why the running fiber f may not wait for p now (0: it may). */
@@ -513,13 +530,11 @@ static UVP__ALWAYS_INLINE int await(uvp_promise_t *p, uvp_outcome_t *out,
       *out = (uvp_outcome_t){rc, NULL, take ? NULL : p};
     return rc;
   }
-  f->await_file = file;
-  f->await_line = line;
-  f->await_at = uvp__now(f->st->ctx);
+  f->await_site = uvp__site(f->st->sites, file, line);
+  f->await_at = (uint32_t)uvp__now(f->st->ctx);
   if (uvp__head(f->st->ctx)->traces)
-    f->trace =
-        uvp__trace_intern(f->st->ctx, uvp__ctx_site(f->st->ctx, file, line),
-                          UVP__TK_AWAIT, f->p->trace);
+    f->trace = uvp__trace_intern(f->st->ctx, f->await_site, UVP__TK_AWAIT,
+                                 f->p->trace);
   /* The last take's promise: its outcome stays valid until this returns. */
   uvp_promise_t *held = f->waiting;
   if (!take)
@@ -625,7 +640,8 @@ static void fiber_close(uvp__ext_t *ext) {
   fiber_t *f;
   while ((f = st->all) != NULL) {
     UVP__CHECK(f->state == F_SUSPENDED);
-    f->woken = (uvp_outcome_t){UVP_ECLOSED, NULL, f->waiting};
+    f->woken_status = UVP_ECLOSED;
+    f->woken_value = NULL;
     run(f);
   }
   uvp__compact_put_stack(st);
@@ -645,20 +661,22 @@ static void fiber_dump(uvp__ext_t *ext, FILE *stream, int *count) {
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     const char *q = f->name != NULL ? "\"" : "";
     const char *name = f->name != NULL ? f->name : "";
+    uvp__site_at_t at = uvp__site_known(f->p->site);
+    uvp__site_at_t aw = uvp__site_known(f->await_site);
     if (f->state == F_SUSPENDED && f->waiting != NULL)
       fprintf(stream,
               "[fiber] " UVP__PTR " %s%s%s%sspawned at %s:%d awaiting " UVP__PTR
               " at %s:%d%s\n",
               UVP__PTRV(f->p), q, name, q, *q ? " " : "",
-              f->file != NULL ? f->file : "?", f->line, UVP__PTRV(f->waiting),
-              f->await_file != NULL ? f->await_file : "?", f->await_line,
+              at.file != NULL ? at.file : "?", at.line, UVP__PTRV(f->waiting),
+              aw.file != NULL ? aw.file : "?", aw.line,
               !f->cancelled ? ""
               : f->shielded ? " (cancelled, shielded)"
                             : " (cancelled)");
     else
       fprintf(stream, "[fiber] " UVP__PTR " %s%s%s%sspawned at %s:%d %s\n",
               UVP__PTRV(f->p), q, name, q, *q ? " " : "",
-              f->file != NULL ? f->file : "?", f->line, state_text(f));
+              at.file != NULL ? at.file : "?", at.line, state_text(f));
     (*count)++;
   }
 }
@@ -680,18 +698,27 @@ static uint64_t busy_of(const fiber_t *f) {
   return busy;
 }
 
+/* The loop time f began to wait, from the low 32 bits it keeps: its wait
+ * is taken to be shorter than 2^32 ms (49 days). */
+static uint64_t waited_since(const fiber_t *f) {
+  uint64_t now = uvp__now(f->st->ctx);
+  return now - (uint32_t)((uint32_t)now - f->await_at);
+}
+
 static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
   fiber_state_t *st = UVP__CONTAINER_OF(ext, fiber_state_t, ext);
   bool timed = uvp__head(st->ctx)->watch & UVP__WATCH_TIME;
   for (fiber_t *f = st->all; f != NULL; f = f->next) {
     bool waits = f->state == F_SUSPENDED && f->waiting != NULL;
+    uvp__site_at_t at = uvp__site_known(f->p->site);
+    uvp__site_at_t aw = uvp__site_known(waits ? f->await_site : 0);
     uvp__task_t t = {"fiber",
                      f->p,
-                     f->file,
-                     f->line,
-                     waits ? f->await_at : 0,
-                     waits ? f->await_file : NULL,
-                     f->await_line,
+                     at.file,
+                     at.line,
+                     waits ? waited_since(f) : 0,
+                     aw.file,
+                     aw.line,
                      waits ? f->waiting : NULL,
                      state_text(f),
                      f->scope,
@@ -707,12 +734,13 @@ static void fiber_tasks(uvp__ext_t *ext, uvp__task_sink_t *sink) {
  * at file:line".  Listed as a task of its own. */
 static void fiber_describe(const uvp__work_t *work, uvp__what_t *w) {
   const fiber_t *f = UVP__CONTAINER_OF(work, fiber_t, work);
+  uvp__site_at_t at = uvp__site_known(f->p->site);
+  const char *file = at.file != NULL ? at.file : "?";
   if (f->name != NULL)
     snprintf(w->target, sizeof(w->target), "\"%s\" spawned at %s:%d", f->name,
-             f->file != NULL ? f->file : "?", f->line);
+             file, at.line);
   else
-    snprintf(w->target, sizeof(w->target), "spawned at %s:%d",
-             f->file != NULL ? f->file : "?", f->line);
+    snprintf(w->target, sizeof(w->target), "spawned at %s:%d", file, at.line);
 }
 
 static void fiber_destroy(uvp__ext_t *ext) {
@@ -733,7 +761,7 @@ static void fiber_stats(const uvp__ext_t *ext, uvp_ctx_stats_t *out) {
 /* For the fault handler (fiber-stack.h): the stack the thread runs on. */
 static const uvp__stack_t *running_stack(void) {
   const fiber_t *f = uvp__fiber_current;
-  return f != NULL ? f->stack : NULL;
+  return f != NULL ? uvp__fiber_stack(f) : NULL;
 }
 
 static void fiber_trim(uvp__ext_t *ext) {
@@ -754,6 +782,7 @@ static fiber_state_t *state_of(uvp_ctx_t *ctx) {
           NULL)
     return st;
   st->ctx = ctx;
+  st->sites = uvp__ctx_sites(ctx);
   uvp__stack_pool_init(&st->stacks, 0);
   uvp__stack_set_running_hook(running_stack);
   uvp__fiber_thread_init(&st->loop);

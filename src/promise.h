@@ -188,10 +188,12 @@ void uvp__enqueue_embedded(uvp_promise_t *target, uvp__handler_t *h,
  * would run is an embedded observer whose callback is cb (uvp__runq_next
  * says when the drain would run one), its arg, else NULL ... */
 void *uvp__next_embedded(uvp_ctx_t *ctx, uvp__notify_cb cb);
-/* ... and taking that observer off the queue instead, with *in the
- * outcome cb would have been told.  The queue's reference to its promise
- * is released: the caller must hold one of its own while it reads *in. */
-void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in);
+/* ... and taking that observer off the queue instead, with *status and
+ * *value those of the outcome cb would have been told (where not NULL:
+ * stored straight where the caller keeps them, no outcome on its stack).
+ * The queue's reference to its promise is released: the caller must hold
+ * one of its own while it uses *value. */
+void uvp__take_embedded(uvp_ctx_t *ctx, int *status, void **value);
 /* Take r, attached to pending q (uvp__observe_embedded, a cell), back off
  * q's list: it will not run.  Returns whether it was there. */
 bool uvp__unobserve(uvp_promise_t *q, uvp__reaction_t *r);

@@ -705,11 +705,15 @@ void *uvp__next_embedded(uvp_ctx_t *ctx, uvp__notify_cb cb) {
   return ((uvp__handler_t *)(void *)r)->arg;
 }
 
-void uvp__take_embedded(uvp_ctx_t *ctx, uvp_outcome_t *in) {
+void uvp__take_embedded(uvp_ctx_t *ctx, int *status, void **value) {
   uvp__reaction_t *r = uvp__runq_take(ctx);
   UVP__CHECK(uvp__rkind(r) == UVP__RK_NOTIFY_EMBEDDED);
   uvp_promise_t *src = uvp__rtarget(r);
-  *in = outcome_of(src);
+  if (status != NULL) {
+    uvp_outcome_t in = outcome_of(src);
+    *status = in.status;
+    *value = in.value;
+  }
   uvp__unref_in(ctx, src);
 }
 

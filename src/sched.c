@@ -245,9 +245,7 @@ void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h) {
   uvp__wake(ctx);
 }
 
-uint16_t uvp__ctx_site(uvp_ctx_t *ctx, const char *file, int line) {
-  return uvp__site(&ctx->sites, file, line);
-}
+uvp__sites_t *uvp__ctx_sites(uvp_ctx_t *ctx) { return &ctx->sites; }
 
 uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx) { return &ctx->blocks; }
 

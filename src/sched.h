@@ -55,8 +55,9 @@ void uvp__ext_prepare_open(uvp_ctx_t *ctx, uv_prepare_t *h, bool *open);
  * uvp__run_completion once no reaction is queued. */
 void uvp__enqueue_completion(uvp_ctx_t *ctx, uvp__handler_t *h);
 
-/* The interned site of file:line in ctx's table (site.h). */
-uint16_t uvp__ctx_site(uvp_ctx_t *ctx, const char *file, int line);
+/* ctx's cache of interned sites (site.h), for a layer that interns them
+ * itself (uvp__site, inline): a fiber's awaits.  Loop thread. */
+struct uvp__sites_s *uvp__ctx_sites(uvp_ctx_t *ctx);
 /* The large blocks ctx keeps for combinators and maps (alloc.h). */
 uvp__blocks_t *uvp__ctx_blocks(uvp_ctx_t *ctx);
 

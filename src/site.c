@@ -14,13 +14,10 @@
 #include "site.h"
 #include "registry.h"
 
-#define SITE_MAX 16384              /* ids 1..SITE_MAX-1; 0 is "unknown" */
+#define SITE_MAX UVP__SITE_MAX
 #define SITE_BUCKETS (2 * SITE_MAX) /* open addressing, at most half full */
 
-static struct {
-  const char *file;
-  int line;
-} sites[SITE_MAX];
+uvp__site_at_t uvp__site_table[SITE_MAX];
 static uint16_t buckets[SITE_BUCKETS]; /* ids; 0 is an empty bucket */
 static unsigned nsites = 1;
 
@@ -42,13 +39,14 @@ static uint16_t intern(const char *file, int line) {
     if (*slot == 0) {
       if (nsites < SITE_MAX) {
         id = (uint16_t)nsites++;
-        sites[id].file = file;
-        sites[id].line = line;
+        uvp__site_table[id].file = file;
+        uvp__site_table[id].line = line;
         *slot = id;
       }
       break;
     }
-    if (sites[*slot].file == file && sites[*slot].line == line) {
+    if (uvp__site_table[*slot].file == file &&
+        uvp__site_table[*slot].line == line) {
       id = *slot;
       break;
     }
@@ -74,8 +72,8 @@ void uvp__site_get(uint16_t id, const char **file, int *line) {
   const char *f = NULL;
   int l = 0;
   if (id != 0 && id < SITE_MAX && uvp__process_lock()) {
-    f = sites[id].file;
-    l = sites[id].line;
+    f = uvp__site_table[id].file;
+    l = uvp__site_table[id].line;
     uvp__process_unlock();
   }
   if (file != NULL)

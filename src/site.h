@@ -55,4 +55,21 @@ static inline uint16_t uvp__site(uvp__sites_t *cache, const char *file,
 /* The file and line of site `id` (NULL and 0 for 0, the unknown site). */
 void uvp__site_get(uint16_t id, const char **file, int *line);
 
+/* The table behind the ids (site.c).  An entry is written once, under the
+ * process lock, before its id is handed out, and never changes after: so
+ * a thread reads the entry of an id it was given (through its context's
+ * cache, or from a promise of its context) without the lock, and without
+ * a call where a site is named on a fast path (a fiber's sites, as it
+ * switches with the stall detector on, and its stack's overflow report,
+ * async-signal-safe).  Entry 0 is (NULL, 0). */
+#define UVP__SITE_MAX 16384 /* ids 1..UVP__SITE_MAX-1; 0 is "unknown" */
+typedef struct uvp__site_at_s {
+  const char *file;
+  int line;
+} uvp__site_at_t;
+extern uvp__site_at_t uvp__site_table[UVP__SITE_MAX];
+static inline uvp__site_at_t uvp__site_known(uint16_t id) {
+  return uvp__site_table[id < UVP__SITE_MAX ? id : 0];
+}
+
 #endif

@@ -150,7 +150,7 @@ extern "C" {
  * down to the await: about 270 bytes for an await in the body itself) are
  * copied out into a buffer of their size, and back to the same addresses
  * before it resumes, once another compact fiber has run on the stack in
- * between.  A parked compact fiber so costs its frames, its record (248
+ * between.  A parked compact fiber so costs its frames, its record (216
  * bytes) and its promise.  The price:
  *  - nothing may point into a compact fiber's stack while it is parked: no
  *    buffer on its stack given to uvp_fs_read, uvp_fs_write or uvp_tcp_write
