@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "nats-env.h"
+#include "nats-suite.h"
 
 #include "uvp-nats-js.h"
 
@@ -587,7 +588,6 @@ int main(void) {
   };
   if (getenv("UVP_TEST_FILTER") != NULL)
     cmocka_set_test_filter(getenv("UVP_TEST_FILTER"));
-  int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-  nats_CloseAndWait(rc == 0 ? 0 : 2000);
-  return rc;
+  return nats_suite_end(
+      cmocka_run_group_tests(tests, group_setup, group_teardown));
 }
