@@ -45,6 +45,7 @@ static void make_context(uvp__fiber_t *f, uvp__fiber_entry_t entry) {
   uvp__fiber_init(&f->fctx, stack->base,
                   (size_t)(uvp__compact_top(f) - stack->base), entry, f);
   uvp__fiber_watch(&f->fctx, stack);
+  uvp__compact_name_stack(f);
   f->started = true;
 }
 

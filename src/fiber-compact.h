@@ -171,6 +171,16 @@ static inline char *uvp__compact_top(const uvp__fiber_t *f) {
   return (char *)(((uintptr_t)stack->base + stack->size) & ~(uintptr_t)15);
 }
 
+/* The overflow reports name the fiber running on f's stack as f: set
+ * when f's context is made, and again whenever f takes the shared stack
+ * from another (not at every resume: the stack still names f then). */
+static inline void uvp__compact_name_stack(const uvp__fiber_t *f) {
+  uvp__site_at_t at = uvp__site_known(f->p->site);
+  uvp__stack_t *stack = uvp__fiber_stack(f);
+  stack->file = at.file;
+  stack->line = at.line;
+}
+
 /* f's context made on its stack at its first run, to run entry(f, msg)
  * (uvp__compact_unpark's, once per fiber). */
 void uvp__compact_start(uvp__fiber_t *f, uvp__fiber_entry_t entry);
@@ -190,6 +200,7 @@ static UVP__ALWAYS_INLINE void uvp__compact_unpark(uvp__fiber_t *f,
     if (st->owner != NULL)
       uvp__compact_park(st->owner);
     st->owner = f;
+    uvp__compact_name_stack(f);
   }
   if (UVP__UNLIKELY(!f->started)) {
     uvp__compact_start(f, entry);
@@ -198,10 +209,6 @@ static UVP__ALWAYS_INLINE void uvp__compact_unpark(uvp__fiber_t *f,
     uvp__fiber_restore(&f->fctx, uvp__compact_top(f), f->saved);
     f->out = false;
   }
-  /* The overflow reports name the fiber so. */
-  uvp__site_at_t at = uvp__site_known(f->p->site);
-  stack->file = at.file;
-  stack->line = at.line;
 }
 
 /* The compact fibers' shared stack goes back to the pool once none of them

@@ -1990,7 +1990,29 @@ static uvp_ret_t parked_body(void *arg) {
   return uvp_ret_pass();
 }
 
+/* The resumed variant, in the compact mode: the fiber that overruns first
+ * waits for another to run, which takes the shared stack meanwhile, so the
+ * report must name the overrunning fiber again as it comes back. */
+static uvp_promise_t *resume_gate;
+
+static uvp_ret_t resume_then_park_body(void *arg) {
+  (void)arg;
+  (void)uvp_promise_resolve(resume_gate, NULL, NULL);
+  (void)uvp_await(overrun_gate, NULL);
+  return uvp_ret_pass();
+}
+
+/* The other fiber is spawned here, so that it runs once this one waits. */
+static uvp_ret_t overrun_resumed_body(void *arg) {
+  uvp_promise_t *other;
+  if (uvp_fiber_spawn(arg, resume_then_park_body, NULL, NULL, &other) != 0)
+    _exit(3);
+  (void)uvp_await(resume_gate, NULL);
+  return overrun_body(NULL);
+}
+
 static int overflow_guards;
+static bool overflow_resumed;
 static struct sigaction startup_segv; /* before cmocka's, in main */
 
 static void overflow_child(int fd) {
@@ -2006,9 +2028,17 @@ static void overflow_child(int fd) {
   uvp__stack_default_guards(overflow_guards);
   if (uv_loop_init(&loop) != 0 || uvp_ctx_new(&loop, &ctx) != 0 ||
       uvp_ctx_set_fiber_stack(ctx, 16 * 1024) != 0 ||
-      uvp_promise_new(ctx, &overrun_gate) != 0)
+      uvp_promise_new(ctx, &overrun_gate) != 0 ||
+      uvp_promise_new(ctx, &resume_gate) != 0)
     _exit(3);
-  if (overflow_guards == UVP__GUARDS_CANARY) {
+  if (overflow_resumed) {
+    if (uvp_ctx_set_fiber_mode(ctx, UVP_FIBER_COMPACT) != 0 ||
+        uvp_fiber_spawn(ctx, parked_body, NULL, NULL, &below) != 0)
+      _exit(3);
+    overflow_line = __LINE__ + 1;
+    if (uvp_fiber_spawn(ctx, overrun_resumed_body, ctx, NULL, &fp) != 0)
+      _exit(3);
+  } else if (overflow_guards == UVP__GUARDS_CANARY) {
     /* A neighbour below in the same chunk, then the fiber that overruns. */
     if (uvp_fiber_spawn(ctx, parked_body, NULL, NULL, &below) != 0)
       _exit(3);
@@ -2084,6 +2114,13 @@ static void test_overflow_fallback_page(void **state) {
 static void test_overflow_fallback_canary(void **state) {
   (void)state;
   overflow_stopped(UVP__GUARDS_CANARY);
+}
+
+static void test_overflow_canary_after_resume(void **state) {
+  (void)state;
+  overflow_resumed = true;
+  overflow_stopped(UVP__GUARDS_CANARY);
+  overflow_resumed = false;
 }
 
 /* ---- many fibers --------------------------------------------------------- */
@@ -2657,6 +2694,7 @@ int main(void) {
       FTEST(test_overflow_guard_page),
       FTEST(test_overflow_fallback_page),
       FTEST(test_overflow_fallback_canary),
+      FTEST(test_overflow_canary_after_resume),
       FTEST(test_many_suspended),
       FTEST(test_map_limit),
       FTEST(test_await_loop_constant_memory),
