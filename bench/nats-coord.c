@@ -11,7 +11,10 @@
  * requests are made under a trace context (a root span entered first),
  * each a CLIENT span with traceparent: what tracing costs a request.
  * UVP_BENCH_NO_CANCEL=1: the requests are sent with
- * UVP_NATS_REQUEST_NO_CANCEL (no cancel token): what the token costs. */
+ * UVP_NATS_REQUEST_NO_CANCEL (no cancel token): what the token costs.
+ * UVP_BENCH_BUSY_US=N: during a burst every turn of the loop spends N us
+ * of CPU besides (a check handle): a requester whose loop has other work
+ * and falls behind its replies, which then wait for it. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +73,14 @@ static size_t run_rt(uv_loop_t *loop, uvp_nats_t *nc, size_t n, double *out) {
   return ok;
 }
 
+static unsigned busy_us; /* UVP_BENCH_BUSY_US */
+static void on_busy(uv_check_t *h) {
+  (void)h;
+  uint64_t until = uv_hrtime() + (uint64_t)busy_us * 1000;
+  while (uv_hrtime() < until)
+    ;
+}
+
 static size_t run_burst(uvp_ctx_t *ctx, uv_loop_t *loop, uvp_nats_t *nc,
                         size_t n, double *out) {
   uvp_promise_t **ps = calloc(n, sizeof(*ps)), *all;
@@ -78,9 +89,14 @@ static size_t run_burst(uvp_ctx_t *ctx, uv_loop_t *loop, uvp_nats_t *nc,
   for (size_t i = 0; i < n; i++)
     if (uvp_nats_request(nc, "jobs", "x", 2, &ro, &ps[i]) != 0)
       return 0;
+  static uv_check_t busy; /* closed when main runs the loop out */
+  uv_check_init(loop, &busy);
+  if (busy_us != 0)
+    uv_check_start(&busy, on_busy);
   uvp_promise_all_settled(ctx, ps, n, &all);
   settle(loop, all);
   *out = (double)(uv_hrtime() - t0) / 1e6;
+  uv_close((uv_handle_t *)&busy, NULL);
   size_t ok = 0;
   const uvp_settled_list_t *l = uvp_promise_value(all);
   for (size_t i = 0; i < n; i++) {
@@ -116,6 +132,8 @@ int main(int argc, char **argv) {
                       UVP_SPAN_NEW_TRACE) != 0 ||
        uvp_span_enter(ctx, &root) != 0))
     return 1;
+  const char *busy = getenv("UVP_BENCH_BUSY_US");
+  busy_us = busy != NULL ? (unsigned)strtoul(busy, NULL, 10) : 0;
   int nthreads = threads();
   struct rusage ru0;
   getrusage(RUSAGE_SELF, &ru0);
