@@ -7,7 +7,10 @@
  * One line of key=value: rt_us= or wall_ms=, ok=, n=, cpu_ms= (user +
  * system of the whole process, its threads all, while the scenario ran;
  * usr_ms= and sys_ms= apart), csw= (context switches meanwhile), rss_kb=
- * (peak, whole run), threads= (after connecting).  UVP_BENCH_TRACE=1: the
+ * (peak, whole run), held_b= (a burst's resident bytes a request once
+ * every reply is in, before they are released: what the requests and
+ * their replies hold; 0 for rt), threads= (after connecting).
+ * UVP_BENCH_TRACE=1: the
  * requests are made under a trace context (a root span entered first),
  * each a CLIENT span with traceparent: what tracing costs a request.
  * UVP_BENCH_NO_CANCEL=1: the requests are sent with
@@ -21,6 +24,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <uvp-nats.h>
+
+#include "core-common.h"
 
 static void settle(uv_loop_t *loop, uvp_promise_t *p) {
   while (uvp_promise_state(p) == UVP_PENDING)
@@ -81,8 +86,11 @@ static void on_busy(uv_check_t *h) {
     ;
 }
 
+static long held_b; /* a burst's resident bytes a request, replies held */
+
 static size_t run_burst(uvp_ctx_t *ctx, uv_loop_t *loop, uvp_nats_t *nc,
                         size_t n, double *out) {
+  long long b0 = bench_rss_bytes();
   uvp_promise_t **ps = calloc(n, sizeof(*ps)), *all;
   uvp_nats_request_opts_t ro = {.timeout_ms = 60000, .flags = request_flags()};
   uint64_t t0 = uv_hrtime();
@@ -97,6 +105,7 @@ static size_t run_burst(uvp_ctx_t *ctx, uv_loop_t *loop, uvp_nats_t *nc,
   settle(loop, all);
   *out = (double)(uv_hrtime() - t0) / 1e6;
   uv_close((uv_handle_t *)&busy, NULL);
+  held_b = (long)((bench_rss_bytes() - b0) / (long long)n);
   size_t ok = 0;
   const uvp_settled_list_t *l = uvp_promise_value(all);
   for (size_t i = 0; i < n; i++) {
@@ -146,11 +155,11 @@ int main(int argc, char **argv) {
   double sys = ms_between(ru0.ru_stime, ru.ru_stime);
   double cpu = usr + sys;
   printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.1f usr_ms=%.1f sys_ms=%.1f csw=%ld "
-         "rss_kb=%ld threads=%d\n",
+         "rss_kb=%ld held_b=%ld threads=%d\n",
          argv[2], strcmp(argv[2], "rt") == 0 ? "rt_us" : "wall_ms", v, ok, n,
          cpu, usr, sys,
          ru.ru_nvcsw + ru.ru_nivcsw - ru0.ru_nvcsw - ru0.ru_nivcsw,
-         ru.ru_maxrss, nthreads);
+         ru.ru_maxrss, held_b, nthreads);
   uvp_promise_release(c);
   uvp_nats_close(nc);
   uvp_ctx_close(ctx);

@@ -18,7 +18,7 @@
  * that published waits on a condition variable.  One at a time, nats.c
  * sends each request at once (natsOptions_SetSendAsap: its flusher thread
  * would hold it about a millisecond); at once, its flusher batches them.
- * One line of key=value as nats-coord's. */
+ * One line of key=value as nats-coord's (held_b= too). */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +31,8 @@
 #include <time.h>
 
 #include <nats/nats.h>
+
+#include "core-common.h" /* libuv's header only: bench_rss_bytes */
 
 #define TIMEOUT_HEADER "Uvp-Timeout-Ms"
 
@@ -45,6 +47,8 @@ typedef struct {
   size_t n, replies, late;
   size_t want; /* the replies the main thread waits for */
 } state_t;
+
+static long held_b; /* a burst's resident bytes a request, replies held */
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -176,12 +180,14 @@ int main(int argc, char **argv) {
     v = t[skip + (n - skip) / 2];
     free(t);
   } else {
+    long long b0 = bench_rss_bytes();
     uint64_t t0 = now_ns();
     for (size_t i = 0; i < n; i++)
       if (send_one(nc, &st, hdr, i + 1) != NATS_OK)
         return 1;
     wait_for(&st, n);
     v = (double)(now_ns() - t0) / 1e6;
+    held_b = (long)((bench_rss_bytes() - b0) / (long long)n);
   }
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
@@ -189,10 +195,10 @@ int main(int argc, char **argv) {
   double sys = ms_between(ru0.ru_stime, ru.ru_stime);
   double cpu = usr + sys;
   printf("%s %s=%.1f ok=%zu n=%zu cpu_ms=%.1f usr_ms=%.1f sys_ms=%.1f csw=%ld "
-         "rss_kb=%ld threads=%d\n",
+         "rss_kb=%ld held_b=%ld threads=%d\n",
          argv[3], rt ? "rt_us" : "wall_ms", v, st.replies, n, cpu, usr, sys,
          ru.ru_nvcsw + ru.ru_nivcsw - ru0.ru_nvcsw - ru0.ru_nivcsw,
-         ru.ru_maxrss, nthreads);
+         ru.ru_maxrss, held_b, nthreads);
   for (size_t i = 0; i <= n; i++)
     natsMsg_Destroy(st.held[i]);
   natsSubscription_Unsubscribe(sub);

@@ -139,8 +139,18 @@ static blk_t *blk_take(uvp_ctx_t *ctx) {
   return b;
 }
 
+/* Past UVP_INFLIGHT_KEEP idle blocks, a burst's go back to the allocator:
+ * kept, they held 96 bytes a request of a burst of 100 000 NATS requests
+ * that the replies, allocated as the requests ended, could not use
+ * (bench/run-nats: 593 bytes a request held, 500 with the blocks given
+ * back). */
 static void blk_put(blk_t *b) {
   state_t *st = b->st;
+  if (UVP__UNLIKELY(st->idle >= UVP_INFLIGHT_KEEP)) {
+    st->blocks--;
+    uvp__free(b);
+    return;
+  }
   b->next = st->free;
   st->free = b;
   st->idle++;

@@ -964,6 +964,47 @@ static void test_ends_allocate_nothing_once_warm(void **state) {
   fixture_teardown((void **)&f);
 }
 
+/* A burst of more records than uvp keeps idle: the blocks past
+ * UVP_INFLIGHT_KEEP go back to the allocator as they end, and the next
+ * burst of the same size allocates exactly those again. */
+static void burst_round(fixture_t *f, int n) {
+  uvp_promise_t **out = calloc((size_t)n, sizeof(*out));
+  tjob_t **jobs = calloc((size_t)n, sizeof(*jobs));
+  assert_non_null(out);
+  assert_non_null(jobs);
+  for (int i = 0; i < n; i++)
+    jobs[i] = tjob_start(f->ctx, i, &tjob_class, &out[i]);
+  for (int i = 0; i < n; i++) {
+    uvp_inflight_end(&jobs[i]->w);
+    uvp_promise_release(jobs[i]->p);
+    free(jobs[i]);
+    assert_int_equal(uvp_promise_resolve(out[i], NULL, NULL), 0);
+    uvp_promise_release(out[i]);
+  }
+  run_loop(f);
+  free(jobs);
+  free(out);
+}
+
+static void test_burst_keeps_at_most_keep_idle(void **state) {
+  (void)state;
+  enum { PAST = 100 };
+  assert_int_equal(uvp_replace_allocator(t_malloc, t_realloc, t_calloc, free),
+                   0);
+  fixture_t *f = NULL;
+  fixture_setup((void **)&f);
+  burst_round(f, UVP_INFLIGHT_KEEP + PAST);
+  atomic_store(&tallocs, 0);
+  burst_round(f, UVP_INFLIGHT_KEEP + PAST);
+  assert_int_equal(atomic_load(&tallocs), PAST);
+  /* Within the bound, nothing. */
+  atomic_store(&tallocs, 0);
+  burst_round(f, UVP_INFLIGHT_KEEP);
+  assert_int_equal(atomic_load(&tallocs), 0);
+  f->returned = true;
+  fixture_teardown((void **)&f);
+}
+
 /* ---- errors -------------------------------------------------------------- */
 
 static void no_hook(uvp_promise_t *p, void *arg) {
@@ -1066,6 +1107,7 @@ int main(void) {
       QUIET_TEST(test_unref_record_holds_close_full),
       QUIET_TEST(test_unref_record_holds_close),
       cmocka_unit_test(test_ends_allocate_nothing_once_warm),
+      cmocka_unit_test(test_burst_keeps_at_most_keep_idle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

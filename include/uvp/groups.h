@@ -264,14 +264,21 @@ struct uvp_inflight_s {
   int state_;
 };
 
+/** The idle blocks of records uvp keeps per context for the next starts
+ * (see uvp_inflight_start); a burst of more records in flight gives the
+ * rest back to the allocator as they end, so that what the work leaves
+ * behind (its replies, say) can use that memory. */
+#define UVP_INFLIGHT_KEEP 1024
+
 /** Work starts: p (pending, created by the caller with uvp_promise_new on
  * ctx, with no cancel hook) stands for it until uvp_inflight_end.  uvp
  * takes a reference to p for that time, sets p's cancel hook to the
  * class's cancel, and starts everything listed above.  The caller settles
  * p when the work has an outcome, as with any promise it made, then ends
  * the record.  Loop thread.  Allocates nothing once as many records have
- * been in flight at once before (uvp keeps a small block per record,
- * recycled; uvp_ctx_trim gives idle ones back).  Errors, none of which
+ * been in flight at once before, up to UVP_INFLIGHT_KEEP (uvp keeps a
+ * small block per record, recycled: UVP_INFLIGHT_KEEP idle ones at most;
+ * uvp_ctx_trim gives those back too).  Errors, none of which
  * leaves anything started: UV_EINVAL (a NULL argument, a class without
  * kind or cancel, an unknown flag, a record already started), UVP_ECLOSED,
  * UVP_ETHREAD, UVP_EXCTX (p is another context's), UVP_ESETTLED (p has
