@@ -2,7 +2,7 @@
  * the snapshot document (parsed, its tasks the dump's), the warnings
  * (each from a program that triggers it, none on a quiet one), another
  * user refused, and hostile clients (garbage, a flood that never reads,
- * too many clients) that neither hold the loop past 10 ms of its CPU nor
+ * too many clients) that neither hold the loop past 50 ms of its CPU nor
  * grow the program's memory.  The clients are plain blocking sockets on a
  * thread of the test's, while the loop runs on the test's own. */
 #include <errno.h>
@@ -1015,12 +1015,17 @@ static void test_hostile(void **state) {
   printf("loop: max %.2f ms of CPU between two 1 ms ticks (%.2f ms wall); "
          "RSS %ld -> %ld kB\n",
          (double)lag.max_cpu / 1e6, (double)lag.max_wall / 1e6, before, after);
-  /* (The bound is native CPU's: valgrind and qemu-user run the loop
-   * tens of times slower, TSan and ASan several times: 17 ms under TSan
-   * and 34 ms under ASan at load were seen.) */
+  /* No turn of the loop may take the stall threshold the guides use,
+   * 50 ms: a console that answered the flood as it came would spend
+   * seconds in one.  Alone here the worst turn takes 0.7-2.2 ms of CPU;
+   * a plain clang build among CI's parallel suites took 17 ms once (96 ms
+   * wall), when the bound was 10.  (The bound is native CPU's: valgrind
+   * and qemu-user run the loop tens of times slower, TSan and ASan
+   * several times: 17 ms under TSan and 34 ms under ASan at load were
+   * seen.) */
 #if !defined(T_TSAN) && !defined(T_ASAN)
   if (!RUNNING_ON_VALGRIND && emulator() == NULL)
-    assert_true(lag.max_cpu <= 10 * 1000000u);
+    assert_true(lag.max_cpu <= 50 * 1000000u);
 #endif
   assert_true(after - before < 16 * 1024);
   job_free(&j);
