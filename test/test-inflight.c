@@ -912,15 +912,17 @@ static void *t_realloc(void *p, size_t n) {
 
 enum { WARM_BATCH = 64 };
 
-/* WARM_BATCH records started, ended (here or by the thread, which does
- * not settle: a settle from another thread allocates its message), then
- * settled here. */
-static void warm_round(fixture_t *f, bool on_thread) {
-  uvp_promise_t *out[WARM_BATCH];
-  tjob_t *jobs[WARM_BATCH];
-  for (int i = 0; i < WARM_BATCH; i++)
+/* n records started, ended (here or by the thread, which does not
+ * settle: a settle from another thread allocates its message), then
+ * settled here.  The arrays are the test's own malloc, not counted. */
+static void warm_round_of(fixture_t *f, bool on_thread, int n) {
+  uvp_promise_t **out = calloc((size_t)n, sizeof(*out));
+  tjob_t **jobs = calloc((size_t)n, sizeof(*jobs));
+  assert_non_null(out);
+  assert_non_null(jobs);
+  for (int i = 0; i < n; i++)
     jobs[i] = tjob_start(f->ctx, i, &tjob_class, &out[i]);
-  for (int i = 0; i < WARM_BATCH; i++) {
+  for (int i = 0; i < n; i++) {
     if (on_thread) {
       uvp_promise_release(jobs[i]->p); /* the record's stays until its end */
       worker_give(jobs[i]);
@@ -931,11 +933,17 @@ static void warm_round(fixture_t *f, bool on_thread) {
     }
   }
   run_loop(f); /* the thread's ends */
-  for (int i = 0; i < WARM_BATCH; i++) {
+  for (int i = 0; i < n; i++) {
     assert_int_equal(uvp_promise_resolve(out[i], NULL, NULL), 0);
     uvp_promise_release(out[i]);
   }
   run_loop(f);
+  free(jobs);
+  free(out);
+}
+
+static void warm_round(fixture_t *f, bool on_thread) {
+  warm_round_of(f, on_thread, WARM_BATCH);
 }
 
 static void test_ends_allocate_nothing_once_warm(void **state) {
@@ -967,25 +975,6 @@ static void test_ends_allocate_nothing_once_warm(void **state) {
 /* A burst of more records than uvp keeps idle: the blocks past
  * UVP_INFLIGHT_KEEP go back to the allocator as they end, and the next
  * burst of the same size allocates exactly those again. */
-static void burst_round(fixture_t *f, int n) {
-  uvp_promise_t **out = calloc((size_t)n, sizeof(*out));
-  tjob_t **jobs = calloc((size_t)n, sizeof(*jobs));
-  assert_non_null(out);
-  assert_non_null(jobs);
-  for (int i = 0; i < n; i++)
-    jobs[i] = tjob_start(f->ctx, i, &tjob_class, &out[i]);
-  for (int i = 0; i < n; i++) {
-    uvp_inflight_end(&jobs[i]->w);
-    uvp_promise_release(jobs[i]->p);
-    free(jobs[i]);
-    assert_int_equal(uvp_promise_resolve(out[i], NULL, NULL), 0);
-    uvp_promise_release(out[i]);
-  }
-  run_loop(f);
-  free(jobs);
-  free(out);
-}
-
 static void test_burst_keeps_at_most_keep_idle(void **state) {
   (void)state;
   enum { PAST = 100 };
@@ -993,13 +982,13 @@ static void test_burst_keeps_at_most_keep_idle(void **state) {
                    0);
   fixture_t *f = NULL;
   fixture_setup((void **)&f);
-  burst_round(f, UVP_INFLIGHT_KEEP + PAST);
+  warm_round_of(f, false, UVP_INFLIGHT_KEEP + PAST);
   atomic_store(&tallocs, 0);
-  burst_round(f, UVP_INFLIGHT_KEEP + PAST);
+  warm_round_of(f, false, UVP_INFLIGHT_KEEP + PAST);
   assert_int_equal(atomic_load(&tallocs), PAST);
   /* Within the bound, nothing. */
   atomic_store(&tallocs, 0);
-  burst_round(f, UVP_INFLIGHT_KEEP);
+  warm_round_of(f, false, UVP_INFLIGHT_KEEP);
   assert_int_equal(atomic_load(&tallocs), 0);
   f->returned = true;
   fixture_teardown((void **)&f);
