@@ -36,6 +36,7 @@
 
 #include "compat.h"
 #include "httpd.h"
+#include "pieces.h"
 #include "sock.h"
 
 /* Unparsed input kept per connection, and so the most one read takes. */
@@ -364,16 +365,25 @@ void httpd_end(httpd_req_t *req, httpd_end_t how) {
                          request, or stop reading while the answer waits */
 }
 
+/* The response's head, with snprintf's contract (pieces.h): once a
+ * request. */
 static int format_head(char *dst, size_t cap, int status, const char *headers,
                        size_t len, int keep_alive) {
-  return snprintf(dst, cap,
-                  "HTTP/1.1 %d %s\r\n"
-                  "%s"
-                  "Content-Length: %zu\r\n"
-                  "Connection: %s\r\n"
-                  "\r\n",
-                  status, httpd_reason(status), headers ? headers : "", len,
-                  keep_alive ? "keep-alive" : "close");
+  char code[PIECE_DIGITS], length[PIECE_DIGITS];
+  const piece_t p[] = {
+      status < 0 ? PIECE_LIT("HTTP/1.1 -") : PIECE_LIT("HTTP/1.1 "),
+      piece_u64(code, status < 0 ? 0 - (uint64_t)status : (uint64_t)status),
+      PIECE_LIT(" "),
+      piece_str(httpd_reason(status)),
+      PIECE_LIT("\r\n"),
+      piece_str(headers != NULL ? headers : ""),
+      PIECE_LIT("Content-Length: "),
+      piece_u64(length, len),
+      PIECE_LIT("\r\nConnection: "),
+      keep_alive ? PIECE_LIT("keep-alive") : PIECE_LIT("close"),
+      PIECE_LIT("\r\n\r\n")};
+  size_t n = pieces_join(dst, cap, p, sizeof(p) / sizeof(p[0]));
+  return n <= INT_MAX ? (int)n : -1;
 }
 
 void httpd_respond(httpd_req_t *req, int status, const char *headers,

@@ -128,6 +128,7 @@
 #include "httpc.h"
 #include "httpd.h"
 #include "jsonw.h"
+#include "pieces.h"
 #include "trace.h"
 #include "uvp.h"
 
@@ -560,8 +561,12 @@ static void respond_json(worker_t *w, httpd_req_t *req, int code,
                GW_TRACERESPONSE_MAX];
   char tr[GW_TRACERESPONSE_MAX];
   gw_trace_response(w->ctx, tr, sizeof(tr));
-  snprintf(headers, sizeof(headers), JSON_HEADERS "X-Request-Id: %s\r\n%s",
-           request_id(w), tr);
+  const piece_t p[] = {PIECE_LIT(JSON_HEADERS "X-Request-Id: "),
+                       piece_str(request_id(w)), PIECE_LIT("\r\n"),
+                       piece_str(tr)};
+  if (pieces_join(headers, sizeof(headers), p, sizeof(p) / sizeof(p[0])) >=
+      sizeof(headers))
+    headers[0] = '\0'; /* (cannot be: the id and tr are bounded) */
   if (body == NULL)
     httpd_respond(req, 500, headers, OOM_BODY, sizeof(OOM_BODY) - 1);
   else
@@ -712,7 +717,10 @@ static void start_fanout(worker_t *w, httpd_req_t *req, gw_trace_t *trace) {
   f->start = uv_now(&w->loop);
   w->calls += n;
   note_load(w);
-  snprintf(f->id, sizeof(f->id), "%s", request_id(w));
+  const char *id = request_id(w);
+  size_t idn = strnlen(id, sizeof(f->id) - 1); /* (ids are REQUEST_ID_MAX) */
+  memcpy(f->id, id, idn);
+  f->id[idn] = '\0';
   f->next = w->inflight;
   if (f->next != NULL)
     f->next->prev = f;
@@ -774,7 +782,11 @@ static void on_request(httpd_req_t *req, void *arg) {
   char made[32];
   const char *id = client_request_id(req);
   if (id == NULL) {
-    snprintf(made, sizeof(made), "%u-%llu", w->id, ++w->ids);
+    char wid[PIECE_DIGITS], seq[PIECE_DIGITS];
+    const piece_t p[] = {piece_u64(wid, w->id), PIECE_LIT("-"),
+                         piece_u64(seq, ++w->ids)};
+    _Static_assert(sizeof(made) > 10 + 1 + PIECE_DIGITS, "an id fits");
+    pieces_join(made, sizeof(made), p, sizeof(p) / sizeof(p[0]));
     id = made;
   }
   /* No memory (the copy freed by a refusal): the request goes on without
