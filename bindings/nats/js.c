@@ -165,7 +165,7 @@ typedef struct drop_s {
 
 static void drop_take(void *owner, natsMsg *m) {
   (void)owner;
-  natsMsg_Destroy(m);
+  uvp_nats__msg_free(m);
 }
 
 static void drop_drained(void *owner) { (void)owner; }

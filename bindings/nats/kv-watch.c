@@ -262,7 +262,7 @@ static void on_heartbeat(uvp_nats_kv_watch_t *w, natsMsg *m) {
 static void watch_take(void *owner, natsMsg *m) {
   uvp_nats_kv_watch_t *w = owner;
   if (!watch_live(w)) {
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   w->heard_at = uv_now(w->timer.loop);
@@ -279,11 +279,11 @@ static void watch_take(void *owner, natsMsg *m) {
     } else {
       on_heartbeat(w, m);
     }
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   if (status != 0) { /* the consumer is gone */
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     watch_restart(w);
     return;
   }
@@ -292,11 +292,11 @@ static void watch_take(void *owner, natsMsg *m) {
   uint64_t nums[5];
   if (!uvp_nats__js_metadata(natsMsg_GetReply(m), &stream, &slen, &consumer,
                              &clen, nums)) {
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   if (nums[2] != w->expect_cseq) { /* a gap */
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     watch_restart(w);
     return;
   }
@@ -310,7 +310,7 @@ static void watch_take(void *owner, natsMsg *m) {
           ? uvp_nats__kv_entry_new(w->bucket, subj + skip, m, nums[1],
                                    (int64_t)nums[3], nums[4])
           : NULL;
-  natsMsg_Destroy(m);
+  uvp_nats__msg_free(m);
   if (e == NULL) {
     w->last_sseq = nums[1] - 1;
     watch_restart(w);

@@ -24,7 +24,7 @@ int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
     size_t n = colon != NULL ? (size_t)(colon - headers[i]) : 0;
     char name[256];
     if (n == 0 || n >= sizeof(name)) {
-      natsMsg_Destroy(m);
+      uvp_nats__msg_free(m);
       return UV_EINVAL;
     }
     memcpy(name, headers[i], n);
@@ -35,7 +35,7 @@ int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
     s = natsMsgHeader_Add(m, name, v);
   }
   if (s != NATS_OK) {
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return uvp_nats_code(s);
   }
   *out = m;
@@ -67,7 +67,7 @@ int uvp_nats__msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms) {
     s = natsConnection_PublishMsg(b->conn, m);
   /* what nats.c buffered, about: the data and a line of protocol */
   size_t n = (size_t)natsMsg_GetDataLength(m) + 128;
-  natsMsg_Destroy(m);
+  uvp_nats__msg_free(m);
   if (s != NATS_OK)
     return uvp_nats_code(s);
   uvp_nats__sent(b, n);

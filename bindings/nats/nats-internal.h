@@ -190,7 +190,8 @@ struct uvp_nats_s {
   /* the socket */
   poll_t *poll;
   bool poll_closing, attached;
-  int fd, events;
+  bool read_paused; /* nats.c's buffer past OUT_MAX: not reading */
+  int fd, events;   /* events: what nats.c asked for */
   unsigned in_nats; /* inside natsConnection_Process*Event */
   size_t unsent;    /* bytes published since nats.c's buffer was empty */
   /* requests */
@@ -234,7 +235,11 @@ struct uvp_nats_s {
 
 /* uvp-nats.c: the connection, for the floors above it. */
 void uvp_nats__layer_set(uvp_nats_t *b, int which, const uvp_nats__layer_t *l);
+/* Destroys a natsMsg (NULL: nothing), freed in this thread, not on nats.c's
+ * collector's, when uvp_nats__msg_frees_here (1: it found nats.c's layout
+ * that lets it; 0: every message goes to the collector). */
 void uvp_nats__msg_free(void *m);
+int uvp_nats__msg_frees_here(void);
 bool uvp_nats__subject_ok(const char *s, bool wild);
 int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);

@@ -171,7 +171,7 @@ void uvp_nats__js_msg_free(void *arg) {
     m->done = true;
     held_unlink(m);
   }
-  natsMsg_Destroy(m->pub.msg);
+  uvp_nats__msg_free(m->pub.msg);
   free(m);
   pull_release(pull);
 }
@@ -420,7 +420,7 @@ static void pull_take(void *owner, natsMsg *nm) {
                 strncmp(subj, pull->inbox, n) == 0 && subj[n] == '.' &&
                 strtoull(subj + n + 1, NULL, 10) == pull->req.id;
     on_status(pull, nm, status, ours);
-    natsMsg_Destroy(nm);
+    uvp_nats__msg_free(nm);
     pump(pull);
     timer_arm(pull);
     return;
@@ -433,7 +433,7 @@ static void pull_take(void *owner, natsMsg *nm) {
   }
   jmsg_t *m = jmsg_new(pull, nm);
   if (m == NULL) { /* not a JetStream message: dropped */
-    natsMsg_Destroy(nm);
+    uvp_nats__msg_free(nm);
     return;
   }
   pull->stats.received++;

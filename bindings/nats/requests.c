@@ -169,7 +169,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
 static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
   req_unlink(b, r);
   uvp_nats__trace_end(b->ctx, &r->span, rc);
-  natsMsg_Destroy(r->held);
+  uvp_nats__msg_free(r->held);
   uvp_promise_t *p = r->p;
   if (rc == 0)
     uvp_promise_resolve(p, msg, uvp_nats__msg_free);
@@ -288,7 +288,7 @@ static void cancel_send(uvp_nats_t *b, const req_t *r) {
   if (s == NATS_OK)
     (void)uvp_nats__msg_send(b, m, UINT64_MAX); /* at most once, as said */
   else
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
   if (subject != local)
     free(subject);
 }
@@ -305,7 +305,7 @@ static void on_req_cancel(uvp_inflight_t *w, int code) {
     cancel_send(b, r);
   req_unlink(b, r);
   uvp_nats__trace_end(b->ctx, &r->span, code);
-  natsMsg_Destroy(r->held);
+  uvp_nats__msg_free(r->held);
   b->stats.cancelled++;
   uvp_inflight_end(&r->w);
   req_free(b, r);
@@ -347,11 +347,11 @@ static void on_reply(uvp_nats_t *b, natsMsg *m) {
     r = req_find(b, id);
   if (r == NULL) {
     b->stats.late++;
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   if (natsMsg_IsNoResponders(m)) {
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     b->stats.no_responders++;
     req_end(b, r, UVP_NATS_ENORESPONDERS, NULL);
     return;
@@ -488,7 +488,7 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   if (rc != 0) {
     uvp_nats__trace_end(b->ctx, &r->span, rc);
     uvp_inflight_end(&r->w); /* a record not started: nothing */
-    natsMsg_Destroy(r->held);
+    uvp_nats__msg_free(r->held);
     uvp_promise_release(r->p);
     req_free(b, r);
     return rc;

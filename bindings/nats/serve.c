@@ -61,7 +61,7 @@ static void sv_release(served_t *sv) {
   uvp_nats_svc_t *svc = sv->pub.svc;
   /* never started, or cut without a reply */
   uvp_nats__trace_end(svc->b->ctx, &sv->span, UV_ECANCELED);
-  natsMsg_Destroy(sv->pub.msg);
+  uvp_nats__msg_free(sv->pub.msg);
   free(sv);
   svc->live--;
   svc_maybe_free(svc);
@@ -204,7 +204,7 @@ static void svc_reply(uvp_nats_svc_t *svc, natsMsg *req, int rc,
   if (s == NATS_OK && rc < 0)
     s = natsMsgHeader_Set(m, UVP_NATS_ERROR_HEADER, uvp_nats_err_name(rc));
   if (s != NATS_OK) {
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   if (uvp_nats__msg_send(svc->b, m, UINT64_MAX) == 0)
@@ -356,25 +356,25 @@ static void svc_take(void *owner, natsMsg *m) {
   if (svc->cut) { /* past the drain's deadline: nothing more is served */
     svc->stats.cut++;
     svc_reply(svc, m, UV_ECANCELED, DRAINING);
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   int64_t t = timeout_of(svc, m);
   if (t < 0 || (uint64_t)t <= svc->o.margin_ms) { /* nothing left for it */
     svc->stats.base.bad++;
     svc_reply(svc, m, t < 0 ? UV_EPROTO : UV_ETIMEDOUT, NULL);
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   if (svc_full(svc)) {
     svc->stats.busy++;
     svc_reply(svc, m, UV_EBUSY, "worker busy: its queue is full");
-    natsMsg_Destroy(m);
+    uvp_nats__msg_free(m);
     return;
   }
   served_t *sv = calloc(1, sizeof(*sv));
   if (sv == NULL) {
-    natsMsg_Destroy(m); /* its caller times out */
+    uvp_nats__msg_free(m); /* its caller times out */
     return;
   }
   sv->pub = (uvp_nats_served_t){m, svc, svc->o.arg, (uint64_t)t, 0};
@@ -451,7 +451,7 @@ static void svc_cancel_take(void *owner, natsMsg *m) {
       svc->stats.cancelled++;
     }
   }
-  natsMsg_Destroy(m);
+  uvp_nats__msg_free(m);
 }
 
 static void svc_cancels_gone(void *owner, int rc) {

@@ -121,7 +121,7 @@ void uvp_nats__sub_free(uvp_nats_sub_t *s, int rc) {
     uvp_promise_release(p);
   }
   if (s->held != NULL)
-    natsMsg_Destroy(s->held);
+    uvp_nats__msg_free(s->held);
   natsSubscription_Destroy(s->sub);
   free(s->subject);
   free(s->queue);

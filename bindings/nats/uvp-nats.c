@@ -53,7 +53,9 @@
  * thread through the queue, which the loop takes a batch at a time: a
  * synchronous inbox would save that hop, but natsSubscription_NextMsg
  * destroys a no-responders status without saying which request it
- * answered (docs/internals/nats.md 21.5 has the figures).
+ * answered (docs/internals/nats.md 21.5 has the figures).  Messages are
+ * freed on the loop, not on nats.c's collector thread ("messages" below),
+ * and the loop stops reading while nats.c's buffer is full (OUT_MAX).
  *
  * Cancels and backpressure.  A request cut after it was sent publishes
  * its reply subject on UVP_NATS_CANCEL_PREFIX + its subject (requests.c,
@@ -81,6 +83,7 @@
  * (uvp_nats__layer_t), never by name. */
 #include <dlfcn.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #ifndef _WIN32
 #include <pthread.h>
 #endif
@@ -108,7 +111,70 @@ void uvp_nats__release_thread_memory(void) {
     openssl_thread_stop();
 }
 
-void uvp_nats__msg_free(void *m) { natsMsg_Destroy(m); }
+/* ---- messages ------------------------------------------------------------ */
+
+/* nats.c's natsMsg_Destroy does not free a message: it hands it to its
+ * garbage collector's thread, which frees it later, into the malloc arena
+ * of the thread that made it.  nats.c parses on the loop
+ * (natsOptions_SetEventLoop), so that is the loop's arena: the collector's
+ * wake-ups and that arena's lock, taken from both threads, were most of a
+ * requester's CPU (docs/internals/nats-2.md 21.11).  A message that is not
+ * set up for collection, one whose natsGCItem (a natsMsg's first member in
+ * every nats.c since 1.0) has no free callback, nats.c frees at once, in
+ * the thread that destroys it.  So the binding clears that callback before
+ * it destroys a message, once it has found that a new message's first
+ * member is that item with natsMsg_free (which libnats exports, though
+ * nats.h does not declare it) as its callback; with another layout, or
+ * without that symbol, every message goes to the collector as before. */
+typedef struct {
+  void *next;
+  void (*free_cb)(void *);
+} gc_item_t; /* nats.c's natsGCItem (src/gc.h) */
+_Static_assert(sizeof(gc_item_t) == 2 * sizeof(void *),
+               "natsGCItem: a link and a callback, no padding");
+
+#if defined(UVP_NATS_HAVE_MSG_FREE)
+void natsMsg_free(void *object);
+#endif
+
+static atomic_int msg_free_here; /* 0: not known yet, 1: yes, -1: no */
+
+static int probe_msg_layout(void) {
+  int here = -1;
+#if defined(UVP_NATS_HAVE_MSG_FREE)
+  natsMsg *m = NULL;
+  if (natsMsg_Create(&m, "uvp.probe", NULL, "", 0) == NATS_OK && m != NULL) {
+    gc_item_t gc;
+    memcpy(&gc, m, sizeof(gc));
+    here = gc.next == NULL && gc.free_cb == natsMsg_free ? 1 : -1;
+    if (here > 0) { /* freed here, as every message after it */
+      gc.free_cb = NULL;
+      memcpy(m, &gc, sizeof(gc));
+    }
+    natsMsg_Destroy(m);
+  }
+#endif
+  return here;
+}
+
+int uvp_nats__msg_frees_here(void) {
+  int here = atomic_load_explicit(&msg_free_here, memory_order_relaxed);
+  if (here == 0) {
+    here = probe_msg_layout(); /* the same answer in every thread */
+    atomic_store_explicit(&msg_free_here, here, memory_order_relaxed);
+  }
+  return here > 0;
+}
+
+void uvp_nats__msg_free(void *m) {
+  if (m == NULL)
+    return;
+  if (uvp_nats__msg_frees_here()) {
+    void (*none)(void *) = NULL;
+    memcpy((char *)m + offsetof(gc_item_t, free_cb), &none, sizeof(none));
+  }
+  natsMsg_Destroy(m);
+}
 
 /* ---- the floors above (nats-internal.h) ---------------------------------- */
 
@@ -266,8 +332,9 @@ static void on_poll(uv_poll_t *h, int status, int events);
 static int poll_update(uvp_nats_t *b) {
   if (b->poll == NULL)
     return 0;
-  if (b->events != 0)
-    return uv_poll_start(&b->poll->h, b->events, on_poll);
+  int events = b->events & ~(b->read_paused ? UV_READABLE : 0);
+  if (events != 0)
+    return uv_poll_start(&b->poll->h, events, on_poll);
   return uv_poll_stop(&b->poll->h);
 }
 
@@ -366,6 +433,30 @@ void uvp_nats__sent(uvp_nats_t *b, size_t bytes) {
   b->in_nats--;
 }
 
+/* nats.c on an event loop cannot make a publisher wait for the socket,
+ * as it does on its own threads once its buffer is full: its buffer
+ * grows to hold whatever is published faster than the server reads it,
+ * and keeps that size for the connection's life (its reset keeps the
+ * capacity).  A worker answering a pile of 100 000 requests EBUSY, each as
+ * soon as it is read, kept 2-5 MB so.  Past OUT_MAX bytes unsent after a
+ * read or write event, the binding stops reading, until the socket has
+ * taken them down to OUT_MAX / 2: what comes meanwhile waits in the
+ * server's buffers for this client, as it would for a publisher that
+ * waits.  (Requests a program makes in a loop are not read events: they
+ * are bounded by the program, and uvp_nats__sent has them written.) */
+#define OUT_MAX (256 * 1024)
+
+static void out_check(uvp_nats_t *b) {
+  if (b->poll == NULL || b->conn == NULL)
+    return;
+  int n = natsConnection_Buffered(b->conn); /* -1: closed */
+  bool pause = n > (b->read_paused ? OUT_MAX / 2 : OUT_MAX);
+  if (pause != b->read_paused) {
+    b->read_paused = pause;
+    (void)poll_update(b);
+  }
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   poll_t *p = h->data;
   uvp_nats_t *b = p->b;
@@ -376,6 +467,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     on_writable(b);
   b->in_nats--;
   layers_poll(b);
+  out_check(b);
 }
 
 /* ---- the event loop's callbacks and the queue ---------------------------- */
@@ -394,6 +486,7 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
     b->attached = true;
     b->fd = ev->arg;
     b->events = UV_READABLE;
+    b->read_paused = false;
     uvp_nats__poll_close(b);
     if (!b->poll_closing)
       rc = poll_open(b);
@@ -402,8 +495,10 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
   case EV_WRITE: {
     int bit = ev->type == EV_READ ? UV_READABLE : UV_WRITABLE;
     b->events = ev->arg ? (b->events | bit) : (b->events & ~bit);
-    if (ev->type == EV_WRITE && !ev->arg)
+    if (ev->type == EV_WRITE && !ev->arg) {
       b->unsent = 0; /* nats.c's buffer is empty */
+      b->read_paused = false;
+    }
     rc = poll_update(b);
     break;
   }
@@ -419,7 +514,7 @@ static natsStatus ev_apply(uvp_nats_t *b, ev_t *ev) {
       b->layers[UVP_NATS__REQS]->msg(b, ev->msg);
     } else {
       b->stats.late++;
-      natsMsg_Destroy(ev->msg);
+      uvp_nats__msg_free(ev->msg);
     }
     break;
   case EV_CONN:
@@ -457,7 +552,7 @@ static natsStatus ev_post(uvp_nats_t *b, int type, int arg,
     if (type == EV_CONN && arg == UVP_NATS_CLOSED)
       uvp_nats__thread_done(b); /* the late connection's last word */
     if (type == EV_MSG || type == EV_DENIED)
-      natsMsg_Destroy(msg);
+      uvp_nats__msg_free(msg);
     return type == EV_ATTACH ? NATS_ERR : NATS_OK;
   }
   if (type == EV_WRITE)
@@ -529,6 +624,7 @@ static void on_async(uv_async_t *a) {
     uvp_nats__connect_after(b); /* applies what the queue holds first */
   uvp_nats__ev_drain(b);
   layers_poll(b);
+  out_check(b);
 }
 
 static natsStatus el_attach(void **user, void *loop, natsConnection *nc,
@@ -556,7 +652,7 @@ void uvp_nats__inbox_cb(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   (void)nc;
   (void)sub;
   if (ev_post(closure, EV_MSG, 0, NULL, msg) != NATS_OK)
-    natsMsg_Destroy(msg); /* no memory: the request times out */
+    uvp_nats__msg_free(msg); /* no memory: the request times out */
 }
 
 void uvp_nats__inbox_done_cb(void *closure) {
@@ -587,7 +683,7 @@ static void error_cb(natsConnection *nc, natsSubscription *sub, natsStatus err,
   if (err == NATS_NOT_PERMITTED) { /* its words: this thread's last error */
     natsMsg *m = uvp_nats__why_msg(nats_GetLastError(NULL));
     if (m != NULL && ev_post(closure, EV_DENIED, 0, NULL, m) != NATS_OK)
-      natsMsg_Destroy(m); /* no memory: what it hit times out */
+      uvp_nats__msg_free(m); /* no memory: what it hit times out */
   }
 }
 
@@ -632,7 +728,7 @@ static void on_denied(uvp_nats_t *b, natsMsg *m) {
     for (int i = 0; i < UVP_NATS__LAYERS; i++)
       if (b->layers[i] != NULL && b->layers[i]->denied != NULL)
         b->layers[i]->denied(b, publish, subj, why);
-  natsMsg_Destroy(m);
+  uvp_nats__msg_free(m);
   on_conn_event(b, UVP_NATS_DENIED);
 }
 

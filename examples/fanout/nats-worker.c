@@ -241,12 +241,12 @@ static void signals_close(worker_t *w) {
 
 /* Every second: once a pile of requests answered EBUSY has stopped coming
  * (a second without one), give the memory it went through back to the
- * system.  nats.c frees every message on its garbage-collector thread, so
- * under a pile the messages already answered wait there, thousands of
- * them when that thread gets little CPU, and glibc's heap keeps the high
- * water of that backlog (docs/internals/nats-2.md 21.7: 0.3 to 5 MB
- * after 100 000, 0.3 MB freed at once); malloc_trim(0) hands its free
- * pages back. */
+ * system: glibc's heap keeps the high water of what the pile held, and
+ * malloc_trim(0) hands its free pages back.  uvp-nats frees messages as
+ * they are destroyed, where it finds nats.c's layout; elsewhere nats.c's
+ * garbage-collector thread frees them later, and under a pile thousands
+ * wait for it (docs/internals/nats-2.md 21.7: 0.3 to 5 MB after 100 000;
+ * 21.11). */
 static void trim_check(uv_timer_t *t) {
   worker_t *w = t->data;
   uvp_nats_serve_stats_ex_t st;

@@ -23,6 +23,10 @@
 
 #include "uvp-nats.h"
 
+/* bindings/nats (nats-internal.h): 1 when the binding frees nats.c's
+ * messages in the thread that destroys them, not on nats.c's collector. */
+int uvp_nats__msg_frees_here(void);
+
 /* ---- scaffolding --------------------------------------------------------- */
 
 static uvp_nats_t *connect_opts(fixture_t *f, uvp_ctx_t *ctx, const char *url,
@@ -351,6 +355,12 @@ static void test_request(void **state) {
   assert_int_equal(st.late, 0);
   assert_int_equal(st.polls, 1);
   assert_int_equal(T.w.served, N + 1);
+  /* With nats.c 3's message layout (a natsGCItem first, natsMsg_free its
+   * callback) the requests and replies above were freed on the loop,
+   * not handed to nats.c's collector thread (uvp-nats.c, "messages"). */
+#if NATS_VERSION_MAJOR == 3
+  assert_int_equal(uvp_nats__msg_frees_here(), 1);
+#endif
 }
 
 /* Requests kept 192 in flight, each new one published from the loop as a
