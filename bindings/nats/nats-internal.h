@@ -235,11 +235,11 @@ struct uvp_nats_s {
 
 /* uvp-nats.c: the connection, for the floors above it. */
 void uvp_nats__layer_set(uvp_nats_t *b, int which, const uvp_nats__layer_t *l);
-/* Destroys a natsMsg (NULL: nothing), freed in this thread, not on nats.c's
- * collector's, when uvp_nats__msg_frees_here (1: it found nats.c's layout
- * that lets it; 0: every message goes to the collector). */
+/* Destroys a natsMsg (NULL: nothing): freed in this thread, not later on
+ * nats.c's collector's, when uvp_nats__msg_frees_here(m) (nats.c's layout,
+ * checked on m). */
 void uvp_nats__msg_free(void *m);
-int uvp_nats__msg_frees_here(void);
+int uvp_nats__msg_frees_here(const void *m);
 bool uvp_nats__subject_ok(const char *s, bool wild);
 int uvp_nats__code_of_name(const char *name);
 void uvp_nats__waiting_add(uvp_nats_t *b, int d);

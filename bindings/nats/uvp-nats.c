@@ -122,10 +122,10 @@ void uvp_nats__release_thread_memory(void) {
  * set up for collection, one whose natsGCItem (a natsMsg's first member in
  * every nats.c since 1.0) has no free callback, nats.c frees at once, in
  * the thread that destroys it.  So the binding clears that callback before
- * it destroys a message, once it has found that a new message's first
- * member is that item with natsMsg_free (which libnats exports, though
- * nats.h does not declare it) as its callback; with another layout, or
- * without that symbol, every message goes to the collector as before. */
+ * it destroys a message whose first member it finds to be that item, out
+ * of any list, with natsMsg_free (which libnats exports, though nats.h
+ * does not declare it) as its callback.  Any other message, and every
+ * message where that symbol does not link, goes to the collector. */
 typedef struct {
   void *next;
   void (*free_cb)(void *);
@@ -137,39 +137,19 @@ _Static_assert(sizeof(gc_item_t) == 2 * sizeof(void *),
 void natsMsg_free(void *object);
 #endif
 
-static atomic_int msg_free_here; /* 0: not known yet, 1: yes, -1: no */
-
-static int probe_msg_layout(void) {
-  int here = -1;
+int uvp_nats__msg_frees_here(const void *m) {
 #if defined(UVP_NATS_HAVE_MSG_FREE)
-  natsMsg *m = NULL;
-  if (natsMsg_Create(&m, "uvp.probe", NULL, "", 0) == NATS_OK && m != NULL) {
-    gc_item_t gc;
-    memcpy(&gc, m, sizeof(gc));
-    here = gc.next == NULL && gc.free_cb == natsMsg_free ? 1 : -1;
-    if (here > 0) { /* freed here, as every message after it */
-      gc.free_cb = NULL;
-      memcpy(m, &gc, sizeof(gc));
-    }
-    natsMsg_Destroy(m);
-  }
+  gc_item_t gc;
+  memcpy(&gc, m, sizeof(gc));
+  return gc.next == NULL && gc.free_cb == natsMsg_free;
+#else
+  (void)m;
+  return 0;
 #endif
-  return here;
-}
-
-int uvp_nats__msg_frees_here(void) {
-  int here = atomic_load_explicit(&msg_free_here, memory_order_relaxed);
-  if (here == 0) {
-    here = probe_msg_layout(); /* the same answer in every thread */
-    atomic_store_explicit(&msg_free_here, here, memory_order_relaxed);
-  }
-  return here > 0;
 }
 
 void uvp_nats__msg_free(void *m) {
-  if (m == NULL)
-    return;
-  if (uvp_nats__msg_frees_here()) {
+  if (m != NULL && uvp_nats__msg_frees_here(m)) {
     void (*none)(void *) = NULL;
     memcpy((char *)m + offsetof(gc_item_t, free_cb), &none, sizeof(none));
   }

@@ -23,9 +23,11 @@
 
 #include "uvp-nats.h"
 
-/* bindings/nats (nats-internal.h): 1 when the binding frees nats.c's
- * messages in the thread that destroys them, not on nats.c's collector. */
-int uvp_nats__msg_frees_here(void);
+/* bindings/nats (nats-internal.h): whether the binding frees a message in
+ * the thread that destroys it, not on nats.c's collector, and how it
+ * destroys one. */
+int uvp_nats__msg_frees_here(const void *m);
+void uvp_nats__msg_free(void *m);
 
 /* ---- scaffolding --------------------------------------------------------- */
 
@@ -356,10 +358,13 @@ static void test_request(void **state) {
   assert_int_equal(st.polls, 1);
   assert_int_equal(T.w.served, N + 1);
   /* With nats.c 3's message layout (a natsGCItem first, natsMsg_free its
-   * callback) the requests and replies above were freed on the loop,
-   * not handed to nats.c's collector thread (uvp-nats.c, "messages"). */
+   * callback) the requests and replies above were freed on the loop, not
+   * handed to nats.c's collector thread (uvp-nats.c, "messages"). */
 #if NATS_VERSION_MAJOR == 3
-  assert_int_equal(uvp_nats__msg_frees_here(), 1);
+  natsMsg *made = NULL;
+  assert_int_equal(natsMsg_Create(&made, "a.b", NULL, "x", 1), NATS_OK);
+  assert_int_equal(uvp_nats__msg_frees_here(made), 1);
+  uvp_nats__msg_free(made);
 #endif
 }
 
