@@ -51,6 +51,74 @@ char *uvp_nats__u64_digits(char *end, uint64_t v) {
   return end;
 }
 
+/* nats.h writes a header only through the message's header map
+ * (natsMsgHeader_Set: the map, its bucket array, a copy of the name and
+ * of the value, all encoded again at publish and freed with the message).
+ * A request whose one header is Uvp-Timeout-Ms had that made, walked and
+ * freed for every request (docs/internals/nats-3.md 21.12).  nats.c's own
+ * constructor, natsMsg_create, the one its parser makes what it reads
+ * with, takes the header's bytes instead; nats.c then publishes those
+ * bytes as they are, and still reads them (natsMsgHeader_Get) as it reads
+ * a received message's.  libnats exports it, nats.h does not declare it:
+ * this is its signature in nats.c 3 (src/msg.h), and meson checks that it
+ * links.  Anywhere else, and for a payload the stack buffer does not
+ * hold, the map. */
+#if defined(UVP_NATS_HAVE_MSG_CREATE) && NATS_VERSION_MAJOR == 3
+#define MSG_RAW_HEADERS 1
+natsStatus natsMsg_create(natsMsg **newMsg, const char *subject, int subjLen,
+                          const char *reply, int replyLen, const char *buf,
+                          int bufLen, int hdrLen);
+#else
+#define MSG_RAW_HEADERS 0
+#endif
+
+bool uvp_nats__msg_raw_headers(void) { return MSG_RAW_HEADERS; }
+
+enum { TIMED_MAX = 1024 }; /* header and payload, on the stack */
+
+int uvp_nats__msg_make_timed(natsMsg **out, const char *subject,
+                             const char *reply, const void *data, size_t len,
+                             uint64_t timeout_ms) {
+  char digits[24];
+  char *end = digits + sizeof(digits);
+  char *d = uvp_nats__u64_digits(end, timeout_ms);
+  size_t dn = (size_t)(end - d);
+#if MSG_RAW_HEADERS
+  static const char head[] = "NATS/1.0\r\n" UVP_NATS_TIMEOUT_HEADER ": ";
+  size_t hn = sizeof(head) - 1 + dn + 4;
+  if (len <= TIMED_MAX - hn) {
+    char buf[TIMED_MAX];
+    memcpy(buf, head, sizeof(head) - 1);
+    memcpy(buf + sizeof(head) - 1, d, dn);
+    memcpy(buf + hn - 4, "\r\n\r\n", 4);
+    if (len > 0)
+      memcpy(buf + hn, data, len);
+    natsMsg *m = NULL;
+    natsStatus s = natsMsg_create(&m, subject, (int)strlen(subject), reply,
+                                  reply != NULL ? (int)strlen(reply) : 0, buf,
+                                  (int)(hn + len), (int)hn);
+    if (s != NATS_OK || m == NULL)
+      return s != NATS_OK ? uvp_nats_code(s) : UV_ENOMEM;
+    *out = m;
+    return 0;
+  }
+#endif
+  natsMsg *m = NULL;
+  int rc = uvp_nats__msg_make(&m, subject, reply, data, len, NULL);
+  if (rc != 0)
+    return rc;
+  char v[sizeof(digits) + 1];
+  memcpy(v, d, dn);
+  v[dn] = '\0';
+  natsStatus s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
+  if (s != NATS_OK) {
+    uvp_nats__msg_free(m);
+    return uvp_nats_code(s);
+  }
+  *out = m;
+  return 0;
+}
+
 /* Publish m (then destroyed) with Uvp-Timeout-Ms: timeout_ms (unless
  * UINT64_MAX), which a request made while connecting learns only now.
  * nats.c itself refuses a message over the server's max_payload
@@ -102,6 +170,52 @@ int uvp_nats_publish(uvp_nats_t *nc, const char *subject, const char *reply,
     return UV_EINVAL;
   return uvp_nats__publish_msg(nc, subject, reply, data, len, UINT64_MAX,
                                headers);
+}
+
+/* nats.c reads a header only by lifting all of a message's headers into a
+ * map (natsMsgHeader_Get: a hash and an entry a header, kept with the
+ * message), and a uvp worker's reply always has Uvp-Worker and has
+ * Uvp-Error only when it failed: a requester paid the map with every reply
+ * it holds to learn, nearly always, that there is no Uvp-Error
+ * (docs/internals/nats-3.md 21.12).  nats.c 3 keeps a message it read in
+ * one block: the subject, the reply subject, the headers' bytes and the
+ * payload, each ended by a NUL.  Where a reply is laid out so, nats.c finds
+ * the key exactly when a line of those bytes starts with "Uvp-Error:"
+ * (keys are matched as they are written, the first line is the status),
+ * so the binding looks for such a line first and asks nats.c only if
+ * there is one.  A block it does not recognise (a lifted map has put NULs
+ * in it) goes to nats.c. */
+#if MSG_RAW_HEADERS
+static const char *error_line(const char *h, size_t n) {
+  static const char key[] = "\r\n" UVP_NATS_ERROR_HEADER ":";
+  for (const char *c = h, *end = h + n; c != NULL;) {
+    if ((size_t)(end - c) < sizeof(key) - 1)
+      return NULL;
+    if (memcmp(c, key, sizeof(key) - 1) == 0)
+      return c;
+    c = memchr(c + 1, '\r', (size_t)(end - c - 1));
+  }
+  return NULL;
+}
+
+#endif
+
+const char *uvp_nats__error_header(natsMsg *m) {
+#if MSG_RAW_HEADERS
+  const char *s = natsMsg_GetSubject(m), *r = natsMsg_GetReply(m);
+  const char *d = natsMsg_GetData(m);
+  const char *h = s != NULL ? s + strlen(s) + 1 : NULL;
+  if (h != NULL && r != NULL)
+    h = r == h ? r + strlen(r) + 1 : NULL;
+  if (h != NULL && d == h)
+    return NULL; /* no headers at all */
+  if (h != NULL && d != NULL && d > h + 8 && d - h < 65536 && d[-1] == '\0' &&
+      memcmp(h, "NATS/1.0", 8) == 0 &&
+      memchr(h, '\0', (size_t)(d - 1 - h)) == NULL &&
+      error_line(h, (size_t)(d - 1 - h)) == NULL)
+    return NULL;
+#endif
+  return uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
 }
 
 const char *uvp_nats_msg_header(natsMsg *msg, const char *name) {

@@ -274,6 +274,17 @@ int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
                        const void *data, size_t len,
                        const char *const *headers);
 int uvp_nats__msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms);
+/* A message with subject, reply and data whose one header is
+ * Uvp-Timeout-Ms: timeout_ms, its bytes written by the binding where
+ * uvp_nats__msg_raw_headers() (nats.c 3), through nats.c's header map
+ * elsewhere. */
+int uvp_nats__msg_make_timed(natsMsg **out, const char *subject,
+                             const char *reply, const void *data, size_t len,
+                             uint64_t timeout_ms);
+bool uvp_nats__msg_raw_headers(void);
+/* A reply's Uvp-Error (uvp_nats_msg_header's), without nats.c's header
+ * map where its bytes show it has none. */
+const char *uvp_nats__error_header(natsMsg *m);
 /* uvp_nats__publish_msg without its checks of the arguments (a subject
  * checked already, a reply subject the binding made or nats.c received) */
 int uvp_nats__publish(uvp_nats_t *b, const char *subject, const char *reply,

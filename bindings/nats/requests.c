@@ -357,7 +357,7 @@ static void on_reply(uvp_nats_t *b, natsMsg *m) {
     return;
   }
   b->stats.replies++;
-  const char *err = uvp_nats_msg_header(m, UVP_NATS_ERROR_HEADER);
+  const char *err = uvp_nats__error_header(m);
   if (err != NULL) { /* the worker's handler failed: that code */
     req_end(b, r, uvp_nats__code_of_name(err), m);
     return;
@@ -466,24 +466,31 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   const char *const *headers = opts != NULL ? opts->headers : NULL;
   rc = uvp_inflight_start(b->ctx, &r->w, r->p,
                           hold ? &req_class : &req_class_nohold);
+  uint64_t wait = !stamp ? UINT64_MAX : left < timeout ? left : timeout;
+  int flags = opts != NULL ? opts->flags : 0; /* a trace context: a span */
+  bool traced = !(flags & UVP_NATS__REQUEST_UNTRACED) &&
+                uvp_tracectx_get(b->ctx, NULL, NULL) == 0;
   /* a passed deadline cuts it once started: nothing is sent then; while
    * connecting, the message waits for send_held */
-  if (rc == 0 && left > 0)
+  if (rc == 0 && left > 0 && !connecting && !traced && headers == NULL &&
+      wait != UINT64_MAX) { /* the common request: its one header written */
+    natsMsg *m = NULL;
+    rc = uvp_nats__msg_make_timed(&m, subject, reply, data, len, wait);
+    if (rc == 0)
+      rc = uvp_nats__msg_send(b, m, UINT64_MAX);
+  } else if (rc == 0 && left > 0) {
     rc = uvp_nats__msg_make(&r->held, subject, reply, data, len, headers);
-  int flags = opts != NULL ? opts->flags : 0; /* a trace context: a span */
-  if (rc == 0 && left > 0 && !(flags & UVP_NATS__REQUEST_UNTRACED))
-    rc = uvp_nats__trace_out(b->ctx,
-                             flags & UVP_NATS__REQUEST_PRODUCER
-                                 ? UVP_SPAN_PRODUCER
-                                 : UVP_SPAN_CLIENT,
-                             subject, r->held, &r->span);
-  if (rc == 0 && left > 0 && !connecting) {
-    natsMsg *m = r->held;
-    r->held = NULL;
-    rc = uvp_nats__msg_send(b, m,
-                            !stamp           ? UINT64_MAX
-                            : left < timeout ? left
-                                             : timeout);
+    if (rc == 0 && traced)
+      rc = uvp_nats__trace_out(b->ctx,
+                               flags & UVP_NATS__REQUEST_PRODUCER
+                                   ? UVP_SPAN_PRODUCER
+                                   : UVP_SPAN_CLIENT,
+                               subject, r->held, &r->span);
+    if (rc == 0 && !connecting) {
+      natsMsg *m = r->held;
+      r->held = NULL;
+      rc = uvp_nats__msg_send(b, m, wait);
+    }
   }
   if (rc != 0) {
     uvp_nats__trace_end(b->ctx, &r->span, rc);

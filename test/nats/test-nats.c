@@ -25,9 +25,15 @@
 
 /* bindings/nats (nats-internal.h): whether the binding frees a message in
  * the thread that destroys it, not on nats.c's collector, and how it
- * destroys one. */
+ * destroys one; whether it writes a request's header as bytes, a request's
+ * message, and a reply's Uvp-Error. */
 int uvp_nats__msg_frees_here(const void *m);
 void uvp_nats__msg_free(void *m);
+bool uvp_nats__msg_raw_headers(void);
+int uvp_nats__msg_make_timed(natsMsg **out, const char *subject,
+                             const char *reply, const void *data, size_t len,
+                             uint64_t timeout_ms);
+const char *uvp_nats__error_header(natsMsg *m);
 
 /* ---- scaffolding --------------------------------------------------------- */
 
@@ -364,6 +370,17 @@ static void test_request(void **state) {
   natsMsg *made = NULL;
   assert_int_equal(natsMsg_Create(&made, "a.b", NULL, "x", 1), NATS_OK);
   assert_int_equal(uvp_nats__msg_frees_here(made), 1);
+  uvp_nats__msg_free(made);
+  /* and the requests' Uvp-Timeout-Ms was written as bytes, which nats.c
+   * reads back as its own; a reply's bytes showed it had no Uvp-Error */
+  assert_true(uvp_nats__msg_raw_headers());
+  assert_int_equal(uvp_nats__msg_make_timed(&made, "a.b", "c.d", "xy", 2, 1234),
+                   0);
+  assert_null(uvp_nats__error_header(made));
+  assert_string_equal(uvp_nats_msg_header(made, UVP_NATS_TIMEOUT_HEADER),
+                      "1234");
+  assert_int_equal(natsMsg_GetDataLength(made), 2);
+  assert_memory_equal(natsMsg_GetData(made), "xy", 2);
   uvp_nats__msg_free(made);
 #endif
 }
