@@ -544,35 +544,31 @@ enum {
 
 /** Where a cancelled request tells its service: the request's subject
  * after this prefix ("_UVP.CANCEL.fan.work"), the request's reply subject
- * (its cancel token with it) as the body, and the cancellation's cause
- * (uvp_cause_format's line, its first 255 bytes) in
+ * as the body, its cancel token in UVP_NATS_CANCEL_TOKEN_HEADER, and the
+ * cancellation's cause (uvp_cause_format's line, its first 255 bytes) in
  * UVP_NATS_CAUSE_HEADER.  Every instance of a service
  * subscribes to the prefix and its own subject (wildcards included), not
  * in a queue group, so whichever instance took the request hears it. */
 #define UVP_NATS_CANCEL_PREFIX "_UVP.CANCEL."
 /** The header of a cancel that says why the caller gave up. */
 #define UVP_NATS_CAUSE_HEADER "Uvp-Cause"
-/** A request that may be cancelled ends its reply subject with a token:
- * "<inbox>.<id>.<token>", the token UVP_NATS_CANCEL_TOKEN_LEN lowercase hex
+/** A request that may be cancelled carries a token in
+ * UVP_NATS_CANCEL_TOKEN_HEADER: UVP_NATS_CANCEL_TOKEN_LEN lowercase hex
  * digits (128 bits) only the caller can make (a keyed hash of the request
- * under its connection's random key); its cancel names the whole reply
- * subject.  A service cuts a request only for a cancel with the request's
- * own token (compared in constant time); any other cancel naming it (no
- * token, another one) is dropped and counted (uvp_nats_serve_stats_ex_t's
- * forged), so that a client who learns a request's reply subject without
- * its token, and may not read the service's subject (the permissions of
- * guide-nats.md's "Trust"), cannot cut it.  The reply subject is then the
- * request's secret until its reply: a program that logs the reply
- * subjects of the requests it serves logs their tokens.  A reply subject
- * whose last token is not UVP_NATS_CANCEL_TOKEN_LEN lowercase hex digits
- * (a request sent with UVP_NATS_REQUEST_NO_CANCEL, a client that is not
- * uvp) carries none. */
+ * under its connection's random key); its cancel carries the same header.
+ * A service cuts a request only for a cancel with the request's own token
+ * (compared in constant time); any other cancel naming it (no token,
+ * another one) is dropped and counted (uvp_nats_serve_stats_ex_t's
+ * forged), so that a client who learns a request's reply subject, and may
+ * not read the service's subject (the permissions of guide-nats.md's
+ * "Trust"), cannot cut it.  A service also takes the token at the end of
+ * the reply subject, "<inbox>.<id>.<token>", a cancel then naming that
+ * whole subject (the form of the unreleased versions after 0.3.0).  A
+ * request with neither (sent with
+ * UVP_NATS_REQUEST_NO_CANCEL, a client that is not uvp) carries none. */
 #define UVP_NATS_CANCEL_TOKEN_LEN 32
-/** uvp 0.3.0's form of the token: a header of the request and of its
- * cancel, the reply subject plain.  A service still takes it from such a
- * requester; a requester of this version no longer sends it (a service of
- * 0.3.0 counts this version's cancels as forged: the request then runs to
- * its own deadline). */
+/** The header of a request and of its cancel that holds the cancel token
+ * (as in uvp 0.3.0: every service since takes it). */
 #define UVP_NATS_CANCEL_TOKEN_HEADER "Uvp-Cancel-Token"
 
 /** Options of uvp_nats_request. */

@@ -95,7 +95,7 @@ static void connect_more(job_t *j, natsConnection *conn, natsStatus s) {
     j->rc = UV_ENOTSUP;
     return;
   }
-  char wild[sizeof(b->inbox) + 2]; /* "<id>" and "<id>.<token>" */
+  char wild[sizeof(b->inbox) + 2]; /* "<inbox>.<id>" */
   snprintf(wild, sizeof(wild), "%s.>", b->inbox);
   s = natsConnection_Subscribe(&b->inbox_sub, conn, wild, uvp_nats__inbox_cb,
                                b);

@@ -54,10 +54,10 @@ char *uvp_nats__u64_digits(char *end, uint64_t v) {
 /* nats.h writes a header only through the message's header map
  * (natsMsgHeader_Set: the map, its bucket array, a copy of the name and
  * of the value, all encoded again at publish and freed with the message).
- * A request whose one header is Uvp-Timeout-Ms had that made, walked and
+ * A request's Uvp-Timeout-Ms and cancel token had that made, walked and
  * freed for every request (docs/internals/nats-3.md 21.12).  nats.c's own
  * constructor, natsMsg_create, the one its parser makes what it reads
- * with, takes the header's bytes instead; nats.c then publishes those
+ * with, takes the headers' bytes instead; nats.c then publishes those
  * bytes as they are, and still reads them (natsMsgHeader_Get) as it reads
  * a received message's.  libnats exports it, nats.h does not declare it:
  * this is its signature in nats.c 3 (src/msg.h), and meson checks that it
@@ -74,23 +74,44 @@ natsStatus natsMsg_create(natsMsg **newMsg, const char *subject, int subjLen,
 
 bool uvp_nats__msg_raw_headers(void) { return MSG_RAW_HEADERS; }
 
-enum { TIMED_MAX = 1024 }; /* header and payload, on the stack */
+enum { REQUEST_MAX = 1024 }; /* headers and payload, on the stack */
 
-int uvp_nats__msg_make_timed(natsMsg **out, const char *subject,
-                             const char *reply, const void *data, size_t len,
-                             uint64_t timeout_ms) {
+#if MSG_RAW_HEADERS
+/* "Name: value\r\n" at at: past it. */
+static char *header_put(char *at, const char *name, size_t nn, const char *v,
+                        size_t vn) {
+  memcpy(at, name, nn);
+  at[nn] = ':';
+  at[nn + 1] = ' ';
+  memcpy(at + nn + 2, v, vn);
+  memcpy(at + nn + 2 + vn, "\r\n", 2);
+  return at + nn + 2 + vn + 2;
+}
+#endif
+
+int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
+                               const char *reply, const void *data, size_t len,
+                               uint64_t timeout_ms, const char *token) {
+  static const char th[] = UVP_NATS_TIMEOUT_HEADER;
+  static const char kh[] = UVP_NATS_CANCEL_TOKEN_HEADER;
+  bool stamp = timeout_ms != UINT64_MAX;
   char digits[24];
   char *end = digits + sizeof(digits);
-  char *d = uvp_nats__u64_digits(end, timeout_ms);
+  char *d = stamp ? uvp_nats__u64_digits(end, timeout_ms) : end;
   size_t dn = (size_t)(end - d);
 #if MSG_RAW_HEADERS
-  static const char head[] = "NATS/1.0\r\n" UVP_NATS_TIMEOUT_HEADER ": ";
-  size_t hn = sizeof(head) - 1 + dn + 4;
-  if (len <= TIMED_MAX - hn) {
-    char buf[TIMED_MAX];
-    memcpy(buf, head, sizeof(head) - 1);
-    memcpy(buf + sizeof(head) - 1, d, dn);
-    memcpy(buf + hn - 4, "\r\n\r\n", 4);
+  static const char status[] = "NATS/1.0\r\n";
+  size_t hn = sizeof(status) - 1 + 2 + (stamp ? sizeof(th) + 3 + dn : 0) +
+              (token != NULL ? sizeof(kh) + 3 + UVP_NATS_CANCEL_TOKEN_LEN : 0);
+  if ((stamp || token != NULL) && len <= REQUEST_MAX - hn) {
+    char buf[REQUEST_MAX];
+    char *at = buf + sizeof(status) - 1;
+    memcpy(buf, status, sizeof(status) - 1);
+    if (stamp)
+      at = header_put(at, th, sizeof(th) - 1, d, dn);
+    if (token != NULL)
+      at = header_put(at, kh, sizeof(kh) - 1, token, UVP_NATS_CANCEL_TOKEN_LEN);
+    memcpy(at, "\r\n", 2);
     if (len > 0)
       memcpy(buf + hn, data, len);
     natsMsg *m = NULL;
@@ -110,7 +131,11 @@ int uvp_nats__msg_make_timed(natsMsg **out, const char *subject,
   char v[sizeof(digits) + 1];
   memcpy(v, d, dn);
   v[dn] = '\0';
-  natsStatus s = natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, v);
+  natsStatus s = NATS_OK;
+  if (stamp)
+    s = natsMsgHeader_Set(m, th, v);
+  if (s == NATS_OK && token != NULL)
+    s = natsMsgHeader_Set(m, kh, token);
   if (s != NATS_OK) {
     uvp_nats__msg_free(m);
     return uvp_nats_code(s);

@@ -189,30 +189,28 @@ static void on_timer(uv_timer_t *t) {
   }
 }
 
-/* A reply subject: "<inbox>.<id>", and ".<token>" after it for a request
- * that may be cancelled. */
-enum {
-  REPLY_MAX =
-      sizeof(((uvp_nats_t *)0)->inbox) + 24 + 1 + UVP_NATS_CANCEL_TOKEN_LEN
-};
-static void reply_subject(const uvp_nats_t *b, uint64_t id, bool token,
-                          char *buf);
+/* A reply subject: "<inbox>.<id>". */
+enum { REPLY_MAX = sizeof(((uvp_nats_t *)0)->inbox) + 24 };
+static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf);
 
 /* ---- cancel tokens ------------------------------------------------------- *
  * A cancel names its request by the reply subject, which anyone who reads
  * the service's subject sees, and which names the request wherever it is
  * logged: "<inbox>.<id>" alone let any client on the server cut every
- * request (issue 71).  So the reply subject of a request that may be
- * cancelled ends in a token of 128 bits only its caller knows, and its
- * cancel names the whole subject; the service cuts nothing for a cancel
- * whose token is not the request's.  The token is SipHash-2-4 of the
+ * request (issue 71).  So a request that may be cancelled carries a token
+ * of 128 bits only its caller knows, in UVP_NATS_CANCEL_TOKEN_HEADER, and
+ * its cancel carries it too; the service cuts nothing for a cancel whose
+ * token is not the request's.  The token is SipHash-2-4 of the
  * request's id under the connection's random key (twice, for 128 bits):
  * nothing kept per request, and one token seen (by a worker that served
- * the request) says nothing of another.  In the subject rather than in a
- * header (0.3.0's UVP_NATS_CANCEL_TOKEN_HEADER): a header is a second
- * entry in nats.c's per-message header map, made and encoded on every
- * request, some 1 700 instructions (internals, "Cancels and
- * backpressure"); the subject is written anyway. */
+ * the request) says nothing of another.  After 0.3.0, main moved it into
+ * the reply subject for a while, because a header then was a second entry
+ * in nats.c's header map (some 1 700 instructions a request); but every
+ * reply then brought the token back, and nats.c parses a reply's subject
+ * at about 36 instructions a byte.  Since the binding writes a request's
+ * headers as bytes (msg.c), the header costs its bytes alone and the
+ * reply brings back nothing: back in the header, the form every service
+ * since 0.3.0 takes (internals 21.12). */
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 #define SIPROUND                                                               \
   do {                                                                         \
@@ -253,21 +251,36 @@ static uint64_t siphash_u64(const uint64_t k[2], uint64_t m) {
   return v0 ^ v1 ^ v2 ^ v3;
 }
 
-/* Request id's token: UVP_NATS_CANCEL_TOKEN_LEN hex digits (no NUL). */
+/* Every byte's two lowercase hex digits: a token is written a byte at a
+ * time (every request that may be cancelled writes one). */
+#define HEXD(n) (char)((n) < 10 ? '0' + (n) : 'a' + (n)-10)
+#define HEX2(b) HEXD((b) >> 4), HEXD((b)&15)
+#define HEX8(b)                                                                \
+  HEX2(b), HEX2((b) + 1), HEX2((b) + 2), HEX2((b) + 3), HEX2((b) + 4),         \
+      HEX2((b) + 5), HEX2((b) + 6), HEX2((b) + 7)
+#define HEX64(b)                                                               \
+  HEX8(b), HEX8((b) + 8), HEX8((b) + 16), HEX8((b) + 24), HEX8((b) + 32),      \
+      HEX8((b) + 40), HEX8((b) + 48), HEX8((b) + 56)
+static const char hex2[512] = {HEX64(0), HEX64(64), HEX64(128), HEX64(192)};
+_Static_assert(UVP_NATS_CANCEL_TOKEN_LEN == 2 * 2 * sizeof(uint64_t),
+               "a token: two 64-bit hashes in hex");
+
+/* Request id's token: UVP_NATS_CANCEL_TOKEN_LEN hex digits and a NUL. */
 static void cancel_token(const uvp_nats_t *b, uint64_t id, char *buf) {
-  static const char hex[] = "0123456789abcdef";
   uint64_t h[2] = {siphash_u64(b->cancel_key, id << 1),
                    siphash_u64(b->cancel_key, id << 1 | 1)};
   for (int w = 0; w < 2; w++)
-    for (int i = 15; i >= 0; i--, h[w] >>= 4)
-      buf[w * 16 + i] = hex[h[w] & 15];
+    for (int i = 0; i < 8; i++)
+      memcpy(buf + w * 16 + i * 2, hex2 + 2 * ((h[w] >> (56 - 8 * i)) & 0xff),
+             2);
+  buf[UVP_NATS_CANCEL_TOKEN_LEN] = '\0';
 }
 
 /* Tell whoever serves r that its caller gave up: one publish on
  * UVP_NATS_CANCEL_PREFIX + its subject, every instance of the service
  * listening (uvp-nats.h says what it costs and promises), the reply
- * subject (its token with it) naming the request and the cut's cause in a
- * header.  Only here,
+ * subject naming the request, its token and the cut's cause in
+ * headers.  Only here,
  * on a cut: the request's own path pays nothing for it. */
 static void cancel_send(uvp_nats_t *b, const req_t *r) {
   static const char prefix[] = UVP_NATS_CANCEL_PREFIX;
@@ -278,11 +291,14 @@ static void cancel_send(uvp_nats_t *b, const req_t *r) {
     return;
   memcpy(subject, prefix, sizeof(prefix) - 1);
   memcpy(subject + sizeof(prefix) - 1, r->subject, n + 1);
-  char reply[REPLY_MAX], cause[256];
-  reply_subject(b, r->id, true, reply);
+  char reply[REPLY_MAX], cause[256], token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
+  reply_subject(b, r->id, reply);
+  cancel_token(b, r->id, token);
   (void)uvp_cause_format(uvp_promise_cause(r->p), cause, sizeof(cause));
   natsMsg *m = NULL;
   natsStatus s = natsMsg_Create(&m, subject, NULL, reply, (int)strlen(reply));
+  if (s == NATS_OK)
+    s = natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token);
   if (s == NATS_OK && cause[0] != '\0')
     s = natsMsgHeader_Set(m, UVP_NATS_CAUSE_HEADER, cause);
   if (s == NATS_OK)
@@ -326,16 +342,15 @@ static const uvp_inflight_class_t req_class = {"NATS", on_req_cancel,
 static const uvp_inflight_class_t req_class_nohold = {
     "NATS", on_req_cancel, req_describe, UVP_INFLIGHT_IDLE};
 
-/* The decimal number that s begins with, up to its end or a '.' (the
- * token's: a reply is known by its id, the token being the cancel's),
- * at most 19 digits (no overflow). */
+/* The decimal number that is all of s (a reply subject's last token), at
+ * most 19 digits (no overflow). */
 static bool id_parse(const char *s, uint64_t *out) {
   uint64_t v = 0;
   const char *c = s;
   for (; *c >= '0' && *c <= '9' && c - s < 19; c++)
     v = v * 10 + (uint64_t)(*c - '0');
   *out = v;
-  return c != s && (*c == '\0' || *c == '.');
+  return c != s && *c == '\0';
 }
 
 static void on_reply(uvp_nats_t *b, natsMsg *m) {
@@ -396,9 +411,8 @@ static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
   return 0;
 }
 
-/* "<inbox>.<id>", and ".<token>" if `token`, into buf (REPLY_MAX bytes). */
-static void reply_subject(const uvp_nats_t *b, uint64_t id, bool token,
-                          char *buf) {
+/* "<inbox>.<id>" into buf (REPLY_MAX bytes). */
+static void reply_subject(const uvp_nats_t *b, uint64_t id, char *buf) {
   char digits[24];
   char *end = digits + sizeof(digits), *d = uvp_nats__u64_digits(end, id);
   memcpy(buf, b->inbox, b->inbox_len);
@@ -406,11 +420,6 @@ static void reply_subject(const uvp_nats_t *b, uint64_t id, bool token,
   char *at = buf + b->inbox_len + 1;
   memcpy(at, d, (size_t)(end - d));
   at += end - d;
-  if (token) {
-    *at++ = '.';
-    cancel_token(b, id, at);
-    at += UVP_NATS_CANCEL_TOKEN_LEN;
-  }
   *at = '\0';
 }
 
@@ -458,8 +467,10 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   uint64_t left = uvp_deadline_left(b->ctx);
   bool tell =
       left > 0 && !(opts != NULL && opts->flags & UVP_NATS_REQUEST_NO_CANCEL);
-  char reply[REPLY_MAX];
-  reply_subject(b, r->id, tell, reply);
+  char reply[REPLY_MAX], token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
+  reply_subject(b, r->id, reply);
+  if (tell)
+    cancel_token(b, r->id, token);
   bool hold = opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_HOLD);
   bool stamp =
       opts == NULL || !(opts->flags & UVP_NATS_REQUEST_NO_TIMEOUT_HEADER);
@@ -472,14 +483,17 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                 uvp_tracectx_get(b->ctx, NULL, NULL) == 0;
   /* a passed deadline cuts it once started: nothing is sent then; while
    * connecting, the message waits for send_held */
-  if (rc == 0 && left > 0 && !connecting && !traced && headers == NULL &&
-      wait != UINT64_MAX) { /* the common request: its one header written */
-    natsMsg *m = NULL;
-    rc = uvp_nats__msg_make_timed(&m, subject, reply, data, len, wait);
+  if (rc == 0 && left > 0 && !connecting && !traced && headers == NULL) {
+    natsMsg *m = NULL; /* the common request: its headers written */
+    rc = uvp_nats__msg_make_request(&m, subject, reply, data, len, wait,
+                                    tell ? token : NULL);
     if (rc == 0)
       rc = uvp_nats__msg_send(b, m, UINT64_MAX);
   } else if (rc == 0 && left > 0) {
     rc = uvp_nats__msg_make(&r->held, subject, reply, data, len, headers);
+    if (rc == 0 && tell)
+      rc = uvp_nats_code(
+          natsMsgHeader_Set(r->held, UVP_NATS_CANCEL_TOKEN_HEADER, token));
     if (rc == 0 && traced)
       rc = uvp_nats__trace_out(b->ctx,
                                flags & UVP_NATS__REQUEST_PRODUCER

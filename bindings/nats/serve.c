@@ -71,7 +71,8 @@ static void sv_release(served_t *sv) {
 
 /* The length of reply's part that names its request: all of it but a
  * cancel token, ".<UVP_NATS_CANCEL_TOKEN_LEN lowercase hex digits>" at
- * its end (the requester's, uvp-nats.h). */
+ * its end (the form of the unreleased requesters after 0.3.0,
+ * uvp-nats.h). */
 static size_t reply_key_len(const char *reply, size_t n) {
   size_t k = UVP_NATS_CANCEL_TOKEN_LEN;
   if (n <= k + 1 || reply[n - k - 1] != '.')
@@ -403,9 +404,10 @@ static bool token_eq(const char *want, const char *got) {
 }
 
 /* The cancel m, whose body `named` (n bytes) names the request, is the
- * caller's: its token is the request's.  The token ends the request's
- * reply subject; from a requester of 0.3.0 it is the request's
- * UVP_NATS_CANCEL_TOKEN_HEADER, which the cancel carries too.  A request
+ * caller's: its token is the request's.  The token is the request's
+ * UVP_NATS_CANCEL_TOKEN_HEADER, which the cancel carries too; from the
+ * unreleased requesters after 0.3.0, it ends the request's reply subject,
+ * and the cancel names that whole subject.  A request
  * without one (from a client that is not uvp, or sent with
  * UVP_NATS_REQUEST_NO_CANCEL) cannot be cancelled: anyone could have sent
  * that cancel. */

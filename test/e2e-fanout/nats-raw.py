@@ -10,10 +10,10 @@ test-e2e-fanout-nats-trust.sh:
                                             SECS, and for each of the first N
                                             requests seen publish forged
                                             cancels on _UVP.CANCEL.SUBJECT:
-                                            its reply subject with its token
-                                            (the last 32 hex digits) cut off,
-                                            then with a wrong one; prints how
-                                            many
+                                            its reply subject without the
+                                            token its Uvp-Cancel-Token header
+                                            holds, then with a wrong one;
+                                            prints how many
 
 URL: nats://[user:password@]host:port.  Exits 1 on -ERR (the server's
 refusal: a permission), printing it."""
@@ -122,17 +122,19 @@ def main():
         parts = line.split()
         reply = parts[3].decode() if len(parts) >= (6 if parts[0] == b"HMSG" else 5) else None
         s.settimeout(5)
-        f.read(int(parts[-1]) + 2)
+        body = f.read(int(parts[-1]) + 2)
         s.settimeout(0.2)
         if reply is None:
             continue
-        named, _, tok = reply.rpartition(".")
-        if len(tok) != 32 or named == "":
-            print("reply subject %s has no token" % reply)
+        head = body[:int(parts[-2])] if parts[0] == b"HMSG" else b""
+        if b"\r\nUvp-Cancel-Token: " not in head:
+            print("the request to %s carries no token" % reply)
             sys.exit(1)
-        for forged in (named, named + "." + "0" * 32):
-            hpub(s, "_UVP.CANCEL." + subject, None, [("Uvp-Cause", "forged")],
-                 forged)
+        for token in (None, "0" * 32):
+            headers = [("Uvp-Cause", "forged")]
+            if token is not None:
+                headers.append(("Uvp-Cancel-Token", token))
+            hpub(s, "_UVP.CANCEL." + subject, None, headers, reply)
         sent += 1
     ping(s, f)
     print(sent)

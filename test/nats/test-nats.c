@@ -30,9 +30,9 @@
 int uvp_nats__msg_frees_here(const void *m);
 void uvp_nats__msg_free(void *m);
 bool uvp_nats__msg_raw_headers(void);
-int uvp_nats__msg_make_timed(natsMsg **out, const char *subject,
-                             const char *reply, const void *data, size_t len,
-                             uint64_t timeout_ms);
+int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
+                               const char *reply, const void *data, size_t len,
+                               uint64_t timeout_ms, const char *token);
 const char *uvp_nats__error_header(natsMsg *m);
 
 /* ---- scaffolding --------------------------------------------------------- */
@@ -371,14 +371,17 @@ static void test_request(void **state) {
   assert_int_equal(natsMsg_Create(&made, "a.b", NULL, "x", 1), NATS_OK);
   assert_int_equal(uvp_nats__msg_frees_here(made), 1);
   uvp_nats__msg_free(made);
-  /* and the requests' Uvp-Timeout-Ms was written as bytes, which nats.c
-   * reads back as its own; a reply's bytes showed it had no Uvp-Error */
+  /* and the requests' headers were written as bytes, which nats.c reads
+   * back as its own; a reply's bytes showed it had no Uvp-Error */
+  static const char tok[] = "0123456789abcdef0123456789abcdef";
   assert_true(uvp_nats__msg_raw_headers());
-  assert_int_equal(uvp_nats__msg_make_timed(&made, "a.b", "c.d", "xy", 2, 1234),
-                   0);
+  assert_int_equal(
+      uvp_nats__msg_make_request(&made, "a.b", "c.d", "xy", 2, 1234, tok), 0);
   assert_null(uvp_nats__error_header(made));
   assert_string_equal(uvp_nats_msg_header(made, UVP_NATS_TIMEOUT_HEADER),
                       "1234");
+  assert_string_equal(uvp_nats_msg_header(made, UVP_NATS_CANCEL_TOKEN_HEADER),
+                      tok);
   assert_int_equal(natsMsg_GetDataLength(made), 2);
   assert_memory_equal(natsMsg_GetData(made), "xy", 2);
   uvp_nats__msg_free(made);
@@ -1871,12 +1874,12 @@ static uvp_nats_serve_stats_ex_t forged_seen(fixture_t *f, svc_case_t *c,
   return st;
 }
 
-/* A stranger who learns a request's reply subject without its token (here
- * by reading the service's subject and cutting the token off: what a user
- * who may publish on _UVP.CANCEL.> but not read svc.a learns from anything
- * that names the request) cannot cancel it: cancels naming it without the
- * token, with another one, with one in UVP_NATS_CANCEL_TOKEN_HEADER (0.3.0's
- * form, which a request of this version does not use), are dropped and
+/* A stranger who learns a request's reply subject without its token
+ * (what a user who may publish on _UVP.CANCEL.> but not read svc.a learns
+ * from anything that names the request; the ids count up, too) cannot
+ * cancel it: cancels naming it without a token, with another one in
+ * UVP_NATS_CANCEL_TOKEN_HEADER, or with another at the reply subject's end
+ * (the form of the unreleased versions after 0.3.0), are dropped and
  * counted (forged), and the request is served.  Before issue 71 the first
  * of them cut it. */
 static void test_serve_cancel_forged(void **state) {
@@ -1898,19 +1901,20 @@ static void test_serve_cancel_forged(void **state) {
     if (natsSubscription_NextMsg(&seen, spy, 1) != NATS_OK)
       run_ms(f, 5);
   assert_non_null(seen);
-  /* the token is in the reply subject, not in a header */
-  assert_null(uvp_nats_msg_header(seen, UVP_NATS_CANCEL_TOKEN_HEADER));
+  /* the token is in a header (the caller's, which the stranger lacks), the
+   * reply subject plain */
+  const char *token = uvp_nats_msg_header(seen, UVP_NATS_CANCEL_TOKEN_HEADER);
+  assert_non_null(token);
+  assert_int_equal(strlen(token), UVP_NATS_CANCEL_TOKEN_LEN);
   char named[256];
   snprintf(named, sizeof(named), "%s", natsMsg_GetReply(seen));
-  const char *token = reply_token(named);
-  assert_non_null(token); /* the caller's, which the stranger lacks */
-  named[token - named - 1] = '\0';
+  assert_null(reply_token(named));
+  static const char other[] = "00000000000000000000000000000000";
   char wrong[sizeof(named) + 1 + UVP_NATS_CANCEL_TOKEN_LEN];
-  snprintf(wrong, sizeof(wrong), "%s.%s", named,
-           "00000000000000000000000000000000");
+  snprintf(wrong, sizeof(wrong), "%s.%s", named, other);
   cancel_from(evil, named, NULL);
+  cancel_from(evil, named, other);
   cancel_from(evil, wrong, NULL);
-  cancel_from(evil, named, "00000000000000000000000000000000");
   natsMsg_Destroy(seen);
 
   run_until_settled(f, p);
@@ -1928,39 +1932,53 @@ static void test_serve_cancel_forged(void **state) {
   natsConnection_Destroy(evil);
 }
 
-/* A requester of 0.3.0 sent its token in UVP_NATS_CANCEL_TOKEN_HEADER, the
- * request's and the cancel's, its reply subject plain: a service still
- * takes that form.  A cancel with another token (or the right one in the
- * subject's place) is forged; the caller's cuts the request. */
-static void test_serve_cancel_header_token(void **state) {
-  fixture_t *f = *state;
+/* A request from another client with its token where uvp puts it: in
+ * UVP_NATS_CANCEL_TOKEN_HEADER (0.3.0's form, and this version's), or at
+ * its reply subject's end (the unreleased versions after 0.3.0), sent by
+ * hand.  Two
+ * cancels with another token, or with the right one in the other form's
+ * place, are forged; the caller's cuts the request. */
+static void serve_cancel_form(fixture_t *f, bool in_subject) {
   uvp_nats_serve_opts_t o = {.fiber = svc_fiber};
   svc_case_start(f, &T.svc, T.s, &o);
   svc_case_t *c = &T.svc;
   natsConnection *old = NULL;
   assert_int_equal(natsConnection_ConnectTo(&old, T.s->url), NATS_OK);
   static const char token[] = "0123456789abcdef0123456789abcdef";
-  static const char reply[] = "_INBOX.old030.7";
+  static const char other[] = "fedcba9876543210fedcba9876543210";
+  static const char plain[] = "_INBOX.old030.7";
+  char whole[64], other_whole[64];
+  snprintf(whole, sizeof(whole), "%s.%s", plain, token);
+  snprintf(other_whole, sizeof(other_whole), "%s.%s", plain, other);
   natsMsg *m = NULL;
-  assert_int_equal(natsMsg_Create(&m, "svc.a", reply, "wait:2000", 9), NATS_OK);
+  assert_int_equal(
+      natsMsg_Create(&m, "svc.a", in_subject ? whole : plain, "wait:2000", 9),
+      NATS_OK);
   assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_TIMEOUT_HEADER, "3000"),
                    NATS_OK);
-  assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token),
-                   NATS_OK);
+  if (!in_subject)
+    assert_int_equal(natsMsgHeader_Set(m, UVP_NATS_CANCEL_TOKEN_HEADER, token),
+                     NATS_OK);
   assert_int_equal(natsConnection_PublishMsg(old, m), NATS_OK);
   natsMsg_Destroy(m);
   assert_int_equal(natsConnection_Flush(old), NATS_OK);
   run_until_count(f, &c->started, 1);
 
-  char in_subject[64];
-  snprintf(in_subject, sizeof(in_subject), "%s.%s", reply, token);
-  cancel_from(old, reply, "fedcba9876543210fedcba9876543210");
-  cancel_from(old, in_subject, NULL);
+  if (in_subject) {
+    cancel_from(old, other_whole, NULL);
+    cancel_from(old, plain, token);
+  } else {
+    cancel_from(old, plain, other);
+    cancel_from(old, whole, NULL);
+  }
   uvp_nats_serve_stats_ex_t st = forged_seen(f, c, 2);
   assert_int_equal(st.forged, 2);
   assert_int_equal(c->cuts, 0);
   uint64_t t0 = uv_hrtime();
-  cancel_from(old, reply, token);
+  if (in_subject)
+    cancel_from(old, whole, NULL);
+  else
+    cancel_from(old, plain, token);
   run_until_count(f, &c->cuts, 1);
   print_message("cut %.2f ms after the cancel: %s\n",
                 (double)(c->cut_ns - t0) / 1e6, c->cut_why);
@@ -1970,6 +1988,14 @@ static void test_serve_cancel_header_token(void **state) {
   assert_int_equal(st.forged, 2);
   assert_int_equal(st.cancelled, 1);
   natsConnection_Destroy(old);
+}
+
+static void test_serve_cancel_header_token(void **state) {
+  serve_cancel_form(*state, false);
+}
+
+static void test_serve_cancel_subject_token(void **state) {
+  serve_cancel_form(*state, true);
 }
 
 /* The caller's scope deadline passing first (a virtual clock on the
@@ -2402,6 +2428,7 @@ int main(void) {
       NATS_TEST(test_serve_limit_and_start, setup_conn),
       NATS_TEST(test_serve_cancel_forged, setup_conn),
       NATS_TEST(test_serve_cancel_header_token, setup_conn),
+      NATS_TEST(test_serve_cancel_subject_token, setup_conn),
       NATS_TEST(test_serve_cancel, setup_conn),
       NATS_TEST(test_serve_cancel_deadline, setup_conn),
       NATS_TEST(test_serve_busy, setup_conn),
