@@ -91,7 +91,8 @@ static char *header_put(char *at, const char *name, size_t nn, const char *v,
 
 int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
                                const char *reply, const void *data, size_t len,
-                               uint64_t timeout_ms, const char *token) {
+                               const char *const *headers, uint64_t timeout_ms,
+                               const char *token, bool sealed) {
   static const char th[] = UVP_NATS_TIMEOUT_HEADER;
   static const char kh[] = UVP_NATS_CANCEL_TOKEN_HEADER;
   bool stamp = timeout_ms != UINT64_MAX;
@@ -103,7 +104,8 @@ int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
   static const char status[] = "NATS/1.0\r\n";
   size_t hn = sizeof(status) - 1 + 2 + (stamp ? sizeof(th) + 3 + dn : 0) +
               (token != NULL ? sizeof(kh) + 3 + UVP_NATS_CANCEL_TOKEN_LEN : 0);
-  if ((stamp || token != NULL) && len <= REQUEST_MAX - hn) {
+  if (sealed && headers == NULL && (stamp || token != NULL) &&
+      len <= REQUEST_MAX - hn) {
     char buf[REQUEST_MAX];
     char *at = buf + sizeof(status) - 1;
     memcpy(buf, status, sizeof(status) - 1);
@@ -123,9 +125,11 @@ int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
     *out = m;
     return 0;
   }
+#else
+  (void)sealed; /* the map's way: headers may come later */
 #endif
   natsMsg *m = NULL;
-  int rc = uvp_nats__msg_make(&m, subject, reply, data, len, NULL);
+  int rc = uvp_nats__msg_make(&m, subject, reply, data, len, headers);
   if (rc != 0)
     return rc;
   char v[sizeof(digits) + 1];

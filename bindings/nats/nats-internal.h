@@ -274,14 +274,17 @@ int uvp_nats__msg_make(natsMsg **out, const char *subject, const char *reply,
                        const void *data, size_t len,
                        const char *const *headers);
 int uvp_nats__msg_send(uvp_nats_t *b, natsMsg *m, uint64_t timeout_ms);
-/* A request's message: subject, reply and data, with Uvp-Timeout-Ms:
- * timeout_ms (unless UINT64_MAX) and UVP_NATS_CANCEL_TOKEN_HEADER: token
- * (unless NULL), the headers' bytes written by the binding where
- * uvp_nats__msg_raw_headers() (nats.c 3), through nats.c's header map
- * elsewhere. */
+/* A request's message: subject, reply, data and the program's headers,
+ * with Uvp-Timeout-Ms: timeout_ms (unless UINT64_MAX) and
+ * UVP_NATS_CANCEL_TOKEN_HEADER: token (unless NULL).  The headers' bytes
+ * are written by the binding where uvp_nats__msg_raw_headers() (nats.c 3),
+ * the program has none and the message is `sealed` (no header is added
+ * to it later: a trace's, a stamp at send_held); through nats.c's header
+ * map otherwise. */
 int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
                                const char *reply, const void *data, size_t len,
-                               uint64_t timeout_ms, const char *token);
+                               const char *const *headers, uint64_t timeout_ms,
+                               const char *token, bool sealed);
 bool uvp_nats__msg_raw_headers(void);
 /* A reply's Uvp-Error (uvp_nats_msg_header's), without nats.c's header
  * map where its bytes show it has none. */

@@ -482,29 +482,22 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
   bool traced = !(flags & UVP_NATS__REQUEST_UNTRACED) &&
                 uvp_tracectx_get(b->ctx, NULL, NULL) == 0;
   /* a passed deadline cuts it once started: nothing is sent then; while
-   * connecting, the message waits for send_held */
-  if (rc == 0 && left > 0 && !connecting && !traced && headers == NULL) {
-    natsMsg *m = NULL; /* the common request: its headers written */
-    rc = uvp_nats__msg_make_request(&m, subject, reply, data, len, wait,
-                                    tell ? token : NULL);
-    if (rc == 0)
-      rc = uvp_nats__msg_send(b, m, UINT64_MAX);
-  } else if (rc == 0 && left > 0) {
-    rc = uvp_nats__msg_make(&r->held, subject, reply, data, len, headers);
-    if (rc == 0 && tell)
-      rc = uvp_nats_code(
-          natsMsgHeader_Set(r->held, UVP_NATS_CANCEL_TOKEN_HEADER, token));
-    if (rc == 0 && traced)
-      rc = uvp_nats__trace_out(b->ctx,
-                               flags & UVP_NATS__REQUEST_PRODUCER
-                                   ? UVP_SPAN_PRODUCER
-                                   : UVP_SPAN_CLIENT,
-                               subject, r->held, &r->span);
-    if (rc == 0 && !connecting) {
-      natsMsg *m = r->held;
-      r->held = NULL;
-      rc = uvp_nats__msg_send(b, m, wait);
-    }
+   * connecting, the message waits for send_held, which stamps it */
+  if (rc == 0 && left > 0)
+    rc =
+        uvp_nats__msg_make_request(&r->held, subject, reply, data, len, headers,
+                                   connecting ? UINT64_MAX : wait,
+                                   tell ? token : NULL, !connecting && !traced);
+  if (rc == 0 && left > 0 && traced)
+    rc = uvp_nats__trace_out(b->ctx,
+                             flags & UVP_NATS__REQUEST_PRODUCER
+                                 ? UVP_SPAN_PRODUCER
+                                 : UVP_SPAN_CLIENT,
+                             subject, r->held, &r->span);
+  if (rc == 0 && left > 0 && !connecting) {
+    natsMsg *m = r->held;
+    r->held = NULL;
+    rc = uvp_nats__msg_send(b, m, UINT64_MAX);
   }
   if (rc != 0) {
     uvp_nats__trace_end(b->ctx, &r->span, rc);

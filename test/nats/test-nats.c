@@ -32,7 +32,8 @@ void uvp_nats__msg_free(void *m);
 bool uvp_nats__msg_raw_headers(void);
 int uvp_nats__msg_make_request(natsMsg **out, const char *subject,
                                const char *reply, const void *data, size_t len,
-                               uint64_t timeout_ms, const char *token);
+                               const char *const *headers, uint64_t timeout_ms,
+                               const char *token, bool sealed);
 const char *uvp_nats__error_header(natsMsg *m);
 
 /* ---- scaffolding --------------------------------------------------------- */
@@ -375,8 +376,9 @@ static void test_request(void **state) {
    * back as its own; a reply's bytes showed it had no Uvp-Error */
   static const char tok[] = "0123456789abcdef0123456789abcdef";
   assert_true(uvp_nats__msg_raw_headers());
-  assert_int_equal(
-      uvp_nats__msg_make_request(&made, "a.b", "c.d", "xy", 2, 1234, tok), 0);
+  assert_int_equal(uvp_nats__msg_make_request(&made, "a.b", "c.d", "xy", 2,
+                                              NULL, 1234, tok, true),
+                   0);
   assert_null(uvp_nats__error_header(made));
   assert_string_equal(uvp_nats_msg_header(made, UVP_NATS_TIMEOUT_HEADER),
                       "1234");
