@@ -1438,11 +1438,20 @@ static void test_busy_limit_spares_slow_callback(void **state) {
  * the flooding thread waits for its turn, so a call into libcurl returns
  * before the limit and the flood may last until the deadline (CI on
  * f422126: ETIMEDOUT by the deadline after 6.5 s, 47.8 MB read): there the
- * deadline's cut, on time, is accepted too.  The plain, ASan and clang
- * runs, where the server floods in parallel, keep the busy limit's. */
-static void expect_flood_cut(uvp_promise_t *p) {
+ * deadline's cut, on time, is accepted too.  So it is for a PING flood
+ * (deadline_too) in any build: the client answers each PING, and a call
+ * returns when an answer would block, the server being busy writing (CI's
+ * clang run on 5a2ddbc: every call under the limit, the loop's longest
+ * hold 114 ms of CPU, 968 MB read, the deadline's cut at 2.6 s).  The loop
+ * was not held then either: the caller's bound on the hold
+ * (FLOOD_HELD, which no flood without the limit meets: test_h2_flood_no_limit)
+ * is what fails if the limit stops cutting.  The WINDOW_UPDATE flood, which
+ * the client only reads, keeps the busy limit's cut in the plain, ASan and
+ * clang runs, where the server floods in parallel. */
+static void expect_flood_cut(uvp_promise_t *p, bool deadline_too) {
   void *payload = NULL;
-  if (RUNNING_ON_VALGRIND && uvp_promise_state(p) == UVP_REJECTED &&
+  if ((deadline_too || RUNNING_ON_VALGRIND) &&
+      uvp_promise_state(p) == UVP_REJECTED &&
       uvp_promise_reason(p, &payload) == UV_ETIMEDOUT && payload == NULL) {
     const uvp_cause_t *why = uvp_promise_cause(p);
     assert_non_null(why);
@@ -1462,7 +1471,7 @@ static void test_h2_flood_window_update(void **state) {
   uvp_promise_t *p;
   h2_flood_round(f, c, FLOOD_WINDOW_UPDATE, FLOOD_SECS, &ms, &ok_ms, &held_ms,
                  &held_cpu_ms, &p);
-  expect_flood_cut(p);
+  expect_flood_cut(p, false);
   assert_true(held_cpu_ms < FLOOD_HELD);
   assert_true(ms < FLOOD_SECS * 1000.0 / 2);
   assert_true(ok_ms < FLOOD_SECS * 1000.0 / 2);
@@ -1482,7 +1491,7 @@ static void test_h2_flood_ping(void **state) {
   uvp_promise_t *p;
   h2_flood_round(f, c, FLOOD_PING, FLOOD_SECS, &ms, &ok_ms, &held_ms,
                  &held_cpu_ms, &p);
-  expect_flood_cut(p);
+  expect_flood_cut(p, true);
   assert_true(held_cpu_ms < FLOOD_HELD);
   assert_true(ms < FLOOD_SECS * 1000.0 / 2);
   assert_true(ok_ms < FLOOD_SECS * 1000.0 / 2);
