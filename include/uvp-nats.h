@@ -969,7 +969,9 @@ UVP_NATS_EXTERN int uvp_nats_stats(const uvp_nats_t *nc, uvp_nats_stats_t *out);
 
 /** Print every request in flight, oldest first, one a line:
  *   NATS request fan.work #12 for 102 ms (promise at app.c:40)
- * Loop thread.  Returns how many, or UV_EINVAL. */
+ * (the age is read modulo 2^32 ms: a request older than 49 days shows
+ * less).  Loop thread.  Returns how many, or UV_EINVAL, or UV_ENOMEM
+ * (nothing printed: the list is sorted in memory of its own). */
 UVP_NATS_EXTERN int uvp_nats_dump(uvp_nats_t *nc, FILE *stream);
 /** @} */
 

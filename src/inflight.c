@@ -47,13 +47,21 @@ struct blk_s {
   /* The loop thread's class calls running for w (nested ones too): written
    * by the loop thread under st->mu. */
   unsigned calls;
-  bool waited;     /* an end elsewhere waits for calls to be 0 (st->mu) */
-  bool ended;      /* ended on the loop thread inside a call of its own:
-                      the call's return puts the block back */
-  bool keep;       /* holds uv_run() (uvp__mail_keep) */
-  blk_t *next;     /* on the free list */
-  uvp__msg_t mail; /* its end, posted from another thread */
+  bool waited; /* an end elsewhere waits for calls to be 0 (st->mu) */
+  bool ended;  /* ended on the loop thread inside a call of its own:
+                  the call's return puts the block back */
+  bool keep;   /* holds uv_run() (uvp__mail_keep) */
+  /* Never both: a block is on the free list only once its end, posted from
+   * another thread, has been taken off the mailbox (read_mail takes a
+   * message off before it calls it).  One a request of a burst of NATS
+   * requests: 96 bytes of a malloc chunk instead of 112 (internals 21.13). */
+  union {
+    blk_t *next;     /* on the free list */
+    uvp__msg_t mail; /* its end, posted from another thread */
+  } u;
 };
+_Static_assert(sizeof(void *) != 8 || sizeof(blk_t) <= 88,
+               "a block fits a 96-byte malloc chunk (internals 21.13)");
 
 struct state_s {
   uvp__ext_t ext;
@@ -74,7 +82,7 @@ static blk_t *blk_of(const uvp__work_t *work) {
 static void free_idle(state_t *st) {
   while (st->free != NULL) {
     blk_t *b = st->free;
-    st->free = b->next;
+    st->free = b->u.next;
     uvp__free(b);
   }
   st->blocks -= st->idle;
@@ -127,7 +135,7 @@ static blk_t *blk_take(uvp_ctx_t *ctx) {
     return NULL;
   blk_t *b = st->free;
   if (UVP__LIKELY(b != NULL)) {
-    st->free = b->next;
+    st->free = b->u.next;
     st->idle--;
     return b;
   }
@@ -151,7 +159,7 @@ static void blk_put(blk_t *b) {
     uvp__free(b);
     return;
   }
-  b->next = st->free;
+  b->u.next = st->free;
   st->free = b;
   st->idle++;
 }
@@ -310,7 +318,7 @@ static UVP__NOINLINE void end_elsewhere(blk_t *b) {
   /* Not under st->mu: the lock order is st->mu inside the context's
    * (the teardown's sweep runs the class's cancel under it), never the
    * other way round. */
-  uvp__post_call(st->ctx, &b->mail, end_posted, b);
+  uvp__post_call(st->ctx, &b->u.mail, end_posted, b);
 }
 
 void uvp_inflight_end(uvp_inflight_t *w) {

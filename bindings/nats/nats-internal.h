@@ -43,25 +43,11 @@ typedef struct poll_s {
   int fd; /* our duplicate of nats.c's socket */
 } poll_t;
 
+/* A request in flight, its subject and, while uvp_nats_open connects, its
+ * message: requests.c's alone. */
 typedef struct req_s req_t;
-struct req_s {
-  uvp_nats_t *b;
-  uvp_promise_t *p; /* ours */
-  uint64_t id;
-  uint64_t start_ms, expire_ms;
-  req_t *hnext;         /* hash chain */
-  req_t *prev, *next;   /* every request, oldest first */
-  req_t *tprev, *tnext; /* by expiry */
-  uvp_inflight_t w;     /* its work in flight (data: the request) */
-  natsMsg *held;        /* made while uvp_nats_open connects: sent then */
-  uint64_t end_ms;      /* when its caller stops waiting (read if held) */
-  const char *file;
-  int line;
-  uvp_span_t *span; /* its CLIENT or PRODUCER span (trace.c), or NULL */
-  bool poolable;    /* of the pool's size (requests.c) */
-  bool tell;        /* sent: a cut tells the serving side (requests.c) */
-  char subject[];
-};
+typedef struct subj_s subj_t;
+typedef struct held_s held_t;
 typedef struct waiter_s waiter_t;
 struct waiter_s {
   uvp_nats_sub_t *s;
@@ -161,6 +147,9 @@ typedef struct uvp_nats__layer_s {
    * what it hit ends with UV_EACCES (`why`: nats.c's words) */
   void (*denied)(uvp_nats_t *b, bool publish, const char *subject,
                  const char *why);
+  /* the connection's memory goes (everything has ended): so does what the
+   * floor kept for its next uses */
+  void (*free)(uvp_nats_t *b);
 } uvp_nats__layer_t;
 
 /* In the order the connection tells them what waits fails. */
@@ -198,10 +187,14 @@ struct uvp_nats_s {
   uv_timer_t timer, drain_timer;
   req_t **buckets;
   size_t nbuckets;
-  req_t *first, *last, *tfirst, *tlast;
+  req_t *tfirst, *tlast; /* every request, by expiry */
   uint64_t next_id;
   req_t *req_pool; /* records that ended, for the next (on hnext) */
   size_t req_pooled;
+  subj_t *subj;      /* the subject last requested, kept for the next */
+  subj_t *subj_pool; /* small subjects' blocks, for the next */
+  size_t subj_pooled;
+  held_t *held_first, *held_last; /* requests made while connecting */
   size_t waiting; /* what keeps uv_run going: requests, waits, jobs */
   uvp_nats_sub_t *subs;
   size_t draining;

@@ -2,12 +2,56 @@
  * how it fits). */
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nats-internal.h"
 
 /* ---- requests ------------------------------------------------------------ */
+
+/* A request in flight.  What a burst holds is mostly these records, so a
+ * record keeps only what every request needs while it waits: its subject
+ * is shared (subj_t), its message made while uvp_nats_open connects is
+ * apart (held_t), its site is its promise's, its connection is its work
+ * record's data, and the one list of every request is the timer's
+ * (internals 21.13). */
+struct req_s {
+  uvp_promise_t *p; /* ours */
+  uint64_t id;
+  uint64_t expire_ms;
+  req_t *hnext;         /* hash chain */
+  req_t *tprev, *tnext; /* every request, by expiry, then oldest first */
+  uvp_inflight_t w;     /* its work in flight (data: the connection) */
+  subj_t *subject;
+  uvp_span_t *span;  /* its CLIENT or PRODUCER span (trace.c), or NULL */
+  uint32_t start_ms; /* uv_now's low bits: the dump's age, to 49 days */
+  bool tell;         /* sent: a cut tells the serving side */
+  bool held;         /* made while uvp_nats_open connects: sent then */
+};
+_Static_assert(sizeof(void *) != 8 || sizeof(req_t) <= 120,
+               "a record fits a 128-byte malloc chunk (internals 21.13)");
+
+/* A subject, shared by the requests to it and kept as b->subj for the
+ * next ones: a burst to one subject keeps one copy, where a copy in each
+ * record was 48 of its bytes.  Blocks for subjects under SUBJ_SMALL bytes
+ * are of one size and go back to a free list, as records do, so that a
+ * program alternating subjects allocates nothing either once warm. */
+struct subj_s {
+  subj_t *next; /* on the free list */
+  size_t refs;  /* its requests, and one while it is b->subj */
+  size_t len;
+  char s[];
+};
+
+/* A request made while uvp_nats_open connects: its message, sent by
+ * send_held in the order the requests were made. */
+struct held_s {
+  held_t *next;
+  req_t *r;
+  natsMsg *m;
+  uint64_t end_ms; /* when its caller stops waiting */
+};
 
 /* Ids are consecutive and replies come mostly in the order of their
  * requests: the id itself is the bucket, so a burst's replies walk the
@@ -26,37 +70,123 @@ static req_t *req_find(const uvp_nats_t *b, uint64_t id) {
   return NULL;
 }
 
-/* Records whose subject fits REQ_SUBJECT bytes are of one size and go
- * back to a free list of the connection's when they end (at most
- * REQ_POOL_MAX of them, then to malloc): a program that keeps a few
- * hundred requests in flight makes them without malloc.  A burst of more
- * gives them back to malloc past that, where the replies that come find
- * them again. */
-enum { REQ_SUBJECT = 48, REQ_POOL_MAX = 256 };
+static req_t *req_of(uvp_inflight_t *w) {
+  return (req_t *)(void *)((char *)w - offsetof(req_t, w));
+}
 
-static req_t *req_alloc(uvp_nats_t *b, size_t n) {
+/* Records go back to a free list of the connection's when they end (at
+ * most POOL_MAX of them, then to malloc), and so do small subjects'
+ * blocks: a program that keeps a few hundred requests in flight makes
+ * them without malloc.  A burst of more gives them back to malloc past
+ * that, where the replies that come find them again. */
+enum { POOL_MAX = 256, SUBJ_SMALL = 32 };
+
+static void subj_put(uvp_nats_t *b, subj_t *u) {
+  if (u == NULL || --u->refs > 0)
+    return;
+  if (u->len >= SUBJ_SMALL || b->subj_pooled >= POOL_MAX) {
+    free(u);
+    return;
+  }
+  u->next = b->subj_pool;
+  b->subj_pool = u;
+  b->subj_pooled++;
+}
+
+/* The subject s (n bytes), shared: b->subj if it is s, else a new one
+ * that becomes b->subj.  NULL: no memory. */
+static subj_t *subj_take(uvp_nats_t *b, const char *s, size_t n) {
+  subj_t *u = b->subj;
+  if (u != NULL && u->len == n && memcmp(u->s, s, n) == 0) {
+    u->refs++;
+    return u;
+  }
+  if (n < SUBJ_SMALL && (u = b->subj_pool) != NULL) {
+    b->subj_pool = u->next;
+    b->subj_pooled--;
+  } else if ((u = malloc(sizeof(*u) + (n < SUBJ_SMALL ? SUBJ_SMALL : n + 1))) ==
+             NULL) {
+    return NULL;
+  }
+  memcpy(u->s, s, n);
+  u->s[n] = '\0';
+  u->len = n;
+  u->refs = 2; /* the request's and b->subj's */
+  subj_put(b, b->subj);
+  b->subj = u;
+  return u;
+}
+
+static req_t *req_alloc(uvp_nats_t *b) {
   req_t *r = b->req_pool;
-  if (n < REQ_SUBJECT && r != NULL) {
+  if (r != NULL) {
     b->req_pool = r->hnext;
     b->req_pooled--;
-  } else {
-    r = malloc(sizeof(*r) + (n < REQ_SUBJECT ? REQ_SUBJECT : n + 1));
-    if (r == NULL)
-      return NULL;
+  } else if ((r = malloc(sizeof(*r))) == NULL) {
+    return NULL;
   }
   memset(r, 0, sizeof(*r));
-  r->poolable = n < REQ_SUBJECT;
   return r;
 }
 
 static void req_free(uvp_nats_t *b, req_t *r) {
-  if (!r->poolable || b->req_pooled >= REQ_POOL_MAX) {
+  subj_put(b, r->subject);
+  if (b->req_pooled >= POOL_MAX) {
     free(r);
     return;
   }
   r->hnext = b->req_pool;
   b->req_pool = r;
   b->req_pooled++;
+}
+
+/* The teardown: every request has ended. */
+static void reqs_free(uvp_nats_t *b) {
+  for (req_t *r = b->req_pool, *next; r != NULL; r = next) {
+    next = r->hnext;
+    free(r);
+  }
+  subj_put(b, b->subj);
+  for (subj_t *u = b->subj_pool, *next; u != NULL; u = next) {
+    next = u->next;
+    free(u);
+  }
+  b->req_pool = NULL;
+  b->subj = b->subj_pool = NULL;
+  b->req_pooled = b->subj_pooled = 0;
+}
+
+/* r's message, made while uvp_nats_open connects, waits for send_held. */
+static int held_add(uvp_nats_t *b, req_t *r, natsMsg *m, uint64_t end_ms) {
+  held_t *h = malloc(sizeof(*h));
+  if (h == NULL)
+    return UV_ENOMEM;
+  *h = (held_t){.next = NULL, .r = r, .m = m, .end_ms = end_ms};
+  if (b->held_last != NULL)
+    b->held_last->next = h;
+  else
+    b->held_first = h;
+  b->held_last = h;
+  r->held = true;
+  return 0;
+}
+
+/* r ends before its held message went: the message goes with it. */
+static void held_drop(uvp_nats_t *b, req_t *r) {
+  if (!r->held)
+    return;
+  held_t *h = b->held_first, *prev = NULL;
+  for (; h->r != r; h = h->next)
+    prev = h;
+  if (prev != NULL)
+    prev->next = h->next;
+  else
+    b->held_first = h->next;
+  if (b->held_last == h)
+    b->held_last = prev;
+  uvp_nats__msg_free(h->m);
+  free(h);
+  r->held = false;
 }
 
 /* The hash with n buckets (a power of two), its entries moved over. */
@@ -110,12 +240,6 @@ static void req_link(uvp_nats_t *b, req_t *r) {
   size_t k = req_bucket(b, r->id);
   r->hnext = b->buckets[k];
   b->buckets[k] = r;
-  r->prev = b->last;
-  if (b->last != NULL)
-    b->last->next = r;
-  else
-    b->first = r;
-  b->last = r;
   req_t *t = b->tlast; /* sorted by expiry, from the tail */
   while (t != NULL && t->expire_ms > r->expire_ms)
     t = t->tprev;
@@ -140,14 +264,6 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
   while (*pp != r)
     pp = &(*pp)->hnext;
   *pp = r->hnext;
-  if (r->prev != NULL)
-    r->prev->next = r->next;
-  else
-    b->first = r->next;
-  if (r->next != NULL)
-    r->next->prev = r->prev;
-  else
-    b->last = r->prev;
   bool was_first = b->tfirst == r;
   if (r->tprev != NULL)
     r->tprev->tnext = r->tnext;
@@ -169,7 +285,7 @@ static void req_unlink(uvp_nats_t *b, req_t *r) {
 static void req_end(uvp_nats_t *b, req_t *r, int rc, natsMsg *msg) {
   req_unlink(b, r);
   uvp_nats__trace_end(b->ctx, &r->span, rc);
-  uvp_nats__msg_free(r->held);
+  held_drop(b, r);
   uvp_promise_t *p = r->p;
   if (rc == 0)
     uvp_promise_resolve(p, msg, uvp_nats__msg_free);
@@ -284,13 +400,13 @@ static void cancel_token(const uvp_nats_t *b, uint64_t id, char *buf) {
  * on a cut: the request's own path pays nothing for it. */
 static void cancel_send(uvp_nats_t *b, const req_t *r) {
   static const char prefix[] = UVP_NATS_CANCEL_PREFIX;
-  size_t n = strlen(r->subject);
+  size_t n = r->subject->len;
   char local[128], *subject = local;
   if (sizeof(prefix) + n > sizeof(local) &&
       (subject = malloc(sizeof(prefix) + n)) == NULL)
     return;
   memcpy(subject, prefix, sizeof(prefix) - 1);
-  memcpy(subject + sizeof(prefix) - 1, r->subject, n + 1);
+  memcpy(subject + sizeof(prefix) - 1, r->subject->s, n + 1);
   char reply[REPLY_MAX], cause[256], token[UVP_NATS_CANCEL_TOKEN_LEN + 1];
   reply_subject(b, r->id, reply);
   cancel_token(b, r->id, token);
@@ -313,15 +429,15 @@ static void cancel_send(uvp_nats_t *b, const req_t *r) {
  * rejected; drop the entry (the inbox is shared: no UNSUB), and tell the
  * serving side if the request went out. */
 static void on_req_cancel(uvp_inflight_t *w, int code) {
-  req_t *r = w->data;
-  uvp_nats_t *b = r->b;
+  req_t *r = req_of(w);
+  uvp_nats_t *b = w->data;
   uvp_promise_t *p = r->p;
   (void)code;
-  if (r->tell && r->held == NULL && b->state == S_OPEN)
+  if (r->tell && !r->held && b->state == S_OPEN)
     cancel_send(b, r);
   req_unlink(b, r);
   uvp_nats__trace_end(b->ctx, &r->span, code);
-  uvp_nats__msg_free(r->held);
+  held_drop(b, r);
   b->stats.cancelled++;
   uvp_inflight_end(&r->w);
   req_free(b, r);
@@ -330,8 +446,8 @@ static void on_req_cancel(uvp_inflight_t *w, int code) {
 
 /* The one place a request is named: the task dump and uvp_nats_dump. */
 static int req_describe(uvp_inflight_t *w, char *buf, size_t cap) {
-  const req_t *r = w->data;
-  return snprintf(buf, cap, "request %s #%" PRIu64, r->subject, r->id);
+  const req_t *r = req_of(w);
+  return snprintf(buf, cap, "request %s #%" PRIu64, r->subject->s, r->id);
 }
 
 /* A request is work in flight (uvp_inflight_start: the scope's deadline,
@@ -383,25 +499,24 @@ static void on_reply(uvp_nats_t *b, natsMsg *m) {
 /* Every request in flight ends with rc (no more replies will come). */
 static void reqs_fail(uvp_nats_t *b, int rc, bool all) {
   (void)all; /* a request is nothing but its wait */
-  while (b->first != NULL) {
+  while (b->tfirst != NULL) {
     b->stats.cancelled++;
-    req_end(b, b->first, rc, NULL);
+    req_end(b, b->tfirst, rc, NULL);
   }
 }
 
 /* A new request and its promise, not started yet. */
 static int req_new(uvp_nats_t *b, const char *subject, req_t **out,
                    const char *file, int line) {
-  size_t n = strlen(subject);
-  req_t *r = req_alloc(b, n);
+  req_t *r = req_alloc(b);
   if (r == NULL)
     return UV_ENOMEM;
-  memcpy(r->subject, subject, n + 1);
-  r->b = b;
+  if ((r->subject = subj_take(b, subject, strlen(subject))) == NULL) {
+    req_free(b, r);
+    return UV_ENOMEM;
+  }
   r->id = ++b->next_id;
-  r->file = file;
-  r->line = line;
-  r->w.data = r;
+  r->w.data = b;
   int rc = uvp_promise_new_at(b->ctx, &r->p, file, line);
   if (rc != 0) {
     req_free(b, r);
@@ -433,19 +548,22 @@ static void reqs_denied(uvp_nats_t *b, bool publish, const char *subject,
   bool inbox = !publish && strncmp(subject, b->inbox, b->inbox_plen) == 0 &&
                subject[b->inbox_plen] == '.';
   uint64_t last = b->next_id; /* not those made meanwhile by a handler */
-  for (req_t *r = b->first, *next; r != NULL; r = next) {
-    next = r->next;
+  for (req_t *r = b->tfirst, *next; r != NULL; r = next) {
+    next = r->tnext;
     if (r->id <= last &&
-        (inbox || (publish && strcmp(r->subject, subject) == 0))) {
+        (inbox || (publish && strcmp(r->subject->s, subject) == 0))) {
       b->stats.cancelled++;
       req_end(b, r, UV_EACCES, uvp_nats__why_msg(why));
-      next = b->first; /* req_end may run the program's code */
+      next = b->tfirst; /* req_end may run the program's code */
     }
   }
 }
 
-static const uvp_nats__layer_t reqs_layer = {
-    .msg = on_reply, .up = send_held, .fail = reqs_fail, .denied = reqs_denied};
+static const uvp_nats__layer_t reqs_layer = {.msg = on_reply,
+                                             .up = send_held,
+                                             .fail = reqs_fail,
+                                             .denied = reqs_denied,
+                                             .free = reqs_free};
 
 int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                         size_t len, const uvp_nats_request_opts_t *opts,
@@ -483,34 +601,36 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
                 uvp_tracectx_get(b->ctx, NULL, NULL) == 0;
   /* a passed deadline cuts it once started: nothing is sent then; while
    * connecting, the message waits for send_held, which stamps it */
+  natsMsg *m = NULL;
   if (rc == 0 && left > 0)
-    rc =
-        uvp_nats__msg_make_request(&r->held, subject, reply, data, len, headers,
-                                   connecting ? UINT64_MAX : wait,
-                                   tell ? token : NULL, !connecting && !traced);
+    rc = uvp_nats__msg_make_request(
+        &m, subject, reply, data, len, headers, connecting ? UINT64_MAX : wait,
+        tell ? token : NULL, !connecting && !traced);
   if (rc == 0 && left > 0 && traced)
     rc = uvp_nats__trace_out(b->ctx,
                              flags & UVP_NATS__REQUEST_PRODUCER
                                  ? UVP_SPAN_PRODUCER
                                  : UVP_SPAN_CLIENT,
-                             subject, r->held, &r->span);
-  if (rc == 0 && left > 0 && !connecting) {
-    natsMsg *m = r->held;
-    r->held = NULL;
-    rc = uvp_nats__msg_send(b, m, UINT64_MAX);
+                             subject, m, &r->span);
+  uint64_t now = uv_now(b->loop);
+  if (rc == 0 && left > 0) {
+    if (connecting)
+      rc = held_add(b, r, m, wait == UINT64_MAX ? UINT64_MAX : now + wait);
+    else
+      rc = uvp_nats__msg_send(b, m, UINT64_MAX);
+    if (rc == 0 || !connecting)
+      m = NULL; /* held, or the send's */
   }
   if (rc != 0) {
     uvp_nats__trace_end(b->ctx, &r->span, rc);
     uvp_inflight_end(&r->w); /* a record not started: nothing */
-    uvp_nats__msg_free(r->held);
+    uvp_nats__msg_free(m);
     uvp_promise_release(r->p);
     req_free(b, r);
     return rc;
   }
-  r->start_ms = uv_now(b->loop);
-  r->expire_ms = r->start_ms + (left > 0 ? timeout : 0);
-  r->end_ms =
-      !stamp ? UINT64_MAX : r->start_ms + (left < timeout ? left : timeout);
+  r->start_ms = (uint32_t)now;
+  r->expire_ms = now + (left > 0 ? timeout : 0);
   r->tell = tell;
   req_link(b, r);
   b->stats.requests++;
@@ -522,16 +642,19 @@ int uvp_nats_request_at(uvp_nats_t *b, const char *subject, const void *data,
  * the order they were made, each saying how long its caller still waits. */
 static void send_held(uvp_nats_t *b) {
   uint64_t now = uv_now(b->loop);
-  for (req_t *r = b->first, *next; r != NULL; r = next) {
-    next = r->next;
-    if (r->held == NULL)
-      continue;
-    natsMsg *m = r->held;
-    r->held = NULL;
+  for (held_t *h; (h = b->held_first) != NULL;) {
+    b->held_first = h->next;
+    if (b->held_first == NULL)
+      b->held_last = NULL;
+    req_t *r = h->r;
+    natsMsg *m = h->m;
+    uint64_t end = h->end_ms;
+    r->held = false;
+    free(h);
     int rc = uvp_nats__msg_send(b, m,
-                                r->end_ms == UINT64_MAX ? UINT64_MAX
-                                : r->end_ms > now       ? r->end_ms - now
-                                                        : 1);
+                                end == UINT64_MAX ? UINT64_MAX
+                                : end > now       ? end - now
+                                                  : 1);
     if (rc != 0) {
       b->stats.cancelled++;
       req_end(b, r, rc, NULL);
@@ -539,18 +662,36 @@ static void send_held(uvp_nats_t *b) {
   }
 }
 
+static int by_id(const void *x, const void *y) {
+  uint64_t a = (*(req_t *const *)x)->id, b = (*(req_t *const *)y)->id;
+  return a < b ? -1 : a > b;
+}
+
+/* The requests, oldest first: the timer's list (by expiry) sorted by id,
+ * which counts up as they are made. */
 int uvp_nats_dump(uvp_nats_t *b, FILE *stream) {
   if (b == NULL || stream == NULL)
     return UV_EINVAL;
-  int n = 0;
-  uint64_t now = uv_now(b->loop);
-  for (req_t *r = b->first; r != NULL; r = r->next, n++)
+  size_t n = b->stats.in_flight, i = 0;
+  req_t **v = n > 0 ? malloc(n * sizeof(*v)) : NULL;
+  if (n > 0 && v == NULL)
+    return UV_ENOMEM;
+  for (req_t *r = b->tfirst; r != NULL && i < n; r = r->tnext)
+    v[i++] = r;
+  qsort(v, i, sizeof(*v), by_id);
+  uint32_t now = (uint32_t)uv_now(b->loop);
+  for (size_t k = 0; k < i; k++) {
+    const char *file;
+    int line;
+    uvp_promise_site(v[k]->p, &file, &line);
     fprintf(stream,
-            "NATS request %s #%" PRIu64 " for %" PRIu64
+            "NATS request %s #%" PRIu64 " for %" PRIu32
             " ms (promise at %s:%d)\n",
-            r->subject, r->id, now - r->start_ms,
-            r->file != NULL ? r->file : "?", r->line);
-  return n;
+            v[k]->subject->s, v[k]->id, (uint32_t)(now - v[k]->start_ms),
+            file != NULL ? file : "?", line);
+  }
+  free(v);
+  return (int)i;
 }
 
 natsConnection *uvp_nats_connection(const uvp_nats_t *b) {

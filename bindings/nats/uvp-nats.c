@@ -777,10 +777,9 @@ static void on_handle_closed(uv_handle_t *h) {
     next = ev->next;
     free(ev);
   }
-  for (req_t *r = b->req_pool, *next; r != NULL; r = next) {
-    next = r->hnext;
-    free(r);
-  }
+  for (int i = 0; i < UVP_NATS__LAYERS; i++)
+    if (b->layers[i] != NULL && b->layers[i]->free != NULL)
+      b->layers[i]->free(b);
   free(b->buckets);
   uv_mutex_lock(&b->lock);
   b->loop_gone = true;

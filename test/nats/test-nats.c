@@ -563,15 +563,19 @@ static void test_cancel(void **state) {
   assert_int_equal(st.late, 1); /* its reply found no entry */
 }
 
-/* The task dump names a request "NATS request <subject> #<id>". */
+/* The task dump names a request "NATS request <subject> #<id>";
+ * uvp_nats_dump lists them oldest first (the second expires first) with
+ * their promises' sites. */
 static void test_dump(void **state) {
   fixture_t *f = *state;
   uvp_nats_t *nc = T.nc;
   uvp_promise_t *p[2];
+  uvp_nats_request_opts_t sooner = {.timeout_ms = 5000};
+  int line = __LINE__ + 2;
   assert_int_equal(
       uvp_nats_request(nc, "svc.echo", "sleep:300", 10, NULL, &p[0]), 0);
   assert_int_equal(
-      uvp_nats_request(nc, "svc.other", "sleep:300", 10, NULL, &p[1]), 0);
+      uvp_nats_request(nc, "svc.other", "sleep:300", 10, &sooner, &p[1]), 0);
   /* in a group with a deadline: the dump names group and deadline too */
   uvp_group_t *g;
   uvp_group_opts_t go = {.deadline_ms = 5000};
@@ -589,9 +593,14 @@ static void test_dump(void **state) {
   print_message("%s", buf);
   assert_non_null(strstr(buf, "for NATS request svc.echo #1; in group at "));
   assert_non_null(strstr(buf, "for NATS request svc.other #2; in group at "));
-  assert_non_null(strstr(buf, "NATS request svc.echo #1 for "));
-  assert_non_null(strstr(buf, "(promise at "));
-  assert_non_null(strstr(buf, "test-nats.c"));
+  const char *first = strstr(buf, "NATS request svc.echo #1 for ");
+  const char *second = strstr(buf, "NATS request svc.other #2 for ");
+  assert_non_null(first);
+  assert_true(second > first);
+  char site[64];
+  snprintf(site, sizeof(site), "test-nats.c:%d)\n", line);
+  assert_non_null(strstr(first, site));
+  assert_true(strstr(first, site) < second);
   free(buf);
   uvp_promise_t *join;
   assert_int_equal(uvp_group_close(g), 0);
@@ -845,7 +854,8 @@ static uvp_ret_t count_served(void *arg) {
 /* Everything asked while it connects is taken and goes once it is up, in
  * order: the subscription first, then the requests (one to the test's own
  * subscription, which must be there to get it), then the flush; a request
- * cancelled meanwhile never goes; publish and drain say UV_ENOTCONN. */
+ * cancelled meanwhile (between the two others) never goes; publish and
+ * drain say UV_ENOTCONN. */
 static void test_open_before_connected(void **state) {
   fixture_t *f = *state;
   uvp_nats_connect_opts_t co = {.url = T.s->url};
@@ -860,8 +870,8 @@ static void test_open_before_connected(void **state) {
   assert_int_equal(uvp_nats_next(sub, &next), 0);
   uvp_nats_request_opts_t ro = {.timeout_ms = 3000};
   assert_int_equal(uvp_nats_request(nc, "own.x", "me", 3, &ro, &own), 0);
-  assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, &ro, &echo), 0);
   assert_int_equal(uvp_nats_request(nc, "svc.echo", "y", 1, &ro, &cut), 0);
+  assert_int_equal(uvp_nats_request(nc, "svc.echo", "x", 1, &ro, &echo), 0);
   assert_int_equal(uvp_nats_flush(nc, &fl), 0);
   assert_int_equal(uvp_nats_publish(nc, "own.x", NULL, "p", 1, NULL),
                    UV_ENOTCONN);
