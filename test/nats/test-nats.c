@@ -431,10 +431,29 @@ static void test_no_responders(void **state) {
   uvp_nats_t *nc = T.nc;
   enum { N = 100 };
   uvp_promise_t *ps[N];
+  /* runs of three requests to one subject, a short one and two longer
+   * than the binding's small blocks: each request names its own */
+  char a[96], b[48];
+  snprintf(a, sizeof(a), "nobody.%075d", 1);
+  snprintf(b, sizeof(b), "nobody.%036d", 2);
+  const char *subjects[3] = {"nobody.here", a, b};
   uint64_t t0 = uv_hrtime();
   for (int i = 0; i < N; i++)
-    assert_int_equal(uvp_nats_request(nc, "nobody.here", "x", 1, NULL, &ps[i]),
-                     0);
+    assert_int_equal(
+        uvp_nats_request(nc, subjects[i / 3 % 3], "x", 1, NULL, &ps[i]), 0);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *fp = open_memstream(&buf, &len);
+  assert_non_null(fp);
+  assert_int_equal(uvp_nats_dump(nc, fp), N);
+  fclose(fp);
+  for (int i = 0; i < N; i++) {
+    char line[160];
+    snprintf(line, sizeof(line), "NATS request %s #%d for ",
+             subjects[i / 3 % 3], i + 1);
+    assert_non_null(strstr(buf, line));
+  }
+  free(buf);
   run_until_all_settled(f, ps, N);
   double ms = (double)(uv_hrtime() - t0) / 1e6;
   for (int i = 0; i < N; i++) {
