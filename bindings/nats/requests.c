@@ -678,7 +678,8 @@ int uvp_nats_dump(uvp_nats_t *b, FILE *stream) {
     return UV_ENOMEM;
   for (req_t *r = b->tfirst; r != NULL && i < n; r = r->tnext)
     v[i++] = r;
-  qsort(v, i, sizeof(*v), by_id);
+  if (i > 1) /* v is NULL when there is none */
+    qsort(v, i, sizeof(*v), by_id);
   uint32_t now = (uint32_t)uv_now(b->loop);
   for (size_t k = 0; k < i; k++) {
     const char *file;
