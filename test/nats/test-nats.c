@@ -455,6 +455,7 @@ static void test_no_responders(void **state) {
   }
   free(buf);
   run_until_all_settled(f, ps, N);
+  assert_int_equal(uvp_nats_dump(nc, stderr), 0); /* none in flight */
   double ms = (double)(uv_hrtime() - t0) / 1e6;
   for (int i = 0; i < N; i++) {
     assert_int_equal(reason(ps[i]), UVP_NATS_ENORESPONDERS);
